@@ -1,0 +1,75 @@
+//! `ctx`: the read-only facts about the triggering event that a workflow may branch on.
+//!
+//! Plain data. The worker exposes it to Python as a frozen object; two evaluations with
+//! equal contexts and equal sources give byte-identical plans.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The event kinds a workflow can be evaluated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Push,
+    PullRequest,
+    Schedule,
+    Manual,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Push => "push",
+            Event::PullRequest => "pull_request",
+            Event::Schedule => "schedule",
+            Event::Manual => "manual",
+        }
+    }
+}
+
+/// Pull request facts, present when `event` is `pull_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The base branch the pull request targets.
+    pub base: String,
+    /// The head branch the changes come from.
+    pub head: String,
+    /// `opened`, `synchronize`, `reopened`, `closed`, ...
+    pub action: String,
+}
+
+/// What the workflow sees as `ctx`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalContext {
+    pub event: Event,
+    /// `owner/name`.
+    pub repo: String,
+    /// The full ref, e.g. `refs/heads/main`.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The branch name when the ref is a branch.
+    pub branch: Option<String>,
+    pub sha: String,
+    pub pr: Option<PullRequest>,
+    pub changed_files: Vec<String>,
+    pub inputs: BTreeMap<String, String>,
+}
+
+impl EvalContext {
+    /// A context for local use (`plue eval`, `plue check`): a push of `branch`.
+    pub fn local(event: Event, branch: &str) -> Self {
+        let pr = (event == Event::PullRequest).then(|| PullRequest { number: 1, base: "main".into(), head: branch.into(), action: "opened".into() });
+        EvalContext {
+            event,
+            repo: "local/workspace".into(),
+            git_ref: format!("refs/heads/{branch}"),
+            branch: Some(branch.into()),
+            sha: "0".repeat(40),
+            pr,
+            changed_files: vec![],
+            inputs: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The evaluator: turns a `.plue.py` file into a validated, deterministic [`Plan`].
+//!
+//! - [`plan`], [`validate`], [`mermaid`], [`context`], [`diagnostic`], [`limits`]: the pure
+//!   core — plain data and functions, no Python, no IO.
+//! - [`pool`]: the warm pool of sandboxed worker processes, and the only way the rest of
+//!   Plue evaluates a file ([`EvaluatorPool::evaluate`]).
+//! - [`worker`]: the code that runs *inside* a worker process (pyo3, the sandbox).
+//! - [`protocol`]: the frames between the two.
+//!
+//! The evaluator knows nothing about sqlx, kube or axum.
+
+pub mod context;
+pub mod diagnostic;
+pub mod limits;
+pub mod mermaid;
+pub mod plan;
+pub mod pool;
+pub mod protocol;
+pub mod validate;
+pub mod worker;
+
+pub use context::{EvalContext, Event, PullRequest};
+pub use diagnostic::Diagnostic;
+pub use limits::Limits;
+pub use plan::{Plan, SourceMap};
+pub use pool::{EvalError, EvaluatedPlan, EvaluatorPool, PoolConfig, WorkerCommand};

@@ -1,0 +1,61 @@
+//! `plue eval --format mermaid`: the DAG as a Mermaid `flowchart`.
+//!
+//! Node ids are generated (`s0`, `s1`, ...) because step ids may contain `-` or collide with
+//! Mermaid keywords such as `end`; the step id is the node's quoted label.
+
+use crate::plan::{Plan, When};
+
+/// Renders the plan's DAG, one node per step and one edge per dependency.
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::from("flowchart TD\n");
+    let node_of = |id: &str| plan.steps.iter().position(|s| s.id == id).map(|i| format!("s{i}"));
+    for (i, step) in plan.steps.iter().enumerate() {
+        let label = format!("{} ({})", step.id, step.action.kind()).replace('"', "#quot;");
+        out.push_str(&format!("    s{i}[\"{label}\"]\n"));
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        for dep in &step.depends_on {
+            let Some(from) = node_of(dep) else { continue };
+            match step.when {
+                When::Success => out.push_str(&format!("    {from} --> s{i}\n")),
+                When::Failure => out.push_str(&format!("    {from} -. on failure .-> s{i}\n")),
+                When::Always => out.push_str(&format!("    {from} -. always .-> s{i}\n")),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plan::{Action, Step};
+
+    #[test]
+    fn draws_nodes_and_edges() {
+        let step = |id: &str, deps: &[&str], when| Step {
+            id: id.into(),
+            action: Action::Bash { command: "true".into() },
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            timeout: 1,
+            retries: 0,
+            backoff: 1,
+            when,
+            env: BTreeMap::new(),
+            secrets: vec![],
+            runner: BTreeMap::new(),
+        };
+        let plan = Plan {
+            name: "p".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![step("test", &[], When::Success), step("end", &["test"], When::Success), step("notify-fail", &["test"], When::Failure)],
+        };
+        assert_eq!(
+            render(&plan),
+            "flowchart TD\n    s0[\"test (bash)\"]\n    s1[\"end (bash)\"]\n    s2[\"notify-fail (bash)\"]\n    s0 --> s1\n    s0 -. on failure .-> s2\n"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! The plan model: what a `.plue.py` file evaluates to.
+//!
+//! Plain data with no Python, IO or async in it. The serialised form of [`Plan`] is the
+//! *canonical plan JSON*: struct fields in declaration order, every map a `BTreeMap` (so
+//! keys are sorted), no whitespace. [`Plan::hash`] is the sha256 of exactly those bytes,
+//! so the same plan always has the same `plan_hash`, whatever produced it.
+//!
+//! Source positions are deliberately *not* part of the plan (moving a step down a line
+//! does not change what runs); they travel beside it in [`SourceMap`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A workflow's triggers and its DAG of steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Human-readable name shown in the dashboard and the CLI.
+    pub name: String,
+    /// The events that start a run, in the order the file lists them.
+    pub triggers: Vec<Trigger>,
+    /// Environment given to every step (a step's own `env` wins).
+    pub env: BTreeMap<String, String>,
+    /// Steps in the order the file lists them.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The canonical JSON bytes of the plan (see the module docs).
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a plan always serialises: it holds only strings, numbers and maps with string keys")
+    }
+
+    /// `plan_hash`: the lowercase hex sha256 of [`Plan::canonical_json`].
+    pub fn hash(&self) -> String {
+        hash_canonical(&self.canonical_json())
+    }
+}
+
+/// The sha256 of already-canonical plan JSON.
+pub fn hash_canonical(canonical_json: &str) -> String {
+    hex::encode(Sha256::digest(canonical_json.as_bytes()))
+}
+
+/// What starts a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// A push to a branch or a tag matching the globs (GitHub's filter pattern syntax:
+    /// `*` stops at `/`, `**` does not). Empty `branches` and `tags` never match.
+    Push {
+        branches: Vec<String>,
+        tags: Vec<String>,
+        /// When non-empty, at least one changed file must match.
+        paths: Vec<String>,
+        /// Changed files matching these are ignored; if nothing is left, no run.
+        paths_ignore: Vec<String>,
+    },
+    /// A pull request event whose base branch matches `branches`.
+    PullRequest {
+        branches: Vec<String>,
+        actions: Vec<String>,
+        paths: Vec<String>,
+        paths_ignore: Vec<String>,
+    },
+    /// A 5-field cron expression, evaluated in UTC.
+    Schedule { cron: String },
+    /// Dispatched by hand from the CLI, the API or the dashboard.
+    Manual { inputs: BTreeMap<String, ManualInput> },
+}
+
+impl Trigger {
+    /// The `kind` tag as it appears in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Push { .. } => "push",
+            Trigger::PullRequest { .. } => "pull_request",
+            Trigger::Schedule { .. } => "schedule",
+            Trigger::Manual { .. } => "manual",
+        }
+    }
+}
+
+/// One declared input of a manual trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManualInput {
+    /// Used when the dispatch does not give the input. `None` with `required` means the
+    /// dispatch must give it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub default: Option<String>,
+    pub required: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub description: Option<String>,
+    /// When non-empty, the only values the input accepts.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub options: Vec<String>,
+}
+
+/// One node of the DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub id: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub depends_on: Vec<String>,
+    /// Seconds before the attempt is killed.
+    pub timeout: u64,
+    /// Extra attempts after a failed one.
+    pub retries: u32,
+    /// Seconds before the first retry; doubles on each further retry.
+    pub backoff: u64,
+    pub when: When,
+    pub env: BTreeMap<String, String>,
+    /// Names of secrets resolved when the step is dispatched; values never enter a plan.
+    pub secrets: Vec<String>,
+    /// Labels a runner must carry to take the step.
+    pub runner: BTreeMap<String, String>,
+}
+
+/// Default per-step timeout in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+/// Default backoff before the first retry, in seconds.
+pub const DEFAULT_BACKOFF_SECS: u64 = 1;
+/// The tools an `llm` step gets when it names none.
+pub const DEFAULT_LLM_TOOLS: [&str; 6] = ["read_file", "write_file", "list_files", "grep", "bash", "git_diff"];
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// A bash script run with `bash -eo pipefail`.
+    Bash { command: String },
+    /// A Python script run by the runner's interpreter.
+    Python { script: String },
+    /// A Claude agent turn loop with workspace tools.
+    Llm(LlmAction),
+}
+
+impl Action {
+    /// The `kind` tag as it appears in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Bash { .. } => "bash",
+            Action::Python { .. } => "python",
+            Action::Llm(_) => "llm",
+        }
+    }
+}
+
+/// The options of an `llm` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmAction {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prompt_file: Option<String>,
+    /// Inputs for the prompt (validated against its schema at dispatch).
+    pub inputs: BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_turns: Option<u32>,
+    pub tools: Vec<String>,
+}
+
+/// When a step runs, given its dependencies' outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Only if every dependency succeeded (the default).
+    Success,
+    /// Only if at least one dependency failed.
+    Failure,
+    /// Whatever the dependencies did, once they are final.
+    Always,
+}
+
+impl When {
+    pub const NAMES: [&'static str; 3] = ["success", "failure", "always"];
+
+    pub fn parse(name: &str) -> Option<When> {
+        match name {
+            "success" => Some(When::Success),
+            "failure" => Some(When::Failure),
+            "always" => Some(When::Always),
+            _ => None,
+        }
+    }
+}
+
+/// A 1-based line and column in the workflow file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Location {
+    pub line: u32,
+    pub col: u32,
+}
+
+/// Where each part of a plan was written: `steps[i]` is where `plan.steps[i]` was made.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SourceMap {
+    pub plan: Location,
+    pub triggers: Vec<Location>,
+    pub steps: Vec<Location>,
+}
+
+impl SourceMap {
+    pub fn step(&self, index: usize) -> Location {
+        self.steps.get(index).copied().unwrap_or(self.plan)
+    }
+
+    pub fn trigger(&self, index: usize) -> Location {
+        self.triggers.get(index).copied().unwrap_or(self.plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bash(id: &str, deps: &[&str]) -> Step {
+        Step {
+            id: id.into(),
+            action: Action::Bash { command: "true".into() },
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            timeout: DEFAULT_TIMEOUT_SECS,
+            retries: 0,
+            backoff: DEFAULT_BACKOFF_SECS,
+            when: When::Success,
+            env: BTreeMap::new(),
+            secrets: vec![],
+            runner: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn canonical_json_is_compact_ordered_and_tagged() {
+        let mut env = BTreeMap::new();
+        env.insert("Z".into(), "1".into());
+        env.insert("A".into(), "2".into());
+        let plan = Plan { name: "x".into(), triggers: vec![Trigger::Schedule { cron: "0 3 * * *".into() }], env, steps: vec![bash("a", &[])] };
+        let json = plan.canonical_json();
+        assert!(json.starts_with(r#"{"name":"x","triggers":[{"kind":"schedule","cron":"0 3 * * *"}],"env":{"A":"2","Z":"1"},"steps":[{"id":"a","kind":"bash","command":"true","depends_on":[]"#), "{json}");
+        assert_eq!(plan.hash().len(), 64);
+        let back: Plan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, plan);
+        assert_eq!(back.hash(), plan.hash());
+    }
+
+    #[test]
+    fn hash_changes_with_content() {
+        let a = Plan { name: "x".into(), triggers: vec![], env: BTreeMap::new(), steps: vec![bash("a", &[])] };
+        let mut b = a.clone();
+        b.steps[0].retries = 1;
+        assert_ne!(a.hash(), b.hash());
+    }
+}

@@ -1,0 +1,109 @@
+//! The parent ↔ evaluator-worker wire format.
+//!
+//! Frames are a 4-byte big-endian length and a JSON body. The parent writes [`Request`]s
+//! to the worker's stdin. The worker answers on its *result channel*: its original
+//! stdout, which the worker duplicates to a private descriptor held only by Rust code
+//! before pointing fds 1 and 2 at `/dev/null`. User code therefore has no way to write a
+//! frame: a `print` in a workflow can never be mistaken for a result.
+//!
+//! The parent trusts nothing it reads: frame sizes are capped and the plan is validated
+//! again after decoding.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::EvalContext;
+use crate::diagnostic::Diagnostic;
+use crate::plan::{Plan, SourceMap};
+
+/// Largest frame either side accepts. A plan is at most 1 MiB of JSON by default;
+/// the headroom covers the source map and captured prints.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// Bounds the worker enforces itself while building the plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerLimits {
+    pub max_steps: usize,
+    pub max_plan_bytes: usize,
+}
+
+/// One evaluation request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// The name used in messages and tracebacks.
+    pub path: String,
+    pub source: String,
+    pub ctx: EvalContext,
+    pub limits: WorkerLimits,
+}
+
+/// What the worker sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame {
+    /// Sent once, after the interpreter is initialised and locked down.
+    Ready,
+    /// The evaluation produced a plan (not yet validated as a whole).
+    Plan {
+        plan: Plan,
+        source_map: SourceMap,
+        /// What the workflow printed, capped.
+        output: String,
+        /// The worker used up its CPU budget and exits after this frame.
+        retire: bool,
+    },
+    /// The workflow file is wrong or hostile.
+    Failed {
+        diagnostic: Diagnostic,
+        /// The worker's state may be damaged (memory exhausted, recursion limit hit):
+        /// the parent must not reuse it.
+        retire: bool,
+    },
+}
+
+/// Writes one frame.
+pub fn write_frame<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(io::Error::other)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {} bytes exceeds the limit", body.len())));
+    }
+    out.write_all(&(body.len() as u32).to_be_bytes())?;
+    out.write_all(&body)?;
+    out.flush()
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds the limit")));
+    }
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body)?;
+    serde_json::from_slice(&body).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversize_is_refused() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Frame::Ready).unwrap();
+        let back: Frame = read_frame(&mut buf.as_slice()).unwrap().unwrap();
+        assert!(matches!(back, Frame::Ready));
+        let empty: Option<Frame> = read_frame(&mut [].as_slice()).unwrap();
+        assert!(empty.is_none());
+        let huge = (MAX_FRAME_BYTES as u32 + 1).to_be_bytes();
+        let err = read_frame::<Frame>(&mut huge.as_slice()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

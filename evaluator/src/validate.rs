@@ -1,0 +1,417 @@
+//! Validation of a plan as a whole: everything that a single constructor call cannot see.
+//!
+//! Pure functions over [`Plan`] and [`SourceMap`]. Every problem is reported (not only the
+//! first), each at the place in the file that caused it. The parent process runs this on
+//! whatever a worker returns, so a worker that was subverted still cannot hand the engine
+//! an invalid plan.
+
+use std::collections::HashMap;
+
+use croner::parser::{CronParser, Seconds, Year};
+use globset::GlobBuilder;
+
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::limits::{human_bytes, Limits};
+use crate::plan::{Action, Location, Plan, SourceMap, Trigger, DEFAULT_LLM_TOOLS};
+
+/// Pull request actions a trigger may name (GitHub's names; Gitea's `synchronized` is
+/// normalised to `synchronize` when events are matched).
+pub const PULL_REQUEST_ACTIONS: [&str; 12] = [
+    "opened",
+    "synchronize",
+    "reopened",
+    "closed",
+    "edited",
+    "labeled",
+    "unlabeled",
+    "assigned",
+    "unassigned",
+    "ready_for_review",
+    "converted_to_draft",
+    "review_requested",
+];
+
+/// Upper bounds on per-step numbers, so a typo cannot park a runner for a year.
+const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+const MAX_RETRIES: u32 = 20;
+const MAX_BACKOFF_SECS: u64 = 3600;
+const MAX_TURNS: u32 = 500;
+const MAX_ID_LEN: usize = 64;
+
+/// Checks `plan` and returns every problem found, in file order.
+pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Vec<Diagnostic> {
+    let mut problems = Problems { path, found: Vec::new() };
+    if plan.name.trim().is_empty() {
+        problems.add(map.plan, "the plan's name must not be empty".into());
+    }
+    if plan.steps.len() > limits.max_steps {
+        problems.add(map.plan, format!("the plan has {} steps; the limit is {}", plan.steps.len(), limits.max_steps));
+    }
+    for key in plan.env.keys() {
+        check_env_name(&mut problems, map.plan, "env", key);
+    }
+    for (index, trigger) in plan.triggers.iter().enumerate() {
+        check_trigger(&mut problems, map.trigger(index), trigger);
+    }
+    check_steps(&mut problems, plan, map);
+    check_dag(&mut problems, plan, map);
+    let canonical = plan.canonical_json();
+    if canonical.len() > limits.max_plan_bytes {
+        problems.add(map.plan, format!("the plan's JSON is {} bytes; the limit is {}", canonical.len(), human_bytes(limits.max_plan_bytes as u64)));
+    }
+    if let Some(address) = memory_address(&canonical) {
+        problems.add(
+            map.plan,
+            format!("the plan contains a memory address ('{address}'), probably from str() of a function or object; it would change on every evaluation"),
+        );
+    }
+    problems.found.sort_by_key(|d| d.location.map(|l| (l.line, l.col)));
+    problems.found
+}
+
+struct Problems<'a> {
+    path: &'a str,
+    found: Vec<Diagnostic>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, location: Location, message: String) {
+        self.found.push(Diagnostic::at(self.path, location, message));
+    }
+}
+
+fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
+    match trigger {
+        Trigger::Push { branches, tags, paths, paths_ignore } => {
+            check_globs(problems, at, "branch", branches);
+            check_globs(problems, at, "tag", tags);
+            check_globs(problems, at, "path", paths);
+            check_globs(problems, at, "paths_ignore", paths_ignore);
+        }
+        Trigger::PullRequest { branches, actions, paths, paths_ignore } => {
+            check_globs(problems, at, "branch", branches);
+            check_globs(problems, at, "path", paths);
+            check_globs(problems, at, "paths_ignore", paths_ignore);
+            for action in actions {
+                if !PULL_REQUEST_ACTIONS.contains(&action.as_str()) {
+                    let hint = did_you_mean(action, PULL_REQUEST_ACTIONS);
+                    problems.add(at, format!("unknown pull request action '{action}'{hint}; expected one of {}", PULL_REQUEST_ACTIONS.join(", ")));
+                }
+            }
+        }
+        Trigger::Schedule { cron } => {
+            if let Err(message) = check_cron(cron) {
+                problems.add(at, message);
+            }
+        }
+        Trigger::Manual { inputs } => {
+            for (name, input) in inputs {
+                if !is_identifier(name) {
+                    problems.add(at, format!("manual input name '{name}' must be letters, digits, '_' or '-', starting with a letter or '_'"));
+                }
+                if let Some(default) = &input.default {
+                    if !input.options.is_empty() && !input.options.contains(default) {
+                        problems.add(at, format!("manual input '{name}': default '{default}' is not one of its options ({})", input.options.join(", ")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks a 5-field cron expression (minute hour day-of-month month day-of-week, UTC).
+pub fn check_cron(expression: &str) -> Result<(), String> {
+    let fields = expression.split_whitespace().count();
+    if fields != 5 && !expression.trim_start().starts_with('@') {
+        return Err(format!("invalid cron expression '{expression}': expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+        .map(|_| ())
+        .map_err(|e| format!("invalid cron expression '{expression}': {e}"))
+}
+
+fn check_globs(problems: &mut Problems<'_>, at: Location, what: &str, globs: &[String]) {
+    for glob in globs {
+        if glob.is_empty() {
+            problems.add(at, format!("empty {what} pattern"));
+        } else if let Err(e) = GlobBuilder::new(glob).literal_separator(true).build() {
+            problems.add(at, format!("invalid {what} pattern '{glob}': {}", e.kind()));
+        }
+    }
+}
+
+fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    for (index, step) in plan.steps.iter().enumerate() {
+        let at = map.step(index);
+        if !is_identifier(&step.id) || step.id.len() > MAX_ID_LEN {
+            problems.add(
+                at,
+                format!("invalid step id '{}': use at most {MAX_ID_LEN} letters, digits, '_' or '-', starting with a letter or '_'", step.id),
+            );
+        }
+        if let Some(&first) = first_seen.get(step.id.as_str()) {
+            problems.add(at, format!("duplicate step id '{}' (first defined at line {})", step.id, map.step(first).line));
+        } else {
+            first_seen.insert(&step.id, index);
+        }
+        if step.timeout == 0 || step.timeout > MAX_TIMEOUT_SECS {
+            problems.add(at, format!("step '{}': timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {}", step.id, step.timeout));
+        }
+        if step.retries > MAX_RETRIES {
+            problems.add(at, format!("step '{}': retries must be at most {MAX_RETRIES}, got {}", step.id, step.retries));
+        }
+        if step.backoff > MAX_BACKOFF_SECS {
+            problems.add(at, format!("step '{}': backoff must be at most {MAX_BACKOFF_SECS} seconds, got {}", step.id, step.backoff));
+        }
+        for key in step.env.keys() {
+            check_env_name(problems, at, "env", key);
+        }
+        for name in &step.secrets {
+            check_env_name(problems, at, "secret", name);
+        }
+        if let Action::Llm(llm) = &step.action {
+            match (&llm.prompt, &llm.prompt_file) {
+                (None, None) => problems.add(at, format!("llm step '{}' needs prompt= or prompt_file=", step.id)),
+                (Some(_), Some(_)) => problems.add(at, format!("llm step '{}' takes prompt= or prompt_file=, not both", step.id)),
+                _ => {}
+            }
+            if let Some(file) = &llm.prompt_file {
+                if file.starts_with('/') || file.split('/').any(|part| part == "..") {
+                    problems.add(at, format!("llm step '{}': prompt_file '{file}' must be a relative path inside the repository", step.id));
+                }
+            }
+            if llm.max_turns == Some(0) || llm.max_turns.is_some_and(|t| t > MAX_TURNS) {
+                problems.add(at, format!("llm step '{}': max_turns must be between 1 and {MAX_TURNS}", step.id));
+            }
+            for tool in &llm.tools {
+                if !DEFAULT_LLM_TOOLS.contains(&tool.as_str()) {
+                    let hint = did_you_mean(tool, DEFAULT_LLM_TOOLS);
+                    problems.add(at, format!("llm step '{}': unknown tool '{tool}'{hint}; available: {}", step.id, DEFAULT_LLM_TOOLS.join(", ")));
+                }
+            }
+        }
+    }
+}
+
+fn check_env_name(problems: &mut Problems<'_>, at: Location, what: &str, name: &str) {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        problems.add(at, format!("invalid {what} name '{name}': use letters, digits and '_', not starting with a digit"));
+    }
+}
+
+/// Unknown dependencies and cycles.
+fn check_dag(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
+    let index: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    for (i, step) in plan.steps.iter().enumerate() {
+        for dep in &step.depends_on {
+            if !index.contains_key(dep.as_str()) {
+                let hint = did_you_mean(dep, ids.iter().copied());
+                problems.add(map.step(i), format!("step '{}' depends on unknown step '{dep}'{hint}", step.id));
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(plan, &index) {
+        let names: Vec<&str> = cycle.iter().map(|&i| plan.steps[i].id.as_str()).collect();
+        problems.add(map.step(cycle[0]), format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]));
+    }
+}
+
+/// The first cycle found, as step indices in dependency order, starting from the step
+/// declared first. Iterative, so a 1,000-step chain cannot overflow the stack.
+fn find_cycle(plan: &Plan, index: &HashMap<&str, usize>) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let edges: Vec<Vec<usize>> =
+        plan.steps.iter().map(|s| s.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()).collect();
+    let mut mark = vec![Mark::New; plan.steps.len()];
+    for root in 0..plan.steps.len() {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        // (node, next edge to follow)
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        mark[root] = Mark::OnPath;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            if let Some(&dep) = edges[node].get(*next) {
+                *next += 1;
+                match mark[dep] {
+                    Mark::New => {
+                        mark[dep] = Mark::OnPath;
+                        path.push((dep, 0));
+                    }
+                    Mark::OnPath => {
+                        let start = path.iter().position(|&(n, _)| n == dep).expect("a node on the path is in the path");
+                        let mut cycle: Vec<usize> = path[start..].iter().map(|&(n, _)| n).collect();
+                        // Start the printed cycle at the step declared first, for stable messages.
+                        let first = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                        cycle.rotate_left(first);
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                path.pop();
+            }
+        }
+    }
+    None
+}
+
+/// Letters, digits, `_` and `-`, starting with a letter or `_`.
+pub fn is_identifier(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Finds `at 0x7f..>` as printed by Python's default `repr`, which differs per process.
+fn memory_address(json: &str) -> Option<&str> {
+    let mut rest = json;
+    while let Some(pos) = rest.find(" at 0x") {
+        let tail = &rest[pos + 6..];
+        let digits = tail.chars().take_while(|c| c.is_ascii_hexdigit()).count();
+        if digits >= 4 && tail[digits..].starts_with('>') {
+            return Some(&rest[pos + 1..pos + 6 + digits]);
+        }
+        rest = &rest[pos + 6..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plan::{Step, When, DEFAULT_BACKOFF_SECS, DEFAULT_TIMEOUT_SECS};
+
+    fn step(id: &str, deps: &[&str]) -> Step {
+        Step {
+            id: id.into(),
+            action: Action::Bash { command: "true".into() },
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            timeout: DEFAULT_TIMEOUT_SECS,
+            retries: 0,
+            backoff: DEFAULT_BACKOFF_SECS,
+            when: When::Success,
+            env: BTreeMap::new(),
+            secrets: vec![],
+            runner: BTreeMap::new(),
+        }
+    }
+
+    fn plan(steps: Vec<Step>, triggers: Vec<Trigger>) -> (Plan, SourceMap) {
+        let map = SourceMap {
+            plan: Location { line: 1, col: 1 },
+            triggers: (0..triggers.len()).map(|i| Location { line: 2 + i as u32, col: 5 }).collect(),
+            steps: (0..steps.len()).map(|i| Location { line: 10 + i as u32, col: 9 }).collect(),
+        };
+        (Plan { name: "p".into(), triggers, env: BTreeMap::new(), steps }, map)
+    }
+
+    fn messages(plan: &Plan, map: &SourceMap) -> Vec<String> {
+        validate(plan, map, &Limits::default(), "w.plue.py").iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn a_valid_plan_has_no_problems() {
+        let (p, m) = plan(vec![step("test", &[]), step("build", &["test"]), step("review", &["test"])], vec![Trigger::Schedule { cron: "0 3 * * *".into() }]);
+        assert_eq!(messages(&p, &m), Vec::<String>::new());
+    }
+
+    #[test]
+    fn duplicate_ids_name_the_first_definition() {
+        let (p, m) = plan(vec![step("test", &[]), step("test", &[])], vec![]);
+        assert_eq!(messages(&p, &m), vec!["w.plue.py:11:9: duplicate step id 'test' (first defined at line 10)"]);
+    }
+
+    #[test]
+    fn unknown_dependency_is_named_with_a_suggestion() {
+        let (p, m) = plan(vec![step("test", &[]), step("build", &["tset"])], vec![]);
+        assert_eq!(messages(&p, &m), vec!["w.plue.py:11:9: step 'build' depends on unknown step 'tset' (did you mean 'test'?)"]);
+    }
+
+    #[test]
+    fn cycles_are_printed_as_arrows() {
+        let (p, m) = plan(vec![step("a", &["c"]), step("b", &["a"]), step("c", &["b"]), step("d", &[])], vec![]);
+        let found = messages(&p, &m);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].ends_with("dependency cycle: a -> c -> b -> a"), "{}", found[0]);
+        let (p, m) = plan(vec![step("self", &["self"])], vec![]);
+        assert!(messages(&p, &m)[0].ends_with("dependency cycle: self -> self"));
+    }
+
+    #[test]
+    fn a_long_chain_is_not_a_cycle_and_does_not_overflow() {
+        let steps = (0..1000)
+            .map(|i| {
+                let mut s = step(&format!("s{i}"), &[]);
+                if i > 0 {
+                    s.depends_on = vec![format!("s{}", i - 1)];
+                }
+                s
+            })
+            .collect();
+        let (p, m) = plan(steps, vec![]);
+        assert!(messages(&p, &m).is_empty());
+    }
+
+    #[test]
+    fn bad_cron_is_echoed() {
+        let (p, m) = plan(vec![], vec![Trigger::Schedule { cron: "61 * * * *".into() }, Trigger::Schedule { cron: "* * *".into() }]);
+        let found = messages(&p, &m);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("w.plue.py:2:5: invalid cron expression '61 * * * *'"), "{}", found[0]);
+        assert!(found[1].contains("invalid cron expression '* * *': expected 5 fields"), "{}", found[1]);
+        assert!(check_cron("*/15 9-17 * * MON-FRI").is_ok());
+        assert!(check_cron("0 0 * * * *").is_err(), "six fields are not cron here");
+    }
+
+    #[test]
+    fn bad_globs_and_actions() {
+        let push = Trigger::Push { branches: vec!["release/[".into()], tags: vec![], paths: vec![], paths_ignore: vec![] };
+        let pr = Trigger::PullRequest { branches: vec!["main".into()], actions: vec!["opend".into()], paths: vec![], paths_ignore: vec![] };
+        let (p, m) = plan(vec![], vec![push, pr]);
+        let found = messages(&p, &m);
+        assert!(found[0].contains("invalid branch pattern 'release/['"), "{found:?}");
+        assert!(found[1].contains("unknown pull request action 'opend' (did you mean 'opened'?)"), "{found:?}");
+    }
+
+    #[test]
+    fn step_limit_and_size_limit() {
+        let steps = (0..3).map(|i| step(&format!("s{i}"), &[])).collect();
+        let (p, m) = plan(steps, vec![]);
+        let limits = Limits { max_steps: 2, max_plan_bytes: 100, ..Limits::default() };
+        let found: Vec<String> = validate(&p, &m, &limits, "w").iter().map(|d| d.message.clone()).collect();
+        assert!(found.iter().any(|f| f == "the plan has 3 steps; the limit is 2"), "{found:?}");
+        assert!(found.iter().any(|f| f.starts_with("the plan's JSON is") && f.ends_with("the limit is 100 bytes")), "{found:?}");
+    }
+
+    #[test]
+    fn memory_addresses_are_refused() {
+        let mut s = step("a", &[]);
+        s.action = Action::Bash { command: "echo <function f at 0x7f3a2b1c0d90>".into() };
+        let (p, m) = plan(vec![s], vec![]);
+        assert!(messages(&p, &m)[0].contains("memory address ('at 0x7f3a2b1c0d90')"));
+    }
+
+    #[test]
+    fn llm_steps_need_exactly_one_prompt_and_known_tools() {
+        let mut s = step("r", &[]);
+        s.action = Action::Llm(crate::plan::LlmAction { prompt: None, prompt_file: None, inputs: BTreeMap::new(), model: None, max_turns: None, tools: vec!["bsh".into()] });
+        let (p, m) = plan(vec![s], vec![]);
+        let found = messages(&p, &m);
+        assert!(found[0].contains("needs prompt= or prompt_file="), "{found:?}");
+        assert!(found[1].contains("unknown tool 'bsh' (did you mean 'bash'?)"), "{found:?}");
+    }
+}

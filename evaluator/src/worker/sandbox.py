@@ -1,0 +1,265 @@
+"""Evaluator worker bootstrap: trusted code that runs one workflow file.
+
+Never visible to workflow code: workflows get a fresh globals dict whose builtins are a
+curated dict of real builtins plus the Rust guard functions (`getattr`, `hasattr`,
+`__import__`, `print`). Nothing defined here is reachable from there.
+
+`evaluate()` returns either ("ok", plan, None, None, None, False) or
+("error", message, line, col, detail, retire). Layer (a) of the sandbox lives here as the
+AST check; the policy it applies comes from the Rust host (`guard.rs`).
+"""
+
+import ast
+import builtins as _real_builtins
+import gc
+import itertools
+import sys
+
+_host = None
+_current_path = None
+MAX_MESSAGE = 2000
+
+# Node types that a workflow has no use for and that open doors.
+_REFUSED_NODES = {
+    ast.ClassDef: "class definitions are not allowed in workflow files; use functions and dicts",
+    ast.AsyncFunctionDef: "async functions are not allowed in workflow files",
+    ast.Await: "await is not allowed in workflow files",
+    ast.AsyncFor: "async for is not allowed in workflow files",
+    ast.AsyncWith: "async with is not allowed in workflow files",
+    ast.With: "with statements are not allowed in workflow files",
+}
+
+
+class Rejected(Exception):
+    def __init__(self, node, message):
+        super().__init__(message)
+        self.line = getattr(node, "lineno", 1) or 1
+        self.col = (getattr(node, "col_offset", 0) or 0) + 1
+        self.message = message
+
+
+def install(host):
+    """Called once by the worker before lock-down."""
+    global _host
+    _host = host
+    sys.setrecursionlimit(400)
+
+
+def caller_location():
+    """(line, col) of the innermost frame in the file being evaluated, for host objects."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename == _current_path:
+            return _position(frame.f_code, frame.f_lasti, frame.f_lineno)
+        frame = frame.f_back
+    return (0, 0)
+
+
+def _position(code, lasti, fallback_line):
+    try:
+        line, _end, col, _end_col = next(itertools.islice(code.co_positions(), lasti // 2, None))
+    except StopIteration:
+        return (fallback_line or 0, 1)
+    return (line or fallback_line or 0, (col or 0) + 1)
+
+
+def _bound_names(tree):
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            if isinstance(node, ast.FunctionDef):
+                names.add(node.name)
+            a = node.args
+            for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+                if arg is not None:
+                    names.add(arg.arg)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+    return names
+
+
+def _check_identifier(node, name, what):
+    if name.startswith("__"):
+        raise Rejected(node, f"{what} '{name}' is not allowed in workflow files")
+
+
+def _check_attribute(node, name):
+    if not _host.attribute_allowed(name):
+        hint = " (use f-strings instead)" if name in ("format", "format_map") else ""
+        raise Rejected(node, f"access to attribute '{name}' is not allowed in workflow files{hint}")
+
+
+def check(tree):
+    """Layer (a), compile time: raises Rejected for the first construct the dialect refuses."""
+    allowed_modules = set(_host.ALLOWED_MODULES)
+    forbidden = set(_host.FORBIDDEN_BUILTINS)
+    bound = _bound_names(tree)
+    for node in ast.walk(tree):
+        refused = _REFUSED_NODES.get(type(node))
+        if refused:
+            raise Rejected(node, refused)
+        if isinstance(node, ast.Attribute):
+            _check_attribute(node, node.attr)
+            if not isinstance(node.ctx, ast.Load):
+                raise Rejected(node, f"assigning or deleting attribute '{node.attr}' is not allowed in workflow files")
+        elif isinstance(node, ast.Name):
+            _check_identifier(node, node.id, "name")
+            if node.id in forbidden and node.id not in bound:
+                raise Rejected(node, f"use of forbidden name '{node.id}' in a workflow file")
+        elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            if isinstance(node, ast.FunctionDef):
+                _check_identifier(node, node.name, "function name")
+            a = node.args
+            for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+                if arg is not None:
+                    _check_identifier(arg, arg.arg, "parameter name")
+        elif isinstance(node, ast.keyword) and node.arg is not None:
+            _check_identifier(node, node.arg, "keyword argument")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                _check_module(node, alias.name, allowed_modules)
+                _check_identifier(node, alias.asname or "", "import alias")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                raise Rejected(node, "relative imports are not allowed in workflow files")
+            _check_module(node, node.module or "", allowed_modules)
+            for alias in node.names:
+                if alias.name == "*":
+                    raise Rejected(node, "'from ... import *' is not allowed in workflow files")
+                if alias.name.startswith("_"):
+                    raise Rejected(node, f"importing '{alias.name}' is not allowed in workflow files")
+                _check_identifier(node, alias.asname or "", "import alias")
+        elif isinstance(node, ast.MatchClass):
+            for name in node.kwd_attrs:
+                _check_attribute(node, name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            for name in node.names:
+                _check_identifier(node, name, "name")
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            _check_identifier(node, node.name, "name")
+
+
+def _check_module(node, name, allowed_modules):
+    if name not in allowed_modules:
+        allowed = ", ".join(_host.ALLOWED_MODULES)
+        raise Rejected(node, f"import of '{name}' is not allowed in workflow files (allowed: {allowed})")
+
+
+def _builtins():
+    safe = {name: getattr(_real_builtins, name) for name in _host.SAFE_BUILTINS}
+    safe.update(getattr=_host.getattr, hasattr=_host.hasattr, print=_host.print, __import__=_host.__import__)
+    return safe
+
+
+def _error(message, line=1, col=1, detail=None, retire=False):
+    message = str(message)
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
+    return ("error", message, int(line or 1), int(col or 1), detail, bool(retire))
+
+
+def _user_frames(exc, path, source_lines):
+    """(line, col) of the innermost frame in the user's file and a short traceback."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == path:
+            line, col = _position(code, tb.tb_lasti, tb.tb_lineno)
+            frames.append((line, col, code.co_name))
+        tb = tb.tb_next
+    if not frames:
+        return 1, 1, None
+    shown = frames[-8:]
+    lines = ["Traceback (most recent call last, in your file):"]
+    if len(frames) > len(shown):
+        lines.append(f"  ... {len(frames) - len(shown)} more")
+    for line, _col, name in shown:
+        lines.append(f"  line {line}, in {name}")
+        if 0 < line <= len(source_lines):
+            lines.append("    " + source_lines[line - 1].strip()[:200])
+    return shown[-1][0], shown[-1][1], "\n".join(lines)
+
+
+def _describe(exc):
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def evaluate(path, source, ctx, memory_text):
+    global _current_path
+    _current_path = path
+    try:
+        try:
+            tree = ast.parse(source, filename=path, mode="exec")
+        except SyntaxError as e:
+            return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
+        except (RecursionError, MemoryError):
+            return _error("the file is nested too deeply to parse", retire=True)
+        except ValueError as e:
+            return _error(f"cannot parse the file: {e}")
+        try:
+            check(tree)
+        except Rejected as r:
+            return _error(r.message, r.line, r.col)
+        except RecursionError:
+            return _error("the file is nested too deeply to check", retire=True)
+        try:
+            code = compile(tree, path, "exec", dont_inherit=True)
+        except (RecursionError, MemoryError):
+            return _error("the file is nested too deeply to compile", retire=True)
+        except SyntaxError as e:
+            return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
+        del tree
+        return _run(path, source, code, ctx, memory_text)
+    finally:
+        _current_path = None
+        gc.collect(0)
+
+
+def _run(path, source, code, ctx, memory_text):
+    source_lines = source.splitlines()
+    namespace = {
+        "__builtins__": _builtins(),
+        "__name__": "workflow",
+        "Plan": _host.Plan,
+        "Step": _host.Step,
+        "Trigger": _host.Trigger,
+    }
+    try:
+        exec(code, namespace)
+        workflow = namespace.get("workflow")
+        if workflow is None:
+            return _error("no workflow() function: define `def workflow(ctx):` returning a Plan")
+        fn_code = getattr(workflow, "__code__", None)
+        if fn_code is None or fn_code.co_filename != path:
+            return _error("`workflow` must be a function defined in this file")
+        line = fn_code.co_firstlineno
+        if fn_code.co_argcount == 0:
+            result = workflow()
+        elif fn_code.co_argcount == 1:
+            result = workflow(ctx)
+        else:
+            return _error("workflow() must take no parameter or one (ctx)", line)
+        if not isinstance(result, _host.Plan):
+            return _error(f"workflow() must return a Plan, got {type(result).__name__}", line)
+        return ("ok", result, None, None, None, False)
+    except MemoryError as e:
+        line, col, detail = _user_frames(e, path, source_lines)
+        return _error(f"the evaluation exceeded its memory limit of {memory_text}", line, col, detail, retire=True)
+    except RecursionError as e:
+        line, col, detail = _user_frames(e, path, source_lines)
+        return _error("maximum recursion depth exceeded", line, col, detail, retire=True)
+    except BaseException as e:  # noqa: BLE001 - every failure of user code becomes a diagnostic
+        line, col, detail = _user_frames(e, path, source_lines)
+        return _error(_describe(e), line, col, detail, retire=not isinstance(e, Exception))
+    finally:
+        namespace.clear()
