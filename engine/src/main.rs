@@ -1,1 +1,45 @@
-fn main(){}
+//! `plue`: the command line of the Plue workflow engine.
+//!
+//! `main` only dispatches: the hidden `__eval-worker` subcommand turns this process into a
+//! sandboxed evaluator worker before anything else runs (no clap, no tokio, no tracing);
+//! every other invocation is parsed by [`cli`] and run by a module under [`commands`].
+//! Exit codes: 0 success, 1 invalid workflow or failed operation, 2 usage error.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The subcommand that runs an evaluator worker (see `evaluator::worker`).
+pub(crate) const EVAL_WORKER_SUBCOMMAND: &str = "__eval-worker";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(EVAL_WORKER_SUBCOMMAND) {
+        return evaluator::worker::main(&args[2..]);
+    }
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PLUE_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -60,7 +60,12 @@ pub struct EvalContext {
 impl EvalContext {
     /// A context for local use (`plue eval`, `plue check`): a push of `branch`.
     pub fn local(event: Event, branch: &str) -> Self {
-        let pr = (event == Event::PullRequest).then(|| PullRequest { number: 1, base: "main".into(), head: branch.into(), action: "opened".into() });
+        let pr = (event == Event::PullRequest).then(|| PullRequest {
+            number: 1,
+            base: "main".into(),
+            head: branch.into(),
+            action: "opened".into(),
+        });
         EvalContext {
             event,
             repo: "local/workspace".into(),

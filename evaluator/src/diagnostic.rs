@@ -25,36 +25,55 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn at(path: impl Into<String>, location: Location, message: impl Into<String>) -> Self {
-        Diagnostic { path: path.into(), location: Some(location), message: message.into(), detail: None }
+        Diagnostic {
+            path: path.into(),
+            location: Some(location),
+            message: message.into(),
+            detail: None,
+        }
     }
 
     pub fn whole_file(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { path: path.into(), location: None, message: message.into(), detail: None }
+        Diagnostic {
+            path: path.into(),
+            location: None,
+            message: message.into(),
+            detail: None,
+        }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.location {
-            Some(Location { line, col }) => write!(f, "{}:{}:{}: {}", self.path, line, col, self.message),
+            Some(Location { line, col }) => {
+                write!(f, "{}:{}:{}: {}", self.path, line, col, self.message)
+            }
             None => write!(f, "{}: {}", self.path, self.message),
         }
     }
 }
 
 /// Renders "did you mean 'x'?" for the closest candidate, if one is close enough.
-pub fn suggestion<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn suggestion<'a>(
+    wrong: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(wrong, c), c))
-        .filter(|(distance, c)| *distance > 0 && *distance <= (c.len().max(wrong.len()) / 3).max(1) + 1)
+        .filter(|(distance, c)| {
+            *distance > 0 && *distance <= (c.len().max(wrong.len()) / 3).max(1) + 1
+        })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
 }
 
 /// `" (did you mean 'x'?)"` or the empty string.
 pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    suggestion(wrong, candidates).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default()
+    suggestion(wrong, candidates)
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -65,7 +84,10 @@ mod tests {
     fn display_with_and_without_location() {
         let d = Diagnostic::at("a.plue.py", Location { line: 3, col: 7 }, "boom");
         assert_eq!(d.to_string(), "a.plue.py:3:7: boom");
-        assert_eq!(Diagnostic::whole_file("a.plue.py", "boom").to_string(), "a.plue.py: boom");
+        assert_eq!(
+            Diagnostic::whole_file("a.plue.py", "boom").to_string(),
+            "a.plue.py: boom"
+        );
     }
 
     #[test]
@@ -74,6 +96,9 @@ mod tests {
         assert_eq!(suggestion("depend_on", names), Some("depends_on"));
         assert_eq!(suggestion("retires", names), Some("retries"));
         assert_eq!(suggestion("colour", names), None);
-        assert_eq!(did_you_mean("tset", ["test", "build"]), " (did you mean 'test'?)");
+        assert_eq!(
+            did_you_mean("tset", ["test", "build"]),
+            " (did you mean 'test'?)"
+        );
     }
 }

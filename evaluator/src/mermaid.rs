@@ -8,7 +8,12 @@ use crate::plan::{Plan, When};
 /// Renders the plan's DAG, one node per step and one edge per dependency.
 pub fn render(plan: &Plan) -> String {
     let mut out = String::from("flowchart TD\n");
-    let node_of = |id: &str| plan.steps.iter().position(|s| s.id == id).map(|i| format!("s{i}"));
+    let node_of = |id: &str| {
+        plan.steps
+            .iter()
+            .position(|s| s.id == id)
+            .map(|i| format!("s{i}"))
+    };
     for (i, step) in plan.steps.iter().enumerate() {
         let label = format!("{} ({})", step.id, step.action.kind()).replace('"', "#quot;");
         out.push_str(&format!("    s{i}[\"{label}\"]\n"));
@@ -37,7 +42,9 @@ mod tests {
     fn draws_nodes_and_edges() {
         let step = |id: &str, deps: &[&str], when| Step {
             id: id.into(),
-            action: Action::Bash { command: "true".into() },
+            action: Action::Bash {
+                command: "true".into(),
+            },
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             timeout: 1,
             retries: 0,
@@ -51,7 +58,11 @@ mod tests {
             name: "p".into(),
             triggers: vec![],
             env: BTreeMap::new(),
-            steps: vec![step("test", &[], When::Success), step("end", &["test"], When::Success), step("notify-fail", &["test"], When::Failure)],
+            steps: vec![
+                step("test", &[], When::Success),
+                step("end", &["test"], When::Success),
+                step("notify-fail", &["test"], When::Failure),
+            ],
         };
         assert_eq!(
             render(&plan),

@@ -29,7 +29,9 @@ pub struct Plan {
 impl Plan {
     /// The canonical JSON bytes of the plan (see the module docs).
     pub fn canonical_json(&self) -> String {
-        serde_json::to_string(self).expect("a plan always serialises: it holds only strings, numbers and maps with string keys")
+        serde_json::to_string(self).expect(
+            "a plan always serialises: it holds only strings, numbers and maps with string keys",
+        )
     }
 
     /// `plan_hash`: the lowercase hex sha256 of [`Plan::canonical_json`].
@@ -67,7 +69,9 @@ pub enum Trigger {
     /// A 5-field cron expression, evaluated in UTC.
     Schedule { cron: String },
     /// Dispatched by hand from the CLI, the API or the dashboard.
-    Manual { inputs: BTreeMap<String, ManualInput> },
+    Manual {
+        inputs: BTreeMap<String, ManualInput>,
+    },
 }
 
 impl Trigger {
@@ -123,7 +127,14 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 /// Default backoff before the first retry, in seconds.
 pub const DEFAULT_BACKOFF_SECS: u64 = 1;
 /// The tools an `llm` step gets when it names none.
-pub const DEFAULT_LLM_TOOLS: [&str; 6] = ["read_file", "write_file", "list_files", "grep", "bash", "git_diff"];
+pub const DEFAULT_LLM_TOOLS: [&str; 6] = [
+    "read_file",
+    "write_file",
+    "list_files",
+    "grep",
+    "bash",
+    "git_diff",
+];
 
 /// What a step does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,7 +232,9 @@ mod tests {
     fn bash(id: &str, deps: &[&str]) -> Step {
         Step {
             id: id.into(),
-            action: Action::Bash { command: "true".into() },
+            action: Action::Bash {
+                command: "true".into(),
+            },
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             timeout: DEFAULT_TIMEOUT_SECS,
             retries: 0,
@@ -238,7 +251,14 @@ mod tests {
         let mut env = BTreeMap::new();
         env.insert("Z".into(), "1".into());
         env.insert("A".into(), "2".into());
-        let plan = Plan { name: "x".into(), triggers: vec![Trigger::Schedule { cron: "0 3 * * *".into() }], env, steps: vec![bash("a", &[])] };
+        let plan = Plan {
+            name: "x".into(),
+            triggers: vec![Trigger::Schedule {
+                cron: "0 3 * * *".into(),
+            }],
+            env,
+            steps: vec![bash("a", &[])],
+        };
         let json = plan.canonical_json();
         assert!(json.starts_with(r#"{"name":"x","triggers":[{"kind":"schedule","cron":"0 3 * * *"}],"env":{"A":"2","Z":"1"},"steps":[{"id":"a","kind":"bash","command":"true","depends_on":[]"#), "{json}");
         assert_eq!(plan.hash().len(), 64);
@@ -249,7 +269,12 @@ mod tests {
 
     #[test]
     fn hash_changes_with_content() {
-        let a = Plan { name: "x".into(), triggers: vec![], env: BTreeMap::new(), steps: vec![bash("a", &[])] };
+        let a = Plan {
+            name: "x".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![bash("a", &[])],
+        };
         let mut b = a.clone();
         b.steps[0].retries = 1;
         assert_ne!(a.hash(), b.hash());

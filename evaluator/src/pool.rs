@@ -36,7 +36,10 @@ pub struct WorkerCommand {
 impl WorkerCommand {
     /// This executable with `subcommand` (the `plue` binary runs workers as `plue __eval-worker`).
     pub fn current_exe(subcommand: &str) -> std::io::Result<Self> {
-        Ok(WorkerCommand { program: std::env::current_exe()?, args: vec![subcommand.to_string()] })
+        Ok(WorkerCommand {
+            program: std::env::current_exe()?,
+            args: vec![subcommand.to_string()],
+        })
     }
 }
 
@@ -142,15 +145,29 @@ impl EvaluatorPool {
     }
 
     /// Evaluates one workflow file's `source` for `ctx`. `path` names the file in messages.
-    pub async fn evaluate(&self, path: &str, source: &str, ctx: &EvalContext) -> Result<EvaluatedPlan, EvalError> {
+    pub async fn evaluate(
+        &self,
+        path: &str,
+        source: &str,
+        ctx: &EvalContext,
+    ) -> Result<EvaluatedPlan, EvalError> {
         let limits = &self.inner.config.limits;
         if source.len() > limits.max_source_bytes {
             return Err(invalid(Diagnostic::whole_file(
                 path,
-                format!("the file is {} bytes; the limit is {}", source.len(), human_bytes(limits.max_source_bytes as u64)),
+                format!(
+                    "the file is {} bytes; the limit is {}",
+                    source.len(),
+                    human_bytes(limits.max_source_bytes as u64)
+                ),
             )));
         }
-        let _permit = self.inner.permits.acquire().await.map_err(|_| EvalError::Unavailable("the pool is shut down".into()))?;
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| EvalError::Unavailable("the pool is shut down".into()))?;
         self.inner.evaluations.fetch_add(1, Ordering::Relaxed);
         let mut worker = match self.inner.take_idle() {
             Some(worker) => worker,
@@ -160,18 +177,27 @@ impl EvaluatorPool {
             path: path.to_string(),
             source: source.to_string(),
             ctx: ctx.clone(),
-            limits: WorkerLimits { max_steps: limits.max_steps, max_plan_bytes: limits.max_plan_bytes },
+            limits: WorkerLimits {
+                max_steps: limits.max_steps,
+                max_plan_bytes: limits.max_plan_bytes,
+            },
         };
         let answer = tokio::time::timeout(limits.timeout, worker.ask(&request)).await;
         let (frame, reusable) = match answer {
             Ok(Ok(frame)) => {
-                let reusable = matches!(frame, Frame::Plan { retire: false, .. } | Frame::Failed { retire: false, .. });
+                let reusable = matches!(
+                    frame,
+                    Frame::Plan { retire: false, .. } | Frame::Failed { retire: false, .. }
+                );
                 (frame, reusable)
             }
             Ok(Err(_)) => {
                 let status = worker.finish().await;
                 self.inner.replace();
-                return Err(invalid(Diagnostic::whole_file(path, crash_message(status, limits))));
+                return Err(invalid(Diagnostic::whole_file(
+                    path,
+                    crash_message(status, limits),
+                )));
             }
             Err(_elapsed) => {
                 self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -190,9 +216,20 @@ impl EvaluatorPool {
             self.inner.replace();
         }
         match frame {
-            Frame::Plan { plan, source_map, output, .. } => finish_plan(path, plan, source_map, output, limits),
-            Frame::Failed { diagnostic, .. } => Err(invalid(Diagnostic { path: path.to_string(), ..diagnostic })),
-            Frame::Ready => Err(invalid(Diagnostic::whole_file(path, "the evaluator worker broke its protocol"))),
+            Frame::Plan {
+                plan,
+                source_map,
+                output,
+                ..
+            } => finish_plan(path, plan, source_map, output, limits),
+            Frame::Failed { diagnostic, .. } => Err(invalid(Diagnostic {
+                path: path.to_string(),
+                ..diagnostic
+            })),
+            Frame::Ready => Err(invalid(Diagnostic::whole_file(
+                path,
+                "the evaluator worker broke its protocol",
+            ))),
         }
     }
 }
@@ -202,9 +239,20 @@ fn invalid(diagnostic: Diagnostic) -> EvalError {
 }
 
 /// Validates a worker's plan in the parent and computes its hash.
-fn finish_plan(path: &str, plan: Plan, source_map: SourceMap, output: String, limits: &Limits) -> Result<EvaluatedPlan, EvalError> {
-    if source_map.steps.len() != plan.steps.len() || source_map.triggers.len() != plan.triggers.len() {
-        return Err(invalid(Diagnostic::whole_file(path, "the evaluator worker returned an inconsistent plan")));
+fn finish_plan(
+    path: &str,
+    plan: Plan,
+    source_map: SourceMap,
+    output: String,
+    limits: &Limits,
+) -> Result<EvaluatedPlan, EvalError> {
+    if source_map.steps.len() != plan.steps.len()
+        || source_map.triggers.len() != plan.triggers.len()
+    {
+        return Err(invalid(Diagnostic::whole_file(
+            path,
+            "the evaluator worker returned an inconsistent plan",
+        )));
     }
     let problems = validate(&plan, &source_map, limits, path);
     if !problems.is_empty() {
@@ -212,7 +260,13 @@ fn finish_plan(path: &str, plan: Plan, source_map: SourceMap, output: String, li
     }
     let canonical_json = plan.canonical_json();
     let plan_hash = hash_canonical(&canonical_json);
-    Ok(EvaluatedPlan { plan, plan_hash, canonical_json, source_map, output })
+    Ok(EvaluatedPlan {
+        plan,
+        plan_hash,
+        canonical_json,
+        source_map,
+        output,
+    })
 }
 
 fn crash_message(status: Option<std::process::ExitStatus>, limits: &Limits) -> String {
@@ -269,23 +323,35 @@ impl Inner {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| EvalError::Unavailable(format!("cannot start {}: {e}", command.program.display())))?;
+            .map_err(|e| {
+                EvalError::Unavailable(format!("cannot start {}: {e}", command.program.display()))
+            })?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut worker = Worker { child, stdin, stdout };
+        let mut worker = Worker {
+            child,
+            stdin,
+            stdout,
+        };
         match tokio::time::timeout(STARTUP_TIMEOUT, read_frame(&mut worker.stdout)).await {
             Ok(Ok(Frame::Ready)) => {
                 self.started.fetch_add(1, Ordering::Relaxed);
                 Ok(worker)
             }
-            Ok(Ok(_)) => Err(EvalError::Unavailable("the evaluator worker did not start with a Ready frame".into())),
+            Ok(Ok(_)) => Err(EvalError::Unavailable(
+                "the evaluator worker did not start with a Ready frame".into(),
+            )),
             Ok(Err(e)) => {
                 let status = worker.finish().await;
-                Err(EvalError::Unavailable(format!("the evaluator worker failed to start ({e}; exit {status:?})")))
+                Err(EvalError::Unavailable(format!(
+                    "the evaluator worker failed to start ({e}; exit {status:?})"
+                )))
             }
             Err(_) => {
                 worker.finish().await;
-                Err(EvalError::Unavailable(format!("the evaluator worker did not start within {STARTUP_TIMEOUT:?}")))
+                Err(EvalError::Unavailable(format!(
+                    "the evaluator worker did not start within {STARTUP_TIMEOUT:?}"
+                )))
             }
         }
     }
@@ -312,9 +378,13 @@ async fn read_frame(stdout: &mut ChildStdout) -> std::io::Result<Frame> {
     stdout.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "oversized frame"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "oversized frame",
+        ));
     }
     let mut body = vec![0u8; len];
     stdout.read_exact(&mut body).await?;
-    serde_json::from_slice(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

@@ -40,12 +40,22 @@ const MAX_ID_LEN: usize = 64;
 
 /// Checks `plan` and returns every problem found, in file order.
 pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Vec<Diagnostic> {
-    let mut problems = Problems { path, found: Vec::new() };
+    let mut problems = Problems {
+        path,
+        found: Vec::new(),
+    };
     if plan.name.trim().is_empty() {
         problems.add(map.plan, "the plan's name must not be empty".into());
     }
     if plan.steps.len() > limits.max_steps {
-        problems.add(map.plan, format!("the plan has {} steps; the limit is {}", plan.steps.len(), limits.max_steps));
+        problems.add(
+            map.plan,
+            format!(
+                "the plan has {} steps; the limit is {}",
+                plan.steps.len(),
+                limits.max_steps
+            ),
+        );
     }
     for key in plan.env.keys() {
         check_env_name(&mut problems, map.plan, "env", key);
@@ -57,7 +67,14 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     check_dag(&mut problems, plan, map);
     let canonical = plan.canonical_json();
     if canonical.len() > limits.max_plan_bytes {
-        problems.add(map.plan, format!("the plan's JSON is {} bytes; the limit is {}", canonical.len(), human_bytes(limits.max_plan_bytes as u64)));
+        problems.add(
+            map.plan,
+            format!(
+                "the plan's JSON is {} bytes; the limit is {}",
+                canonical.len(),
+                human_bytes(limits.max_plan_bytes as u64)
+            ),
+        );
     }
     if let Some(address) = memory_address(&canonical) {
         problems.add(
@@ -65,7 +82,9 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
             format!("the plan contains a memory address ('{address}'), probably from str() of a function or object; it would change on every evaluation"),
         );
     }
-    problems.found.sort_by_key(|d| d.location.map(|l| (l.line, l.col)));
+    problems
+        .found
+        .sort_by_key(|d| d.location.map(|l| (l.line, l.col)));
     problems.found
 }
 
@@ -76,26 +95,43 @@ struct Problems<'a> {
 
 impl Problems<'_> {
     fn add(&mut self, location: Location, message: String) {
-        self.found.push(Diagnostic::at(self.path, location, message));
+        self.found
+            .push(Diagnostic::at(self.path, location, message));
     }
 }
 
 fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
     match trigger {
-        Trigger::Push { branches, tags, paths, paths_ignore } => {
+        Trigger::Push {
+            branches,
+            tags,
+            paths,
+            paths_ignore,
+        } => {
             check_globs(problems, at, "branch", branches);
             check_globs(problems, at, "tag", tags);
             check_globs(problems, at, "path", paths);
             check_globs(problems, at, "paths_ignore", paths_ignore);
         }
-        Trigger::PullRequest { branches, actions, paths, paths_ignore } => {
+        Trigger::PullRequest {
+            branches,
+            actions,
+            paths,
+            paths_ignore,
+        } => {
             check_globs(problems, at, "branch", branches);
             check_globs(problems, at, "path", paths);
             check_globs(problems, at, "paths_ignore", paths_ignore);
             for action in actions {
                 if !PULL_REQUEST_ACTIONS.contains(&action.as_str()) {
                     let hint = did_you_mean(action, PULL_REQUEST_ACTIONS);
-                    problems.add(at, format!("unknown pull request action '{action}'{hint}; expected one of {}", PULL_REQUEST_ACTIONS.join(", ")));
+                    problems.add(
+                        at,
+                        format!(
+                            "unknown pull request action '{action}'{hint}; expected one of {}",
+                            PULL_REQUEST_ACTIONS.join(", ")
+                        ),
+                    );
                 }
             }
         }
@@ -155,18 +191,43 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
             );
         }
         if let Some(&first) = first_seen.get(step.id.as_str()) {
-            problems.add(at, format!("duplicate step id '{}' (first defined at line {})", step.id, map.step(first).line));
+            problems.add(
+                at,
+                format!(
+                    "duplicate step id '{}' (first defined at line {})",
+                    step.id,
+                    map.step(first).line
+                ),
+            );
         } else {
             first_seen.insert(&step.id, index);
         }
         if step.timeout == 0 || step.timeout > MAX_TIMEOUT_SECS {
-            problems.add(at, format!("step '{}': timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {}", step.id, step.timeout));
+            problems.add(
+                at,
+                format!(
+                    "step '{}': timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {}",
+                    step.id, step.timeout
+                ),
+            );
         }
         if step.retries > MAX_RETRIES {
-            problems.add(at, format!("step '{}': retries must be at most {MAX_RETRIES}, got {}", step.id, step.retries));
+            problems.add(
+                at,
+                format!(
+                    "step '{}': retries must be at most {MAX_RETRIES}, got {}",
+                    step.id, step.retries
+                ),
+            );
         }
         if step.backoff > MAX_BACKOFF_SECS {
-            problems.add(at, format!("step '{}': backoff must be at most {MAX_BACKOFF_SECS} seconds, got {}", step.id, step.backoff));
+            problems.add(
+                at,
+                format!(
+                    "step '{}': backoff must be at most {MAX_BACKOFF_SECS} seconds, got {}",
+                    step.id, step.backoff
+                ),
+            );
         }
         for key in step.env.keys() {
             check_env_name(problems, at, "env", key);
@@ -176,8 +237,17 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         }
         if let Action::Llm(llm) = &step.action {
             match (&llm.prompt, &llm.prompt_file) {
-                (None, None) => problems.add(at, format!("llm step '{}' needs prompt= or prompt_file=", step.id)),
-                (Some(_), Some(_)) => problems.add(at, format!("llm step '{}' takes prompt= or prompt_file=, not both", step.id)),
+                (None, None) => problems.add(
+                    at,
+                    format!("llm step '{}' needs prompt= or prompt_file=", step.id),
+                ),
+                (Some(_), Some(_)) => problems.add(
+                    at,
+                    format!(
+                        "llm step '{}' takes prompt= or prompt_file=, not both",
+                        step.id
+                    ),
+                ),
                 _ => {}
             }
             if let Some(file) = &llm.prompt_file {
@@ -186,12 +256,25 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 }
             }
             if llm.max_turns == Some(0) || llm.max_turns.is_some_and(|t| t > MAX_TURNS) {
-                problems.add(at, format!("llm step '{}': max_turns must be between 1 and {MAX_TURNS}", step.id));
+                problems.add(
+                    at,
+                    format!(
+                        "llm step '{}': max_turns must be between 1 and {MAX_TURNS}",
+                        step.id
+                    ),
+                );
             }
             for tool in &llm.tools {
                 if !DEFAULT_LLM_TOOLS.contains(&tool.as_str()) {
                     let hint = did_you_mean(tool, DEFAULT_LLM_TOOLS);
-                    problems.add(at, format!("llm step '{}': unknown tool '{tool}'{hint}; available: {}", step.id, DEFAULT_LLM_TOOLS.join(", ")));
+                    problems.add(
+                        at,
+                        format!(
+                            "llm step '{}': unknown tool '{tool}'{hint}; available: {}",
+                            step.id,
+                            DEFAULT_LLM_TOOLS.join(", ")
+                        ),
+                    );
                 }
             }
         }
@@ -199,7 +282,11 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
 }
 
 fn check_env_name(problems: &mut Problems<'_>, at: Location, what: &str, name: &str) {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         problems.add(at, format!("invalid {what} name '{name}': use letters, digits and '_', not starting with a digit"));
     }
@@ -207,19 +294,30 @@ fn check_env_name(problems: &mut Problems<'_>, at: Location, what: &str, name: &
 
 /// Unknown dependencies and cycles.
 fn check_dag(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
-    let index: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     for (i, step) in plan.steps.iter().enumerate() {
         for dep in &step.depends_on {
             if !index.contains_key(dep.as_str()) {
                 let hint = did_you_mean(dep, ids.iter().copied());
-                problems.add(map.step(i), format!("step '{}' depends on unknown step '{dep}'{hint}", step.id));
+                problems.add(
+                    map.step(i),
+                    format!("step '{}' depends on unknown step '{dep}'{hint}", step.id),
+                );
             }
         }
     }
     if let Some(cycle) = find_cycle(plan, &index) {
         let names: Vec<&str> = cycle.iter().map(|&i| plan.steps[i].id.as_str()).collect();
-        problems.add(map.step(cycle[0]), format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]));
+        problems.add(
+            map.step(cycle[0]),
+            format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+        );
     }
 }
 
@@ -232,8 +330,16 @@ fn find_cycle(plan: &Plan, index: &HashMap<&str, usize>) -> Option<Vec<usize>> {
         OnPath,
         Done,
     }
-    let edges: Vec<Vec<usize>> =
-        plan.steps.iter().map(|s| s.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()).collect();
+    let edges: Vec<Vec<usize>> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            s.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect()
+        })
+        .collect();
     let mut mark = vec![Mark::New; plan.steps.len()];
     for root in 0..plan.steps.len() {
         if mark[root] != Mark::New {
@@ -251,7 +357,10 @@ fn find_cycle(plan: &Plan, index: &HashMap<&str, usize>) -> Option<Vec<usize>> {
                         path.push((dep, 0));
                     }
                     Mark::OnPath => {
-                        let start = path.iter().position(|&(n, _)| n == dep).expect("a node on the path is in the path");
+                        let start = path
+                            .iter()
+                            .position(|&(n, _)| n == dep)
+                            .expect("a node on the path is in the path");
                         let mut cycle: Vec<usize> = path[start..].iter().map(|&(n, _)| n).collect();
                         // Start the printed cycle at the step declared first, for stable messages.
                         let first = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
@@ -271,7 +380,12 @@ fn find_cycle(plan: &Plan, index: &HashMap<&str, usize>) -> Option<Vec<usize>> {
 
 /// Letters, digits, `_` and `-`, starting with a letter or `_`.
 pub fn is_identifier(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Finds `at 0x7f..>` as printed by Python's default `repr`, which differs per process.
@@ -298,7 +412,9 @@ mod tests {
     fn step(id: &str, deps: &[&str]) -> Step {
         Step {
             id: id.into(),
-            action: Action::Bash { command: "true".into() },
+            action: Action::Bash {
+                command: "true".into(),
+            },
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             timeout: DEFAULT_TIMEOUT_SECS,
             retries: 0,
@@ -313,26 +429,59 @@ mod tests {
     fn plan(steps: Vec<Step>, triggers: Vec<Trigger>) -> (Plan, SourceMap) {
         let map = SourceMap {
             plan: Location { line: 1, col: 1 },
-            triggers: (0..triggers.len()).map(|i| Location { line: 2 + i as u32, col: 5 }).collect(),
-            steps: (0..steps.len()).map(|i| Location { line: 10 + i as u32, col: 9 }).collect(),
+            triggers: (0..triggers.len())
+                .map(|i| Location {
+                    line: 2 + i as u32,
+                    col: 5,
+                })
+                .collect(),
+            steps: (0..steps.len())
+                .map(|i| Location {
+                    line: 10 + i as u32,
+                    col: 9,
+                })
+                .collect(),
         };
-        (Plan { name: "p".into(), triggers, env: BTreeMap::new(), steps }, map)
+        (
+            Plan {
+                name: "p".into(),
+                triggers,
+                env: BTreeMap::new(),
+                steps,
+            },
+            map,
+        )
     }
 
     fn messages(plan: &Plan, map: &SourceMap) -> Vec<String> {
-        validate(plan, map, &Limits::default(), "w.plue.py").iter().map(|d| d.to_string()).collect()
+        validate(plan, map, &Limits::default(), "w.plue.py")
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
     }
 
     #[test]
     fn a_valid_plan_has_no_problems() {
-        let (p, m) = plan(vec![step("test", &[]), step("build", &["test"]), step("review", &["test"])], vec![Trigger::Schedule { cron: "0 3 * * *".into() }]);
+        let (p, m) = plan(
+            vec![
+                step("test", &[]),
+                step("build", &["test"]),
+                step("review", &["test"]),
+            ],
+            vec![Trigger::Schedule {
+                cron: "0 3 * * *".into(),
+            }],
+        );
         assert_eq!(messages(&p, &m), Vec::<String>::new());
     }
 
     #[test]
     fn duplicate_ids_name_the_first_definition() {
         let (p, m) = plan(vec![step("test", &[]), step("test", &[])], vec![]);
-        assert_eq!(messages(&p, &m), vec!["w.plue.py:11:9: duplicate step id 'test' (first defined at line 10)"]);
+        assert_eq!(
+            messages(&p, &m),
+            vec!["w.plue.py:11:9: duplicate step id 'test' (first defined at line 10)"]
+        );
     }
 
     #[test]
@@ -343,10 +492,22 @@ mod tests {
 
     #[test]
     fn cycles_are_printed_as_arrows() {
-        let (p, m) = plan(vec![step("a", &["c"]), step("b", &["a"]), step("c", &["b"]), step("d", &[])], vec![]);
+        let (p, m) = plan(
+            vec![
+                step("a", &["c"]),
+                step("b", &["a"]),
+                step("c", &["b"]),
+                step("d", &[]),
+            ],
+            vec![],
+        );
         let found = messages(&p, &m);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].ends_with("dependency cycle: a -> c -> b -> a"), "{}", found[0]);
+        assert!(
+            found[0].ends_with("dependency cycle: a -> c -> b -> a"),
+            "{}",
+            found[0]
+        );
         let (p, m) = plan(vec![step("self", &["self"])], vec![]);
         assert!(messages(&p, &m)[0].ends_with("dependency cycle: self -> self"));
     }
@@ -368,39 +529,96 @@ mod tests {
 
     #[test]
     fn bad_cron_is_echoed() {
-        let (p, m) = plan(vec![], vec![Trigger::Schedule { cron: "61 * * * *".into() }, Trigger::Schedule { cron: "* * *".into() }]);
+        let (p, m) = plan(
+            vec![],
+            vec![
+                Trigger::Schedule {
+                    cron: "61 * * * *".into(),
+                },
+                Trigger::Schedule {
+                    cron: "* * *".into(),
+                },
+            ],
+        );
         let found = messages(&p, &m);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].starts_with("w.plue.py:2:5: invalid cron expression '61 * * * *'"), "{}", found[0]);
-        assert!(found[1].contains("invalid cron expression '* * *': expected 5 fields"), "{}", found[1]);
+        assert!(
+            found[0].starts_with("w.plue.py:2:5: invalid cron expression '61 * * * *'"),
+            "{}",
+            found[0]
+        );
+        assert!(
+            found[1].contains("invalid cron expression '* * *': expected 5 fields"),
+            "{}",
+            found[1]
+        );
         assert!(check_cron("*/15 9-17 * * MON-FRI").is_ok());
-        assert!(check_cron("0 0 * * * *").is_err(), "six fields are not cron here");
+        assert!(
+            check_cron("0 0 * * * *").is_err(),
+            "six fields are not cron here"
+        );
     }
 
     #[test]
     fn bad_globs_and_actions() {
-        let push = Trigger::Push { branches: vec!["release/[".into()], tags: vec![], paths: vec![], paths_ignore: vec![] };
-        let pr = Trigger::PullRequest { branches: vec!["main".into()], actions: vec!["opend".into()], paths: vec![], paths_ignore: vec![] };
+        let push = Trigger::Push {
+            branches: vec!["release/[".into()],
+            tags: vec![],
+            paths: vec![],
+            paths_ignore: vec![],
+        };
+        let pr = Trigger::PullRequest {
+            branches: vec!["main".into()],
+            actions: vec!["opend".into()],
+            paths: vec![],
+            paths_ignore: vec![],
+        };
         let (p, m) = plan(vec![], vec![push, pr]);
         let found = messages(&p, &m);
-        assert!(found[0].contains("invalid branch pattern 'release/['"), "{found:?}");
-        assert!(found[1].contains("unknown pull request action 'opend' (did you mean 'opened'?)"), "{found:?}");
+        assert!(
+            found[0].contains("invalid branch pattern 'release/['"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("unknown pull request action 'opend' (did you mean 'opened'?)"),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn step_limit_and_size_limit() {
         let steps = (0..3).map(|i| step(&format!("s{i}"), &[])).collect();
         let (p, m) = plan(steps, vec![]);
-        let limits = Limits { max_steps: 2, max_plan_bytes: 100, ..Limits::default() };
-        let found: Vec<String> = validate(&p, &m, &limits, "w").iter().map(|d| d.message.clone()).collect();
-        assert!(found.iter().any(|f| f == "the plan has 3 steps; the limit is 2"), "{found:?}");
-        assert!(found.iter().any(|f| f.starts_with("the plan's JSON is") && f.ends_with("the limit is 100 bytes")), "{found:?}");
+        let limits = Limits {
+            max_steps: 2,
+            max_plan_bytes: 100,
+            ..Limits::default()
+        };
+        let found: Vec<String> = validate(&p, &m, &limits, "w")
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
+        assert!(
+            found
+                .iter()
+                .any(|f| f == "the plan has 3 steps; the limit is 2"),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("the plan's JSON is")
+                    && f.ends_with("the limit is 100 bytes")),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn memory_addresses_are_refused() {
         let mut s = step("a", &[]);
-        s.action = Action::Bash { command: "echo <function f at 0x7f3a2b1c0d90>".into() };
+        s.action = Action::Bash {
+            command: "echo <function f at 0x7f3a2b1c0d90>".into(),
+        };
         let (p, m) = plan(vec![s], vec![]);
         assert!(messages(&p, &m)[0].contains("memory address ('at 0x7f3a2b1c0d90')"));
     }
@@ -408,10 +626,23 @@ mod tests {
     #[test]
     fn llm_steps_need_exactly_one_prompt_and_known_tools() {
         let mut s = step("r", &[]);
-        s.action = Action::Llm(crate::plan::LlmAction { prompt: None, prompt_file: None, inputs: BTreeMap::new(), model: None, max_turns: None, tools: vec!["bsh".into()] });
+        s.action = Action::Llm(crate::plan::LlmAction {
+            prompt: None,
+            prompt_file: None,
+            inputs: BTreeMap::new(),
+            model: None,
+            max_turns: None,
+            tools: vec!["bsh".into()],
+        });
         let (p, m) = plan(vec![s], vec![]);
         let found = messages(&p, &m);
-        assert!(found[0].contains("needs prompt= or prompt_file="), "{found:?}");
-        assert!(found[1].contains("unknown tool 'bsh' (did you mean 'bash'?)"), "{found:?}");
+        assert!(
+            found[0].contains("needs prompt= or prompt_file="),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("unknown tool 'bsh' (did you mean 'bash'?)"),
+            "{found:?}"
+        );
     }
 }

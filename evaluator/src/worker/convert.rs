@@ -35,19 +35,28 @@ fn charge(bytes: usize) -> PyResult<()> {
     let left = BUDGET.with(|b| b.get());
     if bytes > left {
         let limit = BUDGET_LIMIT.with(|b| b.get());
-        return Err(PyValueError::new_err(format!("the plan is larger than its limit of {}", human_bytes(limit as u64))));
+        return Err(PyValueError::new_err(format!(
+            "the plan is larger than its limit of {}",
+            human_bytes(limit as u64)
+        )));
     }
     BUDGET.with(|b| b.set(left - bytes));
     Ok(())
 }
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into())
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "object".into())
 }
 
 /// A `str`, charged to the budget.
 pub(crate) fn string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
-    let s = value.cast::<PyString>().map_err(|_| PyTypeError::new_err(format!("{what} must be a str, got {}", type_name(value))))?;
+    let s = value.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!("{what} must be a str, got {}", type_name(value)))
+    })?;
     // Charge before copying: the length in bytes is known without a copy.
     let text = s.to_str()?;
     charge(text.len())?;
@@ -55,7 +64,10 @@ pub(crate) fn string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
 }
 
 /// `None` or a `str`.
-pub(crate) fn optional_string(value: Option<Bound<'_, PyAny>>, what: &str) -> PyResult<Option<String>> {
+pub(crate) fn optional_string(
+    value: Option<Bound<'_, PyAny>>,
+    what: &str,
+) -> PyResult<Option<String>> {
     match value {
         Some(v) if !v.is_none() => string(&v, what).map(Some),
         _ => Ok(None),
@@ -67,23 +79,38 @@ pub(crate) fn string_list(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<
     if value.is_instance_of::<PyString>() {
         return Ok(vec![string(value, what)?]);
     }
-    sequence(value, what)?.iter().enumerate().map(|(i, item)| string(item, &format!("{what}[{i}]"))).collect()
+    sequence(value, what)?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| string(item, &format!("{what}[{i}]")))
+        .collect()
 }
 
 /// The items of a list or tuple.
-pub(crate) fn sequence<'py>(value: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+pub(crate) fn sequence<'py>(
+    value: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
     if let Ok(list) = value.cast::<PyList>() {
         Ok(list.iter().collect())
     } else if let Ok(tuple) = value.cast::<PyTuple>() {
         Ok(tuple.iter().collect())
     } else {
-        Err(PyTypeError::new_err(format!("{what} must be a list, got {}", type_name(value))))
+        Err(PyTypeError::new_err(format!(
+            "{what} must be a list, got {}",
+            type_name(value)
+        )))
     }
 }
 
 /// A dict of `str` keys to scalar values, rendered as strings (`True` → `"true"`).
-pub(crate) fn string_map(value: &Bound<'_, PyAny>, what: &str) -> PyResult<BTreeMap<String, String>> {
-    let dict = value.cast::<PyDict>().map_err(|_| PyTypeError::new_err(format!("{what} must be a dict, got {}", type_name(value))))?;
+pub(crate) fn string_map(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<BTreeMap<String, String>> {
+    let dict = value.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!("{what} must be a dict, got {}", type_name(value)))
+    })?;
     let mut out = BTreeMap::new();
     for (key, item) in dict.iter() {
         let key = string(&key, &format!("{what} key"))?;
@@ -104,13 +131,21 @@ pub(crate) fn scalar_string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<St
         charge(text.len())?;
         Ok(text)
     } else {
-        Err(PyTypeError::new_err(format!("{what} must be a str, int, float or bool, got {}", type_name(value))))
+        Err(PyTypeError::new_err(format!(
+            "{what} must be a str, int, float or bool, got {}",
+            type_name(value)
+        )))
     }
 }
 
 /// A whole, non-negative number of seconds (`int`, or a `float` with no fraction).
 pub(crate) fn seconds(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
-    let bad = || PyValueError::new_err(format!("{what} must be a whole, non-negative number of seconds, got {}", repr_short(value)));
+    let bad = || {
+        PyValueError::new_err(format!(
+            "{what} must be a whole, non-negative number of seconds, got {}",
+            repr_short(value)
+        ))
+    };
     if value.is_instance_of::<PyBool>() {
         return Err(bad());
     }
@@ -124,22 +159,40 @@ pub(crate) fn seconds(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
         }
         return Err(bad());
     }
-    Err(PyTypeError::new_err(format!("{what} must be a number of seconds, got {}", type_name(value))))
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a number of seconds, got {}",
+        type_name(value)
+    )))
 }
 
 /// A non-negative `int` that fits in `u32`.
 pub(crate) fn count(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u32> {
     if value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
-        return value.extract::<u32>().map_err(|_| PyValueError::new_err(format!("{what} must be a non-negative whole number, got {}", repr_short(value))));
+        return value.extract::<u32>().map_err(|_| {
+            PyValueError::new_err(format!(
+                "{what} must be a non-negative whole number, got {}",
+                repr_short(value)
+            ))
+        });
     }
-    Err(PyTypeError::new_err(format!("{what} must be an int, got {}", type_name(value))))
+    Err(PyTypeError::new_err(format!(
+        "{what} must be an int, got {}",
+        type_name(value)
+    )))
 }
 
 /// Plain JSON-like data: None, bool, int, float, str, list/tuple, dict with str keys.
-pub(crate) fn json_value(value: &Bound<'_, PyAny>, what: &str, depth: usize) -> PyResult<serde_json::Value> {
+/// `what` names the whole value in messages; nesting deeper than [`MAX_DEPTH`] is refused.
+pub(crate) fn json_value(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+    depth: usize,
+) -> PyResult<serde_json::Value> {
     use serde_json::Value;
     if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!("{what} is nested more than {MAX_DEPTH} levels deep")));
+        return Err(PyValueError::new_err(format!(
+            "{what} is nested more than {MAX_DEPTH} levels deep"
+        )));
     }
     charge(1)?;
     if value.is_none() {
@@ -147,34 +200,48 @@ pub(crate) fn json_value(value: &Bound<'_, PyAny>, what: &str, depth: usize) -> 
     } else if let Ok(b) = value.cast::<PyBool>() {
         Ok(Value::Bool(b.is_true()))
     } else if value.is_instance_of::<PyInt>() {
-        if let Ok(i) = value.extract::<i64>() {
-            Ok(Value::from(i))
-        } else {
-            Err(PyValueError::new_err(format!("{what}: integer {} does not fit in 64 bits", repr_short(value))))
-        }
+        value.extract::<i64>().map(Value::from).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{what}: integer {} does not fit in 64 bits",
+                repr_short(value)
+            ))
+        })
     } else if let Ok(f) = value.cast::<PyFloat>() {
-        serde_json::Number::from_f64(f.value()).map(Value::Number).ok_or_else(|| PyValueError::new_err(format!("{what}: {} is not a JSON number", f.value())))
+        serde_json::Number::from_f64(f.value())
+            .map(Value::Number)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("{what}: {} is not a JSON number", f.value()))
+            })
     } else if value.is_instance_of::<PyString>() {
         Ok(Value::String(string(value, what)?))
     } else if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
-        let items = sequence(value, what)?;
-        items.iter().enumerate().map(|(i, item)| json_value(item, &format!("{what}[{i}]"), depth + 1)).collect::<PyResult<Vec<_>>>().map(Value::Array)
+        sequence(value, what)?
+            .iter()
+            .map(|item| json_value(item, what, depth + 1))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array)
     } else if let Ok(dict) = value.cast::<PyDict>() {
         let mut map = serde_json::Map::new();
         for (key, item) in dict.iter() {
             let key = string(&key, &format!("{what} key"))?;
-            let item = json_value(&item, &format!("{what}['{key}']"), depth + 1)?;
+            let item = json_value(&item, what, depth + 1)?;
             map.insert(key, item);
         }
         Ok(Value::Object(map))
     } else {
-        Err(PyTypeError::new_err(format!("{what} must be plain data (str, int, float, bool, None, list, dict), got {}", type_name(value))))
+        Err(PyTypeError::new_err(format!(
+            "{what} must be plain data (str, int, float, bool, None, list, dict), got {}",
+            type_name(value)
+        )))
     }
 }
 
 /// `repr(value)`, cut to 60 characters for messages.
 fn repr_short(value: &Bound<'_, PyAny>) -> String {
-    let text = value.repr().and_then(|r| r.to_str().map(str::to_owned)).unwrap_or_else(|_| "?".into());
+    let text = value
+        .repr()
+        .and_then(|r| r.to_str().map(str::to_owned))
+        .unwrap_or_else(|_| "?".into());
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(57).collect::<String>())
     } else {
@@ -193,8 +260,16 @@ pub(crate) struct Options<'py> {
 impl<'py> Options<'py> {
     /// `function` is how the user calls it, e.g. `"Step.bash()"`; `positional` are the
     /// parameter names bound before `**options`, offered as suggestions too.
-    pub(crate) fn new(function: &'static str, given: Option<&Bound<'py, PyDict>>, positional: &[&'static str]) -> Self {
-        Options { function, given: given.cloned(), known: positional.to_vec() }
+    pub(crate) fn new(
+        function: &'static str,
+        given: Option<&Bound<'py, PyDict>>,
+        positional: &[&'static str],
+    ) -> Self {
+        Options {
+            function,
+            given: given.cloned(),
+            known: positional.to_vec(),
+        }
     }
 
     pub(crate) fn function(&self) -> &'static str {
@@ -204,7 +279,9 @@ impl<'py> Options<'py> {
     /// The option `name`, if given and not `None`.
     pub(crate) fn take(&mut self, name: &'static str) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.known.push(name);
-        let Some(given) = &self.given else { return Ok(None) };
+        let Some(given) = &self.given else {
+            return Ok(None);
+        };
         let value = given.get_item(name)?;
         if value.is_some() {
             given.del_item(name)?;
@@ -214,11 +291,16 @@ impl<'py> Options<'py> {
 
     /// Fails on the first option nobody took.
     pub(crate) fn finish(self) -> PyResult<()> {
-        let Some(given) = self.given else { return Ok(()) };
+        let Some(given) = self.given else {
+            return Ok(());
+        };
         if let Some((key, _)) = given.iter().next() {
             let key = key.str()?.to_str()?.to_owned();
             let hint = did_you_mean(&key, self.known.iter().copied());
-            return Err(PyTypeError::new_err(format!("{} got an unexpected keyword argument '{key}'{hint}", self.function)));
+            return Err(PyTypeError::new_err(format!(
+                "{} got an unexpected keyword argument '{key}'{hint}",
+                self.function
+            )));
         }
         Ok(())
     }

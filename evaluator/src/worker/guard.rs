@@ -40,7 +40,10 @@ pub(crate) struct Dialect {
 
 pub(crate) static DIALECT: Dialect = Dialect {
     modules: &[
-        ("json", Exposed::Only(&["dumps", "loads", "JSONDecodeError"])),
+        (
+            "json",
+            Exposed::Only(&["dumps", "loads", "JSONDecodeError"]),
+        ),
         ("math", Exposed::AllPublic),
         (
             "re",
@@ -70,13 +73,30 @@ pub(crate) static DIALECT: Dialect = Dialect {
             ]),
         ),
         ("itertools", Exposed::AllPublic),
-        ("functools", Exposed::Only(&["reduce", "partial", "cmp_to_key"])),
+        (
+            "functools",
+            Exposed::Only(&["reduce", "partial", "cmp_to_key"]),
+        ),
         (
             "string",
-            Exposed::Only(&["ascii_letters", "ascii_lowercase", "ascii_uppercase", "digits", "hexdigits", "octdigits", "punctuation", "whitespace", "printable", "capwords"]),
+            Exposed::Only(&[
+                "ascii_letters",
+                "ascii_lowercase",
+                "ascii_uppercase",
+                "digits",
+                "hexdigits",
+                "octdigits",
+                "punctuation",
+                "whitespace",
+                "printable",
+                "capwords",
+            ]),
         ),
         ("shlex", Exposed::Only(&["quote", "split", "join"])),
-        ("textwrap", Exposed::Only(&["dedent", "indent", "wrap", "fill", "shorten"])),
+        (
+            "textwrap",
+            Exposed::Only(&["dedent", "indent", "wrap", "fill", "shorten"]),
+        ),
     ],
     denied_attributes: &["format", "format_map", "mro"],
     denied_attribute_prefixes: &["gi_", "cr_", "ag_", "f_", "tb_", "co_"],
@@ -169,7 +189,12 @@ pub(crate) static DIALECT: Dialect = Dialect {
 impl Dialect {
     /// Whether `name` (already NFKC-normalised) may be read as an attribute.
     pub(crate) fn attribute_allowed(&self, name: &str) -> bool {
-        !name.starts_with('_') && !self.denied_attributes.contains(&name) && !self.denied_attribute_prefixes.iter().any(|p| name.starts_with(p))
+        !name.starts_with('_')
+            && !self.denied_attributes.contains(&name)
+            && !self
+                .denied_attribute_prefixes
+                .iter()
+                .any(|p| name.starts_with(p))
     }
 
     pub(crate) fn module_names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -183,20 +208,31 @@ fn normalise(name: &str) -> String {
 }
 
 fn refuse_attribute(name: &str) -> PyErr {
-    PyAttributeError::new_err(format!("access to attribute '{name}' is not allowed in workflow files"))
+    PyAttributeError::new_err(format!(
+        "access to attribute '{name}' is not allowed in workflow files"
+    ))
 }
 
 /// `getattr(object, name[, default])`, refusing what the dialect refuses.
 #[pyfunction]
 #[pyo3(name = "getattr", signature = (object, name, *default))]
-fn safe_getattr<'py>(object: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>, default: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+fn safe_getattr<'py>(
+    object: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+    default: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
     if default.len() > 1 {
-        return Err(PyTypeError::new_err(format!("getattr expected at most 3 arguments, got {}", default.len() + 2)));
+        return Err(PyTypeError::new_err(format!(
+            "getattr expected at most 3 arguments, got {}",
+            default.len() + 2
+        )));
     }
     let name = checked_name(name, "getattr")?;
     match object.getattr(name.as_str()) {
         Ok(value) => Ok(value),
-        Err(e) if e.is_instance_of::<PyAttributeError>(object.py()) && !default.is_empty() => default.get_item(0),
+        Err(e) if e.is_instance_of::<PyAttributeError>(object.py()) && !default.is_empty() => {
+            default.get_item(0)
+        }
         Err(e) => Err(e),
     }
 }
@@ -210,7 +246,11 @@ fn safe_hasattr(object: &Bound<'_, PyAny>, name: &Bound<'_, PyAny>) -> PyResult<
 }
 
 fn checked_name(name: &Bound<'_, PyAny>, function: &str) -> PyResult<String> {
-    let name = name.cast::<PyString>().map_err(|_| PyTypeError::new_err(format!("{function}(): attribute name must be a str")))?.to_str()?.to_owned();
+    let name = name
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{function}(): attribute name must be a str")))?
+        .to_str()?
+        .to_owned();
     let normalised = normalise(&name);
     if !DIALECT.attribute_allowed(&normalised) || !DIALECT.attribute_allowed(&name) {
         return Err(refuse_attribute(&name));
@@ -245,19 +285,29 @@ fn safe_import<'py>(
     fromlist: Option<&Bound<'py, PyAny>>,
     level: i64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let _ = (globals, locals, fromlist);
+    let _ = (globals, locals);
     if level != 0 {
-        return Err(PyImportError::new_err("relative imports are not allowed in workflow files"));
+        return Err(PyImportError::new_err(
+            "relative imports are not allowed in workflow files",
+        ));
     }
     if name == "plue" {
-        let plue = PLUE_MODULE.get(py).ok_or_else(|| PyImportError::new_err("plue is not available"))?;
+        let plue = PLUE_MODULE
+            .get(py)
+            .ok_or_else(|| PyImportError::new_err("plue is not available"))?;
         return Ok(plue.bind(py).clone().into_any());
     }
     let Some((_, exposed)) = DIALECT.modules.iter().find(|(m, _)| *m == name) else {
         return Err(import_refused(name));
     };
-    let real = REAL_MODULES.get(py).and_then(|m| m.bind(py).get_item(name).ok().flatten()).ok_or_else(|| import_refused(name))?;
-    let wrapper = PyModule::new(py, name)?;
+    let real = REAL_MODULES
+        .get(py)
+        .and_then(|m| m.bind(py).get_item(name).ok().flatten())
+        .ok_or_else(|| import_refused(name))?;
+    // Not the real module's name: on a failed `from json import decoder`, CPython falls back
+    // to `sys.modules[module.__name__ + ".decoder"]`, which must find nothing.
+    // regression: `from json import decoder` handed out the real json.decoder module.
+    let wrapper = PyModule::new(py, &format!("plue-sandbox:{name}"))?;
     match exposed {
         Exposed::Only(names) => {
             for attribute in *names {
@@ -276,13 +326,29 @@ fn safe_import<'py>(
             }
         }
     }
+    if let Some(fromlist) = fromlist.filter(|f| !f.is_none()) {
+        for item in fromlist.try_iter()? {
+            let item = item?;
+            let wanted = item.cast::<PyString>()?.to_str()?;
+            if !wrapper.hasattr(wanted)? {
+                return Err(PyImportError::new_err(format!(
+                    "cannot import '{wanted}' from '{name}' in a workflow file"
+                )));
+            }
+        }
+    }
     Ok(wrapper.into_any())
 }
 
 /// The error for a module outside the allow-list.
 pub(crate) fn import_refused(name: &str) -> PyErr {
-    let allowed: Vec<&str> = std::iter::once("plue").chain(DIALECT.module_names()).collect();
-    PyImportError::new_err(format!("import of '{name}' is not allowed in workflow files (allowed: {})", allowed.join(", ")))
+    let allowed: Vec<&str> = std::iter::once("plue")
+        .chain(DIALECT.module_names())
+        .collect();
+    PyImportError::new_err(format!(
+        "import of '{name}' is not allowed in workflow files (allowed: {})",
+        allowed.join(", ")
+    ))
 }
 
 /// Most bytes of printed output kept per evaluation.
@@ -300,7 +366,13 @@ pub(crate) fn take_output() -> String {
 /// `print(*values, sep=' ', end='\n')` into a capped buffer; `file=` is ignored.
 #[pyfunction]
 #[pyo3(name = "print", signature = (*values, sep=None, end=None, file=None, flush=false))]
-fn safe_print(values: &Bound<'_, PyTuple>, sep: Option<&str>, end: Option<&str>, file: Option<&Bound<'_, PyAny>>, flush: bool) -> PyResult<()> {
+fn safe_print(
+    values: &Bound<'_, PyTuple>,
+    sep: Option<&str>,
+    end: Option<&str>,
+    file: Option<&Bound<'_, PyAny>>,
+    flush: bool,
+) -> PyResult<()> {
     let _ = (file, flush);
     let mut line = String::new();
     for (i, value) in values.iter().enumerate() {
@@ -331,6 +403,15 @@ fn attribute_allowed(name: &str) -> bool {
     DIALECT.attribute_allowed(name)
 }
 
+/// Whether `from module import name` would find `name` (for the AST check).
+#[pyfunction]
+fn exports(py: Python<'_>, module: &str, name: &str) -> PyResult<bool> {
+    match safe_import(py, module, None, None, None, 0) {
+        Ok(wrapper) => wrapper.hasattr(name),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Registers the guard functions and the dialect's lists on the host module.
 pub(crate) fn register(host: &Bound<'_, PyModule>) -> PyResult<()> {
     host.add_function(wrap_pyfunction!(safe_getattr, host)?)?;
@@ -338,9 +419,15 @@ pub(crate) fn register(host: &Bound<'_, PyModule>) -> PyResult<()> {
     host.add_function(wrap_pyfunction!(safe_import, host)?)?;
     host.add_function(wrap_pyfunction!(safe_print, host)?)?;
     host.add_function(wrap_pyfunction!(attribute_allowed, host)?)?;
+    host.add_function(wrap_pyfunction!(exports, host)?)?;
     host.add("SAFE_BUILTINS", DIALECT.builtins.to_vec())?;
     host.add("FORBIDDEN_BUILTINS", DIALECT.forbidden_builtins.to_vec())?;
-    host.add("ALLOWED_MODULES", std::iter::once("plue").chain(DIALECT.module_names()).collect::<Vec<_>>())?;
+    host.add(
+        "ALLOWED_MODULES",
+        std::iter::once("plue")
+            .chain(DIALECT.module_names())
+            .collect::<Vec<_>>(),
+    )?;
     Ok(())
 }
 
@@ -350,7 +437,19 @@ mod tests {
 
     #[test]
     fn attribute_policy() {
-        for name in ["__class__", "_private", "format", "format_map", "mro", "gi_frame", "f_back", "tb_frame", "co_code", "cr_frame", "ag_frame"] {
+        for name in [
+            "__class__",
+            "_private",
+            "format",
+            "format_map",
+            "mro",
+            "gi_frame",
+            "f_back",
+            "tb_frame",
+            "co_code",
+            "cr_frame",
+            "ag_frame",
+        ] {
             assert!(!DIALECT.attribute_allowed(name), "{name} must be refused");
         }
         for name in ["append", "items", "join", "number", "changed_files", "sub"] {
@@ -360,7 +459,10 @@ mod tests {
 
     #[test]
     fn nfkc_folds_lookalike_underscores() {
-        assert_eq!(normalise("\u{ff3f}\u{ff3f}class\u{ff3f}\u{ff3f}"), "__class__");
+        assert_eq!(
+            normalise("\u{ff3f}\u{ff3f}class\u{ff3f}\u{ff3f}"),
+            "__class__"
+        );
         assert_eq!(normalise("𝐨𝐩𝐞𝐧"), "open");
     }
 

@@ -17,7 +17,10 @@ use pyo3::types::{PyDict, PyList, PyModule};
 use super::convert::{self, Options};
 use crate::context::EvalContext;
 use crate::diagnostic::did_you_mean;
-use crate::plan::{Action, LlmAction, Location, ManualInput, Plan, SourceMap, Step, Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS};
+use crate::plan::{
+    Action, LlmAction, Location, ManualInput, Plan, SourceMap, Step, Trigger, When,
+    DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
+};
 
 thread_local! {
     static MAX_STEPS: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -36,8 +39,13 @@ pub(crate) fn set_caller_location(py: Python<'_>, function: Bound<'_, PyAny>) {
 }
 
 fn caller(py: Python<'_>) -> Location {
-    let located = CALLER_LOCATION.get(py).and_then(|f| f.bind(py).call0().ok()).and_then(|r| r.extract::<(u32, u32)>().ok());
-    located.map(|(line, col)| Location { line, col }).unwrap_or_default()
+    let located = CALLER_LOCATION
+        .get(py)
+        .and_then(|f| f.bind(py).call0().ok())
+        .and_then(|r| r.extract::<(u32, u32)>().ok());
+    located
+        .map(|(line, col)| Location { line, col })
+        .unwrap_or_default()
 }
 
 /// A workflow's plan: `Plan(name, triggers=[...], steps=[...], env={...})`.
@@ -51,14 +59,24 @@ pub(crate) struct PlanObject {
 impl PlanObject {
     #[new]
     #[pyo3(signature = (name, **options))]
-    fn new(py: Python<'_>, name: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         let at = caller(py);
         let mut options = Options::new("Plan()", options, &["name"]);
         let name = convert::string(name, "Plan(): name")?;
-        let mut source_map = SourceMap { plan: at, ..SourceMap::default() };
+        let mut source_map = SourceMap {
+            plan: at,
+            ..SourceMap::default()
+        };
         let mut triggers = Vec::new();
         if let Some(value) = options.take("triggers")? {
-            for (i, item) in convert::sequence(&value, "Plan(): triggers")?.iter().enumerate() {
+            for (i, item) in convert::sequence(&value, "Plan(): triggers")?
+                .iter()
+                .enumerate()
+            {
                 let trigger = item
                     .cast::<TriggerObject>()
                     .map_err(|_| PyTypeError::new_err(format!("Plan(): triggers[{i}] must be made with Trigger.on_push(), Trigger.on_pull_request(), Trigger.on_schedule() or Trigger.manual()")))?;
@@ -71,7 +89,10 @@ impl PlanObject {
             let items = convert::sequence(&value, "Plan(): steps")?;
             let max = MAX_STEPS.with(|m| m.get());
             if items.len() > max {
-                return Err(PyValueError::new_err(format!("Plan(): {} steps; the limit is {max}", items.len())));
+                return Err(PyValueError::new_err(format!(
+                    "Plan(): {} steps; the limit is {max}",
+                    items.len()
+                )));
             }
             for (i, item) in items.iter().enumerate() {
                 let step = item
@@ -81,9 +102,21 @@ impl PlanObject {
                 source_map.steps.push(step.get().location);
             }
         }
-        let env = options.take("env")?.map(|v| convert::string_map(&v, "Plan(): env")).transpose()?.unwrap_or_default();
+        let env = options
+            .take("env")?
+            .map(|v| convert::string_map(&v, "Plan(): env"))
+            .transpose()?
+            .unwrap_or_default();
         options.finish()?;
-        Ok(PlanObject { plan: Plan { name, triggers, env, steps }, source_map })
+        Ok(PlanObject {
+            plan: Plan {
+                name,
+                triggers,
+                env,
+                steps,
+            },
+            source_map,
+        })
     }
 
     #[getter]
@@ -98,7 +131,11 @@ impl PlanObject {
     }
 
     fn __repr__(&self) -> String {
-        format!("Plan({:?}, {} steps)", self.plan.name, self.plan.steps.len())
+        format!(
+            "Plan({:?}, {} steps)",
+            self.plan.name,
+            self.plan.steps.len()
+        )
     }
 }
 
@@ -114,7 +151,12 @@ impl StepObject {
     /// `Step.bash(id, command, **options)`: runs `command` with bash.
     #[staticmethod]
     #[pyo3(signature = (id, command, **options))]
-    fn bash(py: Python<'_>, id: &Bound<'_, PyAny>, command: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn bash(
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        command: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         let at = caller(py);
         let options = Options::new("Step.bash()", options, &["id", "command"]);
         let command = convert::string(command, "Step.bash(): command")?;
@@ -124,7 +166,12 @@ impl StepObject {
     /// `Step.python(id, script, **options)`: runs `script` with the runner's Python.
     #[staticmethod]
     #[pyo3(signature = (id, script, **options))]
-    fn python(py: Python<'_>, id: &Bound<'_, PyAny>, script: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn python(
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        script: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         let at = caller(py);
         let options = Options::new("Step.python()", options, &["id", "script"]);
         let script = convert::string(script, "Step.python(): script")?;
@@ -135,11 +182,17 @@ impl StepObject {
     /// tools=None, **options)`: a Claude agent with workspace tools.
     #[staticmethod]
     #[pyo3(signature = (id, prompt=None, **options))]
-    fn llm(py: Python<'_>, id: &Bound<'_, PyAny>, prompt: Option<Bound<'_, PyAny>>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn llm(
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        prompt: Option<Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         let at = caller(py);
         let mut options = Options::new("Step.llm()", options, &["id", "prompt"]);
         let prompt = convert::optional_string(prompt, "Step.llm(): prompt")?;
-        let prompt_file = convert::optional_string(options.take("prompt_file")?, "Step.llm(): prompt_file")?;
+        let prompt_file =
+            convert::optional_string(options.take("prompt_file")?, "Step.llm(): prompt_file")?;
         let inputs = match options.take("inputs")? {
             None => BTreeMap::new(),
             Some(value) => match convert::json_value(&value, "Step.llm(): inputs", 0)? {
@@ -148,12 +201,27 @@ impl StepObject {
             },
         };
         let model = convert::optional_string(options.take("model")?, "Step.llm(): model")?;
-        let max_turns = options.take("max_turns")?.map(|v| convert::count(&v, "Step.llm(): max_turns")).transpose()?;
+        let max_turns = options
+            .take("max_turns")?
+            .map(|v| convert::count(&v, "Step.llm(): max_turns"))
+            .transpose()?;
         let tools = match options.take("tools")? {
             Some(value) => convert::string_list(&value, "Step.llm(): tools")?,
             None => DEFAULT_LLM_TOOLS.iter().map(|t| t.to_string()).collect(),
         };
-        build_step(id, Action::Llm(LlmAction { prompt, prompt_file, inputs, model, max_turns, tools }), options, at)
+        build_step(
+            id,
+            Action::Llm(LlmAction {
+                prompt,
+                prompt_file,
+                inputs,
+                model,
+                max_turns,
+                tools,
+            }),
+            options,
+            at,
+        )
     }
 
     #[getter]
@@ -172,16 +240,33 @@ impl StepObject {
 }
 
 /// The options every step kind takes.
-fn build_step(id: &Bound<'_, PyAny>, action: Action, mut options: Options<'_>, location: Location) -> PyResult<StepObject> {
+fn build_step(
+    id: &Bound<'_, PyAny>,
+    action: Action,
+    mut options: Options<'_>,
+    location: Location,
+) -> PyResult<StepObject> {
     let function = options.function();
     let id = convert::string(id, &format!("{function}: id"))?;
     let depends_on = match options.take("depends_on")? {
         None => Vec::new(),
         Some(value) => dependency_ids(&value, function)?,
     };
-    let timeout = options.take("timeout")?.map(|v| convert::seconds(&v, &format!("{function}: timeout"))).transpose()?.unwrap_or(DEFAULT_TIMEOUT_SECS);
-    let retries = options.take("retries")?.map(|v| convert::count(&v, &format!("{function}: retries"))).transpose()?.unwrap_or(0);
-    let backoff = options.take("backoff")?.map(|v| convert::seconds(&v, &format!("{function}: backoff"))).transpose()?.unwrap_or(DEFAULT_BACKOFF_SECS);
+    let timeout = options
+        .take("timeout")?
+        .map(|v| convert::seconds(&v, &format!("{function}: timeout")))
+        .transpose()?
+        .unwrap_or(DEFAULT_TIMEOUT_SECS);
+    let retries = options
+        .take("retries")?
+        .map(|v| convert::count(&v, &format!("{function}: retries")))
+        .transpose()?
+        .unwrap_or(0);
+    let backoff = options
+        .take("backoff")?
+        .map(|v| convert::seconds(&v, &format!("{function}: backoff")))
+        .transpose()?
+        .unwrap_or(DEFAULT_BACKOFF_SECS);
     let when = match options.take("when")? {
         None => When::Success,
         Some(value) => {
@@ -192,21 +277,53 @@ fn build_step(id: &Bound<'_, PyAny>, action: Action, mut options: Options<'_>, l
             })?
         }
     };
-    let env = options.take("env")?.map(|v| convert::string_map(&v, &format!("{function}: env"))).transpose()?.unwrap_or_default();
-    let secrets = options.take("secrets")?.map(|v| convert::string_list(&v, &format!("{function}: secrets"))).transpose()?.unwrap_or_default();
+    let env = options
+        .take("env")?
+        .map(|v| convert::string_map(&v, &format!("{function}: env")))
+        .transpose()?
+        .unwrap_or_default();
+    let secrets = options
+        .take("secrets")?
+        .map(|v| convert::string_list(&v, &format!("{function}: secrets")))
+        .transpose()?
+        .unwrap_or_default();
     let runner = match options.take("runner")? {
         None => BTreeMap::new(),
-        Some(value) if value.is_instance_of::<PyDict>() => convert::string_map(&value, &format!("{function}: runner"))?,
-        Some(value) => runner_labels(&convert::string(&value, &format!("{function}: runner"))?, function)?,
+        Some(value) if value.is_instance_of::<PyDict>() => {
+            convert::string_map(&value, &format!("{function}: runner"))?
+        }
+        Some(value) => runner_labels(
+            &convert::string(&value, &format!("{function}: runner"))?,
+            function,
+        )?,
     };
     options.finish()?;
-    Ok(StepObject { step: Step { id, action, depends_on, timeout, retries, backoff, when, env, secrets, runner }, location })
+    Ok(StepObject {
+        step: Step {
+            id,
+            action,
+            depends_on,
+            timeout,
+            retries,
+            backoff,
+            when,
+            env,
+            secrets,
+            runner,
+        },
+        location,
+    })
 }
 
 /// `depends_on` accepts a step id, a `Step`, or a list of either; repeats are dropped.
 fn dependency_ids(value: &Bound<'_, PyAny>, function: &str) -> PyResult<Vec<String>> {
     let what = format!("{function}: depends_on");
-    let items = if value.is_instance_of::<PyList>() || value.is_instance_of::<pyo3::types::PyTuple>() { convert::sequence(value, &what)? } else { vec![value.clone()] };
+    let items =
+        if value.is_instance_of::<PyList>() || value.is_instance_of::<pyo3::types::PyTuple>() {
+            convert::sequence(value, &what)?
+        } else {
+            vec![value.clone()]
+        };
     let mut ids: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let id = match item.cast::<StepObject>() {
@@ -250,14 +367,22 @@ impl TriggerObject {
         let location = caller(py);
         let mut options = Options::new("Trigger.on_push()", options, &[]);
         let mut branches = branch_globs(&mut options)?;
-        let mut tags = options.take("tags")?.map(|v| convert::string_list(&v, "Trigger.on_push(): tags")).transpose()?;
+        let mut tags = options
+            .take("tags")?
+            .map(|v| convert::string_list(&v, "Trigger.on_push(): tags"))
+            .transpose()?;
         let (paths, paths_ignore) = path_filters(&mut options)?;
         options.finish()?;
         if branches.is_none() && tags.is_none() {
             branches = Some(vec!["**".into()]);
             tags = Some(vec!["**".into()]);
         }
-        let trigger = Trigger::Push { branches: branches.unwrap_or_default(), tags: tags.unwrap_or_default(), paths, paths_ignore };
+        let trigger = Trigger::Push {
+            branches: branches.unwrap_or_default(),
+            tags: tags.unwrap_or_default(),
+            paths,
+            paths_ignore,
+        };
         Ok(TriggerObject { trigger, location })
     }
 
@@ -274,20 +399,39 @@ impl TriggerObject {
             .take("actions")?
             .map(|v| convert::string_list(&v, "Trigger.on_pull_request(): actions"))
             .transpose()?
-            .unwrap_or_else(|| ["opened", "synchronize", "reopened"].map(String::from).to_vec());
+            .unwrap_or_else(|| {
+                ["opened", "synchronize", "reopened"]
+                    .map(String::from)
+                    .to_vec()
+            });
         let (paths, paths_ignore) = path_filters(&mut options)?;
         options.finish()?;
-        Ok(TriggerObject { trigger: Trigger::PullRequest { branches, actions, paths, paths_ignore }, location })
+        Ok(TriggerObject {
+            trigger: Trigger::PullRequest {
+                branches,
+                actions,
+                paths,
+                paths_ignore,
+            },
+            location,
+        })
     }
 
     /// `Trigger.on_schedule(cron)`: a 5-field cron expression in UTC.
     #[staticmethod]
     #[pyo3(signature = (cron, **options))]
-    fn on_schedule(py: Python<'_>, cron: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn on_schedule(
+        py: Python<'_>,
+        cron: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         let location = caller(py);
         Options::new("Trigger.on_schedule()", options, &["cron"]).finish()?;
         let cron = convert::string(cron, "Trigger.on_schedule(): cron")?;
-        Ok(TriggerObject { trigger: Trigger::Schedule { cron }, location })
+        Ok(TriggerObject {
+            trigger: Trigger::Schedule { cron },
+            location,
+        })
     }
 
     /// `Trigger.manual(inputs=None)`: each input maps to its default (a str, int, float or
@@ -300,14 +444,19 @@ impl TriggerObject {
         let mut options = Options::new("Trigger.manual()", options, &[]);
         let mut inputs = BTreeMap::new();
         if let Some(value) = options.take("inputs")? {
-            let dict = value.cast::<PyDict>().map_err(|_| PyTypeError::new_err("Trigger.manual(): inputs must be a dict"))?;
+            let dict = value
+                .cast::<PyDict>()
+                .map_err(|_| PyTypeError::new_err("Trigger.manual(): inputs must be a dict"))?;
             for (name, spec) in dict.iter() {
                 let name = convert::string(&name, "Trigger.manual(): input name")?;
                 inputs.insert(name.clone(), manual_input(&name, &spec)?);
             }
         }
         options.finish()?;
-        Ok(TriggerObject { trigger: Trigger::Manual { inputs }, location })
+        Ok(TriggerObject {
+            trigger: Trigger::Manual { inputs },
+            location,
+        })
     }
 
     #[getter]
@@ -322,36 +471,79 @@ impl TriggerObject {
 
 fn branch_globs(options: &mut Options<'_>) -> PyResult<Option<Vec<String>>> {
     let function = options.function();
-    let branch = options.take("branch")?.map(|v| convert::string_list(&v, &format!("{function}: branch"))).transpose()?;
-    let branches = options.take("branches")?.map(|v| convert::string_list(&v, &format!("{function}: branches"))).transpose()?;
+    let branch = options
+        .take("branch")?
+        .map(|v| convert::string_list(&v, &format!("{function}: branch")))
+        .transpose()?;
+    let branches = options
+        .take("branches")?
+        .map(|v| convert::string_list(&v, &format!("{function}: branches")))
+        .transpose()?;
     match (branch, branches) {
-        (Some(_), Some(_)) => Err(PyTypeError::new_err(format!("{function}: give branch= or branches=, not both"))),
+        (Some(_), Some(_)) => Err(PyTypeError::new_err(format!(
+            "{function}: give branch= or branches=, not both"
+        ))),
         (one, other) => Ok(one.or(other)),
     }
 }
 
 fn path_filters(options: &mut Options<'_>) -> PyResult<(Vec<String>, Vec<String>)> {
     let function = options.function();
-    let paths = options.take("paths")?.map(|v| convert::string_list(&v, &format!("{function}: paths"))).transpose()?.unwrap_or_default();
-    let ignore = options.take("paths_ignore")?.map(|v| convert::string_list(&v, &format!("{function}: paths_ignore"))).transpose()?.unwrap_or_default();
+    let paths = options
+        .take("paths")?
+        .map(|v| convert::string_list(&v, &format!("{function}: paths")))
+        .transpose()?
+        .unwrap_or_default();
+    let ignore = options
+        .take("paths_ignore")?
+        .map(|v| convert::string_list(&v, &format!("{function}: paths_ignore")))
+        .transpose()?
+        .unwrap_or_default();
     Ok((paths, ignore))
 }
 
 fn manual_input(name: &str, spec: &Bound<'_, PyAny>) -> PyResult<ManualInput> {
     let what = format!("Trigger.manual(): input '{name}'");
     if spec.is_none() {
-        return Ok(ManualInput { default: None, required: true, description: None, options: vec![] });
+        return Ok(ManualInput {
+            default: None,
+            required: true,
+            description: None,
+            options: vec![],
+        });
     }
     let Ok(dict) = spec.cast::<PyDict>() else {
-        return Ok(ManualInput { default: Some(convert::scalar_string(spec, &what)?), required: false, description: None, options: vec![] });
+        return Ok(ManualInput {
+            default: Some(convert::scalar_string(spec, &what)?),
+            required: false,
+            description: None,
+            options: vec![],
+        });
     };
     let mut options = Options::new("Trigger.manual() input", Some(dict), &[]);
-    let default = options.take("default")?.map(|v| convert::scalar_string(&v, &format!("{what} default"))).transpose()?;
-    let required = options.take("required")?.map(|v| v.is_truthy()).transpose()?.unwrap_or(default.is_none());
-    let description = convert::optional_string(options.take("description")?, &format!("{what} description"))?;
-    let choices = options.take("options")?.map(|v| convert::string_list(&v, &format!("{what} options"))).transpose()?.unwrap_or_default();
+    let default = options
+        .take("default")?
+        .map(|v| convert::scalar_string(&v, &format!("{what} default")))
+        .transpose()?;
+    let required = options
+        .take("required")?
+        .map(|v| v.is_truthy())
+        .transpose()?
+        .unwrap_or(default.is_none());
+    let description =
+        convert::optional_string(options.take("description")?, &format!("{what} description"))?;
+    let choices = options
+        .take("options")?
+        .map(|v| convert::string_list(&v, &format!("{what} options")))
+        .transpose()?
+        .unwrap_or_default();
     options.finish()?;
-    Ok(ManualInput { default, required, description, options: choices })
+    Ok(ManualInput {
+        default,
+        required,
+        description,
+        options: choices,
+    })
 }
 
 /// `ctx`: read-only facts about the triggering event.
@@ -386,7 +578,12 @@ impl ContextObject {
     /// `None` unless the event is a pull request.
     #[getter]
     fn pr(&self) -> Option<PullRequestObject> {
-        self.ctx.pr.as_ref().map(|pr| PullRequestObject { number: pr.number, base: pr.base.clone(), head: pr.head.clone(), action: pr.action.clone() })
+        self.ctx.pr.as_ref().map(|pr| PullRequestObject {
+            number: pr.number,
+            base: pr.base.clone(),
+            head: pr.head.clone(),
+            action: pr.action.clone(),
+        })
     }
     /// A new list on each access.
     #[getter]
@@ -399,7 +596,13 @@ impl ContextObject {
         self.ctx.inputs.clone()
     }
     fn __repr__(&self) -> String {
-        format!("ctx(event={:?}, repo={:?}, ref={:?}, sha={:?})", self.ctx.event.as_str(), self.ctx.repo, self.ctx.git_ref, self.ctx.sha)
+        format!(
+            "ctx(event={:?}, repo={:?}, ref={:?}, sha={:?})",
+            self.ctx.event.as_str(),
+            self.ctx.repo,
+            self.ctx.git_ref,
+            self.ctx.sha
+        )
     }
 }
 
@@ -413,7 +616,10 @@ pub(crate) struct PullRequestObject {
 }
 
 /// Makes the `ctx` object for one evaluation.
-pub(crate) fn context<'py>(py: Python<'py>, ctx: EvalContext) -> PyResult<Bound<'py, ContextObject>> {
+pub(crate) fn context<'py>(
+    py: Python<'py>,
+    ctx: EvalContext,
+) -> PyResult<Bound<'py, ContextObject>> {
     Bound::new(py, ContextObject { ctx })
 }
 

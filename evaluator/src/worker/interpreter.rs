@@ -35,8 +35,16 @@ pub(crate) fn initialize() -> Result<(), String> {
         let status = ffi::Py_InitializeFromConfig(&config);
         ffi::PyConfig_Clear(&mut config);
         if ffi::PyStatus_Exception(status) != 0 {
-            let message = if status.err_msg.is_null() { "unknown error".to_string() } else { CStr::from_ptr(status.err_msg).to_string_lossy().into_owned() };
-            return Err(format!("cannot start the embedded Python interpreter: {message}"));
+            let message = if status.err_msg.is_null() {
+                "unknown error".to_string()
+            } else {
+                CStr::from_ptr(status.err_msg)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            return Err(format!(
+                "cannot start the embedded Python interpreter: {message}"
+            ));
         }
         // pyo3 expects the thread that initialised Python not to hold the GIL afterwards.
         ffi::PyEval_SaveThread();

@@ -26,12 +26,16 @@ pub(crate) struct Lockdown {
 
 /// Applies every process-level restriction. Irreversible.
 pub(crate) fn lock_down(options: Lockdown) -> Result<(), String> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     let baseline = current_address_space().unwrap_or(64 * 1024 * 1024);
     let address_space = baseline.saturating_add(options.memory_bytes);
     set(Resource::RLIMIT_AS, address_space)?;
-    set(Resource::RLIMIT_CPU, cpu_used_seconds().saturating_add(CPU_LIFETIME_SECS))?;
+    set(
+        Resource::RLIMIT_CPU,
+        cpu_used_seconds().saturating_add(CPU_LIFETIME_SECS),
+    )?;
     set(Resource::RLIMIT_FSIZE, 0)?;
     set(Resource::RLIMIT_CORE, 0)?;
     set(Resource::RLIMIT_NOFILE, 16)?;
@@ -46,7 +50,9 @@ pub(crate) const CPU_RETIRE_SECS: u64 = 60;
 
 /// User plus system CPU seconds this process has used.
 pub(crate) fn cpu_used_seconds() -> u64 {
-    getrusage(UsageWho::RUSAGE_SELF).map(|u| (u.user_time().tv_sec() + u.system_time().tv_sec()).max(0) as u64).unwrap_or(0)
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| (u.user_time().tv_sec() + u.system_time().tv_sec()).max(0) as u64)
+        .unwrap_or(0)
 }
 
 fn set(resource: Resource, limit: u64) -> Result<(), String> {
@@ -63,11 +69,17 @@ fn current_address_space() -> Option<u64> {
     Some(kib * 1024)
 }
 
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod syscall_filter {
     use std::collections::BTreeMap;
 
-    use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch};
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
 
     /// Syscalls refused outright.
     const DENIED: &[libc::c_long] = &[
@@ -146,10 +158,17 @@ mod syscall_filter {
     ];
 
     /// Open flags that would let a file be written or created.
-    const WRITE_FLAGS: [libc::c_int; 5] = [libc::O_WRONLY, libc::O_RDWR, libc::O_CREAT, libc::O_TRUNC, libc::O_APPEND];
+    const WRITE_FLAGS: [libc::c_int; 5] = [
+        libc::O_WRONLY,
+        libc::O_RDWR,
+        libc::O_CREAT,
+        libc::O_TRUNC,
+        libc::O_APPEND,
+    ];
 
     pub(super) fn apply() -> Result<(), String> {
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
         // openat(dirfd, path, flags, mode): flags is argument 2.
         rules.insert(libc::SYS_openat, write_flag_rules(2)?);
         #[cfg(target_arch = "x86_64")]
@@ -157,10 +176,27 @@ mod syscall_filter {
         // prlimit64(pid, resource, new, old) with a new limit would undo ours; reading is fine.
         rules.insert(
             libc::SYS_prlimit64,
-            vec![SeccompRule::new(vec![SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0).map_err(err)?]).map_err(err)?],
+            vec![SeccompRule::new(vec![SeccompCondition::new(
+                2,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::Ne,
+                0,
+            )
+            .map_err(err)?])
+            .map_err(err)?],
         );
-        let arch = if cfg!(target_arch = "x86_64") { TargetArch::x86_64 } else { TargetArch::aarch64 };
-        let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch).map_err(err)?;
+        let arch = if cfg!(target_arch = "x86_64") {
+            TargetArch::x86_64
+        } else {
+            TargetArch::aarch64
+        };
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .map_err(err)?;
         let program: BpfProgram = filter.try_into().map_err(err)?;
         seccompiler::apply_filter(&program).map_err(err)
     }
@@ -170,7 +206,14 @@ mod syscall_filter {
             .iter()
             .map(|&flag| {
                 let flag = flag as u64;
-                SeccompRule::new(vec![SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(flag), flag).map_err(err)?]).map_err(err)
+                SeccompRule::new(vec![SeccompCondition::new(
+                    arg,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )
+                .map_err(err)?])
+                .map_err(err)
             })
             .collect()
     }
@@ -180,7 +223,10 @@ mod syscall_filter {
     }
 }
 
-#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 mod syscall_filter {
     /// No seccomp on this platform: the language layer and the rlimits still apply.
     pub(super) fn apply() -> Result<(), String> {

@@ -43,8 +43,13 @@ pub fn main(args: &[String]) -> ExitCode {
 
 fn run(args: &[String]) -> Result<(), String> {
     let memory_bytes = parse_memory(args)?;
-    let devnull = File::options().read(true).write(true).open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    let mut results = File::from(nix::unistd::dup(io::stdout()).map_err(|e| format!("dup stdout: {e}"))?);
+    let devnull = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    let mut results =
+        File::from(nix::unistd::dup(io::stdout()).map_err(|e| format!("dup stdout: {e}"))?);
     nix::unistd::dup2_stdout(&devnull).map_err(|e| format!("redirect stdout: {e}"))?;
 
     interpreter::initialize()?;
@@ -81,8 +86,12 @@ fn run(args: &[String]) -> Result<(), String> {
 fn parse_memory(args: &[String]) -> Result<u64, String> {
     match args {
         [] => Ok(crate::limits::Limits::default().memory_bytes),
-        [flag, value] if flag == MEMORY_FLAG => value.parse().map_err(|_| format!("{MEMORY_FLAG} needs a number of bytes, got '{value}'")),
-        other => Err(format!("unexpected arguments {other:?}; usage: {MEMORY_FLAG} BYTES")),
+        [flag, value] if flag == MEMORY_FLAG => value
+            .parse()
+            .map_err(|_| format!("{MEMORY_FLAG} needs a number of bytes, got '{value}'")),
+        other => Err(format!(
+            "unexpected arguments {other:?}; usage: {MEMORY_FLAG} BYTES"
+        )),
     }
 }
 
@@ -104,18 +113,33 @@ fn install(py: Python<'_>) -> PyResult<Py<PyModule>> {
     Ok(bootstrap.unbind())
 }
 
-fn evaluate(py: Python<'_>, bootstrap: &Py<PyModule>, request: Request, memory_text: &str) -> Frame {
+fn evaluate(
+    py: Python<'_>,
+    bootstrap: &Py<PyModule>,
+    request: Request,
+    memory_text: &str,
+) -> Frame {
     convert::reset_budget(request.limits.max_plan_bytes);
     host::set_max_steps(request.limits.max_steps);
     let _ = guard::take_output();
     let path = request.path.clone();
     let outcome = host::context(py, request.ctx)
-        .and_then(|ctx| bootstrap.bind(py).getattr("evaluate")?.call1((request.path, request.source, ctx, memory_text)))
+        .and_then(|ctx| {
+            bootstrap.bind(py).getattr("evaluate")?.call1((
+                request.path,
+                request.source,
+                ctx,
+                memory_text,
+            ))
+        })
         .and_then(|result| frame_from(&path, result.cast_into::<PyTuple>()?));
     match outcome {
         Ok(frame) => frame,
         // Only a bug of ours (or memory exhausted inside the bootstrap) lands here.
-        Err(e) => Frame::Failed { diagnostic: Diagnostic::whole_file(path, format!("internal evaluator error: {e}")), retire: true },
+        Err(e) => Frame::Failed {
+            diagnostic: Diagnostic::whole_file(path, format!("internal evaluator error: {e}")),
+            retire: true,
+        },
     }
 }
 
@@ -124,7 +148,12 @@ fn frame_from(path: &str, result: Bound<'_, PyTuple>) -> PyResult<Frame> {
     if status == "ok" {
         let plan = result.get_item(1)?;
         let plan = plan.cast::<host::PlanObject>()?.get();
-        return Ok(Frame::Plan { plan: plan.plan.clone(), source_map: plan.source_map.clone(), output: guard::take_output(), retire: false });
+        return Ok(Frame::Plan {
+            plan: plan.plan.clone(),
+            source_map: plan.source_map.clone(),
+            output: guard::take_output(),
+            retire: false,
+        });
     }
     let message: String = result.get_item(1)?.extract()?;
     let line: u32 = result.get_item(2)?.extract()?;

@@ -136,6 +136,8 @@ def check(tree):
                     raise Rejected(node, "'from ... import *' is not allowed in workflow files")
                 if alias.name.startswith("_"):
                     raise Rejected(node, f"importing '{alias.name}' is not allowed in workflow files")
+                if node.module != "plue" and not _host.exports(node.module, alias.name):
+                    raise Rejected(node, f"cannot import '{alias.name}' from '{node.module}' in a workflow file")
                 _check_identifier(node, alias.asname or "", "import alias")
         elif isinstance(node, ast.MatchClass):
             for name in node.kwd_attrs:

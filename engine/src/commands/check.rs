@@ -1,0 +1,101 @@
+//! `plue check [DIR]`: evaluate every `*.plue.py` below DIR through the warm pool and print
+//! every problem as `path:line:col: message`, in path order. Exit 1 if any file is invalid.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use evaluator::EvalError;
+use tokio::task::JoinSet;
+
+use super::{context, evaluator_pool, EXIT_INVALID};
+use crate::cli::CheckArgs;
+
+/// Directories never searched: VCS metadata and build output.
+const SKIPPED_DIRS: [&str; 4] = [".git", "target", "node_modules", ".plue-cache"];
+
+pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if !args.dir.is_dir() {
+        eprintln!("{}: not a directory", args.dir.display());
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let files = workflow_files(&args.dir)?;
+    if files.is_empty() {
+        eprintln!("no *.plue.py files found below {}", args.dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(files.len());
+    let pool = evaluator_pool(workers)
+        .await
+        .context("starting the evaluator")?;
+    let ctx = context(&args.event);
+    let mut tasks = JoinSet::new();
+    for (index, file) in files.iter().enumerate() {
+        let (pool, ctx, file) = (pool.clone(), ctx.clone(), file.clone());
+        tasks.spawn(async move {
+            let path = file.display().to_string();
+            let outcome = match tokio::fs::read_to_string(&file).await {
+                Ok(source) => pool.evaluate(&path, &source, &ctx).await.map(|_| ()),
+                Err(e) => Err(EvalError::Invalid(vec![evaluator::Diagnostic::whole_file(
+                    &path,
+                    format!("cannot read the file: {e}"),
+                )])),
+            };
+            (index, outcome)
+        });
+    }
+    let mut outcomes: Vec<Option<Result<(), EvalError>>> = (0..files.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, outcome) = joined.context("an evaluation task failed")?;
+        outcomes[index] = Some(outcome);
+    }
+    let mut invalid = 0;
+    for outcome in outcomes.into_iter().flatten() {
+        match outcome {
+            Ok(()) => {}
+            Err(EvalError::Invalid(problems)) => {
+                invalid += 1;
+                for problem in problems {
+                    println!("{problem}");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    eprintln!(
+        "checked {} workflow file(s): {} valid, {} invalid",
+        files.len(),
+        files.len() - invalid,
+        invalid
+    );
+    Ok(if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// Every `*.plue.py` below `dir`, sorted; hidden directories such as `.plue/` included.
+fn workflow_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.file_type().is_dir()
+                && e.depth() > 0
+                && SKIPPED_DIRS.iter().any(|s| e.file_name() == *s))
+        });
+    for entry in walker {
+        let entry = entry.with_context(|| format!("searching {}", dir.display()))?;
+        if entry.file_type().is_file() && entry.file_name().to_string_lossy().ends_with(".plue.py")
+        {
+            files.push(entry.into_path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
