@@ -9,7 +9,8 @@
 //!   bound is the parent's wall clock, which kills the worker;
 //! - files: no file can be grown (`RLIMIT_FSIZE` 0), at most a handful of descriptors;
 //! - syscalls (seccomp, Linux x86_64/aarch64): no sockets, no exec, no fork or threads, no
-//!   signals to other processes, no opening for write, creating, renaming or deleting files,
+//!   signals to other processes, no opening of any file (everything the interpreter needs is
+//!   imported before), no creating, renaming or deleting files,
 //!   no ptrace, mounts, namespaces or module loading. Denied calls fail with `EPERM`;
 //! - the worker dies with its parent (`PR_SET_PDEATHSIG`).
 //!
@@ -157,22 +158,23 @@ mod syscall_filter {
         libc::SYS_personality,
     ];
 
-    /// Open flags that would let a file be written or created.
-    const WRITE_FLAGS: [libc::c_int; 5] = [
-        libc::O_WRONLY,
-        libc::O_RDWR,
-        libc::O_CREAT,
-        libc::O_TRUNC,
-        libc::O_APPEND,
+    /// Every way to open a file by path.
+    const OPEN_CALLS: &[libc::c_long] = &[
+        libc::SYS_openat,
+        libc::SYS_openat2,
+        libc::SYS_open_by_handle_at,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_open,
     ];
 
     pub(super) fn apply() -> Result<(), String> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
-        // openat(dirfd, path, flags, mode): flags is argument 2.
-        rules.insert(libc::SYS_openat, write_flag_rules(2)?);
-        #[cfg(target_arch = "x86_64")]
-        rules.insert(libc::SYS_open, write_flag_rules(1)?);
+        // Every module the sandbox offers is imported before lock-down, so nothing needs to
+        // open a file afterwards: reading is refused as well as writing.
+        for nr in OPEN_CALLS {
+            rules.insert(*nr, Vec::new());
+        }
         // prlimit64(pid, resource, new, old) with a new limit would undo ours; reading is fine.
         rules.insert(
             libc::SYS_prlimit64,
@@ -199,23 +201,6 @@ mod syscall_filter {
         .map_err(err)?;
         let program: BpfProgram = filter.try_into().map_err(err)?;
         seccompiler::apply_filter(&program).map_err(err)
-    }
-
-    fn write_flag_rules(arg: u8) -> Result<Vec<SeccompRule>, String> {
-        WRITE_FLAGS
-            .iter()
-            .map(|&flag| {
-                let flag = flag as u64;
-                SeccompRule::new(vec![SeccompCondition::new(
-                    arg,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::MaskedEq(flag),
-                    flag,
-                )
-                .map_err(err)?])
-                .map_err(err)
-            })
-            .collect()
     }
 
     fn err(e: impl std::fmt::Display) -> String {

@@ -29,6 +29,10 @@ const BOOTSTRAP: &str = include_str!("sandbox.py");
 
 /// Command-line flag carrying the memory bound in bytes.
 pub const MEMORY_FLAG: &str = "--memory-bytes";
+/// Test-only mode: lock down, run [`PROBE`] with *full* Python (no language layer), report
+/// what it could do, and exit. Lets the tests check layer (b) on its own.
+pub const PROBE_FLAG: &str = "--probe-lockdown";
+const PROBE: &str = include_str!("probe.py");
 
 /// Entry point of a worker process. `args` are the arguments after the worker's name.
 pub fn main(args: &[String]) -> ExitCode {
@@ -42,7 +46,14 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
+    let probe = args.first().is_some_and(|a| a == PROBE_FLAG);
+    let args = if probe { &args[1..] } else { args };
     let memory_bytes = parse_memory(args)?;
+    // The pool starts workers with an empty environment; make sure of it whoever started us,
+    // before the interpreter copies it into os.environ. Still single-threaded here.
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
     let devnull = File::options()
         .read(true)
         .write(true)
@@ -57,6 +68,14 @@ fn run(args: &[String]) -> Result<(), String> {
     lockdown::lock_down(lockdown::Lockdown { memory_bytes })?;
     nix::unistd::dup2_stderr(&devnull).map_err(|e| format!("redirect stderr: {e}"))?;
     drop(devnull);
+    if probe {
+        let report = Python::attach(|py| -> PyResult<String> {
+            let code = std::ffi::CString::new(PROBE).expect("the probe has no NUL byte");
+            PyModule::from_code(py, &code, c"<probe>", c"_plue_probe")?.getattr("report")?.extract()
+        })
+        .map_err(|e| format!("probe: {e}"))?;
+        return write_frame(&mut results, &report).map_err(|e| format!("write: {e}"));
+    }
 
     write_frame(&mut results, &Frame::Ready).map_err(|e| format!("write: {e}"))?;
     let mut requests = BufReader::new(io::stdin().lock());

@@ -1,5 +1,5 @@
 # attack: hash() (not a compile-time forbidden name) for nondeterministic, PYTHONHASHSEED-dependent plans
-# expect: error
+# expect: forbidden
 
 def workflow(ctx):
     leaked = hash("plue") ^ hash(("a", "b"))
