@@ -70,6 +70,7 @@ pub(crate) struct EventArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum EventKind {
     Push,
+    #[value(name = "pull_request")]
     PullRequest,
     Schedule,
     Manual,

@@ -1,0 +1,240 @@
+//! End-to-end tests of `plue eval` and `plue check`, driving the real binary.
+//!
+//! Golden files: `examples/golden/<example path with / as __>.json` hold the expected
+//! `plue eval` output of every example; run with `PLUE_UPDATE_GOLDEN=1` to regenerate them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn plue() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
+    command.current_dir(root());
+    command
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(args: &[&str]) -> Output {
+    plue().args(args).output().expect("plue runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Writes `files` into a fresh directory.
+fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, source).unwrap();
+    }
+    dir
+}
+
+fn eval_file(dir: &Path, name: &str, extra: &[&str]) -> Output {
+    let path = dir.join(name);
+    let mut args = vec!["eval", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn example_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walk(&root().join("examples")).into_iter().filter(|p| p.to_string_lossy().ends_with(".plue.py")).collect();
+    files.sort();
+    files
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_example_evaluates_to_its_golden_plan() {
+    let update = std::env::var_os("PLUE_UPDATE_GOLDEN").is_some();
+    let files = example_files();
+    assert!(files.len() >= 10, "examples: {files:?}");
+    for file in files {
+        let relative = file.strip_prefix(root()).unwrap().to_string_lossy().to_string();
+        let output = run(&["eval", &relative]);
+        assert!(output.status.success(), "{relative}: {}", stderr(&output));
+        let golden_name = relative.trim_start_matches("examples/").trim_end_matches(".plue.py").replace('/', "__") + ".json";
+        let golden = root().join("examples/golden").join(golden_name);
+        if update {
+            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+            std::fs::write(&golden, stdout(&output)).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("{} is missing; run with PLUE_UPDATE_GOLDEN=1", golden.display()));
+        assert_eq!(stdout(&output), expected, "{relative} differs from {}", golden.display());
+    }
+}
+
+#[test]
+fn check_of_the_examples_passes() {
+    let output = run(&["check", "examples"]);
+    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    assert!(stderr(&output).contains("valid, 0 invalid"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_ci_example_has_the_documented_shape() {
+    let output = run(&["eval", "examples/ci.plue.py"]);
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["name"], "CI Pipeline");
+    assert_eq!(plan["plan_hash"].as_str().unwrap().len(), 64);
+    let kinds: Vec<&str> = plan["triggers"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["push", "pull_request", "schedule", "manual"]);
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["id"], "test");
+    assert_eq!(steps[0]["kind"], "bash");
+    assert_eq!(steps[0]["timeout"], 600);
+    assert_eq!(steps[0]["retries"], 2);
+    assert_eq!(steps[1]["depends_on"], serde_json::json!(["test"]));
+    assert_eq!(steps[2]["kind"], "python");
+    assert_eq!(steps[3]["kind"], "llm");
+    assert_eq!(steps[3]["tools"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn invalid_workflows_name_the_place_and_the_culprit() {
+    let dir = workspace(&[
+        ("kwarg.plue.py", "def workflow():\n    return Plan(name='x', steps=[\n        Step.bash('a', 'true', depend_on=['b'])])\n"),
+        (
+            "cycle.plue.py",
+            "def workflow():\n    return Plan(name='x', steps=[\n        Step.bash('a', 'true', depends_on=['c']),\n        Step.bash('b', 'true', depends_on=['a']),\n        Step.bash('c', 'true', depends_on=['b'])])\n",
+        ),
+        ("unknown.plue.py", "def workflow():\n    return Plan(name='x', steps=[Step.bash('test', 'true'),\n        Step.bash('build', 'true', depends_on=['tets'])])\n"),
+        ("dup.plue.py", "def workflow():\n    return Plan(name='x', steps=[Step.bash('a', 'true'),\n        Step.bash('a', 'false')])\n"),
+        ("cron.plue.py", "def workflow():\n    return Plan(name='x', triggers=[\n        Trigger.on_schedule('0 25 * * *')])\n"),
+        ("glob.plue.py", "def workflow():\n    return Plan(name='x', triggers=[Trigger.on_push(branch='release/[')])\n"),
+        ("when.plue.py", "def workflow():\n    return Plan(name='x', steps=[Step.bash('a', 'true', when='allways')])\n"),
+        ("syntax.plue.py", "def workflow(:\n    pass\n"),
+        ("missing.plue.py", "x = 1\n"),
+        ("raise.plue.py", "def helper():\n    return {}['nope']\n\ndef workflow():\n    return helper()\n"),
+        ("notplan.plue.py", "def workflow():\n    return {'name': 'x'}\n"),
+        ("import.plue.py", "import os\ndef workflow():\n    return Plan(name='x')\n"),
+    ]);
+    let cases: &[(&str, &str)] = &[
+        ("kwarg.plue.py", ":3:9: TypeError: Step.bash() got an unexpected keyword argument 'depend_on' (did you mean 'depends_on'?)"),
+        ("cycle.plue.py", ":3:9: dependency cycle: a -> c -> b -> a"),
+        ("unknown.plue.py", ":3:9: step 'build' depends on unknown step 'tets' (did you mean 'test'?)"),
+        ("dup.plue.py", ":3:9: duplicate step id 'a' (first defined at line 2)"),
+        ("cron.plue.py", ":3:9: invalid cron expression '0 25 * * *'"),
+        ("glob.plue.py", ":2:37: invalid branch pattern 'release/['"),
+        ("when.plue.py", ":2:34: ValueError: Step.bash(): when must be one of 'success', 'failure', 'always', got 'allways' (did you mean 'always'?)"),
+        ("syntax.plue.py", ":1:14: syntax error:"),
+        ("missing.plue.py", ":1:1: no workflow() function"),
+        ("raise.plue.py", ":2:12: KeyError: 'nope'"),
+        ("notplan.plue.py", ":1:1: workflow() must return a Plan, got dict"),
+        ("import.plue.py", ":1:1: import of 'os' is not allowed in workflow files"),
+    ];
+    for (name, expected) in cases {
+        let output = eval_file(dir.path(), name, &[]);
+        assert_eq!(output.status.code(), Some(1), "{name}: {}", stderr(&output));
+        let text = stderr(&output);
+        let want = format!("{}{expected}", dir.path().join(name).display());
+        assert!(text.contains(&want), "{name}: expected {want:?} in:\n{text}");
+        assert!(!text.contains("panicked") && !text.contains("_plue_sandbox") && !text.contains("<plue-sandbox>"), "{name} leaked internals:\n{text}");
+    }
+    // A traceback points into the user's file only.
+    let text = stderr(&eval_file(dir.path(), "raise.plue.py", &[]));
+    assert!(text.contains("line 5, in workflow") && text.contains("line 2, in helper"), "{text}");
+
+    // `plue check` reports every invalid file, each as path:line:col, and exits 1.
+    let output = run(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let listed = stdout(&output);
+    for (name, expected) in cases {
+        let want = format!("{}{expected}", dir.path().join(name).display());
+        assert!(listed.contains(&want), "check output lacks {want:?}:\n{listed}");
+    }
+    assert!(stderr(&output).contains(&format!("{} invalid", cases.len())), "{}", stderr(&output));
+}
+
+#[test]
+fn usage_errors_exit_2_and_missing_files_exit_1() {
+    assert_eq!(run(&["eval"]).status.code(), Some(2));
+    assert_eq!(run(&["eval", "x.plue.py", "--format", "yaml"]).status.code(), Some(2));
+    assert_eq!(run(&["eval", "x.plue.py", "--input", "novalue"]).status.code(), Some(2));
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    let missing = run(&["eval", "does/not/exist.plue.py"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).starts_with("does/not/exist.plue.py: cannot read the file"), "{}", stderr(&missing));
+    assert!(run(&["--help"]).status.success());
+    assert!(run(&["eval", "--help"]).status.success());
+}
+
+#[test]
+fn mermaid_draws_the_dag() {
+    let output = run(&["eval", "examples/templates/full-stack-feature.plue.py", "--format", "mermaid"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("flowchart TD\n"), "{text}");
+    for edge in ["s0 --> s1", "s0 --> s2", "s1 --> s3", "s2 --> s3", "s3 --> s4"] {
+        assert!(text.contains(edge), "missing {edge} in\n{text}");
+    }
+}
+
+#[test]
+fn ctx_follows_the_event_flags() {
+    let dir = workspace(&[(
+        "ctx.plue.py",
+        "import json\ndef workflow(ctx):\n    data = {'event': ctx.event, 'branch': ctx.branch, 'ref': ctx.ref, 'sha': ctx.sha, 'files': ctx.changed_files,\n            'inputs': ctx.inputs, 'pr': ctx.pr.number if ctx.pr else None, 'base': ctx.pr.base if ctx.pr else None}\n    return Plan(name=json.dumps(data, sort_keys=True))\n",
+    )]);
+    let output = eval_file(
+        dir.path(),
+        "ctx.plue.py",
+        &["--event", "pull_request", "--branch", "feature/x", "--sha", "abc123", "--changed-file", "src/a.rs", "--changed-file", "README.md", "--input", "target=prod"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen: serde_json::Value = serde_json::from_str(plan["name"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"event": "pull_request", "branch": "feature/x", "ref": "refs/heads/feature/x", "sha": "abc123",
+            "files": ["src/a.rs", "README.md"], "inputs": {"target": "prod"}, "pr": 1, "base": "main"})
+    );
+}
+
+#[test]
+fn plan_hash_is_the_same_whatever_the_callers_hash_seed() {
+    let dir = workspace(&[(
+        "set.plue.py",
+        "NAMES = {'alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'iota', 'kappa'}\ndef workflow():\n    return Plan(name=','.join(NAMES), steps=[Step.bash(n, 'echo ' + n) for n in NAMES])\n",
+    )]);
+    let path = dir.path().join("set.plue.py");
+    let hashes: Vec<(String, String)> = ["0", "1", "12345", "random"]
+        .iter()
+        .map(|seed| {
+            let output = plue().args(["eval", path.to_str().unwrap()]).env("PYTHONHASHSEED", seed).output().unwrap();
+            assert!(output.status.success(), "{}", stderr(&output));
+            let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            (plan["plan_hash"].as_str().unwrap().to_string(), plan["name"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+}
+
+#[test]
+fn a_memory_bomb_fails_the_file_not_the_cli() {
+    let dir = workspace(&[("bomb.plue.py", "def workflow():\n    n = 10 ** 10\n    return Plan(name='x' * n)\n")]);
+    let output = eval_file(dir.path(), "bomb.plue.py", &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains(":3:") && stderr(&output).contains("memory limit of 256 MiB"), "{}", stderr(&output));
+}
