@@ -13,7 +13,10 @@ fn plue() -> Command {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -47,7 +50,10 @@ fn eval_file(dir: &Path, name: &str, extra: &[&str]) -> Output {
 }
 
 fn example_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = walk(&root().join("examples")).into_iter().filter(|p| p.to_string_lossy().ends_with(".plue.py")).collect();
+    let mut files: Vec<PathBuf> = walk(&root().join("examples"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".plue.py"))
+        .collect();
     files.sort();
     files
 }
@@ -71,25 +77,52 @@ fn every_example_evaluates_to_its_golden_plan() {
     let files = example_files();
     assert!(files.len() >= 10, "examples: {files:?}");
     for file in files {
-        let relative = file.strip_prefix(root()).unwrap().to_string_lossy().to_string();
+        let relative = file
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let output = run(&["eval", &relative]);
         assert!(output.status.success(), "{relative}: {}", stderr(&output));
-        let golden_name = relative.trim_start_matches("examples/").trim_end_matches(".plue.py").replace('/', "__") + ".json";
+        let golden_name = relative
+            .trim_start_matches("examples/")
+            .trim_end_matches(".plue.py")
+            .replace('/', "__")
+            + ".json";
         let golden = root().join("examples/golden").join(golden_name);
         if update {
             std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
             std::fs::write(&golden, stdout(&output)).unwrap();
         }
-        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("{} is missing; run with PLUE_UPDATE_GOLDEN=1", golden.display()));
-        assert_eq!(stdout(&output), expected, "{relative} differs from {}", golden.display());
+        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing; run with PLUE_UPDATE_GOLDEN=1",
+                golden.display()
+            )
+        });
+        assert_eq!(
+            stdout(&output),
+            expected,
+            "{relative} differs from {}",
+            golden.display()
+        );
     }
 }
 
 #[test]
 fn check_of_the_examples_passes() {
     let output = run(&["check", "examples"]);
-    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
-    assert!(stderr(&output).contains("valid, 0 invalid"), "{}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("valid, 0 invalid"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -98,7 +131,12 @@ fn the_ci_example_has_the_documented_shape() {
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(plan["name"], "CI Pipeline");
     assert_eq!(plan["plan_hash"].as_str().unwrap().len(), 64);
-    let kinds: Vec<&str> = plan["triggers"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = plan["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["push", "pull_request", "schedule", "manual"]);
     let steps = plan["steps"].as_array().unwrap();
     assert_eq!(steps[0]["id"], "test");
@@ -149,12 +187,23 @@ fn invalid_workflows_name_the_place_and_the_culprit() {
         assert_eq!(output.status.code(), Some(1), "{name}: {}", stderr(&output));
         let text = stderr(&output);
         let want = format!("{}{expected}", dir.path().join(name).display());
-        assert!(text.contains(&want), "{name}: expected {want:?} in:\n{text}");
-        assert!(!text.contains("panicked") && !text.contains("_plue_sandbox") && !text.contains("<plue-sandbox>"), "{name} leaked internals:\n{text}");
+        assert!(
+            text.contains(&want),
+            "{name}: expected {want:?} in:\n{text}"
+        );
+        assert!(
+            !text.contains("panicked")
+                && !text.contains("_plue_sandbox")
+                && !text.contains("<plue-sandbox>"),
+            "{name} leaked internals:\n{text}"
+        );
     }
     // A traceback points into the user's file only.
     let text = stderr(&eval_file(dir.path(), "raise.plue.py", &[]));
-    assert!(text.contains("line 5, in workflow") && text.contains("line 2, in helper"), "{text}");
+    assert!(
+        text.contains("line 5, in workflow") && text.contains("line 2, in helper"),
+        "{text}"
+    );
 
     // `plue check` reports every invalid file, each as path:line:col, and exits 1.
     let output = run(&["check", dir.path().to_str().unwrap()]);
@@ -162,31 +211,63 @@ fn invalid_workflows_name_the_place_and_the_culprit() {
     let listed = stdout(&output);
     for (name, expected) in cases {
         let want = format!("{}{expected}", dir.path().join(name).display());
-        assert!(listed.contains(&want), "check output lacks {want:?}:\n{listed}");
+        assert!(
+            listed.contains(&want),
+            "check output lacks {want:?}:\n{listed}"
+        );
     }
-    assert!(stderr(&output).contains(&format!("{} invalid", cases.len())), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("{} invalid", cases.len())),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn usage_errors_exit_2_and_missing_files_exit_1() {
     assert_eq!(run(&["eval"]).status.code(), Some(2));
-    assert_eq!(run(&["eval", "x.plue.py", "--format", "yaml"]).status.code(), Some(2));
-    assert_eq!(run(&["eval", "x.plue.py", "--input", "novalue"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["eval", "x.plue.py", "--format", "yaml"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["eval", "x.plue.py", "--input", "novalue"])
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
     let missing = run(&["eval", "does/not/exist.plue.py"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).starts_with("does/not/exist.plue.py: cannot read the file"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).starts_with("does/not/exist.plue.py: cannot read the file"),
+        "{}",
+        stderr(&missing)
+    );
     assert!(run(&["--help"]).status.success());
     assert!(run(&["eval", "--help"]).status.success());
 }
 
 #[test]
 fn mermaid_draws_the_dag() {
-    let output = run(&["eval", "examples/templates/full-stack-feature.plue.py", "--format", "mermaid"]);
+    let output = run(&[
+        "eval",
+        "examples/templates/full-stack-feature.plue.py",
+        "--format",
+        "mermaid",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.starts_with("flowchart TD\n"), "{text}");
-    for edge in ["s0 --> s1", "s0 --> s2", "s1 --> s3", "s2 --> s3", "s3 --> s4"] {
+    for edge in [
+        "s0 --> s1",
+        "s0 --> s2",
+        "s1 --> s3",
+        "s2 --> s3",
+        "s3 --> s4",
+    ] {
         assert!(text.contains(edge), "missing {edge} in\n{text}");
     }
 }
@@ -200,7 +281,20 @@ fn ctx_follows_the_event_flags() {
     let output = eval_file(
         dir.path(),
         "ctx.plue.py",
-        &["--event", "pull_request", "--branch", "feature/x", "--sha", "abc123", "--changed-file", "src/a.rs", "--changed-file", "README.md", "--input", "target=prod"],
+        &[
+            "--event",
+            "pull_request",
+            "--branch",
+            "feature/x",
+            "--sha",
+            "abc123",
+            "--changed-file",
+            "src/a.rs",
+            "--changed-file",
+            "README.md",
+            "--input",
+            "target=prod",
+        ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -222,10 +316,17 @@ fn plan_hash_is_the_same_whatever_the_callers_hash_seed() {
     let hashes: Vec<(String, String)> = ["0", "1", "12345", "random"]
         .iter()
         .map(|seed| {
-            let output = plue().args(["eval", path.to_str().unwrap()]).env("PYTHONHASHSEED", seed).output().unwrap();
+            let output = plue()
+                .args(["eval", path.to_str().unwrap()])
+                .env("PYTHONHASHSEED", seed)
+                .output()
+                .unwrap();
             assert!(output.status.success(), "{}", stderr(&output));
             let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            (plan["plan_hash"].as_str().unwrap().to_string(), plan["name"].as_str().unwrap().to_string())
+            (
+                plan["plan_hash"].as_str().unwrap().to_string(),
+                plan["name"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
@@ -233,8 +334,15 @@ fn plan_hash_is_the_same_whatever_the_callers_hash_seed() {
 
 #[test]
 fn a_memory_bomb_fails_the_file_not_the_cli() {
-    let dir = workspace(&[("bomb.plue.py", "def workflow():\n    n = 10 ** 10\n    return Plan(name='x' * n)\n")]);
+    let dir = workspace(&[(
+        "bomb.plue.py",
+        "def workflow():\n    n = 10 ** 10\n    return Plan(name='x' * n)\n",
+    )]);
     let output = eval_file(dir.path(), "bomb.plue.py", &[]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains(":3:") && stderr(&output).contains("memory limit of 256 MiB"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(":3:") && stderr(&output).contains("memory limit of 256 MiB"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -210,7 +210,7 @@ impl EvaluatorPool {
             }
         };
         if reusable {
-            self.inner.idle.lock().expect("pool lock").push(worker);
+            self.inner.release(worker);
         } else {
             worker.finish().await;
             self.inner.replace();
@@ -293,18 +293,21 @@ impl Inner {
         None
     }
 
+    /// Returns a warm worker to the idle set; one beyond `workers` is dropped (and killed).
+    fn release(&self, worker: Worker) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < self.config.workers {
+            idle.push(worker);
+        }
+    }
+
     /// Starts a replacement in the background so the next evaluation finds a warm worker.
     fn replace(self: &Arc<Self>) {
         self.killed.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             match inner.spawn_worker().await {
-                Ok(worker) => {
-                    let mut idle = inner.idle.lock().expect("pool lock");
-                    if idle.len() < inner.config.workers {
-                        idle.push(worker);
-                    }
-                }
+                Ok(worker) => inner.release(worker),
                 Err(e) => tracing::warn!("cannot start a replacement evaluator worker: {e}"),
             }
         });

@@ -16,11 +16,20 @@ const CANARY: &str = "canary-7f1c2e9a-do-not-leak";
 const PWNED: &str = "/tmp/plue-attack-pwned";
 
 fn worker() -> WorkerCommand {
-    WorkerCommand { program: PathBuf::from(env!("CARGO_BIN_EXE_plue-eval-worker")), args: vec![] }
+    WorkerCommand {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_plue-eval-worker")),
+        args: vec![],
+    }
 }
 
 async fn pool(workers: usize) -> EvaluatorPool {
-    EvaluatorPool::start(PoolConfig { workers, command: worker(), limits: Limits::default() }).await.expect("pool starts")
+    EvaluatorPool::start(PoolConfig {
+        workers,
+        command: worker(),
+        limits: Limits::default(),
+    })
+    .await
+    .expect("pool starts")
 }
 
 fn ctx() -> EvalContext {
@@ -35,18 +44,29 @@ def workflow(ctx):
 
 /// The `# expect:` category of an attack file.
 fn category(source: &str) -> &str {
-    source.lines().find_map(|l| l.strip_prefix("# expect: ")).map(str::trim).expect("every attack declares '# expect:'")
+    source
+        .lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .map(str::trim)
+        .expect("every attack declares '# expect:'")
 }
 
 fn message_fits(category: &str, message: &str) -> bool {
     match category {
         "forbidden" => message.contains("not allowed") || message.contains("forbidden name"),
-        "import" => message.contains("import") && (message.contains("not allowed") || message.contains("cannot import")),
+        "import" => {
+            message.contains("import")
+                && (message.contains("not allowed") || message.contains("cannot import"))
+        }
         "timeout" => message.contains("timed out after 2s"),
         "memory" => message.contains("memory limit of 256 MiB"),
         "recursion" => message.contains("recursion depth") || message.contains("nested too deeply"),
         "limit" => message.contains("limit") || message.contains("nested more than"),
-        "error" => message.contains("Error") || message.contains("must return a Plan") || message.contains("not allowed"),
+        "error" => {
+            message.contains("Error")
+                || message.contains("must return a Plan")
+                || message.contains("not allowed")
+        }
         other => panic!("unknown category {other}"),
     }
 }
@@ -58,7 +78,11 @@ async fn every_attack_fails_cleanly_in_time_and_leaves_no_trace() {
     let _ = std::fs::remove_file(PWNED);
     let pool = pool(2).await;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attacks");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".plue.py")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".plue.py"))
+        .collect();
     files.sort();
     assert!(files.len() >= 40, "the corpus has {} files", files.len());
     let mut failures = Vec::new();
@@ -70,12 +94,22 @@ async fn every_attack_fails_cleanly_in_time_and_leaves_no_trace() {
         let outcome = pool.evaluate(&name, &source, &ctx()).await;
         let elapsed = started.elapsed();
         match outcome {
-            Ok(plan) => failures.push(format!("{name}: evaluated to a plan: {}", plan.canonical_json)),
-            Err(EvalError::Unavailable(e)) => failures.push(format!("{name}: pool unavailable: {e}")),
+            Ok(plan) => failures.push(format!(
+                "{name}: evaluated to a plan: {}",
+                plan.canonical_json
+            )),
+            Err(EvalError::Unavailable(e)) => {
+                failures.push(format!("{name}: pool unavailable: {e}"))
+            }
             Err(EvalError::Invalid(problems)) => {
-                let text = problems.iter().map(|p| format!("{p}\n{}", p.detail.clone().unwrap_or_default())).collect::<String>();
+                let text = problems
+                    .iter()
+                    .map(|p| format!("{p}\n{}", p.detail.clone().unwrap_or_default()))
+                    .collect::<String>();
                 if !problems.iter().any(|p| message_fits(expected, &p.message)) {
-                    failures.push(format!("{name}: expected a '{expected}' failure, got: {text}"));
+                    failures.push(format!(
+                        "{name}: expected a '{expected}' failure, got: {text}"
+                    ));
                 }
                 if !problems.iter().all(|p| p.path == name) {
                     failures.push(format!("{name}: diagnostics must name the file: {text}"));
@@ -99,24 +133,55 @@ async fn every_attack_fails_cleanly_in_time_and_leaves_no_trace() {
             failures.push(format!("{name}: the pool stopped serving: {e}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} attacks misbehaved:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} attacks misbehaved:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
     let stats = pool.stats();
     assert!(stats.timeouts >= 6, "timeouts counted: {stats:?}");
-    assert!(stats.workers_killed >= stats.timeouts, "every timed-out worker is killed: {stats:?}");
+    assert!(
+        stats.workers_killed >= stats.timeouts,
+        "every timed-out worker is killed: {stats:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_timeout_stops_near_two_seconds_and_the_worker_is_replaced() {
     let pool = pool(1).await;
     let started = Instant::now();
-    let outcome = pool.evaluate("loop.plue.py", "def workflow():\n    while True:\n        pass\n", &ctx()).await;
+    let outcome = pool
+        .evaluate(
+            "loop.plue.py",
+            "def workflow():\n    while True:\n        pass\n",
+            &ctx(),
+        )
+        .await;
     let elapsed = started.elapsed();
-    let Err(EvalError::Invalid(problems)) = outcome else { panic!("a loop must fail") };
-    assert!(problems[0].message.contains("timed out after 2s"), "{}", problems[0]);
-    assert!(elapsed >= Duration::from_millis(1950) && elapsed <= Duration::from_millis(2400), "stopped after {elapsed:?}");
-    let plan = pool.evaluate("valid.plue.py", VALID, &ctx()).await.expect("a replacement worker serves");
+    let Err(EvalError::Invalid(problems)) = outcome else {
+        panic!("a loop must fail")
+    };
+    assert!(
+        problems[0].message.contains("timed out after 2s"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        elapsed >= Duration::from_millis(1950) && elapsed <= Duration::from_millis(2400),
+        "stopped after {elapsed:?}"
+    );
+    let plan = pool
+        .evaluate("valid.plue.py", VALID, &ctx())
+        .await
+        .expect("a replacement worker serves");
     assert_eq!(plan.plan.steps.len(), 2);
-    assert_eq!(pool.stats().workers_started, 2, "{:?}", pool.stats());
+    let stats = pool.stats();
+    assert!(
+        stats.workers_started >= 2 && stats.workers_killed == 1 && stats.idle <= 1,
+        "{stats:?}"
+    );
 }
 
 // regression: a print() in a workflow must never be read as a result frame.
@@ -127,19 +192,44 @@ async fn printed_bytes_that_look_like_a_frame_are_not_a_result() {
     let source = format!(
         "FAKE = {fake:?}\ndef workflow():\n    print(chr(0) + chr(0) + chr(0) + chr(len(FAKE)) + FAKE, end='')\n    print(FAKE)\n    return Plan(name='real', steps=[Step.bash('a', 'true')])\n"
     );
-    let plan = pool.evaluate("spoof.plue.py", &source, &ctx()).await.expect("evaluates");
+    let plan = pool
+        .evaluate("spoof.plue.py", &source, &ctx())
+        .await
+        .expect("evaluates");
     assert_eq!(plan.plan.name, "real");
-    assert!(plan.output.contains("spoofed"), "the print is captured as output, not as a result");
+    assert!(
+        plan.output.contains("spoofed"),
+        "the print is captured as output, not as a result"
+    );
     // And the next evaluation is not confused by anything left over.
-    assert_eq!(pool.evaluate("valid.plue.py", VALID, &ctx()).await.unwrap().plan.name, "ok");
+    assert_eq!(
+        pool.evaluate("valid.plue.py", VALID, &ctx())
+            .await
+            .unwrap()
+            .plan
+            .name,
+        "ok"
+    );
 }
 
 #[tokio::test]
 async fn a_file_over_the_source_bound_is_refused_before_any_worker_sees_it() {
     let pool = pool(1).await;
-    let source = format!("# {}\ndef workflow():\n    return Plan(name='x')\n", "x".repeat(300 * 1024));
-    let Err(EvalError::Invalid(problems)) = pool.evaluate("big.plue.py", &source, &ctx()).await else { panic!("must fail") };
-    assert!(problems[0].to_string().starts_with("big.plue.py: the file is"), "{}", problems[0]);
+    let source = format!(
+        "# {}\ndef workflow():\n    return Plan(name='x')\n",
+        "x".repeat(300 * 1024)
+    );
+    let Err(EvalError::Invalid(problems)) = pool.evaluate("big.plue.py", &source, &ctx()).await
+    else {
+        panic!("must fail")
+    };
+    assert!(
+        problems[0]
+            .to_string()
+            .starts_with("big.plue.py: the file is"),
+        "{}",
+        problems[0]
+    );
     assert!(problems[0].message.ends_with("the limit is 256 KiB"));
 }
 
@@ -148,9 +238,20 @@ async fn state_does_not_leak_between_evaluations_in_one_worker() {
     let pool = pool(1).await;
     let first = "import json\nCACHE = []\ndef workflow():\n    CACHE.append(1)\n    return Plan(name=str(len(CACHE)))\n";
     for _ in 0..3 {
-        assert_eq!(pool.evaluate("a.plue.py", first, &ctx()).await.unwrap().plan.name, "1");
+        assert_eq!(
+            pool.evaluate("a.plue.py", first, &ctx())
+                .await
+                .unwrap()
+                .plan
+                .name,
+            "1"
+        );
     }
-    assert_eq!(pool.stats().workers_started, 1, "the same warm worker served all three");
+    assert_eq!(
+        pool.stats().workers_started,
+        1,
+        "the same warm worker served all three"
+    );
 }
 
 #[test]
@@ -162,13 +263,33 @@ fn layer_b_alone_stops_what_unrestricted_python_tries() {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("the worker runs");
-    assert!(output.status.success(), "probe failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let frame = &output.stdout[4..];
     let report: String = serde_json::from_slice(frame).expect("a frame with the report");
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
-    assert_eq!(report["environment"], serde_json::json!([]), "the environment is empty");
+    assert_eq!(
+        report["environment"],
+        serde_json::json!([]),
+        "the environment is empty"
+    );
     assert_eq!(report["cwd"], "/");
-    for check in ["socket", "connect", "write_file", "append_file", "mkdir", "fork", "exec", "kill_parent", "load_extension_module", "big_allocation", "read_file"] {
+    for check in [
+        "socket",
+        "connect",
+        "write_file",
+        "append_file",
+        "mkdir",
+        "fork",
+        "exec",
+        "kill_parent",
+        "load_extension_module",
+        "big_allocation",
+        "read_file",
+    ] {
         let result = report[check].as_str().unwrap_or("missing");
         assert!(result.starts_with("blocked"), "{check}: {result}");
     }

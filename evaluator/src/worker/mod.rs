@@ -71,7 +71,9 @@ fn run(args: &[String]) -> Result<(), String> {
     if probe {
         let report = Python::attach(|py| -> PyResult<String> {
             let code = std::ffi::CString::new(PROBE).expect("the probe has no NUL byte");
-            PyModule::from_code(py, &code, c"<probe>", c"_plue_probe")?.getattr("report")?.extract()
+            PyModule::from_code(py, &code, c"<probe>", c"_plue_probe")?
+                .getattr("report")?
+                .extract()
         })
         .map_err(|e| format!("probe: {e}"))?;
         return write_frame(&mut results, &report).map_err(|e| format!("write: {e}"));

@@ -40,8 +40,9 @@ class Rejected(Exception):
 
 def install(host):
     """Called once by the worker before lock-down."""
-    global _host
+    global _host, _FORBIDDEN
     _host = host
+    _FORBIDDEN = frozenset(host.FORBIDDEN_BUILTINS)
     sys.setrecursionlimit(400)
 
 
@@ -63,29 +64,6 @@ def _position(code, lasti, fallback_line):
     return (line or fallback_line or 0, (col or 0) + 1)
 
 
-def _bound_names(tree):
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
-            if isinstance(node, ast.FunctionDef):
-                names.add(node.name)
-            a = node.args
-            for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
-                if arg is not None:
-                    names.add(arg.arg)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
-            names.add(node.name)
-        elif isinstance(node, ast.MatchMapping) and node.rest:
-            names.add(node.rest)
-    return names
-
-
 def _check_identifier(node, name, what):
     if name.startswith("__"):
         raise Rejected(node, f"{what} '{name}' is not allowed in workflow files")
@@ -97,37 +75,58 @@ def _check_attribute(node, name):
         raise Rejected(node, f"access to attribute '{name}' is not allowed in workflow files{hint}")
 
 
+def _check_arguments(node, bound):
+    a = node.args
+    for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+        if arg is not None:
+            _check_identifier(arg, arg.arg, "parameter name")
+            bound.add(arg.arg)
+
+
 def check(tree):
-    """Layer (a), compile time: raises Rejected for the first construct the dialect refuses."""
-    allowed_modules = set(_host.ALLOWED_MODULES)
-    forbidden = set(_host.FORBIDDEN_BUILTINS)
-    bound = _bound_names(tree)
+    """Layer (a), compile time: raises Rejected for the first construct the dialect refuses.
+
+    One walk over the tree. A forbidden builtin (`open`, `eval`, ...) is only an error if the
+    file never binds that name itself, so uses are collected and judged after the walk.
+    """
+    allowed_modules = _host.ALLOWED_MODULES
+    forbidden = _FORBIDDEN
+    bound = set()
+    forbidden_uses = []
     for node in ast.walk(tree):
-        refused = _REFUSED_NODES.get(type(node))
-        if refused:
-            raise Rejected(node, refused)
-        if isinstance(node, ast.Attribute):
+        kind = type(node)
+        if kind is ast.Name:
+            name = node.id
+            if name.startswith("__"):
+                _check_identifier(node, name, "name")
+            if type(node.ctx) is ast.Load:
+                if name in forbidden:
+                    forbidden_uses.append(node)
+            else:
+                bound.add(name)
+        elif kind is ast.Attribute:
             _check_attribute(node, node.attr)
-            if not isinstance(node.ctx, ast.Load):
+            if type(node.ctx) is not ast.Load:
                 raise Rejected(node, f"assigning or deleting attribute '{node.attr}' is not allowed in workflow files")
-        elif isinstance(node, ast.Name):
-            _check_identifier(node, node.id, "name")
-            if node.id in forbidden and node.id not in bound:
-                raise Rejected(node, f"use of forbidden name '{node.id}' in a workflow file")
-        elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
-            if isinstance(node, ast.FunctionDef):
-                _check_identifier(node, node.name, "function name")
-            a = node.args
-            for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
-                if arg is not None:
-                    _check_identifier(arg, arg.arg, "parameter name")
-        elif isinstance(node, ast.keyword) and node.arg is not None:
-            _check_identifier(node, node.arg, "keyword argument")
-        elif isinstance(node, ast.Import):
+        elif kind in _LEAF_KINDS:
+            continue
+        elif kind in _REFUSED_NODES:
+            raise Rejected(node, _REFUSED_NODES[kind])
+        elif kind is ast.FunctionDef:
+            _check_identifier(node, node.name, "function name")
+            bound.add(node.name)
+            _check_arguments(node, bound)
+        elif kind is ast.Lambda:
+            _check_arguments(node, bound)
+        elif kind is ast.keyword:
+            if node.arg is not None:
+                _check_identifier(node, node.arg, "keyword argument")
+        elif kind is ast.Import:
             for alias in node.names:
                 _check_module(node, alias.name, allowed_modules)
                 _check_identifier(node, alias.asname or "", "import alias")
-        elif isinstance(node, ast.ImportFrom):
+                bound.add((alias.asname or alias.name).split(".")[0])
+        elif kind is ast.ImportFrom:
             if node.level:
                 raise Rejected(node, "relative imports are not allowed in workflow files")
             _check_module(node, node.module or "", allowed_modules)
@@ -139,14 +138,36 @@ def check(tree):
                 if node.module != "plue" and not _host.exports(node.module, alias.name):
                     raise Rejected(node, f"cannot import '{alias.name}' from '{node.module}' in a workflow file")
                 _check_identifier(node, alias.asname or "", "import alias")
-        elif isinstance(node, ast.MatchClass):
+                bound.add(alias.asname or alias.name)
+        elif kind is ast.MatchClass:
             for name in node.kwd_attrs:
                 _check_attribute(node, name)
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+        elif kind is ast.Global or kind is ast.Nonlocal:
             for name in node.names:
                 _check_identifier(node, name, "name")
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            _check_identifier(node, node.name, "name")
+        elif kind is ast.ExceptHandler:
+            if node.name:
+                _check_identifier(node, node.name, "name")
+                bound.add(node.name)
+        elif kind is ast.MatchAs or kind is ast.MatchStar:
+            if node.name:
+                bound.add(node.name)
+        elif kind is ast.MatchMapping:
+            if node.rest:
+                bound.add(node.rest)
+    for node in forbidden_uses:
+        if node.id not in bound:
+            raise Rejected(node, f"use of forbidden name '{node.id}' in a workflow file")
+
+
+# Node kinds that carry nothing the check looks at: skipped at once.
+_LEAF_KINDS = frozenset(
+    {ast.Constant, ast.Load, ast.Store, ast.Del, ast.Call, ast.Expr, ast.Return, ast.List, ast.Dict, ast.Tuple,
+     ast.BinOp, ast.Add, ast.Mult, ast.Sub, ast.Compare, ast.Eq, ast.JoinedStr, ast.FormattedValue, ast.arguments,
+     ast.arg, ast.Assign, ast.Subscript, ast.If, ast.For, ast.comprehension, ast.ListComp, ast.GeneratorExp,
+     ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.Module}
+)
+_FORBIDDEN = frozenset()
 
 
 def _check_module(node, name, allowed_modules):
@@ -196,10 +217,22 @@ def _describe(exc):
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# Checked code objects by (path, source): the registry evaluates the same unchanged files
+# at every commit. Code objects are immutable, so sharing one between evaluations shares no
+# state. Bounded in entries and in the size of each source.
+_COMPILED = {}
+_CACHE_ENTRIES = 128
+_CACHE_MAX_SOURCE = 64 * 1024
+
+
 def evaluate(path, source, ctx, memory_text):
     global _current_path
     _current_path = path
     try:
+        key = (path, source)
+        code = _COMPILED.get(key)
+        if code is not None:
+            return _run(path, source, code, ctx, memory_text)
         try:
             tree = ast.parse(source, filename=path, mode="exec")
         except SyntaxError as e:
@@ -221,6 +254,10 @@ def evaluate(path, source, ctx, memory_text):
         except SyntaxError as e:
             return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
         del tree
+        if len(source) <= _CACHE_MAX_SOURCE:
+            if len(_COMPILED) >= _CACHE_ENTRIES:
+                del _COMPILED[next(iter(_COMPILED))]
+            _COMPILED[key] = code
         return _run(path, source, code, ctx, memory_text)
     finally:
         _current_path = None
