@@ -12,7 +12,6 @@ AST check; the policy it applies comes from the Rust host (`guard.rs`).
 import ast
 import builtins as _real_builtins
 import gc
-import itertools
 import sys
 
 _host = None
@@ -56,11 +55,24 @@ def caller_location():
     return (0, 0)
 
 
+# Source positions of each code object's instructions, computed once: walking
+# co_positions() from the start on every host call made evaluation quadratic in the size of
+# workflow(). Keyed by id() with the code object kept alive beside its positions.
+_POSITIONS = {}
+
+
 def _position(code, lasti, fallback_line):
-    try:
-        line, _end, col, _end_col = next(itertools.islice(code.co_positions(), lasti // 2, None))
-    except StopIteration:
+    entry = _POSITIONS.get(id(code))
+    if entry is None or entry[0] is not code:
+        if len(_POSITIONS) > 4096:
+            _POSITIONS.clear()
+        entry = (code, list(code.co_positions()))
+        _POSITIONS[id(code)] = entry
+    positions = entry[1]
+    index = lasti // 2
+    if not 0 <= index < len(positions):
         return (fallback_line or 0, 1)
+    line, _end, col, _end_col = positions[index]
     return (line or fallback_line or 0, (col or 0) + 1)
 
 
