@@ -275,7 +275,13 @@ fn crash_message(status: Option<std::process::ExitStatus>, limits: &Limits) -> S
     match status.and_then(|s| s.signal()) {
         Some(libc::SIGXCPU) => "the evaluation used up its CPU budget and was stopped".to_string(),
         Some(libc::SIGXFSZ) => "the evaluation tried to write a file and was stopped".to_string(),
-        Some(signal) => format!("the evaluator worker died (signal {signal}) while evaluating this file; it probably exceeded the memory limit of {memory}"),
+        Some(libc::SIGSEGV) | Some(libc::SIGBUS) => {
+            "the evaluator worker crashed while evaluating this file (is something nested too deeply?)".to_string()
+        }
+        Some(libc::SIGABRT) | Some(libc::SIGKILL) => {
+            format!("the evaluation ran out of memory (limit {memory}) and its worker was stopped")
+        }
+        Some(signal) => format!("the evaluator worker died (signal {signal}) while evaluating this file"),
         None => format!("the evaluator worker exited while evaluating this file; it probably exceeded the memory limit of {memory}"),
     }
 }
