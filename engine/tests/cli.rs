@@ -346,3 +346,59 @@ fn a_memory_bomb_fails_the_file_not_the_cli() {
         stderr(&output)
     );
 }
+
+#[test]
+fn unusual_but_valid_files_evaluate() {
+    let odd = r#"from plue import Plan as P, Step, Trigger
+import itertools, functools, math, re, json, string, shlex, textwrap
+
+def make(i, prev):
+    return Step.python(f"s{i}", f"print({i})", depends_on=prev, env={"N": i, "F": 1.5, "B": True}, runner="gpu=true, zone=eu")
+
+workflow = lambda ctx: P(
+    name="odd " + ctx.event,
+    triggers=[Trigger.on_push(tags=["v*"])],
+    steps=[a := Step.bash("a", "true", when="always")] + [make(i, [a]) for i in range(2)]
+        + [Step.llm("l", prompt_file="p.md", inputs={"x": [1, 2.5, None, {"k": "v"}]}, tools="bash")],
+)
+"#;
+    let dir = workspace(&[
+        ("odd.plue.py", odd),
+        (
+            "bom.plue.py",
+            "\u{feff}def workflow():\r\n    return Plan(name='bom')\r\n",
+        ),
+    ]);
+    let output = eval_file(dir.path(), "odd.plue.py", &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["name"], "odd push");
+    assert_eq!(
+        plan["triggers"][0],
+        serde_json::json!({"kind": "push", "branches": [], "tags": ["v*"], "paths": [], "paths_ignore": []})
+    );
+    assert_eq!(
+        plan["steps"][1]["depends_on"],
+        serde_json::json!(["a"]),
+        "a Step object names its id"
+    );
+    assert_eq!(
+        plan["steps"][1]["env"],
+        serde_json::json!({"B": "true", "F": "1.5", "N": "0"})
+    );
+    assert_eq!(
+        plan["steps"][1]["runner"],
+        serde_json::json!({"gpu": "true", "zone": "eu"})
+    );
+    assert_eq!(
+        plan["steps"][3]["inputs"],
+        serde_json::json!({"x": [1, 2.5, null, {"k": "v"}]})
+    );
+    assert_eq!(plan["steps"][3]["tools"], serde_json::json!(["bash"]));
+    let bom = eval_file(dir.path(), "bom.plue.py", &[]);
+    assert!(
+        bom.status.success(),
+        "a byte-order mark is valid Python: {}",
+        stderr(&bom)
+    );
+}

@@ -240,6 +240,8 @@ _CACHE_MAX_SOURCE = 64 * 1024
 def evaluate(path, source, ctx, memory_text):
     global _current_path
     _current_path = path
+    if source.startswith("\ufeff"):
+        source = source[1:]  # a UTF-8 byte-order mark is valid at the start of a Python file
     try:
         key = (path, source)
         code = _COMPILED.get(key)
