@@ -41,18 +41,14 @@ mod tests {
     #[test]
     fn draws_nodes_and_edges() {
         let step = |id: &str, deps: &[&str], when| Step {
-            id: id.into(),
-            action: Action::Bash {
-                command: "true".into(),
-            },
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            timeout: 1,
-            retries: 0,
-            backoff: 1,
             when,
-            env: BTreeMap::new(),
-            secrets: vec![],
-            runner: BTreeMap::new(),
+            ..Step::new(
+                id,
+                Action::Bash {
+                    command: "true".into(),
+                },
+            )
+            .after(deps)
         };
         let plan = Plan {
             name: "p".into(),

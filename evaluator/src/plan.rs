@@ -122,6 +122,30 @@ pub struct Step {
     pub runner: BTreeMap<String, String>,
 }
 
+impl Step {
+    /// A step with every option at its default.
+    pub fn new(id: impl Into<String>, action: Action) -> Step {
+        Step {
+            id: id.into(),
+            action,
+            depends_on: Vec::new(),
+            timeout: DEFAULT_TIMEOUT_SECS,
+            retries: 0,
+            backoff: DEFAULT_BACKOFF_SECS,
+            when: When::Success,
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+            runner: BTreeMap::new(),
+        }
+    }
+
+    /// This step with `depends_on` set.
+    pub fn after(mut self, dependencies: &[&str]) -> Step {
+        self.depends_on = dependencies.iter().map(|d| d.to_string()).collect();
+        self
+    }
+}
+
 /// Default per-step timeout in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 /// Default backoff before the first retry, in seconds.
@@ -230,20 +254,13 @@ mod tests {
     use super::*;
 
     fn bash(id: &str, deps: &[&str]) -> Step {
-        Step {
-            id: id.into(),
-            action: Action::Bash {
+        Step::new(
+            id,
+            Action::Bash {
                 command: "true".into(),
             },
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            timeout: DEFAULT_TIMEOUT_SECS,
-            retries: 0,
-            backoff: DEFAULT_BACKOFF_SECS,
-            when: When::Success,
-            env: BTreeMap::new(),
-            secrets: vec![],
-            runner: BTreeMap::new(),
-        }
+        )
+        .after(deps)
     }
 
     #[test]

@@ -407,23 +407,16 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::plan::{Step, When, DEFAULT_BACKOFF_SECS, DEFAULT_TIMEOUT_SECS};
+    use crate::plan::Step;
 
     fn step(id: &str, deps: &[&str]) -> Step {
-        Step {
-            id: id.into(),
-            action: Action::Bash {
+        Step::new(
+            id,
+            Action::Bash {
                 command: "true".into(),
             },
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            timeout: DEFAULT_TIMEOUT_SECS,
-            retries: 0,
-            backoff: DEFAULT_BACKOFF_SECS,
-            when: When::Success,
-            env: BTreeMap::new(),
-            secrets: vec![],
-            runner: BTreeMap::new(),
-        }
+        )
+        .after(deps)
     }
 
     fn plan(steps: Vec<Step>, triggers: Vec<Trigger>) -> (Plan, SourceMap) {
