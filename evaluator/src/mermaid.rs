@@ -40,15 +40,15 @@ mod tests {
 
     #[test]
     fn draws_nodes_and_edges() {
-        let step = |id: &str, deps: &[&str], when| Step {
-            when,
-            ..Step::new(
+        let step = |id: &str, deps: &[&str], when| {
+            Step::new(
                 id,
                 Action::Bash {
                     command: "true".into(),
                 },
             )
             .after(deps)
+            .on(when)
         };
         let plan = Plan {
             name: "p".into(),

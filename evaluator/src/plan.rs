@@ -139,6 +139,12 @@ impl Step {
         }
     }
 
+    /// This step with `when` set.
+    pub fn on(mut self, when: When) -> Step {
+        self.when = when;
+        self
+    }
+
     /// This step with `depends_on` set.
     pub fn after(mut self, dependencies: &[&str]) -> Step {
         self.depends_on = dependencies.iter().map(|d| d.to_string()).collect();
