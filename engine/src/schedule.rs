@@ -240,16 +240,14 @@ mod tests {
     }
 
     fn step(id: &str, deps: &[&str], when: When) -> Step {
-        Step {
-            when,
-            ..Step::new(
-                id,
-                Action::Bash {
-                    command: "true".into(),
-                },
-            )
-            .after(deps)
-        }
+        Step::new(
+            id,
+            Action::Bash {
+                command: "true".into(),
+            },
+        )
+        .after(deps)
+        .on(when)
     }
 
     /// Applies decisions and reports them compactly.
