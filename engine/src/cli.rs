@@ -22,6 +22,155 @@ pub(crate) enum Command {
     Eval(EvalArgs),
     /// Evaluate every *.plue.py below a directory and report every problem.
     Check(CheckArgs),
+    /// Run a workflow on this machine: an embedded engine and a local pool of runners.
+    Run(RunArgs),
+    /// Run the engine: HTTP API, runner API and a local pool of runners.
+    Serve(ServeArgs),
+    /// Run a runner agent that takes steps from an engine.
+    Runner(RunnerArgs),
+    /// Print the log lines of a run's steps.
+    Logs(LogsArgs),
+    /// List recent runs.
+    Runs(RunsArgs),
+    /// Cancel a run on a server.
+    Cancel(RunOnServerArgs),
+    /// Start a new run with the plan and workspace of an earlier one.
+    Rerun(RunOnServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The workflow file.
+    pub(crate) file: PathBuf,
+    /// Runners in the local pool (default: the number of CPUs).
+    #[arg(long)]
+    pub(crate) runners: Option<usize>,
+    /// A secret given to steps that name it; repeatable.
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    pub(crate) secrets: Vec<(String, String)>,
+    /// Where the embedded database and runner workspaces live.
+    #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// Write a JSON summary of the run here.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) summary_json: Option<PathBuf>,
+    /// Most steps running at once.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_parallel: usize,
+    #[command(flatten)]
+    pub(crate) event: EventArgs,
+}
+
+/// Where the database is: a URL, or the embedded SQLite file in a data directory.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// Directory of the embedded SQLite database (used unless --database-url is given).
+    #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// postgres://... (or sqlite://PATH) instead of the embedded database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub(crate) database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8600", env = "PLUE_LISTEN")]
+    pub(crate) listen: String,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Warm runners in the local pool (0: remote runners only; default: the number of CPUs).
+    #[arg(long)]
+    pub(crate) runners: Option<usize>,
+    /// Most runners the local pool grows to under demand (default: --runners).
+    #[arg(long)]
+    pub(crate) max_runners: Option<usize>,
+    /// Seconds an extra idle runner is kept before it is stopped.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) idle_timeout: u64,
+    /// Token runners register with (default: generated and printed).
+    #[arg(long, env = "PLUE_RUNNER_TOKEN", hide_env_values = true)]
+    pub(crate) runner_token: Option<String>,
+    /// Token API writes need (default: none, writes are open).
+    #[arg(long, env = "PLUE_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
+    /// Milliseconds between runner heartbeats.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) heartbeat_ms: u64,
+    /// Milliseconds of silence after which a runner is lost.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) lost_after_ms: u64,
+    /// Most steps of one run running at once.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunnerArgs {
+    /// The engine's base URL.
+    #[arg(long)]
+    pub(crate) engine: String,
+    /// The registration token.
+    #[arg(long, env = "PLUE_RUNNER_TOKEN", hide_env_values = true)]
+    pub(crate) token: String,
+    /// Labels this runner offers, k=v,k2=v2.
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
+    /// Name (default: host-pid).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Take one step, then exit.
+    #[arg(long)]
+    pub(crate) ephemeral: bool,
+    /// Parent directory of step workspaces (default: a temporary directory).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    /// Seconds to keep retrying an unreachable engine before exiting.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) give_up_after: u64,
+}
+
+/// Where to read runs from: a server, or the embedded database directly.
+#[derive(Debug, Args)]
+pub(crate) struct SourceArgs {
+    /// An engine's base URL, e.g. http://127.0.0.1:8600.
+    #[arg(long, env = "PLUE_SERVER", conflicts_with = "data_dir")]
+    pub(crate) server: Option<String>,
+    /// The embedded database's directory (when no --server).
+    #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    pub(crate) run_id: i64,
+    /// One step (default: every step, in plan order).
+    pub(crate) step: Option<String>,
+    /// Keep printing new lines until the steps finish.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunsArgs {
+    /// How many runs.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: i64,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunOnServerArgs {
+    pub(crate) run_id: i64,
+    /// The engine's base URL.
+    #[arg(long, env = "PLUE_SERVER", default_value = "http://127.0.0.1:8600")]
+    pub(crate) server: String,
+    /// Token for API writes.
+    #[arg(long, env = "PLUE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +229,13 @@ pub(crate) enum EventKind {
 pub(crate) enum Format {
     Json,
     Mermaid,
+}
+
+fn parse_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| parse_key_value(part.trim()))
+        .collect()
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

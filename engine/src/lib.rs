@@ -1,9 +1,26 @@
-//! The Plue engine as a library: the parts of the `plue` binary that other code (tests,
-//! benchmarks, later the server) builds on.
+//! The Plue engine as a library: everything the `plue` binary, its tests and benchmarks
+//! build on.
 //!
 //! - [`schedule`]: the run/step state machine and DAG rules — pure data and functions.
+//! - [`store`]: all state, in SQLite or PostgreSQL (sqlx).
+//! - [`dispatch`]: what a queued step carries to its runner (templates rendered).
+//! - [`executor`]: starts runs and moves them forward; [`sweeper`]: the engine's timers.
+//! - [`internal_api`]: the runner protocol's server side; [`api`]: the public HTTP API.
+//! - [`pool`]: the warm pool controller and its local-process provider.
+//! - [`server`]: wires the above into a running engine; [`launch`]: file → run.
 //!
-//! Store, executor, runner pool, API, registry and dashboard arrive with the execution-core
-//! and triggers issues; the CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
+//! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
+pub mod api;
+pub mod dispatch;
+pub mod events;
+pub mod executor;
+pub mod http_error;
+pub mod internal_api;
+pub mod launch;
+pub mod pool;
 pub mod schedule;
+pub mod server;
+pub mod store;
+pub mod sweeper;
+pub mod tokens;

@@ -73,7 +73,13 @@ pub enum Decision {
 /// statuses of `plan.steps` (same order). Decisions are returned in step order; steps they
 /// unblock are decided on the next call, after the caller applied these.
 pub fn decide(plan: &Plan, statuses: &[StepStatus]) -> Vec<Decision> {
-    let index = |id: &str| plan.steps.iter().position(|s| s.id == id);
+    let positions: std::collections::HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let index = |id: &str| positions.get(id).copied();
     let mut failed_upstream = vec![None; plan.steps.len()];
     let mut decisions = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {

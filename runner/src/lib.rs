@@ -1,7 +1,21 @@
-//! The runner agent (not built yet): protocol types between engine and runner, workspace
-//! checkout, and the `bash`, `python` and `llm` step executors.
+//! The Plue runner: the half of the system that executes step attempts.
+//!
+//! - [`protocol`]: the JSON types spoken with the engine over `/internal/...` HTTP.
+//! - [`workspace`]: prepares a step's fresh working directory (a copy of a local tree, a git
+//!   checkout, or nothing).
+//! - [`process`]: runs one step process in its own process group, streams its output as
+//!   lines, enforces the timeout and cancellation, and kills every process the step left
+//!   behind.
+//! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
 //!
 //! Architecture invariant: the runner never touches the database; it speaks only the
-//! engine's `/internal/...` HTTP API. This crate is an empty shell until the execution-core
-//! issue lands; it exists now so the dependency direction `engine → runner → prompts` is
-//! fixed from the start.
+//! engine's `/internal/...` HTTP API. The dependency direction is `engine → runner →
+//! prompts`.
+
+pub mod agent;
+pub mod mask;
+pub mod outputs;
+pub mod process;
+pub mod protocol;
+mod reaper;
+pub mod workspace;

@@ -1,7 +1,14 @@
 //! One module per verb; each returns the process exit code.
 
 mod check;
+mod client;
 mod eval;
+mod logs;
+mod run;
+mod run_output;
+mod runner;
+mod runs;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -13,6 +20,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Eval(args) => eval::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Runner(args) => runner::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
+        Command::Runs(args) => runs::run(args).await,
+        Command::Cancel(args) => runs::cancel(args).await,
+        Command::Rerun(args) => runs::rerun(args).await,
     }
 }
 
@@ -48,4 +62,38 @@ pub(crate) async fn evaluator_pool(workers: usize) -> anyhow::Result<EvaluatorPo
         limits: Limits::default(),
     })
     .await?)
+}
+
+/// The number of CPUs (at least 1).
+pub(crate) fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The real Python interpreter behind `python3` (often a slow shim), resolved once so
+/// runners can start it directly; `None` when there is no python3.
+pub(crate) fn resolve_python() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(::runner::agent::PYTHON_ENV) {
+        return Some(path.into());
+    }
+    let output = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    (output.status.success() && !path.is_empty()).then(|| path.into())
+}
+
+/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

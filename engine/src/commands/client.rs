@@ -1,0 +1,61 @@
+//! A small client of the public HTTP API for the CLI's client verbs.
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+
+pub(crate) struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<ApiClient> {
+        Ok(ApiClient {
+            http: reqwest::Client::builder().build().context("building the HTTP client")?,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        decode(response).await
+    }
+
+    pub(crate) async fn post<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let mut request = self.http.post(self.url(path)).json(&serde_json::json!({}));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        decode(response).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
+    let status = response.status();
+    if status.is_success() {
+        return response.json().await.context("reading the server's answer");
+    }
+    let message = response
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+        .unwrap_or_else(|| status.to_string());
+    bail!("{message} ({status})")
+}

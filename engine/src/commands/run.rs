@@ -1,0 +1,145 @@
+//! `plue run FILE`: evaluate a workflow and run it here — an in-process engine on loopback
+//! with the embedded store and a local warm pool — printing live logs, a summary table,
+//! and exiting 0 exactly when the run succeeded. Ctrl-C cancels the run (its running steps
+//! are killed); a second Ctrl-C exits at once.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use engine::events::Event;
+use engine::launch::{launch, LaunchError};
+use engine::server::{self, EngineConfig, LocalPoolSettings};
+use engine::store::Store;
+use engine::tokens;
+use runner::protocol::WorkspaceSource;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::run_output::{use_color, Printer, Summary};
+use super::{context, cpus, evaluator_pool, interrupted, resolve_python, EXIT_INVALID};
+use crate::cli::RunArgs;
+
+/// Exit code when the run was cancelled by Ctrl-C.
+const EXIT_INTERRUPTED: u8 = 130;
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let evaluator = Arc::new(evaluator_pool(1).await.context("starting the evaluator")?);
+    let store = Store::open_data_dir(&args.data_dir).await?;
+    let data_dir = std::fs::canonicalize(&args.data_dir).context("data directory")?;
+    let cwd = std::env::current_dir().context("current directory")?;
+    let runners = args.runners.unwrap_or_else(cpus).max(1);
+    let mut config = EngineConfig::new(tokens::new_token()?);
+    config.secrets = args.secrets.iter().cloned().collect();
+    config.max_parallel = args.max_parallel;
+    config.heartbeat_interval = Duration::from_secs(1);
+    config.lost_after = Duration::from_secs(10);
+    config.pool = Some(LocalPoolSettings {
+        min_warm: runners,
+        max_runners: runners,
+        idle_timeout: Duration::from_secs(3600),
+        program: std::env::current_exe().context("locating the plue executable")?,
+        labels: Default::default(),
+        work_dir: data_dir.join("work"),
+        log_file: Some(data_dir.join("runners.log")),
+        give_up_after: Duration::from_secs(30),
+        python: resolve_python(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
+    let engine = server::start(store.clone(), listener, config, Some(evaluator.clone())).await?;
+    let executor = engine.executor.clone();
+    let mut events = executor.events().subscribe();
+
+    let workspace = WorkspaceSource::Copy {
+        path: cwd.display().to_string(),
+    };
+    let run_id = match launch(&executor, &evaluator, &args.file, &context(&args.event), &workspace).await {
+        Ok(run_id) => run_id,
+        Err(LaunchError::Internal(e)) => {
+            engine.shutdown().await;
+            return Err(e);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            engine.shutdown().await;
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let run = store.run(run_id).await?.context("the run just started")?;
+    let steps = store.step_runs(run_id).await?;
+    eprintln!(
+        "run {run_id}: {} — {} step(s) on {runners} local runner(s)",
+        run.workflow_name,
+        steps.len()
+    );
+    let mut printer = Printer::new(&steps, use_color(), true);
+    let all: Vec<i64> = steps.iter().map(|s| s.id).collect();
+    let mut interrupts = 0;
+    let mut dirty: BTreeSet<i64> = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(Event::Logs { run_id: r, step_run_id }) if r == run_id => { dirty.insert(step_run_id); }
+                Ok(Event::Step { run_id: r } | Event::RunFinished { run_id: r }) if r == run_id => {
+                    let steps = store.step_runs(run_id).await?;
+                    printer.print_lines(&store, &all).await?;
+                    printer.transitions(&steps)?;
+                    dirty.clear();
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => dirty.extend(all.iter().copied()),
+                Err(RecvError::Closed) => break,
+            },
+            _ = tick.tick() => {
+                dirty.extend(all.iter().copied());
+                let steps = store.step_runs(run_id).await?;
+                printer.transitions(&steps)?;
+            }
+            _ = interrupted() => {
+                interrupts += 1;
+                if interrupts > 1 {
+                    eprintln!("interrupted again: exiting without waiting");
+                    return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                }
+                eprintln!("cancelling run {run_id} (Ctrl-C again to exit at once)");
+                executor.cancel(run_id).await?;
+            }
+        }
+        if !dirty.is_empty() {
+            let ids: Vec<i64> = std::mem::take(&mut dirty).into_iter().collect();
+            printer.print_lines(&store, &ids).await?;
+        }
+        let run = store.run(run_id).await?.context("the run")?;
+        if run.finished_at.is_some() {
+            break;
+        }
+    }
+    let steps = store.step_runs(run_id).await?;
+    printer.catch_up(&store, &steps).await?;
+    let run = store.run(run_id).await?.context("the run")?;
+    // A cancelled run ends when its runners report; wait briefly for stragglers' processes.
+    engine.shutdown().await;
+    let summary = Summary::new(run_id, &run.status, &steps);
+    eprint!("\n{}", summary.table());
+    let duration = match (run.started_at, run.finished_at) {
+        (Some(a), Some(b)) => super::run_output::human_ms(b - a),
+        _ => "-".into(),
+    };
+    match &run.reason {
+        Some(reason) => eprintln!("run {run_id} {} in {duration}: {reason}", run.status),
+        None => eprintln!("run {run_id} {} in {duration}", run.status),
+    }
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    store.close().await;
+    Ok(match run.status.as_str() {
+        "succeeded" => ExitCode::SUCCESS,
+        "cancelled" if interrupts > 0 => ExitCode::from(EXIT_INTERRUPTED),
+        _ => ExitCode::from(1),
+    })
+}

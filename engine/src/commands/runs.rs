@@ -1,0 +1,109 @@
+//! `plue runs`, `plue cancel`, `plue rerun`: list and act on runs, on a server or (for
+//! listing) straight from the embedded database.
+
+use std::process::ExitCode;
+
+use engine::store::Store;
+use serde::Deserialize;
+
+use super::client::ApiClient;
+use super::run_output::human_ms;
+use crate::cli::{RunOnServerArgs, RunsArgs};
+
+#[derive(Debug, Deserialize)]
+struct RunLine {
+    id: i64,
+    status: String,
+    workflow: String,
+    event: String,
+    created_at: i64,
+    duration_ms: Option<i64>,
+    reason: Option<String>,
+}
+
+pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let runs: Vec<RunLine> = match &args.source.server {
+        Some(server) => {
+            ApiClient::new(server, None)?
+                .get(&format!("/api/runs?limit={}", args.limit.clamp(1, 1000)))
+                .await?
+        }
+        None => {
+            let store = Store::open_data_dir(&args.source.data_dir).await?;
+            let rows = store.list_runs(args.limit.clamp(1, 1000)).await?;
+            rows.into_iter()
+                .map(|r| RunLine {
+                    duration_ms: match (r.started_at, r.finished_at) {
+                        (Some(a), Some(b)) => Some(b - a),
+                        _ => None,
+                    },
+                    id: r.id,
+                    status: r.status,
+                    workflow: r.workflow_name,
+                    event: r.event,
+                    created_at: r.created_at,
+                    reason: r.reason,
+                })
+                .collect()
+        }
+    };
+    let width = runs.iter().map(|r| r.workflow.chars().count()).max().unwrap_or(8).max(8);
+    println!("{:>6}  {:<9}  {:<width$}  {:<12}  {:>9}  {:<19}  REASON", "RUN", "STATUS", "WORKFLOW", "EVENT", "DURATION", "CREATED (UTC)");
+    for run in runs {
+        println!(
+            "{:>6}  {:<9}  {:<width$}  {:<12}  {:>9}  {:<19}  {}",
+            run.id,
+            run.status,
+            run.workflow,
+            run.event,
+            run.duration_ms.map(human_ms).unwrap_or_else(|| "-".into()),
+            utc(run.created_at),
+            run.reason.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn cancel(args: RunOnServerArgs) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(&args.server, args.token)?;
+    let run: RunLine = client.post(&format!("/api/runs/{}/cancel", args.run_id)).await?;
+    println!("run {} cancel requested (status {})", run.id, run.status);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn rerun(args: RunOnServerArgs) -> anyhow::Result<ExitCode> {
+    #[derive(Deserialize)]
+    struct Created {
+        run_id: i64,
+    }
+    let client = ApiClient::new(&args.server, args.token)?;
+    let created: Created = client.post(&format!("/api/runs/{}/rerun", args.run_id)).await?;
+    println!("run {} started (re-run of {})", created.run_id, args.run_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a millisecond timestamp.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(1_790_000_000_000), "2026-09-21 14:13:20");
+    }
+}

@@ -1,0 +1,69 @@
+//! `plue serve`: the engine as a server — public API, runner API, sweeper and a local
+//! pool of N runners (0 for remote runners only) — until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use engine::server::{self, EngineConfig, LocalPoolSettings};
+use engine::store::Store;
+use engine::tokens;
+use tokio::net::TcpListener;
+
+use super::{cpus, evaluator_pool, interrupted, resolve_python};
+use crate::cli::{ServeArgs, StoreArgs};
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(&args.store).await?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let generated = args.runner_token.is_none();
+    let runner_token = match args.runner_token {
+        Some(token) if token.len() < 16 => anyhow::bail!("the runner token must be at least 16 characters"),
+        Some(token) => token,
+        None => tokens::new_token()?,
+    };
+    let mut config = EngineConfig::new(runner_token.clone());
+    config.admin_token = args.admin_token.filter(|t| !t.is_empty());
+    config.max_parallel = args.max_parallel;
+    config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));
+    config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
+    let runners = args.runners.unwrap_or_else(cpus);
+    let data_dir = &args.store.data_dir;
+    if runners > 0 || args.max_runners.unwrap_or(0) > 0 {
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let data_dir = std::fs::canonicalize(data_dir)?;
+        config.pool = Some(LocalPoolSettings {
+            min_warm: runners,
+            max_runners: args.max_runners.unwrap_or(runners).max(runners),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            program: std::env::current_exe().context("locating the plue executable")?,
+            labels: Default::default(),
+            work_dir: data_dir.join("work"),
+            log_file: Some(data_dir.join("runners.log")),
+            give_up_after: Duration::from_secs(300),
+            python: resolve_python(),
+        });
+    }
+    let evaluator = Arc::new(evaluator_pool(2).await.context("starting the evaluator")?);
+    let engine = server::start(store.clone(), listener, config, Some(evaluator)).await?;
+    eprintln!("plue engine listening on {} ({} store, {runners} local runner(s))", engine.url, store.backend());
+    if generated {
+        eprintln!("runner registration token (set PLUE_RUNNER_TOKEN to choose one): {runner_token}");
+    }
+    interrupted().await;
+    eprintln!("shutting down");
+    engine.shutdown().await;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store `--database-url` names, else the embedded SQLite in `--data-dir`.
+pub(crate) async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    match &args.database_url {
+        Some(url) => Store::connect(url).await,
+        None => Store::open_data_dir(&args.data_dir).await,
+    }
+}

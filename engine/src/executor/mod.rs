@@ -1,0 +1,236 @@
+//! The executor: starts runs, moves them forward when something happens (a run was
+//! created, an attempt ended, a cancel arrived, a timer fired) and records attempt
+//! outcomes. Decisions come from [`rules`]; this module only loads, applies and notifies.
+//!
+//! Invariant: `advance` is idempotent and safe to call at any time from any engine
+//! replica — it re-reads the run under its lock and only applies changes that are still
+//! valid — so timers and restarts simply call it again.
+
+pub mod rules;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use evaluator::plan::Plan;
+
+use crate::events::{Event, Events};
+use crate::store::{now_ms, AttemptEnd, NewRun, Store};
+pub use rules::Report;
+
+/// A run to start.
+#[derive(Debug, Clone)]
+pub struct StartRun<'a> {
+    pub workflow_source: &'a str,
+    pub workflow_path: &'a str,
+    pub event: &'a str,
+    pub git_ref: &'a str,
+    pub sha: &'a str,
+    pub context_json: &'a str,
+    pub plan: &'a Plan,
+    pub plan_json: &'a str,
+    pub plan_hash: &'a str,
+    pub workspace: &'a runner::protocol::WorkspaceSource,
+    pub rerun_of: Option<i64>,
+}
+
+pub struct Executor {
+    store: Store,
+    events: Arc<Events>,
+    /// Parsed plans of runs seen recently (plans never change once stored).
+    plans: Mutex<HashMap<i64, Arc<Plan>>>,
+    /// Secret values by name, given to the steps that name them.
+    secrets: BTreeMap<String, String>,
+    max_parallel: i64,
+}
+
+const PLAN_CACHE_LIMIT: usize = 256;
+
+impl Executor {
+    pub fn new(store: Store, events: Arc<Events>, secrets: BTreeMap<String, String>, max_parallel: usize) -> Executor {
+        Executor {
+            store,
+            events,
+            plans: Mutex::new(HashMap::new()),
+            secrets,
+            max_parallel: max_parallel.max(1) as i64,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    /// Stores the run and queues its first steps; returns the run id.
+    pub async fn start_run(&self, run: &StartRun<'_>) -> anyhow::Result<i64> {
+        let workspace_json = serde_json::to_string(run.workspace)?;
+        let run_id = self
+            .store
+            .create_run(&NewRun {
+                workflow_source: run.workflow_source,
+                workflow_path: run.workflow_path,
+                event: run.event,
+                git_ref: run.git_ref,
+                sha: run.sha,
+                context_json: run.context_json,
+                plan: run.plan,
+                plan_json: run.plan_json,
+                plan_hash: run.plan_hash,
+                workspace_json: &workspace_json,
+                max_parallel: self.max_parallel,
+                rerun_of: run.rerun_of,
+            })
+            .await
+            .context("storing the run")?;
+        self.remember(run_id, Arc::new(run.plan.clone()));
+        self.advance(run_id).await?;
+        Ok(run_id)
+    }
+
+    /// Starts a new run with the plan, context and workspace of `run_id`.
+    pub async fn rerun(&self, run_id: i64) -> anyhow::Result<Option<i64>> {
+        let Some(run) = self.store.run(run_id).await? else {
+            return Ok(None);
+        };
+        let Some(docs) = self.store.run_documents(run_id).await? else {
+            return Ok(None);
+        };
+        let plan = self.plan(run_id).await?;
+        let workspace = serde_json::from_str(&docs.workspace).context("stored workspace")?;
+        let new_id = self
+            .start_run(&StartRun {
+                workflow_source: &run.workflow_source,
+                workflow_path: &run.workflow_path,
+                event: &run.event,
+                git_ref: &run.git_ref,
+                sha: &run.sha,
+                context_json: &docs.context,
+                plan: &plan,
+                plan_json: &docs.plan,
+                plan_hash: &run.plan_hash,
+                workspace: &workspace,
+                rerun_of: Some(run_id),
+            })
+            .await?;
+        Ok(Some(new_id))
+    }
+
+    /// Applies every decision that is due for the run.
+    pub async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
+        let plan = self.plan(run_id).await?;
+        let now = now_ms();
+        let advanced = self
+            .store
+            .advance(run_id, |snapshot| rules::plan_changes(&plan, snapshot, now))
+            .await
+            .with_context(|| format!("advancing run {run_id}"))?;
+        if advanced.queued > 0 {
+            self.events.work.notify_waiters();
+        }
+        self.events.send(Event::Step { run_id });
+        if advanced.finished {
+            self.forget(run_id);
+            self.events.send(Event::RunFinished { run_id });
+        }
+        Ok(())
+    }
+
+    /// Records how an attempt ended and moves its run on. `runner_id` is the reporting
+    /// runner (`None` when the engine ends the attempt itself). Returns false when the
+    /// attempt was already final.
+    pub async fn complete(&self, attempt_id: i64, runner_id: Option<i64>, report: &Report) -> anyhow::Result<bool> {
+        let owner = self
+            .store
+            .attempt_owner(attempt_id)
+            .await?
+            .with_context(|| format!("no attempt {attempt_id}"))?;
+        let plan = self.plan(owner.run_id).await?;
+        let now = now_ms();
+        let status = match report.outcome {
+            runner::protocol::Outcome::Succeeded => "succeeded",
+            runner::protocol::Outcome::Failed => "failed",
+            runner::protocol::Outcome::Cancelled => "cancelled",
+        };
+        let end = AttemptEnd {
+            status,
+            exit_code: report.exit_code.map(i64::from),
+            reason: report.reason.as_deref(),
+            at: now,
+        };
+        let completed = self
+            .store
+            .complete_attempt(attempt_id, runner_id, &end, |attempt| {
+                rules::step_after(&plan, attempt, report, now)
+            })
+            .await
+            .with_context(|| format!("completing attempt {attempt_id}"))?;
+        match completed {
+            Some(attempt) => {
+                self.advance(attempt.run_id).await?;
+                // A retry may be due later; pollers re-check on their own timer.
+                self.events.work.notify_waiters();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Asks the run to cancel: queued and pending steps end now, running ones when their
+    /// runners have killed them. False when the run is unknown or already final.
+    pub async fn cancel(&self, run_id: i64) -> anyhow::Result<bool> {
+        if !self.store.request_cancel(run_id).await? {
+            return Ok(false);
+        }
+        self.events.send(Event::Cancel { run_id });
+        self.advance(run_id).await?;
+        Ok(true)
+    }
+
+    /// Secret values for `names`; the error names the first one that is not set.
+    pub fn secret_values(&self, names: &[String]) -> Result<BTreeMap<String, String>, String> {
+        names
+            .iter()
+            .map(|name| match self.secrets.get(name) {
+                Some(value) => Ok((name.clone(), value.clone())),
+                None => Err(format!("secret '{name}' is not set")),
+            })
+            .collect()
+    }
+
+    /// The run's plan, parsed once and cached.
+    pub async fn plan(&self, run_id: i64) -> anyhow::Result<Arc<Plan>> {
+        if let Some(plan) = self.lock_plans().get(&run_id) {
+            return Ok(plan.clone());
+        }
+        let docs = self
+            .store
+            .run_documents(run_id)
+            .await?
+            .with_context(|| format!("no run {run_id}"))?;
+        let plan: Plan = serde_json::from_str(&docs.plan).with_context(|| format!("stored plan of run {run_id}"))?;
+        let plan = Arc::new(plan);
+        self.remember(run_id, plan.clone());
+        Ok(plan)
+    }
+
+    fn remember(&self, run_id: i64, plan: Arc<Plan>) {
+        let mut plans = self.lock_plans();
+        if plans.len() >= PLAN_CACHE_LIMIT {
+            plans.clear();
+        }
+        plans.insert(run_id, plan);
+    }
+
+    fn forget(&self, run_id: i64) {
+        self.lock_plans().remove(&run_id);
+    }
+
+    fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Plan>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,501 @@
+//! `/internal/...`: the runner-facing HTTP API (protocol in [`runner::protocol`]).
+//!
+//! Invariants:
+//! - Every request is authenticated: registration with the shared registration token,
+//!   everything else with the runner's own session token; a runner may only touch its own
+//!   attempts (403 otherwise).
+//! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
+//!   with a message; handlers never panic on input.
+//! - Logs and completions are idempotent, so runners may resend them freely.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use runner::protocol::{self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse};
+
+use crate::dispatch::Dispatch;
+use crate::events::Event;
+use crate::executor::{Executor, Report};
+use crate::http_error::{ApiError, ApiResult};
+use crate::store::{now_ms, AttemptOwner, Claimed};
+use crate::tokens;
+
+/// How the internal API behaves.
+#[derive(Debug, Clone)]
+pub struct InternalConfig {
+    /// The shared token runners register with.
+    pub registration_token: String,
+    pub heartbeat_interval: Duration,
+    /// The longest a poll or watch request is held.
+    pub max_wait: Duration,
+}
+
+#[derive(Clone)]
+pub struct InternalState {
+    pub executor: Arc<Executor>,
+    pub config: Arc<InternalConfig>,
+    pub auth: Arc<RunnerAuth>,
+    /// Cancelled when the engine stops: held polls and watches return at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// A runner as authenticated by its session token.
+#[derive(Debug, Clone)]
+pub struct AuthedRunner {
+    pub id: i64,
+    /// Canonical forms of every subset of its labels (what it may claim).
+    pub label_sets: Arc<Vec<String>>,
+}
+
+/// Caches of session tokens and attempt owners, so a log batch costs no extra reads.
+#[derive(Debug, Default)]
+pub struct RunnerAuth {
+    runners: Mutex<HashMap<String, AuthedRunner>>,
+    owners: Mutex<HashMap<i64, AttemptOwner>>,
+}
+
+const CACHE_LIMIT: usize = 10_000;
+const MAX_LABELS: usize = 8;
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+impl RunnerAuth {
+    /// Drops a runner from the cache (it was declared lost or left).
+    pub fn forget_runner(&self, runner_id: i64) {
+        lock(&self.runners).retain(|_, r| r.id != runner_id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The caches hold plain values; a panic elsewhere cannot leave them half-written.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn router(state: InternalState) -> Router {
+    Router::new()
+        .route(wire::REGISTER, post(register))
+        .route(wire::HEARTBEAT, post(heartbeat))
+        .route(wire::POLL, post(poll))
+        .route(wire::DEREGISTER, post(deregister))
+        .route("/internal/attempts/{id}/started", post(started))
+        .route("/internal/attempts/{id}/logs", post(logs))
+        .route("/internal/attempts/{id}/watch", post(watch))
+        .route("/internal/attempts/{id}/complete", post(complete))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn register(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    body: Result<Json<wire::RegisterRequest>, JsonRejection>,
+) -> ApiResult<Json<wire::RegisterResponse>> {
+    let given = bearer(&headers)?;
+    if !tokens::tokens_match(given, &state.config.registration_token) {
+        return Err(ApiError::unauthorized("invalid registration token"));
+    }
+    let Json(request) = body?;
+    validate_name(&request.name)?;
+    validate_labels(&request.labels)?;
+    let session_token = tokens::new_token()?;
+    let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;
+    let runner_id = state
+        .executor
+        .store()
+        .register_runner(&request.name, &labels_json, &tokens::hash_token(&session_token), request.ephemeral, now_ms())
+        .await?;
+    tracing::debug!(runner_id, name = %request.name, "runner registered");
+    Ok(Json(wire::RegisterResponse {
+        runner_id,
+        session_token,
+        heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u64,
+    }))
+}
+
+async fn heartbeat(State(state): State<InternalState>, headers: HeaderMap) -> ApiResult<Json<Ack>> {
+    let runner = authenticate(&state, &headers).await?;
+    still_live(&state, &runner).await?;
+    Ok(Json(Ack {}))
+}
+
+async fn deregister(State(state): State<InternalState>, headers: HeaderMap) -> ApiResult<Json<Ack>> {
+    let runner = authenticate(&state, &headers).await?;
+    state.executor.store().runner_gone(runner.id, now_ms()).await?;
+    state.auth.forget_runner(runner.id);
+    Ok(Json(Ack {}))
+}
+
+async fn poll(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    body: Result<Json<PollRequest>, JsonRejection>,
+) -> ApiResult<Json<PollResponse>> {
+    let runner = authenticate(&state, &headers).await?;
+    let Json(request) = body?;
+    let wait = Duration::from_millis(request.wait_ms).min(state.config.max_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    let events = state.executor.events().clone();
+    loop {
+        // A poll counts as a heartbeat, and a lost runner gets no work.
+        still_live(&state, &runner).await?;
+        let notified = events.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(claimed) = state.executor.store().claim(runner.id, &runner.label_sets, now_ms()).await? {
+            remember_owner(&state, &runner, &claimed);
+            match assignment(&state, claimed).await? {
+                Some(assignment) => return Ok(Json(PollResponse { assignment: Some(assignment) })),
+                None => continue,
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Json(PollResponse { assignment: None }));
+        }
+        // Re-check on a short timer too: retries become due and other replicas queue work
+        // without waking this process.
+        let tick = (deadline - now).min(Duration::from_millis(250));
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return Ok(Json(PollResponse { assignment: None })),
+            _ = tokio::time::timeout(tick, notified) => {}
+        }
+    }
+}
+
+/// The assignment for a fresh claim, or `None` when the attempt had to fail at once (a
+/// missing secret, an unreadable dispatch document); the failure is recorded.
+async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option<Assignment>> {
+    let fail = |reason: String| Report {
+        outcome: wire::Outcome::Failed,
+        exit_code: None,
+        reason: Some(reason),
+        outputs: BTreeMap::new(),
+    };
+    let dispatch: Dispatch = match serde_json::from_str(&claimed.dispatch) {
+        Ok(dispatch) => dispatch,
+        Err(e) => {
+            let report = fail(format!("unreadable dispatch document: {e}"));
+            state.executor.complete(claimed.attempt_id, None, &report).await?;
+            return Ok(None);
+        }
+    };
+    let secrets = match state.executor.secret_values(&dispatch.secrets) {
+        Ok(secrets) => secrets,
+        Err(reason) => {
+            state.executor.complete(claimed.attempt_id, None, &fail(reason)).await?;
+            return Ok(None);
+        }
+    };
+    let workspace = serde_json::from_str(&claimed.workspace)
+        .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
+    let mut env = dispatch.env;
+    env.insert("PLUE_ATTEMPT".into(), claimed.number.to_string());
+    Ok(Some(Assignment {
+        attempt_id: claimed.attempt_id,
+        run_id: claimed.run_id,
+        step_id: claimed.step_id,
+        attempt: u32::try_from(claimed.number).unwrap_or(u32::MAX),
+        action: dispatch.action,
+        env,
+        secrets,
+        timeout_secs: dispatch.timeout_secs,
+        workspace,
+    }))
+}
+
+async fn started(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    Path(attempt_id): Path<String>,
+) -> ApiResult<Json<Ack>> {
+    let runner = authenticate(&state, &headers).await?;
+    let owner = owned_attempt(&state, &runner, &attempt_id).await?;
+    let attempt_id = parse_id(&attempt_id)?;
+    state.executor.store().start_attempt(attempt_id, runner.id, now_ms()).await?;
+    state.executor.events().send(Event::Step { run_id: owner.run_id });
+    Ok(Json(Ack {}))
+}
+
+async fn logs(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    Path(attempt_id): Path<String>,
+    body: Result<Json<LogBatch>, JsonRejection>,
+) -> ApiResult<Json<LogAck>> {
+    let runner = authenticate(&state, &headers).await?;
+    let owner = owned_attempt(&state, &runner, &attempt_id).await?;
+    let Json(batch) = body?;
+    validate_batch(&batch)?;
+    let store = state.executor.store();
+    let attempt_id = parse_id(&attempt_id)?;
+    store.append_logs(owner.step_run_id, owner.number, &batch.lines).await?;
+    state.executor.events().send(Event::Logs {
+        run_id: owner.run_id,
+        step_run_id: owner.step_run_id,
+    });
+    let cancel = store.attempt_should_stop(attempt_id).await?;
+    Ok(Json(LogAck { cancel }))
+}
+
+async fn watch(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    Path(attempt_id): Path<String>,
+) -> ApiResult<Json<wire::WatchResponse>> {
+    let runner = authenticate(&state, &headers).await?;
+    let owner = owned_attempt(&state, &runner, &attempt_id).await?;
+    let attempt_id = parse_id(&attempt_id)?;
+    let mut events = state.executor.events().subscribe();
+    let deadline = tokio::time::Instant::now() + state.config.max_wait;
+    loop {
+        if state.executor.store().attempt_should_stop(attempt_id).await? {
+            return Ok(Json(wire::WatchResponse { cancel: true }));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Json(wire::WatchResponse { cancel: false }));
+        }
+        // Woken by a cancel of this run; re-checked every second for other replicas.
+        let wait = (deadline - now).min(Duration::from_secs(1));
+        if state.shutdown.is_cancelled() {
+            return Ok(Json(wire::WatchResponse { cancel: false }));
+        }
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Cancel { run_id }) if run_id == owner.run_id => return,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn complete(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    Path(attempt_id): Path<String>,
+    body: Result<Json<wire::Completion>, JsonRejection>,
+) -> ApiResult<Json<Ack>> {
+    let runner = authenticate(&state, &headers).await?;
+    owned_attempt(&state, &runner, &attempt_id).await?;
+    let attempt_id = parse_id(&attempt_id)?;
+    let Json(completion) = body?;
+    validate_outputs(&completion.outputs)?;
+    if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
+        return Err(ApiError::bad_request("reason is longer than 4096 bytes"));
+    }
+    let report = Report {
+        outcome: completion.outcome,
+        exit_code: completion.exit_code,
+        reason: completion.reason,
+        outputs: completion.outputs,
+    };
+    state.executor.complete(attempt_id, Some(runner.id), &report).await?;
+    Ok(Json(Ack {}))
+}
+
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    tokens::bearer(header).ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>'"))
+}
+
+async fn authenticate(state: &InternalState, headers: &HeaderMap) -> ApiResult<AuthedRunner> {
+    let hash = tokens::hash_token(bearer(headers)?);
+    if let Some(runner) = lock(&state.auth.runners).get(&hash) {
+        return Ok(runner.clone());
+    }
+    let Some(row) = state.executor.store().live_runner_by_token(&hash).await? else {
+        return Err(ApiError::unauthorized("unknown or expired runner token"));
+    };
+    let labels: BTreeMap<String, String> =
+        serde_json::from_str(&row.labels).map_err(|e| anyhow::anyhow!("stored labels of runner {}: {e}", row.id))?;
+    let runner = AuthedRunner {
+        id: row.id,
+        label_sets: Arc::new(label_subsets(&labels)),
+    };
+    let mut runners = lock(&state.auth.runners);
+    if runners.len() >= CACHE_LIMIT {
+        runners.clear();
+    }
+    runners.insert(hash, runner.clone());
+    Ok(runner)
+}
+
+async fn still_live(state: &InternalState, runner: &AuthedRunner) -> ApiResult<()> {
+    if state.executor.store().heartbeat(runner.id, now_ms()).await? {
+        Ok(())
+    } else {
+        state.auth.forget_runner(runner.id);
+        Err(ApiError::Client(
+            StatusCode::GONE,
+            "this runner is no longer registered (declared lost or stopped); register again".into(),
+        ))
+    }
+}
+
+fn remember_owner(state: &InternalState, runner: &AuthedRunner, claimed: &Claimed) {
+    let mut owners = lock(&state.auth.owners);
+    if owners.len() >= CACHE_LIMIT {
+        owners.clear();
+    }
+    owners.insert(
+        claimed.attempt_id,
+        AttemptOwner {
+            runner_id: runner.id,
+            step_run_id: claimed.step_run_id,
+            number: claimed.number,
+            run_id: claimed.run_id,
+        },
+    );
+}
+
+async fn owned_attempt(state: &InternalState, runner: &AuthedRunner, raw_id: &str) -> ApiResult<AttemptOwner> {
+    let attempt_id = parse_id(raw_id)?;
+    let cached = lock(&state.auth.owners).get(&attempt_id).copied();
+    let owner = match cached {
+        Some(owner) => owner,
+        None => {
+            let owner = state
+                .executor
+                .store()
+                .attempt_owner(attempt_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no attempt {attempt_id}")))?;
+            let mut owners = lock(&state.auth.owners);
+            if owners.len() >= CACHE_LIMIT {
+                owners.clear();
+            }
+            owners.insert(attempt_id, owner);
+            owner
+        }
+    };
+    if owner.runner_id != runner.id {
+        return Err(ApiError::forbidden(format!("attempt {attempt_id} belongs to another runner")));
+    }
+    Ok(owner)
+}
+
+fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("'{raw}' is not an attempt id")))
+}
+
+fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "runner name '{}' must be 1-128 characters of A-Z a-z 0-9 . _ -",
+            name.chars().take(140).collect::<String>()
+        )))
+    }
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(format!("at most {MAX_LABELS} labels, got {}", labels.len())));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        let value_ok = value.len() <= 63 && !value.contains([',', '=']) && !value.chars().any(char::is_control);
+        if !key_ok || !value_ok {
+            return Err(ApiError::bad_request(format!("invalid label '{key}={value}'")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_batch(batch: &LogBatch) -> ApiResult<()> {
+    if batch.lines.len() > wire::MAX_BATCH_LINES {
+        return Err(ApiError::bad_request(format!(
+            "a batch holds at most {} lines, got {}",
+            wire::MAX_BATCH_LINES,
+            batch.lines.len()
+        )));
+    }
+    for line in &batch.lines {
+        if line.seq == 0 || line.seq > i64::MAX as u64 {
+            return Err(ApiError::bad_request(format!("invalid seq {}", line.seq)));
+        }
+        if line.text.len() > wire::MAX_LINE_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "line {} is longer than {} bytes",
+                line.seq,
+                wire::MAX_LINE_BYTES
+            )));
+        }
+        if line.text.contains('\0') {
+            return Err(ApiError::bad_request(format!("line {} contains a NUL character", line.seq)));
+        }
+    }
+    Ok(())
+}
+
+fn validate_outputs(outputs: &BTreeMap<String, String>) -> ApiResult<()> {
+    if outputs.len() > wire::MAX_OUTPUTS {
+        return Err(ApiError::bad_request(format!("at most {} outputs", wire::MAX_OUTPUTS)));
+    }
+    for (key, value) in outputs {
+        let key_ok = key.len() <= 128
+            && key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if !key_ok {
+            return Err(ApiError::bad_request(format!("invalid output name '{key}'")));
+        }
+        if value.len() > wire::MAX_OUTPUT_VALUE_BYTES || value.contains('\0') {
+            return Err(ApiError::bad_request(format!("output '{key}' is too long or contains NUL")));
+        }
+    }
+    Ok(())
+}
+
+/// Canonical `k=v,...` forms of every subset of `labels` (the empty set included).
+pub fn label_subsets(labels: &BTreeMap<String, String>) -> Vec<String> {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let n = pairs.len().min(MAX_LABELS);
+    (0u32..(1 << n))
+        .map(|mask| {
+            pairs[..n]
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, p)| p.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_subsets_cover_every_combination_in_canonical_order() {
+        let labels = BTreeMap::from([("os".to_string(), "linux".to_string()), ("gpu".to_string(), "a100".to_string())]);
+        let mut sets = label_subsets(&labels);
+        sets.sort();
+        assert_eq!(sets, ["", "gpu=a100", "gpu=a100,os=linux", "os=linux"]);
+        let step: BTreeMap<String, String> = BTreeMap::from([("os".into(), "linux".into()), ("gpu".into(), "a100".into())]);
+        let canonical = crate::store::canonical_labels(step.iter());
+        assert!(sets.contains(&canonical));
+    }
+}

@@ -1,0 +1,75 @@
+//! Launching a run from a workflow file: evaluate it through the evaluator pool with a
+//! `ctx`, then hand the plan to the executor. Shared by `plue run` and `POST /api/runs`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use evaluator::{Diagnostic, EvalContext, EvalError, EvaluatorPool};
+use runner::protocol::WorkspaceSource;
+
+use crate::executor::{Executor, StartRun};
+
+/// Why a launch did not start a run.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the file: {source}")]
+    Unreadable { path: String, source: std::io::Error },
+    /// The workflow is invalid; the diagnostics say where.
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+    /// The evaluator or the store failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn render(problems: &[Diagnostic]) -> String {
+    let mut text = String::new();
+    for problem in problems {
+        text.push_str(&problem.to_string());
+        if let Some(detail) = &problem.detail {
+            text.push('\n');
+            text.push_str(detail);
+        }
+        text.push('\n');
+    }
+    text.trim_end().to_string()
+}
+
+/// Evaluates `path` with `ctx` and starts a run whose steps work in `workspace`.
+pub async fn launch(
+    executor: &Executor,
+    evaluator: &EvaluatorPool,
+    path: &Path,
+    ctx: &EvalContext,
+    workspace: &WorkspaceSource,
+) -> Result<i64, LaunchError> {
+    let shown = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|source| LaunchError::Unreadable {
+        path: shown.clone(),
+        source,
+    })?;
+    let evaluated = match evaluator.evaluate(&shown, &source, ctx).await {
+        Ok(evaluated) => evaluated,
+        Err(EvalError::Invalid(problems)) => return Err(LaunchError::Invalid(problems)),
+        Err(e) => return Err(LaunchError::Internal(anyhow::Error::new(e).context("evaluating the workflow"))),
+    };
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let context_json = serde_json::to_string(ctx).context("serialising ctx")?;
+    let run_id = executor
+        .start_run(&StartRun {
+            workflow_source: "local",
+            workflow_path: &absolute.display().to_string(),
+            event: ctx.event.as_str(),
+            git_ref: &ctx.git_ref,
+            sha: &ctx.sha,
+            context_json: &context_json,
+            plan: &evaluated.plan,
+            plan_json: &evaluated.canonical_json,
+            plan_hash: &evaluated.plan_hash,
+            workspace,
+            rerun_of: None,
+        })
+        .await?;
+    Ok(run_id)
+}

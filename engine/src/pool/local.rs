@@ -1,0 +1,131 @@
+//! The local provider: runners are `plue runner` child processes of the engine.
+//!
+//! Invariant: a runner process is started detached from the engine's lifetime on purpose
+//! (no parent-death signal): if the engine dies, its runners finish their step and keep
+//! retrying the engine's address, so an engine restarted on the same address loses
+//! nothing. A runner that cannot reach any engine for `give_up_after` exits by itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::Provider;
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The `plue` executable.
+    pub program: PathBuf,
+    /// The engine's base URL, e.g. `http://127.0.0.1:8600`.
+    pub engine_url: String,
+    pub registration_token: String,
+    pub labels: BTreeMap<String, String>,
+    /// Where runner processes put their workspaces.
+    pub work_dir: PathBuf,
+    /// Where runner processes write their own diagnostics (appended).
+    pub log_file: Option<PathBuf>,
+    pub give_up_after: Duration,
+    pub ephemeral: bool,
+    /// Handed to runners as `PLUE_PYTHON` so none of them resolves `python3` itself.
+    pub python: Option<PathBuf>,
+}
+
+pub struct LocalProvider {
+    config: LocalConfig,
+    children: Mutex<HashMap<String, Child>>,
+}
+
+impl LocalProvider {
+    pub fn new(config: LocalConfig) -> LocalProvider {
+        LocalProvider {
+            config,
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Provider for LocalProvider {
+    async fn start(&self, name: &str) -> anyhow::Result<()> {
+        let config = &self.config;
+        let mut command = Command::new(&config.program);
+        command
+            .arg("runner")
+            .arg("--engine")
+            .arg(&config.engine_url)
+            .arg("--name")
+            .arg(name)
+            .arg("--work-dir")
+            .arg(&config.work_dir)
+            .arg("--give-up-after")
+            .arg(config.give_up_after.as_secs().max(1).to_string())
+            .env("PLUE_RUNNER_TOKEN", &config.registration_token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(python) = &config.python {
+            command.env(runner::agent::PYTHON_ENV, python);
+        }
+        if config.ephemeral {
+            command.arg("--ephemeral");
+        }
+        if !config.labels.is_empty() {
+            let labels: Vec<String> = config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            command.arg("--labels").arg(labels.join(","));
+        }
+        match &config.log_file {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                command.stderr(file);
+            }
+            None => {
+                command.stderr(Stdio::null());
+            }
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {} runner", config.program.display()))?;
+        self.children().insert(name.to_string(), child);
+        Ok(())
+    }
+
+    async fn stop(&self, name: &str) -> anyhow::Result<()> {
+        let Some(mut child) = self.children().remove(name) else {
+            return Ok(());
+        };
+        // SIGTERM lets the runner kill its step and deregister; SIGKILL if it lingers.
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, name: &str) -> bool {
+        let mut children = self.children();
+        match children.get_mut(name) {
+            Some(child) => match child.try_wait() {
+                Ok(None) => true,
+                Ok(Some(_)) | Err(_) => {
+                    children.remove(name);
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The warm pool controller: keeps `min_warm` idle runners ready, grows to `max_runners`
+//! when steps are queued, reaps idle extras after `idle_timeout`, and reports its state.
+//!
+//! The controller only decides; a [`Provider`] creates and deletes runners (local
+//! processes in [`local`]; Kubernetes pods later). What a runner is doing comes from the
+//! store (runners register, heartbeat and claim through the internal API), so the
+//! controller works the same whichever engine replica the runner talks to.
+//!
+//! Invariants: the pool never holds more than `max_runners` runners; a runner it starts
+//! gets a name unique to this pool instance, so a restarted engine never mistakes an old
+//! runner for one of its own.
+
+pub mod local;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::Events;
+use crate::store::{now_ms, Store};
+
+/// Creates and deletes runners. The Kubernetes provider implements the same three calls
+/// with pod creation, deletion and status.
+pub trait Provider: Send + Sync + 'static {
+    /// Starts a runner that will register itself as `name`.
+    fn start(&self, name: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Stops runner `name` and frees what it holds; fine if it is already gone.
+    fn stop(&self, name: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Whether runner `name` (its process or pod) still exists.
+    fn exists(&self, name: &str) -> impl Future<Output = bool> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub min_warm: usize,
+    pub max_runners: usize,
+    pub idle_timeout: Duration,
+    /// A runner that has not registered this long after its start is stopped.
+    pub start_timeout: Duration,
+    pub tick: Duration,
+}
+
+/// The pool as the API shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub warm: usize,
+    pub busy: usize,
+    pub starting: usize,
+    /// Runners this pool started that were declared lost (since the pool started).
+    pub lost: usize,
+    pub min_warm: usize,
+    pub max_runners: usize,
+    /// Ready step runs waiting for a runner.
+    pub queued: i64,
+}
+
+struct Slot {
+    started: Instant,
+}
+
+pub struct Pool<P: Provider> {
+    provider: Arc<P>,
+    config: PoolConfig,
+    store: Store,
+    events: Arc<Events>,
+    prefix: String,
+    next: Mutex<u64>,
+    slots: tokio::sync::Mutex<HashMap<String, Slot>>,
+    status: watch::Sender<PoolStatus>,
+    lost_total: Mutex<usize>,
+}
+
+impl<P: Provider> Pool<P> {
+    pub fn new(provider: P, config: PoolConfig, store: Store, events: Arc<Events>) -> anyhow::Result<Arc<Pool<P>>> {
+        let suffix = &crate::tokens::new_token()?[..6];
+        Ok(Arc::new(Pool {
+            provider: Arc::new(provider),
+            store,
+            events,
+            prefix: format!("pool-{suffix}"),
+            next: Mutex::new(0),
+            slots: tokio::sync::Mutex::new(HashMap::new()),
+            status: watch::channel(PoolStatus {
+                min_warm: config.min_warm,
+                max_runners: config.max_runners,
+                ..PoolStatus::default()
+            })
+            .0,
+            lost_total: Mutex::new(0),
+            config,
+        }))
+    }
+
+    pub fn status(&self) -> watch::Receiver<PoolStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs the controller until `shutdown`, then stops every runner it started.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!("pool reconcile failed: {e:#}");
+            }
+            let work = self.events.work.notified();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = work => {}
+                _ = tokio::time::sleep(self.config.tick) => {}
+            }
+        }
+        let names: Vec<String> = self.slots.lock().await.drain().map(|(name, _)| name).collect();
+        let stops = names.iter().map(|name| self.provider.stop(name));
+        for result in futures::future::join_all(stops).await {
+            if let Err(e) = result {
+                tracing::warn!("stopping a runner: {e:#}");
+            }
+        }
+    }
+
+    /// One pass: forget exited runners, count, start what demand needs, reap idle extras.
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let mut slots = self.slots.lock().await;
+        let mut exited = Vec::new();
+        for name in slots.keys() {
+            if !self.provider.exists(name).await {
+                exited.push(name.clone());
+            }
+        }
+        for name in &exited {
+            slots.remove(name);
+        }
+        let names: Vec<String> = slots.keys().cloned().collect();
+        let states = self.store.runner_states_by_name(&names).await?;
+        let by_name: HashMap<&str, (&str, i64)> =
+            states.iter().map(|(n, s, since)| (n.as_str(), (s.as_str(), *since))).collect();
+        let now = now_ms();
+        let (mut warm, mut busy, mut starting) = (Vec::new(), 0usize, 0usize);
+        let mut to_stop = Vec::new();
+        for (name, slot) in slots.iter() {
+            match by_name.get(name.as_str()) {
+                Some(("idle", since)) => warm.push((name.clone(), *since)),
+                Some(("busy", _)) => busy += 1,
+                Some(("lost", _)) => {
+                    *self.lost_total.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    to_stop.push(name.clone());
+                }
+                Some(_) => to_stop.push(name.clone()),
+                None if slot.started.elapsed() > self.config.start_timeout => {
+                    tracing::warn!(runner = %name, "runner did not register in time; stopping it");
+                    to_stop.push(name.clone());
+                }
+                None => starting += 1,
+            }
+        }
+        // Reap idle runners beyond min_warm that have been idle too long (oldest first).
+        warm.sort_by_key(|(_, since)| *since);
+        let idle_ms = self.config.idle_timeout.as_millis() as i64;
+        let mut keep_warm = warm.len();
+        for (name, since) in &warm {
+            if keep_warm > self.config.min_warm && now - since > idle_ms {
+                to_stop.push(name.clone());
+                keep_warm -= 1;
+            }
+        }
+        for name in &to_stop {
+            slots.remove(name);
+        }
+        let queued = self.store.queued_ready(now).await?;
+        let total = slots.len();
+        let ready = keep_warm + starting;
+        let wanted = self.config.min_warm.max(usize::try_from(queued).unwrap_or(0));
+        let room = self.config.max_runners.saturating_sub(total);
+        let to_start = wanted.saturating_sub(ready).min(room);
+        let mut started = Vec::new();
+        for _ in 0..to_start {
+            let name = self.next_name();
+            slots.insert(name.clone(), Slot { started: Instant::now() });
+            started.push(name);
+        }
+        self.status.send_replace(PoolStatus {
+            warm: keep_warm,
+            busy,
+            starting: starting + started.len(),
+            lost: *self.lost_total.lock().unwrap_or_else(|p| p.into_inner()),
+            min_warm: self.config.min_warm,
+            max_runners: self.config.max_runners,
+            queued,
+        });
+        drop(slots);
+        for name in &to_stop {
+            if let Err(e) = self.provider.stop(name).await {
+                tracing::warn!(runner = %name, "stopping runner: {e:#}");
+            }
+        }
+        for name in started {
+            if let Err(e) = self.provider.start(&name).await {
+                tracing::warn!(runner = %name, "starting runner: {e:#}");
+                self.slots.lock().await.remove(&name);
+            }
+        }
+        Ok(())
+    }
+
+    fn next_name(&self) -> String {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        *next += 1;
+        format!("{}-{}", self.prefix, *next)
+    }
+}

@@ -1,0 +1,180 @@
+//! Starting and stopping an engine: the HTTP server (public API and internal runner API),
+//! the sweeper and, optionally, a local warm pool — all sharing one executor and store.
+//!
+//! Shutdown is injected: [`RunningEngine::shutdown`] cancels one token that the server,
+//! long-polls, SSE streams, the sweeper and the pool all watch, then waits for every task.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use evaluator::EvaluatorPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::events::Events;
+use crate::executor::Executor;
+use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
+use crate::pool::local::{LocalConfig, LocalProvider};
+use crate::pool::{Pool, PoolConfig, PoolStatus};
+use crate::store::Store;
+use crate::sweeper::{self, SweeperConfig};
+
+/// A local pool of runner processes.
+#[derive(Debug, Clone)]
+pub struct LocalPoolSettings {
+    pub min_warm: usize,
+    pub max_runners: usize,
+    pub idle_timeout: Duration,
+    /// The `plue` executable the runners run as.
+    pub program: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub work_dir: PathBuf,
+    pub log_file: Option<PathBuf>,
+    pub give_up_after: Duration,
+    /// The Python interpreter handed to runners (`PLUE_PYTHON`), resolved once.
+    pub python: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub registration_token: String,
+    pub admin_token: Option<String>,
+    pub secrets: BTreeMap<String, String>,
+    /// Most steps of one run queued or running at once.
+    pub max_parallel: usize,
+    pub heartbeat_interval: Duration,
+    pub lost_after: Duration,
+    pub pool: Option<LocalPoolSettings>,
+}
+
+impl EngineConfig {
+    /// Defaults suited to a local engine; the caller sets tokens and the pool.
+    pub fn new(registration_token: String) -> EngineConfig {
+        EngineConfig {
+            registration_token,
+            admin_token: None,
+            secrets: BTreeMap::new(),
+            max_parallel: 64,
+            heartbeat_interval: Duration::from_secs(2),
+            lost_after: Duration::from_secs(10),
+            pool: None,
+        }
+    }
+}
+
+pub struct RunningEngine {
+    /// Base URL, e.g. `http://127.0.0.1:8600`.
+    pub url: String,
+    pub executor: Arc<Executor>,
+    pub pool: Option<watch::Receiver<PoolStatus>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningEngine {
+    /// Stops accepting work, stops the pool's runners and waits for every task.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts an engine serving on `listener`.
+pub async fn start(
+    store: Store,
+    listener: TcpListener,
+    config: EngineConfig,
+    evaluator: Option<Arc<EvaluatorPool>>,
+) -> anyhow::Result<RunningEngine> {
+    let address = listener.local_addr().context("listener address")?;
+    let url = format!("http://{address}");
+    let events = Arc::new(Events::default());
+    let executor = Arc::new(Executor::new(store.clone(), events.clone(), config.secrets.clone(), config.max_parallel));
+    let auth = Arc::new(RunnerAuth::default());
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let mut pool_status = None;
+    if let Some(settings) = &config.pool {
+        let provider_config = LocalConfig {
+            program: settings.program.clone(),
+            engine_url: url.clone(),
+            registration_token: config.registration_token.clone(),
+            labels: settings.labels.clone(),
+            work_dir: settings.work_dir.clone(),
+            log_file: settings.log_file.clone(),
+            give_up_after: settings.give_up_after,
+            ephemeral: true,
+            python: settings.python.clone(),
+        };
+        let pool = Pool::new(
+            LocalProvider::new(provider_config),
+            PoolConfig {
+                min_warm: settings.min_warm,
+                max_runners: settings.max_runners.max(settings.min_warm),
+                idle_timeout: settings.idle_timeout,
+                start_timeout: Duration::from_secs(30),
+                tick: Duration::from_millis(100),
+            },
+            store.clone(),
+            events.clone(),
+        )?;
+        pool_status = Some(pool.status());
+        tasks.spawn(pool.run(shutdown.clone()));
+    }
+
+    let internal = internal_api::router(InternalState {
+        executor: executor.clone(),
+        config: Arc::new(InternalConfig {
+            registration_token: config.registration_token.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            max_wait: Duration::from_secs(25),
+        }),
+        auth: auth.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let public = api::router(ApiState {
+        executor: executor.clone(),
+        evaluator,
+        pool: pool_status.clone(),
+        admin_token: config.admin_token.clone().map(Arc::new),
+        shutdown: shutdown.clone(),
+    });
+    let app = public.merge(internal);
+    let server_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("HTTP server failed: {e}");
+        }
+    });
+    tasks.spawn(sweeper::run(
+        executor.clone(),
+        auth,
+        SweeperConfig {
+            lost_after: config.lost_after,
+            interval: (config.heartbeat_interval / 2).max(Duration::from_millis(100)),
+            timeout_grace: Duration::from_secs(30),
+        },
+        shutdown.clone(),
+    ));
+    // Runs left active by a previous engine continue now.
+    for run_id in store.active_runs().await? {
+        executor.advance(run_id).await?;
+    }
+    Ok(RunningEngine {
+        url,
+        executor,
+        pool: pool_status,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,0 +1,345 @@
+//! Attempts: claiming a queued step run for a runner, marking it started, and completing it
+//! (from the runner's report, a lost runner or a timeout).
+//!
+//! Invariants:
+//! - A claim is one statement that moves exactly one step run from `queued` to `claimed`;
+//!   on PostgreSQL it skips rows other claimers hold (`FOR UPDATE SKIP LOCKED`), so two
+//!   engines never hand out the same attempt; SQLite serialises writers.
+//! - An attempt is completed at most once: the completing `UPDATE` only matches attempts
+//!   still `claimed` or `running`, so a repeated report, or a report racing a `runner lost`
+//!   verdict, changes nothing the second time.
+//! - A claim never takes the run's row lock (the executor holds it while it reads steps),
+//!   so claims and the executor cannot deadlock.
+
+use sqlx::Row;
+
+use super::{on_db, Db, Store};
+
+/// A step run just claimed by a runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub attempt_id: i64,
+    pub step_run_id: i64,
+    pub run_id: i64,
+    pub step_id: String,
+    pub number: i64,
+    /// The dispatch document the executor stored when it queued the step.
+    pub dispatch: String,
+    /// The run's workspace document.
+    pub workspace: String,
+}
+
+/// An attempt that just ended, as the executor sees it when deciding what follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedAttempt {
+    pub run_id: i64,
+    pub step_run_id: i64,
+    pub step_id: String,
+    pub number: i64,
+    pub cancel_requested: bool,
+}
+
+/// What becomes of the step run after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepAfter {
+    Final {
+        status: &'static str,
+        reason: Option<String>,
+        exit_code: Option<i64>,
+        outputs: String,
+    },
+    Retry {
+        ready_at: i64,
+        reason: String,
+    },
+}
+
+/// The attempt's final record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd<'a> {
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: &'a str,
+    pub exit_code: Option<i64>,
+    pub reason: Option<&'a str>,
+    pub at: i64,
+}
+
+/// Who an attempt belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptOwner {
+    pub runner_id: i64,
+    pub step_run_id: i64,
+    pub number: i64,
+    pub run_id: i64,
+}
+
+const PG_CLAIM: &str = "\
+    WITH picked AS ( \
+        SELECT id FROM step_runs \
+        WHERE status = 'queued' AND ready_at <= $1 AND labels = ANY($2) \
+        ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+    UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
+    FROM picked WHERE s.id = picked.id \
+    RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms";
+
+const SQLITE_CLAIM: &str = "\
+    UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 \
+    WHERE id = ( \
+        SELECT id FROM step_runs \
+        WHERE status = 'queued' AND ready_at <= $1 \
+          AND labels IN (SELECT value FROM json_each($2)) \
+        ORDER BY ready_at, id LIMIT 1) \
+    RETURNING id, run_id, step_id, attempts, action, timeout_ms";
+
+impl Store {
+    /// Claims the oldest ready step run whose labels are one of `label_sets` (the canonical
+    /// forms of every subset of the runner's labels) for `runner_id`.
+    pub async fn claim(
+        &self,
+        runner_id: i64,
+        label_sets: &[String],
+        now: i64,
+    ) -> anyhow::Result<Option<Claimed>> {
+        macro_rules! finish_claim {
+            ($tx:ident, $row:ident) => {{
+                let Some(row) = $row else {
+                    $tx.commit().await?;
+                    return Ok(None);
+                };
+                let step_run_id: i64 = row.try_get("id")?;
+                let run_id: i64 = row.try_get("run_id")?;
+                let number: i64 = row.try_get("attempts")?;
+                let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
+                let attempt_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, timeout_ms) \
+                     VALUES ($1, $2, $3, 'claimed', $4, $5) RETURNING id",
+                )
+                .bind(step_run_id)
+                .bind(number)
+                .bind(runner_id)
+                .bind(now)
+                .bind(timeout_ms.unwrap_or(3_600_000))
+                .fetch_one(&mut *$tx)
+                .await?;
+                sqlx::query("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
+                    .bind(runner_id)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                let workspace: String = sqlx::query_scalar("SELECT workspace FROM runs WHERE id = $1")
+                    .bind(run_id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                $tx.commit().await?;
+                Claimed {
+                    attempt_id,
+                    step_run_id,
+                    run_id,
+                    step_id: row.try_get("step_id")?,
+                    number,
+                    dispatch: row.try_get::<Option<String>, _>("action")?.unwrap_or_default(),
+                    workspace,
+                }
+            }};
+        }
+        let claimed = match &self.db {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let row = sqlx::query(PG_CLAIM)
+                    .bind(now)
+                    .bind(label_sets)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                finish_claim!(tx, row)
+            }
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let row = sqlx::query(SQLITE_CLAIM)
+                    .bind(now)
+                    .bind(serde_json::to_string(label_sets)?)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                finish_claim!(tx, row)
+            }
+        };
+        // Outside the claim's transaction: see the module invariant about the run's lock.
+        on_db!(self, pool => sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(claimed.run_id)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(Some(claimed))
+    }
+
+    /// Who holds `attempt_id`, or `None` if there is no such attempt.
+    pub async fn attempt_owner(&self, attempt_id: i64) -> anyhow::Result<Option<AttemptOwner>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT a.runner_id, a.step_run_id, a.number, s.run_id FROM attempts a \
+             JOIN step_runs s ON s.id = a.step_run_id WHERE a.id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Claimed → running, when the runner starts the process.
+    pub async fn start_attempt(&self, attempt_id: i64, runner_id: i64, now: i64) -> anyhow::Result<()> {
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let step_run_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE attempts SET status = 'running', started_at = $3 \
+                 WHERE id = $1 AND runner_id = $2 AND status = 'claimed' RETURNING step_run_id",
+            )
+            .bind(attempt_id)
+            .bind(runner_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(step_run_id) = step_run_id {
+                sqlx::query(
+                    "UPDATE step_runs SET status = 'running', started_at = COALESCE(started_at, $2) \
+                     WHERE id = $1 AND status = 'claimed'",
+                )
+                .bind(step_run_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Whether the runner holding `attempt_id` should stop it: the run is being cancelled,
+    /// or the engine already ended the attempt (timed out, runner declared lost).
+    pub async fn attempt_should_stop(&self, attempt_id: i64) -> anyhow::Result<bool> {
+        let stop: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT (r.cancel_requested OR a.status NOT IN ('claimed', 'running')) FROM attempts a \
+             JOIN step_runs s ON s.id = a.step_run_id JOIN runs r ON r.id = s.run_id WHERE a.id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(stop.unwrap_or(true))
+    }
+
+    /// Ends an attempt and moves its step run as `decide` says. `runner_id` restricts the
+    /// update to that runner's attempt (`None`: the engine itself ends it). Returns what
+    /// ended, or `None` when the attempt was already final (a repeat).
+    pub async fn complete_attempt(
+        &self,
+        attempt_id: i64,
+        runner_id: Option<i64>,
+        end: &AttemptEnd<'_>,
+        decide: impl FnOnce(&CompletedAttempt) -> StepAfter,
+    ) -> anyhow::Result<Option<CompletedAttempt>> {
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let ended = sqlx::query(
+                "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5 \
+                 WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
+                 RETURNING step_run_id, number, runner_id",
+            )
+            .bind(attempt_id)
+            .bind(end.status)
+            .bind(end.exit_code)
+            .bind(end.reason)
+            .bind(end.at)
+            .bind(runner_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(ended) = ended else {
+                tx.commit().await?;
+                return Ok(None);
+            };
+            let step_run_id: i64 = ended.try_get("step_run_id")?;
+            let holder: i64 = ended.try_get("runner_id")?;
+            let row = sqlx::query(
+                "SELECT s.run_id, s.step_id, r.cancel_requested FROM step_runs s \
+                 JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
+            )
+            .bind(step_run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let completed = CompletedAttempt {
+                run_id: row.try_get("run_id")?,
+                step_run_id,
+                step_id: row.try_get("step_id")?,
+                number: ended.try_get("number")?,
+                cancel_requested: row.try_get("cancel_requested")?,
+            };
+            match decide(&completed) {
+                StepAfter::Final { status, reason, exit_code, outputs } => {
+                    sqlx::query(
+                        "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, outputs = $5, \
+                         finished_at = $6 WHERE id = $1 AND status IN ('claimed', 'running')",
+                    )
+                    .bind(step_run_id)
+                    .bind(status)
+                    .bind(reason)
+                    .bind(exit_code)
+                    .bind(outputs)
+                    .bind(end.at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                StepAfter::Retry { ready_at, reason } => {
+                    sqlx::query(
+                        "UPDATE step_runs SET status = 'queued', ready_at = $2, reason = $3 \
+                         WHERE id = $1 AND status IN ('claimed', 'running')",
+                    )
+                    .bind(step_run_id)
+                    .bind(ready_at)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            sqlx::query(
+                "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
+            )
+            .bind(holder)
+            .bind(end.at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(completed))
+        })
+    }
+
+    /// Attempts still claimed or running past their timeout plus `grace_ms`.
+    pub async fn overdue_attempts(&self, now: i64, grace_ms: i64) -> anyhow::Result<Vec<(i64, i64)>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT id, timeout_ms FROM attempts WHERE status IN ('claimed', 'running') \
+             AND claimed_at + timeout_ms + $2 < $1",
+        )
+        .bind(now)
+        .bind(grace_ms)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Attempts still claimed or running on any of `runner_ids`.
+    pub async fn active_attempts_of(&self, runner_id: i64) -> anyhow::Result<Vec<i64>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM attempts WHERE runner_id = $1 AND status IN ('claimed', 'running')",
+        )
+        .bind(runner_id)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Every attempt of a run still claimed or running.
+    pub async fn active_attempts_of_run(&self, run_id: i64) -> anyhow::Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+             WHERE s.run_id = $1 AND a.status IN ('claimed', 'running')",
+        )
+        .bind(run_id)
+        .fetch_one(pool)
+        .await?))
+    }
+}

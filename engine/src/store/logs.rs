@@ -1,0 +1,109 @@
+//! Log lines: idempotent batch appends and cursor reads.
+//!
+//! Invariants: a line is identified by (step run, attempt, seq); appending a batch again
+//! (a runner retrying after a lost response, or across an engine restart) inserts nothing
+//! twice. Reads are ordered by (attempt, seq), which is also the SSE event id
+//! `"{attempt}:{seq}"`, so a reader resumes exactly where it stopped.
+
+use runner::protocol::LogLine;
+
+use super::{Db, Store};
+
+/// A stored line as readers get it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredLine {
+    pub attempt: i64,
+    pub seq: i64,
+    pub stream: String,
+    pub text: String,
+    pub ts: i64,
+}
+
+const PG_APPEND: &str = "\
+    INSERT INTO log_lines (step_run_id, attempt, seq, stream, text, ts) \
+    SELECT $1, $2, l.seq, l.stream, l.text, l.ts \
+    FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS l(seq, stream, text, ts) \
+    ON CONFLICT DO NOTHING";
+
+// `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert.
+const SQLITE_APPEND: &str = "\
+    INSERT INTO log_lines (step_run_id, attempt, seq, stream, text, ts) \
+    SELECT $1, $2, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), \
+           json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]') \
+    FROM json_each($3) AS j WHERE true \
+    ON CONFLICT DO NOTHING";
+
+impl Store {
+    /// Appends lines of attempt `attempt` of a step run; returns how many were new.
+    pub async fn append_logs(
+        &self,
+        step_run_id: i64,
+        attempt: i64,
+        lines: &[LogLine],
+    ) -> anyhow::Result<u64> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let inserted = match &self.db {
+            Db::Postgres(pool) => {
+                let seqs: Vec<i64> = lines.iter().map(|l| l.seq as i64).collect();
+                let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
+                let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+                let ts: Vec<i64> = lines.iter().map(|l| l.ts_ms).collect();
+                sqlx::query(PG_APPEND)
+                    .bind(step_run_id)
+                    .bind(attempt)
+                    .bind(seqs)
+                    .bind(streams)
+                    .bind(texts)
+                    .bind(ts)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            Db::Sqlite(pool) => {
+                let rows: Vec<(u64, &str, &str, i64)> = lines
+                    .iter()
+                    .map(|l| (l.seq, l.stream.as_str(), l.text.as_str(), l.ts_ms))
+                    .collect();
+                sqlx::query(SQLITE_APPEND)
+                    .bind(step_run_id)
+                    .bind(attempt)
+                    .bind(serde_json::to_string(&rows)?)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        Ok(inserted)
+    }
+
+    /// Up to `limit` lines of a step run after the cursor `(attempt, seq)`, in order.
+    pub async fn read_logs(
+        &self,
+        step_run_id: i64,
+        after: (i64, i64),
+        limit: i64,
+    ) -> anyhow::Result<Vec<StoredLine>> {
+        Ok(super::on_db!(self, pool => sqlx::query_as(
+            "SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
+             AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4",
+        )
+        .bind(step_run_id)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// How many lines a step run has (all attempts).
+    pub async fn count_logs(&self, step_run_id: i64) -> anyhow::Result<i64> {
+        Ok(super::on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM log_lines WHERE step_run_id = $1",
+        )
+        .bind(step_run_id)
+        .fetch_one(pool)
+        .await?))
+    }
+}

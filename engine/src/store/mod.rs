@@ -1,0 +1,171 @@
+//! The store: every piece of engine state, in SQLite (embedded default) or PostgreSQL,
+//! behind one type with the same behaviour on both.
+//!
+//! Invariants:
+//! - Every query is written once with `$N` placeholders (sqlx's SQLite driver accepts them)
+//!   and runs on both backends through [`on_db!`]; the two statements that differ — the
+//!   claim (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and bulk log inserts (`UNNEST` arrays vs
+//!   `json_each`) — are written per backend side by side.
+//! - A transaction that reads before it writes opens with a write to the row it is about
+//!   (`UPDATE runs SET id = id ...`): on PostgreSQL that locks the run against other engine
+//!   replicas, on SQLite it takes the write lock first so the transaction can never fail to
+//!   upgrade from a stale read snapshot.
+//! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
+//! - Values are always bound, never spliced into SQL.
+
+mod claims;
+mod logs;
+mod runners;
+mod runs;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
+pub use logs::StoredLine;
+pub use runners::{RunnerRow, RunnerState};
+#[cfg(test)]
+pub(crate) use runs::canonical_labels;
+pub use runs::{Advanced, NewRun, RunDocuments, RunRow, RunSnapshot, StepChange, StepRunRow};
+
+/// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is
+/// compiled once per backend, so a query that does not type-check on both fails to build.
+macro_rules! on_db {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens `DATABASE_URL`-style `url` (`postgres://` or `sqlite://`) and applies migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(32)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("cannot connect to {}", redact(url)))?;
+            sqlx::migrate!("../migrations/postgres")
+                .run(&pool)
+                .await
+                .context("applying PostgreSQL migrations")?;
+            Store {
+                db: Db::Postgres(pool),
+            }
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Store::open_sqlite(Path::new(path)).await?
+        } else {
+            anyhow::bail!(
+                "unsupported database URL '{}': expected postgres://... or sqlite://PATH",
+                redact(url)
+            );
+        };
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the SQLite database `plue.db` in `data_dir`.
+    pub async fn open_data_dir(data_dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        Store::open_sqlite(&data_dir.join("plue.db")).await
+    }
+
+    async fn open_sqlite(path: &Path) -> anyhow::Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a committed transaction survives a process crash (kill -9);
+            // only an OS crash may lose the last ones.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("applying SQLite migrations")?;
+        Ok(Store {
+            db: Db::Sqlite(pool),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await)
+    }
+}
+
+/// `url` with any password replaced, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,163 @@
+//! Runners: registration, session-token lookup, heartbeats and the lost-runner verdict.
+//!
+//! Invariants: session tokens are stored only as SHA-256 hashes; a runner found `lost` or
+//! `gone` never becomes live again (it must register anew), so a runner that was declared
+//! lost cannot report on an attempt the engine already failed.
+
+use sqlx::Row;
+
+use super::{on_db, Store};
+
+/// Where a runner is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerState {
+    Idle,
+    Busy,
+    /// Missed its heartbeats.
+    Lost,
+    /// Left (deregistered or stopped by the pool).
+    Gone,
+}
+
+impl RunnerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerState::Idle => "idle",
+            RunnerState::Busy => "busy",
+            RunnerState::Lost => "lost",
+            RunnerState::Gone => "gone",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RunnerRow {
+    pub id: i64,
+    pub name: String,
+    /// JSON object of labels.
+    pub labels: String,
+    pub ephemeral: bool,
+    pub state: String,
+    pub registered_at: i64,
+    pub last_heartbeat: i64,
+    pub state_since: i64,
+}
+
+const COLUMNS: &str =
+    "id, name, labels, ephemeral, state, registered_at, last_heartbeat, state_since";
+
+impl Store {
+    pub async fn register_runner(
+        &self,
+        name: &str,
+        labels_json: &str,
+        token_hash: &str,
+        ephemeral: bool,
+        now: i64,
+    ) -> anyhow::Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "INSERT INTO runners (name, token_hash, labels, ephemeral, state, registered_at, \
+             last_heartbeat, state_since) VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(labels_json)
+        .bind(ephemeral)
+        .bind(now)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// The live runner holding the session token with this hash.
+    pub async fn live_runner_by_token(&self, token_hash: &str) -> anyhow::Result<Option<RunnerRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM runners WHERE token_hash = $1 AND state IN ('idle', 'busy')"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(token_hash).fetch_optional(pool).await?))
+    }
+
+    /// Records a heartbeat; false when the runner is no longer live.
+    pub async fn heartbeat(&self, runner_id: i64, now: i64) -> anyhow::Result<bool> {
+        let n = on_db!(self, pool => sqlx::query(
+            "UPDATE runners SET last_heartbeat = $2 WHERE id = $1 AND state IN ('idle', 'busy')",
+        )
+        .bind(runner_id)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Marks a runner gone (it left, or the pool stopped it).
+    pub async fn runner_gone(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "UPDATE runners SET state = 'gone', state_since = $2 WHERE id = $1 AND state IN ('idle', 'busy')",
+        )
+        .bind(runner_id)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Declares every live runner silent since before `silent_since` lost; returns their ids.
+    pub async fn mark_lost(&self, silent_since: i64, now: i64) -> anyhow::Result<Vec<i64>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "UPDATE runners SET state = 'lost', state_since = $2 \
+             WHERE state IN ('idle', 'busy') AND last_heartbeat < $1 RETURNING id",
+        )
+        .bind(silent_since)
+        .bind(now)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Runners, newest first; `live_only` leaves out lost and gone ones.
+    pub async fn list_runners(&self, live_only: bool, limit: i64) -> anyhow::Result<Vec<RunnerRow>> {
+        let filter = if live_only { "WHERE state IN ('idle', 'busy')" } else { "" };
+        let sql = format!("SELECT {COLUMNS} FROM runners {filter} ORDER BY id DESC LIMIT $1");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// The states of the runners with these names (the pool's view of its own runners).
+    pub async fn runner_states_by_name(&self, names: &[String]) -> anyhow::Result<Vec<(String, String, i64)>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = serde_json::to_string(names)?;
+        let rows = match &self.db {
+            super::Db::Postgres(pool) => {
+                sqlx::query("SELECT name, state, state_since FROM runners WHERE name = ANY($1)")
+                    .bind(names)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| Ok((r.try_get("name")?, r.try_get("state")?, r.try_get("state_since")?)))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            }
+            super::Db::Sqlite(pool) => sqlx::query(
+                "SELECT name, state, state_since FROM runners \
+                 WHERE name IN (SELECT value FROM json_each($1))",
+            )
+            .bind(json)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("state")?, r.try_get("state_since")?)))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        };
+        Ok(rows)
+    }
+
+    /// Step runs ready to claim now (the pool's measure of demand).
+    pub async fn queued_ready(&self, now: i64) -> anyhow::Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM step_runs WHERE status = 'queued' AND ready_at <= $1",
+        )
+        .bind(now)
+        .fetch_one(pool)
+        .await?))
+    }
+}

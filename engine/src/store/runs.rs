@@ -1,0 +1,339 @@
+//! Runs and step runs: creating a run with all its steps, reading them back, and applying
+//! the executor's decisions ([`StepChange`]) atomically under the run's lock.
+//!
+//! Invariant: a step run only moves forward (`pending → queued → claimed → running →
+//! final`); every update names the states it may leave, so a repeated or late change is a
+//! no-op rather than a step going back.
+
+use evaluator::plan::Plan;
+use sqlx::Row;
+
+use super::{now_ms, on_db, Store};
+
+/// What the executor stores for a new run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// `local` for a file run from a path, else the repository's name.
+    pub workflow_source: &'a str,
+    pub workflow_path: &'a str,
+    pub event: &'a str,
+    pub git_ref: &'a str,
+    pub sha: &'a str,
+    pub context_json: &'a str,
+    pub plan: &'a Plan,
+    pub plan_json: &'a str,
+    pub plan_hash: &'a str,
+    pub workspace_json: &'a str,
+    pub max_parallel: i64,
+    pub rerun_of: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub workflow_id: i64,
+    pub workflow_name: String,
+    pub workflow_path: String,
+    pub workflow_source: String,
+    pub event: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub plan_hash: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub cancel_requested: bool,
+    pub max_parallel: i64,
+    pub rerun_of: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StepRunRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub step_id: String,
+    pub position: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    pub outputs: String,
+    pub ready_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// One decision of the executor about a run, applied by [`Store::advance`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepChange {
+    /// Pending → queued with its dispatch document, claimable from `ready_at`.
+    Queue {
+        step_run_id: i64,
+        dispatch: String,
+        ready_at: i64,
+        timeout_ms: i64,
+    },
+    /// Pending → skipped.
+    Skip { step_run_id: i64, reason: String },
+    /// Pending → failed without an attempt (e.g. a template referring to a missing output).
+    Fail { step_run_id: i64, reason: String },
+    /// Pending or queued → cancelled.
+    Cancel { step_run_id: i64 },
+    /// The run is over.
+    FinishRun { status: &'static str, reason: Option<String> },
+}
+
+/// What [`Store::advance`] shows the executor.
+#[derive(Debug, Clone)]
+pub struct RunSnapshot {
+    pub run_id: i64,
+    pub cancel_requested: bool,
+    pub max_parallel: i64,
+    pub steps: Vec<StepRunRow>,
+}
+
+/// What [`Store::advance`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Advanced {
+    pub queued: usize,
+    pub finished: bool,
+}
+
+const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, w.source AS workflow_source, \
+     r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, r.reason, r.cancel_requested, \
+     r.max_parallel, r.rerun_of, r.created_at, r.started_at, r.finished_at";
+
+const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, reason, \
+     outputs, ready_at, started_at, finished_at";
+
+/// Moves a step run to a final status if it is in one of the two `from` states (a macro
+/// rather than a function so it type-checks once per backend).
+macro_rules! finish_step {
+    ($tx:expr, $id:expr, $status:expr, $reason:expr, [$from1:expr, $from2:expr], $now:expr) => {
+        sqlx::query(
+            "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4 \
+             WHERE id = $1 AND status IN ($5, $6)",
+        )
+        .bind($id)
+        .bind($status)
+        .bind($reason)
+        .bind($now)
+        .bind($from1)
+        .bind($from2)
+        .execute($tx)
+        .await?
+    };
+}
+
+impl Store {
+    /// Stores a run in state `queued` with every step `pending`; returns its id.
+    pub async fn create_run(&self, new: &NewRun<'_>) -> anyhow::Result<i64> {
+        let now = now_ms();
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let workflow_id: i64 = sqlx::query_scalar(
+                "INSERT INTO workflows (source, path, name, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (source, path) DO UPDATE SET name = excluded.name RETURNING id",
+            )
+            .bind(new.workflow_source)
+            .bind(new.workflow_path)
+            .bind(&new.plan.name)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let run_id: i64 = sqlx::query_scalar(
+                "INSERT INTO runs (workflow_id, event, ref, sha, context, plan, plan_hash, \
+                 workspace, max_parallel, status, rerun_of, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11) RETURNING id",
+            )
+            .bind(workflow_id)
+            .bind(new.event)
+            .bind(new.git_ref)
+            .bind(new.sha)
+            .bind(new.context_json)
+            .bind(new.plan_json)
+            .bind(new.plan_hash)
+            .bind(new.workspace_json)
+            .bind(new.max_parallel)
+            .bind(new.rerun_of)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            for (position, step) in new.plan.steps.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO step_runs (run_id, step_id, position, status, labels) \
+                     VALUES ($1, $2, $3, 'pending', $4)",
+                )
+                .bind(run_id)
+                .bind(&step.id)
+                .bind(position as i64)
+                .bind(canonical_labels(step.runner.iter()))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(run_id)
+        })
+    }
+
+    pub async fn run(&self, run_id: i64) -> anyhow::Result<Option<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id WHERE r.id = $1"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_optional(pool).await?))
+    }
+
+    /// The newest runs first.
+    pub async fn list_runs(&self, limit: i64) -> anyhow::Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
+             ORDER BY r.id DESC LIMIT $1"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// The run's plan, context and workspace documents (JSON), as stored.
+    pub async fn run_documents(&self, run_id: i64) -> anyhow::Result<Option<RunDocuments>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT plan, context, workspace FROM runs WHERE id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Step runs in plan order.
+    pub async fn step_runs(&self, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
+        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
+    }
+
+    pub async fn step_run(&self, run_id: i64, step_id: &str) -> anyhow::Result<Option<StepRunRow>> {
+        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 AND step_id = $2");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).bind(step_id).fetch_optional(pool).await?))
+    }
+
+    pub async fn step_run_by_id(&self, step_run_id: i64) -> anyhow::Result<Option<StepRunRow>> {
+        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE id = $1");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(step_run_id).fetch_optional(pool).await?))
+    }
+
+    /// Runs not yet final, oldest first (the executor resumes them after a restart).
+    pub async fn active_runs(&self) -> anyhow::Result<Vec<i64>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Marks the run for cancellation; false when it does not exist or is already final.
+    pub async fn request_cancel(&self, run_id: i64) -> anyhow::Result<bool> {
+        let done = on_db!(self, pool => sqlx::query(
+            "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(run_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Applies `decide`'s changes to a run in one transaction holding the run's lock.
+    /// `decide` sees the run as it is inside that transaction.
+    pub async fn advance(
+        &self,
+        run_id: i64,
+        decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
+    ) -> anyhow::Result<Advanced> {
+        let now = now_ms();
+        let step_sql =
+            format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let locked = sqlx::query(
+                "UPDATE runs SET id = id WHERE id = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if locked == 0 {
+                return Ok(Advanced::default());
+            }
+            let row = sqlx::query("SELECT cancel_requested, max_parallel FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let steps: Vec<StepRunRow> =
+                sqlx::query_as(&step_sql).bind(run_id).fetch_all(&mut *tx).await?;
+            let snapshot = RunSnapshot {
+                run_id,
+                cancel_requested: row.try_get("cancel_requested")?,
+                max_parallel: row.try_get("max_parallel")?,
+                steps,
+            };
+            let mut advanced = Advanced::default();
+            for change in decide(&snapshot) {
+                match change {
+                    StepChange::Queue { step_run_id, dispatch, ready_at, timeout_ms } => {
+                        advanced.queued += sqlx::query(
+                            "UPDATE step_runs SET status = 'queued', action = $2, ready_at = $3, \
+                             timeout_ms = $4 WHERE id = $1 AND status = 'pending'",
+                        )
+                        .bind(step_run_id)
+                        .bind(dispatch)
+                        .bind(ready_at)
+                        .bind(timeout_ms)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected() as usize;
+                    }
+                    StepChange::Skip { step_run_id, reason } => {
+                        finish_step!(&mut *tx, step_run_id, "skipped", &reason, ["pending", "pending"], now);
+                    }
+                    StepChange::Fail { step_run_id, reason } => {
+                        finish_step!(&mut *tx, step_run_id, "failed", &reason, ["pending", "pending"], now);
+                    }
+                    StepChange::Cancel { step_run_id } => {
+                        finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["pending", "queued"], now);
+                    }
+                    StepChange::FinishRun { status, reason } => {
+                        sqlx::query(
+                            "UPDATE runs SET status = $2, reason = $3, finished_at = $4, \
+                             started_at = COALESCE(started_at, $4) WHERE id = $1",
+                        )
+                        .bind(run_id)
+                        .bind(status)
+                        .bind(reason)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        advanced.finished = true;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(advanced)
+        })
+    }
+}
+
+/// A step run's stored plan, context and workspace (JSON text).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunDocuments {
+    pub plan: String,
+    pub context: String,
+    pub workspace: String,
+}
+
+
+/// Runner labels as stored and matched: `k=v` pairs in key order, joined by `,` (the same
+/// order `internal_api::label_subsets` produces).
+pub(crate) fn canonical_labels<'a>(labels: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    let sorted: std::collections::BTreeMap<&String, &String> = labels.collect();
+    let pairs: Vec<String> = sorted.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}

@@ -1,0 +1,87 @@
+//! The sweeper: the engine's timers. It declares silent runners lost (failing their
+//! attempts with `runner lost`), fails attempts that outlived their timeout by a grace
+//! period (`timed out after Ns`, in case the runner could not), and periodically advances
+//! every active run so nothing waits on a notification that was missed — after a restart,
+//! or when another replica made the change.
+//!
+//! Invariant: runners are not judged until `lost_after` has passed since this engine
+//! started, so an engine coming back after downtime gives live runners time to check in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner::protocol::Outcome;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{Executor, Report};
+use crate::internal_api::RunnerAuth;
+use crate::store::now_ms;
+
+#[derive(Debug, Clone)]
+pub struct SweeperConfig {
+    /// A runner silent this long is lost.
+    pub lost_after: Duration,
+    /// How often the sweeper looks.
+    pub interval: Duration,
+    /// How far past its timeout an attempt may run before the engine fails it itself.
+    pub timeout_grace: Duration,
+}
+
+pub async fn run(executor: Arc<Executor>, auth: Arc<RunnerAuth>, config: SweeperConfig, shutdown: CancellationToken) {
+    let started = now_ms();
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+        ticks += 1;
+        if let Err(e) = sweep(&executor, &auth, &config, started, ticks).await {
+            tracing::warn!("sweep failed: {e:#}");
+        }
+    }
+}
+
+async fn sweep(
+    executor: &Executor,
+    auth: &RunnerAuth,
+    config: &SweeperConfig,
+    started: i64,
+    ticks: u64,
+) -> anyhow::Result<()> {
+    let store = executor.store();
+    let now = now_ms();
+    let lost_after = config.lost_after.as_millis() as i64;
+    if now - started >= lost_after {
+        for runner_id in store.mark_lost(now - lost_after, now).await? {
+            auth.forget_runner(runner_id);
+            for attempt_id in store.active_attempts_of(runner_id).await? {
+                tracing::info!(runner_id, attempt_id, "runner lost");
+                executor.complete(attempt_id, None, &failed("runner lost".into())).await?;
+            }
+        }
+    }
+    let grace = config.timeout_grace.as_millis() as i64;
+    for (attempt_id, timeout_ms) in store.overdue_attempts(now, grace).await? {
+        let reason = format!("timed out after {}s", timeout_ms / 1000);
+        executor.complete(attempt_id, None, &failed(reason)).await?;
+    }
+    // Every few ticks, move every active run on (cheap; covers missed notifications).
+    if ticks % 4 == 0 {
+        for run_id in store.active_runs().await? {
+            executor.advance(run_id).await?;
+        }
+        executor.events().work.notify_waiters();
+    }
+    Ok(())
+}
+
+fn failed(reason: String) -> Report {
+    Report {
+        outcome: Outcome::Failed,
+        exit_code: None,
+        reason: Some(reason),
+        outputs: BTreeMap::new(),
+    }
+}

@@ -1,0 +1,446 @@
+//! The runner agent: registers with an engine, heartbeats, long-polls for assignments and
+//! runs each in a fresh workspace, streaming masked log lines and reporting the outcome.
+//!
+//! Invariants:
+//! - Logs and the completion are retried until the engine acknowledges them (or the engine
+//!   has been unreachable for `give_up_after`): an engine restart mid-step loses nothing,
+//!   and sequence numbers make the repeats harmless.
+//! - Secret values are masked before a line is queued for sending; the runner's own
+//!   registration token is removed from the step's environment.
+//! - One step at a time; an ephemeral runner leaves after its first step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::mask::Masker;
+use crate::process::{self, Ending, ProcessSpec};
+use crate::protocol::{self as wire, Assignment, Completion, LogBatch, LogLine, Outcome, StepAction, Stream};
+use crate::{outputs, workspace};
+
+/// The environment variable the registration token may come from; removed from steps.
+pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
+/// The Python interpreter for `python` steps, when set (saves resolving `python3`).
+pub const PYTHON_ENV: &str = "PLUE_PYTHON";
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Base URL of the engine, e.g. `http://127.0.0.1:8600`.
+    pub engine: String,
+    pub registration_token: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ephemeral: bool,
+    /// Parent of the per-attempt workspaces.
+    pub work_dir: PathBuf,
+    /// Stop retrying an engine that has been unreachable this long.
+    pub give_up_after: Duration,
+}
+
+/// The most bytes of text in one log batch (the engine accepts far more).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+const POLL_WAIT: Duration = Duration::from_secs(20);
+
+/// Runs the agent until it is told to stop, the engine forgets it, or (ephemeral) after
+/// one step.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let engine = Engine::new(&config)?;
+    let registered: wire::RegisterResponse = engine
+        .send(wire::REGISTER, &wire::RegisterRequest {
+            name: config.name.clone(),
+            labels: config.labels.clone(),
+            ephemeral: config.ephemeral,
+        }, None, &shutdown)
+        .await
+        .context("registering with the engine")?;
+    let engine = engine.with_session(registered.session_token);
+    tracing::info!(runner_id = registered.runner_id, "registered");
+    // Heartbeats run beside the work; if the engine forgets this runner, everything stops.
+    let stop = shutdown.child_token();
+    let heartbeat = tokio::spawn(heartbeats(
+        engine.clone(),
+        Duration::from_millis(registered.heartbeat_interval_ms.max(100)),
+        stop.clone(),
+    ));
+    let result = work(&engine, &config, &stop).await;
+    stop.cancel();
+    let _ = heartbeat.await;
+    if !engine.forgotten.load(Ordering::Relaxed) {
+        let quick = CancellationToken::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            engine.send::<_, wire::Ack>(wire::DEREGISTER, &wire::Ack {}, None, &quick),
+        )
+        .await;
+    }
+    result
+}
+
+async fn work(engine: &Engine, config: &AgentConfig, stop: &CancellationToken) -> anyhow::Result<()> {
+    let mut python = None;
+    while !stop.is_cancelled() {
+        let poll = wire::PollRequest {
+            wait_ms: POLL_WAIT.as_millis() as u64,
+        };
+        let response: wire::PollResponse = tokio::select! {
+            _ = stop.cancelled() => break,
+            response = engine.send(wire::POLL, &poll, Some(POLL_WAIT), stop) => response?,
+        };
+        let Some(assignment) = response.assignment else {
+            continue;
+        };
+        execute(engine, config, assignment, &mut python, stop).await?;
+        if config.ephemeral {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn heartbeats(engine: Engine, interval: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let beat = engine.send_once::<_, wire::Ack>(wire::HEARTBEAT, &wire::Ack {}, None).await;
+        if let Err(SendError::Gone(message)) = beat {
+            tracing::warn!("the engine no longer knows this runner: {message}");
+            engine.forgotten.store(true, Ordering::Relaxed);
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// Runs one attempt and reports it. Errors only when the engine cannot be reached.
+async fn execute(
+    engine: &Engine,
+    config: &AgentConfig,
+    assignment: Assignment,
+    python: &mut Option<PathBuf>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let attempt = assignment.attempt_id;
+    let dir = config.work_dir.join(format!("attempt-{attempt}-{}", std::process::id()));
+    let workspace_dir = dir.join("workspace");
+    let output_file = dir.join("output");
+    let cancel = stop.child_token();
+    let masker = Arc::new(Masker::new(assignment.secrets.values()));
+
+    // The start report does not hold up the process.
+    let started = {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            engine
+                .send::<_, wire::Ack>(&wire::started_path(attempt), &wire::Ack {}, None, &stop)
+                .await
+        })
+    };
+    let (lines_tx, lines_rx) = mpsc::channel::<(Stream, String)>(8192);
+    let sender = tokio::spawn(send_logs(engine.clone(), attempt, lines_rx, masker, cancel.clone(), stop.clone()));
+    let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
+
+    let prepared = prepare(&assignment, &workspace_dir, &output_file).await;
+    let (outcome, exit_code, reason, outputs) = match prepared {
+        Err(e) => (Outcome::Failed, None, Some(format!("workspace: {e:#}")), BTreeMap::new()),
+        Ok(()) => {
+            let spec = spec_for(&assignment, &workspace_dir, &output_file, python).await;
+            match spec {
+                Err(e) => (Outcome::Failed, None, Some(format!("{e:#}")), BTreeMap::new()),
+                Ok(spec) => run_process(spec, &assignment, &output_file, &lines_tx, &cancel).await,
+            }
+        }
+    };
+    drop(lines_tx);
+    watcher.abort();
+    let lines = sender.await.context("log sender")??;
+    let _ = started.await;
+    let completion = Completion {
+        outcome,
+        exit_code,
+        reason,
+        outputs,
+        lines,
+    };
+    // Report even when asked to stop: the engine must learn how the attempt ended.
+    let report_stop = CancellationToken::new();
+    let done = engine
+        .send::<_, wire::Ack>(&wire::complete_path(attempt), &completion, None, &report_stop)
+        .await;
+    let dir_to_remove = dir.clone();
+    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir_to_remove));
+    done.map(|_| ()).context("reporting the attempt's end")
+}
+
+async fn prepare(assignment: &Assignment, workspace_dir: &Path, output_file: &Path) -> anyhow::Result<()> {
+    tokio::fs::create_dir_all(workspace_dir)
+        .await
+        .with_context(|| format!("creating {}", workspace_dir.display()))?;
+    tokio::fs::write(output_file, b"").await.context("creating the output file")?;
+    workspace::prepare(&assignment.workspace, workspace_dir).await
+}
+
+async fn spec_for(
+    assignment: &Assignment,
+    workspace_dir: &Path,
+    output_file: &Path,
+    python: &mut Option<PathBuf>,
+) -> anyhow::Result<ProcessSpec> {
+    let (program, args) = match &assignment.action {
+        StepAction::Bash { command } => (
+            PathBuf::from("bash"),
+            vec!["--noprofile".into(), "--norc".into(), "-eo".into(), "pipefail".into(), "-c".into(), command.clone()],
+        ),
+        StepAction::Python { script } => {
+            if python.is_none() {
+                *python = Some(resolve_python().await?);
+            }
+            let program = python.clone().unwrap_or_else(|| PathBuf::from("python3"));
+            (program, vec!["-u".into(), "-c".into(), script.clone()])
+        }
+    };
+    let mut env = assignment.env.clone();
+    env.extend(assignment.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.insert("PLUE_OUTPUT".into(), output_file.display().to_string());
+    env.insert("PLUE_WORKSPACE".into(), workspace_dir.display().to_string());
+    Ok(ProcessSpec {
+        program,
+        args,
+        cwd: workspace_dir.to_path_buf(),
+        env,
+        env_remove: vec![TOKEN_ENV.into()],
+        timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
+    })
+}
+
+type Ended = (Outcome, Option<i32>, Option<String>, BTreeMap<String, String>);
+
+async fn run_process(
+    spec: ProcessSpec,
+    assignment: &Assignment,
+    output_file: &Path,
+    lines: &mpsc::Sender<(Stream, String)>,
+    cancel: &CancellationToken,
+) -> Ended {
+    let timeout = spec.timeout;
+    let result = match process::run(spec, lines.clone(), cancel.clone()).await {
+        Ok(result) => result,
+        Err(e) => return (Outcome::Failed, None, Some(format!("cannot start the step: {e}")), BTreeMap::new()),
+    };
+    let reason = result.reason(timeout);
+    let notice = match result.ending {
+        Ending::TimedOut => Some(format!("step timed out after {}s; its processes were killed", assignment.timeout_secs)),
+        Ending::Cancelled => Some("step cancelled; its processes were killed".to_string()),
+        _ => None,
+    };
+    if let Some(notice) = notice {
+        let _ = lines.send((Stream::System, notice)).await;
+    }
+    let outputs = outputs::read(output_file).await;
+    match (result.ending, outputs) {
+        (Ending::Cancelled, _) => (Outcome::Cancelled, None, reason, BTreeMap::new()),
+        (Ending::Exited(0), Ok(outputs)) => (Outcome::Succeeded, Some(0), None, outputs),
+        (Ending::Exited(0), Err(e)) => (Outcome::Failed, Some(0), Some(e.to_string()), BTreeMap::new()),
+        (_, outputs) => (Outcome::Failed, result.exit_code(), reason, outputs.unwrap_or_default()),
+    }
+}
+
+/// The real interpreter behind `python3` (on some machines a slow shim), or `PLUE_PYTHON`.
+async fn resolve_python() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(PYTHON_ENV) {
+        return Ok(PathBuf::from(path));
+    }
+    let output = tokio::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .await
+        .context("python steps need python3 on PATH (or PLUE_PYTHON)")?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || path.is_empty() {
+        bail!("python3 did not report its executable: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Masks, numbers and sends lines in batches: whatever accumulated while the previous
+/// batch was in flight goes in the next one. Returns the number of lines sent.
+async fn send_logs(
+    engine: Engine,
+    attempt: i64,
+    mut lines: mpsc::Receiver<(Stream, String)>,
+    masker: Arc<Masker>,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    let path = wire::logs_path(attempt);
+    let mut seq = 0u64;
+    let mut batch = Vec::new();
+    while let Some(first) = lines.recv().await {
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some((stream, text)) = next.take() {
+            seq += 1;
+            bytes += text.len();
+            let text = masker.mask(&text).into_owned();
+            batch.push(LogLine { seq, stream, text, ts_ms: now_ms() });
+            if batch.len() >= wire::MAX_BATCH_LINES || bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+            next = lines.try_recv().ok();
+        }
+        let body = LogBatch { lines: std::mem::take(&mut batch) };
+        let ack: wire::LogAck = engine.send(&path, &body, None, &stop).await?;
+        if ack.cancel {
+            cancel.cancel();
+        }
+    }
+    Ok(seq)
+}
+
+/// Long-polls the engine for a cancel of this attempt.
+async fn watch_cancel(engine: Engine, attempt: i64, cancel: CancellationToken) {
+    let path = wire::watch_path(attempt);
+    loop {
+        match engine.send_once::<_, wire::WatchResponse>(&path, &wire::Ack {}, Some(Duration::from_secs(40))).await {
+            Ok(response) if response.cancel => {
+                cancel.cancel();
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Why one request failed.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The engine does not know this runner any more (410).
+    #[error("{0}")]
+    Gone(String),
+    /// The engine refused the request (4xx other than 410): retrying would not help.
+    #[error("the engine refused the request ({status}): {message}")]
+    Refused { status: StatusCode, message: String },
+    /// The engine could not be reached or failed (5xx): worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// An HTTP client for one engine, with this runner's credentials.
+#[derive(Clone)]
+struct Engine {
+    client: reqwest::Client,
+    base: String,
+    token: Arc<String>,
+    give_up_after: Duration,
+    forgotten: Arc<AtomicBool>,
+}
+
+impl Engine {
+    fn new(config: &AgentConfig) -> anyhow::Result<Engine> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Engine {
+            client,
+            base: config.engine.trim_end_matches('/').to_string(),
+            token: Arc::new(config.registration_token.clone()),
+            give_up_after: config.give_up_after,
+            forgotten: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn with_session(mut self, token: String) -> Engine {
+        self.token = Arc::new(token);
+        self
+    }
+
+    /// Sends until the engine answers, backing off while it is unreachable; gives up after
+    /// `give_up_after` without an answer, on a refusal, or when `stop` fires.
+    async fn send<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        wait: Option<Duration>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<R> {
+        let first_failure = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.send_once(path, body, wait).await {
+                Ok(response) => return Ok(response),
+                Err(SendError::Unavailable(message)) => {
+                    if first_failure.elapsed() > self.give_up_after {
+                        bail!("the engine at {} has been unreachable for {:?}: {message}", self.base, self.give_up_after);
+                    }
+                    tracing::debug!("{path}: {message}; retrying in {delay:?}");
+                    tokio::select! {
+                        _ = stop.cancelled() => bail!("stopped while the engine was unreachable"),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(SendError::Gone(message)) => {
+                    self.forgotten.store(true, Ordering::Relaxed);
+                    bail!("{message}")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn send_once<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        wait: Option<Duration>,
+    ) -> Result<R, SendError> {
+        let timeout = wait.unwrap_or_default() + Duration::from_secs(30);
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_str())
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| SendError::Unavailable(format!("{path}: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| SendError::Unavailable(format!("{path}: reading the answer: {e}")));
+        }
+        let message = response
+            .json::<wire::ErrorBody>()
+            .await
+            .map(|b| b.error)
+            .unwrap_or_else(|_| status.to_string());
+        Err(match status {
+            StatusCode::GONE => SendError::Gone(message),
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                SendError::Unavailable(format!("{path}: {status}: {message}"))
+            }
+            status => SendError::Refused { status, message },
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! Runs one step process: spawn, stream its output as lines, enforce the timeout and
+//! cancellation, and leave nothing behind.
+//!
+//! Promises of [`run`]:
+//! - The process runs in its own process group with stdin on `/dev/null`.
+//! - Every line it writes to stdout or stderr reaches `lines`, in order per stream, as valid
+//!   UTF-8 without NUL characters and at most [`crate::protocol::MAX_LINE_BYTES`] bytes
+//!   long (the `lines` submodule has the exact rules). A full channel pauses reading;
+//!   nothing is dropped.
+//! - When it returns, the step's process group has been SIGKILLed — also after a normal exit,
+//!   so background children never outlive their step — and escaped descendants have been
+//!   swept (see the `reaper` module).
+//! - Reading stops at EOF, which comes once every writer is dead; a stray process holding
+//!   the pipe open cannot hold the runner more than [`DRAIN_GRACE`] after the kill.
+//!
+//! The child's environment also carries `PLUE_STEP_COOKIE`, which the sweep uses to find
+//! descendants. The sweep assumes one step runs at a time in this process (see `reaper`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use tokio::io::AsyncRead;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc::Sender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::Stream;
+use crate::reaper;
+use lines::LineReader;
+
+mod lines;
+
+/// How long after the kill reading may wait for the pipes' EOF.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long the sweep for escaped processes may keep retrying.
+const SWEEP_BUDGET: Duration = Duration::from_secs(1);
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// The executable, e.g. a resolved `bash` or Python interpreter.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// Added on top of the inherited environment.
+    pub env: BTreeMap<String, String>,
+    /// Removed from the inherited environment (e.g. `PLUE_RUNNER_TOKEN`).
+    pub env_remove: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited by itself with this code.
+    Exited(i32),
+    /// A signal killed it (not one the runner sent).
+    Signalled(i32),
+    /// The timeout passed and the runner killed it.
+    TimedOut,
+    /// The cancellation token fired and the runner killed it.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessResult {
+    pub ending: Ending,
+    /// From spawn until the process exited or was killed.
+    pub duration: Duration,
+}
+
+impl ProcessResult {
+    /// Why the step did not succeed, or `None` when it exited with 0. `timeout` is the one
+    /// from the spec, for the message.
+    pub fn reason(&self, timeout: Duration) -> Option<String> {
+        match self.ending {
+            Ending::Exited(0) => None,
+            Ending::Exited(code) => Some(format!("exit code {code}")),
+            Ending::Signalled(signal) => Some(format!("killed by signal {signal}")),
+            // `f64`'s Display is the shortest exact form: `2`, `1.5`, `0.25`.
+            Ending::TimedOut => Some(format!("timed out after {}s", timeout.as_secs_f64())),
+            Ending::Cancelled => Some("cancelled".to_owned()),
+        }
+    }
+
+    /// The exit code when the process exited by itself.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.ending {
+            Ending::Exited(code) => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// What ended the wait for the process.
+enum Trigger {
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs `spec` to the end; see the module doc for the promises. Fails only when the
+/// process cannot be spawned or waited for.
+pub async fn run(
+    spec: ProcessSpec,
+    lines: Sender<(Stream, String)>,
+    cancel: CancellationToken,
+) -> io::Result<ProcessResult> {
+    reaper::become_subreaper();
+    let cookie = reaper::new_cookie();
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for name in &spec.env_remove {
+        command.env_remove(name);
+    }
+    command.envs(&spec.env).env(reaper::COOKIE_VAR, &cookie);
+
+    let mut child = command.spawn()?;
+    let started = Instant::now();
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
+    // `process_group(0)` makes the child the leader of a group whose id is its pid.
+    let pgid = Pid::from_raw(pid);
+    let guard = GroupGuard(Some(pgid));
+
+    let stop = CancellationToken::new();
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|out| spawn_reader(out, Stream::Stdout, &lines, &stop)),
+        child
+            .stderr
+            .take()
+            .map(|err| spawn_reader(err, Stream::Stderr, &lines, &stop)),
+    ];
+
+    let trigger = wait_for_trigger(&mut child, pgid, spec.timeout, &cancel).await;
+    let duration = started.elapsed();
+    reaper::kill_group(pgid);
+    let killed_at = Instant::now();
+    let status = child.wait().await;
+    guard.disarm();
+
+    let sweep = tokio::task::spawn_blocking(move || reaper::sweep(pgid, &cookie, SWEEP_BUDGET));
+    if let Err(err) = sweep.await {
+        tracing::warn!(%err, "sweeping the step's processes failed");
+    }
+
+    let drain = futures::future::join_all(readers.into_iter().flatten());
+    tokio::pin!(drain);
+    let joined = tokio::select! {
+        joined = &mut drain => joined,
+        () = tokio::time::sleep_until(killed_at + DRAIN_GRACE) => {
+            stop.cancel();
+            drain.await
+        }
+    };
+    for result in joined {
+        if let Err(err) = result {
+            tracing::warn!(%err, "a step output reader failed");
+        }
+    }
+
+    let ending = match trigger {
+        Trigger::TimedOut => Ending::TimedOut,
+        Trigger::Cancelled => Ending::Cancelled,
+        Trigger::Exited => ending_of(status?),
+    };
+    Ok(ProcessResult { ending, duration })
+}
+
+/// Waits until the process exits, the timeout passes or `cancel` fires. The leader is not
+/// reaped on exit while the waitid-based watcher works, so its group id stays reserved.
+async fn wait_for_trigger(
+    child: &mut Child,
+    pgid: Pid,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Trigger {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let exited = tokio::task::spawn_blocking(move || reaper::wait_exited_without_reaping(pgid));
+    tokio::select! {
+        biased;
+        watched = exited => match watched {
+            Ok(Ok(())) => return Trigger::Exited,
+            Ok(Err(err)) => tracing::debug!(%err, "waitid unavailable; waiting with tokio"),
+            Err(err) => tracing::warn!(%err, "exit watcher failed; waiting with tokio"),
+        },
+        () = &mut deadline => return Trigger::TimedOut,
+        () = cancel.cancelled() => return Trigger::Cancelled,
+    }
+    // Fallback: this reaps the leader, so the group kill that follows relies on the kernel
+    // not reusing the id within microseconds (it allocates pids sequentially).
+    tokio::select! {
+        biased;
+        _ = child.wait() => Trigger::Exited,
+        () = &mut deadline => Trigger::TimedOut,
+        () = cancel.cancelled() => Trigger::Cancelled,
+    }
+}
+
+fn ending_of(status: ExitStatus) -> Ending {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ending::Exited(code),
+        (None, Some(signal)) => Ending::Signalled(signal),
+        // `wait` only reports terminated processes, which have one or the other.
+        (None, None) => Ending::Exited(-1),
+    }
+}
+
+fn spawn_reader<R>(
+    source: R,
+    stream: Stream,
+    lines: &Sender<(Stream, String)>,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let reader = LineReader::new(source, stream, lines.clone(), stop.clone());
+    tokio::spawn(reader.run())
+}
+
+/// SIGKILLs the step's process group if `run` is dropped before it did so itself (the
+/// `kill_on_drop` of the child only reaches the leader).
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            reaper::kill_group(pgid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! Turns one output pipe of a step into log lines.
+//!
+//! Rules, applied in this order:
+//! - Lines end at `\n`; one trailing `\r` is removed. A last line without `\n` still counts.
+//! - Bytes are decoded as UTF-8 lossily (invalid sequences become U+FFFD) and NUL characters
+//!   become U+FFFD.
+//! - A line longer than [`MAX_LINE_BYTES`] is delivered as several lines, cut at character
+//!   boundaries; the raw buffer never grows much beyond that, whatever the input.
+//!
+//! Lines are sent in order; a full channel pauses reading (backpressure, nothing dropped).
+//! If the receiver is gone, the pipe is still drained so the writer never blocks on it.
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc::Sender;
+use tokio_util::sync::CancellationToken;
+
+use futures::FutureExt;
+
+use crate::protocol::{Stream, MAX_LINE_BYTES};
+
+/// Big enough that a fast writer costs few read syscalls.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// After `stop`, data already in the pipe is still read, up to this much: more than any
+/// pipe buffers, so only a writer that keeps going is cut off.
+const AFTER_STOP_BYTES: usize = 4 * 1024 * 1024;
+
+pub(super) struct LineReader<R> {
+    reader: BufReader<R>,
+    sink: Sink,
+    /// Bytes of the current line not yet delivered.
+    pending: Vec<u8>,
+    /// The current line was already partly delivered because it was too long.
+    continued: bool,
+    /// Once cancelled, reading stops as soon as the pipe has no data ready.
+    stop: CancellationToken,
+}
+
+struct Sink {
+    stream: Stream,
+    tx: Sender<(Stream, String)>,
+    /// The receiver is gone; lines are discarded.
+    closed: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    pub(super) fn new(
+        source: R,
+        stream: Stream,
+        tx: Sender<(Stream, String)>,
+        stop: CancellationToken,
+    ) -> Self {
+        LineReader {
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, source),
+            sink: Sink {
+                stream,
+                tx,
+                closed: false,
+            },
+            pending: Vec::new(),
+            continued: false,
+            stop,
+        }
+    }
+
+    /// Reads until EOF (or `stop` with nothing ready), delivering every line read.
+    pub(super) async fn run(mut self) {
+        let mut after_stop = AFTER_STOP_BYTES;
+        loop {
+            let stopped = self.stop.is_cancelled();
+            if stopped && after_stop == 0 {
+                break;
+            }
+            let chunk = if stopped {
+                match self.reader.fill_buf().now_or_never() {
+                    Some(result) => result,
+                    None => break,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    result = self.reader.fill_buf() => result,
+                    () = self.stop.cancelled() => continue,
+                }
+            };
+            let chunk = match chunk {
+                Ok([]) => break,
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    let text = format!(
+                        "runner: reading {} failed: {err}",
+                        self.sink.stream.as_str()
+                    );
+                    self.sink.send_as(Stream::System, text).await;
+                    break;
+                }
+            };
+            let len = chunk.len();
+            feed(
+                &mut self.sink,
+                &mut self.pending,
+                &mut self.continued,
+                chunk,
+            )
+            .await;
+            self.reader.consume(len);
+            if stopped {
+                after_stop = after_stop.saturating_sub(len);
+            }
+        }
+        if !self.pending.is_empty() {
+            self.sink
+                .emit(&self.pending, false, &mut self.continued)
+                .await;
+        }
+    }
+}
+
+/// Delivers the complete lines in `chunk` and keeps the rest in `pending`.
+async fn feed(sink: &mut Sink, pending: &mut Vec<u8>, continued: &mut bool, chunk: &[u8]) {
+    let mut rest = chunk;
+    while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+        let line = &rest[..at];
+        rest = &rest[at + 1..];
+        if pending.is_empty() {
+            sink.emit(line, true, continued).await;
+        } else {
+            pending.extend_from_slice(line);
+            sink.emit(pending, true, continued).await;
+            pending.clear();
+        }
+    }
+    pending.extend_from_slice(rest);
+    while pending.len() > MAX_LINE_BYTES {
+        let cut = raw_cut(pending);
+        sink.emit(&pending[..cut], false, continued).await;
+        pending.drain(..cut);
+    }
+}
+
+/// Where to cut an over-long raw line: at most [`MAX_LINE_BYTES`], not inside a UTF-8
+/// sequence (unless the bytes are not UTF-8 there anyway).
+fn raw_cut(bytes: &[u8]) -> usize {
+    let is_continuation = |at: usize| bytes.get(at).is_some_and(|b| b & 0xC0 == 0x80);
+    (MAX_LINE_BYTES.saturating_sub(3)..=MAX_LINE_BYTES)
+        .rev()
+        .find(|&at| !is_continuation(at))
+        .unwrap_or(MAX_LINE_BYTES)
+}
+
+impl Sink {
+    /// Delivers one raw line (or a piece of an over-long one, `terminated == false`).
+    async fn emit(&mut self, raw: &[u8], terminated: bool, continued: &mut bool) {
+        let raw = match raw {
+            [head @ .., b'\r'] if terminated => head,
+            _ => raw,
+        };
+        let skip = terminated && *continued && raw.is_empty();
+        *continued = !terminated;
+        if skip {
+            // The line's content was all delivered already; its `\n` adds no line.
+            return;
+        }
+        let mut text = String::from_utf8_lossy(raw).into_owned();
+        if text.contains('\0') {
+            text = text.replace('\0', "\u{FFFD}");
+        }
+        if text.len() <= MAX_LINE_BYTES {
+            return self.send_as(self.stream, text).await;
+        }
+        // Decoding can lengthen a line (each invalid byte becomes 3), so cut again.
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(MAX_LINE_BYTES);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.send_as(self.stream, rest[..cut].to_owned()).await;
+            rest = &rest[cut..];
+        }
+    }
+
+    async fn send_as(&mut self, stream: Stream, text: String) {
+        if !self.closed && self.tx.send((stream, text)).await.is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Writes `input` through a pipe that hands it over `chunk` bytes at a time and returns
+    /// the lines read.
+    async fn lines_of(input: impl Into<Vec<u8>>, chunk: usize) -> Vec<String> {
+        let input = input.into();
+        let (mut writer, source) = tokio::io::duplex(chunk);
+        let writing = tokio::spawn(async move { writer.write_all(&input).await.unwrap() });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let reader = LineReader::new(source, Stream::Stdout, tx, CancellationToken::new());
+        let reading = tokio::spawn(reader.run());
+        let mut out = Vec::new();
+        while let Some((stream, line)) = rx.recv().await {
+            assert_eq!(stream, Stream::Stdout);
+            out.push(line);
+        }
+        writing.await.unwrap();
+        reading.await.unwrap();
+        out
+    }
+
+    fn lengths(lines: &[String]) -> Vec<usize> {
+        lines.iter().map(String::len).collect()
+    }
+
+    #[tokio::test]
+    async fn splits_on_newlines_and_strips_one_carriage_return() {
+        for chunk in [1, 3, 4096] {
+            assert_eq!(lines_of("a\r\nb\n\nc", chunk).await, ["a", "b", "", "c"]);
+            assert_eq!(lines_of("x\r\r\n", chunk).await, ["x\r"]);
+        }
+        assert_eq!(lines_of("", 16).await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_and_nul_become_replacement_characters() {
+        assert_eq!(lines_of(*b"a\0b\xffc\n", 2).await, ["a\u{FFFD}b\u{FFFD}c"]);
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_at_char_boundaries() {
+        for chunk in [1000, 1 << 20] {
+            let input = "é".repeat(MAX_LINE_BYTES) + "\n"; // 2 bytes each
+            let lines = lines_of(input, chunk).await;
+            assert_eq!(lines.len(), 2);
+            assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES));
+            assert!(lines.iter().all(|l| l.chars().all(|c| c == 'é')));
+            assert_eq!(lines.concat().len(), 2 * MAX_LINE_BYTES);
+        }
+    }
+
+    #[tokio::test]
+    async fn cutting_adds_no_empty_lines() {
+        let exact = "x".repeat(MAX_LINE_BYTES) + "\nnext\n";
+        assert_eq!(lengths(&lines_of(exact, 100).await), [MAX_LINE_BYTES, 4]);
+        let twice = "x".repeat(2 * MAX_LINE_BYTES) + "\r\nnext";
+        for chunk in [100, 1 << 20] {
+            let lines = lines_of(twice.clone(), chunk).await;
+            assert_eq!(lengths(&lines), [MAX_LINE_BYTES, MAX_LINE_BYTES, 4]);
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_bytes_that_grow_when_decoded_are_cut_again() {
+        let lines = lines_of(vec![0xff; MAX_LINE_BYTES], 1 << 20).await;
+        // Each U+FFFD is 3 bytes, so a piece holds `MAX_LINE_BYTES / 3` of them.
+        assert_eq!(lines.len(), MAX_LINE_BYTES.div_ceil(MAX_LINE_BYTES / 3));
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES));
+        assert_eq!(lines.concat().chars().count(), MAX_LINE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn stop_ends_reading_when_the_pipe_is_idle() {
+        let (mut writer, source) = tokio::io::duplex(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let reading = tokio::spawn(LineReader::new(source, Stream::Stderr, tx, stop.clone()).run());
+        writer.write_all(b"one\ntw").await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), (Stream::Stderr, "one".to_owned()));
+        stop.cancel();
+        // The writer is still open; the partial line is delivered and reading ends.
+        assert_eq!(rx.recv().await.unwrap(), (Stream::Stderr, "tw".to_owned()));
+        reading.await.unwrap();
+        assert!(rx.recv().await.is_none());
+    }
+}

@@ -1,0 +1,240 @@
+//! The wire protocol between the engine and its runners: JSON bodies over HTTP under
+//! `/internal/...`, authenticated with a bearer token.
+//!
+//! The conversation:
+//! 1. `POST /internal/runners/register` with the shared registration token →
+//!    [`RegisterResponse`] carrying a per-runner session token used for everything after.
+//! 2. `POST /internal/runners/heartbeat` every `heartbeat_interval_ms`; a runner that stops
+//!    is declared lost by the engine.
+//! 3. `POST /internal/runners/poll` long-polls ([`PollRequest`]) for an [`Assignment`].
+//! 4. For the attempt: `.../started`, `.../logs` batches ([`LogBatch`], sequence numbers
+//!    make them idempotent), `.../watch` long-polls for cancellation, `.../complete`.
+//! 5. `POST /internal/runners/deregister` when an ephemeral runner leaves.
+//!
+//! Invariants: every body type rejects unknown fields, so a mismatched peer fails loudly;
+//! the runner retries logs and completion until the engine acknowledges them, and the
+//! engine treats repeats as no-ops.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const REGISTER: &str = "/internal/runners/register";
+pub const HEARTBEAT: &str = "/internal/runners/heartbeat";
+pub const POLL: &str = "/internal/runners/poll";
+pub const DEREGISTER: &str = "/internal/runners/deregister";
+
+/// `POST` path reporting that the attempt's process is starting.
+pub fn started_path(attempt_id: i64) -> String {
+    format!("/internal/attempts/{attempt_id}/started")
+}
+
+/// `POST` path for a [`LogBatch`].
+pub fn logs_path(attempt_id: i64) -> String {
+    format!("/internal/attempts/{attempt_id}/logs")
+}
+
+/// `POST` path long-polling for cancellation ([`WatchResponse`]).
+pub fn watch_path(attempt_id: i64) -> String {
+    format!("/internal/attempts/{attempt_id}/watch")
+}
+
+/// `POST` path for the [`Completion`].
+pub fn complete_path(attempt_id: i64) -> String {
+    format!("/internal/attempts/{attempt_id}/complete")
+}
+
+/// The longest log line the engine stores; runners split longer ones.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// The most lines in one [`LogBatch`].
+pub const MAX_BATCH_LINES: usize = 10_000;
+/// The most outputs one step may set, and the longest value.
+pub const MAX_OUTPUTS: usize = 256;
+pub const MAX_OUTPUT_VALUE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// A name unique among live runners (the pool uses it to find its processes).
+    pub name: String,
+    /// What the runner offers; a step's `runner` labels must all be among them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Takes one step, then leaves.
+    pub ephemeral: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterResponse {
+    pub runner_id: i64,
+    /// Bearer token for every later request of this runner.
+    pub session_token: String,
+    pub heartbeat_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// How long the engine may hold the request when there is no work (capped by it).
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollResponse {
+    pub assignment: Option<Assignment>,
+}
+
+/// One step attempt, everything the runner needs to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    pub attempt_id: i64,
+    pub run_id: i64,
+    pub step_id: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Command or script with `{{ steps.* }}` already rendered.
+    pub action: StepAction,
+    /// Plan env, then step env, then `PLUE_*` variables.
+    pub env: BTreeMap<String, String>,
+    /// Secret values by name: exported as env vars and masked in every log line.
+    pub secrets: BTreeMap<String, String>,
+    pub timeout_secs: u64,
+    pub workspace: WorkspaceSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepAction {
+    Bash { command: String },
+    Python { script: String },
+}
+
+/// Where the step's fresh workspace comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WorkspaceSource {
+    /// A copy of a local directory (for `plue run`), honouring `.gitignore`.
+    Copy { path: String },
+    /// A checkout of `sha` from `url` (a path, `file://` or `https://` URL).
+    Git { url: String, sha: String },
+    /// An empty directory.
+    Empty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Lines the runner itself writes (workspace preparation, kill notices).
+    System,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::System => "system",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stream> {
+        match text {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            "system" => Some(Stream::System),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLine {
+    /// 1-based, contiguous within an attempt.
+    pub seq: u64,
+    pub stream: Stream,
+    /// Already masked; at most [`MAX_LINE_BYTES`]; no NUL characters.
+    pub text: String,
+    /// Milliseconds since the Unix epoch when the runner read the line.
+    pub ts_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatch {
+    pub lines: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogAck {
+    /// The attempt was cancelled: stop the process.
+    pub cancel: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchResponse {
+    pub cancel: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    pub outcome: Outcome,
+    /// The process's exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// Why it did not succeed: `exit code 3`, `timed out after 2s`, `cancelled`, ...
+    pub reason: Option<String>,
+    /// `key=value` lines the step wrote to `$PLUE_OUTPUT`.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    /// The number of log lines sent (the last `seq`), so the engine can tell all arrived.
+    pub lines: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {}
+
+/// The body of every 4xx/5xx the internal API returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<PollRequest>(r#"{"wait_ms": 5, "extra": 1}"#);
+        assert!(err.unwrap_err().to_string().contains("unknown field `extra`"));
+    }
+
+    #[test]
+    fn actions_and_workspaces_are_tagged() {
+        let action: StepAction = serde_json::from_str(r#"{"kind":"bash","command":"ls"}"#).unwrap();
+        assert_eq!(action, StepAction::Bash { command: "ls".into() });
+        let ws = serde_json::to_value(WorkspaceSource::Git {
+            url: "file:///r".into(),
+            sha: "abc".into(),
+        })
+        .unwrap();
+        assert_eq!(ws["kind"], "git");
+    }
+}

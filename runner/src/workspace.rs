@@ -1,0 +1,381 @@
+//! Fills a step's fresh working directory from its [`WorkspaceSource`].
+//!
+//! - `Copy`: the tree at a local path, as git would see it: `.gitignore`, `.ignore` and
+//!   `.git/info/exclude` are honoured (also outside a git repository), hidden files are
+//!   kept, `.git` directories and the engine's `.plue` data directory at the root are not
+//!   copied. Permissions are preserved and symlinks are copied as symlinks, never followed.
+//! - `Git`: a detached checkout of one commit, fetched shallowly when the server allows it.
+//!   The URL and sha are validated first so neither can be read by git as an option, git
+//!   never prompts, and only the `file`, `http(s)`, `ssh` and `git` transports are allowed.
+//! - `Empty`: nothing.
+//!
+//! The target directory must exist and be empty.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
+use tokio::process::Command;
+
+use crate::protocol::WorkspaceSource;
+
+/// Variables that would point git at another repository than the workspace.
+const GIT_LOCATION_VARS: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+];
+
+/// Prepares `dir` (existing, empty) from `source`.
+pub async fn prepare(source: &WorkspaceSource, dir: &Path) -> anyhow::Result<()> {
+    match source {
+        WorkspaceSource::Copy { path } => {
+            let (from, to) = (PathBuf::from(path), dir.to_owned());
+            tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+                .await
+                .context("the copy task failed")?
+                .with_context(|| format!("copying {path} into the workspace"))
+        }
+        WorkspaceSource::Git { url, sha } => checkout(url, sha, dir)
+            .await
+            .with_context(|| format!("checking out {sha} from {url}")),
+        WorkspaceSource::Empty => Ok(()),
+    }
+}
+
+/// Copies the files of `from` that git would not ignore into `to`.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if !from.is_dir() {
+        bail!("{} is not a directory", from.display());
+    }
+    // Never copy the workspace into itself when it lives inside the source tree.
+    let target = to
+        .canonicalize()
+        .with_context(|| format!("resolving {}", to.display()))?;
+    let walk = ignore::WalkBuilder::new(from)
+        .hidden(false)
+        .parents(false)
+        .git_global(false)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(move |entry| {
+            let name = entry.file_name();
+            let skipped = name == ".git" || (entry.depth() == 1 && name == ".plue");
+            !skipped && entry.path() != target
+        })
+        .build();
+    // Directory modes are applied last, so a read-only directory can still be filled.
+    let mut directories = Vec::new();
+    for entry in walk {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) if err.io_error().is_none() => {
+                // An unparsable ignore pattern: git skips it too.
+                tracing::warn!(%err, "ignoring a bad ignore rule while copying the workspace");
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let source = entry.path();
+        let relative = source
+            .strip_prefix(from)
+            .context("walked outside the source")?;
+        let dest = to.join(relative);
+        let Some(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            let link = std::fs::read_link(source)
+                .with_context(|| format!("reading link {}", source.display()))?;
+            std::os::unix::fs::symlink(&link, &dest)
+                .with_context(|| format!("creating link {}", dest.display()))?;
+        } else if kind.is_dir() {
+            std::fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
+            let meta = entry.metadata().context("reading directory metadata")?;
+            directories.push((dest, meta.permissions()));
+        } else if kind.is_file() {
+            // `fs::copy` also copies the permission bits (the executable bit included).
+            std::fs::copy(source, &dest)
+                .with_context(|| format!("copying {}", source.display()))?;
+        } else {
+            tracing::debug!(path = %source.display(), "not copying a special file");
+        }
+    }
+    for (dest, permissions) in directories.into_iter().rev() {
+        std::fs::set_permissions(&dest, permissions)
+            .with_context(|| format!("setting permissions of {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+/// Checks out commit `sha` of the repository at `url` into `dir`.
+async fn checkout(url: &str, sha: &str, dir: &Path) -> anyhow::Result<()> {
+    validate_git_source(url, sha)?;
+    let dir_arg = dir.to_str().context("the workspace path is not UTF-8")?;
+    git(None, &["init", "-q", "--", dir_arg]).await?;
+    let shallow = git(Some(dir), &["fetch", "-q", "--depth", "1", "--", url, sha]).await;
+    let target = match shallow {
+        Ok(()) => "FETCH_HEAD",
+        Err(err) => {
+            // Servers may refuse unadvertised shas, and abbreviated shas cannot be fetched:
+            // fetch every branch and tag, then look the commit up locally.
+            tracing::debug!(%err, "fetching the commit alone failed; fetching all refs");
+            let refspecs = [
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ];
+            git(
+                Some(dir),
+                &["fetch", "-q", "--", url, refspecs[0], refspecs[1]],
+            )
+            .await?;
+            sha
+        }
+    };
+    // `^{commit}` makes an abbreviated sha that names a non-commit fail here.
+    let commit = format!("{target}^{{commit}}");
+    git(Some(dir), &["checkout", "-q", "--detach", &commit]).await
+}
+
+/// Refuses anything git could read as an option (`-u...`, `--upload-pack=...`).
+fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
+    if url.is_empty() || url.starts_with('-') {
+        bail!("invalid repository URL '{url}': it must not be empty or start with '-'");
+    }
+    let hex = sha
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !(7..=64).contains(&sha.len()) || !hex {
+        bail!("invalid commit '{sha}': expected 7 to 64 lowercase hex digits");
+    }
+    Ok(())
+}
+
+/// Runs git non-interactively; a failure carries git's stderr.
+async fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
+    let mut command = Command::new("git");
+    if let Some(dir) = dir {
+        command.arg("-C").arg(dir);
+    }
+    command
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", "file:http:https:ssh:git")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for var in GIT_LOCATION_VARS {
+        command.env_remove(var);
+    }
+    let output = command.output().await.context("running git")?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    bail!(
+        "git {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        stderr.trim()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn write(root: &Path, relative: &str, content: &str) {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn copy_source(path: &Path) -> WorkspaceSource {
+        WorkspaceSource::Copy {
+            path: path.to_str().unwrap().to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn copy_honours_ignore_rules_and_keeps_modes_and_links() {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        write(root, ".gitignore", "target/\n*.log\n");
+        write(root, "sub/.ignore", "secret.txt\n");
+        write(root, "sub/secret.txt", "no");
+        write(root, "sub/kept.txt", "yes");
+        write(root, "target/debug/big", "no");
+        write(root, "run.log", "no");
+        write(root, ".hidden", "yes");
+        write(root, ".git/HEAD", "ref: refs/heads/main");
+        write(root, ".plue/db", "no");
+        write(root, "nested/.plue/kept", "yes");
+        write(root, "script.sh", "#!/bin/sh\n");
+        std::fs::set_permissions(
+            root.join("script.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("sub/kept.txt", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+
+        let dest = tempfile::tempdir().unwrap();
+        prepare(&copy_source(root), dest.path()).await.unwrap();
+        let d = dest.path();
+        for kept in [
+            ".gitignore",
+            "sub/.ignore",
+            "sub/kept.txt",
+            ".hidden",
+            "nested/.plue/kept",
+        ] {
+            assert!(d.join(kept).is_file(), "{kept} should be copied");
+        }
+        for skipped in ["sub/secret.txt", "target", "run.log", ".git", ".plue"] {
+            assert!(!d.join(skipped).exists(), "{skipped} should not be copied");
+        }
+        let mode = std::fs::metadata(d.join("script.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            std::fs::read_link(d.join("link")).unwrap(),
+            Path::new("sub/kept.txt")
+        );
+        assert_eq!(
+            std::fs::read_link(d.join("dangling")).unwrap(),
+            Path::new("/nonexistent/target")
+        );
+    }
+
+    #[tokio::test]
+    async fn copy_into_a_directory_inside_the_source_does_not_recurse() {
+        let src = tempfile::tempdir().unwrap();
+        write(src.path(), "a.txt", "a");
+        let dest = src.path().join("work");
+        std::fs::create_dir(&dest).unwrap();
+        prepare(&copy_source(src.path()), &dest).await.unwrap();
+        assert!(dest.join("a.txt").is_file());
+        assert!(!dest.join("work").exists());
+    }
+
+    #[tokio::test]
+    async fn copy_of_a_missing_directory_fails() {
+        let dest = tempfile::tempdir().unwrap();
+        let source = WorkspaceSource::Copy {
+            path: "/nonexistent/plue-src".into(),
+        };
+        let err = prepare(&source, dest.path()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("is not a directory"), "{err:#}");
+    }
+
+    /// Runs git in `dir` with a fixed identity, returning its stdout.
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=Plue",
+                "-c",
+                "user.email=plue@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn git_checks_out_the_requested_commit() {
+        let repo = tempfile::tempdir().unwrap();
+        git_in(repo.path(), &["init", "-q"]);
+        write(repo.path(), "file.txt", "first");
+        git_in(repo.path(), &["add", "."]);
+        git_in(repo.path(), &["commit", "-q", "-m", "first"]);
+        let first = git_in(repo.path(), &["rev-parse", "HEAD"]);
+        write(repo.path(), "file.txt", "second");
+        git_in(repo.path(), &["commit", "-q", "-am", "second"]);
+
+        let url = repo.path().to_str().unwrap().to_owned();
+        let cases = [
+            (url.clone(), first.clone()),
+            (format!("file://{url}"), first[..10].to_owned()),
+        ];
+        for (url, sha) in cases {
+            let dest = tempfile::tempdir().unwrap();
+            let source = WorkspaceSource::Git {
+                url: url.clone(),
+                sha,
+            };
+            prepare(&source, dest.path()).await.unwrap();
+            assert_eq!(
+                std::fs::read_to_string(dest.path().join("file.txt")).unwrap(),
+                "first",
+                "{url}"
+            );
+            assert_eq!(git_in(dest.path(), &["rev-parse", "HEAD"]), first);
+        }
+
+        let dest = tempfile::tempdir().unwrap();
+        let missing = WorkspaceSource::Git {
+            url,
+            sha: "0".repeat(40),
+        };
+        let err = prepare(&missing, dest.path()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("git checkout"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn git_arguments_cannot_become_options() {
+        let dest = tempfile::tempdir().unwrap();
+        let sha = "a".repeat(40);
+        let bad = [
+            ("--upload-pack=touch /tmp/pwned", sha.as_str()),
+            ("-uevil", sha.as_str()),
+            ("", sha.as_str()),
+            ("/repo", "--output=/tmp/x"),
+            ("/repo", "ABCDEF0"),
+            ("/repo", "abc"),
+            ("/repo", "HEAD"),
+        ];
+        for (url, sha) in bad {
+            let source = WorkspaceSource::Git {
+                url: url.into(),
+                sha: sha.into(),
+            };
+            let err = prepare(&source, dest.path()).await.unwrap_err();
+            assert!(
+                format!("{err:#}").contains("invalid"),
+                "{url} {sha}: {err:#}"
+            );
+        }
+        assert!(
+            std::fs::read_dir(dest.path()).unwrap().next().is_none(),
+            "git ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_does_nothing() {
+        let dest = tempfile::tempdir().unwrap();
+        prepare(&WorkspaceSource::Empty, dest.path()).await.unwrap();
+        assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
+    }
+}
