@@ -1,20 +1,45 @@
 //! `plue-bench`: Plue's benchmarks, each against a baseline measured in the same run.
 //!
-//! `plue-bench eval` — warm evaluation latency of `examples/ci.plue.py` through the whole
-//! sandbox path (pool → worker → validation), p50/p99, and evaluations per second with one
-//! worker per core; baseline: spawning `python3` to evaluate the same file.
-//! `plue-bench check` — `plue check` of 200 workflow files against one `python3` process per
-//! file.
+//! One module per benchmark, each printing a Markdown section for `bench/README.md`:
+//! - [`eval`] — warm evaluation latency through the whole sandbox path, against spawning
+//!   `python3` to evaluate the same file.
+//! - [`check`] — `plue check` of 200 workflow files against one `python3` per file.
+//! - [`steps`] — per-step overhead of `plue run` on a 200-step chain and a 500-step
+//!   fan-out/fan-in of `true`, against the same commands spawned by a shell loop.
+//! - [`claim`] — claim latency (step ready → runner starts it) with warm runners on SQLite
+//!   and PostgreSQL, against a bare process spawn and a bare `SELECT 1`.
+//! - [`logs`] — log ingest lines/s (raw store, end to end) and live-tail latency over SSE,
+//!   against writing the same lines to a file and reading a pipe directly.
+//!
+//! Shared pieces: [`stats`] (percentiles, formatting), [`server`] (a `plue serve` child
+//! process and the HTTP calls the benchmarks make), [`workdir`] (throw-away directories and
+//! generated workflow files).
 //!
 //! Build with `cargo build --release -p engine -p bench`; the `plue` binary is found next to
-//! this one. Figures are printed as a Markdown table for `bench/README.md`.
+//! this one.
+
+mod check;
+mod claim;
+mod eval;
+mod logs;
+mod server;
+mod stats;
+mod steps;
+mod workdir;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use evaluator::{EvalContext, EvaluatorPool, Event, Limits, PoolConfig, WorkerCommand};
+
+/// What every benchmark needs to know about the installation under test.
+pub(crate) struct Env {
+    /// The workspace root (for `examples/` and `bench/`).
+    pub(crate) root: PathBuf,
+    /// The release `plue` binary.
+    pub(crate) plue: PathBuf,
+}
+
+const USAGE: &str = "eval, check, steps, claim, logs or all";
 
 fn main() -> Result<()> {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
@@ -29,246 +54,23 @@ fn main() -> Result<()> {
             plue.display()
         );
     }
+    let env = Env { root, plue };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match which.as_str() {
-        "eval" => runtime.block_on(eval(&root, &plue)),
-        "check" => check(&root, &plue),
+        "eval" => runtime.block_on(eval::run(&env)),
+        "check" => check::run(&env),
+        "steps" => runtime.block_on(steps::run(&env)),
+        "claim" => runtime.block_on(claim::run(&env)),
+        "logs" => runtime.block_on(logs::run(&env)),
         "all" => {
-            runtime.block_on(eval(&root, &plue))?;
-            check(&root, &plue)
+            runtime.block_on(eval::run(&env))?;
+            check::run(&env)?;
+            runtime.block_on(steps::run(&env))?;
+            runtime.block_on(claim::run(&env))?;
+            runtime.block_on(logs::run(&env))
         }
-        other => bail!("unknown benchmark '{other}': eval, check or all"),
+        other => bail!("unknown benchmark '{other}': {USAGE}"),
     }
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[index]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// The real interpreter behind `python3` (resolving the pyenv shim once).
-fn real_python() -> Result<String> {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-async fn eval(root: &Path, plue: &Path) -> Result<()> {
-    let file = root.join("examples/ci.plue.py");
-    let source = std::fs::read_to_string(&file)?;
-    let ctx = EvalContext::local(Event::Push, "main");
-    let command = WorkerCommand {
-        program: plue.to_path_buf(),
-        args: vec!["__eval-worker".into()],
-    };
-
-    // Warm latency, one evaluation at a time.
-    let pool = EvaluatorPool::start(PoolConfig {
-        workers: 1,
-        command: command.clone(),
-        limits: Limits::default(),
-    })
-    .await?;
-    for _ in 0..200 {
-        pool.evaluate("ci.plue.py", &source, &ctx).await?;
-    }
-    let mut samples = Vec::with_capacity(3000);
-    for _ in 0..3000 {
-        let started = Instant::now();
-        pool.evaluate("ci.plue.py", &source, &ctx).await?;
-        samples.push(started.elapsed());
-    }
-    let (p50, p99) = (
-        percentile(&mut samples, 0.50),
-        percentile(&mut samples, 0.99),
-    );
-
-    // The fixed cost of the path: a one-line workflow.
-    let trivial = "def workflow():\n    return Plan(name='x')\n";
-    let mut samples = Vec::with_capacity(3000);
-    for _ in 0..3000 {
-        let started = Instant::now();
-        pool.evaluate("trivial.plue.py", trivial, &ctx).await?;
-        samples.push(started.elapsed());
-    }
-    let (trivial50, trivial99) = (
-        percentile(&mut samples, 0.50),
-        percentile(&mut samples, 0.99),
-    );
-
-    // Cold: a different source every time (nothing cached anywhere).
-    let mut samples = Vec::with_capacity(1000);
-    for i in 0..1000 {
-        let fresh = format!("{source}\n# variant {i}\n");
-        let started = Instant::now();
-        pool.evaluate("ci.plue.py", &fresh, &ctx).await?;
-        samples.push(started.elapsed());
-    }
-    let (cold50, cold99) = (
-        percentile(&mut samples, 0.50),
-        percentile(&mut samples, 0.99),
-    );
-
-    // Throughput with one worker per core.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let pool = EvaluatorPool::start(PoolConfig {
-        workers: cores,
-        command,
-        limits: Limits::default(),
-    })
-    .await?;
-    let total = 6000;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for client in 0..cores {
-        let (pool, source, ctx) = (pool.clone(), source.clone(), ctx.clone());
-        tasks.spawn(async move {
-            for _ in 0..total / cores {
-                pool.evaluate(&format!("ci-{client}.plue.py"), &source, &ctx)
-                    .await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    let per_second = total as f64 / started.elapsed().as_secs_f64();
-
-    // Baseline: a python3 process per evaluation.
-    let baseline = |program: &str| -> Result<(Duration, Duration)> {
-        let mut runs = Vec::new();
-        for _ in 0..30 {
-            let started = Instant::now();
-            let status = Command::new(program)
-                .arg(root.join("bench/baseline_eval.py"))
-                .arg(&file)
-                .stdout(std::process::Stdio::null())
-                .status()?;
-            if !status.success() {
-                bail!("{program} baseline failed");
-            }
-            runs.push(started.elapsed());
-        }
-        Ok((percentile(&mut runs, 0.5), percentile(&mut runs, 0.99)))
-    };
-    let (shim50, shim99) = baseline("python3")?;
-    let real = real_python()?;
-    let (real50, real99) = baseline(&real)?;
-
-    println!("## eval: warm evaluation of examples/ci.plue.py\n");
-    println!("| path | p50 | p99 | ratio (p50) |\n|---|---|---|---|");
-    println!(
-        "| plue pool (sandboxed worker, validated) | {} | {} | 1× |",
-        ms(p50),
-        ms(p99)
-    );
-    println!(
-        "| plue pool, a new source each time (cold) | {} | {} | {:.1}× |",
-        ms(cold50),
-        ms(cold99),
-        cold50.as_secs_f64() / p50.as_secs_f64()
-    );
-    println!(
-        "| plue pool, one-line workflow (fixed cost) | {} | {} | {:.1}× |",
-        ms(trivial50),
-        ms(trivial99),
-        trivial50.as_secs_f64() / p50.as_secs_f64()
-    );
-    println!(
-        "| spawn `python3` (PATH, pyenv shim) | {} | {} | {:.0}× slower |",
-        ms(shim50),
-        ms(shim99),
-        shim50.as_secs_f64() / p50.as_secs_f64()
-    );
-    println!(
-        "| spawn `{real}` | {} | {} | {:.0}× slower |",
-        ms(real50),
-        ms(real99),
-        real50.as_secs_f64() / p50.as_secs_f64()
-    );
-    println!(
-        "\nthroughput: {per_second:.0} evaluations/s with {cores} workers ({total} evaluations)\n"
-    );
-    Ok(())
-}
-
-fn check(root: &Path, plue: &Path) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let examples: Vec<PathBuf> = [
-        "ci",
-        "triggers/push",
-        "triggers/pull_request",
-        "triggers/schedule",
-        "triggers/manual",
-        "steps/bash",
-        "steps/python",
-        "templates/bug-fix",
-    ]
-    .iter()
-    .map(|name| root.join(format!("examples/{name}.plue.py")))
-    .collect();
-    let mut files = Vec::new();
-    for i in 0..200 {
-        let path = dir.path().join(format!("w{i:03}.plue.py"));
-        std::fs::copy(&examples[i % examples.len()], &path)?;
-        files.push(path);
-    }
-    let mut runs = Vec::new();
-    for _ in 0..7 {
-        let started = Instant::now();
-        let output = Command::new(plue).arg("check").arg(dir.path()).output()?;
-        if !output.status.success() {
-            bail!(
-                "plue check failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        runs.push(started.elapsed());
-    }
-    let plue_median = percentile(&mut runs, 0.5);
-    let per_file = |program: &str| -> Result<Duration> {
-        let started = Instant::now();
-        for file in &files {
-            let status = Command::new(program)
-                .arg(root.join("bench/baseline_eval.py"))
-                .arg(file)
-                .stdout(std::process::Stdio::null())
-                .status()?;
-            if !status.success() {
-                bail!("baseline failed on {}", file.display());
-            }
-        }
-        Ok(started.elapsed())
-    };
-    let shim = per_file("python3")?;
-    let real = real_python()?;
-    let direct = per_file(&real)?;
-    println!("## check: 200 workflow files\n");
-    println!("| path | time | ratio |\n|---|---|---|");
-    println!(
-        "| `plue check` (median of 7, incl. pool start) | {} | 1× |",
-        ms(plue_median)
-    );
-    println!(
-        "| one `python3` (PATH, pyenv shim) per file | {} | {:.1}× slower |",
-        ms(shim),
-        shim.as_secs_f64() / plue_median.as_secs_f64()
-    );
-    println!(
-        "| one `{real}` per file | {} | {:.1}× slower |",
-        ms(direct),
-        direct.as_secs_f64() / plue_median.as_secs_f64()
-    );
-    Ok(())
 }

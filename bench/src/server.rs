@@ -1,0 +1,225 @@
+//! A `plue serve` child process for the benchmarks that need the engine as a server, and
+//! the few HTTP calls they make to it.
+//!
+//! The server listens on `127.0.0.1:0` and the address is read from its log (the line
+//! `plue engine listening on http://...`), so parallel or leftover servers never collide.
+//! The benchmark also holds its own [`Store`] on the same database to read timestamps the
+//! API does not show (`ready_at`, log line `ts`).
+//!
+//! Invariant: a [`Server`] never outlives the benchmark: drop sends SIGTERM (the engine
+//! stops its runners and exits) and SIGKILLs it if it is still there after 15 s.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use engine::store::{RunRow, Store};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::workdir::Workdir;
+use crate::Env;
+
+/// Where a server keeps its state.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// The embedded SQLite database in the server's `--data-dir`.
+    Sqlite,
+    /// `--database-url` (a fresh database per server).
+    Postgres(String),
+}
+
+impl Backend {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+pub(crate) struct Server {
+    child: Child,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    url: String,
+    store: Store,
+    client: reqwest::Client,
+    log: PathBuf,
+}
+
+/// How long any single wait (start-up, warm pool, a run) may take before the benchmark
+/// gives up instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+impl Server {
+    /// Starts `plue serve --runners {runners}` on `backend` and waits until that many
+    /// runners are warm.
+    pub(crate) async fn start(
+        env: &Env,
+        work: &Workdir,
+        backend: &Backend,
+        runners: usize,
+    ) -> Result<Server> {
+        let data_dir = work.fresh("serve-data");
+        let log = work.fresh("serve.log");
+        let mut command = Command::new(&env.plue);
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--runners", &runners.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("NO_COLOR", "1")
+            .env_remove("DATABASE_URL")
+            .env_remove("PLUE_ADMIN_TOKEN")
+            .current_dir(work.workspace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        if let Backend::Postgres(url) = backend {
+            command.arg("--database-url").arg(url);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {} serve", env.plue.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("plue serve exited ({status}) before listening:\n{text}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("plue serve did not listen within 60 s:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let store = match backend {
+            Backend::Sqlite => Store::open_data_dir(&data_dir).await,
+            Backend::Postgres(url) => Store::connect(url).await,
+        };
+        let server = Server {
+            child,
+            url,
+            store: store?,
+            client: reqwest::Client::new(),
+            log,
+        };
+        server.wait_warm(runners).await?;
+        Ok(server)
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Waits until the local pool has `runners` idle runners and nothing queued.
+    pub(crate) async fn wait_warm(&self, runners: usize) -> Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let pool: serde_json::Value = self
+                .client
+                .get(format!("{}/api/pool", self.url))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let warm = pool["warm"].as_u64().unwrap_or(0) as usize;
+            if warm >= runners && pool["queued"].as_i64() == Some(0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the pool never had {runners} warm runners: {pool}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `POST /api/runs` for `workflow`, each step working on a copy of `workspace`.
+    pub(crate) async fn start_run(&self, workflow: &Path, workspace: &Path) -> Result<i64> {
+        let body = serde_json::json!({
+            "workflow": workflow,
+            "workspace": workspace,
+        });
+        let response = self
+            .client
+            .post(format!("{}/api/runs", self.url))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("POST /api/runs: {status}: {text}");
+        }
+        let created: serde_json::Value = serde_json::from_str(&text)?;
+        created["run_id"]
+            .as_i64()
+            .with_context(|| format!("POST /api/runs answered {text}"))
+    }
+
+    /// Waits until the run is final (polling the store every 50 ms); fails unless it
+    /// succeeded.
+    pub(crate) async fn wait_run(&self, run_id: i64) -> Result<RunRow> {
+        wait_run(&self.store, run_id, &self.log).await
+    }
+
+    /// Stops the server (see the module invariant) after closing the benchmark's store.
+    pub(crate) async fn stop(self) {
+        self.store.close().await;
+    }
+}
+
+/// Waits until `run_id` in `store` is final; fails unless it succeeded. `log` is named in
+/// errors.
+pub(crate) async fn wait_run(store: &Store, run_id: i64, log: &Path) -> Result<RunRow> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let run = store.run(run_id).await?.context("the run disappeared")?;
+        if run.finished_at.is_some() {
+            if run.status != "succeeded" {
+                bail!(
+                    "run {run_id} {}: {} (see {})",
+                    run.status,
+                    run.reason.unwrap_or_default(),
+                    log.display()
+                );
+            }
+            return Ok(run);
+        }
+        if Instant::now() > deadline {
+            bail!("run {run_id} did not finish within {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("plue serve did not stop within 15 s; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

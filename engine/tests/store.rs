@@ -1,0 +1,256 @@
+//! The store against both backends: the claim race (no step handed out twice), the claim
+//! index on PostgreSQL, idempotent log appends and completions, and the executor's rules
+//! applied through real transactions. PostgreSQL runs on a throw-away server (testkit);
+//! without one these tests cover SQLite only, unless PLUE_REQUIRE_POSTGRES=1.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use engine::events::Events;
+use engine::executor::{Executor, Report, StartRun};
+use engine::store::{now_ms, Store};
+use evaluator::plan::{Action, Plan, Step};
+use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
+
+/// One store per available backend, each on a fresh database.
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)") {
+        let url = server.new_database().unwrap();
+        stores.push((Store::connect(&url).await.unwrap(), None));
+    }
+    stores
+}
+
+fn plan(steps: Vec<Step>) -> Plan {
+    Plan {
+        name: "test".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps,
+    }
+}
+
+fn bash(id: &str) -> Step {
+    Step::new(id, Action::Bash { command: format!("echo {id}") })
+}
+
+async fn start(executor: &Executor, plan: &Plan) -> i64 {
+    let json = serde_json::to_string(plan).unwrap();
+    executor
+        .start_run(&StartRun {
+            workflow_source: "local",
+            workflow_path: "/w/test.plue.py",
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0000000",
+            context_json: "{}",
+            plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn executor(store: &Store) -> Executor {
+    Executor::new(store.clone(), Arc::new(Events::default()), BTreeMap::new(), 1000)
+}
+
+async fn runner(store: &Store, name: &str) -> i64 {
+    store
+        .register_runner(name, "{}", &format!("hash-{name}-{}", now_ms()), true, now_ms())
+        .await
+        .unwrap()
+}
+
+fn report(outcome: Outcome, reason: Option<&str>) -> Report {
+    Report {
+        outcome,
+        exit_code: Some(if outcome == Outcome::Succeeded { 0 } else { 1 }),
+        reason: reason.map(String::from),
+        outputs: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_never_take_the_same_step() {
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let steps: Vec<Step> = (0..60).map(|i| bash(&format!("s{i}"))).collect();
+        let run_id = start(&executor, &plan(steps)).await;
+        let mut runners = Vec::new();
+        for i in 0..8 {
+            runners.push(runner(&store, &format!("r{i}")).await);
+        }
+        let labels = vec![String::new()];
+        // Eight claimers race until the queue is empty; each runner takes as many as it can.
+        let claims = futures::future::join_all(runners.iter().map(|&runner_id| {
+            let store = store.clone();
+            let labels = labels.clone();
+            async move {
+                let mut mine = Vec::new();
+                while let Some(claimed) = store.claim(runner_id, &labels, now_ms()).await.unwrap() {
+                    mine.push(claimed.step_id);
+                }
+                mine
+            }
+        }))
+        .await;
+        let all: Vec<String> = claims.into_iter().flatten().collect();
+        let unique: HashSet<&String> = all.iter().collect();
+        assert_eq!(all.len(), 60, "{} on {}", all.len(), store.backend());
+        assert_eq!(unique.len(), 60, "a step was claimed twice on {}", store.backend());
+        let steps = store.step_runs(run_id).await.unwrap();
+        assert!(steps.iter().all(|s| s.status == "claimed" && s.attempts == 1));
+    }
+}
+
+#[tokio::test]
+async fn labels_decide_which_runner_may_claim() {
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let mut gpu = bash("gpu");
+        gpu.runner.insert("gpu".into(), "a100".into());
+        let run_id = start(&executor, &plan(vec![gpu])).await;
+        let plain = runner(&store, "plain").await;
+        assert!(store.claim(plain, &[String::new()], now_ms()).await.unwrap().is_none());
+        let sets = vec![String::new(), "gpu=a100".into(), "gpu=a100,os=linux".into(), "os=linux".into()];
+        let claimed = store.claim(plain, &sets, now_ms()).await.unwrap().unwrap();
+        assert_eq!((claimed.run_id, claimed.step_id.as_str()), (run_id, "gpu"));
+    }
+}
+
+#[tokio::test]
+async fn the_postgres_claim_uses_its_partial_index() {
+    let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") else {
+        return;
+    };
+    let url = server.new_database().unwrap();
+    let _store = Store::connect(&url).await.unwrap();
+    let plan = server
+        .psql(
+            &url,
+            "SET enable_seqscan = off; EXPLAIN SELECT id FROM step_runs WHERE status = 'queued' \
+             AND ready_at <= 1 AND labels = ANY(ARRAY['']) ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .unwrap();
+    assert!(plan.contains("step_runs_claim"), "{plan}");
+}
+
+#[tokio::test]
+async fn log_appends_are_idempotent_and_read_in_order() {
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let run_id = start(&executor, &plan(vec![bash("a")])).await;
+        let step = store.step_run(run_id, "a").await.unwrap().unwrap();
+        let lines: Vec<LogLine> = (1..=2500)
+            .map(|seq| LogLine {
+                seq,
+                stream: Stream::Stdout,
+                text: format!("line {seq} ünïcode 'quoted' \"and\" \\ backslash"),
+                ts_ms: 1,
+            })
+            .collect();
+        assert_eq!(store.append_logs(step.id, 1, &lines).await.unwrap(), 2500);
+        // The same batch again (a runner retrying after a lost answer) adds nothing.
+        assert_eq!(store.append_logs(step.id, 1, &lines[1000..]).await.unwrap(), 0);
+        assert_eq!(store.append_logs(step.id, 2, &lines[..10]).await.unwrap(), 10);
+        assert_eq!(store.count_logs(step.id).await.unwrap(), 2510);
+        let mut cursor = (0, 0);
+        let mut read = Vec::new();
+        loop {
+            let page = store.read_logs(step.id, cursor, 700).await.unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = (last.attempt, last.seq);
+            read.extend(page);
+        }
+        assert_eq!(read.len(), 2510);
+        assert_eq!(read[0].text, lines[0].text);
+        assert_eq!((read[2499].attempt, read[2499].seq), (1, 2500));
+        assert_eq!((read[2500].attempt, read[2500].seq), (2, 1));
+    }
+}
+
+#[tokio::test]
+async fn completions_apply_once_and_retries_wait_their_backoff() {
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let mut flaky = bash("flaky");
+        flaky.retries = 1;
+        flaky.backoff = 5;
+        let run_id = start(&executor, &plan(vec![flaky, bash("next").after(&["flaky"])])).await;
+        let runner_id = runner(&store, "r").await;
+        let claimed = store.claim(runner_id, &[String::new()], now_ms()).await.unwrap().unwrap();
+        let failed = report(Outcome::Failed, Some("exit code 1"));
+        assert!(executor.complete(claimed.attempt_id, Some(runner_id), &failed).await.unwrap());
+        // A repeated report (a runner retrying) changes nothing.
+        assert!(!executor.complete(claimed.attempt_id, Some(runner_id), &failed).await.unwrap());
+        let step = store.step_run(run_id, "flaky").await.unwrap().unwrap();
+        assert_eq!(step.status, "queued");
+        assert!(step.reason.unwrap().contains("retrying in 5s"));
+        // Not claimable before its backoff has passed; claimable after.
+        assert!(store.claim(runner_id, &[String::new()], now_ms()).await.unwrap().is_none());
+        let later = now_ms() + 5_001;
+        let second = store.claim(runner_id, &[String::new()], later).await.unwrap().unwrap();
+        assert_eq!(second.number, 2);
+        executor.complete(second.attempt_id, Some(runner_id), &report(Outcome::Succeeded, None)).await.unwrap();
+        let next = store.step_run(run_id, "next").await.unwrap().unwrap();
+        assert_eq!(next.status, "queued");
+    }
+}
+
+#[tokio::test]
+async fn another_runner_cannot_complete_an_attempt() {
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        start(&executor, &plan(vec![bash("a")])).await;
+        let owner = runner(&store, "owner").await;
+        let intruder = runner(&store, "intruder").await;
+        let claimed = store.claim(owner, &[String::new()], now_ms()).await.unwrap().unwrap();
+        let done = report(Outcome::Succeeded, None);
+        assert!(!executor.complete(claimed.attempt_id, Some(intruder), &done).await.unwrap());
+        assert!(executor.complete(claimed.attempt_id, Some(owner), &done).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let run_id = start(&executor, &plan(vec![bash("a"), bash("b").after(&["a"]), bash("c")])).await;
+        let runner_id = runner(&store, "r").await;
+        let claimed = store.claim(runner_id, &[String::new()], now_ms()).await.unwrap().unwrap();
+        assert!(!store.attempt_should_stop(claimed.attempt_id).await.unwrap());
+        assert!(executor.cancel(run_id).await.unwrap());
+        assert!(store.attempt_should_stop(claimed.attempt_id).await.unwrap());
+        let statuses: Vec<String> = store.step_runs(run_id).await.unwrap().into_iter().map(|s| s.status).collect();
+        // The claimed step waits for its runner's report; the others are cancelled now.
+        assert_eq!(statuses.iter().filter(|s| *s == "cancelled").count(), 2, "{statuses:?}");
+        assert_eq!(store.run(run_id).await.unwrap().unwrap().status, "running");
+        executor
+            .complete(claimed.attempt_id, Some(runner_id), &report(Outcome::Cancelled, Some("cancelled")))
+            .await
+            .unwrap();
+        let run = store.run(run_id).await.unwrap().unwrap();
+        assert_eq!(run.status, "cancelled");
+        assert!(!executor.cancel(run_id).await.unwrap(), "a final run cannot be cancelled again");
+    }
+}
+
+#[tokio::test]
+async fn silent_runners_are_declared_lost_once() {
+    for (store, _dir) in stores().await {
+        let a = runner(&store, "a").await;
+        let b = runner(&store, "b").await;
+        let now = now_ms();
+        store.heartbeat(b, now + 10_000).await.unwrap();
+        let lost = store.mark_lost(now + 5_000, now).await.unwrap();
+        assert_eq!(lost, vec![a]);
+        assert!(store.mark_lost(now + 5_000, now).await.unwrap().is_empty());
+        assert!(!store.heartbeat(a, now).await.unwrap(), "a lost runner stays lost");
+    }
+}
