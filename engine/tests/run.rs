@@ -1,0 +1,337 @@
+//! End-to-end tests of `plue run`, driving the real binary on workflows written into a
+//! temporary directory: outputs between steps, failure/skip/`when` semantics, retries with
+//! attempt counts, a timeout whose background children must be gone, parallel steps, a
+//! secret that never appears anywhere, Ctrl-C, invalid workflows, and the README's demo.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Ran {
+    output: Output,
+    summary: Value,
+    dir: tempfile::TempDir,
+}
+
+impl Ran {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn step(&self, id: &str) -> &Value {
+        self.summary["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no step {id} in {}", self.summary))
+    }
+
+    fn status(&self, id: &str) -> &str {
+        self.step(id)["status"].as_str().unwrap()
+    }
+
+    fn lines_of(&self, id: &str) -> Vec<String> {
+        let prefix = format!("{id} ");
+        self.stdout()
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.split_once(" | ").map(|(_, text)| text.to_string()))
+            // Leave out the printer's own transition lines.
+            .filter(|text| !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ "].iter().any(|m| text.starts_with(m)))
+            .collect()
+    }
+}
+
+fn plue() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
+    command.env("NO_COLOR", "1").env_remove("PLUE_DATA_DIR");
+    command
+}
+
+/// Runs `workflow` (the source of `w.plue.py`) with `plue run` in a fresh directory.
+fn run(workflow: &str, extra: &[&str]) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = plue()
+        .current_dir(dir.path())
+        .args(["run", "w.plue.py", "--runners", "3", "--summary-json", "summary.json"])
+        .args(extra)
+        .output()
+        .expect("plue runs");
+    let summary = std::fs::read_to_string(dir.path().join("summary.json"))
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap_or(Value::Null);
+    Ran { output, summary, dir }
+}
+
+fn plan(steps: &str) -> String {
+    format!(
+        "def workflow():\n    return Plan(name='t', triggers=[Trigger.manual()], steps=[\n{steps}\n    ])\n"
+    )
+}
+
+#[test]
+fn outputs_flow_to_dependents_and_the_run_succeeds() {
+    let ran = run(
+        &plan(
+            r#"
+        Step.bash("make-version", 'echo "version=2.0.$((40 + 2))" >> "$PLUE_OUTPUT"; echo "notes<<EOF" >> "$PLUE_OUTPUT"; printf "a\nb\n" >> "$PLUE_OUTPUT"; echo EOF >> "$PLUE_OUTPUT"'),
+        Step.python("use-it", "import os\nprint('got {{ steps.make-version.outputs.version }}')\nopen(os.environ['PLUE_OUTPUT'], 'a').write('echo=ok\\n')", depends_on=["make-version"]),
+        Step.bash("multi", "echo '{{ steps.make-version.outputs.notes }}' | wc -l", depends_on=["use-it"]),
+        Step.bash("chain", "echo {{ steps.use-it.outputs.echo }}", depends_on=["use-it"]),
+"#,
+        ),
+        &[],
+    );
+    assert!(ran.output.status.success(), "{}\n{}", ran.stdout(), ran.stderr());
+    assert_eq!(ran.summary["status"], "succeeded");
+    assert_eq!(ran.lines_of("use-it"), ["got 2.0.42"]);
+    assert_eq!(ran.lines_of("multi"), ["2"]);
+    assert_eq!(ran.lines_of("chain"), ["ok"]);
+    for id in ["make-version", "use-it", "multi", "chain"] {
+        assert_eq!(ran.status(id), "succeeded");
+        assert_eq!(ran.step(id)["attempts"], 1);
+        assert_eq!(ran.step(id)["exit_code"], 0);
+        assert!(ran.step(id)["duration_ms"].as_i64().unwrap() >= 0);
+    }
+    assert!(ran.stderr().contains("STEP"), "the summary table is printed: {}", ran.stderr());
+}
+
+#[test]
+fn failures_skip_dependents_and_when_decides_what_runs() {
+    let ran = run(
+        &plan(
+            r#"
+        Step.bash("ok", "echo fine"),
+        Step.bash("broken", "echo about to fail; exit 3"),
+        Step.bash("needs-broken", "echo never", depends_on=["broken"]),
+        Step.bash("after-skipped", "echo never either", depends_on=["needs-broken"]),
+        Step.bash("on-failure", "echo cleaning up", depends_on=["needs-broken"], when="failure"),
+        Step.bash("always", "echo always runs", depends_on=["broken"], when="always"),
+        Step.bash("on-failure-of-ok", "echo never", depends_on=["ok"], when="failure"),
+"#,
+        ),
+        &[],
+    );
+    assert_eq!(ran.output.status.code(), Some(1), "{}", ran.stderr());
+    assert_eq!(ran.summary["status"], "failed");
+    assert_eq!(ran.status("ok"), "succeeded");
+    assert_eq!(ran.status("broken"), "failed");
+    assert_eq!(ran.step("broken")["exit_code"], 3);
+    assert_eq!(ran.status("needs-broken"), "skipped");
+    assert_eq!(ran.status("after-skipped"), "skipped");
+    // A skip caused by a failure upstream still counts as a failure for `when="failure"`.
+    assert_eq!(ran.status("on-failure"), "succeeded");
+    assert_eq!(ran.status("always"), "succeeded");
+    assert_eq!(ran.status("on-failure-of-ok"), "skipped");
+    assert!(ran.stdout().contains("✗ failed: exit code 3"), "{}", ran.stdout());
+    assert!(ran.stderr().contains("failed steps: broken"), "{}", ran.stderr());
+}
+
+#[test]
+fn retries_count_attempts_and_back_off() {
+    let ran = run(
+        &plan(
+            r#"
+        Step.bash("third-time", 'echo "attempt $PLUE_ATTEMPT"; [ "$PLUE_ATTEMPT" -ge 3 ]', retries=3, backoff=1),
+        Step.bash("always-fails", "exit 7", retries=1, backoff=1),
+"#,
+        ),
+        &[],
+    );
+    assert_eq!(ran.status("third-time"), "succeeded");
+    assert_eq!(ran.step("third-time")["attempts"], 3);
+    assert_eq!(ran.lines_of("third-time").iter().filter(|l| l.starts_with("attempt")).count(), 3);
+    assert_eq!(ran.status("always-fails"), "failed");
+    assert_eq!(ran.step("always-fails")["attempts"], 2);
+    assert_eq!(ran.step("always-fails")["exit_code"], 7);
+    let out = ran.stdout();
+    assert!(out.contains("retrying in 1s") && out.contains("retrying in 2s"), "doubling backoff: {out}");
+}
+
+#[test]
+fn a_timeout_kills_the_step_and_its_background_children() {
+    let marker = format!("plue-timeout-marker-{}", std::process::id());
+    let ran = run(
+        &plan(&format!(
+            r#"
+        Step.bash("slow", "sleep 300 & bash -c 'exec -a {marker} sleep 300' & echo started; sleep 300", timeout=1),
+        Step.bash("after", "echo after", depends_on=["slow"], when="always"),
+"#
+        )),
+        &[],
+    );
+    assert_eq!(ran.status("slow"), "failed");
+    assert!(ran.stdout().contains("timed out after 1s"), "{}", ran.stdout());
+    assert_eq!(ran.status("after"), "succeeded");
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(survivors.is_empty(), "background children outlived the step: {survivors:?}");
+}
+
+#[test]
+fn independent_steps_run_in_parallel() {
+    // Each step waits for the other's file: only parallel execution can finish both.
+    let tag = format!("/tmp/plue-parallel-{}", std::process::id());
+    let ran = run(
+        &plan(&format!(
+            r#"
+        Step.bash("left", "touch {tag}-left; for i in $(seq 100); do [ -e {tag}-right ] && exit 0; sleep 0.1; done; exit 1", timeout=30),
+        Step.bash("right", "touch {tag}-right; for i in $(seq 100); do [ -e {tag}-left ] && exit 0; sleep 0.1; done; exit 1", timeout=30),
+"#
+        )),
+        &[],
+    );
+    let _ = std::fs::remove_file(format!("{tag}-left"));
+    let _ = std::fs::remove_file(format!("{tag}-right"));
+    assert_eq!(ran.summary["status"], "succeeded", "{}", ran.stdout());
+}
+
+#[test]
+fn secrets_reach_steps_but_never_the_logs_or_the_store() {
+    let secret = "s3cr3t-v4lue-8472";
+    let ran = run(
+        &plan(
+            r#"
+        Step.bash("use", 'echo "token=$API_TOKEN"; echo "$API_TOKEN" | rev | rev; [ ${#API_TOKEN} -eq 17 ]', secrets=["API_TOKEN"]),
+        Step.bash("no-secret", 'echo "token=${API_TOKEN:-unset}"'),
+"#,
+        ),
+        &["--secret", &format!("API_TOKEN={secret}")],
+    );
+    assert_eq!(ran.summary["status"], "succeeded", "{}", ran.stdout());
+    assert_eq!(ran.lines_of("use")[..2], ["token=***", "***"]);
+    assert_eq!(ran.lines_of("no-secret"), ["token=unset"], "only steps naming a secret get it");
+    assert!(!ran.stdout().contains(secret) && !ran.stderr().contains(secret));
+    let found = grep_dir(&ran.dir.path().join(".plue"), secret.as_bytes());
+    assert!(found.is_empty(), "the secret is stored in {found:?}");
+}
+
+#[test]
+fn a_missing_secret_fails_the_step_with_its_name() {
+    let ran = run(&plan(r#"        Step.bash("use", "echo $NOPE", secrets=["NOPE"]),"#), &[]);
+    assert_eq!(ran.status("use"), "failed");
+    assert!(ran.stdout().contains("secret 'NOPE' is not set"), "{}", ran.stdout());
+}
+
+#[test]
+fn a_missing_output_fails_the_step_that_reads_it() {
+    let ran = run(
+        &plan(
+            r#"
+        Step.bash("a", "true"),
+        Step.bash("b", "echo {{ steps.a.outputs.nothing }}", depends_on=["a"]),
+"#,
+        ),
+        &[],
+    );
+    assert_eq!(ran.status("b"), "failed");
+    assert_eq!(ran.step("b")["attempts"], 0);
+    assert!(ran.stdout().contains("steps.a.outputs.nothing"), "{}", ran.stdout());
+}
+
+#[test]
+fn an_invalid_workflow_exits_1_with_its_location() {
+    let ran = run("def workflow():\n    return Plan(name='x', steps=[Step.bash('a', 'true', depends_on=['b'])])\n", &[]);
+    assert_eq!(ran.output.status.code(), Some(1));
+    assert!(ran.stderr().contains("w.plue.py:"), "{}", ran.stderr());
+    assert!(ran.stderr().contains("'b'"), "{}", ran.stderr());
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_kills_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("plue-cancel-marker-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("w.plue.py"),
+        plan(&format!(
+            r#"
+        Step.bash("long", "echo started; bash -c 'exec -a {marker} sleep 300'"),
+        Step.bash("later", "echo never", depends_on=["long"]),
+"#
+        )),
+    )
+    .unwrap();
+    let mut child = plue()
+        .current_dir(dir.path())
+        .args(["run", "w.plue.py", "--runners", "1", "--summary-json", "s.json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proc_has(&marker) {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "cancelled");
+    assert!(summary["steps"].as_array().unwrap().iter().all(|s| s["status"] == "cancelled"), "{summary}");
+    assert!(!proc_has(&marker), "the cancelled step's process is still running");
+}
+
+#[test]
+fn the_readme_demo_succeeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let output = plue()
+        .current_dir(root)
+        .args(["run", "examples/demo.plue.py", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("built demo-1.4.42.tar from"), "{stdout}");
+}
+
+fn proc_has(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(needle))
+            .unwrap_or(false)
+    })
+}
+
+fn wait_with_deadline(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("plue run did not exit after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()) {
+        if entry.file_type().is_file() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(entry.path().display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
