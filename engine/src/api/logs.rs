@@ -137,7 +137,9 @@ fn follow(state: ApiState, run_id: i64, step_run_id: i64, cursor: (i64, i64)) ->
                     Ok(lines) if !lines.is_empty() => continue,
                     _ => {}
                 }
-                let _ = tx.send(SseEvent::default().event("end").data("")).await;
+                // regression: an `end` event with empty data is never dispatched by SSE
+                // clients (the spec drops events whose data buffer is empty).
+                let _ = tx.send(SseEvent::default().event("end").data("{}")).await;
                 return;
             }
             let wait = async {

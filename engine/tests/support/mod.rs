@@ -1,0 +1,401 @@
+//! Support for end-to-end tests that drive the real `plue` binary as separate processes:
+//! a [`Sandbox`] per test (a temporary directory, the processes started in it, and a
+//! cleanup that leaves none behind), engines started on a port and awaited on `/healthz`,
+//! and small pollers over the HTTP API, each with a deadline.
+//!
+//! Invariants:
+//! - Every process a test starts carries `PLUE_TEST_SANDBOX=<its sandbox directory>` in its
+//!   environment, and so does everything it starts in turn (local-pool runners, step
+//!   processes), because they inherit it. Dropping the [`Sandbox`] SIGKILLs every process
+//!   carrying that mark, so a runner the engine left behind on purpose (they outlive their
+//!   engine so a restarted one can continue) or a step orphaned by a killed runner never
+//!   outlives the test.
+//! - The test process is a child subreaper, so those orphans become its children and their
+//!   zombies are reaped here instead of accumulating under an init that may not reap.
+//! - Every wait has a deadline and fails with what the processes wrote to stderr.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::future::Future;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The environment variable that marks the processes of one sandbox.
+const MARK_VAR: &str = "PLUE_TEST_SANDBOX";
+
+/// A registration token for engines under test (at least 16 characters).
+pub(crate) const RUNNER_TOKEN: &str = "reliability-test-runner-token";
+
+/// How long an engine may take to answer `/healthz` after it is started.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Serialises the tests of one binary. They start engines, runners and a million-line step
+/// on machines with as few as two cores; a test that declares a runner lost after 1.5 s of
+/// silence must not compete for the CPU with one that streams a million lines.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Holds the binary-wide test lock (see [`SERIAL`]).
+pub(crate) async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// A temporary directory plus every process started in it; see the module invariants.
+pub(crate) struct Sandbox {
+    dir: tempfile::TempDir,
+    children: Mutex<Vec<Spawned>>,
+}
+
+struct Spawned {
+    name: String,
+    child: Child,
+}
+
+impl Sandbox {
+    pub(crate) fn new(name: &str) -> Sandbox {
+        static SUBREAPER: Once = Once::new();
+        SUBREAPER.call_once(|| {
+            // Without it orphans go to init; cleanup still kills them by their mark.
+            let _ = nix::sys::prctl::set_child_subreaper(true);
+        });
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("plue-{name}-"))
+            .tempdir()
+            .expect("a temporary directory");
+        Sandbox {
+            dir,
+            children: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Writes `contents` to `relative` (creating directories) and returns the path.
+    pub(crate) fn write(&self, relative: &str, contents: &str) -> PathBuf {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, contents).expect("write");
+        path
+    }
+
+    /// `plue ARGS` in the sandbox directory, marked, without colours.
+    pub(crate) fn plue(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env(MARK_VAR, self.dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Starts `command` with stdout and stderr in `NAME.out` / `NAME.err`; returns its pid.
+    pub(crate) fn spawn(&self, name: &str, mut command: Command) -> u32 {
+        let out = File::create(self.path(&format!("{name}.out"))).expect("stdout file");
+        let err = File::create(self.path(&format!("{name}.err"))).expect("stderr file");
+        let child = command
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let pid = child.id();
+        self.lock_children().push(Spawned {
+            name: name.to_string(),
+            child,
+        });
+        pid
+    }
+
+    /// Whether the process started as `pid` has exited (it is reaped if so).
+    pub(crate) fn exited(&self, pid: u32) -> bool {
+        let mut children = self.lock_children();
+        match children.iter_mut().find(|s| s.child.id() == pid) {
+            Some(spawned) => !matches!(spawned.child.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// SIGKILLs a process this sandbox started, and reaps it.
+    pub(crate) fn kill9(&self, pid: u32) {
+        let mut children = self.lock_children();
+        let spawned = children
+            .iter_mut()
+            .find(|s| s.child.id() == pid)
+            .unwrap_or_else(|| panic!("pid {pid} was not started by this sandbox"));
+        let _ = spawned.child.kill();
+        let _ = spawned.child.wait();
+    }
+
+    /// The stderr of every process started so far (the tail of each), for failure messages.
+    pub(crate) fn diagnostics(&self) -> String {
+        let names: Vec<String> = self.lock_children().iter().map(|s| s.name.clone()).collect();
+        let mut text = String::new();
+        for name in names {
+            let err = std::fs::read_to_string(self.path(&format!("{name}.err"))).unwrap_or_default();
+            let tail: Vec<&str> = err.lines().rev().take(40).collect();
+            text.push_str(&format!("--- {name} stderr (last {} lines) ---\n", tail.len()));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        let runners = self.path("data/runners.log");
+        if let Ok(log) = std::fs::read_to_string(runners) {
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            text.push_str("--- data/runners.log (tail) ---\n");
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Live processes (not this one) carrying this sandbox's mark.
+    pub(crate) fn marked_processes(&self) -> Vec<i32> {
+        let mark = format!("{MARK_VAR}={}", self.dir.path().display());
+        let me = std::process::id() as i32;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| *pid != me)
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|environ| environ.split(|b| *b == 0).any(|var| var == mark.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    /// Starts `plue serve --listen 127.0.0.1:PORT ARGS` and waits for `/healthz`. A start
+    /// that fails at once (the port of a just-killed engine not yet free) is retried.
+    pub(crate) async fn serve(&self, name: &str, port: u16, args: &[&str]) -> Engine {
+        let listen = format!("127.0.0.1:{port}");
+        let url = format!("http://{listen}");
+        let client = client();
+        let deadline = Instant::now() + START_DEADLINE;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut all = vec!["serve", "--listen", &listen];
+            all.extend_from_slice(args);
+            let pid = self.spawn(&format!("{name}-{attempt}"), self.plue(&all));
+            loop {
+                let healthy = client
+                    .get(format!("{url}/healthz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if healthy && !self.exited(pid) {
+                    return Engine { url, pid };
+                }
+                if self.exited(pid) || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(
+                Instant::now() <= deadline,
+                "{name} did not answer /healthz on {url} within {START_DEADLINE:?}\n{}",
+                self.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts a remote `plue runner` against `engine` with its own work directory.
+    pub(crate) fn runner(&self, name: &str, engine: &str, extra: &[&str]) -> u32 {
+        let work = self.path(&format!("work-{name}"));
+        let work = work.to_str().expect("UTF-8 path");
+        let mut args = vec![
+            "runner",
+            "--engine",
+            engine,
+            "--token",
+            RUNNER_TOKEN,
+            "--name",
+            name,
+            "--work-dir",
+            work,
+            "--give-up-after",
+            "30",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(name, self.plue(&args))
+    }
+
+    fn lock_children(&self) -> MutexGuard<'_, Vec<Spawned>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+        for spawned in self.lock_children().iter_mut() {
+            let _ = spawned.child.kill();
+            let _ = spawned.child.wait();
+        }
+        // Killing a runner orphans its step; keep sweeping until nothing marked is left.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut killed = BTreeSet::new();
+        loop {
+            let left = self.marked_processes();
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("processes of {} survived cleanup: {left:?}", self.dir.path().display());
+                break;
+            }
+            for pid in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                killed.insert(pid);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reap(&killed);
+    }
+}
+
+/// Reaps those of `pids` that became our children (we are a subreaper) once they are dead.
+fn reap(pids: &BTreeSet<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut waiting: Vec<i32> = pids.iter().copied().collect();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        waiting.retain(|pid| {
+            matches!(
+                waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            )
+        });
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `plue serve`.
+#[derive(Debug, Clone)]
+pub(crate) struct Engine {
+    /// `http://127.0.0.1:PORT`
+    pub(crate) url: String,
+    pub(crate) pid: u32,
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+pub(crate) fn now_ms() -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    now.as_millis() as i64
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
+
+pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let response = client.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "GET {url}: {status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"))
+}
+
+/// Starts a run of `workflow` (an absolute path) on `engine`; returns its id.
+pub(crate) async fn start_run(client: &reqwest::Client, engine: &str, workflow: &Path, workspace: &Path) -> i64 {
+    let url = format!("{engine}/api/runs");
+    let body = serde_json::json!({"workflow": workflow, "workspace": workspace});
+    let response = client.post(&url).json(&body).send().await.expect("POST /api/runs");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "POST {url}: {status}: {text}");
+    let created: Value = serde_json::from_str(&text).expect("JSON");
+    created["run_id"].as_i64().expect("run_id")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `limit` saying `what`.
+pub(crate) async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The run (`GET /api/runs/{id}`), or `None` while the engine does not answer.
+pub(crate) async fn run_view(client: &reqwest::Client, engine: &str, run_id: i64) -> Option<Value> {
+    let response = client
+        .get(format!("{engine}/api/runs/{run_id}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Waits until the run is final and returns it.
+pub(crate) async fn wait_final(client: &reqwest::Client, engine: &str, run_id: i64, limit: Duration) -> Value {
+    wait_for(limit, &format!("run {run_id} to finish"), || async {
+        run_view(client, engine, run_id)
+            .await
+            .filter(|run| matches!(run["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))
+    })
+    .await
+}
+
+/// The step `id` of a run view.
+pub(crate) fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id} in {run}"))
+}
+
+/// The stored lines of a step (`GET .../logs`, JSON lines), or `None` while the engine does
+/// not answer.
+pub(crate) async fn log_lines(client: &reqwest::Client, engine: &str, run_id: i64, step: &str) -> Option<Vec<Value>> {
+    let response = client
+        .get(format!("{engine}/api/runs/{run_id}/steps/{step}/logs"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let text = response.text().await.ok()?;
+    text.lines().map(|line| serde_json::from_str(line).ok()).collect()
+}
