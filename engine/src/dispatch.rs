@@ -122,7 +122,9 @@ mod tests {
                 },
             )],
         };
-        plan.steps[0].env.insert("B".into(), "{{ steps.build-it.outputs.version }}".into());
+        plan.steps[0]
+            .env
+            .insert("B".into(), "{{ steps.build-it.outputs.version }}".into());
         plan
     }
 

@@ -45,7 +45,11 @@ impl From<anyhow::Error> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();
-        let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+        let status = if status.is_client_error() {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         ApiError::Client(status, rejection.body_text())
     }
 }
@@ -56,7 +60,10 @@ impl IntoResponse for ApiError {
             ApiError::Client(status, message) => (status, message),
             ApiError::Internal(error) => {
                 tracing::error!("request failed: {error:#}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_string(),
+                )
             }
         };
         (status, Json(ErrorBody { error })).into_response()

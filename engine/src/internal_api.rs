@@ -17,7 +17,9 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use runner::protocol::{self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse};
+use runner::protocol::{
+    self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse,
+};
 
 use crate::dispatch::Dispatch;
 use crate::events::Event;
@@ -73,7 +75,9 @@ impl RunnerAuth {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The caches hold plain values; a panic elsewhere cannot leave them half-written.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn router(state: InternalState) -> Router {
@@ -107,7 +111,13 @@ async fn register(
     let runner_id = state
         .executor
         .store()
-        .register_runner(&request.name, &labels_json, &tokens::hash_token(&session_token), request.ephemeral, now_ms())
+        .register_runner(
+            &request.name,
+            &labels_json,
+            &tokens::hash_token(&session_token),
+            request.ephemeral,
+            now_ms(),
+        )
         .await?;
     tracing::debug!(runner_id, name = %request.name, "runner registered");
     Ok(Json(wire::RegisterResponse {
@@ -123,9 +133,16 @@ async fn heartbeat(State(state): State<InternalState>, headers: HeaderMap) -> Ap
     Ok(Json(Ack {}))
 }
 
-async fn deregister(State(state): State<InternalState>, headers: HeaderMap) -> ApiResult<Json<Ack>> {
+async fn deregister(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
-    state.executor.store().runner_gone(runner.id, now_ms()).await?;
+    state
+        .executor
+        .store()
+        .runner_gone(runner.id, now_ms())
+        .await?;
     state.auth.forget_runner(runner.id);
     Ok(Json(Ack {}))
 }
@@ -146,10 +163,19 @@ async fn poll(
         let notified = events.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if let Some(claimed) = state.executor.store().claim(runner.id, &runner.label_sets, now_ms()).await? {
+        if let Some(claimed) = state
+            .executor
+            .store()
+            .claim(runner.id, &runner.label_sets, now_ms())
+            .await?
+        {
             remember_owner(&state, &runner, &claimed);
             match assignment(&state, claimed).await? {
-                Some(assignment) => return Ok(Json(PollResponse { assignment: Some(assignment) })),
+                Some(assignment) => {
+                    return Ok(Json(PollResponse {
+                        assignment: Some(assignment),
+                    }))
+                }
                 None => continue,
             }
         }
@@ -180,14 +206,20 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
         Ok(dispatch) => dispatch,
         Err(e) => {
             let report = fail(format!("unreadable dispatch document: {e}"));
-            state.executor.complete(claimed.attempt_id, None, &report).await?;
+            state
+                .executor
+                .complete(claimed.attempt_id, None, &report)
+                .await?;
             return Ok(None);
         }
     };
     let secrets = match state.executor.secret_values(&dispatch.secrets) {
         Ok(secrets) => secrets,
         Err(reason) => {
-            state.executor.complete(claimed.attempt_id, None, &fail(reason)).await?;
+            state
+                .executor
+                .complete(claimed.attempt_id, None, &fail(reason))
+                .await?;
             return Ok(None);
         }
     };
@@ -216,8 +248,14 @@ async fn started(
     let runner = authenticate(&state, &headers).await?;
     let owner = owned_attempt(&state, &runner, &attempt_id).await?;
     let attempt_id = parse_id(&attempt_id)?;
-    state.executor.store().start_attempt(attempt_id, runner.id, now_ms()).await?;
-    state.executor.events().send(Event::Step { run_id: owner.run_id });
+    state
+        .executor
+        .store()
+        .start_attempt(attempt_id, runner.id, now_ms())
+        .await?;
+    state.executor.events().send(Event::Step {
+        run_id: owner.run_id,
+    });
     Ok(Json(Ack {}))
 }
 
@@ -233,7 +271,9 @@ async fn logs(
     validate_batch(&batch)?;
     let store = state.executor.store();
     let attempt_id = parse_id(&attempt_id)?;
-    store.append_logs(owner.step_run_id, owner.number, &batch.lines).await?;
+    store
+        .append_logs(owner.step_run_id, owner.number, &batch.lines)
+        .await?;
     state.executor.events().send(Event::Logs {
         run_id: owner.run_id,
         step_run_id: owner.step_run_id,
@@ -253,7 +293,12 @@ async fn watch(
     let mut events = state.executor.events().subscribe();
     let deadline = tokio::time::Instant::now() + state.config.max_wait;
     loop {
-        if state.executor.store().attempt_should_stop(attempt_id).await? {
+        if state
+            .executor
+            .store()
+            .attempt_should_stop(attempt_id)
+            .await?
+        {
             return Ok(Json(wire::WatchResponse { cancel: true }));
         }
         let now = tokio::time::Instant::now();
@@ -301,13 +346,19 @@ async fn complete(
         reason: completion.reason,
         outputs: completion.outputs,
     };
-    state.executor.complete(attempt_id, Some(runner.id), &report).await?;
+    state
+        .executor
+        .complete(attempt_id, Some(runner.id), &report)
+        .await?;
     Ok(Json(Ack {}))
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    tokens::bearer(header).ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>'"))
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    tokens::bearer(header)
+        .ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>'"))
 }
 
 async fn authenticate(state: &InternalState, headers: &HeaderMap) -> ApiResult<AuthedRunner> {
@@ -318,8 +369,8 @@ async fn authenticate(state: &InternalState, headers: &HeaderMap) -> ApiResult<A
     let Some(row) = state.executor.store().live_runner_by_token(&hash).await? else {
         return Err(ApiError::unauthorized("unknown or expired runner token"));
     };
-    let labels: BTreeMap<String, String> =
-        serde_json::from_str(&row.labels).map_err(|e| anyhow::anyhow!("stored labels of runner {}: {e}", row.id))?;
+    let labels: BTreeMap<String, String> = serde_json::from_str(&row.labels)
+        .map_err(|e| anyhow::anyhow!("stored labels of runner {}: {e}", row.id))?;
     let runner = AuthedRunner {
         id: row.id,
         label_sets: Arc::new(label_subsets(&labels)),
@@ -333,7 +384,12 @@ async fn authenticate(state: &InternalState, headers: &HeaderMap) -> ApiResult<A
 }
 
 async fn still_live(state: &InternalState, runner: &AuthedRunner) -> ApiResult<()> {
-    if state.executor.store().heartbeat(runner.id, now_ms()).await? {
+    if state
+        .executor
+        .store()
+        .heartbeat(runner.id, now_ms())
+        .await?
+    {
         Ok(())
     } else {
         state.auth.forget_runner(runner.id);
@@ -360,7 +416,11 @@ fn remember_owner(state: &InternalState, runner: &AuthedRunner, claimed: &Claime
     );
 }
 
-async fn owned_attempt(state: &InternalState, runner: &AuthedRunner, raw_id: &str) -> ApiResult<AttemptOwner> {
+async fn owned_attempt(
+    state: &InternalState,
+    runner: &AuthedRunner,
+    raw_id: &str,
+) -> ApiResult<AttemptOwner> {
     let attempt_id = parse_id(raw_id)?;
     let cached = lock(&state.auth.owners).get(&attempt_id).copied();
     let owner = match cached {
@@ -381,7 +441,9 @@ async fn owned_attempt(state: &InternalState, runner: &AuthedRunner, raw_id: &st
         }
     };
     if owner.runner_id != runner.id {
-        return Err(ApiError::forbidden(format!("attempt {attempt_id} belongs to another runner")));
+        return Err(ApiError::forbidden(format!(
+            "attempt {attempt_id} belongs to another runner"
+        )));
     }
     Ok(owner)
 }
@@ -396,7 +458,9 @@ fn parse_id(raw: &str) -> ApiResult<i64> {
 fn validate_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -409,15 +473,24 @@ fn validate_name(name: &str) -> ApiResult<()> {
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
     if labels.len() > MAX_LABELS {
-        return Err(ApiError::bad_request(format!("at most {MAX_LABELS} labels, got {}", labels.len())));
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_LABELS} labels, got {}",
+            labels.len()
+        )));
     }
     for (key, value) in labels {
         let key_ok = !key.is_empty()
             && key.len() <= 63
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
-        let value_ok = value.len() <= 63 && !value.contains([',', '=']) && !value.chars().any(char::is_control);
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        let value_ok = value.len() <= 63
+            && !value.contains([',', '='])
+            && !value.chars().any(char::is_control);
         if !key_ok || !value_ok {
-            return Err(ApiError::bad_request(format!("invalid label '{key}={value}'")));
+            return Err(ApiError::bad_request(format!(
+                "invalid label '{key}={value}'"
+            )));
         }
     }
     Ok(())
@@ -443,7 +516,10 @@ fn validate_batch(batch: &LogBatch) -> ApiResult<()> {
             )));
         }
         if line.text.contains('\0') {
-            return Err(ApiError::bad_request(format!("line {} contains a NUL character", line.seq)));
+            return Err(ApiError::bad_request(format!(
+                "line {} contains a NUL character",
+                line.seq
+            )));
         }
     }
     Ok(())
@@ -451,17 +527,29 @@ fn validate_batch(batch: &LogBatch) -> ApiResult<()> {
 
 fn validate_outputs(outputs: &BTreeMap<String, String>) -> ApiResult<()> {
     if outputs.len() > wire::MAX_OUTPUTS {
-        return Err(ApiError::bad_request(format!("at most {} outputs", wire::MAX_OUTPUTS)));
+        return Err(ApiError::bad_request(format!(
+            "at most {} outputs",
+            wire::MAX_OUTPUTS
+        )));
     }
     for (key, value) in outputs {
         let key_ok = key.len() <= 128
-            && key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+            && key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
         if !key_ok {
-            return Err(ApiError::bad_request(format!("invalid output name '{key}'")));
+            return Err(ApiError::bad_request(format!(
+                "invalid output name '{key}'"
+            )));
         }
         if value.len() > wire::MAX_OUTPUT_VALUE_BYTES || value.contains('\0') {
-            return Err(ApiError::bad_request(format!("output '{key}' is too long or contains NUL")));
+            return Err(ApiError::bad_request(format!(
+                "output '{key}' is too long or contains NUL"
+            )));
         }
     }
     Ok(())
@@ -490,11 +578,15 @@ mod tests {
 
     #[test]
     fn label_subsets_cover_every_combination_in_canonical_order() {
-        let labels = BTreeMap::from([("os".to_string(), "linux".to_string()), ("gpu".to_string(), "a100".to_string())]);
+        let labels = BTreeMap::from([
+            ("os".to_string(), "linux".to_string()),
+            ("gpu".to_string(), "a100".to_string()),
+        ]);
         let mut sets = label_subsets(&labels);
         sets.sort();
         assert_eq!(sets, ["", "gpu=a100", "gpu=a100,os=linux", "os=linux"]);
-        let step: BTreeMap<String, String> = BTreeMap::from([("os".into(), "linux".into()), ("gpu".into(), "a100".into())]);
+        let step: BTreeMap<String, String> =
+            BTreeMap::from([("os".into(), "linux".into()), ("gpu".into(), "a100".into())]);
         let canonical = crate::store::canonical_labels(step.iter());
         assert!(sets.contains(&canonical));
     }

@@ -14,7 +14,10 @@ use crate::executor::{Executor, StartRun};
 pub enum LaunchError {
     /// The file could not be read.
     #[error("{path}: cannot read the file: {source}")]
-    Unreadable { path: String, source: std::io::Error },
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
     /// The workflow is invalid; the diagnostics say where.
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
@@ -52,7 +55,11 @@ pub async fn launch(
     let evaluated = match evaluator.evaluate(&shown, &source, ctx).await {
         Ok(evaluated) => evaluated,
         Err(EvalError::Invalid(problems)) => return Err(LaunchError::Invalid(problems)),
-        Err(e) => return Err(LaunchError::Internal(anyhow::Error::new(e).context("evaluating the workflow"))),
+        Err(e) => {
+            return Err(LaunchError::Internal(
+                anyhow::Error::new(e).context("evaluating the workflow"),
+            ))
+        }
     };
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let context_json = serde_json::to_string(ctx).context("serialising ctx")?;

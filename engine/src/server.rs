@@ -95,7 +95,12 @@ pub async fn start(
     let address = listener.local_addr().context("listener address")?;
     let url = format!("http://{address}");
     let events = Arc::new(Events::default());
-    let executor = Arc::new(Executor::new(store.clone(), events.clone(), config.secrets.clone(), config.max_parallel));
+    let executor = Arc::new(Executor::new(
+        store.clone(),
+        events.clone(),
+        config.secrets.clone(),
+        config.max_parallel,
+    ));
     let auth = Arc::new(RunnerAuth::default());
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();

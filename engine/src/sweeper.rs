@@ -28,7 +28,12 @@ pub struct SweeperConfig {
     pub timeout_grace: Duration,
 }
 
-pub async fn run(executor: Arc<Executor>, auth: Arc<RunnerAuth>, config: SweeperConfig, shutdown: CancellationToken) {
+pub async fn run(
+    executor: Arc<Executor>,
+    auth: Arc<RunnerAuth>,
+    config: SweeperConfig,
+    shutdown: CancellationToken,
+) {
     let started = now_ms();
     let mut ticks: u64 = 0;
     loop {
@@ -58,7 +63,9 @@ async fn sweep(
             auth.forget_runner(runner_id);
             for attempt_id in store.active_attempts_of(runner_id).await? {
                 tracing::info!(runner_id, attempt_id, "runner lost");
-                executor.complete(attempt_id, None, &failed("runner lost".into())).await?;
+                executor
+                    .complete(attempt_id, None, &failed("runner lost".into()))
+                    .await?;
             }
         }
     }
@@ -68,7 +75,7 @@ async fn sweep(
         executor.complete(attempt_id, None, &failed(reason)).await?;
     }
     // Every few ticks, move every active run on (cheap; covers missed notifications).
-    if ticks % 4 == 0 {
+    if ticks.is_multiple_of(4) {
         for run_id in store.active_runs().await? {
             executor.advance(run_id).await?;
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use engine::executor::StartRun;
 use engine::server::{self, EngineConfig, RunningEngine};
 use engine::store::Store;
-use eventsource_stream::Eventsource;
 use evaluator::plan::{Action, Plan, Step};
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use runner::protocol::{self as wire, LogBatch, LogLine, Stream, WorkspaceSource};
 use serde_json::{json, Value};
@@ -86,7 +86,13 @@ impl Harness {
     }
 
     async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
-        self.http.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     async fn poll(&self, token: &str) -> wire::Assignment {
@@ -111,14 +117,27 @@ impl Harness {
                 .collect(),
         };
         let response = self
-            .post(token, &wire::logs_path(attempt), serde_json::to_value(batch).unwrap())
+            .post(
+                token,
+                &wire::logs_path(attempt),
+                serde_json::to_value(batch).unwrap(),
+            )
             .await;
-        assert!(response.status().is_success(), "{:?}", response.text().await);
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
     }
 }
 
 fn bash(id: &str, command: &str) -> Step {
-    Step::new(id, Action::Bash { command: command.into() })
+    Step::new(
+        id,
+        Action::Bash {
+            command: command.into(),
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +149,8 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     assert_eq!(assignment.step_id, "build");
     assert_eq!(assignment.env["PLUE_ATTEMPT"], "1");
     let attempt = assignment.attempt_id;
-    h.post(&token, &wire::started_path(attempt), json!({})).await;
+    h.post(&token, &wire::started_path(attempt), json!({}))
+        .await;
     h.send_lines(&token, attempt, 1..=100).await;
     // A resend of lines already stored (a runner retrying) must not duplicate them.
     h.send_lines(&token, attempt, 90..=100).await;
@@ -148,7 +168,11 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     let mut events = response.bytes_stream().eventsource();
     let mut seen = Vec::new();
     while seen.len() < 60 {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(event.id.clone());
     }
     // Live lines arrive on the open stream; then the step ends and so does the stream.
@@ -162,7 +186,11 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
         .await;
     assert!(done.status().is_success());
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if event.event == "end" {
             break;
         }
@@ -181,11 +209,22 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
         .text()
         .await
         .unwrap();
-    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 150);
     assert_eq!(lines[149]["text"], "line 150");
 
-    let run: Value = h.http.get(h.url(&format!("/api/runs/{run_id}"))).send().await.unwrap().json().await.unwrap();
+    let run: Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["steps"][0]["outputs"]["k"], "v");
     assert_eq!(run["steps"][0]["attempts"], 1);
@@ -203,28 +242,68 @@ async fn cancelling_through_the_api_reaches_the_runner() {
         let url = h.url(&wire::watch_path(assignment.attempt_id));
         let token = token.clone();
         tokio::spawn(async move {
-            http.post(url).bearer_auth(token).json(&json!({})).send().await.unwrap().json::<wire::WatchResponse>().await.unwrap()
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json::<wire::WatchResponse>()
+                .await
+                .unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let path = format!("/api/runs/{run_id}/cancel");
     let unauthorized = h.http.post(h.url(&path)).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
-    let wrong = h.http.post(h.url(&path)).bearer_auth("nope").send().await.unwrap();
+    let wrong = h
+        .http
+        .post(h.url(&path))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let cancelled = h.http.post(h.url(&path)).bearer_auth(ADMIN).send().await.unwrap();
+    let cancelled = h
+        .http
+        .post(h.url(&path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cancelled.status(), 200);
-    let answer = tokio::time::timeout(Duration::from_secs(5), watch).await.unwrap().unwrap();
-    assert!(answer.cancel, "the held watch returns as soon as the run is cancelled");
+    let answer = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.cancel,
+        "the held watch returns as soon as the run is cancelled"
+    );
     h.post(
         &token,
         &wire::complete_path(assignment.attempt_id),
         json!({"outcome": "cancelled", "exit_code": null, "reason": "cancelled", "outputs": {}, "lines": 0}),
     )
     .await;
-    let run: Value = h.http.get(h.url(&format!("/api/runs/{run_id}"))).send().await.unwrap().json().await.unwrap();
+    let run: Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(run["status"], "cancelled");
-    let again = h.http.post(h.url(&path)).bearer_auth(ADMIN).send().await.unwrap();
+    let again = h
+        .http
+        .post(h.url(&path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 409);
     h.engine.shutdown().await;
 }
@@ -234,13 +313,53 @@ async fn bad_requests_get_4xx_with_a_message() {
     let h = harness().await;
     let token = h.register("checker").await;
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
-        (h.http.post(h.url(wire::POLL)).json(&json!({"wait_ms": 1})), 401),
-        (h.http.post(h.url(wire::REGISTER)).bearer_auth("wrong").json(&json!({"name": "x", "ephemeral": true})), 401),
-        (h.http.post(h.url(wire::REGISTER)).bearer_auth(REGISTRATION).json(&json!({"name": "bad name!", "ephemeral": true})), 400),
-        (h.http.post(h.url(wire::POLL)).bearer_auth(&token).body("{not json").header("content-type", "application/json"), 400),
-        (h.http.post(h.url(wire::POLL)).bearer_auth(&token).json(&json!({"wait_ms": 1, "extra": true})), 422),
-        (h.http.post(h.url("/internal/attempts/abc/logs")).bearer_auth(&token).json(&json!({"lines": []})), 400),
-        (h.http.post(h.url("/internal/attempts/999999/logs")).bearer_auth(&token).json(&json!({"lines": []})), 404),
+        (
+            h.http.post(h.url(wire::POLL)).json(&json!({"wait_ms": 1})),
+            401,
+        ),
+        (
+            h.http
+                .post(h.url(wire::REGISTER))
+                .bearer_auth("wrong")
+                .json(&json!({"name": "x", "ephemeral": true})),
+            401,
+        ),
+        (
+            h.http
+                .post(h.url(wire::REGISTER))
+                .bearer_auth(REGISTRATION)
+                .json(&json!({"name": "bad name!", "ephemeral": true})),
+            400,
+        ),
+        (
+            h.http
+                .post(h.url(wire::POLL))
+                .bearer_auth(&token)
+                .body("{not json")
+                .header("content-type", "application/json"),
+            400,
+        ),
+        (
+            h.http
+                .post(h.url(wire::POLL))
+                .bearer_auth(&token)
+                .json(&json!({"wait_ms": 1, "extra": true})),
+            422,
+        ),
+        (
+            h.http
+                .post(h.url("/internal/attempts/abc/logs"))
+                .bearer_auth(&token)
+                .json(&json!({"lines": []})),
+            400,
+        ),
+        (
+            h.http
+                .post(h.url("/internal/attempts/999999/logs"))
+                .bearer_auth(&token)
+                .json(&json!({"lines": []})),
+            404,
+        ),
         (h.http.get(h.url("/api/runs/x")), 400),
         (h.http.get(h.url("/api/runs/12345")), 404),
         (h.http.get(h.url("/api/runs/1/steps/a/logs?after=zz")), 404),
@@ -250,7 +369,10 @@ async fn bad_requests_get_4xx_with_a_message() {
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_eq!(status, expected, "{body}");
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{status}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{status}: {body}"
+        );
     }
     h.engine.shutdown().await;
 }

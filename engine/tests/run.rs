@@ -44,7 +44,11 @@ impl Ran {
             .filter(|l| l.starts_with(&prefix))
             .filter_map(|l| l.split_once(" | ").map(|(_, text)| text.to_string()))
             // Leave out the printer's own transition lines.
-            .filter(|text| !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ "].iter().any(|m| text.starts_with(m)))
+            .filter(|text| {
+                !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ "]
+                    .iter()
+                    .any(|m| text.starts_with(m))
+            })
             .collect()
     }
 }
@@ -61,14 +65,25 @@ fn run(workflow: &str, extra: &[&str]) -> Ran {
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
     let output = plue()
         .current_dir(dir.path())
-        .args(["run", "w.plue.py", "--runners", "3", "--summary-json", "summary.json"])
+        .args([
+            "run",
+            "w.plue.py",
+            "--runners",
+            "3",
+            "--summary-json",
+            "summary.json",
+        ])
         .args(extra)
         .output()
         .expect("plue runs");
     let summary = std::fs::read_to_string(dir.path().join("summary.json"))
         .map(|text| serde_json::from_str(&text).unwrap())
         .unwrap_or(Value::Null);
-    Ran { output, summary, dir }
+    Ran {
+        output,
+        summary,
+        dir,
+    }
 }
 
 fn plan(steps: &str) -> String {
@@ -90,7 +105,12 @@ fn outputs_flow_to_dependents_and_the_run_succeeds() {
         ),
         &[],
     );
-    assert!(ran.output.status.success(), "{}\n{}", ran.stdout(), ran.stderr());
+    assert!(
+        ran.output.status.success(),
+        "{}\n{}",
+        ran.stdout(),
+        ran.stderr()
+    );
     assert_eq!(ran.summary["status"], "succeeded");
     assert_eq!(ran.lines_of("use-it"), ["got 2.0.42"]);
     assert_eq!(ran.lines_of("multi"), ["2"]);
@@ -101,7 +121,11 @@ fn outputs_flow_to_dependents_and_the_run_succeeds() {
         assert_eq!(ran.step(id)["exit_code"], 0);
         assert!(ran.step(id)["duration_ms"].as_i64().unwrap() >= 0);
     }
-    assert!(ran.stderr().contains("STEP"), "the summary table is printed: {}", ran.stderr());
+    assert!(
+        ran.stderr().contains("STEP"),
+        "the summary table is printed: {}",
+        ran.stderr()
+    );
 }
 
 #[test]
@@ -131,8 +155,16 @@ fn failures_skip_dependents_and_when_decides_what_runs() {
     assert_eq!(ran.status("on-failure"), "succeeded");
     assert_eq!(ran.status("always"), "succeeded");
     assert_eq!(ran.status("on-failure-of-ok"), "skipped");
-    assert!(ran.stdout().contains("✗ failed: exit code 3"), "{}", ran.stdout());
-    assert!(ran.stderr().contains("failed steps: broken"), "{}", ran.stderr());
+    assert!(
+        ran.stdout().contains("✗ failed: exit code 3"),
+        "{}",
+        ran.stdout()
+    );
+    assert!(
+        ran.stderr().contains("failed steps: broken"),
+        "{}",
+        ran.stderr()
+    );
 }
 
 #[test]
@@ -148,12 +180,21 @@ fn retries_count_attempts_and_back_off() {
     );
     assert_eq!(ran.status("third-time"), "succeeded");
     assert_eq!(ran.step("third-time")["attempts"], 3);
-    assert_eq!(ran.lines_of("third-time").iter().filter(|l| l.starts_with("attempt")).count(), 3);
+    assert_eq!(
+        ran.lines_of("third-time")
+            .iter()
+            .filter(|l| l.starts_with("attempt"))
+            .count(),
+        3
+    );
     assert_eq!(ran.status("always-fails"), "failed");
     assert_eq!(ran.step("always-fails")["attempts"], 2);
     assert_eq!(ran.step("always-fails")["exit_code"], 7);
     let out = ran.stdout();
-    assert!(out.contains("retrying in 1s") && out.contains("retrying in 2s"), "doubling backoff: {out}");
+    assert!(
+        out.contains("retrying in 1s") && out.contains("retrying in 2s"),
+        "doubling backoff: {out}"
+    );
 }
 
 #[test]
@@ -169,7 +210,11 @@ fn a_timeout_kills_the_step_and_its_background_children() {
         &[],
     );
     assert_eq!(ran.status("slow"), "failed");
-    assert!(ran.stdout().contains("timed out after 1s"), "{}", ran.stdout());
+    assert!(
+        ran.stdout().contains("timed out after 1s"),
+        "{}",
+        ran.stdout()
+    );
     assert_eq!(ran.status("after"), "succeeded");
     let survivors: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -177,7 +222,10 @@ fn a_timeout_kills_the_step_and_its_background_children() {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(&marker))
         .collect();
-    assert!(survivors.is_empty(), "background children outlived the step: {survivors:?}");
+    assert!(
+        survivors.is_empty(),
+        "background children outlived the step: {survivors:?}"
+    );
 }
 
 #[test]
@@ -212,7 +260,11 @@ fn secrets_reach_steps_but_never_the_logs_or_the_store() {
     );
     assert_eq!(ran.summary["status"], "succeeded", "{}", ran.stdout());
     assert_eq!(ran.lines_of("use")[..2], ["token=***", "***"]);
-    assert_eq!(ran.lines_of("no-secret"), ["token=unset"], "only steps naming a secret get it");
+    assert_eq!(
+        ran.lines_of("no-secret"),
+        ["token=unset"],
+        "only steps naming a secret get it"
+    );
     assert!(!ran.stdout().contains(secret) && !ran.stderr().contains(secret));
     let found = grep_dir(&ran.dir.path().join(".plue"), secret.as_bytes());
     assert!(found.is_empty(), "the secret is stored in {found:?}");
@@ -220,9 +272,16 @@ fn secrets_reach_steps_but_never_the_logs_or_the_store() {
 
 #[test]
 fn a_missing_secret_fails_the_step_with_its_name() {
-    let ran = run(&plan(r#"        Step.bash("use", "echo $NOPE", secrets=["NOPE"]),"#), &[]);
+    let ran = run(
+        &plan(r#"        Step.bash("use", "echo $NOPE", secrets=["NOPE"]),"#),
+        &[],
+    );
     assert_eq!(ran.status("use"), "failed");
-    assert!(ran.stdout().contains("secret 'NOPE' is not set"), "{}", ran.stdout());
+    assert!(
+        ran.stdout().contains("secret 'NOPE' is not set"),
+        "{}",
+        ran.stdout()
+    );
 }
 
 #[test]
@@ -238,7 +297,11 @@ fn a_missing_output_fails_the_step_that_reads_it() {
     );
     assert_eq!(ran.status("b"), "failed");
     assert_eq!(ran.step("b")["attempts"], 0);
-    assert!(ran.stdout().contains("steps.a.outputs.nothing"), "{}", ran.stdout());
+    assert!(
+        ran.stdout().contains("steps.a.outputs.nothing"),
+        "{}",
+        ran.stdout()
+    );
 }
 
 #[test]
@@ -265,7 +328,14 @@ fn ctrl_c_cancels_the_run_and_kills_its_steps() {
     .unwrap();
     let mut child = plue()
         .current_dir(dir.path())
-        .args(["run", "w.plue.py", "--runners", "1", "--summary-json", "s.json"])
+        .args([
+            "run",
+            "w.plue.py",
+            "--runners",
+            "1",
+            "--summary-json",
+            "s.json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -275,13 +345,28 @@ fn ctrl_c_cancels_the_run_and_kills_its_steps() {
         assert!(Instant::now() < deadline, "the step never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let status = wait_with_deadline(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(130));
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
     assert_eq!(summary["status"], "cancelled");
-    assert!(summary["steps"].as_array().unwrap().iter().all(|s| s["status"] == "cancelled"), "{summary}");
-    assert!(!proc_has(&marker), "the cancelled step's process is still running");
+    assert!(
+        summary["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "cancelled"),
+        "{summary}"
+    );
+    assert!(
+        !proc_has(&marker),
+        "the cancelled step's process is still running"
+    );
 }
 
 #[test]
@@ -295,19 +380,29 @@ fn the_readme_demo_succeeds() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("built demo-1.4.42.tar from"), "{stdout}");
 }
 
 fn proc_has(needle: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(needle))
-            .unwrap_or(false)
-    })
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
 }
 
-fn wait_with_deadline(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+fn wait_with_deadline(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -324,7 +419,10 @@ fn wait_with_deadline(child: &mut std::process::Child, limit: Duration) -> std::
 /// Files under `dir` whose bytes contain `needle`.
 fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()) {
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
         if entry.file_type().is_file() {
             if let Ok(bytes) = std::fs::read(entry.path()) {
                 if bytes.windows(needle.len()).any(|w| w == needle) {

@@ -16,7 +16,9 @@ use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)") {
+    if let Some(server) =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
+    {
         let url = server.new_database().unwrap();
         stores.push((Store::connect(&url).await.unwrap(), None));
     }
@@ -33,7 +35,12 @@ fn plan(steps: Vec<Step>) -> Plan {
 }
 
 fn bash(id: &str) -> Step {
-    Step::new(id, Action::Bash { command: format!("echo {id}") })
+    Step::new(
+        id,
+        Action::Bash {
+            command: format!("echo {id}"),
+        },
+    )
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
@@ -57,12 +64,23 @@ async fn start(executor: &Executor, plan: &Plan) -> i64 {
 }
 
 fn executor(store: &Store) -> Executor {
-    Executor::new(store.clone(), Arc::new(Events::default()), BTreeMap::new(), 1000)
+    Executor::new(
+        store.clone(),
+        Arc::new(Events::default()),
+        BTreeMap::new(),
+        1000,
+    )
 }
 
 async fn runner(store: &Store, name: &str) -> i64 {
     store
-        .register_runner(name, "{}", &format!("hash-{name}-{}", now_ms()), true, now_ms())
+        .register_runner(
+            name,
+            "{}",
+            &format!("hash-{name}-{}", now_ms()),
+            true,
+            now_ms(),
+        )
         .await
         .unwrap()
 }
@@ -103,9 +121,16 @@ async fn concurrent_claimers_never_take_the_same_step() {
         let all: Vec<String> = claims.into_iter().flatten().collect();
         let unique: HashSet<&String> = all.iter().collect();
         assert_eq!(all.len(), 60, "{} on {}", all.len(), store.backend());
-        assert_eq!(unique.len(), 60, "a step was claimed twice on {}", store.backend());
+        assert_eq!(
+            unique.len(),
+            60,
+            "a step was claimed twice on {}",
+            store.backend()
+        );
         let steps = store.step_runs(run_id).await.unwrap();
-        assert!(steps.iter().all(|s| s.status == "claimed" && s.attempts == 1));
+        assert!(steps
+            .iter()
+            .all(|s| s.status == "claimed" && s.attempts == 1));
     }
 }
 
@@ -117,8 +142,17 @@ async fn labels_decide_which_runner_may_claim() {
         gpu.runner.insert("gpu".into(), "a100".into());
         let run_id = start(&executor, &plan(vec![gpu])).await;
         let plain = runner(&store, "plain").await;
-        assert!(store.claim(plain, &[String::new()], now_ms()).await.unwrap().is_none());
-        let sets = vec![String::new(), "gpu=a100".into(), "gpu=a100,os=linux".into(), "os=linux".into()];
+        assert!(store
+            .claim(plain, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .is_none());
+        let sets = vec![
+            String::new(),
+            "gpu=a100".into(),
+            "gpu=a100,os=linux".into(),
+            "os=linux".into(),
+        ];
         let claimed = store.claim(plain, &sets, now_ms()).await.unwrap().unwrap();
         assert_eq!((claimed.run_id, claimed.step_id.as_str()), (run_id, "gpu"));
     }
@@ -157,8 +191,14 @@ async fn log_appends_are_idempotent_and_read_in_order() {
             .collect();
         assert_eq!(store.append_logs(step.id, 1, &lines).await.unwrap(), 2500);
         // The same batch again (a runner retrying after a lost answer) adds nothing.
-        assert_eq!(store.append_logs(step.id, 1, &lines[1000..]).await.unwrap(), 0);
-        assert_eq!(store.append_logs(step.id, 2, &lines[..10]).await.unwrap(), 10);
+        assert_eq!(
+            store.append_logs(step.id, 1, &lines[1000..]).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.append_logs(step.id, 2, &lines[..10]).await.unwrap(),
+            10
+        );
         assert_eq!(store.count_logs(step.id).await.unwrap(), 2510);
         let mut cursor = (0, 0);
         let mut read = Vec::new();
@@ -182,22 +222,51 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
         let mut flaky = bash("flaky");
         flaky.retries = 1;
         flaky.backoff = 5;
-        let run_id = start(&executor, &plan(vec![flaky, bash("next").after(&["flaky"])])).await;
+        let run_id = start(
+            &executor,
+            &plan(vec![flaky, bash("next").after(&["flaky"])]),
+        )
+        .await;
         let runner_id = runner(&store, "r").await;
-        let claimed = store.claim(runner_id, &[String::new()], now_ms()).await.unwrap().unwrap();
+        let claimed = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .unwrap();
         let failed = report(Outcome::Failed, Some("exit code 1"));
-        assert!(executor.complete(claimed.attempt_id, Some(runner_id), &failed).await.unwrap());
+        assert!(executor
+            .complete(claimed.attempt_id, Some(runner_id), &failed)
+            .await
+            .unwrap());
         // A repeated report (a runner retrying) changes nothing.
-        assert!(!executor.complete(claimed.attempt_id, Some(runner_id), &failed).await.unwrap());
+        assert!(!executor
+            .complete(claimed.attempt_id, Some(runner_id), &failed)
+            .await
+            .unwrap());
         let step = store.step_run(run_id, "flaky").await.unwrap().unwrap();
         assert_eq!(step.status, "queued");
         assert!(step.reason.unwrap().contains("retrying in 5s"));
         // Not claimable before its backoff has passed; claimable after.
-        assert!(store.claim(runner_id, &[String::new()], now_ms()).await.unwrap().is_none());
+        assert!(store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .is_none());
         let later = now_ms() + 5_001;
-        let second = store.claim(runner_id, &[String::new()], later).await.unwrap().unwrap();
+        let second = store
+            .claim(runner_id, &[String::new()], later)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(second.number, 2);
-        executor.complete(second.attempt_id, Some(runner_id), &report(Outcome::Succeeded, None)).await.unwrap();
+        executor
+            .complete(
+                second.attempt_id,
+                Some(runner_id),
+                &report(Outcome::Succeeded, None),
+            )
+            .await
+            .unwrap();
         let next = store.step_run(run_id, "next").await.unwrap().unwrap();
         assert_eq!(next.status, "queued");
     }
@@ -210,10 +279,20 @@ async fn another_runner_cannot_complete_an_attempt() {
         start(&executor, &plan(vec![bash("a")])).await;
         let owner = runner(&store, "owner").await;
         let intruder = runner(&store, "intruder").await;
-        let claimed = store.claim(owner, &[String::new()], now_ms()).await.unwrap().unwrap();
+        let claimed = store
+            .claim(owner, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .unwrap();
         let done = report(Outcome::Succeeded, None);
-        assert!(!executor.complete(claimed.attempt_id, Some(intruder), &done).await.unwrap());
-        assert!(executor.complete(claimed.attempt_id, Some(owner), &done).await.unwrap());
+        assert!(!executor
+            .complete(claimed.attempt_id, Some(intruder), &done)
+            .await
+            .unwrap());
+        assert!(executor
+            .complete(claimed.attempt_id, Some(owner), &done)
+            .await
+            .unwrap());
     }
 }
 
@@ -221,23 +300,48 @@ async fn another_runner_cannot_complete_an_attempt() {
 async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
     for (store, _dir) in stores().await {
         let executor = executor(&store);
-        let run_id = start(&executor, &plan(vec![bash("a"), bash("b").after(&["a"]), bash("c")])).await;
+        let run_id = start(
+            &executor,
+            &plan(vec![bash("a"), bash("b").after(&["a"]), bash("c")]),
+        )
+        .await;
         let runner_id = runner(&store, "r").await;
-        let claimed = store.claim(runner_id, &[String::new()], now_ms()).await.unwrap().unwrap();
+        let claimed = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!store.attempt_should_stop(claimed.attempt_id).await.unwrap());
         assert!(executor.cancel(run_id).await.unwrap());
         assert!(store.attempt_should_stop(claimed.attempt_id).await.unwrap());
-        let statuses: Vec<String> = store.step_runs(run_id).await.unwrap().into_iter().map(|s| s.status).collect();
+        let statuses: Vec<String> = store
+            .step_runs(run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.status)
+            .collect();
         // The claimed step waits for its runner's report; the others are cancelled now.
-        assert_eq!(statuses.iter().filter(|s| *s == "cancelled").count(), 2, "{statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|s| *s == "cancelled").count(),
+            2,
+            "{statuses:?}"
+        );
         assert_eq!(store.run(run_id).await.unwrap().unwrap().status, "running");
         executor
-            .complete(claimed.attempt_id, Some(runner_id), &report(Outcome::Cancelled, Some("cancelled")))
+            .complete(
+                claimed.attempt_id,
+                Some(runner_id),
+                &report(Outcome::Cancelled, Some("cancelled")),
+            )
             .await
             .unwrap();
         let run = store.run(run_id).await.unwrap().unwrap();
         assert_eq!(run.status, "cancelled");
-        assert!(!executor.cancel(run_id).await.unwrap(), "a final run cannot be cancelled again");
+        assert!(
+            !executor.cancel(run_id).await.unwrap(),
+            "a final run cannot be cancelled again"
+        );
     }
 }
 
@@ -251,6 +355,9 @@ async fn silent_runners_are_declared_lost_once() {
         let lost = store.mark_lost(now + 5_000, now).await.unwrap();
         assert_eq!(lost, vec![a]);
         assert!(store.mark_lost(now + 5_000, now).await.unwrap().is_empty());
-        assert!(!store.heartbeat(a, now).await.unwrap(), "a lost runner stays lost");
+        assert!(
+            !store.heartbeat(a, now).await.unwrap(),
+            "a lost runner stays lost"
+        );
     }
 }

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mask::Masker;
 use crate::process::{self, Ending, ProcessSpec};
-use crate::protocol::{self as wire, Assignment, Completion, LogBatch, LogLine, Outcome, StepAction, Stream};
+use crate::protocol::{
+    self as wire, Assignment, Completion, LogBatch, LogLine, Outcome, StepAction, Stream,
+};
 use crate::{outputs, workspace};
 
 /// The environment variable the registration token may come from; removed from steps.
@@ -55,11 +57,16 @@ const POLL_WAIT: Duration = Duration::from_secs(20);
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let engine = Engine::new(&config)?;
     let registered: wire::RegisterResponse = engine
-        .send(wire::REGISTER, &wire::RegisterRequest {
-            name: config.name.clone(),
-            labels: config.labels.clone(),
-            ephemeral: config.ephemeral,
-        }, None, &shutdown)
+        .send(
+            wire::REGISTER,
+            &wire::RegisterRequest {
+                name: config.name.clone(),
+                labels: config.labels.clone(),
+                ephemeral: config.ephemeral,
+            },
+            None,
+            &shutdown,
+        )
         .await
         .context("registering with the engine")?;
     let engine = engine.with_session(registered.session_token);
@@ -85,7 +92,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     result
 }
 
-async fn work(engine: &Engine, config: &AgentConfig, stop: &CancellationToken) -> anyhow::Result<()> {
+async fn work(
+    engine: &Engine,
+    config: &AgentConfig,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut python = None;
     while !stop.is_cancelled() {
         let poll = wire::PollRequest {
@@ -112,7 +123,9 @@ async fn heartbeats(engine: Engine, interval: Duration, stop: CancellationToken)
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let beat = engine.send_once::<_, wire::Ack>(wire::HEARTBEAT, &wire::Ack {}, None).await;
+        let beat = engine
+            .send_once::<_, wire::Ack>(wire::HEARTBEAT, &wire::Ack {}, None)
+            .await;
         if let Err(SendError::Gone(message)) = beat {
             tracing::warn!("the engine no longer knows this runner: {message}");
             engine.forgotten.store(true, Ordering::Relaxed);
@@ -131,7 +144,9 @@ async fn execute(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let attempt = assignment.attempt_id;
-    let dir = config.work_dir.join(format!("attempt-{attempt}-{}", std::process::id()));
+    let dir = config
+        .work_dir
+        .join(format!("attempt-{attempt}-{}", std::process::id()));
     let workspace_dir = dir.join("workspace");
     let output_file = dir.join("output");
     let cancel = stop.child_token();
@@ -148,16 +163,33 @@ async fn execute(
         })
     };
     let (lines_tx, lines_rx) = mpsc::channel::<(Stream, String)>(8192);
-    let sender = tokio::spawn(send_logs(engine.clone(), attempt, lines_rx, masker, cancel.clone(), stop.clone()));
+    let sender = tokio::spawn(send_logs(
+        engine.clone(),
+        attempt,
+        lines_rx,
+        masker,
+        cancel.clone(),
+        stop.clone(),
+    ));
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
     let prepared = prepare(&assignment, &workspace_dir, &output_file).await;
     let (outcome, exit_code, reason, outputs) = match prepared {
-        Err(e) => (Outcome::Failed, None, Some(format!("workspace: {e:#}")), BTreeMap::new()),
+        Err(e) => (
+            Outcome::Failed,
+            None,
+            Some(format!("workspace: {e:#}")),
+            BTreeMap::new(),
+        ),
         Ok(()) => {
             let spec = spec_for(&assignment, &workspace_dir, &output_file, python).await;
             match spec {
-                Err(e) => (Outcome::Failed, None, Some(format!("{e:#}")), BTreeMap::new()),
+                Err(e) => (
+                    Outcome::Failed,
+                    None,
+                    Some(format!("{e:#}")),
+                    BTreeMap::new(),
+                ),
                 Ok(spec) => run_process(spec, &assignment, &output_file, &lines_tx, &cancel).await,
             }
         }
@@ -176,18 +208,29 @@ async fn execute(
     // Report even when asked to stop: the engine must learn how the attempt ended.
     let report_stop = CancellationToken::new();
     let done = engine
-        .send::<_, wire::Ack>(&wire::complete_path(attempt), &completion, None, &report_stop)
+        .send::<_, wire::Ack>(
+            &wire::complete_path(attempt),
+            &completion,
+            None,
+            &report_stop,
+        )
         .await;
     let dir_to_remove = dir.clone();
     tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir_to_remove));
     done.map(|_| ()).context("reporting the attempt's end")
 }
 
-async fn prepare(assignment: &Assignment, workspace_dir: &Path, output_file: &Path) -> anyhow::Result<()> {
+async fn prepare(
+    assignment: &Assignment,
+    workspace_dir: &Path,
+    output_file: &Path,
+) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(workspace_dir)
         .await
         .with_context(|| format!("creating {}", workspace_dir.display()))?;
-    tokio::fs::write(output_file, b"").await.context("creating the output file")?;
+    tokio::fs::write(output_file, b"")
+        .await
+        .context("creating the output file")?;
     workspace::prepare(&assignment.workspace, workspace_dir).await
 }
 
@@ -200,7 +243,14 @@ async fn spec_for(
     let (program, args) = match &assignment.action {
         StepAction::Bash { command } => (
             PathBuf::from("bash"),
-            vec!["--noprofile".into(), "--norc".into(), "-eo".into(), "pipefail".into(), "-c".into(), command.clone()],
+            vec![
+                "--noprofile".into(),
+                "--norc".into(),
+                "-eo".into(),
+                "pipefail".into(),
+                "-c".into(),
+                command.clone(),
+            ],
         ),
         StepAction::Python { script } => {
             if python.is_none() {
@@ -211,7 +261,12 @@ async fn spec_for(
         }
     };
     let mut env = assignment.env.clone();
-    env.extend(assignment.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(
+        assignment
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     env.insert("PLUE_OUTPUT".into(), output_file.display().to_string());
     env.insert("PLUE_WORKSPACE".into(), workspace_dir.display().to_string());
     Ok(ProcessSpec {
@@ -224,7 +279,12 @@ async fn spec_for(
     })
 }
 
-type Ended = (Outcome, Option<i32>, Option<String>, BTreeMap<String, String>);
+type Ended = (
+    Outcome,
+    Option<i32>,
+    Option<String>,
+    BTreeMap<String, String>,
+);
 
 async fn run_process(
     spec: ProcessSpec,
@@ -236,11 +296,21 @@ async fn run_process(
     let timeout = spec.timeout;
     let result = match process::run(spec, lines.clone(), cancel.clone()).await {
         Ok(result) => result,
-        Err(e) => return (Outcome::Failed, None, Some(format!("cannot start the step: {e}")), BTreeMap::new()),
+        Err(e) => {
+            return (
+                Outcome::Failed,
+                None,
+                Some(format!("cannot start the step: {e}")),
+                BTreeMap::new(),
+            )
+        }
     };
     let reason = result.reason(timeout);
     let notice = match result.ending {
-        Ending::TimedOut => Some(format!("step timed out after {}s; its processes were killed", assignment.timeout_secs)),
+        Ending::TimedOut => Some(format!(
+            "step timed out after {}s; its processes were killed",
+            assignment.timeout_secs
+        )),
         Ending::Cancelled => Some("step cancelled; its processes were killed".to_string()),
         _ => None,
     };
@@ -251,8 +321,18 @@ async fn run_process(
     match (result.ending, outputs) {
         (Ending::Cancelled, _) => (Outcome::Cancelled, None, reason, BTreeMap::new()),
         (Ending::Exited(0), Ok(outputs)) => (Outcome::Succeeded, Some(0), None, outputs),
-        (Ending::Exited(0), Err(e)) => (Outcome::Failed, Some(0), Some(e.to_string()), BTreeMap::new()),
-        (_, outputs) => (Outcome::Failed, result.exit_code(), reason, outputs.unwrap_or_default()),
+        (Ending::Exited(0), Err(e)) => (
+            Outcome::Failed,
+            Some(0),
+            Some(e.to_string()),
+            BTreeMap::new(),
+        ),
+        (_, outputs) => (
+            Outcome::Failed,
+            result.exit_code(),
+            reason,
+            outputs.unwrap_or_default(),
+        ),
     }
 }
 
@@ -268,7 +348,10 @@ async fn resolve_python() -> anyhow::Result<PathBuf> {
         .context("python steps need python3 on PATH (or PLUE_PYTHON)")?;
     let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if !output.status.success() || path.is_empty() {
-        bail!("python3 did not report its executable: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "python3 did not report its executable: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(PathBuf::from(path))
 }
@@ -293,13 +376,20 @@ async fn send_logs(
             seq += 1;
             bytes += text.len();
             let text = masker.mask(&text).into_owned();
-            batch.push(LogLine { seq, stream, text, ts_ms: now_ms() });
+            batch.push(LogLine {
+                seq,
+                stream,
+                text,
+                ts_ms: now_ms(),
+            });
             if batch.len() >= wire::MAX_BATCH_LINES || bytes >= MAX_BATCH_BYTES {
                 break;
             }
             next = lines.try_recv().ok();
         }
-        let body = LogBatch { lines: std::mem::take(&mut batch) };
+        let body = LogBatch {
+            lines: std::mem::take(&mut batch),
+        };
         let ack: wire::LogAck = engine.send(&path, &body, None, &stop).await?;
         if ack.cancel {
             cancel.cancel();
@@ -312,7 +402,14 @@ async fn send_logs(
 async fn watch_cancel(engine: Engine, attempt: i64, cancel: CancellationToken) {
     let path = wire::watch_path(attempt);
     loop {
-        match engine.send_once::<_, wire::WatchResponse>(&path, &wire::Ack {}, Some(Duration::from_secs(40))).await {
+        match engine
+            .send_once::<_, wire::WatchResponse>(
+                &path,
+                &wire::Ack {},
+                Some(Duration::from_secs(40)),
+            )
+            .await
+        {
             Ok(response) if response.cancel => {
                 cancel.cancel();
                 return;
@@ -324,7 +421,9 @@ async fn watch_cancel(engine: Engine, attempt: i64, cancel: CancellationToken) {
 }
 
 fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -389,7 +488,11 @@ impl Engine {
                 Ok(response) => return Ok(response),
                 Err(SendError::Unavailable(message)) => {
                     if first_failure.elapsed() > self.give_up_after {
-                        bail!("the engine at {} has been unreachable for {:?}: {message}", self.base, self.give_up_after);
+                        bail!(
+                            "the engine at {} has been unreachable for {:?}: {message}",
+                            self.base,
+                            self.give_up_after
+                        );
                     }
                     tracing::debug!("{path}: {message}; retrying in {delay:?}");
                     tokio::select! {

@@ -223,13 +223,21 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let err = serde_json::from_str::<PollRequest>(r#"{"wait_ms": 5, "extra": 1}"#);
-        assert!(err.unwrap_err().to_string().contains("unknown field `extra`"));
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `extra`"));
     }
 
     #[test]
     fn actions_and_workspaces_are_tagged() {
         let action: StepAction = serde_json::from_str(r#"{"kind":"bash","command":"ls"}"#).unwrap();
-        assert_eq!(action, StepAction::Bash { command: "ls".into() });
+        assert_eq!(
+            action,
+            StepAction::Bash {
+                command: "ls".into()
+            }
+        );
         let ws = serde_json::to_value(WorkspaceSource::Git {
             url: "file:///r".into(),
             sha: "abc".into(),

@@ -57,7 +57,9 @@ pub(super) async fn step_logs(
         .is_some_and(|accept| accept.contains("text/event-stream"));
     if wants_sse {
         let stream = follow(state, run_id, step_run.id, cursor);
-        return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
     }
     let store = store.clone();
     let step_run_id = step_run.id;
@@ -71,7 +73,9 @@ pub(super) async fn step_logs(
                     let next = lines.last().map(|l| (l.attempt, l.seq));
                     let mut chunk = String::new();
                     for line in &lines {
-                        chunk.push_str(&serde_json::to_string(&LineView::new(line)).unwrap_or_default());
+                        chunk.push_str(
+                            &serde_json::to_string(&LineView::new(line)).unwrap_or_default(),
+                        );
                         chunk.push('\n');
                     }
                     Some((Ok::<_, std::io::Error>(chunk), next))
@@ -83,7 +87,11 @@ pub(super) async fn step_logs(
             }
         }
     });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(body)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 fn parse_cursor(text: &str) -> ApiResult<(i64, i64)> {
@@ -91,7 +99,9 @@ fn parse_cursor(text: &str) -> ApiResult<(i64, i64)> {
         .split_once(':')
         .and_then(|(a, s)| Some((a.trim().parse::<i64>().ok()?, s.trim().parse::<i64>().ok()?)))
         .filter(|(a, s)| *a >= 0 && *s >= 0);
-    parsed.ok_or_else(|| ApiError::bad_request(format!("invalid log cursor '{text}': expected ATTEMPT:SEQ")))
+    parsed.ok_or_else(|| {
+        ApiError::bad_request(format!("invalid log cursor '{text}': expected ATTEMPT:SEQ"))
+    })
 }
 
 fn sse_event(line: &StoredLine) -> SseEvent {
@@ -103,7 +113,12 @@ fn sse_event(line: &StoredLine) -> SseEvent {
 
 /// Sends stored lines after `cursor`, then new ones as they are stored, until the step is
 /// final and drained (or the engine shuts down).
-fn follow(state: ApiState, run_id: i64, step_run_id: i64, cursor: (i64, i64)) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn follow(
+    state: ApiState,
+    run_id: i64,
+    step_run_id: i64,
+    cursor: (i64, i64),
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream(move |tx| async move {
         let store = state.executor.store().clone();
         let mut events = state.executor.events().subscribe();
@@ -146,10 +161,16 @@ fn follow(state: ApiState, run_id: i64, step_run_id: i64, cursor: (i64, i64)) ->
                 loop {
                     match events.recv().await {
                         Ok(Event::Logs { step_run_id: s, .. }) if s == step_run_id => return,
-                        Ok(Event::Step { run_id: r } | Event::RunFinished { run_id: r }) if r == run_id => return,
+                        Ok(Event::Step { run_id: r } | Event::RunFinished { run_id: r })
+                            if r == run_id =>
+                        {
+                            return
+                        }
                         Ok(_) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending().await
+                        }
                     }
                 }
             };
@@ -169,5 +190,8 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(producer(tx));
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
 }

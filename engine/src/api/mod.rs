@@ -55,7 +55,10 @@ async fn readyz(State(state): State<ApiState>) -> ApiResult<&'static str> {
     if state.executor.store().ping().await {
         Ok("ready")
     } else {
-        Err(ApiError::Client(axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable".into()))
+        Err(ApiError::Client(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "database unreachable".into(),
+        ))
     }
 }
 
@@ -65,11 +68,16 @@ struct Limit {
     limit: Option<i64>,
 }
 
-async fn list_runs(State(state): State<ApiState>, query: Result<Query<Limit>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<Vec<RunView>>> {
+async fn list_runs(
+    State(state): State<ApiState>,
+    query: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<RunView>>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let runs = state.executor.store().list_runs(limit).await?;
-    Ok(Json(runs.into_iter().map(|r| RunView::new(r, None)).collect()))
+    Ok(Json(
+        runs.into_iter().map(|r| RunView::new(r, None)).collect(),
+    ))
 }
 
 pub(crate) fn parse_run_id(raw: &str) -> ApiResult<i64> {
@@ -79,10 +87,16 @@ pub(crate) fn parse_run_id(raw: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::bad_request(format!("'{raw}' is not a run id")))
 }
 
-async fn get_run(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+async fn get_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
     let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    let run = store.run(id).await?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let run = store
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     let steps = store.step_runs(id).await?;
     Ok(Json(RunView::new(run, Some(steps))))
 }
@@ -91,30 +105,48 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
     let Some(expected) = &state.admin_token else {
         return Ok(());
     };
-    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     match tokens::bearer(header) {
         Some(given) if tokens::tokens_match(given, expected) => Ok(()),
         Some(_) => Err(ApiError::unauthorized("invalid token")),
-        None => Err(ApiError::unauthorized("this request needs 'Authorization: Bearer <token>'")),
+        None => Err(ApiError::unauthorized(
+            "this request needs 'Authorization: Bearer <token>'",
+        )),
     }
 }
 
-async fn cancel_run(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+async fn cancel_run(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
     authorize(&state, &headers)?;
     let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    let run = store.run(id).await?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let run = store
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     if !state.executor.cancel(id).await? {
         return Err(ApiError::Client(
             axum::http::StatusCode::CONFLICT,
             format!("run {id} is already {}", run.status),
         ));
     }
-    let run = store.run(id).await?.ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let run = store
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     Ok(Json(RunView::new(run, Some(store.step_runs(id).await?))))
 }
 
-async fn rerun(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Created>> {
+async fn rerun(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Created>> {
     authorize(&state, &headers)?;
     let id = parse_run_id(&id)?;
     match state.executor.rerun(id).await? {
@@ -146,32 +178,60 @@ async fn create_run(
     authorize(&state, &headers)?;
     let Json(request) = body?;
     let Some(evaluator) = &state.evaluator else {
-        return Err(ApiError::Client(axum::http::StatusCode::NOT_IMPLEMENTED, "this engine has no evaluator".into()));
+        return Err(ApiError::Client(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "this engine has no evaluator".into(),
+        ));
     };
     if !request.workflow.is_file() {
-        return Err(ApiError::bad_request(format!("no workflow file {}", request.workflow.display())));
+        return Err(ApiError::bad_request(format!(
+            "no workflow file {}",
+            request.workflow.display()
+        )));
     }
     let workspace_dir = match request.workspace {
         Some(dir) if dir.is_dir() => dir,
-        Some(dir) => return Err(ApiError::bad_request(format!("no directory {}", dir.display()))),
+        Some(dir) => {
+            return Err(ApiError::bad_request(format!(
+                "no directory {}",
+                dir.display()
+            )))
+        }
         None => default_workspace(&request.workflow),
     };
-    let mut ctx = EvalContext::local(request.event.unwrap_or(Event::Manual), request.branch.as_deref().unwrap_or("main"));
+    let mut ctx = EvalContext::local(
+        request.event.unwrap_or(Event::Manual),
+        request.branch.as_deref().unwrap_or("main"),
+    );
     ctx.inputs = request.inputs;
     let workspace = WorkspaceSource::Copy {
         path: workspace_dir.display().to_string(),
     };
-    match launch(&state.executor, evaluator, &request.workflow, &ctx, &workspace).await {
+    match launch(
+        &state.executor,
+        evaluator,
+        &request.workflow,
+        &ctx,
+        &workspace,
+    )
+    .await
+    {
         Ok(run_id) => Ok(Json(Created { run_id })),
         Err(LaunchError::Internal(e)) => Err(ApiError::Internal(e)),
-        Err(e) => Err(ApiError::Client(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        Err(e) => Err(ApiError::Client(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )),
     }
 }
 
 /// The nearest ancestor of `file` holding `.git`, else the file's directory.
 pub fn default_workspace(file: &std::path::Path) -> PathBuf {
     let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let dir = absolute.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let dir = absolute
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     dir.ancestors()
         .find(|d| d.join(".git").exists())
         .map(PathBuf::from)
@@ -186,6 +246,8 @@ async fn list_runners(State(state): State<ApiState>) -> ApiResult<Json<Vec<Runne
 async fn pool(State(state): State<ApiState>) -> ApiResult<Json<PoolView>> {
     match &state.pool {
         Some(pool) => Ok(Json(PoolView::from(*pool.borrow()))),
-        None => Err(ApiError::not_found("this engine runs no local pool (remote runners only)")),
+        None => Err(ApiError::not_found(
+            "this engine runs no local pool (remote runners only)",
+        )),
     }
 }

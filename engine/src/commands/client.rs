@@ -12,7 +12,9 @@ pub(crate) struct ApiClient {
 impl ApiClient {
     pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<ApiClient> {
         Ok(ApiClient {
-            http: reqwest::Client::builder().build().context("building the HTTP client")?,
+            http: reqwest::Client::builder()
+                .build()
+                .context("building the HTTP client")?,
             base: base.trim_end_matches('/').to_string(),
             token,
         })
@@ -41,7 +43,10 @@ impl ApiClient {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         decode(response).await
     }
 }

@@ -27,7 +27,11 @@ pub(crate) async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
 async fn from_store(args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open_data_dir(&args.source.data_dir).await?;
     if store.run(args.run_id).await?.is_none() {
-        bail!("no run {} in {}", args.run_id, args.source.data_dir.display());
+        bail!(
+            "no run {} in {}",
+            args.run_id,
+            args.source.data_dir.display()
+        );
     }
     let mut steps = store.step_runs(args.run_id).await?;
     if let Some(step) = &args.step {
@@ -83,7 +87,11 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
     let prefix = args.step.is_none();
     let color = use_color();
     for step in &steps {
-        let label = if prefix { format!("{step} | ") } else { String::new() };
+        let label = if prefix {
+            format!("{step} | ")
+        } else {
+            String::new()
+        };
         let path = format!("/api/runs/{}/steps/{}/logs", args.run_id, step);
         let mut request = client.http().get(client.url(&path));
         if args.follow {
@@ -109,7 +117,11 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
             let body = response.text().await.context("reading logs")?;
             for raw in body.lines() {
                 let line: Line = serde_json::from_str(raw).context("a log line")?;
-                let text = if color { line.text } else { strip_ansi(&line.text) };
+                let text = if color {
+                    line.text
+                } else {
+                    strip_ansi(&line.text)
+                };
                 writeln!(out, "{label}{text}")?;
             }
         }
@@ -118,7 +130,11 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
 }
 
 fn print_line(label: &str, text: &str, color: bool) -> anyhow::Result<()> {
-    let text = if color { text.to_string() } else { strip_ansi(text) };
+    let text = if color {
+        text.to_string()
+    } else {
+        strip_ansi(text)
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{label}{text}")?;
     out.flush()?;

@@ -66,7 +66,9 @@ pub(crate) async fn evaluator_pool(workers: usize) -> anyhow::Result<EvaluatorPo
 
 /// The number of CPUs (at least 1).
 pub(crate) fn cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The real Python interpreter behind `python3` (often a slow shim), resolved once so

@@ -47,7 +47,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         give_up_after: Duration::from_secs(30),
         python: resolve_python(),
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")?;
     let engine = server::start(store.clone(), listener, config, Some(evaluator.clone())).await?;
     let executor = engine.executor.clone();
     let mut events = executor.events().subscribe();
@@ -55,7 +57,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let workspace = WorkspaceSource::Copy {
         path: cwd.display().to_string(),
     };
-    let run_id = match launch(&executor, &evaluator, &args.file, &context(&args.event), &workspace).await {
+    let run_id = match launch(
+        &executor,
+        &evaluator,
+        &args.file,
+        &context(&args.event),
+        &workspace,
+    )
+    .await
+    {
         Ok(run_id) => run_id,
         Err(LaunchError::Internal(e)) => {
             engine.shutdown().await;

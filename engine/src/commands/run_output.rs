@@ -10,7 +10,9 @@ use std::io::Write;
 use engine::store::{StepRunRow, Store};
 use serde::Serialize;
 
-const COLORS: [&str; 6] = ["\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[91m"];
+const COLORS: [&str; 6] = [
+    "\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[91m",
+];
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
 
@@ -38,7 +40,12 @@ pub(crate) struct Printer {
 
 impl Printer {
     pub(crate) fn new(steps: &[StepRunRow], color: bool, prefix: bool) -> Printer {
-        let width = steps.iter().map(|s| s.step_id.chars().count()).max().unwrap_or(0).min(24);
+        let width = steps
+            .iter()
+            .map(|s| s.step_id.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(24);
         let mut map = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
             map.insert(
@@ -72,10 +79,19 @@ impl Printer {
     }
 
     /// Prints every stored line not printed yet of the given step runs.
-    pub(crate) async fn print_lines(&mut self, store: &Store, step_run_ids: &[i64]) -> anyhow::Result<()> {
+    pub(crate) async fn print_lines(
+        &mut self,
+        store: &Store,
+        step_run_ids: &[i64],
+    ) -> anyhow::Result<()> {
         let stdout = std::io::stdout();
         for &id in step_run_ids {
-            let Some(step_id) = self.order.iter().find(|(i, _)| *i == id).map(|(_, s)| s.clone()) else {
+            let Some(step_id) = self
+                .order
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, s)| s.clone())
+            else {
                 continue;
             };
             let label = self.label(id, &step_id);
@@ -86,7 +102,11 @@ impl Printer {
                 let next = (last.attempt, last.seq);
                 let mut out = stdout.lock();
                 for line in &lines {
-                    let text = if self.color { line.text.clone() } else { strip_ansi(&line.text) };
+                    let text = if self.color {
+                        line.text.clone()
+                    } else {
+                        strip_ansi(&line.text)
+                    };
                     if line.stream == "system" && self.color {
                         writeln!(out, "{label}{DIM}{text}{RESET}")?;
                     } else {
@@ -103,7 +123,11 @@ impl Printer {
     }
 
     /// Prints lines of every step, then transitions since the last call.
-    pub(crate) async fn catch_up(&mut self, store: &Store, steps: &[StepRunRow]) -> anyhow::Result<()> {
+    pub(crate) async fn catch_up(
+        &mut self,
+        store: &Store,
+        steps: &[StepRunRow],
+    ) -> anyhow::Result<()> {
         let ids: Vec<i64> = self.order.iter().map(|(id, _)| *id).collect();
         self.print_lines(store, &ids).await?;
         self.transitions(steps)
@@ -114,21 +138,33 @@ impl Printer {
         let mut out = std::io::stdout().lock();
         for step in steps {
             let label = self.label(step.id, &step.step_id);
-            let Some(state) = self.steps.get_mut(&step.id) else { continue };
+            let Some(state) = self.steps.get_mut(&step.id) else {
+                continue;
+            };
             if state.status == step.status && state.attempts == step.attempts {
                 continue;
             }
-            let retried = step.status == "queued" && step.attempts > 0 && state.attempts == step.attempts;
+            let retried =
+                step.status == "queued" && step.attempts > 0 && state.attempts == step.attempts;
             let message = match step.status.as_str() {
                 "running" if state.status != "running" => Some(if step.attempts > 1 {
                     format!("▶ started (attempt {})", step.attempts)
                 } else {
                     "▶ started".to_string()
                 }),
-                "queued" if retried || step.attempts > 0 => step.reason.as_ref().map(|r| format!("↻ {r}")),
+                "queued" if retried || step.attempts > 0 => {
+                    step.reason.as_ref().map(|r| format!("↻ {r}"))
+                }
                 "succeeded" => Some(format!("✓ succeeded{}", took(step))),
-                "failed" => Some(format!("✗ failed: {}{}", step.reason.as_deref().unwrap_or("failed"), took(step))),
-                "skipped" => Some(format!("- skipped: {}", step.reason.as_deref().unwrap_or(""))),
+                "failed" => Some(format!(
+                    "✗ failed: {}{}",
+                    step.reason.as_deref().unwrap_or("failed"),
+                    took(step)
+                )),
+                "skipped" => Some(format!(
+                    "- skipped: {}",
+                    step.reason.as_deref().unwrap_or("")
+                )),
                 "cancelled" => Some("■ cancelled".to_string()),
                 _ => None,
             };
@@ -240,8 +276,17 @@ impl Summary {
 
     /// The table printed at the end of `plue run`.
     pub(crate) fn table(&self) -> String {
-        let width = self.steps.iter().map(|s| s.id.chars().count()).max().unwrap_or(4).max(4);
-        let mut text = format!("{:<width$}  {:<9}  {:>8}  {:>9}\n", "STEP", "STATUS", "ATTEMPTS", "DURATION");
+        let width = self
+            .steps
+            .iter()
+            .map(|s| s.id.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut text = format!(
+            "{:<width$}  {:<9}  {:>8}  {:>9}\n",
+            "STEP", "STATUS", "ATTEMPTS", "DURATION"
+        );
         for step in &self.steps {
             let duration = step.duration_ms.map(human_ms).unwrap_or_else(|| "-".into());
             text.push_str(&format!(

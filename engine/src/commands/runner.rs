@@ -16,10 +16,15 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "runner".into());
-        let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
+        let host: String = host
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
         format!("{host}-{}", std::process::id())
     });
-    let work_dir = args.work_dir.unwrap_or_else(|| std::env::temp_dir().join("plue-runner"));
+    let work_dir = args
+        .work_dir
+        .unwrap_or_else(|| std::env::temp_dir().join("plue-runner"));
     let config = AgentConfig {
         engine: args.engine,
         registration_token: args.token,

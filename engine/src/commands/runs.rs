@@ -47,8 +47,16 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 .collect()
         }
     };
-    let width = runs.iter().map(|r| r.workflow.chars().count()).max().unwrap_or(8).max(8);
-    println!("{:>6}  {:<9}  {:<width$}  {:<12}  {:>9}  {:<19}  REASON", "RUN", "STATUS", "WORKFLOW", "EVENT", "DURATION", "CREATED (UTC)");
+    let width = runs
+        .iter()
+        .map(|r| r.workflow.chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!(
+        "{:>6}  {:<9}  {:<width$}  {:<12}  {:>9}  {:<19}  REASON",
+        "RUN", "STATUS", "WORKFLOW", "EVENT", "DURATION", "CREATED (UTC)"
+    );
     for run in runs {
         println!(
             "{:>6}  {:<9}  {:<width$}  {:<12}  {:>9}  {:<19}  {}",
@@ -66,7 +74,9 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn cancel(args: RunOnServerArgs) -> anyhow::Result<ExitCode> {
     let client = ApiClient::new(&args.server, args.token)?;
-    let run: RunLine = client.post(&format!("/api/runs/{}/cancel", args.run_id)).await?;
+    let run: RunLine = client
+        .post(&format!("/api/runs/{}/cancel", args.run_id))
+        .await?;
     println!("run {} cancel requested (status {})", run.id, run.status);
     Ok(ExitCode::SUCCESS)
 }
@@ -77,7 +87,9 @@ pub(crate) async fn rerun(args: RunOnServerArgs) -> anyhow::Result<ExitCode> {
         run_id: i64,
     }
     let client = ApiClient::new(&args.server, args.token)?;
-    let created: Created = client.post(&format!("/api/runs/{}/rerun", args.run_id)).await?;
+    let created: Created = client
+        .post(&format!("/api/runs/{}/rerun", args.run_id))
+        .await?;
     println!("run {} started (re-run of {})", created.run_id, args.run_id);
     Ok(ExitCode::SUCCESS)
 }
@@ -96,7 +108,12 @@ fn utc(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

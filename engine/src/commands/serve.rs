@@ -21,7 +21,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let generated = args.runner_token.is_none();
     let runner_token = match args.runner_token {
-        Some(token) if token.len() < 16 => anyhow::bail!("the runner token must be at least 16 characters"),
+        Some(token) if token.len() < 16 => {
+            anyhow::bail!("the runner token must be at least 16 characters")
+        }
         Some(token) => token,
         None => tokens::new_token()?,
     };
@@ -33,7 +35,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runners = args.runners.unwrap_or_else(cpus);
     let data_dir = &args.store.data_dir;
     if runners > 0 || args.max_runners.unwrap_or(0) > 0 {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
         let data_dir = std::fs::canonicalize(data_dir)?;
         config.pool = Some(LocalPoolSettings {
             min_warm: runners,
@@ -49,9 +52,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let evaluator = Arc::new(evaluator_pool(2).await.context("starting the evaluator")?);
     let engine = server::start(store.clone(), listener, config, Some(evaluator)).await?;
-    eprintln!("plue engine listening on {} ({} store, {runners} local runner(s))", engine.url, store.backend());
+    eprintln!(
+        "plue engine listening on {} ({} store, {runners} local runner(s))",
+        engine.url,
+        store.backend()
+    );
     if generated {
-        eprintln!("runner registration token (set PLUE_RUNNER_TOKEN to choose one): {runner_token}");
+        eprintln!(
+            "runner registration token (set PLUE_RUNNER_TOKEN to choose one): {runner_token}"
+        );
     }
     interrupted().await;
     eprintln!("shutting down");

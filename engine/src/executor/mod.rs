@@ -47,7 +47,12 @@ pub struct Executor {
 const PLAN_CACHE_LIMIT: usize = 256;
 
 impl Executor {
-    pub fn new(store: Store, events: Arc<Events>, secrets: BTreeMap<String, String>, max_parallel: usize) -> Executor {
+    pub fn new(
+        store: Store,
+        events: Arc<Events>,
+        secrets: BTreeMap<String, String>,
+        max_parallel: usize,
+    ) -> Executor {
         Executor {
             store,
             events,
@@ -142,7 +147,12 @@ impl Executor {
     /// Records how an attempt ended and moves its run on. `runner_id` is the reporting
     /// runner (`None` when the engine ends the attempt itself). Returns false when the
     /// attempt was already final.
-    pub async fn complete(&self, attempt_id: i64, runner_id: Option<i64>, report: &Report) -> anyhow::Result<bool> {
+    pub async fn complete(
+        &self,
+        attempt_id: i64,
+        runner_id: Option<i64>,
+        report: &Report,
+    ) -> anyhow::Result<bool> {
         let owner = self
             .store
             .attempt_owner(attempt_id)
@@ -211,7 +221,8 @@ impl Executor {
             .run_documents(run_id)
             .await?
             .with_context(|| format!("no run {run_id}"))?;
-        let plan: Plan = serde_json::from_str(&docs.plan).with_context(|| format!("stored plan of run {run_id}"))?;
+        let plan: Plan = serde_json::from_str(&docs.plan)
+            .with_context(|| format!("stored plan of run {run_id}"))?;
         let plan = Arc::new(plan);
         self.remember(run_id, plan.clone());
         Ok(plan)
@@ -231,6 +242,8 @@ impl Executor {
 
     fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Plan>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.plans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

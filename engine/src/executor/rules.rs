@@ -10,8 +10,8 @@ use runner::protocol::Outcome;
 
 use crate::dispatch::{self, StepResult};
 use crate::schedule::{self, AfterAttempt, AttemptOutcome, Decision, StepStatus};
-use crate::store::{CompletedAttempt, StepAfter, StepChange, StepRunRow};
 use crate::store::RunSnapshot;
+use crate::store::{CompletedAttempt, StepAfter, StepChange, StepRunRow};
 
 pub fn parse_status(text: &str) -> StepStatus {
     match text {
@@ -50,7 +50,12 @@ pub(crate) fn plan_changes(plan: &Plan, snapshot: &RunSnapshot, now: i64) -> Vec
     } else {
         let mut active = statuses
             .iter()
-            .filter(|s| matches!(s, StepStatus::Queued | StepStatus::Claimed | StepStatus::Running))
+            .filter(|s| {
+                matches!(
+                    s,
+                    StepStatus::Queued | StepStatus::Claimed | StepStatus::Running
+                )
+            })
             .count() as i64;
         loop {
             let mut progressed = false;
@@ -58,15 +63,19 @@ pub(crate) fn plan_changes(plan: &Plan, snapshot: &RunSnapshot, now: i64) -> Vec
                 match decision {
                     Decision::Queue { step } if active < snapshot.max_parallel => {
                         let results = results(rows, &statuses);
-                        let change = match dispatch::build(plan, &plan.steps[step], snapshot.run_id, &results) {
+                        let change = match dispatch::build(
+                            plan,
+                            &plan.steps[step],
+                            snapshot.run_id,
+                            &results,
+                        ) {
                             Ok(dispatch) => {
                                 active += 1;
                                 statuses[step] = StepStatus::Queued;
                                 StepChange::Queue {
                                     step_run_id: rows[step].id,
                                     timeout_ms: (dispatch.timeout_secs as i64).saturating_mul(1000),
-                                    dispatch: serde_json::to_string(&dispatch)
-                                        .unwrap_or_default(),
+                                    dispatch: serde_json::to_string(&dispatch).unwrap_or_default(),
                                     ready_at: now,
                                 }
                             }
@@ -121,13 +130,22 @@ pub(crate) fn plan_changes(plan: &Plan, snapshot: &RunSnapshot, now: i64) -> Vec
 }
 
 /// Outputs and statuses of the run's final steps, as templates see them.
-fn results<'a>(rows: &'a [StepRunRow], statuses: &[StepStatus]) -> BTreeMap<&'a str, StepResult<'static>> {
+fn results<'a>(
+    rows: &'a [StepRunRow],
+    statuses: &[StepStatus],
+) -> BTreeMap<&'a str, StepResult<'static>> {
     rows.iter()
         .zip(statuses)
         .filter(|(_, s)| s.is_final())
         .map(|(row, status)| {
             let outputs = serde_json::from_str(&row.outputs).unwrap_or_default();
-            (row.step_id.as_str(), StepResult { status: status.as_str(), outputs })
+            (
+                row.step_id.as_str(),
+                StepResult {
+                    status: status.as_str(),
+                    outputs,
+                },
+            )
         })
         .collect()
 }
@@ -143,7 +161,12 @@ pub struct Report {
 
 /// What follows an attempt: final, or a retry after the step's doubling backoff. A run
 /// being cancelled never retries.
-pub(crate) fn step_after(plan: &Plan, attempt: &CompletedAttempt, report: &Report, now: i64) -> StepAfter {
+pub(crate) fn step_after(
+    plan: &Plan,
+    attempt: &CompletedAttempt,
+    report: &Report,
+    now: i64,
+) -> StepAfter {
     let exit_code = report.exit_code.map(i64::from);
     let outputs = serde_json::to_string(&report.outputs).unwrap_or_else(|_| "{}".into());
     if attempt.cancel_requested || report.outcome == Outcome::Cancelled {
@@ -157,7 +180,10 @@ pub(crate) fn step_after(plan: &Plan, attempt: &CompletedAttempt, report: &Repor
     let Some(step) = plan.steps.iter().find(|s| s.id == attempt.step_id) else {
         return StepAfter::Final {
             status: "failed",
-            reason: Some(format!("step '{}' is not in the run's plan", attempt.step_id)),
+            reason: Some(format!(
+                "step '{}' is not in the run's plan",
+                attempt.step_id
+            )),
             exit_code,
             outputs,
         };

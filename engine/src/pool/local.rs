@@ -78,7 +78,11 @@ impl Provider for LocalProvider {
             command.arg("--ephemeral");
         }
         if !config.labels.is_empty() {
-            let labels: Vec<String> = config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels: Vec<String> = config
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             command.arg("--labels").arg(labels.join(","));
         }
         match &config.log_file {
@@ -109,7 +113,10 @@ impl Provider for LocalProvider {
         if let Some(pid) = child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
         Ok(())

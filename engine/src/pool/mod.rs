@@ -75,7 +75,12 @@ pub struct Pool<P: Provider> {
 }
 
 impl<P: Provider> Pool<P> {
-    pub fn new(provider: P, config: PoolConfig, store: Store, events: Arc<Events>) -> anyhow::Result<Arc<Pool<P>>> {
+    pub fn new(
+        provider: P,
+        config: PoolConfig,
+        store: Store,
+        events: Arc<Events>,
+    ) -> anyhow::Result<Arc<Pool<P>>> {
         let suffix = &crate::tokens::new_token()?[..6];
         Ok(Arc::new(Pool {
             provider: Arc::new(provider),
@@ -112,7 +117,13 @@ impl<P: Provider> Pool<P> {
                 _ = tokio::time::sleep(self.config.tick) => {}
             }
         }
-        let names: Vec<String> = self.slots.lock().await.drain().map(|(name, _)| name).collect();
+        let names: Vec<String> = self
+            .slots
+            .lock()
+            .await
+            .drain()
+            .map(|(name, _)| name)
+            .collect();
         let stops = names.iter().map(|name| self.provider.stop(name));
         for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
@@ -135,8 +146,10 @@ impl<P: Provider> Pool<P> {
         }
         let names: Vec<String> = slots.keys().cloned().collect();
         let states = self.store.runner_states_by_name(&names).await?;
-        let by_name: HashMap<&str, (&str, i64)> =
-            states.iter().map(|(n, s, since)| (n.as_str(), (s.as_str(), *since))).collect();
+        let by_name: HashMap<&str, (&str, i64)> = states
+            .iter()
+            .map(|(n, s, since)| (n.as_str(), (s.as_str(), *since)))
+            .collect();
         let now = now_ms();
         let (mut warm, mut busy, mut starting) = (Vec::new(), 0usize, 0usize);
         let mut to_stop = Vec::new();
@@ -172,13 +185,21 @@ impl<P: Provider> Pool<P> {
         let queued = self.store.queued_ready(now).await?;
         let total = slots.len();
         let ready = keep_warm + starting;
-        let wanted = self.config.min_warm.max(usize::try_from(queued).unwrap_or(0));
+        let wanted = self
+            .config
+            .min_warm
+            .max(usize::try_from(queued).unwrap_or(0));
         let room = self.config.max_runners.saturating_sub(total);
         let to_start = wanted.saturating_sub(ready).min(room);
         let mut started = Vec::new();
         for _ in 0..to_start {
             let name = self.next_name();
-            slots.insert(name.clone(), Slot { started: Instant::now() });
+            slots.insert(
+                name.clone(),
+                Slot {
+                    started: Instant::now(),
+                },
+            );
             started.push(name);
         }
         self.status.send_replace(PoolStatus {

@@ -186,7 +186,12 @@ impl Store {
     }
 
     /// Claimed → running, when the runner starts the process.
-    pub async fn start_attempt(&self, attempt_id: i64, runner_id: i64, now: i64) -> anyhow::Result<()> {
+    pub async fn start_attempt(
+        &self,
+        attempt_id: i64,
+        runner_id: i64,
+        now: i64,
+    ) -> anyhow::Result<()> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let step_run_id: Option<i64> = sqlx::query_scalar(
@@ -311,7 +316,11 @@ impl Store {
     }
 
     /// Attempts still claimed or running past their timeout plus `grace_ms`.
-    pub async fn overdue_attempts(&self, now: i64, grace_ms: i64) -> anyhow::Result<Vec<(i64, i64)>> {
+    pub async fn overdue_attempts(
+        &self,
+        now: i64,
+        grace_ms: i64,
+    ) -> anyhow::Result<Vec<(i64, i64)>> {
         Ok(on_db!(self, pool => sqlx::query_as(
             "SELECT id, timeout_ms FROM attempts WHERE status IN ('claimed', 'running') \
              AND claimed_at + timeout_ms + $2 < $1",

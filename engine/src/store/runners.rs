@@ -69,7 +69,10 @@ impl Store {
     }
 
     /// The live runner holding the session token with this hash.
-    pub async fn live_runner_by_token(&self, token_hash: &str) -> anyhow::Result<Option<RunnerRow>> {
+    pub async fn live_runner_by_token(
+        &self,
+        token_hash: &str,
+    ) -> anyhow::Result<Option<RunnerRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM runners WHERE token_hash = $1 AND state IN ('idle', 'busy')"
         );
@@ -115,14 +118,25 @@ impl Store {
     }
 
     /// Runners, newest first; `live_only` leaves out lost and gone ones.
-    pub async fn list_runners(&self, live_only: bool, limit: i64) -> anyhow::Result<Vec<RunnerRow>> {
-        let filter = if live_only { "WHERE state IN ('idle', 'busy')" } else { "" };
+    pub async fn list_runners(
+        &self,
+        live_only: bool,
+        limit: i64,
+    ) -> anyhow::Result<Vec<RunnerRow>> {
+        let filter = if live_only {
+            "WHERE state IN ('idle', 'busy')"
+        } else {
+            ""
+        };
         let sql = format!("SELECT {COLUMNS} FROM runners {filter} ORDER BY id DESC LIMIT $1");
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
     }
 
     /// The states of the runners with these names (the pool's view of its own runners).
-    pub async fn runner_states_by_name(&self, names: &[String]) -> anyhow::Result<Vec<(String, String, i64)>> {
+    pub async fn runner_states_by_name(
+        &self,
+        names: &[String],
+    ) -> anyhow::Result<Vec<(String, String, i64)>> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -134,7 +148,13 @@ impl Store {
                     .fetch_all(pool)
                     .await?
                     .into_iter()
-                    .map(|r| Ok((r.try_get("name")?, r.try_get("state")?, r.try_get("state_since")?)))
+                    .map(|r| {
+                        Ok((
+                            r.try_get("name")?,
+                            r.try_get("state")?,
+                            r.try_get("state_since")?,
+                        ))
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()?
             }
             super::Db::Sqlite(pool) => sqlx::query(
@@ -145,7 +165,13 @@ impl Store {
             .fetch_all(pool)
             .await?
             .into_iter()
-            .map(|r| Ok((r.try_get("name")?, r.try_get("state")?, r.try_get("state_since")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("state")?,
+                    r.try_get("state_since")?,
+                ))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?,
         };
         Ok(rows)

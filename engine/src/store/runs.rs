@@ -82,7 +82,10 @@ pub enum StepChange {
     /// Pending or queued → cancelled.
     Cancel { step_run_id: i64 },
     /// The run is over.
-    FinishRun { status: &'static str, reason: Option<String> },
+    FinishRun {
+        status: &'static str,
+        reason: Option<String>,
+    },
 }
 
 /// What [`Store::advance`] shows the executor.
@@ -206,13 +209,17 @@ impl Store {
 
     /// Step runs in plan order.
     pub async fn step_runs(&self, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
-        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
+        let sql =
+            format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
     }
 
     pub async fn step_run(&self, run_id: i64, step_id: &str) -> anyhow::Result<Option<StepRunRow>> {
-        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 AND step_id = $2");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).bind(step_id).fetch_optional(pool).await?))
+        let sql =
+            format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 AND step_id = $2");
+        Ok(
+            on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).bind(step_id).fetch_optional(pool).await?),
+        )
     }
 
     pub async fn step_run_by_id(&self, step_run_id: i64) -> anyhow::Result<Option<StepRunRow>> {
@@ -329,11 +336,15 @@ pub struct RunDocuments {
     pub workspace: String,
 }
 
-
 /// Runner labels as stored and matched: `k=v` pairs in key order, joined by `,` (the same
 /// order `internal_api::label_subsets` produces).
-pub(crate) fn canonical_labels<'a>(labels: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+pub(crate) fn canonical_labels<'a>(
+    labels: impl Iterator<Item = (&'a String, &'a String)>,
+) -> String {
     let sorted: std::collections::BTreeMap<&String, &String> = labels.collect();
-    let pairs: Vec<String> = sorted.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pairs: Vec<String> = sorted
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     pairs.join(",")
 }
