@@ -104,7 +104,8 @@ impl<P: Provider> Pool<P> {
         self.status.subscribe()
     }
 
-    /// Runs the controller until `shutdown`, then stops every runner it started.
+    /// Runs the controller until `shutdown`, then stops every runner it started that is not
+    /// in the middle of a step.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             if let Err(e) = self.reconcile().await {
@@ -124,7 +125,20 @@ impl<P: Provider> Pool<P> {
             .drain()
             .map(|(name, _)| name)
             .collect();
-        let stops = names.iter().map(|name| self.provider.stop(name));
+        // Busy runners are left to finish their step: they keep reporting to this address,
+        // so an engine started again there loses nothing. Idle and starting ones stop.
+        let busy: Vec<String> = match self.store.runner_states_by_name(&names).await {
+            Ok(states) => states
+                .into_iter()
+                .filter(|(_, state, _)| state == "busy")
+                .map(|(name, _, _)| name)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let stops = names
+            .iter()
+            .filter(|name| !busy.contains(name))
+            .map(|name| self.provider.stop(name));
         for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
                 tracing::warn!("stopping a runner: {e:#}");

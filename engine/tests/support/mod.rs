@@ -19,7 +19,7 @@ use std::fs::File;
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -114,6 +114,43 @@ impl Sandbox {
             child,
         });
         pid
+    }
+
+    /// Like [`Sandbox::spawn`], but stdout is a pipe handed to the caller.
+    pub(crate) fn spawn_piped(&self, name: &str, mut command: Command) -> (u32, ChildStdout) {
+        let err = File::create(self.path(&format!("{name}.err"))).expect("stderr file");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let pid = child.id();
+        self.lock_children().push(Spawned {
+            name: name.to_string(),
+            child,
+        });
+        (pid, stdout)
+    }
+
+    /// Waits for the process started as `pid` to exit; panics after `limit`.
+    pub(crate) async fn wait_exit(&self, pid: u32, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = {
+                let mut children = self.lock_children();
+                let spawned = children
+                    .iter_mut()
+                    .find(|s| s.child.id() == pid)
+                    .unwrap_or_else(|| panic!("pid {pid} was not started by this sandbox"));
+                spawned.child.try_wait().expect("waiting for a child")
+            };
+            if let Some(status) = status {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "pid {pid} still runs after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether the process started as `pid` has exited (it is reaped if so).
