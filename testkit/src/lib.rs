@@ -10,11 +10,11 @@
 //!
 //! Invariants:
 //! - A server never outlives the process that started it: `Drop` stops it, and the
-//!   [`watchdog`] stops it and removes its directory when the process exits without dropping
+//!   watchdog (module `watchdog`) stops it and removes its directory when the process exits without dropping
 //!   it (a `static`, a panic that aborts, SIGKILL).
 //! - The server is tuned for speed, not durability (`fsync=off`, `full_page_writes=off`,
 //!   `synchronous_commit=off`): it holds test data only.
-//! - As root, the server programs run as the `postgres` system user ([`identity`]).
+//! - As root, the server programs run as the `postgres` system user (module `identity`).
 //!
 //! Errors are `anyhow` with context rather than a `thiserror` enum: callers are tests and
 //! benchmarks that only print them, and every error ends in a human reading it.
@@ -66,7 +66,7 @@ pub struct TempPostgres {
     /// The postmaster itself (not a wrapper), so its pid is the server's; `None` before it
     /// is started and between start attempts.
     postmaster: Option<Child>,
-    /// `Some` until drop; see [`watchdog`].
+    /// `Some` until drop; see module `watchdog`.
     watchdog: Option<Watchdog>,
     /// The `N` of the next `plue_N` database.
     next_database: AtomicU32,
@@ -127,7 +127,12 @@ impl TempPostgres {
                     server.postmaster = None;
                     attempt += 1;
                 }
-                Err(Startup::PortTaken(error) | Startup::Failed(error)) => return Err(error),
+                Err(Startup::PortTaken(error)) => {
+                    return Err(error.context(format!(
+                        "each of {PORT_ATTEMPTS} free ports was taken before PostgreSQL bound it"
+                    )))
+                }
+                Err(Startup::Failed(error)) => return Err(error),
             }
         }
     }
@@ -157,7 +162,18 @@ impl TempPostgres {
     /// it printed: unaligned, tuples only, so `select 1` gives `"1\n"`.
     pub fn psql(&self, url: &str, sql: &str) -> Result<String> {
         let output = Command::new(&self.binaries.psql)
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                url,
+                "-c",
+                sql,
+            ])
             .env("PGCONNECT_TIMEOUT", "5")
             .stdin(Stdio::null())
             .output()
@@ -389,7 +405,10 @@ fn spawn_postmaster(
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("binding 127.0.0.1:0 to pick a free port")?;
-    Ok(listener.local_addr().context("reading the picked port")?.port())
+    Ok(listener
+        .local_addr()
+        .context("reading the picked port")?
+        .port())
 }
 
 /// The last `lines` lines of a (small) file, or why it could not be read.

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -27,13 +28,19 @@ fn databases_are_separate_and_drop_cleans_up() -> Result<()> {
     assert_ne!(first, second);
     for url in [&first, &second] {
         assert!(
-            url.starts_with(&format!("postgres://plue@127.0.0.1:{}/plue_", server.port())),
+            url.starts_with(&format!(
+                "postgres://plue@127.0.0.1:{}/plue_",
+                server.port()
+            )),
             "{url}"
         );
         assert_eq!(server.psql(url, "select 1")?, "1\n");
     }
     // A table made in one database is absent from the other.
-    server.psql(&first, "create table only_here (x int); insert into only_here values (7)")?;
+    server.psql(
+        &first,
+        "create table only_here (x int); insert into only_here values (7)",
+    )?;
     assert_eq!(server.psql(&first, "select x from only_here")?, "7\n");
     let error = server
         .psql(&second, "select x from only_here")
@@ -45,7 +52,10 @@ fn databases_are_separate_and_drop_cleans_up() -> Result<()> {
     assert!(dir.join("data").join("PG_VERSION").is_file());
     drop(server);
     assert!(!dir.exists(), "{} survived the drop", dir.display());
-    assert!(port_is_free(port), "port {port} is still taken after the drop");
+    assert!(
+        port_is_free(port),
+        "port {port} is still taken after the drop"
+    );
     Ok(())
 }
 
@@ -107,20 +117,27 @@ fn watched_helper(mode: &str) -> Result<()> {
         .stdout(Stdio::piped())
         .spawn()
         .context("running this test binary as the helper")?;
+    // Read on a thread so that a helper that never reports cannot hang this test.
     let stdout = helper.stdout.take().context("helper stdout")?;
-    let mut ready = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(rest) = line.strip_prefix("READY ") {
-            let (port, dir) = rest.split_once(' ').context("READY PORT DIR")?;
-            ready = Some((port.parse::<u16>()?, PathBuf::from(dir)));
-            break;
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Reads to the end, so the helper never writes into a closed pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // libtest prints "test helper_hold_shared_server ... " before the test's output,
+            // on the same line.
+            if let Some((_, rest)) = line.split_once("READY ") {
+                let _ = sender.send(rest.to_owned());
+            }
         }
-    }
-    let Some((port, dir)) = ready else {
+    });
+    let report = receiver.recv_timeout(Duration::from_secs(60));
+    let Ok(report) = report else {
+        let _ = helper.kill();
         let status = helper.wait()?;
-        bail!("the helper ended ({status}) without reporting a server");
+        bail!("the helper ended ({status}) without reporting a server within 60 s");
     };
+    let (port, dir) = report.split_once(' ').context("READY PORT DIR")?;
+    let (port, dir) = (port.parse::<u16>()?, PathBuf::from(dir));
     assert!(dir.join("data").is_dir(), "{}", dir.display());
     if mode == "hang" {
         helper.kill()?;
