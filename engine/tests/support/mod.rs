@@ -148,7 +148,10 @@ impl Sandbox {
             if let Some(status) = status {
                 return status;
             }
-            assert!(Instant::now() < deadline, "pid {pid} still runs after {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "pid {pid} still runs after {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -175,12 +178,20 @@ impl Sandbox {
 
     /// The stderr of every process started so far (the tail of each), for failure messages.
     pub(crate) fn diagnostics(&self) -> String {
-        let names: Vec<String> = self.lock_children().iter().map(|s| s.name.clone()).collect();
+        let names: Vec<String> = self
+            .lock_children()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
         let mut text = String::new();
         for name in names {
-            let err = std::fs::read_to_string(self.path(&format!("{name}.err"))).unwrap_or_default();
+            let err =
+                std::fs::read_to_string(self.path(&format!("{name}.err"))).unwrap_or_default();
             let tail: Vec<&str> = err.lines().rev().take(40).collect();
-            text.push_str(&format!("--- {name} stderr (last {} lines) ---\n", tail.len()));
+            text.push_str(&format!(
+                "--- {name} stderr (last {} lines) ---\n",
+                tail.len()
+            ));
             for line in tail.into_iter().rev() {
                 text.push_str(line);
                 text.push('\n');
@@ -297,7 +308,10 @@ impl Drop for Sandbox {
                 break;
             }
             if Instant::now() > deadline {
-                eprintln!("processes of {} survived cleanup: {left:?}", self.dir.path().display());
+                eprintln!(
+                    "processes of {} survived cleanup: {left:?}",
+                    self.dir.path().display()
+                );
                 break;
             }
             for pid in left {
@@ -342,7 +356,9 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     now.as_millis() as i64
 }
 
@@ -354,7 +370,11 @@ pub(crate) fn client() -> reqwest::Client {
 }
 
 pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Value {
-    let response = client.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     assert!(status.is_success(), "GET {url}: {status}: {text}");
@@ -362,10 +382,20 @@ pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Value {
 }
 
 /// Starts a run of `workflow` (an absolute path) on `engine`; returns its id.
-pub(crate) async fn start_run(client: &reqwest::Client, engine: &str, workflow: &Path, workspace: &Path) -> i64 {
+pub(crate) async fn start_run(
+    client: &reqwest::Client,
+    engine: &str,
+    workflow: &Path,
+    workspace: &Path,
+) -> i64 {
     let url = format!("{engine}/api/runs");
     let body = serde_json::json!({"workflow": workflow, "workspace": workspace});
-    let response = client.post(&url).json(&body).send().await.expect("POST /api/runs");
+    let response = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /api/runs");
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     assert!(status.is_success(), "POST {url}: {status}: {text}");
@@ -384,7 +414,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -404,11 +437,19 @@ pub(crate) async fn run_view(client: &reqwest::Client, engine: &str, run_id: i64
 }
 
 /// Waits until the run is final and returns it.
-pub(crate) async fn wait_final(client: &reqwest::Client, engine: &str, run_id: i64, limit: Duration) -> Value {
+pub(crate) async fn wait_final(
+    client: &reqwest::Client,
+    engine: &str,
+    run_id: i64,
+    limit: Duration,
+) -> Value {
     wait_for(limit, &format!("run {run_id} to finish"), || async {
-        run_view(client, engine, run_id)
-            .await
-            .filter(|run| matches!(run["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))
+        run_view(client, engine, run_id).await.filter(|run| {
+            matches!(
+                run["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+        })
     })
     .await
 }
@@ -423,7 +464,12 @@ pub(crate) fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
 
 /// The stored lines of a step (`GET .../logs`, JSON lines), or `None` while the engine does
 /// not answer.
-pub(crate) async fn log_lines(client: &reqwest::Client, engine: &str, run_id: i64, step: &str) -> Option<Vec<Value>> {
+pub(crate) async fn log_lines(
+    client: &reqwest::Client,
+    engine: &str,
+    run_id: i64,
+    step: &str,
+) -> Option<Vec<Value>> {
     let response = client
         .get(format!("{engine}/api/runs/{run_id}/steps/{step}/logs"))
         .timeout(Duration::from_secs(10))
@@ -434,5 +480,7 @@ pub(crate) async fn log_lines(client: &reqwest::Client, engine: &str, run_id: i6
         return None;
     }
     let text = response.text().await.ok()?;
-    text.lines().map(|line| serde_json::from_str(line).ok()).collect()
+    text.lines()
+        .map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
