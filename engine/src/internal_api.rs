@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -91,7 +91,18 @@ pub fn router(state: InternalState) -> Router {
         .route("/internal/attempts/{id}/watch", post(watch))
         .route("/internal/attempts/{id}/complete", post(complete))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// 405 with a JSON body (axum's default has none).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::Client(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
+}
+
+/// 404 with a JSON body for paths no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
 }
 
 async fn register(
@@ -243,9 +254,10 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
 async fn started(
     State(state): State<InternalState>,
     headers: HeaderMap,
-    Path(attempt_id): Path<String>,
+    attempt_id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
+    let attempt_id = path_id(attempt_id)?;
     let owner = owned_attempt(&state, &runner, &attempt_id).await?;
     let attempt_id = parse_id(&attempt_id)?;
     state
@@ -262,10 +274,11 @@ async fn started(
 async fn logs(
     State(state): State<InternalState>,
     headers: HeaderMap,
-    Path(attempt_id): Path<String>,
+    attempt_id: Result<Path<String>, PathRejection>,
     body: Result<Json<LogBatch>, JsonRejection>,
 ) -> ApiResult<Json<LogAck>> {
     let runner = authenticate(&state, &headers).await?;
+    let attempt_id = path_id(attempt_id)?;
     let owner = owned_attempt(&state, &runner, &attempt_id).await?;
     let Json(batch) = body?;
     validate_batch(&batch)?;
@@ -285,9 +298,10 @@ async fn logs(
 async fn watch(
     State(state): State<InternalState>,
     headers: HeaderMap,
-    Path(attempt_id): Path<String>,
+    attempt_id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<wire::WatchResponse>> {
     let runner = authenticate(&state, &headers).await?;
+    let attempt_id = path_id(attempt_id)?;
     let owner = owned_attempt(&state, &runner, &attempt_id).await?;
     let attempt_id = parse_id(&attempt_id)?;
     let mut events = state.executor.events().subscribe();
@@ -329,10 +343,11 @@ async fn watch(
 async fn complete(
     State(state): State<InternalState>,
     headers: HeaderMap,
-    Path(attempt_id): Path<String>,
+    attempt_id: Result<Path<String>, PathRejection>,
     body: Result<Json<wire::Completion>, JsonRejection>,
 ) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
+    let attempt_id = path_id(attempt_id)?;
     owned_attempt(&state, &runner, &attempt_id).await?;
     let attempt_id = parse_id(&attempt_id)?;
     let Json(completion) = body?;
@@ -366,9 +381,13 @@ async fn authenticate(state: &InternalState, headers: &HeaderMap) -> ApiResult<A
     if let Some(runner) = lock(&state.auth.runners).get(&hash) {
         return Ok(runner.clone());
     }
-    let Some(row) = state.executor.store().live_runner_by_token(&hash).await? else {
-        return Err(ApiError::unauthorized("unknown or expired runner token"));
+    let Some(row) = state.executor.store().runner_by_token(&hash).await? else {
+        return Err(ApiError::unauthorized("unknown runner token"));
     };
+    if !matches!(row.state.as_str(), "idle" | "busy") {
+        // regression: a runner declared lost got 401 and never learnt to stop its step.
+        return Err(gone());
+    }
     let labels: BTreeMap<String, String> = serde_json::from_str(&row.labels)
         .map_err(|e| anyhow::anyhow!("stored labels of runner {}: {e}", row.id))?;
     let runner = AuthedRunner {
@@ -393,11 +412,17 @@ async fn still_live(state: &InternalState, runner: &AuthedRunner) -> ApiResult<(
         Ok(())
     } else {
         state.auth.forget_runner(runner.id);
-        Err(ApiError::Client(
-            StatusCode::GONE,
-            "this runner is no longer registered (declared lost or stopped); register again".into(),
-        ))
+        Err(gone())
     }
+}
+
+/// The answer to a runner the engine has declared lost or stopped: it must stop its step.
+fn gone() -> ApiError {
+    ApiError::Client(
+        StatusCode::GONE,
+        "this runner is no longer registered (declared lost or stopped); stop and register again"
+            .into(),
+    )
 }
 
 fn remember_owner(state: &InternalState, runner: &AuthedRunner, claimed: &Claimed) {
@@ -446,6 +471,11 @@ async fn owned_attempt(
         )));
     }
     Ok(owner)
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    path.map(|Path(id)| id)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 fn parse_id(raw: &str) -> ApiResult<i64> {

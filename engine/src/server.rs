@@ -151,7 +151,7 @@ pub async fn start(
         admin_token: config.admin_token.clone().map(Arc::new),
         shutdown: shutdown.clone(),
     });
-    let app = public.merge(internal);
+    let app = public.merge(internal).fallback(internal_api::not_found);
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let served = axum::serve(listener, app)

@@ -10,9 +10,8 @@
 //! - malformed, unauthenticated and foreign requests to `/internal/...` get a 4xx with a
 //!   JSON error, never a 5xx, and the engine keeps serving.
 //!
-//! Three `#[ignore]`d tests pin bugs found on the way (their `ignore` reasons say which):
-//! a runner declared lost is answered 401 instead of 410 Gone, so it never stops its step;
-//! and requests that reach no handler get a 4xx without a JSON error body.
+//! - a runner declared lost is told so (410 Gone) and stops its step; requests that reach
+//!   no handler still get a JSON error (both regressions of bugs these tests found).
 //!
 //! Each test owns a [`Sandbox`] whose drop kills every process the test caused, and every
 //! wait has a deadline. Tests take a binary-wide lock (see [`support::serial`]).
@@ -378,7 +377,6 @@ fn alive(pid: i32) -> bool {
 /// idle or busy runners and the sweeper drops the cached session when it declares a runner
 /// lost, so `still_live`'s 410 is never reached; the agent's heartbeat loop ignores a 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a runner declared lost gets 401 on heartbeat and watch, never 410 Gone"]
 async fn a_runner_declared_lost_is_told_it_is_gone() {
     bounded(Duration::from_secs(60), async {
         let held = engine_with_a_claimed_attempt("told-lost", "1000").await;
@@ -429,7 +427,6 @@ async fn a_runner_declared_lost_is_told_it_is_gone() {
 /// it resumes — alongside the retry that already succeeded elsewhere. (Without the restart
 /// its long-polled `watch`, answered `cancel: true` while it was paused, saves the day.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a lost runner is never told (401, not 410); it runs its lost attempt to the end"]
 async fn a_runner_resuming_after_being_declared_lost_stops_its_step() {
     bounded(Duration::from_secs(120), async {
         use nix::sys::signal::{kill, Signal};
@@ -1104,7 +1101,6 @@ async fn healthy(http: &reqwest::Client, engine: &str) -> bool {
 /// JSON fallback), and `Path<String>` rejects `%FF` with a text/plain 400 before the
 /// handler runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: 404/405 fallbacks and a non-UTF-8 attempt id answer without a JSON error"]
 async fn requests_that_reach_no_handler_also_get_a_json_error() {
     bounded(Duration::from_secs(60), async {
         let held = engine_with_a_claimed_attempt("fallback", NEVER_LOST).await;

@@ -126,7 +126,16 @@ async fn heartbeats(engine: Engine, interval: Duration, stop: CancellationToken)
         let beat = engine
             .send_once::<_, wire::Ack>(wire::HEARTBEAT, &wire::Ack {}, None)
             .await;
-        if let Err(SendError::Gone(message)) = beat {
+        let forgotten = match beat {
+            Err(SendError::Gone(message)) => Some(message),
+            Err(SendError::Refused {
+                status: StatusCode::UNAUTHORIZED,
+                message,
+            }) => Some(message),
+            _ => None,
+        };
+        if let Some(message) = forgotten {
+            // The engine gave up on this runner, and on its attempt: stop the step.
             tracing::warn!("the engine no longer knows this runner: {message}");
             engine.forgotten.store(true, Ordering::Relaxed);
             stop.cancel();
@@ -415,7 +424,12 @@ async fn watch_cancel(engine: Engine, attempt: i64, cancel: CancellationToken) {
                 return;
             }
             Ok(_) => {}
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(SendError::Gone(_) | SendError::Refused { .. }) => {
+                // The engine no longer lets this runner hold the attempt.
+                cancel.cancel();
+                return;
+            }
+            Err(SendError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
 }

@@ -48,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs/{id}/steps/{step}/logs", get(logs::step_logs))
         .route("/api/runners", get(list_runners))
         .route("/api/pool", get(pool))
+        .method_not_allowed_fallback(crate::internal_api::method_not_allowed)
         .with_state(state)
 }
 

@@ -68,14 +68,9 @@ impl Store {
         .await?))
     }
 
-    /// The live runner holding the session token with this hash.
-    pub async fn live_runner_by_token(
-        &self,
-        token_hash: &str,
-    ) -> anyhow::Result<Option<RunnerRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM runners WHERE token_hash = $1 AND state IN ('idle', 'busy')"
-        );
+    /// The runner holding the session token with this hash, whatever its state.
+    pub async fn runner_by_token(&self, token_hash: &str) -> anyhow::Result<Option<RunnerRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM runners WHERE token_hash = $1");
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(token_hash).fetch_optional(pool).await?))
     }
 
