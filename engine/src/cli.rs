@@ -103,6 +103,9 @@ pub(crate) struct ServeArgs {
     /// Most steps of one run running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
+    /// A secret given to steps that name it; repeatable (kept in memory only).
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    pub(crate) secrets: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

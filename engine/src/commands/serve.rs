@@ -29,7 +29,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut config = EngineConfig::new(runner_token.clone());
     config.admin_token = args.admin_token.filter(|t| !t.is_empty());
+    let config_admin_missing = config.admin_token.is_none();
     config.max_parallel = args.max_parallel;
+    config.secrets = args.secrets.iter().cloned().collect();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));
     config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
     let runners = args.runners.unwrap_or_else(cpus);
@@ -57,6 +59,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.url,
         store.backend()
     );
+    let loopback = listener_is_loopback(&engine.url);
+    if config_admin_missing && !loopback {
+        eprintln!(
+            "warning: no --admin-token (PLUE_ADMIN_TOKEN): anyone who can reach {} may start and cancel runs",
+            engine.url
+        );
+    }
     if generated {
         eprintln!(
             "runner registration token (set PLUE_RUNNER_TOKEN to choose one): {runner_token}"
@@ -67,6 +76,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine.shutdown().await;
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+fn listener_is_loopback(url: &str) -> bool {
+    url.strip_prefix("http://")
+        .and_then(|address| address.parse::<std::net::SocketAddr>().ok())
+        .is_some_and(|address| address.ip().is_loopback())
 }
 
 /// The store `--database-url` names, else the embedded SQLite in `--data-dir`.
