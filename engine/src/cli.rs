@@ -57,6 +57,11 @@ pub(crate) struct RunArgs {
     /// Most steps running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
+    /// Replace each runner after one step (as `plue serve` does). By default `plue run`'s
+    /// runners take step after step: the workflow is your own, and every step still gets
+    /// a fresh copy of the directory and has its processes killed when it ends.
+    #[arg(long)]
+    pub(crate) ephemeral_runners: bool,
     #[command(flatten)]
     pub(crate) event: EventArgs,
 }
@@ -85,6 +90,9 @@ pub(crate) struct ServeArgs {
     /// Most runners the local pool grows to under demand (default: --runners).
     #[arg(long)]
     pub(crate) max_runners: Option<usize>,
+    /// Let local runners take step after step instead of one step each (trusted work only).
+    #[arg(long)]
+    pub(crate) reuse_runners: bool,
     /// Seconds an extra idle runner is kept before it is stopped.
     #[arg(long, default_value_t = 60)]
     pub(crate) idle_timeout: u64,

@@ -37,6 +37,9 @@ pub struct LocalPoolSettings {
     pub work_dir: PathBuf,
     pub log_file: Option<PathBuf>,
     pub give_up_after: Duration,
+    /// One step per runner process (then replaced); false lets a runner take step after
+    /// step — for trusted work only, each step still gets a fresh workspace.
+    pub ephemeral: bool,
     /// The Python interpreter handed to runners (`PLUE_PYTHON`), resolved once.
     pub python: Option<PathBuf>,
 }
@@ -74,12 +77,19 @@ pub struct RunningEngine {
     pub executor: Arc<Executor>,
     pub pool: Option<watch::Receiver<PoolStatus>>,
     shutdown: CancellationToken,
+    pool_shutdown: CancellationToken,
+    pool_task: Option<tokio::task::JoinHandle<()>>,
     tasks: JoinSet<()>,
 }
 
 impl RunningEngine {
-    /// Stops accepting work, stops the pool's runners and waits for every task.
+    /// Stops the pool's idle runners first (while the API still answers their
+    /// deregistration), then the server and timers, and waits for every task.
     pub async fn shutdown(mut self) {
+        self.pool_shutdown.cancel();
+        if let Some(pool) = self.pool_task.take() {
+            let _ = pool.await;
+        }
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
@@ -106,6 +116,8 @@ pub async fn start(
     let mut tasks = JoinSet::new();
 
     let mut pool_status = None;
+    let mut pool_task = None;
+    let pool_shutdown = CancellationToken::new();
     if let Some(settings) = &config.pool {
         let provider_config = LocalConfig {
             program: settings.program.clone(),
@@ -115,7 +127,7 @@ pub async fn start(
             work_dir: settings.work_dir.clone(),
             log_file: settings.log_file.clone(),
             give_up_after: settings.give_up_after,
-            ephemeral: true,
+            ephemeral: settings.ephemeral,
             python: settings.python.clone(),
         };
         let pool = Pool::new(
@@ -131,7 +143,7 @@ pub async fn start(
             events.clone(),
         )?;
         pool_status = Some(pool.status());
-        tasks.spawn(pool.run(shutdown.clone()));
+        pool_task = Some(tokio::spawn(pool.run(pool_shutdown.clone())));
     }
 
     let internal = internal_api::router(InternalState {
@@ -180,6 +192,8 @@ pub async fn start(
         executor,
         pool: pool_status,
         shutdown,
+        pool_shutdown,
+        pool_task,
         tasks,
     })
 }

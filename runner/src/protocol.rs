@@ -12,6 +12,8 @@
 //! 5. `POST /internal/runners/deregister` when an ephemeral runner leaves.
 //!
 //! Invariants: every body type rejects unknown fields, so a mismatched peer fails loudly;
+//! an attempt's log batches are sent in `seq` order, each after the previous one was
+//! acknowledged (the engine relies on it to drop resent batches cheaply);
 //! the runner retries logs and completion until the engine acknowledges them, and the
 //! engine treats repeats as no-ops.
 

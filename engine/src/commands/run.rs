@@ -22,6 +22,41 @@ use super::run_output::{use_color, Printer, Summary};
 use super::{context, cpus, evaluator_pool, interrupted, resolve_python, EXIT_INVALID};
 use crate::cli::RunArgs;
 
+/// What the engine's notifications said since the printer last looked.
+#[derive(Default)]
+struct Seen {
+    /// Step runs with new log lines.
+    dirty: BTreeSet<i64>,
+    steps_changed: bool,
+    maybe_finished: bool,
+    closed: bool,
+}
+
+impl Seen {
+    fn note(&mut self, event: Result<Event, RecvError>, run_id: i64, all: &[i64]) {
+        match event {
+            Ok(Event::Logs {
+                run_id: r,
+                step_run_id,
+            }) if r == run_id => {
+                self.dirty.insert(step_run_id);
+            }
+            Ok(Event::Step { run_id: r }) if r == run_id => self.steps_changed = true,
+            Ok(Event::RunFinished { run_id: r }) if r == run_id => {
+                self.steps_changed = true;
+                self.maybe_finished = true;
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => {
+                self.dirty.extend(all.iter().copied());
+                self.steps_changed = true;
+                self.maybe_finished = true;
+            }
+            Err(RecvError::Closed) => self.closed = true,
+        }
+    }
+}
+
 /// Exit code when the run was cancelled by Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -45,6 +80,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         work_dir: data_dir.join("work"),
         log_file: Some(data_dir.join("runners.log")),
         give_up_after: Duration::from_secs(30),
+        ephemeral: args.ephemeral_runners,
         python: resolve_python(),
     });
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -87,26 +123,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut printer = Printer::new(&steps, use_color(), true);
     let all: Vec<i64> = steps.iter().map(|s| s.id).collect();
     let mut interrupts = 0;
-    let mut dirty: BTreeSet<i64> = BTreeSet::new();
+    let mut seen = Seen::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(Event::Logs { run_id: r, step_run_id }) if r == run_id => { dirty.insert(step_run_id); }
-                Ok(Event::Step { run_id: r } | Event::RunFinished { run_id: r }) if r == run_id => {
-                    let steps = store.step_runs(run_id).await?;
-                    printer.print_lines(&store, &all).await?;
-                    printer.transitions(&steps)?;
-                    dirty.clear();
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => dirty.extend(all.iter().copied()),
-                Err(RecvError::Closed) => break,
-            },
+            event = events.recv() => seen.note(event, run_id, &all),
             _ = tick.tick() => {
-                dirty.extend(all.iter().copied());
-                let steps = store.step_runs(run_id).await?;
-                printer.transitions(&steps)?;
+                seen.steps_changed = true;
+                seen.maybe_finished = true;
             }
             _ = interrupted() => {
                 interrupts += 1;
@@ -118,13 +142,29 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 executor.cancel(run_id).await?;
             }
         }
-        if !dirty.is_empty() {
-            let ids: Vec<i64> = std::mem::take(&mut dirty).into_iter().collect();
+        // Coalesce whatever else already happened before touching the store.
+        while let Ok(event) = events.try_recv() {
+            seen.note(Ok(event), run_id, &all);
+        }
+        if seen.closed {
+            break;
+        }
+        if std::mem::take(&mut seen.steps_changed) {
+            let steps = store.step_runs(run_id).await?;
+            // A step that changed state may have lines not printed yet: they come first.
+            seen.dirty.extend(printer.changed(&steps));
+            let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
+            printer.print_lines(&store, &ids).await?;
+            printer.transitions(&steps)?;
+        } else if !seen.dirty.is_empty() {
+            let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
             printer.print_lines(&store, &ids).await?;
         }
-        let run = store.run(run_id).await?.context("the run")?;
-        if run.finished_at.is_some() {
-            break;
+        if std::mem::take(&mut seen.maybe_finished) {
+            let run = store.run(run_id).await?.context("the run")?;
+            if run.finished_at.is_some() {
+                break;
+            }
         }
     }
     let steps = store.step_runs(run_id).await?;

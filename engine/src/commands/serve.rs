@@ -49,6 +49,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             work_dir: data_dir.join("work"),
             log_file: Some(data_dir.join("runners.log")),
             give_up_after: Duration::from_secs(300),
+            ephemeral: !args.reuse_runners,
             python: resolve_python(),
         });
     }

@@ -246,3 +246,131 @@ impl<P: Provider> Pool<P> {
         format!("{}-{}", self.prefix, *next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use evaluator::plan::{Action, Plan, Step};
+    use runner::protocol::WorkspaceSource;
+
+    use super::*;
+    use crate::executor::{Executor, StartRun};
+
+    /// Runners that "start" by registering straight into the store, and can be made to exit.
+    #[derive(Default)]
+    struct FakeProvider {
+        store: std::sync::OnceLock<Store>,
+        running: Mutex<HashSet<String>>,
+        stopped: Mutex<Vec<String>>,
+    }
+
+    impl Provider for Arc<FakeProvider> {
+        async fn start(&self, name: &str) -> anyhow::Result<()> {
+            let store = self.store.get().expect("store set");
+            store
+                .register_runner(name, "{}", &format!("hash-{name}"), true, now_ms())
+                .await?;
+            self.running.lock().unwrap().insert(name.to_string());
+            Ok(())
+        }
+
+        async fn stop(&self, name: &str) -> anyhow::Result<()> {
+            self.running.lock().unwrap().remove(name);
+            self.stopped.lock().unwrap().push(name.to_string());
+            Ok(())
+        }
+
+        async fn exists(&self, name: &str) -> bool {
+            self.running.lock().unwrap().contains(name)
+        }
+    }
+
+    async fn fixture(min_warm: usize, max_runners: usize, idle_ms: u64) -> (tempfile::TempDir, Store, Arc<FakeProvider>, Arc<Pool<Arc<FakeProvider>>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let provider = Arc::new(FakeProvider::default());
+        provider.store.set(store.clone()).unwrap();
+        let config = PoolConfig {
+            min_warm,
+            max_runners,
+            idle_timeout: Duration::from_millis(idle_ms),
+            start_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(100),
+        };
+        let pool = Pool::new(provider.clone(), config, store.clone(), Arc::new(Events::default())).unwrap();
+        (dir, store, provider, pool)
+    }
+
+    async fn queue_steps(store: &Store, n: usize) {
+        let executor = Executor::new(store.clone(), Arc::new(Events::default()), BTreeMap::new(), 100);
+        let plan = Plan {
+            name: "demand".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: (0..n).map(|i| Step::new(format!("s{i}"), Action::Bash { command: "true".into() })).collect(),
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        executor
+            .start_run(&StartRun {
+                workflow_source: "local",
+                workflow_path: "/w.plue.py",
+                event: "manual",
+                git_ref: "refs/heads/main",
+                sha: "0",
+                context_json: "{}",
+                plan: &plan,
+                plan_json: &json,
+                plan_hash: "h",
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    fn status(pool: &Pool<Arc<FakeProvider>>) -> PoolStatus {
+        *pool.status().borrow()
+    }
+
+    #[tokio::test]
+    async fn keeps_min_warm_grows_with_demand_up_to_max_and_reaps_idle_extras() {
+        let (_dir, store, provider, pool) = fixture(2, 4, 50).await;
+        pool.reconcile().await.unwrap();
+        pool.reconcile().await.unwrap();
+        assert_eq!((status(&pool).warm, status(&pool).starting), (2, 0));
+
+        // Six ready steps want six runners; the pool grows to its maximum of four.
+        queue_steps(&store, 6).await;
+        pool.reconcile().await.unwrap();
+        pool.reconcile().await.unwrap();
+        let grown = status(&pool);
+        assert_eq!((grown.warm, grown.queued), (4, 6));
+        assert_eq!(provider.running.lock().unwrap().len(), 4);
+
+        // Demand gone (the steps were taken elsewhere): idle extras beyond min_warm are
+        // reaped once idle for longer than idle_timeout, oldest first.
+        let runner = store.register_runner("other", "{}", "hash-other", true, now_ms()).await.unwrap();
+        while store.claim(runner, &[String::new()], now_ms()).await.unwrap().is_some() {}
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        pool.reconcile().await.unwrap();
+        assert_eq!(status(&pool).warm, 2);
+        assert_eq!(provider.stopped.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn replaces_runners_that_exit_and_counts_lost_ones() {
+        let (_dir, store, provider, pool) = fixture(2, 2, 60_000).await;
+        pool.reconcile().await.unwrap();
+        // An ephemeral runner finished its step and exited; another was declared lost.
+        let names: Vec<String> = provider.running.lock().unwrap().iter().cloned().collect();
+        provider.running.lock().unwrap().remove(&names[0]);
+        store.mark_lost(now_ms() + 1, now_ms()).await.unwrap();
+        pool.reconcile().await.unwrap();
+        let after = status(&pool);
+        assert_eq!(after.lost, 1, "{after:?}");
+        pool.reconcile().await.unwrap();
+        assert_eq!(status(&pool).warm, 2, "{:?}", status(&pool));
+        assert!(provider.stopped.lock().unwrap().contains(&names[1]), "the lost runner is stopped");
+    }
+}

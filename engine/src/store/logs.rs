@@ -19,7 +19,18 @@ pub struct StoredLine {
     pub ts: i64,
 }
 
+// Runners send an attempt's batches one after another, so a batch is new exactly when its
+// lines are past the highest stored seq: filtering on that keeps the insert plain (no
+// speculative `ON CONFLICT` insertion, twice as fast). Two copies of one batch racing
+// (a retry while the first is still in flight) can still collide; see `append_logs`.
 const PG_APPEND: &str = "\
+    INSERT INTO log_lines (step_run_id, attempt, seq, stream, text, ts) \
+    SELECT $1, $2, l.seq, l.stream, l.text, l.ts \
+    FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS l(seq, stream, text, ts) \
+    WHERE l.seq > COALESCE( \
+        (SELECT MAX(seq) FROM log_lines WHERE step_run_id = $1 AND attempt = $2), 0)";
+
+const PG_APPEND_IDEMPOTENT: &str = "\
     INSERT INTO log_lines (step_run_id, attempt, seq, stream, text, ts) \
     SELECT $1, $2, l.seq, l.stream, l.text, l.ts \
     FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS l(seq, stream, text, ts) \
@@ -50,16 +61,30 @@ impl Store {
                 let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
                 let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
                 let ts: Vec<i64> = lines.iter().map(|l| l.ts_ms).collect();
-                sqlx::query(PG_APPEND)
+                let fast = sqlx::query(PG_APPEND)
                     .bind(step_run_id)
                     .bind(attempt)
-                    .bind(seqs)
-                    .bind(streams)
-                    .bind(texts)
-                    .bind(ts)
+                    .bind(&seqs)
+                    .bind(&streams)
+                    .bind(&texts)
+                    .bind(&ts)
                     .execute(pool)
-                    .await?
-                    .rows_affected()
+                    .await;
+                match fast {
+                    Ok(done) => done.rows_affected(),
+                    // A concurrent copy of this batch won the race: store what is missing.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => sqlx::query(PG_APPEND_IDEMPOTENT)
+                        .bind(step_run_id)
+                        .bind(attempt)
+                        .bind(&seqs)
+                        .bind(&streams)
+                        .bind(&texts)
+                        .bind(&ts)
+                        .execute(pool)
+                        .await?
+                        .rows_affected(),
+                    Err(e) => return Err(e.into()),
+                }
             }
             Db::Sqlite(pool) => {
                 let rows: Vec<(u64, &str, &str, i64)> = lines
