@@ -79,5 +79,6 @@ pub(crate) fn run(env: &Env) -> Result<()> {
         ms(direct),
         direct.as_secs_f64() / plue_median.as_secs_f64()
     );
+    println!();
     Ok(())
 }

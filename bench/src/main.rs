@@ -43,6 +43,9 @@ const USAGE: &str = "eval, check, steps, claim, logs or all";
 
 fn main() -> Result<()> {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if !["eval", "check", "steps", "claim", "logs", "all"].contains(&which.as_str()) {
+        bail!("unknown benchmark '{which}': {USAGE}");
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
@@ -55,6 +58,16 @@ fn main() -> Result<()> {
         );
     }
     let env = Env { root, plue };
+    // Figures from a busy machine read differently: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "_{cores} cores; load average at start: {}_\n",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

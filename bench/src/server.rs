@@ -86,7 +86,11 @@ impl Server {
         let url = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if let Some(rest) = text.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap_or_default().to_string();
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
             }
             if let Some(status) = child.try_wait()? {
                 bail!("plue serve exited ({status}) before listening:\n{text}");

@@ -24,6 +24,11 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// For figures that come from store timestamps (1 ms resolution): no false decimals.
+pub(crate) fn whole_ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
 /// A signed difference in milliseconds (an overhead can come out negative).
 pub(crate) fn ms_signed(seconds: f64) -> String {
     format!("{:.3} ms", seconds * 1000.0)
@@ -53,4 +58,11 @@ pub(crate) fn real_python() -> Result<String> {
         .args(["-c", "import sys; print(sys.executable)"])
         .output()?;
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// The last lines of a command's stderr, for error messages.
+pub(crate) fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use engine::store::{StepRunRow, Store};
 use tokio::process::Command;
 
-use crate::stats::{from_ms, ms, ms_signed, percentile};
+use crate::stats::{from_ms, ms, ms_signed, percentile, tail, whole_ms};
 use crate::workdir::{self, Workdir};
 use crate::Env;
 
@@ -127,8 +127,8 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
             } else {
                 format!(
                     "{} / {}",
-                    ms(percentile(samples, 0.5)),
-                    ms(percentile(samples, 0.99))
+                    whole_ms(percentile(samples, 0.5)),
+                    whole_ms(percentile(samples, 0.99))
                 )
             }
         };
@@ -229,11 +229,4 @@ async fn plue_run(
         }
     }
     Ok(recorded)
-}
-
-/// The last lines of a command's stderr, for error messages.
-pub(crate) fn tail(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -168,9 +168,14 @@ async fn poll(
     let wait = Duration::from_millis(request.wait_ms).min(state.config.max_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let events = state.executor.events().clone();
+    let mut checked = None::<tokio::time::Instant>;
     loop {
-        // A poll counts as a heartbeat, and a lost runner gets no work.
-        still_live(&state, &runner).await?;
+        // A poll counts as a heartbeat, and a lost runner gets no work. Checked again at
+        // most once a second, so waking every poller for one queued step costs few writes.
+        if checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            still_live(&state, &runner).await?;
+            checked = Some(tokio::time::Instant::now());
+        }
         let notified = events.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();

@@ -136,6 +136,7 @@ pub async fn run(
         .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
     // `process_group(0)` makes the child the leader of a group whose id is its pid.
     let pgid = Pid::from_raw(pid);
+    let born = reaper::start_time(pgid);
     let guard = GroupGuard(Some(pgid));
 
     let stop = CancellationToken::new();
@@ -157,7 +158,7 @@ pub async fn run(
     let status = child.wait().await;
     guard.disarm();
 
-    let sweep = tokio::task::spawn_blocking(move || reaper::sweep(pgid, &cookie, SWEEP_BUDGET));
+    let sweep = tokio::task::spawn_blocking(move || reaper::sweep(pgid, &cookie, born, SWEEP_BUDGET));
     if let Err(err) = sweep.await {
         tracing::warn!(%err, "sweeping the step's processes failed");
     }

@@ -88,11 +88,24 @@ pub(crate) fn wait_exited_without_reaping(pid: Pid) -> std::io::Result<()> {
 /// scan until nothing is left or `budget` has passed. Blocking: call from `spawn_blocking`.
 /// Must run after the step's own leader was reaped, so a zombie in the group is never the
 /// child tokio is waiting for.
-pub(crate) fn sweep(pgid: Pid, cookie: &str, budget: Duration) {
+/// `born_since` is when the step's leader started ([`start_time`] read at spawn): no
+/// descendant is older, so older processes are not searched for the cookie.
+pub(crate) fn sweep(pgid: Pid, cookie: &str, born_since: Option<u64>, budget: Duration) {
     #[cfg(target_os = "linux")]
-    linux::sweep(pgid, cookie, budget);
+    linux::sweep(pgid, cookie, born_since.unwrap_or(0), budget);
     #[cfg(not(target_os = "linux"))]
-    let _ = (pgid, cookie, budget);
+    let _ = (pgid, cookie, born_since, budget);
+}
+
+/// When process `pid` started (clock ticks since boot), if known.
+pub(crate) fn start_time(pid: Pid) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    return linux::read_stat(pid.as_raw()).map(|stat| stat.start_time);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -105,20 +118,22 @@ mod linux {
     use nix::unistd::{getpid, getsid, Pid};
 
     /// The fields of `/proc/<pid>/stat` the sweep needs.
-    struct Stat {
+    pub(super) struct Stat {
         state: u8,
         ppid: i32,
         pgrp: i32,
         session: i32,
         /// Distinguishes a process from a later one that reused its pid.
-        start_time: u64,
+        pub(super) start_time: u64,
     }
 
-    pub(super) fn sweep(pgid: Pid, cookie: &str, budget: Duration) {
+    pub(super) fn sweep(pgid: Pid, cookie: &str, born_since: u64, budget: Duration) {
         let deadline = Instant::now() + budget;
         let me = getpid().as_raw();
         let my_session = getsid(None).map(Pid::as_raw).unwrap_or(-1);
         let cookie_entry = format!("{}={cookie}", super::COOKIE_VAR);
+        // A descendant of the step cannot have started before the step's leader did, so
+        // only younger processes need their environment read (the costly part of a scan).
         let mut killed: HashSet<(i32, u64)> = HashSet::new();
         loop {
             let mut pending = false;
@@ -142,7 +157,7 @@ mod linux {
                 let belongs = recorded
                     || stat.pgrp == pgid.as_raw()
                     || ours_escaped
-                    || has_cookie(pid, &cookie_entry);
+                    || (stat.start_time >= born_since && has_cookie(pid, &cookie_entry));
                 if belongs {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     killed.insert((pid, stat.start_time));
@@ -166,7 +181,7 @@ mod linux {
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
     }
 
-    fn read_stat(pid: i32) -> Option<Stat> {
+    pub(super) fn read_stat(pid: i32) -> Option<Stat> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // `comm` (field 2) is in parentheses and may itself contain spaces or ')'.
         let rest = &text[text.rfind(')')? + 1..];

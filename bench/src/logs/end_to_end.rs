@@ -15,8 +15,7 @@ use testkit::TempPostgres;
 use super::ingest::Ingested;
 use super::LINES;
 use crate::server::{Backend, Server};
-use crate::stats::from_ms;
-use crate::steps::tail;
+use crate::stats::{from_ms, tail};
 use crate::workdir::{self, Workdir};
 use crate::Env;
 

@@ -3,8 +3,6 @@
 //! `Accept: text/event-stream`. Per `line` event: receive time − the printed time, so the
 //! figure covers the pipe, the runner's batching and HTTP post, the store insert, the
 //! engine's wake-up of the SSE stream, its store read and the event reaching the client.
-//! A second row per store splits off the runner's part: the line's stored `ts` (the
-//! runner's clock when its sender took the line, 1 ms resolution) − the printed time.
 //!
 //! Baseline: the same script's stdout read straight from a pipe by this process.
 
@@ -37,18 +35,13 @@ pub(crate) async fn run(env: &Env, work: &Workdir, postgres: &TempPostgres) -> R
     for backend in [Backend::Sqlite, Backend::Postgres(url)] {
         let server = Server::start(env, work, &backend, 1).await?;
         let run_id = server.start_run(&file, &work.workspace()).await?;
-        let (to_client, to_runner) = follow(&server, run_id).await?;
+        let latencies = follow(&server, run_id).await?;
         server.wait_run(run_id).await?;
         server.stop().await;
         results.push((
-            format!("{}: printed → SSE event received", backend.name()),
-            to_client.len(),
-            to_client,
-        ));
-        results.push((
-            format!("{}: of which printed → runner took the line (`ts`)", backend.name()),
-            to_runner.len(),
-            to_runner,
+            format!("{}: printed → SSE `line` event received", backend.name()),
+            latencies.len(),
+            latencies,
         ));
     }
     Ok(results)
@@ -65,19 +58,22 @@ fn since(printed_ns: i128, later_ns: i128) -> Duration {
     Duration::from_nanos(u64::try_from(later_ns - printed_ns).unwrap_or(0))
 }
 
-/// Follows the step's SSE stream to its `end` event; returns printed → received and
-/// printed → runner `ts` per stdout line.
-async fn follow(server: &Server, run_id: i64) -> Result<(Vec<Duration>, Vec<Duration>)> {
+/// Follows the step's SSE stream to its `end` event; returns printed → received per stdout
+/// line.
+async fn follow(server: &Server, run_id: i64) -> Result<Vec<Duration>> {
     let response = server
         .client()
-        .get(format!("{}/api/runs/{run_id}/steps/tick/logs", server.url()))
+        .get(format!(
+            "{}/api/runs/{run_id}/steps/tick/logs",
+            server.url()
+        ))
         .header("accept", "text/event-stream")
         .send()
         .await?
         .error_for_status()?;
     let mut events = response.bytes_stream().eventsource();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let (mut to_client, mut to_runner) = (Vec::new(), Vec::new());
+    let mut latencies = Vec::new();
     loop {
         let next = tokio::time::timeout_at(deadline, events.next())
             .await
@@ -100,11 +96,9 @@ async fn follow(server: &Server, run_id: i64) -> Result<(Vec<Duration>, Vec<Dura
             .as_str()
             .and_then(|t| t.trim().parse().ok())
             .with_context(|| format!("unexpected line {}", event.data))?;
-        to_client.push(since(printed, received));
-        let ts = line["ts"].as_i64().context("a line without ts")?;
-        to_runner.push(since(printed, i128::from(ts) * 1_000_000));
+        latencies.push(since(printed, received));
     }
-    Ok((to_client, to_runner))
+    Ok(latencies)
 }
 
 /// The baseline: the script's stdout read from a pipe.
