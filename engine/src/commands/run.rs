@@ -124,13 +124,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let all: Vec<i64> = steps.iter().map(|s| s.id).collect();
     let mut interrupts = 0;
     let mut seen = Seen::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Step states are re-read at most every 50 ms (a 500-step run changes state thousands
+    // of times); log lines print as soon as they are stored.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut last_read = tokio::time::Instant::now();
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             event = events.recv() => seen.note(event, run_id, &all),
             _ = tick.tick() => {
-                seen.steps_changed = true;
-                seen.maybe_finished = true;
+                ticks += 1;
+                if ticks.is_multiple_of(10) {
+                    seen.steps_changed = true;
+                    seen.maybe_finished = true;
+                }
             }
             _ = interrupted() => {
                 interrupts += 1;
@@ -149,7 +156,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if seen.closed {
             break;
         }
-        if std::mem::take(&mut seen.steps_changed) {
+        let due = seen.maybe_finished || last_read.elapsed() >= Duration::from_millis(50);
+        if seen.steps_changed && due {
+            seen.steps_changed = false;
+            last_read = tokio::time::Instant::now();
             let steps = store.step_runs(run_id).await?;
             // A step that changed state may have lines not printed yet: they come first.
             seen.dirty.extend(printer.changed(&steps));
