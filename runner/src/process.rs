@@ -158,7 +158,8 @@ pub async fn run(
     let status = child.wait().await;
     guard.disarm();
 
-    let sweep = tokio::task::spawn_blocking(move || reaper::sweep(pgid, &cookie, born, SWEEP_BUDGET));
+    let sweep =
+        tokio::task::spawn_blocking(move || reaper::sweep(pgid, &cookie, born, SWEEP_BUDGET));
     if let Err(err) = sweep.await {
         tracing::warn!(%err, "sweeping the step's processes failed");
     }

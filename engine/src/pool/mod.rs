@@ -286,7 +286,16 @@ mod tests {
         }
     }
 
-    async fn fixture(min_warm: usize, max_runners: usize, idle_ms: u64) -> (tempfile::TempDir, Store, Arc<FakeProvider>, Arc<Pool<Arc<FakeProvider>>>) {
+    async fn fixture(
+        min_warm: usize,
+        max_runners: usize,
+        idle_ms: u64,
+    ) -> (
+        tempfile::TempDir,
+        Store,
+        Arc<FakeProvider>,
+        Arc<Pool<Arc<FakeProvider>>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         let provider = Arc::new(FakeProvider::default());
@@ -298,17 +307,37 @@ mod tests {
             start_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(100),
         };
-        let pool = Pool::new(provider.clone(), config, store.clone(), Arc::new(Events::default())).unwrap();
+        let pool = Pool::new(
+            provider.clone(),
+            config,
+            store.clone(),
+            Arc::new(Events::default()),
+        )
+        .unwrap();
         (dir, store, provider, pool)
     }
 
     async fn queue_steps(store: &Store, n: usize) {
-        let executor = Executor::new(store.clone(), Arc::new(Events::default()), BTreeMap::new(), 100);
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            100,
+        );
         let plan = Plan {
             name: "demand".into(),
             triggers: vec![],
             env: BTreeMap::new(),
-            steps: (0..n).map(|i| Step::new(format!("s{i}"), Action::Bash { command: "true".into() })).collect(),
+            steps: (0..n)
+                .map(|i| {
+                    Step::new(
+                        format!("s{i}"),
+                        Action::Bash {
+                            command: "true".into(),
+                        },
+                    )
+                })
+                .collect(),
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor
@@ -350,8 +379,16 @@ mod tests {
 
         // Demand gone (the steps were taken elsewhere): idle extras beyond min_warm are
         // reaped once idle for longer than idle_timeout, oldest first.
-        let runner = store.register_runner("other", "{}", "hash-other", true, now_ms()).await.unwrap();
-        while store.claim(runner, &[String::new()], now_ms()).await.unwrap().is_some() {}
+        let runner = store
+            .register_runner("other", "{}", "hash-other", true, now_ms())
+            .await
+            .unwrap();
+        while store
+            .claim(runner, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .is_some()
+        {}
         tokio::time::sleep(Duration::from_millis(80)).await;
         pool.reconcile().await.unwrap();
         assert_eq!(status(&pool).warm, 2);
@@ -371,6 +408,9 @@ mod tests {
         assert_eq!(after.lost, 1, "{after:?}");
         pool.reconcile().await.unwrap();
         assert_eq!(status(&pool).warm, 2, "{:?}", status(&pool));
-        assert!(provider.stopped.lock().unwrap().contains(&names[1]), "the lost runner is stopped");
+        assert!(
+            provider.stopped.lock().unwrap().contains(&names[1]),
+            "the lost runner is stopped"
+        );
     }
 }

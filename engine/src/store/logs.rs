@@ -73,16 +73,18 @@ impl Store {
                 match fast {
                     Ok(done) => done.rows_affected(),
                     // A concurrent copy of this batch won the race: store what is missing.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => sqlx::query(PG_APPEND_IDEMPOTENT)
-                        .bind(step_run_id)
-                        .bind(attempt)
-                        .bind(&seqs)
-                        .bind(&streams)
-                        .bind(&texts)
-                        .bind(&ts)
-                        .execute(pool)
-                        .await?
-                        .rows_affected(),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        sqlx::query(PG_APPEND_IDEMPOTENT)
+                            .bind(step_run_id)
+                            .bind(attempt)
+                            .bind(&seqs)
+                            .bind(&streams)
+                            .bind(&texts)
+                            .bind(&ts)
+                            .execute(pool)
+                            .await?
+                            .rows_affected()
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
