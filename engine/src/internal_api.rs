@@ -224,7 +224,7 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
             let report = fail(format!("unreadable dispatch document: {e}"));
             state
                 .executor
-                .complete(claimed.attempt_id, None, &report)
+                .complete(claimed.attempt_id, claimed.run_id, None, &report)
                 .await?;
             return Ok(None);
         }
@@ -234,7 +234,7 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
         Err(reason) => {
             state
                 .executor
-                .complete(claimed.attempt_id, None, &fail(reason))
+                .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
                 .await?;
             return Ok(None);
         }
@@ -262,9 +262,7 @@ async fn started(
     attempt_id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
-    let attempt_id = path_id(attempt_id)?;
-    let owner = owned_attempt(&state, &runner, &attempt_id).await?;
-    let attempt_id = parse_id(&attempt_id)?;
+    let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     state
         .executor
         .store()
@@ -283,12 +281,10 @@ async fn logs(
     body: Result<Json<LogBatch>, JsonRejection>,
 ) -> ApiResult<Json<LogAck>> {
     let runner = authenticate(&state, &headers).await?;
-    let attempt_id = path_id(attempt_id)?;
-    let owner = owned_attempt(&state, &runner, &attempt_id).await?;
+    let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     let Json(batch) = body?;
     validate_batch(&batch)?;
     let store = state.executor.store();
-    let attempt_id = parse_id(&attempt_id)?;
     store
         .append_logs(owner.step_run_id, owner.number, &batch.lines)
         .await?;
@@ -306,9 +302,7 @@ async fn watch(
     attempt_id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<wire::WatchResponse>> {
     let runner = authenticate(&state, &headers).await?;
-    let attempt_id = path_id(attempt_id)?;
-    let owner = owned_attempt(&state, &runner, &attempt_id).await?;
-    let attempt_id = parse_id(&attempt_id)?;
+    let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     let mut events = state.executor.events().subscribe();
     let deadline = tokio::time::Instant::now() + state.config.max_wait;
     loop {
@@ -352,9 +346,7 @@ async fn complete(
     body: Result<Json<wire::Completion>, JsonRejection>,
 ) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
-    let attempt_id = path_id(attempt_id)?;
-    owned_attempt(&state, &runner, &attempt_id).await?;
-    let attempt_id = parse_id(&attempt_id)?;
+    let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     let Json(completion) = body?;
     validate_outputs(&completion.outputs)?;
     if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
@@ -368,7 +360,7 @@ async fn complete(
     };
     state
         .executor
-        .complete(attempt_id, Some(runner.id), &report)
+        .complete(attempt_id, owner.run_id, Some(runner.id), &report)
         .await?;
     Ok(Json(Ack {}))
 }
@@ -446,12 +438,15 @@ fn remember_owner(state: &InternalState, runner: &AuthedRunner, claimed: &Claime
     );
 }
 
+/// The attempt a request's path names, if it belongs to `runner` (owners are cached, so a
+/// log batch costs no extra read).
 async fn owned_attempt(
     state: &InternalState,
     runner: &AuthedRunner,
-    raw_id: &str,
-) -> ApiResult<AttemptOwner> {
-    let attempt_id = parse_id(raw_id)?;
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<(i64, AttemptOwner)> {
+    let Path(raw_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let attempt_id = parse_id(&raw_id)?;
     let cached = lock(&state.auth.owners).get(&attempt_id).copied();
     let owner = match cached {
         Some(owner) => owner,
@@ -475,12 +470,7 @@ async fn owned_attempt(
             "attempt {attempt_id} belongs to another runner"
         )));
     }
-    Ok(owner)
-}
-
-fn path_id(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
-    path.map(|Path(id)| id)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+    Ok((attempt_id, owner))
 }
 
 fn parse_id(raw: &str) -> ApiResult<i64> {

@@ -7,7 +7,8 @@ use anyhow::Context;
 use evaluator::{Diagnostic, EvalContext, EvalError, EvaluatorPool};
 use runner::protocol::WorkspaceSource;
 
-use crate::executor::{Executor, StartRun};
+use crate::executor::Executor;
+use crate::store::NewRun;
 
 /// Why a launch did not start a run.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ pub async fn launch(
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let context_json = serde_json::to_string(ctx).context("serialising ctx")?;
     let run_id = executor
-        .start_run(&StartRun {
+        .start_run(&NewRun {
             workflow_source: "local",
             workflow_path: &absolute.display().to_string(),
             event: ctx.event.as_str(),

@@ -5,7 +5,6 @@
 //! long-polls, SSE streams, the sweeper and the pool all watch, then waits for every task.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use crate::api::{self, ApiState};
 use crate::events::Events;
 use crate::executor::Executor;
 use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
-use crate::pool::local::{LocalConfig, LocalProvider};
+use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
 use crate::pool::{Pool, PoolConfig, PoolStatus};
 use crate::store::Store;
 use crate::sweeper::{self, SweeperConfig};
@@ -31,17 +30,7 @@ pub struct LocalPoolSettings {
     pub min_warm: usize,
     pub max_runners: usize,
     pub idle_timeout: Duration,
-    /// The `plue` executable the runners run as.
-    pub program: PathBuf,
-    pub labels: BTreeMap<String, String>,
-    pub work_dir: PathBuf,
-    pub log_file: Option<PathBuf>,
-    pub give_up_after: Duration,
-    /// One step per runner process (then replaced); false lets a runner take step after
-    /// step — for trusted work only, each step still gets a fresh workspace.
-    pub ephemeral: bool,
-    /// The Python interpreter handed to runners (`PLUE_PYTHON`), resolved once.
-    pub python: Option<PathBuf>,
+    pub runner: RunnerProcess,
 }
 
 #[derive(Debug, Clone)]
@@ -120,15 +109,9 @@ pub async fn start(
     let pool_shutdown = CancellationToken::new();
     if let Some(settings) = &config.pool {
         let provider_config = LocalConfig {
-            program: settings.program.clone(),
             engine_url: url.clone(),
             registration_token: config.registration_token.clone(),
-            labels: settings.labels.clone(),
-            work_dir: settings.work_dir.clone(),
-            log_file: settings.log_file.clone(),
-            give_up_after: settings.give_up_after,
-            ephemeral: settings.ephemeral,
-            python: settings.python.clone(),
+            runner: settings.runner.clone(),
         };
         let pool = Pool::new(
             LocalProvider::new(provider_config),

@@ -61,18 +61,20 @@ async fn sweep(
     if now - started >= lost_after {
         for runner_id in store.mark_lost(now - lost_after, now).await? {
             auth.forget_runner(runner_id);
-            for attempt_id in store.active_attempts_of(runner_id).await? {
+            for (attempt_id, run_id) in store.active_attempts_of(runner_id).await? {
                 tracing::info!(runner_id, attempt_id, "runner lost");
                 executor
-                    .complete(attempt_id, None, &failed("runner lost".into()))
+                    .complete(attempt_id, run_id, None, &failed("runner lost".into()))
                     .await?;
             }
         }
     }
     let grace = config.timeout_grace.as_millis() as i64;
-    for (attempt_id, timeout_ms) in store.overdue_attempts(now, grace).await? {
+    for (attempt_id, run_id, timeout_ms) in store.overdue_attempts(now, grace).await? {
         let reason = format!("timed out after {}s", timeout_ms / 1000);
-        executor.complete(attempt_id, None, &failed(reason)).await?;
+        executor
+            .complete(attempt_id, run_id, None, &failed(reason))
+            .await?;
     }
     // Every few ticks, move every active run on (cheap; covers missed notifications).
     if ticks.is_multiple_of(4) {

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine::executor::StartRun;
 use engine::server::{self, EngineConfig, RunningEngine};
-use engine::store::Store;
+use engine::store::{NewRun, Store};
 use evaluator::plan::{Action, Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -52,7 +51,7 @@ impl Harness {
         let json = serde_json::to_string(&plan).unwrap();
         self.engine
             .executor
-            .start_run(&StartRun {
+            .start_run(&NewRun {
                 workflow_source: "local",
                 workflow_path: "/w/api.plue.py",
                 event: "manual",

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use engine::events::Events;
-use engine::executor::{Executor, Report, StartRun};
-use engine::store::{now_ms, Store};
+use engine::executor::{Executor, Report};
+use engine::store::{now_ms, NewRun, Store};
 use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
 
@@ -46,7 +46,7 @@ fn bash(id: &str) -> Step {
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
     let json = serde_json::to_string(plan).unwrap();
     executor
-        .start_run(&StartRun {
+        .start_run(&NewRun {
             workflow_source: "local",
             workflow_path: "/w/test.plue.py",
             event: "manual",
@@ -235,12 +235,12 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
             .unwrap();
         let failed = report(Outcome::Failed, Some("exit code 1"));
         assert!(executor
-            .complete(claimed.attempt_id, Some(runner_id), &failed)
+            .complete(claimed.attempt_id, claimed.run_id, Some(runner_id), &failed)
             .await
             .unwrap());
         // A repeated report (a runner retrying) changes nothing.
         assert!(!executor
-            .complete(claimed.attempt_id, Some(runner_id), &failed)
+            .complete(claimed.attempt_id, claimed.run_id, Some(runner_id), &failed)
             .await
             .unwrap());
         let step = store.step_run(run_id, "flaky").await.unwrap().unwrap();
@@ -262,6 +262,7 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
         executor
             .complete(
                 second.attempt_id,
+                second.run_id,
                 Some(runner_id),
                 &report(Outcome::Succeeded, None),
             )
@@ -286,11 +287,11 @@ async fn another_runner_cannot_complete_an_attempt() {
             .unwrap();
         let done = report(Outcome::Succeeded, None);
         assert!(!executor
-            .complete(claimed.attempt_id, Some(intruder), &done)
+            .complete(claimed.attempt_id, claimed.run_id, Some(intruder), &done)
             .await
             .unwrap());
         assert!(executor
-            .complete(claimed.attempt_id, Some(owner), &done)
+            .complete(claimed.attempt_id, claimed.run_id, Some(owner), &done)
             .await
             .unwrap());
     }
@@ -331,6 +332,7 @@ async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
         executor
             .complete(
                 claimed.attempt_id,
+                claimed.run_id,
                 Some(runner_id),
                 &report(Outcome::Cancelled, Some("cancelled")),
             )

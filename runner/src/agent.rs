@@ -263,7 +263,7 @@ async fn spec_for(
         ),
         StepAction::Python { script } => {
             if python.is_none() {
-                *python = Some(resolve_python().await?);
+                *python = Some(tokio::task::spawn_blocking(resolve_python).await??);
             }
             let program = python.clone().unwrap_or_else(|| PathBuf::from("python3"));
             (program, vec!["-u".into(), "-c".into(), script.clone()])
@@ -346,14 +346,15 @@ async fn run_process(
 }
 
 /// The real interpreter behind `python3` (on some machines a slow shim), or `PLUE_PYTHON`.
-async fn resolve_python() -> anyhow::Result<PathBuf> {
+/// Blocking (it may start `python3` once): the engine calls it before starting its local
+/// runners, which then get the answer through `PLUE_PYTHON`.
+pub fn resolve_python() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(PYTHON_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let output = tokio::process::Command::new("python3")
+    let output = std::process::Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
-        .await
         .context("python steps need python3 on PATH (or PLUE_PYTHON)")?;
     let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if !output.status.success() || path.is_empty() {

@@ -179,20 +179,22 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
     };
     let plan_json = plan.canonical_json();
     let run_id = store
-        .create_run(&NewRun {
-            workflow_source: "bench",
-            workflow_path: "ingest.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0000000000000000000000000000000000000000",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &plan_json,
-            plan_hash: &plan.hash(),
-            workspace_json: &serde_json::to_string(&WorkspaceSource::Empty)?,
-            max_parallel: 64,
-            rerun_of: None,
-        })
+        .create_run(
+            &NewRun {
+                workflow_source: "bench",
+                workflow_path: "ingest.plue.py",
+                event: "manual",
+                git_ref: "refs/heads/main",
+                sha: "0000000000000000000000000000000000000000",
+                context_json: "{}",
+                plan: &plan,
+                plan_json: &plan_json,
+                plan_hash: &plan.hash(),
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: None,
+            },
+            64,
+        )
         .await?;
     Ok(store
         .step_runs(run_id)

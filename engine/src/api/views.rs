@@ -31,7 +31,7 @@ pub struct RunView {
 impl RunView {
     pub fn new(run: RunRow, steps: Option<Vec<StepRunRow>>) -> RunView {
         RunView {
-            duration_ms: duration(run.started_at, run.finished_at),
+            duration_ms: run.duration_ms(),
             id: run.id,
             workflow: run.workflow_name,
             workflow_path: run.workflow_path,
@@ -67,7 +67,7 @@ pub struct StepView {
 impl StepView {
     pub fn new(step: StepRunRow) -> StepView {
         StepView {
-            duration_ms: duration(step.started_at, step.finished_at),
+            duration_ms: step.duration_ms(),
             outputs: serde_json::from_str(&step.outputs).unwrap_or_default(),
             id: step.step_id,
             status: step.status,
@@ -154,8 +154,4 @@ impl From<PoolStatus> for PoolView {
 #[derive(Debug, Serialize)]
 pub struct Created {
     pub run_id: i64,
-}
-
-fn duration(start: Option<i64>, end: Option<i64>) -> Option<i64> {
-    Some(end? - start?)
 }

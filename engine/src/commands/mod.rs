@@ -71,18 +71,22 @@ pub(crate) fn cpus() -> usize {
         .unwrap_or(1)
 }
 
-/// The real Python interpreter behind `python3` (often a slow shim), resolved once so
-/// runners can start it directly; `None` when there is no python3.
-pub(crate) fn resolve_python() -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os(::runner::agent::PYTHON_ENV) {
-        return Some(path.into());
-    }
-    let output = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    (output.status.success() && !path.is_empty()).then(|| path.into())
+/// Local runner processes of this executable, working and logging under `data_dir`.
+pub(crate) fn local_runners(
+    data_dir: &std::path::Path,
+    give_up_after: std::time::Duration,
+    ephemeral: bool,
+) -> anyhow::Result<engine::pool::local::RunnerProcess> {
+    use anyhow::Context;
+    Ok(engine::pool::local::RunnerProcess {
+        program: std::env::current_exe().context("locating the plue executable")?,
+        labels: Default::default(),
+        work_dir: data_dir.join("work"),
+        log_file: Some(data_dir.join("runners.log")),
+        give_up_after,
+        ephemeral,
+        python: ::runner::agent::resolve_python().ok(),
+    })
 }
 
 /// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.

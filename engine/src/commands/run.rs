@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::run_output::{use_color, Printer, Summary};
-use super::{context, cpus, evaluator_pool, interrupted, resolve_python, EXIT_INVALID};
+use super::{context, cpus, evaluator_pool, interrupted, local_runners, EXIT_INVALID};
 use crate::cli::RunArgs;
 
 /// What the engine's notifications said since the printer last looked.
@@ -75,13 +75,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         min_warm: runners,
         max_runners: runners,
         idle_timeout: Duration::from_secs(3600),
-        program: std::env::current_exe().context("locating the plue executable")?,
-        labels: Default::default(),
-        work_dir: data_dir.join("work"),
-        log_file: Some(data_dir.join("runners.log")),
-        give_up_after: Duration::from_secs(30),
-        ephemeral: args.ephemeral_runners,
-        python: resolve_python(),
+        runner: local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?,
     });
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -184,10 +178,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     engine.shutdown().await;
     let summary = Summary::new(run_id, &run.status, &steps);
     eprint!("\n{}", summary.table());
-    let duration = match (run.started_at, run.finished_at) {
-        (Some(a), Some(b)) => super::run_output::human_ms(b - a),
-        _ => "-".into(),
-    };
+    let duration = run
+        .duration_ms()
+        .map(super::run_output::human_ms)
+        .unwrap_or_else(|| "-".into());
     match &run.reason {
         Some(reason) => eprintln!("run {run_id} {} in {duration}: {reason}", run.status),
         None => eprintln!("run {run_id} {} in {duration}", run.status),

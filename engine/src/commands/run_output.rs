@@ -197,10 +197,9 @@ impl Printer {
 }
 
 fn took(step: &StepRunRow) -> String {
-    match (step.started_at, step.finished_at) {
-        (Some(start), Some(end)) => format!(" in {}", human_ms(end - start)),
-        _ => String::new(),
-    }
+    step.duration_ms()
+        .map(|ms| format!(" in {}", human_ms(ms)))
+        .unwrap_or_default()
 }
 
 pub(crate) fn human_ms(ms: i64) -> String {
@@ -278,10 +277,7 @@ impl Summary {
                     status: s.status.clone(),
                     attempts: s.attempts,
                     exit_code: s.exit_code,
-                    duration_ms: match (s.started_at, s.finished_at) {
-                        (Some(a), Some(b)) => Some(b - a),
-                        _ => None,
-                    },
+                    duration_ms: s.duration_ms(),
                 })
                 .collect(),
         }

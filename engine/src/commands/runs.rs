@@ -33,10 +33,7 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
             let rows = store.list_runs(args.limit.clamp(1, 1000)).await?;
             rows.into_iter()
                 .map(|r| RunLine {
-                    duration_ms: match (r.started_at, r.finished_at) {
-                        (Some(a), Some(b)) => Some(b - a),
-                        _ => None,
-                    },
+                    duration_ms: r.duration_ms(),
                     id: r.id,
                     status: r.status,
                     workflow: r.workflow_name,

@@ -11,7 +11,7 @@ use engine::store::Store;
 use engine::tokens;
 use tokio::net::TcpListener;
 
-use super::{cpus, evaluator_pool, interrupted, resolve_python};
+use super::{cpus, evaluator_pool, interrupted, local_runners};
 use crate::cli::{ServeArgs, StoreArgs};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -44,13 +44,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             min_warm: runners,
             max_runners: args.max_runners.unwrap_or(runners).max(runners),
             idle_timeout: Duration::from_secs(args.idle_timeout),
-            program: std::env::current_exe().context("locating the plue executable")?,
-            labels: Default::default(),
-            work_dir: data_dir.join("work"),
-            log_file: Some(data_dir.join("runners.log")),
-            give_up_after: Duration::from_secs(300),
-            ephemeral: !args.reuse_runners,
-            python: resolve_python(),
+            runner: local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?,
         });
     }
     let evaluator = Arc::new(evaluator_pool(2).await.context("starting the evaluator")?);

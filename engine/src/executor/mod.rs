@@ -15,24 +15,8 @@ use anyhow::Context;
 use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
-use crate::store::{now_ms, AttemptEnd, NewRun, Store};
+use crate::store::{now_ms, AttemptEnd, NewRun, StepAfter, Store};
 pub use rules::Report;
-
-/// A run to start.
-#[derive(Debug, Clone)]
-pub struct StartRun<'a> {
-    pub workflow_source: &'a str,
-    pub workflow_path: &'a str,
-    pub event: &'a str,
-    pub git_ref: &'a str,
-    pub sha: &'a str,
-    pub context_json: &'a str,
-    pub plan: &'a Plan,
-    pub plan_json: &'a str,
-    pub plan_hash: &'a str,
-    pub workspace: &'a runner::protocol::WorkspaceSource,
-    pub rerun_of: Option<i64>,
-}
 
 pub struct Executor {
     store: Store,
@@ -71,24 +55,10 @@ impl Executor {
     }
 
     /// Stores the run and queues its first steps; returns the run id.
-    pub async fn start_run(&self, run: &StartRun<'_>) -> anyhow::Result<i64> {
-        let workspace_json = serde_json::to_string(run.workspace)?;
+    pub async fn start_run(&self, run: &NewRun<'_>) -> anyhow::Result<i64> {
         let run_id = self
             .store
-            .create_run(&NewRun {
-                workflow_source: run.workflow_source,
-                workflow_path: run.workflow_path,
-                event: run.event,
-                git_ref: run.git_ref,
-                sha: run.sha,
-                context_json: run.context_json,
-                plan: run.plan,
-                plan_json: run.plan_json,
-                plan_hash: run.plan_hash,
-                workspace_json: &workspace_json,
-                max_parallel: self.max_parallel,
-                rerun_of: run.rerun_of,
-            })
+            .create_run(run, self.max_parallel)
             .await
             .context("storing the run")?;
         self.remember(run_id, Arc::new(run.plan.clone()));
@@ -107,7 +77,7 @@ impl Executor {
         let plan = self.plan(run_id).await?;
         let workspace = serde_json::from_str(&docs.workspace).context("stored workspace")?;
         let new_id = self
-            .start_run(&StartRun {
+            .start_run(&NewRun {
                 workflow_source: &run.workflow_source,
                 workflow_path: &run.workflow_path,
                 event: &run.event,
@@ -144,21 +114,18 @@ impl Executor {
         Ok(())
     }
 
-    /// Records how an attempt ended and moves its run on. `runner_id` is the reporting
-    /// runner (`None` when the engine ends the attempt itself). Returns false when the
-    /// attempt was already final.
+    /// Records how an attempt ended and moves its run on. `run_id` is the attempt's run, as
+    /// the caller read it with the attempt (its claim or owner row); `runner_id` is the
+    /// reporting runner (`None` when the engine ends the attempt itself). Returns false when
+    /// the attempt was already final.
     pub async fn complete(
         &self,
         attempt_id: i64,
+        run_id: i64,
         runner_id: Option<i64>,
         report: &Report,
     ) -> anyhow::Result<bool> {
-        let owner = self
-            .store
-            .attempt_owner(attempt_id)
-            .await?
-            .with_context(|| format!("no attempt {attempt_id}"))?;
-        let plan = self.plan(owner.run_id).await?;
+        let plan = self.plan(run_id).await?;
         let now = now_ms();
         let status = match report.outcome {
             runner::protocol::Outcome::Succeeded => "succeeded",
@@ -171,18 +138,28 @@ impl Executor {
             reason: report.reason.as_deref(),
             at: now,
         };
+        let mut retry_now = false;
         let completed = self
             .store
             .complete_attempt(attempt_id, runner_id, &end, |attempt| {
-                rules::step_after(&plan, attempt, report, now)
+                debug_assert_eq!(
+                    attempt.run_id, run_id,
+                    "attempt {attempt_id} is of another run"
+                );
+                let after = rules::step_after(&plan, attempt, report, now);
+                retry_now = matches!(after, StepAfter::Retry { ready_at, .. } if ready_at <= now);
+                after
             })
             .await
             .with_context(|| format!("completing attempt {attempt_id}"))?;
         match completed {
             Some(attempt) => {
                 self.advance(attempt.run_id).await?;
-                // A retry may be due later; pollers re-check on their own timer.
-                self.events.work.notify_waiters();
+                // A retry without backoff is claimable now; later ones are found by the
+                // pollers' own timer.
+                if retry_now {
+                    self.events.work.notify_waiters();
+                }
                 Ok(true)
             }
             None => Ok(false),

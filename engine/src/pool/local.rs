@@ -18,22 +18,30 @@ use tokio::process::{Child, Command};
 
 use super::Provider;
 
+/// How the pool's runner processes are started; chosen by whoever configures the pool.
 #[derive(Debug, Clone)]
-pub struct LocalConfig {
+pub struct RunnerProcess {
     /// The `plue` executable.
     pub program: PathBuf,
-    /// The engine's base URL, e.g. `http://127.0.0.1:8600`.
-    pub engine_url: String,
-    pub registration_token: String,
     pub labels: BTreeMap<String, String>,
     /// Where runner processes put their workspaces.
     pub work_dir: PathBuf,
     /// Where runner processes write their own diagnostics (appended).
     pub log_file: Option<PathBuf>,
     pub give_up_after: Duration,
+    /// One step per runner process (then replaced); false lets a runner take step after
+    /// step — for trusted work only, each step still gets a fresh workspace.
     pub ephemeral: bool,
     /// Handed to runners as `PLUE_PYTHON` so none of them resolves `python3` itself.
     pub python: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The engine's base URL, e.g. `http://127.0.0.1:8600`.
+    pub engine_url: String,
+    pub registration_token: String,
+    pub runner: RunnerProcess,
 }
 
 pub struct LocalProvider {
@@ -56,19 +64,19 @@ impl LocalProvider {
 
 impl Provider for LocalProvider {
     async fn start(&self, name: &str) -> anyhow::Result<()> {
-        let config = &self.config;
+        let (engine, config) = (&self.config, &self.config.runner);
         let mut command = Command::new(&config.program);
         command
             .arg("runner")
             .arg("--engine")
-            .arg(&config.engine_url)
+            .arg(&engine.engine_url)
             .arg("--name")
             .arg(name)
             .arg("--work-dir")
             .arg(&config.work_dir)
             .arg("--give-up-after")
             .arg(config.give_up_after.as_secs().max(1).to_string())
-            .env("PLUE_RUNNER_TOKEN", &config.registration_token)
+            .env("PLUE_RUNNER_TOKEN", &engine.registration_token)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         if let Some(python) = &config.python {

@@ -255,7 +255,8 @@ mod tests {
     use runner::protocol::WorkspaceSource;
 
     use super::*;
-    use crate::executor::{Executor, StartRun};
+    use crate::executor::Executor;
+    use crate::store::NewRun;
 
     /// Runners that "start" by registering straight into the store, and can be made to exit.
     #[derive(Default)]
@@ -341,7 +342,7 @@ mod tests {
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor
-            .start_run(&StartRun {
+            .start_run(&NewRun {
                 workflow_source: "local",
                 workflow_path: "/w.plue.py",
                 event: "manual",

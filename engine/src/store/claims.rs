@@ -315,15 +315,17 @@ impl Store {
         })
     }
 
-    /// Attempts still claimed or running past their timeout plus `grace_ms`.
+    /// Attempts still claimed or running past their timeout plus `grace_ms`, as
+    /// `(attempt, run, timeout_ms)`.
     pub async fn overdue_attempts(
         &self,
         now: i64,
         grace_ms: i64,
-    ) -> anyhow::Result<Vec<(i64, i64)>> {
+    ) -> anyhow::Result<Vec<(i64, i64, i64)>> {
         Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT id, timeout_ms FROM attempts WHERE status IN ('claimed', 'running') \
-             AND claimed_at + timeout_ms + $2 < $1",
+            "SELECT a.id, s.run_id, a.timeout_ms FROM attempts a \
+             JOIN step_runs s ON s.id = a.step_run_id \
+             WHERE a.status IN ('claimed', 'running') AND a.claimed_at + a.timeout_ms + $2 < $1",
         )
         .bind(now)
         .bind(grace_ms)
@@ -331,24 +333,14 @@ impl Store {
         .await?))
     }
 
-    /// Attempts still claimed or running on any of `runner_ids`.
-    pub async fn active_attempts_of(&self, runner_id: i64) -> anyhow::Result<Vec<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM attempts WHERE runner_id = $1 AND status IN ('claimed', 'running')",
+    /// Attempts still claimed or running on `runner_id`, as `(attempt, run)`.
+    pub async fn active_attempts_of(&self, runner_id: i64) -> anyhow::Result<Vec<(i64, i64)>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT a.id, s.run_id FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+             WHERE a.runner_id = $1 AND a.status IN ('claimed', 'running')",
         )
         .bind(runner_id)
         .fetch_all(pool)
-        .await?))
-    }
-
-    /// Every attempt of a run still claimed or running.
-    pub async fn active_attempts_of_run(&self, run_id: i64) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
-             WHERE s.run_id = $1 AND a.status IN ('claimed', 'running')",
-        )
-        .bind(run_id)
-        .fetch_one(pool)
         .await?))
     }
 }

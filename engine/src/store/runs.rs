@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::{now_ms, on_db, Store};
 
-/// What the executor stores for a new run.
+/// A run to start (what `Executor::start_run` takes and the store keeps).
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {
     /// `local` for a file run from a path, else the repository's name.
@@ -23,8 +23,7 @@ pub struct NewRun<'a> {
     pub plan: &'a Plan,
     pub plan_json: &'a str,
     pub plan_hash: &'a str,
-    pub workspace_json: &'a str,
-    pub max_parallel: i64,
+    pub workspace: &'a runner::protocol::WorkspaceSource,
     pub rerun_of: Option<i64>,
 }
 
@@ -63,6 +62,20 @@ pub struct StepRunRow {
     pub ready_at: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+}
+
+impl RunRow {
+    /// From the first claim to the end, once the run has both.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_at? - self.started_at?)
+    }
+}
+
+impl StepRunRow {
+    /// From the first attempt's start to the end, once the step has both.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_at? - self.started_at?)
+    }
 }
 
 /// One decision of the executor about a run, applied by [`Store::advance`].
@@ -132,7 +145,8 @@ macro_rules! finish_step {
 
 impl Store {
     /// Stores a run in state `queued` with every step `pending`; returns its id.
-    pub async fn create_run(&self, new: &NewRun<'_>) -> anyhow::Result<i64> {
+    pub async fn create_run(&self, new: &NewRun<'_>, max_parallel: i64) -> anyhow::Result<i64> {
+        let workspace_json = serde_json::to_string(new.workspace)?;
         let now = now_ms();
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -158,8 +172,8 @@ impl Store {
             .bind(new.context_json)
             .bind(new.plan_json)
             .bind(new.plan_hash)
-            .bind(new.workspace_json)
-            .bind(new.max_parallel)
+            .bind(&workspace_json)
+            .bind(max_parallel)
             .bind(new.rerun_of)
             .bind(now)
             .fetch_one(&mut *tx)
