@@ -229,7 +229,11 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
             return Ok(None);
         }
     };
-    let secrets = match state.executor.secret_values(&dispatch.secrets) {
+    let secrets = match state
+        .executor
+        .secret_values(claimed.run_id, &dispatch.secrets)
+        .await?
+    {
         Ok(secrets) => secrets,
         Err(reason) => {
             state
@@ -243,6 +247,9 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
     let mut env = dispatch.env;
     env.insert("PLUE_ATTEMPT".into(), claimed.number.to_string());
+    if !secrets.withheld.is_empty() {
+        env.insert("PLUE_SECRETS_WITHHELD".into(), secrets.withheld.join(","));
+    }
     Ok(Some(Assignment {
         attempt_id: claimed.attempt_id,
         run_id: claimed.run_id,
@@ -250,7 +257,7 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
         attempt: u32::try_from(claimed.number).unwrap_or(u32::MAX),
         action: dispatch.action,
         env,
-        secrets,
+        secrets: secrets.values,
         timeout_secs: dispatch.timeout_secs,
         workspace,
     }))

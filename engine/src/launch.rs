@@ -20,14 +20,15 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     /// The workflow is invalid; the diagnostics say where.
-    #[error("{}", render(.0))]
+    #[error("{}", render_problems(.0))]
     Invalid(Vec<Diagnostic>),
     /// The evaluator or the store failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
-fn render(problems: &[Diagnostic]) -> String {
+/// Diagnostics as the evaluator words them, one per line with their detail.
+pub(crate) fn render_problems(problems: &[Diagnostic]) -> String {
     let mut text = String::new();
     for problem in problems {
         text.push_str(&problem.to_string());
@@ -77,6 +78,7 @@ pub async fn launch(
             plan_hash: &evaluated.plan_hash,
             workspace,
             rerun_of: None,
+            repo: None,
         })
         .await?;
     Ok(run_id)

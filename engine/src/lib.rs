@@ -7,20 +7,31 @@
 //! - [`executor`]: starts runs and moves them forward; [`sweeper`]: the engine's timers.
 //! - [`internal_api`]: the runner protocol's server side; [`api`]: the public HTTP API.
 //! - [`pool`]: the warm pool controller and its local-process provider.
+//! - [`registry`]: repository events → runs (mirrors, evaluation, trigger matching);
+//!   [`webhooks`]: the forges' deliveries; [`forge`]: payloads, signatures, statuses;
+//!   [`scheduler`]: cron ticks; [`status_reporter`]: commit statuses owed to forges.
+//! - [`auth`], [`tokens`], [`vault`]: API tokens and secrets sealed at rest.
 //! - [`server`]: wires the above into a running engine; [`launch`]: file → run.
 //!
 //! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
 pub mod api;
+pub mod auth;
 pub mod dispatch;
 pub mod events;
 pub mod executor;
+pub mod forge;
 pub mod http_error;
 pub mod internal_api;
 pub mod launch;
 pub mod pool;
+pub mod registry;
 pub mod schedule;
+pub mod scheduler;
 pub mod server;
+pub mod status_reporter;
 pub mod store;
 pub mod sweeper;
 pub mod tokens;
+pub mod vault;
+pub mod webhooks;

@@ -1,10 +1,12 @@
-//! Starting and stopping an engine: the HTTP server (public API and internal runner API),
-//! the sweeper and, optionally, a local warm pool — all sharing one executor and store.
+//! Starting and stopping an engine: the HTTP server (public API, webhooks and internal
+//! runner API), the sweeper, the scheduler, the commit status reporter and, optionally, a
+//! local warm pool — all sharing one executor and store.
 //!
 //! Shutdown is injected: [`RunningEngine::shutdown`] cancels one token that the server,
 //! long-polls, SSE streams, the sweeper and the pool all watch, then waits for every task.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +18,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
+use crate::auth::Auth;
 use crate::events::Events;
 use crate::executor::Executor;
 use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
 use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
 use crate::pool::{Pool, PoolConfig, PoolStatus};
+use crate::registry::Registry;
+use crate::status_reporter::StatusReporter;
 use crate::store::Store;
 use crate::sweeper::{self, SweeperConfig};
+use crate::vault::Vault;
+use crate::{scheduler, webhooks};
 
 /// A local pool of runner processes.
 #[derive(Debug, Clone)]
@@ -37,6 +44,17 @@ pub struct LocalPoolSettings {
 pub struct EngineConfig {
     pub registration_token: String,
     pub admin_token: Option<String>,
+    /// Reads of the API need a token too.
+    pub private_reads: bool,
+    /// Opens sealed repository secrets, webhook secrets and forge tokens.
+    pub vault: Vault,
+    /// The engine's URL as users reach it (links in commit statuses); default: its own.
+    pub public_url: Option<String>,
+    /// Where the repositories' bare mirrors live.
+    pub mirrors_dir: PathBuf,
+    /// How often due schedules and owed commit statuses are looked for.
+    pub schedule_interval: Duration,
+    pub status_interval: Duration,
     pub secrets: BTreeMap<String, String>,
     /// Most steps of one run queued or running at once.
     pub max_parallel: usize,
@@ -51,6 +69,12 @@ impl EngineConfig {
         EngineConfig {
             registration_token,
             admin_token: None,
+            private_reads: false,
+            vault: Vault::unkeyed(),
+            public_url: None,
+            mirrors_dir: std::env::temp_dir().join(format!("plue-mirrors-{}", std::process::id())),
+            schedule_interval: scheduler::TICK,
+            status_interval: Duration::from_millis(250),
             secrets: BTreeMap::new(),
             max_parallel: 64,
             heartbeat_interval: Duration::from_secs(2),
@@ -94,12 +118,22 @@ pub async fn start(
     let address = listener.local_addr().context("listener address")?;
     let url = format!("http://{address}");
     let events = Arc::new(Events::default());
-    let executor = Arc::new(Executor::new(
-        store.clone(),
-        events.clone(),
-        config.secrets.clone(),
-        config.max_parallel,
-    ));
+    let executor = Arc::new(
+        Executor::new(
+            store.clone(),
+            events.clone(),
+            config.secrets.clone(),
+            config.max_parallel,
+        )
+        .with_vault(config.vault.clone()),
+    );
+    let registry = evaluator.clone().map(|evaluator| {
+        Arc::new(Registry::new(
+            executor.clone(),
+            evaluator,
+            config.mirrors_dir.clone(),
+        ))
+    });
     let auth = Arc::new(RunnerAuth::default());
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -143,10 +177,23 @@ pub async fn start(
         executor: executor.clone(),
         evaluator,
         pool: pool_status.clone(),
-        admin_token: config.admin_token.clone().map(Arc::new),
+        registry: registry.clone(),
+        auth: Auth::new(
+            store.clone(),
+            config.admin_token.clone(),
+            config.private_reads,
+        ),
         shutdown: shutdown.clone(),
     });
-    let app = public.merge(internal).fallback(internal_api::not_found);
+    let hooks = webhooks::router(webhooks::WebhookState {
+        store: store.clone(),
+        vault: config.vault.clone(),
+        registry: registry.clone(),
+    });
+    let app = public
+        .merge(hooks)
+        .merge(internal)
+        .fallback(internal_api::not_found);
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let served = axum::serve(listener, app)
@@ -166,6 +213,20 @@ pub async fn start(
         },
         shutdown.clone(),
     ));
+    if let Some(registry) = &registry {
+        tasks.spawn(scheduler::run(
+            registry.clone(),
+            config.schedule_interval,
+            shutdown.clone(),
+        ));
+    }
+    let reporter = StatusReporter {
+        store: store.clone(),
+        vault: config.vault.clone(),
+        client: reqwest::Client::new(),
+        public_url: config.public_url.clone().unwrap_or_else(|| url.clone()),
+    };
+    tasks.spawn(reporter.run(config.status_interval, shutdown.clone()));
     // Runs left active by a previous engine continue now.
     for run_id in store.active_runs().await? {
         executor.advance(run_id).await?;

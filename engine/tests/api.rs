@@ -63,6 +63,7 @@ impl Harness {
                 plan_hash: "h",
                 workspace: &WorkspaceSource::Empty,
                 rerun_of: None,
+                repo: None,
             })
             .await
             .unwrap()

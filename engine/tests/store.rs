@@ -58,6 +58,7 @@ async fn start(executor: &Executor, plan: &Plan) -> i64 {
             plan_hash: "h",
             workspace: &WorkspaceSource::Empty,
             rerun_of: None,
+            repo: None,
         })
         .await
         .unwrap()

@@ -161,12 +161,17 @@ pub fn check_cron(expression: &str) -> Result<(), String> {
     if fields != 5 && !expression.trim_start().starts_with('@') {
         return Err(format!("invalid cron expression '{expression}': expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"));
     }
+    parse_cron(expression).map(|_| ())
+}
+
+/// Parses a cron expression the way [`check_cron`] accepts it (no seconds, no year), for
+/// computing fire times.
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
     CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build()
         .parse(expression)
-        .map(|_| ())
         .map_err(|e| format!("invalid cron expression '{expression}': {e}"))
 }
 

@@ -20,7 +20,7 @@ use tokio::process::Command;
 use crate::protocol::WorkspaceSource;
 
 /// Variables that would point git at another repository than the workspace.
-const GIT_LOCATION_VARS: &[&str] = &[
+pub const GIT_LOCATION_VARS: &[&str] = &[
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
@@ -145,7 +145,7 @@ async fn checkout(url: &str, sha: &str, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Refuses anything git could read as an option (`-u...`, `--upload-pack=...`).
-fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
+pub fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
     if url.is_empty() || url.starts_with('-') {
         bail!("invalid repository URL '{url}': it must not be empty or start with '-'");
     }

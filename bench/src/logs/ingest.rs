@@ -192,6 +192,7 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
                 plan_hash: &plan.hash(),
                 workspace: &WorkspaceSource::Empty,
                 rerun_of: None,
+                repo: None,
             },
             64,
         )

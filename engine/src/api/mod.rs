@@ -1,10 +1,12 @@
 //! `/api/...` and the health endpoints: the public HTTP API (JSON) over runs, steps, logs,
-//! runners and the pool.
+//! runners, the pool, repositories, schedules and tokens.
 //!
-//! Invariants: reads are open; writes (`POST`) need `Authorization: Bearer <admin token>`
-//! when the engine has one configured; every error is an [`ApiError`] with a JSON body.
+//! Invariants: every `/api/...` route passes [`crate::auth::require_token`] (writes need a
+//! bearer token, reads too when they are private); the health endpoints are open; every
+//! error is an [`ApiError`] with a JSON body.
 
 mod logs;
+mod repos;
 pub mod views;
 
 use std::path::PathBuf;
@@ -12,8 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use evaluator::{EvalContext, EvaluatorPool, Event};
 use runner::protocol::WorkspaceSource;
@@ -21,11 +22,12 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, Auth};
 use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
 use crate::launch::{launch, LaunchError};
 use crate::pool::PoolStatus;
-use crate::tokens;
+use crate::registry::Registry;
 use views::{Created, PoolView, RunView, RunnerView};
 
 #[derive(Clone)]
@@ -33,14 +35,13 @@ pub struct ApiState {
     pub executor: Arc<Executor>,
     pub evaluator: Option<Arc<EvaluatorPool>>,
     pub pool: Option<watch::Receiver<PoolStatus>>,
-    pub admin_token: Option<Arc<String>>,
+    pub registry: Option<Arc<Registry>>,
+    pub auth: Auth,
     pub shutdown: CancellationToken,
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    let api = Router::new()
         .route("/api/runs", get(list_runs).post(create_run))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
@@ -48,6 +49,28 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs/{id}/steps/{step}/logs", get(logs::step_logs))
         .route("/api/runners", get(list_runners))
         .route("/api/pool", get(pool))
+        .route("/api/repos", get(repos::list_repos).post(repos::create_repo))
+        .route(
+            "/api/repos/{owner}/{name}",
+            get(repos::get_repo).delete(repos::delete_repo),
+        )
+        .route("/api/repos/{owner}/{name}/secrets", get(repos::list_secrets))
+        .route(
+            "/api/repos/{owner}/{name}/secrets/{secret}",
+            put(repos::put_secret).delete(repos::delete_secret),
+        )
+        .route("/api/repos/{owner}/{name}/schedules", get(repos::repo_schedules))
+        .route("/api/repos/{owner}/{name}/dispatch", post(repos::dispatch))
+        .route("/api/schedules", get(repos::all_schedules))
+        .route("/api/tokens", post(repos::create_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(api)
         .method_not_allowed_fallback(crate::internal_api::method_not_allowed)
         .with_state(state)
 }
@@ -65,17 +88,26 @@ async fn readyz(State(state): State<ApiState>) -> ApiResult<&'static str> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Limit {
+struct RunsQuery {
     limit: Option<i64>,
+    /// Only runs of this repository (`owner/name`).
+    repo: Option<String>,
 }
 
 async fn list_runs(
     State(state): State<ApiState>,
-    query: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<RunView>>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let runs = state.executor.store().list_runs(limit).await?;
+    let store = state.executor.store();
+    let runs = match &query.repo {
+        Some(repo) => {
+            repos::check_repo_name(repo)?;
+            store.list_runs_of_repo(repo, limit).await?
+        }
+        None => store.list_runs(limit).await?,
+    };
     Ok(Json(
         runs.into_iter().map(|r| RunView::new(r, None)).collect(),
     ))
@@ -99,31 +131,28 @@ async fn get_run(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     let steps = store.step_runs(id).await?;
-    Ok(Json(RunView::new(run, Some(steps))))
-}
-
-fn authorize(state: &ApiState, headers: &HeaderMap) -> ApiResult<()> {
-    let Some(expected) = &state.admin_token else {
-        return Ok(());
-    };
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match tokens::bearer(header) {
-        Some(given) if tokens::tokens_match(given, expected) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("invalid token")),
-        None => Err(ApiError::unauthorized(
-            "this request needs 'Authorization: Bearer <token>'",
-        )),
+    let mut view = RunView::new(run, Some(steps));
+    if view.repository.is_some() {
+        let reports = store.status_reports_of_run(id).await?;
+        view.commit_statuses = Some(
+            reports
+                .into_iter()
+                .map(|(state, delivered, attempts, last_error)| views::CommitStatusView {
+                    state,
+                    delivered,
+                    attempts,
+                    last_error,
+                })
+                .collect(),
+        );
     }
+    Ok(Json(view))
 }
 
 async fn cancel_run(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    authorize(&state, &headers)?;
     let id = parse_run_id(&id)?;
     let store = state.executor.store();
     let run = store
@@ -145,11 +174,18 @@ async fn cancel_run(
 
 async fn rerun(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Created>> {
-    authorize(&state, &headers)?;
     let id = parse_run_id(&id)?;
+    let store = state.executor.store();
+    if let Some(run) = store.run(id).await? {
+        if run.plan_hash.is_empty() {
+            return Err(ApiError::Client(
+                axum::http::StatusCode::CONFLICT,
+                format!("run {id} has no plan to run again: its workflow file did not evaluate"),
+            ));
+        }
+    }
     match state.executor.rerun(id).await? {
         Some(run_id) => Ok(Json(Created { run_id })),
         None => Err(ApiError::not_found(format!("no run {id}"))),
@@ -173,10 +209,8 @@ struct CreateRun {
 
 async fn create_run(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Result<Json<CreateRun>, JsonRejection>,
 ) -> ApiResult<Json<Created>> {
-    authorize(&state, &headers)?;
     let Json(request) = body?;
     let Some(evaluator) = &state.evaluator else {
         return Err(ApiError::Client(

@@ -9,6 +9,8 @@ use crate::store::{RunRow, RunnerRow, StepRunRow, StoredLine};
 #[derive(Debug, Serialize)]
 pub struct RunView {
     pub id: i64,
+    /// `owner/name` for runs of a registered repository.
+    pub repository: Option<String>,
     pub workflow: String,
     pub workflow_path: String,
     pub event: String,
@@ -20,18 +22,34 @@ pub struct RunView {
     pub reason: Option<String>,
     pub cancel_requested: bool,
     pub rerun_of: Option<i64>,
+    /// False when the steps get no secrets (a pull request from a fork).
+    pub secrets_allowed: bool,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// Commit statuses owed to the forge, oldest first (repository runs, detail view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_statuses: Option<Vec<CommitStatusView>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CommitStatusView {
+    pub state: String,
+    pub delivered: bool,
+    pub attempts: i64,
+    pub last_error: Option<String>,
 }
 
 impl RunView {
     pub fn new(run: RunRow, steps: Option<Vec<StepRunRow>>) -> RunView {
         RunView {
             duration_ms: run.duration_ms(),
+            repository: run.repo_id.map(|_| run.workflow_source.clone()),
+            secrets_allowed: run.secrets_allowed,
+            commit_statuses: None,
             id: run.id,
             workflow: run.workflow_name,
             workflow_path: run.workflow_path,
@@ -154,4 +172,75 @@ impl From<PoolStatus> for PoolView {
 #[derive(Debug, Serialize)]
 pub struct Created {
     pub run_id: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RepoView {
+    pub name: String,
+    pub clone_url: String,
+    pub forge: String,
+    pub api_url: Option<String>,
+    pub has_api_token: bool,
+    pub default_branch: Option<String>,
+    pub created_at: i64,
+}
+
+impl RepoView {
+    /// Never shows the webhook secret or the API token.
+    pub fn new(repo: &crate::store::RepoRow) -> RepoView {
+        RepoView {
+            name: repo.name.clone(),
+            clone_url: repo.clone_url.clone(),
+            forge: repo.forge.clone(),
+            api_url: repo.api_url.clone(),
+            has_api_token: repo.api_token.is_some(),
+            default_branch: repo.default_branch.clone(),
+            created_at: repo.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretView {
+    pub name: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduleView {
+    pub repository: String,
+    pub workflow_path: String,
+    pub cron: String,
+    pub branch: String,
+    pub sha: String,
+    pub next_fire_at: i64,
+    /// `next_fire_at` as RFC 3339 (UTC).
+    pub next_fire_time: String,
+    pub last_fired_at: Option<i64>,
+}
+
+impl ScheduleView {
+    pub fn new(repository: &str, row: crate::store::ScheduleRow) -> ScheduleView {
+        let next_fire_time = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(row.next_fire_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        ScheduleView {
+            repository: repository.to_string(),
+            workflow_path: row.workflow_path,
+            cron: row.cron,
+            branch: row.branch,
+            sha: row.sha,
+            next_fire_at: row.next_fire_at,
+            next_fire_time,
+            last_fired_at: row.last_fired_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenCreated {
+    pub id: i64,
+    pub name: String,
+    /// Shown once; only its hash is stored.
+    pub token: String,
 }

@@ -15,7 +15,8 @@ use anyhow::Context;
 use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
-use crate::store::{now_ms, AttemptEnd, NewRun, StepAfter, Store};
+use crate::vault::Vault;
+use crate::store::{now_ms, AttemptEnd, NewRun, RunRepo, StepAfter, Store};
 pub use rules::Report;
 
 pub struct Executor {
@@ -25,7 +26,17 @@ pub struct Executor {
     plans: Mutex<HashMap<i64, Arc<Plan>>>,
     /// Secret values by name, given to the steps that name them.
     secrets: BTreeMap<String, String>,
+    /// Opens the repositories' sealed secrets.
+    vault: Vault,
     max_parallel: i64,
+}
+
+/// The secrets a step gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    pub values: BTreeMap<String, String>,
+    /// Names not given because the run is a pull request from a fork.
+    pub withheld: Vec<String>,
 }
 
 const PLAN_CACHE_LIMIT: usize = 256;
@@ -42,8 +53,19 @@ impl Executor {
             events,
             plans: Mutex::new(HashMap::new()),
             secrets,
+            vault: Vault::unkeyed(),
             max_parallel: max_parallel.max(1) as i64,
         }
+    }
+
+    /// Uses `vault` to open repository secrets.
+    pub fn with_vault(mut self, vault: Vault) -> Executor {
+        self.vault = vault;
+        self
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     pub fn store(&self) -> &Store {
@@ -89,6 +111,10 @@ impl Executor {
                 plan_hash: &run.plan_hash,
                 workspace: &workspace,
                 rerun_of: Some(run_id),
+                repo: run.repo_id.map(|repo_id| RunRepo {
+                    repo_id,
+                    secrets_allowed: run.secrets_allowed,
+                }),
             })
             .await?;
         Ok(Some(new_id))
@@ -177,15 +203,46 @@ impl Executor {
         Ok(true)
     }
 
-    /// Secret values for `names`; the error names the first one that is not set.
-    pub fn secret_values(&self, names: &[String]) -> Result<BTreeMap<String, String>, String> {
-        names
-            .iter()
-            .map(|name| match self.secrets.get(name) {
-                Some(value) => Ok((name.clone(), value.clone())),
-                None => Err(format!("secret '{name}' is not set")),
-            })
-            .collect()
+    /// Secret values for the step `names` of `run_id`: the repository's secrets (opened
+    /// with the vault), else the engine's own. A pull request from a fork gets none of
+    /// them: the names come back in `withheld` and the step runs without them. The error
+    /// names the first secret that is set nowhere, or one that does not open.
+    pub async fn secret_values(
+        &self,
+        run_id: i64,
+        names: &[String],
+    ) -> anyhow::Result<Result<Secrets, String>> {
+        if names.is_empty() {
+            return Ok(Ok(Secrets::default()));
+        }
+        if self.store.run_withholds_secrets(run_id).await? {
+            return Ok(Ok(Secrets {
+                values: BTreeMap::new(),
+                withheld: names.to_vec(),
+            }));
+        }
+        let sealed: BTreeMap<String, String> = self
+            .store
+            .sealed_secrets_for_run(run_id, names)
+            .await?
+            .into_iter()
+            .collect();
+        let mut values = BTreeMap::new();
+        for name in names {
+            let value = match (sealed.get(name), self.secrets.get(name)) {
+                (Some(sealed), _) => match self.vault.open(sealed) {
+                    Ok(value) => value,
+                    Err(e) => return Ok(Err(format!("secret '{name}': {e}"))),
+                },
+                (None, Some(value)) => value.clone(),
+                (None, None) => return Ok(Err(format!("secret '{name}' is not set"))),
+            };
+            values.insert(name.clone(), value);
+        }
+        Ok(Ok(Secrets {
+            values,
+            withheld: Vec::new(),
+        }))
     }
 
     /// The run's plan, parsed once and cached.

@@ -354,6 +354,7 @@ mod tests {
                 plan_hash: "h",
                 workspace: &WorkspaceSource::Empty,
                 rerun_of: None,
+                repo: None,
             })
             .await
             .unwrap();

@@ -14,6 +14,7 @@
 //! - Values are always bound, never spliced into SQL.
 
 mod claims;
+mod forges;
 mod logs;
 mod runners;
 mod runs;
@@ -29,11 +30,14 @@ use sqlx::sqlite::{
 };
 
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
+pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use logs::StoredLine;
 pub use runners::{RunnerRow, RunnerState};
 #[cfg(test)]
 pub(crate) use runs::canonical_labels;
-pub use runs::{Advanced, NewRun, RunDocuments, RunRow, RunSnapshot, StepChange, StepRunRow};
+pub use runs::{
+    Advanced, NewRun, RunDocuments, RunRepo, RunRow, RunSnapshot, StepChange, StepRunRow,
+};
 
 /// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is
 /// compiled once per backend, so a query that does not type-check on both fails to build.

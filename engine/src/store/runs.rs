@@ -25,6 +25,28 @@ pub struct NewRun<'a> {
     pub plan_hash: &'a str,
     pub workspace: &'a runner::protocol::WorkspaceSource,
     pub rerun_of: Option<i64>,
+    /// The repository the run belongs to; `None` for local files.
+    pub repo: Option<RunRepo>,
+}
+
+/// A run's repository and whether its steps may receive the repository's secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRepo {
+    pub repo_id: i64,
+    /// False for pull requests from forks.
+    pub secrets_allowed: bool,
+}
+
+/// Commit status state and description for a run's final status.
+fn final_status(status: &str, reason: Option<&str>) -> (&'static str, String) {
+    match status {
+        "succeeded" => ("success", "Plue run succeeded".to_string()),
+        "failed" => (
+            "failure",
+            format!("Plue run failed: {}", reason.unwrap_or("a step failed")),
+        ),
+        _ => ("error", format!("Plue run {status}")),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -43,6 +65,8 @@ pub struct RunRow {
     pub cancel_requested: bool,
     pub max_parallel: i64,
     pub rerun_of: Option<i64>,
+    pub repo_id: Option<i64>,
+    pub secrets_allowed: bool,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -119,7 +143,8 @@ pub struct Advanced {
 
 const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, w.source AS workflow_source, \
      r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, r.reason, r.cancel_requested, \
-     r.max_parallel, r.rerun_of, r.created_at, r.started_at, r.finished_at";
+     r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.created_at, r.started_at, \
+     r.finished_at";
 
 const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, reason, \
      outputs, ready_at, started_at, finished_at";
@@ -146,24 +171,49 @@ macro_rules! finish_step {
 impl Store {
     /// Stores a run in state `queued` with every step `pending`; returns its id.
     pub async fn create_run(&self, new: &NewRun<'_>, max_parallel: i64) -> anyhow::Result<i64> {
+        self.insert_run(new, max_parallel, None).await
+    }
+
+    /// Stores a run that failed before it started (its workflow file did not evaluate):
+    /// final at once with `reason`, no steps, and an `error` status owed to the forge.
+    pub async fn create_failed_run(&self, new: &NewRun<'_>, reason: &str) -> anyhow::Result<i64> {
+        self.insert_run(new, 1, Some(reason)).await
+    }
+
+    async fn insert_run(
+        &self,
+        new: &NewRun<'_>,
+        max_parallel: i64,
+        failed: Option<&str>,
+    ) -> anyhow::Result<i64> {
         let workspace_json = serde_json::to_string(new.workspace)?;
         let now = now_ms();
+        let (status, finished_at) = match failed {
+            Some(_) => ("failed", Some(now)),
+            None => ("queued", None),
+        };
+        let repo_id = new.repo.map(|r| r.repo_id);
+        let secrets_allowed = new.repo.is_none_or(|r| r.secrets_allowed);
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let workflow_id: i64 = sqlx::query_scalar(
-                "INSERT INTO workflows (source, path, name, created_at) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO workflows (source, path, name, repo_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (source, path) DO UPDATE SET name = excluded.name RETURNING id",
             )
             .bind(new.workflow_source)
             .bind(new.workflow_path)
             .bind(&new.plan.name)
+            .bind(repo_id)
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
             let run_id: i64 = sqlx::query_scalar(
                 "INSERT INTO runs (workflow_id, event, ref, sha, context, plan, plan_hash, \
-                 workspace, max_parallel, status, rerun_of, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11) RETURNING id",
+                 workspace, max_parallel, status, reason, rerun_of, repo_id, secrets_allowed, \
+                 created_at, started_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+                 RETURNING id",
             )
             .bind(workflow_id)
             .bind(new.event)
@@ -174,10 +224,31 @@ impl Store {
             .bind(new.plan_hash)
             .bind(&workspace_json)
             .bind(max_parallel)
+            .bind(status)
+            .bind(failed)
             .bind(new.rerun_of)
+            .bind(repo_id)
+            .bind(secrets_allowed)
             .bind(now)
+            .bind(finished_at)
             .fetch_one(&mut *tx)
             .await?;
+            if repo_id.is_some() {
+                let (state, description) = match failed {
+                    Some(reason) => ("error", format!("workflow file failed to evaluate: {reason}")),
+                    None => ("pending", "Plue run queued".to_string()),
+                };
+                sqlx::query(
+                    "INSERT INTO status_reports (run_id, state, description, next_attempt_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(run_id)
+                .bind(state)
+                .bind(description)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
             for (position, step) in new.plan.steps.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO step_runs (run_id, step_id, position, status, labels) \
@@ -209,6 +280,15 @@ impl Store {
              ORDER BY r.id DESC LIMIT $1"
         );
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// The newest runs of a repository first.
+    pub async fn list_runs_of_repo(&self, repo: &str, limit: i64) -> anyhow::Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
+             WHERE r.repo_id IS NOT NULL AND w.source = $1 ORDER BY r.id DESC LIMIT $2"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(repo).bind(limit).fetch_all(pool).await?))
     }
 
     /// The run's plan, context and workspace documents (JSON), as stored.
@@ -322,6 +402,7 @@ impl Store {
                         finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["pending", "queued"], now);
                     }
                     StepChange::FinishRun { status, reason } => {
+                        let (state, description) = final_status(status, reason.as_deref());
                         sqlx::query(
                             "UPDATE runs SET status = $2, reason = $3, finished_at = $4, \
                              started_at = COALESCE(started_at, $4) WHERE id = $1",
@@ -329,6 +410,16 @@ impl Store {
                         .bind(run_id)
                         .bind(status)
                         .bind(reason)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO status_reports (run_id, state, description, next_attempt_at, created_at) \
+                             SELECT id, $2, $3, $4, $4 FROM runs WHERE id = $1 AND repo_id IS NOT NULL",
+                        )
+                        .bind(run_id)
+                        .bind(state)
+                        .bind(description)
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;

@@ -1,0 +1,88 @@
+//! Who may use the public API: bearer tokens — the admin token (`PLUE_ADMIN_TOKEN`) or
+//! one made with `plue token create` (stored hashed) — checked by one middleware on every
+//! `/api/...` route.
+//!
+//! Invariants: writes (any method but GET/HEAD) need a valid token whenever an admin token
+//! is configured (`plue serve` always configures one); reads need one too when reads are
+//! private. Tokens are compared as SHA-256 digests in constant time or looked up by hash;
+//! a token never appears in a response or a log line.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::http_error::{ApiError, ApiResult};
+use crate::store::Store;
+use crate::tokens;
+
+#[derive(Clone)]
+pub struct Auth {
+    admin_token: Option<Arc<String>>,
+    private_reads: bool,
+    store: Store,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("admin_token", &self.admin_token.is_some())
+            .field("private_reads", &self.private_reads)
+            .finish()
+    }
+}
+
+impl Auth {
+    pub fn new(store: Store, admin_token: Option<String>, private_reads: bool) -> Auth {
+        Auth {
+            admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::new),
+            private_reads,
+            store,
+        }
+    }
+
+    /// Whether tokens are checked at all (an admin token is configured).
+    pub fn enforced(&self) -> bool {
+        self.admin_token.is_some()
+    }
+
+    /// Checks the request's bearer token.
+    pub async fn check(&self, headers: &HeaderMap) -> ApiResult<()> {
+        let Some(admin) = &self.admin_token else {
+            return Ok(());
+        };
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(given) = tokens::bearer(header) else {
+            return Err(ApiError::unauthorized(
+                "this request needs 'Authorization: Bearer <token>'",
+            ));
+        };
+        if tokens::tokens_match(given, admin)
+            || self
+                .store
+                .api_token_exists(&tokens::hash_token(given))
+                .await?
+        {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("invalid token"))
+        }
+    }
+}
+
+/// The middleware: writes always need a token, reads when they are private.
+pub async fn require_token(
+    State(auth): State<Auth>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !read || auth.private_reads {
+        auth.check(request.headers()).await?;
+    }
+    Ok(next.run(request).await)
+}

@@ -1,0 +1,76 @@
+//! Forges (GitHub, Gitea): what their webhooks say and how to report back to them.
+//!
+//! - [`signature`] checks a delivery's HMAC-SHA256 signature in constant time.
+//! - [`payload`] turns a delivery's JSON into a [`payload::ForgeEvent`] (pure, no IO).
+//! - [`status`] posts commit statuses to the forge's API.
+
+pub mod payload;
+pub mod signature;
+pub mod status;
+
+use serde::{Deserialize, Serialize};
+
+/// The forges Plue accepts webhooks from and reports statuses to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forge {
+    #[serde(rename = "github")]
+    GitHub,
+    Gitea,
+}
+
+impl Forge {
+    pub const NAMES: [&'static str; 2] = ["github", "gitea"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::Gitea => "gitea",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Forge> {
+        match name {
+            "github" => Some(Forge::GitHub),
+            "gitea" => Some(Forge::Gitea),
+            _ => None,
+        }
+    }
+
+    /// The REST API base when the repository names none: GitHub's public API, or
+    /// `<scheme>://<host>/api/v1` of a Gitea clone URL. `None` for local clone URLs.
+    pub fn default_api_url(self, clone_url: &str) -> Option<String> {
+        match self {
+            Forge::GitHub => Some("https://api.github.com".into()),
+            Forge::Gitea => {
+                let (scheme, rest) = clone_url.split_once("://")?;
+                if scheme != "https" && scheme != "http" {
+                    return None;
+                }
+                let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+                Some(format!("{scheme}://{host}/api/v1"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_urls_default_per_forge() {
+        assert_eq!(
+            Forge::Gitea
+                .default_api_url("https://git.example.com/a/b.git")
+                .as_deref(),
+            Some("https://git.example.com/api/v1")
+        );
+        assert_eq!(Forge::Gitea.default_api_url("/srv/git/b"), None);
+        assert_eq!(
+            Forge::GitHub.default_api_url("x").as_deref(),
+            Some("https://api.github.com")
+        );
+        assert_eq!(Forge::parse("gitlab"), None);
+    }
+}

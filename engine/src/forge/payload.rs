@@ -1,0 +1,458 @@
+//! Webhook payloads of GitHub and Gitea, read into one [`ForgeEvent`]. Pure: bytes and
+//! header values in, an event or a [`PayloadError`] out.
+//!
+//! Invariants:
+//! - Only the fields Plue needs are read; every other field, known or not, is ignored, so
+//!   whatever body the forge sends parses as long as those fields are there.
+//! - A pull request counts as coming from a fork unless the payload shows its head
+//!   repository is the base repository (by full name or, for Gitea, by repository id): a
+//!   payload that does not say is treated as a fork, so its runs get no secrets.
+//! - Gitea's `synchronized` action is reported as GitHub's `synchronize`, so workflows
+//!   name one set of actions.
+
+use serde::Deserialize;
+
+use super::Forge;
+
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+/// What a delivery asks of Plue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForgeEvent {
+    /// The forge checks the hook works.
+    Ping { repo: Option<String> },
+    Push(Push),
+    PullRequest(PullRequestEvent),
+    /// Gitea's `delete` event (a branch or tag was deleted): starts nothing.
+    Delete { repo: String, ref_type: String },
+    /// An event Plue does not act on (issues, stars, ...).
+    Ignored { repo: Option<String>, event: String },
+}
+
+/// Facts about the repository a delivery carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFacts {
+    pub full_name: String,
+    pub default_branch: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    pub repo: RepoFacts,
+    /// The full ref, `refs/heads/x` or `refs/tags/v1`.
+    pub git_ref: String,
+    /// `None` when the ref is new.
+    pub before: Option<String>,
+    /// `None` when the ref was deleted.
+    pub after: Option<String>,
+    /// Files added, modified or removed by the pushed commits, as the payload lists them
+    /// (`None` when it lists no commits, e.g. a new branch on Gitea).
+    pub changed_files: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestEvent {
+    pub repo: RepoFacts,
+    /// `opened`, `synchronize`, `reopened`, `closed`, ...
+    pub action: String,
+    pub number: u64,
+    pub base_ref: String,
+    pub base_sha: String,
+    pub head_ref: String,
+    pub head_sha: String,
+    /// Where the head commits live when that is another repository (a fork).
+    pub head_clone_url: Option<String>,
+    pub from_fork: bool,
+}
+
+/// Why a delivery's body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("{event} payload: {problem}")]
+    Invalid { event: String, problem: String },
+}
+
+#[derive(Deserialize)]
+struct RepositoryJson {
+    full_name: String,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    default_branch: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CommitJson {
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    removed: Vec<String>,
+    #[serde(default)]
+    modified: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct PushJson {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    commits: Option<Vec<CommitJson>>,
+    repository: RepositoryJson,
+}
+
+#[derive(Deserialize)]
+struct BranchJson {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    sha: String,
+    #[serde(default)]
+    repo: Option<HeadRepoJson>,
+    #[serde(default)]
+    repo_id: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct HeadRepoJson {
+    #[serde(default)]
+    full_name: Option<String>,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    clone_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PullRequestJson {
+    #[serde(default)]
+    number: Option<u64>,
+    base: BranchJson,
+    head: BranchJson,
+}
+
+#[derive(Deserialize)]
+struct PullRequestEventJson {
+    action: String,
+    #[serde(default)]
+    number: Option<u64>,
+    pull_request: PullRequestJson,
+    repository: RepositoryJson,
+}
+
+#[derive(Deserialize)]
+struct DeleteJson {
+    #[serde(default)]
+    ref_type: String,
+    repository: RepositoryJson,
+}
+
+#[derive(Deserialize)]
+struct AnyJson {
+    #[serde(default)]
+    repository: Option<RepositoryJson>,
+}
+
+/// Reads a delivery of `event` (the value of `X-GitHub-Event` / `X-Gitea-Event`).
+pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+    if !value.is_object() {
+        return Err(PayloadError::Json("expected a JSON object".into()));
+    }
+    let invalid = |e: serde_json::Error| PayloadError::Invalid {
+        event: event.to_string(),
+        problem: e.to_string(),
+    };
+    match event {
+        "ping" => {
+            let any: AnyJson = serde_json::from_value(value).map_err(invalid)?;
+            Ok(ForgeEvent::Ping {
+                repo: any.repository.map(|r| r.full_name),
+            })
+        }
+        "push" => {
+            let push: PushJson = serde_json::from_value(value).map_err(invalid)?;
+            Ok(ForgeEvent::Push(read_push(push)))
+        }
+        "pull_request" => {
+            let pr: PullRequestEventJson = serde_json::from_value(value).map_err(invalid)?;
+            Ok(ForgeEvent::PullRequest(read_pull_request(forge, pr)?))
+        }
+        "delete" => {
+            let delete: DeleteJson = serde_json::from_value(value).map_err(invalid)?;
+            Ok(ForgeEvent::Delete {
+                repo: delete.repository.full_name,
+                ref_type: delete.ref_type,
+            })
+        }
+        other => {
+            let any: AnyJson = serde_json::from_value(value).map_err(invalid)?;
+            Ok(ForgeEvent::Ignored {
+                repo: any.repository.map(|r| r.full_name),
+                event: other.to_string(),
+            })
+        }
+    }
+}
+
+fn real_sha(sha: Option<String>) -> Option<String> {
+    sha.filter(|s| !s.is_empty() && s != ZERO_SHA)
+}
+
+fn facts(repo: &RepositoryJson) -> RepoFacts {
+    RepoFacts {
+        full_name: repo.full_name.clone(),
+        default_branch: repo.default_branch.clone().filter(|b| !b.is_empty()),
+    }
+}
+
+fn read_push(push: PushJson) -> Push {
+    let after = if push.deleted {
+        None
+    } else {
+        real_sha(push.after)
+    };
+    let changed_files = push.commits.filter(|c| !c.is_empty()).map(|commits| {
+        let mut files: Vec<String> = commits
+            .into_iter()
+            .flat_map(|c| c.added.into_iter().chain(c.removed).chain(c.modified))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    });
+    Push {
+        repo: facts(&push.repository),
+        git_ref: push.git_ref,
+        before: real_sha(push.before),
+        after,
+        changed_files,
+    }
+}
+
+fn read_pull_request(
+    forge: Forge,
+    event: PullRequestEventJson,
+) -> Result<PullRequestEvent, PayloadError> {
+    let pr = event.pull_request;
+    let number = event
+        .number
+        .or(pr.number)
+        .ok_or_else(|| PayloadError::Invalid {
+            event: "pull_request".into(),
+            problem: "missing field `number`".into(),
+        })?;
+    let action = match (forge, event.action.as_str()) {
+        (Forge::Gitea, "synchronized") => "synchronize".to_string(),
+        (_, action) => action.to_string(),
+    };
+    let base_name = &event.repository.full_name;
+    let head_name = pr.head.repo.as_ref().and_then(|r| r.full_name.clone());
+    let head_id = pr
+        .head
+        .repo
+        .as_ref()
+        .and_then(|r| r.id.clone())
+        .or_else(|| pr.head.repo_id.clone());
+    let base_id = pr
+        .base
+        .repo
+        .as_ref()
+        .and_then(|r| r.id.clone())
+        .or_else(|| pr.base.repo_id.clone())
+        .or_else(|| event.repository.id.clone());
+    let same_repo = match (&head_name, &head_id, &base_id) {
+        (Some(head), _, _) => head.eq_ignore_ascii_case(base_name),
+        (None, Some(head), Some(base)) => head == base,
+        _ => false,
+    };
+    let head_clone_url = pr.head.repo.as_ref().and_then(|r| r.clone_url.clone());
+    Ok(PullRequestEvent {
+        repo: facts(&event.repository),
+        action,
+        number,
+        base_ref: pr.base.git_ref,
+        base_sha: pr.base.sha,
+        head_ref: pr.head.git_ref,
+        head_sha: pr.head.sha,
+        head_clone_url: head_clone_url.filter(|_| !same_repo),
+        from_fork: !same_repo,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/webhooks");
+        std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn github_pushes() {
+        let ForgeEvent::Push(push) = parse(
+            Forge::GitHub,
+            "push",
+            &fixture("github/push-new-branch.json"),
+        )
+        .unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(push.repo.full_name, "Codertocat/Hello-World");
+        assert_eq!(push.repo.default_branch.as_deref(), Some("master"));
+        assert_eq!(push.git_ref, "refs/heads/master");
+        assert_eq!(push.before, None, "a new branch has no before");
+        assert_eq!(
+            push.after.as_deref(),
+            Some("6113728f27ae82c7b1a177c8d03f9e96e0adf246")
+        );
+        assert_eq!(push.changed_files, Some(vec!["README.md".to_string()]));
+
+        let ForgeEvent::Push(deleted) = parse(
+            Forge::GitHub,
+            "push",
+            &fixture("github/push-delete-tag.json"),
+        )
+        .unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(deleted.git_ref, "refs/tags/simple-tag");
+        assert_eq!(deleted.after, None);
+    }
+
+    #[test]
+    fn gitea_pushes_list_changed_files_of_every_commit() {
+        let ForgeEvent::Push(push) = parse(
+            Forge::Gitea,
+            "push",
+            &fixture("gitea/push-multi-commit.json"),
+        )
+        .unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(
+            push.changed_files,
+            Some(vec!["aa".to_string(), "aaa".to_string()])
+        );
+        let ForgeEvent::Push(new_branch) = parse(
+            Forge::Gitea,
+            "push",
+            &fixture("gitea/push-new-branch.json"),
+        )
+        .unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(new_branch.before, None);
+        assert_eq!(new_branch.changed_files, None, "no commits listed");
+    }
+
+    #[test]
+    fn pull_requests_of_both_forges() {
+        let ForgeEvent::PullRequest(pr) = parse(
+            Forge::GitHub,
+            "pull_request",
+            &fixture("github/pull_request-opened.json"),
+        )
+        .unwrap() else {
+            panic!("not a pull request")
+        };
+        assert_eq!(
+            (pr.action.as_str(), pr.number, pr.base_ref.as_str(), pr.head_ref.as_str()),
+            ("opened", 2, "master", "changes")
+        );
+        assert!(!pr.from_fork);
+        assert_eq!(pr.head_clone_url, None);
+
+        let ForgeEvent::PullRequest(sync) = parse(
+            Forge::Gitea,
+            "pull_request",
+            &fixture("gitea/pull_request-synchronized.json"),
+        )
+        .unwrap() else {
+            panic!("not a pull request")
+        };
+        assert_eq!(sync.action, "synchronize");
+        assert!(!sync.from_fork, "same repo_id on both sides");
+        assert_eq!(sync.head_sha, "788ed8d02d3b7fcfcf6386dbcbca696aa1d4dc25");
+    }
+
+    #[test]
+    fn forks_are_recognised_and_unknown_heads_count_as_forks() {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("github/pull_request-opened.json")).unwrap();
+        body["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into();
+        body["pull_request"]["head"]["repo"]["clone_url"] =
+            "https://github.com/mallory/Hello-World.git".into();
+        let ForgeEvent::PullRequest(pr) = parse(
+            Forge::GitHub,
+            "pull_request",
+            body.to_string().as_bytes(),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(pr.from_fork);
+        assert_eq!(
+            pr.head_clone_url.as_deref(),
+            Some("https://github.com/mallory/Hello-World.git")
+        );
+
+        body["pull_request"]["head"]
+            .as_object_mut()
+            .unwrap()
+            .remove("repo");
+        let ForgeEvent::PullRequest(pr) = parse(
+            Forge::GitHub,
+            "pull_request",
+            body.to_string().as_bytes(),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(pr.from_fork, "a head of unknown origin is not trusted");
+    }
+
+    #[test]
+    fn pings_deletes_and_other_events() {
+        assert_eq!(
+            parse(Forge::GitHub, "ping", &fixture("github/ping-repo.json")).unwrap(),
+            ForgeEvent::Ping {
+                repo: Some("Octocoders/Hello-World".into())
+            }
+        );
+        assert_eq!(
+            parse(Forge::Gitea, "delete", &fixture("gitea/delete-tag.json")).unwrap(),
+            ForgeEvent::Delete {
+                repo: "gogits/hello-world".into(),
+                ref_type: "tag".into()
+            }
+        );
+        assert!(matches!(
+            parse(Forge::GitHub, "issues", br#"{"repository":{"full_name":"a/b"}}"#),
+            Ok(ForgeEvent::Ignored { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        for (event, body) in [
+            ("push", &b"not json"[..]),
+            ("push", b"[]"),
+            ("push", b"{}"),
+            ("push", br#"{"ref": 5, "repository": {"full_name": "a/b"}}"#),
+            ("pull_request", br#"{"action":"opened","repository":{"full_name":"a/b"}}"#),
+            ("ping", b"null"),
+        ] {
+            assert!(parse(Forge::GitHub, event, body).is_err(), "{event} {body:?}");
+        }
+    }
+}

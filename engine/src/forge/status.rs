@@ -1,0 +1,119 @@
+//! Commit statuses: `POST {api}/repos/{owner}/{repo}/statuses/{sha}` on GitHub and Gitea,
+//! which take the same body (`state`, `target_url`, `description`, `context`) and differ in
+//! the authorization scheme (`Bearer` vs `token`).
+//!
+//! Invariant: the token only ever goes into the `Authorization` header, never into an
+//! error message; failures say whether a retry can help ([`PostError::Retry`]: network
+//! errors, 429, 5xx) or not ([`PostError::Permanent`]: other 4xx).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Forge;
+
+/// GitHub refuses longer descriptions.
+const MAX_DESCRIPTION_CHARS: usize = 140;
+
+/// Where a status goes.
+#[derive(Debug, Clone)]
+pub struct StatusTarget<'a> {
+    pub forge: Forge,
+    /// e.g. `https://api.github.com` or `https://gitea.example.com/api/v1`.
+    pub api_url: &'a str,
+    pub token: Option<&'a str>,
+    /// `owner/name`.
+    pub repo: &'a str,
+    pub sha: &'a str,
+}
+
+/// The body both forges accept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitStatus {
+    /// `pending`, `success`, `failure` or `error`.
+    pub state: String,
+    pub target_url: String,
+    pub description: String,
+    pub context: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    #[error("{0} (will retry)")]
+    Retry(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Posts one status.
+pub async fn post(
+    client: &reqwest::Client,
+    target: &StatusTarget<'_>,
+    status: &CommitStatus,
+) -> Result<(), PostError> {
+    let Some((owner, name)) = target.repo.split_once('/') else {
+        return Err(PostError::Permanent(format!(
+            "repository name '{}' is not owner/name",
+            target.repo
+        )));
+    };
+    let url = format!(
+        "{}/repos/{}/{}/statuses/{}",
+        target.api_url.trim_end_matches('/'),
+        owner,
+        name,
+        target.sha
+    );
+    let mut body = status.clone();
+    if body.description.chars().count() > MAX_DESCRIPTION_CHARS {
+        body.description = body
+            .description
+            .chars()
+            .take(MAX_DESCRIPTION_CHARS - 1)
+            .collect::<String>()
+            + "…";
+    }
+    let mut request = client
+        .post(&url)
+        .timeout(Duration::from_secs(15))
+        .header(reqwest::header::USER_AGENT, "plue")
+        .json(&body);
+    request = match target.forge {
+        Forge::GitHub => request
+            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28"),
+        Forge::Gitea => request.header(reqwest::header::ACCEPT, "application/json"),
+    };
+    if let Some(token) = target.token {
+        let scheme = match target.forge {
+            Forge::GitHub => "Bearer",
+            Forge::Gitea => "token",
+        };
+        request = request.header(reqwest::header::AUTHORIZATION, format!("{scheme} {token}"));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| PostError::Retry(format!("POST {url}: {}", without_url(&e))))?;
+    let code = response.status();
+    if code.is_success() {
+        return Ok(());
+    }
+    let text = response.text().await.unwrap_or_default();
+    let text: String = text.chars().take(300).collect();
+    let message = format!("POST {url}: HTTP {code}: {}", text.trim());
+    if code.as_u16() == 429 || code.is_server_error() {
+        Err(PostError::Retry(message))
+    } else {
+        Err(PostError::Permanent(message))
+    }
+}
+
+/// reqwest's error text without the URL it already repeats.
+fn without_url(error: &reqwest::Error) -> String {
+    let mut error = error.to_string();
+    if let Some(start) = error.find(" for url (") {
+        error.truncate(start);
+    }
+    error
+}

@@ -1,0 +1,437 @@
+//! Bare mirrors of repositories: one per repository under the data directory, fetched
+//! incrementally (only the commits an event names, on top of what is already there), and
+//! read without a work tree (`ls-tree`, `cat-file --batch`, `diff --name-only`).
+//!
+//! Invariants:
+//! - Every argument that comes from a payload is validated (shas are hex, refs cannot be
+//!   read as options) and passed after `--` where git allows it.
+//! - git runs non-interactively with the caller's `GIT_DIR`-style variables removed, and
+//!   is killed when the future is dropped or the timeout passes.
+//! - One operation at a time per mirror: the caller ([`super::Registry`]) holds the
+//!   mirror's lock, so concurrent deliveries for one repository never race on git's
+//!   lock files.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// Workflow files are those whose path ends with this.
+pub const WORKFLOW_SUFFIX: &str = ".plue.py";
+/// At most this many workflow files are read per commit.
+pub const MAX_WORKFLOW_FILES: usize = 200;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A workflow file at a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowFile {
+    pub path: String,
+    /// `None` when the blob is not UTF-8 (reported as an evaluation error).
+    pub source: Option<String>,
+}
+
+/// A bare repository mirroring one forge repository.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    dir: PathBuf,
+}
+
+impl Mirror {
+    /// The mirror in `dir`, created (`git init --bare`) when missing.
+    pub async fn open(dir: PathBuf) -> anyhow::Result<Mirror> {
+        let mirror = Mirror { dir };
+        if !mirror.dir.join("HEAD").exists() {
+            tokio::fs::create_dir_all(&mirror.dir)
+                .await
+                .with_context(|| format!("creating {}", mirror.dir.display()))?;
+            let dir = mirror.dir.to_str().context("mirror path is not UTF-8")?;
+            git(None, &["init", "-q", "--bare", "--", dir], LOCAL_TIMEOUT).await?;
+            // Fetched commits are only referenced by FETCH_HEAD; never prune them.
+            mirror
+                .run(&["config", "gc.auto", "0"], LOCAL_TIMEOUT)
+                .await?;
+        }
+        Ok(mirror)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Fetches `wants` (full shas or ref names) from `url` unless every sha among them is
+    /// already here. Refs are always fetched (they move).
+    pub async fn fetch(&self, url: &str, wants: &[&str]) -> anyhow::Result<()> {
+        check_url(url)?;
+        let mut missing = Vec::new();
+        for want in wants {
+            if is_full_sha(want) {
+                if !self.has_commit(want).await {
+                    missing.push(*want);
+                }
+            } else {
+                check_ref(want)?;
+                missing.push(*want);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--", url];
+        args.extend(missing.iter().copied());
+        self.run(&args, FETCH_TIMEOUT)
+            .await
+            .with_context(|| format!("fetching {} from {url}", missing.join(" ")))?;
+        Ok(())
+    }
+
+    /// The commit `git_ref` (a branch, tag, `refs/...` or sha) points at in `url`.
+    pub async fn resolve(&self, url: &str, git_ref: &str) -> anyhow::Result<String> {
+        check_url(url)?;
+        if is_full_sha(git_ref) {
+            self.fetch(url, &[git_ref]).await?;
+            return Ok(git_ref.to_string());
+        }
+        check_ref(git_ref)?;
+        self.run(&["fetch", "-q", "--no-tags", "--", url, git_ref], FETCH_TIMEOUT)
+            .await
+            .with_context(|| format!("fetching '{git_ref}' from {url}"))?;
+        let sha = self
+            .output(&["rev-parse", "--verify", "-q", "FETCH_HEAD^{commit}"])
+            .await
+            .with_context(|| format!("'{git_ref}' is not a commit"))?;
+        Ok(sha.trim().to_string())
+    }
+
+    /// The branch `HEAD` of `url` points at (its default branch).
+    pub async fn remote_head_branch(&self, url: &str) -> anyhow::Result<String> {
+        check_url(url)?;
+        let listing = git(
+            Some(&self.dir),
+            &["ls-remote", "--symref", "--", url, "HEAD"],
+            FETCH_TIMEOUT,
+        )
+        .await?;
+        let listing = String::from_utf8_lossy(&listing);
+        listing
+            .lines()
+            .find_map(|line| line.strip_prefix("ref: refs/heads/"))
+            .and_then(|rest| rest.split('\t').next())
+            .map(String::from)
+            .with_context(|| format!("{url} does not say which branch HEAD is"))
+    }
+
+    pub async fn has_commit(&self, sha: &str) -> bool {
+        is_full_sha(sha)
+            && self
+                .run(
+                    &["cat-file", "-e", &format!("{sha}^{{commit}}")],
+                    LOCAL_TIMEOUT,
+                )
+                .await
+                .is_ok()
+    }
+
+    /// Every `*.plue.py` file at `sha`, sorted by path, with its content.
+    pub async fn workflow_files(&self, sha: &str) -> anyhow::Result<Vec<WorkflowFile>> {
+        check_sha(sha)?;
+        let listing = self
+            .output(&["ls-tree", "-r", "-z", "--name-only", sha])
+            .await?;
+        let mut paths: Vec<&str> = listing
+            .split('\0')
+            .filter(|p| p.ends_with(WORKFLOW_SUFFIX))
+            .collect();
+        paths.sort_unstable();
+        if paths.len() > MAX_WORKFLOW_FILES {
+            bail!(
+                "{} workflow files at {sha}; at most {MAX_WORKFLOW_FILES} are read",
+                paths.len()
+            );
+        }
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input: String = paths.iter().map(|p| format!("{sha}:{p}\n")).collect();
+        let output = self.batch(input).await?;
+        let blobs = parse_batch(&output, paths.len())?;
+        Ok(paths
+            .into_iter()
+            .zip(blobs)
+            .map(|(path, blob)| WorkflowFile {
+                path: path.to_string(),
+                source: String::from_utf8(blob).ok(),
+            })
+            .collect())
+    }
+
+    /// Paths that differ between two commits (`from` may be a merge-base expression).
+    pub async fn changed_files(&self, from: &str, to: &str) -> anyhow::Result<Vec<String>> {
+        check_sha(from)?;
+        check_sha(to)?;
+        let listing = self
+            .output(&["diff", "--name-only", "-z", "--no-renames", from, to])
+            .await?;
+        Ok(split_paths(&listing))
+    }
+
+    /// Paths a pull request changes: from the merge base of `base` and `head` to `head`.
+    pub async fn pull_request_files(&self, base: &str, head: &str) -> anyhow::Result<Vec<String>> {
+        check_sha(base)?;
+        check_sha(head)?;
+        let range = format!("{base}...{head}");
+        let listing = self
+            .output(&["diff", "--name-only", "-z", "--no-renames", &range])
+            .await?;
+        Ok(split_paths(&listing))
+    }
+
+    /// Paths a commit changes against its first parent (every path for a root commit).
+    pub async fn commit_files(&self, sha: &str) -> anyhow::Result<Vec<String>> {
+        check_sha(sha)?;
+        let listing = self
+            .output(&[
+                "diff-tree",
+                "--root",
+                "--no-commit-id",
+                "-r",
+                "-z",
+                "--name-only",
+                "--no-renames",
+                sha,
+            ])
+            .await?;
+        Ok(split_paths(&listing))
+    }
+
+    async fn run(&self, args: &[&str], timeout: Duration) -> anyhow::Result<()> {
+        git(Some(&self.dir), args, timeout).await.map(|_| ())
+    }
+
+    async fn output(&self, args: &[&str]) -> anyhow::Result<String> {
+        let bytes = git(Some(&self.dir), args, LOCAL_TIMEOUT).await?;
+        String::from_utf8(bytes).context("git printed something that is not UTF-8")
+    }
+
+    async fn batch(&self, input: String) -> anyhow::Result<Vec<u8>> {
+        let mut child = command(Some(&self.dir))
+            .args(["cat-file", "--batch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running git cat-file")?;
+        let mut stdin = child.stdin.take().context("git stdin")?;
+        let writer = tokio::spawn(async move {
+            let written = stdin.write_all(input.as_bytes()).await;
+            drop(stdin);
+            written
+        });
+        let output = tokio::time::timeout(LOCAL_TIMEOUT, child.wait_with_output())
+            .await
+            .context("git cat-file timed out")??;
+        writer.await.context("git stdin writer")??;
+        if !output.status.success() {
+            bail!(
+                "git cat-file failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(output.stdout)
+    }
+}
+
+/// Splits `cat-file --batch` output into `count` blob contents.
+fn parse_batch(mut output: &[u8], count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut blobs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let end = output
+            .iter()
+            .position(|b| *b == b'\n')
+            .context("truncated cat-file output")?;
+        let header = std::str::from_utf8(&output[..end]).context("cat-file header")?;
+        let mut fields = header.split(' ');
+        let (_oid, kind, size) = (fields.next(), fields.next(), fields.next());
+        if kind != Some("blob") {
+            bail!("cat-file: {header}");
+        }
+        let size: usize = size
+            .and_then(|s| s.parse().ok())
+            .context("cat-file size")?;
+        let body = &output[end + 1..];
+        if body.len() < size + 1 {
+            bail!("truncated cat-file output");
+        }
+        blobs.push(body[..size].to_vec());
+        output = &body[size + 1..];
+    }
+    Ok(blobs)
+}
+
+fn split_paths(listing: &str) -> Vec<String> {
+    listing
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+pub fn is_full_sha(text: &str) -> bool {
+    (text.len() == 40 || text.len() == 64)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn check_sha(sha: &str) -> anyhow::Result<()> {
+    if !is_full_sha(sha) {
+        bail!("invalid commit '{sha}': expected 40 or 64 lowercase hex digits");
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> anyhow::Result<()> {
+    runner::workspace::validate_git_source(url, &"0".repeat(40))
+}
+
+/// A ref name git will not read as an option or a refspec with a destination.
+pub fn check_ref(name: &str) -> anyhow::Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 255
+        || name.starts_with('-')
+        || name.starts_with('+')
+        || name.contains("..")
+        || name.contains("@{")
+        || name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c));
+    if bad {
+        bail!("invalid ref '{name}'");
+    }
+    Ok(())
+}
+
+fn command(dir: Option<&Path>) -> Command {
+    let mut command = Command::new("git");
+    if let Some(dir) = dir {
+        command.arg("-C").arg(dir);
+    }
+    command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", "file:http:https:ssh:git")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for var in runner::workspace::GIT_LOCATION_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Runs git; a failure carries its stderr. Returns stdout.
+async fn git(dir: Option<&Path>, args: &[&str], timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    let output = tokio::time::timeout(timeout, command(dir).args(args).output())
+        .await
+        .with_context(|| format!("git {} timed out after {timeout:?}", args.join(" ")))?
+        .context("running git")?;
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    bail!(
+        "git {} failed ({}): {}",
+        args.first().copied().unwrap_or_default(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sh(dir: &Path, script: &str) -> String {
+        let out = std::process::Command::new("bash")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@e")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@e")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn mirrors_fetch_commits_and_read_workflow_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let first = sh(
+            &src,
+            "git init -q -b main . && mkdir -p .plue sub && echo 'a' > .plue/ci.plue.py \
+             && printf 'b\\n' > sub/x.plue.py && echo no > notes.py && git add -A \
+             && git commit -qm one && git rev-parse HEAD",
+        );
+        let second = sh(
+            &src,
+            "git checkout -q -b feature && echo c > sub/x.plue.py && echo d > new.txt \
+             && git add -A && git commit -qm two && git rev-parse HEAD",
+        );
+        let mirror = Mirror::open(tmp.path().join("m.git")).await.unwrap();
+        let url = src.to_str().unwrap();
+        mirror.fetch(url, &[&second]).await.unwrap();
+        assert!(mirror.has_commit(&first).await, "history comes along");
+        let files = mirror.workflow_files(&second).await.unwrap();
+        assert_eq!(
+            files,
+            vec![
+                WorkflowFile {
+                    path: ".plue/ci.plue.py".into(),
+                    source: Some("a\n".into())
+                },
+                WorkflowFile {
+                    path: "sub/x.plue.py".into(),
+                    source: Some("c\n".into())
+                },
+            ]
+        );
+        assert_eq!(
+            mirror.changed_files(&first, &second).await.unwrap(),
+            vec!["new.txt", "sub/x.plue.py"]
+        );
+        assert_eq!(
+            mirror.pull_request_files(&first, &second).await.unwrap(),
+            vec!["new.txt", "sub/x.plue.py"]
+        );
+        assert_eq!(
+            mirror.commit_files(&first).await.unwrap(),
+            vec![".plue/ci.plue.py", "notes.py", "sub/x.plue.py"]
+        );
+        assert_eq!(mirror.resolve(url, "main").await.unwrap(), first);
+        assert_eq!(mirror.resolve(url, "refs/heads/feature").await.unwrap(), second);
+        assert!(mirror.resolve(url, "nope").await.is_err());
+        assert_eq!(mirror.remote_head_branch(url).await.unwrap(), "feature");
+    }
+
+    #[tokio::test]
+    async fn payload_values_cannot_become_options() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(tmp.path().join("m.git")).await.unwrap();
+        let marker = tmp.path().join("pwned");
+        let evil_url = format!("--upload-pack=touch {}", marker.display());
+        assert!(mirror.fetch(&evil_url, &["main"]).await.is_err());
+        for evil_ref in ["--upload-pack=x", "+main:refs/heads/x", "a b", "main:x", ""] {
+            assert!(
+                mirror.fetch(tmp.path().to_str().unwrap(), &[evil_ref]).await.is_err(),
+                "{evil_ref}"
+            );
+        }
+        assert!(mirror.workflow_files("--all").await.is_err());
+        assert!(!marker.exists());
+    }
+}

@@ -1,0 +1,688 @@
+//! The registry: from a repository event to runs. It fetches the event's commit into the
+//! repository's bare mirror, evaluates every `*.plue.py` file there through the evaluator
+//! pool with the event's `ctx`, and starts a run for each workflow whose triggers match.
+//!
+//! Invariants:
+//! - A workflow file that fails to evaluate becomes a failed run carrying the evaluator's
+//!   message (and an `error` commit status); it never fails the event.
+//! - Pull requests from forks start runs whose steps get no secrets.
+//! - A push to the default branch refreshes the repository's cron schedules from the
+//!   workflow files at that commit; a deleted ref starts nothing.
+//! - Mirror fetches of one repository are serialised by a per-repository lock.
+
+pub mod git;
+pub mod matching;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use evaluator::plan::{ManualInput, Plan, Trigger};
+use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, PullRequest};
+use runner::protocol::WorkspaceSource;
+
+use crate::executor::Executor;
+use crate::forge::payload::{PullRequestEvent, Push};
+use crate::launch::render_problems;
+use crate::store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow};
+use git::{Mirror, WorkflowFile};
+use matching::Occasion;
+
+/// Why a manual dispatch started no run.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub struct Registry {
+    executor: Arc<Executor>,
+    evaluator: Arc<EvaluatorPool>,
+    mirrors: PathBuf,
+    locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The facts of one event that every matching workflow shares.
+struct Occurrence<'a> {
+    repo: &'a RepoRow,
+    ctx: EvalContext,
+    occasion: Occasion<'a>,
+    /// Where runners fetch the commit from.
+    fetch_url: String,
+    secrets_allowed: bool,
+}
+
+impl Registry {
+    /// A registry keeping its mirrors under `mirrors`.
+    pub fn new(executor: Arc<Executor>, evaluator: Arc<EvaluatorPool>, mirrors: PathBuf) -> Self {
+        Registry {
+            executor,
+            evaluator,
+            mirrors,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.executor
+    }
+
+    /// Runs for a push; none for a deleted ref.
+    pub async fn on_push(&self, repo: &RepoRow, push: &Push) -> anyhow::Result<Vec<i64>> {
+        let Some(after) = push.after.as_deref() else {
+            return Ok(Vec::new());
+        };
+        if let Some(branch) = &push.repo.default_branch {
+            self.executor
+                .store()
+                .set_default_branch(repo.id, branch)
+                .await?;
+        }
+        let mirror = self.mirror(repo).await?;
+        let wants: Vec<&str> = std::iter::once(after).collect();
+        self.locked_fetch(repo, &mirror, &repo.clone_url, &wants)
+            .await?;
+        let changed = match push.before.as_deref() {
+            Some(before) if mirror.has_commit(before).await => {
+                Some(mirror.changed_files(before, after).await?)
+            }
+            Some(_) => push.changed_files.clone(),
+            None => match &push.changed_files {
+                Some(files) => Some(files.clone()),
+                None => Some(mirror.commit_files(after).await?),
+            },
+        };
+        let branch = push.git_ref.strip_prefix("refs/heads/").map(String::from);
+        let ctx = EvalContext {
+            event: Event::Push,
+            repo: repo.name.clone(),
+            git_ref: push.git_ref.clone(),
+            branch: branch.clone(),
+            sha: after.to_string(),
+            pr: None,
+            changed_files: changed.clone().unwrap_or_default(),
+            inputs: BTreeMap::new(),
+        };
+        let files = mirror.workflow_files(after).await?;
+        let occurrence = Occurrence {
+            repo,
+            ctx,
+            occasion: Occasion::Push {
+                git_ref: &push.git_ref,
+                changed_files: changed.as_deref(),
+            },
+            fetch_url: repo.clone_url.clone(),
+            secrets_allowed: true,
+        };
+        let (runs, plans) = self.start_matching(&occurrence, &files).await?;
+        let default_branch = push
+            .repo
+            .default_branch
+            .clone()
+            .or_else(|| repo.default_branch.clone());
+        if let (Some(branch), Some(default)) = (&branch, &default_branch) {
+            if branch == default {
+                self.refresh_schedules(repo, branch, after, &plans).await?;
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Runs for a pull request event.
+    pub async fn on_pull_request(
+        &self,
+        repo: &RepoRow,
+        pr: &PullRequestEvent,
+    ) -> anyhow::Result<Vec<i64>> {
+        let mirror = self.mirror(repo).await?;
+        // The head commit: from the repository itself (GitHub and Gitea keep
+        // refs/pull/N/head there), else from the fork it lives in.
+        let pull_ref = format!("refs/pull/{}/head", pr.number);
+        let mut fetch_url = repo.clone_url.clone();
+        let mut fetched = self
+            .locked_fetch(repo, &mirror, &repo.clone_url, &[&pr.head_sha, &pr.base_sha])
+            .await;
+        if fetched.is_err() {
+            fetched = self
+                .locked_fetch(repo, &mirror, &repo.clone_url, &[&pull_ref, &pr.base_sha])
+                .await;
+        }
+        if let (Err(_), Some(fork)) = (&fetched, &pr.head_clone_url) {
+            fetched = self.locked_fetch(repo, &mirror, fork, &[&pr.head_sha]).await;
+            fetch_url = fork.clone();
+        }
+        fetched?;
+        if !mirror.has_commit(&pr.head_sha).await {
+            anyhow::bail!("the pull request's head commit {} could not be fetched", pr.head_sha);
+        }
+        let changed = if mirror.has_commit(&pr.base_sha).await {
+            Some(mirror.pull_request_files(&pr.base_sha, &pr.head_sha).await?)
+        } else {
+            None
+        };
+        let ctx = EvalContext {
+            event: Event::PullRequest,
+            repo: repo.name.clone(),
+            git_ref: pull_ref,
+            branch: Some(pr.head_ref.clone()),
+            sha: pr.head_sha.clone(),
+            pr: Some(PullRequest {
+                number: pr.number,
+                base: pr.base_ref.clone(),
+                head: pr.head_ref.clone(),
+                action: pr.action.clone(),
+            }),
+            changed_files: changed.clone().unwrap_or_default(),
+            inputs: BTreeMap::new(),
+        };
+        let files = mirror.workflow_files(&pr.head_sha).await?;
+        let occurrence = Occurrence {
+            repo,
+            ctx,
+            occasion: Occasion::PullRequest {
+                action: &pr.action,
+                base_branch: &pr.base_ref,
+                changed_files: changed.as_deref(),
+            },
+            fetch_url,
+            secrets_allowed: !pr.from_fork,
+        };
+        Ok(self.start_matching(&occurrence, &files).await?.0)
+    }
+
+    /// Starts `workflow` (a file path, its name without `.plue.py`, or a plan name) at
+    /// `git_ref` with `inputs` checked against its manual trigger.
+    pub async fn dispatch(
+        &self,
+        repo: &RepoRow,
+        workflow: &str,
+        git_ref: &str,
+        inputs: &BTreeMap<String, String>,
+    ) -> Result<i64, DispatchError> {
+        let mirror = self.mirror(repo).await?;
+        let sha = {
+            let lock = self.lock(repo.id);
+            let _held = lock.lock().await;
+            mirror
+                .resolve(&repo.clone_url, git_ref)
+                .await
+                .map_err(|e| DispatchError::NotFound(format!("ref '{git_ref}': {e:#}")))?
+        };
+        let files = mirror.workflow_files(&sha).await?;
+        let branch = branch_of(git_ref);
+        let mut ctx = EvalContext {
+            event: Event::Manual,
+            repo: repo.name.clone(),
+            git_ref: full_ref(git_ref),
+            branch,
+            sha: sha.clone(),
+            pr: None,
+            changed_files: Vec::new(),
+            inputs: inputs.clone(),
+        };
+        let by_path = files.iter().find(|f| {
+            f.path == workflow
+                || f.path.strip_suffix(git::WORKFLOW_SUFFIX) == Some(workflow)
+                || file_stem(&f.path) == workflow
+        });
+        let (file, mut evaluated) = match by_path {
+            Some(file) => {
+                let evaluated = self.evaluate(file, &ctx).await;
+                (file, evaluated)
+            }
+            None => {
+                let mut found = None;
+                for file in &files {
+                    let evaluated = self.evaluate(file, &ctx).await;
+                    if matches!(&evaluated, Ok(plan) if plan.plan.name == workflow) {
+                        found = Some((file, evaluated));
+                        break;
+                    }
+                }
+                found.ok_or_else(|| {
+                    let known: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+                    DispatchError::NotFound(format!(
+                        "no workflow '{workflow}' at {git_ref} ({sha:.12}); workflow files there: {}",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ))
+                })?
+            }
+        };
+        let plan = match &evaluated {
+            Ok(evaluated) => &evaluated.plan,
+            Err(message) => {
+                return Err(DispatchError::Rejected(format!(
+                    "{} does not evaluate:\n{message}",
+                    file.path
+                )))
+            }
+        };
+        let declared = manual_inputs(plan).ok_or_else(|| {
+            DispatchError::Rejected(format!(
+                "{} has no manual trigger (add Trigger.manual() to dispatch it)",
+                file.path
+            ))
+        })?;
+        let complete = check_inputs(declared, inputs).map_err(DispatchError::Rejected)?;
+        if &complete != inputs {
+            // Evaluate again so `ctx.inputs` shows the defaults too.
+            ctx.inputs = complete;
+            evaluated = self.evaluate(file, &ctx).await;
+        }
+        let evaluated = evaluated.map_err(|message| {
+            DispatchError::Rejected(format!("{} does not evaluate:\n{message}", file.path))
+        })?;
+        let occurrence = Occurrence {
+            repo,
+            ctx,
+            occasion: Occasion::Manual,
+            fetch_url: repo.clone_url.clone(),
+            secrets_allowed: true,
+        };
+        Ok(self.start_run(&occurrence, &file.path, Ok(evaluated)).await?)
+    }
+
+    /// Starts the run of one schedule tick (`None` when the workflow no longer has that
+    /// schedule at the recorded commit).
+    pub async fn fire_schedule(
+        &self,
+        repo: &RepoRow,
+        schedule: &ScheduleRow,
+    ) -> anyhow::Result<Option<i64>> {
+        let mirror = self.mirror(repo).await?;
+        self.locked_fetch(repo, &mirror, &repo.clone_url, &[&schedule.sha])
+            .await?;
+        let files = mirror.workflow_files(&schedule.sha).await?;
+        let Some(file) = files.iter().find(|f| f.path == schedule.workflow_path) else {
+            return Ok(None);
+        };
+        let ctx = EvalContext {
+            event: Event::Schedule,
+            repo: repo.name.clone(),
+            git_ref: format!("refs/heads/{}", schedule.branch),
+            branch: Some(schedule.branch.clone()),
+            sha: schedule.sha.clone(),
+            pr: None,
+            changed_files: Vec::new(),
+            inputs: BTreeMap::new(),
+        };
+        let evaluated = self.evaluate(file, &ctx).await;
+        if let Ok(plan) = &evaluated {
+            if !matching::matches(
+                &plan.plan,
+                Occasion::Schedule {
+                    cron: &schedule.cron,
+                },
+            ) {
+                return Ok(None);
+            }
+        }
+        let occurrence = Occurrence {
+            repo,
+            ctx,
+            occasion: Occasion::Schedule {
+                cron: &schedule.cron,
+            },
+            fetch_url: repo.clone_url.clone(),
+            secrets_allowed: true,
+        };
+        Ok(Some(self.start_run(&occurrence, &file.path, evaluated).await?))
+    }
+
+    /// Reads the schedules of the repository's default branch (at registration; later
+    /// pushes to the branch keep them current).
+    pub async fn sync_schedules(&self, repo: &RepoRow) -> anyhow::Result<()> {
+        let mirror = self.mirror(repo).await?;
+        let branch_ref = repo.default_branch.as_deref().unwrap_or("HEAD");
+        let sha = {
+            let lock = self.lock(repo.id);
+            let _held = lock.lock().await;
+            mirror.resolve(&repo.clone_url, branch_ref).await?
+        };
+        let branch = match &repo.default_branch {
+            Some(branch) => branch.clone(),
+            None => {
+                let branch = mirror
+                    .remote_head_branch(&repo.clone_url)
+                    .await
+                    .unwrap_or_else(|_| "main".to_string());
+                self.executor
+                    .store()
+                    .set_default_branch(repo.id, &branch)
+                    .await?;
+                branch
+            }
+        };
+        let files = mirror.workflow_files(&sha).await?;
+        let ctx = EvalContext {
+            event: Event::Schedule,
+            repo: repo.name.clone(),
+            git_ref: format!("refs/heads/{branch}"),
+            branch: Some(branch.clone()),
+            sha: sha.clone(),
+            pr: None,
+            changed_files: Vec::new(),
+            inputs: BTreeMap::new(),
+        };
+        let mut plans = Vec::new();
+        for file in &files {
+            if let Ok(evaluated) = self.evaluate(file, &ctx).await {
+                plans.push((file.path.clone(), evaluated.plan));
+            }
+        }
+        self.refresh_schedules(repo, &branch, &sha, &plans).await
+    }
+
+    async fn refresh_schedules(
+        &self,
+        repo: &RepoRow,
+        branch: &str,
+        sha: &str,
+        plans: &[(String, Plan)],
+    ) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut entries = Vec::new();
+        for (path, plan) in plans {
+            for trigger in &plan.triggers {
+                if let Trigger::Schedule { cron } = trigger {
+                    if let Some(next_fire_at) = next_fire(cron, now) {
+                        entries.push(ScheduleEntry {
+                            workflow_path: path.clone(),
+                            cron: cron.clone(),
+                            next_fire_at,
+                        });
+                    }
+                }
+            }
+        }
+        self.executor
+            .store()
+            .replace_schedules(repo.id, branch, sha, &entries)
+            .await
+    }
+
+    /// Evaluates every file and starts a run for each match (and each file that does
+    /// not evaluate). Returns the run ids and the plans that evaluated.
+    async fn start_matching(
+        &self,
+        occurrence: &Occurrence<'_>,
+        files: &[WorkflowFile],
+    ) -> anyhow::Result<(Vec<i64>, Vec<(String, Plan)>)> {
+        let evaluations = futures::future::join_all(
+            files.iter().map(|file| self.evaluate(file, &occurrence.ctx)),
+        )
+        .await;
+        let mut runs = Vec::new();
+        let mut plans = Vec::new();
+        for (file, evaluated) in files.iter().zip(evaluations) {
+            match evaluated {
+                Ok(evaluated) => {
+                    let matched = matching::matches(&evaluated.plan, occurrence.occasion);
+                    plans.push((file.path.clone(), evaluated.plan.clone()));
+                    if matched {
+                        runs.push(self.start_run(occurrence, &file.path, Ok(evaluated)).await?);
+                    }
+                }
+                Err(message) => {
+                    runs.push(self.start_run(occurrence, &file.path, Err(message)).await?);
+                }
+            }
+        }
+        Ok((runs, plans))
+    }
+
+    /// Stores the run of `path` (a failed run when it did not evaluate).
+    async fn start_run(
+        &self,
+        occurrence: &Occurrence<'_>,
+        path: &str,
+        evaluated: Result<evaluator::EvaluatedPlan, String>,
+    ) -> anyhow::Result<i64> {
+        let ctx = &occurrence.ctx;
+        let context_json = serde_json::to_string(ctx).context("serialising ctx")?;
+        let workspace = WorkspaceSource::Git {
+            url: occurrence.fetch_url.clone(),
+            sha: ctx.sha.clone(),
+        };
+        let repo = Some(RunRepo {
+            repo_id: occurrence.repo.id,
+            secrets_allowed: occurrence.secrets_allowed,
+        });
+        match evaluated {
+            Ok(evaluated) => {
+                self.executor
+                    .start_run(&NewRun {
+                        workflow_source: &occurrence.repo.name,
+                        workflow_path: path,
+                        event: ctx.event.as_str(),
+                        git_ref: &ctx.git_ref,
+                        sha: &ctx.sha,
+                        context_json: &context_json,
+                        plan: &evaluated.plan,
+                        plan_json: &evaluated.canonical_json,
+                        plan_hash: &evaluated.plan_hash,
+                        workspace: &workspace,
+                        rerun_of: None,
+                        repo,
+                    })
+                    .await
+            }
+            Err(message) => {
+                let placeholder = Plan {
+                    name: path.to_string(),
+                    triggers: Vec::new(),
+                    env: BTreeMap::new(),
+                    steps: Vec::new(),
+                };
+                let plan_json = placeholder.canonical_json();
+                let run_id = self
+                    .executor
+                    .store()
+                    .create_failed_run(
+                        &NewRun {
+                            workflow_source: &occurrence.repo.name,
+                            workflow_path: path,
+                            event: ctx.event.as_str(),
+                            git_ref: &ctx.git_ref,
+                            sha: &ctx.sha,
+                            context_json: &context_json,
+                            plan: &placeholder,
+                            plan_json: &plan_json,
+                            plan_hash: "",
+                            workspace: &workspace,
+                            rerun_of: None,
+                            repo,
+                        },
+                        &message,
+                    )
+                    .await?;
+                self.executor.events().send(crate::events::Event::RunFinished { run_id });
+                Ok(run_id)
+            }
+        }
+    }
+
+    /// Evaluates one file; the error is the evaluator's message.
+    async fn evaluate(
+        &self,
+        file: &WorkflowFile,
+        ctx: &EvalContext,
+    ) -> Result<evaluator::EvaluatedPlan, String> {
+        let Some(source) = &file.source else {
+            return Err(format!("{}: the file is not UTF-8 text", file.path));
+        };
+        match self.evaluator.evaluate(&file.path, source, ctx).await {
+            Ok(evaluated) => Ok(evaluated),
+            Err(EvalError::Invalid(problems)) => Err(render_problems(&problems)),
+            Err(e) => Err(format!("{}: {e}", file.path)),
+        }
+    }
+
+    async fn mirror(&self, repo: &RepoRow) -> anyhow::Result<Mirror> {
+        Mirror::open(self.mirrors.join(format!("{}.git", repo.id))).await
+    }
+
+    async fn locked_fetch(
+        &self,
+        repo: &RepoRow,
+        mirror: &Mirror,
+        url: &str,
+        wants: &[&str],
+    ) -> anyhow::Result<()> {
+        let lock = self.lock(repo.id);
+        let _held = lock.lock().await;
+        mirror.fetch(url, wants).await
+    }
+
+    fn lock(&self, repo_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(repo_id).or_default().clone()
+    }
+}
+
+/// The next fire time after `now_ms` of a cron expression (UTC), in ms.
+pub fn next_fire(cron: &str, now_ms: i64) -> Option<i64> {
+    let cron = evaluator::validate::parse_cron(cron).ok()?;
+    let now = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms)?;
+    let next = cron.find_next_occurrence(&now, false).ok()?;
+    Some(next.timestamp_millis())
+}
+
+fn manual_inputs(plan: &Plan) -> Option<&BTreeMap<String, ManualInput>> {
+    plan.triggers.iter().find_map(|t| match t {
+        Trigger::Manual { inputs } => Some(inputs),
+        _ => None,
+    })
+}
+
+/// The dispatch's inputs completed with defaults, or what is wrong with them.
+pub fn check_inputs(
+    declared: &BTreeMap<String, ManualInput>,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut problems = Vec::new();
+    for name in given.keys() {
+        if !declared.contains_key(name) {
+            let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+            problems.push(format!(
+                "unknown input '{name}' (declared: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ));
+        }
+    }
+    let mut complete = BTreeMap::new();
+    for (name, input) in declared {
+        let value = match (given.get(name), &input.default) {
+            (Some(value), _) => value.clone(),
+            (None, Some(default)) => default.clone(),
+            (None, None) if input.required => {
+                problems.push(format!("input '{name}' is required"));
+                continue;
+            }
+            (None, None) => continue,
+        };
+        if !input.options.is_empty() && !input.options.contains(&value) {
+            problems.push(format!(
+                "input '{name}' must be one of {}, not '{value}'",
+                input.options.join(", ")
+            ));
+        }
+        complete.insert(name.clone(), value);
+    }
+    if problems.is_empty() {
+        Ok(complete)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn file_stem(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.strip_suffix(git::WORKFLOW_SUFFIX).unwrap_or(name)
+}
+
+fn full_ref(git_ref: &str) -> String {
+    if git_ref.starts_with("refs/") || git::is_full_sha(git_ref) {
+        git_ref.to_string()
+    } else {
+        format!("refs/heads/{git_ref}")
+    }
+}
+
+fn branch_of(git_ref: &str) -> Option<String> {
+    if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+        Some(branch.to_string())
+    } else if git_ref.starts_with("refs/") || git::is_full_sha(git_ref) {
+        None
+    } else {
+        Some(git_ref.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(default: Option<&str>, required: bool, options: &[&str]) -> ManualInput {
+        ManualInput {
+            default: default.map(String::from),
+            required,
+            description: None,
+            options: options.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn inputs_are_checked_and_completed() {
+        let declared = BTreeMap::from([
+            ("target".to_string(), input(Some("staging"), false, &["staging", "prod"])),
+            ("version".to_string(), input(None, true, &[])),
+            ("note".to_string(), input(None, false, &[])),
+        ]);
+        let given = BTreeMap::from([("version".to_string(), "1.2".to_string())]);
+        assert_eq!(
+            check_inputs(&declared, &given).unwrap(),
+            BTreeMap::from([
+                ("target".to_string(), "staging".to_string()),
+                ("version".to_string(), "1.2".to_string()),
+            ])
+        );
+        let err = check_inputs(
+            &declared,
+            &BTreeMap::from([
+                ("target".to_string(), "moon".to_string()),
+                ("tpyo".to_string(), "x".to_string()),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown input 'tpyo' (declared: note, target, version)"), "{err}");
+        assert!(err.contains("input 'version' is required"), "{err}");
+        assert!(err.contains("input 'target' must be one of staging, prod, not 'moon'"), "{err}");
+    }
+
+    #[test]
+    fn cron_fire_times_are_utc() {
+        // 2026-01-01T00:00:00Z
+        let new_year = 1_767_225_600_000;
+        assert_eq!(next_fire("0 3 * * *", new_year), Some(new_year + 3 * 3_600_000));
+        assert_eq!(next_fire("* * * * *", new_year), Some(new_year + 60_000));
+        assert_eq!(next_fire("nonsense", new_year), None);
+    }
+
+    #[test]
+    fn refs_and_names() {
+        assert_eq!(full_ref("main"), "refs/heads/main");
+        assert_eq!(full_ref("refs/tags/v1"), "refs/tags/v1");
+        assert_eq!(branch_of("refs/heads/a/b").as_deref(), Some("a/b"));
+        assert_eq!(branch_of("refs/tags/v1"), None);
+        assert_eq!(file_stem(".plue/ci.plue.py"), "ci");
+    }
+}

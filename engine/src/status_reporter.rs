@@ -1,0 +1,111 @@
+//! Delivers the commit statuses the store owes to forges (a `pending` when a repository
+//! run is created, then `success` / `failure` / `error` when it ends).
+//!
+//! Invariants: reports live in the store until the forge accepted them, so an engine
+//! restart loses none; a report is leased while being posted so two engines do not post
+//! it at once; failures that a retry can fix are retried with doubling backoff (1 s up to
+//! 5 min, at most [`MAX_ATTEMPTS`] times), others are abandoned with the forge's answer
+//! recorded.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};
+use crate::forge::Forge;
+use crate::store::{now_ms, StatusReportRow, Store};
+use crate::vault::Vault;
+
+pub const MAX_ATTEMPTS: i64 = 12;
+const LEASE_MS: i64 = 60_000;
+const MAX_BACKOFF_MS: i64 = 300_000;
+
+#[derive(Clone)]
+pub struct StatusReporter {
+    pub store: Store,
+    pub vault: Vault,
+    pub client: reqwest::Client,
+    /// Base URL of this engine as users reach it, for the status's link.
+    pub public_url: String,
+}
+
+impl StatusReporter {
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.deliver_due().await {
+                tracing::warn!("commit statuses: {e:#}");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Posts every due report; returns how many the forge accepted.
+    pub async fn deliver_due(&self) -> anyhow::Result<usize> {
+        let reports = self.store.claim_status_reports(now_ms(), LEASE_MS, 50).await?;
+        let mut delivered = 0;
+        for report in reports {
+            match self.post(&report).await {
+                Ok(()) => {
+                    self.store.status_delivered(report.id).await?;
+                    delivered += 1;
+                }
+                Err(PostError::Retry(error)) if report.attempts < MAX_ATTEMPTS => {
+                    let backoff = (1000i64 << (report.attempts - 1).clamp(0, 20)).min(MAX_BACKOFF_MS);
+                    tracing::debug!(run = report.run_id, "status not delivered: {error}");
+                    self.store
+                        .status_failed(report.id, &error, now_ms() + backoff, false)
+                        .await?;
+                }
+                Err(PostError::Retry(error) | PostError::Permanent(error)) => {
+                    tracing::warn!(run = report.run_id, "giving up a commit status: {error}");
+                    self.store
+                        .status_failed(report.id, &error, now_ms(), true)
+                        .await?;
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn post(&self, report: &StatusReportRow) -> Result<(), PostError> {
+        let forge = Forge::parse(&report.forge)
+            .ok_or_else(|| PostError::Permanent(format!("unknown forge '{}'", report.forge)))?;
+        let api_url = report
+            .api_url
+            .clone()
+            .or_else(|| forge.default_api_url(&report.clone_url))
+            .ok_or_else(|| {
+                PostError::Permanent(format!(
+                    "repository {} has no api_url to report statuses to",
+                    report.repo_name
+                ))
+            })?;
+        let token = report
+            .api_token
+            .as_deref()
+            .map(|sealed| self.vault.open(sealed))
+            .transpose()
+            .map_err(|e| PostError::Permanent(format!("forge token: {e}")))?;
+        let target = StatusTarget {
+            forge,
+            api_url: &api_url,
+            token: token.as_deref(),
+            repo: &report.repo_name,
+            sha: &report.sha,
+        };
+        let body = CommitStatus {
+            state: report.state.clone(),
+            target_url: format!(
+                "{}/api/runs/{}",
+                self.public_url.trim_end_matches('/'),
+                report.run_id
+            ),
+            description: report.description.clone(),
+            context: format!("plue/{}", report.workflow_name),
+        };
+        status::post(&self.client, &target, &body).await
+    }
+}

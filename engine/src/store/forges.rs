@@ -1,0 +1,535 @@
+//! Repositories and what hangs off them: sealed secrets, API tokens, webhook deliveries
+//! (de-duplication), cron schedules and the commit statuses owed to the forge.
+//!
+//! Invariants:
+//! - Secret values, webhook secrets and forge tokens are stored sealed (see
+//!   `crate::vault`); this module never sees them in clear and row types do not print them.
+//! - A delivery id is recorded at most once per forge (primary key), so of two concurrent
+//!   deliveries with one id exactly one proceeds — on every engine sharing the database.
+//! - A schedule tick is taken by moving `next_fire_at` with a compare-and-set: of several
+//!   engines seeing the same due schedule, exactly one wins the tick.
+//! - Status reports of a run are delivered in id order: only a run's oldest open report
+//!   is ever due.
+
+use super::{now_ms, on_db, Store};
+
+/// A registered repository (sealed fields stay sealed).
+#[derive(Clone, PartialEq, sqlx::FromRow)]
+pub struct RepoRow {
+    pub id: i64,
+    pub name: String,
+    pub clone_url: String,
+    pub forge: String,
+    pub webhook_secret: String,
+    pub api_url: Option<String>,
+    pub api_token: Option<String>,
+    pub default_branch: Option<String>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for RepoRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("clone_url", &self.clone_url)
+            .field("forge", &self.forge)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A repository to register.
+#[derive(Debug, Clone)]
+pub struct NewRepo<'a> {
+    pub name: &'a str,
+    pub clone_url: &'a str,
+    pub forge: &'a str,
+    pub webhook_secret_sealed: &'a str,
+    pub api_url: Option<&'a str>,
+    pub api_token_sealed: Option<&'a str>,
+    pub default_branch: Option<&'a str>,
+}
+
+/// A cron schedule read from a workflow file on the default branch.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub id: i64,
+    pub repo_id: i64,
+    pub workflow_path: String,
+    pub cron: String,
+    pub sha: String,
+    pub branch: String,
+    pub next_fire_at: i64,
+    pub last_fired_at: Option<i64>,
+}
+
+/// A schedule as the registry found it (`next_fire_at` for a new entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleEntry {
+    pub workflow_path: String,
+    pub cron: String,
+    pub next_fire_at: i64,
+}
+
+/// A commit status to post, with what posting needs.
+#[derive(Clone, PartialEq, sqlx::FromRow)]
+pub struct StatusReportRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub state: String,
+    pub description: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub sha: String,
+    pub workflow_name: String,
+    pub workflow_path: String,
+    pub repo_name: String,
+    pub forge: String,
+    pub clone_url: String,
+    pub api_url: Option<String>,
+    pub api_token: Option<String>,
+}
+
+impl std::fmt::Debug for StatusReportRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusReportRow")
+            .field("id", &self.id)
+            .field("run_id", &self.run_id)
+            .field("state", &self.state)
+            .field("repo_name", &self.repo_name)
+            .finish_non_exhaustive()
+    }
+}
+
+const REPO_COLUMNS: &str = "id, name, clone_url, forge, webhook_secret, api_url, api_token, \
+     default_branch, created_at";
+
+const SCHEDULE_COLUMNS: &str =
+    "id, repo_id, workflow_path, cron, sha, branch, next_fire_at, last_fired_at";
+
+/// Whether an insert failed on a unique constraint.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+impl Store {
+    /// Registers a repository; `None` when the name is taken.
+    pub async fn create_repo(&self, repo: &NewRepo<'_>) -> anyhow::Result<Option<RepoRow>> {
+        let sql = format!(
+            "INSERT INTO repositories (name, clone_url, forge, webhook_secret, api_url, \
+             api_token, default_branch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING {REPO_COLUMNS}"
+        );
+        let inserted = on_db!(self, pool => sqlx::query_as::<_, RepoRow>(&sql)
+            .bind(repo.name)
+            .bind(repo.clone_url)
+            .bind(repo.forge)
+            .bind(repo.webhook_secret_sealed)
+            .bind(repo.api_url)
+            .bind(repo.api_token_sealed)
+            .bind(repo.default_branch)
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await);
+        match inserted {
+            Ok(row) => Ok(Some(row)),
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn repo_by_name(&self, name: &str) -> anyhow::Result<Option<RepoRow>> {
+        let sql = format!("SELECT {REPO_COLUMNS} FROM repositories WHERE name = $1");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(name).fetch_optional(pool).await?))
+    }
+
+    pub async fn repo_by_id(&self, id: i64) -> anyhow::Result<Option<RepoRow>> {
+        let sql = format!("SELECT {REPO_COLUMNS} FROM repositories WHERE id = $1");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    }
+
+    pub async fn list_repos(&self) -> anyhow::Result<Vec<RepoRow>> {
+        let sql = format!("SELECT {REPO_COLUMNS} FROM repositories ORDER BY name");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+    }
+
+    /// Deletes a repository with its workflows, runs, secrets and schedules.
+    pub async fn delete_repo(&self, id: i64) -> anyhow::Result<bool> {
+        let deleted = on_db!(self, pool => sqlx::query("DELETE FROM repositories WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(deleted == 1)
+    }
+
+    /// Runs of the repository that are not final.
+    pub async fn active_runs_of_repo(&self, repo_id: i64) -> anyhow::Result<Vec<i64>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM runs WHERE repo_id = $1 AND status IN ('queued', 'running') ORDER BY id",
+        )
+        .bind(repo_id)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    pub async fn set_default_branch(&self, repo_id: i64, branch: &str) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "UPDATE repositories SET default_branch = $2 WHERE id = $1 \
+             AND (default_branch IS NULL OR default_branch <> $2)",
+        )
+        .bind(repo_id)
+        .bind(branch)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Stores (or replaces) a sealed secret of the repository.
+    pub async fn put_secret(&self, repo_id: i64, name: &str, sealed: &str) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "INSERT INTO repo_secrets (repo_id, name, sealed, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (repo_id, name) DO UPDATE SET sealed = excluded.sealed, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(repo_id)
+        .bind(name)
+        .bind(sealed)
+        .bind(now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    pub async fn delete_secret(&self, repo_id: i64, name: &str) -> anyhow::Result<bool> {
+        let deleted = on_db!(self, pool => sqlx::query(
+            "DELETE FROM repo_secrets WHERE repo_id = $1 AND name = $2",
+        )
+        .bind(repo_id)
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(deleted == 1)
+    }
+
+    /// Names and update times of the repository's secrets (never their values).
+    pub async fn secret_names(&self, repo_id: i64) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT name, updated_at FROM repo_secrets WHERE repo_id = $1 ORDER BY name",
+        )
+        .bind(repo_id)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// The sealed secrets a step of `run_id` may receive: none for local runs and runs
+    /// whose secrets are withheld (pull requests from forks).
+    pub async fn sealed_secrets_for_run(
+        &self,
+        run_id: i64,
+        names: &[String],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        for name in names {
+            let sealed: Option<String> = on_db!(self, pool => sqlx::query_scalar(
+                "SELECT s.sealed FROM runs r JOIN repo_secrets s ON s.repo_id = r.repo_id \
+                 WHERE r.id = $1 AND r.secrets_allowed AND s.name = $2",
+            )
+            .bind(run_id)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?);
+            if let Some(sealed) = sealed {
+                found.push((name.clone(), sealed));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether the run belongs to a repository and withholds its secrets.
+    pub async fn run_withholds_secrets(&self, run_id: i64) -> anyhow::Result<bool> {
+        let row: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT NOT secrets_allowed FROM runs WHERE id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row.unwrap_or(false))
+    }
+
+    pub async fn create_api_token(&self, name: &str, token_hash: &str) -> anyhow::Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(now_ms())
+        .fetch_one(pool)
+        .await?))
+    }
+
+    pub async fn api_token_exists(&self, token_hash: &str) -> anyhow::Result<bool> {
+        let found: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM api_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await?);
+        Ok(found.is_some())
+    }
+
+    /// Records a delivery; false when this forge already delivered this id.
+    pub async fn record_delivery(
+        &self,
+        forge: &str,
+        delivery_id: &str,
+        repo_id: i64,
+        event: &str,
+    ) -> anyhow::Result<bool> {
+        let inserted = on_db!(self, pool => sqlx::query(
+            "INSERT INTO webhook_deliveries (forge, delivery_id, repo_id, event, received_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (forge, delivery_id) DO NOTHING",
+        )
+        .bind(forge)
+        .bind(delivery_id)
+        .bind(repo_id)
+        .bind(event)
+        .bind(now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(inserted == 1)
+    }
+
+    /// Records the runs a delivery started (JSON array of ids).
+    pub async fn set_delivery_runs(
+        &self,
+        forge: &str,
+        delivery_id: &str,
+        runs: &[i64],
+    ) -> anyhow::Result<()> {
+        let runs = serde_json::to_string(runs)?;
+        on_db!(self, pool => sqlx::query(
+            "UPDATE webhook_deliveries SET runs = $3 WHERE forge = $1 AND delivery_id = $2",
+        )
+        .bind(forge)
+        .bind(delivery_id)
+        .bind(runs)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The runs an earlier delivery started.
+    pub async fn delivery_runs(&self, forge: &str, delivery_id: &str) -> anyhow::Result<Vec<i64>> {
+        let runs: Option<String> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT runs FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
+        )
+        .bind(forge)
+        .bind(delivery_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(runs
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .unwrap_or_default())
+    }
+
+    /// Forgets a delivery that could not be processed, so the forge's redelivery is tried.
+    pub async fn forget_delivery(&self, forge: &str, delivery_id: &str) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
+        )
+        .bind(forge)
+        .bind(delivery_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Replaces the repository's schedules with `entries` read at `sha` of `branch`.
+    /// Schedules that stay keep their next fire time.
+    pub async fn replace_schedules(
+        &self,
+        repo_id: i64,
+        branch: &str,
+        sha: &str,
+        entries: &[ScheduleEntry],
+    ) -> anyhow::Result<()> {
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let existing: Vec<(String, String)> = sqlx::query_as(
+                "SELECT workflow_path, cron FROM schedules WHERE repo_id = $1",
+            )
+            .bind(repo_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (path, cron) in &existing {
+                if !entries.iter().any(|e| &e.workflow_path == path && &e.cron == cron) {
+                    sqlx::query(
+                        "DELETE FROM schedules WHERE repo_id = $1 AND workflow_path = $2 AND cron = $3",
+                    )
+                    .bind(repo_id)
+                    .bind(path)
+                    .bind(cron)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for entry in entries {
+                sqlx::query(
+                    "INSERT INTO schedules (repo_id, workflow_path, cron, sha, branch, next_fire_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (repo_id, workflow_path, cron) \
+                     DO UPDATE SET sha = excluded.sha, branch = excluded.branch",
+                )
+                .bind(repo_id)
+                .bind(&entry.workflow_path)
+                .bind(&entry.cron)
+                .bind(sha)
+                .bind(branch)
+                .bind(entry.next_fire_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub async fn schedules_of_repo(&self, repo_id: i64) -> anyhow::Result<Vec<ScheduleRow>> {
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE repo_id = $1 ORDER BY workflow_path, cron"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(repo_id).fetch_all(pool).await?))
+    }
+
+    /// Schedules whose next fire time has come.
+    pub async fn due_schedules(&self, now: i64) -> anyhow::Result<Vec<ScheduleRow>> {
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT 100"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(now).fetch_all(pool).await?))
+    }
+
+    /// Takes the tick `seen_next` of a schedule, moving it to `next`; false when another
+    /// engine took it first.
+    pub async fn take_schedule_tick(
+        &self,
+        id: i64,
+        seen_next: i64,
+        next: i64,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        let taken = on_db!(self, pool => sqlx::query(
+            "UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 \
+             WHERE id = $1 AND next_fire_at = $2",
+        )
+        .bind(id)
+        .bind(seen_next)
+        .bind(next)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(taken == 1)
+    }
+
+    /// The oldest open report of each run that is due, claimed for `lease_ms` (another
+    /// engine will not take it meanwhile).
+    pub async fn claim_status_reports(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<StatusReportRow>> {
+        let candidates: Vec<(i64, i64)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT s.id, s.next_attempt_at FROM status_reports s \
+             WHERE s.delivered_at IS NULL AND s.abandoned IS NULL AND s.next_attempt_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM status_reports o WHERE o.run_id = s.run_id \
+                 AND o.id < s.id AND o.delivered_at IS NULL AND o.abandoned IS NULL) \
+             ORDER BY s.id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        let mut claimed = Vec::new();
+        for (id, seen) in candidates {
+            let taken = on_db!(self, pool => sqlx::query(
+                "UPDATE status_reports SET next_attempt_at = $3, attempts = attempts + 1 \
+                 WHERE id = $1 AND next_attempt_at = $2 AND delivered_at IS NULL",
+            )
+            .bind(id)
+            .bind(seen)
+            .bind(now + lease_ms)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            if taken == 1 {
+                let row = on_db!(self, pool => sqlx::query_as::<_, StatusReportRow>(
+                    "SELECT s.id, s.run_id, s.state, s.description, s.attempts, s.next_attempt_at, \
+                     r.sha, w.name AS workflow_name, w.path AS workflow_path, p.name AS repo_name, \
+                     p.forge, p.clone_url, p.api_url, p.api_token \
+                     FROM status_reports s JOIN runs r ON r.id = s.run_id \
+                     JOIN workflows w ON w.id = r.workflow_id \
+                     JOIN repositories p ON p.id = r.repo_id WHERE s.id = $1",
+                )
+                .bind(id)
+                .fetch_optional(pool)
+                .await?);
+                claimed.extend(row);
+            }
+        }
+        Ok(claimed)
+    }
+
+    pub async fn status_delivered(&self, id: i64) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query("UPDATE status_reports SET delivered_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Schedules another attempt at `at` (or gives up with `abandon`).
+    pub async fn status_failed(
+        &self,
+        id: i64,
+        error: &str,
+        at: i64,
+        abandon: bool,
+    ) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "UPDATE status_reports SET last_error = $2, next_attempt_at = $3, \
+             abandoned = CASE WHEN $4 THEN $2 ELSE NULL END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(at)
+        .bind(abandon)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Reports of a run as (state, delivered, attempts, last error), oldest first.
+    pub async fn status_reports_of_run(
+        &self,
+        run_id: i64,
+    ) -> anyhow::Result<Vec<(String, bool, i64, Option<String>)>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT state, delivered_at IS NOT NULL AS delivered, attempts, last_error \
+             FROM status_reports WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(pool)
+        .await?))
+    }
+}
