@@ -36,6 +36,20 @@ pub(crate) enum Command {
     Cancel(RunOnServerArgs),
     /// Start a new run with the plan and workspace of an earlier one.
     Rerun(RunOnServerArgs),
+    /// Render a prompt file, or check every prompt file below a directory.
+    #[command(subcommand)]
+    Prompt(PromptCommand),
+    /// Register, list and remove repositories on a server.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Set or remove a repository secret on a server.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Make API tokens on a server.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Start a workflow of a registered repository by hand (its manual trigger).
+    Trigger(TriggerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -99,9 +113,15 @@ pub(crate) struct ServeArgs {
     /// Token runners register with (default: generated and printed).
     #[arg(long, env = "PLUE_RUNNER_TOKEN", hide_env_values = true)]
     pub(crate) runner_token: Option<String>,
-    /// Token API writes need (default: none, writes are open).
+    /// Token API writes need (default: generated and printed).
     #[arg(long, env = "PLUE_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
+    /// Reads of runs and logs need a token too.
+    #[arg(long, env = "PLUE_PRIVATE_READS")]
+    pub(crate) private_reads: bool,
+    /// This server's URL as users reach it (links in commit statuses).
+    #[arg(long, env = "PLUE_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
     /// Milliseconds between runner heartbeats.
     #[arg(long, default_value_t = 2000)]
     pub(crate) heartbeat_ms: u64,
@@ -147,6 +167,9 @@ pub(crate) struct SourceArgs {
     /// An engine's base URL, e.g. http://127.0.0.1:8600.
     #[arg(long, env = "PLUE_SERVER", conflicts_with = "data_dir")]
     pub(crate) server: Option<String>,
+    /// API token, when the server's reads are private.
+    #[arg(long, env = "PLUE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// The embedded database's directory (when no --server).
     #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
     pub(crate) data_dir: PathBuf,
@@ -184,6 +207,128 @@ pub(crate) struct RunOnServerArgs {
     pub(crate) token: Option<String>,
 }
 
+/// A server and the token its writes need.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// The engine's base URL.
+    #[arg(long, env = "PLUE_SERVER", default_value = "http://127.0.0.1:8600")]
+    pub(crate) server: String,
+    /// API token (the admin token or one from `plue token create`).
+    #[arg(long, env = "PLUE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RepoCommand {
+    /// Register a repository whose webhooks the server will accept.
+    Add(RepoAddArgs),
+    /// List registered repositories.
+    List(ServerOnlyArgs),
+    /// Unregister a repository (its runs, secrets and schedules go with it).
+    Remove(RepoNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerOnlyArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RepoNameArgs {
+    /// owner/name
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RepoAddArgs {
+    /// owner/name, as the forge's payloads spell it (repository.full_name).
+    pub(crate) name: String,
+    /// Where to fetch commits: https://..., file://... or an absolute path.
+    #[arg(long)]
+    pub(crate) clone_url: String,
+    #[arg(long, value_parser = ["github", "gitea"])]
+    pub(crate) forge: String,
+    /// The secret the forge signs deliveries with.
+    #[arg(long, env = "PLUE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub(crate) webhook_secret: String,
+    /// The forge's REST API base (default: https://api.github.com, or <host>/api/v1 for Gitea).
+    #[arg(long)]
+    pub(crate) api_url: Option<String>,
+    /// Token for posting commit statuses.
+    #[arg(long, env = "PLUE_FORGE_TOKEN", hide_env_values = true)]
+    pub(crate) api_token: Option<String>,
+    /// The default branch (default: learned from the remote and from webhooks).
+    #[arg(long)]
+    pub(crate) default_branch: Option<String>,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Store a secret (the value is read from stdin unless --value is given).
+    Set(SecretSetArgs),
+    /// Remove a secret.
+    Remove(SecretNameArgs),
+    /// List the names of a repository's secrets.
+    List(RepoNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretSetArgs {
+    /// owner/name
+    pub(crate) repo: String,
+    /// The variable name steps see, e.g. DEPLOY_TOKEN.
+    pub(crate) name: String,
+    /// The value (prefer stdin: command lines are visible to other users).
+    #[arg(long)]
+    pub(crate) value: Option<String>,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretNameArgs {
+    /// owner/name
+    pub(crate) repo: String,
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make a new API token and print it (only its hash is kept).
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenCreateArgs {
+    /// What the token is for.
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TriggerArgs {
+    /// owner/name
+    pub(crate) repo: String,
+    /// The workflow: its file path, file name without .plue.py, or plan name.
+    pub(crate) workflow: String,
+    /// Branch, tag or commit (default: the repository's default branch).
+    #[arg(long = "ref")]
+    pub(crate) git_ref: Option<String>,
+    /// An input of the manual trigger; repeatable.
+    #[arg(long = "input", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub(crate) inputs: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct EvalArgs {
     /// The workflow file.
@@ -202,6 +347,33 @@ pub(crate) struct CheckArgs {
     pub(crate) dir: PathBuf,
     #[command(flatten)]
     pub(crate) event: EventArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PromptCommand {
+    /// Render a prompt with inputs and print it (exit 2 if it can not be rendered).
+    Render(PromptRenderArgs),
+    /// Parse every *.md in a prompts/ directory below DIR and report every problem.
+    Check(PromptCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PromptRenderArgs {
+    /// The prompt file, or builtin:NAME (builtin:code-review, builtin:bug-fix).
+    pub(crate) file: String,
+    /// An input; VALUE is read as JSON when it is valid JSON, else as a string; repeatable.
+    #[arg(long = "input", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub(crate) inputs: Vec<(String, String)>,
+    /// A file holding a JSON object of inputs (--input values override its keys).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) inputs_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PromptCheckArgs {
+    /// Directory to search (default: the current directory).
+    #[arg(default_value = ".")]
+    pub(crate) dir: PathBuf,
 }
 
 /// The `ctx` a workflow is evaluated with.

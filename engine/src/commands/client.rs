@@ -29,17 +29,26 @@ impl ApiClient {
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        decode(response).await
+        self.send(reqwest::Method::GET, path, None).await
     }
 
     pub(crate) async fn post<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let mut request = self.http.post(self.url(path)).json(&serde_json::json!({}));
+        self.send(reqwest::Method::POST, path, Some(&serde_json::json!({})))
+            .await
+    }
+
+    /// Sends `body` (JSON) with the token; decodes the answer, or fails with the server's
+    /// error message. An empty success answer decodes as JSON `null`.
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -54,7 +63,12 @@ impl ApiClient {
 async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
     let status = response.status();
     if status.is_success() {
-        return response.json().await.context("reading the server's answer");
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading the server's answer")?;
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        return serde_json::from_slice(bytes).context("reading the server's answer");
     }
     let message = response
         .json::<serde_json::Value>()

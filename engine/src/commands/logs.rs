@@ -77,7 +77,7 @@ struct Line {
 }
 
 async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::new(server, None)?;
+    let client = ApiClient::new(server, args.source.token.clone())?;
     let run: RunSteps = client.get(&format!("/api/runs/{}", args.run_id)).await?;
     let steps: Vec<String> = match &args.step {
         Some(step) if run.steps.iter().any(|s| &s.id == step) => vec![step.clone()],
@@ -96,6 +96,9 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
         let mut request = client.http().get(client.url(&path));
         if args.follow {
             request = request.header("accept", "text/event-stream");
+        }
+        if let Some(token) = &args.source.token {
+            request = request.bearer_auth(token);
         }
         let response = request.send().await.context("fetching logs")?;
         if !response.status().is_success() {

@@ -3,7 +3,9 @@
 mod check;
 mod client;
 mod eval;
+mod forges;
 mod logs;
+mod prompt;
 mod run;
 mod run_output;
 mod runner;
@@ -27,6 +29,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runs::run(args).await,
         Command::Cancel(args) => runs::cancel(args).await,
         Command::Rerun(args) => runs::rerun(args).await,
+        Command::Prompt(command) => prompt::run(command),
+        Command::Repo(command) => forges::repo(command).await,
+        Command::Secret(command) => forges::secret(command).await,
+        Command::Token(command) => forges::token(command).await,
+        Command::Trigger(args) => forges::trigger(args).await,
     }
 }
 

@@ -24,7 +24,7 @@ struct RunLine {
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let runs: Vec<RunLine> = match &args.source.server {
         Some(server) => {
-            ApiClient::new(server, None)?
+            ApiClient::new(server, args.source.token.clone())?
                 .get(&format!("/api/runs?limit={}", args.limit.clamp(1, 1000)))
                 .await?
         }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use engine::server::{self, EngineConfig, LocalPoolSettings};
 use engine::store::Store;
 use engine::tokens;
+use engine::vault::{self, Vault};
 use tokio::net::TcpListener;
 
 use super::{cpus, evaluator_pool, interrupted, local_runners};
@@ -28,14 +29,27 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => tokens::new_token()?,
     };
     let mut config = EngineConfig::new(runner_token.clone());
-    config.admin_token = args.admin_token.filter(|t| !t.is_empty());
-    let config_admin_missing = config.admin_token.is_none();
+    let admin_generated = args.admin_token.as_deref().unwrap_or_default().is_empty();
+    let admin_token = match args.admin_token.filter(|t| !t.is_empty()) {
+        Some(token) if token.len() < 16 => {
+            anyhow::bail!("the admin token must be at least 16 characters")
+        }
+        Some(token) => token,
+        None => tokens::new_token()?,
+    };
+    config.admin_token = Some(admin_token.clone());
+    config.private_reads = args.private_reads;
+    config.public_url = args.public_url.clone();
+    config.vault = Vault::from_env()?;
     config.max_parallel = args.max_parallel;
     config.secrets = args.secrets.iter().cloned().collect();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));
     config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
     let runners = args.runners.unwrap_or_else(cpus);
     let data_dir = &args.store.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    config.mirrors_dir = std::fs::canonicalize(data_dir)?.join("mirrors");
     if runners > 0 || args.max_runners.unwrap_or(0) > 0 {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -47,6 +61,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             runner: local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?,
         });
     }
+    let config_vault_keyed = config.vault.is_keyed();
     let evaluator = Arc::new(evaluator_pool(2).await.context("starting the evaluator")?);
     let engine = server::start(store.clone(), listener, config, Some(evaluator)).await?;
     eprintln!(
@@ -54,11 +69,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.url,
         store.backend()
     );
-    let loopback = listener_is_loopback(&engine.url);
-    if config_admin_missing && !loopback {
+    if admin_generated {
+        eprintln!("admin token (set PLUE_ADMIN_TOKEN to choose one): {admin_token}");
+    }
+    if !config_vault_keyed {
         eprintln!(
-            "warning: no --admin-token (PLUE_ADMIN_TOKEN): anyone who can reach {} may start and cancel runs",
-            engine.url
+            "note: no {} set: repository secrets cannot be stored, webhook secrets are kept unencrypted",
+            vault::KEY_ENV
         );
     }
     if generated {
@@ -71,12 +88,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine.shutdown().await;
     store.close().await;
     Ok(ExitCode::SUCCESS)
-}
-
-fn listener_is_loopback(url: &str) -> bool {
-    url.strip_prefix("http://")
-        .and_then(|address| address.parse::<std::net::SocketAddr>().ok())
-        .is_some_and(|address| address.ip().is_loopback())
 }
 
 /// The store `--database-url` names, else the embedded SQLite in `--data-dir`.
