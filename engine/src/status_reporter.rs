@@ -44,7 +44,10 @@ impl StatusReporter {
 
     /// Posts every due report; returns how many the forge accepted.
     pub async fn deliver_due(&self) -> anyhow::Result<usize> {
-        let reports = self.store.claim_status_reports(now_ms(), LEASE_MS, 50).await?;
+        let reports = self
+            .store
+            .claim_status_reports(now_ms(), LEASE_MS, 50)
+            .await?;
         let mut delivered = 0;
         for report in reports {
             match self.post(&report).await {
@@ -53,7 +56,8 @@ impl StatusReporter {
                     delivered += 1;
                 }
                 Err(PostError::Retry(error)) if report.attempts < MAX_ATTEMPTS => {
-                    let backoff = (1000i64 << (report.attempts - 1).clamp(0, 20)).min(MAX_BACKOFF_MS);
+                    let backoff =
+                        (1000i64 << (report.attempts - 1).clamp(0, 20)).min(MAX_BACKOFF_MS);
                     tracing::debug!(run = report.run_id, "status not delivered: {error}");
                     self.store
                         .status_failed(report.id, &error, now_ms() + backoff, false)

@@ -67,7 +67,8 @@ impl Vault {
             anyhow::bail!("secrets cannot be stored: the server has no {KEY_ENV}");
         };
         let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+        getrandom::fill(&mut nonce)
+            .map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
         let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), value.as_bytes())
             .map_err(|_| anyhow::anyhow!("encryption failed"))?;
@@ -121,7 +122,11 @@ mod tests {
         let sealed = vault.seal("hunter2").unwrap();
         assert!(sealed.starts_with("v1:"));
         assert!(!sealed.contains("hunter2"));
-        assert_ne!(sealed, vault.seal("hunter2").unwrap(), "fresh nonce per seal");
+        assert_ne!(
+            sealed,
+            vault.seal("hunter2").unwrap(),
+            "fresh nonce per seal"
+        );
         assert_eq!(vault.open(&sealed).unwrap(), "hunter2");
 
         let other = Vault::new("another key of enough length").unwrap();

@@ -100,16 +100,13 @@ async fn receive(
     let delivery = header(&parts.headers, delivery_header)
         .ok_or_else(|| ApiError::bad_request(format!("missing header {delivery_header}")))?
         .to_string();
-    if delivery.chars().count() > MAX_DELIVERY_ID_CHARS || delivery.chars().any(char::is_control)
-    {
+    if delivery.chars().count() > MAX_DELIVERY_ID_CHARS || delivery.chars().any(char::is_control) {
         return Err(ApiError::bad_request("invalid delivery id"));
     }
     let repo_name = repository_name(&body)?;
-    let repo = state
-        .store
-        .repo_by_name(&repo_name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("repository '{repo_name}' is not registered")))?;
+    let repo = state.store.repo_by_name(&repo_name).await?.ok_or_else(|| {
+        ApiError::not_found(format!("repository '{repo_name}' is not registered"))
+    })?;
     let secret = state
         .vault
         .open(&repo.webhook_secret)
@@ -142,7 +139,10 @@ async fn receive(
     }
     let started = match (&parsed, &state.registry) {
         (ForgeEvent::Push(_) | ForgeEvent::PullRequest(_), None) => {
-            state.store.forget_delivery(forge.as_str(), &delivery).await?;
+            state
+                .store
+                .forget_delivery(forge.as_str(), &delivery)
+                .await?;
             return Err(ApiError::Client(
                 StatusCode::NOT_IMPLEMENTED,
                 "this engine has no evaluator".into(),
@@ -164,7 +164,10 @@ async fn receive(
             Ok(Json(result))
         }
         Err(e) => {
-            state.store.forget_delivery(forge.as_str(), &delivery).await?;
+            state
+                .store
+                .forget_delivery(forge.as_str(), &delivery)
+                .await?;
             tracing::warn!(repository = %repo.name, %delivery, "delivery failed: {e:#}");
             Err(ApiError::Client(
                 StatusCode::BAD_GATEWAY,

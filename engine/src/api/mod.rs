@@ -49,17 +49,26 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs/{id}/steps/{step}/logs", get(logs::step_logs))
         .route("/api/runners", get(list_runners))
         .route("/api/pool", get(pool))
-        .route("/api/repos", get(repos::list_repos).post(repos::create_repo))
+        .route(
+            "/api/repos",
+            get(repos::list_repos).post(repos::create_repo),
+        )
         .route(
             "/api/repos/{owner}/{name}",
             get(repos::get_repo).delete(repos::delete_repo),
         )
-        .route("/api/repos/{owner}/{name}/secrets", get(repos::list_secrets))
+        .route(
+            "/api/repos/{owner}/{name}/secrets",
+            get(repos::list_secrets),
+        )
         .route(
             "/api/repos/{owner}/{name}/secrets/{secret}",
             put(repos::put_secret).delete(repos::delete_secret),
         )
-        .route("/api/repos/{owner}/{name}/schedules", get(repos::repo_schedules))
+        .route(
+            "/api/repos/{owner}/{name}/schedules",
+            get(repos::repo_schedules),
+        )
         .route("/api/repos/{owner}/{name}/dispatch", post(repos::dispatch))
         .route("/api/schedules", get(repos::all_schedules))
         .route("/api/tokens", post(repos::create_token))
@@ -137,12 +146,14 @@ async fn get_run(
         view.commit_statuses = Some(
             reports
                 .into_iter()
-                .map(|(state, delivered, attempts, last_error)| views::CommitStatusView {
-                    state,
-                    delivered,
-                    attempts,
-                    last_error,
-                })
+                .map(
+                    |(state, delivered, attempts, last_error)| views::CommitStatusView {
+                        state,
+                        delivered,
+                        attempts,
+                        last_error,
+                    },
+                )
                 .collect(),
         );
     }
@@ -172,10 +183,7 @@ async fn cancel_run(
     Ok(Json(RunView::new(run, Some(store.step_runs(id).await?))))
 }
 
-async fn rerun(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Created>> {
+async fn rerun(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Created>> {
     let id = parse_run_id(&id)?;
     let store = state.executor.store();
     if let Some(run) = store.run(id).await? {

@@ -117,7 +117,8 @@ pub(super) async fn create_repo(
         }
     }
     if let Some(branch) = &request.default_branch {
-        crate::registry::git::check_ref(branch).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        crate::registry::git::check_ref(branch)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     let vault = state.executor.vault();
     let webhook_secret = vault.seal_or_keep(&request.webhook_secret)?;
@@ -140,7 +141,12 @@ pub(super) async fn create_repo(
             default_branch: request.default_branch.as_deref(),
         })
         .await?
-        .ok_or_else(|| conflict(format!("repository '{}' is already registered", request.name)))?;
+        .ok_or_else(|| {
+            conflict(format!(
+                "repository '{}' is already registered",
+                request.name
+            ))
+        })?;
     if let Some(registry) = &state.registry {
         // Schedules of the default branch, read in the background: a slow or unreachable
         // remote must not hold up registration.
@@ -175,7 +181,9 @@ pub(super) async fn get_repo(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<RepoView>> {
-    Ok(Json(RepoView::new(&find_repo(&state, &owner, &name).await?)))
+    Ok(Json(RepoView::new(
+        &find_repo(&state, &owner, &name).await?,
+    )))
 }
 
 pub(super) async fn delete_repo(
@@ -233,7 +241,12 @@ pub(super) async fn delete_secret(
 ) -> ApiResult<StatusCode> {
     let repo = find_repo(&state, &owner, &name).await?;
     check_secret_name(&secret)?;
-    if state.executor.store().delete_secret(repo.id, &secret).await? {
+    if state
+        .executor
+        .store()
+        .delete_secret(repo.id, &secret)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no secret '{secret}'")))
@@ -327,10 +340,9 @@ pub(super) async fn dispatch(
     {
         Ok(run_id) => Ok((StatusCode::CREATED, Json(Created { run_id }))),
         Err(DispatchError::NotFound(message)) => Err(ApiError::not_found(message)),
-        Err(DispatchError::Rejected(message)) => Err(ApiError::Client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            message,
-        )),
+        Err(DispatchError::Rejected(message)) => {
+            Err(ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, message))
+        }
         Err(DispatchError::Internal(e)) => Err(ApiError::Internal(e)),
     }
 }
@@ -348,7 +360,9 @@ pub(super) async fn create_token(
     let Json(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("a token needs a name of 1 to 100 characters"));
+        return Err(ApiError::bad_request(
+            "a token needs a name of 1 to 100 characters",
+        ));
     }
     let token = tokens::new_token()?;
     let id = state
@@ -375,7 +389,9 @@ mod tests {
         for good in ["octo/hello", "a-b/c.d_e"] {
             assert!(check_repo_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "octo", "octo/", "/x", "a/b/c", "../x", "a/..", "a b/c", "a/-\n"] {
+        for bad in [
+            "", "octo", "octo/", "/x", "a/b/c", "../x", "a/..", "a b/c", "a/-\n",
+        ] {
             assert!(check_repo_name(bad).is_err(), "{bad}");
         }
         for good in ["TOKEN", "_x", "A1_B"] {

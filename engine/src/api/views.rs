@@ -221,9 +221,10 @@ pub struct ScheduleView {
 
 impl ScheduleView {
     pub fn new(repository: &str, row: crate::store::ScheduleRow) -> ScheduleView {
-        let next_fire_time = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(row.next_fire_at)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default();
+        let next_fire_time =
+            chrono::DateTime::<chrono::Utc>::from_timestamp_millis(row.next_fire_at)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
         ScheduleView {
             repository: repository.to_string(),
             workflow_path: row.workflow_path,

@@ -15,8 +15,8 @@ use anyhow::Context;
 use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
-use crate::vault::Vault;
 use crate::store::{now_ms, AttemptEnd, NewRun, RunRepo, StepAfter, Store};
+use crate::vault::Vault;
 pub use rules::Report;
 
 pub struct Executor {

@@ -20,13 +20,21 @@ const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForgeEvent {
     /// The forge checks the hook works.
-    Ping { repo: Option<String> },
+    Ping {
+        repo: Option<String>,
+    },
     Push(Push),
     PullRequest(PullRequestEvent),
     /// Gitea's `delete` event (a branch or tag was deleted): starts nothing.
-    Delete { repo: String, ref_type: String },
+    Delete {
+        repo: String,
+        ref_type: String,
+    },
     /// An event Plue does not act on (issues, stars, ...).
-    Ignored { repo: Option<String>, event: String },
+    Ignored {
+        repo: Option<String>,
+        event: String,
+    },
 }
 
 /// Facts about the repository a delivery carries.
@@ -292,8 +300,8 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> Vec<u8> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/webhooks");
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks");
         std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -343,12 +351,9 @@ mod tests {
             push.changed_files,
             Some(vec!["aa".to_string(), "aaa".to_string()])
         );
-        let ForgeEvent::Push(new_branch) = parse(
-            Forge::Gitea,
-            "push",
-            &fixture("gitea/push-new-branch.json"),
-        )
-        .unwrap() else {
+        let ForgeEvent::Push(new_branch) =
+            parse(Forge::Gitea, "push", &fixture("gitea/push-new-branch.json")).unwrap()
+        else {
             panic!("not a push")
         };
         assert_eq!(new_branch.before, None);
@@ -366,7 +371,12 @@ mod tests {
             panic!("not a pull request")
         };
         assert_eq!(
-            (pr.action.as_str(), pr.number, pr.base_ref.as_str(), pr.head_ref.as_str()),
+            (
+                pr.action.as_str(),
+                pr.number,
+                pr.base_ref.as_str(),
+                pr.head_ref.as_str()
+            ),
             ("opened", 2, "master", "changes")
         );
         assert!(!pr.from_fork);
@@ -392,12 +402,9 @@ mod tests {
         body["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into();
         body["pull_request"]["head"]["repo"]["clone_url"] =
             "https://github.com/mallory/Hello-World.git".into();
-        let ForgeEvent::PullRequest(pr) = parse(
-            Forge::GitHub,
-            "pull_request",
-            body.to_string().as_bytes(),
-        )
-        .unwrap() else {
+        let ForgeEvent::PullRequest(pr) =
+            parse(Forge::GitHub, "pull_request", body.to_string().as_bytes()).unwrap()
+        else {
             panic!()
         };
         assert!(pr.from_fork);
@@ -410,12 +417,9 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("repo");
-        let ForgeEvent::PullRequest(pr) = parse(
-            Forge::GitHub,
-            "pull_request",
-            body.to_string().as_bytes(),
-        )
-        .unwrap() else {
+        let ForgeEvent::PullRequest(pr) =
+            parse(Forge::GitHub, "pull_request", body.to_string().as_bytes()).unwrap()
+        else {
             panic!()
         };
         assert!(pr.from_fork, "a head of unknown origin is not trusted");
@@ -437,7 +441,11 @@ mod tests {
             }
         );
         assert!(matches!(
-            parse(Forge::GitHub, "issues", br#"{"repository":{"full_name":"a/b"}}"#),
+            parse(
+                Forge::GitHub,
+                "issues",
+                br#"{"repository":{"full_name":"a/b"}}"#
+            ),
             Ok(ForgeEvent::Ignored { .. })
         ));
     }
@@ -449,10 +457,16 @@ mod tests {
             ("push", b"[]"),
             ("push", b"{}"),
             ("push", br#"{"ref": 5, "repository": {"full_name": "a/b"}}"#),
-            ("pull_request", br#"{"action":"opened","repository":{"full_name":"a/b"}}"#),
+            (
+                "pull_request",
+                br#"{"action":"opened","repository":{"full_name":"a/b"}}"#,
+            ),
             ("ping", b"null"),
         ] {
-            assert!(parse(Forge::GitHub, event, body).is_err(), "{event} {body:?}");
+            assert!(
+                parse(Forge::GitHub, event, body).is_err(),
+                "{event} {body:?}"
+            );
         }
     }
 }

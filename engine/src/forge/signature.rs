@@ -88,9 +88,17 @@ mod tests {
     fn gitea_signatures_are_bare_hex() {
         let body = br#"{"ref":"refs/heads/main"}"#;
         let signature = sign(body, "s3cret");
-        assert_eq!(verify(Forge::Gitea, Some(&signature), body, "s3cret"), Ok(()));
         assert_eq!(
-            verify(Forge::Gitea, Some(&signature.to_uppercase()), body, "s3cret"),
+            verify(Forge::Gitea, Some(&signature), body, "s3cret"),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                Forge::Gitea,
+                Some(&signature.to_uppercase()),
+                body,
+                "s3cret"
+            ),
             Ok(()),
             "hex case does not matter"
         );
@@ -115,7 +123,10 @@ mod tests {
             Err(SignatureError::Missing("x-hub-signature-256"))
         );
         for bad in ["", "sha256=", "sha256=zz", "sha1=abcd", "sha256=abcd"] {
-            assert!(verify(Forge::GitHub, Some(bad), body, "right").is_err(), "{bad}");
+            assert!(
+                verify(Forge::GitHub, Some(bad), body, "right").is_err(),
+                "{bad}"
+            );
         }
     }
 }

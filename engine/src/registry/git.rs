@@ -80,7 +80,14 @@ impl Mirror {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut args = vec!["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--", url];
+        let mut args = vec![
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+            url,
+        ];
         args.extend(missing.iter().copied());
         self.run(&args, FETCH_TIMEOUT)
             .await
@@ -96,9 +103,12 @@ impl Mirror {
             return Ok(git_ref.to_string());
         }
         check_ref(git_ref)?;
-        self.run(&["fetch", "-q", "--no-tags", "--", url, git_ref], FETCH_TIMEOUT)
-            .await
-            .with_context(|| format!("fetching '{git_ref}' from {url}"))?;
+        self.run(
+            &["fetch", "-q", "--no-tags", "--", url, git_ref],
+            FETCH_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("fetching '{git_ref}' from {url}"))?;
         let sha = self
             .output(&["rev-parse", "--verify", "-q", "FETCH_HEAD^{commit}"])
             .await
@@ -258,9 +268,7 @@ fn parse_batch(mut output: &[u8], count: usize) -> anyhow::Result<Vec<Vec<u8>>> 
         if kind != Some("blob") {
             bail!("cat-file: {header}");
         }
-        let size: usize = size
-            .and_then(|s| s.parse().ok())
-            .context("cat-file size")?;
+        let size: usize = size.and_then(|s| s.parse().ok()).context("cat-file size")?;
         let body = &output[end + 1..];
         if body.len() < size + 1 {
             bail!("truncated cat-file output");
@@ -362,7 +370,11 @@ mod tests {
             .env("GIT_COMMITTER_EMAIL", "t@e")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
@@ -413,7 +425,10 @@ mod tests {
             vec![".plue/ci.plue.py", "notes.py", "sub/x.plue.py"]
         );
         assert_eq!(mirror.resolve(url, "main").await.unwrap(), first);
-        assert_eq!(mirror.resolve(url, "refs/heads/feature").await.unwrap(), second);
+        assert_eq!(
+            mirror.resolve(url, "refs/heads/feature").await.unwrap(),
+            second
+        );
         assert!(mirror.resolve(url, "nope").await.is_err());
         assert_eq!(mirror.remote_head_branch(url).await.unwrap(), "feature");
     }
@@ -427,7 +442,10 @@ mod tests {
         assert!(mirror.fetch(&evil_url, &["main"]).await.is_err());
         for evil_ref in ["--upload-pack=x", "+main:refs/heads/x", "a b", "main:x", ""] {
             assert!(
-                mirror.fetch(tmp.path().to_str().unwrap(), &[evil_ref]).await.is_err(),
+                mirror
+                    .fetch(tmp.path().to_str().unwrap(), &[evil_ref])
+                    .await
+                    .is_err(),
                 "{evil_ref}"
             );
         }

@@ -153,11 +153,17 @@ mod tests {
         let p = plan(vec![push(&["main", "release/*"], &["v*"], &[], &[])]);
         assert!(matches(&p, on_push("refs/heads/main", None)));
         assert!(matches(&p, on_push("refs/heads/release/1.0", None)));
-        assert!(!matches(&p, on_push("refs/heads/release/1.0/hotfix", None)), "* stops at /");
+        assert!(
+            !matches(&p, on_push("refs/heads/release/1.0/hotfix", None)),
+            "* stops at /"
+        );
         assert!(!matches(&p, on_push("refs/heads/feature", None)));
         assert!(matches(&p, on_push("refs/tags/v1.2", None)));
         assert!(!matches(&p, on_push("refs/tags/1.2", None)));
-        assert!(!matches(&p, on_push("refs/heads/v1", None)), "tags globs are for tags");
+        assert!(
+            !matches(&p, on_push("refs/heads/v1", None)),
+            "tags globs are for tags"
+        );
         let all = plan(vec![push(&["**"], &[], &[], &[])]);
         assert!(matches(&all, on_push("refs/heads/a/b/c", None)));
         assert!(!matches(&all, on_push("refs/tags/v1", None)));
@@ -166,18 +172,32 @@ mod tests {
 
     #[test]
     fn path_filters() {
-        let p = plan(vec![push(&["**"], &[], &["src/**", "Cargo.toml"], &["**/*.md"])]);
+        let p = plan(vec![push(
+            &["**"],
+            &[],
+            &["src/**", "Cargo.toml"],
+            &["**/*.md"],
+        )]);
         let docs = strings(&["src/README.md"]);
         let code = strings(&["docs/a.txt", "src/lib/x.rs"]);
         let top = strings(&["Cargo.toml"]);
         let other = strings(&["docs/a.txt"]);
-        assert!(!matches(&p, on_push("refs/heads/x", Some(&docs))), "ignored");
+        assert!(
+            !matches(&p, on_push("refs/heads/x", Some(&docs))),
+            "ignored"
+        );
         assert!(matches(&p, on_push("refs/heads/x", Some(&code))));
         assert!(matches(&p, on_push("refs/heads/x", Some(&top))));
         assert!(!matches(&p, on_push("refs/heads/x", Some(&other))));
-        assert!(matches(&p, on_push("refs/heads/x", None)), "unknown files do not block");
+        assert!(
+            matches(&p, on_push("refs/heads/x", None)),
+            "unknown files do not block"
+        );
         let only_ignore = plan(vec![push(&["**"], &[], &[], &["docs/**"])]);
-        assert!(!matches(&only_ignore, on_push("refs/heads/x", Some(&other))));
+        assert!(!matches(
+            &only_ignore,
+            on_push("refs/heads/x", Some(&other))
+        ));
         assert!(matches(&only_ignore, on_push("refs/heads/x", Some(&code))));
     }
 

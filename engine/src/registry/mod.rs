@@ -145,7 +145,12 @@ impl Registry {
         let pull_ref = format!("refs/pull/{}/head", pr.number);
         let mut fetch_url = repo.clone_url.clone();
         let mut fetched = self
-            .locked_fetch(repo, &mirror, &repo.clone_url, &[&pr.head_sha, &pr.base_sha])
+            .locked_fetch(
+                repo,
+                &mirror,
+                &repo.clone_url,
+                &[&pr.head_sha, &pr.base_sha],
+            )
             .await;
         if fetched.is_err() {
             fetched = self
@@ -153,15 +158,24 @@ impl Registry {
                 .await;
         }
         if let (Err(_), Some(fork)) = (&fetched, &pr.head_clone_url) {
-            fetched = self.locked_fetch(repo, &mirror, fork, &[&pr.head_sha]).await;
+            fetched = self
+                .locked_fetch(repo, &mirror, fork, &[&pr.head_sha])
+                .await;
             fetch_url = fork.clone();
         }
         fetched?;
         if !mirror.has_commit(&pr.head_sha).await {
-            anyhow::bail!("the pull request's head commit {} could not be fetched", pr.head_sha);
+            anyhow::bail!(
+                "the pull request's head commit {} could not be fetched",
+                pr.head_sha
+            );
         }
         let changed = if mirror.has_commit(&pr.base_sha).await {
-            Some(mirror.pull_request_files(&pr.base_sha, &pr.head_sha).await?)
+            Some(
+                mirror
+                    .pull_request_files(&pr.base_sha, &pr.head_sha)
+                    .await?,
+            )
         } else {
             None
         };
@@ -284,7 +298,9 @@ impl Registry {
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
         };
-        Ok(self.start_run(&occurrence, &file.path, Ok(evaluated)).await?)
+        Ok(self
+            .start_run(&occurrence, &file.path, Ok(evaluated))
+            .await?)
     }
 
     /// Starts the run of one schedule tick (`None` when the workflow no longer has that
@@ -331,7 +347,9 @@ impl Registry {
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
         };
-        Ok(Some(self.start_run(&occurrence, &file.path, evaluated).await?))
+        Ok(Some(
+            self.start_run(&occurrence, &file.path, evaluated).await?,
+        ))
     }
 
     /// Reads the schedules of the repository's default branch (at registration; later
@@ -414,7 +432,9 @@ impl Registry {
         files: &[WorkflowFile],
     ) -> anyhow::Result<(Vec<i64>, Vec<(String, Plan)>)> {
         let evaluations = futures::future::join_all(
-            files.iter().map(|file| self.evaluate(file, &occurrence.ctx)),
+            files
+                .iter()
+                .map(|file| self.evaluate(file, &occurrence.ctx)),
         )
         .await;
         let mut runs = Vec::new();
@@ -425,7 +445,10 @@ impl Registry {
                     let matched = matching::matches(&evaluated.plan, occurrence.occasion);
                     plans.push((file.path.clone(), evaluated.plan.clone()));
                     if matched {
-                        runs.push(self.start_run(occurrence, &file.path, Ok(evaluated)).await?);
+                        runs.push(
+                            self.start_run(occurrence, &file.path, Ok(evaluated))
+                                .await?,
+                        );
                     }
                 }
                 Err(message) => {
@@ -501,7 +524,9 @@ impl Registry {
                         &message,
                     )
                     .await?;
-                self.executor.events().send(crate::events::Event::RunFinished { run_id });
+                self.executor
+                    .events()
+                    .send(crate::events::Event::RunFinished { run_id });
                 Ok(run_id)
             }
         }
@@ -574,7 +599,11 @@ pub fn check_inputs(
             let known: Vec<&str> = declared.keys().map(String::as_str).collect();
             problems.push(format!(
                 "unknown input '{name}' (declared: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ));
         }
     }
@@ -643,7 +672,10 @@ mod tests {
     #[test]
     fn inputs_are_checked_and_completed() {
         let declared = BTreeMap::from([
-            ("target".to_string(), input(Some("staging"), false, &["staging", "prod"])),
+            (
+                "target".to_string(),
+                input(Some("staging"), false, &["staging", "prod"]),
+            ),
             ("version".to_string(), input(None, true, &[])),
             ("note".to_string(), input(None, false, &[])),
         ]);
@@ -663,16 +695,25 @@ mod tests {
             ]),
         )
         .unwrap_err();
-        assert!(err.contains("unknown input 'tpyo' (declared: note, target, version)"), "{err}");
+        assert!(
+            err.contains("unknown input 'tpyo' (declared: note, target, version)"),
+            "{err}"
+        );
         assert!(err.contains("input 'version' is required"), "{err}");
-        assert!(err.contains("input 'target' must be one of staging, prod, not 'moon'"), "{err}");
+        assert!(
+            err.contains("input 'target' must be one of staging, prod, not 'moon'"),
+            "{err}"
+        );
     }
 
     #[test]
     fn cron_fire_times_are_utc() {
         // 2026-01-01T00:00:00Z
         let new_year = 1_767_225_600_000;
-        assert_eq!(next_fire("0 3 * * *", new_year), Some(new_year + 3 * 3_600_000));
+        assert_eq!(
+            next_fire("0 3 * * *", new_year),
+            Some(new_year + 3 * 3_600_000)
+        );
         assert_eq!(next_fire("* * * * *", new_year), Some(new_year + 60_000));
         assert_eq!(next_fire("nonsense", new_year), None);
     }
