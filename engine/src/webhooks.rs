@@ -6,7 +6,7 @@
 //! not registered → 404; signature missing or wrong → 401 (checked in constant time over
 //! the exact bytes received); payload lacking what its event needs → 400; delivery id seen
 //! before → 200 with the runs it started; `ping` → 200; the registry failing to fetch the
-//! commit → 502 (the delivery is forgotten, so a redelivery tries again).
+//! commit → 422 (the delivery is forgotten, so a redelivery tries again).
 //!
 //! Invariant: nothing a request contains can make the handler panic or answer 5xx except
 //! a failure reaching the repository or the database.
@@ -170,7 +170,7 @@ async fn receive(
                 .await?;
             tracing::warn!(repository = %repo.name, %delivery, "delivery failed: {e:#}");
             Err(ApiError::Client(
-                StatusCode::BAD_GATEWAY,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 format!("cannot process the {event} event: {e:#}"),
             ))
         }

@@ -186,12 +186,25 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<ForgeEvent, Paylo
             })
         }
         "push" => {
-            let push: PushJson = serde_json::from_value(value).map_err(invalid)?;
-            Ok(ForgeEvent::Push(read_push(push)))
+            let push = read_push(serde_json::from_value(value).map_err(invalid)?);
+            let shas: Vec<&str> = push
+                .before
+                .iter()
+                .chain(&push.after)
+                .map(String::as_str)
+                .collect();
+            check_names(event, &shas, &[&push.git_ref])?;
+            Ok(ForgeEvent::Push(push))
         }
         "pull_request" => {
             let pr: PullRequestEventJson = serde_json::from_value(value).map_err(invalid)?;
-            Ok(ForgeEvent::PullRequest(read_pull_request(forge, pr)?))
+            let pr = read_pull_request(forge, pr)?;
+            check_names(
+                event,
+                &[&pr.head_sha, &pr.base_sha],
+                &[&pr.head_ref, &pr.base_ref],
+            )?;
+            Ok(ForgeEvent::PullRequest(pr))
         }
         "delete" => {
             let delete: DeleteJson = serde_json::from_value(value).map_err(invalid)?;
@@ -212,6 +225,23 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<ForgeEvent, Paylo
 
 fn real_sha(sha: Option<String>) -> Option<String> {
     sha.filter(|s| !s.is_empty() && s != ZERO_SHA)
+}
+
+/// Checks the commits and refs an event names before anything reaches git.
+fn check_names(event: &str, shas: &[&str], refs: &[&str]) -> Result<(), PayloadError> {
+    let invalid = |problem: String| PayloadError::Invalid {
+        event: event.to_string(),
+        problem,
+    };
+    for sha in shas {
+        if !crate::registry::git::is_full_sha(sha) {
+            return Err(invalid(format!("'{sha}' is not a full commit sha")));
+        }
+    }
+    for name in refs {
+        crate::registry::git::check_ref(name).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn facts(repo: &RepositoryJson) -> RepoFacts {
@@ -462,6 +492,14 @@ mod tests {
                 br#"{"action":"opened","repository":{"full_name":"a/b"}}"#,
             ),
             ("ping", b"null"),
+            (
+                "push",
+                br#"{"ref":"refs/heads/main","after":"--upload-pack=x","repository":{"full_name":"a/b"}}"#,
+            ),
+            (
+                "push",
+                br#"{"ref":"--exec=x","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","repository":{"full_name":"a/b"}}"#,
+            ),
         ] {
             assert!(
                 parse(Forge::GitHub, event, body).is_err(),

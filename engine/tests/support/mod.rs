@@ -34,6 +34,9 @@ const MARK_VAR: &str = "PLUE_TEST_SANDBOX";
 /// A registration token for engines under test (at least 16 characters).
 pub(crate) const RUNNER_TOKEN: &str = "reliability-test-runner-token";
 
+/// The admin token engines under test are started with; [`client`] sends it.
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-of-the-test-engines";
+
 /// How long an engine may take to answer `/healthz` after it is started.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -95,6 +98,9 @@ impl Sandbox {
             .current_dir(self.dir.path())
             .env(MARK_VAR, self.dir.path())
             .env("NO_COLOR", "1")
+            .env("PLUE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PLUE_TOKEN", ADMIN_TOKEN)
+            .env("PLUE_SECRET_KEY", "secret-key-of-the-test-sandbox")
             .stdin(Stdio::null());
         command
     }
@@ -362,8 +368,17 @@ pub(crate) fn now_ms() -> i64 {
     now.as_millis() as i64
 }
 
+/// An HTTP client that sends [`ADMIN_TOKEN`].
 pub(crate) fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .expect("a header value"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client")
