@@ -956,3 +956,91 @@ async fn malformed_deliveries_never_get_a_5xx() {
     );
     assert!(!std::path::Path::new("/tmp/x").exists());
 }
+
+/// Two engines on one PostgreSQL, both looking for due schedules every second: each tick
+/// of the nightly schedule (moved into the past by the test, ten times) starts exactly
+/// one run, and the next fire time moves on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_fire_once_per_tick_with_two_engines_on_one_postgres() {
+    let _serial = serial().await;
+    // testkit prints why it skips; PLUE_REQUIRE_POSTGRES=1 makes that an error.
+    let Some(postgres) = testkit::postgres_for_tests().expect("PostgreSQL") else {
+        eprintln!("skipping: two engines on one PostgreSQL need a PostgreSQL");
+        return;
+    };
+    let db = postgres.new_database().expect("a database");
+    let sb = Sandbox::new("forges-schedules");
+    let origin = Origin::create(&sb);
+    let (data_a, data_b) = (sb.path("data-a"), sb.path("data-b"));
+    let engine_a = sb
+        .serve(
+            "engine-a",
+            free_port(),
+            &[
+                "--database-url",
+                &db,
+                "--runners",
+                "0",
+                "--data-dir",
+                data_a.to_str().unwrap(),
+            ],
+        )
+        .await;
+    let engine_b = sb
+        .serve(
+            "engine-b",
+            free_port(),
+            &[
+                "--database-url",
+                &db,
+                "--runners",
+                "0",
+                "--data-dir",
+                data_b.to_str().unwrap(),
+            ],
+        )
+        .await;
+    register(
+        &engine_a.url,
+        REPO,
+        "github",
+        origin.dir.to_str().unwrap(),
+        "http://127.0.0.1:9",
+    )
+    .await;
+    let schedules_url = format!("{}/api/repos/{REPO}/schedules", engine_b.url);
+    wait_for(
+        Duration::from_secs(20),
+        "the schedule, seen by the other engine",
+        || async {
+            let s = get_json(&client(), &schedules_url).await;
+            (s.as_array().is_some_and(|a| a.len() == 1)).then_some(())
+        },
+    )
+    .await;
+    const TICKS: usize = 10;
+    for tick in 1..=TICKS {
+        postgres
+            .psql(&db, "UPDATE schedules SET next_fire_at = (extract(epoch from now()) * 1000)::bigint - 1000")
+            .expect("psql");
+        wait_for(Duration::from_secs(20), &format!("tick {tick}"), || async {
+            let runs = runs_of(&engine_a.url, REPO).await;
+            (runs.len() >= tick).then_some(())
+        })
+        .await;
+    }
+    // Both engines had time to look again: still one run per tick.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let runs = runs_of(&engine_b.url, REPO).await;
+    assert_eq!(runs.len(), TICKS, "{runs:#?}");
+    assert!(runs
+        .iter()
+        .all(|r| r["event"] == "schedule" && r["workflow"] == "Nightly"));
+    let schedules = get_json(&client(), &schedules_url).await;
+    let next = schedules[0]["next_fire_at"].as_i64().unwrap();
+    assert!(
+        next > support::now_ms(),
+        "the next fire time moved on: {schedules}"
+    );
+    assert!(schedules[0]["last_fired_at"].as_i64().is_some());
+}
