@@ -48,6 +48,19 @@ pub(crate) struct Server {
     log: PathBuf,
 }
 
+/// The admin token benchmark servers start with; [`Server::client`] sends it.
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-of-the-benchmarks";
+
+/// An HTTP client sending [`ADMIN_TOKEN`].
+fn authorized_client() -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}").parse()?,
+    );
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+}
+
 /// How long any single wait (start-up, warm pool, a run) may take before the benchmark
 /// gives up instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(600);
@@ -71,7 +84,8 @@ impl Server {
             .arg(&data_dir)
             .env("NO_COLOR", "1")
             .env_remove("DATABASE_URL")
-            .env_remove("PLUE_ADMIN_TOKEN")
+            .env("PLUE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PLUE_SECRET_KEY", "secret-key-of-the-benchmarks")
             .current_dir(work.workspace())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -109,7 +123,7 @@ impl Server {
             child,
             url,
             store: store?,
-            client: reqwest::Client::new(),
+            client: authorized_client()?,
             log,
         };
         server.wait_warm(runners).await?;
@@ -124,6 +138,7 @@ impl Server {
         &self.store
     }
 
+    /// A client that sends the admin token.
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }

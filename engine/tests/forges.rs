@@ -1,6 +1,7 @@
 //! End-to-end tests of the forge surface with the real `plue serve`: a git repository made
 //! here with `git`, registered through the API; deliveries built from the real GitHub and
-//! Gitea payloads in `shared/fixtures/webhooks/` with their repository, refs and commits
+//! Gitea payloads in `tests/fixtures/webhooks/` (copied byte for byte from the
+//! shared fixtures, see their README) with their repository, refs and commits
 //! pointed at that repository, and signed; runs executed by local runners; commit statuses
 //! received by a fake forge that checks method, path, auth header and body.
 
@@ -22,7 +23,7 @@ const FORGE_TOKEN: &str = "forge-token-for-statuses";
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 fn fixture(path: &str) -> Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
     let text = std::fs::read_to_string(root.join(path)).expect("fixture");
     serde_json::from_str(&text).expect("fixture JSON")
 }
@@ -808,6 +809,44 @@ async fn malformed_deliveries_never_get_a_5xx() {
     )
     .await;
     let http = reqwest::Client::new();
+    // The forges' exact bytes, unknown fields and all, signed as they come.
+    register(
+        &url,
+        "Codertocat/Hello-World",
+        "github",
+        origin.dir.to_str().unwrap(),
+        "http://127.0.0.1:9",
+    )
+    .await;
+    register(
+        &url,
+        "gogits/hello-world",
+        "gitea",
+        origin.dir.to_str().unwrap(),
+        "http://127.0.0.1:9",
+    )
+    .await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
+    for (forge, event, file, code) in [
+        ("github", "push", "github/push-delete-tag.json", 200),
+        ("gitea", "delete", "gitea/delete-tag.json", 200),
+        ("gitea", "delete", "gitea/delete-branch.json", 200),
+        // The commit of the fixture is not in the repository: nothing to fetch.
+        ("github", "push", "github/push-new-branch.json", 422),
+    ] {
+        let raw = std::fs::read(root.join(file)).unwrap();
+        let delivery = Delivery {
+            forge,
+            event,
+            id: format!("raw-{file}"),
+            body: raw,
+        };
+        let (status, answer) = delivery.send(&url).await;
+        assert_eq!(status.as_u16(), code, "{file}: {answer}");
+        if code == 200 {
+            assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{file}");
+        }
+    }
     let fixtures: Vec<Vec<u8>> = [
         "github/push-new-branch.json",
         "github/pull_request-opened.json",
@@ -948,7 +987,12 @@ async fn malformed_deliveries_never_get_a_5xx() {
         answered.get(&401).copied().unwrap_or(0) > 10,
         "{answered:?}"
     );
-    let health = http.get(format!("{url}/healthz")).send().await.unwrap();
+    // (A fresh connection: the server closed the one the oversized body came on.)
+    let health = reqwest::Client::new()
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         health.status(),
         200,
