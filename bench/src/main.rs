@@ -8,6 +8,8 @@
 //!   fan-out/fan-in of `true`, against the same commands spawned by a shell loop.
 //! - [`claim`] — claim latency (step ready → runner starts it) with warm runners on SQLite
 //!   and PostgreSQL, against a bare process spawn and a bare `SELECT 1`.
+//! - [`webhook`] — signed push delivery → runs queued for a repository with five workflow
+//!   files at a new commit, and sustained deliveries/s, against a bare `git fetch`.
 //! - [`logs`] — log ingest lines/s (raw store, end to end) and live-tail latency over SSE,
 //!   against writing the same lines to a file and reading a pipe directly.
 //!
@@ -25,6 +27,7 @@ mod logs;
 mod server;
 mod stats;
 mod steps;
+mod webhook;
 mod workdir;
 
 use std::path::{Path, PathBuf};
@@ -39,11 +42,11 @@ pub(crate) struct Env {
     pub(crate) plue: PathBuf,
 }
 
-const USAGE: &str = "eval, check, steps, claim, logs or all";
+const USAGE: &str = "eval, check, steps, claim, logs, webhook or all";
 
 fn main() -> Result<()> {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    if !["eval", "check", "steps", "claim", "logs", "all"].contains(&which.as_str()) {
+    if !["eval", "check", "steps", "claim", "logs", "webhook", "all"].contains(&which.as_str()) {
         bail!("unknown benchmark '{which}': {USAGE}");
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -77,12 +80,14 @@ fn main() -> Result<()> {
         "steps" => runtime.block_on(steps::run(&env)),
         "claim" => runtime.block_on(claim::run(&env)),
         "logs" => runtime.block_on(logs::run(&env)),
+        "webhook" => runtime.block_on(webhook::run(&env)),
         "all" => {
             runtime.block_on(eval::run(&env))?;
             check::run(&env)?;
             runtime.block_on(steps::run(&env))?;
             runtime.block_on(claim::run(&env))?;
-            runtime.block_on(logs::run(&env))
+            runtime.block_on(logs::run(&env))?;
+            runtime.block_on(webhook::run(&env))
         }
         other => bail!("unknown benchmark '{other}': {USAGE}"),
     }
