@@ -12,6 +12,8 @@
 //!   files at a new commit, and sustained deliveries/s, against a bare `git fetch`.
 //! - [`logs`] — log ingest lines/s (raw store, end to end) and live-tail latency over SSE,
 //!   against writing the same lines to a file and reading a pipe directly.
+//! - [`llm`] — token latency of an `llm` step (delta written by a local Claude server →
+//!   token line received over SSE), against reading the same stream directly.
 //!
 //! Shared pieces: [`stats`] (percentiles, formatting), [`server`] (a `plue serve` child
 //! process and the HTTP calls the benchmarks make), [`workdir`] (throw-away directories and
@@ -23,6 +25,7 @@
 mod check;
 mod claim;
 mod eval;
+mod llm;
 mod logs;
 mod server;
 mod stats;
@@ -42,11 +45,15 @@ pub(crate) struct Env {
     pub(crate) plue: PathBuf,
 }
 
-const USAGE: &str = "eval, check, steps, claim, logs, webhook or all";
+const USAGE: &str = "eval, check, steps, claim, logs, webhook, llm or all";
 
 fn main() -> Result<()> {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    if !["eval", "check", "steps", "claim", "logs", "webhook", "all"].contains(&which.as_str()) {
+    if ![
+        "eval", "check", "steps", "claim", "logs", "webhook", "llm", "all",
+    ]
+    .contains(&which.as_str())
+    {
         bail!("unknown benchmark '{which}': {USAGE}");
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,13 +88,15 @@ fn main() -> Result<()> {
         "claim" => runtime.block_on(claim::run(&env)),
         "logs" => runtime.block_on(logs::run(&env)),
         "webhook" => runtime.block_on(webhook::run(&env)),
+        "llm" => runtime.block_on(llm::run(&env)),
         "all" => {
             runtime.block_on(eval::run(&env))?;
             check::run(&env)?;
             runtime.block_on(steps::run(&env))?;
             runtime.block_on(claim::run(&env))?;
             runtime.block_on(logs::run(&env))?;
-            runtime.block_on(webhook::run(&env))
+            runtime.block_on(webhook::run(&env))?;
+            runtime.block_on(llm::run(&env))
         }
         other => bail!("unknown benchmark '{other}': {USAGE}"),
     }

@@ -58,7 +58,9 @@ fn authorized_client() -> Result<reqwest::Client> {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {ADMIN_TOKEN}").parse()?,
     );
-    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 /// How long any single wait (start-up, warm pool, a run) may take before the benchmark
@@ -74,6 +76,17 @@ impl Server {
         backend: &Backend,
         runners: usize,
     ) -> Result<Server> {
+        Server::start_with(env, work, backend, runners, &[]).await
+    }
+
+    /// [`Server::start`] with extra `plue serve` arguments (e.g. `--secret NAME=VALUE`).
+    pub(crate) async fn start_with(
+        env: &Env,
+        work: &Workdir,
+        backend: &Backend,
+        runners: usize,
+        extra: &[&str],
+    ) -> Result<Server> {
         let data_dir = work.fresh("serve-data");
         let log = work.fresh("serve.log");
         let mut command = Command::new(&env.plue);
@@ -82,6 +95,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--runners", &runners.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(extra)
             .env("NO_COLOR", "1")
             .env_remove("DATABASE_URL")
             .env("PLUE_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -126,7 +140,9 @@ impl Server {
             client: authorized_client()?,
             log,
         };
-        server.wait_warm(runners).await?;
+        if runners > 0 {
+            server.wait_warm(runners).await?;
+        }
         Ok(server)
     }
 

@@ -367,7 +367,13 @@ async fn complete(
     };
     state
         .executor
-        .complete(attempt_id, owner.run_id, Some(runner.id), &report)
+        .complete_with_usage(
+            attempt_id,
+            owner.run_id,
+            Some(runner.id),
+            &report,
+            completion.usage,
+        )
         .await?;
     Ok(Json(Ack {}))
 }

@@ -27,7 +27,7 @@ use crate::process::{self, Ending, ProcessSpec};
 use crate::protocol::{
     self as wire, Assignment, Completion, LogBatch, LogLine, Outcome, StepAction, Stream,
 };
-use crate::{outputs, workspace};
+use crate::{llm, outputs, workspace};
 
 /// The environment variable the registration token may come from; removed from steps.
 pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
@@ -183,6 +183,7 @@ async fn execute(
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
     let prepared = prepare(&assignment, &workspace_dir, &output_file).await;
+    let mut usage = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
         Err(e) => (
             Outcome::Failed,
@@ -190,6 +191,18 @@ async fn execute(
             Some(format!("workspace: {e:#}")),
             BTreeMap::new(),
         ),
+        Ok(()) if matches!(assignment.action, StepAction::Llm { .. }) => {
+            let ended = run_llm(
+                &assignment,
+                &workspace_dir,
+                &output_file,
+                &lines_tx,
+                &cancel,
+            )
+            .await;
+            usage = ended.usage;
+            (ended.outcome, None, ended.reason, ended.outputs)
+        }
         Ok(()) => {
             let spec = spec_for(&assignment, &workspace_dir, &output_file, python).await;
             match spec {
@@ -213,6 +226,7 @@ async fn execute(
         reason,
         outputs,
         lines,
+        usage,
     };
     // Report even when asked to stop: the engine must learn how the attempt ended.
     let report_stop = CancellationToken::new();
@@ -268,6 +282,7 @@ async fn spec_for(
             let program = python.clone().unwrap_or_else(|| PathBuf::from("python3"));
             (program, vec!["-u".into(), "-c".into(), script.clone()])
         }
+        StepAction::Llm { .. } => bail!("an llm step does not run as a process"),
     };
     let mut env = assignment.env.clone();
     env.extend(
@@ -286,6 +301,44 @@ async fn spec_for(
         env_remove: vec![TOKEN_ENV.into()],
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
     })
+}
+
+/// Runs an `llm` step (see [`llm::run`]) on the attempt's workspace and log channel.
+async fn run_llm(
+    assignment: &Assignment,
+    workspace_dir: &Path,
+    output_file: &Path,
+    lines: &mpsc::Sender<(Stream, String)>,
+    cancel: &CancellationToken,
+) -> llm::Finished {
+    let StepAction::Llm {
+        prompt,
+        prompt_file,
+        inputs,
+        model,
+        max_turns,
+        tools,
+    } = &assignment.action
+    else {
+        unreachable!("run_llm is only called for llm steps");
+    };
+    let step = llm::LlmStep {
+        options: llm::StepOptions {
+            prompt: prompt.as_deref(),
+            prompt_file: prompt_file.as_deref(),
+            inputs,
+            model: model.as_deref(),
+            max_turns: *max_turns,
+            tools,
+        },
+        workspace: workspace_dir,
+        output_file,
+        env: &assignment.env,
+        secrets: &assignment.secrets,
+        timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
+        retry: llm::RetryPolicy::default(),
+    };
+    llm::run(step, lines, cancel).await
 }
 
 type Ended = (
@@ -383,15 +436,20 @@ async fn send_logs(
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some((stream, text)) = next.take() {
-            seq += 1;
             bytes += text.len();
-            let text = masker.mask(&text).into_owned();
-            batch.push(LogLine {
-                seq,
-                stream,
-                text,
-                ts_ms: now_ms(),
-            });
+            let ts_ms = now_ms();
+            // Masking may lengthen a line (a secret shorter than the mask); the engine
+            // refuses lines over the limit, so such a line is split like an over-long one.
+            // Nothing else is changed: a token line keeps its `\n`s and spaces.
+            for text in fit_line(masker.mask(&text).into_owned()) {
+                seq += 1;
+                batch.push(LogLine {
+                    seq,
+                    stream,
+                    text,
+                    ts_ms,
+                });
+            }
             if batch.len() >= wire::MAX_BATCH_LINES || bytes >= MAX_BATCH_BYTES {
                 break;
             }
@@ -406,6 +464,25 @@ async fn send_logs(
         }
     }
     Ok(seq)
+}
+
+/// `text` as it is if it fits in a line, else cut on character boundaries into pieces of at
+/// most [`wire::MAX_LINE_BYTES`].
+fn fit_line(text: String) -> Vec<String> {
+    if text.len() <= wire::MAX_LINE_BYTES {
+        return vec![text];
+    }
+    let mut pieces = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(wire::MAX_LINE_BYTES);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        pieces.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    pieces
 }
 
 /// Long-polls the engine for a cancel of this attempt.
@@ -560,5 +637,21 @@ impl Engine {
             }
             status => SendError::Refused { status, message },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_that_fit_are_untouched_and_long_ones_split_on_char_boundaries() {
+        // regression guard: token lines carry `\n` and edge spaces, which must survive.
+        assert_eq!(fit_line(" a\nb \n".into()), [" a\nb \n"]);
+        let long = "é".repeat(wire::MAX_LINE_BYTES / 2) + "x";
+        let pieces = fit_line(long.clone());
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|p| p.len() <= wire::MAX_LINE_BYTES));
+        assert_eq!(pieces.concat(), long);
     }
 }

@@ -6,6 +6,7 @@
 //! - [`process`]: runs one step process in its own process group, streams its output as
 //!   lines, enforces the timeout and cancellation, and kills every process the step left
 //!   behind.
+//! - [`llm`]: `llm` steps — a streaming Claude agent with tools confined to the workspace.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
 //!
 //! Architecture invariant: the runner never touches the database; it speaks only the
@@ -13,6 +14,7 @@
 //! prompts`.
 
 pub mod agent;
+pub mod llm;
 pub mod mask;
 pub mod outputs;
 pub mod process;

@@ -110,8 +110,32 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepAction {
-    Bash { command: String },
-    Python { script: String },
+    Bash {
+        command: String,
+    },
+    Python {
+        script: String,
+    },
+    /// A Claude agent with workspace tools. The engine renders `{{ steps.* }}` in `prompt`
+    /// and in the string values of `inputs`; the runner resolves `prompt_file` in its
+    /// checkout and applies the prompt's frontmatter and the defaults for what the step
+    /// leaves unset.
+    Llm {
+        #[serde(default)]
+        prompt: Option<String>,
+        /// A repository-relative path or `builtin:NAME`.
+        #[serde(default)]
+        prompt_file: Option<String>,
+        #[serde(default)]
+        inputs: serde_json::Map<String, serde_json::Value>,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        max_turns: Option<u32>,
+        /// The tools the step offers the model (names as in `Step.llm(tools=...)`).
+        #[serde(default)]
+        tools: Vec<String>,
+    },
 }
 
 /// Where the step's fresh workspace comes from.
@@ -133,6 +157,16 @@ pub enum Stream {
     Stderr,
     /// Lines the runner itself writes (workspace preparation, kill notices).
     System,
+    /// A piece of an `llm` step's answer exactly as the model streamed it (it may hold
+    /// `\n` or end mid-word); the pieces of a turn concatenate to its text.
+    Token,
+    /// An `llm` step's tool call: `{"id":..,"name":..,"input":..}`.
+    ToolCall,
+    /// What a tool call returned: `{"id":..,"is_error":..,"bytes":..,"content":..}`
+    /// (`bytes` is the full length; the content is truncated for the log).
+    ToolResult,
+    /// Token usage of one model turn: a JSON [`Usage`].
+    Usage,
 }
 
 impl Stream {
@@ -141,6 +175,10 @@ impl Stream {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
             Stream::System => "system",
+            Stream::Token => "token",
+            Stream::ToolCall => "tool_call",
+            Stream::ToolResult => "tool_result",
+            Stream::Usage => "usage",
         }
     }
 
@@ -149,6 +187,10 @@ impl Stream {
             "stdout" => Some(Stream::Stdout),
             "stderr" => Some(Stream::Stderr),
             "system" => Some(Stream::System),
+            "token" => Some(Stream::Token),
+            "tool_call" => Some(Stream::ToolCall),
+            "tool_result" => Some(Stream::ToolResult),
+            "usage" => Some(Stream::Usage),
             _ => None,
         }
     }
@@ -206,6 +248,41 @@ pub struct Completion {
     pub outputs: BTreeMap<String, String>,
     /// The number of log lines sent (the last `seq`), so the engine can tell all arrived.
     pub lines: u64,
+    /// Tokens an `llm` step used, summed over its turns; `None` for other steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Token counts as the Claude Messages API reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+}
+
+/// The field-wise sum (saturating).
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            cache_creation_input_tokens: self
+                .cache_creation_input_tokens
+                .saturating_add(other.cache_creation_input_tokens),
+            cache_read_input_tokens: self
+                .cache_read_input_tokens
+                .saturating_add(other.cache_read_input_tokens),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,5 +323,50 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ws["kind"], "git");
+    }
+
+    #[test]
+    fn llm_actions_take_defaults_and_typed_streams_round_trip() {
+        let action: StepAction =
+            serde_json::from_str(r#"{"kind":"llm","prompt":"hi","tools":["read_file"]}"#).unwrap();
+        let StepAction::Llm {
+            prompt,
+            inputs,
+            tools,
+            max_turns,
+            ..
+        } = action
+        else {
+            panic!("not an llm action");
+        };
+        assert_eq!(prompt.as_deref(), Some("hi"));
+        assert!(inputs.is_empty() && max_turns.is_none());
+        assert_eq!(tools, ["read_file"]);
+        for stream in [
+            Stream::Stdout,
+            Stream::Stderr,
+            Stream::System,
+            Stream::Token,
+            Stream::ToolCall,
+            Stream::ToolResult,
+            Stream::Usage,
+        ] {
+            assert_eq!(Stream::parse(stream.as_str()), Some(stream));
+            let json = serde_json::to_string(&stream).unwrap();
+            assert_eq!(json, format!("\"{}\"", stream.as_str()));
+        }
+    }
+
+    #[test]
+    fn completions_without_usage_still_parse() {
+        let old = r#"{"outcome":"succeeded","exit_code":0,"reason":null,"lines":3}"#;
+        let completion: Completion = serde_json::from_str(old).unwrap();
+        assert_eq!(completion.usage, None);
+        let usage = Usage {
+            input_tokens: 1,
+            output_tokens: 2,
+            ..Usage::default()
+        };
+        assert_eq!((usage + usage).output_tokens, 4);
     }
 }

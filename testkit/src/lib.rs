@@ -1,4 +1,5 @@
-//! Test support for Plue: a throw-away PostgreSQL server for tests and benchmarks.
+//! Test support for Plue: a throw-away PostgreSQL server for tests and benchmarks, and
+//! ([`claude`]) a scripted stand-in for the Claude Messages API.
 //!
 //! - [`TempPostgres`] owns one server: a data directory under a temporary directory, a
 //!   `postgres` child process on a free 127.0.0.1 port, and a watchdog. Dropping it stops
@@ -20,6 +21,7 @@
 //! benchmarks that only print them, and every error ends in a human reading it.
 
 mod binaries;
+pub mod claude;
 mod identity;
 mod watchdog;
 

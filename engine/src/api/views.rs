@@ -80,6 +80,10 @@ pub struct StepView {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// Tokens an `llm` step used over all its attempts: `input_tokens`, `output_tokens`,
+    /// `cache_creation_input_tokens`, `cache_read_input_tokens`. Absent for other steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
 }
 
 impl StepView {
@@ -87,6 +91,10 @@ impl StepView {
         StepView {
             duration_ms: step.duration_ms(),
             outputs: serde_json::from_str(&step.outputs).unwrap_or_default(),
+            usage: step
+                .usage
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
             id: step.step_id,
             status: step.status,
             attempts: step.attempts,

@@ -3,6 +3,12 @@
 //!
 //! Invariant: the printer reads lines from the store by cursor, so it prints every stored
 //! line exactly once whatever notifications it missed.
+//!
+//! `llm` steps' typed lines read as a conversation: `token` lines are written as they come,
+//! concatenated into running text under the step's prefix (a `\n` in a token starts a new
+//! prefixed line); any other line, of this step or another, first ends an open token line.
+//! Tool calls print as `→ read_file {"path":..}`, results as `← ok (123 bytes)` or
+//! `← error: ...`, usage as one summary line.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -36,6 +42,47 @@ pub(crate) struct Printer {
     prefix: bool,
     steps: HashMap<i64, StepState>,
     order: Vec<(i64, String)>,
+    /// The token line being written, if any.
+    tokens: TokenLine,
+}
+
+/// Where the running text of `token` lines stands on stdout.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TokenLine {
+    /// The step run whose tokens are being written, and whether its current output line
+    /// already has text (`false`: the next token starts a new prefixed line).
+    open: Option<(i64, bool)>,
+}
+
+impl TokenLine {
+    /// What to write for `text`, a token of `step` whose prefix is `label`.
+    fn token(&mut self, step: i64, label: &str, text: &str) -> String {
+        let mut out = String::new();
+        if matches!(self.open, Some((other, _)) if other != step) {
+            out.push_str(&self.close());
+        }
+        let mut started = self.open.map(|(_, started)| started).unwrap_or(false);
+        for piece in text.split_inclusive('\n') {
+            if !started {
+                out.push_str(label);
+                started = true;
+            }
+            out.push_str(piece);
+            if piece.ends_with('\n') {
+                started = false;
+            }
+        }
+        self.open = Some((step, started));
+        out
+    }
+
+    /// What ends the open token line before another line is printed.
+    fn close(&mut self) -> String {
+        match self.open.take() {
+            Some((_, true)) => "\n".to_owned(),
+            _ => String::new(),
+        }
+    }
 }
 
 impl Printer {
@@ -64,6 +111,7 @@ impl Printer {
             prefix,
             steps: map,
             order: steps.iter().map(|s| (s.id, s.step_id.clone())).collect(),
+            tokens: TokenLine::default(),
         }
     }
 
@@ -107,7 +155,17 @@ impl Printer {
                     } else {
                         strip_ansi(&line.text)
                     };
-                    if line.stream == "system" && self.color {
+                    if line.stream == "token" {
+                        write!(out, "{}", self.tokens.token(id, &label, &text))?;
+                        continue;
+                    }
+                    write!(out, "{}", self.tokens.close())?;
+                    let dim = matches!(
+                        line.stream.as_str(),
+                        "system" | "tool_call" | "tool_result" | "usage"
+                    );
+                    let text = typed_line(&line.stream, &text).unwrap_or(text);
+                    if dim && self.color {
                         writeln!(out, "{label}{DIM}{text}{RESET}")?;
                     } else {
                         writeln!(out, "{label}{text}")?;
@@ -122,7 +180,8 @@ impl Printer {
         Ok(())
     }
 
-    /// Prints lines of every step, then transitions since the last call.
+    /// Prints lines of every step, then transitions since the last call, and ends an open
+    /// token line.
     pub(crate) async fn catch_up(
         &mut self,
         store: &Store,
@@ -130,7 +189,12 @@ impl Printer {
     ) -> anyhow::Result<()> {
         let ids: Vec<i64> = self.order.iter().map(|(id, _)| *id).collect();
         self.print_lines(store, &ids).await?;
-        self.transitions(steps)
+        self.transitions(steps)?;
+        // The last token line of a step that printed no transition after it.
+        let mut out = std::io::stdout().lock();
+        write!(out, "{}", self.tokens.close())?;
+        out.flush()?;
+        Ok(())
     }
 
     /// The step runs whose status or attempt count differs from what was last printed.
@@ -184,6 +248,7 @@ impl Printer {
             state.status = step.status.clone();
             state.attempts = step.attempts;
             if let Some(message) = message {
+                write!(out, "{}", self.tokens.close())?;
                 if self.color {
                     writeln!(out, "{label}{DIM}{message}{RESET}")?;
                 } else {
@@ -194,6 +259,58 @@ impl Printer {
         out.flush()?;
         Ok(())
     }
+}
+
+/// How a typed `llm` line reads; `None` for other streams (and unreadable JSON), which
+/// print as they are.
+fn typed_line(stream: &str, text: &str) -> Option<String> {
+    const SHOWN: usize = 200;
+    let value: serde_json::Value = match stream {
+        "tool_call" | "tool_result" | "usage" => serde_json::from_str(text).ok()?,
+        _ => return None,
+    };
+    let count = |key: &str| value[key].as_u64().unwrap_or(0);
+    Some(match stream {
+        "tool_call" => {
+            let input = match &value["input"] {
+                serde_json::Value::Null => format!("({} bytes of input)", count("input_bytes")),
+                input => shorten(&input.to_string(), SHOWN),
+            };
+            format!("→ {} {input}", value["name"].as_str().unwrap_or("?"))
+        }
+        "tool_result" if value["is_error"] == true => {
+            let content = value["content"].as_str().unwrap_or_default();
+            let first = content.lines().next().unwrap_or_default();
+            format!("← error: {}", shorten(first, SHOWN))
+        }
+        "tool_result" => format!("← ok ({} bytes)", count("bytes")),
+        _ => {
+            let mut text = format!(
+                "· turn {}: {} input + {} output tokens",
+                count("turn"),
+                count("input_tokens"),
+                count("output_tokens")
+            );
+            let (written, read) = (
+                count("cache_creation_input_tokens"),
+                count("cache_read_input_tokens"),
+            );
+            if written + read > 0 {
+                text.push_str(&format!(" (cache: {written} written, {read} read)"));
+            }
+            text
+        }
+    })
+}
+
+/// `text` cut to about `max` characters with an ellipsis.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max).collect();
+    cut.push('…');
+    cut
 }
 
 fn took(step: &StepRunRow) -> String {
@@ -316,6 +433,47 @@ mod tests {
         assert_eq!(strip_ansi("\x1b[31mred\x1b[0m plain"), "red plain");
         assert_eq!(strip_ansi("\x1b]0;title\x07after"), "after");
         assert_eq!(strip_ansi("none"), "none");
+    }
+
+    #[test]
+    fn tokens_run_together_under_their_prefix() {
+        let mut line = TokenLine::default();
+        let mut out = String::new();
+        out += &line.token(1, "a | ", "Hel");
+        out += &line.token(1, "a | ", "lo\nwor");
+        out += &line.token(1, "a | ", "ld\n");
+        out += &line.token(1, "a | ", "next");
+        // Another step's token ends the open line first.
+        out += &line.token(2, "b | ", "other");
+        out += &line.close();
+        assert_eq!(out, "a | Hello\na | world\na | next\nb | other\n");
+        // Closing after a complete line adds nothing.
+        let mut line = TokenLine::default();
+        assert_eq!(line.token(1, "", "done\n"), "done\n");
+        assert_eq!(line.close(), "");
+    }
+
+    #[test]
+    fn typed_lines_read_as_a_conversation() {
+        let call = r#"{"id":"t1","name":"read_file","input":{"path":"src/main.rs"}}"#;
+        assert_eq!(
+            typed_line("tool_call", call).unwrap(),
+            r#"→ read_file {"path":"src/main.rs"}"#
+        );
+        let ok = r#"{"id":"t1","is_error":false,"bytes":123,"content":"fn main"}"#;
+        assert_eq!(typed_line("tool_result", ok).unwrap(), "← ok (123 bytes)");
+        let err = r#"{"id":"t1","is_error":true,"bytes":30,"content":"x leads outside\nmore"}"#;
+        assert_eq!(
+            typed_line("tool_result", err).unwrap(),
+            "← error: x leads outside"
+        );
+        let usage = r#"{"input_tokens":1200,"output_tokens":56,"cache_creation_input_tokens":0,"cache_read_input_tokens":7,"turn":2}"#;
+        assert_eq!(
+            typed_line("usage", usage).unwrap(),
+            "· turn 2: 1200 input + 56 output tokens (cache: 0 written, 7 read)"
+        );
+        assert_eq!(typed_line("stdout", "{}"), None);
+        assert_eq!(typed_line("usage", "not json"), None);
     }
 
     #[test]

@@ -151,6 +151,20 @@ impl Executor {
         runner_id: Option<i64>,
         report: &Report,
     ) -> anyhow::Result<bool> {
+        self.complete_with_usage(attempt_id, run_id, runner_id, report, None)
+            .await
+    }
+
+    /// [`Executor::complete`] for a runner's report that says how many tokens an `llm`
+    /// attempt used (stored on the attempt and added to the step run's total).
+    pub async fn complete_with_usage(
+        &self,
+        attempt_id: i64,
+        run_id: i64,
+        runner_id: Option<i64>,
+        report: &Report,
+        usage: Option<runner::protocol::Usage>,
+    ) -> anyhow::Result<bool> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let status = match report.outcome {
@@ -163,6 +177,7 @@ impl Executor {
             exit_code: report.exit_code.map(i64::from),
             reason: report.reason.as_deref(),
             at: now,
+            usage,
         };
         let mut retry_now = false;
         let completed = self

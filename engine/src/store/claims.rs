@@ -11,6 +11,7 @@
 //! - A claim never takes the run's row lock (the executor holds it while it reads steps),
 //!   so claims and the executor cannot deadlock.
 
+use runner::protocol::Usage;
 use sqlx::Row;
 
 use super::{on_db, Db, Store};
@@ -62,6 +63,8 @@ pub struct AttemptEnd<'a> {
     pub exit_code: Option<i64>,
     pub reason: Option<&'a str>,
     pub at: i64,
+    /// Tokens an `llm` attempt used; stored on the attempt and added to its step run's.
+    pub usage: Option<Usage>,
 }
 
 /// Who an attempt belongs to.
@@ -233,7 +236,8 @@ impl Store {
 
     /// Ends an attempt and moves its step run as `decide` says. `runner_id` restricts the
     /// update to that runner's attempt (`None`: the engine itself ends it). Returns what
-    /// ended, or `None` when the attempt was already final (a repeat).
+    /// ended, or `None` when the attempt was already final (a repeat). The attempt's usage,
+    /// if any, is stored with it and added to the step run's total.
     pub async fn complete_attempt(
         &self,
         attempt_id: i64,
@@ -243,8 +247,10 @@ impl Store {
     ) -> anyhow::Result<Option<CompletedAttempt>> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
+            let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
             let ended = sqlx::query(
-                "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5 \
+                "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
+                 usage = $7 \
                  WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
                  RETURNING step_run_id, number, runner_id",
             )
@@ -254,6 +260,7 @@ impl Store {
             .bind(end.reason)
             .bind(end.at)
             .bind(runner_id)
+            .bind(usage_json)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(ended) = ended else {
@@ -262,6 +269,19 @@ impl Store {
             };
             let step_run_id: i64 = ended.try_get("step_run_id")?;
             let holder: i64 = ended.try_get("runner_id")?;
+            if let Some(usage) = end.usage {
+                let before: Option<String> =
+                    sqlx::query_scalar("SELECT usage FROM step_runs WHERE id = $1")
+                        .bind(step_run_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let total = add_usage(before.as_deref(), usage);
+                sqlx::query("UPDATE step_runs SET usage = $2 WHERE id = $1")
+                    .bind(step_run_id)
+                    .bind(serde_json::to_string(&total)?)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let row = sqlx::query(
                 "SELECT s.run_id, s.step_id, r.cancel_requested FROM step_runs s \
                  JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
@@ -342,5 +362,31 @@ impl Store {
         .bind(runner_id)
         .fetch_all(pool)
         .await?))
+    }
+}
+
+/// A step run's stored usage total plus one attempt's (an unreadable total counts as none).
+fn add_usage(stored: Option<&str>, attempt: Usage) -> Usage {
+    stored
+        .and_then(|text| serde_json::from_str::<Usage>(text).ok())
+        .unwrap_or_default()
+        + attempt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_totals_add_up_across_attempts() {
+        let one = Usage {
+            input_tokens: 10,
+            output_tokens: 2,
+            ..Usage::default()
+        };
+        assert_eq!(add_usage(None, one), one);
+        let stored = serde_json::to_string(&one).unwrap();
+        assert_eq!(add_usage(Some(&stored), one).input_tokens, 20);
+        assert_eq!(add_usage(Some("garbage"), one), one);
     }
 }

@@ -86,6 +86,8 @@ pub struct StepRunRow {
     pub ready_at: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Token usage of an `llm` step, summed over its attempts (JSON), else `None`.
+    pub usage: Option<String>,
 }
 
 impl RunRow {
@@ -147,7 +149,7 @@ const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path 
      r.finished_at";
 
 const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, reason, \
-     outputs, ready_at, started_at, finished_at";
+     outputs, ready_at, started_at, finished_at, usage";
 
 /// Moves a step run to a final status if it is in one of the two `from` states (a macro
 /// rather than a function so it type-checks once per backend).

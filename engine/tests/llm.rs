@@ -1,0 +1,218 @@
+//! End to end: `plue run` on a workflow with an `llm` step against a local server that
+//! speaks the streaming Messages protocol (`testkit::claude`; the real API is not reachable
+//! from tests). Checks the printed conversation, the stored token lines and usage, the
+//! `result` output used by a dependent bash step, a prompt file resolved and rendered in the
+//! step's workspace, what the server received, and that the API key appears nowhere.
+
+/// A prompt file in the workflow's repository, with frontmatter that sets model and tools.
+const TRIAGE_PROMPT: &str = "---\nname: triage\ndescription: Triage files\n\
+model: claude-haiku-4-5\ntools: [grep]\nschema:\n  type: object\n  properties:\n    \
+files:\n      type: array\n      items: {type: string}\n  required: [files]\n---\n\
+Triage {{#each files}}{{this}}{{/each}} now.\n";
+
+use std::path::Path;
+use std::process::Command;
+
+use engine::store::Store;
+use serde_json::{json, Value};
+use testkit::claude::{FakeClaude, Turn};
+
+const KEY: &str = "sk-ant-e2e-5f3a9c0d1e2b";
+
+fn workflow(base_url: &str) -> String {
+    format!(
+        r#"def workflow():
+    return Plan(name="llm", triggers=[Trigger.manual()], steps=[
+        Step.llm("review", prompt="Review notes.txt of {{{{ steps.prepare.outputs.name }}}}",
+                 tools=["read_file", "write_file"], max_turns=4,
+                 env={{"ANTHROPIC_BASE_URL": "{base_url}"}}, depends_on=["prepare"]),
+        Step.bash("prepare", 'echo "name=plue" >> "$PLUE_OUTPUT"'),
+        Step.bash("use", 'echo "verdict: {{{{ steps.review.outputs.result }}}}"', depends_on=["review"]),
+        Step.llm("triage", prompt_file="prompts/triage.md", inputs={{"files": ["notes.txt"]}},
+                 env={{"ANTHROPIC_BASE_URL": "{base_url}"}}, depends_on=["use"]),
+    ])
+"#
+    )
+}
+
+#[test]
+fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step() {
+    let answer = ["Looks ", "good: 3 li", "nes.\nShip it ", "✓"];
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .text_block(&["I'll read ", "the notes."])
+            .tool_use("toolu_01", "read_file", &json!({"path": "notes.txt"}))
+            .usage(120, 30)
+            .reply(),
+        Turn::text(&answer).usage(180, 12).reply(),
+        Turn::text(&["triaged"]).usage(10, 1).reply(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), workflow(server.url())).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "one\ntwo\nthree\n").unwrap();
+    std::fs::create_dir(dir.path().join("prompts")).unwrap();
+    std::fs::write(dir.path().join("prompts/triage.md"), TRIAGE_PROMPT).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .args([
+            "run",
+            "w.plue.py",
+            "--runners",
+            "2",
+            "--summary-json",
+            "summary.json",
+        ])
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
+        .output()
+        .expect("plue runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    // Printed: tokens run together under the prefix, then the tool call and its result.
+    assert!(
+        stdout.contains("review  | I'll read the notes.\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("review  | → read_file {\"path\":\"notes.txt\"}\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("review  | ← ok (14 bytes)\n"), "{stdout}");
+    assert!(
+        stdout.contains("review  | Looks good: 3 lines.\nreview  | Ship it ✓\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("review  | · turn 2: 180 input + 12 output tokens"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("use     | verdict: Looks good: 3 lines.\nuse     | Ship it ✓\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
+
+    // Stored: the token lines concatenate to the model's text exactly; usage is summed.
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["status"], "succeeded");
+    let run_id = summary["run_id"].as_i64().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tokens, streams, usage) = runtime.block_on(async {
+        let store = Store::open_data_dir(&dir.path().join(".plue"))
+            .await
+            .unwrap();
+        let steps = store.step_runs(run_id).await.unwrap();
+        let review = steps.iter().find(|s| s.step_id == "review").unwrap();
+        let lines = store.read_logs(review.id, (0, 0), 10_000).await.unwrap();
+        store.close().await;
+        let tokens: String = lines
+            .iter()
+            .filter(|l| l.stream == "token")
+            .map(|l| l.text.as_str())
+            .collect();
+        let streams: Vec<String> = lines.iter().map(|l| l.stream.clone()).collect();
+        (tokens, streams, review.usage.clone())
+    });
+    assert_eq!(tokens, format!("I'll read the notes.{}", answer.concat()));
+    for stream in ["system", "token", "tool_call", "tool_result", "usage"] {
+        assert!(
+            streams.iter().any(|s| s == stream),
+            "no {stream} line: {streams:?}"
+        );
+    }
+    let usage: Value = serde_json::from_str(&usage.expect("usage stored")).unwrap();
+    assert_eq!(usage["input_tokens"], 300);
+    assert_eq!(usage["output_tokens"], 42);
+
+    // Received: the key in its header, the prompt rendered, the tool result sent back.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    for request in &requests[..2] {
+        assert_eq!(request.header("x-api-key"), Some(KEY));
+        assert_eq!(request.header("anthropic-version"), Some("2023-06-01"));
+        assert_eq!(request.body["max_tokens"], 8192);
+        let tools: Vec<&str> = request.body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(tools, ["read_file", "write_file"]);
+    }
+    assert_eq!(
+        requests[0].body["messages"][0]["content"],
+        "Review notes.txt of plue"
+    );
+    assert_eq!(
+        requests[1].tool_results(),
+        [json!({"type": "tool_result", "tool_use_id": "toolu_01",
+                "content": "one\ntwo\nthree\n", "is_error": false})]
+    );
+
+    // The prompt file: rendered with the inputs; its frontmatter picked model and tools.
+    let triage = &requests[2];
+    assert_eq!(triage.header("x-api-key"), Some(KEY));
+    assert_eq!(triage.body["model"], "claude-haiku-4-5");
+    assert_eq!(
+        triage.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .trim_end(),
+        "Triage notes.txt now."
+    );
+    assert_eq!(triage.body["tools"][0]["name"], "grep");
+    assert_eq!(triage.body["tools"].as_array().unwrap().len(), 1);
+    let triage_step = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "triage")
+        .unwrap();
+    assert_eq!(triage_step["status"], "succeeded", "{summary}");
+
+    let found = grep_dir(&dir.path().join(".plue"), KEY.as_bytes());
+    assert!(found.is_empty(), "the key is stored in {found:?}");
+}
+
+#[test]
+fn an_llm_step_without_the_key_fails_naming_the_secret() {
+    let server = FakeClaude::start(vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), workflow(server.url())).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .output()
+        .expect("plue runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("secret 'ANTHROPIC_API_KEY' is not set"),
+        "{stdout}"
+    );
+    assert!(server.requests().is_empty());
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path())
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
+}

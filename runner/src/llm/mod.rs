@@ -1,0 +1,206 @@
+//! `llm` steps: a Claude agent with workspace tools, streaming its tokens into the step's
+//! log.
+//!
+//! - [`settings`]: the prompt (inline, or a prompt file rendered with the step's inputs),
+//!   model, turn limit and tools, merged from step, frontmatter and defaults.
+//! - [`client`]: one streamed Messages API call over HTTP.
+//! - [`stream`]: the streamed events folded into an assistant message (pure).
+//! - [`tools`]: `read_file`, `write_file`, `list_files`, `grep`, `bash`, `git_diff`,
+//!   confined to the workspace.
+//! - [`agent`]: the conversation loop — turns, tool calls, retries, log lines.
+//!
+//! [`run`] is what the runner calls for a `StepAction::Llm`, with the same workspace,
+//! timeout, cancellation and log channel a process step gets. Invariants: the API key is
+//! the step's `ANTHROPIC_API_KEY` secret, used only in the request header (the runner masks
+//! secrets in every log line anyway) and never given to the tools' processes; a step always
+//! ends with a [`Finished`], whatever the API or the model does.
+
+pub mod agent;
+pub mod client;
+pub mod settings;
+pub mod stream;
+pub mod tools;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::mpsc::Sender;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{Outcome, Stream, Usage};
+pub use agent::RetryPolicy;
+pub use settings::StepOptions;
+
+/// The secret holding the API key; the engine adds it to every `llm` step.
+pub const API_KEY_SECRET: &str = "ANTHROPIC_API_KEY";
+/// The step environment variable that points the client at another server.
+pub const BASE_URL_ENV: &str = "ANTHROPIC_BASE_URL";
+/// The longest reason the engine accepts is 4096 bytes; stay below it.
+const MAX_REASON_BYTES: usize = 3000;
+
+/// One `llm` step attempt.
+pub struct LlmStep<'a> {
+    pub options: StepOptions<'a>,
+    /// The prepared workspace (the tools' root, where prompt files are found).
+    pub workspace: &'a Path,
+    /// `$PLUE_OUTPUT` for `bash` calls; read at the end like a process step's.
+    pub output_file: &'a Path,
+    /// The step's environment (plan, step and `PLUE_*` variables).
+    pub env: &'a BTreeMap<String, String>,
+    pub secrets: &'a BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// How the attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+    /// Tokens of the turns that completed (`None` when no request was made).
+    pub usage: Option<Usage>,
+}
+
+impl Finished {
+    fn failed(reason: impl Into<String>, usage: Option<Usage>) -> Finished {
+        Finished {
+            outcome: Outcome::Failed,
+            reason: Some(tools::cap(reason.into(), MAX_REASON_BYTES)),
+            outputs: BTreeMap::new(),
+            usage,
+        }
+    }
+}
+
+/// Runs the step's conversation to its end, its timeout, or `cancel`.
+pub async fn run(
+    step: LlmStep<'_>,
+    lines: &Sender<(Stream, String)>,
+    cancel: &CancellationToken,
+) -> Finished {
+    let Some(key) = step.secrets.get(API_KEY_SECRET).filter(|k| !k.is_empty()) else {
+        return Finished::failed(
+            format!(
+                "llm steps need the secret {API_KEY_SECRET} (e.g. --secret {API_KEY_SECRET}=...)"
+            ),
+            None,
+        );
+    };
+    let base = step
+        .env
+        .get(BASE_URL_ENV)
+        .cloned()
+        .or_else(|| std::env::var(BASE_URL_ENV).ok())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| client::DEFAULT_BASE_URL.to_owned());
+    let settings = match settings::resolve(step.options, step.workspace) {
+        Ok(settings) => settings,
+        Err(reason) => return Finished::failed(reason, None),
+    };
+    let client = match client::Client::new(&base, key) {
+        Ok(client) => client,
+        Err(e) => return Finished::failed(e.to_string(), None),
+    };
+
+    let stop = cancel.child_token();
+    let mut tool_env = step.env.clone();
+    tool_env.extend(
+        step.secrets
+            .iter()
+            .filter(|(name, _)| name.as_str() != API_KEY_SECRET)
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    tool_env.insert("PLUE_OUTPUT".into(), step.output_file.display().to_string());
+    tool_env.insert(
+        "PLUE_WORKSPACE".into(),
+        step.workspace.display().to_string(),
+    );
+    let env_remove = vec![crate::agent::TOKEN_ENV.into(), API_KEY_SECRET.into()];
+    let toolbox = match tools::Toolbox::new(
+        step.workspace,
+        &settings.tools,
+        tool_env,
+        env_remove,
+        stop.clone(),
+    ) {
+        Ok(toolbox) => toolbox,
+        Err(reason) => return Finished::failed(reason, None),
+    };
+    let offered = if toolbox.offered().is_empty() {
+        "none".to_owned()
+    } else {
+        toolbox.offered().join(", ")
+    };
+    let _ = lines
+        .send((
+            Stream::System,
+            format!(
+                "llm: {}, {}, up to {} turns, tools: {offered}",
+                settings.model, settings.source, settings.max_turns
+            ),
+        ))
+        .await;
+
+    let timer = {
+        let stop = stop.clone();
+        let timeout = step.timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            stop.cancel();
+        })
+    };
+    let agent = agent::Agent {
+        client: &client,
+        toolbox: &toolbox,
+        model: &settings.model,
+        system: &settings.system,
+        max_turns: settings.max_turns,
+        retry: step.retry,
+        lines,
+        stop: &stop,
+    };
+    let conversation = agent.converse(&settings.prompt).await;
+    timer.abort();
+    let usage = Some(conversation.usage);
+    match conversation.result {
+        Ok(text) => match crate::outputs::read(step.output_file).await {
+            Ok(outputs) => Finished {
+                outcome: Outcome::Succeeded,
+                reason: None,
+                outputs: agent::outputs_with_result(outputs, &text),
+                usage,
+            },
+            Err(e) => Finished::failed(e.to_string(), usage),
+        },
+        Err(agent::Failure::Failed(reason)) => Finished::failed(reason, usage),
+        Err(agent::Failure::Stopped) if cancel.is_cancelled() => {
+            let _ = lines
+                .send((
+                    Stream::System,
+                    "step cancelled; the conversation was stopped".into(),
+                ))
+                .await;
+            Finished {
+                outcome: Outcome::Cancelled,
+                reason: Some("cancelled".into()),
+                outputs: BTreeMap::new(),
+                usage,
+            }
+        }
+        Err(agent::Failure::Stopped) => {
+            let secs = step.timeout.as_secs_f64();
+            let _ = lines
+                .send((
+                    Stream::System,
+                    format!("step timed out after {secs}s; the conversation was stopped"),
+                ))
+                .await;
+            Finished::failed(format!("timed out after {secs}s"), usage)
+        }
+    }
+}

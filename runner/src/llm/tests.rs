@@ -1,0 +1,594 @@
+//! [`super::run`] against a local server speaking the streaming Messages protocol
+//! (`testkit::claude`), scripted per test; each test also checks what the server received.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use testkit::claude::{FakeClaude, Part, Reply, Turn};
+use tokio::sync::mpsc;
+
+use super::*;
+
+const KEY: &str = "sk-ant-test-0123456789abcdef";
+
+/// A workspace and output file, and the options of the step under test.
+struct Step {
+    _dir: tempfile::TempDir,
+    outside: PathBuf,
+    workspace: PathBuf,
+    output: PathBuf,
+    prompt: String,
+    tools: Vec<String>,
+    max_turns: Option<u32>,
+    timeout: Duration,
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+}
+
+impl Step {
+    fn new(server: &FakeClaude) -> Step {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("workspace");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&workspace).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let output = dir.path().join("output");
+        std::fs::write(&output, "").unwrap();
+        Step {
+            _dir: dir,
+            outside,
+            workspace,
+            output,
+            prompt: "Say hello.".into(),
+            tools: tools::ALL.iter().map(|t| t.to_string()).collect(),
+            max_turns: None,
+            timeout: Duration::from_secs(60),
+            env: BTreeMap::from([(BASE_URL_ENV.to_owned(), server.url().to_owned())]),
+            secrets: BTreeMap::from([(API_KEY_SECRET.to_owned(), KEY.to_owned())]),
+        }
+    }
+
+    /// Runs the step with fast retries; returns how it ended and every log line.
+    async fn run(&self, cancel: &CancellationToken) -> (Finished, Vec<(Stream, String)>) {
+        let retry = RetryPolicy {
+            first_backoff: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        };
+        self.run_with(retry, cancel).await
+    }
+
+    async fn run_with(
+        &self,
+        retry: RetryPolicy,
+        cancel: &CancellationToken,
+    ) -> (Finished, Vec<(Stream, String)>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let collector = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            while let Some(line) = rx.recv().await {
+                lines.push(line);
+            }
+            lines
+        });
+        let inputs = Map::new();
+        let step = LlmStep {
+            options: StepOptions {
+                prompt: Some(&self.prompt),
+                prompt_file: None,
+                inputs: &inputs,
+                model: None,
+                max_turns: self.max_turns,
+                tools: &self.tools,
+            },
+            workspace: &self.workspace,
+            output_file: &self.output,
+            env: &self.env,
+            secrets: &self.secrets,
+            timeout: self.timeout,
+            retry,
+        };
+        let finished = run(step, &tx, cancel).await;
+        drop(tx);
+        let lines = collector.await.unwrap();
+        for (_, text) in &lines {
+            assert!(!text.contains(KEY), "the API key was logged: {text}");
+        }
+        if let Some(reason) = &finished.reason {
+            assert!(!reason.contains(KEY), "the API key is in the reason");
+        }
+        (finished, lines)
+    }
+}
+
+fn of(lines: &[(Stream, String)], stream: Stream) -> Vec<&str> {
+    lines
+        .iter()
+        .filter(|(s, _)| *s == stream)
+        .map(|(_, t)| t.as_str())
+        .collect()
+}
+
+fn json_of(lines: &[(Stream, String)], stream: Stream) -> Vec<Value> {
+    of(lines, stream)
+        .into_iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect()
+}
+
+fn assert_succeeded(finished: &Finished) {
+    assert_eq!(
+        (finished.outcome, finished.reason.as_deref()),
+        (Outcome::Succeeded, None),
+        "{finished:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_answer_streams_every_token_exactly() {
+    let pieces = [
+        "Hel",
+        "lo, wo",
+        "rld ",
+        "ﬁne caf",
+        "é",
+        "\n",
+        "  indented ",
+        "e\u{301}",
+        "\u{1F469}",
+        "\u{200D}\u{1F4BB} end",
+    ];
+    let text: String = pieces.concat();
+    // The frame of the "é" delta is written in two network chunks split inside the é.
+    let mut parts = Turn::text(&pieces).usage(31, 17).parts();
+    let at = parts
+        .iter()
+        .position(|p| matches!(p, Part::Event(e) if e["delta"]["text"] == "é"))
+        .unwrap();
+    let frame_prefix = "event: content_block_delta\ndata: ".len();
+    let event = match &parts[at] {
+        Part::Event(e) => e.to_string(),
+        _ => unreachable!(),
+    };
+    let split = frame_prefix + event.find('é').unwrap() + 1;
+    parts.insert(at, Part::SplitNext(split));
+    let server = FakeClaude::start(vec![Reply::Stream(parts)]);
+    let step = Step::new(&server);
+
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(of(&lines, Stream::Token), pieces);
+    assert_eq!(of(&lines, Stream::Token).concat(), text);
+    assert_eq!(finished.outputs["result"], text);
+    assert_eq!(
+        finished.usage,
+        Some(Usage {
+            input_tokens: 31,
+            output_tokens: 17,
+            ..Usage::default()
+        })
+    );
+    let usage = json_of(&lines, Stream::Usage);
+    assert_eq!(usage.len(), 1);
+    assert_eq!(
+        (
+            &usage[0]["input_tokens"],
+            &usage[0]["output_tokens"],
+            &usage[0]["turn"]
+        ),
+        (&json!(31), &json!(17), &json!(1))
+    );
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v1/messages")
+    );
+    assert_eq!(request.header("x-api-key"), Some(KEY));
+    assert_eq!(request.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.body["stream"], true);
+    assert_eq!(request.body["model"], settings::DEFAULT_MODEL);
+    assert_eq!(request.body["max_tokens"], agent::MAX_TOKENS);
+    assert_eq!(
+        request.body["messages"],
+        json!([{"role": "user", "content": "Say hello."}])
+    );
+    assert!(request.body["system"].as_str().unwrap().contains("Plue"));
+    let names: Vec<&str> = request.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, tools::ALL);
+    for tool in request.body["tools"].as_array().unwrap() {
+        assert_eq!(tool["input_schema"]["type"], "object", "{tool}");
+        assert!(tool["description"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_use_round_trip_edits_a_file() {
+    let server =
+        FakeClaude::start(vec![
+        Turn::new()
+            .thinking_block("The greeting needs fixing.")
+            .text_block(&["Let me ", "look."])
+            .tool_use("toolu_01", "read_file", &json!({"path": "greeting.txt"}))
+            .usage(100, 20)
+            .reply(),
+        Turn::new()
+            .tool_use(
+                "toolu_02",
+                "write_file",
+                &json!({"path": "greeting.txt", "content": "hello, world\n"}),
+            )
+            .tool_use(
+                "toolu_03",
+                "bash",
+                &json!({"command": "echo changed=yes >> \"$PLUE_OUTPUT\"; wc -c < greeting.txt"}),
+            )
+            .usage(150, 30)
+            .reply(),
+        Turn::text(&["Fixed the ", "greeting."]).usage(200, 10).reply(),
+    ]);
+    let step = Step::new(&server);
+    std::fs::write(step.workspace.join("greeting.txt"), "helo wrld\n").unwrap();
+
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(
+        std::fs::read_to_string(step.workspace.join("greeting.txt")).unwrap(),
+        "hello, world\n"
+    );
+    assert_eq!(finished.outputs["result"], "Fixed the greeting.");
+    assert_eq!(finished.outputs["changed"], "yes");
+    assert_eq!(
+        finished.usage,
+        Some(Usage {
+            input_tokens: 450,
+            output_tokens: 60,
+            ..Usage::default()
+        })
+    );
+
+    let calls = json_of(&lines, Stream::ToolCall);
+    assert_eq!(
+        calls[0],
+        json!({"id": "toolu_01", "name": "read_file", "input": {"path": "greeting.txt"}})
+    );
+    assert_eq!(calls.len(), 3);
+    let results = json_of(&lines, Stream::ToolResult);
+    assert_eq!(
+        results[0],
+        json!({"id": "toolu_01", "is_error": false, "bytes": 10, "content": "helo wrld\n"})
+    );
+    assert_eq!(results[2]["content"], "13\n[exit code 0]");
+    assert_eq!(json_of(&lines, Stream::Usage).len(), 3);
+    assert_eq!(
+        of(&lines, Stream::Token),
+        ["Let me ", "look.", "Fixed the ", "greeting."]
+    );
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    // The second request carries the assistant's blocks (without the thinking block) and
+    // the tool result.
+    let messages = requests[1].body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(
+        messages[1],
+        json!({"role": "assistant", "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "toolu_01", "name": "read_file", "input": {"path": "greeting.txt"}}
+        ]})
+    );
+    assert_eq!(
+        requests[1].tool_results(),
+        [
+            json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "helo wrld\n", "is_error": false})
+        ]
+    );
+    let third = requests[2].tool_results();
+    assert_eq!(third.len(), 2);
+    assert_eq!(third[0]["tool_use_id"], "toolu_02");
+    assert_eq!(third[0]["content"], "wrote 13 bytes to greeting.txt");
+    assert_eq!(third[1]["tool_use_id"], "toolu_03");
+    for request in &requests {
+        assert_eq!(request.header("x-api-key"), Some(KEY));
+        assert_eq!(request.header("anthropic-version"), Some("2023-06-01"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escapes_from_the_workspace_get_error_results() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_r", "read_file", &json!({"path": "../../etc/passwd"}))
+            .tool_use(
+                "toolu_w",
+                "write_file",
+                &json!({"path": "notes.txt", "content": "pwned"}),
+            )
+            .tool_use(
+                "toolu_b",
+                "write_file",
+                &json!({"path": "escape/new.txt", "content": "pwned"}),
+            )
+            .reply(),
+        Turn::text(&["I could not do that."]).reply(),
+    ]);
+    let step = Step::new(&server);
+    let target = step.outside.join("notes.txt");
+    std::fs::write(&target, "original").unwrap();
+    std::os::unix::fs::symlink(&target, step.workspace.join("notes.txt")).unwrap();
+    std::os::unix::fs::symlink(&step.outside, step.workspace.join("escape")).unwrap();
+
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "original");
+    assert!(!step.outside.join("new.txt").exists());
+    let results = server.requests()[1].tool_results();
+    assert_eq!(results.len(), 3);
+    for result in &results {
+        assert_eq!(result["is_error"], true, "{result}");
+    }
+    assert!(results[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("'..' is not allowed"));
+    assert!(results[1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("symbolic link"));
+    assert!(results[2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("outside the workspace"));
+    assert!(json_of(&lines, Stream::ToolResult)
+        .iter()
+        .all(|r| r["is_error"] == true));
+}
+
+#[tokio::test]
+async fn an_overloaded_error_event_is_retried() {
+    let server = FakeClaude::start(vec![
+        Turn::text(&["Par", "tial"]).error_after(4, "overloaded_error", "Overloaded"),
+        Turn::text(&["Whole answer."]).reply(),
+    ]);
+    let step = Step::new(&server);
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(finished.outputs["result"], "Whole answer.");
+    assert_eq!(server.requests().len(), 2);
+    let system = of(&lines, Stream::System).join("\n");
+    assert!(
+        system.contains("overloaded_error: Overloaded; retrying turn 1"),
+        "{system}"
+    );
+    assert!(system.contains("superseded"), "{system}");
+    // The broken attempt's tokens were logged, then the retry's.
+    assert_eq!(of(&lines, Stream::Token), ["Par", "Whole answer."]);
+}
+
+#[tokio::test]
+async fn a_429_waits_as_long_as_retry_after_says() {
+    let server = FakeClaude::start(vec![Reply::rate_limited(1), Turn::text(&["ok"]).reply()]);
+    let step = Step::new(&server);
+    let started = Instant::now();
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let system = of(&lines, Stream::System).join("\n");
+    assert!(system.contains("answered 429 rate_limit_error"), "{system}");
+    assert!(
+        system.contains("retrying turn 1 in 1s (attempt 2 of 4)"),
+        "{system}"
+    );
+    assert!(system.contains("request-id req_fake"), "{system}");
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_stream_retries_the_turn() {
+    let server = FakeClaude::start(vec![
+        Turn::text(&["Hello", " wor", "ld"]).cut_after(5),
+        Turn::text(&["Hello", " world"]).reply(),
+    ]);
+    let step = Step::new(&server);
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(finished.outputs["result"], "Hello world");
+    let system = of(&lines, Stream::System).join("\n");
+    assert!(
+        system.contains("stream ended before message_stop"),
+        "{system}"
+    );
+    assert!(system.contains("superseded"), "{system}");
+    assert_eq!(
+        of(&lines, Stream::Token),
+        ["Hello", " wor", "Hello", " world"]
+    );
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_with_the_last_error() {
+    let server = FakeClaude::start(vec![
+        Reply::error(529, "overloaded_error", "Overloaded"),
+        Turn::text(&["a"]).cut_after(3),
+        Reply::error(500, "api_error", "Internal server error"),
+        Turn::text(&["a"]).cut_after(3),
+    ]);
+    let step = Step::new(&server);
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    let reason = finished.reason.unwrap();
+    assert!(
+        reason.starts_with("stream ended before message_stop"),
+        "{reason}"
+    );
+    assert!(reason.ends_with("(turn 1, after 4 attempts)"), "{reason}");
+    assert_eq!(server.requests().len(), 4);
+
+    let server = FakeClaude::start(
+        (0..4)
+            .map(|_| Turn::text(&["x"]).error_after(2, "overloaded_error", "Overloaded"))
+            .collect(),
+    );
+    let step = Step::new(&server);
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    let reason = finished.reason.unwrap();
+    assert!(
+        reason.starts_with("overloaded_error: Overloaded"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn client_errors_fail_at_once_with_the_api_message() {
+    let server = FakeClaude::start(vec![Reply::error(
+        400,
+        "invalid_request_error",
+        "messages.0.content: field required",
+    )]);
+    let step = Step::new(&server);
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    let reason = finished.reason.unwrap();
+    assert!(
+        reason.contains("400 invalid_request_error: messages.0.content: field required"),
+        "{reason}"
+    );
+    assert_eq!(server.requests().len(), 1);
+
+    // A wrong key: the fake server refuses an empty one like the API.
+    let server = FakeClaude::start(vec![]);
+    let mut step = Step::new(&server);
+    step.secrets.insert(API_KEY_SECRET.into(), "".into());
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert!(finished
+        .reason
+        .unwrap()
+        .contains("need the secret ANTHROPIC_API_KEY"),);
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn exceeding_max_turns_fails_the_step() {
+    let calls: Vec<Reply> = (0..3)
+        .map(|i| {
+            Turn::new()
+                .tool_use(&format!("toolu_{i}"), "list_files", &json!({}))
+                .reply()
+        })
+        .collect();
+    let server = FakeClaude::start(calls);
+    let mut step = Step::new(&server);
+    step.max_turns = Some(2);
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    assert_eq!(
+        finished.reason.as_deref(),
+        Some("max_turns (2) reached while the model was still calling tools")
+    );
+    assert_eq!(server.requests().len(), 2);
+    // Only the first turn's call ran.
+    assert_eq!(json_of(&lines, Stream::ToolCall).len(), 1);
+    assert!(finished.usage.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bash_call_that_times_out_is_an_error_result() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use(
+                "toolu_s",
+                "bash",
+                &json!({"command": "echo started; sleep 30", "timeout_secs": 1}),
+            )
+            .reply(),
+        Turn::text(&["It hung."]).reply(),
+    ]);
+    let step = Step::new(&server);
+    let started = Instant::now();
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let results = server.requests()[1].tool_results();
+    assert_eq!(results[0]["is_error"], true);
+    let content = results[0]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("started\n[timed out after 1s"),
+        "{content}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_timeout_and_cancellation_stop_the_conversation() {
+    let slow = || {
+        let pieces: Vec<String> = (0..100).map(|i| format!("t{i} ")).collect();
+        Turn::new()
+            .paced_text_block(&pieces, Duration::from_millis(100))
+            .reply()
+    };
+    let server = FakeClaude::start(vec![slow()]);
+    let mut step = Step::new(&server);
+    step.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(finished.outcome, Outcome::Failed);
+    assert_eq!(finished.reason.as_deref(), Some("timed out after 1s"));
+    assert!(!of(&lines, Stream::Token).is_empty());
+
+    // Cancelled while a bash call runs: the command is killed, the step is cancelled.
+    let server = FakeClaude::start(vec![Turn::new()
+        .tool_use("toolu_c", "bash", &json!({"command": "sleep 1237.5"}))
+        .reply()]);
+    let step = Step::new(&server);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let (finished, _) = step.run(&cancel).await;
+    assert_eq!(finished.outcome, Outcome::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 1237.5"])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "the bash call survived its step");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_after_the_retries() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let server = FakeClaude::start(vec![]);
+    let mut step = Step::new(&server);
+    step.env.insert(BASE_URL_ENV.into(), url);
+    let retry = RetryPolicy {
+        attempts: 2,
+        first_backoff: Duration::from_millis(10),
+        ..RetryPolicy::default()
+    };
+    let (finished, _) = step.run_with(retry, &CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    let reason = finished.reason.unwrap();
+    assert!(reason.contains("POST http://127.0.0.1:"), "{reason}");
+    assert!(reason.contains("after 2 attempts"), "{reason}");
+}
