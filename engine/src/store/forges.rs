@@ -362,6 +362,12 @@ impl Store {
     ) -> anyhow::Result<()> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
+            // Write first (see the store's invariants): locks the repository against a
+            // concurrent replacement, and SQLite never has to upgrade a read snapshot.
+            sqlx::query("UPDATE repositories SET id = id WHERE id = $1")
+                .bind(repo_id)
+                .execute(&mut *tx)
+                .await?;
             let existing: Vec<(String, String)> = sqlx::query_as(
                 "SELECT workflow_path, cron FROM schedules WHERE repo_id = $1",
             )
