@@ -1,0 +1,356 @@
+//! The forge side of the store against both backends: repositories, webhook delivery
+//! de-duplication and schedule ticks under concurrent claimers, commit status reports in
+//! order with leases and retries, and repository secrets withheld from fork runs.
+//! PostgreSQL runs on a throw-away server (testkit); without one these tests cover SQLite
+//! only, unless PLUE_REQUIRE_POSTGRES=1.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use engine::events::Events;
+use engine::executor::Executor;
+use engine::store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
+use engine::vault::Vault;
+use evaluator::plan::{Action, Plan, Step};
+use runner::protocol::WorkspaceSource;
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+    if let Some(server) =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
+    {
+        let url = server.new_database().unwrap();
+        stores.push((Store::connect(&url).await.unwrap(), None));
+    }
+    stores
+}
+
+async fn repo(store: &Store, name: &str) -> i64 {
+    store
+        .create_repo(&NewRepo {
+            name,
+            clone_url: "/srv/git/hello",
+            forge: "github",
+            webhook_secret_sealed: "plain:secret",
+            api_url: Some("http://127.0.0.1:9"),
+            api_token_sealed: None,
+            default_branch: Some("main"),
+        })
+        .await
+        .unwrap()
+        .expect("a new repository")
+        .id
+}
+
+fn plan(steps: Vec<Step>) -> Plan {
+    Plan {
+        name: "wf".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps,
+    }
+}
+
+async fn start(executor: &Executor, repo_id: i64, plan: &Plan, secrets_allowed: bool) -> i64 {
+    let json = serde_json::to_string(plan).unwrap();
+    executor
+        .start_run(&NewRun {
+            workflow_source: "octo/hello",
+            workflow_path: ".plue/wf.plue.py",
+            event: "push",
+            git_ref: "refs/heads/main",
+            sha: "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+            context_json: "{}",
+            plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: Some(RunRepo {
+                repo_id,
+                secrets_allowed,
+            }),
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn repositories_are_unique_and_take_their_data_with_them() {
+    for (store, _dir) in stores().await {
+        let id = repo(&store, "octo/hello").await;
+        let again = store
+            .create_repo(&NewRepo {
+                name: "octo/hello",
+                clone_url: "/elsewhere",
+                forge: "gitea",
+                webhook_secret_sealed: "plain:x",
+                api_url: None,
+                api_token_sealed: None,
+                default_branch: None,
+            })
+            .await
+            .unwrap();
+        assert!(again.is_none(), "{}", store.backend());
+        store.put_secret(id, "TOKEN", "v1:00:00").await.unwrap();
+        assert!(store
+            .record_delivery("github", "d1", id, "push")
+            .await
+            .unwrap());
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            8,
+        );
+        start(&executor, id, &plan(vec![]), true).await;
+        assert!(store.delete_repo(id).await.unwrap());
+        assert!(store.repo_by_name("octo/hello").await.unwrap().is_none());
+        assert!(store
+            .list_runs_of_repo("octo/hello", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store.secret_names(id).await.unwrap().is_empty());
+        // The delivery went with the repository: the same id is new again for a new one.
+        let id = repo(&store, "octo/hello").await;
+        assert!(store
+            .record_delivery("github", "d1", id, "push")
+            .await
+            .unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_id_and_a_schedule_tick_are_taken_once_under_concurrency() {
+    for (store, _dir) in stores().await {
+        let id = repo(&store, "octo/hello").await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .record_delivery("github", "same", id, "push")
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            won += usize::from(task.await.unwrap());
+        }
+        assert_eq!(won, 1, "{}: one delivery proceeds", store.backend());
+        assert!(
+            store
+                .record_delivery("gitea", "same", id, "push")
+                .await
+                .unwrap(),
+            "ids are per forge"
+        );
+
+        let due = now_ms() - 1000;
+        store
+            .replace_schedules(
+                id,
+                "main",
+                "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+                &[ScheduleEntry {
+                    workflow_path: ".plue/n.plue.py".into(),
+                    cron: "0 3 * * *".into(),
+                    next_fire_at: due,
+                }],
+            )
+            .await
+            .unwrap();
+        let schedule = store
+            .due_schedules(now_ms())
+            .await
+            .unwrap()
+            .pop()
+            .expect("due");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let seen = schedule.next_fire_at;
+                tokio::spawn(async move {
+                    store
+                        .take_schedule_tick(schedule.id, seen, seen + 86_400_000, now_ms())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            won += usize::from(task.await.unwrap());
+        }
+        assert_eq!(won, 1, "{}: one engine takes the tick", store.backend());
+        assert!(store.due_schedules(now_ms()).await.unwrap().is_empty());
+        // Replacing keeps the next fire time of a schedule that stays; drops the rest.
+        store
+            .replace_schedules(
+                id,
+                "main",
+                "1111111111111111111111111111111111111111",
+                &[ScheduleEntry {
+                    workflow_path: ".plue/n.plue.py".into(),
+                    cron: "0 3 * * *".into(),
+                    next_fire_at: 0,
+                }],
+            )
+            .await
+            .unwrap();
+        let kept = store.schedules_of_repo(id).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].next_fire_at, due + 86_400_000);
+        assert_eq!(kept[0].sha, "1111111111111111111111111111111111111111");
+        store
+            .replace_schedules(id, "main", "1111111111111111111111111111111111111111", &[])
+            .await
+            .unwrap();
+        assert!(store.schedules_of_repo(id).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn status_reports_go_out_in_order_with_leases_and_retries() {
+    for (store, _dir) in stores().await {
+        let id = repo(&store, "octo/hello").await;
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            8,
+        );
+        // No steps: the run is final at once, so both reports exist.
+        let run = start(&executor, id, &plan(vec![]), true).await;
+        let now = now_ms();
+        let first = store.claim_status_reports(now, 60_000, 10).await.unwrap();
+        assert_eq!(
+            first.len(),
+            1,
+            "{}: only the oldest report of a run is due",
+            store.backend()
+        );
+        assert_eq!(
+            (first[0].run_id, first[0].state.as_str(), first[0].attempts),
+            (run, "pending", 1)
+        );
+        assert_eq!(first[0].repo_name, "octo/hello");
+        assert!(
+            store
+                .claim_status_reports(now, 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased"
+        );
+        // The forge failed: retried after the backoff, not before.
+        store
+            .status_failed(first[0].id, "HTTP 500", now + 1000, false)
+            .await
+            .unwrap();
+        assert!(store
+            .claim_status_reports(now, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let retry = store
+            .claim_status_reports(now + 1000, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!((retry[0].id, retry[0].attempts), (first[0].id, 2));
+        store.status_delivered(retry[0].id).await.unwrap();
+        let last = store
+            .claim_status_reports(now + 1000, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].state, "success");
+        store
+            .status_failed(last[0].id, "HTTP 422", now, true)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_status_reports(now + 10_000_000, 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "abandoned"
+        );
+        let reports = store.status_reports_of_run(run).await.unwrap();
+        assert_eq!(
+            reports,
+            vec![
+                ("pending".to_string(), true, 2, Some("HTTP 500".to_string())),
+                (
+                    "success".to_string(),
+                    false,
+                    1,
+                    Some("HTTP 422".to_string())
+                ),
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
+    let vault = Vault::new("a key of enough length for tests").unwrap();
+    for (store, _dir) in stores().await {
+        let id = repo(&store, "octo/hello").await;
+        store
+            .put_secret(id, "DEPLOY", &vault.seal("d3pl0y").unwrap())
+            .await
+            .unwrap();
+        let engine_wide = BTreeMap::from([("SHARED".to_string(), "everyone".to_string())]);
+        let executor = Executor::new(store.clone(), Arc::new(Events::default()), engine_wide, 8)
+            .with_vault(vault.clone());
+        let step = Step::new(
+            "s",
+            Action::Bash {
+                command: "true".into(),
+            },
+        );
+        let names = vec!["DEPLOY".to_string(), "SHARED".to_string()];
+
+        let trusted = start(&executor, id, &plan(vec![step.clone()]), true).await;
+        let secrets = executor
+            .secret_values(trusted, &names)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(secrets.values["DEPLOY"], "d3pl0y", "{}", store.backend());
+        assert_eq!(secrets.values["SHARED"], "everyone");
+        assert!(secrets.withheld.is_empty());
+        let missing = executor
+            .secret_values(trusted, &["NOPE".to_string()])
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(missing, "secret 'NOPE' is not set");
+
+        let fork = start(&executor, id, &plan(vec![step]), false).await;
+        let secrets = executor.secret_values(fork, &names).await.unwrap().unwrap();
+        assert!(secrets.values.is_empty(), "a fork gets nothing");
+        assert_eq!(secrets.withheld, names);
+
+        // Sealed under another key: a clear error, not the ciphertext.
+        let other = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            8,
+        )
+        .with_vault(Vault::new("some other key, also long").unwrap());
+        let err = other
+            .secret_values(trusted, &["DEPLOY".to_string()])
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.starts_with("secret 'DEPLOY': "), "{err}");
+    }
+}
