@@ -1,7 +1,7 @@
 # An LLM code review: Claude reads the files with its workspace tools, following the prompt
 # in examples/prompts/code-review.md; a bash step then prints the review it returned.
 # Run from the repository root (the workspace is a copy of the current directory):
-#   plue run examples/review.plue.py --secret ANTHROPIC_API_KEY=sk-ant-...
+#   export ANTHROPIC_API_KEY=sk-ant-... && plue run examples/review.plue.py --secret ANTHROPIC_API_KEY
 def workflow(ctx):
     files = ctx.changed_files or ["runner/src/llm/tools.rs"]
     return Plan(

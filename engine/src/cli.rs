@@ -59,8 +59,9 @@ pub(crate) struct RunArgs {
     /// Runners in the local pool (default: the number of CPUs).
     #[arg(long)]
     pub(crate) runners: Option<usize>,
-    /// A secret given to steps that name it; repeatable.
-    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    /// A secret given to steps that name it; repeatable. `NAME` alone takes the value from
+    /// the environment variable NAME (keeps it off the command line).
+    #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret)]
     pub(crate) secrets: Vec<(String, String)>,
     /// Where the embedded database and runner workspaces live.
     #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
@@ -131,8 +132,9 @@ pub(crate) struct ServeArgs {
     /// Most steps of one run running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
-    /// A secret given to steps that name it; repeatable (kept in memory only).
-    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    /// A secret given to steps that name it; repeatable (kept in memory only). `NAME` alone
+    /// takes the value from the environment variable NAME.
+    #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret)]
     pub(crate) secrets: Vec<(String, String)>,
 }
 
@@ -419,6 +421,23 @@ fn parse_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>
         .filter(|part| !part.trim().is_empty())
         .map(|part| parse_key_value(part.trim()))
         .collect()
+}
+
+/// `NAME=VALUE`, or `NAME` alone to take the value from the environment variable `NAME`
+/// (keeps secrets off the command line, where other processes can read them).
+fn parse_secret(text: &str) -> Result<(String, String), String> {
+    if text.contains('=') {
+        return parse_key_value(text);
+    }
+    if text.is_empty() {
+        return Err("expected NAME or NAME=VALUE".into());
+    }
+    match std::env::var(text) {
+        Ok(value) => Ok((text.to_string(), value)),
+        Err(_) => Err(format!(
+            "--secret {text}: the environment variable {text} is not set"
+        )),
+    }
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
