@@ -317,16 +317,7 @@ impl Registry {
         let Some(file) = files.iter().find(|f| f.path == schedule.workflow_path) else {
             return Ok(None);
         };
-        let ctx = EvalContext {
-            event: Event::Schedule,
-            repo: repo.name.clone(),
-            git_ref: format!("refs/heads/{}", schedule.branch),
-            branch: Some(schedule.branch.clone()),
-            sha: schedule.sha.clone(),
-            pr: None,
-            changed_files: Vec::new(),
-            inputs: BTreeMap::new(),
-        };
+        let ctx = branch_context(Event::Schedule, repo, &schedule.branch, &schedule.sha);
         let evaluated = self.evaluate(file, &ctx).await;
         if let Ok(plan) = &evaluated {
             if !matching::matches(
@@ -377,16 +368,7 @@ impl Registry {
             }
         };
         let files = mirror.workflow_files(&sha).await?;
-        let ctx = EvalContext {
-            event: Event::Schedule,
-            repo: repo.name.clone(),
-            git_ref: format!("refs/heads/{branch}"),
-            branch: Some(branch.clone()),
-            sha: sha.clone(),
-            pr: None,
-            changed_files: Vec::new(),
-            inputs: BTreeMap::new(),
-        };
+        let ctx = branch_context(Event::Schedule, repo, &branch, &sha);
         let mut plans = Vec::new();
         for file in &files {
             if let Ok(evaluated) = self.evaluate(file, &ctx).await {
@@ -570,6 +552,20 @@ impl Registry {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         locks.entry(repo_id).or_default().clone()
+    }
+}
+
+/// `ctx` for an event on the head of `branch` (no pull request, changes or inputs).
+fn branch_context(event: Event, repo: &RepoRow, branch: &str, sha: &str) -> EvalContext {
+    EvalContext {
+        event,
+        repo: repo.name.clone(),
+        git_ref: format!("refs/heads/{branch}"),
+        branch: Some(branch.to_string()),
+        sha: sha.to_string(),
+        pr: None,
+        changed_files: Vec::new(),
+        inputs: BTreeMap::new(),
     }
 }
 
