@@ -77,6 +77,12 @@ impl StatusReporter {
     async fn post(&self, report: &StatusReportRow) -> Result<(), PostError> {
         let forge = Forge::parse(&report.forge)
             .ok_or_else(|| PostError::Permanent(format!("unknown forge '{}'", report.forge)))?;
+        if report.api_url.is_none() && report.api_token.is_none() {
+            return Err(PostError::Permanent(format!(
+                "repository {} has no api_token (nor api_url): commit statuses are off",
+                report.repo_name
+            )));
+        }
         let api_url = report
             .api_url
             .clone()

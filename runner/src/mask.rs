@@ -9,6 +9,12 @@
 //! Logs are line-based, so a multi-line secret could never match whole; each of its lines
 //! is masked on its own too. Empty and whitespace-only values (or lines) are ignored: they
 //! would mask everything or every space.
+//!
+//! Text that arrives in pieces (an `llm` step's streamed deltas, each its own log line) goes
+//! through a [`StreamMasker`]: it holds back only a tail that could still grow into a
+//! secret (at most the longest secret's length − 1 bytes), so a secret split across pieces
+//! is masked too, the emitted pieces concatenate to exactly [`Masker::mask`] of the whole
+//! text, and with no secrets nothing is held back.
 
 use std::borrow::Cow;
 
@@ -22,6 +28,8 @@ pub const MASK: &str = "***";
 pub struct Masker {
     /// `None` when there is nothing to mask.
     matcher: Option<AhoCorasick>,
+    /// What `matcher` looks for (for [`StreamMasker`]'s prefix checks).
+    patterns: Vec<String>,
 }
 
 impl Masker {
@@ -51,7 +59,7 @@ impl Masker {
         patterns.sort_unstable();
         patterns.dedup();
         if patterns.is_empty() {
-            return Masker { matcher: None };
+            return Masker::default();
         }
         // Standard semantics, because overlapping search needs it; the overlaps are merged
         // in `mask`. Building fails only past aho-corasick's size limits (gigabytes of
@@ -65,6 +73,7 @@ impl Masker {
             });
         Masker {
             matcher: Some(matcher),
+            patterns,
         }
     }
 
@@ -107,6 +116,82 @@ impl Masker {
         }
         out.push_str(&text[copied..]);
         Cow::Owned(out)
+    }
+}
+
+/// Masks text that arrives in pieces; see the module doc.
+///
+/// [`StreamMasker::push`] returns the masked part of what arrived that is safe to show now;
+/// [`StreamMasker::finish`] the rest, at the end of the text. Together they equal
+/// `masker.mask(whole text)`.
+#[derive(Debug)]
+pub struct StreamMasker<'a> {
+    masker: &'a Masker,
+    /// Arrived but not yet emitted (unmasked).
+    pending: String,
+}
+
+impl<'a> StreamMasker<'a> {
+    pub fn new(masker: &'a Masker) -> StreamMasker<'a> {
+        StreamMasker {
+            masker,
+            pending: String::new(),
+        }
+    }
+
+    /// Takes the next piece; returns what may be shown now, masked (possibly empty).
+    pub fn push(&mut self, piece: &str) -> String {
+        if self.masker.is_empty() {
+            return piece.to_owned();
+        }
+        self.pending.push_str(piece);
+        let cut = self.masker.safe_cut(&self.pending);
+        let shown = self.masker.mask(&self.pending[..cut]).into_owned();
+        self.pending.drain(..cut);
+        shown
+    }
+
+    /// Ends the text; returns what was still held back, masked.
+    pub fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.pending);
+        self.masker.mask(&rest).into_owned()
+    }
+}
+
+impl Masker {
+    /// The longest prefix `text[..cut]` whose masking cannot change when more text follows:
+    /// no secret occurrence (complete, or one the tail may still become) crosses `cut`.
+    fn safe_cut(&self, text: &str) -> usize {
+        let Some(matcher) = &self.matcher else {
+            return text.len();
+        };
+        let longest = self.patterns.iter().map(String::len).max().unwrap_or(0);
+        // A tail shorter than some secret and a prefix of it may still become it.
+        let window = text.len().saturating_sub(longest.saturating_sub(1));
+        let mut cut = (window..text.len())
+            .filter(|&at| text.is_char_boundary(at))
+            .find(|&at| {
+                let tail = &text[at..];
+                self.patterns
+                    .iter()
+                    .any(|p| p.len() > tail.len() && p.starts_with(tail))
+            })
+            .unwrap_or(text.len());
+        // Complete occurrences that straddle the cut move it to their start (all of them
+        // are visible: one starting before `window` is at least `longest` from the end).
+        let found: Vec<(usize, usize)> = matcher
+            .find_overlapping_iter(text)
+            .map(|m| (m.start(), m.end()))
+            .collect();
+        loop {
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            match found.iter().find(|(start, end)| *start < cut && cut < *end) {
+                Some((start, _)) => cut = *start,
+                None => return cut,
+            }
+        }
     }
 }
 
@@ -169,6 +254,57 @@ mod tests {
         let masker = Masker::new(["secret"]);
         assert!(matches!(masker.mask("harmless"), Cow::Borrowed("harmless")));
         assert!(Masker::default().is_empty());
+    }
+
+    /// Every way of cutting `text` into three pieces streams to exactly `mask(text)`, and
+    /// no piece shows a secret.
+    fn streams_like_whole(secrets: &[&str], text: &str) {
+        let masker = Masker::new(secrets);
+        let whole = masker.mask(text).into_owned();
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        for (i, &a) in bounds.iter().enumerate() {
+            for &b in &bounds[i..] {
+                let mut stream = StreamMasker::new(&masker);
+                let mut shown = vec![
+                    stream.push(&text[..a]),
+                    stream.push(&text[a..b]),
+                    stream.push(&text[b..]),
+                ];
+                shown.push(stream.finish());
+                assert_eq!(shown.concat(), whole, "{text:?} cut at {a}, {b}");
+                for piece in &shown {
+                    for secret in secrets.iter().filter(|s| !s.trim().is_empty()) {
+                        assert!(!piece.contains(secret), "{piece:?} shows {secret:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_split_across_pieces_are_masked_and_pieces_add_up() {
+        streams_like_whole(&["hunter2"], "pw: hunter2, hunter2!");
+        streams_like_whole(&["abc", "bcd"], "xabcdx abc");
+        streams_like_whole(&["ab", "abcd"], "ab abc abcd");
+        streams_like_whole(&["пароль"], "ключ: пароль ✓ пар");
+        streams_like_whole(&["aa"], "aaaaa");
+        let masker = Masker::new(["hunter2"]);
+        let mut stream = StreamMasker::new(&masker);
+        assert_eq!(stream.push("see "), "see ");
+        assert_eq!(stream.push("the hun"), "the ");
+        assert_eq!(stream.push("ter2 and h"), "*** and ");
+        assert_eq!(stream.push("ello"), "hello");
+        assert_eq!(stream.finish(), "");
+    }
+
+    #[test]
+    fn nothing_is_held_back_without_secrets() {
+        let masker = Masker::default();
+        let mut stream = StreamMasker::new(&masker);
+        assert_eq!(stream.push("hun"), "hun");
+        assert_eq!(stream.finish(), "");
     }
 
     #[test]

@@ -7,11 +7,16 @@
 //! - The API key is only ever put in its header, which is marked sensitive; no error or
 //!   log message of this module contains it (errors name the URL, the status and the API's
 //!   own message).
+//! - Redirects are not followed (a redirect to another host would carry the key there): a
+//!   3xx answer is [`CallError::Redirect`], which is not retried.
 //! - A non-2xx answer becomes [`CallError::Status`] with the API's error type and message
 //!   (`{"type":"error","error":{"type":..,"message":..}}`), its `request-id` and
 //!   `retry-after`; a transport failure, before or during the body, becomes
 //!   [`CallError::Transport`]. [`CallError::retryable`] says which are worth repeating:
 //!   429, 529, 5xx, and transport failures.
+//! - Memory is bounded whatever the server sends: at most [`MAX_ERROR_BODY_BYTES`] of an
+//!   error body are read, and a streamed answer longer than [`MAX_STREAM_BYTES`] ends with
+//!   [`CallError::TooLarge`] (not retried).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -29,6 +34,10 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const API_VERSION: &str = "2023-06-01";
 /// A stream silent this long is treated as cut (the API pings much more often).
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most bytes of an error answer read.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// The most bytes of one streamed answer read.
+pub const MAX_STREAM_BYTES: usize = 32 * 1024 * 1024;
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +59,21 @@ pub enum CallError {
     /// The client could not be built or the base URL is unusable.
     #[error("{0}")]
     Setup(String),
+    /// The server answered with a redirect, which is not followed.
+    #[error(
+        "the Claude API at {url} answered {status} redirecting to {}; redirects are not \
+         followed (the API key must not go elsewhere) — set ANTHROPIC_BASE_URL to the \
+         final address",
+        location.as_deref().unwrap_or("(no location)")
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        location: Option<String>,
+    },
+    /// The streamed answer passed [`MAX_STREAM_BYTES`].
+    #[error("the answer of {url} passed {} MiB; it was not read further", MAX_STREAM_BYTES >> 20)]
+    TooLarge { url: String },
 }
 
 impl CallError {
@@ -58,7 +82,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status == 429 || *status >= 500,
             CallError::Transport(_) => true,
-            CallError::Setup(_) => false,
+            CallError::Setup(_) | CallError::Redirect { .. } | CallError::TooLarge { .. } => false,
         }
     }
 
@@ -96,6 +120,8 @@ pub struct Client {
     http: reqwest::Client,
     url: String,
     headers: HeaderMap,
+    /// [`MAX_STREAM_BYTES`]; lower in tests.
+    max_stream_bytes: usize,
 }
 
 impl Client {
@@ -118,13 +144,21 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(READ_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CallError::Setup(format!("building the HTTP client: {e}")))?;
         Ok(Client {
             http,
             url: format!("{base}/v1/messages"),
             headers,
+            max_stream_bytes: MAX_STREAM_BYTES,
         })
+    }
+
+    /// The same client with another cap on a streamed answer (for tests).
+    pub fn with_max_stream_bytes(mut self, max: usize) -> Client {
+        self.max_stream_bytes = max;
+        self
     }
 
     /// Sends `body` (a Messages request; `"stream": true` is set here) and returns its
@@ -148,13 +182,24 @@ impl Client {
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(300).collect());
+            return Err(CallError::Redirect {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                location,
+            });
+        }
         if !status.is_success() {
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let text = response.text().await.unwrap_or_default();
+            let text = read_capped(response, MAX_ERROR_BODY_BYTES).await;
             let (error_type, message) = error_of(&text);
             return Err(CallError::Status {
                 status: status.as_u16(),
@@ -165,15 +210,34 @@ impl Client {
             });
         }
         let url = self.url.clone();
-        let events = response
-            .bytes_stream()
+        let max = self.max_stream_bytes;
+        let mut read = 0usize;
+        let bytes = response.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(BodyError::Http)?;
+            read = read.saturating_add(chunk.len());
+            if read > max {
+                return Err(BodyError::TooLarge);
+            }
+            Ok(chunk)
+        });
+        let events = bytes
             .eventsource()
+            // Nothing after the cap: the stream ends with the error.
+            .scan(false, |capped, item| {
+                if *capped {
+                    return futures::future::ready(None);
+                }
+                *capped = matches!(item, Err(EventStreamError::Transport(BodyError::TooLarge)));
+                futures::future::ready(Some(item))
+            })
             .map(move |item| match item {
                 Ok(event) => Ok(event.data),
-                Err(EventStreamError::Transport(e)) => Err(CallError::Transport(format!(
-                    "reading the answer of {url}: {}",
-                    chain(&e)
-                ))),
+                Err(EventStreamError::Transport(BodyError::TooLarge)) => {
+                    Err(CallError::TooLarge { url: url.clone() })
+                }
+                Err(EventStreamError::Transport(BodyError::Http(e))) => Err(CallError::Transport(
+                    format!("reading the answer of {url}: {}", chain(&e)),
+                )),
                 Err(e) => Err(CallError::Transport(format!(
                     "reading the answer of {url}: {e}"
                 ))),
@@ -183,6 +247,30 @@ impl Client {
             request_id,
         })
     }
+}
+
+/// Why reading a streamed body stopped.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("{0}")]
+    Http(reqwest::Error),
+    /// More than the client's `max_stream_bytes`.
+    #[error("the answer is too large")]
+    TooLarge,
+}
+
+/// At most `max` bytes of `response`'s body, as text (what arrived when reading fails).
+async fn read_capped(response: reqwest::Response, max: usize) -> String {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= max {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// The events of one accepted call.

@@ -11,16 +11,21 @@
 //! Invariants:
 //! - Pure: no IO, no clock. Feed events with [`Accumulator::apply`], then
 //!   [`Accumulator::finish`].
-//! - Every text delta is handed back as it arrives, unchanged, so the caller can log it at
-//!   once; the concatenated deltas of a block are that block's text.
+//! - Every text delta (and the text a `content_block_start` may already carry) is handed
+//!   back as it arrives, unchanged, so the caller can log it at once; what was handed back
+//!   for a block is exactly that block's text.
 //! - A tool call's input is the concatenation of its `input_json_delta` pieces, parsed once
-//!   at `content_block_stop` (an empty input means `{}`); invalid JSON is an error, not a
-//!   guess.
+//!   at `content_block_stop`; with no pieces it is the `input` of `content_block_start`
+//!   (`{}` when absent). Invalid JSON is an error, not a guess.
+//! - The text and tool input of one message are capped at [`MAX_MESSAGE_BYTES`]: a server
+//!   streaming more gets [`StreamError::TooLarge`], not unbounded memory.
 //! - A message is complete only after `message_stop`: [`Accumulator::finish`] refuses
 //!   anything else (`stream ended before message_stop`), so a cut connection is never
 //!   mistaken for an answer.
 //! - Thinking blocks and unknown block or delta types are ignored (and left out of the
-//!   message sent back), as are unknown event types — the API may add them.
+//!   message sent back), as are unknown event types — the API may add them. Text blocks
+//!   of only whitespace stay in [`Message::text`] but are left out of
+//!   [`Message::request_content`] (the API refuses them in requests).
 //! - Usage: `message_start` gives the initial counts, `message_delta` the cumulative ones;
 //!   a field present in a later event replaces the earlier value.
 
@@ -30,6 +35,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::protocol::Usage;
+
+/// The most bytes of text and tool input one message may accumulate.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// One event of the stream (the `data:` JSON).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +92,9 @@ pub enum BlockStart {
     ToolUse {
         id: String,
         name: String,
+        /// Usually `{}` with the input following as deltas; kept for when it comes whole.
+        #[serde(default)]
+        input: Option<Value>,
     },
     /// `thinking`, `redacted_thinking` and anything newer: ignored.
     #[serde(other)]
@@ -149,8 +160,7 @@ pub enum Block {
 /// One complete assistant turn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// Text and tool-use blocks in order; empty text blocks are left out (the API refuses
-    /// them in requests).
+    /// Text and tool-use blocks in order; empty text blocks are left out.
     pub content: Vec<Block>,
     /// `end_turn`, `tool_use`, `max_tokens`, `stop_sequence`, `refusal`, ...
     pub stop_reason: Option<String>,
@@ -166,6 +176,15 @@ impl Message {
                 Block::Text { text } => Some(text.as_str()),
                 Block::ToolUse { .. } => None,
             })
+            .collect()
+    }
+
+    /// The blocks to send back as the assistant's turn: text blocks of only whitespace are
+    /// left out (the API refuses them in requests).
+    pub fn request_content(&self) -> Vec<&Block> {
+        self.content
+            .iter()
+            .filter(|block| !matches!(block, Block::Text { text } if text.trim().is_empty()))
             .collect()
     }
 
@@ -190,6 +209,9 @@ pub enum StreamError {
     /// The events made no sense (a delta for an unknown block, invalid tool input JSON).
     #[error("malformed stream: {0}")]
     Malformed(String),
+    /// The message's text and tool input passed [`MAX_MESSAGE_BYTES`].
+    #[error("the answer's text and tool input passed {} MiB; it was not read further", MAX_MESSAGE_BYTES >> 20)]
+    TooLarge,
 }
 
 impl StreamError {
@@ -197,10 +219,13 @@ impl StreamError {
     pub fn retryable(&self) -> bool {
         match self {
             StreamError::Api { kind, .. } => {
-                matches!(kind.as_str(), "overloaded_error" | "api_error")
+                matches!(
+                    kind.as_str(),
+                    "overloaded_error" | "api_error" | "rate_limit_error" | "timeout_error"
+                )
             }
             StreamError::Incomplete => true,
-            StreamError::Malformed(_) => false,
+            StreamError::Malformed(_) | StreamError::TooLarge => false,
         }
     }
 }
@@ -211,6 +236,8 @@ enum Building {
         id: String,
         name: String,
         json: String,
+        /// The `input` of `content_block_start`, used when no delta comes.
+        start_input: Option<Value>,
     },
     Ignored,
 }
@@ -225,6 +252,8 @@ pub struct Accumulator {
     done: BTreeMap<usize, Block>,
     stop_reason: Option<String>,
     usage: ApiUsage,
+    /// Text and tool input bytes so far (see [`MAX_MESSAGE_BYTES`]).
+    bytes: usize,
 }
 
 impl Accumulator {
@@ -232,7 +261,8 @@ impl Accumulator {
         Accumulator::default()
     }
 
-    /// Applies one event; returns the text of a text delta, to be shown at once.
+    /// Applies one event; returns the text of a text delta (or of a text block's start), to
+    /// be shown at once.
     pub fn apply(&mut self, event: Event) -> Result<Option<String>, StreamError> {
         if self.stopped && !matches!(event, Event::Ping | Event::Unknown) {
             return Err(StreamError::Malformed("an event after message_stop".into()));
@@ -249,13 +279,25 @@ impl Accumulator {
                 content_block,
             } => {
                 self.require_started("content_block_start")?;
+                let mut shown = None;
                 let building = match content_block {
-                    BlockStart::Text { text } => Building::Text(text),
-                    BlockStart::ToolUse { id, name } => Building::Tool {
-                        id,
-                        name,
-                        json: String::new(),
-                    },
+                    BlockStart::Text { text } => {
+                        self.count(text.len())?;
+                        if !text.is_empty() {
+                            shown = Some(text.clone());
+                        }
+                        Building::Text(text)
+                    }
+                    BlockStart::ToolUse { id, name, input } => {
+                        let given = input.as_ref().map_or(0, |v| v.to_string().len());
+                        self.count(given)?;
+                        Building::Tool {
+                            id,
+                            name,
+                            json: String::new(),
+                            start_input: input,
+                        }
+                    }
                     BlockStart::Other => Building::Ignored,
                 };
                 if self.open.insert(index, building).is_some() || self.done.contains_key(&index) {
@@ -263,6 +305,7 @@ impl Accumulator {
                         "content block {index} started twice"
                     )));
                 }
+                return Ok(shown);
             }
             Event::ContentBlockDelta { index, delta } => {
                 let Some(block) = self.open.get_mut(&index) else {
@@ -270,12 +313,22 @@ impl Accumulator {
                         "a delta for content block {index}, which is not open"
                     )));
                 };
+                let added = match &delta {
+                    Delta::TextDelta { text } => text.len(),
+                    Delta::InputJsonDelta { partial_json } => partial_json.len(),
+                    Delta::Other => 0,
+                };
+                if self.bytes + added > MAX_MESSAGE_BYTES {
+                    return Err(StreamError::TooLarge);
+                }
                 match (block, delta) {
                     (Building::Text(text), Delta::TextDelta { text: piece }) => {
+                        self.bytes += added;
                         text.push_str(&piece);
                         return Ok(Some(piece));
                     }
                     (Building::Tool { json, .. }, Delta::InputJsonDelta { partial_json }) => {
+                        self.bytes += added;
                         json.push_str(&partial_json);
                     }
                     (_, Delta::Other) | (Building::Ignored, _) => {}
@@ -297,9 +350,16 @@ impl Accumulator {
                     Building::Text(text) => {
                         self.done.insert(index, Block::Text { text });
                     }
-                    Building::Tool { id, name, json } => {
+                    Building::Tool {
+                        id,
+                        name,
+                        json,
+                        start_input,
+                    } => {
                         let input = if json.trim().is_empty() {
-                            Value::Object(Default::default())
+                            start_input
+                                .filter(|v| !v.is_null())
+                                .unwrap_or_else(|| Value::Object(Default::default()))
                         } else {
                             serde_json::from_str(&json).map_err(|e| {
                                 StreamError::Malformed(format!(
@@ -366,6 +426,15 @@ impl Accumulator {
                 cache_read_input_tokens: self.usage.cache_read_input_tokens.unwrap_or(0),
             },
         })
+    }
+
+    /// Counts `added` bytes of text or tool input against [`MAX_MESSAGE_BYTES`].
+    fn count(&mut self, added: usize) -> Result<(), StreamError> {
+        self.bytes += added;
+        if self.bytes > MAX_MESSAGE_BYTES {
+            return Err(StreamError::TooLarge);
+        }
+        Ok(())
     }
 
     fn require_started(&self, what: &str) -> Result<(), StreamError> {
@@ -558,6 +627,96 @@ mod tests {
             StreamError::Incomplete.to_string(),
             "stream ended before message_stop"
         );
+    }
+
+    #[test]
+    fn text_in_a_block_start_is_shown_like_a_delta() {
+        let events = [
+            start(),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":"Hi"}}),
+            text_delta(0, " there"),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"message_delta","delta":{"stop_reason":"end_turn"}}),
+            json!({"type":"message_stop"}),
+        ];
+        let (texts, message) = feed(&events);
+        // regression: the start's text was in the result but never logged.
+        assert_eq!(texts, ["Hi", " there"]);
+        assert_eq!(message.unwrap().text(), texts.concat());
+    }
+
+    #[test]
+    fn a_tool_input_given_whole_at_block_start_is_kept() {
+        let events = [
+            start(),
+            json!({"type":"content_block_start","index":0,"content_block":
+                {"type":"tool_use","id":"toolu_1","name":"read_file","input":{"path":"a.txt"}}}),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"content_block_start","index":1,"content_block":
+                {"type":"tool_use","id":"toolu_2","name":"git_diff"}}),
+            json!({"type":"content_block_stop","index":1}),
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use"}}),
+            json!({"type":"message_stop"}),
+        ];
+        let (_, message) = feed(&events);
+        let message = message.unwrap();
+        let calls: Vec<_> = message.tool_uses().collect();
+        // regression: an input without deltas was replaced by {}.
+        assert_eq!(
+            calls,
+            [
+                ("toolu_1", "read_file", &json!({"path": "a.txt"})),
+                ("toolu_2", "git_diff", &json!({})),
+            ]
+        );
+    }
+
+    #[test]
+    fn whitespace_only_text_blocks_are_not_sent_back() {
+        let events = [
+            start(),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            text_delta(0, "\n\n"),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"content_block_start","index":1,"content_block":
+                {"type":"tool_use","id":"toolu_1","name":"git_diff","input":{}}}),
+            json!({"type":"content_block_stop","index":1}),
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use"}}),
+            json!({"type":"message_stop"}),
+        ];
+        let (texts, message) = feed(&events);
+        let message = message.unwrap();
+        assert_eq!(message.text(), texts.concat());
+        let sent = serde_json::to_value(message.request_content()).unwrap();
+        assert_eq!(
+            sent,
+            json!([{"type":"tool_use","id":"toolu_1","name":"git_diff","input":{}}])
+        );
+    }
+
+    #[test]
+    fn a_message_past_the_size_cap_is_refused() {
+        let piece = "x".repeat(1024 * 1024);
+        let mut events = vec![
+            start(),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ];
+        events.extend((0..=MAX_MESSAGE_BYTES / piece.len()).map(|_| text_delta(0, &piece)));
+        let (texts, outcome) = feed(&events);
+        assert_eq!(texts.len(), MAX_MESSAGE_BYTES / piece.len());
+        assert_eq!(outcome.unwrap_err(), StreamError::TooLarge);
+        assert!(!StreamError::TooLarge.retryable());
+    }
+
+    #[test]
+    fn rate_limit_and_timeout_error_events_are_retryable() {
+        for kind in ["rate_limit_error", "timeout_error", "overloaded_error", "api_error"] {
+            let error = StreamError::Api {
+                kind: kind.into(),
+                message: "later".into(),
+            };
+            assert!(error.retryable(), "{kind}");
+        }
     }
 
     #[test]
