@@ -202,6 +202,77 @@ fn an_llm_step_without_the_key_fails_naming_the_secret() {
     assert!(server.requests().is_empty());
 }
 
+#[test]
+fn a_secret_the_model_prints_across_deltas_is_masked_in_stored_tokens_and_result() {
+    // regression: each delta was masked on its own, so a secret split across deltas was
+    // stored in clear, and so was the `result` output (outputs were not masked at all).
+    const SECRET: &str = "dpl-7c1e4b9a2f";
+    let server = FakeClaude::start(vec![Turn::text(&[
+        "The token is dpl-7c",
+        "1e4b9",
+        "a2f, do not share.",
+    ])
+    .reply()]);
+    let base_url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.plue.py"),
+        format!(
+            r#"def workflow():
+    return Plan(name="leak", triggers=[Trigger.manual()], steps=[
+        Step.llm("review", prompt="Print the token.", tools=[], secrets=["DEPLOY_TOKEN"],
+                 env={{"ANTHROPIC_BASE_URL": "{base_url}"}}),
+        Step.bash("use", 'echo "said: {{{{ steps.review.outputs.result }}}}"', depends_on=["review"]),
+    ])
+"#
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .args(["--summary-json", "summary.json"])
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
+        .args(["--secret", &format!("DEPLOY_TOKEN={SECRET}")])
+        .output()
+        .expect("plue runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("use    | said: The token is ***, do not share.\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    let run_id = summary["run_id"].as_i64().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tokens = runtime.block_on(async {
+        let store = Store::open_data_dir(&dir.path().join(".plue"))
+            .await
+            .unwrap();
+        let steps = store.step_runs(run_id).await.unwrap();
+        let review = steps.iter().find(|s| s.step_id == "review").unwrap();
+        let lines = store.read_logs(review.id, (0, 0), 10_000).await.unwrap();
+        store.close().await;
+        lines
+            .iter()
+            .filter(|l| l.stream == "token")
+            .map(|l| l.text.clone())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(tokens.concat(), "The token is ***, do not share.");
+    let found = grep_dir(&dir.path().join(".plue"), SECRET.as_bytes());
+    assert!(found.is_empty(), "the secret is stored in {found:?}");
+}
+
 /// Files under `dir` whose bytes contain `needle`.
 fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<String> {
     walkdir::WalkDir::new(dir)

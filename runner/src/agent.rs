@@ -5,8 +5,9 @@
 //! - Logs and the completion are retried until the engine acknowledges them (or the engine
 //!   has been unreachable for `give_up_after`): an engine restart mid-step loses nothing,
 //!   and sequence numbers make the repeats harmless.
-//! - Secret values are masked before a line is queued for sending; the runner's own
-//!   registration token is removed from the step's environment.
+//! - Secret values are masked before a line is queued for sending, and in the reason and
+//!   every output of the completion; the runner's own registration token is removed from
+//!   the step's environment.
 //! - One step at a time; an ephemeral runner leaves after its first step.
 
 use std::collections::BTreeMap;
@@ -176,7 +177,7 @@ async fn execute(
         engine.clone(),
         attempt,
         lines_rx,
-        masker,
+        masker.clone(),
         cancel.clone(),
         stop.clone(),
     ));
@@ -198,6 +199,7 @@ async fn execute(
                 &output_file,
                 &lines_tx,
                 &cancel,
+                masker.clone(),
             )
             .await;
             usage = ended.usage;
@@ -220,6 +222,7 @@ async fn execute(
     watcher.abort();
     let lines = sender.await.context("log sender")??;
     let _ = started.await;
+    let (reason, outputs) = masked_report(&masker, reason, outputs);
     let completion = Completion {
         outcome,
         exit_code,
@@ -310,6 +313,7 @@ async fn run_llm(
     output_file: &Path,
     lines: &mpsc::Sender<(Stream, String)>,
     cancel: &CancellationToken,
+    masker: Arc<Masker>,
 ) -> llm::Finished {
     let StepAction::Llm {
         prompt,
@@ -337,6 +341,7 @@ async fn run_llm(
         secrets: &assignment.secrets,
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
         retry: llm::RetryPolicy::default(),
+        masker,
     };
     llm::run(step, lines, cancel).await
 }
@@ -464,6 +469,40 @@ async fn send_logs(
         }
     }
     Ok(seq)
+}
+
+/// The reason and outputs with the attempt's secrets masked (an `llm` step's `result` is
+/// model text, a bash step's outputs are whatever it printed), still within the limits
+/// the engine accepts when a short secret's mask made a value longer.
+fn masked_report(
+    masker: &Masker,
+    reason: Option<String>,
+    outputs: BTreeMap<String, String>,
+) -> (Option<String>, BTreeMap<String, String>) {
+    let reason = reason.map(|r| truncate(masker.mask(&r).into_owned(), wire::MAX_REASON_BYTES));
+    let outputs = outputs
+        .into_iter()
+        .map(|(key, value)| {
+            let value = truncate(
+                masker.mask(&value).into_owned(),
+                wire::MAX_OUTPUT_VALUE_BYTES,
+            );
+            (key, value)
+        })
+        .collect();
+    (reason, outputs)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
 }
 
 /// `text` as it is if it fits in a line, else cut on character boundaries into pieces of at
@@ -653,5 +692,31 @@ mod tests {
         assert_eq!(pieces.len(), 2);
         assert!(pieces.iter().all(|p| p.len() <= wire::MAX_LINE_BYTES));
         assert_eq!(pieces.concat(), long);
+    }
+
+    #[test]
+    fn the_reason_and_every_output_are_masked_and_stay_within_limits() {
+        // regression: only log lines were masked; an llm step's `result` (the model's text)
+        // and the reason reached the engine in clear.
+        let masker = Masker::new(["hunter2", "é"]);
+        let outputs = BTreeMap::from([
+            ("result".to_owned(), "the password is hunter2".to_owned()),
+            (
+                "other".to_owned(),
+                "é".repeat(wire::MAX_OUTPUT_VALUE_BYTES / 2),
+            ),
+        ]);
+        let (reason, outputs) = masked_report(
+            &masker,
+            Some(format!("failed: hunter2 {}", "é".repeat(3000))),
+            outputs,
+        );
+        assert_eq!(outputs["result"], "the password is ***");
+        assert!(outputs["other"].len() <= wire::MAX_OUTPUT_VALUE_BYTES);
+        assert!(outputs["other"].starts_with("***"));
+        let reason = reason.unwrap();
+        assert!(reason.starts_with("failed: *** ***"), "{reason}");
+        assert!(reason.len() <= wire::MAX_REASON_BYTES);
+        assert!(!reason.contains("hunter2"));
     }
 }

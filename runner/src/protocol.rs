@@ -53,6 +53,8 @@ pub const MAX_BATCH_LINES: usize = 10_000;
 /// The most outputs one step may set, and the longest value.
 pub const MAX_OUTPUTS: usize = 256;
 pub const MAX_OUTPUT_VALUE_BYTES: usize = 64 * 1024;
+/// The longest [`Completion::reason`] the engine accepts.
+pub const MAX_REASON_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

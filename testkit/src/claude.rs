@@ -8,7 +8,8 @@
 //! `content_block_stop`, `message_delta`, `message_stop`, `error`), `content-type:
 //! text/event-stream`, a `request-id` header on every response, and errors as
 //! `{"type":"error","error":{"type":..,"message":..},"request_id":..}` with `retry-after` where
-//! given. [`Turn`] builds the event sequence of one model turn.
+//! given. [`Reply::redirect`] answers a redirect (which a client must not follow with its
+//! key). [`Turn`] builds the event sequence of one model turn.
 //!
 //! Invariants:
 //! - Every request is recorded ([`FakeClaude::requests`]) before it is answered, so tests
@@ -95,6 +96,8 @@ pub enum Reply {
         error_type: String,
         message: String,
     },
+    /// A redirect (`307`, `308`, ...) to `location`, with no body.
+    Redirect { status: u16, location: String },
 }
 
 impl Reply {
@@ -105,6 +108,14 @@ impl Reply {
             headers: Vec::new(),
             error_type: error_type.into(),
             message: message.into(),
+        }
+    }
+
+    /// A redirect to `location` (e.g. another server's `/v1/messages`).
+    pub fn redirect(status: u16, location: &str) -> Reply {
+        Reply::Redirect {
+            status,
+            location: location.into(),
         }
     }
 
@@ -475,6 +486,12 @@ async fn handle(
         (reply, request_id)
     };
     match reply {
+        Reply::Redirect { status, location } => Response::builder()
+            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT))
+            .header("location", location)
+            .header("request-id", &request_id)
+            .body(Body::empty())
+            .expect("a response"),
         Reply::Error {
             status,
             headers,

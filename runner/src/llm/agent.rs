@@ -3,20 +3,25 @@
 //! reached.
 //!
 //! Invariants:
-//! - Every text delta becomes a `token` log line at once, exactly as streamed (only NUL
-//!   becomes U+FFFD and pieces longer than [`MAX_LINE_BYTES`] are split on character
-//!   boundaries), so the token lines of a turn concatenate to its text. Each tool call is a
-//!   `tool_call` line, each result a `tool_result` line, each finished turn a `usage` line.
-//! - A turn that fails in a way that may pass (429, 529, 5xx, an `overloaded_error` or
-//!   `api_error` event, a stream cut before `message_stop`) is retried from its start, up
-//!   to [`RetryPolicy::attempts`] attempts, after `retry-after` (capped) or an exponential
-//!   backoff; a `system` line says so, and that the tokens the broken attempt streamed are
-//!   superseded. Other API errors (4xx) fail the step at once with the API's message.
+//! - Every text delta becomes a `token` log line as it streams, with the step's secrets
+//!   masked across deltas ([`StreamMasker`]: only a tail that could still become a secret
+//!   waits for the next delta or the end of the turn; nothing waits when there are no
+//!   secrets). Only NUL becomes U+FFFD and pieces longer than [`MAX_LINE_BYTES`] are split
+//!   on character boundaries, so the token lines of a turn concatenate to its masked text.
+//!   Each tool call is a `tool_call` line, each result a `tool_result` line (secrets masked
+//!   in the raw strings before they are cut and JSON-encoded), each finished turn a `usage`
+//!   line.
+//! - A turn that fails in a way that may pass (429, 529, 5xx, an `overloaded_error`,
+//!   `api_error`, `rate_limit_error` or `timeout_error` event, a stream cut before
+//!   `message_stop`) is retried from its start, up to [`RetryPolicy::attempts`] attempts,
+//!   after `retry-after` (capped) or an exponential backoff; a `system` line says so, and
+//!   that the tokens the broken attempt streamed are superseded. Other failures (4xx, a
+//!   redirect, a malformed or oversized answer) fail the step at once with their message.
 //! - After the tools of a turn the request carries the assistant's full content blocks,
 //!   then one user message with a `tool_result` block per tool call, in order.
 //! - A model still calling tools on turn `max_turns` fails the step (its calls are not run).
 //! - The step's stop token (cancellation or timeout) ends the conversation at the next
-//!   await: the stream is dropped, a running `bash` call is killed.
+//!   await, a tool call included: the stream is dropped, a running `bash` call is killed.
 //! - The API key goes only to the client; messages here never contain it.
 //! - Usage counts the turns that completed (a retried attempt's partial usage is unknown).
 
@@ -30,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{CallError, Client, Item};
 use super::stream::{Accumulator, Message, StreamError};
 use super::tools::{self, Toolbox};
+use crate::mask::{Masker, StreamMasker};
 use crate::protocol::{Stream, Usage, MAX_LINE_BYTES};
 
 /// The `max_tokens` of every request.
@@ -100,6 +106,8 @@ pub struct Agent<'a> {
     pub retry: RetryPolicy,
     pub lines: &'a Sender<(Stream, String)>,
     pub stop: &'a CancellationToken,
+    /// The step's secrets, masked in token and tool lines.
+    pub masker: &'a Masker,
 }
 
 /// Why one attempt at a turn failed.
@@ -161,19 +169,26 @@ impl Agent<'_> {
             }
             let mut results = Vec::new();
             for (id, name, input) in message.tool_uses() {
-                self.log(Stream::ToolCall, tool_call_line(id, name, input))
-                    .await;
-                let output = self.toolbox.call(name, input).await;
-                if self.stop.is_cancelled() {
+                self.log(
+                    Stream::ToolCall,
+                    tool_call_line(self.masker, id, name, input),
+                )
+                .await;
+                // A tool that hangs (whatever the cause) must not outlive the step's stop.
+                let called = tokio::select! {
+                    output = self.toolbox.call(name, input) => Some(output),
+                    () = self.stop.cancelled() => None,
+                };
+                let Some(output) = called.filter(|_| !self.stop.is_cancelled()) else {
                     return Conversation {
                         result: Err(Failure::Stopped),
                         usage,
                         turns,
                     };
-                }
+                };
                 self.log(
                     Stream::ToolResult,
-                    tool_result_line(id, output.is_error, &output.content),
+                    tool_result_line(self.masker, id, output.is_error, &output.content),
                 )
                 .await;
                 results.push(json!({
@@ -183,7 +198,7 @@ impl Agent<'_> {
                     "is_error": output.is_error,
                 }));
             }
-            messages.push(json!({"role": "assistant", "content": message.content}));
+            messages.push(json!({"role": "assistant", "content": message.request_content()}));
             messages.push(json!({"role": "user", "content": results}));
         };
         Conversation {
@@ -265,8 +280,21 @@ impl Agent<'_> {
         }
     }
 
-    /// One attempt at a turn: the request, then every event until `message_stop`.
+    /// One attempt at a turn: the request, then every event until `message_stop`. Text
+    /// held back for masking is logged when the attempt ends, however it ends.
     async fn attempt(&self, body: &Value, streamed: &mut bool) -> Result<Message, TurnError> {
+        let mut tokens = StreamMasker::new(self.masker);
+        let result = self.attempt_events(body, streamed, &mut tokens).await;
+        self.log_tokens(&tokens.finish()).await;
+        result
+    }
+
+    async fn attempt_events(
+        &self,
+        body: &Value,
+        streamed: &mut bool,
+        tokens: &mut StreamMasker<'_>,
+    ) -> Result<Message, TurnError> {
         let mut events = tokio::select! {
             opened = self.client.stream(body) => opened.map_err(TurnError::Call)?,
             () = self.stop.cancelled() => return Err(TurnError::Stopped),
@@ -282,22 +310,29 @@ impl Agent<'_> {
                 Some(Item::Event(event)) => match accumulator.apply(event) {
                     Ok(Some(text)) => {
                         *streamed = true;
-                        for piece in token_pieces(&text) {
-                            self.log(Stream::Token, piece).await;
-                        }
+                        self.log_tokens(&tokens.push(&text)).await;
                     }
                     Ok(None) if accumulator.is_stopped() => break,
                     Ok(None) => {}
                     Err(e) => return Err(TurnError::Stream(e)),
                 },
                 Some(Item::Malformed(e)) => return Err(TurnError::Stream(e)),
-                Some(Item::Broken(e)) => return Err(TurnError::Cut(e.to_string())),
+                Some(Item::Broken(e)) if e.retryable() => {
+                    return Err(TurnError::Cut(e.to_string()))
+                }
+                Some(Item::Broken(e)) => return Err(TurnError::Call(e)),
             }
         }
         accumulator.finish().map_err(|e| match e {
             StreamError::Incomplete => TurnError::Cut("the connection closed".into()),
             other => TurnError::Stream(other),
         })
+    }
+
+    async fn log_tokens(&self, text: &str) {
+        for piece in token_pieces(text) {
+            self.log(Stream::Token, piece).await;
+        }
     }
 
     async fn log(&self, stream: Stream, text: String) {
@@ -327,35 +362,40 @@ pub fn token_pieces(text: &str) -> Vec<String> {
     pieces
 }
 
-/// `{"id":..,"name":..,"input":..}`, long strings in the input shortened.
-pub fn tool_call_line(id: &str, name: &str, input: &Value) -> String {
-    let line = json!({"id": id, "name": name, "input": shorten(input)}).to_string();
+/// `{"id":..,"name":..,"input":..}`, secrets masked and long strings in the input
+/// shortened (masked first, so a cut cannot split a secret out of reach of the mask).
+pub fn tool_call_line(masker: &Masker, id: &str, name: &str, input: &Value) -> String {
+    let id = masker.mask(id);
+    let name = masker.mask(name);
+    let line = json!({"id": id, "name": name, "input": shorten(masker, input)}).to_string();
     if line.len() <= MAX_LINE_BYTES {
         return line;
     }
     json!({"id": id, "name": name, "input_bytes": input.to_string().len()}).to_string()
 }
 
-/// `{"id":..,"is_error":..,"bytes":..,"content":..}`, the content cut for the log.
-pub fn tool_result_line(id: &str, is_error: bool, content: &str) -> String {
+/// `{"id":..,"is_error":..,"bytes":..,"content":..}`, the content masked, then cut for the
+/// log.
+pub fn tool_result_line(masker: &Masker, id: &str, is_error: bool, content: &str) -> String {
     json!({
-        "id": id,
+        "id": masker.mask(id),
         "is_error": is_error,
         "bytes": content.len(),
-        "content": tools::cap(content.to_owned(), LOGGED_RESULT_BYTES),
+        "content": tools::cap(masker.mask(content).into_owned(), LOGGED_RESULT_BYTES),
     })
     .to_string()
 }
 
-fn shorten(value: &Value) -> Value {
+fn shorten(masker: &Masker, value: &Value) -> Value {
     match value {
-        Value::String(text) if text.len() > LOGGED_INPUT_STRING_BYTES => {
-            Value::String(tools::cap(text.clone(), LOGGED_INPUT_STRING_BYTES))
-        }
-        Value::Array(items) => Value::Array(items.iter().map(shorten).collect()),
+        Value::String(text) => Value::String(tools::cap(
+            masker.mask(text).into_owned(),
+            LOGGED_INPUT_STRING_BYTES,
+        )),
+        Value::Array(items) => Value::Array(items.iter().map(|v| shorten(masker, v)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), shorten(v)))
+                .map(|(k, v)| (masker.mask(k).into_owned(), shorten(masker, v)))
                 .collect::<serde_json::Map<_, _>>(),
         ),
         other => other.clone(),
@@ -423,17 +463,43 @@ mod tests {
 
     #[test]
     fn log_lines_are_compact_json() {
+        let none = Masker::default();
         let input = json!({"path": "a.rs", "content": "x".repeat(5000)});
         let line: Value =
-            serde_json::from_str(&tool_call_line("t1", "write_file", &input)).unwrap();
+            serde_json::from_str(&tool_call_line(&none, "t1", "write_file", &input)).unwrap();
         assert_eq!(line["name"], "write_file");
         assert_eq!(line["input"]["path"], "a.rs");
         assert!(line["input"]["content"].as_str().unwrap().len() < 1200);
         let line: Value =
-            serde_json::from_str(&tool_result_line("t1", true, &"y".repeat(10_000))).unwrap();
+            serde_json::from_str(&tool_result_line(&none, "t1", true, &"y".repeat(10_000)))
+                .unwrap();
         assert_eq!(line["is_error"], true);
         assert_eq!(line["bytes"], 10_000);
         assert!(line["content"].as_str().unwrap().len() < 2200);
+    }
+
+    #[test]
+    fn secrets_are_masked_in_tool_lines_before_the_cut_and_the_encoding() {
+        // regression: a secret straddling the cut, or holding `"` or `\`, was masked only in
+        // the JSON-encoded, already cut line, where it no longer matched.
+        let secret = "s3cr\"et\\v4lue";
+        let masker = Masker::new([secret]);
+        let padded = format!("{}{secret}", "x".repeat(LOGGED_RESULT_BYTES - 5));
+        let input = json!({
+            "command": format!("{}{secret}", "x".repeat(LOGGED_INPUT_STRING_BYTES - 5)),
+            "path": secret,
+        });
+        let call = tool_call_line(&masker, "t1", "bash", &input);
+        let result = tool_result_line(&masker, "t1", false, &padded);
+        for line in [&call, &result] {
+            for part in ["s3cr", "v4lue"] {
+                assert!(!line.contains(part), "{part:?} in {line}");
+            }
+        }
+        let call: Value = serde_json::from_str(&call).unwrap();
+        assert_eq!(call["input"]["path"], "***");
+        let result: Value = serde_json::from_str(&result).unwrap();
+        assert!(result["content"].as_str().unwrap().contains("x***"));
     }
 
     #[test]

@@ -71,9 +71,9 @@ pub enum CallError {
         status: u16,
         location: Option<String>,
     },
-    /// The streamed answer passed [`MAX_STREAM_BYTES`].
-    #[error("the answer of {url} passed {} MiB; it was not read further", MAX_STREAM_BYTES >> 20)]
-    TooLarge { url: String },
+    /// The streamed answer passed [`MAX_STREAM_BYTES`] (`max`).
+    #[error("the answer of {url} passed {}; it was not read further", size(*max))]
+    TooLarge { url: String, max: usize },
 }
 
 impl CallError {
@@ -183,10 +183,12 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(300).collect());
+            let location = response.headers().get(reqwest::header::LOCATION).map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(300)
+                    .collect()
+            });
             return Err(CallError::Redirect {
                 url: self.url.clone(),
                 status: status.as_u16(),
@@ -232,9 +234,10 @@ impl Client {
             })
             .map(move |item| match item {
                 Ok(event) => Ok(event.data),
-                Err(EventStreamError::Transport(BodyError::TooLarge)) => {
-                    Err(CallError::TooLarge { url: url.clone() })
-                }
+                Err(EventStreamError::Transport(BodyError::TooLarge)) => Err(CallError::TooLarge {
+                    url: url.clone(),
+                    max,
+                }),
                 Err(EventStreamError::Transport(BodyError::Http(e))) => Err(CallError::Transport(
                     format!("reading the answer of {url}: {}", chain(&e)),
                 )),
@@ -302,6 +305,15 @@ impl Events {
                 Err(e) => Item::Broken(e),
             });
         }
+    }
+}
+
+/// `bytes` for people: MiB when whole.
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -390,6 +402,55 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_past_the_cap_ends_with_an_error_not_retried() {
+        use testkit::claude::{FakeClaude, Turn};
+        let pieces: Vec<String> = (0..200).map(|i| format!("{i:0>100}")).collect();
+        let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let server = FakeClaude::start(vec![Turn::text(&pieces).reply()]);
+        let client = Client::new(server.url(), "sk-test")
+            .unwrap()
+            .with_max_stream_bytes(4096);
+        let mut events = client.stream(&serde_json::json!({})).await.unwrap();
+        let mut seen = 0;
+        let error = loop {
+            match events.next().await {
+                Some(Item::Event(_)) => seen += 1,
+                Some(Item::Broken(e)) => break e,
+                other => panic!("expected the cap, got {other:?} after {seen} events"),
+            }
+        };
+        assert!(seen > 0 && seen < 200, "{seen}");
+        assert!(matches!(error, CallError::TooLarge { .. }), "{error:?}");
+        assert!(!error.retryable());
+        assert!(error.to_string().contains("passed 4096 bytes"), "{error}");
+        assert_eq!(size(MAX_STREAM_BYTES), "32 MiB");
+        assert!(
+            events.next().await.is_none(),
+            "the stream goes on after the cap"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_body_is_read_only_up_to_its_cap() {
+        use testkit::claude::{FakeClaude, Reply};
+        let huge = "x".repeat(4 * MAX_ERROR_BODY_BYTES);
+        let server = FakeClaude::start(vec![Reply::error(400, "invalid_request_error", &huge)]);
+        let client = Client::new(server.url(), "sk-test").unwrap();
+        let Err(error) = client.stream(&serde_json::json!({})).await else {
+            panic!("a 400 was accepted");
+        };
+        // Cut, the body is no JSON any more: its first 500 characters are the message.
+        let CallError::Status {
+            status, message, ..
+        } = &error
+        else {
+            panic!("{error:?}");
+        };
+        assert_eq!(*status, 400);
+        assert!(message.len() <= 500, "{}", message.len());
     }
 
     #[test]

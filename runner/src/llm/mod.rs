@@ -11,9 +11,12 @@
 //!
 //! [`run`] is what the runner calls for a `StepAction::Llm`, with the same workspace,
 //! timeout, cancellation and log channel a process step gets. Invariants: the API key is
-//! the step's `ANTHROPIC_API_KEY` secret, used only in the request header (the runner masks
-//! secrets in every log line anyway) and never given to the tools' processes; a step always
-//! ends with a [`Finished`], whatever the API or the model does.
+//! the step's `ANTHROPIC_API_KEY` secret, used only in the request header and never given
+//! to the tools' processes; the step's secrets are masked in the lines this module sends
+//! (across streamed deltas too — the runner's per-line masking cannot see those), and the
+//! runner masks the reason and outputs of every step; a step always ends with a
+//! [`Finished`], whatever the API or the model does, and a failed one with a `system` line
+//! saying why.
 
 pub mod agent;
 pub mod client;
@@ -26,12 +29,14 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{Outcome, Stream, Usage};
+use crate::mask::Masker;
+use crate::protocol::{Outcome, Stream, Usage, MAX_OUTPUTS};
 pub use agent::RetryPolicy;
 pub use settings::StepOptions;
 
@@ -54,6 +59,8 @@ pub struct LlmStep<'a> {
     pub secrets: &'a BTreeMap<String, String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// The attempt's secrets, for the lines sent while the model streams.
+    pub masker: Arc<Masker>,
 }
 
 /// How the attempt ended.
@@ -84,12 +91,14 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Finished {
     let Some(key) = step.secrets.get(API_KEY_SECRET).filter(|k| !k.is_empty()) else {
-        return Finished::failed(
+        return fail(
+            lines,
             format!(
                 "llm steps need the secret {API_KEY_SECRET} (e.g. --secret {API_KEY_SECRET}=...)"
             ),
             None,
-        );
+        )
+        .await;
     };
     let base = step
         .env
@@ -100,11 +109,11 @@ pub async fn run(
         .unwrap_or_else(|| client::DEFAULT_BASE_URL.to_owned());
     let settings = match settings::resolve(step.options, step.workspace) {
         Ok(settings) => settings,
-        Err(reason) => return Finished::failed(reason, None),
+        Err(reason) => return fail(lines, reason, None).await,
     };
     let client = match client::Client::new(&base, key) {
         Ok(client) => client,
-        Err(e) => return Finished::failed(e.to_string(), None),
+        Err(e) => return fail(lines, e.to_string(), None).await,
     };
 
     let stop = cancel.child_token();
@@ -129,7 +138,7 @@ pub async fn run(
         stop.clone(),
     ) {
         Ok(toolbox) => toolbox,
-        Err(reason) => return Finished::failed(reason, None),
+        Err(reason) => return fail(lines, reason, None).await,
     };
     let offered = if toolbox.offered().is_empty() {
         "none".to_owned()
@@ -163,21 +172,36 @@ pub async fn run(
         retry: step.retry,
         lines,
         stop: &stop,
+        masker: &step.masker,
     };
     let conversation = agent.converse(&settings.prompt).await;
     timer.abort();
     let usage = Some(conversation.usage);
     match conversation.result {
         Ok(text) => match crate::outputs::read(step.output_file).await {
+            Ok(outputs) if outputs.len() >= MAX_OUTPUTS && !outputs.contains_key("result") => {
+                fail(
+                    lines,
+                    format!(
+                        "the step set {} outputs through $PLUE_OUTPUT; with `result` (the \
+                         model's answer) that would pass the limit of {MAX_OUTPUTS} — set at \
+                         most {} others",
+                        outputs.len(),
+                        MAX_OUTPUTS - 1
+                    ),
+                    usage,
+                )
+                .await
+            }
             Ok(outputs) => Finished {
                 outcome: Outcome::Succeeded,
                 reason: None,
                 outputs: agent::outputs_with_result(outputs, &text),
                 usage,
             },
-            Err(e) => Finished::failed(e.to_string(), usage),
+            Err(e) => fail(lines, e.to_string(), usage).await,
         },
-        Err(agent::Failure::Failed(reason)) => Finished::failed(reason, usage),
+        Err(agent::Failure::Failed(reason)) => fail(lines, reason, usage).await,
         Err(agent::Failure::Stopped) if cancel.is_cancelled() => {
             let _ = lines
                 .send((
@@ -203,4 +227,15 @@ pub async fn run(
             Finished::failed(format!("timed out after {secs}s"), usage)
         }
     }
+}
+
+/// A failed ending, also told in a `system` line (the reason alone is not in the log).
+async fn fail(lines: &Sender<(Stream, String)>, reason: String, usage: Option<Usage>) -> Finished {
+    let finished = Finished::failed(reason, usage);
+    if let Some(reason) = &finished.reason {
+        let _ = lines
+            .send((Stream::System, format!("llm step failed: {reason}")))
+            .await;
+    }
+    finished
 }

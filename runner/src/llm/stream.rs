@@ -710,7 +710,12 @@ mod tests {
 
     #[test]
     fn rate_limit_and_timeout_error_events_are_retryable() {
-        for kind in ["rate_limit_error", "timeout_error", "overloaded_error", "api_error"] {
+        for kind in [
+            "rate_limit_error",
+            "timeout_error",
+            "overloaded_error",
+            "api_error",
+        ] {
             let error = StreamError::Api {
                 kind: kind.into(),
                 message: "later".into(),

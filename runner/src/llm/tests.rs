@@ -9,6 +9,7 @@ use testkit::claude::{FakeClaude, Part, Reply, Turn};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::protocol;
 
 const KEY: &str = "sk-ant-test-0123456789abcdef";
 
@@ -87,6 +88,7 @@ impl Step {
             secrets: &self.secrets,
             timeout: self.timeout,
             retry,
+            masker: Arc::new(Masker::new(self.secrets.values())),
         };
         let finished = run(step, &tx, cancel).await;
         drop(tx);
@@ -480,6 +482,223 @@ async fn client_errors_fail_at_once_with_the_api_message() {
 }
 
 #[tokio::test]
+async fn failures_that_are_not_retried_are_system_lines_too() {
+    // regression: a 4xx, a malformed stream or max_turns showed only in the step's reason.
+    let server = FakeClaude::start(vec![Reply::error(
+        401,
+        "authentication_error",
+        "invalid x-api-key",
+    )]);
+    let step = Step::new(&server);
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    let reason = finished.reason.unwrap();
+    let system = of(&lines, Stream::System);
+    assert_eq!(
+        system.last(),
+        Some(&format!("llm step failed: {reason}").as_str())
+    );
+    assert!(reason.contains("401 authentication_error"), "{reason}");
+
+    let server = FakeClaude::start(vec![Reply::Stream(vec![
+        Part::Event(json!({"type": "message_start", "message": {"usage": {}}})),
+        Part::Event(json!({"type": "content_block_delta", "index": 4,
+            "delta": {"type": "text_delta", "text": "x"}})),
+    ])]);
+    let step = Step::new(&server);
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    let reason = finished.reason.unwrap();
+    assert!(reason.starts_with("malformed stream"), "{reason}");
+    assert_eq!(
+        of(&lines, Stream::System).last(),
+        Some(&format!("llm step failed: {reason}").as_str())
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_rate_limit_or_timeout_error_event_is_retried() {
+    let server = FakeClaude::start(vec![
+        Turn::text(&["a"]).error_after(2, "rate_limit_error", "Slow down"),
+        Turn::text(&["b"]).error_after(2, "timeout_error", "Took too long"),
+        Turn::text(&["done"]).reply(),
+    ]);
+    let step = Step::new(&server);
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(finished.outputs["result"], "done");
+    assert_eq!(server.requests().len(), 3);
+    let system = of(&lines, Stream::System).join("\n");
+    assert!(
+        system.contains("rate_limit_error: Slow down; retrying"),
+        "{system}"
+    );
+    assert!(
+        system.contains("timeout_error: Took too long; retrying"),
+        "{system}"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_fails_the_step() {
+    // regression: reqwest followed redirects, carrying x-api-key to another host.
+    let elsewhere = FakeClaude::start(vec![Turn::text(&["stolen"]).reply()]);
+    let target = format!("{}/v1/messages", elsewhere.url());
+    let server = FakeClaude::start(vec![Reply::redirect(307, &target)]);
+    let step = Step::new(&server);
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    let reason = finished.reason.unwrap();
+    assert!(reason.contains("answered 307 redirecting to"), "{reason}");
+    assert!(reason.contains(&target), "{reason}");
+    assert!(reason.contains("not followed"), "{reason}");
+    assert_eq!(server.requests().len(), 1, "a redirect is not retried");
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
+    assert!(of(&lines, Stream::System)
+        .iter()
+        .any(|l| l.contains("redirecting to")));
+}
+
+#[tokio::test]
+async fn a_secret_split_across_deltas_is_masked_in_token_lines() {
+    // regression: each delta was masked as its own line, so a split secret passed.
+    let secret = "tok-9f8e7d6c5b4a";
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use(
+                "toolu_1",
+                "bash",
+                &json!({"command": format!("printf '%s%s\\n' {} {}", &secret[..6], &secret[6..])}),
+            )
+            .reply(),
+        Turn::text(&["Your token is tok-9f", "8e7d6c", "5b4a, keep it."]).reply(),
+    ]);
+    let mut step = Step::new(&server);
+    step.secrets.insert("DEPLOY_TOKEN".into(), secret.into());
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    let tokens = of(&lines, Stream::Token);
+    assert_eq!(tokens.concat(), "Your token is ***, keep it.");
+    for (_, line) in &lines {
+        assert!(!line.contains(secret), "{line}");
+    }
+    // The bash call printed it whole: the model got it, the log did not.
+    assert_eq!(
+        server.requests()[1].tool_results()[0]["content"],
+        format!("{secret}\n[exit code 0]")
+    );
+    assert_eq!(
+        json_of(&lines, Stream::ToolResult)[0]["content"],
+        "***\n[exit code 0]"
+    );
+    // The log is the masked result, exactly.
+    let masker = Masker::new([secret]);
+    assert_eq!(tokens.concat(), masker.mask(&finished.outputs["result"]));
+}
+
+#[tokio::test]
+async fn a_secret_in_a_streamed_answer_is_held_back_only_while_it_may_be_one() {
+    // Only a tail that may still become a secret waits; text that cannot is shown at once.
+    let server = FakeClaude::start(vec![Turn::text(&[
+        "see tok",
+        "-9f8e7d6c5b4a and to",
+        "day's news.",
+    ])
+    .reply()]);
+    let mut step = Step::new(&server);
+    step.secrets
+        .insert("DEPLOY_TOKEN".into(), "tok-9f8e7d6c5b4a".into());
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(
+        of(&lines, Stream::Token),
+        ["see ", "*** and ", "today's news."]
+    );
+}
+
+#[tokio::test]
+async fn outputs_at_the_limit_leave_no_room_for_result() {
+    // regression: 256 outputs plus `result` made a completion the engine refused.
+    let server = FakeClaude::start(vec![Turn::text(&["done"]).reply()]);
+    let step = Step::new(&server);
+    let many: String = (0..protocol::MAX_OUTPUTS)
+        .map(|i| format!("k{i}=v\n"))
+        .collect();
+    std::fs::write(&step.output, many).unwrap();
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    let reason = finished.reason.unwrap();
+    assert!(reason.contains("256 outputs"), "{reason}");
+    assert!(reason.contains("at most 255 others"), "{reason}");
+    assert!(finished.outputs.is_empty());
+    assert!(of(&lines, Stream::System)
+        .iter()
+        .any(|l| l.contains("256 outputs")));
+
+    // 255 others and `result` fit; so does overwriting `result` itself.
+    let server = FakeClaude::start(vec![Turn::text(&["done"]).reply()]);
+    let step = Step::new(&server);
+    let mut many: String = (0..protocol::MAX_OUTPUTS - 1)
+        .map(|i| format!("k{i}=v\n"))
+        .collect();
+    many.push_str("result=old\n");
+    std::fs::write(&step.output, many).unwrap();
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(finished.outputs.len(), protocol::MAX_OUTPUTS);
+    assert_eq!(finished.outputs["result"], "done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_the_workspace_is_an_error_result_not_a_hang() {
+    // regression: read_file opened a FIFO and blocked the step forever.
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_r", "read_file", &json!({"path": "pipe"}))
+            .tool_use(
+                "toolu_w",
+                "write_file",
+                &json!({"path": "pipe", "content": "x"}),
+            )
+            .tool_use("toolu_g", "grep", &json!({"pattern": "x", "path": "pipe"}))
+            .reply(),
+        Turn::text(&["It is a pipe."]).reply(),
+    ]);
+    let step = Step::new(&server);
+    let made = std::process::Command::new("mkfifo")
+        .arg(step.workspace.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let started = Instant::now();
+    let (finished, _) =
+        tokio::time::timeout(Duration::from_secs(20), step.run(&CancellationToken::new()))
+            .await
+            .expect("a FIFO hung the step");
+    assert_succeeded(&finished);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let results = server.requests()[1].tool_results();
+    assert_eq!(results.len(), 3);
+    for result in &results[..2] {
+        assert_eq!(result["is_error"], true, "{result}");
+        assert!(
+            result["content"]
+                .as_str()
+                .unwrap()
+                .contains("not a regular file"),
+            "{result}"
+        );
+    }
+    assert!(
+        results[2]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("no matches"),
+        "{}",
+        results[2]
+    );
+}
+
+#[tokio::test]
 async fn exceeding_max_turns_fails_the_step() {
     let calls: Vec<Reply> = (0..3)
         .map(|i| {
@@ -496,6 +715,10 @@ async fn exceeding_max_turns_fails_the_step() {
     assert_eq!(
         finished.reason.as_deref(),
         Some("max_turns (2) reached while the model was still calling tools")
+    );
+    assert_eq!(
+        of(&lines, Stream::System).last(),
+        Some(&"llm step failed: max_turns (2) reached while the model was still calling tools")
     );
     assert_eq!(server.requests().len(), 2);
     // Only the first turn's call ran.

@@ -7,13 +7,21 @@
 //!   existing ancestor canonicalised, so a symlink that leads out is refused too. A write
 //!   also refuses a target that is itself a symlink (and opens with `O_NOFOLLOW`), and
 //!   checks the parent directory, not just the name.
+//! - `write_file` never writes under a `.git` directory (any case): git's config and hooks
+//!   there would run commands. `git_diff` runs git with hooks, fsmonitor, textconv and
+//!   external diff drivers off and no system or global config, and only on a workspace that
+//!   is a checkout itself (`<root>/.git`); git never looks above the workspace for one.
+//! - `read_file` and `write_file` only touch regular files: the file is opened without
+//!   blocking (`O_NONBLOCK | O_NOFOLLOW`) and checked with `fstat`, so a FIFO or device
+//!   is an error result, never a hang. Every call also races the step's stop.
 //! - A tool never fails the step: bad input, a refused path, a missing file, a command
 //!   that fails or times out all come back as a [`ToolOutput`] with `is_error: true`,
 //!   which the model reads.
 //! - Only the tools the step lists are offered, and a call of any other gets an error
 //!   result.
 //! - Outputs are capped at [`OUTPUT_CAP`] bytes (cut on a character boundary, with a note
-//!   saying so).
+//!   saying so). `grep` and `git` are read no further than the cap: past it the process is
+//!   killed and the output ends with a note.
 //! - `bash` runs through [`crate::process`]: its own process group, killed with everything
 //!   it started when it ends, times out (default [`DEFAULT_BASH_TIMEOUT`]) or the step
 //!   stops. `grep` and `git_diff` are short child processes killed when the step stops.
@@ -53,8 +61,19 @@ const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
 /// The most entries `list_files` returns.
 const MAX_LIST_ENTRIES: usize = 2000;
 
-/// Variables that would point git at another repository than the workspace.
-const GIT_LOCATION_VARS: &[&str] = &[
+/// The most bytes of a command's stdout read (the note saying so must fit the cap too).
+const STDOUT_CAP: usize = OUTPUT_CAP - 1024;
+/// The most bytes of a command's stderr read.
+const STDERR_CAP: usize = 4096;
+
+/// Variables that would point git at another repository than the workspace, or configure
+/// it from outside.
+const GIT_VARS_REMOVED: &[&str] = &[
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_PAGER",
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
@@ -177,15 +196,24 @@ impl Toolbox {
         let line_count = count_arg(input, "line_count")?;
         let requested = requested.to_owned();
         blocking(move || {
-            let meta = std::fs::metadata(&path).map_err(|e| format!("{requested}: {e}"))?;
+            // `path` is canonical, so O_NOFOLLOW only refuses a link swapped in since.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| format!("{requested}: {e}"))?;
+            let meta = file.metadata().map_err(|e| format!("{requested}: {e}"))?;
             if meta.is_dir() {
                 return Err(format!(
                     "{requested} is a directory; use list_files to see its entries"
                 ));
             }
+            if !meta.is_file() {
+                return Err(not_regular(&requested));
+            }
             let mut bytes = Vec::new();
-            std::fs::File::open(&path)
-                .and_then(|file| file.take(MAX_READ_BYTES).read_to_end(&mut bytes))
+            file.take(MAX_READ_BYTES)
+                .read_to_end(&mut bytes)
                 .map_err(|e| format!("{requested}: {e}"))?;
             let mut text = String::from_utf8_lossy(&bytes).into_owned();
             if meta.len() > MAX_READ_BYTES {
@@ -227,17 +255,29 @@ impl Toolbox {
             if !real_parent.starts_with(&root) {
                 return Err(outside(&requested));
             }
+            // A link into `.git` on the way (the name alone looked harmless).
+            if real_parent.strip_prefix(&root).is_ok_and(has_git) {
+                return Err(git_refused(&requested));
+            }
+            // Not truncated on open: a FIFO or device must be refused before anything else.
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_NOFOLLOW)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(&path)
                 .map_err(|e| match e.raw_os_error() {
                     Some(libc::ELOOP) => symlink_refused(&requested),
+                    // A FIFO without a reader.
+                    Some(libc::ENXIO) => not_regular(&requested),
                     _ => format!("{requested}: {e}"),
                 })?;
-            std::io::Write::write_all(&mut file, content.as_bytes())
+            let meta = file.metadata().map_err(|e| format!("{requested}: {e}"))?;
+            if !meta.is_file() {
+                return Err(not_regular(&requested));
+            }
+            file.set_len(0)
+                .and_then(|()| std::io::Write::write_all(&mut file, content.as_bytes()))
                 .map_err(|e| format!("{requested}: {e}"))?;
             Ok(ToolOutput::ok(format!(
                 "wrote {} bytes to {requested}",
@@ -309,12 +349,16 @@ impl Toolbox {
         let ignore_case = bool_arg(input, "ignore_case")?.unwrap_or(false);
         let target = self.resolve_existing(requested)?;
         let relative = relative_arg(&self.root, &target);
-        let mut args = vec!["-rnI", "-E", "--exclude-dir=.git"];
+        // Devices and FIFOs are skipped even when named: reading one could block.
+        let mut args = vec!["-rnI", "-E", "--devices=skip", "--exclude-dir=.git"];
         if ignore_case {
             args.push("-i");
         }
         args.extend(["-e", pattern, "--", &relative]);
         let done = self.command("grep", &args, COMMAND_TIMEOUT).await?;
+        if done.truncated {
+            return Ok(ToolOutput::ok(done.stdout));
+        }
         match done.code {
             Some(0) => Ok(ToolOutput::ok(done.stdout)),
             Some(1) => Ok(ToolOutput::ok(format!("no matches for {pattern:?}"))),
@@ -412,37 +456,34 @@ impl Toolbox {
             }
             None => ".".to_owned(),
         };
-        let mut args = vec![
-            "--no-pager",
-            "-c",
-            "core.quotepath=off",
-            "diff",
-            "--no-color",
-            "--no-ext-diff",
-        ];
+        // A copied workspace has no .git, and lives inside the host's repository: git must
+        // not find that one.
+        if self.root.join(".git").symlink_metadata().is_err() {
+            return Err(
+                "the workspace is not a git checkout (it has no .git at its root), so there \
+                 is no diff to show"
+                    .into(),
+            );
+        }
+        let mut args = GIT_SAFE_ARGS.to_vec();
+        args.extend(["diff", "--no-color", "--no-ext-diff", "--no-textconv"]);
         if staged {
             args.push("--cached");
         }
         args.extend(["--", &relative]);
         let diff = self.command("git", &args, COMMAND_TIMEOUT).await?;
-        if diff.code != Some(0) {
+        if diff.code != Some(0) && !diff.truncated {
             return Err(format!("git diff failed: {}", diff.stderr.trim()));
         }
-        let untracked = self
-            .command(
-                "git",
-                &[
-                    "-c",
-                    "core.quotepath=off",
-                    "ls-files",
-                    "--others",
-                    "--exclude-standard",
-                    "--",
-                    &relative,
-                ],
-                COMMAND_TIMEOUT,
-            )
-            .await?;
+        let mut args = GIT_SAFE_ARGS.to_vec();
+        args.extend([
+            "ls-files",
+            "--others",
+            "--exclude-standard",
+            "--",
+            &relative,
+        ]);
+        let untracked = self.command("git", &args, COMMAND_TIMEOUT).await?;
         let mut text = diff.stdout;
         if untracked.code == Some(0) && !untracked.stdout.trim().is_empty() {
             text.push_str("\n# untracked files (not in the diff):\n");
@@ -455,7 +496,8 @@ impl Toolbox {
     }
 
     /// Runs a short command in the workspace; errors when it cannot start, times out or
-    /// the step stops.
+    /// the step stops. Reads at most [`STDOUT_CAP`] of stdout and [`STDERR_CAP`] of stderr;
+    /// past either the command is killed and the result marked `truncated`.
     async fn command(
         &self,
         program: &str,
@@ -470,33 +512,75 @@ impl Toolbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("LC_ALL", "C.UTF-8")
             .kill_on_drop(true);
+        // Discovery stops at the workspace: never the repository of a directory above it.
+        if let Some(parent) = self.root.parent() {
+            command.env("GIT_CEILING_DIRECTORIES", parent);
+        }
         for name in self
             .env_remove
             .iter()
             .map(String::as_str)
-            .chain(GIT_LOCATION_VARS.iter().copied())
+            .chain(GIT_VARS_REMOVED.iter().copied())
         {
             command.env_remove(name);
         }
-        let child = command
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let output = tokio::select! {
-            output = child.wait_with_output() => output.map_err(|e| format!("{program}: {e}"))?,
-            () = tokio::time::sleep(timeout) => {
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(format!("{program}: its output could not be read"));
+        };
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let out = read_capped(stdout, STDOUT_CAP);
+        let err = read_capped(stderr, STDERR_CAP);
+        tokio::pin!(out, err);
+        let (mut stdout, mut stderr) = (None, None);
+        while stdout.is_none() || stderr.is_none() {
+            tokio::select! {
+                read = &mut out, if stdout.is_none() => {
+                    let read = read.map_err(|e| format!("{program}: {e}"))?;
+                    if read.1 {
+                        let _ = child.start_kill();
+                    }
+                    stdout = Some(read);
+                }
+                read = &mut err, if stderr.is_none() => {
+                    let read = read.map_err(|e| format!("{program}: {e}"))?;
+                    if read.1 {
+                        let _ = child.start_kill();
+                    }
+                    stderr = Some(read);
+                }
+                () = &mut deadline => {
+                    return Err(format!("{program} timed out after {}s", timeout.as_secs()))
+                }
+                () = self.stop.cancelled() => return Err("the step was stopped".into()),
+            }
+        }
+        let status = tokio::select! {
+            status = child.wait() => status.map_err(|e| format!("{program}: {e}"))?,
+            () = &mut deadline => {
                 return Err(format!("{program} timed out after {}s", timeout.as_secs()))
             }
             () = self.stop.cancelled() => return Err("the step was stopped".into()),
         };
+        let ((out, out_over), (err, _)) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
+        let mut stdout = String::from_utf8_lossy(&out).into_owned();
+        if out_over {
+            stdout.push_str(&format!(
+                "\n[output truncated at {STDOUT_CAP} bytes; {program} was stopped there]"
+            ));
+        }
         Ok(Finished {
-            code: output.status.code(),
-            stdout: cap(
-                String::from_utf8_lossy(&output.stdout).into_owned(),
-                OUTPUT_CAP,
-            ),
-            stderr: cap(String::from_utf8_lossy(&output.stderr).into_owned(), 4096),
+            code: status.code(),
+            stdout,
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            truncated: out_over,
         })
     }
 
@@ -529,6 +613,9 @@ impl Toolbox {
         if rel.as_os_str().is_empty() {
             return Err("write_file needs the path of a file".into());
         }
+        if has_git(&rel) {
+            return Err(git_refused(requested));
+        }
         let full = self.root.join(&rel);
         if let Ok(meta) = full.symlink_metadata() {
             if meta.file_type().is_symlink() {
@@ -536,6 +623,9 @@ impl Toolbox {
             }
             if meta.is_dir() {
                 return Err(format!("{requested} is a directory"));
+            }
+            if !meta.is_file() {
+                return Err(not_regular(requested));
             }
         }
         let parent = full.parent().unwrap_or(&self.root);
@@ -566,6 +656,34 @@ struct Finished {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+    /// Stdout passed its cap and the command was killed (`code` is then meaningless). Past
+    /// the stderr cap it is killed too, which reads as a failure.
+    truncated: bool,
+}
+
+/// What every `git` call starts with: no pager, quoted paths off, and none of the config
+/// that runs commands (hooks, fsmonitor) — a workspace's own `.git/config` is not trusted.
+const GIT_SAFE_ARGS: [&str; 7] = [
+    "--no-pager",
+    "-c",
+    "core.quotepath=off",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+];
+
+/// At most `cap` bytes of `pipe`, and whether it had more.
+async fn read_capped(
+    pipe: impl tokio::io::AsyncRead + Unpin,
+    cap: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    pipe.take(cap as u64 + 1).read_to_end(&mut bytes).await?;
+    let over = bytes.len() > cap;
+    bytes.truncate(cap);
+    Ok((bytes, over))
 }
 
 /// `requested` as a relative path without `.` components; absolute paths, `..` and NUL
@@ -598,6 +716,25 @@ fn lexical(requested: &str) -> Result<PathBuf, String> {
 
 fn outside(requested: &str) -> String {
     format!("{requested} leads outside the workspace; only paths inside it can be used")
+}
+
+fn not_regular(requested: &str) -> String {
+    format!("{requested} is not a regular file (a FIFO, socket or device); it is not opened")
+}
+
+/// Whether `rel` has a `.git` component, in any case (case-insensitive file systems).
+fn has_git(rel: &Path) -> bool {
+    rel.components().any(|c| match c {
+        Component::Normal(part) => part.eq_ignore_ascii_case(".git"),
+        _ => false,
+    })
+}
+
+fn git_refused(requested: &str) -> String {
+    format!(
+        "{requested} is inside .git; write_file does not write there (git's config and hooks \
+         would run commands)"
+    )
 }
 
 fn symlink_refused(requested: &str) -> String {
@@ -990,6 +1127,143 @@ mod tests {
         assert!(out.content.contains("# untracked files"), "{}", out.content);
         let out = call(&tools, "git_diff", json!({"path": "../x"})).await;
         assert!(out.is_error);
+    }
+
+    fn git_in(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=P", "-c", "user.email=p@example.com"])
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_under_dot_git_are_refused() {
+        // regression: write_file .git/config + git_diff ran commands through git's config.
+        let f = fixture();
+        git_in(&f.root, &["init", "-q"]);
+        symlink(".git", f.root.join("innocent")).unwrap();
+        std::fs::create_dir(f.root.join("sub/.GIT")).unwrap();
+        let config = std::fs::read_to_string(f.root.join(".git/config")).unwrap();
+        let tools = toolbox(&f.root);
+        for path in [
+            ".git/config",
+            "./.git/hooks/pre-commit",
+            ".GIT/config",
+            "sub/.Git/x",
+            ".git",
+            "innocent/config",
+        ] {
+            let out = call(&tools, "write_file", json!({"path": path, "content": "x"})).await;
+            assert!(out.is_error, "{path}: {out:?}");
+            assert!(out.content.contains("inside .git"), "{path}: {out:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(f.root.join(".git/config")).unwrap(),
+            config
+        );
+        assert!(!f.root.join("sub/.GIT/x").exists());
+        let out = call(
+            &tools,
+            "write_file",
+            json!({"path": "gitignore.git", "content": "x"}),
+        )
+        .await;
+        assert!(!out.is_error, "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn git_diff_runs_no_command_from_the_repository_config() {
+        let f = fixture();
+        git_in(&f.root, &["init", "-q"]);
+        git_in(&f.root, &["add", "a.txt"]);
+        git_in(&f.root, &["commit", "-q", "-m", "one"]);
+        // A workspace whose repository asks git to run commands (as a prepared checkout, or
+        // a bash call, could arrange).
+        let marker = f.outside.join("ran");
+        let run = format!("touch {}; cat", marker.display());
+        for (key, value) in [
+            ("core.fsmonitor", run.as_str()),
+            ("diff.evil.textconv", run.as_str()),
+            ("diff.external", run.as_str()),
+            ("core.pager", run.as_str()),
+        ] {
+            git_in(&f.root, &["config", key, value]);
+        }
+        std::fs::write(f.root.join(".gitattributes"), "*.txt diff=evil\n").unwrap();
+        std::fs::write(f.root.join("a.txt"), "alpha\nBETA\ngamma\n").unwrap();
+        let tools = toolbox(&f.root);
+        let out = call(&tools, "git_diff", json!({})).await;
+        assert!(!out.is_error, "{out:?}");
+        assert!(out.content.contains("-beta\n+BETA"), "{}", out.content);
+        assert!(
+            !marker.exists(),
+            "git ran a command from the workspace's config"
+        );
+    }
+
+    #[tokio::test]
+    async fn git_diff_never_shows_the_repository_above_the_workspace() {
+        // regression: a copied workspace (no .git) under <repo>/.plue/... diffed the host.
+        let f = fixture();
+        let host = f.root.parent().unwrap();
+        git_in(host, &["init", "-q"]);
+        std::fs::write(host.join("host.txt"), "host secret\n").unwrap();
+        git_in(host, &["add", "host.txt"]);
+        git_in(host, &["commit", "-q", "-m", "host"]);
+        std::fs::write(host.join("host.txt"), "host changed\n").unwrap();
+        let tools = toolbox(&f.root);
+        let out = call(&tools, "git_diff", json!({})).await;
+        assert!(out.is_error, "{out:?}");
+        assert!(out.content.contains("not a git checkout"), "{out:?}");
+        assert!(!out.content.contains("host"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn grep_output_past_the_cap_stops_grep() {
+        let f = fixture();
+        let line = format!("{}\n", "match ".repeat(20));
+        std::fs::write(f.root.join("big.txt"), line.repeat(200_000)).unwrap();
+        let tools = toolbox(&f.root);
+        let out = call(
+            &tools,
+            "grep",
+            json!({"pattern": "match", "path": "big.txt"}),
+        )
+        .await;
+        assert!(!out.is_error, "{out:?}");
+        assert!(out.content.len() <= OUTPUT_CAP, "{}", out.content.len());
+        assert!(
+            out.content.ends_with("; grep was stopped there]"),
+            "{}",
+            &out.content[out.content.len() - 200..]
+        );
+    }
+
+    #[tokio::test]
+    async fn fifos_are_refused_without_blocking() {
+        let f = fixture();
+        let made = std::process::Command::new("mkfifo")
+            .arg(f.root.join("pipe"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let tools = toolbox(&f.root);
+        for (name, input) in [
+            ("read_file", json!({"path": "pipe"})),
+            ("write_file", json!({"path": "pipe", "content": "x"})),
+        ] {
+            let out = tokio::time::timeout(Duration::from_secs(5), call(&tools, name, input))
+                .await
+                .unwrap_or_else(|_| panic!("{name} blocked on a FIFO"));
+            assert!(
+                out.is_error && out.content.contains("not a regular file"),
+                "{out:?}"
+            );
+        }
     }
 
     #[test]
