@@ -157,38 +157,15 @@ async fn through_plue(env: &Env, work: &Workdir, backend: &Backend) -> Result<Me
 
 /// Receive times of the step's `token` lines, in order, until the stream's `end`.
 async fn follow(server: &Server, run_id: i64) -> Result<Vec<SystemTime>> {
-    let response = server
-        .client()
-        .get(format!(
-            "{}/api/runs/{run_id}/steps/answer/logs",
-            server.url()
-        ))
-        .header("accept", "text/event-stream")
-        .send()
-        .await?
-        .error_for_status()?;
-    let mut events = response.bytes_stream().eventsource();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut received = Vec::new();
-    loop {
-        let next = tokio::time::timeout_at(deadline, events.next())
-            .await
-            .context("the log stream did not end within 120 s")?;
-        let Some(event) = next else {
-            bail!("the log stream closed without an `end` event");
-        };
-        let event = event.map_err(|e| anyhow!("reading the log stream: {e}"))?;
-        let at = SystemTime::now();
-        match event.event.as_str() {
-            "end" => break,
-            "line" => {}
-            _ => continue,
-        }
-        let line: Value = serde_json::from_str(&event.data)?;
-        if line["stream"] == "token" {
-            received.push(at);
-        }
-    }
+    server
+        .follow_lines(run_id, "answer", |line| {
+            if line["stream"] == "token" {
+                received.push(SystemTime::now());
+            }
+            Ok(())
+        })
+        .await?;
     Ok(received)
 }
 

@@ -182,6 +182,41 @@ impl Server {
         }
     }
 
+    /// Follows `step`'s log stream (SSE) to its `end` event, calling `on_line` with each
+    /// stored line (JSON) as soon as its `line` event arrives.
+    pub(crate) async fn follow_lines(
+        &self,
+        run_id: i64,
+        step: &str,
+        mut on_line: impl FnMut(serde_json::Value) -> Result<()>,
+    ) -> Result<()> {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+        let response = self
+            .client
+            .get(format!("{}/api/runs/{run_id}/steps/{step}/logs", self.url))
+            .header("accept", "text/event-stream")
+            .send()
+            .await?
+            .error_for_status()?;
+        let mut events = response.bytes_stream().eventsource();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let next = tokio::time::timeout_at(deadline, events.next())
+                .await
+                .context("the log stream did not end within 120 s")?;
+            let Some(event) = next else {
+                bail!("the log stream closed without an `end` event");
+            };
+            let event = event.map_err(|e| anyhow::anyhow!("reading the log stream: {e}"))?;
+            match event.event.as_str() {
+                "end" => return Ok(()),
+                "line" => on_line(serde_json::from_str(&event.data)?)?,
+                _ => {}
+            }
+        }
+    }
+
     /// `POST /api/runs` for `workflow`, each step working on a copy of `workspace`.
     pub(crate) async fn start_run(&self, workflow: &Path, workspace: &Path) -> Result<i64> {
         let body = serde_json::json!({

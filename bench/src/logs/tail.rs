@@ -9,9 +9,7 @@
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use anyhow::{Context, Result};
 use testkit::TempPostgres;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -61,43 +59,21 @@ fn since(printed_ns: i128, later_ns: i128) -> Duration {
 /// Follows the step's SSE stream to its `end` event; returns printed → received per stdout
 /// line.
 async fn follow(server: &Server, run_id: i64) -> Result<Vec<Duration>> {
-    let response = server
-        .client()
-        .get(format!(
-            "{}/api/runs/{run_id}/steps/tick/logs",
-            server.url()
-        ))
-        .header("accept", "text/event-stream")
-        .send()
-        .await?
-        .error_for_status()?;
-    let mut events = response.bytes_stream().eventsource();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut latencies = Vec::new();
-    loop {
-        let next = tokio::time::timeout_at(deadline, events.next())
-            .await
-            .context("the log stream did not end within 120 s")?;
-        let Some(event) = next else {
-            bail!("the log stream closed without an `end` event");
-        };
-        let event = event.map_err(|e| anyhow!("reading the log stream: {e}"))?;
-        let received = now_ns();
-        match event.event.as_str() {
-            "end" => break,
-            "line" => {}
-            _ => continue,
-        }
-        let line: serde_json::Value = serde_json::from_str(&event.data)?;
-        if line["stream"] != "stdout" {
-            continue;
-        }
-        let printed: i128 = line["text"]
-            .as_str()
-            .and_then(|t| t.trim().parse().ok())
-            .with_context(|| format!("unexpected line {}", event.data))?;
-        latencies.push(since(printed, received));
-    }
+    server
+        .follow_lines(run_id, "tick", |line| {
+            let received = now_ns();
+            if line["stream"] != "stdout" {
+                return Ok(());
+            }
+            let printed: i128 = line["text"]
+                .as_str()
+                .and_then(|t| t.trim().parse().ok())
+                .with_context(|| format!("unexpected line {line}"))?;
+            latencies.push(since(printed, received));
+            Ok(())
+        })
+        .await?;
     Ok(latencies)
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use evaluator::EvalError;
 use tokio::task::JoinSet;
 
-use super::{context, evaluator_pool, EXIT_INVALID};
+use super::{checked, context, evaluator_pool, EXIT_INVALID};
 use crate::cli::CheckArgs;
 
 /// Directories never searched: VCS metadata and build output.
@@ -65,17 +65,7 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e.into()),
         }
     }
-    eprintln!(
-        "checked {} workflow file(s): {} valid, {} invalid",
-        files.len(),
-        files.len() - invalid,
-        invalid
-    );
-    Ok(if invalid == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_INVALID)
-    })
+    Ok(checked("workflow file", files.len(), invalid))
 }
 
 /// Every `*.plue.py` below `dir`, sorted; hidden directories such as `.plue/` included.

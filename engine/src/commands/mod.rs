@@ -40,6 +40,20 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Exit code for an invalid workflow or a failed operation.
 pub(crate) const EXIT_INVALID: u8 = 1;
 
+/// The closing summary of a `check` verb on stderr, and its exit code (1 when any file
+/// was invalid).
+pub(crate) fn checked(what: &str, total: usize, invalid: usize) -> ExitCode {
+    eprintln!(
+        "checked {total} {what}(s): {} valid, {invalid} invalid",
+        total - invalid
+    );
+    if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    }
+}
+
 /// The `ctx` described by the event flags.
 pub(crate) fn context(args: &EventArgs) -> EvalContext {
     let event = match args.event {

@@ -17,7 +17,7 @@ use anyhow::Context;
 use prompts::Prompt;
 use serde_json::{Map, Value};
 
-use super::EXIT_INVALID;
+use super::{checked, EXIT_INVALID};
 use crate::cli::{PromptCheckArgs, PromptCommand, PromptRenderArgs};
 
 /// Exit code of `plue prompt render` when the prompt can not be rendered.
@@ -132,17 +132,7 @@ fn check(args: &PromptCheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    eprintln!(
-        "checked {} prompt file(s): {} valid, {} invalid",
-        files.len(),
-        files.len() - invalid,
-        invalid
-    );
-    Ok(if invalid == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_INVALID)
-    })
+    Ok(checked("prompt file", files.len(), invalid))
 }
 
 /// Every prompt file below `dir`, sorted.
