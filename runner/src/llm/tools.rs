@@ -39,15 +39,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::process::{self, Ending, ProcessSpec};
 
-/// Every tool, in the order they are offered.
-pub const ALL: [&str; 6] = [
-    "read_file",
-    "write_file",
-    "list_files",
-    "grep",
-    "bash",
-    "git_diff",
-];
+/// Every tool, in the order they are offered (the prompts crate's list, which prompt
+/// files are checked against).
+pub use prompts::TOOLS as ALL;
+
 /// The most bytes of a tool's output the model gets.
 pub const OUTPUT_CAP: usize = 64 * 1024;
 /// How long a `bash` call may run unless it asks for another limit.
