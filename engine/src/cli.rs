@@ -161,6 +161,32 @@ pub(crate) struct RunnerArgs {
     /// Seconds to keep retrying an unreachable engine before exiting.
     #[arg(long, default_value_t = 300)]
     pub(crate) give_up_after: u64,
+    /// Give steps this runner's whole environment (credentials excepted) instead of only
+    /// PATH, LANG, LC_ALL and TZ; `plue run` sets it (the caller's own machine).
+    #[arg(long)]
+    pub(crate) inherit_env: bool,
+    /// When the runner is root: the uids (and gids) steps run as, FIRST-LAST; each attempt
+    /// gets one, so concurrent steps are different users (default: 3000000-3065535).
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_uid_range)]
+    pub(crate) step_users: Option<(u32, u32)>,
+}
+
+fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}': expected FIRST-LAST, e.g. 3000000-3065535"))?;
+    let parse = |n: &str| {
+        n.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("'{n}' in '{text}': {e}"))
+    };
+    let (first, last) = (parse(first)?, parse(last)?);
+    if first == 0 || last < first {
+        return Err(format!(
+            "'{text}': need 0 < FIRST <= LAST (steps never run as root)"
+        ));
+    }
+    Ok((first, last))
 }
 
 /// Where to read runs from: a server, or the embedded database directly.

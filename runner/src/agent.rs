@@ -28,7 +28,8 @@ use crate::process::{self, Ending, ProcessSpec};
 use crate::protocol::{
     self as wire, Assignment, Completion, LogBatch, LogLine, Outcome, StepAction, Stream,
 };
-use crate::{llm, outputs, workspace};
+use crate::step_user::{self, StepUser, StepUsers};
+use crate::{llm, outputs, step_env, workspace};
 
 /// The environment variable the registration token may come from; removed from steps.
 pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
@@ -47,6 +48,10 @@ pub struct AgentConfig {
     pub work_dir: PathBuf,
     /// Stop retrying an engine that has been unreachable this long.
     pub give_up_after: Duration,
+    /// The bottom layer of every step's environment (see [`step_env`]).
+    pub base_env: step_env::Base,
+    /// Who runs the steps (see [`step_user`]).
+    pub step_users: StepUsers,
 }
 
 /// The most bytes of text in one log batch (the engine accepts far more).
@@ -56,6 +61,12 @@ const POLL_WAIT: Duration = Duration::from_secs(20);
 /// Runs the agent until it is told to stop, the engine forgets it, or (ephemeral) after
 /// one step.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Steps run as this process's children: closing /proc/<agent>/{environ,mem,fd} to them
+    // keeps the tokens this process holds out of their reach.
+    nix::sys::prctl::set_dumpable(false).context("making the runner undumpable")?;
+    if config.step_users == StepUsers::Same && nix::unistd::geteuid().is_root() {
+        tracing::warn!("steps run as root: their processes can read each other's");
+    }
     let engine = Engine::new(&config)?;
     let registered: wire::RegisterResponse = engine
         .send(
@@ -157,8 +168,8 @@ async fn execute(
     let dir = config
         .work_dir
         .join(format!("attempt-{attempt}-{}", std::process::id()));
-    let workspace_dir = dir.join("workspace");
     let output_file = dir.join("output");
+    let user = config.step_users.for_attempt(attempt);
     let cancel = stop.child_token();
     let masker = Arc::new(Masker::new(assignment.secrets.values()));
 
@@ -183,7 +194,7 @@ async fn execute(
     ));
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
-    let prepared = prepare(&assignment, &workspace_dir, &output_file).await;
+    let prepared = prepare(&assignment, &dir, user).await;
     let mut usage = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
         Err(e) => (
@@ -195,8 +206,9 @@ async fn execute(
         Ok(()) if matches!(assignment.action, StepAction::Llm { .. }) => {
             let ended = run_llm(
                 &assignment,
-                &workspace_dir,
-                &output_file,
+                &dir,
+                &config.base_env,
+                user,
                 &lines_tx,
                 &cancel,
                 masker.clone(),
@@ -206,7 +218,7 @@ async fn execute(
             (ended.outcome, None, ended.reason, ended.outputs)
         }
         Ok(()) => {
-            let spec = spec_for(&assignment, &workspace_dir, &output_file, python).await;
+            let spec = spec_for(&assignment, &dir, &config.base_env, user, python).await;
             match spec {
                 Err(e) => (
                     Outcome::Failed,
@@ -246,26 +258,71 @@ async fn execute(
     done.map(|_| ()).context("reporting the attempt's end")
 }
 
+/// The files of one attempt, all below its directory (mode 0700, owned by the step's user).
+struct AttemptDir {
+    workspace: PathBuf,
+    output_file: PathBuf,
+    home: PathBuf,
+    tmp: PathBuf,
+}
+
+impl AttemptDir {
+    fn new(dir: &Path) -> AttemptDir {
+        AttemptDir {
+            workspace: dir.join("workspace"),
+            output_file: dir.join("output"),
+            home: dir.join("home"),
+            tmp: dir.join("tmp"),
+        }
+    }
+
+    fn paths(&self) -> step_env::AttemptPaths<'_> {
+        step_env::AttemptPaths {
+            workspace: &self.workspace,
+            output_file: &self.output_file,
+            home: &self.home,
+            tmp: &self.tmp,
+        }
+    }
+}
+
+/// Creates the attempt's directory (private to the step's user), fills its workspace and
+/// hands everything in it to the step's user.
 async fn prepare(
     assignment: &Assignment,
-    workspace_dir: &Path,
-    output_file: &Path,
+    dir: &Path,
+    user: Option<StepUser>,
 ) -> anyhow::Result<()> {
-    tokio::fs::create_dir_all(workspace_dir)
-        .await
-        .with_context(|| format!("creating {}", workspace_dir.display()))?;
-    tokio::fs::write(output_file, b"")
+    use std::os::unix::fs::DirBuilderExt;
+    let files = AttemptDir::new(dir);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true).mode(0o700);
+    for path in [dir, &files.workspace, &files.home, &files.tmp] {
+        builder
+            .create(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+    }
+    tokio::fs::write(&files.output_file, b"")
         .await
         .context("creating the output file")?;
-    workspace::prepare(&assignment.workspace, workspace_dir).await
+    workspace::prepare(&assignment.workspace, &files.workspace).await?;
+    if let Some(user) = user {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || step_user::hand_over(&dir, user))
+            .await
+            .context("the hand-over task failed")??;
+    }
+    Ok(())
 }
 
 async fn spec_for(
     assignment: &Assignment,
-    workspace_dir: &Path,
-    output_file: &Path,
+    dir: &Path,
+    base_env: &step_env::Base,
+    user: Option<StepUser>,
     python: &mut Option<PathBuf>,
 ) -> anyhow::Result<ProcessSpec> {
+    let files = AttemptDir::new(dir);
     let (program, args) = match &assignment.action {
         StepAction::Bash { command } => (
             PathBuf::from("bash"),
@@ -280,28 +337,27 @@ async fn spec_for(
         ),
         StepAction::Python { script } => {
             if python.is_none() {
-                *python = Some(tokio::task::spawn_blocking(resolve_python).await??);
+                let others = user.is_some();
+                *python =
+                    Some(tokio::task::spawn_blocking(move || python_for_steps(others)).await??);
             }
             let program = python.clone().unwrap_or_else(|| PathBuf::from("python3"));
             (program, vec!["-u".into(), "-c".into(), script.clone()])
         }
         StepAction::Llm { .. } => bail!("an llm step does not run as a process"),
     };
-    let mut env = assignment.env.clone();
-    env.extend(
-        assignment
-            .secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
+    let env = step_env::build(
+        base_env,
+        files.paths(),
+        &assignment.env,
+        &assignment.secrets,
     );
-    env.insert("PLUE_OUTPUT".into(), output_file.display().to_string());
-    env.insert("PLUE_WORKSPACE".into(), workspace_dir.display().to_string());
     Ok(ProcessSpec {
         program,
         args,
-        cwd: workspace_dir.to_path_buf(),
+        cwd: files.workspace.clone(),
         env,
-        env_remove: vec![TOKEN_ENV.into()],
+        user,
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
     })
 }
@@ -309,8 +365,9 @@ async fn spec_for(
 /// Runs an `llm` step (see [`llm::run`]) on the attempt's workspace and log channel.
 async fn run_llm(
     assignment: &Assignment,
-    workspace_dir: &Path,
-    output_file: &Path,
+    dir: &Path,
+    base_env: &step_env::Base,
+    user: Option<StepUser>,
     lines: &mpsc::Sender<(Stream, String)>,
     cancel: &CancellationToken,
     masker: Arc<Masker>,
@@ -326,6 +383,12 @@ async fn run_llm(
     else {
         unreachable!("run_llm is only called for llm steps");
     };
+    let files = AttemptDir::new(dir);
+    // The tools' processes get a step environment without the API key: it goes only into
+    // the request header.
+    let mut tool_secrets = assignment.secrets.clone();
+    tool_secrets.remove(llm::API_KEY_SECRET);
+    let tool_env = step_env::build(base_env, files.paths(), &assignment.env, &tool_secrets);
     let step = llm::LlmStep {
         options: llm::StepOptions {
             prompt: prompt.as_deref(),
@@ -335,9 +398,11 @@ async fn run_llm(
             max_turns: *max_turns,
             tools,
         },
-        workspace: workspace_dir,
-        output_file,
+        workspace: &files.workspace,
+        output_file: &files.output_file,
         env: &assignment.env,
+        tool_env,
+        user,
         secrets: &assignment.secrets,
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
         retry: llm::RetryPolicy::default(),
@@ -401,6 +466,35 @@ async fn run_process(
             outputs.unwrap_or_default(),
         ),
     }
+}
+
+/// The interpreter for `python` steps: [`resolve_python`], unless steps run as other users
+/// and cannot reach it (e.g. a pyenv interpreter under root's 0700 home): then the first
+/// system `python3` they can execute.
+fn python_for_steps(other_users: bool) -> anyhow::Result<PathBuf> {
+    let resolved = resolve_python();
+    if !other_users {
+        return resolved;
+    }
+    if let Ok(path) = &resolved {
+        if step_user::usable_by_others(path) {
+            return resolved;
+        }
+    }
+    step_user::first_usable(&[
+        PathBuf::from("/usr/local/bin/python3"),
+        PathBuf::from("/usr/bin/python3"),
+    ])
+    .with_context(|| {
+        format!(
+            "no python3 that the step user can execute (the runner's is {}): install one \
+             outside a private directory or set {PYTHON_ENV}",
+            resolved
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|e| e.to_string())
+        )
+    })
 }
 
 /// The real interpreter behind `python3` (on some machines a slow shim), or `PLUE_PYTHON`.

@@ -7,6 +7,8 @@
 //!   lines, enforces the timeout and cancellation, and kills every process the step left
 //!   behind.
 //! - [`llm`]: `llm` steps — a streaming Claude agent with tools confined to the workspace.
+//! - [`step_env`]: a step's environment, built from an allow-list; [`step_user`]: the
+//!   unprivileged user a root runner runs each step as.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
 //!
 //! Architecture invariant: the runner never touches the database; it speaks only the
@@ -20,4 +22,6 @@ pub mod outputs;
 pub mod process;
 pub mod protocol;
 mod reaper;
+pub mod step_env;
+pub mod step_user;
 pub mod workspace;

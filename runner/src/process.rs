@@ -13,6 +13,9 @@
 //! - Reading stops at EOF, which comes once every writer is dead; a stray process holding
 //!   the pipe open cannot hold the runner more than [`DRAIN_GRACE`] after the kill.
 //!
+//! - The process gets exactly `spec.env` (a cleared environment otherwise) and runs as
+//!   `spec.user` when one is given.
+//!
 //! The child's environment also carries `PLUE_STEP_COOKIE`, which the sweep uses to find
 //! descendants. The sweep assumes one step runs at a time in this process (see `reaper`).
 
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Stream;
 use crate::reaper;
+use crate::step_user::StepUser;
 use lines::LineReader;
 
 mod lines;
@@ -48,10 +52,10 @@ pub struct ProcessSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub cwd: PathBuf,
-    /// Added on top of the inherited environment.
+    /// The whole environment: nothing of the runner's own is inherited (see `step_env`).
     pub env: BTreeMap<String, String>,
-    /// Removed from the inherited environment (e.g. `PLUE_RUNNER_TOKEN`).
-    pub env_remove: Vec<String>,
+    /// The user to run as; `None` runs as the runner's own user (see `step_user`).
+    pub user: Option<StepUser>,
     pub timeout: Duration,
 }
 
@@ -123,10 +127,14 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for name in &spec.env_remove {
-        command.env_remove(name);
+    command
+        .env_clear()
+        .envs(&spec.env)
+        .env(reaper::COOKIE_VAR, &cookie);
+    if let Some(user) = spec.user {
+        // std drops root's supplementary groups (setgroups(0)) before setuid.
+        command.uid(user.uid).gid(user.gid);
     }
-    command.envs(&spec.env).env(reaper::COOKIE_VAR, &cookie);
 
     let mut child = command.spawn()?;
     let started = Instant::now();

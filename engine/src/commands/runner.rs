@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ::runner::agent::{self, AgentConfig};
+use ::runner::step_env;
+use ::runner::step_user::StepUsers;
 use tokio_util::sync::CancellationToken;
 
 use super::interrupted;
@@ -33,6 +35,14 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         ephemeral: args.ephemeral,
         work_dir,
         give_up_after: Duration::from_secs(args.give_up_after),
+        base_env: step_env::Base::of_this_process(args.inherit_env),
+        step_users: match args.step_users {
+            Some((first, last)) if nix::unistd::geteuid().is_root() => {
+                StepUsers::range(first, last)?
+            }
+            Some(_) => anyhow::bail!("--step-users needs a runner that runs as root"),
+            None => StepUsers::default_for_this_process(),
+        },
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

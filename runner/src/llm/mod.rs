@@ -56,6 +56,11 @@ pub struct LlmStep<'a> {
     pub output_file: &'a Path,
     /// The step's environment (plan, step and `PLUE_*` variables).
     pub env: &'a BTreeMap<String, String>,
+    /// The whole environment of the `bash` tool's processes (built by `step_env`, without
+    /// the API key).
+    pub tool_env: BTreeMap<String, String>,
+    /// The user the `bash` tool runs as (see `step_user`).
+    pub user: Option<crate::step_user::StepUser>,
     pub secrets: &'a BTreeMap<String, String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
@@ -117,18 +122,8 @@ pub async fn run(
     };
 
     let stop = cancel.child_token();
-    let mut tool_env = step.env.clone();
-    tool_env.extend(
-        step.secrets
-            .iter()
-            .filter(|(name, _)| name.as_str() != API_KEY_SECRET)
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
-    tool_env.insert("PLUE_OUTPUT".into(), step.output_file.display().to_string());
-    tool_env.insert(
-        "PLUE_WORKSPACE".into(),
-        step.workspace.display().to_string(),
-    );
+    let mut tool_env = step.tool_env.clone();
+    tool_env.remove(API_KEY_SECRET);
     let env_remove = vec![crate::agent::TOKEN_ENV.into(), API_KEY_SECRET.into()];
     let toolbox = match tools::Toolbox::new(
         step.workspace,
@@ -137,7 +132,7 @@ pub async fn run(
         env_remove,
         stop.clone(),
     ) {
-        Ok(toolbox) => toolbox,
+        Ok(toolbox) => toolbox.with_user(step.user),
         Err(reason) => return fail(lines, reason, None).await,
     };
     let offered = if toolbox.offered().is_empty() {

@@ -85,6 +85,18 @@ impl Step {
             workspace: &self.workspace,
             output_file: &self.output,
             env: &self.env,
+            tool_env: crate::step_env::build(
+                &crate::step_env::Base::minimal(std::env::vars()),
+                crate::step_env::AttemptPaths {
+                    workspace: &self.workspace,
+                    output_file: &self.output,
+                    home: &self.workspace,
+                    tmp: &self.workspace,
+                },
+                &self.env,
+                &self.secrets,
+            ),
+            user: None,
             secrets: &self.secrets,
             timeout: self.timeout,
             retry,

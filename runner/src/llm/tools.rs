@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{self, Ending, ProcessSpec};
+use crate::step_user::StepUser;
 
 /// Every tool, in the order they are offered (the prompts crate's list, which prompt
 /// files are checked against).
@@ -107,9 +108,11 @@ pub struct Toolbox {
     /// Canonical.
     root: PathBuf,
     offered: Vec<&'static str>,
-    /// For `bash`: added to the runner's environment.
+    /// For `bash`: the whole environment (see `step_env`).
     env: BTreeMap<String, String>,
-    /// For every command: removed from the runner's environment.
+    /// For `bash`: the user it runs as (see `step_user`).
+    user: Option<StepUser>,
+    /// For the runner's own `git` commands: removed from the runner's environment.
     env_remove: Vec<String>,
     /// Fires when the step stops (cancelled, timed out).
     stop: CancellationToken,
@@ -144,9 +147,16 @@ impl Toolbox {
             root,
             offered,
             env,
+            user: None,
             env_remove,
             stop,
         })
+    }
+
+    /// Runs `bash` calls as `user` (a root runner's step user).
+    pub fn with_user(mut self, user: Option<StepUser>) -> Toolbox {
+        self.user = user;
+        self
     }
 
     /// The workspace, canonical.
@@ -379,7 +389,7 @@ impl Toolbox {
             ],
             cwd: self.root.clone(),
             env: self.env.clone(),
-            env_remove: self.env_remove.clone(),
+            user: self.user,
             timeout,
         };
         let (tx, mut rx) = mpsc::channel(1024);

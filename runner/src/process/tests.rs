@@ -12,8 +12,8 @@ fn bash(script: &str, timeout: Duration) -> ProcessSpec {
         program: "bash".into(),
         args: vec!["-c".into(), script.into()],
         cwd: std::env::temp_dir(),
-        env: BTreeMap::new(),
-        env_remove: Vec::new(),
+        env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
+        user: None,
         timeout,
     }
 }
@@ -135,15 +135,16 @@ async fn a_signal_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn environment_is_added_and_removed() {
+async fn the_environment_is_exactly_the_spec_s() {
+    // regression: steps inherited the runner's (and so the engine's) whole environment.
+    std::env::set_var("PLUE_TEST_RUNNER_ONLY", "leaked");
     let mut spec = bash(
-        "echo \"${ADDED:-unset} ${HOME:-unset}\"",
+        "echo \"${ADDED:-unset} ${HOME:-unset} ${PLUE_TEST_RUNNER_ONLY:-unset}\"",
         Duration::from_secs(30),
     );
     spec.env.insert("ADDED".into(), "yes".into());
-    spec.env_remove.push("HOME".into());
     let (_, lines) = collect(spec, CancellationToken::new()).await;
-    assert_eq!(texts(&lines, Stream::Stdout), ["yes unset"]);
+    assert_eq!(texts(&lines, Stream::Stdout), ["yes unset unset"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
