@@ -23,6 +23,11 @@ pub(crate) enum Command {
     /// Evaluate every *.plue.py below a directory and report every problem.
     Check(CheckArgs),
     /// Run a workflow on this machine: an embedded engine and a local pool of runners.
+    ///
+    /// Steps see your environment (it is your own machine), except engine and runner
+    /// credentials and the variables named by --secret, which reach only the steps that name
+    /// them. Run as root, each step runs as its own unprivileged user.
+    #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Run the engine: HTTP API, runner API and a local pool of runners.
     Serve(ServeArgs),
@@ -59,11 +64,11 @@ pub(crate) struct RunArgs {
     /// Runners in the local pool (default: the number of CPUs).
     #[arg(long)]
     pub(crate) runners: Option<usize>,
-    /// A secret given to steps that name it; repeatable. `NAME` alone takes the value from
-    /// the environment variable NAME (keeps it off the command line).
+    /// A secret given to steps that name it (and to no other step); repeatable. `NAME` alone
+    /// takes the value from the environment variable NAME (keeps it off the command line).
     #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret)]
     pub(crate) secrets: Vec<(String, String)>,
-    /// Where the embedded database and runner workspaces live.
+    /// Where the embedded database lives (private to your user).
     #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
     pub(crate) data_dir: PathBuf,
     /// Write a JSON summary of the run here.

@@ -3,6 +3,7 @@
 //! `main` only dispatches: the hidden `__eval-worker` subcommand turns this process into a
 //! sandboxed evaluator worker before anything else runs (no clap, no tokio, no tracing);
 //! every other invocation is parsed by [`cli`] and run by a module under [`commands`].
+//! Every `plue` process but an evaluator worker is undumpable (see `main`).
 //! Exit codes: 0 success, 1 invalid workflow or failed operation, 2 usage error.
 
 mod cli;
@@ -21,6 +22,12 @@ fn main() -> ExitCode {
         return evaluator::worker::main(&args[2..]);
     }
     let cli = cli::Cli::parse();
+    // Undumpable: steps (children of runner children) running as this user cannot read
+    // /proc/<plue>/environ, mem or fd, where the admin token, secret key and secrets live.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("error: cannot make the process undumpable: {e}");
+        return ExitCode::from(1);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("PLUE_LOG"))
         .with_writer(std::io::stderr)

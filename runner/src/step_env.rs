@@ -65,6 +65,11 @@ impl Base {
         Base(base)
     }
 
+    /// The variables, by name.
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
     /// The runner process's own environment, minimal or inherited.
     pub fn of_this_process(inherit: bool) -> Base {
         let vars = std::env::vars_os()

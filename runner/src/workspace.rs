@@ -64,7 +64,9 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         .follow_links(false)
         .filter_entry(move |entry| {
             let name = entry.file_name();
-            let skipped = name == ".git" || (entry.depth() == 1 && name == ".plue");
+            let skipped = name == ".git"
+                || (entry.depth() == 1 && name == ".plue")
+                || is_data_dir(entry.path());
             !skipped && entry.path() != target
         })
         .build();
@@ -78,6 +80,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
                 tracing::warn!(%err, "ignoring a bad ignore rule while copying the workspace");
                 continue;
             }
+            Err(err) if vanished(&err) => continue,
             Err(err) => return Err(err.into()),
         };
         if entry.depth() == 0 {
@@ -91,19 +94,32 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         let Some(kind) = entry.file_type() else {
             continue;
         };
+        // A file that vanishes between the listing and the copy (a build writing beside a
+        // `plue run`) is skipped, as if it had gone a moment earlier.
         if kind.is_symlink() {
-            let link = std::fs::read_link(source)
-                .with_context(|| format!("reading link {}", source.display()))?;
+            let link = match std::fs::read_link(source) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                link => link.with_context(|| format!("reading link {}", source.display()))?,
+            };
             std::os::unix::fs::symlink(&link, &dest)
                 .with_context(|| format!("creating link {}", dest.display()))?;
         } else if kind.is_dir() {
+            let meta = match entry.metadata() {
+                Err(e) if vanished(&e) => continue,
+                meta => meta.context("reading directory metadata")?,
+            };
             std::fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
-            let meta = entry.metadata().context("reading directory metadata")?;
             directories.push((dest, meta.permissions()));
         } else if kind.is_file() {
             // `fs::copy` also copies the permission bits (the executable bit included).
-            std::fs::copy(source, &dest)
-                .with_context(|| format!("copying {}", source.display()))?;
+            match std::fs::copy(source, &dest) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(&dest);
+                }
+                copied => {
+                    copied.with_context(|| format!("copying {}", source.display()))?;
+                }
+            }
         } else {
             tracing::debug!(path = %source.display(), "not copying a special file");
         }
@@ -113,6 +129,38 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("setting permissions of {}", dest.display()))?;
     }
     Ok(())
+}
+
+/// The first line of a `CACHEDIR.TAG` (bford.info/cachedir): the engine puts one in its data
+/// directory, so no workspace copy ever takes the database, mirrors or runner logs along,
+/// wherever the data directory sits.
+pub const CACHEDIR_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Whether `dir` is tagged as a cache or data directory (see [`CACHEDIR_SIGNATURE`]).
+fn is_data_dir(dir: &Path) -> bool {
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    let Ok(mut tag) = std::fs::File::open(dir.join("CACHEDIR.TAG")) else {
+        return false;
+    };
+    use std::io::Read;
+    tag.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE.as_bytes()
+}
+
+/// Whether a walk error says the entry disappeared meanwhile.
+fn vanished(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::NotFound;
+        }
+        if let Some(walk) = e.downcast_ref::<ignore::Error>() {
+            if let Some(io) = walk.io_error() {
+                return io.kind() == std::io::ErrorKind::NotFound;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Checks out commit `sha` of the repository at `url` into `dir`.
@@ -202,6 +250,26 @@ mod tests {
         WorkspaceSource::Copy {
             path: path.to_str().unwrap().to_owned(),
         }
+    }
+
+    #[tokio::test]
+    async fn an_engine_data_dir_anywhere_in_the_tree_is_never_copied() {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        write(root, "app.py", "yes");
+        write(root, "deep/state/plue.db", "sealed secrets");
+        write(
+            root,
+            "deep/state/CACHEDIR.TAG",
+            &format!("{CACHEDIR_SIGNATURE}\n"),
+        );
+        write(root, "other/CACHEDIR.TAG", "not the signature");
+        write(root, "other/kept", "yes");
+        let dst = tempfile::tempdir().unwrap();
+        prepare(&copy_source(root), dst.path()).await.unwrap();
+        assert!(dst.path().join("app.py").exists());
+        assert!(dst.path().join("other/kept").exists());
+        assert!(!dst.path().join("deep/state").exists());
     }
 
     #[tokio::test]

@@ -102,12 +102,41 @@ pub(crate) fn local_runners(
     Ok(engine::pool::local::RunnerProcess {
         program: std::env::current_exe().context("locating the plue executable")?,
         labels: Default::default(),
-        work_dir: data_dir.join("work"),
+        work_dir: runner_work_dir()?,
         log_file: Some(data_dir.join("runners.log")),
         give_up_after,
         ephemeral,
         python: ::runner::agent::resolve_python().ok(),
+        inherit_env: false,
+        withheld_env: Vec::new(),
     })
+}
+
+/// A fresh directory for local runners' attempt directories. It is outside the data
+/// directory (which only the engine's user may enter) and searchable but not listable by
+/// others (0711), so a step user reaches its own attempt directory and nothing else.
+pub(crate) fn runner_work_dir() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = std::env::temp_dir();
+    let mut last_error = None;
+    for _ in 0..8 {
+        let suffix = &engine::tokens::new_token()?[..12];
+        let dir = parent.join(format!("plue-work-{suffix}"));
+        // `create`, not `create_all`: a directory someone planted is never adopted.
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                    .with_context(|| format!("setting the mode of {}", dir.display()))?;
+                return Ok(dir);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no attempts")))
+    .with_context(|| format!("creating a runner work directory in {}", parent.display()))
 }
 
 /// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.

@@ -71,11 +71,17 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.max_parallel = args.max_parallel;
     config.heartbeat_interval = Duration::from_secs(1);
     config.lost_after = Duration::from_secs(10);
+    let mut runner = local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?;
+    // The caller's own machine: steps see the caller's environment, except the values of
+    // `--secret NAME`, which only the steps that name them get.
+    runner.inherit_env = true;
+    runner.withheld_env = args.secrets.iter().map(|(name, _)| name.clone()).collect();
+    let work_dir = runner.work_dir.clone();
     config.pool = Some(LocalPoolSettings {
         min_warm: runners,
         max_runners: runners,
         idle_timeout: Duration::from_secs(3600),
-        runner: local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?,
+        runner,
     });
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -191,6 +197,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     store.close().await;
+    let _ = std::fs::remove_dir_all(&work_dir);
     Ok(match run.status.as_str() {
         "succeeded" => ExitCode::SUCCESS,
         "cancelled" if interrupts > 0 => ExitCode::from(EXIT_INTERRUPTED),

@@ -47,12 +47,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
     let runners = args.runners.unwrap_or_else(cpus);
     let data_dir = &args.store.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    engine::store::prepare_data_dir(data_dir)?;
     config.mirrors_dir = std::fs::canonicalize(data_dir)?.join("mirrors");
     if runners > 0 || args.max_runners.unwrap_or(0) > 0 {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
         let data_dir = std::fs::canonicalize(data_dir)?;
         config.pool = Some(LocalPoolSettings {
             min_warm: runners,

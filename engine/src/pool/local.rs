@@ -34,6 +34,13 @@ pub struct RunnerProcess {
     pub ephemeral: bool,
     /// Handed to runners as `PLUE_PYTHON` so none of them resolves `python3` itself.
     pub python: Option<PathBuf>,
+    /// Runners (and so their steps) get the engine's environment minus credentials and
+    /// `withheld_env`; otherwise only `PATH`, `LANG`, `LC_ALL` and `TZ`. Only `plue run`
+    /// sets it: it runs on the caller's own machine, for the caller.
+    pub inherit_env: bool,
+    /// Names never passed on, even when inheriting: the secrets given by `--secret NAME`,
+    /// which reach only the steps that name them.
+    pub withheld_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +73,14 @@ impl Provider for LocalProvider {
     async fn start(&self, name: &str) -> anyhow::Result<()> {
         let (engine, config) = (&self.config, &self.config.runner);
         let mut command = Command::new(&config.program);
+        // Built, never inherited: nothing of the engine's environment (its admin token,
+        // secret key, database URL, `--secret` values) reaches a runner unless listed here.
+        let base = if config.inherit_env {
+            runner::step_env::Base::inherited(std::env::vars(), &config.withheld_env)
+        } else {
+            runner::step_env::Base::minimal(std::env::vars())
+        };
+        command.env_clear().envs(base.vars());
         command
             .arg("runner")
             .arg("--engine")
@@ -84,6 +99,9 @@ impl Provider for LocalProvider {
         }
         if config.ephemeral {
             command.arg("--ephemeral");
+        }
+        if config.inherit_env {
+            command.arg("--inherit-env");
         }
         if !config.labels.is_empty() {
             let labels: Vec<String> = config

@@ -71,6 +71,40 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Creates the engine's data directory (database, mirrors, runner logs) private to the
+/// engine's user (0700) and tags it with a `CACHEDIR.TAG`, which workspace copies skip.
+/// An existing directory is tightened only when it is empty or already Plue's, so pointing
+/// `--data-dir` at a shared directory never changes that directory's mode.
+pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let context = || format!("preparing the data directory {}", data_dir.display());
+    let existed = data_dir.exists();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(context)?;
+    let tag = data_dir.join("CACHEDIR.TAG");
+    let ours = tag.exists()
+        || data_dir.join("plue.db").exists()
+        || std::fs::read_dir(data_dir)
+            .with_context(context)?
+            .next()
+            .is_none();
+    if existed && ours {
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(context)?;
+    }
+    if !tag.exists() {
+        let text = format!(
+            "{}\n# This is Plue's data directory: never copied into a step's workspace.\n",
+            runner::workspace::CACHEDIR_SIGNATURE
+        );
+        std::fs::write(&tag, text).with_context(context)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens `DATABASE_URL`-style `url` (`postgres://` or `sqlite://`) and applies migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
@@ -102,8 +136,7 @@ impl Store {
 
     /// Opens (creating if needed) the SQLite database `plue.db` in `data_dir`.
     pub async fn open_data_dir(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        prepare_data_dir(data_dir)?;
         Store::open_sqlite(&data_dir.join("plue.db")).await
     }
 
