@@ -95,6 +95,8 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--runners", &runners.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
+            .arg("--local-workflows")
+            .arg(work.path())
             .args(extra)
             .env("NO_COLOR", "1")
             .env_remove("DATABASE_URL")

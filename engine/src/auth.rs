@@ -48,6 +48,25 @@ impl Auth {
         self.admin_token.is_some()
     }
 
+    /// Checks that the request carries the admin token itself (API tokens made with `plue
+    /// token create` are not enough): for operations that reach the server's file system.
+    /// Passes when no admin token is configured (an embedded engine with no API users).
+    pub fn check_admin(&self, headers: &HeaderMap) -> ApiResult<()> {
+        let Some(admin) = &self.admin_token else {
+            return Ok(());
+        };
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match tokens::bearer(header) {
+            Some(given) if tokens::tokens_match(given, admin) => Ok(()),
+            _ => Err(ApiError::Client(
+                axum::http::StatusCode::FORBIDDEN,
+                "this needs the admin token".into(),
+            )),
+        }
+    }
+
     /// Checks the request's bearer token.
     pub async fn check(&self, headers: &HeaderMap) -> ApiResult<()> {
         let Some(admin) = &self.admin_token else {

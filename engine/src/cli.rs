@@ -125,6 +125,15 @@ pub(crate) struct ServeArgs {
     /// Reads of runs and logs need a token too.
     #[arg(long, env = "PLUE_PRIVATE_READS")]
     pub(crate) private_reads: bool,
+    /// Pass this variable of the engine's environment to local runners and their steps
+    /// (e.g. HTTPS_PROXY); repeatable. Nothing else of the engine's environment reaches
+    /// them; credentials are refused.
+    #[arg(long, value_name = "NAME", value_parser = parse_passed_env)]
+    pub(crate) pass_env: Vec<String>,
+    /// A directory below which `POST /api/runs` (admin token only) may run workflow files
+    /// of this machine, copying their workspaces from it too; repeatable. None by default.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) local_workflows: Vec<PathBuf>,
     /// This server's URL as users reach it (links in commit statuses).
     #[arg(long, env = "PLUE_PUBLIC_URL")]
     pub(crate) public_url: Option<String>,
@@ -170,10 +179,18 @@ pub(crate) struct RunnerArgs {
     /// PATH, LANG, LC_ALL and TZ; `plue run` sets it (the caller's own machine).
     #[arg(long)]
     pub(crate) inherit_env: bool,
+    /// Also give steps this variable of the runner's environment (e.g. HTTPS_PROXY);
+    /// repeatable. Credentials are refused.
+    #[arg(long, value_name = "NAME", value_parser = parse_passed_env)]
+    pub(crate) pass_env: Vec<String>,
     /// When the runner is root: the uids (and gids) steps run as, FIRST-LAST; each attempt
     /// gets one, so concurrent steps are different users (default: 3000000-3065535).
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_uid_range)]
     pub(crate) step_users: Option<(u32, u32)>,
+}
+
+fn parse_passed_env(name: &str) -> Result<String, String> {
+    ::runner::step_env::check_passable(name).map(|()| name.to_owned())
 }
 
 fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {

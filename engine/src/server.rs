@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     pub lost_after: Duration,
     pub pool: Option<LocalPoolSettings>,
+    /// Directories below which `POST /api/runs` may run workflow files of the server's own
+    /// file system (canonical paths; none by default).
+    pub local_workflows: Vec<PathBuf>,
 }
 
 impl EngineConfig {
@@ -80,6 +83,7 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
             pool: None,
+            local_workflows: Vec::new(),
         }
     }
 }
@@ -184,6 +188,7 @@ pub async fn start(
             config.private_reads,
         ),
         shutdown: shutdown.clone(),
+        local_workflows: Arc::new(config.local_workflows.clone()),
     });
     let hooks = webhooks::router(webhooks::WebhookState {
         store: store.clone(),

@@ -67,6 +67,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     if config.step_users == StepUsers::Same && nix::unistd::geteuid().is_root() {
         tracing::warn!("steps run as root: their processes can read each other's");
     }
+    prepare_work_dir(&config.work_dir, config.step_users)?;
     let engine = Engine::new(&config)?;
     let registered: wire::RegisterResponse = engine
         .send(
@@ -256,6 +257,32 @@ async fn execute(
     let dir_to_remove = dir.clone();
     tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir_to_remove));
     done.map(|_| ()).context("reporting the attempt's end")
+}
+
+/// Creates the parent of the attempt directories: searchable but not listable by others
+/// (0711), so each step user reaches its own attempt directory and no other. Refuses one
+/// that step users could not reach at all (a private directory above it).
+fn prepare_work_dir(dir: &Path, users: StepUsers) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let existed = dir.exists();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .with_context(|| format!("creating the work directory {}", dir.display()))?;
+    if !existed {
+        // The builder's mode is filtered by the umask.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    }
+    if users != StepUsers::Same && !step_user::usable_by_others(dir) {
+        bail!(
+            "the work directory {} cannot be reached by the step users (a directory on its \
+             path is private): choose another --work-dir",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The files of one attempt, all below its directory (mode 0700, owned by the step's user).

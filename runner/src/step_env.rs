@@ -39,9 +39,22 @@ impl Base {
     /// `PATH`, `LANG`, `LC_ALL` and `TZ` of `vars` (the runner's environment), with a
     /// default `PATH` and `LANG`.
     pub fn minimal(vars: impl IntoIterator<Item = (String, String)>) -> Base {
+        Base::minimal_with(vars, &[])
+    }
+
+    /// [`Base::minimal`] plus the variables named in `passed` (an operator's `--pass-env`,
+    /// e.g. `HTTPS_PROXY`); credentials are never passed (see [`check_passable`]).
+    pub fn minimal_with(
+        vars: impl IntoIterator<Item = (String, String)>,
+        passed: &[String],
+    ) -> Base {
         let mut base: BTreeMap<String, String> = vars
             .into_iter()
-            .filter(|(name, _)| MINIMAL_VARS.contains(&name.as_str()))
+            .filter(|(name, _)| {
+                MINIMAL_VARS.contains(&name.as_str())
+                    || (passed.iter().any(|p| p == name)
+                        && !CREDENTIAL_VARS.contains(&name.as_str()))
+            })
             .collect();
         base.entry("PATH".into())
             .or_insert_with(|| DEFAULT_PATH.into());
@@ -70,16 +83,29 @@ impl Base {
         &self.0
     }
 
-    /// The runner process's own environment, minimal or inherited.
-    pub fn of_this_process(inherit: bool) -> Base {
+    /// The runner process's own environment: inherited, or minimal plus `passed`.
+    pub fn of_this_process(inherit: bool, passed: &[String]) -> Base {
         let vars = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
         if inherit {
             Base::inherited(vars, &[])
         } else {
-            Base::minimal(vars)
+            Base::minimal_with(vars, passed)
         }
     }
+}
+
+/// Refuses to pass a credential on by name (`--pass-env PLUE_ADMIN_TOKEN`).
+pub fn check_passable(name: &str) -> Result<(), String> {
+    if CREDENTIAL_VARS.contains(&name) {
+        return Err(format!(
+            "{name} is a credential of the engine or a runner: it is never passed to steps"
+        ));
+    }
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        return Err(format!("'{name}' is not an environment variable name"));
+    }
+    Ok(())
 }
 
 /// Where an attempt lives, for the attempt's own variables.
@@ -153,6 +179,14 @@ mod tests {
                 ("LANG".to_string(), "de_DE.UTF-8".to_string()),
             ])
         );
+        let passed = Base::minimal_with(
+            engine_like_environment(),
+            &["EDITOR".to_string(), "PLUE_ADMIN_TOKEN".to_string()],
+        );
+        assert_eq!(passed.0["EDITOR"], "vi");
+        assert!(!passed.0.contains_key("PLUE_ADMIN_TOKEN"));
+        assert!(check_passable("PLUE_SECRET_KEY").is_err());
+        assert!(check_passable("HTTPS_PROXY").is_ok());
         let empty = Base::minimal(Vec::new());
         assert_eq!(empty.0["PATH"], DEFAULT_PATH);
         assert_eq!(empty.0["LANG"], "C.UTF-8");

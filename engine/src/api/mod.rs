@@ -38,6 +38,8 @@ pub struct ApiState {
     pub registry: Option<Arc<Registry>>,
     pub auth: Auth,
     pub shutdown: CancellationToken,
+    /// Where `POST /api/runs` may read workflow files and workspaces (canonical).
+    pub local_workflows: Arc<Vec<PathBuf>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -217,8 +219,12 @@ struct CreateRun {
 
 async fn create_run(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<CreateRun>, JsonRejection>,
 ) -> ApiResult<Json<Created>> {
+    // The server's file system is the operator's: the admin token, and only below the
+    // directories the operator allowed — checked before anything reveals what exists.
+    state.auth.check_admin(&headers)?;
     let Json(request) = body?;
     let Some(evaluator) = &state.evaluator else {
         return Err(ApiError::Client(
@@ -226,22 +232,40 @@ async fn create_run(
             "this engine has no evaluator".into(),
         ));
     };
-    if !request.workflow.is_file() {
+    let roots = state.local_workflows.as_slice();
+    let workflow = allowed_path(roots, &request.workflow, "workflow file")?;
+    if !workflow.is_file() {
         return Err(ApiError::bad_request(format!(
             "no workflow file {}",
-            request.workflow.display()
+            workflow.display()
         )));
     }
     let workspace_dir = match request.workspace {
-        Some(dir) if dir.is_dir() => dir,
         Some(dir) => {
-            return Err(ApiError::bad_request(format!(
-                "no directory {}",
-                dir.display()
-            )))
+            let dir = allowed_path(roots, &dir, "workspace")?;
+            if !dir.is_dir() {
+                return Err(ApiError::bad_request(format!(
+                    "no directory {}",
+                    dir.display()
+                )));
+            }
+            dir
         }
-        None => default_workspace(&request.workflow),
+        None => {
+            let default = default_workspace(&workflow);
+            match roots.iter().find(|root| default.starts_with(root)) {
+                Some(_) => default,
+                // The repository root is above every allowed directory: the allowed
+                // directory holding the file is as far up as a workspace may reach.
+                None => roots
+                    .iter()
+                    .find(|root| workflow.starts_with(root))
+                    .cloned()
+                    .unwrap_or(default),
+            }
+        }
     };
+
     let mut ctx = EvalContext::local(
         request.event.unwrap_or(Event::Manual),
         request.branch.as_deref().unwrap_or("main"),
@@ -250,21 +274,39 @@ async fn create_run(
     let workspace = WorkspaceSource::Copy {
         path: workspace_dir.display().to_string(),
     };
-    match launch(
-        &state.executor,
-        evaluator,
-        &request.workflow,
-        &ctx,
-        &workspace,
-    )
-    .await
-    {
+    match launch(&state.executor, evaluator, &workflow, &ctx, &workspace).await {
         Ok(run_id) => Ok(Json(Created { run_id })),
         Err(LaunchError::Internal(e)) => Err(ApiError::Internal(e)),
         Err(e) => Err(ApiError::Client(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             e.to_string(),
         )),
+    }
+}
+
+/// `path` made canonical (symlinks and `..` resolved) when it lies below one of `roots`;
+/// 403 otherwise, without saying whether it exists.
+fn allowed_path(roots: &[PathBuf], path: &std::path::Path, what: &str) -> ApiResult<PathBuf> {
+    let forbidden = || {
+        let hint = if roots.is_empty() {
+            "this engine runs no workflow files of its own file system (start it with \
+             --local-workflows DIR)"
+        } else {
+            "it is not below a directory given to --local-workflows"
+        };
+        ApiError::Client(
+            axum::http::StatusCode::FORBIDDEN,
+            format!("{what} {}: {hint}", path.display()),
+        )
+    };
+    if roots.is_empty() || !path.is_absolute() {
+        return Err(forbidden());
+    }
+    let real = std::fs::canonicalize(path).map_err(|_| forbidden())?;
+    if roots.iter().any(|root| real.starts_with(root)) {
+        Ok(real)
+    } else {
+        Err(forbidden())
     }
 }
 

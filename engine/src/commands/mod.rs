@@ -109,6 +109,7 @@ pub(crate) fn local_runners(
         python: ::runner::agent::resolve_python().ok(),
         inherit_env: false,
         withheld_env: Vec::new(),
+        pass_env: Vec::new(),
     })
 }
 

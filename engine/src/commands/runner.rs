@@ -35,7 +35,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         ephemeral: args.ephemeral,
         work_dir,
         give_up_after: Duration::from_secs(args.give_up_after),
-        base_env: step_env::Base::of_this_process(args.inherit_env),
+        base_env: step_env::Base::of_this_process(args.inherit_env, &args.pass_env),
         step_users: match args.step_users {
             Some((first, last)) if nix::unistd::geteuid().is_root() => {
                 StepUsers::range(first, last)?

@@ -40,6 +40,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.admin_token = Some(admin_token.clone());
     config.private_reads = args.private_reads;
     config.public_url = args.public_url.clone();
+    config.local_workflows = args
+        .local_workflows
+        .iter()
+        .map(|dir| {
+            std::fs::canonicalize(dir)
+                .with_context(|| format!("--local-workflows {}", dir.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
     config.vault = Vault::from_env()?;
     config.max_parallel = args.max_parallel;
     config.secrets = args.secrets.iter().cloned().collect();
@@ -51,11 +59,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.mirrors_dir = std::fs::canonicalize(data_dir)?.join("mirrors");
     if runners > 0 || args.max_runners.unwrap_or(0) > 0 {
         let data_dir = std::fs::canonicalize(data_dir)?;
+        let mut runner = local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?;
+        runner.pass_env = args.pass_env.clone();
         config.pool = Some(LocalPoolSettings {
             min_warm: runners,
             max_runners: args.max_runners.unwrap_or(runners).max(runners),
             idle_timeout: Duration::from_secs(args.idle_timeout),
-            runner: local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?,
+            runner,
         });
     }
     let config_vault_keyed = config.vault.is_keyed();

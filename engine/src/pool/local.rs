@@ -41,6 +41,9 @@ pub struct RunnerProcess {
     /// Names never passed on, even when inheriting: the secrets given by `--secret NAME`,
     /// which reach only the steps that name them.
     pub withheld_env: Vec<String>,
+    /// Variables of the engine's environment passed on to runners and their steps when not
+    /// inheriting (`plue serve --pass-env`).
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +81,7 @@ impl Provider for LocalProvider {
         let base = if config.inherit_env {
             runner::step_env::Base::inherited(std::env::vars(), &config.withheld_env)
         } else {
-            runner::step_env::Base::minimal(std::env::vars())
+            runner::step_env::Base::minimal_with(std::env::vars(), &config.pass_env)
         };
         command.env_clear().envs(base.vars());
         command
@@ -102,6 +105,9 @@ impl Provider for LocalProvider {
         }
         if config.inherit_env {
             command.arg("--inherit-env");
+        }
+        for name in &config.pass_env {
+            command.arg("--pass-env").arg(name);
         }
         if !config.labels.is_empty() {
             let labels: Vec<String> = config

@@ -72,6 +72,13 @@ impl Sandbox {
             .prefix(&format!("plue-{name}-"))
             .tempdir()
             .expect("a temporary directory");
+        // Searchable, not listable: runners started as root put attempt directories for
+        // their unprivileged step users below it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod the sandbox");
         Sandbox {
             dir,
             children: Mutex::new(Vec::new()),
@@ -243,7 +250,17 @@ impl Sandbox {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut all = vec!["serve", "--listen", &listen];
+            // Engines under test may run workflow files of their sandbox (POST /api/runs).
+            let root = self.dir.path().to_str().expect("a UTF-8 sandbox path");
+            let mut all = vec![
+                "serve",
+                "--listen",
+                &listen,
+                "--local-workflows",
+                root,
+                "--pass-env",
+                MARK_VAR,
+            ];
             all.extend_from_slice(args);
             let pid = self.spawn(&format!("{name}-{attempt}"), self.plue(&all));
             loop {
@@ -286,6 +303,8 @@ impl Sandbox {
             work,
             "--give-up-after",
             "30",
+            "--pass-env",
+            MARK_VAR,
         ];
         args.extend_from_slice(extra);
         self.spawn(name, self.plue(&args))
