@@ -1,6 +1,6 @@
 //! The evaluator: turns a `.plue.py` file into a validated, deterministic [`Plan`].
 //!
-//! - [`plan`], [`validate`], [`mermaid`], [`context`], [`diagnostic`], [`limits`]: the pure
+//! - [`plan`], [`validate`], [`template`], [`mermaid`], [`context`], [`diagnostic`], [`limits`]: the pure
 //!   core — plain data and functions, no Python, no IO.
 //! - [`pool`]: the warm pool of sandboxed worker processes, and the only way the rest of
 //!   Plue evaluates a file ([`EvaluatorPool::evaluate`]).
@@ -16,6 +16,7 @@ pub mod mermaid;
 pub mod plan;
 pub mod pool;
 pub mod protocol;
+pub mod template;
 pub mod validate;
 pub mod worker;
 

@@ -13,6 +13,7 @@ use globset::GlobBuilder;
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::limits::{human_bytes, Limits};
 use crate::plan::{Action, Location, Plan, SourceMap, Trigger, DEFAULT_LLM_TOOLS};
+use crate::template;
 
 /// Pull request actions a trigger may name (GitHub's names; Gitea's `synchronized` is
 /// normalised to `synchronize` when events are matched).
@@ -65,6 +66,7 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     }
     check_steps(&mut problems, plan, map);
     check_dag(&mut problems, plan, map);
+    problems.found.extend(template::check(plan, map, path));
     let canonical = plan.canonical_json();
     if canonical.len() > limits.max_plan_bytes {
         problems.add(

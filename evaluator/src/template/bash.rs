@@ -1,0 +1,468 @@
+//! References in a `bash` command: where each one stands in the shell's grammar, and the
+//! text it becomes there.
+//!
+//! Invariant (the security argument): a reference never pastes a value into the command.
+//! It becomes an expansion of an environment variable whose name is fixed by Plue
+//! (`[A-Z0-9_]`), and the value travels in the step's environment. Whatever context the
+//! reference stands in — even one this lexer misjudges — bash never parses the value as
+//! code. The lexer only decides which expansion reads back the exact text: `"${V}"` as a
+//! word, `${V}` inside double quotes or a here-document, `'"${V}"'` inside single quotes.
+//!
+//! The lexer is deliberately small: quotes, `$'...'`, comments, `$(...)`, backticks,
+//! `${...}`, here-documents and arithmetic. Contexts where no expansion gives back the
+//! value (a quoted here-document) or where bash would evaluate it as code (arithmetic)
+//! are refused at validation.
+
+/// Where a reference stands in a bash command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Outside quotes (also inside `$(...)`, backticks and `${...}`).
+    Unquoted,
+    /// Inside `"..."`.
+    Double,
+    /// Inside `'...'`.
+    Single,
+    /// Inside `$'...'`.
+    AnsiC,
+    /// Inside a `# comment`.
+    Comment,
+    /// In the body of a here-document whose delimiter is unquoted (expansions happen).
+    Heredoc,
+    /// In the body of a here-document with a quoted delimiter (no expansion at all).
+    QuotedHeredoc,
+    /// Inside `$(( ))`, `(( ))` or `$[ ]`, where bash evaluates a value as an expression.
+    Arithmetic,
+    /// Right after a backslash that escapes the next character.
+    AfterBackslash,
+}
+
+impl Context {
+    /// Why a (non-raw) reference cannot stand here, if it cannot.
+    pub fn refusal(self) -> Option<&'static str> {
+        match self {
+            Context::QuotedHeredoc => Some("a reference in a here-document with a quoted delimiter cannot be expanded; use an unquoted delimiter (<<EOF) or the PLUE_OUTPUT_<STEP>_<KEY> variable"),
+            Context::Arithmetic => Some("a reference inside arithmetic ($(( )), (( )), $[ ]) would be evaluated as code by bash; check the value first, e.g. [[ \"$PLUE_OUTPUT_A_N\" =~ ^[0-9]+$ ]]"),
+            Context::AfterBackslash => Some("a reference right after a backslash; remove the backslash"),
+            _ => None,
+        }
+    }
+}
+
+/// The text that reads environment variable `var` back as the exact value in `context`.
+/// `var` must be a plain variable name (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn expand(context: Context, var: &str) -> Result<String, &'static str> {
+    debug_assert!(is_var_name(var), "{var}");
+    if let Some(why) = context.refusal() {
+        return Err(why);
+    }
+    Ok(match context {
+        Context::Unquoted => format!("\"${{{var}}}\""),
+        Context::Double | Context::Heredoc | Context::Comment => format!("${{{var}}}"),
+        Context::Single => format!("'\"${{{var}}}\"'"),
+        Context::AnsiC => format!("'\"${{{var}}}\"$'"),
+        Context::QuotedHeredoc | Context::Arithmetic | Context::AfterBackslash => {
+            unreachable!("refused above")
+        }
+    })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_var_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Top,
+    /// `$(` ... `)`, counting nested parentheses.
+    Subst,
+    /// `${` ... `}`, counting nested braces.
+    Brace,
+    Backtick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Frame {
+    Code {
+        kind: Kind,
+        depth: u32,
+    },
+    Double,
+    Single,
+    AnsiC,
+    Comment,
+    /// `$((`/`((` (closed by `))` at depth 0) or `$[` (closed by `]`).
+    Arith {
+        depth: u32,
+        bracket: bool,
+    },
+}
+
+struct PendingHeredoc {
+    delimiter: Vec<u8>,
+    strip_tabs: bool,
+    quoted: bool,
+}
+
+/// The context of each position in `text` (byte offsets, ascending), one per position.
+/// Linear in the length of `text`.
+pub fn contexts(text: &str, at: &[usize]) -> Vec<Context> {
+    let b = text.as_bytes();
+    let mut out = vec![Context::Unquoted; at.len()];
+    let mut next = 0; // the first position not yet assigned
+    let mut stack = vec![Frame::Code {
+        kind: Kind::Top,
+        depth: 0,
+    }];
+    let mut pending: Vec<PendingHeredoc> = Vec::new();
+    let mut escaped = false;
+    let mut i = 0;
+    let mut mark = |upto: usize, ctx: Context, next: &mut usize| {
+        while *next < at.len() && at[*next] <= upto {
+            out[*next] = ctx;
+            *next += 1;
+        }
+    };
+    while i < b.len() {
+        let top = *stack.last().expect("the bottom frame is never popped");
+        let here = if escaped {
+            Context::AfterBackslash
+        } else {
+            frame_context(top)
+        };
+        mark(i, here, &mut next);
+        let c = b[i];
+        if escaped {
+            escaped = false;
+            i += 1;
+            continue;
+        }
+        let peek = |n: usize| b.get(i + n).copied();
+        match top {
+            Frame::Code { kind, .. } => match c {
+                b'\\' => escaped = true,
+                b'\'' => stack.push(Frame::Single),
+                b'"' => stack.push(Frame::Double),
+                b'`' if kind == Kind::Backtick => {
+                    stack.pop();
+                }
+                b'`' => stack.push(Frame::Code {
+                    kind: Kind::Backtick,
+                    depth: 0,
+                }),
+                b'$' => i += open_dollar(&mut stack, peek(1), peek(2)),
+                b'(' if peek(1) == Some(b'(') => {
+                    stack.push(Frame::Arith {
+                        depth: 0,
+                        bracket: false,
+                    });
+                    i += 1;
+                }
+                b'(' | b'{' => set_depth(&mut stack, c, 1),
+                b')' | b'}' => close(&mut stack, c),
+                b'#' if kind != Kind::Brace && word_start(b, i) => stack.push(Frame::Comment),
+                b'<' if peek(1) == Some(b'<') && peek(2) != Some(b'<') => {
+                    let (heredoc, end) = heredoc_operator(b, i + 2);
+                    pending.push(heredoc);
+                    i = end;
+                    continue;
+                }
+                b'\n' if !pending.is_empty() => {
+                    i = heredoc_bodies(b, i + 1, &mut pending, &mut |upto, ctx| {
+                        mark(upto, ctx, &mut next)
+                    });
+                    continue;
+                }
+                _ => {}
+            },
+            Frame::Double => match c {
+                b'\\' => escaped = true,
+                b'"' => {
+                    stack.pop();
+                }
+                b'`' => stack.push(Frame::Code {
+                    kind: Kind::Backtick,
+                    depth: 0,
+                }),
+                b'$' if matches!(peek(1), Some(b'(') | Some(b'[')) => {
+                    i += open_dollar(&mut stack, peek(1), peek(2))
+                }
+                _ => {}
+            },
+            Frame::Single => {
+                if c == b'\'' {
+                    stack.pop();
+                }
+            }
+            Frame::AnsiC => match c {
+                b'\\' => escaped = true,
+                b'\'' => {
+                    stack.pop();
+                }
+                _ => {}
+            },
+            Frame::Comment => {
+                if c == b'\n' {
+                    stack.pop();
+                    // The newline still ends the command line (here-documents start).
+                    continue;
+                }
+            }
+            Frame::Arith { depth, bracket } => match c {
+                b'(' | b'[' => set_arith_depth(&mut stack, depth + 1, bracket),
+                b']' if bracket && depth == 0 => {
+                    stack.pop();
+                }
+                b')' if !bracket && depth == 0 && peek(1) == Some(b')') => {
+                    stack.pop();
+                    i += 1;
+                }
+                b')' | b']' => set_arith_depth(&mut stack, depth.saturating_sub(1), bracket),
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    let last = if escaped {
+        Context::AfterBackslash
+    } else {
+        frame_context(*stack.last().expect("the bottom frame is never popped"))
+    };
+    mark(usize::MAX, last, &mut next);
+    out
+}
+
+fn frame_context(frame: Frame) -> Context {
+    match frame {
+        Frame::Code { .. } => Context::Unquoted,
+        Frame::Double => Context::Double,
+        Frame::Single => Context::Single,
+        Frame::AnsiC => Context::AnsiC,
+        Frame::Comment => Context::Comment,
+        Frame::Arith { .. } => Context::Arithmetic,
+    }
+}
+
+/// After a `$` in code: pushes what it opens and returns how many extra bytes it took.
+fn open_dollar(stack: &mut Vec<Frame>, next: Option<u8>, after: Option<u8>) -> usize {
+    match (next, after) {
+        (Some(b'('), Some(b'(')) => {
+            stack.push(Frame::Arith {
+                depth: 0,
+                bracket: false,
+            });
+            2
+        }
+        (Some(b'('), _) => {
+            stack.push(Frame::Code {
+                kind: Kind::Subst,
+                depth: 0,
+            });
+            1
+        }
+        (Some(b'['), _) => {
+            stack.push(Frame::Arith {
+                depth: 0,
+                bracket: true,
+            });
+            1
+        }
+        (Some(b'{'), _) => {
+            stack.push(Frame::Code {
+                kind: Kind::Brace,
+                depth: 0,
+            });
+            1
+        }
+        (Some(b'\''), _) => {
+            stack.push(Frame::AnsiC);
+            1
+        }
+        (Some(b'"'), _) => {
+            stack.push(Frame::Double);
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// An opening `(` in `$(...)` or `{` in `${...}` nests one level deeper.
+fn set_depth(stack: &mut [Frame], c: u8, delta: u32) {
+    if let Some(Frame::Code { kind, depth }) = stack.last_mut() {
+        if (*kind == Kind::Subst && c == b'(') || (*kind == Kind::Brace && c == b'{') {
+            *depth += delta;
+        }
+    }
+}
+
+/// A closing `)` or `}`: one level up, or the end of the `$(...)`/`${...}`.
+fn close(stack: &mut Vec<Frame>, c: u8) {
+    if let Some(Frame::Code { kind, depth }) = stack.last_mut() {
+        let closes = (*kind == Kind::Subst && c == b')') || (*kind == Kind::Brace && c == b'}');
+        if closes {
+            if *depth == 0 {
+                stack.pop();
+            } else {
+                *depth -= 1;
+            }
+        }
+    }
+}
+
+fn set_arith_depth(stack: &mut [Frame], new: u32, bracket: bool) {
+    if let Some(top) = stack.last_mut() {
+        *top = Frame::Arith {
+            depth: new,
+            bracket,
+        };
+    }
+}
+
+/// Whether the byte at `i` starts a word (so a `#` there starts a comment).
+fn word_start(b: &[u8], i: usize) -> bool {
+    i == 0
+        || matches!(
+            b[i - 1],
+            b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'(' | b')'
+        )
+}
+
+/// Reads the delimiter word of `<<` or `<<-` starting at `i`; returns it and where it ends.
+fn heredoc_operator(b: &[u8], mut i: usize) -> (PendingHeredoc, usize) {
+    let strip_tabs = b.get(i) == Some(&b'-');
+    if strip_tabs {
+        i += 1;
+    }
+    while matches!(b.get(i), Some(b' ') | Some(b'\t')) {
+        i += 1;
+    }
+    let mut delimiter = Vec::new();
+    let mut quoted = false;
+    let mut quote: Option<u8> = None;
+    while let Some(&c) = b.get(i) {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => delimiter.push(c),
+            None => match c {
+                b'\'' | b'"' => {
+                    quoted = true;
+                    quote = Some(c);
+                }
+                b'\\' => {
+                    quoted = true;
+                    if let Some(&n) = b.get(i + 1) {
+                        delimiter.push(n);
+                        i += 1;
+                    }
+                }
+                b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')' => break,
+                _ => delimiter.push(c),
+            },
+        }
+        i += 1;
+    }
+    (
+        PendingHeredoc {
+            delimiter,
+            strip_tabs,
+            quoted,
+        },
+        i,
+    )
+}
+
+/// Skips the bodies of the pending here-documents, which start at line `i`, marking the
+/// positions inside them; returns where the command text resumes.
+fn heredoc_bodies(
+    b: &[u8],
+    mut i: usize,
+    pending: &mut Vec<PendingHeredoc>,
+    mark: &mut dyn FnMut(usize, Context),
+) -> usize {
+    for heredoc in pending.drain(..) {
+        let ctx = if heredoc.quoted {
+            Context::QuotedHeredoc
+        } else {
+            Context::Heredoc
+        };
+        while i < b.len() {
+            let end = b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |n| i + n);
+            let mut line = &b[i..end];
+            if heredoc.strip_tabs {
+                while let [b'\t', rest @ ..] = line {
+                    line = rest;
+                }
+            }
+            mark(end, ctx);
+            i = end + 1;
+            if line == heredoc.delimiter.as_slice() {
+                break;
+            }
+        }
+    }
+    i.min(b.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contexts of the references written as `@` in `text`.
+    fn ctx(text: &str) -> Vec<Context> {
+        let mut literal = String::new();
+        let mut at = Vec::new();
+        for c in text.chars() {
+            if c == '@' {
+                at.push(literal.len());
+                literal.push(crate::template::PLACEHOLDER);
+            } else {
+                literal.push(c);
+            }
+        }
+        contexts(&literal, &at)
+    }
+
+    use Context::*;
+
+    #[test]
+    fn quotes_and_comments() {
+        assert_eq!(
+            ctx("echo @ '@' \"@\" $'@' # @"),
+            [Unquoted, Single, Double, AnsiC, Comment]
+        );
+        assert_eq!(ctx("echo \"it's @\" '\"@'"), [Double, Single]);
+        assert_eq!(ctx("echo a#@ ${#x} @"), [Unquoted, Unquoted]);
+        assert_eq!(ctx("# c '\necho @"), [Unquoted]);
+        assert_eq!(ctx("echo \\'@ \\@"), [Unquoted, AfterBackslash]);
+    }
+
+    #[test]
+    fn substitutions_nest() {
+        assert_eq!(
+            ctx("echo \"$(echo '@' \"@\" $(echo @))@\" `echo @` ${x:-@}"),
+            [Single, Double, Unquoted, Double, Unquoted, Unquoted]
+        );
+        assert_eq!(
+            ctx("echo $((@ + 1)) $[@] ((@)) @"),
+            [Arithmetic, Arithmetic, Arithmetic, Unquoted]
+        );
+    }
+
+    #[test]
+    fn here_documents() {
+        assert_eq!(
+            ctx("cat <<EOF; echo @\nbody @\nEOF\necho @"),
+            [Unquoted, Heredoc, Unquoted]
+        );
+        assert_eq!(
+            ctx("cat <<'EOF' <<-\"B\" # x\nq @\nEOF\n\tb @\n\tB\n@"),
+            [QuotedHeredoc, QuotedHeredoc, Unquoted]
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Validation of every template in a plan: commands, scripts, env values (the plan's and
+//! each step's), llm prompts and every string in llm `inputs`.
+//!
+//! A template must parse ([`Template::parse`]); each reference must name a step that the
+//! step transitively depends on (so its result exists when the step is dispatched); in a
+//! `bash` command or `python` script each non-raw reference must stand where it can be
+//! expanded safely. Cost: linear in the plan's text, plus the ancestor sets (one bitset per
+//! step, computed only when a plan has references). At most [`MAX_DIAGNOSTICS`] problems.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::{bash, echo, python, Template};
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::plan::{Action, Plan, SourceMap};
+
+/// Template problems reported per plan; the rest are counted in one last message.
+pub(crate) const MAX_DIAGNOSTICS: usize = 50;
+
+/// Step ids longer than this get no "did you mean" (its cost is quadratic in length).
+const MAX_SUGGESTED_LEN: usize = 64;
+
+/// What a template's text becomes, which decides where references may stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Language {
+    Bash,
+    Python,
+    /// Env values, prompts, llm inputs: plain text, never parsed by anyone.
+    Text,
+}
+
+/// One template of a plan: whose it is, what it is, its text.
+pub(crate) struct Site<'a> {
+    /// The step index, or `None` for the plan's env.
+    pub(crate) step: Option<usize>,
+    /// `command`, `script`, `env NAME`, `prompt`, `inputs.a[1]`.
+    pub(crate) what: String,
+    pub(crate) text: &'a str,
+    pub(crate) language: Language,
+}
+
+/// Every template site of `plan`, in plan order.
+pub(crate) fn sites(plan: &Plan) -> Vec<Site<'_>> {
+    let mut all = Vec::new();
+    for (name, value) in &plan.env {
+        all.push(Site {
+            step: None,
+            what: format!("env {name}"),
+            text: value,
+            language: Language::Text,
+        });
+    }
+    for (index, step) in plan.steps.iter().enumerate() {
+        all.extend(step_sites(index, &step.action, &step.env));
+    }
+    all
+}
+
+/// The template sites of one step: its action's code or prompt and inputs, its env.
+pub(crate) fn step_sites<'a>(
+    index: usize,
+    action: &'a Action,
+    env: &'a std::collections::BTreeMap<String, String>,
+) -> Vec<Site<'a>> {
+    let mut all = Vec::new();
+    let mut push = |what: String, text: &'a str, language| {
+        all.push(Site {
+            step: Some(index),
+            what,
+            text,
+            language,
+        })
+    };
+    match action {
+        Action::Bash { command } => push("command".into(), command, Language::Bash),
+        Action::Python { script } => push("script".into(), script, Language::Python),
+        Action::Llm(llm) => {
+            if let Some(prompt) = &llm.prompt {
+                push("prompt".into(), prompt, Language::Text);
+            }
+            for (name, value) in &llm.inputs {
+                json_strings(&format!("inputs.{name}"), value, &mut |what, text| {
+                    push(what, text, Language::Text)
+                });
+            }
+        }
+    }
+    for (name, value) in env {
+        push(format!("env {name}"), value, Language::Text);
+    }
+    all
+}
+
+/// Calls `found(path, text)` for every string in `value` (object keys excepted).
+pub(crate) fn json_strings<'a>(what: &str, value: &'a Value, found: &mut dyn FnMut(String, &'a str)) {
+    match value {
+        Value::String(text) => found(what.to_string(), text),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                json_strings(&format!("{what}[{i}]"), item, found);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                json_strings(&format!("{what}.{key}"), item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every template problem of `plan`, each at its step (or the plan, for plan env); at most
+/// [`MAX_DIAGNOSTICS`] and a last line saying there are more.
+pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .rev() // the first definition of a duplicated id wins
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut ancestors: Option<Vec<Option<Bits>>> = None;
+    let mut found = Vec::new();
+    for site in sites(plan) {
+        if !site.text.contains("{{") {
+            continue;
+        }
+        let Some(message) = site_problem(plan, &index, &mut ancestors, &site) else {
+            continue;
+        };
+        if found.len() == MAX_DIAGNOSTICS {
+            found.push(Diagnostic::at(
+                path,
+                map.plan,
+                format!(
+                    "... and more template problems (only the first {MAX_DIAGNOSTICS} are shown)"
+                ),
+            ));
+            break;
+        }
+        let (at, owner) = match site.step {
+            Some(i) => (map.step(i), format!("step '{}'", echo(&plan.steps[i].id))),
+            None => (map.plan, "the plan".to_string()),
+        };
+        found.push(Diagnostic::at(
+            path,
+            at,
+            format!("{owner}: {}: {message}", site.what),
+        ));
+    }
+    found
+}
+
+/// The first problem of one template, if any.
+fn site_problem(
+    plan: &Plan,
+    index: &HashMap<&str, usize>,
+    ancestors: &mut Option<Vec<Option<Bits>>>,
+    site: &Site<'_>,
+) -> Option<String> {
+    let template = match Template::parse(site.text) {
+        Ok(t) => t,
+        Err(e) => return Some(e.message),
+    };
+    for reference in template.references() {
+        let Some(&target) = index.get(reference.step.as_str()) else {
+            let hint = if reference.step.len() <= MAX_SUGGESTED_LEN {
+                did_you_mean(&reference.step, plan.steps.iter().map(|s| s.id.as_str()))
+            } else {
+                String::new()
+            };
+            return Some(format!(
+                "'{}' names unknown step '{}'{hint}",
+                echo(&reference.to_string()),
+                echo(&reference.step)
+            ));
+        };
+        let sets = ancestors.get_or_insert_with(|| ancestor_sets(plan, index));
+        let readers: Vec<usize> = match site.step {
+            Some(i) => vec![i],
+            None => (0..plan.steps.len()).collect(),
+        };
+        for reader in readers {
+            // A step in a dependency cycle has no ancestor set; the cycle is reported.
+            let Some(set) = &sets[reader] else { continue };
+            if !set.get(target) {
+                let whose = if site.step.is_some() {
+                    String::new()
+                } else {
+                    format!(
+                        " (the plan's env reaches every step, '{}' too)",
+                        echo(&plan.steps[reader].id)
+                    )
+                };
+                let fix = if reader == target {
+                    "a step cannot read its own result".to_string()
+                } else {
+                    format!(
+                        "add depends_on=[\"{}\"] to step '{}'",
+                        echo(&reference.step),
+                        echo(&plan.steps[reader].id)
+                    )
+                };
+                return Some(format!(
+                    "'{}' reads step '{}', which is not a dependency{whose}; {fix}",
+                    echo(&reference.to_string()),
+                    echo(&reference.step)
+                ));
+            }
+        }
+    }
+    let refusals = context_refusals(&template, site.language);
+    refusals.into_iter().next()
+}
+
+/// Why some non-raw reference of `template` cannot stand where it is, in `language`.
+fn context_refusals(template: &Template, language: Language) -> Vec<String> {
+    if language == Language::Text {
+        return Vec::new();
+    }
+    let (text, at) = template.literal_text();
+    let references: Vec<_> = template.references().collect();
+    let why: Vec<Option<&'static str>> = match language {
+        Language::Bash => bash::contexts(&text, &at)
+            .into_iter()
+            .map(bash::Context::refusal)
+            .collect(),
+        Language::Python => python::contexts(&text, &at)
+            .iter()
+            .map(python::Context::refusal)
+            .collect(),
+        Language::Text => unreachable!("returned above"),
+    };
+    references
+        .iter()
+        .zip(why)
+        .filter(|(r, _)| !r.raw)
+        .filter_map(|(r, why)| why.map(|w| format!("'{}': {w}", echo(&r.to_string()))))
+        .collect()
+}
+
+/// A fixed-size set of step indices.
+#[derive(Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn union(&mut self, other: &Bits) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+}
+
+/// For each step, the steps it transitively depends on; `None` for steps on or after a
+/// cycle. Kahn's order, so each edge costs one bitset union.
+fn ancestor_sets(plan: &Plan, index: &HashMap<&str, usize>) -> Vec<Option<Bits>> {
+    let n = plan.steps.len();
+    let deps: Vec<Vec<usize>> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let mut d: Vec<usize> = s
+                .depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        })
+        .collect();
+    let mut dependents = vec![Vec::new(); n];
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    for (i, d) in deps.iter().enumerate() {
+        for &dep in d {
+            dependents[dep].push(i);
+        }
+    }
+    let mut sets: Vec<Option<Bits>> = vec![None; n];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    while let Some(i) = ready.pop() {
+        let mut set = Bits::new(n);
+        for &dep in &deps[i] {
+            set.set(dep);
+            if let Some(of_dep) = &sets[dep] {
+                set.union(of_dep);
+            }
+        }
+        sets[i] = Some(set);
+        for &next in &dependents[i] {
+            waiting[next] -= 1;
+            if waiting[next] == 0 {
+                ready.push(next);
+            }
+        }
+    }
+    sets
+}
