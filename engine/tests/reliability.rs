@@ -433,7 +433,7 @@ async fn a_runner_resuming_after_being_declared_lost_stops_its_step() {
         use nix::unistd::Pid;
 
         let sandbox = Sandbox::new("resumed");
-        let pid_file = sandbox.path("attempt-1.pid");
+        let pid_file = sandbox.shared("attempt-1.pid");
         let script = format!(
             r#"if [ "$PLUE_ATTEMPT" = 1 ]; then echo $$ > {}; sleep 90; fi"#,
             pid_file.display()
@@ -625,7 +625,7 @@ async fn two_engines_on_one_postgres_never_run_a_step_attempt_twice() {
         };
         let url = postgres.new_database().expect("a database");
         let sandbox = Sandbox::new("replicas");
-        let ran = sandbox.path("ran.txt");
+        let ran = sandbox.shared("ran.txt");
         // Each step sleeps a little so that all four runners are busy at once and the
         // engines really race for the steps.
         let steps: Vec<String> = (0..STEPS)

@@ -89,6 +89,24 @@ impl Sandbox {
         self.dir.path().join(relative)
     }
 
+    /// A file in the sandbox's `shared/` directory, created empty and writable by everyone,
+    /// where steps — which a root runner runs as unprivileged users, each attempt another
+    /// one — may write what the test reads.
+    pub(crate) fn shared(&self, name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.path("shared");
+        if !dir.exists() {
+            std::fs::create_dir(&dir).expect("mkdir shared");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .expect("chmod shared");
+        }
+        let file = dir.join(name);
+        std::fs::write(&file, "").expect("create a shared file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
+            .expect("chmod a shared file");
+        file
+    }
+
     /// Writes `contents` to `relative` (creating directories) and returns the path.
     pub(crate) fn write(&self, relative: &str, contents: &str) -> PathBuf {
         let path = self.path(relative);
