@@ -129,8 +129,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_read = tokio::time::Instant::now();
     let mut ticks = 0u64;
+    // Nobody left to read: `plue run | head` closed stdout, or the terminal went away
+    // (SIGHUP). The run is cancelled, not abandoned with its runners.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let mut reader_gone = false;
+    let mut cancelled_for_reader = false;
     loop {
+        if reader_gone && !cancelled_for_reader {
+            cancelled_for_reader = true;
+            say(format_args!("output closed: cancelling run {run_id}"));
+            executor.cancel(run_id).await?;
+        }
         tokio::select! {
+            _ = hangup.recv() => reader_gone = true,
             event = events.recv() => seen.note(event, run_id, &all),
             _ = tick.tick() => {
                 ticks += 1;
@@ -164,11 +176,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             // A step that changed state may have lines not printed yet: they come first.
             seen.dirty.extend(printer.changed(&steps));
             let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
-            printer.print_lines(&store, &ids).await?;
-            printer.transitions(&steps)?;
+            if !reader_gone {
+                let printed = printer.print_lines(&store, &ids).await;
+                let printed = printed.and_then(|()| printer.transitions(&steps));
+                reader_gone = closed_output(printed)?;
+            }
         } else if !seen.dirty.is_empty() {
             let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
-            printer.print_lines(&store, &ids).await?;
+            if !reader_gone {
+                reader_gone = closed_output(printer.print_lines(&store, &ids).await)?;
+            }
         }
         if std::mem::take(&mut seen.maybe_finished) {
             let run = store.run(run_id).await?.context("the run")?;
@@ -178,19 +195,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let steps = store.step_runs(run_id).await?;
-    printer.catch_up(&store, &steps).await?;
+    if !reader_gone {
+        closed_output(printer.catch_up(&store, &steps).await)?;
+    }
     let run = store.run(run_id).await?.context("the run")?;
     // A cancelled run ends when its runners report; wait briefly for stragglers' processes.
     engine.shutdown().await;
     let summary = Summary::new(run_id, &run.status, &steps);
-    eprint!("\n{}", summary.table());
+    say(format_args!("\n{}", summary.table().trim_end()));
     let duration = run
         .duration_ms()
         .map(super::run_output::human_ms)
         .unwrap_or_else(|| "-".into());
     match &run.reason {
-        Some(reason) => eprintln!("run {run_id} {} in {duration}: {reason}", run.status),
-        None => eprintln!("run {run_id} {} in {duration}", run.status),
+        Some(reason) => say(format_args!(
+            "run {run_id} {} in {duration}: {reason}",
+            run.status
+        )),
+        None => say(format_args!("run {run_id} {} in {duration}", run.status)),
     }
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_string_pretty(&summary)?;
@@ -203,4 +225,31 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "cancelled" if interrupts > 0 => ExitCode::from(EXIT_INTERRUPTED),
         _ => ExitCode::from(1),
     })
+}
+
+/// Whether printing failed because stdout's reader is gone (a closed pipe or terminal);
+/// any other failure is an error.
+fn closed_output(printed: anyhow::Result<()>) -> anyhow::Result<bool> {
+    match printed {
+        Ok(()) => Ok(false),
+        Err(e) => {
+            let gone = e.chain().any(|cause| {
+                cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    io.kind() == std::io::ErrorKind::BrokenPipe
+                        || io.raw_os_error() == Some(libc::EIO)
+                })
+            });
+            if gone {
+                Ok(true)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A line on stderr that never panics: the terminal may be gone (unlike `eprintln!`).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
