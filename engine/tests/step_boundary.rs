@@ -297,3 +297,70 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_workflow_files_need_the_admin_token_and_an_allowed_directory() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("local-workflows");
+    let allowed = sandbox.write(
+        "repo/ok.plue.py",
+        "def workflow():\n    return Plan(name='ok', steps=[Step.bash('a', 'true')])\n",
+    );
+    let outside = tempfile::tempdir().unwrap();
+    let outside_file = outside.path().join("evil.plue.py");
+    std::fs::write(
+        &outside_file,
+        "def workflow():\n    return Plan(name='evil', steps=[Step.bash('a', 'true')])\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), sandbox.path("repo/link")).unwrap();
+    let port = support::free_port();
+    // The harness allows the sandbox directory; this engine allows repo/ too. Everything
+    // below escapes both.
+    let repo = sandbox.path("repo");
+    let engine = sandbox
+        .serve(
+            "engine",
+            port,
+            &[
+                "--runners",
+                "0",
+                "--local-workflows",
+                repo.to_str().unwrap(),
+            ],
+        )
+        .await;
+    let url = format!("{}/api/runs", engine.url);
+    let post = |body: Value, token: Option<&str>| {
+        let mut request = reqwest::Client::new().post(&url).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.expect("POST /api/runs");
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let ok = serde_json::json!({"workflow": allowed, "workspace": repo});
+    assert_eq!(post(ok.clone(), None).await.0, 401);
+    assert_eq!(post(ok.clone(), Some("not-the-admin-token")).await.0, 401);
+    let escapes = [
+        serde_json::json!({"workflow": outside_file}),
+        serde_json::json!({"workflow": repo.join("../../../").join(outside_file.strip_prefix("/").unwrap())}),
+        serde_json::json!({"workflow": repo.join("link/evil.plue.py")}),
+        serde_json::json!({"workflow": allowed, "workspace": outside.path()}),
+        serde_json::json!({"workflow": allowed, "workspace": "/"}),
+        serde_json::json!({"workflow": "relative.plue.py"}),
+        serde_json::json!({"workflow": repo.join("missing.plue.py")}),
+    ];
+    for body in escapes {
+        let (status, text) = post(body.clone(), Some(support::ADMIN_TOKEN)).await;
+        assert_eq!(status, 403, "{body}: {text}");
+        assert!(text.contains("--local-workflows"), "{text}");
+    }
+    let (status, text) = post(ok, Some(support::ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+}
