@@ -1,28 +1,59 @@
-//! Dispatch documents: what a queued step run carries to its runner — the action with
-//! `{{ steps.<id>.outputs.<key> }}` rendered, the environment, the names of its secrets
-//! and its timeout. Built when the executor queues a step; pure (no IO).
+//! Dispatch documents: what a queued step run carries to its runner — the action with its
+//! templates rendered, the environment, the names of its secrets and its timeout. Built
+//! when the executor queues a step; pure (no IO).
 //!
-//! Invariants: templates are rendered in strict mode without HTML escaping, so a reference
-//! to a missing output is an error naming it rather than an empty string; secret values
-//! never enter a dispatch document (only names; values are resolved at claim time).
+//! Templates are [`evaluator::template`]s: only `{{ steps.<id>.outputs.<key> }}`,
+//! `{{ steps.<id>.status }}` and their `raw` forms. How a reference renders depends on
+//! where the text goes:
+//! - in a `bash` command or a `python` script (code), an output is **never pasted**: the
+//!   reference becomes a read of an environment variable holding the value (`"${V}"` in
+//!   bash, `os.environ["V"]` in Python, fitted to the quotes around it), so an upstream
+//!   output containing `$(...)`, quotes or newlines stays text;
+//! - in env values, llm prompts and llm inputs (never parsed), it is the value as text;
+//! - the `raw` form is the value as text everywhere — in code that is the author's choice
+//!   to paste it (unsafe, documented).
 //!
-//! `llm` steps: `{{ steps.* }}` is rendered in the inline `prompt` and in every string of
-//! `inputs` (nested ones too); the prompt file itself is resolved and rendered by the
-//! runner, which has the checkout. `model`, `max_turns` and `tools` pass through as the
-//! step set them — the runner applies the prompt's frontmatter and the defaults. Every
+//! `bash` and `python` steps also get every output of their direct dependencies as
+//! `PLUE_OUTPUT_<STEP>_<KEY>` ([`output_var`]). A name that two (step, key) pairs map to is
+//! set for neither; a reference whose name is ambiguous reads a `PLUE_REF_<n>` variable
+//! instead. These variables override the plan's and the step's `env`.
+//!
+//! Invariants: rendering is linear and bounded — [`MAX_RENDERED_BYTES`] per text,
+//! [`MAX_STEP_RENDERED_BYTES`] per step, [`MAX_OUTPUT_ENV_BYTES`] of output variables — and
+//! any failure is the step's reason (`Err(String)`), never a panic; a reference to a missing
+//! output is an error naming it rather than an empty string; secret values never enter a
+//! dispatch document (only names; values are resolved at claim time).
+//!
+//! `llm` steps: the prompt file itself is resolved and rendered by the runner, which has the
+//! checkout. `model`, `max_turns` and `tools` pass through as the step set them. Every
 //! `llm` step needs the secret [`LLM_KEY_SECRET`], so it is added to the step's secrets
 //! when the step did not name it.
 
 use std::collections::BTreeMap;
 
 use evaluator::plan::{Action, Plan, Step};
-use handlebars::Handlebars;
+use evaluator::template::{self, bash, python, Field, Reference, Template};
 use runner::protocol::StepAction;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+
+pub use evaluator::template::MAX_RENDERED_BYTES;
 
 /// The secret every `llm` step gets (its API key), named or not.
 pub const LLM_KEY_SECRET: &str = "ANTHROPIC_API_KEY";
+
+/// What all the rendered texts of one step may add up to.
+pub const MAX_STEP_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the output variables of one step may add up to (`NAME=value` bytes). Linux refuses
+/// to start a process whose arguments and environment exceed 2 MiB in all.
+pub const MAX_OUTPUT_ENV_BYTES: usize = 1024 * 1024;
+
+/// The prefix of the variables holding dependencies' outputs.
+pub const OUTPUT_VAR_PREFIX: &str = "PLUE_OUTPUT_";
+
+/// The prefix of the variables of references whose `PLUE_OUTPUT_` name is ambiguous.
+pub const REF_VAR_PREFIX: &str = "PLUE_REF_";
 
 /// Stored in `step_runs.action` when a step is queued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +71,23 @@ pub struct StepResult<'a> {
     pub outputs: BTreeMap<String, String>,
 }
 
+/// `PLUE_OUTPUT_<STEP>_<KEY>`: upper-cased, every character outside `[A-Z0-9_]` as `_`.
+pub fn output_var(step: &str, key: &str) -> String {
+    let mut name = String::from(OUTPUT_VAR_PREFIX);
+    let clean = |c: char| {
+        let c = c.to_ascii_uppercase();
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    };
+    name.extend(step.chars().map(clean));
+    name.push('_');
+    name.extend(key.chars().map(clean));
+    name
+}
+
 /// Builds the dispatch document of `step`, rendering its templates against the results of
 /// the run's final steps (by step id). The error is the reason the step fails.
 pub fn build(
@@ -48,24 +96,35 @@ pub fn build(
     run_id: i64,
     results: &BTreeMap<&str, StepResult<'_>>,
 ) -> Result<Dispatch, String> {
-    let data = template_data(results);
-    let render = |what: &str, text: &str| render(text, &data).map_err(|e| format!("{what}: {e}"));
+    let renderer = Renderer {
+        results,
+        budget: std::cell::Cell::new(MAX_STEP_RENDERED_BYTES),
+    };
+    let mut output_env = BTreeMap::new();
     let action = match &step.action {
-        Action::Bash { command } => StepAction::Bash {
-            command: render("command", command)?,
-        },
-        Action::Python { script } => StepAction::Python {
-            script: render("script", script)?,
-        },
+        Action::Bash { command } => {
+            let template = parse("command", command)?;
+            let vars = OutputVars::new(step, "command", &template, results)?;
+            let command = renderer.code("command", &template, Code::Bash, &vars)?;
+            output_env = vars.env;
+            StepAction::Bash { command }
+        }
+        Action::Python { script } => {
+            let template = parse("script", script)?;
+            let vars = OutputVars::new(step, "script", &template, results)?;
+            let script = renderer.code("script", &template, Code::Python, &vars)?;
+            output_env = vars.env;
+            StepAction::Python { script }
+        }
         Action::Llm(llm) => {
             let prompt = match &llm.prompt {
-                Some(prompt) => Some(render("prompt", prompt)?),
+                Some(prompt) => Some(renderer.text("prompt", prompt)?),
                 None => None,
             };
             let mut inputs = Map::new();
             for (name, value) in &llm.inputs {
                 let what = format!("inputs.{name}");
-                inputs.insert(name.clone(), render_strings(&what, value, &data)?);
+                inputs.insert(name.clone(), renderer.strings(&what, value)?);
             }
             StepAction::Llm {
                 prompt,
@@ -83,8 +142,10 @@ pub fn build(
     }
     let mut env = BTreeMap::new();
     for (name, value) in plan.env.iter().chain(step.env.iter()) {
-        env.insert(name.clone(), render(&format!("env {name}"), value)?);
+        env.insert(name.clone(), renderer.text(&format!("env {name}"), value)?);
     }
+    // After the plan's and the step's env: a reference must read the value it names.
+    env.extend(output_env);
     env.insert("CI".into(), "true".into());
     env.insert("PLUE".into(), "true".into());
     env.insert("PLUE_RUN_ID".into(), run_id.to_string());
@@ -97,228 +158,242 @@ pub fn build(
     })
 }
 
-fn template_data(results: &BTreeMap<&str, StepResult<'_>>) -> Value {
-    let steps: Map<String, Value> = results
-        .iter()
-        .map(|(id, result)| {
-            (
-                id.to_string(),
-                json!({ "status": result.status, "outputs": result.outputs }),
-            )
-        })
-        .collect();
-    json!({ "steps": steps })
+fn parse(what: &str, text: &str) -> Result<Template, String> {
+    Template::parse(text).map_err(|e| format!("{what}: {e}"))
 }
 
-/// `value` with every string in it (keys excepted) rendered; `what` names it in errors.
-fn render_strings(what: &str, value: &Value, data: &Value) -> Result<Value, String> {
-    Ok(match value {
-        Value::String(text) => {
-            Value::String(render(text, data).map_err(|e| format!("{what}: {e}"))?)
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Code {
+    Bash,
+    Python,
+}
+
+/// The output variables of a code step and the variable each output reference reads.
+struct OutputVars {
+    env: BTreeMap<String, String>,
+    /// (step, key) of a non-raw output reference → the variable holding its value.
+    by_reference: BTreeMap<(String, String), String>,
+}
+
+impl OutputVars {
+    /// Every output of `step`'s direct dependencies under its [`output_var`] name (names
+    /// shared by several outputs are left out), plus a variable for each output `template`
+    /// references. Fails when a referenced output is missing or the variables are too big.
+    fn new(
+        step: &Step,
+        what: &str,
+        template: &Template,
+        results: &BTreeMap<&str, StepResult<'_>>,
+    ) -> Result<OutputVars, String> {
+        // name → the (step, key) pairs that map to it, with their value.
+        let mut named: BTreeMap<String, BTreeMap<(String, String), &str>> = BTreeMap::new();
+        for dep in &step.depends_on {
+            let Some(result) = results.get(dep.as_str()) else {
+                continue;
+            };
+            for (key, value) in &result.outputs {
+                named
+                    .entry(output_var(dep, key))
+                    .or_default()
+                    .insert((dep.clone(), key.clone()), value);
+            }
         }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| render_strings(&format!("{what}[{i}]"), item, data))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, item)| {
-                    render_strings(&format!("{what}.{key}"), item, data).map(|v| (key.clone(), v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-fn render(text: &str, data: &Value) -> Result<String, String> {
-    if !text.contains("{{") {
-        return Ok(text.to_string());
+        let mut referenced = Vec::new();
+        for reference in template.references() {
+            if let (Field::Output(key), false) = (&reference.field, reference.raw) {
+                let value = output_value(results, reference).map_err(|e| format!("{what}: {e}"))?;
+                let pair = (reference.step.clone(), key.clone());
+                named
+                    .entry(output_var(&reference.step, key))
+                    .or_default()
+                    .insert(pair.clone(), value);
+                referenced.push(pair);
+            }
+        }
+        let mut env = BTreeMap::new();
+        let mut by_name: BTreeMap<(String, String), String> = BTreeMap::new();
+        for (name, pairs) in &named {
+            if let [(pair, value)] = pairs.iter().collect::<Vec<_>>().as_slice() {
+                env.insert(name.clone(), value.to_string());
+                by_name.insert((*pair).clone(), name.clone());
+            }
+        }
+        let mut by_reference = BTreeMap::new();
+        for pair in referenced {
+            if by_reference.contains_key(&pair) {
+                continue;
+            }
+            let var = match by_name.get(&pair) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = format!("{REF_VAR_PREFIX}{}", by_reference.len());
+                    let value = named[&output_var(&pair.0, &pair.1)][&pair];
+                    env.insert(name.clone(), value.to_string());
+                    name
+                }
+            };
+            by_reference.insert(pair, var);
+        }
+        let bytes: usize = env.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+        if bytes > MAX_OUTPUT_ENV_BYTES {
+            return Err(format!(
+                "the outputs this step receives as {OUTPUT_VAR_PREFIX}* variables take {bytes} bytes, over the limit of {MAX_OUTPUT_ENV_BYTES}; pass large data in files instead"
+            ));
+        }
+        Ok(OutputVars { env, by_reference })
     }
-    let mut handlebars = Handlebars::new();
-    handlebars.set_strict_mode(true);
-    handlebars.register_escape_fn(handlebars::no_escape);
-    handlebars
-        .render_template(text, data)
-        .map_err(|e| describe(&e))
 }
 
-/// Handlebars' messages, in the words users of `{{ steps.<id>.outputs.<key> }}` think in.
-fn describe(error: &handlebars::RenderError) -> String {
-    use handlebars::RenderErrorReason;
-    match error.reason() {
-        RenderErrorReason::MissingVariable(Some(path)) => {
-            format!("'{{{{ {path} }}}}' is not set (no such step, output, or the step has not finished)")
+/// The value of an output reference, or why it has none.
+fn output_value<'r>(
+    results: &'r BTreeMap<&str, StepResult<'_>>,
+    reference: &Reference,
+) -> Result<&'r str, String> {
+    let Field::Output(key) = &reference.field else {
+        unreachable!("only output references have output values")
+    };
+    results
+        .get(reference.step.as_str())
+        .and_then(|r| r.outputs.get(key))
+        .map(String::as_str)
+        .ok_or_else(|| {
+            format!("'{reference}' is not set (no such step, output, or the step has not finished)")
+        })
+}
+
+/// Renders the templates of one step within its byte budget.
+struct Renderer<'a, 'r> {
+    results: &'a BTreeMap<&'a str, StepResult<'r>>,
+    /// Bytes the step's texts may still render to.
+    budget: std::cell::Cell<usize>,
+}
+
+impl Renderer<'_, '_> {
+    /// A text nobody parses: every reference is its value.
+    fn text(&self, what: &str, text: &str) -> Result<String, String> {
+        if !text.contains("{{") {
+            return Ok(text.to_string());
         }
-        RenderErrorReason::TemplateError(e) => format!("invalid template: {}", e.reason()),
-        other => other.to_string(),
+        let template = parse(what, text)?;
+        self.render(what, &template, |_, reference| {
+            self.value_text(reference).map(str::to_owned)
+        })
+    }
+
+    /// `value` with every string in it (keys excepted) rendered as text.
+    fn strings(&self, what: &str, value: &Value) -> Result<Value, String> {
+        Ok(match value {
+            Value::String(text) => Value::String(self.text(what, text)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.strings(&format!("{what}[{i}]"), item))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(key, item)| {
+                        self.strings(&format!("{what}.{key}"), item)
+                            .map(|v| (key.clone(), v))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// A bash command or python script: outputs are read from `vars`, never pasted.
+    fn code(
+        &self,
+        what: &str,
+        template: &Template,
+        code: Code,
+        vars: &OutputVars,
+    ) -> Result<String, String> {
+        let (literal, at) = template.literal_text();
+        let (bash_at, python_at) = match code {
+            Code::Bash => (bash::contexts(&literal, &at), Vec::new()),
+            Code::Python => (Vec::new(), python::contexts(&literal, &at)),
+        };
+        self.render(what, template, |i, reference| {
+            if reference.raw {
+                return self.value_text(reference).map(str::to_owned);
+            }
+            let refused = |why: &str| format!("'{reference}': {why}");
+            match &reference.field {
+                Field::Status => {
+                    let status = self.status(reference)?;
+                    Ok(match code {
+                        Code::Bash => {
+                            if let Some(why) = bash_at[i].refusal() {
+                                return Err(refused(why));
+                            }
+                            status.to_string()
+                        }
+                        Code::Python => {
+                            if let Some(why) = python_at[i].refusal() {
+                                return Err(refused(why));
+                            }
+                            python::word(&python_at[i], status)
+                        }
+                    })
+                }
+                Field::Output(key) => {
+                    let var = &vars.by_reference[&(reference.step.clone(), key.clone())];
+                    match code {
+                        Code::Bash => bash::expand(bash_at[i], var),
+                        Code::Python => python::expand(&python_at[i], var),
+                    }
+                    .map_err(refused)
+                }
+            }
+        })
+    }
+
+    fn render(
+        &self,
+        what: &str,
+        template: &Template,
+        piece: impl FnMut(usize, &Reference) -> Result<String, String>,
+    ) -> Result<String, String> {
+        let limit = MAX_RENDERED_BYTES.min(self.budget.get());
+        let text = template.render(limit, piece).map_err(|e| match e {
+            template::RenderError::TooLarge { .. } if limit < MAX_RENDERED_BYTES => format!(
+                "{what}: the step's rendered texts exceed the limit of {MAX_STEP_RENDERED_BYTES} bytes"
+            ),
+            e => format!("{what}: {e}"),
+        })?;
+        self.budget.set(self.budget.get() - text.len());
+        Ok(text)
+    }
+
+    /// A reference's value as plain text.
+    fn value_text(&self, reference: &Reference) -> Result<&str, String> {
+        match &reference.field {
+            Field::Status => self.status(reference),
+            Field::Output(_) => output_value(self.results, reference),
+        }
+    }
+
+    /// A step's final status: a lowercase word, safe as is in any quoting.
+    fn status(&self, reference: &Reference) -> Result<&str, String> {
+        let status = self
+            .results
+            .get(reference.step.as_str())
+            .map(|r| r.status)
+            .ok_or_else(|| {
+                format!("'{reference}' is not set (no such step, or the step has not finished)")
+            })?;
+        if status.is_empty() || !status.bytes().all(|c| c.is_ascii_lowercase()) {
+            return Err(format!(
+                "'{reference}': unexpected status '{}'",
+                template::echo(status)
+            ));
+        }
+        Ok(status)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use evaluator::plan::{Action, LlmAction};
-
-    use super::*;
-
-    fn plan_with(command: &str) -> Plan {
-        let mut plan = Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: BTreeMap::from([("A".into(), "1".into())]),
-            steps: vec![Step::new(
-                "use",
-                Action::Bash {
-                    command: command.into(),
-                },
-            )],
-        };
-        plan.steps[0]
-            .env
-            .insert("B".into(), "{{ steps.build-it.outputs.version }}".into());
-        plan
-    }
-
-    fn results() -> BTreeMap<&'static str, StepResult<'static>> {
-        BTreeMap::from([(
-            "build-it",
-            StepResult {
-                status: "succeeded",
-                outputs: BTreeMap::from([("version".into(), "1.2.3 <&>".into())]),
-            },
-        )])
-    }
-
-    #[test]
-    fn outputs_of_steps_with_dashes_render_unescaped() {
-        let plan = plan_with("echo {{ steps.build-it.outputs.version }} $A");
-        let dispatch = build(&plan, &plan.steps[0], 7, &results()).unwrap();
-        assert_eq!(
-            dispatch.action,
-            StepAction::Bash {
-                command: "echo 1.2.3 <&> $A".into()
-            }
-        );
-        assert_eq!(dispatch.env["B"], "1.2.3 <&>");
-        assert_eq!(dispatch.env["A"], "1");
-        assert_eq!(dispatch.env["PLUE_RUN_ID"], "7");
-    }
-
-    #[test]
-    fn a_missing_output_is_an_error_naming_it() {
-        let plan = plan_with("echo {{ steps.build-it.outputs.nope }}");
-        let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
-        assert!(err.contains("steps.build-it.outputs.nope"), "{err}");
-        assert!(err.starts_with("command: "), "{err}");
-    }
-
-    #[test]
-    fn text_without_templates_is_untouched() {
-        let plan = plan_with("echo '{ not a template }' && jq '.a'");
-        let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
-        assert_eq!(
-            dispatch.action,
-            StepAction::Bash {
-                command: "echo '{ not a template }' && jq '.a'".into()
-            }
-        );
-    }
-
-    #[test]
-    fn a_broken_template_is_an_error() {
-        let plan = plan_with("echo {{ steps.build-it.outputs.version");
-        let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
-        assert!(err.contains("invalid template"), "{err}");
-    }
-
-    fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
-        let action = LlmAction {
-            prompt: prompt.map(str::to_owned),
-            prompt_file: prompt.is_none().then(|| "prompts/review.md".to_owned()),
-            inputs: BTreeMap::from([
-                (
-                    "version".into(),
-                    json!("v{{ steps.build-it.outputs.version }}"),
-                ),
-                (
-                    "nested".into(),
-                    json!({"list": ["{{ steps.build-it.status }}", 3, true], "plain": "{ x }"}),
-                ),
-            ]),
-            model: Some("claude-haiku-4-5".into()),
-            max_turns: None,
-            tools: vec!["read_file".into(), "grep".into()],
-        };
-        let mut step = Step::new("review", Action::Llm(action));
-        step.secrets = secrets.iter().map(|s| s.to_string()).collect();
-        Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![step],
-        }
-    }
-
-    #[test]
-    fn llm_steps_render_prompt_and_inputs_and_pass_the_rest_through() {
-        let plan = llm_plan(Some("Review {{ steps.build-it.outputs.version }}"), &[]);
-        let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
-        let StepAction::Llm {
-            prompt,
-            prompt_file,
-            inputs,
-            model,
-            max_turns,
-            tools,
-        } = dispatch.action
-        else {
-            panic!("not an llm action: {:?}", dispatch.action);
-        };
-        assert_eq!(prompt.as_deref(), Some("Review 1.2.3 <&>"));
-        assert_eq!(prompt_file, None);
-        assert_eq!(inputs["version"], json!("v1.2.3 <&>"));
-        assert_eq!(
-            inputs["nested"],
-            json!({"list": ["succeeded", 3, true], "plain": "{ x }"})
-        );
-        assert_eq!(model.as_deref(), Some("claude-haiku-4-5"));
-        assert_eq!(max_turns, None);
-        assert_eq!(tools, ["read_file", "grep"]);
-    }
-
-    #[test]
-    fn llm_steps_get_the_api_key_secret_once() {
-        let plan = llm_plan(None, &["OTHER"]);
-        let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
-        assert_eq!(dispatch.secrets, ["OTHER", LLM_KEY_SECRET]);
-        let StepAction::Llm { prompt_file, .. } = &dispatch.action else {
-            panic!("not an llm action");
-        };
-        assert_eq!(prompt_file.as_deref(), Some("prompts/review.md"));
-        let plan = llm_plan(None, &[LLM_KEY_SECRET]);
-        let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
-        assert_eq!(dispatch.secrets, [LLM_KEY_SECRET]);
-        // Other kinds of steps do not get it.
-        let plan = plan_with("true");
-        let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
-        assert!(dispatch.secrets.is_empty());
-    }
-
-    #[test]
-    fn a_missing_output_in_llm_inputs_names_where_it_is() {
-        let mut plan = llm_plan(None, &[]);
-        let Action::Llm(llm) = &mut plan.steps[0].action else {
-            unreachable!()
-        };
-        llm.inputs.insert(
-            "files".into(),
-            json!(["a", "{{ steps.build-it.outputs.nope }}"]),
-        );
-        let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
-        assert!(err.starts_with("inputs.files[1]: "), "{err}");
-        assert!(err.contains("steps.build-it.outputs.nope"), "{err}");
-    }
-}
+mod tests;

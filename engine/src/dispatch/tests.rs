@@ -1,0 +1,521 @@
+//! Tests of dispatch documents, including the attacker's: hostile outputs run through
+//! real `bash` and `/usr/bin/python3`.
+
+use evaluator::plan::{Action, LlmAction};
+use serde_json::json;
+
+use super::*;
+
+fn plan_with(command: &str) -> Plan {
+    let mut plan = Plan {
+        name: "p".into(),
+        triggers: vec![],
+        env: BTreeMap::from([("A".into(), "1".into())]),
+        steps: vec![Step::new(
+            "use",
+            Action::Bash {
+                command: command.into(),
+            },
+        )],
+    };
+    plan.steps[0]
+        .env
+        .insert("B".into(), "{{ steps.build-it.outputs.version }}".into());
+    plan
+}
+
+fn results() -> BTreeMap<&'static str, StepResult<'static>> {
+    BTreeMap::from([(
+        "build-it",
+        StepResult {
+            status: "succeeded",
+            outputs: BTreeMap::from([("version".into(), "1.2.3 <&>".into())]),
+        },
+    )])
+}
+
+#[test]
+fn outputs_render_as_variable_reads_in_bash_and_as_text_in_env() {
+    let plan = plan_with("echo {{ steps.build-it.outputs.version }} $A");
+    let dispatch = build(&plan, &plan.steps[0], 7, &results()).unwrap();
+    assert_eq!(
+        dispatch.action,
+        StepAction::Bash {
+            command: "echo \"${PLUE_OUTPUT_BUILD_IT_VERSION}\" $A".into()
+        }
+    );
+    assert_eq!(dispatch.env["PLUE_OUTPUT_BUILD_IT_VERSION"], "1.2.3 <&>");
+    assert_eq!(dispatch.env["B"], "1.2.3 <&>");
+    assert_eq!(dispatch.env["A"], "1");
+    assert_eq!(dispatch.env["PLUE_RUN_ID"], "7");
+}
+
+#[test]
+fn a_missing_output_is_an_error_naming_it() {
+    let plan = plan_with("echo {{ steps.build-it.outputs.nope }}");
+    let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
+    assert!(err.contains("steps.build-it.outputs.nope"), "{err}");
+    assert!(err.starts_with("command: "), "{err}");
+}
+
+#[test]
+fn text_without_templates_is_untouched() {
+    let plan = plan_with("echo '{ not a template }' && jq '.a'");
+    let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
+    assert_eq!(
+        dispatch.action,
+        StepAction::Bash {
+            command: "echo '{ not a template }' && jq '.a'".into()
+        }
+    );
+}
+
+#[test]
+fn a_broken_template_is_an_error() {
+    let plan = plan_with("echo {{ steps.build-it.outputs.version");
+    let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
+    assert!(err.starts_with("command: "), "{err}");
+    assert!(err.contains("not closed"), "{err}");
+}
+
+fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
+    let action = LlmAction {
+        prompt: prompt.map(str::to_owned),
+        prompt_file: prompt.is_none().then(|| "prompts/review.md".to_owned()),
+        inputs: BTreeMap::from([
+            (
+                "version".into(),
+                json!("v{{ steps.build-it.outputs.version }}"),
+            ),
+            (
+                "nested".into(),
+                json!({"list": ["{{ steps.build-it.status }}", 3, true], "plain": "{ x }"}),
+            ),
+        ]),
+        model: Some("claude-haiku-4-5".into()),
+        max_turns: None,
+        tools: vec!["read_file".into(), "grep".into()],
+    };
+    let mut step = Step::new("review", Action::Llm(action));
+    step.secrets = secrets.iter().map(|s| s.to_string()).collect();
+    Plan {
+        name: "p".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps: vec![step],
+    }
+}
+
+#[test]
+fn llm_steps_render_prompt_and_inputs_and_pass_the_rest_through() {
+    let plan = llm_plan(Some("Review {{ steps.build-it.outputs.version }}"), &[]);
+    let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
+    let StepAction::Llm {
+        prompt,
+        prompt_file,
+        inputs,
+        model,
+        max_turns,
+        tools,
+    } = dispatch.action
+    else {
+        panic!("not an llm action: {:?}", dispatch.action);
+    };
+    assert_eq!(prompt.as_deref(), Some("Review 1.2.3 <&>"));
+    assert_eq!(prompt_file, None);
+    assert_eq!(inputs["version"], json!("v1.2.3 <&>"));
+    assert_eq!(
+        inputs["nested"],
+        json!({"list": ["succeeded", 3, true], "plain": "{ x }"})
+    );
+    assert_eq!(model.as_deref(), Some("claude-haiku-4-5"));
+    assert_eq!(max_turns, None);
+    assert_eq!(tools, ["read_file", "grep"]);
+}
+
+#[test]
+fn llm_steps_get_the_api_key_secret_once() {
+    let plan = llm_plan(None, &["OTHER"]);
+    let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
+    assert_eq!(dispatch.secrets, ["OTHER", LLM_KEY_SECRET]);
+    let StepAction::Llm { prompt_file, .. } = &dispatch.action else {
+        panic!("not an llm action");
+    };
+    assert_eq!(prompt_file.as_deref(), Some("prompts/review.md"));
+    let plan = llm_plan(None, &[LLM_KEY_SECRET]);
+    let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
+    assert_eq!(dispatch.secrets, [LLM_KEY_SECRET]);
+    // Other kinds of steps do not get it.
+    let plan = plan_with("true");
+    let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
+    assert!(dispatch.secrets.is_empty());
+}
+
+#[test]
+fn a_missing_output_in_llm_inputs_names_where_it_is() {
+    let mut plan = llm_plan(None, &[]);
+    let Action::Llm(llm) = &mut plan.steps[0].action else {
+        unreachable!()
+    };
+    llm.inputs.insert(
+        "files".into(),
+        json!(["a", "{{ steps.build-it.outputs.nope }}"]),
+    );
+    let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
+    assert!(err.starts_with("inputs.files[1]: "), "{err}");
+    assert!(err.contains("steps.build-it.outputs.nope"), "{err}");
+}
+
+// --- Playing the attacker: an upstream output that tries to become code. ---
+
+/// Replaced by a file that must never be created.
+const MARKER: &str = "MARKER_PATH";
+
+/// Values an attacker who controls an output would try.
+const HOSTILE: &[&str] = &[
+    "$(touch MARKER_PATH)",
+    "`touch MARKER_PATH`",
+    "x'; touch MARKER_PATH; echo '",
+    "x\"; touch MARKER_PATH; echo \"",
+    "line one\ntouch MARKER_PATH\n",
+    "back\\slash \\' \\\" \\n \\",
+    "''' \"\"\" \\N{BULLET} {x} {0.__class__} %s ${IFS} * ~ !! -n",
+    "unicode é 日本 🙂 \u{202e}rtl \t tab \u{7f}",
+    "__import__('os').system('touch MARKER_PATH')",
+    "\"\"\"); __import__('os').system('touch MARKER_PATH'); print(\"\"\"",
+    "ENDOFTEXT\ntouch MARKER_PATH\nENDOFTEXT",
+    "",
+];
+
+fn hostile_results(value: &str) -> BTreeMap<&'static str, StepResult<'static>> {
+    BTreeMap::from([(
+        "up",
+        StepResult {
+            status: "succeeded",
+            outputs: BTreeMap::from([("x".into(), value.into())]),
+        },
+    )])
+}
+
+fn code_step(action: Action) -> Plan {
+    Plan {
+        name: "p".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps: vec![Step::new("down", action).after(&["up"])],
+    }
+}
+
+fn llm_with(inputs: BTreeMap<String, Value>) -> Action {
+    Action::Llm(LlmAction {
+        prompt: Some("p".into()),
+        prompt_file: None,
+        inputs,
+        model: None,
+        max_turns: None,
+        tools: vec![],
+    })
+}
+
+/// Runs the dispatched action as the runner does, with only the dispatch's env.
+fn run(dispatch: &Dispatch) -> String {
+    let (program, args) = match &dispatch.action {
+        StepAction::Bash { command } => (
+            "bash",
+            vec![
+                "--noprofile",
+                "--norc",
+                "-eo",
+                "pipefail",
+                "-c",
+                command.as_str(),
+            ],
+        ),
+        StepAction::Python { script } => ("/usr/bin/python3", vec!["-c", script.as_str()]),
+        StepAction::Llm { .. } => unreachable!("not a process"),
+    };
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LC_ALL", "C.UTF-8")
+        .env("PYTHONIOENCODING", "utf-8")
+        .envs(&dispatch.env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} failed: {}\n{:?}",
+        String::from_utf8_lossy(&out.stderr),
+        dispatch.action
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn with_marker(value: &str, marker: &std::path::Path) -> String {
+    value.replace(MARKER, marker.to_str().unwrap())
+}
+
+/// The quoting contexts of bash a reference may stand in, each printing `<value>`.
+const BASH_CONTEXTS: &str = r#"printf '<%s>' {{ steps.up.outputs.x }}
+printf '<%s>' "{{ steps.up.outputs.x }}"
+printf '<%s>' '{{ steps.up.outputs.x }}'
+printf '<%s>' "pre {{ steps.up.outputs.x }} post"
+printf '<%s>' 'pre {{ steps.up.outputs.x }} post'
+printf '<%s>' $'pre {{ steps.up.outputs.x }}'
+printf '<%s>' "$(printf '%s' {{ steps.up.outputs.x }})"
+printf '<%s>' "${UNSET:-{{ steps.up.outputs.x }}}"
+cat <<ENDOFTEXT
+<{{ steps.up.outputs.x }}>
+ENDOFTEXT
+# a comment {{ steps.up.outputs.x }}
+printf '<%s>' {{ steps.up.status }}
+"#;
+
+fn bash_expected(value: &str) -> String {
+    [
+        value.to_string(),
+        value.to_string(),
+        value.to_string(),
+        format!("pre {value} post"),
+        format!("pre {value} post"),
+        format!("pre {value}"),
+        // $(...) drops trailing newlines.
+        value.trim_end_matches('\n').to_string(),
+        value.to_string(),
+    ]
+    .iter()
+    .map(|v| format!("<{v}>"))
+    .chain([format!("<{value}>\n"), "<succeeded>".to_string()])
+    .collect()
+}
+
+#[test]
+fn hostile_output_stays_text_in_bash() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let plan = code_step(Action::Bash {
+        command: BASH_CONTEXTS.into(),
+    });
+    for value in HOSTILE {
+        let value = with_marker(value, &marker);
+        let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(&value)).unwrap();
+        let StepAction::Bash { command } = &dispatch.action else {
+            unreachable!()
+        };
+        assert!(value.is_empty() || !command.contains(&value), "{command}");
+        assert_eq!(run(&dispatch), bash_expected(&value), "value {value:?}");
+        assert!(!marker.exists(), "{value:?} ran code");
+    }
+}
+
+/// The quoting contexts of Python a reference may stand in, each writing `<value>`.
+const PYTHON_CONTEXTS: &str = r#"import sys
+w = lambda s: sys.stdout.write('<' + s + '>')
+w({{ steps.up.outputs.x }})
+w('{{ steps.up.outputs.x }}')
+w("pre {{ steps.up.outputs.x }} post")
+w('''pre {{ steps.up.outputs.x }} post''')
+w("""{{ steps.up.outputs.x }}""")
+w(r'\d {{ steps.up.outputs.x }}')
+w(f'{1 + 1} {{ steps.up.outputs.x }}')
+w(f"{ {{ steps.up.outputs.x }} }")
+w(u'{{ steps.up.outputs.x }}' * 2)
+# a comment {{ steps.up.outputs.x }}
+w({{ steps.up.status }} + '{{ steps.up.status }}')
+"#;
+
+fn python_expected(value: &str) -> String {
+    [
+        value.to_string(),
+        value.to_string(),
+        format!("pre {value} post"),
+        format!("pre {value} post"),
+        value.to_string(),
+        format!("\\d {value}"),
+        format!("2 {value}"),
+        value.to_string(),
+        format!("{value}{value}"),
+        "succeededsucceeded".to_string(),
+    ]
+    .iter()
+    .map(|v| format!("<{v}>"))
+    .collect()
+}
+
+#[test]
+fn hostile_output_stays_text_in_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let plan = code_step(Action::Python {
+        script: PYTHON_CONTEXTS.into(),
+    });
+    for value in HOSTILE {
+        let value = with_marker(value, &marker);
+        let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(&value)).unwrap();
+        assert_eq!(run(&dispatch), python_expected(&value), "value {value:?}");
+        assert!(!marker.exists(), "{value:?} ran code");
+    }
+}
+
+#[test]
+fn hostile_output_is_plain_text_in_env_prompts_and_inputs() {
+    let value = "$(touch x)\n{{ steps.up.status }}";
+    let mut plan = code_step(llm_with(BTreeMap::from([(
+        "i".into(),
+        json!(["{{ steps.up.outputs.x }}"]),
+    )])));
+    plan.steps[0]
+        .env
+        .insert("E".into(), "{{ steps.up.outputs.x }}".into());
+    let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(value)).unwrap();
+    assert_eq!(dispatch.env["E"], value);
+    let StepAction::Llm { inputs, .. } = &dispatch.action else {
+        unreachable!()
+    };
+    // A value is never read as a template again.
+    assert_eq!(inputs["i"], json!([value]));
+}
+
+#[test]
+fn the_raw_form_pastes_the_value_as_code() {
+    // Documented as unsafe: the author asked for the value to be code.
+    let plan = code_step(Action::Bash {
+        command: "{{ raw steps.up.outputs.x }}".into(),
+    });
+    let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results("echo pasted")).unwrap();
+    assert_eq!(run(&dispatch), "pasted\n");
+    let plan = code_step(Action::Python {
+        script: "print({{ raw steps.up.outputs.x }})".into(),
+    });
+    let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results("6 * 7")).unwrap();
+    assert_eq!(run(&dispatch), "42\n");
+}
+
+#[test]
+fn dependencies_outputs_reach_code_steps_as_variables() {
+    let mut plan = code_step(Action::Bash {
+        command: r#"printf '%s|' "$PLUE_OUTPUT_UP_X" "$PLUE_OUTPUT_UP_MY_KEY" "${PLUE_OUTPUT_FAR_Z-unset}" {{ steps.up.outputs.x }}"#.into(),
+    });
+    // An env entry cannot make a reference read something else.
+    plan.steps[0]
+        .env
+        .insert("PLUE_OUTPUT_UP_X".into(), "shadowed".into());
+    let mut results = hostile_results("$(touch nothing)");
+    let up = results.get_mut("up").unwrap();
+    up.outputs.insert("my-key".into(), "v2".into());
+    results.insert(
+        "far",
+        StepResult {
+            status: "succeeded",
+            outputs: BTreeMap::from([("z".into(), "not a dependency".into())]),
+        },
+    );
+    let dispatch = build(&plan, &plan.steps[0], 1, &results).unwrap();
+    assert_eq!(
+        run(&dispatch),
+        "$(touch nothing)|v2|unset|$(touch nothing)|"
+    );
+    // llm steps start no process of their own: no output variables.
+    let plan = code_step(llm_with(BTreeMap::new()));
+    let dispatch = build(&plan, &plan.steps[0], 1, &results).unwrap();
+    assert!(!dispatch
+        .env
+        .keys()
+        .any(|k| k.starts_with(OUTPUT_VAR_PREFIX)));
+}
+
+#[test]
+fn colliding_variable_names_are_left_out_and_references_still_read_their_value() {
+    let mut plan = code_step(Action::Bash {
+        command: r#"printf '%s|' {{ steps.a-b.outputs.c }} {{ steps.a.outputs.b_c }} "${PLUE_OUTPUT_A_B_C-unset}""#.into(),
+    });
+    plan.steps[0].depends_on = vec!["a-b".into(), "a".into()];
+    let results = BTreeMap::from([
+        (
+            "a-b",
+            StepResult {
+                status: "succeeded",
+                outputs: BTreeMap::from([("c".into(), "from a-b".into())]),
+            },
+        ),
+        (
+            "a",
+            StepResult {
+                status: "succeeded",
+                outputs: BTreeMap::from([("b_c".into(), "from a".into())]),
+            },
+        ),
+    ]);
+    let dispatch = build(&plan, &plan.steps[0], 1, &results).unwrap();
+    assert!(!dispatch.env.contains_key("PLUE_OUTPUT_A_B_C"));
+    assert_eq!(run(&dispatch), "from a-b|from a|unset|");
+    assert_eq!(
+        output_var("build-it", "my-Key"),
+        "PLUE_OUTPUT_BUILD_IT_MY_KEY"
+    );
+    assert_eq!(output_var("é", "k"), "PLUE_OUTPUT___K");
+}
+
+#[test]
+fn hostile_output_in_arithmetic_fails_the_step() {
+    // bash evaluates `a[$(cmd)]` inside $(( )): no quoting makes that safe.
+    let plan = code_step(Action::Bash {
+        command: "echo $(( {{ steps.up.outputs.x }} + 1 ))".into(),
+    });
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results("a[$(id)]")).unwrap_err();
+    assert!(
+        err.starts_with("command: ") && err.contains("arithmetic"),
+        "{err}"
+    );
+}
+
+#[test]
+fn each_bomb_fails_the_step_in_milliseconds() {
+    // regression (issue 10): eight nested #each over @root.steps cost 15 s and 760 MB.
+    let bomb = format!(
+        "{}x{}",
+        "{{#each @root.steps}}".repeat(8),
+        "{{/each}}".repeat(8)
+    );
+    let plan = code_step(Action::Bash { command: bomb });
+    let started = std::time::Instant::now();
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results("v")).unwrap_err();
+    assert!(err.contains("'@root'"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(100));
+}
+
+#[test]
+fn rendering_past_its_bounds_fails_the_step() {
+    let big = "x".repeat(64 * 1024);
+    // One text: 17 pasted copies of 64 KiB are over 1 MiB.
+    let plan = code_step(Action::Bash {
+        command: "{{ raw steps.up.outputs.x }}".repeat(17),
+    });
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big)).unwrap_err();
+    assert!(
+        err.contains(&format!("exceeds the limit of {MAX_RENDERED_BYTES} bytes")),
+        "{err}"
+    );
+    // The whole step: five inputs of 15 copies each are over 4 MiB.
+    let inputs = (0..5)
+        .map(|i| {
+            let text = "{{ steps.up.outputs.x }}".repeat(15);
+            (format!("i{i}"), Value::String(text))
+        })
+        .collect();
+    let plan = code_step(llm_with(inputs));
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big)).unwrap_err();
+    assert!(err.contains("the step's rendered texts exceed"), "{err}");
+    // Output variables: 20 outputs of 64 KiB are over 1 MiB of environment.
+    let plan = code_step(Action::Bash {
+        command: "true".into(),
+    });
+    let mut results = hostile_results("");
+    let up = results.get_mut("up").unwrap();
+    for i in 0..20 {
+        up.outputs.insert(format!("k{i}"), big.clone());
+    }
+    let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
+    assert!(err.contains("PLUE_OUTPUT_* variables take"), "{err}");
+}
