@@ -26,6 +26,9 @@ const ECHO_CHARS: usize = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    /// `$PLUE_OUTPUT` was replaced by a symlink, FIFO, directory or device.
+    #[error("PLUE_OUTPUT is not a regular file (a symlink, FIFO or directory is refused)")]
+    NotAFile,
     /// A line that is neither `key=value` nor `key<<DELIMITER`.
     #[error("PLUE_OUTPUT line {line}: expected key=value or key<<DELIMITER, got '{text}'")]
     Syntax { line: usize, text: String },
@@ -147,12 +150,26 @@ pub async fn read(path: &Path) -> Result<BTreeMap<String, String>, OutputError> 
         path: path.to_owned(),
         source,
     };
-    let file = match tokio::fs::File::open(path).await {
+    // The step owns the directory the file is in and may have replaced the file: a symlink
+    // is not followed (the runner may be root: `ln -s /etc/shadow $PLUE_OUTPUT` must not
+    // turn into outputs) and a FIFO or device is refused instead of blocking the runner.
+    let mut options = tokio::fs::OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    let file = match options.open(path).await {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(OutputError::NotAFile)
+        }
         Err(err) => return Err(io_error(err)),
     };
-    let bytes = file.metadata().await.map_err(io_error)?.len();
+    let metadata = file.metadata().await.map_err(io_error)?;
+    if !metadata.is_file() {
+        return Err(OutputError::NotAFile);
+    }
+    let bytes = metadata.len();
     if bytes > MAX_FILE_BYTES {
         return Err(OutputError::FileTooLarge { bytes });
     }
@@ -220,6 +237,22 @@ fn echo(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_output_file_replaced_by_a_symlink_or_fifo_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("root-only");
+        std::fs::write(&target, "stolen=the runner's file\n").unwrap();
+        let link = dir.path().join("output");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(read(&link).await, Err(OutputError::NotAFile)));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let read_fifo = tokio::time::timeout(std::time::Duration::from_secs(5), read(&fifo));
+        assert!(matches!(read_fifo.await, Ok(Err(OutputError::NotAFile))));
+        std::fs::write(dir.path().join("plain"), "k=v\n").unwrap();
+        assert_eq!(read(&dir.path().join("plain")).await.unwrap()["k"], "v");
+    }
 
     fn ok(text: &str) -> Vec<(String, String)> {
         parse(text).unwrap().into_iter().collect()
