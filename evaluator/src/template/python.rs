@@ -69,9 +69,7 @@ pub fn expand(context: &Context, var: &str) -> Result<String, &'static str> {
             triple,
             ..
         } => {
-            let close: String = std::iter::repeat(*quote)
-                .take(if *triple { 3 } else { 1 })
-                .collect();
+            let close: String = std::iter::repeat_n(*quote, if *triple { 3 } else { 1 }).collect();
             format!("{close} f'{{__import__(\"os\").environ[\"{var}\"]}}' {prefix}{close}")
         }
         Context::AfterBackslash => unreachable!("refused above"),

@@ -127,7 +127,7 @@ fn nested_each_bomb_is_refused_fast() {
     for _ in 0..8 {
         bomb.push_str("{{#each @root.steps}}");
     }
-    bomb.push_str("x");
+    bomb.push('x');
     for _ in 0..8 {
         bomb.push_str("{{/each}}");
     }
