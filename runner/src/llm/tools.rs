@@ -249,10 +249,21 @@ impl Toolbox {
         let content = string_arg(input, "write_file", "content")?.to_owned();
         let path = self.resolve_for_write(&requested)?;
         let root = self.root.clone();
+        let user = self.user;
         blocking(move || {
             let parent = path.parent().unwrap_or(&root).to_path_buf();
             std::fs::create_dir_all(&parent)
                 .map_err(|e| format!("creating the directories of {requested}: {e}"))?;
+            // What a root runner creates belongs to the step's user, like its workspace.
+            if let Some(user) = user {
+                for dir in parent
+                    .ancestors()
+                    .take_while(|d| d.starts_with(&root) && *d != root)
+                {
+                    std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid))
+                        .map_err(|e| format!("{requested}: {e}"))?;
+                }
+            }
             // Re-checked after creating: nothing may have swapped a directory for a link.
             let real_parent = parent
                 .canonicalize()
@@ -280,6 +291,10 @@ impl Toolbox {
             let meta = file.metadata().map_err(|e| format!("{requested}: {e}"))?;
             if !meta.is_file() {
                 return Err(not_regular(&requested));
+            }
+            if let Some(user) = user {
+                std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid))
+                    .map_err(|e| format!("{requested}: {e}"))?;
             }
             file.set_len(0)
                 .and_then(|()| std::io::Write::write_all(&mut file, content.as_bytes()))
@@ -510,6 +525,15 @@ impl Toolbox {
         timeout: Duration,
     ) -> Result<Finished, String> {
         let mut command = tokio::process::Command::new(program);
+        // Built, not inherited, and as the step's user: `git` reads the workspace's
+        // `.git/config`, which the step wrote — as root it could be made to run anything.
+        command.env_clear();
+        if let Some(path) = self.env.get("PATH") {
+            command.env("PATH", path);
+        }
+        if let Some(user) = self.user {
+            command.uid(user.uid).gid(user.gid);
+        }
         command
             .args(args)
             .current_dir(&self.root)
