@@ -322,12 +322,35 @@ pub fn check_ref(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What of the engine's environment git gets besides `PATH`, `LANG`, `LC_ALL` and `TZ`:
+/// where it finds its configuration and how it reaches the network — never a credential
+/// (a git process is a child of the engine that steps running as the same user could
+/// otherwise read the engine's tokens from).
+const GIT_ENV: &[&str] = &[
+    "HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "GIT_SSH_COMMAND",
+    "SSH_AUTH_SOCK",
+];
+
 fn command(dir: Option<&Path>) -> Command {
     let mut command = Command::new("git");
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
     }
+    let passed: Vec<String> = GIT_ENV.iter().map(|name| name.to_string()).collect();
+    let base = runner::step_env::Base::minimal_with(std::env::vars(), &passed);
     command
+        .env_clear()
+        .envs(base.vars())
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ALLOW_PROTOCOL", "file:http:https:ssh:git")
         .stdin(Stdio::null())
