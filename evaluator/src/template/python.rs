@@ -40,6 +40,8 @@ impl Context {
     pub fn refusal(&self) -> Option<&'static str> {
         match self {
             Context::Str { bytes: true, .. } => Some("a reference inside a bytes literal is not supported; use os.environb[b'PLUE_OUTPUT_<STEP>_<KEY>']"),
+            // A t-string (Python 3.14) cannot be joined with the f-string a reference becomes.
+            Context::Str { prefix, field: false, .. } if prefix.contains(['t', 'T']) => Some("a reference inside a t-string is not supported; read os.environ['PLUE_OUTPUT_<STEP>_<KEY>'] in a replacement field"),
             Context::AfterBackslash => Some("a reference right after a backslash; remove the backslash"),
             _ => None,
         }
@@ -298,6 +300,9 @@ mod tests {
         );
         assert_eq!(ctx("'\\@'"), [Context::AfterBackslash]);
         assert_eq!(ctx("bar'@'"), [s("", '\'', false, false)]);
+        let refused = ctx("t'@' T'{@}' tr'@'");
+        let why: Vec<bool> = refused.iter().map(|c| c.refusal().is_some()).collect();
+        assert_eq!(why, [true, false, true]);
     }
 
     #[test]
