@@ -49,7 +49,7 @@ fn describe(output: &Output) -> String {
 }
 
 #[test]
-fn hostile_output_stays_text_in_bash() {
+fn hostile_output_stays_text_in_bash_and_python() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker");
     let marker = marker.to_str().unwrap();
