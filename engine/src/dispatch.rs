@@ -201,7 +201,8 @@ impl OutputVars {
         let mut referenced = Vec::new();
         for reference in template.references() {
             if let (Field::Output(key), false) = (&reference.field, reference.raw) {
-                let value = output_value(results, reference).map_err(|e| format!("{what}: {e}"))?;
+                let value =
+                    output_value(results, reference, key).map_err(|e| format!("{what}: {e}"))?;
                 let pair = (reference.step.clone(), key.clone());
                 named
                     .entry(output_var(&reference.step, key))
@@ -244,14 +245,12 @@ impl OutputVars {
     }
 }
 
-/// The value of an output reference, or why it has none.
+/// The value of output `key` of the step `reference` names, or why it has none.
 fn output_value<'r>(
     results: &'r BTreeMap<&str, StepResult<'_>>,
     reference: &Reference,
+    key: &str,
 ) -> Result<&'r str, String> {
-    let Field::Output(key) = &reference.field else {
-        unreachable!("only output references have output values")
-    };
     results
         .get(reference.step.as_str())
         .and_then(|r| r.outputs.get(key))
@@ -372,7 +371,7 @@ impl Renderer<'_, '_> {
     fn value_text(&self, reference: &Reference) -> Result<&str, String> {
         match &reference.field {
             Field::Status => self.status(reference),
-            Field::Output(_) => output_value(self.results, reference),
+            Field::Output(key) => output_value(self.results, reference, key),
         }
     }
 
