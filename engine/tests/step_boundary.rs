@@ -364,3 +364,39 @@ async fn server_side_workflow_files_need_the_admin_token_and_an_allowed_director
     let (status, text) = post(ok, Some(support::ADMIN_TOKEN)).await;
     assert_eq!(status, 200, "{text}");
 }
+
+#[test]
+fn a_credential_on_another_process_command_line_is_invisible_to_steps() {
+    // Operators do put tokens on argv (`plue runner --token T`), and /proc/<pid>/cmdline is
+    // readable by every user: a root runner's steps get a /proc that shows their own
+    // processes only.
+    const ON_ARGV: &str = "credential-on-argv-5a1f9e3c7d2b8046";
+    let mut bystander = Command::new("bash")
+        .args(["-c", "sleep 60", ON_ARGV])
+        .spawn()
+        .expect("a bystander process");
+    let dir = tempfile::tempdir().unwrap();
+    let scan =
+        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null | rev; echo; done; \
+                test -r /proc/self/status && echo own-processes-visible";
+    std::fs::write(
+        dir.path().join("w.plue.py"),
+        format!(
+            "def workflow():\n    return Plan(name='argv', steps=[Step.bash('scan', {scan:?})])\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .output()
+        .expect("plue runs");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("own-processes-visible"), "{stdout}");
+    assert_nothing_found(&stdout, &[ON_ARGV]);
+}

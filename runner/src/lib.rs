@@ -7,6 +7,8 @@
 //!   lines, enforces the timeout and cancellation, and kills every process the step left
 //!   behind.
 //! - [`llm`]: `llm` steps — a streaming Claude agent with tools confined to the workspace.
+//! - [`isolation`]: a root runner's step processes get a private `/proc` and drop to the
+//!   attempt's user.
 //! - [`step_env`]: a step's environment, built from an allow-list; [`step_user`]: the
 //!   unprivileged user a root runner runs each step as.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
@@ -16,6 +18,7 @@
 //! prompts`.
 
 pub mod agent;
+pub mod isolation;
 pub mod llm;
 pub mod mask;
 pub mod outputs;

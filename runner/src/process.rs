@@ -132,8 +132,9 @@ pub async fn run(
         .envs(&spec.env)
         .env(reaper::COOKIE_VAR, &cookie);
     if let Some(user) = spec.user {
-        // std drops root's supplementary groups (setgroups(0)) before setuid.
-        command.uid(user.uid).gid(user.gid);
+        // A private /proc (where allowed), then the attempt's user; last of the child's
+        // set-up, so anything before it still runs as root.
+        crate::isolation::confine(&mut command, user);
     }
 
     let mut child = command.spawn()?;
