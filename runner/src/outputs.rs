@@ -160,9 +160,7 @@ pub async fn read(path: &Path) -> Result<BTreeMap<String, String>, OutputError> 
     let file = match options.open(path).await {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(OutputError::NotAFile)
-        }
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(OutputError::NotAFile),
         Err(err) => return Err(io_error(err)),
     };
     let metadata = file.metadata().await.map_err(io_error)?;
