@@ -27,14 +27,16 @@ pub enum LaunchError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Diagnostics as the evaluator words them, one per line with their detail.
+/// Diagnostics as the evaluator words them, one per line with their detail. Each line is
+/// escaped (a diagnostic's `Display` is one line; detail lines are escaped here), so user
+/// text can never forge a line or send a terminal escape.
 pub(crate) fn render_problems(problems: &[Diagnostic]) -> String {
     let mut text = String::new();
     for problem in problems {
         text.push_str(&problem.to_string());
         if let Some(detail) = &problem.detail {
             text.push('\n');
-            text.push_str(detail);
+            text.push_str(&evaluator::text::escape_lines(detail));
         }
         text.push('\n');
     }

@@ -1,6 +1,6 @@
 //! The evaluator: turns a `.plue.py` file into a validated, deterministic [`Plan`].
 //!
-//! - [`plan`], [`validate`], [`template`], [`mermaid`], [`context`], [`diagnostic`], [`limits`]: the pure
+//! - [`plan`], [`bounds`], [`validate`], [`template`], [`glob`], [`text`], [`mermaid`], [`context`], [`diagnostic`], [`limits`]: the pure
 //!   core — plain data and functions, no Python, no IO.
 //! - [`pool`]: the warm pool of sandboxed worker processes, and the only way the rest of
 //!   Plue evaluates a file ([`EvaluatorPool::evaluate`]).
@@ -9,14 +9,17 @@
 //!
 //! The evaluator knows nothing about sqlx, kube or axum.
 
+pub mod bounds;
 pub mod context;
 pub mod diagnostic;
+pub mod glob;
 pub mod limits;
 pub mod mermaid;
 pub mod plan;
 pub mod pool;
 pub mod protocol;
 pub mod template;
+pub mod text;
 pub mod validate;
 pub mod worker;
 

@@ -8,10 +8,9 @@
 use std::collections::HashMap;
 
 use croner::parser::{CronParser, Seconds, Year};
-use globset::GlobBuilder;
 
 use crate::diagnostic::{did_you_mean, Diagnostic};
-use crate::limits::{human_bytes, Limits};
+use crate::limits::Limits;
 use crate::plan::{Action, Location, Plan, SourceMap, Trigger, DEFAULT_LLM_TOOLS};
 use crate::template;
 
@@ -37,10 +36,22 @@ const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 const MAX_RETRIES: u32 = 20;
 const MAX_BACKOFF_SECS: u64 = 3600;
 const MAX_TURNS: u32 = 500;
-const MAX_ID_LEN: usize = 64;
+const MAX_ID_LEN: usize = crate::bounds::MAX_NAME_LEN;
+/// Most problems reported for one file; the rest are counted in a last line.
+pub const MAX_DIAGNOSTICS: usize = 50;
+/// Environment variables a workflow may not set: the runner's own configuration, which
+/// decides where the API key is sent.
+const RESERVED_ENV: [&str; 1] = ["ANTHROPIC_BASE_URL"];
 
-/// Checks `plan` and returns every problem found, in file order.
+/// Checks `plan` and returns every problem found (at most [`MAX_DIAGNOSTICS`], the last
+/// saying how many more), in file order. Sizes and strings are checked first
+/// ([`crate::bounds`]); only a plan that passes them is looked at item by item.
 pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Vec<Diagnostic> {
+    let canonical = plan.canonical_json();
+    let bounded = crate::bounds::check(plan, canonical.len(), map, limits, path);
+    if !bounded.is_empty() {
+        return capped(bounded, path);
+    }
     let mut problems = Problems {
         path,
         found: Vec::new(),
@@ -48,18 +59,9 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     if plan.name.trim().is_empty() {
         problems.add(map.plan, "the plan's name must not be empty".into());
     }
-    if plan.steps.len() > limits.max_steps {
-        problems.add(
-            map.plan,
-            format!(
-                "the plan has {} steps; the limit is {}",
-                plan.steps.len(),
-                limits.max_steps
-            ),
-        );
-    }
     for key in plan.env.keys() {
         check_env_name(&mut problems, map.plan, "env", key);
+        check_reserved_env(&mut problems, map.plan, "the plan", key);
     }
     for (index, trigger) in plan.triggers.iter().enumerate() {
         check_trigger(&mut problems, map.trigger(index), trigger);
@@ -67,17 +69,6 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     check_steps(&mut problems, plan, map);
     check_dag(&mut problems, plan, map);
     problems.found.extend(template::check(plan, map, path));
-    let canonical = plan.canonical_json();
-    if canonical.len() > limits.max_plan_bytes {
-        problems.add(
-            map.plan,
-            format!(
-                "the plan's JSON is {} bytes; the limit is {}",
-                canonical.len(),
-                human_bytes(limits.max_plan_bytes as u64)
-            ),
-        );
-    }
     if let Some(address) = memory_address(&canonical) {
         problems.add(
             map.plan,
@@ -87,7 +78,20 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     problems
         .found
         .sort_by_key(|d| d.location.map(|l| (l.line, l.col)));
-    problems.found
+    capped(problems.found, path)
+}
+
+/// At most [`MAX_DIAGNOSTICS`] problems; the last line counts the ones left out.
+fn capped(mut found: Vec<Diagnostic>, path: &str) -> Vec<Diagnostic> {
+    if found.len() > MAX_DIAGNOSTICS {
+        let more = found.len() - (MAX_DIAGNOSTICS - 1);
+        found.truncate(MAX_DIAGNOSTICS - 1);
+        found.push(Diagnostic::whole_file(
+            path,
+            format!("and {more} more problems"),
+        ));
+    }
+    found
 }
 
 struct Problems<'a> {
@@ -177,12 +181,13 @@ pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
         .map_err(|e| format!("invalid cron expression '{expression}': {e}"))
 }
 
+/// Each glob compiled exactly as trigger matching compiles it ([`crate::glob`]).
 fn check_globs(problems: &mut Problems<'_>, at: Location, what: &str, globs: &[String]) {
     for glob in globs {
         if glob.is_empty() {
             problems.add(at, format!("empty {what} pattern"));
-        } else if let Err(e) = GlobBuilder::new(glob).literal_separator(true).build() {
-            problems.add(at, format!("invalid {what} pattern '{glob}': {}", e.kind()));
+        } else if let Err(e) = crate::glob::compile(glob) {
+            problems.add(at, format!("invalid {what} pattern '{glob}': {e}"));
         }
     }
 }
@@ -238,6 +243,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         }
         for key in step.env.keys() {
             check_env_name(problems, at, "env", key);
+            check_reserved_env(problems, at, &format!("step '{}'", step.id), key);
         }
         for name in &step.secrets {
             check_env_name(problems, at, "secret", name);
@@ -296,6 +302,14 @@ fn check_env_name(problems: &mut Problems<'_>, at: Location, what: &str, name: &
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         problems.add(at, format!("invalid {what} name '{name}': use letters, digits and '_', not starting with a digit"));
+    }
+}
+
+/// `ANTHROPIC_BASE_URL` and the like decide where the engine's or runner's API key goes:
+/// only the operator sets them.
+fn check_reserved_env(problems: &mut Problems<'_>, at: Location, owner: &str, key: &str) {
+    if RESERVED_ENV.iter().any(|r| r.eq_ignore_ascii_case(key)) {
+        problems.add(at, format!("{owner} sets '{key}' in env: the Messages API base URL comes from the engine's or runner's configuration, never from a workflow"));
     }
 }
 
@@ -586,31 +600,92 @@ mod tests {
     }
 
     #[test]
-    fn step_limit_and_size_limit() {
-        let steps = (0..3).map(|i| step(&format!("s{i}"), &[])).collect();
+    fn size_is_checked_first_then_the_step_count() {
+        let steps = (0..3)
+            .map(|i| step(&format!("s{i}"), &["nowhere"]))
+            .collect();
         let (p, m) = plan(steps, vec![]);
-        let limits = Limits {
+        let found = |limits: Limits| -> Vec<String> {
+            validate(&p, &m, &limits, "w")
+                .iter()
+                .map(|d| d.message.clone())
+                .collect()
+        };
+        let too_big = found(Limits {
             max_steps: 2,
             max_plan_bytes: 100,
             ..Limits::default()
-        };
-        let found: Vec<String> = validate(&p, &m, &limits, "w")
-            .iter()
-            .map(|d| d.message.clone())
+        });
+        assert_eq!(too_big.len(), 1, "nothing else is looked at: {too_big:?}");
+        assert!(
+            too_big[0].starts_with("the plan's JSON is")
+                && too_big[0].ends_with("the limit is 100 bytes"),
+            "{too_big:?}"
+        );
+        let too_many = found(Limits {
+            max_steps: 2,
+            ..Limits::default()
+        });
+        assert_eq!(too_many, vec!["the plan has 3 steps; the limit is 2"]);
+    }
+
+    #[test]
+    fn diagnostics_are_capped_with_a_count_of_the_rest() {
+        let steps = (0..200)
+            .map(|i| step(&format!("s{i}"), &["nowhere"]))
             .collect();
+        let (p, m) = plan(steps, vec![]);
+        let found = messages(&p, &m);
+        assert_eq!(found.len(), MAX_DIAGNOSTICS);
+        assert_eq!(
+            found[MAX_DIAGNOSTICS - 1],
+            "w.plue.py: and 151 more problems"
+        );
+    }
+
+    #[test]
+    fn a_workflow_cannot_choose_where_the_api_key_goes() {
+        let mut s = step("review", &[]);
+        s.env
+            .insert("ANTHROPIC_BASE_URL".into(), "https://evil.example".into());
+        let (mut p, m) = plan(vec![s], vec![]);
+        p.env
+            .insert("anthropic_base_url".into(), "https://evil.example".into());
+        let found = messages(&p, &m);
+        assert_eq!(found.len(), 2, "{found:?}");
         assert!(
-            found
-                .iter()
-                .any(|f| f == "the plan has 3 steps; the limit is 2"),
+            found.iter().all(|f| f.contains("never from a workflow")),
             "{found:?}"
         );
         assert!(
-            found
-                .iter()
-                .any(|f| f.starts_with("the plan's JSON is")
-                    && f.ends_with("the limit is 100 bytes")),
+            found[1].contains("step 'review' sets 'ANTHROPIC_BASE_URL'"),
             "{found:?}"
         );
+    }
+
+    // regression: a branch glob of a million '?' passed validation and panicked in matching.
+    #[test]
+    fn globs_are_compiled_as_matching_compiles_them() {
+        let push = Trigger::Push {
+            branches: vec!["?".repeat(500)],
+            tags: vec![],
+            paths: vec![],
+            paths_ignore: vec![],
+        };
+        let (p, m) = plan(vec![], vec![push]);
+        for problem in messages(&p, &m) {
+            assert!(problem.contains("invalid branch pattern"), "{problem}");
+        }
+        let huge = Trigger::Push {
+            branches: vec!["?".repeat(1_000_000)],
+            tags: vec![],
+            paths: vec![],
+            paths_ignore: vec![],
+        };
+        let (p, m) = plan(vec![], vec![huge]);
+        let found = messages(&p, &m);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("the limit is 512"), "{found:?}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Trigger matching: does a plan's trigger list ask for a run on this occasion? Pure.
 //!
 //! Rules (GitHub Actions' where Plue's contract is silent):
-//! - Globs use GitHub's filter syntax: `*` does not cross `/`, `**` does.
+//! - Globs use GitHub's filter syntax: `*` does not cross `/`, `**` does. They are compiled
+//!   by `evaluator::glob::compile`, exactly as validation compiled them; a pattern that does
+//!   not compile matches nothing. Matching never panics.
 //! - push: `refs/heads/<b>` against `branches`, `refs/tags/<t>` against `tags`; a deleted
 //!   ref never gets here (the registry starts nothing for it).
 //! - pull_request: the action must be listed and the base branch must match `branches`.
@@ -11,8 +13,8 @@
 //! - schedule: the plan has a schedule trigger with that exact cron expression.
 //! - manual: the plan has a manual trigger.
 
+use evaluator::glob::{compile, Pattern};
 use evaluator::plan::{Plan, Trigger};
-use globset::{Glob, GlobBuilder, GlobMatcher};
 
 /// What happened, as far as matching is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -83,12 +85,8 @@ fn trigger_matches(trigger: &Trigger, occasion: Occasion<'_>) -> bool {
     }
 }
 
-fn matcher(glob: &str) -> Option<GlobMatcher> {
-    GlobBuilder::new(glob)
-        .literal_separator(true)
-        .build()
-        .ok()
-        .map(|g: Glob| g.compile_matcher())
+fn matcher(glob: &str) -> Option<Pattern> {
+    compile(glob).ok()
 }
 
 fn any_glob(globs: &[String], name: &str) -> bool {
@@ -105,12 +103,14 @@ fn paths_match(paths: &[String], ignore: &[String], changed: Option<&[String]>) 
     if paths.is_empty() && ignore.is_empty() {
         return true;
     }
-    let ignore: Vec<GlobMatcher> = ignore.iter().filter_map(|g| matcher(g)).collect();
-    let include: Vec<GlobMatcher> = paths.iter().filter_map(|g| matcher(g)).collect();
+    // A pattern that does not compile is kept as one that matches nothing, so a `paths`
+    // list of only bad patterns filters everything out rather than nothing.
+    let ignore: Vec<Pattern> = ignore.iter().filter_map(|g| matcher(g)).collect();
+    let include: Vec<Pattern> = paths.iter().filter_map(|g| matcher(g)).collect();
     changed
         .iter()
         .filter(|file| !ignore.iter().any(|m| m.is_match(file.as_str())))
-        .any(|file| include.is_empty() || include.iter().any(|m| m.is_match(file.as_str())))
+        .any(|file| paths.is_empty() || include.iter().any(|m| m.is_match(file.as_str())))
 }
 
 #[cfg(test)]
@@ -146,6 +146,18 @@ mod tests {
             git_ref,
             changed_files: files,
         }
+    }
+
+    // regression: a branch glob of a million '?' panicked here (globset's `expect`) and
+    // dropped every other workflow of the delivery.
+    #[test]
+    fn a_glob_that_cannot_compile_matches_nothing_and_does_not_panic() {
+        let huge = "?".repeat(1_000_000);
+        let p = plan(vec![push(&[huge.as_str(), "release/["], &[], &[], &[])]);
+        assert!(!matches(&p, on_push("refs/heads/main", None)));
+        let p = plan(vec![push(&["**"], &[], &[huge.as_str()], &[huge.as_str()])]);
+        let files = strings(&["src/a.rs"]);
+        assert!(!matches(&p, on_push("refs/heads/main", Some(&files))));
     }
 
     #[test]

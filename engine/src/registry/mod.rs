@@ -421,24 +421,40 @@ impl Registry {
         .await;
         let mut runs = Vec::new();
         let mut plans = Vec::new();
+        // One file never costs the others their runs: a run that cannot be stored becomes a
+        // failed run of that file (or, if even that fails, a log line), and the loop goes on.
+        let mut first_error = None;
         for (file, evaluated) in files.iter().zip(evaluations) {
-            match evaluated {
+            let started = match evaluated {
                 Ok(evaluated) => {
                     let matched = matching::matches(&evaluated.plan, occurrence.occasion);
                     plans.push((file.path.clone(), evaluated.plan.clone()));
-                    if matched {
-                        runs.push(
-                            self.start_run(occurrence, &file.path, Ok(evaluated))
-                                .await?,
-                        );
+                    if !matched {
+                        continue;
+                    }
+                    match self.start_run(occurrence, &file.path, Ok(evaluated)).await {
+                        Ok(run) => Ok(run),
+                        Err(e) => {
+                            let message =
+                                format!("{}: the run could not be stored: {e:#}", file.path);
+                            self.start_run(occurrence, &file.path, Err(message)).await
+                        }
                     }
                 }
-                Err(message) => {
-                    runs.push(self.start_run(occurrence, &file.path, Err(message)).await?);
+                Err(message) => self.start_run(occurrence, &file.path, Err(message)).await,
+            };
+            match started {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    tracing::warn!("{}: cannot store a run: {e:#}", file.path);
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        Ok((runs, plans))
+        match first_error {
+            Some(e) if runs.is_empty() && plans.is_empty() => Err(e),
+            _ => Ok((runs, plans)),
+        }
     }
 
     /// Stores the run of `path` (a failed run when it did not evaluate).

@@ -1,0 +1,181 @@
+//! Clean text: what a plan string may contain, and how user text is shown in messages.
+//!
+//! Invariants:
+//! - [`check_clean`] refuses NUL, every other C0 control except the ones a [`TextKind`]
+//!   allows (tab; newline in multi-line text), DEL, C1 controls and the bidi overrides and
+//!   isolates (U+202A–U+202E, U+2066–U+2069) that make text display in another order
+//!   than it runs. PostgreSQL refuses NUL in `TEXT`; terminals act on the rest.
+//! - [`escape_line`] turns any text into one printable line: controls, bidi controls and
+//!   line separators become `\n`, `\x1b`, `\u{202e}`. Backslashes are left alone, so
+//!   escaping twice changes nothing.
+//! - [`redact_host_paths`] replaces paths into the host's Python installation with
+//!   `<python>`, so a message is never an oracle for what exists on the engine's disk.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// Where a string goes, which decides the controls it may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// One line (names, globs, labels, cron, descriptions): tab allowed, no newline.
+    Line,
+    /// Code, prompts and env values: newline and tab allowed.
+    MultiLine,
+}
+
+/// Bidi embedding, override and isolate controls.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters shown escaped in messages.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// `Ok` when `text` carries no character [`TextKind`] refuses; otherwise the first
+/// offending character, escaped, for the message.
+pub fn check_clean(text: &str, kind: TextKind) -> Result<(), String> {
+    let bad = text.chars().find(|&c| match c {
+        '\t' => false,
+        '\n' => kind == TextKind::Line,
+        c => c.is_control() || is_bidi_control(c),
+    });
+    match bad {
+        None => Ok(()),
+        Some('\0') => Err("contains a NUL character".into()),
+        Some(c) if is_bidi_control(c) => Err(format!(
+            "contains the bidirectional control character {}",
+            escape_char(c)
+        )),
+        Some(c) => Err(format!("contains the control character {}", escape_char(c))),
+    }
+}
+
+fn escape_char(c: char) -> String {
+    match c {
+        '\n' => "\\n".into(),
+        '\r' => "\\r".into(),
+        '\t' => "\\t".into(),
+        c if (c as u32) < 0x100 => format!("\\x{:02x}", c as u32),
+        c => format!("\\u{{{:x}}}", c as u32),
+    }
+}
+
+/// `text` as one printable line (see the module docs).
+pub fn escape_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.push_str(&escape_char(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Multi-line text (a traceback) with each line escaped and the line breaks kept.
+pub fn escape_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&escape_line(line));
+    }
+    out
+}
+
+/// User text quoted for a message: escaped and cut to `max` characters.
+pub fn quote(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0;
+    for c in text.chars() {
+        if count == max {
+            let _ = write!(out, "... ({} characters)", text.chars().count());
+            return out;
+        }
+        out.push_str(&escape_line(c.encode_utf8(&mut [0; 4])));
+        count += 1;
+    }
+    out
+}
+
+/// Replaces every path-like token that reaches into a Python installation
+/// (`/usr/lib/python3.11/json/decoder.py`) with `<python>`.
+pub fn redact_host_paths(text: &str) -> Cow<'_, str> {
+    if !text.contains("/python3") && !text.contains("/lib/python") {
+        return Cow::Borrowed(text);
+    }
+    let is_path_char = |c: char| !c.is_whitespace() && !matches!(c, '\'' | '"' | '(' | ')' | ',');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let start = rest.find(|c: char| is_path_char(c)).unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
+        let token = &rest[..end];
+        if token.contains('/') && (token.contains("/python3") || token.contains("/lib/python")) {
+            out.push_str("<python>");
+        } else {
+            out.push_str(token);
+        }
+        rest = &rest[end..];
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_text_refuses_controls_and_bidi_but_allows_tab_and_newline_where_sensible() {
+        assert!(check_clean("make\ttest", TextKind::Line).is_ok());
+        assert!(check_clean("echo a\necho b", TextKind::MultiLine).is_ok());
+        assert!(check_clean("a\nb", TextKind::Line).is_err());
+        assert_eq!(
+            check_clean("a\0b", TextKind::MultiLine).unwrap_err(),
+            "contains a NUL character"
+        );
+        assert!(check_clean("x\x1b[2J", TextKind::MultiLine)
+            .unwrap_err()
+            .contains("\\x1b"));
+        assert!(check_clean("x\u{85}", TextKind::MultiLine).is_err(), "C1");
+        assert!(check_clean("x\r", TextKind::MultiLine).is_err());
+        assert!(check_clean("admin\u{202e}", TextKind::Line)
+            .unwrap_err()
+            .contains("bidirectional"));
+        assert!(check_clean("é ü 漢字 🚀", TextKind::Line).is_ok());
+    }
+
+    #[test]
+    fn escaping_gives_one_line_and_is_idempotent() {
+        let hostile = "id\nfake.plue.py:1:1: ok\x1b[2K\u{202e}";
+        let once = escape_line(hostile);
+        assert_eq!(once, "id\\nfake.plue.py:1:1: ok\\x1b[2K\\u{202e}");
+        assert_eq!(escape_line(&once), once);
+        assert!(matches!(escape_line("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape_lines("a\x07\nb"), "a\\x07\nb");
+        assert_eq!(quote("abcdef", 3), "abc... (6 characters)");
+        assert_eq!(quote("a\nb", 10), "a\\nb");
+    }
+
+    #[test]
+    fn host_paths_are_redacted() {
+        assert_eq!(
+            redact_host_paths("File \"/usr/lib/python3.11/json/decoder.py\", line 3"),
+            "File \"<python>\", line 3"
+        );
+        assert_eq!(
+            redact_host_paths("see /root/.pyenv/versions/3.11.9/lib/python3.11/re/_parser.py"),
+            "see <python>"
+        );
+        assert_eq!(redact_host_paths("no path here"), "no path here");
+    }
+}
