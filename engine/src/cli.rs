@@ -157,9 +157,20 @@ pub(crate) struct RunnerArgs {
     /// The engine's base URL.
     #[arg(long)]
     pub(crate) engine: String,
-    /// The registration token.
+    /// The registration token. Prefer --token-stdin or --token-file: a value here or in
+    /// PLUE_RUNNER_TOKEN is visible to anyone who can read /proc/<pid>/cmdline or environ.
     #[arg(long, env = "PLUE_RUNNER_TOKEN", hide_env_values = true)]
-    pub(crate) token: String,
+    pub(crate) token: Option<String>,
+    /// Read the registration token from the first line of stdin (how the engine's pool
+    /// hands its runners their one-time tokens).
+    #[arg(long, conflicts_with = "token_file")]
+    pub(crate) token_stdin: bool,
+    /// Read the registration token from this file (which only this runner's user may read).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Exit when the process PARENT_PID (this runner's parent) dies, even by SIGKILL.
+    #[arg(long, value_name = "PARENT_PID")]
+    pub(crate) die_with_parent: Option<i32>,
     /// Labels this runner offers, k=v,k2=v2.
     #[arg(long, value_parser = parse_labels, default_value = "")]
     pub(crate) labels: std::collections::BTreeMap<String, String>,

@@ -1,9 +1,14 @@
 //! `/internal/...`: the runner-facing HTTP API (protocol in [`runner::protocol`]).
 //!
 //! Invariants:
-//! - Every request is authenticated: registration with the shared registration token,
-//!   everything else with the runner's own session token; a runner may only touch its own
-//!   attempts (403 otherwise).
+//! - Every request is authenticated: registration with a registration token (the shared
+//!   one, a scoped one, or a one-time one the pool minted), everything else with the
+//!   runner's own session token; a runner may only touch its own attempts (403 otherwise).
+//! - A registration stays inside its token's scope ([`crate::runner_scope`]): labels it
+//!   does not grant, or a `pool-` name it was not minted for, are 403; a live runner's name
+//!   is 409; a one-time token registers one runner only (401 afterwards).
+//! - A runner whose token does not allow secrets is never handed a secret: the claim skips
+//!   steps that need one, and an assignment that would carry one fails instead.
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
@@ -25,13 +30,14 @@ use crate::dispatch::Dispatch;
 use crate::events::Event;
 use crate::executor::{Executor, Report};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{now_ms, AttemptOwner, Claimed};
+use crate::runner_scope::Scope;
+use crate::store::{now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration};
 use crate::tokens;
 
 /// How the internal API behaves.
 #[derive(Debug, Clone)]
 pub struct InternalConfig {
-    /// The shared token runners register with.
+    /// The shared token hand-started runners register with (scope: [`Scope::shared`]).
     pub registration_token: String,
     pub heartbeat_interval: Duration,
     /// The longest a poll or watch request is held.
@@ -53,6 +59,8 @@ pub struct AuthedRunner {
     pub id: i64,
     /// Canonical forms of every subset of its labels (what it may claim).
     pub label_sets: Arc<Vec<String>>,
+    /// Whether its registration token lets it receive secrets.
+    pub secrets: bool,
 }
 
 /// Caches of session tokens and attempt owners, so a log batch costs no extra reads.
@@ -110,32 +118,85 @@ async fn register(
     headers: HeaderMap,
     body: Result<Json<wire::RegisterRequest>, JsonRejection>,
 ) -> ApiResult<Json<wire::RegisterResponse>> {
-    let given = bearer(&headers)?;
-    if !tokens::tokens_match(given, &state.config.registration_token) {
-        return Err(ApiError::unauthorized("invalid registration token"));
-    }
+    let (token, scope) = registration_grant(&state, bearer(&headers)?).await?;
     let Json(request) = body?;
     validate_name(&request.name)?;
     validate_labels(&request.labels)?;
+    if let Some(refusal) = scope.refusal(&request.name, &request.labels) {
+        return Err(ApiError::forbidden(refusal));
+    }
     let session_token = tokens::new_token()?;
     let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;
-    let runner_id = state
+    let registration = state
         .executor
         .store()
-        .register_runner(
-            &request.name,
-            &labels_json,
-            &tokens::hash_token(&session_token),
-            request.ephemeral,
-            now_ms(),
-        )
+        .register(&NewRunner {
+            name: &request.name,
+            labels_json: &labels_json,
+            session_hash: &tokens::hash_token(&session_token),
+            ephemeral: request.ephemeral,
+            token,
+            secrets: scope.secrets,
+            now: now_ms(),
+        })
         .await?;
+    let runner_id = match registration {
+        Registration::Registered(id) => id,
+        Registration::NameTaken => {
+            return Err(ApiError::Client(
+                StatusCode::CONFLICT,
+                format!(
+                    "a live runner is already named '{}'; choose another name",
+                    request.name
+                ),
+            ))
+        }
+        Registration::TokenSpent => return Err(spent()),
+    };
     tracing::debug!(runner_id, name = %request.name, "runner registered");
     Ok(Json(wire::RegisterResponse {
         runner_id,
         session_token,
         heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u64,
     }))
+}
+
+/// The stored token a registration presents (`None`: the shared one) and what it grants;
+/// 401 for a token that is unknown, revoked, used (one-time) or expired.
+async fn registration_grant(
+    state: &InternalState,
+    given: &str,
+) -> ApiResult<(Option<RedeemedToken>, Scope)> {
+    if tokens::tokens_match(given, &state.config.registration_token) {
+        return Ok((None, Scope::shared()));
+    }
+    let Some(row) = state
+        .executor
+        .store()
+        .runner_token_by_hash(&tokens::hash_token(given))
+        .await?
+    else {
+        return Err(ApiError::unauthorized("invalid registration token"));
+    };
+    let once = row.is_once();
+    let expired = row.expires_at.is_some_and(|at| at < now_ms());
+    if row.revoked_at.is_some() || (once && (row.used_at.is_some() || expired)) {
+        return Err(spent());
+    }
+    let labels: BTreeMap<String, String> = serde_json::from_str(&row.labels)
+        .map_err(|e| anyhow::anyhow!("stored labels of runner token {}: {e}", row.id))?;
+    let scope = Scope {
+        labels,
+        secrets: row.secrets,
+        only_name: once.then(|| row.name.clone()),
+    };
+    Ok((Some(RedeemedToken { id: row.id, once }), scope))
+}
+
+fn spent() -> ApiError {
+    ApiError::unauthorized(
+        "this registration token was revoked, or is a one-time token already used or expired",
+    )
 }
 
 async fn heartbeat(State(state): State<InternalState>, headers: HeaderMap) -> ApiResult<Json<Ack>> {
@@ -186,7 +247,7 @@ async fn poll(
             .await?
         {
             remember_owner(&state, &runner, &claimed);
-            match assignment(&state, claimed).await? {
+            match assignment(&state, &runner, claimed).await? {
                 Some(assignment) => {
                     return Ok(Json(PollResponse {
                         assignment: Some(assignment),
@@ -211,7 +272,11 @@ async fn poll(
 
 /// The assignment for a fresh claim, or `None` when the attempt had to fail at once (a
 /// missing secret, an unreadable dispatch document); the failure is recorded.
-async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option<Assignment>> {
+async fn assignment(
+    state: &InternalState,
+    runner: &AuthedRunner,
+    claimed: Claimed,
+) -> ApiResult<Option<Assignment>> {
     let fail = |reason: String| Report {
         outcome: wire::Outcome::Failed,
         exit_code: None,
@@ -243,6 +308,20 @@ async fn assignment(state: &InternalState, claimed: Claimed) -> ApiResult<Option
             return Ok(None);
         }
     };
+    if !runner.secrets && !secrets.values.is_empty() {
+        // The claim skips such steps; this holds even for rows queued before it did.
+        let names: Vec<&str> = secrets.values.keys().map(String::as_str).collect();
+        let reason = format!(
+            "the step needs secrets ({}) but runner {}'s registration token does not allow secrets",
+            names.join(", "),
+            runner.id
+        );
+        state
+            .executor
+            .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
+            .await?;
+        return Ok(None);
+    }
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
     let mut env = dispatch.env;
@@ -403,6 +482,7 @@ async fn authenticate(state: &InternalState, headers: &HeaderMap) -> ApiResult<A
     let runner = AuthedRunner {
         id: row.id,
         label_sets: Arc::new(label_subsets(&labels)),
+        secrets: row.secrets,
     };
     let mut runners = lock(&state.auth.runners);
     if runners.len() >= CACHE_LIMIT {

@@ -5,7 +5,8 @@
 //! - [`store`]: all state, in SQLite or PostgreSQL (sqlx).
 //! - [`dispatch`]: what a queued step carries to its runner (templates rendered).
 //! - [`executor`]: starts runs and moves them forward; [`sweeper`]: the engine's timers.
-//! - [`internal_api`]: the runner protocol's server side; [`api`]: the public HTTP API.
+//! - [`internal_api`]: the runner protocol's server side; [`api`]: the public HTTP API;
+//!   [`runner_scope`]: what a registration token lets its runners claim.
 //! - [`pool`]: the warm pool controller and its local-process provider.
 //! - [`registry`]: repository events → runs (mirrors, evaluation, trigger matching);
 //!   [`webhooks`]: the forges' deliveries; [`forge`]: payloads, signatures, statuses;
@@ -26,6 +27,7 @@ pub mod internal_api;
 pub mod launch;
 pub mod pool;
 pub mod registry;
+pub mod runner_scope;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;

@@ -148,7 +148,6 @@ pub async fn start(
     if let Some(settings) = &config.pool {
         let provider_config = LocalConfig {
             engine_url: url.clone(),
-            registration_token: config.registration_token.clone(),
             runner: settings.runner.clone(),
         };
         let pool = Pool::new(

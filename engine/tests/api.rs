@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use engine::server::{self, EngineConfig, RunningEngine};
-use engine::store::{NewRun, Store};
+use engine::store::{now_ms, NewRun, NewRunnerToken, RunnerTokenKind, Store};
 use evaluator::plan::{Action, Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -23,11 +23,16 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_data_dir(dir.path()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = EngineConfig::new(REGISTRATION.into());
     config.admin_token = Some(ADMIN.into());
+    configure(&mut config);
     let engine = server::start(store, listener, config, None).await.unwrap();
     Harness {
         engine,
@@ -83,6 +88,59 @@ impl Harness {
             .await
             .unwrap();
         response.session_token
+    }
+
+    /// Registers `name` announcing `labels` with registration token `token`: the answer.
+    async fn try_register(&self, token: &str, name: &str, labels: Value) -> reqwest::Response {
+        self.post(
+            token,
+            wire::REGISTER,
+            json!({"name": name, "labels": labels, "ephemeral": true}),
+        )
+        .await
+    }
+
+    /// Stores a registration token of `kind` for `name` (the operator's or the pool's way
+    /// to make one); returns the token.
+    async fn make_token(
+        &self,
+        kind: RunnerTokenKind,
+        name: &str,
+        labels: Value,
+        secrets: bool,
+        expires_at: Option<i64>,
+    ) -> String {
+        let token = engine::tokens::new_token().unwrap();
+        self.engine
+            .executor
+            .store()
+            .create_runner_token(&NewRunnerToken {
+                kind,
+                name,
+                token_hash: &engine::tokens::hash_token(&token),
+                labels_json: &labels.to_string(),
+                secrets,
+                expires_at,
+                now: now_ms(),
+            })
+            .await
+            .unwrap();
+        token
+    }
+
+    /// A poll that expects nothing within `wait_ms`.
+    async fn poll_nothing(&self, token: &str, wait_ms: u64) {
+        let response: wire::PollResponse = self
+            .post(token, wire::POLL, json!({ "wait_ms": wait_ms }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            response.assignment.is_none(),
+            "{:?}",
+            response.assignment.map(|a| a.step_id)
+        );
     }
 
     async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
@@ -374,5 +432,217 @@ async fn bad_requests_get_4xx_with_a_message() {
             "{status}: {body}"
         );
     }
+    h.engine.shutdown().await;
+}
+
+/// `response`'s status and error message.
+async fn refusal(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn labelled(id: &str, key: &str, value: &str) -> Step {
+    let mut step = bash(id, "true");
+    step.runner.insert(key.into(), value.into());
+    step
+}
+
+// The attacker holds a valid token scoped to zone=dev (or the shared one) and announces
+// zone=prod to get the production step and its secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_cannot_claim_labels_its_token_does_not_grant() {
+    let h = harness().await;
+    h.start_run(vec![labelled("deploy", "zone", "prod")]).await;
+    let dev = h
+        .make_token(
+            RunnerTokenKind::Scoped,
+            "dev runners",
+            json!({"zone": "dev"}),
+            true,
+            None,
+        )
+        .await;
+    for (token, what) in [
+        (dev.as_str(), "scoped to zone=dev"),
+        (REGISTRATION, "shared"),
+    ] {
+        let (status, message) = refusal(
+            h.try_register(token, "hopper", json!({"zone": "prod"}))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 403, "{what}: {message}");
+        assert!(message.contains("zone=prod"), "{what}: {message}");
+    }
+    // Registered inside its scope, it is never handed the production step.
+    let response = h.try_register(&dev, "dev-1", json!({"zone": "dev"})).await;
+    assert_eq!(response.status(), 200);
+    let session: wire::RegisterResponse = response.json().await.unwrap();
+    h.poll_nothing(&session.session_token, 300).await;
+    // The runner the operator made a prod token for takes it.
+    let prod = h
+        .make_token(
+            RunnerTokenKind::Scoped,
+            "prod runners",
+            json!({"zone": "prod"}),
+            true,
+            None,
+        )
+        .await;
+    let response = h
+        .try_register(&prod, "prod-1", json!({"zone": "prod"}))
+        .await;
+    let session: wire::RegisterResponse = response.json().await.unwrap();
+    assert_eq!(h.poll(&session.session_token).await.step_id, "deploy");
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_token_forbids_secrets_never_gets_a_step_that_needs_them() {
+    let h = harness_with(|config| {
+        config
+            .secrets
+            .insert("DEPLOY_KEY".into(), "s3cr3t-value".into());
+    })
+    .await;
+    let mut deploy = bash("deploy", "true");
+    deploy.secrets.push("DEPLOY_KEY".into());
+    h.start_run(vec![deploy, bash("lint", "true")]).await;
+    let untrusted = h
+        .make_token(RunnerTokenKind::Scoped, "untrusted", json!({}), false, None)
+        .await;
+    let response = h.try_register(&untrusted, "untrusted-1", json!({})).await;
+    let session: wire::RegisterResponse = response.json().await.unwrap();
+    let assignment = h.poll(&session.session_token).await;
+    assert_eq!(assignment.step_id, "lint");
+    assert!(assignment.secrets.is_empty());
+    h.poll_nothing(&session.session_token, 300).await;
+    // A runner allowed secrets gets the step with its secret.
+    let trusted = h.register("trusted-1").await;
+    let assignment = h.poll(&trusted).await;
+    assert_eq!(assignment.step_id, "deploy");
+    assert_eq!(assignment.secrets["DEPLOY_KEY"], "s3cr3t-value");
+    h.engine.shutdown().await;
+}
+
+// A one-time token minted for a pool runner, stolen: it registers one runner, under the
+// name it was minted for, before it expires — nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_one_time_token_registers_nothing_more() {
+    let h = harness().await;
+    let soon = Some(now_ms() + 60_000);
+    let once = h
+        .make_token(RunnerTokenKind::Once, "pool-test-1", json!({}), true, soon)
+        .await;
+    let (status, message) = refusal(h.try_register(&once, "thief", json!({})).await).await;
+    assert_eq!(status, 403, "{message}");
+    let response = h.try_register(&once, "pool-test-1", json!({})).await;
+    assert_eq!(response.status(), 200);
+    let session: wire::RegisterResponse = response.json().await.unwrap();
+    for name in ["pool-test-1", "thief", "pool-test-2"] {
+        let (status, message) = refusal(h.try_register(&once, name, json!({})).await).await;
+        assert_eq!(status, 401, "a second use as {name}: {message}");
+    }
+    // The session token stays bound to the runner that registered.
+    let heartbeat = h
+        .post(&session.session_token, wire::HEARTBEAT, json!({}))
+        .await;
+    assert_eq!(heartbeat.status(), 200);
+    // An expired one registers nothing either.
+    let expired = h
+        .make_token(
+            RunnerTokenKind::Once,
+            "pool-test-3",
+            json!({}),
+            true,
+            Some(now_ms() - 1),
+        )
+        .await;
+    let (status, _) = refusal(h.try_register(&expired, "pool-test-3", json!({})).await).await;
+    assert_eq!(status, 401);
+    h.engine.shutdown().await;
+}
+
+// A racing pair of registrations with one stolen one-time token: at most one succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_tokens_survive_a_registration_race() {
+    let h = harness().await;
+    let once = h
+        .make_token(
+            RunnerTokenKind::Once,
+            "pool-race-1",
+            json!({}),
+            true,
+            Some(now_ms() + 60_000),
+        )
+        .await;
+    let answers =
+        futures::future::join_all((0..6).map(|_| h.try_register(&once, "pool-race-1", json!({}))))
+            .await;
+    let ok = answers.iter().filter(|a| a.status() == 200).count();
+    assert_eq!(
+        ok,
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.status()).collect::<Vec<_>>()
+    );
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_runner_names_are_unique_and_pool_names_are_reserved() {
+    let h = harness().await;
+    let first = h.register("twin").await;
+    let (status, message) = refusal(h.try_register(REGISTRATION, "twin", json!({})).await).await;
+    assert_eq!(status, 409, "{message}");
+    let (status, message) = refusal(
+        h.try_register(REGISTRATION, "pool-abcdef-1", json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("reserved"), "{message}");
+    // Once the first one left, the name is free again.
+    let left = h.post(&first, wire::DEREGISTER, json!({})).await;
+    assert_eq!(left.status(), 200);
+    let again = h.try_register(REGISTRATION, "twin", json!({})).await;
+    assert_eq!(again.status(), 200);
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_cannot_report_an_attempt_it_does_not_hold() {
+    let h = harness().await;
+    let run_id = h.start_run(vec![bash("build", "true")]).await;
+    let holder = h.register("holder").await;
+    let forger = h.register("forger").await;
+    let attempt = h.poll(&holder).await.attempt_id;
+    let forged = json!({
+        "outcome": "succeeded", "exit_code": 0, "reason": null,
+        "outputs": {"version": "evil"}, "lines": 0
+    });
+    for path in [wire::complete_path(attempt), wire::logs_path(attempt)] {
+        let body = if path.ends_with("logs") {
+            json!({"lines": []})
+        } else {
+            forged.clone()
+        };
+        let (status, message) = refusal(h.post(&forger, &path, body).await).await;
+        assert_eq!(status, 403, "{path}: {message}");
+    }
+    let step = h
+        .engine
+        .executor
+        .store()
+        .step_run(run_id, "build")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(step.status, "claimed");
+    assert_eq!(step.outputs, "{}");
     h.engine.shutdown().await;
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use engine::events::Events;
 use engine::executor::{Executor, Report};
-use engine::store::{now_ms, NewRun, Store};
+use engine::store::{
+    now_ms, NewRun, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
+};
 use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
 
@@ -361,6 +363,196 @@ async fn silent_runners_are_declared_lost_once() {
         assert!(
             !store.heartbeat(a, now).await.unwrap(),
             "a lost runner stays lost"
+        );
+    }
+}
+
+fn once_token<'a>(name: &'a str, hash: &'a str, expires_at: i64) -> NewRunnerToken<'a> {
+    NewRunnerToken {
+        kind: RunnerTokenKind::Once,
+        name,
+        token_hash: hash,
+        labels_json: "{}",
+        secrets: true,
+        expires_at: Some(expires_at),
+        now: now_ms(),
+    }
+}
+
+fn new_runner<'a>(name: &'a str, hash: &'a str, token: Option<RedeemedToken>) -> NewRunner<'a> {
+    NewRunner {
+        name,
+        labels_json: "{}",
+        session_hash: hash,
+        ephemeral: true,
+        token,
+        secrets: true,
+        now: now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn a_one_time_token_registers_one_runner_and_names_its_redeemer() {
+    for (store, _dir) in stores().await {
+        let id = store
+            .create_runner_token(&once_token("pool-x-1", "once-hash", now_ms() + 60_000))
+            .await
+            .unwrap();
+        let token = Some(RedeemedToken { id, once: true });
+        let first = store
+            .register(&new_runner("pool-x-1", "s1", token))
+            .await
+            .unwrap();
+        let Registration::Registered(runner_id) = first else {
+            panic!("{first:?} on {}", store.backend());
+        };
+        for name in ["pool-x-1", "other"] {
+            let again = store
+                .register(&new_runner(name, &format!("s-{name}"), token))
+                .await
+                .unwrap();
+            assert_eq!(again, Registration::TokenSpent, "{}", store.backend());
+        }
+        let minted = store.minted_runners(&[id]).await.unwrap();
+        assert_eq!(minted.len(), 1);
+        assert_eq!(
+            (minted[0].runner_id, minted[0].state.as_str()),
+            (runner_id, "idle")
+        );
+        // Expired before use: refused.
+        let late = store
+            .create_runner_token(&once_token("pool-x-2", "late-hash", now_ms() - 1))
+            .await
+            .unwrap();
+        let refused = store
+            .register(&new_runner(
+                "pool-x-2",
+                "s2",
+                Some(RedeemedToken {
+                    id: late,
+                    once: true,
+                }),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(refused, Registration::TokenSpent);
+        // Dropped once the pool is done with it (and expired ones with it).
+        store.drop_once_token(id, now_ms()).await.unwrap();
+        assert!(store
+            .runner_token_by_hash("once-hash")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .runner_token_by_hash("late-hash")
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
+
+#[tokio::test]
+async fn live_runner_names_are_unique() {
+    for (store, _dir) in stores().await {
+        let first = runner(&store, "twin").await;
+        let twin = store
+            .register(&new_runner("twin", "twin-2", None))
+            .await
+            .unwrap();
+        assert_eq!(twin, Registration::NameTaken, "{}", store.backend());
+        store.runner_gone(first, now_ms()).await.unwrap();
+        let again = store
+            .register(&new_runner("twin", "twin-3", None))
+            .await
+            .unwrap();
+        assert!(matches!(again, Registration::Registered(_)), "{again:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_runner_without_secrets_claims_only_steps_that_need_none() {
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let mut deploy = bash("deploy");
+        deploy.secrets.push("DEPLOY_KEY".into());
+        start(&executor, &plan(vec![deploy, bash("lint")])).await;
+        let registered = store
+            .register(&NewRunner {
+                secrets: false,
+                ..new_runner("untrusted", "untrusted-hash", None)
+            })
+            .await
+            .unwrap();
+        let Registration::Registered(untrusted) = registered else {
+            panic!("{registered:?}");
+        };
+        let all = [String::new()];
+        let claimed = store
+            .claim(untrusted, &all, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.step_id, "lint", "{}", store.backend());
+        assert!(store
+            .claim(untrusted, &all, now_ms())
+            .await
+            .unwrap()
+            .is_none());
+        let trusted = runner(&store, "trusted").await;
+        let claimed = store.claim(trusted, &all, now_ms()).await.unwrap().unwrap();
+        assert_eq!(claimed.step_id, "deploy");
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_scoped_token_stops_its_registrations_and_its_runners() {
+    for (store, _dir) in stores().await {
+        let id = store
+            .create_runner_token(&NewRunnerToken {
+                kind: RunnerTokenKind::Scoped,
+                name: "prod runners",
+                token_hash: "scoped-hash",
+                labels_json: r#"{"zone":"prod"}"#,
+                secrets: true,
+                expires_at: None,
+                now: now_ms(),
+            })
+            .await
+            .unwrap();
+        let token = Some(RedeemedToken { id, once: false });
+        let mut live = Vec::new();
+        for name in ["prod-1", "prod-2"] {
+            match store
+                .register(&new_runner(name, name, token))
+                .await
+                .unwrap()
+            {
+                Registration::Registered(id) => live.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let listed = store.list_runner_tokens().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].used_at.is_some() && listed[0].revoked_at.is_none());
+        let mut retired = store
+            .revoke_runner_token(id, now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        retired.sort();
+        assert_eq!(retired, live, "{}", store.backend());
+        assert!(store.list_runners(true, 10).await.unwrap().is_empty());
+        let after = store
+            .register(&new_runner("prod-3", "prod-3", token))
+            .await
+            .unwrap();
+        assert_eq!(after, Registration::TokenSpent);
+        assert_eq!(
+            store
+                .revoke_runner_token(id + 1000, now_ms())
+                .await
+                .unwrap(),
+            None
         );
     }
 }

@@ -110,6 +110,7 @@ pub(crate) fn local_runners(
         inherit_env: false,
         withheld_env: Vec::new(),
         pass_env: Vec::new(),
+        die_with_parent: false,
     })
 }
 

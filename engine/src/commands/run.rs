@@ -75,6 +75,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The caller's own machine: steps see the caller's environment, except the values of
     // `--secret NAME`, which only the steps that name them get.
     runner.inherit_env = true;
+    // Nothing of `plue run` outlives it: its runners die with it, even on SIGKILL.
+    runner.die_with_parent = true;
     runner.withheld_env = args.secrets.iter().map(|(name, _)| name.clone()).collect();
     let work_dir = runner.work_dir.clone();
     config.pool = Some(LocalPoolSettings {

@@ -1,8 +1,17 @@
 //! `plue runner`: the runner agent as a process — until SIGINT/SIGTERM, the engine
-//! forgetting it, or (ephemeral) one step.
+//! forgetting it, its parent's death (`--die-with-parent`), or (ephemeral) one step.
+//!
+//! The registration token comes from stdin (`--token-stdin`, how the engine's pool hands
+//! over its one-time tokens), a file only this user can read (`--token-file`), or — visible
+//! in `/proc/<pid>/cmdline` or `environ` to whoever may read them — `--token` or
+//! `PLUE_RUNNER_TOKEN`.
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use anyhow::{bail, Context};
 
 use ::runner::agent::{self, AgentConfig};
 use ::runner::step_env;
@@ -12,7 +21,14 @@ use tokio_util::sync::CancellationToken;
 use super::interrupted;
 use crate::cli::RunnerArgs;
 
+/// The longest registration token read from stdin or a file.
+const MAX_TOKEN_BYTES: u64 = 4096;
+
 pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(parent) = args.die_with_parent {
+        die_with_parent(parent)?;
+    }
+    let registration_token = registration_token(&args)?;
     let name = args.name.unwrap_or_else(|| {
         let host = nix::unistd::gethostname()
             .ok()
@@ -29,7 +45,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::env::temp_dir().join("plue-runner"));
     let config = AgentConfig {
         engine: args.engine,
-        registration_token: args.token,
+        registration_token,
         name,
         labels: args.labels,
         ephemeral: args.ephemeral,
@@ -52,4 +68,63 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
     });
     agent::run(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registration token from the source the arguments name (stdin, a file, then
+/// `--token`/`PLUE_RUNNER_TOKEN`).
+fn registration_token(args: &RunnerArgs) -> anyhow::Result<String> {
+    let text = if args.token_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(MAX_TOKEN_BYTES)
+            .read_to_string(&mut text)
+            .context("reading the registration token from stdin")?;
+        text
+    } else if let Some(path) = &args.token_file {
+        read_token_file(path)?
+    } else if let Some(token) = &args.token {
+        token.clone()
+    } else {
+        bail!("no registration token: give --token-stdin, --token-file PATH or PLUE_RUNNER_TOKEN");
+    };
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        bail!("the registration token is empty");
+    }
+    Ok(token.to_string())
+}
+
+/// Reads a token file, refusing one that other users may read (the token would not be
+/// this runner's alone).
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let context = || format!("reading the registration token from {}", path.display());
+    let file = std::fs::File::open(path).with_context(context)?;
+    let mode = file.metadata().with_context(context)?.mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is readable by other users (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    let mut text = String::new();
+    file.take(MAX_TOKEN_BYTES)
+        .read_to_string(&mut text)
+        .with_context(context)?;
+    Ok(text)
+}
+
+/// Asks the kernel to SIGKILL this process when its parent dies, then checks the parent is
+/// still `parent` (it may have died before the request).
+///
+/// The signal follows the parent *thread* that forked this process; the engine starts its
+/// runners from tokio worker threads, which live as long as the engine.
+fn die_with_parent(parent: i32) -> anyhow::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("asking for a parent-death signal")?;
+    if nix::unistd::getppid().as_raw() != parent {
+        bail!("the parent process {parent} is gone");
+    }
+    Ok(())
 }

@@ -1,9 +1,14 @@
 //! The local provider: runners are `plue runner` child processes of the engine.
 //!
-//! Invariant: a runner process is started detached from the engine's lifetime on purpose
-//! (no parent-death signal): if the engine dies, its runners finish their step and keep
-//! retrying the engine's address, so an engine restarted on the same address loses
-//! nothing. A runner that cannot reach any engine for `give_up_after` exits by itself.
+//! Invariants:
+//! - A runner's environment is built, never inherited (see [`RunnerProcess`]); its one-time
+//!   registration token reaches it on its stdin (`--token-stdin`), a pipe only it reads —
+//!   never its argv or environment, which `/proc/<pid>/cmdline` and `environ` could show.
+//! - `plue serve`'s runners outlive a crashed engine on purpose (no parent-death signal):
+//!   they finish their step and keep retrying the engine's address, so an engine restarted
+//!   on the same address loses nothing; a runner that cannot reach any engine for
+//!   `give_up_after` exits by itself. A stopping engine stops them ([`super::Pool::run`]).
+//!   `plue run`'s runners die with it (`die_with_parent`): the run is the caller's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -14,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
 use super::Provider;
@@ -44,13 +50,14 @@ pub struct RunnerProcess {
     /// Variables of the engine's environment passed on to runners and their steps when not
     /// inheriting (`plue serve --pass-env`).
     pub pass_env: Vec<String>,
+    /// Runners are killed when the engine process dies (`plue run`).
+    pub die_with_parent: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
     /// The engine's base URL, e.g. `http://127.0.0.1:8600`.
     pub engine_url: String,
-    pub registration_token: String,
     pub runner: RunnerProcess,
 }
 
@@ -73,7 +80,7 @@ impl LocalProvider {
 }
 
 impl Provider for LocalProvider {
-    async fn start(&self, name: &str) -> anyhow::Result<()> {
+    async fn start(&self, name: &str, token: &str) -> anyhow::Result<()> {
         let (engine, config) = (&self.config, &self.config.runner);
         let mut command = Command::new(&config.program);
         // Built, never inherited: nothing of the engine's environment (its admin token,
@@ -94,9 +101,14 @@ impl Provider for LocalProvider {
             .arg(&config.work_dir)
             .arg("--give-up-after")
             .arg(config.give_up_after.as_secs().max(1).to_string())
-            .env("PLUE_RUNNER_TOKEN", &engine.registration_token)
-            .stdin(Stdio::null())
+            .arg("--token-stdin")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null());
+        if config.die_with_parent {
+            command
+                .arg("--die-with-parent")
+                .arg(std::process::id().to_string());
+        }
         if let Some(python) = &config.python {
             command.env(runner::agent::PYTHON_ENV, python);
         }
@@ -130,9 +142,20 @@ impl Provider for LocalProvider {
                 command.stderr(Stdio::null());
             }
         }
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {} runner", config.program.display()))?;
+        let mut stdin = child.stdin.take().context("the runner's stdin")?;
+        let handed = async {
+            stdin.write_all(token.as_bytes()).await?;
+            stdin.write_all(b"\n").await?;
+            stdin.shutdown().await
+        };
+        if let Err(e) = handed.await {
+            let _ = child.kill().await;
+            return Err(e).with_context(|| format!("handing runner {name} its token"));
+        }
+        drop(stdin);
         self.children().insert(name.to_string(), child);
         Ok(())
     }
@@ -152,6 +175,10 @@ impl Provider for LocalProvider {
             let _ = child.kill().await;
         }
         Ok(())
+    }
+
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.config.runner.labels
     }
 
     async fn exists(&self, name: &str) -> bool {

@@ -6,13 +6,21 @@
 //! store (runners register, heartbeat and claim through the internal API), so the
 //! controller works the same whichever engine replica the runner talks to.
 //!
-//! Invariants: the pool never holds more than `max_runners` runners; a runner it starts
-//! gets a name unique to this pool instance, so a restarted engine never mistakes an old
-//! runner for one of its own.
+//! Invariants:
+//! - The pool never holds more than `max_runners` runners.
+//! - The pool knows its runners by an identity only it holds, never by name: for each
+//!   runner it starts it mints a one-time registration token ([`ONCE_TTL`], bound to the
+//!   runner's name and to the provider's labels) and follows the runner that redeemed that
+//!   token (`runner_tokens.runner_id`). A runner registering or leaving under one of its
+//!   names (which the engine refuses anyway: names are unique, `pool-` is reserved) cannot
+//!   make the pool stop, count or replace its own runner.
+//! - Names are unique to this pool instance, so a restarted engine never takes an old
+//!   runner for one of its own.
+//! - When the engine stops, the pool stops every runner it started, busy or not.
 
 pub mod local;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,17 +29,24 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
+use crate::tokens;
+
+/// How long a runner the pool starts may take to redeem its one-time token.
+pub const ONCE_TTL: Duration = Duration::from_secs(60);
 
 /// Creates and deletes runners. The Kubernetes provider implements the same three calls
 /// with pod creation, deletion and status.
 pub trait Provider: Send + Sync + 'static {
-    /// Starts a runner that will register itself as `name`.
-    fn start(&self, name: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Starts a runner that will register itself as `name` with the one-time registration
+    /// `token` (which must reach it by a channel only it reads: never argv or environment).
+    fn start(&self, name: &str, token: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Stops runner `name` and frees what it holds; fine if it is already gone.
     fn stop(&self, name: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Whether runner `name` (its process or pod) still exists.
     fn exists(&self, name: &str) -> impl Future<Output = bool> + Send;
+    /// The labels its runners announce (the scope of the tokens the pool mints for them).
+    fn labels(&self) -> &BTreeMap<String, String>;
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +75,8 @@ pub struct PoolStatus {
 
 struct Slot {
     started: Instant,
+    /// The one-time token minted for this runner: the pool's handle on it in the store.
+    token_id: i64,
 }
 
 pub struct Pool<P: Provider> {
@@ -86,7 +103,7 @@ impl<P: Provider> Pool<P> {
             provider: Arc::new(provider),
             store,
             events,
-            prefix: format!("pool-{suffix}"),
+            prefix: format!("{}{suffix}", crate::runner_scope::POOL_PREFIX),
             next: Mutex::new(0),
             slots: tokio::sync::Mutex::new(HashMap::new()),
             status: watch::channel(PoolStatus {
@@ -118,58 +135,49 @@ impl<P: Provider> Pool<P> {
                 _ = tokio::time::sleep(self.config.tick) => {}
             }
         }
-        let names: Vec<String> = self
-            .slots
-            .lock()
-            .await
-            .drain()
-            .map(|(name, _)| name)
-            .collect();
-        // Busy runners are left to finish their step: they keep reporting to this address,
-        // so an engine started again there loses nothing. Idle and starting ones stop.
-        let busy: Vec<String> = match self.store.runner_states_by_name(&names).await {
-            Ok(states) => states
-                .into_iter()
-                .filter(|(_, state, _)| state == "busy")
-                .map(|(name, _, _)| name)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        let stops = names
-            .iter()
-            .filter(|name| !busy.contains(name))
-            .map(|name| self.provider.stop(name));
+        let slots: Vec<(String, Slot)> = self.slots.lock().await.drain().collect();
+        // Every runner goes, busy ones too: SIGTERM lets each stop its step, report it and
+        // deregister while the API still answers (the server stops after the pool).
+        let stops = slots.iter().map(|(name, _)| self.provider.stop(name));
         for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
                 tracing::warn!("stopping a runner: {e:#}");
             }
+        }
+        for (_, slot) in &slots {
+            self.forget_token(slot.token_id).await;
         }
     }
 
     /// One pass: forget exited runners, count, start what demand needs, reap idle extras.
     async fn reconcile(&self) -> anyhow::Result<()> {
         let mut slots = self.slots.lock().await;
-        let mut exited = Vec::new();
-        for name in slots.keys() {
+        let mut gone = Vec::new();
+        for (name, slot) in slots.iter() {
             if !self.provider.exists(name).await {
-                exited.push(name.clone());
+                gone.push((name.clone(), slot.token_id));
             }
         }
-        for name in &exited {
+        for (name, _) in &gone {
             slots.remove(name);
         }
-        let names: Vec<String> = slots.keys().cloned().collect();
-        let states = self.store.runner_states_by_name(&names).await?;
-        let by_name: HashMap<&str, (&str, i64)> = states
-            .iter()
-            .map(|(n, s, since)| (n.as_str(), (s.as_str(), *since)))
+        let token_ids: Vec<i64> = slots.values().map(|slot| slot.token_id).collect();
+        let minted: HashMap<i64, (String, i64)> = self
+            .store
+            .minted_runners(&token_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.token_id, (r.state, r.state_since)))
             .collect();
         let now = now_ms();
         let (mut warm, mut busy, mut starting) = (Vec::new(), 0usize, 0usize);
         let mut to_stop = Vec::new();
         for (name, slot) in slots.iter() {
-            match by_name.get(name.as_str()) {
-                Some(("idle", since)) => warm.push((name.clone(), *since)),
+            match minted
+                .get(&slot.token_id)
+                .map(|(s, since)| (s.as_str(), *since))
+            {
+                Some(("idle", since)) => warm.push((name.clone(), since)),
                 Some(("busy", _)) => busy += 1,
                 Some(("lost", _)) => {
                     *self.lost_total.lock().unwrap_or_else(|p| p.into_inner()) += 1;
@@ -194,7 +202,9 @@ impl<P: Provider> Pool<P> {
             }
         }
         for name in &to_stop {
-            slots.remove(name);
+            if let Some(slot) = slots.remove(name) {
+                gone.push((name.clone(), slot.token_id));
+            }
         }
         let queued = self.store.queued_ready(now).await?;
         let total = slots.len();
@@ -208,13 +218,15 @@ impl<P: Provider> Pool<P> {
         let mut started = Vec::new();
         for _ in 0..to_start {
             let name = self.next_name();
+            let (token_id, token) = self.mint(&name).await?;
             slots.insert(
                 name.clone(),
                 Slot {
                     started: Instant::now(),
+                    token_id,
                 },
             );
-            started.push(name);
+            started.push((name, token));
         }
         self.status.send_replace(PoolStatus {
             warm: keep_warm,
@@ -231,13 +243,47 @@ impl<P: Provider> Pool<P> {
                 tracing::warn!(runner = %name, "stopping runner: {e:#}");
             }
         }
-        for name in started {
-            if let Err(e) = self.provider.start(&name).await {
+        for (_, token_id) in gone {
+            self.forget_token(token_id).await;
+        }
+        for (name, token) in started {
+            if let Err(e) = self.provider.start(&name, &token).await {
                 tracing::warn!(runner = %name, "starting runner: {e:#}");
-                self.slots.lock().await.remove(&name);
+                if let Some(slot) = self.slots.lock().await.remove(&name) {
+                    self.forget_token(slot.token_id).await;
+                }
             }
         }
         Ok(())
+    }
+
+    /// A one-time registration token for runner `name`, scoped to the provider's labels:
+    /// its id (the pool's handle) and the token (handed only to the runner).
+    async fn mint(&self, name: &str) -> anyhow::Result<(i64, String)> {
+        let token = tokens::new_token()?;
+        let labels_json = serde_json::to_string(self.provider.labels())?;
+        let now = now_ms();
+        let id = self
+            .store
+            .create_runner_token(&NewRunnerToken {
+                kind: RunnerTokenKind::Once,
+                name,
+                token_hash: &tokens::hash_token(&token),
+                labels_json: &labels_json,
+                secrets: true,
+                expires_at: Some(now + ONCE_TTL.as_millis() as i64),
+                now,
+            })
+            .await?;
+        Ok((id, token))
+    }
+
+    /// Drops the token of a runner the pool is done with (and any that expired unused).
+    async fn forget_token(&self, token_id: i64) {
+        let expired_before = now_ms() - ONCE_TTL.as_millis() as i64;
+        if let Err(e) = self.store.drop_once_token(token_id, expired_before).await {
+            tracing::warn!(token_id, "dropping a runner token: {e:#}");
+        }
     }
 
     fn next_name(&self) -> String {
@@ -256,22 +302,44 @@ mod tests {
 
     use super::*;
     use crate::executor::Executor;
-    use crate::store::NewRun;
+    use crate::store::{NewRun, NewRunner, RedeemedToken, Registration};
 
-    /// Runners that "start" by registering straight into the store, and can be made to exit.
+    /// Runners that "start" by registering straight into the store with the token they
+    /// were given (as the internal API would), and can be made to exit.
     #[derive(Default)]
     struct FakeProvider {
         store: std::sync::OnceLock<Store>,
+        labels: BTreeMap<String, String>,
         running: Mutex<HashSet<String>>,
         stopped: Mutex<Vec<String>>,
     }
 
     impl Provider for Arc<FakeProvider> {
-        async fn start(&self, name: &str) -> anyhow::Result<()> {
+        async fn start(&self, name: &str, token: &str) -> anyhow::Result<()> {
             let store = self.store.get().expect("store set");
-            store
-                .register_runner(name, "{}", &format!("hash-{name}"), true, now_ms())
+            let row = store
+                .runner_token_by_hash(&tokens::hash_token(token))
+                .await?
+                .expect("the pool stored the token it handed out");
+            assert_eq!((row.kind.as_str(), row.name.as_str()), ("once", name));
+            let registered = store
+                .register(&NewRunner {
+                    name,
+                    labels_json: "{}",
+                    session_hash: &format!("hash-{name}"),
+                    ephemeral: true,
+                    token: Some(RedeemedToken {
+                        id: row.id,
+                        once: true,
+                    }),
+                    secrets: row.secrets,
+                    now: now_ms(),
+                })
                 .await?;
+            assert!(
+                matches!(registered, Registration::Registered(_)),
+                "{registered:?}"
+            );
             self.running.lock().unwrap().insert(name.to_string());
             Ok(())
         }
@@ -284,6 +352,10 @@ mod tests {
 
         async fn exists(&self, name: &str) -> bool {
             self.running.lock().unwrap().contains(name)
+        }
+
+        fn labels(&self) -> &BTreeMap<String, String> {
+            &self.labels
         }
     }
 
@@ -414,5 +486,84 @@ mod tests {
             provider.stopped.lock().unwrap().contains(&names[1]),
             "the lost runner is stopped"
         );
+    }
+
+    // regression: a runner registered under a busy pool runner's name and deregistered;
+    // the pool, which looked its runners up by name, saw "gone" and stopped the real one.
+    #[tokio::test]
+    async fn a_runner_squatting_a_pool_runners_name_cannot_make_the_pool_stop_it() {
+        let (_dir, store, provider, pool) = fixture(1, 1, 60_000).await;
+        // The squatter takes the name the pool will give its first runner, then leaves.
+        let name = format!("{}-1", pool.prefix);
+        let squatter = store
+            .register_runner(&name, "{}", "hash-squatter", true, now_ms())
+            .await
+            .unwrap();
+        store.runner_gone(squatter, now_ms()).await.unwrap();
+        pool.reconcile().await.unwrap();
+        pool.reconcile().await.unwrap();
+        assert_eq!(status(&pool).warm, 1, "{:?}", status(&pool));
+        // The real runner takes a step.
+        queue_steps(&store, 1).await;
+        let real = store
+            .list_runners(true, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == name)
+            .expect("the pool's runner is live");
+        assert_ne!(real.id, squatter);
+        store
+            .claim(real.id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .expect("the real runner claims the step");
+        // The squatter comes back under the same name: refused while the real one lives.
+        assert!(store
+            .register_runner(&name, "{}", "hash-squatter-2", true, now_ms())
+            .await
+            .is_err());
+        pool.reconcile().await.unwrap();
+        let after = status(&pool);
+        assert_eq!((after.busy, after.warm), (1, 0), "{after:?}");
+        assert!(provider.stopped.lock().unwrap().is_empty());
+        assert!(provider.running.lock().unwrap().contains(&name));
+    }
+
+    #[tokio::test]
+    async fn each_runner_gets_its_own_one_time_token_scoped_to_the_providers_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let provider = Arc::new(FakeProvider {
+            labels: BTreeMap::from([("zone".to_string(), "ci".to_string())]),
+            ..FakeProvider::default()
+        });
+        provider.store.set(store.clone()).unwrap();
+        let config = PoolConfig {
+            min_warm: 2,
+            max_runners: 2,
+            idle_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(100),
+        };
+        let pool = Pool::new(
+            provider.clone(),
+            config,
+            store.clone(),
+            Arc::new(Events::default()),
+        )
+        .unwrap();
+        pool.reconcile().await.unwrap();
+        let slots = pool.slots.lock().await;
+        let ids: Vec<i64> = slots.values().map(|s| s.token_id).collect();
+        drop(slots);
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+        let minted = store.minted_runners(&ids).await.unwrap();
+        assert_eq!(minted.len(), 2, "each token was redeemed by its runner");
+        assert_ne!(minted[0].runner_id, minted[1].runner_id);
+        let runners = store.list_runners(true, 10).await.unwrap();
+        assert!(runners.iter().all(|r| r.token_id.is_some() && r.secrets));
+        let _ = &pool;
     }
 }

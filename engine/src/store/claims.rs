@@ -80,6 +80,7 @@ const PG_CLAIM: &str = "\
     WITH picked AS ( \
         SELECT id FROM step_runs \
         WHERE status = 'queued' AND ready_at <= $1 AND labels = ANY($2) \
+          AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
         ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
     UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
     FROM picked WHERE s.id = picked.id \
@@ -91,12 +92,14 @@ const SQLITE_CLAIM: &str = "\
         SELECT id FROM step_runs \
         WHERE status = 'queued' AND ready_at <= $1 \
           AND labels IN (SELECT value FROM json_each($2)) \
+          AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
         ORDER BY ready_at, id LIMIT 1) \
     RETURNING id, run_id, step_id, attempts, action, timeout_ms";
 
 impl Store {
     /// Claims the oldest ready step run whose labels are one of `label_sets` (the canonical
-    /// forms of every subset of the runner's labels) for `runner_id`.
+    /// forms of every subset of the runner's labels) for `runner_id`; a step that needs
+    /// secrets only if the runner may receive them (its registration token's scope).
     pub async fn claim(
         &self,
         runner_id: i64,
@@ -151,6 +154,7 @@ impl Store {
                 let row = sqlx::query(PG_CLAIM)
                     .bind(now)
                     .bind(label_sets)
+                    .bind(runner_id)
                     .fetch_optional(&mut *tx)
                     .await?;
                 finish_claim!(tx, row)
@@ -160,6 +164,7 @@ impl Store {
                 let row = sqlx::query(SQLITE_CLAIM)
                     .bind(now)
                     .bind(serde_json::to_string(label_sets)?)
+                    .bind(runner_id)
                     .fetch_optional(&mut *tx)
                     .await?;
                 finish_claim!(tx, row)

@@ -16,6 +16,7 @@
 mod claims;
 mod forges;
 mod logs;
+mod runner_tokens;
 mod runners;
 mod runs;
 
@@ -32,7 +33,8 @@ use sqlx::sqlite::{
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use logs::StoredLine;
-pub use runners::{RunnerRow, RunnerState};
+pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
+pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};
 #[cfg(test)]
 pub(crate) use runs::canonical_labels;
 pub use runs::{

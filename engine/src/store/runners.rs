@@ -2,7 +2,10 @@
 //!
 //! Invariants: session tokens are stored only as SHA-256 hashes; a runner found `lost` or
 //! `gone` never becomes live again (it must register anew), so a runner that was declared
-//! lost cannot report on an attempt the engine already failed.
+//! lost cannot report on an attempt the engine already failed. Names of live runners are
+//! unique (a partial unique index): registering under a live runner's name is refused, so
+//! nobody can stand in for another runner by name. A registration redeems its token (one
+//! use of a one-time token) in the same transaction that inserts the runner.
 
 use sqlx::Row;
 
@@ -41,12 +44,102 @@ pub struct RunnerRow {
     pub registered_at: i64,
     pub last_heartbeat: i64,
     pub state_since: i64,
+    /// The registration token it used (`None`: the shared token).
+    pub token_id: Option<i64>,
+    /// Whether it may be handed steps that name secrets (its token's scope).
+    pub secrets: bool,
 }
 
-const COLUMNS: &str =
-    "id, name, labels, ephemeral, state, registered_at, last_heartbeat, state_since";
+const COLUMNS: &str = "id, name, labels, ephemeral, state, registered_at, last_heartbeat, \
+     state_since, token_id, secrets";
+
+/// A runner to register.
+#[derive(Debug, Clone)]
+pub struct NewRunner<'a> {
+    pub name: &'a str,
+    /// JSON object of its labels (already checked against its token's scope).
+    pub labels_json: &'a str,
+    pub session_hash: &'a str,
+    pub ephemeral: bool,
+    /// The stored registration token it presents (`None`: the shared token).
+    pub token: Option<RedeemedToken>,
+    pub secrets: bool,
+    pub now: i64,
+}
+
+/// A stored registration token being used, as [`Store::register`] redeems it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedeemedToken {
+    pub id: i64,
+    /// One use only, before it expires.
+    pub once: bool,
+}
+
+/// What became of a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Registered(i64),
+    /// A live runner already has this name.
+    NameTaken,
+    /// The token was revoked, or (one-time) already used or expired, meanwhile.
+    TokenSpent,
+}
 
 impl Store {
+    /// Registers a runner: redeems its token and inserts it, in one transaction.
+    pub async fn register(&self, new: &NewRunner<'_>) -> anyhow::Result<Registration> {
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(token) = new.token {
+                let redeemed = sqlx::query(
+                    "UPDATE runner_tokens SET used_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+                     AND (kind = 'scoped' OR (used_at IS NULL AND expires_at >= $2))",
+                )
+                .bind(token.id)
+                .bind(new.now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if redeemed != 1 {
+                    tx.rollback().await?;
+                    return Ok(Registration::TokenSpent);
+                }
+            }
+            let inserted = sqlx::query_scalar(
+                "INSERT INTO runners (name, token_hash, labels, ephemeral, state, registered_at, \
+                 last_heartbeat, state_since, token_id, secrets) \
+                 VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5, $6, $7) RETURNING id",
+            )
+            .bind(new.name)
+            .bind(new.session_hash)
+            .bind(new.labels_json)
+            .bind(new.ephemeral)
+            .bind(new.now)
+            .bind(new.token.map(|t| t.id))
+            .bind(new.secrets)
+            .fetch_one(&mut *tx)
+            .await;
+            let runner_id: i64 = match inserted {
+                Ok(id) => id,
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await?;
+                    return Ok(Registration::NameTaken);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(token) = new.token.filter(|t| t.once) {
+                sqlx::query("UPDATE runner_tokens SET runner_id = $2 WHERE id = $1")
+                    .bind(token.id)
+                    .bind(runner_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(Registration::Registered(runner_id))
+        })
+    }
+
+    /// Registers a runner of the shared token (secrets allowed); tests and tools use it.
     pub async fn register_runner(
         &self,
         name: &str,
@@ -55,17 +148,21 @@ impl Store {
         ephemeral: bool,
         now: i64,
     ) -> anyhow::Result<i64> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO runners (name, token_hash, labels, ephemeral, state, registered_at, \
-             last_heartbeat, state_since) VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5) RETURNING id",
-        )
-        .bind(name)
-        .bind(token_hash)
-        .bind(labels_json)
-        .bind(ephemeral)
-        .bind(now)
-        .fetch_one(pool)
-        .await?))
+        let registration = self
+            .register(&NewRunner {
+                name,
+                labels_json,
+                session_hash: token_hash,
+                ephemeral,
+                token: None,
+                secrets: true,
+                now,
+            })
+            .await?;
+        match registration {
+            Registration::Registered(id) => Ok(id),
+            other => anyhow::bail!("registering runner '{name}': {other:?}"),
+        }
     }
 
     /// The runner holding the session token with this hash, whatever its state.
@@ -181,4 +278,11 @@ impl Store {
         .fetch_one(pool)
         .await?))
     }
+}
+
+/// Whether `error` is a unique-constraint violation (a live runner's name taken).
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
 }

@@ -253,13 +253,19 @@ impl Store {
             }
             for (position, step) in new.plan.steps.iter().enumerate() {
                 sqlx::query(
-                    "INSERT INTO step_runs (run_id, step_id, position, status, labels) \
-                     VALUES ($1, $2, $3, 'pending', $4)",
+                    "INSERT INTO step_runs (run_id, step_id, position, status, labels, needs_secrets) \
+                     VALUES ($1, $2, $3, 'pending', $4, $5)",
                 )
                 .bind(run_id)
                 .bind(&step.id)
                 .bind(position as i64)
                 .bind(canonical_labels(step.runner.iter()))
+                // `llm` steps always get their API key (a secret).
+                .bind(
+                    secrets_allowed
+                        && (!step.secrets.is_empty()
+                            || matches!(step.action, evaluator::plan::Action::Llm(_))),
+                )
                 .execute(&mut *tx)
                 .await?;
             }

@@ -1,0 +1,145 @@
+//! What a registration token lets its runners be: the labels they may announce (and so the
+//! steps they may claim), whether they may receive secrets, and which names they may take.
+//! Pure: the internal API looks the token up and asks these rules.
+//!
+//! Invariants:
+//! - Labels are a trust boundary. A runner announces only labels its token grants (same key,
+//!   same value); a claim matches only subsets of the announced labels, so a runner can
+//!   never claim a step whose labels its token does not grant, whatever it announces.
+//! - The shared registration token (`plue serve --runner-token`, for runners an operator
+//!   starts by hand) grants no labels and does allow secrets: it runs unlabelled steps.
+//!   Labelled work (a `zone=prod` step) needs a scoped token made for it, so the shared
+//!   token — the one most likely to be copied around — cannot reach it.
+//! - The `pool-` prefix is reserved for runners the engine's pool starts: only a one-time
+//!   token minted for exactly that name registers it.
+
+use std::collections::BTreeMap;
+
+/// Names starting with this belong to the engine's pool.
+pub const POOL_PREFIX: &str = "pool-";
+
+/// A token's grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The labels its runners may announce.
+    pub labels: BTreeMap<String, String>,
+    /// Whether its runners may be handed steps that name secrets.
+    pub secrets: bool,
+    /// A one-time token's runner name: the only name it registers.
+    pub only_name: Option<String>,
+}
+
+impl Scope {
+    /// The shared registration token's grant: unlabelled steps, secrets allowed.
+    pub fn shared() -> Scope {
+        Scope {
+            labels: BTreeMap::new(),
+            secrets: true,
+            only_name: None,
+        }
+    }
+
+    /// Why a runner called `name` announcing `labels` may not register with this token, if
+    /// it may not (the message names what is outside the scope).
+    pub fn refusal(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        match &self.only_name {
+            Some(only) if only != name => {
+                return Some(format!(
+                    "this one-time token registers only the runner named '{only}', not '{name}'"
+                ))
+            }
+            None if name.starts_with(POOL_PREFIX) => {
+                return Some(format!(
+                    "runner names starting with '{POOL_PREFIX}' are reserved for the engine's pool"
+                ))
+            }
+            _ => {}
+        }
+        let outside: Vec<String> = labels
+            .iter()
+            .filter(|(key, value)| self.labels.get(*key) != Some(*value))
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        if outside.is_empty() {
+            return None;
+        }
+        let granted = if self.labels.is_empty() {
+            "none".to_string()
+        } else {
+            format_labels(&self.labels)
+        };
+        Some(format!(
+            "label(s) {} are outside this registration token's scope (it grants: {granted}); \
+             make a token for them with `plue runner-token create --labels ...`",
+            outside.join(",")
+        ))
+    }
+}
+
+/// `k=v,k2=v2` in key order.
+pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_runner_announces_only_granted_labels() {
+        let dev = Scope {
+            labels: labels(&[("zone", "dev"), ("os", "linux")]),
+            secrets: false,
+            only_name: None,
+        };
+        assert_eq!(dev.refusal("r", &labels(&[])), None);
+        assert_eq!(dev.refusal("r", &labels(&[("zone", "dev")])), None);
+        assert_eq!(
+            dev.refusal("r", &labels(&[("zone", "dev"), ("os", "linux")])),
+            None
+        );
+        let refused = dev
+            .refusal("r", &labels(&[("zone", "prod")]))
+            .expect("zone=prod is outside");
+        assert!(refused.contains("zone=prod"), "{refused}");
+        assert!(refused.contains("os=linux,zone=dev"), "{refused}");
+        assert!(dev
+            .refusal("r", &labels(&[("os", "linux"), ("gpu", "a100")]))
+            .is_some());
+    }
+
+    #[test]
+    fn the_shared_token_grants_no_labels() {
+        let shared = Scope::shared();
+        assert_eq!(shared.refusal("laptop", &labels(&[])), None);
+        let refused = shared
+            .refusal("laptop", &labels(&[("zone", "prod")]))
+            .expect("refused");
+        assert!(refused.contains("grants: none"), "{refused}");
+    }
+
+    #[test]
+    fn pool_names_need_the_token_minted_for_them() {
+        assert!(Scope::shared()
+            .refusal("pool-abc123-1", &labels(&[]))
+            .is_some());
+        let once = Scope {
+            only_name: Some("pool-abc123-1".into()),
+            ..Scope::shared()
+        };
+        assert_eq!(once.refusal("pool-abc123-1", &labels(&[])), None);
+        assert!(once.refusal("pool-abc123-2", &labels(&[])).is_some());
+        assert!(once.refusal("laptop", &labels(&[])).is_some());
+    }
+}
