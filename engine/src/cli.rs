@@ -53,6 +53,9 @@ pub(crate) enum Command {
     /// Make API tokens on a server.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make, list and revoke scoped registration tokens for runners you start by hand.
+    #[command(subcommand)]
+    RunnerToken(RunnerTokenCommand),
     /// Start a workflow of a registered repository by hand (its manual trigger).
     Trigger(TriggerArgs),
 }
@@ -370,6 +373,41 @@ pub(crate) enum TokenCommand {
 pub(crate) struct TokenCreateArgs {
     /// What the token is for.
     pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunnerTokenCommand {
+    /// Make a registration token bound to the labels its runners may claim, and print it
+    /// (only its hash is kept). Needs the admin token.
+    Create(RunnerTokenCreateArgs),
+    /// List scoped registration tokens (never the tokens themselves).
+    List(ServerOnlyArgs),
+    /// Revoke a registration token: it registers no runner any more, and the runners
+    /// registered with it stop (their steps fail).
+    Revoke(RunnerTokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunnerTokenCreateArgs {
+    /// Labels its runners may announce, k=v,k2=v2 (default: none, unlabelled steps only).
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
+    /// Its runners are never handed a step that names secrets.
+    #[arg(long)]
+    pub(crate) no_secrets: bool,
+    /// What the token is for (default: its labels).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunnerTokenRevokeArgs {
+    /// The token's id (from `plue runner-token list`).
+    pub(crate) id: i64,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
 }

@@ -30,7 +30,7 @@ use crate::dispatch::Dispatch;
 use crate::events::Event;
 use crate::executor::{Executor, Report};
 use crate::http_error::{ApiError, ApiResult};
-use crate::runner_scope::Scope;
+use crate::runner_scope::{self, Scope};
 use crate::store::{now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration};
 use crate::tokens;
 
@@ -71,7 +71,6 @@ pub struct RunnerAuth {
 }
 
 const CACHE_LIMIT: usize = 10_000;
-const MAX_LABELS: usize = 8;
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 impl RunnerAuth {
@@ -590,28 +589,7 @@ fn validate_name(name: &str) -> ApiResult<()> {
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
-    if labels.len() > MAX_LABELS {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_LABELS} labels, got {}",
-            labels.len()
-        )));
-    }
-    for (key, value) in labels {
-        let key_ok = !key.is_empty()
-            && key.len() <= 63
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
-        let value_ok = value.len() <= 63
-            && !value.contains([',', '='])
-            && !value.chars().any(char::is_control);
-        if !key_ok || !value_ok {
-            return Err(ApiError::bad_request(format!(
-                "invalid label '{key}={value}'"
-            )));
-        }
-    }
-    Ok(())
+    runner_scope::check_labels(labels).map_err(ApiError::bad_request)
 }
 
 fn validate_batch(batch: &LogBatch) -> ApiResult<()> {
@@ -676,7 +654,7 @@ fn validate_outputs(outputs: &BTreeMap<String, String>) -> ApiResult<()> {
 /// Canonical `k=v,...` forms of every subset of `labels` (the empty set included).
 pub fn label_subsets(labels: &BTreeMap<String, String>) -> Vec<String> {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let n = pairs.len().min(MAX_LABELS);
+    let n = pairs.len().min(runner_scope::MAX_LABELS);
     (0u32..(1 << n))
         .map(|mask| {
             pairs[..n]

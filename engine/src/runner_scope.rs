@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 /// Names starting with this belong to the engine's pool.
 pub const POOL_PREFIX: &str = "pool-";
 
+/// The most labels a runner announces (or a token grants).
+pub const MAX_LABELS: usize = 8;
+
 /// A token's grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
@@ -74,6 +77,28 @@ impl Scope {
             outside.join(",")
         ))
     }
+}
+
+/// Checks label syntax: at most [`MAX_LABELS`]; keys of `A-Z a-z 0-9 . _ - /`, values
+/// without `,`, `=` or control characters, both at most 63 bytes.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels, got {}", labels.len()));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        let value_ok = value.len() <= 63
+            && !value.contains([',', '='])
+            && !value.chars().any(char::is_control);
+        if !key_ok || !value_ok {
+            return Err(format!("invalid label '{key}={value}'"));
+        }
+    }
+    Ok(())
 }
 
 /// `k=v,k2=v2` in key order.

@@ -646,3 +646,113 @@ async fn a_runner_cannot_report_an_attempt_it_does_not_hold() {
     assert_eq!(step.outputs, "{}");
     h.engine.shutdown().await;
 }
+
+// An API token (not the admin's) tries to make itself a runner token for prod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
+    let h = harness().await;
+    let api = |method: reqwest::Method, path: &str, token: &str| {
+        h.http
+            .request(method, h.url(path))
+            .bearer_auth(token.to_string())
+    };
+    let made: Value = api(reqwest::Method::POST, "/api/tokens", ADMIN)
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_token = made["token"].as_str().unwrap().to_string();
+    let body = json!({"name": "prod", "labels": {"zone": "prod"}, "secrets": true});
+    for (token, expected) in [(api_token.as_str(), 403), ("nope", 401)] {
+        let response = api(reqwest::Method::POST, "/api/runner-tokens", token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{token}");
+    }
+    let listed = api(reqwest::Method::GET, "/api/runner-tokens", &api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 403, "listing needs the admin token too");
+    let bad = api(reqwest::Method::POST, "/api/runner-tokens", ADMIN)
+        .json(&json!({"name": "x", "labels": {"k": "a=b"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let created = api(reqwest::Method::POST, "/api/runner-tokens", ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let (id, token) = (
+        created["id"].as_i64().unwrap(),
+        created["token"].as_str().unwrap(),
+    );
+    let listed: Value = api(reqwest::Method::GET, "/api/runner-tokens", ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["labels"], json!({"zone": "prod"}), "{listed}");
+    assert!(
+        !listed.to_string().contains(token),
+        "a listing never shows the token"
+    );
+
+    // A runner of that token holds a step; revoking the token stops it and fails the step.
+    let run_id = h.start_run(vec![labelled("deploy", "zone", "prod")]).await;
+    let response = h
+        .try_register(token, "prod-1", json!({"zone": "prod"}))
+        .await;
+    let session: wire::RegisterResponse = response.json().await.unwrap();
+    h.poll(&session.session_token).await;
+    let revoked: Value = api(
+        reqwest::Method::DELETE,
+        &format!("/api/runner-tokens/{id}"),
+        ADMIN,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(revoked["runners_stopped"], 1, "{revoked}");
+    let heartbeat = h
+        .post(&session.session_token, wire::HEARTBEAT, json!({}))
+        .await;
+    assert_eq!(heartbeat.status(), 410);
+    let step = h
+        .engine
+        .executor
+        .store()
+        .step_run(run_id, "deploy")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(step.status, "failed");
+    assert!(step.reason.unwrap_or_default().contains("revoked"));
+    let (status, _) = refusal(
+        h.try_register(token, "prod-2", json!({"zone": "prod"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let missing = api(reqwest::Method::DELETE, "/api/runner-tokens/999", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    h.engine.shutdown().await;
+}

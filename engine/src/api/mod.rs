@@ -1,5 +1,5 @@
 //! `/api/...` and the health endpoints: the public HTTP API (JSON) over runs, steps, logs,
-//! runners, the pool, repositories, schedules and tokens.
+//! runners, the pool, repositories, schedules, tokens and runner registration tokens.
 //!
 //! Invariants: every `/api/...` route passes [`crate::auth::require_token`] (writes need a
 //! bearer token, reads too when they are private); the health endpoints are open; every
@@ -7,6 +7,7 @@
 
 mod logs;
 mod repos;
+mod runner_tokens;
 pub mod views;
 
 use std::path::PathBuf;
@@ -74,6 +75,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/repos/{owner}/{name}/dispatch", post(repos::dispatch))
         .route("/api/schedules", get(repos::all_schedules))
         .route("/api/tokens", post(repos::create_token))
+        .route(
+            "/api/runner-tokens",
+            get(runner_tokens::list).post(runner_tokens::create),
+        )
+        .route(
+            "/api/runner-tokens/{id}",
+            axum::routing::delete(runner_tokens::revoke),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_token,

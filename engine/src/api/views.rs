@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::pool::PoolStatus;
-use crate::store::{RunRow, RunnerRow, StepRunRow, StoredLine};
+use crate::store::{RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine};
 
 #[derive(Debug, Serialize)]
 pub struct RunView {
@@ -252,4 +252,50 @@ pub struct TokenCreated {
     pub name: String,
     /// Shown once; only its hash is stored.
     pub token: String,
+}
+
+/// A scoped registration token as listed (never the token).
+#[derive(Debug, Serialize)]
+pub struct RunnerTokenView {
+    pub id: i64,
+    pub name: String,
+    /// The labels its runners may announce.
+    pub labels: serde_json::Value,
+    /// Whether its runners may receive steps that name secrets.
+    pub secrets: bool,
+    pub created_at: i64,
+    /// Its last registration.
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl RunnerTokenView {
+    pub fn new(row: RunnerTokenRow) -> RunnerTokenView {
+        RunnerTokenView {
+            labels: serde_json::from_str(&row.labels).unwrap_or_default(),
+            id: row.id,
+            name: row.name,
+            secrets: row.secrets,
+            created_at: row.created_at,
+            used_at: row.used_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunnerTokenCreated {
+    pub id: i64,
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub secrets: bool,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunnerTokenRevoked {
+    pub id: i64,
+    /// Live runners registered with it, now retired.
+    pub runners_stopped: usize,
 }

@@ -9,6 +9,7 @@ mod prompt;
 mod run;
 mod run_output;
 mod runner;
+mod runner_tokens;
 mod runs;
 mod serve;
 
@@ -33,6 +34,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(command) => forges::repo(command).await,
         Command::Secret(command) => forges::secret(command).await,
         Command::Token(command) => forges::token(command).await,
+        Command::RunnerToken(command) => runner_tokens::run(command).await,
         Command::Trigger(args) => forges::trigger(args).await,
     }
 }

@@ -1,0 +1,129 @@
+//! `/api/runner-tokens`: scoped registration tokens for runners an operator starts —
+//! making one (shown once), listing them, revoking one.
+//!
+//! Invariants: every route needs the admin token itself (a scoped token decides which
+//! steps and secrets a runner may be handed, so API tokens made with `plue token create`
+//! are not enough); tokens are stored hashed and never come back; revoking a token also
+//! retires the live runners registered with it and fails their attempts.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use runner::protocol::Outcome;
+use serde::Deserialize;
+
+use super::views::{RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
+use super::ApiState;
+use crate::executor::Report;
+use crate::http_error::{ApiError, ApiResult};
+use crate::runner_scope;
+use crate::store::{now_ms, NewRunnerToken, RunnerTokenKind};
+use crate::tokens;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateRunnerToken {
+    /// What the token is for.
+    name: String,
+    /// The labels its runners may announce (none: unlabelled steps only).
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// Whether its runners may be handed steps that name secrets.
+    #[serde(default = "default_secrets")]
+    secrets: bool,
+}
+
+fn default_secrets() -> bool {
+    true
+}
+
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateRunnerToken>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<RunnerTokenCreated>)> {
+    state.auth.check_admin(&headers)?;
+    let Json(request) = body?;
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "a runner token needs a name of 1 to 100 characters",
+        ));
+    }
+    runner_scope::check_labels(&request.labels).map_err(ApiError::bad_request)?;
+    let token = tokens::new_token()?;
+    let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;
+    let id = state
+        .executor
+        .store()
+        .create_runner_token(&NewRunnerToken {
+            kind: RunnerTokenKind::Scoped,
+            name,
+            token_hash: &tokens::hash_token(&token),
+            labels_json: &labels_json,
+            secrets: request.secrets,
+            expires_at: None,
+            now: now_ms(),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RunnerTokenCreated {
+            id,
+            name: name.to_string(),
+            labels: request.labels,
+            secrets: request.secrets,
+            token,
+        }),
+    ))
+}
+
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<RunnerTokenView>>> {
+    state.auth.check_admin(&headers)?;
+    let rows = state.executor.store().list_runner_tokens().await?;
+    Ok(Json(rows.into_iter().map(RunnerTokenView::new).collect()))
+}
+
+pub(super) async fn revoke(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult<Json<RunnerTokenRevoked>> {
+    state.auth.check_admin(&headers)?;
+    let Path(raw) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id = raw
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("'{raw}' is not a runner token id")))?;
+    let store = state.executor.store();
+    let Some(runners) = store.revoke_runner_token(id, now_ms()).await? else {
+        return Err(ApiError::not_found(format!("no runner token {id}")));
+    };
+    // Their runners get 410 on their next heartbeat or poll and stop their steps; the
+    // attempts end here so the runs move on.
+    let failed = Report {
+        outcome: Outcome::Failed,
+        exit_code: None,
+        reason: Some("the runner's registration token was revoked".into()),
+        outputs: BTreeMap::new(),
+    };
+    for runner_id in &runners {
+        for (attempt_id, run_id) in store.active_attempts_of(*runner_id).await? {
+            state
+                .executor
+                .complete(attempt_id, run_id, None, &failed)
+                .await?;
+        }
+    }
+    Ok(Json(RunnerTokenRevoked {
+        id,
+        runners_stopped: runners.len(),
+    }))
+}
