@@ -77,19 +77,25 @@ impl LocalProvider {
     fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
         self.children.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl Provider for LocalProvider {
-    async fn start(&self, name: &str, token: &str) -> anyhow::Result<()> {
+    /// Starts runner `name` with `token` on its stdin, its environment built from
+    /// `engine_env` (the engine's own).
+    async fn spawn(
+        &self,
+        name: &str,
+        token: &str,
+        engine_env: Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
         let (engine, config) = (&self.config, &self.config.runner);
         let mut command = Command::new(&config.program);
         // Built, never inherited: nothing of the engine's environment (its admin token,
         // secret key, database URL, `--secret` values) reaches a runner unless listed here.
         let base = if config.inherit_env {
-            runner::step_env::Base::inherited(std::env::vars(), &config.withheld_env)
+            runner::step_env::Base::inherited(engine_env, &config.withheld_env)
         } else {
-            runner::step_env::Base::minimal_with(std::env::vars(), &config.pass_env)
+            runner::step_env::Base::minimal_with(engine_env, &config.pass_env)
         };
+
         command.env_clear().envs(base.vars());
         command
             .arg("runner")
@@ -159,6 +165,16 @@ impl Provider for LocalProvider {
         self.children().insert(name.to_string(), child);
         Ok(())
     }
+}
+
+impl Provider for LocalProvider {
+    async fn start(&self, name: &str, token: &str) -> anyhow::Result<()> {
+        // Variables that are not UTF-8 are never passed on (and must not panic here).
+        let engine_env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        self.spawn(name, token, engine_env).await
+    }
 
     async fn stop(&self, name: &str) -> anyhow::Result<()> {
         let Some(mut child) = self.children().remove(name) else {
@@ -193,5 +209,97 @@ impl Provider for LocalProvider {
             },
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for `plue runner` that records its environment, arguments and stdin.
+    fn recorder(dir: &std::path::Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let out = dir.join("seen");
+        let script = dir.join("fake-runner");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nenv > '{o}.env'\nprintf '%s\\n' \"$@\" > '{o}.args'\ncat > '{o}.stdin'\n",
+                o = out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    fn provider(program: PathBuf, dir: &std::path::Path) -> LocalProvider {
+        LocalProvider::new(LocalConfig {
+            engine_url: "http://127.0.0.1:1".into(),
+            runner: RunnerProcess {
+                program,
+                labels: BTreeMap::new(),
+                work_dir: dir.to_path_buf(),
+                log_file: None,
+                give_up_after: Duration::from_secs(5),
+                ephemeral: true,
+                python: Some("/usr/bin/python3".into()),
+                inherit_env: false,
+                withheld_env: Vec::new(),
+                pass_env: Vec::new(),
+                die_with_parent: true,
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_runner_gets_a_minimal_environment_and_its_token_on_stdin_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = provider(recorder(dir.path()), dir.path());
+        let engine_env: Vec<(String, String)> = [
+            ("PATH", "/usr/bin:/bin"),
+            ("LANG", "C.UTF-8"),
+            ("TZ", "UTC"),
+            ("HOME", "/home/engine"),
+            ("PLUE_ADMIN_TOKEN", "admin-credential"),
+            ("PLUE_SECRET_KEY", "vault-key-credential"),
+            ("PLUE_RUNNER_TOKEN", "shared-credential"),
+            ("DATABASE_URL", "postgres://u:db-credential@h/plue"),
+            ("AWS_SECRET_ACCESS_KEY", "cloud-credential"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let token = "one-time-token-for-this-runner";
+        provider.spawn("pool-x-1", token, engine_env).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while provider.exists("pool-x-1").await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fake runner hangs"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let read = |ext: &str| std::fs::read_to_string(dir.path().join(format!("seen.{ext}")));
+        let (env, args, stdin) = (
+            read("env").unwrap(),
+            read("args").unwrap(),
+            read("stdin").unwrap(),
+        );
+        let mut names: Vec<&str> = env
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(k, _)| k))
+            .filter(|name| !matches!(*name, "PWD" | "SHLVL" | "_" | "OLDPWD"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["LANG", "PATH", "PLUE_PYTHON", "TZ"], "{env}");
+        assert!(!env.contains("credential"), "{env}");
+        assert!(!args.contains(token) && !env.contains(token), "{args}");
+        assert!(args.contains("--token-stdin"), "{args}");
+        assert!(
+            args.contains(&format!("--die-with-parent\n{}\n", std::process::id())),
+            "{args}"
+        );
+        assert_eq!(stdin, format!("{token}\n"));
     }
 }

@@ -1,0 +1,122 @@
+//! Local runners do not outlive the engine that started them when it means to go: `plue
+//! run`'s runners die with it even when it is SIGKILLed (a parent-death signal), and `plue
+//! serve` stopped by SIGTERM stops its runners, busy ones included.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{client, free_port, get_json, serial, start_run, wait_for, Sandbox};
+
+const SLOW: &str =
+    "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n        \
+    Step.bash('slow', 'echo started; sleep 60'),\n    ])\n";
+
+/// The live `plue runner` processes whose parent is `pid`.
+fn runners_of(pid: u32) -> Vec<u32> {
+    let mut runners = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+        let is_runner = cmdline.split(|b| *b == 0).nth(1) == Some(b"runner".as_slice());
+        if fields.get(1) == Some(&pid.to_string().as_str()) && fields[0] != "Z" && is_runner {
+            runners.push(child);
+        }
+    }
+    runners
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+async fn all_dead(pids: &[u32], limit: Duration, what: &str) {
+    wait_for(limit, what, || async {
+        pids.iter().all(|pid| !alive(*pid)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plue_run_killed_takes_its_runners_with_it() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("run-kill");
+    sandbox.write("slow.plue.py", SLOW);
+    let file = sandbox.path("slow.plue.py");
+    let data = sandbox.path("data");
+    let run = sandbox.spawn(
+        "plue-run",
+        sandbox.plue(&[
+            "run",
+            file.to_str().unwrap(),
+            "--runners",
+            "2",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]),
+    );
+    let runners = wait_for(Duration::from_secs(30), "plue run's runners", || async {
+        let runners = runners_of(run);
+        (runners.len() == 2).then_some(runners)
+    })
+    .await;
+    // Let one take the step, so a busy runner is among them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sandbox.kill9(run);
+    all_dead(
+        &runners,
+        Duration::from_secs(5),
+        "plue run's runners to die with it",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stopped_by_sigterm_stops_its_busy_runners() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("serve-term");
+    let data = sandbox.path("data");
+    let args = ["--data-dir", data.to_str().unwrap(), "--runners", "1"];
+    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let http = client();
+    let file = sandbox.write("ws/slow.plue.py", SLOW);
+    start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
+    wait_for(Duration::from_secs(30), "a busy runner", || async {
+        let runners = get_json(&http, &format!("{}/api/runners", engine.url)).await;
+        runners
+            .as_array()?
+            .iter()
+            .any(|r| r["state"] == "busy")
+            .then_some(())
+    })
+    .await;
+    let runners = runners_of(engine.pid);
+    assert!(!runners.is_empty(), "{}", sandbox.diagnostics());
+    kill(Pid::from_raw(engine.pid as i32), Signal::SIGTERM).unwrap();
+    let status = sandbox.wait_exit(engine.pid, Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}\n{}", sandbox.diagnostics());
+    all_dead(
+        &runners,
+        Duration::from_secs(5),
+        "serve's runners to stop with it",
+    )
+    .await;
+}
