@@ -1,12 +1,18 @@
-//! The warm pool of evaluator workers: the only way Plue evaluates a workflow file.
+//! The warm pool of evaluator zygotes: the only way Plue evaluates a workflow file.
 //!
 //! Invariants:
-//! - at most `workers` evaluations run at once, each in its own worker process;
-//! - a worker that timed out, crashed, broke the protocol or asked to retire is killed and
-//!   never reused; a replacement is started in the background so the pool stays warm;
-//! - nothing a worker sends is trusted: frames are size-capped and the plan is validated
-//!   here, in the parent, before anyone sees it;
-//! - the engine process is never at risk: a hostile file can at worst cost one worker.
+//! - at most `workers` evaluations run at once; each zygote serves one at a time and each
+//!   evaluation runs in its own freshly forked child process, which answers once and exits
+//!   (see `worker/zygote.rs`): nothing of one evaluation reaches another;
+//! - the zygote kills a child at the time bound; the pool keeps a second, later bound and
+//!   kills the whole zygote past it. A zygote that broke the protocol, lost a child in an
+//!   unexpected way or asked to retire is killed and never reused; a replacement is
+//!   started in the background so the pool stays warm. A child's crash costs only its own
+//!   evaluation;
+//! - nothing a worker sends is trusted: frames are size-capped, and decoding and
+//!   validation run off the async runtime (`spawn_blocking`) under a time bound;
+//!   diagnostics are cleaned (one line, escaped, no host path) before anyone sees them;
+//! - the engine process is never at risk: a hostile file can at worst cost one zygote.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -24,7 +30,7 @@ use crate::limits::{human_bytes, Limits};
 use crate::plan::{hash_canonical, Plan, SourceMap};
 use crate::protocol::{Frame, Request, WorkerLimits, MAX_FRAME_BYTES};
 use crate::validate::validate;
-use crate::worker::MEMORY_FLAG;
+use crate::worker::{MEMORY_FLAG, TIMEOUT_FLAG};
 
 /// How to start a worker process.
 #[derive(Debug, Clone)]
@@ -104,10 +110,18 @@ struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
+    /// The last child answered; the zygote's `Done` for it is still to be read. Read at the
+    /// next use, so a child's exit is not on the path of its own evaluation.
+    owes_done: bool,
 }
 
 /// How long a new worker may take to start its interpreter.
 const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long past the evaluation bound the pool waits for the zygote to report before it
+/// kills the zygote itself.
+const ZYGOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bound on decoding and validating one answer in the parent.
+const VALIDATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl EvaluatorPool {
     /// Starts `config.workers` workers and waits until they are warm.
@@ -169,9 +183,18 @@ impl EvaluatorPool {
             .await
             .map_err(|_| EvalError::Unavailable("the pool is shut down".into()))?;
         self.inner.evaluations.fetch_add(1, Ordering::Relaxed);
-        let mut worker = match self.inner.take_idle() {
-            Some(worker) => worker,
-            None => self.inner.spawn_worker().await?,
+        let bound = limits.timeout + ZYGOTE_GRACE;
+        let mut worker = loop {
+            match self.inner.take_idle() {
+                Some(mut worker) => {
+                    if worker.settle(bound).await {
+                        break worker;
+                    }
+                    worker.finish().await;
+                    self.inner.replace();
+                }
+                None => break self.inner.spawn_worker().await?,
+            }
         };
         let request = Request {
             path: path.to_string(),
@@ -182,21 +205,18 @@ impl EvaluatorPool {
                 max_plan_bytes: limits.max_plan_bytes,
             },
         };
-        let answer = tokio::time::timeout(limits.timeout, worker.ask(&request)).await;
-        let (frame, reusable) = match answer {
-            Ok(Ok(frame)) => {
-                let reusable = matches!(
-                    frame,
-                    Frame::Plan { retire: false, .. } | Frame::Failed { retire: false, .. }
-                );
-                (frame, reusable)
-            }
+        let answer = tokio::time::timeout(bound, worker.ask(&request)).await;
+        let (body, done) = match answer {
+            Ok(Ok(exchange)) => exchange,
             Ok(Err(_)) => {
                 let status = worker.finish().await;
                 self.inner.replace();
                 return Err(invalid(Diagnostic::whole_file(
                     path,
-                    crash_message(status, limits),
+                    crash_message(
+                        status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+                        limits,
+                    ),
                 )));
             }
             Err(_elapsed) => {
@@ -205,9 +225,14 @@ impl EvaluatorPool {
                 self.inner.replace();
                 return Err(invalid(Diagnostic::whole_file(
                     path,
-                    format!("the evaluation timed out after {:?} and was stopped (an endless loop, or too much work at evaluation time?)", limits.timeout),
+                    timeout_message(limits),
                 )));
             }
+        };
+        let (timed_out, signal, reusable) = match done {
+            Some(ended) => (ended.timed_out, ended.signal, ended.reusable()),
+            // The child answered; its `Done` is read at the zygote's next use.
+            None => (false, None, true),
         };
         if reusable {
             self.inner.release(worker);
@@ -215,23 +240,62 @@ impl EvaluatorPool {
             worker.finish().await;
             self.inner.replace();
         }
-        match frame {
-            Frame::Plan {
-                plan,
-                source_map,
-                output,
-                ..
-            } => finish_plan(path, plan, source_map, output, limits),
-            Frame::Failed { diagnostic, .. } => Err(invalid(Diagnostic {
-                path: path.to_string(),
-                ..diagnostic
-            })),
-            Frame::Ready => Err(invalid(Diagnostic::whole_file(
+        let Some(body) = body else {
+            if timed_out {
+                self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(invalid(Diagnostic::whole_file(
+                    path,
+                    timeout_message(limits),
+                )));
+            }
+            return Err(invalid(Diagnostic::whole_file(
                 path,
-                "the evaluator worker broke its protocol",
+                crash_message(signal, limits),
+            )));
+        };
+        let path_owned = path.to_string();
+        let limits = limits.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let frame: Frame = serde_json::from_slice(&body).map_err(|_| {
+                invalid(Diagnostic::whole_file(
+                    &path_owned,
+                    "the evaluator worker broke its protocol",
+                ))
+            })?;
+            match frame {
+                Frame::Plan {
+                    plan,
+                    source_map,
+                    output,
+                } => finish_plan(&path_owned, plan, source_map, output, &limits),
+                Frame::Failed { diagnostic } => Err(invalid(
+                    Diagnostic {
+                        path: path_owned.clone(),
+                        ..diagnostic
+                    }
+                    .cleaned(),
+                )),
+                Frame::Ready | Frame::Done { .. } => Err(invalid(Diagnostic::whole_file(
+                    &path_owned,
+                    "the evaluator worker broke its protocol",
+                ))),
+            }
+        });
+        match tokio::time::timeout(VALIDATION_TIMEOUT, checked).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(EvalError::Unavailable(format!(
+                "validating the plan failed: {join}"
+            ))),
+            Err(_) => Err(invalid(Diagnostic::whole_file(
+                path,
+                format!("validating the plan took longer than {VALIDATION_TIMEOUT:?}"),
             ))),
         }
     }
+}
+
+fn timeout_message(limits: &Limits) -> String {
+    format!("the evaluation timed out after {:?} and was stopped (an endless loop, or too much work at evaluation time?)", limits.timeout)
 }
 
 fn invalid(diagnostic: Diagnostic) -> EvalError {
@@ -256,7 +320,9 @@ fn finish_plan(
     }
     let problems = validate(&plan, &source_map, limits, path);
     if !problems.is_empty() {
-        return Err(EvalError::Invalid(problems));
+        return Err(EvalError::Invalid(
+            problems.into_iter().map(Diagnostic::cleaned).collect(),
+        ));
     }
     let canonical_json = plan.canonical_json();
     let plan_hash = hash_canonical(&canonical_json);
@@ -269,10 +335,10 @@ fn finish_plan(
     })
 }
 
-fn crash_message(status: Option<std::process::ExitStatus>, limits: &Limits) -> String {
-    use std::os::unix::process::ExitStatusExt;
+/// What a child's (or zygote's) death by `signal` means for the file.
+fn crash_message(signal: Option<i32>, limits: &Limits) -> String {
     let memory = human_bytes(limits.memory_bytes);
-    match status.and_then(|s| s.signal()) {
+    match signal {
         Some(libc::SIGXCPU) => "the evaluation used up its CPU budget and was stopped".to_string(),
         Some(libc::SIGXFSZ) => "the evaluation tried to write a file and was stopped".to_string(),
         Some(libc::SIGSEGV) | Some(libc::SIGBUS) => {
@@ -325,6 +391,8 @@ impl Inner {
             .args(&command.args)
             .arg(MEMORY_FLAG)
             .arg(self.config.limits.memory_bytes.to_string())
+            .arg(TIMEOUT_FLAG)
+            .arg(self.config.limits.timeout.as_millis().to_string())
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::piped())
@@ -341,6 +409,7 @@ impl Inner {
             child,
             stdin,
             stdout,
+            owes_done: false,
         };
         match tokio::time::timeout(STARTUP_TIMEOUT, read_frame(&mut worker.stdout)).await {
             Ok(Ok(Frame::Ready)) => {
@@ -367,12 +436,35 @@ impl Inner {
 }
 
 impl Worker {
-    async fn ask(&mut self, request: &Request) -> std::io::Result<Frame> {
+    /// Sends `request`; returns the child's answer (undecoded), or the zygote's report of
+    /// how the child ended when it gave none. After an answer, the report is owed.
+    async fn ask(
+        &mut self,
+        request: &Request,
+    ) -> std::io::Result<(Option<Vec<u8>>, Option<Ended>)> {
         let mut bytes = Vec::with_capacity(request.source.len() + 512);
         crate::protocol::write_frame(&mut bytes, request)?;
         self.stdin.write_all(&bytes).await?;
         self.stdin.flush().await?;
-        read_frame(&mut self.stdout).await
+        let first = read_body(&mut self.stdout).await?;
+        if let Some(done) = as_done(&first) {
+            return Ok((None, Some(done)));
+        }
+        self.owes_done = true;
+        Ok((Some(first), None))
+    }
+
+    /// Reads the `Done` owed for the previous child, if any: whether the zygote may serve
+    /// again (it may not if it retires, broke the protocol or is gone).
+    async fn settle(&mut self, bound: std::time::Duration) -> bool {
+        if !self.owes_done {
+            return true;
+        }
+        self.owes_done = false;
+        match tokio::time::timeout(bound, read_body(&mut self.stdout)).await {
+            Ok(Ok(body)) => as_done(&body).is_some_and(|ended| ended.reusable()),
+            _ => false,
+        }
     }
 
     /// Kills the worker and reaps it.
@@ -382,7 +474,51 @@ impl Worker {
     }
 }
 
+/// How an evaluation's child ended, from the zygote's `Done` frame.
+struct Ended {
+    timed_out: bool,
+    signal: Option<i32>,
+    code: Option<i32>,
+    retire: bool,
+}
+
+impl Ended {
+    /// Whether the zygote may serve again. A child that exited with an error code may not
+    /// have read its request, so the zygote's input could hold a stale one.
+    fn reusable(&self) -> bool {
+        !self.retire && self.code.is_none_or(|c| c == 0)
+    }
+}
+
+/// The zygote's `Done` frame, if `body` is one (a small frame, decoded on the spot).
+fn as_done(body: &[u8]) -> Option<Ended> {
+    if body.len() > 512 {
+        return None;
+    }
+    match serde_json::from_slice(body) {
+        Ok(Frame::Done {
+            timed_out,
+            signal,
+            code,
+            retire,
+        }) => Some(Ended {
+            timed_out,
+            signal,
+            code,
+            retire,
+        }),
+        _ => None,
+    }
+}
+
 async fn read_frame(stdout: &mut ChildStdout) -> std::io::Result<Frame> {
+    let body = read_body(stdout).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// One frame's body, size-capped, not decoded.
+async fn read_body(stdout: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     stdout.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -394,6 +530,5 @@ async fn read_frame(stdout: &mut ChildStdout) -> std::io::Result<Frame> {
     }
     let mut body = vec![0u8; len];
     stdout.read_exact(&mut body).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    Ok(body)
 }

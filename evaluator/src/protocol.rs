@@ -1,10 +1,12 @@
 //! The parent ↔ evaluator-worker wire format.
 //!
-//! Frames are a 4-byte big-endian length and a JSON body. The parent writes [`Request`]s
-//! to the worker's stdin. The worker answers on its *result channel*: its original
-//! stdout, which the worker duplicates to a private descriptor held only by Rust code
-//! before pointing fds 1 and 2 at `/dev/null`. User code therefore has no way to write a
-//! frame: a `print` in a workflow can never be mistaken for a result.
+//! Frames are a 4-byte big-endian length and a JSON body. The parent writes one
+//! [`Request`] per evaluation to the zygote's stdin; the zygote forks a child that reads it
+//! and answers on the *result channel* (the zygote's original stdout, duplicated to a
+//! private descriptor held only by Rust code before fds 1 and 2 point at `/dev/null`) with
+//! at most one [`Frame::Plan`] or [`Frame::Failed`]. When the child has ended, the zygote
+//! itself sends [`Frame::Done`]. So per evaluation: `[Plan|Failed] Done`. User code has no
+//! way to write a frame: a `print` in a workflow can never be mistaken for a result.
 //!
 //! The parent trusts nothing it reads: frame sizes are capped and the plan is validated
 //! again after decoding.
@@ -42,22 +44,26 @@ pub struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame {
-    /// Sent once, after the interpreter is initialised and locked down.
+    /// Sent once by the zygote, after the interpreter is initialised and locked down.
     Ready,
-    /// The evaluation produced a plan (not yet validated as a whole).
+    /// The evaluation produced a plan (not yet validated as a whole). From the child.
     Plan {
         plan: Plan,
         source_map: SourceMap,
         /// What the workflow printed, capped.
         output: String,
-        /// The worker used up its CPU budget and exits after this frame.
-        retire: bool,
     },
-    /// The workflow file is wrong or hostile.
-    Failed {
-        diagnostic: Diagnostic,
-        /// The worker's state may be damaged (memory exhausted, recursion limit hit):
-        /// the parent must not reuse it.
+    /// The workflow file is wrong or hostile. From the child.
+    Failed { diagnostic: Diagnostic },
+    /// From the zygote: the evaluation's child has ended.
+    Done {
+        /// The child reached the wall-clock bound and was killed.
+        timed_out: bool,
+        /// The signal the child died of, if it did.
+        signal: Option<i32>,
+        /// The child's exit code, if it exited.
+        code: Option<i32>,
+        /// The zygote used up its CPU budget and exits after this frame.
         retire: bool,
     },
 }
@@ -71,8 +77,11 @@ pub fn write_frame<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<
             format!("frame of {} bytes exceeds the limit", body.len()),
         ));
     }
-    out.write_all(&(body.len() as u32).to_be_bytes())?;
-    out.write_all(&body)?;
+    // One write: a frame is never interleaved with anything else on the channel.
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    out.write_all(&frame)?;
     out.flush()
 }
 

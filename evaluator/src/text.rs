@@ -93,14 +93,12 @@ pub fn escape_lines(text: &str) -> String {
 /// User text quoted for a message: escaped and cut to `max` characters.
 pub fn quote(text: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut count = 0;
-    for c in text.chars() {
+    for (count, c) in text.chars().enumerate() {
         if count == max {
             let _ = write!(out, "... ({} characters)", text.chars().count());
             return out;
         }
         out.push_str(&escape_line(c.encode_utf8(&mut [0; 4])));
-        count += 1;
     }
     out
 }

@@ -1,21 +1,25 @@
-//! Layer (b) of the sandbox: what the worker *process* may do, whatever code runs in it.
+//! Layer (b) of the sandbox: what the worker *processes* may do, whatever code runs in them.
 //!
-//! Applied once, after the interpreter has imported everything it will ever need and before
-//! the first workflow runs. After [`lock_down`]:
-//! - memory: the address space may grow by `memory_bytes` over what the warm worker uses;
-//! - CPU: a lifetime budget of [`CPU_LIFETIME_SECS`] (SIGXCPU kills the worker); the
-//!   worker retires itself once it has used [`CPU_RETIRE_SECS`], so a live worker always
-//!   has more budget left than one evaluation's wall-clock bound. The per-evaluation
-//!   bound is the parent's wall clock, which kills the worker;
+//! Two stages. [`lock_down`] is applied once to the zygote, after the interpreter has
+//! imported everything it will ever need; [`lock_down_evaluation`] is applied by every
+//! forked evaluation child on top of it (seccomp filters stack), before it reads its
+//! request, so no workflow code ever runs without both. After both:
+//! - memory: the address space may grow by `memory_bytes` over what the warm zygote uses;
+//! - CPU: a lifetime budget of [`CPU_LIFETIME_SECS`] per process (SIGXCPU kills it); the
+//!   zygote retires itself once it has used [`CPU_RETIRE_SECS`]. The per-evaluation bound
+//!   is the zygote's wall clock (it kills the child), backed by the pool's;
 //! - files: no file can be grown (`RLIMIT_FSIZE` 0), at most a handful of descriptors;
-//! - syscalls (seccomp, Linux x86_64/aarch64): no sockets, no exec, no fork or threads, no
-//!   signals to other processes, no opening of any file (everything the interpreter needs is
-//!   imported before), no creating, renaming or deleting files,
+//! - syscalls (seccomp, Linux x86_64/aarch64): no sockets, no exec, no fork, clone or
+//!   threads, no signals to other processes, no opening of any file (everything the
+//!   interpreter needs is imported before), no creating, renaming or deleting files,
 //!   no ptrace, mounts, namespaces or module loading. Denied calls fail with `EPERM`;
-//! - the worker dies with its parent (`PR_SET_PDEATHSIG`).
+//! - the zygote dies with the pool's process and each child with its zygote
+//!   (`PR_SET_PDEATHSIG`).
 //!
-//! The worker's environment is already empty (the pool spawns it with `env_clear`) and
-//! its working directory is `/`.
+//! The zygote alone may, in addition, `fork` (a `clone` without thread, shared-memory or
+//! namespace flags), `kill` (its children, at the time bound) and wait; it runs no
+//! workflow code. The environment is already empty (the pool spawns it with `env_clear`)
+//! and the working directory is `/`.
 
 use nix::sys::resource::{getrlimit, getrusage, setrlimit, Resource, UsageWho};
 
@@ -25,8 +29,13 @@ pub(crate) struct Lockdown {
     pub(crate) memory_bytes: u64,
 }
 
-/// Applies every process-level restriction. Irreversible.
-pub(crate) fn lock_down(options: Lockdown) -> Result<(), String> {
+/// The evaluation child's seccomp filter, compiled once in the zygote so a child only has
+/// to install it.
+pub(crate) struct EvaluationFilter(syscall_filter::Program);
+
+/// Applies every process-level restriction of the zygote and prepares the children's.
+/// Irreversible.
+pub(crate) fn lock_down(options: Lockdown) -> Result<EvaluationFilter, String> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
@@ -40,8 +49,23 @@ pub(crate) fn lock_down(options: Lockdown) -> Result<(), String> {
     set(Resource::RLIMIT_FSIZE, 0)?;
     set(Resource::RLIMIT_CORE, 0)?;
     set(Resource::RLIMIT_NOFILE, 16)?;
-    set(Resource::RLIMIT_NPROC, 0)?;
-    syscall_filter::apply()
+    let evaluation = syscall_filter::compile(syscall_filter::Stage::Evaluation)?;
+    syscall_filter::install(&syscall_filter::compile(syscall_filter::Stage::Zygote)?)?;
+    Ok(EvaluationFilter(evaluation))
+}
+
+/// The evaluation child's last step before it reads its request: dies with the zygote,
+/// and may no longer fork, clone or signal anything. Irreversible.
+pub(crate) fn lock_down_evaluation(
+    filter: &EvaluationFilter,
+    zygote: nix::unistd::Pid,
+) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    if nix::unistd::getppid() != zygote {
+        return Err("the zygote ended before its child started".into());
+    }
+    syscall_filter::install(&filter.0)
 }
 
 /// CPU seconds a worker may use in its whole life before the kernel kills it.
@@ -82,6 +106,48 @@ mod syscall_filter {
         SeccompRule, TargetArch,
     };
 
+    /// Which filter to install.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Stage {
+        /// Everything in [`DENIED`] but process creation and signals, which the zygote
+        /// needs: `clone` only without [`CLONE_REFUSED`] flags (a plain `fork`).
+        Zygote,
+        /// Stacked on the zygote's in each child: [`ZYGOTE_ONLY`] refused as well.
+        Evaluation,
+    }
+
+    /// Refused to the children, allowed to the zygote.
+    const ZYGOTE_ONLY: &[libc::c_long] = &[
+        libc::SYS_clone,
+        libc::SYS_clone3,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_fork,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_vfork,
+        libc::SYS_kill,
+        libc::SYS_tkill,
+        libc::SYS_tgkill,
+    ];
+
+    /// `clone` flags that would make a thread, share memory or files, or enter a namespace.
+    const CLONE_REFUSED: &[libc::c_int] = &[
+        libc::CLONE_VM,
+        libc::CLONE_THREAD,
+        libc::CLONE_SIGHAND,
+        libc::CLONE_FILES,
+        libc::CLONE_FS,
+        libc::CLONE_VFORK,
+        libc::CLONE_PARENT,
+        libc::CLONE_PTRACE,
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWCGROUP,
+    ];
+
     /// Syscalls refused outright.
     const DENIED: &[libc::c_long] = &[
         libc::SYS_socket,
@@ -93,13 +159,8 @@ mod syscall_filter {
         libc::SYS_accept4,
         libc::SYS_execve,
         libc::SYS_execveat,
-        libc::SYS_clone,
+        // glibc's fork() is clone(SIGCHLD | CLONE_CHILD_*TID); clone3 is only for threads.
         libc::SYS_clone3,
-        #[cfg(target_arch = "x86_64")]
-        libc::SYS_fork,
-        #[cfg(target_arch = "x86_64")]
-        libc::SYS_vfork,
-        libc::SYS_kill,
         libc::SYS_ptrace,
         libc::SYS_process_vm_readv,
         libc::SYS_process_vm_writev,
@@ -167,9 +228,36 @@ mod syscall_filter {
         libc::SYS_open,
     ];
 
-    pub(super) fn apply() -> Result<(), String> {
+    /// A compiled filter.
+    pub(crate) type Program = BpfProgram;
+
+    pub(crate) fn install(program: &Program) -> Result<(), String> {
+        seccompiler::apply_filter(program).map_err(err)
+    }
+
+    pub(crate) fn compile(stage: Stage) -> Result<Program, String> {
+        if stage == Stage::Evaluation {
+            let rules = ZYGOTE_ONLY.iter().map(|&nr| (nr, Vec::new())).collect();
+            return build(rules);
+        }
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
+        // clone is refused when any refused flag is set: one rule per flag, any may match.
+        let clone_rules = CLONE_REFUSED
+            .iter()
+            .map(|&flag| {
+                let flag = flag as u32 as u64;
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )
+                .and_then(|c| SeccompRule::new(vec![c]))
+                .map_err(err)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(libc::SYS_clone, clone_rules);
         // Every module the sandbox offers is imported before lock-down, so nothing needs to
         // open a file afterwards: reading is refused as well as writing.
         for nr in OPEN_CALLS {
@@ -187,6 +275,10 @@ mod syscall_filter {
             .map_err(err)?])
             .map_err(err)?],
         );
+        build(rules)
+    }
+
+    fn build(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<Program, String> {
         let arch = if cfg!(target_arch = "x86_64") {
             TargetArch::x86_64
         } else {
@@ -199,8 +291,7 @@ mod syscall_filter {
             arch,
         )
         .map_err(err)?;
-        let program: BpfProgram = filter.try_into().map_err(err)?;
-        seccompiler::apply_filter(&program).map_err(err)
+        filter.try_into().map_err(err)
     }
 
     fn err(e: impl std::fmt::Display) -> String {
@@ -213,8 +304,20 @@ mod syscall_filter {
     any(target_arch = "x86_64", target_arch = "aarch64")
 )))]
 mod syscall_filter {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Stage {
+        Zygote,
+        Evaluation,
+    }
+
+    pub(crate) type Program = ();
+
     /// No seccomp on this platform: the language layer and the rlimits still apply.
-    pub(super) fn apply() -> Result<(), String> {
+    pub(crate) fn compile(_stage: Stage) -> Result<Program, String> {
+        Ok(())
+    }
+
+    pub(crate) fn install(_program: &Program) -> Result<(), String> {
         Ok(())
     }
 }

@@ -1,21 +1,25 @@
 //! The evaluator worker process: `plue __eval-worker` (or `plue-eval-worker`).
 //!
-//! Lifecycle: keep the original stdout as the private result channel and point fd 1 at
-//! `/dev/null`; start an isolated interpreter; install the host module and the bootstrap;
-//! import every allowed module; lock the process down; point fd 2 at `/dev/null`; send
-//! `Ready`; then answer requests from stdin until it closes. A request whose evaluation may
-//! have damaged the interpreter (memory, recursion) is answered with `retire`, and the
-//! worker exits so the pool starts a fresh one.
+//! Lifecycle: fix the address layout ([`layout`]); keep the original stdout as the private
+//! result channel and point fd 1 at `/dev/null`; start an isolated interpreter; install the
+//! host module and the bootstrap; import every allowed module; lock the process down; point
+//! fd 2 at `/dev/null`; send `Ready`. From then on the process is a *zygote*
+//! ([`zygote`]): for each request it forks a child that locks itself down further, reads
+//! the request, evaluates it, answers once and exits. One evaluation, one process: nothing
+//! of an evaluation (objects, finalisers, caches, budgets) can reach another.
 
 mod convert;
 mod guard;
 mod host;
 mod interpreter;
+mod layout;
 mod lockdown;
+mod zygote;
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyModule, PyTuple};
@@ -29,6 +33,8 @@ const BOOTSTRAP: &str = include_str!("sandbox.py");
 
 /// Command-line flag carrying the memory bound in bytes.
 pub const MEMORY_FLAG: &str = "--memory-bytes";
+/// Command-line flag carrying the wall-clock bound of one evaluation, in milliseconds.
+pub const TIMEOUT_FLAG: &str = "--timeout-ms";
 /// Test-only mode: lock down, run [`PROBE`] with *full* Python (no language layer), report
 /// what it could do, and exit. Lets the tests check layer (b) on its own.
 pub const PROBE_FLAG: &str = "--probe-lockdown";
@@ -36,6 +42,7 @@ const PROBE: &str = include_str!("probe.py");
 
 /// Entry point of a worker process. `args` are the arguments after the worker's name.
 pub fn main(args: &[String]) -> ExitCode {
+    layout::fix_address_layout();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -48,7 +55,7 @@ pub fn main(args: &[String]) -> ExitCode {
 fn run(args: &[String]) -> Result<(), String> {
     let probe = args.first().is_some_and(|a| a == PROBE_FLAG);
     let args = if probe { &args[1..] } else { args };
-    let memory_bytes = parse_memory(args)?;
+    let options = parse_options(args)?;
     // The pool starts workers with an empty environment; make sure of it whoever started us,
     // before the interpreter copies it into os.environ. Still single-threaded here.
     for (key, _) in std::env::vars_os() {
@@ -65,10 +72,14 @@ fn run(args: &[String]) -> Result<(), String> {
 
     interpreter::initialize()?;
     let bootstrap = Python::attach(|py| install(py).map_err(|e| format!("bootstrap: {e}")))?;
-    lockdown::lock_down(lockdown::Lockdown { memory_bytes })?;
+    let filter = lockdown::lock_down(lockdown::Lockdown {
+        memory_bytes: options.memory_bytes,
+    })?;
     nix::unistd::dup2_stderr(&devnull).map_err(|e| format!("redirect stderr: {e}"))?;
     drop(devnull);
     if probe {
+        // The probe runs as an evaluation would: under both stages of the lock-down.
+        lockdown::lock_down_evaluation(&filter, nix::unistd::getppid())?;
         let report = Python::attach(|py| -> PyResult<String> {
             let code = std::ffi::CString::new(PROBE).expect("the probe has no NUL byte");
             PyModule::from_code(py, &code, c"<probe>", c"_plue_probe")?
@@ -80,40 +91,81 @@ fn run(args: &[String]) -> Result<(), String> {
     }
 
     write_frame(&mut results, &Frame::Ready).map_err(|e| format!("write: {e}"))?;
-    let mut requests = BufReader::new(io::stdin().lock());
-    let memory_text = human_bytes(memory_bytes);
-    loop {
-        let request: Request = match read_frame(&mut requests) {
-            Ok(Some(request)) => request,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(format!("read request: {e}")),
+    let job = Evaluations {
+        bootstrap,
+        memory_text: human_bytes(options.memory_bytes),
+    };
+    zygote::serve(&mut results, &filter, options.timeout, &job)
+}
+
+/// A fixed, trusted workflow every child evaluates before it reads its request: it
+/// touches (and so copies) the memory a typical evaluation writes to, off the request's
+/// path. The same in every child, so it leaves no state that differs between them.
+const WARM_UP: &str = r#"
+import json
+def workflow(ctx):
+    names = [f"s{i}" for i in range(3)]
+    steps = [Step.bash(n, "echo " + n, env={"A": "1"}, depends_on=names[:i]) for i, n in enumerate(names)]
+    steps.append(Step.python("p", "print(1)", timeout=60, retries=1, runner="os=linux"))
+    return Plan(name=ctx.repo + json.dumps({"a": [1]}), triggers=[Trigger.on_push(branch="main"), Trigger.on_pull_request()], env={"X": "y"}, steps=steps)
+"#;
+
+/// What each forked child does.
+struct Evaluations {
+    bootstrap: Py<PyModule>,
+    memory_text: String,
+}
+
+impl zygote::Job for Evaluations {
+    fn warm_up(&self) {
+        let request = Request {
+            path: "warm-up.plue.py".into(),
+            source: WARM_UP.into(),
+            ctx: crate::context::EvalContext::local(crate::context::Event::Push, "main"),
+            limits: crate::protocol::WorkerLimits {
+                max_steps: 1000,
+                max_plan_bytes: 1024 * 1024,
+            },
         };
-        let mut frame = Python::attach(|py| evaluate(py, &bootstrap, request, &memory_text));
-        let tired = lockdown::cpu_used_seconds() >= lockdown::CPU_RETIRE_SECS;
-        let retire = match &mut frame {
-            Frame::Plan { retire, .. } | Frame::Failed { retire, .. } => {
-                *retire |= tired;
-                *retire
-            }
-            Frame::Ready => false,
-        };
-        write_frame(&mut results, &frame).map_err(|e| format!("write: {e}"))?;
-        if retire {
-            return Ok(());
-        }
+        let _ = Python::attach(|py| evaluate(py, &self.bootstrap, request, &self.memory_text));
+    }
+
+    fn read_request(&self) -> Result<Option<Request>, String> {
+        read_frame(&mut io::stdin().lock()).map_err(|e| format!("read request: {e}"))
+    }
+
+    fn answer(&self, request: Request, results: &mut File) -> Result<(), String> {
+        let frame = Python::attach(|py| evaluate(py, &self.bootstrap, request, &self.memory_text));
+        write_frame(results, &frame).map_err(|e| format!("write: {e}"))
     }
 }
 
-fn parse_memory(args: &[String]) -> Result<u64, String> {
-    match args {
-        [] => Ok(crate::limits::Limits::default().memory_bytes),
-        [flag, value] if flag == MEMORY_FLAG => value
+struct Options {
+    memory_bytes: u64,
+    timeout: Duration,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let defaults = crate::limits::Limits::default();
+    let mut options = Options {
+        memory_bytes: defaults.memory_bytes,
+        timeout: defaults.timeout,
+    };
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number: u64 = value
             .parse()
-            .map_err(|_| format!("{MEMORY_FLAG} needs a number of bytes, got '{value}'")),
-        other => Err(format!(
-            "unexpected arguments {other:?}; usage: {MEMORY_FLAG} BYTES"
-        )),
+            .map_err(|_| format!("{flag} needs a number, got '{value}'"))?;
+        match flag.as_str() {
+            MEMORY_FLAG => options.memory_bytes = number,
+            TIMEOUT_FLAG => options.timeout = Duration::from_millis(number),
+            other => return Err(format!(
+                "unexpected argument '{other}'; usage: [{MEMORY_FLAG} BYTES] [{TIMEOUT_FLAG} MS]"
+            )),
+        }
     }
+    Ok(options)
 }
 
 /// Builds the host module, loads the bootstrap and preloads the allowed modules.
@@ -159,7 +211,6 @@ fn evaluate(
         // Only a bug of ours (or memory exhausted inside the bootstrap) lands here.
         Err(e) => Frame::Failed {
             diagnostic: Diagnostic::whole_file(path, format!("internal evaluator error: {e}")),
-            retire: true,
         },
     }
 }
@@ -173,15 +224,13 @@ fn frame_from(path: &str, result: Bound<'_, PyTuple>) -> PyResult<Frame> {
             plan: plan.plan.clone(),
             source_map: plan.source_map.clone(),
             output: guard::take_output(),
-            retire: false,
         });
     }
     let message: String = result.get_item(1)?.extract()?;
     let line: u32 = result.get_item(2)?.extract()?;
     let col: u32 = result.get_item(3)?.extract()?;
     let detail: Option<String> = result.get_item(4)?.extract()?;
-    let retire: bool = result.get_item(5)?.extract()?;
     let mut diagnostic = Diagnostic::at(path, Location { line, col }, message);
     diagnostic.detail = detail;
-    Ok(Frame::Failed { diagnostic, retire })
+    Ok(Frame::Failed { diagnostic })
 }

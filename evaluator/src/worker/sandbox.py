@@ -4,14 +4,18 @@ Never visible to workflow code: workflows get a fresh globals dict whose builtin
 curated dict of real builtins plus the Rust guard functions (`getattr`, `hasattr`,
 `__import__`, `print`). Nothing defined here is reachable from there.
 
-`evaluate()` returns either ("ok", plan, None, None, None, False) or
-("error", message, line, col, detail, retire). Layer (a) of the sandbox lives here as the
+`evaluate()` returns either ("ok", plan, None, None, None) or
+("error", message, line, col, detail). Layer (a) of the sandbox lives here as the
 AST check; the policy it applies comes from the Rust host (`guard.rs`).
+
+Each evaluation runs in its own forked child process that exits afterwards, so nothing
+here needs cleaning up between evaluations, and nothing is cached across them.
+Messages and details are made valid UTF-8 here (a lone surrogate in an exception message
+becomes a backslash escape); the parent escapes and redacts them further.
 """
 
 import ast
 import builtins as _real_builtins
-import gc
 import sys
 
 _host = None
@@ -194,11 +198,18 @@ def _builtins():
     return safe
 
 
-def _error(message, line=1, col=1, detail=None, retire=False):
-    message = str(message)
+def _utf8(text):
+    """`text` with lone surrogates (which UTF-8 cannot carry) written as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error(message, line=1, col=1, detail=None):
+    message = _utf8(str(message))
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "..."
-    return ("error", message, int(line or 1), int(col or 1), detail, bool(retire))
+    if detail is not None:
+        detail = _utf8(detail)
+    return ("error", message, int(line or 1), int(col or 1), detail)
 
 
 def _user_frames(exc, path, source_lines):
@@ -225,16 +236,13 @@ def _user_frames(exc, path, source_lines):
 
 
 def _describe(exc):
-    text = str(exc)
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - a user exception's __str__ may fail or lie
+        text = "<the exception's message could not be read>"
+    if not isinstance(text, str):
+        text = ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# Checked code objects by (path, source): the registry evaluates the same unchanged files
-# at every commit. Code objects are immutable, so sharing one between evaluations shares no
-# state. Bounded in entries and in the size of each source.
-_COMPILED = {}
-_CACHE_ENTRIES = 128
-_CACHE_MAX_SOURCE = 64 * 1024
 
 
 def evaluate(path, source, ctx, memory_text):
@@ -243,39 +251,27 @@ def evaluate(path, source, ctx, memory_text):
     if source.startswith("\ufeff"):
         source = source[1:]  # a UTF-8 byte-order mark is valid at the start of a Python file
     try:
-        key = (path, source)
-        code = _COMPILED.get(key)
-        if code is not None:
-            return _run(path, source, code, ctx, memory_text)
-        try:
-            tree = ast.parse(source, filename=path, mode="exec")
-        except SyntaxError as e:
-            return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
-        except (RecursionError, MemoryError):
-            return _error("the file is nested too deeply to parse", retire=True)
-        except ValueError as e:
-            return _error(f"cannot parse the file: {e}")
-        try:
-            check(tree)
-        except Rejected as r:
-            return _error(r.message, r.line, r.col)
-        except RecursionError:
-            return _error("the file is nested too deeply to check", retire=True)
-        try:
-            code = compile(tree, path, "exec", dont_inherit=True)
-        except (RecursionError, MemoryError):
-            return _error("the file is nested too deeply to compile", retire=True)
-        except SyntaxError as e:
-            return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
-        del tree
-        if len(source) <= _CACHE_MAX_SOURCE:
-            if len(_COMPILED) >= _CACHE_ENTRIES:
-                del _COMPILED[next(iter(_COMPILED))]
-            _COMPILED[key] = code
-        return _run(path, source, code, ctx, memory_text)
-    finally:
-        _current_path = None
-        gc.collect(0)
+        tree = ast.parse(source, filename=path, mode="exec")
+    except SyntaxError as e:
+        return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
+    except (RecursionError, MemoryError):
+        return _error("the file is nested too deeply to parse")
+    except ValueError as e:
+        return _error(f"cannot parse the file: {e}")
+    try:
+        check(tree)
+    except Rejected as r:
+        return _error(r.message, r.line, r.col)
+    except RecursionError:
+        return _error("the file is nested too deeply to check")
+    try:
+        code = compile(tree, path, "exec", dont_inherit=True)
+    except (RecursionError, MemoryError):
+        return _error("the file is nested too deeply to compile")
+    except SyntaxError as e:
+        return _error(f"syntax error: {e.msg}", e.lineno, e.offset)
+    del tree
+    return _run(path, source, code, ctx, memory_text)
 
 
 def _run(path, source, code, ctx, memory_text):
@@ -304,15 +300,13 @@ def _run(path, source, code, ctx, memory_text):
             return _error("workflow() must take no parameter or one (ctx)", line)
         if not isinstance(result, _host.Plan):
             return _error(f"workflow() must return a Plan, got {type(result).__name__}", line)
-        return ("ok", result, None, None, None, False)
+        return ("ok", result, None, None, None)
     except MemoryError as e:
         line, col, detail = _user_frames(e, path, source_lines)
-        return _error(f"the evaluation exceeded its memory limit of {memory_text}", line, col, detail, retire=True)
+        return _error(f"the evaluation exceeded its memory limit of {memory_text}", line, col, detail)
     except RecursionError as e:
         line, col, detail = _user_frames(e, path, source_lines)
-        return _error("maximum recursion depth exceeded", line, col, detail, retire=True)
+        return _error("maximum recursion depth exceeded", line, col, detail)
     except BaseException as e:  # noqa: BLE001 - every failure of user code becomes a diagnostic
         line, col, detail = _user_frames(e, path, source_lines)
-        return _error(_describe(e), line, col, detail, retire=not isinstance(e, Exception))
-    finally:
-        namespace.clear()
+        return _error(_describe(e), line, col, detail)
