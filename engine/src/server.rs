@@ -188,6 +188,7 @@ pub async fn start(
         ),
         shutdown: shutdown.clone(),
         local_workflows: Arc::new(config.local_workflows.clone()),
+        followers: Default::default(),
     });
     let hooks = webhooks::router(webhooks::WebhookState {
         store: store.clone(),
@@ -200,6 +201,7 @@ pub async fn start(
         .fallback(internal_api::not_found);
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
             .await;

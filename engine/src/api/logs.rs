@@ -5,18 +5,28 @@
 //! the SSE event id is `"{attempt}:{seq}"`, strictly increasing, so a client that resumes
 //! with it gets every later line exactly once; the stream ends with an `end` event once the
 //! step is final and every stored line was sent.
+//!
+//! Followers are bounded (see [`super::followers`]): each is counted while its stream
+//! lives, past a cap the answer is 429, an idle one is woken by notifications and otherwise
+//! re-reads the store ever more rarely, and a client that leaves takes its follower with it
+//! (the stream is the follower; a heartbeat comment makes a silent hang-up show).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures::Stream;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 
+use super::followers::{FollowerGuard, FollowerLimits};
 use super::views::LineView;
 use super::{parse_run_id, ApiState};
 use crate::events::Event;
@@ -37,6 +47,7 @@ pub(super) async fn step_logs(
     State(state): State<ApiState>,
     Path((run, step)): Path<(String, String)>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -56,9 +67,17 @@ pub(super) async fn step_logs(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
     if wants_sse {
-        let stream = follow(state, run_id, step_run.id, cursor);
+        let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+        let guard = state
+            .followers
+            .enter(step_run.id, client)
+            .map_err(|refused| {
+                ApiError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
+            })?;
+        let heartbeat = state.followers.limits().heartbeat;
+        let stream = follow(&state, run_id, step_run.id, cursor, guard);
         return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::default())
+            .keep_alive(KeepAlive::new().interval(heartbeat))
             .into_response());
     }
     let store = store.clone();
@@ -111,87 +130,132 @@ fn sse_event(line: &StoredLine) -> SseEvent {
         .data(serde_json::to_string(&LineView::new(line)).unwrap_or_default())
 }
 
-/// Sends stored lines after `cursor`, then new ones as they are stored, until the step is
-/// final and drained (or the engine shuts down).
-fn follow(
-    state: ApiState,
+/// One SSE follower: its place in the step's logs and everything it waits on. It lives in
+/// the response stream itself (no task of its own), so when hyper drops the stream of a
+/// client that left, the follower, its guard and its subscription go with it.
+struct Follower {
+    store: crate::store::Store,
+    events: tokio::sync::broadcast::Receiver<Event>,
+    shutdown: tokio_util::sync::CancellationToken,
     run_id: i64,
     step_run_id: i64,
     cursor: (i64, i64),
+    /// Read but not yet sent.
+    ready: VecDeque<SseEvent>,
+    /// The wait before re-reading an idle step by itself; doubles while nothing comes.
+    idle: Duration,
+    limits: FollowerLimits,
+    done: bool,
+    _guard: FollowerGuard,
+}
+
+/// Sends stored lines after `cursor`, then new ones as they are stored, until the step is
+/// final and drained, the engine shuts down or the client is gone.
+fn follow(
+    state: &ApiState,
+    run_id: i64,
+    step_run_id: i64,
+    cursor: (i64, i64),
+    guard: FollowerGuard,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    async_stream(move |tx| async move {
-        let store = state.executor.store().clone();
-        let mut events = state.executor.events().subscribe();
-        let mut cursor = cursor;
+    let follower = Follower {
+        store: state.executor.store().clone(),
+        events: state.executor.events().subscribe(),
+        shutdown: state.shutdown.clone(),
+        run_id,
+        step_run_id,
+        cursor,
+        ready: VecDeque::new(),
+        idle: Duration::ZERO,
+        limits: *state.followers.limits(),
+        done: false,
+        _guard: guard,
+    };
+    futures::stream::unfold(follower, |mut follower| async move {
         loop {
-            let lines = match store.read_logs(step_run_id, cursor, PAGE).await {
-                Ok(lines) => lines,
-                Err(e) => {
-                    tracing::error!("reading logs: {e:#}");
-                    return;
-                }
-            };
-            if let Some(last) = lines.last() {
-                cursor = (last.attempt, last.seq);
-                for line in &lines {
-                    if tx.send(sse_event(line)).await.is_err() {
-                        return;
-                    }
-                }
-                continue;
+            if let Some(event) = follower.ready.pop_front() {
+                return Some((Ok(event), follower));
             }
-            // Nothing new: done if the step is final (its runner sends every line before
-            // reporting the end), else wait for more.
-            let final_now = match store.step_run_by_id(step_run_id).await {
-                Ok(Some(step)) => parse_status(&step.status).is_final(),
-                _ => true,
-            };
-            if final_now {
-                // One more read closes the gap between the last read and the status check.
-                match store.read_logs(step_run_id, cursor, PAGE).await {
-                    Ok(lines) if !lines.is_empty() => continue,
-                    _ => {}
-                }
-                // regression: an `end` event with empty data is never dispatched by SSE
-                // clients (the spec drops events whose data buffer is empty).
-                let _ = tx.send(SseEvent::default().event("end").data("{}")).await;
-                return;
+            if follower.done {
+                return None;
             }
-            let wait = async {
-                loop {
-                    match events.recv().await {
-                        Ok(Event::Logs { step_run_id: s, .. }) if s == step_run_id => return,
-                        Ok(Event::Step { run_id: r } | Event::RunFinished { run_id: r })
-                            if r == run_id =>
-                        {
-                            return
-                        }
-                        Ok(_) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            std::future::pending().await
-                        }
-                    }
-                }
-            };
-            tokio::select! {
-                _ = state.shutdown.cancelled() => return,
-                _ = tokio::time::timeout(Duration::from_millis(500), wait) => {}
-            }
+            follower.advance().await;
         }
     })
 }
 
-/// A stream fed by a task through a small channel (the task ends when the client leaves).
-fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(producer(tx));
-    futures::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-    )
+impl Follower {
+    /// Reads what is new, or ends the stream, or waits until something may have changed.
+    async fn advance(&mut self) {
+        let lines = match self
+            .store
+            .read_logs(self.step_run_id, self.cursor, PAGE)
+            .await
+        {
+            Ok(lines) => lines,
+            Err(e) => {
+                tracing::error!("reading logs: {e:#}");
+                self.done = true;
+                return;
+            }
+        };
+        if let Some(last) = lines.last() {
+            self.cursor = (last.attempt, last.seq);
+            self.ready.extend(lines.iter().map(sse_event));
+            self.idle = Duration::ZERO;
+            return;
+        }
+        // Nothing new: done if the step is final (its runner sends every line before
+        // reporting the end), else wait for more.
+        let final_now = match self.store.step_run_by_id(self.step_run_id).await {
+            Ok(Some(step)) => parse_status(&step.status).is_final(),
+            _ => true,
+        };
+        if final_now {
+            // One more read closes the gap between the last read and the status check.
+            match self
+                .store
+                .read_logs(self.step_run_id, self.cursor, PAGE)
+                .await
+            {
+                Ok(lines) if !lines.is_empty() => return,
+                _ => {}
+            }
+            // regression: an `end` event with empty data is never dispatched by SSE
+            // clients (the spec drops events whose data buffer is empty).
+            self.ready
+                .push_back(SseEvent::default().event("end").data("{}"));
+            self.done = true;
+            return;
+        }
+        // regression: every idle follower re-read the store twice every 500 ms until its
+        // step ended, so thousands of followers of a queued step kept the engine busy. Now
+        // a notification wakes it; without one it re-reads after a wait that doubles.
+        self.idle = self.limits.next_backoff(self.idle);
+        let (run_id, step_run_id) = (self.run_id, self.step_run_id);
+        let events = &mut self.events;
+        let notified = async {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Logs { step_run_id: s, .. }) if s == step_run_id => return,
+                    Ok(Event::Step { run_id: r } | Event::RunFinished { run_id: r })
+                        if r == run_id =>
+                    {
+                        return
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = self.shutdown.cancelled() => self.done = true,
+            _ = tokio::time::timeout(self.idle, notified) => {}
+        }
+    }
 }
+
+#[cfg(test)]
+#[path = "logs_tests.rs"]
+mod tests;

@@ -5,6 +5,7 @@
 //! bearer token, reads too when they are private); the health endpoints are open; every
 //! error is an [`ApiError`] with a JSON body.
 
+pub mod followers;
 mod logs;
 mod repos;
 mod runner_tokens;
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Where `POST /api/runs` may read workflow files and workspaces (canonical).
     pub local_workflows: Arc<Vec<PathBuf>>,
+    /// Live SSE log followers, with their caps.
+    pub followers: Arc<followers::Followers>,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -1,0 +1,285 @@
+//! Live log followers against a real HTTP server on `127.0.0.1:0`: an anonymous client
+//! opening and abandoning hundreds of followers of a queued step leaves nothing running,
+//! the caps answer 429, and an idle follower at its longest backoff still wakes at once
+//! when lines are stored.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evaluator::plan::{Action, Plan, Step};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use runner::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::super::followers::{FollowerLimits, Followers};
+use super::super::{router, ApiState};
+use crate::auth::Auth;
+use crate::events::{Event, Events};
+use crate::executor::Executor;
+use crate::store::{NewRun, Store};
+
+struct Engine {
+    addr: SocketAddr,
+    executor: Arc<Executor>,
+    followers: Arc<Followers>,
+    run_id: i64,
+    step_run_id: i64,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Engine {
+    /// An engine with one run whose only step stays queued (there is no runner).
+    async fn start(limits: FollowerLimits) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let events = Arc::new(Events::default());
+        let executor = Arc::new(Executor::new(store.clone(), events, BTreeMap::new(), 8));
+        let followers = Arc::new(Followers::new(limits));
+        let shutdown = CancellationToken::new();
+        let state = ApiState {
+            executor: executor.clone(),
+            evaluator: None,
+            pool: None,
+            registry: None,
+            auth: Auth::new(store.clone(), Some("admin".into()), false),
+            shutdown: shutdown.clone(),
+            local_workflows: Arc::new(Vec::new()),
+            followers: followers.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .unwrap()
+        });
+        let plan = Plan {
+            name: "follow".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![Step::new(
+                "build",
+                Action::Bash {
+                    command: "true".into(),
+                },
+            )],
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        let run_id = executor
+            .start_run(&NewRun {
+                workflow_source: "local",
+                workflow_path: "/w/follow.plue.py",
+                event: "manual",
+                git_ref: "refs/heads/main",
+                sha: "0",
+                context_json: "{}",
+                plan: &plan,
+                plan_json: &json,
+                plan_hash: "h",
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: None,
+                repo: None,
+            })
+            .await
+            .unwrap();
+        let step_run_id = store.step_run(run_id, "build").await.unwrap().unwrap().id;
+        Engine {
+            addr,
+            executor,
+            followers,
+            run_id,
+            step_run_id,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    fn logs_path(&self) -> String {
+        format!("/api/runs/{}/steps/build/logs", self.run_id)
+    }
+
+    /// Opens a follower over a bare connection, as a script would; returns the status and
+    /// the connection (still open).
+    async fn open(&self) -> (u16, TcpStream) {
+        let mut conn = TcpStream::connect(self.addr).await.unwrap();
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: plue\r\nAccept: text/event-stream\r\n\r\n",
+            self.logs_path()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "connection closed");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, conn)
+    }
+
+    /// Waits until the live followers number `count` (fails after 10 s).
+    async fn live_becomes(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.followers.live() != count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} live followers, expected {count}",
+                self.followers.live()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn roomy() -> FollowerLimits {
+    FollowerLimits {
+        per_step: 1000,
+        per_client: 1000,
+        total: 1000,
+        ..FollowerLimits::default()
+    }
+}
+
+// The attack: an anonymous client opens followers of a queued step and hangs up, again
+// and again. Before, each one kept polling the store until the step ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_followers_of_a_queued_step_leave_nothing_running() {
+    let engine = Engine::start(FollowerLimits {
+        // A heartbeat far away: the hang-ups must be noticed without one.
+        heartbeat: Duration::from_secs(3600),
+        ..roomy()
+    })
+    .await;
+    for _round in 0..2 {
+        let mut conns = Vec::new();
+        for _ in 0..250 {
+            let (status, conn) = engine.open().await;
+            assert_eq!(status, 200);
+            conns.push(conn);
+        }
+        engine.live_becomes(250).await;
+        drop(conns);
+        engine.live_becomes(0).await;
+    }
+    // And nothing comes back later (no task outlived its stream).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(engine.followers.live(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_past_a_cap_get_429_with_a_json_error() {
+    let engine = Engine::start(FollowerLimits {
+        per_step: 1000,
+        per_client: 3,
+        total: 1000,
+        ..FollowerLimits::default()
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (status, conn) = engine.open().await;
+        assert_eq!(status, 200);
+        open.push(conn);
+    }
+    let refused = reqwest::Client::new()
+        .get(format!("http://{}{}", engine.addr, engine.logs_path()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("already follows 3"),
+        "{body}"
+    );
+    assert_eq!(engine.followers.live(), 3);
+    // A follower that leaves frees its place.
+    drop(open.pop());
+    engine.live_becomes(2).await;
+    let (status, _again) = engine.open().await;
+    assert_eq!(status, 200);
+    // The JSON-lines form (no follower) is not counted.
+    let lines = reqwest::get(format!("http://{}{}", engine.addr, engine.logs_path()))
+        .await
+        .unwrap();
+    assert_eq!(lines.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_step_cap_holds_whoever_asks() {
+    let engine = Engine::start(FollowerLimits {
+        per_step: 2,
+        ..roomy()
+    })
+    .await;
+    let (_a, _first) = engine.open().await;
+    let (_b, _second) = engine.open().await;
+    let (status, _) = engine.open().await;
+    assert_eq!(status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_follower_wakes_when_lines_are_stored() {
+    // Backoff so long that only the notification can deliver the line in time.
+    let engine = Engine::start(FollowerLimits {
+        min_backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+        ..roomy()
+    })
+    .await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}{}", engine.addr, engine.logs_path()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+    engine.live_becomes(1).await;
+    // Let the follower reach its wait.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let store = engine.executor.store();
+    let line = LogLine {
+        seq: 1,
+        stream: LineStream::Stdout,
+        text: "hello".into(),
+        ts_ms: 1,
+    };
+    store
+        .append_logs(engine.step_run_id, 1, &[line])
+        .await
+        .unwrap();
+    engine.executor.events().send(Event::Logs {
+        run_id: engine.run_id,
+        step_run_id: engine.step_run_id,
+    });
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the notification woke the follower")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.event, "line");
+    assert_eq!(event.id, "1:1");
+    assert!(event.data.contains("hello"), "{}", event.data);
+    drop(events);
+    engine.live_becomes(0).await;
+}
