@@ -35,8 +35,9 @@ use crate::tokens;
 /// How long a runner the pool starts may take to redeem its one-time token.
 pub const ONCE_TTL: Duration = Duration::from_secs(60);
 
-/// Creates and deletes runners. The Kubernetes provider implements the same three calls
-/// with pod creation, deletion and status.
+/// Creates and deletes runners. A Kubernetes provider implements the same calls with pod
+/// creation (the token in a Secret mounted only into the runner's container), deletion and
+/// status.
 pub trait Provider: Send + Sync + 'static {
     /// Starts a runner that will register itself as `name` with the one-time registration
     /// `token` (which must reach it by a channel only it reads: never argv or environment).
