@@ -70,8 +70,9 @@ pub fn check(
             c.add(
                 at,
                 format!(
-                    "step id '{}' is longer than {MAX_NAME_LEN} characters",
-                    quote(&step.id, 40)
+                    "step id '{}' is {} bytes; the limit is {MAX_NAME_LEN}",
+                    quote(&step.id, 40),
+                    step.id.len()
                 ),
             );
             continue;
@@ -359,7 +360,9 @@ mod tests {
             started.elapsed()
         );
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].message.contains("longer than 64 characters"));
+        assert!(found[0]
+            .message
+            .ends_with("is 520000 bytes; the limit is 64"));
         assert!(found[0].message.len() < 200);
     }
 }

@@ -322,10 +322,17 @@ fn check_dag(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    // Suggestions only for as many problems as can be shown: each costs a pass over the ids.
+    let mut suggestions_left = MAX_DIAGNOSTICS;
     for (i, step) in plan.steps.iter().enumerate() {
         for dep in &step.depends_on {
             if !index.contains_key(dep.as_str()) {
-                let hint = did_you_mean(dep, ids.iter().copied());
+                let hint = if suggestions_left > 0 {
+                    suggestions_left -= 1;
+                    did_you_mean(dep, ids.iter().copied())
+                } else {
+                    String::new()
+                };
                 problems.add(
                     map.step(i),
                     format!("step '{}' depends on unknown step '{dep}'{hint}", step.id),

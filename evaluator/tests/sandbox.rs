@@ -67,6 +67,14 @@ fn message_fits(category: &str, message: &str) -> bool {
                 || message.contains("must return a Plan")
                 || message.contains("not allowed")
         }
+        "unclean" => {
+            message.contains("control character")
+                || message.contains("NUL")
+                || message.contains("bidirectional")
+                || message.contains("invalid runner label")
+        }
+        "reserved" => message.contains("never from a workflow"),
+        "capped" => message.ends_with("more problems"),
         other => panic!("unknown category {other}"),
     }
 }
@@ -116,6 +124,28 @@ async fn every_attack_fails_cleanly_in_time_and_leaves_no_trace() {
                 }
                 if text.contains(CANARY) {
                     failures.push(format!("{name}: leaked the environment"));
+                }
+                if text.contains("internal evaluator error") {
+                    failures.push(format!("{name}: an internal error: {text}"));
+                }
+                if text.contains("/python3") || text.contains("/lib/python") {
+                    failures.push(format!("{name}: a host path reached the message: {text}"));
+                }
+                if problems.len() > evaluator::validate::MAX_DIAGNOSTICS {
+                    failures.push(format!("{name}: {} diagnostics", problems.len()));
+                }
+                for problem in &problems {
+                    let line = problem.to_string();
+                    if line
+                        .chars()
+                        .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c))
+                    {
+                        failures.push(format!("{name}: a message is not one clean line: {line:?}"));
+                    }
+                    let detail = problem.detail.clone().unwrap_or_default();
+                    if detail.chars().any(|c| c.is_control() && c != '\n') {
+                        failures.push(format!("{name}: a detail is not clean: {detail:?}"));
+                    }
                 }
             }
         }

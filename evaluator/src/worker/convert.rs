@@ -57,9 +57,10 @@ pub(crate) fn string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
     let s = value.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("{what} must be a str, got {}", type_name(value)))
     })?;
-    // Charge before copying: the length in bytes is known without a copy.
+    // Charge before copying: the length in bytes is known without a copy. The quotes are
+    // charged too, so a million empty strings cost what they cost in the plan's JSON.
     let text = s.to_str()?;
-    charge(text.len())?;
+    charge(text.len() + 2)?;
     Ok(text.to_owned())
 }
 

@@ -4,7 +4,9 @@
 //! and the doc comments are the user docs. Each constructor converts its arguments into
 //! plan data at once (so a bad argument fails on the line that passed it) and remembers
 //! where in the file it was called (for errors that only the whole plan reveals). The
-//! types are frozen and immutable: a workflow cannot change them for the next one.
+//! types are frozen and immutable: a workflow cannot change them for the next one. They
+//! compare by value and refuse to be hashed, so no set or dict order can depend on an
+//! address.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -130,6 +132,16 @@ impl PlanObject {
         self.plan.steps.iter().map(|s| s.id.clone()).collect()
     }
 
+    /// Equal when the data is equal, never by identity.
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        self.plan == other.get().plan
+    }
+
+    /// Unhashable: a hash by identity would make `set()` order depend on addresses.
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(unhashable("Plan"))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Plan({:?}, {} steps)",
@@ -232,6 +244,16 @@ impl StepObject {
     #[getter]
     fn kind(&self) -> &'static str {
         self.step.action.kind()
+    }
+
+    /// Equal when the data is equal, never by identity.
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        self.step == other.get().step
+    }
+
+    /// Unhashable: a hash by identity would make `set()` order depend on addresses.
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(unhashable("Step"))
     }
 
     fn __repr__(&self) -> String {
@@ -464,6 +486,16 @@ impl TriggerObject {
         self.trigger.kind()
     }
 
+    /// Equal when the data is equal, never by identity.
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        self.trigger == other.get().trigger
+    }
+
+    /// Unhashable: a hash by identity would make `set()` order depend on addresses.
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(unhashable("Trigger"))
+    }
+
     fn __repr__(&self) -> String {
         format!("Trigger({})", self.trigger.kind())
     }
@@ -595,6 +627,16 @@ impl ContextObject {
     fn inputs(&self) -> BTreeMap<String, String> {
         self.ctx.inputs.clone()
     }
+    /// Equal when the data is equal, never by identity.
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        self.ctx == other.get().ctx
+    }
+
+    /// Unhashable: a hash by identity would make `set()` order depend on addresses.
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(unhashable("ctx"))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "ctx(event={:?}, repo={:?}, ref={:?}, sha={:?})",
@@ -613,6 +655,27 @@ pub(crate) struct PullRequestObject {
     base: String,
     head: String,
     action: String,
+}
+
+#[pymethods]
+impl PullRequestObject {
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        let other = other.get();
+        (self.number, &self.base, &self.head, &self.action)
+            == (other.number, &other.base, &other.head, &other.action)
+    }
+
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(unhashable("ctx.pr"))
+    }
+}
+
+/// The error of `hash()` on a host object (and so of putting one in a `set` or using it
+/// as a dict key): identity hashes would make a plan depend on memory addresses.
+fn unhashable(what: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "unhashable type: '{what}' (Plue objects cannot go in a set or be dict keys, so a plan never depends on memory addresses; deduplicate by id, e.g. {{s.id: s for s in steps}}.values())"
+    ))
 }
 
 /// Makes the `ctx` object for one evaluation.

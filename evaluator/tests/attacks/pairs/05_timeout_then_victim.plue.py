@@ -1,0 +1,4 @@
+# attack: time out, hoping the next evaluation inherits a half-finished state
+def workflow(ctx):
+    while True:
+        pass
