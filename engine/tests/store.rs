@@ -556,3 +556,70 @@ async fn revoking_a_scoped_token_stops_its_registrations_and_its_runners() {
         );
     }
 }
+
+// An engine upgraded from a version that allowed two live runners with one name: the
+// migration that makes live names unique retires the older ones instead of failing.
+#[tokio::test]
+async fn upgrading_retires_older_live_runners_sharing_a_name() {
+    const INSERT: &str = "INSERT INTO runners (name, token_hash, labels, ephemeral, state, \
+        registered_at, last_heartbeat, state_since) VALUES ($1, $2, '{}', TRUE, 'idle', 1, 1, 1)";
+    let runners = [("twin", "h1"), ("twin", "h2"), ("solo", "h3")];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let mut old = sqlx::migrate!("../migrations/sqlite");
+        old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        old.run(&pool).await.unwrap();
+        for (name, hash) in runners {
+            sqlx::query(INSERT)
+                .bind(name)
+                .bind(hash)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let mut upgraded = vec![Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()];
+    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") {
+        let url = server.new_database().unwrap();
+        let mut old = sqlx::migrate!("../migrations/postgres");
+        old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        old.run(&pool).await.unwrap();
+        for (name, hash) in runners {
+            sqlx::query(INSERT)
+                .bind(name)
+                .bind(hash)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        upgraded.push(Store::connect(&url).await.unwrap());
+    }
+    for store in upgraded {
+        let mut live: Vec<(String, i64)> = store
+            .list_runners(true, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, r.id))
+            .collect();
+        live.sort();
+        assert_eq!(
+            live,
+            [("solo".to_string(), 3), ("twin".to_string(), 2)],
+            "{}",
+            store.backend()
+        );
+        let all = store.list_runners(false, 10).await.unwrap();
+        assert!(all.iter().all(|r| r.secrets && r.token_id.is_none()));
+    }
+}
