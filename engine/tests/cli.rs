@@ -402,3 +402,70 @@ workflow = lambda ctx: P(
         stderr(&bom)
     );
 }
+
+/// `plue check` of hostile files beside valid ones: every hostile file fails on exactly
+/// one clean line (no forged line for another file, no terminal escape, no host path), the
+/// valid files still pass, and the whole check ends in time.
+#[test]
+fn hostile_files_cannot_forge_or_hide_check_lines_and_valid_files_still_pass() {
+    let valid = "def workflow():\n    return Plan(name='ok', steps=[Step.bash('a', 'true')])\n";
+    let dir = workspace(&[
+        ("a_valid.plue.py", valid),
+        (
+            "forge.plue.py",
+            "def workflow():\n    raise ValueError('x\\nz_valid.plue.py: ok' + chr(27) + '[2K')\n",
+        ),
+        (
+            "surrogate.plue.py",
+            "def workflow():\n    raise ValueError('bad ' + chr(0xD800))\n",
+        ),
+        (
+            "stepid.plue.py",
+            "def workflow():\n    return Plan(name='x', steps=[Step.bash('a\\nz_valid.plue.py: ok', 'true')])\n",
+        ),
+        (
+            "bomb.plue.py",
+            "def workflow():\n    return Plan(name='x', steps=[Step.bash('x' * 520000, 'true', depends_on=['y'])])\n",
+        ),
+        (
+            "path.plue.py",
+            "def workflow():\n    raise ValueError('/usr/lib/python3.11/os.py')\n",
+        ),
+        (
+            "baseurl.plue.py",
+            "def workflow():\n    return Plan(name='x', steps=[Step.llm('r', prompt='p', env={'ANTHROPIC_BASE_URL': 'https://evil.example'})])\n",
+        ),
+        ("z_valid.plue.py", valid),
+    ]);
+    let started = std::time::Instant::now();
+    let output = run(&["check", dir.path().to_str().unwrap()]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(1));
+    let listed = stdout(&output);
+    assert!(!listed.contains('\u{1b}'), "{listed:?}");
+    assert!(!listed.contains("/python3"), "{listed}");
+    assert!(!listed.contains("internal evaluator error"), "{listed}");
+    for name in ["forge", "surrogate", "stepid", "bomb", "path", "baseurl"] {
+        let path = dir
+            .path()
+            .join(format!("{name}.plue.py"))
+            .display()
+            .to_string();
+        let lines = listed.lines().filter(|l| l.starts_with(&path)).count();
+        assert!(lines >= 1, "{name} not reported:\n{listed}");
+    }
+    // Only real problems start a line with a file's path: nothing forged for z_valid.
+    let z_valid = dir.path().join("z_valid.plue.py").display().to_string();
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.starts_with(&format!("{z_valid}: ok"))),
+        "a forged line:\n{listed}"
+    );
+    assert!(
+        listed.contains("\\x1b[2K") && listed.contains("\\ud800"),
+        "{listed}"
+    );
+    assert!(listed.contains("never from a workflow"), "{listed}");
+    assert!(stderr(&output).contains("6 invalid"), "{}", stderr(&output));
+}
