@@ -2,11 +2,16 @@
 //! de-duplicate it, and hand the event to the registry.
 //!
 //! The order of checks, each with its answer: body over 5 MiB → 413; no event or delivery
-//! header → 400; body not a JSON object naming `repository.full_name` → 400; repository
-//! not registered → 404; signature missing or wrong → 401 (checked in constant time over
-//! the exact bytes received); payload lacking what its event needs → 400; delivery id seen
+//! header → 400; body not a JSON object naming `repository.full_name` → 400; signature
+//! missing or wrong, or the repository not registered → 401 (checked in constant time over
+//! the exact bytes received; an unknown repository is checked against a secret nobody
+//! holds, so it answers exactly like a wrong signature); payload lacking what its event needs → 400; delivery id seen
 //! before → 200 with the runs it started; `ping` → 200; the registry failing to fetch the
 //! commit → 422 (the delivery is forgotten, so a redelivery tries again).
+//!
+//! Invariant: a sender without a repository's webhook secret learns nothing about which
+//! repositories are registered: every answer it can get (400, 401, 413) is the same for a
+//! registered and an unknown one.
 //!
 //! Invariant: nothing a request contains can make the handler panic or answer 5xx except
 //! a failure reaching the repository or the database.
@@ -21,6 +26,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::forge::payload::{self, ForgeEvent};
+use crate::forge::signature::SignatureError;
 use crate::forge::{signature, Forge};
 use crate::http_error::{ApiError, ApiResult};
 use crate::registry::Registry;
@@ -104,20 +110,25 @@ async fn receive(
         return Err(ApiError::bad_request("invalid delivery id"));
     }
     let repo_name = repository_name(&body)?;
-    let repo = state.store.repo_by_name(&repo_name).await?.ok_or_else(|| {
-        ApiError::not_found(format!("repository '{repo_name}' is not registered"))
-    })?;
+    let signature_header = header(&parts.headers, signature::header_name(forge));
+    let Some(repo) = state.store.repo_by_name(&repo_name).await? else {
+        // regression: an unknown repository answered 404 before the signature was looked
+        // at, so anyone could list the registered ones. Now it is checked like a known one
+        // against a secret nobody holds: the same 401 and message a wrong signature gets.
+        let verified = signature::verify(forge, signature_header, &body, unknown_secret());
+        return Err(ApiError::unauthorized(
+            verified
+                .err()
+                .unwrap_or(SignatureError::Mismatch)
+                .to_string(),
+        ));
+    };
     let secret = state
         .vault
         .open(&repo.webhook_secret)
         .map_err(|e| anyhow::anyhow!("webhook secret of {}: {e}", repo.name))?;
-    signature::verify(
-        forge,
-        header(&parts.headers, signature::header_name(forge)),
-        &body,
-        &secret,
-    )
-    .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    signature::verify(forge, signature_header, &body, &secret)
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
 
     let parsed =
         payload::parse(forge, &event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -177,6 +188,15 @@ async fn receive(
     }
 }
 
+/// The key an unknown repository's deliveries are checked against: random per process,
+/// never stored or shown, so no delivery verifies under it.
+fn unknown_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        crate::tokens::new_token().unwrap_or_else(|_| format!("{:?}", std::time::Instant::now()))
+    })
+}
+
 async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
     let too_large = || {
         ApiError::Client(
@@ -219,4 +239,111 @@ fn repository_name(body: &[u8]) -> ApiResult<String> {
         .map(|r| r.full_name)
         .filter(|name| !name.is_empty())
         .ok_or_else(|| ApiError::bad_request("body has no repository.full_name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::store::NewRepo;
+
+    const SECRET: &str = "the-webhook-secret";
+
+    async fn app() -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let vault = Vault::unkeyed();
+        store
+            .create_repo(&NewRepo {
+                name: "acme/known",
+                clone_url: "/nowhere",
+                forge: "github",
+                webhook_secret_sealed: &vault.seal_or_keep(SECRET).unwrap(),
+                api_url: None,
+                api_token_sealed: None,
+                default_branch: None,
+            })
+            .await
+            .unwrap();
+        let state = WebhookState {
+            store,
+            vault,
+            registry: None,
+        };
+        (router(state), dir)
+    }
+
+    /// A push for `repo` signed with `signature` (`None`: no signature header).
+    async fn deliver(app: &Router, repo: &str, signature: Option<String>) -> (u16, String) {
+        let body = serde_json::json!({
+            "ref": "refs/heads/main",
+            "before": "0".repeat(40),
+            "after": "1".repeat(40),
+            "repository": {"full_name": repo},
+        })
+        .to_string();
+        let mut request = HttpRequest::post("/webhooks/github")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", "d-1");
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    fn signed(repo: &str, secret: &str) -> Option<String> {
+        // The signature covers the exact body `deliver` sends.
+        let body = serde_json::json!({
+            "ref": "refs/heads/main",
+            "before": "0".repeat(40),
+            "after": "1".repeat(40),
+            "repository": {"full_name": repo},
+        })
+        .to_string();
+        Some(format!(
+            "sha256={}",
+            signature::sign(body.as_bytes(), secret)
+        ))
+    }
+
+    // The attacker holds no webhook secret and wants to learn which repositories this
+    // engine knows: every answer must be the same for a registered and an unknown one.
+    #[tokio::test]
+    async fn a_sender_without_the_secret_cannot_tell_registered_repositories() {
+        let (app, _dir) = app().await;
+        let attempts = [
+            None,
+            Some("sha256=".to_owned() + &"ab".repeat(32)),
+            Some("garbage".to_owned()),
+            signed("acme/known", "a guess"),
+        ];
+        for signature in attempts {
+            let known = deliver(&app, "acme/known", signature.clone()).await;
+            let unknown = deliver(&app, "acme/unknown", signature.clone()).await;
+            assert_eq!(known.0, 401, "{signature:?}: {known:?}");
+            assert_eq!(known, unknown, "{signature:?}");
+        }
+        // Signed with the secret the attacker would need for an unknown repository: none
+        // exists, so still 401, never a 404.
+        let (status, body) = deliver(&app, "acme/unknown", signed("acme/unknown", "")).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(!body.contains("registered"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_right_secret_gets_past_the_signature() {
+        let (app, _dir) = app().await;
+        let (status, body) = deliver(&app, "acme/known", signed("acme/known", SECRET)).await;
+        // Past the signature, this engine has no evaluator for a push.
+        assert_eq!(status, 501, "{body}");
+    }
 }

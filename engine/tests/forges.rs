@@ -436,10 +436,12 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     assert_eq!(status, 401);
     let mut stranger = github_push("refs/heads/main", ZERO, &main_sha, &[]);
     stranger["repository"]["full_name"] = json!("nobody/else");
+    // An unknown repository answers like a wrong signature: nobody without a secret can
+    // learn which repositories are registered.
     let (status, _) = Delivery::new("github", "push", "stranger", &stranger)
         .send(url)
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 401);
     let unsigned = reqwest::Client::new()
         .post(format!("{url}/webhooks/github"))
         .header("X-GitHub-Event", "push")
