@@ -12,7 +12,8 @@
 //!   [`webhooks`]: the forges' deliveries; [`forge`]: payloads, signatures, statuses;
 //!   [`scheduler`]: cron ticks; [`status_reporter`]: commit statuses owed to forges.
 //! - [`auth`], [`tokens`], [`vault`]: API tokens and secrets sealed at rest.
-//! - [`server`]: wires the above into a running engine; [`launch`]: file → run.
+//! - [`server`]: wires the above into a running engine; [`launch`]: file → run;
+//!   [`web`]: the dashboard (HTML pages at `/`).
 //!
 //! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
@@ -36,4 +37,5 @@ pub mod store;
 pub mod sweeper;
 pub mod tokens;
 pub mod vault;
+pub mod web;
 pub mod webhooks;

@@ -29,7 +29,7 @@ use crate::status_reporter::StatusReporter;
 use crate::store::Store;
 use crate::sweeper::{self, SweeperConfig};
 use crate::vault::Vault;
-use crate::{scheduler, webhooks};
+use crate::{scheduler, web, webhooks};
 
 /// A local pool of runner processes.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ pub async fn start(
         auth: auth.clone(),
         shutdown: shutdown.clone(),
     });
-    let public = api::router(ApiState {
+    let api_state = ApiState {
         executor: executor.clone(),
         evaluator,
         pool: pool_status.clone(),
@@ -189,7 +189,11 @@ pub async fn start(
         shutdown: shutdown.clone(),
         local_workflows: Arc::new(config.local_workflows.clone()),
         followers: Default::default(),
-    });
+    };
+    let public = api::router(api_state.clone()).merge(web::router(web::WebState {
+        api: api_state,
+        private_reads: config.private_reads,
+    }));
     let hooks = webhooks::router(webhooks::WebhookState {
         store: store.clone(),
         vault: config.vault.clone(),

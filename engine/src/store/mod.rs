@@ -14,6 +14,7 @@
 //! - Values are always bound, never spliced into SQL.
 
 mod claims;
+mod dashboard;
 mod forges;
 mod logs;
 mod runner_tokens;
@@ -31,6 +32,7 @@ use sqlx::sqlite::{
 };
 
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
+pub use dashboard::RunFilter;
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use logs::StoredLine;
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};

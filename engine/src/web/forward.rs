@@ -1,0 +1,77 @@
+//! Calling the public API in-process on behalf of a signed-in user: the dashboard's writes
+//! and its log stream are the API's own handlers, reached through the API's router with
+//! `Authorization: Bearer <the session's token>`.
+//!
+//! Invariant: the API decides. The dashboard adds only the session's token (already
+//! checked as a bearer token would be) and the headers named by the caller; the API's
+//! middleware checks the token again, so the dashboard never grants more than the API.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use tower::ServiceExt;
+
+use super::error::{WebError, WebResult};
+use super::session::Session;
+use super::Web;
+
+/// The browser's address, handed on so the API's per-client limits (log followers) count
+/// the browser, not the dashboard.
+pub(super) type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// Sends `method uri` to the API with the session's token, the `pass` headers of `headers`
+/// and the browser's address.
+pub(super) async fn call(
+    web: &Web,
+    session: &Session,
+    method: Method,
+    uri: &str,
+    headers: &HeaderMap,
+    pass: &[HeaderName],
+    client: Client,
+) -> WebResult<Response> {
+    let mut request = Request::builder().method(method).uri(uri);
+    for name in pass {
+        for value in headers.get_all(name) {
+            request = request.header(name, value);
+        }
+    }
+    if let Some(token) = &session.token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let mut request = request
+        .body(Body::empty())
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("building an API request: {e}")))?;
+    if let Some(Extension(info)) = client {
+        request.extensions_mut().insert(info);
+    }
+    let response = web.api.clone().oneshot(request).await;
+    // The router's error type is `Infallible`.
+    Ok(response.unwrap_or_else(|never| match never {}))
+}
+
+/// The `{"error": "..."}` message of an API error response, as a dashboard error.
+pub(super) async fn api_error(response: Response) -> WebError {
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "the API refused the request".to_string());
+    if status.is_server_error() {
+        WebError::Internal(anyhow::anyhow!("the API answered {status}: {message}"))
+    } else if status == StatusCode::UNAUTHORIZED {
+        WebError::Client(
+            StatusCode::UNAUTHORIZED,
+            format!("{message}: sign in again."),
+        )
+    } else {
+        WebError::Client(status, message)
+    }
+}

@@ -1,0 +1,152 @@
+//! `/runs/{id}/steps/{step}`: a step's log. The page is a shell; `assets/log.js` loads the
+//! stored lines from `…/stream` (the API's JSON lines), then follows new ones over SSE
+//! (the API's stream, resumed with `Last-Event-ID`), and draws only the lines in view.
+//! `…/raw` downloads the text as printed.
+//!
+//! Invariants: `…/stream` is the API's logs endpoint called in-process with the session's
+//! token (see [`forward`]), so it resumes and ends exactly as the API does; `…/raw` reads
+//! the store in pages, so a log of millions of lines never sits in memory.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::{WebError, WebResult};
+use super::session::{Chrome, Session};
+use super::{encode, forward, parse_run_id, render, Web};
+use crate::api::views::{RunView, StepView};
+use crate::store::{StepRunRow, Store};
+
+const PAGE: i64 = 5000;
+
+#[derive(Serialize)]
+struct LogPage {
+    chrome: Chrome,
+    run: RunView,
+    step: StepView,
+    /// `…/stream`, `…/raw` of this step.
+    stream: String,
+    raw: String,
+    done: bool,
+}
+
+async fn step_of(store: &Store, run_id: i64, step: &str) -> WebResult<StepRunRow> {
+    store
+        .step_run(run_id, step)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("Run {run_id} has no step '{step}'.")))
+}
+
+/// `GET /runs/{id}/steps/{step}`.
+pub(super) async fn page(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+) -> WebResult<Html<String>> {
+    let run_id = parse_run_id(&id)?;
+    let base = format!("/runs/{run_id}/steps/{}", encode(&step));
+    let session = Session::load(&web, &headers, &base).await?;
+    let store = web.store();
+    let run = store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("There is no run {run_id}.")))?;
+    let step_row = step_of(store, run_id, &step).await?;
+    let done = !matches!(
+        step_row.status.as_str(),
+        "pending" | "queued" | "claimed" | "running"
+    );
+    let page = LogPage {
+        chrome: session.chrome(&web, &base),
+        run: RunView::new(run, None),
+        step: StepView::new(step_row),
+        stream: format!("{base}/stream"),
+        raw: format!("{base}/raw"),
+        done,
+    };
+    Ok(Html(render::page("log.html", &page)?))
+}
+
+/// `GET /runs/{id}/steps/{step}/stream[?after=A:S]`: the API's log endpoint — JSON lines,
+/// or SSE with `Accept: text/event-stream` (and `Last-Event-ID` to resume).
+pub(super) async fn stream(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    uri: Uri,
+    client: forward::Client,
+    Path((id, step)): Path<(String, String)>,
+) -> WebResult<Response> {
+    let run_id = parse_run_id(&id)?;
+    let base = format!("/runs/{run_id}/steps/{}", encode(&step));
+    let session = Session::load(&web, &headers, &base).await?;
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let api = format!("/api/runs/{run_id}/steps/{}/logs{query}", encode(&step));
+    let pass = [header::ACCEPT, HeaderName::from_static("last-event-id")];
+    let response =
+        forward::call(&web, &session, Method::GET, &api, &headers, &pass, client).await?;
+    if !response.status().is_success() {
+        return Err(forward::api_error(response).await);
+    }
+    Ok(response)
+}
+
+/// `GET /runs/{id}/steps/{step}/raw`: every stored line's text, as printed, as a download.
+pub(super) async fn raw(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+) -> WebResult<Response> {
+    let run_id = parse_run_id(&id)?;
+    let base = format!("/runs/{run_id}/steps/{}", encode(&step));
+    Session::load(&web, &headers, &base).await?;
+    let store = web.store().clone();
+    let step_run_id = step_of(&store, run_id, &step).await?.id;
+    let body = futures::stream::unfold(Some((0i64, 0i64)), move |cursor| {
+        let store = store.clone();
+        async move {
+            let cursor = cursor?;
+            match store.read_logs(step_run_id, cursor, PAGE).await {
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => {
+                    let next = lines.last().map(|l| (l.attempt, l.seq));
+                    let mut chunk = String::new();
+                    for line in &lines {
+                        chunk.push_str(&line.text);
+                        chunk.push('\n');
+                    }
+                    Some((Ok::<_, std::io::Error>(chunk), next))
+                }
+                Err(e) => {
+                    tracing::error!("dashboard: reading logs: {e:#}");
+                    Some((Err(std::io::Error::other("reading logs failed")), None))
+                }
+            }
+        }
+    });
+    let file: String = step
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"run-{run_id}-{file}.log\""),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,148 @@
+//! The dashboard: HTML pages rendered by the server at `/` — runs, a run's DAG and steps, a
+//! step's live log, the runners and the pool — with a little JavaScript from `/assets` for
+//! the live parts. Templates (`templates/`) and assets (`assets/`) are compiled into the
+//! binary; nothing needs a front-end build.
+//!
+//! [`router`] is the only entry point. Pages read through the [`Store`](crate::store::Store)
+//! and the API's view types; writes (cancel, re-run) and the log stream go through the
+//! public API itself, called in-process with the session's token ([`forward`]), so the
+//! dashboard can never do more than the API lets that token do.
+//!
+//! Invariants:
+//! - Every response carries a Content-Security-Policy that allows scripts, styles and
+//!   connections only from this origin and no inline script or style, plus `nosniff` and
+//!   `frame-ancestors 'none'`: a missed escape cannot run code.
+//! - Every string from a workflow, a log or a forge is escaped by the template engine
+//!   ([`render`]); logs are turned into DOM text nodes by `assets/log.js`, never HTML.
+//! - Template contexts derive `Serialize` here; they are page models, not the API's wire
+//!   format (that stays in `api/views.rs`).
+
+mod assets;
+mod dag;
+mod error;
+mod forward;
+mod log;
+mod render;
+mod run;
+mod runners;
+mod runs;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::api::ApiState;
+use crate::auth::Auth;
+
+/// What the dashboard needs from a running engine.
+#[derive(Clone)]
+pub struct WebState {
+    /// The public API's state: the dashboard reads its store and calls its router.
+    pub api: ApiState,
+    /// Pages need a signed-in token too (`--private-reads`).
+    pub private_reads: bool,
+}
+
+/// The dashboard's shared state (cheap to clone).
+#[derive(Clone)]
+struct Web(Arc<Inner>);
+
+struct Inner {
+    state: ApiState,
+    /// The public API, called in-process for writes and log streams.
+    api: Router,
+    private_reads: bool,
+}
+
+impl std::ops::Deref for Web {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Web {
+    fn store(&self) -> &crate::store::Store {
+        self.state.executor.store()
+    }
+
+    fn auth(&self) -> &Auth {
+        &self.state.auth
+    }
+}
+
+/// The Content-Security-Policy of every dashboard response.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+     base-uri 'none'; frame-ancestors 'none'";
+
+/// The dashboard's routes: `/` (runs), `/runs/{id}`, `/runs/{id}/steps/{step}` (log),
+/// `/runners`, `/login`, `/assets/...`.
+pub fn router(state: WebState) -> Router {
+    let web = Web(Arc::new(Inner {
+        api: crate::api::router(state.api.clone()),
+        state: state.api,
+        private_reads: state.private_reads,
+    }));
+    Router::new()
+        .route("/", get(runs::page))
+        .route("/runs/rows", get(runs::rows))
+        .route("/runs/{id}", get(run::page))
+        .route("/runs/{id}/live", get(run::live))
+        .route("/runs/{id}/cancel", post(run::cancel))
+        .route("/runs/{id}/rerun", post(run::rerun))
+        .route("/runs/{id}/steps/{step}", get(log::page))
+        .route("/runs/{id}/steps/{step}/stream", get(log::stream))
+        .route("/runs/{id}/steps/{step}/raw", get(log::raw))
+        .route("/runners", get(runners::page))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/assets/{file}", get(assets::serve))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(web)
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// `/runs/{id}`'s id, or a 404 page (an id that is not a number names no run).
+fn parse_run_id(raw: &str) -> error::WebResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| error::WebError::not_found(format!("There is no run '{raw}'.")))
+}
+
+/// Percent-encodes a path segment or query value (everything but unreserved characters).
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,148 @@
+//! `/runs/{id}`: one run — its DAG as an SVG coloured by state, its steps with attempts,
+//! durations, exit codes and reasons, the evaluation error of a workflow file that did not
+//! evaluate, and cancel / re-run forms. `/runs/{id}/live` is the changing part alone,
+//! which `assets/live.js` polls until the run is final.
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Serialize;
+
+use super::dag::{self, Layout};
+use super::error::{WebError, WebResult};
+use super::session::{Chrome, CsrfForm, Session};
+use super::{forward, parse_run_id, render, Web};
+use crate::api::views::RunView;
+
+#[derive(Serialize)]
+struct RunPage {
+    chrome: Chrome,
+    run: RunView,
+    dag: Layout,
+    /// Whether the run is over (the page stops polling).
+    done: bool,
+    /// The workflow file's evaluation error, for a run that has no plan.
+    eval_error: Option<String>,
+    can_cancel: bool,
+    can_rerun: bool,
+}
+
+async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage> {
+    let id = parse_run_id(raw_id)?;
+    let path = format!("/runs/{id}");
+    let session = Session::load(web, headers, &path).await?;
+    let store = web.store();
+    let run = store
+        .run(id)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("There is no run {id}.")))?;
+    let steps = store.step_runs(id).await?;
+    let plan = store
+        .run_documents(id)
+        .await?
+        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
+    let no_deps: Vec<String> = Vec::new();
+    let dag = {
+        let placed: Vec<dag::Step<'_>> = steps
+            .iter()
+            .map(|s| dag::Step {
+                id: &s.step_id,
+                status: &s.status,
+                depends_on: plan
+                    .as_ref()
+                    .and_then(|p| p.steps.iter().find(|p| p.id == s.step_id))
+                    .map_or(&no_deps, |p| &p.depends_on),
+            })
+            .collect();
+        dag::layout(&placed)
+    };
+    let evaluated = !run.plan_hash.is_empty();
+    let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
+    let done = !matches!(run.status.as_str(), "queued" | "running");
+    Ok(RunPage {
+        chrome: session.chrome(web, &path),
+        can_cancel: !done && !run.cancel_requested,
+        can_rerun: done && evaluated,
+        run: RunView::new(run, Some(steps)),
+        dag,
+        done,
+        eval_error,
+    })
+}
+
+/// `GET /runs/{id}`.
+pub(super) async fn page(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> WebResult<Html<String>> {
+    let page = load(&web, &headers, &id).await?;
+    Ok(Html(render::page("run.html", &page)?))
+}
+
+/// `GET /runs/{id}/live`: the DAG and the steps alone.
+pub(super) async fn live(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> WebResult<Html<String>> {
+    let page = load(&web, &headers, &id).await?;
+    Ok(Html(render::page("run_live.html", &page)?))
+}
+
+/// `POST /runs/{id}/cancel` (a form with the session's CSRF token).
+pub(super) async fn cancel(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> WebResult<Response> {
+    let id = parse_run_id(&id)?;
+    let response = write(&web, &headers, &form, &format!("/api/runs/{id}/cancel")).await?;
+    if !response.status().is_success() {
+        return Err(forward::api_error(response).await);
+    }
+    Ok(see_other(&format!("/runs/{id}")))
+}
+
+/// `POST /runs/{id}/rerun`: starts a new run of the same plan and shows it.
+pub(super) async fn rerun(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> WebResult<Response> {
+    let id = parse_run_id(&id)?;
+    let response = write(&web, &headers, &form, &format!("/api/runs/{id}/rerun")).await?;
+    if !response.status().is_success() {
+        return Err(forward::api_error(response).await);
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("reading the re-run's answer: {e}")))?;
+    let created: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("the re-run's answer: {e}")))?;
+    match created["run_id"].as_i64() {
+        Some(new_id) => Ok(see_other(&format!("/runs/{new_id}"))),
+        None => Err(WebError::Internal(anyhow::anyhow!(
+            "the re-run's answer has no run_id: {created}"
+        ))),
+    }
+}
+
+async fn write(
+    web: &Web,
+    headers: &HeaderMap,
+    form: &CsrfForm,
+    api_path: &str,
+) -> WebResult<Response> {
+    let session = Session::load(web, headers, "/").await?;
+    session.check_write(headers, &form.csrf)?;
+    forward::call(web, &session, Method::POST, api_path, headers, &[], None).await
+}
+
+fn see_other(location: &str) -> Response {
+    let mut response = Redirect::to(location).into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response
+}

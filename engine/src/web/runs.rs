@@ -1,0 +1,184 @@
+//! `/`: the runs, newest first, filtered by repository, workflow, branch, event and status
+//! from the query string, 50 a page by keyset (`?before=<id>`); `/runs/rows` is the same
+//! table alone, which `assets/live.js` polls on the first page so new runs and state
+//! changes appear.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Html;
+use serde::{Deserialize, Serialize};
+
+use super::error::{WebError, WebResult};
+use super::session::{Chrome, Session};
+use super::{encode, render, Web};
+use crate::api::views::RunView;
+use crate::store::RunFilter;
+
+const PAGE: i64 = 50;
+/// Longest filter value accepted (longer ones match nothing anyway).
+const MAX_FILTER: usize = 512;
+pub(super) const STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "cancelled"];
+const EVENTS: &[&str] = &["push", "pull_request", "schedule", "manual"];
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub(super) struct RunsQuery {
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    workflow: String,
+    #[serde(default)]
+    branch: String,
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    before: String,
+}
+
+impl RunsQuery {
+    fn filter(&self) -> WebResult<RunFilter> {
+        let value = |name: &str, text: &str| -> WebResult<Option<String>> {
+            let text = text.trim();
+            if text.len() > MAX_FILTER {
+                return Err(WebError::bad_request(format!(
+                    "The {name} filter is longer than {MAX_FILTER} bytes."
+                )));
+            }
+            Ok((!text.is_empty()).then(|| text.to_string()))
+        };
+        let before = match self.before.trim() {
+            "" => None,
+            text => Some(text.parse::<i64>().map_err(|_| {
+                WebError::bad_request(format!("'{text}' is not a run id (before=)."))
+            })?),
+        };
+        Ok(RunFilter {
+            repository: value("repository", &self.repo)?,
+            workflow: value("workflow", &self.workflow)?,
+            branch: value("branch", &self.branch)?,
+            event: value("event", &self.event)?,
+            status: value("status", &self.status)?,
+            before,
+        })
+    }
+
+    /// The query string of these filters (without `before`), `&`-joined, encoded.
+    fn filters_query(&self) -> String {
+        [
+            ("repo", &self.repo),
+            ("workflow", &self.workflow),
+            ("branch", &self.branch),
+            ("event", &self.event),
+            ("status", &self.status),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| format!("{k}={}", encode(v.trim())))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+}
+
+#[derive(Serialize)]
+struct RunsPage<'a> {
+    chrome: Chrome,
+    query: &'a RunsQuery,
+    runs: Vec<RunView>,
+    /// The next page's URL, when this one is full.
+    next: Option<String>,
+    /// The polled table's URL on the first page (later pages do not change on their own).
+    live: Option<String>,
+    /// The newest page's URL with the same filters.
+    first: String,
+    statuses: &'static [&'static str],
+    events: &'static [&'static str],
+    repositories: Vec<String>,
+    workflows: Vec<String>,
+    /// Whether any run is still queued or running (the live table keeps polling).
+    active: bool,
+}
+
+async fn load<'a>(
+    web: &Web,
+    headers: &HeaderMap,
+    uri: &Uri,
+    query: &'a RunsQuery,
+) -> WebResult<RunsPage<'a>> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let session = Session::load(web, headers, path).await?;
+    let filter = query.filter()?;
+    let store = web.store();
+    let rows = store.dashboard_runs(&filter, PAGE).await?;
+    let filters = query.filters_query();
+    let next = (rows.len() as i64 == PAGE)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten()
+        .map(|id| with_query(&format!("before={id}"), &filters));
+    let first = with_query("", &filters);
+    let live = filter.before.is_none().then(|| {
+        format!(
+            "/runs/rows{}",
+            with_query("", &filters).trim_start_matches('/')
+        )
+    });
+    let workflows = store.dashboard_workflows(1000).await?;
+    let mut repositories: Vec<String> = workflows.iter().map(|(s, _)| s.clone()).collect();
+    repositories.dedup();
+    let mut names: Vec<String> = workflows.into_iter().map(|(_, n)| n).collect();
+    names.sort();
+    names.dedup();
+    let runs: Vec<RunView> = rows.into_iter().map(|r| RunView::new(r, None)).collect();
+    Ok(RunsPage {
+        chrome: session.chrome(web, path),
+        active: runs
+            .iter()
+            .any(|r| matches!(r.status.as_str(), "queued" | "running")),
+        query,
+        runs,
+        next,
+        live,
+        first,
+        statuses: STATUSES,
+        events: EVENTS,
+        repositories,
+        workflows: names,
+    })
+}
+
+/// `/?a=b&c=d` from the two parts (either may be empty).
+fn with_query(first: &str, rest: &str) -> String {
+    let joined: Vec<&str> = [first, rest]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    if joined.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/?{}", joined.join("&"))
+    }
+}
+
+/// `GET /`: the runs page.
+pub(super) async fn page(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    uri: Uri,
+    query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> WebResult<Html<String>> {
+    let Query(query) = query.map_err(|e| WebError::bad_request(e.body_text()))?;
+    let page = load(&web, &headers, &uri, &query).await?;
+    Ok(Html(render::page("runs.html", &page)?))
+}
+
+/// `GET /runs/rows`: the runs table alone (for live updates).
+pub(super) async fn rows(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    uri: Uri,
+    query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> WebResult<Html<String>> {
+    let Query(query) = query.map_err(|e| WebError::bad_request(e.body_text()))?;
+    let page = load(&web, &headers, &uri, &query).await?;
+    Ok(Html(render::page("runs_rows.html", &page)?))
+}

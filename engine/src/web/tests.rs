@@ -1,0 +1,526 @@
+//! The dashboard's pages through its router (`tower::ServiceExt::oneshot`) over a real
+//! SQLite store: status, the Content-Security-Policy on every response, escaping of hostile
+//! step ids and log lines, keyset pagination, the evaluation error of a file that did not
+//! evaluate, and the sign-in and CSRF checks played by an attacker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use evaluator::plan::{Action, Plan, Step};
+use runner::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::{router, WebState, CONTENT_SECURITY_POLICY};
+use crate::api::ApiState;
+use crate::auth::Auth;
+use crate::events::Events;
+use crate::executor::Executor;
+use crate::store::{NewRun, Store};
+
+const ADMIN: &str = "admin-token-of-the-dashboard-tests";
+const HOSTILE: &str = "<script>alert(1)</script>";
+
+struct Fixture {
+    app: Router,
+    executor: Arc<Executor>,
+    _dir: tempfile::TempDir,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    /// The body with `&#x2f;` read back as `/` (the template escapes every slash).
+    body: String,
+    /// The body as sent.
+    raw: String,
+}
+
+impl Fixture {
+    async fn new(private_reads: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let executor = Arc::new(Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            8,
+        ));
+        let api = ApiState {
+            executor: executor.clone(),
+            evaluator: None,
+            pool: None,
+            registry: None,
+            auth: Auth::new(store, Some(ADMIN.into()), private_reads),
+            shutdown: CancellationToken::new(),
+            local_workflows: Arc::new(Vec::new()),
+            followers: Default::default(),
+        };
+        Fixture {
+            app: router(WebState { api, private_reads }),
+            executor,
+            _dir: dir,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.executor.store()
+    }
+
+    async fn start(&self, plan: &Plan) -> i64 {
+        let json = serde_json::to_string(plan).unwrap();
+        // One file per workflow name (a workflow row is its file's).
+        let path = format!("/w/{}.plue.py", super::encode(&plan.name));
+        self.executor
+            .start_run(&NewRun {
+                workflow_source: "local",
+                workflow_path: &path,
+                event: "manual",
+                git_ref: "refs/heads/main",
+                sha: "0123456789abcdef",
+                context_json: "{}",
+                plan,
+                plan_json: &json,
+                plan_hash: "h",
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: None,
+                repo: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        let raw = String::from_utf8(bytes.to_vec()).unwrap();
+        Reply {
+            status,
+            headers,
+            body: raw.replace("&#x2f;", "/"),
+            raw,
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.get_with(uri, None).await
+    }
+
+    async fn get_with(&self, uri: &str, cookie: Option<&str>) -> Reply {
+        let mut request = Request::get(uri);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post_form(
+        &self,
+        uri: &str,
+        form: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+    ) -> Reply {
+        let mut request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::HOST, "127.0.0.1:8600");
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        self.send(request.body(Body::from(form.to_string())).unwrap())
+            .await
+    }
+
+    /// Signs in with the admin token; returns the `Cookie` header value and the CSRF token.
+    async fn sign_in(&self) -> (String, String) {
+        let reply = self
+            .post_form("/login", &format!("token={ADMIN}&next=%2F"), None, None)
+            .await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+        let cookies: Vec<String> = reply
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        assert!(
+            cookies
+                .iter()
+                .all(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict")),
+            "{cookies:?}"
+        );
+        let pairs: Vec<&str> = cookies
+            .iter()
+            .map(|c| c.split(';').next().unwrap())
+            .collect();
+        let csrf = pairs
+            .iter()
+            .find_map(|p| p.strip_prefix("plue_csrf="))
+            .unwrap()
+            .to_string();
+        (pairs.join("; "), csrf)
+    }
+}
+
+fn bash(id: &str, deps: &[&str]) -> Step {
+    let mut step = Step::new(
+        id,
+        Action::Bash {
+            command: "true".into(),
+        },
+    );
+    step.depends_on = deps.iter().map(|d| d.to_string()).collect();
+    step
+}
+
+fn plan(name: &str, steps: Vec<Step>) -> Plan {
+    Plan {
+        name: name.into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps,
+    }
+}
+
+fn assert_csp(reply: &Reply) {
+    assert_eq!(
+        reply.headers.get(header::CONTENT_SECURITY_POLICY).unwrap(),
+        CONTENT_SECURITY_POLICY
+    );
+    assert_eq!(
+        reply.headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+        "nosniff"
+    );
+}
+
+/// Every `<script` of a page is one of ours, from /assets, with nothing inline.
+fn assert_only_our_scripts(body: &str) {
+    for (at, _) in body.match_indices("<script") {
+        let tag = &body[at..at + body[at..].find('>').unwrap() + 1];
+        assert!(tag.starts_with("<script src=\"/assets/"), "{tag}");
+        assert!(body[at..].starts_with(&format!("{tag}</script>")), "{tag}");
+    }
+}
+
+#[tokio::test]
+async fn runs_page_lists_the_newest_first() {
+    let fx = Fixture::new(false).await;
+    let first = fx.start(&plan("alpha", vec![bash("a", &[])])).await;
+    let second = fx.start(&plan("beta", vec![bash("b", &[])])).await;
+    let reply = fx.get("/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_csp(&reply);
+    assert_only_our_scripts(&reply.body);
+    let at = |id: i64| reply.body.find(&format!("data-run=\"{id}\"")).unwrap();
+    assert!(at(second) < at(first), "newest first");
+    assert!(reply.body.contains("data-live=\"/runs/rows\""));
+    let rows = fx.get("/runs/rows?workflow=beta").await;
+    assert_eq!(rows.status, StatusCode::OK);
+    assert!(rows.body.contains(&format!("data-run=\"{second}\"")));
+    assert!(!rows.body.contains(&format!("data-run=\"{first}\"")));
+}
+
+#[tokio::test]
+async fn runs_are_paged_by_keyset_and_filtered() {
+    let fx = Fixture::new(false).await;
+    let mut ids = Vec::new();
+    for i in 0..55 {
+        let name = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(fx.start(&plan(name, vec![bash("a", &[])])).await);
+    }
+    let page = fx.get("/").await;
+    assert_eq!(page.body.matches("data-run=").count(), 50);
+    let cursor = ids[5];
+    let older = format!("href=\"/?before={cursor}\"");
+    assert!(page.body.contains(&older), "a link to the older page");
+    let second = fx.get(&format!("/?before={cursor}")).await;
+    assert_eq!(second.body.matches("data-run=").count(), 5);
+    assert!(
+        !second.body.contains("data-live="),
+        "older pages do not poll"
+    );
+    let odd = fx.get("/?workflow=odd&status=queued").await;
+    assert_eq!(odd.body.matches("data-run=").count(), 27);
+    let none = fx.get("/?status=failed").await;
+    assert!(none.body.contains("No runs match."));
+    let bad = fx.get("/?before=abc").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_csp(&bad);
+}
+
+#[tokio::test]
+async fn run_page_draws_the_plan_as_a_dag() {
+    let fx = Fixture::new(false).await;
+    let id = fx
+        .start(&plan(
+            "diamond",
+            vec![
+                bash("a", &[]),
+                bash("b", &["a"]),
+                bash("c", &["a"]),
+                bash("d", &["b", "c"]),
+            ],
+        ))
+        .await;
+    let reply = fx.get(&format!("/runs/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_csp(&reply);
+    assert_only_our_scripts(&reply.body);
+    assert_eq!(reply.body.matches("class=\"node ").count(), 4);
+    assert_eq!(reply.body.matches("<path class=\"edge ").count(), 4);
+    assert!(reply.body.contains("class=\"node queued\" data-step=\"a\""));
+    assert!(reply
+        .body
+        .contains("class=\"node pending\" data-step=\"d\""));
+    assert!(reply
+        .body
+        .contains(&format!("data-live=\"/runs/{id}/live\"")));
+    // Not signed in: no write form, a way to sign in.
+    assert!(!reply.body.contains("/cancel\""));
+    assert!(reply.body.contains("to cancel or re-run"));
+    let live = fx.get(&format!("/runs/{id}/live")).await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert!(live.body.starts_with("<section id=\"run\""));
+    assert_eq!(fx.get("/runs/999").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(fx.get("/runs/x").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn hostile_step_ids_and_log_lines_are_text() {
+    let fx = Fixture::new(false).await;
+    let id = fx.start(&plan(HOSTILE, vec![bash(HOSTILE, &[])])).await;
+    let step = fx.store().step_run(id, HOSTILE).await.unwrap().unwrap();
+    let line = LogLine {
+        seq: 1,
+        stream: LineStream::Stdout,
+        text: format!("{HOSTILE} \"quoted\" 'single' & amp"),
+        ts_ms: 1,
+    };
+    fx.store().append_logs(step.id, 1, &[line]).await.unwrap();
+    let encoded = super::encode(HOSTILE);
+    for uri in [
+        "/".to_string(),
+        format!("/runs/{id}"),
+        format!("/runs/{id}/steps/{encoded}"),
+    ] {
+        let reply = fx.get(&uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.body);
+        assert_csp(&reply);
+        assert!(!reply.raw.contains("<script>alert"), "{uri} shows raw HTML");
+        assert!(reply.body.contains("&lt;script&gt;alert(1)"), "{uri}");
+        assert_only_our_scripts(&reply.body);
+    }
+    let raw = fx.get(&format!("/runs/{id}/steps/{encoded}/raw")).await;
+    assert_eq!(raw.status, StatusCode::OK);
+    assert!(raw.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(raw.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("filename=\"run-"));
+    assert_eq!(raw.body, format!("{HOSTILE} \"quoted\" 'single' & amp\n"));
+    let stream = fx.get(&format!("/runs/{id}/steps/{encoded}/stream")).await;
+    assert_eq!(stream.status, StatusCode::OK, "{}", stream.body);
+    let line: serde_json::Value = serde_json::from_str(stream.body.trim()).unwrap();
+    assert_eq!(line["seq"], 1);
+    assert!(line["text"].as_str().unwrap().starts_with(HOSTILE));
+    let missing = fx.get(&format!("/runs/{id}/steps/nope")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_file_that_did_not_evaluate_shows_its_error() {
+    let fx = Fixture::new(false).await;
+    let empty = plan("broken", vec![]);
+    let json = serde_json::to_string(&empty).unwrap();
+    let id = fx
+        .store()
+        .create_failed_run(
+            &NewRun {
+                workflow_source: "local",
+                workflow_path: "/w/broken.plue.py",
+                event: "push",
+                git_ref: "refs/heads/main",
+                sha: "abc",
+                context_json: "{}",
+                plan: &empty,
+                plan_json: &json,
+                plan_hash: "",
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: None,
+                repo: None,
+            },
+            "broken.plue.py:3:5: name 'x' is not defined <b>",
+        )
+        .await
+        .unwrap();
+    let reply = fx.get(&format!("/runs/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("id=\"eval-error\""));
+    assert!(reply
+        .body
+        .contains("broken.plue.py:3:5: name &#x27;x&#x27; is not defined &lt;b&gt;"));
+    assert!(!reply.body.contains("id=\"dag\""));
+}
+
+#[tokio::test]
+async fn private_reads_need_a_signed_in_token() {
+    let fx = Fixture::new(true).await;
+    let id = fx.start(&plan("secret", vec![bash("a", &[])])).await;
+    for uri in [
+        "/".to_string(),
+        format!("/runs/{id}"),
+        format!("/runs/{id}/steps/a"),
+        format!("/runs/{id}/steps/a/stream"),
+        format!("/runs/{id}/steps/a/raw"),
+        "/runners".to_string(),
+    ] {
+        let reply = fx.get(&uri).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_csp(&reply);
+        assert!(reply.body.contains("action=\"/login\""), "{uri}");
+        assert!(!reply.body.contains("secret"), "{uri} leaks the run");
+        let forged = fx
+            .get_with(&uri, Some("plue_token=guessed-token; plue_csrf=x"))
+            .await;
+        assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let wrong = fx
+        .post_form("/login", "token=not-the-token&next=%2F", None, None)
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers.get(header::SET_COOKIE).is_none());
+    let (cookie, _) = fx.sign_in().await;
+    let reply = fx.get_with("/", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("secret"));
+    let stream = fx
+        .get_with(&format!("/runs/{id}/steps/a/stream"), Some(&cookie))
+        .await;
+    assert_eq!(stream.status, StatusCode::OK, "{}", stream.body);
+}
+
+#[tokio::test]
+async fn sign_in_never_sends_the_user_off_site() {
+    let fx = Fixture::new(false).await;
+    let reply = fx
+        .post_form(
+            "/login",
+            &format!("token={ADMIN}&next=%2F%2Fevil.example%2F"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers[header::LOCATION], "/");
+}
+
+#[tokio::test]
+async fn cancel_without_the_session_csrf_token_is_refused() {
+    let fx = Fixture::new(false).await;
+    let id = fx.start(&plan("long", vec![bash("a", &[])])).await;
+    let (cookie, csrf) = fx.sign_in().await;
+    let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
+    assert!(page.body.contains(&format!("value=\"{csrf}\"")));
+    assert!(page.body.contains("id=\"cancel\""));
+    let cancel = format!("/runs/{id}/cancel");
+    // A forged form: the cookie rides along, the CSRF token is unknown to the attacker.
+    for (form, origin) in [
+        ("csrf=guess".to_string(), None),
+        (String::new(), None),
+        (format!("csrf={csrf}"), Some("http://evil.example")),
+    ] {
+        let reply = fx.post_form(&cancel, &form, Some(&cookie), origin).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{form} {origin:?}");
+        let run = fx.store().run(id).await.unwrap().unwrap();
+        assert!(!run.cancel_requested, "the forged form cancelled the run");
+    }
+    // No session at all: no CSRF token to match.
+    let anonymous = fx.post_form(&cancel, "csrf=x", None, None).await;
+    assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+    let reply = fx
+        .post_form(
+            &cancel,
+            &format!("csrf={csrf}"),
+            Some(&cookie),
+            Some("http://127.0.0.1:8600"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(reply.headers[header::LOCATION], format!("/runs/{id}"));
+    let run = fx.store().run(id).await.unwrap().unwrap();
+    assert!(run.status == "cancelled" || run.cancel_requested);
+}
+
+#[tokio::test]
+async fn rerun_goes_to_the_new_run() {
+    let fx = Fixture::new(false).await;
+    let id = fx.start(&plan("again", vec![bash("a", &[])])).await;
+    fx.executor.cancel(id).await.unwrap();
+    let (cookie, csrf) = fx.sign_in().await;
+    let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
+    assert!(page.body.contains("id=\"rerun\""), "{}", page.body);
+    let reply = fx
+        .post_form(
+            &format!("/runs/{id}/rerun"),
+            &format!("csrf={csrf}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let location = reply.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(location, format!("/runs/{id}"));
+    assert_eq!(fx.get(&location).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn assets_are_served_and_nothing_else() {
+    let fx = Fixture::new(true).await;
+    for (file, kind) in [
+        ("app.css", "text/css"),
+        ("live.js", "text/javascript"),
+        ("log.js", "text/javascript"),
+    ] {
+        let reply = fx.get(&format!("/assets/{file}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{file}");
+        assert!(reply.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        assert_csp(&reply);
+    }
+    for hostile in ["/assets/..%2FCargo.toml", "/assets/mod.rs", "/assets/"] {
+        assert_eq!(
+            fx.get(hostile).await.status,
+            StatusCode::NOT_FOUND,
+            "{hostile}"
+        );
+    }
+    // Sign-in is reachable while reads are private.
+    assert_eq!(fx.get("/login").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn runners_page_lists_registered_runners() {
+    let fx = Fixture::new(false).await;
+    let reply = fx.get("/runners").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("No runner has registered."));
+    assert_csp(&reply);
+}
