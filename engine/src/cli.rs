@@ -201,6 +201,10 @@ pub(crate) struct RunnerArgs {
     /// gets one, so concurrent steps are different users (default: 3000000-3065535).
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_uid_range)]
     pub(crate) step_users: Option<(u32, u32)>,
+    /// Where `llm` steps send the Messages API requests and the API key (default: the
+    /// public API). A workflow's `env` never changes it.
+    #[arg(long, env = "ANTHROPIC_BASE_URL", value_name = "URL")]
+    pub(crate) anthropic_base_url: Option<String>,
 }
 
 fn parse_passed_env(name: &str) -> Result<String, String> {

@@ -52,6 +52,9 @@ pub struct AgentConfig {
     pub base_env: step_env::Base,
     /// Who runs the steps (see [`step_user`]).
     pub step_users: StepUsers,
+    /// Where `llm` steps send the API key (`None`: the public API); the operator's setting,
+    /// never a step's.
+    pub anthropic_base_url: Option<String>,
 }
 
 /// The most bytes of text in one log batch (the engine accepts far more).
@@ -208,7 +211,7 @@ async fn execute(
             let ended = run_llm(
                 &assignment,
                 &dir,
-                &config.base_env,
+                config,
                 user,
                 &lines_tx,
                 &cancel,
@@ -393,12 +396,13 @@ async fn spec_for(
 async fn run_llm(
     assignment: &Assignment,
     dir: &Path,
-    base_env: &step_env::Base,
+    config: &AgentConfig,
     user: Option<StepUser>,
     lines: &mpsc::Sender<(Stream, String)>,
     cancel: &CancellationToken,
     masker: Arc<Masker>,
 ) -> llm::Finished {
+    let base_env = &config.base_env;
     let StepAction::Llm {
         prompt,
         prompt_file,
@@ -427,6 +431,7 @@ async fn run_llm(
         },
         workspace: &files.workspace,
         output_file: &files.output_file,
+        base_url: config.anthropic_base_url.as_deref(),
         env: &assignment.env,
         tool_env,
         user,

@@ -113,6 +113,11 @@ pub(crate) fn local_runners(
         withheld_env: Vec::new(),
         pass_env: Vec::new(),
         die_with_parent: false,
+        // The operator's setting for `llm` steps, handed over as a flag (runners get no
+        // environment of ours).
+        anthropic_base_url: std::env::var(::runner::llm::BASE_URL_ENV)
+            .ok()
+            .filter(|url| !url.is_empty()),
     })
 }
 

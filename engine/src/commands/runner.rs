@@ -59,6 +59,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
             Some(_) => anyhow::bail!("--step-users needs a runner that runs as root"),
             None => StepUsers::default_for_this_process(),
         },
+        anthropic_base_url: args.anthropic_base_url.filter(|url| !url.is_empty()),
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -52,6 +52,9 @@ pub struct RunnerProcess {
     pub pass_env: Vec<String>,
     /// Runners are killed when the engine process dies (`plue run`).
     pub die_with_parent: bool,
+    /// Where the runners' `llm` steps send the API key (`--anthropic-base-url`); the
+    /// engine's own `ANTHROPIC_BASE_URL`, never a workflow's.
+    pub anthropic_base_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +129,9 @@ impl LocalProvider {
         }
         for name in &config.pass_env {
             command.arg("--pass-env").arg(name);
+        }
+        if let Some(url) = &config.anthropic_base_url {
+            command.arg("--anthropic-base-url").arg(url);
         }
         if !config.labels.is_empty() {
             let labels: Vec<String> = config
@@ -248,6 +254,7 @@ mod tests {
                 withheld_env: Vec::new(),
                 pass_env: Vec::new(),
                 die_with_parent: true,
+                anthropic_base_url: None,
             },
         })
     }

@@ -28,7 +28,8 @@ use serde_json::Value;
 
 use super::stream::{self, Event};
 
-/// The public API; `ANTHROPIC_BASE_URL` in the step's environment replaces it.
+/// The public API; the runner's configured base URL (`--anthropic-base-url`, or its own
+/// `ANTHROPIC_BASE_URL` at start-up) replaces it.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The API version this client speaks.
 pub const API_VERSION: &str = "2023-06-01";

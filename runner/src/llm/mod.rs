@@ -12,7 +12,9 @@
 //! [`run`] is what the runner calls for a `StepAction::Llm`, with the same workspace,
 //! timeout, cancellation and log channel a process step gets. Invariants: the API key is
 //! the step's `ANTHROPIC_API_KEY` secret, used only in the request header and never given
-//! to the tools' processes; the step's secrets are masked in the lines this module sends
+//! to the tools' processes; it goes only to the base URL the runner's operator configured
+//! ([`LlmStep::base_url`], from `plue runner --anthropic-base-url` or the runner's own
+//! `ANTHROPIC_BASE_URL` at start-up), never to one a workflow's `env` names; the step's secrets are masked in the lines this module sends
 //! (across streamed deltas too — the runner's per-line masking cannot see those), and the
 //! runner masks the reason and outputs of every step; a step always ends with a
 //! [`Finished`], whatever the API or the model does, and a failed one with a `system` line
@@ -42,7 +44,9 @@ pub use settings::StepOptions;
 
 /// The secret holding the API key; the engine adds it to every `llm` step.
 pub const API_KEY_SECRET: &str = "ANTHROPIC_API_KEY";
-/// The step environment variable that points the client at another server.
+/// The runner's environment variable (read once at start-up, like
+/// `--anthropic-base-url`) that points the client at another server. A step's `env` holding
+/// it changes nothing.
 pub const BASE_URL_ENV: &str = "ANTHROPIC_BASE_URL";
 /// The longest reason the engine accepts is 4096 bytes; stay below it.
 const MAX_REASON_BYTES: usize = 3000;
@@ -54,6 +58,9 @@ pub struct LlmStep<'a> {
     pub workspace: &'a Path,
     /// `$PLUE_OUTPUT` for `bash` calls; read at the end like a process step's.
     pub output_file: &'a Path,
+    /// Where the Messages API is, as the runner's operator configured it (`None`: the
+    /// public API). Never taken from the step's `env`: the API key goes where this says.
+    pub base_url: Option<&'a str>,
     /// The step's environment (plan, step and `PLUE_*` variables).
     pub env: &'a BTreeMap<String, String>,
     /// The whole environment of the `bash` tool's processes (built by `step_env`, without
@@ -105,18 +112,17 @@ pub async fn run(
         )
         .await;
     };
+    // regression: the step's `env` could name ANTHROPIC_BASE_URL, so a workflow sent the
+    // API key to any server it liked.
     let base = step
-        .env
-        .get(BASE_URL_ENV)
-        .cloned()
-        .or_else(|| std::env::var(BASE_URL_ENV).ok())
+        .base_url
         .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| client::DEFAULT_BASE_URL.to_owned());
+        .unwrap_or(client::DEFAULT_BASE_URL);
     let settings = match settings::resolve(step.options, step.workspace) {
         Ok(settings) => settings,
         Err(reason) => return fail(lines, reason, None).await,
     };
-    let client = match client::Client::new(&base, key) {
+    let client = match client::Client::new(base, key) {
         Ok(client) => client,
         Err(e) => return fail(lines, e.to_string(), None).await,
     };

@@ -23,6 +23,8 @@ struct Step {
     tools: Vec<String>,
     max_turns: Option<u32>,
     timeout: Duration,
+    /// The runner's configured base URL.
+    base_url: String,
     env: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
 }
@@ -45,7 +47,8 @@ impl Step {
             tools: tools::ALL.iter().map(|t| t.to_string()).collect(),
             max_turns: None,
             timeout: Duration::from_secs(60),
-            env: BTreeMap::from([(BASE_URL_ENV.to_owned(), server.url().to_owned())]),
+            base_url: server.url().to_owned(),
+            env: BTreeMap::new(),
             secrets: BTreeMap::from([(API_KEY_SECRET.to_owned(), KEY.to_owned())]),
         }
     }
@@ -84,6 +87,7 @@ impl Step {
             },
             workspace: &self.workspace,
             output_file: &self.output,
+            base_url: Some(&self.base_url),
             env: &self.env,
             tool_env: crate::step_env::build(
                 &crate::step_env::Base::minimal(std::env::vars()),
@@ -815,7 +819,7 @@ async fn an_unreachable_server_fails_after_the_retries() {
     drop(listener);
     let server = FakeClaude::start(vec![]);
     let mut step = Step::new(&server);
-    step.env.insert(BASE_URL_ENV.into(), url);
+    step.base_url = url;
     let retry = RetryPolicy {
         attempts: 2,
         first_backoff: Duration::from_millis(10),
@@ -826,4 +830,29 @@ async fn an_unreachable_server_fails_after_the_retries() {
     let reason = finished.reason.unwrap();
     assert!(reason.contains("POST http://127.0.0.1:"), "{reason}");
     assert!(reason.contains("after 2 attempts"), "{reason}");
+}
+
+// The attacker writes the workflow: its step's `env` points ANTHROPIC_BASE_URL at a server
+// it runs, hoping the runner sends the API key there.
+#[tokio::test]
+async fn a_step_env_cannot_redirect_the_api_key() {
+    let operator = FakeClaude::start(vec![Turn::text(&["fine"]).reply()]);
+    let attacker = FakeClaude::start(vec![Turn::text(&["gotcha"]).reply()]);
+    let mut step = Step::new(&operator);
+    step.tools = Vec::new();
+    step.env
+        .insert(BASE_URL_ENV.into(), attacker.url().to_owned());
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(
+        finished.outcome,
+        Outcome::Succeeded,
+        "{:?}",
+        finished.reason
+    );
+    assert_eq!(finished.outputs["result"], "fine");
+    assert!(
+        attacker.requests().is_empty(),
+        "the attacker's server was called"
+    );
+    assert_eq!(operator.requests().len(), 1);
 }
