@@ -24,6 +24,10 @@ pub const MAX_ITEMS: usize = 100;
 pub const MAX_LABELS: usize = 8;
 /// Longest runner label value.
 pub const MAX_LABEL_VALUE_LEN: usize = 63;
+/// Most globs in a whole plan, and their total size: trigger matching compiles them for
+/// every event, on the engine's own CPU.
+pub const MAX_GLOBS: usize = 200;
+pub const MAX_GLOB_BYTES: usize = 16 * 1024;
 
 /// Problems with the plan's size and strings; empty when the plan may be validated.
 pub fn check(
@@ -59,6 +63,13 @@ pub fn check(
         return c.found;
     }
     c.line(map.plan, "the plan's name", &plan.name, MAX_LINE_LEN);
+    let (globs, glob_bytes) = glob_totals(plan);
+    if globs > MAX_GLOBS || glob_bytes > MAX_GLOB_BYTES {
+        c.add(
+            map.plan,
+            format!("the triggers hold {globs} patterns of {glob_bytes} bytes in all; the limit is {MAX_GLOBS} patterns and {MAX_GLOB_BYTES} bytes"),
+        );
+    }
     c.count(map.plan, "triggers", plan.triggers.len(), MAX_ITEMS);
     c.env(map.plan, "the plan's env", &plan.env);
     for (i, trigger) in plan.triggers.iter().enumerate() {
@@ -119,6 +130,34 @@ pub fn check(
         c.labels(at, &step.runner);
     }
     c.found
+}
+
+/// How many branch, tag and path patterns the plan's triggers hold, and their bytes.
+fn glob_totals(plan: &Plan) -> (usize, usize) {
+    let mut count = 0;
+    let mut bytes = 0;
+    for trigger in &plan.triggers {
+        let lists: &[&Vec<String>] = match trigger {
+            Trigger::Push {
+                branches,
+                tags,
+                paths,
+                paths_ignore,
+            } => &[branches, tags, paths, paths_ignore],
+            Trigger::PullRequest {
+                branches,
+                paths,
+                paths_ignore,
+                ..
+            } => &[branches, paths, paths_ignore],
+            Trigger::Schedule { .. } | Trigger::Manual { .. } => &[],
+        };
+        for list in lists {
+            count += list.len();
+            bytes += list.iter().map(String::len).sum::<usize>();
+        }
+    }
+    (count, bytes)
 }
 
 struct Checker<'a> {
@@ -328,6 +367,24 @@ mod tests {
             found
                 .iter()
                 .any(|f| f.starts_with("the plan's name 'ci\\x1b[2J'")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_globs_of_a_whole_plan_are_bounded() {
+        let push = Trigger::Push {
+            branches: (0..60).map(|i| format!("b{i}")).collect(),
+            tags: vec![],
+            paths: vec![],
+            paths_ignore: vec![],
+        };
+        let mut plan = plan_with(bash("a"));
+        plan.triggers = vec![push; 4];
+        let found = problems(&plan);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("the triggers hold 240 patterns"),
             "{found:?}"
         );
     }

@@ -39,7 +39,16 @@ pub(crate) fn lock_down(options: Lockdown) -> Result<EvaluationFilter, String> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
-    let baseline = current_address_space().unwrap_or(64 * 1024 * 1024);
+    // The zygote forks: it must be single-threaded (a thread holding a lock at fork time
+    // would leave the child's copy locked forever). Its seccomp filter keeps it so.
+    if let Some(threads) = status_field("Threads:") {
+        if threads != 1 {
+            return Err(format!(
+                "the worker has {threads} threads before lock-down; it must have one"
+            ));
+        }
+    }
+    let baseline = status_field("VmSize:").map_or(64 * 1024 * 1024, |kib| kib * 1024);
     let address_space = baseline.saturating_add(options.memory_bytes);
     set(Resource::RLIMIT_AS, address_space)?;
     set(
@@ -86,12 +95,11 @@ fn set(resource: Resource, limit: u64) -> Result<(), String> {
     setrlimit(resource, limit, limit).map_err(|e| format!("setrlimit {resource:?}: {e}"))
 }
 
-/// `VmSize` of this process in bytes, from `/proc/self/status`.
-fn current_address_space() -> Option<u64> {
+/// The number after `field` in `/proc/self/status` (`VmSize:` is in KiB).
+fn status_field(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(all(
