@@ -326,6 +326,8 @@ fn finish_plan(
     }
     let canonical_json = plan.canonical_json();
     let plan_hash = hash_canonical(&canonical_json);
+    // Printed text is shown on terminals: line breaks kept, every other control escaped.
+    let output = crate::text::escape_lines(&output);
     Ok(EvaluatedPlan {
         plan,
         plan_hash,

@@ -232,6 +232,11 @@ async fn printed_bytes_that_look_like_a_frame_are_not_a_result() {
         plan.output.contains("spoofed"),
         "the print is captured as output, not as a result"
     );
+    assert!(
+        !plan.output.chars().any(|c| c.is_control() && c != '\n'),
+        "printed control characters are escaped: {:?}",
+        plan.output
+    );
     // And the next evaluation is not confused by anything left over.
     assert_eq!(
         pool.evaluate("valid.plue.py", VALID, &ctx())
