@@ -5,7 +5,7 @@
 //!   checkout, or nothing).
 //! - [`process`]: runs one step process in its own process group, streams its output as
 //!   lines, enforces the timeout and cancellation, and kills every process the step left
-//!   behind.
+//!   behind (`containment`: its own session and cgroup; `reaper`: the sweep under it).
 //! - [`llm`]: `llm` steps — a streaming Claude agent with tools confined to the workspace.
 //! - [`isolation`]: a root runner's step processes get a private `/proc` and drop to the
 //!   attempt's user.
@@ -18,6 +18,7 @@
 //! prompts`.
 
 pub mod agent;
+mod containment;
 pub mod isolation;
 pub mod llm;
 pub mod mask;

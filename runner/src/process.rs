@@ -2,14 +2,16 @@
 //! cancellation, and leave nothing behind.
 //!
 //! Promises of [`run`]:
-//! - The process runs in its own process group with stdin on `/dev/null`.
+//! - The process runs in its own session and process group, and in its own cgroup where
+//!   the host allows it (see `containment`), with stdin on `/dev/null`.
 //! - Every line it writes to stdout or stderr reaches `lines`, in order per stream, as valid
 //!   UTF-8 without NUL characters and at most [`crate::protocol::MAX_LINE_BYTES`] bytes
 //!   long (the `lines` submodule has the exact rules). A full channel pauses reading;
 //!   nothing is dropped.
-//! - When it returns, the step's process group has been SIGKILLed — also after a normal exit,
-//!   so background children never outlive their step — and escaped descendants have been
-//!   swept (see the `reaper` module).
+//! - When it returns, the step's cgroup and process group have been SIGKILLed — also after a
+//!   normal exit, so background children never outlive their step — the cgroup removed, and
+//!   escaped descendants swept (see the `reaper` module): nothing the step started runs on,
+//!   whatever session, group or environment it chose.
 //! - Reading stops at EOF, which comes once every writer is dead; a stray process holding
 //!   the pipe open cannot hold the runner more than [`DRAIN_GRACE`] after the kill.
 //!
@@ -33,6 +35,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::containment::{self, StepCgroup};
 use crate::protocol::Stream;
 use crate::reaper;
 use crate::step_user::StepUser;
@@ -116,8 +119,20 @@ pub async fn run(
     lines: Sender<(Stream, String)>,
     cancel: CancellationToken,
 ) -> io::Result<ProcessResult> {
+    run_contained(spec, lines, cancel, containment::Mode::Auto).await
+}
+
+/// [`run`], with the containment `mode` chosen (tests force the fallback with it).
+pub(crate) async fn run_contained(
+    spec: ProcessSpec,
+    lines: Sender<(Stream, String)>,
+    cancel: CancellationToken,
+    mode: containment::Mode,
+) -> io::Result<ProcessResult> {
     reaper::become_subreaper();
     let cookie = reaper::new_cookie();
+    // Created before the spawn, so the child joins it before running anything.
+    let mut cgroup = StepCgroup::create(mode);
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -125,28 +140,36 @@ pub async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
     command
         .env_clear()
         .envs(&spec.env)
         .env(reaper::COOKIE_VAR, &cookie);
+    // Its own session and cgroup; registered before `confine` so it runs as the runner.
+    containment::prepare_child(&mut command, cgroup.as_ref());
     if let Some(user) = spec.user {
         // A private /proc (where allowed), then the attempt's user; last of the child's
         // set-up, so anything before it still runs as root.
         crate::isolation::confine(&mut command, user);
     }
 
-    let mut child = command.spawn()?;
+    let (mut child, live) = reaper::spawn_step(&mut command, &cookie)?;
     let started = Instant::now();
     let pid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
-    // `process_group(0)` makes the child the leader of a group whose id is its pid.
+    // `setsid` makes the child the leader of a session and a group whose ids are its pid.
     let pgid = Pid::from_raw(pid);
     let born = reaper::start_time(pgid);
     let guard = GroupGuard(Some(pgid));
+    if cgroup.as_ref().is_some_and(|c| !c.holds(pid)) {
+        tracing::warn!(
+            pid,
+            "the step did not join its cgroup; relying on the sweep"
+        );
+        cgroup = None;
+    }
 
     let stop = CancellationToken::new();
     let readers = [
@@ -162,13 +185,23 @@ pub async fn run(
 
     let trigger = wait_for_trigger(&mut child, pgid, spec.timeout, &cancel).await;
     let duration = started.elapsed();
+    if let Some(cgroup) = &cgroup {
+        cgroup.kill();
+    }
     reaper::kill_group(pgid);
     let killed_at = Instant::now();
     let status = child.wait().await;
     guard.disarm();
 
-    let sweep =
-        tokio::task::spawn_blocking(move || reaper::sweep(pgid, &cookie, born, SWEEP_BUDGET));
+    // The cgroup holds every descendant; the sweep is the net under it (and the whole of
+    // the containment without one) and reaps the orphans that were re-parented to us.
+    let sweep = tokio::task::spawn_blocking(move || {
+        if let Some(cgroup) = cgroup {
+            cgroup.finish(SWEEP_BUDGET);
+        }
+        reaper::sweep(pgid, &cookie, born, SWEEP_BUDGET);
+        drop(live);
+    });
     if let Err(err) = sweep.await {
         tracing::warn!(%err, "sweeping the step's processes failed");
     }

@@ -1,27 +1,35 @@
 //! Finding and killing what a step left behind, and reaping the zombies that come back to us.
 //!
-//! A step runs in its own process group, but a process can leave the group (`setsid`,
-//! `setpgid`) or be orphaned by a double fork. To catch those:
+//! This is the net under the step's cgroup (see `containment`), and the whole of the
+//! containment where the host gives steps no cgroup. A step's leader starts its own session
+//! (`containment::prepare_child`), so every process of the step is in a session other than
+//! the runner's. To catch the ones that left the step's group or session, double-forked or
+//! cleared their environment:
 //! - the runner makes itself a *child subreaper* ([`become_subreaper`]), so orphans are
 //!   re-parented to it instead of to init and show up with our pid as their parent;
-//! - every step process gets a unique cookie in its environment ([`COOKIE_VAR`]), inherited
-//!   by its descendants unless they clear their environment;
-//! - [`sweep`] scans `/proc` and SIGKILLs every process that is in the step's group, carries
-//!   the step's cookie, or is our child in another session, then reaps the resulting zombies
-//!   that are ours.
+//! - [`sweep`] scans `/proc` and SIGKILLs every process that is in the step's group or
+//!   session, carries the step's cookie ([`COOKIE_VAR`], for a process re-parented elsewhere),
+//!   or is our child in a session other than ours that no running step can claim (by its
+//!   session, cgroup or cookie; that step kills it itself); it
+//!   repeats (bounded) until none is left, as killing a parent re-parents its children to us,
+//!   and reaps the resulting zombies that are ours.
 //!
 //! Invariants and assumptions:
-//! - The runner itself never spawns anything with `setsid`, so a child of ours in another
-//!   session is always an escaped step process. One runner runs one step at a time; a
-//!   concurrent step's escaped children could otherwise be swept by the other step.
-//! - We only ever `waitpid` a specific pid that is a zombie we can attribute to the step
-//!   (never `waitpid(-1)`), so children tokio manages for other work are never reaped here.
-//! - A process that clears its environment, leaves the group and stays in our session is
-//!   not found; it is still re-parented to us, and its zombie is not reaped by the runner.
+//! - A session can only be created, never joined: a child of ours in our own session was
+//!   started by the runner itself (a tool's `git`, a workspace checkout) and is never swept.
+//! - Running steps are registered ([`spawn_step`]) under the same lock a sweep holds while
+//!   it decides, so a sweep never takes a step leader that was just spawned for one of its
+//!   orphans. One runner runs one step at a time; were two running, an orphan that started
+//!   a session of its own could not be told apart and would be swept by whichever step ends
+//!   first (the cgroup, where there is one, still attributes it exactly).
+//! - We only ever `waitpid` a specific pid that is a zombie we can attribute to a finished
+//!   step (never `waitpid(-1)`), so children tokio manages for other work are never reaped.
 //! - Outside Linux there is no `/proc` and no subreaper: [`sweep`] does nothing and only the
 //!   process-group kill applies.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -54,6 +62,40 @@ pub(crate) fn new_cookie() -> String {
     format!("{}-{n}-{nanos}", std::process::id())
 }
 
+/// The steps running in this process: session id (= leader pid) → cookie.
+static LIVE: Mutex<BTreeMap<i32, String>> = Mutex::new(BTreeMap::new());
+
+fn live() -> MutexGuard<'static, BTreeMap<i32, String>> {
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A running step's registration; dropping it ends the step for the sweep.
+#[derive(Debug)]
+pub(crate) struct LiveStep(i32);
+
+impl Drop for LiveStep {
+    fn drop(&mut self) {
+        live().remove(&self.0);
+    }
+}
+
+/// Spawns a step's leader (a command set up by `containment::prepare_child`, so its pid
+/// is its session id, with `cookie` in its environment) and registers it as running,
+/// atomically with respect to sweeps.
+pub(crate) fn spawn_step(
+    command: &mut tokio::process::Command,
+    cookie: &str,
+) -> std::io::Result<(tokio::process::Child, LiveStep)> {
+    let mut live = live();
+    let child = command.spawn()?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or_else(|| std::io::Error::other("spawned process has no pid"))?;
+    live.insert(pid, cookie.to_owned());
+    Ok((child, LiveStep(pid)))
+}
+
 /// SIGKILLs the process group `pgid`; a group that is already gone is not an error.
 pub(crate) fn kill_group(pgid: Pid) {
     match killpg(pgid, Signal::SIGKILL) {
@@ -84,17 +126,18 @@ pub(crate) fn wait_exited_without_reaping(pid: Pid) -> std::io::Result<()> {
     }
 }
 
-/// Kills and reaps everything attributable to the step (see the module doc), repeating the
-/// scan until nothing is left or `budget` has passed. Blocking: call from `spawn_blocking`.
-/// Must run after the step's own leader was reaped, so a zombie in the group is never the
-/// child tokio is waiting for.
+/// Kills and reaps everything attributable to the step whose leader was `leader` (its
+/// pid, group id and session id; see the module doc), repeating the scan until nothing is
+/// left or `budget` has passed. Blocking: call from `spawn_blocking`. Must run after the
+/// step's own leader was reaped, so a zombie of the step is never the child tokio is
+/// waiting for, and while the step is still registered or after (never before) it ends.
 /// `born_since` is when the step's leader started ([`start_time`] read at spawn): no
 /// descendant is older, so older processes are not searched for the cookie.
-pub(crate) fn sweep(pgid: Pid, cookie: &str, born_since: Option<u64>, budget: Duration) {
+pub(crate) fn sweep(leader: Pid, cookie: &str, born_since: Option<u64>, budget: Duration) {
     #[cfg(target_os = "linux")]
-    linux::sweep(pgid, cookie, born_since.unwrap_or(0), budget);
+    linux::sweep(leader, cookie, born_since.unwrap_or(0), budget);
     #[cfg(not(target_os = "linux"))]
-    let _ = (pgid, cookie, born_since, budget);
+    let _ = (leader, cookie, born_since, budget);
 }
 
 /// When process `pid` started (clock ticks since boot), if known.
@@ -127,50 +170,73 @@ mod linux {
         pub(super) start_time: u64,
     }
 
-    pub(super) fn sweep(pgid: Pid, cookie: &str, born_since: u64, budget: Duration) {
+    pub(super) fn sweep(leader: Pid, cookie: &str, born_since: u64, budget: Duration) {
         let deadline = Instant::now() + budget;
         let me = getpid().as_raw();
+        let step = leader.as_raw();
         let my_session = getsid(None).map(Pid::as_raw).unwrap_or(-1);
         let cookie_entry = format!("{}={cookie}", super::COOKIE_VAR);
-        // A descendant of the step cannot have started before the step's leader did, so
-        // only younger processes need their environment read (the costly part of a scan).
         let mut killed: HashSet<(i32, u64)> = HashSet::new();
         loop {
             let mut pending = false;
-            for pid in proc_pids() {
-                if pid == me {
-                    continue;
-                }
-                let Some(stat) = read_stat(pid) else { continue };
-                let recorded = killed.contains(&(pid, stat.start_time));
-                let ours_escaped = stat.ppid == me && stat.session != my_session;
-                if matches!(stat.state, b'Z' | b'X') {
-                    if stat.ppid == me && (recorded || stat.pgrp == pgid.as_raw() || ours_escaped) {
-                        // Our own zombie, attributable to the step: collect it.
-                        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-                    } else if recorded {
-                        // Waiting for its parent to reap it or to be re-parented to us.
+            {
+                // Held for the whole scan: no step leader is spawned unregistered meanwhile.
+                let live = super::live();
+                // An orphan of ours from a session other than ours: a finished step left
+                // it, unless it is attributable to a running one (its session, its cgroup
+                // or its cookie).
+                let orphan = |pid: i32, stat: &Stat| {
+                    stat.ppid == me
+                        && stat.session != my_session
+                        && (stat.session == step
+                            || !(live.contains_key(&stat.session)
+                                || crate::containment::in_a_step_cgroup(pid)
+                                || live.iter().any(|(&sid, other)| {
+                                    sid != step
+                                        && has_cookie(
+                                            pid,
+                                            &format!("{}={other}", super::COOKIE_VAR),
+                                        )
+                                })))
+                };
+                for pid in proc_pids() {
+                    if pid == me {
+                        continue;
+                    }
+                    let Some(stat) = read_stat(pid) else { continue };
+                    let recorded = killed.contains(&(pid, stat.start_time));
+                    if matches!(stat.state, b'Z' | b'X') {
+                        if stat.ppid == me && (recorded || orphan(pid, &stat)) {
+                            // Our own zombie, attributable to the step: collect it.
+                            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                        } else if recorded {
+                            // Waiting for its parent to reap it or to be re-parented to us.
+                            pending = true;
+                        }
+                        continue;
+                    }
+                    // A descendant of the step cannot have started before the step's leader
+                    // did, so only younger processes have their environment read (the
+                    // costly part of a scan).
+                    let belongs = recorded
+                        || stat.pgrp == step
+                        || stat.session == step
+                        || orphan(pid, &stat)
+                        || (stat.start_time >= born_since && has_cookie(pid, &cookie_entry));
+                    if belongs {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        killed.insert((pid, stat.start_time));
                         pending = true;
                     }
-                    continue;
-                }
-                let belongs = recorded
-                    || stat.pgrp == pgid.as_raw()
-                    || ours_escaped
-                    || (stat.start_time >= born_since && has_cookie(pid, &cookie_entry));
-                if belongs {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    killed.insert((pid, stat.start_time));
-                    pending = true;
                 }
             }
             if !pending || Instant::now() >= deadline {
                 if pending {
-                    tracing::warn!(%pgid, "step processes survived the sweep");
+                    tracing::warn!(%leader, "step processes survived the sweep");
                 }
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::containment::{self, Mode};
 use crate::protocol::MAX_LINE_BYTES;
+use crate::step_user::StepUser;
 
 fn bash(script: &str, timeout: Duration) -> ProcessSpec {
     ProcessSpec {
@@ -239,27 +241,198 @@ async fn escaped_children_are_swept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stray_pipe_holder_cannot_hold_the_runner() {
-    // A documented blind spot of the sweep: no cookie, its own group, our session. It keeps
-    // stdout open, so only the drain grace ends the wait.
-    let script = "echo hi; env -i bash -c 'set -m; sleep 1235.5 &'";
+    // regression: no cookie, its own group, the runner's session — it survived the sweep
+    // and held stdout open until the drain grace ended the wait.
+    for mode in [Mode::Auto, Mode::NoCgroup] {
+        let script = "echo hi; env -i bash -c 'set -m; sleep 1235.5 &'";
+        let started = std::time::Instant::now();
+        let (tx, mut rx) = mpsc::channel(64);
+        let result = run_contained(
+            bash(script, Duration::from_secs(30)),
+            tx,
+            CancellationToken::new(),
+            mode,
+        )
+        .await
+        .expect("run");
+        let elapsed = started.elapsed();
+        let strays = live_with_cmdline("sleep 1235.5");
+        for pid in &strays {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        assert_eq!(result.ending, Ending::Exited(0));
+        assert_eq!(rx.recv().await.map(|l| l.1).as_deref(), Some("hi"));
+        assert!(strays.is_empty(), "{mode:?}: the stray survived");
+        assert!(elapsed < DRAIN_GRACE, "{mode:?}: {elapsed:?}");
+    }
+}
+
+/// The start of every attacking step: `await_pids N` waits (bounded) until `$PIDS` holds
+/// N pids, so an intermediate parent exits only once its escapee has recorded itself;
+/// `$ESCAPEE` is a script for `bash -c "$ESCAPEE" "$PIDS"` that records its pid and
+/// becomes a `sleep 30`. The step also records its own cgroup.
+const ATTACK_PRELUDE: &str = r#"
+await_pids() {
+    for _ in $(seq 1000); do
+        [ "$(wc -l < "$PIDS")" -ge "$1" ] && return 0
+        sleep 0.005
+    done
+    echo "escapees did not start" >&2
+    exit 1
+}
+ESCAPEE='echo $$ >> "$0"; exec sleep 30'
+grep '^0::' /proc/self/cgroup > "$PIDS.cgroup"
+"#;
+
+/// Runs `attack` (after [`ATTACK_PRELUDE`]) as a step contained per `mode` and as `user`,
+/// and asserts that its `escapees` all recorded themselves, that every one of them is dead
+/// the moment the step's `run` returns, and that the step ran in its own cgroup exactly
+/// when `mode` and the host allow it.
+async fn assert_escapees_die(attack: &str, escapees: usize, mode: Mode, user: Option<StepUser>) {
+    let dir = tempfile::tempdir().unwrap();
+    // The step may be another user: it must be able to write its pid file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pids_file = dir.path().join("pids");
+    std::fs::write(&pids_file, "").unwrap();
+    std::fs::set_permissions(&pids_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut spec = bash(
+        &format!("{ATTACK_PRELUDE}\n{attack}"),
+        Duration::from_secs(20),
+    );
+    spec.env
+        .insert("PIDS".into(), pids_file.display().to_string());
+    spec.user = user;
     let started = std::time::Instant::now();
-    let (result, lines) = run_bash(script).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let result = run_contained(spec, tx, CancellationToken::new(), mode)
+        .await
+        .expect("run");
     let elapsed = started.elapsed();
-    let strays = live_with_cmdline("sleep 1235.5");
-    for pid in &strays {
+
+    let pids: Vec<i32> = std::fs::read_to_string(&pids_file)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let alive: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|&pid| is_our_sleep(pid))
+        .collect();
+    for pid in &alive {
         let _ = nix::sys::signal::kill(Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
     }
-    assert_eq!(result.ending, Ending::Exited(0));
-    assert_eq!(texts(&lines, Stream::Stdout), ["hi"]);
+    let mut output = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        output.push(line.1);
+    }
+    assert_eq!(result.ending, Ending::Exited(0), "{mode:?}: {output:?}");
     assert_eq!(
-        strays.len(),
-        1,
-        "the stray is expected to survive the sweep"
+        pids.len(),
+        escapees,
+        "{mode:?}: every escapee started: {output:?}"
     );
     assert!(
-        elapsed >= DRAIN_GRACE && elapsed < DRAIN_GRACE + Duration::from_secs(2),
-        "{elapsed:?}"
+        alive.is_empty(),
+        "{mode:?}: escapees outlived their step: {alive:?}"
     );
+    assert!(elapsed < DRAIN_GRACE, "{mode:?}: took {elapsed:?}");
+
+    let cgroup = std::fs::read_to_string(dir.path().join("pids.cgroup")).unwrap();
+    let own = cgroup.contains("/plue-step-");
+    let expected = mode == Mode::Auto && containment::available();
+    assert_eq!(own, expected, "{mode:?}: the step's cgroup was {cgroup}");
+    if own {
+        let name = cgroup.trim().rsplit('/').next().unwrap();
+        let base = containment::base_dir().unwrap();
+        assert!(!base.join(name).exists(), "the step's cgroup was removed");
+    }
+}
+
+/// Whether `pid` is a live (not zombie) `sleep 30`.
+fn is_our_sleep(pid: i32) -> bool {
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat[stat.rfind(')').unwrap() + 1..]
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    alive && cmdline == b"sleep\x0030\x00"
+}
+
+/// Each attack, once where the host gives the step a cgroup and once forced onto the
+/// fallback (process group, sessions and the sweep of re-parented orphans).
+macro_rules! attacks {
+    ($($with_cgroup:ident, $without:ident: $escapees:expr, $script:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $with_cgroup() {
+            assert_escapees_die($script, $escapees, Mode::Auto, None).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $without() {
+            assert_escapees_die($script, $escapees, Mode::NoCgroup, None).await;
+        }
+    )*};
+}
+
+attacks! {
+    setsid_double_fork_dies_with_its_step,
+    setsid_double_fork_dies_with_its_step_without_a_cgroup:
+        1, r#"(setsid bash -c "$ESCAPEE" "$PIDS" >/dev/null 2>&1 & await_pids 1)"#;
+    new_process_group_dies_with_its_step,
+    new_process_group_dies_with_its_step_without_a_cgroup:
+        2, r#"set -m
+              bash -c "$ESCAPEE" "$PIDS" >/dev/null 2>&1 &
+              setsid -f bash -c "$ESCAPEE" "$PIDS" >/dev/null 2>&1
+              await_pids 2"#;
+    cleared_environment_dies_with_its_step,
+    cleared_environment_dies_with_its_step_without_a_cgroup:
+        2, r#"(env -i /bin/bash -c "$ESCAPEE" "$PIDS" >/dev/null 2>&1 & await_pids 1)
+              (env -i setsid /bin/bash -c "$ESCAPEE" "$PIDS" >/dev/null 2>&1 & await_pids 2)"#;
+    nohup_dies_with_its_step,
+    nohup_dies_with_its_step_without_a_cgroup:
+        1, r#"nohup bash -c "$ESCAPEE" "$PIDS" >/dev/null 2>&1 &
+              await_pids 1"#;
+    every_escape_at_once_dies_with_its_step,
+    every_escape_at_once_dies_with_its_step_without_a_cgroup:
+        // A new session, a cleared environment, a new group, a double fork below that, and
+        // a copy of stdout kept open. (Each parent waits for the pid to be recorded: a
+        // concurrent test's sweep may take an orphan of this one as soon as it is one.)
+        1, r#"(setsid env -i PIDS="$PIDS" ESCAPEE="$ESCAPEE" /bin/bash -c '
+                  set -m
+                  (nohup /bin/bash -c "$ESCAPEE" "$PIDS" 2>/dev/null &
+                   while [ ! -s "$PIDS" ]; do sleep 0.005; done)' &
+              await_pids 1)"#;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setsid_double_fork_as_another_user_dies_with_its_step() {
+    if !nix::unistd::geteuid().is_root() {
+        // Switching users needs root; the other attacks cover a non-root runner.
+        return;
+    }
+    let nobody = Some(StepUser {
+        uid: 65534,
+        gid: 65534,
+    });
+    // It also tries to leave its cgroup for the runner's, which a step user cannot write
+    // (an exit code other than 0 fails the assertion).
+    let attack = r#"
+        own=$(cut -d: -f3 < "$PIDS.cgroup")
+        for mount in /sys/fs/cgroup/unified /sys/fs/cgroup; do
+            if echo $$ 2>/dev/null > "$mount$(dirname "$own")/cgroup.procs"; then
+                echo "left the cgroup through $mount"
+                exit 3
+            fi
+        done
+        (env -i setsid /bin/bash -c "$ESCAPEE" "$PIDS" >/dev/null 2>&1 & await_pids 1)"#;
+    for mode in [Mode::Auto, Mode::NoCgroup] {
+        assert_escapees_die(attack, 1, mode, nobody).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,450 @@
+//! Keeping every process a step starts inside a boundary the runner can kill as a whole.
+//!
+//! Each step process is set up between `fork` and `exec` ([`prepare_child`]) to:
+//! - start a new *session* (`setsid`), so it and all its descendants are in sessions other
+//!   than the runner's, forever: a session cannot be joined, only created. The sweep (see
+//!   `reaper`) relies on this to tell an orphan of a step, re-parented to the runner, from a
+//!   process the runner started itself, whatever group, session or environment it chose;
+//! - join the step's own cgroup v2 ([`StepCgroup`]) when the host allows it, before any
+//!   user code runs. A cgroup holds every descendant — double forks, `setsid`, cleared
+//!   environments alike — and `cgroup.kill` kills them all at once, racing no fork.
+//!
+//! Where cgroups live: the `cgroup2` mount from `/proc/self/mountinfo` (`/sys/fs/cgroup` on
+//! a pure v2 host, often `/sys/fs/cgroup/unified` on a hybrid one) plus the runner's own
+//! cgroup from `/proc/self/cgroup` (the `0::` line). A step's cgroup is a child of the
+//! runner's own, named `plue-step-<runner pid>-<n>`; the runner creates it (as itself, so a
+//! step running as another user cannot write to it or to its parent, and cannot leave it).
+//!
+//! Invariants:
+//! - A step's cgroup is created before its process is spawned and removed only once it is
+//!   empty ([`StepCgroup::finish`], or on drop). It is never shared by two steps.
+//! - The child joins by writing `0` to `cgroup.procs` *before* dropping privileges (the
+//!   hook is registered before `isolation::confine`, and `pre_exec` closures run in order).
+//!   A failed join does not fail the spawn: the parent checks with [`StepCgroup::holds`]
+//!   and falls back to the process-group kill and the sweep, which always run anyway.
+//! - Nothing here is needed for correctness on a host without a writable cgroup v2 (a
+//!   read-only `/sys/fs/cgroup` in a container, a non-root runner outside a delegated
+//!   subtree, no cgroup2 mount at all): [`StepCgroup::create`] answers `None` and logs why
+//!   once. In a Kubernetes pod, the pod's end is the final net.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Whether a step may use a cgroup; tests force the fallback with [`Mode::NoCgroup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A cgroup where the host allows it, the fallback otherwise.
+    Auto,
+    /// Only the process-group kill and the sweep, as on a host without cgroups.
+    #[cfg_attr(not(test), allow(dead_code))]
+    NoCgroup,
+}
+
+/// A step's own cgroup v2 directory. Dropping it kills what is inside and removes it.
+#[derive(Debug)]
+pub(crate) struct StepCgroup {
+    dir: PathBuf,
+    /// `<dir>/cgroup.procs`, allocated before any fork for the child's hook.
+    procs: CString,
+    /// The cgroup path as `/proc/<pid>/cgroup` shows it (`0::<path>`).
+    path: String,
+    finished: bool,
+}
+
+impl StepCgroup {
+    /// Creates a fresh cgroup for one step under the runner's own, or `None` when the host
+    /// does not allow it (logged once) or `mode` forbids it.
+    pub(crate) fn create(mode: Mode) -> Option<StepCgroup> {
+        if mode == Mode::NoCgroup {
+            return None;
+        }
+        let Some(base) = base() else {
+            warn_once("no cgroup v2 mount or own cgroup found");
+            return None;
+        };
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "plue-step-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = base.dir.join(&name);
+        if let Err(err) = std::fs::create_dir(&dir) {
+            warn_once(&format!("cannot create {}: {err}", dir.display()));
+            return None;
+        }
+        let cgroup = StepCgroup {
+            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?,
+            path: format!("{}/{name}", base.path.trim_end_matches('/')),
+            dir,
+            finished: false,
+        };
+        Some(cgroup)
+    }
+
+    /// Whether process `pid` is in this cgroup (it joined before running user code).
+    pub(crate) fn holds(&self, pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| own_cgroup(&text).map(|own| own == self.path))
+            .unwrap_or(false)
+    }
+
+    /// SIGKILLs everything in the cgroup at once. Non-blocking.
+    pub(crate) fn kill(&self) {
+        match std::fs::write(self.dir.join("cgroup.kill"), "1") {
+            Ok(()) => {}
+            // Before Linux 5.14 there is no `cgroup.kill`: kill the members one by one
+            // (repeated by `finish` until the cgroup is empty).
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                for pid in self.members() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            Err(err) => tracing::warn!(%err, dir = %self.dir.display(), "cgroup.kill failed"),
+        }
+    }
+
+    /// Kills everything in the cgroup, waits (at most `budget`) until it is empty and
+    /// removes it. Blocking: call from `spawn_blocking`. Returns whether it was emptied.
+    pub(crate) fn finish(mut self, budget: Duration) -> bool {
+        self.finished = true;
+        let deadline = Instant::now() + budget;
+        loop {
+            self.kill();
+            if !self.populated() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(dir = %self.dir.display(), "step processes survived cgroup.kill");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // An empty cgroup can still be busy for an instant while the last exit completes.
+        loop {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return true,
+                Err(err) if Instant::now() >= deadline => {
+                    tracing::warn!(%err, dir = %self.dir.display(), "removing a step cgroup failed");
+                    return true;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    /// `populated 1` in `cgroup.events`: a live process is in the cgroup. Unreadable counts
+    /// as empty (the directory is gone).
+    fn populated(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .map(|events| events.lines().any(|line| line == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    fn members(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for StepCgroup {
+    /// The step was abandoned (its future dropped): kill now, remove once empty, off-thread.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.kill();
+        let orphan = StepCgroup {
+            dir: std::mem::take(&mut self.dir),
+            procs: std::mem::take(&mut self.procs),
+            path: std::mem::take(&mut self.path),
+            // Not dropped again with `finished: false` if the thread cannot start.
+            finished: true,
+        };
+        let _ = std::thread::Builder::new()
+            .name("plue-cgroup-cleanup".into())
+            .spawn(move || orphan.finish(Duration::from_secs(5)));
+    }
+}
+
+/// Whether process `pid` is in the cgroup of a step of this runner. The sweep leaves such
+/// a process to that step: only a running step's cgroup holds processes (a finished
+/// step's is emptied before its sweep).
+pub(crate) fn in_a_step_cgroup(pid: i32) -> bool {
+    let prefix = format!("plue-step-{}-", std::process::id());
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| own_cgroup(&text))
+        .is_some_and(|path| {
+            path.rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with(&prefix))
+        })
+}
+
+/// Arranges for `command`'s child to start a new session and join `cgroup` (when given)
+/// before it executes anything. Register it before `isolation::confine`, so the join
+/// happens while the child is still the runner's user.
+///
+/// The one `unsafe` of this module: `pre_exec` runs in the forked child of a
+/// multi-threaded process, where only async-signal-safe calls are allowed. The closure
+/// makes raw `setsid`, `open`, `write` and `close` syscalls on a path allocated before the
+/// fork, and allocates nothing.
+#[allow(unsafe_code)]
+pub(crate) fn prepare_child(command: &mut tokio::process::Command, cgroup: Option<&StepCgroup>) {
+    let procs = cgroup.map(|c| c.procs.clone());
+    let hook = move || -> io::Result<()> {
+        // SAFETY: raw syscalls only; `path` is a C string that outlives the closure.
+        unsafe {
+            // A fresh child is never a group leader, so this cannot fail with EPERM.
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(path) = &procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    // A failed join is detected by the parent (`holds`), which falls back.
+                    let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook is async-signal-safe (see above).
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// Where step cgroups go: the runner's own cgroup, as a directory and as a cgroup path.
+struct Base {
+    dir: PathBuf,
+    path: String,
+}
+
+/// The runner's own cgroup v2, found once per process.
+fn base() -> Option<&'static Base> {
+    static BASE: OnceLock<Option<Base>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = own_cgroup(&cgroup)?;
+        let dir = cgroup2_mounts(&mountinfo)
+            .into_iter()
+            .find_map(|mount| mount.dir_of(&path))?;
+        dir.is_dir().then_some(Base { dir, path })
+    })
+    .as_ref()
+}
+
+fn warn_once(why: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            why,
+            "steps run without their own cgroup; escaped processes are found by the \
+             process-group kill and the sweep of re-parented orphans"
+        );
+    }
+}
+
+/// A `cgroup2` mount: which cgroup is its root, and where it is mounted.
+#[derive(Debug, PartialEq, Eq)]
+struct Mount {
+    root: String,
+    point: PathBuf,
+}
+
+impl Mount {
+    /// The directory of cgroup `path` under this mount, if the mount shows it.
+    fn dir_of(&self, path: &str) -> Option<PathBuf> {
+        let rest = if self.root == "/" {
+            path
+        } else {
+            path.strip_prefix(self.root.as_str())
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))?
+        };
+        let rest = rest.trim_start_matches('/');
+        if rest.split('/').any(|part| part == "..") {
+            return None;
+        }
+        Some(if rest.is_empty() {
+            self.point.clone()
+        } else {
+            self.point.join(rest)
+        })
+    }
+}
+
+/// Every `cgroup2` mount in a `/proc/self/mountinfo` text.
+fn cgroup2_mounts(mountinfo: &str) -> Vec<Mount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            // id parent major:minor root point options [optional...] - fstype source super
+            let dash = fields.iter().position(|f| *f == "-")?;
+            (fields.get(dash + 1)? == &"cgroup2").then_some(())?;
+            Some(Mount {
+                root: unescape(fields.get(3)?),
+                point: PathBuf::from(unescape(fields.get(4)?)),
+            })
+        })
+        .collect()
+}
+
+/// The cgroup v2 path in a `/proc/<pid>/cgroup` text (the `0::` line), unless deleted.
+fn own_cgroup(text: &str) -> Option<String> {
+    let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+    (path.starts_with('/') && !path.ends_with(" (deleted)")).then(|| path.to_owned())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(digits) => {
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                out.push(value as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether this host gives steps their own cgroup (for tests that must know which path
+/// they exercised).
+#[cfg(test)]
+pub(crate) fn available() -> bool {
+    StepCgroup::create(Mode::Auto).is_some_and(|c| c.finish(Duration::from_secs(1)))
+}
+
+/// The directory of the runner's own cgroup, when found (for tests).
+#[cfg(test)]
+pub(crate) fn base_dir() -> Option<&'static std::path::Path> {
+    base().map(|b| b.dir.as_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
+
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn the_cgroup2_mount_is_found_among_v1_ones() {
+        assert_eq!(
+            cgroup2_mounts(HYBRID),
+            [Mount {
+                root: "/".into(),
+                point: "/sys/fs/cgroup/unified".into()
+            }]
+        );
+        let pure = "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroup2_mounts(pure)[0].point, Path::new("/sys/fs/cgroup"));
+        let spaced = r"29 23 0:26 /a\040b /mnt/c\040g rw - cgroup2 none rw";
+        assert_eq!(
+            cgroup2_mounts(spaced),
+            [Mount {
+                root: "/a b".into(),
+                point: "/mnt/c g".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn the_own_cgroup_is_the_v2_line() {
+        let text = "4:memory:/process_api/73b1\n1:cpu:/\n0::/system.slice/plue.service\n";
+        assert_eq!(own_cgroup(text).unwrap(), "/system.slice/plue.service");
+        assert_eq!(own_cgroup("0::/\n").unwrap(), "/");
+        assert_eq!(own_cgroup("0::/gone (deleted)\n"), None);
+        assert_eq!(own_cgroup("1:cpu:/\n"), None);
+    }
+
+    #[test]
+    fn a_cgroup_maps_to_a_directory_only_under_its_mount_root() {
+        let root = Mount {
+            root: "/".into(),
+            point: "/sys/fs/cgroup".into(),
+        };
+        assert_eq!(root.dir_of("/").unwrap(), Path::new("/sys/fs/cgroup"));
+        assert_eq!(
+            root.dir_of("/system.slice/x.service").unwrap(),
+            Path::new("/sys/fs/cgroup/system.slice/x.service")
+        );
+        assert_eq!(root.dir_of("/a/../b"), None);
+        let sub = Mount {
+            root: "/kubepods/pod1".into(),
+            point: "/sys/fs/cgroup".into(),
+        };
+        assert_eq!(
+            sub.dir_of("/kubepods/pod1/c").unwrap(),
+            Path::new("/sys/fs/cgroup/c")
+        );
+        assert_eq!(sub.dir_of("/kubepods/pod10"), None);
+        assert_eq!(sub.dir_of("/other"), None);
+    }
+
+    #[test]
+    fn the_fallback_mode_never_creates_a_cgroup() {
+        assert!(StepCgroup::create(Mode::NoCgroup).is_none());
+    }
+
+    #[test]
+    fn a_step_cgroup_is_killed_emptied_and_removed() {
+        let Some(cgroup) = StepCgroup::create(Mode::Auto) else {
+            // Only hosts with a writable cgroup v2 can run this; `available` says which.
+            assert!(!available());
+            return;
+        };
+        let dir = cgroup.dir.clone();
+        let mut command = tokio::process::Command::new("sleep");
+        command.arg("1237.5");
+        prepare_child(&mut command, Some(&cgroup));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Registered, so a concurrent test's sweep leaves it to this one.
+            let (mut child, _live) = crate::reaper::spawn_step(&mut command, "no-cookie").unwrap();
+            let pid = child.id().unwrap() as i32;
+            assert!(cgroup.holds(pid), "the child joined before exec");
+            assert!(cgroup.populated());
+            assert!(cgroup.finish(Duration::from_secs(2)));
+            assert!(child.wait().await.unwrap().signal().is_some());
+        });
+        assert!(!dir.exists(), "the cgroup directory was removed");
+    }
+}
