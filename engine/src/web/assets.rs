@@ -14,6 +14,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("assets/app.css"),
     ),
     (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("assets/favicon.svg"),
+    ),
+    (
         "live.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/live.js"),

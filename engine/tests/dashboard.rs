@@ -1,0 +1,290 @@
+//! The dashboard in a real browser: `plue serve` runs a workflow while headless Chromium
+//! (driven over WebDriver by `chromedriver`) looks at it as a person would —
+//! - the run page draws the plan's DAG (nodes and edges) and its colours follow the run
+//!   live until it succeeds;
+//! - a step's log page shows lines as the step prints them, ANSI colours as spans, a line
+//!   with HTML in it as text (no script of the log runs), and a 100,000-line log loads and
+//!   scrolls to its end within a second or two;
+//! - signing in and pressing Cancel cancels a run (the CSRF-protected form, in a browser);
+//! - no page logs a console error (a CSP violation would be one).
+//!
+//! Screenshots of each page are saved to `$PLUE_SCREENSHOT_DIR` (default
+//! `$TMPDIR/plue-team`) as `dashboard-*.png`. Without Chromium and chromedriver the test
+//! says so and passes, unless `PLUE_REQUIRE_BROWSER=1`.
+
+mod support;
+mod webdriver;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
+use webdriver::Browser;
+
+const HOSTILE_LINE: &str = r#"<script>document.title="pwned"</script><img src=x onerror=alert(1)>"#;
+
+fn screenshot_dir() -> PathBuf {
+    let dir = std::env::var_os("PLUE_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("plue-team"));
+    std::fs::create_dir_all(&dir).expect("the screenshot directory");
+    dir
+}
+
+/// Console messages at level SEVERE (errors, CSP violations, failed loads).
+async fn console_errors(browser: &Browser) -> Vec<String> {
+    browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|m| m["level"] == "SEVERE")
+        .map(|m| m["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_watches_a_run_in_the_dashboard() {
+    let (chromium, driver) = match webdriver::browser() {
+        Ok(found) => found,
+        Err(why) if std::env::var("PLUE_REQUIRE_BROWSER").as_deref() != Ok("1") => {
+            eprintln!("skipping the dashboard's browser test: {why}");
+            return;
+        }
+        Err(why) => panic!("PLUE_REQUIRE_BROWSER=1 but {why}"),
+    };
+    let _serial = support::serial().await;
+    let limit = Duration::from_secs(240);
+    if tokio::time::timeout(limit, watch(chromium, driver))
+        .await
+        .is_err()
+    {
+        panic!("the test did not finish within {limit:?}");
+    }
+}
+
+async fn watch(chromium: PathBuf, driver: PathBuf) {
+    let sandbox = Sandbox::new("dashboard");
+    let go = sandbox.shared("go");
+    let go = go.to_str().expect("a UTF-8 path");
+    let print = format!(
+        "echo first-line; echo '{HOSTILE_LINE}'; printf '\\033[31mred-text\\033[0m\\n'; \
+         while [ ! -s {go} ]; do sleep 0.05; done; echo after-go"
+    );
+    let workflow = sandbox.write(
+        "ws/watch.plue.py",
+        &format!(
+            "def workflow():\n    return Plan(name='watch', triggers=[Trigger.manual()], steps=[\n        \
+             Step.bash('prepare', 'echo ready'),\n        \
+             Step.bash('print', {print:?}, depends_on=['prepare']),\n        \
+             Step.bash('big', 'seq 1 100000', depends_on=['prepare']),\n        \
+             Step.bash('report', 'echo done', depends_on=['print', 'big']),\n    ])\n"
+        ),
+    );
+    let waits = sandbox.write(
+        "ws/wait.plue.py",
+        &format!(
+            "def workflow():\n    return Plan(name='waits', triggers=[Trigger.manual()], steps=[\n        \
+             Step.bash('forever', 'while [ ! -s {go}x ]; do sleep 0.05; done'),\n    ])\n"
+        ),
+    );
+    let engine = sandbox
+        .serve("engine", free_port(), &["--runners", "2"])
+        .await;
+    let http = client();
+    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
+    let shots = screenshot_dir();
+    let browser = Browser::start(&sandbox, &chromium, &driver).await;
+
+    // The run page: the plan's four steps and four edges, coloured by state.
+    browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
+    let nodes = browser
+        .wait(
+            Duration::from_secs(10),
+            "the DAG's nodes",
+            "const n = document.querySelectorAll('#dag a.node'); \
+             return n.length === 4 ? Array.from(n).map(e => e.dataset.step) : null;",
+        )
+        .await;
+    assert_eq!(nodes, json!(["prepare", "print", "big", "report"]));
+    let edges = browser
+        .run(
+            "return document.querySelectorAll('#dag path.edge').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(edges, 4);
+    // `print` starts running while the page is open; the live part shows it.
+    browser
+        .wait(
+            Duration::from_secs(30),
+            "'print' to show as running on the open page",
+            "const n = document.querySelector('#dag a.node[data-step=\"print\"]'); \
+             return n && n.dataset.status === 'running';",
+        )
+        .await;
+    browser
+        .screenshot(&shots.join("dashboard-run-running.png"))
+        .await;
+
+    // The step's log page while the step prints.
+    browser
+        .goto(&format!("{}/runs/{run_id}/steps/print", engine.url))
+        .await;
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the printed lines",
+            "return Array.from(document.querySelectorAll('#lines .tx')).map(e => e.textContent).includes('first-line');",
+        )
+        .await;
+    let texts = browser
+        .run(
+            "return Array.from(document.querySelectorAll('#lines .tx')).map(e => e.textContent);",
+            json!([]),
+        )
+        .await;
+    assert!(
+        texts.as_array().unwrap().contains(&json!(HOSTILE_LINE)),
+        "the HTML line is shown as text: {texts}"
+    );
+    let injected = browser
+        .run(
+            "return [document.title, document.querySelectorAll('#lines img, #lines script').length, \
+             document.querySelectorAll('script').length];",
+            json!([]),
+        )
+        .await;
+    assert!(
+        !injected[0].as_str().unwrap().contains("pwned"),
+        "{injected}"
+    );
+    assert_eq!(injected[1], 0, "no element came from the log: {injected}");
+    assert_eq!(injected[2], 1, "only the page's own script: {injected}");
+    let red = browser
+        .run(
+            "const s = Array.from(document.querySelectorAll('#lines .tx span')).find(e => e.textContent === 'red-text'); \
+             return s ? s.className : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(red, "f1", "ANSI red is a span");
+    // A line printed now appears on the open page, live.
+    let printed = Instant::now();
+    std::fs::write(go, "go\n").expect("write the go file");
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the line printed after the page opened",
+            "return Array.from(document.querySelectorAll('#lines .tx')).map(e => e.textContent).includes('after-go');",
+        )
+        .await;
+    eprintln!(
+        "a live line reached the page {:?} after the step was released",
+        printed.elapsed()
+    );
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the log to end",
+            "return document.getElementById('state').textContent.startsWith('Complete');",
+        )
+        .await;
+    browser.screenshot(&shots.join("dashboard-log.png")).await;
+
+    // The run succeeds; the open run page follows it to the end.
+    browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
+    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let states = browser
+        .wait(
+            Duration::from_secs(10),
+            "every node to turn succeeded",
+            "const n = Array.from(document.querySelectorAll('#dag a.node')).map(e => e.dataset.status); \
+             return n.length === 4 && n.every(s => s === 'succeeded') && \
+             document.getElementById('run-status').textContent === 'succeeded' ? n : null;",
+        )
+        .await;
+    assert_eq!(states.as_array().unwrap().len(), 4);
+    browser.screenshot(&shots.join("dashboard-run.png")).await;
+
+    // 100,000 lines: loaded and at the last line quickly.
+    let opened = Instant::now();
+    browser
+        .goto(&format!("{}/runs/{run_id}/steps/big#L100000", engine.url))
+        .await;
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the 100,000-line log",
+            "return document.getElementById('state').textContent === 'Complete · 100000 lines';",
+        )
+        .await;
+    let last = browser
+        .wait(
+            Duration::from_secs(5),
+            "line 100000 in view",
+            "const l = document.getElementById('L100000'); return l ? l.querySelector('.tx').textContent : null;",
+        )
+        .await;
+    let usable = opened.elapsed();
+    assert_eq!(last, "100000");
+    eprintln!("a 100,000-line log was usable after {usable:?}");
+    assert!(usable < Duration::from_secs(5), "took {usable:?}");
+    // Search finds one line among them.
+    browser.type_into("#search", "99999").await;
+    browser
+        .wait(
+            Duration::from_secs(5),
+            "the search to find line 99999",
+            "return document.getElementById('hits').textContent === '1 / 1' && !!document.querySelector('#L99999.current');",
+        )
+        .await;
+    browser
+        .screenshot(&shots.join("dashboard-log-big.png"))
+        .await;
+
+    // The runs page lists the run.
+    browser.goto(&format!("{}/", engine.url)).await;
+    browser
+        .wait(
+            Duration::from_secs(5),
+            "the run in the list",
+            &format!("return !!document.querySelector('tr[data-run=\"{run_id}\"]');"),
+        )
+        .await;
+    browser.screenshot(&shots.join("dashboard-runs.png")).await;
+
+    // Sign in, open a run that waits forever, press Cancel.
+    let waiting = start_run(&http, &engine.url, &waits, &sandbox.path("ws")).await;
+    browser
+        .goto(&format!("{}/login?next=%2Fruns%2F{waiting}", engine.url))
+        .await;
+    browser.type_into("#token", ADMIN_TOKEN).await;
+    browser.click("form.login button").await;
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the run page with a Cancel button",
+            "return !!document.getElementById('cancel');",
+        )
+        .await;
+    browser.click("#cancel").await;
+    let cancelled = wait_final(&http, &engine.url, waiting, Duration::from_secs(30)).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the page to show the run cancelled",
+            "const s = document.getElementById('run-status'); return s && s.textContent === 'cancelled';",
+        )
+        .await;
+    browser
+        .screenshot(&shots.join("dashboard-cancelled.png"))
+        .await;
+
+    let errors = console_errors(&browser).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let _: Value = browser.run("return null;", json!([])).await;
+    browser.close().await;
+}

@@ -1,0 +1,251 @@
+//! A small WebDriver client over plain HTTP: `chromedriver` driving Debian's headless
+//! Chromium, for the dashboard's browser tests. Only the W3C commands the tests use (open a
+//! page, find elements, click, type, run a script, take a screenshot, read the console).
+//!
+//! Invariants: the driver and the browser are started inside the test's sandbox (they
+//! carry its mark, so the sandbox's cleanup kills them); every wait has a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{free_port, Sandbox};
+
+/// The launch flags the dashboard's tests use.
+const FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+];
+
+/// The element key of W3C WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// Where Chromium and its driver are, or why the browser tests cannot run.
+pub(crate) fn browser() -> Result<(PathBuf, PathBuf), String> {
+    let find = |names: &[&str]| {
+        names
+            .iter()
+            .flat_map(|n| ["/usr/bin", "/usr/local/bin"].map(|d| Path::new(d).join(n)))
+            .find(|p| p.is_file())
+    };
+    let chromium = find(&["chromium", "chromium-browser"]);
+    let driver = find(&["chromedriver"]);
+    match (chromium, driver) {
+        (Some(c), Some(d)) => Ok((c, d)),
+        _ => Err("Chromium or chromedriver is not installed \
+             (apt-get install chromium chromium-driver)"
+            .to_string()),
+    }
+}
+
+/// One browser session on a chromedriver of its own.
+pub(crate) struct Browser {
+    http: reqwest::Client,
+    /// `http://127.0.0.1:PORT/session/ID`
+    session: String,
+}
+
+impl Browser {
+    pub(crate) async fn start(sandbox: &Sandbox, chromium: &Path, driver: &Path) -> Browser {
+        let port = free_port();
+        let mut command = Command::new(driver);
+        command.arg(format!("--port={port}")).env(
+            "PLUE_TEST_SANDBOX",
+            sandbox.path("x").parent().expect("the sandbox"),
+        );
+        sandbox.spawn("chromedriver", command);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = match http.get(format!("{base}/status")).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .is_some_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not start\n{}",
+                sandbox.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = sandbox.path("chromium-profile");
+        let mut args: Vec<String> = FLAGS.iter().map(|f| f.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let answer: Value = http
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .expect("POST /session")
+            .json()
+            .await
+            .expect("a session");
+        let id = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"));
+        Browser {
+            http,
+            session: format!("{base}/session/{id}"),
+        }
+    }
+
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.session);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status}: {value}");
+        value["value"].clone()
+    }
+
+    pub(crate) async fn goto(&self, url: &str) {
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page.
+    pub(crate) async fn run(&self, script: &str, args: Value) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Polls `script` until it returns something truthy; panics after `limit` saying `what`.
+    pub(crate) async fn wait(&self, limit: Duration, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = self.run(script, json!([])).await;
+            let truthy = !matches!(&value, Value::Null | Value::Bool(false))
+                && value != json!("")
+                && value != json!(0);
+            if truthy {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what} (last: {value})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string()
+    }
+
+    pub(crate) async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    /// Saves a PNG of the viewport.
+    pub(crate) async fn screenshot(&self, path: &Path) {
+        let data = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
+        let png = base64_decode(data.as_str().expect("base64 PNG"));
+        std::fs::write(path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    /// The console's messages since the last call (`level`, `message`).
+    pub(crate) async fn console(&self) -> Vec<Value> {
+        let value = self
+            .command(
+                reqwest::Method::POST,
+                "/se/log",
+                Some(json!({"type": "browser"})),
+            )
+            .await;
+        value.as_array().cloned().unwrap_or_default()
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a') as u32 + 26,
+            b'0'..=b'9' => (c - b'0') as u32 + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c) << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    out
+}
