@@ -283,6 +283,25 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .screenshot(&shots.join("dashboard-cancelled.png"))
         .await;
 
+    // A phone in dark mode: the layout fits, the theme follows the system.
+    browser.emulate(390, 844, true).await;
+    browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
+    let fits = browser
+        .run(
+            "return [document.documentElement.scrollWidth, window.innerWidth, \
+             getComputedStyle(document.body).backgroundColor];",
+            json!([]),
+        )
+        .await;
+    assert!(
+        fits[0].as_i64() <= fits[1].as_i64(),
+        "no sideways scrolling: {fits}"
+    );
+    assert_eq!(fits[2], "rgb(13, 17, 23)", "the dark theme: {fits}");
+    browser
+        .screenshot(&shots.join("dashboard-run-phone-dark.png"))
+        .await;
+
     let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     let _: Value = browser.run("return null;", json!([])).await;

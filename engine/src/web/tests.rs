@@ -320,6 +320,11 @@ async fn hostile_step_ids_and_log_lines_are_text() {
         assert!(reply.body.contains("&lt;script&gt;alert(1)"), "{uri}");
         assert_only_our_scripts(&reply.body);
     }
+    let log = fx.get(&format!("/runs/{id}/steps/{encoded}")).await;
+    assert!(
+        log.body.contains("data-done=\"false\""),
+        "a queued step's log follows"
+    );
     let raw = fx.get(&format!("/runs/{id}/steps/{encoded}/raw")).await;
     assert_eq!(raw.status, StatusCode::OK);
     assert!(raw.headers[header::CONTENT_TYPE]

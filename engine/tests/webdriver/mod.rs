@@ -197,6 +197,25 @@ impl Browser {
         .await;
     }
 
+    /// Resizes the window and makes the page see `prefers-color-scheme: dark` (or light).
+    pub(crate) async fn emulate(&self, width: u32, height: u32, dark: bool) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+        let scheme = if dark { "dark" } else { "light" };
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}],
+            }})),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the viewport.
     pub(crate) async fn screenshot(&self, path: &Path) {
         let data = self
