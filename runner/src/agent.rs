@@ -389,6 +389,8 @@ async fn spec_for(
         env,
         user,
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
+        // Masked whole before the line-length cut (and again, harmlessly, in `send_logs`).
+        masker: Masker::new(assignment.secrets.values()),
     })
 }
 

@@ -14,7 +14,9 @@
 //! through a [`StreamMasker`]: it holds back only a tail that could still grow into a
 //! secret (at most the longest secret's length − 1 bytes), so a secret split across pieces
 //! is masked too, the emitted pieces concatenate to exactly [`Masker::mask`] of the whole
-//! text, and with no secrets nothing is held back.
+//! text, and with no secrets nothing is held back. A process's over-long line, delivered in
+//! pieces, goes through the same logic ([`Masker::push_piece`]) before it is cut, so no
+//! cut — line length, pipe read or log batch — ever splits a secret into clear halves.
 
 use std::borrow::Cow;
 
@@ -141,20 +143,34 @@ impl<'a> StreamMasker<'a> {
 
     /// Takes the next piece; returns what may be shown now, masked (possibly empty).
     pub fn push(&mut self, piece: &str) -> String {
-        if self.masker.is_empty() {
-            return piece.to_owned();
-        }
-        self.pending.push_str(piece);
-        let cut = self.masker.safe_cut(&self.pending);
-        let shown = self.masker.mask(&self.pending[..cut]).into_owned();
-        self.pending.drain(..cut);
-        shown
+        self.masker.push_piece(&mut self.pending, piece)
     }
 
     /// Ends the text; returns what was still held back, masked.
     pub fn finish(&mut self) -> String {
-        let rest = std::mem::take(&mut self.pending);
-        self.masker.mask(&rest).into_owned()
+        self.masker.finish_pieces(&mut self.pending)
+    }
+}
+
+impl Masker {
+    /// [`StreamMasker::push`] with the held-back text kept by the caller in `pending`
+    /// (for owners that cannot hold a borrowing [`StreamMasker`], like a pipe's line
+    /// reader): appends `piece` and returns the masked part that may be shown now.
+    pub fn push_piece(&self, pending: &mut String, piece: &str) -> String {
+        if self.is_empty() {
+            return piece.to_owned();
+        }
+        pending.push_str(piece);
+        let cut = self.safe_cut(pending);
+        let shown = self.mask(&pending[..cut]).into_owned();
+        pending.drain(..cut);
+        shown
+    }
+
+    /// [`StreamMasker::finish`] for a caller-held `pending`: empties it, masked.
+    pub fn finish_pieces(&self, pending: &mut String) -> String {
+        let rest = std::mem::take(pending);
+        self.mask(&rest).into_owned()
     }
 }
 

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::containment::{self, StepCgroup};
+use crate::mask::Masker;
 use crate::protocol::Stream;
 use crate::reaper;
 use crate::step_user::StepUser;
@@ -60,6 +61,8 @@ pub struct ProcessSpec {
     /// The user to run as; `None` runs as the runner's own user (see `step_user`).
     pub user: Option<StepUser>,
     pub timeout: Duration,
+    /// The attempt's secrets, masked in every line before it is cut (see `lines`).
+    pub masker: Masker,
 }
 
 /// How the process ended.
@@ -176,11 +179,11 @@ pub(crate) async fn run_contained(
         child
             .stdout
             .take()
-            .map(|out| spawn_reader(out, Stream::Stdout, &lines, &stop)),
+            .map(|out| spawn_reader(out, Stream::Stdout, &lines, &stop, &spec.masker)),
         child
             .stderr
             .take()
-            .map(|err| spawn_reader(err, Stream::Stderr, &lines, &stop)),
+            .map(|err| spawn_reader(err, Stream::Stderr, &lines, &stop, &spec.masker)),
     ];
 
     let trigger = wait_for_trigger(&mut child, pgid, spec.timeout, &cancel).await;
@@ -274,11 +277,13 @@ fn spawn_reader<R>(
     stream: Stream,
     lines: &Sender<(Stream, String)>,
     stop: &CancellationToken,
+    masker: &Masker,
 ) -> tokio::task::JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    let reader = LineReader::new(source, stream, lines.clone(), stop.clone());
+    let reader =
+        LineReader::new(source, stream, lines.clone(), stop.clone()).masking(masker.clone());
     tokio::spawn(reader.run())
 }
 

@@ -406,6 +406,8 @@ impl Toolbox {
             env: self.env.clone(),
             user: self.user,
             timeout,
+            // The model sees what its command printed; the agent masks what is logged.
+            masker: Default::default(),
         };
         let (tx, mut rx) = mpsc::channel(1024);
         let collect = tokio::spawn(async move {

@@ -6,6 +6,12 @@
 //!   become U+FFFD.
 //! - A line longer than [`MAX_LINE_BYTES`] is delivered as several lines, cut at character
 //!   boundaries; the raw buffer never grows much beyond that, whatever the input.
+//! - With a [`Masker`] ([`LineReader::masking`]), secrets are masked here, before any cut: a
+//!   line that fits is masked whole; the pieces of an over-long line go through the
+//!   streaming masker, which holds back a tail that could still become a secret, so the
+//!   delivered pieces concatenate to exactly the masked whole line and no piece shows part
+//!   of a secret. Pipe reads never matter: a line is only ever handled once complete or
+//!   once it passed the length limit.
 //!
 //! Lines are sent in order; a full channel pauses reading (backpressure, nothing dropped).
 //! If the receiver is gone, the pipe is still drained so the writer never blocks on it.
@@ -16,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use futures::FutureExt;
 
+use crate::mask::Masker;
 use crate::protocol::{Stream, MAX_LINE_BYTES};
 
 /// Big enough that a fast writer costs few read syscalls.
@@ -40,6 +47,11 @@ struct Sink {
     tx: Sender<(Stream, String)>,
     /// The receiver is gone; lines are discarded.
     closed: bool,
+    /// The attempt's secrets (none unless [`LineReader::masking`]).
+    masker: Masker,
+    /// The unmasked tail of the current over-long line, held back because it could still
+    /// be the start of a secret.
+    held: String,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -55,11 +67,19 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 stream,
                 tx,
                 closed: false,
+                masker: Masker::default(),
+                held: String::new(),
             },
             pending: Vec::new(),
             continued: false,
             stop,
         }
+    }
+
+    /// Masks the attempt's secrets in every line before it is cut or delivered.
+    pub(super) fn masking(mut self, masker: Masker) -> Self {
+        self.sink.masker = masker;
+        self
     }
 
     /// Reads until EOF (or `stop` with nothing ready), delivering every line read.
@@ -112,6 +132,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 .emit(&self.pending, false, &mut self.continued)
                 .await;
         }
+        self.sink.release_held().await;
     }
 }
 
@@ -154,20 +175,47 @@ impl Sink {
             [head @ .., b'\r'] if terminated => head,
             _ => raw,
         };
-        let skip = terminated && *continued && raw.is_empty();
+        let whole = terminated && !*continued;
         *continued = !terminated;
-        if skip {
-            // The line's content was all delivered already; its `\n` adds no line.
-            return;
-        }
         let mut text = String::from_utf8_lossy(raw).into_owned();
         if text.contains('\0') {
             text = text.replace('\0', "\u{FFFD}");
         }
+        let shown = if whole {
+            match self.masker.mask(&text) {
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(masked) => masked,
+            }
+        } else {
+            // regression: each piece of an over-long line was masked on its own, so a secret
+            // across the cut was stored in clear, in two halves.
+            let mut shown = self.masker.push_piece(&mut self.held, &text);
+            if terminated {
+                shown.push_str(&self.masker.finish_pieces(&mut self.held));
+            }
+            if shown.is_empty() {
+                // All held back, or the `\n` of a line delivered already: no line.
+                return;
+            }
+            shown
+        };
+        self.send_cut(shown).await;
+    }
+
+    /// Delivers what an over-long line still holds back (the stream ended mid-line).
+    async fn release_held(&mut self) {
+        let rest = self.masker.finish_pieces(&mut self.held);
+        if !rest.is_empty() {
+            self.send_cut(rest).await;
+        }
+    }
+
+    /// Sends masked `text` as one line, or cut at character boundaries into lines of at
+    /// most [`MAX_LINE_BYTES`] (decoding and masking can both lengthen a line).
+    async fn send_cut(&mut self, text: String) {
         if text.len() <= MAX_LINE_BYTES {
             return self.send_as(self.stream, text).await;
         }
-        // Decoding can lengthen a line (each invalid byte becomes 3), so cut again.
         let mut rest = text.as_str();
         while !rest.is_empty() {
             let mut cut = rest.len().min(MAX_LINE_BYTES);
@@ -195,11 +243,21 @@ mod tests {
     /// Writes `input` through a pipe that hands it over `chunk` bytes at a time and returns
     /// the lines read.
     async fn lines_of(input: impl Into<Vec<u8>>, chunk: usize) -> Vec<String> {
+        masked_lines_of(input, chunk, &Masker::default()).await
+    }
+
+    /// [`lines_of`] with `masker`.
+    async fn masked_lines_of(
+        input: impl Into<Vec<u8>>,
+        chunk: usize,
+        masker: &Masker,
+    ) -> Vec<String> {
         let input = input.into();
         let (mut writer, source) = tokio::io::duplex(chunk);
         let writing = tokio::spawn(async move { writer.write_all(&input).await.unwrap() });
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let reader = LineReader::new(source, Stream::Stdout, tx, CancellationToken::new());
+        let reader = LineReader::new(source, Stream::Stdout, tx, CancellationToken::new())
+            .masking(masker.clone());
         let reading = tokio::spawn(reader.run());
         let mut out = Vec::new();
         while let Some((stream, line)) = rx.recv().await {
@@ -274,5 +332,82 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), (Stream::Stderr, "tw".to_owned()));
         reading.await.unwrap();
         assert!(rx.recv().await.is_none());
+    }
+
+    /// Every delivered line is within the limit and shows no secret, and the lines
+    /// concatenate to the masked input lines (cut where the input was too long).
+    fn assert_masked(lines: &[String], input_lines: &[&str], masker: &Masker, secret: &str) {
+        for line in lines {
+            assert!(
+                line.len() <= MAX_LINE_BYTES,
+                "a line of {} bytes",
+                line.len()
+            );
+            assert!(!line.contains(secret), "a line shows the secret");
+        }
+        let expected: String = input_lines.iter().map(|l| masker.mask(l)).collect();
+        assert_eq!(lines.concat(), expected, "the masked text changed");
+    }
+
+    // The attacker's view: a step prints a secret exactly where the reader must cut (the
+    // line length limit), for every offset around each cut, through pipes that hand the
+    // bytes over in reads of every size. Before, each piece was masked on its own and the
+    // secret was stored in two clear halves.
+    #[tokio::test]
+    async fn a_secret_across_any_cut_or_read_is_masked() {
+        for secret in ["s3cr3t-T0KEN-0123456789abcdef", "пароль-ключ-✓"] {
+            let masker = Masker::new([secret]);
+            let starts = (MAX_LINE_BYTES - secret.len() - 2..=MAX_LINE_BYTES + 2)
+                .chain(2 * MAX_LINE_BYTES - secret.len()..=2 * MAX_LINE_BYTES);
+            for start in starts {
+                let line = "x".repeat(start) + secret + &"y".repeat(40 * 1024 - start);
+                for chunk in [4093, 1 << 16] {
+                    let lines = masked_lines_of(format!("{line}\nafter\n"), chunk, &masker).await;
+                    assert_masked(&lines, &[&line, "after"], &masker, secret);
+                    assert_eq!(lines.last().unwrap(), "after", "offset {start}");
+                    // The same line as the stream's unterminated end.
+                    let lines = masked_lines_of(line.clone(), chunk, &masker).await;
+                    assert_masked(&lines, &[&line], &masker, secret);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn short_lines_are_masked_whole_whatever_the_reads() {
+        let secret = "hunter2-hunter2";
+        let masker = Masker::new([secret]);
+        let input = format!("pw={secret}\n{secret}{secret}\r\nnone\n{secret}");
+        for chunk in 1..=secret.len() + 1 {
+            let lines = masked_lines_of(input.clone(), chunk, &masker).await;
+            assert_eq!(
+                lines,
+                ["pw=***", "******", "none", "***"],
+                "reads of {chunk}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_ending_in_a_held_back_prefix_is_delivered_whole() {
+        // The tail of an over-long line that could start a secret is held back, then
+        // delivered with the line's end, not lost and not delayed past it.
+        let masker = Masker::new(["abcdef"]);
+        let line = "x".repeat(MAX_LINE_BYTES + 10) + "abc";
+        let lines = masked_lines_of(format!("{line}\nnext\n"), 1 << 20, &masker).await;
+        assert_eq!(lines.concat(), line.clone() + "next");
+        assert_eq!(lines.last().unwrap(), "next");
+        let lines = masked_lines_of(line.clone(), 1 << 20, &masker).await;
+        assert_eq!(lines.concat(), line);
+    }
+
+    #[tokio::test]
+    async fn masks_shorter_than_their_secret_still_fit_the_limit() {
+        // A one-byte secret masked by three bytes makes a line longer; it is cut after.
+        let masker = Masker::new(["z"]);
+        let line = "z".repeat(MAX_LINE_BYTES);
+        let lines = masked_lines_of(format!("{line}\n"), 1 << 20, &masker).await;
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES));
+        assert_eq!(lines.concat(), "***".repeat(MAX_LINE_BYTES));
     }
 }

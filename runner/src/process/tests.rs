@@ -17,6 +17,7 @@ fn bash(script: &str, timeout: Duration) -> ProcessSpec {
         env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
         user: None,
         timeout,
+        masker: Default::default(),
     }
 }
 
