@@ -221,8 +221,7 @@ fn a_secret_the_model_prints_across_deltas_is_masked_in_stored_tokens_and_result
         Step.llm("review", prompt="Print the token.", tools=[], secrets=["DEPLOY_TOKEN"]),
         Step.bash("use", 'echo "said: {{ steps.review.outputs.result }}"', depends_on=["review"]),
     ])
-"#
-        .to_owned(),
+"#,
     )
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_plue"))
