@@ -1,6 +1,9 @@
 //! Keeping every process a step starts inside a boundary the runner can kill as a whole.
 //!
-//! Each step process is set up between `fork` and `exec` ([`prepare_child`]) to:
+//! [`spawn`] starts a step's leader (a `bash`/`python` step, an `llm` step's `bash` tool;
+//! [`spawn_tool`] for its `git`/`grep`) and returns a [`Contained`] whose end
+//! ([`Contained::finish`], or its drop) kills and sweeps everything the leader started.
+//! The leader is set up between `fork` and `exec` ([`prepare_child`]) to:
 //! - start a new *session* (`setsid`), so it and all its descendants are in sessions other
 //!   than the runner's, forever: a session cannot be joined, only created. The sweep (see
 //!   `reaper`) relies on this to tell an orphan of a step, re-parented to the runner, from a
@@ -38,6 +41,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::reaper;
+use crate::step_user::StepUser;
+
 /// Whether a step may use a cgroup; tests force the fallback with [`Mode::NoCgroup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -46,6 +52,147 @@ pub(crate) enum Mode {
     /// Only the process-group kill and the sweep, as on a host without cgroups.
     #[cfg_attr(not(test), allow(dead_code))]
     NoCgroup,
+}
+
+/// How long the end of a step may spend emptying its cgroup, and then sweeping.
+const FINISH_BUDGET: Duration = Duration::from_secs(1);
+
+/// Spawns `command` (its environment already built) as the leader of a step: in a new
+/// session, in a fresh cgroup where `mode` and the host allow it, then as `user` when one
+/// is given (`isolation::confine`), registered with the sweep. The returned [`Contained`]
+/// kills and sweeps everything the leader started, at [`Contained::finish`] or on drop.
+pub(crate) fn spawn(
+    command: &mut tokio::process::Command,
+    user: Option<StepUser>,
+    mode: Mode,
+) -> io::Result<(tokio::process::Child, Contained)> {
+    reaper::become_subreaper();
+    let cookie = reaper::new_cookie();
+    command.env(reaper::COOKIE_VAR, &cookie);
+    // Created before the spawn, so the child joins it before running anything.
+    let mut cgroup = StepCgroup::create(mode);
+    // Registered before `confine`: the join needs the runner's rights, not the step's.
+    prepare_child(command, cgroup.as_ref());
+    if let Some(user) = user {
+        // A private /proc (where allowed), then the attempt's user; last of the child's
+        // set-up, so anything before it still runs as root.
+        crate::isolation::confine(command, user);
+    }
+    let (child, live) = reaper::spawn_step(command, &cookie)?;
+    let pid = live.pid();
+    if cgroup.as_ref().is_some_and(|c| !c.holds(pid)) {
+        tracing::warn!(
+            pid,
+            "the step did not join its cgroup; relying on the sweep"
+        );
+        cgroup = None;
+    }
+    let leader = Pid::from_raw(pid);
+    let contained = Contained {
+        cgroup,
+        leader,
+        born: reaper::start_time(leader),
+        cookie,
+        live: Some(live),
+    };
+    Ok((child, contained))
+}
+
+/// [`spawn`] for a tool process of an `llm` step (`git`, `grep`): contained like a step,
+/// so a command a workspace's configuration smuggles in cannot outlive the call. Drop the
+/// [`Contained`] once the call is over.
+#[allow(dead_code)] // Hooked into the llm tools once their split into modules has landed.
+pub(crate) fn spawn_tool(
+    command: &mut tokio::process::Command,
+    user: Option<StepUser>,
+) -> io::Result<(tokio::process::Child, Contained)> {
+    spawn(command, user, Mode::Auto)
+}
+
+/// Everything a step's leader started: its cgroup (if any), session and group, cookie.
+/// Dropped without [`Contained::finish`] (the step was abandoned), it kills at once and
+/// sweeps on a thread of its own.
+#[derive(Debug)]
+pub(crate) struct Contained {
+    cgroup: Option<StepCgroup>,
+    /// The leader's pid, which is also its session and process group id.
+    leader: Pid,
+    born: Option<u64>,
+    cookie: String,
+    /// `None` once finished.
+    live: Option<reaper::LiveStep>,
+}
+
+impl Contained {
+    /// The leader's pid (= its session and process group id).
+    pub(crate) fn leader(&self) -> Pid {
+        self.leader
+    }
+
+    /// SIGKILLs the cgroup and the process group. Non-blocking; [`Contained::finish`] does
+    /// the rest.
+    pub(crate) fn kill(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+        reaper::kill_group(self.leader);
+    }
+
+    /// Kills everything, empties and removes the cgroup, then sweeps what escaped it (or
+    /// everything, without one) and reaps our zombies of the step. Call after the leader
+    /// was reaped, so no zombie of the step is the child tokio waits for.
+    pub(crate) async fn finish(mut self) {
+        let parts = self.take();
+        let done = tokio::task::spawn_blocking(move || parts.finish());
+        if let Err(err) = done.await {
+            tracing::warn!(%err, "sweeping the step's processes failed");
+        }
+    }
+
+    fn take(&mut self) -> Finishing {
+        Finishing {
+            cgroup: self.cgroup.take(),
+            leader: self.leader,
+            born: self.born,
+            cookie: std::mem::take(&mut self.cookie),
+            live: self.live.take(),
+        }
+    }
+}
+
+impl Drop for Contained {
+    fn drop(&mut self) {
+        if self.live.is_none() {
+            return;
+        }
+        self.kill();
+        let parts = self.take();
+        let _ = std::thread::Builder::new()
+            .name("plue-step-cleanup".into())
+            .spawn(move || parts.finish());
+    }
+}
+
+/// The end of a step, movable to a blocking thread.
+struct Finishing {
+    cgroup: Option<StepCgroup>,
+    leader: Pid,
+    born: Option<u64>,
+    cookie: String,
+    live: Option<reaper::LiveStep>,
+}
+
+impl Finishing {
+    fn finish(self) {
+        // The cgroup holds every descendant; the sweep is the net under it (and the whole
+        // of the containment without one) and reaps the orphans re-parented to us.
+        if let Some(cgroup) = self.cgroup {
+            cgroup.finish(FINISH_BUDGET);
+        }
+        reaper::sweep(self.leader, &self.cookie, self.born, FINISH_BUDGET);
+        // Only now may another step's sweep take what is left of this one.
+        drop(self.live);
+    }
 }
 
 /// A step's own cgroup v2 directory. Dropping it kills what is inside and removes it.
@@ -421,6 +568,55 @@ mod tests {
         assert!(StepCgroup::create(Mode::NoCgroup).is_none());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tool_s_smuggled_setsid_double_fork_dies_with_the_call() {
+        // A `git` whose workspace configuration runs a filter that escapes: the tool's
+        // command is contained like a step, as the step's user where the runner is root.
+        let user = nix::unistd::geteuid().is_root().then_some(StepUser {
+            uid: 65534,
+            gid: 65534,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let pids = dir.path().join("pids");
+        let mut command = tokio::process::Command::new("/bin/bash");
+        command
+            .arg("-c")
+            .arg(
+                r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1238.5' "$0" &
+                    while [ ! -s "$0" ]; do sleep 0.005; done)"#,
+            )
+            .arg(&pids)
+            .env_clear()
+            .kill_on_drop(true);
+        let (mut child, contained) = spawn_tool(&mut command, user).unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let pid: i32 = std::fs::read_to_string(&pids)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let alive = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                !stat[stat.rfind(')').unwrap() + 1..]
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        assert!(alive(pid), "the escapee runs while the call is not over");
+        drop(contained);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let survived = alive(pid);
+        if survived {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        assert!(!survived, "the escapee outlived the tool call");
+    }
+
     #[test]
     fn a_step_cgroup_is_killed_emptied_and_removed() {
         let Some(cgroup) = StepCgroup::create(Mode::Auto) else {
@@ -438,7 +634,7 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             // Registered, so a concurrent test's sweep leaves it to this one.
-            let (mut child, _live) = crate::reaper::spawn_step(&mut command, "no-cookie").unwrap();
+            let (mut child, _live) = reaper::spawn_step(&mut command, "no-cookie").unwrap();
             let pid = child.id().unwrap() as i32;
             assert!(cgroup.holds(pid), "the child joined before exec");
             assert!(cgroup.populated());

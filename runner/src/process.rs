@@ -35,7 +35,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::containment::{self, StepCgroup};
+use crate::containment;
 use crate::mask::Masker;
 use crate::protocol::Stream;
 use crate::reaper;
@@ -46,8 +46,6 @@ mod lines;
 
 /// How long after the kill reading may wait for the pipes' EOF.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// How long the sweep for escaped processes may keep retrying.
-const SWEEP_BUDGET: Duration = Duration::from_secs(1);
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -132,10 +130,6 @@ pub(crate) async fn run_contained(
     cancel: CancellationToken,
     mode: containment::Mode,
 ) -> io::Result<ProcessResult> {
-    reaper::become_subreaper();
-    let cookie = reaper::new_cookie();
-    // Created before the spawn, so the child joins it before running anything.
-    let mut cgroup = StepCgroup::create(mode);
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -144,35 +138,11 @@ pub(crate) async fn run_contained(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    command
-        .env_clear()
-        .envs(&spec.env)
-        .env(reaper::COOKIE_VAR, &cookie);
-    // Its own session and cgroup; registered before `confine` so it runs as the runner.
-    containment::prepare_child(&mut command, cgroup.as_ref());
-    if let Some(user) = spec.user {
-        // A private /proc (where allowed), then the attempt's user; last of the child's
-        // set-up, so anything before it still runs as root.
-        crate::isolation::confine(&mut command, user);
-    }
-
-    let (mut child, live) = reaper::spawn_step(&mut command, &cookie)?;
+    command.env_clear().envs(&spec.env);
+    // Its own session and (where the host allows) cgroup, then the attempt's user.
+    let (mut child, contained) = containment::spawn(&mut command, spec.user, mode)?;
     let started = Instant::now();
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
-    // `setsid` makes the child the leader of a session and a group whose ids are its pid.
-    let pgid = Pid::from_raw(pid);
-    let born = reaper::start_time(pgid);
-    let guard = GroupGuard(Some(pgid));
-    if cgroup.as_ref().is_some_and(|c| !c.holds(pid)) {
-        tracing::warn!(
-            pid,
-            "the step did not join its cgroup; relying on the sweep"
-        );
-        cgroup = None;
-    }
+    let pgid = contained.leader();
 
     let stop = CancellationToken::new();
     let readers = [
@@ -188,26 +158,11 @@ pub(crate) async fn run_contained(
 
     let trigger = wait_for_trigger(&mut child, pgid, spec.timeout, &cancel).await;
     let duration = started.elapsed();
-    if let Some(cgroup) = &cgroup {
-        cgroup.kill();
-    }
-    reaper::kill_group(pgid);
+    contained.kill();
     let killed_at = Instant::now();
     let status = child.wait().await;
-    guard.disarm();
-
-    // The cgroup holds every descendant; the sweep is the net under it (and the whole of
-    // the containment without one) and reaps the orphans that were re-parented to us.
-    let sweep = tokio::task::spawn_blocking(move || {
-        if let Some(cgroup) = cgroup {
-            cgroup.finish(SWEEP_BUDGET);
-        }
-        reaper::sweep(pgid, &cookie, born, SWEEP_BUDGET);
-        drop(live);
-    });
-    if let Err(err) = sweep.await {
-        tracing::warn!(%err, "sweeping the step's processes failed");
-    }
+    // After the leader was reaped: the sweep may then collect every zombie of the step.
+    contained.finish().await;
 
     let drain = futures::future::join_all(readers.into_iter().flatten());
     tokio::pin!(drain);
@@ -285,24 +240,6 @@ where
     let reader =
         LineReader::new(source, stream, lines.clone(), stop.clone()).masking(masker.clone());
     tokio::spawn(reader.run())
-}
-
-/// SIGKILLs the step's process group if `run` is dropped before it did so itself (the
-/// `kill_on_drop` of the child only reaches the leader).
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            reaper::kill_group(pgid);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,13 @@ fn live() -> MutexGuard<'static, BTreeMap<i32, String>> {
 #[derive(Debug)]
 pub(crate) struct LiveStep(i32);
 
+impl LiveStep {
+    /// The leader's pid.
+    pub(crate) fn pid(&self) -> i32 {
+        self.0
+    }
+}
+
 impl Drop for LiveStep {
     fn drop(&mut self) {
         live().remove(&self.0);
@@ -206,6 +213,10 @@ mod linux {
                     let Some(stat) = read_stat(pid) else { continue };
                     let recorded = killed.contains(&(pid, stat.start_time));
                     if matches!(stat.state, b'Z' | b'X') {
+                        if pid == step {
+                            // The leader is tokio's to reap (its `Child`), never ours.
+                            continue;
+                        }
                         if stat.ppid == me && (recorded || orphan(pid, &stat)) {
                             // Our own zombie, attributable to the step: collect it.
                             let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));

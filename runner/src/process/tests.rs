@@ -411,6 +411,52 @@ attacks! {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_step_s_escapees_die_too() {
+    // The agent drops a step's future (the runner shuts down, a select! loses): the kill
+    // and the sweep still happen, from the drop. (The escapee keeps its environment: until
+    // the abandon, a concurrent test's sweep must know it for a running step's.)
+    for mode in [Mode::Auto, Mode::NoCgroup] {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        std::fs::write(&pids_file, "").unwrap();
+        let script = format!(
+            "{ATTACK_PRELUDE}\n\
+             (setsid /bin/bash -c \"$ESCAPEE\" \"$PIDS\" >/dev/null 2>&1 & await_pids 1)\n\
+             sleep 30"
+        );
+        let mut spec = bash(&script, Duration::from_secs(60));
+        spec.env
+            .insert("PIDS".into(), pids_file.display().to_string());
+        let (tx, _rx) = mpsc::channel(64);
+        let step = tokio::spawn(run_contained(spec, tx, CancellationToken::new(), mode));
+        let recorded = || std::fs::read_to_string(&pids_file).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while recorded().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid: i32 = recorded().trim().parse().expect("the escapee started");
+        assert!(
+            is_our_sleep(pid),
+            "{mode:?}: the escapee runs before the abandon"
+        );
+        step.abort();
+        let _ = step.await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while is_our_sleep(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let survived = is_our_sleep(pid);
+        if survived {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        assert!(
+            !survived,
+            "{mode:?}: the escapee outlived its abandoned step"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setsid_double_fork_as_another_user_dies_with_its_step() {
     if !nix::unistd::geteuid().is_root() {
         // Switching users needs root; the other attacks cover a non-root runner.
