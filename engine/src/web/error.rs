@@ -11,7 +11,8 @@ use super::render;
 
 #[derive(Debug)]
 pub(super) enum WebError {
-    /// The request is wrong or names nothing (the given 4xx, with a message for the user).
+    /// The request is wrong or names nothing, or the API refused it: the given status with a
+    /// message for the user.
     Client(StatusCode, String),
     /// Reads are private and the request carries no valid token: the sign-in page (401).
     SignIn { next: String, message: String },

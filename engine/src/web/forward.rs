@@ -23,17 +23,31 @@ use super::Web;
 /// the browser, not the dashboard.
 pub(super) type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
 
-/// Sends `method uri` to the API with the session's token, the `pass` headers of `headers`
-/// and the browser's address.
+/// An API request made for the dashboard.
+pub(super) struct ApiCall<'a> {
+    pub(super) method: Method,
+    pub(super) uri: &'a str,
+    /// Headers of the browser's request handed on (e.g. `Accept`, `Last-Event-ID`).
+    pub(super) pass: &'a [HeaderName],
+    /// A JSON body.
+    pub(super) json: Option<serde_json::Value>,
+}
+
+/// Sends `call` to the API with the session's token, the `pass` headers of the browser's
+/// `headers` and the browser's address.
 pub(super) async fn call(
     web: &Web,
     session: &Session,
-    method: Method,
-    uri: &str,
+    call: ApiCall<'_>,
     headers: &HeaderMap,
-    pass: &[HeaderName],
     client: Client,
 ) -> WebResult<Response> {
+    let ApiCall {
+        method,
+        uri,
+        pass,
+        json,
+    } = call;
     let mut request = Request::builder().method(method).uri(uri);
     for name in pass {
         for value in headers.get_all(name) {
@@ -43,8 +57,15 @@ pub(super) async fn call(
     if let Some(token) = &session.token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
+    let body = match json {
+        Some(json) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
     let mut request = request
-        .body(Body::empty())
+        .body(body)
         .map_err(|e| WebError::Internal(anyhow::anyhow!("building an API request: {e}")))?;
     if let Some(Extension(info)) = client {
         request.extensions_mut().insert(info);
@@ -54,7 +75,8 @@ pub(super) async fn call(
     Ok(response.unwrap_or_else(|never| match never {}))
 }
 
-/// The `{"error": "..."}` message of an API error response, as a dashboard error.
+/// The `{"error": "..."}` message of an API error response, as a dashboard error page
+/// with the API's status.
 pub(super) async fn api_error(response: Response) -> WebError {
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
@@ -64,9 +86,8 @@ pub(super) async fn api_error(response: Response) -> WebError {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_else(|| "the API refused the request".to_string());
-    if status.is_server_error() {
-        WebError::Internal(anyhow::anyhow!("the API answered {status}: {message}"))
-    } else if status == StatusCode::UNAUTHORIZED {
+    // The API's 5xx bodies say nothing internal (its invariant), so they can be shown.
+    if status == StatusCode::UNAUTHORIZED {
         WebError::Client(
             StatusCode::UNAUTHORIZED,
             format!("{message}: sign in again."),

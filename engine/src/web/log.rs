@@ -14,8 +14,9 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::{WebError, WebResult};
+use super::forward::{self, ApiCall};
 use super::session::{Chrome, Session};
-use super::{encode, forward, parse_run_id, render, Web};
+use super::{encode, parse_run_id, render, Web};
 use crate::api::views::{RunView, StepView};
 use crate::store::{StepRunRow, Store};
 
@@ -84,8 +85,13 @@ pub(super) async fn stream(
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let api = format!("/api/runs/{run_id}/steps/{}/logs{query}", encode(&step));
     let pass = [header::ACCEPT, HeaderName::from_static("last-event-id")];
-    let response =
-        forward::call(&web, &session, Method::GET, &api, &headers, &pass, client).await?;
+    let call = ApiCall {
+        method: Method::GET,
+        uri: &api,
+        pass: &pass,
+        json: None,
+    };
+    let response = forward::call(&web, &session, call, &headers, client).await?;
     if !response.status().is_success() {
         return Err(forward::api_error(response).await);
     }

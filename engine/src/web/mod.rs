@@ -1,7 +1,7 @@
 //! The dashboard: HTML pages rendered by the server at `/` — runs, a run's DAG and steps, a
-//! step's live log, the runners and the pool — with a little JavaScript from `/assets` for
-//! the live parts. Templates (`templates/`) and assets (`assets/`) are compiled into the
-//! binary; nothing needs a front-end build.
+//! step's live log, repositories and their workflows, the runners and the pool — with a
+//! little JavaScript from `/assets` for the live parts. Templates (`templates/`) and assets
+//! (`assets/`) are compiled into the binary; nothing needs a front-end build.
 //!
 //! [`router`] is the only entry point. Pages read through the [`Store`](crate::store::Store)
 //! and the API's view types; writes (cancel, re-run) and the log stream go through the
@@ -23,6 +23,7 @@ mod error;
 mod forward;
 mod log;
 mod render;
+mod repos;
 mod run;
 mod runners;
 mod runs;
@@ -101,6 +102,9 @@ pub fn router(state: WebState) -> Router {
         .route("/runs/{id}/steps/{step}/stream", get(log::stream))
         .route("/runs/{id}/steps/{step}/raw", get(log::raw))
         .route("/runners", get(runners::page))
+        .route("/repos", get(repos::list))
+        .route("/repos/{owner}/{name}", get(repos::page))
+        .route("/repos/{owner}/{name}/dispatch", post(repos::dispatch))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/assets/{file}", get(assets::serve))

@@ -21,6 +21,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("run_live.html", include_str!("templates/run_live.html")),
     ("log.html", include_str!("templates/log.html")),
     ("runners.html", include_str!("templates/runners.html")),
+    ("repos.html", include_str!("templates/repos.html")),
+    ("repo.html", include_str!("templates/repo.html")),
 ];
 
 fn environment() -> &'static Result<Environment<'static>, String> {

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::dag::{self, Layout};
 use super::error::{WebError, WebResult};
+use super::forward::{self, ApiCall};
 use super::session::{Chrome, CsrfForm, Session};
-use super::{forward, parse_run_id, render, Web};
+use super::{parse_run_id, render, Web};
 use crate::api::views::RunView;
 
 #[derive(Serialize)]
@@ -138,7 +139,13 @@ async fn write(
 ) -> WebResult<Response> {
     let session = Session::load(web, headers, "/").await?;
     session.check_write(headers, &form.csrf)?;
-    forward::call(web, &session, Method::POST, api_path, headers, &[], None).await
+    let call = ApiCall {
+        method: Method::POST,
+        uri: api_path,
+        pass: &[],
+        json: None,
+    };
+    forward::call(web, &session, call, headers, None).await
 }
 
 fn see_other(location: &str) -> Response {

@@ -529,3 +529,133 @@ async fn runners_page_lists_registered_runners() {
     assert!(reply.body.contains("No runner has registered."));
     assert_csp(&reply);
 }
+
+/// A repository `acme/app` (default branch `main`) with a run of `ci.plue.py` whose plan
+/// has a manual trigger, and a run of `broken.plue.py` on `main` that did not evaluate.
+async fn repository(fx: &Fixture) -> (i64, i64) {
+    use crate::store::{NewRepo, RunRepo};
+    use evaluator::plan::{ManualInput, Trigger};
+    let repo = fx
+        .store()
+        .create_repo(&NewRepo {
+            name: "acme/app",
+            clone_url: "https://forge.example/acme/app.git",
+            forge: "gitea",
+            webhook_secret_sealed: "plain:s",
+            api_url: None,
+            api_token_sealed: None,
+            default_branch: Some("main"),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let mut inputs = BTreeMap::new();
+    inputs.insert(
+        "target".to_string(),
+        ManualInput {
+            default: None,
+            required: true,
+            description: Some(format!("where to {HOSTILE}")),
+            options: vec!["staging".into(), "production".into()],
+        },
+    );
+    inputs.insert(
+        "note".to_string(),
+        ManualInput {
+            default: Some("hello".into()),
+            required: false,
+            description: None,
+            options: vec![],
+        },
+    );
+    let mut ci = plan("ci", vec![bash("build", &[])]);
+    ci.triggers = vec![Trigger::Manual { inputs }];
+    let json = serde_json::to_string(&ci).unwrap();
+    let run_repo = Some(RunRepo {
+        repo_id: repo.id,
+        secrets_allowed: true,
+    });
+    let mut run = NewRun {
+        workflow_source: "acme/app",
+        workflow_path: ".plue/ci.plue.py",
+        event: "push",
+        git_ref: "refs/heads/main",
+        sha: "1111111111",
+        context_json: "{}",
+        plan: &ci,
+        plan_json: &json,
+        plan_hash: "h",
+        workspace: &WorkspaceSource::Empty,
+        rerun_of: None,
+        repo: run_repo,
+    };
+    let ci_run = fx.executor.start_run(&run).await.unwrap();
+    run.git_ref = "refs/heads/feature";
+    fx.executor.start_run(&run).await.unwrap();
+    let empty = plan("broken", vec![]);
+    let empty_json = serde_json::to_string(&empty).unwrap();
+    run.workflow_path = ".plue/broken.plue.py";
+    run.git_ref = "refs/heads/main";
+    run.plan = &empty;
+    run.plan_json = &empty_json;
+    run.plan_hash = "";
+    let broken = fx
+        .store()
+        .create_failed_run(&run, &format!("broken.plue.py:2:1: {HOSTILE}"))
+        .await
+        .unwrap();
+    (ci_run, broken)
+}
+
+#[tokio::test]
+async fn repository_page_shows_workflows_errors_and_the_dispatch_form() {
+    let fx = Fixture::new(false).await;
+    let (ci_run, broken) = repository(&fx).await;
+    let list = fx.get("/repos").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains("href=\"/repos/acme/app\""));
+    let anonymous = fx.get("/repos/acme/app").await;
+    assert_eq!(anonymous.status, StatusCode::OK, "{}", anonymous.body);
+    assert_csp(&anonymous);
+    assert!(anonymous.body.contains("to run this workflow by hand"));
+    assert!(!anonymous.raw.contains("<script>alert"));
+    assert!(anonymous.body.contains(&format!(
+        "run #{broken}</a>)<pre>broken.plue.py:2:1: &lt;script&gt;"
+    )));
+    assert!(anonymous.body.contains(&format!("href=\"/runs/{ci_run}\"")));
+    assert_eq!(anonymous.body.matches("data-workflow=").count(), 2);
+    let (cookie, csrf) = fx.sign_in().await;
+    let page = fx.get_with("/repos/acme/app", Some(&cookie)).await;
+    assert!(page
+        .body
+        .contains("<select name=\"input.target\" required>"));
+    assert!(page.body.contains("<option>production</option>"));
+    assert!(page.body.contains("name=\"input.note\" value=\"hello\">"));
+    assert!(page.body.contains("title=\"required\""));
+    assert_eq!(
+        fx.get("/repos/acme/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The form reaches the API's dispatch (which, without an evaluator, says so).
+    let reply = fx
+        .post_form(
+            "/repos/acme/app/dispatch",
+            &format!(
+                "csrf={csrf}&workflow=.plue%2Fci.plue.py&ref=main&input.target=staging&input.note="
+            ),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{}", reply.body);
+    assert!(reply.body.contains("this engine has no evaluator"));
+    let forged = fx
+        .post_form(
+            "/repos/acme/app/dispatch",
+            "csrf=guess&workflow=.plue%2Fci.plue.py",
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+}
