@@ -12,6 +12,7 @@
 //! `$TMPDIR/plue-team`) as `dashboard-*.png`. Without Chromium and chromedriver the test
 //! says so and passes, unless `PLUE_REQUIRE_BROWSER=1`.
 
+#[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 mod webdriver;
 
