@@ -324,3 +324,12 @@ fn a_workflow_cannot_send_the_api_key_to_its_own_server() {
         "the refusal names the variable:\n{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn the_default_tools_are_one_list() {
+    // The evaluator (what a plan may name, the default of a step without `tools`) cannot
+    // depend on the prompts crate, whose list the runner offers and prompt files are
+    // checked against; the engine sees both, so it pins them equal.
+    assert_eq!(evaluator::plan::DEFAULT_LLM_TOOLS, prompts::TOOLS);
+    assert_eq!(runner::llm::tools::ALL, prompts::TOOLS);
+}

@@ -1,0 +1,94 @@
+//! `git_diff`: the uncommitted changes of the workspace's own checkout (`<root>/.git`)
+//! and its untracked files, with git's hooks, fsmonitor, textconv and external diff
+//! drivers off.
+
+use serde_json::{json, Value};
+
+use super::args::{bool_arg, optional_string_arg};
+use super::paths::{lexical, path_schema, rel_or_dot};
+use super::{ToolOutput, Toolbox, COMMAND_TIMEOUT};
+
+/// What every `git` call starts with: no pager, quoted paths off, and none of the config
+/// that runs commands (hooks, fsmonitor) — a workspace's own `.git/config` is not trusted.
+pub(super) const GIT_SAFE_ARGS: [&str; 7] = [
+    "--no-pager",
+    "-c",
+    "core.quotepath=off",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+];
+
+impl Toolbox {
+    pub(super) async fn git_diff(&self, input: &Value) -> Result<ToolOutput, String> {
+        let requested = optional_string_arg(input, "path")?;
+        let staged = bool_arg(input, "staged")?.unwrap_or(false);
+        let relative = match requested {
+            Some(path) => {
+                let rel = lexical(path)?;
+                // A deleted file has no canonical path; its parent must still be inside.
+                let full = self.root.join(&rel);
+                if full.symlink_metadata().is_ok() {
+                    self.resolve_existing(path)?;
+                } else {
+                    self.check_ancestors(path, &full)?;
+                }
+                rel_or_dot(&rel)
+            }
+            None => ".".to_owned(),
+        };
+        // A copied workspace has no .git, and lives inside the host's repository: git must
+        // not find that one.
+        if self.root.join(".git").symlink_metadata().is_err() {
+            return Err(
+                "the workspace is not a git checkout (it has no .git at its root), so there \
+                 is no diff to show"
+                    .into(),
+            );
+        }
+        let mut args = GIT_SAFE_ARGS.to_vec();
+        args.extend(["diff", "--no-color", "--no-ext-diff", "--no-textconv"]);
+        if staged {
+            args.push("--cached");
+        }
+        args.extend(["--", &relative]);
+        let diff = self.command("git", &args, COMMAND_TIMEOUT).await?;
+        if diff.code != Some(0) && !diff.truncated {
+            return Err(format!("git diff failed: {}", diff.stderr.trim()));
+        }
+        let mut args = GIT_SAFE_ARGS.to_vec();
+        args.extend([
+            "ls-files",
+            "--others",
+            "--exclude-standard",
+            "--",
+            &relative,
+        ]);
+        let untracked = self.command("git", &args, COMMAND_TIMEOUT).await?;
+        let mut text = diff.stdout;
+        if untracked.code == Some(0) && !untracked.stdout.trim().is_empty() {
+            text.push_str("\n# untracked files (not in the diff):\n");
+            text.push_str(&untracked.stdout);
+        }
+        if text.trim().is_empty() {
+            text = "no changes".into();
+        }
+        Ok(ToolOutput::ok(text))
+    }
+}
+
+/// What the model is told about `git_diff`: its description and input schema.
+pub(super) fn definition() -> (&'static str, Value) {
+    (
+        "Show the uncommitted changes of the workspace's git checkout (git diff) and \
+         list untracked files.",
+        json!({
+            "type": "object",
+            "properties": {
+                "path": path_schema("Limit the diff to this file or directory"),
+                "staged": {"type": "boolean", "description": "Show staged changes (git diff --cached)"}
+            }
+        }),
+    )
+}
