@@ -68,6 +68,8 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     let sandbox = Sandbox::new("dashboard");
     let go = sandbox.shared("go");
     let go = go.to_str().expect("a UTF-8 path");
+    let flag = sandbox.shared("flaky");
+    let flag = flag.to_str().expect("a UTF-8 path");
     let print = format!(
         "echo first-line; echo '{HOSTILE_LINE}'; printf '\\033[31mred-text\\033[0m\\n'; \
          while [ ! -s {go} ]; do sleep 0.05; done; echo after-go"
@@ -79,7 +81,9 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
              Step.bash('prepare', 'echo ready'),\n        \
              Step.bash('print', {print:?}, depends_on=['prepare']),\n        \
              Step.bash('big', 'seq 1 100000', depends_on=['prepare']),\n        \
-             Step.bash('report', 'echo done', depends_on=['print', 'big']),\n    ])\n"
+             Step.bash('flaky', 'if [ ! -s {flag} ]; then echo x > {flag}; exit 7; fi', \
+             retries=1, backoff=0, depends_on=['prepare']),\n        \
+             Step.bash('report', 'echo done', depends_on=['print', 'big', 'flaky']),\n    ])\n"
         ),
     );
     let waits = sandbox.write(
@@ -104,17 +108,17 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             Duration::from_secs(10),
             "the DAG's nodes",
             "const n = document.querySelectorAll('#dag a.node'); \
-             return n.length === 4 ? Array.from(n).map(e => e.dataset.step) : null;",
+             return n.length === 5 ? Array.from(n).map(e => e.dataset.step) : null;",
         )
         .await;
-    assert_eq!(nodes, json!(["prepare", "print", "big", "report"]));
+    assert_eq!(nodes, json!(["prepare", "print", "big", "flaky", "report"]));
     let edges = browser
         .run(
             "return document.querySelectorAll('#dag path.edge').length;",
             json!([]),
         )
         .await;
-    assert_eq!(edges, 4);
+    assert_eq!(edges, 6);
     // `print` starts running while the page is open; the live part shows it.
     browser
         .wait(
@@ -202,11 +206,23 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             Duration::from_secs(10),
             "every node to turn succeeded",
             "const n = Array.from(document.querySelectorAll('#dag a.node')).map(e => e.dataset.status); \
-             return n.length === 4 && n.every(s => s === 'succeeded') && \
+             return n.length === 5 && n.every(s => s === 'succeeded') && \
              document.getElementById('run-status').textContent === 'succeeded' ? n : null;",
         )
         .await;
-    assert_eq!(states.as_array().unwrap().len(), 4);
+    assert_eq!(states.as_array().unwrap().len(), 5);
+    // The retried step lists both attempts: the first failed with its exit code.
+    let attempts = browser
+        .run(
+            "return Array.from(document.querySelectorAll('tr.attempt')).map(r => \
+             [r.dataset.attempt, r.children[0].textContent, r.children[3].textContent]);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        attempts,
+        json!([["flaky:1", "failed", "7"], ["flaky:2", "succeeded", "0"]])
+    );
     browser.screenshot(&shots.join("dashboard-run.png")).await;
 
     // 100,000 lines: loaded and at the last line quickly.

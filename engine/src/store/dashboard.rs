@@ -21,6 +21,20 @@ pub struct RunFilter {
     pub before: Option<i64>,
 }
 
+/// One attempt of a step, for the run page.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub step_run_id: i64,
+    pub number: i64,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The name of the runner that took it.
+    pub runner: Option<String>,
+}
+
 /// The runs' columns in [`RunRow`] order (as `runs.rs` reads them).
 const COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
      w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, \
@@ -75,6 +89,19 @@ impl Store {
              JOIN step_runs s ON s.id = a.step_run_id \
              WHERE a.status IN ('claimed', 'running') ORDER BY a.id",
         )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Every attempt of the run's steps, by step and number.
+    pub async fn dashboard_attempts(&self, run_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT a.step_run_id, a.number, a.status, a.exit_code, a.reason, a.started_at, \
+             a.finished_at, r.name AS runner FROM attempts a \
+             JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
+             WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",
+        )
+        .bind(run_id)
         .fetch_all(pool)
         .await?))
     }

@@ -32,7 +32,7 @@ use sqlx::sqlite::{
 };
 
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
-pub use dashboard::RunFilter;
+pub use dashboard::{AttemptRow, RunFilter};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use logs::StoredLine;
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};

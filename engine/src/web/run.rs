@@ -3,6 +3,8 @@
 //! evaluate, and cancel / re-run forms. `/runs/{id}/live` is the changing part alone,
 //! which `assets/live.js` polls until the run is final.
 
+use std::collections::HashMap;
+
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -26,6 +28,18 @@ struct RunPage {
     eval_error: Option<String>,
     can_cancel: bool,
     can_rerun: bool,
+    /// Each step's attempts (by step id), shown for steps that had more than one.
+    attempts: HashMap<String, Vec<AttemptView>>,
+}
+
+#[derive(Serialize)]
+struct AttemptView {
+    number: i64,
+    status: String,
+    exit_code: Option<i64>,
+    reason: Option<String>,
+    duration_ms: Option<i64>,
+    runner: Option<String>,
 }
 
 async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage> {
@@ -57,6 +71,27 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
             .collect();
         dag::layout(&placed)
     };
+    let step_ids: HashMap<i64, &str> = steps.iter().map(|s| (s.id, s.step_id.as_str())).collect();
+    let mut attempts: HashMap<String, Vec<AttemptView>> = HashMap::new();
+    for attempt in store.dashboard_attempts(id).await? {
+        let Some(step) = step_ids.get(&attempt.step_run_id) else {
+            continue;
+        };
+        attempts
+            .entry(step.to_string())
+            .or_default()
+            .push(AttemptView {
+                duration_ms: attempt
+                    .finished_at
+                    .zip(attempt.started_at)
+                    .map(|(f, s)| f - s),
+                number: attempt.number,
+                status: attempt.status,
+                exit_code: attempt.exit_code,
+                reason: attempt.reason,
+                runner: attempt.runner,
+            });
+    }
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
     let done = !matches!(run.status.as_str(), "queued" | "running");
@@ -65,6 +100,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         can_cancel: !done && !run.cancel_requested,
         can_rerun: done && evaluated,
         run: RunView::new(run, Some(steps)),
+        attempts,
         dag,
         done,
         eval_error,

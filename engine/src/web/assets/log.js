@@ -248,6 +248,8 @@
   function scrollToRow(row) {
     followEl.checked = false;
     programmatic = true;
+    // The spacer may still have the height of the last frame's line count.
+    spacer.style.height = entries.length * LINE_HEIGHT + "px";
     viewport.scrollTop = Math.max(0, row * LINE_HEIGHT - viewport.clientHeight / 2);
     queueRender();
   }
