@@ -659,3 +659,25 @@ async fn repository_page_shows_workflows_errors_and_the_dispatch_form() {
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_run_of_500_steps_renders_quickly() {
+    let fx = Fixture::new(false).await;
+    let ids: Vec<String> = (0..500).map(|i| format!("step-{i}")).collect();
+    let steps = (0..500)
+        .map(|i| match i {
+            0 => bash(&ids[0], &[]),
+            _ => bash(&ids[i], &[&ids[(i - 1) / 3]]),
+        })
+        .collect();
+    let id = fx.start(&plan("wide", steps)).await;
+    let started = std::time::Instant::now();
+    let reply = fx.get(&format!("/runs/{id}")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.matches("class=\"node ").count(), 500);
+    assert_eq!(reply.body.matches("<path class=\"edge ").count(), 499);
+    eprintln!("a 500-step run page rendered in {took:?}");
+    // The goal for a first paint; a debug build takes ~20 ms here.
+    assert!(took < std::time::Duration::from_millis(300), "{took:?}");
+}
