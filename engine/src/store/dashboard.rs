@@ -106,3 +106,130 @@ impl Store {
         .await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use evaluator::plan::{Action, Plan, Step};
+    use runner::protocol::WorkspaceSource;
+
+    use super::*;
+    use crate::store::NewRun;
+
+    /// A fresh SQLite store, and a PostgreSQL one when a server can be started.
+    async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+        if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
+            let url = server.new_database().unwrap();
+            stores.push((Store::connect(&url).await.unwrap(), None));
+        }
+        stores
+    }
+
+    /// Runs `name` of `path` on `git_ref`; `failed` makes it a run that did not evaluate.
+    async fn run(store: &Store, name: &str, git_ref: &str, event: &str, failed: bool) -> i64 {
+        let plan = Plan {
+            name: name.into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![Step::new(
+                "a",
+                Action::Bash {
+                    command: "true".into(),
+                },
+            )],
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        let path = format!("/w/{name}.plue.py");
+        let new = NewRun {
+            workflow_source: "local",
+            workflow_path: &path,
+            event,
+            git_ref,
+            sha: "0",
+            context_json: "{}",
+            plan: &plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: None,
+        };
+        if failed {
+            store.create_failed_run(&new, "no").await.unwrap()
+        } else {
+            store.create_run(&new, 4).await.unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn filters_and_keyset_pages_on_both_backends() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let mut ids = Vec::new();
+            for i in 0..12 {
+                let (name, git_ref) = if i % 3 == 0 {
+                    ("deploy", "refs/tags/v1")
+                } else {
+                    ("ci", "refs/heads/main")
+                };
+                let event = if i % 2 == 0 { "push" } else { "manual" };
+                ids.push(run(&store, name, git_ref, event, i == 11).await);
+            }
+            let all = RunFilter::default();
+            let page: Vec<i64> = store
+                .dashboard_runs(&all, 5)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            let newest: Vec<i64> = ids.iter().rev().take(5).copied().collect();
+            assert_eq!(page, newest, "{backend}: newest first");
+            let next = RunFilter {
+                before: Some(page[4]),
+                ..RunFilter::default()
+            };
+            let second = store.dashboard_runs(&next, 100).await.unwrap();
+            assert_eq!(second.len(), 7, "{backend}: the rest");
+            assert!(second.iter().all(|r| r.id < page[4]));
+            let count = |filter: RunFilter| {
+                let store = store.clone();
+                async move { store.dashboard_runs(&filter, 100).await.unwrap().len() }
+            };
+            let branch = |b: &str| RunFilter {
+                branch: Some(b.into()),
+                ..RunFilter::default()
+            };
+            assert_eq!(count(branch("main")).await, 8, "{backend}: a branch name");
+            assert_eq!(
+                count(branch("refs/tags/v1")).await,
+                4,
+                "{backend}: a full ref"
+            );
+            let workflow = RunFilter {
+                workflow: Some("deploy".into()),
+                event: Some("push".into()),
+                ..RunFilter::default()
+            };
+            assert_eq!(count(workflow).await, 2, "{backend}: workflow and event");
+            let failed = RunFilter {
+                status: Some("failed".into()),
+                repository: Some("local".into()),
+                ..RunFilter::default()
+            };
+            assert_eq!(count(failed).await, 1, "{backend}: status and repository");
+            let hostile = RunFilter {
+                workflow: Some("ci' OR '1'='1".into()),
+                ..RunFilter::default()
+            };
+            assert_eq!(count(hostile).await, 0, "{backend}: values are bound");
+            let workflows = store.dashboard_workflows(10).await.unwrap();
+            assert_eq!(workflows.len(), 2, "{backend}");
+            assert!(store.dashboard_attempts(ids[0]).await.unwrap().is_empty());
+            assert!(store.dashboard_busy_runners().await.unwrap().is_empty());
+        }
+    }
+}

@@ -357,7 +357,13 @@
       refreshHeader();
     });
     source.addEventListener("error", function () {
-      if (!finished) setState("Reconnecting…");
+      if (finished) return;
+      setState("Reconnecting…");
+      // The browser retries by itself unless the answer was an error (e.g. 429 or 401):
+      // then start again from the last line shown, a little later.
+      if (source.readyState === EventSource.CLOSED) {
+        window.setTimeout(follow, 3000);
+      }
     });
   }
 
