@@ -5,6 +5,8 @@
 //! - a step's log page shows lines as the step prints them, ANSI colours as spans, a line
 //!   with HTML in it as text (no script of the log runs), and a 100,000-line log loads and
 //!   scrolls to its end within a second or two;
+//! - an `llm` step (against `testkit`'s scripted Messages server) reads as a timeline: the
+//!   model's text, folded tool calls and results (whole in a panel), usage per turn;
 //! - signing in and pressing Cancel cancels a run (the CSRF-protected form, in a browser);
 //! - no page logs a console error (a CSP violation would be one).
 //!
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
+use testkit::claude::{FakeClaude, Turn};
 use webdriver::Browser;
 
 const HOSTILE_LINE: &str = r#"<script>document.title="pwned"</script><img src=x onerror=alert(1)>"#;
@@ -83,7 +86,9 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
              Step.bash('big', 'seq 1 100000', depends_on=['prepare']),\n        \
              Step.bash('flaky', 'if [ ! -s {flag} ]; then echo x > {flag}; exit 7; fi', \
              retries=1, backoff=0, depends_on=['prepare']),\n        \
-             Step.bash('report', 'echo done', depends_on=['print', 'big', 'flaky']),\n    ])\n"
+             Step.bash('report', 'echo done', depends_on=['print', 'big', 'flaky']),\n        \
+             Step.llm('review', prompt='Review notes.txt', tools=['read_file'], max_turns=3, \
+             depends_on=['prepare']),\n    ])\n"
         ),
     );
     let waits = sandbox.write(
@@ -93,8 +98,23 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
              Step.bash('forever', 'while [ ! -s {go}x ]; do sleep 0.05; done'),\n    ])\n"
         ),
     );
+    sandbox.write("ws/notes.txt", "one\ntwo\nthree\n");
+    let claude = FakeClaude::start(vec![
+        Turn::new()
+            .text_block(&["I'll read ", "the notes."])
+            .tool_use("toolu_01", "read_file", &json!({"path": "notes.txt"}))
+            .usage(120, 30)
+            .reply(),
+        Turn::text(&["Looks ", "good: 3 li", "nes.\nShip it ", "<b>now</b>"])
+            .usage(180, 12)
+            .reply(),
+    ]);
+    // The engine hands its own ANTHROPIC_BASE_URL to its runners; nothing else here reads
+    // the environment (this binary has one test).
+    std::env::set_var("ANTHROPIC_BASE_URL", claude.url());
+    let key = "ANTHROPIC_API_KEY=sk-ant-dashboard-test-key";
     let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "2"])
+        .serve("engine", free_port(), &["--runners", "2", "--secret", key])
         .await;
     let http = client();
     let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
@@ -108,17 +128,20 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             Duration::from_secs(10),
             "the DAG's nodes",
             "const n = document.querySelectorAll('#dag a.node'); \
-             return n.length === 5 ? Array.from(n).map(e => e.dataset.step) : null;",
+             return n.length === 6 ? Array.from(n).map(e => e.dataset.step) : null;",
         )
         .await;
-    assert_eq!(nodes, json!(["prepare", "print", "big", "flaky", "report"]));
+    assert_eq!(
+        nodes,
+        json!(["prepare", "print", "big", "flaky", "report", "review"])
+    );
     let edges = browser
         .run(
             "return document.querySelectorAll('#dag path.edge').length;",
             json!([]),
         )
         .await;
-    assert_eq!(edges, 6);
+    assert_eq!(edges, 7);
     // `print` starts running while the page is open; the live part shows it.
     browser
         .wait(
@@ -206,11 +229,11 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             Duration::from_secs(10),
             "every node to turn succeeded",
             "const n = Array.from(document.querySelectorAll('#dag a.node')).map(e => e.dataset.status); \
-             return n.length === 5 && n.every(s => s === 'succeeded') && \
+             return n.length === 6 && n.every(s => s === 'succeeded') && \
              document.getElementById('run-status').textContent === 'succeeded' ? n : null;",
         )
         .await;
-    assert_eq!(states.as_array().unwrap().len(), 5);
+    assert_eq!(states.as_array().unwrap().len(), 6);
     // The retried step lists both attempts: the first failed with its exit code.
     let attempts = browser
         .run(
@@ -260,6 +283,51 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     browser
         .screenshot(&shots.join("dashboard-log-big.png"))
         .await;
+
+    // The llm step as a timeline: the model's text, the tool call and its result folded on
+    // one row each (whole in the detail panel), usage per turn.
+    browser
+        .goto(&format!("{}/runs/{run_id}/steps/review", engine.url))
+        .await;
+    let rows = browser
+        .wait(
+            Duration::from_secs(10),
+            "the llm step's timeline",
+            "return document.getElementById('state').textContent.startsWith('Complete') ? \
+             Array.from(document.querySelectorAll('#lines .line')).map(l => \
+             [l.className.replace('line', '').trim(), l.querySelector('.tx').textContent]) : null;",
+        )
+        .await;
+    let rows = rows.as_array().unwrap();
+    let has = |class: &str, start: &str| {
+        rows.iter()
+            .any(|r| r[0] == class && r[1].as_str().unwrap().starts_with(start))
+    };
+    assert!(has("answer", "I'll read the notes."), "{rows:?}");
+    assert!(has("tool tool_call", "\u{2192} read_file"), "{rows:?}");
+    assert!(
+        has("tool tool_result", "\u{2190} (14 bytes) one"),
+        "{rows:?}"
+    );
+    assert!(has("tool usage", "usage: "), "{rows:?}");
+    assert!(has("answer", "Looks good: 3 lines."), "{rows:?}");
+    assert!(has("answer", "Ship it <b>now</b>"), "{rows:?}");
+    browser.click("#lines .line.tool_result .tx").await;
+    let detail = browser
+        .run(
+            "const d = document.getElementById('detail'); \
+             return d.hidden ? null : document.getElementById('detail-text').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        detail
+            .as_str()
+            .unwrap_or_default()
+            .contains("one\ntwo\nthree"),
+        "{detail}"
+    );
+    browser.screenshot(&shots.join("dashboard-llm.png")).await;
 
     // The runs page lists the run.
     browser.goto(&format!("{}/", engine.url)).await;

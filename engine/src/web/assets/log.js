@@ -74,8 +74,36 @@
       return;
     }
     openAnswer = null;
-    push({ text: describe(line), stream: line.stream, ts: line.ts });
+    var row = { text: describe(line), stream: line.stream, ts: line.ts };
+    if (TYPED[line.stream]) row.full = pretty(line.text);
+    push(row);
   }
+
+  // llm steps' typed lines: shown folded on one row, whole in the detail panel on a click.
+  var TYPED = { tool_call: true, tool_result: true, usage: true };
+  function pretty(text) {
+    try {
+      var value = JSON.parse(text);
+      if (value && typeof value.content === "string") {
+        var content = value.content;
+        delete value.content;
+        return JSON.stringify(value, null, 2) + "\n\n" + content;
+      }
+      return JSON.stringify(value, null, 2);
+    } catch (e) {
+      return String(text);
+    }
+  }
+  var detailEl = document.getElementById("detail");
+  var detailText = document.getElementById("detail-text");
+  function showDetail(row) {
+    detailText.textContent = row.full;
+    detailEl.hidden = false;
+    detailEl.scrollIntoView({ block: "nearest" });
+  }
+  document.getElementById("detail-close").addEventListener("click", function () {
+    detailEl.hidden = true;
+  });
 
   // llm steps' typed lines, one readable row each.
   function describe(line) {
@@ -203,6 +231,8 @@
     }
     div.id = "L" + row.n;
     if (row.stream === "stderr") div.className += " err";
+    if (row.stream === "token") div.className += " answer";
+    if (row.full !== undefined) div.className += " tool " + row.stream;
     if (matchRows.has(i)) div.className += " hit";
     if (current >= 0 && matches[current] === i) div.className += " current";
     if (target === row.n) div.className += " target";
@@ -218,6 +248,10 @@
     var text = document.createElement("span");
     text.className = "tx";
     ansi(row.text, text);
+    if (row.full !== undefined) {
+      text.title = "Show all of it";
+      text.addEventListener("click", function () { showDetail(row); });
+    }
     div.appendChild(text);
     return div;
   }
