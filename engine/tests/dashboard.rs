@@ -8,6 +8,7 @@
 //! - an `llm` step (against `testkit`'s scripted Messages server) reads as a timeline: the
 //!   model's text, folded tool calls and results (whole in a panel), usage per turn;
 //! - signing in and pressing Cancel cancels a run (the CSRF-protected form, in a browser);
+//! - a repository's manual workflow is dispatched from the form built from its inputs;
 //! - no page logs a console error (a CSP violation would be one).
 //!
 //! Screenshots of each page are saved to `$PLUE_SCREENSHOT_DIR` (default
@@ -47,24 +48,162 @@ async fn console_errors(browser: &Browser) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_watches_a_run_in_the_dashboard() {
-    let (chromium, driver) = match webdriver::browser() {
-        Ok(found) => found,
+/// Chromium and chromedriver, or `None` (after saying why) when they are missing and
+/// `PLUE_REQUIRE_BROWSER` is not `1`.
+fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
+    match webdriver::browser() {
+        Ok(found) => Some(found),
         Err(why) if std::env::var("PLUE_REQUIRE_BROWSER").as_deref() != Ok("1") => {
             eprintln!("skipping the dashboard's browser test: {why}");
-            return;
+            None
         }
         Err(why) => panic!("PLUE_REQUIRE_BROWSER=1 but {why}"),
-    };
+    }
+}
+
+/// Runs `test` under the binary-wide lock and fails it after `limit`.
+async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, test: F) {
     let _serial = support::serial().await;
-    let limit = Duration::from_secs(240);
-    if tokio::time::timeout(limit, watch(chromium, driver))
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(limit, test).await.is_err() {
         panic!("the test did not finish within {limit:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_watches_a_run_in_the_dashboard() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    bounded(Duration::from_secs(240), watch(chromium, driver)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_dispatches_a_workflow_from_its_form() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    bounded(Duration::from_secs(180), dispatch(chromium, driver)).await;
+}
+
+const DEPLOY: &str = r#"
+def workflow(ctx):
+    return Plan(name="Deploy",
+                triggers=[Trigger.manual(inputs={
+                    "target": {"default": "staging", "options": ["staging", "production"]},
+                    "version": {"required": True, "description": "what to deploy"},
+                })],
+                steps=[Step.bash("deploy", "echo deploying %s to %s" % (ctx.inputs.get("version"), ctx.inputs.get("target")))])
+"#;
+
+/// A repository registered with a manual workflow; one run started through the API makes
+/// it known to the dashboard; then a person fills in its form.
+async fn dispatch(chromium: PathBuf, driver: PathBuf) {
+    let sandbox = Sandbox::new("dashboard-dispatch");
+    let origin = sandbox.path("origin");
+    sandbox.write("origin/.plue/deploy.plue.py", DEPLOY);
+    let git = std::process::Command::new("bash")
+        .arg("-ec")
+        .arg("git init -q -b main . && git add -A && git commit -qm init")
+        .current_dir(&origin)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        git.status.success(),
+        "{}",
+        String::from_utf8_lossy(&git.stderr)
+    );
+    let engine = sandbox
+        .serve("engine", free_port(), &["--runners", "1"])
+        .await;
+    let http = client();
+    let registered = http
+        .post(format!("{}/api/repos", engine.url))
+        .json(&json!({
+            "name": "acme/app",
+            "clone_url": origin.to_str().unwrap(),
+            "forge": "gitea",
+            "webhook_secret": "a-webhook-secret-of-the-test",
+            "default_branch": "main",
+        }))
+        .send()
+        .await
+        .expect("POST /api/repos");
+    assert_eq!(
+        registered.status(),
+        201,
+        "{}",
+        registered.text().await.unwrap()
+    );
+    let first = http
+        .post(format!("{}/api/repos/acme/app/dispatch", engine.url))
+        .json(&json!({"workflow": "deploy", "inputs": {"version": "1.0"}}))
+        .send()
+        .await
+        .expect("dispatch");
+    let first: Value = first.json().await.expect("a run");
+    let first = first["run_id"].as_i64().expect("run_id");
+    wait_final(&http, &engine.url, first, Duration::from_secs(60)).await;
+
+    let browser = Browser::start(&sandbox, &chromium, &driver).await;
+    browser
+        .goto(&format!("{}/login?next=%2Frepos%2Facme%2Fapp", engine.url))
+        .await;
+    browser.type_into("#token", ADMIN_TOKEN).await;
+    browser.click("form.login button").await;
+    let form = browser
+        .wait(
+            Duration::from_secs(10),
+            "the dispatch form",
+            "const f = document.querySelector('form.dispatch'); if (!f) return null; \
+             const t = f.querySelector('select[name=\"input.target\"]'); \
+             const v = f.querySelector('input[name=\"input.version\"]'); \
+             return [Array.from(t.options).map(o => o.value), t.value, v.required];",
+        )
+        .await;
+    assert_eq!(form, json!([["staging", "production"], "staging", true]));
+    browser
+        .run(
+            "document.querySelector('select[name=\"input.target\"]').value = 'production';",
+            json!([]),
+        )
+        .await;
+    browser
+        .type_into("input[name=\"input.version\"]", "2.5")
+        .await;
+    browser
+        .screenshot(&screenshot_dir().join("dashboard-dispatch.png"))
+        .await;
+    browser.click("form.dispatch button").await;
+    let run_id = browser
+        .wait(
+            Duration::from_secs(20),
+            "the new run's page",
+            &format!(
+                "const m = /^\\/runs\\/(\\d+)$/.exec(location.pathname); \
+                 return m && m[1] !== '{first}' ? parseInt(m[1], 10) : null;"
+            ),
+        )
+        .await
+        .as_i64()
+        .expect("a run id");
+    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let log = http
+        .get(format!("{}/runs/{run_id}/steps/deploy/raw", engine.url))
+        .send()
+        .await
+        .expect("the raw log")
+        .text()
+        .await
+        .expect("text");
+    assert!(log.contains("deploying 2.5 to production"), "{log}");
+    let errors = console_errors(&browser).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
 }
 
 async fn watch(chromium: PathBuf, driver: PathBuf) {
