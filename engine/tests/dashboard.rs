@@ -507,6 +507,24 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .screenshot(&shots.join("dashboard-cancelled.png"))
         .await;
 
+    // The runners page: the local pool's counts and its runners.
+    browser.goto(&format!("{}/runners", engine.url)).await;
+    let pool = browser
+        .wait(
+            Duration::from_secs(5),
+            "the pool's counts",
+            "const p = document.getElementById('pool'); \
+             return p ? document.querySelectorAll('table.runners tbody tr').length : null;",
+        )
+        .await;
+    assert!(
+        pool.as_i64().unwrap() >= 2,
+        "the pool's runners are listed: {pool}"
+    );
+    browser
+        .screenshot(&shots.join("dashboard-runners.png"))
+        .await;
+
     // A phone in dark mode: the layout fits, the theme follows the system.
     browser.emulate(390, 844, true).await;
     browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;

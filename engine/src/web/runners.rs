@@ -1,12 +1,13 @@
-//! `/runners`: the local pool's counts (warm, busy, starting, lost, queued steps) and every
-//! runner, newest first, with its state, labels, last heartbeat and the step it runs now.
+//! `/runners`: the local pool's counts (warm, busy, starting, lost, queued steps) and the
+//! runners, newest first, with their state, labels, last heartbeat and the step each runs
+//! now. Runners that are gone (deregistered) are listed only with `?all=1`.
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::WebResult;
 use super::session::{Chrome, Session};
@@ -16,9 +17,19 @@ use crate::api::views::{PoolView, RunnerView};
 /// Most runners listed.
 const LIMIT: i64 = 500;
 
+#[derive(Debug, Deserialize)]
+pub(super) struct RunnersQuery {
+    #[serde(default)]
+    all: Option<String>,
+}
+
 #[derive(Serialize)]
 struct RunnersPage {
     chrome: Chrome,
+    /// Gone runners are listed too.
+    all: bool,
+    /// How many gone runners are not listed.
+    hidden: usize,
     /// `None` when this engine has no local pool.
     pool: Option<PoolView>,
     runners: Vec<RunnerEntry>,
@@ -34,7 +45,12 @@ struct RunnerEntry {
 }
 
 /// `GET /runners`.
-pub(super) async fn page(State(web): State<Web>, headers: HeaderMap) -> WebResult<Html<String>> {
+pub(super) async fn page(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(query): Query<RunnersQuery>,
+) -> WebResult<Html<String>> {
+    let all = query.all.is_some_and(|v| v == "1");
     let session = Session::load(&web, &headers, "/runners").await?;
     let store = web.store();
     let mut current: HashMap<i64, (String, String)> = HashMap::new();
@@ -47,10 +63,11 @@ pub(super) async fn page(State(web): State<Web>, headers: HeaderMap) -> WebResul
             ),
         );
     }
-    let runners = store
-        .list_runners(false, LIMIT)
-        .await?
+    let rows = store.list_runners(false, LIMIT).await?;
+    let total = rows.len();
+    let runners: Vec<RunnerEntry> = rows
         .into_iter()
+        .filter(|row| all || row.state != "gone")
         .map(|row| {
             let runner = RunnerView::new(row);
             let labels = runner
@@ -71,6 +88,8 @@ pub(super) async fn page(State(web): State<Web>, headers: HeaderMap) -> WebResul
         .collect();
     let page = RunnersPage {
         chrome: session.chrome(&web, "/runners"),
+        all,
+        hidden: total - runners.len(),
         pool: web
             .state
             .pool

@@ -526,7 +526,7 @@ async fn runners_page_lists_registered_runners() {
     let fx = Fixture::new(false).await;
     let reply = fx.get("/runners").await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(reply.body.contains("No runner has registered."));
+    assert!(reply.body.contains("No runner is registered."));
     assert_csp(&reply);
 }
 
