@@ -18,6 +18,7 @@ use super::forward::{self, ApiCall};
 use super::session::{Chrome, Session};
 use super::{encode, parse_run_id, render, Web};
 use crate::api::views::{RunView, StepView};
+use crate::executor::rules::parse_status;
 use crate::store::{StepRunRow, Store};
 
 const PAGE: i64 = 5000;
@@ -55,10 +56,7 @@ pub(super) async fn page(
         .await?
         .ok_or_else(|| WebError::not_found(format!("There is no run {run_id}.")))?;
     let step_row = step_of(store, run_id, &step).await?;
-    let done = !matches!(
-        step_row.status.as_str(),
-        "pending" | "queued" | "claimed" | "running"
-    );
+    let done = parse_status(&step_row.status).is_final();
     let page = LogPage {
         chrome: session.chrome(&web, &base),
         run: RunView::new(run, None),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Serialize;
 
@@ -139,7 +139,7 @@ pub(super) async fn cancel(
     if !response.status().is_success() {
         return Err(forward::api_error(response).await);
     }
-    Ok(see_other(&format!("/runs/{id}")))
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
 /// `POST /runs/{id}/rerun`: starts a new run of the same plan and shows it.
@@ -160,7 +160,7 @@ pub(super) async fn rerun(
     let created: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| WebError::Internal(anyhow::anyhow!("the re-run's answer: {e}")))?;
     match created["run_id"].as_i64() {
-        Some(new_id) => Ok(see_other(&format!("/runs/{new_id}"))),
+        Some(new_id) => Ok(Redirect::to(&format!("/runs/{new_id}")).into_response()),
         None => Err(WebError::Internal(anyhow::anyhow!(
             "the re-run's answer has no run_id: {created}"
         ))),
@@ -182,10 +182,4 @@ async fn write(
         json: None,
     };
     forward::call(web, &session, call, headers, None).await
-}
-
-fn see_other(location: &str) -> Response {
-    let mut response = Redirect::to(location).into_response();
-    *response.status_mut() = StatusCode::SEE_OTHER;
-    response
 }

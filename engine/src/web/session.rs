@@ -11,7 +11,7 @@
 //! - With `--private-reads`, every page except sign-in and the assets needs a valid token.
 
 use axum::extract::{Form, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
@@ -228,8 +228,8 @@ pub(super) async fn login(
         });
     }
     let csrf = tokens::new_token()?;
+    // 303 See Other: the browser follows with a GET.
     let mut response = Redirect::to(&next).into_response();
-    *response.status_mut() = StatusCode::SEE_OTHER;
     let cookies = response.headers_mut();
     if enforced {
         cookies.append(header::SET_COOKIE, set_cookie(TOKEN_COOKIE, token, None));
@@ -252,7 +252,6 @@ pub(super) async fn logout(headers: HeaderMap, Form(form): Form<CsrfForm>) -> We
     };
     session.check_write(&headers, &form.csrf)?;
     let mut response = Redirect::to("/").into_response();
-    *response.status_mut() = StatusCode::SEE_OTHER;
     let cookies = response.headers_mut();
     cookies.append(header::SET_COOKIE, set_cookie(TOKEN_COOKIE, "", Some(0)));
     cookies.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, "", Some(0)));
