@@ -70,6 +70,12 @@
         }
         openAnswer.text += pieces[i];
         openAnswer.plain = undefined;
+        // The row grew: it may match the search now.
+        var at = entries.length - 1;
+        if (query && !matchRows.has(at) && contains(openAnswer)) {
+          matches.push(at);
+          matchRows.add(at);
+        }
       }
       return;
     }
@@ -258,6 +264,7 @@
 
   function render() {
     renderQueued = false;
+    if (query) showHits();
     spacer.style.height = entries.length * LINE_HEIGHT + "px";
     if (followEl.checked) {
       programmatic = true;
