@@ -104,6 +104,8 @@ async fn load<'a>(
     headers: &HeaderMap,
     uri: &Uri,
     query: &'a RunsQuery,
+    // The filters' choices (for the whole page, not the polled table).
+    choices: bool,
 ) -> WebResult<RunsPage<'a>> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let session = Session::load(web, headers, path).await?;
@@ -122,7 +124,10 @@ async fn load<'a>(
             with_query("", &filters).trim_start_matches('/')
         )
     });
-    let workflows = store.dashboard_workflows(1000).await?;
+    let workflows = match choices {
+        true => store.dashboard_workflows(1000).await?,
+        false => Vec::new(),
+    };
     let mut repositories: Vec<String> = workflows.iter().map(|(s, _)| s.clone()).collect();
     repositories.dedup();
     let mut names: Vec<String> = workflows.into_iter().map(|(_, n)| n).collect();
@@ -167,7 +172,7 @@ pub(super) async fn page(
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> WebResult<Html<String>> {
     let Query(query) = query.map_err(|e| WebError::bad_request(e.body_text()))?;
-    let page = load(&web, &headers, &uri, &query).await?;
+    let page = load(&web, &headers, &uri, &query, true).await?;
     Ok(Html(render::page("runs.html", &page)?))
 }
 
@@ -179,6 +184,6 @@ pub(super) async fn rows(
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> WebResult<Html<String>> {
     let Query(query) = query.map_err(|e| WebError::bad_request(e.body_text()))?;
-    let page = load(&web, &headers, &uri, &query).await?;
+    let page = load(&web, &headers, &uri, &query, false).await?;
     Ok(Html(render::page("runs_rows.html", &page)?))
 }
