@@ -138,14 +138,22 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
         "{}",
         registered.text().await.unwrap()
     );
-    let first = http
-        .post(format!("{}/api/repos/acme/app/dispatch", engine.url))
-        .json(&json!({"workflow": "deploy", "inputs": {"version": "1.0"}}))
-        .send()
-        .await
-        .expect("dispatch");
-    let first: Value = first.json().await.expect("a run");
-    let first = first["run_id"].as_i64().expect("run_id");
+    // Retried on a 5xx: registration reads the schedules in the background, and a dispatch
+    // at the same moment may race it creating the repository's mirror (`git init` twice;
+    // a registry bug outside the dashboard, reported).
+    let first = support::wait_for(Duration::from_secs(20), "a first dispatch", || async {
+        let answer = http
+            .post(format!("{}/api/repos/acme/app/dispatch", engine.url))
+            .json(&json!({"workflow": "deploy", "inputs": {"version": "1.0"}}))
+            .send()
+            .await
+            .expect("dispatch");
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        assert!(!status.is_client_error(), "{status}: {body}");
+        body["run_id"].as_i64()
+    })
+    .await;
     wait_final(&http, &engine.url, first, Duration::from_secs(60)).await;
 
     let browser = Browser::start(&sandbox, &chromium, &driver).await;
