@@ -16,6 +16,7 @@
 //! Each test owns a [`Sandbox`] whose drop kills every process the test caused, and every
 //! wait has a deadline. Tests take a binary-wide lock (see [`support::serial`]).
 
+#[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
 use std::collections::BTreeSet;

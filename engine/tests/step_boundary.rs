@@ -8,6 +8,7 @@
 //!
 //! Positive control: the concurrent step that names the secret sees it (masked in its log).
 
+#[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
 use std::process::Command;

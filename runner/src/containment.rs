@@ -33,7 +33,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -390,9 +390,50 @@ fn base() -> Option<&'static Base> {
         let dir = cgroup2_mounts(&mountinfo)
             .into_iter()
             .find_map(|mount| mount.dir_of(&path))?;
-        dir.is_dir().then_some(Base { dir, path })
+        let base = dir.is_dir().then_some(Base { dir, path })?;
+        // Off the step's path: a runner killed mid-step left its step's cgroup running.
+        let stale_in = base.dir.clone();
+        let _ = std::thread::Builder::new()
+            .name("plue-cgroup-reclaim".into())
+            .spawn(move || reclaim_stale(&stale_in));
+        Some(base)
     })
     .as_ref()
+}
+
+/// Kills and removes the step cgroups under `dir` whose runner is dead (a runner killed
+/// in the middle of a step never finished them). A cgroup whose runner pid is alive is
+/// left alone, even if that pid now belongs to another process.
+fn reclaim_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(runner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("plue-step-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{runner}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(procs) = CString::new(path.join("cgroup.procs").as_os_str().as_bytes()) else {
+            continue;
+        };
+        tracing::warn!(cgroup = %path.display(), "killing what a dead runner's step left");
+        let stale = StepCgroup {
+            dir: path,
+            procs,
+            path: String::new(),
+            finished: true,
+        };
+        stale.finish(FINISH_BUDGET);
+    }
 }
 
 fn warn_once(why: &str) {
@@ -492,14 +533,13 @@ pub(crate) fn available() -> bool {
 
 /// The directory of the runner's own cgroup, when found (for tests).
 #[cfg(test)]
-pub(crate) fn base_dir() -> Option<&'static std::path::Path> {
+pub(crate) fn base_dir() -> Option<&'static Path> {
     base().map(|b| b.dir.as_path())
 }
 
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::ExitStatusExt;
-    use std::path::Path;
 
     use super::*;
 
@@ -615,6 +655,39 @@ mod tests {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         assert!(!survived, "the escapee outlived the tool call");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_runner_s_step_cgroup_is_reclaimed() {
+        let Some(base) = base() else {
+            assert!(!available());
+            return;
+        };
+        // A runner pid that is surely dead: a child of ours, reaped.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let dir = base.dir.join(format!("plue-step-{dead}-7"));
+        std::fs::create_dir(&dir).unwrap();
+        let stale = StepCgroup {
+            dir: dir.clone(),
+            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap(),
+            path: String::new(),
+            finished: true,
+        };
+        let mut command = tokio::process::Command::new("sleep");
+        command.arg("1239.5").kill_on_drop(true);
+        prepare_child(&mut command, Some(&stale));
+        let (mut child, _live) = reaper::spawn_step(&mut command, "no-cookie").unwrap();
+        assert!(stale.populated());
+        reclaim_stale(&base.dir);
+        assert!(child.wait().await.unwrap().signal().is_some(), "killed");
+        assert!(!dir.exists(), "removed");
+        // A live runner's step cgroups are not touched: ours.
+        let ours = StepCgroup::create(Mode::Auto).unwrap();
+        reclaim_stale(&base.dir);
+        assert!(ours.dir.exists());
+        assert!(ours.finish(Duration::from_secs(1)));
     }
 
     #[test]

@@ -93,7 +93,11 @@ pub(crate) fn step_sites<'a>(
 }
 
 /// Calls `found(path, text)` for every string in `value` (object keys excepted).
-pub(crate) fn json_strings<'a>(what: &str, value: &'a Value, found: &mut dyn FnMut(String, &'a str)) {
+pub(crate) fn json_strings<'a>(
+    what: &str,
+    value: &'a Value,
+    found: &mut dyn FnMut(String, &'a str),
+) {
     match value {
         Value::String(text) => found(what.to_string(), text),
         Value::Array(items) => {

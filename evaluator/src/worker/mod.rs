@@ -160,9 +160,11 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         match flag.as_str() {
             MEMORY_FLAG => options.memory_bytes = number,
             TIMEOUT_FLAG => options.timeout = Duration::from_millis(number),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unexpected argument '{other}'; usage: [{MEMORY_FLAG} BYTES] [{TIMEOUT_FLAG} MS]"
-            )),
+            ))
+            }
         }
     }
     Ok(options)
