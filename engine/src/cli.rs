@@ -153,6 +153,22 @@ pub(crate) struct ServeArgs {
     /// takes the value from the environment variable NAME.
     #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret)]
     pub(crate) secrets: Vec<(String, String)>,
+    /// Runner pools: `local` (processes on this machine) and/or `kubernetes` (pods, set up
+    /// by --pool-config); repeatable, both may serve at once.
+    #[arg(long = "pool", value_enum, default_values_t = [PoolKind::Local])]
+    pub(crate) pools: Vec<PoolKind>,
+    /// The pool configuration file (YAML) of `--pool kubernetes`.
+    #[arg(long, value_name = "FILE", env = "PLUE_POOL_CONFIG")]
+    pub(crate) pool_config: Option<PathBuf>,
+    /// Only parse and validate --pool-config, say what it holds, and exit (0: valid, 1: not).
+    #[arg(long, requires = "pool_config")]
+    pub(crate) check_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PoolKind {
+    Local,
+    Kubernetes,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,9 @@ use super::{cpus, evaluator_pool, interrupted, local_runners};
 use crate::cli::{ServeArgs, StoreArgs};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let (true, Some(file)) = (args.check_config, &args.pool_config) {
+        return Ok(engine::pool::config_file::check_command(file));
+    }
     let store = open_store(&args.store).await?;
     let listener = TcpListener::bind(&args.listen)
         .await

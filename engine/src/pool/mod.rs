@@ -18,6 +18,7 @@
 //!   runner for one of its own.
 //! - When the engine stops, the pool stops every runner it started, busy or not.
 
+pub mod config_file;
 pub mod local;
 
 use std::collections::{BTreeMap, HashMap};

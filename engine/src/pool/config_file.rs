@@ -1,0 +1,700 @@
+//! The pool configuration file: `plue serve --pool kubernetes --pool-config FILE`, and
+//! `plue serve --check-config --pool-config FILE`, which only parses and validates it.
+//!
+//! ```yaml
+//! kubernetes:
+//!   namespace: ci                # where runner pods live
+//!   engine_url: http://plue:8600 # how pods reach the engine
+//!   instance: plue               # optional; labels this engine's pods
+//!   start_timeout: 2m            # optional; a pod not registered by then is replaced
+//! classes:
+//!   - name: small
+//!     labels: {size: small}      # the runner labels this class's pods offer
+//!     min_warm: 2
+//!     max_runners: 20
+//!     idle_timeout: 5m
+//!     template:                  # a PodTemplateSpec merged over Plue's defaults
+//!       spec:
+//!         containers:
+//!           - name: runner
+//!             image: ghcr.io/example/plue:1
+//! ```
+//!
+//! Invariants:
+//! - [`parse`] returns a [`PoolFile`] only when every check passed; otherwise every problem
+//!   found, each one line naming the field (`classes[1].max_runners: ...`) and echoing the
+//!   offending value.
+//! - A template may choose the image, resources, node selection, tolerations,
+//!   `runtimeClassName` and service account, but never weakens the pod's hardening (no
+//!   privileged or root runner, no privilege escalation, no host namespaces, no service
+//!   account token) and never sets the runner container's command or arguments, which are
+//!   Plue's. Those are refused here, so a pod built from a parsed class needs no second
+//!   check.
+//! - Pure: no IO except [`load`] reading the file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, SecurityContext};
+use serde::Deserialize;
+
+use crate::runner_scope::{check_labels, format_labels};
+
+/// The runner container's name in a class's template.
+pub const RUNNER_CONTAINER: &str = "runner";
+/// Volume names Plue adds to every pod; a template may not use them.
+pub const RESERVED_VOLUMES: [&str; 3] = ["plue-token", "plue-work", "plue-tmp"];
+
+/// A validated pool configuration file.
+#[derive(Debug, Clone)]
+pub struct PoolFile {
+    pub kubernetes: KubernetesSettings,
+    /// In file order: a step goes to the first class whose labels include all of its own.
+    pub classes: Vec<RunnerClass>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    pub namespace: String,
+    /// How runner pods reach the engine, e.g. `http://plue.ci.svc:8600`.
+    pub engine_url: String,
+    /// Labels this engine's pods (`app.kubernetes.io/instance`), so two Plue installations
+    /// in one namespace never touch each other's pods.
+    pub instance: String,
+    /// A pod that has not registered this long after its creation is replaced.
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerClass {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub min_warm: usize,
+    pub max_runners: usize,
+    pub idle_timeout: Duration,
+    pub template: PodTemplateSpec,
+}
+
+impl RunnerClass {
+    /// Whether this class's runners may claim a step asking for `labels`.
+    pub fn serves(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// Every problem found in a configuration file, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+pub struct ConfigError {
+    /// `FILE: field: message` lines.
+    pub problems: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    kubernetes: RawKubernetes,
+    #[serde(default)]
+    classes: Vec<RawClass>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    namespace: String,
+    engine_url: String,
+    #[serde(default)]
+    instance: Option<String>,
+    #[serde(default)]
+    start_timeout: Option<RawDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClass {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    min_warm: usize,
+    max_runners: usize,
+    #[serde(default)]
+    idle_timeout: Option<RawDuration>,
+    template: serde_json::Value,
+}
+
+/// `90`, `"90s"`, `"5m"`, `"1h"`, `"500ms"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+const DEFAULT_START: Duration = Duration::from_secs(120);
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> anyhow::Result<PoolFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the pool configuration {}", path.display()))?;
+    Ok(parse(&text, &path.display().to_string())?)
+}
+
+/// `plue serve --check-config --pool-config FILE`: validates `path`, prints what it holds
+/// (stdout) or every problem (stderr), and answers the exit status.
+pub fn check_command(path: &Path) -> std::process::ExitCode {
+    match load(path) {
+        Ok(file) => {
+            println!("{}", summary(&file, &path.display().to_string()));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            eprintln!("{}: invalid pool configuration", path.display());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a valid file holds, one line per class.
+pub fn summary(file: &PoolFile, source: &str) -> String {
+    let k = &file.kubernetes;
+    let mut out = format!(
+        "{source}: valid: namespace {}, engine_url {}, instance {}, {} class(es)",
+        k.namespace,
+        k.engine_url,
+        k.instance,
+        file.classes.len()
+    );
+    for class in &file.classes {
+        let image = class
+            .template
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .find(|c| c.name == RUNNER_CONTAINER)
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\n  {}: labels {}, min_warm {}, max_runners {}, idle_timeout {}s, image {image}",
+            class.name,
+            shown_labels(&class.labels),
+            class.min_warm,
+            class.max_runners,
+            class.idle_timeout.as_secs()
+        ));
+    }
+    out
+}
+
+/// Parses and validates a configuration file's text; `source` names it in messages.
+pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
+    let fail = |message: String| ConfigError {
+        problems: vec![format!("{source}: {message}")],
+    };
+    // Through JSON: Kubernetes objects are JSON, and quantities written as YAML numbers
+    // (`cpu: 1`) become the strings Kubernetes expects.
+    let yaml: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| fail(e.to_string()))?;
+    let json = serde_json::to_value(yaml).map_err(|e| fail(e.to_string()))?;
+    let raw: RawFile = serde_json::from_value(json).map_err(|e| fail(e.to_string()))?;
+    let mut problems = Vec::new();
+    let mut problem = |field: String, message: String| {
+        problems.push(format!("{source}: {field}: {message}"));
+    };
+
+    let k = &raw.kubernetes;
+    if let Err(e) = dns_label(&k.namespace, 63) {
+        problem("kubernetes.namespace".into(), e);
+    }
+    if let Err(e) = engine_url(&k.engine_url) {
+        problem("kubernetes.engine_url".into(), e);
+    }
+    let instance = k.instance.clone().unwrap_or_else(|| "plue".into());
+    if let Err(e) = dns_label(&instance, 40) {
+        problem("kubernetes.instance".into(), e);
+    }
+    let start_timeout = duration(k.start_timeout.as_ref(), DEFAULT_START).unwrap_or_else(|e| {
+        problem("kubernetes.start_timeout".into(), e);
+        DEFAULT_START
+    });
+
+    if raw.classes.is_empty() {
+        problem(
+            "classes".into(),
+            "at least one class is needed (each with name, labels, max_runners, template)".into(),
+        );
+    }
+    let mut classes: Vec<RunnerClass> = Vec::new();
+    for (i, class) in raw.classes.into_iter().enumerate() {
+        let at = |field: &str| format!("classes[{i}].{field}");
+        if let Err(e) = dns_label(&class.name, 30) {
+            problem(at("name"), e);
+        }
+        if let Some(first) = classes.iter().position(|c| c.name == class.name) {
+            problem(
+                at("name"),
+                format!("'{}' is already the name of classes[{first}]", class.name),
+            );
+        }
+        if let Err(e) = check_labels(&class.labels) {
+            problem(at("labels"), e);
+        }
+        if let Some(first) = classes.iter().position(|c| c.labels == class.labels) {
+            problem(
+                at("labels"),
+                format!(
+                    "classes[{first}] already offers the same labels ({}): this class would never get a step",
+                    shown_labels(&class.labels)
+                ),
+            );
+        }
+        if class.max_runners == 0 || class.max_runners > 10_000 {
+            problem(
+                at("max_runners"),
+                format!("must be between 1 and 10000, got {}", class.max_runners),
+            );
+        }
+        if class.min_warm > class.max_runners {
+            problem(
+                at("min_warm"),
+                format!(
+                    "must be at most max_runners ({}), got {}",
+                    class.max_runners, class.min_warm
+                ),
+            );
+        }
+        let idle_timeout =
+            duration(class.idle_timeout.as_ref(), DEFAULT_IDLE).unwrap_or_else(|e| {
+                problem(at("idle_timeout"), e);
+                DEFAULT_IDLE
+            });
+        let template = match template(class.template) {
+            Ok(template) => {
+                for (field, message) in template_problems(&template) {
+                    problem(at(&format!("template.{field}")), message);
+                }
+                template
+            }
+            Err(e) => {
+                problem(at("template"), e);
+                PodTemplateSpec::default()
+            }
+        };
+        classes.push(RunnerClass {
+            name: class.name,
+            labels: class.labels,
+            min_warm: class.min_warm,
+            max_runners: class.max_runners,
+            idle_timeout,
+            template,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(PoolFile {
+        kubernetes: KubernetesSettings {
+            namespace: raw.kubernetes.namespace,
+            engine_url: raw.kubernetes.engine_url.trim_end_matches('/').to_string(),
+            instance,
+            start_timeout,
+        },
+        classes,
+    })
+}
+
+fn shown_labels(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        "none".into()
+    } else {
+        format_labels(labels)
+    }
+}
+
+/// A DNS-1123 label of at most `max` bytes (namespaces, class and instance names).
+fn dns_label(text: &str, max: usize) -> Result<(), String> {
+    let ok = !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a DNS label (lower-case letters, digits and '-', at most {max}, \
+             starting and ending with a letter or digit)",
+            text
+        ))
+    }
+}
+
+fn engine_url(text: &str) -> Result<(), String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !text.contains(char::is_whitespace) => Ok(()),
+        _ => Err(format!(
+            "{text:?} is not an http:// or https:// URL (how runner pods reach the engine, e.g. http://plue.ci.svc:8600)"
+        )),
+    }
+}
+
+fn duration(raw: Option<&RawDuration>, default: Duration) -> Result<Duration, String> {
+    let parsed = match raw {
+        None => return Ok(default),
+        Some(RawDuration::Seconds(s)) => Some(Duration::from_secs(*s)),
+        Some(RawDuration::Text(text)) => parse_duration(text),
+    };
+    match parsed {
+        Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(7 * 24 * 3600) => Ok(d),
+        _ => Err(format!(
+            "expected a duration between 1s and 7 days such as 90, \"90s\", \"5m\" or \"1h\", got {}",
+            match raw {
+                Some(RawDuration::Seconds(s)) => s.to_string(),
+                Some(RawDuration::Text(t)) => format!("{t:?}"),
+                None => String::new(),
+            }
+        )),
+    }
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// The template as Kubernetes types, numbers in resource quantities made strings.
+fn template(mut value: serde_json::Value) -> Result<PodTemplateSpec, String> {
+    quantities_as_strings(&mut value, false);
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+fn quantities_as_strings(value: &mut serde_json::Value, in_quantities: bool) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let quantities = matches!(key.as_str(), "limits" | "requests" | "overhead");
+                if in_quantities {
+                    if let serde_json::Value::Number(n) = v {
+                        *v = serde_json::Value::String(n.to_string());
+                        continue;
+                    }
+                }
+                quantities_as_strings(v, quantities);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                quantities_as_strings(item, false);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a template may not do, as (field, message) pairs.
+fn template_problems(template: &PodTemplateSpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, message: &str| out.push((field.to_string(), message.to_string()));
+    let Some(spec) = &template.spec else {
+        bad("spec", "missing: the template needs spec.containers with a container named 'runner' and its image");
+        return out;
+    };
+    let runner: Vec<&Container> = spec
+        .containers
+        .iter()
+        .filter(|c| c.name == RUNNER_CONTAINER)
+        .collect();
+    match runner.as_slice() {
+        [] => bad(
+            "spec.containers",
+            "no container named 'runner': name the container that runs `plue runner` 'runner'",
+        ),
+        [c] => {
+            if c.image.as_deref().unwrap_or_default().trim().is_empty() {
+                bad(
+                    "spec.containers[runner].image",
+                    "missing: the image that holds the plue binary",
+                );
+            }
+            if c.command.is_some() || c.args.is_some() {
+                bad(
+                    "spec.containers[runner]",
+                    "command and args are Plue's (`plue runner ...`); remove them",
+                );
+            }
+            if c.stdin == Some(true) || c.tty == Some(true) {
+                bad("spec.containers[runner]", "stdin and tty are not allowed");
+            }
+        }
+        _ => bad("spec.containers", "more than one container named 'runner'"),
+    }
+    for (i, c) in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .enumerate()
+    {
+        if let Some(sc) = &c.security_context {
+            for message in weakened(sc) {
+                bad(
+                    &format!("spec.containers[{}].securityContext", c.name),
+                    &message,
+                );
+            }
+        }
+        for mount in c.volume_mounts.iter().flatten() {
+            if RESERVED_VOLUMES.contains(&mount.name.as_str()) {
+                bad(
+                    &format!("spec.containers[{i}].volumeMounts"),
+                    &format!("volume name '{}' is reserved for Plue", mount.name),
+                );
+            }
+        }
+    }
+    for volume in spec.volumes.iter().flatten() {
+        if RESERVED_VOLUMES.contains(&volume.name.as_str()) {
+            bad(
+                "spec.volumes",
+                &format!("volume name '{}' is reserved for Plue", volume.name),
+            );
+        }
+        if volume.host_path.is_some() {
+            bad(
+                "spec.volumes",
+                &format!("volume '{}': hostPath volumes are not allowed", volume.name),
+            );
+        }
+    }
+    if spec.automount_service_account_token == Some(true) {
+        bad(
+            "spec.automountServiceAccountToken",
+            "must stay false: a step would read the service account's token",
+        );
+    }
+    for (field, on) in [
+        ("hostNetwork", spec.host_network),
+        ("hostPID", spec.host_pid),
+        ("hostIPC", spec.host_ipc),
+    ] {
+        if on == Some(true) {
+            bad(
+                &format!("spec.{field}"),
+                "host namespaces are not allowed for runner pods",
+            );
+        }
+    }
+    if let Some(policy) = &spec.restart_policy {
+        if policy != "Never" {
+            bad(
+                "spec.restartPolicy",
+                &format!("must be Never (a runner takes one step, then its pod is replaced), got {policy:?}"),
+            );
+        }
+    }
+    if let Some(psc) = &spec.security_context {
+        if psc.run_as_non_root == Some(false) {
+            bad("spec.securityContext.runAsNonRoot", "must stay true");
+        }
+        if psc.run_as_user == Some(0) {
+            bad("spec.securityContext.runAsUser", "must not be 0 (root)");
+        }
+    }
+    out
+}
+
+fn weakened(sc: &SecurityContext) -> Vec<String> {
+    let mut out = Vec::new();
+    if sc.privileged == Some(true) {
+        out.push("privileged containers are not allowed".to_string());
+    }
+    if sc.allow_privilege_escalation == Some(true) {
+        out.push("allowPrivilegeEscalation must stay false".to_string());
+    }
+    if sc.run_as_non_root == Some(false) {
+        out.push("runAsNonRoot must stay true".to_string());
+    }
+    if sc.run_as_user == Some(0) {
+        out.push("runAsUser must not be 0 (root)".to_string());
+    }
+    if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref()) {
+        if !add.is_empty() {
+            out.push(format!(
+                "capabilities may not be added, got {}",
+                add.join(",")
+            ));
+        }
+    }
+    if let Some(kind) = sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()) {
+        if kind == "Unconfined" {
+            out.push("seccompProfile Unconfined is not allowed".to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+kubernetes:
+  namespace: ci
+  engine_url: http://plue.ci.svc:8600/
+classes:
+  - name: small
+    labels: {size: small}
+    min_warm: 2
+    max_runners: 20
+    idle_timeout: 5m
+    template:
+      spec:
+        runtimeClassName: gvisor
+        nodeSelector: {pool: runners}
+        containers:
+          - name: runner
+            image: registry.example/plue:1
+            resources: {limits: {cpu: 1, memory: 1Gi}}
+  - name: gpu
+    labels: {size: small, gpu: "yes"}
+    max_runners: 2
+    idle_timeout: 90
+    template:
+      spec:
+        containers: [{name: runner, image: registry.example/plue-gpu:1}]
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults_filled_in() {
+        let file = parse(GOOD, "pool.yaml").unwrap();
+        assert_eq!(file.kubernetes.namespace, "ci");
+        assert_eq!(file.kubernetes.engine_url, "http://plue.ci.svc:8600");
+        assert_eq!(file.kubernetes.instance, "plue");
+        assert_eq!(file.kubernetes.start_timeout, DEFAULT_START);
+        let [small, gpu] = &file.classes[..] else {
+            panic!("two classes")
+        };
+        assert_eq!((small.min_warm, small.max_runners), (2, 20));
+        assert_eq!(small.idle_timeout, Duration::from_secs(300));
+        assert_eq!(gpu.idle_timeout, Duration::from_secs(90));
+        let spec = small.template.spec.as_ref().unwrap();
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+        let limits = spec.containers[0]
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap();
+        assert_eq!(limits["cpu"].0, "1", "a YAML number is a quantity string");
+        let step = BTreeMap::from([("size".to_string(), "small".to_string())]);
+        assert!(small.serves(&step) && gpu.serves(&step));
+        assert!(small.serves(&BTreeMap::new()));
+        let gpu_step = BTreeMap::from([("gpu".to_string(), "yes".to_string())]);
+        assert!(!small.serves(&gpu_step) && gpu.serves(&gpu_step));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field_and_value() {
+        let text = r#"
+kubernetes: {namespace: CI_Space, engine_url: "plue:8600"}
+classes:
+  - name: a
+    labels: {"bad key!": x}
+    min_warm: 5
+    max_runners: 2
+    idle_timeout: 5 minutes
+    template:
+      spec:
+        hostNetwork: true
+        automountServiceAccountToken: true
+        restartPolicy: Always
+        containers:
+          - name: runner
+            image: img
+            command: [sh]
+            securityContext: {privileged: true, capabilities: {add: [SYS_ADMIN]}}
+        volumes: [{name: plue-token, emptyDir: {}}]
+  - name: a
+    max_runners: 1
+    template: {spec: {containers: [{name: sidecar, image: x}]}}
+"#;
+        let err = parse(text, "f.yaml").unwrap_err();
+        let all = err.to_string();
+        for expected in [
+            "f.yaml: kubernetes.namespace: \"CI_Space\" is not a DNS label",
+            "f.yaml: kubernetes.engine_url: \"plue:8600\" is not an http:// or https:// URL",
+            "classes[0].labels: invalid label 'bad key!=x'",
+            "classes[0].min_warm: must be at most max_runners (2), got 5",
+            "classes[0].idle_timeout: expected a duration",
+            "\"5 minutes\"",
+            "classes[0].template.spec.hostNetwork: host namespaces",
+            "classes[0].template.spec.automountServiceAccountToken: must stay false",
+            "classes[0].template.spec.restartPolicy: must be Never",
+            "classes[0].template.spec.containers[runner]: command and args are Plue's",
+            "classes[0].template.spec.containers[runner].securityContext: privileged containers",
+            "capabilities may not be added, got SYS_ADMIN",
+            "classes[0].template.spec.volumes: volume name 'plue-token' is reserved",
+            "classes[1].name: 'a' is already the name of classes[0]",
+            "classes[1].template.spec.containers: no container named 'runner'",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        assert!(err.problems.iter().all(|p| !p.contains('\n')), "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_fields_are_refused_with_the_file_name() {
+        let err = parse("kubernetes: [", "f.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("f.yaml: "), "{err}");
+        let err = parse(
+            "kubernetes: {namespace: ci, engine_url: http://e, nmespace: x}\nclasses: []",
+            "f.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `nmespace`"), "{err}");
+        let err = parse(
+            "kubernetes: {namespace: ci, engine_url: http://e}",
+            "f.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("classes: at least one class is needed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn classes_offering_the_same_labels_are_ambiguous() {
+        let text = r#"
+kubernetes: {namespace: ci, engine_url: http://e}
+classes:
+  - {name: a, max_runners: 1, template: {spec: {containers: [{name: runner, image: i}]}}}
+  - {name: b, max_runners: 1, template: {spec: {containers: [{name: runner, image: i}]}}}
+"#;
+        let err = parse(text, "f").unwrap_err().to_string();
+        assert!(
+            err.contains("classes[1].labels: classes[0] already offers the same labels (none)"),
+            "{err}"
+        );
+    }
+}
