@@ -1,5 +1,6 @@
 //! Test support for Plue: a throw-away PostgreSQL server for tests and benchmarks, and
-//! ([`claude`]) a scripted stand-in for the Claude Messages API.
+//! ([`claude`]) a scripted stand-in for the Claude Messages API, and ([`kube`]) a local
+//! Kubernetes API server with a simulated kubelet.
 //!
 //! - [`TempPostgres`] owns one server: a data directory under a temporary directory, a
 //!   `postgres` child process on a free 127.0.0.1 port, and a watchdog. Dropping it stops
@@ -22,6 +23,7 @@
 
 mod binaries;
 pub mod claude;
+pub mod kube;
 mod identity;
 mod watchdog;
 
