@@ -149,6 +149,14 @@ pub(crate) struct ServeArgs {
     /// Most steps of one run running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM (readiness fails and runner
+    /// polls stop claiming at once); keep it below the pod's termination grace period.
+    #[arg(long, default_value_t = 30, env = "PLUE_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub(crate) shutdown_grace: u64,
+    /// Seconds to keep serving, unready and claiming nothing, after SIGTERM before the
+    /// listener closes (load balancers that poll readiness stop sending requests).
+    #[arg(long, default_value_t = 0, env = "PLUE_DRAIN_DELAY", value_name = "SECONDS")]
+    pub(crate) drain_delay: u64,
     /// A secret given to steps that name it; repeatable (kept in memory only). `NAME` alone
     /// takes the value from the environment variable NAME.
     #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret)]
@@ -561,5 +569,48 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("expected KEY=VALUE, got '{text}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every variable a flag of any verb reads that holds a credential (a token, a secret,
+    /// a key, a database URL with its password) is one `plue run` never passes to steps.
+    #[test]
+    fn every_credential_a_flag_reads_is_withheld_from_steps() {
+        fn visit(command: &clap::Command, found: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if let Some(name) = arg.get_env().and_then(|n| n.to_str()) {
+                    found.push(name.to_string());
+                }
+            }
+            for sub in command.get_subcommands() {
+                visit(sub, found);
+            }
+        }
+        let mut names = Vec::new();
+        visit(&Cli::command(), &mut names);
+        let credentials: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                ["TOKEN", "SECRET", "KEY", "DATABASE"]
+                    .iter()
+                    .any(|w| n.contains(w))
+            })
+            .collect();
+        assert!(
+            credentials.len() >= 5,
+            "found {credentials:?} among {names:?}"
+        );
+        for name in credentials {
+            assert!(
+                runner::step_env::CREDENTIAL_VARS.contains(&name.as_str()),
+                "{name} is read by a flag but not in CREDENTIAL_VARS"
+            );
+        }
     }
 }

@@ -261,7 +261,6 @@ fn large_outputs_do_not_make_later_dispatches_slow() {
 /// misses Plue's own `PLUE_FORGE_TOKEN` (a forge API token that can write commit statuses)
 /// and `PLUE_WEBHOOK_SECRET` (`plue repo add` reads both from the environment).
 #[test]
-#[ignore = "RT-5: plue run passes PLUE_FORGE_TOKEN and PLUE_WEBHOOK_SECRET to every step"]
 fn plue_run_keeps_every_plue_credential_from_steps() {
     let workflow =
         "def workflow():\n    return Plan(name='env', triggers=[Trigger.manual()], steps=[\n\
@@ -321,7 +320,6 @@ print(report, flush=True)
 /// `/proc/<pid>/environ` and its home, workspace and temporary files (a `hidepid` `/proc`
 /// hides only other users' processes).
 #[test]
-#[ignore = "RT-3: steps of two engines on one host share uids and read each other's secrets and files"]
 fn steps_of_two_engines_on_one_host_are_different_users() {
     if !is_root() {
         eprintln!("skipped: needs root (steps run as other users only under a root runner)");
@@ -371,10 +369,9 @@ print("escaped", flush=True)
 /// its `plue run`; it keeps the step's uid, so it reads the secrets and files of whichever
 /// later step gets that uid: the next engine's attempt with the same id at once, or this
 /// engine's attempt 65,536 attempts later (1,000-step plans make that a few pushes).
-/// Fails on the committed tree; passes on a working tree with the cgroup containment in
-/// progress (`runner/src/containment.rs`): un-ignore it when that lands.
+/// Closed by the step's cgroup (killed at its end) and, across engines, by host-unique
+/// step users.
 #[test]
-#[ignore = "RT-4: an escaped process survives its run and spies on the next step with its uid"]
 fn nothing_of_an_earlier_attempt_survives_for_a_later_step_with_its_uid() {
     if !is_root() {
         eprintln!("skipped: needs root (steps run as other users only under a root runner)");
@@ -491,7 +488,6 @@ print("swapped", swapped, flush=True)
 /// name (`/tmp/plue-work-*` is listable, runner pids are guessable), not through `/proc`.
 /// Here the target is a root-owned directory of the test.
 #[test]
-#[ignore = "RT-1: hand_over follows a directory swapped for a symlink and chowns files outside the attempt (root)"]
 fn hand_over_never_chowns_outside_the_attempt() {
     if !is_root() {
         eprintln!("skipped: needs root (steps run as other users only under a root runner)");

@@ -1,6 +1,7 @@
 //! Local runners do not outlive the engine that started them when it means to go: `plue
-//! run`'s runners die with it even when it is SIGKILLed (a parent-death signal), and `plue
-//! serve` stopped by SIGTERM stops its runners, busy ones included.
+//! run`'s runners — and the steps they run — die with it even when it is SIGKILLed (a
+//! parent-death signal), and `plue serve` stopped by SIGTERM stops its runners, busy ones
+//! included.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -56,10 +57,19 @@ async fn all_dead(pids: &[u32], limit: Duration, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plue_run_killed_takes_its_runners_with_it() {
+async fn plue_run_killed_takes_its_runners_and_their_steps_with_it() {
     let _serial = serial().await;
     let sandbox = Sandbox::new("run-kill");
-    sandbox.write("slow.plue.py", SLOW);
+    let step_pids = sandbox.shared("step.pids");
+    // The step, and a child of it in a new session that would outlive a plain kill.
+    sandbox.write(
+        "slow.plue.py",
+        &format!(
+            "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n\
+             \x20       Step.bash('slow', 'setsid sleep 61 & echo $$ $! >> {pids}; echo started; sleep 60'),\n    ])\n",
+            pids = step_pids.display()
+        ),
+    );
     let file = sandbox.path("slow.plue.py");
     let data = sandbox.path("data");
     let run = sandbox.spawn(
@@ -78,13 +88,26 @@ async fn plue_run_killed_takes_its_runners_with_it() {
         (runners.len() == 2).then_some(runners)
     })
     .await;
-    // Let one take the step, so a busy runner is among them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let steps: Vec<u32> = wait_for(Duration::from_secs(30), "the step to start", || async {
+        let text = std::fs::read_to_string(&step_pids).unwrap_or_default();
+        let pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
     sandbox.kill9(run);
     all_dead(
         &runners,
         Duration::from_secs(5),
         "plue run's runners to die with it",
+    )
+    .await;
+    all_dead(
+        &steps,
+        Duration::from_secs(5),
+        "the step's processes to die with it",
     )
     .await;
 }

@@ -173,7 +173,15 @@ async fn execute(
         .work_dir
         .join(format!("attempt-{attempt}-{}", std::process::id()));
     let output_file = dir.join("output");
-    let user = config.step_users.for_attempt(attempt);
+    // Held until the attempt's processes are gone and its directory removed (below).
+    let users = config.step_users;
+    let claim = tokio::task::spawn_blocking(move || users.claim())
+        .await
+        .context("the step-user claim task failed")?;
+    let user = claim
+        .as_ref()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.user()));
     let cancel = stop.child_token();
     let masker = Arc::new(Masker::new(assignment.secrets.values()));
 
@@ -198,15 +206,15 @@ async fn execute(
     ));
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
-    let prepared = prepare(&assignment, &dir, user).await;
+    let prepared = match &claim {
+        Ok(_) => prepare(&assignment, &dir, user)
+            .await
+            .map_err(|e| format!("workspace: {e:#}")),
+        Err(e) => Err(format!("no step user: {e:#}")),
+    };
     let mut usage = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
-        Err(e) => (
-            Outcome::Failed,
-            None,
-            Some(format!("workspace: {e:#}")),
-            BTreeMap::new(),
-        ),
+        Err(e) => (Outcome::Failed, None, Some(e), BTreeMap::new()),
         Ok(()) if matches!(assignment.action, StepAction::Llm { .. }) => {
             let ended = run_llm(
                 &assignment,
@@ -258,7 +266,11 @@ async fn execute(
         )
         .await;
     let dir_to_remove = dir.clone();
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir_to_remove));
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(dir_to_remove);
+        // Only now may another attempt on this host run as this attempt's user.
+        drop(claim);
+    });
     done.map(|_| ()).context("reporting the attempt's end")
 }
 

@@ -22,6 +22,8 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "PLUE_ADMIN_TOKEN",
     "PLUE_SECRET_KEY",
     "PLUE_TOKEN",
+    "PLUE_FORGE_TOKEN",
+    "PLUE_WEBHOOK_SECRET",
     "DATABASE_URL",
 ];
 

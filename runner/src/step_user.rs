@@ -1,24 +1,44 @@
 //! Which user a step runs as, and handing the attempt's files to that user.
 //!
-//! A runner agent that runs as root never runs step code as root: each attempt gets an
-//! unprivileged uid (and a gid of the same number) from a configured range, picked from the
-//! attempt id, so two steps running at once on one machine are two different users. They
-//! cannot read each other's `/proc/<pid>/environ`, `mem` or `fd`, signal each other, or
-//! enter each other's attempt directory (mode 0700, owned by its step's user), and they
-//! cannot read the agent's memory (it is root and undumpable).
+//! A runner agent that runs as root never runs step code as root: each attempt claims an
+//! unprivileged uid (and a gid of the same number) from a configured range, so two steps
+//! running at once on one machine are two different users — also when they belong to two
+//! engines (two `plue run`s, a `plue run` beside `plue serve`). They cannot read each
+//! other's `/proc/<pid>/environ`, `mem` or `fd`, signal each other, or enter each other's
+//! attempt directory (mode 0700, owned by its step's user), and they cannot read the
+//! agent's memory (it is root and undumpable).
 //!
-//! Invariants: the uid range never includes 0; an attempt's directory and everything the
-//! runner put in it are owned by the attempt's user before the step starts; a runner that is
-//! not root runs steps as itself (it cannot switch users) and says so at start.
+//! A claim is an exclusive `flock` on `<lock dir>/<uid>` ([`LOCK_DIR`], root's alone),
+//! held until the attempt's processes are gone and its directory removed, so the claim
+//! is host-wide whichever engine started the runner; a crashed runner's claims end with
+//! it. Claims start at a random place in the range, so the next attempt rarely gets the
+//! uid the previous one had.
+//!
+//! The hand-over is post-order: every entry is given to the step's user before the
+//! directory holding it, and the attempt directory itself last. Until then every
+//! directory of the attempt belongs to root with the attempt directory private (0700),
+//! so no step user — not even one with the same uid — can reach, rename or link anything
+//! the walk is about to touch; the walk never follows a symbolic link.
+//!
+//! Invariants: the uid range never includes 0; no two live attempts on one host hold the
+//! same uid; an attempt's directory and everything the runner put in it are owned by the
+//! attempt's user before the step starts; a runner that is not root runs steps as itself
+//! (it cannot switch users) and says so at start.
 
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
 
 /// The default range of step uids (and gids) for a root runner: far above the ids of real
 /// accounts and of the usual container subordinate ranges.
 pub const DEFAULT_RANGE: (u32, u32) = (3_000_000, 3_065_535);
+
+/// Where root runners hold their claims on step uids: one lock file per uid. Under
+/// `/run` (a tmpfs: the claims of a rebooted host are gone with it).
+pub const LOCK_DIR: &str = "/run/plue-step-users";
 
 /// A uid and gid a step process runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +52,8 @@ pub struct StepUser {
 pub enum StepUsers {
     /// Steps run as the runner's own user (a runner that is not root).
     Same,
-    /// Steps run as `first + attempt_id mod count` (a root runner).
+    /// Each step runs as a uid of `first..first + count` that no other live attempt on
+    /// this host holds (a root runner).
     Range { first: u32, count: u32 },
 }
 
@@ -60,23 +81,114 @@ impl StepUsers {
         }
     }
 
-    /// The user of one attempt, or `None` to run it as this process's user.
-    pub fn for_attempt(&self, attempt_id: i64) -> Option<StepUser> {
+    /// Claims the user of one attempt, or `None` to run it as this process's user. The
+    /// claim lasts as long as the returned value. Blocking (opens lock files).
+    pub fn claim(&self) -> anyhow::Result<Option<Claim>> {
         match *self {
-            StepUsers::Same => None,
+            StepUsers::Same => Ok(None),
             StepUsers::Range { first, count } => {
-                let offset = attempt_id.rem_euclid(i64::from(count)) as u32;
-                let id = first + offset;
-                Some(StepUser { uid: id, gid: id })
+                claim_in(Path::new(LOCK_DIR), first, count, random_offset(count)).map(Some)
             }
         }
     }
 }
 
-/// Makes `path` and everything below it (symlinks themselves, never their targets) owned by
-/// `user`. Blocking.
+/// A step user held by one attempt: no other attempt on this host gets its uid until
+/// this is dropped.
+#[derive(Debug)]
+pub struct Claim {
+    user: StepUser,
+    _lock: Flock<File>,
+}
+
+impl Claim {
+    pub fn user(&self) -> StepUser {
+        self.user
+    }
+}
+
+fn random_offset(count: u32) -> u32 {
+    let mut bytes = [0u8; 4];
+    // Without randomness the probe starts at the range's start: still a correct claim.
+    let _ = getrandom::fill(&mut bytes);
+    u32::from_le_bytes(bytes) % count.max(1)
+}
+
+/// Takes the first uid of the range, from `start` on and wrapping, whose lock in `dir` no
+/// one holds.
+fn claim_in(dir: &Path, first: u32, count: u32, start: u32) -> anyhow::Result<Claim> {
+    open_lock_dir(dir)?;
+    for step in 0..count {
+        let uid = first + (start + step) % count;
+        let path = dir.join(uid.to_string());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("opening the step-user lock {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                return Ok(Claim {
+                    user: StepUser { uid, gid: uid },
+                    _lock: lock,
+                })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
+            Err((_, e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+    bail!("all {count} step users ({first}-{}) are held by running steps on this host: widen --step-users", first + count - 1)
+}
+
+/// Creates the lock directory, or checks the existing one: a directory (not a link) of
+/// this process's user that no one else may write to — otherwise anyone could hold or
+/// fake claims.
+fn open_lock_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("creating the step-user locks {}", dir.display()))
+        }
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} must be a directory of uid {me} that no one else can write to; remove it \
+             (it holds only lock files) and start again",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Makes `path` and everything below it (symbolic links themselves, never their targets)
+/// owned by `user`, children before their directory and `path` last (see the module doc:
+/// nothing below `path` is reachable by a step user until the walk is over). `path` must
+/// be a directory of this process's user that no one else can enter. Blocking.
 pub fn hand_over(path: &Path, user: StepUser) -> anyhow::Result<()> {
-    for entry in walkdir::WalkDir::new(path).follow_links(false) {
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} must be a private directory of uid {me} before it is handed over",
+            path.display()
+        );
+    }
+    for entry in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .contents_first(true)
+    {
         let entry = entry.with_context(|| format!("walking {}", path.display()))?;
         std::os::unix::fs::lchown(entry.path(), Some(user.uid), Some(user.gid))
             .with_context(|| format!("handing {} to uid {}", entry.path().display(), user.uid))?;
@@ -110,37 +222,139 @@ pub fn first_usable(candidates: &[PathBuf]) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
+    fn lock_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
     #[test]
-    fn a_range_never_contains_root_and_spreads_attempts() {
+    fn a_range_never_contains_root() {
         assert!(StepUsers::range(0, 10).is_err());
         assert!(StepUsers::range(10, 9).is_err());
-        let users = StepUsers::range(5000, 5009).unwrap();
-        assert_eq!(
-            users.for_attempt(3),
-            Some(StepUser {
-                uid: 5003,
-                gid: 5003
-            })
+        assert!(StepUsers::range(5000, 5009).is_ok());
+        assert!(StepUsers::Same.claim().unwrap().is_none());
+    }
+
+    #[test]
+    fn live_claims_never_share_a_uid_and_a_dropped_one_is_free_again() {
+        let dir = lock_dir();
+        // The same start for every claim: each still gets its own uid.
+        let a = claim_in(dir.path(), 5000, 3, 1).unwrap();
+        let b = claim_in(dir.path(), 5000, 3, 1).unwrap();
+        let c = claim_in(dir.path(), 5000, 3, 1).unwrap();
+        let mut uids = vec![a.user().uid, b.user().uid, c.user().uid];
+        uids.sort();
+        assert_eq!(uids, vec![5000, 5001, 5002]);
+        assert_eq!(a.user().uid, a.user().gid);
+        let full = claim_in(dir.path(), 5000, 3, 0).unwrap_err();
+        assert!(format!("{full:#}").contains("all 3 step users"), "{full:#}");
+        let freed = b.user().uid;
+        drop(b);
+        assert_eq!(claim_in(dir.path(), 5000, 3, 0).unwrap().user().uid, freed);
+    }
+
+    #[test]
+    fn a_claim_held_by_another_process_is_respected() {
+        let dir = lock_dir();
+        // flock(1) in another process holds uid 7000's lock while we claim.
+        let lock = dir.path().join("7000");
+        std::fs::write(&lock, "").unwrap();
+        let mut holder = std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let claim = loop {
+            let claim = claim_in(dir.path(), 7000, 2, 0).unwrap();
+            if claim.user().uid == 7001 || std::time::Instant::now() > deadline {
+                break claim;
+            }
+            // flock(1) has not taken it yet.
+            drop(claim);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert_eq!(claim.user().uid, 7001);
+    }
+
+    #[test]
+    fn a_lock_dir_others_can_write_or_a_link_is_refused() {
+        let dir = lock_dir();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = claim_in(&open, 5000, 2, 0).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no one else can write"),
+            "{err:#}"
         );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(claim_in(&link, 5000, 2, 0).is_err());
+        // A link planted where a lock file goes is not followed.
+        let locks = dir.path().join("locks");
+        std::fs::create_dir(&locks).unwrap();
+        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, locks.join("5000")).unwrap();
+        assert!(claim_in(&locks, 5000, 1, 0).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    #[test]
+    fn hand_over_gives_children_before_parents_and_never_follows_links() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown to another user needs root");
+            return;
+        }
+        let outside = tempfile::tempdir().unwrap();
+        let kept = outside.path().join("kept");
+        std::fs::write(&kept, "x").unwrap();
+        let top = lock_dir();
+        let attempt = top.path().join("attempt");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&attempt)
+            .unwrap();
+        std::fs::create_dir_all(attempt.join("a/b")).unwrap();
+        std::fs::write(attempt.join("a/b/file"), "x").unwrap();
+        std::os::unix::fs::symlink(&kept, attempt.join("a/link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), attempt.join("dirlink")).unwrap();
+        let user = StepUser {
+            uid: 4242,
+            gid: 4242,
+        };
+        hand_over(&attempt, user).unwrap();
+        for path in ["", "a", "a/b", "a/b/file", "a/link", "dirlink"] {
+            let meta = std::fs::symlink_metadata(attempt.join(path)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4242), "{path}");
+        }
         assert_eq!(
-            users.for_attempt(13),
-            Some(StepUser {
-                uid: 5003,
-                gid: 5003
-            })
+            std::fs::metadata(&kept).unwrap().uid(),
+            0,
+            "a link's target"
         );
-        assert_eq!(
-            users.for_attempt(-1),
-            Some(StepUser {
-                uid: 5009,
-                gid: 5009
-            })
-        );
-        // Concurrent attempts (consecutive ids) are different users.
-        assert_ne!(users.for_attempt(4), users.for_attempt(5));
-        assert_eq!(StepUsers::Same.for_attempt(3), None);
+        assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
+        // Once handed over (no longer root's), the directory is not walked again.
+        assert!(hand_over(&attempt, user).is_err());
+    }
+
+    #[test]
+    fn hand_over_refuses_a_directory_others_can_enter() {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let err = hand_over(top.path(), StepUser { uid: me, gid: me }).unwrap_err();
+        assert!(format!("{err:#}").contains("private directory"), "{err:#}");
     }
 
     #[test]
@@ -149,7 +363,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tool = dir.path().join("tool");
         std::fs::write(&tool, "#!/bin/sh\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         assert!(!usable_by_others(&tool), "a 0700 directory hides it");

@@ -63,11 +63,25 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
+    let parent = args.die_with_parent;
+    let orphaned = CancellationToken::new();
+    let parent_gone = orphaned.clone();
     tokio::spawn(async move {
         interrupted().await;
-        signal.cancel();
+        if parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
+            parent_gone.cancel();
+        } else {
+            signal.cancel();
+        }
     });
-    agent::run(config, shutdown).await?;
+    tokio::select! {
+        ended = agent::run(config, shutdown) => ended?,
+        // No one is left to report to: dropping the agent kills the step's processes
+        // (their containment ends with its future) without waiting for a report.
+        () = orphaned.cancelled() => {
+            tracing::warn!("the engine that started this runner is gone: stopping its step");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -122,7 +136,8 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
 /// The signal follows the parent *thread* that forked this process; the engine starts its
 /// runners from tokio worker threads, which live as long as the engine.
 fn die_with_parent(parent: i32) -> anyhow::Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    // SIGTERM, not SIGKILL: the runner must kill its step's processes on the way out.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
         .context("asking for a parent-death signal")?;
     if nix::unistd::getppid().as_raw() != parent {
         bail!("the parent process {parent} is gone");
