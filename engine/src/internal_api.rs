@@ -30,6 +30,7 @@ use crate::dispatch::Dispatch;
 use crate::events::Event;
 use crate::executor::{Executor, Report};
 use crate::http_error::{ApiError, ApiResult};
+use crate::metrics;
 use crate::runner_scope::{self, Scope};
 use crate::store::{now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration};
 use crate::tokens;
@@ -49,7 +50,8 @@ pub struct InternalState {
     pub executor: Arc<Executor>,
     pub config: Arc<InternalConfig>,
     pub auth: Arc<RunnerAuth>,
-    /// Cancelled when the engine stops: held polls and watches return at once.
+    /// Cancelled when the engine starts draining (and when it stops): held polls and
+    /// watches return at once, and no poll claims a step any more.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -236,6 +238,9 @@ async fn poll(
             still_live(&state, &runner).await?;
             checked = Some(tokio::time::Instant::now());
         }
+        if state.shutdown.is_cancelled() {
+            return Ok(Json(PollResponse { assignment: None })); // draining: no new claims
+        }
         let notified = events.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -348,11 +353,13 @@ async fn started(
 ) -> ApiResult<Json<Ack>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
-    state
+    let now = now_ms();
+    let ready_at = state
         .executor
         .store()
-        .start_attempt(attempt_id, runner.id, now_ms())
+        .start_attempt(attempt_id, runner.id, now)
         .await?;
+    metrics::step_started(ready_at, now);
     state.executor.events().send(Event::Step {
         run_id: owner.run_id,
     });
@@ -370,9 +377,10 @@ async fn logs(
     let Json(batch) = body?;
     validate_batch(&batch)?;
     let store = state.executor.store();
-    store
+    let stored = store
         .append_logs(owner.step_run_id, owner.number, &batch.lines)
         .await?;
+    metrics::record(metrics::Event::LogLines(stored));
     state.executor.events().send(Event::Logs {
         run_id: owner.run_id,
         step_run_id: owner.step_run_id,

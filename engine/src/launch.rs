@@ -56,7 +56,10 @@ pub async fn launch(
         path: shown.clone(),
         source,
     })?;
-    let evaluated = match evaluator.evaluate(&shown, &source, ctx).await {
+    let started = std::time::Instant::now();
+    let evaluated = evaluator.evaluate(&shown, &source, ctx).await;
+    crate::metrics::record(crate::metrics::evaluation(&evaluated, started));
+    let evaluated = match evaluated {
         Ok(evaluated) => evaluated,
         Err(EvalError::Invalid(problems)) => return Err(LaunchError::Invalid(problems)),
         Err(e) => {

@@ -13,7 +13,7 @@
 //!   [`scheduler`]: cron ticks; [`status_reporter`]: commit statuses owed to forges.
 //! - [`auth`], [`tokens`], [`vault`]: API tokens and secrets sealed at rest.
 //! - [`server`]: wires the above into a running engine; [`launch`]: file → run;
-//!   [`web`]: the dashboard (HTML pages at `/`).
+//!   [`web`]: the dashboard (HTML pages at `/`); [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
@@ -26,6 +26,7 @@ pub mod forge;
 pub mod http_error;
 pub mod internal_api;
 pub mod launch;
+pub mod metrics;
 pub mod pool;
 pub mod registry;
 pub mod runner_scope;

@@ -4,6 +4,8 @@
 //!
 //! Shutdown is injected: [`RunningEngine::shutdown`] cancels one token that the server,
 //! long-polls, SSE streams, the sweeper and the pool all watch, then waits for every task.
+//! [`RunningEngine::drain`] (SIGTERM) first fails `/readyz` and stops answering claims,
+//! then shuts down within a bounded grace, so in-flight requests finish.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ use crate::auth::Auth;
 use crate::events::Events;
 use crate::executor::Executor;
 use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
+use crate::metrics::{self, OpsState};
 use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
 use crate::pool::{Pool, PoolConfig, PoolStatus};
 use crate::registry::Registry;
@@ -94,6 +97,8 @@ pub struct RunningEngine {
     pub executor: Arc<Executor>,
     pub pool: Option<watch::Receiver<PoolStatus>>,
     shutdown: CancellationToken,
+    /// A child of `shutdown`: cancelled first when draining.
+    draining: CancellationToken,
     pool_shutdown: CancellationToken,
     pool_task: Option<tokio::task::JoinHandle<()>>,
     tasks: JoinSet<()>,
@@ -109,6 +114,17 @@ impl RunningEngine {
         }
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Drains, then shuts down: `/readyz` fails and runner polls stop claiming at once;
+    /// the engine keeps serving for `delay` (so load balancers notice), then
+    /// [`RunningEngine::shutdown`] closes the listener and lets in-flight requests finish.
+    /// Whatever is still running `grace` later is dropped. Returns false when the grace ran
+    /// out.
+    pub async fn drain(self, delay: Duration, grace: Duration) -> bool {
+        self.draining.cancel();
+        tokio::time::sleep(delay).await;
+        tokio::time::timeout(grace, self.shutdown()).await.is_ok()
     }
 }
 
@@ -140,6 +156,7 @@ pub async fn start(
     });
     let auth = Arc::new(RunnerAuth::default());
     let shutdown = CancellationToken::new();
+    let draining = shutdown.child_token();
     let mut tasks = JoinSet::new();
 
     let mut pool_status = None;
@@ -174,7 +191,7 @@ pub async fn start(
             max_wait: Duration::from_secs(25),
         }),
         auth: auth.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: draining.clone(),
     });
     let api_state = ApiState {
         executor: executor.clone(),
@@ -199,10 +216,17 @@ pub async fn start(
         vault: config.vault.clone(),
         registry: registry.clone(),
     });
+    let ops = metrics::router(OpsState {
+        store: store.clone(),
+        draining: draining.clone(),
+        pool: pool_status.clone(),
+    });
     let app = public
         .merge(hooks)
         .merge(internal)
-        .fallback(internal_api::not_found);
+        .merge(ops)
+        .fallback(internal_api::not_found)
+        .layer(axum::middleware::from_fn(metrics::track_http));
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -246,6 +270,7 @@ pub async fn start(
         executor,
         pool: pool_status,
         shutdown,
+        draining,
         pool_shutdown,
         pool_task,
         tasks,

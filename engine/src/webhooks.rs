@@ -29,6 +29,7 @@ use crate::forge::payload::{self, ForgeEvent};
 use crate::forge::signature::SignatureError;
 use crate::forge::{signature, Forge};
 use crate::http_error::{ApiError, ApiResult};
+use crate::metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::vault::Vault;
@@ -66,14 +67,20 @@ async fn github(
     State(state): State<WebhookState>,
     request: Request,
 ) -> ApiResult<Json<DeliveryResult>> {
-    receive(&state, Forge::GitHub, request).await
+    metrics::webhook(
+        Forge::GitHub.as_str(),
+        receive(&state, Forge::GitHub, request).await,
+    )
 }
 
 async fn gitea(
     State(state): State<WebhookState>,
     request: Request,
 ) -> ApiResult<Json<DeliveryResult>> {
-    receive(&state, Forge::Gitea, request).await
+    metrics::webhook(
+        Forge::Gitea.as_str(),
+        receive(&state, Forge::Gitea, request).await,
+    )
 }
 
 /// The headers a forge names its event and delivery with.

@@ -1,9 +1,10 @@
-//! `/api/...` and the health endpoints: the public HTTP API (JSON) over runs, steps, logs,
-//! runners, the pool, repositories, schedules, tokens and runner registration tokens.
+//! `/api/...`: the public HTTP API (JSON) over runs, steps, logs, runners, the pool,
+//! repositories, schedules, tokens and runner registration tokens. (`/healthz`, `/readyz`
+//! and `/metrics` are [`crate::metrics`]'s.)
 //!
 //! Invariants: every `/api/...` route passes [`crate::auth::require_token`] (writes need a
-//! bearer token, reads too when they are private); the health endpoints are open; every
-//! error is an [`ApiError`] with a JSON body.
+//! bearer token, reads too when they are private); every error is an [`ApiError`] with a
+//! JSON body.
 
 pub mod followers;
 mod logs;
@@ -91,22 +92,9 @@ pub fn router(state: ApiState) -> Router {
             auth::require_token,
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
         .merge(api)
         .method_not_allowed_fallback(crate::internal_api::method_not_allowed)
         .with_state(state)
-}
-
-async fn readyz(State(state): State<ApiState>) -> ApiResult<&'static str> {
-    if state.executor.store().ping().await {
-        Ok("ready")
-    } else {
-        Err(ApiError::Client(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "database unreachable".into(),
-        ))
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,7 @@
 //! `plue serve`: the engine as a server — public API, runner API, sweeper and a local
-//! pool of N runners (0 for remote runners only) — until SIGINT/SIGTERM.
+//! pool of N runners (0 for remote runners only) — until SIGINT/SIGTERM, which drain it
+//! (readiness fails and no new claims are answered for `--drain-delay`, then in-flight
+//! requests finish within `--shutdown-grace`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -94,8 +96,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     interrupted().await;
-    eprintln!("shutting down");
-    engine.shutdown().await;
+    eprintln!(
+        "draining: unready for {}s, then up to {}s for in-flight requests",
+        args.drain_delay, args.shutdown_grace
+    );
+    let (delay, grace) = (args.drain_delay, args.shutdown_grace);
+    if !engine
+        .drain(Duration::from_secs(delay), Duration::from_secs(grace))
+        .await
+    {
+        eprintln!("shutdown grace ran out: stopping with requests still open");
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

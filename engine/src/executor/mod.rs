@@ -15,6 +15,7 @@ use anyhow::Context;
 use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
+use crate::metrics;
 use crate::store::{now_ms, AttemptEnd, NewRun, RunRepo, StepAfter, Store};
 use crate::vault::Vault;
 pub use rules::Report;
@@ -124,11 +125,15 @@ impl Executor {
     pub async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
+        let mut decided = metrics::Decided::default();
         let advanced = self
             .store
-            .advance(run_id, |snapshot| rules::plan_changes(&plan, snapshot, now))
+            .advance(run_id, |snapshot| {
+                decided.note(&plan, snapshot, rules::plan_changes(&plan, snapshot, now))
+            })
             .await
             .with_context(|| format!("advancing run {run_id}"))?;
+        decided.record();
         if advanced.queued > 0 {
             self.events.work.notify_waiters();
         }
@@ -180,6 +185,7 @@ impl Executor {
             usage,
         };
         let mut retry_now = false;
+        let mut ended = None;
         let completed = self
             .store
             .complete_attempt(attempt_id, runner_id, &end, |attempt| {
@@ -189,12 +195,14 @@ impl Executor {
                 );
                 let after = rules::step_after(&plan, attempt, report, now);
                 retry_now = matches!(after, StepAfter::Retry { ready_at, .. } if ready_at <= now);
+                ended = metrics::attempt_ended(&plan, attempt, &after, now);
                 after
             })
             .await
             .with_context(|| format!("completing attempt {attempt_id}"))?;
         match completed {
             Some(attempt) => {
+                ended.into_iter().for_each(metrics::record);
                 self.advance(attempt.run_id).await?;
                 // A retry without backoff is claimable now; later ones are found by the
                 // pollers' own timer.

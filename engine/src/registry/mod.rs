@@ -539,7 +539,10 @@ impl Registry {
         let Some(source) = &file.source else {
             return Err(format!("{}: the file is not UTF-8 text", file.path));
         };
-        match self.evaluator.evaluate(&file.path, source, ctx).await {
+        let started = std::time::Instant::now();
+        let evaluated = self.evaluator.evaluate(&file.path, source, ctx).await;
+        crate::metrics::record(crate::metrics::evaluation(&evaluated, started));
+        match evaluated {
             Ok(evaluated) => Ok(evaluated),
             Err(EvalError::Invalid(problems)) => Err(render_problems(&problems)),
             Err(e) => Err(format!("{}: {e}", file.path)),

@@ -38,6 +38,8 @@ pub struct CompletedAttempt {
     pub step_id: String,
     pub number: i64,
     pub cancel_requested: bool,
+    /// When the step run's first attempt started (ms), if one did.
+    pub started_at: Option<i64>,
 }
 
 /// What becomes of the step run after an attempt.
@@ -193,13 +195,14 @@ impl Store {
         .await?))
     }
 
-    /// Claimed → running, when the runner starts the process.
+    /// Claimed → running, when the runner starts the process. Returns when the step run
+    /// had become ready (ms) if this call started it, `None` for a repeated report.
     pub async fn start_attempt(
         &self,
         attempt_id: i64,
         runner_id: i64,
         now: i64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<i64>> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let step_run_id: Option<i64> = sqlx::query_scalar(
@@ -211,18 +214,20 @@ impl Store {
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
+            let mut ready_at = None;
             if let Some(step_run_id) = step_run_id {
-                sqlx::query(
+                ready_at = sqlx::query_scalar(
                     "UPDATE step_runs SET status = 'running', started_at = COALESCE(started_at, $2) \
-                     WHERE id = $1 AND status = 'claimed'",
+                     WHERE id = $1 AND status = 'claimed' RETURNING ready_at",
                 )
                 .bind(step_run_id)
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
             }
             tx.commit().await?;
-            Ok(())
+            Ok(ready_at)
         })
     }
 
@@ -288,7 +293,7 @@ impl Store {
                     .await?;
             }
             let row = sqlx::query(
-                "SELECT s.run_id, s.step_id, r.cancel_requested FROM step_runs s \
+                "SELECT s.run_id, s.step_id, s.started_at, r.cancel_requested FROM step_runs s \
                  JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
             )
             .bind(step_run_id)
@@ -300,6 +305,7 @@ impl Store {
                 step_id: row.try_get("step_id")?,
                 number: ended.try_get("number")?,
                 cancel_requested: row.try_get("cancel_requested")?,
+                started_at: row.try_get("started_at")?,
             };
             match decide(&completed) {
                 StepAfter::Final { status, reason, exit_code, outputs } => {

@@ -16,6 +16,7 @@
 mod claims;
 mod dashboard;
 mod forges;
+mod gauges;
 mod logs;
 mod runner_tokens;
 mod runners;

@@ -1,0 +1,174 @@
+//! What the engine tells its operators: Prometheus metrics at `/metrics`, liveness at
+//! `/healthz`, readiness at `/readyz`.
+//!
+//! The rest of the engine reports through one call, [`record`] with an [`Event`] (each hook
+//! is one line where the thing happens), and HTTP traffic through the [`track_http`]
+//! middleware; [`router`] serves the three endpoints. Gauges of shared state (steps waiting
+//! per runner class, live runners) are read from the store at scrape time, so every replica
+//! reports the same truth; counters and histograms count what this process did.
+//!
+//! Invariants: recording never fails, blocks on IO or allocates per call beyond the label
+//! values; the endpoints are open (no token) and show counts only, never names of runs,
+//! repositories or secrets.
+
+mod endpoints;
+mod families;
+mod http;
+mod transitions;
+
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use axum::Json;
+use families::{Labels, FAMILIES};
+
+use crate::http_error::{ApiError, ApiResult};
+use crate::webhooks::DeliveryResult;
+
+pub use endpoints::{router, OpsState};
+pub use http::track_http;
+pub use transitions::{attempt_ended, Decided};
+
+/// Something worth counting, reported where it happens.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A run reached its final status.
+    RunFinished { status: &'a str },
+    /// A step run reached its final status; `seconds` from its first start, if it started.
+    StepFinished {
+        status: &'a str,
+        kind: &'a str,
+        seconds: Option<f64>,
+    },
+    /// A runner started a step that had been ready for `waited` seconds.
+    StepStarted { waited: f64 },
+    /// A workflow file was evaluated.
+    Evaluation { result: &'a str, seconds: f64 },
+    /// A forge delivered a webhook; `result` is `accepted`, `duplicate`, `rejected` or
+    /// `failed`.
+    Webhook { forge: &'a str, result: &'a str },
+    /// Log lines newly stored.
+    LogLines(u64),
+    /// A pool runner of `class` failed (could not start, or died) for `reason`.
+    PodFailed { class: &'a str, reason: &'a str },
+    /// This engine took (`true`) or lost the pool's leader lease.
+    Leader(bool),
+    /// Runners of a pool class in a state, as the pool counts them.
+    PoolRunners {
+        class: &'a str,
+        state: &'a str,
+        count: i64,
+    },
+}
+
+/// Counts `event`.
+pub fn record(event: Event<'_>) {
+    let f = &*FAMILIES;
+    match event {
+        Event::RunFinished { status } => {
+            f.runs_finished
+                .get_or_create(&labels([("status", status)]))
+                .inc();
+        }
+        Event::StepFinished {
+            status,
+            kind,
+            seconds,
+        } => {
+            let set = labels([("status", status), ("kind", kind)]);
+            f.steps_finished.get_or_create(&set).inc();
+            if let Some(seconds) = seconds {
+                f.step_duration
+                    .get_or_create(&set)
+                    .observe(seconds.max(0.0));
+            }
+        }
+        Event::StepStarted { waited } => f.step_start_latency.observe(waited.max(0.0)),
+        Event::Evaluation { result, seconds } => {
+            let set = labels([("result", result)]);
+            f.evaluations.get_or_create(&set).inc();
+            f.evaluation_duration.get_or_create(&set).observe(seconds);
+        }
+        Event::Webhook { forge, result } => {
+            let set = labels([("forge", forge), ("result", result)]);
+            f.webhook_deliveries.get_or_create(&set).inc();
+        }
+        Event::LogLines(count) => {
+            f.log_lines.inc_by(count);
+        }
+        Event::PodFailed { class, reason } => {
+            let set = labels([("class", class), ("reason", reason)]);
+            f.pod_failures.get_or_create(&set).inc();
+        }
+        Event::Leader(leading) => {
+            f.leader.set(i64::from(leading));
+        }
+        Event::PoolRunners {
+            class,
+            state,
+            count,
+        } => {
+            let set = labels([("class", class), ("state", state)]);
+            f.pool_runners.get_or_create(&set).set(count);
+        }
+    }
+}
+
+/// The result label of an evaluation, and its time since `started`.
+pub fn evaluation<T>(result: &Result<T, evaluator::EvalError>, started: Instant) -> Event<'static> {
+    let result = match result {
+        Ok(_) => "ok",
+        Err(evaluator::EvalError::Invalid(_)) => "invalid",
+        Err(evaluator::EvalError::Unavailable(_)) => "unavailable",
+    };
+    Event::Evaluation {
+        result,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Records a webhook delivery's result (`accepted`, `duplicate`, `unauthorized` for a
+/// bad signature, `failed` when its event could not be processed, `rejected` for another
+/// 4xx, `error` for a 5xx) and hands the answer back unchanged.
+pub fn webhook(
+    forge: &str,
+    answer: ApiResult<Json<DeliveryResult>>,
+) -> ApiResult<Json<DeliveryResult>> {
+    let result = match &answer {
+        Ok(Json(delivery)) if delivery.duplicate => "duplicate",
+        Ok(_) => "accepted",
+        Err(ApiError::Client(status, _)) => match *status {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_IMPLEMENTED => "failed",
+            _ => "rejected",
+        },
+        Err(ApiError::Internal(_)) => "error",
+    };
+    record(Event::Webhook { forge, result });
+    answer
+}
+
+/// Records a step's start by a runner when the store says it started it now (`ready_at`,
+/// ms, is `None` for a repeated report).
+pub fn step_started(ready_at: Option<i64>, now_ms: i64) {
+    if let Some(at) = ready_at {
+        record(Event::StepStarted {
+            waited: seconds_between(at, now_ms),
+        });
+    }
+}
+
+/// Milliseconds between two store timestamps, in seconds.
+pub fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
+    (to_ms.saturating_sub(from_ms)) as f64 / 1000.0
+}
+
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs
+        .into_iter()
+        .map(|(name, value)| (name, value.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! The Python tools the deployment tests check with: a virtual environment, built once per
+//! target directory (`target/tmp/deploy-venv`) from PyPI with pinned versions, holding
+//! `helm-python-sdk` (the Helm SDK, offline), `kubernetes-validate` (the Kubernetes API
+//! schemas) and `prometheus-client` (its OpenMetrics parser).
+//!
+//! Invariants: a missing tool fails the test with what pip said — it never skips; the
+//! environment is built in a private directory and renamed into place, so concurrent test
+//! binaries never see half of one; a changed pin list builds a new one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The packages, pinned: their APIs are what the scripts next to this file call.
+const REQUIREMENTS: &[&str] = &[
+    "helm-python-sdk==0.2.2",
+    "kubernetes-validate==1.37.0",
+    "prometheus-client==0.26.0",
+];
+
+/// The Python the project builds against (Debian's; `python3-venv` provides `venv`).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// The environment's interpreter, built on first use.
+pub(crate) fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(build)
+}
+
+/// Runs `script` (a file of `engine/tests/deploy/`) with `args`, feeding `stdin`.
+pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/deploy")
+        .join(script);
+    let mut child = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("writing the script's input");
+    child.wait_with_output().expect("waiting for the script")
+}
+
+fn build() -> PathBuf {
+    let stamp = REQUIREMENTS.join(" ");
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let venv = root.join("deploy-venv");
+    let python = venv.join("bin/python");
+    if std::fs::read_to_string(venv.join("plue-requirements"))
+        .ok()
+        .as_deref()
+        == Some(&stamp)
+    {
+        return python;
+    }
+    let building = root.join(format!("deploy-venv.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    run(
+        Command::new(SYSTEM_PYTHON)
+            .args(["-m", "venv"])
+            .arg(&building),
+        "creating the virtual environment (Debian: apt-get install python3-venv)",
+    );
+    run(
+        Command::new(building.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(REQUIREMENTS),
+        "installing the chart and metrics checkers from PyPI",
+    );
+    std::fs::write(building.join("plue-requirements"), &stamp).expect("writing the stamp");
+    // An outdated environment goes; a concurrent builder that won keeps its own.
+    if venv.exists()
+        && std::fs::read_to_string(venv.join("plue-requirements"))
+            .ok()
+            .as_deref()
+            != Some(&stamp)
+    {
+        let _ = std::fs::remove_dir_all(&venv);
+    }
+    if std::fs::rename(&building, &venv).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    assert!(python.exists(), "no interpreter at {}", python.display());
+    python
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
