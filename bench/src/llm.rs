@@ -130,14 +130,22 @@ async fn direct() -> Result<Measured> {
 /// fake server; the benchmark follows the step's SSE log stream.
 async fn through_plue(env: &Env, work: &Workdir, backend: &Backend) -> Result<Measured> {
     let server = FakeClaude::start(vec![answer()]);
-    let workflow = format!(
+    let workflow =
         "def workflow():\n    return Plan(name=\"llm-bench\", triggers=[Trigger.manual()], steps=[\n        \
-         Step.llm(\"answer\", prompt=\"Stream.\", tools=[], env={{\"ANTHROPIC_BASE_URL\": \"{}\"}}),\n    ])\n",
-        server.url()
-    );
-    let file = work.write_workflow("llm", &workflow)?;
+         Step.llm(\"answer\", prompt=\"Stream.\", tools=[]),\n    ])\n";
+    let file = work.write_workflow("llm", workflow)?;
     let secret = format!("ANTHROPIC_API_KEY={KEY}");
-    let plue = Server::start_with(env, work, backend, 1, &["--secret", &secret]).await?;
+    // Where the API is, is the engine's configuration (passed to its local runners).
+    let url = server.url().to_string();
+    let plue = Server::start_with(
+        env,
+        work,
+        backend,
+        1,
+        &["--secret", &secret],
+        &[("ANTHROPIC_BASE_URL", url.as_str())],
+    )
+    .await?;
     let run_id = plue.start_run(&file, &work.workspace()).await?;
     let received = follow(&plue, run_id).await?;
     plue.wait_run(run_id).await?;

@@ -76,16 +76,18 @@ impl Server {
         backend: &Backend,
         runners: usize,
     ) -> Result<Server> {
-        Server::start_with(env, work, backend, runners, &[]).await
+        Server::start_with(env, work, backend, runners, &[], &[]).await
     }
 
-    /// [`Server::start`] with extra `plue serve` arguments (e.g. `--secret NAME=VALUE`).
+    /// [`Server::start`] with extra `plue serve` arguments (e.g. `--secret NAME=VALUE`) and
+    /// environment variables (e.g. `ANTHROPIC_BASE_URL`, the engine's configuration).
     pub(crate) async fn start_with(
         env: &Env,
         work: &Workdir,
         backend: &Backend,
         runners: usize,
         extra: &[&str],
+        vars: &[(&str, &str)],
     ) -> Result<Server> {
         let data_dir = work.fresh("serve-data");
         let log = work.fresh("serve.log");
@@ -98,6 +100,7 @@ impl Server {
             .arg("--local-workflows")
             .arg(work.path())
             .args(extra)
+            .envs(vars.iter().copied())
             .env("NO_COLOR", "1")
             .env_remove("DATABASE_URL")
             .env("PLUE_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -665,8 +665,14 @@ fn fit_line(text: String) -> Vec<String> {
 }
 
 /// Long-polls the engine for a cancel of this attempt.
+/// How long an attempt runs before it starts watching for a cancel: most steps end
+/// sooner, and each log batch's answer says "cancel" too, so a short step costs the engine
+/// no watch at all.
+const WATCH_AFTER: Duration = Duration::from_millis(250);
+
 async fn watch_cancel(engine: Engine, attempt: i64, cancel: CancellationToken) {
     let path = wire::watch_path(attempt);
+    tokio::time::sleep(WATCH_AFTER).await;
     loop {
         match engine
             .send_once::<_, wire::WatchResponse>(
