@@ -6,7 +6,17 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use support::Sandbox;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{
+    client, free_port, get_json, serial, start_run, wait_final, wait_for, Engine, Sandbox,
+    RUNNER_TOKEN,
+};
+use testkit::kube::{FakeKube, Kubelet, KubeletConfig, Recorded};
 
 const GOOD_CONFIG: &str = r#"
 kubernetes:
@@ -90,4 +100,330 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr)
         .contains("reading the pool configuration /nonexistent/pool.yaml"));
+}
+
+/// The image name the simulated kubelet maps to the `plue` binary under test.
+const IMAGE: &str = "registry.example/plue:test";
+const NAMESPACE: &str = "ci";
+
+/// A fake API server with its kubelet, and the kubeconfig that reaches it.
+struct Cluster {
+    kube: FakeKube,
+    #[allow(dead_code)] // the failure tests drive it
+    kubelet: Arc<Kubelet>,
+    kubeconfig: PathBuf,
+}
+
+fn cluster(sandbox: &Sandbox) -> Cluster {
+    let mut kube = FakeKube::start_with(Duration::from_millis(200)).expect("fake API server");
+    let kubeconfig = sandbox.path("kubeconfig");
+    kube.kubeconfig(&kubeconfig, NAMESPACE).unwrap();
+    let mark = sandbox.path("x");
+    let mark = mark.parent().unwrap().to_str().unwrap().to_string();
+    let kubelet = kube
+        .attach_kubelet(KubeletConfig {
+            images: HashMap::from([(IMAGE.to_string(), PathBuf::from(env!("CARGO_BIN_EXE_plue")))]),
+            base_env: vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+                // Marks the pods' processes as this sandbox's (cleaned up with it).
+                ("PLUE_TEST_SANDBOX".into(), mark),
+            ],
+        })
+        .unwrap();
+    Cluster {
+        kube,
+        kubelet,
+        kubeconfig,
+    }
+}
+
+/// A pool configuration with one class `small` ({size: small}) plus `extra` classes.
+fn config(engine: &str, min_warm: usize, max_runners: usize, image: &str, extra: &str) -> String {
+    format!(
+        "kubernetes:\n  namespace: {NAMESPACE}\n  engine_url: {engine}\n  start_timeout: 20s\n  lease_duration: 2s\n\
+         classes:\n  - name: small\n    labels: {{size: small}}\n    min_warm: {min_warm}\n    max_runners: {max_runners}\n    idle_timeout: 60s\n\
+         \x20   template:\n      spec:\n        containers: [{{name: runner, image: \"{image}\"}}]\n{extra}"
+    )
+}
+
+/// `plue serve --pool kubernetes --pool-config FILE` with `KUBECONFIG` at the fake server.
+async fn serve(
+    sandbox: &Sandbox,
+    cluster: &Cluster,
+    name: &str,
+    port: u16,
+    config: &str,
+) -> Engine {
+    let file = sandbox.write(&format!("{name}-pool.yaml"), config);
+    let listen = format!("127.0.0.1:{port}");
+    let root = sandbox.path("x");
+    let root = root.parent().unwrap().to_str().unwrap().to_string();
+    let data = sandbox.path("data");
+    let mut command = sandbox.plue(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--local-workflows",
+        &root,
+        "--pool",
+        "kubernetes",
+        "--pool-config",
+        file.to_str().unwrap(),
+        "--runner-token",
+        RUNNER_TOKEN,
+    ]);
+    command
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("RUST_LOG", "engine=info,kube=warn");
+    let pid = sandbox.spawn(name, command);
+    let url = format!("http://{listen}");
+    let http = client();
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{name} to answer /healthz"),
+        || async {
+            assert!(
+                !sandbox.exited(pid),
+                "{name} exited\n{}",
+                sandbox.diagnostics()
+            );
+            let up = http
+                .get(format!("{url}/healthz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            up.then_some(())
+        },
+    )
+    .await;
+    Engine { url, pid }
+}
+
+fn pods(cluster: &Cluster) -> Vec<Value> {
+    cluster.kube.objects("pods", NAMESPACE)
+}
+
+fn pod_names(cluster: &Cluster) -> Vec<String> {
+    pods(cluster)
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Names of runners in `state` (`idle`, `busy`).
+async fn runners_in(engine: &str, state: &str) -> Vec<String> {
+    let runners = get_json(&client(), &format!("{engine}/api/runners")).await;
+    runners
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] == state)
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn wait_idle(engine: &str, n: usize) -> Vec<String> {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{n} idle pod runners"),
+        || async {
+            let idle = runners_in(engine, "idle").await;
+            (idle.len() >= n).then_some(idle)
+        },
+    )
+    .await
+}
+
+fn workflow(steps: &[String]) -> String {
+    let mut source = String::from(
+        "def workflow():\n    return Plan(name='kube', triggers=[Trigger.manual()], steps=[\n",
+    );
+    for step in steps {
+        source.push_str(&format!("        {step},\n"));
+    }
+    source.push_str("    ])\n");
+    source
+}
+
+async fn run(sandbox: &Sandbox, engine: &str, name: &str, steps: &[String]) -> i64 {
+    let file = sandbox.write(&format!("{name}.plue.py"), &workflow(steps));
+    let workspace = sandbox.path(&format!("ws-{name}"));
+    std::fs::create_dir_all(&workspace).unwrap();
+    start_run(&client(), engine, &file, &workspace).await
+}
+
+fn writes(requests: &[Recorded], resource: &str, method: &str) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.resource.as_deref() == Some(resource) && r.method == method && !r.watch)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-e2e");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let engine = serve(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &config(&url, 1, 2, IMAGE, ""),
+    )
+    .await;
+    let warm = wait_idle(&engine.url, 1).await;
+    assert_eq!(
+        pod_names(&cluster),
+        warm,
+        "the warm pod is the registered runner"
+    );
+
+    // The pod as the cluster holds it: hardened, labelled, the token nowhere but its Secret.
+    let pod = cluster.kube.object("pods", NAMESPACE, &warm[0]).unwrap();
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "plue");
+    assert_eq!(labels["app.kubernetes.io/instance"], "plue");
+    assert_eq!(labels["plue.dev/class"], "small");
+    assert_eq!(labels["plue.dev/runner"], warm[0].as_str());
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let secret = cluster.kube.object("secrets", NAMESPACE, &warm[0]).unwrap();
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        pod["metadata"]["uid"]
+    );
+    let token_b64 = secret["data"]["token"].as_str().unwrap().to_string();
+    let pod_text = pod.to_string();
+    assert!(!pod_text.contains(&token_b64));
+    assert!(container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|v| v["valueFrom"].is_null()));
+
+    let started = Instant::now();
+    let run_id = run(
+        &sandbox,
+        &engine.url,
+        "one",
+        &["Step.bash('hello', 'echo hello from a pod', runner={'size': 'small'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}",
+        sandbox.diagnostics()
+    );
+    let step = support::step(&done, "hello");
+    let claim_ms = step["started_at"].as_i64().unwrap() - done["created_at"].as_i64().unwrap();
+    eprintln!("claim latency (run created -> step started on the warm pod): {claim_ms} ms; whole run {:?}", started.elapsed());
+    let lines = support::log_lines(&client(), &engine.url, run_id, "hello")
+        .await
+        .unwrap();
+    assert!(
+        lines.iter().any(|l| l["text"] == "hello from a pod"),
+        "{lines:?}"
+    );
+
+    // The pod took its one step and went, with its Secret; another keeps min_warm.
+    wait_for(
+        Duration::from_secs(30),
+        "the used pod to go and a new one to be warm",
+        || async {
+            let names = pod_names(&cluster);
+            let idle = runners_in(&engine.url, "idle").await;
+            (!names.contains(&warm[0]) && names.len() == 1 && idle == names).then_some(())
+        },
+    )
+    .await;
+    assert!(cluster
+        .kube
+        .object("secrets", NAMESPACE, &warm[0])
+        .is_none());
+    let requests = cluster.kube.requests();
+    eprintln!(
+        "API requests: {:?}",
+        testkit::kube::request_counts(&requests)
+    );
+    assert_eq!(
+        writes(&requests, "pods", "POST"),
+        2,
+        "one pod per runner, no duplicates"
+    );
+    assert_eq!(writes(&requests, "secrets", "POST"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_scales_to_max_runners_and_never_above() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-burst");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let engine = serve(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &config(&url, 0, 4, IMAGE, ""),
+    )
+    .await;
+    let steps: Vec<String> = (0..12)
+        .map(|i| format!("Step.bash('s{i}', 'echo step {i}', runner={{'size': 'small'}})"))
+        .collect();
+    let started = Instant::now();
+    let run_id = run(&sandbox, &engine.url, "burst", &steps).await;
+    let mut most = 0;
+    let done = loop {
+        most = most.max(
+            pods(&cluster)
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .count(),
+        );
+        if let Some(run) = support::run_view(&client(), &engine.url, run_id).await {
+            if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
+                break run;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the burst did not finish\n{}",
+            sandbox.diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(most <= 4, "{most} pods at once, max_runners is 4");
+    assert!(most >= 2, "the pool grew under demand ({most})");
+    let requests = cluster.kube.requests();
+    let created = writes(&requests, "pods", "POST");
+    let all_writes = requests
+        .iter()
+        .filter(|r| r.is_write() && r.resource.as_deref() != Some("coordination.k8s.io/leases"))
+        .count();
+    eprintln!(
+        "burst of 12 steps, max_runners 4: {:?}, {created} pods, {:.2} API writes per step (leases aside)",
+        started.elapsed(),
+        all_writes as f64 / 12.0
+    );
+    assert!(created <= 12 + 4, "{created} pods for 12 steps");
 }

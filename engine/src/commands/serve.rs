@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use engine::pool::kubernetes::KubernetesPool;
 use engine::server::{self, EngineConfig, LocalPoolSettings};
 use engine::store::Store;
 use engine::tokens;
@@ -15,12 +16,20 @@ use engine::vault::{self, Vault};
 use tokio::net::TcpListener;
 
 use super::{cpus, evaluator_pool, interrupted, local_runners};
-use crate::cli::{ServeArgs, StoreArgs};
+use crate::cli::{PoolKind, ServeArgs, StoreArgs};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let (true, Some(file)) = (args.check_config, &args.pool_config) {
         return Ok(engine::pool::config_file::check_command(file));
     }
+    let kubernetes = match (
+        args.pools.contains(&PoolKind::Kubernetes),
+        &args.pool_config,
+    ) {
+        (true, None) => anyhow::bail!("--pool kubernetes needs --pool-config FILE"),
+        (true, Some(file)) => Some(file.clone()),
+        (false, _) => None,
+    };
     let store = open_store(&args.store).await?;
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -58,11 +67,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.secrets = args.secrets.iter().cloned().collect();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));
     config.lost_after = Duration::from_millis(args.lost_after_ms.max(args.heartbeat_ms * 2));
-    let runners = args.runners.unwrap_or_else(cpus);
+    let local = args.pools.contains(&PoolKind::Local);
+    let runners = if local {
+        args.runners.unwrap_or_else(cpus)
+    } else {
+        0
+    };
     let data_dir = &args.store.data_dir;
     engine::store::prepare_data_dir(data_dir)?;
     config.mirrors_dir = std::fs::canonicalize(data_dir)?.join("mirrors");
-    if runners > 0 || args.max_runners.unwrap_or(0) > 0 {
+    if local && (runners > 0 || args.max_runners.unwrap_or(0) > 0) {
         let data_dir = std::fs::canonicalize(data_dir)?;
         let mut runner = local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?;
         runner.pass_env = args.pass_env.clone();
@@ -76,6 +90,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config_vault_keyed = config.vault.is_keyed();
     let evaluator = Arc::new(evaluator_pool(2).await.context("starting the evaluator")?);
     let engine = server::start(store.clone(), listener, config, Some(evaluator)).await?;
+    let kubernetes = match kubernetes {
+        Some(file) => Some(KubernetesPool::from_file(&file, engine.executor.clone(), local).await?),
+        None => None,
+    };
     eprintln!(
         "plue engine listening on {} ({} store, {runners} local runner(s))",
         engine.url,
@@ -96,6 +114,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     interrupted().await;
+    if let Some(kubernetes) = kubernetes {
+        kubernetes.shutdown().await;
+    }
     eprintln!(
         "draining: unready for {}s, then up to {}s for in-flight requests",
         args.drain_delay, args.shutdown_grace

@@ -7,6 +7,7 @@
 //!   engine_url: http://plue:8600 # how pods reach the engine
 //!   instance: plue               # optional; labels this engine's pods
 //!   start_timeout: 2m            # optional; a pod not registered by then is replaced
+//!   lease_duration: 15s          # optional; leader election among engine replicas
 //! classes:
 //!   - name: small
 //!     labels: {size: small}      # the runner labels this class's pods offer
@@ -65,6 +66,8 @@ pub struct KubernetesSettings {
     pub instance: String,
     /// A pod that has not registered this long after its creation is replaced.
     pub start_timeout: Duration,
+    /// How long a leader's Lease holds without renewal (another replica takes over after).
+    pub lease_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +112,8 @@ struct RawKubernetes {
     instance: Option<String>,
     #[serde(default)]
     start_timeout: Option<RawDuration>,
+    #[serde(default)]
+    lease_duration: Option<RawDuration>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +140,7 @@ enum RawDuration {
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 const DEFAULT_START: Duration = Duration::from_secs(120);
+const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> anyhow::Result<PoolFile> {
@@ -220,6 +226,10 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
         problem("kubernetes.start_timeout".into(), e);
         DEFAULT_START
     });
+    let lease_duration = duration(k.lease_duration.as_ref(), DEFAULT_LEASE).unwrap_or_else(|e| {
+        problem("kubernetes.lease_duration".into(), e);
+        DEFAULT_LEASE
+    });
 
     if raw.classes.is_empty() {
         problem(
@@ -301,6 +311,7 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             engine_url: raw.kubernetes.engine_url.trim_end_matches('/').to_string(),
             instance,
             start_timeout,
+            lease_duration,
         },
         classes,
     })

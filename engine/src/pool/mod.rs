@@ -16,9 +16,15 @@
 //!   make the pool stop, count or replace its own runner.
 //! - Names are unique to this pool instance, so a restarted engine never takes an old
 //!   runner for one of its own.
-//! - When the engine stops, the pool stops every runner it started, busy or not.
+//! - When the engine stops, the pool stops every runner it started, busy or not — unless
+//!   its provider keeps runners across engine restarts ([`Provider::keeps_runners`]: pods),
+//!   in which case the next pool adopts the ones whose token it can still follow
+//!   ([`Provider::adopt`]) before it counts anything, so a restart starts no duplicates.
+//! - A pool counts only the demand it may serve ([`Demand`]): with several pools (one per
+//!   runner class), each queued step is counted by exactly one of them.
 
 pub mod config_file;
+pub mod kubernetes;
 pub mod local;
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +55,48 @@ pub trait Provider: Send + Sync + 'static {
     fn exists(&self, name: &str) -> impl Future<Output = bool> + Send;
     /// The labels its runners announce (the scope of the tokens the pool mints for them).
     fn labels(&self) -> &BTreeMap<String, String>;
+    /// Runners that exist from an earlier engine, as (name, id of the one-time token that
+    /// was minted for it); called once, before the pool's first count.
+    fn adopt(&self) -> impl Future<Output = Vec<(String, i64)>> + Send {
+        async { Vec::new() }
+    }
+    /// Whether runners outlive the engine (the pool then leaves them running when it stops).
+    fn keeps_runners(&self) -> bool {
+        false
+    }
+    /// How many runners may be started now (fewer while backing off after failures).
+    fn start_budget(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// Says whether a step asking for these runner labels is a pool's to count.
+pub type LabelFilter = dyn Fn(&BTreeMap<String, String>) -> bool + Send + Sync;
+
+/// Which queued steps a pool counts as its demand.
+#[derive(Clone, Default)]
+pub enum Demand {
+    /// Every ready step (a single pool).
+    #[default]
+    All,
+    /// Ready steps whose labels this predicate accepts (one pool among several).
+    Labels(Arc<LabelFilter>),
+}
+
+impl Demand {
+    /// The ready steps this demand counts, from the store's counts per label set.
+    async fn queued(&self, store: &Store, now: i64) -> anyhow::Result<i64> {
+        match self {
+            Demand::All => store.queued_ready(now).await,
+            Demand::Labels(accepts) => Ok(store
+                .queued_ready_by_labels(now)
+                .await?
+                .into_iter()
+                .filter(|(labels, _)| accepts(labels))
+                .map(|(_, n)| n)
+                .sum()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +139,7 @@ pub struct Pool<P: Provider> {
     slots: tokio::sync::Mutex<HashMap<String, Slot>>,
     status: watch::Sender<PoolStatus>,
     lost_total: Mutex<usize>,
+    demand: Demand,
 }
 
 impl<P: Provider> Pool<P> {
@@ -99,6 +148,17 @@ impl<P: Provider> Pool<P> {
         config: PoolConfig,
         store: Store,
         events: Arc<Events>,
+    ) -> anyhow::Result<Arc<Pool<P>>> {
+        Pool::with_demand(provider, config, store, events, Demand::All)
+    }
+
+    /// A pool that counts only `demand` (one of several pools).
+    pub fn with_demand(
+        provider: P,
+        config: PoolConfig,
+        store: Store,
+        events: Arc<Events>,
+        demand: Demand,
     ) -> anyhow::Result<Arc<Pool<P>>> {
         let suffix = &crate::tokens::new_token()?[..6];
         Ok(Arc::new(Pool {
@@ -116,6 +176,7 @@ impl<P: Provider> Pool<P> {
             .0,
             lost_total: Mutex::new(0),
             config,
+            demand,
         }))
     }
 
@@ -126,6 +187,10 @@ impl<P: Provider> Pool<P> {
     /// Runs the controller until `shutdown`, then stops every runner it started that is not
     /// in the middle of a step.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = self.adopt() => {}
+        }
         loop {
             if let Err(e) = self.reconcile().await {
                 tracing::warn!("pool reconcile failed: {e:#}");
@@ -136,6 +201,9 @@ impl<P: Provider> Pool<P> {
                 _ = work => {}
                 _ = tokio::time::sleep(self.config.tick) => {}
             }
+        }
+        if self.provider.keeps_runners() {
+            return;
         }
         let slots: Vec<(String, Slot)> = self.slots.lock().await.drain().collect();
         // Every runner goes, busy ones too: SIGTERM lets each stop its step, report it and
@@ -148,6 +216,47 @@ impl<P: Provider> Pool<P> {
         }
         for (_, slot) in &slots {
             self.forget_token(slot.token_id).await;
+        }
+    }
+
+    /// Takes over the runners an earlier engine left whose one-time token was redeemed by a
+    /// live runner; stops the others (their tokens are unknown or spent).
+    async fn adopt(&self) {
+        let found = self.provider.adopt().await;
+        if found.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = found.iter().map(|(_, id)| *id).collect();
+        let live: HashMap<i64, String> = match self.store.minted_runners(&ids).await {
+            Ok(rows) => rows.into_iter().map(|r| (r.token_id, r.state)).collect(),
+            Err(e) => {
+                tracing::warn!("adopting runners: {e:#}");
+                HashMap::new()
+            }
+        };
+        let mut slots = self.slots.lock().await;
+        let mut strays = Vec::new();
+        for (name, token_id) in found {
+            match live.get(&token_id).map(String::as_str) {
+                Some("idle" | "busy") => {
+                    tracing::info!(runner = %name, "adopted a runner of an earlier engine");
+                    slots.insert(
+                        name,
+                        Slot {
+                            started: Instant::now(),
+                            token_id,
+                        },
+                    );
+                }
+                _ => strays.push(name),
+            }
+        }
+        drop(slots);
+        for name in strays {
+            tracing::info!(runner = %name, "stopping a runner of an earlier engine that never registered or is gone");
+            if let Err(e) = self.provider.stop(&name).await {
+                tracing::warn!(runner = %name, "stopping runner: {e:#}");
+            }
         }
     }
 
@@ -208,7 +317,7 @@ impl<P: Provider> Pool<P> {
                 gone.push((name.clone(), slot.token_id));
             }
         }
-        let queued = self.store.queued_ready(now).await?;
+        let queued = self.demand.queued(&self.store, now).await?;
         let total = slots.len();
         let ready = keep_warm + starting;
         let wanted = self
@@ -216,7 +325,10 @@ impl<P: Provider> Pool<P> {
             .min_warm
             .max(usize::try_from(queued).unwrap_or(0));
         let room = self.config.max_runners.saturating_sub(total);
-        let to_start = wanted.saturating_sub(ready).min(room);
+        let to_start = wanted
+            .saturating_sub(ready)
+            .min(room)
+            .min(self.provider.start_budget());
         let mut started = Vec::new();
         for _ in 0..to_start {
             let name = self.next_name();

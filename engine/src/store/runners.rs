@@ -7,6 +7,8 @@
 //! nobody can stand in for another runner by name. A registration redeems its token (one
 //! use of a one-time token) in the same transaction that inserts the runner.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 
 use super::{on_db, Store};
@@ -277,6 +279,34 @@ impl Store {
         .bind(now)
         .fetch_one(pool)
         .await?))
+    }
+}
+
+impl Store {
+    /// Ready step runs per label set (parsed from the stored canonical form): the demand
+    /// each runner class of the pool counts.
+    pub async fn queued_ready_by_labels(
+        &self,
+        now: i64,
+    ) -> anyhow::Result<Vec<(BTreeMap<String, String>, i64)>> {
+        let rows: Vec<(String, i64)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT labels, COUNT(*) FROM step_runs \
+             WHERE status = 'queued' AND ready_at <= $1 GROUP BY labels",
+        )
+        .bind(now)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(labels, n)| {
+                let parsed = labels
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                (parsed, n)
+            })
+            .collect())
     }
 }
 

@@ -84,13 +84,16 @@ fn signal(pid: u32, signal: Signal) {
 
 impl Kubelet {
     pub(crate) fn new(shared: Arc<Shared>, config: KubeletConfig) -> anyhow::Result<Kubelet> {
+        let root = tempfile::Builder::new()
+            .prefix("plue-kubelet-")
+            .tempdir()
+            .context("the kubelet's directory")?;
+        // Searchable: a root runner hands its attempts' directories to other users.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711))?;
         Ok(Kubelet {
             shared,
             config,
-            root: tempfile::Builder::new()
-                .prefix("plue-kubelet-")
-                .tempdir()
-                .context("the kubelet's directory")?,
+            root,
             pods: Mutex::new(HashMap::new()),
             unschedulable: AtomicBool::new(false),
             node_dead: AtomicBool::new(false),
@@ -322,7 +325,10 @@ impl Kubelet {
         };
         self.waiting(namespace, name, &container, "ContainerCreating", "");
         let dir = pod_dir(self.root.path(), name);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir.join("volumes"))?;
+        for searchable in [dir.clone(), dir.join("volumes")] {
+            std::fs::set_permissions(&searchable, std::fs::Permissions::from_mode(0o711))?;
+        }
         let mut mounts: Vec<(String, PathBuf)> = Vec::new();
         let volumes: BTreeMap<String, Value> = pod["spec"]["volumes"]
             .as_array()
@@ -350,6 +356,10 @@ impl Kubelet {
             };
             let host = dir.join("volumes").join(volume_name);
             std::fs::create_dir_all(&host)?;
+            if volume["emptyDir"].is_object() {
+                // As a kubelet makes them: writable by every user of the pod.
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777))?;
+            }
             if let Some(secret_name) = volume["secret"]["secretName"].as_str() {
                 // A real kubelet retries the mount until the Secret exists.
                 let secret = loop {

@@ -189,15 +189,22 @@ impl FakeKube {
             kubelet_attached: AtomicBool::new(false),
             bookmark_every,
         });
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        // Bound here, served on the server's own runtime: callers may be inside another
+        // runtime, where blocking on this one is not allowed.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .context("binding the fake Kubernetes API")?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let app = axum::Router::new()
             .fallback(http::handle)
             .with_state(shared.clone());
         runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let _ = axum::serve(listener, app).await;
+                }
+                Err(e) => eprintln!("testkit kube: serving: {e}"),
+            }
         });
         Ok(FakeKube {
             shared,
@@ -314,7 +321,8 @@ impl Drop for FakeKube {
             kubelet.stop_all();
         }
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(2));
+            // Never blocks, so dropping works inside a caller's runtime too.
+            runtime.shutdown_background();
         }
     }
 }

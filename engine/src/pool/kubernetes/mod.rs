@@ -1,0 +1,357 @@
+//! The Kubernetes pool: warm runner pods per class, through kube-rs
+//! (`plue serve --pool kubernetes --pool-config FILE`). [`KubernetesPool`] is the one entry
+//! point; the configuration is [`crate::pool::config_file`].
+//!
+//! - `cache` follows the installation's pods with a kube-runtime watcher (label selector
+//!   `app.kubernetes.io/managed-by=plue,app.kubernetes.io/instance=<instance>`); re-lists
+//!   after `410 Gone` are the watcher's.
+//! - `provider` is the pool [`crate::pool::Provider`] of one class: a runner is a pod plus
+//!   its token Secret (`pod` builds both, hardened); one [`crate::pool::Pool`] per class
+//!   decides how many, counting only the steps whose labels that class is the first to
+//!   serve.
+//! - `supervise` deletes pods that finished or failed and fails the attempt a dead pod held
+//!   (`runner lost: pod <name> <reason>`) as soon as the watch says so; `health` judges a
+//!   pod's status.
+//! - `unservable` fails at once the steps no class and no registered runner can serve.
+//! - `lease`: with several engine replicas, only the holder of the Lease
+//!   `<instance>-pool` runs the pools, `supervise` and `unservable`; the others keep their
+//!   cache warm and take over when the Lease expires.
+//! - `retry`: every API call retries 5xx, 429 (`Retry-After`), transport errors and
+//!   timeouts with backoff, within a time budget.
+//!
+//! Invariants:
+//! - The cluster is the truth: everything the controller knows about pods comes from the
+//!   watch; after an engine restart or a leader change the new pools adopt the pods whose
+//!   runners are registered (by the token id in their annotation) before counting, so no
+//!   duplicate is started, and delete the rest.
+//! - Pods outlive engines: no engine deletes pods because it stops.
+//! - A one-time registration token reaches its pod only through a Secret owned by that pod.
+//! - Nothing here runs a decision on a follower: pods are created and deleted by one engine.
+
+mod cache;
+mod health;
+mod lease;
+mod pod;
+mod provider;
+mod retry;
+mod supervise;
+mod unservable;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use provider::Failures;
+
+use self::cache::{PodCache, PodChange};
+use self::provider::KubeProvider;
+use self::supervise::Supervisor;
+use crate::executor::Executor;
+use crate::pool::config_file::PoolFile;
+use crate::pool::{Demand, Pool, PoolConfig, PoolStatus};
+
+/// What else serves steps next to the Kubernetes classes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The labels of this engine's other pools (the local pool: no labels). Steps they can
+    /// serve are theirs: no class counts them as demand, and they are never unservable.
+    pub other_pools: Vec<BTreeMap<String, String>>,
+}
+
+/// One class as the pool shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassStatus {
+    pub class: String,
+    pub labels: BTreeMap<String, String>,
+    /// The pool's counts while this engine leads (`None` on a follower).
+    pub pool: Option<PoolStatus>,
+    pub failures: Failures,
+}
+
+/// A running Kubernetes pool; stop it with [`KubernetesPool::shutdown`].
+pub struct KubernetesPool {
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    leading: watch::Receiver<bool>,
+    providers: Vec<Arc<KubeProvider>>,
+    statuses: Arc<Mutex<HashMap<String, watch::Receiver<PoolStatus>>>>,
+}
+
+impl KubernetesPool {
+    /// Connects with `Client::try_default()` (in-cluster service account, or `KUBECONFIG`)
+    /// and starts following the cluster.
+    pub async fn start(
+        file: PoolFile,
+        executor: Arc<Executor>,
+        options: Options,
+    ) -> anyhow::Result<KubernetesPool> {
+        let client = kube::Client::try_default().await.context(
+            "connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)",
+        )?;
+        KubernetesPool::start_with(client, file, executor, options)
+    }
+
+    /// Loads the configuration file at `path` and starts; `local_pool`: this engine also
+    /// runs a local pool (whose runners take the unlabelled steps).
+    pub async fn from_file(
+        path: &std::path::Path,
+        executor: Arc<Executor>,
+        local_pool: bool,
+    ) -> anyhow::Result<KubernetesPool> {
+        let file = crate::pool::config_file::load(path)?;
+        let options = Options {
+            other_pools: if local_pool {
+                vec![BTreeMap::new()]
+            } else {
+                Vec::new()
+            },
+        };
+        let classes: Vec<String> = file.classes.iter().map(|c| c.name.clone()).collect();
+        let pool = KubernetesPool::start(file, executor, options).await?;
+        tracing::info!("Kubernetes pool started: classes {}", classes.join(", "));
+        Ok(pool)
+    }
+
+    /// [`KubernetesPool::start`] with a given client.
+    pub fn start_with(
+        client: kube::Client,
+        file: PoolFile,
+        executor: Arc<Executor>,
+        options: Options,
+    ) -> anyhow::Result<KubernetesPool> {
+        let settings = Arc::new(file.kubernetes);
+        let classes: Vec<Arc<_>> = file.classes.into_iter().map(Arc::new).collect();
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let cache = PodCache::new();
+        let (changes_tx, changes) = mpsc::unbounded_channel();
+        tasks.spawn(cache.clone().follow(
+            Api::namespaced(client.clone(), &settings.namespace),
+            pod::selector(&settings.instance),
+            changes_tx,
+            shutdown.clone(),
+        ));
+        let identity = format!(
+            "{}-{}",
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "engine".into()),
+            &crate::tokens::new_token()?[..8]
+        );
+        let (leading_tx, leading) = watch::channel(false);
+        let election = lease::Election {
+            api: Api::<Lease>::namespaced(client.clone(), &settings.namespace),
+            name: format!("{}-pool", settings.instance),
+            identity,
+            duration: settings.lease_duration,
+        };
+        tasks.spawn(election.run(leading_tx, shutdown.clone()));
+        let providers: Vec<Arc<KubeProvider>> = classes
+            .iter()
+            .map(|class| {
+                Arc::new(KubeProvider::new(
+                    client.clone(),
+                    settings.clone(),
+                    class.clone(),
+                    cache.clone(),
+                    executor.store().clone(),
+                ))
+            })
+            .collect();
+        let supervisor = Arc::new(Supervisor {
+            providers: providers
+                .iter()
+                .map(|p| (p.class().name.clone(), p.clone()))
+                .collect(),
+            executor: executor.clone(),
+            start_timeout: settings.start_timeout,
+        });
+        tasks.spawn(supervise_changes(
+            supervisor.clone(),
+            changes,
+            leading.clone(),
+            shutdown.clone(),
+        ));
+        let statuses = Arc::new(Mutex::new(HashMap::new()));
+        tasks.spawn(lead(
+            Leader {
+                providers: providers.clone(),
+                supervisor,
+                cache,
+                executor,
+                options,
+                start_timeout: settings.start_timeout,
+                statuses: statuses.clone(),
+            },
+            leading.clone(),
+            shutdown.clone(),
+        ));
+        Ok(KubernetesPool {
+            shutdown,
+            tasks,
+            leading,
+            providers,
+            statuses,
+        })
+    }
+
+    /// Whether this engine holds the Lease (creates and deletes the pods).
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Each class: its labels, counts (on the leader) and failures.
+    pub fn status(&self) -> Vec<ClassStatus> {
+        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        self.providers
+            .iter()
+            .map(|p| ClassStatus {
+                class: p.class().name.clone(),
+                labels: p.class().labels.clone(),
+                pool: statuses.get(&p.class().name).map(|s| *s.borrow()),
+                failures: p.failures(),
+            })
+            .collect()
+    }
+
+    /// Stops following the cluster and gives up the Lease; pods stay (a restarted engine
+    /// adopts them).
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Hands every pod change to the supervisor while this engine leads.
+async fn supervise_changes(
+    supervisor: Arc<Supervisor>,
+    mut changes: mpsc::UnboundedReceiver<PodChange>,
+    leading: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+        };
+        if *leading.borrow() {
+            supervisor.handle(&change).await;
+        }
+    }
+}
+
+/// What the leader runs.
+struct Leader {
+    providers: Vec<Arc<KubeProvider>>,
+    supervisor: Arc<Supervisor>,
+    cache: Arc<PodCache>,
+    executor: Arc<Executor>,
+    options: Options,
+    start_timeout: Duration,
+    statuses: Arc<Mutex<HashMap<String, watch::Receiver<PoolStatus>>>>,
+}
+
+/// Runs one pool per class (and the unservable-step check) during each term of
+/// leadership; between terms, nothing.
+async fn lead(leader: Leader, mut leading: watch::Receiver<bool>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = leading.wait_for(|l| *l) => if changed.is_err() { return },
+        }
+        let term = shutdown.child_token();
+        let mut pools = JoinSet::new();
+        let classes: Vec<_> = leader.providers.iter().map(|p| p.class().clone()).collect();
+        for (index, provider) in leader.providers.iter().enumerate() {
+            let class = provider.class();
+            let (all, others) = (classes.clone(), leader.options.other_pools.clone());
+            let demand = Demand::Labels(Arc::new(move |labels| {
+                !others
+                    .iter()
+                    .any(|o| labels.iter().all(|(k, v)| o.get(k) == Some(v)))
+                    && all.iter().position(|c| c.serves(labels)) == Some(index)
+            }));
+            let config = PoolConfig {
+                min_warm: class.min_warm,
+                max_runners: class.max_runners,
+                idle_timeout: class.idle_timeout,
+                start_timeout: leader.start_timeout,
+                tick: Duration::from_millis(100),
+            };
+            let pool = match Pool::with_demand(
+                provider.clone(),
+                config,
+                leader.executor.store().clone(),
+                leader.executor.events().clone(),
+                demand,
+            ) {
+                Ok(pool) => pool,
+                Err(e) => {
+                    tracing::error!(class = %class.name, "starting the class's pool: {e:#}");
+                    continue;
+                }
+            };
+            leader
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(class.name.clone(), pool.status());
+            pools.spawn(pool.run(term.clone()));
+        }
+        pools.spawn(unservable_loop(
+            leader.executor.clone(),
+            classes,
+            leader.options.other_pools.clone(),
+            term.clone(),
+        ));
+        // What happened while another engine led (or before this one started).
+        leader.cache.ready().await;
+        for pod in leader.cache.all() {
+            leader
+                .supervisor
+                .handle(&PodChange { pod, gone: false })
+                .await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = leading.wait_for(|l| !*l) => {}
+        }
+        term.cancel();
+        while pools.join_next().await.is_some() {}
+        leader
+            .statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+async fn unservable_loop(
+    executor: Arc<Executor>,
+    classes: Vec<crate::pool::config_file::RunnerClass>,
+    other_pools: Vec<BTreeMap<String, String>>,
+    term: CancellationToken,
+) {
+    loop {
+        if let Err(e) = unservable::fail_unservable(&executor, &classes, &other_pools).await {
+            tracing::warn!("failing unservable steps: {e:#}");
+        }
+        let work = executor.events().work.notified();
+        tokio::select! {
+            _ = term.cancelled() => return,
+            _ = work => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

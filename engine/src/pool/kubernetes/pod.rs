@@ -1,0 +1,316 @@
+//! A runner pod and its token Secret, built from a class's template. Pure.
+//!
+//! The pod is the class's `template` merged over Plue's hardened defaults (non-root user
+//! 65532, no privilege escalation, every capability dropped, `seccompProfile:
+//! RuntimeDefault`, read-only root file system, `automountServiceAccountToken: false`,
+//! `restartPolicy: Never`, no service links), then Plue's own parts set last so no
+//! template can replace them: the runner container's command and arguments, the token
+//! volume, `emptyDir`s for the work directory and `/tmp`, and the labels the controller
+//! selects its pods by.
+//!
+//! Invariants:
+//! - The one-time token is only in the Secret, mounted read-only (mode 0400) into the
+//!   runner container alone: never in the pod spec, an environment variable or an argument.
+//! - The Secret is owned by its pod (`ownerReferences` with the pod's uid): deleting the
+//!   pod deletes it, and it is immutable.
+//! - Every pod and Secret carries the four labels [`selector`] matches, so the controller
+//!   (and an engine restarted later) finds exactly its own objects.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, Pod, PodSecurityContext, PodSpec,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::{ByteString, DeepMerge};
+
+use crate::pool::config_file::{KubernetesSettings, RunnerClass, RUNNER_CONTAINER};
+use crate::runner_scope::format_labels;
+
+pub(super) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub(super) const INSTANCE: &str = "app.kubernetes.io/instance";
+pub(super) const CLASS: &str = "plue.dev/class";
+pub(super) const RUNNER: &str = "plue.dev/runner";
+/// The annotation holding the id of the one-time token minted for the pod's runner (how a
+/// restarted engine follows the pods it adopts).
+pub(super) const TOKEN_ID: &str = "plue.dev/token-id";
+
+/// Where the token Secret is mounted, and the file the runner reads.
+pub(super) const TOKEN_DIR: &str = "/var/run/plue/token";
+pub(super) const TOKEN_FILE: &str = "/var/run/plue/token/token";
+pub(super) const WORK_DIR: &str = "/work";
+/// The uid and gid runner pods run as unless the template says otherwise.
+pub(super) const RUNNER_UID: i64 = 65532;
+
+/// The label selector of one engine installation's pods (all classes).
+pub(super) fn selector(instance: &str) -> String {
+    format!("{MANAGED_BY}=plue,{INSTANCE}={instance}")
+}
+
+fn labels(settings: &KubernetesSettings, class: &str, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_string(), "plue".to_string()),
+        (INSTANCE.to_string(), settings.instance.clone()),
+        (CLASS.to_string(), class.to_string()),
+        (RUNNER.to_string(), name.to_string()),
+    ])
+}
+
+/// Plue's defaults, under the template.
+fn defaults() -> PodSpec {
+    let seccomp = SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    };
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUNNER_UID),
+            run_as_group: Some(RUNNER_UID),
+            fs_group: Some(RUNNER_UID),
+            seccomp_profile: Some(seccomp.clone()),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![Container {
+            name: RUNNER_CONTAINER.into(),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                privileged: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: None,
+                }),
+                seccomp_profile: Some(seccomp),
+                ..SecurityContext::default()
+            }),
+            ..Container::default()
+        }],
+        ..PodSpec::default()
+    }
+}
+
+/// The pod for runner `name` of `class`, whose one-time token has id `token_id`.
+pub(super) fn runner_pod(
+    settings: &KubernetesSettings,
+    class: &RunnerClass,
+    name: &str,
+    token_id: i64,
+) -> Pod {
+    let mut spec = defaults();
+    spec.merge_from(class.template.spec.clone().unwrap_or_default());
+    // Plue's parts, after the merge so the template cannot replace them.
+    spec.restart_policy = Some("Never".into());
+    spec.automount_service_account_token = Some(false);
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.push(Volume {
+        name: "plue-token".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name.to_string()),
+            default_mode: Some(0o400),
+            optional: Some(false),
+            items: None,
+        }),
+        ..Volume::default()
+    });
+    for volume in ["plue-work", "plue-tmp"] {
+        volumes.push(Volume {
+            name: volume.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+    }
+    if let Some(runner) = spec
+        .containers
+        .iter_mut()
+        .find(|c| c.name == RUNNER_CONTAINER)
+    {
+        let mut args = vec![
+            "runner".to_string(),
+            "--engine".into(),
+            settings.engine_url.clone(),
+            "--name".into(),
+            name.to_string(),
+            "--token-file".into(),
+            TOKEN_FILE.into(),
+            "--work-dir".into(),
+            WORK_DIR.into(),
+            "--ephemeral".into(),
+            "--give-up-after".into(),
+            "300".into(),
+        ];
+        if !class.labels.is_empty() {
+            args.push("--labels".into());
+            args.push(format_labels(&class.labels));
+        }
+        runner.command = Some(vec!["plue".into()]);
+        runner.args = Some(args);
+        let mounts = runner.volume_mounts.get_or_insert_with(Vec::new);
+        for (volume, path, read_only) in [
+            ("plue-token", TOKEN_DIR, true),
+            ("plue-work", WORK_DIR, false),
+            ("plue-tmp", "/tmp", false),
+        ] {
+            mounts.push(VolumeMount {
+                name: volume.into(),
+                mount_path: path.into(),
+                read_only: Some(read_only),
+                ..VolumeMount::default()
+            });
+        }
+        let env = runner.env.get_or_insert_with(Vec::new);
+        env.retain(|v| v.name != "TMPDIR");
+        env.push(k8s_openapi::api::core::v1::EnvVar {
+            name: "TMPDIR".into(),
+            value: Some("/tmp".into()),
+            value_from: None,
+        });
+    }
+    let template_meta = class.template.metadata.clone().unwrap_or_default();
+    let mut pod_labels = template_meta.labels.unwrap_or_default();
+    pod_labels.extend(labels(settings, &class.name, name));
+    let mut annotations = template_meta.annotations.unwrap_or_default();
+    annotations.insert(TOKEN_ID.into(), token_id.to_string());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(pod_labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The Secret holding runner `name`'s one-time token, owned by its pod (`pod_uid`).
+pub(super) fn token_secret(
+    settings: &KubernetesSettings,
+    class: &str,
+    name: &str,
+    pod_uid: &str,
+    token: &str,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(labels(settings, class, name)),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: name.to_string(),
+                uid: pod_uid.to_string(),
+                controller: Some(false),
+                block_owner_deletion: Some(false),
+            }]),
+            ..ObjectMeta::default()
+        },
+        immutable: Some(true),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            "token".to_string(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::config_file::parse;
+
+    fn class(template: &str) -> (KubernetesSettings, RunnerClass) {
+        let text = format!(
+            "kubernetes: {{namespace: ci, engine_url: 'http://plue:8600'}}\nclasses:\n  - name: small\n    labels: {{size: small}}\n    max_runners: 2\n    template: {template}\n"
+        );
+        let mut file = parse(&text, "t").unwrap();
+        (file.kubernetes, file.classes.remove(0))
+    }
+
+    #[test]
+    fn a_pod_is_hardened_and_carries_its_labels_whatever_the_template() {
+        let (settings, class) = class(
+            "{metadata: {labels: {team: a, app.kubernetes.io/managed-by: other}}, spec: {runtimeClassName: gvisor, serviceAccountName: runner-sa, containers: [{name: runner, image: 'img:1', securityContext: {runAsUser: 1000}}]}}",
+        );
+        let pod = runner_pod(&settings, &class, "pool-abc-1", 42);
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY], "plue", "ours win over the template's");
+        assert_eq!(labels[INSTANCE], "plue");
+        assert_eq!(labels[CLASS], "small");
+        assert_eq!(labels[RUNNER], "pool-abc-1");
+        assert_eq!(labels["team"], "a");
+        assert_eq!(pod.metadata.annotations.as_ref().unwrap()[TOKEN_ID], "42");
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(spec.service_account_name.as_deref(), Some("runner-sa"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let psc = spec.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(spec.containers.len(), 1);
+        let runner = &spec.containers[0];
+        assert_eq!(runner.image.as_deref(), Some("img:1"));
+        let sc = runner.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(1000), "the template's user");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let args = runner.args.as_ref().unwrap().join(" ");
+        assert_eq!(runner.command.as_deref(), Some(&["plue".to_string()][..]));
+        assert!(
+            args.contains("--token-file /var/run/plue/token/token --work-dir /work --ephemeral"),
+            "{args}"
+        );
+        assert!(args.ends_with("--labels size=small"), "{args}");
+        let mounts: Vec<(&str, &str, Option<bool>)> = runner
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert!(mounts.contains(&("plue-token", TOKEN_DIR, Some(true))));
+        assert!(mounts.contains(&("plue-work", WORK_DIR, Some(false))));
+        let token_volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "plue-token")
+            .unwrap();
+        let secret = token_volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("pool-abc-1"));
+        assert_eq!(secret.default_mode, Some(0o400));
+    }
+
+    #[test]
+    fn the_token_is_in_the_secret_only_and_the_secret_belongs_to_the_pod() {
+        let (settings, class) = class("{spec: {containers: [{name: runner, image: i}]}}");
+        let token = "one-time-token-value-0123456789";
+        let pod = runner_pod(&settings, &class, "pool-abc-2", 7);
+        let pod_json = serde_json::to_string(&pod).unwrap();
+        assert!(!pod_json.contains(token));
+        let secret = token_secret(&settings, "small", "pool-abc-2", "uid-1", token);
+        assert_eq!(secret.data.as_ref().unwrap()["token"].0, token.as_bytes());
+        let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Pod", "pool-abc-2", "uid-1")
+        );
+        assert_eq!(secret.immutable, Some(true));
+    }
+}

@@ -1,0 +1,122 @@
+//! Steps no runner can serve fail at once, with the reason, instead of waiting forever: a
+//! ready step whose labels no class offers, no other pool of this engine offers, and no
+//! live registered runner announces.
+//!
+//! The engine fails a queued step the only way the state machine allows: an attempt is
+//! claimed for it by a runner row the pool registers for the purpose (never able to run
+//! anything: it has no session anyone holds), then completed as failed. A step with
+//! retries left fails each retry the same way, immediately.
+//!
+//! Invariant: a step that any live runner could claim is never failed here, so a runner
+//! an operator started by hand for special labels keeps its work.
+
+use std::collections::BTreeMap;
+
+use runner::protocol::Outcome;
+
+use crate::executor::{Executor, Report};
+use crate::pool::config_file::RunnerClass;
+use crate::runner_scope::format_labels;
+use crate::store::now_ms;
+use crate::tokens;
+
+fn superset(offered: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
+}
+
+/// Why steps asking for `labels` cannot run here.
+fn reason(labels: &BTreeMap<String, String>, classes: &[RunnerClass]) -> String {
+    let offered: Vec<String> = classes
+        .iter()
+        .map(|c| {
+            let labels = if c.labels.is_empty() {
+                "no labels".to_string()
+            } else {
+                format_labels(&c.labels)
+            };
+            format!("{} ({labels})", c.name)
+        })
+        .collect();
+    format!(
+        "no runner can serve labels {}: no Kubernetes runner class offers them (classes: {}) \
+         and no registered runner announces them",
+        format_labels(labels),
+        offered.join(", ")
+    )
+}
+
+/// Fails every ready step no one can serve; returns how many attempts it failed.
+pub(super) async fn fail_unservable(
+    executor: &Executor,
+    classes: &[RunnerClass],
+    other_pools: &[BTreeMap<String, String>],
+) -> anyhow::Result<usize> {
+    let store = executor.store();
+    let now = now_ms();
+    let mut unservable = Vec::new();
+    for (labels, _) in store.queued_ready_by_labels(now).await? {
+        if classes.iter().any(|c| c.serves(&labels))
+            || other_pools.iter().any(|offered| superset(offered, &labels))
+        {
+            continue;
+        }
+        unservable.push(labels);
+    }
+    if unservable.is_empty() {
+        return Ok(0);
+    }
+    let live = store.list_runners(true, 10_000).await?;
+    let announced: Vec<BTreeMap<String, String>> = live
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.labels).ok())
+        .collect();
+    let mut failed = 0;
+    for labels in unservable {
+        if announced.iter().any(|offered| superset(offered, &labels)) {
+            continue;
+        }
+        let name = format!("pool-unservable-{}", &tokens::new_token()?[..12]);
+        let session = tokens::hash_token(&tokens::new_token()?);
+        let holder = store
+            .register_runner(&name, "{}", &session, true, now)
+            .await?;
+        let why = reason(&labels, classes);
+        let sets = [format_labels(&labels)];
+        while let Some(claimed) = store.claim(holder, &sets, now).await? {
+            tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
+            let report = Report {
+                outcome: Outcome::Failed,
+                exit_code: None,
+                reason: Some(why.clone()),
+                outputs: BTreeMap::new(),
+            };
+            executor
+                .complete(claimed.attempt_id, claimed.run_id, None, &report)
+                .await?;
+            failed += 1;
+        }
+        store.runner_gone(holder, now_ms()).await?;
+    }
+    Ok(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_runner_serves_subsets_of_its_labels() {
+        let offered = labels(&[("size", "small"), ("zone", "a")]);
+        assert!(superset(&offered, &labels(&[("size", "small")])));
+        assert!(superset(&offered, &BTreeMap::new()));
+        assert!(!superset(&offered, &labels(&[("gpu", "yes")])));
+        assert!(!superset(&offered, &labels(&[("size", "big")])));
+    }
+}
