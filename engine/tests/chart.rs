@@ -1,0 +1,708 @@
+//! The Helm chart (`charts/plue`) through the real Helm SDK and the Kubernetes API schemas:
+//! lint, five value sets rendered and every manifest validated in strict mode (unknown
+//! fields fail), then what the manifests promise — hardened pods, a least-privilege
+//! namespaced Role, NetworkPolicies that keep runner pods to the engine, a PDB, secrets
+//! wired the way `plue serve` reads them, and a pool ConfigMap that the real `plue serve
+//! --check-config` accepts. The tools come from `deploy/python.rs`.
+
+#[path = "deploy/python.rs"]
+mod python;
+#[allow(dead_code)]
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use support::Sandbox;
+
+const NAMESPACE: &str = "ci";
+
+fn chart_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/plue")
+}
+
+/// One rendering of the chart: its objects (validated) and its notes.
+struct Rendered {
+    objects: Vec<Value>,
+    notes: String,
+}
+
+fn render(values: Value) -> Rendered {
+    let chart = chart_dir();
+    let output = python::run_script(
+        "chart.py",
+        &["render", chart.to_str().unwrap(), NAMESPACE],
+        values.to_string().as_bytes(),
+    );
+    assert!(
+        output.status.success(),
+        "rendering with {values}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).expect("the renderer's JSON");
+    let version = out["kubernetes"].as_str().unwrap();
+    let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+    assert!(
+        minor >= 33,
+        "validated against Kubernetes {version}, not a current release"
+    );
+    Rendered {
+        objects: out["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["object"].clone())
+            .collect(),
+        notes: out["notes"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl Rendered {
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    fn one(&self, kind: &str, name: &str) -> &Value {
+        self.objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} among {:?}", self.names()))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+            .collect()
+    }
+
+    fn engine(&self) -> &Value {
+        self.one("Deployment", "plue")
+    }
+
+    fn engine_container(&self) -> &Value {
+        &self.engine()["spec"]["template"]["spec"]["containers"][0]
+    }
+
+    fn env(&self, name: &str) -> &Value {
+        self.engine_container()["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no env {name}"))
+    }
+
+    /// The pool configuration file the ConfigMap carries.
+    fn pool_file(&self) -> String {
+        self.one("ConfigMap", "plue-pool")["data"]["pool.yaml"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn external_database() -> Value {
+    json!({"postgresql": {"enabled": false},
+           "database": {"url": "postgres://plue:hunter2hunter2@db.example:5432/plue"}})
+}
+
+fn ingress_with_tls() -> Value {
+    json!({"ingress": {"enabled": true, "className": "nginx",
+        "hosts": [{"host": "ci.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+        "tls": [{"secretName": "plue-tls", "hosts": ["ci.example.com"]}]}})
+}
+
+fn three_replicas_two_classes() -> Value {
+    json!({"replicaCount": 3,
+        "pool": {"classes": [
+            {"name": "small", "labels": {"size": "small"}, "min_warm": 2, "max_runners": 20,
+             "idle_timeout": "5m"},
+            {"name": "sandboxed", "labels": {"sandbox": "gvisor"}, "max_runners": 5,
+             "template": {"spec": {"runtimeClassName": "gvisor",
+                "nodeSelector": {"sandbox": "gvisor"},
+                "containers": [{"name": "runner", "image": "registry.example/plue:1",
+                                "resources": {"limits": {"cpu": "2", "memory": "2Gi"}}}]}}}]}})
+}
+
+fn existing_secret() -> Value {
+    json!({"existingSecret": "plue-credentials", "postgresql": {"enabled": false},
+           "database": {"existingSecret": "plue-db", "existingSecretKey": "url"}})
+}
+
+/// Every value set the chart is checked with.
+fn value_sets() -> Vec<(&'static str, Value)> {
+    vec![
+        ("defaults", json!({})),
+        ("external database", external_database()),
+        ("ingress with TLS", ingress_with_tls()),
+        ("three replicas, two classes", three_replicas_two_classes()),
+        ("existing secret", existing_secret()),
+    ]
+}
+
+#[test]
+fn helm_lint_finds_nothing() {
+    let chart = chart_dir();
+    let output = python::run_script("chart.py", &["lint", chart.to_str().unwrap()], b"");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["total_charts_linted"], 1, "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
+    let serious: Vec<&Value> = report["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64().unwrap() >= 2)
+        .collect();
+    assert!(serious.is_empty(), "lint warnings or errors: {serious:?}");
+}
+
+#[test]
+fn every_value_set_renders_manifests_valid_in_strict_mode() {
+    for (name, values) in value_sets() {
+        let rendered = render(values);
+        let kinds: BTreeSet<&str> = rendered
+            .objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        for kind in [
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+        ] {
+            assert!(kinds.contains(kind), "{name}: no {kind} in {kinds:?}");
+        }
+        for object in &rendered.objects {
+            let namespace = object["metadata"]["namespace"].as_str();
+            assert_eq!(namespace, Some(NAMESPACE), "{name}: {object}");
+        }
+    }
+}
+
+#[test]
+fn pods_run_as_non_root_without_privileges_and_containers_are_hardened() {
+    for (name, values) in value_sets() {
+        let rendered = render(values);
+        let workloads: Vec<&Value> = rendered
+            .all("Deployment")
+            .into_iter()
+            .chain(rendered.all("StatefulSet"))
+            .collect();
+        for workload in workloads {
+            let pod = &workload["spec"]["template"]["spec"];
+            let what = format!("{name}: {}", workload["metadata"]["name"]);
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
+            assert!(
+                pod["securityContext"]["runAsUser"].as_i64().unwrap() > 0,
+                "{what}"
+            );
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            assert!(
+                pod["hostNetwork"].is_null() && pod["hostPID"].is_null(),
+                "{what}"
+            );
+            for container in pod["containers"].as_array().unwrap() {
+                let sc = &container["securityContext"];
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+                assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+                assert_eq!(sc["runAsNonRoot"], true, "{what}");
+                assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{what}");
+                assert!(sc["privileged"].is_null(), "{what}");
+                assert!(sc["capabilities"]["add"].is_null(), "{what}");
+                let limits = &container["resources"]["limits"];
+                assert!(!limits["memory"].is_null(), "{what}: no memory limit");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_engine_deployment_starts_plue_serve_as_it_reads_its_configuration() {
+    let rendered = render(json!({}));
+    let pod = &rendered.engine()["spec"]["template"]["spec"];
+    let container = rendered.engine_container();
+    assert_eq!(
+        container["command"],
+        json!(["plue"]),
+        "the image puts plue on PATH"
+    );
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let joined = args.join(" ");
+    assert!(
+        joined.starts_with("serve --listen 0.0.0.0:8600 "),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("--pool kubernetes --pool-config /etc/plue/pool.yaml"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("--runners 0"),
+        "no local runners in the engine pod"
+    );
+    // The port the engine listens on is the one the Service and probes use.
+    assert_eq!(container["ports"][0]["containerPort"], 8600);
+    assert_eq!(container["ports"][0]["name"], "http");
+    let service = rendered.one("Service", "plue");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(
+        service["spec"]["selector"],
+        rendered.engine()["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["startupProbe"]["httpGet"]["path"], "/healthz");
+    // Rollouts: the pod keeps serving through preStop, then drains within its grace.
+    let pre_stop = &container["lifecycle"]["preStop"]["exec"]["command"];
+    assert_eq!(pre_stop[0], "sleep");
+    let sleep: i64 = pre_stop[1].as_str().unwrap().parse().unwrap();
+    let grace: i64 = rendered.env("PLUE_SHUTDOWN_GRACE")["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let delay: i64 = rendered.env("PLUE_DRAIN_DELAY")["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let termination = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(
+        termination > sleep + delay + grace,
+        "terminationGracePeriodSeconds {termination} leaves no room after preStop {sleep}s, drain {delay}s and grace {grace}s"
+    );
+    let strategy = &rendered.engine()["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(
+        strategy["maxUnavailable"], 0,
+        "a rollout never drops below the replicas"
+    );
+    // Credentials come from the Secret by the variables `plue serve` reads.
+    for (var, key) in [
+        ("PLUE_ADMIN_TOKEN", "admin-token"),
+        ("PLUE_RUNNER_TOKEN", "runner-token"),
+        ("PLUE_SECRET_KEY", "secret-key"),
+    ] {
+        let from = &rendered.env(var)["valueFrom"]["secretKeyRef"];
+        assert_eq!((&from["name"], &from["key"]), (&json!("plue"), &json!(key)));
+    }
+    let secret = rendered.one("Secret", "plue");
+    for key in ["admin-token", "runner-token", "secret-key"] {
+        let value = secret["data"][key].as_str().unwrap();
+        assert!(value.len() >= 40, "{key} is generated long enough");
+    }
+    // The in-chart PostgreSQL by default, reached with its generated password.
+    let url = rendered.env("DATABASE_URL")["value"].as_str().unwrap();
+    assert_eq!(
+        url,
+        "postgres://plue:$(POSTGRES_PASSWORD)@plue-postgresql:5432/plue"
+    );
+    let postgres = rendered.one("StatefulSet", "plue-postgresql");
+    let claim = &postgres["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "8Gi");
+    // Mounts: the pool file from its ConfigMap, writable scratch on emptyDirs only.
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let pool_mount = mounts.iter().find(|m| m["name"] == "pool").unwrap();
+    assert_eq!(pool_mount["mountPath"], "/etc/plue");
+    let pool_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "pool")
+        .unwrap();
+    assert_eq!(pool_volume["configMap"]["name"], "plue-pool");
+}
+
+#[test]
+fn an_external_database_and_an_existing_secret_replace_the_chart_made_ones() {
+    let external = render(external_database());
+    assert!(
+        external.all("StatefulSet").is_empty(),
+        "no in-chart PostgreSQL"
+    );
+    let from = &external.env("DATABASE_URL")["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (&from["name"], &from["key"]),
+        (&json!("plue-database"), &json!("database-url"))
+    );
+    let stored = external.one("Secret", "plue-database")["data"]["database-url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !stored.contains("hunter2"),
+        "the URL is only in the Secret, encoded"
+    );
+    assert!(
+        !external.engine().to_string().contains("hunter2"),
+        "never in the pod spec"
+    );
+
+    let existing = render(existing_secret());
+    assert!(
+        existing.all("Secret").is_empty(),
+        "the chart makes no Secret: {:?}",
+        existing.names()
+    );
+    for var in ["PLUE_ADMIN_TOKEN", "PLUE_RUNNER_TOKEN", "PLUE_SECRET_KEY"] {
+        let from = &existing.env(var)["valueFrom"]["secretKeyRef"];
+        assert_eq!(from["name"], "plue-credentials", "{var}");
+    }
+    let from = &existing.env("DATABASE_URL")["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (&from["name"], &from["key"]),
+        (&json!("plue-db"), &json!("url"))
+    );
+    assert!(
+        existing.notes.contains("get secret plue-credentials"),
+        "{}",
+        existing.notes
+    );
+}
+
+#[test]
+fn the_engine_account_cannot_reach_beyond_pods_secrets_leases_and_events_of_its_namespace() {
+    for (name, values) in value_sets() {
+        let rendered = render(values);
+        for kind in ["ClusterRole", "ClusterRoleBinding"] {
+            assert!(rendered.all(kind).is_empty(), "{name}: a {kind}");
+        }
+        let roles = rendered.all("Role");
+        assert_eq!(roles.len(), 1, "{name}");
+        let mut granted = BTreeSet::new();
+        for rule in roles[0]["rules"].as_array().unwrap() {
+            assert!(rule["resourceNames"].is_null() || rule["resourceNames"].is_array());
+            assert!(rule["nonResourceURLs"].is_null(), "{name}: {rule}");
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        let (g, r, v) = (
+                            group.as_str().unwrap(),
+                            resource.as_str().unwrap(),
+                            verb.as_str().unwrap(),
+                        );
+                        assert!(
+                            !g.contains('*') && !r.contains('*') && !v.contains('*'),
+                            "{name}: a wildcard in {rule}"
+                        );
+                        granted.insert(format!("{g}/{r}:{v}"));
+                    }
+                }
+            }
+        }
+        let expected: BTreeSet<String> = [
+            "/pods:get",
+            "/pods:list",
+            "/pods:watch",
+            "/pods:create",
+            "/pods:delete",
+            "/pods/log:get",
+            "/secrets:get",
+            "/secrets:create",
+            "/secrets:delete",
+            "coordination.k8s.io/leases:get",
+            "coordination.k8s.io/leases:create",
+            "coordination.k8s.io/leases:update",
+            "/events:create",
+            "/events:patch",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(granted, expected, "{name}");
+        for forbidden in [
+            "/pods/exec:create",
+            "/secrets:list",
+            "/secrets:watch",
+            "/pods:patch",
+        ] {
+            assert!(!granted.contains(forbidden), "{name}: {forbidden}");
+        }
+        let binding = &rendered.all("RoleBinding")[0];
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["roleRef"]["name"], roles[0]["metadata"]["name"]);
+        let account = rendered.engine()["spec"]["template"]["spec"]["serviceAccountName"].clone();
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}])
+        );
+        // The in-chart PostgreSQL gets no token for the API at all.
+        for set in rendered.all("StatefulSet") {
+            let pod = &set["spec"]["template"]["spec"];
+            assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+        }
+    }
+}
+
+#[test]
+fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
+    let rendered = render(json!({}));
+    let pool: Value = {
+        let file = rendered.pool_file();
+        let instance = file
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("instance: "))
+            .unwrap()
+            .to_owned();
+        json!({"instance": instance})
+    };
+    let runners = rendered.one("NetworkPolicy", "plue-runners");
+    let spec = &runners["spec"];
+    // It selects exactly the pods the pool creates (pool/kubernetes/pod.rs's labels).
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/managed-by": "plue", "app.kubernetes.io/instance": pool["instance"]})
+    );
+    let mut types: Vec<&str> = spec["policyTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["Egress", "Ingress"]);
+    assert_eq!(
+        spec["ingress"],
+        json!([]),
+        "nothing may connect to a runner pod"
+    );
+    let egress = spec["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 2, "engine and DNS only: {egress:?}");
+    let engine_rule = &egress[0];
+    assert_eq!(
+        engine_rule["to"][0]["podSelector"]["matchLabels"],
+        rendered.engine()["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        engine_rule["ports"],
+        json!([{"port": 8600, "protocol": "TCP"}])
+    );
+    let dns = &egress[1];
+    assert_eq!(
+        dns["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+        "kube-dns"
+    );
+    for port in dns["ports"].as_array().unwrap() {
+        assert_eq!(port["port"], 53);
+    }
+    // No rule opens everything (an empty `to` or an ipBlock of the world).
+    for rule in egress {
+        assert!(
+            rule["to"].as_array().is_some_and(|to| !to.is_empty()),
+            "{rule}"
+        );
+        assert!(!rule.to_string().contains("0.0.0.0/0"), "{rule}");
+    }
+    // The runner pods cannot select the engine pods or the database by accident.
+    let engine_labels = &rendered.engine()["spec"]["template"]["metadata"]["labels"];
+    assert_ne!(engine_labels["app.kubernetes.io/managed-by"], "plue");
+
+    let engine_policy = rendered.one("NetworkPolicy", "plue-engine");
+    assert_eq!(
+        engine_policy["spec"]["ingress"][0]["ports"][0]["port"],
+        "http"
+    );
+    let database = rendered.one("NetworkPolicy", "plue-postgresql");
+    assert_eq!(
+        database["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
+        rendered.engine()["spec"]["selector"]["matchLabels"],
+        "only the engine reaches PostgreSQL"
+    );
+
+    // Configured egress is added, nothing else.
+    let open = render(json!({"networkPolicy": {"runners": {"egress": [
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}],
+         "ports": [{"port": 443, "protocol": "TCP"}]}]}}}));
+    let egress = open.one("NetworkPolicy", "plue-runners")["spec"]["egress"].clone();
+    assert_eq!(egress.as_array().unwrap().len(), 3);
+    assert_eq!(egress[2]["ports"][0]["port"], 443);
+}
+
+#[test]
+fn the_disruption_budget_covers_the_engine_pods() {
+    let rendered = render(three_replicas_two_classes());
+    assert_eq!(rendered.engine()["spec"]["replicas"], 3);
+    let pdb = rendered.one("PodDisruptionBudget", "plue");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        rendered.engine()["spec"]["selector"]["matchLabels"]
+    );
+    let pod_labels = &rendered.engine()["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "the PDB selects the engine's pods");
+    }
+}
+
+#[test]
+fn the_ingress_serves_the_engine_over_tls_and_the_notes_give_its_webhook_urls() {
+    let rendered = render(ingress_with_tls());
+    let ingress = rendered.one("Ingress", "plue");
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(
+        ingress["spec"]["tls"],
+        json!([{"secretName": "plue-tls", "hosts": ["ci.example.com"]}])
+    );
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend, &json!({"name": "plue", "port": {"name": "http"}}));
+    let public = &rendered.env("PLUE_PUBLIC_URL")["value"];
+    assert_eq!(public, "https://ci.example.com");
+    let notes = &rendered.notes;
+    for line in [
+        "GitHub: https://ci.example.com/webhooks/github",
+        "Gitea:  https://ci.example.com/webhooks/gitea",
+        "kubectl -n ci get secret plue \\",
+        "-o jsonpath='{.data.admin-token}' | base64 -d",
+    ] {
+        assert!(notes.contains(line), "NOTES.txt lacks {line:?}:\n{notes}");
+    }
+    let plain = render(json!({}));
+    assert!(plain
+        .notes
+        .contains("GitHub: http://plue.ci.svc:8600/webhooks/github"));
+    assert!(plain.notes.contains("port-forward svc/plue 8600:8600"));
+}
+
+/// The ConfigMap's `pool.yaml` is a pool configuration the real binary accepts.
+#[test]
+fn the_pool_configmap_passes_plue_serve_check_config() {
+    let sandbox = Sandbox::new("chart-pool");
+    let help = sandbox.plue(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--check-config") && help.contains("--pool-config"),
+        "`plue serve` has no --check-config/--pool-config: the chart's pool file cannot be checked\n{help}"
+    );
+    for (name, values) in value_sets() {
+        let rendered = render(values);
+        let file = sandbox.write("pool.yaml", &rendered.pool_file());
+        let output = sandbox
+            .plue(&[
+                "serve",
+                "--check-config",
+                "--pool-config",
+                file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{name}: plue refused the chart's pool file:\n{}\n{}",
+            rendered.pool_file(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout
+                .contains("valid: namespace ci, engine_url http://plue.ci.svc:8600, instance plue"),
+            "{name}: {stdout}"
+        );
+        if name == "three replicas, two classes" {
+            assert!(stdout.contains("2 class(es)"), "{stdout}");
+            assert!(
+                stdout.contains("small: labels size=small, min_warm 2, max_runners 20, idle_timeout 300s, image plue:0.1.0"),
+                "a class without a template runs the chart's image: {stdout}"
+            );
+            assert!(
+                stdout.contains("sandboxed: labels sandbox=gvisor, min_warm 0, max_runners 5"),
+                "{stdout}"
+            );
+            assert!(
+                rendered
+                    .pool_file()
+                    .contains("\"runtimeClassName\":\"gvisor\""),
+                "{}",
+                rendered.pool_file()
+            );
+        } else {
+            assert!(
+                stdout.contains("default: labels none, min_warm 1, max_runners 10"),
+                "{name}: {stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_pool_without_classes_gets_no_role_and_no_kubernetes_flags() {
+    let rendered = render(json!({"pool": {"classes": []}}));
+    assert!(rendered.all("Role").is_empty() && rendered.all("RoleBinding").is_empty());
+    assert!(rendered.all("ConfigMap").is_empty());
+    let args = rendered.engine_container()["args"].to_string();
+    assert!(!args.contains("--pool"), "{args}");
+}
+
+#[test]
+fn misspelt_or_unknown_values_are_refused_by_the_schema() {
+    let chart = chart_dir();
+    let check = |values: Value| {
+        let output = python::run_script(
+            "chart.py",
+            &["schema", chart.to_str().unwrap()],
+            values.to_string().as_bytes(),
+        );
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    for (name, values) in value_sets() {
+        assert_eq!(check(values).0, Some(0), "{name} is valid");
+    }
+    for (values, key) in [
+        (json!({"replicaCont": 3}), "replicaCont"),
+        (json!({"ingress": {"enabled": true, "tsl": []}}), "tsl"),
+        (json!({"engine": {"resource": {}}}), "resource"),
+        (
+            json!({"pool": {"classes": [{"name": "a", "max_runner": 3}]}}),
+            "max_runner",
+        ),
+        (json!({"database": {"URL": "postgres://x"}}), "URL"),
+        (
+            json!({"networkPolicy": {"runner": {"egress": []}}}),
+            "runner",
+        ),
+    ] {
+        let (code, message) = check(values.clone());
+        assert_eq!(code, Some(3), "{values} was accepted: {message}");
+        assert!(message.contains(key), "the refusal names {key}: {message}");
+    }
+    // Wrong types and values too.
+    for values in [
+        json!({"replicaCount": "3"}),
+        json!({"replicaCount": 0}),
+        json!({"secrets": {"adminToken": "short"}}),
+        json!({"pool": {"classes": [{"name": "Not_A_Name", "max_runners": 1}]}}),
+        json!({"image": {"pullPolicy": "Sometimes"}}),
+    ] {
+        assert_eq!(check(values.clone()).0, Some(3), "{values} was accepted");
+    }
+    // And an install with a misspelt key does not render at all.
+    let output = python::run_script(
+        "chart.py",
+        &["render", chart.to_str().unwrap(), NAMESPACE],
+        json!({"replicaCont": 3}).to_string().as_bytes(),
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("replicaCont"));
+}
