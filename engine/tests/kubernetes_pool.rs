@@ -16,7 +16,7 @@ use support::{
     client, free_port, get_json, serial, start_run, wait_final, wait_for, Engine, Sandbox,
     RUNNER_TOKEN,
 };
-use testkit::kube::{FakeKube, Kubelet, KubeletConfig, Recorded};
+use testkit::kube::{FakeKube, Fault, Kubelet, KubeletConfig, Recorded};
 
 const GOOD_CONFIG: &str = r#"
 kubernetes:
@@ -109,7 +109,6 @@ const NAMESPACE: &str = "ci";
 /// A fake API server with its kubelet, and the kubeconfig that reaches it.
 struct Cluster {
     kube: FakeKube,
-    #[allow(dead_code)] // the failure tests drive it
     kubelet: Arc<Kubelet>,
     kubeconfig: PathBuf,
 }
@@ -205,6 +204,15 @@ async fn serve(
 
 fn pods(cluster: &Cluster) -> Vec<Value> {
     cluster.kube.objects("pods", NAMESPACE)
+}
+
+/// Pods that run or may still run a runner: not finished, not being deleted.
+fn live_pods(cluster: &Cluster) -> usize {
+    pods(cluster)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .count()
 }
 
 fn pod_names(cluster: &Cluster) -> Vec<String> {
@@ -393,12 +401,7 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
     let run_id = run(&sandbox, &engine.url, "burst", &steps).await;
     let mut most = 0;
     let done = loop {
-        most = most.max(
-            pods(&cluster)
-                .iter()
-                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-                .count(),
-        );
+        most = most.max(live_pods(&cluster));
         if let Some(run) = support::run_view(&client(), &engine.url, run_id).await {
             if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
                 break run;
@@ -426,4 +429,286 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
         all_writes as f64 / 12.0
     );
     assert!(created <= 12 + 4, "{created} pods for 12 steps");
+}
+
+/// Waits until `engine` has a busy runner and returns its name (the pod running the step).
+async fn busy_runner(engine: &str) -> String {
+    wait_for(Duration::from_secs(60), "a busy pod runner", || async {
+        runners_in(engine, "busy").await.into_iter().next()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-lost");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let engine = serve(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &config(&url, 1, 1, IMAGE, ""),
+    )
+    .await;
+    type Kill = Box<dyn Fn(&Cluster, &str) + Send>;
+    let kills: Vec<(&str, Kill)> = vec![
+        (
+            "OOMKilled",
+            Box::new(|c: &Cluster, pod: &str| c.kubelet.oom_kill(NAMESPACE, pod)),
+        ),
+        (
+            "Evicted",
+            Box::new(|c: &Cluster, pod: &str| c.kubelet.evict(NAMESPACE, pod)),
+        ),
+        (
+            "deleted",
+            Box::new(|c: &Cluster, pod: &str| c.kube.delete_now("pods", NAMESPACE, pod).unwrap()),
+        ),
+        (
+            "NodeLost",
+            Box::new(|c: &Cluster, _: &str| c.kubelet.kill_node()),
+        ),
+    ];
+    for (i, (reason, kill)) in kills.iter().enumerate() {
+        let run_id = run(
+            &sandbox,
+            &engine.url,
+            &format!("lost{i}"),
+            &["Step.bash('long', 'sleep 60', runner={'size': 'small'})".into()],
+        )
+        .await;
+        let pod = busy_runner(&engine.url).await;
+        let killed = Instant::now();
+        kill(&cluster, &pod);
+        let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(20)).await;
+        let after = killed.elapsed();
+        let step = support::step(&done, "long");
+        assert_eq!(step["status"], "failed", "{done}");
+        let expected = format!("runner lost: pod {pod} {reason}");
+        assert!(
+            step["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&expected),
+            "expected {expected:?}: {done}"
+        );
+        eprintln!("{reason}: the attempt failed {after:?} after its pod died");
+        assert!(after < Duration::from_secs(5), "{reason}: {after:?}");
+        if *reason == "NodeLost" {
+            cluster.kubelet.revive_node();
+        }
+        wait_idle(&engine.url, 1).await;
+    }
+    // Every failure is a Kubernetes Event on its pod.
+    let events = cluster.kube.objects("events", NAMESPACE);
+    for reason in ["OOMKilled", "Evicted", "NodeLost"] {
+        assert!(
+            events.iter().any(|e| e["reason"] == "RunnerPodFailed"
+                && e["message"].as_str().unwrap_or_default().contains(reason)),
+            "no event for {reason}: {events:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-backoff");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let broken = config(&url, 2, 2, "registry.example/missing:1", "")
+        .replace("start_timeout: 20s", "start_timeout: 2s");
+    let _engine = serve(&sandbox, &cluster, "engine", port, &broken).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let created = writes(&cluster.kube.requests(), "pods", "POST");
+    eprintln!("image pull failures: {created} pods created in 5 s");
+    // 2 at once, then 1 s, 2 s, 4 s of backoff with one probe each: at most 5.
+    assert!((2..=5).contains(&created), "{created} pods in 5 s");
+    let events = cluster.kube.objects("events", NAMESPACE);
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ErrImagePull")),
+        "{events:?}"
+    );
+
+    // A node that fits nothing: pods are Unschedulable, replaced after start_timeout.
+    let sandbox2 = Sandbox::new("kube-unschedulable");
+    let cluster2 = self::cluster(&sandbox2);
+    cluster2.kubelet.set_unschedulable(true);
+    let port2 = free_port();
+    let url2 = format!("http://127.0.0.1:{port2}");
+    let tight = config(&url2, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 1s");
+    let _engine2 = serve(&sandbox2, &cluster2, "engine", port2, &tight).await;
+    wait_for(
+        Duration::from_secs(10),
+        "an Unschedulable event",
+        || async {
+            let events = cluster2.kube.objects("events", NAMESPACE);
+            events
+                .iter()
+                .any(|e| {
+                    e["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("Unschedulable")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    cluster2.kubelet.set_unschedulable(false);
+    let engine2 = Engine { url: url2, pid: 0 };
+    wait_idle(&engine2.url, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_no_class_serves_fail_at_once_with_the_reason() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-unservable");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let engine = serve(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &config(&url, 0, 2, IMAGE, ""),
+    )
+    .await;
+    let started = Instant::now();
+    let run_id = run(
+        &sandbox,
+        &engine.url,
+        "gpu",
+        &["Step.bash('train', 'true', runner={'gpu': 'yes'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(10)).await;
+    let step = support::step(&done, "train");
+    assert_eq!(step["status"], "failed", "{done}");
+    let reason = step["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("no runner can serve labels gpu=yes"),
+        "{reason}"
+    );
+    assert!(reason.contains("small (size=small)"), "{reason}");
+    eprintln!("unservable step failed after {:?}", started.elapsed());
+    assert!(
+        pods(&cluster).is_empty(),
+        "no pod for a step no class serves"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-restart");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let pool = config(&url, 2, 3, IMAGE, "");
+    let first = serve(&sandbox, &cluster, "first", port, &pool).await;
+    let mut warm = wait_idle(&first.url, 2).await;
+    sandbox.kill9(first.pid);
+    let second = serve(&sandbox, &cluster, "second", port, &pool).await;
+    // Past the dead engine's lease, the new leader adopts; give it time to (wrongly) act.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut names = pod_names(&cluster);
+    names.sort();
+    warm.sort();
+    assert_eq!(names, warm, "the same two pods");
+    assert_eq!(
+        writes(&cluster.kube.requests(), "pods", "POST"),
+        2,
+        "no duplicates"
+    );
+    let run_id = run(
+        &sandbox,
+        &second.url,
+        "after",
+        &["Step.bash('s', 'echo adopted', runner={'size': 'small'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &second.url, run_id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-faults");
+    let cluster = cluster(&sandbox);
+    for (method, resource, status, times) in [
+        ("POST", "pods", 500, 2),
+        ("POST", "secrets", 503, 1),
+        ("DELETE", "pods", 500, 2),
+    ] {
+        cluster
+            .kube
+            .fail(Fault::on(method, resource, status, times));
+    }
+    cluster.kube.fail(Fault {
+        retry_after: Some(1),
+        ..Fault::on("POST", "pods", 429, 1)
+    });
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let engine = serve(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &config(&url, 0, 3, IMAGE, ""),
+    )
+    .await;
+    let steps: Vec<String> = (0..9)
+        .map(|i| format!("Step.bash('s{i}', 'sleep 0.2; echo {i}', runner={{'size': 'small'}})"))
+        .collect();
+    let run_id = run(&sandbox, &engine.url, "faults", &steps).await;
+    let mut most = 0;
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        most = most.max(live_pods(&cluster));
+        if round % 2 == 0 {
+            cluster.kube.compact();
+        } else {
+            cluster.kube.drop_watches();
+        }
+    }
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(90)).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}",
+        sandbox.diagnostics()
+    );
+    let requests = cluster.kube.requests();
+    let created = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.resource.as_deref() == Some("pods") && r.status == 201)
+        .count();
+    let relists = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.resource.as_deref() == Some("pods") && !r.watch)
+        .count();
+    eprintln!("faults: {created} pods for 9 steps, {relists} lists, at most {most} pods at once");
+    assert!(created <= 9 + 3, "{created} pods for 9 steps");
+    assert!(most <= 3, "{most}");
+    assert!(relists >= 2, "410s made the watcher list again ({relists})");
+    wait_for(Duration::from_secs(20), "every used pod to go", || async {
+        pods(&cluster).is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        cluster.kube.objects("secrets", NAMESPACE).is_empty(),
+        "no Secret outlives its pod"
+    );
 }

@@ -137,9 +137,11 @@ impl Store {
         let _ = self.changes.send(change);
     }
 
-    /// Forgets the change log: watches resuming from any earlier version get 410.
+    /// Forgets the change log and moves the version on (as a compaction followed by any
+    /// write would): every watch resuming from a version it saw before gets 410.
     pub(crate) fn compact(&mut self) {
         self.log.clear();
+        self.rv += 1;
         self.compacted = self.rv;
     }
 

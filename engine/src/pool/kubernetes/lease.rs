@@ -195,3 +195,67 @@ impl Election {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use testkit::kube::FakeKube;
+
+    use super::*;
+
+    fn election(client: &kube::Client, identity: &str) -> Election {
+        Election {
+            api: Api::namespaced(client.clone(), "ci"),
+            name: "plue-pool".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(1),
+        }
+    }
+
+    async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) -> Duration {
+        let started = Instant::now();
+        while !check() {
+            assert!(started.elapsed() < limit, "{what} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_engine_leads_and_another_takes_over_when_it_dies_or_steps_down() {
+        let server = FakeKube::start().unwrap();
+        let config = kube::Config::new(server.url().parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let (a_tx, a) = watch::channel(false);
+        let (b_tx, b) = watch::channel(false);
+        let a_task = tokio::spawn(election(&client, "a").run(a_tx, CancellationToken::new()));
+        until("a leads", Duration::from_secs(5), || *a.borrow()).await;
+        let b_stop = CancellationToken::new();
+        let b_task = tokio::spawn(election(&client, "b").run(b_tx, b_stop.clone()));
+        // Both campaign for several lease periods: only ever one leader.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(2500) {
+            assert!(!(*a.borrow() && *b.borrow()), "two leaders at once");
+            assert!(*a.borrow(), "a keeps renewing");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // a dies without giving the lease up: b takes over once it expires.
+        a_task.abort();
+        let took = until("b takes over", Duration::from_secs(5), || *b.borrow()).await;
+        assert!(took <= Duration::from_millis(2500), "{took:?}");
+        // b steps down cleanly: c takes over at once, not after the lease duration.
+        let (c_tx, c) = watch::channel(false);
+        let c_task = tokio::spawn(election(&client, "c").run(c_tx, CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!*c.borrow() && *b.borrow());
+        b_stop.cancel();
+        b_task.await.unwrap();
+        let took = until("c takes over", Duration::from_secs(5), || *c.borrow()).await;
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+        c_task.abort();
+        let lease = server
+            .object("coordination.k8s.io/leases", "ci", "plue-pool")
+            .unwrap();
+        assert_eq!(lease["spec"]["holderIdentity"], "c");
+        assert_eq!(lease["spec"]["leaseTransitions"], 2);
+    }
+}

@@ -315,17 +315,21 @@ async fn lead(leader: Leader, mut leading: watch::Receiver<bool>, shutdown: Canc
             leader.options.other_pools.clone(),
             term.clone(),
         ));
-        // What happened while another engine led (or before this one started).
+        // What happened while another engine led (or before this one started), then
+        // every second: some verdicts depend on time alone (a pod that never started).
         leader.cache.ready().await;
-        for pod in leader.cache.all() {
-            leader
-                .supervisor
-                .handle(&PodChange { pod, gone: false })
-                .await;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = leading.wait_for(|l| !*l) => {}
+        loop {
+            for pod in leader.cache.all() {
+                leader
+                    .supervisor
+                    .handle(&PodChange { pod, gone: false })
+                    .await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = leading.wait_for(|l| !*l) => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
         term.cancel();
         while pools.join_next().await.is_some() {}
