@@ -437,7 +437,7 @@ async fn complete(
     headers: HeaderMap,
     attempt_id: Result<Path<String>, PathRejection>,
     body: Result<Json<wire::Completion>, JsonRejection>,
-) -> ApiResult<Json<Ack>> {
+) -> ApiResult<Json<wire::CompleteResponse>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
     let Json(completion) = body?;
@@ -451,7 +451,7 @@ async fn complete(
         reason: completion.reason,
         outputs: completion.outputs,
     };
-    state
+    let completed = state
         .executor
         .complete_with_usage(
             attempt_id,
@@ -461,7 +461,37 @@ async fn complete(
             completion.usage,
         )
         .await?;
-    Ok(Json(Ack {}))
+    // A repeated report (its first answer was lost) claims nothing: the first may have.
+    let next = if completed && completion.claim_next {
+        claim_now(&state, &runner).await?
+    } else {
+        None
+    };
+    Ok(Json(wire::CompleteResponse { next }))
+}
+
+/// One claim for `runner` without waiting, as a poll's first look makes it: the runner's
+/// next attempt handed over with its completion.
+async fn claim_now(state: &InternalState, runner: &AuthedRunner) -> ApiResult<Option<Assignment>> {
+    // An attempt that fails at once (a missing secret) is recorded; look again, a few times.
+    for _ in 0..4 {
+        if state.shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        let Some(claimed) = state
+            .executor
+            .store()
+            .claim(runner.id, &runner.label_sets, now_ms())
+            .await?
+        else {
+            return Ok(None);
+        };
+        remember_owner(state, runner, &claimed);
+        if let Some(assignment) = assignment(state, runner, claimed).await? {
+            return Ok(Some(assignment));
+        }
+    }
+    Ok(None)
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {

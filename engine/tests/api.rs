@@ -289,6 +289,51 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     h.engine.shutdown().await;
 }
 
+/// A completion that asks for more work answers with the runner's next attempt, claimed
+/// for it (a poll saved); a repeated completion claims nothing, and one that does not ask
+/// leaves the step to the pollers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_hands_over_the_next_attempt_once() {
+    let h = harness().await;
+    let mut second = bash("second", "true");
+    second.depends_on = vec!["first".into()];
+    let mut third = bash("third", "true");
+    third.depends_on = vec!["second".into()];
+    h.start_run(vec![bash("first", "true"), second, third])
+        .await;
+    let token = h.register("chain").await;
+    let first = h.poll(&token).await;
+    assert_eq!(first.step_id, "first");
+    let done = json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0, "claim_next": true});
+    let answer: wire::CompleteResponse = h
+        .post(&token, &wire::complete_path(first.attempt_id), done.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second = answer.next.expect("the next attempt with the answer");
+    assert_eq!(second.step_id, "second");
+    // The same report again (a lost answer): nothing more is claimed.
+    let again: wire::CompleteResponse = h
+        .post(&token, &wire::complete_path(first.attempt_id), done)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again.next, None);
+    // Without asking, the third step is left for a poll.
+    let quiet = json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0});
+    let answer: wire::CompleteResponse = h
+        .post(&token, &wire::complete_path(second.attempt_id), quiet)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.next, None);
+    assert_eq!(h.poll(&token).await.step_id, "third");
+    h.engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_through_the_api_reaches_the_runner() {
     let h = harness().await;

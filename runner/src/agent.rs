@@ -114,18 +114,26 @@ async fn work(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut python = None;
+    // The next attempt, when the engine handed it over with the last completion.
+    let mut next = None;
     while !stop.is_cancelled() {
-        let poll = wire::PollRequest {
-            wait_ms: POLL_WAIT.as_millis() as u64,
+        let assignment = match next.take() {
+            Some(assignment) => assignment,
+            None => {
+                let poll = wire::PollRequest {
+                    wait_ms: POLL_WAIT.as_millis() as u64,
+                };
+                let response: wire::PollResponse = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    response = engine.send(wire::POLL, &poll, Some(POLL_WAIT), stop) => response?,
+                };
+                match response.assignment {
+                    Some(assignment) => assignment,
+                    None => continue,
+                }
+            }
         };
-        let response: wire::PollResponse = tokio::select! {
-            _ = stop.cancelled() => break,
-            response = engine.send(wire::POLL, &poll, Some(POLL_WAIT), stop) => response?,
-        };
-        let Some(assignment) = response.assignment else {
-            continue;
-        };
-        execute(engine, config, assignment, &mut python, stop).await?;
+        next = execute(engine, config, assignment, &mut python, stop).await?;
         if config.ephemeral {
             break;
         }
@@ -160,14 +168,15 @@ async fn heartbeats(engine: Engine, interval: Duration, stop: CancellationToken)
     }
 }
 
-/// Runs one attempt and reports it. Errors only when the engine cannot be reached.
+/// Runs one attempt and reports it; returns the next attempt when the engine gave one
+/// with its answer. Errors only when the engine cannot be reached.
 async fn execute(
     engine: &Engine,
     config: &AgentConfig,
     assignment: Assignment,
     python: &mut Option<PathBuf>,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Assignment>> {
     let attempt = assignment.attempt_id;
     let dir = config
         .work_dir
@@ -254,11 +263,12 @@ async fn execute(
         outputs,
         lines,
         usage,
+        claim_next: !config.ephemeral && !stop.is_cancelled(),
     };
     // Report even when asked to stop: the engine must learn how the attempt ended.
     let report_stop = CancellationToken::new();
     let done = engine
-        .send::<_, wire::Ack>(
+        .send::<_, wire::CompleteResponse>(
             &wire::complete_path(attempt),
             &completion,
             None,
@@ -271,7 +281,8 @@ async fn execute(
         // Only now may another attempt on this host run as this attempt's user.
         drop(claim);
     });
-    done.map(|_| ()).context("reporting the attempt's end")
+    done.map(|answer| answer.next)
+        .context("reporting the attempt's end")
 }
 
 /// Creates the parent of the attempt directories: searchable but not listable by others

@@ -253,6 +253,21 @@ pub struct Completion {
     /// Tokens an `llm` step used, summed over its turns; `None` for other steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The runner takes its next step in the answer ([`CompleteResponse::next`]), saving
+    /// a poll: what a runner that keeps working asks.
+    #[serde(default)]
+    pub claim_next: bool,
+}
+
+/// The answer to a [`Completion`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteResponse {
+    /// The runner's next attempt, claimed for it, when it asked and one was ready. Only
+    /// the first report of an attempt claims: a repeated one (its answer was lost) gets
+    /// none.
+    #[serde(default)]
+    pub next: Option<Assignment>,
 }
 
 /// Token counts as the Claude Messages API reports them.
