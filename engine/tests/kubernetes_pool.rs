@@ -712,3 +712,47 @@ async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
         "no Secret outlives its pod"
     );
 }
+
+/// The runner accepts a group-readable token file only in a pod's Secret volume (the
+/// kubelet's `..data` layout, the runner's own group as the pod's `fsGroup`): a token file
+/// others could read is refused anywhere else.
+#[test]
+fn a_group_readable_token_file_is_refused_outside_a_pod_secret_volume() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new("kube-token-file");
+    let refused = |dir: &str, gid: Option<u32>| {
+        let file = sandbox.write(
+            &format!("{dir}/token"),
+            "a-token-of-sixteen-chars-or-more\n",
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&file, None, Some(gid)).unwrap();
+        }
+        let output = sandbox
+            .plue(&[
+                "runner",
+                "--engine",
+                "http://127.0.0.1:9",
+                "--token-file",
+                file.to_str().unwrap(),
+                "--give-up-after",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).contains("is readable by other users")
+    };
+    assert!(
+        refused("plain", None),
+        "group-readable outside a Secret volume"
+    );
+    std::fs::create_dir_all(sandbox.path("pod/..2026")).unwrap();
+    std::os::unix::fs::symlink("..2026", sandbox.path("pod/..data")).unwrap();
+    assert!(!refused("pod", None), "the pod's own group may read it");
+    if nix::unistd::geteuid().is_root() {
+        std::fs::create_dir_all(sandbox.path("foreign/..2026")).unwrap();
+        std::os::unix::fs::symlink("..2026", sandbox.path("foreign/..data")).unwrap();
+        assert!(refused("foreign", Some(4242)), "another group may not");
+    }
+}

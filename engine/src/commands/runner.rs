@@ -115,8 +115,14 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::MetadataExt;
     let context = || format!("reading the registration token from {}", path.display());
     let file = std::fs::File::open(path).with_context(context)?;
-    let mode = file.metadata().with_context(context)?.mode();
-    if mode & 0o077 != 0 {
+    let metadata = file.metadata().with_context(context)?;
+    let mode = metadata.mode();
+    // A Kubernetes Secret volume (the kubelet's `..data` layout) under the pod's `fsGroup`
+    // is group-readable by that group, which is this runner's own: no one else's.
+    let pod_secret = path.parent().is_some_and(|dir| dir.join("..data").exists())
+        && metadata.gid() == nix::unistd::getegid().as_raw();
+    let others = if pod_secret { 0o037 } else { 0o077 };
+    if mode & others != 0 {
         bail!(
             "{} is readable by other users (mode {:o}); chmod 600 it",
             path.display(),

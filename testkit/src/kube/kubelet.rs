@@ -4,8 +4,9 @@
 //!
 //! - The container's image names a program ([`KubeletConfig::images`]), run in place of
 //!   `command[0]`; an unknown image waits in `ErrImagePull`, then `ImagePullBackOff`.
-//! - Secret volumes become files in the pod's own temporary directory (mode
-//!   `defaultMode`), `emptyDir`s empty directories; an argument or `workingDir` under a
+//! - Secret volumes become files in the pod's own temporary directory, laid out as the
+//!   kubelet's atomic writer does (`..data` link; mode `defaultMode`, group-readable under
+//!   an `fsGroup`), `emptyDir`s empty directories; an argument or `workingDir` under a
 //!   volume's `mountPath` is rewritten to that directory. An `env` `secretKeyRef` to a
 //!   missing Secret is `CreateContainerConfigError`.
 //! - Exit 0 is `Succeeded`/`Completed`, anything else `Failed`/`Error`; a test can
@@ -385,14 +386,24 @@ impl Kubelet {
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 };
-                let mode = volume["secret"]["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+                // As the kubelet's atomic writer lays a Secret out: the files in a
+                // timestamped directory, `..data` pointing at it, each key a link through
+                // `..data`; under the pod's `fsGroup` the files are group-readable too.
+                let mut mode = volume["secret"]["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+                if pod["spec"]["securityContext"]["fsGroup"].is_number() {
+                    mode |= 0o440;
+                }
+                let stamp = format!("..{}", now_rfc3339().replace(':', "_"));
+                std::fs::create_dir_all(host.join(&stamp))?;
+                std::os::unix::fs::symlink(&stamp, host.join("..data"))?;
                 for (key, value) in secret["data"].as_object().into_iter().flatten() {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(value.as_str().unwrap_or_default())
                         .context("secret data is not base64")?;
-                    let path = host.join(key);
+                    let path = host.join(&stamp).join(key);
                     std::fs::write(&path, bytes)?;
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+                    std::os::unix::fs::symlink(format!("..data/{key}"), host.join(key))?;
                 }
             }
             mounts.push((
