@@ -595,15 +595,20 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
     for (name, values) in value_sets() {
         let rendered = render(values);
         let file = sandbox.write("pool.yaml", &rendered.pool_file());
-        let output = sandbox
-            .plue(&[
-                "serve",
-                "--check-config",
-                "--pool-config",
-                file.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        // The Deployment's own arguments, the mounted file's path pointed at this copy.
+        let mut args: Vec<String> = rendered.engine_container()["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .unwrap()
+                    .replace("/etc/plue/pool.yaml", file.to_str().unwrap())
+            })
+            .collect();
+        args.push("--check-config".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = sandbox.plue(&args).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -705,4 +710,115 @@ fn misspelt_or_unknown_values_are_refused_by_the_schema() {
     );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("replicaCont"));
+}
+
+/// The Deployment's command line and environment, as rendered, start a working engine
+/// (only the listen address, data directory and database are pointed at this sandbox), and
+/// it drains on SIGTERM well within the pod's termination grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_s_command_line_and_environment_start_a_working_engine() {
+    const ADMIN: &str = "chart-admin-token-0123456789";
+    const RUNNER: &str = "chart-runner-token-0123456789";
+    let rendered = render(json!({
+        "secrets": {"adminToken": ADMIN, "runnerToken": RUNNER, "secretKey": "chart-secret-key"},
+        "pool": {"classes": []},
+    }));
+    let sandbox = Sandbox::new("chart-engine");
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = sandbox.path("data");
+    let container = rendered.engine_container();
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    for (flag, value) in [
+        ("--listen", listen.as_str()),
+        ("--data-dir", data.to_str().unwrap()),
+    ] {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("no {flag}"));
+        args[at + 1] = value.to_owned();
+    }
+    let secret = rendered.one("Secret", "plue");
+    let mut command = sandbox.plue(&[]);
+    command
+        .env_remove("PLUE_ADMIN_TOKEN")
+        .env_remove("PLUE_TOKEN");
+    command.args(&args);
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let value = match (&var["value"], &var["valueFrom"]["secretKeyRef"]) {
+            (Value::String(value), _) => value.clone(),
+            (_, Value::Object(from)) if from["name"] == "plue" => {
+                let key = from["key"].as_str().unwrap();
+                assert!(secret["data"][key].is_string(), "the Secret has {key}");
+                match key {
+                    "admin-token" => ADMIN.to_owned(),
+                    "runner-token" => RUNNER.to_owned(),
+                    "secret-key" => "chart-secret-key".to_owned(),
+                    other => panic!("unexpected key {other}"),
+                }
+            }
+            // The in-chart PostgreSQL's password: this test uses SQLite instead.
+            (_, Value::Object(from)) if from["name"] == "plue-postgresql" => "unused".to_owned(),
+            other => panic!("{name}: {other:?}"),
+        };
+        command.env(name, value);
+    }
+    let db = sandbox.path("plue.db");
+    command.env("DATABASE_URL", format!("sqlite://{}", db.display()));
+    let pid = sandbox.spawn("engine", command);
+    let url = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    support::wait_for(std::time::Duration::from_secs(30), "/readyz", || async {
+        let ready = http.get(format!("{url}/readyz")).send().await.ok()?;
+        ready.status().is_success().then_some(())
+    })
+    .await;
+    // The chart's admin token is the engine's: it makes an API token; a wrong one does not.
+    let created = http
+        .post(format!("{url}/api/tokens"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "chart-test"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        created.status().is_success(),
+        "{}",
+        created.text().await.unwrap()
+    );
+    let refused = http
+        .post(format!("{url}/api/tokens"))
+        .bearer_auth("not-the-admin-token-at-all")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let metrics = http.get(format!("{url}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+
+    let grace = rendered.engine()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let status = sandbox
+        .wait_exit(pid, std::time::Duration::from_secs(grace))
+        .await;
+    assert!(status.success(), "{status:?}\n{}", sandbox.diagnostics());
+    assert!(
+        started.elapsed().as_secs() < grace,
+        "drained within the pod's grace"
+    );
 }
