@@ -30,7 +30,7 @@ def workflow(ctx):
             ),
             Step.bash(
                 "report",
-                "echo 'built {{ steps.build.outputs.artifact }} from {{ steps.count-files.outputs.files }} files'",
+                'echo "built {{ steps.build.outputs.artifact }} from {{ steps.count-files.outputs.files }} files"',
                 depends_on=["build", "count-files"],
             ),
             Step.bash("on-failure", "echo 'something failed'", depends_on=["report"], when="failure"),

@@ -8,7 +8,10 @@
 //! - in a `bash` command or a `python` script (code), an output is **never pasted**: the
 //!   reference becomes a read of an environment variable holding the value (`"${V}"` in
 //!   bash, `os.environ["V"]` in Python, fitted to the quotes around it), so an upstream
-//!   output containing `$(...)`, quotes or newlines stays text;
+//!   output containing `$(...)`, quotes or newlines stays text. An output inside bash
+//!   single quotes or a Python string literal is refused (it would become part of that
+//!   text, often code for something else), and a bash reference may not read a value bash
+//!   would run where it evaluates values as arithmetic ([`bash_values`]);
 //! - in env values, llm prompts and llm inputs (never parsed), it is the value as text;
 //! - the `raw` form is the value as text everywhere — in code that is the author's choice
 //!   to paste it (unsafe, documented).
@@ -36,6 +39,8 @@ use evaluator::template::{self, bash, python, Field, Reference, Template};
 use runner::protocol::StepAction;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+mod bash_values;
 
 pub use evaluator::template::MAX_RENDERED_BYTES;
 
@@ -101,12 +106,15 @@ pub fn build(
         budget: std::cell::Cell::new(MAX_STEP_RENDERED_BYTES),
     };
     let mut output_env = BTreeMap::new();
+    // The variables the references of a bash command read, checked once the env is whole.
+    let mut bash_reads = BTreeMap::new();
     let action = match &step.action {
         Action::Bash { command } => {
             let template = parse("command", command)?;
             let vars = OutputVars::new(step, "command", &template, results)?;
             let command = renderer.code("command", &template, Code::Bash, &vars)?;
             output_env = vars.env;
+            bash_reads = vars.by_reference;
             StepAction::Bash { command }
         }
         Action::Python { script } => {
@@ -150,6 +158,7 @@ pub fn build(
     env.insert("PLUE".into(), "true".into());
     env.insert("PLUE_RUN_ID".into(), run_id.to_string());
     env.insert("PLUE_STEP_ID".into(), step.id.clone());
+    bash_values::check("command", &env, &bash_reads)?;
     Ok(Dispatch {
         action,
         env,

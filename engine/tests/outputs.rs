@@ -60,10 +60,10 @@ fn hostile_output_stays_text_in_bash_and_python() {
     );
     let down_bash = r#"echo {{ steps.up.outputs.x }}
 echo "{{ steps.up.outputs.y }}"
-echo 'quoted: {{ steps.up.outputs.x }}'
+echo "quoted: {{ steps.up.outputs.x }}"
 echo "env: $PLUE_OUTPUT_UP_X""#;
     let down_python = r#"print({{ steps.up.outputs.x }})
-print('''{{ steps.up.outputs.y }}''')
+print('' + {{ steps.up.outputs.y }})
 import os; print("env: " + os.environ["PLUE_OUTPUT_UP_X"])"#;
     let workflow = format!(
         "def workflow():\n    return Plan(name='t', triggers=[Trigger.manual()], steps=[\n        Step.bash('up', {up:?}),\n        Step.bash('down-bash', {down_bash:?}, depends_on=['up']),\n        Step.python('down-python', {down_python:?}, depends_on=['up']),\n    ])\n"
@@ -129,4 +129,83 @@ fn each_bomb_is_a_validation_error_in_milliseconds() {
     // The whole process (start, evaluation, validation) — the template check itself is
     // microseconds; the bomb took 15 s.
     assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn an_output_inside_a_literal_is_a_check_error() {
+    // regression (RT-6): `"Hello {{ ref }}".format(obj)` made the output a format string.
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = r#"def workflow():
+    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+        Step.bash('up', 'true'),
+        Step.python('fmt', 'print("Hello {{ steps.up.outputs.name }}, {0}".format(1))', depends_on=['up']),
+        Step.bash('sh', "bash -c 'echo {{ steps.up.outputs.name }}'", depends_on=['up']),
+    ])
+"#;
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = plue()
+        .current_dir(dir.path())
+        .args(["check", "."])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let messages = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "w.plue.py:4:",
+        "step 'fmt': script: '{{ steps.up.outputs.name }}': an output inside a string literal",
+        "\"Hello \" + {{ steps.<id>.outputs.<key> }}",
+        "w.plue.py:5:",
+        "step 'sh': command: '{{ steps.up.outputs.name }}': an output inside single quotes",
+    ] {
+        assert!(
+            messages.contains(expected),
+            "{expected}\n{}",
+            describe(&output)
+        );
+    }
+}
+
+#[test]
+fn outputs_with_brackets_reach_steps_and_only_runnable_ones_are_refused() {
+    // The happy path around RT-2: a list-like output and JSON read through its variable
+    // run; a reference to a value bash could run in arithmetic fails its step, naming the
+    // output, and the run goes on.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let marker = marker.to_str().unwrap();
+    let up = format!(
+        r#"echo 'list=[1, 2] a[3]' >> "$PLUE_OUTPUT"; echo 'json={{"cmd": ["$HOME", "a[$(touch {marker})]"]}}' >> "$PLUE_OUTPUT""#
+    );
+    let workflow = format!(
+        r#"def workflow():
+    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+        Step.bash('up', {up:?}),
+        Step.bash('list', 'echo "got {{{{ steps.up.outputs.list }}}}"; [[ -v {{{{ steps.up.outputs.list }}}} ]] || echo unset', depends_on=['up']),
+        Step.bash('json-env', 'printf "%s\n" "$PLUE_OUTPUT_UP_JSON" | wc -c', depends_on=['up']),
+        Step.python('json-py', 'import json, os\nprint(json.loads(os.environ["PLUE_OUTPUT_UP_JSON"])["cmd"][0])', depends_on=['up']),
+        Step.bash('json-ref', 'if [[ {{{{ steps.up.outputs.json }}}} -gt 0 ]]; then :; fi', depends_on=['up']),
+    ])
+"#
+    );
+    let output = run_in(dir.path(), &workflow);
+    let all = describe(&output);
+    assert!(!output.status.success(), "json-ref fails: {all}");
+    assert!(!Path::new(marker).exists(), "an output ran as code\n{all}");
+    assert_eq!(
+        lines_of(&output, "list"),
+        ["got [1, 2] a[3]", "unset"],
+        "{all}"
+    );
+    assert_eq!(lines_of(&output, "json-py"), ["$HOME"], "{all}");
+    let json = format!("{{\"cmd\": [\"$HOME\", \"a[$(touch {marker})]\"]}}\n");
+    assert_eq!(
+        lines_of(&output, "json-env"),
+        [json.len().to_string()],
+        "{all}"
+    );
+    assert!(
+        all.contains("'{{ steps.up.outputs.json }}': the value holds '[' with '$' or '`'")
+            && all.contains("\"$PLUE_OUTPUT_UP_JSON\""),
+        "{all}"
+    );
 }

@@ -118,7 +118,6 @@ fn shared_dir() -> tempfile::TempDir {
 /// arithmetic context accepts `"${PLUE_OUTPUT_..}"` and so runs an upstream output as code,
 /// in a step that holds secrets. `plue check` accepts every one of these.
 #[test]
-#[ignore = "RT-2: bash arithmetic contexts other than $(( )) run an upstream output as code"]
 fn outputs_stay_text_in_bash_arithmetic_contexts() {
     // Each downstream step uses the output in one context; the payload prints a marker
     // naming the context if it runs.
@@ -181,39 +180,61 @@ fn outputs_stay_text_in_bash_arithmetic_contexts() {
     );
 }
 
-/// RT-6. A reference inside a Python string literal renders as implicit concatenation
+/// RT-6. A reference inside a Python string literal rendered as implicit concatenation
 /// (`"a " f'{environ[..]}' " b"`), which is one literal: when the script calls `.format`
 /// on it, the output becomes a format string, and `{0.__init__.__globals__[os].environ[..]}`
-/// reads any secret of the step.
+/// reads any secret of the step. Now such a reference is refused at validation; the form
+/// the message suggests (`"Hello " + {{ ref }}`) keeps the output out of the format string.
 #[test]
-#[ignore = "RT-6: an output inside a python literal used with str.format is a format string that reads secrets"]
 fn python_outputs_are_not_format_strings() {
     let secret = "python-format-secret-4821";
-    let workflow = r#"def workflow():
+    let workflow = |greeting: &str| {
+        format!(
+            r#"def workflow():
     return Plan(name='fmt', triggers=[Trigger.manual()], steps=[
-        Step.bash('up', "echo 'name={0.__init__.__globals__[os].environ[TOPSECRET]}' >> $PLUE_OUTPUT"),
-        Step.python('down', '''import os
+        Step.bash('up', "echo 'name={{0.__init__.__globals__[os].environ[TOPSECRET]}}' >> $PLUE_OUTPUT"),
+        Step.python('down', """import os
 class Greeter:
     def __init__(self):
         pass
-print("Hello {{ steps.up.outputs.name }}, from {0.__class__.__name__}".format(Greeter())[::-1])
-''', depends_on=['up'], secrets=['TOPSECRET']),
+print({greeting}.format(Greeter())[::-1])
+""", depends_on=['up'], secrets=['TOPSECRET']),
     ])
-"#;
-    let dir = project(workflow, &[]);
-    let output = plue_run(
-        dir.path(),
-        &["--secret", "TOPSECRET"],
-        &[("TOPSECRET", secret)],
-    )
-    .output()
-    .unwrap();
+"#
+        )
+    };
+    let run = |greeting: &str| {
+        let dir = project(&workflow(greeting), &[]);
+        let output = plue_run(
+            dir.path(),
+            &["--secret", "TOPSECRET"],
+            &[("TOPSECRET", secret)],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            !text(&output).contains(&reversed(secret)),
+            "the output read the secret through str.format:\n{}",
+            text(&output)
+        );
+        output
+    };
+    // Inside the literal: refused before anything runs.
+    let output = run(r#""Hello {{ steps.up.outputs.name }}, from {0.__class__.__name__}""#);
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert!(all.contains("inside a string literal"), "{all}");
+    assert!(!all.contains("run 1 "), "the run started:\n{all}");
+    // Outside it: the value is text beside the format string, never part of it.
+    let output = run(r#""Hello " + {{ steps.up.outputs.name }} + ", from {0.__class__.__name__}""#);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
-    assert!(
-        !all.contains(&reversed(secret)),
-        "the output read the secret through str.format:\n{all}"
+    // (`.format(..)[::-1]` binds to the last literal only.)
+    let printed = format!(
+        "Hello {{0.__init__.__globals__[os].environ[TOPSECRET]}}{}",
+        reversed(", from Greeter")
     );
+    assert!(all.contains(&printed), "{all}");
 }
 
 /// RT-7. Rendering is bounded per step, but every dispatch (and every `advance`) loads and

@@ -98,8 +98,8 @@ fn outputs_flow_to_dependents_and_the_run_succeeds() {
         &plan(
             r#"
         Step.bash("make-version", 'echo "version=2.0.$((40 + 2))" >> "$PLUE_OUTPUT"; echo "notes<<EOF" >> "$PLUE_OUTPUT"; printf "a\nb\n" >> "$PLUE_OUTPUT"; echo EOF >> "$PLUE_OUTPUT"'),
-        Step.python("use-it", "import os\nprint('got {{ steps.make-version.outputs.version }}')\nopen(os.environ['PLUE_OUTPUT'], 'a').write('echo=ok\\n')", depends_on=["make-version"]),
-        Step.bash("multi", "echo '{{ steps.make-version.outputs.notes }}' | wc -l", depends_on=["use-it"]),
+        Step.python("use-it", "import os\nprint('got ' + {{ steps.make-version.outputs.version }})\nopen(os.environ['PLUE_OUTPUT'], 'a').write('echo=ok\\n')", depends_on=["make-version"]),
+        Step.bash("multi", "echo \"{{ steps.make-version.outputs.notes }}\" | wc -l", depends_on=["use-it"]),
         Step.bash("chain", "echo {{ steps.use-it.outputs.echo }}", depends_on=["use-it"]),
 "#,
         ),

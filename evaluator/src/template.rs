@@ -5,8 +5,9 @@
 //! The grammar is exactly what the contract offers, nothing more:
 //! - `{{ steps.<id>.outputs.<key> }}` — an output of an earlier step;
 //! - `{{ steps.<id>.status }}` — its final status (`succeeded`, `failed`, ...);
-//! - `{{ raw steps.<id>.outputs.<key> }}` (and `raw` of a status) — the same, pasted into
-//!   code as is (unsafe by design: see the README);
+//! - `{{ raw steps.<id>.outputs.<key> }}` (and `raw` of a status) — the value pasted into
+//!   the command or script as code, unquoted: whoever controls the output controls the
+//!   step (unsafe by design, for text the author trusts: see the README);
 //! - `\{{` — a literal `{{`; `\\{{` — a literal `\` followed by a reference.
 //!
 //! Whitespace inside the braces is optional. Anything else between `{{` and `}}` (block
@@ -14,8 +15,10 @@
 //! recurse or reach data other than the named value. Text without `{{` is unchanged.
 //!
 //! How a reference is rendered depends on where the text goes ([`bash`], [`python`]: code,
-//! so a value is never pasted into it, only read from the environment; everything else:
-//! plain text). [`check`] runs every template of a plan at validation.
+//! so a value is never pasted into it, only read from the environment, and an output may
+//! stand only where the language itself expands a variable — not inside bash single
+//! quotes or a Python string literal; everything else: plain text). [`check`] runs every
+//! template of a plan at validation.
 
 pub mod bash;
 mod check;

@@ -16,6 +16,6 @@ def workflow():
         triggers=[Trigger.manual()],
         steps=[
             Step.python("compute", SCRIPT, timeout=60),
-            Step.python("echo", "print('compute said {{ steps.compute.outputs.status }}')", depends_on=["compute"]),
+            Step.python("echo", "print('compute said ' + {{ steps.compute.outputs.status }})", depends_on=["compute"]),
         ],
     )

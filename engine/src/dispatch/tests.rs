@@ -185,6 +185,10 @@ const HOSTILE: &[&str] = &[
     "\"\"\"); __import__('os').system('touch MARKER_PATH'); print(\"\"\"",
     "ENDOFTEXT\ntouch MARKER_PATH\nENDOFTEXT",
     "",
+    // Bash runs a subscript's expansions where it evaluates a value as arithmetic.
+    "a[$(touch MARKER_PATH)]",
+    "x[`touch MARKER_PATH`]",
+    "{0.__init__.__globals__[os].environ[SECRET]} {x.__class__}",
 ];
 
 fn hostile_results(value: &str) -> BTreeMap<&'static str, StepResult<'static>> {
@@ -240,6 +244,7 @@ fn run(dispatch: &Dispatch) -> String {
         .env("PATH", "/usr/bin:/bin")
         .env("LC_ALL", "C.UTF-8")
         .env("PYTHONIOENCODING", "utf-8")
+        .env("SECRET", "a-secret-no-output-may-read")
         .envs(&dispatch.env)
         .output()
         .unwrap();
@@ -259,34 +264,28 @@ fn with_marker(value: &str, marker: &std::path::Path) -> String {
 /// The quoting contexts of bash a reference may stand in, each printing `<value>`.
 const BASH_CONTEXTS: &str = r#"printf '<%s>' {{ steps.up.outputs.x }}
 printf '<%s>' "{{ steps.up.outputs.x }}"
-printf '<%s>' '{{ steps.up.outputs.x }}'
 printf '<%s>' "pre {{ steps.up.outputs.x }} post"
-printf '<%s>' 'pre {{ steps.up.outputs.x }} post'
-printf '<%s>' $'pre {{ steps.up.outputs.x }}'
 printf '<%s>' "$(printf '%s' {{ steps.up.outputs.x }})"
 printf '<%s>' "${UNSET:-{{ steps.up.outputs.x }}}"
 cat <<ENDOFTEXT
 <{{ steps.up.outputs.x }}>
 ENDOFTEXT
 # a comment {{ steps.up.outputs.x }}
-printf '<%s>' {{ steps.up.status }}
+printf '<%s>' {{ steps.up.status }} '{{ steps.up.status }}'
 "#;
 
 fn bash_expected(value: &str) -> String {
     [
         value.to_string(),
         value.to_string(),
-        value.to_string(),
         format!("pre {value} post"),
-        format!("pre {value} post"),
-        format!("pre {value}"),
         // $(...) drops trailing newlines.
         value.trim_end_matches('\n').to_string(),
         value.to_string(),
     ]
     .iter()
     .map(|v| format!("<{v}>"))
-    .chain([format!("<{value}>\n"), "<succeeded>".to_string()])
+    .chain([format!("<{value}>\n"), "<succeeded><succeeded>".to_string()])
     .collect()
 }
 
@@ -299,7 +298,13 @@ fn hostile_output_stays_text_in_bash() {
     });
     for value in HOSTILE {
         let value = with_marker(value, &marker);
-        let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(&value)).unwrap();
+        let built = build(&plan, &plan.steps[0], 1, &hostile_results(&value));
+        if bash::runs_as_code(&value) {
+            let err = built.unwrap_err();
+            assert!(err.contains("holds '[' with '$' or '`'"), "{err}");
+            continue;
+        }
+        let dispatch = built.unwrap();
         let StepAction::Bash { command } = &dispatch.action else {
             unreachable!()
         };
@@ -309,34 +314,28 @@ fn hostile_output_stays_text_in_bash() {
     }
 }
 
-/// The quoting contexts of Python a reference may stand in, each writing `<value>`.
+/// The contexts of Python a reference may stand in, each writing `<value>`.
 const PYTHON_CONTEXTS: &str = r#"import sys
 w = lambda s: sys.stdout.write('<' + s + '>')
 w({{ steps.up.outputs.x }})
-w('{{ steps.up.outputs.x }}')
-w("pre {{ steps.up.outputs.x }} post")
-w('''pre {{ steps.up.outputs.x }} post''')
-w("""{{ steps.up.outputs.x }}""")
-w(r'\d {{ steps.up.outputs.x }}')
-w(f'{1 + 1} {{ steps.up.outputs.x }}')
+w('pre ' + {{ steps.up.outputs.x }} + ' post')
+w(f'{1 + 1} { {{ steps.up.outputs.x }} }')
 w(f"{ {{ steps.up.outputs.x }} }")
-w(u'{{ steps.up.outputs.x }}' * 2)
+w({{ steps.up.outputs.x }} * 2)
 # a comment {{ steps.up.outputs.x }}
 w({{ steps.up.status }} + '{{ steps.up.status }}')
+w('Hello ' + {{ steps.up.outputs.x }} + ', from {0.__class__.__name__}'.format(w))
 "#;
 
 fn python_expected(value: &str) -> String {
     [
         value.to_string(),
-        value.to_string(),
         format!("pre {value} post"),
-        format!("pre {value} post"),
-        value.to_string(),
-        format!("\\d {value}"),
         format!("2 {value}"),
         value.to_string(),
         format!("{value}{value}"),
         "succeededsucceeded".to_string(),
+        format!("Hello {value}, from function"),
     ]
     .iter()
     .map(|v| format!("<{v}>"))
@@ -455,6 +454,85 @@ fn colliding_variable_names_are_left_out_and_references_still_read_their_value()
         "PLUE_OUTPUT_BUILD_IT_MY_KEY"
     );
     assert_eq!(output_var("é", "k"), "PLUE_OUTPUT___K");
+}
+
+#[test]
+fn outputs_inside_literals_fail_the_step() {
+    // regression (RT-6): `"Hello {{ ref }}".format(obj)` made the output a format string
+    // that read `{0.__init__.__globals__[os].environ[SECRET]}`. Validation refuses it; so
+    // does dispatch, for a plan that skipped validation.
+    let value = "{0.__init__.__globals__[os].environ[SECRET]}";
+    for script in [
+        r#"print("Hello {{ steps.up.outputs.x }}, {0}".format(1))"#,
+        r#"print(f'{1} {{ steps.up.outputs.x }}')"#,
+        r#"print(r'''{{ steps.up.outputs.x }}''')"#,
+    ] {
+        let plan = code_step(Action::Python {
+            script: script.into(),
+        });
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results(value)).unwrap_err();
+        assert!(err.contains("inside a string literal"), "{script}: {err}");
+    }
+    for command in [
+        "bash -c 'echo {{ steps.up.outputs.x }}'",
+        "trap $'echo {{ steps.up.outputs.x }}' EXIT",
+    ] {
+        let plan = code_step(Action::Bash {
+            command: command.into(),
+        });
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)")).unwrap_err();
+        assert!(err.contains("inside single quotes"), "{command}: {err}");
+    }
+}
+
+/// Contexts where bash evaluates a value as arithmetic or as a variable name, none of which
+/// the lexer sees (RT-2).
+const ARITHMETIC: &[&str] = &[
+    "if [[ {{ steps.up.outputs.x }} -gt 0 ]]; then :; fi",
+    "a=(x y); echo \"${a[{{ steps.up.outputs.x }}]}\"",
+    "s=hello; echo \"${s:{{ steps.up.outputs.x }}}\"",
+    "declare -i k={{ steps.up.outputs.x }}",
+    "let \"k = {{ steps.up.outputs.x }} + 1\"",
+    "[[ -v {{ steps.up.outputs.x }} ]] || true",
+    "printf -v {{ steps.up.outputs.x }} %s x || true",
+    "cat <<EOF\n$(( {{ steps.up.outputs.x }} + 1 ))\nEOF",
+    "(\\\n( {{ steps.up.outputs.x }} + 1 )) || true",
+];
+
+#[test]
+fn outputs_bash_would_run_as_arithmetic_fail_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    for command in ARITHMETIC {
+        let plan = code_step(Action::Bash {
+            command: command.to_string(),
+        });
+        for hostile in ["a[$(touch MARKER_PATH)]", "a[`touch MARKER_PATH`]"] {
+            let value = with_marker(hostile, &marker);
+            let err = build(&plan, &plan.steps[0], 1, &hostile_results(&value)).unwrap_err();
+            assert!(
+                err.starts_with("command: '{{ steps.up.outputs.x }}': the value holds '['"),
+                "{command}: {err}"
+            );
+            assert!(err.contains("\"$PLUE_OUTPUT_UP_X\""), "{err}");
+        }
+        // The value names another output whose value would run: refused too.
+        let mut results = hostile_results("1 + PLUE_OUTPUT_UP_Y");
+        let up = results.get_mut("up").unwrap();
+        let value = with_marker("a[$(touch MARKER_PATH)]", &marker);
+        up.outputs.insert("y".into(), value);
+        let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
+        assert!(
+            err.contains("names variable PLUE_OUTPUT_UP_Y"),
+            "{command}: {err}"
+        );
+        // An ordinary value, even with brackets, runs.
+        for fine in ["1", "a[1]"] {
+            let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(fine)).unwrap();
+            run(&dispatch);
+        }
+    }
+    assert!(!marker.exists());
 }
 
 #[test]

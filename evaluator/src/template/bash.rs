@@ -5,8 +5,21 @@
 //! It becomes an expansion of an environment variable whose name is fixed by Plue
 //! (`[A-Z0-9_]`), and the value travels in the step's environment. Whatever context the
 //! reference stands in — even one this lexer misjudges — bash never parses the value as
-//! code. The lexer only decides which expansion reads back the exact text: `"${V}"` as a
-//! word, `${V}` inside double quotes or a here-document, `'"${V}"'` inside single quotes.
+//! command text. The lexer only decides which expansion reads back the exact text: `"${V}"`
+//! as a word, `${V}` inside double quotes or a here-document.
+//!
+//! An output expands only where bash itself would expand a `$V`. Inside single quotes
+//! (`'...'`, `$'...'`) it is refused: there the author wrote text bash leaves alone, which
+//! is often code for another program (`bash -c '...'`, `trap '...'`, `awk '...'`,
+//! `ssh host '...'`), and the value would become part of that code. A step's status (a
+//! fixed lowercase word) may stand there.
+//!
+//! Quoting does not cover the places where bash reads a *value* as code: it evaluates a
+//! variable's value as an arithmetic expression (in `$(( ))`, but also `[[ x -gt 0 ]]`,
+//! `${a[x]}`, `${s:x}`, `declare -i`, `let`) and as a variable name (`[[ -v x ]]`,
+//! `printf -v x`), and an array subscript there (`a[$(cmd)]`) runs commands. The engine
+//! refuses such values at dispatch ([`runs_as_code`]); the lexer also refuses the
+//! arithmetic contexts it sees, so `plue check` reports them.
 //!
 //! The lexer is deliberately small: quotes, `$'...'`, comments, `$(...)`, backticks,
 //! `${...}`, here-documents and arithmetic. Contexts where no expansion gives back the
@@ -37,7 +50,7 @@ pub enum Context {
 }
 
 impl Context {
-    /// Why a (non-raw) reference cannot stand here, if it cannot.
+    /// Why no reference (output or status) can stand here, if none can.
     pub fn refusal(self) -> Option<&'static str> {
         match self {
             Context::QuotedHeredoc => Some("a reference in a here-document with a quoted delimiter cannot be expanded; use an unquoted delimiter (<<EOF) or the PLUE_OUTPUT_<STEP>_<KEY> variable"),
@@ -46,23 +59,41 @@ impl Context {
             _ => None,
         }
     }
+
+    /// Why an output reference cannot stand here, if it cannot: [`Context::refusal`], and
+    /// single quotes.
+    pub fn output_refusal(self) -> Option<&'static str> {
+        match self {
+            Context::Single | Context::AnsiC => Some("an output inside single quotes ('...' or $'...') would become part of that text, which is often code for another program (bash -c, trap, awk, ssh); put the reference in double quotes (\"text {{ steps.<id>.outputs.<key> }}\") or use \"$PLUE_OUTPUT_<STEP>_<KEY>\""),
+            _ => self.refusal(),
+        }
+    }
+}
+
+/// Whether bash may run part of `value` as a command where it evaluates a value as an
+/// arithmetic expression or a variable name: an array subscript (`[`) with a command
+/// substitution or parameter expansion (`$`) or a backtick in it. Without `[` a value is
+/// evaluated as an expression but never expanded; without `$` or a backtick a subscript
+/// expands nothing (process substitution `<(...)` is not performed in a subscript).
+pub fn runs_as_code(value: &str) -> bool {
+    value.contains('[') && value.contains(['$', '`'])
 }
 
 /// The text that reads environment variable `var` back as the exact value in `context`.
 /// `var` must be a plain variable name (`[A-Za-z_][A-Za-z0-9_]*`).
 pub fn expand(context: Context, var: &str) -> Result<String, &'static str> {
     debug_assert!(is_var_name(var), "{var}");
-    if let Some(why) = context.refusal() {
+    if let Some(why) = context.output_refusal() {
         return Err(why);
     }
     Ok(match context {
         Context::Unquoted => format!("\"${{{var}}}\""),
         Context::Double | Context::Heredoc | Context::Comment => format!("${{{var}}}"),
-        Context::Single => format!("'\"${{{var}}}\"'"),
-        Context::AnsiC => format!("'\"${{{var}}}\"$'"),
-        Context::QuotedHeredoc | Context::Arithmetic | Context::AfterBackslash => {
-            unreachable!("refused above")
-        }
+        Context::Single
+        | Context::AnsiC
+        | Context::QuotedHeredoc
+        | Context::Arithmetic
+        | Context::AfterBackslash => unreachable!("refused above"),
     })
 }
 
@@ -452,6 +483,35 @@ mod tests {
             ctx("echo $((@ + 1)) $[@] ((@)) @"),
             [Arithmetic, Arithmetic, Arithmetic, Unquoted]
         );
+    }
+
+    #[test]
+    fn outputs_are_refused_where_bash_expands_nothing() {
+        let refused = |text: &str| -> Vec<bool> {
+            ctx(text)
+                .into_iter()
+                .map(|c| c.output_refusal().is_some())
+                .collect()
+        };
+        assert_eq!(
+            refused("echo @ \"@\" '@' $'@' # @\ncat <<E\n@\nE"),
+            [false, false, true, true, false, false]
+        );
+        // A status may stand in single quotes; nothing may stand in arithmetic.
+        assert_eq!(Single.refusal(), None);
+        assert!(Arithmetic.refusal().is_some() && Arithmetic.output_refusal().is_some());
+        assert!(expand(Single, "V").is_err());
+        assert_eq!(expand(Unquoted, "V").unwrap(), "\"${V}\"");
+    }
+
+    #[test]
+    fn values_with_a_subscript_and_an_expansion_run_as_code() {
+        for value in ["a[$(id)]", "a[`id`]", "x[${y@P}]", "$x [", "[`"] {
+            assert!(runs_as_code(value), "{value}");
+        }
+        for value in ["a[1]", "[1, 2]", "$(id)", "`id`", "$HOME", "", "a[<(id)]"] {
+            assert!(!runs_as_code(value), "{value}");
+        }
     }
 
     #[test]

@@ -4,14 +4,15 @@
 //! A template must parse ([`Template::parse`]); each reference must name a step that the
 //! step transitively depends on (so its result exists when the step is dispatched); in a
 //! `bash` command or `python` script each non-raw reference must stand where it can be
-//! expanded safely. Cost: linear in the plan's text, plus the ancestor sets (one bitset per
+//! expanded safely (an output: where the language itself would expand a variable, so never
+//! inside single quotes in bash or a string literal in Python). Cost: linear in the plan's text, plus the ancestor sets (one bitset per
 //! step, computed only when a plan has references). At most [`MAX_DIAGNOSTICS`] problems.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{bash, echo, python, Template};
+use super::{bash, echo, python, Field, Template};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::plan::{Action, Plan, SourceMap};
 
@@ -225,14 +226,25 @@ fn context_refusals(template: &Template, language: Language) -> Vec<String> {
     }
     let (text, at) = template.literal_text();
     let references: Vec<_> = template.references().collect();
+    let output = references
+        .iter()
+        .map(|r| matches!(r.field, Field::Output(_)));
     let why: Vec<Option<&'static str>> = match language {
         Language::Bash => bash::contexts(&text, &at)
             .into_iter()
-            .map(bash::Context::refusal)
+            .zip(output)
+            .map(|(c, output)| match output {
+                true => c.output_refusal(),
+                false => c.refusal(),
+            })
             .collect(),
         Language::Python => python::contexts(&text, &at)
             .iter()
-            .map(python::Context::refusal)
+            .zip(output)
+            .map(|(c, output)| match output {
+                true => c.output_refusal(),
+                false => c.refusal(),
+            })
             .collect(),
         Language::Text => unreachable!("returned above"),
     };

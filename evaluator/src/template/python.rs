@@ -3,14 +3,20 @@
 //!
 //! Invariant (the security argument): a reference never pastes a value into the script.
 //! It becomes a read of an environment variable whose name is fixed by Plue
-//! (`[A-Z0-9_]`): `(__import__("os").environ["V"])` in code; inside a string literal, the
-//! literal is closed, an f-string reading the variable is concatenated, and the literal is
-//! reopened with its own prefix (`'a ' f'{...}' ' b'` is one string to Python). Whatever
-//! context the reference stands in — even one this lexer misjudges — Python never parses
-//! the value as code; a misjudged context costs a syntax error, never an injection.
+//! (`[A-Z0-9_]`): `(__import__("os").environ["V"])` where an expression stands — in code
+//! or in a replacement field of an f-string. Whatever context the reference stands in —
+//! even one this lexer misjudges — Python never parses the value as code; a misjudged
+//! context costs a syntax error, never an injection.
+//!
+//! An output reference inside a string literal is refused: rendered there, the value would
+//! become part of the literal, and a literal is often more than text — a format string
+//! (`"Hello {{ ref }}".format(obj)` would let the value read `{0.__init__.__globals__}`),
+//! a `%` template, code for `eval` or a shell. The author moves the reference out of the
+//! literal (`"Hello " + {{ ref }}`) or reads `os.environ` in a replacement field. A step's
+//! status (a fixed lowercase word) may stand anywhere but in a bytes literal.
 //!
 //! The lexer knows comments, string prefixes, single and triple quotes, backslashes and the
-//! replacement fields of f-strings. Bytes literals are refused (an `environ` read is text).
+//! replacement fields of f-strings.
 
 /// Where a reference stands in a Python script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,43 +42,45 @@ pub enum Context {
 }
 
 impl Context {
-    /// Why a (non-raw) reference cannot stand here, if it cannot.
+    /// Why no reference (output or status) can stand here, if none can.
     pub fn refusal(&self) -> Option<&'static str> {
         match self {
             Context::Str { bytes: true, .. } => Some("a reference inside a bytes literal is not supported; use os.environb[b'PLUE_OUTPUT_<STEP>_<KEY>']"),
-            // A t-string (Python 3.14) cannot be joined with the f-string a reference becomes.
+            // A t-string (Python 3.14) keeps its literal parts apart from its values.
             Context::Str { prefix, field: false, .. } if prefix.contains(['t', 'T']) => Some("a reference inside a t-string is not supported; read os.environ['PLUE_OUTPUT_<STEP>_<KEY>'] in a replacement field"),
             Context::AfterBackslash => Some("a reference right after a backslash; remove the backslash"),
             _ => None,
         }
     }
+
+    /// Why an output reference cannot stand here, if it cannot: [`Context::refusal`], and
+    /// any string literal outside a replacement field.
+    pub fn output_refusal(&self) -> Option<&'static str> {
+        match self {
+            Context::Str { field: false, .. } => self.refusal().or(Some(LITERAL)),
+            _ => self.refusal(),
+        }
+    }
 }
+
+/// Why an output reference may not stand inside a string literal.
+const LITERAL: &str = "an output inside a string literal would become part of the literal (a format string to .format() or %, code to eval()); put the reference outside the literal, e.g. \"Hello \" + {{ steps.<id>.outputs.<key> }}, or read os.environ[\"PLUE_OUTPUT_<STEP>_<KEY>\"]";
 
 /// The text that reads environment variable `var` as a `str` in `context`. `var` must be
 /// a plain variable name.
 pub fn expand(context: &Context, var: &str) -> Result<String, &'static str> {
     debug_assert!(super::bash::is_var_name(var), "{var}");
-    if let Some(why) = context.refusal() {
+    if let Some(why) = context.output_refusal() {
         return Err(why);
     }
     Ok(match context {
         Context::Code => format!("(__import__(\"os\").environ[\"{var}\"])"),
         Context::Comment => var.to_string(),
-        Context::Str {
-            field: true, quote, ..
-        } => {
-            // Before Python 3.12 a replacement field may not hold its string's quote.
+        Context::Str { quote, .. } => {
+            // A replacement field (the only string context not refused). Before Python
+            // 3.12 a replacement field may not hold its string's quote.
             let q = if *quote == '"' { '\'' } else { '"' };
             format!("(__import__({q}os{q}).environ[{q}{var}{q}])")
-        }
-        Context::Str {
-            prefix,
-            quote,
-            triple,
-            ..
-        } => {
-            let close: String = std::iter::repeat_n(*quote, if *triple { 3 } else { 1 }).collect();
-            format!("{close} f'{{__import__(\"os\").environ[\"{var}\"]}}' {prefix}{close}")
         }
         Context::AfterBackslash => unreachable!("refused above"),
     })
@@ -303,6 +311,26 @@ mod tests {
         let refused = ctx("t'@' T'{@}' tr'@'");
         let why: Vec<bool> = refused.iter().map(|c| c.refusal().is_some()).collect();
         assert_eq!(why, [true, false, true]);
+    }
+
+    #[test]
+    fn outputs_are_refused_inside_literals_but_not_in_fields() {
+        let refused: Vec<bool> = ctx(r#"@ '@' "@" '''@''' r'@' f'@' f'{@}' F"{x:{@}}" b'@' # @"#)
+            .iter()
+            .map(|c| c.output_refusal().is_some())
+            .collect();
+        assert_eq!(
+            refused,
+            [false, true, true, true, true, true, false, false, true, false]
+        );
+        // A status word may stand in a literal, not in a bytes literal.
+        assert_eq!(s("", '\'', false, false).refusal(), None);
+        assert!(s("b", '\'', false, false).refusal().is_some());
+        assert!(expand(&s("", '"', false, false), "V").is_err());
+        assert_eq!(
+            expand(&s("f", '"', false, true), "V").unwrap(),
+            "(__import__('os').environ['V'])"
+        );
     }
 
     #[test]

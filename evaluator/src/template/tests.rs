@@ -181,11 +181,83 @@ fn validation_accepts_references_to_ancestors() {
         bash_step("b", "echo {{ steps.a.outputs.x }}", &["a"]),
         bash_step(
             "c",
-            "echo '{{ steps.a.outputs.x }}' \"{{ steps.b.status }}\"",
+            "echo \"{{ steps.a.outputs.x }}\" '{{ steps.b.status }}'",
             &["b"],
         ),
     ]);
     assert_eq!(messages(&p), Vec::<String>::new());
+}
+
+#[test]
+fn outputs_inside_literals_are_refused_at_validation() {
+    // regression (RT-6): a reference inside a Python literal became part of it, so
+    // `"Hello {{ ref }}".format(obj)` made the output a format string that read secrets.
+    let python = |id: &str, script: &str| {
+        Step::new(
+            id,
+            Action::Python {
+                script: script.into(),
+            },
+        )
+        .after(&["a"])
+    };
+    let literals = [
+        r#"print('{{ steps.a.outputs.x }}')"#,
+        r#"print("Hello {{ steps.a.outputs.x }}".format(1))"#,
+        r#"print('''{{ steps.a.outputs.x }}''')"#,
+        "print(\"\"\"a\n{{ steps.a.outputs.x }}\"\"\")",
+        r#"print(f'x {{ steps.a.outputs.x }}')"#,
+        r#"print(r'{{ steps.a.outputs.x }}')"#,
+        r#"print(rb'{{ steps.a.outputs.x }}')"#,
+        r#"print(u'{{ steps.a.outputs.x }}')"#,
+        r#"print(f'''{x} {{ steps.a.outputs.x }}''')"#,
+    ];
+    let mut steps = vec![bash_step("a", "true", &[])];
+    for (i, script) in literals.iter().enumerate() {
+        steps.push(python(&format!("p{i}"), script));
+    }
+    // And bash single quotes, where bash itself expands nothing.
+    for (i, command) in [
+        "bash -c 'echo {{ steps.a.outputs.x }}'",
+        "trap $'echo {{ steps.a.outputs.x }}' EXIT",
+    ]
+    .iter()
+    .enumerate()
+    {
+        steps.push(bash_step(&format!("b{i}"), command, &["a"]));
+    }
+    let got = messages(&plan(steps));
+    assert_eq!(got.len(), literals.len() + 2, "{got:#?}");
+    for message in &got[..literals.len()] {
+        assert!(
+            message.contains("inside a string literal") || message.contains("bytes literal"),
+            "{message}"
+        );
+    }
+    for message in &got[literals.len()..] {
+        assert!(message.contains("inside single quotes"), "{message}");
+    }
+    for message in &got {
+        assert!(!message.contains('\n'), "{message}");
+    }
+    // What the messages suggest passes, and so do statuses inside literals and outputs in
+    // f-string replacement fields, comments, double quotes and here-documents.
+    let fine = plan(vec![
+        bash_step("a", "true", &[]),
+        python(
+            "p",
+            "import os\nprint(\"Hello \" + {{ steps.a.outputs.x }})\n\
+             print(f'{ {{ steps.a.outputs.x }} } {os.environ[\"PLUE_OUTPUT_A_X\"]}')\n\
+             print('{{ steps.a.status }}')  # {{ steps.a.outputs.x }}",
+        ),
+        bash_step(
+            "b",
+            "echo \"text {{ steps.a.outputs.x }}\" '{{ steps.a.status }}'\ncat <<EOF\n{{ steps.a.outputs.x }}\nEOF",
+            &["a"],
+        ),
+        bash_step("c", "echo '{{ raw steps.a.outputs.x }}'", &["a"]),
+    ]);
+    assert_eq!(messages(&fine), Vec::<String>::new());
 }
 
 #[test]
