@@ -14,6 +14,22 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// How the log on stderr looks: `text` for people, `json` for log collectors (one JSON
+    /// object a line; run and step ids are fields). PLUE_LOG filters it (e.g. info).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "PLUE_LOG_FORMAT"
+    )]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,11 +167,21 @@ pub(crate) struct ServeArgs {
     pub(crate) max_parallel: usize,
     /// Seconds in-flight requests get to finish after SIGTERM (readiness fails and runner
     /// polls stop claiming at once); keep it below the pod's termination grace period.
-    #[arg(long, default_value_t = 30, env = "PLUE_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "PLUE_SHUTDOWN_GRACE",
+        value_name = "SECONDS"
+    )]
     pub(crate) shutdown_grace: u64,
     /// Seconds to keep serving, unready and claiming nothing, after SIGTERM before the
     /// listener closes (load balancers that poll readiness stop sending requests).
-    #[arg(long, default_value_t = 0, env = "PLUE_DRAIN_DELAY", value_name = "SECONDS")]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "PLUE_DRAIN_DELAY",
+        value_name = "SECONDS"
+    )]
     pub(crate) drain_delay: u64,
     /// A secret given to steps that name it; repeatable (kept in memory only). `NAME` alone
     /// takes the value from the environment variable NAME.

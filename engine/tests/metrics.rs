@@ -374,3 +374,105 @@ async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
         "stopped before the drain delay"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_run_and_step_ids() {
+    let _serial = support::serial().await;
+    let sandbox = Sandbox::new("json-logs");
+    let workflow = sandbox.write(
+        "ws/logged.plue.py",
+        "def workflow():\n    return Plan(name='logged', triggers=[Trigger.manual()], steps=[\n\
+         \x20       Step.bash('first', 'echo one'),\n\
+         \x20       Step.bash('second', 'exit 1', depends_on=['first']),\n    ])\n",
+    );
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (data, root) = (sandbox.path("data"), sandbox.path(""));
+    let mut command = sandbox.plue(&[
+        "serve",
+        "--log-format",
+        "json",
+        "--listen",
+        &listen,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--runners",
+        "1",
+        "--runner-token",
+        RUNNER_TOKEN,
+        "--local-workflows",
+        root.to_str().unwrap(),
+        "--pass-env",
+        "PLUE_TEST_SANDBOX",
+    ]);
+    command.env("PLUE_LOG", "info");
+    let pid = sandbox.spawn("engine", command);
+    let url = format!("http://{listen}");
+    let http = client();
+    support::wait_for(Duration::from_secs(30), "the engine", || async {
+        let health = http.get(format!("{url}/healthz")).send().await.ok()?;
+        health.status().is_success().then_some(())
+    })
+    .await;
+    let run_id = start_run(&http, &url, &workflow, &sandbox.path("ws")).await;
+    let run = wait_final(&http, &url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "failed");
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    assert!(sandbox
+        .wait_exit(pid, Duration::from_secs(30))
+        .await
+        .success());
+
+    let stderr = std::fs::read_to_string(sandbox.path("engine.err")).unwrap();
+    let events: Vec<Value> = stderr
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object: {line:?}: {e}"));
+            assert!(
+                event.is_object() && event["fields"]["message"].is_string(),
+                "{line}"
+            );
+            event
+        })
+        .collect();
+    let said = |message: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e["fields"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(message)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(said("plue engine listening on").len(), 1, "{stderr}");
+    assert!(!said("draining").is_empty(), "{stderr}");
+    let steps: Vec<(String, String)> = said("step finished")
+        .iter()
+        .filter(|e| e["fields"]["run_id"] == run_id)
+        .map(|e| {
+            let f = &e["fields"];
+            (
+                f["step"].as_str().unwrap().into(),
+                f["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        steps.contains(&("first".into(), "succeeded".into())),
+        "{steps:?}\n{stderr}"
+    );
+    assert!(
+        steps.contains(&("second".into(), "failed".into())),
+        "{steps:?}"
+    );
+    let runs = said("run finished");
+    assert!(
+        runs.iter()
+            .any(|e| e["fields"]["run_id"] == run_id && e["fields"]["status"] == "failed"),
+        "{stderr}"
+    );
+}

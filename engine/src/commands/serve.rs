@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use super::{cpus, evaluator_pool, interrupted, local_runners};
 use crate::cli::{PoolKind, ServeArgs, StoreArgs};
+use crate::logging::notice;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let (true, Some(file)) = (args.check_config, &args.pool_config) {
@@ -94,39 +95,41 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(file) => Some(KubernetesPool::from_file(&file, engine.executor.clone(), local).await?),
         None => None,
     };
-    eprintln!(
+    notice(&format!(
         "plue engine listening on {} ({} store, {runners} local runner(s))",
         engine.url,
         store.backend()
-    );
+    ));
     if admin_generated {
-        eprintln!("admin token (set PLUE_ADMIN_TOKEN to choose one): {admin_token}");
+        notice(&format!(
+            "admin token (set PLUE_ADMIN_TOKEN to choose one): {admin_token}"
+        ));
     }
     if !config_vault_keyed {
-        eprintln!(
+        notice(&format!(
             "note: no {} set: repository secrets cannot be stored, webhook secrets are kept unencrypted",
             vault::KEY_ENV
-        );
+        ));
     }
     if generated {
-        eprintln!(
+        notice(&format!(
             "runner registration token (set PLUE_RUNNER_TOKEN to choose one): {runner_token}"
-        );
+        ));
     }
     interrupted().await;
     if let Some(kubernetes) = kubernetes {
         kubernetes.shutdown().await;
     }
-    eprintln!(
+    notice(&format!(
         "draining: unready for {}s, then up to {}s for in-flight requests",
         args.drain_delay, args.shutdown_grace
-    );
+    ));
     let (delay, grace) = (args.drain_delay, args.shutdown_grace);
     if !engine
         .drain(Duration::from_secs(delay), Duration::from_secs(grace))
         .await
     {
-        eprintln!("shutdown grace ran out: stopping with requests still open");
+        notice("shutdown grace ran out: stopping with requests still open");
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)

@@ -202,7 +202,7 @@ impl Executor {
             .with_context(|| format!("completing attempt {attempt_id}"))?;
         match completed {
             Some(attempt) => {
-                ended.into_iter().for_each(metrics::record);
+                ended.into_iter().for_each(metrics::Ended::record);
                 self.advance(attempt.run_id).await?;
                 // A retry without backoff is claimable now; later ones are found by the
                 // pollers' own timer.

@@ -27,7 +27,7 @@ use crate::webhooks::DeliveryResult;
 
 pub use endpoints::{router, OpsState};
 pub use http::track_http;
-pub use transitions::{attempt_ended, Decided};
+pub use transitions::{attempt_ended, Decided, Ended};
 
 /// Something worth counting, reported where it happens.
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,6 @@
-//! The executor's final transitions as metric events: steps skipped, failed or cancelled
-//! by a run's advance, steps ended by their last attempt, runs that finished.
+//! The executor's final transitions as metric events and `info` log lines (with `run_id` and
+//! `step` fields): steps skipped, failed or cancelled by a run's advance, steps ended by
+//! their last attempt, runs that finished.
 //!
 //! Invariant: an event is recorded only after the store committed the change it counts
 //! ([`Decided::record`] and the caller of [`attempt_ended`] run after the transaction), and
@@ -14,8 +15,9 @@ use crate::store::{CompletedAttempt, RunSnapshot, StepAfter, StepChange};
 /// Final transitions an advance decided, recorded once it committed.
 #[derive(Debug, Default)]
 pub struct Decided {
-    /// `(status, kind)` of steps that ended without (another) attempt.
-    steps: Vec<(&'static str, &'static str)>,
+    run_id: i64,
+    /// `(step, status, kind)` of steps that ended without (another) attempt.
+    steps: Vec<(String, &'static str, &'static str)>,
     run: Option<&'static str>,
 }
 
@@ -27,6 +29,7 @@ impl Decided {
         snapshot: &RunSnapshot,
         changes: Vec<StepChange>,
     ) -> Vec<StepChange> {
+        self.run_id = snapshot.run_id;
         for change in &changes {
             let (step_run_id, status) = match change {
                 StepChange::Skip { step_run_id, .. } => (*step_run_id, "skipped"),
@@ -43,14 +46,18 @@ impl Decided {
                 .iter()
                 .find(|step| step.id == step_run_id)
                 .map(|step| step.step_id.as_str());
-            self.steps.push((status, kind_of(plan, step_id)));
+            let kind = kind_of(plan, step_id);
+            self.steps
+                .push((step_id.unwrap_or_default().to_owned(), status, kind));
         }
         changes
     }
 
     /// Records what was noted (call after the advance succeeded).
     pub fn record(self) {
-        for (status, kind) in self.steps {
+        let run_id = self.run_id;
+        for (step, status, kind) in self.steps {
+            tracing::info!(run_id, step = %step, status, kind, "step finished");
             record(Event::StepFinished {
                 status,
                 kind,
@@ -58,22 +65,57 @@ impl Decided {
             });
         }
         if let Some(status) = self.run {
+            tracing::info!(run_id, status, "run finished");
             record(Event::RunFinished { status });
         }
     }
 }
 
-/// The event for a step whose attempt ended it for good (`None` when it retries).
+/// A step that its attempt ended for good, recorded once the store committed it.
+#[derive(Debug)]
+pub struct Ended {
+    run_id: i64,
+    step: String,
+    attempt: i64,
+    status: &'static str,
+    kind: &'static str,
+    seconds: Option<f64>,
+}
+
+impl Ended {
+    /// Logs and counts the step's end (call after the completion committed).
+    pub fn record(self) {
+        let Ended {
+            run_id,
+            step,
+            attempt,
+            status,
+            kind,
+            seconds,
+        } = self;
+        tracing::info!(run_id, step = %step, attempt, status, kind, "step finished");
+        record(Event::StepFinished {
+            status,
+            kind,
+            seconds,
+        });
+    }
+}
+
+/// What to record for a step whose attempt ended it for good (`None` when it retries).
 pub fn attempt_ended(
     plan: &Plan,
     attempt: &CompletedAttempt,
     after: &StepAfter,
     now: i64,
-) -> Option<Event<'static>> {
+) -> Option<Ended> {
     let StepAfter::Final { status, .. } = after else {
         return None;
     };
-    Some(Event::StepFinished {
+    Some(Ended {
+        run_id: attempt.run_id,
+        step: attempt.step_id.clone(),
+        attempt: attempt.number,
         status,
         kind: kind_of(plan, Some(&attempt.step_id)),
         seconds: attempt.started_at.map(|at| seconds_between(at, now)),

@@ -1,0 +1,56 @@
+//! How `plue` writes its log on stderr: `--log-format text` (the default: `tracing` lines
+//! filtered by `PLUE_LOG`, plus plain notices such as "plue engine listening on ...") or
+//! `--log-format json` for log collectors.
+//!
+//! Invariant: in JSON mode every line on stderr is one JSON object (tracing-subscriber's
+//! shape: `timestamp`, `level`, `target`, `fields` with `message` and the event's own
+//! fields such as `run_id` and `step`); notices are events of target `plue`, always shown
+//! at `info` whatever `PLUE_LOG` says, so what a person would read is never filtered away.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Installs the subscriber; call once, before any event.
+pub(crate) fn init(format: LogFormat) {
+    let filter = EnvFilter::from_env("PLUE_LOG");
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => {
+            JSON.store(true, Ordering::Relaxed);
+            let filter = filter.add_directive("plue=info".parse().expect("a valid directive"));
+            tracing_subscriber::fmt()
+                .json()
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init()
+        }
+    }
+}
+
+/// A line for the operator: plain on stderr, or an `info` event of target `plue` in JSON.
+pub(crate) fn notice(message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::info!(target: "plue", "{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}
+
+/// The error that ends the command: `error: ...` on stderr, or an `error` event in JSON.
+pub(crate) fn fatal(message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::error!(target: "plue", "{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
