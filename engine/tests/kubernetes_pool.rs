@@ -154,6 +154,18 @@ async fn serve(
     port: u16,
     config: &str,
 ) -> Engine {
+    serve_with(sandbox, cluster, name, port, config, &[]).await
+}
+
+/// [`serve`] with more arguments.
+async fn serve_with(
+    sandbox: &Sandbox,
+    cluster: &Cluster,
+    name: &str,
+    port: u16,
+    config: &str,
+    extra: &[&str],
+) -> Engine {
     let file = sandbox.write(&format!("{name}-pool.yaml"), config);
     let listen = format!("127.0.0.1:{port}");
     let root = sandbox.path("x");
@@ -174,6 +186,7 @@ async fn serve(
         "--runner-token",
         RUNNER_TOKEN,
     ]);
+    command.args(extra);
     command
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("RUST_LOG", "engine=info,kube=warn");
@@ -429,6 +442,8 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
         all_writes as f64 / 12.0
     );
     assert!(created <= 12 + 4, "{created} pods for 12 steps");
+    let events = cluster.kube.objects("events", NAMESPACE);
+    assert!(events.is_empty(), "pods that did their step are no failures: {events:?}");
 }
 
 /// Waits until `engine` has a busy runner and returns its name (the pod running the step).
@@ -755,4 +770,139 @@ fn a_group_readable_token_file_is_refused_outside_a_pod_secret_volume() {
         std::os::unix::fs::symlink("..2026", sandbox.path("foreign/..data")).unwrap();
         assert!(refused("foreign", Some(4242)), "another group may not");
     }
+}
+
+/// `step started - run created` of `n` one-step runs, each started once `engine` has
+/// `warm` idle runners (so each is claimed by a warm runner), sorted.
+async fn claim_latencies(
+    sandbox: &Sandbox,
+    engine: &str,
+    label: &str,
+    n: usize,
+    warm: usize,
+) -> Vec<i64> {
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        wait_idle(engine, warm).await;
+        let step = format!("Step.bash('s', 'true'{label})");
+        let run_id = run(sandbox, engine, &format!("lat{i}"), &[step]).await;
+        let done = wait_final(&client(), engine, run_id, Duration::from_secs(30)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let started = support::step(&done, "s")["started_at"].as_i64().unwrap();
+        latencies.push(started - done["created_at"].as_i64().unwrap());
+    }
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+/// Measures (does not assert) claim latency: an idle registered pod taking a ready step,
+/// against the local pool's runners in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pod_claim_latency_against_the_local_pool() {
+    let _serial = serial().await;
+    let n = 12;
+    let sandbox = Sandbox::new("kube-latency");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let engine = serve(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &config(&url, 2, 3, IMAGE, ""),
+    )
+    .await;
+    let pods = claim_latencies(&sandbox, &engine.url, ", runner={'size': 'small'}", n, 2).await;
+    let local_sandbox = Sandbox::new("local-latency");
+    let local = local_sandbox
+        .serve("local", free_port(), &["--runners", "2"])
+        .await;
+    let locals = claim_latencies(&local_sandbox, &local.url, "", n, 2).await;
+    let requests = cluster.kube.requests();
+    let writes = requests
+        .iter()
+        .filter(|r| r.is_write() && r.resource.as_deref() != Some("coordination.k8s.io/leases"))
+        .count();
+    eprintln!(
+        "claim latency over {n} runs (run created -> step started): warm pods p50 {} ms p99 {} ms; \
+         local pool p50 {} ms p99 {} ms; {:.2} Kubernetes API writes per claimed step",
+        percentile(&pods, 0.5),
+        percentile(&pods, 0.99),
+        percentile(&locals, 0.5),
+        percentile(&locals, 0.99),
+        writes as f64 / n as f64,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-combined");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let big = format!(
+        "  - name: big\n    labels: {{size: big}}\n    max_runners: 1\n    template:\n      spec:\n        containers: [{{name: runner, image: \"{IMAGE}\"}}]\n"
+    );
+    let pool = config(&url, 0, 1, IMAGE, &big);
+    let engine = serve_with(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &pool,
+        &[
+            "--pool",
+            "local",
+            "--runners",
+            "1",
+            "--pass-env",
+            "PLUE_TEST_SANDBOX",
+        ],
+    )
+    .await;
+    let run_id = run(
+        &sandbox,
+        &engine.url,
+        "mixed",
+        &[
+            "Step.bash('plain', 'echo local')".into(),
+            "Step.bash('small', 'echo small', runner={'size': 'small'})".into(),
+            "Step.bash('big', 'echo big', runner={'size': 'big'})".into(),
+        ],
+    )
+    .await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}",
+        sandbox.diagnostics()
+    );
+    let requests = cluster.kube.requests();
+    let created: Vec<String> = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.resource.as_deref() == Some("pods"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        created.len(),
+        2,
+        "one pod per labelled step, none for the plain one: {created:?}"
+    );
+    let mut classes: Vec<String> = cluster
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.resource.as_deref() == Some("pods"))
+        .map(|r| r.path.clone())
+        .collect();
+    classes.sort();
+    assert_eq!(classes.len(), 2, "both used pods went: {classes:?}");
 }

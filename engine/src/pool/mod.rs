@@ -352,22 +352,25 @@ impl<P: Provider> Pool<P> {
             queued,
         });
         drop(slots);
-        for name in &to_stop {
+        // Concurrently: a provider's start or stop may be a round trip to an API server.
+        let stops = to_stop.iter().map(|name| async move {
             if let Err(e) = self.provider.stop(name).await {
                 tracing::warn!(runner = %name, "stopping runner: {e:#}");
             }
-        }
+        });
+        futures::future::join_all(stops).await;
         for (_, token_id) in gone {
             self.forget_token(token_id).await;
         }
-        for (name, token) in started {
-            if let Err(e) = self.provider.start(&name, &token).await {
+        let starts = started.iter().map(|(name, token)| async move {
+            if let Err(e) = self.provider.start(name, token).await {
                 tracing::warn!(runner = %name, "starting runner: {e:#}");
-                if let Some(slot) = self.slots.lock().await.remove(&name) {
+                if let Some(slot) = self.slots.lock().await.remove(name) {
                     self.forget_token(slot.token_id).await;
                 }
             }
-        }
+        });
+        futures::future::join_all(starts).await;
         Ok(())
     }
 

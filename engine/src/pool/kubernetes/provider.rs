@@ -148,18 +148,17 @@ impl KubeProvider {
         lock(&self.created).remove(name);
         if let Health::Failed(reason) = outcome {
             tracing::warn!(pod = %name, class = %self.class.name, "runner pod failed: {reason}");
+            crate::metrics::record(crate::metrics::Event::PodFailed {
+                class: &self.class.name,
+                reason: reason_kind(reason),
+            });
             {
                 let mut failures = lock(&self.failures);
                 failures.total += 1;
                 failures.last = Some(format!("pod {name}: {reason}"));
             }
             if is_start_failure(reason) {
-                let mut backoff = lock(&self.backoff);
-                backoff.failures += 1;
-                let wait = Duration::from_secs(1)
-                    .saturating_mul(1 << backoff.failures.saturating_sub(1).min(6))
-                    .min(MAX_BACKOFF);
-                backoff.until = Some(Instant::now() + wait);
+                self.back_off();
             }
             if let Some(pod) = pod {
                 self.record_event(name, pod, reason).await;
@@ -173,6 +172,16 @@ impl KubeProvider {
             // Let a later event try again.
             lock(&self.ended).remove(name);
         }
+    }
+
+    /// Puts the class in backoff after a pod that could not start (or be created).
+    fn back_off(&self) {
+        let mut backoff = lock(&self.backoff);
+        backoff.failures += 1;
+        let wait = Duration::from_secs(1)
+            .saturating_mul(1 << backoff.failures.saturating_sub(1).min(6))
+            .min(MAX_BACKOFF);
+        backoff.until = Some(Instant::now() + wait);
     }
 
     /// A pod of this class is running: the class works, so backoff ends.
@@ -249,6 +258,21 @@ impl KubeProvider {
     }
 }
 
+/// A failure's kind, few and fixed, for a metric label: `ImagePullBackOff: Back-off
+/// pulling …` is `ImagePullBackOff`, `exit code 3` is `Error`.
+fn reason_kind(reason: &str) -> &str {
+    let kind = reason.split(':').next().unwrap_or(reason);
+    if kind.starts_with("exit code") {
+        "Error"
+    } else if kind.starts_with("not running after") {
+        "StartTimeout"
+    } else if kind.contains(' ') {
+        "Other"
+    } else {
+        kind
+    }
+}
+
 fn reason_is_gone(outcome: &Health) -> bool {
     // A pod already being deleted needs no second delete.
     matches!(outcome, Health::Failed(r) if r == "deleted")
@@ -300,7 +324,12 @@ impl Provider for Arc<KubeProvider> {
                 existing
             }
             Err(e) => {
+                // Refused (RBAC, quota, admission) or unreachable: not every 100 ms.
                 lock(&self.created).remove(name);
+                self.back_off();
+                let mut failures = lock(&self.failures);
+                failures.total += 1;
+                failures.last = Some(format!("creating pod {name}: {e}"));
                 return Err(e.into());
             }
         };
@@ -326,6 +355,8 @@ impl Provider for Arc<KubeProvider> {
 
     async fn stop(&self, name: &str) -> anyhow::Result<()> {
         lock(&self.created).remove(name);
+        // The pool's own decision: its deletion is no failure of the pod.
+        lock(&self.ended).insert(name.to_string());
         self.delete(name).await
     }
 
@@ -375,5 +406,30 @@ impl Provider for Arc<KubeProvider> {
             // Backoff over: one probe pod at a time until one runs.
             Some(_) => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_kinds_are_few_and_fixed() {
+        for (reason, kind) in [
+            (
+                "ImagePullBackOff: Back-off pulling image \"x\"",
+                "ImagePullBackOff",
+            ),
+            ("OOMKilled", "OOMKilled"),
+            ("exit code 3", "Error"),
+            ("not running after 120s", "StartTimeout"),
+            ("class no longer configured", "Other"),
+            ("deleted", "deleted"),
+        ] {
+            assert_eq!(reason_kind(reason), kind);
+        }
+        assert!(is_start_failure("ErrImagePull: not found"));
+        assert!(is_start_failure("Unschedulable"));
+        assert!(!is_start_failure("OOMKilled"));
     }
 }
