@@ -186,10 +186,14 @@ impl Finishing {
     fn finish(self) {
         // The cgroup holds every descendant; the sweep is the net under it (and the whole
         // of the containment without one) and reaps the orphans re-parented to us.
-        if let Some(cgroup) = self.cgroup {
-            cgroup.finish(FINISH_BUDGET);
+        let emptied = self
+            .cgroup
+            .is_some_and(|cgroup| cgroup.finish(FINISH_BUDGET));
+        if emptied {
+            reaper::reap_after_cgroup(self.leader, &self.cookie, self.born, FINISH_BUDGET);
+        } else {
+            reaper::sweep(self.leader, &self.cookie, self.born, FINISH_BUDGET);
         }
-        reaper::sweep(self.leader, &self.cookie, self.born, FINISH_BUDGET);
         // Only now may another step's sweep take what is left of this one.
         drop(self.live);
     }
@@ -655,6 +659,49 @@ mod tests {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         assert!(!survived, "the escapee outlived the tool call");
+    }
+
+    /// With a cgroup, the end of a step looks only at our own children: the escapee the
+    /// cgroup killed, re-parented to us, is reaped there — no zombie is left behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_escapee_killed_with_the_cgroup_is_reaped_not_left_a_zombie() {
+        if !available() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let mut command = tokio::process::Command::new("/bin/bash");
+        command
+            .arg("-c")
+            .arg(
+                r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1237.5' "$0" &
+                    while [ ! -s "$0" ]; do sleep 0.005; done)"#,
+            )
+            .arg(&pids)
+            .kill_on_drop(true);
+        let (mut child, contained) = spawn_tool(&mut command, None).unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let pid: i32 = std::fs::read_to_string(&pids)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let parent = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat[stat.rfind(')').unwrap() + 1..]
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|p| p.parse::<u32>().ok())
+                })
+        };
+        assert_eq!(parent(pid), Some(std::process::id()), "re-parented to us");
+        contained.finish().await;
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the escapee is gone, zombie included"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

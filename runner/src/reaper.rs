@@ -142,7 +142,35 @@ pub(crate) fn wait_exited_without_reaping(pid: Pid) -> std::io::Result<()> {
 /// descendant is older, so older processes are not searched for the cookie.
 pub(crate) fn sweep(leader: Pid, cookie: &str, born_since: Option<u64>, budget: Duration) {
     #[cfg(target_os = "linux")]
-    linux::sweep(leader, cookie, born_since.unwrap_or(0), budget);
+    linux::sweep(
+        leader,
+        cookie,
+        born_since.unwrap_or(0),
+        budget,
+        linux::Scope::All,
+    );
+    #[cfg(not(target_os = "linux"))]
+    let _ = (leader, cookie, born_since, budget);
+}
+
+/// [`sweep`] after the step's cgroup was killed and found empty: nothing of the step can
+/// be alive, so only our own children are looked at (the step's zombies re-parented to
+/// us), not every process of the host. Falls back to the whole scan where the kernel does
+/// not list a process's children.
+pub(crate) fn reap_after_cgroup(
+    leader: Pid,
+    cookie: &str,
+    born_since: Option<u64>,
+    budget: Duration,
+) {
+    #[cfg(target_os = "linux")]
+    linux::sweep(
+        leader,
+        cookie,
+        born_since.unwrap_or(0),
+        budget,
+        linux::Scope::OurChildren,
+    );
     #[cfg(not(target_os = "linux"))]
     let _ = (leader, cookie, born_since, budget);
 }
@@ -177,7 +205,22 @@ mod linux {
         pub(super) start_time: u64,
     }
 
-    pub(super) fn sweep(leader: Pid, cookie: &str, born_since: u64, budget: Duration) {
+    /// Which processes a sweep looks at.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Scope {
+        /// Every process of `/proc`.
+        All,
+        /// Our own children only (see [`super::reap_after_cgroup`]).
+        OurChildren,
+    }
+
+    pub(super) fn sweep(
+        leader: Pid,
+        cookie: &str,
+        born_since: u64,
+        budget: Duration,
+        scope: Scope,
+    ) {
         let deadline = Instant::now() + budget;
         let me = getpid().as_raw();
         let step = leader.as_raw();
@@ -206,7 +249,12 @@ mod linux {
                                         )
                                 })))
                 };
-                for pid in proc_pids() {
+                let candidates = match scope {
+                    Scope::OurChildren => our_children(),
+                    Scope::All => None,
+                }
+                .unwrap_or_else(|| proc_pids().collect());
+                for pid in candidates {
                     if pid == me {
                         continue;
                     }
@@ -249,6 +297,26 @@ mod linux {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The children of every thread of this process (`/proc/self/task/*/children`), or
+    /// `None` when the kernel does not list them.
+    fn our_children() -> Option<Vec<i32>> {
+        let mut children = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            match std::fs::read_to_string(task.path().join("children")) {
+                Ok(text) => children.extend(
+                    text.split_ascii_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                ),
+                // The thread ended meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && task.path().exists() => {
+                    return None
+                }
+                Err(_) => continue,
+            }
+        }
+        Some(children)
     }
 
     fn proc_pids() -> impl Iterator<Item = i32> {
