@@ -170,7 +170,9 @@ async fn serve_with(
     let listen = format!("127.0.0.1:{port}");
     let root = sandbox.path("x");
     let root = root.parent().unwrap().to_str().unwrap().to_string();
-    let data = sandbox.path("data");
+    // Engines sharing a PostgreSQL database keep their own data directories.
+    let shared_db = extra.contains(&"--database-url");
+    let data = sandbox.path(if shared_db { name } else { "data" });
     let mut command = sandbox.plue(&[
         "serve",
         "--listen",
@@ -443,7 +445,10 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
     );
     assert!(created <= 12 + 4, "{created} pods for 12 steps");
     let events = cluster.kube.objects("events", NAMESPACE);
-    assert!(events.is_empty(), "pods that did their step are no failures: {events:?}");
+    assert!(
+        events.is_empty(),
+        "pods that did their step are no failures: {events:?}"
+    );
 }
 
 /// Waits until `engine` has a busy runner and returns its name (the pod running the step).
@@ -905,4 +910,108 @@ async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
         .collect();
     classes.sort();
     assert_eq!(classes.len(), 2, "both used pods went: {classes:?}");
+}
+
+/// A stand-in for the engines' Kubernetes Service: each connection goes to the first of
+/// `backends` that accepts it.
+async fn service(backends: Vec<String>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backends = backends.clone();
+            tokio::spawn(async move {
+                for backend in &backends {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_one_leader_creates_pods_and_the_other_takes_over() {
+    let _serial = serial().await;
+    let Some(postgres) = testkit::postgres_for_tests().expect("PostgreSQL") else {
+        eprintln!("skipping: two engines sharing a store need a PostgreSQL");
+        return;
+    };
+    let database = postgres.new_database().expect("a database");
+    let sandbox = Sandbox::new("kube-leader");
+    let cluster = cluster(&sandbox);
+    let (port_a, port_b) = (free_port(), free_port());
+    let url = service(vec![
+        format!("127.0.0.1:{port_a}"),
+        format!("127.0.0.1:{port_b}"),
+    ])
+    .await;
+    let pool = config(&url, 2, 3, IMAGE, "");
+    let shared = ["--database-url", database.as_str()];
+    let a = serve_with(&sandbox, &cluster, "a", port_a, &pool, &shared).await;
+    wait_idle(&a.url, 2).await;
+    let b = serve_with(&sandbox, &cluster, "b", port_b, &pool, &shared).await;
+    // b follows: it serves the API (and claims) but starts no pod of its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        writes(&cluster.kube.requests(), "pods", "POST"),
+        2,
+        "only the leader creates pods"
+    );
+    let run_id = run(
+        &sandbox,
+        &b.url,
+        "via-b",
+        &["Step.bash('s', 'echo one', runner={'size': 'small'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &b.url, run_id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    wait_idle(&b.url, 2).await;
+    let before = writes(&cluster.kube.requests(), "pods", "POST");
+    // The leader dies without a word: b takes over once the Lease expires and adopts the
+    // warm pods (their runners reach b through the service) instead of starting new ones.
+    sandbox.kill9(a.pid);
+    let lease = || {
+        cluster
+            .kube
+            .object("coordination.k8s.io/leases", NAMESPACE, "plue-pool")
+            .unwrap()
+    };
+    let leader_a = lease()["spec"]["holderIdentity"].clone();
+    let started = Instant::now();
+    wait_for(Duration::from_secs(15), "b to take the lease", || async {
+        (lease()["spec"]["holderIdentity"] != leader_a).then_some(())
+    })
+    .await;
+    eprintln!("b took over {:?} after a died", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        writes(&cluster.kube.requests(), "pods", "POST"),
+        before,
+        "adopted, no duplicates"
+    );
+    let run_id = run(
+        &sandbox,
+        &b.url,
+        "after",
+        &["Step.bash('s', 'echo two', runner={'size': 'small'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &b.url, run_id, Duration::from_secs(30)).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}",
+        sandbox.diagnostics()
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "b to replace the used pod",
+        || async { (writes(&cluster.kube.requests(), "pods", "POST") == before + 1).then_some(()) },
+    )
+    .await;
 }
