@@ -291,6 +291,11 @@ fn the_engine_deployment_starts_plue_serve_as_it_reads_its_configuration() {
         termination > sleep + delay + grace,
         "terminationGracePeriodSeconds {termination} leaves no room after preStop {sleep}s, drain {delay}s and grace {grace}s"
     );
+    assert_eq!(
+        rendered.env("PLUE_LOG_FORMAT")["value"],
+        "json",
+        "logs for collectors"
+    );
     let strategy = &rendered.engine()["spec"]["strategy"]["rollingUpdate"];
     assert_eq!(
         strategy["maxUnavailable"], 0,
@@ -699,6 +704,7 @@ fn misspelt_or_unknown_values_are_refused_by_the_schema() {
         json!({"secrets": {"adminToken": "short"}}),
         json!({"pool": {"classes": [{"name": "Not_A_Name", "max_runners": 1}]}}),
         json!({"image": {"pullPolicy": "Sometimes"}}),
+        json!({"engine": {"logFormat": "yaml"}}),
     ] {
         assert_eq!(check(values.clone()).0, Some(3), "{values} was accepted");
     }
