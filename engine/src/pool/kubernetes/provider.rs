@@ -174,6 +174,13 @@ impl KubeProvider {
         }
     }
 
+    /// Forgets a pod that no longer exists (its name is never used again), so what the
+    /// provider remembers per pod stays bounded.
+    pub(super) fn forget(&self, name: &str) {
+        lock(&self.ended).remove(name);
+        lock(&self.created).remove(name);
+    }
+
     /// Puts the class in backoff after a pod that could not start (or be created).
     fn back_off(&self) {
         let mut backoff = lock(&self.backoff);

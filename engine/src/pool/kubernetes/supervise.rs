@@ -72,6 +72,9 @@ impl Supervisor {
                 provider.pod_ended(&name, Some(pod), &outcome).await;
             }
         }
+        if change.gone {
+            provider.forget(&name);
+        }
     }
 
     /// Marks the pod's runner gone and fails what it was running.
