@@ -25,6 +25,7 @@ use crate::events::Events;
 use crate::executor::Executor;
 use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
 use crate::metrics::{self, OpsState};
+use crate::pool::kubernetes::ClassStatus;
 use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
 use crate::pool::{Pool, PoolConfig, PoolStatus};
 use crate::registry::Registry;
@@ -64,6 +65,8 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     pub lost_after: Duration,
     pub pool: Option<LocalPoolSettings>,
+    /// The Kubernetes pool's classes as `GET /api/pool` shows them (when it runs).
+    pub pool_classes: Option<watch::Receiver<Vec<ClassStatus>>>,
     /// Directories below which `POST /api/runs` may run workflow files of the server's own
     /// file system (canonical paths; none by default).
     pub local_workflows: Vec<PathBuf>,
@@ -86,6 +89,7 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
             pool: None,
+            pool_classes: None,
             local_workflows: Vec::new(),
         }
     }
@@ -197,6 +201,7 @@ pub async fn start(
         executor: executor.clone(),
         evaluator,
         pool: pool_status.clone(),
+        pool_classes: config.pool_classes.clone(),
         registry: registry.clone(),
         auth: Auth::new(
             store.clone(),

@@ -543,8 +543,19 @@ async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
     let url = format!("http://127.0.0.1:{port}");
     let broken = config(&url, 2, 2, "registry.example/missing:1", "")
         .replace("start_timeout: 20s", "start_timeout: 2s");
-    let _engine = serve(&sandbox, &cluster, "engine", port, &broken).await;
+    let engine = serve(&sandbox, &cluster, "engine", port, &broken).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // The pool says why, per class.
+    let shown = get_json(&client(), &format!("{}/api/pool", engine.url)).await;
+    let class = &shown["classes"][0];
+    assert_eq!(class["name"], "small", "{shown}");
+    assert_eq!(class["leader"], true, "{shown}");
+    assert!(class["failures"].as_u64().unwrap() >= 1, "{shown}");
+    let last = class["last_failure"].as_str().unwrap_or_default();
+    assert!(
+        last.contains("ErrImagePull") || last.contains("ImagePullBackOff"),
+        "{shown}"
+    );
     let created = writes(&cluster.kube.requests(), "pods", "POST");
     eprintln!("image pull failures: {created} pods created in 5 s");
     // 2 at once, then 1 s, 2 s, 4 s of backoff with one probe each: at most 5.

@@ -46,6 +46,7 @@ impl Engine {
             executor: executor.clone(),
             evaluator: None,
             pool: None,
+            pool_classes: None,
             registry: None,
             auth: Auth::new(store.clone(), Some("admin".into()), false),
             shutdown: shutdown.clone(),

@@ -29,15 +29,18 @@ use crate::auth::{self, Auth};
 use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
 use crate::launch::{launch, LaunchError};
+use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::registry::Registry;
-use views::{Created, PoolView, RunView, RunnerView};
+use views::{ClassView, Created, PoolView, RunView, RunnerView};
 
 #[derive(Clone)]
 pub struct ApiState {
     pub executor: Arc<Executor>,
     pub evaluator: Option<Arc<EvaluatorPool>>,
     pub pool: Option<watch::Receiver<PoolStatus>>,
+    /// The Kubernetes pool's classes, when it runs.
+    pub pool_classes: Option<watch::Receiver<Vec<ClassStatus>>>,
     pub registry: Option<Arc<Registry>>,
     pub auth: Auth,
     pub shutdown: CancellationToken,
@@ -329,8 +332,20 @@ async fn list_runners(State(state): State<ApiState>) -> ApiResult<Json<Vec<Runne
 }
 
 async fn pool(State(state): State<ApiState>) -> ApiResult<Json<PoolView>> {
+    let classes: Vec<ClassView> = state
+        .pool_classes
+        .as_ref()
+        .map(|c| c.borrow().iter().map(ClassView::from).collect())
+        .unwrap_or_default();
     match &state.pool {
-        Some(pool) => Ok(Json(PoolView::from(*pool.borrow()))),
+        Some(pool) => Ok(Json(PoolView {
+            classes,
+            ..PoolView::from(*pool.borrow())
+        })),
+        None if !classes.is_empty() => Ok(Json(PoolView {
+            classes,
+            ..PoolView::default()
+        })),
         None => Err(ApiError::not_found(
             "this engine runs no local pool (remote runners only)",
         )),

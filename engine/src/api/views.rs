@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::store::{RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine};
 
@@ -152,7 +153,7 @@ impl RunnerView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct PoolView {
     pub warm: usize,
     pub busy: usize,
@@ -161,6 +162,49 @@ pub struct PoolView {
     pub min_warm: usize,
     pub max_runners: usize,
     pub queued: i64,
+    /// The Kubernetes pool's classes (absent without one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassView>,
+}
+
+/// One Kubernetes runner class: counts while this engine leads (`leader`), failures.
+#[derive(Debug, Serialize)]
+pub struct ClassView {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub leader: bool,
+    pub warm: usize,
+    pub busy: usize,
+    pub starting: usize,
+    pub min_warm: usize,
+    pub max_runners: usize,
+    pub queued: i64,
+    /// Pods that failed or were lost since this engine started.
+    pub failures: usize,
+    /// The last one: `pod <name>: <reason>`.
+    pub last_failure: Option<String>,
+    /// New pods wait for a backoff after pods that could not start.
+    pub backing_off: bool,
+}
+
+impl From<&ClassStatus> for ClassView {
+    fn from(c: &ClassStatus) -> ClassView {
+        let pool = c.pool.unwrap_or_default();
+        ClassView {
+            name: c.class.clone(),
+            labels: c.labels.clone(),
+            leader: c.pool.is_some(),
+            warm: pool.warm,
+            busy: pool.busy,
+            starting: pool.starting,
+            min_warm: pool.min_warm,
+            max_runners: pool.max_runners,
+            queued: pool.queued,
+            failures: c.failures.total,
+            last_failure: c.failures.last.clone(),
+            backing_off: c.failures.backing_off,
+        }
+    }
 }
 
 impl From<PoolStatus> for PoolView {
@@ -173,6 +217,7 @@ impl From<PoolStatus> for PoolView {
             min_warm: s.min_warm,
             max_runners: s.max_runners,
             queued: s.queued,
+            classes: Vec::new(),
         }
     }
 }

@@ -88,11 +88,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             runner,
         });
     }
+    let (classes_tx, classes) = tokio::sync::watch::channel(Vec::new());
+    if kubernetes.is_some() {
+        config.pool_classes = Some(classes);
+    }
     let config_vault_keyed = config.vault.is_keyed();
     let evaluator = Arc::new(evaluator_pool(2).await.context("starting the evaluator")?);
     let engine = server::start(store.clone(), listener, config, Some(evaluator)).await?;
     let kubernetes = match kubernetes {
-        Some(file) => Some(KubernetesPool::from_file(&file, engine.executor.clone(), local).await?),
+        Some(file) => {
+            let executor = engine.executor.clone();
+            Some(KubernetesPool::from_file(&file, executor, local, classes_tx).await?)
+        }
         None => None,
     };
     notice(&format!(

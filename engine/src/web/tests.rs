@@ -53,6 +53,7 @@ impl Fixture {
             executor: executor.clone(),
             evaluator: None,
             pool: None,
+            pool_classes: None,
             registry: None,
             auth: Auth::new(store, Some(ADMIN.into()), private_reads),
             shutdown: CancellationToken::new(),

@@ -104,6 +104,7 @@ impl KubernetesPool {
         path: &std::path::Path,
         executor: Arc<Executor>,
         local_pool: bool,
+        publish: watch::Sender<Vec<ClassStatus>>,
     ) -> anyhow::Result<KubernetesPool> {
         let file = crate::pool::config_file::load(path)?;
         let options = Options {
@@ -114,7 +115,8 @@ impl KubernetesPool {
             },
         };
         let classes: Vec<String> = file.classes.iter().map(|c| c.name.clone()).collect();
-        let pool = KubernetesPool::start(file, executor, options).await?;
+        let mut pool = KubernetesPool::start(file, executor, options).await?;
+        pool.publish_to(publish);
         tracing::info!("Kubernetes pool started: classes {}", classes.join(", "));
         Ok(pool)
     }
@@ -210,16 +212,27 @@ impl KubernetesPool {
 
     /// Each class: its labels, counts (on the leader) and failures.
     pub fn status(&self) -> Vec<ClassStatus> {
-        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        self.providers
-            .iter()
-            .map(|p| ClassStatus {
-                class: p.class().name.clone(),
-                labels: p.class().labels.clone(),
-                pool: statuses.get(&p.class().name).map(|s| *s.borrow()),
-                failures: p.failures(),
-            })
-            .collect()
+        snapshot(&self.providers, &self.statuses)
+    }
+
+    /// Keeps `to` up to date with [`KubernetesPool::status`] (what `GET /api/pool` shows).
+    pub fn publish_to(&mut self, to: watch::Sender<Vec<ClassStatus>>) {
+        let (providers, statuses) = (self.providers.clone(), self.statuses.clone());
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let now = snapshot(&providers, &statuses);
+                to.send_if_modified(|shown| {
+                    let changed = *shown != now;
+                    *shown = now;
+                    changed
+                });
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        });
     }
 
     /// Stops following the cluster and gives up the Lease; pods stay (a restarted engine
@@ -228,6 +241,22 @@ impl KubernetesPool {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+fn snapshot(
+    providers: &[Arc<KubeProvider>],
+    statuses: &Mutex<HashMap<String, watch::Receiver<PoolStatus>>>,
+) -> Vec<ClassStatus> {
+    let statuses = statuses.lock().unwrap_or_else(|p| p.into_inner());
+    providers
+        .iter()
+        .map(|p| ClassStatus {
+            class: p.class().name.clone(),
+            labels: p.class().labels.clone(),
+            pool: statuses.get(&p.class().name).map(|s| *s.borrow()),
+            failures: p.failures(),
+        })
+        .collect()
 }
 
 /// Hands every pod change to the supervisor while this engine leads.
