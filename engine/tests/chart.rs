@@ -533,6 +533,16 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
         "only the engine reaches PostgreSQL"
     );
 
+    // Restricting who reaches the engine keeps the runners in.
+    let restricted = render(json!({"networkPolicy": {"engine": {"from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]}}}));
+    let from = restricted.one("NetworkPolicy", "plue-engine")["spec"]["ingress"][0]["from"].clone();
+    assert_eq!(from.as_array().unwrap().len(), 2, "{from}");
+    assert_eq!(
+        from[1]["podSelector"]["matchLabels"], spec["podSelector"]["matchLabels"],
+        "the runner pods may still reach the engine"
+    );
+
     // Configured egress is added, nothing else.
     let open = render(json!({"networkPolicy": {"runners": {"egress": [
         {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}],
@@ -659,6 +669,14 @@ fn a_pool_without_classes_gets_no_role_and_no_kubernetes_flags() {
     assert!(rendered.all("ConfigMap").is_empty());
     let args = rendered.engine_container()["args"].to_string();
     assert!(!args.contains("--pool"), "{args}");
+    let pod = &rendered.engine()["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["automountServiceAccountToken"], false,
+        "no pool, no API token"
+    );
+    let with_pool = render(json!({}));
+    let pod = &with_pool.engine()["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], true);
 }
 
 #[test]

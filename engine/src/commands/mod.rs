@@ -148,17 +148,24 @@ pub(crate) fn runner_work_dir() -> anyhow::Result<std::path::PathBuf> {
     .with_context(|| format!("creating a runner work directory in {}", parent.display()))
 }
 
-/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn interrupted() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM. Both are caught from this
+/// call on, not from the first poll: call it early (`plue serve` does before it listens),
+/// so a signal that arrives while the command starts up is not fatal.
+pub(crate) fn interrupted() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

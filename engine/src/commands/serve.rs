@@ -31,6 +31,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (true, Some(file)) => Some(file.clone()),
         (false, _) => None,
     };
+    // Caught from now on: a SIGTERM while starting drains too, instead of killing.
+    let stop = interrupted();
     let store = open_store(&args.store).await?;
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -123,7 +125,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "runner registration token (set PLUE_RUNNER_TOKEN to choose one): {runner_token}"
         ));
     }
-    interrupted().await;
+    stop.await;
     if let Some(kubernetes) = kubernetes {
         kubernetes.shutdown().await;
     }
