@@ -7,7 +7,8 @@
 //! - [`executor`]: starts runs and moves them forward; [`sweeper`]: the engine's timers.
 //! - [`internal_api`]: the runner protocol's server side; [`api`]: the public HTTP API;
 //!   [`runner_scope`]: what a registration token lets its runners claim.
-//! - [`pool`]: the warm pool controller and its local-process provider.
+//! - [`pool`]: the warm pool controller, its local-process and Kubernetes providers and
+//!   the pool configuration file.
 //! - [`registry`]: repository events → runs (mirrors, evaluation, trigger matching);
 //!   [`webhooks`]: the forges' deliveries; [`forge`]: payloads, signatures, statuses;
 //!   [`scheduler`]: cron ticks; [`status_reporter`]: commit statuses owed to forges.

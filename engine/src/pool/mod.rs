@@ -2,9 +2,10 @@
 //! when steps are queued, reaps idle extras after `idle_timeout`, and reports its state.
 //!
 //! The controller only decides; a [`Provider`] creates and deletes runners (local
-//! processes in [`local`]; Kubernetes pods later). What a runner is doing comes from the
-//! store (runners register, heartbeat and claim through the internal API), so the
-//! controller works the same whichever engine replica the runner talks to.
+//! processes in [`local`]; pods in [`kubernetes`], one pool per runner class, configured by
+//! [`config_file`]). What a runner is doing comes from the store (runners register,
+//! heartbeat and claim through the internal API), so the controller works the same
+//! whichever engine replica the runner talks to.
 //!
 //! Invariants:
 //! - The pool never holds more than `max_runners` runners.
@@ -42,9 +43,8 @@ use crate::tokens;
 /// How long a runner the pool starts may take to redeem its one-time token.
 pub const ONCE_TTL: Duration = Duration::from_secs(60);
 
-/// Creates and deletes runners. A Kubernetes provider implements the same calls with pod
-/// creation (the token in a Secret mounted only into the runner's container), deletion and
-/// status.
+/// Creates and deletes runners: processes ([`local`]) or pods ([`kubernetes`], the token in a
+/// Secret mounted only into the runner's container).
 pub trait Provider: Send + Sync + 'static {
     /// Starts a runner that will register itself as `name` with the one-time registration
     /// `token` (which must reach it by a channel only it reads: never argv or environment).
