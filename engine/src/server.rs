@@ -225,6 +225,7 @@ pub async fn start(
         store: store.clone(),
         draining: draining.clone(),
         pool: pool_status.clone(),
+        pool_classes: config.pool_classes.clone(),
     });
     let app = public
         .merge(hooks)

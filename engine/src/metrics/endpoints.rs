@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::families::FAMILIES;
 use super::{labels, record, Event};
+use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::store::{now_ms, Store};
 
@@ -27,6 +28,8 @@ pub struct OpsState {
     pub draining: CancellationToken,
     /// The local pool's status, when this engine runs one.
     pub pool: Option<watch::Receiver<PoolStatus>>,
+    /// The Kubernetes pool's classes, when it runs (counts only where this engine leads).
+    pub pool_classes: Option<watch::Receiver<Vec<ClassStatus>>>,
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -65,23 +68,35 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
 }
 
+fn pool_runners(class: &str, status: PoolStatus) {
+    for (state, count) in [
+        ("warm", status.warm),
+        ("busy", status.busy),
+        ("starting", status.starting),
+    ] {
+        record(Event::PoolRunners {
+            class,
+            state,
+            count: count as i64,
+        });
+    }
+}
+
 /// Sets the gauges that mirror shared state: steps waiting and live runners per labels
 /// from the store, the local pool's counts, and whether this engine drains.
 async fn refresh(state: &OpsState) -> anyhow::Result<()> {
     let f = &*FAMILIES;
     f.draining.set(i64::from(state.draining.is_cancelled()));
     if let Some(pool) = &state.pool {
-        let status = *pool.borrow();
-        for (pool_state, count) in [
-            ("warm", status.warm),
-            ("busy", status.busy),
-            ("starting", status.starting),
-        ] {
-            record(Event::PoolRunners {
-                class: "local",
-                state: pool_state,
-                count: count as i64,
-            });
+        pool_runners("local", *pool.borrow());
+    }
+    if let Some(classes) = &state.pool_classes {
+        let classes = classes.borrow().clone();
+        for class in classes {
+            // A follower's classes have no counts: the leader's scrape reports them.
+            if let Some(status) = class.pool {
+                pool_runners(&class.class, status);
+            }
         }
     }
     let queued = state.store.queued_by_labels(now_ms()).await?;
@@ -99,4 +114,59 @@ async fn refresh(state: &OpsState) -> anyhow::Result<()> {
             .set(count);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::pool::kubernetes::Failures;
+
+    #[tokio::test]
+    async fn kubernetes_classes_are_reported_by_the_leader_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let class = |name: &str, pool| ClassStatus {
+            class: name.into(),
+            labels: BTreeMap::new(),
+            pool,
+            failures: Failures::default(),
+        };
+        let counts = PoolStatus {
+            warm: 2,
+            busy: 3,
+            starting: 1,
+            ..PoolStatus::default()
+        };
+        let (_keep, classes) = watch::channel(vec![
+            class("metrics-led", Some(counts)),
+            class("metrics-followed", None),
+        ]);
+        let app = router(OpsState {
+            store,
+            draining: CancellationToken::new(),
+            pool: None,
+            pool_classes: Some(classes),
+        });
+        let request = axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        for line in [
+            "plue_pool_runners{class=\"metrics-led\",state=\"warm\"} 2",
+            "plue_pool_runners{class=\"metrics-led\",state=\"busy\"} 3",
+            "plue_pool_runners{class=\"metrics-led\",state=\"starting\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        assert!(!text.contains("metrics-followed"), "{text}");
+    }
 }
