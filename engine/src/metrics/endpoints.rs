@@ -68,6 +68,27 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
 }
 
+/// The pool class that serves steps needing `needed` (canonical `k=v,k2=v2`): the first
+/// Kubernetes class offering all of them, else `local` for unlabelled steps when a local
+/// pool runs, else `none` (only runners started by hand can take them).
+fn class_for<'a>(needed: &str, classes: &'a [ClassStatus], local: bool) -> &'a str {
+    let pairs: Vec<(&str, &str)> = needed
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let serves = |class: &ClassStatus| {
+        pairs
+            .iter()
+            .all(|(k, v)| class.labels.get(*k).map(String::as_str) == Some(*v))
+    };
+    match classes.iter().find(|class| serves(class)) {
+        Some(class) => &class.class,
+        None if local && pairs.is_empty() => "local",
+        None => "none",
+    }
+}
+
 fn pool_runners(class: &str, status: PoolStatus) {
     for (state, count) in [
         ("warm", status.warm),
@@ -101,10 +122,16 @@ async fn refresh(state: &OpsState) -> anyhow::Result<()> {
     }
     let queued = state.store.queued_by_labels(now_ms()).await?;
     let runners = state.store.live_runners_by_state().await?;
+    let classes = state
+        .pool_classes
+        .as_ref()
+        .map(|c| c.borrow().clone())
+        .unwrap_or_default();
     f.queued_steps.clear();
-    for (class, count) in queued {
+    for (needed, count) in queued {
+        let class = class_for(&needed, &classes, state.pool.is_some());
         f.queued_steps
-            .get_or_create(&labels([("labels", &class)]))
+            .get_or_create(&labels([("labels", &needed), ("class", class)]))
             .set(count);
     }
     f.runners.clear();
@@ -168,5 +195,30 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
         assert!(!text.contains("metrics-followed"), "{text}");
+    }
+
+    #[test]
+    fn queued_steps_are_put_in_the_class_that_serves_them() {
+        let class = |name: &str, labels: &[(&str, &str)]| ClassStatus {
+            class: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            pool: None,
+            failures: Failures::default(),
+        };
+        let classes = [
+            class("small", &[("size", "small")]),
+            class("gpu", &[("gpu", "yes"), ("size", "small")]),
+        ];
+        assert_eq!(class_for("size=small", &classes, false), "small");
+        assert_eq!(class_for("gpu=yes", &classes, false), "gpu");
+        assert_eq!(class_for("gpu=yes,size=small", &classes, true), "gpu");
+        assert_eq!(class_for("gpu=no", &classes, true), "none");
+        assert_eq!(class_for("", &[], true), "local");
+        assert_eq!(class_for("", &[], false), "none");
+        // Any class serves an unlabelled step; the first one is where it goes.
+        assert_eq!(class_for("", &classes, true), "small");
     }
 }

@@ -98,7 +98,7 @@ impl Families {
         );
         registry.register(
             "queued_steps",
-            "Steps ready and waiting for a runner, by the runner labels they need (their class)",
+            "Steps ready and waiting for a runner, by the labels they need and the pool class serving them",
             f.queued_steps.clone(),
         );
         registry.register(
