@@ -12,6 +12,7 @@
 //! - [`step_env`]: a step's environment, built from an allow-list; [`step_user`]: the
 //!   unprivileged user a root runner runs each step as.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
+//! - [`python_path`]: the interpreter behind a pyenv shim, found without running it.
 //!
 //! Architecture invariant: the runner never touches the database; it speaks only the
 //! engine's `/internal/...` HTTP API. The dependency direction is `engine → runner →
@@ -25,6 +26,7 @@ pub mod mask;
 pub mod outputs;
 pub mod process;
 pub mod protocol;
+pub mod python_path;
 mod reaper;
 pub mod step_env;
 pub mod step_user;
