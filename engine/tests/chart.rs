@@ -382,6 +382,24 @@ fn an_external_database_and_an_existing_secret_replace_the_chart_made_ones() {
         "{}",
         existing.notes
     );
+
+    // No database at all is refused with what to set, not rendered into a crash loop.
+    let chart = chart_dir();
+    let output = python::run_script(
+        "chart.py",
+        &["render", chart.to_str().unwrap(), NAMESPACE],
+        json!({"postgresql": {"enabled": false}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "no database: set database.url, database.existingSecret, or postgresql.enabled=true"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
