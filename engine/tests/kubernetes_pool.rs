@@ -1026,3 +1026,51 @@ async fn two_engines_one_leader_creates_pods_and_the_other_takes_over() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-dead-node");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let pool = config(&url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 2s");
+    let engine = serve(&sandbox, &cluster, "engine", port, &pool).await;
+    let warm = wait_idle(&engine.url, 1).await;
+    cluster.kubelet.kill_node();
+    wait_for(
+        Duration::from_secs(5),
+        "the lost pod to be Terminating",
+        || async {
+            let pod = cluster.kube.object("pods", NAMESPACE, &warm[0])?;
+            (!pod["metadata"]["deletionTimestamp"].is_null()).then_some(())
+        },
+    )
+    .await;
+    let started = Instant::now();
+    wait_for(
+        Duration::from_secs(15),
+        "the Terminating pod to be force-deleted",
+        || async {
+            cluster
+                .kube
+                .object("pods", NAMESPACE, &warm[0])
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "force-deleted {:?} after it became Terminating",
+        started.elapsed()
+    );
+    let forced = cluster
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.ends_with(&warm[0]))
+        .count();
+    assert_eq!(forced, 2, "one graceful delete, one forced");
+    cluster.kubelet.revive_node();
+    wait_idle(&engine.url, 1).await;
+}

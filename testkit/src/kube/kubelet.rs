@@ -14,7 +14,8 @@
 //!   (`PodScheduled=False`/`Unschedulable`) or kill the node (processes gone, pods left
 //!   `Running` with `Ready=False`, reason `NodeLost`).
 //! - A pod marked for deletion gets SIGTERM, SIGKILL after its grace period (at most 5 s
-//!   here), then is removed from the store (its owned Secrets with it).
+//!   here), then is removed from the store (its owned Secrets with it) — except on a dead
+//!   node, where it stays `Terminating` until someone deletes it with grace period 0.
 //!
 //! Invariant: every process it starts is in its own process group and is killed when its
 //! pod goes, when [`Kubelet::stop_all`] runs, or when the server's runtime stops.
@@ -207,6 +208,10 @@ impl Kubelet {
             );
             let taken = lock(&self.pods).contains_key(&(namespace.clone(), name.clone()));
             if !pod["metadata"]["deletionTimestamp"].is_null() {
+                if taken && self.node_dead.load(Ordering::SeqCst) {
+                    // A dead node's kubelet never confirms: the pod stays Terminating.
+                    continue;
+                }
                 if taken {
                     self.delete(&namespace, &name, &pod);
                 } else {

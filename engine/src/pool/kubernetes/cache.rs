@@ -12,9 +12,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -23,6 +25,40 @@ use tokio_util::sync::CancellationToken;
 
 /// How many deleted names are remembered as seen.
 const SEEN_MEMORY: usize = 10_000;
+
+/// Pauses between failed watch or list attempts: 100 ms doubling to 3 s, reset by the
+/// first success. (kube's default climbs to 30 s; a dead pod must be noticed within
+/// seconds even while the API server misbehaves.)
+struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(100);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(3);
+
+impl Default for WatchBackoff {
+    fn default() -> WatchBackoff {
+        WatchBackoff {
+            next: WATCH_RETRY_FIRST,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
+        Some(wait)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_RETRY_FIRST;
+    }
+}
 
 #[derive(Default)]
 struct Inner {
@@ -98,7 +134,9 @@ impl PodCache {
         shutdown: CancellationToken,
     ) {
         let config = watcher::Config::default().labels(&selector);
-        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut stream = watcher::watcher(api, config)
+            .backoff(WatchBackoff::default())
+            .boxed();
         let mut relisting: Option<HashMap<String, Arc<Pod>>> = None;
         loop {
             let event = tokio::select! {

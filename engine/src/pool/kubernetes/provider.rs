@@ -82,6 +82,8 @@ pub(super) struct KubeProvider {
     policy: Policy,
     created: Mutex<HashMap<String, Instant>>,
     ended: Mutex<HashSet<String>>,
+    /// Pods force-deleted, and when.
+    forced: Mutex<HashMap<String, Instant>>,
     backoff: Mutex<Backoff>,
     failures: Mutex<Failures>,
 }
@@ -110,6 +112,7 @@ impl KubeProvider {
             policy: Policy::default(),
             created: Mutex::new(HashMap::new()),
             ended: Mutex::new(HashSet::new()),
+            forced: Mutex::new(HashMap::new()),
             backoff: Mutex::new(Backoff::default()),
             failures: Mutex::new(Failures::default()),
         }
@@ -178,7 +181,37 @@ impl KubeProvider {
     /// provider remembers per pod stays bounded.
     pub(super) fn forget(&self, name: &str) {
         lock(&self.ended).remove(name);
+        lock(&self.forced).remove(name);
         lock(&self.created).remove(name);
+    }
+
+    /// Removes a pod whose deletion its node never finished (grace period 0), at most once
+    /// a minute per pod.
+    pub(super) async fn force_delete(&self, name: &str) {
+        {
+            let mut forced = lock(&self.forced);
+            if forced
+                .get(name)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+            {
+                return;
+            }
+            forced.insert(name.to_string(), Instant::now());
+        }
+        tracing::warn!(pod = %name, "its node never finished deleting it: forcing");
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        let deleted = retry::call(self.policy, &format!("force-deleting pod {name}"), || {
+            self.pods.delete(name, &params)
+        })
+        .await;
+        if let Err(e) = deleted {
+            if !e.is_not_found() {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     /// Puts the class in backoff after a pod that could not start (or be created).

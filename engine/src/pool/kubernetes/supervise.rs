@@ -57,6 +57,17 @@ impl Supervisor {
         } else {
             health(pod, age(pod), self.start_timeout)
         };
+        // A pod still being deleted after `start_timeout` is on a node that is gone or
+        // hangs (a live kubelet finishes within the grace period).
+        if !change.gone {
+            if let Some(since) = deleting_for(pod) {
+                if since > self.start_timeout {
+                    // Its node does not answer (it would have removed the pod by now):
+                    // remove the object, as the node controller eventually would.
+                    provider.force_delete(&name).await;
+                }
+            }
+        }
         match &outcome {
             Health::Alive => {
                 if running_and_ready(pod) {
@@ -124,6 +135,13 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// How long ago the pod's deletion began, if it did.
+fn deleting_for(pod: &Pod) -> Option<std::time::Duration> {
+    let since = pod.metadata.deletion_timestamp.as_ref()?;
+    let span = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
+    std::time::Duration::try_from(span).ok()
 }
 
 fn running_and_ready(pod: &Pod) -> bool {
