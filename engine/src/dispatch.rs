@@ -33,6 +33,7 @@
 //! when the step did not name it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use evaluator::plan::{Action, Plan, Step};
 use evaluator::template::{self, bash, python, Field, Reference, Template};
@@ -73,7 +74,80 @@ pub struct Dispatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepResult<'a> {
     pub status: &'a str,
-    pub outputs: BTreeMap<String, String>,
+    /// Shared: the executor keeps a run's parsed outputs and lends them to each dispatch.
+    pub outputs: Arc<BTreeMap<String, String>>,
+}
+
+/// For each step of `plan` (by index), the steps (by index) whose results its dispatch
+/// may read: its dependencies, whose outputs become variables, and every step a template
+/// of the step or of the plan's env names. [`build`] needs the results of these only.
+/// Unknown ids and templates that do not parse (validation reports them) are left out.
+pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
+    let index: BTreeMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .rev() // the first definition of a duplicated id wins, as in validation
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut everyone = Vec::new();
+    for value in plan.env.values() {
+        referenced(value, &index, &mut everyone);
+    }
+    plan.steps
+        .iter()
+        .map(|step| {
+            let mut read = everyone.clone();
+            read.extend(step.depends_on.iter().filter_map(|d| index.get(d.as_str())));
+            match &step.action {
+                Action::Bash { command: text } | Action::Python { script: text } => {
+                    referenced(text, &index, &mut read)
+                }
+                Action::Llm(llm) => {
+                    if let Some(prompt) = &llm.prompt {
+                        referenced(prompt, &index, &mut read);
+                    }
+                    for value in llm.inputs.values() {
+                        json_referenced(value, &index, &mut read);
+                    }
+                }
+            }
+            for value in step.env.values() {
+                referenced(value, &index, &mut read);
+            }
+            read.sort_unstable();
+            read.dedup();
+            read
+        })
+        .collect()
+}
+
+/// Adds the steps `text`'s references name to `read`.
+fn referenced(text: &str, index: &BTreeMap<&str, usize>, read: &mut Vec<usize>) {
+    if !text.contains("{{") {
+        return;
+    }
+    if let Ok(template) = Template::parse(text) {
+        read.extend(
+            template
+                .references()
+                .filter_map(|r| index.get(r.step.as_str())),
+        );
+    }
+}
+
+/// [`referenced`] for every string in `value`.
+fn json_referenced(value: &Value, index: &BTreeMap<&str, usize>, read: &mut Vec<usize>) {
+    match value {
+        Value::String(text) => referenced(text, index, read),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| json_referenced(item, index, read)),
+        Value::Object(map) => map
+            .values()
+            .for_each(|item| json_referenced(item, index, read)),
+        _ => {}
+    }
 }
 
 /// `PLUE_OUTPUT_<STEP>_<KEY>`: upper-cased, every character outside `[A-Z0-9_]` as `_`.
@@ -200,7 +274,7 @@ impl OutputVars {
             let Some(result) = results.get(dep.as_str()) else {
                 continue;
             };
-            for (key, value) in &result.outputs {
+            for (key, value) in result.outputs.iter() {
                 named
                     .entry(output_var(dep, key))
                     .or_default()

@@ -116,7 +116,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let run = store.run(run_id).await?.context("the run just started")?;
-    let steps = store.step_runs(run_id).await?;
+    let steps = store.step_states(run_id).await?;
     eprintln!(
         "run {run_id}: {} — {} step(s) on {runners} local runner(s)",
         run.workflow_name,
@@ -174,7 +174,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if seen.steps_changed && due {
             seen.steps_changed = false;
             last_read = tokio::time::Instant::now();
-            let steps = store.step_runs(run_id).await?;
+            let steps = store.step_states(run_id).await?;
             // A step that changed state may have lines not printed yet: they come first.
             seen.dirty.extend(printer.changed(&steps));
             let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
@@ -196,7 +196,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let steps = store.step_runs(run_id).await?;
+    let steps = store.step_states(run_id).await?;
     if !reader_gone {
         closed_output(printer.catch_up(&store, &steps).await)?;
     }

@@ -29,7 +29,7 @@ fn results() -> BTreeMap<&'static str, StepResult<'static>> {
         "build-it",
         StepResult {
             status: "succeeded",
-            outputs: BTreeMap::from([("version".into(), "1.2.3 <&>".into())]),
+            outputs: Arc::new(BTreeMap::from([("version".into(), "1.2.3 <&>".into())])),
         },
     )])
 }
@@ -196,7 +196,7 @@ fn hostile_results(value: &str) -> BTreeMap<&'static str, StepResult<'static>> {
         "up",
         StepResult {
             status: "succeeded",
-            outputs: BTreeMap::from([("x".into(), value.into())]),
+            outputs: Arc::new(BTreeMap::from([("x".into(), value.into())])),
         },
     )])
 }
@@ -402,12 +402,12 @@ fn dependencies_outputs_reach_code_steps_as_variables() {
         .insert("PLUE_OUTPUT_UP_X".into(), "shadowed".into());
     let mut results = hostile_results("$(touch nothing)");
     let up = results.get_mut("up").unwrap();
-    up.outputs.insert("my-key".into(), "v2".into());
+    Arc::make_mut(&mut up.outputs).insert("my-key".into(), "v2".into());
     results.insert(
         "far",
         StepResult {
             status: "succeeded",
-            outputs: BTreeMap::from([("z".into(), "not a dependency".into())]),
+            outputs: Arc::new(BTreeMap::from([("z".into(), "not a dependency".into())])),
         },
     );
     let dispatch = build(&plan, &plan.steps[0], 1, &results).unwrap();
@@ -435,14 +435,14 @@ fn colliding_variable_names_are_left_out_and_references_still_read_their_value()
             "a-b",
             StepResult {
                 status: "succeeded",
-                outputs: BTreeMap::from([("c".into(), "from a-b".into())]),
+                outputs: Arc::new(BTreeMap::from([("c".into(), "from a-b".into())])),
             },
         ),
         (
             "a",
             StepResult {
                 status: "succeeded",
-                outputs: BTreeMap::from([("b_c".into(), "from a".into())]),
+                outputs: Arc::new(BTreeMap::from([("b_c".into(), "from a".into())])),
             },
         ),
     ]);
@@ -520,7 +520,7 @@ fn outputs_bash_would_run_as_arithmetic_fail_the_step() {
         let mut results = hostile_results("1 + PLUE_OUTPUT_UP_Y");
         let up = results.get_mut("up").unwrap();
         let value = with_marker("a[$(touch MARKER_PATH)]", &marker);
-        up.outputs.insert("y".into(), value);
+        Arc::make_mut(&mut up.outputs).insert("y".into(), value);
         let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
         assert!(
             err.contains("names variable PLUE_OUTPUT_UP_Y"),
@@ -592,7 +592,7 @@ fn rendering_past_its_bounds_fails_the_step() {
     let mut results = hostile_results("");
     let up = results.get_mut("up").unwrap();
     for i in 0..20 {
-        up.outputs.insert(format!("k{i}"), big.clone());
+        Arc::make_mut(&mut up.outputs).insert(format!("k{i}"), big.clone());
     }
     let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
     assert!(err.contains("PLUE_OUTPUT_* variables take"), "{err}");

@@ -6,6 +6,7 @@
 //! replica — it re-reads the run under its lock and only applies changes that are still
 //! valid — so timers and restarts simply call it again.
 
+pub mod outputs;
 pub mod rules;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,7 @@ use crate::events::{Event, Events};
 use crate::metrics;
 use crate::store::{now_ms, AttemptEnd, NewRun, RunRepo, StepAfter, Store};
 use crate::vault::Vault;
+use outputs::{OutputCache, Outputs};
 pub use rules::Report;
 
 pub struct Executor {
@@ -25,6 +27,8 @@ pub struct Executor {
     events: Arc<Events>,
     /// Parsed plans of runs seen recently (plans never change once stored).
     plans: Mutex<HashMap<i64, Arc<Plan>>>,
+    /// Parsed outputs of finished steps, and what each step reads, by run.
+    outputs: Mutex<OutputCache>,
     /// Secret values by name, given to the steps that name them.
     secrets: BTreeMap<String, String>,
     /// Opens the repositories' sealed secrets.
@@ -53,6 +57,7 @@ impl Executor {
             store,
             events,
             plans: Mutex::new(HashMap::new()),
+            outputs: Mutex::new(OutputCache::default()),
             secrets,
             vault: Vault::unkeyed(),
             max_parallel: max_parallel.max(1) as i64,
@@ -121,16 +126,46 @@ impl Executor {
         Ok(Some(new_id))
     }
 
-    /// Applies every decision that is due for the run.
+    /// Applies every decision that is due for the run. Reads from the store only the
+    /// outputs that pending steps read and the cache does not hold ([`outputs`]).
     pub async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
+        let reads = self.lock_outputs().reads(run_id, &plan);
+        // The outputs this advance reads: taken from the cache when the store shows which
+        // are needed (so a later eviction cannot take them away), the rest parsed from what
+        // the store loaded.
+        let held: Mutex<HashMap<i64, Outputs>> = Mutex::new(HashMap::new());
         let mut decided = metrics::Decided::default();
         let advanced = self
             .store
-            .advance(run_id, |snapshot| {
-                decided.note(&plan, snapshot, rules::plan_changes(&plan, snapshot, now))
-            })
+            .advance(
+                run_id,
+                |snapshot| {
+                    let mut cache = self.lock_outputs();
+                    let mut held = lock(&held);
+                    let mut missing = Vec::new();
+                    for id in rules::needed_outputs(&reads, snapshot) {
+                        match cache.get(run_id, id) {
+                            Some(outputs) => {
+                                held.insert(id, outputs);
+                            }
+                            None => missing.push(id),
+                        }
+                    }
+                    missing
+                },
+                |snapshot| {
+                    let mut held = lock(&held);
+                    let mut cache = self.lock_outputs();
+                    for (&id, json) in &snapshot.outputs {
+                        held.insert(id, cache.insert(run_id, id, json));
+                    }
+                    drop(cache);
+                    let changes = rules::plan_changes(&plan, &reads, snapshot, &held, now);
+                    decided.note(&plan, snapshot, changes)
+                },
+            )
             .await
             .with_context(|| format!("advancing run {run_id}"))?;
         decided.record();
@@ -295,12 +330,22 @@ impl Executor {
 
     fn forget(&self, run_id: i64) {
         self.lock_plans().remove(&run_id);
+        self.lock_outputs().forget(run_id);
+    }
+
+    fn lock_outputs(&self) -> std::sync::MutexGuard<'_, OutputCache> {
+        lock(&self.outputs)
     }
 
     fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Plan>>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.plans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.plans)
     }
+}
+
+/// Locks `mutex`. A panic while holding one of the executor's locks cannot leave its map
+/// inconsistent (each update is one insert or remove), so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

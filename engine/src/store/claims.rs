@@ -40,6 +40,8 @@ pub struct CompletedAttempt {
     pub cancel_requested: bool,
     /// When the step run's first attempt started (ms), if one did.
     pub started_at: Option<i64>,
+    /// Bytes of outputs (JSON) the run's step runs have stored so far.
+    pub run_outputs_bytes: i64,
 }
 
 /// What becomes of the step run after an attempt.
@@ -306,21 +308,43 @@ impl Store {
                 number: ended.try_get("number")?,
                 cancel_requested: row.try_get("cancel_requested")?,
                 started_at: row.try_get("started_at")?,
+                // `octet_length` reads the stored length, not the text.
+                run_outputs_bytes: sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(octet_length(outputs)), 0) AS BIGINT) \
+                     FROM step_outputs WHERE run_id = $1",
+                )
+                .bind(row.try_get::<i64, _>("run_id")?)
+                .fetch_one(&mut *tx)
+                .await?,
             };
             match decide(&completed) {
                 StepAfter::Final { status, reason, exit_code, outputs } => {
-                    sqlx::query(
-                        "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, outputs = $5, \
-                         finished_at = $6 WHERE id = $1 AND status IN ('claimed', 'running')",
+                    let finished = sqlx::query(
+                        // The dispatch document (which may carry a MiB of output variables)
+                        // is read only by claims: a final step run drops it.
+                        "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, \
+                         finished_at = $5, action = NULL \
+                         WHERE id = $1 AND status IN ('claimed', 'running')",
                     )
                     .bind(step_run_id)
                     .bind(status)
                     .bind(reason)
                     .bind(exit_code)
-                    .bind(outputs)
                     .bind(end.at)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                    if finished == 1 && outputs != "{}" {
+                        sqlx::query(
+                            "INSERT INTO step_outputs (step_run_id, run_id, outputs) \
+                             VALUES ($1, $2, $3)",
+                        )
+                        .bind(step_run_id)
+                        .bind(completed.run_id)
+                        .bind(outputs)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 StepAfter::Retry { ready_at, reason } => {
                     sqlx::query(

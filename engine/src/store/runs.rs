@@ -5,6 +5,8 @@
 //! final`); every update names the states it may leave, so a repeated or late change is a
 //! no-op rather than a step going back.
 
+use std::collections::BTreeMap;
+
 use evaluator::plan::Plan;
 use sqlx::Row;
 
@@ -133,7 +135,11 @@ pub struct RunSnapshot {
     pub run_id: i64,
     pub cancel_requested: bool,
     pub max_parallel: i64,
+    /// The step runs in plan order, **without their outputs** (`outputs` is empty): a run's
+    /// outputs may be tens of MiB, and an advance needs few of them.
     pub steps: Vec<StepRunRow>,
+    /// The stored outputs (JSON) of the step runs the executor asked for, by step run id.
+    pub outputs: BTreeMap<i64, String>,
 }
 
 /// What [`Store::advance`] did.
@@ -148,15 +154,23 @@ const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path 
      r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.created_at, r.started_at, \
      r.finished_at";
 
+/// The columns of a [`StepRunRow`] (queried `FROM step_runs`, unaliased): outputs live in
+/// `step_outputs`, `{}` when a step run stored none.
 const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, reason, \
-     outputs, ready_at, started_at, finished_at, usage";
+     COALESCE((SELECT o.outputs FROM step_outputs o WHERE o.step_run_id = step_runs.id), '{}') \
+     AS outputs, ready_at, started_at, finished_at, usage";
+
+/// [`STEP_COLUMNS`] with an empty `outputs`, for readers that do not show them.
+const STEP_STATE_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, \
+     reason, '' AS outputs, ready_at, started_at, finished_at, usage";
 
 /// Moves a step run to a final status if it is in one of the two `from` states (a macro
-/// rather than a function so it type-checks once per backend).
+/// rather than a function so it type-checks once per backend). Its dispatch document, read
+/// only by claims, is dropped.
 macro_rules! finish_step {
     ($tx:expr, $id:expr, $status:expr, $reason:expr, [$from1:expr, $from2:expr], $now:expr) => {
         sqlx::query(
-            "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4 \
+            "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4, action = NULL \
              WHERE id = $1 AND status IN ($5, $6)",
         )
         .bind($id)
@@ -316,6 +330,15 @@ impl Store {
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
     }
 
+    /// Step runs in plan order without their outputs (`outputs` is empty): for readers that
+    /// poll states, such as `plue run`'s printer.
+    pub async fn step_states(&self, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
+        let sql = format!(
+            "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
+    }
+
     pub async fn step_run(&self, run_id: i64, step_id: &str) -> anyhow::Result<Option<StepRunRow>> {
         let sql =
             format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 AND step_id = $2");
@@ -351,15 +374,18 @@ impl Store {
     }
 
     /// Applies `decide`'s changes to a run in one transaction holding the run's lock.
-    /// `decide` sees the run as it is inside that transaction.
+    /// `decide` sees the run as it is inside that transaction, with the outputs of the step
+    /// runs `wanted` names (given the same snapshot without outputs) loaded.
     pub async fn advance(
         &self,
         run_id: i64,
+        wanted: impl FnOnce(&RunSnapshot) -> Vec<i64>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
         let now = now_ms();
-        let step_sql =
-            format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
+        let step_sql = format!(
+            "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
+        );
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let locked = sqlx::query(
@@ -378,12 +404,25 @@ impl Store {
                 .await?;
             let steps: Vec<StepRunRow> =
                 sqlx::query_as(&step_sql).bind(run_id).fetch_all(&mut *tx).await?;
-            let snapshot = RunSnapshot {
+            let mut snapshot = RunSnapshot {
                 run_id,
                 cancel_requested: row.try_get("cancel_requested")?,
                 max_parallel: row.try_get("max_parallel")?,
                 steps,
+                outputs: BTreeMap::new(),
             };
+            for step_run_id in wanted(&snapshot) {
+                let outputs: Option<String> = sqlx::query_scalar(
+                    "SELECT outputs FROM step_outputs WHERE step_run_id = $1 AND run_id = $2",
+                )
+                .bind(step_run_id)
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                snapshot
+                    .outputs
+                    .insert(step_run_id, outputs.unwrap_or_else(|| "{}".into()));
+            }
             let mut advanced = Advanced::default();
             for change in decide(&snapshot) {
                 match change {
