@@ -342,7 +342,7 @@ async fn pool(State(state): State<ApiState>) -> ApiResult<Json<PoolView>> {
             classes,
             ..PoolView::from(*pool.borrow())
         })),
-        None if !classes.is_empty() => Ok(Json(PoolView {
+        None if state.pool_classes.is_some() => Ok(Json(PoolView {
             classes,
             ..PoolView::default()
         })),

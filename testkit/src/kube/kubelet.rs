@@ -10,7 +10,8 @@
 //!   volume's `mountPath` is rewritten to that directory. An `env` `secretKeyRef` to a
 //!   missing Secret is `CreateContainerConfigError`.
 //! - Exit 0 is `Succeeded`/`Completed`, anything else `Failed`/`Error`; a test can
-//!   OOM-kill (`OOMKilled`, 137), evict (`Failed`/`Evicted`), make new pods unschedulable
+//!   OOM-kill (`OOMKilled`, 137), evict (`Failed`/`Evicted`), freeze a pod (a hung node:
+//!   still `Running`, doing nothing), make new pods unschedulable
 //!   (`PodScheduled=False`/`Unschedulable`) or kill the node (processes gone, pods left
 //!   `Running` with `Ready=False`, reason `NodeLost`).
 //! - A pod marked for deletion gets SIGTERM, SIGKILL after its grace period (at most 5 s
@@ -121,6 +122,18 @@ impl Kubelet {
     /// Evicts pod `name` (node pressure): its process is killed, the pod `Failed`/`Evicted`.
     pub fn evict(&self, namespace: &str, name: &str) {
         self.end(namespace, name, Ending::Evicted);
+    }
+
+    /// Pod `name`'s container hangs (SIGSTOP): it stays `Running` and ready as far as the
+    /// API says, and does nothing — as on a node that hangs.
+    pub fn freeze(&self, namespace: &str, name: &str) {
+        let pods = lock(&self.pods);
+        if let Some(pid) = pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .and_then(|r| r.pid)
+        {
+            signal(pid, Signal::SIGSTOP);
+        }
     }
 
     /// The node dies: every process goes, the pods stay `Running` but not ready, and no
