@@ -10,8 +10,9 @@
 //!   bash, `os.environ["V"]` in Python, fitted to the quotes around it), so an upstream
 //!   output containing `$(...)`, quotes or newlines stays text. An output inside bash
 //!   single quotes or a Python string literal is refused (it would become part of that
-//!   text, often code for something else), and a bash reference may not read a value bash
-//!   would run where it evaluates values as arithmetic ([`bash_values`]);
+//!   text, often code for something else), and a bash command with references may not
+//!   receive an output bash would run where it evaluates values as arithmetic
+//!   ([`bash_values`]);
 //! - in env values, llm prompts and llm inputs (never parsed), it is the value as text;
 //! - the `raw` form is the value as text everywhere — in code that is the author's choice
 //!   to paste it (unsafe, documented).
@@ -32,7 +33,7 @@
 //! `llm` step needs the secret [`LLM_KEY_SECRET`], so it is added to the step's secrets
 //! when the step did not name it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use evaluator::plan::{Action, Plan, Step};
@@ -223,8 +224,13 @@ pub fn build(
         secrets.push(LLM_KEY_SECRET.to_owned());
     }
     let mut env = BTreeMap::new();
+    // The variables whose values come from outputs (for the bash check below).
+    let mut from_outputs: BTreeSet<String> = output_env.keys().cloned().collect();
     for (name, value) in plan.env.iter().chain(step.env.iter()) {
         env.insert(name.clone(), renderer.text(&format!("env {name}"), value)?);
+        if reads_output(value) {
+            from_outputs.insert(name.clone());
+        }
     }
     // After the plan's and the step's env: a reference must read the value it names.
     env.extend(output_env);
@@ -232,13 +238,20 @@ pub fn build(
     env.insert("PLUE".into(), "true".into());
     env.insert("PLUE_RUN_ID".into(), run_id.to_string());
     env.insert("PLUE_STEP_ID".into(), step.id.clone());
-    bash_values::check("command", &env, &bash_reads)?;
+    bash_values::check("command", &env, &bash_reads, &from_outputs)?;
     Ok(Dispatch {
         action,
         env,
         secrets,
         timeout_secs: step.timeout,
     })
+}
+
+/// Whether `text` is a template with a reference to an output.
+fn reads_output(text: &str) -> bool {
+    text.contains("{{")
+        && Template::parse(text)
+            .is_ok_and(|t| t.references().any(|r| matches!(r.field, Field::Output(_))))
 }
 
 fn parse(what: &str, text: &str) -> Result<Template, String> {

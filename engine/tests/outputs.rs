@@ -167,23 +167,25 @@ fn an_output_inside_a_literal_is_a_check_error() {
 
 #[test]
 fn outputs_with_brackets_reach_steps_and_only_runnable_ones_are_refused() {
-    // The happy path around RT-2: a list-like output and JSON read through its variable
-    // run; a reference to a value bash could run in arithmetic fails its step, naming the
-    // output, and the run goes on.
+    // The happy path around RT-2: a list-like output read through a reference and JSON read
+    // through its variable run; a reference to a value bash could run in arithmetic fails
+    // its step, and so does a reference in a step that receives such a value, both naming
+    // the output; the run goes on.
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker");
     let marker = marker.to_str().unwrap();
-    let up = format!(
-        r#"echo 'list=[1, 2] a[3]' >> "$PLUE_OUTPUT"; echo 'json={{"cmd": ["$HOME", "a[$(touch {marker})]"]}}' >> "$PLUE_OUTPUT""#
-    );
+    let json = format!(r#"{{"cmd": ["$HOME", "a[$(touch {marker})]"]}}"#);
+    let data = format!(r#"echo 'json={json}' >> "$PLUE_OUTPUT""#);
     let workflow = format!(
         r#"def workflow():
     return Plan(name='t', triggers=[Trigger.manual()], steps=[
-        Step.bash('up', {up:?}),
+        Step.bash('up', "echo 'list=[1, 2] a[3]' >> $PLUE_OUTPUT"),
+        Step.bash('data', {data:?}),
         Step.bash('list', 'echo "got {{{{ steps.up.outputs.list }}}}"; [[ -v {{{{ steps.up.outputs.list }}}} ]] || echo unset', depends_on=['up']),
-        Step.bash('json-env', 'printf "%s\n" "$PLUE_OUTPUT_UP_JSON" | wc -c', depends_on=['up']),
-        Step.python('json-py', 'import json, os\nprint(json.loads(os.environ["PLUE_OUTPUT_UP_JSON"])["cmd"][0])', depends_on=['up']),
-        Step.bash('json-ref', 'if [[ {{{{ steps.up.outputs.json }}}} -gt 0 ]]; then :; fi', depends_on=['up']),
+        Step.bash('json-env', 'printf "%s\n" "$PLUE_OUTPUT_DATA_JSON" | wc -c', depends_on=['data']),
+        Step.python('json-py', 'import json, os\nprint(json.loads(os.environ["PLUE_OUTPUT_DATA_JSON"])["cmd"][0])', depends_on=['data']),
+        Step.bash('json-ref', 'if [[ {{{{ steps.data.outputs.json }}}} -gt 0 ]]; then :; fi', depends_on=['data']),
+        Step.bash('beside', 'echo "{{{{ steps.up.outputs.list }}}}"; [[ {{{{ steps.up.outputs.list }}}} == x ]]', depends_on=['up', 'data']),
     ])
 "#
     );
@@ -197,15 +199,20 @@ fn outputs_with_brackets_reach_steps_and_only_runnable_ones_are_refused() {
         "{all}"
     );
     assert_eq!(lines_of(&output, "json-py"), ["$HOME"], "{all}");
-    let json = format!("{{\"cmd\": [\"$HOME\", \"a[$(touch {marker})]\"]}}\n");
     assert_eq!(
         lines_of(&output, "json-env"),
-        [json.len().to_string()],
+        [(json.len() + 1).to_string()],
         "{all}"
     );
     assert!(
-        all.contains("'{{ steps.up.outputs.json }}': the value holds '[' with '$' or '`'")
-            && all.contains("\"$PLUE_OUTPUT_UP_JSON\""),
+        all.contains("'{{ steps.data.outputs.json }}': the value holds '[' with '$' or '`'")
+            && all.contains("\"$PLUE_OUTPUT_DATA_JSON\""),
         "{all}"
     );
+    assert!(
+        all.contains("'{{ steps.up.outputs.list }}': this step receives")
+            && all.contains("receives $PLUE_OUTPUT_DATA_JSON, an output holding"),
+        "{all}"
+    );
+    assert!(lines_of(&output, "beside").is_empty(), "{all}");
 }

@@ -1,26 +1,28 @@
-//! Values a reference in a `bash` command may not read: those bash would run as a command
-//! where it evaluates a value rather than expanding it.
+//! Values a `bash` step that uses output references may not receive: those bash would run
+//! as a command where it evaluates a value rather than expanding it.
 //!
 //! A reference becomes `"${V}"`, so bash never parses the value as command text. But bash
 //! evaluates a variable's *value* as an arithmetic expression in many contexts — `$(( ))`,
 //! `[[ x -gt 0 ]]`, `${a[x]}`, `${s:x}`, `declare -i`, `let`, a continued `((` — and as a
 //! variable name in others — `[[ -v x ]]`, `printf -v x` — and an array subscript there
 //! is expanded: `a[$(cmd)]` runs `cmd`. No lexer sees every such context (a here-document
-//! body, a line continuation, a builtin's option), so the rule is on the value:
+//! body, a line continuation, a builtin's option), so the rule is on the values
+//! ([`bash::runs_as_code`]: `[` together with `$` or a backtick):
 //!
-//! - a value holding `[` together with `$` or a backtick ([`bash::runs_as_code`]) is
-//!   refused for a reference;
-//! - so is a value naming, as a word, a variable of the step's environment whose value is
-//!   refused (arithmetic evaluates a name it meets recursively: `n=B`, `B='a[$(cmd)]'`),
-//!   followed through any chain of names.
+//! - a referenced value that bash could run is refused;
+//! - so is every other output the step receives (its `PLUE_OUTPUT_*` variables, env values
+//!   rendered from outputs), as long as the command uses a reference: arithmetic evaluates
+//!   a name it meets, recursively, so a harmless referenced value (`n=B`, or `n=_`, bash's
+//!   copy of the previous command's last argument) can lead bash to any of them.
 //!
-//! A refused reference fails the step before it starts, with a reason naming the output
-//! and the variable that still carries it: the script may read `"$PLUE_OUTPUT_..."` itself,
-//! at its own risk. Values without `[`, or with `[` but no `$` or backtick (JSON lists,
-//! `a[1]`), pass. Variables the script sets itself are out of reach of this rule; they are
-//! the script's own code. Cost: linear in the bytes of the environment.
+//! A refused step fails before it starts, with a reason naming the output and the variable.
+//! A step without references receives every value: its script reads `"$PLUE_OUTPUT_..."`
+//! itself, at its own risk. Values without `[`, or with `[` but no `$` or backtick (JSON
+//! lists, `a[1]`), pass. Out of reach: a referenced value naming a variable the script
+//! itself filled with hostile text (that variable is the script's own code's doing).
+//! Cost: linear in the bytes of the environment.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use evaluator::template::{bash, echo};
 
@@ -28,82 +30,43 @@ use super::output_var;
 
 /// Where bash reads a value as code, for messages.
 const CONTEXTS: &str =
-    "where it evaluates a value as arithmetic or a variable name ([[ x -gt 0 ]], ${a[x]}, ${s:x}, declare -i, let, [[ -v x ]], printf -v x)";
+    "where it evaluates a value as arithmetic or a name ([[ x -gt 0 ]], ${a[x]}, declare -i, let, [[ -v x ]])";
 
-/// Checks the variable each non-raw output reference of a bash command reads.
-/// `references` maps (step, key) to that variable; `env` is the step's whole environment.
+/// Checks the values of a bash step whose non-raw output references read the variables in
+/// `references` ((step, key) → variable). `env` is the step's whole environment;
+/// `from_outputs` names its variables whose values come from outputs.
 pub(super) fn check(
     what: &str,
     env: &BTreeMap<String, String>,
     references: &BTreeMap<(String, String), String>,
+    from_outputs: &BTreeSet<String>,
 ) -> Result<(), String> {
-    if references.is_empty() {
+    let Some(((step, key), _)) = references.iter().next() else {
         return Ok(());
-    }
-    let refused = refused_names(env);
-    if refused.is_empty() {
-        return Ok(());
-    }
+    };
+    let runs = |name: &str| env.get(name).is_some_and(|v| bash::runs_as_code(v));
     for ((step, key), var) in references {
-        let Some(via) = refused.get(var.as_str()) else {
-            continue;
-        };
-        let reference = format!("{{{{ steps.{step}.outputs.{key} }}}}");
-        let why = match via {
-            None => format!(
-                "the value holds '[' with '$' or '`', which bash runs as a command {CONTEXTS}"
-            ),
-            Some(name) => format!(
-                "the value names variable {}, which leads to a value holding '[' with '$' or '`', which bash runs as a command {CONTEXTS}",
-                echo(name)
-            ),
-        };
-        let name = output_var(step, key);
+        if runs(var) {
+            return Err(format!(
+                "{what}: '{}': the value holds '[' with '$' or '`', which bash runs as a command {CONTEXTS}; a reference may not read it. Read \"${}\" instead (set when '{}' is a dependency) and check it before any arithmetic",
+                echo(&reference(step, key)),
+                echo(&output_var(step, key)),
+                echo(step)
+            ));
+        }
+    }
+    if let Some(name) = from_outputs.iter().find(|name| runs(name)) {
         return Err(format!(
-            "{what}: '{}': {why}; a reference may not read it. Read \"${}\" (set for every output of a direct dependency) instead, after checking it, at the script's own risk",
-            echo(&reference),
-            echo(&name)
+            "{what}: '{}': this step receives ${}, an output holding '[' with '$' or '`', which bash runs as a command {CONTEXTS}, and a referenced value can lead bash to it (by its name, or '_'); such a step may not use references: read \"$PLUE_OUTPUT_<STEP>_<KEY>\" variables and check them before any arithmetic",
+            echo(&reference(step, key)),
+            echo(name)
         ));
     }
     Ok(())
 }
 
-/// Every variable of `env` whose value is refused, with the variable its value names that
-/// leads to a refused value (`None`: the value itself is refused).
-fn refused_names(env: &BTreeMap<String, String>) -> BTreeMap<&str, Option<&str>> {
-    let mut refused: BTreeMap<&str, Option<&str>> = env
-        .iter()
-        .filter(|(_, value)| bash::runs_as_code(value))
-        .map(|(name, _)| (name.as_str(), None))
-        .collect();
-    if refused.is_empty() {
-        return refused;
-    }
-    // name → the variables whose values name it, as a word.
-    let mut named_by: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (name, value) in env {
-        for word in words(value) {
-            if word != name && env.contains_key(word) {
-                named_by.entry(word).or_default().insert(name.as_str());
-            }
-        }
-    }
-    let mut queue: VecDeque<&str> = refused.keys().copied().collect();
-    while let Some(bad) = queue.pop_front() {
-        for &namer in named_by.get(bad).into_iter().flatten() {
-            if !refused.contains_key(namer) {
-                refused.insert(namer, Some(bad));
-                queue.push_back(namer);
-            }
-        }
-    }
-    refused
-}
-
-/// The maximal runs of `[A-Za-z0-9_]` in `text` that are variable names.
-fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| bash::is_var_name(w))
+fn reference(step: &str, key: &str) -> String {
+    format!("{{{{ steps.{step}.outputs.{key} }}}}")
 }
 
 #[cfg(test)]
@@ -124,10 +87,20 @@ mod tests {
             .collect()
     }
 
+    fn all(env: &BTreeMap<String, String>) -> BTreeSet<String> {
+        env.keys().cloned().collect()
+    }
+
     #[test]
-    fn a_value_with_a_subscript_and_an_expansion_is_refused() {
+    fn a_referenced_value_with_a_subscript_and_an_expansion_is_refused() {
         let e = env(&[("PLUE_OUTPUT_UP_N", "a[$(id)]")]);
-        let err = check("command", &e, &refs(&[("up", "n", "PLUE_OUTPUT_UP_N")])).unwrap_err();
+        let err = check(
+            "command",
+            &e,
+            &refs(&[("up", "n", "PLUE_OUTPUT_UP_N")]),
+            &all(&e),
+        )
+        .unwrap_err();
         assert!(
             err.starts_with("command: '{{ steps.up.outputs.n }}': the value holds '['"),
             "{err}"
@@ -137,16 +110,22 @@ mod tests {
     }
 
     #[test]
-    fn a_value_naming_a_refused_variable_is_refused_through_any_chain() {
+    fn any_output_bash_could_run_is_refused_beside_a_reference() {
+        // `n=_` names bash's copy of the last argument, which may be any output.
         let e = env(&[
-            ("PLUE_OUTPUT_UP_N", "1 + C"),
-            ("C", "B*2"),
-            ("B", "x[`id`]"),
-            ("PLUE_OUTPUT_UP_OK", "42 and B_2 and PLUE"),
+            ("PLUE_OUTPUT_UP_N", "_"),
+            ("PLUE_OUTPUT_UP_M", "x[`id`]"),
+            ("AUTHOR", "a[$i]"),
         ]);
-        let err = check("command", &e, &refs(&[("up", "n", "PLUE_OUTPUT_UP_N")])).unwrap_err();
-        assert!(err.contains("names variable C, which leads to"), "{err}");
-        check("command", &e, &refs(&[("up", "ok", "PLUE_OUTPUT_UP_OK")])).unwrap();
+        let references = refs(&[("up", "n", "PLUE_OUTPUT_UP_N")]);
+        let err = check("command", &e, &references, &all(&e)).unwrap_err();
+        assert!(err.contains("receives $AUTHOR"), "{err}");
+        // An author's own value (not from an output) is not the attacker's.
+        let outputs = BTreeSet::from(["PLUE_OUTPUT_UP_N".to_string(), "PLUE_OUTPUT_UP_M".into()]);
+        let err = check("command", &e, &references, &outputs).unwrap_err();
+        assert!(err.contains("receives $PLUE_OUTPUT_UP_M"), "{err}");
+        // Without references the script reads its variables itself.
+        check("command", &e, &BTreeMap::new(), &all(&e)).unwrap();
     }
 
     #[test]
@@ -154,19 +133,11 @@ mod tests {
         let e = env(&[
             ("PLUE_OUTPUT_UP_JSON", "{\"list\": [1, 2], \"price\": 5}"),
             ("PLUE_OUTPUT_UP_MONEY", "$5 and `code`"),
-            ("OTHER", "a[$(id)]"),
         ]);
-        // The refused variable is not read by any reference, nor named by one.
-        check(
-            "command",
-            &e,
-            &refs(&[
-                ("up", "json", "PLUE_OUTPUT_UP_JSON"),
-                ("up", "money", "PLUE_OUTPUT_UP_MONEY"),
-            ]),
-        )
-        .unwrap();
-        // Nothing referenced: nothing checked (the script reads its variables itself).
-        check("command", &e, &BTreeMap::new()).unwrap();
+        let references = refs(&[
+            ("up", "json", "PLUE_OUTPUT_UP_JSON"),
+            ("up", "money", "PLUE_OUTPUT_UP_MONEY"),
+        ]);
+        check("command", &e, &references, &all(&e)).unwrap();
     }
 }

@@ -516,16 +516,22 @@ fn outputs_bash_would_run_as_arithmetic_fail_the_step() {
             );
             assert!(err.contains("\"$PLUE_OUTPUT_UP_X\""), "{err}");
         }
-        // The value names another output whose value would run: refused too.
-        let mut results = hostile_results("1 + PLUE_OUTPUT_UP_Y");
-        let up = results.get_mut("up").unwrap();
-        let value = with_marker("a[$(touch MARKER_PATH)]", &marker);
-        Arc::make_mut(&mut up.outputs).insert("y".into(), value);
-        let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
-        assert!(
-            err.contains("names variable PLUE_OUTPUT_UP_Y"),
-            "{command}: {err}"
-        );
+        // The value names another output whose value would run (`_`: bash's copy of the
+        // last argument, here the other output): refused too.
+        for name in ["1 + PLUE_OUTPUT_UP_Y", "_"] {
+            let mut results = hostile_results(name);
+            let up = results.get_mut("up").unwrap();
+            let value = with_marker("a[$(touch MARKER_PATH)]", &marker);
+            Arc::make_mut(&mut up.outputs).insert("y".into(), value);
+            let plan = code_step(Action::Bash {
+                command: format!("echo \"$PLUE_OUTPUT_UP_Y\" >/dev/null\n{command}"),
+            });
+            let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
+            assert!(
+                err.contains("receives $PLUE_OUTPUT_UP_Y"),
+                "{command}: {err}"
+            );
+        }
         // An ordinary value, even with brackets, runs.
         for fine in ["1", "a[1]"] {
             let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(fine)).unwrap();
@@ -596,4 +602,57 @@ fn rendering_past_its_bounds_fails_the_step() {
     }
     let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
     assert!(err.contains("PLUE_OUTPUT_* variables take"), "{err}");
+}
+
+#[test]
+fn a_step_reads_its_dependencies_and_what_its_templates_name() {
+    let mut plan = Plan {
+        name: "p".into(),
+        triggers: vec![],
+        env: BTreeMap::from([("ALL".into(), "{{ steps.a.status }}".into())]),
+        steps: vec![
+            Step::new(
+                "a",
+                Action::Bash {
+                    command: "true".into(),
+                },
+            ),
+            Step::new(
+                "b",
+                Action::Bash {
+                    command: "true".into(),
+                },
+            ),
+            Step::new(
+                "c",
+                Action::Bash {
+                    command: "true".into(),
+                },
+            ),
+            Step::new(
+                "d",
+                Action::Python {
+                    script: "print({{ steps.b.outputs.x }}) # {{ steps.nope.status }}".into(),
+                },
+            )
+            .after(&["c"]),
+            Step::new(
+                "e",
+                llm_with(BTreeMap::from([(
+                    "i".into(),
+                    json!({"deep": ["{{ steps.c.outputs.y }}"]}),
+                )])),
+            ),
+        ],
+    };
+    plan.steps[4]
+        .env
+        .insert("E".into(), "{{ steps.d.outputs.z }} {{ broken".into());
+    plan.steps[1]
+        .env
+        .insert("F".into(), "{{ steps.c.outputs.z }}".into());
+    assert_eq!(
+        reads(&plan),
+        [vec![0], vec![0, 2], vec![0], vec![0, 1, 2], vec![0, 2]]
+    );
 }
