@@ -156,8 +156,13 @@ impl Store {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
             .pragma("cache_size", "-65536");
+        // One connection: SQLite has one writer at a time, and writers on several
+        // connections wait for each other in SQLite's busy handler, which sleeps a
+        // millisecond or more each time (most of a short step's cost). On one connection
+        // they queue in-process instead; every statement is short and no transaction waits
+        // on anything but the database.
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(1)
             .min_connections(1)
             .connect_with(options)
             .await
