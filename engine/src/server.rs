@@ -27,7 +27,7 @@ use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
 use crate::metrics::{self, OpsState};
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
-use crate::pool::{Pool, PoolConfig, PoolStatus};
+use crate::pool::{Demand, Pool, PoolConfig, PoolStatus};
 use crate::registry::Registry;
 use crate::status_reporter::StatusReporter;
 use crate::store::Store;
@@ -171,7 +171,9 @@ pub async fn start(
             engine_url: url.clone(),
             runner: settings.runner.clone(),
         };
-        let pool = Pool::new(
+        // Only steps its runners can claim (labels within theirs) make the local pool grow.
+        let offered = settings.runner.labels.clone();
+        let pool = Pool::with_demand(
             LocalProvider::new(provider_config),
             PoolConfig {
                 min_warm: settings.min_warm,
@@ -182,6 +184,9 @@ pub async fn start(
             },
             store.clone(),
             events.clone(),
+            Demand::Labels(Arc::new(move |wanted| {
+                wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
+            })),
         )?;
         pool_status = Some(pool.status());
         pool_task = Some(tokio::spawn(pool.run(pool_shutdown.clone())));

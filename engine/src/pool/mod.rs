@@ -549,6 +549,57 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test]
+    async fn each_pool_counts_only_the_steps_its_demand_accepts() {
+        let (_dir, store, _provider, _pool) = fixture(0, 4, 60_000).await;
+        queue_steps(&store, 2).await;
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            100,
+        );
+        let mut big = Step::new(
+            "big".to_string(),
+            Action::Bash {
+                command: "true".into(),
+            },
+        );
+        big.runner = BTreeMap::from([("size".to_string(), "big".to_string())]);
+        let plan = Plan {
+            name: "labelled".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![big],
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        executor
+            .start_run(&NewRun {
+                workflow_source: "local",
+                workflow_path: "/l.plue.py",
+                event: "manual",
+                git_ref: "refs/heads/main",
+                sha: "0",
+                context_json: "{}",
+                plan: &plan,
+                plan_json: &json,
+                plan_hash: "h2",
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: None,
+                repo: None,
+            })
+            .await
+            .unwrap();
+        let now = now_ms() + 1;
+        let unlabelled = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>| l.is_empty()));
+        let big_only = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>| {
+            l.get("size").is_some_and(|v| v == "big")
+        }));
+        assert_eq!(unlabelled.queued(&store, now).await.unwrap(), 2);
+        assert_eq!(big_only.queued(&store, now).await.unwrap(), 1);
+        assert_eq!(Demand::All.queued(&store, now).await.unwrap(), 3);
+    }
+
     fn status(pool: &Pool<Arc<FakeProvider>>) -> PoolStatus {
         *pool.status().borrow()
     }
