@@ -88,6 +88,13 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
         stderr.contains("classes[0].min_warm: must be at most max_runners (4), got 9"),
         "{stderr}"
     );
+    let no_file = sandbox
+        .plue(&["serve", "--pool", "kubernetes"])
+        .output()
+        .unwrap();
+    assert_eq!(no_file.status.code(), Some(1), "{no_file:?}");
+    assert!(String::from_utf8_lossy(&no_file.stderr)
+        .contains("--pool kubernetes needs --pool-config FILE"));
     let missing = sandbox
         .plue(&[
             "serve",
