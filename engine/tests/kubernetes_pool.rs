@@ -128,7 +128,14 @@ fn cluster(sandbox: &Sandbox) -> Cluster {
     let mark = mark.parent().unwrap().to_str().unwrap().to_string();
     let kubelet = kube
         .attach_kubelet(KubeletConfig {
-            images: HashMap::from([(IMAGE.to_string(), PathBuf::from(env!("CARGO_BIN_EXE_plue")))]),
+            images: HashMap::from([
+                (IMAGE.to_string(), PathBuf::from(env!("CARGO_BIN_EXE_plue"))),
+                // Not a runner: a pod of Plue's labels that no pool started.
+                (
+                    "registry.example/sleep:1".to_string(),
+                    PathBuf::from("/bin/sleep"),
+                ),
+            ]),
             base_env: vec![
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
                 ("LANG".into(), "C.UTF-8".into()),
@@ -696,6 +703,35 @@ async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
         2,
         "no duplicates"
     );
+    // A pod with this installation's labels that no pool started (a previous leader's
+    // last creation, say) is not left running uncounted.
+    let stray = json!({
+        "metadata": {
+            "name": "stray-1",
+            "labels": {
+                "app.kubernetes.io/managed-by": "plue",
+                "app.kubernetes.io/instance": "plue",
+                "plue.dev/class": "small",
+                "plue.dev/runner": "stray-1",
+            },
+            "annotations": {"plue.dev/token-id": "999999"},
+        },
+        "spec": {"containers": [{"name": "runner", "image": "registry.example/sleep:1", "command": ["sleep", "60"]}]},
+        "status": {"phase": "Pending"},
+    });
+    cluster.kube.create("pods", NAMESPACE, stray).unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        "the stray pod to be removed",
+        || async {
+            cluster
+                .kube
+                .object("pods", NAMESPACE, "stray-1")
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
     let run_id = run(
         &sandbox,
         &second.url,

@@ -40,6 +40,9 @@ use crate::events::Events;
 use crate::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
 use crate::tokens;
 
+/// How often a running pool looks for runners it does not know ([`Provider::adopt`]).
+const ADOPT_SWEEP: Duration = Duration::from_secs(5);
+
 /// How long a runner the pool starts may take to redeem its one-time token.
 pub const ONCE_TTL: Duration = Duration::from_secs(60);
 
@@ -191,9 +194,16 @@ impl<P: Provider> Pool<P> {
             _ = shutdown.cancelled() => return,
             _ = self.adopt() => {}
         }
+        let mut swept = Instant::now();
         loop {
             if let Err(e) = self.reconcile().await {
                 tracing::warn!("pool reconcile failed: {e:#}");
+            }
+            // Runners that appeared without this pool (a previous leader's last starts):
+            // counted if registered, stopped if not, so none is an uncounted orphan.
+            if swept.elapsed() >= ADOPT_SWEEP {
+                self.adopt().await;
+                swept = Instant::now();
             }
             let work = self.events.work.notified();
             tokio::select! {
@@ -220,9 +230,17 @@ impl<P: Provider> Pool<P> {
     }
 
     /// Takes over the runners an earlier engine left whose one-time token was redeemed by a
-    /// live runner; stops the others (their tokens are unknown or spent).
+    /// live runner; stops the others (their tokens are unknown or spent). Runners already
+    /// in a slot are this pool's and left alone.
     async fn adopt(&self) {
         let found = self.provider.adopt().await;
+        let found: Vec<(String, i64)> = {
+            let slots = self.slots.lock().await;
+            found
+                .into_iter()
+                .filter(|(name, _)| !slots.contains_key(name))
+                .collect()
+        };
         if found.is_empty() {
             return;
         }
