@@ -211,8 +211,35 @@ fn outputs_with_brackets_reach_steps_and_only_runnable_ones_are_refused() {
     );
     assert!(
         all.contains("'{{ steps.up.outputs.list }}': this step receives")
-            && all.contains("receives $PLUE_OUTPUT_DATA_JSON, an output holding"),
+            && all.contains("receives $PLUE_OUTPUT_DATA_JSON, an output that holds"),
         "{all}"
     );
     assert!(lines_of(&output, "beside").is_empty(), "{all}");
+}
+
+#[test]
+fn an_output_cannot_assign_path_through_bash_arithmetic() {
+    // `[[ PATH=0 -gt 0 ]]` assigns PATH, and the next command runs ./0/<command> from the
+    // checkout, which a pull request controls.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("0")).unwrap();
+    let fake = dir.path().join("0/uname");
+    std::fs::write(&fake, "#!/bin/sh\nprintf '%s%s\\n' PW NED\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let workflow = r#"def workflow():
+    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+        Step.bash('up', "echo 'n=PATH=0' >> $PLUE_OUTPUT"),
+        Step.bash('down', '[[ {{ steps.up.outputs.n }} -gt 0 ]] || true; uname', depends_on=['up']),
+        Step.bash('other', "echo 'ok=3' >> $PLUE_OUTPUT"),
+        Step.bash('fine', '[[ {{ steps.other.outputs.ok }} -gt 2 ]] && uname -s', depends_on=['other']),
+    ])
+"#;
+    let output = run_in(dir.path(), workflow);
+    let all = describe(&output);
+    assert!(!all.contains("PWNED"), "an output changed PATH:\n{all}");
+    assert!(
+        all.contains("'{{ steps.up.outputs.n }}': the value assigns an uppercase variable"),
+        "{all}"
+    );
+    assert_eq!(lines_of(&output, "fine"), ["Linux"], "{all}");
 }

@@ -1,15 +1,16 @@
-//! Values a `bash` step that uses output references may not receive: those bash would run
-//! as a command where it evaluates a value rather than expanding it.
+//! Values a `bash` step that uses output references may not receive: those bash would do
+//! more with than compute a number where it evaluates a value rather than expanding it.
 //!
 //! A reference becomes `"${V}"`, so bash never parses the value as command text. But bash
 //! evaluates a variable's *value* as an arithmetic expression in many contexts — `$(( ))`,
 //! `[[ x -gt 0 ]]`, `${a[x]}`, `${s:x}`, `declare -i`, `let`, a continued `((` — and as a
-//! variable name in others — `[[ -v x ]]`, `printf -v x` — and an array subscript there
-//! is expanded: `a[$(cmd)]` runs `cmd`. No lexer sees every such context (a here-document
-//! body, a line continuation, a builtin's option), so the rule is on the values
-//! ([`bash::runs_as_code`]: `[` together with `$` or a backtick):
+//! variable name in others — `[[ -v x ]]`, `printf -v x` — and there an array subscript
+//! is expanded (`a[$(cmd)]` runs `cmd`) and an assignment happens (`PATH=0` makes the
+//! next command `./0/<command>`). No lexer sees every such context (a here-document body,
+//! a line continuation, a builtin's option), so the rule is on the values
+//! ([`bash::evaluation_hazard`]):
 //!
-//! - a referenced value that bash could run is refused;
+//! - a referenced value that is a hazard is refused;
 //! - so is every other output the step receives (its `PLUE_OUTPUT_*` variables, env values
 //!   rendered from outputs), as long as the command uses a reference: arithmetic evaluates
 //!   a name it meets, recursively, so a harmless referenced value (`n=B`, or `n=_`, bash's
@@ -17,10 +18,10 @@
 //!
 //! A refused step fails before it starts, with a reason naming the output and the variable.
 //! A step without references receives every value: its script reads `"$PLUE_OUTPUT_..."`
-//! itself, at its own risk. Values without `[`, or with `[` but no `$` or backtick (JSON
-//! lists, `a[1]`), pass. Out of reach: a referenced value naming a variable the script
-//! itself filled with hostile text (that variable is the script's own code's doing).
-//! Cost: linear in the bytes of the environment.
+//! itself, at its own risk. Values like `[1, 2]`, `a[3]`, `$5` or `version=1.2` pass. Out
+//! of reach: a referenced value naming a variable the script itself filled with hostile
+//! text, and an output used as a variable name to assign (`printf -v {{ ref }}`): both are
+//! the script's own doing. Cost: linear in the bytes of the environment.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,20 +45,23 @@ pub(super) fn check(
     let Some(((step, key), _)) = references.iter().next() else {
         return Ok(());
     };
-    let runs = |name: &str| env.get(name).is_some_and(|v| bash::runs_as_code(v));
+    let hazard = |name: &str| env.get(name).and_then(|v| bash::evaluation_hazard(v));
     for ((step, key), var) in references {
-        if runs(var) {
+        if let Some(why) = hazard(var) {
             return Err(format!(
-                "{what}: '{}': the value holds '[' with '$' or '`', which bash runs as a command {CONTEXTS}; a reference may not read it. Read \"${}\" instead (set when '{}' is a dependency) and check it before any arithmetic",
+                "{what}: '{}': the value {why}, which bash acts on {CONTEXTS}; a reference may not read it. Read \"${}\" instead (set when '{}' is a dependency) and check it before any arithmetic",
                 echo(&reference(step, key)),
                 echo(&output_var(step, key)),
                 echo(step)
             ));
         }
     }
-    if let Some(name) = from_outputs.iter().find(|name| runs(name)) {
+    let other = from_outputs
+        .iter()
+        .find_map(|name| hazard(name).map(|why| (name, why)));
+    if let Some((name, why)) = other {
         return Err(format!(
-            "{what}: '{}': this step receives ${}, an output holding '[' with '$' or '`', which bash runs as a command {CONTEXTS}, and a referenced value can lead bash to it (by its name, or '_'); such a step may not use references: read \"$PLUE_OUTPUT_<STEP>_<KEY>\" variables and check them before any arithmetic",
+            "{what}: '{}': this step receives ${}, an output that {why}, which bash acts on {CONTEXTS}, and a referenced value can lead bash to it (by its name, or '_'); such a step may not use references: read \"$PLUE_OUTPUT_<STEP>_<KEY>\" variables and check them before any arithmetic",
             echo(&reference(step, key)),
             echo(name)
         ));

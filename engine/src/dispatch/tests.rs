@@ -188,6 +188,8 @@ const HOSTILE: &[&str] = &[
     // Bash runs a subscript's expansions where it evaluates a value as arithmetic.
     "a[$(touch MARKER_PATH)]",
     "x[`touch MARKER_PATH`]",
+    // ... and assigns variables: the next command would be ./0/<command>.
+    "PATH=0",
     "{0.__init__.__globals__[os].environ[SECRET]} {x.__class__}",
 ];
 
@@ -299,9 +301,9 @@ fn hostile_output_stays_text_in_bash() {
     for value in HOSTILE {
         let value = with_marker(value, &marker);
         let built = build(&plan, &plan.steps[0], 1, &hostile_results(&value));
-        if bash::runs_as_code(&value) {
+        if bash::evaluation_hazard(&value).is_some() {
             let err = built.unwrap_err();
-            assert!(err.contains("holds '[' with '$' or '`'"), "{err}");
+            assert!(err.contains("which bash acts on"), "{err}");
             continue;
         }
         let dispatch = built.unwrap();
@@ -507,11 +509,17 @@ fn outputs_bash_would_run_as_arithmetic_fail_the_step() {
         let plan = code_step(Action::Bash {
             command: command.to_string(),
         });
-        for hostile in ["a[$(touch MARKER_PATH)]", "a[`touch MARKER_PATH`]"] {
+        for hostile in [
+            "a[$(touch MARKER_PATH)]",
+            "a[`touch MARKER_PATH`]",
+            "PATH=0",
+            "0 || (HOME=0)",
+        ] {
             let value = with_marker(hostile, &marker);
             let err = build(&plan, &plan.steps[0], 1, &hostile_results(&value)).unwrap_err();
             assert!(
-                err.starts_with("command: '{{ steps.up.outputs.x }}': the value holds '['"),
+                err.starts_with("command: '{{ steps.up.outputs.x }}': the value ")
+                    && err.contains("which bash acts on"),
                 "{command}: {err}"
             );
             assert!(err.contains("\"$PLUE_OUTPUT_UP_X\""), "{err}");
@@ -532,8 +540,8 @@ fn outputs_bash_would_run_as_arithmetic_fail_the_step() {
                 "{command}: {err}"
             );
         }
-        // An ordinary value, even with brackets, runs.
-        for fine in ["1", "a[1]"] {
+        // An ordinary value, even with brackets or a lowercase assignment, runs.
+        for fine in ["1", "a[1]", "k=v"] {
             let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(fine)).unwrap();
             run(&dispatch);
         }

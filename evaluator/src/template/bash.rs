@@ -17,9 +17,10 @@
 //! Quoting does not cover the places where bash reads a *value* as code: it evaluates a
 //! variable's value as an arithmetic expression (in `$(( ))`, but also `[[ x -gt 0 ]]`,
 //! `${a[x]}`, `${s:x}`, `declare -i`, `let`) and as a variable name (`[[ -v x ]]`,
-//! `printf -v x`), and an array subscript there (`a[$(cmd)]`) runs commands. The engine
-//! refuses such values at dispatch ([`runs_as_code`]); the lexer also refuses the
-//! arithmetic contexts it sees, so `plue check` reports them.
+//! `printf -v x`), and an array subscript there (`a[$(cmd)]`) runs commands, an
+//! assignment (`PATH=0`) changes what the next command is. The engine refuses such values
+//! at dispatch ([`evaluation_hazard`]); the lexer also refuses the arithmetic contexts it
+//! sees, so `plue check` reports them.
 //!
 //! The lexer is deliberately small: quotes, `$'...'`, comments, `$(...)`, backticks,
 //! `${...}`, here-documents and arithmetic. Contexts where no expansion gives back the
@@ -70,13 +71,75 @@ impl Context {
     }
 }
 
-/// Whether bash may run part of `value` as a command where it evaluates a value as an
-/// arithmetic expression or a variable name: an array subscript (`[`) with a command
-/// substitution or parameter expansion (`$`) or a backtick in it. Without `[` a value is
-/// evaluated as an expression but never expanded; without `$` or a backtick a subscript
-/// expands nothing (process substitution `<(...)` is not performed in a subscript).
-pub fn runs_as_code(value: &str) -> bool {
-    value.contains('[') && value.contains(['$', '`'])
+/// What bash could do with `value` where it evaluates a value as an arithmetic expression
+/// or a variable name, if that is more than compute a number: the reason, else `None`.
+///
+/// - An array subscript (`[`) with a command substitution or parameter expansion (`$`) or
+///   a backtick runs a command (`a[$(cmd)]`). Without `[` a value is evaluated but never
+///   expanded; without `$` or a backtick a subscript expands nothing (process substitution
+///   `<(...)` is not performed in a subscript).
+/// - An assignment to an all-uppercase name (`PATH=0`, `X+=1`, also after `?`, `,` or
+///   `||`) changes a variable the way environment variables are named, which children
+///   inherit: `PATH=0` makes the next command run `./0/<command>` from the checkout.
+///   Lowercase names are the script's own (and `a=b`-like outputs stay usable).
+pub fn evaluation_hazard(value: &str) -> Option<&'static str> {
+    if value.contains('[') && value.contains(['$', '`']) {
+        return Some("holds '[' with '$' or '`' (a subscript that runs a command)");
+    }
+    if assigns_uppercase(value.as_bytes()) {
+        return Some("assigns an uppercase variable (NAME=..., which children inherit)");
+    }
+    None
+}
+
+/// Whether `b` holds an all-uppercase name followed (after spaces and an optional
+/// `[...]` subscript) by an assignment operator: `=` (not `==`) or `+= -= *= /= %= &= ^=
+/// |= <<= >>=`. Linear.
+fn assigns_uppercase(b: &[u8]) -> bool {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let spaces = |mut j: usize| {
+        while matches!(b.get(j), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            j += 1;
+        }
+        j
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if !(ident(b[i]) && (i == 0 || !ident(b[i - 1]))) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && ident(b[i]) {
+            i += 1;
+        }
+        let name = &b[start..i];
+        let upper = !name[0].is_ascii_digit()
+            && name.iter().any(u8::is_ascii_uppercase)
+            && !name.iter().any(u8::is_ascii_lowercase);
+        if !upper {
+            continue;
+        }
+        let mut j = spaces(i);
+        if b.get(j) == Some(&b'[') {
+            match b[j..].iter().position(|&c| c == b']') {
+                Some(k) => j = spaces(j + k + 1),
+                None => continue,
+            }
+        }
+        let op = match (b.get(j), b.get(j + 1), b.get(j + 2)) {
+            (Some(b'='), next, _) => next != Some(&b'='),
+            (Some(b'+' | b'-' | b'*' | b'/' | b'%' | b'&' | b'^' | b'|'), Some(b'='), next) => {
+                next != Some(&b'=')
+            }
+            (Some(b'<'), Some(b'<'), Some(b'=')) | (Some(b'>'), Some(b'>'), Some(b'=')) => true,
+            _ => false,
+        };
+        if op {
+            return true;
+        }
+    }
+    false
 }
 
 /// The text that reads environment variable `var` back as the exact value in `context`.
@@ -505,12 +568,40 @@ mod tests {
     }
 
     #[test]
-    fn values_with_a_subscript_and_an_expansion_run_as_code() {
-        for value in ["a[$(id)]", "a[`id`]", "x[${y@P}]", "$x [", "[`"] {
-            assert!(runs_as_code(value), "{value}");
+    fn values_bash_could_run_or_assign_in_arithmetic_are_hazards() {
+        for value in [
+            "a[$(id)]",
+            "a[`id`]",
+            "x[${y@P}]",
+            "$x [",
+            "[`",
+            "PATH=0",
+            "1 ? HOME = 0 : 0",
+            "0||(BASH_ENV=1)",
+            "X+=1",
+            "A[1] <<= 2",
+            "LD_PRELOAD=0",
+        ] {
+            assert!(evaluation_hazard(value).is_some(), "{value}");
         }
-        for value in ["a[1]", "[1, 2]", "$(id)", "`id`", "$HOME", "", "a[<(id)]"] {
-            assert!(!runs_as_code(value), "{value}");
+        for value in [
+            "a[1]",
+            "[1, 2]",
+            "$(id)",
+            "`id`",
+            "$HOME",
+            "",
+            "a[<(id)]",
+            "version=1.2",
+            "Path=0",
+            "A == 1",
+            "X != Y",
+            "X <= 2 && Y >= 3",
+            "https://x.example/?q=1",
+            "OK",
+            "2X=1",
+        ] {
+            assert_eq!(evaluation_hazard(value), None, "{value}");
         }
     }
 
