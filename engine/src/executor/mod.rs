@@ -156,8 +156,8 @@ impl Executor {
                     missing
                 },
                 |snapshot| {
-                    let mut held = lock(&held);
                     let mut cache = self.lock_outputs();
+                    let mut held = lock(&held);
                     for (&id, json) in &snapshot.outputs {
                         held.insert(id, cache.insert(run_id, id, json));
                     }
