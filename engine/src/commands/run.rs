@@ -61,7 +61,9 @@ impl Seen {
 const EXIT_INTERRUPTED: u8 = 130;
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let evaluator = Arc::new(evaluator_pool(1).await.context("starting the evaluator")?);
+    // The evaluator's interpreter starts while the engine and its runners do: the run
+    // needs all three, and none waits for the others.
+    let evaluator_start = tokio::spawn(evaluator_pool(1));
     let store = Store::open_data_dir(&args.data_dir).await?;
     let data_dir = std::fs::canonicalize(&args.data_dir).context("data directory")?;
     let cwd = std::env::current_dir().context("current directory")?;
@@ -88,7 +90,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding a loopback port")?;
-    let engine = server::start(store.clone(), listener, config, Some(evaluator.clone())).await?;
+    // No evaluator for the engine's API: `plue run` evaluates its one file itself, and
+    // nothing else may start runs here.
+    let engine = server::start(store.clone(), listener, config, None).await?;
+    let evaluator = match evaluator_start.await.context("the evaluator's start task") {
+        Ok(Ok(pool)) => Arc::new(pool),
+        Ok(Err(e)) | Err(e) => {
+            engine.shutdown().await;
+            return Err(e.context("starting the evaluator"));
+        }
+    };
     let executor = engine.executor.clone();
     let mut events = executor.events().subscribe();
 
