@@ -223,6 +223,44 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_engines_racing_for_the_lease_never_both_win() {
+        let server = FakeKube::start().unwrap();
+        let config = kube::Config::new(server.url().parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let (a, b) = (election(&client, "a"), election(&client, "b"));
+        let (mut seen_a, mut seen_b) = (None, None);
+        // Both find no Lease and create it: one create is refused (409 AlreadyExists).
+        let (won_a, won_b) = tokio::join!(a.round(&mut seen_a), b.round(&mut seen_b));
+        assert!(won_a ^ won_b, "a: {won_a}, b: {won_b}");
+        // Let it expire in b's eyes, then both write the same resourceVersion at once: the
+        // second write is stale (409 Conflict), so again exactly one holds it.
+        let (_, _) = tokio::join!(a.round(&mut seen_a), b.round(&mut seen_b));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (won_a, won_b) = tokio::join!(a.round(&mut seen_a), b.round(&mut seen_b));
+        assert!(won_a ^ won_b, "a: {won_a}, b: {won_b}");
+        // A write naming a version someone else has since replaced is refused: the Lease
+        // cannot be taken from a stale read.
+        let stale = a.api.get("plue-pool").await.unwrap();
+        let leader = if won_a { &a } else { &b };
+        let mut seen = None;
+        assert!(leader.round(&mut seen).await, "the holder renews");
+        let loser = if won_a { &b } else { &a };
+        let refused = loser
+            .api
+            .replace(
+                "plue-pool",
+                &PostParams::default(),
+                &loser.lease(Some(&stale)),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, kube::Error::Api(s) if s.code == 409),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_engine_leads_and_another_takes_over_when_it_dies_or_steps_down() {
         let server = FakeKube::start().unwrap();
         let config = kube::Config::new(server.url().parse().unwrap());
