@@ -23,8 +23,8 @@
 
 mod binaries;
 pub mod claude;
-pub mod kube;
 mod identity;
+pub mod kube;
 mod watchdog;
 
 use std::fs::File;
