@@ -144,7 +144,9 @@ impl KubeProvider {
     /// A pod of this class finished or failed (seen by the watch): delete it, and for a
     /// failure record it, back off if it never ran, and say so as a Kubernetes Event.
     /// Idempotent per pod name.
-    pub(super) async fn pod_ended(&self, name: &str, pod: Option<&Pod>, outcome: &Health) {
+    /// The bookkeeping happens at once; the API calls (Event, delete) run in the
+    /// background, so one slow API call never delays what the watch reports next.
+    pub(super) fn pod_ended(self: &Arc<Self>, name: &str, pod: Option<&Pod>, outcome: &Health) {
         if !lock(&self.ended).insert(name.to_string()) {
             return;
         }
@@ -163,18 +165,25 @@ impl KubeProvider {
             if is_start_failure(reason) {
                 self.back_off();
             }
-            if let Some(pod) = pod {
-                self.record_event(name, pod, reason).await;
+        }
+        let failed = match outcome {
+            Health::Failed(reason) => pod.map(|pod| (pod.clone(), reason.clone())),
+            _ => None,
+        };
+        let delete = !reason_is_gone(outcome);
+        let (this, name) = (self.clone(), name.to_string());
+        tokio::spawn(async move {
+            if let Some((pod, reason)) = failed {
+                this.record_event(&name, &pod, &reason).await;
             }
-        }
-        if reason_is_gone(outcome) {
-            return;
-        }
-        if let Err(e) = self.delete(name).await {
-            tracing::warn!(pod = %name, "deleting an ended runner pod: {e:#}");
-            // Let a later event try again.
-            lock(&self.ended).remove(name);
-        }
+            if delete {
+                if let Err(e) = this.delete(&name).await {
+                    tracing::warn!(pod = %name, "deleting an ended runner pod: {e:#}");
+                    // The next look (within a second) tries again.
+                    lock(&this.ended).remove(&name);
+                }
+            }
+        });
     }
 
     /// Forgets a pod that no longer exists (its name is never used again), so what the
@@ -187,7 +196,7 @@ impl KubeProvider {
 
     /// Removes a pod whose deletion its node never finished (grace period 0), at most once
     /// a minute per pod.
-    pub(super) async fn force_delete(&self, name: &str) {
+    pub(super) fn force_delete(self: &Arc<Self>, name: &str) {
         {
             let mut forced = lock(&self.forced);
             if forced
@@ -199,19 +208,22 @@ impl KubeProvider {
             forced.insert(name.to_string(), Instant::now());
         }
         tracing::warn!(pod = %name, "its node never finished deleting it: forcing");
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            ..DeleteParams::default()
-        };
-        let deleted = retry::call(self.policy, &format!("force-deleting pod {name}"), || {
-            self.pods.delete(name, &params)
-        })
-        .await;
-        if let Err(e) = deleted {
-            if !e.is_not_found() {
-                tracing::warn!("{e}");
+        let (this, name) = (self.clone(), name.to_string());
+        tokio::spawn(async move {
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            };
+            let deleted = retry::call(this.policy, &format!("force-deleting pod {name}"), || {
+                this.pods.delete(&name, &params)
+            })
+            .await;
+            if let Err(e) = deleted {
+                if !e.is_not_found() {
+                    tracing::warn!("{e}");
+                }
             }
-        }
+        });
     }
 
     /// Puts the class in backoff after a pod that could not start (or be created).

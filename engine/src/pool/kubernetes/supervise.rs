@@ -41,13 +41,11 @@ impl Supervisor {
             // provider (any provider's API handle deletes in the namespace).
             if !change.gone {
                 if let Some(provider) = self.providers.values().next() {
-                    provider
-                        .pod_ended(
-                            &name,
-                            Some(pod),
-                            &Health::Failed("class no longer configured".into()),
-                        )
-                        .await;
+                    provider.pod_ended(
+                        &name,
+                        Some(pod),
+                        &Health::Failed("class no longer configured".into()),
+                    );
                 }
             }
             return;
@@ -64,7 +62,7 @@ impl Supervisor {
                 if since > self.start_timeout {
                     // Its node does not answer (it would have removed the pod by now):
                     // remove the object, as the node controller eventually would.
-                    provider.force_delete(&name).await;
+                    provider.force_delete(&name);
                 }
             }
         }
@@ -76,11 +74,11 @@ impl Supervisor {
             }
             Health::Finished => {
                 self.runner_lost(&name, pod, "exited").await;
-                provider.pod_ended(&name, Some(pod), &outcome).await;
+                provider.pod_ended(&name, Some(pod), &outcome);
             }
             Health::Failed(reason) => {
                 self.runner_lost(&name, pod, reason).await;
-                provider.pod_ended(&name, Some(pod), &outcome).await;
+                provider.pod_ended(&name, Some(pod), &outcome);
             }
         }
         if change.gone {
