@@ -271,6 +271,7 @@ printf '<%s>' "$(printf '%s' {{ steps.up.outputs.x }})"
 printf '<%s>' "${UNSET:-{{ steps.up.outputs.x }}}"
 cat <<ENDOFTEXT
 <{{ steps.up.outputs.x }}>
+$(printf '[%s]' {{ steps.up.outputs.x }})
 ENDOFTEXT
 # a comment {{ steps.up.outputs.x }}
 printf '<%s>' {{ steps.up.status }} '{{ steps.up.status }}'
@@ -287,7 +288,11 @@ fn bash_expected(value: &str) -> String {
     ]
     .iter()
     .map(|v| format!("<{v}>"))
-    .chain([format!("<{value}>\n"), "<succeeded><succeeded>".to_string()])
+    .chain([
+        // In a here-document's `$(...)` the value is one word again.
+        format!("<{value}>\n[{value}]\n"),
+        "<succeeded><succeeded>".to_string(),
+    ])
     .collect()
 }
 

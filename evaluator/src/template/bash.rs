@@ -23,7 +23,9 @@
 //! sees, so `plue check` reports them.
 //!
 //! The lexer is deliberately small: quotes, `$'...'`, comments, `$(...)`, backticks,
-//! `${...}`, here-documents and arithmetic. Contexts where no expansion gives back the
+//! `${...}`, here-documents and arithmetic. A here-document body with an unquoted
+//! delimiter is read like double quotes (its `$(...)` and backticks are code again) and,
+//! as in bash, ends at its delimiter line whatever it left open. Contexts where no expansion gives back the
 //! value (a quoted here-document) or where bash would evaluate it as code (arithmetic)
 //! are refused at validation.
 
@@ -193,6 +195,22 @@ enum Frame {
         depth: u32,
         bracket: bool,
     },
+    /// The body of a here-document with an unquoted delimiter (the top of `bodies`):
+    /// expansions as inside double quotes, `"` is text, a line that is the delimiter ends it.
+    Body,
+}
+
+/// A here-document body being read (a `Frame::Body`). Like bash, the lexer finds the
+/// delimiter line first: whatever the body holds (an unclosed `$(`), it ends there.
+struct Body {
+    /// The index of its `Frame::Body` in the stack.
+    frame: usize,
+    /// Where its delimiter line starts (the text's end if there is none).
+    delimiter_at: usize,
+    /// Where the text resumes after the delimiter line.
+    resume: usize,
+    /// The here-documents named after it on the same command line, read after it.
+    after: Vec<PendingHeredoc>,
 }
 
 struct PendingHeredoc {
@@ -212,6 +230,7 @@ pub fn contexts(text: &str, at: &[usize]) -> Vec<Context> {
         depth: 0,
     }];
     let mut pending: Vec<PendingHeredoc> = Vec::new();
+    let mut bodies: Vec<Body> = Vec::new();
     let mut escaped = false;
     let mut i = 0;
     let mut mark = |upto: usize, ctx: Context, next: &mut usize| {
@@ -221,6 +240,20 @@ pub fn contexts(text: &str, at: &[usize]) -> Vec<Context> {
         }
     };
     while i < b.len() {
+        if bodies.last().is_some_and(|body| i >= body.delimiter_at) {
+            let body = bodies.pop().expect("checked above");
+            stack.truncate(body.frame);
+            escaped = false;
+            i = open_bodies(
+                b,
+                body.resume,
+                body.after,
+                &mut stack,
+                &mut bodies,
+                &mut |upto, ctx| mark(upto, ctx, &mut next),
+            );
+            continue;
+        }
         let top = *stack.last().expect("the bottom frame is never popped");
         let here = if escaped {
             Context::AfterBackslash
@@ -265,10 +298,30 @@ pub fn contexts(text: &str, at: &[usize]) -> Vec<Context> {
                     continue;
                 }
                 b'\n' if !pending.is_empty() => {
-                    i = heredoc_bodies(b, i + 1, &mut pending, &mut |upto, ctx| {
-                        mark(upto, ctx, &mut next)
-                    });
+                    let queue = std::mem::take(&mut pending);
+                    i = open_bodies(
+                        b,
+                        i + 1,
+                        queue,
+                        &mut stack,
+                        &mut bodies,
+                        &mut |upto, ctx| mark(upto, ctx, &mut next),
+                    );
                     continue;
+                }
+                _ => {}
+            },
+            Frame::Body => match c {
+                b'\\' => escaped = true,
+                b'`' => stack.push(Frame::Code {
+                    kind: Kind::Backtick,
+                    depth: 0,
+                }),
+                // `$(( ))` and `$[ ]` stay body text: a value there is guarded at dispatch
+                // (`evaluation_hazard`), as in every arithmetic context the lexer does not
+                // refuse.
+                b'$' if peek(1) == Some(b'(') && peek(2) != Some(b'(') => {
+                    i += open_dollar(&mut stack, peek(1), peek(2))
                 }
                 _ => {}
             },
@@ -337,6 +390,7 @@ fn frame_context(frame: Frame) -> Context {
         Frame::AnsiC => Context::AnsiC,
         Frame::Comment => Context::Comment,
         Frame::Arith { .. } => Context::Arithmetic,
+        Frame::Body => Context::Heredoc,
     }
 }
 
@@ -468,39 +522,76 @@ fn heredoc_operator(b: &[u8], mut i: usize) -> (PendingHeredoc, usize) {
     )
 }
 
-/// Skips the bodies of the pending here-documents, which start at line `i`, marking the
-/// positions inside them; returns where the command text resumes.
-fn heredoc_bodies(
+/// Starts reading the bodies of `queue`'s here-documents at line `i`: a quoted one is
+/// skipped (its positions marked), an unquoted one becomes a [`Frame::Body`] holding the
+/// rest of the queue. Returns where reading resumes.
+fn open_bodies(
     b: &[u8],
     mut i: usize,
-    pending: &mut Vec<PendingHeredoc>,
+    queue: Vec<PendingHeredoc>,
+    stack: &mut Vec<Frame>,
+    bodies: &mut Vec<Body>,
     mark: &mut dyn FnMut(usize, Context),
 ) -> usize {
-    for heredoc in pending.drain(..) {
-        let ctx = if heredoc.quoted {
-            Context::QuotedHeredoc
-        } else {
-            Context::Heredoc
-        };
-        while i < b.len() {
-            let end = b[i..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map_or(b.len(), |n| i + n);
-            let mut line = &b[i..end];
-            if heredoc.strip_tabs {
-                while let [b'\t', rest @ ..] = line {
-                    line = rest;
-                }
-            }
-            mark(end, ctx);
-            i = end + 1;
-            if line == heredoc.delimiter.as_slice() {
-                break;
+    let mut queue = queue.into_iter();
+    while let Some(heredoc) = queue.next() {
+        if heredoc.quoted {
+            i = skip_quoted_body(b, i, &heredoc, mark);
+            continue;
+        }
+        let (delimiter_at, resume) = find_delimiter(b, i, &heredoc);
+        if delimiter_at == i {
+            // An empty body.
+            i = resume;
+            continue;
+        }
+        bodies.push(Body {
+            frame: stack.len(),
+            delimiter_at,
+            resume,
+            after: queue.collect(),
+        });
+        stack.push(Frame::Body);
+        return i;
+    }
+    i
+}
+
+/// Where `heredoc`'s delimiter line starts, from line `i` on, and where the text after it
+/// resumes; the text's end for both when there is none.
+fn find_delimiter(b: &[u8], mut i: usize, heredoc: &PendingHeredoc) -> (usize, usize) {
+    while i < b.len() {
+        let end = b[i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(b.len(), |n| i + n);
+        let mut line = &b[i..end];
+        if heredoc.strip_tabs {
+            while let [b'\t', rest @ ..] = line {
+                line = rest;
             }
         }
+        if line == heredoc.delimiter.as_slice() {
+            return (i, (end + 1).min(b.len()));
+        }
+        i = end + 1;
     }
-    i.min(b.len())
+    (b.len(), b.len())
+}
+
+/// Skips the body of a here-document with a quoted delimiter (no expansion at all), which
+/// starts at line `i`, marking the positions inside it; returns where the text resumes.
+fn skip_quoted_body(
+    b: &[u8],
+    i: usize,
+    heredoc: &PendingHeredoc,
+    mark: &mut dyn FnMut(usize, Context),
+) -> usize {
+    let (delimiter_at, resume) = find_delimiter(b, i, heredoc);
+    if delimiter_at > i {
+        mark(delimiter_at - 1, Context::QuotedHeredoc);
+    }
+    resume
 }
 
 #[cfg(test)]
@@ -615,5 +706,25 @@ mod tests {
             ctx("cat <<'EOF' <<-\"B\" # x\nq @\nEOF\n\tb @\n\tB\n@"),
             [QuotedHeredoc, QuotedHeredoc, Unquoted]
         );
+    }
+
+    #[test]
+    fn expansions_inside_here_document_bodies_are_code() {
+        // Inside `$(...)` of a body a reference is a word again (quoted, so the value is
+        // not split or globbed).
+        // Arithmetic there is left to the dispatch-time value check.
+        assert_eq!(
+            ctx("cat <<EOF\n$(printf %s @) \"@\" `echo @`\n$(( @ + 1 )) $[@]\nEOF\n@"),
+            [Unquoted, Heredoc, Unquoted, Heredoc, Heredoc, Unquoted]
+        );
+        // The delimiter line ends the body whatever the body left open, as in bash.
+        assert_eq!(ctx("cat <<EOF\n$( @\nEOF\necho \"@\""), [Unquoted, Double]);
+        // Bodies follow one another; an empty body; tabs stripped by <<-.
+        assert_eq!(
+            ctx("cat <<A <<'B' <<-C <<D\na @\nA\nb @\nB\n\tc $(@)\n\tC\nD\n@"),
+            [Heredoc, QuotedHeredoc, Unquoted, Unquoted]
+        );
+        // An unterminated body runs to the end.
+        assert_eq!(ctx("cat <<EOF\n@ $(@"), [Heredoc, Unquoted]);
     }
 }
