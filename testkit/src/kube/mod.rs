@@ -169,11 +169,12 @@ pub struct FakeKube {
 }
 
 impl FakeKube {
-    /// Starts a server on `127.0.0.1:0` sending watch bookmarks every `bookmark_every`.
+    /// Starts a server on `127.0.0.1:0` (watch bookmarks every 500 ms).
     pub fn start() -> anyhow::Result<FakeKube> {
         FakeKube::start_with(Duration::from_millis(500))
     }
 
+    /// Starts a server sending watch bookmarks every `bookmark_every` to watches that ask.
     pub fn start_with(bookmark_every: Duration) -> anyhow::Result<FakeKube> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
