@@ -291,12 +291,12 @@ impl<P: Provider> Pool<P> {
             slots.remove(name);
         }
         let token_ids: Vec<i64> = slots.values().map(|slot| slot.token_id).collect();
-        let minted: HashMap<i64, (String, i64)> = self
+        let minted: HashMap<i64, (String, i64, i64)> = self
             .store
             .minted_runners(&token_ids)
             .await?
             .into_iter()
-            .map(|r| (r.token_id, (r.state, r.state_since)))
+            .map(|r| (r.token_id, (r.state, r.state_since, r.runner_id)))
             .collect();
         let now = now_ms();
         let (mut warm, mut busy, mut starting) = (Vec::new(), 0usize, 0usize);
@@ -304,11 +304,11 @@ impl<P: Provider> Pool<P> {
         for (name, slot) in slots.iter() {
             match minted
                 .get(&slot.token_id)
-                .map(|(s, since)| (s.as_str(), *since))
+                .map(|(s, since, id)| (s.as_str(), *since, *id))
             {
-                Some(("idle", since)) => warm.push((name.clone(), since)),
-                Some(("busy", _)) => busy += 1,
-                Some(("lost", _)) => {
+                Some(("idle", since, id)) => warm.push((name.clone(), since, id)),
+                Some(("busy", _, _)) => busy += 1,
+                Some(("lost", _, _)) => {
                     *self.lost_total.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                     to_stop.push(name.clone());
                 }
@@ -321,11 +321,17 @@ impl<P: Provider> Pool<P> {
             }
         }
         // Reap idle runners beyond min_warm that have been idle too long (oldest first).
-        warm.sort_by_key(|(_, since)| *since);
+        // Each is retired first, atomically and only while still idle: one that claimed a
+        // step a moment ago is busy and stays (a runner is never reaped holding a claim),
+        // and a retired one can claim nothing before it is stopped.
+        warm.sort_by_key(|(_, since, _)| *since);
         let idle_ms = self.config.idle_timeout.as_millis() as i64;
         let mut keep_warm = warm.len();
-        for (name, since) in &warm {
-            if keep_warm > self.config.min_warm && now - since > idle_ms {
+        for (name, since, runner_id) in &warm {
+            if keep_warm > self.config.min_warm
+                && now - since > idle_ms
+                && self.store.retire_idle_runner(*runner_id, now).await?
+            {
                 to_stop.push(name.clone());
                 keep_warm -= 1;
             }
@@ -616,6 +622,41 @@ mod tests {
         assert_eq!(unlabelled.queued(&store, now).await.unwrap(), 2);
         assert_eq!(big_only.queued(&store, now).await.unwrap(), 1);
         assert_eq!(Demand::All.queued(&store, now).await.unwrap(), 3);
+    }
+
+    // regression (actions-runner-controller#4000): a runner was reaped for idleness while a
+    // step was being assigned to it.
+    #[tokio::test]
+    async fn a_runner_is_never_reaped_holding_a_claim_and_a_retired_one_claims_nothing() {
+        let (_dir, store, _provider, _pool) = fixture(0, 1, 0).await;
+        queue_steps(&store, 2).await;
+        let now = now_ms() + 1;
+        let a = store
+            .register_runner("a", "{}", "hash-a", true, now)
+            .await
+            .unwrap();
+        let b = store
+            .register_runner("b", "{}", "hash-b", true, now)
+            .await
+            .unwrap();
+        store
+            .claim(a, &[String::new()], now)
+            .await
+            .unwrap()
+            .expect("a claims a step");
+        assert!(
+            !store.retire_idle_runner(a, now).await.unwrap(),
+            "a holds a claim: not retired"
+        );
+        assert!(store.retire_idle_runner(b, now).await.unwrap());
+        assert!(
+            store
+                .claim(b, &[String::new()], now)
+                .await
+                .unwrap()
+                .is_none(),
+            "a retired runner claims nothing"
+        );
     }
 
     fn status(pool: &Pool<Arc<FakeProvider>>) -> PoolStatus {

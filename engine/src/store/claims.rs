@@ -85,6 +85,7 @@ const PG_CLAIM: &str = "\
         SELECT id FROM step_runs \
         WHERE status = 'queued' AND ready_at <= $1 AND labels = ANY($2) \
           AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
+          AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
         ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
     UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
     FROM picked WHERE s.id = picked.id \
@@ -97,6 +98,7 @@ const SQLITE_CLAIM: &str = "\
         WHERE status = 'queued' AND ready_at <= $1 \
           AND labels IN (SELECT value FROM json_each($2)) \
           AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
+          AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
         ORDER BY ready_at, id LIMIT 1) \
     RETURNING id, run_id, step_id, attempts, action, timeout_ms";
 

@@ -199,6 +199,20 @@ impl Store {
         Ok(())
     }
 
+    /// Retires runner `runner_id` if it is idle, so it claims nothing more (the pool is
+    /// about to stop it); false when it is not idle any more (it just claimed a step).
+    pub async fn retire_idle_runner(&self, runner_id: i64, now: i64) -> anyhow::Result<bool> {
+        let retired = on_db!(self, pool => sqlx::query(
+            "UPDATE runners SET state = 'gone', state_since = $2 WHERE id = $1 AND state = 'idle'",
+        )
+        .bind(runner_id)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(retired == 1)
+    }
+
     /// Declares every live runner silent since before `silent_since` lost; returns their ids.
     pub async fn mark_lost(&self, silent_since: i64, now: i64) -> anyhow::Result<Vec<i64>> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
