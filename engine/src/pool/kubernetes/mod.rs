@@ -10,8 +10,10 @@
 //!   decides how many, counting only the steps whose labels that class is the first to
 //!   serve.
 //! - `supervise` deletes pods that finished or failed and fails the attempt a dead pod held
-//!   (`runner lost: pod <name> <reason>`) as soon as the watch says so; `health` judges a
-//!   pod's status.
+//!   (`runner lost: pod <name> <reason>`) as soon as the watch says so, and force-deletes a
+//!   pod whose node has not finished deleting it after `start_timeout`; `health` judges a
+//!   pod's status. The leader also re-judges every pod each second (verdicts that depend
+//!   on time alone), and its pools look for pods they do not count every 5 s.
 //! - `unservable` fails at once the steps no class and no registered runner can serve.
 //! - `lease`: with several engine replicas, only the holder of the Lease
 //!   `<instance>-pool` runs the pools, `supervise` and `unservable`; the others keep their
