@@ -1,7 +1,8 @@
 //! The pool [`Provider`] of one runner class: a runner is a pod (plus its token Secret).
 //!
 //! - `start` creates the pod, then the Secret owned by it (two writes); `stop` deletes the
-//!   pod (one write; the Secret goes with it). Both retry through [`retry::call`]; a create
+//!   pod and its Secret (two writes: owner garbage collection would remove the Secret in a
+//!   cluster, but not every API server collects). Both retry through [`retry::call`]; a create
 //!   answered `409 AlreadyExists` for a pod carrying this runner's token id is the earlier,
 //!   timed-out attempt having worked, not an error.
 //! - `exists` reads the watch cache only (no API request per check); a pod just created and
@@ -294,6 +295,18 @@ impl KubeProvider {
         })
         .await;
         match deleted {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Its token Secret too: garbage collection through `ownerReferences` removes it
+        // in a cluster, but not every API server collects, and the token is used (one
+        // registration) or useless once its pod is gone.
+        let secret = retry::call(self.policy, &format!("deleting secret {name}"), || {
+            self.secrets.delete(name, &params)
+        })
+        .await;
+        match secret {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e.into()),
