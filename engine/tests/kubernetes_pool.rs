@@ -1148,7 +1148,12 @@ async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms()
                 && r.path.ends_with(&warm[0])
         })
         .count();
-    assert_eq!(forced, 2, "one graceful delete, one forced");
+    // The forced one, after at most one graceful one (which the node's eviction may have
+    // made unnecessary): never a loop of deletes.
+    assert!(
+        (1..=2).contains(&forced),
+        "{forced} deletes of the pod: expected a forced one after at most one graceful"
+    );
     cluster.kubelet.revive_node();
     wait_idle(&engine.url, 1).await;
 }
