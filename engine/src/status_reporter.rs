@@ -108,8 +108,9 @@ impl StatusReporter {
         };
         let body = CommitStatus {
             state: report.state.clone(),
+            // The dashboard's run page: what a person clicking "Details" wants.
             target_url: format!(
-                "{}/api/runs/{}",
+                "{}/runs/{}",
                 self.public_url.trim_end_matches('/'),
                 report.run_id
             ),

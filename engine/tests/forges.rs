@@ -704,7 +704,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
         assert!(body["target_url"]
             .as_str()
             .unwrap()
-            .starts_with("https://plue.example.com/api/runs/"));
+            .starts_with("https://plue.example.com/runs/"));
         assert!(body["context"].as_str().unwrap().starts_with("plue/"));
         assert!(body["description"].is_string());
     }
