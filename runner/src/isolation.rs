@@ -11,8 +11,9 @@
 //! whose pod is the step's alone anyway) the process keeps the host's view; dropping to the
 //! step's user never fails silently: a failure there fails the spawn.
 //!
-//! This is the one place in the runner with `unsafe`: `pre_exec` runs in the forked child,
-//! where only async-signal-safe calls are allowed. Everything the closure needs is
+//! `unsafe` here (and in `containment`'s own `pre_exec` hook, which joins the step's
+//! cgroup and session): `pre_exec` runs in the forked child, where only async-signal-safe
+//! calls are allowed. Everything the closure needs is
 //! allocated before the fork; it makes raw syscalls only.
 #![allow(unsafe_code)]
 
