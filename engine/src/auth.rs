@@ -67,6 +67,28 @@ impl Auth {
         }
     }
 
+    /// Who the request's bearer token names: `admin` for the admin token, the name given at
+    /// `plue token create` for an API token, `anonymous` when no admin token is configured
+    /// (an embedded engine with no API users).
+    pub async fn identity(&self, headers: &HeaderMap) -> ApiResult<String> {
+        let Some(admin) = &self.admin_token else {
+            return Ok("anonymous".into());
+        };
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(given) = tokens::bearer(header) else {
+            return Err(ApiError::unauthorized(
+                "this request needs 'Authorization: Bearer <token>'",
+            ));
+        };
+        if tokens::tokens_match(given, admin) {
+            return Ok("admin".into());
+        }
+        let name = self.store.api_token_name(&tokens::hash_token(given)).await?;
+        name.ok_or_else(|| ApiError::unauthorized("invalid token"))
+    }
+
     /// Checks the request's bearer token.
     pub async fn check(&self, headers: &HeaderMap) -> ApiResult<()> {
         let Some(admin) = &self.admin_token else {

@@ -57,6 +57,8 @@ pub(crate) enum Command {
     Cancel(RunOnServerArgs),
     /// Start a new run with the plan and workspace of an earlier one.
     Rerun(RunOnServerArgs),
+    /// Approve (or --reject) a run's waiting approval step on a server.
+    Approve(ApproveArgs),
     /// Render a prompt file, or check every prompt file below a directory.
     #[command(subcommand)]
     Prompt(PromptCommand),
@@ -323,6 +325,22 @@ pub(crate) struct RunOnServerArgs {
     /// Token for API writes.
     #[arg(long, env = "PLUE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+/// `plue approve RUN STEP`.
+#[derive(Debug, Args)]
+pub(crate) struct ApproveArgs {
+    pub(crate) run_id: i64,
+    /// The approval step's id.
+    pub(crate) step: String,
+    /// Reject instead of approve: the step fails.
+    #[arg(long)]
+    pub(crate) reject: bool,
+    /// Why, stored with the decision.
+    #[arg(long)]
+    pub(crate) comment: Option<String>,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 }
 
 /// A server and the token its writes need.

@@ -112,6 +112,7 @@ pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
                         json_referenced(value, &index, &mut read);
                     }
                 }
+                Action::Approval(_) => {}
             }
             for value in step.env.values() {
                 referenced(value, &index, &mut read);
@@ -198,6 +199,12 @@ pub fn build(
             let script = renderer.code("script", &template, Code::Python, &vars)?;
             output_env = vars.env;
             StepAction::Python { script }
+        }
+        Action::Approval(_) => {
+            return Err(format!(
+                "step '{}' is an approval: a person decides it, no runner runs it",
+                step.id
+            ))
         }
         Action::Llm(llm) => {
             let prompt = match &llm.prompt {

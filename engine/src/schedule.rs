@@ -28,6 +28,8 @@ pub enum StepStatus {
     Queued,
     /// A runner took it and is preparing the workspace.
     Claimed,
+    /// An approval step waiting for a person's decision (holds no runner).
+    Waiting,
     Running,
     Succeeded,
     Failed,
@@ -51,6 +53,7 @@ impl StepStatus {
             StepStatus::Pending => "pending",
             StepStatus::Queued => "queued",
             StepStatus::Claimed => "claimed",
+            StepStatus::Waiting => "waiting",
             StepStatus::Running => "running",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",

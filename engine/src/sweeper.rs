@@ -76,6 +76,9 @@ async fn sweep(
             .complete(attempt_id, run_id, None, &failed(reason))
             .await?;
     }
+    for run_id in store.expire_approvals(now).await? {
+        executor.advance(run_id).await?;
+    }
     // Every few ticks, move every active run on (cheap; covers missed notifications).
     if ticks.is_multiple_of(4) {
         for run_id in store.active_runs().await? {

@@ -121,6 +121,15 @@ pub fn check(
                     c.json(at, value);
                 }
             }
+            Action::Approval(approval) => {
+                if let Some(message) = &approval.message {
+                    c.multi(at, "the message", message);
+                }
+                c.count(at, "approvers", approval.approvers.len(), MAX_ITEMS);
+                for approver in &approval.approvers {
+                    c.line(at, "approver", approver, MAX_NAME_LEN);
+                }
+            }
         }
         c.env(at, "env", &step.env);
         c.count(at, "secrets", step.secrets.len(), MAX_ITEMS);

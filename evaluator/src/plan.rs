@@ -176,6 +176,9 @@ pub enum Action {
     Python { script: String },
     /// A Claude agent turn loop with workspace tools.
     Llm(LlmAction),
+    /// A person's decision: the run waits, holding no runner, until someone approves or
+    /// rejects the step or its `timeout` passes.
+    Approval(ApprovalAction),
 }
 
 impl Action {
@@ -185,6 +188,7 @@ impl Action {
             Action::Bash { .. } => "bash",
             Action::Python { .. } => "python",
             Action::Llm(_) => "llm",
+            Action::Approval(_) => "approval",
         }
     }
 }
@@ -203,6 +207,17 @@ pub struct LlmAction {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub max_turns: Option<u32>,
     pub tools: Vec<String>,
+}
+
+/// The options of an `approval` step. The step's `timeout` is how long it waits for a
+/// decision; an empty `approvers` lets any authenticated user decide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalAction {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+    /// User names allowed to decide; empty means anyone with access to the run.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub approvers: Vec<String>,
 }
 
 /// When a step runs, given its dependencies' outcomes.

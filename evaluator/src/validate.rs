@@ -248,6 +248,24 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         for name in &step.secrets {
             check_env_name(problems, at, "secret", name);
         }
+        if let Action::Approval(_) = &step.action {
+            // A decision is made once: nothing runs, so retries, secrets and runner labels
+            // would be silently ignored.
+            let ignored = [
+                ("retries", step.retries > 0),
+                ("secrets", !step.secrets.is_empty()),
+                ("runner", !step.runner.is_empty()),
+                ("env", !step.env.is_empty()),
+            ];
+            for (option, given) in ignored {
+                if given {
+                    problems.add(
+                        at,
+                        format!("approval step '{}' takes no {option}= (nothing runs)", step.id),
+                    );
+                }
+            }
+        }
         if let Action::Llm(llm) = &step.action {
             match (&llm.prompt, &llm.prompt_file) {
                 (None, None) => problems.add(
@@ -696,6 +714,29 @@ mod tests {
             found
                 .iter()
                 .any(|f| f.contains("is 1000000 bytes; the limit is 512")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn approval_steps_refuse_options_that_need_a_runner() {
+        let mut s = step("ship", &[]);
+        s.action = Action::Approval(crate::plan::ApprovalAction {
+            message: Some("deploy?".into()),
+            approvers: vec!["alice".into()],
+        });
+        let (p, m) = plan(vec![s.clone()], vec![]);
+        assert!(messages(&p, &m).is_empty(), "{:?}", messages(&p, &m));
+        s.retries = 2;
+        s.secrets = vec!["TOKEN".into()];
+        let (p, m) = plan(vec![s], vec![]);
+        let found = messages(&p, &m);
+        assert!(
+            found.iter().any(|f| f.contains("takes no retries=")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|f| f.contains("takes no secrets=")),
             "{found:?}"
         );
     }

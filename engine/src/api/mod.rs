@@ -6,6 +6,7 @@
 //! bearer token, reads too when they are private); every error is an [`ApiError`] with a
 //! JSON body.
 
+mod approvals;
 pub mod followers;
 mod logs;
 mod repos;
@@ -57,6 +58,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/rerun", post(rerun))
         .route("/api/runs/{id}/steps/{step}/logs", get(logs::step_logs))
+        .route(
+            "/api/runs/{id}/steps/{step}/approve",
+            post(approvals::approve),
+        )
+        .route("/api/runs/{id}/steps/{step}/reject", post(approvals::reject))
+        .route("/api/runs/{id}/approvals", get(approvals::list))
         .route("/api/runners", get(list_runners))
         .route("/api/pool", get(pool))
         .route(

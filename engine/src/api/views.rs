@@ -46,6 +46,19 @@ pub struct CommitStatusView {
 
 impl RunView {
     pub fn new(run: RunRow, steps: Option<Vec<StepRunRow>>) -> RunView {
+        // An active run whose only unfinished work is approvals shows as `waiting` (known
+        // only when its steps are loaded; lists show the stored `running`).
+        let waiting = steps.as_ref().is_some_and(|steps| {
+            steps.iter().any(|s| s.status == "waiting")
+                && !steps
+                    .iter()
+                    .any(|s| matches!(s.status.as_str(), "queued" | "claimed" | "running"))
+        });
+        let status = if waiting && matches!(run.status.as_str(), "queued" | "running") {
+            "waiting".to_string()
+        } else {
+            run.status.clone()
+        };
         RunView {
             duration_ms: run.duration_ms(),
             repository: run.repo_id.map(|_| run.workflow_source.clone()),
@@ -58,7 +71,7 @@ impl RunView {
             git_ref: run.git_ref,
             sha: run.sha,
             plan_hash: run.plan_hash,
-            status: run.status,
+            status,
             reason: run.reason,
             cancel_requested: run.cancel_requested,
             rerun_of: run.rerun_of,

@@ -1,5 +1,6 @@
 //! One module per verb; each returns the process exit code.
 
+mod approve;
 mod check;
 mod client;
 mod eval;
@@ -30,6 +31,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runs::run(args).await,
         Command::Cancel(args) => runs::cancel(args).await,
         Command::Rerun(args) => runs::rerun(args).await,
+        Command::Approve(args) => approve::run(args).await,
         Command::Prompt(command) => prompt::run(command),
         Command::Repo(command) => forges::repo(command).await,
         Command::Secret(command) => forges::secret(command).await,

@@ -6,6 +6,7 @@
 //! replica — it re-reads the run under its lock and only applies changes that are still
 //! valid — so timers and restarts simply call it again.
 
+mod approvals;
 pub mod outputs;
 pub mod rules;
 

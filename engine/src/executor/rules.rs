@@ -24,6 +24,7 @@ pub fn parse_status(text: &str) -> StepStatus {
         "pending" => StepStatus::Pending,
         "queued" => StepStatus::Queued,
         "claimed" => StepStatus::Claimed,
+        "waiting" => StepStatus::Waiting,
         "running" => StepStatus::Running,
         "succeeded" => StepStatus::Succeeded,
         "failed" => StepStatus::Failed,
@@ -76,7 +77,10 @@ pub(crate) fn plan_changes(
     let mut changes = Vec::new();
     if snapshot.cancel_requested {
         for (i, status) in statuses.iter_mut().enumerate() {
-            if matches!(status, StepStatus::Pending | StepStatus::Queued) {
+            if matches!(
+                status,
+                StepStatus::Pending | StepStatus::Queued | StepStatus::Waiting
+            ) {
                 changes.push(StepChange::Cancel {
                     step_run_id: rows[i].id,
                 });
@@ -97,6 +101,12 @@ pub(crate) fn plan_changes(
             let mut progressed = false;
             for decision in schedule::decide(plan, &statuses) {
                 match decision {
+                    // An approval holds no runner, so it does not count against max_parallel.
+                    Decision::Queue { step } if super::approvals::is_approval(plan, step) => {
+                        statuses[step] = StepStatus::Waiting;
+                        changes.push(super::approvals::wait(plan, step, rows[step].id, now));
+                        progressed = true;
+                    }
                     Decision::Queue { step } if active < snapshot.max_parallel => {
                         let results = results(&reads[step], rows, &statuses, outputs);
                         let change = match dispatch::build(

@@ -39,7 +39,7 @@ impl Decided {
                     self.run = Some(status);
                     continue;
                 }
-                StepChange::Queue { .. } => continue,
+                StepChange::Queue { .. } | StepChange::Wait { .. } => continue,
             };
             let step_id = snapshot
                 .steps

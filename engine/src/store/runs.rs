@@ -120,8 +120,10 @@ pub enum StepChange {
     Skip { step_run_id: i64, reason: String },
     /// Pending → failed without an attempt (e.g. a template referring to a missing output).
     Fail { step_run_id: i64, reason: String },
-    /// Pending or queued → cancelled.
+    /// Pending or queued (or waiting) → cancelled.
     Cancel { step_run_id: i64 },
+    /// Pending → waiting (an approval step): no runner, failed at `deadline` undecided.
+    Wait { step_run_id: i64, deadline: i64 },
     /// The run is over.
     FinishRun {
         status: &'static str,
@@ -447,6 +449,18 @@ impl Store {
                     }
                     StepChange::Cancel { step_run_id } => {
                         finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["pending", "queued"], now);
+                        finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["waiting", "waiting"], now);
+                    }
+                    StepChange::Wait { step_run_id, deadline } => {
+                        sqlx::query(
+                            "UPDATE step_runs SET status = 'waiting', ready_at = $2, started_at = $3 \
+                             WHERE id = $1 AND status = 'pending'",
+                        )
+                        .bind(step_run_id)
+                        .bind(deadline)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     StepChange::FinishRun { status, reason } => {
                         let (state, description) = final_status(status, reason.as_deref());

@@ -86,6 +86,8 @@ pub(crate) fn step_sites<'a>(
                 });
             }
         }
+        // An approval's message is shown as written, never rendered.
+        Action::Approval(_) => {}
     }
     for (name, value) in env {
         push(format!("env {name}"), value, Language::Text);

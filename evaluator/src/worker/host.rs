@@ -20,7 +20,7 @@ use super::convert::{self, Options};
 use crate::context::EvalContext;
 use crate::diagnostic::did_you_mean;
 use crate::plan::{
-    Action, LlmAction, Location, ManualInput, Plan, SourceMap, Step, Trigger, When,
+    Action, ApprovalAction, LlmAction, Location, ManualInput, Plan, SourceMap, Step, Trigger, When,
     DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
 };
 
@@ -230,6 +230,34 @@ impl StepObject {
                 model,
                 max_turns,
                 tools,
+            }),
+            options,
+            at,
+        )
+    }
+
+    /// `Step.approval(id, message=None, approvers=None, **options)`:
+    /// waits for a person to approve or reject; `timeout` bounds the wait.
+    #[staticmethod]
+    #[pyo3(signature = (id, message=None, **options))]
+    fn approval(
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        message: Option<Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let at = caller(py);
+        let mut options = Options::new("Step.approval()", options, &["id", "message"]);
+        let message = convert::optional_string(message, "Step.approval(): message")?;
+        let approvers = match options.take("approvers")? {
+            Some(value) => convert::string_list(&value, "Step.approval(): approvers")?,
+            None => Vec::new(),
+        };
+        build_step(
+            id,
+            Action::Approval(ApprovalAction {
+                message,
+                approvers,
             }),
             options,
             at,

@@ -1,0 +1,119 @@
+//! `POST /api/runs/{id}/steps/{step}/approve|reject` and `GET /api/runs/{id}/approvals`:
+//! people deciding approval steps.
+//!
+//! Invariants: the decider is whoever the bearer token names ([`Auth::identity`]: `admin`
+//! for the admin token, the token's name otherwise); when the step lists `approvers`, only
+//! those names may decide, the admin token included. A decision is taken once: deciding a
+//! step that is not `waiting` is a 409 and changes nothing.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use evaluator::plan::Action;
+use serde::Deserialize;
+
+use super::{parse_run_id, ApiState};
+use crate::http_error::{ApiError, ApiResult};
+use crate::store::{now_ms, ApprovalRow, Decided, Verdict};
+
+/// The longest comment kept with a decision, in bytes.
+const MAX_COMMENT_BYTES: usize = 4096;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Decision {
+    #[serde(default)]
+    comment: String,
+}
+
+pub(super) async fn approve(
+    state: State<ApiState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<Decision>>,
+) -> ApiResult<Json<ApprovalRow>> {
+    decide(state, path, headers, body, Verdict::Approve).await
+}
+
+pub(super) async fn reject(
+    state: State<ApiState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<Decision>>,
+) -> ApiResult<Json<ApprovalRow>> {
+    decide(state, path, headers, body, Verdict::Reject).await
+}
+
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<ApprovalRow>>> {
+    let id = parse_run_id(&id)?;
+    Ok(Json(state.executor.store().approvals_of_run(id).await?))
+}
+
+async fn decide(
+    State(state): State<ApiState>,
+    Path((id, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<Decision>>,
+    verdict: Verdict,
+) -> ApiResult<Json<ApprovalRow>> {
+    let run_id = parse_run_id(&id)?;
+    // No body (no JSON content type) is a decision without a comment.
+    let decision = body.map(|Json(d)| d).unwrap_or_default();
+    if decision.comment.len() > MAX_COMMENT_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "a comment is at most {MAX_COMMENT_BYTES} bytes"
+        )));
+    }
+    let who = state.auth.identity(&headers).await?;
+    let store = state.executor.store();
+    if store.run(run_id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no run {run_id}")));
+    }
+    let plan = state.executor.plan(run_id).await?;
+    let Some(found) = plan.steps.iter().find(|s| s.id == step) else {
+        return Err(ApiError::not_found(format!(
+            "run {run_id} has no step '{step}'"
+        )));
+    };
+    let Action::Approval(approval) = &found.action else {
+        return Err(ApiError::bad_request(format!(
+            "step '{step}' is a {} step, not an approval",
+            found.action.kind()
+        )));
+    };
+    if !approval.approvers.is_empty() && !approval.approvers.contains(&who) {
+        return Err(ApiError::forbidden(format!(
+            "'{who}' may not decide step '{step}'; its approvers are: {}",
+            approval.approvers.join(", ")
+        )));
+    }
+    let now = now_ms();
+    match store
+        .decide_approval(run_id, &step, verdict, &who, &decision.comment, now)
+        .await?
+    {
+        Decided::Done => {}
+        Decided::NoStep => {
+            return Err(ApiError::not_found(format!(
+                "run {run_id} has no step '{step}'"
+            )))
+        }
+        Decided::NotWaiting(status) => {
+            return Err(ApiError::Client(
+                StatusCode::CONFLICT,
+                format!("step '{step}' is {status}, not waiting for a decision"),
+            ))
+        }
+    }
+    state.executor.advance(run_id).await?;
+    Ok(Json(ApprovalRow {
+        step_id: step,
+        decision: verdict.as_str().into(),
+        decided_by: who,
+        comment: decision.comment,
+        decided_at: now,
+    }))
+}

@@ -1,0 +1,171 @@
+//! Approval steps in the store: a step run in status `waiting` (no runner, no attempt)
+//! that a person approves or rejects through the API, or that fails when its deadline
+//! (`ready_at`) passes.
+//!
+//! Invariants: a decision moves the step run out of `waiting` and records who took it in
+//! one transaction, guarded by `status = 'waiting'`, so two concurrent decisions (or a
+//! decision racing the deadline) leave exactly one outcome and at most one `approvals` row.
+
+use sqlx::Row;
+
+use super::{on_db, Store};
+
+/// A person's decision on a waiting approval step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approved",
+            Verdict::Reject => "rejected",
+        }
+    }
+}
+
+/// A stored decision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalRow {
+    pub step_id: String,
+    pub decision: String,
+    pub decided_by: String,
+    pub comment: String,
+    pub decided_at: i64,
+}
+
+/// What [`Store::decide_approval`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// The step run moved to its final status.
+    Done,
+    /// The run has no step with that id.
+    NoStep,
+    /// The step is not waiting for a decision (its status is given).
+    NotWaiting(String),
+}
+
+impl Store {
+    /// Records `verdict` on the waiting step `step_id` of run `run_id`: approved steps
+    /// succeed, rejected ones fail with a reason naming who rejected and why.
+    pub async fn decide_approval(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        verdict: Verdict,
+        by: &str,
+        comment: &str,
+        now: i64,
+    ) -> anyhow::Result<Decided> {
+        let (status, reason) = match verdict {
+            Verdict::Approve => ("succeeded", format!("approved by {by}")),
+            Verdict::Reject if comment.is_empty() => ("failed", format!("rejected by {by}")),
+            Verdict::Reject => ("failed", format!("rejected by {by}: {comment}")),
+        };
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query("SELECT id, status FROM step_runs WHERE run_id = $1 AND step_id = $2")
+                .bind(run_id)
+                .bind(step_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Ok(Decided::NoStep);
+            };
+            let id: i64 = row.try_get("id")?;
+            let changed = sqlx::query(
+                "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4, \
+                 started_at = COALESCE(started_at, $4) WHERE id = $1 AND status = 'waiting'",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(&reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                let current: String = sqlx::query("SELECT status FROM step_runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("status")?;
+                return Ok(Decided::NotWaiting(current));
+            }
+            sqlx::query(
+                "INSERT INTO approvals (step_run_id, run_id, decision, decided_by, comment, decided_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(run_id)
+            .bind(verdict.as_str())
+            .bind(by)
+            .bind(comment)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Decided::Done)
+        })
+    }
+
+    /// Fails every waiting approval step whose deadline has passed; returns the runs they
+    /// belong to (to advance).
+    pub async fn expire_approvals(&self, now: i64) -> anyhow::Result<Vec<i64>> {
+        on_db!(self, pool => {
+            let rows = sqlx::query(
+                "UPDATE step_runs SET status = 'failed', \
+                 reason = 'no decision before the approval timed out', finished_at = $1 \
+                 WHERE status = 'waiting' AND ready_at <= $1 RETURNING run_id",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await?;
+            let mut runs = rows
+                .iter()
+                .map(|row| row.try_get::<i64, _>("run_id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            runs.sort_unstable();
+            runs.dedup();
+            Ok(runs)
+        })
+    }
+
+    /// The name of the API token with this hash, if one exists.
+    pub async fn api_token_name(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
+        on_db!(self, pool => {
+            let row = sqlx::query("SELECT name FROM api_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|row| row.try_get("name")).transpose()?)
+        })
+    }
+
+    /// The decisions taken on a run's approval steps, in the order they were taken.
+    pub async fn approvals_of_run(&self, run_id: i64) -> anyhow::Result<Vec<ApprovalRow>> {
+        on_db!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT s.step_id, a.decision, a.decided_by, a.comment, a.decided_at \
+                 FROM approvals a JOIN step_runs s ON s.id = a.step_run_id \
+                 WHERE a.run_id = $1 ORDER BY a.decided_at, s.position",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ApprovalRow {
+                        step_id: row.try_get("step_id")?,
+                        decision: row.try_get("decision")?,
+                        decided_by: row.try_get("decided_by")?,
+                        comment: row.try_get("comment")?,
+                        decided_at: row.try_get("decided_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
