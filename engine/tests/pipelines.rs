@@ -3,7 +3,8 @@
 //! - an approval step puts the run in `waiting` with no attempt; only a listed approver's
 //!   token may decide it; the decision (who, when, why) is stored and the run resumes;
 //! - a rejection fails the step with who rejected and why, and skips what depends on it;
-//! - an approval nobody decides fails when its timeout passes.
+//! - an approval nobody decides fails when its timeout passes;
+//! - with `exclude_triggerer`, whoever started the run may not decide it.
 //!
 //! Each test owns a [`Sandbox`] whose drop kills every process it started; every wait has
 //! a deadline.
@@ -106,6 +107,13 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
         "ws/expiring.plue.py",
         &workflow_source("expiring", &["Step.approval('ship', timeout=1)"]),
     );
+    let guarded = sandbox.write(
+        "ws/guarded.plue.py",
+        &workflow_source(
+            "guarded",
+            &["Step.approval('ship', exclude_triggerer=True)"],
+        ),
+    );
     let data = sandbox.path("data");
     let args = [
         "--data-dir",
@@ -186,6 +194,21 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
         "{run}"
     );
     assert_eq!(step(&run, "deploy")["status"], "skipped", "{run}");
+
+    // Guarded: the admin token started the run, so it may not approve it; alice may.
+    let run_id = start_run(&http, url, &guarded, &ws).await;
+    wait_waiting(&http, url, run_id, "ship").await;
+    let refused = approve(&sandbox, url, support::ADMIN_TOKEN, run_id, &["ship"]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("'admin' started run"),
+        "{}",
+        text(&refused)
+    );
+    let done = approve(&sandbox, url, &alice, run_id, &["ship"]);
+    assert!(done.status.success(), "{}", text(&done));
+    let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
 
     // Undecided: fails when its timeout passes.
     let run_id = start_run(&http, url, &expiring, &ws).await;

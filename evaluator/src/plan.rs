@@ -218,6 +218,9 @@ pub struct ApprovalAction {
     /// User names allowed to decide; empty means anyone with access to the run.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub approvers: Vec<String>,
+    /// When true, whoever started the run through the API may not decide.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub exclude_triggerer: bool,
 }
 
 /// When a step runs, given its dependencies' outcomes.

@@ -724,6 +724,7 @@ mod tests {
         s.action = Action::Approval(crate::plan::ApprovalAction {
             message: Some("deploy?".into()),
             approvers: vec!["alice".into()],
+            exclude_triggerer: true,
         });
         let (p, m) = plan(vec![s.clone()], vec![]);
         assert!(messages(&p, &m).is_empty(), "{:?}", messages(&p, &m));

@@ -3,7 +3,8 @@
 //!
 //! Invariants: the decider is whoever the bearer token names ([`Auth::identity`]: `admin`
 //! for the admin token, the token's name otherwise); when the step lists `approvers`, only
-//! those names may decide, the admin token included. A decision is taken once: deciding a
+//! those names may decide, the admin token included; with `exclude_triggerer`, the name
+//! that started the run through the API (`run_triggerers`) may not. A decision is taken once: deciding a
 //! step that is not `waiting` is a 409 and changes nothing.
 
 use axum::extract::{Path, State};
@@ -88,6 +89,13 @@ async fn decide(
         return Err(ApiError::forbidden(format!(
             "'{who}' may not decide step '{step}'; its approvers are: {}",
             approval.approvers.join(", ")
+        )));
+    }
+    if approval.exclude_triggerer
+        && store.triggerer_of(run_id).await?.as_deref() == Some(who.as_str())
+    {
+        return Err(ApiError::forbidden(format!(
+            "'{who}' started run {run_id} and so may not decide step '{step}'"
         )));
     }
     let now = now_ms();

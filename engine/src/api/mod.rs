@@ -195,8 +195,13 @@ async fn cancel_run(
     Ok(Json(RunView::new(run, Some(store.step_runs(id).await?))))
 }
 
-async fn rerun(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Created>> {
+async fn rerun(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<Created>> {
     let id = parse_run_id(&id)?;
+    let who = state.auth.identity(&headers).await?;
     let store = state.executor.store();
     if let Some(run) = store.run(id).await? {
         if run.plan_hash.is_empty() {
@@ -207,7 +212,10 @@ async fn rerun(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResu
         }
     }
     match state.executor.rerun(id).await? {
-        Some(run_id) => Ok(Json(Created { run_id })),
+        Some(run_id) => {
+            store.record_triggerer(run_id, &who).await?;
+            Ok(Json(Created { run_id }))
+        }
         None => Err(ApiError::not_found(format!("no run {id}"))),
     }
 }
@@ -285,7 +293,15 @@ async fn create_run(
         path: workspace_dir.display().to_string(),
     };
     match launch(&state.executor, evaluator, &workflow, &ctx, &workspace).await {
-        Ok(run_id) => Ok(Json(Created { run_id })),
+        Ok(run_id) => {
+            let who = state.auth.identity(&headers).await?;
+            state
+                .executor
+                .store()
+                .record_triggerer(run_id, &who)
+                .await?;
+            Ok(Json(Created { run_id }))
+        }
         Err(LaunchError::Internal(e)) => Err(ApiError::Internal(e)),
         Err(e) => Err(ApiError::Client(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,

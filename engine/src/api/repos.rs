@@ -307,6 +307,7 @@ pub(super) struct DispatchRequest {
 pub(super) async fn dispatch(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<DispatchRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let repo = find_repo(&state, &owner, &name).await?;
@@ -338,7 +339,15 @@ pub(super) async fn dispatch(
         .dispatch(&repo, &request.workflow, &git_ref, &inputs)
         .await
     {
-        Ok(run_id) => Ok((StatusCode::CREATED, Json(Created { run_id }))),
+        Ok(run_id) => {
+            let who = state.auth.identity(&headers).await?;
+            state
+                .executor
+                .store()
+                .record_triggerer(run_id, &who)
+                .await?;
+            Ok((StatusCode::CREATED, Json(Created { run_id })))
+        }
         Err(DispatchError::NotFound(message)) => Err(ApiError::not_found(message)),
         Err(DispatchError::Rejected(message)) => {
             Err(ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, message))

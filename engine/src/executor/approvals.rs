@@ -33,6 +33,7 @@ mod tests {
             Action::Approval(ApprovalAction {
                 message: None,
                 approvers: vec![],
+                exclude_triggerer: false,
             }),
         );
         step.timeout = 90;

@@ -133,6 +133,29 @@ impl Store {
         })
     }
 
+    /// Records who started run `run_id` through the API.
+    pub async fn record_triggerer(&self, run_id: i64, who: &str) -> anyhow::Result<()> {
+        on_db!(self, pool => {
+            sqlx::query("INSERT INTO run_triggerers (run_id, triggered_by) VALUES ($1, $2)")
+                .bind(run_id)
+                .bind(who)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Who started run `run_id` through the API, if it was started that way.
+    pub async fn triggerer_of(&self, run_id: i64) -> anyhow::Result<Option<String>> {
+        on_db!(self, pool => {
+            let row = sqlx::query("SELECT triggered_by FROM run_triggerers WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|row| row.try_get("triggered_by")).transpose()?)
+        })
+    }
+
     /// The name of the API token with this hash, if one exists.
     pub async fn api_token_name(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
         on_db!(self, pool => {

@@ -236,8 +236,8 @@ impl StepObject {
         )
     }
 
-    /// `Step.approval(id, message=None, approvers=None, **options)`:
-    /// waits for a person to approve or reject; `timeout` bounds the wait.
+    /// `Step.approval(id, message=None, approvers=None, exclude_triggerer=False,
+    /// **options)`: waits for a person to approve or reject; `timeout` bounds the wait.
     #[staticmethod]
     #[pyo3(signature = (id, message=None, **options))]
     fn approval(
@@ -253,11 +253,18 @@ impl StepObject {
             Some(value) => convert::string_list(&value, "Step.approval(): approvers")?,
             None => Vec::new(),
         };
+        let exclude_triggerer = match options.take("exclude_triggerer")? {
+            Some(value) => value.extract::<bool>().map_err(|_| {
+                PyTypeError::new_err("Step.approval(): exclude_triggerer must be True or False")
+            })?,
+            None => false,
+        };
         build_step(
             id,
             Action::Approval(ApprovalAction {
                 message,
                 approvers,
+                exclude_triggerer,
             }),
             options,
             at,
