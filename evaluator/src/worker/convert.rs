@@ -126,10 +126,13 @@ pub(crate) fn scalar_string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<St
     if value.is_instance_of::<PyString>() {
         string(value, what)
     } else if let Ok(b) = value.cast::<PyBool>() {
-        Ok(if b.is_true() { "true" } else { "false" }.into())
+        let text = if b.is_true() { "true" } else { "false" };
+        // Quoted in the plan's JSON, like any string.
+        charge(text.len() + 2)?;
+        Ok(text.into())
     } else if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
         let text = value.str()?.to_str()?.to_owned();
-        charge(text.len())?;
+        charge(text.len() + 2)?;
         Ok(text)
     } else {
         Err(PyTypeError::new_err(format!(
@@ -195,35 +198,48 @@ pub(crate) fn json_value(
             "{what} is nested more than {MAX_DEPTH} levels deep"
         )));
     }
+    // Every value costs its separator plus its JSON text (scalars) or brackets (containers).
+    // regression: a million zeros cost one byte each here but 32 bytes each in the engine,
+    // which decoded a 2 MiB plan into 50 MB before refusing it.
     charge(1)?;
     if value.is_none() {
+        charge(4)?;
         Ok(Value::Null)
     } else if let Ok(b) = value.cast::<PyBool>() {
+        charge(5)?;
         Ok(Value::Bool(b.is_true()))
     } else if value.is_instance_of::<PyInt>() {
-        value.extract::<i64>().map(Value::from).map_err(|_| {
+        let number = value.extract::<i64>().map(Value::from).map_err(|_| {
             PyValueError::new_err(format!(
                 "{what}: integer {} does not fit in 64 bits",
                 repr_short(value)
             ))
-        })
+        })?;
+        charge(number.to_string().len())?;
+        Ok(number)
     } else if let Ok(f) = value.cast::<PyFloat>() {
-        serde_json::Number::from_f64(f.value())
+        let number = serde_json::Number::from_f64(f.value())
             .map(Value::Number)
             .ok_or_else(|| {
                 PyValueError::new_err(format!("{what}: {} is not a JSON number", f.value()))
-            })
+            })?;
+        charge(number.to_string().len())?;
+        Ok(number)
     } else if value.is_instance_of::<PyString>() {
         Ok(Value::String(string(value, what)?))
     } else if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        charge(1)?;
         sequence(value, what)?
             .iter()
             .map(|item| json_value(item, what, depth + 1))
             .collect::<PyResult<Vec<_>>>()
             .map(Value::Array)
     } else if let Ok(dict) = value.cast::<PyDict>() {
+        charge(1)?;
         let mut map = serde_json::Map::new();
         for (key, item) in dict.iter() {
+            // The key's quotes are charged by `string`, its colon here.
+            charge(1)?;
             let key = string(&key, &format!("{what} key"))?;
             let item = json_value(&item, what, depth + 1)?;
             map.insert(key, item);
