@@ -1,4 +1,5 @@
-//! `/runners`: the local pool's counts (warm, busy, starting, lost, queued steps) and the
+//! `/runners`: the local pool's counts (warm, busy, starting, lost, queued steps), each
+//! Kubernetes runner class's counts with its failures and latest failure reason, and the
 //! runners, newest first, with their state, labels, last heartbeat and the step each runs
 //! now. Runners that are gone (deregistered) are listed only with `?all=1`.
 
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::WebResult;
 use super::session::{Chrome, Session};
 use super::{encode, render, Web};
-use crate::api::views::{PoolView, RunnerView};
+use crate::api::views::{ClassView, PoolView, RunnerView};
 
 /// Most runners listed.
 const LIMIT: i64 = 500;
@@ -42,6 +43,29 @@ struct RunnerEntry {
     labels: Vec<String>,
     /// The step it runs: its label and page.
     current: Option<(String, String)>,
+}
+
+/// The pools as `GET /api/pool` shows them: the local pool's counts and the Kubernetes
+/// pool's classes (warm, busy, starting, failures and the latest failure's reason), or
+/// `None` when this engine starts no runner itself.
+fn pool_view(web: &Web) -> Option<PoolView> {
+    let classes: Vec<ClassView> = web
+        .state
+        .pool_classes
+        .as_ref()
+        .map(|c| c.borrow().iter().map(ClassView::from).collect())
+        .unwrap_or_default();
+    match &web.state.pool {
+        Some(pool) => Some(PoolView {
+            classes,
+            ..PoolView::from(*pool.borrow())
+        }),
+        None if web.state.pool_classes.is_some() => Some(PoolView {
+            classes,
+            ..PoolView::default()
+        }),
+        None => None,
+    }
 }
 
 /// `GET /runners`.
@@ -90,11 +114,7 @@ pub(super) async fn page(
         chrome: session.chrome(&web, "/runners"),
         all,
         hidden: total - runners.len(),
-        pool: web
-            .state
-            .pool
-            .as_ref()
-            .map(|status| PoolView::from(*status.borrow())),
+        pool: pool_view(&web),
         runners,
     };
     Ok(Html(render::page("runners.html", &page)?))

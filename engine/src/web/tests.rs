@@ -19,6 +19,8 @@ use crate::api::ApiState;
 use crate::auth::Auth;
 use crate::events::Events;
 use crate::executor::Executor;
+use crate::pool::kubernetes::{ClassStatus, Failures};
+use crate::pool::PoolStatus;
 use crate::store::{NewRun, Store};
 
 const ADMIN: &str = "admin-token-of-the-dashboard-tests";
@@ -41,6 +43,14 @@ struct Reply {
 
 impl Fixture {
     async fn new(private_reads: bool) -> Fixture {
+        Fixture::with_classes(private_reads, None).await
+    }
+
+    /// A fixture whose API shows these Kubernetes runner classes.
+    async fn with_classes(
+        private_reads: bool,
+        pool_classes: Option<tokio::sync::watch::Receiver<Vec<ClassStatus>>>,
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         let executor = Arc::new(Executor::new(
@@ -53,7 +63,7 @@ impl Fixture {
             executor: executor.clone(),
             evaluator: None,
             pool: None,
-            pool_classes: None,
+            pool_classes,
             registry: None,
             auth: Auth::new(store, Some(ADMIN.into()), private_reads),
             shutdown: CancellationToken::new(),
@@ -528,6 +538,64 @@ async fn runners_page_lists_registered_runners() {
     let reply = fx.get("/runners").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.contains("No runner is registered."));
+    assert_csp(&reply);
+}
+
+#[tokio::test]
+async fn runners_page_shows_each_class_counts_and_latest_failure() {
+    let classes = vec![
+        ClassStatus {
+            class: "gpu".into(),
+            labels: BTreeMap::from([("gpu".to_string(), "a100".to_string())]),
+            pool: Some(PoolStatus {
+                warm: 2,
+                busy: 3,
+                starting: 1,
+                lost: 0,
+                min_warm: 2,
+                max_runners: 8,
+                queued: 4,
+            }),
+            failures: Failures {
+                total: 5,
+                last: Some(format!("pod plue-gpu-7: ImagePullBackOff {HOSTILE}")),
+                backing_off: true,
+            },
+        },
+        ClassStatus {
+            class: "small".into(),
+            labels: BTreeMap::new(),
+            pool: None,
+            failures: Failures::default(),
+        },
+    ];
+    let (_tx, rx) = tokio::sync::watch::channel(classes);
+    let fx = Fixture::with_classes(false, Some(rx)).await;
+    let reply = fx.get("/runners").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let row = |class: &str| -> String {
+        let start = reply
+            .body
+            .find(&format!("<tr data-class=\"{class}\">"))
+            .unwrap_or_else(|| panic!("no row for class {class}: {}", reply.body));
+        let end = start + reply.body[start..].find("</tr>").unwrap();
+        reply.body[start..end].to_string()
+    };
+    let gpu = row("gpu");
+    for cell in [
+        "<td class=\"warm\">2</td>",
+        "<td class=\"busy\">3</td>",
+        "<td class=\"starting\">1</td>",
+        "<td class=\"failed\">5 <span class=\"badge failed\">backing off</span></td>",
+        "<code>gpu=a100</code>",
+        "pod plue-gpu-7: ImagePullBackOff &lt;script&gt;",
+    ] {
+        assert!(gpu.contains(cell), "{cell} missing from {gpu}");
+    }
+    assert!(row("small").contains("another engine leads"));
+    // No local pool: its counts are not shown as zeros.
+    assert!(!reply.body.contains("id=\"pool\""));
+    assert!(!reply.raw.contains(HOSTILE));
     assert_csp(&reply);
 }
 
