@@ -115,6 +115,8 @@ struct Worker {
     owes_done: bool,
 }
 
+/// The file name every evaluation runs under inside the worker (see `evaluate`).
+const WORKER_PATH: &str = "workflow.plue.py";
 /// How long a new worker may take to start its interpreter.
 const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long past the evaluation bound the pool waits for the zygote to report before it
@@ -197,7 +199,12 @@ impl EvaluatorPool {
             }
         };
         let request = Request {
-            path: path.to_string(),
+            // Never the real path: the worker's memory layout would follow its length, and
+            // with it anything address- or memory-dependent (a `set` of functions, how far a
+            // file gets before `MemoryError`). The parent puts the real path on every
+            // diagnostic. regression: a file counting allocations until MemoryError gave
+            // another plan_hash under another directory.
+            path: WORKER_PATH.to_string(),
             source: source.to_string(),
             ctx: ctx.clone(),
             limits: WorkerLimits {
