@@ -487,8 +487,49 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .await;
     browser.screenshot(&shots.join("dashboard-runs.png")).await;
 
-    // Sign in, open a run that waits forever, press Cancel.
+    // A new run and its state changes appear on the open list without a reload, pushed by
+    // the engine's event stream (its safety-net poll waits 10 s while the stream is open).
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the list's event stream to open",
+            "return document.documentElement.dataset.liveStream === 'open' || null;",
+        )
+        .await;
+    let _: Value = browser
+        .run("window.notReloaded = true; return null;", json!([]))
+        .await;
+    let started = Instant::now();
     let waiting = start_run(&http, &engine.url, &waits, &sandbox.path("ws")).await;
+    let row = format!(
+        "const r = document.querySelector('tr[data-run=\"{waiting}\"]'); \
+         return r && window.notReloaded ? r.querySelector('.badge').textContent : null;"
+    );
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the new run in the open list",
+            &row,
+        )
+        .await;
+    let appeared = started.elapsed();
+    eprintln!("a new run appeared on the open list {appeared:?} after it started");
+    assert!(
+        appeared < Duration::from_millis(2500),
+        "pushed, not polled: {appeared:?}"
+    );
+    browser
+        .wait(
+            Duration::from_secs(20),
+            "the new run to show as running in the open list",
+            &format!(
+                "const r = document.querySelector('tr[data-run=\"{waiting}\"]'); \
+                 return r && window.notReloaded && r.querySelector('.badge').textContent === 'running';"
+            ),
+        )
+        .await;
+
+    // Sign in, open the run that waits forever, press Cancel.
     browser
         .goto(&format!("{}/login?next=%2Fruns%2F{waiting}", engine.url))
         .await;

@@ -21,6 +21,7 @@ mod assets;
 mod dag;
 mod error;
 mod forward;
+mod live;
 mod log;
 mod render;
 mod repos;
@@ -101,6 +102,7 @@ pub fn router(state: WebState) -> Router {
         .route("/runs/{id}/steps/{step}", get(log::page))
         .route("/runs/{id}/steps/{step}/stream", get(log::stream))
         .route("/runs/{id}/steps/{step}/raw", get(log::raw))
+        .route("/live", get(live::stream))
         .route("/runners", get(runners::page))
         .route("/repos", get(repos::list))
         .route("/repos/{owner}/{name}", get(repos::page))

@@ -750,3 +750,50 @@ async fn a_run_of_500_steps_renders_quickly() {
     // The goal for a first paint; a debug build takes ~20 ms here.
     assert!(took < std::time::Duration::from_millis(300), "{took:?}");
 }
+
+#[tokio::test]
+async fn live_stream_hints_changes_of_its_run_only() {
+    use crate::events::Event;
+    use futures::StreamExt;
+    let fx = Fixture::new(false).await;
+    let response = fx
+        .app
+        .clone()
+        .oneshot(Request::get("/live?run=7").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body().into_data_stream();
+    let events = fx.executor.events();
+    events.send(Event::Step { run_id: 8 });
+    events.send(Event::Logs {
+        run_id: 7,
+        step_run_id: 1,
+    });
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), body.next()).await;
+    assert!(quiet.is_err(), "another run's change is not this page's");
+    events.send(Event::Step { run_id: 7 });
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .expect("a hint")
+        .unwrap()
+        .unwrap();
+    let frame = String::from_utf8(frame.to_vec()).unwrap();
+    assert!(frame.contains("event: changed"), "{frame}");
+    assert!(frame.contains("data: {}"), "hints carry no data: {frame}");
+}
+
+#[tokio::test]
+async fn live_stream_cannot_be_read_without_signing_in_when_reads_are_private() {
+    let fx = Fixture::new(true).await;
+    for uri in ["/live", "/live?run=1"] {
+        let reply = fx.get(uri).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(!reply.raw.contains("event:"), "{uri}");
+    }
+    assert_eq!(fx.get("/live?run=x").await.status, StatusCode::NOT_FOUND);
+}

@@ -1,53 +1,99 @@
-// Live parts of server-rendered pages: an element with `data-live="<url>"` is replaced,
-// every `data-interval` ms, by the element with the same id in the HTML that URL returns.
-// The server drops `data-live` once nothing can change (a finished run), which stops the
-// polling. No HTML is built here: the server renders (and escapes) it all.
+// Live parts of server-rendered pages: an element with `data-live="<url>"` is replaced by
+// the element with the same id in the HTML that URL returns — at once when the engine's
+// event stream named in `data-events` says `changed`, and otherwise every `data-interval`
+// ms (slower while the stream is open: it is only a safety net then). The server drops
+// `data-live` once nothing can change (a finished run), which stops both. No HTML is built
+// here: the server renders (and escapes) it all. `<html data-live-stream>` says whether
+// the stream is open (for tests and the curious).
 "use strict";
 (function () {
-  function poll(element) {
+  var STREAM_INTERVAL = 10000;
+  function live(element) {
     var url = element.getAttribute("data-live");
-    var interval = parseInt(element.getAttribute("data-interval"), 10) || 2000;
+    var base = parseInt(element.getAttribute("data-interval"), 10) || 2000;
+    var interval = base;
     var id = element.id;
     var timer = null;
+    var busy = false;
+    var again = false;
+    var stopped = false;
+    var source = null;
+    var streaming = false;
     function schedule() {
-      timer = window.setTimeout(tick, interval);
+      if (stopped) return;
+      if (timer !== null) window.clearTimeout(timer);
+      timer = window.setTimeout(tick, streaming ? Math.max(interval, STREAM_INTERVAL) : interval);
+    }
+    function stop() {
+      stopped = true;
+      if (timer !== null) window.clearTimeout(timer);
+      timer = null;
+      if (source) source.close();
+    }
+    function now() {
+      if (stopped) return;
+      if (busy) {
+        again = true;
+        return;
+      }
+      if (timer !== null) window.clearTimeout(timer);
+      timer = null;
+      tick();
     }
     function tick() {
+      timer = null;
       if (document.hidden) {
         schedule();
         return;
       }
+      busy = true;
+      again = false;
       fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (response) {
           if (!response.ok) throw new Error("HTTP " + response.status);
           return response.text();
         })
         .then(function (html) {
+          busy = false;
           var parsed = new DOMParser().parseFromString(html, "text/html");
           var fresh = parsed.getElementById(id);
           var current = document.getElementById(id);
-          timer = null;
-          if (!fresh || !current) return;
+          if (!fresh || !current) return stop();
           current.replaceWith(document.adoptNode(fresh));
-          if (fresh.hasAttribute("data-live")) {
-            url = fresh.getAttribute("data-live");
-            interval = parseInt(fresh.getAttribute("data-interval"), 10) || interval;
-            schedule();
-          }
+          if (!fresh.hasAttribute("data-live")) return stop();
+          url = fresh.getAttribute("data-live");
+          base = parseInt(fresh.getAttribute("data-interval"), 10) || base;
+          interval = base;
+          if (again) now();
+          else schedule();
         })
         .catch(function () {
           // The engine restarts or the network blinks: try again, a little later.
+          busy = false;
           interval = Math.min(interval * 2, 15000);
           schedule();
         });
     }
+    var events = element.getAttribute("data-events");
+    if (events && window.EventSource) {
+      source = new EventSource(events);
+      source.addEventListener("changed", now);
+      // (Re)connected: catch up on what happened while the stream was down.
+      source.addEventListener("open", function () {
+        streaming = true;
+        document.documentElement.setAttribute("data-live-stream", "open");
+        now();
+      });
+      source.addEventListener("error", function () {
+        streaming = false;
+        document.documentElement.setAttribute("data-live-stream", "down");
+        schedule();
+      });
+    }
     schedule();
     document.addEventListener("visibilitychange", function () {
-      if (!document.hidden && timer !== null) {
-        window.clearTimeout(timer);
-        tick();
-      }
+      if (!document.hidden && timer !== null) now();
     });
   }
-  document.querySelectorAll("[data-live]").forEach(poll);
+  document.querySelectorAll("[data-live]").forEach(live);
 })();
