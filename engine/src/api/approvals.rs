@@ -70,8 +70,14 @@ async fn decide(
     }
     let who = state.auth.identity(&headers).await?;
     let store = state.executor.store();
-    if store.run(run_id).await?.is_none() {
+    let Some(run) = store.run(run_id).await? else {
         return Err(ApiError::not_found(format!("no run {run_id}")));
+    };
+    if run.plan_hash.is_empty() {
+        // Its workflow file did not evaluate: it has no steps.
+        return Err(ApiError::not_found(format!(
+            "run {run_id} has no step '{step}'"
+        )));
     }
     let plan = state.executor.plan(run_id).await?;
     let Some(found) = plan.steps.iter().find(|s| s.id == step) else {

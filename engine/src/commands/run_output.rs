@@ -243,6 +243,7 @@ impl Printer {
                     step.reason.as_deref().unwrap_or("")
                 )),
                 "cancelled" => Some("■ cancelled".to_string()),
+                "waiting" => Some("⏸ waiting for approval".to_string()),
                 _ => None,
             };
             state.status = step.status.clone();
