@@ -23,7 +23,8 @@
 //! instead. These variables override the plan's and the step's `env`.
 //!
 //! Invariants: rendering is linear and bounded — [`MAX_RENDERED_BYTES`] per text,
-//! [`MAX_STEP_RENDERED_BYTES`] per step, [`MAX_OUTPUT_ENV_BYTES`] of output variables — and
+//! [`MAX_PROCESS_RENDERED_BYTES`] per bash or python step ([`MAX_STEP_RENDERED_BYTES`] per
+//! llm step), [`MAX_OUTPUT_ENV_BYTES`] of output variables — and
 //! any failure is the step's reason (`Err(String)`), never a panic; a reference to a missing
 //! output is an error naming it rather than an empty string; secret values never enter a
 //! dispatch document (only names; values are resolved at claim time).
@@ -49,8 +50,15 @@ pub use evaluator::template::MAX_RENDERED_BYTES;
 /// The secret every `llm` step gets (its API key), named or not.
 pub const LLM_KEY_SECRET: &str = "ANTHROPIC_API_KEY";
 
-/// What all the rendered texts of one step may add up to.
+/// What all the rendered texts of one `llm` step may add up to (its prompt and inputs
+/// never pass through `exec`).
 pub const MAX_STEP_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the rendered texts of a `bash` or `python` step (its code and `env` values) may
+/// add up to: they become the process's arguments and environment, which Linux refuses
+/// past 2 MiB in all — a larger step could never start, and each of a run's steps would
+/// cost the engine its size in memory and storage for nothing.
+pub const MAX_PROCESS_RENDERED_BYTES: usize = 1024 * 1024;
 
 /// What the output variables of one step may add up to (`NAME=value` bytes). Linux refuses
 /// to start a process whose arguments and environment exceed 2 MiB in all.
@@ -177,9 +185,13 @@ pub fn build(
     run_id: i64,
     results: &BTreeMap<&str, StepResult<'_>>,
 ) -> Result<Dispatch, String> {
+    let budget = match &step.action {
+        Action::Bash { .. } | Action::Python { .. } => MAX_PROCESS_RENDERED_BYTES,
+        _ => MAX_STEP_RENDERED_BYTES,
+    };
     let renderer = Renderer {
         results,
-        budget: std::cell::Cell::new(MAX_STEP_RENDERED_BYTES),
+        budget: std::cell::Cell::new(budget),
     };
     let mut output_env = BTreeMap::new();
     // The variables the references of a bash command read, checked once the env is whole.
@@ -462,7 +474,9 @@ impl Renderer<'_, '_> {
         let limit = MAX_RENDERED_BYTES.min(self.budget.get());
         let text = template.render(limit, piece).map_err(|e| match e {
             template::RenderError::TooLarge { .. } if limit < MAX_RENDERED_BYTES => format!(
-                "{what}: the step's rendered texts exceed the limit of {MAX_STEP_RENDERED_BYTES} bytes"
+                "{what}: the step's rendered texts exceed their limit ({MAX_PROCESS_RENDERED_BYTES} bytes \
+                 for a bash or python step's code and env, which start a process; \
+                 {MAX_STEP_RENDERED_BYTES} for an llm step)"
             ),
             e => format!("{what}: {e}"),
         })?;

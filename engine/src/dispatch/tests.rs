@@ -604,6 +604,22 @@ fn rendering_past_its_bounds_fails_the_step() {
     let plan = code_step(llm_with(inputs));
     let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big)).unwrap_err();
     assert!(err.contains("the step's rendered texts exceed"), "{err}");
+    // A bash step's env: 20 values of 64 KiB are over the 1 MiB a process may start with
+    // (the dispatch-time bomb: many such steps would each cost the engine their size).
+    let mut plan = code_step(Action::Bash {
+        command: "true".into(),
+    });
+    for i in 0..20 {
+        plan.steps[0]
+            .env
+            .insert(format!("V{i}"), "{{ steps.up.outputs.x }}".into());
+    }
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big)).unwrap_err();
+    assert!(err.contains("the step's rendered texts exceed"), "{err}");
+    assert!(
+        err.contains(&MAX_PROCESS_RENDERED_BYTES.to_string()),
+        "{err}"
+    );
     // Output variables: 20 outputs of 64 KiB are over 1 MiB of environment.
     let plan = code_step(Action::Bash {
         command: "true".into(),
