@@ -85,7 +85,10 @@ impl Auth {
         if tokens::tokens_match(given, admin) {
             return Ok("admin".into());
         }
-        let name = self.store.api_token_name(&tokens::hash_token(given)).await?;
+        let name = self
+            .store
+            .api_token_name(&tokens::hash_token(given))
+            .await?;
         name.ok_or_else(|| ApiError::unauthorized("invalid token"))
     }
 

@@ -261,7 +261,10 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 if given {
                     problems.add(
                         at,
-                        format!("approval step '{}' takes no {option}= (nothing runs)", step.id),
+                        format!(
+                            "approval step '{}' takes no {option}= (nothing runs)",
+                            step.id
+                        ),
                     );
                 }
             }

@@ -62,7 +62,10 @@ pub fn router(state: ApiState) -> Router {
             "/api/runs/{id}/steps/{step}/approve",
             post(approvals::approve),
         )
-        .route("/api/runs/{id}/steps/{step}/reject", post(approvals::reject))
+        .route(
+            "/api/runs/{id}/steps/{step}/reject",
+            post(approvals::reject),
+        )
         .route("/api/runs/{id}/approvals", get(approvals::list))
         .route("/api/runners", get(list_runners))
         .route("/api/pool", get(pool))
