@@ -145,35 +145,47 @@ impl Mirror {
                 .is_ok()
     }
 
-    /// Every `*.plue.py` file at `sha`, sorted by path, with its content.
+    /// Every `*.plue.py` file at `sha`, sorted by path, with its content. Only regular
+    /// files are read, by object id (a submodule or a link named `*.plue.py`, or a path
+    /// holding a newline, cannot make the read of the others fail); a blob over
+    /// [`MAX_WORKFLOW_BYTES`] is listed without its content, never read into memory.
     pub async fn workflow_files(&self, sha: &str) -> anyhow::Result<Vec<WorkflowFile>> {
         check_sha(sha)?;
-        let listing = self
-            .output(&["ls-tree", "-r", "-z", "--name-only", sha])
-            .await?;
-        let mut paths: Vec<&str> = listing
+        let listing = self.output(&["ls-tree", "-r", "-z", "-l", sha]).await?;
+        let mut entries: Vec<(&str, &str, usize)> = listing
             .split('\0')
-            .filter(|p| p.ends_with(WORKFLOW_SUFFIX))
+            .filter_map(parse_tree_entry)
+            .filter(|(path, _, _)| path.ends_with(WORKFLOW_SUFFIX))
             .collect();
-        paths.sort_unstable();
-        if paths.len() > MAX_WORKFLOW_FILES {
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        if entries.len() > MAX_WORKFLOW_FILES {
             bail!(
                 "{} workflow files at {sha}; at most {MAX_WORKFLOW_FILES} are read",
-                paths.len()
+                entries.len()
             );
         }
-        if paths.is_empty() {
-            return Ok(Vec::new());
+        let wanted: Vec<&str> = entries
+            .iter()
+            .filter(|(_, _, size)| *size <= MAX_WORKFLOW_BYTES)
+            .map(|(_, oid, _)| *oid)
+            .collect();
+        let mut blobs = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            let input: String = wanted.iter().map(|oid| format!("{oid}\n")).collect();
+            let output = self.batch(input).await?;
+            parse_batch(&output, wanted.len())?
         }
-        let input: String = paths.iter().map(|p| format!("{sha}:{p}\n")).collect();
-        let output = self.batch(input).await?;
-        let blobs = parse_batch(&output, paths.len())?;
-        Ok(paths
+        .into_iter();
+        Ok(entries
             .into_iter()
-            .zip(blobs)
-            .map(|(path, blob)| WorkflowFile {
+            .map(|(path, _, size)| WorkflowFile {
                 path: path.to_string(),
-                source: String::from_utf8(blob).ok(),
+                source: if size <= MAX_WORKFLOW_BYTES {
+                    blobs.next().and_then(|blob| String::from_utf8(blob).ok())
+                } else {
+                    None
+                },
             })
             .collect())
     }
@@ -252,6 +264,24 @@ impl Mirror {
         }
         Ok(output.stdout)
     }
+}
+
+/// The largest workflow file read; the evaluator refuses far smaller ones.
+pub const MAX_WORKFLOW_BYTES: usize = 1024 * 1024;
+
+/// One `ls-tree -l` entry of a regular file: (path, object id, size). Submodules, links
+/// and trees are `None`.
+fn parse_tree_entry(entry: &str) -> Option<(&str, &str, usize)> {
+    let (meta, path) = entry.split_once('\t')?;
+    let mut fields = meta.split_ascii_whitespace();
+    let (mode, kind, oid, size) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let regular = kind == "blob" && (mode == "100644" || mode == "100755");
+    (regular && is_full_sha(oid)).then_some((path, oid, size.parse().ok()?))
 }
 
 /// Splits `cat-file --batch` output into `count` blob contents.
@@ -454,6 +484,35 @@ mod tests {
         );
         assert!(mirror.resolve(url, "nope").await.is_err());
         assert_eq!(mirror.remote_head_branch(url).await.unwrap(), "feature");
+    }
+
+    /// A push that carries a submodule and a link named like workflows, a path with a
+    /// newline and an oversized file beside a valid workflow: the valid one is read.
+    #[tokio::test]
+    async fn odd_entries_never_keep_the_other_workflows_from_being_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let oid = sh(&src, "git init -q -b main . && echo 'ok' > good.plue.py && git add -A && git commit -qm one && git rev-parse HEAD");
+        let sha = sh(
+            &src,
+            &format!(
+                "git update-index --add --cacheinfo 160000,{oid},sub.plue.py \
+                 && ln -s /etc/shadow link.plue.py && printf 'x' > \"$(printf 'new\\nline.plue.py')\" \
+                 && head -c 1100000 /dev/zero > big.plue.py && git add -A && git commit -qm two && git rev-parse HEAD"
+            ),
+        );
+        let mirror = Mirror::open(tmp.path().join("m.git")).await.unwrap();
+        mirror.fetch(src.to_str().unwrap(), &[&sha]).await.unwrap();
+        let files = mirror.workflow_files(&sha).await.unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["big.plue.py", "good.plue.py", "new\nline.plue.py"]
+        );
+        assert_eq!(files[0].source, None, "too large: not read");
+        assert_eq!(files[1].source.as_deref(), Some("ok\n"));
+        assert_eq!(files[2].source.as_deref(), Some("x"));
     }
 
     #[tokio::test]

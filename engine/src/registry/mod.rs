@@ -537,7 +537,11 @@ impl Registry {
         ctx: &EvalContext,
     ) -> Result<evaluator::EvaluatedPlan, String> {
         let Some(source) = &file.source else {
-            return Err(format!("{}: the file is not UTF-8 text", file.path));
+            return Err(format!(
+                "{}: the file is not UTF-8 text or is larger than {} bytes",
+                file.path,
+                git::MAX_WORKFLOW_BYTES
+            ));
         };
         let started = std::time::Instant::now();
         let evaluated = self.evaluator.evaluate(&file.path, source, ctx).await;

@@ -99,7 +99,7 @@ impl PlanObject {
             for (i, item) in items.iter().enumerate() {
                 let step = item
                     .cast::<StepObject>()
-                    .map_err(|_| PyTypeError::new_err(format!("Plan(): steps[{i}] must be made with Step.bash(), Step.python() or Step.llm()")))?;
+                    .map_err(|_| PyTypeError::new_err(format!("Plan(): steps[{i}] must be made with Step.bash(), Step.python(), Step.llm() or Step.approval()")))?;
                 steps.push(step.get().step.clone());
                 source_map.steps.push(step.get().location);
             }
@@ -151,7 +151,8 @@ impl PlanObject {
     }
 }
 
-/// One step of the DAG. Make one with `Step.bash`, `Step.python` or `Step.llm`.
+/// One step of the DAG. Make one with `Step.bash`, `Step.python`, `Step.llm` or
+/// `Step.approval`.
 #[pyclass(module = "plue", name = "Step", frozen, immutable_type)]
 pub(crate) struct StepObject {
     pub(crate) step: Step,
