@@ -33,6 +33,14 @@ pub(crate) struct Lockdown {
 /// to install it.
 pub(crate) struct EvaluationFilter(syscall_filter::Program);
 
+impl EvaluationFilter {
+    /// The children's filter without locking this process down (for the zygote's tests).
+    #[cfg(test)]
+    pub(crate) fn compile_for_tests() -> EvaluationFilter {
+        EvaluationFilter(syscall_filter::compile(syscall_filter::Stage::Evaluation).unwrap())
+    }
+}
+
 /// Applies every process-level restriction of the zygote and prepares the children's.
 /// Irreversible.
 pub(crate) fn lock_down(options: Lockdown) -> Result<EvaluationFilter, String> {
