@@ -241,6 +241,12 @@ impl StepCgroup {
         Some(cgroup)
     }
 
+    /// `<dir>/cgroup.procs`, where a process writes `0` to join (the warm Python zygote's
+    /// children join themselves).
+    pub(crate) fn procs_path(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
     /// Whether process `pid` is in this cgroup (it joined before running user code).
     pub(crate) fn holds(&self, pid: i32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))

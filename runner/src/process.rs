@@ -43,6 +43,7 @@ use crate::step_user::StepUser;
 use lines::LineReader;
 
 mod lines;
+mod python_zygote;
 
 /// How long after the kill reading may wait for the pipes' EOF.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -120,6 +121,9 @@ pub async fn run(
     lines: Sender<(Stream, String)>,
     cancel: CancellationToken,
 ) -> io::Result<ProcessResult> {
+    if let Some(warm) = python_zygote::run(&spec, &lines, &cancel).await {
+        return warm;
+    }
     run_contained(spec, lines, cancel, containment::Mode::Auto).await
 }
 

@@ -103,6 +103,13 @@ pub(crate) fn spawn_step(
     Ok((child, LiveStep(pid)))
 }
 
+/// Registers a step leader started by someone else (the warm Python zygote forks it, see
+/// `process::python_zygote`) as running, like [`spawn_step`] does.
+pub(crate) fn register_step(pid: i32, cookie: &str) -> LiveStep {
+    live().insert(pid, cookie.to_owned());
+    LiveStep(pid)
+}
+
 /// SIGKILLs the process group `pgid`; a group that is already gone is not an error.
 pub(crate) fn kill_group(pgid: Pid) {
     match killpg(pgid, Signal::SIGKILL) {

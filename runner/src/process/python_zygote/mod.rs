@@ -1,0 +1,461 @@
+//! Warm Python for `python` steps: a zygote interpreter owned by the runner, from which each
+//! step's process is forked instead of starting `python3 -u -c SCRIPT` afresh.
+//!
+//! [`run`] is the one entry point; it answers `None` when the step must take the fresh
+//! path instead, and the caller then spawns the interpreter as before. Promises, on top of
+//! those of [`super::run`] (same line streaming, timeout, cancel, kill and sweep):
+//! - The child behaves as `python3 -u -c SCRIPT` run in the workspace would: `__name__ ==
+//!   "__main__"` in a fresh `__main__`, `sys.argv == ["-c"]`, `sys.path[0] == ""`, exactly
+//!   the step's environment and directory, stdin on `/dev/null`, stdout and stderr as the
+//!   step's two pipes (unbuffered), exit codes and tracebacks as Python's own. The modules
+//!   the zygote imported for itself are dropped from `sys.modules` before the script runs,
+//!   and the zygote never runs user code, so nothing of one step is seen by the next.
+//! - Only where that is exact: a zygote started with the same start-up environment as the
+//!   step ([`startup_env`]: `PYTHON*`, `LANG`, `LC_*`; a step with another one replaces
+//!   the zygote). A step whose `HOME` has a `.local` (a user site Python would add at
+//!   start-up) takes the fresh path, and so does one that sets `PLUE_FRESH_PYTHON=1`.
+//! - Under a root runner the child does what `isolation::confine` does for a fresh step,
+//!   in the same order: joins the cgroup as root, then a private `/proc` (where the kernel
+//!   allows a mount namespace), no supplementary groups, the attempt's gid and uid; a
+//!   failure there fails the fork, and the step then takes the fresh path.
+//! - The zygote never holds a step's script, environment or secrets: the runner writes
+//!   the job into a pipe whose read end only the forked child reads, so a later step forked
+//!   from the same zygote cannot find an earlier step's secrets in its own memory.
+//! - The child is its own session and process group leader and joins the step's cgroup
+//!   before the zygote reports it started; the runner then checks the join like
+//!   `containment` does and kills the cgroup and the group at the end, then sweeps.
+//! - Steps cannot reach the zygote: its control channel is a socketpair whose runner end
+//!   is close-on-exec and whose zygote end every child closes before anything else runs;
+//!   the zygote is undumpable (`prctl`), so a step of the same uid cannot ptrace it or
+//!   open its `/proc/<pid>/fd` or `mem`. It dies with the runner (parent-death signal, and
+//!   EOF on its socket) and is replaced when found dead.
+//!
+//! Known difference: forked children share the zygote's string hash seed when
+//! `PYTHONHASHSEED` is unset (fresh interpreters each draw one).
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+
+use nix::unistd::Pid;
+use tokio::sync::mpsc::Sender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE};
+use crate::containment::{self, StepCgroup};
+use crate::protocol::Stream;
+use crate::reaper;
+
+/// The zygote's program, run as `python3 -u -c ZYGOTE`.
+const ZYGOTE_PY: &str = include_str!("zygote.py");
+
+/// Larger jobs (a huge script or environment) take the fresh path.
+const MAX_JOB_BYTES: usize = 512 * 1024;
+
+/// The variables a Python interpreter reads only at start-up.
+fn startup_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    env.iter()
+        .filter(|(k, _)| k.starts_with("PYTHON") || k.as_str() == "LANG" || k.starts_with("LC_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The script when `spec` is a `python3 -u -c SCRIPT` step the zygote can run exactly.
+fn warm_script(spec: &ProcessSpec) -> Option<&str> {
+    let [u, c, script] = spec.args.as_slice() else {
+        return None;
+    };
+    let named_python = spec
+        .program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("python"));
+    if u != "-u" || c != "-c" || !named_python {
+        return None;
+    }
+    if spec.env.get(FRESH_VAR).is_some_and(|v| v == "1") {
+        return None;
+    }
+    let home_has_user_site = spec
+        .env
+        .get("HOME")
+        .is_some_and(|home| Path::new(home).join(".local").exists());
+    (!home_has_user_site).then_some(script.as_str())
+}
+
+/// A step environment variable that sends it to a fresh interpreter (`1`).
+pub(crate) const FRESH_VAR: &str = "PLUE_FRESH_PYTHON";
+
+/// A running zygote and the runner's end of its control channel.
+struct Zygote {
+    program: PathBuf,
+    startup: BTreeMap<String, String>,
+    child: std::process::Child,
+    control: Arc<UnixDatagram>,
+    /// Its private, empty working directory (removed with it).
+    dir: PathBuf,
+}
+
+impl Zygote {
+    fn start(program: &Path, startup: BTreeMap<String, String>) -> io::Result<Zygote> {
+        use std::os::unix::fs::DirBuilderExt;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("plue-zygote-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let (ours, theirs) = seqpacket_pair()?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut command = std::process::Command::new(program);
+        command
+            .args(["-u", "-c", ZYGOTE_PY])
+            .current_dir(&dir)
+            .env_clear()
+            .envs(&startup)
+            .env("HOME", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: raw async-signal-safe syscalls only.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+                    || libc::dup2(theirs_fd, 3) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
+        })?;
+        drop(theirs);
+        Ok(Zygote {
+            program: program.to_owned(),
+            startup,
+            child,
+            control: Arc::new(ours),
+            dir,
+        })
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The runner's zygote; held for a whole step (the runner runs one step at a time).
+static ZYGOTE: tokio::sync::Mutex<Option<Zygote>> = tokio::sync::Mutex::const_new(None);
+
+/// Runs `spec` forked from the warm zygote, or answers `None` when it must take the fresh
+/// path (not eligible, or the zygote could not start it: nothing of the step ran then).
+pub(super) async fn run(
+    spec: &ProcessSpec,
+    lines: &Sender<(Stream, String)>,
+    cancel: &CancellationToken,
+) -> Option<io::Result<ProcessResult>> {
+    let script = warm_script(spec)?;
+    let mut slot = ZYGOTE.lock().await;
+    let startup = startup_env(&spec.env);
+    let reuse = slot
+        .as_mut()
+        .is_some_and(|z| z.program == spec.program && z.startup == startup && z.alive());
+    if !reuse {
+        *slot = None;
+        match Zygote::start(&spec.program, startup) {
+            Ok(z) => *slot = Some(z),
+            Err(err) => {
+                tracing::warn!(%err, "no warm python zygote; starting a fresh interpreter");
+                return None;
+            }
+        }
+    }
+    let zygote = slot.as_mut()?;
+    let result = run_in(zygote, spec, script, lines, cancel).await;
+    if result.is_none() {
+        // Whatever went wrong, the next step gets a new zygote.
+        *slot = None;
+    }
+    result
+}
+
+/// What ends the wait for a forked step.
+enum Trigger {
+    Exited(io::Result<ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+async fn run_in(
+    zygote: &mut Zygote,
+    spec: &ProcessSpec,
+    script: &str,
+    lines: &Sender<(Stream, String)>,
+    cancel: &CancellationToken,
+) -> Option<io::Result<ProcessResult>> {
+    reaper::become_subreaper();
+    let cookie = reaper::new_cookie();
+    let mut env = spec.env.clone();
+    env.insert(reaper::COOKIE_VAR.into(), cookie.clone());
+    let mut cgroup = StepCgroup::create(containment::Mode::Auto);
+    let job = serde_json::json!({
+        "program": zygote.program.to_string_lossy(),
+        "script": script,
+        "cwd": spec.cwd.to_string_lossy(),
+        "env": env,
+        "cgroup_procs": cgroup.as_ref().map(|c| c.procs_path().to_string_lossy().into_owned()),
+        "user": spec.user.map(|u| serde_json::json!({"uid": u.uid, "gid": u.gid})),
+    })
+    .to_string();
+    if job.len() > MAX_JOB_BYTES {
+        return None;
+    }
+    let (out_r, out_w) = pipe().ok()?;
+    let (err_r, err_w) = pipe().ok()?;
+    let (job_r, job_w) = pipe().ok()?;
+    let control = zygote.control.clone();
+    let sent = tokio::task::spawn_blocking(move || -> io::Result<i32> {
+        send_with_fds(
+            &control,
+            b"F",
+            &[out_w.as_raw_fd(), err_w.as_raw_fd(), job_r.as_raw_fd()],
+        )?;
+        drop((out_w, err_w, job_r));
+        // Only the forked child reads this pipe; a child that died early ends the write.
+        let mut job_w = std::fs::File::from(job_w);
+        let _ = std::io::Write::write_all(&mut job_w, job.as_bytes());
+        drop(job_w);
+        let answer = recv(&control)?;
+        match answer.strip_prefix("P ") {
+            Some(pid) => pid
+                .trim()
+                .parse()
+                .map_err(|_| io::Error::other(format!("bad answer {answer:?}"))),
+            None => Err(io::Error::other(answer)),
+        }
+    })
+    .await;
+    let pid = match sent {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "the python zygote did not start the step; starting it afresh");
+            return None;
+        }
+        Err(err) => {
+            tracing::warn!(%err, "the python zygote task failed");
+            return None;
+        }
+    };
+    Some(
+        supervise(
+            zygote,
+            spec,
+            pid,
+            cookie,
+            cgroup.take(),
+            (out_r, err_r),
+            lines,
+            cancel,
+        )
+        .await,
+    )
+}
+
+/// From the moment the step's process runs: stream, wait, kill, sweep (as `super::run`).
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    zygote: &mut Zygote,
+    spec: &ProcessSpec,
+    pid: i32,
+    cookie: String,
+    mut cgroup: Option<StepCgroup>,
+    (out_r, err_r): (OwnedFd, OwnedFd),
+    lines: &Sender<(Stream, String)>,
+    cancel: &CancellationToken,
+) -> io::Result<ProcessResult> {
+    let started = Instant::now();
+    let live = reaper::register_step(pid, &cookie);
+    let leader = Pid::from_raw(pid);
+    let born = reaper::start_time(leader);
+    if cgroup.as_ref().is_some_and(|c| !c.holds(pid)) {
+        tracing::warn!(
+            pid,
+            "the step did not join its cgroup; relying on the sweep"
+        );
+        cgroup = None;
+    }
+    let stop = CancellationToken::new();
+    let readers = [
+        spawn_reader(reader(out_r), Stream::Stdout, lines, &stop, &spec.masker),
+        spawn_reader(reader(err_r), Stream::Stderr, lines, &stop, &spec.masker),
+    ];
+    let control = zygote.control.clone();
+    let mut status = tokio::task::spawn_blocking(move || -> io::Result<ExitStatus> {
+        let answer = recv(&control)?;
+        answer
+            .strip_prefix("S ")
+            .and_then(|s| s.trim().parse().ok())
+            .map(ExitStatus::from_raw)
+            .ok_or_else(|| io::Error::other(format!("python zygote: bad answer {answer:?}")))
+    });
+    let deadline = tokio::time::sleep(spec.timeout);
+    tokio::pin!(deadline);
+    let mut waited = None;
+    let trigger = tokio::select! {
+        biased;
+        joined = &mut status => {
+            let exited = joined.unwrap_or_else(|e| Err(io::Error::other(e)));
+            waited = Some(());
+            Trigger::Exited(exited)
+        }
+        () = &mut deadline => Trigger::TimedOut,
+        () = cancel.cancelled() => Trigger::Cancelled,
+    };
+    let duration = started.elapsed();
+    let kill = || {
+        if let Some(cgroup) = &cgroup {
+            cgroup.kill();
+        }
+        reaper::kill_group(leader);
+    };
+    kill();
+    let killed_at = Instant::now();
+    if waited.is_none() {
+        // The zygote reaps the killed leader and reports it; a zygote gone reports nothing.
+        if let Err(err) = status.await.unwrap_or_else(|e| Err(io::Error::other(e))) {
+            tracing::warn!(%err, "the python zygote did not report the killed step");
+            let _ = zygote.child.kill();
+        }
+    }
+    let finishing = tokio::task::spawn_blocking(move || {
+        let emptied = cgroup.is_some_and(|c| c.finish(std::time::Duration::from_secs(1)));
+        let budget = std::time::Duration::from_secs(1);
+        if emptied {
+            reaper::reap_after_cgroup(leader, &cookie, born, budget);
+        } else {
+            reaper::sweep(leader, &cookie, born, budget);
+        }
+        drop(live);
+    });
+    if let Err(err) = finishing.await {
+        tracing::warn!(%err, "sweeping the step's processes failed");
+    }
+    let drain = futures::future::join_all(readers);
+    tokio::pin!(drain);
+    let joined = tokio::select! {
+        joined = &mut drain => joined,
+        () = tokio::time::sleep_until(killed_at + DRAIN_GRACE) => {
+            stop.cancel();
+            drain.await
+        }
+    };
+    for result in joined {
+        if let Err(err) = result {
+            tracing::warn!(%err, "a step output reader failed");
+        }
+    }
+    let ending = match trigger {
+        Trigger::TimedOut => Ending::TimedOut,
+        Trigger::Cancelled => Ending::Cancelled,
+        Trigger::Exited(status) => ending_of(status.map_err(|e| {
+            let _ = zygote.child.kill();
+            io::Error::other(format!("python zygote: {e}"))
+        })?),
+    };
+    Ok(ProcessResult { ending, duration })
+}
+
+fn reader(fd: OwnedFd) -> tokio::fs::File {
+    tokio::fs::File::from_std(std::fs::File::from(fd))
+}
+
+/// A close-on-exec `SOCK_SEQPACKET` socketpair (message boundaries, and EOF when the
+/// peer is gone), driven through `UnixDatagram`'s `send`/`recv`.
+fn seqpacket_pair() -> io::Result<(UnixDatagram, UnixDatagram)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints; on success both are new sockets we own.
+    unsafe {
+        let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+        if libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((
+            UnixDatagram::from_raw_fd(fds[0]),
+            UnixDatagram::from_raw_fd(fds[1]),
+        ))
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints; on success both are new descriptors we own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Sends one datagram carrying `fds` (SCM_RIGHTS).
+fn send_with_fds(socket: &UnixDatagram, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let fd_bytes = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below points into live buffers that
+    // outlive the sendmsg call, and the cmsg header lies within `control` (CMSG_FIRSTHDR).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        if libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// One answer of the zygote; an error when it is gone.
+fn recv(socket: &UnixDatagram) -> io::Result<String> {
+    let mut buf = vec![0u8; 8192];
+    let n = socket.recv(&mut buf)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the python zygote is gone",
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! Parity of the warm zygote with a fresh `python3 -u -c`, and attacks on the zygote.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::super::{run, run_contained};
+use super::*;
+use crate::containment::Mode;
+use crate::step_user::StepUser;
+
+/// The zygote is one per process: tests that look at it or kill it take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn python() -> PathBuf {
+    PathBuf::from("/usr/bin/python3")
+}
+
+fn spec(script: &str, dir: &Path, timeout: Duration) -> ProcessSpec {
+    ProcessSpec {
+        program: python(),
+        args: vec!["-u".into(), "-c".into(), script.into()],
+        cwd: dir.to_owned(),
+        env: BTreeMap::from([
+            ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ("HOME".to_string(), dir.join("home").display().to_string()),
+            ("PLUE_TEST_VALUE".to_string(), "a b\nc".to_string()),
+        ]),
+        user: None,
+        timeout,
+        masker: Default::default(),
+    }
+}
+
+async fn collect(spec: ProcessSpec, warm: bool) -> (Ending, Vec<(Stream, String)>) {
+    let (tx, mut rx) = mpsc::channel(64);
+    let collector = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        lines
+    });
+    let cancel = CancellationToken::new();
+    let result = if warm {
+        run(spec, tx, cancel).await
+    } else {
+        run_contained(spec, tx, cancel, Mode::Auto).await
+    }
+    .expect("run");
+    (result.ending, collector.await.unwrap())
+}
+
+/// The ending and each stream's lines (the two pipes are read independently, so their
+/// interleaving is not observable), with the per-step cookie blanked.
+fn observed(
+    (ending, lines): (Ending, Vec<(Stream, String)>),
+) -> (Ending, Vec<String>, Vec<String>) {
+    let cookie = regex_free_blank;
+    let of = |stream| {
+        lines
+            .iter()
+            .filter(|(s, _)| *s == stream)
+            .map(|(_, l)| cookie(l))
+            .collect()
+    };
+    (ending, of(Stream::Stdout), of(Stream::Stderr))
+}
+
+/// `line` with the value of `PLUE_STEP_COOKIE` (as printed by `sorted(os.environ.items())`)
+/// blanked.
+fn regex_free_blank(line: &str) -> String {
+    match line.find("('PLUE_STEP_COOKIE', '") {
+        Some(start) => {
+            let value = start + "('PLUE_STEP_COOKIE', '".len();
+            let end = value + line[value..].find('\'').unwrap_or(0);
+            format!("{}{}", &line[..value], &line[end..])
+        }
+        None => line.to_owned(),
+    }
+}
+
+/// Scripts whose every observable (lines per stream, ending) must be the same both ways.
+const CORPUS: &[&str] = &[
+    "import os, sys\nprint(__name__, sys.argv, repr(sys.path[0]), os.getcwd())\n\
+     print(sorted(os.environ.items()))\nprint(sys.orig_argv[1:3], sys.flags.dont_write_bytecode)\n\
+     print(os.getsid(0) == os.getpid(), os.getpgid(0) == os.getpid())\n\
+     print(sorted(globals()), __doc__, __spec__, __package__)\n\
+     print(sorted(sys.modules))\nprint(sys.path)\nprint(sys.stdout.encoding, sys.stdout.line_buffering)\nimport site\nprint(site.ENABLE_USER_SITE, site.getusersitepackages())",
+    "import sys\nprint('out'); print('err', file=sys.stderr); sys.stdout.write('no newline')\nsys.exit(3)",
+    "def f():\n    return 1 / 0\nprint('before')\nf()",
+    "x = (",
+    "import sys\nsys.exit('a message')",
+    "import atexit\natexit.register(lambda: print('at exit'))\nprint('main')",
+    "import os\nos.kill(os.getpid(), 9)",
+    "import threading, time\nt = threading.Thread(target=lambda: (time.sleep(0.05), print('thread')))\nt.start()\nprint('main')",
+    "import json, email.message\nprint(json.dumps({'a': 1}), email.message.Message)",
+    "raise KeyboardInterrupt",
+];
+
+#[tokio::test]
+async fn zygote_matches_a_fresh_interpreter_on_the_corpus() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    for script in CORPUS {
+        let fresh = collect(spec(script, dir.path(), Duration::from_secs(20)), false).await;
+        let warm = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+        assert_eq!(observed(warm), observed(fresh), "script:\n{script}");
+    }
+}
+
+#[tokio::test]
+async fn nothing_of_one_step_is_seen_by_the_next() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let first = "import json, builtins, os\nbuiltins.leak = 1\nos.environ['LEAK'] = '1'\nG = 5";
+    let (ending, _) = collect(spec(first, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    let second = "import sys, builtins, os\n\
+        print('json' in sys.modules, hasattr(builtins, 'leak'), 'LEAK' in os.environ, 'G' in globals())";
+    let (ending, lines) = collect(spec(second, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(
+        lines,
+        vec![(Stream::Stdout, "False False False False".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_step_and_its_children() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let script = "import subprocess, time\n\
+        p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n\
+        print(p.pid)\ntime.sleep(300)";
+    let (ending, lines) = collect(spec(script, dir.path(), Duration::from_millis(800)), true).await;
+    assert_eq!(ending, Ending::TimedOut);
+    let pid: i32 = lines[0].1.parse().unwrap();
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "));
+    assert!(!alive, "the step's child {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn a_step_cannot_reach_the_zygote() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    // Any socket among its descriptors, or the zygote's (its parent's) descriptors or memory.
+    let script = "import os\n\
+        found = []\n\
+        for fd in os.listdir('/proc/self/fd'):\n\
+        \x20   try:\n\
+        \x20       found.append(os.readlink('/proc/self/fd/' + fd))\n\
+        \x20   except OSError:\n\
+        \x20       pass\n\
+        found = [f for f in found if f.startswith('socket:')]\n\
+        zygote = os.getppid()\n\
+        for path in ['/proc/%d/fd' % zygote, '/proc/%d/mem' % zygote, '/proc/%d/environ' % zygote]:\n\
+        \x20   try:\n\
+        \x20       if path.endswith('fd'):\n\
+        \x20           found += [os.readlink(path + '/' + fd) for fd in os.listdir(path)]\n\
+        \x20       else:\n\
+        \x20           found.append(open(path, 'rb').read(1))\n\
+        \x20   except OSError:\n\
+        \x20       pass\n\
+        print(found if os.getuid() != 0 else [f for f in found if isinstance(f, str) and f.startswith('socket:') and 'self' in f])";
+    let (ending, lines) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0), "{lines:?}");
+    assert_eq!(lines, vec![(Stream::Stdout, "[]".to_string())]);
+}
+
+#[tokio::test]
+async fn a_dead_zygote_is_replaced() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let script = "print('hi')";
+    let (ending, _) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    let first = {
+        let mut slot = ZYGOTE.lock().await;
+        let zygote = slot.as_mut().expect("a zygote");
+        let pid = zygote.child.id();
+        nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+            .unwrap();
+        // Dead before the next step looks (a step that finds it dying runs afresh).
+        zygote.child.wait().unwrap();
+        pid
+    };
+    let (ending, lines) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(lines, vec![(Stream::Stdout, "hi".to_string())]);
+    let second = ZYGOTE.lock().await.as_ref().map(|z| z.child.id());
+    let second = second.expect("a zygote");
+    assert_ne!(first, second);
+}
+
+/// The attack on the zygote's memory: a step forked after one that held a secret scans
+/// every readable page of its own memory (which it inherited from the zygote) for it.
+#[tokio::test]
+async fn a_later_step_finds_no_secret_of_an_earlier_one_in_its_memory() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let secret = format!("s3cr3t-{}", reaper::new_cookie());
+    // Victims with more (and larger) values than the hunter, so the hunter's own start
+    // cannot happen to overwrite every place an earlier step's secret could have been.
+    for round in 0..3 {
+        let script = format!("token = '{secret}'\nprint('held it')");
+        let mut victim = spec(&script, dir.path(), Duration::from_secs(20));
+        victim.env.insert("VICTIM_TOKEN".into(), secret.clone());
+        for i in 0..40 {
+            let value = format!("{secret}-{round}-{i}-{}", "x".repeat(i * 13));
+            victim.env.insert(format!("VICTIM_{i}"), value);
+        }
+        let (ending, _) = collect(victim, true).await;
+        assert_eq!(ending, Ending::Exited(0));
+    }
+    // The hunter holds each needle only as two halves, so its own needle is no hit; the
+    // control (a value of its own environment) shows the scan sees what is there.
+    let hunter = "import os, re\n\
+        def needle(name):\n\
+        \x20   whole = bytes.fromhex(os.environ[name])\n\
+        \x20   return whole[:8], bytearray(whole[8:])\n\
+        needles = [needle('NEEDLE_HEX'), needle('CONTROL_HEX')]\n\
+        hits = [0, 0]\n\
+        mem = open('/proc/self/mem', 'rb', 0)\n\
+        for line in open('/proc/self/maps').readlines():\n\
+        \x20   m = re.match(r'([0-9a-f]+)-([0-9a-f]+) r', line)\n\
+        \x20   if not m or '[vvar' in line or '[vsyscall' in line:\n\
+        \x20       continue\n\
+        \x20   start, end = int(m.group(1), 16), int(m.group(2), 16)\n\
+        \x20   try:\n\
+        \x20       mem.seek(start)\n\
+        \x20       data = mem.read(end - start)\n\
+        \x20   except OSError:\n\
+        \x20       continue\n\
+        \x20   for i, (head, tail) in enumerate(needles):\n\
+        \x20       at = data.find(head)\n\
+        \x20       while at >= 0:\n\
+        \x20           hits[i] += data[at + 8:at + 8 + len(tail)] == tail\n\
+        \x20           at = data.find(head, at + 1)\n\
+        \x20   del data\n\
+        print('secret', hits[0], 'control found', hits[1] > 0)";
+    let mut scan = spec(hunter, dir.path(), Duration::from_secs(60));
+    let needle: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    scan.env.insert("NEEDLE_HEX".into(), needle);
+    let control = format!("c0ntr0l-{}", reaper::new_cookie());
+    let control_hex: String = control.bytes().map(|b| format!("{b:02x}")).collect();
+    scan.env.insert("CONTROL".into(), control);
+    scan.env.insert("CONTROL_HEX".into(), control_hex);
+    let pid_before = ZYGOTE.lock().await.as_ref().map(|z| z.child.id());
+    let (ending, lines) = collect(scan, true).await;
+    let pid_after = ZYGOTE.lock().await.as_ref().map(|z| z.child.id());
+    assert_eq!(ending, Ending::Exited(0), "{lines:?}");
+    assert_eq!(
+        lines,
+        vec![(Stream::Stdout, "secret 0 control found True".to_string())]
+    );
+    assert!(
+        pid_before.is_some() && pid_before == pid_after,
+        "one zygote served both"
+    );
+}
+
+/// Under a root runner a step forked from the (root) zygote runs as the attempt's user,
+/// with a private `/proc`, exactly like one started afresh.
+#[tokio::test]
+async fn a_root_runners_step_runs_as_its_user_like_a_fresh_one() {
+    let _serial = SERIAL.lock().await;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let nobody = StepUser {
+        uid: 65534,
+        gid: 65534,
+    };
+    std::os::unix::fs::chown(dir.path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    std::os::unix::fs::chown(dir.path().join("home"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let script = "import os\n\
+        print(os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups())\n\
+        print(sorted(p for p in os.listdir('/proc') if p.isdigit()) == [str(os.getpid())])\n\
+        print(os.getcwd(), open('/proc/self/status').read().count('CapEff:\\t0000000000000000'))\n\
+        open('mine', 'w').write('x'); print(os.stat('mine').st_uid)";
+    let mut runs = Vec::new();
+    for warm in [false, true] {
+        let mut spec = spec(script, dir.path(), Duration::from_secs(20));
+        spec.user = Some(nobody);
+        let result = observed(collect(spec, warm).await);
+        let _ = std::fs::remove_file(dir.path().join("mine"));
+        runs.push(result);
+    }
+    assert_eq!(runs[0].0, Ending::Exited(0), "{:?}", runs[0]);
+    assert_eq!(runs[1], runs[0]);
+    assert_eq!(runs[1].1[0], "65534 65534 65534 65534 []");
+}

@@ -1,0 +1,188 @@
+_BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
+# The warm Python zygote of a Plue runner (see mod.rs beside this file). Started as
+# `python3 -u -c <this>` with its control socket (a SOCK_SEQPACKET socketpair end) on fd 3,
+# in an empty private directory; it never imports or runs user code itself and never sees
+# a step's script, environment or secrets. Each request is one packet, `F`, carrying three
+# descriptors (SCM_RIGHTS): the step's stdout and stderr write ends and the read end of a
+# pipe the runner writes the step's JSON job into. For each it forks a child that reads
+# the job itself, sets itself up exactly like the fresh `python3 -u -c SCRIPT` the runner
+# would spawn (own session, the step's cgroup, directory, under a root runner a private
+# /proc and the attempt's user, descriptors, environment, `__main__`, argv, modules) and
+# only then runs the script; the zygote answers `P <pid>` once the child is set up (or
+# `E <why>`), then `S <wait status>` when it ends.
+import os, json, socket, ctypes
+
+# What Python itself added to its environment at start-up (PEP 538 sets LC_CTYPE when
+# coercing the C locale); a fresh interpreter would add it to the step's too.
+_COERCED = {k: v for k, v in os.environ.items() if k == "LC_CTYPE"}
+
+_PR_SET_DUMPABLE = 4
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+_libc = ctypes.CDLL(None, use_errno=True)
+_CONTROL = 3
+_MAX_JOB = 4 << 20
+
+
+def _prctl_dumpable(value):
+    if _libc.prctl(_PR_SET_DUMPABLE, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+
+
+def _read_job(fd):
+    chunks, size = [], 0
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > _MAX_JOB:
+            raise ValueError("job too large")
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
+def _confine(user):
+    """As the runner's `isolation::confine`: a private /proc where the kernel allows a
+    mount namespace, then the attempt's gid, no supplementary groups, its uid."""
+    if _libc.unshare(_CLONE_NEWNS) == 0:
+        if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0:
+            # Best effort: an old kernel without `hidepid=invisible` keeps /proc.
+            _libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                        b"hidepid=invisible")
+    os.setgroups([])
+    os.setgid(user["gid"])
+    os.setuid(user["uid"])
+    if os.getuid() != user["uid"] or os.getgid() != user["gid"]:
+        raise OSError("could not become the attempt's user")
+
+
+def _child_setup(fds, ready_w):
+    """In the forked child: everything before user code. Any failure exits the child."""
+    os.close(_CONTROL)
+    job = _read_job(fds[2])
+    os.setsid()
+    procs = job.get("cgroup_procs")
+    if procs:
+        # A failed join is detected by the runner (it checks the child's cgroup).
+        try:
+            with open(procs, "w") as f:
+                f.write("0")
+        except OSError:
+            pass
+    os.chdir(job["cwd"])
+    if job.get("user") is not None:
+        _confine(job["user"])
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    for fd in (null, fds[0], fds[1]):
+        if fd > 2 and fd != ready_w:
+            os.close(fd)
+    os.closerange(3, ready_w)
+    os.closerange(ready_w + 1, 65536)
+    # A fresh interpreter is dumpable; only the zygote is not.
+    _prctl_dumpable(1)
+    env = dict(job["env"])
+    for key, value in _COERCED.items():
+        env.setdefault(key, value)
+    os.environ.clear()
+    os.environ.update(env)
+    return job
+
+
+def _serve():
+    """Answers requests until the runner goes away; returns a job only in a forked child."""
+    control = socket.socket(fileno=_CONTROL)
+    while True:
+        try:
+            msg, anc, _flags, _addr = control.recvmsg(16, socket.CMSG_SPACE(3 * 4))
+        except InterruptedError:
+            continue
+        if not msg:
+            os._exit(0)
+        fds = []
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - len(data) % 4, 4))
+        if msg != b"F" or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            control.send(b"E bad request: %d descriptors" % len(fds))
+            continue
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(ready_r)
+                job = _child_setup(fds, ready_w)
+                os.close(ready_w)
+            except BaseException as e:
+                try:
+                    os.write(ready_w, ("%s: %s" % (type(e).__name__, e)).encode()[:4000])
+                finally:
+                    os._exit(127)
+            return job
+        os.close(ready_w)
+        for fd in fds:
+            os.close(fd)
+        chunks = []
+        while True:
+            chunk = os.read(ready_r, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(ready_r)
+        if chunks:
+            os.waitpid(pid, 0)
+            control.send(b"E child set-up failed: " + b"".join(chunks))
+            continue
+        control.send(b"P %d" % pid)
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        control.send(b"S %d" % status)
+
+
+def _run_child(job):
+    """Runs the step's script as `python3 -u -c SCRIPT` would, in this forked child."""
+    script = job["script"]
+    sys.argv[:] = ["-c"]
+    sys.orig_argv[:] = [job["program"], "-u", "-c", script]
+    for name in list(sys.modules):
+        if name not in _BOOT_MODULES:
+            del sys.modules[name]
+    import site
+    site.USER_BASE = None
+    site.USER_SITE = None
+    site.getusersitepackages()
+    if "site" not in _BOOT_MODULES:
+        del sys.modules["site"]
+    main = type(sys)("__main__")
+    main.__dict__.update(_BOOT_MAIN)
+    if "__annotations__" in _BOOT_MAIN:
+        main.__annotations__ = {}
+    sys.modules["__main__"] = main
+    del job
+    try:
+        exec(compile(script, "<string>", "exec"), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        if isinstance(e, KeyboardInterrupt):
+            import signal
+            sys.stdout.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        raise SystemExit(1)
+
+
+_prctl_dumpable(0)
+_run_child(_serve())
