@@ -156,7 +156,13 @@ async fn a_newer_run_waits_until_the_active_one_ends_then_starts() {
             store.backend()
         );
         assert_eq!(
-            store.run(second).await.unwrap().unwrap().concurrency_group.as_deref(),
+            store
+                .run(second)
+                .await
+                .unwrap()
+                .unwrap()
+                .concurrency_group
+                .as_deref(),
             Some("deploy-main")
         );
         assert_eq!(status(&store, elsewhere).await.0, "queued", "another group");
@@ -198,7 +204,9 @@ async fn a_newer_waiting_run_supersedes_an_older_one() {
             status(&store, older).await,
             (
                 "cancelled".into(),
-                Some(format!("superseded by run {newer} in concurrency group 'g'"))
+                Some(format!(
+                    "superseded by run {newer} in concurrency group 'g'"
+                ))
             ),
             "on {}",
             store.backend()
@@ -246,7 +254,12 @@ async fn cancel_in_progress_cancels_the_active_run_and_starts_once_it_is_final()
         let new = start(&executor, &plan("deploy-{branch}", true), "main").await;
         // The old run is asked to stop; the new one waits until it has.
         assert!(store.attempt_should_stop(claimed.attempt_id).await.unwrap());
-        assert_eq!(status(&store, new).await.0, "pending", "on {}", store.backend());
+        assert_eq!(
+            status(&store, new).await.0,
+            "pending",
+            "on {}",
+            store.backend()
+        );
         assert!(store
             .claim(runner_id, &[String::new()], now_ms())
             .await
@@ -301,10 +314,9 @@ async fn two_replicas_starting_runs_of_one_group_leave_exactly_one_active() {
         for round in 0..3 {
             let group = format!("race-{round}");
             let plan = plan(&group, false);
-            let started = futures::future::join_all(
-                (0..8).map(|i| start(&replicas[i % 2], &plan, "main")),
-            )
-            .await;
+            let started =
+                futures::future::join_all((0..8).map(|i| start(&replicas[i % 2], &plan, "main")))
+                    .await;
             let mut active = Vec::new();
             let mut pending = Vec::new();
             for &run_id in &started {

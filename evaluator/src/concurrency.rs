@@ -35,12 +35,12 @@ pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
             pieces.push(Piece::Text(&rest[..at]));
         }
         let tail = &rest[at..];
-        if tail.starts_with("{{") {
+        if let Some(after) = tail.strip_prefix("{{") {
             pieces.push(Piece::Text("{"));
-            rest = &tail[2..];
-        } else if tail.starts_with("}}") {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("}}") {
             pieces.push(Piece::Text("}"));
-            rest = &tail[2..];
+            rest = after;
         } else if tail.starts_with('}') {
             return Err(format!(
                 "concurrency group '{template}': unmatched '}}' (write '}}}}' for a literal brace)"
@@ -132,8 +132,13 @@ mod tests {
             unknown.contains("unknown placeholder '{brnch}' (did you mean 'branch'?)"),
             "{unknown}"
         );
-        assert!(unknown.contains("expected one of {workflow}, {repo}"), "{unknown}");
-        assert!(parse("{}").unwrap_err().contains("unknown placeholder '{}'"));
+        assert!(
+            unknown.contains("expected one of {workflow}, {repo}"),
+            "{unknown}"
+        );
+        assert!(parse("{}")
+            .unwrap_err()
+            .contains("unknown placeholder '{}'"));
         assert!(parse("{ctx.branch}").is_err());
         assert!(parse("a{branch").unwrap_err().contains("unclosed '{'"));
         assert!(parse("a}b").unwrap_err().contains("unmatched '}'"));

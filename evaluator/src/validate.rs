@@ -68,10 +68,7 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     }
     if let Some(concurrency) = &plan.concurrency {
         if concurrency.group.trim().is_empty() {
-            problems.add(
-                map.plan,
-                "the concurrency group must not be empty".into(),
-            );
+            problems.add(map.plan, "the concurrency group must not be empty".into());
         } else if let Err(message) = crate::concurrency::parse(&concurrency.group) {
             problems.add(map.plan, message);
         }

@@ -97,15 +97,17 @@ macro_rules! promote {
     ($tx:expr, $group_id:expr) => {{
         match $crate::store::groups::active_run!(&mut *$tx, $group_id) {
             Some(_) => None,
-            None => sqlx::query_scalar::<_, i64>(
-                "UPDATE runs SET status = 'queued', reason = NULL WHERE id = \
+            None => {
+                sqlx::query_scalar::<_, i64>(
+                    "UPDATE runs SET status = 'queued', reason = NULL WHERE id = \
                  (SELECT id FROM runs WHERE concurrency_group_id = $1 AND status = 'pending' \
                   AND cancel_requested = FALSE ORDER BY id LIMIT 1) \
                  AND status = 'pending' RETURNING id",
-            )
-            .bind($group_id)
-            .fetch_optional(&mut *$tx)
-            .await?,
+                )
+                .bind($group_id)
+                .fetch_optional(&mut *$tx)
+                .await?
+            }
         }
     }};
 }

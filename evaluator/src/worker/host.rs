@@ -20,8 +20,8 @@ use super::convert::{self, Options};
 use crate::context::EvalContext;
 use crate::diagnostic::did_you_mean;
 use crate::plan::{
-    Action, ApprovalAction, Concurrency, LlmAction, Location, ManualInput, Plan, SourceMap, Step, Trigger, When,
-    DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
+    Action, ApprovalAction, Concurrency, LlmAction, Location, ManualInput, Plan, SourceMap, Step,
+    Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
 };
 
 thread_local! {
