@@ -245,6 +245,7 @@ mod tests {
             triggers: vec![],
             env: BTreeMap::new(),
             steps,
+            concurrency: None,
         }
     }
 

@@ -52,6 +52,7 @@ impl Harness {
             triggers: vec![],
             env: BTreeMap::new(),
             steps,
+            concurrency: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         self.engine

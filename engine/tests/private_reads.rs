@@ -43,6 +43,7 @@ async fn engine(private_reads: bool) -> Engine {
                 command: "true".into(),
             },
         )],
+        concurrency: None,
     };
     let plan_json = serde_json::to_string(&plan).unwrap();
     let run_id = engine

@@ -18,6 +18,8 @@ use crate::text::{check_clean, quote, TextKind};
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest plan name, cron expression, model name, description, input default.
 pub const MAX_LINE_LEN: usize = 1024;
+/// Longest concurrency group template (its resolved name adds at most the `ctx` values).
+pub const MAX_GROUP_LEN: usize = 256;
 /// Most triggers, globs per list, env entries, secrets, inputs, options, tools.
 pub const MAX_ITEMS: usize = 100;
 /// Most runner labels on a step (as many as a runner may register).
@@ -63,6 +65,14 @@ pub fn check(
         return c.found;
     }
     c.line(map.plan, "the plan's name", &plan.name, MAX_LINE_LEN);
+    if let Some(concurrency) = &plan.concurrency {
+        c.line(
+            map.plan,
+            "the concurrency group",
+            &concurrency.group,
+            MAX_GROUP_LEN,
+        );
+    }
     let (globs, glob_bytes) = glob_totals(plan);
     if globs > MAX_GLOBS || glob_bytes > MAX_GLOB_BYTES {
         c.add(
@@ -334,6 +344,7 @@ mod tests {
             triggers: vec![],
             env: BTreeMap::new(),
             steps: vec![step],
+            concurrency: None,
         }
     }
 

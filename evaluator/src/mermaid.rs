@@ -59,6 +59,7 @@ mod tests {
                 step("end", &["test"], When::Success),
                 step("notify-fail", &["test"], When::Failure),
             ],
+            concurrency: None,
         };
         assert_eq!(
             render(&plan),

@@ -24,6 +24,20 @@ pub struct Plan {
     pub env: BTreeMap<String, String>,
     /// Steps in the order the file lists them.
     pub steps: Vec<Step>,
+    /// At most one run per concurrency group at a time. Absent from the canonical JSON when
+    /// unset, so plans without it keep their `plan_hash`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// `Plan(concurrency=..., cancel_in_progress=...)`: the run's group, as a template over
+/// `ctx` fields resolved when a run is created (see [`crate::concurrency`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Concurrency {
+    /// The group name template, e.g. `deploy-{branch}`.
+    pub group: String,
+    /// When true, a new run of the group cancels the one in progress instead of waiting.
+    pub cancel_in_progress: bool,
 }
 
 impl Plan {
@@ -299,6 +313,7 @@ mod tests {
             }],
             env,
             steps: vec![bash("a", &[])],
+            concurrency: None,
         };
         let json = plan.canonical_json();
         assert!(json.starts_with(r#"{"name":"x","triggers":[{"kind":"schedule","cron":"0 3 * * *"}],"env":{"A":"2","Z":"1"},"steps":[{"id":"a","kind":"bash","command":"true","depends_on":[]"#), "{json}");
@@ -315,6 +330,7 @@ mod tests {
             triggers: vec![],
             env: BTreeMap::new(),
             steps: vec![bash("a", &[])],
+            concurrency: None,
         };
         let mut b = a.clone();
         b.steps[0].retries = 1;

@@ -66,6 +66,13 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     for (index, trigger) in plan.triggers.iter().enumerate() {
         check_trigger(&mut problems, map.trigger(index), trigger);
     }
+    if let Some(concurrency) = &plan.concurrency {
+        if concurrency.group.trim().is_empty() {
+            problems.add(map.plan, "the concurrency group must not be empty".into());
+        } else if let Err(message) = crate::concurrency::parse(&concurrency.group) {
+            problems.add(map.plan, message);
+        }
+    }
     check_steps(&mut problems, plan, map);
     check_dag(&mut problems, plan, map);
     problems.found.extend(template::check(plan, map, path));
@@ -490,6 +497,7 @@ mod tests {
                 triggers,
                 env: BTreeMap::new(),
                 steps,
+                concurrency: None,
             },
             map,
         )
@@ -776,5 +784,51 @@ mod tests {
             found[1].contains("unknown tool 'bsh' (did you mean 'bash'?)"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn concurrency_groups_name_known_ctx_fields_only() {
+        let (mut p, m) = plan(vec![step("deploy", &[])], vec![]);
+        p.concurrency = Some(crate::plan::Concurrency {
+            group: "deploy-{branch}-{pr}".into(),
+            cancel_in_progress: true,
+        });
+        assert!(messages(&p, &m).is_empty(), "{:?}", messages(&p, &m));
+        p.concurrency = Some(crate::plan::Concurrency {
+            group: "deploy-{brnch}".into(),
+            cancel_in_progress: false,
+        });
+        let found = messages(&p, &m);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("w.plue.py:1:1: concurrency group 'deploy-{brnch}': unknown placeholder '{brnch}' (did you mean 'branch'?)"),
+            "{found:?}"
+        );
+        p.concurrency = Some(crate::plan::Concurrency {
+            group: " ".into(),
+            cancel_in_progress: false,
+        });
+        assert_eq!(
+            messages(&p, &m),
+            vec!["w.plue.py:1:1: the concurrency group must not be empty"]
+        );
+        p.concurrency = Some(crate::plan::Concurrency {
+            group: "x".repeat(300),
+            cancel_in_progress: false,
+        });
+        assert!(messages(&p, &m)[0].contains("the limit is 256"));
+    }
+
+    #[test]
+    fn a_plan_without_concurrency_keeps_its_canonical_json() {
+        let (mut p, _) = plan(vec![step("a", &[])], vec![]);
+        assert!(!p.canonical_json().contains("concurrency"));
+        p.concurrency = Some(crate::plan::Concurrency {
+            group: "g".into(),
+            cancel_in_progress: true,
+        });
+        assert!(p
+            .canonical_json()
+            .ends_with(r#","concurrency":{"group":"g","cancel_in_progress":true}}"#));
     }
 }

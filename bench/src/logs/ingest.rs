@@ -176,6 +176,7 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
                 )
             })
             .collect(),
+        concurrency: None,
     };
     let plan_json = plan.canonical_json();
     let run_id = store
@@ -196,7 +197,8 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
             },
             64,
         )
-        .await?;
+        .await?
+        .id;
     Ok(store
         .step_runs(run_id)
         .await?

@@ -73,6 +73,7 @@ impl Engine {
                     command: "true".into(),
                 },
             )],
+            concurrency: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         let run_id = executor

@@ -19,9 +19,13 @@ pub struct RunView {
     pub git_ref: String,
     pub sha: String,
     pub plan_hash: String,
+    /// `pending` while the run waits for its concurrency group (`reason` says for which
+    /// run), then as its steps go.
     pub status: String,
     pub reason: Option<String>,
     pub cancel_requested: bool,
+    /// The resolved `Plan(concurrency=...)` group, when the plan names one.
+    pub concurrency_group: Option<String>,
     pub rerun_of: Option<i64>,
     /// False when the steps get no secrets (a pull request from a fork).
     pub secrets_allowed: bool,
@@ -74,6 +78,7 @@ impl RunView {
             status,
             reason: run.reason,
             cancel_requested: run.cancel_requested,
+            concurrency_group: run.concurrency_group,
             rerun_of: run.rerun_of,
             created_at: run.created_at,
             started_at: run.started_at,

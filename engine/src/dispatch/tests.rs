@@ -17,6 +17,7 @@ fn plan_with(command: &str) -> Plan {
                 command: command.into(),
             },
         )],
+        concurrency: None,
     };
     plan.steps[0]
         .env
@@ -103,6 +104,7 @@ fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
         triggers: vec![],
         env: BTreeMap::new(),
         steps: vec![step],
+        concurrency: None,
     }
 }
 
@@ -209,6 +211,7 @@ fn code_step(action: Action) -> Plan {
         triggers: vec![],
         env: BTreeMap::new(),
         steps: vec![Step::new("down", action).after(&["up"])],
+        concurrency: None,
     }
 }
 
@@ -673,6 +676,7 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
                 )])),
             ),
         ],
+        concurrency: None,
     };
     plan.steps[4]
         .env

@@ -42,6 +42,7 @@ mod tests {
             triggers: vec![],
             env: Default::default(),
             steps: vec![step],
+            concurrency: None,
         };
         assert!(is_approval(&plan, 0));
         assert_eq!(

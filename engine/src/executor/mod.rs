@@ -83,16 +83,23 @@ impl Executor {
         &self.events
     }
 
-    /// Stores the run and queues its first steps; returns the run id.
+    /// Stores the run and queues its first steps, or leaves it `pending` behind the active
+    /// run of its concurrency group; returns the run id. The runs of its group it asked to
+    /// cancel (older waiting ones; with `cancel_in_progress`, the active one) are moved on
+    /// here too.
     pub async fn start_run(&self, run: &NewRun<'_>) -> anyhow::Result<i64> {
-        let run_id = self
+        let created = self
             .store
             .create_run(run, self.max_parallel)
             .await
             .context("storing the run")?;
-        self.remember(run_id, Arc::new(run.plan.clone()));
-        self.advance(run_id).await?;
-        Ok(run_id)
+        self.remember(created.id, Arc::new(run.plan.clone()));
+        for &cancelled in &created.cancelled {
+            self.events.send(Event::Cancel { run_id: cancelled });
+            self.advance(cancelled).await?;
+        }
+        self.advance(created.id).await?;
+        Ok(created.id)
     }
 
     /// Starts a new run with the plan, context and workspace of `run_id`.
@@ -127,9 +134,19 @@ impl Executor {
         Ok(Some(new_id))
     }
 
-    /// Applies every decision that is due for the run. Reads from the store only the
-    /// outputs that pending steps read and the cache does not hold ([`outputs`]).
+    /// Applies every decision that is due for the run, and when the run finished and let
+    /// the next run of its concurrency group start, advances that one too.
     pub async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
+        let mut next = Some(run_id);
+        while let Some(run_id) = next {
+            next = self.advance_one(run_id).await?;
+        }
+        Ok(())
+    }
+
+    /// One run's advance; the run of its group it promoted, if any. Reads from the store
+    /// only the outputs that pending steps read and the cache does not hold ([`outputs`]).
+    async fn advance_one(&self, run_id: i64) -> anyhow::Result<Option<i64>> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let reads = self.lock_outputs().reads(run_id, &plan);
@@ -178,7 +195,7 @@ impl Executor {
             self.forget(run_id);
             self.events.send(Event::RunFinished { run_id });
         }
-        Ok(())
+        Ok(advanced.promoted)
     }
 
     /// Records how an attempt ended and moves its run on. `run_id` is the attempt's run, as

@@ -155,7 +155,12 @@ pub(crate) fn plan_changes(
     if let Some(status) = schedule::run_status(&statuses) {
         let reason = match status {
             schedule::RunStatus::Succeeded => None,
-            schedule::RunStatus::Cancelled => Some("cancelled".to_string()),
+            schedule::RunStatus::Cancelled => Some(
+                snapshot
+                    .cancel_reason
+                    .clone()
+                    .unwrap_or_else(|| "cancelled".to_string()),
+            ),
             schedule::RunStatus::Failed => {
                 let failed: Vec<&str> = plan
                     .steps
@@ -324,6 +329,7 @@ mod tests {
         RunSnapshot {
             run_id: 1,
             cancel_requested: false,
+            cancel_reason: None,
             max_parallel: 10,
             steps,
             outputs: BTreeMap::new(),
@@ -342,6 +348,7 @@ mod tests {
                 bash("mid", "true", &["a"]),
                 bash("c", "true", &["big", "mid"]),
             ],
+            concurrency: None,
         }
     }
 

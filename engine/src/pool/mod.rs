@@ -552,6 +552,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            concurrency: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor
@@ -595,6 +596,7 @@ mod tests {
             triggers: vec![],
             env: BTreeMap::new(),
             steps: vec![big],
+            concurrency: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor

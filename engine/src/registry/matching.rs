@@ -129,6 +129,7 @@ mod tests {
             triggers,
             env: BTreeMap::new(),
             steps: vec![],
+            concurrency: None,
         }
     }
 

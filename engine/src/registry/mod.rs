@@ -499,6 +499,7 @@ impl Registry {
                     triggers: Vec::new(),
                     env: BTreeMap::new(),
                     steps: Vec::new(),
+                    concurrency: None,
                 };
                 let plan_json = placeholder.canonical_json();
                 let run_id = self

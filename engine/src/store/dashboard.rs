@@ -39,7 +39,7 @@ pub struct AttemptRow {
 const COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
      w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, \
      r.reason, r.cancel_requested, r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, \
-     r.created_at, r.started_at, r.finished_at";
+     r.concurrency_group, r.created_at, r.started_at, r.finished_at";
 
 impl Store {
     /// Up to `limit` runs matching `filter`, newest first.
@@ -140,6 +140,7 @@ mod tests {
                     command: "true".into(),
                 },
             )],
+            concurrency: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         let path = format!("/w/{name}.plue.py");
@@ -160,7 +161,7 @@ mod tests {
         if failed {
             store.create_failed_run(&new, "no").await.unwrap()
         } else {
-            store.create_run(&new, 4).await.unwrap()
+            store.create_run(&new, 4).await.unwrap().id
         }
     }
 

@@ -166,7 +166,7 @@ impl Store {
     /// Runs of the repository that are not final.
     pub async fn active_runs_of_repo(&self, repo_id: i64) -> anyhow::Result<Vec<i64>> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM runs WHERE repo_id = $1 AND status IN ('queued', 'running') ORDER BY id",
+            "SELECT id FROM runs WHERE repo_id = $1 AND status IN ('pending', 'queued', 'running') ORDER BY id",
         )
         .bind(repo_id)
         .fetch_all(pool)

@@ -18,6 +18,7 @@ mod claims;
 mod dashboard;
 mod forges;
 mod gauges;
+mod groups;
 mod logs;
 mod runner_tokens;
 mod runners;
@@ -43,7 +44,8 @@ pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState
 #[cfg(test)]
 pub(crate) use runs::canonical_labels;
 pub use runs::{
-    Advanced, NewRun, RunDocuments, RunRepo, RunRow, RunSnapshot, StepChange, StepRunRow,
+    Advanced, CreatedRun, NewRun, RunDocuments, RunRepo, RunRow, RunSnapshot, StepChange,
+    StepRunRow,
 };
 
 /// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is

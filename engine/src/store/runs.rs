@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use evaluator::plan::Plan;
 use sqlx::Row;
 
+use super::groups::{self, active_run, lock_group, promote, relock_group};
 use super::{now_ms, on_db, Store};
 
 /// A run to start (what `Executor::start_run` takes and the store keeps).
@@ -69,6 +70,8 @@ pub struct RunRow {
     pub rerun_of: Option<i64>,
     pub repo_id: Option<i64>,
     pub secrets_allowed: bool,
+    /// The resolved concurrency group, when the plan names one.
+    pub concurrency_group: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -136,6 +139,9 @@ pub enum StepChange {
 pub struct RunSnapshot {
     pub run_id: i64,
     pub cancel_requested: bool,
+    /// Why Plue asked the run to cancel (a newer run of its concurrency group); `None`
+    /// for a person's cancel.
+    pub cancel_reason: Option<String>,
     pub max_parallel: i64,
     /// The step runs in plan order, **without their outputs** (`outputs` is empty): a run's
     /// outputs may be tens of MiB, and an advance needs few of them.
@@ -149,12 +155,26 @@ pub struct RunSnapshot {
 pub struct Advanced {
     pub queued: usize,
     pub finished: bool,
+    /// The waiting run of the same concurrency group that the finished run let start
+    /// (now `queued`); the caller advances it.
+    pub promoted: Option<i64>,
+}
+
+/// What [`Store::create_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedRun {
+    pub id: i64,
+    /// `pending` (waiting for its concurrency group) or `queued`.
+    pub status: &'static str,
+    /// Runs of its concurrency group asked to cancel for it: older waiting runs it
+    /// supersedes, and with `cancel_in_progress` the active one. The caller advances them.
+    pub cancelled: Vec<i64>,
 }
 
 const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, w.source AS workflow_source, \
      r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, r.reason, r.cancel_requested, \
-     r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.created_at, r.started_at, \
-     r.finished_at";
+     r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.concurrency_group, r.created_at, \
+     r.started_at, r.finished_at";
 
 /// The columns of a [`StepRunRow`] (queried `FROM step_runs`, unaliased): outputs live in
 /// `step_outputs`, `{}` when a step run stored none.
@@ -187,15 +207,21 @@ macro_rules! finish_step {
 }
 
 impl Store {
-    /// Stores a run in state `queued` with every step `pending`; returns its id.
-    pub async fn create_run(&self, new: &NewRun<'_>, max_parallel: i64) -> anyhow::Result<i64> {
+    /// Stores a run with every step `pending`: `queued`, or `pending` when its plan's
+    /// concurrency group has an active run (see [`groups`]).
+    pub async fn create_run(
+        &self,
+        new: &NewRun<'_>,
+        max_parallel: i64,
+    ) -> anyhow::Result<CreatedRun> {
         self.insert_run(new, max_parallel, None).await
     }
 
     /// Stores a run that failed before it started (its workflow file did not evaluate):
     /// final at once with `reason`, no steps, and an `error` status owed to the forge.
+    /// A failed run joins no concurrency group.
     pub async fn create_failed_run(&self, new: &NewRun<'_>, reason: &str) -> anyhow::Result<i64> {
-        self.insert_run(new, 1, Some(reason)).await
+        Ok(self.insert_run(new, 1, Some(reason)).await?.id)
     }
 
     async fn insert_run(
@@ -203,13 +229,14 @@ impl Store {
         new: &NewRun<'_>,
         max_parallel: i64,
         failed: Option<&str>,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<CreatedRun> {
         let workspace_json = serde_json::to_string(new.workspace)?;
         let now = now_ms();
-        let (status, finished_at) = match failed {
-            Some(_) => ("failed", Some(now)),
-            None => ("queued", None),
+        let group = match failed {
+            Some(_) => None,
+            None => groups::group_of(new)?,
         };
+        let group_name = group.as_ref().map(|g| g.name.as_str());
         let repo_id = new.repo.map(|r| r.repo_id);
         let secrets_allowed = new.repo.is_none_or(|r| r.secrets_allowed);
         on_db!(self, pool => {
@@ -226,12 +253,27 @@ impl Store {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
+            let group_id = match group_name {
+                Some(name) => Some(lock_group!(&mut *tx, new.workflow_source, name)),
+                None => None,
+            };
+            let active = match group_id {
+                Some(group_id) => active_run!(&mut *tx, group_id),
+                None => None,
+            };
+            let (status, finished_at, reason) = match (failed, active, group_name) {
+                (Some(reason), _, _) => ("failed", Some(now), Some(reason.to_string())),
+                (None, Some(active), Some(name)) => {
+                    ("pending", None, Some(groups::waiting(active, name)))
+                }
+                _ => ("queued", None, None),
+            };
             let run_id: i64 = sqlx::query_scalar(
                 "INSERT INTO runs (workflow_id, event, ref, sha, context, plan, plan_hash, \
                  workspace, max_parallel, status, reason, rerun_of, repo_id, secrets_allowed, \
-                 created_at, started_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-                 RETURNING id",
+                 created_at, started_at, finished_at, concurrency_group_id, concurrency_group) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, \
+                 $17, $18) RETURNING id",
             )
             .bind(workflow_id)
             .bind(new.event)
@@ -243,18 +285,49 @@ impl Store {
             .bind(&workspace_json)
             .bind(max_parallel)
             .bind(status)
-            .bind(failed)
+            .bind(reason.as_deref())
             .bind(new.rerun_of)
             .bind(repo_id)
             .bind(secrets_allowed)
             .bind(now)
             .bind(finished_at)
+            .bind(group_id)
+            .bind(group_name)
             .fetch_one(&mut *tx)
             .await?;
+            let mut cancelled: Vec<i64> = Vec::new();
+            if let (Some(group_id), Some(group)) = (group_id, &group) {
+                let why = groups::superseded(run_id, &group.name);
+                cancelled = sqlx::query_scalar(
+                    "UPDATE runs SET cancel_requested = TRUE, cancel_reason = $3 \
+                     WHERE concurrency_group_id = $1 AND status = 'pending' AND id <> $2 \
+                     AND cancel_requested = FALSE RETURNING id",
+                )
+                .bind(group_id)
+                .bind(run_id)
+                .bind(&why)
+                .fetch_all(&mut *tx)
+                .await?;
+                if let (Some(active), true) = (active, group.cancel_in_progress) {
+                    let asked = sqlx::query(
+                        "UPDATE runs SET cancel_requested = TRUE, cancel_reason = $2 \
+                         WHERE id = $1 AND status IN ('queued', 'running') AND cancel_requested = FALSE",
+                    )
+                    .bind(active)
+                    .bind(&why)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if asked == 1 {
+                        cancelled.push(active);
+                    }
+                }
+            }
             if repo_id.is_some() {
-                let (state, description) = match failed {
-                    Some(reason) => ("error", format!("workflow file failed to evaluate: {reason}")),
-                    None => ("pending", "Plue run queued".to_string()),
+                let (state, description) = match (failed, &reason) {
+                    (Some(reason), _) => ("error", format!("workflow file failed to evaluate: {reason}")),
+                    (None, Some(waiting)) => ("pending", format!("Plue run {waiting}")),
+                    (None, None) => ("pending", "Plue run queued".to_string()),
                 };
                 sqlx::query(
                     "INSERT INTO status_reports (run_id, state, description, next_attempt_at, created_at) \
@@ -286,7 +359,7 @@ impl Store {
                 .await?;
             }
             tx.commit().await?;
-            Ok(run_id)
+            Ok(CreatedRun { id: run_id, status, cancelled })
         })
     }
 
@@ -354,10 +427,11 @@ impl Store {
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(step_run_id).fetch_optional(pool).await?))
     }
 
-    /// Runs not yet final, oldest first (the executor resumes them after a restart).
+    /// Runs not yet final, oldest first (the executor resumes them after a restart),
+    /// waiting ones included: a superseded one is finished by its next advance.
     pub async fn active_runs(&self) -> anyhow::Result<Vec<i64>> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
+            "SELECT id FROM runs WHERE status IN ('pending', 'queued', 'running') ORDER BY id",
         )
         .fetch_all(pool)
         .await?))
@@ -366,7 +440,8 @@ impl Store {
     /// Marks the run for cancellation; false when it does not exist or is already final.
     pub async fn request_cancel(&self, run_id: i64) -> anyhow::Result<bool> {
         let done = on_db!(self, pool => sqlx::query(
-            "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND status IN ('queued', 'running')",
+            "UPDATE runs SET cancel_requested = TRUE \
+             WHERE id = $1 AND status IN ('pending', 'queued', 'running')",
         )
         .bind(run_id)
         .execute(pool)
@@ -389,9 +464,20 @@ impl Store {
             "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
         );
         on_db!(self, pool => {
+            // Read before the transaction (a run's group never changes), so that the
+            // transaction can lock the group before the run: see `groups`' lock order.
+            let group_id: Option<i64> =
+                sqlx::query_scalar::<_, Option<i64>>("SELECT concurrency_group_id FROM runs WHERE id = $1")
+                    .bind(run_id)
+                    .fetch_optional(pool)
+                    .await?
+                    .flatten();
             let mut tx = pool.begin().await?;
+            if let Some(group_id) = group_id {
+                relock_group!(&mut *tx, group_id);
+            }
             let locked = sqlx::query(
-                "UPDATE runs SET id = id WHERE id = $1 AND status IN ('queued', 'running')",
+                "UPDATE runs SET id = id WHERE id = $1 AND status IN ('pending', 'queued', 'running')",
             )
             .bind(run_id)
             .execute(&mut *tx)
@@ -400,15 +486,24 @@ impl Store {
             if locked == 0 {
                 return Ok(Advanced::default());
             }
-            let row = sqlx::query("SELECT cancel_requested, max_parallel FROM runs WHERE id = $1")
-                .bind(run_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT status, cancel_requested, cancel_reason, max_parallel FROM runs WHERE id = $1",
+            )
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let cancel_requested: bool = row.try_get("cancel_requested")?;
+            if row.try_get::<String, _>("status")? == "pending" && !cancel_requested {
+                // Waiting for its group: nothing of it may start.
+                tx.commit().await?;
+                return Ok(Advanced::default());
+            }
             let steps: Vec<StepRunRow> =
                 sqlx::query_as(&step_sql).bind(run_id).fetch_all(&mut *tx).await?;
             let mut snapshot = RunSnapshot {
                 run_id,
-                cancel_requested: row.try_get("cancel_requested")?,
+                cancel_requested,
+                cancel_reason: row.try_get("cancel_reason")?,
                 max_parallel: row.try_get("max_parallel")?,
                 steps,
                 outputs: BTreeMap::new(),
@@ -485,6 +580,9 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                         advanced.finished = true;
+                        if let Some(group_id) = group_id {
+                            advanced.promoted = promote!(&mut *tx, group_id);
+                        }
                     }
                 }
             }

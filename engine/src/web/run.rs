@@ -94,7 +94,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
     }
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
-    let done = !matches!(run.status.as_str(), "queued" | "running");
+    let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
     Ok(RunPage {
         chrome: session.chrome(web, &path),
         can_cancel: !done && !run.cancel_requested,

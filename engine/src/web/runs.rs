@@ -17,7 +17,14 @@ use crate::store::RunFilter;
 const PAGE: i64 = 50;
 /// Longest filter value accepted (longer ones match nothing anyway).
 const MAX_FILTER: usize = 512;
-pub(super) const STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "cancelled"];
+pub(super) const STATUSES: &[&str] = &[
+    "pending",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
 const EVENTS: &[&str] = &["push", "pull_request", "schedule", "manual"];
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -138,7 +145,7 @@ async fn load<'a>(
         chrome: session.chrome(web, path),
         active: runs
             .iter()
-            .any(|r| matches!(r.status.as_str(), "queued" | "running")),
+            .any(|r| matches!(r.status.as_str(), "pending" | "queued" | "running")),
         query,
         runs,
         next,

@@ -200,6 +200,7 @@ fn plan(name: &str, steps: Vec<Step>) -> Plan {
         triggers: vec![],
         env: BTreeMap::new(),
         steps,
+        concurrency: None,
     }
 }
 

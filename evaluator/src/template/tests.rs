@@ -171,6 +171,7 @@ fn plan(steps: Vec<Step>) -> Plan {
         triggers: vec![],
         env: BTreeMap::new(),
         steps,
+        concurrency: None,
     }
 }
 

@@ -20,8 +20,8 @@ use super::convert::{self, Options};
 use crate::context::EvalContext;
 use crate::diagnostic::did_you_mean;
 use crate::plan::{
-    Action, ApprovalAction, LlmAction, Location, ManualInput, Plan, SourceMap, Step, Trigger, When,
-    DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
+    Action, ApprovalAction, Concurrency, LlmAction, Location, ManualInput, Plan, SourceMap, Step,
+    Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
 };
 
 thread_local! {
@@ -50,7 +50,8 @@ fn caller(py: Python<'_>) -> Location {
         .unwrap_or_default()
 }
 
-/// A workflow's plan: `Plan(name, triggers=[...], steps=[...], env={...})`.
+/// A workflow's plan: `Plan(name, triggers=[...], steps=[...], env={...},
+/// concurrency=None, cancel_in_progress=False)`.
 #[pyclass(module = "plue", name = "Plan", frozen, immutable_type)]
 pub(crate) struct PlanObject {
     pub(crate) plan: Plan,
@@ -109,6 +110,7 @@ impl PlanObject {
             .map(|v| convert::string_map(&v, "Plan(): env"))
             .transpose()?
             .unwrap_or_default();
+        let concurrency = concurrency(&mut options)?;
         options.finish()?;
         Ok(PlanObject {
             plan: Plan {
@@ -116,6 +118,7 @@ impl PlanObject {
                 triggers,
                 env,
                 steps,
+                concurrency,
             },
             source_map,
         })
@@ -148,6 +151,28 @@ impl PlanObject {
             self.plan.name,
             self.plan.steps.len()
         )
+    }
+}
+
+/// `concurrency="deploy-{branch}"` (a group template over `ctx` fields, checked by
+/// validation) and `cancel_in_progress=True|False`, which means nothing without a group.
+fn concurrency(options: &mut Options<'_>) -> PyResult<Option<Concurrency>> {
+    let group = convert::optional_string(options.take("concurrency")?, "Plan(): concurrency")?;
+    let cancel_in_progress = match options.take("cancel_in_progress")? {
+        Some(value) if !value.is_none() => Some(value.extract::<bool>().map_err(|_| {
+            PyTypeError::new_err("Plan(): cancel_in_progress must be True or False")
+        })?),
+        _ => None,
+    };
+    match (group, cancel_in_progress) {
+        (Some(group), cancel) => Ok(Some(Concurrency {
+            group,
+            cancel_in_progress: cancel.unwrap_or(false),
+        })),
+        (None, Some(_)) => Err(PyValueError::new_err(
+            "Plan(): cancel_in_progress needs concurrency= (a group name such as 'deploy-{branch}')",
+        )),
+        (None, None) => Ok(None),
     }
 }
 

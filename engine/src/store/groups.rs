@@ -1,0 +1,131 @@
+//! Concurrency groups in the store: which run of a group is active, which waits.
+//!
+//! **Invariant:** at most one run of a group is active (`queued` or `running`, approval
+//! waits included); newer runs wait in `pending`, where none of their steps is claimable.
+//! Every decision about a group — a run entering it ([`Store::create_run`]), a run
+//! finishing and the next one starting ([`Store::advance`]) — is taken in one transaction
+//! that first locks the group's row in `concurrency_groups`, so two engine replicas on one
+//! PostgreSQL are ordered by the row lock (SQLite has one writer anyway). The unique index
+//! `runs_one_active_per_group` makes the invariant the schema's: a bug here fails a
+//! transaction, it never starts a second run.
+//!
+//! Lock order: group row, then run rows, then step rows. `advance` reads a run's group id
+//! (which never changes) before its transaction and locks the group first.
+//!
+//! [`Store::create_run`]: super::Store::create_run
+//! [`Store::advance`]: super::Store::advance
+
+use anyhow::Context;
+use evaluator::context::EvalContext;
+
+use super::runs::NewRun;
+
+/// A run's concurrency group, resolved from its plan's template and its `ctx`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub(crate) name: String,
+    pub(crate) cancel_in_progress: bool,
+}
+
+/// The group of a new run, if its plan names one. Groups are scoped to the workflow's
+/// source (a repository, or `local`), as GitHub Actions scopes them to a repository.
+pub(crate) fn group_of(new: &NewRun<'_>) -> anyhow::Result<Option<Group>> {
+    let Some(concurrency) = &new.plan.concurrency else {
+        return Ok(None);
+    };
+    let ctx: EvalContext =
+        serde_json::from_str(new.context_json).context("the run's ctx, for its group name")?;
+    Ok(Some(Group {
+        name: evaluator::concurrency::resolve(&concurrency.group, &new.plan.name, &ctx),
+        cancel_in_progress: concurrency.cancel_in_progress,
+    }))
+}
+
+/// The reason of a run that a newer run of its group replaced.
+pub(crate) fn superseded(by: i64, group: &str) -> String {
+    format!("superseded by run {by} in concurrency group '{group}'")
+}
+
+/// The reason a run shows while it waits.
+pub(crate) fn waiting(for_run: i64, group: &str) -> String {
+    format!("waiting for run {for_run} in concurrency group '{group}'")
+}
+
+/// Creates the group's row if needed and locks it for the transaction; its id.
+macro_rules! lock_group {
+    ($tx:expr, $scope:expr, $name:expr) => {
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO concurrency_groups (scope, name) VALUES ($1, $2) \
+             ON CONFLICT (scope, name) DO UPDATE SET name = excluded.name RETURNING id",
+        )
+        .bind($scope)
+        .bind($name)
+        .fetch_one($tx)
+        .await?
+    };
+}
+pub(super) use lock_group;
+
+/// Locks the row of an existing group by id.
+macro_rules! relock_group {
+    ($tx:expr, $group_id:expr) => {
+        sqlx::query("UPDATE concurrency_groups SET name = name WHERE id = $1")
+            .bind($group_id)
+            .execute($tx)
+            .await?
+    };
+}
+pub(super) use relock_group;
+
+/// The active run of a locked group, if any.
+macro_rules! active_run {
+    ($tx:expr, $group_id:expr) => {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM runs WHERE concurrency_group_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY id LIMIT 1",
+        )
+        .bind($group_id)
+        .fetch_optional($tx)
+        .await?
+    };
+}
+pub(super) use active_run;
+
+/// In a locked group with no active run, starts (`pending` → `queued`) the oldest waiting
+/// run that was not superseded; its id. The caller advances it after the commit.
+macro_rules! promote {
+    ($tx:expr, $group_id:expr) => {{
+        match $crate::store::groups::active_run!(&mut *$tx, $group_id) {
+            Some(_) => None,
+            None => {
+                sqlx::query_scalar::<_, i64>(
+                    "UPDATE runs SET status = 'queued', reason = NULL WHERE id = \
+                 (SELECT id FROM runs WHERE concurrency_group_id = $1 AND status = 'pending' \
+                  AND cancel_requested = FALSE ORDER BY id LIMIT 1) \
+                 AND status = 'pending' RETURNING id",
+                )
+                .bind($group_id)
+                .fetch_optional(&mut *$tx)
+                .await?
+            }
+        }
+    }};
+}
+pub(super) use promote;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_the_run_and_the_group() {
+        assert_eq!(
+            superseded(7, "deploy-main"),
+            "superseded by run 7 in concurrency group 'deploy-main'"
+        );
+        assert_eq!(
+            waiting(3, "g"),
+            "waiting for run 3 in concurrency group 'g'"
+        );
+    }
+}
