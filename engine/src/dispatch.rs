@@ -109,7 +109,7 @@ pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
             let mut read = everyone.clone();
             read.extend(step.depends_on.iter().filter_map(|d| index.get(d.as_str())));
             match &step.action {
-                Action::Bash { command: text } | Action::Python { script: text } => {
+                Action::Bash { command: text } | Action::Python { script: text, .. } => {
                     referenced(text, &index, &mut read)
                 }
                 Action::Llm(llm) => {
@@ -205,12 +205,18 @@ pub fn build(
             bash_reads = vars.by_reference;
             StepAction::Bash { command }
         }
-        Action::Python { script } => {
+        Action::Python {
+            script,
+            fresh_interpreter,
+        } => {
             let template = parse("script", script)?;
             let vars = OutputVars::new(step, "script", &template, results)?;
             let script = renderer.code("script", &template, Code::Python, &vars)?;
             output_env = vars.env;
-            StepAction::Python { script }
+            StepAction::Python {
+                script,
+                fresh_interpreter: *fresh_interpreter,
+            }
         }
         Action::Approval(_) => {
             return Err(format!(

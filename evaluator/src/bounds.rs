@@ -110,7 +110,7 @@ pub fn check(
         }
         match &step.action {
             Action::Bash { command } => c.multi(at, "the command", command),
-            Action::Python { script } => c.multi(at, "the script", script),
+            Action::Python { script, .. } => c.multi(at, "the script", script),
             Action::Llm(llm) => {
                 if let Some(prompt) = &llm.prompt {
                     c.multi(at, "the prompt", prompt);

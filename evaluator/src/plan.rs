@@ -186,8 +186,14 @@ pub const DEFAULT_LLM_TOOLS: [&str; 6] = [
 pub enum Action {
     /// A bash script run with `bash -eo pipefail`.
     Bash { command: String },
-    /// A Python script run by the runner's interpreter.
-    Python { script: String },
+    /// A Python script run by the runner's interpreter: forked from the runner's warm
+    /// interpreter, or started afresh with `fresh_interpreter` (left out of the JSON when
+    /// false, so plans that do not set it keep their hash).
+    Python {
+        script: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fresh_interpreter: bool,
+    },
     /// A Claude agent turn loop with workspace tools.
     Llm(LlmAction),
     /// A person's decision: the run waits, holding no runner, until someone approves or

@@ -388,7 +388,7 @@ async fn spec_for(
                 command.clone(),
             ],
         ),
-        StepAction::Python { script } => {
+        StepAction::Python { script, .. } => {
             if python.is_none() {
                 let others = user.is_some();
                 *python =
@@ -414,6 +414,13 @@ async fn spec_for(
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
         // Masked whole before the line-length cut (and again, harmlessly, in `send_logs`).
         masker: Masker::new(assignment.secrets.values()),
+        fresh_interpreter: matches!(
+            assignment.action,
+            StepAction::Python {
+                fresh_interpreter: true,
+                ..
+            }
+        ),
     })
 }
 

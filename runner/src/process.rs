@@ -62,6 +62,8 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     /// The attempt's secrets, masked in every line before it is cut (see `lines`).
     pub masker: Masker,
+    /// A `python3 -u -c` spec that must not be forked from the warm interpreter.
+    pub fresh_interpreter: bool,
 }
 
 /// How the process ended.

@@ -117,6 +117,9 @@ pub enum StepAction {
     },
     Python {
         script: String,
+        /// Start a fresh interpreter instead of forking the runner's warm one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fresh_interpreter: bool,
     },
     /// A Claude agent with workspace tools. The engine renders `{{ steps.* }}` in `prompt`
     /// and in the string values of `inputs`; the runner resolves `prompt_file` in its

@@ -240,7 +240,7 @@ fn run(dispatch: &Dispatch) -> String {
                 command.as_str(),
             ],
         ),
-        StepAction::Python { script } => ("/usr/bin/python3", vec!["-c", script.as_str()]),
+        StepAction::Python { script, .. } => ("/usr/bin/python3", vec!["-c", script.as_str()]),
         StepAction::Llm { .. } => unreachable!("not a process"),
     };
     let out = std::process::Command::new(program)
@@ -358,6 +358,7 @@ fn hostile_output_stays_text_in_python() {
     let marker = dir.path().join("marker");
     let plan = code_step(Action::Python {
         script: PYTHON_CONTEXTS.into(),
+        fresh_interpreter: false,
     });
     for value in HOSTILE {
         let value = with_marker(value, &marker);
@@ -396,6 +397,7 @@ fn the_raw_form_pastes_the_value_as_code() {
     assert_eq!(run(&dispatch), "pasted\n");
     let plan = code_step(Action::Python {
         script: "print({{ raw steps.up.outputs.x }})".into(),
+        fresh_interpreter: false,
     });
     let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results("6 * 7")).unwrap();
     assert_eq!(run(&dispatch), "42\n");
@@ -479,6 +481,7 @@ fn outputs_inside_literals_fail_the_step() {
     ] {
         let plan = code_step(Action::Python {
             script: script.into(),
+            fresh_interpreter: false,
         });
         let err = build(&plan, &plan.steps[0], 1, &hostile_results(value)).unwrap_err();
         assert!(err.contains("inside a string literal"), "{script}: {err}");
@@ -665,6 +668,7 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
                 "d",
                 Action::Python {
                     script: "print({{ steps.b.outputs.x }}) # {{ steps.nope.status }}".into(),
+                    fresh_interpreter: false,
                 },
             )
             .after(&["c"]),

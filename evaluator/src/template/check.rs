@@ -75,7 +75,7 @@ pub(crate) fn step_sites<'a>(
     };
     match action {
         Action::Bash { command } => push("command".into(), command, Language::Bash),
-        Action::Python { script } => push("script".into(), script, Language::Python),
+        Action::Python { script, .. } => push("script".into(), script, Language::Python),
         Action::Llm(llm) => {
             if let Some(prompt) = &llm.prompt {
                 push("prompt".into(), prompt, Language::Text);

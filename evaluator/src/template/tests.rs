@@ -198,6 +198,7 @@ fn outputs_inside_literals_are_refused_at_validation() {
             id,
             Action::Python {
                 script: script.into(),
+                fresh_interpreter: false,
             },
         )
         .after(&["a"])
@@ -289,6 +290,7 @@ fn validation_names_the_step_and_the_problem() {
             "e",
             Action::Python {
                 script: "print(b'{{ steps.a.outputs.x }}')".into(),
+                fresh_interpreter: false,
             },
         )
         .after(&["a"]),

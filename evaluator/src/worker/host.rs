@@ -201,7 +201,8 @@ impl StepObject {
         build_step(id, Action::Bash { command }, options, at)
     }
 
-    /// `Step.python(id, script, **options)`: runs `script` with the runner's Python.
+    /// `Step.python(id, script, fresh_interpreter=False, **options)`: runs `script` with the
+    /// runner's Python, forked from a warm interpreter unless `fresh_interpreter=True`.
     #[staticmethod]
     #[pyo3(signature = (id, script, **options))]
     fn python(
@@ -211,9 +212,19 @@ impl StepObject {
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let at = caller(py);
-        let options = Options::new("Step.python()", options, &["id", "script"]);
+        let mut options = Options::new("Step.python()", options, &["id", "script"]);
         let script = convert::string(script, "Step.python(): script")?;
-        build_step(id, Action::Python { script }, options, at)
+        let fresh_interpreter = match options.take("fresh_interpreter")? {
+            None => false,
+            Some(value) => value.extract::<bool>().map_err(|_| {
+                PyTypeError::new_err("Step.python(): fresh_interpreter must be True or False")
+            })?,
+        };
+        let action = Action::Python {
+            script,
+            fresh_interpreter,
+        };
+        build_step(id, action, options, at)
     }
 
     /// `Step.llm(id, prompt=None, prompt_file=None, inputs=None, model=None, max_turns=None,

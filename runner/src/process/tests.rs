@@ -18,6 +18,7 @@ fn bash(script: &str, timeout: Duration) -> ProcessSpec {
         user: None,
         timeout,
         masker: Default::default(),
+        fresh_interpreter: false,
     }
 }
 

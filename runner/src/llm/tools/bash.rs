@@ -38,6 +38,7 @@ impl Toolbox {
             timeout,
             // The model sees what its command printed; the agent masks what is logged.
             masker: Default::default(),
+            fresh_interpreter: false,
         };
         let (tx, mut rx) = mpsc::channel(1024);
         let collect = tokio::spawn(async move {

@@ -13,7 +13,7 @@
 //! - Only where that is exact: a zygote started with the same start-up environment as the
 //!   step ([`startup_env`]: `PYTHON*`, `LANG`, `LC_*`; a step with another one replaces
 //!   the zygote). A step whose `HOME` has a `.local` (a user site Python would add at
-//!   start-up) takes the fresh path, and so does one that sets `PLUE_FRESH_PYTHON=1`.
+//!   start-up) takes the fresh path, and so does one whose plan says `fresh_interpreter=True`.
 //! - Under a root runner the child does what `isolation::confine` does for a fresh step,
 //!   in the same order: joins the cgroup as root, then a private `/proc` (where the kernel
 //!   allows a mount namespace), no supplementary groups, the attempt's gid and uid; a
@@ -80,7 +80,7 @@ fn warm_script(spec: &ProcessSpec) -> Option<&str> {
     if u != "-u" || c != "-c" || !named_python {
         return None;
     }
-    if spec.env.get(FRESH_VAR).is_some_and(|v| v == "1") {
+    if spec.fresh_interpreter {
         return None;
     }
     let home_has_user_site = spec
@@ -89,9 +89,6 @@ fn warm_script(spec: &ProcessSpec) -> Option<&str> {
         .is_some_and(|home| Path::new(home).join(".local").exists());
     (!home_has_user_site).then_some(script.as_str())
 }
-
-/// A step environment variable that sends it to a fresh interpreter (`1`).
-pub(crate) const FRESH_VAR: &str = "PLUE_FRESH_PYTHON";
 
 /// A running zygote and the runner's end of its control channel.
 struct Zygote {

@@ -31,6 +31,7 @@ fn spec(script: &str, dir: &Path, timeout: Duration) -> ProcessSpec {
         user: None,
         timeout,
         masker: Default::default(),
+        fresh_interpreter: false,
     }
 }
 
@@ -301,4 +302,25 @@ async fn a_root_runners_step_runs_as_its_user_like_a_fresh_one() {
     assert_eq!(runs[0].0, Ending::Exited(0), "{:?}", runs[0]);
     assert_eq!(runs[1], runs[0]);
     assert_eq!(runs[1].1[0], "65534 65534 65534 65534 []");
+}
+
+/// `fresh_interpreter` (the plan's opt-out) starts the interpreter afresh: its parent is
+/// the runner, not the zygote.
+#[tokio::test]
+async fn a_step_that_opts_out_gets_a_fresh_interpreter() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let runner = std::process::id().to_string();
+    for fresh in [false, true] {
+        let mut spec = spec(
+            "import os; print(os.getppid())",
+            dir.path(),
+            Duration::from_secs(20),
+        );
+        spec.fresh_interpreter = fresh;
+        let (ending, lines) = collect(spec, true).await;
+        assert_eq!(ending, Ending::Exited(0));
+        assert_eq!(lines[0].1 == runner, fresh, "fresh={fresh}: {lines:?}");
+    }
 }
