@@ -32,6 +32,16 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+impl Command {
+    /// Whether the command only prints, so a closed stdout may simply end it (see `main`).
+    pub(crate) fn ends_on_closed_pipe(&self) -> bool {
+        !matches!(
+            self,
+            Command::Run(_) | Command::Serve(_) | Command::Runner(_)
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Evaluate one workflow file and print its plan.

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         return evaluator::worker::main(&args[2..]);
     }
     let cli = cli::Cli::parse();
+    if cli.command.ends_on_closed_pipe() {
+        restore_default_sigpipe();
+    }
     // Undumpable: steps (children of runner children) running as this user cannot read
     // /proc/<plue>/environ, mem or fd, where the admin token, secret key and secrets live.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
@@ -46,5 +49,18 @@ fn main() -> ExitCode {
             logging::fatal(&format!("{e:#}"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Rust ignores `SIGPIPE`, so `println!` to a closed pipe panics. A command that only
+/// prints (`plue eval FILE | head`) ends quietly instead, as any Unix filter does; the
+/// engine, the runner and `plue run` keep ignoring it and handle the closed pipe
+/// themselves.
+#[allow(unsafe_code)]
+fn restore_default_sigpipe() {
+    // SAFETY: called before any thread is started; it only resets one signal's
+    // disposition to the default, installing no handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

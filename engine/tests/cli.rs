@@ -469,3 +469,37 @@ fn hostile_files_cannot_forge_or_hide_check_lines_and_valid_files_still_pass() {
     assert!(listed.contains("never from a workflow"), "{listed}");
     assert!(stderr(&output).contains("6 invalid"), "{}", stderr(&output));
 }
+
+/// `plue eval FILE | head -c 10`: the reader goes away early; plue ends quietly (by
+/// `SIGPIPE`, as any Unix filter) instead of panicking in `println!`.
+#[test]
+fn a_closed_pipe_ends_eval_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    // Far more than a pipe holds, so plue is still writing when the reader goes away.
+    let steps: String = (0..900)
+        .map(|i| format!("Step.bash('s{i}', 'echo {i} ' + 'x' * 200), "))
+        .collect();
+    let dir = workspace(&[(
+        "big.plue.py",
+        &format!("def workflow():\n    return Plan('big', steps=[{steps}])\n"),
+    )]);
+    let mut child = plue()
+        .args(["eval", dir.path().join("big.plue.py").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = stderr(&output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+}
