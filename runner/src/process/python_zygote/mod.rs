@@ -10,10 +10,18 @@
 //!   step's two pipes (unbuffered), exit codes and tracebacks as Python's own. The modules
 //!   the zygote imported for itself are dropped from `sys.modules` before the script runs,
 //!   and the zygote never runs user code, so nothing of one step is seen by the next.
-//! - Only where that is exact: a zygote started with the same start-up environment as the
-//!   step ([`startup_env`]: `PYTHON*`, `LANG`, `LC_*`; a step with another one replaces
-//!   the zygote). A step whose `HOME` has a `.local` (a user site Python would add at
-//!   start-up) takes the fresh path, and so does one whose plan says `fresh_interpreter=True`.
+//! - Only where that is exact and safe: a zygote started with the same start-up
+//!   environment as the step ([`startup_env`]: `LANG`, `LC_*` and flag-only `PYTHON*`
+//!   variables; a step with other ones replaces the zygote). A step that sets a variable
+//!   which would make an interpreter load something at start-up (`PYTHONPATH`, `LD_*`, ...)
+//!   takes the fresh path: the zygote never starts with anything a step chose that names a
+//!   path. So does a step whose `HOME` has a `.local` (a user site Python would add at
+//!   start-up), and one whose plan says `fresh_interpreter=True`.
+//! - The zygote starts in `/` with a `HOME` that does not exist, stdout and stderr on pipes
+//!   (so the stdio objects a step inherits are non-seekable, like its own pipes), ignores
+//!   `SIGINT`/`SIGTERM` (its children restore the defaults), and is spawned from a thread
+//!   of its own that lives as long as it does (`PR_SET_PDEATHSIG` follows the thread).
+//!   Every wait for it is bounded: a zygote that stops answering is killed and replaced.
 //! - Under a root runner the child does what `isolation::confine` does for a fresh step,
 //!   in the same order: joins the cgroup as root, then a private `/proc` (where the kernel
 //!   allows a mount namespace), no supplementary groups, the attempt's gid and uid; a
@@ -30,8 +38,11 @@
 //!   open its `/proc/<pid>/fd` or `mem`. It dies with the runner (parent-death signal, and
 //!   EOF on its socket) and is replaced when found dead.
 //!
-//! Known difference: forked children share the zygote's string hash seed when
-//! `PYTHONHASHSEED` is unset (fresh interpreters each draw one).
+//! Known differences (README): forked children share the zygote's string hash seed when
+//! `PYTHONHASHSEED` is unset, and its address layout and stack canary (fresh interpreters
+//! each draw their own); `/proc/self/environ` and `cmdline` are the zygote's; the
+//! script's frame has the zygote's frame above it (`sys._getframe(1)`); `.pth` files ran
+//! once, in the zygote, with its environment.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -56,15 +67,54 @@ use crate::reaper;
 /// The zygote's program, run as `python3 -u -c ZYGOTE`.
 const ZYGOTE_PY: &str = include_str!("zygote.py");
 
+/// How long the zygote may take to report a forked step set up.
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Larger jobs (a huge script or environment) take the fresh path.
 const MAX_JOB_BYTES: usize = 512 * 1024;
 
-/// The variables a Python interpreter reads only at start-up.
-fn startup_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    env.iter()
-        .filter(|(k, _)| k.starts_with("PYTHON") || k.as_str() == "LANG" || k.starts_with("LC_"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// `PYTHON*` variables the zygote may start with: they only set flags. Every other one
+/// can make an interpreter load code or data from a path the step chose (`PYTHONPATH`,
+/// `PYTHONHOME`, `PYTHONUSERBASE`, `PYTHONPYCACHEPREFIX`, `PYTHONSTARTUP`,
+/// `PYTHONWARNINGS=...::module.Category`, ...) — as root, under a root runner — so a step
+/// that sets one takes the fresh path, where it loads them as itself.
+const SAFE_PYTHON_VARS: &[&str] = &[
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONHASHSEED",
+    "PYTHONUTF8",
+];
+
+/// Variables that change how a process starts (the dynamic loader's, or what `.pth`
+/// files of common packages read at start-up): the zygote started without them, so a
+/// step that sets one takes the fresh path.
+fn changes_start_up(name: &str) -> bool {
+    name.starts_with("LD_")
+        || name == "GLIBC_TUNABLES"
+        || name == "SETUPTOOLS_USE_DISTUTILS"
+        || name == "COVERAGE_PROCESS_START"
+        || (name.starts_with("PYTHON") && !SAFE_PYTHON_VARS.contains(&name))
+}
+
+/// The environment a zygote for `env` starts with: the safe `PYTHON*` flags, `LANG` and
+/// `LC_*` (which set the interpreter's locale and stdio encoding at start-up) and nothing
+/// else; `None` when the step needs a fresh interpreter (a variable that changes start-up,
+/// or a locale naming a path, which glibc would read as the zygote's user).
+fn startup_env(env: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    let mut startup = BTreeMap::new();
+    for (name, value) in env {
+        if changes_start_up(name) {
+            return None;
+        }
+        let locale = name == "LANG" || name.starts_with("LC_");
+        if locale && value.contains('/') {
+            return None;
+        }
+        if locale || SAFE_PYTHON_VARS.contains(&name.as_str()) {
+            startup.insert(name.clone(), value.clone());
+        }
+    }
+    Some(startup)
 }
 
 /// The script when `spec` is a `python3 -u -c SCRIPT` step the zygote can run exactly.
@@ -96,30 +146,33 @@ struct Zygote {
     startup: BTreeMap<String, String>,
     child: std::process::Child,
     control: Arc<UnixDatagram>,
-    /// Its private, empty working directory (removed with it).
-    dir: PathBuf,
+    /// Dropped with the zygote: ends the thread that spawned it (see [`Zygote::start`]).
+    _spawner: std::sync::mpsc::Sender<()>,
 }
 
+/// A `HOME` no step can create (a user site there would be read at start-up).
+const ZYGOTE_HOME: &str = "/nonexistent/plue-python-zygote";
+
 impl Zygote {
+    /// Starts a zygote with `startup` as its whole environment. Spawned from a thread of
+    /// its own that waits until the zygote is dropped: `PR_SET_PDEATHSIG` fires when the
+    /// spawning *thread* ends, so a zygote started from a short-lived thread would die
+    /// with it; this way it dies with the runner, or when dropped.
     fn start(program: &Path, startup: BTreeMap<String, String>) -> io::Result<Zygote> {
-        use std::os::unix::fs::DirBuilderExt;
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("plue-zygote-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let (ours, theirs) = seqpacket_pair()?;
-        let theirs_fd = theirs.as_raw_fd();
         let mut command = std::process::Command::new(program);
         command
             .args(["-u", "-c", ZYGOTE_PY])
-            .current_dir(&dir)
+            .current_dir("/")
             .env_clear()
             .envs(&startup)
-            .env("HOME", &dir)
+            .env("HOME", ZYGOTE_HOME)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            // Pipes, as a step's own streams are (Python caches whether they seek); the
+            // zygote writes nothing on them but a fatal error.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let theirs_fd = theirs.as_raw_fd();
         // SAFETY: raw async-signal-safe syscalls only.
         unsafe {
             command.pre_exec(move || {
@@ -131,29 +184,45 @@ impl Zygote {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
-        })?;
+        let (spawned_tx, spawned) = std::sync::mpsc::channel();
+        let (spawner, until_dropped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("python-zygote".into())
+            .spawn(move || {
+                let _ = spawned_tx.send(command.spawn());
+                // Returns (and ends the thread) once the zygote's `Sender` is dropped.
+                let _ = until_dropped.recv();
+            })?;
+        let child = spawned
+            .recv()
+            .map_err(|_| io::Error::other("the zygote's spawning thread ended"))?
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
+            })?;
         drop(theirs);
         Ok(Zygote {
             program: program.to_owned(),
             startup,
             child,
             control: Arc::new(ours),
-            dir,
+            _spawner: spawner,
         })
     }
 
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Kills the zygote (it stopped answering); the next step starts a new one.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Zygote {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.kill();
     }
 }
 
@@ -168,8 +237,8 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Option<io::Result<ProcessResult>> {
     let script = warm_script(spec)?;
+    let startup = startup_env(&spec.env)?;
     let mut slot = ZYGOTE.lock().await;
-    let startup = startup_env(&spec.env);
     let reuse = slot
         .as_mut()
         .is_some_and(|z| z.program == spec.program && z.startup == startup && z.alive());
@@ -238,7 +307,12 @@ async fn run_in(
         let mut job_w = std::fs::File::from(job_w);
         let _ = std::io::Write::write_all(&mut job_w, job.as_bytes());
         drop(job_w);
-        let answer = recv(&control)?;
+        // Bounded: a zygote that stopped answering (a step of the runner's own uid could
+        // have stopped it) is replaced, never waited for.
+        control.set_read_timeout(Some(START_TIMEOUT))?;
+        let answer = recv(&control);
+        control.set_read_timeout(None)?;
+        let answer = answer?;
         match answer.strip_prefix("P ") {
             Some(pid) => pid
                 .trim()
@@ -252,6 +326,10 @@ async fn run_in(
         Ok(Ok(pid)) => pid,
         Ok(Err(err)) => {
             tracing::warn!(%err, "the python zygote did not start the step; starting it afresh");
+            // Whatever it may have forked dies with the step's cgroup.
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill();
+            }
             return None;
         }
         Err(err) => {
@@ -334,10 +412,19 @@ async fn supervise(
     kill();
     let killed_at = Instant::now();
     if waited.is_none() {
-        // The zygote reaps the killed leader and reports it; a zygote gone reports nothing.
-        if let Err(err) = status.await.unwrap_or_else(|e| Err(io::Error::other(e))) {
-            tracing::warn!(%err, "the python zygote did not report the killed step");
-            let _ = zygote.child.kill();
+        // The zygote reaps the killed leader and reports it; a zygote that is gone or
+        // stopped reports nothing, and is killed (its socket's EOF ends the wait).
+        match tokio::time::timeout(DRAIN_GRACE, &mut status).await {
+            Ok(reported) => {
+                if let Err(err) = reported.unwrap_or_else(|e| Err(io::Error::other(e))) {
+                    tracing::warn!(%err, "the python zygote did not report the killed step");
+                    zygote.kill();
+                }
+            }
+            Err(_) => {
+                tracing::warn!("the python zygote did not report the killed step in time");
+                zygote.kill();
+            }
         }
     }
     let finishing = tokio::task::spawn_blocking(move || {
@@ -371,7 +458,7 @@ async fn supervise(
         Trigger::TimedOut => Ending::TimedOut,
         Trigger::Cancelled => Ending::Cancelled,
         Trigger::Exited(status) => ending_of(status.map_err(|e| {
-            let _ = zygote.child.kill();
+            zygote.kill();
             io::Error::other(format!("python zygote: {e}"))
         })?),
     };
@@ -454,5 +541,7 @@ fn recv(socket: &UnixDatagram) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+#[cfg(test)]
+mod redteam;
 #[cfg(test)]
 mod tests;

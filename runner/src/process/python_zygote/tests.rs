@@ -12,7 +12,7 @@ use crate::containment::Mode;
 use crate::step_user::StepUser;
 
 /// The zygote is one per process: tests that look at it or kill it take turns.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn python() -> PathBuf {
     PathBuf::from("/usr/bin/python3")

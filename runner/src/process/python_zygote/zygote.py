@@ -10,7 +10,13 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # /proc and the attempt's user, descriptors, environment, `__main__`, argv, modules) and
 # only then runs the script; the zygote answers `P <pid>` once the child is set up (or
 # `E <why>`), then `S <wait status>` when it ends.
-import os, json, socket, ctypes
+import os, json, socket, ctypes, signal, time
+
+# Held here, so the child never imports them from a `sys.path` that starts with the
+# step's workspace (a `signal.py` there must not run on an uncaught KeyboardInterrupt).
+_signal, _kill, _tzset = signal.signal, os.kill, time.tzset
+_SIGINT, _SIGTERM, _SIG_DFL, _SIG_IGN = signal.SIGINT, signal.SIGTERM, signal.SIG_DFL, signal.SIG_IGN
+_default_int_handler = signal.default_int_handler
 
 # What Python itself added to its environment at start-up (PEP 538 sets LC_CTYPE when
 # coercing the C locale); a fresh interpreter would add it to the step's too.
@@ -58,9 +64,13 @@ def _confine(user):
         raise OSError("could not become the attempt's user")
 
 
-def _child_setup(fds, ready_w):
+def _child_setup(control, fds, ready_w):
     """In the forked child: everything before user code. Any failure exits the child."""
+    control.detach()
     os.close(_CONTROL)
+    # As in a fresh interpreter: the zygote itself ignores these.
+    _signal(_SIGINT, _default_int_handler)
+    _signal(_SIGTERM, _SIG_DFL)
     job = _read_job(fds[2])
     os.setsid()
     procs = job.get("cgroup_procs")
@@ -90,6 +100,8 @@ def _child_setup(fds, ready_w):
         env.setdefault(key, value)
     os.environ.clear()
     os.environ.update(env)
+    # The C library read no TZ yet in a fresh process; here it has the zygote's.
+    _tzset()
     return job
 
 
@@ -117,7 +129,7 @@ def _serve():
         if pid == 0:
             try:
                 os.close(ready_r)
-                job = _child_setup(fds, ready_w)
+                job = _child_setup(control, fds, ready_w)
                 os.close(ready_w)
             except BaseException as e:
                 try:
@@ -175,14 +187,27 @@ def _run_child(job):
         raise
     except BaseException as e:
         tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
-        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        e = e.with_traceback(tb)
+        try:
+            sys.excepthook(type(e), e, tb)
+        except BaseException as hook_error:
+            # What CPython prints when the hook itself fails.
+            hook_tb = hook_error.__traceback__.tb_next if hook_error.__traceback__ else None
+            hook_error.__suppress_context__ = True
+            print("Error in sys.excepthook:", file=sys.stderr)
+            sys.__excepthook__(type(hook_error), hook_error.with_traceback(hook_tb), hook_tb)
+            print("\nOriginal exception was:", file=sys.stderr)
+            sys.__excepthook__(type(e), e, tb)
         if isinstance(e, KeyboardInterrupt):
-            import signal
             sys.stdout.flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
+            _signal(_SIGINT, _SIG_DFL)
+            _kill(os.getpid(), _SIGINT)
         raise SystemExit(1)
 
 
 _prctl_dumpable(0)
+# Only the runner ends the zygote (SIGKILL, or its socket's end); a same-uid step's
+# SIGINT or SIGTERM does not.
+_signal(_SIGINT, _SIG_IGN)
+_signal(_SIGTERM, _SIG_IGN)
 _run_child(_serve())
