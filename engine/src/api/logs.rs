@@ -25,9 +25,11 @@ use axum::Extension;
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
+use utoipa::IntoParams;
 
+use super::approvals::StepPath;
 use super::followers::{FollowerGuard, FollowerLimits};
-use super::views::LineView;
+use super::views::{ErrorView, LineView};
 use super::{parse_run_id, ApiState};
 use crate::events::Event;
 use crate::executor::rules::parse_status;
@@ -36,13 +38,47 @@ use crate::store::StoredLine;
 
 const PAGE: i64 = 5000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogQuery {
-    /// Resume after this `attempt:seq` (like `Last-Event-ID`).
+    /// Resume after this `attempt:seq` (like `Last-Event-ID`, which wins when both are
+    /// given).
+    #[param(pattern = r"^[0-9]+:[0-9]+$", example = "1:42")]
     after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}/steps/{step}/logs",
+    tag = "logs",
+    summary = "A step's log lines: stored ones, or a live stream",
+    description = "Without `Accept: text/event-stream`: every stored line after the cursor \
+                   as JSON lines (`application/x-ndjson`, one `Line` per line). With it: \
+                   Server-Sent Events — a `line` event per line (its id `attempt:seq`, its \
+                   data a `Line`), new lines as they are stored, then an `end` event (data \
+                   `{}`) once the step is final and every line was sent; comments keep the \
+                   connection alive. Resume with `Last-Event-ID` or `after`.",
+    params(
+        StepPath,
+        LogQuery,
+        ("Last-Event-ID" = Option<String>, Header, pattern = r"^[0-9]+:[0-9]+$",
+         description = "Resume after this `attempt:seq`, the id of the last event received"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The lines",
+         content(
+             (LineView = "application/x-ndjson"),
+             (String = "text/event-stream"),
+         )),
+        (status = 400, description = "Not a run id, an unknown query parameter or a malformed cursor", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 404, description = "No such run or step", body = ErrorView),
+        (status = 429, description = "Too many live followers (of this step, from this client, or in all)", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn step_logs(
     State(state): State<ApiState>,
     Path((run, step)): Path<(String, String)>,
