@@ -14,6 +14,7 @@ use evaluator::plan::Action;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::Object;
 use super::views::{ApprovalView, ErrorView};
 use super::{parse_run_id, ApiState, RunId};
 use crate::http_error::{ApiError, ApiResult};
@@ -48,15 +49,18 @@ pub(super) struct StepPath {
     tag = "approvals",
     summary = "Approve a waiting approval step",
     params(StepPath),
-    request_body(content = Option<Decision>, description = "Optional: a decision without a body has no comment"),
+    request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, a malformed body, a comment too long, or a step that is not an approval", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long, or a step that is not an approval", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
         (status = 404, description = "No such run or step", body = ErrorView),
         (status = 409, description = "The step is not waiting for a decision", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
@@ -64,7 +68,7 @@ pub(super) async fn approve(
     state: State<ApiState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
-    body: Option<Json<Decision>>,
+    body: Result<Option<Object<Decision>>, ApiError>,
 ) -> ApiResult<Json<ApprovalView>> {
     decide(state, path, headers, body, Verdict::Approve).await
 }
@@ -75,15 +79,18 @@ pub(super) async fn approve(
     tag = "approvals",
     summary = "Reject a waiting approval step (it fails)",
     params(StepPath),
-    request_body(content = Option<Decision>, description = "Optional: a decision without a body has no comment"),
+    request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, a malformed body, a comment too long, or a step that is not an approval", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long, or a step that is not an approval", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
         (status = 404, description = "No such run or step", body = ErrorView),
         (status = 409, description = "The step is not waiting for a decision", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
@@ -91,7 +98,7 @@ pub(super) async fn reject(
     state: State<ApiState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
-    body: Option<Json<Decision>>,
+    body: Result<Option<Object<Decision>>, ApiError>,
 ) -> ApiResult<Json<ApprovalView>> {
     decide(state, path, headers, body, Verdict::Reject).await
 }
@@ -123,12 +130,15 @@ async fn decide(
     State(state): State<ApiState>,
     Path((id, step)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Option<Json<Decision>>,
+    body: Result<Option<Object<Decision>>, ApiError>,
     verdict: Verdict,
 ) -> ApiResult<Json<ApprovalView>> {
+    // regression: a malformed body (`null`, a wrong type, bad JSON) was answered by axum's
+    // rejection in plain text, not an ApiError; schemathesis found it.
+    let body = body?;
     let run_id = parse_run_id(&id)?;
-    // No body (no JSON content type) is a decision without a comment.
-    let decision = body.map(|Json(d)| d).unwrap_or_default();
+    // No body (no content type) is a decision without a comment.
+    let decision = body.map(|Object(d)| d).unwrap_or_default();
     if decision.comment.len() > MAX_COMMENT_BYTES {
         return Err(ApiError::bad_request(format!(
             "a comment is at most {MAX_COMMENT_BYTES} bytes"

@@ -7,6 +7,7 @@
 //! JSON body.
 
 mod approvals;
+mod body;
 pub mod followers;
 mod logs;
 pub mod openapi;
@@ -17,7 +18,6 @@ pub mod views;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::{Json, Router};
 use evaluator::{EvalContext, EvaluatorPool, Event};
@@ -36,6 +36,7 @@ use crate::launch::{launch, LaunchError};
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::registry::Registry;
+use body::Object;
 use views::{ClassView, Created, ErrorView, PoolView, RunView, RunnerView};
 
 #[derive(Clone)]
@@ -99,10 +100,12 @@ pub fn router(state: ApiState) -> Router {
 /// The OpenAPI document of every route [`router`] serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (guarded, open) = routes();
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let mut doc = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(guarded)
         .merge(open)
-        .into_openapi()
+        .into_openapi();
+    openapi::optional_bodies(&mut doc);
+    doc
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -350,12 +353,12 @@ struct RunId {
 async fn create_run(
     State(state): State<ApiState>,
     headers: axum::http::HeaderMap,
-    body: Result<Json<CreateRun>, JsonRejection>,
+    body: Result<Object<CreateRun>, ApiError>,
 ) -> ApiResult<Json<Created>> {
     // The server's file system is the operator's: the admin token, and only below the
     // directories the operator allowed — checked before anything reveals what exists.
     state.auth.check_admin(&headers)?;
-    let Json(request) = body?;
+    let Object(request) = body?;
     let Some(evaluator) = &state.evaluator else {
         return Err(ApiError::Client(
             axum::http::StatusCode::NOT_IMPLEMENTED,

@@ -14,7 +14,9 @@
 use std::sync::LazyLock;
 
 use axum::Json;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 /// The name of the bearer token scheme; operations' `security(...)` spell it out as a
@@ -71,6 +73,35 @@ impl Modify for BearerToken {
             ),
         );
     }
+}
+
+/// utoipa spells an optional body (`Option<T>`) as "`null` or T"; the handlers take an
+/// absent body, not a `null` one (that is a 422). This keeps T alone, not required.
+pub(super) fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for body in operations
+            .into_iter()
+            .flatten()
+            .filter_map(|operation| operation.request_body.as_mut())
+        {
+            for content in body.content.values_mut() {
+                let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+                    continue;
+                };
+                let mut rest = one_of.items.iter().filter(|item| !is_null(item));
+                if let (Some(only), None) = (rest.next(), rest.next()) {
+                    content.schema = Some(only.clone());
+                    body.required = Some(Required::False);
+                }
+            }
+        }
+    }
+}
+
+fn is_null(schema: &RefOr<Schema>) -> bool {
+    matches!(schema, RefOr::T(Schema::Object(object))
+        if object.schema_type == SchemaType::Type(Type::Null))
 }
 
 /// The document, built once.

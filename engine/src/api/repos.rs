@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -15,6 +14,7 @@ use serde::Deserialize;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::Object;
 use super::views::{Created, ErrorView, RepoView, ScheduleView, SecretView, TokenCreated};
 use super::ApiState;
 use crate::forge::Forge;
@@ -146,9 +146,9 @@ fn check_secret_name(name: &str) -> ApiResult<()> {
 )]
 pub(super) async fn create_repo(
     State(state): State<ApiState>,
-    body: Result<Json<CreateRepo>, JsonRejection>,
+    body: Result<Object<CreateRepo>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<RepoView>)> {
-    let Json(request) = body?;
+    let Object(request) = body?;
     check_repo_name(&request.name)?;
     check_clone_url(&request.clone_url)?;
     let forge = Forge::parse(&request.forge).ok_or_else(|| {
@@ -326,11 +326,11 @@ pub(super) struct PutSecret {
 pub(super) async fn put_secret(
     State(state): State<ApiState>,
     Path((owner, name, secret)): Path<(String, String, String)>,
-    body: Result<Json<PutSecret>, JsonRejection>,
+    body: Result<Object<PutSecret>, ApiError>,
 ) -> ApiResult<StatusCode> {
     let repo = find_repo(&state, &owner, &name).await?;
     check_secret_name(&secret)?;
-    let Json(body) = body?;
+    let Object(body) = body?;
     if body.value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::Client(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -522,10 +522,10 @@ pub(super) async fn dispatch(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
-    body: Result<Json<DispatchRequest>, JsonRejection>,
+    body: Result<Object<DispatchRequest>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let repo = find_repo(&state, &owner, &name).await?;
-    let Json(request) = body?;
+    let Object(request) = body?;
     let Some(registry) = &state.registry else {
         return Err(ApiError::Client(
             StatusCode::NOT_IMPLEMENTED,
@@ -597,9 +597,9 @@ pub(super) struct CreateToken {
 )]
 pub(super) async fn create_token(
     State(state): State<ApiState>,
-    body: Result<Json<CreateToken>, JsonRejection>,
+    body: Result<Object<CreateToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    let Json(request) = body?;
+    let Object(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(

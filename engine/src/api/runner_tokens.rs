@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -16,6 +15,7 @@ use runner::protocol::Outcome;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::Object;
 use super::views::{ErrorView, RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
 use super::ApiState;
 use crate::executor::Report;
@@ -74,10 +74,10 @@ fn default_secrets() -> bool {
 pub(super) async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<CreateRunnerToken>, JsonRejection>,
+    body: Result<Object<CreateRunnerToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<RunnerTokenCreated>)> {
     state.auth.check_admin(&headers)?;
-    let Json(request) = body?;
+    let Object(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
