@@ -37,9 +37,10 @@ pub(super) struct Decision {
 #[allow(dead_code)] // only a schema: handlers parse the segments themselves
 pub(super) struct StepPath {
     /// The run's id.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, example = 1)]
     id: i64,
     /// The step's id in the run's plan.
+    #[param(example = "gate")]
     step: String,
 }
 
@@ -47,6 +48,7 @@ pub(super) struct StepPath {
     post,
     path = "/api/runs/{id}/steps/{step}/approve",
     tag = "approvals",
+    operation_id = "approve_step",
     summary = "Approve a waiting approval step",
     params(StepPath),
     request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
@@ -77,6 +79,7 @@ pub(super) async fn approve(
     post,
     path = "/api/runs/{id}/steps/{step}/reject",
     tag = "approvals",
+    operation_id = "reject_step",
     summary = "Reject a waiting approval step (it fails)",
     params(StepPath),
     request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
@@ -107,6 +110,7 @@ pub(super) async fn reject(
     get,
     path = "/api/runs/{id}/approvals",
     tag = "approvals",
+    operation_id = "list_approvals",
     summary = "The decisions taken on a run's approval steps",
     params(RunId),
     security((), ("bearer" = [])),

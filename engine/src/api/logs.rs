@@ -62,7 +62,7 @@ pub(super) struct LogQuery {
     params(
         StepPath,
         LogQuery,
-        ("Last-Event-ID" = Option<String>, Header, pattern = r"^[0-9]+:[0-9]+$",
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^[0-9]+:[0-9]+$",
          description = "Resume after this `attempt:seq`, the id of the last event received"),
     ),
     security((), ("bearer" = [])),

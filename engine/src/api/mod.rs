@@ -324,7 +324,7 @@ enum EventName {
 #[allow(dead_code)] // only a schema: handlers parse the id themselves (400 when it is none)
 struct RunId {
     /// The run's id.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, example = 1)]
     id: i64,
 }
 

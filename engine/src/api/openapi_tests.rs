@@ -52,9 +52,13 @@ fn the_document_is_openapi_3_and_self_contained() {
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let paths = doc["paths"].as_object().expect("paths");
     assert!(!paths.is_empty());
+    let mut operation_ids = BTreeSet::new();
     for (path, item) in paths {
         assert!(path.starts_with("/api/"), "{path} is not under /api");
         for (method, operation) in item.as_object().unwrap() {
+            // utoipa names an operation after its handler; two `list`s would collide.
+            let id = operation["operationId"].as_str().expect("an operationId");
+            assert!(operation_ids.insert(id), "operationId {id} twice");
             let responses = operation["responses"].as_object().unwrap();
             assert!(
                 responses.keys().any(|s| s.starts_with('2')),

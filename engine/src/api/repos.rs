@@ -51,9 +51,11 @@ pub(super) struct CreateRepo {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // only a schema: handlers take the segments as strings
 pub(super) struct RepoPath {
-    /// The repository's owner: letters, digits, `-`, `_` and `.`.
+    /// The repository's owner: letters, digits, `-`, `_` and `.` (not `.` or `..`).
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "octo")]
     owner: String,
-    /// The repository's name: letters, digits, `-`, `_` and `.`.
+    /// The repository's name: letters, digits, `-`, `_` and `.` (not `.` or `..`).
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "hello")]
     name: String,
 }
 
@@ -63,11 +65,14 @@ pub(super) struct RepoPath {
 #[allow(dead_code)] // only a schema: handlers take the segments as strings
 pub(super) struct SecretPath {
     /// The repository's owner.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "octo")]
     owner: String,
     /// The repository's name.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "hello")]
     name: String,
     /// The secret's name, as an environment variable takes it: letters, digits and `_`, not
     /// starting with a digit or `PLUE_`.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "DEPLOY_KEY")]
     secret: String,
 }
 

@@ -44,7 +44,7 @@ pub(super) struct CreateRunnerToken {
 #[allow(dead_code)] // only a schema: the handler parses the id itself (400 when it is none)
 pub(super) struct TokenId {
     /// The token's id.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, example = 1)]
     id: i64,
 }
 
@@ -56,6 +56,7 @@ fn default_secrets() -> bool {
     post,
     path = "/api/runner-tokens",
     tag = "tokens",
+    operation_id = "create_runner_token",
     summary = "Make a scoped runner registration token",
     description = "Needs the admin token itself.",
     request_body = CreateRunnerToken,
@@ -116,6 +117,7 @@ pub(super) async fn create(
     get,
     path = "/api/runner-tokens",
     tag = "tokens",
+    operation_id = "list_runner_tokens",
     summary = "Scoped runner registration tokens (never the tokens)",
     description = "Needs the admin token itself, even when reads are open.",
     security(("bearer" = [])),
@@ -139,6 +141,7 @@ pub(super) async fn list(
     delete,
     path = "/api/runner-tokens/{id}",
     tag = "tokens",
+    operation_id = "revoke_runner_token",
     summary = "Revoke a runner registration token, retiring its runners",
     description = "Needs the admin token itself. Attempts on its runners fail.",
     params(TokenId),
