@@ -38,7 +38,8 @@ const MAX_EXAMPLES: &str = "40";
 ///   `--local-workflows` and exist on the server, a branch must be a valid git ref, a
 ///   repository or run must exist, a secret needs `PLUE_SECRET_KEY`. Those answers are
 ///   4xx by design, and each is declared with its status.
-const EXCLUDED_CHECKS: &str = "use_after_free,ensure_resource_availability,positive_data_acceptance";
+const EXCLUDED_CHECKS: &str =
+    "use_after_free,ensure_resource_availability,positive_data_acceptance";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing_the_document_does_not_declare() {
@@ -64,18 +65,22 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
     assert_eq!(anonymous.status(), 200);
     let document: serde_json::Value = anonymous.json().await.expect("a JSON document");
     assert!(
-        document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
         "{document:#}"
     );
 
     seed(&sandbox, &engine.url).await;
+    logs_fit_the_document(&engine.url, &document).await;
 
-    let report = sandbox.path("schemathesis");
+    // In the sandbox, so nothing it might write lands in the source tree.
+    let workdir = sandbox.path("schemathesis");
+    std::fs::create_dir_all(&workdir).unwrap();
     let started = Instant::now();
     let output = tokio::task::spawn_blocking({
         let url = engine.url.clone();
         let python = venv.join("bin/python");
-        let report = report.clone();
         move || {
             Command::new(python)
                 .args(["-m", "schemathesis.cli", "--no-color", "run"])
@@ -83,13 +88,11 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
                 .args(["--url", &url])
                 .args(["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS])
                 .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-                .args(["--max-examples", MAX_EXAMPLES])
-                .args(["--seed", "1", "--workers", "1"])
-                .args(["--request-timeout", "10"])
+                // A fixed seed: a finding reproduces run after run.
+                .args(["--max-examples", MAX_EXAMPLES, "--seed", "1"])
+                .args(["--workers", "1", "--request-timeout", "10"])
                 .args(["--generation-database", "none"])
-                .arg("--report-dir")
-                .arg(&report)
-                .current_dir(&report.parent().unwrap())
+                .current_dir(&workdir)
                 .env("NO_COLOR", "1")
                 .output()
                 .expect("starting schemathesis")
@@ -132,10 +135,15 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
 /// `gate` waits.
 async fn seed(sandbox: &Sandbox, engine: &str) {
     let client = client();
-    post(&client, engine, "/api/repos", json!({
-        "name": "octo/hello", "clone_url": "file:///nonexistent/hello.git",
-        "forge": "github", "webhook_secret": "webhook-secret-of-octo",
-    }))
+    post(
+        &client,
+        engine,
+        "/api/repos",
+        json!({
+            "name": "octo/hello", "clone_url": "file:///nonexistent/hello.git",
+            "forge": "github", "webhook_secret": "webhook-secret-of-octo",
+        }),
+    )
     .await;
     let response = client
         .put(format!("{engine}/api/repos/octo/hello/secrets/DEPLOY_KEY"))
@@ -144,7 +152,13 @@ async fn seed(sandbox: &Sandbox, engine: &str) {
         .await
         .expect("PUT a secret");
     assert_eq!(response.status(), 204);
-    post(&client, engine, "/api/runner-tokens", json!({"name": "seeded"})).await;
+    post(
+        &client,
+        engine,
+        "/api/runner-tokens",
+        json!({"name": "seeded"}),
+    )
+    .await;
     let workflow = sandbox.write(
         "ws/hello.plue.py",
         "def workflow():\n    return Plan(name='hello', triggers=[Trigger.manual()], steps=[\n\
@@ -153,17 +167,21 @@ async fn seed(sandbox: &Sandbox, engine: &str) {
     );
     let run_id = start_run(&client, engine, &workflow, workflow.parent().unwrap()).await;
     assert_eq!(run_id, 1, "the document's examples name run 1");
-    wait_for(Duration::from_secs(30), "run 1 to wait at its gate", || async {
-        let run: serde_json::Value = client
-            .get(format!("{engine}/api/runs/1"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (run["status"] == "waiting").then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "run 1 to wait at its gate",
+        || async {
+            let run: serde_json::Value = client
+                .get(format!("{engine}/api/runs/1"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (run["status"] == "waiting").then_some(())
+        },
+    )
     .await;
 }
 
@@ -174,5 +192,69 @@ async fn post(client: &reqwest::Client, engine: &str, path: &str, body: serde_js
         .send()
         .await
         .expect("a seeding request");
-    assert!(response.status().is_success(), "{path}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+}
+
+/// The logs operation's two answers, which schemathesis cannot read (it validates JSON
+/// bodies only): JSON lines, each a `LineView` with exactly its properties, and an SSE
+/// stream of `line` events carrying the same, closed by `end`.
+async fn logs_fit_the_document(engine: &str, document: &serde_json::Value) {
+    let operation = &document["paths"]["/api/runs/{id}/steps/{step}/logs"]["get"];
+    let content = &operation["responses"]["200"]["content"];
+    assert!(content["application/x-ndjson"].is_object(), "{operation:#}");
+    assert!(content["text/event-stream"].is_object(), "{operation:#}");
+    let line = &document["components"]["schemas"]["LineView"];
+    let mut declared: Vec<&str> = line["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    declared.sort_unstable();
+    let fits = |text: &str| {
+        let value: serde_json::Value = serde_json::from_str(text).expect("a JSON line");
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, declared, "{text}");
+    };
+    let url = format!("{engine}/api/runs/1/steps/hello/logs");
+    let lines = client().get(&url).send().await.expect("GET logs");
+    assert_eq!(lines.status(), 200);
+    assert_eq!(lines.headers()["content-type"], "application/x-ndjson");
+    let text = lines.text().await.unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    text.lines().for_each(fits);
+
+    let stream = client()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET logs as SSE");
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    // The step is final: the stream ends by itself.
+    let body = tokio::time::timeout(Duration::from_secs(10), stream.text())
+        .await
+        .expect("the stream of a final step ends")
+        .unwrap();
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .collect();
+    assert_eq!(data.len(), 3, "two lines and the end:\n{body}");
+    data[..2].iter().copied().for_each(fits);
+    assert!(
+        body.contains("event: end") || body.contains("event:end"),
+        "{body}"
+    );
 }

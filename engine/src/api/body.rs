@@ -70,7 +70,8 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Option<Self>, ApiError> {
         let body: Option<Json<Value>> =
             <Json<Value> as OptionalFromRequest<S>>::from_request(request, state).await?;
-        body.map(|Json(value)| Object::from_value(value)).transpose()
+        body.map(|Json(value)| Object::from_value(value))
+            .transpose()
     }
 }
 

@@ -79,7 +79,12 @@ impl Modify for BearerToken {
 /// absent body, not a `null` one (that is a 422). This keeps T alone, not required.
 pub(super) fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
-        let operations = [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        let operations = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
         for body in operations
             .into_iter()
             .flatten()

@@ -49,7 +49,10 @@ fn the_document_is_openapi_3_and_self_contained() {
     let doc = document();
     let version = doc["openapi"].as_str().expect("an openapi version");
     assert!(version.starts_with("3."), "OpenAPI {version}");
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let paths = doc["paths"].as_object().expect("paths");
     assert!(!paths.is_empty());
     let mut operation_ids = BTreeSet::new();
@@ -94,11 +97,13 @@ fn the_document_is_openapi_3_and_self_contained() {
         assert!(schemas.contains_key(name), "no schema {name}");
     }
     // The error schema is what ApiError sends.
-    let sent = serde_json::to_value(runner::protocol::ErrorBody {
-        error: "x".into(),
-    })
-    .unwrap();
-    let fields: BTreeSet<&str> = sent.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let sent = serde_json::to_value(runner::protocol::ErrorBody { error: "x".into() }).unwrap();
+    let fields: BTreeSet<&str> = sent
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
     let declared: BTreeSet<&str> = schemas["Error"]["properties"]
         .as_object()
         .unwrap()
@@ -164,9 +169,7 @@ async fn the_router_serves_exactly_the_documented_operations() {
                         "{method} {uri} is documented but not served ({status})"
                     );
                     assert!(
-                        operation["responses"]
-                            .get(status.as_str())
-                            .is_some(),
+                        operation["responses"].get(status.as_str()).is_some(),
                         "{method} {uri} answered {status}, which its operation does not list: {}",
                         String::from_utf8_lossy(&body)
                     );

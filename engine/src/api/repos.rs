@@ -492,13 +492,9 @@ fn input_values() -> Schema {
     Schema::Object(
         ObjectBuilder::new()
             .schema_type(Type::Object)
-            .additional_properties(Some(
-                ObjectBuilder::new().schema_type(SchemaType::from_iter([
-                    Type::String,
-                    Type::Number,
-                    Type::Boolean,
-                ])),
-            ))
+            .additional_properties(Some(ObjectBuilder::new().schema_type(
+                SchemaType::from_iter([Type::String, Type::Number, Type::Boolean]),
+            )))
             .build(),
     )
 }
