@@ -103,14 +103,14 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
     let elapsed = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // Shown with --nocapture, and with any failure below.
-    println!("{stdout}");
     assert!(
         output.status.success(),
         "schemathesis found problems ({}, after {elapsed:?}):\n{stdout}\n{stderr}\n{}",
         output.status,
         sandbox.diagnostics()
     );
+    // What it tested, for `--nocapture`.
+    println!("{stdout}");
     // It tested every operation the document lists, but the one that serves the document
     // (schemathesis leaves that out; it was read above).
     let operations: usize = document["paths"]
