@@ -93,10 +93,13 @@ pub(super) async fn step_logs(
         .step_run(run_id, &step)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {run_id} has no step '{step}'")))?;
+    // regression: a malformed `after` beside a `Last-Event-ID` was ignored, not refused;
+    // schemathesis found it. Both are checked; the header wins.
+    let after = query.after.as_deref().map(parse_cursor).transpose()?;
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let cursor = match last_event_id.or(query.after.as_deref()) {
+    let cursor = match last_event_id {
         Some(text) => parse_cursor(text)?,
-        None => (0, 0),
+        None => after.unwrap_or((0, 0)),
     };
     let wants_sse = headers
         .get(header::ACCEPT)
@@ -149,11 +152,18 @@ pub(super) async fn step_logs(
         .into_response())
 }
 
+/// `ATTEMPT:SEQ`, two runs of ASCII digits: exactly the documented pattern (the engine
+/// sends event ids in that form, and clients echo them back unchanged).
 fn parse_cursor(text: &str) -> ApiResult<(i64, i64)> {
+    let number = |part: &str| {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse::<i64>().ok()
+    };
     let parsed = text
         .split_once(':')
-        .and_then(|(a, s)| Some((a.trim().parse::<i64>().ok()?, s.trim().parse::<i64>().ok()?)))
-        .filter(|(a, s)| *a >= 0 && *s >= 0);
+        .and_then(|(a, s)| Some((number(a)?, number(s)?)));
     parsed.ok_or_else(|| {
         ApiError::bad_request(format!("invalid log cursor '{text}': expected ATTEMPT:SEQ"))
     })

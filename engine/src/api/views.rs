@@ -1,7 +1,8 @@
 //! The JSON shapes of `/api/...` responses. Only this module derives `Serialize` for what
 //! the public API returns, so the wire format is decided in one place; each shape also
 //! derives `ToSchema`, so `/api/openapi.json` ([`super::openapi`]) describes exactly what is
-//! serialized.
+//! serialized. An `Option` field that is always sent (as `null` when empty) is marked
+//! `required`; one that is left out when empty (`skip_serializing_if`) is not.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use crate::store::{ApprovalRow, RunRow, RunnerRow, RunnerTokenRow, StepRunRow, S
 pub struct RunView {
     pub id: i64,
     /// `owner/name` for runs of a registered repository.
+    #[schema(required = true)]
     pub repository: Option<String>,
     pub workflow: String,
     pub workflow_path: String,
@@ -25,14 +27,19 @@ pub struct RunView {
     pub sha: String,
     pub plan_hash: String,
     pub status: String,
+    #[schema(required = true)]
     pub reason: Option<String>,
     pub cancel_requested: bool,
+    #[schema(required = true)]
     pub rerun_of: Option<i64>,
     /// False when the steps get no secrets (a pull request from a fork).
     pub secrets_allowed: bool,
     pub created_at: i64,
+    #[schema(required = true)]
     pub started_at: Option<i64>,
+    #[schema(required = true)]
     pub finished_at: Option<i64>,
+    #[schema(required = true)]
     pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
@@ -46,6 +53,7 @@ pub struct CommitStatusView {
     pub state: String,
     pub delivered: bool,
     pub attempts: i64,
+    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 
@@ -93,13 +101,18 @@ pub struct StepView {
     pub id: String,
     pub status: String,
     pub attempts: i64,
+    #[schema(required = true)]
     pub exit_code: Option<i64>,
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// The `key=value` lines the step wrote to `$PLUE_OUTPUT`.
     #[schema(value_type = BTreeMap<String, String>)]
     pub outputs: serde_json::Value,
+    #[schema(required = true)]
     pub started_at: Option<i64>,
+    #[schema(required = true)]
     pub finished_at: Option<i64>,
+    #[schema(required = true)]
     pub duration_ms: Option<i64>,
     /// Tokens an `llm` step used over all its attempts: `input_tokens`, `output_tokens`,
     /// `cache_creation_input_tokens`, `cache_read_input_tokens`. Absent for other steps.
@@ -208,6 +221,7 @@ pub struct ClassView {
     /// Pods that failed or were lost since this engine started.
     pub failures: usize,
     /// The last one: `pod <name>: <reason>`.
+    #[schema(required = true)]
     pub last_failure: Option<String>,
     /// New pods wait for a backoff after pods that could not start.
     pub backing_off: bool,
@@ -258,8 +272,10 @@ pub struct RepoView {
     pub name: String,
     pub clone_url: String,
     pub forge: String,
+    #[schema(required = true)]
     pub api_url: Option<String>,
     pub has_api_token: bool,
+    #[schema(required = true)]
     pub default_branch: Option<String>,
     pub created_at: i64,
 }
@@ -295,6 +311,7 @@ pub struct ScheduleView {
     pub next_fire_at: i64,
     /// `next_fire_at` as RFC 3339 (UTC).
     pub next_fire_time: String,
+    #[schema(required = true)]
     pub last_fired_at: Option<i64>,
 }
 
@@ -337,7 +354,9 @@ pub struct RunnerTokenView {
     pub secrets: bool,
     pub created_at: i64,
     /// Its last registration.
+    #[schema(required = true)]
     pub used_at: Option<i64>,
+    #[schema(required = true)]
     pub revoked_at: Option<i64>,
 }
 
