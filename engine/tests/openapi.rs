@@ -1,10 +1,11 @@
-//! `/api/openapi.json` against a live `plue serve`: the document is served without a token
-//! even with `--private-reads`, and schemathesis (pinned, from PyPI, in its own virtual
-//! environment built by `deploy/python.rs`) fuzzes every operation it lists with the admin
-//! token, asserting no 5xx and that every answer — status, content type, headers, body —
-//! is one the document declares. The engine holds what the document's examples name (the
-//! repository `octo/hello` with a secret `DEPLOY_KEY`, run 1 waiting at its approval step
-//! `gate`), so requests reach past "not found" into the handlers.
+//! `/api/openapi.json` against a live `plue serve`, with reads open and with
+//! `--private-reads`: the document is served without a token either way, and schemathesis
+//! (pinned, from PyPI, in its own virtual environment built by `deploy/python.rs`) fuzzes
+//! every operation it lists with the admin token, asserting no 5xx and that every answer —
+//! status, content type, headers, body — is one the document declares. The engine holds
+//! what the document's examples name (the repository `octo/hello` with a secret
+//! `DEPLOY_KEY`, run 1 waiting at its approval step `gate`), so requests reach past "not
+//! found" into the handlers.
 //!
 //! Like the chart and metrics tests, a schemathesis that cannot be installed fails the test
 //! with what pip said; it never skips.
@@ -47,16 +48,21 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
     let venv = tokio::task::spawn_blocking(|| python::venv("schemathesis-venv", SCHEMATHESIS))
         .await
         .expect("building the schemathesis environment");
+    // Both ways reads can be: open (the default: admin-only reads answer without the
+    // middleware) and private (every read meets the middleware's 401 first).
+    for private_reads in [false, true] {
+        fuzz(&venv, private_reads).await;
+    }
+}
+
+async fn fuzz(venv: &std::path::Path, private_reads: bool) {
     let sandbox = Sandbox::new("openapi");
     let data = sandbox.path("data");
-    let engine = sandbox
-        .serve(
-            "engine",
-            free_port(),
-            // Reads need the token too, so schemathesis sees every 401 a read declares.
-            &["--data-dir", data.to_str().unwrap(), "--private-reads"],
-        )
-        .await;
+    let mut args = vec!["--data-dir", data.to_str().unwrap()];
+    if private_reads {
+        args.push("--private-reads");
+    }
+    let engine = sandbox.serve("engine", free_port(), &args).await;
 
     // The document itself needs no token, even with private reads.
     let anonymous = reqwest::get(format!("{}/api/openapi.json", engine.url))
@@ -105,7 +111,8 @@ async fn schemathesis_finds_nothing_the_document_does_not_declare() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "schemathesis found problems ({}, after {elapsed:?}):\n{stdout}\n{stderr}\n{}",
+        "schemathesis found problems (private reads: {private_reads}; {}, after \
+         {elapsed:?}):\n{stdout}\n{stderr}\n{}",
         output.status,
         sandbox.diagnostics()
     );

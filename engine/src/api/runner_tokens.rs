@@ -123,7 +123,7 @@ pub(super) async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The tokens", body = Vec<RunnerTokenView>),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 401, description = "No bearer token (or reads are private and it is not valid)", body = ErrorView),
         (status = 403, description = "Not the admin token", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
