@@ -116,6 +116,10 @@ struct RunsQuery {
     /// as 1000).
     limit: Option<i64>,
     /// Only runs of this repository (`owner/name`).
+    #[param(
+        pattern = r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$",
+        example = "octo/hello"
+    )]
     repo: Option<String>,
 }
 

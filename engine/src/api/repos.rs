@@ -28,15 +28,20 @@ const MAX_SECRET_BYTES: usize = 64 * 1024;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRepo {
-    /// `owner/name`.
-    #[schema(example = "octo/hello")]
+    /// `owner/name`: letters, digits, `-`, `_` and `.` (neither part `.` or `..`).
+    #[schema(
+        example = "octo/hello",
+        pattern = r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$"
+    )]
     name: String,
     /// `https://`, `http://`, `ssh://`, `git@`, `file://` or an absolute path.
+    #[schema(min_length = 1)]
     clone_url: String,
-    /// `github` or `gitea`.
+    #[schema(value_type = ForgeName)]
     forge: String,
-    /// The HMAC key of the forge's webhook deliveries, at least 8 characters. Stored sealed,
-    /// never shown again.
+    /// The HMAC key of the forge's webhook deliveries, at least 8 characters (not counting
+    /// surrounding spaces). Stored sealed, never shown again.
+    #[schema(min_length = 8)]
     webhook_secret: String,
     /// The forge's API (`http(s)://`), for commit statuses.
     api_url: Option<String>,
@@ -44,6 +49,15 @@ pub(super) struct CreateRepo {
     api_token: Option<String>,
     /// The branch dispatch and schedules read by default.
     default_branch: Option<String>,
+}
+
+/// The forges a repository can be on.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // only a schema: requests carry the name, checked by `Forge::parse`
+pub(super) enum ForgeName {
+    Github,
+    Gitea,
 }
 
 /// `{owner}/{name}` of a repository in a path.
@@ -576,6 +590,7 @@ pub(super) async fn dispatch(
 pub(super) struct CreateToken {
     /// What the token is for: 1 to 100 characters, no control characters. Approvals and
     /// runs started with it name it.
+    #[schema(min_length = 1)]
     name: String,
 }
 

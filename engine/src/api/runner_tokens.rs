@@ -28,6 +28,7 @@ use crate::tokens;
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRunnerToken {
     /// What the token is for: 1 to 100 characters, no control characters.
+    #[schema(min_length = 1)]
     name: String,
     /// The labels its runners may announce (none: unlabelled steps only).
     #[serde(default)]
