@@ -2,15 +2,16 @@
 //! repositories, schedules, tokens and runner registration tokens. (`/healthz`, `/readyz`
 //! and `/metrics` are [`crate::metrics`]'s.)
 //!
-//! Invariants: every `/api/...` route passes [`crate::auth::require_token`] (writes need a
-//! bearer token, reads too when they are private); every error is an [`ApiError`] with a
-//! JSON body.
+//! Invariants: every `/api/...` route is registered from its handler's `#[utoipa::path]`
+//! and so described by `GET /api/openapi.json` ([`openapi()`]); every route but that one
+//! passes [`crate::auth::require_token`] (writes need a bearer token, reads too when they
+//! are private); every error is an [`ApiError`] with a JSON body.
 
 mod approvals;
 mod body;
 pub mod followers;
 mod logs;
-pub mod openapi;
+mod openapi;
 mod repos;
 mod runner_tokens;
 pub mod views;
