@@ -50,7 +50,8 @@ impl Auth {
 
     /// Checks that the request carries the admin token itself (API tokens made with `plue
     /// token create` are not enough): for operations that reach the server's file system.
-    /// Passes when no admin token is configured (an embedded engine with no API users).
+    /// No token at all is a 401, another token a 403. Passes when no admin token is
+    /// configured (an embedded engine with no API users).
     pub fn check_admin(&self, headers: &HeaderMap) -> ApiResult<()> {
         let Some(admin) = &self.admin_token else {
             return Ok(());
@@ -60,7 +61,13 @@ impl Auth {
             .and_then(|v| v.to_str().ok());
         match tokens::bearer(header) {
             Some(given) if tokens::tokens_match(given, admin) => Ok(()),
-            _ => Err(ApiError::Client(
+            // regression: a read of an admin-only route (GET /api/runner-tokens, reads
+            // open) without any token was a 403; schemathesis expects — as HTTP says — a
+            // 401 for missing credentials.
+            None => Err(ApiError::unauthorized(
+                "this request needs 'Authorization: Bearer <token>' with the admin token",
+            )),
+            Some(_) => Err(ApiError::Client(
                 axum::http::StatusCode::FORBIDDEN,
                 "this needs the admin token".into(),
             )),

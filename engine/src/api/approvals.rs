@@ -12,57 +12,137 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use evaluator::plan::Action;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{parse_run_id, ApiState};
+use super::body::Object;
+use super::views::{ApprovalView, ErrorView};
+use super::{parse_run_id, ApiState, RunId};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{now_ms, ApprovalRow, Decided, Verdict};
+use crate::store::{now_ms, Decided, Verdict};
 
 /// The longest comment kept with a decision, in bytes.
 const MAX_COMMENT_BYTES: usize = 4096;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Decision {
+    /// Kept with the decision; at most 4096 bytes.
     #[serde(default)]
     comment: String,
 }
 
+/// A run and one of its steps in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: handlers parse the segments themselves
+pub(super) struct StepPath {
+    /// The run's id.
+    #[param(minimum = 1, example = 1)]
+    id: i64,
+    /// The step's id in the run's plan.
+    #[param(example = "gate")]
+    step: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/runs/{id}/steps/{step}/approve",
+    tag = "approvals",
+    operation_id = "approve_step",
+    summary = "Approve a waiting approval step",
+    params(StepPath),
+    request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The decision", body = ApprovalView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long, or a step that is not an approval", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
+        (status = 404, description = "No such run or step", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn approve(
     state: State<ApiState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
-    body: Option<Json<Decision>>,
-) -> ApiResult<Json<ApprovalRow>> {
+    body: Result<Option<Object<Decision>>, ApiError>,
+) -> ApiResult<Json<ApprovalView>> {
     decide(state, path, headers, body, Verdict::Approve).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/runs/{id}/steps/{step}/reject",
+    tag = "approvals",
+    operation_id = "reject_step",
+    summary = "Reject a waiting approval step (it fails)",
+    params(StepPath),
+    request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The decision", body = ApprovalView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long, or a step that is not an approval", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
+        (status = 404, description = "No such run or step", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn reject(
     state: State<ApiState>,
     path: Path<(String, String)>,
     headers: HeaderMap,
-    body: Option<Json<Decision>>,
-) -> ApiResult<Json<ApprovalRow>> {
+    body: Result<Option<Object<Decision>>, ApiError>,
+) -> ApiResult<Json<ApprovalView>> {
     decide(state, path, headers, body, Verdict::Reject).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}/approvals",
+    tag = "approvals",
+    operation_id = "list_approvals",
+    summary = "The decisions taken on a run's approval steps",
+    params(RunId),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The decisions, oldest first (none for an unknown run)", body = Vec<ApprovalView>),
+        (status = 400, description = "The id is not a run id", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn list(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vec<ApprovalRow>>> {
+) -> ApiResult<Json<Vec<ApprovalView>>> {
     let id = parse_run_id(&id)?;
-    Ok(Json(state.executor.store().approvals_of_run(id).await?))
+    let rows = state.executor.store().approvals_of_run(id).await?;
+    Ok(Json(rows.into_iter().map(ApprovalView::from).collect()))
 }
 
 async fn decide(
     State(state): State<ApiState>,
     Path((id, step)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Option<Json<Decision>>,
+    body: Result<Option<Object<Decision>>, ApiError>,
     verdict: Verdict,
-) -> ApiResult<Json<ApprovalRow>> {
+) -> ApiResult<Json<ApprovalView>> {
+    // regression: a malformed body (`null`, a wrong type, bad JSON) was answered by axum's
+    // rejection in plain text, not an ApiError; schemathesis found it.
+    let body = body?;
     let run_id = parse_run_id(&id)?;
-    // No body (no JSON content type) is a decision without a comment.
-    let decision = body.map(|Json(d)| d).unwrap_or_default();
+    // No body (no content type) is a decision without a comment.
+    let decision = body.map(|Object(d)| d).unwrap_or_default();
     if decision.comment.len() > MAX_COMMENT_BYTES {
         return Err(ApiError::bad_request(format!(
             "a comment is at most {MAX_COMMENT_BYTES} bytes"
@@ -123,7 +203,7 @@ async fn decide(
         }
     }
     state.executor.advance(run_id).await?;
-    Ok(Json(ApprovalRow {
+    Ok(Json(ApprovalView {
         step_id: step,
         decision: verdict.as_str().into(),
         decided_by: who,

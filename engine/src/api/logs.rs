@@ -25,9 +25,11 @@ use axum::Extension;
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
+use utoipa::IntoParams;
 
+use super::approvals::StepPath;
 use super::followers::{FollowerGuard, FollowerLimits};
-use super::views::LineView;
+use super::views::{ErrorView, LineView};
 use super::{parse_run_id, ApiState};
 use crate::events::Event;
 use crate::executor::rules::parse_status;
@@ -36,13 +38,47 @@ use crate::store::StoredLine;
 
 const PAGE: i64 = 5000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogQuery {
-    /// Resume after this `attempt:seq` (like `Last-Event-ID`).
+    /// Resume after this `attempt:seq` (like `Last-Event-ID`, which wins when both are
+    /// given).
+    #[param(pattern = r"^[0-9]+:[0-9]+$", example = "1:42")]
     after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}/steps/{step}/logs",
+    tag = "logs",
+    summary = "A step's log lines: stored ones, or a live stream",
+    description = "Without `Accept: text/event-stream`: every stored line after the cursor \
+                   as JSON lines (`application/x-ndjson`, one `Line` per line). With it: \
+                   Server-Sent Events — a `line` event per line (its id `attempt:seq`, its \
+                   data a `Line`), new lines as they are stored, then an `end` event (data \
+                   `{}`) once the step is final and every line was sent; comments keep the \
+                   connection alive. Resume with `Last-Event-ID` or `after`.",
+    params(
+        StepPath,
+        LogQuery,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^[0-9]+:[0-9]+$",
+         description = "Resume after this `attempt:seq`, the id of the last event received"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The lines",
+         content(
+             (LineView = "application/x-ndjson"),
+             (String = "text/event-stream"),
+         )),
+        (status = 400, description = "Not a run id, an unknown query parameter or a malformed cursor", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 404, description = "No such run or step", body = ErrorView),
+        (status = 429, description = "Too many live followers (of this step, from this client, or in all)", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn step_logs(
     State(state): State<ApiState>,
     Path((run, step)): Path<(String, String)>,
@@ -57,10 +93,13 @@ pub(super) async fn step_logs(
         .step_run(run_id, &step)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {run_id} has no step '{step}'")))?;
+    // regression: a malformed `after` beside a `Last-Event-ID` was ignored, not refused;
+    // schemathesis found it. Both are checked; the header wins.
+    let after = query.after.as_deref().map(parse_cursor).transpose()?;
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let cursor = match last_event_id.or(query.after.as_deref()) {
+    let cursor = match last_event_id {
         Some(text) => parse_cursor(text)?,
-        None => (0, 0),
+        None => after.unwrap_or((0, 0)),
     };
     let wants_sse = headers
         .get(header::ACCEPT)
@@ -113,11 +152,18 @@ pub(super) async fn step_logs(
         .into_response())
 }
 
+/// `ATTEMPT:SEQ`, two runs of ASCII digits: exactly the documented pattern (the engine
+/// sends event ids in that form, and clients echo them back unchanged).
 fn parse_cursor(text: &str) -> ApiResult<(i64, i64)> {
+    let number = |part: &str| {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse::<i64>().ok()
+    };
     let parsed = text
         .split_once(':')
-        .and_then(|(a, s)| Some((a.trim().parse::<i64>().ok()?, s.trim().parse::<i64>().ok()?)))
-        .filter(|(a, s)| *a >= 0 && *s >= 0);
+        .and_then(|(a, s)| Some((number(a)?, number(s)?)));
     parsed.ok_or_else(|| {
         ApiError::bad_request(format!("invalid log cursor '{text}': expected ATTEMPT:SEQ"))
     })

@@ -285,3 +285,28 @@ async fn an_idle_follower_wakes_when_lines_are_stored() {
     drop(events);
     engine.live_becomes(0).await;
 }
+
+#[test]
+fn cursors_are_exactly_attempt_colon_seq() {
+    use super::parse_cursor;
+    assert_eq!(parse_cursor("1:42").unwrap(), (1, 42));
+    assert_eq!(parse_cursor("0:0").unwrap(), (0, 0));
+    // regression: whitespace and signs were taken, though the documented pattern is
+    // `^[0-9]+:[0-9]+$`; schemathesis found it.
+    for bad in [
+        "",
+        ":",
+        "1:",
+        ":1",
+        " 1:2",
+        "1:2 ",
+        "+1:2",
+        "-1:2",
+        "1:2:3",
+        "a:b",
+        "1;2",
+        "99999999999999999999:1",
+    ] {
+        assert!(parse_cursor(bad).is_err(), "{bad:?}");
+    }
+}

@@ -2,13 +2,16 @@
 //! repositories, schedules, tokens and runner registration tokens. (`/healthz`, `/readyz`
 //! and `/metrics` are [`crate::metrics`]'s.)
 //!
-//! Invariants: every `/api/...` route passes [`crate::auth::require_token`] (writes need a
-//! bearer token, reads too when they are private); every error is an [`ApiError`] with a
-//! JSON body.
+//! Invariants: every `/api/...` route is registered from its handler's `#[utoipa::path]`
+//! and so described by `GET /api/openapi.json` ([`openapi()`]); every route but that one
+//! passes [`crate::auth::require_token`] (writes need a bearer token, reads too when they
+//! are private); every error is an [`ApiError`] with a JSON body.
 
 mod approvals;
+mod body;
 pub mod followers;
 mod logs;
+mod openapi;
 mod repos;
 mod runner_tokens;
 pub mod views;
@@ -16,15 +19,16 @@ pub mod views;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use evaluator::{EvalContext, EvaluatorPool, Event};
 use runner::protocol::WorkspaceSource;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{self, Auth};
 use crate::executor::Executor;
@@ -33,7 +37,8 @@ use crate::launch::{launch, LaunchError};
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::registry::Registry;
-use views::{ClassView, Created, PoolView, RunView, RunnerView};
+use body::Object;
+use views::{ClassView, Created, ErrorView, PoolView, RunView, RunnerView};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -51,73 +56,88 @@ pub struct ApiState {
     pub followers: Arc<followers::Followers>,
 }
 
+/// Every `/api` route, each registered from its handler's `#[utoipa::path]` (so what the
+/// router serves and what `/api/openapi.json` lists are one list): those behind the token
+/// middleware, then those anyone may read.
+fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
+    let guarded = OpenApiRouter::new()
+        .routes(routes!(list_runs, create_run))
+        .routes(routes!(get_run))
+        .routes(routes!(cancel_run))
+        .routes(routes!(rerun))
+        .routes(routes!(logs::step_logs))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::reject))
+        .routes(routes!(approvals::list))
+        .routes(routes!(list_runners))
+        .routes(routes!(pool))
+        .routes(routes!(repos::list_repos, repos::create_repo))
+        .routes(routes!(repos::get_repo, repos::delete_repo))
+        .routes(routes!(repos::list_secrets))
+        .routes(routes!(repos::put_secret, repos::delete_secret))
+        .routes(routes!(repos::repo_schedules))
+        .routes(routes!(repos::dispatch))
+        .routes(routes!(repos::all_schedules))
+        .routes(routes!(repos::create_token))
+        .routes(routes!(runner_tokens::list, runner_tokens::create))
+        .routes(routes!(runner_tokens::revoke));
+    let open = OpenApiRouter::new().routes(routes!(openapi::openapi_json));
+    (guarded, open)
+}
+
 pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/api/runs", get(list_runs).post(create_run))
-        .route("/api/runs/{id}", get(get_run))
-        .route("/api/runs/{id}/cancel", post(cancel_run))
-        .route("/api/runs/{id}/rerun", post(rerun))
-        .route("/api/runs/{id}/steps/{step}/logs", get(logs::step_logs))
-        .route(
-            "/api/runs/{id}/steps/{step}/approve",
-            post(approvals::approve),
-        )
-        .route(
-            "/api/runs/{id}/steps/{step}/reject",
-            post(approvals::reject),
-        )
-        .route("/api/runs/{id}/approvals", get(approvals::list))
-        .route("/api/runners", get(list_runners))
-        .route("/api/pool", get(pool))
-        .route(
-            "/api/repos",
-            get(repos::list_repos).post(repos::create_repo),
-        )
-        .route(
-            "/api/repos/{owner}/{name}",
-            get(repos::get_repo).delete(repos::delete_repo),
-        )
-        .route(
-            "/api/repos/{owner}/{name}/secrets",
-            get(repos::list_secrets),
-        )
-        .route(
-            "/api/repos/{owner}/{name}/secrets/{secret}",
-            put(repos::put_secret).delete(repos::delete_secret),
-        )
-        .route(
-            "/api/repos/{owner}/{name}/schedules",
-            get(repos::repo_schedules),
-        )
-        .route("/api/repos/{owner}/{name}/dispatch", post(repos::dispatch))
-        .route("/api/schedules", get(repos::all_schedules))
-        .route("/api/tokens", post(repos::create_token))
-        .route(
-            "/api/runner-tokens",
-            get(runner_tokens::list).post(runner_tokens::create),
-        )
-        .route(
-            "/api/runner-tokens/{id}",
-            axum::routing::delete(runner_tokens::revoke),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
-            auth::require_token,
-        ));
+    let (guarded, open) = routes();
+    let guarded = Router::from(guarded).route_layer(axum::middleware::from_fn_with_state(
+        state.auth.clone(),
+        auth::require_token,
+    ));
     Router::new()
-        .merge(api)
+        .merge(guarded)
+        .merge(Router::from(open))
         .method_not_allowed_fallback(crate::internal_api::method_not_allowed)
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+/// The OpenAPI document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (guarded, open) = routes();
+    let mut doc = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(guarded)
+        .merge(open)
+        .into_openapi();
+    openapi::optional_bodies(&mut doc);
+    doc
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RunsQuery {
+    /// At most this many runs, newest first (default 50; below 1 counts as 1, above 1000
+    /// as 1000).
     limit: Option<i64>,
     /// Only runs of this repository (`owner/name`).
+    #[param(
+        pattern = r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$",
+        example = "octo/hello"
+    )]
     repo: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/runs",
+    tag = "runs",
+    summary = "Recent runs, newest first",
+    params(RunsQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The runs (without their steps)", body = Vec<RunView>),
+        (status = 400, description = "An unknown or malformed query parameter, or an invalid repository name", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 async fn list_runs(
     State(state): State<ApiState>,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
@@ -144,6 +164,21 @@ pub(crate) fn parse_run_id(raw: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::bad_request(format!("'{raw}' is not a run id")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}",
+    tag = "runs",
+    summary = "One run with its steps",
+    params(RunId),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The run, its steps and, for a repository's run, the commit statuses owed to the forge", body = RunView),
+        (status = 400, description = "The id is not a run id", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 404, description = "No such run", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 async fn get_run(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -175,6 +210,22 @@ async fn get_run(
     Ok(Json(view))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/runs/{id}/cancel",
+    tag = "runs",
+    summary = "Cancel an active run",
+    params(RunId),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The run, cancelling or cancelled", body = RunView),
+        (status = 400, description = "The id is not a run id", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 404, description = "No such run", body = ErrorView),
+        (status = 409, description = "The run is already final", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 async fn cancel_run(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -198,6 +249,22 @@ async fn cancel_run(
     Ok(Json(RunView::new(run, Some(store.step_runs(id).await?))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/runs/{id}/rerun",
+    tag = "runs",
+    summary = "Run a run's plan again, as a new run",
+    params(RunId),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new run", body = Created),
+        (status = 400, description = "The id is not a run id", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 404, description = "No such run", body = ErrorView),
+        (status = 409, description = "The run has no plan (its workflow file did not evaluate)", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 async fn rerun(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -224,29 +291,79 @@ async fn rerun(
 }
 
 /// `POST /api/runs`: run a workflow file the server can read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRun {
-    /// Path of the workflow file on the server.
+    /// Absolute path of the workflow file on the server, below a directory given to
+    /// `--local-workflows`.
+    #[schema(value_type = String)]
     workflow: PathBuf,
     /// Directory copied into each step's workspace (default: the repository root above
-    /// the file, else its directory).
+    /// the file, else its directory), below a directory given to `--local-workflows`.
+    #[schema(value_type = Option<String>)]
     workspace: Option<PathBuf>,
+    /// The event the file is evaluated for (default `manual`).
+    #[schema(value_type = Option<EventName>)]
     event: Option<Event>,
+    /// `ctx.branch` (default `main`).
     branch: Option<String>,
+    /// `ctx.inputs`.
     #[serde(default)]
     inputs: std::collections::BTreeMap<String, String>,
 }
 
+/// The event kinds a workflow is evaluated for (`evaluator::Event` on the wire).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // only a schema: requests deserialize `evaluator::Event`
+enum EventName {
+    Push,
+    PullRequest,
+    Schedule,
+    Manual,
+}
+
+/// The `{id}` of a run in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: handlers parse the id themselves (400 when it is none)
+struct RunId {
+    /// The run's id.
+    #[param(minimum = 1, example = 1)]
+    id: i64,
+}
+
+/// Evaluate a workflow file of the server's file system and run it.
+#[utoipa::path(
+    post,
+    path = "/api/runs",
+    tag = "runs",
+    summary = "Run a workflow file of the server's file system",
+    description = "Needs the admin token itself, and the file below a directory the engine \
+                   was started with `--local-workflows` for.",
+    request_body = CreateRun,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new run", body = Created),
+        (status = 400, description = "A malformed body, or no such workflow file or workspace directory", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Not the admin token, or a path outside `--local-workflows`", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema, or the workflow file failed to evaluate", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 501, description = "This engine has no evaluator", body = ErrorView),
+    )
+)]
 async fn create_run(
     State(state): State<ApiState>,
     headers: axum::http::HeaderMap,
-    body: Result<Json<CreateRun>, JsonRejection>,
+    body: Result<Object<CreateRun>, ApiError>,
 ) -> ApiResult<Json<Created>> {
     // The server's file system is the operator's: the admin token, and only below the
     // directories the operator allowed — checked before anything reveals what exists.
     state.auth.check_admin(&headers)?;
-    let Json(request) = body?;
+    let Object(request) = body?;
     let Some(evaluator) = &state.evaluator else {
         return Err(ApiError::Client(
             axum::http::StatusCode::NOT_IMPLEMENTED,
@@ -352,11 +469,35 @@ pub fn default_workspace(file: &std::path::Path) -> PathBuf {
         .unwrap_or(dir)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/runners",
+    tag = "runners",
+    summary = "Live runners",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Up to 200 live runners", body = Vec<RunnerView>),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 async fn list_runners(State(state): State<ApiState>) -> ApiResult<Json<Vec<RunnerView>>> {
     let runners = state.executor.store().list_runners(false, 200).await?;
     Ok(Json(runners.into_iter().map(RunnerView::new).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/pool",
+    tag = "runners",
+    summary = "The warm pool: counts, bounds and Kubernetes runner classes",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The pool's state", body = PoolView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 404, description = "This engine runs no pool (remote runners only)", body = ErrorView),
+    )
+)]
 async fn pool(State(state): State<ApiState>) -> ApiResult<Json<PoolView>> {
     let classes: Vec<ClassView> = state
         .pool_classes

@@ -7,13 +7,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{IntoParams, ToSchema};
 
-use super::views::{Created, RepoView, ScheduleView, SecretView, TokenCreated};
+use super::body::Object;
+use super::views::{Created, ErrorView, RepoView, ScheduleView, SecretView, TokenCreated};
 use super::ApiState;
 use crate::forge::Forge;
 use crate::http_error::{ApiError, ApiResult};
@@ -23,16 +25,69 @@ use crate::tokens;
 
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRepo {
+    /// `owner/name`: letters, digits, `-`, `_` and `.` (neither part `.` or `..`).
+    #[schema(
+        example = "octo/hello",
+        pattern = r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$"
+    )]
     name: String,
+    /// `https://`, `http://`, `ssh://`, `git@`, `file://` or an absolute path.
+    #[schema(min_length = 1)]
     clone_url: String,
+    #[schema(value_type = ForgeName)]
     forge: String,
+    /// The HMAC key of the forge's webhook deliveries, at least 8 characters (not counting
+    /// surrounding spaces). Stored sealed, never shown again.
+    #[schema(min_length = 8)]
     webhook_secret: String,
+    /// The forge's API (`http(s)://`), for commit statuses.
     api_url: Option<String>,
+    /// A token for the forge's API. Stored sealed, never shown again.
     api_token: Option<String>,
+    /// The branch dispatch and schedules read by default.
     default_branch: Option<String>,
+}
+
+/// The forges a repository can be on.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // only a schema: requests carry the name, checked by `Forge::parse`
+pub(super) enum ForgeName {
+    Github,
+    Gitea,
+}
+
+/// `{owner}/{name}` of a repository in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: handlers take the segments as strings
+pub(super) struct RepoPath {
+    /// The repository's owner: letters, digits, `-`, `_` and `.` (not `.` or `..`).
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "octo")]
+    owner: String,
+    /// The repository's name: letters, digits, `-`, `_` and `.` (not `.` or `..`).
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "hello")]
+    name: String,
+}
+
+/// A repository and one of its secrets in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: handlers take the segments as strings
+pub(super) struct SecretPath {
+    /// The repository's owner.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "octo")]
+    owner: String,
+    /// The repository's name.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "hello")]
+    name: String,
+    /// The secret's name, as an environment variable takes it: letters, digits and `_`, not
+    /// starting with a digit or `PLUE_`.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "DEPLOY_KEY")]
+    secret: String,
 }
 
 fn conflict(message: impl Into<String>) -> ApiError {
@@ -90,11 +145,29 @@ fn check_secret_name(name: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/repos",
+    tag = "repos",
+    summary = "Register a repository",
+    request_body = CreateRepo,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The registered repository (never its secrets)", body = RepoView),
+        (status = 400, description = "A malformed body or an invalid name, clone URL, forge, webhook secret, API URL or branch", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 409, description = "A repository of that name is already registered", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn create_repo(
     State(state): State<ApiState>,
-    body: Result<Json<CreateRepo>, JsonRejection>,
+    body: Result<Object<CreateRepo>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<RepoView>)> {
-    let Json(request) = body?;
+    let Object(request) = body?;
     check_repo_name(&request.name)?;
     check_clone_url(&request.clone_url)?;
     let forge = Forge::parse(&request.forge).ok_or_else(|| {
@@ -161,6 +234,18 @@ pub(super) async fn create_repo(
     Ok((StatusCode::CREATED, Json(RepoView::new(&created))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/repos",
+    tag = "repos",
+    summary = "Registered repositories",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every registered repository (never its secrets)", body = Vec<RepoView>),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn list_repos(State(state): State<ApiState>) -> ApiResult<Json<Vec<RepoView>>> {
     let repos = state.executor.store().list_repos().await?;
     Ok(Json(repos.iter().map(RepoView::new).collect()))
@@ -177,6 +262,21 @@ async fn find_repo(state: &ApiState, owner: &str, name: &str) -> ApiResult<RepoR
         .ok_or_else(|| ApiError::not_found(format!("no repository '{full}'")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/repos/{owner}/{name}",
+    tag = "repos",
+    summary = "One registered repository",
+    params(RepoPath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The repository (never its secrets)", body = RepoView),
+        (status = 400, description = "An invalid repository name", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn get_repo(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
@@ -186,6 +286,21 @@ pub(super) async fn get_repo(
     )))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/repos/{owner}/{name}",
+    tag = "repos",
+    summary = "Unregister a repository, cancelling its active runs",
+    params(RepoPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The repository that was removed", body = RepoView),
+        (status = 400, description = "An invalid repository name", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn delete_repo(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
@@ -200,20 +315,41 @@ pub(super) async fn delete_repo(
     Ok(Json(RepoView::new(&repo)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PutSecret {
+    /// At most 64 KiB. Stored sealed; never shown again.
     value: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/repos/{owner}/{name}/secrets/{secret}",
+    tag = "repos",
+    summary = "Set a repository's secret",
+    params(SecretPath),
+    request_body = PutSecret,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "An invalid repository or secret name, or a malformed body", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 409, description = "The engine has no PLUE_SECRET_KEY to seal secrets with", body = ErrorView),
+        (status = 413, description = "The body or the value is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn put_secret(
     State(state): State<ApiState>,
     Path((owner, name, secret)): Path<(String, String, String)>,
-    body: Result<Json<PutSecret>, JsonRejection>,
+    body: Result<Object<PutSecret>, ApiError>,
 ) -> ApiResult<StatusCode> {
     let repo = find_repo(&state, &owner, &name).await?;
     check_secret_name(&secret)?;
-    let Json(body) = body?;
+    let Object(body) = body?;
     if body.value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::Client(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -235,6 +371,21 @@ pub(super) async fn put_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/repos/{owner}/{name}/secrets/{secret}",
+    tag = "repos",
+    summary = "Delete a repository's secret",
+    params(SecretPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "An invalid repository or secret name", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 404, description = "No such repository or secret", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn delete_secret(
     State(state): State<ApiState>,
     Path((owner, name, secret)): Path<(String, String, String)>,
@@ -253,6 +404,21 @@ pub(super) async fn delete_secret(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/repos/{owner}/{name}/secrets",
+    tag = "repos",
+    summary = "A repository's secret names (never their values)",
+    params(RepoPath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The secrets' names and when each was set", body = Vec<SecretView>),
+        (status = 400, description = "An invalid repository name", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn list_secrets(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
@@ -267,6 +433,21 @@ pub(super) async fn list_secrets(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/repos/{owner}/{name}/schedules",
+    tag = "repos",
+    summary = "A repository's schedules and their next fire times",
+    params(RepoPath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The repository's schedules", body = Vec<ScheduleView>),
+        (status = 400, description = "An invalid repository name", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn repo_schedules(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
@@ -280,6 +461,18 @@ pub(super) async fn repo_schedules(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/schedules",
+    tag = "repos",
+    summary = "Every repository's schedules, soonest first",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The schedules, by next fire time", body = Vec<ScheduleView>),
+        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn all_schedules(
     State(state): State<ApiState>,
 ) -> ApiResult<Json<Vec<ScheduleView>>> {
@@ -294,24 +487,60 @@ pub(super) async fn all_schedules(
     Ok(Json(views))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DispatchRequest {
+    /// The workflow file's path in the repository, or its plan's name.
     workflow: String,
+    /// The branch, tag or commit (default: the repository's default branch, else `HEAD`).
     #[serde(rename = "ref")]
     git_ref: Option<String>,
+    /// The manual inputs: strings, numbers or booleans (passed on as text).
     #[serde(default)]
+    #[schema(schema_with = input_values)]
     inputs: BTreeMap<String, serde_json::Value>,
 }
 
+/// An object whose values are strings, numbers or booleans.
+fn input_values() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(ObjectBuilder::new().schema_type(
+                SchemaType::from_iter([Type::String, Type::Number, Type::Boolean]),
+            )))
+            .build(),
+    )
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/repos/{owner}/{name}/dispatch",
+    tag = "repos",
+    summary = "Run a repository's workflow by hand (its manual trigger)",
+    params(RepoPath),
+    request_body = DispatchRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The new run", body = Created),
+        (status = 400, description = "An invalid repository name, a malformed body or an input that is not a string, number or boolean", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 404, description = "No such repository, ref or workflow", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema, or the workflow refused the dispatch (no manual trigger, bad inputs, a file that failed to evaluate)", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 501, description = "This engine has no evaluator", body = ErrorView),
+    )
+)]
 pub(super) async fn dispatch(
     State(state): State<ApiState>,
     Path((owner, name)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
-    body: Result<Json<DispatchRequest>, JsonRejection>,
+    body: Result<Object<DispatchRequest>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let repo = find_repo(&state, &owner, &name).await?;
-    let Json(request) = body?;
+    let Object(request) = body?;
     let Some(registry) = &state.registry else {
         return Err(ApiError::Client(
             StatusCode::NOT_IMPLEMENTED,
@@ -356,17 +585,37 @@ pub(super) async fn dispatch(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateToken {
+    /// What the token is for: 1 to 100 characters, no control characters. Approvals and
+    /// runs started with it name it.
+    #[schema(min_length = 1)]
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    tag = "tokens",
+    summary = "Make an API token",
+    request_body = CreateToken,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The token, shown this once", body = TokenCreated),
+        (status = 400, description = "A malformed body or an invalid name", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn create_token(
     State(state): State<ApiState>,
-    body: Result<Json<CreateToken>, JsonRejection>,
+    body: Result<Object<CreateToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    let Json(request) = body?;
+    let Object(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(

@@ -8,14 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use runner::protocol::Outcome;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::views::{RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
+use super::body::Object;
+use super::views::{ErrorView, RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
 use super::ApiState;
 use crate::executor::Report;
 use crate::http_error::{ApiError, ApiResult};
@@ -23,30 +24,62 @@ use crate::runner_scope;
 use crate::store::{now_ms, NewRunnerToken, RunnerTokenKind};
 use crate::tokens;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRunnerToken {
-    /// What the token is for.
+    /// What the token is for: 1 to 100 characters, no control characters.
+    #[schema(min_length = 1)]
     name: String,
     /// The labels its runners may announce (none: unlabelled steps only).
     #[serde(default)]
     labels: BTreeMap<String, String>,
     /// Whether its runners may be handed steps that name secrets.
     #[serde(default = "default_secrets")]
+    #[schema(default = true)]
     secrets: bool,
+}
+
+/// The `{id}` of a runner registration token in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: the handler parses the id itself (400 when it is none)
+pub(super) struct TokenId {
+    /// The token's id.
+    #[param(minimum = 1, example = 1)]
+    id: i64,
 }
 
 fn default_secrets() -> bool {
     true
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/runner-tokens",
+    tag = "tokens",
+    operation_id = "create_runner_token",
+    summary = "Make a scoped runner registration token",
+    description = "Needs the admin token itself.",
+    request_body = CreateRunnerToken,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The token, shown this once", body = RunnerTokenCreated),
+        (status = 400, description = "A malformed body, an invalid name or labels", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Not the admin token", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<CreateRunnerToken>, JsonRejection>,
+    body: Result<Object<CreateRunnerToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<RunnerTokenCreated>)> {
     state.auth.check_admin(&headers)?;
-    let Json(request) = body?;
+    let Object(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -81,6 +114,21 @@ pub(super) async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/runner-tokens",
+    tag = "tokens",
+    operation_id = "list_runner_tokens",
+    summary = "Scoped runner registration tokens (never the tokens)",
+    description = "Needs the admin token itself, even when reads are open.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tokens", body = Vec<RunnerTokenView>),
+        (status = 401, description = "No bearer token (or reads are private and it is not valid)", body = ErrorView),
+        (status = 403, description = "Not the admin token", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -90,6 +138,24 @@ pub(super) async fn list(
     Ok(Json(rows.into_iter().map(RunnerTokenView::new).collect()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/runner-tokens/{id}",
+    tag = "tokens",
+    operation_id = "revoke_runner_token",
+    summary = "Revoke a runner registration token, retiring its runners",
+    description = "Needs the admin token itself. Attempts on its runners fail.",
+    params(TokenId),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = RunnerTokenRevoked),
+        (status = 400, description = "The id is not a runner token id", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Not the admin token", body = ErrorView),
+        (status = 404, description = "No such runner token", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
 pub(super) async fn revoke(
     State(state): State<ApiState>,
     headers: HeaderMap,

@@ -1,16 +1,23 @@
 //! The JSON shapes of `/api/...` responses. Only this module derives `Serialize` for what
-//! the public API returns, so the wire format is decided in one place.
+//! the public API returns, so the wire format is decided in one place; each shape also
+//! derives `ToSchema`, so `/api/openapi.json` ([`super::openapi`]) describes exactly what is
+//! serialized. An `Option` field that is always sent (as `null` when empty) is marked
+//! `required`; one that is left out when empty (`skip_serializing_if`) is not.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
-use crate::store::{RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine};
+use crate::store::{ApprovalRow, RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
     pub id: i64,
     /// `owner/name` for runs of a registered repository.
+    #[schema(required = true)]
     pub repository: Option<String>,
     pub workflow: String,
     pub workflow_path: String,
@@ -22,16 +29,22 @@ pub struct RunView {
     /// `pending` while the run waits for its concurrency group (`reason` says for which
     /// run), then as its steps go.
     pub status: String,
+    #[schema(required = true)]
     pub reason: Option<String>,
     pub cancel_requested: bool,
     /// The resolved `Plan(concurrency=...)` group, when the plan names one.
+    #[schema(required = true)]
     pub concurrency_group: Option<String>,
+    #[schema(required = true)]
     pub rerun_of: Option<i64>,
     /// False when the steps get no secrets (a pull request from a fork).
     pub secrets_allowed: bool,
     pub created_at: i64,
+    #[schema(required = true)]
     pub started_at: Option<i64>,
+    #[schema(required = true)]
     pub finished_at: Option<i64>,
+    #[schema(required = true)]
     pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
@@ -40,11 +53,12 @@ pub struct RunView {
     pub commit_statuses: Option<Vec<CommitStatusView>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CommitStatusView {
     pub state: String,
     pub delivered: bool,
     pub attempts: i64,
+    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 
@@ -88,20 +102,28 @@ impl RunView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StepView {
     pub id: String,
     pub status: String,
     pub attempts: i64,
+    #[schema(required = true)]
     pub exit_code: Option<i64>,
+    #[schema(required = true)]
     pub reason: Option<String>,
+    /// The `key=value` lines the step wrote to `$PLUE_OUTPUT`.
+    #[schema(value_type = BTreeMap<String, String>)]
     pub outputs: serde_json::Value,
+    #[schema(required = true)]
     pub started_at: Option<i64>,
+    #[schema(required = true)]
     pub finished_at: Option<i64>,
+    #[schema(required = true)]
     pub duration_ms: Option<i64>,
     /// Tokens an `llm` step used over all its attempts: `input_tokens`, `output_tokens`,
     /// `cache_creation_input_tokens`, `cache_read_input_tokens`. Absent for other steps.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
     pub usage: Option<serde_json::Value>,
 }
 
@@ -125,10 +147,13 @@ impl StepView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One stored log line: a JSON line of `application/x-ndjson`, the data of an SSE `line`
+/// event.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LineView<'a> {
     pub attempt: i64,
     pub seq: i64,
+    /// `stdout`, `stderr`, or an `llm` step's event stream.
     pub stream: &'a str,
     pub text: &'a str,
     pub ts: i64,
@@ -146,10 +171,12 @@ impl<'a> LineView<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunnerView {
     pub id: i64,
     pub name: String,
+    /// The labels it announced (steps select runners by them).
+    #[schema(value_type = BTreeMap<String, String>)]
     pub labels: serde_json::Value,
     pub ephemeral: bool,
     pub state: String,
@@ -171,7 +198,7 @@ impl RunnerView {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct PoolView {
     pub warm: usize,
     pub busy: usize,
@@ -186,10 +213,10 @@ pub struct PoolView {
 }
 
 /// One Kubernetes runner class: counts while this engine leads (`leader`), failures.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClassView {
     pub name: String,
-    pub labels: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     pub leader: bool,
     pub warm: usize,
     pub busy: usize,
@@ -200,6 +227,7 @@ pub struct ClassView {
     /// Pods that failed or were lost since this engine started.
     pub failures: usize,
     /// The last one: `pod <name>: <reason>`.
+    #[schema(required = true)]
     pub last_failure: Option<String>,
     /// New pods wait for a backoff after pods that could not start.
     pub backing_off: bool,
@@ -240,18 +268,20 @@ impl From<PoolStatus> for PoolView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Created {
     pub run_id: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RepoView {
     pub name: String,
     pub clone_url: String,
     pub forge: String,
+    #[schema(required = true)]
     pub api_url: Option<String>,
     pub has_api_token: bool,
+    #[schema(required = true)]
     pub default_branch: Option<String>,
     pub created_at: i64,
 }
@@ -271,13 +301,13 @@ impl RepoView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SecretView {
     pub name: String,
     pub updated_at: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ScheduleView {
     pub repository: String,
     pub workflow_path: String,
@@ -287,6 +317,7 @@ pub struct ScheduleView {
     pub next_fire_at: i64,
     /// `next_fire_at` as RFC 3339 (UTC).
     pub next_fire_time: String,
+    #[schema(required = true)]
     pub last_fired_at: Option<i64>,
 }
 
@@ -309,7 +340,7 @@ impl ScheduleView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenCreated {
     pub id: i64,
     pub name: String,
@@ -318,17 +349,20 @@ pub struct TokenCreated {
 }
 
 /// A scoped registration token as listed (never the token).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunnerTokenView {
     pub id: i64,
     pub name: String,
     /// The labels its runners may announce.
+    #[schema(value_type = BTreeMap<String, String>)]
     pub labels: serde_json::Value,
     /// Whether its runners may receive steps that name secrets.
     pub secrets: bool,
     pub created_at: i64,
     /// Its last registration.
+    #[schema(required = true)]
     pub used_at: Option<i64>,
+    #[schema(required = true)]
     pub revoked_at: Option<i64>,
 }
 
@@ -346,19 +380,52 @@ impl RunnerTokenView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunnerTokenCreated {
     pub id: i64,
     pub name: String,
-    pub labels: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     pub secrets: bool,
     /// Shown once; only its hash is stored.
     pub token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunnerTokenRevoked {
     pub id: i64,
     /// Live runners registered with it, now retired.
     pub runners_stopped: usize,
+}
+
+/// A decision on an approval step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalView {
+    pub step_id: String,
+    /// `approved` or `rejected`.
+    pub decision: String,
+    /// The name the decider's bearer token names (`admin` for the admin token).
+    pub decided_by: String,
+    pub comment: String,
+    pub decided_at: i64,
+}
+
+impl From<ApprovalRow> for ApprovalView {
+    fn from(row: ApprovalRow) -> ApprovalView {
+        ApprovalView {
+            step_id: row.step_id,
+            decision: row.decision,
+            decided_by: row.decided_by,
+            comment: row.comment,
+            decided_at: row.decided_at,
+        }
+    }
+}
+
+/// The body of every error answer (see `crate::http_error`). Only a schema: what is sent
+/// is `runner::protocol::ErrorBody`, whose one field this mirrors (a test holds them equal).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorView {
+    /// What was wrong with the request; `internal error` for every 5xx.
+    pub error: String,
 }

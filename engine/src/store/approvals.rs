@@ -26,8 +26,8 @@ impl Verdict {
     }
 }
 
-/// A stored decision.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A stored decision (shown by the API as `api::views::ApprovalView`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRow {
     pub step_id: String,
     pub decision: String,

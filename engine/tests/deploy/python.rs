@@ -1,9 +1,11 @@
-//! The Python tools the deployment tests check with: a virtual environment, built once per
-//! target directory (`target/tmp/deploy-venv`) from PyPI with pinned versions, holding
-//! `helm-python-sdk` (the Helm SDK, offline), `kubernetes-validate` (the Kubernetes API
-//! schemas) and `prometheus-client` (its OpenMetrics parser).
+//! The Python tools the deployment tests check with: virtual environments, each built once
+//! per target directory (`target/tmp/<name>`) from PyPI with pinned versions. The deploy
+//! one holds `helm-python-sdk` (the Helm SDK, offline), `kubernetes-validate` (the
+//! Kubernetes API schemas) and `prometheus-client` (its OpenMetrics parser); others are
+//! built by [`venv`] with their own pins (schemathesis for `tests/openapi.rs`), so one
+//! tool's dependencies never constrain another's.
 //!
-//! Invariants: a missing tool fails the test with what pip said — it never skips; the
+//! Invariants: a missing tool fails the test with what pip said — it never skips; an
 //! environment is built in a private directory and renamed into place, so concurrent test
 //! binaries never see half of one; a changed pin list builds a new one.
 
@@ -21,10 +23,10 @@ const REQUIREMENTS: &[&str] = &[
 /// The Python the project builds against (Debian's; `python3-venv` provides `venv`).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
-/// The environment's interpreter, built on first use.
+/// The deploy environment's interpreter, built on first use.
 pub(crate) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(build)
+    PYTHON.get_or_init(|| venv("deploy-venv", REQUIREMENTS).join("bin/python"))
 }
 
 /// Runs `script` (a file of `engine/tests/deploy/`) with `args`, feeding `stdin`.
@@ -50,19 +52,21 @@ pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("waiting for the script")
 }
 
-fn build() -> PathBuf {
-    let stamp = REQUIREMENTS.join(" ");
+/// The virtual environment `target/tmp/<name>` holding `requirements` (pinned), built
+/// unless a complete one with the same pins is there; its directory.
+pub(crate) fn venv(name: &str, requirements: &[&str]) -> PathBuf {
+    let stamp = requirements.join(" ");
     let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join("deploy-venv");
+    let venv = root.join(name);
     let python = venv.join("bin/python");
     if std::fs::read_to_string(venv.join("plue-requirements"))
         .ok()
         .as_deref()
         == Some(&stamp)
     {
-        return python;
+        return venv;
     }
-    let building = root.join(format!("deploy-venv.{}", std::process::id()));
+    let building = root.join(format!("{name}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
     run(
         Command::new(SYSTEM_PYTHON)
@@ -79,8 +83,8 @@ fn build() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(REQUIREMENTS),
-        "installing the chart and metrics checkers from PyPI",
+            .args(requirements),
+        &format!("installing {stamp} from PyPI"),
     );
     std::fs::write(building.join("plue-requirements"), &stamp).expect("writing the stamp");
     // An outdated environment goes; a concurrent builder that won keeps its own.
@@ -96,7 +100,7 @@ fn build() -> PathBuf {
         let _ = std::fs::remove_dir_all(&building);
     }
     assert!(python.exists(), "no interpreter at {}", python.display());
-    python
+    venv
 }
 
 fn run(command: &mut Command, what: &str) {

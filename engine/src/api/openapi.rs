@@ -1,0 +1,134 @@
+//! `GET /api/openapi.json`: the public API's contract, generated from the handlers'
+//! `#[utoipa::path]` attributes and the `ToSchema` shapes of [`super::views`].
+//!
+//! Invariants: every `/api` route is registered from its handler's own `#[utoipa::path]`
+//! ([`super::routes`] feeds `utoipa_axum::routes!`), so the router cannot serve a path or a
+//! method the document does not list — the tests below probe the real router to hold that;
+//! each operation lists every status its handler (and the token middleware) can answer, the
+//! errors with the [`super::views::ErrorView`] body of [`crate::http_error::ApiError`].
+//!
+//! The document is readable without a token even with `--private-reads`: it is built from
+//! the code alone, is the same for every engine of a version, and holds no data of this one
+//! (no repository, run, runner or token) — and a client needs it to learn how to send one.
+
+use std::sync::LazyLock;
+
+use axum::Json;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Required};
+use utoipa::{Modify, OpenApi};
+
+/// The name of the bearer token scheme; operations' `security(...)` spell it out as a
+/// literal (all utoipa takes), and a test checks that writes name it.
+const BEARER: &str = "bearer";
+
+/// What every operation shares: info, tags, the security scheme. The paths come from the
+/// router ([`super::openapi`]).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Plue API",
+        description = "The public API of a Plue engine: runs, steps and their logs, \
+                       approvals, runners, the warm pool, repositories, their secrets and \
+                       schedules, manual dispatch, API tokens and runner registration \
+                       tokens.\n\nWrites (every method but GET and HEAD) need \
+                       `Authorization: Bearer <token>`: the admin token \
+                       (`PLUE_ADMIN_TOKEN`) or one made with `plue token create`. Reads \
+                       are open unless the engine runs with `--private-reads`, when they \
+                       need a token too. Every error answers `{\"error\": \"...\"}`; a 5xx \
+                       says nothing more than `internal error`."
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "runs", description = "Runs, their steps and re-runs"),
+        (name = "logs", description = "Step logs: JSON lines or a live SSE stream"),
+        (name = "approvals", description = "People deciding approval steps"),
+        (name = "runners", description = "Runners and the warm pool"),
+        (name = "repos", description = "Registered repositories, secrets, dispatch, schedules"),
+        (name = "tokens", description = "API tokens and runner registration tokens"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// Adds the bearer token scheme that writes (and private reads) need.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token (PLUE_ADMIN_TOKEN) or an API token made with \
+                         `plue token create` or POST /api/tokens. Operations that reach \
+                         the server's file system or runner registration need the admin \
+                         token itself.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// utoipa spells an optional body (`Option<T>`) as "`null` or T"; the handlers take an
+/// absent body, not a `null` one (that is a 422). This keeps T alone, not required.
+pub(super) fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for body in operations
+            .into_iter()
+            .flatten()
+            .filter_map(|operation| operation.request_body.as_mut())
+        {
+            for content in body.content.values_mut() {
+                let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+                    continue;
+                };
+                let mut rest = one_of.items.iter().filter(|item| !is_null(item));
+                if let (Some(only), None) = (rest.next(), rest.next()) {
+                    content.schema = Some(only.clone());
+                    body.required = Some(Required::False);
+                }
+            }
+        }
+    }
+}
+
+fn is_null(schema: &RefOr<Schema>) -> bool {
+    matches!(schema, RefOr::T(Schema::Object(object))
+        if object.schema_type == SchemaType::Type(Type::Null))
+}
+
+/// The document, built once.
+static SPEC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(super::openapi);
+
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    operation_id = "openapi",
+    summary = "This API's OpenAPI document",
+    description = "Readable without a token, even with `--private-reads`: it is built from \
+                   the code and holds no data of this engine.",
+    security(()),
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value),
+    )
+)]
+pub(super) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(&SPEC)
+}
+
+#[cfg(test)]
+#[path = "openapi_tests.rs"]
+mod tests;

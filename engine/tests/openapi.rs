@@ -1,0 +1,267 @@
+//! `/api/openapi.json` against a live `plue serve`, with reads open and with
+//! `--private-reads`: the document is served without a token either way, and schemathesis
+//! (pinned, from PyPI, in its own virtual environment built by `deploy/python.rs`) fuzzes
+//! every operation it lists with the admin token, asserting no 5xx and that every answer —
+//! status, content type, headers, body — is one the document declares. The engine holds
+//! what the document's examples name (the repository `octo/hello` with a secret
+//! `DEPLOY_KEY`, run 1 waiting at its approval step `gate`), so requests reach past "not
+//! found" into the handlers.
+//!
+//! Like the chart and metrics tests, a schemathesis that cannot be installed fails the test
+//! with what pip said; it never skips.
+
+#[path = "deploy/python.rs"]
+#[allow(dead_code)]
+mod python;
+#[allow(dead_code)]
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{client, free_port, start_run, wait_for, Sandbox, ADMIN_TOKEN};
+
+/// The schemathesis the checks and flags below were written for.
+const SCHEMATHESIS: &[&str] = &["schemathesis==4.32.5"];
+
+/// Test cases per operation and phase: enough to walk every operation's statuses and
+/// malformed inputs, few enough that the run takes well under two minutes on two cores.
+const MAX_EXAMPLES: &str = "40";
+
+/// Checks that cannot apply to this API, each with why (everything else of `--checks all`
+/// runs):
+/// - `use_after_free`, `ensure_resource_availability`: stateful checks that follow OpenAPI
+///   links from a created resource to its reads and deletes; the document declares no
+///   links, so they have nothing to check.
+/// - `positive_data_acceptance`: it expects every schema-valid request to succeed, but
+///   much of what the handlers check cannot be a JSON Schema: a path must lie below
+///   `--local-workflows` and exist on the server, a branch must be a valid git ref, a
+///   repository or run must exist, a secret needs `PLUE_SECRET_KEY`. Those answers are
+///   4xx by design, and each is declared with its status.
+const EXCLUDED_CHECKS: &str =
+    "use_after_free,ensure_resource_availability,positive_data_acceptance";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_the_document_does_not_declare() {
+    let _serial = support::serial().await;
+    let venv = tokio::task::spawn_blocking(|| python::venv("schemathesis-venv", SCHEMATHESIS))
+        .await
+        .expect("building the schemathesis environment");
+    // Both ways reads can be: open (the default: admin-only reads answer without the
+    // middleware) and private (every read meets the middleware's 401 first).
+    for private_reads in [false, true] {
+        fuzz(&venv, private_reads).await;
+    }
+}
+
+async fn fuzz(venv: &std::path::Path, private_reads: bool) {
+    let sandbox = Sandbox::new("openapi");
+    let data = sandbox.path("data");
+    let mut args = vec!["--data-dir", data.to_str().unwrap()];
+    if private_reads {
+        args.push("--private-reads");
+    }
+    let engine = sandbox.serve("engine", free_port(), &args).await;
+
+    // The document itself needs no token, even with private reads.
+    let anonymous = reqwest::get(format!("{}/api/openapi.json", engine.url))
+        .await
+        .expect("GET /api/openapi.json");
+    assert_eq!(anonymous.status(), 200);
+    let document: serde_json::Value = anonymous.json().await.expect("a JSON document");
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
+        "{document:#}"
+    );
+
+    seed(&sandbox, &engine.url).await;
+    logs_fit_the_document(&engine.url, &document).await;
+
+    // In the sandbox, so nothing it might write lands in the source tree.
+    let workdir = sandbox.path("schemathesis");
+    std::fs::create_dir_all(&workdir).unwrap();
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking({
+        let url = engine.url.clone();
+        let python = venv.join("bin/python");
+        move || {
+            Command::new(python)
+                .args(["-m", "schemathesis.cli", "--no-color", "run"])
+                .arg(format!("{url}/api/openapi.json"))
+                .args(["--url", &url])
+                .args(["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS])
+                .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+                // A fixed seed: a finding reproduces run after run.
+                .args(["--max-examples", MAX_EXAMPLES, "--seed", "1"])
+                .args(["--workers", "1", "--request-timeout", "10"])
+                .args(["--generation-database", "none"])
+                .current_dir(&workdir)
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("starting schemathesis")
+        }
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems (private reads: {private_reads}; {}, after \
+         {elapsed:?}):\n{stdout}\n{stderr}\n{}",
+        output.status,
+        sandbox.diagnostics()
+    );
+    // What it tested, for `--nocapture`.
+    println!("{stdout}");
+    // It tested every operation the document lists, but the one that serves the document
+    // (schemathesis leaves that out; it was read above).
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| *path != "/api/openapi.json")
+        .map(|(_, item)| item.as_object().unwrap().len())
+        .sum();
+    assert!(
+        stdout.contains(&format!("{operations} selected / {operations} total")),
+        "schemathesis did not test all {operations} operations:\n{stdout}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "schemathesis took {elapsed:?}"
+    );
+}
+
+/// Registers what the document's examples name: the repository `octo/hello` and its secret
+/// `DEPLOY_KEY`, a runner token, and run 1, whose step `hello` ran and whose approval step
+/// `gate` waits.
+async fn seed(sandbox: &Sandbox, engine: &str) {
+    let client = client();
+    post(
+        &client,
+        engine,
+        "/api/repos",
+        json!({
+            "name": "octo/hello", "clone_url": "file:///nonexistent/hello.git",
+            "forge": "github", "webhook_secret": "webhook-secret-of-octo",
+        }),
+    )
+    .await;
+    let response = client
+        .put(format!("{engine}/api/repos/octo/hello/secrets/DEPLOY_KEY"))
+        .json(&json!({"value": "s3cret"}))
+        .send()
+        .await
+        .expect("PUT a secret");
+    assert_eq!(response.status(), 204);
+    post(
+        &client,
+        engine,
+        "/api/runner-tokens",
+        json!({"name": "seeded"}),
+    )
+    .await;
+    let workflow = sandbox.write(
+        "ws/hello.plue.py",
+        "def workflow():\n    return Plan(name='hello', triggers=[Trigger.manual()], steps=[\n\
+         \x20       Step.bash('hello', 'echo hello; echo world >&2'),\n\
+         \x20       Step.approval('gate', message='ship it?', depends_on=['hello']),\n    ])\n",
+    );
+    let run_id = start_run(&client, engine, &workflow, workflow.parent().unwrap()).await;
+    assert_eq!(run_id, 1, "the document's examples name run 1");
+    wait_for(
+        Duration::from_secs(30),
+        "run 1 to wait at its gate",
+        || async {
+            let run: serde_json::Value = client
+                .get(format!("{engine}/api/runs/1"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (run["status"] == "waiting").then_some(())
+        },
+    )
+    .await;
+}
+
+async fn post(client: &reqwest::Client, engine: &str, path: &str, body: serde_json::Value) {
+    let response = client
+        .post(format!("{engine}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("a seeding request");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+}
+
+/// The logs operation's two answers, which schemathesis cannot read (it validates JSON
+/// bodies only): JSON lines, each a `LineView` with exactly its properties, and an SSE
+/// stream of `line` events carrying the same, closed by `end`.
+async fn logs_fit_the_document(engine: &str, document: &serde_json::Value) {
+    let operation = &document["paths"]["/api/runs/{id}/steps/{step}/logs"]["get"];
+    let content = &operation["responses"]["200"]["content"];
+    assert!(content["application/x-ndjson"].is_object(), "{operation:#}");
+    assert!(content["text/event-stream"].is_object(), "{operation:#}");
+    let line = &document["components"]["schemas"]["LineView"];
+    let mut declared: Vec<&str> = line["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    declared.sort_unstable();
+    let fits = |text: &str| {
+        let value: serde_json::Value = serde_json::from_str(text).expect("a JSON line");
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, declared, "{text}");
+    };
+    let url = format!("{engine}/api/runs/1/steps/hello/logs");
+    let lines = client().get(&url).send().await.expect("GET logs");
+    assert_eq!(lines.status(), 200);
+    assert_eq!(lines.headers()["content-type"], "application/x-ndjson");
+    let text = lines.text().await.unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    text.lines().for_each(fits);
+
+    let stream = client()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET logs as SSE");
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    // The step is final: the stream ends by itself.
+    let body = tokio::time::timeout(Duration::from_secs(10), stream.text())
+        .await
+        .expect("the stream of a final step ends")
+        .unwrap();
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .collect();
+    assert_eq!(data.len(), 3, "two lines and the end:\n{body}");
+    data[..2].iter().copied().for_each(fits);
+    assert!(
+        body.contains("event: end") || body.contains("event:end"),
+        "{body}"
+    );
+}
