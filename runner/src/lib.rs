@@ -19,6 +19,7 @@
 //! prompts`.
 
 pub mod agent;
+pub mod handoff;
 mod containment;
 pub mod isolation;
 pub mod llm;

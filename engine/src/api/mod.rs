@@ -7,6 +7,7 @@
 //! JSON body.
 
 mod approvals;
+mod artifacts;
 pub mod followers;
 mod logs;
 mod repos;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::artifacts::Artifacts;
 use crate::auth::{self, Auth};
 use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub local_workflows: Arc<Vec<PathBuf>>,
     /// Live SSE log followers, with their caps.
     pub followers: Arc<followers::Followers>,
+    /// Where artifacts are read from.
+    pub artifacts: Arc<Artifacts>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -67,6 +71,15 @@ pub fn router(state: ApiState) -> Router {
             post(approvals::reject),
         )
         .route("/api/runs/{id}/approvals", get(approvals::list))
+        .route("/api/runs/{id}/artifacts", get(artifacts::list))
+        .route(
+            "/api/runs/{id}/steps/{step}/artifacts",
+            get(artifacts::tar),
+        )
+        .route(
+            "/api/runs/{id}/steps/{step}/artifacts/{*path}",
+            get(artifacts::file),
+        )
         .route("/api/runners", get(list_runners))
         .route("/api/pool", get(pool))
         .route(

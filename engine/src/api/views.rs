@@ -362,3 +362,49 @@ pub struct RunnerTokenRevoked {
     /// Live runners registered with it, now retired.
     pub runners_stopped: usize,
 }
+
+/// One artifact file of a run (`GET /api/runs/{id}/artifacts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArtifactView {
+    pub step: String,
+    pub attempt: i64,
+    /// The file's path in the step's workspace.
+    pub name: String,
+    pub size: i64,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+    /// Where to download it (`GET`).
+    pub url: String,
+}
+
+impl ArtifactView {
+    pub fn new(run_id: i64, row: crate::store::ArtifactRow) -> ArtifactView {
+        let path: String = row
+            .name
+            .split('/')
+            .map(percent_encode_segment)
+            .collect::<Vec<_>>()
+            .join("/");
+        ArtifactView {
+            url: format!("/api/runs/{run_id}/steps/{}/artifacts/{path}", row.step_id),
+            step: row.step_id,
+            attempt: row.attempt,
+            name: row.name,
+            size: row.size,
+            digest: row.digest,
+        }
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

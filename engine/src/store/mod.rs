@@ -14,6 +14,7 @@
 //! - Values are always bound, never spliced into SQL.
 
 mod approvals;
+mod blobs;
 mod claims;
 mod dashboard;
 mod forges;
@@ -38,6 +39,7 @@ pub use approvals::{ApprovalRow, Decided, Verdict};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use dashboard::{AttemptRow, RunFilter};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
+pub use blobs::{ArtifactRow, BlobRow, NewBlob};
 pub use logs::StoredLine;
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
 pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};
