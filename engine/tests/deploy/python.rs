@@ -3,15 +3,20 @@
 //! `helm-python-sdk` (the Helm SDK, offline), `kubernetes-validate` (the Kubernetes API
 //! schemas) and `prometheus-client` (its OpenMetrics parser).
 //!
-//! Invariants: a missing tool fails the test with what pip said — it never skips; the
-//! environment is built in a private directory and renamed into place, so concurrent test
-//! binaries never see half of one; a changed pin list builds a new one.
+//! Other tests build their own named environment the same way ([`try_venv`], e.g. `moto`'s
+//! S3 server for the artifacts test).
+//!
+//! Invariants: a missing tool fails the deployment tests with what pip said — they never
+//! skip (a caller of [`try_venv`] decides); an environment is built in a private directory
+//! and renamed into place, so concurrent test binaries never see half of one; a changed
+//! pin list builds a new one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The packages, pinned: their APIs are what the scripts next to this file call.
+#[allow(dead_code)]
 const REQUIREMENTS: &[&str] = &[
     "helm-python-sdk==0.2.2",
     "kubernetes-validate==1.37.0",
@@ -22,12 +27,14 @@ const REQUIREMENTS: &[&str] = &[
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// The environment's interpreter, built on first use.
+#[allow(dead_code)] // not every test binary that includes this file runs the scripts
 pub(crate) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(build)
+    PYTHON.get_or_init(|| try_venv("deploy-venv", REQUIREMENTS).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// Runs `script` (a file of `engine/tests/deploy/`) with `args`, feeding `stdin`.
+#[allow(dead_code)]
 pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,26 +57,28 @@ pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("waiting for the script")
 }
 
-fn build() -> PathBuf {
-    let stamp = REQUIREMENTS.join(" ");
+/// The interpreter of the virtual environment `name` (below the target directory) holding
+/// `requirements`, built with pip when missing or outdated; the error is what failed.
+pub(crate) fn try_venv(name: &str, requirements: &[&str]) -> Result<PathBuf, String> {
+    let stamp = requirements.join(" ");
     let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join("deploy-venv");
+    let venv = root.join(name);
     let python = venv.join("bin/python");
     if std::fs::read_to_string(venv.join("plue-requirements"))
         .ok()
         .as_deref()
         == Some(&stamp)
     {
-        return python;
+        return Ok(python);
     }
-    let building = root.join(format!("deploy-venv.{}", std::process::id()));
+    let building = root.join(format!("{name}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
     run(
         Command::new(SYSTEM_PYTHON)
             .args(["-m", "venv"])
             .arg(&building),
         "creating the virtual environment (Debian: apt-get install python3-venv)",
-    );
+    )?;
     run(
         Command::new(building.join("bin/python"))
             .args([
@@ -79,9 +88,9 @@ fn build() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(REQUIREMENTS),
-        "installing the chart and metrics checkers from PyPI",
-    );
+            .args(requirements),
+        &format!("installing {stamp} from PyPI"),
+    )?;
     std::fs::write(building.join("plue-requirements"), &stamp).expect("writing the stamp");
     // An outdated environment goes; a concurrent builder that won keeps its own.
     if venv.exists()
@@ -96,18 +105,20 @@ fn build() -> PathBuf {
         let _ = std::fs::remove_dir_all(&building);
     }
     assert!(python.exists(), "no interpreter at {}", python.display());
-    python
+    Ok(python)
 }
 
-fn run(command: &mut Command, what: &str) {
+fn run(command: &mut Command, what: &str) -> Result<(), String> {
     let output = command
         .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
-    assert!(
-        output.status.success(),
+        .map_err(|e| format!("{what}: cannot start {command:?}: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
         "{what} failed ({}):\n{}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
+    ))
 }
