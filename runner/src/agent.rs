@@ -955,7 +955,7 @@ impl Engine {
         if !response.status().is_success() {
             bail!("{}", answer_error(response).await);
         }
-        let stream = response.bytes_stream().map_err(std::io::Error::other);
+        let stream = Box::pin(response.bytes_stream().map_err(std::io::Error::other));
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
         let into = into.to_owned();
         let unpacked = tokio::task::spawn_blocking(move || handoff::unpack(reader, &into, &limits))

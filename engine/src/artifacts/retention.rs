@@ -10,7 +10,7 @@ use super::Artifacts;
 use crate::store::{now_ms, Store};
 
 /// How often expired blobs are looked for.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// The most blobs deleted per query.
 const BATCH: i64 = 200;
 
