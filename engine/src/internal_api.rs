@@ -20,10 +20,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -444,7 +444,10 @@ async fn get_blob(
         .latest_blob(owner.run_id, &step, kind.as_str())
         .await?
         .ok_or_else(|| {
-            ApiError::not_found(format!("step '{step}' of this run left no {}", kind.as_str()))
+            ApiError::not_found(format!(
+                "step '{step}' of this run left no {}",
+                kind.as_str()
+            ))
         })?;
     let stream = state
         .artifacts
@@ -470,10 +473,9 @@ fn blob_kind(text: &str) -> ApiResult<wire::BlobKind> {
 /// A blob failure as the runner sees it: its own problems are 4xx with the reason.
 fn blob_error(e: ArtifactError, step: &str) -> ApiError {
     match e {
-        ArtifactError::TooLarge { .. } => ApiError::Client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("step '{step}': {e}"),
-        ),
+        ArtifactError::TooLarge { .. } => {
+            ApiError::Client(StatusCode::PAYLOAD_TOO_LARGE, format!("step '{step}': {e}"))
+        }
         ArtifactError::Refused(_) | ArtifactError::Body(_) => {
             ApiError::bad_request(format!("step '{step}': {e}"))
         }

@@ -10,11 +10,11 @@
 //!   is). Without network access to PyPI that test says why and passes, unless
 //!   `PLUE_REQUIRE_S3=1`.
 
-#[allow(dead_code)] // each test binary uses part of the support module
-mod support;
 #[allow(dead_code)]
 #[path = "deploy/python.rs"]
 mod python;
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
 
 use std::time::Duration;
 
@@ -79,7 +79,9 @@ async fn check_pipeline(http: &reqwest::Client, url: &str, run: &Value) {
     assert_eq!(body.text().await.unwrap(), "built\n");
 
     let missing = http
-        .get(format!("{url}/api/runs/{run_id}/steps/build/artifacts/src.txt"))
+        .get(format!(
+            "{url}/api/runs/{run_id}/steps/build/artifacts/src.txt"
+        ))
         .send()
         .await
         .unwrap();
@@ -142,7 +144,9 @@ async fn a_step_starts_from_a_dependency_workspace_and_artifacts_are_kept() {
     let run = wait_final(&http, url, run_id, Duration::from_secs(120)).await;
     check_pipeline(&http, url, &run).await;
     assert!(
-        review_log(&http, url, run_id).await.contains("review saw the edit"),
+        review_log(&http, url, run_id)
+            .await
+            .contains("review saw the edit"),
         "{}",
         sandbox.diagnostics()
     );
@@ -233,7 +237,14 @@ async fn hand_offs_go_through_an_s3_bucket() {
     let port = free_port();
     // `-m`: the venv was renamed into place, so its scripts' `#!` lines point elsewhere.
     let mut command = std::process::Command::new(&python);
-    command.args(["-m", "moto.server", "-p", &port.to_string(), "-H", "127.0.0.1"]);
+    command.args([
+        "-m",
+        "moto.server",
+        "-p",
+        &port.to_string(),
+        "-H",
+        "127.0.0.1",
+    ]);
     sandbox.spawn("moto", command);
     let endpoint = format!("http://127.0.0.1:{port}");
     let http = client();

@@ -474,7 +474,10 @@ mod tests {
             .collect();
         let found = problems(&plan);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].starts_with("the steps' artifacts= hold 270 patterns"), "{found:?}");
+        assert!(
+            found[0].starts_with("the steps' artifacts= hold 270 patterns"),
+            "{found:?}"
+        );
     }
 
     // regression: a 520,000-character step id with an unknown dependency kept the engine

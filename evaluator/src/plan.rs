@@ -356,13 +356,21 @@ mod tests {
     fn hand_off_options_are_absent_from_the_json_when_unset() {
         let step = bash("a", &[]);
         let json = serde_json::to_string(&step).unwrap();
-        assert!(!json.contains("workspace_from") && !json.contains("artifacts"), "{json}");
+        assert!(
+            !json.contains("workspace_from") && !json.contains("artifacts"),
+            "{json}"
+        );
         let mut handed = step.clone();
         handed.workspace_from = Some("b".into());
         handed.artifacts = vec!["dist/**".into()];
         handed.needs_artifacts = vec!["b".into()];
         let json = serde_json::to_string(&handed).unwrap();
-        assert!(json.ends_with(r#""workspace_from":"b","artifacts":["dist/**"],"needs_artifacts":["b"]}"#), "{json}");
+        assert!(
+            json.ends_with(
+                r#""workspace_from":"b","artifacts":["dist/**"],"needs_artifacts":["b"]}"#
+            ),
+            "{json}"
+        );
         let back: Step = serde_json::from_str(&json).unwrap();
         assert_eq!(back, handed);
     }

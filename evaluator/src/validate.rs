@@ -337,7 +337,11 @@ fn check_hand_off(problems: &mut Problems<'_>, plan: &Plan, step: &Step, at: Loc
     if let Some(from) = &step.workspace_from {
         named.push(("workspace_from", from));
     }
-    named.extend(step.needs_artifacts.iter().map(|d| ("needs_artifacts", d.as_str())));
+    named.extend(
+        step.needs_artifacts
+            .iter()
+            .map(|d| ("needs_artifacts", d.as_str())),
+    );
     for (option, dep) in named {
         if !step.depends_on.iter().any(|d| d == dep) {
             let hint = if runs(dep).is_some() {

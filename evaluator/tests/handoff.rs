@@ -40,7 +40,11 @@ async fn hand_off_options_are_converted_and_checked() {
     assert_eq!(plan.steps[2].artifacts, ["out.txt"]);
 
     let plain = pool
-        .evaluate("w.plue.py", &source("        Step.bash(\"a\", \"true\"),"), &ctx)
+        .evaluate(
+            "w.plue.py",
+            &source("        Step.bash(\"a\", \"true\"),"),
+            &ctx,
+        )
         .await
         .unwrap()
         .plan;

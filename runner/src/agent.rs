@@ -26,8 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mask::Masker;
 use crate::process::{self, Ending, ProcessSpec};
 use crate::protocol::{
-    self as wire, Assignment, BlobKind, Completion, LogBatch, LogLine, Outcome, StepAction,
-    Stream,
+    self as wire, Assignment, BlobKind, Completion, LogBatch, LogLine, Outcome, StepAction, Stream,
 };
 use crate::step_user::{self, StepUser, StepUsers};
 use crate::{handoff, llm, outputs, step_env, workspace};
@@ -1026,10 +1025,7 @@ impl ChunkWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = bytes::Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(CHUNK),
-        ));
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::other("the upload ended early"))

@@ -19,8 +19,8 @@
 //! prompts`.
 
 pub mod agent;
-pub mod handoff;
 mod containment;
+pub mod handoff;
 pub mod isolation;
 pub mod llm;
 pub mod mask;

@@ -72,10 +72,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/runs/{id}/approvals", get(approvals::list))
         .route("/api/runs/{id}/artifacts", get(artifacts::list))
-        .route(
-            "/api/runs/{id}/steps/{step}/artifacts",
-            get(artifacts::tar),
-        )
+        .route("/api/runs/{id}/steps/{step}/artifacts", get(artifacts::tar))
         .route(
             "/api/runs/{id}/steps/{step}/artifacts/{*path}",
             get(artifacts::file),

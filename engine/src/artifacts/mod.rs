@@ -92,12 +92,14 @@ impl Artifacts {
         let (store, prefix): (Arc<dyn ObjectStore>, Location) = match &config.url {
             None => {
                 std::fs::create_dir_all(&config.local_dir).with_context(|| {
-                    format!("creating the artifacts directory {}", config.local_dir.display())
+                    format!(
+                        "creating the artifacts directory {}",
+                        config.local_dir.display()
+                    )
                 })?;
-                let store = object_store::local::LocalFileSystem::new_with_prefix(
-                    &config.local_dir,
-                )
-                .context("opening the artifacts directory")?;
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(&config.local_dir)
+                        .context("opening the artifacts directory")?;
                 (Arc::new(store), Location::default())
             }
             Some(url) => {
@@ -108,8 +110,8 @@ impl Artifacts {
                 if bucket.is_empty() {
                     anyhow::bail!("--artifacts-url '{url}': no bucket");
                 }
-                let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket);
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
                 // An S3-compatible endpoint (MinIO, moto, ...) over plain HTTP is allowed
                 // when the operator names one.
                 if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {

@@ -56,7 +56,10 @@ fn copy_entry(
                 if n == 0 {
                     return Ok(());
                 }
-                if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                if tx
+                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                    .is_err()
+                {
                     return Ok(()); // the client left
                 }
             }

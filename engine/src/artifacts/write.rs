@@ -30,7 +30,12 @@ const PARTS_IN_FLIGHT: usize = 4;
 impl Artifacts {
     /// Streams `body` to `key`. Fails, storing nothing, when the body passes the limit,
     /// breaks, or (artifacts) holds an entry the runner's unpacker refuses.
-    pub async fn put<S, E>(&self, key: &str, kind: BlobKind, body: S) -> Result<Stored, ArtifactError>
+    pub async fn put<S, E>(
+        &self,
+        key: &str,
+        kind: BlobKind,
+        body: S,
+    ) -> Result<Stored, ArtifactError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -48,7 +53,13 @@ impl Artifacts {
             BlobKind::Artifacts => {
                 let (tx, rx) = mpsc::channel::<Bytes>(16);
                 let task = tokio::task::spawn_blocking(move || {
-                    handoff::list(ChannelReader { rx, current: Bytes::new() }, &limits)
+                    handoff::list(
+                        ChannelReader {
+                            rx,
+                            current: Bytes::new(),
+                        },
+                        &limits,
+                    )
                 });
                 (Some(tx), Some(task))
             }
@@ -90,9 +101,9 @@ impl Artifacts {
             (Err(e), _) => Err(e),
             (Ok(()), None) => Ok(Vec::new()),
             (Ok(()), Some(Err(e))) => Err(e),
-            (Ok(()), Some(Ok(Err(handoff::HandoffError::TooLarge(why))))) => {
-                Err(ArtifactError::Refused(format!("the artifacts tar is {why}")))
-            }
+            (Ok(()), Some(Ok(Err(handoff::HandoffError::TooLarge(why))))) => Err(
+                ArtifactError::Refused(format!("the artifacts tar is {why}")),
+            ),
             (Ok(()), Some(Ok(Err(e)))) => Err(ArtifactError::Refused(format!(
                 "the artifacts tar is refused: {e}"
             ))),

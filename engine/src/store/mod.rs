@@ -36,10 +36,10 @@ use sqlx::sqlite::{
 };
 
 pub use approvals::{ApprovalRow, Decided, Verdict};
+pub use blobs::{ArtifactRow, BlobRow, NewBlob};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use dashboard::{AttemptRow, RunFilter};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
-pub use blobs::{ArtifactRow, BlobRow, NewBlob};
 pub use logs::StoredLine;
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
 pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};

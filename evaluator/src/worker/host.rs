@@ -380,8 +380,7 @@ fn build_step(
             function,
         )?,
     };
-    let (workspace_from, artifacts, needs_artifacts) = if matches!(action, Action::Approval(_))
-    {
+    let (workspace_from, artifacts, needs_artifacts) = if matches!(action, Action::Approval(_)) {
         // Nothing runs, so there is no workspace: passing these is the "unexpected keyword"
         // error below.
         (None, Vec::new(), Vec::new())
@@ -437,11 +436,7 @@ fn hand_off(
 }
 
 /// `depends_on` accepts a step id, a `Step`, or a list of either; repeats are dropped.
-fn dependency_ids(
-    value: &Bound<'_, PyAny>,
-    function: &str,
-    option: &str,
-) -> PyResult<Vec<String>> {
+fn dependency_ids(value: &Bound<'_, PyAny>, function: &str, option: &str) -> PyResult<Vec<String>> {
     let what = format!("{function}: {option}");
     let items =
         if value.is_instance_of::<PyList>() || value.is_instance_of::<pyo3::types::PyTuple>() {

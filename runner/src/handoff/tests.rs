@@ -47,7 +47,11 @@ fn refused(bytes: &[u8], limits: &Limits) -> String {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(beside, ["ws"], "nothing may be written outside the workspace");
+    assert_eq!(
+        beside,
+        ["ws"],
+        "nothing may be written outside the workspace"
+    );
     err.to_string()
 }
 
@@ -76,11 +80,23 @@ fn a_workspace_round_trips_with_modes_and_inner_links() {
     let dst = tmp.path().join("dst");
     std::fs::create_dir(&dst).unwrap();
     unpack(&tar[..], &dst, &Limits::default()).unwrap();
-    assert_eq!(std::fs::read_to_string(dst.join("a.txt")).unwrap(), "edited\n");
-    assert_eq!(std::fs::read(dst.join("dist/deep/x.bin")).unwrap(), [0, 1, 2]);
-    assert_eq!(std::fs::read_to_string(dst.join("inner")).unwrap(), "built\n");
+    assert_eq!(
+        std::fs::read_to_string(dst.join("a.txt")).unwrap(),
+        "edited\n"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("dist/deep/x.bin")).unwrap(),
+        [0, 1, 2]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.join("inner")).unwrap(),
+        "built\n"
+    );
     assert!(!dst.join("outer").exists() && !dst.join("fifo").exists());
-    let mode = std::fs::metadata(dst.join("run.sh")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dst.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111);
 
     let mut only = Vec::new();
@@ -133,7 +149,10 @@ fn packing_stops_at_the_limits() {
 fn unpacking_refuses_an_absolute_path() {
     let bytes = archive(&[("/tmp/plue-evil", FILE, "", b"x")]);
     let err = refused(&bytes, &Limits::default());
-    assert!(err.contains("'/tmp/plue-evil'") && err.contains("must be relative"), "{err}");
+    assert!(
+        err.contains("'/tmp/plue-evil'") && err.contains("must be relative"),
+        "{err}"
+    );
     assert!(!Path::new("/tmp/plue-evil").exists());
 }
 
@@ -149,7 +168,10 @@ fn unpacking_refuses_symlinks_that_point_outside() {
     for target in ["/etc", "../..", "a/../../x"] {
         let bytes = archive(&[("link", tar::EntryType::Symlink, target, b"")]);
         let err = refused(&bytes, &Limits::default());
-        assert!(err.contains("would point outside the workspace"), "{target}: {err}");
+        assert!(
+            err.contains("would point outside the workspace"),
+            "{target}: {err}"
+        );
     }
 }
 
@@ -163,7 +185,10 @@ fn unpacking_never_writes_through_a_symlink() {
         ("ok/x", FILE, "", b"x"),
     ]);
     let err = refused(&bytes, &Limits::default());
-    assert!(err.contains("'ok/x'") && err.contains("parent is a symbolic link"), "{err}");
+    assert!(
+        err.contains("'ok/x'") && err.contains("parent is a symbolic link"),
+        "{err}"
+    );
 
     // A link already in the workspace (a checkout's own) that points outside.
     let tmp = tempfile::tempdir().unwrap();
@@ -181,7 +206,10 @@ fn unpacking_never_writes_through_a_symlink() {
     std::os::unix::fs::symlink(outside.join("target"), root.join("over")).unwrap();
     let bytes = archive(&[("over", FILE, "", b"new")]);
     unpack(&bytes[..], &root, &Limits::default()).unwrap();
-    assert_eq!(std::fs::read_to_string(outside.join("target")).unwrap(), "keep");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("target")).unwrap(),
+        "keep"
+    );
     assert_eq!(std::fs::read_to_string(root.join("over")).unwrap(), "new");
 }
 

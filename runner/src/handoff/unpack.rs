@@ -42,7 +42,10 @@ fn walk(
 ) -> Result<Unpacked, HandoffError> {
     // The whole stream is bounded too: headers, long names and PAX records are read into
     // memory by the tar reader, so a huge one must fail on the byte count, not allocate.
-    let overhead = limits.max_entries.saturating_mul(2048).saturating_add(1 << 20);
+    let overhead = limits
+        .max_entries
+        .saturating_mul(2048)
+        .saturating_add(1 << 20);
     let bounded = Bounded {
         inner: input,
         left: limits.max_bytes.saturating_add(overhead),
@@ -238,7 +241,9 @@ impl<R: Read> Read for Bounded<R> {
                 _ => Err(io::Error::other("the archive is larger than its limit")),
             };
         }
-        let max = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max])?;
         self.left -= n as u64;
         Ok(n)
