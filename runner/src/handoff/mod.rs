@@ -114,7 +114,7 @@ pub fn link_stays_inside(link: &Path, target: &Path) -> bool {
 pub fn human(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (size, unit) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes / size * size == bytes {
             return format!("{} {unit}", bytes / size);
         }
     }
