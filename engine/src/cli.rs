@@ -165,6 +165,18 @@ pub(crate) struct ServeArgs {
     /// of this machine, copying their workspaces from it too; repeatable. None by default.
     #[arg(long, value_name = "DIR")]
     pub(crate) local_workflows: Vec<PathBuf>,
+    /// Where step hand-offs and artifacts are kept: `s3://bucket/prefix` for an
+    /// S3-compatible bucket (endpoint, region and credentials from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); default: the data directory's
+    /// `artifacts/`.
+    #[arg(long, env = "PLUE_ARTIFACTS_URL", value_name = "URL")]
+    pub(crate) artifacts_url: Option<String>,
+    /// The most bytes one step may keep in one tar (its workspace, or its artifacts).
+    #[arg(long, env = "PLUE_ARTIFACTS_MAX_BYTES", default_value_t = engine::artifacts::DEFAULT_MAX_BYTES)]
+    pub(crate) artifacts_max_bytes: u64,
+    /// Blobs of runs older than this many days are deleted (0: kept forever).
+    #[arg(long, env = "PLUE_ARTIFACTS_RETENTION_DAYS", default_value_t = engine::artifacts::DEFAULT_RETENTION_DAYS)]
+    pub(crate) artifacts_retention_days: u64,
     /// This server's URL as users reach it (links in commit statuses).
     #[arg(long, env = "PLUE_PUBLIC_URL")]
     pub(crate) public_url: Option<String>,
@@ -322,6 +334,9 @@ pub(crate) struct RunsArgs {
     /// How many runs.
     #[arg(long, default_value_t = 20)]
     pub(crate) limit: i64,
+    /// Print the runs as JSON (one array), each with the artifacts its steps kept.
+    #[arg(long)]
+    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
 }

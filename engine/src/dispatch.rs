@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use evaluator::plan::{Action, Plan, Step};
 use evaluator::template::{self, bash, python, Field, Reference, Template};
-use runner::protocol::StepAction;
+use runner::protocol::{Handoff, StepAction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -77,6 +77,9 @@ pub struct Dispatch {
     pub env: BTreeMap<String, String>,
     pub secrets: Vec<String>,
     pub timeout_secs: u64,
+    /// What the step starts from and leaves for later steps (absent when nothing).
+    #[serde(default, skip_serializing_if = "Handoff::is_empty")]
+    pub handoff: Handoff,
 }
 
 /// What a finished dependency exposes to templates.
@@ -269,7 +272,23 @@ pub fn build(
         env,
         secrets,
         timeout_secs: step.timeout,
+        handoff: handoff(plan, step),
     })
+}
+
+/// The step's part in hand-offs: its own options, and whether a later step starts from its
+/// workspace (then the runner keeps it).
+fn handoff(plan: &Plan, step: &Step) -> Handoff {
+    Handoff {
+        workspace_from: step.workspace_from.clone(),
+        needs_artifacts: step.needs_artifacts.clone(),
+        artifacts: step.artifacts.clone(),
+        keep_workspace: plan
+            .steps
+            .iter()
+            .any(|s| s.workspace_from.as_deref() == Some(step.id.as_str())),
+        max_bytes: 0,
+    }
 }
 
 /// Whether `text` is a template with a reference to an output.

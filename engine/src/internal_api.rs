@@ -12,27 +12,35 @@
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
+//! - Hand-off blobs: a runner uploads only for the attempt it holds, and downloads only
+//!   what that attempt's dispatch names (`workspace_from`, `needs_artifacts`), from the
+//!   attempt's own run; the run is never taken from the request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use runner::protocol::{
     self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse,
 };
 
+use crate::artifacts::{ArtifactError, Artifacts};
 use crate::dispatch::Dispatch;
 use crate::events::Event;
 use crate::executor::{Executor, Report};
 use crate::http_error::{ApiError, ApiResult};
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
-use crate::store::{now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration};
+use crate::store::{
+    now_ms, AttemptOwner, Claimed, NewBlob, NewRunner, RedeemedToken, Registration,
+};
 use crate::tokens;
 
 /// How the internal API behaves.
@@ -53,6 +61,8 @@ pub struct InternalState {
     /// Cancelled when the engine starts draining (and when it stops): held polls and
     /// watches return at once, and no poll claims a step any more.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Where hand-off blobs and artifacts go.
+    pub artifacts: Arc<Artifacts>,
 }
 
 /// A runner as authenticated by its session token.
@@ -99,6 +109,8 @@ pub fn router(state: InternalState) -> Router {
         .route("/internal/attempts/{id}/logs", post(logs))
         .route("/internal/attempts/{id}/watch", post(watch))
         .route("/internal/attempts/{id}/complete", post(complete))
+        .route("/internal/attempts/{id}/blobs/{kind}", put(put_blob))
+        .route("/internal/attempts/{id}/blobs/{kind}/{step}", get(get_blob))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -343,7 +355,135 @@ async fn assignment(
         secrets: secrets.values,
         timeout_secs: dispatch.timeout_secs,
         workspace,
+        handoff: wire::Handoff {
+            max_bytes: state.artifacts.max_bytes(),
+            ..dispatch.handoff
+        },
     }))
+}
+
+/// `PUT /internal/attempts/{id}/blobs/{kind}`: the attempt's final workspace or artifacts,
+/// a tar streamed into the blob store and recorded once whole.
+async fn put_blob(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> ApiResult<Json<Ack>> {
+    let runner = authenticate(&state, &headers).await?;
+    let Path((raw_id, kind)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (attempt_id, owner) = owned_attempt_id(&state, &runner, &raw_id).await?;
+    let kind = blob_kind(&kind)?;
+    let store = state.executor.store();
+    let step_id = store
+        .step_id_of(owner.step_run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no attempt {attempt_id}")))?;
+    let key = Artifacts::key(owner.run_id, &step_id, owner.number, kind);
+    let stored = state
+        .artifacts
+        .put(&key, kind, body.into_data_stream())
+        .await
+        .map_err(|e| blob_error(e, &step_id))?;
+    let files: Vec<(String, i64, String)> = stored
+        .files
+        .into_iter()
+        .map(|f| (f.path, i64::try_from(f.size).unwrap_or(i64::MAX), f.digest))
+        .collect();
+    store
+        .record_blob(&NewBlob {
+            run_id: owner.run_id,
+            step_id: &step_id,
+            attempt: owner.number,
+            kind: kind.as_str(),
+            key: &key,
+            size: i64::try_from(stored.size).unwrap_or(i64::MAX),
+            digest: &stored.digest,
+            files: &files,
+            now: now_ms(),
+        })
+        .await?;
+    Ok(Json(Ack {}))
+}
+
+/// `GET /internal/attempts/{id}/blobs/{kind}/{step}`: the tar a dependency left, when the
+/// attempt's dispatch names it.
+async fn get_blob(
+    State(state): State<InternalState>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> ApiResult<Response> {
+    let runner = authenticate(&state, &headers).await?;
+    let Path((raw_id, kind, step)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (attempt_id, owner) = owned_attempt_id(&state, &runner, &raw_id).await?;
+    let kind = blob_kind(&kind)?;
+    let store = state.executor.store();
+    let handoff = match store.dispatch_of(owner.step_run_id).await? {
+        Some(text) => {
+            serde_json::from_str::<Dispatch>(&text)
+                .map_err(|e| anyhow::anyhow!("dispatch of attempt {attempt_id}: {e}"))?
+                .handoff
+        }
+        None => wire::Handoff::default(),
+    };
+    let named = match kind {
+        wire::BlobKind::Workspace => handoff.workspace_from.as_deref() == Some(step.as_str()),
+        wire::BlobKind::Artifacts => handoff.needs_artifacts.contains(&step),
+    };
+    if !named {
+        let option = match kind {
+            wire::BlobKind::Workspace => "workspace_from",
+            wire::BlobKind::Artifacts => "needs_artifacts",
+        };
+        return Err(ApiError::forbidden(format!(
+            "attempt {attempt_id}'s step does not name '{}' in {option}",
+            step.escape_debug()
+        )));
+    }
+    let blob = store
+        .latest_blob(owner.run_id, &step, kind.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "step '{step}' of this run left no {}",
+                kind.as_str()
+            ))
+        })?;
+    let stream = state
+        .artifacts
+        .get(&blob.key)
+        .await
+        .map_err(|e| blob_error(e, &step))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn blob_kind(text: &str) -> ApiResult<wire::BlobKind> {
+    wire::BlobKind::parse(text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "'{}' is not a blob kind (workspace, artifacts)",
+            text.escape_debug()
+        ))
+    })
+}
+
+/// A blob failure as the runner sees it: its own problems are 4xx with the reason.
+fn blob_error(e: ArtifactError, step: &str) -> ApiError {
+    match e {
+        ArtifactError::TooLarge { .. } => {
+            ApiError::Client(StatusCode::PAYLOAD_TOO_LARGE, format!("step '{step}': {e}"))
+        }
+        ArtifactError::Refused(_) | ArtifactError::Body(_) => {
+            ApiError::bad_request(format!("step '{step}': {e}"))
+        }
+        ArtifactError::Store(object_store::Error::NotFound { .. }) => {
+            ApiError::not_found(format!("the blob of step '{step}' is gone (retention)"))
+        }
+        ArtifactError::Store(e) => ApiError::Internal(anyhow::anyhow!("blob store: {e}")),
+    }
 }
 
 async fn started(
@@ -576,7 +716,16 @@ async fn owned_attempt(
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<(i64, AttemptOwner)> {
     let Path(raw_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let attempt_id = parse_id(&raw_id)?;
+    owned_attempt_id(state, runner, &raw_id).await
+}
+
+/// [`owned_attempt`] for an id already taken from the path.
+async fn owned_attempt_id(
+    state: &InternalState,
+    runner: &AuthedRunner,
+    raw_id: &str,
+) -> ApiResult<(i64, AttemptOwner)> {
+    let attempt_id = parse_id(raw_id)?;
     let cached = lock(&state.auth.owners).get(&attempt_id).copied();
     let owner = match cached {
         Some(owner) => owner,

@@ -19,6 +19,7 @@
 //! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod dispatch;
 pub mod events;

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
+use crate::artifacts::{Artifacts, ArtifactsConfig};
 use crate::auth::Auth;
 use crate::events::Events;
 use crate::executor::Executor;
@@ -70,6 +71,9 @@ pub struct EngineConfig {
     /// Directories below which `POST /api/runs` may run workflow files of the server's own
     /// file system (canonical paths; none by default).
     pub local_workflows: Vec<PathBuf>,
+    /// Where hand-off blobs and artifacts go (default: a temporary directory; `plue serve`
+    /// and `plue run` use the data directory's `artifacts/`).
+    pub artifacts: ArtifactsConfig,
 }
 
 impl EngineConfig {
@@ -91,6 +95,9 @@ impl EngineConfig {
             pool: None,
             pool_classes: None,
             local_workflows: Vec::new(),
+            artifacts: ArtifactsConfig::local(
+                std::env::temp_dir().join(format!("plue-artifacts-{}", std::process::id())),
+            ),
         }
     }
 }
@@ -158,6 +165,7 @@ pub async fn start(
             config.mirrors_dir.clone(),
         ))
     });
+    let artifacts = Arc::new(Artifacts::open(&config.artifacts)?);
     let auth = Arc::new(RunnerAuth::default());
     let shutdown = CancellationToken::new();
     let draining = shutdown.child_token();
@@ -201,6 +209,7 @@ pub async fn start(
         }),
         auth: auth.clone(),
         shutdown: draining.clone(),
+        artifacts: artifacts.clone(),
     });
     let api_state = ApiState {
         executor: executor.clone(),
@@ -216,6 +225,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         local_workflows: Arc::new(config.local_workflows.clone()),
         followers: Default::default(),
+        artifacts: artifacts.clone(),
     };
     let public = api::router(api_state.clone()).merge(web::router(web::WebState {
         api: api_state,
@@ -258,6 +268,12 @@ pub async fn start(
         },
         shutdown.clone(),
     ));
+    tasks.spawn(
+        artifacts
+            .as_ref()
+            .clone()
+            .run_retention(store.clone(), shutdown.clone()),
+    );
     if let Some(registry) = &registry {
         tasks.spawn(scheduler::run(
             registry.clone(),

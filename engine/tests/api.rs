@@ -802,3 +802,116 @@ async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
     assert_eq!(missing.status(), 404);
     h.engine.shutdown().await;
 }
+
+/// A tar holding `entries` (path, content), paths written byte for byte.
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, data) in entries {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
+    let h = harness().await;
+    let mut build = bash("build", "true");
+    build.artifacts = vec!["out.txt".into()];
+    let mut check = bash("check", "true").after(&["build"]);
+    check.needs_artifacts = vec!["build".into()];
+    let run_id = h.start_run(vec![build, check]).await;
+    let holder = h.register("holder").await;
+    let other = h.register("other").await;
+    let first = h.poll(&holder).await;
+    assert_eq!(first.step_id, "build");
+    assert_eq!(first.handoff.artifacts, ["out.txt"]);
+    assert!(first.handoff.max_bytes > 0 && !first.handoff.keep_workspace);
+    let put = |token: &str, attempt: i64, body: Vec<u8>| {
+        h.http
+            .put(h.url(&wire::blob_path(attempt, wire::BlobKind::Artifacts)))
+            .bearer_auth(token.to_string())
+            .body(body)
+            .send()
+    };
+
+    // Another runner may not upload for this attempt; a hostile tar is refused whole.
+    let refused = put(&other, first.attempt_id, tar_of(&[("out.txt", b"x")]))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let hostile = put(&holder, first.attempt_id, tar_of(&[("../escape", b"x")]))
+        .await
+        .unwrap();
+    assert_eq!(hostile.status(), 400);
+    assert!(hostile.text().await.unwrap().contains("without '..'"));
+    let listed: Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}/artifacts")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!([]), "a refused upload is not recorded");
+
+    let stored = put(
+        &holder,
+        first.attempt_id,
+        tar_of(&[("out.txt", b"built\n")]),
+    )
+    .await
+    .unwrap();
+    assert!(stored.status().is_success(), "{:?}", stored.text().await);
+    let done = h
+        .post(
+            &holder,
+            &wire::complete_path(first.attempt_id),
+            json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0}),
+        )
+        .await;
+    assert!(done.status().is_success());
+
+    let second = h.poll(&other).await;
+    assert_eq!(second.step_id, "check");
+    assert_eq!(second.handoff.needs_artifacts, ["build"]);
+    let get = |token: &str, kind: wire::BlobKind, step: &str| {
+        h.http
+            .get(h.url(&wire::dependency_blob_path(second.attempt_id, kind, step)))
+            .bearer_auth(token.to_string())
+            .send()
+    };
+    let tar = get(&other, wire::BlobKind::Artifacts, "build")
+        .await
+        .unwrap();
+    assert!(tar.status().is_success());
+    let bytes = tar.bytes().await.unwrap();
+    let files = runner::handoff::list(&bytes[..], &runner::handoff::Limits::default()).unwrap();
+    assert_eq!(files[0].path, "out.txt");
+    // Not named by the attempt's dispatch, or not the attempt's holder: refused.
+    for (token, kind, step, status) in [
+        (&other, wire::BlobKind::Workspace, "build", 403),
+        (&other, wire::BlobKind::Artifacts, "check", 403),
+        (&holder, wire::BlobKind::Artifacts, "build", 403),
+    ] {
+        let response = get(token, kind, step).await.unwrap();
+        assert_eq!(response.status(), status, "{kind:?} {step}");
+    }
+
+    let file = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}/steps/build/artifacts/out.txt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.text().await.unwrap(), "built\n");
+}

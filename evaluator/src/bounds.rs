@@ -147,8 +147,39 @@ pub fn check(
             c.line(at, "secret name", secret, MAX_NAME_LEN);
         }
         c.labels(at, &step.runner);
+        if let Some(from) = &step.workspace_from {
+            c.line(at, "workspace_from", from, MAX_NAME_LEN);
+        }
+        c.globs(at, "artifacts", &step.artifacts);
+        c.count(
+            at,
+            "needs_artifacts entries",
+            step.needs_artifacts.len(),
+            MAX_ITEMS,
+        );
+        for dep in step.needs_artifacts.iter().take(MAX_ITEMS) {
+            c.line(at, "needs_artifacts", dep, MAX_NAME_LEN);
+        }
+    }
+    let (globs, glob_bytes) = artifact_glob_totals(plan);
+    if globs > MAX_GLOBS || glob_bytes > MAX_GLOB_BYTES {
+        c.add(
+            map.plan,
+            format!("the steps' artifacts= hold {globs} patterns of {glob_bytes} bytes in all; the limit is {MAX_GLOBS} patterns and {MAX_GLOB_BYTES} bytes"),
+        );
     }
     c.found
+}
+
+/// How many `artifacts=` patterns the plan's steps hold, and their bytes: validation
+/// compiles each, on the engine's CPU.
+fn artifact_glob_totals(plan: &Plan) -> (usize, usize) {
+    plan.steps.iter().fold((0, 0), |(count, bytes), step| {
+        (
+            count + step.artifacts.len(),
+            bytes + step.artifacts.iter().map(String::len).sum::<usize>(),
+        )
+    })
 }
 
 /// How many branch, tag and path patterns the plan's triggers hold, and their bytes.
@@ -419,6 +450,34 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("invalid runner label key ''"));
         assert!(found[1].contains("invalid runner label value 'eu,gpu=true'"));
+    }
+
+    #[test]
+    fn artifact_patterns_are_bounded_per_step_and_per_plan() {
+        let mut step = bash("a");
+        step.artifacts = vec!["x".repeat(MAX_GLOB_LEN + 1)];
+        step.needs_artifacts = vec!["y".repeat(MAX_NAME_LEN + 1)];
+        step.workspace_from = Some("\x1b".into());
+        let found = problems(&plan_with(step));
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("workspace_from '\\x1b'"), "{found:?}");
+        assert!(found[1].starts_with("artifacts pattern 'xxx"), "{found:?}");
+        assert!(found[2].starts_with("needs_artifacts 'yyy"), "{found:?}");
+
+        let mut plan = plan_with(bash("a"));
+        plan.steps = (0..3)
+            .map(|i| {
+                let mut step = bash(&format!("s{i}"));
+                step.artifacts = (0..90).map(|g| format!("d{g}/**")).collect();
+                step
+            })
+            .collect();
+        let found = problems(&plan);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("the steps' artifacts= hold 270 patterns"),
+            "{found:?}"
+        );
     }
 
     // regression: a 520,000-character step id with an unknown dependency kept the engine

@@ -134,6 +134,18 @@ pub struct Step {
     pub secrets: Vec<String>,
     /// Labels a runner must carry to take the step.
     pub runner: BTreeMap<String, String>,
+    /// Start from this dependency's final workspace instead of a fresh checkout. The three
+    /// hand-off fields are absent from the canonical JSON when unset, so plans without
+    /// them keep their `plan_hash`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workspace_from: Option<String>,
+    /// Globs (relative to the workspace) of files kept after the step, for later steps and
+    /// for download.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub artifacts: Vec<String>,
+    /// Dependencies whose artifacts are put into the workspace before the step starts.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub needs_artifacts: Vec<String>,
 }
 
 impl Step {
@@ -150,6 +162,9 @@ impl Step {
             env: BTreeMap::new(),
             secrets: Vec::new(),
             runner: BTreeMap::new(),
+            workspace_from: None,
+            artifacts: Vec::new(),
+            needs_artifacts: Vec::new(),
         }
     }
 
@@ -341,5 +356,28 @@ mod tests {
         let mut b = a.clone();
         b.steps[0].retries = 1;
         assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn hand_off_options_are_absent_from_the_json_when_unset() {
+        let step = bash("a", &[]);
+        let json = serde_json::to_string(&step).unwrap();
+        assert!(
+            !json.contains("workspace_from") && !json.contains("artifacts"),
+            "{json}"
+        );
+        let mut handed = step.clone();
+        handed.workspace_from = Some("b".into());
+        handed.artifacts = vec!["dist/**".into()];
+        handed.needs_artifacts = vec!["b".into()];
+        let json = serde_json::to_string(&handed).unwrap();
+        assert!(
+            json.ends_with(
+                r#""workspace_from":"b","artifacts":["dist/**"],"needs_artifacts":["b"]}"#
+            ),
+            "{json}"
+        );
+        let back: Step = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, handed);
     }
 }

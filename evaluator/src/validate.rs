@@ -11,7 +11,7 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::limits::Limits;
-use crate::plan::{Action, Location, Plan, SourceMap, Trigger, DEFAULT_LLM_TOOLS};
+use crate::plan::{Action, Location, Plan, SourceMap, Step, Trigger, DEFAULT_LLM_TOOLS};
 use crate::template;
 
 /// Pull request actions a trigger may name (GitHub's names; Gitea's `synchronized` is
@@ -255,6 +255,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         for name in &step.secrets {
             check_env_name(problems, at, "secret", name);
         }
+        check_hand_off(problems, plan, step, at);
         if let Action::Approval(_) = &step.action {
             // A decision is made once: nothing runs, so retries, secrets and runner labels
             // would be silently ignored.
@@ -320,6 +321,77 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
             }
         }
     }
+}
+
+/// `workspace_from=` and `needs_artifacts=` name dependencies (so what they read is final
+/// before the step starts) that run on a runner; `artifacts=` are relative globs that
+/// compile as trigger globs do.
+fn check_hand_off(problems: &mut Problems<'_>, plan: &Plan, step: &Step, at: Location) {
+    let runs = |id: &str| {
+        plan.steps
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| !matches!(s.action, Action::Approval(_)))
+    };
+    let mut named: Vec<(&str, &str)> = Vec::new();
+    if let Some(from) = &step.workspace_from {
+        named.push(("workspace_from", from));
+    }
+    named.extend(
+        step.needs_artifacts
+            .iter()
+            .map(|d| ("needs_artifacts", d.as_str())),
+    );
+    for (option, dep) in named {
+        if !step.depends_on.iter().any(|d| d == dep) {
+            let hint = if runs(dep).is_some() {
+                format!("; add depends_on=[\"{dep}\"]")
+            } else {
+                did_you_mean(dep, step.depends_on.iter().map(String::as_str))
+            };
+            problems.add(
+                at,
+                format!(
+                    "step '{}': {option} '{dep}' is not one of its dependencies{hint}",
+                    step.id
+                ),
+            );
+        } else if runs(dep) == Some(false) {
+            problems.add(
+                at,
+                format!(
+                    "step '{}': {option} '{dep}' is an approval step, which has no workspace",
+                    step.id
+                ),
+            );
+        } else if option == "needs_artifacts"
+            && plan
+                .steps
+                .iter()
+                .any(|s| s.id == dep && s.artifacts.is_empty())
+        {
+            problems.add(
+                at,
+                format!(
+                    "step '{}': needs_artifacts '{dep}', but step '{dep}' declares no artifacts=",
+                    step.id
+                ),
+            );
+        }
+    }
+    for glob in &step.artifacts {
+        let escapes = glob.starts_with('/') || glob.split('/').any(|part| part == "..");
+        if escapes {
+            problems.add(
+                at,
+                format!(
+                    "step '{}': artifacts pattern '{glob}' must be relative to the workspace (no leading '/', no '..')",
+                    step.id
+                ),
+            );
+        }
+    }
+    check_globs(problems, at, "artifacts", &step.artifacts);
 }
 
 fn check_env_name(problems: &mut Problems<'_>, at: Location, what: &str, name: &str) {
@@ -523,6 +595,47 @@ mod tests {
             }],
         );
         assert_eq!(messages(&p, &m), Vec::<String>::new());
+    }
+
+    #[test]
+    fn hand_off_names_dependencies_that_run() {
+        let mut build = step("build", &[]);
+        build.artifacts = vec!["dist/**".into(), "report.json".into()];
+        let lint = step("lint", &[]);
+        let gate = Step::new(
+            "gate",
+            Action::Approval(crate::plan::ApprovalAction {
+                message: None,
+                approvers: vec![],
+                exclude_triggerer: false,
+            }),
+        );
+        let mut ok = step("review", &["build"]);
+        ok.workspace_from = Some("build".into());
+        ok.needs_artifacts = vec!["build".into()];
+        let mut not_a_dep = step("ship", &["lint"]);
+        not_a_dep.workspace_from = Some("build".into());
+        not_a_dep.needs_artifacts = vec!["lint".into(), "buidl".into()];
+        let mut approval = step("after", &["gate"]);
+        approval.workspace_from = Some("gate".into());
+        let mut escapes = step("esc", &[]);
+        escapes.artifacts = vec!["../secret".into(), "/etc/*".into(), "dist/[".into()];
+        let (p, m) = plan(
+            vec![build, lint, gate, ok, not_a_dep, approval, escapes],
+            vec![],
+        );
+        assert_eq!(
+            messages(&p, &m),
+            [
+                "w.plue.py:14:9: step 'ship': workspace_from 'build' is not one of its dependencies; add depends_on=[\"build\"]",
+                "w.plue.py:14:9: step 'ship': needs_artifacts 'lint', but step 'lint' declares no artifacts=",
+                "w.plue.py:14:9: step 'ship': needs_artifacts 'buidl' is not one of its dependencies",
+                "w.plue.py:15:9: step 'after': workspace_from 'gate' is an approval step, which has no workspace",
+                "w.plue.py:16:9: step 'esc': artifacts pattern '../secret' must be relative to the workspace (no leading '/', no '..')",
+                "w.plue.py:16:9: step 'esc': artifacts pattern '/etc/*' must be relative to the workspace (no leading '/', no '..')",
+                "w.plue.py:16:9: invalid artifacts pattern 'dist/[': unclosed character class; missing ']'",
+            ]
+        );
     }
 
     #[test]

@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::mask::Masker;
 use crate::process::{self, Ending, ProcessSpec};
 use crate::protocol::{
-    self as wire, Assignment, Completion, LogBatch, LogLine, Outcome, StepAction, Stream,
+    self as wire, Assignment, BlobKind, Completion, LogBatch, LogLine, Outcome, StepAction, Stream,
 };
 use crate::step_user::{self, StepUser, StepUsers};
-use crate::{llm, outputs, step_env, workspace};
+use crate::{handoff, llm, outputs, step_env, workspace};
 
 /// The environment variable the registration token may come from; removed from steps.
 pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
@@ -216,11 +216,12 @@ async fn execute(
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
     let prepared = match &claim {
-        Ok(_) => prepare(&assignment, &dir, user)
+        Ok(_) => prepare(engine, &assignment, &dir, user)
             .await
             .map_err(|e| format!("workspace: {e:#}")),
         Err(e) => Err(format!("no step user: {e:#}")),
     };
+    let ran = prepared.is_ok();
     let mut usage = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
         Err(e) => (Outcome::Failed, None, Some(e), BTreeMap::new()),
@@ -250,6 +251,19 @@ async fn execute(
                 Ok(spec) => run_process(spec, &assignment, &output_file, &lines_tx, &cancel).await,
             }
         }
+    };
+    // What later steps and downloads need from this one, before the engine hears the end.
+    let (outcome, reason) = if ran && outcome != Outcome::Cancelled {
+        match keep(engine, &assignment, &dir, &lines_tx).await {
+            Ok(()) => (outcome, reason),
+            Err(e) if outcome == Outcome::Succeeded => (Outcome::Failed, Some(format!("{e:#}"))),
+            Err(e) => {
+                let _ = lines_tx.send((Stream::System, format!("{e:#}"))).await;
+                (outcome, reason)
+            }
+        }
+    } else {
+        (outcome, reason)
     };
     drop(lines_tx);
     watcher.abort();
@@ -339,9 +353,61 @@ impl AttemptDir {
     }
 }
 
-/// Creates the attempt's directory (private to the step's user), fills its workspace and
-/// hands everything in it to the step's user.
+/// The bounds of the attempt's hand-off archives.
+fn handoff_limits(assignment: &Assignment) -> handoff::Limits {
+    let mut limits = handoff::Limits::default();
+    if assignment.handoff.max_bytes > 0 {
+        limits.max_bytes = assignment.handoff.max_bytes;
+    }
+    limits
+}
+
+/// Uploads the tars the attempt's [`wire::Handoff`] asks for: its final workspace, the
+/// files its `artifacts` globs match. The error says which and why (the step fails with it).
+async fn keep(
+    engine: &Engine,
+    assignment: &Assignment,
+    dir: &Path,
+    lines: &mpsc::Sender<(Stream, String)>,
+) -> anyhow::Result<()> {
+    let handoff = &assignment.handoff;
+    let workspace = AttemptDir::new(dir).workspace;
+    let limits = handoff_limits(assignment);
+    let mut uploads = Vec::new();
+    if handoff.keep_workspace {
+        uploads.push((BlobKind::Workspace, handoff::Selection::Everything));
+    }
+    if !handoff.artifacts.is_empty() {
+        let selection =
+            handoff::Selection::artifacts(&handoff.artifacts).map_err(anyhow::Error::msg)?;
+        uploads.push((BlobKind::Artifacts, selection));
+    }
+    for (kind, selection) in uploads {
+        let path = wire::blob_path(assignment.attempt_id, kind);
+        let packed = engine
+            .upload(&path, &workspace, selection, limits)
+            .await
+            .with_context(|| format!("keeping the step's {}", kind.as_str()))?;
+        let _ = lines
+            .send((
+                Stream::System,
+                format!(
+                    "kept the {}: {} files, {}",
+                    kind.as_str(),
+                    packed.files,
+                    handoff::human(packed.bytes)
+                ),
+            ))
+            .await;
+    }
+    Ok(())
+}
+
+/// Creates the attempt's directory (private to the step's user), fills its workspace (a
+/// fresh one, or a dependency's final one) with the artifacts it needs and hands everything
+/// in it to the step's user.
 async fn prepare(
+    engine: &Engine,
     assignment: &Assignment,
     dir: &Path,
     user: Option<StepUser>,
@@ -358,7 +424,25 @@ async fn prepare(
     tokio::fs::write(&files.output_file, b"")
         .await
         .context("creating the output file")?;
-    workspace::prepare(&assignment.workspace, &files.workspace).await?;
+    let attempt = assignment.attempt_id;
+    let limits = handoff_limits(assignment);
+    match &assignment.handoff.workspace_from {
+        Some(from) => {
+            let path = wire::dependency_blob_path(attempt, BlobKind::Workspace, from);
+            engine
+                .download(&path, &files.workspace, limits)
+                .await
+                .with_context(|| format!("the final workspace of step '{from}'"))?;
+        }
+        None => workspace::prepare(&assignment.workspace, &files.workspace).await?,
+    }
+    for dep in &assignment.handoff.needs_artifacts {
+        let path = wire::dependency_blob_path(attempt, BlobKind::Artifacts, dep);
+        engine
+            .download(&path, &files.workspace, limits)
+            .await
+            .with_context(|| format!("the artifacts of step '{dep}'"))?;
+    }
     if let Some(user) = user {
         let dir = dir.to_owned();
         tokio::task::spawn_blocking(move || step_user::hand_over(&dir, user))
@@ -811,6 +895,81 @@ impl Engine {
         }
     }
 
+    /// Streams a [`handoff::pack`] of `root` to `path` (`PUT`), never holding the archive
+    /// in memory. Not retried: a failed upload fails the step (its retries apply).
+    async fn upload(
+        &self,
+        path: &str,
+        root: &Path,
+        selection: handoff::Selection,
+        limits: handoff::Limits,
+    ) -> anyhow::Result<handoff::Packed> {
+        let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let root = root.to_owned();
+        let packer = tokio::task::spawn_blocking(move || {
+            let mut writer = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let packed = handoff::pack(&root, &selection, &limits, &mut writer)
+                .and_then(|packed| writer.flush_chunk().map(|()| packed).map_err(Into::into));
+            if let Err(e) = &packed {
+                // The request's body fails too, so the engine stores nothing.
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+            packed
+        });
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let sent = self
+            .client
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_str())
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await;
+        let packed = packer.await.context("the packing task failed")?;
+        // A workspace over a bound says so; otherwise a failed request says why (the
+        // packer then only saw its body stream end).
+        let (packed, response) = match (packed, sent) {
+            (Err(e @ handoff::HandoffError::TooLarge(_)), _) => return Err(e.into()),
+            (_, Err(e)) => bail!("{path}: {e}"),
+            (packed, Ok(response)) => (packed, response),
+        };
+        if response.status().is_success() {
+            return Ok(packed?);
+        }
+        bail!("{}", answer_error(response).await)
+    }
+
+    /// Streams `path` (`GET`) into [`handoff::unpack`] below `into`.
+    async fn download(
+        &self,
+        path: &str,
+        into: &Path,
+        limits: handoff::Limits,
+    ) -> anyhow::Result<handoff::Unpacked> {
+        use futures::TryStreamExt;
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_str())
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        if !response.status().is_success() {
+            bail!("{}", answer_error(response).await);
+        }
+        let stream = Box::pin(response.bytes_stream().map_err(std::io::Error::other));
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let into = into.to_owned();
+        let unpacked = tokio::task::spawn_blocking(move || handoff::unpack(reader, &into, &limits))
+            .await
+            .context("the unpacking task failed")??;
+        Ok(unpacked)
+    }
+
     async fn send_once<B: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
@@ -846,6 +1005,51 @@ impl Engine {
             }
             status => SendError::Refused { status, message },
         })
+    }
+}
+
+/// The message of an engine's error answer.
+async fn answer_error(response: reqwest::Response) -> String {
+    let status = response.status();
+    response
+        .json::<wire::ErrorBody>()
+        .await
+        .map(|b| b.error)
+        .unwrap_or_else(|_| status.to_string())
+}
+
+/// The size of the pieces an upload is sent in.
+const CHUNK: usize = 256 * 1024;
+
+/// A blocking writer that hands [`CHUNK`]-sized pieces to an async body stream.
+struct ChunkWriter {
+    tx: mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the upload ended early"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod agent;
 mod containment;
+pub mod handoff;
 pub mod isolation;
 pub mod llm;
 pub mod mask;

@@ -11,6 +11,12 @@
 //!    make them idempotent), `.../watch` long-polls for cancellation, `.../complete`.
 //! 5. `POST /internal/runners/deregister` when an ephemeral runner leaves.
 //!
+//! Hand-off between steps ([`Handoff`]): before a step with `workspace_from` or
+//! `needs_artifacts` the runner `GET`s each dependency's tar ([`dependency_blob_path`]) and
+//! unpacks it ([`crate::handoff::unpack`]); after a step whose workspace a later step starts
+//! from, or that declares artifacts, it `PUT`s a tar ([`blob_path`]), streamed, before the
+//! completion. Both name only the attempt the runner holds: the engine picks the run.
+//!
 //! Invariants: every body type rejects unknown fields, so a mismatched peer fails loudly;
 //! an attempt's log batches are sent in `seq` order, each after the previous one was
 //! acknowledged (the engine relies on it to drop resent batches cheaply);
@@ -44,6 +50,82 @@ pub fn watch_path(attempt_id: i64) -> String {
 /// `POST` path for the [`Completion`].
 pub fn complete_path(attempt_id: i64) -> String {
     format!("/internal/attempts/{attempt_id}/complete")
+}
+
+/// `PUT` path for a tar of the attempt's final workspace or of its artifact files.
+pub fn blob_path(attempt_id: i64, kind: BlobKind) -> String {
+    format!("/internal/attempts/{attempt_id}/blobs/{}", kind.as_str())
+}
+
+/// `GET` path for the tar a dependency (`step`, of the same run) left, as the attempt's
+/// [`Handoff`] names it.
+pub fn dependency_blob_path(attempt_id: i64, kind: BlobKind, step: &str) -> String {
+    format!(
+        "/internal/attempts/{attempt_id}/blobs/{}/{step}",
+        kind.as_str()
+    )
+}
+
+/// What a step leaves behind for later steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobKind {
+    /// The whole final workspace, for `workspace_from`.
+    Workspace,
+    /// The files matching the step's `artifacts` globs.
+    Artifacts,
+}
+
+impl BlobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobKind::Workspace => "workspace",
+            BlobKind::Artifacts => "artifacts",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BlobKind> {
+        match text {
+            "workspace" => Some(BlobKind::Workspace),
+            "artifacts" => Some(BlobKind::Artifacts),
+            _ => None,
+        }
+    }
+}
+
+/// A step's part in hand-offs: what it starts from and what it leaves. Empty for most steps
+/// (and then absent from the JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    /// Start from this dependency's final workspace instead of [`Assignment::workspace`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_from: Option<String>,
+    /// Dependencies whose artifacts are unpacked into the workspace before the step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_artifacts: Vec<String>,
+    /// Globs of the files kept after the step (relative, `*` stops at `/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+    /// A later step starts from this step's workspace: upload it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_workspace: bool,
+    /// The most bytes one tar of this step may hold (the engine's limit; 0: not set).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Handoff {
+    pub fn is_empty(&self) -> bool {
+        self.workspace_from.is_none()
+            && self.needs_artifacts.is_empty()
+            && self.artifacts.is_empty()
+            && !self.keep_workspace
+    }
 }
 
 /// The longest log line the engine stores; runners split longer ones.
@@ -107,6 +189,9 @@ pub struct Assignment {
     pub secrets: BTreeMap<String, String>,
     pub timeout_secs: u64,
     pub workspace: WorkspaceSource,
+    /// Workspace and artifacts handed over from dependencies, and to later steps.
+    #[serde(default, skip_serializing_if = "Handoff::is_empty")]
+    pub handoff: Handoff,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

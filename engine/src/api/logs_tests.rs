@@ -51,6 +51,12 @@ impl Engine {
             auth: Auth::new(store.clone(), Some("admin".into()), false),
             shutdown: shutdown.clone(),
             local_workflows: Arc::new(Vec::new()),
+            artifacts: Arc::new(
+                crate::artifacts::Artifacts::open(&crate::artifacts::ArtifactsConfig::local(
+                    dir.path().join("artifacts"),
+                ))
+                .unwrap(),
+            ),
             followers: followers.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -8,6 +8,7 @@
 //! are private); every error is an [`ApiError`] with a JSON body.
 
 mod approvals;
+mod artifacts;
 mod body;
 pub mod followers;
 mod logs;
@@ -30,6 +31,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::artifacts::Artifacts;
 use crate::auth::{self, Auth};
 use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
@@ -54,6 +56,8 @@ pub struct ApiState {
     pub local_workflows: Arc<Vec<PathBuf>>,
     /// Live SSE log followers, with their caps.
     pub followers: Arc<followers::Followers>,
+    /// Where artifacts are read from.
+    pub artifacts: Arc<Artifacts>,
 }
 
 /// Every `/api` route, each registered from its handler's `#[utoipa::path]` (so what the
@@ -69,6 +73,9 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::reject))
         .routes(routes!(approvals::list))
+        .routes(routes!(artifacts::list))
+        .routes(routes!(artifacts::tar))
+        .routes(routes!(artifacts::file))
         .routes(routes!(list_runners))
         .routes(routes!(pool))
         .routes(routes!(repos::list_repos, repos::create_repo))
@@ -106,6 +113,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(open)
         .into_openapi();
     openapi::optional_bodies(&mut doc);
+    openapi::plain_wildcards(&mut doc);
     doc
 }
 
@@ -327,7 +335,7 @@ enum EventName {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // only a schema: handlers parse the id themselves (400 when it is none)
-struct RunId {
+pub(super) struct RunId {
     /// The run's id.
     #[param(minimum = 1, example = 1)]
     id: i64,

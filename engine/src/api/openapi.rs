@@ -75,6 +75,16 @@ impl Modify for BearerToken {
     }
 }
 
+/// axum's catch-all segment `{*name}` (the router's spelling, which `routes!` takes from
+/// the handler's `path`) is `{name}` in OpenAPI: the spec names it so.
+pub(super) fn plain_wildcards(doc: &mut utoipa::openapi::OpenApi) {
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
+}
+
 /// utoipa spells an optional body (`Option<T>`) as "`null` or T"; the handlers take an
 /// absent body, not a `null` one (that is a 422). This keeps T alone, not required.
 pub(super) fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {

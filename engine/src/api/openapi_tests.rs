@@ -143,6 +143,12 @@ async fn the_router_serves_exactly_the_documented_operations() {
         shutdown: CancellationToken::new(),
         local_workflows: Arc::new(Vec::new()),
         followers: Default::default(),
+        artifacts: Arc::new(
+            crate::artifacts::Artifacts::open(&crate::artifacts::ArtifactsConfig::local(
+                dir.path().join("artifacts"),
+            ))
+            .unwrap(),
+        ),
     };
     let app = router(state);
     let doc = document();

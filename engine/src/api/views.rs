@@ -421,6 +421,39 @@ impl From<ApprovalRow> for ApprovalView {
     }
 }
 
+/// One artifact file of a run (`GET /api/runs/{id}/artifacts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ArtifactView {
+    pub step: String,
+    pub attempt: i64,
+    /// The file's path in the step's workspace.
+    pub name: String,
+    pub size: i64,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+    /// Where to download it (`GET`).
+    pub url: String,
+}
+
+impl ArtifactView {
+    pub fn new(run_id: i64, row: crate::store::ArtifactRow) -> ArtifactView {
+        let path: String = row
+            .name
+            .split('/')
+            .map(percent_encode_segment)
+            .collect::<Vec<_>>()
+            .join("/");
+        ArtifactView {
+            url: format!("/api/runs/{run_id}/steps/{}/artifacts/{path}", row.step_id),
+            step: row.step_id,
+            attempt: row.attempt,
+            name: row.name,
+            size: row.size,
+            digest: row.digest,
+        }
+    }
+}
+
 /// The body of every error answer (see `crate::http_error`). Only a schema: what is sent
 /// is `runner::protocol::ErrorBody`, whose one field this mirrors (a test holds them equal).
 #[derive(Debug, Serialize, ToSchema)]
@@ -428,4 +461,17 @@ impl From<ApprovalRow> for ApprovalView {
 pub struct ErrorView {
     /// What was wrong with the request; `internal error` for every 5xx.
     pub error: String,
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -71,6 +71,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = EngineConfig::new(tokens::new_token()?);
     config.secrets = args.secrets.iter().cloned().collect();
     config.max_parallel = args.max_parallel;
+    config.artifacts = engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"));
     config.heartbeat_interval = Duration::from_secs(1);
     config.lost_after = Duration::from_secs(10);
     let mut runner = local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?;
@@ -214,7 +215,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let run = store.run(run_id).await?.context("the run")?;
     // A cancelled run ends when its runners report; wait briefly for stragglers' processes.
     engine.shutdown().await;
-    let summary = Summary::new(run_id, &run.status, &steps);
+    let mut summary = Summary::new(run_id, &run.status, &steps);
+    summary.artifacts = store
+        .artifacts_of_run(run_id)
+        .await?
+        .into_iter()
+        .map(super::runs::ArtifactLine::from_row)
+        .collect();
     say(format_args!("\n{}", summary.table().trim_end()));
     let duration = run
         .duration_ms()

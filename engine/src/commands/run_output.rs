@@ -372,6 +372,8 @@ pub(crate) struct Summary {
     pub(crate) run_id: i64,
     pub(crate) status: String,
     pub(crate) steps: Vec<StepSummary>,
+    /// The files the run's steps kept (`artifacts=`).
+    pub(crate) artifacts: Vec<super::runs::ArtifactLine>,
 }
 
 #[derive(Debug, Serialize)]
@@ -398,6 +400,7 @@ impl Summary {
                     duration_ms: s.duration_ms(),
                 })
                 .collect(),
+            artifacts: Vec::new(),
         }
     }
 

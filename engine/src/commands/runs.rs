@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 
 use engine::store::Store;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::ApiClient;
 use super::run_output::human_ms;
 use crate::cli::{RunOnServerArgs, RunsArgs};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct RunLine {
     id: i64,
     status: String,
@@ -19,20 +19,65 @@ struct RunLine {
     created_at: i64,
     duration_ms: Option<i64>,
     reason: Option<String>,
+    /// Filled for `--json` only.
+    #[serde(default)]
+    artifacts: Vec<ArtifactLine>,
+}
+
+/// One artifact file, as `GET /api/runs/{id}/artifacts` lists it.
+#[derive(Debug, Deserialize, Serialize)]
+pub(crate) struct ArtifactLine {
+    pub(crate) step: String,
+    pub(crate) attempt: i64,
+    pub(crate) name: String,
+    pub(crate) size: i64,
+    pub(crate) digest: String,
+}
+
+impl ArtifactLine {
+    pub(crate) fn from_row(row: engine::store::ArtifactRow) -> ArtifactLine {
+        ArtifactLine {
+            step: row.step_id,
+            attempt: row.attempt,
+            name: row.name,
+            size: row.size,
+            digest: row.digest,
+        }
+    }
 }
 
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let runs: Vec<RunLine> = match &args.source.server {
         Some(server) => {
-            ApiClient::new(server, args.source.token.clone())?
+            let client = ApiClient::new(server, args.source.token.clone())?;
+            let mut runs: Vec<RunLine> = client
                 .get(&format!("/api/runs?limit={}", args.limit.clamp(1, 1000)))
-                .await?
+                .await?;
+            if args.json {
+                for run in &mut runs {
+                    run.artifacts = client
+                        .get(&format!("/api/runs/{}/artifacts", run.id))
+                        .await?;
+                }
+            }
+            runs
         }
         None => {
             let store = Store::open_data_dir(&args.source.data_dir).await?;
             let rows = store.list_runs(args.limit.clamp(1, 1000)).await?;
-            rows.into_iter()
-                .map(|r| RunLine {
+            let mut runs = Vec::with_capacity(rows.len());
+            for r in rows {
+                let artifacts = if args.json {
+                    store
+                        .artifacts_of_run(r.id)
+                        .await?
+                        .into_iter()
+                        .map(ArtifactLine::from_row)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                runs.push(RunLine {
                     duration_ms: r.duration_ms(),
                     id: r.id,
                     status: r.status,
@@ -40,10 +85,16 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     event: r.event,
                     created_at: r.created_at,
                     reason: r.reason,
-                })
-                .collect()
+                    artifacts,
+                });
+            }
+            runs
         }
     };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let width = runs
         .iter()
         .map(|r| r.workflow.chars().count())

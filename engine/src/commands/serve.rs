@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use engine::artifacts::ArtifactsConfig;
 use engine::pool::kubernetes::KubernetesPool;
 use engine::server::{self, EngineConfig, LocalPoolSettings};
 use engine::store::Store;
@@ -79,6 +80,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let data_dir = &args.store.data_dir;
     engine::store::prepare_data_dir(data_dir)?;
     config.mirrors_dir = std::fs::canonicalize(data_dir)?.join("mirrors");
+    config.artifacts = ArtifactsConfig {
+        url: args.artifacts_url.clone().filter(|u| !u.is_empty()),
+        local_dir: std::fs::canonicalize(data_dir)?.join("artifacts"),
+        max_bytes: args.artifacts_max_bytes.max(1),
+        retention: (args.artifacts_retention_days > 0)
+            .then(|| Duration::from_secs(args.artifacts_retention_days * 24 * 3600)),
+    };
     if local && (runners > 0 || args.max_runners.unwrap_or(0) > 0) {
         let data_dir = std::fs::canonicalize(data_dir)?;
         let mut runner = local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?;

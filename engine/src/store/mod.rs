@@ -14,6 +14,7 @@
 //! - Values are always bound, never spliced into SQL.
 
 mod approvals;
+mod blobs;
 mod claims;
 mod dashboard;
 mod forges;
@@ -35,6 +36,7 @@ use sqlx::sqlite::{
 };
 
 pub use approvals::{ApprovalRow, Decided, Verdict};
+pub use blobs::{ArtifactRow, BlobRow, NewBlob};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use dashboard::{AttemptRow, RunFilter};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};

@@ -1,6 +1,7 @@
 //! `/runs/{id}`: one run — its DAG as an SVG coloured by state, its steps with attempts,
 //! durations, exit codes and reasons, the evaluation error of a workflow file that did not
-//! evaluate, and cancel / re-run forms. `/runs/{id}/live` is the changing part alone,
+//! evaluate, the artifacts its steps kept (links to the API's downloads), and cancel /
+//! re-run forms. `/runs/{id}/live` is the changing part alone,
 //! which `assets/live.js` polls until the run is final.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
 use super::session::{Chrome, CsrfForm, Session};
 use super::{parse_run_id, render, Web};
-use crate::api::views::RunView;
+use crate::api::views::{ArtifactView, RunView};
 
 #[derive(Serialize)]
 struct RunPage {
@@ -30,6 +31,8 @@ struct RunPage {
     can_rerun: bool,
     /// Each step's attempts (by step id), shown for steps that had more than one.
     attempts: HashMap<String, Vec<AttemptView>>,
+    /// The files the run's steps kept, with their download links.
+    artifacts: Vec<ArtifactView>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +95,12 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
                 runner: attempt.runner,
             });
     }
+    let artifacts = store
+        .artifacts_of_run(id)
+        .await?
+        .into_iter()
+        .map(|row| ArtifactView::new(id, row))
+        .collect();
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
     let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
@@ -101,6 +110,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         can_rerun: done && evaluated,
         run: RunView::new(run, Some(steps)),
         attempts,
+        artifacts,
         dag,
         done,
         eval_error,

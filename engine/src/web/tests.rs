@@ -68,6 +68,12 @@ impl Fixture {
             auth: Auth::new(store, Some(ADMIN.into()), private_reads),
             shutdown: CancellationToken::new(),
             local_workflows: Arc::new(Vec::new()),
+            artifacts: Arc::new(
+                crate::artifacts::Artifacts::open(&crate::artifacts::ArtifactsConfig::local(
+                    dir.path().join("artifacts"),
+                ))
+                .unwrap(),
+            ),
             followers: Default::default(),
         };
         Fixture {

@@ -1,19 +1,22 @@
 //! The Python tools the deployment tests check with: virtual environments, each built once
 //! per target directory (`target/tmp/<name>`) from PyPI with pinned versions. The deploy
 //! one holds `helm-python-sdk` (the Helm SDK, offline), `kubernetes-validate` (the
-//! Kubernetes API schemas) and `prometheus-client` (its OpenMetrics parser); others are
-//! built by [`venv`] with their own pins (schemathesis for `tests/openapi.rs`), so one
+//! Kubernetes API schemas) and `prometheus-client` (its OpenMetrics parser). Other tests
+//! build their own named environment the same way ([`venv`], [`try_venv`]:
+//! schemathesis for `tests/openapi.rs`, `moto`'s S3 server for the artifacts test), so one
 //! tool's dependencies never constrain another's.
 //!
-//! Invariants: a missing tool fails the test with what pip said — it never skips; an
-//! environment is built in a private directory and renamed into place, so concurrent test
-//! binaries never see half of one; a changed pin list builds a new one.
+//! Invariants: a missing tool fails the deployment tests with what pip said — they never
+//! skip (a caller of [`try_venv`] decides); an environment is built in a private directory
+//! and renamed into place, so concurrent test binaries never see half of one; a changed
+//! pin list builds a new one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The packages, pinned: their APIs are what the scripts next to this file call.
+#[allow(dead_code)]
 const REQUIREMENTS: &[&str] = &[
     "helm-python-sdk==0.2.2",
     "kubernetes-validate==1.37.0",
@@ -23,13 +26,15 @@ const REQUIREMENTS: &[&str] = &[
 /// The Python the project builds against (Debian's; `python3-venv` provides `venv`).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
-/// The deploy environment's interpreter, built on first use.
+/// The environment's interpreter, built on first use.
+#[allow(dead_code)] // not every test binary that includes this file runs the scripts
 pub(crate) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| venv("deploy-venv", REQUIREMENTS).join("bin/python"))
+    PYTHON.get_or_init(|| try_venv("deploy-venv", REQUIREMENTS).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// Runs `script` (a file of `engine/tests/deploy/`) with `args`, feeding `stdin`.
+#[allow(dead_code)]
 pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,8 +58,21 @@ pub(crate) fn run_script(script: &str, args: &[&str], stdin: &[u8]) -> Output {
 }
 
 /// The virtual environment `target/tmp/<name>` holding `requirements` (pinned), built
-/// unless a complete one with the same pins is there; its directory.
+/// unless a complete one with the same pins is there; its directory. Fails the test with
+/// what pip said.
+#[allow(dead_code)] // not every test binary that includes this file builds one
 pub(crate) fn venv(name: &str, requirements: &[&str]) -> PathBuf {
+    let python = try_venv(name, requirements).unwrap_or_else(|e| panic!("{e}"));
+    python
+        .parent()
+        .and_then(Path::parent)
+        .expect("<venv>/bin/python")
+        .to_path_buf()
+}
+
+/// The interpreter of the virtual environment `name` (below the target directory) holding
+/// `requirements`, built with pip when missing or outdated; the error is what failed.
+pub(crate) fn try_venv(name: &str, requirements: &[&str]) -> Result<PathBuf, String> {
     let stamp = requirements.join(" ");
     let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let venv = root.join(name);
@@ -64,7 +82,7 @@ pub(crate) fn venv(name: &str, requirements: &[&str]) -> PathBuf {
         .as_deref()
         == Some(&stamp)
     {
-        return venv;
+        return Ok(python);
     }
     let building = root.join(format!("{name}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
@@ -73,7 +91,7 @@ pub(crate) fn venv(name: &str, requirements: &[&str]) -> PathBuf {
             .args(["-m", "venv"])
             .arg(&building),
         "creating the virtual environment (Debian: apt-get install python3-venv)",
-    );
+    )?;
     run(
         Command::new(building.join("bin/python"))
             .args([
@@ -85,7 +103,7 @@ pub(crate) fn venv(name: &str, requirements: &[&str]) -> PathBuf {
             ])
             .args(requirements),
         &format!("installing {stamp} from PyPI"),
-    );
+    )?;
     std::fs::write(building.join("plue-requirements"), &stamp).expect("writing the stamp");
     // An outdated environment goes; a concurrent builder that won keeps its own.
     if venv.exists()
@@ -100,18 +118,20 @@ pub(crate) fn venv(name: &str, requirements: &[&str]) -> PathBuf {
         let _ = std::fs::remove_dir_all(&building);
     }
     assert!(python.exists(), "no interpreter at {}", python.display());
-    venv
+    Ok(python)
 }
 
-fn run(command: &mut Command, what: &str) {
+fn run(command: &mut Command, what: &str) -> Result<(), String> {
     let output = command
         .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
-    assert!(
-        output.status.success(),
+        .map_err(|e| format!("{what}: cannot start {command:?}: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
         "{what} failed ({}):\n{}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
+    ))
 }

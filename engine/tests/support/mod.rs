@@ -261,6 +261,17 @@ impl Sandbox {
     /// Starts `plue serve --listen 127.0.0.1:PORT ARGS` and waits for `/healthz`. A start
     /// that fails at once (the port of a just-killed engine not yet free) is retried.
     pub(crate) async fn serve(&self, name: &str, port: u16, args: &[&str]) -> Engine {
+        self.serve_with_env(name, port, args, &[]).await
+    }
+
+    /// [`Sandbox::serve`] with extra environment variables for the engine.
+    pub(crate) async fn serve_with_env(
+        &self,
+        name: &str,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Engine {
         let listen = format!("127.0.0.1:{port}");
         let url = format!("http://{listen}");
         let client = client();
@@ -280,7 +291,9 @@ impl Sandbox {
                 MARK_VAR,
             ];
             all.extend_from_slice(args);
-            let pid = self.spawn(&format!("{name}-{attempt}"), self.plue(&all));
+            let mut command = self.plue(&all);
+            command.envs(env.iter().copied());
+            let pid = self.spawn(&format!("{name}-{attempt}"), command);
             loop {
                 let healthy = client
                     .get(format!("{url}/healthz"))

@@ -344,7 +344,7 @@ fn build_step(
     let id = convert::string(id, &format!("{function}: id"))?;
     let depends_on = match options.take("depends_on")? {
         None => Vec::new(),
-        Some(value) => dependency_ids(&value, function)?,
+        Some(value) => dependency_ids(&value, function, "depends_on")?,
     };
     let timeout = options
         .take("timeout")?
@@ -391,6 +391,13 @@ fn build_step(
             function,
         )?,
     };
+    let (workspace_from, artifacts, needs_artifacts) = if matches!(action, Action::Approval(_)) {
+        // Nothing runs, so there is no workspace: passing these is the "unexpected keyword"
+        // error below.
+        (None, Vec::new(), Vec::new())
+    } else {
+        hand_off(&mut options, function)?
+    };
     options.finish()?;
     Ok(StepObject {
         step: Step {
@@ -404,14 +411,44 @@ fn build_step(
             env,
             secrets,
             runner,
+            workspace_from,
+            artifacts,
+            needs_artifacts,
         },
         location,
     })
 }
 
+/// `workspace_from=` (a step id or a `Step`), `artifacts=` (a glob or a list of globs) and
+/// `needs_artifacts=` (step ids or `Step`s) of a step that runs.
+fn hand_off(
+    options: &mut Options<'_>,
+    function: &'static str,
+) -> PyResult<(Option<String>, Vec<String>, Vec<String>)> {
+    let workspace_from = match options.take("workspace_from")? {
+        None => None,
+        Some(value) => Some(match value.cast::<StepObject>() {
+            Ok(step) => step.get().step.id.clone(),
+            Err(_) => convert::string(&value, &format!("{function}: workspace_from"))?,
+        }),
+    };
+    let artifacts = match options.take("artifacts")? {
+        None => Vec::new(),
+        Some(value) if value.is_instance_of::<pyo3::types::PyString>() => {
+            vec![convert::string(&value, &format!("{function}: artifacts"))?]
+        }
+        Some(value) => convert::string_list(&value, &format!("{function}: artifacts"))?,
+    };
+    let needs_artifacts = match options.take("needs_artifacts")? {
+        None => Vec::new(),
+        Some(value) => dependency_ids(&value, function, "needs_artifacts")?,
+    };
+    Ok((workspace_from, artifacts, needs_artifacts))
+}
+
 /// `depends_on` accepts a step id, a `Step`, or a list of either; repeats are dropped.
-fn dependency_ids(value: &Bound<'_, PyAny>, function: &str) -> PyResult<Vec<String>> {
-    let what = format!("{function}: depends_on");
+fn dependency_ids(value: &Bound<'_, PyAny>, function: &str, option: &str) -> PyResult<Vec<String>> {
+    let what = format!("{function}: {option}");
     let items =
         if value.is_instance_of::<PyList>() || value.is_instance_of::<pyo3::types::PyTuple>() {
             convert::sequence(value, &what)?

@@ -1,0 +1,153 @@
+//! Blobs of step hand-offs and artifacts: the tars runners upload after a step (its final
+//! workspace, its artifact files) and download before a later one, kept in an object
+//! store — a directory below the data directory by default, or an S3-compatible bucket
+//! (`plue serve --artifacts-url s3://bucket/prefix`, endpoint, region and credentials from
+//! the `AWS_*` environment).
+//!
+//! [`Artifacts`] is the one entry point: [`Artifacts::put`] streams a body into a multipart
+//! upload under a per-step size limit (an artifacts tar is listed on the way: every file
+//! with its size and digest, every entry checked as the runner's unpacker checks it);
+//! [`Artifacts::get`] and [`Artifacts::file`] stream a blob, or one file of it, back;
+//! [`Artifacts::sweep`] deletes the blobs of runs past the retention.
+//!
+//! Invariants: nothing here buffers a whole blob; a blob that failed (over the limit, a
+//! refused entry, a broken body) is aborted and never recorded; keys are built from ids
+//! and step ids (identifiers) only, never from a path a client sent.
+
+mod read;
+mod retention;
+mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use object_store::path::Path as Location;
+use object_store::ObjectStore;
+use runner::protocol::BlobKind;
+
+pub use read::ByteStream;
+pub use write::Stored;
+
+/// Where blobs go and how long they stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactsConfig {
+    /// `s3://bucket/prefix`; `None`: the local directory.
+    pub url: Option<String>,
+    /// The local directory (created if needed) when there is no URL.
+    pub local_dir: PathBuf,
+    /// The most bytes of one tar of one step attempt.
+    pub max_bytes: u64,
+    /// Blobs of runs older than this are deleted; `None`: kept.
+    pub retention: Option<Duration>,
+}
+
+impl ArtifactsConfig {
+    /// A local store in `dir` with the default limit and retention.
+    pub fn local(dir: PathBuf) -> ArtifactsConfig {
+        ArtifactsConfig {
+            url: None,
+            local_dir: dir,
+            max_bytes: DEFAULT_MAX_BYTES,
+            retention: Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 24 * 3600)),
+        }
+    }
+}
+
+/// The default per-step limit: 1 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = runner::handoff::DEFAULT_MAX_BYTES;
+/// The default retention in days.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// Why a blob could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The body grew past the per-step limit.
+    #[error("the {kind} is larger than the limit of {limit} per step (plue serve --artifacts-max-bytes)")]
+    TooLarge { kind: &'static str, limit: String },
+    /// An artifacts tar holds an entry no runner would unpack.
+    #[error("{0}")]
+    Refused(String),
+    /// The uploader's body failed or ended early.
+    #[error("the upload failed: {0}")]
+    Body(String),
+    /// The object store failed.
+    #[error("the blob store failed: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// The blob store.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    store: Arc<dyn ObjectStore>,
+    prefix: Location,
+    max_bytes: u64,
+    retention: Option<Duration>,
+}
+
+impl Artifacts {
+    /// Opens the store `config` names (an S3 bucket is not contacted until first use).
+    pub fn open(config: &ArtifactsConfig) -> anyhow::Result<Artifacts> {
+        let (store, prefix): (Arc<dyn ObjectStore>, Location) = match &config.url {
+            None => {
+                std::fs::create_dir_all(&config.local_dir).with_context(|| {
+                    format!(
+                        "creating the artifacts directory {}",
+                        config.local_dir.display()
+                    )
+                })?;
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(&config.local_dir)
+                        .context("opening the artifacts directory")?;
+                (Arc::new(store), Location::default())
+            }
+            Some(url) => {
+                let rest = url.strip_prefix("s3://").with_context(|| {
+                    format!("--artifacts-url '{url}': only s3://bucket/prefix is supported")
+                })?;
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    anyhow::bail!("--artifacts-url '{url}': no bucket");
+                }
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // An S3-compatible endpoint (MinIO, moto, ...) over plain HTTP is allowed
+                // when the operator names one.
+                if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+                    builder = builder
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_endpoint(endpoint);
+                }
+                let store = builder
+                    .build()
+                    .with_context(|| format!("--artifacts-url '{url}'"))?;
+                (Arc::new(store), Location::from(prefix.trim_matches('/')))
+            }
+        };
+        Ok(Artifacts {
+            store,
+            prefix,
+            max_bytes: config.max_bytes,
+            retention: config.retention,
+        })
+    }
+
+    /// The per-step limit, which runners are told too.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The key of the `kind` tar of one attempt of a step.
+    pub fn key(run_id: i64, step_id: &str, attempt: i64, kind: BlobKind) -> String {
+        format!("runs/{run_id}/{step_id}/{attempt}/{}.tar", kind.as_str())
+    }
+
+    fn location(&self, key: &str) -> Location {
+        let mut location = self.prefix.clone();
+        for part in key.split('/') {
+            location = location.child(part);
+        }
+        location
+    }
+}

@@ -1,0 +1,292 @@
+//! Packing round trips, and every attack a hostile archive can try on [`unpack`].
+
+use std::path::Path;
+
+use sha2::Digest;
+
+use super::*;
+
+/// A tar entry written byte by byte: the `tar` crate's own setters refuse `..` and
+/// absolute paths, which is exactly what an attacker's archive holds.
+fn raw_entry(out: &mut Vec<u8>, path: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut header = tar::Header::new_old();
+    let name = &mut header.as_old_mut().name;
+    name[..path.len()].copy_from_slice(path.as_bytes());
+    if !link.is_empty() {
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+fn finish(mut out: Vec<u8>) -> Vec<u8> {
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+fn archive(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, kind, link, data) in entries {
+        raw_entry(&mut out, path, *kind, link, data);
+    }
+    finish(out)
+}
+
+/// Unpacks into `<tmp>/ws` and returns the error text; asserts nothing appeared beside it.
+fn refused(bytes: &[u8], limits: &Limits) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ws");
+    std::fs::create_dir(&root).unwrap();
+    let err = unpack(bytes, &root, limits).expect_err("the archive must be refused");
+    let beside: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        beside,
+        ["ws"],
+        "nothing may be written outside the workspace"
+    );
+    err.to_string()
+}
+
+const FILE: tar::EntryType = tar::EntryType::Regular;
+
+#[test]
+fn a_workspace_round_trips_with_modes_and_inner_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("dist/deep")).unwrap();
+    std::fs::write(src.join("a.txt"), "edited\n").unwrap();
+    std::fs::write(src.join("dist/out.txt"), "built\n").unwrap();
+    std::fs::write(src.join("dist/deep/x.bin"), [0u8, 1, 2]).unwrap();
+    std::fs::write(src.join("run.sh"), "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("dist/out.txt", src.join("inner")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("outer")).unwrap();
+    nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+    let mut tar = Vec::new();
+    let packed = pack(&src, &Selection::Everything, &Limits::default(), &mut tar).unwrap();
+    assert_eq!(packed.files, 4);
+    assert_eq!(packed.skipped, 2, "the FIFO and the link pointing outside");
+
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    unpack(&tar[..], &dst, &Limits::default()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dst.join("a.txt")).unwrap(),
+        "edited\n"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("dist/deep/x.bin")).unwrap(),
+        [0, 1, 2]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.join("inner")).unwrap(),
+        "built\n"
+    );
+    assert!(!dst.join("outer").exists() && !dst.join("fifo").exists());
+    let mode = std::fs::metadata(dst.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111);
+
+    let mut only = Vec::new();
+    let globs = Selection::artifacts(&["dist/**".into(), "*.sh".into()]).unwrap();
+    pack(&src, &globs, &Limits::default(), &mut only).unwrap();
+    let listed: Vec<_> = list(&only[..], &Limits::default())
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.path, f.size))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("dist/deep/x.bin".to_string(), 3),
+            ("dist/out.txt".to_string(), 6),
+            ("run.sh".to_string(), 10)
+        ]
+    );
+    let digest = &list(&only[..], &Limits::default()).unwrap()[1].digest;
+    let expected: String = sha2::Sha256::digest(b"built\n")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(digest, &format!("sha256:{expected}"));
+}
+
+#[test]
+fn packing_stops_at_the_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("big"), vec![7u8; 10_000]).unwrap();
+    let small = Limits {
+        max_bytes: 4096,
+        max_entries: 10,
+    };
+    let err = pack(tmp.path(), &Selection::Everything, &small, std::io::sink()).unwrap_err();
+    assert_eq!(err.to_string(), "larger than the limit of 4 KiB");
+    for i in 0..5 {
+        std::fs::write(tmp.path().join(format!("f{i}")), "x").unwrap();
+    }
+    std::fs::remove_file(tmp.path().join("big")).unwrap();
+    let few = Limits {
+        max_bytes: 1 << 20,
+        max_entries: 3,
+    };
+    let err = pack(tmp.path(), &Selection::Everything, &few, std::io::sink()).unwrap_err();
+    assert_eq!(err.to_string(), "more than 3 entries (the limit)");
+}
+
+#[test]
+fn unpacking_refuses_an_absolute_path() {
+    let bytes = archive(&[("/tmp/plue-evil", FILE, "", b"x")]);
+    let err = refused(&bytes, &Limits::default());
+    assert!(
+        err.contains("'/tmp/plue-evil'") && err.contains("must be relative"),
+        "{err}"
+    );
+    assert!(!Path::new("/tmp/plue-evil").exists());
+}
+
+#[test]
+fn unpacking_refuses_dot_dot() {
+    let bytes = archive(&[("a/../../evil", FILE, "", b"x")]);
+    let err = refused(&bytes, &Limits::default());
+    assert!(err.contains("without '..'"), "{err}");
+}
+
+#[test]
+fn unpacking_refuses_symlinks_that_point_outside() {
+    for target in ["/etc", "../..", "a/../../x"] {
+        let bytes = archive(&[("link", tar::EntryType::Symlink, target, b"")]);
+        let err = refused(&bytes, &Limits::default());
+        assert!(
+            err.contains("would point outside the workspace"),
+            "{target}: {err}"
+        );
+    }
+}
+
+#[test]
+fn unpacking_never_writes_through_a_symlink() {
+    // An inner link first, then a file "below" it: even a link that stays inside is never
+    // followed, so a later entry cannot reach a path the link's target was swapped to.
+    let bytes = archive(&[
+        ("dir", tar::EntryType::Directory, "", b""),
+        ("ok", tar::EntryType::Symlink, "dir", b""),
+        ("ok/x", FILE, "", b"x"),
+    ]);
+    let err = refused(&bytes, &Limits::default());
+    assert!(
+        err.contains("'ok/x'") && err.contains("parent is a symbolic link"),
+        "{err}"
+    );
+
+    // A link already in the workspace (a checkout's own) that points outside.
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let root = tmp.path().join("ws");
+    std::fs::create_dir(&root).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+    let bytes = archive(&[("evil/planted", FILE, "", b"x")]);
+    assert!(unpack(&bytes[..], &root, &Limits::default()).is_err());
+    assert!(!outside.join("planted").exists());
+
+    // A file entry over an existing link replaces the link, never writes to its target.
+    std::fs::write(outside.join("target"), "keep").unwrap();
+    std::os::unix::fs::symlink(outside.join("target"), root.join("over")).unwrap();
+    let bytes = archive(&[("over", FILE, "", b"new")]);
+    unpack(&bytes[..], &root, &Limits::default()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(outside.join("target")).unwrap(),
+        "keep"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("over")).unwrap(), "new");
+}
+
+#[test]
+fn unpacking_refuses_devices_fifos_and_hard_links() {
+    for (kind, name) in [
+        (tar::EntryType::Char, "character device"),
+        (tar::EntryType::Block, "block device"),
+        (tar::EntryType::Fifo, "FIFO"),
+        (tar::EntryType::Link, "hard link"),
+    ] {
+        let bytes = archive(&[("dev", kind, "/etc/shadow", b"")]);
+        let err = refused(&bytes, &Limits::default());
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn unpacking_refuses_archives_over_the_size_limit() {
+    let limits = Limits {
+        max_bytes: 1000,
+        max_entries: 100,
+    };
+    let bytes = archive(&[("a", FILE, "", &[1u8; 600]), ("b", FILE, "", &[2u8; 600])]);
+    let err = refused(&bytes, &limits);
+    assert!(err.contains("larger than the limit of 1000 bytes"), "{err}");
+
+    // A header that claims a huge size is refused before its content is read.
+    let mut out = Vec::new();
+    raw_entry(&mut out, "huge", FILE, "", b"");
+    let header = tar::Header::from_byte_slice(&out[..512]);
+    let mut header = header.clone();
+    header.set_size(1 << 40);
+    header.set_cksum();
+    out[..512].copy_from_slice(header.as_bytes());
+    let err = refused(&finish(out), &limits);
+    assert!(err.contains("larger than the limit"), "{err}");
+
+    // A long name (read into memory by the tar reader) past the stream's bound fails on
+    // the byte count instead of being allocated whole.
+    let mut long = Vec::new();
+    {
+        let mut builder = tar::Builder::new(&mut long);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        builder
+            .append_data(&mut header, "n".repeat(2 << 20), &b"x"[..])
+            .unwrap();
+        builder.finish().unwrap();
+    }
+    let tiny = Limits {
+        max_bytes: 0,
+        max_entries: 1,
+    };
+    refused(&long, &tiny);
+}
+
+#[test]
+fn unpacking_refuses_too_many_entries() {
+    let limits = Limits {
+        max_bytes: 1 << 20,
+        max_entries: 3,
+    };
+    let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    let entries: Vec<_> = names
+        .iter()
+        .map(|n| (n.as_str(), FILE, "", &b"x"[..]))
+        .collect();
+    let err = refused(&archive(&entries), &limits);
+    assert!(err.contains("more than 3 entries"), "{err}");
+}
+
+#[test]
+fn link_rules_are_lexical() {
+    assert!(link_stays_inside(Path::new("a/b"), Path::new("../c")));
+    assert!(!link_stays_inside(Path::new("a/b"), Path::new("../../c")));
+    assert!(!link_stays_inside(Path::new("a"), Path::new("/c")));
+    assert!(clean_relative(Path::new("./a/./b")).is_some());
+    assert!(clean_relative(Path::new("")).is_none());
+}

@@ -1,0 +1,268 @@
+//! Reading a hostile tar: [`unpack`] into a directory, or [`list`] without writing.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{clean_relative, link_stays_inside, HandoffError, Limits};
+
+/// What [`unpack`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unpacked {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// One regular file of an archive, as [`list`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its relative, `/`-separated path.
+    pub path: String,
+    pub size: u64,
+    /// `sha256:<hex>` of its content.
+    pub digest: String,
+}
+
+/// An entry checked against every rule that does not need the target directory.
+enum Checked {
+    Directory(PathBuf),
+    File(PathBuf, u32),
+    Symlink(PathBuf, PathBuf),
+}
+
+/// Walks the archive's entries, checking each (paths, types, sizes, counts) before `each`
+/// sees it with its content still to be read.
+fn walk(
+    input: impl Read,
+    limits: &Limits,
+    mut each: impl FnMut(Checked, &mut dyn Read) -> Result<(), HandoffError>,
+) -> Result<Unpacked, HandoffError> {
+    // The whole stream is bounded too: headers, long names and PAX records are read into
+    // memory by the tar reader, so a huge one must fail on the byte count, not allocate.
+    let overhead = limits
+        .max_entries
+        .saturating_mul(2048)
+        .saturating_add(1 << 20);
+    let bounded = Bounded {
+        inner: input,
+        left: limits.max_bytes.saturating_add(overhead),
+    };
+    let mut archive = tar::Archive::new(bounded);
+    let mut done = Unpacked::default();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        done.entries += 1;
+        if done.entries > limits.max_entries {
+            return Err(HandoffError::TooLarge(format!(
+                "the archive has more than {} entries (the limit)",
+                limits.max_entries
+            )));
+        }
+        let raw = entry.path()?.into_owned();
+        let Some(path) = clean_relative(&raw) else {
+            return Err(HandoffError::refused(
+                &raw,
+                "an entry path must be relative, non-empty, without '..'",
+            ));
+        };
+        let size = entry.size();
+        done.bytes = done.bytes.saturating_add(size);
+        if done.bytes > limits.max_bytes {
+            return Err(HandoffError::TooLarge(format!(
+                "the archive's files are larger than the limit of {}",
+                super::human(limits.max_bytes)
+            )));
+        }
+        let kind = entry.header().entry_type();
+        let checked = match kind {
+            tar::EntryType::Directory => Checked::Directory(path),
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mode = entry.header().mode().unwrap_or(0o644);
+                Checked::File(path, if mode & 0o111 != 0 { 0o755 } else { 0o644 })
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                if !link_stays_inside(&path, &target) {
+                    return Err(HandoffError::refused(
+                        &raw,
+                        format!(
+                            "a symbolic link to '{}' would point outside the workspace",
+                            target.display()
+                        ),
+                    ));
+                }
+                Checked::Symlink(path, target)
+            }
+            other => {
+                return Err(HandoffError::refused(
+                    &raw,
+                    format!(
+                        "a {} entry; only files, directories and symbolic links are unpacked",
+                        kind_name(other)
+                    ),
+                ))
+            }
+        };
+        let mut content = (&mut entry).take(size);
+        each(checked, &mut content)?;
+    }
+    Ok(done)
+}
+
+fn kind_name(kind: tar::EntryType) -> &'static str {
+    match kind {
+        tar::EntryType::Link => "hard link",
+        tar::EntryType::Char => "character device",
+        tar::EntryType::Block => "block device",
+        tar::EntryType::Fifo => "FIFO",
+        tar::EntryType::GNUSparse => "sparse file",
+        _ => "special",
+    }
+}
+
+/// Unpacks `input` into the existing directory `root` (see the module rules). On an error
+/// some entries may have been written; the caller throws the directory away.
+pub fn unpack(input: impl Read, root: &Path, limits: &Limits) -> Result<Unpacked, HandoffError> {
+    walk(input, limits, |entry, content| match entry {
+        Checked::Directory(path) => {
+            let full = make_parents(root, &path)?;
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(HandoffError::refused(
+                    &path,
+                    "a directory in place of a file or link",
+                )),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::DirBuilder::new().mode(0o755).create(&full)?;
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Checked::File(path, mode) => {
+            let full = make_parents(root, &path)?;
+            clear(&full, &path)?;
+            // `create_new` + `O_NOFOLLOW`: nothing appeared at the path in between.
+            let mut file = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&full)?;
+            io::copy(content, &mut file)?;
+            Ok(())
+        }
+        Checked::Symlink(path, target) => {
+            let full = make_parents(root, &path)?;
+            clear(&full, &path)?;
+            std::os::unix::fs::symlink(&target, &full)?;
+            Ok(())
+        }
+    })
+}
+
+/// Lists the regular files of `input` with their sizes and digests, checking every entry
+/// as [`unpack`] would.
+pub fn list(input: impl Read, limits: &Limits) -> Result<Vec<Listed>, HandoffError> {
+    let mut files = Vec::new();
+    walk(input, limits, |entry, content| {
+        if let Checked::File(path, _) = entry {
+            let mut hasher = Sha256::new();
+            let size = io::copy(content, &mut HashWriter(&mut hasher))?;
+            files.push(Listed {
+                path: path.to_string_lossy().into_owned(),
+                size,
+                digest: format!("sha256:{}", hex(&hasher.finalize())),
+            });
+        }
+        Ok(())
+    })?;
+    Ok(files)
+}
+
+/// Creates the parent directories of `path` below `root` one by one, refusing to go
+/// through anything but a real directory (a symbolic link, the archive's own or one already
+/// in the workspace, would lead outside). Returns the full path of the entry.
+fn make_parents(root: &Path, path: &Path) -> Result<PathBuf, HandoffError> {
+    let mut current = root.to_path_buf();
+    let parts: Vec<_> = path.components().collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        current.push(part);
+        match fs::symlink_metadata(&current) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(HandoffError::refused(
+                    path,
+                    "its parent is a symbolic link or a file, not a directory",
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new().mode(0o755).create(&current)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(root.join(path))
+}
+
+/// Removes a file or link already at `full` (never following it); a directory stays and
+/// is an error.
+fn clear(full: &Path, path: &Path) -> Result<(), HandoffError> {
+    match fs::symlink_metadata(full) {
+        Ok(m) if m.is_dir() => Err(HandoffError::refused(
+            path,
+            "a file or link in place of a directory",
+        )),
+        Ok(_) => Ok(fs::remove_file(full)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A reader that fails once more than `left` bytes were asked of it.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more tells a stream that ends here from one that goes on.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other("the archive is larger than its limit")),
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
