@@ -134,6 +134,14 @@ pub struct Step {
     pub secrets: Vec<String>,
     /// Labels a runner must carry to take the step.
     pub runner: BTreeMap<String, String>,
+    /// A review loop: when this step fails (after its retries), the named ancestor runs
+    /// again, then every step between it and this one (see [`crate::loops`]). Absent from
+    /// the canonical JSON when unset, so plans without loops keep their `plan_hash`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loop_to: Option<String>,
+    /// How many times the loop may go back (with `loop_to`; 1 to [`crate::loops::MAX_LOOPS`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_loops: Option<u32>,
 }
 
 impl Step {
@@ -150,6 +158,8 @@ impl Step {
             env: BTreeMap::new(),
             secrets: Vec::new(),
             runner: BTreeMap::new(),
+            loop_to: None,
+            max_loops: None,
         }
     }
 

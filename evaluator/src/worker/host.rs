@@ -380,6 +380,17 @@ fn build_step(
             function,
         )?,
     };
+    let loop_to = options
+        .take("loop_to")?
+        .map(|value| match value.cast::<StepObject>() {
+            Ok(step) => Ok(step.get().step.id.clone()),
+            Err(_) => convert::string(&value, &format!("{function}: loop_to")),
+        })
+        .transpose()?;
+    let max_loops = options
+        .take("max_loops")?
+        .map(|v| convert::count(&v, &format!("{function}: max_loops")))
+        .transpose()?;
     options.finish()?;
     Ok(StepObject {
         step: Step {
@@ -393,6 +404,8 @@ fn build_step(
             env,
             secrets,
             runner,
+            loop_to,
+            max_loops,
         },
         location,
     })
