@@ -54,6 +54,9 @@ pub struct Loops {
     pub loops: Vec<Loop>,
     /// For each step (by index), the index in `loops` of the loop whose region holds it.
     pub member: Vec<Option<usize>>,
+    /// For each step of a region, its ancestors (a bitset over step indices); empty for
+    /// the others. A path between two steps of a region never leaves it.
+    ancestors: Vec<Vec<u64>>,
 }
 
 impl Loops {
@@ -61,9 +64,11 @@ impl Loops {
     /// missing `loop_to`/`max_loops` are left out and a step in several regions keeps the
     /// first.
     pub fn of(plan: &Plan) -> Loops {
+        let n = plan.steps.len();
         let mut loops = Loops {
             loops: Vec::new(),
-            member: vec![None; plan.steps.len()],
+            member: vec![None; n],
+            ancestors: vec![Vec::new(); n],
         };
         if !plan.steps.iter().any(|s| s.loop_to.is_some()) {
             return loops;
@@ -84,6 +89,7 @@ impl Loops {
             for &i in &region {
                 loops.member[i].get_or_insert(number);
             }
+            graph.region_ancestors(&region, &mut loops.ancestors);
             loops.loops.push(Loop {
                 source,
                 target,
@@ -95,13 +101,15 @@ impl Loops {
     }
 
     /// Whether plan step `reader` reads step `read` as *feedback*: both in one loop's
-    /// region and `read` not yet run in the reader's iteration (validation admits such a
-    /// reference only when `read` comes after `reader` in the region). The caller has
-    /// checked that `read` is not final while `reader` is being dispatched.
+    /// region and `read` after `reader` (the reader is its ancestor), so `read` has not run
+    /// yet in the reader's iteration and what it shows is the previous iteration's.
     pub fn is_feedback(&self, reader: usize, read: usize) -> bool {
         reader != read
             && self.member.get(reader).copied().flatten().is_some()
             && self.member.get(reader) == self.member.get(read)
+            && self.ancestors[read]
+                .get(reader / 64)
+                .is_some_and(|word| word & (1 << (reader % 64)) != 0)
     }
 
     /// The loop step `step` belongs to, if any.
@@ -174,6 +182,41 @@ impl<'a> Graph<'a> {
 
     fn descendants(&self, step: usize) -> Vec<bool> {
         Graph::reach(&self.dependents, step)
+    }
+
+    /// Sets `ancestors[m]` for every step `m` of `region` (a bitset over step indices),
+    /// in the region's topological order: one union per edge inside it.
+    fn region_ancestors(&self, region: &[usize], ancestors: &mut [Vec<u64>]) {
+        let words = self.deps.len().div_ceil(64);
+        let inside = |i: usize| region.binary_search(&i).is_ok();
+        let mut waiting: Vec<usize> = region
+            .iter()
+            .map(|&m| self.deps[m].iter().filter(|&&d| inside(d)).count())
+            .collect();
+        let position = |i: usize| region.binary_search(&i).expect("inside the region");
+        let mut ready: Vec<usize> = region
+            .iter()
+            .zip(&waiting)
+            .filter(|(_, &w)| w == 0)
+            .map(|(&m, _)| m)
+            .collect();
+        while let Some(m) = ready.pop() {
+            let mut set = vec![0u64; words];
+            for &d in self.deps[m].iter().filter(|&&d| inside(d)) {
+                set[d / 64] |= 1 << (d % 64);
+                for (a, b) in set.iter_mut().zip(&ancestors[d]) {
+                    *a |= b;
+                }
+            }
+            ancestors[m] = set;
+            for &next in self.dependents[m].iter().filter(|&&x| inside(x)) {
+                let p = position(next);
+                waiting[p] -= 1;
+                if waiting[p] == 0 {
+                    ready.push(next);
+                }
+            }
+        }
     }
 
     /// The target, the steps between it and the source, the source; in plan order.
@@ -402,8 +445,12 @@ mod tests {
             loops.member,
             [None, Some(0), Some(0), Some(0), None, Some(0), None]
         );
-        assert!(loops.is_feedback(1, 5) && loops.is_feedback(2, 5));
+        assert!(loops.is_feedback(1, 5) && loops.is_feedback(2, 5) && loops.is_feedback(1, 3));
         assert!(!loops.is_feedback(1, 1) && !loops.is_feedback(0, 5) && !loops.is_feedback(6, 5));
+        assert!(
+            !loops.is_feedback(5, 1) && !loops.is_feedback(2, 3),
+            "an earlier step, or one on another branch, is not feedback"
+        );
         let (p, m) = plan(p.steps.clone());
         assert!(check(&p, &m, "w").is_empty());
         assert!(Loops::of(&plan(vec![step("a", &[])]).0).loops.is_empty());

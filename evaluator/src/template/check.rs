@@ -199,9 +199,7 @@ fn site_problem(
             // Loop feedback: a later step of the reader's own loop (one that has the reader
             // as an ancestor) has not run in this iteration; its outputs are the previous
             // iteration's.
-            let later_in_loop = loops.is_feedback(reader, target)
-                && sets[target].as_ref().is_some_and(|of| of.get(reader));
-            if later_in_loop && site.step.is_some() {
+            if loops.is_feedback(reader, target) && site.step.is_some() {
                 if reference.field == Field::Status {
                     return Some(format!(
                         "'{}' reads the status of step '{}', a later step of the same loop: only its outputs can be read (the previous iteration's, empty in the first)",
