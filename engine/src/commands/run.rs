@@ -214,7 +214,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let run = store.run(run_id).await?.context("the run")?;
     // A cancelled run ends when its runners report; wait briefly for stragglers' processes.
     engine.shutdown().await;
-    let summary = Summary::new(run_id, &run.status, &steps);
+    let mut summary = Summary::new(run_id, &run.status, &steps);
+    summary.reason = run.reason.clone();
     say(format_args!("\n{}", summary.table().trim_end()));
     let duration = run
         .duration_ms()
