@@ -26,6 +26,8 @@ pub struct RunFilter {
 pub struct AttemptRow {
     pub step_run_id: i64,
     pub number: i64,
+    /// The review-loop iteration the attempt ran in (1 outside loops).
+    pub iteration: i64,
     pub status: String,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
@@ -96,7 +98,7 @@ impl Store {
     /// Every attempt of the run's steps, by step and number.
     pub async fn dashboard_attempts(&self, run_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
         Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT a.step_run_id, a.number, a.status, a.exit_code, a.reason, a.started_at, \
+            "SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
              a.finished_at, r.name AS runner FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
              WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",
