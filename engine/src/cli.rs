@@ -312,6 +312,10 @@ pub(crate) struct RunsArgs {
     /// How many runs.
     #[arg(long, default_value_t = 20)]
     pub(crate) limit: i64,
+    /// Print the runs as a JSON array (with `loops_taken`: how many times their review
+    /// loops went back) instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
 }

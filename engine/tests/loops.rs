@@ -13,6 +13,8 @@ struct Ran {
     output: Output,
     summary: Value,
     counter: String,
+    /// `plue runs --json` afterwards, on the same data directory.
+    runs: Value,
     _dir: tempfile::TempDir,
 }
 
@@ -70,9 +72,18 @@ fn run(steps: impl Fn(&str) -> String) -> Ran {
     let summary = std::fs::read_to_string(work.join("summary.json"))
         .map(|text| serde_json::from_str(&text).unwrap())
         .unwrap_or(Value::Null);
+    let listed = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .env_remove("PLUE_DATA_DIR")
+        .env_remove("PLUE_SERVER")
+        .current_dir(&work)
+        .args(["runs", "--json"])
+        .output()
+        .expect("plue runs --json");
+    assert!(listed.status.success(), "{listed:?}");
     Ran {
         output,
         summary,
+        runs: serde_json::from_slice(&listed.stdout).expect("JSON"),
         counter: std::fs::read_to_string(&counter).unwrap(),
         _dir: dir,
     }
@@ -112,6 +123,8 @@ fn a_review_loop_runs_the_builder_again_with_the_reviews_feedback_until_it_passe
     }
     assert_eq!(ran.step("setup")["iteration"], 1);
     assert_eq!(ran.step("notify")["status"], "skipped");
+    assert_eq!(ran.runs[0]["loops_taken"], 2, "{}", ran.runs);
+    assert_eq!(ran.runs[0]["status"], "succeeded");
     let text = ran.text();
     assert!(
         text.contains("build  | ↺ iteration 3") && text.contains("review | ↺ iteration 3"),
@@ -142,6 +155,11 @@ fn a_review_that_never_passes_fails_the_run_after_max_loops() {
     assert_eq!(ran.step("review")["iteration"], 3);
     assert_eq!(ran.step("review")["status"], "failed");
     assert_eq!(ran.step("deploy")["status"], "skipped");
+    assert_eq!(ran.runs[0]["loops_taken"], 2, "{}", ran.runs);
+    assert_eq!(
+        ran.runs[0]["reason"],
+        "review failed after 2 loops back to build"
+    );
     assert!(
         ran.text().contains("failed in")
             && ran

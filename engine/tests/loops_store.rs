@@ -203,6 +203,7 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
         }
         let run = store.run(run_id).await.unwrap().unwrap();
         assert_eq!(run.status, "failed");
+        assert_eq!(run.loops_taken, 1);
         assert_eq!(
             run.reason.as_deref(),
             Some("review failed after 1 loop back to build")

@@ -14,3 +14,5 @@ ALTER TABLE attempts ADD COLUMN iteration BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE step_outputs ADD COLUMN iteration BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE step_outputs DROP CONSTRAINT step_outputs_pkey;
 ALTER TABLE step_outputs ADD PRIMARY KEY (step_run_id, iteration);
+-- How many times the run's review loops went back, in all (run lists show it).
+ALTER TABLE runs ADD COLUMN loops_taken BIGINT NOT NULL DEFAULT 0;

@@ -25,3 +25,5 @@ INSERT INTO step_outputs_by_iteration (step_run_id, iteration, run_id, outputs)
 DROP TABLE step_outputs;
 ALTER TABLE step_outputs_by_iteration RENAME TO step_outputs;
 CREATE INDEX step_outputs_run ON step_outputs (run_id);
+-- How many times the run's review loops went back, in all (run lists show it).
+ALTER TABLE runs ADD COLUMN loops_taken BIGINT NOT NULL DEFAULT 0;

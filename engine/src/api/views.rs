@@ -28,6 +28,8 @@ pub struct RunView {
     pub cancel_requested: bool,
     /// The resolved `Plan(concurrency=...)` group, when the plan names one.
     pub concurrency_group: Option<String>,
+    /// How many times the run's review loops went back, in all (0 without loops).
+    pub loops_taken: i64,
     pub rerun_of: Option<i64>,
     /// False when the steps get no secrets (a pull request from a fork).
     pub secrets_allowed: bool,
@@ -84,6 +86,7 @@ impl RunView {
             reason: run.reason,
             cancel_requested: run.cancel_requested,
             concurrency_group: run.concurrency_group,
+            loops_taken: run.loops_taken,
             rerun_of: run.rerun_of,
             created_at: run.created_at,
             started_at: run.started_at,

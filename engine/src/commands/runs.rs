@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 
 use engine::store::Store;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::ApiClient;
 use super::run_output::human_ms;
 use crate::cli::{RunOnServerArgs, RunsArgs};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct RunLine {
     id: i64,
     status: String,
@@ -19,6 +19,9 @@ struct RunLine {
     created_at: i64,
     duration_ms: Option<i64>,
     reason: Option<String>,
+    /// How many times the run's review loops went back (an older server sends none).
+    #[serde(default)]
+    loops_taken: i64,
 }
 
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
@@ -40,10 +43,15 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     event: r.event,
                     created_at: r.created_at,
                     reason: r.reason,
+                    loops_taken: r.loops_taken,
                 })
                 .collect()
         }
     };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let width = runs
         .iter()
         .map(|r| r.workflow.chars().count())

@@ -41,7 +41,7 @@ pub struct AttemptRow {
 const COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
      w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, \
      r.reason, r.cancel_requested, r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, \
-     r.concurrency_group, r.created_at, r.started_at, r.finished_at";
+     r.concurrency_group, r.loops_taken, r.created_at, r.started_at, r.finished_at";
 
 impl Store {
     /// Up to `limit` runs matching `filter`, newest first.

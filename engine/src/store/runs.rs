@@ -74,6 +74,8 @@ pub struct RunRow {
     pub secrets_allowed: bool,
     /// The resolved concurrency group, when the plan names one.
     pub concurrency_group: Option<String>,
+    /// How many times the run's review loops went back, in all.
+    pub loops_taken: i64,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -188,7 +190,8 @@ pub struct CreatedRun {
 
 const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, w.source AS workflow_source, \
      r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, r.reason, r.cancel_requested, \
-     r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.concurrency_group, r.created_at, \
+     r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.concurrency_group, r.loops_taken, \
+     r.created_at, \
      r.started_at, r.finished_at";
 
 /// The columns of a [`StepRunRow`] (queried `FROM step_runs`, unaliased): outputs live in
@@ -577,6 +580,7 @@ impl Store {
                         .await?;
                     }
                     StepChange::Loop { step_run_ids, iteration, reason } => {
+                        let mut went_back = false;
                         for step_run_id in step_run_ids {
                             // Attempts keep counting (their logs stay apart); retries count
                             // from `iteration_base`.
@@ -594,7 +598,14 @@ impl Store {
                             .execute(&mut *tx)
                             .await?
                             .rows_affected();
-                            advanced.looped |= reset > 0;
+                            went_back |= reset > 0;
+                        }
+                        if went_back {
+                            sqlx::query("UPDATE runs SET loops_taken = loops_taken + 1 WHERE id = $1")
+                                .bind(run_id)
+                                .execute(&mut *tx)
+                                .await?;
+                            advanced.looped = true;
                         }
                     }
                     StepChange::FinishRun { status, reason } => {
