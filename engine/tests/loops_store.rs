@@ -229,3 +229,61 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_cancelled_during_a_loop_stops_there() {
+    for (store, _dir) in stores().await {
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            10,
+        );
+        let mut plan = plan();
+        plan.steps[1].retries = 0;
+        let run_id = start(&executor, &plan).await;
+        let runner_id = store
+            .register_runner("r", "{}", &format!("hash-{}", now_ms()), true, now_ms())
+            .await
+            .unwrap();
+        let build = claim(&store, runner_id, "build").await;
+        finish(
+            &executor,
+            runner_id,
+            &build,
+            &report(Outcome::Succeeded, &[]),
+        )
+        .await;
+        let review = claim(&store, runner_id, "review").await;
+        finish(&executor, runner_id, &review, &report(Outcome::Failed, &[])).await;
+        // The loop went back; the second build is running when the cancel arrives.
+        let build = claim(&store, runner_id, "build").await;
+        store
+            .start_attempt(build.attempt_id, runner_id, now_ms())
+            .await
+            .unwrap();
+        assert!(executor.cancel(run_id).await.unwrap());
+        assert!(store.attempt_should_stop(build.attempt_id).await.unwrap());
+        let steps = store.step_runs(run_id).await.unwrap();
+        assert_eq!(steps[1].status, "cancelled", "the pending review ends now");
+        finish(
+            &executor,
+            runner_id,
+            &build,
+            &report(Outcome::Cancelled, &[]),
+        )
+        .await;
+        let run = store.run(run_id).await.unwrap().unwrap();
+        assert_eq!(run.status, "cancelled");
+        assert_eq!(run.loops_taken, 1);
+        assert_eq!(
+            store
+                .step_run(run_id, "build")
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            "cancelled"
+        );
+    }
+}
