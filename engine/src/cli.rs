@@ -334,7 +334,8 @@ pub(crate) struct RunsArgs {
     /// How many runs.
     #[arg(long, default_value_t = 20)]
     pub(crate) limit: i64,
-    /// Print the runs as JSON (one array), each with the artifacts its steps kept.
+    /// Print the runs as a JSON array instead of a table: each with `loops_taken` (how many
+    /// times its review loops went back) and the artifacts its steps kept.
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]

@@ -88,6 +88,10 @@ pub struct StepResult<'a> {
     pub status: &'a str,
     /// Shared: the executor keeps a run's parsed outputs and lends them to each dispatch.
     pub outputs: Arc<BTreeMap<String, String>>,
+    /// A later step of the reader's review loop, not yet run in this iteration: `outputs`
+    /// are the previous iteration's (none in the first), and an output it did not set
+    /// reads as empty text rather than failing the step.
+    pub feedback: bool,
 }
 
 /// For each step of `plan` (by index), the steps (by index) whose results its dispatch
@@ -391,8 +395,11 @@ fn output_value<'r>(
     reference: &Reference,
     key: &str,
 ) -> Result<&'r str, String> {
-    results
-        .get(reference.step.as_str())
+    let result = results.get(reference.step.as_str());
+    if let Some(result) = result.filter(|r| r.feedback) {
+        return Ok(result.outputs.get(key).map_or("", String::as_str));
+    }
+    result
         .and_then(|r| r.outputs.get(key))
         .map(String::as_str)
         .ok_or_else(|| {

@@ -915,3 +915,48 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         .unwrap();
     assert_eq!(file.text().await.unwrap(), "built\n");
 }
+
+/// The run view names each review loop and where it stands, and each step's iteration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_view_shows_review_loops_and_iterations() {
+    let h = harness().await;
+    let mut review = bash("review", "false");
+    review.depends_on = vec!["build".into()];
+    review.loop_to = Some("build".into());
+    review.max_loops = Some(2);
+    let mut deploy = bash("deploy", "true");
+    deploy.depends_on = vec!["review".into()];
+    let run_id = h
+        .start_run(vec![bash("build", "true"), review, deploy])
+        .await;
+    let run: Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["loops"][0]["label"], "iteration 1 of review", "{run}");
+    assert_eq!(run["loops"][0]["target"], "build");
+    assert_eq!(run["loops"][0]["max_loops"], 2);
+    assert_eq!(run["loops"][0]["loops_taken"], 0);
+    assert_eq!(run["loops"][0]["steps"], json!(["build", "review"]));
+    assert_eq!(run["steps"][0]["iteration"], 1);
+    assert_eq!(run["steps"][0]["in_loop_of"], "review");
+    assert!(run["steps"][2].get("in_loop_of").is_none(), "{run}");
+    let plain = h.start_run(vec![bash("a", "true")]).await;
+    let run: Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{plain}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(run.get("loops").is_none(), "{run}");
+    assert_eq!(run["steps"][0]["iteration"], 1);
+    h.engine.shutdown().await;
+}

@@ -333,3 +333,55 @@ fn the_default_tools_are_one_list() {
     assert_eq!(evaluator::plan::DEFAULT_LLM_TOOLS, prompts::TOOLS);
     assert_eq!(runner::llm::tools::ALL, prompts::TOOLS);
 }
+
+/// An `llm` builder in a review loop: its second turn's prompt carries the failed review's
+/// feedback, which its first (iteration 1) rendered as empty.
+#[test]
+fn an_llm_builder_gets_the_reviews_feedback_in_its_next_iteration() {
+    let server = FakeClaude::start(vec![
+        Turn::text(&["no"]).usage(10, 1).reply(),
+        Turn::text(&["please"]).usage(10, 1).reply(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = r#"def workflow():
+    return Plan(name="llm-loop", triggers=[Trigger.manual()], steps=[
+        Step.llm("build", prompt="Answer. Feedback: [{{ steps.review.outputs.feedback }}]",
+                 tools=["read_file"], max_turns=2),
+        Step.bash("review", 'echo "feedback=say please" >> "$PLUE_OUTPUT"; [ "{{ steps.build.outputs.result }}" = please ]',
+                  depends_on=["build"], loop_to="build", max_loops=1),
+    ])
+"#;
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env("ANTHROPIC_BASE_URL", server.url())
+        .env_remove("ANTHROPIC_API_KEY")
+        .args(["run", "w.plue.py", "--runners", "2"])
+        .args(["--summary-json", "summary.json"])
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
+        .output()
+        .expect("plue runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["steps"][0]["iteration"], 2, "{summary}");
+    let prompts: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.body["messages"][0]["content"].to_string())
+        .collect();
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    assert!(prompts[0].contains("Answer. Feedback: []"), "{prompts:?}");
+    assert!(
+        prompts[1].contains("Answer. Feedback: [say please]"),
+        "{prompts:?}"
+    );
+}

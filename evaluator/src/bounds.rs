@@ -108,6 +108,9 @@ pub fn check(
         for dep in &step.depends_on {
             c.line(at, "depends_on", dep, MAX_NAME_LEN);
         }
+        if let Some(target) = &step.loop_to {
+            c.line(at, "loop_to", target, MAX_NAME_LEN);
+        }
         match &step.action {
             Action::Bash { command } => c.multi(at, "the command", command),
             Action::Python { script, .. } => c.multi(at, "the script", script),

@@ -28,6 +28,15 @@ pub fn render(plan: &Plan) -> String {
             }
         }
     }
+    // Review loops: a thick edge back from the source to its target.
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let (Some(target), Some(max)) = (&step.loop_to, step.max_loops) {
+            let Some(to) = node_of(target) else { continue };
+            out.push_str(&format!(
+                "    s{i} == \"on failure, at most {max}x\" ==> {to}\n"
+            ));
+        }
+    }
     out
 }
 
@@ -65,5 +74,9 @@ mod tests {
             render(&plan),
             "flowchart TD\n    s0[\"test (bash)\"]\n    s1[\"end (bash)\"]\n    s2[\"notify-fail (bash)\"]\n    s0 --> s1\n    s0 -. on failure .-> s2\n"
         );
+        let mut looping = plan.clone();
+        looping.steps[1].loop_to = Some("test".into());
+        looping.steps[1].max_loops = Some(2);
+        assert!(render(&looping).ends_with("    s1 == \"on failure, at most 2x\" ==> s0\n"));
     }
 }

@@ -146,6 +146,14 @@ pub struct Step {
     /// Dependencies whose artifacts are put into the workspace before the step starts.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub needs_artifacts: Vec<String>,
+    /// A review loop: when this step fails (after its retries), the named ancestor runs
+    /// again, then every step between it and this one (see [`crate::loops`]). Absent from
+    /// the canonical JSON when unset, so plans without loops keep their `plan_hash`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loop_to: Option<String>,
+    /// How many times the loop may go back (with `loop_to`; 1 to [`crate::loops::MAX_LOOPS`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_loops: Option<u32>,
 }
 
 impl Step {
@@ -165,6 +173,8 @@ impl Step {
             workspace_from: None,
             artifacts: Vec::new(),
             needs_artifacts: Vec::new(),
+            loop_to: None,
+            max_loops: None,
         }
     }
 

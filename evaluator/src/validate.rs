@@ -75,6 +75,7 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     }
     check_steps(&mut problems, plan, map);
     check_dag(&mut problems, plan, map);
+    problems.found.extend(crate::loops::check(plan, map, path));
     problems.found.extend(template::check(plan, map, path));
     if let Some(address) = memory_address(&canonical) {
         problems.add(
@@ -264,6 +265,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 ("secrets", !step.secrets.is_empty()),
                 ("runner", !step.runner.is_empty()),
                 ("env", !step.env.is_empty()),
+                ("loop_to", step.loop_to.is_some()),
             ];
             for (option, given) in ignored {
                 if given {

@@ -198,7 +198,11 @@ async fn get_run(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
     let steps = store.step_runs(id).await?;
-    let mut view = RunView::new(run, Some(steps));
+    let plan = store
+        .run_documents(id)
+        .await?
+        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
+    let mut view = RunView::new(run, Some(steps)).with_loops(plan.as_ref());
     if view.repository.is_some() {
         let reports = store.status_reports_of_run(id).await?;
         view.commit_statuses = Some(

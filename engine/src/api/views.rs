@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use evaluator::loops::Loops;
+use evaluator::plan::Plan;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -35,6 +37,8 @@ pub struct RunView {
     /// The resolved `Plan(concurrency=...)` group, when the plan names one.
     #[schema(required = true)]
     pub concurrency_group: Option<String>,
+    /// How many times the run's review loops went back, in all (0 without loops).
+    pub loops_taken: i64,
     #[schema(required = true)]
     pub rerun_of: Option<i64>,
     /// False when the steps get no secrets (a pull request from a fork).
@@ -48,6 +52,9 @@ pub struct RunView {
     pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// The plan's review loops and where each stands (detail view, plans with loops).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loops: Option<Vec<LoopView>>,
     /// Commit statuses owed to the forge, oldest first (repository runs, detail view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_statuses: Option<Vec<CommitStatusView>>,
@@ -93,13 +100,66 @@ impl RunView {
             reason: run.reason,
             cancel_requested: run.cancel_requested,
             concurrency_group: run.concurrency_group,
+            loops_taken: run.loops_taken,
             rerun_of: run.rerun_of,
             created_at: run.created_at,
             started_at: run.started_at,
             finished_at: run.finished_at,
             steps: steps.map(|steps| steps.into_iter().map(StepView::new).collect()),
+            loops: None,
         }
     }
+
+    /// Adds the plan's review loops (`loop_to`) to a view with steps: each loop's
+    /// iteration, and for each step the loop it belongs to.
+    pub fn with_loops(mut self, plan: Option<&Plan>) -> RunView {
+        let (Some(plan), Some(steps)) = (plan, self.steps.as_mut()) else {
+            return self;
+        };
+        let loops = Loops::of(plan);
+        if loops.loops.is_empty() || steps.len() != plan.steps.len() {
+            return self;
+        }
+        let views: Vec<LoopView> = loops
+            .loops
+            .iter()
+            .map(|l| {
+                let iteration = steps[l.source].iteration;
+                LoopView {
+                    source: plan.steps[l.source].id.clone(),
+                    target: plan.steps[l.target].id.clone(),
+                    max_loops: l.max_loops,
+                    iteration,
+                    loops_taken: iteration - 1,
+                    steps: l.region.iter().map(|&m| plan.steps[m].id.clone()).collect(),
+                    label: format!("iteration {iteration} of {}", plan.steps[l.source].id),
+                }
+            })
+            .collect();
+        for (i, step) in steps.iter_mut().enumerate() {
+            step.in_loop_of = loops.loop_of(i).map(|l| plan.steps[l.source].id.clone());
+        }
+        self.loops = Some(views);
+        self
+    }
+}
+
+/// A review loop of the run's plan (`loop_to`, `max_loops` on its source step).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoopView {
+    /// The step whose failure sends the run back.
+    pub source: String,
+    /// The ancestor that runs again first.
+    pub target: String,
+    pub max_loops: u32,
+    /// The loop's current iteration (1 until it first goes back).
+    pub iteration: i64,
+    /// How many times it went back so far (at most `max_loops`).
+    pub loops_taken: i64,
+    /// The steps that repeat: the target, the steps between, the source.
+    pub steps: Vec<String>,
+    /// "iteration 2 of review".
+    pub label: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -107,6 +167,12 @@ pub struct StepView {
     pub id: String,
     pub status: String,
     pub attempts: i64,
+    /// The review-loop iteration the step run is in (1 outside loops); attempts of
+    /// earlier iterations keep their numbers, so their logs stay readable.
+    pub iteration: i64,
+    /// The source step of the review loop this step repeats in, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_loop_of: Option<String>,
     #[schema(required = true)]
     pub exit_code: Option<i64>,
     #[schema(required = true)]
@@ -139,6 +205,8 @@ impl StepView {
             id: step.step_id,
             status: step.status,
             attempts: step.attempts,
+            iteration: step.iteration,
+            in_loop_of: None,
             exit_code: step.exit_code,
             reason: step.reason,
             started_at: step.started_at,

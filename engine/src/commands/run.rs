@@ -222,6 +222,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(super::runs::ArtifactLine::from_row)
         .collect();
+    summary.reason = run.reason.clone();
     say(format_args!("\n{}", summary.table().trim_end()));
     let duration = run
         .duration_ms()

@@ -32,6 +32,7 @@ struct StepState {
     cursor: (i64, i64),
     status: String,
     attempts: i64,
+    iteration: i64,
     color: &'static str,
 }
 
@@ -101,6 +102,7 @@ impl Printer {
                     cursor: (0, 0),
                     status: "pending".into(),
                     attempts: 0,
+                    iteration: 1,
                     color: COLORS[i % COLORS.len()],
                 },
             );
@@ -203,7 +205,9 @@ impl Printer {
             .iter()
             .filter(|step| {
                 self.steps.get(&step.id).is_some_and(|seen| {
-                    seen.status != step.status || seen.attempts != step.attempts
+                    seen.status != step.status
+                        || seen.attempts != step.attempts
+                        || seen.iteration != step.iteration
                 })
             })
             .map(|step| step.id)
@@ -218,18 +222,32 @@ impl Printer {
             let Some(state) = self.steps.get_mut(&step.id) else {
                 continue;
             };
-            if state.status == step.status && state.attempts == step.attempts {
+            if state.status == step.status
+                && state.attempts == step.attempts
+                && state.iteration == step.iteration
+            {
                 continue;
             }
+            let looped_back = step.iteration > state.iteration;
             let retried =
                 step.status == "queued" && step.attempts > 0 && state.attempts == step.attempts;
+            // A review loop went back: the step runs again in a new iteration (the reason
+            // says why while it waits).
+            let again = looped_back.then(|| match step.reason.as_deref() {
+                Some(reason) if matches!(step.status.as_str(), "pending" | "queued") => {
+                    format!("↺ iteration {}: {reason}", step.iteration)
+                }
+                _ => format!("↺ iteration {}", step.iteration),
+            });
             let message = match step.status.as_str() {
-                "running" if state.status != "running" => Some(if step.attempts > 1 {
-                    format!("▶ started (attempt {})", step.attempts)
-                } else {
-                    "▶ started".to_string()
-                }),
-                "queued" if retried || step.attempts > 0 => {
+                "running" if state.status != "running" || looped_back => {
+                    Some(match step.iteration {
+                        1 if step.attempts > 1 => format!("▶ started (attempt {})", step.attempts),
+                        1 => "▶ started".to_string(),
+                        n => format!("▶ started (iteration {n}, attempt {})", step.attempts),
+                    })
+                }
+                "queued" if !looped_back && (retried || step.attempts > 0) => {
                     step.reason.as_ref().map(|r| format!("↻ {r}"))
                 }
                 "succeeded" => Some(format!("✓ succeeded{}", took(step))),
@@ -248,7 +266,8 @@ impl Printer {
             };
             state.status = step.status.clone();
             state.attempts = step.attempts;
-            if let Some(message) = message {
+            state.iteration = step.iteration;
+            for message in again.into_iter().chain(message) {
                 write!(out, "{}", self.tokens.close())?;
                 if self.color {
                     writeln!(out, "{label}{DIM}{message}{RESET}")?;
@@ -371,6 +390,10 @@ pub(crate) fn strip_ansi(text: &str) -> String {
 pub(crate) struct Summary {
     pub(crate) run_id: i64,
     pub(crate) status: String,
+    /// Why the run failed or was cancelled (e.g. "review failed after 2 loops back to
+    /// build").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
     pub(crate) steps: Vec<StepSummary>,
     /// The files the run's steps kept (`artifacts=`).
     pub(crate) artifacts: Vec<super::runs::ArtifactLine>,
@@ -381,6 +404,8 @@ pub(crate) struct StepSummary {
     pub(crate) id: String,
     pub(crate) status: String,
     pub(crate) attempts: i64,
+    /// The review-loop iteration the step ended in (1 outside loops).
+    pub(crate) iteration: i64,
     pub(crate) exit_code: Option<i64>,
     pub(crate) duration_ms: Option<i64>,
 }
@@ -390,12 +415,14 @@ impl Summary {
         Summary {
             run_id,
             status: status.to_string(),
+            reason: None,
             steps: steps
                 .iter()
                 .map(|s| StepSummary {
                     id: s.step_id.clone(),
                     status: s.status.clone(),
                     attempts: s.attempts,
+                    iteration: s.iteration,
                     exit_code: s.exit_code,
                     duration_ms: s.duration_ms(),
                 })
@@ -413,16 +440,23 @@ impl Summary {
             .max()
             .unwrap_or(4)
             .max(4);
+        // The ITERATION column only for runs whose review loops went back.
+        let looped = self.steps.iter().any(|s| s.iteration > 1);
         let mut text = format!(
-            "{:<width$}  {:<9}  {:>8}  {:>9}\n",
+            "{:<width$}  {:<9}  {:>8}  {:>9}",
             "STEP", "STATUS", "ATTEMPTS", "DURATION"
         );
+        text.push_str(if looped { "  ITERATION\n" } else { "\n" });
         for step in &self.steps {
             let duration = step.duration_ms.map(human_ms).unwrap_or_else(|| "-".into());
             text.push_str(&format!(
-                "{:<width$}  {:<9}  {:>8}  {:>9}\n",
+                "{:<width$}  {:<9}  {:>8}  {:>9}",
                 step.id, step.status, step.attempts, duration
             ));
+            if looped {
+                text.push_str(&format!("  {:>9}", step.iteration));
+            }
+            text.push('\n');
         }
         text
     }

@@ -19,6 +19,9 @@ struct RunLine {
     created_at: i64,
     duration_ms: Option<i64>,
     reason: Option<String>,
+    /// How many times the run's review loops went back (an older server sends none).
+    #[serde(default)]
+    loops_taken: i64,
     /// Filled for `--json` only.
     #[serde(default)]
     artifacts: Vec<ArtifactLine>,
@@ -86,6 +89,7 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     created_at: r.created_at,
                     reason: r.reason,
                     artifacts,
+                    loops_taken: r.loops_taken,
                 });
             }
             runs

@@ -31,6 +31,7 @@ fn results() -> BTreeMap<&'static str, StepResult<'static>> {
         StepResult {
             status: "succeeded",
             outputs: Arc::new(BTreeMap::from([("version".into(), "1.2.3 <&>".into())])),
+            feedback: false,
         },
     )])
 }
@@ -201,6 +202,7 @@ fn hostile_results(value: &str) -> BTreeMap<&'static str, StepResult<'static>> {
         StepResult {
             status: "succeeded",
             outputs: Arc::new(BTreeMap::from([("x".into(), value.into())])),
+            feedback: false,
         },
     )])
 }
@@ -420,6 +422,7 @@ fn dependencies_outputs_reach_code_steps_as_variables() {
         StepResult {
             status: "succeeded",
             outputs: Arc::new(BTreeMap::from([("z".into(), "not a dependency".into())])),
+            feedback: false,
         },
     );
     let dispatch = build(&plan, &plan.steps[0], 1, &results).unwrap();
@@ -448,6 +451,7 @@ fn colliding_variable_names_are_left_out_and_references_still_read_their_value()
             StepResult {
                 status: "succeeded",
                 outputs: Arc::new(BTreeMap::from([("c".into(), "from a-b".into())])),
+                feedback: false,
             },
         ),
         (
@@ -455,6 +459,7 @@ fn colliding_variable_names_are_left_out_and_references_still_read_their_value()
             StepResult {
                 status: "succeeded",
                 outputs: Arc::new(BTreeMap::from([("b_c".into(), "from a".into())])),
+                feedback: false,
             },
         ),
     ]);

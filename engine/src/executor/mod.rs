@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use evaluator::loops::Loops;
 use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
@@ -139,21 +140,26 @@ impl Executor {
     pub async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
         let mut next = Some(run_id);
         while let Some(run_id) = next {
-            next = self.advance_one(run_id).await?;
+            let (promoted, looped) = self.advance_one(run_id).await?;
+            // After a review loop went back, the next advance dispatches its target with
+            // the outputs of the iteration that failed.
+            next = if looped { Some(run_id) } else { promoted };
         }
         Ok(())
     }
 
-    /// One run's advance; the run of its group it promoted, if any. Reads from the store
-    /// only the outputs that pending steps read and the cache does not hold ([`outputs`]).
-    async fn advance_one(&self, run_id: i64) -> anyhow::Result<Option<i64>> {
+    /// One run's advance: the run of its group it promoted, if any, and whether a review
+    /// loop went back. Reads from the store only the outputs that pending steps read and
+    /// the cache does not hold ([`outputs`]).
+    async fn advance_one(&self, run_id: i64) -> anyhow::Result<(Option<i64>, bool)> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let reads = self.lock_outputs().reads(run_id, &plan);
+        let loops = Loops::of(&plan);
         // The outputs this advance reads: taken from the cache when the store shows which
         // are needed (so a later eviction cannot take them away), the rest parsed from what
         // the store loaded.
-        let held: Mutex<HashMap<i64, Outputs>> = Mutex::new(HashMap::new());
+        let held: Mutex<HashMap<(i64, i64), Outputs>> = Mutex::new(HashMap::new());
         let mut decided = metrics::Decided::default();
         let advanced = self
             .store
@@ -163,7 +169,7 @@ impl Executor {
                     let mut cache = self.lock_outputs();
                     let mut held = lock(&held);
                     let mut missing = Vec::new();
-                    for id in rules::needed_outputs(&reads, snapshot) {
+                    for id in rules::needed_outputs(&plan, &reads, &loops, snapshot) {
                         match cache.get(run_id, id) {
                             Some(outputs) => {
                                 held.insert(id, outputs);
@@ -180,7 +186,7 @@ impl Executor {
                         held.insert(id, cache.insert(run_id, id, json));
                     }
                     drop(cache);
-                    let changes = rules::plan_changes(&plan, &reads, snapshot, &held, now);
+                    let changes = rules::plan_changes(&plan, &reads, &loops, snapshot, &held, now);
                     decided.note(&plan, snapshot, changes)
                 },
             )
@@ -195,7 +201,7 @@ impl Executor {
             self.forget(run_id);
             self.events.send(Event::RunFinished { run_id });
         }
-        Ok(advanced.promoted)
+        Ok((advanced.promoted, advanced.looped && !advanced.finished))
     }
 
     /// Records how an attempt ended and moves its run on. `run_id` is the attempt's run, as

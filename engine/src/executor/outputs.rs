@@ -3,9 +3,11 @@
 //!
 //! An advance asks the store only for the outputs of finished steps that some pending step
 //! reads ([`crate::dispatch::reads`]: its dependencies and the steps its templates name)
-//! and that this cache does not hold yet; each is parsed once per run and engine. Outputs
-//! of a finished step never change (a step run only moves forward), so an entry is never
-//! stale; another replica simply fills its own cache from the store.
+//! and that this cache does not hold yet; each is parsed once per run and engine. Entries
+//! are keyed by step run *and iteration*: the outputs one iteration of a step run stored
+//! never change (a step run only moves forward within an iteration, and a review loop
+//! starts a new one), so an entry is never stale; another replica simply fills its own
+//! cache from the store.
 //!
 //! Bounds: a run stores at most [`MAX_RUN_OUTPUT_BYTES`] of outputs (the step whose outputs
 //! would pass it fails, see `rules::step_after`), and the cache holds at most
@@ -52,7 +54,8 @@ impl Default for OutputCache {
 struct RunOutputs {
     /// For each step (by index), the steps whose results its dispatch reads.
     reads: Option<Arc<Vec<Vec<usize>>>>,
-    by_step_run: HashMap<i64, Outputs>,
+    /// By (step run, iteration).
+    by_step_run: HashMap<(i64, i64), Outputs>,
     bytes: usize,
     used: u64,
 }
@@ -76,15 +79,15 @@ impl OutputCache {
             .clone()
     }
 
-    /// The outputs of `step_run_id`, if held.
-    pub fn get(&mut self, run_id: i64, step_run_id: i64) -> Option<Outputs> {
-        self.run(run_id).by_step_run.get(&step_run_id).cloned()
+    /// The outputs of `step_run` (step run id, iteration), if held.
+    pub fn get(&mut self, run_id: i64, step_run: (i64, i64)) -> Option<Outputs> {
+        self.run(run_id).by_step_run.get(&step_run).cloned()
     }
 
-    /// Parses and keeps the stored outputs (`json`) of a finished step run; returns them.
-    /// Text that does not parse counts as no outputs (the runner API validates what it
-    /// stores).
-    pub fn insert(&mut self, run_id: i64, step_run_id: i64, json: &str) -> Outputs {
+    /// Parses and keeps the stored outputs (`json`) of a finished step run (id, iteration);
+    /// returns them. Text that does not parse counts as no outputs (the runner API
+    /// validates what it stores).
+    pub fn insert(&mut self, run_id: i64, step_run_id: (i64, i64), json: &str) -> Outputs {
         let outputs: Outputs = Arc::new(serde_json::from_str(json).unwrap_or_default());
         let size: usize = outputs.iter().map(|(k, v)| k.len() + v.len()).sum();
         self.make_room(run_id, size);
@@ -151,15 +154,19 @@ mod tests {
     #[test]
     fn outputs_are_parsed_once_and_shared() {
         let mut cache = OutputCache::default();
-        assert!(cache.get(1, 10).is_none());
-        let first = cache.insert(1, 10, r#"{"k":"value"}"#);
+        assert!(cache.get(1, (10, 1)).is_none());
+        let first = cache.insert(1, (10, 1), r#"{"k":"value"}"#);
         assert_eq!(first["k"], "value");
-        assert!(Arc::ptr_eq(&first, &cache.get(1, 10).unwrap()));
+        assert!(Arc::ptr_eq(&first, &cache.get(1, (10, 1)).unwrap()));
+        assert!(
+            cache.get(1, (10, 2)).is_none(),
+            "another iteration of a review loop stored other outputs"
+        );
         assert_eq!(cache.bytes(), 6);
-        assert!(cache.insert(1, 11, "not json").is_empty());
+        assert!(cache.insert(1, (11, 1), "not json").is_empty());
         cache.forget(1);
         assert_eq!(cache.bytes(), 0);
-        assert!(cache.get(1, 10).is_none());
+        assert!(cache.get(1, (10, 1)).is_none());
     }
 
     #[test]
@@ -167,16 +174,16 @@ mod tests {
         let mut cache = OutputCache::with_limit(400);
         let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(99));
         for run in 0..5 {
-            cache.insert(run, run * 10, &big);
-            cache.insert(run, run * 10 + 1, &big);
+            cache.insert(run, (run * 10, 1), &big);
+            cache.insert(run, (run * 10 + 1, 1), &big);
             assert!(cache.bytes() <= 400, "{}", cache.bytes());
         }
         // The newest runs are kept, the oldest dropped.
-        assert!(cache.get(4, 40).is_some() && cache.get(3, 31).is_some());
-        assert!(cache.get(0, 0).is_none() && cache.get(2, 20).is_none());
+        assert!(cache.get(4, (40, 1)).is_some() && cache.get(3, (31, 1)).is_some());
+        assert!(cache.get(0, (0, 1)).is_none() && cache.get(2, (20, 1)).is_none());
         assert_eq!(cache.bytes(), 400);
         for run in 0..2 * MAX_RUNS as i64 {
-            cache.get(100 + run, 1);
+            cache.get(100 + run, (1, 1));
         }
         assert_eq!(cache.runs.len(), MAX_RUNS);
         assert_eq!(cache.bytes(), 0);

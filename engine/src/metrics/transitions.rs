@@ -39,7 +39,9 @@ impl Decided {
                     self.run = Some(status);
                     continue;
                 }
-                StepChange::Queue { .. } | StepChange::Wait { .. } => continue,
+                StepChange::Queue { .. } | StepChange::Wait { .. } | StepChange::Loop { .. } => {
+                    continue
+                }
             };
             let step_id = snapshot
                 .steps

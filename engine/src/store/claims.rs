@@ -37,6 +37,10 @@ pub struct CompletedAttempt {
     pub step_run_id: i64,
     pub step_id: String,
     pub number: i64,
+    /// The step run's review-loop iteration (1 outside loops).
+    pub iteration: i64,
+    /// The attempt's number within its iteration (retries count these).
+    pub number_in_iteration: i64,
     pub cancel_requested: bool,
     /// When the step run's first attempt started (ms), if one did.
     pub started_at: Option<i64>,
@@ -89,7 +93,7 @@ const PG_CLAIM: &str = "\
         ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
     UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
     FROM picked WHERE s.id = picked.id \
-    RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms";
+    RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration";
 
 const SQLITE_CLAIM: &str = "\
     UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 \
@@ -100,7 +104,7 @@ const SQLITE_CLAIM: &str = "\
           AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
           AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
         ORDER BY ready_at, id LIMIT 1) \
-    RETURNING id, run_id, step_id, attempts, action, timeout_ms";
+    RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration";
 
 impl Store {
     /// Claims the oldest ready step run whose labels are one of `label_sets` (the canonical
@@ -122,15 +126,17 @@ impl Store {
                 let run_id: i64 = row.try_get("run_id")?;
                 let number: i64 = row.try_get("attempts")?;
                 let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
+                let iteration: i64 = row.try_get("iteration")?;
                 let attempt_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, timeout_ms) \
-                     VALUES ($1, $2, $3, 'claimed', $4, $5) RETURNING id",
+                    "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
+                     timeout_ms, iteration) VALUES ($1, $2, $3, 'claimed', $4, $5, $6) RETURNING id",
                 )
                 .bind(step_run_id)
                 .bind(number)
                 .bind(runner_id)
                 .bind(now)
                 .bind(timeout_ms.unwrap_or(3_600_000))
+                .bind(iteration)
                 .fetch_one(&mut *$tx)
                 .await?;
                 sqlx::query("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
@@ -297,17 +303,21 @@ impl Store {
                     .await?;
             }
             let row = sqlx::query(
-                "SELECT s.run_id, s.step_id, s.started_at, r.cancel_requested FROM step_runs s \
+                "SELECT s.run_id, s.step_id, s.started_at, s.iteration, s.iteration_base, \
+                 r.cancel_requested FROM step_runs s \
                  JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
             )
             .bind(step_run_id)
             .fetch_one(&mut *tx)
             .await?;
+            let number: i64 = ended.try_get("number")?;
             let completed = CompletedAttempt {
                 run_id: row.try_get("run_id")?,
                 step_run_id,
                 step_id: row.try_get("step_id")?,
-                number: ended.try_get("number")?,
+                number,
+                iteration: row.try_get("iteration")?,
+                number_in_iteration: number - row.try_get::<i64, _>("iteration_base")?,
                 cancel_requested: row.try_get("cancel_requested")?,
                 started_at: row.try_get("started_at")?,
                 // `octet_length` reads the stored length, not the text.
@@ -338,12 +348,13 @@ impl Store {
                     .rows_affected();
                     if finished == 1 && outputs != "{}" {
                         sqlx::query(
-                            "INSERT INTO step_outputs (step_run_id, run_id, outputs) \
-                             VALUES ($1, $2, $3)",
+                            "INSERT INTO step_outputs (step_run_id, run_id, outputs, iteration) \
+                             VALUES ($1, $2, $3, $4)",
                         )
                         .bind(step_run_id)
                         .bind(completed.run_id)
                         .bind(outputs)
+                        .bind(completed.iteration)
                         .execute(&mut *tx)
                         .await?;
                     }

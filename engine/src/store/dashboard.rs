@@ -26,6 +26,8 @@ pub struct RunFilter {
 pub struct AttemptRow {
     pub step_run_id: i64,
     pub number: i64,
+    /// The review-loop iteration the attempt ran in (1 outside loops).
+    pub iteration: i64,
     pub status: String,
     pub exit_code: Option<i64>,
     pub reason: Option<String>,
@@ -39,7 +41,7 @@ pub struct AttemptRow {
 const COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
      w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, \
      r.reason, r.cancel_requested, r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, \
-     r.concurrency_group, r.created_at, r.started_at, r.finished_at";
+     r.concurrency_group, r.loops_taken, r.created_at, r.started_at, r.finished_at";
 
 impl Store {
     /// Up to `limit` runs matching `filter`, newest first.
@@ -96,7 +98,7 @@ impl Store {
     /// Every attempt of the run's steps, by step and number.
     pub async fn dashboard_attempts(&self, run_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
         Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT a.step_run_id, a.number, a.status, a.exit_code, a.reason, a.started_at, \
+            "SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
              a.finished_at, r.name AS runner FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
              WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",

@@ -3,7 +3,9 @@
 //!
 //! Invariant: a step run only moves forward (`pending → queued → claimed → running →
 //! final`); every update names the states it may leave, so a repeated or late change is a
-//! no-op rather than a step going back.
+//! no-op rather than a step going back. The one exception is a review loop
+//! ([`StepChange::Loop`]): final → pending in the next iteration, naming the iteration it
+//! leaves, so it too applies at most once.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +74,8 @@ pub struct RunRow {
     pub secrets_allowed: bool,
     /// The resolved concurrency group, when the plan names one.
     pub concurrency_group: Option<String>,
+    /// How many times the run's review loops went back, in all.
+    pub loops_taken: i64,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -93,6 +97,8 @@ pub struct StepRunRow {
     pub finished_at: Option<i64>,
     /// Token usage of an `llm` step, summed over its attempts (JSON), else `None`.
     pub usage: Option<String>,
+    /// 1, or the iteration of the review loop the step run is in (see [`StepChange::Loop`]).
+    pub iteration: i64,
 }
 
 impl RunRow {
@@ -127,6 +133,14 @@ pub enum StepChange {
     Cancel { step_run_id: i64 },
     /// Pending → waiting (an approval step): no runner, failed at `deadline` undecided.
     Wait { step_run_id: i64, deadline: i64 },
+    /// A review loop goes back: the loop's region, every step run final in iteration
+    /// `iteration - 1`, becomes pending in `iteration` with `reason`. The one change that
+    /// moves step runs backwards; it names the iteration it leaves, so it applies once.
+    Loop {
+        step_run_ids: Vec<i64>,
+        iteration: i64,
+        reason: String,
+    },
     /// The run is over.
     FinishRun {
         status: &'static str,
@@ -146,8 +160,9 @@ pub struct RunSnapshot {
     /// The step runs in plan order, **without their outputs** (`outputs` is empty): a run's
     /// outputs may be tens of MiB, and an advance needs few of them.
     pub steps: Vec<StepRunRow>,
-    /// The stored outputs (JSON) of the step runs the executor asked for, by step run id.
-    pub outputs: BTreeMap<i64, String>,
+    /// The stored outputs (JSON) of the step runs the executor asked for, by step run id
+    /// and iteration.
+    pub outputs: BTreeMap<(i64, i64), String>,
 }
 
 /// What [`Store::advance`] did.
@@ -155,6 +170,8 @@ pub struct RunSnapshot {
 pub struct Advanced {
     pub queued: usize,
     pub finished: bool,
+    /// A review loop went back (some step run became pending in a new iteration).
+    pub looped: bool,
     /// The waiting run of the same concurrency group that the finished run let start
     /// (now `queued`); the caller advances it.
     pub promoted: Option<i64>,
@@ -173,18 +190,20 @@ pub struct CreatedRun {
 
 const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, w.source AS workflow_source, \
      r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, r.reason, r.cancel_requested, \
-     r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.concurrency_group, r.created_at, \
+     r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, r.concurrency_group, r.loops_taken, \
+     r.created_at, \
      r.started_at, r.finished_at";
 
 /// The columns of a [`StepRunRow`] (queried `FROM step_runs`, unaliased): outputs live in
 /// `step_outputs`, `{}` when a step run stored none.
 const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, reason, \
-     COALESCE((SELECT o.outputs FROM step_outputs o WHERE o.step_run_id = step_runs.id), '{}') \
-     AS outputs, ready_at, started_at, finished_at, usage";
+     COALESCE((SELECT o.outputs FROM step_outputs o WHERE o.step_run_id = step_runs.id \
+     AND o.iteration = step_runs.iteration), '{}') \
+     AS outputs, ready_at, started_at, finished_at, usage, iteration";
 
 /// [`STEP_COLUMNS`] with an empty `outputs`, for readers that do not show them.
 const STEP_STATE_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, \
-     reason, '' AS outputs, ready_at, started_at, finished_at, usage";
+     reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration";
 
 /// Moves a step run to a final status if it is in one of the two `from` states (a macro
 /// rather than a function so it type-checks once per backend). Its dispatch document, read
@@ -452,11 +471,12 @@ impl Store {
 
     /// Applies `decide`'s changes to a run in one transaction holding the run's lock.
     /// `decide` sees the run as it is inside that transaction, with the outputs of the step
-    /// runs `wanted` names (given the same snapshot without outputs) loaded.
+    /// runs `wanted` names, as `(step run, iteration)` (given the same snapshot without
+    /// outputs), loaded.
     pub async fn advance(
         &self,
         run_id: i64,
-        wanted: impl FnOnce(&RunSnapshot) -> Vec<i64>,
+        wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
         let now = now_ms();
@@ -508,17 +528,19 @@ impl Store {
                 steps,
                 outputs: BTreeMap::new(),
             };
-            for step_run_id in wanted(&snapshot) {
+            for (step_run_id, iteration) in wanted(&snapshot) {
                 let outputs: Option<String> = sqlx::query_scalar(
-                    "SELECT outputs FROM step_outputs WHERE step_run_id = $1 AND run_id = $2",
+                    "SELECT outputs FROM step_outputs \
+                     WHERE step_run_id = $1 AND run_id = $2 AND iteration = $3",
                 )
                 .bind(step_run_id)
                 .bind(run_id)
+                .bind(iteration)
                 .fetch_optional(&mut *tx)
                 .await?;
                 snapshot
                     .outputs
-                    .insert(step_run_id, outputs.unwrap_or_else(|| "{}".into()));
+                    .insert((step_run_id, iteration), outputs.unwrap_or_else(|| "{}".into()));
             }
             let mut advanced = Advanced::default();
             for change in decide(&snapshot) {
@@ -556,6 +578,35 @@ impl Store {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                    }
+                    StepChange::Loop { step_run_ids, iteration, reason } => {
+                        let mut went_back = false;
+                        for step_run_id in step_run_ids {
+                            // Attempts keep counting (their logs stay apart); retries count
+                            // from `iteration_base`.
+                            let reset = sqlx::query(
+                                "UPDATE step_runs SET status = 'pending', iteration = $2, \
+                                 iteration_base = attempts, reason = $3, exit_code = NULL, \
+                                 action = NULL, ready_at = NULL, timeout_ms = NULL, \
+                                 started_at = NULL, finished_at = NULL \
+                                 WHERE id = $1 AND iteration = $2 - 1 \
+                                 AND status IN ('succeeded', 'failed', 'skipped')",
+                            )
+                            .bind(step_run_id)
+                            .bind(iteration)
+                            .bind(&reason)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            went_back |= reset > 0;
+                        }
+                        if went_back {
+                            sqlx::query("UPDATE runs SET loops_taken = loops_taken + 1 WHERE id = $1")
+                                .bind(run_id)
+                                .execute(&mut *tx)
+                                .await?;
+                            advanced.looped = true;
+                        }
                     }
                     StepChange::FinishRun { status, reason } => {
                         let (state, description) = final_status(status, reason.as_deref());

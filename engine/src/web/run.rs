@@ -38,6 +38,8 @@ struct RunPage {
 #[derive(Serialize)]
 struct AttemptView {
     number: i64,
+    /// The review-loop iteration it ran in.
+    iteration: i64,
     status: String,
     exit_code: Option<i64>,
     reason: Option<String>,
@@ -89,6 +91,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
                     .zip(attempt.started_at)
                     .map(|(f, s)| f - s),
                 number: attempt.number,
+                iteration: attempt.iteration,
                 status: attempt.status,
                 exit_code: attempt.exit_code,
                 reason: attempt.reason,
@@ -108,7 +111,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         chrome: session.chrome(web, &path),
         can_cancel: !done && !run.cancel_requested,
         can_rerun: done && evaluated,
-        run: RunView::new(run, Some(steps)),
+        run: RunView::new(run, Some(steps)).with_loops(plan.as_ref()),
         attempts,
         artifacts,
         dag,

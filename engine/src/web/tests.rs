@@ -804,3 +804,40 @@ async fn live_stream_cannot_be_read_without_signing_in_when_reads_are_private() 
     }
     assert_eq!(fx.get("/live?run=x").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn run_page_shows_review_loops_and_iterations() {
+    let fx = Fixture::new(false).await;
+    let mut review = bash("review", &["build"]);
+    review.loop_to = Some("build".into());
+    review.max_loops = Some(2);
+    let id = fx
+        .start(&plan(
+            "looping",
+            vec![bash("build", &[]), review, bash("deploy", &["review"])],
+        ))
+        .await;
+    let reply = fx.get(&format!("/runs/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("<dt>Review loop</dt><dd>iteration 1 of review"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("(back to build, at most 2 times)"));
+    assert_eq!(
+        reply
+            .body
+            .matches("class=\"muted iteration\">iteration 1<")
+            .count(),
+        2,
+        "build and review repeat, deploy does not"
+    );
+    // A run without loops shows none.
+    let plain = fx.start(&plan("plain", vec![bash("a", &[])])).await;
+    let page = fx.get(&format!("/runs/{plain}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(!page.body.contains("Review loop"));
+}

@@ -2,7 +2,9 @@
 //! each step's), llm prompts and every string in llm `inputs`.
 //!
 //! A template must parse ([`Template::parse`]); each reference must name a step that the
-//! step transitively depends on (so its result exists when the step is dispatched); in a
+//! step transitively depends on (so its result exists when the step is dispatched), or the
+//! outputs of a later step of the same review loop ([`crate::loops`]: the previous
+//! iteration's, empty in the first); in a
 //! `bash` command or `python` script each non-raw reference must stand where it can be
 //! expanded safely (an output: where the language itself would expand a variable, so never
 //! inside single quotes in bash or a string literal in Python). Cost: linear in the plan's text, plus the ancestor sets (one bitset per
@@ -14,6 +16,7 @@ use serde_json::Value;
 
 use super::{bash, echo, python, Field, Template};
 use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::loops::Loops;
 use crate::plan::{Action, Plan, SourceMap};
 
 /// Template problems reported per plan; the rest are counted in one last message.
@@ -128,12 +131,13 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
     let mut ancestors: Option<Vec<Option<Bits>>> = None;
+    let loops = Loops::of(plan);
     let mut found = Vec::new();
     for site in sites(plan) {
         if !site.text.contains("{{") {
             continue;
         }
-        let Some(message) = site_problem(plan, &index, &mut ancestors, &site) else {
+        let Some(message) = site_problem(plan, &index, &mut ancestors, &loops, &site) else {
             continue;
         };
         if found.len() == MAX_DIAGNOSTICS {
@@ -164,6 +168,7 @@ fn site_problem(
     plan: &Plan,
     index: &HashMap<&str, usize>,
     ancestors: &mut Option<Vec<Option<Bits>>>,
+    loops: &Loops,
     site: &Site<'_>,
 ) -> Option<String> {
     let template = match Template::parse(site.text) {
@@ -191,6 +196,19 @@ fn site_problem(
         for reader in readers {
             // A step in a dependency cycle has no ancestor set; the cycle is reported.
             let Some(set) = &sets[reader] else { continue };
+            // Loop feedback: a later step of the reader's own loop (one that has the reader
+            // as an ancestor) has not run in this iteration; its outputs are the previous
+            // iteration's.
+            if loops.is_feedback(reader, target) && site.step.is_some() {
+                if reference.field == Field::Status {
+                    return Some(format!(
+                        "'{}' reads the status of step '{}', a later step of the same loop: only its outputs can be read (the previous iteration's, empty in the first)",
+                        echo(&reference.to_string()),
+                        echo(&reference.step)
+                    ));
+                }
+                continue;
+            }
             if !set.get(target) {
                 let whose = if site.step.is_some() {
                     String::new()

@@ -398,6 +398,17 @@ fn build_step(
     } else {
         hand_off(&mut options, function)?
     };
+    let loop_to = options
+        .take("loop_to")?
+        .map(|value| match value.cast::<StepObject>() {
+            Ok(step) => Ok(step.get().step.id.clone()),
+            Err(_) => convert::string(&value, &format!("{function}: loop_to")),
+        })
+        .transpose()?;
+    let max_loops = options
+        .take("max_loops")?
+        .map(|v| convert::count(&v, &format!("{function}: max_loops")))
+        .transpose()?;
     options.finish()?;
     Ok(StepObject {
         step: Step {
@@ -414,6 +425,8 @@ fn build_step(
             workspace_from,
             artifacts,
             needs_artifacts,
+            loop_to,
+            max_loops,
         },
         location,
     })

@@ -1,0 +1,644 @@
+//! Review loops: `Step.bash(..., loop_to="build", max_loops=2)` on a reviewing step sends
+//! its failure back to an ancestor, a bounded number of times.
+//!
+//! A loop has a *source* (the step with `loop_to`), a *target* (the ancestor it names) and
+//! a *region*: the target, every step between them (descendants of the target that are
+//! ancestors of the source) and the source. When the source fails after its retries and
+//! the loop has not gone back `max_loops` times yet, the engine sets the whole region back
+//! to pending as a new *iteration*; the rest of the plan never repeats. So a run's step
+//! graph is a DAG plus these loop edges, each bounded.
+//!
+//! What validation ([`check`]) guarantees, so that the engine can always execute a loop:
+//! - `loop_to` names a transitive ancestor; `max_loops` is given with it, between 1 and
+//!   [`MAX_LOOPS`], and never without it; a plan has at most [`MAX_LOOPS_PER_PLAN`] loops;
+//! - regions are disjoint: no step belongs to two loops (nested, overlapping or sharing
+//!   a target), so each step has one iteration counter;
+//! - no approval step is a source or inside a region (a decision is taken once);
+//! - a step outside a region that depends on a step inside it (other than the source)
+//!   also depends on the source, so it never runs on an iteration that is thrown away.
+//!
+//! Templates: a step of a region may read the *outputs* of a later step of the same region
+//! (one it comes before, the source included), which otherwise would not be a dependency:
+//! in iteration 1 those references render as empty text, in a later iteration as the
+//! values the previous iteration stored ([`Loops::is_feedback`]).
+//!
+//! Pure: plain data and functions; cost linear in the plan per loop.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::plan::{Action, Plan, SourceMap};
+use crate::template::echo;
+
+/// The most times one loop may go back to its target.
+pub const MAX_LOOPS: u32 = 10;
+
+/// The most loops one plan may have (each costs a pass over the plan to validate).
+pub const MAX_LOOPS_PER_PLAN: usize = 50;
+
+/// One loop of a plan, by step index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loop {
+    /// The step with `loop_to`: its failure starts the next iteration.
+    pub source: usize,
+    /// The ancestor that runs again first.
+    pub target: usize,
+    pub max_loops: u32,
+    /// The target, the steps between, the source: in plan order.
+    pub region: Vec<usize>,
+}
+
+/// The loops of a plan and which loop each step belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loops {
+    pub loops: Vec<Loop>,
+    /// For each step (by index), the index in `loops` of the loop whose region holds it.
+    pub member: Vec<Option<usize>>,
+    /// For each step of a region, its ancestors (a bitset over step indices); empty for
+    /// the others. A path between two steps of a region never leaves it.
+    ancestors: Vec<Vec<u64>>,
+}
+
+impl Loops {
+    /// The loops of `plan`. Meant for validated plans; on others, steps with an unknown or
+    /// missing `loop_to`/`max_loops` are left out and a step in several regions keeps the
+    /// first.
+    pub fn of(plan: &Plan) -> Loops {
+        let n = plan.steps.len();
+        let mut loops = Loops {
+            loops: Vec::new(),
+            member: vec![None; n],
+            ancestors: vec![Vec::new(); n],
+        };
+        if !plan.steps.iter().any(|s| s.loop_to.is_some()) {
+            return loops;
+        }
+        let graph = Graph::new(plan);
+        for (source, step) in plan.steps.iter().enumerate() {
+            let (Some(target), Some(max_loops)) = (&step.loop_to, step.max_loops) else {
+                continue;
+            };
+            let Some(&target) = graph.index.get(target.as_str()) else {
+                continue;
+            };
+            if loops.loops.len() == MAX_LOOPS_PER_PLAN {
+                break;
+            }
+            let region = graph.region(target, source);
+            let number = loops.loops.len();
+            for &i in &region {
+                loops.member[i].get_or_insert(number);
+            }
+            graph.region_ancestors(&region, &mut loops.ancestors);
+            loops.loops.push(Loop {
+                source,
+                target,
+                max_loops,
+                region,
+            });
+        }
+        loops
+    }
+
+    /// Whether plan step `reader` reads step `read` as *feedback*: both in one loop's
+    /// region and `read` after `reader` (the reader is its ancestor), so `read` has not run
+    /// yet in the reader's iteration and what it shows is the previous iteration's.
+    pub fn is_feedback(&self, reader: usize, read: usize) -> bool {
+        reader != read
+            && self.member.get(reader).copied().flatten().is_some()
+            && self.member.get(reader) == self.member.get(read)
+            && self.ancestors[read]
+                .get(reader / 64)
+                .is_some_and(|word| word & (1 << (reader % 64)) != 0)
+    }
+
+    /// The loop step `step` belongs to, if any.
+    pub fn loop_of(&self, step: usize) -> Option<&Loop> {
+        self.member
+            .get(step)
+            .copied()
+            .flatten()
+            .map(|l| &self.loops[l])
+    }
+}
+
+/// Dependency edges both ways, by index (the first definition of a duplicated id wins).
+struct Graph<'a> {
+    index: HashMap<&'a str, usize>,
+    deps: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+}
+
+impl<'a> Graph<'a> {
+    fn new(plan: &'a Plan) -> Graph<'a> {
+        let index: HashMap<&str, usize> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let deps: Vec<Vec<usize>> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                s.depends_on
+                    .iter()
+                    .filter_map(|d| index.get(d.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let mut dependents = vec![Vec::new(); plan.steps.len()];
+        for (i, d) in deps.iter().enumerate() {
+            for &dep in d {
+                dependents[dep].push(i);
+            }
+        }
+        Graph {
+            index,
+            deps,
+            dependents,
+        }
+    }
+
+    /// Every step reachable from `start` along `edges` (`start` excluded unless on a cycle).
+    fn reach(edges: &[Vec<usize>], start: usize) -> Vec<bool> {
+        let mut seen = vec![false; edges.len()];
+        let mut queue = VecDeque::from([start]);
+        while let Some(i) = queue.pop_front() {
+            for &next in &edges[i] {
+                if !seen[next] {
+                    seen[next] = true;
+                    queue.push_back(next);
+                }
+            }
+        }
+        seen
+    }
+
+    fn ancestors(&self, step: usize) -> Vec<bool> {
+        Graph::reach(&self.deps, step)
+    }
+
+    fn descendants(&self, step: usize) -> Vec<bool> {
+        Graph::reach(&self.dependents, step)
+    }
+
+    /// Sets `ancestors[m]` for every step `m` of `region` (a bitset over step indices),
+    /// in the region's topological order: one union per edge inside it.
+    fn region_ancestors(&self, region: &[usize], ancestors: &mut [Vec<u64>]) {
+        let words = self.deps.len().div_ceil(64);
+        let inside = |i: usize| region.binary_search(&i).is_ok();
+        let mut waiting: Vec<usize> = region
+            .iter()
+            .map(|&m| self.deps[m].iter().filter(|&&d| inside(d)).count())
+            .collect();
+        let position = |i: usize| region.binary_search(&i).expect("inside the region");
+        let mut ready: Vec<usize> = region
+            .iter()
+            .zip(&waiting)
+            .filter(|(_, &w)| w == 0)
+            .map(|(&m, _)| m)
+            .collect();
+        while let Some(m) = ready.pop() {
+            let mut set = vec![0u64; words];
+            for &d in self.deps[m].iter().filter(|&&d| inside(d)) {
+                set[d / 64] |= 1 << (d % 64);
+                for (a, b) in set.iter_mut().zip(&ancestors[d]) {
+                    *a |= b;
+                }
+            }
+            ancestors[m] = set;
+            for &next in self.dependents[m].iter().filter(|&&x| inside(x)) {
+                let p = position(next);
+                waiting[p] -= 1;
+                if waiting[p] == 0 {
+                    ready.push(next);
+                }
+            }
+        }
+    }
+
+    /// The target, the steps between it and the source, the source; in plan order.
+    fn region(&self, target: usize, source: usize) -> Vec<usize> {
+        let up = self.ancestors(source);
+        let down = self.descendants(target);
+        (0..self.deps.len())
+            .filter(|&i| i == target || i == source || (up[i] && down[i]))
+            .collect()
+    }
+}
+
+/// Every problem with the plan's loops, each at the step that causes it.
+pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    if !plan
+        .steps
+        .iter()
+        .any(|s| s.loop_to.is_some() || s.max_loops.is_some())
+    {
+        return found;
+    }
+    let mut add = |step: usize, message: String| {
+        found.push(Diagnostic::at(path, map.step(step), message));
+    };
+    let graph = Graph::new(plan);
+    let ids = || plan.steps.iter().map(|s| s.id.as_str());
+    let mut valid = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let id = echo(&step.id);
+        let target = match (&step.loop_to, step.max_loops) {
+            (None, None) => continue,
+            (None, Some(_)) => {
+                add(i, format!("step '{id}': max_loops= needs loop_to= (the ancestor to go back to when the step fails)"));
+                continue;
+            }
+            (Some(target), max_loops) => {
+                match max_loops {
+                    None => add(i, format!("step '{id}': loop_to='{}' needs max_loops= (how many times to go back, 1 to {MAX_LOOPS})", echo(target))),
+                    Some(n) if n == 0 || n > MAX_LOOPS => add(i, format!("step '{id}': max_loops must be between 1 and {MAX_LOOPS}, got {n}")),
+                    Some(_) => {}
+                }
+                target
+            }
+        };
+        if matches!(step.action, Action::Approval(_)) {
+            // Reported with the approval's other refused options (validate.rs).
+            continue;
+        }
+        let Some(&t) = graph.index.get(target.as_str()) else {
+            let hint = if target.len() <= 64 {
+                did_you_mean(target, ids())
+            } else {
+                String::new()
+            };
+            add(
+                i,
+                format!(
+                    "step '{id}': loop_to names unknown step '{}'{hint}",
+                    echo(target)
+                ),
+            );
+            continue;
+        };
+        if t == i {
+            add(
+                i,
+                format!("step '{id}': loop_to must name a step it depends on, not the step itself"),
+            );
+            continue;
+        }
+        if valid.len() == MAX_LOOPS_PER_PLAN {
+            add(
+                i,
+                format!("the plan has more than {MAX_LOOPS_PER_PLAN} loops; the limit is {MAX_LOOPS_PER_PLAN}"),
+            );
+            break;
+        }
+        let ancestors = graph.ancestors(i);
+        if ancestors[i] {
+            // On a dependency cycle, which is reported on its own.
+            continue;
+        }
+        if !ancestors[t] {
+            add(i, format!("step '{id}': loop_to='{}' is not a step it depends on (directly or through other steps); a loop goes back to an ancestor", echo(target)));
+            continue;
+        }
+        let max_loops = step.max_loops.unwrap_or(1);
+        valid.push(Loop {
+            source: i,
+            target: t,
+            max_loops,
+            region: graph.region(t, i),
+        });
+    }
+    // Disjoint regions, no approvals inside, nothing outside depending on an iteration
+    // that may be thrown away.
+    let mut owner: Vec<Option<usize>> = vec![None; plan.steps.len()];
+    let mut overlapping = false;
+    for (number, l) in valid.iter().enumerate() {
+        let source = echo(&plan.steps[l.source].id);
+        let target = echo(&plan.steps[l.target].id);
+        for &member in &l.region {
+            if let Some(other) = owner[member] {
+                let o = &valid[other];
+                add(l.source, format!(
+                    "step '{source}': the loop back to '{target}' shares step '{}' with the loop of step '{}' (back to '{}'); loops may not nest or overlap",
+                    echo(&plan.steps[member].id),
+                    echo(&plan.steps[o.source].id),
+                    echo(&plan.steps[o.target].id),
+                ));
+                overlapping = true;
+                break;
+            }
+            if matches!(plan.steps[member].action, Action::Approval(_)) {
+                add(l.source, format!(
+                    "step '{source}': the loop back to '{target}' contains approval step '{}'; a decision is taken once, so approvals cannot be inside a loop",
+                    echo(&plan.steps[member].id),
+                ));
+            }
+        }
+        for &member in &l.region {
+            owner[member].get_or_insert(number);
+        }
+    }
+    if overlapping {
+        // What depends on what inside overlapping loops says nothing useful until they
+        // are apart.
+        return found;
+    }
+    for l in &valid {
+        let source = echo(&plan.steps[l.source].id);
+        let target = echo(&plan.steps[l.target].id);
+        let after_source = graph.descendants(l.source);
+        for &member in l.region.iter().filter(|&&m| m != l.source) {
+            for &dependent in &graph.dependents[member] {
+                let inside = owner[dependent] == owner[member];
+                if !inside && !after_source[dependent] {
+                    add(dependent, format!(
+                        "step '{}' depends on '{}', which repeats in the loop of step '{source}' (back to '{target}'), but not on '{source}': it would see only the first iteration; add '{source}' to its depends_on",
+                        echo(&plan.steps[dependent].id),
+                        echo(&plan.steps[member].id),
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plan::{Location, Step};
+
+    fn step(id: &str, deps: &[&str]) -> Step {
+        Step::new(
+            id,
+            Action::Bash {
+                command: "true".into(),
+            },
+        )
+        .after(deps)
+    }
+
+    fn looping(id: &str, deps: &[&str], to: &str, max: u32) -> Step {
+        let mut s = step(id, deps);
+        s.loop_to = Some(to.into());
+        s.max_loops = Some(max);
+        s
+    }
+
+    fn plan(steps: Vec<Step>) -> (Plan, SourceMap) {
+        let map = SourceMap {
+            plan: Location { line: 1, col: 1 },
+            triggers: vec![],
+            steps: (0..steps.len())
+                .map(|i| Location {
+                    line: 10 + i as u32,
+                    col: 9,
+                })
+                .collect(),
+        };
+        let plan = Plan {
+            name: "p".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps,
+            concurrency: None,
+        };
+        (plan, map)
+    }
+
+    fn messages(steps: Vec<Step>) -> Vec<String> {
+        let (p, m) = plan(steps);
+        crate::validate::validate(&p, &m, &crate::Limits::default(), "w.plue.py")
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_region_is_the_target_the_steps_between_and_the_source() {
+        let (p, _) = plan(vec![
+            step("setup", &[]),
+            step("build", &["setup"]),
+            step("lint", &["build"]),
+            step("unit", &["build"]),
+            step("docs", &["setup"]),
+            looping("review", &["lint", "unit", "docs"], "build", 2),
+            step("deploy", &["review"]),
+        ]);
+        let loops = Loops::of(&p);
+        assert_eq!(
+            loops.loops,
+            [Loop {
+                source: 5,
+                target: 1,
+                max_loops: 2,
+                region: vec![1, 2, 3, 5],
+            }]
+        );
+        assert_eq!(
+            loops.member,
+            [None, Some(0), Some(0), Some(0), None, Some(0), None]
+        );
+        assert!(loops.is_feedback(1, 5) && loops.is_feedback(2, 5) && loops.is_feedback(1, 3));
+        assert!(!loops.is_feedback(1, 1) && !loops.is_feedback(0, 5) && !loops.is_feedback(6, 5));
+        assert!(
+            !loops.is_feedback(5, 1) && !loops.is_feedback(2, 3),
+            "an earlier step, or one on another branch, is not feedback"
+        );
+        let (p, m) = plan(p.steps.clone());
+        assert!(check(&p, &m, "w").is_empty());
+        assert!(Loops::of(&plan(vec![step("a", &[])]).0).loops.is_empty());
+    }
+
+    #[test]
+    fn max_loops_goes_with_loop_to_and_is_bounded() {
+        let mut without_max = step("review", &["build"]);
+        without_max.loop_to = Some("build".into());
+        assert_eq!(
+            messages(vec![step("build", &[]), without_max]),
+            ["w.plue.py:11:9: step 'review': loop_to='build' needs max_loops= (how many times to go back, 1 to 10)"]
+        );
+        let mut without_target = step("review", &["build"]);
+        without_target.max_loops = Some(2);
+        assert_eq!(
+            messages(vec![step("build", &[]), without_target]),
+            ["w.plue.py:11:9: step 'review': max_loops= needs loop_to= (the ancestor to go back to when the step fails)"]
+        );
+        for bad in [0, 11] {
+            assert_eq!(
+                messages(vec![
+                    step("build", &[]),
+                    looping("review", &["build"], "build", bad)
+                ]),
+                [format!(
+                    "w.plue.py:11:9: step 'review': max_loops must be between 1 and 10, got {bad}"
+                )]
+            );
+        }
+        assert!(messages(vec![
+            step("build", &[]),
+            looping("review", &["build"], "build", 10)
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn the_target_must_be_a_known_ancestor() {
+        assert_eq!(
+            messages(vec![step("build", &[]), looping("review", &["build"], "biuld", 2)]),
+            ["w.plue.py:11:9: step 'review': loop_to names unknown step 'biuld' (did you mean 'build'?)"]
+        );
+        assert_eq!(
+            messages(vec![step("build", &[]), looping("review", &["build"], "review", 2)]),
+            ["w.plue.py:11:9: step 'review': loop_to must name a step it depends on, not the step itself"]
+        );
+        assert_eq!(
+            messages(vec![
+                step("build", &[]),
+                step("lint", &[]),
+                looping("review", &["build"], "lint", 2),
+            ]),
+            ["w.plue.py:12:9: step 'review': loop_to='lint' is not a step it depends on (directly or through other steps); a loop goes back to an ancestor"]
+        );
+        // A transitive ancestor is enough.
+        assert!(messages(vec![
+            step("build", &[]),
+            step("test", &["build"]),
+            looping("review", &["test"], "build", 1),
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn loops_may_not_nest_or_overlap() {
+        let found = messages(vec![
+            step("build", &[]),
+            step("test", &["build"]),
+            looping("review", &["test"], "build", 2),
+            looping("audit", &["review"], "test", 2),
+        ]);
+        assert_eq!(found, ["w.plue.py:13:9: step 'audit': the loop back to 'test' shares step 'test' with the loop of step 'review' (back to 'build'); loops may not nest or overlap"]);
+        let found = messages(vec![
+            step("build", &[]),
+            looping("review", &["build"], "build", 2),
+            looping("audit", &["build"], "build", 2),
+        ]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("step 'audit': the loop back to 'build' shares step 'build'"),
+            "{found:?}"
+        );
+        // One after the other is fine.
+        assert!(messages(vec![
+            step("build", &[]),
+            looping("review", &["build"], "build", 2),
+            step("package", &["review"]),
+            looping("audit", &["package"], "package", 3),
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn steps_outside_a_loop_may_not_read_a_discarded_iteration() {
+        assert_eq!(
+            messages(vec![
+                step("build", &[]),
+                looping("review", &["build"], "build", 2),
+                step("lint", &["build"]),
+                step("deploy", &["build", "review"]),
+            ]),
+            ["w.plue.py:12:9: step 'lint' depends on 'build', which repeats in the loop of step 'review' (back to 'build'), but not on 'review': it would see only the first iteration; add 'review' to its depends_on"]
+        );
+    }
+
+    #[test]
+    fn approvals_cannot_loop() {
+        let mut ok = step("ok", &["build"]);
+        ok.action = Action::Approval(crate::plan::ApprovalAction {
+            message: None,
+            approvers: vec![],
+            exclude_triggerer: false,
+        });
+        let found = messages(vec![
+            step("build", &[]),
+            ok.clone(),
+            looping("review", &["ok"], "build", 2),
+        ]);
+        assert_eq!(found, ["w.plue.py:12:9: step 'review': the loop back to 'build' contains approval step 'ok'; a decision is taken once, so approvals cannot be inside a loop"]);
+        ok.loop_to = Some("build".into());
+        ok.max_loops = Some(1);
+        let found = messages(vec![step("build", &[]), ok]);
+        assert_eq!(
+            found,
+            ["w.plue.py:11:9: approval step 'ok' takes no loop_to= (nothing runs)"]
+        );
+    }
+
+    #[test]
+    fn a_loop_may_read_the_outputs_of_its_later_steps() {
+        let mut build = step("build", &[]);
+        build.action = Action::Bash {
+            command: "echo \"{{ steps.review.outputs.feedback }} {{ steps.test.outputs.log }}\""
+                .into(),
+        };
+        let mut test = step("test", &["build"]);
+        test.action = Action::Bash {
+            command: "echo {{ steps.review.outputs.feedback }}".into(),
+        };
+        let review = looping("review", &["test"], "build", 2);
+        assert!(messages(vec![build.clone(), test.clone(), review.clone()]).is_empty());
+        // Without the loop, they are references to steps that are not dependencies.
+        let mut plain = review.clone();
+        plain.loop_to = None;
+        plain.max_loops = None;
+        let found = messages(vec![build.clone(), test.clone(), plain]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("which is not a dependency"), "{found:?}");
+        // Only outputs: the previous iteration's statuses are not kept.
+        build.action = Action::Bash {
+            command: "echo {{ steps.review.status }}".into(),
+        };
+        assert_eq!(
+            messages(vec![build, test.clone(), review.clone()]),
+            ["w.plue.py:10:9: step 'build': command: '{{ steps.review.status }}' reads the status of step 'review', a later step of the same loop: only its outputs can be read (the previous iteration's, empty in the first)"]
+        );
+        // A later step of the loop may not read an earlier one it does not depend on, and
+        // a step outside the loop gets nothing from it.
+        let mut outside = step("notify", &[]);
+        outside.action = Action::Bash {
+            command: "echo {{ steps.review.outputs.feedback }}".into(),
+        };
+        let found = messages(vec![step("build", &[]), test, review, outside]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("step 'notify'") && found[0].contains("not a dependency"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_plan_without_loops_keeps_its_canonical_json_and_hash() {
+        let (p, _) = plan(vec![step("build", &[]), step("review", &["build"])]);
+        let json = p.canonical_json();
+        assert!(!json.contains("loop"), "{json}");
+        // The hash of this plan before loops existed.
+        let before = r#"{"name":"p","triggers":[],"env":{},"steps":[{"id":"build","kind":"bash","command":"true","depends_on":[],"timeout":3600,"retries":0,"backoff":1,"when":"success","env":{},"secrets":[],"runner":{}},{"id":"review","kind":"bash","command":"true","depends_on":["build"],"timeout":3600,"retries":0,"backoff":1,"when":"success","env":{},"secrets":[],"runner":{}}]}"#;
+        assert_eq!(json, before);
+        assert_eq!(p.hash(), crate::plan::hash_canonical(before));
+        let (p, _) = plan(vec![
+            step("build", &[]),
+            looping("review", &["build"], "build", 2),
+        ]);
+        assert!(p
+            .canonical_json()
+            .contains(r#""runner":{},"loop_to":"build","max_loops":2}"#));
+        let back: Plan = serde_json::from_str(&p.canonical_json()).unwrap();
+        assert_eq!(back, p);
+    }
+}
