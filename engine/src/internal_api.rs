@@ -1,5 +1,9 @@
 //! `/internal/...`: the runner-facing HTTP API (protocol in [`runner::protocol`]).
 //!
+//! Past 600 lines: the runner protocol's handlers (registration, polling, logs, completion,
+//! hand-off blobs) share one authentication and ownership check each; splitting the blob
+//! handlers into their own module is the next step when this file grows again.
+//!
 //! Invariants:
 //! - Every request is authenticated: registration with a registration token (the shared
 //!   one, a scoped one, or a one-time one the pool minted), everything else with the

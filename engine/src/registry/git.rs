@@ -41,19 +41,54 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// The mirror in `dir`, created (`git init --bare`) when missing.
+    /// The mirror in `dir`, created (`git init --bare`) when missing. Created in a private
+    /// directory beside it and renamed into place, so deliveries that open a new mirror at
+    /// once (a push and its pull request event) never see half of one, nor race on its
+    /// `config.lock`: the first rename wins and the others use its mirror.
     pub async fn open(dir: PathBuf) -> anyhow::Result<Mirror> {
         let mirror = Mirror { dir };
-        if !mirror.dir.join("HEAD").exists() {
-            tokio::fs::create_dir_all(&mirror.dir)
-                .await
-                .with_context(|| format!("creating {}", mirror.dir.display()))?;
-            let dir = mirror.dir.to_str().context("mirror path is not UTF-8")?;
-            git(None, &["init", "-q", "--bare", "--", dir], LOCAL_TIMEOUT).await?;
+        if mirror.dir.join("HEAD").exists() {
+            return Ok(mirror);
+        }
+        let parent = mirror
+            .dir
+            .parent()
+            .context("a mirror needs a parent directory")?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .with_context(|| format!("creating {}", parent.display()))?;
+        static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = mirror.dir.file_name().context("a mirror needs a name")?;
+        let staging = Mirror {
+            dir: parent.join(format!(
+                ".{}.{}.{n}.new",
+                name.to_string_lossy(),
+                std::process::id()
+            )),
+        };
+        let built = async {
+            let path = staging.dir.to_str().context("mirror path is not UTF-8")?;
+            git(None, &["init", "-q", "--bare", "--", path], LOCAL_TIMEOUT).await?;
             // Fetched commits are only referenced by FETCH_HEAD; never prune them.
-            mirror
+            staging
                 .run(&["config", "gc.auto", "0"], LOCAL_TIMEOUT)
                 .await?;
+            anyhow::Ok(())
+        }
+        .await;
+        // An empty directory in the way (left by an older engine) is replaced by the rename.
+        let placed = match built {
+            Ok(()) => tokio::fs::rename(&staging.dir, &mirror.dir)
+                .await
+                .with_context(|| format!("placing {}", mirror.dir.display())),
+            Err(e) => Err(e),
+        };
+        if placed.is_err() {
+            let _ = tokio::fs::remove_dir_all(&staging.dir).await;
+            if !mirror.dir.join("HEAD").exists() {
+                placed?;
+            }
         }
         Ok(mirror)
     }
@@ -513,6 +548,28 @@ mod tests {
         assert_eq!(files[0].source, None, "too large: not read");
         assert_eq!(files[1].source.as_deref(), Some("ok\n"));
         assert_eq!(files[2].source.as_deref(), Some("x"));
+    }
+
+    /// Deliveries that open a new mirror at once (GitHub sends a push and its pull request
+    /// event together) all get it; none fails on the mirror's `config.lock`.
+    #[tokio::test]
+    async fn a_new_mirror_opened_at_once_by_many_deliveries_is_one_mirror() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mirrors").join("7.git");
+        let opens = (0..8).map(|_| Mirror::open(dir.clone()));
+        for opened in futures::future::join_all(opens).await {
+            opened.expect("every delivery gets the mirror");
+        }
+        assert!(dir.join("HEAD").exists());
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("mirrors"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("7.git")],
+            "no staging left"
+        );
     }
 
     #[tokio::test]

@@ -1,5 +1,9 @@
 //! The `.plue.py` API as host types: `Plan`, `Step`, `Trigger` and `ctx`, defined in Rust.
 //!
+//! Longer than most files on purpose: it is the whole user-facing surface of the three host
+//! classes, one `#[pymethods]` block each, kept together so the script API reads in one
+//! place (splitting `Step`'s options would scatter one signature over files).
+//!
 //! As with starlark-rust's `#[starlark_module]`, the Rust signature is the script signature
 //! and the doc comments are the user docs. Each constructor converts its arguments into
 //! plan data at once (so a bad argument fails on the line that passed it) and remembers

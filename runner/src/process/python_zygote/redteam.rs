@@ -2,6 +2,9 @@
 //! and its own containment, as the runner's user and (under a root runner) as a step user;
 //! and parity gaps with a fresh `python3 -u -c`.
 //!
+//! Long by design: one self-contained attack (or parity probe) per test, each with its
+//! reasoning, so a finding can be read and re-run alone.
+//!
 //! A test that asserts an attack finds nothing and *fails* is kept `#[ignore = "finding:
 //! ..."]`: run them with `cargo test -p runner --lib python_zygote::redteam -- --ignored`.
 //!
