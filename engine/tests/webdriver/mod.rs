@@ -177,14 +177,30 @@ impl Browser {
             .to_string()
     }
 
+    /// Clicks the element `css` selects. A live page may replace the element between
+    /// finding and clicking it (WebDriver's "stale element reference"): it is found again,
+    /// as a person would aim again.
     pub(crate) async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for _ in 0..20 {
+            let id = self.element(css).await;
+            let url = format!("{}/element/{id}/click", self.session);
+            let response = self
+                .http
+                .post(&url)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("click {css}: {e}"));
+            let status = response.status();
+            let value: Value = response.json().await.unwrap_or(Value::Null);
+            if status.is_success() {
+                return;
+            }
+            let stale = value["value"]["error"] == "stale element reference";
+            assert!(stale, "click {css}: {status}: {value}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("click {css}: the element went stale 20 times");
     }
 
     pub(crate) async fn type_into(&self, css: &str, text: &str) {
