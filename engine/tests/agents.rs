@@ -60,7 +60,9 @@ fn workspace(sandbox: &Sandbox) -> PathBuf {
 }
 
 fn fake_claude(script_name: &str) -> FakeClaude {
-    let path = repo_root().join("examples/agents/scripts").join(script_name);
+    let path = repo_root()
+        .join("examples/agents/scripts")
+        .join(script_name);
     FakeClaude::start_routed(script::load(&path).expect("the example's script"))
 }
 
@@ -89,7 +91,12 @@ fn prompts_of(requests: &[Recorded], role: &str) -> Vec<String> {
     conversations_of(requests, role)
         .into_iter()
         .filter(|r| r.body["messages"].as_array().map_or(0, Vec::len) == 1)
-        .map(|r| r.body["messages"][0]["content"].as_str().unwrap().to_owned())
+        .map(|r| {
+            r.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -179,7 +186,11 @@ fn a_review_that_never_approves_loops_max_loops_times_then_fails_the_run() {
     let requests = server.requests();
     let builders = prompts_of(&requests, "You are the builder");
     assert_eq!(builders.len(), 3);
-    assert!(!builders[0].contains("A reviewer rejected"), "{}", builders[0]);
+    assert!(
+        !builders[0].contains("A reviewer rejected"),
+        "{}",
+        builders[0]
+    );
     for prompt in &builders[1..] {
         assert!(
             prompt.contains("A reviewer rejected your previous attempt")
@@ -320,7 +331,11 @@ async fn an_approved_review_documents_waits_for_approval_and_ships() {
     assert!(approved.status.success(), "{}", text(&approved));
     let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(step(&run, "approve")["reason"], "approved by admin", "{run}");
+    assert_eq!(
+        step(&run, "approve")["reason"],
+        "approved by admin",
+        "{run}"
+    );
     let shipped: Vec<String> = log_lines(&http, url, run_id, "ship")
         .await
         .expect("ship's logs")
@@ -343,7 +358,7 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
     let server = fake_claude("review-loop.json");
     let summary = sandbox.path("summary.json");
     let data = sandbox.path("data");
-    let run = |extra: &[&str]| {
+    let run = |server: &FakeClaude, extra: &[&str]| {
         let mut args = vec![
             "run",
             WORKFLOW,
@@ -366,16 +381,18 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
             .expect("plue run")
     };
 
-    let refused = run(&["--approve", "ship"]);
+    // A name that is not an approval step is refused (the run it started is cancelled, so
+    // it gets a server of its own).
+    let unused = FakeClaude::start(Vec::new());
+    let refused = run(&unused, &["--approve", "ship"]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(
         text(&refused).contains("--approve ship: step 'ship' is a bash step, not an approval"),
         "{}",
         text(&refused)
     );
-    assert_eq!(server.requests().len(), 0);
 
-    let output = run(&["--approve", "approve"]);
+    let output = run(&server, &["--approve", "approve"]);
     let printed = text(&output);
     assert!(output.status.success(), "{printed}");
     assert!(printed.contains("↺ iteration 2"), "{printed}");

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use evaluator::plan::Action;
 use engine::events::Event;
 use engine::launch::{launch, LaunchError};
 use engine::server::{self, EngineConfig, LocalPoolSettings};
 use engine::store::{now_ms, Decided, Store, Verdict};
 use engine::tokens;
+use evaluator::plan::Action;
 use runner::protocol::WorkspaceSource;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -130,7 +130,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut to_approve: BTreeSet<String> = args.approve.iter().cloned().collect();
-    if let Err(problem) = approval_steps(&executor.plan(run_id).await?, &to_approve) {
+    let plan = executor.plan(run_id).await?;
+    if let Err(problem) = approval_steps(&plan, &to_approve) {
         eprintln!("{problem}");
         executor.cancel(run_id).await?;
         engine.shutdown().await;
@@ -290,7 +291,11 @@ fn approval_steps(plan: &evaluator::plan::Plan, names: &BTreeSet<String>) -> Res
                     step.action.kind()
                 ))
             }
-            None => return Err(format!("--approve {name}: the workflow has no step '{name}'")),
+            None => {
+                return Err(format!(
+                    "--approve {name}: the workflow has no step '{name}'"
+                ))
+            }
         }
     }
     Ok(())
