@@ -100,13 +100,13 @@ fn prompts_of(requests: &[Recorded], role: &str) -> Vec<String> {
         .collect()
 }
 
-/// What each `read_file` of `path` returned to `role`, in order.
+/// What each `read_file` of the demo's `greet.sh` returned to `role`, in order.
 fn files_read_by(requests: &[Recorded], role: &str) -> Vec<String> {
     conversations_of(requests, role)
         .into_iter()
         .filter_map(|r| {
             let messages = r.body["messages"].as_array()?;
-            let asked = &messages[messages.len() - 2]["content"];
+            let asked = &messages.get(messages.len().checked_sub(2)?)?["content"];
             let read_greet = asked.as_array()?.iter().any(|b| {
                 b["type"] == "tool_use" && b["name"] == "read_file" && b["input"]["path"] == GREET
             });
