@@ -455,9 +455,11 @@ impl FakeClaude {
 
     /// Appends replies to the script.
     pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
-        lock(&self.shared)
-            .script
-            .extend(replies.into_iter().map(|reply| Routed { when: None, reply }));
+        lock(&self.shared).script.extend(
+            replies
+                .into_iter()
+                .map(|reply| Routed { when: None, reply }),
+        );
     }
 }
 
@@ -512,11 +514,10 @@ async fn handle(
             Some(reply) => reply,
             None => {
                 let prompt = first_prompt(&shared.requests[shared.requests.len() - 1].body);
-                let found = shared.script.iter().position(|r| {
-                    r.when
-                        .as_deref()
-                        .is_none_or(|when| prompt.contains(when))
-                });
+                let found = shared
+                    .script
+                    .iter()
+                    .position(|r| r.when.as_deref().is_none_or(|when| prompt.contains(when)));
                 match found.and_then(|i| shared.script.remove(i)) {
                     Some(routed) => routed.reply,
                     None if shared.script.is_empty() => {

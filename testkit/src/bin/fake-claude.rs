@@ -60,6 +60,7 @@ fn run() -> Result<()> {
         script_path.display()
     );
     let mut seen = 0;
+    let mut used_up = false;
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let requests = server.requests();
@@ -67,20 +68,22 @@ fn run() -> Result<()> {
             let prompt = request.body["messages"][0]["content"]
                 .as_str()
                 .unwrap_or("")
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
                 .chars()
                 .take(60)
                 .collect::<String>();
             eprintln!(
-                "fake-claude: {} {} ({} messages; prompt: {prompt:?}) — {} replies left",
+                "fake-claude: {} {} ({} messages; prompt: {prompt:?})",
                 request.method,
                 request.path,
                 request.body["messages"].as_array().map_or(0, Vec::len),
-                server.remaining()
             );
         }
         seen = requests.len();
+        if !used_up && server.remaining() == 0 {
+            used_up = true;
+            eprintln!(
+                "fake-claude: every scripted reply has been used; restart it for another run"
+            );
+        }
     }
 }

@@ -177,7 +177,13 @@ mod tests {
         assert_eq!(script[0].when.as_deref(), Some("planner"));
         assert!(matches!(script[2].reply, Reply::Error { status: 529, .. }));
         let typo = parse(r#"[{"txt": "x"}]"#).unwrap_err();
-        assert!(format!("{typo:#}").contains("unknown field 'txt'"), "{typo:#}");
-        assert_eq!(pieces("one two three four five").concat(), "one two three four five");
+        assert!(
+            format!("{typo:#}").contains("unknown field 'txt'"),
+            "{typo:#}"
+        );
+        assert_eq!(
+            pieces("one two three four five").concat(),
+            "one two three four five"
+        );
     }
 }
