@@ -113,6 +113,10 @@ pub(crate) struct RunArgs {
     /// a fresh copy of the directory and has its processes killed when it ends.
     #[arg(long)]
     pub(crate) ephemeral_runners: bool,
+    /// Approve this approval step when it waits (repeatable): nobody else can reach the
+    /// engine of `plue run`, so without it an approval waits until its timeout.
+    #[arg(long = "approve", value_name = "STEP")]
+    pub(crate) approve: Vec<String>,
     #[command(flatten)]
     pub(crate) event: EventArgs,
 }

@@ -19,6 +19,12 @@
 //! - It runs on its own thread and runtime, so synchronous tests (which block on a `plue`
 //!   child process) and asynchronous ones use it alike; dropping it stops it.
 //! - When the script is exhausted, requests get a 500 `api_error` saying so.
+//! - A routed script ([`FakeClaude::start_routed`]) answers each request with the first
+//!   remaining reply whose `when` text occurs in the conversation's first user message
+//!   (the step's prompt), so steps that run in parallel each get their own turns; a reply
+//!   without `when` answers any request. [`script`] reads such a script from JSON.
+
+pub mod script;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -343,9 +349,17 @@ pub struct Sent {
     pub at: SystemTime,
 }
 
+/// One reply of a routed script and the requests it may answer.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// Text the conversation's first user message must contain (`None`: any request).
+    pub when: Option<String>,
+    pub reply: Reply,
+}
+
 #[derive(Default)]
 struct Shared {
-    script: VecDeque<Reply>,
+    script: VecDeque<Routed>,
     requests: Vec<Recorded>,
     sent: Vec<Sent>,
     next_request_id: u64,
@@ -366,13 +380,28 @@ pub struct FakeClaude {
 }
 
 impl FakeClaude {
-    /// Serves `script` on `127.0.0.1:<free port>`.
+    /// Serves `script` on `127.0.0.1:<free port>`, in order.
     pub fn start(script: Vec<Reply>) -> FakeClaude {
+        FakeClaude::start_routed(
+            script
+                .into_iter()
+                .map(|reply| Routed { when: None, reply })
+                .collect(),
+        )
+    }
+
+    /// Serves a routed `script` (see the module doc) on `127.0.0.1:<free port>`.
+    pub fn start_routed(script: Vec<Routed>) -> FakeClaude {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        FakeClaude::serve(listener, script)
+    }
+
+    /// Serves a routed `script` on `listener` (bound by the caller, e.g. to a fixed port).
+    pub fn serve(listener: std::net::TcpListener, script: Vec<Routed>) -> FakeClaude {
         let shared: SharedState = Arc::new(Mutex::new(Shared {
             script: script.into(),
             ..Shared::default()
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr: SocketAddr = listener.local_addr().expect("local address");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -426,7 +455,11 @@ impl FakeClaude {
 
     /// Appends replies to the script.
     pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
-        lock(&self.shared).script.extend(replies);
+        lock(&self.shared).script.extend(
+            replies
+                .into_iter()
+                .map(|reply| Routed { when: None, reply }),
+        );
     }
 }
 
@@ -479,9 +512,24 @@ async fn handle(
         shared.requests.push(recorded);
         let reply = match refusal {
             Some(reply) => reply,
-            None => shared.script.pop_front().unwrap_or_else(|| {
-                Reply::error(500, "api_error", "the fake Claude script is exhausted")
-            }),
+            None => {
+                let prompt = first_prompt(&shared.requests[shared.requests.len() - 1].body);
+                let found = shared
+                    .script
+                    .iter()
+                    .position(|r| r.when.as_deref().is_none_or(|when| prompt.contains(when)));
+                match found.and_then(|i| shared.script.remove(i)) {
+                    Some(routed) => routed.reply,
+                    None if shared.script.is_empty() => {
+                        Reply::error(500, "api_error", "the fake Claude script is exhausted")
+                    }
+                    None => Reply::error(
+                        500,
+                        "api_error",
+                        "no reply of the fake Claude script matches this conversation's first message",
+                    ),
+                }
+            }
         };
         (reply, request_id)
     };
@@ -577,6 +625,21 @@ struct Writer {
     split_next: Option<usize>,
     /// The second half of a split frame, written next.
     pending: Option<Bytes>,
+}
+
+/// The text of a request's first user message (its string content, or its text blocks
+/// joined), which routed replies match against.
+fn first_prompt(body: &Value) -> String {
+    let content = &body["messages"][0]["content"];
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
 }
 
 /// What the real API would answer instead of the script, if anything.

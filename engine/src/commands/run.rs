@@ -1,7 +1,8 @@
 //! `plue run FILE`: evaluate a workflow and run it here — an in-process engine on loopback
 //! with the embedded store and a local warm pool — printing live logs, a summary table,
 //! and exiting 0 exactly when the run succeeded. Ctrl-C cancels the run (its running steps
-//! are killed); a second Ctrl-C exits at once.
+//! are killed); a second Ctrl-C exits at once. `--approve STEP` decides an approval step
+//! when it waits (no one else can reach this engine).
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -12,8 +13,9 @@ use anyhow::Context;
 use engine::events::Event;
 use engine::launch::{launch, LaunchError};
 use engine::server::{self, EngineConfig, LocalPoolSettings};
-use engine::store::Store;
+use engine::store::{now_ms, Decided, Store, Verdict};
 use engine::tokens;
+use evaluator::plan::Action;
 use runner::protocol::WorkspaceSource;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -127,6 +129,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    let mut to_approve: BTreeSet<String> = args.approve.iter().cloned().collect();
+    let plan = executor.plan(run_id).await?;
+    if let Err(problem) = approval_steps(&plan, &to_approve) {
+        eprintln!("{problem}");
+        executor.cancel(run_id).await?;
+        engine.shutdown().await;
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     let run = store.run(run_id).await?.context("the run just started")?;
     let steps = store.step_states(run_id).await?;
     eprintln!(
@@ -187,6 +197,25 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             seen.steps_changed = false;
             last_read = tokio::time::Instant::now();
             let steps = store.step_states(run_id).await?;
+            for waiting in steps
+                .iter()
+                .filter(|s| s.status == "waiting" && to_approve.remove(&s.step_id))
+            {
+                let decided = store
+                    .decide_approval(
+                        run_id,
+                        &waiting.step_id,
+                        Verdict::Approve,
+                        APPROVER,
+                        "",
+                        now_ms(),
+                    )
+                    .await?;
+                if decided == Decided::Done {
+                    executor.advance(run_id).await?;
+                    seen.steps_changed = true;
+                }
+            }
             // A step that changed state may have lines not printed yet: they come first.
             seen.dirty.extend(printer.changed(&steps));
             let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
@@ -246,6 +275,30 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "cancelled" if interrupts > 0 => ExitCode::from(EXIT_INTERRUPTED),
         _ => ExitCode::from(1),
     })
+}
+
+/// Who `--approve` decides as: the reason reads "approved by plue run --approve".
+const APPROVER: &str = "plue run --approve";
+
+/// Checks that every `--approve` name is an approval step of the plan.
+fn approval_steps(plan: &evaluator::plan::Plan, names: &BTreeSet<String>) -> Result<(), String> {
+    for name in names {
+        match plan.steps.iter().find(|s| &s.id == name) {
+            Some(step) if matches!(step.action, Action::Approval(_)) => {}
+            Some(step) => {
+                return Err(format!(
+                    "--approve {name}: step '{name}' is a {} step, not an approval",
+                    step.action.kind()
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "--approve {name}: the workflow has no step '{name}'"
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether printing failed because stdout's reader is gone (a closed pipe or terminal);
