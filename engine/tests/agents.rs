@@ -407,5 +407,24 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
         .map(|a| (a["step"].as_str().unwrap(), a["name"].as_str().unwrap()))
         .collect();
     assert_eq!(artifacts, [("documenter", "docs/greet.md")], "{summary}");
+    // Who decided the approval, and how, is in the record too.
+    let approvals = summary["approvals"].as_array().expect("approvals");
+    assert_eq!(approvals.len(), 1, "{summary}");
+    assert_eq!(approvals[0]["step_id"], "approve");
+    assert_eq!(approvals[0]["decision"], "approved");
+    assert_eq!(approvals[0]["decided_by"], "plue run --approve");
+    // `plue runs --json` over the same store: iterations (loops taken), artifacts and
+    // the approval.
+    let listed = sandbox
+        .plue(&["runs", "--json", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .expect("plue runs");
+    assert!(listed.status.success(), "{}", text(&listed));
+    let runs: Value = serde_json::from_slice(&listed.stdout).expect("runs JSON");
+    let last = &runs[0];
+    assert_eq!(last["status"], "succeeded", "{runs}");
+    assert_eq!(last["loops_taken"], 1, "{runs}");
+    assert_eq!(last["approvals"][0]["decision"], "approved", "{runs}");
+    assert_eq!(last["artifacts"][0]["name"], "docs/greet.md", "{runs}");
     assert_eq!(server.remaining(), 0);
 }

@@ -252,6 +252,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(super::runs::ArtifactLine::from_row)
         .collect();
     summary.reason = run.reason.clone();
+    summary.approvals = store
+        .approvals_of_run(run_id)
+        .await?
+        .into_iter()
+        .map(super::runs::ApprovalLine::from_row)
+        .collect();
     say(format_args!("\n{}", summary.table().trim_end()));
     let duration = run
         .duration_ms()

@@ -397,6 +397,8 @@ pub(crate) struct Summary {
     pub(crate) steps: Vec<StepSummary>,
     /// The files the run's steps kept (`artifacts=`).
     pub(crate) artifacts: Vec<super::runs::ArtifactLine>,
+    /// Decisions on the run's approval steps.
+    pub(crate) approvals: Vec<super::runs::ApprovalLine>,
 }
 
 #[derive(Debug, Serialize)]
@@ -428,6 +430,7 @@ impl Summary {
                 })
                 .collect(),
             artifacts: Vec::new(),
+            approvals: Vec::new(),
         }
     }
 

@@ -25,6 +25,32 @@ struct RunLine {
     /// Filled for `--json` only.
     #[serde(default)]
     artifacts: Vec<ArtifactLine>,
+    /// Decisions on the run's approval steps: who, when, why. Filled for `--json` only.
+    #[serde(default)]
+    approvals: Vec<ApprovalLine>,
+}
+
+/// A decision on an approval step, as `GET /api/runs/{id}/approvals` lists it.
+#[derive(Debug, Deserialize, Serialize)]
+pub(crate) struct ApprovalLine {
+    pub(crate) step_id: String,
+    /// `approved` or `rejected`.
+    pub(crate) decision: String,
+    pub(crate) decided_by: String,
+    pub(crate) comment: String,
+    pub(crate) decided_at: i64,
+}
+
+impl ApprovalLine {
+    pub(crate) fn from_row(row: engine::store::ApprovalRow) -> ApprovalLine {
+        ApprovalLine {
+            step_id: row.step_id,
+            decision: row.decision,
+            decided_by: row.decided_by,
+            comment: row.comment,
+            decided_at: row.decided_at,
+        }
+    }
 }
 
 /// One artifact file, as `GET /api/runs/{id}/artifacts` lists it.
@@ -61,6 +87,9 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     run.artifacts = client
                         .get(&format!("/api/runs/{}/artifacts", run.id))
                         .await?;
+                    run.approvals = client
+                        .get(&format!("/api/runs/{}/approvals", run.id))
+                        .await?;
                 }
             }
             runs
@@ -70,15 +99,15 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
             let rows = store.list_runs(args.limit.clamp(1, 1000)).await?;
             let mut runs = Vec::with_capacity(rows.len());
             for r in rows {
-                let artifacts = if args.json {
-                    store
-                        .artifacts_of_run(r.id)
-                        .await?
-                        .into_iter()
-                        .map(ArtifactLine::from_row)
-                        .collect()
+                let (artifacts, approvals) = if args.json {
+                    let artifacts = store.artifacts_of_run(r.id).await?;
+                    let approvals = store.approvals_of_run(r.id).await?;
+                    (
+                        artifacts.into_iter().map(ArtifactLine::from_row).collect(),
+                        approvals.into_iter().map(ApprovalLine::from_row).collect(),
+                    )
                 } else {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 };
                 runs.push(RunLine {
                     duration_ms: r.duration_ms(),
@@ -89,6 +118,7 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     created_at: r.created_at,
                     reason: r.reason,
                     artifacts,
+                    approvals,
                     loops_taken: r.loops_taken,
                 });
             }

@@ -99,6 +99,8 @@ pub fn router(state: WebState) -> Router {
         .route("/runs/{id}/live", get(run::live))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/runs/{id}/rerun", post(run::rerun))
+        .route("/runs/{id}/steps/{step}/approve", post(run::approve))
+        .route("/runs/{id}/steps/{step}/reject", post(run::reject))
         .route("/runs/{id}/steps/{step}", get(log::page))
         .route("/runs/{id}/steps/{step}/stream", get(log::stream))
         .route("/runs/{id}/steps/{step}/raw", get(log::raw))
@@ -141,7 +143,7 @@ fn parse_run_id(raw: &str) -> error::WebResult<i64> {
 }
 
 /// Percent-encodes a path segment or query value (everything but unreserved characters).
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

@@ -180,6 +180,44 @@ pub(super) async fn rerun(
     }
 }
 
+/// `POST /runs/{id}/steps/{step}/approve`: approves a waiting approval step through the
+/// API (which checks who may decide) and shows the run again.
+pub(super) async fn approve(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> WebResult<Response> {
+    decide(&web, &headers, &id, &step, &form, "approve").await
+}
+
+/// `POST /runs/{id}/steps/{step}/reject`: rejects a waiting approval step (it fails).
+pub(super) async fn reject(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> WebResult<Response> {
+    decide(&web, &headers, &id, &step, &form, "reject").await
+}
+
+async fn decide(
+    web: &Web,
+    headers: &HeaderMap,
+    id: &str,
+    step: &str,
+    form: &CsrfForm,
+    verb: &str,
+) -> WebResult<Response> {
+    let id = parse_run_id(id)?;
+    let api_path = format!("/api/runs/{id}/steps/{}/{verb}", super::encode(step));
+    let response = write(web, headers, form, &api_path).await?;
+    if !response.status().is_success() {
+        return Err(forward::api_error(response).await);
+    }
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
 async fn write(
     web: &Web,
     headers: &HeaderMap,

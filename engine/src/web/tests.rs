@@ -841,3 +841,71 @@ async fn run_page_shows_review_loops_and_iterations() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(!page.body.contains("Review loop"));
 }
+
+#[tokio::test]
+async fn a_waiting_approval_is_decided_from_the_run_page() {
+    use evaluator::plan::ApprovalAction;
+    let fx = Fixture::new(false).await;
+    let gate = |id: &str| {
+        Step::new(
+            id,
+            Action::Approval(ApprovalAction {
+                message: Some("Ship it?".into()),
+                approvers: Vec::new(),
+                exclude_triggerer: false,
+            }),
+        )
+    };
+    let id = fx
+        .start(&plan("gated", vec![gate("ship"), gate("<b>x</b>")]))
+        .await;
+    let anonymous = fx.get(&format!("/runs/{id}")).await;
+    assert!(anonymous.body.contains("to decide"), "{}", anonymous.body);
+    assert!(!anonymous.body.contains("data-approve"));
+    let (cookie, csrf) = fx.sign_in().await;
+    let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
+    assert!(page.body.contains("data-approve=\"ship\""), "{}", page.body);
+    // A hostile step id is text in the page and one encoded segment in the form's action.
+    assert!(
+        page.body.contains("/steps/%3Cb%3Ex%3C%2Fb%3E/reject"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<b>x</b>"));
+    // A forged form (no session CSRF token) decides nothing.
+    let forged = fx
+        .post_form(
+            &format!("/runs/{id}/steps/ship/approve"),
+            "csrf=guess",
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(fx.store().approvals_of_run(id).await.unwrap().is_empty());
+    for (step, verb, decision) in [
+        ("ship", "approve", "approved"),
+        ("<b>x</b>", "reject", "rejected"),
+    ] {
+        let reply = fx
+            .post_form(
+                &format!("/runs/{id}/steps/{}/{verb}", super::encode(step)),
+                &format!("csrf={csrf}"),
+                Some(&cookie),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+        assert_eq!(reply.headers[header::LOCATION], format!("/runs/{id}"));
+        let decided = fx.store().approvals_of_run(id).await.unwrap();
+        assert!(
+            decided
+                .iter()
+                .any(|a| a.step_id == step && a.decision == decision),
+            "{decided:?}"
+        );
+    }
+    // Decided: no buttons any more.
+    let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
+    assert!(!page.body.contains("data-approve"), "{}", page.body);
+}
