@@ -238,10 +238,15 @@ def _last_exit():
         main.__dict__.clear()
     _collect()
     for stream in (sys.stdout, sys.stderr):
+        # As Python's own exit: a stream that is closed (or cannot say) is not flushed.
         try:
-            # As Python's own exit: a closed stream is not flushed.
-            if stream is not None and not stream.closed:
-                stream.flush()
+            closed = stream is None or stream.closed
+        except BaseException:
+            closed = True
+        if closed:
+            continue
+        try:
+            stream.flush()
         except BaseException:
             if stream is sys.stdout:
                 status = 120
