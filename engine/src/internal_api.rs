@@ -379,6 +379,17 @@ async fn put_blob(
     let (attempt_id, owner) = owned_attempt_id(&state, &runner, &raw_id).await?;
     let kind = blob_kind(&kind)?;
     let store = state.executor.store();
+    // A runner keeps files only while its attempt runs: once it ended (reported, timed
+    // out, lost), what later steps and downloads read can no longer be replaced.
+    let ended = || {
+        ApiError::Client(
+            axum::http::StatusCode::CONFLICT,
+            format!("attempt {attempt_id} has ended; its files can no longer change"),
+        )
+    };
+    if !store.attempt_is_live(attempt_id).await? {
+        return Err(ended());
+    }
     let step_id = store
         .step_id_of(owner.step_run_id)
         .await?
@@ -389,6 +400,9 @@ async fn put_blob(
         .put(&key, kind, body.into_data_stream())
         .await
         .map_err(|e| blob_error(e, &step_id))?;
+    if !store.attempt_is_live(attempt_id).await? {
+        return Err(ended());
+    }
     let files: Vec<(String, i64, String)> = stored
         .files
         .into_iter()

@@ -880,6 +880,15 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         )
         .await;
     assert!(done.status().is_success());
+    // Once the attempt ended, its files can no longer be replaced.
+    let late = put(
+        &holder,
+        first.attempt_id,
+        tar_of(&[("out.txt", b"swapped\n")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(late.status(), 409);
 
     let second = h.poll(&other).await;
     assert_eq!(second.step_id, "check");

@@ -241,6 +241,18 @@ impl Store {
         })
     }
 
+    /// Whether `attempt_id` is still live (claimed or running): what a runner may still
+    /// change of it, such as the files it keeps.
+    pub async fn attempt_is_live(&self, attempt_id: i64) -> anyhow::Result<bool> {
+        let live: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT status IN ('claimed', 'running') FROM attempts WHERE id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(live.unwrap_or(false))
+    }
+
     /// Whether the runner holding `attempt_id` should stop it: the run is being cancelled,
     /// or the engine already ended the attempt (timed out, runner declared lost).
     pub async fn attempt_should_stop(&self, attempt_id: i64) -> anyhow::Result<bool> {
