@@ -240,7 +240,7 @@ fn readable_before(fd: &OwnedFd, deadline: Instant) -> Result<bool, String> {
         match poll(&mut fds, wait) {
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => return Ok(true),
-            Err(e) => return Err(format!("poll answer: {e}")),
+            Err(e) => return Err(format!("poll: {e}")),
         }
     }
 }
@@ -262,26 +262,15 @@ fn started(lifeline: &OwnedFd) -> Result<bool, String> {
 /// `deadline` passed: false.
 fn ended_before(lifeline: &OwnedFd, deadline: Instant) -> Result<bool, String> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if !readable_before(lifeline, deadline)? {
             return Ok(false);
         }
-        let ms = u32::try_from(left.as_millis().max(1)).unwrap_or(u32::MAX);
-        let wait = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(lifeline.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, wait) {
-            Ok(0) => continue,
-            Ok(_) => {
-                // Only the end of the pipe is expected here; drain anything else.
-                let mut buf = [0u8; 16];
-                match nix::unistd::read(lifeline, &mut buf) {
-                    Ok(0) => return Ok(true),
-                    Ok(_) | Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(format!("read lifeline: {e}")),
-                }
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(format!("poll lifeline: {e}")),
+        // Only the end of the pipe is expected here; drain anything else.
+        let mut buf = [0u8; 16];
+        match nix::unistd::read(lifeline, &mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("read lifeline: {e}")),
         }
     }
 }
