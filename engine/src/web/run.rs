@@ -148,11 +148,7 @@ pub(super) async fn cancel(
     Form(form): Form<CsrfForm>,
 ) -> WebResult<Response> {
     let id = parse_run_id(&id)?;
-    let response = write(&web, &headers, &form, &format!("/api/runs/{id}/cancel")).await?;
-    if !response.status().is_success() {
-        return Err(forward::api_error(response).await);
-    }
-    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+    write_then_show(&web, &headers, &form, &format!("/api/runs/{id}/cancel"), id).await
 }
 
 /// `POST /runs/{id}/rerun`: starts a new run of the same plan and shows it.
@@ -211,7 +207,18 @@ async fn decide(
 ) -> WebResult<Response> {
     let id = parse_run_id(id)?;
     let api_path = format!("/api/runs/{id}/steps/{}/{verb}", super::encode(step));
-    let response = write(web, headers, form, &api_path).await?;
+    write_then_show(web, headers, form, &api_path, id).await
+}
+
+/// [`write`], then the run's page again; an API error is shown as the API said it.
+async fn write_then_show(
+    web: &Web,
+    headers: &HeaderMap,
+    form: &CsrfForm,
+    api_path: &str,
+    id: i64,
+) -> WebResult<Response> {
+    let response = write(web, headers, form, api_path).await?;
     if !response.status().is_success() {
         return Err(forward::api_error(response).await);
     }
