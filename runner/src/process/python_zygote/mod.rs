@@ -43,11 +43,14 @@
 //! each draw their own); `/proc/self/environ` and `cmdline` are the zygote's; the
 //! script's frame has the zygote's frame above it (`sys._getframe(1)`); `.pth` files ran
 //! once, in the zygote, with its environment.
+//!
+//! `unsafe` here: only the `pre_exec` hook that starts the zygote (raw syscalls between
+//! fork and exec, as in `isolation`); sockets, pipes and descriptor passing go through nix.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -472,59 +475,31 @@ fn reader(fd: OwnedFd) -> tokio::fs::File {
 /// A close-on-exec `SOCK_SEQPACKET` socketpair (message boundaries, and EOF when the
 /// peer is gone), driven through `UnixDatagram`'s `send`/`recv`.
 fn seqpacket_pair() -> io::Result<(UnixDatagram, UnixDatagram)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid array of two ints; on success both are new sockets we own.
-    unsafe {
-        let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
-        if libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((
-            UnixDatagram::from_raw_fd(fds[0]),
-            UnixDatagram::from_raw_fd(fds[1]),
-        ))
-    }
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((UnixDatagram::from(ours), UnixDatagram::from(theirs)))
 }
 
 /// A close-on-exec pipe: (read end, write end).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid array of two ints; on success both are new descriptors we own.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
 /// Sends one datagram carrying `fds` (SCM_RIGHTS).
 fn send_with_fds(socket: &UnixDatagram, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let fd_bytes = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    let mut control = vec![0u8; space];
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer set below points into live buffers that
-    // outlive the sendmsg call, and the cmsg header lies within `control` (CMSG_FIRSTHDR).
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
-        if libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    sendmsg::<UnixAddr>(
+        socket.as_raw_fd(),
+        &[io::IoSlice::new(data)],
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
     Ok(())
 }
 
