@@ -1,23 +1,11 @@
 //! `Plan(concurrency=..., cancel_in_progress=...)` through the real path: a worker process
 //! converts the arguments, the parent validates the group template.
 
-use std::path::PathBuf;
+mod support;
+use support::pool;
 
 use evaluator::plan::Concurrency;
-use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, Limits, PoolConfig, WorkerCommand};
-
-async fn pool() -> EvaluatorPool {
-    EvaluatorPool::start(PoolConfig {
-        workers: 1,
-        command: WorkerCommand {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_plue-eval-worker")),
-            args: vec![],
-        },
-        limits: Limits::default(),
-    })
-    .await
-    .expect("pool starts")
-}
+use evaluator::{EvalContext, EvalError, EvaluatorPool, Event};
 
 fn source(arguments: &str) -> String {
     format!(

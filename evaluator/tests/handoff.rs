@@ -1,22 +1,10 @@
 //! `workspace_from=`, `artifacts=` and `needs_artifacts=` through the real path: a worker
 //! process converts the arguments, the parent validates them against `depends_on`.
 
-use std::path::PathBuf;
+mod support;
+use support::pool;
 
-use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, Limits, PoolConfig, WorkerCommand};
-
-async fn pool() -> EvaluatorPool {
-    EvaluatorPool::start(PoolConfig {
-        workers: 1,
-        command: WorkerCommand {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_plue-eval-worker")),
-            args: vec![],
-        },
-        limits: Limits::default(),
-    })
-    .await
-    .expect("pool starts")
-}
+use evaluator::{EvalContext, EvalError, Event};
 
 fn source(steps: &str) -> String {
     format!("def workflow(ctx):\n    return Plan(\"agents\", steps=[\n{steps}\n    ])\n")

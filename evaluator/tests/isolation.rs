@@ -9,23 +9,13 @@
 //! - the parent-side bombs of `tests/attacks/` (`113`–`118`) cost the calling process, which
 //!   plays the engine, little CPU and memory.
 
+mod support;
+use support::pool;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, Limits, PoolConfig, WorkerCommand};
-
-async fn pool() -> EvaluatorPool {
-    EvaluatorPool::start(PoolConfig {
-        workers: 1,
-        command: WorkerCommand {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_plue-eval-worker")),
-            args: vec![],
-        },
-        limits: Limits::default(),
-    })
-    .await
-    .expect("pool starts")
-}
+use evaluator::{EvalContext, EvalError, EvaluatorPool, Event};
 
 fn ctx() -> EvalContext {
     EvalContext::local(Event::Push, "main")

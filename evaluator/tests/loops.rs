@@ -1,22 +1,10 @@
 //! `Step.*(..., loop_to=..., max_loops=...)` through the real path: a worker process
 //! converts the keyword arguments, the parent validates the loop.
 
-use std::path::PathBuf;
+mod support;
+use support::pool;
 
-use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, Limits, PoolConfig, WorkerCommand};
-
-async fn pool() -> EvaluatorPool {
-    EvaluatorPool::start(PoolConfig {
-        workers: 1,
-        command: WorkerCommand {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_plue-eval-worker")),
-            args: vec![],
-        },
-        limits: Limits::default(),
-    })
-    .await
-    .expect("pool starts")
-}
+use evaluator::{EvalContext, EvalError, Event};
 
 fn source(review: &str) -> String {
     format!(
