@@ -165,6 +165,7 @@ impl Executor {
             .store
             .advance(
                 run_id,
+                plan.concurrency.is_some(),
                 |snapshot| {
                     let mut cache = self.lock_outputs();
                     let mut held = lock(&held);

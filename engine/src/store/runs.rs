@@ -473,9 +473,12 @@ impl Store {
     /// `decide` sees the run as it is inside that transaction, with the outputs of the step
     /// runs `wanted` names, as `(step run, iteration)` (given the same snapshot without
     /// outputs), loaded.
+    /// `in_group`: whether the run's plan names a concurrency group (only then is the
+    /// group's row locked first).
     pub async fn advance(
         &self,
         run_id: i64,
+        in_group: bool,
         wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
@@ -485,13 +488,17 @@ impl Store {
         );
         on_db!(self, pool => {
             // Read before the transaction (a run's group never changes), so that the
-            // transaction can lock the group before the run: see `groups`' lock order.
-            let group_id: Option<i64> =
+            // transaction can lock the group before the run: see `groups`' lock order. A
+            // run whose plan names no group has none: no read on that (hot) path.
+            let group_id: Option<i64> = if in_group {
                 sqlx::query_scalar::<_, Option<i64>>("SELECT concurrency_group_id FROM runs WHERE id = $1")
                     .bind(run_id)
                     .fetch_optional(pool)
                     .await?
-                    .flatten();
+                    .flatten()
+            } else {
+                None
+            };
             let mut tx = pool.begin().await?;
             if let Some(group_id) = group_id {
                 relock_group!(&mut *tx, group_id);
