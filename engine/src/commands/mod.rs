@@ -171,3 +171,30 @@ pub(crate) fn interrupted() -> impl std::future::Future<Output = ()> {
         }
     }
 }
+
+/// SIGINT and SIGTERM, caught from creation on and counted until received: for a loop
+/// that waits for them again and again. (A listener made per wait, as [`interrupted`]
+/// makes, misses a signal that arrives while the loop does something else.)
+pub(crate) struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    pub(crate) fn new() -> anyhow::Result<Interrupts> {
+        use anyhow::Context;
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupts {
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM, including one that arrived since the last call.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}

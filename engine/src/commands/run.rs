@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::run_output::{use_color, Printer, Summary};
-use super::{context, cpus, evaluator_pool, interrupted, local_runners, EXIT_INVALID};
+use super::{context, cpus, evaluator_pool, local_runners, Interrupts, EXIT_INVALID};
 use crate::cli::RunArgs;
 
 /// What the engine's notifications said since the printer last looked.
@@ -63,6 +63,9 @@ impl Seen {
 const EXIT_INTERRUPTED: u8 = 130;
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Ctrl-C is caught from here on, so one pressed while the run starts up cancels it
+    // once it exists instead of killing the engine under its runners.
+    let mut interrupts = Interrupts::new()?;
     // The evaluator's interpreter starts while the engine and its runners do: the run
     // needs all three, and none waits for the others.
     let evaluator_start = tokio::spawn(evaluator_pool(1));
@@ -146,7 +149,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let mut printer = Printer::new(&steps, use_color(), true);
     let all: Vec<i64> = steps.iter().map(|s| s.id).collect();
-    let mut interrupts = 0;
+    let mut interrupt_count = 0;
     let mut seen = Seen::default();
     // Step states are re-read at most every 50 ms (a 500-step run changes state thousands
     // of times); log lines print as soon as they are stored.
@@ -175,9 +178,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     seen.maybe_finished = true;
                 }
             }
-            _ = interrupted() => {
-                interrupts += 1;
-                if interrupts > 1 {
+            _ = interrupts.recv() => {
+                interrupt_count += 1;
+                if interrupt_count > 1 {
                     eprintln!("interrupted again: exiting without waiting");
                     return Ok(ExitCode::from(EXIT_INTERRUPTED));
                 }
@@ -278,7 +281,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&work_dir);
     Ok(match run.status.as_str() {
         "succeeded" => ExitCode::SUCCESS,
-        "cancelled" if interrupts > 0 => ExitCode::from(EXIT_INTERRUPTED),
+        "cancelled" if interrupt_count > 0 => ExitCode::from(EXIT_INTERRUPTED),
         _ => ExitCode::from(1),
     })
 }
