@@ -11,6 +11,7 @@ pub mod outputs;
 pub mod rules;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -19,7 +20,7 @@ use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
 use crate::metrics;
-use crate::store::{now_ms, AttemptEnd, NewRun, RunRepo, StepAfter, Store};
+use crate::store::{now_ms, AttemptEnd, KnownSteps, NewRun, RunRepo, StepAfter, Store};
 use crate::vault::Vault;
 use outputs::{OutputCache, Outputs};
 pub use rules::Report;
@@ -31,6 +32,11 @@ pub struct Executor {
     plans: Mutex<HashMap<i64, Arc<Plan>>>,
     /// Parsed outputs of finished steps, and what each step reads, by run.
     outputs: Mutex<OutputCache>,
+    /// Each active run's steps as this executor's last advance of it left them: the next
+    /// advance reads only what changed since ([`KnownSteps`]).
+    known: Mutex<HashMap<i64, KnownSteps>>,
+    /// Step rows read by this executor's advances, in all.
+    steps_read: AtomicU64,
     /// Secret values by name, given to the steps that name them.
     secrets: BTreeMap<String, String>,
     /// Opens the repositories' sealed secrets.
@@ -47,6 +53,8 @@ pub struct Secrets {
 }
 
 const PLAN_CACHE_LIMIT: usize = 256;
+/// At most this many step runs are kept in [`Executor::known`], over all runs.
+const KNOWN_STEPS_LIMIT: usize = 200_000;
 
 impl Executor {
     pub fn new(
@@ -60,6 +68,8 @@ impl Executor {
             events,
             plans: Mutex::new(HashMap::new()),
             outputs: Mutex::new(OutputCache::default()),
+            known: Mutex::new(HashMap::new()),
+            steps_read: AtomicU64::new(0),
             secrets,
             vault: Vault::unkeyed(),
             max_parallel: max_parallel.max(1) as i64,
@@ -74,6 +84,13 @@ impl Executor {
 
     pub fn vault(&self) -> &Vault {
         &self.vault
+    }
+
+    /// How many step rows this executor's advances have read from the store, in all: an
+    /// advance reads every step of its run only when it holds no current copy of them
+    /// (tests and benchmarks check that the others read only what changed).
+    pub fn steps_read(&self) -> u64 {
+        self.steps_read.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Store {
@@ -161,11 +178,15 @@ impl Executor {
         // the store loaded.
         let held: Mutex<HashMap<(i64, i64), Outputs>> = Mutex::new(HashMap::new());
         let mut decided = metrics::Decided::default();
-        let advanced = self
+        // Taken out while the advance runs: a concurrent advance of the same run here reads
+        // every step, and whichever copy is newer is kept.
+        let known = lock(&self.known).remove(&run_id);
+        let mut advanced = self
             .store
             .advance(
                 run_id,
                 plan.concurrency.is_some(),
+                known,
                 |snapshot| {
                     let mut cache = self.lock_outputs();
                     let mut held = lock(&held);
@@ -194,6 +215,11 @@ impl Executor {
             .await
             .with_context(|| format!("advancing run {run_id}"))?;
         decided.record();
+        self.steps_read
+            .fetch_add(advanced.steps_read as u64, Ordering::Relaxed);
+        if let Some(known) = advanced.known.take() {
+            self.keep_known(run_id, known);
+        }
         if advanced.queued > 0 {
             self.events.work.notify_waiters();
         }
@@ -353,7 +379,23 @@ impl Executor {
         plans.insert(run_id, plan);
     }
 
+    fn keep_known(&self, run_id: i64, known: KnownSteps) {
+        let mut all = lock(&self.known);
+        let held: usize = all.values().map(KnownSteps::len).sum();
+        if held + known.len() > KNOWN_STEPS_LIMIT {
+            // Dropping a copy costs its run one full read.
+            all.clear();
+        }
+        match all.get(&run_id) {
+            Some(current) if current.is_newer_than(&known) => {}
+            _ => {
+                all.insert(run_id, known);
+            }
+        }
+    }
+
     fn forget(&self, run_id: i64) {
+        lock(&self.known).remove(&run_id);
         self.lock_plans().remove(&run_id);
         self.lock_outputs().forget(run_id);
     }

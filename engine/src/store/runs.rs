@@ -13,7 +13,7 @@ use evaluator::plan::Plan;
 use sqlx::Row;
 
 use super::groups::{self, active_run, lock_group, promote, relock_group};
-use super::{now_ms, on_db, Store};
+use super::{now_ms, on_db, KnownSteps, Store};
 
 /// A run to start (what `Executor::start_run` takes and the store keeps).
 #[derive(Debug, Clone)]
@@ -166,7 +166,7 @@ pub struct RunSnapshot {
 }
 
 /// What [`Store::advance`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Advanced {
     pub queued: usize,
     pub finished: bool,
@@ -175,6 +175,12 @@ pub struct Advanced {
     /// The waiting run of the same concurrency group that the finished run let start
     /// (now `queued`); the caller advances it.
     pub promoted: Option<i64>,
+    /// The run's steps as this advance left them, for the caller to hand to the next
+    /// advance of the run (see [`KnownSteps`]); `None` when the run ended or a change did
+    /// not apply as decided.
+    pub known: Option<KnownSteps>,
+    /// How many step rows the advance read (every step, or only those that changed).
+    pub steps_read: usize,
 }
 
 /// What [`Store::create_run`] did.
@@ -474,11 +480,14 @@ impl Store {
     /// runs `wanted` names, as `(step run, iteration)` (given the same snapshot without
     /// outputs), loaded.
     /// `in_group`: whether the run's plan names a concurrency group (only then is the
-    /// group's row locked first).
+    /// group's row locked first). `known`: the run's steps as the caller's last advance of
+    /// it left them (its [`Advanced::known`]); when still current, only the step runs that
+    /// became final since are read again, else every step is.
     pub async fn advance(
         &self,
         run_id: i64,
         in_group: bool,
+        known: Option<KnownSteps>,
         wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
@@ -503,30 +512,70 @@ impl Store {
             if let Some(group_id) = group_id {
                 relock_group!(&mut *tx, group_id);
             }
-            let locked = sqlx::query(
-                "UPDATE runs SET id = id WHERE id = $1 AND status IN ('pending', 'queued', 'running')",
+            // The run's lock, and one more advance counted (see `KnownSteps`).
+            let Some(row) = sqlx::query(
+                "UPDATE runs SET advances = advances + 1 \
+                 WHERE id = $1 AND status IN ('pending', 'queued', 'running') \
+                 RETURNING advances, status, cancel_requested, cancel_reason, max_parallel",
             )
             .bind(run_id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
-            .rows_affected();
-            if locked == 0 {
+            else {
                 return Ok(Advanced::default());
-            }
-            let row = sqlx::query(
-                "SELECT status, cancel_requested, cancel_reason, max_parallel FROM runs WHERE id = $1",
-            )
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?;
+            };
+            let advances: i64 = row.try_get("advances")?;
             let cancel_requested: bool = row.try_get("cancel_requested")?;
             if row.try_get::<String, _>("status")? == "pending" && !cancel_requested {
                 // Waiting for its group: nothing of it may start.
                 tx.commit().await?;
                 return Ok(Advanced::default());
             }
-            let steps: Vec<StepRunRow> =
-                sqlx::query_as(&step_sql).bind(run_id).fetch_all(&mut *tx).await?;
+            // The step runs that became final since they were last read: taken from the
+            // list (exactly the entries seen; any committed later stay for the next
+            // advance), then read again below.
+            let changed: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM step_changes WHERE run_id = $1 RETURNING step_run_id",
+            )
+            .bind(run_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            // A run being cancelled is read whole: cancelling treats a queued step (ended
+            // here) and a claimed or running one (ended by its runner) differently, and the
+            // copy does not tell them apart.
+            let mut known = known.filter(|k| k.follows(advances) && !cancel_requested);
+            let mut steps_read = 0;
+            if let Some(k) = known.as_mut() {
+                let mut rows = Vec::with_capacity(changed.len());
+                for ids in changed.chunks(256) {
+                    let placeholders: Vec<String> =
+                        (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+                    let sql = format!(
+                        "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 AND id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query_as::<_, StepRunRow>(&sql).bind(run_id);
+                    for id in ids {
+                        query = query.bind(*id);
+                    }
+                    rows.extend(query.fetch_all(&mut *tx).await?);
+                }
+                steps_read += rows.len();
+                if rows.len() != changed.iter().collect::<std::collections::BTreeSet<_>>().len()
+                    || !k.refresh(rows)
+                {
+                    known = None;
+                }
+            }
+            let (steps, known) = match known {
+                Some(mut k) => (k.take_steps(), Some(k)),
+                None => {
+                    let steps: Vec<StepRunRow> =
+                        sqlx::query_as(&step_sql).bind(run_id).fetch_all(&mut *tx).await?;
+                    steps_read += steps.len();
+                    (steps, None)
+                }
+            };
             let mut snapshot = RunSnapshot {
                 run_id,
                 cancel_requested,
@@ -549,11 +598,16 @@ impl Store {
                     .outputs
                     .insert((step_run_id, iteration), outputs.unwrap_or_else(|| "{}".into()));
             }
-            let mut advanced = Advanced::default();
-            for change in decide(&snapshot) {
-                match change {
+            let mut advanced = Advanced {
+                steps_read,
+                ..Advanced::default()
+            };
+            let changes = decide(&snapshot);
+            let mut applied = Vec::with_capacity(changes.len());
+            for change in changes {
+                let took_effect = match &change {
                     StepChange::Queue { step_run_id, dispatch, ready_at, timeout_ms } => {
-                        advanced.queued += sqlx::query(
+                        let queued = sqlx::query(
                             "UPDATE step_runs SET status = 'queued', action = $2, ready_at = $3, \
                              timeout_ms = $4 WHERE id = $1 AND status = 'pending'",
                         )
@@ -564,16 +618,23 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected() as usize;
+                        advanced.queued += queued;
+                        queued == 1
                     }
                     StepChange::Skip { step_run_id, reason } => {
-                        finish_step!(&mut *tx, step_run_id, "skipped", &reason, ["pending", "pending"], now);
+                        finish_step!(&mut *tx, step_run_id, "skipped", reason, ["pending", "pending"], now)
+                            .rows_affected() == 1
                     }
                     StepChange::Fail { step_run_id, reason } => {
-                        finish_step!(&mut *tx, step_run_id, "failed", &reason, ["pending", "pending"], now);
+                        finish_step!(&mut *tx, step_run_id, "failed", reason, ["pending", "pending"], now)
+                            .rows_affected() == 1
                     }
                     StepChange::Cancel { step_run_id } => {
-                        finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["pending", "queued"], now);
-                        finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["waiting", "waiting"], now);
+                        let cancelled = finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["pending", "queued"], now)
+                            .rows_affected()
+                            + finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["waiting", "waiting"], now)
+                                .rows_affected();
+                        cancelled == 1
                     }
                     StepChange::Wait { step_run_id, deadline } => {
                         sqlx::query(
@@ -584,14 +645,15 @@ impl Store {
                         .bind(deadline)
                         .bind(now)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected() == 1
                     }
                     StepChange::Loop { step_run_ids, iteration, reason } => {
-                        let mut went_back = false;
+                        let mut went_back = 0;
                         for step_run_id in step_run_ids {
                             // Attempts keep counting (their logs stay apart); retries count
                             // from `iteration_base`.
-                            let reset = sqlx::query(
+                            went_back += sqlx::query(
                                 "UPDATE step_runs SET status = 'pending', iteration = $2, \
                                  iteration_base = attempts, reason = $3, exit_code = NULL, \
                                  action = NULL, ready_at = NULL, timeout_ms = NULL, \
@@ -601,19 +663,19 @@ impl Store {
                             )
                             .bind(step_run_id)
                             .bind(iteration)
-                            .bind(&reason)
+                            .bind(reason)
                             .execute(&mut *tx)
                             .await?
                             .rows_affected();
-                            went_back |= reset > 0;
                         }
-                        if went_back {
+                        if went_back > 0 {
                             sqlx::query("UPDATE runs SET loops_taken = loops_taken + 1 WHERE id = $1")
                                 .bind(run_id)
                                 .execute(&mut *tx)
                                 .await?;
                             advanced.looped = true;
                         }
+                        went_back == step_run_ids.len() as u64
                     }
                     StepChange::FinishRun { status, reason } => {
                         let (state, description) = final_status(status, reason.as_deref());
@@ -637,13 +699,21 @@ impl Store {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                        // Nothing reads a finished run's changes.
+                        sqlx::query("DELETE FROM step_changes WHERE run_id = $1")
+                            .bind(run_id)
+                            .execute(&mut *tx)
+                            .await?;
                         advanced.finished = true;
                         if let Some(group_id) = group_id {
                             advanced.promoted = promote!(&mut *tx, group_id);
                         }
+                        true
                     }
-                }
+                };
+                applied.push((change, took_effect));
             }
+            advanced.known = KnownSteps::after(known, advances, snapshot.steps, &applied);
             tx.commit().await?;
             Ok(advanced)
         })

@@ -1,0 +1,210 @@
+//! Incremental advances (`store::KnownSteps`, migration 0011) on both backends: after a
+//! completion an advance reads only the step runs that changed, however large the run;
+//! and an executor whose copy of a run went stale — another replica advanced it — reads
+//! every step again instead of deciding from the old states.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use engine::events::Events;
+use engine::executor::{Executor, Report};
+use engine::store::{now_ms, NewRun, Store};
+use evaluator::plan::{Action, Plan, Step};
+use runner::protocol::{Outcome, WorkspaceSource};
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+    if let Some(server) =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
+    {
+        let url = server.new_database().unwrap();
+        stores.push((Store::connect(&url).await.unwrap(), None));
+    }
+    stores
+}
+
+fn bash(id: &str) -> Step {
+    Step::new(
+        id,
+        Action::Bash {
+            command: "true".into(),
+        },
+    )
+}
+
+fn plan(steps: Vec<Step>) -> Plan {
+    Plan {
+        name: "advance".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps,
+        concurrency: None,
+    }
+}
+
+fn executor(store: &Store) -> Executor {
+    Executor::new(
+        store.clone(),
+        Arc::new(Events::default()),
+        BTreeMap::new(),
+        100_000,
+    )
+}
+
+async fn start(executor: &Executor, plan: &Plan) -> i64 {
+    let json = serde_json::to_string(plan).unwrap();
+    executor
+        .start_run(&NewRun {
+            workflow_source: "local",
+            workflow_path: "/w/advance.plue.py",
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0000000",
+            context_json: "{}",
+            plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn succeeded() -> Report {
+    Report {
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        reason: None,
+        outputs: BTreeMap::new(),
+    }
+}
+
+/// Claims one queued step and reports it succeeded through `executor`; its step id.
+async fn run_one(store: &Store, executor: &Executor, runner_id: i64) -> String {
+    let claimed = store
+        .claim(runner_id, &[String::new()], now_ms())
+        .await
+        .unwrap()
+        .expect("a queued step");
+    assert!(executor
+        .complete(
+            claimed.attempt_id,
+            claimed.run_id,
+            Some(runner_id),
+            &succeeded()
+        )
+        .await
+        .unwrap());
+    claimed.step_id
+}
+
+async fn runner(store: &Store) -> i64 {
+    store
+        .register_runner("r", "{}", &format!("hash-{}", now_ms()), true, now_ms())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_advance_after_a_completion_reads_only_what_changed() {
+    const FAN: usize = 2_000;
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let mut steps = vec![bash("root")];
+        steps.extend((0..FAN).map(|i| bash(&format!("f{i}")).after(&["root"])));
+        let fan: Vec<String> = (0..FAN).map(|i| format!("f{i}")).collect();
+        let fan: Vec<&str> = fan.iter().map(String::as_str).collect();
+        steps.push(bash("join").after(&fan));
+        let run_id = start(&executor, &plan(steps)).await;
+        let runner_id = runner(&store).await;
+        // The run's first advance read every step.
+        assert_eq!(executor.steps_read(), FAN as u64 + 2);
+        assert_eq!(run_one(&store, &executor, runner_id).await, "root");
+        for _ in 0..FAN {
+            let before = executor.steps_read();
+            run_one(&store, &executor, runner_id).await;
+            let read = executor.steps_read() - before;
+            // The step that finished, not the 2,002 of the run.
+            assert!(read <= 2, "one completion read {read} step rows");
+        }
+        assert_eq!(run_one(&store, &executor, runner_id).await, "join");
+        let run = store.run(run_id).await.unwrap().unwrap();
+        assert_eq!(run.status, "succeeded");
+        // Every step ran once.
+        let steps = store.step_states(run_id).await.unwrap();
+        assert!(steps
+            .iter()
+            .all(|s| s.status == "succeeded" && s.attempts == 1));
+    }
+}
+
+#[tokio::test]
+async fn a_replica_with_a_stale_copy_reads_every_step_again() {
+    for (store, _dir) in stores().await {
+        // Two engines on one database.
+        let first = executor(&store);
+        let second = executor(&store);
+        let run_id = start(
+            &first,
+            &plan(vec![
+                bash("root"),
+                bash("b").after(&["root"]),
+                bash("c").after(&["root"]),
+                bash("join").after(&["b", "c"]),
+            ]),
+        )
+        .await;
+        let runner_id = runner(&store).await;
+        // `first` advances after root and keeps a copy in which b and c are queued.
+        run_one(&store, &first, runner_id).await;
+        let b = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        let c = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        // `second` sees one of them end: join still waits for the other.
+        second
+            .complete(b.attempt_id, run_id, Some(runner_id), &succeeded())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .step_run(run_id, "join")
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            "pending"
+        );
+        // `first` sees the other end. Deciding from its copy, where the first is still
+        // running, it would leave join pending forever: it must read every step.
+        let before = first.steps_read();
+        first
+            .complete(c.attempt_id, run_id, Some(runner_id), &succeeded())
+            .await
+            .unwrap();
+        assert_eq!(first.steps_read() - before, 4, "a full read of the run");
+        assert_eq!(
+            store
+                .step_run(run_id, "join")
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            "queued"
+        );
+        run_one(&store, &second, runner_id).await;
+        assert_eq!(
+            store.run(run_id).await.unwrap().unwrap().status,
+            "succeeded"
+        );
+    }
+}
