@@ -108,6 +108,10 @@ pub(crate) struct RunArgs {
     /// Most steps running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
+    /// Most steps a workflow's plan may have (the evaluator's bound; its plan may take
+    /// 1 KiB of JSON per step, at least 1 MiB).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) max_steps: u32,
     /// Replace each runner after one step (as `plue serve` does). By default `plue run`'s
     /// runners take step after step: the workflow is your own, and every step still gets
     /// a fresh copy of the directory and has its processes killed when it ends.
@@ -193,6 +197,10 @@ pub(crate) struct ServeArgs {
     /// Most steps of one run running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
+    /// Most steps a workflow's plan may have (the evaluator's bound; its plan may take
+    /// 1 KiB of JSON per step, at least 1 MiB).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) max_steps: u32,
     /// Seconds in-flight requests get to finish after SIGTERM (readiness fails and runner
     /// polls stop claiming at once); keep it below the pod's termination grace period.
     #[arg(

@@ -72,30 +72,52 @@ pub enum Decision {
     Skip { step: usize, reason: String },
 }
 
-/// Decisions for every pending step whose dependencies are all final, given the
-/// statuses of `plan.steps` (same order). Decisions are returned in step order; steps they
-/// unblock are decided on the next call, after the caller applied these.
-pub fn decide(plan: &Plan, statuses: &[StepStatus]) -> Vec<Decision> {
+/// Each step's dependencies as indices into `plan.steps` (names that match no step are
+/// left out: validation refuses them). Computed once per plan; [`decide_with`] takes it.
+pub fn dependency_indices(plan: &Plan) -> Vec<Vec<usize>> {
     let positions: std::collections::HashMap<&str, usize> = plan
         .steps
         .iter()
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    let index = |id: &str| positions.get(id).copied();
+    plan.steps
+        .iter()
+        .map(|step| {
+            step.depends_on
+                .iter()
+                .filter_map(|d| positions.get(d.as_str()).copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Decisions for every pending step whose dependencies are all final, given the
+/// statuses of `plan.steps` (same order). Decisions are returned in step order; steps they
+/// unblock are decided on the next call, after the caller applied these.
+pub fn decide(plan: &Plan, statuses: &[StepStatus]) -> Vec<Decision> {
+    decide_with(plan, &dependency_indices(plan), statuses)
+}
+
+/// [`decide`] with the plan's [`dependency_indices`] computed beforehand: linear in the
+/// steps and their edges, with no allocation per step.
+pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) -> Vec<Decision> {
     let mut failed_upstream = vec![None; plan.steps.len()];
     let mut decisions = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
         if statuses[i] != StepStatus::Pending {
             continue;
         }
-        let deps: Vec<usize> = step.depends_on.iter().filter_map(|d| index(d)).collect();
-        if !deps.iter().all(|&d| statuses[d].is_final()) {
+        let deps_of = &deps[i];
+        if !deps_of.iter().all(|&d| statuses[d].is_final()) {
             continue;
         }
         let decision = match step.when {
             When::Always => Decision::Queue { step: i },
-            When::Success => match deps.iter().find(|&&d| statuses[d] != StepStatus::Succeeded) {
+            When::Success => match deps_of
+                .iter()
+                .find(|&&d| statuses[d] != StepStatus::Succeeded)
+            {
                 None => Decision::Queue { step: i },
                 Some(&d) => Decision::Skip {
                     step: i,
@@ -103,9 +125,9 @@ pub fn decide(plan: &Plan, statuses: &[StepStatus]) -> Vec<Decision> {
                 },
             },
             When::Failure => {
-                if deps
+                if deps_of
                     .iter()
-                    .any(|&d| has_failure(plan, statuses, d, &mut failed_upstream))
+                    .any(|&d| has_failure(deps, statuses, d, &mut failed_upstream))
                 {
                     Decision::Queue { step: i }
                 } else {
@@ -122,21 +144,20 @@ pub fn decide(plan: &Plan, statuses: &[StepStatus]) -> Vec<Decision> {
 }
 
 /// Whether step `i` failed, or was skipped because something upstream of it failed.
-fn has_failure(plan: &Plan, statuses: &[StepStatus], i: usize, memo: &mut [Option<bool>]) -> bool {
+fn has_failure(
+    deps: &[Vec<usize>],
+    statuses: &[StepStatus],
+    i: usize,
+    memo: &mut [Option<bool>],
+) -> bool {
     if let Some(known) = memo[i] {
         return known;
     }
     let result = match statuses[i] {
         StepStatus::Failed => true,
-        StepStatus::Skipped => {
-            let deps: Vec<usize> = plan.steps[i]
-                .depends_on
-                .iter()
-                .filter_map(|d| plan.steps.iter().position(|s| &s.id == d))
-                .collect();
-            deps.into_iter()
-                .any(|d| has_failure(plan, statuses, d, memo))
-        }
+        StepStatus::Skipped => deps[i]
+            .iter()
+            .any(|&d| has_failure(deps, statuses, d, memo)),
         _ => false,
     };
     memo[i] = Some(result);

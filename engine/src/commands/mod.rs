@@ -80,13 +80,33 @@ pub(crate) fn context(args: &EventArgs) -> EvalContext {
 
 /// A pool of `workers` evaluator workers running as this executable.
 pub(crate) async fn evaluator_pool(workers: usize) -> anyhow::Result<EvaluatorPool> {
+    evaluator_pool_with(workers, Limits::default()).await
+}
+
+/// [`evaluator_pool`] with `limits`.
+pub(crate) async fn evaluator_pool_with(
+    workers: usize,
+    limits: Limits,
+) -> anyhow::Result<EvaluatorPool> {
     let command = WorkerCommand::current_exe(crate::EVAL_WORKER_SUBCOMMAND)?;
     Ok(EvaluatorPool::start(PoolConfig {
         workers,
         command,
-        limits: Limits::default(),
+        limits,
     })
     .await?)
+}
+
+/// The evaluator's bounds with room for `max_steps` steps: 1 KiB of plan JSON per step,
+/// never less than the default.
+pub(crate) fn limits_for_steps(max_steps: u32) -> Limits {
+    let defaults = Limits::default();
+    let max_steps = max_steps as usize;
+    Limits {
+        max_steps,
+        max_plan_bytes: defaults.max_plan_bytes.max(max_steps * 1024),
+        ..defaults
+    }
 }
 
 /// The number of CPUs (at least 1).

@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::run_output::{use_color, Printer, Summary};
-use super::{context, cpus, evaluator_pool, local_runners, Interrupts, EXIT_INVALID};
+use super::{
+    context, cpus, evaluator_pool_with, limits_for_steps, local_runners, Interrupts, EXIT_INVALID,
+};
 use crate::cli::RunArgs;
 
 /// What the engine's notifications said since the printer last looked.
@@ -68,7 +70,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut interrupts = Interrupts::new()?;
     // The evaluator's interpreter starts while the engine and its runners do: the run
     // needs all three, and none waits for the others.
-    let evaluator_start = tokio::spawn(evaluator_pool(1));
+    let evaluator_start = tokio::spawn(evaluator_pool_with(1, limits_for_steps(args.max_steps)));
     let store = Store::open_data_dir(&args.data_dir).await?;
     let data_dir = std::fs::canonicalize(&args.data_dir).context("data directory")?;
     let cwd = std::env::current_dir().context("current directory")?;
@@ -155,6 +157,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // of times); log lines print as soon as they are stored.
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_read = tokio::time::Instant::now();
+    // ... and, for a large run, at most every 20 times as long as a read takes, so that
+    // reading states stays a small share of the engine's work.
+    let mut read_every = Duration::from_millis(50);
     let mut ticks = 0u64;
     // Nobody left to read: `plue run | head` closed stdout, or the terminal went away
     // (SIGHUP). The run is cancelled, not abandoned with its runners.
@@ -195,11 +200,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if seen.closed {
             break;
         }
-        let due = seen.maybe_finished || last_read.elapsed() >= Duration::from_millis(50);
+        let due = seen.maybe_finished || last_read.elapsed() >= read_every;
         if seen.steps_changed && due {
             seen.steps_changed = false;
             last_read = tokio::time::Instant::now();
             let steps = store.step_states(run_id).await?;
+            read_every = Duration::from_millis(50).max(last_read.elapsed() * 20);
             for waiting in steps
                 .iter()
                 .filter(|s| s.status == "waiting" && to_approve.remove(&s.step_id))

@@ -16,7 +16,7 @@ use engine::tokens;
 use engine::vault::{self, Vault};
 use tokio::net::TcpListener;
 
-use super::{cpus, evaluator_pool, interrupted, local_runners};
+use super::{cpus, evaluator_pool_with, interrupted, limits_for_steps, local_runners};
 use crate::cli::{PoolKind, ServeArgs, StoreArgs};
 use crate::logging::notice;
 
@@ -103,7 +103,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.pool_classes = Some(classes);
     }
     let config_vault_keyed = config.vault.is_keyed();
-    let evaluator = Arc::new(evaluator_pool(2).await.context("starting the evaluator")?);
+    let evaluator = Arc::new(
+        evaluator_pool_with(2, limits_for_steps(args.max_steps))
+            .await
+            .context("starting the evaluator")?,
+    );
     let engine = server::start(store.clone(), listener, config, Some(evaluator)).await?;
     let kubernetes = match kubernetes {
         Some(file) => {

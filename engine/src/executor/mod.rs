@@ -32,9 +32,12 @@ pub struct Executor {
     plans: Mutex<HashMap<i64, Arc<Plan>>>,
     /// Parsed outputs of finished steps, and what each step reads, by run.
     outputs: Mutex<OutputCache>,
-    /// Each active run's steps as this executor's last advance of it left them: the next
-    /// advance reads only what changed since ([`KnownSteps`]).
-    known: Mutex<HashMap<i64, KnownSteps>>,
+    /// Per active run, a lock that this executor's advances of it take in turn (they
+    /// would wait for each other on the run's row lock anyway), holding the run's steps as
+    /// the last advance left them: the next advance reads only what changed since
+    /// ([`KnownSteps`]). Two advances racing each other would each make the other's copy
+    /// stale.
+    known: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<KnownSteps>>>>>,
     /// Step rows read by this executor's advances, in all.
     steps_read: AtomicU64,
     /// Secret values by name, given to the steps that name them.
@@ -53,8 +56,8 @@ pub struct Secrets {
 }
 
 const PLAN_CACHE_LIMIT: usize = 256;
-/// At most this many step runs are kept in [`Executor::known`], over all runs.
-const KNOWN_STEPS_LIMIT: usize = 200_000;
+/// At most this many runs' steps are kept in [`Executor::known`].
+const KNOWN_RUNS_LIMIT: usize = 64;
 
 impl Executor {
     pub fn new(
@@ -171,22 +174,24 @@ impl Executor {
     async fn advance_one(&self, run_id: i64) -> anyhow::Result<(Option<i64>, bool)> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
-        let reads = self.lock_outputs().reads(run_id, &plan);
+        let (reads, deps) = {
+            let mut cache = self.lock_outputs();
+            (cache.reads(run_id, &plan), cache.deps(run_id, &plan))
+        };
         let loops = Loops::of(&plan);
         // The outputs this advance reads: taken from the cache when the store shows which
         // are needed (so a later eviction cannot take them away), the rest parsed from what
         // the store loaded.
         let held: Mutex<HashMap<(i64, i64), Outputs>> = Mutex::new(HashMap::new());
         let mut decided = metrics::Decided::default();
-        // Taken out while the advance runs: a concurrent advance of the same run here reads
-        // every step, and whichever copy is newer is kept.
-        let known = lock(&self.known).remove(&run_id);
+        let turn = self.turn(run_id);
+        let mut known = turn.lock().await;
         let mut advanced = self
             .store
             .advance(
                 run_id,
                 plan.concurrency.is_some(),
-                known,
+                known.take(),
                 |snapshot| {
                     let mut cache = self.lock_outputs();
                     let mut held = lock(&held);
@@ -208,7 +213,9 @@ impl Executor {
                         held.insert(id, cache.insert(run_id, id, json));
                     }
                     drop(cache);
-                    let changes = rules::plan_changes(&plan, &reads, &loops, snapshot, &held, now);
+                    let changes = rules::plan_changes_with(
+                        &plan, &deps, &reads, &loops, snapshot, &held, now,
+                    );
                     decided.note(&plan, snapshot, changes)
                 },
             )
@@ -217,9 +224,8 @@ impl Executor {
         decided.record();
         self.steps_read
             .fetch_add(advanced.steps_read as u64, Ordering::Relaxed);
-        if let Some(known) = advanced.known.take() {
-            self.keep_known(run_id, known);
-        }
+        *known = advanced.known.take();
+        drop(known);
         if advanced.queued > 0 {
             self.events.work.notify_waiters();
         }
@@ -269,6 +275,7 @@ impl Executor {
             reason: report.reason.as_deref(),
             at: now,
             usage,
+            has_outputs: !report.outputs.is_empty(),
         };
         let mut retry_now = false;
         let mut ended = None;
@@ -379,19 +386,15 @@ impl Executor {
         plans.insert(run_id, plan);
     }
 
-    fn keep_known(&self, run_id: i64, known: KnownSteps) {
+    /// The lock this executor's advances of `run_id` take in turn.
+    fn turn(&self, run_id: i64) -> Arc<tokio::sync::Mutex<Option<KnownSteps>>> {
         let mut all = lock(&self.known);
-        let held: usize = all.values().map(KnownSteps::len).sum();
-        if held + known.len() > KNOWN_STEPS_LIMIT {
-            // Dropping a copy costs its run one full read.
+        if all.len() >= KNOWN_RUNS_LIMIT && !all.contains_key(&run_id) {
+            // Costs each of those runs one full read (an advance still holding one of these
+            // locks finishes on its own).
             all.clear();
         }
-        match all.get(&run_id) {
-            Some(current) if current.is_newer_than(&known) => {}
-            _ => {
-                all.insert(run_id, known);
-            }
-        }
+        all.entry(run_id).or_default().clone()
     }
 
     fn forget(&self, run_id: i64) {

@@ -54,6 +54,8 @@ impl Default for OutputCache {
 struct RunOutputs {
     /// For each step (by index), the steps whose results its dispatch reads.
     reads: Option<Arc<Vec<Vec<usize>>>>,
+    /// For each step (by index), the steps it depends on ([`schedule::dependency_indices`]).
+    deps: Option<Arc<Vec<Vec<usize>>>>,
     /// By (step run, iteration).
     by_step_run: HashMap<(i64, i64), Outputs>,
     bytes: usize,
@@ -76,6 +78,15 @@ impl OutputCache {
         let run = self.run(run_id);
         run.reads
             .get_or_insert_with(|| Arc::new(dispatch::reads(plan)))
+            .clone()
+    }
+
+    /// What each step of run `run_id` depends on, by index, computed once per run (the
+    /// rules look it up on every advance).
+    pub fn deps(&mut self, run_id: i64, plan: &Plan) -> Arc<Vec<Vec<usize>>> {
+        let run = self.run(run_id);
+        run.deps
+            .get_or_insert_with(|| Arc::new(crate::schedule::dependency_indices(plan)))
             .clone()
     }
 

@@ -149,6 +149,7 @@ pub(crate) fn needed_outputs(
 /// skips (repeated until nothing more is decidable) and the run's end, after the review
 /// loops that are due went back ([`take_loops`]). `outputs` holds the outputs of the step
 /// runs [`needed_outputs`] named, by (step run, iteration).
+#[cfg(test)]
 pub(crate) fn plan_changes(
     plan: &Plan,
     reads: &[Vec<usize>],
@@ -157,8 +158,26 @@ pub(crate) fn plan_changes(
     outputs: &HashMap<(i64, i64), Outputs>,
     now: i64,
 ) -> Vec<StepChange> {
+    let deps = schedule::dependency_indices(plan);
+    plan_changes_with(plan, &deps, reads, loops, snapshot, outputs, now)
+}
+
+/// [`plan_changes`] with the plan's dependencies by index
+/// ([`schedule::dependency_indices`]) computed beforehand, as the executor keeps them.
+pub(crate) fn plan_changes_with(
+    plan: &Plan,
+    deps: &[Vec<usize>],
+    reads: &[Vec<usize>],
+    loops: &Loops,
+    snapshot: &RunSnapshot,
+    outputs: &HashMap<(i64, i64), Outputs>,
+    now: i64,
+) -> Vec<StepChange> {
     let rows = &snapshot.steps;
-    if rows.len() != plan.steps.len() || reads.len() != plan.steps.len() {
+    if rows.len() != plan.steps.len()
+        || reads.len() != plan.steps.len()
+        || deps.len() != plan.steps.len()
+    {
         return vec![StepChange::FinishRun {
             status: "failed",
             reason: Some("the stored steps do not match the run's plan".into()),
@@ -193,7 +212,7 @@ pub(crate) fn plan_changes(
             .count() as i64;
         loop {
             let mut progressed = false;
-            for decision in schedule::decide(plan, statuses) {
+            for decision in schedule::decide_with(plan, deps, statuses) {
                 match decision {
                     // An approval holds no runner, so it does not count against max_parallel.
                     Decision::Queue { step } if super::approvals::is_approval(plan, step) => {

@@ -73,6 +73,9 @@ pub struct AttemptEnd<'a> {
     pub at: i64,
     /// Tokens an `llm` attempt used; stored on the attempt and added to its step run's.
     pub usage: Option<Usage>,
+    /// Whether the attempt reported outputs: only then is the run's stored total
+    /// ([`CompletedAttempt::run_outputs_bytes`]) summed, a read that grows with the run.
+    pub has_outputs: bool,
 }
 
 /// Who an attempt belongs to.
@@ -333,13 +336,17 @@ impl Store {
                 cancel_requested: row.try_get("cancel_requested")?,
                 started_at: row.try_get("started_at")?,
                 // `octet_length` reads the stored length, not the text.
-                run_outputs_bytes: sqlx::query_scalar(
-                    "SELECT CAST(COALESCE(SUM(octet_length(outputs)), 0) AS BIGINT) \
-                     FROM step_outputs WHERE run_id = $1",
-                )
-                .bind(row.try_get::<i64, _>("run_id")?)
-                .fetch_one(&mut *tx)
-                .await?,
+                run_outputs_bytes: if end.has_outputs {
+                    sqlx::query_scalar(
+                        "SELECT CAST(COALESCE(SUM(octet_length(outputs)), 0) AS BIGINT) \
+                         FROM step_outputs WHERE run_id = $1",
+                    )
+                    .bind(row.try_get::<i64, _>("run_id")?)
+                    .fetch_one(&mut *tx)
+                    .await?
+                } else {
+                    0
+                },
             };
             match decide(&completed) {
                 StepAfter::Final { status, reason, exit_code, outputs } => {

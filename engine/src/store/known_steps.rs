@@ -49,11 +49,6 @@ impl KnownSteps {
         self.steps.is_empty()
     }
 
-    /// Whether this copy was made by a later advance than `other`.
-    pub fn is_newer_than(&self, other: &KnownSteps) -> bool {
-        self.advances > other.advances
-    }
-
     /// Whether this copy was made by the advance right before the one that raised the
     /// run's count to `advances`.
     pub(crate) fn follows(&self, advances: i64) -> bool {
