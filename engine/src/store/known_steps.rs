@@ -40,15 +40,6 @@ impl KnownSteps {
         }
     }
 
-    /// The number of step runs.
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-
     /// Whether this copy was made by the advance right before the one that raised the
     /// run's count to `advances`.
     pub(crate) fn follows(&self, advances: i64) -> bool {
