@@ -33,6 +33,14 @@ pub(crate) enum LogFormat {
 }
 
 impl Command {
+    /// Whether the command's async work runs on one thread. The runner agent does one
+    /// step at a time, and its work is mostly waiting on a child, its pipes and the engine:
+    /// worker threads stealing its few tasks from each other cost more wake-ups and
+    /// context switches than they save (its blocking work has threads of its own).
+    pub(crate) fn runs_on_one_thread(&self) -> bool {
+        matches!(self, Command::Runner(_))
+    }
+
     /// Whether the command only prints, so a closed stdout may simply end it (see `main`).
     pub(crate) fn ends_on_closed_pipe(&self) -> bool {
         !matches!(

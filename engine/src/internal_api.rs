@@ -617,6 +617,7 @@ async fn complete(
             Some(runner.id),
             &report,
             completion.usage,
+            completion.started_ms_ago,
         )
         .await?;
     // A repeated report (its first answer was lost) claims nothing: the first may have.

@@ -28,8 +28,8 @@ use crate::process::{self, Ending, ProcessSpec};
 use crate::protocol::{
     self as wire, Assignment, BlobKind, Completion, LogBatch, LogLine, Outcome, StepAction, Stream,
 };
-use crate::step_user::{self, StepUser, StepUsers};
-use crate::{handoff, llm, outputs, step_env, workspace};
+use crate::step_user::{self, Claim, StepUser, StepUsers};
+use crate::{handoff, llm, outputs, program_path, step_env, workspace};
 
 /// The environment variable the registration token may come from; removed from steps.
 pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
@@ -182,11 +182,24 @@ async fn execute(
         .work_dir
         .join(format!("attempt-{attempt}-{}", std::process::id()));
     let output_file = dir.join("output");
-    // Held until the attempt's processes are gone and its directory removed (below).
-    let users = config.step_users;
-    let claim = tokio::task::spawn_blocking(move || users.claim())
+    // The step user (held until the attempt's processes are gone and its directory
+    // removed, below) and the attempt's directory, in one trip to a blocking thread.
+    let (claim, laid_out) = {
+        let users = config.step_users;
+        let dir = dir.clone();
+        let source = assignment.workspace.clone();
+        let handoff = assignment.handoff.clone();
+        tokio::task::spawn_blocking(move || {
+            let claim = users.claim();
+            let laid_out = match &claim {
+                Ok(claim) => lay_out(&dir, &source, &handoff, claim.as_ref().map(Claim::user)),
+                Err(_) => Ok(LaidOut::Whole),
+            };
+            (claim, laid_out)
+        })
         .await
-        .context("the step-user claim task failed")?;
+        .context("the step-user claim task failed")?
+    };
     let user = claim
         .as_ref()
         .ok()
@@ -194,11 +207,15 @@ async fn execute(
     let cancel = stop.child_token();
     let masker = Arc::new(Masker::new(assignment.secrets.values()));
 
-    // The start report does not hold up the process.
+    // The start is reported on its own only by an attempt that is still going after
+    // `START_REPORT_AFTER`; a shorter one folds it into its completion. It never holds up
+    // the process.
+    let started_at = tokio::time::Instant::now();
     let started = {
         let engine = engine.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(wire::START_REPORT_AFTER).await;
             engine
                 .send::<_, wire::Ack>(&wire::started_path(attempt), &wire::Ack {}, None, &stop)
                 .await
@@ -215,11 +232,15 @@ async fn execute(
     ));
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
-    let prepared = match &claim {
-        Ok(_) => prepare(engine, &assignment, &dir, user)
-            .await
-            .map_err(|e| format!("workspace: {e:#}")),
-        Err(e) => Err(format!("no step user: {e:#}")),
+    let prepared = match (&claim, laid_out) {
+        (Err(e), _) => Err(format!("no step user: {e:#}")),
+        (Ok(_), Err(e)) => Err(format!("workspace: {e:#}")),
+        (Ok(_), Ok(LaidOut::Whole)) => Ok(()),
+        (Ok(_), Ok(LaidOut::Partly { workspace_filled })) => {
+            prepare(engine, &assignment, &dir, user, workspace_filled)
+                .await
+                .map_err(|e| format!("workspace: {e:#}"))
+        }
     };
     let ran = prepared.is_ok();
     let mut usage = None;
@@ -268,6 +289,10 @@ async fn execute(
     drop(lines_tx);
     watcher.abort();
     let lines = sender.await.context("log sender")??;
+    // The completion always says when the attempt started; the engine keeps a start it
+    // already recorded, so a report still waiting (or cut off mid-flight) is not needed.
+    let started_ms_ago = Some(u64::try_from(started_at.elapsed().as_millis()).unwrap_or(u64::MAX));
+    started.abort();
     let _ = started.await;
     let (reason, outputs) = masked_report(&masker, reason, outputs);
     let completion = Completion {
@@ -278,6 +303,7 @@ async fn execute(
         lines,
         usage,
         claim_next: !config.ephemeral && !stop.is_cancelled(),
+        started_ms_ago,
     };
     // Report even when asked to stop: the engine must learn how the attempt ended.
     let report_stop = CancellationToken::new();
@@ -403,15 +429,24 @@ async fn keep(
     Ok(())
 }
 
-/// Creates the attempt's directory (private to the step's user), fills its workspace (a
-/// fresh one, or a dependency's final one) with the artifacts it needs and hands everything
-/// in it to the step's user.
-async fn prepare(
-    engine: &Engine,
-    assignment: &Assignment,
+/// How far [`lay_out`] got.
+enum LaidOut {
+    /// Everything is in place and handed to the step's user.
+    Whole,
+    /// The directories exist; the rest needs the engine or a `git` process ([`prepare`]).
+    Partly { workspace_filled: bool },
+}
+
+/// Creates the attempt's directory (private to the step's user) and, when that needs
+/// neither the engine nor another process — a copied or empty workspace, nothing handed
+/// on from a dependency —, fills the workspace and hands everything to the step's user.
+/// Blocking: the common case in one trip to a blocking thread.
+fn lay_out(
     dir: &Path,
+    source: &wire::WorkspaceSource,
+    handoff: &wire::Handoff,
     user: Option<StepUser>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<LaidOut> {
     use std::os::unix::fs::DirBuilderExt;
     let files = AttemptDir::new(dir);
     let mut builder = std::fs::DirBuilder::new();
@@ -421,9 +456,40 @@ async fn prepare(
             .create(path)
             .with_context(|| format!("creating {}", path.display()))?;
     }
-    tokio::fs::write(&files.output_file, b"")
-        .await
-        .context("creating the output file")?;
+    std::fs::write(&files.output_file, b"").context("creating the output file")?;
+    if handoff.workspace_from.is_some() {
+        return Ok(LaidOut::Partly {
+            workspace_filled: false,
+        });
+    }
+    let Some(filled) = workspace::prepare_blocking(source, &files.workspace) else {
+        return Ok(LaidOut::Partly {
+            workspace_filled: false,
+        });
+    };
+    filled?;
+    if !handoff.needs_artifacts.is_empty() {
+        return Ok(LaidOut::Partly {
+            workspace_filled: true,
+        });
+    }
+    if let Some(user) = user {
+        step_user::hand_over(dir, user)?;
+    }
+    Ok(LaidOut::Whole)
+}
+
+/// The rest of [`lay_out`]'s work: fills the workspace (a fresh one, or a dependency's
+/// final one) unless `workspace_filled`, adds the artifacts it needs and hands everything
+/// in it to the step's user.
+async fn prepare(
+    engine: &Engine,
+    assignment: &Assignment,
+    dir: &Path,
+    user: Option<StepUser>,
+    workspace_filled: bool,
+) -> anyhow::Result<()> {
+    let files = AttemptDir::new(dir);
     let attempt = assignment.attempt_id;
     let limits = handoff_limits(assignment);
     match &assignment.handoff.workspace_from {
@@ -434,6 +500,7 @@ async fn prepare(
                 .await
                 .with_context(|| format!("the final workspace of step '{from}'"))?;
         }
+        None if workspace_filled => {}
         None => workspace::prepare(&assignment.workspace, &files.workspace).await?,
     }
     for dep in &assignment.handoff.needs_artifacts {
@@ -460,9 +527,17 @@ async fn spec_for(
     python: &mut Option<PathBuf>,
 ) -> anyhow::Result<ProcessSpec> {
     let files = AttemptDir::new(dir);
+    let env = step_env::build(
+        base_env,
+        files.paths(),
+        &assignment.env,
+        &assignment.secrets,
+    );
     let (program, args) = match &assignment.action {
         StepAction::Bash { command } => (
-            PathBuf::from("bash"),
+            env.get("PATH")
+                .and_then(|path| program_path::resolve("bash", path, user.is_some()))
+                .unwrap_or_else(|| PathBuf::from("bash")),
             vec![
                 "--noprofile".into(),
                 "--norc".into(),
@@ -483,12 +558,6 @@ async fn spec_for(
         }
         StepAction::Llm { .. } => bail!("an llm step does not run as a process"),
     };
-    let env = step_env::build(
-        base_env,
-        files.paths(),
-        &assignment.env,
-        &assignment.secrets,
-    );
     Ok(ProcessSpec {
         program,
         args,

@@ -12,7 +12,8 @@
 //! - [`step_env`]: a step's environment, built from an allow-list; [`step_user`]: the
 //!   unprivileged user a root runner runs each step as.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
-//! - [`python_path`]: the interpreter behind a pyenv shim, found without running it.
+//! - [`python_path`]: the interpreter behind a pyenv shim, found without running it;
+//!   [`program_path`]: a step's `bash` found on its `PATH` in the runner.
 //!
 //! Architecture invariant: the runner never touches the database; it speaks only the
 //! engine's `/internal/...` HTTP API. The dependency direction is `engine → runner →
@@ -26,6 +27,7 @@ pub mod llm;
 pub mod mask;
 pub mod outputs;
 pub mod process;
+pub mod program_path;
 pub mod protocol;
 pub mod python_path;
 mod reaper;

@@ -194,7 +194,8 @@ pub(crate) async fn run_contained(
 }
 
 /// Waits until the process exits, the timeout passes or `cancel` fires. The leader is not
-/// reaped on exit while the waitid-based watcher works, so its group id stays reserved.
+/// reaped on exit while the pidfd- or waitid-based watcher works, so its group id stays
+/// reserved.
 async fn wait_for_trigger(
     child: &mut Child,
     pgid: Pid,
@@ -203,16 +204,35 @@ async fn wait_for_trigger(
 ) -> Trigger {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    let exited = tokio::task::spawn_blocking(move || reaper::wait_exited_without_reaping(pgid));
-    tokio::select! {
-        biased;
-        watched = exited => match watched {
-            Ok(Ok(())) => return Trigger::Exited,
-            Ok(Err(err)) => tracing::debug!(%err, "waitid unavailable; waiting with tokio"),
-            Err(err) => tracing::warn!(%err, "exit watcher failed; waiting with tokio"),
-        },
-        () = &mut deadline => return Trigger::TimedOut,
-        () = cancel.cancelled() => return Trigger::Cancelled,
+    // A pidfd turns readable when the process has exited, and reading it reaps nothing:
+    // the wait costs no thread (Linux 5.3 and later; the waitid thread otherwise).
+    match exit_notice(pgid) {
+        Ok(pidfd) => {
+            tokio::select! {
+                biased;
+                ready = pidfd.readable() => match ready {
+                    Ok(_) => return Trigger::Exited,
+                    Err(err) => tracing::debug!(%err, "pidfd unusable; waiting with tokio"),
+                },
+                () = &mut deadline => return Trigger::TimedOut,
+                () = cancel.cancelled() => return Trigger::Cancelled,
+            }
+        }
+        Err(err) => {
+            tracing::debug!(%err, "no pidfd; waiting with waitid");
+            let exited =
+                tokio::task::spawn_blocking(move || reaper::wait_exited_without_reaping(pgid));
+            tokio::select! {
+                biased;
+                watched = exited => match watched {
+                    Ok(Ok(())) => return Trigger::Exited,
+                    Ok(Err(err)) => tracing::debug!(%err, "waitid unavailable; waiting with tokio"),
+                    Err(err) => tracing::warn!(%err, "exit watcher failed; waiting with tokio"),
+                },
+                () = &mut deadline => return Trigger::TimedOut,
+                () = cancel.cancelled() => return Trigger::Cancelled,
+            }
+        }
     }
     // Fallback: this reaps the leader, so the group kill that follows relies on the kernel
     // not reusing the id within microseconds (it allocates pids sequentially).
@@ -222,6 +242,19 @@ async fn wait_for_trigger(
         () = &mut deadline => Trigger::TimedOut,
         () = cancel.cancelled() => Trigger::Cancelled,
     }
+}
+
+/// A pidfd of our child `pid` that becomes readable once it has exited (not reaped: it
+/// stays a zombie until `wait`).
+fn exit_notice(pid: Pid) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    let pid = rustix::process::Pid::from_raw(pid.as_raw())
+        .ok_or_else(|| io::Error::other("no such pid"))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
+    // Deprecated because a `T` could swap its descriptor while registered; an `OwnedFd`
+    // owned by the `AsyncFd` cannot, so the safe constructor is sound here (its
+    // replacement is `unsafe`, which the runner keeps to its `pre_exec` hooks).
+    #[allow(deprecated)]
+    tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
 }
 
 fn ending_of(status: ExitStatus) -> Ending {

@@ -345,7 +345,19 @@ pub struct Completion {
     /// a poll: what a runner that keeps working asks.
     #[serde(default)]
     pub claim_next: bool,
+    /// How many milliseconds before this report the attempt started. A step that ends
+    /// within [`START_REPORT_AFTER`] never reports its start on its own, so this is how
+    /// the engine learns it (one request and one transaction less per short step); a start
+    /// already recorded is kept. The engine takes its own clock minus this, never earlier
+    /// than the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms_ago: Option<u64>,
 }
+
+/// How long an attempt runs before the runner reports its start on its own
+/// ([`started_path`]); a shorter one reports it with its completion
+/// ([`Completion::started_ms_ago`]).
+pub const START_REPORT_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The answer to a [`Completion`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

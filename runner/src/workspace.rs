@@ -30,6 +30,20 @@ pub const GIT_LOCATION_VARS: &[&str] = &[
     "GIT_NAMESPACE",
 ];
 
+/// Prepares `dir` (existing, empty) from `source` where that needs no waiting on another
+/// process (`Copy`, `Empty`): blocking, for a caller already on a blocking thread. `None`
+/// for a source that does (`Git`): use [`prepare`].
+pub fn prepare_blocking(source: &WorkspaceSource, dir: &Path) -> Option<anyhow::Result<()>> {
+    match source {
+        WorkspaceSource::Copy { path } => Some(
+            copy_tree(Path::new(path), dir)
+                .with_context(|| format!("copying {path} into the workspace")),
+        ),
+        WorkspaceSource::Empty => Some(Ok(())),
+        WorkspaceSource::Git { .. } => None,
+    }
+}
+
 /// Prepares `dir` (existing, empty) from `source`.
 pub async fn prepare(source: &WorkspaceSource, dir: &Path) -> anyhow::Result<()> {
     match source {

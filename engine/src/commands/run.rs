@@ -226,7 +226,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             // A step that changed state may have lines not printed yet: they come first.
-            seen.dirty.extend(printer.changed(&steps));
+            // Every line is stored, and its `Logs` event sent, before the runner reports the
+            // step's end (it waits for the lines' acknowledgement), so the events already
+            // sent name every step with such lines: no log read for the others.
+            while let Ok(event) = events.try_recv() {
+                seen.note(Ok(event), run_id, &all);
+            }
             let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
             if !reader_gone {
                 let printed = printer.print_lines(&store, &ids).await;

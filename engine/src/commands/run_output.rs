@@ -199,21 +199,6 @@ impl Printer {
         Ok(())
     }
 
-    /// The step runs whose status or attempt count differs from what was last printed.
-    pub(crate) fn changed(&self, steps: &[StepRunRow]) -> Vec<i64> {
-        steps
-            .iter()
-            .filter(|step| {
-                self.steps.get(&step.id).is_some_and(|seen| {
-                    seen.status != step.status
-                        || seen.attempts != step.attempts
-                        || seen.iteration != step.iteration
-                })
-            })
-            .map(|step| step.id)
-            .collect()
-    }
-
     /// Prints what changed in the steps' statuses.
     pub(crate) fn transitions(&mut self, steps: &[StepRunRow]) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();

@@ -248,12 +248,13 @@ impl Executor {
         runner_id: Option<i64>,
         report: &Report,
     ) -> anyhow::Result<bool> {
-        self.complete_with_usage(attempt_id, run_id, runner_id, report, None)
+        self.complete_with_usage(attempt_id, run_id, runner_id, report, None, None)
             .await
     }
 
     /// [`Executor::complete`] for a runner's report that says how many tokens an `llm`
-    /// attempt used (stored on the attempt and added to the step run's total).
+    /// attempt used (stored on the attempt and added to the step run's total) and how long
+    /// ago the attempt started (recorded where its start was not reported on its own).
     pub async fn complete_with_usage(
         &self,
         attempt_id: i64,
@@ -261,6 +262,7 @@ impl Executor {
         runner_id: Option<i64>,
         report: &Report,
         usage: Option<runner::protocol::Usage>,
+        started_ms_ago: Option<u64>,
     ) -> anyhow::Result<bool> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
@@ -276,9 +278,14 @@ impl Executor {
             at: now,
             usage,
             has_outputs: !report.outputs.is_empty(),
+            started_at: started_ms_ago
+                .map(|ago| now.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))),
         };
         let mut retry_now = false;
         let mut ended = None;
+        // A step run that ends without outputs stores none: the next advance finds that in
+        // the cache instead of reading it back (the usual case, a read per step saved).
+        let mut ended_without_outputs = None;
         let completed = self
             .store
             .complete_attempt(attempt_id, runner_id, &end, |attempt| {
@@ -288,6 +295,9 @@ impl Executor {
                 );
                 let after = rules::step_after(&plan, attempt, report, now);
                 retry_now = matches!(after, StepAfter::Retry { ready_at, .. } if ready_at <= now);
+                if matches!(&after, StepAfter::Final { outputs, .. } if outputs == "{}") {
+                    ended_without_outputs = Some((attempt.step_run_id, attempt.iteration.max(1)));
+                }
                 ended = metrics::attempt_ended(&plan, attempt, &after, now);
                 after
             })
@@ -295,6 +305,12 @@ impl Executor {
             .with_context(|| format!("completing attempt {attempt_id}"))?;
         match completed {
             Some(attempt) => {
+                if let Some(step_run) = ended_without_outputs {
+                    self.lock_outputs().insert(attempt.run_id, step_run, "{}");
+                }
+                if let Some((ready_at, started_at)) = attempt.folded_start {
+                    metrics::step_started(ready_at, started_at);
+                }
                 ended.into_iter().for_each(metrics::Ended::record);
                 self.advance(attempt.run_id).await?;
                 // A retry without backoff is claimable now; later ones are found by the

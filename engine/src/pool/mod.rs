@@ -42,6 +42,9 @@ use crate::tokens;
 
 /// How often a running pool looks for runners it does not know ([`Provider::adopt`]).
 const ADOPT_SWEEP: Duration = Duration::from_secs(5);
+/// The least time between two reconcile passes (each reads the store and asks the provider
+/// about every runner), however often steps are queued.
+const RECONCILE_GAP: Duration = Duration::from_millis(25);
 
 /// How long a runner the pool starts may take to redeem its one-time token.
 pub const ONCE_TTL: Duration = Duration::from_secs(60);
@@ -205,11 +208,20 @@ impl<P: Provider> Pool<P> {
                 self.adopt().await;
                 swept = Instant::now();
             }
+            // Waiting for work from here on (a step queued during the pause below still
+            // wakes this pass), but no sooner than RECONCILE_GAP after the last pass: a run
+            // queues a step per completion, and one pass per burst is enough.
             let work = self.events.work.notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(RECONCILE_GAP) => {}
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = work => {}
-                _ = tokio::time::sleep(self.config.tick) => {}
+                _ = tokio::time::sleep(self.config.tick.saturating_sub(RECONCILE_GAP)) => {}
             }
         }
         if self.provider.keeps_runners() {

@@ -10,6 +10,13 @@
 //!   verdict, changes nothing the second time.
 //! - A claim never takes the run's row lock (the executor holds it while it reads steps),
 //!   so claims and the executor cannot deadlock.
+//! - Of a run, a claim reads its workspace document and moves it from `queued` to
+//!   `running` only the first time this process claims one of its steps
+//!   ([`ClaimedRuns`]): neither changes again, so later claims of the run skip both
+//!   statements.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use runner::protocol::Usage;
 use sqlx::Row;
@@ -44,6 +51,10 @@ pub struct CompletedAttempt {
     pub cancel_requested: bool,
     /// When the step run's first attempt started (ms), if one did.
     pub started_at: Option<i64>,
+    /// When this attempt's step run became ready and when the attempt started, if its start
+    /// was recorded by this completion (the runner folded it in, see
+    /// `Completion::started_ms_ago`): what a start report would have measured.
+    pub folded_start: Option<(Option<i64>, i64)>,
     /// Bytes of outputs (JSON) the run's step runs have stored so far.
     pub run_outputs_bytes: i64,
 }
@@ -76,6 +87,9 @@ pub struct AttemptEnd<'a> {
     /// Whether the attempt reported outputs: only then is the run's stored total
     /// ([`CompletedAttempt::run_outputs_bytes`]) summed, a read that grows with the run.
     pub has_outputs: bool,
+    /// When the attempt started, by the runner's account (ms); kept only where no start
+    /// was recorded yet, and never earlier than the claim.
+    pub started_at: Option<i64>,
 }
 
 /// Who an attempt belongs to.
@@ -85,6 +99,43 @@ pub struct AttemptOwner {
     pub step_run_id: i64,
     pub number: i64,
     pub run_id: i64,
+}
+
+/// Runs this process has claimed a step of: their workspace document (which never changes)
+/// and the knowledge that they are `running` (a run never goes back to `queued`). Bounded:
+/// a full map is cleared, which costs each run one more read.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimedRuns {
+    workspaces: Mutex<HashMap<i64, Arc<str>>>,
+}
+
+/// At most this many runs are kept in [`ClaimedRuns`].
+const CLAIMED_RUNS_LIMIT: usize = 256;
+
+impl ClaimedRuns {
+    fn workspace(&self, run_id: i64) -> Option<Arc<str>> {
+        self.lock().get(&run_id).cloned()
+    }
+
+    fn remember(&self, run_id: i64, workspace: Arc<str>) {
+        let mut runs = self.lock();
+        if runs.len() >= CLAIMED_RUNS_LIMIT {
+            runs.clear();
+        }
+        runs.insert(run_id, workspace);
+    }
+
+    /// Forgets a run that ended: nothing claims its steps any more.
+    pub(crate) fn forget(&self, run_id: i64) {
+        self.lock().remove(&run_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<str>>> {
+        // Each update is one insert or a clear: a panic cannot leave the map inconsistent.
+        self.workspaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 const PG_CLAIM: &str = "\
@@ -147,23 +198,31 @@ impl Store {
                     .bind(now)
                     .execute(&mut *$tx)
                     .await?;
-                let workspace: String = sqlx::query_scalar("SELECT workspace FROM runs WHERE id = $1")
-                    .bind(run_id)
-                    .fetch_one(&mut *$tx)
-                    .await?;
+                let known = self.claimed_runs.workspace(run_id);
+                let workspace: Arc<str> = match &known {
+                    Some(workspace) => workspace.clone(),
+                    None => sqlx::query_scalar::<_, String>("SELECT workspace FROM runs WHERE id = $1")
+                        .bind(run_id)
+                        .fetch_one(&mut *$tx)
+                        .await?
+                        .into(),
+                };
                 $tx.commit().await?;
-                Claimed {
-                    attempt_id,
-                    step_run_id,
-                    run_id,
-                    step_id: row.try_get("step_id")?,
-                    number,
-                    dispatch: row.try_get::<Option<String>, _>("action")?.unwrap_or_default(),
-                    workspace,
-                }
+                (
+                    Claimed {
+                        attempt_id,
+                        step_run_id,
+                        run_id,
+                        step_id: row.try_get("step_id")?,
+                        number,
+                        dispatch: row.try_get::<Option<String>, _>("action")?.unwrap_or_default(),
+                        workspace: workspace.to_string(),
+                    },
+                    known.is_none().then_some(workspace),
+                )
             }};
         }
-        let claimed = match &self.db {
+        let (claimed, first_of_run) = match &self.db {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let row = sqlx::query(PG_CLAIM)
@@ -186,14 +245,19 @@ impl Store {
             }
         };
         // Outside the claim's transaction: see the module invariant about the run's lock.
-        on_db!(self, pool => sqlx::query(
-            "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",
-        )
-        .bind(claimed.run_id)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        if let Some(workspace) = first_of_run {
+            on_db!(self, pool => sqlx::query(
+                "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",
+            )
+            .bind(claimed.run_id)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            // Only once the run is known to be running: a claim that failed before this
+            // leaves the next one to do it.
+            self.claimed_runs.remember(claimed.run_id, workspace);
+        }
         Ok(Some(claimed))
     }
 
@@ -285,9 +349,10 @@ impl Store {
             let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
             let ended = sqlx::query(
                 "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
-                 usage = $7 \
+                 usage = $7, started_at = COALESCE(started_at, \
+                     CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END) \
                  WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
-                 RETURNING step_run_id, number, runner_id",
+                 RETURNING step_run_id, number, runner_id, started_at",
             )
             .bind(attempt_id)
             .bind(end.status)
@@ -296,6 +361,7 @@ impl Store {
             .bind(end.at)
             .bind(runner_id)
             .bind(usage_json)
+            .bind(end.started_at)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(ended) = ended else {
@@ -304,6 +370,7 @@ impl Store {
             };
             let step_run_id: i64 = ended.try_get("step_run_id")?;
             let holder: i64 = ended.try_get("runner_id")?;
+            let attempt_started: Option<i64> = ended.try_get("started_at")?;
             if let Some(usage) = end.usage {
                 let before: Option<String> =
                     sqlx::query_scalar("SELECT usage FROM step_runs WHERE id = $1")
@@ -319,7 +386,7 @@ impl Store {
             }
             let row = sqlx::query(
                 "SELECT s.run_id, s.step_id, s.started_at, s.iteration, s.iteration_base, \
-                 r.cancel_requested FROM step_runs s \
+                 s.status, s.ready_at, r.cancel_requested FROM step_runs s \
                  JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
             )
             .bind(step_run_id)
@@ -334,7 +401,14 @@ impl Store {
                 iteration: row.try_get("iteration")?,
                 number_in_iteration: number - row.try_get::<i64, _>("iteration_base")?,
                 cancel_requested: row.try_get("cancel_requested")?,
-                started_at: row.try_get("started_at")?,
+                started_at: row.try_get::<Option<i64>, _>("started_at")?.or(attempt_started),
+                // A step run still `claimed` never had its start reported.
+                folded_start: match attempt_started {
+                    Some(at) if row.try_get::<String, _>("status")? == "claimed" => {
+                        Some((row.try_get("ready_at")?, at))
+                    }
+                    _ => None,
+                },
                 // `octet_length` reads the stored length, not the text.
                 run_outputs_bytes: if end.has_outputs {
                     sqlx::query_scalar(
@@ -354,7 +428,7 @@ impl Store {
                         // The dispatch document (which may carry a MiB of output variables)
                         // is read only by claims: a final step run drops it.
                         "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, \
-                         finished_at = $5, action = NULL \
+                         finished_at = $5, action = NULL, started_at = COALESCE(started_at, $6) \
                          WHERE id = $1 AND status IN ('claimed', 'running')",
                     )
                     .bind(step_run_id)
@@ -362,6 +436,7 @@ impl Store {
                     .bind(reason)
                     .bind(exit_code)
                     .bind(end.at)
+                    .bind(attempt_started)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -380,12 +455,14 @@ impl Store {
                 }
                 StepAfter::Retry { ready_at, reason } => {
                     sqlx::query(
-                        "UPDATE step_runs SET status = 'queued', ready_at = $2, reason = $3 \
+                        "UPDATE step_runs SET status = 'queued', ready_at = $2, reason = $3, \
+                         started_at = COALESCE(started_at, $4) \
                          WHERE id = $1 AND status IN ('claimed', 'running')",
                     )
                     .bind(step_run_id)
                     .bind(ready_at)
                     .bind(reason)
+                    .bind(attempt_started)
                     .execute(&mut *tx)
                     .await?;
                 }

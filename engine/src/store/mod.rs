@@ -74,6 +74,8 @@ pub(crate) enum Db {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
+    /// What claims learnt of runs that never changes again (see `claims::ClaimedRuns`).
+    pub(crate) claimed_runs: std::sync::Arc<claims::ClaimedRuns>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -135,6 +137,7 @@ impl Store {
                 .context("applying PostgreSQL migrations")?;
             Store {
                 db: Db::Postgres(pool),
+                claimed_runs: Default::default(),
             }
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             Store::open_sqlite(Path::new(path)).await?
@@ -181,6 +184,7 @@ impl Store {
             .context("applying SQLite migrations")?;
         Ok(Store {
             db: Db::Sqlite(pool),
+            claimed_runs: Default::default(),
         })
     }
 

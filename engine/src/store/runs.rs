@@ -715,6 +715,9 @@ impl Store {
             }
             advanced.known = KnownSteps::after(known, advances, snapshot.steps, &applied);
             tx.commit().await?;
+            if advanced.finished {
+                self.claimed_runs.forget(run_id);
+            }
             Ok(advanced)
         })
     }

@@ -132,6 +132,7 @@ fn attempt(stored: usize) -> CompletedAttempt {
         number_in_iteration: 1,
         cancel_requested: false,
         started_at: None,
+        folded_start: None,
         run_outputs_bytes: stored as i64,
     }
 }

@@ -368,6 +368,19 @@ async fn supervise(
     cancel: &CancellationToken,
 ) -> io::Result<ProcessResult> {
     let started = Instant::now();
+    let (out, err) = match (reader(out_r), reader(err_r)) {
+        (Ok(out), Ok(err)) => (out, err),
+        (Err(e), _) | (_, Err(e)) => {
+            // Unreadable pipes: the step dies at once, and so does the zygote (its report of
+            // this child would otherwise answer the next step's wait).
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill();
+            }
+            reaper::kill_group(Pid::from_raw(pid));
+            zygote.kill();
+            return Err(e);
+        }
+    };
     let live = reaper::register_step(pid, &cookie);
     let leader = Pid::from_raw(pid);
     let born = reaper::start_time(leader);
@@ -380,8 +393,8 @@ async fn supervise(
     }
     let stop = CancellationToken::new();
     let readers = [
-        spawn_reader(reader(out_r), Stream::Stdout, lines, &stop, &spec.masker),
-        spawn_reader(reader(err_r), Stream::Stderr, lines, &stop, &spec.masker),
+        spawn_reader(out, Stream::Stdout, lines, &stop, &spec.masker),
+        spawn_reader(err, Stream::Stderr, lines, &stop, &spec.masker),
     ];
     let control = zygote.control.clone();
     let mut status = tokio::task::spawn_blocking(move || -> io::Result<ExitStatus> {
@@ -468,8 +481,10 @@ async fn supervise(
     Ok(ProcessResult { ending, duration })
 }
 
-fn reader(fd: OwnedFd) -> tokio::fs::File {
-    tokio::fs::File::from_std(std::fs::File::from(fd))
+/// The read end of a step's stdout or stderr pipe, read as the runtime's own I/O (a
+/// `tokio::fs::File` would take every read to a blocking thread).
+fn reader(fd: OwnedFd) -> io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
 }
 
 /// A close-on-exec `SOCK_SEQPACKET` socketpair (message boundaries, and EOF when the
