@@ -609,9 +609,9 @@ async fn complete(
         reason: completion.reason,
         outputs: completion.outputs,
     };
-    let completed = state
+    let (completed, queued) = state
         .executor
-        .complete_with_usage(
+        .complete_holding(
             attempt_id,
             owner.run_id,
             Some(runner.id),
@@ -622,10 +622,18 @@ async fn complete(
         .await?;
     // A repeated report (its first answer was lost) claims nothing: the first may have.
     let next = if completed && completion.claim_next {
-        claim_now(&state, &runner).await?
+        claim_now(&state, &runner).await
     } else {
-        None
+        Ok(None)
     };
+    // The other runners hear of what this runner did not take (everything, if the claim
+    // failed or took another run's step): a step the completion queued is never left
+    // unannounced.
+    let taken = usize::from(matches!(&next, Ok(Some(a)) if a.run_id == owner.run_id));
+    if queued > taken {
+        state.executor.events().work.notify_waiters();
+    }
+    let next = next?;
     Ok(Json(wire::CompleteResponse { next }))
 }
 

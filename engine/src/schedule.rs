@@ -109,7 +109,9 @@ pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) ->
             continue;
         }
         let deps_of = &deps[i];
-        if !deps_of.iter().all(|&d| statuses[d].is_final()) {
+        // From the last: in a fan-in the dependencies queued last are the ones that end
+        // last, so a join that is not ready is told after a look or two.
+        if !deps_of.iter().rev().all(|&d| statuses[d].is_final()) {
             continue;
         }
         let decision = match step.when {

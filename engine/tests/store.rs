@@ -624,3 +624,81 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
         assert!(all.iter().all(|r| r.secrets && r.token_id.is_none()));
     }
 }
+
+#[tokio::test]
+async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_claim() {
+    // A step shorter than START_REPORT_AFTER never reports its start on its own: its
+    // completion says how long ago it started (`started_ms_ago`).
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let run_id = start(
+            &executor,
+            &plan(vec![
+                bash("a"),
+                bash("b").after(&["a"]),
+                bash("c").after(&["b"]),
+            ]),
+        )
+        .await;
+        let runner_id = runner(&store, "r").await;
+        let done = report(Outcome::Succeeded, None);
+        let complete = |attempt_id, ago| {
+            let executor = &executor;
+            let done = &done;
+            async move {
+                executor
+                    .complete_with_usage(attempt_id, run_id, Some(runner_id), done, None, ago)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // Folded: the start is the completion's clock minus what the runner said.
+        let a = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let before = now_ms();
+        assert!(complete(a.attempt_id, Some(400)).await);
+        let after = now_ms();
+        let step = store.step_run(run_id, "a").await.unwrap().unwrap();
+        let started = step.started_at.expect("the folded start is recorded");
+        assert!(
+            (before - 400..=after - 400).contains(&started),
+            "{started} not within {}..={}",
+            before - 400,
+            after - 400
+        );
+        assert_eq!(step.status, "succeeded");
+
+        // Reported on its own first: that start stays, whatever the completion says.
+        let b = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        let reported = now_ms();
+        store
+            .start_attempt(b.attempt_id, runner_id, reported)
+            .await
+            .unwrap();
+        assert!(complete(b.attempt_id, Some(60_000)).await);
+        let step = store.step_run(run_id, "b").await.unwrap().unwrap();
+        assert_eq!(step.started_at, Some(reported));
+
+        // A runner's clock is not trusted past the claim: never started before it.
+        let claimed_at = now_ms();
+        let c = store
+            .claim(runner_id, &[String::new()], claimed_at)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(complete(c.attempt_id, Some(u64::MAX)).await);
+        let step = store.step_run(run_id, "c").await.unwrap().unwrap();
+        assert_eq!(step.started_at, Some(claimed_at));
+        let run = store.run(run_id).await.unwrap().unwrap();
+        assert_eq!(run.status, "succeeded");
+    }
+}

@@ -390,6 +390,10 @@ struct Base {
     path: String,
 }
 
+/// Set once the reclaim that [`base`] starts has finished (tests wait for it before they
+/// lay out a dead runner's cgroup of their own).
+static FIRST_RECLAIM_DONE: AtomicBool = AtomicBool::new(false);
+
 /// The runner's own cgroup v2, found once per process.
 fn base() -> Option<&'static Base> {
     static BASE: OnceLock<Option<Base>> = OnceLock::new();
@@ -405,7 +409,10 @@ fn base() -> Option<&'static Base> {
         let stale_in = base.dir.clone();
         let _ = std::thread::Builder::new()
             .name("plue-cgroup-reclaim".into())
-            .spawn(move || reclaim_stale(&stale_in));
+            .spawn(move || {
+                reclaim_stale(&stale_in);
+                FIRST_RECLAIM_DONE.store(true, Ordering::Release);
+            });
         Some(base)
     })
     .as_ref()
@@ -716,6 +723,16 @@ mod tests {
             assert!(!available());
             return;
         };
+        // regression (flaky): the reclaim `base()` starts in the background could take the
+        // stale cgroup below away before the child joined it.
+        let waiting = std::time::Instant::now();
+        while !FIRST_RECLAIM_DONE.load(Ordering::Acquire) {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "the first reclaim ended"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // A runner pid that is surely dead: a child of ours, reaped.
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead = gone.id();

@@ -158,20 +158,31 @@ impl Executor {
     /// Applies every decision that is due for the run, and when the run finished and let
     /// the next run of its concurrency group start, advances that one too.
     pub async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
+        if self.advance_quietly(run_id).await? > 0 {
+            self.events.work.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// [`Executor::advance`] without waking the runners' polls: returns how many steps it
+    /// queued, and the caller wakes them (or claims the step itself).
+    async fn advance_quietly(&self, run_id: i64) -> anyhow::Result<usize> {
         let mut next = Some(run_id);
+        let mut queued = 0;
         while let Some(run_id) = next {
-            let (promoted, looped) = self.advance_one(run_id).await?;
+            let (promoted, looped, queued_now) = self.advance_one(run_id).await?;
+            queued += queued_now;
             // After a review loop went back, the next advance dispatches its target with
             // the outputs of the iteration that failed.
             next = if looped { Some(run_id) } else { promoted };
         }
-        Ok(())
+        Ok(queued)
     }
 
     /// One run's advance: the run of its group it promoted, if any, and whether a review
     /// loop went back. Reads from the store only the outputs that pending steps read and
     /// the cache does not hold ([`outputs`]).
-    async fn advance_one(&self, run_id: i64) -> anyhow::Result<(Option<i64>, bool)> {
+    async fn advance_one(&self, run_id: i64) -> anyhow::Result<(Option<i64>, bool, usize)> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let (reads, deps) = {
@@ -196,7 +207,7 @@ impl Executor {
                     let mut cache = self.lock_outputs();
                     let mut held = lock(&held);
                     let mut missing = Vec::new();
-                    for id in rules::needed_outputs(&plan, &reads, &loops, snapshot) {
+                    for id in rules::needed_outputs(&plan, &deps, &reads, &loops, snapshot) {
                         match cache.get(run_id, id) {
                             Some(outputs) => {
                                 held.insert(id, outputs);
@@ -226,15 +237,16 @@ impl Executor {
             .fetch_add(advanced.steps_read as u64, Ordering::Relaxed);
         *known = advanced.known.take();
         drop(known);
-        if advanced.queued > 0 {
-            self.events.work.notify_waiters();
-        }
         self.events.send(Event::Step { run_id });
         if advanced.finished {
             self.forget(run_id);
             self.events.send(Event::RunFinished { run_id });
         }
-        Ok((advanced.promoted, advanced.looped && !advanced.finished))
+        Ok((
+            advanced.promoted,
+            advanced.looped && !advanced.finished,
+            advanced.queued,
+        ))
     }
 
     /// Records how an attempt ended and moves its run on. `run_id` is the attempt's run, as
@@ -264,6 +276,29 @@ impl Executor {
         usage: Option<runner::protocol::Usage>,
         started_ms_ago: Option<u64>,
     ) -> anyhow::Result<bool> {
+        let (completed, queued) = self
+            .complete_holding(attempt_id, run_id, runner_id, report, usage, started_ms_ago)
+            .await?;
+        if queued > 0 {
+            self.events.work.notify_waiters();
+        }
+        Ok(completed)
+    }
+
+    /// [`Executor::complete_with_usage`] for a runner that takes its next step in the
+    /// answer: the steps it queued (the second number, retries due now included) are not
+    /// announced to the other runners' polls, so the caller claims one first and wakes
+    /// them only for the rest. In a chain this spares every idle runner a wake-up and a
+    /// claim that finds nothing.
+    pub async fn complete_holding(
+        &self,
+        attempt_id: i64,
+        run_id: i64,
+        runner_id: Option<i64>,
+        report: &Report,
+        usage: Option<runner::protocol::Usage>,
+        started_ms_ago: Option<u64>,
+    ) -> anyhow::Result<(bool, usize)> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let status = match report.outcome {
@@ -312,15 +347,12 @@ impl Executor {
                     metrics::step_started(ready_at, started_at);
                 }
                 ended.into_iter().for_each(metrics::Ended::record);
-                self.advance(attempt.run_id).await?;
+                let queued = self.advance_quietly(attempt.run_id).await?;
                 // A retry without backoff is claimable now; later ones are found by the
                 // pollers' own timer.
-                if retry_now {
-                    self.events.work.notify_waiters();
-                }
-                Ok(true)
+                Ok((true, queued + usize::from(retry_now)))
             }
-            None => Ok(false),
+            None => Ok((false, 0)),
         }
     }
 

@@ -111,24 +111,38 @@ fn take_due_loops(
 }
 
 /// The step runs whose outputs [`plan_changes`] may read, as (step run, iteration): the
-/// finished steps some pending step reads (`reads`, by step index: see
-/// [`dispatch::reads`]), and the previous iteration of the later steps of a loop that a
-/// pending step of it reads as feedback. A step that finishes during the advance itself
-/// (skipped, failed or cancelled there) never ran, so it has none.
+/// finished steps read (`reads`, by step index: see [`dispatch::reads`]) by a pending step
+/// this advance may dispatch, and the previous iteration of the later steps of a loop that
+/// such a step reads as feedback. A step that finishes during the advance itself (skipped,
+/// failed or cancelled there) never ran, so it has none.
+///
+/// A pending step with an active dependency (queued, claimed, running, waiting) cannot be
+/// dispatched by this advance — only pending steps end during one —, so its reads are left
+/// for a later advance: a join of 10,000 steps costs an advance nothing until its last
+/// dependency ends, instead of a look-up of every finished one each time.
 pub(crate) fn needed_outputs(
     plan: &Plan,
+    deps: &[Vec<usize>],
     reads: &[Vec<usize>],
     loops: &Loops,
     snapshot: &RunSnapshot,
 ) -> Vec<(i64, i64)> {
     let rows = &snapshot.steps;
-    if rows.len() != reads.len() || rows.len() != plan.steps.len() {
+    if rows.len() != reads.len() || rows.len() != plan.steps.len() || deps.len() != rows.len() {
         return Vec::new();
     }
     let looped = take_loops(plan, loops, snapshot);
     let mut needed: Vec<Option<i64>> = vec![None; rows.len()];
     for (i, read) in reads.iter().enumerate() {
         if looped.statuses[i] != StepStatus::Pending {
+            continue;
+        }
+        // From the last: in a fan-in the dependencies queued last are the ones still active.
+        let blocked = deps[i]
+            .iter()
+            .rev()
+            .any(|&d| !looped.statuses[d].is_final() && looped.statuses[d] != StepStatus::Pending);
+        if blocked {
             continue;
         }
         for &j in read {

@@ -78,7 +78,13 @@ fn an_advance_needs_only_finished_steps_that_pending_steps_read() {
     // `c` is not pending: `big`'s outputs are not needed.
     let loops = Loops::of(&plan);
     assert_eq!(
-        needed_outputs(&plan, &reads, &loops, &snap),
+        needed_outputs(
+            &plan,
+            &crate::schedule::dependency_indices(&plan),
+            &reads,
+            &loops,
+            &snap
+        ),
         [(100, 1), (103, 1)]
     );
     let snap = snapshot(
@@ -91,7 +97,54 @@ fn an_advance_needs_only_finished_steps_that_pending_steps_read() {
             "succeeded",
         ],
     );
-    assert!(needed_outputs(&plan, &reads, &loops, &snap).is_empty());
+    assert!(needed_outputs(
+        &plan,
+        &crate::schedule::dependency_indices(&plan),
+        &reads,
+        &loops,
+        &snap
+    )
+    .is_empty());
+}
+
+#[test]
+fn a_join_with_a_dependency_still_active_needs_no_outputs_yet() {
+    // regression (scale): every advance of a 10,000-step fan-out looked up the outputs of
+    // every finished branch for the join, which could not be dispatched yet.
+    let plan = Plan {
+        name: "fan".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps: vec![
+            bash("a", "true", &[]),
+            bash("b", "true", &[]),
+            bash("c", "true", &[]),
+            bash("join", "true", &["a", "b", "c"]),
+        ],
+        concurrency: None,
+    };
+    let deps = crate::schedule::dependency_indices(&plan);
+    let reads = dispatch::reads(&plan);
+    let loops = Loops::of(&plan);
+    for active in ["queued", "claimed", "running", "waiting"] {
+        let snap = snapshot(&plan, &["succeeded", "succeeded", active, "pending"]);
+        assert!(
+            needed_outputs(&plan, &deps, &reads, &loops, &snap).is_empty(),
+            "{active}"
+        );
+    }
+    // A pending dependency may end in this very advance (skipped): the join may then be
+    // dispatched, so what it reads is loaded.
+    let snap = snapshot(&plan, &["succeeded", "failed", "pending", "pending"]);
+    assert_eq!(
+        needed_outputs(&plan, &deps, &reads, &loops, &snap),
+        [(100, 1), (101, 1)]
+    );
+    let snap = snapshot(&plan, &["succeeded", "succeeded", "succeeded", "pending"]);
+    assert_eq!(
+        needed_outputs(&plan, &deps, &reads, &loops, &snap),
+        [(100, 1), (101, 1), (102, 1)]
+    );
 }
 
 #[test]
@@ -246,7 +299,16 @@ fn a_failed_review_sends_its_loop_back_before_anything_is_decided() {
     ];
     let snap = looped_snapshot(&plan, &statuses, 1);
     // The target reads the failed iteration's outputs of the review.
-    assert_eq!(needed_outputs(&plan, &reads, &loops, &snap), [(102, 1)]);
+    assert_eq!(
+        needed_outputs(
+            &plan,
+            &crate::schedule::dependency_indices(&plan),
+            &reads,
+            &loops,
+            &snap
+        ),
+        [(102, 1)]
+    );
     let outputs = HashMap::from([(
         (102, 1),
         Arc::new(BTreeMap::from([("feedback".into(), "too slow".into())])),
@@ -277,7 +339,14 @@ fn in_the_first_iteration_feedback_reads_as_empty() {
     let loops = Loops::of(&plan);
     let reads = dispatch::reads(&plan);
     let snap = looped_snapshot(&plan, &["pending"; 6], 1);
-    assert!(needed_outputs(&plan, &reads, &loops, &snap).is_empty());
+    assert!(needed_outputs(
+        &plan,
+        &crate::schedule::dependency_indices(&plan),
+        &reads,
+        &loops,
+        &snap
+    )
+    .is_empty());
     let changes = plan_changes(&plan, &reads, &loops, &snap, &HashMap::new(), 5);
     let [StepChange::Queue { dispatch, .. }] = changes.as_slice() else {
         panic!("{changes:?}");
@@ -321,9 +390,15 @@ fn a_loop_that_went_back_max_loops_times_fails_the_run_and_says_so() {
         "pending",
     ];
     let snap = looped_snapshot(&plan, &statuses, 3);
-    assert!(needed_outputs(&plan, &reads, &loops, &snap)
-        .iter()
-        .all(|&(id, _)| id != 100));
+    assert!(needed_outputs(
+        &plan,
+        &crate::schedule::dependency_indices(&plan),
+        &reads,
+        &loops,
+        &snap
+    )
+    .iter()
+    .all(|&(id, _)| id != 100));
     let changes = plan_changes(&plan, &reads, &loops, &snap, &HashMap::new(), 5);
     let names: Vec<String> = changes
         .iter()
