@@ -646,10 +646,11 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
             let executor = &executor;
             let done = &done;
             async move {
-                executor
-                    .complete_with_usage(attempt_id, run_id, Some(runner_id), done, None, ago)
+                let (completed, _queued) = executor
+                    .complete_holding(attempt_id, run_id, Some(runner_id), done, None, ago)
                     .await
-                    .unwrap()
+                    .unwrap();
+                completed
             }
         };
 

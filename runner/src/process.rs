@@ -205,34 +205,29 @@ async fn wait_for_trigger(
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     // A pidfd turns readable when the process has exited, and reading it reaps nothing:
-    // the wait costs no thread (Linux 5.3 and later; the waitid thread otherwise).
-    match exit_notice(pgid) {
-        Ok(pidfd) => {
-            tokio::select! {
-                biased;
-                ready = pidfd.readable() => match ready {
-                    Ok(_) => return Trigger::Exited,
-                    Err(err) => tracing::debug!(%err, "pidfd unusable; waiting with tokio"),
-                },
-                () = &mut deadline => return Trigger::TimedOut,
-                () = cancel.cancelled() => return Trigger::Cancelled,
+    // the wait costs no thread (Linux 5.3 and later; a thread blocked in waitid otherwise).
+    let exited = async move {
+        match exit_notice(pgid) {
+            Ok(pidfd) => pidfd.readable().await.map(drop),
+            Err(err) => {
+                tracing::debug!(%err, "no pidfd; waiting with waitid");
+                tokio::task::spawn_blocking(move || reaper::wait_exited_without_reaping(pgid))
+                    .await
+                    .unwrap_or_else(|err| {
+                        tracing::warn!(%err, "exit watcher failed");
+                        Err(io::Error::other(err))
+                    })
             }
         }
-        Err(err) => {
-            tracing::debug!(%err, "no pidfd; waiting with waitid");
-            let exited =
-                tokio::task::spawn_blocking(move || reaper::wait_exited_without_reaping(pgid));
-            tokio::select! {
-                biased;
-                watched = exited => match watched {
-                    Ok(Ok(())) => return Trigger::Exited,
-                    Ok(Err(err)) => tracing::debug!(%err, "waitid unavailable; waiting with tokio"),
-                    Err(err) => tracing::warn!(%err, "exit watcher failed; waiting with tokio"),
-                },
-                () = &mut deadline => return Trigger::TimedOut,
-                () = cancel.cancelled() => return Trigger::Cancelled,
-            }
-        }
+    };
+    tokio::select! {
+        biased;
+        watched = exited => match watched {
+            Ok(()) => return Trigger::Exited,
+            Err(err) => tracing::debug!(%err, "no exit watcher; waiting with tokio"),
+        },
+        () = &mut deadline => return Trigger::TimedOut,
+        () = cancel.cancelled() => return Trigger::Cancelled,
     }
     // Fallback: this reaps the leader, so the group kill that follows relies on the kernel
     // not reusing the id within microseconds (it allocates pids sequentially).

@@ -11,7 +11,7 @@
 //!
 //! The target directory must exist and be empty.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{bail, Context};
@@ -47,12 +47,12 @@ pub fn prepare_blocking(source: &WorkspaceSource, dir: &Path) -> Option<anyhow::
 /// Prepares `dir` (existing, empty) from `source`.
 pub async fn prepare(source: &WorkspaceSource, dir: &Path) -> anyhow::Result<()> {
     match source {
-        WorkspaceSource::Copy { path } => {
-            let (from, to) = (PathBuf::from(path), dir.to_owned());
-            tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+        WorkspaceSource::Copy { .. } => {
+            let (source, to) = (source.clone(), dir.to_owned());
+            tokio::task::spawn_blocking(move || prepare_blocking(&source, &to))
                 .await
                 .context("the copy task failed")?
-                .with_context(|| format!("copying {path} into the workspace"))
+                .unwrap_or(Ok(()))
         }
         WorkspaceSource::Git { url, sha } => checkout(url, sha, dir)
             .await

@@ -260,24 +260,8 @@ impl Executor {
         runner_id: Option<i64>,
         report: &Report,
     ) -> anyhow::Result<bool> {
-        self.complete_with_usage(attempt_id, run_id, runner_id, report, None, None)
-            .await
-    }
-
-    /// [`Executor::complete`] for a runner's report that says how many tokens an `llm`
-    /// attempt used (stored on the attempt and added to the step run's total) and how long
-    /// ago the attempt started (recorded where its start was not reported on its own).
-    pub async fn complete_with_usage(
-        &self,
-        attempt_id: i64,
-        run_id: i64,
-        runner_id: Option<i64>,
-        report: &Report,
-        usage: Option<runner::protocol::Usage>,
-        started_ms_ago: Option<u64>,
-    ) -> anyhow::Result<bool> {
         let (completed, queued) = self
-            .complete_holding(attempt_id, run_id, runner_id, report, usage, started_ms_ago)
+            .complete_holding(attempt_id, run_id, runner_id, report, None, None)
             .await?;
         if queued > 0 {
             self.events.work.notify_waiters();
@@ -285,11 +269,13 @@ impl Executor {
         Ok(completed)
     }
 
-    /// [`Executor::complete_with_usage`] for a runner that takes its next step in the
-    /// answer: the steps it queued (the second number, retries due now included) are not
-    /// announced to the other runners' polls, so the caller claims one first and wakes
-    /// them only for the rest. In a chain this spares every idle runner a wake-up and a
-    /// claim that finds nothing.
+    /// [`Executor::complete`] for a runner's report, which may say how many tokens an
+    /// `llm` attempt used (stored on the attempt and added to the step run's total) and how
+    /// long ago the attempt started (recorded where its start was not reported on its own).
+    /// The runner takes its next step in the answer: the steps the completion queued (the
+    /// second number, retries due now included) are not announced to the other runners'
+    /// polls, so the caller claims one first and wakes them only for the rest. In a chain
+    /// this spares every idle runner a wake-up and a claim that finds nothing.
     pub async fn complete_holding(
         &self,
         attempt_id: i64,

@@ -49,6 +49,17 @@ fn snapshot(plan: &Plan, statuses: &[&str]) -> RunSnapshot {
     }
 }
 
+/// [`needed_outputs`] with the plan's dependencies computed here, as `plan_changes` does.
+fn needed(plan: &Plan, reads: &[Vec<usize>], loops: &Loops, snap: &RunSnapshot) -> Vec<(i64, i64)> {
+    needed_outputs(
+        plan,
+        &crate::schedule::dependency_indices(plan),
+        reads,
+        loops,
+        snap,
+    )
+}
+
 fn plan() -> Plan {
     Plan {
         name: "p".into(),
@@ -77,16 +88,7 @@ fn an_advance_needs_only_finished_steps_that_pending_steps_read() {
     );
     // `c` is not pending: `big`'s outputs are not needed.
     let loops = Loops::of(&plan);
-    assert_eq!(
-        needed_outputs(
-            &plan,
-            &crate::schedule::dependency_indices(&plan),
-            &reads,
-            &loops,
-            &snap
-        ),
-        [(100, 1), (103, 1)]
-    );
+    assert_eq!(needed(&plan, &reads, &loops, &snap), [(100, 1), (103, 1)]);
     let snap = snapshot(
         &plan,
         &[
@@ -97,14 +99,7 @@ fn an_advance_needs_only_finished_steps_that_pending_steps_read() {
             "succeeded",
         ],
     );
-    assert!(needed_outputs(
-        &plan,
-        &crate::schedule::dependency_indices(&plan),
-        &reads,
-        &loops,
-        &snap
-    )
-    .is_empty());
+    assert!(needed(&plan, &reads, &loops, &snap).is_empty());
 }
 
 #[test]
@@ -123,26 +118,19 @@ fn a_join_with_a_dependency_still_active_needs_no_outputs_yet() {
         ],
         concurrency: None,
     };
-    let deps = crate::schedule::dependency_indices(&plan);
     let reads = dispatch::reads(&plan);
     let loops = Loops::of(&plan);
     for active in ["queued", "claimed", "running", "waiting"] {
         let snap = snapshot(&plan, &["succeeded", "succeeded", active, "pending"]);
-        assert!(
-            needed_outputs(&plan, &deps, &reads, &loops, &snap).is_empty(),
-            "{active}"
-        );
+        assert!(needed(&plan, &reads, &loops, &snap).is_empty(), "{active}");
     }
     // A pending dependency may end in this very advance (skipped): the join may then be
     // dispatched, so what it reads is loaded.
     let snap = snapshot(&plan, &["succeeded", "failed", "pending", "pending"]);
-    assert_eq!(
-        needed_outputs(&plan, &deps, &reads, &loops, &snap),
-        [(100, 1), (101, 1)]
-    );
+    assert_eq!(needed(&plan, &reads, &loops, &snap), [(100, 1), (101, 1)]);
     let snap = snapshot(&plan, &["succeeded", "succeeded", "succeeded", "pending"]);
     assert_eq!(
-        needed_outputs(&plan, &deps, &reads, &loops, &snap),
+        needed(&plan, &reads, &loops, &snap),
         [(100, 1), (101, 1), (102, 1)]
     );
 }
@@ -299,16 +287,7 @@ fn a_failed_review_sends_its_loop_back_before_anything_is_decided() {
     ];
     let snap = looped_snapshot(&plan, &statuses, 1);
     // The target reads the failed iteration's outputs of the review.
-    assert_eq!(
-        needed_outputs(
-            &plan,
-            &crate::schedule::dependency_indices(&plan),
-            &reads,
-            &loops,
-            &snap
-        ),
-        [(102, 1)]
-    );
+    assert_eq!(needed(&plan, &reads, &loops, &snap), [(102, 1)]);
     let outputs = HashMap::from([(
         (102, 1),
         Arc::new(BTreeMap::from([("feedback".into(), "too slow".into())])),
@@ -339,14 +318,7 @@ fn in_the_first_iteration_feedback_reads_as_empty() {
     let loops = Loops::of(&plan);
     let reads = dispatch::reads(&plan);
     let snap = looped_snapshot(&plan, &["pending"; 6], 1);
-    assert!(needed_outputs(
-        &plan,
-        &crate::schedule::dependency_indices(&plan),
-        &reads,
-        &loops,
-        &snap
-    )
-    .is_empty());
+    assert!(needed(&plan, &reads, &loops, &snap).is_empty());
     let changes = plan_changes(&plan, &reads, &loops, &snap, &HashMap::new(), 5);
     let [StepChange::Queue { dispatch, .. }] = changes.as_slice() else {
         panic!("{changes:?}");
@@ -390,15 +362,9 @@ fn a_loop_that_went_back_max_loops_times_fails_the_run_and_says_so() {
         "pending",
     ];
     let snap = looped_snapshot(&plan, &statuses, 3);
-    assert!(needed_outputs(
-        &plan,
-        &crate::schedule::dependency_indices(&plan),
-        &reads,
-        &loops,
-        &snap
-    )
-    .iter()
-    .all(|&(id, _)| id != 100));
+    assert!(needed(&plan, &reads, &loops, &snap)
+        .iter()
+        .all(|&(id, _)| id != 100));
     let changes = plan_changes(&plan, &reads, &loops, &snap, &HashMap::new(), 5);
     let names: Vec<String> = changes
         .iter()
