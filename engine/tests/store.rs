@@ -220,6 +220,94 @@ async fn log_appends_are_idempotent_and_read_in_order() {
 }
 
 #[tokio::test]
+async fn log_batches_of_every_size_are_stored_exactly_once_and_read_back_as_sent() {
+    let streams = [
+        Stream::Stdout,
+        Stream::Stderr,
+        Stream::System,
+        Stream::Token,
+    ];
+    let texts = [
+        "plain",
+        "",
+        "tab\there, escape \u{1b}[31mred\u{1b}[0m, control \u{7}",
+        "emoji 🦀 and 'quotes' \"double\" \\ and [1, \"json-like\"]",
+        "{\"id\":\"t1\",\"content\":\"a token\\n\"}",
+    ];
+    for (store, _dir) in stores().await {
+        let executor = executor(&store);
+        let run_id = start(&executor, &plan(vec![bash("a")])).await;
+        let step = store.step_run(run_id, "a").await.unwrap().unwrap();
+        let mut sent = Vec::new();
+        let mut seq = 0;
+        // Every batch size up to past two full statements, and odd ones.
+        for size in (1..=131).chain([255, 256, 257, 600]) {
+            let batch: Vec<LogLine> = (0..size)
+                .map(|i| {
+                    seq += 1;
+                    LogLine {
+                        seq,
+                        stream: streams[(seq as usize + i) % streams.len()],
+                        text: format!("{} #{seq}", texts[seq as usize % texts.len()]),
+                        ts_ms: 1_700_000_000_000 + seq as i64,
+                    }
+                })
+                .collect();
+            assert_eq!(
+                store.append_logs(step.id, 1, &batch).await.unwrap(),
+                size as u64,
+                "a batch of {size}"
+            );
+            sent.extend(batch);
+        }
+        // Retries overlapping what is stored add only what is new.
+        let tail: Vec<LogLine> = (seq + 1..=seq + 5)
+            .map(|seq| LogLine {
+                seq,
+                stream: Stream::Stdout,
+                text: format!("late {seq}"),
+                ts_ms: 1,
+            })
+            .collect();
+        let mut retry = sent[sent.len() - 130..].to_vec();
+        retry.extend(tail.iter().cloned());
+        assert_eq!(store.append_logs(step.id, 1, &retry).await.unwrap(), 5);
+        assert_eq!(store.append_logs(step.id, 1, &retry).await.unwrap(), 0);
+        sent.extend(tail);
+        assert_eq!(store.count_logs(step.id).await.unwrap(), sent.len() as i64);
+
+        for page_size in [1, 97, 5000] {
+            let mut cursor = (0, 0);
+            let mut read = Vec::new();
+            loop {
+                let page = store.read_logs(step.id, cursor, page_size).await.unwrap();
+                assert!(page.len() <= page_size as usize);
+                let Some(last) = page.last() else { break };
+                cursor = (last.attempt, last.seq);
+                read.extend(page);
+            }
+            let expected: Vec<(i64, i64, String, String, i64)> = sent
+                .iter()
+                .map(|l| {
+                    (
+                        1,
+                        l.seq as i64,
+                        l.stream.as_str().to_string(),
+                        l.text.clone(),
+                        l.ts_ms,
+                    )
+                })
+                .collect();
+            let got: Vec<(i64, i64, String, String, i64)> = read
+                .into_iter()
+                .map(|l| (l.attempt, l.seq, l.stream, l.text, l.ts))
+                .collect();
+            assert_eq!(got, expected, "pages of {page_size} on {}", store.backend());
+        }
+    }
+}
+
+#[tokio::test]
 async fn completions_apply_once_and_retries_wait_their_backoff() {
     for (store, _dir) in stores().await {
         let executor = executor(&store);

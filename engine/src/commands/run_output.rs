@@ -150,7 +150,8 @@ impl Printer {
                 let lines = store.read_logs(id, cursor, 5000).await?;
                 let Some(last) = lines.last() else { break };
                 let next = (last.attempt, last.seq);
-                let mut out = stdout.lock();
+                // Stdout is line-buffered: one write for the page, not one per line.
+                let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
                 for line in &lines {
                     let text = if self.color {
                         line.text.clone()

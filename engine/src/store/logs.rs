@@ -5,6 +5,7 @@
 //! twice. Reads are ordered by (attempt, seq), which is also the SSE event id
 //! `"{attempt}:{seq}"`, so a reader resumes exactly where it stopped.
 
+use anyhow::Context;
 use runner::protocol::LogLine;
 
 use super::{Db, Store};
@@ -36,13 +37,63 @@ const PG_APPEND_IDEMPOTENT: &str = "\
     FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS l(seq, stream, text, ts) \
     ON CONFLICT DO NOTHING";
 
-// `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert.
-const SQLITE_APPEND: &str = "\
-    INSERT INTO log_lines (step_run_id, attempt, seq, stream, text, ts) \
-    SELECT $1, $2, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), \
-           json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]') \
-    FROM json_each($3) AS j WHERE true \
-    ON CONFLICT DO NOTHING";
+/// Lines per SQLite insert statement. A batch goes in as statements of 128 lines, and
+/// its rest as one statement of the smallest size that holds it, padded with copies of its
+/// last line (which `ON CONFLICT DO NOTHING` skips): a batch of up to 128 lines is one
+/// statement, and only these few statement texts exist (each prepared once and cached).
+const SQLITE_CHUNKS: [usize; 6] = [1, 4, 16, 32, 64, 128];
+
+/// The SQLite insert of `rows` lines, six anonymous parameters a line (step run, attempt,
+/// seq, stream, text, ts). Bound values cost SQLite no JSON parsing; anonymous ones cost
+/// sqlx no look-up of each parameter's name (linear in the statement's named parameters).
+fn sqlite_append(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO log_lines (step_run_id, attempt, seq, stream, text, ts) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
+
+/// The statement texts of [`SQLITE_CHUNKS`], built once.
+fn sqlite_append_statements() -> &'static [String; SQLITE_CHUNKS.len()] {
+    static STATEMENTS: std::sync::OnceLock<[String; SQLITE_CHUNKS.len()]> =
+        std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| SQLITE_CHUNKS.map(sqlite_append))
+}
+
+/// `lines` cut into the statements [`SQLITE_CHUNKS`] allows: each an index into it and
+/// its lines (fewer than the size on the last one, which is padded when bound).
+fn sqlite_chunks(lines: &[LogLine]) -> Vec<(usize, &[LogLine])> {
+    let largest = SQLITE_CHUNKS.len() - 1;
+    let mut chunks = Vec::new();
+    let mut rest = lines;
+    while rest.len() >= SQLITE_CHUNKS[largest] {
+        let (chunk, after) = rest.split_at(SQLITE_CHUNKS[largest]);
+        chunks.push((largest, chunk));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        let fits = SQLITE_CHUNKS
+            .iter()
+            .position(|&size| size >= rest.len())
+            .unwrap_or(largest);
+        chunks.push((fits, rest));
+    }
+    chunks
+}
+
+// A page of lines as one row (one JSON array of `[attempt, seq, stream, text, ts]`): sqlx
+// hands each result row from its SQLite worker thread to the caller on its own, which
+// costs more than SQLite building and serde parsing the array.
+const SQLITE_READ: &str = "\
+    SELECT json_group_array(json_array(attempt, seq, stream, text, ts) ORDER BY attempt, seq) \
+    FROM (SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
+          AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4)";
 
 impl Store {
     /// Appends lines of attempt `attempt` of a step run; returns how many were new.
@@ -89,17 +140,39 @@ impl Store {
                 }
             }
             Db::Sqlite(pool) => {
-                let rows: Vec<(u64, &str, &str, i64)> = lines
-                    .iter()
-                    .map(|l| (l.seq, l.stream.as_str(), l.text.as_str(), l.ts_ms))
-                    .collect();
-                sqlx::query(SQLITE_APPEND)
-                    .bind(step_run_id)
-                    .bind(attempt)
-                    .bind(serde_json::to_string(&rows)?)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
+                let statements = sqlite_append_statements();
+                let chunks = sqlite_chunks(lines);
+                // A batch of several statements is stored whole or not at all.
+                let mut tx = if chunks.len() > 1 {
+                    Some(pool.begin().await?)
+                } else {
+                    None
+                };
+                let mut inserted = 0;
+                for (which, chunk) in chunks {
+                    let mut query = sqlx::query(&statements[which]);
+                    let padding = std::iter::repeat(chunk.last())
+                        .flatten()
+                        .take(SQLITE_CHUNKS[which] - chunk.len());
+                    for line in chunk.iter().chain(padding) {
+                        query = query
+                            .bind(step_run_id)
+                            .bind(attempt)
+                            .bind(i64::try_from(line.seq).context("line seq out of range")?)
+                            .bind(line.stream.as_str())
+                            .bind(line.text.as_str())
+                            .bind(line.ts_ms);
+                    }
+                    inserted += match tx.as_mut() {
+                        Some(tx) => query.execute(&mut **tx).await?,
+                        None => query.execute(pool).await?,
+                    }
+                    .rows_affected();
+                }
+                if let Some(tx) = tx {
+                    tx.commit().await?;
+                }
+                inserted
             }
         };
         Ok(inserted)
@@ -112,16 +185,39 @@ impl Store {
         after: (i64, i64),
         limit: i64,
     ) -> anyhow::Result<Vec<StoredLine>> {
-        Ok(super::on_db!(self, pool => sqlx::query_as(
-            "SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
-             AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4",
-        )
-        .bind(step_run_id)
-        .bind(after.0)
-        .bind(after.1)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?))
+        match &self.db {
+            Db::Postgres(pool) => Ok(sqlx::query_as(
+                "SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
+                 AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4",
+            )
+            .bind(step_run_id)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?),
+            Db::Sqlite(pool) => {
+                let page: String = sqlx::query_scalar(SQLITE_READ)
+                    .bind(step_run_id)
+                    .bind(after.0)
+                    .bind(after.1)
+                    .bind(limit)
+                    .fetch_one(pool)
+                    .await?;
+                let rows: Vec<(i64, i64, String, String, i64)> =
+                    serde_json::from_str(&page).context("a page of stored lines")?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(attempt, seq, stream, text, ts)| StoredLine {
+                        attempt,
+                        seq,
+                        stream,
+                        text,
+                        ts,
+                    })
+                    .collect())
+            }
+        }
     }
 
     /// How many lines a step run has (all attempts).

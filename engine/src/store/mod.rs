@@ -3,9 +3,10 @@
 //!
 //! Invariants:
 //! - Every query is written once with `$N` placeholders (sqlx's SQLite driver accepts them)
-//!   and runs on both backends through [`on_db!`]; the two statements that differ — the
-//!   claim (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and bulk log inserts (`UNNEST` arrays vs
-//!   `json_each`) — are written per backend side by side.
+//!   and runs on both backends through [`on_db!`]; the statements that differ — the claim
+//!   (`FOR UPDATE SKIP LOCKED` on PostgreSQL), bulk log inserts (`UNNEST` arrays vs rows of
+//!   bound values) and log pages (rows vs one JSON array on SQLite) — are written per
+//!   backend side by side.
 //! - A transaction that reads before it writes opens with a write to the row it is about
 //!   (`UPDATE runs SET id = id ...`): on PostgreSQL that locks the run against other engine
 //!   replicas, on SQLite it takes the write lock first so the transaction can never fail to
