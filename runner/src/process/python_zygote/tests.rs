@@ -202,6 +202,81 @@ async fn a_dead_zygote_is_replaced() {
     assert_ne!(first, second);
 }
 
+/// The zygote's children, as the kernel lists them (the spare waiting for the next step).
+fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn is_gone_or_zombie(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A spare child (forked ahead of the next request) that was killed — a step of the
+/// zygote's own uid may signal it — is replaced for the request, still warm; a spare
+/// never outlives its zygote.
+#[tokio::test]
+async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let script = "import os; print(os.getppid())";
+    let (ending, _) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    let zygote = ZYGOTE
+        .lock()
+        .await
+        .as_ref()
+        .map(|z| z.child.id())
+        .expect("a zygote");
+    let spares = children_of(zygote);
+    assert_eq!(spares.len(), 1, "one spare waits: {spares:?}");
+    nix::sys::signal::kill(Pid::from_raw(spares[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !is_gone_or_zombie(spares[0]) {
+        assert!(Instant::now() < deadline, "the spare survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (ending, lines) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    // Forked by the same zygote: the warm path served it.
+    assert_eq!(lines, vec![(Stream::Stdout, zygote.to_string())]);
+    assert_eq!(
+        ZYGOTE.lock().await.as_ref().map(|z| z.child.id()),
+        Some(zygote),
+        "the zygote was not replaced"
+    );
+
+    let spare = children_of(zygote);
+    assert_eq!(spare.len(), 1, "a new spare waits: {spare:?}");
+    {
+        let mut slot = ZYGOTE.lock().await;
+        let zygote = slot.as_mut().expect("a zygote");
+        nix::sys::signal::kill(
+            Pid::from_raw(zygote.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        zygote.child.wait().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !is_gone_or_zombie(spare[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "a spare outlived its zygote by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The attack on the zygote's memory: a step forked after one that held a secret scans
 /// every readable page of its own memory (which it inherited from the zygote) for it.
 #[tokio::test]

@@ -4,7 +4,9 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # in an empty private directory; it never imports or runs user code itself and never sees
 # a step's script, environment or secrets. Each request is one packet, `F`, carrying three
 # descriptors (SCM_RIGHTS): the step's stdout and stderr write ends and the read end of a
-# pipe the runner writes the step's JSON job into. For each it forks a child that reads
+# pipe the runner writes the step's JSON job into. Each is served by a child forked ahead
+# of it (a spare, waiting with nothing of any step on a socket of its own; the next one is
+# forked while the step runs), which receives the descriptors, reads
 # the job itself, sets itself up exactly like the fresh `python3 -u -c SCRIPT` the runner
 # would spawn (own session, the step's cgroup, directory, under a root runner a private
 # /proc and the attempt's user, descriptors, environment, `__main__`, argv, modules) and
@@ -106,44 +108,103 @@ def _child_setup(control, fds, ready_w):
     return job
 
 
+def _await_request(link):
+    """In a spare child: waits for the three descriptors of the request it is to serve, or
+    leaves when the zygote is gone (its end of `link` closed)."""
+    while True:
+        try:
+            msg, anc, _flags, _addr = link.recvmsg(16, socket.CMSG_SPACE(3 * 4))
+            break
+        except InterruptedError:
+            continue
+    if not msg:
+        os._exit(0)
+    link.close()
+    return _descriptors(anc)
+
+
+def _descriptors(anc):
+    fds = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - len(data) % 4, 4))
+    return fds
+
+
+def _fork_spare(control):
+    """Forks the child the next request will use, before that request arrives: the fork and
+    the copy-on-write faults that follow it then happen while the runner and the engine are
+    busy elsewhere, not while the step waits. The child holds nothing of any step until it
+    receives its request's descriptors over `link`. Returns `(pid, link, ready_r, None)`,
+    and in the child, once it is set up for its request, `(0, None, None, job)`."""
+    link, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ready_r, ready_w = os.pipe()
+    # Everything the zygote holds moves to the collector's permanent generation: the
+    # child's collections (the one at its exit included) then walk only the objects the
+    # step made, instead of writing to every inherited object's header and copying
+    # the zygote's whole heap page by page.
+    _freeze()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            link.close()
+            os.close(ready_r)
+            fds = _await_request(theirs)
+            if len(fds) != 3:
+                raise ValueError("bad request: %d descriptors" % len(fds))
+            job = _child_setup(control, fds, ready_w)
+            os.close(ready_w)
+        except BaseException as e:
+            try:
+                os.write(ready_w, ("%s: %s" % (type(e).__name__, e)).encode()[:4000])
+            finally:
+                os._exit(127)
+        return 0, None, None, job
+    theirs.close()
+    os.close(ready_w)
+    return pid, link, ready_r, None
+
+
 def _serve():
     """Answers requests until the runner goes away; returns a job only in a forked child."""
     control = socket.socket(fileno=_CONTROL)
+    spare = None
     while True:
+        if spare is None:
+            spare = _fork_spare(control)
+            if spare[0] == 0:
+                return spare[3]
         try:
             msg, anc, _flags, _addr = control.recvmsg(16, socket.CMSG_SPACE(3 * 4))
         except InterruptedError:
             continue
         if not msg:
             os._exit(0)
-        fds = []
-        for level, kind, data in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.extend(int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - len(data) % 4, 4))
+        fds = _descriptors(anc)
         if msg != b"F" or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             control.send(b"E bad request: %d descriptors" % len(fds))
             continue
-        ready_r, ready_w = os.pipe()
-        # Everything the zygote holds moves to the collector's permanent generation: the
-        # child's collections (the one at its exit included) then walk only the objects the
-        # step made, instead of writing to every inherited object's header and copying
-        # the zygote's whole heap page by page.
-        _freeze()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(ready_r)
-                job = _child_setup(control, fds, ready_w)
-                os.close(ready_w)
-            except BaseException as e:
-                try:
-                    os.write(ready_w, ("%s: %s" % (type(e).__name__, e)).encode()[:4000])
-                finally:
-                    os._exit(127)
-            return job
-        os.close(ready_w)
+        pid, link, ready_r, _ = spare
+        spare = None
+        try:
+            link.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
+            handed = True
+        except OSError:
+            # The spare is gone (a same-uid step may signal it): a new one serves this.
+            handed = False
+        link.close()
+        if not handed:
+            os.close(ready_r)
+            os.waitpid(pid, 0)
+            spare = _fork_spare(control)
+            if spare[0] == 0:
+                return spare[3]
+            pid, link, ready_r, _ = spare
+            spare = None
+            link.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
+            link.close()
         for fd in fds:
             os.close(fd)
         chunks = []
@@ -158,6 +219,10 @@ def _serve():
             control.send(b"E child set-up failed: " + b"".join(chunks))
             continue
         control.send(b"P %d" % pid)
+        # The next request's child, forked while this step runs.
+        spare = _fork_spare(control)
+        if spare[0] == 0:
+            return spare[3]
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
