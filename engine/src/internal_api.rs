@@ -38,7 +38,7 @@ use runner::protocol::{
 use crate::artifacts::{ArtifactError, Artifacts};
 use crate::dispatch::Dispatch;
 use crate::events::Event;
-use crate::executor::{Executor, Report};
+use crate::executor::{Executor, Report, RunnerSaid};
 use crate::http_error::{ApiError, ApiResult};
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
@@ -243,6 +243,13 @@ async fn poll(
 ) -> ApiResult<Json<PollResponse>> {
     let runner = authenticate(&state, &headers).await?;
     let Json(request) = body?;
+    // A polling runner holds no attempt: one left `busy` by a completion whose next claim
+    // never ran (an error on the way) is idle again.
+    state
+        .executor
+        .store()
+        .runner_idle(runner.id, now_ms())
+        .await?;
     let wait = Duration::from_millis(request.wait_ms).min(state.config.max_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let events = state.executor.events().clone();
@@ -616,8 +623,11 @@ async fn complete(
             owner.run_id,
             Some(runner.id),
             &report,
-            completion.usage,
-            completion.started_ms_ago,
+            RunnerSaid {
+                usage: completion.usage,
+                started_ms_ago: completion.started_ms_ago,
+                claims_next: completion.claim_next,
+            },
         )
         .await?;
     // A repeated report (its first answer was lost) claims nothing: the first may have.
@@ -640,17 +650,26 @@ async fn complete(
 /// One claim for `runner` without waiting, as a poll's first look makes it: the runner's
 /// next attempt handed over with its completion.
 async fn claim_now(state: &InternalState, runner: &AuthedRunner) -> ApiResult<Option<Assignment>> {
-    // An attempt that fails at once (a missing secret) is recorded; look again, a few times.
-    for _ in 0..4 {
+    let store = state.executor.store();
+    // The runner is still `busy` from the attempt it just completed (`claims_next`): the
+    // first look keeps it so, or turns it idle when there is nothing to take. An attempt
+    // that fails at once (a missing secret) is ended by the engine, which turns the runner
+    // idle: the looks after it (a few) mark it busy again, as a poll's claim does.
+    for look in 0..4 {
         if state.shutdown.is_cancelled() {
+            if look == 0 {
+                store.runner_idle(runner.id, now_ms()).await?;
+            }
             return Ok(None);
         }
-        let Some(claimed) = state
-            .executor
-            .store()
-            .claim(runner.id, &runner.label_sets, now_ms())
-            .await?
-        else {
+        let claimed = if look == 0 {
+            store
+                .claim_next(runner.id, &runner.label_sets, now_ms())
+                .await?
+        } else {
+            store.claim(runner.id, &runner.label_sets, now_ms()).await?
+        };
+        let Some(claimed) = claimed else {
             return Ok(None);
         };
         remember_owner(state, runner, &claimed);

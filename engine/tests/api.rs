@@ -42,6 +42,22 @@ async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
 }
 
 impl Harness {
+    /// The stored state of the runner registered as `name`.
+    async fn runner_state(&self, name: &str) -> String {
+        let runners = self
+            .engine
+            .executor
+            .store()
+            .list_runners(false, 100)
+            .await
+            .unwrap();
+        runners
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.state)
+            .unwrap_or_else(|| panic!("no runner {name}"))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.engine.url)
     }
@@ -314,6 +330,8 @@ async fn a_completion_hands_over_the_next_attempt_once() {
         .unwrap();
     let second = answer.next.expect("the next attempt with the answer");
     assert_eq!(second.step_id, "second");
+    // Busy throughout: never idle (so never retired by a pool) while holding a claim.
+    assert_eq!(h.runner_state("chain").await, "busy");
     // The same report again (a lost answer): nothing more is claimed.
     let again: wire::CompleteResponse = h
         .post(&token, &wire::complete_path(first.attempt_id), done)
@@ -331,7 +349,23 @@ async fn a_completion_hands_over_the_next_attempt_once() {
         .await
         .unwrap();
     assert_eq!(answer.next, None);
-    assert_eq!(h.poll(&token).await.step_id, "third");
+    assert_eq!(h.runner_state("chain").await, "idle");
+    let third = h.poll(&token).await;
+    assert_eq!(third.step_id, "third");
+    assert_eq!(h.runner_state("chain").await, "busy");
+    // Asking for the next attempt when there is none leaves the runner idle.
+    let answer: wire::CompleteResponse = h
+        .post(
+            &token,
+            &wire::complete_path(third.attempt_id),
+            json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0, "claim_next": true}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.next, None);
+    assert_eq!(h.runner_state("chain").await, "idle");
     h.engine.shutdown().await;
 }
 

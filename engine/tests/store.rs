@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use engine::events::Events;
-use engine::executor::{Executor, Report};
+use engine::executor::{Executor, Report, RunnerSaid};
 use engine::store::{
     now_ms, NewRun, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
 };
@@ -735,7 +735,16 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
             let done = &done;
             async move {
                 let (completed, _queued) = executor
-                    .complete_holding(attempt_id, run_id, Some(runner_id), done, None, ago)
+                    .complete_holding(
+                        attempt_id,
+                        run_id,
+                        Some(runner_id),
+                        done,
+                        RunnerSaid {
+                            started_ms_ago: ago,
+                            ..RunnerSaid::default()
+                        },
+                    )
                     .await
                     .unwrap();
                 completed

@@ -47,6 +47,18 @@ pub struct Executor {
     max_parallel: i64,
 }
 
+/// What a runner's completion says besides its [`Report`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunnerSaid {
+    /// Tokens an `llm` attempt used: stored on the attempt and added to the step run's.
+    pub usage: Option<runner::protocol::Usage>,
+    /// How long ago the attempt started: recorded where its start was not reported alone.
+    pub started_ms_ago: Option<u64>,
+    /// The runner takes its next attempt in the answer ([`Store::claim_next`]), so it stays
+    /// `busy` meanwhile.
+    pub claims_next: bool,
+}
+
 /// The secrets a step gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Secrets {
@@ -261,7 +273,7 @@ impl Executor {
         report: &Report,
     ) -> anyhow::Result<bool> {
         let (completed, queued) = self
-            .complete_holding(attempt_id, run_id, runner_id, report, None, None)
+            .complete_holding(attempt_id, run_id, runner_id, report, RunnerSaid::default())
             .await?;
         if queued > 0 {
             self.events.work.notify_waiters();
@@ -269,22 +281,25 @@ impl Executor {
         Ok(completed)
     }
 
-    /// [`Executor::complete`] for a runner's report, which may say how many tokens an
-    /// `llm` attempt used (stored on the attempt and added to the step run's total) and how
-    /// long ago the attempt started (recorded where its start was not reported on its own).
-    /// The runner takes its next step in the answer: the steps the completion queued (the
-    /// second number, retries due now included) are not announced to the other runners'
-    /// polls, so the caller claims one first and wakes them only for the rest. In a chain
-    /// this spares every idle runner a wake-up and a claim that finds nothing.
+    /// [`Executor::complete`] for a runner's report, with what else its completion said
+    /// ([`RunnerSaid`]). The runner takes its next step in the answer: the steps the
+    /// completion queued (the second number, retries due now included) are not announced
+    /// to the other runners' polls, so the caller claims one first and wakes them only for
+    /// the rest. In a chain this spares every idle runner a wake-up and a claim that finds
+    /// nothing.
     pub async fn complete_holding(
         &self,
         attempt_id: i64,
         run_id: i64,
         runner_id: Option<i64>,
         report: &Report,
-        usage: Option<runner::protocol::Usage>,
-        started_ms_ago: Option<u64>,
+        said: RunnerSaid,
     ) -> anyhow::Result<(bool, usize)> {
+        let RunnerSaid {
+            usage,
+            started_ms_ago,
+            claims_next,
+        } = said;
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let status = match report.outcome {
@@ -301,6 +316,7 @@ impl Executor {
             has_outputs: !report.outputs.is_empty(),
             started_at: started_ms_ago
                 .map(|ago| now.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))),
+            runner_claims_next: claims_next && runner_id.is_some(),
         };
         let mut retry_now = false;
         let mut ended = None;

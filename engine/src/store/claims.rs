@@ -90,6 +90,9 @@ pub struct AttemptEnd<'a> {
     /// When the attempt started, by the runner's account (ms); kept only where no start
     /// was recorded yet, and never earlier than the claim.
     pub started_at: Option<i64>,
+    /// The reporting runner takes its next attempt in the same request
+    /// ([`Store::claim_next`]): it stays `busy` instead of turning `idle` for an instant.
+    pub runner_claims_next: bool,
 }
 
 /// Who an attempt belongs to.
@@ -170,6 +173,53 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<Option<Claimed>> {
+        self.claim_marking(runner_id, label_sets, now, true).await
+    }
+
+    /// [`Store::claim`] for a runner that completed an attempt and asked for its next one
+    /// in the same request: it is still `busy` (its completion left it so, see
+    /// [`AttemptEnd::runner_claims_next`]), and it is marked `idle` only when there is
+    /// nothing to take. Two statements fewer for every step that follows another.
+    pub async fn claim_next(
+        &self,
+        runner_id: i64,
+        label_sets: &[String],
+        now: i64,
+    ) -> anyhow::Result<Option<Claimed>> {
+        match self.claim_marking(runner_id, label_sets, now, false).await {
+            Ok(None) => {
+                self.runner_idle(runner_id, now).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                // Best effort: a runner left `busy` would look taken to the pool.
+                let _ = self.runner_idle(runner_id, now).await;
+                Err(e)
+            }
+            claimed => claimed,
+        }
+    }
+
+    /// Marks the runner idle after a [`Store::claim_next`] that found nothing.
+    pub async fn runner_idle(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
+        )
+        .bind(runner_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    async fn claim_marking(
+        &self,
+        runner_id: i64,
+        label_sets: &[String],
+        now: i64,
+        mark_busy: bool,
+    ) -> anyhow::Result<Option<Claimed>> {
         macro_rules! finish_claim {
             ($tx:ident, $row:ident) => {{
                 let Some(row) = $row else {
@@ -193,11 +243,13 @@ impl Store {
                 .bind(iteration)
                 .fetch_one(&mut *$tx)
                 .await?;
-                sqlx::query("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
-                    .bind(runner_id)
-                    .bind(now)
-                    .execute(&mut *$tx)
-                    .await?;
+                if mark_busy {
+                    sqlx::query("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
+                        .bind(runner_id)
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
                 let known = self.claimed_runs.workspace(run_id);
                 let workspace: Arc<str> = match &known {
                     Some(workspace) => workspace.clone(),
@@ -467,13 +519,15 @@ impl Store {
                     .await?;
                 }
             }
-            sqlx::query(
-                "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
-            )
-            .bind(holder)
-            .bind(end.at)
-            .execute(&mut *tx)
-            .await?;
+            if !end.runner_claims_next {
+                sqlx::query(
+                    "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
+                )
+                .bind(holder)
+                .bind(end.at)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             Ok(Some(completed))
         })
