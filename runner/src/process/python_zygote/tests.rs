@@ -99,6 +99,15 @@ const CORPUS: &[&str] = &[
     "import threading, time\nt = threading.Thread(target=lambda: (time.sleep(0.05), print('thread')))\nt.start()\nprint('main')",
     "import json, email.message\nprint(json.dumps({'a': 1}), email.message.Message)",
     "raise KeyboardInterrupt",
+    // The C environment matches `os.environ`, and changes to either reach children.
+    "import os, ctypes, subprocess\nlibc = ctypes.CDLL(None)\nlibc.getenv.restype = ctypes.c_char_p\n\
+     print(libc.getenv(b'PLUE_TEST_VALUE'), libc.getenv(b'HOME') is not None, libc.getenv(b'NOPE'))\n\
+     block = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, 'environ')\n\
+     entries = []\nwhile block[len(entries)] is not None:\n    entries.append(block[len(entries)])\n\
+     print([e.split(b'=')[0] for e in entries] == [k for k in os.environb])\n\
+     os.environ['ADDED'] = 'x'\ndel os.environ['PLUE_TEST_VALUE']\nos.putenv('PUT', 'y')\n\
+     seen = subprocess.run(['/usr/bin/env'], capture_output=True, text=True).stdout.splitlines()\n\
+     print(sorted(line.split('=')[0] for line in seen))\nprint(libc.getenv(b'ADDED'), libc.getenv(b'PLUE_TEST_VALUE'))",
 ];
 
 #[tokio::test]

@@ -101,8 +101,7 @@ def _child_setup(control, fds, ready_w):
     env = dict(job["env"])
     for key, value in _COERCED.items():
         env.setdefault(key, value)
-    os.environ.clear()
-    os.environ.update(env)
+    _set_environ(env)
     # The C library read no TZ yet in a fresh process; here it has the zygote's.
     _tzset()
     return job
@@ -176,6 +175,30 @@ def _fork_spare(control):
     theirs.close()
     os.close(ready_w)
     return pid, link, ready_r, None
+
+
+# The step's C environment block: referenced by `environ`, so kept for the process's life.
+_ENVIRON = None
+
+
+def _set_environ(env):
+    """`os.environ.clear(); os.environ.update(env)`, at once: one new C `environ` array
+    and one fill of `os.environ`'s mapping, instead of a `setenv` (and the C library's
+    reallocation of its array) per variable. Refuses what `os.environ` refuses."""
+    global _ENVIRON
+    data, entries = {}, []
+    for key, value in env.items():
+        name, text = os.fsencode(key), os.fsencode(value)
+        if not name or b"=" in name or b"\0" in name or b"\0" in text:
+            raise ValueError("illegal environment variable %r" % key)
+        data[name] = text
+        entries.append(name + b"=" + text)
+    block = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+    _ENVIRON = (entries, block)
+    ctypes.c_void_p.in_dll(_libc, "environ").value = ctypes.addressof(block)
+    # `os.environb` shares this mapping.
+    os.environ._data.clear()
+    os.environ._data.update(data)
 
 
 def _serve():
