@@ -29,6 +29,11 @@
 //! - The zygote never holds a step's script, environment or secrets: the runner writes
 //!   the job into a pipe whose read end only the forked child reads, so a later step forked
 //!   from the same zygote cannot find an earlier step's secrets in its own memory.
+//! - Each step's child is forked ahead of its request (a spare; the next one while the
+//!   step runs), so the fork and the copy-on-write faults after it are not on the step's
+//!   path. A spare holds nothing of any step until its request's descriptors arrive on a
+//!   socket only it and the zygote hold; it leaves when the zygote does, and one that died
+//!   is replaced for the request.
 //! - The child is its own session and process group leader and joins the step's cgroup
 //!   before the zygote reports it started; the runner then checks the join like
 //!   `containment` does and kills the cgroup and the group at the end, then sweeps.
@@ -297,19 +302,20 @@ async fn run_in(
     }
     let (out_r, out_w) = pipe().ok()?;
     let (err_r, err_w) = pipe().ok()?;
-    let (job_r, job_w) = pipe().ok()?;
+    // The whole job fits in its pipe, written before the request: no write waits for a
+    // child (a spare a step of the runner's uid stopped would hold it forever).
+    let (job_r, job_w) = job_pipe(job.len()).ok()?;
     let control = zygote.control.clone();
     let sent = tokio::task::spawn_blocking(move || -> io::Result<i32> {
+        let mut job_w = std::fs::File::from(job_w);
+        std::io::Write::write_all(&mut job_w, job.as_bytes())?;
+        drop(job_w);
         send_with_fds(
             &control,
             b"F",
             &[out_w.as_raw_fd(), err_w.as_raw_fd(), job_r.as_raw_fd()],
         )?;
         drop((out_w, err_w, job_r));
-        // Only the forked child reads this pipe; a child that died early ends the write.
-        let mut job_w = std::fs::File::from(job_w);
-        let _ = std::io::Write::write_all(&mut job_w, job.as_bytes());
-        drop(job_w);
         // Bounded: a zygote that stopped answering (a step of the runner's own uid could
         // have stopped it) is replaced, never waited for.
         control.set_read_timeout(Some(START_TIMEOUT))?;
@@ -329,10 +335,12 @@ async fn run_in(
         Ok(Ok(pid)) => pid,
         Ok(Err(err)) => {
             tracing::warn!(%err, "the python zygote did not start the step; starting it afresh");
-            // Whatever it may have forked dies with the step's cgroup.
+            // Whatever it may have forked dies with the step's cgroup, and with the zygote,
+            // which is replaced: one that did not answer in time may be stuck.
             if let Some(cgroup) = &cgroup {
                 cgroup.kill();
             }
+            zygote.kill();
             return None;
         }
         Err(err) => {
@@ -503,6 +511,21 @@ fn seqpacket_pair() -> io::Result<(UnixDatagram, UnixDatagram)> {
 /// A close-on-exec pipe: (read end, write end).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// A pipe that holds `len` bytes (a job up to [`MAX_JOB_BYTES`]), so writing the job never
+/// waits for its reader. Fails when the kernel will not grow it that far.
+fn job_pipe(len: usize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe()?;
+    let size = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETPIPE_SZ)?;
+    if usize::try_from(size).unwrap_or(0) < len {
+        let wanted = i32::try_from(len).map_err(io::Error::other)?;
+        let size = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(wanted))?;
+        if usize::try_from(size).unwrap_or(0) < len {
+            return Err(io::Error::other("the job does not fit in a pipe"));
+        }
+    }
+    Ok((read, write))
 }
 
 /// Sends one datagram carrying `fds` (SCM_RIGHTS).

@@ -231,7 +231,7 @@ fn is_gone_or_zombie(pid: i32) -> bool {
 
 /// A spare child (forked ahead of the next request) that was killed — a step of the
 /// zygote's own uid may signal it — is replaced for the request, still warm; a spare
-/// never outlives its zygote.
+/// never outlives its zygote, and the runner's sweep reaps what is left of it.
 #[tokio::test]
 async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
     let _serial = SERIAL.lock().await;
@@ -249,11 +249,7 @@ async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
     let spares = children_of(zygote);
     assert_eq!(spares.len(), 1, "one spare waits: {spares:?}");
     nix::sys::signal::kill(Pid::from_raw(spares[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !is_gone_or_zombie(spares[0]) {
-        assert!(Instant::now() < deadline, "the spare survived SIGKILL");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_gone_or_zombie(spares[0]);
     let (ending, lines) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
     assert_eq!(ending, Ending::Exited(0));
     // Forked by the same zygote: the warm path served it.
@@ -266,21 +262,87 @@ async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
 
     let spare = children_of(zygote);
     assert_eq!(spare.len(), 1, "a new spare waits: {spare:?}");
-    {
-        let mut slot = ZYGOTE.lock().await;
-        let zygote = slot.as_mut().expect("a zygote");
-        nix::sys::signal::kill(
-            Pid::from_raw(zygote.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        zygote.child.wait().unwrap();
-    }
+    kill_the_zygote().await;
+    wait_until_gone_or_zombie(spare[0]);
+    // The next step's end sweeps the runner's orphans: the spare is not left a zombie.
+    let (ending, _) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert!(
+        std::fs::metadata(format!("/proc/{}", spare[0])).is_err(),
+        "the orphaned spare {} was never reaped",
+        spare[0]
+    );
+}
+
+/// The attack on a spare by a step of the zygote's own uid: it stops the spare waiting
+/// for the next step, hoping it takes that step's job and runs it later, unwatched. The
+/// next step runs once, in time, and the stopped spare never runs it.
+#[tokio::test]
+async fn a_stopped_spare_never_runs_the_next_step() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let (ending, _) = collect(spec("pass", dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    let zygote = ZYGOTE
+        .lock()
+        .await
+        .as_ref()
+        .map(|z| z.child.id())
+        .expect("a zygote");
+    let spares = children_of(zygote);
+    assert_eq!(spares.len(), 1, "one spare waits: {spares:?}");
+    let stopped = Pid::from_raw(spares[0]);
+    nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGSTOP).unwrap();
+
+    let ran = dir.path().join("ran");
+    let victim = format!(
+        "import os\nwith open({:?}, 'a') as f:\n    f.write('%d %s\\n' % (os.getpid(), os.environ['VICTIM_TOKEN']))",
+        ran.display().to_string()
+    );
+    let mut step = spec(&victim, dir.path(), Duration::from_secs(30));
+    step.env.insert("VICTIM_TOKEN".into(), "s3cr3t".into());
+    let started = Instant::now();
+    let (ending, _) = collect(step, true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Whatever is left of the stopped spare is woken: it must not run the step again.
+    let _ = nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGCONT);
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        1,
+        "the step ran more than once: {lines}"
+    );
+    assert!(
+        !lines.starts_with(&format!("{} ", spares[0])),
+        "the stopped spare ran it"
+    );
+    wait_until_gone_or_zombie(spares[0]);
+}
+
+async fn kill_the_zygote() {
+    let mut slot = ZYGOTE.lock().await;
+    let zygote = slot.as_mut().expect("a zygote");
+    nix::sys::signal::kill(
+        Pid::from_raw(zygote.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    zygote.child.wait().unwrap();
+}
+
+fn wait_until_gone_or_zombie(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !is_gone_or_zombie(spare[0]) {
+    while !is_gone_or_zombie(pid) {
         assert!(
             Instant::now() < deadline,
-            "a spare outlived its zygote by 5 s"
+            "process {pid} still runs after 5 s"
         );
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -12,12 +12,14 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # /proc and the attempt's user, descriptors, environment, `__main__`, argv, modules) and
 # only then runs the script; the zygote answers `P <pid>` once the child is set up (or
 # `E <why>`), then `S <wait status>` when it ends.
-import os, json, socket, ctypes, signal, time, atexit, gc
+import os, json, socket, ctypes, signal, time, atexit, gc, select
 
 # Held here, so the child never imports them from a `sys.path` that starts with the
 # step's workspace (a `signal.py` there must not run on an uncaught KeyboardInterrupt).
 _signal, _kill, _tzset = signal.signal, os.kill, time.tzset
 _SIGINT, _SIGTERM, _SIG_DFL, _SIG_IGN = signal.SIGINT, signal.SIGTERM, signal.SIG_DFL, signal.SIG_IGN
+_SIGKILL = signal.SIGKILL
+_select, _monotonic = select.select, time.monotonic
 _default_int_handler = signal.default_int_handler
 _register_exit, _collect, _freeze = atexit.register, gc.collect, gc.freeze
 
@@ -26,6 +28,10 @@ _register_exit, _collect, _freeze = atexit.register, gc.collect, gc.freeze
 _COERCED = {k: v for k, v in os.environ.items() if k == "LC_CTYPE"}
 
 _PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG = 1
+# How long a child may take to set itself up once it has its request (the runner gives
+# up, and replaces the zygote, after 10 s).
+_SETUP_TIMEOUT = 5.0
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -33,9 +39,13 @@ _CONTROL = 3
 _MAX_JOB = 4 << 20
 
 
+def _prctl(option, value):
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(%d)" % option)
+
+
 def _prctl_dumpable(value):
-    if _libc.prctl(_PR_SET_DUMPABLE, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+    _prctl(_PR_SET_DUMPABLE, value)
 
 
 def _read_job(fd):
@@ -67,15 +77,13 @@ def _confine(user):
         raise OSError("could not become the attempt's user")
 
 
-def _child_setup(control, fds, ready_w):
-    """In the forked child: everything before user code. Any failure exits the child."""
-    control.detach()
-    os.close(_CONTROL)
+def _child_setup(fds, ready_w):
+    """In the forked child, once it has its request (already its own session, see
+    `_fork_spare`): everything before user code. Any failure exits the child."""
     # As in a fresh interpreter: the zygote itself ignores these.
     _signal(_SIGINT, _default_int_handler)
     _signal(_SIGTERM, _SIG_DFL)
     job = _read_job(fds[2])
-    os.setsid()
     procs = job.get("cgroup_procs")
     if procs:
         # A failed join is detected by the runner (it checks the child's cgroup).
@@ -104,6 +112,8 @@ def _child_setup(control, fds, ready_w):
     _set_environ(env)
     # The C library read no TZ yet in a fresh process; here it has the zygote's.
     _tzset()
+    # A fresh interpreter has no parent-death signal (the spare's is for its wait only).
+    _prctl(_PR_SET_PDEATHSIG, 0)
     return job
 
 
@@ -155,16 +165,32 @@ def _fork_spare(control):
     # step made, instead of writing to every inherited object's header and copying
     # the zygote's whole heap page by page.
     _freeze()
+    zygote = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
+            # Nothing of the zygote's channel to the runner: a spare kept waiting (or
+            # stopped by a step of the same uid) must not hold it open, or the runner would
+            # not see the zygote die; a received descriptor may take its number later.
+            control.detach()
+            os.close(_CONTROL)
             link.close()
             os.close(ready_r)
+            # It dies with the zygote, stopped or not (SIGKILL), so it never serves a
+            # request the runner gave up on; and it is its own session (as the step it
+            # becomes must be), so the runner's sweep takes it as an orphan if it outlives
+            # the zygote all the same.
+            _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
+            if os.getppid() != zygote:
+                os._exit(0)
+            os.setsid()
             _warm_up()
             fds = _await_request(theirs)
             if len(fds) != 3:
                 raise ValueError("bad request: %d descriptors" % len(fds))
-            job = _child_setup(control, fds, ready_w)
+            job = _child_setup(fds, ready_w)
+            # Said explicitly: a child that dies on the way says nothing, which is no start.
+            os.write(ready_w, b"OK")
             os.close(ready_w)
         except BaseException as e:
             try:
@@ -186,19 +212,41 @@ def _set_environ(env):
     and one fill of `os.environ`'s mapping, instead of a `setenv` (and the C library's
     reallocation of its array) per variable. Refuses what `os.environ` refuses."""
     global _ENVIRON
-    data, entries = {}, []
+    data = {}
     for key, value in env.items():
         name, text = os.fsencode(key), os.fsencode(value)
         if not name or b"=" in name or b"\0" in name or b"\0" in text:
             raise ValueError("illegal environment variable %r" % key)
         data[name] = text
-        entries.append(name + b"=" + text)
+    # From the mapping: two names that encode alike are one variable, as with setenv.
+    entries = [name + b"=" + text for name, text in data.items()]
     block = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
     _ENVIRON = (entries, block)
     ctypes.c_void_p.in_dll(_libc, "environ").value = ctypes.addressof(block)
     # `os.environb` shares this mapping.
     os.environ._data.clear()
     os.environ._data.update(data)
+
+
+def _setup_answer(pid, ready_r):
+    """What the child `pid` said of its set-up (`OK`, or why it failed), within
+    `_SETUP_TIMEOUT`; a child that took longer (a step of the same uid may have stopped
+    the spare) is killed and reaped, as is one that failed."""
+    chunks, deadline = [], _monotonic() + _SETUP_TIMEOUT
+    while True:
+        left = deadline - _monotonic()
+        if left <= 0 or not _select([ready_r], [], [], left)[0]:
+            _kill(pid, _SIGKILL)
+            os.waitpid(pid, 0)
+            return b"timed out"
+        chunk = os.read(ready_r, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    said = b"".join(chunks)
+    if said != b"OK":
+        os.waitpid(pid, 0)
+    return said
 
 
 def _serve():
@@ -243,16 +291,10 @@ def _serve():
             link.close()
         for fd in fds:
             os.close(fd)
-        chunks = []
-        while True:
-            chunk = os.read(ready_r, 4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        said = _setup_answer(pid, ready_r)
         os.close(ready_r)
-        if chunks:
-            os.waitpid(pid, 0)
-            control.send(b"E child set-up failed: " + b"".join(chunks))
+        if said != b"OK":
+            control.send(b"E child set-up failed: " + (said or b"it ended"))
             continue
         control.send(b"P %d" % pid)
         # The next request's child, forked while this step runs.
