@@ -31,9 +31,14 @@
 //!   from the same zygote cannot find an earlier step's secrets in its own memory.
 //! - Each step's child is forked ahead of its request (a spare; the next one while the
 //!   step runs), so the fork and the copy-on-write faults after it are not on the step's
-//!   path. A spare holds nothing of any step until its request's descriptors arrive on a
-//!   socket only it and the zygote hold; it leaves when the zygote does, and one that died
-//!   is replaced for the request.
+//!   path. A spare arms itself first (parent-death signal, its own session, the zygote's
+//!   channel closed) and says so; it holds nothing of any step until its request's
+//!   descriptors arrive on a socket only it and the zygote hold; it leaves when the zygote
+//!   does; one that died, or never armed itself, is killed and replaced for the request.
+//! - No user code runs before the runner accepted the start: the child waits, set up, for
+//!   a byte the runner writes into a `go` pipe once it has the zygote's `P`, and leaves
+//!   when that pipe is closed unwritten (the runner gave up: the zygote is replaced, the
+//!   step runs fresh, and so never twice). The zygote gives a child 5 s to set up.
 //! - The child is its own session and process group leader and joins the step's cgroup
 //!   before the zygote reports it started; the runner then checks the join like
 //!   `containment` does and kills the cgroup and the group at the end, then sweeps.
@@ -221,8 +226,11 @@ impl Zygote {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Kills the zygote (it stopped answering); the next step starts a new one.
+    /// Kills the zygote (it stopped answering); the next step starts a new one. Its
+    /// channel is shut down first, so no wait for an answer outlives it (a spare a step
+    /// stopped before it armed itself could otherwise hold the other end open).
     fn kill(&mut self) {
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -305,6 +313,9 @@ async fn run_in(
     // The whole job fits in its pipe, written before the request: no write waits for a
     // child (a spare a step of the runner's uid stopped would hold it forever).
     let (job_r, job_w) = job_pipe(job.len()).ok()?;
+    // The child runs no user code before this says so: a start the runner gave up on
+    // (the zygote stalled, the answer came late) never runs beside the fresh one.
+    let (go_r, go_w) = pipe().ok()?;
     let control = zygote.control.clone();
     let sent = tokio::task::spawn_blocking(move || -> io::Result<i32> {
         let mut job_w = std::fs::File::from(job_w);
@@ -313,22 +324,30 @@ async fn run_in(
         send_with_fds(
             &control,
             b"F",
-            &[out_w.as_raw_fd(), err_w.as_raw_fd(), job_r.as_raw_fd()],
+            &[
+                out_w.as_raw_fd(),
+                err_w.as_raw_fd(),
+                job_r.as_raw_fd(),
+                go_r.as_raw_fd(),
+            ],
         )?;
-        drop((out_w, err_w, job_r));
+        drop((out_w, err_w, job_r, go_r));
         // Bounded: a zygote that stopped answering (a step of the runner's own uid could
         // have stopped it) is replaced, never waited for.
         control.set_read_timeout(Some(START_TIMEOUT))?;
         let answer = recv(&control);
         control.set_read_timeout(None)?;
         let answer = answer?;
-        match answer.strip_prefix("P ") {
+        let pid: i32 = match answer.strip_prefix("P ") {
             Some(pid) => pid
                 .trim()
                 .parse()
-                .map_err(|_| io::Error::other(format!("bad answer {answer:?}"))),
-            None => Err(io::Error::other(answer)),
-        }
+                .map_err(|_| io::Error::other(format!("bad answer {answer:?}")))?,
+            None => return Err(io::Error::other(answer)),
+        };
+        // Accepted: the child may run the script (dropped unwritten on any error above).
+        std::io::Write::write_all(&mut std::fs::File::from(go_w), b"G")?;
+        Ok(pid)
     })
     .await;
     let pid = match sent {

@@ -326,6 +326,59 @@ async fn a_stopped_spare_never_runs_the_next_step() {
     wait_until_gone_or_zombie(spares[0]);
 }
 
+/// A start the runner gave up on (the zygote answered late, or not at all) never runs
+/// the script: the child waits for the runner's `go`, which is closed unwritten. Here the
+/// child is held in its set-up (its cgroup path is a FIFO nobody reads yet) while the
+/// runner gives up, then let go.
+#[tokio::test]
+async fn a_start_the_runner_gave_up_on_never_runs_the_script() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold");
+    nix::unistd::mkfifo(&hold, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let marker = dir.path().join("ran");
+    let zygote = Zygote::start(&python(), BTreeMap::new()).unwrap();
+    let job = serde_json::json!({
+        "program": "/usr/bin/python3",
+        "script": format!("open({:?}, 'w').write('ran')", marker.display().to_string()),
+        "cwd": dir.path(),
+        "env": {"PATH": "/usr/bin:/bin"},
+        "cgroup_procs": hold,
+        "user": null,
+    })
+    .to_string();
+    let (_out_r, out_w) = pipe().unwrap();
+    let (_err_r, err_w) = pipe().unwrap();
+    let (job_r, job_w) = job_pipe(job.len()).unwrap();
+    std::io::Write::write_all(&mut std::fs::File::from(job_w), job.as_bytes()).unwrap();
+    let (go_r, go_w) = pipe().unwrap();
+    send_with_fds(
+        &zygote.control,
+        b"F",
+        &[
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            job_r.as_raw_fd(),
+            go_r.as_raw_fd(),
+        ],
+    )
+    .unwrap();
+    drop((out_w, err_w, job_r, go_r));
+    // The runner gives up while the child is still setting itself up.
+    drop(go_w);
+    let joined = std::fs::read_to_string(&hold).unwrap();
+    assert_eq!(joined, "0", "the child reached its cgroup join");
+    zygote
+        .control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = recv(&zygote.control).unwrap();
+    assert!(started.starts_with("P "), "{started}");
+    let ended = recv(&zygote.control).unwrap();
+    assert_eq!(ended, "S 0", "the child left without running anything");
+    assert!(!marker.exists(), "the script ran after the runner gave up");
+}
+
 async fn kill_the_zygote() {
     let mut slot = ZYGOTE.lock().await;
     let zygote = slot.as_mut().expect("a zygote");

@@ -2,16 +2,18 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # The warm Python zygote of a Plue runner (see mod.rs beside this file). Started as
 # `python3 -u -c <this>` with its control socket (a SOCK_SEQPACKET socketpair end) on fd 3,
 # in an empty private directory; it never imports or runs user code itself and never sees
-# a step's script, environment or secrets. Each request is one packet, `F`, carrying three
-# descriptors (SCM_RIGHTS): the step's stdout and stderr write ends and the read end of a
-# pipe the runner writes the step's JSON job into. Each is served by a child forked ahead
-# of it (a spare, waiting with nothing of any step on a socket of its own; the next one is
-# forked while the step runs), which receives the descriptors, reads
-# the job itself, sets itself up exactly like the fresh `python3 -u -c SCRIPT` the runner
-# would spawn (own session, the step's cgroup, directory, under a root runner a private
-# /proc and the attempt's user, descriptors, environment, `__main__`, argv, modules) and
-# only then runs the script; the zygote answers `P <pid>` once the child is set up (or
-# `E <why>`), then `S <wait status>` when it ends.
+# a step's script, environment or secrets. Each request is one packet, `F`, carrying four
+# descriptors (SCM_RIGHTS): the step's stdout and stderr write ends, the read end of a
+# pipe holding the step's JSON job, and the read end of the `go` pipe. Each is served by a
+# child forked ahead of it (a spare, armed at once and then waiting with nothing of any
+# step on a socket of its own; the next one is forked while the step runs), which
+# receives the descriptors, reads the job itself, sets itself up exactly like the fresh
+# `python3 -u -c SCRIPT` the runner would spawn (own session, the step's cgroup,
+# directory, under a root runner a private /proc and the attempt's user, descriptors,
+# environment, `__main__`, argv, modules), says `OK`, and runs the script only once the
+# runner writes `G` into `go` (it closes `go` unwritten when it gave up on the start). The
+# zygote answers `P <pid>` once the child is set up (or `E <why>`), then `S <wait status>`
+# when it ends.
 import os, json, socket, ctypes, signal, time, atexit, gc, select
 
 # Held here, so the child never imports them from a `sys.path` that starts with the
@@ -99,11 +101,14 @@ def _child_setup(fds, ready_w):
     os.dup2(null, 0)
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
+    keep = sorted({ready_w, fds[3]})
     for fd in (null, fds[0], fds[1]):
-        if fd > 2 and fd != ready_w:
+        if fd > 2 and fd not in keep:
             os.close(fd)
-    os.closerange(3, ready_w)
-    os.closerange(ready_w + 1, 65536)
+    os.closerange(3, keep[0])
+    if len(keep) > 1:
+        os.closerange(keep[0] + 1, keep[1])
+    os.closerange(keep[-1] + 1, 65536)
     # A fresh interpreter is dumpable; only the zygote is not.
     _prctl_dumpable(1)
     env = dict(job["env"])
@@ -118,11 +123,11 @@ def _child_setup(fds, ready_w):
 
 
 def _await_request(link):
-    """In a spare child: waits for the three descriptors of the request it is to serve, or
+    """In a spare child: waits for the four descriptors of the request it is to serve, or
     leaves when the zygote is gone (its end of `link` closed)."""
     while True:
         try:
-            msg, anc, _flags, _addr = link.recvmsg(16, socket.CMSG_SPACE(3 * 4))
+            msg, anc, _flags, _addr = link.recvmsg(16, socket.CMSG_SPACE(4 * 4))
             break
         except InterruptedError:
             continue
@@ -169,29 +174,36 @@ def _fork_spare(control):
     pid = os.fork()
     if pid == 0:
         try:
-            # Nothing of the zygote's channel to the runner: a spare kept waiting (or
-            # stopped by a step of the same uid) must not hold it open, or the runner would
-            # not see the zygote die; a received descriptor may take its number later.
-            control.detach()
-            os.close(_CONTROL)
-            link.close()
-            os.close(ready_r)
-            # It dies with the zygote, stopped or not (SIGKILL), so it never serves a
-            # request the runner gave up on; and it is its own session (as the step it
+            # Armed first: it dies with the zygote, stopped or not (SIGKILL), so it never
+            # serves a request the runner gave up on; it is its own session (as the step it
             # becomes must be), so the runner's sweep takes it as an orphan if it outlives
-            # the zygote all the same.
+            # the zygote all the same; and it holds nothing of the zygote's channel to the
+            # runner (a spare kept stopped must not hide the zygote's death from the
+            # runner; a received descriptor may take its number later). It then says so:
+            # the zygote hands no request to a spare that did not.
             _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
             if os.getppid() != zygote:
                 os._exit(0)
             os.setsid()
+            control.detach()
+            os.close(_CONTROL)
+            link.close()
+            os.close(ready_r)
+            theirs.send(b"A")
             _warm_up()
             fds = _await_request(theirs)
-            if len(fds) != 3:
+            if len(fds) != 4:
                 raise ValueError("bad request: %d descriptors" % len(fds))
             job = _child_setup(fds, ready_w)
             # Said explicitly: a child that dies on the way says nothing, which is no start.
             os.write(ready_w, b"OK")
             os.close(ready_w)
+            # No user code before the runner accepted the start (it closes `go` unwritten
+            # when it gave up): a step never runs twice, or unwatched.
+            go = os.read(fds[3], 1)
+            os.close(fds[3])
+            if go != b"G":
+                os._exit(0)
         except BaseException as e:
             try:
                 os.write(ready_w, ("%s: %s" % (type(e).__name__, e)).encode()[:4000])
@@ -234,8 +246,8 @@ def _setup_answer(pid, ready_r):
     the spare) is killed and reaped, as is one that failed."""
     chunks, deadline = [], _monotonic() + _SETUP_TIMEOUT
     while True:
-        left = deadline - _monotonic()
-        if left <= 0 or not _select([ready_r], [], [], left)[0]:
+        # What is there is read even past the deadline (the zygote may have been held up).
+        if not _select([ready_r], [], [], max(deadline - _monotonic(), 0))[0]:
             _kill(pid, _SIGKILL)
             os.waitpid(pid, 0)
             return b"timed out"
@@ -243,54 +255,71 @@ def _setup_answer(pid, ready_r):
         if not chunk:
             break
         chunks.append(chunk)
+        if b"".join(chunks) == b"OK":
+            return b"OK"
     said = b"".join(chunks)
-    if said != b"OK":
-        os.waitpid(pid, 0)
+    os.waitpid(pid, 0)
     return said
 
 
+def _hand_over(spare, fds):
+    """Gives the request's descriptors to `spare` if it is armed (it said so within a
+    second) and alive; else kills and reaps it. Returns whether it took them."""
+    pid, link, _ready_r, _ = spare
+    try:
+        link.settimeout(1.0)
+        armed = link.recv(1) == b"A"
+        if armed:
+            link.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                   b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
+    except OSError:
+        # Gone, or stopped before it armed itself (a same-uid step may signal it).
+        armed = False
+    link.close()
+    if not armed:
+        _kill(pid, _SIGKILL)
+        os.waitpid(pid, 0)
+    return armed
+
+
 def _serve():
-    """Answers requests until the runner goes away; returns a job only in a forked child."""
+    """Answers requests until the runner goes away; returns a job only in a forked child.
+    A spare is forked at start and after each step started; after a failed start, only
+    when the next request comes (so a zygote replaced then leaves no spare behind)."""
     control = socket.socket(fileno=_CONTROL)
-    spare = None
+    spare = _fork_spare(control)
+    if spare[0] == 0:
+        return spare[3]
     while True:
-        if spare is None:
-            spare = _fork_spare(control)
-            if spare[0] == 0:
-                return spare[3]
         try:
-            msg, anc, _flags, _addr = control.recvmsg(16, socket.CMSG_SPACE(3 * 4))
+            msg, anc, _flags, _addr = control.recvmsg(16, socket.CMSG_SPACE(4 * 4))
         except InterruptedError:
             continue
         if not msg:
             os._exit(0)
         fds = _descriptors(anc)
-        if msg != b"F" or len(fds) != 3:
+        if msg != b"F" or len(fds) != 4:
             for fd in fds:
                 os.close(fd)
             control.send(b"E bad request: %d descriptors" % len(fds))
             continue
-        pid, link, ready_r, _ = spare
-        spare = None
-        try:
-            link.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
-            handed = True
-        except OSError:
-            # The spare is gone (a same-uid step may signal it): a new one serves this.
-            handed = False
-        link.close()
-        if not handed:
-            os.close(ready_r)
-            os.waitpid(pid, 0)
-            spare = _fork_spare(control)
-            if spare[0] == 0:
-                return spare[3]
-            pid, link, ready_r, _ = spare
+        # One more spare at most: a request whose spare failed is answered E.
+        for _attempt in range(2):
+            if spare is None:
+                spare = _fork_spare(control)
+                if spare[0] == 0:
+                    return spare[3]
+            handed = _hand_over(spare, fds)
+            pid, _link, ready_r, _ = spare
             spare = None
-            link.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
-            link.close()
+            if handed:
+                break
+            os.close(ready_r)
         for fd in fds:
             os.close(fd)
+        if not handed:
+            control.send(b"E no spare took the request")
+            continue
         said = _setup_answer(pid, ready_r)
         os.close(ready_r)
         if said != b"OK":
