@@ -160,6 +160,15 @@ impl Harness {
         );
     }
 
+    /// Reports attempt `attempt_id` ended with `body`; the engine's answer.
+    async fn complete(&self, token: &str, attempt_id: i64, body: Value) -> wire::CompleteResponse {
+        self.post(token, &wire::complete_path(attempt_id), body)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.url(path))
@@ -322,48 +331,24 @@ async fn a_completion_hands_over_the_next_attempt_once() {
     let first = h.poll(&token).await;
     assert_eq!(first.step_id, "first");
     let done = json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0, "claim_next": true});
-    let answer: wire::CompleteResponse = h
-        .post(&token, &wire::complete_path(first.attempt_id), done.clone())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer = h.complete(&token, first.attempt_id, done.clone()).await;
     let second = answer.next.expect("the next attempt with the answer");
     assert_eq!(second.step_id, "second");
     // Busy throughout: never idle (so never retired by a pool) while holding a claim.
     assert_eq!(h.runner_state("chain").await, "busy");
     // The same report again (a lost answer): nothing more is claimed.
-    let again: wire::CompleteResponse = h
-        .post(&token, &wire::complete_path(first.attempt_id), done)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again = h.complete(&token, first.attempt_id, done.clone()).await;
     assert_eq!(again.next, None);
     // Without asking, the third step is left for a poll.
     let quiet = json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0});
-    let answer: wire::CompleteResponse = h
-        .post(&token, &wire::complete_path(second.attempt_id), quiet)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer = h.complete(&token, second.attempt_id, quiet).await;
     assert_eq!(answer.next, None);
     assert_eq!(h.runner_state("chain").await, "idle");
     let third = h.poll(&token).await;
     assert_eq!(third.step_id, "third");
     assert_eq!(h.runner_state("chain").await, "busy");
     // Asking for the next attempt when there is none leaves the runner idle.
-    let answer: wire::CompleteResponse = h
-        .post(
-            &token,
-            &wire::complete_path(third.attempt_id),
-            json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0, "claim_next": true}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer = h.complete(&token, third.attempt_id, done).await;
     assert_eq!(answer.next, None);
     assert_eq!(h.runner_state("chain").await, "idle");
     h.engine.shutdown().await;

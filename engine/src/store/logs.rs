@@ -87,13 +87,23 @@ fn sqlite_chunks(lines: &[LogLine]) -> Vec<(usize, &[LogLine])> {
     chunks
 }
 
-// A page of lines as one row (one JSON array of `[attempt, seq, stream, text, ts]`): sqlx
-// hands each result row from its SQLite worker thread to the caller on its own, which
+/// A page of lines after a cursor, in order: the one query of both backends.
+macro_rules! page {
+    () => {
+        "SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
+         AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4"
+    };
+}
+
+// The page as one row on SQLite (one JSON array of `[attempt, seq, stream, text, ts]`):
+// sqlx hands each result row from its SQLite worker thread to the caller on its own, which
 // costs more than SQLite building and serde parsing the array.
-const SQLITE_READ: &str = "\
-    SELECT json_group_array(json_array(attempt, seq, stream, text, ts) ORDER BY attempt, seq) \
-    FROM (SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
-          AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4)";
+const SQLITE_READ: &str = concat!(
+    "SELECT json_group_array(json_array(attempt, seq, stream, text, ts) ORDER BY attempt, seq) \
+     FROM (",
+    page!(),
+    ")"
+);
 
 impl Store {
     /// Appends lines of attempt `attempt` of a step run; returns how many were new.
@@ -186,16 +196,13 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<StoredLine>> {
         match &self.db {
-            Db::Postgres(pool) => Ok(sqlx::query_as(
-                "SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
-                 AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4",
-            )
-            .bind(step_run_id)
-            .bind(after.0)
-            .bind(after.1)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?),
+            Db::Postgres(pool) => Ok(sqlx::query_as(page!())
+                .bind(step_run_id)
+                .bind(after.0)
+                .bind(after.1)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?),
             Db::Sqlite(pool) => {
                 let page: String = sqlx::query_scalar(SQLITE_READ)
                     .bind(step_run_id)

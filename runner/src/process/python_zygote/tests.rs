@@ -238,18 +238,9 @@ async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("home")).unwrap();
     let script = "import os; print(os.getppid())";
-    let (ending, _) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
-    assert_eq!(ending, Ending::Exited(0));
-    let zygote = ZYGOTE
-        .lock()
-        .await
-        .as_ref()
-        .map(|z| z.child.id())
-        .expect("a zygote");
-    let spares = children_of(zygote);
-    assert_eq!(spares.len(), 1, "one spare waits: {spares:?}");
-    nix::sys::signal::kill(Pid::from_raw(spares[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
-    wait_until_gone_or_zombie(spares[0]);
+    let (zygote, spare) = the_waiting_spare(dir.path()).await;
+    nix::sys::signal::kill(Pid::from_raw(spare), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until_gone_or_zombie(spare);
     let (ending, lines) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
     assert_eq!(ending, Ending::Exited(0));
     // Forked by the same zygote: the warm path served it.
@@ -260,17 +251,17 @@ async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
         "the zygote was not replaced"
     );
 
-    let spare = children_of(zygote);
-    assert_eq!(spare.len(), 1, "a new spare waits: {spare:?}");
+    let next = children_of(zygote);
+    assert_eq!(next.len(), 1, "a new spare waits: {next:?}");
     kill_the_zygote().await;
-    wait_until_gone_or_zombie(spare[0]);
+    wait_until_gone_or_zombie(next[0]);
     // The next step's end sweeps the runner's orphans: the spare is not left a zombie.
     let (ending, _) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
     assert_eq!(ending, Ending::Exited(0));
     assert!(
-        std::fs::metadata(format!("/proc/{}", spare[0])).is_err(),
+        std::fs::metadata(format!("/proc/{}", next[0])).is_err(),
         "the orphaned spare {} was never reaped",
-        spare[0]
+        next[0]
     );
 }
 
@@ -282,17 +273,8 @@ async fn a_stopped_spare_never_runs_the_next_step() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("home")).unwrap();
-    let (ending, _) = collect(spec("pass", dir.path(), Duration::from_secs(20)), true).await;
-    assert_eq!(ending, Ending::Exited(0));
-    let zygote = ZYGOTE
-        .lock()
-        .await
-        .as_ref()
-        .map(|z| z.child.id())
-        .expect("a zygote");
-    let spares = children_of(zygote);
-    assert_eq!(spares.len(), 1, "one spare waits: {spares:?}");
-    let stopped = Pid::from_raw(spares[0]);
+    let (_, spare) = the_waiting_spare(dir.path()).await;
+    let stopped = Pid::from_raw(spare);
     nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGSTOP).unwrap();
 
     let ran = dir.path().join("ran");
@@ -320,10 +302,10 @@ async fn a_stopped_spare_never_runs_the_next_step() {
         "the step ran more than once: {lines}"
     );
     assert!(
-        !lines.starts_with(&format!("{} ", spares[0])),
+        !lines.starts_with(&format!("{spare} ")),
         "the stopped spare ran it"
     );
-    wait_until_gone_or_zombie(spares[0]);
+    wait_until_gone_or_zombie(spare);
 }
 
 /// A start the runner gave up on (the zygote answered late, or not at all) never runs
@@ -377,6 +359,22 @@ async fn a_start_the_runner_gave_up_on_never_runs_the_script() {
     let ended = recv(&zygote.control).unwrap();
     assert_eq!(ended, "S 0", "the child left without running anything");
     assert!(!marker.exists(), "the script ran after the runner gave up");
+}
+
+/// Runs a warm step (starting the zygote if need be); the zygote's pid and that of the one
+/// spare it then keeps waiting for the next step.
+async fn the_waiting_spare(dir: &Path) -> (u32, i32) {
+    let (ending, _) = collect(spec("pass", dir, Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    let zygote = ZYGOTE
+        .lock()
+        .await
+        .as_ref()
+        .map(|z| z.child.id())
+        .expect("a zygote");
+    let spares = children_of(zygote);
+    assert_eq!(spares.len(), 1, "one spare waits: {spares:?}");
+    (zygote, spares[0])
 }
 
 async fn kill_the_zygote() {
