@@ -3,7 +3,7 @@
 //! [`spawn`] starts a step's leader (a `bash`/`python` step, an `llm` step's `bash` tool;
 //! [`spawn_tool`] for its `git`/`grep`) and returns a [`Contained`] whose end
 //! ([`Contained::finish`], or its drop) kills and sweeps everything the leader started.
-//! The leader is set up between `fork` and `exec` ([`prepare_child`]) to:
+//! The leader sets itself up before it executes anything (`launch`) to:
 //! - start a new *session* (`setsid`), so it and all its descendants are in sessions other
 //!   than the runner's, forever: a session cannot be joined, only created. The sweep (see
 //!   `reaper`) relies on this to tell an orphan of a step, re-parented to the runner, from a
@@ -21,8 +21,8 @@
 //! Invariants:
 //! - A step's cgroup is created before its process is spawned and removed only once it is
 //!   empty ([`StepCgroup::finish`], or on drop). It is never shared by two steps.
-//! - The child joins by writing `0` to `cgroup.procs` *before* dropping privileges (the
-//!   hook is registered before `isolation::confine`, and `pre_exec` closures run in order).
+//! - The child joins by writing `0` to `cgroup.procs` *before* dropping privileges (see
+//!   `launch`'s order of set-up).
 //!   A failed join does not fail the spawn: the parent checks with [`StepCgroup::holds`]
 //!   and falls back to the process-group kill and the sweep, which always run anyway.
 //! - Nothing here is needed for correctness on a host without a writable cgroup v2 (a
@@ -30,6 +30,7 @@
 //!   subtree, no cgroup2 mount at all): [`StepCgroup::create`] answers `None` and logs why
 //!   once. In a Kubernetes pod, the pod's end is the final net.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::launch::{Launch, Launched};
 use crate::reaper;
 use crate::step_user::StepUser;
 
@@ -57,28 +59,46 @@ pub(crate) enum Mode {
 /// How long the end of a step may spend emptying its cgroup, and then sweeping.
 const FINISH_BUDGET: Duration = Duration::from_secs(1);
 
-/// Spawns `command` (its environment already built) as the leader of a step: in a new
+/// What a step's leader runs: the program (a path, not looked up), its arguments, its
+/// whole environment (nothing of the runner's is inherited) and its working directory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Program<'a> {
+    pub path: &'a Path,
+    pub args: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub cwd: &'a Path,
+}
+
+/// Starts `program` as the leader of a step (`launch`: no copy of the runner): in a new
 /// session, in a fresh cgroup where `mode` and the host allow it, then as `user` when one
-/// is given (`isolation::confine`), registered with the sweep. The returned [`Contained`]
-/// kills and sweeps everything the leader started, at [`Contained::finish`] or on drop.
+/// is given (after a private `/proc`), registered with the sweep. The returned
+/// [`Contained`] kills and sweeps everything the leader started, at [`Contained::finish`]
+/// or on drop.
 pub(crate) fn spawn(
-    command: &mut tokio::process::Command,
+    program: Program<'_>,
     user: Option<StepUser>,
     mode: Mode,
-) -> io::Result<(tokio::process::Child, Contained)> {
+) -> io::Result<(Launched, Contained)> {
     reaper::become_subreaper();
     let cookie = reaper::new_cookie();
-    command.env(reaper::COOKIE_VAR, &cookie);
-    // Created before the spawn, so the child joins it before running anything.
+    let mut env: Vec<(&str, &str)> = program
+        .env
+        .iter()
+        .filter(|(key, _)| key.as_str() != reaper::COOKIE_VAR)
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    env.push((reaper::COOKIE_VAR, &cookie));
+    // Created before the launch, so the child joins it before running anything.
     let mut cgroup = StepCgroup::create(mode);
-    // Registered before `confine`: the join needs the runner's rights, not the step's.
-    prepare_child(command, cgroup.as_ref());
-    if let Some(user) = user {
-        // A private /proc (where allowed), then the attempt's user; last of the child's
-        // set-up, so anything before it still runs as root.
-        crate::isolation::confine(command, user);
-    }
-    let (child, live) = reaper::spawn_step(command, &cookie)?;
+    let launch = Launch {
+        program: program.path,
+        args: program.args,
+        env,
+        cwd: program.cwd,
+        cgroup_procs: cgroup.as_ref().map(|c| &c.procs),
+        user,
+    };
+    let (child, live) = reaper::launch_step(&launch, &cookie)?;
     let pid = live.pid();
     if cgroup.as_ref().is_some_and(|c| !c.holds(pid)) {
         tracing::warn!(
@@ -103,10 +123,10 @@ pub(crate) fn spawn(
 /// [`Contained`] once the call is over.
 #[allow(dead_code)] // Hooked into the llm tools once their split into modules has landed.
 pub(crate) fn spawn_tool(
-    command: &mut tokio::process::Command,
+    program: Program<'_>,
     user: Option<StepUser>,
-) -> io::Result<(tokio::process::Child, Contained)> {
-    spawn(command, user, Mode::Auto)
+) -> io::Result<(Launched, Contained)> {
+    spawn(program, user, Mode::Auto)
 }
 
 /// Everything a step's leader started: its cgroup (if any), session and group, cookie.
@@ -349,41 +369,6 @@ pub(crate) fn in_a_step_cgroup(pid: i32) -> bool {
         })
 }
 
-/// Arranges for `command`'s child to start a new session and join `cgroup` (when given)
-/// before it executes anything. Register it before `isolation::confine`, so the join
-/// happens while the child is still the runner's user.
-///
-/// The one `unsafe` of this module: `pre_exec` runs in the forked child of a
-/// multi-threaded process, where only async-signal-safe calls are allowed. The closure
-/// makes raw `setsid`, `open`, `write` and `close` syscalls on a path allocated before the
-/// fork, and allocates nothing.
-#[allow(unsafe_code)]
-pub(crate) fn prepare_child(command: &mut tokio::process::Command, cgroup: Option<&StepCgroup>) {
-    let procs = cgroup.map(|c| c.procs.clone());
-    let hook = move || -> io::Result<()> {
-        // SAFETY: raw syscalls only; `path` is a C string that outlives the closure.
-        unsafe {
-            // A fresh child is never a group leader, so this cannot fail with EPERM.
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(path) = &procs {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd >= 0 {
-                    // A failed join is detected by the parent (`holds`), which falls back.
-                    let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                }
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the hook is async-signal-safe (see above).
-    unsafe {
-        command.pre_exec(hook);
-    }
-}
-
 /// Where step cgroups go: the runner's own cgroup, as a directory and as a cgroup path.
 struct Base {
     dir: PathBuf,
@@ -556,9 +541,8 @@ pub(crate) fn base_dir() -> Option<&'static Path> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::process::ExitStatusExt;
-
     use super::*;
+    use crate::launch::Exit;
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -637,18 +621,22 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let pids = dir.path().join("pids");
-        let mut command = tokio::process::Command::new("/bin/bash");
-        command
-            .arg("-c")
-            .arg(
-                r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1238.5' "$0" &
-                    while [ ! -s "$0" ]; do sleep 0.005; done)"#,
-            )
-            .arg(&pids)
-            .env_clear()
-            .kill_on_drop(true);
-        let (mut child, contained) = spawn_tool(&mut command, user).unwrap();
-        assert!(child.wait().await.unwrap().success());
+        let args = [
+            "-c".to_owned(),
+            r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1238.5' "$0" &
+                while [ ! -s "$0" ]; do sleep 0.005; done)"#
+                .to_owned(),
+            pids.display().to_string(),
+        ];
+        let env = BTreeMap::new();
+        let program = Program {
+            path: Path::new("/bin/bash"),
+            args: &args,
+            env: &env,
+            cwd: dir.path(),
+        };
+        let (mut child, contained) = spawn_tool(program, user).unwrap();
+        assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
         let pid: i32 = std::fs::read_to_string(&pids)
             .unwrap()
             .trim()
@@ -683,17 +671,22 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let pids = dir.path().join("pids");
-        let mut command = tokio::process::Command::new("/bin/bash");
-        command
-            .arg("-c")
-            .arg(
-                r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1237.5' "$0" &
-                    while [ ! -s "$0" ]; do sleep 0.005; done)"#,
-            )
-            .arg(&pids)
-            .kill_on_drop(true);
-        let (mut child, contained) = spawn_tool(&mut command, None).unwrap();
-        assert!(child.wait().await.unwrap().success());
+        let args = [
+            "-c".to_owned(),
+            r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1237.5' "$0" &
+                while [ ! -s "$0" ]; do sleep 0.005; done)"#
+                .to_owned(),
+            pids.display().to_string(),
+        ];
+        let env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+        let program = Program {
+            path: Path::new("/bin/bash"),
+            args: &args,
+            env: &env,
+            cwd: dir.path(),
+        };
+        let (mut child, contained) = spawn_tool(program, None).unwrap();
+        assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
         let pid: i32 = std::fs::read_to_string(&pids)
             .unwrap()
             .trim()
@@ -745,13 +738,13 @@ mod tests {
             path: String::new(),
             finished: true,
         };
-        let mut command = tokio::process::Command::new("sleep");
-        command.arg("1239.5").kill_on_drop(true);
-        prepare_child(&mut command, Some(&stale));
-        let (mut child, _live) = reaper::spawn_step(&mut command, "no-cookie").unwrap();
+        let (mut child, _live) = sleep_in(&stale, "1239.5");
         assert!(stale.populated());
         reclaim_stale(&base.dir);
-        assert!(child.wait().await.unwrap().signal().is_some(), "killed");
+        assert!(
+            matches!(child.wait().await.unwrap(), Exit::Signal(_)),
+            "killed"
+        );
         assert!(!dir.exists(), "removed");
         // A live runner's step cgroups are not touched: ours.
         let ours = StepCgroup::create(Mode::Auto).unwrap();
@@ -768,22 +761,37 @@ mod tests {
             return;
         };
         let dir = cgroup.dir.clone();
-        let mut command = tokio::process::Command::new("sleep");
-        command.arg("1237.5");
-        prepare_child(&mut command, Some(&cgroup));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
             // Registered, so a concurrent test's sweep leaves it to this one.
-            let (mut child, _live) = reaper::spawn_step(&mut command, "no-cookie").unwrap();
-            let pid = child.id().unwrap() as i32;
-            assert!(cgroup.holds(pid), "the child joined before exec");
+            let (mut child, _live) = sleep_in(&cgroup, "1237.5");
+            assert!(cgroup.holds(child.pid()), "the child joined before exec");
             assert!(cgroup.populated());
             assert!(cgroup.finish(Duration::from_secs(2)));
-            assert!(child.wait().await.unwrap().signal().is_some());
+            assert!(matches!(child.wait().await.unwrap(), Exit::Signal(_)));
         });
         assert!(!dir.exists(), "the cgroup directory was removed");
+    }
+
+    /// `sleep <seconds>` launched into `cgroup`, registered, so a concurrent test's sweep
+    /// leaves it to this one.
+    fn sleep_in(cgroup: &StepCgroup, seconds: &str) -> (Launched, reaper::LiveStep) {
+        let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+            .into_iter()
+            .map(Path::new)
+            .find(|path| path.exists())
+            .expect("sleep is installed");
+        let launch = Launch {
+            program: sleep,
+            args: &[seconds.to_owned()],
+            env: Vec::new(),
+            cwd: Path::new("/"),
+            cgroup_procs: Some(&cgroup.procs),
+            user: None,
+        };
+        reaper::launch_step(&launch, "no-cookie").unwrap()
     }
 }

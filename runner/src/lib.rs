@@ -7,8 +7,8 @@
 //!   lines, enforces the timeout and cancellation, and kills every process the step left
 //!   behind (`containment`: its own session and cgroup; `reaper`: the sweep under it).
 //! - [`llm`]: `llm` steps — a streaming Claude agent with tools confined to the workspace.
-//! - [`isolation`]: a root runner's step processes get a private `/proc` and drop to the
-//!   attempt's user.
+//! - `launch`: a step's leader started without copying the runner, which sets itself up
+//!   (session, cgroup, and under a root runner a private `/proc` and the attempt's user).
 //! - [`step_env`]: a step's environment, built from an allow-list; [`step_user`]: the
 //!   unprivileged user a root runner runs each step as.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
@@ -22,7 +22,7 @@
 pub mod agent;
 mod containment;
 pub mod handoff;
-pub mod isolation;
+mod launch;
 pub mod llm;
 pub mod mask;
 pub mod outputs;

@@ -23,19 +23,17 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::unistd::Pid;
 use tokio::io::AsyncRead;
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::containment;
+use crate::launch::{Exit, Launched};
 use crate::mask::Masker;
 use crate::protocol::Stream;
 use crate::reaper;
@@ -136,31 +134,28 @@ pub(crate) async fn run_contained(
     cancel: CancellationToken,
     mode: containment::Mode,
 ) -> io::Result<ProcessResult> {
-    let mut command = Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command.env_clear().envs(&spec.env);
+    let program = containment::Program {
+        path: &spec.program,
+        args: &spec.args,
+        env: &spec.env,
+        cwd: &spec.cwd,
+    };
     // Its own session and (where the host allows) cgroup, then the attempt's user.
-    let (mut child, contained) = containment::spawn(&mut command, spec.user, mode)?;
+    let (mut child, contained) = containment::spawn(program, spec.user, mode)?;
     let started = Instant::now();
     let pgid = contained.leader();
 
     let stop = CancellationToken::new();
-    let readers = [
-        child
-            .stdout
-            .take()
-            .map(|out| spawn_reader(out, Stream::Stdout, &lines, &stop, &spec.masker)),
-        child
-            .stderr
-            .take()
-            .map(|err| spawn_reader(err, Stream::Stderr, &lines, &stop, &spec.masker)),
-    ];
+    let mut readers = Vec::with_capacity(2);
+    for (pipe, stream) in [
+        (child.stdout.take(), Stream::Stdout),
+        (child.stderr.take(), Stream::Stderr),
+    ] {
+        if let Some(pipe) = pipe {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
+            readers.push(spawn_reader(pipe, stream, &lines, &stop, &spec.masker));
+        }
+    }
 
     let trigger = wait_for_trigger(&mut child, pgid, spec.timeout, &cancel).await;
     let duration = started.elapsed();
@@ -170,7 +165,7 @@ pub(crate) async fn run_contained(
     // After the leader was reaped: the sweep may then collect every zombie of the step.
     contained.finish().await;
 
-    let drain = futures::future::join_all(readers.into_iter().flatten());
+    let drain = futures::future::join_all(readers);
     tokio::pin!(drain);
     let joined = tokio::select! {
         joined = &mut drain => joined,
@@ -188,7 +183,10 @@ pub(crate) async fn run_contained(
     let ending = match trigger {
         Trigger::TimedOut => Ending::TimedOut,
         Trigger::Cancelled => Ending::Cancelled,
-        Trigger::Exited => ending_of(status?),
+        Trigger::Exited => match status? {
+            Exit::Code(code) => Ending::Exited(code),
+            Exit::Signal(signal) => Ending::Signalled(signal),
+        },
     };
     Ok(ProcessResult { ending, duration })
 }
@@ -197,7 +195,7 @@ pub(crate) async fn run_contained(
 /// reaped on exit while the pidfd- or waitid-based watcher works, so its group id stays
 /// reserved.
 async fn wait_for_trigger(
-    child: &mut Child,
+    child: &mut Launched,
     pgid: Pid,
     timeout: Duration,
     cancel: &CancellationToken,
@@ -252,7 +250,8 @@ fn exit_notice(pid: Pid) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::Own
     tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
 }
 
-fn ending_of(status: ExitStatus) -> Ending {
+fn ending_of(status: std::process::ExitStatus) -> Ending {
+    use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => Ending::Exited(code),
         (None, Some(signal)) => Ending::Signalled(signal),

@@ -2,7 +2,7 @@
 //!
 //! This is the net under the step's cgroup (see `containment`), and the whole of the
 //! containment where the host gives steps no cgroup. A step's leader starts its own session
-//! (`containment::prepare_child`), so every process of the step is in a session other than
+//! (`launch`), so every process of the step is in a session other than
 //! the runner's. To catch the ones that left the step's group or session, double-forked or
 //! cleared their environment:
 //! - the runner makes itself a *child subreaper* ([`become_subreaper`]), so orphans are
@@ -17,7 +17,7 @@
 //! Invariants and assumptions:
 //! - A session can only be created, never joined: a child of ours in our own session was
 //!   started by the runner itself (a tool's `git`, a workspace checkout) and is never swept.
-//! - Running steps are registered ([`spawn_step`]) under the same lock a sweep holds while
+//! - Running steps are registered ([`launch_step`]) under the same lock a sweep holds while
 //!   it decides, so a sweep never takes a step leader that was just spawned for one of its
 //!   orphans. One runner runs one step at a time; were two running, an orphan that started
 //!   a session of its own could not be told apart and would be swept by whichever step ends
@@ -86,25 +86,22 @@ impl Drop for LiveStep {
     }
 }
 
-/// Spawns a step's leader (a command set up by `containment::prepare_child`, so its pid
-/// is its session id, with `cookie` in its environment) and registers it as running,
-/// atomically with respect to sweeps.
-pub(crate) fn spawn_step(
-    command: &mut tokio::process::Command,
+/// Starts a step's leader (`launch`, which gives it its own session, so its pid is its
+/// session id; `cookie` is in its environment) and registers it as running, atomically
+/// with respect to sweeps.
+pub(crate) fn launch_step(
+    launch: &crate::launch::Launch<'_>,
     cookie: &str,
-) -> std::io::Result<(tokio::process::Child, LiveStep)> {
+) -> std::io::Result<(crate::launch::Launched, LiveStep)> {
     let mut live = live();
-    let child = command.spawn()?;
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .ok_or_else(|| std::io::Error::other("spawned process has no pid"))?;
+    let child = crate::launch::launch(launch)?;
+    let pid = child.pid();
     live.insert(pid, cookie.to_owned());
     Ok((child, LiveStep(pid)))
 }
 
 /// Registers a step leader started by someone else (the warm Python zygote forks it, see
-/// `process::python_zygote`) as running, like [`spawn_step`] does.
+/// `process::python_zygote`) as running, like [`launch_step`] does.
 pub(crate) fn register_step(pid: i32, cookie: &str) -> LiveStep {
     live().insert(pid, cookie.to_owned());
     LiveStep(pid)

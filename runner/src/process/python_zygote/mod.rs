@@ -22,7 +22,7 @@
 //!   `SIGINT`/`SIGTERM` (its children restore the defaults), and is spawned from a thread
 //!   of its own that lives as long as it does (`PR_SET_PDEATHSIG` follows the thread).
 //!   Every wait for it is bounded: a zygote that stops answering is killed and replaced.
-//! - Under a root runner the child does what `isolation::confine` does for a fresh step,
+//! - Under a root runner the child does what `launch` does for a fresh step,
 //!   in the same order: joins the cgroup as root, then a private `/proc` (where the kernel
 //!   allows a mount namespace), no supplementary groups, the attempt's gid and uid; a
 //!   failure there fails the fork, and the step then takes the fresh path.
@@ -55,7 +55,7 @@
 //! once, in the zygote, with its environment.
 //!
 //! `unsafe` here: only the `pre_exec` hook that starts the zygote (raw syscalls between
-//! fork and exec, as in `isolation`); sockets, pipes and descriptor passing go through nix.
+//! fork and exec); sockets, pipes and descriptor passing go through nix.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;

@@ -65,8 +65,8 @@ def _read_job(fd):
 
 
 def _confine(user):
-    """As the runner's `isolation::confine`: a private /proc where the kernel allows a
-    mount namespace, then the attempt's gid, no supplementary groups, its uid."""
+    """As the runner's `launch` does for a fresh step: a private /proc where the kernel
+    allows a mount namespace, then the attempt's gid, no supplementary groups, its uid."""
     if _libc.unshare(_CLONE_NEWNS) == 0:
         if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0:
             # Best effort: an old kernel without `hidepid=invisible` keeps /proc.

@@ -1,0 +1,189 @@
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn bash() -> PathBuf {
+    ["/usr/bin/bash", "/bin/bash"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+        .expect("bash is installed")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `bash -c script args...` in `cwd` with `env`; returns stdout, stderr and the exit.
+fn run(script: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (String, String, Exit) {
+    let program = bash();
+    let mut all = vec!["-c".to_owned(), script.to_owned()];
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    let mut child = launch(&Launch {
+        program: &program,
+        args: &all,
+        env: env.to_vec(),
+        cwd,
+        cgroup_procs: None,
+        user: None,
+    })
+    .unwrap();
+    let read = |fd: Option<OwnedFd>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(fd.unwrap()), &mut text)
+                .unwrap();
+            text
+        })
+    };
+    let (stdout, stderr) = (read(child.stdout.take()), read(child.stderr.take()));
+    let exit = runtime().block_on(child.wait()).unwrap();
+    (stdout.join().unwrap(), stderr.join().unwrap(), exit)
+}
+
+#[test]
+fn the_child_gets_exactly_its_arguments_environment_directory_and_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+        printf '%s|%s|%s|%s\n' "$0" "$1" "$2" "$PWD"
+        printf 'env:%s\n' "$(env | LC_ALL=C sort | tr '\n' ' ')"
+        echo "to stderr" >&2
+    "#;
+    let (stdout, stderr, exit) = run(
+        script,
+        &["zero", "a b", ""],
+        &[("PATH", "/usr/bin:/bin"), ("SPACED", "1 2"), ("EMPTY", "")],
+        dir.path(),
+    );
+    assert_eq!(exit, Exit::Code(0), "{stderr}");
+    let mut lines = stdout.lines();
+    let real = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("zero|a b||{}", real.display())
+    );
+    // Bash adds PWD, SHLVL and `_` of its own; nothing of the runner's arrives.
+    assert_eq!(
+        lines.next().unwrap(),
+        format!(
+            "env:EMPTY= PATH=/usr/bin:/bin PWD={} SHLVL=1 SPACED=1 2 _=/usr/bin/env ",
+            real.display()
+        )
+    );
+    assert_eq!(stderr, "to stderr\n");
+}
+
+#[test]
+fn the_child_starts_clean_in_its_own_session_with_only_stdio_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = launch(&Launch {
+        program: Path::new("sleep"),
+        args: &["1236.5".to_owned()],
+        env: vec![("PATH", "/nonexistent::/usr/bin:/bin")],
+        cwd: dir.path(),
+        cgroup_procs: None,
+        user: None,
+    })
+    .unwrap();
+    let pid = child.pid();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(after_name[3], pid.to_string(), "its own session: {stat}");
+    let fds: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(fds, BTreeSet::from(["0", "1", "2"].map(String::from)));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(),
+        Path::new("/dev/null")
+    );
+    let signals = |pid: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+        };
+        (field("SigBlk:"), field("SigIgn:"))
+    };
+    let (blocked, ignored) = signals(&pid.to_string());
+    assert_eq!(blocked, 0, "no signal blocked");
+    // What the runner ignores stays ignored (as after `fork`), except SIGPIPE, which
+    // every Rust program ignores: the step gets its default back.
+    let sigpipe = 1 << (libc::SIGPIPE - 1);
+    let (_, ours) = signals("self");
+    assert_ne!(ours & sigpipe, 0, "the test itself ignores SIGPIPE");
+    assert_eq!(ignored, ours & !sigpipe);
+}
+
+#[test]
+fn exit_codes_and_signals_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run("exit 3", &[], &[], dir.path()).2, Exit::Code(3));
+    assert_eq!(
+        run("kill -TERM $$", &[], &[], dir.path()).2,
+        Exit::Signal(15)
+    );
+}
+
+#[test]
+fn a_start_that_fails_names_its_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let start = |program: &Path, cwd: &Path| {
+        launch(&Launch {
+            program,
+            args: &[],
+            env: Vec::new(),
+            cwd,
+            cgroup_procs: None,
+            user: None,
+        })
+        .unwrap_err()
+    };
+    let err = start(&missing, dir.path());
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    assert!(err.to_string().contains(": executing: "), "{err}");
+    let err = start(&bash(), &missing);
+    assert!(
+        err.to_string().contains("entering the working directory"),
+        "{err}"
+    );
+    let env_with_nul = launch(&Launch {
+        program: &bash(),
+        args: &[],
+        env: vec![("A", "x\0y")],
+        cwd: dir.path(),
+        cgroup_procs: None,
+        user: None,
+    })
+    .unwrap_err();
+    assert_eq!(env_with_nul.kind(), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_child_dropped_unreaped_is_killed_and_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = launch(&Launch {
+        program: &bash(),
+        args: &["-c".to_owned(), "sleep 1234.5".to_owned()],
+        env: Vec::new(),
+        cwd: dir.path(),
+        cgroup_procs: None,
+        user: None,
+    })
+    .unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.pid()));
+    assert!(proc_dir.exists());
+    drop(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_dir.exists() {
+        assert!(Instant::now() < deadline, "the dropped child was reaped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
