@@ -30,6 +30,9 @@ use crate::protocol::{
 };
 use crate::step_user::{self, Claim, StepUser, StepUsers};
 use crate::{handoff, llm, outputs, program_path, step_env, workspace};
+use ahead::Ahead;
+
+mod ahead;
 
 /// The environment variable the registration token may come from; removed from steps.
 pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
@@ -116,6 +119,8 @@ async fn work(
     let mut python = None;
     // The next attempt, when the engine handed it over with the last completion.
     let mut next = None;
+    // The next attempt's directory and step user, made while the last attempt ran.
+    let mut ahead = None;
     while !stop.is_cancelled() {
         let assignment = match next.take() {
             Some(assignment) => assignment,
@@ -133,13 +138,20 @@ async fn work(
                 }
             }
         };
-        next = execute(engine, config, assignment, &mut python, stop).await?;
+        next = execute(engine, config, assignment, &mut python, &mut ahead, stop).await?;
         if config.ephemeral {
             break;
         }
     }
+    // Its tree removed and its claim released before the runner says it is gone.
+    if let Some(making) = ahead {
+        drop(making.await);
+    }
     Ok(())
 }
+
+/// An [`Ahead`] being made on a blocking thread.
+type Making = tokio::task::JoinHandle<anyhow::Result<Ahead>>;
 
 async fn heartbeats(engine: Engine, interval: Duration, stop: CancellationToken) {
     loop {
@@ -175,6 +187,7 @@ async fn execute(
     config: &AgentConfig,
     assignment: Assignment,
     python: &mut Option<PathBuf>,
+    ahead: &mut Option<Making>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Assignment>> {
     let attempt = assignment.attempt_id;
@@ -183,16 +196,37 @@ async fn execute(
         .join(format!("attempt-{attempt}-{}", std::process::id()));
     let output_file = dir.join("output");
     // The step user (held until the attempt's processes are gone and its directory
-    // removed, below) and the attempt's directory, in one trip to a blocking thread.
+    // removed, below) and the attempt's directory, in one trip to a blocking thread: both
+    // made ahead while the last attempt ran, where they were.
+    let ready = match ahead.take() {
+        Some(making) => making.await.ok().and_then(|made| {
+            made.inspect_err(|err| tracing::debug!("nothing made ahead: {err:#}"))
+                .ok()
+        }),
+        None => None,
+    };
     let (claim, laid_out) = {
         let users = config.step_users;
         let dir = dir.clone();
         let source = assignment.workspace.clone();
         let handoff = assignment.handoff.clone();
         tokio::task::spawn_blocking(move || {
-            let claim = users.claim();
+            let (claim, tree_made) = match ready.map(|ready| ready.take(&dir)) {
+                Some(Ok(claim)) => (Ok(claim), true),
+                Some(Err(err)) => {
+                    tracing::debug!("the tree made ahead did not move: {err:#}");
+                    (users.claim(), false)
+                }
+                None => (users.claim(), false),
+            };
             let laid_out = match &claim {
-                Ok(claim) => lay_out(&dir, &source, &handoff, claim.as_ref().map(Claim::user)),
+                Ok(claim) => lay_out(
+                    &dir,
+                    tree_made,
+                    &source,
+                    &handoff,
+                    claim.as_ref().map(Claim::user),
+                ),
                 Err(_) => Ok(LaidOut::Whole),
             };
             (claim, laid_out)
@@ -200,6 +234,14 @@ async fn execute(
         .await
         .context("the step-user claim task failed")?
     };
+    // The next attempt's, while this one runs (a runner usually takes its next attempt
+    // with this one's completion).
+    if !config.ephemeral && !stop.is_cancelled() {
+        let (work_dir, users) = (config.work_dir.clone(), config.step_users);
+        *ahead = Some(tokio::task::spawn_blocking(move || {
+            Ahead::make(&work_dir, users)
+        }));
+    }
     let user = claim
         .as_ref()
         .ok()
@@ -437,26 +479,22 @@ enum LaidOut {
     Partly { workspace_filled: bool },
 }
 
-/// Creates the attempt's directory (private to the step's user) and, when that needs
-/// neither the engine nor another process — a copied or empty workspace, nothing handed
-/// on from a dependency —, fills the workspace and hands everything to the step's user.
-/// Blocking: the common case in one trip to a blocking thread.
+/// Creates the attempt's directory (private to the step's user) unless `tree_made` (an
+/// [`Ahead`]'s tree moved there) and, when that needs neither the engine nor another
+/// process — a copied or empty workspace, nothing handed on from a dependency —, fills the
+/// workspace and hands everything to the step's user. Blocking: the common case in one
+/// trip to a blocking thread.
 fn lay_out(
     dir: &Path,
+    tree_made: bool,
     source: &wire::WorkspaceSource,
     handoff: &wire::Handoff,
     user: Option<StepUser>,
 ) -> anyhow::Result<LaidOut> {
-    use std::os::unix::fs::DirBuilderExt;
     let files = AttemptDir::new(dir);
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true).mode(0o700);
-    for path in [dir, &files.workspace, &files.home, &files.tmp] {
-        builder
-            .create(path)
-            .with_context(|| format!("creating {}", path.display()))?;
+    if !tree_made {
+        ahead::create_tree(dir)?;
     }
-    std::fs::write(&files.output_file, b"").context("creating the output file")?;
     if handoff.workspace_from.is_some() {
         return Ok(LaidOut::Partly {
             workspace_filled: false,
