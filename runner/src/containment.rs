@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::launch::{Launch, Launched};
+use crate::launch::{Cgroup, Launch, Launched};
 use crate::reaper;
 use crate::step_user::StepUser;
 
@@ -95,7 +95,7 @@ pub(crate) fn spawn(
         args: program.args,
         env,
         cwd: program.cwd,
-        cgroup_procs: cgroup.as_ref().map(|c| &c.procs),
+        cgroup: cgroup.as_ref().map(StepCgroup::target),
         user,
     };
     let (child, live) = reaper::launch_step(&launch, &cookie)?;
@@ -265,6 +265,14 @@ impl StepCgroup {
     /// children join themselves).
     pub(crate) fn procs_path(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
+    }
+
+    /// What a launch needs to put its child in this cgroup.
+    pub(crate) fn target(&self) -> Cgroup<'_> {
+        Cgroup {
+            dir: &self.dir,
+            procs: &self.procs,
+        }
     }
 
     /// Whether process `pid` is in this cgroup (it joined before running user code).
@@ -789,7 +797,7 @@ mod tests {
             args: &[seconds.to_owned()],
             env: Vec::new(),
             cwd: Path::new("/"),
-            cgroup_procs: Some(&cgroup.procs),
+            cgroup: Some(cgroup.target()),
             user: None,
         };
         reaper::launch_step(&launch, "no-cookie").unwrap()

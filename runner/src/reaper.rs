@@ -266,7 +266,7 @@ mod linux {
                     let recorded = killed.contains(&(pid, stat.start_time));
                     if matches!(stat.state, b'Z' | b'X') {
                         if pid == step {
-                            // The leader is tokio's to reap (its `Child`), never ours.
+                            // The leader is its `Launched`'s to reap (or the zygote's), never ours.
                             continue;
                         }
                         if stat.ppid == me && (recorded || orphan(pid, &stat)) {

@@ -29,7 +29,7 @@ fn run(script: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (String
         args: &all,
         env: env.to_vec(),
         cwd,
-        cgroup_procs: None,
+        cgroup: None,
         user: None,
     })
     .unwrap();
@@ -86,7 +86,7 @@ fn the_child_starts_clean_in_its_own_session_with_only_stdio_open() {
         args: &["1236.5".to_owned()],
         env: vec![("PATH", "/nonexistent::/usr/bin:/bin")],
         cwd: dir.path(),
-        cgroup_procs: None,
+        cgroup: None,
         user: None,
     })
     .unwrap();
@@ -141,7 +141,7 @@ fn a_start_that_fails_names_its_stage() {
             args: &[],
             env: Vec::new(),
             cwd,
-            cgroup_procs: None,
+            cgroup: None,
             user: None,
         })
         .unwrap_err()
@@ -154,12 +154,26 @@ fn a_start_that_fails_names_its_stage() {
         err.to_string().contains("entering the working directory"),
         "{err}"
     );
+    // The report travels on a pipe, so a child with a copy of the memory reports as well.
+    let copied = launch_sharing(
+        &Launch {
+            program: &missing,
+            args: &[],
+            env: Vec::new(),
+            cwd: dir.path(),
+            cgroup: None,
+            user: None,
+        },
+        false,
+    )
+    .unwrap_err();
+    assert!(copied.to_string().contains(": executing: "), "{copied}");
     let env_with_nul = launch(&Launch {
         program: &bash(),
         args: &[],
         env: vec![("A", "x\0y")],
         cwd: dir.path(),
-        cgroup_procs: None,
+        cgroup: None,
         user: None,
     })
     .unwrap_err();
@@ -174,7 +188,7 @@ fn a_child_dropped_unreaped_is_killed_and_reaped() {
         args: &["-c".to_owned(), "sleep 1234.5".to_owned()],
         env: Vec::new(),
         cwd: dir.path(),
-        cgroup_procs: None,
+        cgroup: None,
         user: None,
     })
     .unwrap();
@@ -185,5 +199,96 @@ fn a_child_dropped_unreaped_is_killed_and_reaped() {
     while proc_dir.exists() {
         assert!(Instant::now() < deadline, "the dropped child was reaped");
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_child_is_born_into_its_cgroup() {
+    let Some(cgroup) = crate::containment::StepCgroup::create(crate::containment::Mode::Auto)
+    else {
+        return; // No writable cgroup v2 here (containment's tests say which hosts have one).
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let child = launch(&Launch {
+        program: Path::new("sleep"),
+        args: &["1235.5".to_owned()],
+        env: vec![("PATH", "/usr/bin:/bin")],
+        cwd: dir.path(),
+        cgroup: Some(cgroup.target()),
+        user: None,
+    })
+    .unwrap();
+    assert!(cgroup.holds(child.pid()));
+    // x86-64 kernels since 5.7 take `clone3(CLONE_INTO_CGROUP)` (the join without the
+    // grace-period wait); elsewhere the child joined by writing `cgroup.procs`.
+    if cfg!(target_arch = "x86_64") {
+        assert!(child.born_in_cgroup());
+    }
+    drop(child);
+    assert!(cgroup.finish(Duration::from_secs(5)));
+}
+
+#[test]
+fn under_root_the_child_is_the_step_user_with_no_groups_capabilities_or_view_of_others() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // The confinement is a root runner's.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let user = StepUser {
+        uid: 3_999_001,
+        gid: 3_999_001,
+    };
+    // Builtins only, reading the child's own /proc (mounted `hidepid=invisible`).
+    let script = r#"
+        while read -r key a b c d rest; do
+            case $key in Uid:|Gid:|Groups:|CapPrm:|CapEff:|CapAmb:|CapBnd:) echo "$key $a $b $c $d";; esac
+        done < /proc/self/status
+        [ -e /proc/1/status ] && echo "sees pid 1" || echo "pid 1 hidden"
+    "#;
+    let program = bash();
+    let args = ["-c".to_owned(), script.to_owned()];
+    // Sharing the runner's memory (`fs.suid_dumpable` 0) or with a copy of it (otherwise).
+    for share_memory in [true, false] {
+        let mut child = launch_sharing(
+            &Launch {
+                program: &program,
+                args: &args,
+                env: vec![("PATH", "/usr/bin:/bin")],
+                cwd: dir.path(),
+                cgroup: None,
+                user: Some(user),
+            },
+            share_memory,
+        )
+        .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(stdout), &mut text).unwrap();
+            text
+        });
+        assert_eq!(runtime().block_on(child.wait()).unwrap(), Exit::Code(0));
+        let out = reader.join().unwrap();
+        assert!(
+            out.contains("Uid: 3999001 3999001 3999001 3999001"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Gid: 3999001 3999001 3999001 3999001"),
+            "{out}"
+        );
+        assert!(
+            out.lines().any(|l| l.trim_end() == "Groups:"),
+            "no groups: {out}"
+        );
+        for cap in ["CapPrm:", "CapEff:", "CapAmb:"] {
+            assert!(
+                out.contains(&format!("{cap} 0000000000000000")),
+                "{cap}: {out}"
+            );
+        }
+        assert!(out.contains("pid 1 hidden"), "{out}");
     }
 }

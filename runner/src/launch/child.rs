@@ -1,0 +1,214 @@
+//! The cloned child's side of a launch: its set-up with raw system calls, then `execve`.
+//! Everything here runs in a child that may share the runner's memory (`CLONE_VM`); see
+//! the invariants in the parent module's doc. A failure is reported as `(stage, errno)`,
+//! eight bytes on the report pipe, and the child exits with 127.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::RawFd;
+
+/// The steps of the child's set-up, named in a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub(super) enum Stage {
+    Signals = 1,
+    Session,
+    Groups,
+    Gid,
+    Uid,
+    Cwd,
+    Stdio,
+    Exec,
+}
+
+impl Stage {
+    /// What the stage `raw` (a reported number) was doing.
+    pub(super) fn describe(raw: i32) -> &'static str {
+        match raw {
+            1 => "resetting signals",
+            2 => "starting a session",
+            3 => "dropping supplementary groups",
+            4 => "setting the step's gid",
+            5 => "setting the step's uid",
+            6 => "entering the working directory",
+            7 => "setting up stdin, stdout and stderr",
+            _ => "executing",
+        }
+    }
+}
+
+/// Everything the child reads, built by the parent before the clone.
+#[repr(C)]
+pub(super) struct ChildArgs {
+    /// Null-terminated: the paths to try, in order (one for a program given as a path).
+    pub candidates: *const *const c_char,
+    pub argv: *const *const c_char,
+    pub envp: *const *const c_char,
+    pub cwd: *const c_char,
+    /// Become the child's 0, 1 and 2; all are above 2 (see `above_stdio`).
+    pub stdio: [RawFd; 3],
+    /// Where a failure is reported (close-on-exec, kept open until `execve`).
+    pub report: RawFd,
+    /// `<cgroup>/cgroup.procs` to write, or null (no cgroup, or joined by the clone).
+    pub cgroup_procs: *const c_char,
+    pub confine: bool,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    /// Without `close_range`, descriptors are closed one by one below this bound.
+    pub max_fd: c_int,
+    pub empty_mask: libc::sigset_t,
+}
+
+/// The child's entry point.
+pub(super) extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the parent's `ChildArgs`, alive and untouched until this child has
+    // exec'd or exited (CLONE_VFORK); every pointer in it is valid.
+    unsafe {
+        let args = &*arg.cast::<ChildArgs>();
+        let stage = set_up_and_exec(args);
+        let report: [i32; 2] = [stage as i32, *libc::__errno_location()];
+        libc::syscall(
+            libc::SYS_write,
+            args.report,
+            report.as_ptr(),
+            std::mem::size_of_val(&report),
+        );
+        libc::syscall(libc::SYS_exit_group, 127);
+        127
+    }
+}
+
+/// Returns only on failure, with the stage that failed (`errno` says why).
+///
+/// # Safety
+/// Runs in the cloned child only; see the parent module's doc.
+unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
+    // SAFETY: for the block — raw system calls on pointers `ChildArgs` guarantees.
+    unsafe {
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            // Refused for SIGKILL, SIGSTOP and glibc's internal signals: nothing to reset.
+            if libc::sigaction(signal, std::ptr::null(), &mut action) != 0 {
+                continue;
+            }
+            let handled =
+                action.sa_sigaction != libc::SIG_DFL && action.sa_sigaction != libc::SIG_IGN;
+            if handled || signal == libc::SIGPIPE {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                if libc::sigaction(signal, &default, std::ptr::null_mut()) != 0 {
+                    return Stage::Signals;
+                }
+            }
+        }
+        if libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &args.empty_mask,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            std::mem::size_of::<u64>(),
+        ) != 0
+        {
+            return Stage::Signals;
+        }
+        // A fresh child is never a group leader, so this cannot fail with EPERM.
+        if libc::syscall(libc::SYS_setsid) < 0 {
+            return Stage::Session;
+        }
+        if !args.cgroup_procs.is_null() {
+            let fd = libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                args.cgroup_procs,
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                // A failed join is detected by the parent (`holds`), which falls back.
+                let _ = libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1);
+                libc::syscall(libc::SYS_close, fd);
+            }
+        }
+        // Descriptors first: nothing of the runner's is open once the uid is the step's.
+        for (target, &fd) in args.stdio.iter().enumerate() {
+            if libc::syscall(libc::SYS_dup3, fd, target, 0) < 0 {
+                return Stage::Stdio;
+            }
+        }
+        close_all_but_stdio_and(args.report, args.max_fd);
+        if args.confine {
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == 0 {
+                let private = libc::syscall(
+                    libc::SYS_mount,
+                    std::ptr::null::<c_char>(),
+                    c"/".as_ptr(),
+                    std::ptr::null::<c_char>(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null::<c_void>(),
+                ) == 0;
+                if private {
+                    // Best effort: an old kernel without `hidepid=invisible` keeps /proc.
+                    let _ = libc::syscall(
+                        libc::SYS_mount,
+                        c"proc".as_ptr(),
+                        c"/proc".as_ptr(),
+                        c"proc".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        c"hidepid=invisible".as_ptr(),
+                    );
+                }
+            }
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
+                return Stage::Groups;
+            }
+            if libc::syscall(libc::SYS_setresgid, args.gid, args.gid, args.gid) != 0 {
+                return Stage::Gid;
+            }
+            if libc::syscall(libc::SYS_setresuid, args.uid, args.uid, args.uid) != 0 {
+                return Stage::Uid;
+            }
+        }
+        // As the step's user: a directory it may not enter fails here.
+        if libc::syscall(libc::SYS_chdir, args.cwd) != 0 {
+            return Stage::Cwd;
+        }
+        // As `execvp`: a missing candidate moves on, a refused one is remembered.
+        let mut refused = false;
+        let mut next = args.candidates;
+        while !(*next).is_null() {
+            libc::syscall(libc::SYS_execve, *next, args.argv, args.envp);
+            match *libc::__errno_location() {
+                libc::EACCES => refused = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => return Stage::Exec,
+            }
+            next = next.add(1);
+        }
+        if refused {
+            *libc::__errno_location() = libc::EACCES;
+        }
+        Stage::Exec
+    }
+}
+
+/// Closes every descriptor above 2 except `keep` (the report pipe, close-on-exec): with
+/// `close_range`, else one by one below `max_fd` (Linux before 5.9).
+///
+/// # Safety
+/// Raw system calls only.
+unsafe fn close_all_but_stdio_and(keep: RawFd, max_fd: c_int) {
+    // SAFETY: closing descriptors is always memory-safe.
+    unsafe {
+        let ranges = [(3, keep - 1), (keep + 1, c_int::MAX)];
+        let mut ranged = true;
+        for (low, high) in ranges {
+            if low <= high && libc::syscall(libc::SYS_close_range, low, high, 0) != 0 {
+                ranged = false;
+            }
+        }
+        if !ranged {
+            for fd in (3..max_fd).filter(|&fd| fd != keep) {
+                libc::syscall(libc::SYS_close, fd);
+            }
+        }
+    }
+}

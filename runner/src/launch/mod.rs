@@ -1,0 +1,413 @@
+//! Starting a step's leader without copying the runner: `clone(CLONE_VM | CLONE_VFORK)`.
+//!
+//! A `fork` copies the runner's page tables, and the runner then takes a copy-on-write
+//! fault on every page it writes until the child has exec'd: about a millisecond a step
+//! beside this (bench/README.md). Like glibc's `posix_spawn`, the child here shares the
+//! runner's memory and runs on a stack of its own while the calling thread waits in the
+//! kernel until the child has exec'd or died; where it can, it is born into the step's
+//! cgroup (`clone.rs`).
+//!
+//! The child (`child.rs`) sets itself up, then execs, in this order:
+//! 1. every signal the runner handles back to its default, `SIGPIPE` too (Rust ignores
+//!    it), then an empty signal mask;
+//! 2. its own session (`setsid`), so it and all it starts are outside the runner's;
+//! 3. the step's cgroup, unless born into it (a failed join is left to the parent's check);
+//! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
+//! 5. under a root runner: a private mount namespace with `/proc` mounted
+//!    `hidepid=invisible` where the kernel allows it, then the attempt's gid, no
+//!    supplementary groups, and its uid — a failure here fails the launch;
+//! 6. the working directory (as the step's user), and `execve` — of each candidate in
+//!    turn for a bare program name, as `execvp` tries the entries of the step's `PATH`.
+//!
+//! A failure is reported on a close-on-exec pipe (the step and `errno`) and the child
+//! exits with 127; the parent reaps it and returns the error with the step's name.
+//!
+//! Invariants of the child, which may share memory with the running multi-threaded runner:
+//! - it allocates nothing, takes no lock and calls nothing that keeps state in libc: raw
+//!   system calls only (glibc's `setuid` would broadcast to the runner's threads), and
+//!   `sigaction`, a plain wrapper;
+//! - every pointer it reads was built before the clone and outlives it: the calling thread
+//!   is suspended until the child has exec'd or exited (`CLONE_VFORK`);
+//! - every signal is blocked across the clone and the child resets each handler before it
+//!   unblocks, so no runner handler ever runs on the child's side;
+//! - a child that becomes the step's user shares the runner's memory only where
+//!   `fs.suid_dumpable` is 0: its uid change resets the dumpable flag of that memory to
+//!   the setting, and anything else would let the step's user trace the runner until
+//!   `execve`. Elsewhere it gets a copy, as after `fork`;
+//! - on a 64-bit target only: there, `SYS_setresuid` and friends take 32-bit ids (on
+//!   32-bit x86 and ARM they are the 16-bit calls, and a uid would be truncated).
+//!
+//! `Launched` is reaped once, through its pidfd where there is one, so no signal or wait
+//! ever reaches a process that reused its pid.
+#![allow(unsafe_code)]
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("launch: the raw set-id system calls assume a 64-bit target");
+
+use std::ffi::{c_char, c_int, CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::step_user::StepUser;
+use child::{ChildArgs, Stage};
+use clone::{clone_child, CloneHow};
+
+mod child;
+mod clone;
+
+/// What to start, and how.
+#[derive(Debug)]
+pub(crate) struct Launch<'a> {
+    /// The executable: a path, or a name looked up on the `PATH` of `env` as `execvp`
+    /// does (`program_path` usually resolved it already).
+    pub program: &'a Path,
+    /// `argv[1..]`; `argv[0]` is `program`.
+    pub args: &'a [String],
+    /// The whole environment, in order.
+    pub env: Vec<(&'a str, &'a str)>,
+    pub cwd: &'a Path,
+    /// The step's cgroup, which the child is born into or joins before anything else.
+    pub cgroup: Option<Cgroup<'a>>,
+    /// Under a root runner: the attempt's user, after a private `/proc`.
+    pub user: Option<StepUser>,
+}
+
+/// A step's cgroup v2: its directory and its `cgroup.procs`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cgroup<'a> {
+    pub dir: &'a Path,
+    pub procs: &'a CStr,
+}
+
+/// A started leader: its pid, a pidfd where the kernel gives one, and the read ends of
+/// its stdout and stderr. Dropped before it was reaped, it is killed and reaped.
+#[derive(Debug)]
+pub(crate) struct Launched {
+    pid: i32,
+    pidfd: Option<Arc<OwnedFd>>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// Set by whichever wait reaped it (a blocking one may finish after its caller left).
+    reaped: Arc<AtomicBool>,
+    /// Cloned into its cgroup (`clone3`), rather than joining it itself.
+    born_in_cgroup: bool,
+}
+
+/// How a reaped leader ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Launched {
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether it was cloned into its cgroup rather than joining it itself.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn born_in_cgroup(&self) -> bool {
+        self.born_in_cgroup
+    }
+
+    /// Reaps the leader: at once when it has exited (the usual call, after its exit was
+    /// seen), else waiting on a blocking thread. Cancelling the wait leaves it safe to
+    /// drop: the blocking wait records that it reaped.
+    pub(crate) async fn wait(&mut self) -> io::Result<Exit> {
+        if let Some(exit) = reap(self.pid, self.pidfd.as_deref(), false)? {
+            self.reaped.store(true, Ordering::Relaxed);
+            return Ok(exit);
+        }
+        let (pid, pidfd, reaped) = (self.pid, self.pidfd.clone(), self.reaped.clone());
+        tokio::task::spawn_blocking(move || {
+            let exit = reap(pid, pidfd.as_deref(), true)?;
+            reaped.store(true, Ordering::Relaxed);
+            exit.ok_or_else(|| io::Error::other("the leader did not exit"))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if self.reaped.load(Ordering::Relaxed) {
+            return;
+        }
+        // A pidfd names this process even if it was reaped meanwhile (then: ESRCH).
+        // Without one (before Linux 5.2) the step's containment kills it: a raw pid could
+        // by now name another process.
+        if let Some(pidfd) = &self.pidfd {
+            let _ =
+                rustix::process::pidfd_send_signal(pidfd.as_fd(), rustix::process::Signal::KILL);
+        }
+        let (pid, pidfd, reaped) = (self.pid, self.pidfd.clone(), self.reaped.clone());
+        let _ = std::thread::Builder::new()
+            .name("plue-step-reap".into())
+            .spawn(move || {
+                if !reaped.load(Ordering::Relaxed) && reap(pid, pidfd.as_deref(), true).is_ok() {
+                    reaped.store(true, Ordering::Relaxed);
+                }
+            });
+    }
+}
+
+/// Reaps `launched` once it has exited (a launch that failed: it is exiting).
+fn reap_blocking(launched: &Launched) -> io::Result<Option<Exit>> {
+    reap(launched.pid, launched.pidfd.as_deref(), true)
+}
+
+/// Waits for (`block`) or polls the exit of our child `pid` and reaps it: by its pidfd,
+/// or by pid where there is none or the kernel cannot wait on one (5.2 and 5.3).
+fn reap(pid: i32, pidfd: Option<&OwnedFd>, block: bool) -> io::Result<Option<Exit>> {
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    let mut options = WaitIdOptions::EXITED;
+    if !block {
+        options |= WaitIdOptions::NOHANG;
+    }
+    let raw = rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::other("no such pid"))?;
+    let mut pidfd = pidfd;
+    loop {
+        let id = match pidfd {
+            Some(fd) => WaitId::PidFd(fd.as_fd()),
+            None => WaitId::Pid(raw),
+        };
+        match waitid(id, options) {
+            Ok(None) => return Ok(None),
+            Ok(Some(status)) => {
+                let exit = match (status.exit_status(), status.terminating_signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(signal)) => Exit::Signal(signal),
+                    (None, None) => Exit::Code(-1),
+                };
+                return Ok(Some(exit));
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::INVAL) if pidfd.is_some() => pidfd = None,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Starts `launch`; see the module doc. Errors name the set-up step that failed.
+pub(crate) fn launch(launch: &Launch<'_>) -> io::Result<Launched> {
+    // A child that changes its uid resets the dumpable flag of its memory to
+    // `fs.suid_dumpable`: shared with the runner, that would make a root runner
+    // traceable by the step's user until `execve` unless the setting is 0. Then the child
+    // gets a copy instead.
+    launch_sharing(launch, launch.user.is_none() || suid_dumpable_is_off())
+}
+
+/// [`launch`], the child sharing the runner's memory or not.
+fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launched> {
+    let program = c_string(launch.program.as_os_str())?;
+    let candidates_owned = candidates(launch)?;
+    let candidates = null_terminated(&candidates_owned);
+    let mut argv_owned = Vec::with_capacity(launch.args.len() + 1);
+    argv_owned.push(program);
+    for arg in launch.args {
+        argv_owned.push(c_string(OsStr::new(arg))?);
+    }
+    let mut env_owned = Vec::with_capacity(launch.env.len());
+    for (key, value) in &launch.env {
+        if key.is_empty() || key.contains('=') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid environment variable name {key:?}"),
+            ));
+        }
+        env_owned.push(c_string(OsStr::new(&format!("{key}={value}")))?);
+    }
+    let argv = null_terminated(&argv_owned);
+    let envp = null_terminated(&env_owned);
+    let cwd = c_string(launch.cwd.as_os_str())?;
+
+    // As `Stdio::null()`: read and write.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let stdin = above_stdio(null.into())?;
+    let (stdout_read, stdout_write) = pipe()?;
+    let (stderr_read, stderr_write) = pipe()?;
+    let (stdout_write, stderr_write) = (above_stdio(stdout_write)?, above_stdio(stderr_write)?);
+    let (report_read, report_write) = pipe()?;
+    let report_write = above_stdio(report_write)?;
+    let cgroup_dir = match &launch.cgroup {
+        Some(cgroup) => std::fs::File::open(cgroup.dir).ok().map(OwnedFd::from),
+        None => None,
+    };
+
+    let mut args = ChildArgs {
+        candidates: candidates.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: cwd.as_ptr(),
+        stdio: [
+            stdin.as_raw_fd(),
+            stdout_write.as_raw_fd(),
+            stderr_write.as_raw_fd(),
+        ],
+        report: report_write.as_raw_fd(),
+        cgroup_procs: launch
+            .cgroup
+            .as_ref()
+            .map_or(std::ptr::null(), |cgroup| cgroup.procs.as_ptr()),
+        confine: launch.user.is_some(),
+        uid: launch.user.map_or(0, |user| user.uid),
+        gid: launch.user.map_or(0, |user| user.gid),
+        max_fd: max_fd(),
+        // SAFETY: `sigset_t` is plain data; `sigemptyset` initialises it below.
+        empty_mask: unsafe { std::mem::zeroed() },
+    };
+    // SAFETY: `empty_mask` is a valid `sigset_t` to initialise.
+    unsafe {
+        libc::sigemptyset(&mut args.empty_mask);
+    }
+    let how = CloneHow {
+        share_memory,
+        cgroup_dir: cgroup_dir.as_ref(),
+    };
+    let (pid, pidfd, born_in_cgroup) = clone_child(&mut args, &how)?;
+    if launch.user.is_some() && how.share_memory {
+        // The runner stays undumpable whatever the child's uid change did.
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
+    // The child's ends, which it has dup'ed (or it is gone); then its report, if any.
+    drop((stdin, stdout_write, stderr_write, report_write));
+    let mut report = [0u8; 8];
+    let reported = read_full(&report_read, &mut report)?;
+    let launched = Launched {
+        pid,
+        pidfd: pidfd.map(Arc::new),
+        stdout: Some(stdout_read),
+        stderr: Some(stderr_read),
+        reaped: Arc::new(AtomicBool::new(false)),
+        born_in_cgroup,
+    };
+    if reported == 0 {
+        return Ok(launched);
+    }
+    let _ = reap_blocking(&launched);
+    launched.reaped.store(true, Ordering::Relaxed);
+    let stage = i32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
+    let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
+    let err = io::Error::from_raw_os_error(errno);
+    Err(io::Error::new(
+        err.kind(),
+        format!(
+            "starting {}: {}: {err}",
+            launch.program.display(),
+            Stage::describe(stage)
+        ),
+    ))
+}
+
+/// The paths `execvp` would try for `launch.program`: itself when it holds a `/`, else
+/// `<entry>/<program>` for each entry of the environment's `PATH` (an empty entry is the
+/// working directory; without a `PATH`, glibc's default `/bin:/usr/bin`).
+fn candidates(launch: &Launch<'_>) -> io::Result<Vec<CString>> {
+    let program = launch.program.as_os_str().as_bytes();
+    if program.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "an empty program name",
+        ));
+    }
+    if program.contains(&b'/') {
+        return Ok(vec![c_string(launch.program.as_os_str())?]);
+    }
+    let path = launch
+        .env
+        .iter()
+        .rev()
+        .find(|(key, _)| *key == "PATH")
+        .map_or("/bin:/usr/bin", |(_, value)| *value);
+    path.split(':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            c_string(Path::new(dir).join(launch.program).as_os_str())
+        })
+        .collect()
+}
+
+/// Whether `fs.suid_dumpable` is 0, read once (unreadable counts as not).
+fn suid_dumpable_is_off() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/fs/suid_dumpable").is_ok_and(|text| text.trim() == "0")
+    })
+}
+
+/// The descriptor bound the child closes below without `close_range`: the soft
+/// `RLIMIT_NOFILE`, at most 1 << 20.
+fn max_fd() -> c_int {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    c_int::try_from(limit.min(1 << 20)).unwrap_or(1024)
+}
+
+/// Reads until `buffer` is full or EOF; returns the bytes read.
+fn read_full(fd: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    while read < buffer.len() {
+        match nix::unistd::read(fd, &mut buffer[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(read)
+}
+
+fn c_string(text: &OsStr) -> io::Result<CString> {
+    CString::new(text.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("nul byte found in {:?}", text.to_string_lossy()),
+        )
+    })
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe2` writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned these descriptors to us alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `fd`, moved above 2 if it is one of them (a runner started with a closed stdin), so
+/// that the child's `dup3`s onto 0, 1 and 2 never overwrite one another's source.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: duplicating a descriptor we own; the result is ours alone.
+    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if moved < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+#[cfg(test)]
+mod tests;
