@@ -159,6 +159,10 @@ struct Zygote {
     startup: BTreeMap<String, String>,
     child: std::process::Child,
     control: Arc<UnixDatagram>,
+    /// The cgroup the zygote's waiting spare was born into (made for the step it serves
+    /// next, handed to the zygote with the last request); dropped with the zygote, which
+    /// kills the spare.
+    spare_cgroup: Option<StepCgroup>,
     /// Dropped with the zygote: ends the thread that spawned it (see [`Zygote::start`]).
     _spawner: std::sync::mpsc::Sender<()>,
 }
@@ -218,6 +222,7 @@ impl Zygote {
             startup,
             child,
             control: Arc::new(ours),
+            spare_cgroup: None,
             _spawner: spawner,
         })
     }
@@ -295,7 +300,16 @@ async fn run_in(
     let cookie = reaper::new_cookie();
     let mut env = spec.env.clone();
     env.insert(reaper::COOKIE_VAR.into(), cookie.clone());
-    let mut cgroup = StepCgroup::create(containment::Mode::Auto);
+    // The cgroup the waiting spare was born into is this step's; the next spare is born
+    // into one made now, handed over with this request (no join, see zygote.py).
+    let mut cgroup = zygote
+        .spare_cgroup
+        .take()
+        .or_else(|| StepCgroup::create(containment::Mode::Auto));
+    let next_cgroup = StepCgroup::create(containment::Mode::Auto);
+    let next_dir = next_cgroup
+        .as_ref()
+        .and_then(|c| std::fs::File::open(c.target().dir).ok());
     let job = serde_json::json!({
         "program": zygote.program.to_string_lossy(),
         "script": script,
@@ -321,17 +335,15 @@ async fn run_in(
         let mut job_w = std::fs::File::from(job_w);
         std::io::Write::write_all(&mut job_w, job.as_bytes())?;
         drop(job_w);
-        send_with_fds(
-            &control,
-            b"F",
-            &[
-                out_w.as_raw_fd(),
-                err_w.as_raw_fd(),
-                job_r.as_raw_fd(),
-                go_r.as_raw_fd(),
-            ],
-        )?;
-        drop((out_w, err_w, job_r, go_r));
+        let mut fds = vec![
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            job_r.as_raw_fd(),
+            go_r.as_raw_fd(),
+        ];
+        fds.extend(next_dir.as_ref().map(AsRawFd::as_raw_fd));
+        send_with_fds(&control, b"F", &fds)?;
+        drop((out_w, err_w, job_r, go_r, next_dir));
         // Bounded: a zygote that stopped answering (a step of the runner's own uid could
         // have stopped it) is replaced, never waited for.
         control.set_read_timeout(Some(START_TIMEOUT))?;
@@ -351,7 +363,10 @@ async fn run_in(
     })
     .await;
     let pid = match sent {
-        Ok(Ok(pid)) => pid,
+        Ok(Ok(pid)) => {
+            zygote.spare_cgroup = next_cgroup;
+            pid
+        }
         Ok(Err(err)) => {
             tracing::warn!(%err, "the python zygote did not start the step; starting it afresh");
             // Whatever it may have forked dies with the step's cgroup, and with the zygote,

@@ -265,6 +265,42 @@ async fn a_killed_spare_is_replaced_and_a_spare_dies_with_its_zygote() {
     );
 }
 
+/// The waiting spare is born into the cgroup the runner made for the next step (a join by
+/// `cgroup.procs` would wait for an RCU grace period after any pause), and that step then
+/// runs in it.
+#[tokio::test]
+async fn the_spare_is_born_into_the_next_steps_cgroup_and_that_step_runs_there() {
+    if !crate::containment::available() {
+        return; // No cgroups for steps on this host.
+    }
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let (_zygote, spare) = the_waiting_spare(dir.path()).await;
+    let held = ZYGOTE
+        .lock()
+        .await
+        .as_ref()
+        .and_then(|z| z.spare_cgroup.as_ref().map(|c| c.holds(spare)));
+    assert_eq!(
+        held,
+        Some(true),
+        "the spare waits in the next step's cgroup"
+    );
+    let unified = |text: &str| {
+        text.lines()
+            .find(|line| line.starts_with("0::"))
+            .map(str::to_owned)
+            .expect("a cgroup v2 line")
+    };
+    let cgroup_of_spare =
+        unified(&std::fs::read_to_string(format!("/proc/{spare}/cgroup")).unwrap());
+    let script = "print([l for l in open('/proc/self/cgroup') if l.startswith('0::')][0].strip())";
+    let (ending, lines) = collect(spec(script, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(lines, vec![(Stream::Stdout, cgroup_of_spare)]);
+}
+
 /// The attack on a spare by a step of the zygote's own uid: it stops the spare waiting
 /// for the next step, hoping it takes that step's job and runs it later, unwatched. The
 /// next step runs once, in time, and the stopped spare never runs it.
