@@ -234,14 +234,6 @@ async fn execute(
         .await
         .context("the step-user claim task failed")?
     };
-    // The next attempt's, while this one runs (a runner usually takes its next attempt
-    // with this one's completion).
-    if !config.ephemeral && !stop.is_cancelled() {
-        let (work_dir, users) = (config.work_dir.clone(), config.step_users);
-        *ahead = Some(tokio::task::spawn_blocking(move || {
-            Ahead::make(&work_dir, users)
-        }));
-    }
     let user = claim
         .as_ref()
         .ok()
@@ -315,6 +307,15 @@ async fn execute(
             }
         }
     };
+    // The next attempt's directory and user, now that this one's processes are gone (a
+    // running step must never reach them), while this one's end is kept and reported: a
+    // runner usually takes its next attempt with this one's completion.
+    if !config.ephemeral && !stop.is_cancelled() {
+        let (work_dir, users) = (config.work_dir.clone(), config.step_users);
+        *ahead = Some(tokio::task::spawn_blocking(move || {
+            Ahead::make(&work_dir, users)
+        }));
+    }
     // What later steps and downloads need from this one, before the engine hears the end.
     let (outcome, reason) = if ran && outcome != Outcome::Cancelled {
         match keep(engine, &assignment, &dir, &lines_tx).await {

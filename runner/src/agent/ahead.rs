@@ -3,10 +3,14 @@
 //! An attempt's directory costs inode allocations (on ext4, each a scan past the inodes
 //! freed in the last seconds) and a root runner's step user a lock; a runner that takes its
 //! next attempt with its completion would pay both between two steps. So the runner keeps
-//! one [`Ahead`], made on a blocking thread while a step runs: a step user claimed and an
+//! one [`Ahead`], made on a blocking thread as soon as an attempt's processes are gone
+//! (while its outputs are kept and its completion travels): a step user claimed and an
 //! empty attempt tree ([`create_tree`]: `workspace/`, `home/`, `tmp/`, an empty `output`).
 //!
 //! Invariants:
+//! - An `Ahead` is never made while a step's process runs: where steps run as the runner's
+//!   own user (no step users), a running step could otherwise write into the next
+//!   attempt's tree.
 //! - An `Ahead`'s tree is new: created for it by the runner, private to the runner (0700,
 //!   the runner's owner) and never seen by a step. An attempt that takes it renames it to
 //!   the attempt's own name first; it is then filled and handed to the attempt's user
@@ -55,7 +59,7 @@ impl Ahead {
     /// over the claim. Blocking. On failure the tree is removed and the claim released.
     pub(super) fn take(mut self, dir: &Path) -> anyhow::Result<Option<Claim>> {
         let tree = self.tree.take().expect("an Ahead is taken once");
-        if let Err(err) = std::fs::rename(&tree, dir) {
+        if let Err(err) = rename_no_replace(&tree, dir) {
             let _ = std::fs::remove_dir_all(&tree);
             return Err(err).with_context(|| format!("renaming {}", tree.display()));
         }
@@ -69,6 +73,24 @@ impl Drop for Ahead {
             let _ = std::fs::remove_dir_all(tree);
         }
         // The claim, if still held, is released after its tree is gone.
+    }
+}
+
+/// `rename(from, to)` that fails when `to` exists (even as an empty directory, which a
+/// plain `rename` would replace).
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
+            .map_err(std::io::Error::from)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        if std::fs::symlink_metadata(to).is_ok() {
+            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+        }
+        std::fs::rename(from, to)
     }
 }
 
@@ -114,6 +136,20 @@ mod tests {
             assert_eq!(std::fs::read_dir(path).unwrap().count(), 0);
         }
         assert_eq!(std::fs::read(&files.output_file).unwrap(), b"");
+    }
+
+    #[test]
+    fn an_ahead_never_replaces_an_existing_directory_even_an_empty_one() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("attempt-9-1");
+        std::fs::create_dir(&dir).unwrap();
+        let ahead = Ahead::make(work.path(), StepUsers::Same).unwrap();
+        assert!(ahead.take(&dir).is_err());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "left as it was"
+        );
     }
 
     #[test]

@@ -179,6 +179,8 @@ fn clone3(
                 "syscall",
                 "test rax, rax",
                 "jnz 2f",
+                // The child's outermost frame: no frame pointer into the parent's stack.
+                "xor ebp, ebp",
                 "mov rdi, r8",
                 "call r9",
                 "mov edi, eax",

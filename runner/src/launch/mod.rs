@@ -50,7 +50,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::step_user::StepUser;
 use child::{ChildArgs, Stage};
@@ -336,12 +336,10 @@ fn candidates(launch: &Launch<'_>) -> io::Result<Vec<CString>> {
         .collect()
 }
 
-/// Whether `fs.suid_dumpable` is 0, read once (unreadable counts as not).
+/// Whether `fs.suid_dumpable` is 0 now (unreadable counts as not); read at every confined
+/// launch, since an operator may change it while the runner runs.
 fn suid_dumpable_is_off() -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/fs/suid_dumpable").is_ok_and(|text| text.trim() == "0")
-    })
+    std::fs::read_to_string("/proc/sys/fs/suid_dumpable").is_ok_and(|text| text.trim() == "0")
 }
 
 /// The descriptor bound the child closes below without `close_range`: the soft

@@ -159,7 +159,7 @@ struct Zygote {
     startup: BTreeMap<String, String>,
     child: std::process::Child,
     control: Arc<UnixDatagram>,
-    /// The cgroup the zygote's waiting spare was born into (made for the step it serves
+    /// The cgroup the zygote's waiting spare joined while it waits (made for the step it serves
     /// next, handed to the zygote with the last request); dropped with the zygote, which
     /// kills the spare.
     spare_cgroup: Option<StepCgroup>,
@@ -300,8 +300,8 @@ async fn run_in(
     let cookie = reaper::new_cookie();
     let mut env = spec.env.clone();
     env.insert(reaper::COOKIE_VAR.into(), cookie.clone());
-    // The cgroup the waiting spare was born into is this step's; the next spare is born
-    // into one made now, handed over with this request (no join, see zygote.py).
+    // The cgroup the waiting spare joined is this step's; the next spare joins one made
+    // now, handed over with this request, while it waits (see zygote.py).
     let mut cgroup = zygote
         .spare_cgroup
         .take()

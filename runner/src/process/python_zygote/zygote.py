@@ -5,9 +5,9 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # a step's script, environment or secrets. Each request is one packet, `F`, carrying four
 # descriptors (SCM_RIGHTS): the step's stdout and stderr write ends, the read end of a
 # pipe holding the step's JSON job, and the read end of the `go` pipe; and a fifth where
-# the runner has one, the directory of the cgroup it made for the *next* step, into which
-# the next spare is born (`clone3` with CLONE_INTO_CGROUP: joining by `cgroup.procs` waits
-# for an RCU grace period after any pause, ~17 ms). Each is served by a
+# the runner has one, the directory of the cgroup it made for the *next* step, which the
+# next spare joins while it waits (a join by `cgroup.procs` waits for an RCU grace period
+# after any pause, ~17 ms: off the step's path so). Each is served by a
 # child forked ahead of it (a spare, armed at once and then waiting with nothing of any
 # step on a socket of its own; the next one is forked while the step runs), which
 # receives the descriptors, reads the job itself, sets itself up exactly like the fresh
@@ -40,22 +40,6 @@ _SETUP_TIMEOUT = 5.0
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 _libc = ctypes.CDLL(None, use_errno=True)
-# Calls that keep the GIL, as `os.fork`'s own `fork()` does.
-_pylibc = ctypes.PyDLL(None, use_errno=True)
-_before_fork = ctypes.pythonapi.PyOS_BeforeFork
-_after_fork_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
-_after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
-_SYS_CLONE3 = 435  # The same number on every architecture.
-_CLONE_INTO_CGROUP = 0x200000000
-# Errors that mean `clone3` into a cgroup will not work here: plain forks from then on.
-_CLONE3_REFUSED_BY = {38, 1, 7, 22}  # ENOSYS, EPERM, E2BIG, EINVAL
-_clone3_refused = False
-
-
-class _CloneArgs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in (
-        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
-        "tls", "set_tid", "set_tid_size", "cgroup")]
 _CONTROL = 3
 _MAX_JOB = 4 << 20
 
@@ -98,37 +82,17 @@ def _confine(user):
         raise OSError("could not become the attempt's user")
 
 
-def _fork_into(cgroup_fd):
-    """`os.fork()`, the child born into the cgroup whose directory is `cgroup_fd` where the
-    kernel allows `clone3` (the same calls around it as `os.fork` makes); a plain fork
-    without a cgroup or where it is refused."""
-    global _clone3_refused
-    if cgroup_fd is None or _clone3_refused:
-        return os.fork()
-    args = _CloneArgs(flags=_CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
-    _before_fork()
-    pid = _pylibc.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
-    if pid == 0:
-        _after_fork_child()
-        return 0
-    _after_fork_parent()
-    if pid > 0:
-        return pid
-    if ctypes.get_errno() in _CLONE3_REFUSED_BY:
-        _clone3_refused = True
-    return os.fork()
-
-
-def _child_setup(fds, ready_w, born_in):
+def _child_setup(fds, ready_w, joined):
     """In the forked child, once it has its request (already its own session, see
-    `_fork_spare`): everything before user code. Any failure exits the child. `born_in` is
-    the `cgroup.procs` of the cgroup it was born into, if any: no join is needed there."""
+    `_fork_spare`): everything before user code. Any failure exits the child. `joined` is
+    the `cgroup.procs` of the cgroup the spare joined while it waited, if it did: no join
+    is needed there."""
     # As in a fresh interpreter: the zygote itself ignores these.
     _signal(_SIGINT, _default_int_handler)
     _signal(_SIGTERM, _SIG_DFL)
     job = _read_job(fds[2])
     procs = job.get("cgroup_procs")
-    if procs and procs != born_in:
+    if procs and procs != joined:
         # A failed join is detected by the runner (it checks the child's cgroup).
         try:
             with open(procs, "w") as f:
@@ -198,12 +162,32 @@ def _warm_up():
     exec(compile("pass", "<string>", "exec"), {})
 
 
+def _join_ahead(cgroup_fd):
+    """In a spare: joins the cgroup whose directory is `cgroup_fd` (and closes it); returns
+    its `cgroup.procs` path once the kernel moved this process there, else None (the child
+    then joins the cgroup its job names, as without one)."""
+    if cgroup_fd is None:
+        return None
+    try:
+        path = os.readlink("/proc/self/fd/%d" % cgroup_fd) + "/cgroup.procs"
+        procs = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=cgroup_fd)
+        try:
+            os.write(procs, b"0")
+        finally:
+            os.close(procs)
+        return path
+    except OSError:
+        return None
+    finally:
+        os.close(cgroup_fd)
+
+
 def _fork_spare(control, cgroup_fd=None):
     """Forks the child the next request will use, before that request arrives: the fork and
     the copy-on-write faults that follow it then happen while the runner and the engine are
     busy elsewhere, not while the step waits. The child holds nothing of any step until it
-    receives its request's descriptors over `link`. It is born into the cgroup whose
-    directory is `cgroup_fd` (the next step's, made by the runner) where the kernel allows.
+    receives its request's descriptors over `link`. Once armed, it joins the cgroup whose
+    directory is `cgroup_fd` (the next step's, made by the runner), while it waits.
     Returns `(pid, link, ready_r, None)`, and in the child, once it is set up for its
     request, `(0, None, None, job)`."""
     link, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -214,13 +198,7 @@ def _fork_spare(control, cgroup_fd=None):
     # the zygote's whole heap page by page.
     _freeze()
     zygote = os.getpid()
-    born_in = None
-    if cgroup_fd is not None:
-        try:
-            born_in = os.readlink("/proc/self/fd/%d" % cgroup_fd) + "/cgroup.procs"
-        except OSError:
-            cgroup_fd = None
-    pid = _fork_into(cgroup_fd)
+    pid = os.fork()
     if pid == 0:
         try:
             # Armed first: it dies with the zygote, stopped or not (SIGKILL), so it never
@@ -238,14 +216,13 @@ def _fork_spare(control, cgroup_fd=None):
             os.close(_CONTROL)
             link.close()
             os.close(ready_r)
-            if cgroup_fd is not None:
-                os.close(cgroup_fd)
             theirs.send(b"A")
+            joined = _join_ahead(cgroup_fd)
             _warm_up()
             fds = _await_request(theirs)
             if len(fds) != 4:
                 raise ValueError("bad request: %d descriptors" % len(fds))
-            job = _child_setup(fds, ready_w, born_in)
+            job = _child_setup(fds, ready_w, joined)
             # Said explicitly: a child that dies on the way says nothing, which is no start.
             os.write(ready_w, b"OK")
             os.close(ready_w)
@@ -385,7 +362,8 @@ def _serve():
             control.send(b"E child set-up failed: " + (said or b"it ended"))
             continue
         control.send(b"P %d" % pid)
-        # The next request's child, forked while this step runs, into the next step's cgroup.
+        # The next request's child, forked while this step runs; it joins the next step's
+        # cgroup while it waits.
         spare = _fork_spare(control, cgroup_fd)
         if spare[0] == 0:
             return spare[3]
