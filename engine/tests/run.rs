@@ -128,6 +128,45 @@ fn outputs_flow_to_dependents_and_the_run_succeeds() {
     );
 }
 
+/// What a step prints never comes before the end of a step it depends on, nor its own
+/// "✓" before its output: a dependent starts within milliseconds of its dependency's end,
+/// faster than the printer re-reads the step states.
+#[test]
+fn a_chain_prints_each_step_after_the_end_of_the_one_it_depends_on() {
+    let steps: Vec<String> = (0..12)
+        .map(|i| {
+            let after = if i == 0 {
+                String::new()
+            } else {
+                format!(", depends_on=['s{}']", i - 1)
+            };
+            format!("        Step.bash('s{i}', 'echo out-{i}'{after}),")
+        })
+        .collect();
+    let ran = run(&plan(&steps.join("\n")), &[]);
+    assert!(ran.output.status.success(), "{}", ran.stderr());
+    let stdout = ran.stdout();
+    let at = |needle: &str| {
+        stdout
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not printed:\n{stdout}"))
+    };
+    for i in 0..12 {
+        let output = at(&format!("s{i:<3}| out-{i}\n"));
+        assert!(
+            output < at(&format!("s{i:<3}| ✓ succeeded")),
+            "s{i}'s output after its end:\n{stdout}"
+        );
+        if i > 0 {
+            assert!(
+                at(&format!("s{:<3}| ✓ succeeded", i - 1)) < output,
+                "s{i}'s output before s{}'s end:\n{stdout}",
+                i - 1
+            );
+        }
+    }
+}
+
 #[test]
 fn failures_skip_dependents_and_when_decides_what_runs() {
     let ran = run(

@@ -225,23 +225,30 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     seen.steps_changed = true;
                 }
             }
-            // A step that changed state may have lines not printed yet: they come first.
-            // Every line is stored, and its `Logs` event sent, before the runner reports the
-            // step's end (it waits for the lines' acknowledgement), so the events already
-            // sent name every step with such lines: no log read for the others.
+            // A step that changed state may have lines not printed yet: they print step by
+            // step in the order the steps started, each around its transition. Every line
+            // is stored, and its `Logs` event sent, before the runner reports the step's
+            // end (it waits for the lines' acknowledgement), so the events already sent
+            // name every step with such lines: no log read for the others.
             while let Ok(event) = events.try_recv() {
                 seen.note(Ok(event), run_id, &all);
             }
-            let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
+            let dirty = std::mem::take(&mut seen.dirty);
             if !reader_gone {
-                let printed = printer.print_lines(&store, &ids).await;
-                let printed = printed.and_then(|()| printer.transitions(&steps));
+                let printed = printer.print_in_order(&store, &steps, dirty).await;
                 reader_gone = closed_output(printed)?;
             }
         } else if !seen.dirty.is_empty() {
-            let ids: Vec<i64> = std::mem::take(&mut seen.dirty).into_iter().collect();
-            if !reader_gone {
-                reader_gone = closed_output(printer.print_lines(&store, &ids).await)?;
+            // Lines of a step not shown started wait for the next read of the states.
+            let (ready, held): (Vec<i64>, Vec<i64>) = std::mem::take(&mut seen.dirty)
+                .into_iter()
+                .partition(|&id| printer.shown_started(id));
+            if !held.is_empty() {
+                seen.dirty.extend(held);
+                seen.steps_changed = true;
+            }
+            if !reader_gone && !ready.is_empty() {
+                reader_gone = closed_output(printer.print_lines(&store, &ready).await)?;
             }
         }
         if std::mem::take(&mut seen.maybe_finished) {

@@ -128,6 +128,15 @@ impl Printer {
         }
     }
 
+    /// Whether the printer has shown `step_run_id` running or ended. Lines of a step not
+    /// shown started wait for the next read of the step states, so that they never print
+    /// before the end of a step they depend on (a dependent starts as soon as that ends).
+    pub(crate) fn shown_started(&self, step_run_id: i64) -> bool {
+        self.steps
+            .get(&step_run_id)
+            .is_some_and(|s| !matches!(s.status.as_str(), "pending" | "queued" | "waiting"))
+    }
+
     /// Prints every stored line not printed yet of the given step runs.
     pub(crate) async fn print_lines(
         &mut self,
@@ -183,16 +192,15 @@ impl Printer {
         Ok(())
     }
 
-    /// Prints lines of every step, then transitions since the last call, and ends an open
-    /// token line.
+    /// Prints the lines of every step and the transitions since the last call, in the
+    /// order the steps started, and ends an open token line.
     pub(crate) async fn catch_up(
         &mut self,
         store: &Store,
         steps: &[StepRunRow],
     ) -> anyhow::Result<()> {
         let ids: Vec<i64> = self.order.iter().map(|(id, _)| *id).collect();
-        self.print_lines(store, &ids).await?;
-        self.transitions(steps)?;
+        self.print_in_order(store, steps, ids).await?;
         // The last token line of a step that printed no transition after it.
         let mut out = std::io::stdout().lock();
         write!(out, "{}", self.tokens.close())?;
@@ -200,19 +208,59 @@ impl Printer {
         Ok(())
     }
 
-    /// Prints what changed in the steps' statuses.
-    pub(crate) fn transitions(&mut self, steps: &[StepRunRow]) -> anyhow::Result<()> {
+    /// Prints the lines of the `dirty` step runs and what changed in the statuses of
+    /// `steps`, step by step in the order they started: a step still going shows its
+    /// "▶ started" before its lines, an ended one its lines before its "✓" or "✗". So what
+    /// a step prints never comes before the end of a step it depends on, however many
+    /// steps started and ended since the last read of the states.
+    pub(crate) async fn print_in_order(
+        &mut self,
+        store: &Store,
+        steps: &[StepRunRow],
+        dirty: impl IntoIterator<Item = i64>,
+    ) -> anyhow::Result<()> {
+        let mut dirty: std::collections::BTreeSet<i64> = dirty.into_iter().collect();
+        let mut order: Vec<&StepRunRow> = steps.iter().collect();
+        // A dependent starts no earlier than its dependency ended, which is no earlier
+        // than that started (milliseconds: ties fall back to the end, then the plan).
+        order.sort_by_key(|s| {
+            (
+                s.started_at.unwrap_or(i64::MAX),
+                s.finished_at.unwrap_or(i64::MAX),
+                s.position,
+            )
+        });
+        for step in order {
+            let has_lines = dirty.remove(&step.id);
+            let ended = matches!(
+                step.status.as_str(),
+                "succeeded" | "failed" | "skipped" | "cancelled"
+            );
+            if has_lines && ended {
+                self.print_lines(store, &[step.id]).await?;
+            }
+            self.transition(step)?;
+            if has_lines && !ended {
+                self.print_lines(store, &[step.id]).await?;
+            }
+        }
+        let rest: Vec<i64> = dirty.into_iter().collect();
+        self.print_lines(store, &rest).await
+    }
+
+    /// Prints what changed in one step's status since the last call.
+    fn transition(&mut self, step: &StepRunRow) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
-        for step in steps {
+        {
             let label = self.label(step.id, &step.step_id);
             let Some(state) = self.steps.get_mut(&step.id) else {
-                continue;
+                return Ok(());
             };
             if state.status == step.status
                 && state.attempts == step.attempts
                 && state.iteration == step.iteration
             {
-                continue;
+                return Ok(());
             }
             let looped_back = step.iteration > state.iteration;
             let retried =
