@@ -119,7 +119,7 @@ async fn work(
     let mut python = None;
     // The next attempt, when the engine handed it over with the last completion.
     let mut next = None;
-    // The next attempt's directory and step user, made while the last attempt ran.
+    // The next attempt's directory and step user, made as the last attempt ended.
     let mut ahead = None;
     while !stop.is_cancelled() {
         let assignment = match next.take() {
@@ -197,7 +197,7 @@ async fn execute(
     let output_file = dir.join("output");
     // The step user (held until the attempt's processes are gone and its directory
     // removed, below) and the attempt's directory, in one trip to a blocking thread: both
-    // made ahead while the last attempt ran, where they were.
+    // made ahead as the last attempt ended, where they were.
     let ready = match ahead.take() {
         Some(making) => making.await.ok().and_then(|made| {
             made.inspect_err(|err| tracing::debug!("nothing made ahead: {err:#}"))
