@@ -85,22 +85,10 @@ pub(super) extern "C" fn child_main(arg: *mut c_void) -> c_int {
 unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
     // SAFETY: for the block — raw system calls on pointers `ChildArgs` guarantees.
     unsafe {
-        for signal in 1..=libc::SIGRTMAX() {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            // Refused for SIGKILL, SIGSTOP and glibc's internal signals: nothing to reset.
-            if libc::sigaction(signal, std::ptr::null(), &mut action) != 0 {
-                continue;
-            }
-            let handled =
-                action.sa_sigaction != libc::SIG_DFL && action.sa_sigaction != libc::SIG_IGN;
-            if handled || signal == libc::SIGPIPE {
-                let mut default: libc::sigaction = std::mem::zeroed();
-                default.sa_sigaction = libc::SIG_DFL;
-                if libc::sigaction(signal, &default, std::ptr::null_mut()) != 0 {
-                    return Stage::Signals;
-                }
-            }
-        }
+        // Every disposition back to its default, ignored ones too: a step starts the same
+        // however the runner was started (a background job's ignored SIGINT, Rust's
+        // ignored SIGPIPE), and no handler of the runner's can run here.
+        reset_signal_dispositions();
         if libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
@@ -187,6 +175,34 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
             *libc::__errno_location() = libc::EACCES;
         }
         Stage::Exec
+    }
+}
+
+/// Sets every signal's disposition to its default (all but SIGKILL and SIGSTOP, glibc's
+/// internal ones included), with the raw system call: the process's own handler table
+/// only. Async-signal-safe: also for a `pre_exec` hook (the warm Python zygote's).
+///
+/// # Safety
+/// Raw system calls only; call where a handler of this process must never run again
+/// before `execve` (a freshly cloned or forked child).
+pub(crate) unsafe fn reset_signal_dispositions() {
+    // The kernel's `struct sigaction`, zeroed: SIG_DFL, no flags, an empty mask, on every
+    // architecture's layout (at most four words).
+    let default = [0u64; 4];
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a valid, zeroed kernel sigaction; no old action is read.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                std::mem::size_of::<u64>(),
+            );
+        }
     }
 }
 

@@ -8,8 +8,8 @@
 //! cgroup (`clone.rs`).
 //!
 //! The child (`child.rs`) sets itself up, then execs, in this order:
-//! 1. every signal the runner handles back to its default, `SIGPIPE` too (Rust ignores
-//!    it), then an empty signal mask;
+//! 1. every signal back to its default, handled or ignored (Rust ignores `SIGPIPE`, a
+//!    background job `SIGINT`), then an empty signal mask;
 //! 2. its own session (`setsid`), so it and all it starts are outside the runner's;
 //! 3. the step's cgroup, unless born into it (a failed join is left to the parent's check);
 //! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
@@ -53,6 +53,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::step_user::StepUser;
+pub(crate) use child::reset_signal_dispositions;
 use child::{ChildArgs, Stage};
 use clone::{clone_child, CloneHow};
 

@@ -198,6 +198,10 @@ impl Zygote {
                 {
                     return Err(io::Error::last_os_error());
                 }
+                // Every disposition at its default, as `launch` gives a fresh step: what
+                // the runner ignores (a background job's SIGINT) must not reach the
+                // zygote's children when a fresh interpreter would not see it.
+                crate::launch::reset_signal_dispositions();
                 Ok(())
             });
         }
