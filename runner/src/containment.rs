@@ -628,28 +628,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let pids = dir.path().join("pids");
-        let args = [
-            "-c".to_owned(),
-            r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1238.5' "$0" &
-                while [ ! -s "$0" ]; do sleep 0.005; done)"#
-                .to_owned(),
-            pids.display().to_string(),
-        ];
-        let env = BTreeMap::new();
-        let program = Program {
-            path: Path::new("/bin/bash"),
-            args: &args,
-            env: &env,
-            cwd: dir.path(),
-        };
-        let (mut child, contained) = spawn_tool(program, user).unwrap();
-        assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
-        let pid: i32 = std::fs::read_to_string(&pids)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let (contained, pid) = leave_an_escapee(dir.path(), "1238.5", &BTreeMap::new(), user).await;
         let alive = |pid: i32| {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
                 !stat[stat.rfind(')').unwrap() + 1..]
@@ -678,28 +657,8 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let pids = dir.path().join("pids");
-        let args = [
-            "-c".to_owned(),
-            r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep 1237.5' "$0" &
-                while [ ! -s "$0" ]; do sleep 0.005; done)"#
-                .to_owned(),
-            pids.display().to_string(),
-        ];
         let env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
-        let program = Program {
-            path: Path::new("/bin/bash"),
-            args: &args,
-            env: &env,
-            cwd: dir.path(),
-        };
-        let (mut child, contained) = spawn_tool(program, None).unwrap();
-        assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
-        let pid: i32 = std::fs::read_to_string(&pids)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let (contained, pid) = leave_an_escapee(dir.path(), "1237.5", &env, None).await;
         let parent = |pid: i32| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
@@ -801,5 +760,39 @@ mod tests {
             user: None,
         };
         reaper::launch_step(&launch, "no-cookie").unwrap()
+    }
+
+    /// Runs, as a tool call in `dir` with `env`, a bash that leaves behind a `setsid`
+    /// escapee sleeping `seconds`, and waits for the call to exit 0: the call's containment
+    /// and the escapee's pid.
+    async fn leave_an_escapee(
+        dir: &Path,
+        seconds: &str,
+        env: &BTreeMap<String, String>,
+        user: Option<StepUser>,
+    ) -> (Contained, i32) {
+        let pids = dir.join("pids");
+        let args = [
+            "-c".to_owned(),
+            format!(
+                r#"(setsid /bin/bash -c 'echo $$ > "$0"; exec sleep {seconds}' "$0" &
+                while [ ! -s "$0" ]; do sleep 0.005; done)"#
+            ),
+            pids.display().to_string(),
+        ];
+        let program = Program {
+            path: Path::new("/bin/bash"),
+            args: &args,
+            env,
+            cwd: dir,
+        };
+        let (mut child, contained) = spawn_tool(program, user).unwrap();
+        assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
+        let pid = std::fs::read_to_string(&pids)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (contained, pid)
     }
 }

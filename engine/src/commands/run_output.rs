@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use engine::executor::rules::parse_status;
 use engine::store::{StepRunRow, Store};
 use serde::Serialize;
 
@@ -232,10 +233,7 @@ impl Printer {
         });
         for step in order {
             let has_lines = dirty.remove(&step.id);
-            let ended = matches!(
-                step.status.as_str(),
-                "succeeded" | "failed" | "skipped" | "cancelled"
-            );
+            let ended = parse_status(&step.status).is_final();
             if has_lines && ended {
                 self.print_lines(store, &[step.id]).await?;
             }

@@ -74,6 +74,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE};
 use crate::containment::{self, StepCgroup};
+use crate::launch::pipe;
 use crate::protocol::Stream;
 use crate::reaper;
 
@@ -547,10 +548,6 @@ fn seqpacket_pair() -> io::Result<(UnixDatagram, UnixDatagram)> {
 }
 
 /// A close-on-exec pipe: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
-}
-
 /// A pipe that holds `len` bytes (a job up to [`MAX_JOB_BYTES`]), so writing the job never
 /// waits for its reader. Fails when the kernel will not grow it that far.
 fn job_pipe(len: usize) -> io::Result<(OwnedFd, OwnedFd)> {
