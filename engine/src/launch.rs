@@ -1,10 +1,11 @@
 //! Launching a run from a workflow file: evaluate it through the evaluator pool with a
-//! `ctx`, then hand the plan to the executor. Shared by `plue run` and `POST /api/runs`.
+//! `ctx`, then hand the plan to the executor. Shared by `plue run` (which evaluates while
+//! its engine starts) and `POST /api/runs`.
 
 use std::path::Path;
 
 use anyhow::Context;
-use evaluator::{Diagnostic, EvalContext, EvalError, EvaluatorPool};
+use evaluator::{Diagnostic, EvalContext, EvalError, EvaluatedPlan, EvaluatorPool};
 use runner::protocol::WorkspaceSource;
 
 use crate::executor::Executor;
@@ -51,6 +52,17 @@ pub async fn launch(
     ctx: &EvalContext,
     workspace: &WorkspaceSource,
 ) -> Result<i64, LaunchError> {
+    let evaluated = evaluate_file(evaluator, path, ctx).await?;
+    start_evaluated(executor, path, ctx, workspace, &evaluated).await
+}
+
+/// The first half of [`launch`]: reads and evaluates `path` with `ctx`. Needs no engine,
+/// so `plue run` does it while its store and engine start.
+pub async fn evaluate_file(
+    evaluator: &EvaluatorPool,
+    path: &Path,
+    ctx: &EvalContext,
+) -> Result<EvaluatedPlan, LaunchError> {
     let shown = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|source| LaunchError::Unreadable {
         path: shown.clone(),
@@ -59,15 +71,24 @@ pub async fn launch(
     let started = std::time::Instant::now();
     let evaluated = evaluator.evaluate(&shown, &source, ctx).await;
     crate::metrics::record(crate::metrics::evaluation(&evaluated, started));
-    let evaluated = match evaluated {
-        Ok(evaluated) => evaluated,
-        Err(EvalError::Invalid(problems)) => return Err(LaunchError::Invalid(problems)),
-        Err(e) => {
-            return Err(LaunchError::Internal(
-                anyhow::Error::new(e).context("evaluating the workflow"),
-            ))
-        }
-    };
+    match evaluated {
+        Ok(evaluated) => Ok(evaluated),
+        Err(EvalError::Invalid(problems)) => Err(LaunchError::Invalid(problems)),
+        Err(e) => Err(LaunchError::Internal(
+            anyhow::Error::new(e).context("evaluating the workflow"),
+        )),
+    }
+}
+
+/// The second half of [`launch`]: starts a run of `evaluated`, the plan of `path` under
+/// `ctx`, whose steps work in `workspace`.
+pub async fn start_evaluated(
+    executor: &Executor,
+    path: &Path,
+    ctx: &EvalContext,
+    workspace: &WorkspaceSource,
+    evaluated: &EvaluatedPlan,
+) -> Result<i64, LaunchError> {
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let context_json = serde_json::to_string(ctx).context("serialising ctx")?;
     let run_id = executor

@@ -183,8 +183,9 @@ async fn the_postgres_claim_uses_its_partial_index() {
 async fn log_appends_are_idempotent_and_read_in_order() {
     for (store, _dir) in stores().await {
         let executor = executor(&store);
-        let run_id = start(&executor, &plan(vec![bash("a")])).await;
+        let run_id = start(&executor, &plan(vec![bash("a"), bash("b")])).await;
         let step = store.step_run(run_id, "a").await.unwrap().unwrap();
+        assert!(store.last_lines(run_id).await.unwrap().is_empty());
         let lines: Vec<LogLine> = (1..=2500)
             .map(|seq| LogLine {
                 seq,
@@ -216,6 +217,13 @@ async fn log_appends_are_idempotent_and_read_in_order() {
         assert_eq!(read[0].text, lines[0].text);
         assert_eq!((read[2499].attempt, read[2499].seq), (1, 2500));
         assert_eq!((read[2500].attempt, read[2500].seq), (2, 1));
+        // The last line is the later attempt's (not the highest seq), and a step without
+        // lines is not listed.
+        let last = store.last_lines(run_id).await.unwrap();
+        assert_eq!(
+            last.into_iter().collect::<Vec<_>>(),
+            vec![(step.id, (2, 10))]
+        );
     }
 }
 

@@ -6,12 +6,11 @@
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use engine::events::Event;
-use engine::launch::{launch, LaunchError};
+use engine::launch::{evaluate_file, start_evaluated, LaunchError};
 use engine::server::{self, EngineConfig, LocalPoolSettings};
 use engine::store::{now_ms, Decided, Store, Verdict};
 use engine::tokens;
@@ -68,9 +67,17 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Ctrl-C is caught from here on, so one pressed while the run starts up cancels it
     // once it exists instead of killing the engine under its runners.
     let mut interrupts = Interrupts::new()?;
-    // The evaluator's interpreter starts while the engine and its runners do: the run
-    // needs all three, and none waits for the others.
-    let evaluator_start = tokio::spawn(evaluator_pool_with(1, limits_for_steps(args.max_steps)));
+    // The evaluator's interpreter starts, and evaluates the file, while the engine and its
+    // runners start: the run needs all three, and none waits for the others.
+    let evaluation = {
+        let (file, ctx) = (args.file.clone(), context(&args.event));
+        let limits = limits_for_steps(args.max_steps);
+        tokio::spawn(async move {
+            let pool = evaluator_pool_with(1, limits).await?;
+            let evaluated = evaluate_file(&pool, &file, &ctx).await;
+            anyhow::Ok((pool, evaluated))
+        })
+    };
     let store = Store::open_data_dir(&args.data_dir).await?;
     let data_dir = std::fs::canonicalize(&args.data_dir).context("data directory")?;
     let cwd = std::env::current_dir().context("current directory")?;
@@ -101,8 +108,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // No evaluator for the engine's API: `plue run` evaluates its one file itself, and
     // nothing else may start runs here.
     let engine = server::start(store.clone(), listener, config, None).await?;
-    let evaluator = match evaluator_start.await.context("the evaluator's start task") {
-        Ok(Ok(pool)) => Arc::new(pool),
+    let (evaluator, evaluated) = match evaluation.await.context("the evaluation task") {
+        Ok(Ok(done)) => done,
         Ok(Err(e)) | Err(e) => {
             engine.shutdown().await;
             return Err(e.context("starting the evaluator"));
@@ -114,15 +121,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let workspace = WorkspaceSource::Copy {
         path: cwd.display().to_string(),
     };
-    let run_id = match launch(
-        &executor,
-        &evaluator,
-        &args.file,
-        &context(&args.event),
-        &workspace,
-    )
-    .await
-    {
+    let launched = match evaluated {
+        Ok(evaluated) => {
+            let ctx = context(&args.event);
+            start_evaluated(&executor, &args.file, &ctx, &workspace, &evaluated).await
+        }
+        Err(e) => Err(e),
+    };
+    // The run needs no evaluator once its plan is stored.
+    drop(evaluator);
+    let run_id = match launched {
         Ok(run_id) => run_id,
         Err(LaunchError::Internal(e)) => {
             engine.shutdown().await;
@@ -260,7 +268,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let steps = store.step_states(run_id).await?;
     if !reader_gone {
-        closed_output(printer.catch_up(&store, &steps).await)?;
+        closed_output(printer.catch_up(&store, run_id, &steps).await)?;
     }
     let run = store.run(run_id).await?.context("the run")?;
     // A cancelled run ends when its runners report; wait briefly for stragglers' processes.

@@ -198,10 +198,22 @@ impl Printer {
     pub(crate) async fn catch_up(
         &mut self,
         store: &Store,
+        run_id: i64,
         steps: &[StepRunRow],
     ) -> anyhow::Result<()> {
-        let ids: Vec<i64> = self.order.iter().map(|(id, _)| *id).collect();
-        self.print_in_order(store, steps, ids).await?;
+        // One query tells which steps have lines not printed yet (their events may have
+        // been missed): only those are read, not every step of a large run.
+        let last = store.last_lines(run_id).await?;
+        let behind: Vec<i64> = self
+            .order
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                last.get(id)
+                    .is_some_and(|&end| self.steps.get(id).is_some_and(|s| s.cursor < end))
+            })
+            .collect();
+        self.print_in_order(store, steps, behind).await?;
         // The last token line of a step that printed no transition after it.
         let mut out = std::io::stdout().lock();
         write!(out, "{}", self.tokens.close())?;

@@ -5,6 +5,8 @@
 //! twice. Reads are ordered by (attempt, seq), which is also the SSE event id
 //! `"{attempt}:{seq}"`, so a reader resumes exactly where it stopped.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use runner::protocol::LogLine;
 
@@ -225,6 +227,27 @@ impl Store {
                     .collect())
             }
         }
+    }
+
+    /// The last stored line `(attempt, seq)` of each step run of `run_id` that has lines:
+    /// one index seek a step, so a reader can tell which steps it has not printed whole
+    /// without reading any of them.
+    pub async fn last_lines(&self, run_id: i64) -> anyhow::Result<BTreeMap<i64, (i64, i64)>> {
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = super::on_db!(self, pool => sqlx::query_as(
+            "SELECT s.id, \
+             (SELECT attempt FROM log_lines WHERE step_run_id = s.id \
+              ORDER BY attempt DESC, seq DESC LIMIT 1), \
+             (SELECT seq FROM log_lines WHERE step_run_id = s.id \
+              ORDER BY attempt DESC, seq DESC LIMIT 1) \
+             FROM step_runs s WHERE s.run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, attempt, seq)| Some((id, (attempt?, seq?))))
+            .collect())
     }
 
     /// How many lines a step run has (all attempts).
