@@ -176,6 +176,10 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // No ping before each use: a local file's connection does not go stale, and the
+            // ping is one more trip to SQLite's worker thread for every statement or
+            // transaction the engine runs (BEGIN + SELECT + COMMIT: 159 -> 134 us).
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {}", path.display()))?;

@@ -111,7 +111,6 @@ impl Launched {
     }
 
     /// Whether it was cloned into its cgroup rather than joining it itself.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn born_in_cgroup(&self) -> bool {
         self.born_in_cgroup
     }

@@ -513,19 +513,16 @@ async fn supervise(
             }
         }
     }
-    let finishing = tokio::task::spawn_blocking(move || {
-        let emptied = cgroup.is_some_and(|c| c.finish(std::time::Duration::from_secs(1)));
-        let budget = std::time::Duration::from_secs(1);
-        if emptied {
-            reaper::reap_after_cgroup(leader, &cookie, born, budget);
-        } else {
-            reaper::sweep(leader, &cookie, born, budget);
-        }
-        drop(live);
-    });
-    if let Err(err) = finishing.await {
-        tracing::warn!(%err, "sweeping the step's processes failed");
+    // As a fresh step's end: returns once its processes are gone.
+    containment::Finishing {
+        cgroup,
+        leader,
+        born,
+        cookie,
+        live: Some(live),
     }
+    .finish_gone()
+    .await;
     let drain = futures::future::join_all(readers);
     tokio::pin!(drain);
     let joined = tokio::select! {
