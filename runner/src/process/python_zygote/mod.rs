@@ -2,10 +2,7 @@
 //! step's process is forked instead of starting `python3 -u -c SCRIPT` afresh.
 //!
 //! [`run`] is the one entry point; it answers `None` when the step must take the fresh
-//! path instead, and the caller then spawns the interpreter as before. A step that finds no
-//! live zygote starts one (replacing a dead one) and itself takes the fresh path: a fresh
-//! interpreter runs its script sooner than a zygote still starting could fork one, and the
-//! steps after it run warm. Promises, on top of
+//! path instead, and the caller then spawns the interpreter as before. Promises, on top of
 //! those of [`super::run`] (same line streaming, timeout, cancel, kill and sweep):
 //! - The child behaves as `python3 -u -c SCRIPT` run in the workspace would: `__name__ ==
 //!   "__main__"` in a fresh `__main__`, `sys.argv == ["-c"]`, `sys.path[0] == ""`, exactly
@@ -266,12 +263,20 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Option<io::Result<ProcessResult>> {
     let script = warm_script(spec)?;
+    let startup = startup_env(&spec.env)?;
     let mut slot = ZYGOTE.lock().await;
-    if !ready_for(&mut slot, spec)? {
-        // This step starts afresh while the zygote starts for the next ones: a fresh
-        // interpreter runs the script sooner than a zygote still starting (which imports
-        // its own modules and forks a spare first) could fork one.
-        return None;
+    let reuse = slot
+        .as_mut()
+        .is_some_and(|z| z.program == spec.program && z.startup == startup && z.alive());
+    if !reuse {
+        *slot = None;
+        match Zygote::start(&spec.program, startup) {
+            Ok(z) => *slot = Some(z),
+            Err(err) => {
+                tracing::warn!(%err, "no warm python zygote; starting a fresh interpreter");
+                return None;
+            }
+        }
     }
     let zygote = slot.as_mut()?;
     let result = run_in(zygote, spec, script, lines, cancel).await;
@@ -280,34 +285,6 @@ pub(super) async fn run(
         *slot = None;
     }
     result
-}
-
-/// Whether `slot` holds a live zygote fit for `spec` (its interpreter and start-up
-/// environment); when it does not, one is started in its place (a dead one is replaced)
-/// and the answer is `Some(false)`. `None` when `spec` cannot run warm.
-fn ready_for(slot: &mut Option<Zygote>, spec: &ProcessSpec) -> Option<bool> {
-    let startup = startup_env(&spec.env)?;
-    let fit = slot
-        .as_mut()
-        .is_some_and(|z| z.program == spec.program && z.startup == startup && z.alive());
-    if !fit {
-        *slot = None;
-        match Zygote::start(&spec.program, startup) {
-            Ok(z) => *slot = Some(z),
-            Err(err) => tracing::warn!(%err, "no warm python zygote; starting a fresh interpreter"),
-        }
-    }
-    Some(fit)
-}
-
-/// Starts the zygote `spec` would run in, unless it runs: the next [`run`] of such a step
-/// is served warm (tests, which must know which path served a step).
-#[cfg(test)]
-pub(super) async fn start_for(spec: &ProcessSpec) {
-    let mut slot = ZYGOTE.lock().await;
-    if warm_script(spec).is_some() {
-        ready_for(&mut slot, spec);
-    }
 }
 
 /// What ends the wait for a forked step.

@@ -136,11 +136,7 @@ async fn go(spec: ProcessSpec, warm: bool) -> io::Result<Seen> {
         // On a runtime whose threads live as long as the test binary: the zygote dies with
         // the *thread* that started it (see `a_zygote_outlives_the_thread_that_started_it`).
         global()
-            .spawn(async move {
-                // Started (if need be) before the step, so the warm path serves it.
-                start_for(&spec).await;
-                run(spec, tx, cancel).await
-            })
+            .spawn(async move { run(spec, tx, cancel).await })
             .await
             .expect("the warm run's task")
     } else {
@@ -986,7 +982,6 @@ async fn a_zygote_outlives_the_thread_that_started_it() {
             .unwrap();
         runtime.block_on(async move {
             *ZYGOTE.lock().await = None;
-            start_for(&s).await;
             let (tx, mut rx) = mpsc::channel(16);
             let ended = run(s, tx, CancellationToken::new()).await.unwrap();
             assert_eq!(ended.ending, Ending::Exited(0));

@@ -46,8 +46,6 @@ async fn collect(spec: ProcessSpec, warm: bool) -> (Ending, Vec<(Stream, String)
     });
     let cancel = CancellationToken::new();
     let result = if warm {
-        // Started (if need be) before the step, so the warm path serves it.
-        start_for(&spec).await;
         run(spec, tx, cancel).await
     } else {
         run_contained(spec, tx, cancel, Mode::Auto).await
@@ -564,37 +562,4 @@ async fn a_step_that_opts_out_gets_a_fresh_interpreter() {
         assert_eq!(ending, Ending::Exited(0));
         assert_eq!(lines[0].1 == runner, fresh, "fresh={fresh}: {lines:?}");
     }
-}
-
-/// A step that finds no zygote runs afresh (its parent is the runner) and starts one, which
-/// serves the next step (its parent is the zygote).
-#[tokio::test]
-async fn the_first_step_runs_afresh_while_the_zygote_starts_for_the_next() {
-    let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
-    *ZYGOTE.lock().await = None;
-    let parent_of_a_step = || async {
-        let script = "import os; print(os.getppid())";
-        let (tx, mut rx) = mpsc::channel(16);
-        let ended = run(
-            spec(script, dir.path(), Duration::from_secs(20)),
-            tx,
-            CancellationToken::new(),
-        );
-        assert_eq!(ended.await.unwrap().ending, Ending::Exited(0));
-        rx.recv().await.expect("a line").1
-    };
-    assert_eq!(
-        parent_of_a_step().await,
-        std::process::id().to_string(),
-        "the first step ran warm"
-    );
-    let zygote = ZYGOTE.lock().await.as_ref().map(|z| z.child.id());
-    let zygote = zygote.expect("the first step started no zygote");
-    assert_eq!(
-        parent_of_a_step().await,
-        zygote.to_string(),
-        "the next step did not run warm"
-    );
 }
