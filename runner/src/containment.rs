@@ -21,10 +21,11 @@
 //! Invariants:
 //! - A step's cgroup is created before its process is spawned and removed only once it is
 //!   empty ([`StepCgroup::finish`], or on drop). It is never shared by two steps.
-//! - A step ends (its `finish` returns, and the runner reports it) only once none of its
-//!   processes is left: its cgroup is empty, or without one the sweep has run. Removing the
-//!   cgroup and reaping the zombies of its orphans follow on the finishing thread, which
-//!   releases the step's registration with the reaper last.
+//! - A step ends (its `finish` returns, and the runner reports it) only once nothing of it
+//!   is left: its cgroup emptied and removed, the sweep run (which kills a process that
+//!   left the cgroup) and its zombies reaped. Nothing of this may follow the report: the
+//!   next step could then start, hide a survivor in its own cgroup, or reuse a pid the
+//!   late cleanup would act on.
 //! - The child is born into the cgroup (`clone3`) or joins it by writing `0` to
 //!   `cgroup.procs` *before* dropping privileges (see `launch`'s order of set-up). A failed
 //!   join does not fail the spawn: the parent checks a child that joined itself with
@@ -165,13 +166,11 @@ impl Contained {
         reaper::kill_group(self.leader);
     }
 
-    /// Kills everything and empties the cgroup, or sweeps what escaped it (everything,
-    /// without one); returns once every process of the step is gone. Removing the cgroup
-    /// and reaping our zombies of the step follow on a blocking thread. Call after the
-    /// leader was reaped, so no zombie of the step is the child tokio waits for.
+    /// Kills everything, empties and removes the cgroup, then sweeps what escaped it (or
+    /// everything, without one) and reaps our zombies of the step. Call after the leader
+    /// was reaped, so no zombie of the step is the child tokio waits for.
     pub(crate) async fn finish(mut self) {
-        let parts = self.take();
-        parts.finish_gone().await;
+        self.take().finish_off_thread().await;
     }
 
     fn take(&mut self) -> Finishing {
@@ -194,7 +193,7 @@ impl Drop for Contained {
         let parts = self.take();
         let _ = std::thread::Builder::new()
             .name("plue-step-cleanup".into())
-            .spawn(move || parts.finish(|| ()));
+            .spawn(move || parts.finish());
     }
 }
 
@@ -209,43 +208,28 @@ pub(crate) struct Finishing {
 }
 
 impl Finishing {
-    /// [`Finishing::finish`] on a blocking thread; returns once every process of the step
-    /// is gone (the cleanup after that goes on without the caller).
-    pub(crate) async fn finish_gone(self) {
-        let (gone_tx, gone) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::task::spawn_blocking(move || {
-            self.finish(move || {
-                let _ = gone_tx.send(());
-            })
-        });
-        if gone.await.is_err() {
-            // The task ended without saying so: it failed.
-            if let Err(err) = task.await {
-                tracing::warn!(%err, "sweeping the step's processes failed");
-            }
+    /// [`Finishing::finish`] on a blocking thread, awaited.
+    pub(crate) async fn finish_off_thread(self) {
+        let done = tokio::task::spawn_blocking(move || self.finish());
+        if let Err(err) = done.await {
+            tracing::warn!(%err, "sweeping the step's processes failed");
         }
     }
 
-    /// Kills the step's processes and calls `gone` once none is left, then removes the
-    /// cgroup and reaps. Blocking.
-    fn finish(self, gone: impl FnOnce()) {
-        let deadline = Instant::now() + FINISH_BUDGET;
+    /// Kills the step's processes, removes its cgroup and reaps; nothing of it is left
+    /// when this returns, which is before its end is reported (a process that left the
+    /// cgroup is swept here, and no pid of it is looked at once a later step may run).
+    /// Blocking.
+    fn finish(self) {
         // The cgroup holds every descendant; the sweep is the net under it (and the whole
         // of the containment without one) and reaps the orphans re-parented to us.
-        let emptied = self.cgroup.map(|mut cgroup| {
-            let emptied = cgroup.empty(deadline);
-            (emptied, cgroup)
-        });
-        match emptied {
-            Some((true, cgroup)) => {
-                gone();
-                cgroup.remove(deadline);
-                reaper::reap_after_cgroup(self.leader, &self.cookie, self.born, FINISH_BUDGET);
-            }
-            _ => {
-                reaper::sweep(self.leader, &self.cookie, self.born, FINISH_BUDGET);
-                gone();
-            }
+        let emptied = self
+            .cgroup
+            .is_some_and(|cgroup| cgroup.finish(FINISH_BUDGET));
+        if emptied {
+            reaper::reap_after_cgroup(self.leader, &self.cookie, self.born, FINISH_BUDGET);
+        } else {
+            reaper::sweep(self.leader, &self.cookie, self.born, FINISH_BUDGET);
         }
         // Only now may another step's sweep take what is left of this one.
         drop(self.live);
@@ -334,42 +318,26 @@ impl StepCgroup {
     /// Kills everything in the cgroup, waits (at most `budget`) until it is empty and
     /// removes it. Blocking: call from `spawn_blocking`. Returns whether it was emptied.
     pub(crate) fn finish(mut self, budget: Duration) -> bool {
+        self.finished = true;
         let deadline = Instant::now() + budget;
-        let emptied = self.empty(deadline);
-        if emptied {
-            self.remove(deadline);
-        }
-        emptied
-    }
-
-    /// Kills everything in the cgroup and waits (until `deadline`) until it is empty.
-    /// Blocking. A cgroup that stays populated is given up on: dropping it does nothing
-    /// more (the caller sweeps).
-    fn empty(&mut self, deadline: Instant) -> bool {
         loop {
             self.kill();
             if !self.populated() {
-                return true;
+                break;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(dir = %self.dir.display(), "step processes survived cgroup.kill");
-                self.finished = true;
                 return false;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-    }
-
-    /// Removes the emptied cgroup's directory (retrying until `deadline`). Blocking.
-    fn remove(mut self, deadline: Instant) {
-        self.finished = true;
         // An empty cgroup can still be busy for an instant while the last exit completes.
         loop {
             match std::fs::remove_dir(&self.dir) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(err) if Instant::now() >= deadline => {
                     tracing::warn!(%err, dir = %self.dir.display(), "removing a step cgroup failed");
-                    return;
+                    return true;
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -597,7 +565,7 @@ pub(crate) fn base_dir() -> Option<&'static Path> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::launch::Exit;
 
@@ -720,24 +688,10 @@ pub(crate) mod tests {
         };
         assert_eq!(parent(pid), Some(std::process::id()), "re-parented to us");
         contained.finish().await;
-        // Reaped on the finishing thread, just after the step's end.
         assert!(
-            soon(|| !Path::new(&format!("/proc/{pid}")).exists()),
+            !Path::new(&format!("/proc/{pid}")).exists(),
             "the escapee is gone, zombie included"
         );
-    }
-
-    /// Whether `condition` holds within two seconds (for the cleanup a step's end leaves
-    /// to its finishing thread).
-    pub(crate) fn soon(condition: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !condition() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

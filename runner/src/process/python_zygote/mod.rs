@@ -490,7 +490,7 @@ async fn supervise(
             }
         }
     }
-    // As a fresh step's end: returns once its processes are gone.
+    // As a fresh step's end: nothing of it is left once this returns.
     containment::Finishing {
         cgroup,
         leader,
@@ -498,7 +498,7 @@ async fn supervise(
         cookie,
         live: Some(live),
     }
-    .finish_gone()
+    .finish_off_thread()
     .await;
     let drain = futures::future::join_all(readers);
     tokio::pin!(drain);
