@@ -104,7 +104,8 @@ pub(crate) fn spawn(
         cgroup: cgroup.as_ref().map(StepCgroup::target),
         user,
     };
-    let (child, live) = reaper::launch_step(&launch, &cookie)?;
+    let (child, live) =
+        reaper::launch_step(&launch, &cookie, cgroup.as_ref().map(StepCgroup::path))?;
     let pid = live.pid();
     // A child born into the cgroup (`clone3`) is known to be there; one that joined it
     // itself is checked.
@@ -278,6 +279,11 @@ impl StepCgroup {
         Some(cgroup)
     }
 
+    /// The cgroup's path, as `/proc/<pid>/cgroup` names it.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     /// `<dir>/cgroup.procs`, where a process writes `0` to join (the warm Python zygote's
     /// children join themselves).
     pub(crate) fn procs_path(&self) -> PathBuf {
@@ -379,19 +385,14 @@ impl Drop for StepCgroup {
     }
 }
 
-/// Whether process `pid` is in the cgroup of a step of this runner. The sweep leaves such
-/// a process to that step: only a running step's cgroup holds processes (a finished
-/// step's is emptied before its sweep).
-pub(crate) fn in_a_step_cgroup(pid: i32) -> bool {
-    let prefix = format!("plue-step-{}-", std::process::id());
+/// The cgroup v2 path of process `pid` (as `/proc/<pid>/cgroup` names it), if readable.
+/// The sweep leaves a process in a running step's cgroup to that step: the runner records
+/// which cgroup it made for each (a name proves nothing: a step whose user may write to
+/// the runner's cgroup can make one named like a step's).
+pub(crate) fn cgroup_of(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|text| own_cgroup(&text))
-        .is_some_and(|path| {
-            path.rsplit('/')
-                .next()
-                .is_some_and(|name| name.starts_with(&prefix))
-        })
 }
 
 /// Where step cgroups go: the runner's own cgroup, as a directory and as a cgroup path.
@@ -776,12 +777,67 @@ mod tests {
             cgroup: Some(cgroup.target()),
             user: None,
         };
-        reaper::launch_step(&launch, "no-cookie").unwrap()
+        reaper::launch_step(&launch, "no-cookie", Some(cgroup.path())).unwrap()
     }
 
     /// Runs, as a tool call in `dir` with `env`, a bash that leaves behind a `setsid`
     /// escapee sleeping `seconds`, and waits for the call to exit 0: the call's containment
     /// and the escapee's pid.
+    /// A step that makes a cgroup of its own named like a step's (a step of a non-root
+    /// runner runs as the runner's user, which may write to the runner's delegated cgroup)
+    /// and moves a process there has not hidden it from the sweep: it dies with its step.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_in_a_look_alike_step_cgroup_dies_with_its_step() {
+        if !available() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let base = base().unwrap();
+        let args = [
+            "-c".to_owned(),
+            r#"own=$(sed -n 's/^0:://p' /proc/self/cgroup); name=${own##*/}
+            fake="$1/${name%-*}-999999$$"; mkdir "$fake"
+            (setsid /usr/bin/env -i /bin/bash -c 'echo $$ > "$1/cgroup.procs"; echo $$ > "$0"; exec sleep 30' "$0" "$fake" &
+            while [ ! -s "$0" ]; do sleep 0.005; done)"#
+                .to_owned(),
+            pids.display().to_string(),
+            base.dir.display().to_string(),
+        ];
+        let env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+        let program = Program {
+            path: Path::new("/bin/bash"),
+            args: &args,
+            env: &env,
+            cwd: dir.path(),
+        };
+        let (mut child, contained) = spawn(program, None, Mode::Auto).unwrap();
+        assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
+        let pid: i32 = std::fs::read_to_string(&pids)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let hidden_in = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        contained.finish().await;
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('Z')
+        });
+        if let Some(fake) =
+            own_cgroup(&hidden_in).and_then(|p| p.rsplit('/').next().map(str::to_owned))
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = std::fs::remove_dir(base.dir.join(fake));
+        }
+        assert!(!alive, "the process in {hidden_in:?} outlived its step");
+    }
+
     async fn leave_an_escapee(
         dir: &Path,
         seconds: &str,

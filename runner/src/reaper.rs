@@ -10,7 +10,9 @@
 //! - [`sweep`] scans `/proc` and SIGKILLs every process that is in the step's group or
 //!   session, carries the step's cookie ([`COOKIE_VAR`], for a process re-parented elsewhere),
 //!   or is our child in a session other than ours that no running step can claim (by its
-//!   session, cgroup or cookie; that step kills it itself); it
+//!   session, the cgroup the runner made for it — recorded at registration, never guessed
+//!   from a name a step could give a cgroup of its own — or its cookie; that step kills
+//!   it itself); it
 //!   repeats (bounded) until none is left, as killing a parent re-parents its children to us,
 //!   and reaps the resulting zombies that are ours.
 //!
@@ -62,10 +64,20 @@ pub(crate) fn new_cookie() -> String {
     format!("{}-{n}-{nanos}", std::process::id())
 }
 
-/// The steps running in this process: session id (= leader pid) → cookie.
-static LIVE: Mutex<BTreeMap<i32, String>> = Mutex::new(BTreeMap::new());
+/// A running step, as the sweep knows it.
+struct Running {
+    /// In the environment of its processes (unless one cleared it).
+    cookie: String,
+    /// The cgroup the runner made for it and its leader is in, as `/proc/<pid>/cgroup`
+    /// names it. Only such a cgroup shelters a process from another step's sweep: one a
+    /// step made itself (it may, where the runner's cgroup is its user's) does not.
+    cgroup: Option<String>,
+}
 
-fn live() -> MutexGuard<'static, BTreeMap<i32, String>> {
+/// The steps running in this process: session id (= leader pid) → what marks them.
+static LIVE: Mutex<BTreeMap<i32, Running>> = Mutex::new(BTreeMap::new());
+
+fn live() -> MutexGuard<'static, BTreeMap<i32, Running>> {
     LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -87,24 +99,32 @@ impl Drop for LiveStep {
 }
 
 /// Starts a step's leader (`launch`, which gives it its own session, so its pid is its
-/// session id; `cookie` is in its environment) and registers it as running, atomically
-/// with respect to sweeps.
+/// session id; `cookie` is in its environment; `cgroup` is the path of the step cgroup it
+/// starts in, if any) and registers it as running, atomically with respect to sweeps.
 pub(crate) fn launch_step(
     launch: &crate::launch::Launch<'_>,
     cookie: &str,
+    cgroup: Option<&str>,
 ) -> std::io::Result<(crate::launch::Launched, LiveStep)> {
     let mut live = live();
     let child = crate::launch::launch(launch)?;
     let pid = child.pid();
-    live.insert(pid, cookie.to_owned());
+    live.insert(pid, running(cookie, cgroup));
     Ok((child, LiveStep(pid)))
 }
 
 /// Registers a step leader started by someone else (the warm Python zygote forks it, see
 /// `process::python_zygote`) as running, like [`launch_step`] does.
-pub(crate) fn register_step(pid: i32, cookie: &str) -> LiveStep {
-    live().insert(pid, cookie.to_owned());
+pub(crate) fn register_step(pid: i32, cookie: &str, cgroup: Option<&str>) -> LiveStep {
+    live().insert(pid, running(cookie, cgroup));
     LiveStep(pid)
+}
+
+fn running(cookie: &str, cgroup: Option<&str>) -> Running {
+    Running {
+        cookie: cookie.to_owned(),
+        cgroup: cgroup.map(str::to_owned),
+    }
 }
 
 /// SIGKILLs the process group `pgid`; a group that is already gone is not an error.
@@ -237,19 +257,27 @@ mod linux {
                 // Held for the whole scan: no step leader is spawned unregistered meanwhile.
                 let live = super::live();
                 // An orphan of ours from a session other than ours: a finished step left
-                // it, unless it is attributable to a running one (its session, its cgroup
-                // or its cookie).
+                // it, unless it is attributable to a running one (its session, the cgroup
+                // the runner made for it, or its cookie).
+                let in_a_running_steps_cgroup = |pid: i32| {
+                    let Some(cgroup) = crate::containment::cgroup_of(pid) else {
+                        return false;
+                    };
+                    live.iter().any(|(&sid, other)| {
+                        sid != step && other.cgroup.as_deref() == Some(cgroup.as_str())
+                    })
+                };
                 let orphan = |pid: i32, stat: &Stat| {
                     stat.ppid == me
                         && stat.session != my_session
                         && (stat.session == step
                             || !(live.contains_key(&stat.session)
-                                || crate::containment::in_a_step_cgroup(pid)
+                                || in_a_running_steps_cgroup(pid)
                                 || live.iter().any(|(&sid, other)| {
                                     sid != step
                                         && has_cookie(
                                             pid,
-                                            &format!("{}={other}", super::COOKIE_VAR),
+                                            &format!("{}={}", super::COOKIE_VAR, other.cookie),
                                         )
                                 })))
                 };

@@ -428,7 +428,7 @@ async fn supervise(
             return Err(e);
         }
     };
-    let live = reaper::register_step(pid, &cookie);
+    let live = reaper::register_step(pid, &cookie, cgroup.as_ref().map(StepCgroup::path));
     let leader = Pid::from_raw(pid);
     let born = reaper::start_time(leader);
     if cgroup.as_ref().is_some_and(|c| !c.holds(pid)) {
