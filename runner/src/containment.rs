@@ -647,13 +647,6 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let (contained, pid) = leave_an_escapee(dir.path(), "1238.5", &BTreeMap::new(), user).await;
-        let alive = |pid: i32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                !stat[stat.rfind(')').unwrap() + 1..]
-                    .trim_start()
-                    .starts_with('Z')
-            })
-        };
         assert!(alive(pid), "the escapee runs while the call is not over");
         drop(contained);
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -780,9 +773,6 @@ mod tests {
         reaper::launch_step(&launch, "no-cookie", Some(cgroup.path())).unwrap()
     }
 
-    /// Runs, as a tool call in `dir` with `env`, a bash that leaves behind a `setsid`
-    /// escapee sleeping `seconds`, and waits for the call to exit 0: the call's containment
-    /// and the escapee's pid.
     /// A step that makes a cgroup of its own named like a step's (a step of a non-root
     /// runner runs as the runner's user, which may write to the runner's delegated cgroup)
     /// and moves a process there has not hidden it from the sweep: it dies with its step.
@@ -820,24 +810,29 @@ mod tests {
             .unwrap();
         let hidden_in = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         contained.finish().await;
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            !stat
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .trim_start()
-                .starts_with('Z')
-        });
+        let survived = alive(pid);
         if let Some(fake) =
             own_cgroup(&hidden_in).and_then(|p| p.rsplit('/').next().map(str::to_owned))
         {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             std::thread::sleep(Duration::from_millis(50));
             let _ = std::fs::remove_dir(base.dir.join(fake));
         }
-        assert!(!alive, "the process in {hidden_in:?} outlived its step");
+        assert!(!survived, "the process in {hidden_in:?} outlived its step");
     }
 
+    /// Whether `pid` is a live process (not gone, not a zombie).
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat[stat.rfind(')').unwrap() + 1..]
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    /// Runs, as a tool call in `dir` with `env`, a bash that leaves behind a `setsid`
+    /// escapee sleeping `seconds`, and waits for the call to exit 0: the call's containment
+    /// and the escapee's pid.
     async fn leave_an_escapee(
         dir: &Path,
         seconds: &str,

@@ -75,7 +75,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(async move {
             let pool = evaluator_pool_with(1, limits).await?;
             let evaluated = evaluate_file(&pool, &file, &ctx).await;
-            anyhow::Ok((pool, evaluated))
+            anyhow::Ok((pool, ctx, evaluated))
         })
     };
     let store = Store::open_data_dir(&args.data_dir).await?;
@@ -108,7 +108,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // No evaluator for the engine's API: `plue run` evaluates its one file itself, and
     // nothing else may start runs here.
     let engine = server::start(store.clone(), listener, config, None).await?;
-    let (evaluator, evaluated) = match evaluation.await.context("the evaluation task") {
+    let (evaluator, ctx, evaluated) = match evaluation.await.context("the evaluation task") {
         Ok(Ok(done)) => done,
         Ok(Err(e)) | Err(e) => {
             engine.shutdown().await;
@@ -122,10 +122,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         path: cwd.display().to_string(),
     };
     let launched = match evaluated {
-        Ok(evaluated) => {
-            let ctx = context(&args.event);
-            start_evaluated(&executor, &args.file, &ctx, &workspace, &evaluated).await
-        }
+        Ok(evaluated) => start_evaluated(&executor, &args.file, &ctx, &workspace, &evaluated).await,
         Err(e) => Err(e),
     };
     // The run needs no evaluator once its plan is stored.
