@@ -89,11 +89,14 @@ fn sqlite_chunks(lines: &[LogLine]) -> Vec<(usize, &[LogLine])> {
     chunks
 }
 
-/// A page of lines after a cursor, in order: the one query of both backends.
+/// A page of lines after a cursor, in order: the one query of both backends. The cursor is
+/// a row value, which both backends seek to in the primary key; the equivalent
+/// `attempt > $2 OR (attempt = $2 AND seq > $3)` made SQLite scan the step's lines from its
+/// first one on every page, so paging through a log cost the square of its length.
 macro_rules! page {
     () => {
         "SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
-         AND (attempt > $2 OR (attempt = $2 AND seq > $3)) ORDER BY attempt, seq LIMIT $4"
+         AND (attempt, seq) > ($2, $3) ORDER BY attempt, seq LIMIT $4"
     };
 }
 
@@ -258,5 +261,36 @@ impl Store {
         .bind(step_run_id)
         .fetch_one(pool)
         .await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page is a seek to its cursor in the primary key, not a scan of the step's lines
+    /// from its first one (which made paging through a long log quadratic).
+    #[tokio::test]
+    async fn a_page_seeks_to_its_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let Db::Sqlite(pool) = &store.db else {
+            unreachable!("open_data_dir opens SQLite")
+        };
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(concat!("EXPLAIN QUERY PLAN ", page!()))
+                .bind(1_i64)
+                .bind(1_i64)
+                .bind(5000_i64)
+                .bind(100_i64)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert_eq!(
+            details,
+            ["SEARCH log_lines USING PRIMARY KEY (step_run_id=? AND (attempt,seq)>(?,?))"],
+            "the page query's plan"
+        );
     }
 }
