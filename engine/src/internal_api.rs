@@ -43,7 +43,7 @@ use crate::http_error::{ApiError, ApiResult};
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
-    now_ms, AttemptOwner, Claimed, NewBlob, NewRunner, RedeemedToken, Registration,
+    now_ms, AttemptOwner, Claimed, NewBlob, NewRunner, RedeemedToken, Registration, StoredLine,
 };
 use crate::tokens;
 
@@ -546,7 +546,25 @@ async fn logs(
         .append_logs(owner.step_run_id, owner.number, &batch.lines)
         .await?;
     metrics::record(metrics::Event::LogLines(stored));
-    state.executor.events().send(Event::Logs {
+    let events = state.executor.events();
+    // A tapped run's reader gets the lines as stored, when all of them were new (a batch
+    // sent again stores nothing, or only what its first copy did not) and in order.
+    let in_order = batch.lines.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+    if stored == batch.lines.len() as u64 && in_order && events.tapped(owner.run_id) {
+        let lines = batch
+            .lines
+            .into_iter()
+            .map(|line| StoredLine {
+                attempt: owner.number,
+                seq: line.seq as i64,
+                stream: line.stream.as_str().to_owned(),
+                text: line.text,
+                ts: line.ts_ms,
+            })
+            .collect();
+        events.offer_lines(owner.run_id, owner.step_run_id, lines);
+    }
+    events.send(Event::Logs {
         run_id: owner.run_id,
         step_run_id: owner.step_run_id,
     });

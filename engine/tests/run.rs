@@ -206,6 +206,32 @@ fn failures_skip_dependents_and_when_decides_what_runs() {
     );
 }
 
+/// Long outputs print from the engine's copy of what it stored (batches of thousands of
+/// lines, from steps printing at once, a retried step's two attempts): every line once,
+/// in order, attempt after attempt.
+#[test]
+fn every_stored_line_prints_once_in_order() {
+    let ran = run(
+        &plan(
+            r#"
+        Step.bash("left", "seq 1 30000"),
+        Step.bash("right", "seq 1 30000 | sed s/^/r/"),
+        Step.bash("again", 'seq 1 12000 | sed "s/^/$PLUE_ATTEMPT-/"; [ "$PLUE_ATTEMPT" -ge 2 ]', retries=1, backoff=0),
+"#,
+        ),
+        &[],
+    );
+    assert!(ran.output.status.success(), "{}", ran.stderr());
+    let numbers =
+        |prefix: &str| -> Vec<String> { (1..=30000).map(|i| format!("{prefix}{i}")).collect() };
+    assert_eq!(ran.lines_of("left"), numbers(""));
+    assert_eq!(ran.lines_of("right"), numbers("r"));
+    let again: Vec<String> = (1..=2)
+        .flat_map(|attempt| (1..=12000).map(move |i| format!("{attempt}-{i}")))
+        .collect();
+    assert_eq!(ran.lines_of("again"), again);
+}
+
 #[test]
 fn retries_count_attempts_and_back_off() {
     let ran = run(

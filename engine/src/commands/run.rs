@@ -139,6 +139,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    // The lines the engine stores print from its copy, not read back (those stored before
+    // this, or left out of the tap, are read).
+    let mut tap = executor.events().tap_lines(run_id);
     let mut to_approve: BTreeSet<String> = args.approve.iter().cloned().collect();
     let plan = executor.plan(run_id).await?;
     if let Err(problem) = approval_steps(&plan, &to_approve) {
@@ -181,6 +184,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             _ = hangup.recv() => reader_gone = true,
             event = events.recv() => seen.note(event, run_id, &all),
+            Some(batch) = tap.recv() => printer.offer(batch),
             _ = tick.tick() => {
                 ticks += 1;
                 if ticks.is_multiple_of(10) {
@@ -201,6 +205,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Coalesce whatever else already happened before touching the store.
         while let Ok(event) = events.try_recv() {
             seen.note(Ok(event), run_id, &all);
+        }
+        while let Ok(batch) = tap.try_recv() {
+            printer.offer(batch);
         }
         if seen.closed {
             break;
@@ -238,6 +245,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             while let Ok(event) = events.try_recv() {
                 seen.note(Ok(event), run_id, &all);
             }
+            while let Ok(batch) = tap.try_recv() {
+                printer.offer(batch);
+            }
             let dirty = std::mem::take(&mut seen.dirty);
             if !reader_gone {
                 let printed = printer.print_in_order(&store, &steps, dirty).await;
@@ -264,6 +274,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let steps = store.step_states(run_id).await?;
+    while let Ok(batch) = tap.try_recv() {
+        printer.offer(batch);
+    }
     if !reader_gone {
         closed_output(printer.catch_up(&store, run_id, &steps).await)?;
     }

@@ -1,8 +1,10 @@
 //! What `plue run` and `plue logs` print: log lines prefixed by their step (coloured unless
 //! `NO_COLOR`), step transitions as they happen, and the final summary table and JSON.
 //!
-//! Invariant: the printer reads lines from the store by cursor, so it prints every stored
-//! line exactly once whatever notifications it missed.
+//! Invariant: the printer prints lines by cursor, so it prints every stored line exactly
+//! once whatever notifications it missed. Lines come from the store, or, in `plue run`,
+//! from the engine's tap of the lines it just stored (no read back): a tapped batch is used
+//! only from the line right after the cursor, anything else is read from the store.
 //!
 //! `llm` steps' typed lines read as a conversation: `token` lines are written as they come,
 //! concatenated into running text under the step's prefix (a `\n` in a token starts a new
@@ -10,11 +12,12 @@
 //! Tool calls print as `→ read_file {"path":..}`, results as `← ok (123 bytes)` or
 //! `← error: ...`, usage as one summary line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
+use engine::events::TappedLines;
 use engine::executor::rules::parse_status;
-use engine::store::{StepRunRow, Store};
+use engine::store::{StepRunRow, Store, StoredLine};
 use serde::Serialize;
 
 const COLORS: [&str; 6] = [
@@ -46,6 +49,8 @@ pub(crate) struct Printer {
     order: Vec<(i64, String)>,
     /// The token line being written, if any.
     tokens: TokenLine,
+    /// Batches from the engine's line tap not printed yet, by step run.
+    tapped: HashMap<i64, VecDeque<TappedLines>>,
 }
 
 /// Where the running text of `token` lines stands on stdout.
@@ -115,7 +120,43 @@ impl Printer {
             steps: map,
             order: steps.iter().map(|s| (s.id, s.step_id.clone())).collect(),
             tokens: TokenLine::default(),
+            tapped: HashMap::new(),
         }
+    }
+
+    /// Keeps a batch from the engine's line tap for when its step's lines print.
+    pub(crate) fn offer(&mut self, batch: TappedLines) {
+        if self.steps.contains_key(&batch.step_run_id) {
+            self.tapped
+                .entry(batch.step_run_id)
+                .or_default()
+                .push_back(batch);
+        }
+    }
+
+    /// The tapped lines of `step_run_id` that continue its cursor, if the next batch does
+    /// (batches the cursor already passed are dropped on the way).
+    fn take_tapped(&mut self, step_run_id: i64) -> Option<Vec<StoredLine>> {
+        let cursor = self.steps.get(&step_run_id)?.cursor;
+        let queue = self.tapped.get_mut(&step_run_id)?;
+        while let Some(batch) = queue.front() {
+            let printed = batch
+                .lines
+                .partition_point(|l| (l.attempt, l.seq) <= cursor);
+            let Some(first) = batch.lines.get(printed) else {
+                queue.pop_front();
+                continue;
+            };
+            let next = (first.attempt, first.seq);
+            // The very first line of a step run, or the line right after the cursor.
+            if next != (cursor.0, cursor.1 + 1) && !(cursor == (0, 0) && next == (1, 1)) {
+                return None;
+            }
+            let mut batch = queue.pop_front()?;
+            batch.lines.drain(..printed);
+            return Some(std::mem::take(&mut batch.lines));
+        }
+        None
     }
 
     fn label(&self, step_run_id: i64, step_id: &str) -> String {
@@ -157,7 +198,10 @@ impl Printer {
             let label = self.label(id, &step_id);
             loop {
                 let cursor = self.steps[&id].cursor;
-                let lines = store.read_logs(id, cursor, 5000).await?;
+                let lines = match self.take_tapped(id) {
+                    Some(lines) => lines,
+                    None => store.read_logs(id, cursor, 5000).await?,
+                };
                 let Some(last) = lines.last() else { break };
                 let next = (last.attempt, last.seq);
                 // Stdout is line-buffered: one write for the page, not one per line.
@@ -512,6 +556,79 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn printer_of_one_step(id: i64) -> Printer {
+        let step = StepRunRow {
+            id,
+            run_id: 1,
+            step_id: "build".into(),
+            position: 0,
+            status: "running".into(),
+            attempts: 1,
+            exit_code: None,
+            reason: None,
+            outputs: "{}".into(),
+            ready_at: None,
+            started_at: None,
+            finished_at: None,
+            usage: None,
+            iteration: 1,
+        };
+        Printer::new(&[step], false, true)
+    }
+
+    fn offer(events: &engine::events::Events, lines: &[(i64, i64)]) {
+        let lines = lines
+            .iter()
+            .map(|&(attempt, seq)| StoredLine {
+                attempt,
+                seq,
+                stream: "stdout".into(),
+                text: format!("{attempt}:{seq}"),
+                ts: 0,
+            })
+            .collect();
+        events.offer_lines(1, 5, lines);
+    }
+
+    fn taken(printer: &mut Printer) -> Option<Vec<(i64, i64)>> {
+        let lines = printer.take_tapped(5)?;
+        let last = lines.last().map(|l| (l.attempt, l.seq))?;
+        printer.steps.get_mut(&5).unwrap().cursor = last;
+        Some(lines.iter().map(|l| (l.attempt, l.seq)).collect())
+    }
+
+    #[test]
+    fn tapped_lines_print_only_where_they_continue_the_cursor() {
+        let events = engine::events::Events::default();
+        let mut tap = events.tap_lines(1);
+        let mut printer = printer_of_one_step(5);
+        let mut deliver = |printer: &mut Printer, lines: &[(i64, i64)]| {
+            offer(&events, lines);
+            printer.offer(tap.try_recv().unwrap());
+        };
+        // The step's very first lines.
+        deliver(&mut printer, &[(1, 1), (1, 2)]);
+        assert_eq!(taken(&mut printer), Some(vec![(1, 1), (1, 2)]));
+        // A gap (a batch the tap left out): the store is read instead, and the batch waits.
+        deliver(&mut printer, &[(1, 5), (1, 6), (1, 7)]);
+        assert_eq!(taken(&mut printer), None);
+        // The store read printed up to 6: only what follows is taken from the batch.
+        printer.steps.get_mut(&5).unwrap().cursor = (1, 6);
+        assert_eq!(taken(&mut printer), Some(vec![(1, 7)]));
+        // A batch the cursor passed is dropped; a later attempt's first lines are read
+        // from the store (lines of the attempt before may not all be printed).
+        deliver(&mut printer, &[(1, 3), (1, 4)]);
+        deliver(&mut printer, &[(2, 1)]);
+        assert_eq!(taken(&mut printer), None);
+        assert_eq!(printer.tapped[&5].len(), 1, "the stale batch went");
+        // Nothing of a step the printer does not know.
+        offer(&events, &[(1, 1)]);
+        let mut stray = tap.try_recv().unwrap();
+        stray.step_run_id = 99;
+        printer.offer(stray);
+        assert!(!printer.tapped.contains_key(&99));
+    }
 
     #[test]
     fn ansi_sequences_are_stripped() {
