@@ -13,6 +13,10 @@ Workloads (names as in issue 15):
   W1     40 sequential Python steps computing fib(10)
   W2     a chain of 200 no-op steps
   W3     1 -> 500 -> 1 fan-out and fan-in of no-op steps
+Variants (other shapes, heavier Python, larger outputs; not in the default set):
+  V1     10 sequential Python steps, each importing json and computing fib(22)
+  V2     a chain of 20 steps, each printing 5,000 lines (100,000 lines in all)
+  V3     4 independent chains of 50 no-op steps, joined by one last step
 Plue runs each workload with `plue run` on a fresh data directory (SQLite, local runners);
 Luigi with `--local-scheduler --workers 2` and a LocalTarget per task (how Luigi knows a
 task is done); the shell loop runs the steps one after another in one bash.
@@ -32,6 +36,11 @@ LUIGI = "luigi==3.8.1"
 ROOT = Path(__file__).resolve().parents[2]
 
 FIB = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nprint(fib(10))\n"
+HEAVY = (
+    "import json\n"
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
+    "print(len(json.dumps([{'i': i, 's': str(i) * 8} for i in range(2000)])), fib(22))\n"
+)
 
 
 def real_python():
@@ -72,6 +81,20 @@ def plue_workflow(name):
             "steps = [Step.bash('root', 'true')]\n"
             "    steps += [Step.bash('f%d' % i, 'true', depends_on=['root']) for i in range(500)]\n"
             "    steps.append(Step.bash('join', 'true', depends_on=['f%d' % i for i in range(500)]))"
+        ),
+        "V1": (
+            f"script = {HEAVY!r}\n"
+            "    steps = [Step.python('t%d' % i, script, depends_on=(['t%d' % (i - 1)] if i else []))"
+            " for i in range(10)]"
+        ),
+        "V2": (
+            "steps = [Step.bash('t%d' % i, 'seq 1 5000', depends_on=(['t%d' % (i - 1)] if i else []))"
+            " for i in range(20)]"
+        ),
+        "V3": (
+            "steps = [Step.bash('c%d_%d' % (c, i), 'true',"
+            " depends_on=(['c%d_%d' % (c, i - 1)] if i else [])) for c in range(4) for i in range(50)]\n"
+            "    steps.append(Step.bash('join', 'true', depends_on=['c%d_49' % c for c in range(4)]))"
         ),
     }[name]
     return (
@@ -140,6 +163,36 @@ class Join(Step):
         return [Fan(name="f%d" % i) for i in range(500)]
 goal = Join(name="join")
 """,
+    "V1": """
+import json
+class Heavy(Step):
+    i = luigi.IntParameter()
+    def requires(self):
+        return [Heavy(name="t%d" % (self.i - 1), i=self.i - 1)] if self.i else []
+    def work(self):
+        print(len(json.dumps([{'i': i, 's': str(i) * 8} for i in range(2000)])), fib(22))
+goal = Heavy(name="t9", i=9)
+""",
+    "V2": """
+class Loud(Step):
+    i = luigi.IntParameter()
+    def requires(self):
+        return [Loud(name="t%d" % (self.i - 1), i=self.i - 1)] if self.i else []
+    def work(self):
+        print("\\n".join(str(n) for n in range(1, 5001)), flush=True)
+goal = Loud(name="t19", i=19)
+""",
+    "V3": """
+class Link(Step):
+    c = luigi.IntParameter()
+    i = luigi.IntParameter()
+    def requires(self):
+        return [Link(name="c%d_%d" % (self.c, self.i - 1), c=self.c, i=self.i - 1)] if self.i else []
+class Join(Step):
+    def requires(self):
+        return [Link(name="c%d_49" % c, c=c, i=49) for c in range(4)]
+goal = Join(name="join")
+""",
 }
 
 LUIGI_MAIN = """
@@ -155,6 +208,9 @@ def shell_script(name, python):
         "W1": f"for i in $(seq 40); do {python} -c '{FIB}' >/dev/null; done\n",
         "W2": "for i in $(seq 200); do /bin/true; done\n",
         "W3": "/bin/true\nfor i in $(seq 500); do /bin/true; done\n/bin/true\n",
+        "V1": f"for i in $(seq 10); do {python} -c \"{HEAVY}\" >/dev/null; done\n",
+        "V2": "for i in $(seq 20); do seq 1 5000; done\n",
+        "V3": "for i in $(seq 201); do /bin/true; done\n",
     }[name]
 
 
