@@ -39,11 +39,13 @@ const PG_APPEND_IDEMPOTENT: &str = "\
     FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS l(seq, stream, text, ts) \
     ON CONFLICT DO NOTHING";
 
-/// Lines per SQLite insert statement. A batch goes in as statements of 128 lines, and
+/// Lines per SQLite insert statement. A batch goes in as statements of 1,024 lines, and
 /// its rest as one statement of the smallest size that holds it, padded with copies of its
-/// last line (which `ON CONFLICT DO NOTHING` skips): a batch of up to 128 lines is one
+/// last line (which `ON CONFLICT DO NOTHING` skips): a batch of up to 1,024 lines is one
 /// statement, and only these few statement texts exist (each prepared once and cached).
-const SQLITE_CHUNKS: [usize; 6] = [1, 4, 16, 32, 64, 128];
+/// Each statement is a trip to sqlx's SQLite thread: 128-line statements made that trip
+/// a fifth of a line's cost.
+const SQLITE_CHUNKS: [usize; 7] = [1, 4, 16, 64, 128, 256, 1024];
 
 /// The SQLite insert of `rows` lines, six anonymous parameters a line (step run, attempt,
 /// seq, stream, text, ts). Bound values cost SQLite no JSON parsing; anonymous ones cost
@@ -69,21 +71,26 @@ fn sqlite_append_statements() -> &'static [String; SQLITE_CHUNKS.len()] {
 }
 
 /// `lines` cut into the statements [`SQLITE_CHUNKS`] allows: each an index into it and
-/// its lines (fewer than the size on the last one, which is padded when bound).
+/// its lines. The largest statement that fits goes first, down to 16 lines; fewer than
+/// that go in the smallest statement that holds them, the only one with fewer lines than
+/// its size (padded when bound, by at most 11 copies).
 fn sqlite_chunks(lines: &[LogLine]) -> Vec<(usize, &[LogLine])> {
-    let largest = SQLITE_CHUNKS.len() - 1;
     let mut chunks = Vec::new();
     let mut rest = lines;
-    while rest.len() >= SQLITE_CHUNKS[largest] {
-        let (chunk, after) = rest.split_at(SQLITE_CHUNKS[largest]);
-        chunks.push((largest, chunk));
+    while rest.len() >= 16 {
+        let which = SQLITE_CHUNKS
+            .iter()
+            .rposition(|&size| size <= rest.len())
+            .unwrap_or(0);
+        let (chunk, after) = rest.split_at(SQLITE_CHUNKS[which]);
+        chunks.push((which, chunk));
         rest = after;
     }
     if !rest.is_empty() {
         let fits = SQLITE_CHUNKS
             .iter()
             .position(|&size| size >= rest.len())
-            .unwrap_or(largest);
+            .unwrap_or(0);
         chunks.push((fits, rest));
     }
     chunks
@@ -112,11 +119,11 @@ const SQLITE_READ: &str = concat!(
 
 impl Store {
     /// Appends lines of attempt `attempt` of a step run; returns how many were new.
-    pub async fn append_logs(
+    pub async fn append_logs<'a>(
         &self,
         step_run_id: i64,
         attempt: i64,
-        lines: &[LogLine],
+        lines: &'a [LogLine],
     ) -> anyhow::Result<u64> {
         if lines.is_empty() {
             return Ok(0);
@@ -156,15 +163,7 @@ impl Store {
             }
             Db::Sqlite(pool) => {
                 let statements = sqlite_append_statements();
-                let chunks = sqlite_chunks(lines);
-                // A batch of several statements is stored whole or not at all.
-                let mut tx = if chunks.len() > 1 {
-                    Some(pool.begin().await?)
-                } else {
-                    None
-                };
-                let mut inserted = 0;
-                for (which, chunk) in chunks {
+                let bound = |(which, chunk): (usize, &'a [LogLine])| {
                     let mut query = sqlx::query(&statements[which]);
                     let padding = std::iter::repeat(chunk.last())
                         .flatten()
@@ -178,15 +177,36 @@ impl Store {
                             .bind(line.text.as_str())
                             .bind(line.ts_ms);
                     }
-                    inserted += match tx.as_mut() {
-                        Some(tx) => query.execute(&mut **tx).await?,
-                        None => query.execute(pool).await?,
+                    anyhow::Ok(query)
+                };
+                let mut chunks = sqlite_chunks(lines).into_iter();
+                let first = chunks.next().map(bound).transpose()?;
+                let Some(mut query) = first else {
+                    return Ok(0);
+                };
+                if chunks.len() == 0 {
+                    return Ok(query.execute(pool).await?.rows_affected());
+                }
+                // A batch of several statements is stored whole or not at all. Each
+                // statement's values are bound while SQLite's thread runs the one before.
+                let mut tx = pool.begin().await?;
+                let mut inserted = 0;
+                loop {
+                    let mut executing = std::pin::pin!(query.execute(&mut *tx));
+                    // The first poll hands the statement to SQLite's thread.
+                    let polled = futures::poll!(executing.as_mut());
+                    let next = chunks.next().map(bound).transpose();
+                    let done = match polled {
+                        std::task::Poll::Ready(done) => done,
+                        std::task::Poll::Pending => executing.await,
+                    };
+                    inserted += done?.rows_affected();
+                    match next? {
+                        Some(following) => query = following,
+                        None => break,
                     }
-                    .rows_affected();
                 }
-                if let Some(tx) = tx {
-                    tx.commit().await?;
-                }
+                tx.commit().await?;
                 inserted
             }
         };
@@ -267,6 +287,46 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_cut_into_few_statements_with_little_padding() {
+        let lines: Vec<LogLine> = (1..=2500)
+            .map(|seq| LogLine {
+                seq,
+                stream: runner::protocol::Stream::Stdout,
+                text: seq.to_string(),
+                ts_ms: 0,
+            })
+            .collect();
+        let cut = |n: usize| -> Vec<(usize, usize)> {
+            sqlite_chunks(&lines[..n])
+                .into_iter()
+                .map(|(which, chunk)| (SQLITE_CHUNKS[which], chunk.len()))
+                .collect()
+        };
+        assert_eq!(cut(0), []);
+        assert_eq!(cut(1), [(1, 1)]);
+        assert_eq!(cut(5), [(16, 5)]);
+        assert_eq!(cut(16), [(16, 16)]);
+        assert_eq!(cut(1024), [(1024, 1024)]);
+        assert_eq!(
+            cut(2500),
+            [(1024, 1024), (1024, 1024), (256, 256), (128, 128), (64, 64), (4, 4)]
+        );
+        for n in 0..=2500 {
+            let chunks = sqlite_chunks(&lines[..n]);
+            let joined: Vec<u64> = chunks
+                .iter()
+                .flat_map(|(_, chunk)| chunk.iter().map(|l| l.seq))
+                .collect();
+            assert_eq!(joined, (1..=n as u64).collect::<Vec<_>>(), "{n} lines in order");
+            let padding: usize = chunks
+                .iter()
+                .map(|&(which, chunk)| SQLITE_CHUNKS[which] - chunk.len())
+                .sum();
+            assert!(padding <= 11, "{n} lines padded by {padding}");
+        }
+    }
 
     /// A page is a seek to its cursor in the primary key, not a scan of the step's lines
     /// from its first one (which made paging through a long log quadratic).
