@@ -311,7 +311,14 @@ mod tests {
         assert_eq!(cut(1024), [(1024, 1024)]);
         assert_eq!(
             cut(2500),
-            [(1024, 1024), (1024, 1024), (256, 256), (128, 128), (64, 64), (4, 4)]
+            [
+                (1024, 1024),
+                (1024, 1024),
+                (256, 256),
+                (128, 128),
+                (64, 64),
+                (4, 4)
+            ]
         );
         for n in 0..=2500 {
             let chunks = sqlite_chunks(&lines[..n]);
@@ -319,7 +326,11 @@ mod tests {
                 .iter()
                 .flat_map(|(_, chunk)| chunk.iter().map(|l| l.seq))
                 .collect();
-            assert_eq!(joined, (1..=n as u64).collect::<Vec<_>>(), "{n} lines in order");
+            assert_eq!(
+                joined,
+                (1..=n as u64).collect::<Vec<_>>(),
+                "{n} lines in order"
+            );
             let padding: usize = chunks
                 .iter()
                 .map(|&(which, chunk)| SQLITE_CHUNKS[which] - chunk.len())
