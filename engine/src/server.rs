@@ -284,7 +284,7 @@ pub async fn start(
     let reporter = StatusReporter {
         store: store.clone(),
         vault: config.vault.clone(),
-        client: reqwest::Client::new(),
+        client: std::sync::OnceLock::new(),
         public_url: config.public_url.clone().unwrap_or_else(|| url.clone()),
     };
     tasks.spawn(reporter.run(config.status_interval, shutdown.clone()));

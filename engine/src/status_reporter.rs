@@ -24,7 +24,10 @@ const MAX_BACKOFF_MS: i64 = 300_000;
 pub struct StatusReporter {
     pub store: Store,
     pub vault: Vault,
-    pub client: reqwest::Client,
+    /// Built for the first report: building a client reads every certificate of the
+    /// system's store (~7 ms of CPU), which an engine that reports nothing (`plue run`)
+    /// never needs, least of all while it starts.
+    pub client: std::sync::OnceLock<reqwest::Client>,
     /// Base URL of this engine as users reach it, for the status's link.
     pub public_url: String,
 }
@@ -117,6 +120,7 @@ impl StatusReporter {
             description: report.description.clone(),
             context: format!("plue/{}", report.workflow_name),
         };
-        status::post(&self.client, &target, &body).await
+        let client = self.client.get_or_init(reqwest::Client::new);
+        status::post(client, &target, &body).await
     }
 }
