@@ -851,6 +851,12 @@ fn validate_batch(batch: &LogBatch) -> ApiResult<()> {
             batch.lines.len()
         )));
     }
+    if let Some(pair) = batch.lines.windows(2).find(|w| w[1].seq <= w[0].seq) {
+        return Err(ApiError::bad_request(format!(
+            "the seqs of a batch increase: line {} follows line {}",
+            pair[1].seq, pair[0].seq
+        )));
+    }
     for line in &batch.lines {
         if line.seq == 0 || line.seq > i64::MAX as u64 {
             return Err(ApiError::bad_request(format!("invalid seq {}", line.seq)));

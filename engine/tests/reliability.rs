@@ -993,6 +993,8 @@ fn bad_requests(held: &Holding) -> Vec<Case> {
         Case::new("logs without a content type", own("logs"), a, logs(), 415).untyped(),
         Case::new("logs with an unknown field", own("logs"), a, text(json!({"lines": [], "more": 1})), 422),
         Case::new("logs with seq 0", own("logs"), a, line(json!(0), "zero"), 400),
+        Case::new("logs with seqs out of order", own("logs"), a, batch(vec![log_line(json!(3), "c"), log_line(json!(2), "b")]), 400),
+        Case::new("logs with a seq repeated", own("logs"), a, line(json!(1), "again"), 400),
         Case::new("logs with a negative seq", own("logs"), a, line(json!(-3), "minus"), 422),
         Case::new("logs with a seq past i64", own("logs"), a, line(json!(1u64 << 63), "big"), 400),
         Case::new("logs with a NUL in a line", own("logs"), a, line(json!(2), "a\u{0}b"), 400),

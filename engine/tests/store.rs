@@ -315,6 +315,92 @@ async fn log_batches_of_every_size_are_stored_exactly_once_and_read_back_as_sent
     }
 }
 
+// An engine upgraded from a version that stored a row per line on SQLite: its lines are
+// read back the same, and new ones follow them.
+#[tokio::test]
+async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plue.db");
+    let url = format!("sqlite://{}", path.display());
+    let (run_id, step_id) = {
+        let store = Store::connect(&url).await.unwrap();
+        let run_id = start(&executor(&store), &plan(vec![bash("a")])).await;
+        let step_id = store.step_run(run_id, "a").await.unwrap().unwrap().id;
+        store.close().await;
+        (run_id, step_id)
+    };
+    {
+        // Back to the schema before chunks, with lines of two attempts in it.
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        for statement in [
+            "DROP TABLE log_chunks",
+            "DELETE FROM _sqlx_migrations WHERE version = 12",
+            "CREATE TABLE log_lines (step_run_id BIGINT NOT NULL REFERENCES step_runs (id) \
+             ON DELETE CASCADE, attempt BIGINT NOT NULL, seq BIGINT NOT NULL, \
+             stream TEXT NOT NULL, text TEXT NOT NULL, ts BIGINT NOT NULL, \
+             PRIMARY KEY (step_run_id, attempt, seq)) WITHOUT ROWID",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        for (attempt, seq, text) in [(1, 1, "first"), (1, 2, "quote \" and \\"), (2, 1, "retry")] {
+            sqlx::query("INSERT INTO log_lines VALUES ($1, $2, $3, 'stdout', $4, 7)")
+                .bind(step_id)
+                .bind(attempt)
+                .bind(seq)
+                .bind(text)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::connect(&url).await.unwrap();
+    let read = |lines: Vec<engine::store::StoredLine>| -> Vec<(i64, i64, String)> {
+        lines
+            .into_iter()
+            .map(|l| (l.attempt, l.seq, l.text))
+            .collect()
+    };
+    assert_eq!(
+        read(store.read_logs(step_id, (0, 0), 100).await.unwrap()),
+        [
+            (1, 1, "first".to_string()),
+            (1, 2, "quote \" and \\".to_string()),
+            (2, 1, "retry".to_string())
+        ]
+    );
+    assert_eq!(store.count_logs(step_id).await.unwrap(), 3);
+    let more = [LogLine {
+        seq: 2,
+        stream: Stream::Stdout,
+        text: "after the upgrade".into(),
+        ts_ms: 8,
+    }];
+    assert_eq!(store.append_logs(step_id, 2, &more).await.unwrap(), 1);
+    assert_eq!(
+        store.append_logs(step_id, 1, &more).await.unwrap(),
+        0,
+        "stored already"
+    );
+    assert_eq!(
+        read(store.read_logs(step_id, (1, 2), 100).await.unwrap()),
+        [
+            (2, 1, "retry".to_string()),
+            (2, 2, "after the upgrade".to_string())
+        ]
+    );
+    assert_eq!(
+        store
+            .last_lines(run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(step_id, (2, 2))]
+    );
+}
+
 #[tokio::test]
 async fn completions_apply_once_and_retries_wait_their_backoff() {
     for (store, _dir) in stores().await {

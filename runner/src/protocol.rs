@@ -301,6 +301,8 @@ pub struct LogLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogBatch {
+    /// In increasing seq order (the engine refuses a batch that is not); at most
+    /// [`MAX_BATCH_LINES`]. A batch sent again stores only its lines the engine lacks.
     pub lines: Vec<LogLine>,
 }
 

@@ -4,9 +4,8 @@
 //! Invariants:
 //! - Every query is written once with `$N` placeholders (sqlx's SQLite driver accepts them)
 //!   and runs on both backends through [`on_db!`]; the statements that differ — the claim
-//!   (`FOR UPDATE SKIP LOCKED` on PostgreSQL), bulk log inserts (`UNNEST` arrays vs rows of
-//!   bound values) and log pages (rows vs one JSON array on SQLite) — are written per
-//!   backend side by side.
+//!   (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and log lines (a row each on PostgreSQL,
+//!   chunks of lines on SQLite) — are written per backend side by side.
 //! - A transaction that reads before it writes opens with a write to the row it is about
 //!   (`UPDATE runs SET id = id ...`): on PostgreSQL that locks the run against other engine
 //!   replicas, on SQLite it takes the write lock first so the transaction can never fail to
