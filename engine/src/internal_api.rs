@@ -40,6 +40,7 @@ use crate::dispatch::Dispatch;
 use crate::events::Event;
 use crate::executor::{Executor, Report, RunnerSaid};
 use crate::http_error::{ApiError, ApiResult};
+use crate::json_body::JsonBody;
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
@@ -535,11 +536,11 @@ async fn logs(
     State(state): State<InternalState>,
     headers: HeaderMap,
     attempt_id: Result<Path<String>, PathRejection>,
-    body: Result<Json<LogBatch>, JsonRejection>,
+    body: Result<JsonBody<LogBatch>, JsonRejection>,
 ) -> ApiResult<Json<LogAck>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
-    let Json(batch) = body?;
+    let JsonBody(batch) = body?;
     validate_batch(&batch)?;
     let store = state.executor.store();
     let stored = store
@@ -619,11 +620,11 @@ async fn complete(
     State(state): State<InternalState>,
     headers: HeaderMap,
     attempt_id: Result<Path<String>, PathRejection>,
-    body: Result<Json<wire::Completion>, JsonRejection>,
+    body: Result<JsonBody<wire::Completion>, JsonRejection>,
 ) -> ApiResult<Json<wire::CompleteResponse>> {
     let runner = authenticate(&state, &headers).await?;
     let (attempt_id, owner) = owned_attempt(&state, &runner, attempt_id).await?;
-    let Json(completion) = body?;
+    let JsonBody(completion) = body?;
     validate_outputs(&completion.outputs)?;
     if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
         return Err(ApiError::bad_request("reason is longer than 4096 bytes"));

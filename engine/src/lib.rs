@@ -27,6 +27,7 @@ pub mod executor;
 pub mod forge;
 pub mod http_error;
 pub mod internal_api;
+pub mod json_body;
 pub mod launch;
 pub mod metrics;
 pub mod pool;
