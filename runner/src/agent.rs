@@ -802,7 +802,12 @@ async fn send_logs(
             // Masking may lengthen a line (a secret shorter than the mask); the engine
             // refuses lines over the limit, so such a line is split like an over-long one.
             // Nothing else is changed: a token line keeps its `\n`s and spaces.
-            for text in fit_line(masker.mask(&text).into_owned()) {
+            let masked = match masker.mask(&text) {
+                // Nothing to mask (the usual case): the line itself, not a copy.
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(masked) => masked,
+            };
+            let mut push = |text| {
                 seq += 1;
                 batch.push(LogLine {
                     seq,
@@ -810,6 +815,11 @@ async fn send_logs(
                     text,
                     ts_ms,
                 });
+            };
+            if masked.len() <= wire::MAX_LINE_BYTES {
+                push(masked);
+            } else {
+                fit_line(masked).into_iter().for_each(push);
             }
             if batch.len() >= wire::MAX_BATCH_LINES || bytes >= MAX_BATCH_BYTES {
                 break;
