@@ -10,6 +10,14 @@
 //!   step's two pipes (unbuffered), exit codes and tracebacks as Python's own. The modules
 //!   the zygote imported for itself are dropped from `sys.modules` before the script runs,
 //!   and the zygote never runs user code, so nothing of one step is seen by the next.
+//! - The standard-library modules among those (`json`, `re`, `enum`, `collections`,
+//!   `functools`, `socket`, `signal`, ... — never one whose import draws per-process state,
+//!   such as `random`, `logging`, `threading`) are served to the step's own `import`
+//!   ready-made, as the zygote imported them before any step ran: only where a fresh
+//!   import would load the very same files (a workspace module of the same name, or of a
+//!   module they import, shadows them as before), and with the modules that import brings
+//!   into `sys.modules`, in the order a fresh import completes them. Each step has its own
+//!   copy-on-write copy: what one step changes in them no later step sees.
 //! - Only where that is exact and safe: a zygote started with the same start-up
 //!   environment as the step ([`startup_env`]: `LANG`, `LC_*` and flag-only `PYTHON*`
 //!   variables; a step with other ones replaces the zygote). A step that sets a variable
@@ -52,7 +60,8 @@
 //! `PYTHONHASHSEED` is unset, and its address layout and stack canary (fresh interpreters
 //! each draw their own); `/proc/self/environ` and `cmdline` are the zygote's; the
 //! script's frame has the zygote's frame above it (`sys._getframe(1)`); `.pth` files ran
-//! once, in the zygote, with its environment.
+//! once, in the zygote, with its environment; `sys.meta_path` starts with the finder that
+//! serves the ready-made modules, whose files an import does not open again.
 //!
 //! `unsafe` here: only the `pre_exec` hook that starts the zygote (raw syscalls between
 //! fork and exec); sockets, pipes and descriptor passing go through nix.

@@ -99,6 +99,20 @@ const CORPUS: &[&str] = &[
     "import threading, time\nt = threading.Thread(target=lambda: (time.sleep(0.05), print('thread')))\nt.start()\nprint('main')",
     "import json, email.message\nprint(json.dumps({'a': 1}), email.message.Message)",
     "raise KeyboardInterrupt",
+    // Modules the zygote holds ready-made come into `sys.modules` as a fresh import brings
+    // them (the same modules, in the same order), with their own spec and loader.
+    "import sys\nbefore = list(sys.modules)\nimport json\nprint([m for m in sys.modules if m not in before])\n\
+     s = json.__spec__\nprint(s.name, s.origin, s.submodule_search_locations, s.loader is json.__loader__, type(json.__loader__), json.__file__)\n\
+     print(json.decoder.re is sys.modules['re'], json.loads('{\"a\": [1, 2.5]}'), json.dumps({'b': None}))",
+    "import sys\nbefore = list(sys.modules)\nimport re._parser\nfrom collections import abc\nimport signal, socket\n\
+     print([m for m in sys.modules if m not in before], re.sub('a+', '-', 'caaab'), abc.Mapping)\n\
+     print(list(sys.modules)[-3:], socket.AF_INET, signal.SIGTERM, re.__spec__.origin)",
+    // A thread running: the import takes the ordinary path.
+    "import sys, threading, time\nt = threading.Thread(target=time.sleep, args=(0.05,))\nt.start()\n\
+     before = list(sys.modules)\nimport json\nprint([m for m in sys.modules if m not in before])\nt.join()",
+    // An import that fails half-way leaves what a fresh one leaves.
+    "import sys\nsys.modules['enum'] = None\nbefore = list(sys.modules)\ntry:\n    import json\n\
+     except ImportError as e:\n    print('failed', e)\nprint([m for m in sys.modules if m not in before])",
     // The C environment matches `os.environ`, and changes to either reach children.
     "import os, ctypes, subprocess\nlibc = ctypes.CDLL(None)\nlibc.getenv.restype = ctypes.c_char_p\n\
      print(libc.getenv(b'PLUE_TEST_VALUE'), libc.getenv(b'HOME') is not None, libc.getenv(b'NOPE'))\n\
@@ -138,6 +152,65 @@ async fn nothing_of_one_step_is_seen_by_the_next() {
         lines,
         vec![(Stream::Stdout, "False False False False".to_string())]
     );
+}
+
+/// The standard-library modules the zygote holds ready-made: a workspace module of the
+/// same name (or of a module they import) shadows them as in a fresh interpreter, each
+/// step gets them as the zygote left them whatever an earlier step did to its own, and
+/// they are the zygote's indeed (the same object at the same address in two steps).
+#[tokio::test]
+async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let both = |script: &'static str, dir: std::path::PathBuf| async move {
+        let fresh = collect(spec(script, &dir, Duration::from_secs(20)), false).await;
+        let warm = collect(spec(script, &dir, Duration::from_secs(20)), true).await;
+        (observed(warm), observed(fresh))
+    };
+    let report = "import sys\nbefore = list(sys.modules)\nimport json\n\
+        print(json.__file__, json.dumps([1]), [m for m in sys.modules if m not in before])\n\
+        print(sys.modules['re'].__file__)";
+
+    // A workspace `json.py`, then a workspace `re.py` that `json.decoder` imports.
+    let shadowed = dir.path().join("shadowed");
+    std::fs::create_dir_all(shadowed.join("home")).unwrap();
+    std::fs::write(
+        shadowed.join("json.py"),
+        "print('workspace json')\nimport re\ndumps = lambda value: 'workspace dumps'\n",
+    )
+    .unwrap();
+    let (warm, fresh) = both(report, shadowed.clone()).await;
+    assert_eq!(warm, fresh);
+    assert!(warm.1.iter().any(|line| line.contains("workspace dumps")), "{warm:?}");
+    std::fs::remove_file(shadowed.join("json.py")).unwrap();
+    std::fs::write(
+        shadowed.join("re.py"),
+        "print('workspace re')\nraise ImportError('the workspace re refuses')\n",
+    )
+    .unwrap();
+    let (warm, fresh) = both(report, shadowed.clone()).await;
+    assert_eq!(warm, fresh);
+    assert_eq!(warm.1.first().map(String::as_str), Some("workspace re"), "{warm:?}");
+
+    // A step that changes the modules it imported leaves them unchanged for the next.
+    let first = "import json, re, enum, sys\njson.dumps = lambda *a, **k: 'leaked'\n\
+        re.compile = None\nenum.LEAK = 1\nsys.modules['json'].loads = None";
+    let (ending, _) = collect(spec(first, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    let second = "import json, re, enum\n\
+        print(json.dumps([1]), re.compile is not None, hasattr(enum, 'LEAK'), json.loads('2'))";
+    let (ending, lines) = collect(spec(second, dir.path(), Duration::from_secs(20)), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(lines, vec![(Stream::Stdout, "[1] True False 2".to_string())]);
+
+    // Served indeed: a fresh import opens the modules' files, a warm one opens none.
+    let opened = "import sys\nopened = []\n\
+        sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == 'open' else None)\n\
+        import json\nprint(len([path for path in opened if '/json/' in path or '/re/' in path]))";
+    let (warm, fresh) = both(opened, dir.path().to_owned()).await;
+    assert_eq!(warm.1, vec!["0".to_string()], "{warm:?}");
+    assert_ne!(fresh.1, vec!["0".to_string()], "{fresh:?}");
 }
 
 #[tokio::test]

@@ -17,7 +17,80 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # runner writes `G` into `go` (it closes `go` unwritten when it gave up on the start). The
 # zygote answers `P <pid>` once the child is set up (or `E <why>`), then `S <wait status>`
 # when it ends.
+import builtins as _builtins
+
+# What each module imported, in order, while the zygote imported its own modules (below):
+# the import graph of the modules a step may take ready-made (see `_WarmFileFinder`). An import
+# made while a module loads counts for that module too: an extension module's
+# initialisation imports from C, in the frame of the module that imported it.
+_IMPORTS = {}
+_LOADING = []
+_REAL_IMPORT = _builtins.__import__
+_bootstrap = sys.modules["_frozen_importlib"]
+
+
+def _recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    importer = globals.get("__name__") if isinstance(globals, dict) else None
+    try:
+        target = (_bootstrap._resolve_name(name, _bootstrap._calc___package__(globals), level)
+                  if level else name)
+    except Exception:
+        target = None
+    loading = target is not None and target not in sys.modules
+    if loading:
+        _LOADING.append(target)
+        before = len(sys.modules)
+    try:
+        module = _REAL_IMPORT(name, globals, locals, fromlist, level)
+    finally:
+        if loading:
+            _LOADING.pop()
+    if loading:
+        _check_touched(target, list(sys.modules)[before:])
+    if fromlist:
+        base = module.__name__
+        wanted = [base] + [base + "." + item for item in fromlist if isinstance(item, str)]
+        if "*" in fromlist:
+            wanted += [base + "." + item for item in getattr(module, "__all__", ())
+                       if isinstance(item, str)]
+    else:
+        parts = name.split(".")
+        wanted = [".".join(parts[:i + 1]) for i in range(len(parts))]
+    for by in {importer, _LOADING[-1] if _LOADING else None} - {None}:
+        if isinstance(by, str):
+            done = _IMPORTS.setdefault(by, [])
+            done.extend(n for n in wanted if n in sys.modules and n not in done and n != by)
+    return module
+
+
+# What each module's namespace was when it was last looked at, and by module, the
+# modules whose import changed it after its own import had completed (`re` registers with
+# `copyreg`): it is served only together with them. `re`'s cache of compiled patterns
+# holds only what any compile of the same pattern gives.
+_SEEN = {}
+_TOUCHED_BY = {}
+_MEMOS = {("re", "_cache")}
+
+
+def _namespace(name):
+    module = sys.modules.get(name)
+    return {key: (id(value), len(value) if isinstance(value, (dict, list, set)) else None)
+            for key, value in getattr(module, "__dict__", {}).items()
+            if (name, key) not in _MEMOS and not isinstance(value, type(sys))}
+
+
+def _check_touched(by, loaded):
+    """`by`'s import completed, loading `loaded` (itself last): which of them changed."""
+    for name in loaded:
+        now = _namespace(name)
+        if name != by and name in _SEEN and _SEEN[name] != now:
+            _TOUCHED_BY.setdefault(name, set()).add(by)
+        _SEEN[name] = now
+
+
+_builtins.__import__ = _recording_import
 import os, json, socket, ctypes, signal, time, atexit, gc, select
+_builtins.__import__ = _REAL_IMPORT
 
 # Held here, so the child never imports them from a `sys.path` that starts with the
 # step's workspace (a `signal.py` there must not run on an uncaught KeyboardInterrupt).
@@ -43,6 +116,182 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _CONTROL = 3
 _MAX_JOB = 4 << 20
 
+
+# Never served ready-made: modules whose import draws per-process state (a seed, a start
+# time, a thread table), registers hooks elsewhere, or that the zygote drives itself.
+_NEVER_WARM = frozenset({
+    "random", "logging", "tempfile", "threading", "multiprocessing", "concurrent", "asyncio",
+    "ctypes", "_ctypes", "uuid", "secrets", "site", "sitecustomize", "usercustomize", "encodings",
+    "__main__", "builtins", "sys",
+})
+
+
+def _warm_modules():
+    """The modules of the standard library the zygote imported for itself, which a step's
+    `import` may take ready-made (`_WarmFileFinder`): by name, the module and the modules its
+    own import brings into `sys.modules` (itself included), in the order a fresh import
+    completes them. Taken once, before any step: every child gets them as the zygote left
+    them, and no child's changes reach another (each is a copy-on-write fork)."""
+    stdlib = os.path.dirname(os.__file__) + os.sep
+
+    def alone(name):
+        module = sys.modules.get(name)
+        spec = getattr(module, "__spec__", None)
+        if name in _BOOT_MODULES or spec is None or name.split(".")[0] in _NEVER_WARM:
+            return False
+        if spec.origin == "built-in":
+            return True
+        return (isinstance(spec.origin, str) and spec.origin.startswith(stdlib)
+                and "-packages" not in spec.origin)
+
+    def completed(name, seen, out):
+        # A fresh import of `name` loads its package first, then runs its body, whose
+        # imports complete in turn; `name` completes last.
+        if name in seen or name in _BOOT_MODULES:
+            return
+        parent = name.rpartition(".")[0]
+        if parent:
+            completed(parent, seen, out)
+            if name in seen:  # its package's own body imported it
+                return
+        seen.add(name)
+        for dep in _IMPORTS.get(name, ()):
+            completed(dep, seen, out)
+        out.append(name)
+
+    # Changed since (by the zygote's own use of them): never served.
+    _check_touched("__main__", list(_SEEN))
+    warm = {}
+    for name in list(sys.modules):
+        if alone(name):
+            brought = []
+            completed(name, set(), brought)
+            if all(alone(dep) and _TOUCHED_BY.get(dep, set()) <= set(brought) for dep in brought):
+                warm[name] = (sys.modules[name], tuple(brought))
+    return warm
+
+
+_WARM = _warm_modules()
+# Every module some ready-made module's import brings in, by name.
+_HELD = {dep: sys.modules[dep] for _, brought in _WARM.values() for dep in brought}
+_count_threads = sys.modules["_thread"]._count
+_external = sys.modules["_frozen_importlib_external"]
+# The directories the ready-made modules were found in (a package in its parent's).
+_WARM_DIRS = sorted({
+    os.path.dirname(os.path.dirname(spec.origin) if spec.submodule_search_locations is not None
+                    else spec.origin)
+    for spec in (module.__spec__ for module, _ in _WARM.values())
+    if spec.origin != "built-in"
+})
+# Per ready-made package, its submodules it holds as attributes: a fresh import of the
+# package has none of them until each is imported.
+_SUBMODULES = {}
+for _name, _module in _HELD.items():
+    _parent, _, _attr = _name.rpartition(".")
+    if _parent in _HELD and getattr(_HELD[_parent], _attr, None) is _module:
+        _SUBMODULES.setdefault(_parent, []).append((_attr, _name))
+_ABSENT = object()
+# Set while `_found_alike` asks the finders what a fresh import would load.
+_probing = False
+
+
+class _WarmFileFinder(_external.FileFinder):
+    """The finder of a directory that holds ready-made modules (`_WARM`), in the step's
+    `sys.path_importer_cache` (so `sys.meta_path` and `sys.path_hooks` are a fresh
+    interpreter's). It answers as the directory's own finder does, and serves the module the
+    zygote imported only when that answer names the very file the zygote loaded (nothing
+    earlier on `sys.path` shadowed it) and every module its import would bring in that is
+    not loaded yet resolves, through the finders, to the file (or built-in) the zygote
+    loaded too, and every one already loaded is the zygote's. Anything else — a workspace
+    module of the same name or of one it imports, a changed `sys.path`, a module replaced
+    in `sys.modules`, other threads running — takes the ordinary import. The modules the
+    import brings in enter `sys.modules` as a fresh import would put them there; the
+    module keeps its own `__spec__` and `__loader__`."""
+
+    def find_spec(self, fullname, target=None):
+        spec = super().find_spec(fullname, target)
+        entry = _WARM.get(fullname)
+        if spec is None or entry is None or target is not None or _probing or _count_threads():
+            return spec
+        module, brought = entry
+        if not _alike(spec, module.__spec__):
+            return spec
+        for dep in brought:
+            # (`None` there blocks an import: it is not the zygote's module either.)
+            present = sys.modules.get(dep, _ABSENT)
+            if present is _ABSENT:
+                if dep != fullname and not _found_alike(dep):
+                    return spec
+            elif present is not _HELD[dep]:
+                return spec
+        for dep in brought:
+            for attr, sub in _SUBMODULES.get(dep, ()):
+                if sub not in brought and sub not in sys.modules:
+                    package = _HELD[dep]
+                    if package.__dict__.get(attr) is _HELD[sub]:
+                        del package.__dict__[attr]
+        for dep in brought:
+            if dep != fullname and dep not in sys.modules:
+                sys.modules[dep] = _HELD[dep]
+        own = module.__spec__
+        return type(own)(fullname, _Served(module, own), origin=own.origin,
+                         is_package=own.submodule_search_locations is not None)
+
+
+def _found_alike(name):
+    """Whether a fresh import of `name` would load what the zygote loaded for it."""
+    global _probing
+    parent = name.rpartition(".")[0]
+    path = None
+    if parent:
+        package = sys.modules.get(parent, _HELD[parent])
+        path = getattr(package, "__path__", None)
+        if path is None:
+            return False
+    _probing = True
+    try:
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                return False
+            spec = find(name, path)
+            if spec is not None:
+                return _alike(spec, _HELD[name].__spec__)
+        return False
+    finally:
+        _probing = False
+
+
+def _alike(spec, own):
+    return spec.origin == own.origin and _loader_kind(spec.loader) is _loader_kind(own.loader)
+
+
+def _serve_warm_modules():
+    """In the child: the directories' finders that serve the ready-made modules."""
+    for directory in _WARM_DIRS:
+        current = sys.path_importer_cache.get(directory)
+        if type(current) is _external.FileFinder:
+            warm = _WarmFileFinder.__new__(_WarmFileFinder)
+            warm.__dict__.update(current.__dict__)
+            sys.path_importer_cache[directory] = warm
+
+
+class _Served:
+    """The loader of a module `_WarmFileFinder` serves: the module as the zygote left it."""
+
+    def __init__(self, module, spec):
+        self.module, self.spec = module, spec
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        # The import machinery set our spec on it: the module's own comes back.
+        module.__spec__ = self.spec
+
+
+def _loader_kind(loader):
+    return loader if isinstance(loader, type) else type(loader)
 
 def _prctl(option, value):
     if _libc.prctl(option, value, 0, 0, 0) != 0:
@@ -384,6 +633,7 @@ def _run_child(job):
     for name in list(sys.modules):
         if name not in _BOOT_MODULES:
             del sys.modules[name]
+    _serve_warm_modules()
     import site
     site.USER_BASE = None
     site.USER_SITE = None
