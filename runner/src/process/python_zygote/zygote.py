@@ -174,6 +174,8 @@ def _warm_modules():
 _WARM = _warm_modules()
 # Every module some ready-made module's import brings in, by name.
 _HELD = {dep: sys.modules[dep] for _, brought in _WARM.values() for dep in brought}
+# What it took to find them is not kept: every fork would carry it.
+del _IMPORTS, _LOADING, _SEEN, _TOUCHED_BY
 _count_threads = sys.modules["_thread"]._count
 _external = sys.modules["_frozen_importlib_external"]
 # The directories the ready-made modules were found in (a package in its parent's).
