@@ -182,7 +182,10 @@ async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
     .unwrap();
     let (warm, fresh) = both(report, shadowed.clone()).await;
     assert_eq!(warm, fresh);
-    assert!(warm.1.iter().any(|line| line.contains("workspace dumps")), "{warm:?}");
+    assert!(
+        warm.1.iter().any(|line| line.contains("workspace dumps")),
+        "{warm:?}"
+    );
     std::fs::remove_file(shadowed.join("json.py")).unwrap();
     std::fs::write(
         shadowed.join("re.py"),
@@ -191,7 +194,11 @@ async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
     .unwrap();
     let (warm, fresh) = both(report, shadowed.clone()).await;
     assert_eq!(warm, fresh);
-    assert_eq!(warm.1.first().map(String::as_str), Some("workspace re"), "{warm:?}");
+    assert_eq!(
+        warm.1.first().map(String::as_str),
+        Some("workspace re"),
+        "{warm:?}"
+    );
 
     // A step that changes the modules it imported leaves them unchanged for the next.
     let first = "import json, re, enum, sys\njson.dumps = lambda *a, **k: 'leaked'\n\
@@ -202,7 +209,10 @@ async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
         print(json.dumps([1]), re.compile is not None, hasattr(enum, 'LEAK'), json.loads('2'))";
     let (ending, lines) = collect(spec(second, dir.path(), Duration::from_secs(20)), true).await;
     assert_eq!(ending, Ending::Exited(0));
-    assert_eq!(lines, vec![(Stream::Stdout, "[1] True False 2".to_string())]);
+    assert_eq!(
+        lines,
+        vec![(Stream::Stdout, "[1] True False 2".to_string())]
+    );
 
     // Served indeed: a fresh import opens the modules' files, a warm one opens none.
     let opened = "import sys\nopened = []\n\
