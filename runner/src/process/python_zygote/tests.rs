@@ -107,6 +107,13 @@ const CORPUS: &[&str] = &[
     "import sys\nbefore = list(sys.modules)\nimport re._parser\nfrom collections import abc\nimport signal, socket\n\
      print([m for m in sys.modules if m not in before], re.sub('a+', '-', 'caaab'), abc.Mapping)\n\
      print(list(sys.modules)[-3:], socket.AF_INET, signal.SIGTERM, re.__spec__.origin)",
+    // Found by the review: a module the step loaded (and may have changed) is used as it
+    // is, a submodule a later import brings keeps its attribute, `find_spec` loads nothing,
+    // the served loader reads the package's data.
+    "import re\norig = re.compile\nre.compile = lambda p, f=0: (print('compile'), orig(p, f))[1]\nimport json",
+    "import json, socket, collections\nprint(isinstance({}, collections.abc.Mapping))",
+    "import importlib.util, pkgutil, sys\nbefore = len(sys.modules)\nspec = importlib.util.find_spec('json')\n\
+     print(len(sys.modules) - before, spec.has_location, spec.cached, len(pkgutil.get_data('json', '__init__.py')))",
     // A thread running: the import takes the ordinary path.
     "import sys, threading, time\nt = threading.Thread(target=time.sleep, args=(0.05,))\nt.start()\n\
      before = list(sys.modules)\nimport json\nprint([m for m in sys.modules if m not in before])\nt.join()",

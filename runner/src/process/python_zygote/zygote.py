@@ -192,7 +192,9 @@ for _name, _module in _HELD.items():
     _parent, _, _attr = _name.rpartition(".")
     if _parent in _HELD and getattr(_HELD[_parent], _attr, None) is _module:
         _SUBMODULES.setdefault(_parent, []).append((_attr, _name))
-_ABSENT = object()
+# In the child: the modules served so far (never twice), and the interpreter's own finders.
+_served = set()
+_META_PATH = ()
 # Set while `_found_alike` asks the finders what a fresh import would load.
 _probing = False
 
@@ -213,31 +215,25 @@ class _WarmFileFinder(_external.FileFinder):
     def find_spec(self, fullname, target=None):
         spec = super().find_spec(fullname, target)
         entry = _WARM.get(fullname)
-        if spec is None or entry is None or target is not None or _probing or _count_threads():
+        if (spec is None or entry is None or target is not None or _probing or _count_threads()
+                or tuple(sys.meta_path) != _META_PATH):
             return spec
         module, brought = entry
         if not _alike(spec, module.__spec__):
             return spec
+        # Only an import none of whose modules this step has loaded (or had served) yet:
+        # one it loaded may have been changed, and a fresh import would use the change.
         for dep in brought:
-            # (`None` there blocks an import: it is not the zygote's module either.)
-            present = sys.modules.get(dep, _ABSENT)
-            if present is _ABSENT:
-                if dep != fullname and not _found_alike(dep):
-                    return spec
-            elif present is not _HELD[dep]:
+            if dep in sys.modules or dep in _served:
                 return spec
-        for dep in brought:
-            for attr, sub in _SUBMODULES.get(dep, ()):
-                if sub not in brought and sub not in sys.modules:
-                    package = _HELD[dep]
-                    if package.__dict__.get(attr) is _HELD[sub]:
-                        del package.__dict__[attr]
-        for dep in brought:
-            if dep != fullname and dep not in sys.modules:
-                sys.modules[dep] = _HELD[dep]
+            if dep != fullname and not _found_alike(dep):
+                return spec
         own = module.__spec__
-        return type(own)(fullname, _Served(module, own), origin=own.origin,
-                         is_package=own.submodule_search_locations is not None)
+        served = type(own)(fullname, _Served(module, own, brought), origin=own.origin,
+                           is_package=own.submodule_search_locations is not None)
+        served.submodule_search_locations = own.submodule_search_locations
+        served.cached, served.has_location = own.cached, own.has_location
+        return served
 
 
 def _found_alike(name):
@@ -270,6 +266,8 @@ def _alike(spec, own):
 
 def _serve_warm_modules():
     """In the child: the directories' finders that serve the ready-made modules."""
+    global _META_PATH
+    _META_PATH = tuple(sys.meta_path)
     for directory in _WARM_DIRS:
         current = sys.path_importer_cache.get(directory)
         if type(current) is _external.FileFinder:
@@ -279,12 +277,27 @@ def _serve_warm_modules():
 
 
 class _Served:
-    """The loader of a module `_WarmFileFinder` serves: the module as the zygote left it."""
+    """The loader of a module `_WarmFileFinder` serves: the module as the zygote left it,
+    with the modules its import brings in; anything else is the module's own loader's."""
 
-    def __init__(self, module, spec):
-        self.module, self.spec = module, spec
+    def __init__(self, module, spec, brought):
+        self.module, self.spec, self.brought = module, spec, brought
+
+    def __getattr__(self, name):
+        return getattr(self.spec.loader, name)
 
     def create_module(self, spec):
+        if any(dep in sys.modules or dep in _served for dep in self.brought):
+            raise ImportError("module %r changed while it was being found" % spec.name,
+                              name=spec.name)
+        for dep in self.brought:
+            _served.add(dep)
+            for attr, sub in _SUBMODULES.get(dep, ()):
+                if sub not in self.brought and _HELD[dep].__dict__.get(attr) is _HELD[sub]:
+                    del _HELD[dep].__dict__[attr]
+        for dep in self.brought:
+            if dep != spec.name:
+                sys.modules[dep] = _HELD[dep]
         return self.module
 
     def exec_module(self, module):
