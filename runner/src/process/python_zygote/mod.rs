@@ -15,9 +15,10 @@
 //!   such as `random`, `logging`, `threading`) are served to the step's own `import`
 //!   ready-made, as the zygote imported them before any step ran: only where a fresh
 //!   import would load the very same files (a workspace module of the same name, or of a
-//!   module they import, shadows them as before), and with the modules that import brings
-//!   into `sys.modules`, in the order a fresh import completes them. Each step has its own
-//!   copy-on-write copy: what one step changes in them no later step sees.
+//!   module they import, shadows them as before) and none of the modules that import
+//!   brings in is loaded in the step yet; they enter `sys.modules` in the order a fresh
+//!   import completes them. Each step has its own copy-on-write copy: what one step
+//!   changes in them no later step sees.
 //! - Only where that is exact and safe: a zygote started with the same start-up
 //!   environment as the step ([`startup_env`]: `LANG`, `LC_*` and flag-only `PYTHON*`
 //!   variables; a step with other ones replaces the zygote). A step that sets a variable
@@ -60,8 +61,9 @@
 //! `PYTHONHASHSEED` is unset, and its address layout and stack canary (fresh interpreters
 //! each draw their own); `/proc/self/environ` and `cmdline` are the zygote's; the
 //! script's frame has the zygote's frame above it (`sys._getframe(1)`); `.pth` files ran
-//! once, in the zygote, with its environment; `sys.meta_path` starts with the finder that
-//! serves the ready-made modules, whose files an import does not open again.
+//! once, in the zygote, with its environment; the standard-library directories' entries in
+//! `sys.path_importer_cache` are the finder that serves the ready-made modules, whose files
+//! an import does not open again (nor raises `import` audit events for).
 //!
 //! `unsafe` here: only the `pre_exec` hook that starts the zygote (raw syscalls between
 //! fork and exec); sockets, pipes and descriptor passing go through nix.

@@ -164,7 +164,7 @@ async fn nothing_of_one_step_is_seen_by_the_next() {
 /// The standard-library modules the zygote holds ready-made: a workspace module of the
 /// same name (or of a module they import) shadows them as in a fresh interpreter, each
 /// step gets them as the zygote left them whatever an earlier step did to its own, and
-/// they are the zygote's indeed (the same object at the same address in two steps).
+/// they are the zygote's indeed (a warm import opens none of their files).
 #[tokio::test]
 async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
     let _serial = SERIAL.lock().await;
@@ -179,32 +179,38 @@ async fn ready_made_modules_are_shadowed_and_isolated_like_fresh_imports() {
         print(json.__file__, json.dumps([1]), [m for m in sys.modules if m not in before])\n\
         print(sys.modules['re'].__file__)";
 
-    // A workspace `json.py`, then a workspace `re.py` that `json.decoder` imports.
+    // A workspace `json.py`, then a workspace `re.py` that `json.decoder` imports: each
+    // alone in the workspace, both ways alike.
     let shadowed = dir.path().join("shadowed");
     std::fs::create_dir_all(shadowed.join("home")).unwrap();
-    std::fs::write(
-        shadowed.join("json.py"),
+    let shadowed_by = |file: &'static str, source: &'static str| {
+        let shadowed = shadowed.clone();
+        async move {
+            std::fs::write(shadowed.join(file), source).unwrap();
+            let (warm, fresh) = both(report, shadowed.clone()).await;
+            std::fs::remove_file(shadowed.join(file)).unwrap();
+            assert_eq!(warm, fresh, "{file}");
+            warm.1
+        }
+    };
+    let out = shadowed_by(
+        "json.py",
         "print('workspace json')\nimport re\ndumps = lambda value: 'workspace dumps'\n",
     )
-    .unwrap();
-    let (warm, fresh) = both(report, shadowed.clone()).await;
-    assert_eq!(warm, fresh);
+    .await;
     assert!(
-        warm.1.iter().any(|line| line.contains("workspace dumps")),
-        "{warm:?}"
+        out.iter().any(|line| line.contains("workspace dumps")),
+        "{out:?}"
     );
-    std::fs::remove_file(shadowed.join("json.py")).unwrap();
-    std::fs::write(
-        shadowed.join("re.py"),
+    let out = shadowed_by(
+        "re.py",
         "print('workspace re')\nraise ImportError('the workspace re refuses')\n",
     )
-    .unwrap();
-    let (warm, fresh) = both(report, shadowed.clone()).await;
-    assert_eq!(warm, fresh);
+    .await;
     assert_eq!(
-        warm.1.first().map(String::as_str),
+        out.first().map(String::as_str),
         Some("workspace re"),
-        "{warm:?}"
+        "{out:?}"
     );
 
     // A step that changes the modules it imported leaves them unchanged for the next.

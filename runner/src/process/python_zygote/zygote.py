@@ -128,9 +128,9 @@ _NEVER_WARM = frozenset({
 
 def _warm_modules():
     """The modules of the standard library the zygote imported for itself, which a step's
-    `import` may take ready-made (`_WarmFileFinder`): by name, the module and the modules its
-    own import brings into `sys.modules` (itself included), in the order a fresh import
-    completes them. Taken once, before any step: every child gets them as the zygote left
+    `import` may take ready-made (`_WarmFileFinder`): by name, the modules its import
+    brings into `sys.modules` (itself included), in the order a fresh import completes
+    them. Taken once, before any step: every child gets them as the zygote left
     them, and no child's changes reach another (each is a copy-on-write fork)."""
     stdlib = os.path.dirname(os.__file__) + os.sep
 
@@ -167,13 +167,13 @@ def _warm_modules():
             brought = []
             completed(name, set(), brought)
             if all(alone(dep) and _TOUCHED_BY.get(dep, set()) <= set(brought) for dep in brought):
-                warm[name] = (sys.modules[name], tuple(brought))
+                warm[name] = tuple(brought)
     return warm
 
 
 _WARM = _warm_modules()
 # Every module some ready-made module's import brings in, by name.
-_HELD = {dep: sys.modules[dep] for _, brought in _WARM.values() for dep in brought}
+_HELD = {dep: sys.modules[dep] for brought in _WARM.values() for dep in brought}
 # What it took to find them is not kept: every fork would carry it.
 del _IMPORTS, _LOADING, _SEEN, _TOUCHED_BY
 _count_threads = sys.modules["_thread"]._count
@@ -182,7 +182,7 @@ _external = sys.modules["_frozen_importlib_external"]
 _WARM_DIRS = sorted({
     os.path.dirname(os.path.dirname(spec.origin) if spec.submodule_search_locations is not None
                     else spec.origin)
-    for spec in (module.__spec__ for module, _ in _WARM.values())
+    for spec in (_HELD[name].__spec__ for name in _WARM)
     if spec.origin != "built-in"
 })
 # Per ready-made package, its submodules it holds as attributes: a fresh import of the
@@ -204,13 +204,14 @@ class _WarmFileFinder(_external.FileFinder):
     `sys.path_importer_cache` (so `sys.meta_path` and `sys.path_hooks` are a fresh
     interpreter's). It answers as the directory's own finder does, and serves the module the
     zygote imported only when that answer names the very file the zygote loaded (nothing
-    earlier on `sys.path` shadowed it) and every module its import would bring in that is
-    not loaded yet resolves, through the finders, to the file (or built-in) the zygote
-    loaded too, and every one already loaded is the zygote's. Anything else — a workspace
-    module of the same name or of one it imports, a changed `sys.path`, a module replaced
-    in `sys.modules`, other threads running — takes the ordinary import. The modules the
-    import brings in enter `sys.modules` as a fresh import would put them there; the
-    module keeps its own `__spec__` and `__loader__`."""
+    earlier on `sys.path` shadowed it), none of the modules its import would bring in is
+    loaded yet or was served before in this step (one the step loaded may have been
+    changed, and a fresh import would use the change), and each of them resolves, through
+    the interpreter's own finders, to the file (or built-in) the zygote loaded. Anything
+    else — a workspace module of the same name or of one it imports, a changed `sys.path`
+    or `sys.meta_path`, other threads running — takes the ordinary import. The modules the
+    import brings in enter `sys.modules` when it loads (`_Served`), as a fresh import would
+    put them there; the module keeps its own `__spec__` and `__loader__`."""
 
     def find_spec(self, fullname, target=None):
         spec = super().find_spec(fullname, target)
@@ -218,16 +219,11 @@ class _WarmFileFinder(_external.FileFinder):
         if (spec is None or entry is None or target is not None or _probing or _count_threads()
                 or tuple(sys.meta_path) != _META_PATH):
             return spec
-        module, brought = entry
-        if not _alike(spec, module.__spec__):
+        brought, module = entry, _HELD[fullname]
+        if not _alike(spec, module.__spec__) or not _none_loaded(brought):
             return spec
-        # Only an import none of whose modules this step has loaded (or had served) yet:
-        # one it loaded may have been changed, and a fresh import would use the change.
-        for dep in brought:
-            if dep in sys.modules or dep in _served:
-                return spec
-            if dep != fullname and not _found_alike(dep):
-                return spec
+        if not all(_found_alike(dep) for dep in brought if dep != fullname):
+            return spec
         own = module.__spec__
         served = type(own)(fullname, _Served(module, own, brought), origin=own.origin,
                            is_package=own.submodule_search_locations is not None)
@@ -260,6 +256,11 @@ def _found_alike(name):
         _probing = False
 
 
+def _none_loaded(brought):
+    """Whether the step has neither loaded nor been served any of `brought`."""
+    return not any(dep in sys.modules or dep in _served for dep in brought)
+
+
 def _alike(spec, own):
     return spec.origin == own.origin and _loader_kind(spec.loader) is _loader_kind(own.loader)
 
@@ -287,7 +288,7 @@ class _Served:
         return getattr(self.spec.loader, name)
 
     def create_module(self, spec):
-        if any(dep in sys.modules or dep in _served for dep in self.brought):
+        if not _none_loaded(self.brought):
             raise ImportError("module %r changed while it was being found" % spec.name,
                               name=spec.name)
         for dep in self.brought:
@@ -307,6 +308,7 @@ class _Served:
 
 def _loader_kind(loader):
     return loader if isinstance(loader, type) else type(loader)
+
 
 def _prctl(option, value):
     if _libc.prctl(option, value, 0, 0, 0) != 0:
