@@ -300,10 +300,7 @@ impl StepCgroup {
 
     /// Whether process `pid` is in this cgroup (it joined before running user code).
     pub(crate) fn holds(&self, pid: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|text| own_cgroup(&text).map(|own| own == self.path))
-            .unwrap_or(false)
+        in_cgroup(pid, &self.path)
     }
 
     /// SIGKILLs everything in the cgroup at once. Non-blocking.
@@ -521,6 +518,15 @@ fn cgroup2_mounts(mountinfo: &str) -> Vec<Mount> {
 }
 
 /// The cgroup v2 path in a `/proc/<pid>/cgroup` text (the `0::` line), unless deleted.
+/// Whether process `pid` is in the cgroup `path` (as `/proc/<pid>/cgroup` names it). A
+/// process that is gone is in none: ask while it cannot have ended yet.
+pub(crate) fn in_cgroup(pid: i32, path: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| own_cgroup(&text).map(|own| own == path))
+        .unwrap_or(false)
+}
+
 fn own_cgroup(text: &str) -> Option<String> {
     let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
     (path.starts_with('/') && !path.ends_with(" (deleted)")).then(|| path.to_owned())

@@ -89,8 +89,15 @@ use crate::launch::pipe;
 use crate::protocol::Stream;
 use crate::reaper;
 
-/// The zygote's program, run as `python3 -u -c ZYGOTE`.
+/// The zygote's program, run as `python3 -u -c BOOTSTRAP ZYGOTE`.
 const ZYGOTE_PY: &str = include_str!("zygote.py");
+
+/// Compiles and runs the zygote's program (its `sys.argv[1]`) in `__main__`, binding
+/// nothing. A step's child ends by returning through this `-c` code, as a fresh
+/// `python3 -c` ends, and that return frees the parsed `-c` source: a line here, where the
+/// whole program given as `-c` cost each child ~250 copy-on-write faults (half a
+/// millisecond) to free the zygote's syntax tree, parsed before the fork.
+const BOOTSTRAP: &str = r#"exec(compile(__import__("sys").argv[1], "<string>", "exec"))"#;
 
 /// How long the zygote may take to report a forked step set up.
 const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -191,7 +198,7 @@ impl Zygote {
         let (ours, theirs) = seqpacket_pair()?;
         let mut command = std::process::Command::new(program);
         command
-            .args(["-u", "-c", ZYGOTE_PY])
+            .args(["-u", "-c", BOOTSTRAP, ZYGOTE_PY])
             .current_dir("/")
             .env_clear()
             .envs(&startup)
@@ -298,6 +305,15 @@ pub(super) async fn run(
     result
 }
 
+/// A child the zygote started for a step, as the runner found it before letting it run.
+struct Started {
+    pid: i32,
+    /// It is in the cgroup made for the step.
+    joined: bool,
+    /// Its start time (see [`reaper::start_time`]).
+    born: Option<u64>,
+}
+
 /// What ends the wait for a forked step.
 enum Trigger {
     Exited(io::Result<ExitStatus>),
@@ -347,7 +363,8 @@ async fn run_in(
     // (the zygote stalled, the answer came late) never runs beside the fresh one.
     let (go_r, go_w) = pipe().ok()?;
     let control = zygote.control.clone();
-    let sent = tokio::task::spawn_blocking(move || -> io::Result<i32> {
+    let cgroup_path = cgroup.as_ref().map(|c| c.path().to_owned());
+    let sent = tokio::task::spawn_blocking(move || -> io::Result<Started> {
         let mut job_w = std::fs::File::from(job_w);
         std::io::Write::write_all(&mut job_w, job.as_bytes())?;
         drop(job_w);
@@ -373,15 +390,23 @@ async fn run_in(
                 .map_err(|_| io::Error::other(format!("bad answer {answer:?}")))?,
             None => return Err(io::Error::other(answer)),
         };
+        // Asked while the child waits for `go`, so it cannot have ended yet: one that ran
+        // and exited before we looked would seem to have joined no cgroup (and have no
+        // start time), and its end would take the slow whole-host sweep.
+        let started = Started {
+            pid,
+            joined: cgroup_path.is_some_and(|path| containment::in_cgroup(pid, &path)),
+            born: reaper::start_time(Pid::from_raw(pid)),
+        };
         // Accepted: the child may run the script (dropped unwritten on any error above).
         std::io::Write::write_all(&mut std::fs::File::from(go_w), b"G")?;
-        Ok(pid)
+        Ok(started)
     })
     .await;
-    let pid = match sent {
-        Ok(Ok(pid)) => {
+    let started = match sent {
+        Ok(Ok(started)) => {
             zygote.spare_cgroup = next_cgroup;
-            pid
+            started
         }
         Ok(Err(err)) => {
             tracing::warn!(%err, "the python zygote did not start the step; starting it afresh");
@@ -402,7 +427,7 @@ async fn run_in(
         supervise(
             zygote,
             spec,
-            pid,
+            started,
             cookie,
             cgroup.take(),
             (out_r, err_r),
@@ -418,7 +443,7 @@ async fn run_in(
 async fn supervise(
     zygote: &mut Zygote,
     spec: &ProcessSpec,
-    pid: i32,
+    Started { pid, joined, born }: Started,
     cookie: String,
     mut cgroup: Option<StepCgroup>,
     (out_r, err_r): (OwnedFd, OwnedFd),
@@ -441,8 +466,7 @@ async fn supervise(
     };
     let live = reaper::register_step(pid, &cookie, cgroup.as_ref().map(StepCgroup::path));
     let leader = Pid::from_raw(pid);
-    let born = reaper::start_time(leader);
-    if cgroup.as_ref().is_some_and(|c| !c.holds(pid)) {
+    if cgroup.is_some() && !joined {
         tracing::warn!(
             pid,
             "the step did not join its cgroup; relying on the sweep"

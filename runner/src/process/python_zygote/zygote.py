@@ -1,6 +1,7 @@
 _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # The warm Python zygote of a Plue runner (see mod.rs beside this file). Started as
-# `python3 -u -c <this>` with its control socket (a SOCK_SEQPACKET socketpair end) on fd 3,
+# `python3 -u -c BOOTSTRAP <this>` (the bootstrap compiles and runs this in `__main__`)
+# with its control socket (a SOCK_SEQPACKET socketpair end) on fd 3,
 # in an empty private directory; it never imports or runs user code itself and never sees
 # a step's script, environment or secrets. Each request is one packet, `F`, carrying four
 # descriptors (SCM_RIGHTS): the step's stdout and stderr write ends, the read end of a
