@@ -780,8 +780,10 @@ pub fn resolve_python() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Masks, numbers and sends lines in batches: whatever accumulated while the previous
-/// batch was in flight goes in the next one. Returns the number of lines sent.
+/// Masks, numbers and sends lines in batches: whatever arrives while a batch is in flight
+/// is masked and numbered meanwhile, and goes in the next one (one batch in flight at a
+/// time: the engine stores an attempt's batches in the order they come). Returns the
+/// number of lines sent.
 async fn send_logs(
     engine: Engine,
     attempt: i64,
@@ -791,50 +793,113 @@ async fn send_logs(
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
     let path = wire::logs_path(attempt);
-    let mut seq = 0u64;
-    let mut batch = Vec::new();
-    while let Some(first) = lines.recv().await {
-        let mut bytes = 0;
-        let mut next = Some(first);
-        while let Some((stream, text)) = next.take() {
-            bytes += text.len();
-            let ts_ms = now_ms();
-            // Masking may lengthen a line (a secret shorter than the mask); the engine
-            // refuses lines over the limit, so such a line is split like an over-long one.
-            // Nothing else is changed: a token line keeps its `\n`s and spaces.
-            let masked = match masker.mask(&text) {
-                // Nothing to mask (the usual case): the line itself, not a copy.
-                std::borrow::Cow::Borrowed(_) => text,
-                std::borrow::Cow::Owned(masked) => masked,
-            };
-            let mut push = |text| {
-                seq += 1;
-                batch.push(LogLine {
-                    seq,
-                    stream,
-                    text,
-                    ts_ms,
-                });
-            };
-            if masked.len() <= wire::MAX_LINE_BYTES {
-                push(masked);
-            } else {
-                fit_line(masked).into_iter().for_each(push);
-            }
-            if batch.len() >= wire::MAX_BATCH_LINES || bytes >= MAX_BATCH_BYTES {
+    let mut next = NextBatch::default();
+    let mut open = true;
+    loop {
+        if next.lines.is_empty() {
+            if !open {
                 break;
             }
-            next = lines.try_recv().ok();
+            match lines.recv().await {
+                Some(line) => next.push(line, &masker),
+                None => break,
+            }
         }
-        let body = LogBatch {
-            lines: std::mem::take(&mut batch),
+        // What is ready now joins the batch.
+        while open && !next.full() {
+            match lines.try_recv() {
+                Ok(line) => next.push(line, &masker),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let body = next.take();
+        let send = engine.send::<_, wire::LogAck>(&path, &body, None, &stop);
+        tokio::pin!(send);
+        let ack = loop {
+            tokio::select! {
+                biased;
+                ack = &mut send => break ack?,
+                line = lines.recv(), if open && !next.full() => match line {
+                    Some(line) => next.push(line, &masker),
+                    None => open = false,
+                },
+            }
         };
-        let ack: wire::LogAck = engine.send(&path, &body, None, &stop).await?;
         if ack.cancel {
             cancel.cancel();
         }
     }
-    Ok(seq)
+    Ok(next.seq)
+}
+
+/// The lines of the batch [`send_logs`] sends next, masked and numbered as they come.
+#[derive(Default)]
+struct NextBatch {
+    lines: Vec<LogLine>,
+    bytes: usize,
+    /// The last seq given.
+    seq: u64,
+    /// When the lines now arriving are stamped: read again every [`STAMP_EVERY`] lines (a
+    /// burst of lines arrives within microseconds; the clock is read in milliseconds).
+    stamp: Option<(i64, u32)>,
+}
+
+const STAMP_EVERY: u32 = 64;
+
+impl NextBatch {
+    fn push(&mut self, (stream, text): (Stream, String), masker: &Masker) {
+        let ts_ms = match &mut self.stamp {
+            Some((ts, uses)) if *uses < STAMP_EVERY => {
+                *uses += 1;
+                *ts
+            }
+            stamp => stamp.insert((now_ms(), 1)).0,
+        };
+        self.bytes += text.len();
+        // Masking may lengthen a line (a secret shorter than the mask); the engine refuses
+        // lines over the limit, so such a line is split like an over-long one. Nothing else
+        // is changed: a token line keeps its `\n`s and spaces.
+        let masked = match masker.mask(&text) {
+            // Nothing to mask (the usual case): the line itself, not a copy.
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(masked) => masked,
+        };
+        let mut push = |text| {
+            self.seq += 1;
+            self.lines.push(LogLine {
+                seq: self.seq,
+                stream,
+                text,
+                ts_ms,
+            });
+        };
+        if masked.len() <= wire::MAX_LINE_BYTES {
+            push(masked);
+        } else {
+            fit_line(masked).into_iter().for_each(push);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.lines.len() >= wire::MAX_BATCH_LINES || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    /// The batch to send (at most [`wire::MAX_BATCH_LINES`] lines: a line split in pieces
+    /// may have gone past it; the rest waits for the next); the stamp is read afresh for
+    /// the lines after it.
+    fn take(&mut self) -> LogBatch {
+        let rest = if self.lines.len() > wire::MAX_BATCH_LINES {
+            self.lines.split_off(wire::MAX_BATCH_LINES)
+        } else {
+            Vec::new()
+        };
+        self.bytes = rest.iter().map(|line| line.text.len()).sum();
+        self.stamp = None;
+        LogBatch {
+            lines: std::mem::replace(&mut self.lines, rest),
+        }
+    }
 }
 
 /// The reason and outputs with the attempt's secrets masked (an `llm` step's `result` is
