@@ -1260,6 +1260,39 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_never_holds_more_lines_than_the_engine_takes() {
+        // A secret shorter than its mask makes a line of secrets longer than the limit, so
+        // it is sent in pieces: the last line of a nearly full batch may add several.
+        let masker = Masker::new(["é"]);
+        let mut next = NextBatch::default();
+        for n in 0..wire::MAX_BATCH_LINES - 1 {
+            next.push((Stream::Stdout, n.to_string()), &masker);
+        }
+        assert!(!next.full());
+        next.push(
+            (Stream::Stdout, "é".repeat(wire::MAX_LINE_BYTES / 2)),
+            &masker,
+        );
+        assert!(next.full());
+        let first = next.take();
+        assert_eq!(first.lines.len(), wire::MAX_BATCH_LINES);
+        let rest = next.take();
+        assert!(!rest.lines.is_empty());
+        let seqs: Vec<u64> = first
+            .lines
+            .iter()
+            .chain(&rest.lines)
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        assert!(rest
+            .lines
+            .iter()
+            .all(|l| l.text.len() <= wire::MAX_LINE_BYTES));
+        assert!(next.take().lines.is_empty());
+    }
+
+    #[test]
     fn the_reason_and_every_output_are_masked_and_stay_within_limits() {
         // regression: only log lines were masked; an llm step's `result` (the model's text)
         // and the reason reached the engine in clear.
