@@ -286,7 +286,9 @@ impl Stream {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line of a step's log. Sent as the array `[seq, stream, text, ts_ms]`; the object
+/// with these names is read too (serde reads a struct from either).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogLine {
     /// 1-based, contiguous within an attempt.
@@ -296,6 +298,21 @@ pub struct LogLine {
     pub text: String,
     /// Milliseconds since the Unix epoch when the runner read the line.
     pub ts_ms: i64,
+}
+
+/// The array form: a line's field names were most of its bytes (a line of output is
+/// short), and the engine, which a step printing a lot waits for, reads the array in about
+/// half the time (`seq 1 5000`: 183 kB instead of 333 kB).
+impl Serialize for LogLine {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut line = serializer.serialize_tuple(4)?;
+        line.serialize_element(&self.seq)?;
+        line.serialize_element(&self.stream)?;
+        line.serialize_element(&self.text)?;
+        line.serialize_element(&self.ts_ms)?;
+        line.end()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +442,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown field `extra`"));
+    }
+
+    #[test]
+    fn a_log_line_is_sent_as_an_array_and_read_in_either_form() {
+        let line = LogLine {
+            seq: 7,
+            stream: Stream::Stderr,
+            text: "a \"b\"\n".into(),
+            ts_ms: 1_795_533_494_271,
+        };
+        let sent = serde_json::to_string(&LogBatch {
+            lines: vec![line.clone()],
+        })
+        .unwrap();
+        assert_eq!(
+            sent,
+            r#"{"lines":[[7,"stderr","a \"b\"\n",1795533494271]]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<LogBatch>(&sent).unwrap().lines,
+            [line.clone()]
+        );
+        let object =
+            r#"{"lines":[{"seq":7,"stream":"stderr","text":"a \"b\"\n","ts_ms":1795533494271}]}"#;
+        assert_eq!(
+            serde_json::from_str::<LogBatch>(object).unwrap().lines,
+            [line]
+        );
+        // Either form is whole: a missing, an extra or an unknown field is refused.
+        for bad in [
+            r#"{"lines":[[7,"stderr","x"]]}"#,
+            r#"{"lines":[[7,"stderr","x",1,2]]}"#,
+            r#"{"lines":[[7,"nope","x",1]]}"#,
+            r#"{"lines":[{"seq":7,"stream":"stderr","text":"x","ts_ms":1,"more":1}]}"#,
+        ] {
+            assert!(serde_json::from_str::<LogBatch>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
