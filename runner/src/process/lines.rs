@@ -13,8 +13,10 @@
 //!   of a secret. Pipe reads never matter: a line is only ever handled once complete or
 //!   once it passed the length limit.
 //!
-//! Lines are sent in order; a full channel pauses reading (backpressure, nothing dropped).
-//! If the receiver is gone, the pipe is still drained so the writer never blocks on it.
+//! Lines are sent in order, those of one read together (room for them is taken from the
+//! channel in one go, not line by line); a full channel pauses reading (backpressure,
+//! nothing dropped). If the receiver is gone, the pipe is still drained so the writer never
+//! blocks on it.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc::Sender;
@@ -30,6 +32,8 @@ const READ_BUFFER_BYTES: usize = 256 * 1024;
 /// After `stop`, data already in the pipe is still read, up to this much: more than any
 /// pipe buffers, so only a writer that keeps going is cut off.
 const AFTER_STOP_BYTES: usize = 4 * 1024 * 1024;
+/// Lines handed to the channel per reservation of room in it, at most.
+const SEND_GROUP: usize = 256;
 
 pub(super) struct LineReader<R> {
     reader: BufReader<R>,
@@ -52,6 +56,8 @@ struct Sink {
     /// The unmasked tail of the current over-long line, held back because it could still
     /// be the start of a secret.
     held: String,
+    /// Lines of the current read not sent yet ([`Sink::flush`]).
+    out: Vec<(Stream, String)>,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -69,6 +75,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 closed: false,
                 masker: Masker::default(),
                 held: String::new(),
+                out: Vec::new(),
             },
             pending: Vec::new(),
             continued: false,
@@ -110,7 +117,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                         "runner: reading {} failed: {err}",
                         self.sink.stream.as_str()
                     );
-                    self.sink.send_as(Stream::System, text).await;
+                    self.sink.send_as(Stream::System, text);
                     break;
                 }
             };
@@ -120,40 +127,39 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 &mut self.pending,
                 &mut self.continued,
                 chunk,
-            )
-            .await;
+            );
             self.reader.consume(len);
+            self.sink.flush().await;
             if stopped {
                 after_stop = after_stop.saturating_sub(len);
             }
         }
         if !self.pending.is_empty() {
-            self.sink
-                .emit(&self.pending, false, &mut self.continued)
-                .await;
+            self.sink.emit(&self.pending, false, &mut self.continued);
         }
-        self.sink.release_held().await;
+        self.sink.release_held();
+        self.sink.flush().await;
     }
 }
 
 /// Delivers the complete lines in `chunk` and keeps the rest in `pending`.
-async fn feed(sink: &mut Sink, pending: &mut Vec<u8>, continued: &mut bool, chunk: &[u8]) {
+fn feed(sink: &mut Sink, pending: &mut Vec<u8>, continued: &mut bool, chunk: &[u8]) {
     let mut rest = chunk;
     while let Some(at) = rest.iter().position(|&b| b == b'\n') {
         let line = &rest[..at];
         rest = &rest[at + 1..];
         if pending.is_empty() {
-            sink.emit(line, true, continued).await;
+            sink.emit(line, true, continued);
         } else {
             pending.extend_from_slice(line);
-            sink.emit(pending, true, continued).await;
+            sink.emit(pending, true, continued);
             pending.clear();
         }
     }
     pending.extend_from_slice(rest);
     while pending.len() > MAX_LINE_BYTES {
         let cut = raw_cut(pending);
-        sink.emit(&pending[..cut], false, continued).await;
+        sink.emit(&pending[..cut], false, continued);
         pending.drain(..cut);
     }
 }
@@ -170,7 +176,7 @@ fn raw_cut(bytes: &[u8]) -> usize {
 
 impl Sink {
     /// Delivers one raw line (or a piece of an over-long one, `terminated == false`).
-    async fn emit(&mut self, raw: &[u8], terminated: bool, continued: &mut bool) {
+    fn emit(&mut self, raw: &[u8], terminated: bool, continued: &mut bool) {
         let raw = match raw {
             [head @ .., b'\r'] if terminated => head,
             _ => raw,
@@ -199,22 +205,22 @@ impl Sink {
             }
             shown
         };
-        self.send_cut(shown).await;
+        self.send_cut(shown);
     }
 
     /// Delivers what an over-long line still holds back (the stream ended mid-line).
-    async fn release_held(&mut self) {
+    fn release_held(&mut self) {
         let rest = self.masker.finish_pieces(&mut self.held);
         if !rest.is_empty() {
-            self.send_cut(rest).await;
+            self.send_cut(rest);
         }
     }
 
     /// Sends masked `text` as one line, or cut at character boundaries into lines of at
     /// most [`MAX_LINE_BYTES`] (decoding and masking can both lengthen a line).
-    async fn send_cut(&mut self, text: String) {
+    fn send_cut(&mut self, text: String) {
         if text.len() <= MAX_LINE_BYTES {
-            return self.send_as(self.stream, text).await;
+            return self.send_as(self.stream, text);
         }
         let mut rest = text.as_str();
         while !rest.is_empty() {
@@ -222,14 +228,32 @@ impl Sink {
             while !rest.is_char_boundary(cut) {
                 cut -= 1;
             }
-            self.send_as(self.stream, rest[..cut].to_owned()).await;
+            self.send_as(self.stream, rest[..cut].to_owned());
             rest = &rest[cut..];
         }
     }
 
-    async fn send_as(&mut self, stream: Stream, text: String) {
-        if !self.closed && self.tx.send((stream, text)).await.is_err() {
-            self.closed = true;
+    /// Queues a line for the next [`Sink::flush`].
+    fn send_as(&mut self, stream: Stream, text: String) {
+        if !self.closed {
+            self.out.push((stream, text));
+        }
+    }
+
+    /// Sends the queued lines, in order, waiting for room in the channel: taken for up to
+    /// [`SEND_GROUP`] lines at a time, where a send per line took it line by line.
+    async fn flush(&mut self) {
+        let mut lines = self.out.drain(..);
+        while !self.closed && lines.len() > 0 {
+            let room = lines.len().min(SEND_GROUP).min(self.tx.max_capacity());
+            match self.tx.reserve_many(room).await {
+                Ok(permits) => {
+                    for (permit, line) in permits.zip(lines.by_ref()) {
+                        permit.send(line);
+                    }
+                }
+                Err(_) => self.closed = true,
+            }
         }
     }
 }
