@@ -462,7 +462,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::from_str::<LogBatch>(&sent).unwrap().lines,
-            [line.clone()]
+            std::slice::from_ref(&line)
         );
         let object =
             r#"{"lines":[{"seq":7,"stream":"stderr","text":"a \"b\"\n","ts_ms":1795533494271}]}"#;
