@@ -801,18 +801,12 @@ async fn send_logs(
                 break;
             }
             match lines.recv().await {
-                Some(line) => next.push(line, &masker),
+                Some(line) => next.push_after_wait(line, &masker),
                 None => break,
             }
         }
         // What is ready now joins the batch.
-        while open && !next.full() {
-            match lines.try_recv() {
-                Ok(line) => next.push(line, &masker),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
-            }
-        }
+        open = next.take_ready(&mut lines, &masker);
         let body = next.take();
         let send = engine.send::<_, wire::LogAck>(&path, &body, None, &stop);
         tokio::pin!(send);
@@ -821,7 +815,10 @@ async fn send_logs(
                 biased;
                 ack = &mut send => break ack?,
                 line = lines.recv(), if open && !next.full() => match line {
-                    Some(line) => next.push(line, &masker),
+                    Some(line) => {
+                        next.push_after_wait(line, &masker);
+                        open = next.take_ready(&mut lines, &masker);
+                    }
                     None => open = false,
                 },
             }
@@ -840,14 +837,38 @@ struct NextBatch {
     bytes: usize,
     /// The last seq given.
     seq: u64,
-    /// When the lines now arriving are stamped: read again every [`STAMP_EVERY`] lines (a
-    /// burst of lines arrives within microseconds; the clock is read in milliseconds).
+    /// When the lines of the burst now arriving are stamped: the clock is read for the
+    /// first line after a wait and again every [`STAMP_EVERY`] lines (a burst arrives
+    /// within microseconds; stamps are in milliseconds).
     stamp: Option<(i64, u32)>,
 }
 
 const STAMP_EVERY: u32 = 64;
 
 impl NextBatch {
+    /// [`NextBatch::push`] for a line the sender waited for: it starts a burst.
+    fn push_after_wait(&mut self, line: (Stream, String), masker: &Masker) {
+        self.stamp = None;
+        self.push(line, masker);
+    }
+
+    /// Adds the lines ready now, until the batch is full; returns whether the channel is
+    /// still open.
+    fn take_ready(
+        &mut self,
+        lines: &mut mpsc::Receiver<(Stream, String)>,
+        masker: &Masker,
+    ) -> bool {
+        while !self.full() {
+            match lines.try_recv() {
+                Ok(line) => self.push(line, masker),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
     fn push(&mut self, (stream, text): (Stream, String), masker: &Masker) {
         let ts_ms = match &mut self.stamp {
             Some((ts, uses)) if *uses < STAMP_EVERY => {
@@ -886,8 +907,7 @@ impl NextBatch {
     }
 
     /// The batch to send (at most [`wire::MAX_BATCH_LINES`] lines: a line split in pieces
-    /// may have gone past it; the rest waits for the next); the stamp is read afresh for
-    /// the lines after it.
+    /// may have gone past it; the rest waits for the next).
     fn take(&mut self) -> LogBatch {
         let rest = if self.lines.len() > wire::MAX_BATCH_LINES {
             self.lines.split_off(wire::MAX_BATCH_LINES)
@@ -895,7 +915,6 @@ impl NextBatch {
             Vec::new()
         };
         self.bytes = rest.iter().map(|line| line.text.len()).sum();
-        self.stamp = None;
         LogBatch {
             lines: std::mem::replace(&mut self.lines, rest),
         }
@@ -1257,6 +1276,21 @@ mod tests {
         assert_eq!(pieces.len(), 2);
         assert!(pieces.iter().all(|p| p.len() <= wire::MAX_LINE_BYTES));
         assert_eq!(pieces.concat(), long);
+    }
+
+    #[test]
+    fn a_line_that_came_after_a_wait_is_stamped_when_it_came() {
+        // regression (review): lines arriving while a batch was in flight, seconds apart
+        // when the engine was slow to answer, all took the first one's stamp.
+        let masker = Masker::default();
+        let mut next = NextBatch::default();
+        next.push_after_wait((Stream::Stdout, "a".into()), &masker);
+        next.push((Stream::Stdout, "a burst".into()), &masker);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        next.push_after_wait((Stream::Stdout, "b".into()), &masker);
+        let stamps: Vec<i64> = next.take().lines.iter().map(|l| l.ts_ms).collect();
+        assert_eq!(stamps[0], stamps[1]);
+        assert!(stamps[2] >= stamps[0] + 30, "{stamps:?}");
     }
 
     #[test]

@@ -256,6 +256,11 @@ impl Sink {
                 Err(_) => self.closed = true,
             }
         }
+        drop(lines);
+        // A read of empty lines may have grown the queue to megabytes: not kept for later.
+        if self.out.capacity() > 4 * SEND_GROUP {
+            self.out = Vec::new();
+        }
     }
 }
 

@@ -810,7 +810,8 @@ async fn parity_stdout_seekable() {
     assert_eq!(without_mark(w), without_mark(f));
 }
 
-/// GAP: the script runs two frames deep (`_run_child`, the zygote's `<module>`): at top
+/// GAP: the script runs three frames deep (`_run_child`, the zygote's `<module>`, the
+/// bootstrap's `<module>`): at top
 /// level `sys._getframe(1)` succeeds, `warnings.warn(..., stacklevel=2)` is attributed to
 /// a line of the zygote, `traceback.print_stack()` shows the zygote's frames, and the
 /// zygote's globals (`_serve`, `_libc`, ...) are reachable through `f_back`.
@@ -838,7 +839,8 @@ async fn parity_failing_excepthook() {
 }
 
 /// GAP: `/proc/self/environ` and `/proc/self/cmdline` of a warm step are the zygote's
-/// (its start-up environment and `-c <zygote.py>`), and `os.getppid()` is the zygote.
+/// (its start-up environment and `-c BOOTSTRAP <zygote.py>`), and `os.getppid()` is the
+/// zygote.
 /// Besides tools that read them (psutil, ps), this weakens the reaper: a step process
 /// that forks without exec carries no `PLUE_STEP_COOKIE` in `/proc/<pid>/environ`, so
 /// the sweep's cookie net does not find it (the cgroup and session rules still do).
