@@ -423,10 +423,19 @@ def _warm_up():
     before the request comes. (A forked CPython writes reference counts all over its heap,
     and each first write to a page shared with the zygote is a copy-on-write fault. Making
     every page private at once, `MADV_POPULATE_WRITE`, was measured slower: it copies
-    three times the pages a step writes, on a core the engine needs meanwhile.)"""
+    three times the pages a step writes, on a core the engine needs meanwhile.) It also
+    drops the zygote's own modules from `sys.modules` already (the zygote's code holds
+    what it uses; `_run_child` drops again whatever came in since, usually nothing)."""
     json.loads(json.dumps({"script": "pass", "env": {"NAME%d" % i: "value" for i in range(64)}}))
-    [name for name in list(sys.modules) if name not in _BOOT_MODULES]
+    _drop_modules()
     exec(compile("pass", "<string>", "exec"), {})
+
+
+def _drop_modules():
+    """Leaves in `sys.modules` only what a fresh interpreter has there at start."""
+    for name in list(sys.modules):
+        if name not in _BOOT_MODULES:
+            del sys.modules[name]
 
 
 def _join_ahead(cgroup_fd):
@@ -648,9 +657,7 @@ def _run_child(job):
     script = job["script"]
     sys.argv[:] = ["-c"]
     sys.orig_argv[:] = [job["program"], "-u", "-c", script]
-    for name in list(sys.modules):
-        if name not in _BOOT_MODULES:
-            del sys.modules[name]
+    _drop_modules()
     _serve_warm_modules()
     import site
     site.USER_BASE = None
