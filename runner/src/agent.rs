@@ -806,7 +806,7 @@ async fn send_logs(
             }
         }
         // What is ready now joins the batch.
-        open = next.take_ready(&mut lines, &masker);
+        open = open && next.take_ready(&mut lines, &masker);
         let body = next.take();
         let send = engine.send::<_, wire::LogAck>(&path, &body, None, &stop);
         tokio::pin!(send);
