@@ -16,8 +16,8 @@
 //! Lines are sent in order, those of one read together (room in the channel is taken for
 //! up to [`SEND_GROUP`] at a time, not line by line); a full channel pauses reading
 //! (backpressure, nothing dropped). At most one read's lines wait in the reader: a read is
-//! at most [`READ_BUFFER_BYTES`], so 256 Ki empty lines (8 MiB) at worst. If the receiver is gone, the pipe is still drained so the writer never
-//! blocks on it.
+//! at most [`READ_BUFFER_BYTES`], so 256 Ki empty lines (8 MiB) at worst. If the receiver
+//! is gone, the pipe is still drained so the writer never blocks on it.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc::Sender;
