@@ -20,6 +20,13 @@ Variants (other shapes, heavier Python, larger outputs; not in the default set):
 Plue runs each workload with `plue run` on a fresh data directory (SQLite, local runners);
 Luigi with `--local-scheduler --workers 2` and a LocalTarget per task (how Luigi knows a
 task is done); the shell loop runs the steps one after another in one bash.
+
+The "floor" column (no-op workloads only, when `plue-bench` is built beside `plue`) is
+`plue-bench floor --quiet`: the same number of `bash -c true` steps, as many at a time as
+the workload allows two runners, each started through the runner's own process path
+(session, cgroup, mount namespace, step user) and nothing else — no engine, store or
+HTTP. It is the least Plue can take while it isolates every step; "floor / Luigi" is the
+best ratio any change outside that path could reach.
 """
 
 import argparse
@@ -202,6 +209,10 @@ sys.exit(0 if ok else 1)
 """
 
 
+# Steps and how many may run at once (two runners), for the no-op workloads.
+FLOOR_SHAPES = {"start": (1, 1), "W2": (200, 1), "W3": (502, 2), "V3": (201, 2)}
+
+
 def shell_script(name, python):
     return {
         "start": "true\n",
@@ -229,6 +240,13 @@ def timed(argv, cwd, env=None):
 
 def run_one(tool, name, work, plue, python, luigi_python):
     run_dir = Path(tempfile.mkdtemp(prefix=f"{tool}-{name}-", dir=work))
+    if tool == "floor":
+        steps, parallel = FLOOR_SHAPES[name]
+        bench = str(Path(plue).with_name("plue-bench"))
+        return timed(
+            [bench, "floor", "--steps", str(steps), "--parallel", str(parallel), "--quiet"],
+            run_dir,
+        )
     if tool == "shell":
         script = run_dir / "run.sh"
         script.write_text(shell_script(name, python))
@@ -263,6 +281,10 @@ def main():
     luigi_python = venv_python(python)
     names = [n for n in args.only.split(",") if n]
     tools = ["shell", "luigi", "plue"]
+    if os.access(Path(args.plue).with_name("plue-bench"), os.X_OK):
+        tools.append("floor")
+    else:
+        print("(no plue-bench beside plue: no floor column; cargo build --release -p bench)")
     results = {(t, n): [] for t in tools for n in names}
     with tempfile.TemporaryDirectory(prefix="plue-peers-") as work:
         for round_ in range(args.runs):
@@ -270,19 +292,38 @@ def main():
                 # Alternate the order between rounds: no tool always runs on a warm cache.
                 order = tools if round_ % 2 == 0 else list(reversed(tools))
                 for tool in order:
+                    if tool == "floor" and name not in FLOOR_SHAPES:
+                        continue
                     results[(tool, name)].append(
                         run_one(tool, name, work, args.plue, python, luigi_python)
                     )
     print(f"medians of {args.runs} cold runs; {LUIGI}; python {python}")
     print()
-    print("| workload | shell loop | Luigi | Plue | Plue / Luigi | Plue / shell |")
-    print("|---|---:|---:|---:|---:|---:|")
+    floor_column = "floor" in tools
+    header = "| workload | shell loop | Luigi | Plue | Plue / Luigi | Plue / shell |"
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if floor_column:
+        header += " floor | floor / Luigi | Plue above floor, per step |"
+        rule += "---:|---:|---:|"
+    print(header)
+    print(rule)
     for name in names:
-        shell, luigi, plue = (statistics.median(results[(t, name)]) for t in tools)
-        print(
+        shell, luigi, plue = (statistics.median(results[(t, name)]) for t in ("shell", "luigi", "plue"))
+        row = (
             f"| {name} | {shell:.3f} s | {luigi:.3f} s | {plue:.3f} s "
             f"| {plue / luigi:.2f}x | {plue / shell:.2f}x |"
         )
+        if floor_column:
+            if results[("floor", name)]:
+                floor = statistics.median(results[("floor", name)])
+                steps = FLOOR_SHAPES[name][0]
+                row += (
+                    f" {floor:.3f} s | {floor / luigi:.2f}x "
+                    f"| {1000 * (plue - floor) / steps:.2f} ms |"
+                )
+            else:
+                row += " — | — | — |"
+        print(row)
 
 
 if __name__ == "__main__":

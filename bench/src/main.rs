@@ -14,6 +14,8 @@
 //!   against writing the same lines to a file and reading a pipe directly.
 //! - [`llm`] — token latency of an `llm` step (delta written by a local Claude server →
 //!   token line received over SSE), against reading the same stream directly.
+//! - [`floor`] — a bash step through the runner's own process path and nothing else (the
+//!   isolation every step gets), against a bare spawn; also the peers' "floor" column.
 //!
 //! Shared pieces: [`stats`] (percentiles, formatting), [`server`] (a `plue serve` child
 //! process and the HTTP calls the benchmarks make), [`workdir`] (throw-away directories and
@@ -25,6 +27,7 @@
 mod check;
 mod claim;
 mod eval;
+mod floor;
 mod llm;
 mod logs;
 mod server;
@@ -45,10 +48,18 @@ pub(crate) struct Env {
     pub(crate) plue: PathBuf,
 }
 
-const USAGE: &str = "eval, check, steps, claim, logs, webhook, llm or all";
+const USAGE: &str = "eval, check, steps, claim, logs, webhook, llm, floor or all";
 
 fn main() -> Result<()> {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).cloned().unwrap_or_else(|| "all".into());
+    if which == "floor" {
+        // On one thread, as a runner runs its steps; no `plue` binary needed.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(floor::run(&args[2..]));
+    }
     if ![
         "eval", "check", "steps", "claim", "logs", "webhook", "llm", "all",
     ]
