@@ -208,3 +208,39 @@ async fn one_step(bash: &Path, dir: &Path, user: Option<StepUser>) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_default_and_parse() {
+        let parsed = parse(&[]).unwrap();
+        assert_eq!(
+            (parsed.steps, parsed.parallel, parsed.quiet),
+            (STEPS, 1, false)
+        );
+        let parsed = parse(&args(&["--steps", "502", "--parallel", "2", "--quiet"])).unwrap();
+        assert_eq!(
+            (parsed.steps, parsed.parallel, parsed.quiet),
+            (502, 2, true)
+        );
+    }
+
+    #[test]
+    fn bad_arguments_say_what_is_wrong() {
+        for (bad, says) in [
+            (&["--steps", "0"][..], "positive number, not '0'"),
+            (&["--parallel", "two"][..], "positive number, not 'two'"),
+            (&["--steps"][..], "--steps needs a number"),
+            (&["--fast"][..], "unknown argument '--fast'"),
+        ] {
+            let err = parse(&args(bad)).err().expect("refused").to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+}
