@@ -396,7 +396,9 @@ impl Inner {
 
     async fn spawn_worker(&self) -> Result<Worker, EvalError> {
         let command = &self.config.command;
-        let mut child = Command::new(&command.program)
+        let mut starting = Command::new(&command.program);
+        crate::worker::layout::set_before_exec(&mut starting);
+        let mut child = starting
             .args(&command.args)
             .arg(MEMORY_FLAG)
             .arg(self.config.limits.memory_bytes.to_string())

@@ -12,7 +12,7 @@ mod convert;
 mod guard;
 mod host;
 mod interpreter;
-mod layout;
+pub(crate) mod layout;
 mod lockdown;
 mod zygote;
 
