@@ -121,7 +121,7 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
             for raw in body.lines() {
                 let line: Line = serde_json::from_str(raw).context("a log line")?;
                 let text = if color {
-                    line.text
+                    line.text.as_str().into()
                 } else {
                     strip_ansi(&line.text)
                 };
@@ -133,11 +133,7 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
 }
 
 fn print_line(label: &str, text: &str, color: bool) -> anyhow::Result<()> {
-    let text = if color {
-        text.to_string()
-    } else {
-        strip_ansi(text)
-    };
+    let text = if color { text.into() } else { strip_ansi(text) };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{label}{text}")?;
     out.flush()?;

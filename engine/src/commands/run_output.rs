@@ -12,6 +12,7 @@
 //! Tool calls print as `→ read_file {"path":..}`, results as `← ok (123 bytes)` or
 //! `← error: ...`, usage as one summary line.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
@@ -204,29 +205,34 @@ impl Printer {
                 };
                 let Some(last) = lines.last() else { break };
                 let next = (last.attempt, last.seq);
-                // Stdout is line-buffered: one write for the page, not one per line.
+                // Stdout is line-buffered: one write for the page, not one per line. Plain
+                // lines (nearly all) are copied into the buffer as they are: no formatting
+                // and no allocation per line.
                 let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
                 for line in &lines {
                     let text = if self.color {
-                        line.text.clone()
+                        Cow::Borrowed(line.text.as_str())
                     } else {
                         strip_ansi(&line.text)
                     };
                     if line.stream == "token" {
-                        write!(out, "{}", self.tokens.token(id, &label, &text))?;
+                        out.write_all(self.tokens.token(id, &label, &text).as_bytes())?;
                         continue;
                     }
-                    write!(out, "{}", self.tokens.close())?;
+                    out.write_all(self.tokens.close().as_bytes())?;
                     let dim = matches!(
                         line.stream.as_str(),
                         "system" | "tool_call" | "tool_result" | "usage"
                     );
-                    let text = typed_line(&line.stream, &text).unwrap_or(text);
+                    let typed = typed_line(&line.stream, &text);
+                    let text = typed.as_deref().unwrap_or(&text);
+                    out.write_all(label.as_bytes())?;
                     if dim && self.color {
-                        writeln!(out, "{label}{DIM}{text}{RESET}")?;
+                        write!(out, "{DIM}{text}{RESET}")?;
                     } else {
-                        writeln!(out, "{label}{text}")?;
+                        out.write_all(text.as_bytes())?;
                     }
+                    out.write_all(b"\n")?;
                 }
                 out.flush()?;
                 if let Some(state) = self.steps.get_mut(&id) {
@@ -438,9 +444,10 @@ pub(crate) fn human_ms(ms: i64) -> String {
 }
 
 /// Removes ANSI escape sequences (CSI and OSC) for uncoloured output.
-pub(crate) fn strip_ansi(text: &str) -> String {
+/// Borrows `text` when it has none (almost every line): no copy per printed line.
+pub(crate) fn strip_ansi(text: &str) -> Cow<'_, str> {
     if !text.contains('\x1b') {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -470,7 +477,7 @@ pub(crate) fn strip_ansi(text: &str) -> String {
             _ => {}
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The `--summary-json` document.
