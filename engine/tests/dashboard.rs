@@ -556,7 +556,26 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .screenshot(&shots.join("dashboard-cancelled.png"))
         .await;
 
-    // The runners page: the local pool's counts and its runners.
+    // The runners page: the local pool's counts and its runners. A local runner takes one
+    // step and leaves, so the one that ran the cancelled step is gone and its replacement
+    // may still be starting (counted, not yet listed): wait until both are registered.
+    support::wait_for(Duration::from_secs(10), "two live runners", || async {
+        let runners: Value = http
+            .get(format!("{}/api/runners", engine.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let live = runners
+            .as_array()?
+            .iter()
+            .filter(|r| r["state"] != "gone")
+            .count();
+        (live >= 2).then_some(())
+    })
+    .await;
     browser.goto(&format!("{}/runners", engine.url)).await;
     let pool = browser
         .wait(
