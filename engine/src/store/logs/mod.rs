@@ -8,6 +8,7 @@
 //! twice. Reads are ordered by (attempt, seq), which is also the SSE event id
 //! `"{attempt}:{seq}"`, so a reader resumes exactly where it stopped.
 
+mod chunk_encoding;
 mod sqlite_chunks;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Log lines on SQLite, stored as chunks: one row holds up to [`CHUNK_LINES`] consecutive
-//! lines of one attempt, as a JSON array of `[seq, stream, text, ts]`.
+//! lines of one attempt, encoded as [`chunk_encoding`] says.
 //!
 //! A row per line made each line six bound values passed through sqlx to SQLite's thread
 //! and one b-tree insert; a chunk is one value and one insert for hundreds of lines, which
@@ -16,12 +16,11 @@
 //! - A batch is stored whole or not at all: one statement, or one transaction that first
 //!   writes to its step run's row (the store's rule for transactions that read first).
 
-use std::borrow::Cow;
-
 use anyhow::Context;
 use runner::protocol::LogLine;
 use sqlx::SqlitePool;
 
+use super::chunk_encoding;
 use super::StoredLine;
 
 /// Lines per chunk at most. A reader whose cursor is inside a chunk parses all of it, so a
@@ -62,9 +61,6 @@ pub(super) const LAST_LINES: &str = "\
 
 pub(super) const COUNT: &str =
     "SELECT COALESCE(SUM(line_count), 0) FROM log_chunks WHERE step_run_id = $1";
-
-/// A line of a chunk as stored: `[seq, stream, text, ts]`.
-type ChunkLine<'a> = (u64, Cow<'a, str>, Cow<'a, str>, i64);
 
 /// Appends the lines of attempt `attempt`; returns how many were new.
 pub(super) async fn append(
@@ -134,7 +130,7 @@ pub(super) async fn read(
             .fetch_all(pool)
             .await?;
         for (attempt, text) in &chunks {
-            let lines: Vec<ChunkLine> = serde_json::from_str(text)
+            let lines = chunk_encoding::decode(text)
                 .with_context(|| format!("a stored chunk of step run {step_run_id}'s lines"))?;
             lines_read += lines.len();
             for (seq, stream, text, ts) in lines {
@@ -145,8 +141,8 @@ pub(super) async fn read(
                 page.push(StoredLine {
                     attempt: *attempt,
                     seq,
-                    stream: stream.into_owned(),
-                    text: text.into_owned(),
+                    stream,
+                    text,
                     ts,
                 });
             }
@@ -206,23 +202,12 @@ fn bind_chunk<'q>(
     chunk: &[&LogLine],
 ) -> anyhow::Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>> {
     let last = chunk.last().map_or(0, |l| l.seq);
-    let encoded: Vec<ChunkLine> = chunk
-        .iter()
-        .map(|l| {
-            (
-                l.seq,
-                Cow::Borrowed(l.stream.as_str()),
-                Cow::Borrowed(l.text.as_str()),
-                l.ts_ms,
-            )
-        })
-        .collect();
     Ok(query
         .bind(step_run_id)
         .bind(attempt)
         .bind(i64::try_from(last).context("line seq out of range")?)
         .bind(chunk.len() as i64)
-        .bind(serde_json::to_string(&encoded).context("encoding a chunk of lines")?))
+        .bind(chunk_encoding::encode(chunk).context("encoding a chunk of lines")?))
 }
 
 #[cfg(test)]
