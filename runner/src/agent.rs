@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures::FutureExt;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -844,6 +845,8 @@ struct NextBatch {
 }
 
 const STAMP_EVERY: u32 = 64;
+/// Lines [`NextBatch::take_ready`] takes from the channel at once, at most.
+const TAKE_GROUP: usize = 64;
 
 impl NextBatch {
     /// [`NextBatch::push`] for a line the sender waited for: it starts a burst.
@@ -853,17 +856,25 @@ impl NextBatch {
     }
 
     /// Adds the lines ready now, until the batch is full; returns whether the channel is
-    /// still open.
+    /// still open. Lines are taken [`TAKE_GROUP`] at a time: the channel's room is given
+    /// back once per group, not once per line (a lock each). A group may take a batch past
+    /// [`MAX_BATCH_BYTES`] by at most its lines, 1 MiB.
     fn take_ready(
         &mut self,
         lines: &mut mpsc::Receiver<(Stream, String)>,
         masker: &Masker,
     ) -> bool {
+        let mut group = Vec::with_capacity(TAKE_GROUP);
         while !self.full() {
-            match lines.try_recv() {
-                Ok(line) => self.push(line, masker),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            let room = TAKE_GROUP.min(wire::MAX_BATCH_LINES.saturating_sub(self.lines.len()));
+            // Ready, or not: `None` is a channel with nothing ready now, which sends what
+            // the batch holds. Unconstrained: never waiting, this takes no turn from other
+            // tasks, and tokio's budget would otherwise cut a batch at 128 groups.
+            let ready = tokio::task::unconstrained(lines.recv_many(&mut group, room.max(1)));
+            match ready.now_or_never() {
+                Some(0) => return false,
+                Some(_) => group.drain(..).for_each(|line| self.push(line, masker)),
+                None => break,
             }
         }
         true
@@ -1326,6 +1337,37 @@ mod tests {
         assert!(next.take().lines.is_empty());
     }
 
+    #[tokio::test]
+    async fn lines_ready_are_taken_in_order_up_to_a_full_batch_and_a_closed_channel_is_seen() {
+        let masker = Masker::default();
+        let total = wire::MAX_BATCH_LINES + 100;
+        let (tx, mut rx) = mpsc::channel(total);
+        for n in 0..total {
+            tx.send((Stream::Stdout, n.to_string())).await.unwrap();
+        }
+        let mut next = NextBatch::default();
+        assert!(next.take_ready(&mut rx, &masker), "still open");
+        assert!(next.full());
+        let first = next.take();
+        assert_eq!(first.lines.len(), wire::MAX_BATCH_LINES);
+        // What did not fit stays in the channel, in order, and the channel's room is back.
+        assert_eq!(rx.len(), total - wire::MAX_BATCH_LINES);
+        assert_eq!(tx.capacity(), wire::MAX_BATCH_LINES);
+        drop(tx);
+        assert!(!next.take_ready(&mut rx, &masker), "closed once drained");
+        let rest = next.take();
+        let texts: Vec<String> = first
+            .lines
+            .into_iter()
+            .chain(rest.lines)
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts, (0..total).map(|n| n.to_string()).collect::<Vec<_>>());
+        // Nothing ready and still open: nothing taken, no wait.
+        let (_tx, mut idle) = mpsc::channel::<(Stream, String)>(4);
+        assert!(next.take_ready(&mut idle, &masker));
+        assert!(next.take().lines.is_empty());
+    }
     #[test]
     fn the_reason_and_every_output_are_masked_and_stay_within_limits() {
         // regression: only log lines were masked; an llm step's `result` (the model's text)
