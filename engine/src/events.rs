@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, Notify};
 
-use crate::store::StoredLine;
+use runner::protocol::LogLine;
 
 /// How many bytes of tapped lines may wait for their reader; past it, batches are dropped
 /// (the reader reads them from the store).
@@ -58,11 +58,13 @@ struct Tap {
     waiting: Arc<AtomicUsize>,
 }
 
-/// A batch of lines of one step run as the store just stored them, in order.
+/// A batch of lines of one attempt of a step run as the store just stored them, in
+/// order: the runner's lines themselves, handed on without a copy.
 #[derive(Debug)]
 pub struct TappedLines {
     pub step_run_id: i64,
-    pub lines: Vec<StoredLine>,
+    pub attempt: i64,
+    pub lines: Vec<LogLine>,
     /// Returns the batch's bytes to its tap's budget when the reader drops it.
     _budget: Budget,
 }
@@ -112,9 +114,10 @@ impl Events {
         taps.contains_key(&run_id)
     }
 
-    /// Hands `lines`, just stored for `step_run_id` of `run_id`, to the run's tap, if it
-    /// has one and the batch fits in its budget. Call before sending the `Logs` event.
-    pub fn offer_lines(&self, run_id: i64, step_run_id: i64, lines: Vec<StoredLine>) {
+    /// Hands `lines`, just stored for attempt `attempt` of `step_run_id` of `run_id`, to
+    /// the run's tap, if it has one and the batch fits in its budget. Call before sending
+    /// the `Logs` event.
+    pub fn offer_lines(&self, run_id: i64, step_run_id: i64, attempt: i64, lines: Vec<LogLine>) {
         let mut taps = lock(&self.taps);
         let Some(tap) = taps.get(&run_id) else {
             return;
@@ -131,6 +134,7 @@ impl Events {
         }
         let batch = TappedLines {
             step_run_id,
+            attempt,
             lines,
             _budget: Budget {
                 bytes,
@@ -153,13 +157,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn line(seq: i64, text: &str) -> StoredLine {
-        StoredLine {
-            attempt: 1,
+    fn line(seq: u64, text: &str) -> LogLine {
+        LogLine {
             seq,
-            stream: "stdout".into(),
+            stream: runner::protocol::Stream::Stdout,
             text: text.into(),
-            ts: 0,
+            ts_ms: 0,
         }
     }
 
@@ -169,9 +172,9 @@ mod tests {
         assert!(!events.tapped(7));
         let mut tap = events.tap_lines(7);
         assert!(events.tapped(7));
-        events.offer_lines(7, 70, vec![line(1, "a"), line(2, "b")]);
-        events.offer_lines(8, 80, vec![line(1, "other run")]);
-        events.offer_lines(7, 71, vec![line(1, "c")]);
+        events.offer_lines(7, 70, 1, vec![line(1, "a"), line(2, "b")]);
+        events.offer_lines(8, 80, 1, vec![line(1, "other run")]);
+        events.offer_lines(7, 71, 1, vec![line(1, "c")]);
         let first = tap.try_recv().unwrap();
         assert_eq!((first.step_run_id, first.lines.len()), (70, 2));
         assert_eq!(tap.try_recv().unwrap().lines[0].text, "c");
@@ -184,7 +187,7 @@ mod tests {
         let mut tap = events.tap_lines(1);
         let big = "x".repeat(1 << 20);
         for seq in 1..=40 {
-            events.offer_lines(1, 10, vec![line(seq, &big)]);
+            events.offer_lines(1, 10, 1, vec![line(seq, &big)]);
         }
         let mut kept = Vec::new();
         while let Ok(batch) = tap.try_recv() {
@@ -197,7 +200,7 @@ mod tests {
         );
         // Read batches give their room back.
         kept.clear();
-        events.offer_lines(1, 10, vec![line(41, &big)]);
+        events.offer_lines(1, 10, 1, vec![line(41, &big)]);
         assert_eq!(tap.try_recv().unwrap().lines[0].seq, 41);
     }
 
@@ -206,6 +209,6 @@ mod tests {
         let events = Events::default();
         drop(events.tap_lines(3));
         assert!(!events.tapped(3));
-        events.offer_lines(3, 30, vec![line(1, "nobody reads this")]);
+        events.offer_lines(3, 30, 1, vec![line(1, "nobody reads this")]);
     }
 }

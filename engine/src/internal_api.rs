@@ -44,7 +44,7 @@ use crate::json_body::JsonBody;
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
-    now_ms, AttemptOwner, Claimed, NewBlob, NewRunner, RedeemedToken, Registration, StoredLine,
+    now_ms, AttemptOwner, Claimed, NewBlob, NewRunner, RedeemedToken, Registration,
 };
 use crate::tokens;
 
@@ -552,18 +552,7 @@ async fn logs(
     // sent again stores nothing, or only what its first copy did not) and in order.
     let in_order = batch.lines.windows(2).all(|w| w[1].seq == w[0].seq + 1);
     if stored == batch.lines.len() as u64 && in_order && events.tapped(owner.run_id) {
-        let lines = batch
-            .lines
-            .into_iter()
-            .map(|line| StoredLine {
-                attempt: owner.number,
-                seq: line.seq as i64,
-                stream: line.stream.as_str().to_owned(),
-                text: line.text,
-                ts: line.ts_ms,
-            })
-            .collect();
-        events.offer_lines(owner.run_id, owner.step_run_id, lines);
+        events.offer_lines(owner.run_id, owner.step_run_id, owner.number, batch.lines);
     }
     events.send(Event::Logs {
         run_id: owner.run_id,

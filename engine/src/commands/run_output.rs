@@ -19,6 +19,7 @@ use std::io::Write;
 use engine::events::TappedLines;
 use engine::executor::rules::parse_status;
 use engine::store::{StepRunRow, Store, StoredLine};
+use runner::protocol::LogLine;
 use serde::Serialize;
 
 const COLORS: [&str; 6] = [
@@ -26,6 +27,43 @@ const COLORS: [&str; 6] = [
 ];
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
+
+/// A page of one step run's lines to print: a batch from the engine's tap (the runner's
+/// lines as they came, all of one attempt) or lines read from the store.
+enum Page {
+    Tapped { attempt: i64, lines: Vec<LogLine> },
+    Stored(Vec<StoredLine>),
+}
+
+impl Page {
+    fn len(&self) -> usize {
+        match self {
+            Page::Tapped { lines, .. } => lines.len(),
+            Page::Stored(lines) => lines.len(),
+        }
+    }
+
+    /// `(attempt, seq)` of line `i`.
+    fn position(&self, i: usize) -> (i64, i64) {
+        match self {
+            Page::Tapped { attempt, lines } => (*attempt, seq_of(&lines[i])),
+            Page::Stored(lines) => (lines[i].attempt, lines[i].seq),
+        }
+    }
+
+    /// `(stream, text)` of line `i`.
+    fn line(&self, i: usize) -> (&str, &str) {
+        match self {
+            Page::Tapped { lines, .. } => (lines[i].stream.as_str(), &lines[i].text),
+            Page::Stored(lines) => (&lines[i].stream, &lines[i].text),
+        }
+    }
+}
+
+/// A runner's line's seq as the store keeps it (the engine refuses a seq past `i64`).
+fn seq_of(line: &LogLine) -> i64 {
+    i64::try_from(line.seq).unwrap_or(i64::MAX)
+}
 
 /// Whether to colour output: never with `NO_COLOR`, else when stdout is a terminal.
 pub(crate) fn use_color() -> bool {
@@ -137,25 +175,28 @@ impl Printer {
 
     /// The tapped lines of `step_run_id` that continue its cursor, if the next batch does
     /// (batches the cursor already passed are dropped on the way).
-    fn take_tapped(&mut self, step_run_id: i64) -> Option<Vec<StoredLine>> {
+    fn take_tapped(&mut self, step_run_id: i64) -> Option<Page> {
         let cursor = self.steps.get(&step_run_id)?.cursor;
         let queue = self.tapped.get_mut(&step_run_id)?;
         while let Some(batch) = queue.front() {
             let printed = batch
                 .lines
-                .partition_point(|l| (l.attempt, l.seq) <= cursor);
+                .partition_point(|l| (batch.attempt, seq_of(l)) <= cursor);
             let Some(first) = batch.lines.get(printed) else {
                 queue.pop_front();
                 continue;
             };
-            let next = (first.attempt, first.seq);
+            let next = (batch.attempt, seq_of(first));
             // The very first line of a step run, or the line right after the cursor.
             if next != (cursor.0, cursor.1 + 1) && !(cursor == (0, 0) && next == (1, 1)) {
                 return None;
             }
             let mut batch = queue.pop_front()?;
             batch.lines.drain(..printed);
-            return Some(std::mem::take(&mut batch.lines));
+            return Some(Page::Tapped {
+                attempt: batch.attempt,
+                lines: std::mem::take(&mut batch.lines),
+            });
         }
         None
     }
@@ -199,32 +240,31 @@ impl Printer {
             let label = self.label(id, &step_id);
             loop {
                 let cursor = self.steps[&id].cursor;
-                let lines = match self.take_tapped(id) {
-                    Some(lines) => lines,
-                    None => store.read_logs(id, cursor, 5000).await?,
+                let page = match self.take_tapped(id) {
+                    Some(page) => page,
+                    None => Page::Stored(store.read_logs(id, cursor, 5000).await?),
                 };
-                let Some(last) = lines.last() else { break };
-                let next = (last.attempt, last.seq);
+                let Some(next) = page.len().checked_sub(1).map(|i| page.position(i)) else {
+                    break;
+                };
                 // Stdout is line-buffered: one write for the page, not one per line. Plain
                 // lines (nearly all) are copied into the buffer as they are: no formatting
                 // and no allocation per line.
                 let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-                for line in &lines {
+                for i in 0..page.len() {
+                    let (stream, text) = page.line(i);
                     let text = if self.color {
-                        Cow::Borrowed(line.text.as_str())
+                        Cow::Borrowed(text)
                     } else {
-                        strip_ansi(&line.text)
+                        strip_ansi(text)
                     };
-                    if line.stream == "token" {
+                    if stream == "token" {
                         out.write_all(self.tokens.token(id, &label, &text).as_bytes())?;
                         continue;
                     }
                     out.write_all(self.tokens.close().as_bytes())?;
-                    let dim = matches!(
-                        line.stream.as_str(),
-                        "system" | "tool_call" | "tool_result" | "usage"
-                    );
-                    let typed = typed_line(&line.stream, &text);
+                    let dim = matches!(stream, "system" | "tool_call" | "tool_result" | "usage");
+                    let typed = typed_line(stream, &text);
                     let text = typed.as_deref().unwrap_or(&text);
                     out.write_all(label.as_bytes())?;
                     if dim && self.color {
@@ -584,25 +624,35 @@ mod tests {
         Printer::new(&[step], false, true)
     }
 
+    /// Offers lines of one attempt, as `(attempt, seq)`.
     fn offer(events: &engine::events::Events, lines: &[(i64, i64)]) {
+        let attempt = lines[0].0;
         let lines = lines
             .iter()
-            .map(|&(attempt, seq)| StoredLine {
-                attempt,
-                seq,
-                stream: "stdout".into(),
-                text: format!("{attempt}:{seq}"),
-                ts: 0,
+            .map(|&(a, seq)| {
+                assert_eq!(a, attempt, "a batch is of one attempt");
+                LogLine {
+                    seq: seq as u64,
+                    stream: runner::protocol::Stream::Stdout,
+                    text: format!("{attempt}:{seq}"),
+                    ts_ms: 0,
+                }
             })
             .collect();
-        events.offer_lines(1, 5, lines);
+        events.offer_lines(1, 5, attempt, lines);
     }
 
     fn taken(printer: &mut Printer) -> Option<Vec<(i64, i64)>> {
-        let lines = printer.take_tapped(5)?;
-        let last = lines.last().map(|l| (l.attempt, l.seq))?;
-        printer.steps.get_mut(&5).unwrap().cursor = last;
-        Some(lines.iter().map(|l| (l.attempt, l.seq)).collect())
+        let page = printer.take_tapped(5)?;
+        let positions: Vec<(i64, i64)> = (0..page.len()).map(|i| page.position(i)).collect();
+        for (i, &(attempt, seq)) in positions.iter().enumerate() {
+            assert_eq!(
+                page.line(i),
+                ("stdout", format!("{attempt}:{seq}").as_str())
+            );
+        }
+        printer.steps.get_mut(&5).unwrap().cursor = *positions.last()?;
+        Some(positions)
     }
 
     #[test]
