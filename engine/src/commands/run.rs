@@ -141,7 +141,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // The lines the engine stores print from its copy, not read back (those stored before
     // this, or left out of the tap, are read).
-    let mut tap = executor.events().tap_lines(run_id);
+    let tap = executor.events().tap_lines(run_id);
     let mut to_approve: BTreeSet<String> = args.approve.iter().cloned().collect();
     let plan = executor.plan(run_id).await?;
     if let Err(problem) = approval_steps(&plan, &to_approve) {
@@ -158,6 +158,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         steps.len()
     );
     let mut printer = Printer::new(&steps, use_color(), true);
+    // Every tapped batch is offered before its `Logs` event is sent: the event wakes this
+    // loop, and the printer drains the tap as it prints.
+    printer.listen(tap);
     let all: Vec<i64> = steps.iter().map(|s| s.id).collect();
     let mut interrupt_count = 0;
     let mut seen = Seen::default();
@@ -184,7 +187,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             _ = hangup.recv() => reader_gone = true,
             event = events.recv() => seen.note(event, run_id, &all),
-            Some(batch) = tap.recv() => printer.offer(batch),
             _ = tick.tick() => {
                 ticks += 1;
                 if ticks.is_multiple_of(10) {
@@ -206,9 +208,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         while let Ok(event) = events.try_recv() {
             seen.note(Ok(event), run_id, &all);
         }
-        while let Ok(batch) = tap.try_recv() {
-            printer.offer(batch);
-        }
+        printer.drain_tap();
         if seen.closed {
             break;
         }
@@ -245,9 +245,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             while let Ok(event) = events.try_recv() {
                 seen.note(Ok(event), run_id, &all);
             }
-            while let Ok(batch) = tap.try_recv() {
-                printer.offer(batch);
-            }
+            printer.drain_tap();
             let dirty = std::mem::take(&mut seen.dirty);
             if !reader_gone {
                 let printed = printer.print_in_order(&store, &steps, dirty).await;
@@ -274,9 +272,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let steps = store.step_states(run_id).await?;
-    while let Ok(batch) = tap.try_recv() {
-        printer.offer(batch);
-    }
+    printer.drain_tap();
     if !reader_gone {
         closed_output(printer.catch_up(&store, run_id, &steps).await)?;
     }

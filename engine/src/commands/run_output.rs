@@ -21,6 +21,7 @@ use engine::executor::rules::parse_status;
 use engine::store::{StepRunRow, Store, StoredLine};
 use runner::protocol::LogLine;
 use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const COLORS: [&str; 6] = [
     "\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[91m",
@@ -90,6 +91,8 @@ pub(crate) struct Printer {
     tokens: TokenLine,
     /// Batches from the engine's line tap not printed yet, by step run.
     tapped: HashMap<i64, VecDeque<TappedLines>>,
+    /// The engine's line tap, drained into `tapped` before the store is read.
+    tap: Option<UnboundedReceiver<TappedLines>>,
 }
 
 /// Where the running text of `token` lines stands on stdout.
@@ -160,6 +163,7 @@ impl Printer {
             order: steps.iter().map(|s| (s.id, s.step_id.clone())).collect(),
             tokens: TokenLine::default(),
             tapped: HashMap::new(),
+            tap: None,
         }
     }
 
@@ -173,9 +177,37 @@ impl Printer {
         }
     }
 
-    /// The tapped lines of `step_run_id` that continue its cursor, if the next batch does
-    /// (batches the cursor already passed are dropped on the way).
+    /// Prints from `tap` (the engine's tap of this run's lines) wherever it can.
+    pub(crate) fn listen(&mut self, tap: UnboundedReceiver<TappedLines>) {
+        self.tap = Some(tap);
+    }
+
+    /// Keeps the batches the tap holds now.
+    pub(crate) fn drain_tap(&mut self) {
+        let Some(mut tap) = self.tap.take() else {
+            return;
+        };
+        while let Ok(batch) = tap.try_recv() {
+            self.offer(batch);
+        }
+        self.tap = Some(tap);
+    }
+
+    /// The tapped lines of `step_run_id` that continue its cursor, if the next batch does;
+    /// the tap is drained first when none kept does. Lines stored while the printer prints
+    /// are in the tap by the time the store has them (the engine offers a batch right after
+    /// storing it): a page read from the store is then only a batch the tap left out.
     fn take_tapped(&mut self, step_run_id: i64) -> Option<Page> {
+        if let Some(page) = self.take_kept(step_run_id) {
+            return Some(page);
+        }
+        self.drain_tap();
+        self.take_kept(step_run_id)
+    }
+
+    /// [`Printer::take_tapped`] from the batches kept (those the cursor already passed are
+    /// dropped on the way).
+    fn take_kept(&mut self, step_run_id: i64) -> Option<Page> {
         let cursor = self.steps.get(&step_run_id)?.cursor;
         let queue = self.tapped.get_mut(&step_run_id)?;
         while let Some(batch) = queue.front() {
@@ -653,6 +685,20 @@ mod tests {
         }
         printer.steps.get_mut(&5).unwrap().cursor = *positions.last()?;
         Some(positions)
+    }
+
+    #[test]
+    fn a_batch_still_in_the_tap_is_printed_from_it_not_read_back() {
+        let events = engine::events::Events::default();
+        let mut printer = printer_of_one_step(5);
+        printer.listen(events.tap_lines(1));
+        assert_eq!(taken(&mut printer), None, "nothing tapped yet");
+        // Stored while the printer printed: in the tap, not yet drained.
+        offer(&events, &[(1, 1), (1, 2)]);
+        offer(&events, &[(1, 3)]);
+        assert_eq!(taken(&mut printer), Some(vec![(1, 1), (1, 2)]));
+        assert_eq!(taken(&mut printer), Some(vec![(1, 3)]));
+        assert_eq!(taken(&mut printer), None);
     }
 
     #[test]
