@@ -1002,7 +1002,8 @@ fn bad_requests(held: &Holding) -> Vec<Case> {
         Case::new("logs with an unknown stream", own("logs"), a, batch(vec![json!({"seq": 2, "stream": "stdin", "text": "t", "ts_ms": 0})]), 422),
         Case::new("logs with an unknown line field", own("logs"), a, batch(vec![json!({"seq": 2, "stream": "stdout", "text": "t", "ts_ms": 0, "x": 1})]), 422),
         Case::new("logs with a line missing its text", own("logs"), a, batch(vec![json!({"seq": 2, "stream": "stdout", "ts_ms": 0})]), 422),
-        Case::new("logs with too many lines", own("logs"), a, batch(too_many_lines), 400),
+        // Refused while it is read, before a line past the limit is built.
+        Case::new("logs with too many lines", own("logs"), a, batch(too_many_lines), 422),
         Case::new("logs with a body over the size limit", own("logs"), a, " ".repeat(33 << 20), 413),
         Case::new("complete with an unknown outcome", own("complete"), a, completion("outcome", json!("exploded")), 422),
         Case::new("complete without lines", own("complete"), a, text(json!({"outcome": "failed", "exit_code": 1, "reason": null})), 422),

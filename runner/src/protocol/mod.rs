@@ -27,6 +27,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod log_batch;
+
 pub const REGISTER: &str = "/internal/runners/register";
 pub const HEARTBEAT: &str = "/internal/runners/heartbeat";
 pub const POLL: &str = "/internal/runners/poll";
@@ -286,8 +288,9 @@ impl Stream {
     }
 }
 
-/// One line of a step's log. Sent as the array `[seq, stream, text, ts_ms]`; the object
-/// with these names is read too (serde reads a struct from either).
+/// One line of a step's log. A batch is usually sent packed ([`log_batch`]); in its lines
+/// form a line is the array `[seq, stream, text, ts_ms]`, and the object with these names is
+/// read too (serde reads a struct from either).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogLine {
@@ -315,8 +318,9 @@ impl Serialize for LogLine {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Lines of an attempt, sent packed ([`log_batch`] says how it is written and read).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "log_batch::WireBatch")]
 pub struct LogBatch {
     /// In increasing seq order (the engine refuses a batch that is not); at most
     /// [`MAX_BATCH_LINES`]. A batch sent again stores only its lines the engine lacks.
@@ -445,23 +449,16 @@ mod tests {
     }
 
     #[test]
-    fn a_log_line_is_sent_as_an_array_and_read_in_either_form() {
+    fn the_lines_form_of_earlier_runners_is_read_with_lines_as_arrays_or_objects() {
         let line = LogLine {
             seq: 7,
             stream: Stream::Stderr,
             text: "a \"b\"\n".into(),
             ts_ms: 1_795_533_494_271,
         };
-        let sent = serde_json::to_string(&LogBatch {
-            lines: vec![line.clone()],
-        })
-        .unwrap();
+        let array = r#"{"lines":[[7,"stderr","a \"b\"\n",1795533494271]]}"#;
         assert_eq!(
-            sent,
-            r#"{"lines":[[7,"stderr","a \"b\"\n",1795533494271]]}"#
-        );
-        assert_eq!(
-            serde_json::from_str::<LogBatch>(&sent).unwrap().lines,
+            serde_json::from_str::<LogBatch>(array).unwrap().lines,
             std::slice::from_ref(&line)
         );
         let object =
@@ -476,6 +473,7 @@ mod tests {
             r#"{"lines":[[7,"stderr","x",1,2]]}"#,
             r#"{"lines":[[7,"nope","x",1]]}"#,
             r#"{"lines":[{"seq":7,"stream":"stderr","text":"x","ts_ms":1,"more":1}]}"#,
+            r#"{"lines":[],"more":1}"#,
         ] {
             assert!(serde_json::from_str::<LogBatch>(bad).is_err(), "{bad}");
         }
