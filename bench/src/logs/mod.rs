@@ -2,7 +2,7 @@
 //! them.
 //!
 //! - [`ingest`] — raw store ingest: `Store::append_logs` of 1,000,000 lines in batches of
-//!   5,000 (the runner's batches are up to 10,000 lines), on SQLite and PostgreSQL, one
+//!   5,000 (the runner's batches are up to 40,000 lines), on SQLite and PostgreSQL, one
 //!   writer and four at once; zero loss checked with `count_logs`.
 //! - [`end_to_end`] — a step running `seq 1 1000000`: through `plue run` (SQLite, which
 //!   also prints every line) and `plue serve` (SQLite and PostgreSQL); lines/s from the

@@ -133,7 +133,7 @@ impl Handoff {
 /// The longest log line the engine stores; runners split longer ones.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// The most lines in one [`LogBatch`].
-pub const MAX_BATCH_LINES: usize = 10_000;
+pub const MAX_BATCH_LINES: usize = 40_000;
 /// The most outputs one step may set, and the longest value.
 pub const MAX_OUTPUTS: usize = 256;
 pub const MAX_OUTPUT_VALUE_BYTES: usize = 64 * 1024;
