@@ -856,9 +856,12 @@ impl NextBatch {
     }
 
     /// Adds the lines ready now, until the batch is full; returns whether the channel is
-    /// still open. Lines are taken [`TAKE_GROUP`] at a time: the channel's room is given
-    /// back once per group, not once per line (a lock each). A group may take a batch past
-    /// [`MAX_BATCH_BYTES`] by at most its lines, 1 MiB.
+    /// still open. Lines are taken up to [`TAKE_GROUP`] at a time: the channel's room is
+    /// given back once per group, not once per line (a lock each). A group is no larger
+    /// than the bytes the batch has left allow at [`wire::MAX_LINE_BYTES`] a line, so a
+    /// batch goes past [`MAX_BATCH_BYTES`] by one line at most, as when lines were taken
+    /// one by one (JSON may write a control byte in six: the engine's body limit has room
+    /// for that, not for more).
     fn take_ready(
         &mut self,
         lines: &mut mpsc::Receiver<(Stream, String)>,
@@ -866,7 +869,10 @@ impl NextBatch {
     ) -> bool {
         let mut group = Vec::with_capacity(TAKE_GROUP);
         while !self.full() {
-            let room = TAKE_GROUP.min(wire::MAX_BATCH_LINES.saturating_sub(self.lines.len()));
+            let bytes_left = MAX_BATCH_BYTES.saturating_sub(self.bytes) / wire::MAX_LINE_BYTES;
+            let room = TAKE_GROUP
+                .min(wire::MAX_BATCH_LINES.saturating_sub(self.lines.len()))
+                .min(bytes_left);
             // Ready, or not: `None` is a channel with nothing ready now, which sends what
             // the batch holds. Unconstrained: never waiting, this takes no turn from other
             // tasks, and tokio's budget would otherwise cut a batch at 128 groups.
@@ -1335,6 +1341,29 @@ mod tests {
             .iter()
             .all(|l| l.text.len() <= wire::MAX_LINE_BYTES));
         assert!(next.take().lines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lines_taken_in_groups_pass_the_batch_bytes_by_one_line_at_most() {
+        let masker = Masker::default();
+        let long = "x".repeat(wire::MAX_LINE_BYTES);
+        let total = 2 * MAX_BATCH_BYTES / wire::MAX_LINE_BYTES;
+        let (tx, mut rx) = mpsc::channel(total + 7);
+        // A few short lines first, so that no group ends exactly on the limit.
+        for _ in 0..7 {
+            tx.send((Stream::Stdout, "short".into())).await.unwrap();
+        }
+        for _ in 0..total {
+            tx.send((Stream::Stdout, long.clone())).await.unwrap();
+        }
+        let mut next = NextBatch::default();
+        assert!(next.take_ready(&mut rx, &masker));
+        assert!(next.full());
+        let bytes: usize = next.take().lines.iter().map(|l| l.text.len()).sum();
+        assert!(
+            (MAX_BATCH_BYTES..MAX_BATCH_BYTES + wire::MAX_LINE_BYTES).contains(&bytes),
+            "{bytes} bytes in a batch"
+        );
     }
 
     #[tokio::test]

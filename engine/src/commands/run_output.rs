@@ -194,9 +194,11 @@ impl Printer {
     }
 
     /// The tapped lines of `step_run_id` that continue its cursor, if the next batch does;
-    /// the tap is drained first when none kept does. Lines stored while the printer prints
-    /// are in the tap by the time the store has them (the engine offers a batch right after
-    /// storing it): a page read from the store is then only a batch the tap left out.
+    /// the tap is drained first when none kept does. The engine offers a batch right after
+    /// storing it, so lines stored while the printer printed are usually in the tap by now;
+    /// the store is read for the rest (a batch the tap left out, or one offered a moment
+    /// after this looked), and a tapped batch is only ever used from the line right after
+    /// the cursor.
     fn take_tapped(&mut self, step_run_id: i64) -> Option<Page> {
         if let Some(page) = self.take_kept(step_run_id) {
             return Some(page);

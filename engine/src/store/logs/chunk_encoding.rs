@@ -124,7 +124,8 @@ fn expand<T: Clone>(
 ) -> anyhow::Result<Vec<(T, bool)>> {
     let mut out = Vec::with_capacity(lines);
     for (value, count) in runs {
-        if count == 0 || out.len() + count > lines {
+        // `lines - out.len()`: never below zero, where `out.len() + count` could wrap.
+        if count == 0 || count > lines - out.len() {
             bail!("the runs of {what} do not add up to the chunk's {lines} lines");
         }
         out.push((value.clone(), true));
@@ -240,6 +241,9 @@ mod tests {
             r#"{"seq":1,"seqs":[1],"ts":[[5,1]],"streams":[["stdout",1]],"text":["a"]}"#,
             r#"{"seq":18446744073709551615,"ts":[[5,2]],"streams":[["stdout",2]],"text":["a","b"]}"#,
             r#"{"seq":1,"ts":[[5,1]],"streams":[["stdout",1]],"text":["a"],"extra":1}"#,
+            // A count that would wrap the running total (found by review: it panicked).
+            r#"{"seq":1,"ts":[[5,1],[1,18446744073709551615]],"streams":[["stdout",1]],"text":["a"]}"#,
+            r#"{"seq":1,"ts":[[5,1]],"streams":[["stdout",1],["stderr",18446744073709551615]],"text":["a"]}"#,
         ] {
             assert!(decode(bad).is_err(), "{bad}");
         }
