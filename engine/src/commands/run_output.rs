@@ -11,6 +11,9 @@
 //! prefixed line); any other line, of this step or another, first ends an open token line.
 //! Tool calls print as `→ read_file {"path":..}`, results as `← ok (123 bytes)` or
 //! `← error: ...`, usage as one summary line.
+//!
+//! Past 600 lines, a fifth of them tests: the live printer, its typed lines and the final
+//! summary are one output contract, kept together so that they format alike.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};

@@ -1,0 +1,316 @@
+//! An attempt's log sender: masks, numbers and batches the lines its processes print and
+//! sends them to the engine, one batch in flight at a time.
+//!
+//! Invariants: every line is sent once, in the order it came, numbered from 1 without a
+//! gap (a retried batch is the same batch); a batch holds at most
+//! [`wire::MAX_BATCH_LINES`] lines and passes [`MAX_BATCH_BYTES`] by one line at most; no
+//! line is longer than [`wire::MAX_LINE_BYTES`] (a longer one, or one a mask lengthened,
+//! is cut on character boundaries); a line is stamped when it came, not when it was sent.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{now_ms, Engine};
+use crate::mask::Masker;
+use crate::protocol::{self as wire, LogBatch, LogLine, Stream};
+
+/// The most bytes of text in one log batch (the engine accepts far more).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Masks, numbers and sends lines in batches: whatever arrives while a batch is in flight
+/// is masked and numbered meanwhile, and goes in the next one (one batch in flight at a
+/// time: the engine stores an attempt's batches in the order they come). Returns the
+/// number of lines sent.
+pub(super) async fn send_logs(
+    engine: Engine,
+    attempt: i64,
+    mut lines: mpsc::Receiver<(Stream, String)>,
+    masker: Arc<Masker>,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    let path = wire::logs_path(attempt);
+    let mut next = NextBatch::default();
+    let mut open = true;
+    loop {
+        if next.lines.is_empty() {
+            if !open {
+                break;
+            }
+            match lines.recv().await {
+                Some(line) => next.push_after_wait(line, &masker),
+                None => break,
+            }
+        }
+        // What is ready now joins the batch.
+        open = open && next.take_ready(&mut lines, &masker);
+        let body = next.take();
+        let send = engine.send::<_, wire::LogAck>(&path, &body, None, &stop);
+        tokio::pin!(send);
+        let ack = loop {
+            tokio::select! {
+                biased;
+                ack = &mut send => break ack?,
+                line = lines.recv(), if open && !next.full() => match line {
+                    Some(line) => {
+                        next.push_after_wait(line, &masker);
+                        open = next.take_ready(&mut lines, &masker);
+                    }
+                    None => open = false,
+                },
+            }
+        };
+        if ack.cancel {
+            cancel.cancel();
+        }
+    }
+    Ok(next.seq)
+}
+
+/// The lines of the batch [`send_logs`] sends next, masked and numbered as they come.
+#[derive(Default)]
+struct NextBatch {
+    lines: Vec<LogLine>,
+    bytes: usize,
+    /// The last seq given.
+    seq: u64,
+    /// When the lines of the burst now arriving are stamped: the clock is read for the
+    /// first line after a wait and again every [`STAMP_EVERY`] lines (a burst arrives
+    /// within microseconds; stamps are in milliseconds).
+    stamp: Option<(i64, u32)>,
+}
+
+const STAMP_EVERY: u32 = 64;
+/// Lines [`NextBatch::take_ready`] takes from the channel at once, at most.
+const TAKE_GROUP: usize = 64;
+
+impl NextBatch {
+    /// [`NextBatch::push`] for a line the sender waited for: it starts a burst.
+    fn push_after_wait(&mut self, line: (Stream, String), masker: &Masker) {
+        self.stamp = None;
+        self.push(line, masker);
+    }
+
+    /// Adds the lines ready now, until the batch is full; returns whether the channel is
+    /// still open. Lines are taken up to [`TAKE_GROUP`] at a time: the channel's room is
+    /// given back once per group, not once per line (a lock each). A group is no larger
+    /// than the bytes the batch has left allow at [`wire::MAX_LINE_BYTES`] a line, so a
+    /// batch goes past [`MAX_BATCH_BYTES`] by one line at most, as when lines were taken
+    /// one by one (JSON may write a control byte in six: the engine's body limit has room
+    /// for that, not for more).
+    fn take_ready(
+        &mut self,
+        lines: &mut mpsc::Receiver<(Stream, String)>,
+        masker: &Masker,
+    ) -> bool {
+        let mut group = Vec::with_capacity(TAKE_GROUP);
+        while !self.full() {
+            let bytes_left = MAX_BATCH_BYTES.saturating_sub(self.bytes) / wire::MAX_LINE_BYTES;
+            let room = TAKE_GROUP
+                .min(wire::MAX_BATCH_LINES.saturating_sub(self.lines.len()))
+                .min(bytes_left);
+            // Ready, or not: `None` is a channel with nothing ready now, which sends what
+            // the batch holds. Unconstrained: never waiting, this takes no turn from other
+            // tasks, and tokio's budget would otherwise cut a batch at 128 groups.
+            let ready = tokio::task::unconstrained(lines.recv_many(&mut group, room.max(1)));
+            match ready.now_or_never() {
+                Some(0) => return false,
+                Some(_) => group.drain(..).for_each(|line| self.push(line, masker)),
+                None => break,
+            }
+        }
+        true
+    }
+
+    fn push(&mut self, (stream, text): (Stream, String), masker: &Masker) {
+        let ts_ms = match &mut self.stamp {
+            Some((ts, uses)) if *uses < STAMP_EVERY => {
+                *uses += 1;
+                *ts
+            }
+            stamp => stamp.insert((now_ms(), 1)).0,
+        };
+        self.bytes += text.len();
+        // Masking may lengthen a line (a secret shorter than the mask); the engine refuses
+        // lines over the limit, so such a line is split like an over-long one. Nothing else
+        // is changed: a token line keeps its `\n`s and spaces.
+        let masked = match masker.mask(&text) {
+            // Nothing to mask (the usual case): the line itself, not a copy.
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(masked) => masked,
+        };
+        let mut push = |text| {
+            self.seq += 1;
+            self.lines.push(LogLine {
+                seq: self.seq,
+                stream,
+                text,
+                ts_ms,
+            });
+        };
+        if masked.len() <= wire::MAX_LINE_BYTES {
+            push(masked);
+        } else {
+            fit_line(masked).into_iter().for_each(push);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.lines.len() >= wire::MAX_BATCH_LINES || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    /// The batch to send (at most [`wire::MAX_BATCH_LINES`] lines: a line split in pieces
+    /// may have gone past it; the rest waits for the next).
+    fn take(&mut self) -> LogBatch {
+        let rest = if self.lines.len() > wire::MAX_BATCH_LINES {
+            self.lines.split_off(wire::MAX_BATCH_LINES)
+        } else {
+            Vec::new()
+        };
+        self.bytes = rest.iter().map(|line| line.text.len()).sum();
+        LogBatch {
+            lines: std::mem::replace(&mut self.lines, rest),
+        }
+    }
+}
+
+/// `text` as it is if it fits in a line, else cut on character boundaries into pieces of at
+/// most [`wire::MAX_LINE_BYTES`].
+fn fit_line(text: String) -> Vec<String> {
+    if text.len() <= wire::MAX_LINE_BYTES {
+        return vec![text];
+    }
+    let mut pieces = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(wire::MAX_LINE_BYTES);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        pieces.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_that_fit_are_untouched_and_long_ones_split_on_char_boundaries() {
+        // regression guard: token lines carry `\n` and edge spaces, which must survive.
+        assert_eq!(fit_line(" a\nb \n".into()), [" a\nb \n"]);
+        let long = "é".repeat(wire::MAX_LINE_BYTES / 2) + "x";
+        let pieces = fit_line(long.clone());
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|p| p.len() <= wire::MAX_LINE_BYTES));
+        assert_eq!(pieces.concat(), long);
+    }
+
+    #[test]
+    fn a_line_that_came_after_a_wait_is_stamped_when_it_came() {
+        // regression (review): lines arriving while a batch was in flight, seconds apart
+        // when the engine was slow to answer, all took the first one's stamp.
+        let masker = Masker::default();
+        let mut next = NextBatch::default();
+        next.push_after_wait((Stream::Stdout, "a".into()), &masker);
+        next.push((Stream::Stdout, "a burst".into()), &masker);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        next.push_after_wait((Stream::Stdout, "b".into()), &masker);
+        let stamps: Vec<i64> = next.take().lines.iter().map(|l| l.ts_ms).collect();
+        assert_eq!(stamps[0], stamps[1]);
+        assert!(stamps[2] >= stamps[0] + 30, "{stamps:?}");
+    }
+
+    #[test]
+    fn a_batch_never_holds_more_lines_than_the_engine_takes() {
+        // A secret shorter than its mask makes a line of secrets longer than the limit, so
+        // it is sent in pieces: the last line of a nearly full batch may add several.
+        let masker = Masker::new(["é"]);
+        let mut next = NextBatch::default();
+        for n in 0..wire::MAX_BATCH_LINES - 1 {
+            next.push((Stream::Stdout, n.to_string()), &masker);
+        }
+        assert!(!next.full());
+        next.push(
+            (Stream::Stdout, "é".repeat(wire::MAX_LINE_BYTES / 2)),
+            &masker,
+        );
+        assert!(next.full());
+        let first = next.take();
+        assert_eq!(first.lines.len(), wire::MAX_BATCH_LINES);
+        let rest = next.take();
+        assert!(!rest.lines.is_empty());
+        let seqs: Vec<u64> = first
+            .lines
+            .iter()
+            .chain(&rest.lines)
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        assert!(rest
+            .lines
+            .iter()
+            .all(|l| l.text.len() <= wire::MAX_LINE_BYTES));
+        assert!(next.take().lines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lines_taken_in_groups_pass_the_batch_bytes_by_one_line_at_most() {
+        let masker = Masker::default();
+        let long = "x".repeat(wire::MAX_LINE_BYTES);
+        let total = 2 * MAX_BATCH_BYTES / wire::MAX_LINE_BYTES;
+        let (tx, mut rx) = mpsc::channel(total + 7);
+        // A few short lines first, so that no group ends exactly on the limit.
+        for _ in 0..7 {
+            tx.send((Stream::Stdout, "short".into())).await.unwrap();
+        }
+        for _ in 0..total {
+            tx.send((Stream::Stdout, long.clone())).await.unwrap();
+        }
+        let mut next = NextBatch::default();
+        assert!(next.take_ready(&mut rx, &masker));
+        assert!(next.full());
+        let bytes: usize = next.take().lines.iter().map(|l| l.text.len()).sum();
+        assert!(
+            (MAX_BATCH_BYTES..MAX_BATCH_BYTES + wire::MAX_LINE_BYTES).contains(&bytes),
+            "{bytes} bytes in a batch"
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_ready_are_taken_in_order_up_to_a_full_batch_and_a_closed_channel_is_seen() {
+        let masker = Masker::default();
+        let total = wire::MAX_BATCH_LINES + 100;
+        let (tx, mut rx) = mpsc::channel(total);
+        for n in 0..total {
+            tx.send((Stream::Stdout, n.to_string())).await.unwrap();
+        }
+        let mut next = NextBatch::default();
+        assert!(next.take_ready(&mut rx, &masker), "still open");
+        assert!(next.full());
+        let first = next.take();
+        assert_eq!(first.lines.len(), wire::MAX_BATCH_LINES);
+        // What did not fit stays in the channel, in order, and the channel's room is back.
+        assert_eq!(rx.len(), total - wire::MAX_BATCH_LINES);
+        assert_eq!(tx.capacity(), wire::MAX_BATCH_LINES);
+        drop(tx);
+        assert!(!next.take_ready(&mut rx, &masker), "closed once drained");
+        let rest = next.take();
+        let texts: Vec<String> = first
+            .lines
+            .into_iter()
+            .chain(rest.lines)
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts, (0..total).map(|n| n.to_string()).collect::<Vec<_>>());
+        // Nothing ready and still open: nothing taken, no wait.
+        let (_tx, mut idle) = mpsc::channel::<(Stream, String)>(4);
+        assert!(next.take_ready(&mut idle, &masker));
+        assert!(next.take().lines.is_empty());
+    }
+}
