@@ -18,6 +18,8 @@
 //! or that mixes the two forms is refused — an error, never lines made up — and its counts
 //! are checked before any line is built.
 
+use std::borrow::Borrow;
+
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize};
 
@@ -25,20 +27,31 @@ use super::{LogBatch, LogLine, Stream, MAX_BATCH_LINES};
 
 impl Serialize for LogBatch {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let consecutive = self
-            .lines
+        PackedLines(&self.lines).serialize(serializer)
+    }
+}
+
+/// Lines (owned, or borrowed: the engine's store writes its log chunks this way too),
+/// serialized as a [`LogBatch`] is: packed, or in the lines form when their seqs do not
+/// follow each other. A [`LogBatch`] reads either back.
+pub struct PackedLines<'a, L>(pub &'a [L]);
+
+impl<L: Borrow<LogLine> + Serialize> Serialize for PackedLines<'_, L> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let lines = self.0;
+        let consecutive = lines
             .windows(2)
-            .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
-        let Some(first) = self.lines.first().filter(|_| consecutive) else {
+            .all(|w| w[0].borrow().seq.checked_add(1) == Some(w[1].borrow().seq));
+        let Some(first) = lines.first().filter(|_| consecutive) else {
             let mut batch = serializer.serialize_struct("LogBatch", 1)?;
-            batch.serialize_field("lines", &self.lines)?;
+            batch.serialize_field("lines", lines)?;
             return batch.end();
         };
         let mut ts: Vec<(i64, u64)> = Vec::new();
         let mut streams: Vec<(Stream, u64)> = Vec::new();
         // The timestamp of the current run.
         let mut run_ts = 0i64;
-        for line in &self.lines {
+        for line in lines.iter().map(Borrow::borrow) {
             match ts.last_mut() {
                 Some((_, count)) if line.ts_ms == run_ts => *count += 1,
                 _ => {
@@ -52,20 +65,20 @@ impl Serialize for LogBatch {
             }
         }
         let mut batch = serializer.serialize_struct("LogBatch", 4)?;
-        batch.serialize_field("seq", &first.seq)?;
+        batch.serialize_field("seq", &first.borrow().seq)?;
         batch.serialize_field("ts", &ts)?;
         batch.serialize_field("streams", &streams)?;
-        batch.serialize_field("text", &Texts(&self.lines))?;
+        batch.serialize_field("text", &Texts(lines))?;
         batch.end()
     }
 }
 
 /// The texts of lines, serialized as an array without collecting them first.
-struct Texts<'a>(&'a [LogLine]);
+struct Texts<'a, L>(&'a [L]);
 
-impl Serialize for Texts<'_> {
+impl<L: Borrow<LogLine>> Serialize for Texts<'_, L> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|line| line.text.as_str()))
+        serializer.collect_seq(self.0.iter().map(|line| line.borrow().text.as_str()))
     }
 }
 

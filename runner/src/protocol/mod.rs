@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 
 mod log_batch;
 
+pub use log_batch::PackedLines;
+
 pub const REGISTER: &str = "/internal/runners/register";
 pub const HEARTBEAT: &str = "/internal/runners/heartbeat";
 pub const POLL: &str = "/internal/runners/poll";

@@ -1,84 +1,32 @@
 //! The `lines` value of a `log_chunks` row: how a chunk's lines are written and read.
 //!
-//! Written as one JSON object that says once what the lines share — the first seq (every
-//! seq only when they are not consecutive), the timestamps and the streams as runs of
-//! equal values — and then the texts:
-//! `{"seq":41,"ts":[[1795552332349,500],[1,12]],"streams":[["stdout",512]],"text":["41",…]}`.
-//! A timestamp run holds how far it is from the run before it (the first run: from 0).
-//! A line of output is usually a few bytes, and its seq, stream and timestamp written out
-//! in full (`[41,"stdout","41",1795552332349]`, the first form) were most of the bytes
-//! SQLite wrote, to its write-ahead log and again at every checkpoint.
+//! Written as the runner protocol writes a log batch ([`PackedLines`]): once what the lines
+//! share — the first seq, the timestamps and the streams as runs of equal values — and then
+//! the texts: `{"seq":41,"ts":[[1795552332349,500],[1,12]],"streams":[["stdout",512]],
+//! "text":["41",…]}`; lines whose seqs do not follow each other in the batch's lines form.
+//! Read back by the protocol's own [`LogBatch`] reader, which reads both. A line of output
+//! is usually a few bytes, and its seq, stream and timestamp written out in full
+//! (`[41,"stdout","41",1795552332349]`, the first form) were most of the bytes SQLite
+//! wrote, to its write-ahead log and again at every checkpoint.
 //!
-//! Both forms are read: chunks written before (`[[seq, stream, text, ts], …]`, also what
-//! the migration from a row per line wrote) read as they always did.
+//! Chunks of the first form (`[[seq, stream, text, ts], …]`, also what the migration from
+//! a row per line wrote) read as they always did.
 //!
 //! Invariants: [`decode`] of [`encode`] gives back every line, in order, field for field,
 //! whatever the values (timestamps are differenced with wrapping arithmetic, so even a
 //! runner's absurd clock round-trips); a value that does not add up (runs that do not
-//! cover the texts exactly, a seq past `u64`) is an error, never lines made up.
+//! cover the texts exactly, a seq past `u64`) is an error, never lines made up. Being the
+//! protocol's form, it is read for as long as the engine reads runners' earlier batches.
 
-use anyhow::{bail, Context};
-use runner::protocol::LogLine;
-use serde::{Deserialize, Serialize};
+use anyhow::Context;
+use runner::protocol::{LogBatch, LogLine, PackedLines};
 
 /// A line as a chunk gives it back: `(seq, stream, text, ts)`.
 pub(super) type DecodedLine = (u64, String, String, i64);
 
-/// The written form, borrowing the lines.
-#[derive(Serialize)]
-struct Packed<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seqs: Option<Vec<u64>>,
-    ts: Vec<(i64, usize)>,
-    streams: Vec<(&'static str, usize)>,
-    text: Vec<&'a str>,
-}
-
-/// The read form.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Unpacked {
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(default)]
-    seqs: Option<Vec<u64>>,
-    ts: Vec<(i64, usize)>,
-    streams: Vec<(String, usize)>,
-    text: Vec<String>,
-}
-
 /// The `lines` value of a chunk of `lines` (in seq order, at least one).
 pub(super) fn encode(lines: &[&LogLine]) -> serde_json::Result<String> {
-    let consecutive = lines
-        .windows(2)
-        .all(|w| w[0].seq.checked_add(1) == Some(w[1].seq));
-    let mut ts: Vec<(i64, usize)> = Vec::new();
-    let mut streams: Vec<(&'static str, usize)> = Vec::new();
-    // The timestamp of the current run (the previous run's, when a new one starts).
-    let mut run_ts = 0i64;
-    for line in lines {
-        match ts.last_mut() {
-            Some((_, count)) if line.ts_ms == run_ts => *count += 1,
-            _ => {
-                ts.push((line.ts_ms.wrapping_sub(run_ts), 1));
-                run_ts = line.ts_ms;
-            }
-        }
-        let stream = line.stream.as_str();
-        match streams.last_mut() {
-            Some((name, count)) if *name == stream => *count += 1,
-            _ => streams.push((stream, 1)),
-        }
-    }
-    serde_json::to_string(&Packed {
-        seq: consecutive.then(|| lines.first().map_or(0, |l| l.seq)),
-        seqs: (!consecutive).then(|| lines.iter().map(|l| l.seq).collect()),
-        ts,
-        streams,
-        text: lines.iter().map(|l| l.text.as_str()).collect(),
-    })
+    serde_json::to_string(&PackedLines(lines))
 }
 
 /// The lines of a chunk's `lines` value, in either form.
@@ -87,54 +35,19 @@ pub(super) fn decode(value: &str) -> anyhow::Result<Vec<DecodedLine>> {
         // The first form: an array of `[seq, stream, text, ts]`.
         return serde_json::from_str(value).context("a chunk of the first form");
     }
-    let packed: Unpacked = serde_json::from_str(value).context("a packed chunk")?;
-    let count = packed.text.len();
-    let seqs: Vec<u64> = match (packed.seq, packed.seqs) {
-        (Some(first), None) => (0..count as u64)
-            .map(|i| first.checked_add(i).context("a seq past the largest"))
-            .collect::<anyhow::Result<_>>()?,
-        (None, Some(seqs)) if seqs.len() == count => seqs,
-        (None, Some(seqs)) => bail!("{} seqs for {count} lines", seqs.len()),
-        _ => bail!("a packed chunk has either `seq` or `seqs`"),
-    };
-    let ts = expand(packed.ts.into_iter(), count, "timestamps")?;
-    let streams = expand(packed.streams.into_iter(), count, "streams")?;
-    let mut lines = Vec::with_capacity(count);
-    let mut at = 0i64;
-    let mut ts = ts.into_iter();
-    let mut streams = streams.into_iter();
-    for (seq, text) in seqs.into_iter().zip(packed.text) {
-        let (Some((delta, first_of_run)), Some((stream, _))) = (ts.next(), streams.next()) else {
-            unreachable!("both expanded to one value per line");
-        };
-        if first_of_run {
-            at = at.wrapping_add(delta);
-        }
-        lines.push((seq, stream, text, at));
-    }
-    Ok(lines)
-}
-
-/// Runs of `(value, count)` as one `(value, first of its run)` per line; the counts must
-/// cover exactly `lines` lines.
-fn expand<T: Clone>(
-    runs: impl Iterator<Item = (T, usize)>,
-    lines: usize,
-    what: &str,
-) -> anyhow::Result<Vec<(T, bool)>> {
-    let mut out = Vec::with_capacity(lines);
-    for (value, count) in runs {
-        // `lines - out.len()`: never below zero, where `out.len() + count` could wrap.
-        if count == 0 || count > lines - out.len() {
-            bail!("the runs of {what} do not add up to the chunk's {lines} lines");
-        }
-        out.push((value.clone(), true));
-        out.extend(std::iter::repeat_n((value, false), count - 1));
-    }
-    if out.len() != lines {
-        bail!("the runs of {what} do not add up to the chunk's {lines} lines");
-    }
-    Ok(out)
+    let batch: LogBatch = serde_json::from_str(value).context("a packed chunk")?;
+    Ok(batch
+        .lines
+        .into_iter()
+        .map(|line| {
+            (
+                line.seq,
+                line.stream.as_str().to_owned(),
+                line.text,
+                line.ts_ms,
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]
