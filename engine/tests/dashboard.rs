@@ -560,14 +560,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     // step and leaves, so the one that ran the cancelled step is gone and its replacement
     // may still be starting (counted, not yet listed): wait until both are registered.
     support::wait_for(Duration::from_secs(10), "two live runners", || async {
-        let runners: Value = http
-            .get(format!("{}/api/runners", engine.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let runners = support::poll_json(&http, &format!("{}/api/runners", engine.url)).await?;
         let live = runners
             .as_array()?
             .iter()

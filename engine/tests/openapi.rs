@@ -178,14 +178,7 @@ async fn seed(sandbox: &Sandbox, engine: &str) {
         Duration::from_secs(30),
         "run 1 to wait at its gate",
         || async {
-            let run: serde_json::Value = client
-                .get(format!("{engine}/api/runs/1"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let run = support::run_view(&client, engine, 1).await?;
             (run["status"] == "waiting").then_some(())
         },
     )

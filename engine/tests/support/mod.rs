@@ -487,10 +487,11 @@ where
     }
 }
 
-/// The run (`GET /api/runs/{id}`), or `None` while the engine does not answer.
-pub(crate) async fn run_view(client: &reqwest::Client, engine: &str, run_id: i64) -> Option<Value> {
+/// The JSON `GET url` answers, or `None` while the engine does not answer with one
+/// ([`get_json`] where it must).
+pub(crate) async fn poll_json(client: &reqwest::Client, url: &str) -> Option<Value> {
     let response = client
-        .get(format!("{engine}/api/runs/{run_id}"))
+        .get(url)
         .timeout(Duration::from_secs(5))
         .send()
         .await
@@ -499,6 +500,11 @@ pub(crate) async fn run_view(client: &reqwest::Client, engine: &str, run_id: i64
         return None;
     }
     response.json().await.ok()
+}
+
+/// The run (`GET /api/runs/{id}`), or `None` while the engine does not answer.
+pub(crate) async fn run_view(client: &reqwest::Client, engine: &str, run_id: i64) -> Option<Value> {
+    poll_json(client, &format!("{engine}/api/runs/{run_id}")).await
 }
 
 /// Waits until the run is final and returns it.
