@@ -4,7 +4,9 @@
 //! - [`check_clean`] refuses NUL, every other C0 control except the ones a [`TextKind`]
 //!   allows (tab; newline in multi-line text), DEL, C1 controls and the bidi overrides and
 //!   isolates (U+202A–U+202E, U+2066–U+2069) that make text display in another order
-//!   than it runs. PostgreSQL refuses NUL in `TEXT`; terminals act on the rest.
+//!   than it runs. PostgreSQL refuses NUL in `TEXT`; terminals act on the rest. People's
+//!   text the engine keeps ([`TextKind::UserLine`]: token names, approval comments) loses
+//!   the bidi marks too; [`check_clean_field`] names the field, position and code point.
 //! - [`escape_line`] turns any text into one printable line: controls, bidi controls and
 //!   line separators become `\n`, `\x1b`, `\u{202e}`. Backslashes are left alone, so
 //!   escaping twice changes nothing.
@@ -21,11 +23,20 @@ pub enum TextKind {
     Line,
     /// Code, prompts and env values: newline and tab allowed.
     MultiLine,
+    /// One line of people's text that the engine keeps and shows beside other text (API
+    /// and runner token names, approval comments): as [`TextKind::Line`], and the bidi
+    /// marks (U+200E, U+200F, U+061C) too, which such text never needs.
+    UserLine,
 }
 
 /// Bidi embedding, override and isolate controls.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Bidi marks: invisible, they change the direction of the neutral characters beside them.
+fn is_bidi_mark(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 /// Characters shown escaped in messages.
@@ -36,19 +47,49 @@ fn needs_escape(c: char) -> bool {
 /// `Ok` when `text` carries no character [`TextKind`] refuses; otherwise the first
 /// offending character, escaped, for the message.
 pub fn check_clean(text: &str, kind: TextKind) -> Result<(), String> {
-    let bad = text.chars().find(|&c| match c {
-        '\t' => false,
-        '\n' => kind == TextKind::Line,
-        c => c.is_control() || is_bidi_control(c),
-    });
-    match bad {
+    match first_unclean(text, kind) {
         None => Ok(()),
-        Some('\0') => Err("contains a NUL character".into()),
-        Some(c) if is_bidi_control(c) => Err(format!(
+        Some((_, c)) => Err(describe_unclean(c)),
+    }
+}
+
+/// [`check_clean`] for a named field of a request: the message names the field, the
+/// offending character's position (in characters, from 1) and its code point.
+pub fn check_clean_field(field: &str, text: &str, kind: TextKind) -> Result<(), String> {
+    match first_unclean(text, kind) {
+        None => Ok(()),
+        Some((position, c)) => Err(format!(
+            "{field} {} (U+{:04X}) at character {position}",
+            describe_unclean(c),
+            c as u32
+        )),
+    }
+}
+
+/// The first character of `text` that `kind` refuses, with its position (from 1).
+fn first_unclean(text: &str, kind: TextKind) -> Option<(usize, char)> {
+    text.chars()
+        .zip(1..)
+        .find(|&(c, _)| match c {
+            '\t' => false,
+            '\n' => kind != TextKind::MultiLine,
+            c => {
+                c.is_control()
+                    || is_bidi_control(c)
+                    || (kind == TextKind::UserLine && is_bidi_mark(c))
+            }
+        })
+        .map(|(c, position)| (position, c))
+}
+
+fn describe_unclean(c: char) -> String {
+    match c {
+        '\0' => "contains a NUL character".into(),
+        c if is_bidi_control(c) || is_bidi_mark(c) => format!(
             "contains the bidirectional control character {}",
             escape_char(c)
-        )),
-        Some(c) => Err(format!("contains the control character {}", escape_char(c))),
+        ),
+        c => format!("contains the control character {}", escape_char(c)),
     }
 }
 
@@ -150,6 +191,25 @@ mod tests {
             .unwrap_err()
             .contains("bidirectional"));
         assert!(check_clean("é ü 漢字 🚀", TextKind::Line).is_ok());
+    }
+
+    #[test]
+    fn user_lines_refuse_bidi_marks_and_name_field_position_and_code_point() {
+        for mark in ['\u{200e}', '\u{200f}', '\u{61c}'] {
+            let text = format!("ok{mark}");
+            assert!(check_clean(&text, TextKind::Line).is_ok(), "plans keep marks");
+            assert!(check_clean(&text, TextKind::UserLine).is_err(), "{mark:?}");
+        }
+        assert_eq!(
+            check_clean_field("comment", "ok \u{202e}gnp.exe", TextKind::UserLine).unwrap_err(),
+            "comment contains the bidirectional control character \\u{202e} (U+202E) at character 4"
+        );
+        assert_eq!(
+            check_clean_field("name", "é\x1b", TextKind::UserLine).unwrap_err(),
+            "name contains the control character \\x1b (U+001B) at character 2"
+        );
+        assert!(check_clean_field("name", "a\nb", TextKind::UserLine).is_err());
+        assert!(check_clean_field("name", "déploiement\tprod 🚀", TextKind::UserLine).is_ok());
     }
 
     #[test]
