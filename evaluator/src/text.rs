@@ -197,7 +197,10 @@ mod tests {
     fn user_lines_refuse_bidi_marks_and_name_field_position_and_code_point() {
         for mark in ['\u{200e}', '\u{200f}', '\u{61c}'] {
             let text = format!("ok{mark}");
-            assert!(check_clean(&text, TextKind::Line).is_ok(), "plans keep marks");
+            assert!(
+                check_clean(&text, TextKind::Line).is_ok(),
+                "plans keep marks"
+            );
             assert!(check_clean(&text, TextKind::UserLine).is_err(), "{mark:?}");
         }
         assert_eq!(
