@@ -2,6 +2,13 @@
 //!
 //! Plain data. The worker exposes it to Python as a frozen object; two evaluations with
 //! equal contexts and equal sources give byte-identical plans.
+//!
+//! Invariant: text from `ctx` never becomes template syntax. Branch and file names, pull
+//! request branches and manual inputs are chosen by whoever triggers a run, and a trusted
+//! workflow pastes them into commands (quoted with `shlex.quote`, as it should); a
+//! `{{ raw steps.x.outputs.y }}` inside them must not be expanded there. So workflow code
+//! only ever sees [`EvalContext::as_template_text`]: every string with its `{{` escaped
+//! (`\{{`), which a step's template renders back to exactly the original text.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +65,32 @@ pub struct EvalContext {
 }
 
 impl EvalContext {
+    /// This context as workflow code sees it: every string (input names too) escaped with
+    /// [`crate::template::escape`], so that pasted into a template it renders as the same
+    /// text and never as a reference. Strings without `{{` are unchanged.
+    pub fn as_template_text(&self) -> EvalContext {
+        let text = |s: &String| crate::template::escape(s).into_owned();
+        EvalContext {
+            event: self.event,
+            repo: text(&self.repo),
+            git_ref: text(&self.git_ref),
+            branch: self.branch.as_ref().map(text),
+            sha: text(&self.sha),
+            pr: self.pr.as_ref().map(|pr| PullRequest {
+                number: pr.number,
+                base: text(&pr.base),
+                head: text(&pr.head),
+                action: text(&pr.action),
+            }),
+            changed_files: self.changed_files.iter().map(text).collect(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(name, value)| (text(name), text(value)))
+                .collect(),
+        }
+    }
+
     /// A context for local use (`plue eval`, `plue check`): a push of `branch`.
     pub fn local(event: Event, branch: &str) -> Self {
         let pr = (event == Event::PullRequest).then(|| PullRequest {

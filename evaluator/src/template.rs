@@ -8,7 +8,10 @@
 //! - `{{ raw steps.<id>.outputs.<key> }}` (and `raw` of a status) — the value pasted into
 //!   the command or script as code, unquoted: whoever controls the output controls the
 //!   step (unsafe by design, for text the author trusts: see the README);
-//! - `\{{` — a literal `{{`; `\\{{` — a literal `\` followed by a reference.
+//! - `\{{` — a literal `{{`; `\\{{` — a literal `\` followed by a reference; in a run of
+//!   backslashes before `{{` each pair is one `\` and an odd one left makes the `{{`
+//!   literal, so any text can be written as a template that renders to itself ([`escape`]:
+//!   how `ctx` text reaches a workflow, so it never becomes template syntax).
 //!
 //! Whitespace inside the braces is optional. Anything else between `{{` and `}}` (block
 //! helpers, `@root`, partials, `{{{`, comments) is an error: a template can never loop,
@@ -109,17 +112,17 @@ impl Template {
         let mut offset = 0;
         while let Some(pos) = rest.find("{{") {
             let before = &rest[..pos];
-            // `\{{` is a literal `{{`; `\\{{` is a literal `\` and a reference.
-            if before.ends_with("\\\\") {
-                literal.push_str(&before[..before.len() - 1]);
-            } else if let Some(kept) = before.strip_suffix('\\') {
-                literal.push_str(kept);
+            // The backslashes right before `{{`: each pair is one literal `\`, and an odd
+            // one left over makes the `{{` literal (`\{{` → `{{`, `\\{{` → `\` and a
+            // reference, `\\\{{` → `\{{`).
+            let run = before.len() - before.trim_end_matches('\\').len();
+            literal.push_str(&before[..before.len() - run]);
+            literal.extend(std::iter::repeat_n('\\', run / 2));
+            if run % 2 == 1 {
                 literal.push_str("{{");
                 offset += pos + 2;
                 rest = &rest[pos + 2..];
                 continue;
-            } else {
-                literal.push_str(before);
             }
             let start = offset + pos;
             let after = &rest[pos + 2..];
@@ -203,6 +206,29 @@ impl Template {
         }
         Ok(out)
     }
+}
+
+/// `text` as a template whose rendering is exactly `text`: every `{{` becomes literal (its
+/// backslashes doubled, one more added). For text that is data, not template syntax —
+/// every string of `ctx` ([`crate::EvalContext::as_template_text`]), which a workflow may
+/// paste into a command or prompt — so that `{{ raw ... }}` in a branch or file name is
+/// shown, never expanded. Text without `{{` is returned unchanged.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("{{") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut rest = text;
+    while let Some(pos) = rest.find("{{") {
+        let before = &rest[..pos];
+        let run = before.len() - before.trim_end_matches('\\').len();
+        out.push_str(before);
+        out.extend(std::iter::repeat_n('\\', run + 1));
+        out.push_str("{{");
+        rest = &rest[pos + 2..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// The inside of `{{ ... }}` as a [`Reference`], or why it is not one.

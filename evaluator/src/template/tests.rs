@@ -380,3 +380,47 @@ fn a_long_chain_checks_in_linear_time() {
     assert_eq!(messages(&plan(steps)), Vec::<String>::new());
     assert!(started.elapsed() < std::time::Duration::from_millis(500));
 }
+
+#[test]
+fn backslash_runs_before_braces_pair_up() {
+    let literal = |text: &str| Template::parse(text).unwrap().literal_text().0;
+    // Unchanged: one backslash escapes, two are a backslash and a reference.
+    assert_eq!(literal(r"\{{"), "{{");
+    assert_eq!(literal(r"\\{{ steps.a.status }}"), "\\\0");
+    // Each pair is one backslash; an odd one left makes the braces literal.
+    assert_eq!(literal(r"\\\{{"), r"\{{");
+    assert_eq!(literal(r"a\\\\{{ steps.a.status }}"), "a\\\\\0");
+    assert_eq!(literal(r"a\\\\\{{ x"), r"a\\{{ x");
+    // Backslashes elsewhere are text.
+    assert_eq!(literal(r"a\\b\ {{ steps.a.status }}"), "a\\\\b\\ \0");
+}
+
+#[test]
+fn escaped_text_renders_as_itself() {
+    // regression (issue 30): a manual input or file name holding template syntax was read
+    // as a template once a trusted workflow pasted it into a command.
+    for text in [
+        "",
+        "plain",
+        "{{ raw steps.a.outputs.x }}",
+        "'{{ raw steps.a.outputs.x }}'",
+        r"\{{ raw steps.a.outputs.x }}",
+        r"\\{{ raw steps.a.outputs.x }}",
+        r"a\\\{{ steps.a.status }}b\",
+        "{{{ steps.a.status }}}",
+        "{{{{",
+        "}}{{#each @root.steps}}{{/each}}",
+        "x{{",
+        "{{ steps.a.outputs.x }} and {{ raw steps.b.status }} \\",
+    ] {
+        let escaped = escape(text);
+        let template = Template::parse(&escaped).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(template.references().count(), 0, "{text} -> {escaped}");
+        assert_eq!(template.literal_text().0, text, "{text} -> {escaped}");
+        assert_eq!(
+            template.render(1 << 20, |_, _| unreachable!()).unwrap(),
+            text
+        );
+    }
+    assert!(matches!(escape("no braces"), std::borrow::Cow::Borrowed(_)));
+}

@@ -804,12 +804,19 @@ fn unhashable(what: &str) -> PyErr {
     ))
 }
 
-/// Makes the `ctx` object for one evaluation.
+/// Makes the `ctx` object for one evaluation. Its strings are template text
+/// ([`EvalContext::as_template_text`]): a `{{` in a branch or file name reaches a step as
+/// written, never as a reference.
 pub(crate) fn context<'py>(
     py: Python<'py>,
     ctx: EvalContext,
 ) -> PyResult<Bound<'py, ContextObject>> {
-    Bound::new(py, ContextObject { ctx })
+    Bound::new(
+        py,
+        ContextObject {
+            ctx: ctx.as_template_text(),
+        },
+    )
 }
 
 /// The `plue` module that workflows import.

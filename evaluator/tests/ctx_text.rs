@@ -1,0 +1,60 @@
+//! `ctx` text is data: a branch name, a changed file's name or a manual input that holds
+//! template syntax reaches a step exactly as written, through the real worker.
+
+mod support;
+use support::pool;
+
+use evaluator::plan::Action;
+use evaluator::template::Template;
+use evaluator::{EvalContext, Event};
+
+/// A trusted workflow: it quotes every ctx string it pastes into the secret-holding step.
+const WORKFLOW: &str = r#"
+import shlex
+
+def workflow(ctx):
+    files = " ".join(shlex.quote(f) for f in ctx.changed_files)
+    args = " ".join(shlex.quote(v) for v in ctx.inputs.values())
+    return Plan("p", steps=[
+        Step.bash("up", "echo x=1 >> $PLUE_OUTPUT"),
+        Step.bash(
+            "deploy",
+            "echo " + shlex.quote(ctx.branch) + " " + files + " " + args,
+            depends_on=["up"],
+            secrets=["DEPLOY_KEY"],
+        ),
+        Step.llm("review", prompt="Review " + ctx.pr.head, depends_on=["up"]),
+    ])
+"#;
+
+#[tokio::test]
+async fn ctx_text_never_becomes_template_syntax() {
+    // regression (issue 30): `{{ raw steps.up.outputs.x }}` in a manual input or a file
+    // name was expanded in the step (an upstream output pasted as code next to the
+    // step's secrets); `{{ steps.up.status }}` in a branch name failed validation.
+    let pool = pool().await;
+    let mut ctx = EvalContext::local(Event::PullRequest, "{{ steps.up.status }}");
+    ctx.changed_files = vec![
+        "{{ raw steps.up.outputs.x }}".into(),
+        r"a\{{ raw steps.up.outputs.x }}".into(),
+        r"b\\{{ raw steps.up.outputs.x }}".into(),
+    ];
+    ctx.inputs
+        .insert("target".into(), "$(id) {{ raw steps.up.outputs.x }}".into());
+    let evaluated = pool.evaluate("w.plue.py", WORKFLOW, &ctx).await.unwrap();
+    let Action::Bash { command } = &evaluated.plan.steps[1].action else {
+        panic!("{:?}", evaluated.plan.steps[1]);
+    };
+    let template = Template::parse(command).unwrap();
+    assert_eq!(template.references().count(), 0, "{command}");
+    assert_eq!(
+        template.literal_text().0,
+        r"echo '{{ steps.up.status }}' '{{ raw steps.up.outputs.x }}' 'a\{{ raw steps.up.outputs.x }}' 'b\\{{ raw steps.up.outputs.x }}' '$(id) {{ raw steps.up.outputs.x }}'"
+    );
+    let Action::Llm(llm) = &evaluated.plan.steps[2].action else {
+        panic!("{:?}", evaluated.plan.steps[2]);
+    };
+    let prompt = Template::parse(llm.prompt.as_deref().unwrap()).unwrap();
+    assert_eq!(prompt.references().count(), 0);
+    assert_eq!(prompt.literal_text().0, "Review {{ steps.up.status }}");
+}
