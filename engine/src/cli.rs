@@ -131,6 +131,64 @@ pub(crate) struct RunArgs {
     pub(crate) approve: Vec<String>,
     #[command(flatten)]
     pub(crate) event: EventArgs,
+    #[command(flatten)]
+    pub(crate) quotas: QuotaArgs,
+}
+
+/// What runs and repositories may keep in the blob store (workspaces handed on and
+/// artifacts, every attempt's, until retention deletes them). Bytes are the tars' stored
+/// bytes (a sparse file counts at its full size); files are artifact files. An upload past
+/// one fails its step with the quota and the figures.
+#[derive(Debug, Args)]
+pub(crate) struct QuotaArgs {
+    /// The most bytes one run keeps.
+    #[arg(long, env = "PLUE_QUOTA_RUN_BYTES", default_value_t = engine::artifacts::Quotas::default().run.bytes)]
+    pub(crate) quota_run_bytes: u64,
+    /// The most artifact files one run keeps.
+    #[arg(long, env = "PLUE_QUOTA_RUN_FILES", default_value_t = engine::artifacts::Quotas::default().run.files)]
+    pub(crate) quota_run_files: u64,
+    /// The most bytes one run of a pull request from a fork keeps.
+    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_BYTES", default_value_t = engine::artifacts::Quotas::default().fork_run.bytes)]
+    pub(crate) quota_fork_run_bytes: u64,
+    /// The most artifact files one run of a pull request from a fork keeps.
+    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_FILES", default_value_t = engine::artifacts::Quotas::default().fork_run.files)]
+    pub(crate) quota_fork_run_files: u64,
+    /// The most bytes the kept runs of one repository hold together.
+    #[arg(long, env = "PLUE_QUOTA_REPO_BYTES", default_value_t = engine::artifacts::Quotas::default().repository.bytes)]
+    pub(crate) quota_repo_bytes: u64,
+    /// The most artifact files the kept runs of one repository hold together.
+    #[arg(long, env = "PLUE_QUOTA_REPO_FILES", default_value_t = engine::artifacts::Quotas::default().repository.files)]
+    pub(crate) quota_repo_files: u64,
+    /// The part of --quota-repo-bytes a repository's runs of forks may hold together.
+    #[arg(long, env = "PLUE_QUOTA_REPO_FORK_BYTES", default_value_t = engine::artifacts::Quotas::default().repository_forks.bytes)]
+    pub(crate) quota_repo_fork_bytes: u64,
+    /// The part of --quota-repo-files a repository's runs of forks may hold together.
+    #[arg(long, env = "PLUE_QUOTA_REPO_FORK_FILES", default_value_t = engine::artifacts::Quotas::default().repository_forks.files)]
+    pub(crate) quota_repo_fork_files: u64,
+}
+
+impl QuotaArgs {
+    pub(crate) fn quotas(&self) -> engine::artifacts::Quotas {
+        use engine::artifacts::{Quota, Quotas};
+        Quotas {
+            run: Quota {
+                bytes: self.quota_run_bytes,
+                files: self.quota_run_files,
+            },
+            fork_run: Quota {
+                bytes: self.quota_fork_run_bytes,
+                files: self.quota_fork_run_files,
+            },
+            repository: Quota {
+                bytes: self.quota_repo_bytes,
+                files: self.quota_repo_files,
+            },
+            repository_forks: Quota {
+                bytes: self.quota_repo_fork_bytes,
+                files: self.quota_repo_fork_files,
+            },
+        }
+    }
 }
 
 /// Where the database is: a URL, or the embedded SQLite file in a data directory.
@@ -193,9 +251,16 @@ pub(crate) struct ServeArgs {
     /// Blobs of runs older than this many days are deleted (0: kept forever).
     #[arg(long, env = "PLUE_ARTIFACTS_RETENTION_DAYS", default_value_t = engine::artifacts::DEFAULT_RETENTION_DAYS)]
     pub(crate) artifacts_retention_days: u64,
+    #[command(flatten)]
+    pub(crate) quotas: QuotaArgs,
     /// This server's URL as users reach it (links in commit statuses).
     #[arg(long, env = "PLUE_PUBLIC_URL")]
     pub(crate) public_url: Option<String>,
+    /// A proxy (an ingress, a load balancer) whose X-Forwarded-For names the client: a
+    /// network (10.0.0.0/8) or one address; repeatable. The live-stream caps count the
+    /// right-most address no trusted proxy has; any other peer's header is ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = engine::api::followers::parse_trusted_proxy)]
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Milliseconds between runner heartbeats.
     #[arg(long, default_value_t = 2000)]
     pub(crate) heartbeat_ms: u64,

@@ -35,7 +35,7 @@ use runner::protocol::{
     self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse,
 };
 
-use crate::artifacts::{ArtifactError, Artifacts};
+use crate::artifacts::{ArtifactError, Artifacts, Upload};
 use crate::dispatch::Dispatch;
 use crate::events::Event;
 use crate::executor::{Executor, Report, RunnerSaid};
@@ -44,7 +44,7 @@ use crate::json_body::JsonBody;
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
-    now_ms, AttemptOwner, Claimed, NewBlob, NewRunner, RedeemedToken, Registration,
+    now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration,
 };
 use crate::tokens;
 
@@ -402,33 +402,31 @@ async fn put_blob(
         .step_id_of(owner.step_run_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no attempt {attempt_id}")))?;
-    let key = Artifacts::key(owner.run_id, &step_id, owner.number, kind);
+    let upload = Upload {
+        run_id: owner.run_id,
+        step_id,
+        attempt: owner.number,
+        kind,
+    };
     let stored = state
         .artifacts
-        .put(&key, kind, body.into_data_stream())
+        .upload(store, &upload, body.into_data_stream())
+        .await
+        .map_err(|e| blob_error(e, &upload.step_id))?;
+    match store.attempt_is_live(attempt_id).await {
+        Ok(true) => {}
+        live => {
+            state.artifacts.discard(&stored.key).await;
+            live?;
+            return Err(ended());
+        }
+    }
+    let step_id = upload.step_id.clone();
+    state
+        .artifacts
+        .record(store, upload, stored)
         .await
         .map_err(|e| blob_error(e, &step_id))?;
-    if !store.attempt_is_live(attempt_id).await? {
-        return Err(ended());
-    }
-    let files: Vec<(String, i64, String)> = stored
-        .files
-        .into_iter()
-        .map(|f| (f.path, i64::try_from(f.size).unwrap_or(i64::MAX), f.digest))
-        .collect();
-    store
-        .record_blob(&NewBlob {
-            run_id: owner.run_id,
-            step_id: &step_id,
-            attempt: owner.number,
-            kind: kind.as_str(),
-            key: &key,
-            size: i64::try_from(stored.size).unwrap_or(i64::MAX),
-            digest: &stored.digest,
-            files: &files,
-            now: now_ms(),
-        })
-        .await?;
     Ok(Json(Ack {}))
 }
 
@@ -499,7 +497,7 @@ fn blob_kind(text: &str) -> ApiResult<wire::BlobKind> {
 /// A blob failure as the runner sees it: its own problems are 4xx with the reason.
 fn blob_error(e: ArtifactError, step: &str) -> ApiError {
     match e {
-        ArtifactError::TooLarge { .. } => {
+        ArtifactError::TooLarge { .. } | ArtifactError::OverQuota { .. } => {
             ApiError::Client(StatusCode::PAYLOAD_TOO_LARGE, format!("step '{step}': {e}"))
         }
         ArtifactError::Refused(_) | ArtifactError::Body(_) => {
@@ -509,6 +507,7 @@ fn blob_error(e: ArtifactError, step: &str) -> ApiError {
             ApiError::not_found(format!("the blob of step '{step}' is gone (retention)"))
         }
         ArtifactError::Store(e) => ApiError::Internal(anyhow::anyhow!("blob store: {e}")),
+        ArtifactError::Record(e) => ApiError::Internal(e.context("recording a blob")),
     }
 }
 

@@ -5,14 +5,16 @@
 //!
 //! Invariants: a file is served only when the store lists it for that run and step (the
 //! latest attempt that kept artifacts), so a path never selects anything but a listed
-//! file of that blob; bodies stream from the blob store, never buffered whole.
+//! file of that blob; bodies stream from the blob store, never buffered whole; a listing
+//! is a page of at most [`MAX_PAGE`] files (default [`DEFAULT_PAGE`]) whose `Link` header
+//! names the next one, so no answer grows with the run.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-
+use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::views::{ArtifactView, ErrorView};
@@ -20,6 +22,27 @@ use super::{parse_run_id, ApiState, RunId};
 use crate::artifacts::ArtifactError;
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::BlobRow;
+
+/// Files in a listing page unless `limit` says otherwise.
+pub(crate) const DEFAULT_PAGE: i64 = 100;
+/// The most files in one listing page.
+pub(crate) const MAX_PAGE: i64 = 1000;
+
+/// A page of a run's artifacts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// At most this many files (default 100; below 1 counts as 1, above 1000 as 1000).
+    limit: Option<i64>,
+    /// Only the files after this one, as `STEP/PATH` (the `Link: rel="next"` header of
+    /// the previous page carries it).
+    #[param(example = "build/dist/out.txt")]
+    after: Option<String>,
+    /// Only this step's files.
+    #[param(example = "build")]
+    step: Option<String>,
+}
 
 /// A step's part of an artifact path.
 #[derive(IntoParams)]
@@ -55,12 +78,15 @@ pub(super) struct FilePath {
     path = "/api/runs/{id}/artifacts",
     tag = "runs",
     operation_id = "list_artifacts",
-    summary = "The files every step of a run kept (`artifacts=[...]`)",
-    params(RunId),
+    summary = "The files every step of a run kept (`artifacts=[...]`), a page at a time",
+    description = "Files in step and path order. When more follow, the `Link` header names \
+                   the next page (`rel=\"next\"`), the same query with `after` set.",
+    params(RunId, ListQuery),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Each kept file, by step", body = Vec<ArtifactView>),
-        (status = 400, description = "The id is not a run id", body = ErrorView),
+        (status = 200, description = "A page of kept files, by step and path", body = Vec<ArtifactView>,
+         headers(("Link" = String, description = "`</api/runs/{id}/artifacts?...&after=...>; rel=\"next\"` when more files follow"))),
+        (status = 400, description = "The id is not a run id, or an unknown or malformed query parameter", body = ErrorView),
         (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
         (status = 404, description = "No such run", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
@@ -69,16 +95,67 @@ pub(super) struct FilePath {
 pub(super) async fn list(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vec<ArtifactView>>> {
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
     let id = parse_run_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let after = query
+        .after
+        .as_deref()
+        .map(|after| {
+            after
+                .split_once('/')
+                .filter(|(step, name)| !step.is_empty() && !name.is_empty())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid artifacts cursor '{}': expected STEP/PATH",
+                        after.escape_debug()
+                    ))
+                })
+        })
+        .transpose()?;
     let store = state.executor.store();
     if store.run(id).await?.is_none() {
         return Err(ApiError::not_found(format!("no run {id}")));
     }
-    let rows = store.artifacts_of_run(id).await?;
-    Ok(Json(
-        rows.into_iter().map(|r| ArtifactView::new(id, r)).collect(),
-    ))
+    let mut rows = store
+        .artifacts_page(id, query.step.as_deref(), after, limit + 1)
+        .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more.then(|| rows.last()).flatten().map(|last| {
+        let mut url = format!("/api/runs/{id}/artifacts?limit={limit}");
+        if let Some(step) = &query.step {
+            url.push_str(&format!("&step={}", encode(step)));
+        }
+        url.push_str(&format!(
+            "&after={}",
+            encode(&format!("{}/{}", last.step_id, last.name))
+        ));
+        format!("<{url}>; rel=\"next\"")
+    });
+    let body = Json(
+        rows.into_iter()
+            .map(|r| ArtifactView::new(id, r))
+            .collect::<Vec<_>>(),
+    );
+    Ok(match next {
+        Some(link) => ([(header::LINK, link)], body).into_response(),
+        None => body.into_response(),
+    })
+}
+
+/// `text` as a query value: everything but unreserved characters percent-encoded.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The latest artifacts blob of a step.
@@ -155,10 +232,8 @@ pub(super) async fn file(
     let listed = state
         .executor
         .store()
-        .artifacts_of_run(id)
+        .artifact_of_blob(blob.id, &path)
         .await?
-        .into_iter()
-        .find(|a| a.step_id == blob.step_id && a.name == path)
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "step '{}' of run {id} kept no file '{}'",

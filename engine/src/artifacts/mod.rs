@@ -5,16 +5,22 @@
 //! the `AWS_*` environment).
 //!
 //! [`Artifacts`] is the one entry point: [`Artifacts::put`] streams a body into a multipart
-//! upload under a per-step size limit (an artifacts tar is listed on the way: every file
-//! with its size and digest, every entry checked as the runner's unpacker checks it);
-//! [`Artifacts::get`] and [`Artifacts::file`] stream a blob, or one file of it, back;
-//! [`Artifacts::sweep`] deletes the blobs of runs past the retention.
+//! upload under a per-step size limit and the run's quotas ([`quota`]; an artifacts tar is
+//! listed on the way: every file with its size and digest, every entry checked as the
+//! runner's unpacker checks it, no path twice); [`Artifacts::record`] records it, checking
+//! the quotas again in the recording transaction; [`Artifacts::get`] and
+//! [`Artifacts::file`] stream a blob, or one file of it, back; [`Artifacts::sweep`]
+//! deletes the blobs of runs past the retention (which frees quota).
 //!
-//! Invariants: nothing here buffers a whole blob; a blob that failed (over the limit, a
-//! refused entry, a broken body) is aborted and never recorded; keys are built from ids
-//! and step ids (identifiers) only, never from a path a client sent.
+//! Invariants: nothing here buffers a whole blob; a blob that failed (over the limit or a
+//! quota, a refused entry, a broken body, a record that failed) is aborted or deleted and
+//! never recorded, so no object is left that no row names; keys are built from ids, step
+//! ids (identifiers) and a random suffix only, never from a path a client sent, and each
+//! upload has its own key, so a refused one never touches an object already recorded.
 
+pub mod quota;
 mod read;
+mod record;
 mod retention;
 mod write;
 
@@ -27,7 +33,9 @@ use object_store::path::Path as Location;
 use object_store::ObjectStore;
 use runner::protocol::BlobKind;
 
+pub use quota::{OverQuota, Quota, Quotas};
 pub use read::ByteStream;
+pub use record::Upload;
 pub use write::Stored;
 
 /// Where blobs go and how long they stay.
@@ -41,6 +49,8 @@ pub struct ArtifactsConfig {
     pub max_bytes: u64,
     /// Blobs of runs older than this are deleted; `None`: kept.
     pub retention: Option<Duration>,
+    /// What a run, a fork's run and a repository may keep in all.
+    pub quotas: Quotas,
 }
 
 impl ArtifactsConfig {
@@ -51,6 +61,7 @@ impl ArtifactsConfig {
             local_dir: dir,
             max_bytes: DEFAULT_MAX_BYTES,
             retention: Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 24 * 3600)),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -66,9 +77,15 @@ pub enum ArtifactError {
     /// The body grew past the per-step limit.
     #[error("the {kind} is larger than the limit of {limit} per step (plue serve --artifacts-max-bytes)")]
     TooLarge { kind: &'static str, limit: String },
-    /// An artifacts tar holds an entry no runner would unpack.
+    /// The upload would pass one of the run's quotas.
+    #[error("the {kind} is refused: {over}")]
+    OverQuota { kind: &'static str, over: OverQuota },
+    /// An artifacts tar holds an entry no runner would unpack, or a path twice.
     #[error("{0}")]
     Refused(String),
+    /// The blob was stored but could not be recorded (it was deleted again).
+    #[error("recording the blob failed: {0:#}")]
+    Record(anyhow::Error),
     /// The uploader's body failed or ended early.
     #[error("the upload failed: {0}")]
     Body(String),
@@ -84,6 +101,7 @@ pub struct Artifacts {
     prefix: Location,
     max_bytes: u64,
     retention: Option<Duration>,
+    quotas: Quotas,
 }
 
 impl Artifacts {
@@ -130,6 +148,7 @@ impl Artifacts {
             prefix,
             max_bytes: config.max_bytes,
             retention: config.retention,
+            quotas: config.quotas,
         })
     }
 
@@ -138,9 +157,30 @@ impl Artifacts {
         self.max_bytes
     }
 
-    /// The key of the `kind` tar of one attempt of a step.
-    pub fn key(run_id: i64, step_id: &str, attempt: i64, kind: BlobKind) -> String {
-        format!("runs/{run_id}/{step_id}/{attempt}/{}.tar", kind.as_str())
+    /// The quotas uploads are held to.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// A fresh key for the `kind` tar of one attempt of a step: the ids, then a random
+    /// suffix, so an upload never overwrites an object another one recorded.
+    pub fn key(run_id: i64, step_id: &str, attempt: i64, kind: BlobKind) -> anyhow::Result<String> {
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+        Ok(format!(
+            "runs/{run_id}/{step_id}/{attempt}/{}-{}.tar",
+            kind.as_str(),
+            hex::encode(nonce)
+        ))
+    }
+
+    /// Deletes the object at `key` (one no row names); a failure is logged.
+    pub async fn discard(&self, key: &str) {
+        match self.store.delete(&self.location(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!("deleting the unrecorded blob {key}: {e}"),
+        }
     }
 
     fn location(&self, key: &str) -> Location {

@@ -1,6 +1,7 @@
 //! Streaming a body into the object store: a multipart upload fed chunk by chunk, counted
-//! against the per-step limit and hashed on the way; an artifacts tar is also listed (and
-//! checked) by the runner's reader on a blocking thread fed the same chunks.
+//! against the per-step limit and the run's quotas and hashed on the way; an artifacts tar
+//! is also listed (and checked) by the runner's reader on a blocking thread fed the same
+//! chunks, with no more entries than the file quotas leave, and no path twice.
 
 use std::io::Read;
 
@@ -12,11 +13,14 @@ use runner::protocol::BlobKind;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::quota::Allowance;
 use super::{ArtifactError, Artifacts};
 
 /// What [`Artifacts::put`] stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// Where (no row names it until [`Artifacts::record`]).
+    pub key: String,
     pub size: u64,
     /// `sha256:<hex>` of the whole blob.
     pub digest: String,
@@ -28,12 +32,14 @@ pub struct Stored {
 const PARTS_IN_FLIGHT: usize = 4;
 
 impl Artifacts {
-    /// Streams `body` to `key`. Fails, storing nothing, when the body passes the limit,
-    /// breaks, or (artifacts) holds an entry the runner's unpacker refuses.
+    /// Streams `body` to `key`. Fails, storing nothing, when the body passes the limit or
+    /// what `allowance` leaves, breaks, or (artifacts) holds an entry the runner's unpacker
+    /// refuses, a path twice, or more files than `allowance` leaves.
     pub async fn put<S, E>(
         &self,
         key: &str,
         kind: BlobKind,
+        allowance: &Allowance,
         body: S,
     ) -> Result<Stored, ArtifactError>
     where
@@ -45,11 +51,19 @@ impl Artifacts {
         let mut writer = WriteMultipart::new(upload);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
+        // Every entry of an artifacts tar counts as a file (the runner writes only
+        // files): the lister stops one past what the quotas leave, before listing more.
+        let files_left = allowance.files_left();
+        let capped = files_left < handoff::DEFAULT_MAX_ENTRIES;
         let limits = handoff::Limits {
             max_bytes: self.max_bytes,
-            ..handoff::Limits::default()
+            max_entries: files_left.min(handoff::DEFAULT_MAX_ENTRIES),
         };
-        let (mut feed, lister) = match kind {
+        let over_quota = |over| ArtifactError::OverQuota {
+            kind: kind.as_str(),
+            over,
+        };
+        let (mut feed, mut lister) = match kind {
             BlobKind::Artifacts => {
                 let (tx, rx) = mpsc::channel::<Bytes>(16);
                 let task = tokio::task::spawn_blocking(move || {
@@ -65,6 +79,7 @@ impl Artifacts {
             }
             BlobKind::Workspace => (None, None),
         };
+        let mut listed = None;
         let mut body = std::pin::pin!(body);
         let streamed: Result<(), ArtifactError> = async {
             while let Some(chunk) = body.next().await {
@@ -76,11 +91,19 @@ impl Artifacts {
                         limit: handoff::human(self.max_bytes),
                     });
                 }
+                allowance.check(size, 0).map_err(over_quota)?;
                 hasher.update(&chunk);
                 if let Some(tx) = &feed {
                     if tx.send(chunk.clone()).await.is_err() {
-                        // The lister stopped: it found the end, or a problem it reports.
+                        // The lister stopped: it found the end, or a problem, which ends
+                        // the upload now rather than after the rest of the body.
                         feed = None;
+                        let result = join(lister.take()).await;
+                        if matches!(result, Some(Err(_) | Ok(Err(_)))) {
+                            listed = result;
+                            return Ok(());
+                        }
+                        listed = result;
                     }
                 }
                 writer.write(&chunk);
@@ -90,29 +113,41 @@ impl Artifacts {
         }
         .await;
         drop(feed);
-        let listed = match lister {
-            Some(task) => Some(
-                task.await
-                    .map_err(|e| ArtifactError::Body(format!("the listing task failed: {e}"))),
-            ),
-            None => None,
-        };
+        if listed.is_none() {
+            listed = join(lister).await;
+        }
         let files = match (streamed, listed) {
             (Err(e), _) => Err(e),
             (Ok(()), None) => Ok(Vec::new()),
             (Ok(()), Some(Err(e))) => Err(e),
+            // The stream is checked against the byte limit before the lister sees a chunk,
+            // so what stops the lister first is its entry count: past the quota's when the
+            // quota set it.
+            (Ok(()), Some(Ok(Err(handoff::HandoffError::TooLarge(_))))) if capped => Err(allowance
+                .check(size, files_left.saturating_add(1))
+                .map_or_else(over_quota, |()| {
+                    ArtifactError::Refused(format!(
+                        "the artifacts tar has more than {files_left} entries"
+                    ))
+                })),
             (Ok(()), Some(Ok(Err(handoff::HandoffError::TooLarge(why))))) => Err(
                 ArtifactError::Refused(format!("the artifacts tar is {why}")),
             ),
             (Ok(()), Some(Ok(Err(e)))) => Err(ArtifactError::Refused(format!(
                 "the artifacts tar is refused: {e}"
             ))),
-            (Ok(()), Some(Ok(Ok(files)))) => Ok(files),
+            (Ok(()), Some(Ok(Ok(files)))) => unique(files).and_then(|files| {
+                allowance
+                    .check(size, files.len() as u64)
+                    .map(|()| files)
+                    .map_err(over_quota)
+            }),
         };
         match files {
             Ok(files) => {
                 writer.finish().await?;
                 Ok(Stored {
+                    key: key.to_owned(),
                     size,
                     digest: format!("sha256:{}", hex::encode(hasher.finalize())),
                     files,
@@ -126,6 +161,31 @@ impl Artifacts {
             }
         }
     }
+}
+
+/// The lister's result, once it has finished.
+async fn join(
+    lister: Option<tokio::task::JoinHandle<Result<Vec<handoff::Listed>, handoff::HandoffError>>>,
+) -> Option<Result<Result<Vec<handoff::Listed>, handoff::HandoffError>, ArtifactError>> {
+    let task = lister?;
+    Some(
+        task.await
+            .map_err(|e| ArtifactError::Body(format!("the listing task failed: {e}"))),
+    )
+}
+
+/// `files` when no path is listed twice (each is one row, one download URL).
+fn unique(files: Vec<handoff::Listed>) -> Result<Vec<handoff::Listed>, ArtifactError> {
+    let mut seen = std::collections::HashSet::with_capacity(files.len());
+    for file in &files {
+        if !seen.insert(file.path.as_str()) {
+            return Err(ArtifactError::Refused(format!(
+                "the artifacts tar is refused: it holds '{}' twice",
+                file.path.escape_debug()
+            )));
+        }
+    }
+    Ok(files)
 }
 
 /// A blocking reader over the chunks an async task sends.

@@ -85,7 +85,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = EngineConfig::new(tokens::new_token()?);
     config.secrets = args.secrets.iter().cloned().collect();
     config.max_parallel = args.max_parallel;
-    config.artifacts = engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"));
+    config.artifacts = engine::artifacts::ArtifactsConfig {
+        quotas: args.quotas.quotas(),
+        ..engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"))
+    };
     config.heartbeat_interval = Duration::from_secs(1);
     config.lost_after = Duration::from_secs(10);
     let mut runner = local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?;

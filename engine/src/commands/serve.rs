@@ -58,6 +58,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.admin_token = Some(admin_token.clone());
     config.private_reads = args.private_reads;
     config.public_url = args.public_url.clone();
+    config.trusted_proxies = args.trusted_proxies.clone();
     config.local_workflows = args
         .local_workflows
         .iter()
@@ -86,6 +87,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_bytes: args.artifacts_max_bytes.max(1),
         retention: (args.artifacts_retention_days > 0)
             .then(|| Duration::from_secs(args.artifacts_retention_days * 24 * 3600)),
+        quotas: args.quotas.quotas(),
     };
     if local && (runners > 0 || args.max_runners.unwrap_or(0) > 0) {
         let data_dir = std::fs::canonicalize(data_dir)?;

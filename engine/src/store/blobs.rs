@@ -3,7 +3,12 @@
 //!
 //! Invariants: a blob row is written only after its object was stored whole, in one
 //! transaction with its files, so a listed artifact can always be read; lookups for a
-//! runner are by the run of the attempt it holds, never by a run id it names.
+//! runner are by the run of the attempt it holds, never by a run id it names. A blob row
+//! carries its size and file count, so what a run or a repository keeps (its quotas,
+//! `crate::artifacts::quota`) is a sum over blob rows, checked in the transaction that
+//! records the blob with the repository's (or the run's) row locked: two uploads racing one
+//! quota are serialized there (SQLite has one connection, one writer). Listings are pages
+//! in (step, name) order after a cursor, never a whole run at once.
 
 use sqlx::Row;
 
@@ -23,6 +28,53 @@ pub struct NewBlob<'a> {
     /// The files of an artifacts tar: path, size, digest.
     pub files: &'a [(String, i64, String)],
     pub now: i64,
+}
+
+/// What a scope keeps: bytes of blobs and artifact files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: i64,
+    pub files: i64,
+}
+
+/// What a run's quota scopes keep, and which scopes it is in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobUsage {
+    /// The run's blobs.
+    pub run: Usage,
+    /// Every blob of the run's repository (`None`: a local run).
+    pub repository: Option<Usage>,
+    /// Every blob of the repository's fork runs (`Some` only for a fork run).
+    pub forks: Option<Usage>,
+    /// The run is a pull request's from a fork (its steps get no secrets).
+    pub fork: bool,
+}
+
+/// A step's artifacts in a run (its latest attempt that kept any), without the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepArtifacts {
+    pub step_id: String,
+    pub attempt: i64,
+    pub files: i64,
+    /// The tar's size.
+    pub size: i64,
+}
+
+/// Why [`Store::record_blob`] recorded nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError<E> {
+    /// The caller's check of the scopes' usage refused the blob (a quota).
+    #[error("{0}")]
+    Refused(E),
+    /// The database failed.
+    #[error("{0:#}")]
+    Store(#[from] anyhow::Error),
+}
+
+impl<E> From<sqlx::Error> for RecordError<E> {
+    fn from(e: sqlx::Error) -> RecordError<E> {
+        RecordError::Store(e.into())
+    }
 }
 
 /// A recorded blob.
@@ -67,6 +119,58 @@ macro_rules! blob_row {
     }};
 }
 
+/// What a run's quota scopes keep ([`BlobUsage`]), read on `$conn` (a transaction or a
+/// connection of either backend).
+macro_rules! usage_in {
+    ($conn:expr, $run_id:expr, $repo_id:expr, $fork:expr) => {{
+        let run_id: i64 = $run_id;
+        let repo_id: Option<i64> = $repo_id;
+        let fork: bool = $fork;
+        let run = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, \
+                    CAST(COALESCE(SUM(files), 0) AS BIGINT) AS files \
+             FROM blobs WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one($conn)
+        .await?;
+        let run = Usage {
+            bytes: run.try_get("bytes")?,
+            files: run.try_get("files")?,
+        };
+        let mut repository = None;
+        let mut forks = None;
+        if let Some(repo_id) = repo_id {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) AS bytes, \
+                        CAST(COALESCE(SUM(b.files), 0) AS BIGINT) AS files, \
+                        CAST(COALESCE(SUM(CASE WHEN r.secrets_allowed THEN 0 ELSE b.size END), 0) AS BIGINT) AS fork_bytes, \
+                        CAST(COALESCE(SUM(CASE WHEN r.secrets_allowed THEN 0 ELSE b.files END), 0) AS BIGINT) AS fork_files \
+                 FROM blobs b JOIN runs r ON r.id = b.run_id WHERE r.repo_id = $1",
+            )
+            .bind(repo_id)
+            .fetch_one($conn)
+            .await?;
+            repository = Some(Usage {
+                bytes: row.try_get("bytes")?,
+                files: row.try_get("files")?,
+            });
+            if fork {
+                forks = Some(Usage {
+                    bytes: row.try_get("fork_bytes")?,
+                    files: row.try_get("fork_files")?,
+                });
+            }
+        }
+        BlobUsage {
+            run,
+            repository,
+            forks,
+            fork: repo_id.is_some() && fork,
+        }
+    }};
+}
+
 impl Store {
     /// The step id of a step run.
     pub async fn step_id_of(&self, step_run_id: i64) -> anyhow::Result<Option<String>> {
@@ -92,9 +196,43 @@ impl Store {
 
     /// Records a stored blob and its files; a repeat of the same attempt and kind replaces
     /// the earlier record (a runner that retried its upload). Returns the replaced key.
-    pub async fn record_blob(&self, blob: &NewBlob<'_>) -> anyhow::Result<Option<String>> {
+    ///
+    /// `check` sees what the run's scopes keep without the replaced record (and without
+    /// this blob), read in the recording transaction after locking the repository's row
+    /// (or, for a local run, the run's), so concurrent uploads of one scope are checked one
+    /// after the other; when it refuses, nothing changes.
+    pub async fn record_blob<E>(
+        &self,
+        blob: &NewBlob<'_>,
+        check: impl FnOnce(&BlobUsage) -> Result<(), E>,
+    ) -> Result<Option<String>, RecordError<E>> {
+        // PostgreSQL: row locks serialize uploads of one repository (or run) without
+        // blocking anything else's foreign-key checks; SQLite's one connection already
+        // runs one transaction at a time.
+        let lock = match self.db {
+            super::Db::Postgres(_) => " FOR NO KEY UPDATE",
+            super::Db::Sqlite(_) => "",
+        };
+        let files = i64::try_from(blob.files.len()).unwrap_or(i64::MAX);
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
+            let run = sqlx::query("SELECT repo_id, secrets_allowed FROM runs WHERE id = $1")
+                .bind(blob.run_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no run {}", blob.run_id))?;
+            let repo_id: Option<i64> = run.try_get("repo_id")?;
+            let secrets_allowed: bool = run.try_get("secrets_allowed")?;
+            if let Some(repo_id) = repo_id {
+                sqlx::query(&format!("SELECT id FROM repositories WHERE id = $1{lock}"))
+                    .bind(repo_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(&format!("SELECT id FROM runs WHERE id = $1{lock}"))
+                .bind(blob.run_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let old = sqlx::query(
                 "DELETE FROM blobs WHERE run_id = $1 AND step_id = $2 AND attempt = $3 AND kind = $4 RETURNING key",
             )
@@ -106,9 +244,14 @@ impl Store {
             .await?
             .map(|r| r.try_get::<String, _>("key"))
             .transpose()?;
+            let usage = usage_in!(&mut *tx, blob.run_id, repo_id, !secrets_allowed);
+            if let Err(refused) = check(&usage) {
+                tx.rollback().await?;
+                return Err(RecordError::Refused(refused));
+            }
             let id: i64 = sqlx::query(
-                "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, created_at, files) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             )
             .bind(blob.run_id)
             .bind(blob.step_id)
@@ -118,6 +261,7 @@ impl Store {
             .bind(blob.size)
             .bind(blob.digest)
             .bind(blob.now)
+            .bind(files)
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
@@ -132,6 +276,23 @@ impl Store {
             }
             tx.commit().await?;
             Ok(old.filter(|key| key != blob.key))
+        })
+    }
+
+    /// What the quota scopes of run `run_id` keep now (`None`: no such run).
+    pub async fn blob_usage(&self, run_id: i64) -> anyhow::Result<Option<BlobUsage>> {
+        on_db!(self, pool => {
+            let mut conn = pool.acquire().await?;
+            let Some(run) = sqlx::query("SELECT repo_id, secrets_allowed FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let repo_id: Option<i64> = run.try_get("repo_id")?;
+            let secrets_allowed: bool = run.try_get("secrets_allowed")?;
+            Ok(Some(usage_in!(&mut *conn, run_id, repo_id, !secrets_allowed)))
         })
     }
 
@@ -158,8 +319,22 @@ impl Store {
     }
 
     /// The artifact files of a run: for each step, those of its latest attempt that kept
-    /// artifacts, by step and path.
+    /// artifacts, by step and path. Bounded by the run's file quota; pages
+    /// ([`Store::artifacts_page`]) are for anything a client can ask for repeatedly.
     pub async fn artifacts_of_run(&self, run_id: i64) -> anyhow::Result<Vec<ArtifactRow>> {
+        self.artifacts_page(run_id, None, None, i64::MAX).await
+    }
+
+    /// Up to `limit` artifact files of a run (as [`Store::artifacts_of_run`]), only of
+    /// `step` when given, after the (step, name) `after` in that order.
+    pub async fn artifacts_page(
+        &self,
+        run_id: i64,
+        step: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ArtifactRow>> {
+        let (after_step, after_name) = after.unzip();
         on_db!(self, pool => {
             let rows = sqlx::query(
                 "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
@@ -167,9 +342,15 @@ impl Store {
                  WHERE b.run_id = $1 AND b.kind = 'artifacts' AND b.attempt = ( \
                      SELECT MAX(l.attempt) FROM blobs l \
                      WHERE l.run_id = b.run_id AND l.step_id = b.step_id AND l.kind = 'artifacts') \
-                 ORDER BY b.step_id, a.name",
+                   AND ($2 IS NULL OR b.step_id = $2) \
+                   AND ($3 IS NULL OR b.step_id > $3 OR (b.step_id = $3 AND a.name > $4)) \
+                 ORDER BY b.step_id, a.name LIMIT $5",
             )
             .bind(run_id)
+            .bind(step)
+            .bind(after_step)
+            .bind(after_name)
+            .bind(limit)
             .fetch_all(pool)
             .await?;
             rows.iter()
@@ -180,6 +361,61 @@ impl Store {
                         name: r.try_get("name")?,
                         size: r.try_get("size")?,
                         digest: r.try_get("digest")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The file `name` of the artifacts blob `blob_id`, if it lists one.
+    pub async fn artifact_of_blob(
+        &self,
+        blob_id: i64,
+        name: &str,
+    ) -> anyhow::Result<Option<ArtifactRow>> {
+        on_db!(self, pool => {
+            let row = sqlx::query(
+                "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
+                 JOIN blobs b ON b.id = a.blob_id WHERE a.blob_id = $1 AND a.name = $2",
+            )
+            .bind(blob_id)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| {
+                Ok(ArtifactRow {
+                    step_id: r.try_get("step_id")?,
+                    attempt: r.try_get("attempt")?,
+                    name: r.try_get("name")?,
+                    size: r.try_get("size")?,
+                    digest: r.try_get("digest")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Each step of a run that kept artifacts, with how many files (its latest attempt
+    /// that kept any), by step: one row a step, whatever the number of files.
+    pub async fn artifact_steps(&self, run_id: i64) -> anyhow::Result<Vec<StepArtifacts>> {
+        on_db!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT b.step_id, b.attempt, b.files, b.size FROM blobs b \
+                 WHERE b.run_id = $1 AND b.kind = 'artifacts' AND b.attempt = ( \
+                     SELECT MAX(l.attempt) FROM blobs l \
+                     WHERE l.run_id = b.run_id AND l.step_id = b.step_id AND l.kind = 'artifacts') \
+                 ORDER BY b.step_id",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(StepArtifacts {
+                        step_id: r.try_get("step_id")?,
+                        attempt: r.try_get("attempt")?,
+                        files: r.try_get("files")?,
+                        size: r.try_get("size")?,
                     })
                 })
                 .collect()

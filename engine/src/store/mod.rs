@@ -37,7 +37,7 @@ use sqlx::sqlite::{
 };
 
 pub use approvals::{ApprovalRow, Decided, Verdict};
-pub use blobs::{ArtifactRow, BlobRow, NewBlob};
+pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use dashboard::{AttemptRow, RunFilter};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};

@@ -1,8 +1,12 @@
 //! `/runs/{id}`: one run — its DAG as an SVG coloured by state, its steps with attempts,
 //! durations, exit codes and reasons, the evaluation error of a workflow file that did not
-//! evaluate, the artifacts its steps kept (links to the API's downloads), and cancel /
-//! re-run forms. `/runs/{id}/live` is the changing part alone,
+//! evaluate, how many artifacts each step kept (links to the API's paged listing and the
+//! step's tar), and cancel / re-run forms. `/runs/{id}/live` is the changing part alone,
 //! which `assets/live.js` polls until the run is final.
+//!
+//! Invariant: the page's size follows the run's steps, never its files: artifacts are
+//! counted a step at a time from the blob rows (one row per step, whatever it kept), and
+//! the files themselves are listed only by the API, a page at a time.
 
 use std::collections::HashMap;
 
@@ -16,7 +20,7 @@ use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
 use super::session::{Chrome, CsrfForm, Session};
 use super::{parse_run_id, render, Web};
-use crate::api::views::{ArtifactView, RunView};
+use crate::api::views::RunView;
 
 #[derive(Serialize)]
 struct RunPage {
@@ -31,8 +35,23 @@ struct RunPage {
     can_rerun: bool,
     /// Each step's attempts (by step id), shown for steps that had more than one.
     attempts: HashMap<String, Vec<AttemptView>>,
-    /// The files the run's steps kept, with their download links.
-    artifacts: Vec<ArtifactView>,
+    /// What each step kept (`artifacts=`), counted.
+    artifacts: Vec<StepArtifactsView>,
+    /// Files kept by all steps.
+    artifact_files: i64,
+}
+
+#[derive(Serialize)]
+struct StepArtifactsView {
+    step: String,
+    attempt: i64,
+    files: i64,
+    /// The tar's bytes.
+    size: i64,
+    /// The API's listing of the step's files (a page at a time).
+    list_url: String,
+    /// The step's files as one tar.
+    tar_url: String,
 }
 
 #[derive(Serialize)]
@@ -98,12 +117,26 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
                 runner: attempt.runner,
             });
     }
-    let artifacts = store
-        .artifacts_of_run(id)
+    let artifacts: Vec<StepArtifactsView> = store
+        .artifact_steps(id)
         .await?
         .into_iter()
-        .map(|row| ArtifactView::new(id, row))
+        .map(|row| StepArtifactsView {
+            list_url: format!(
+                "/api/runs/{id}/artifacts?step={}",
+                super::encode(&row.step_id)
+            ),
+            tar_url: format!(
+                "/api/runs/{id}/steps/{}/artifacts",
+                super::encode(&row.step_id)
+            ),
+            step: row.step_id,
+            attempt: row.attempt,
+            files: row.files,
+            size: row.size,
+        })
         .collect();
+    let artifact_files = artifacts.iter().map(|a| a.files).sum();
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
     let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
@@ -114,6 +147,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         run: RunView::new(run, Some(steps)).with_loops(plan.as_ref()),
         attempts,
         artifacts,
+        artifact_files,
         dag,
         done,
         eval_error,
