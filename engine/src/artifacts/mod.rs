@@ -191,3 +191,6 @@ impl Artifacts {
         location
     }
 }
+
+#[cfg(test)]
+mod tests;
