@@ -14,6 +14,8 @@
 //!     min_warm: 2
 //!     max_runners: 20
 //!     idle_timeout: 5m
+//!     allow_secret_volumes: []   # optional; Secrets the pod may mount or read into env
+//!     allow_config_map_volumes: [] # optional; the same for ConfigMaps
 //!     template:                  # a PodTemplateSpec merged over Plue's defaults
 //!       spec:
 //!         containers:
@@ -26,21 +28,27 @@
 //!   found, each one line naming the field (`classes[1].max_runners: ...`) and echoing the
 //!   offending value.
 //! - A template may choose the image, resources, node selection, tolerations,
-//!   `runtimeClassName` and service account, but never weakens the pod's hardening (no
-//!   privileged or root runner, no privilege escalation, no host namespaces, no service
-//!   account token) and never sets the runner container's command or arguments, which are
-//!   Plue's. Those are refused here, so a pod built from a parsed class needs no second
-//!   check.
+//!   `runtimeClassName` and service account, but never weakens the pod's hardening and
+//!   never sets the runner container's command or arguments, which are Plue's. The pod
+//!   the template makes (merged over Plue's defaults) is checked by
+//!   [`crate::pool::kubernetes::hardening`], each problem naming its class and field
+//!   (`classes[0].template: pool class "gpu": spec.volumes[1].secret is not allowed
+//!   (...)`); the pool checks again when it starts, and forces the hardening on every
+//!   pod it creates.
+//! - Secrets and ConfigMaps reach a pod (volumes, projected sources, environment) only
+//!   when the class names them in `allow_secret_volumes` / `allow_config_map_volumes`;
+//!   a runner's token Secret (`pool-…`) can never be named.
 //! - Pure: no IO except [`load`] reading the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use serde::Deserialize;
 
+use crate::pool::kubernetes::hardening;
 use crate::runner_scope::{check_labels, format_labels};
 
 /// The runner container's name in a class's template.
@@ -77,6 +85,10 @@ pub struct RunnerClass {
     pub min_warm: usize,
     pub max_runners: usize,
     pub idle_timeout: Duration,
+    /// Secrets the pod may use by name (volumes, projected sources, environment).
+    pub allow_secret_volumes: BTreeSet<String>,
+    /// ConfigMaps the pod may use by name.
+    pub allow_config_map_volumes: BTreeSet<String>,
     pub template: PodTemplateSpec,
 }
 
@@ -127,6 +139,10 @@ struct RawClass {
     max_runners: usize,
     #[serde(default)]
     idle_timeout: Option<RawDuration>,
+    #[serde(default)]
+    allow_secret_volumes: BTreeSet<String>,
+    #[serde(default)]
+    allow_config_map_volumes: BTreeSet<String>,
     template: serde_json::Value,
 }
 
@@ -281,26 +297,51 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
                 problem(at("idle_timeout"), e);
                 DEFAULT_IDLE
             });
-        let template = match template(class.template) {
+        for (field, names, secret) in [
+            ("allow_secret_volumes", &class.allow_secret_volumes, true),
+            (
+                "allow_config_map_volumes",
+                &class.allow_config_map_volumes,
+                false,
+            ),
+        ] {
+            for name in names {
+                if let Some(e) = hardening::allow_list_problem(name, secret) {
+                    problem(at(field), e);
+                }
+            }
+        }
+        let (template, parsed) = match template(class.template) {
             Ok(template) => {
                 for (field, message) in template_problems(&template) {
                     problem(at(&format!("template.{field}")), message);
                 }
-                template
+                (template, true)
             }
             Err(e) => {
                 problem(at("template"), e);
-                PodTemplateSpec::default()
+                (PodTemplateSpec::default(), false)
             }
         };
-        classes.push(RunnerClass {
+        let class = RunnerClass {
             name: class.name,
             labels: class.labels,
             min_warm: class.min_warm,
             max_runners: class.max_runners,
             idle_timeout,
+            allow_secret_volumes: class.allow_secret_volumes,
+            allow_config_map_volumes: class.allow_config_map_volumes,
             template,
-        });
+        };
+        if parsed {
+            for found in hardening::problems(&class) {
+                problem(
+                    at("template"),
+                    format!("pool class {:?}: {found}", class.name),
+                );
+            }
+        }
+        classes.push(class);
     }
     if !problems.is_empty() {
         return Err(ConfigError { problems });
@@ -420,7 +461,9 @@ fn quantities_as_strings(value: &mut serde_json::Value, in_quantities: bool) {
     }
 }
 
-/// What a template may not do, as (field, message) pairs.
+/// What a template may not do besides weakening the pod (which
+/// [`hardening::problems`] checks on the merged pod): Plue's container, command and volume
+/// names, as (field, message) pairs.
 fn template_problems(template: &PodTemplateSpec) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut bad = |field: &str, message: &str| out.push((field.to_string(), message.to_string()));
@@ -463,14 +506,6 @@ fn template_problems(template: &PodTemplateSpec) -> Vec<(String, String)> {
         .chain(spec.init_containers.iter().flatten())
         .enumerate()
     {
-        if let Some(sc) = &c.security_context {
-            for message in weakened(sc) {
-                bad(
-                    &format!("spec.containers[{}].securityContext", c.name),
-                    &message,
-                );
-            }
-        }
         for mount in c.volume_mounts.iter().flatten() {
             if RESERVED_VOLUMES.contains(&mount.name.as_str()) {
                 bad(
@@ -487,30 +522,6 @@ fn template_problems(template: &PodTemplateSpec) -> Vec<(String, String)> {
                 &format!("volume name '{}' is reserved for Plue", volume.name),
             );
         }
-        if volume.host_path.is_some() {
-            bad(
-                "spec.volumes",
-                &format!("volume '{}': hostPath volumes are not allowed", volume.name),
-            );
-        }
-    }
-    if spec.automount_service_account_token == Some(true) {
-        bad(
-            "spec.automountServiceAccountToken",
-            "must stay false: a step would read the service account's token",
-        );
-    }
-    for (field, on) in [
-        ("hostNetwork", spec.host_network),
-        ("hostPID", spec.host_pid),
-        ("hostIPC", spec.host_ipc),
-    ] {
-        if on == Some(true) {
-            bad(
-                &format!("spec.{field}"),
-                "host namespaces are not allowed for runner pods",
-            );
-        }
     }
     if let Some(policy) = &spec.restart_policy {
         if policy != "Never" {
@@ -518,44 +529,6 @@ fn template_problems(template: &PodTemplateSpec) -> Vec<(String, String)> {
                 "spec.restartPolicy",
                 &format!("must be Never (a runner takes one step, then its pod is replaced), got {policy:?}"),
             );
-        }
-    }
-    if let Some(psc) = &spec.security_context {
-        if psc.run_as_non_root == Some(false) {
-            bad("spec.securityContext.runAsNonRoot", "must stay true");
-        }
-        if psc.run_as_user == Some(0) {
-            bad("spec.securityContext.runAsUser", "must not be 0 (root)");
-        }
-    }
-    out
-}
-
-fn weakened(sc: &SecurityContext) -> Vec<String> {
-    let mut out = Vec::new();
-    if sc.privileged == Some(true) {
-        out.push("privileged containers are not allowed".to_string());
-    }
-    if sc.allow_privilege_escalation == Some(true) {
-        out.push("allowPrivilegeEscalation must stay false".to_string());
-    }
-    if sc.run_as_non_root == Some(false) {
-        out.push("runAsNonRoot must stay true".to_string());
-    }
-    if sc.run_as_user == Some(0) {
-        out.push("runAsUser must not be 0 (root)".to_string());
-    }
-    if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref()) {
-        if !add.is_empty() {
-            out.push(format!(
-                "capabilities may not be added, got {}",
-                add.join(",")
-            ));
-        }
-    }
-    if let Some(kind) = sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()) {
-        if kind == "Unconfined" {
-            out.push("seccompProfile Unconfined is not allowed".to_string());
         }
     }
     out
@@ -656,12 +629,12 @@ classes:
             "classes[0].min_warm: must be at most max_runners (2), got 5",
             "classes[0].idle_timeout: expected a duration",
             "\"5 minutes\"",
-            "classes[0].template.spec.hostNetwork: host namespaces",
-            "classes[0].template.spec.automountServiceAccountToken: must stay false",
+            "classes[0].template: pool class \"a\": spec.hostNetwork must not be true (host namespaces",
+            "classes[0].template: pool class \"a\": spec.automountServiceAccountToken must not be true",
             "classes[0].template.spec.restartPolicy: must be Never",
             "classes[0].template.spec.containers[runner]: command and args are Plue's",
-            "classes[0].template.spec.containers[runner].securityContext: privileged containers",
-            "capabilities may not be added, got SYS_ADMIN",
+            "classes[0].template: pool class \"a\": spec.containers[runner].securityContext.privileged must not be true",
+            "spec.containers[runner].securityContext.capabilities.add is not allowed (runner pods hold no capabilities), got SYS_ADMIN",
             "classes[0].template.spec.volumes: volume name 'plue-token' is reserved",
             "classes[1].name: 'a' is already the name of classes[0]",
             "classes[1].template.spec.containers: no container named 'runner'",

@@ -6,7 +6,9 @@
 //!   `app.kubernetes.io/managed-by=plue,app.kubernetes.io/instance=<instance>`); re-lists
 //!   after `410 Gone` are the watcher's.
 //! - `provider` is the pool [`crate::pool::Provider`] of one class: a runner is a pod plus
-//!   its token Secret (`pod` builds both, hardened); one [`crate::pool::Pool`] per class
+//!   its token Secret (`pod` builds both; `hardening` refuses a class whose pod would be
+//!   weakened, here and when the file is loaded, and forces the hardening on every pod
+//!   built); one [`crate::pool::Pool`] per class
 //!   decides how many, counting only the steps whose labels that class is the first to
 //!   serve.
 //! - `supervise` deletes pods that finished or failed and fails the attempt a dead pod held
@@ -31,6 +33,7 @@
 //! - Nothing here runs a decision on a follower: pods are created and deleted by one engine.
 
 mod cache;
+pub(crate) mod hardening;
 mod health;
 mod lease;
 mod pod;
@@ -130,6 +133,15 @@ impl KubernetesPool {
         executor: Arc<Executor>,
         options: Options,
     ) -> anyhow::Result<KubernetesPool> {
+        // Checked when the file was loaded too; again here, so no class from anywhere
+        // creates a weakened pod.
+        for class in &file.classes {
+            let problems = hardening::problems(class);
+            if !problems.is_empty() {
+                let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                anyhow::bail!("pool class {:?}: {}", class.name, all.join("; "));
+            }
+        }
         let settings = Arc::new(file.kubernetes);
         let classes: Vec<Arc<_>> = file.classes.into_iter().map(Arc::new).collect();
         let shutdown = CancellationToken::new();

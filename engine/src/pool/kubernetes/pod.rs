@@ -3,8 +3,10 @@
 //! The pod is the class's `template` merged over Plue's hardened defaults (non-root user
 //! 65532, no privilege escalation, every capability dropped, `seccompProfile:
 //! RuntimeDefault`, read-only root file system, `automountServiceAccountToken: false`,
-//! `restartPolicy: Never`, no service links), then Plue's own parts set last so no
-//! template can replace them: the runner container's command and arguments, the token
+//! `restartPolicy: Never`, no service links), then the hardening forced over whatever the
+//! template said ([`super::hardening::force`]; the class was already refused if its template
+//! weakens the pod), then Plue's own parts set last so no template can replace them: the
+//! runner container's command and arguments, the token
 //! volume, `emptyDir`s for the work directory and `/tmp`, and the labels the controller
 //! selects its pods by.
 //!
@@ -20,11 +22,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, Pod, PodSecurityContext, PodSpec,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    PodTemplateSpec, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::{ByteString, DeepMerge};
 
+use super::hardening;
 use crate::pool::config_file::{KubernetesSettings, RunnerClass, RUNNER_CONTAINER};
 use crate::runner_scope::format_labels;
 
@@ -96,6 +100,15 @@ fn defaults() -> PodSpec {
     }
 }
 
+/// The class's pod spec as the template makes it: the template merged over Plue's
+/// defaults, before the hardening is forced and Plue's own parts are added (what
+/// [`hardening::problems`] checks).
+pub(super) fn merged_spec(template: &PodTemplateSpec) -> PodSpec {
+    let mut spec = defaults();
+    spec.merge_from(template.spec.clone().unwrap_or_default());
+    spec
+}
+
 /// The pod for runner `name` of `class`, whose one-time token has id `token_id`.
 pub(super) fn runner_pod(
     settings: &KubernetesSettings,
@@ -103,11 +116,13 @@ pub(super) fn runner_pod(
     name: &str,
     token_id: i64,
 ) -> Pod {
-    let mut spec = defaults();
-    spec.merge_from(class.template.spec.clone().unwrap_or_default());
-    // Plue's parts, after the merge so the template cannot replace them.
+    let mut spec = merged_spec(&class.template);
+    let template_meta = class.template.metadata.clone().unwrap_or_default();
+    let mut annotations = template_meta.annotations.unwrap_or_default();
+    // The hardening, then Plue's parts, after the merge so the template cannot replace
+    // them.
+    hardening::force(&mut spec, &mut annotations);
     spec.restart_policy = Some("Never".into());
-    spec.automount_service_account_token = Some(false);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.push(Volume {
         name: "plue-token".into(),
@@ -172,10 +187,8 @@ pub(super) fn runner_pod(
             value_from: None,
         });
     }
-    let template_meta = class.template.metadata.clone().unwrap_or_default();
     let mut pod_labels = template_meta.labels.unwrap_or_default();
     pod_labels.extend(labels(settings, &class.name, name));
-    let mut annotations = template_meta.annotations.unwrap_or_default();
     annotations.insert(TOKEN_ID.into(), token_id.to_string());
     Pod {
         metadata: ObjectMeta {
