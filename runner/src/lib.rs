@@ -11,6 +11,8 @@
 //!   (session, cgroup, and under a root runner a private `/proc` and the attempt's user).
 //! - [`step_env`]: a step's environment, built from an allow-list; [`step_user`]: the
 //!   unprivileged user a root runner runs each step as.
+//! - [`git_sandbox`]: the one way git runs on a workspace, with a git directory of the
+//!   runner's own that keeps only allow-listed settings (no filter, hook or pager runs).
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
 //! - [`python_path`]: the interpreter behind a pyenv shim, found without running it;
 //!   [`program_path`]: a step's `bash` found on its `PATH` in the runner.
@@ -21,6 +23,7 @@
 
 pub mod agent;
 mod containment;
+pub mod git_sandbox;
 pub mod handoff;
 mod launch;
 pub mod llm;

@@ -221,8 +221,14 @@ pub fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
 }
 
 /// Runs git non-interactively; a failure carries git's stderr.
+///
+/// The repository is the runner's own (made by `git init` here, before any step ran), so
+/// its config is trusted, and so are the operator's system and global config (a credential
+/// helper, a proxy). What the fetched tree names (`.gitattributes` drivers) runs only if
+/// the operator defined it. The hardening settings still apply: no hook or fsmonitor runs.
 async fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
     let mut command = Command::new("git");
+    command.args(crate::git_sandbox::HARDENING_ARGS);
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
     }

@@ -1,24 +1,14 @@
 //! `git_diff`: the uncommitted changes of the workspace's own checkout (`<root>/.git`)
-//! and its untracked files, with git's hooks, fsmonitor, textconv and external diff
-//! drivers off.
+//! and its untracked files. Git runs on a [`Shadow`] of the checkout's git directory, so
+//! nothing the workspace's config, attributes or hooks name ever runs (see
+//! [`crate::git_sandbox`]); external diff, textconv and submodules are off too.
 
 use serde_json::{json, Value};
 
 use super::args::{bool_arg, optional_string_arg};
 use super::paths::{lexical, path_schema, rel_or_dot};
-use super::{ToolOutput, Toolbox, COMMAND_TIMEOUT};
-
-/// What every `git` call starts with: no pager, quoted paths off, and none of the config
-/// that runs commands (hooks, fsmonitor) — a workspace's own `.git/config` is not trusted.
-pub(super) const GIT_SAFE_ARGS: [&str; 7] = [
-    "--no-pager",
-    "-c",
-    "core.quotepath=off",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "core.hooksPath=/dev/null",
-];
+use super::{blocking, ToolOutput, Toolbox, COMMAND_TIMEOUT};
+use crate::git_sandbox::Shadow;
 
 impl Toolbox {
     pub(super) async fn git_diff(&self, input: &Value) -> Result<ToolOutput, String> {
@@ -39,16 +29,22 @@ impl Toolbox {
             None => ".".to_owned(),
         };
         // A copied workspace has no .git, and lives inside the host's repository: git must
-        // not find that one.
-        if self.root.join(".git").symlink_metadata().is_err() {
-            return Err(
-                "the workspace is not a git checkout (it has no .git at its root), so there \
-                 is no diff to show"
-                    .into(),
-            );
-        }
-        let mut args = GIT_SAFE_ARGS.to_vec();
-        args.extend(["diff", "--no-color", "--no-ext-diff", "--no-textconv"]);
+        // not find that one (the shadow is of `<root>/.git` only).
+        let root = self.root.clone();
+        let shadow = blocking(move || Shadow::of_checkout(&root).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| format!("{e}, so there is no diff to show"))?;
+        let common = shadow
+            .git_args()
+            .ok_or("the runner's temporary directory is not UTF-8")?;
+        let mut args: Vec<&str> = common.iter().map(String::as_str).collect();
+        args.extend([
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--ignore-submodules=all",
+        ]);
         if staged {
             args.push("--cached");
         }
@@ -57,7 +53,7 @@ impl Toolbox {
         if diff.code != Some(0) && !diff.truncated {
             return Err(format!("git diff failed: {}", diff.stderr.trim()));
         }
-        let mut args = GIT_SAFE_ARGS.to_vec();
+        let mut args: Vec<&str> = common.iter().map(String::as_str).collect();
         args.extend([
             "ls-files",
             "--others",
@@ -66,6 +62,7 @@ impl Toolbox {
             &relative,
         ]);
         let untracked = self.command("git", &args, COMMAND_TIMEOUT).await?;
+        drop(shadow);
         let mut text = diff.stdout;
         if untracked.code == Some(0) && !untracked.stdout.trim().is_empty() {
             text.push_str("\n# untracked files (not in the diff):\n");

@@ -13,9 +13,11 @@
 //!   also refuses a target that is itself a symlink (and opens with `O_NOFOLLOW`), and
 //!   checks the parent directory, not just the name.
 //! - `write_file` never writes under a `.git` directory (any case): git's config and hooks
-//!   there would run commands. `git_diff` runs git with hooks, fsmonitor, textconv and
-//!   external diff drivers off and no system or global config, and only on a workspace that
-//!   is a checkout itself (`<root>/.git`); git never looks above the workspace for one.
+//!   there would run commands. `git_diff` runs git on a git directory of the runner's
+//!   own ([`crate::git_sandbox`]): only allow-listed settings of the workspace's config,
+//!   so no filter, textconv, external diff, alias, hook, fsmonitor or pager it names runs,
+//!   no system or global config, and only on a workspace that is a checkout itself
+//!   (`<root>/.git`); git never looks above the workspace for one.
 //! - `read_file` and `write_file` only touch regular files: the file is opened without
 //!   blocking (`O_NONBLOCK | O_NOFOLLOW`) and checked with `fstat`, so a FIFO or device
 //!   is an error result, never a hang. Every call also races the step's stop.

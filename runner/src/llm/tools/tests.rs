@@ -313,6 +313,80 @@ async fn git_diff_runs_no_command_from_the_repository_config() {
 }
 
 #[tokio::test]
+async fn git_diff_runs_no_filter_alias_hook_or_include_the_workspace_configures() {
+    // regression: a handed-on workspace's `filter.<x>.clean` (named by `.gitattributes`)
+    // ran when a reviewer with no `bash` tool called git_diff.
+    let f = fixture();
+    git_in(&f.root, &["init", "-q"]);
+    std::fs::write(f.root.join("b.md"), "one\n").unwrap();
+    git_in(&f.root, &["add", "a.txt", "b.md"]);
+    git_in(&f.root, &["commit", "-q", "-m", "one"]);
+    std::fs::write(f.root.join("b.md"), "two\n").unwrap();
+    git_in(&f.root, &["add", "b.md"]);
+    // Each setting runs `evil <its name>`, which leaves a marker file named after it.
+    let evil = f.outside.join("evil.sh");
+    let markers = f.outside.join("ran");
+    std::fs::create_dir(&markers).unwrap();
+    std::fs::write(
+        &evil,
+        format!("#!/bin/sh\ntouch {}/\"$1\"\ncat\n", markers.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |name: &str| format!("{} {name}", evil.display());
+    let hooks = f.outside.join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    for hook in ["post-checkout", "post-index-change", "pre-auto-gc"] {
+        std::fs::copy(&evil, hooks.join(hook)).unwrap();
+    }
+    let included = f.outside.join("included.config");
+    std::fs::write(
+        &included,
+        format!("[filter \"inc\"]\n\tclean = {}\n", run("include")),
+    )
+    .unwrap();
+    for (key, value) in [
+        ("filter.x.clean", run("clean")),
+        ("filter.x.smudge", run("smudge")),
+        ("filter.x.process", run("process")),
+        ("filter.x.required", "true".into()),
+        ("diff.x.textconv", run("textconv")),
+        ("diff.x.command", run("diff-command")),
+        ("diff.external", run("external")),
+        ("core.fsmonitor", run("fsmonitor")),
+        ("core.pager", run("pager")),
+        ("pager.diff", run("pager-diff")),
+        ("core.sshCommand", run("ssh")),
+        ("core.editor", run("editor")),
+        ("alias.diff", format!("!{}", run("alias"))),
+        ("alias.ls-files", format!("!{}", run("alias"))),
+        ("core.hooksPath", hooks.display().to_string()),
+        ("include.path", included.display().to_string()),
+        ("submodule.recurse", "true".into()),
+    ] {
+        git_in(&f.root, &["config", key, &value]);
+    }
+    std::fs::write(f.root.join(".gitattributes"), "*.txt filter=x diff=x\n").unwrap();
+    std::fs::write(f.root.join(".git/info/attributes"), "*.md filter=inc\n").unwrap();
+    std::fs::write(f.root.join("a.txt"), "alpha\nBETA\ngamma\n").unwrap();
+    std::fs::write(f.root.join("b.md"), "three\n").unwrap();
+    let tools = toolbox(&f.root);
+    let out = call(&tools, "git_diff", json!({})).await;
+    assert!(!out.is_error, "{out:?}");
+    assert!(out.content.contains("-beta\n+BETA"), "{}", out.content);
+    assert!(out.content.contains("-two\n+three"), "{}", out.content);
+    let out = call(&tools, "git_diff", json!({"staged": true, "path": "b.md"})).await;
+    assert!(!out.is_error, "{out:?}");
+    assert!(out.content.contains("-one\n+two"), "{}", out.content);
+    let ran: Vec<_> = std::fs::read_dir(&markers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(ran.is_empty(), "git ran the workspace's commands: {ran:?}");
+}
+
+#[tokio::test]
 async fn git_diff_never_shows_the_repository_above_the_workspace() {
     // regression: a copied workspace (no .git) under <repo>/.plue/... diffed the host.
     let f = fixture();

@@ -1,0 +1,166 @@
+//! The shadow git directory against a hostile `.git`: only allow-listed settings are
+//! kept, nothing is followed out of the workspace, and git still reads the repository.
+
+use std::os::unix::fs::symlink;
+use std::process::Command;
+
+use super::*;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(["-c", "user.name=P", "-c", "user.email=p@example.com"])
+        .args(["-c", "init.defaultBranch=main"])
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A committed checkout at `<tmp>/work` and a place for shadows at `<tmp>/shadows`.
+fn checkout() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("work");
+    let shadows = tmp.path().join("shadows");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&shadows).unwrap();
+    git(&root, &["init", "-q"]);
+    std::fs::write(root.join("a.txt"), "one\n").unwrap();
+    git(&root, &["add", "a.txt"]);
+    git(&root, &["commit", "-q", "-m", "one"]);
+    (tmp, root, shadows)
+}
+
+#[test]
+fn only_allow_listed_settings_reach_the_shadow_config() {
+    let (_tmp, root, shadows) = checkout();
+    let hostile = "\
+[core]
+\tfilemode = false
+\tfsmonitor = touch /tmp/x
+\tsshCommand = touch /tmp/x
+\thooksPath = /tmp
+\tworktree = /etc
+[filter \"x\"]
+\tclean = touch /tmp/x
+\tprocess = touch /tmp/x
+\trequired = true
+[alias]
+\tdiff = !touch /tmp/x
+[include]
+\tpath = /tmp/evil.config
+[includeIf \"gitdir:/\"]
+\tpath = /tmp/evil.config
+[extensions]
+\tworktreeConfig = true
+\tpartialClone = origin
+[core]
+\tREPOSITORYFORMATVERSION = 1
+\tsymlinks = \"true\"
+\tautocrlf = input ; a comment
+\teol = \"l\\nf\"
+";
+    std::fs::write(root.join(".git/config"), hostile).unwrap();
+    let shadow = Shadow::build(&root, &shadows).unwrap();
+    let config = std::fs::read_to_string(shadow.path().join("config")).unwrap();
+    assert_eq!(
+        config,
+        "[core]\n\tbare = false\n\tfilemode = false\n\trepositoryformatversion = 1\n\
+         \tsymlinks = true\n\tautocrlf = input\n"
+    );
+    // No hooks directory, no attributes, no worktree config.
+    let mut names: Vec<_> = std::fs::read_dir(shadow.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["HEAD", "config", "index", "info", "objects", "refs"],
+        "{names:?}"
+    );
+    let dir = shadow.path().to_owned();
+    drop(shadow);
+    assert!(!dir.exists(), "the shadow is removed when dropped");
+    assert!(root.join(".git/objects").is_dir(), "never what it links to");
+}
+
+#[test]
+fn git_reads_the_repository_through_the_shadow() {
+    let (_tmp, root, shadows) = checkout();
+    std::fs::write(root.join("a.txt"), "two\n").unwrap();
+    std::fs::write(root.join("b.txt"), "new\n").unwrap();
+    git(&root, &["add", "b.txt"]);
+    let shadow = Shadow::build(&root, &shadows).unwrap();
+    let run = |extra: &[&str]| {
+        let output = Command::new("git")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .envs(git_environment())
+            .args(shadow.git_args().unwrap())
+            .args(extra)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{extra:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(run(&["diff"]).contains("-one\n+two"));
+    assert!(run(&["diff", "--cached"]).contains("+new"));
+    assert_eq!(run(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "main");
+}
+
+#[test]
+fn a_linked_git_dir_or_config_is_refused_not_followed() {
+    let (tmp, root, shadows) = checkout();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "[core]\n\tfilemode = false\n").unwrap();
+    let config = root.join(".git/config");
+    std::fs::remove_file(&config).unwrap();
+    symlink(&secret, &config).unwrap();
+    let err = Shadow::build(&root, &shadows).unwrap_err();
+    assert!(
+        err.to_string().contains("config is a symbolic link"),
+        "{err}"
+    );
+
+    let (_tmp2, other, _) = checkout();
+    std::fs::rename(root.join(".git"), tmp.path().join("real-git")).unwrap();
+    symlink(other.join(".git"), root.join(".git")).unwrap();
+    let err = Shadow::build(&root, &shadows).unwrap_err();
+    assert!(matches!(err, ShadowError::NotADirectory), "{err}");
+
+    std::fs::remove_file(root.join(".git")).unwrap();
+    std::fs::write(root.join(".git"), "gitdir: /etc\n").unwrap();
+    let err = Shadow::build(&root, &shadows).unwrap_err();
+    assert!(matches!(err, ShadowError::NotADirectory), "{err}");
+
+    std::fs::remove_file(root.join(".git")).unwrap();
+    let err = Shadow::build(&root, &shadows).unwrap_err();
+    assert!(matches!(err, ShadowError::NotACheckout), "{err}");
+    assert_eq!(std::fs::read_dir(&shadows).unwrap().count(), 0);
+}
+
+#[test]
+fn head_must_be_a_ref_name_or_an_object_id() {
+    for good in [
+        "ref: refs/heads/main\n",
+        "ref: refs/heads/feature/x-1",
+        &"a".repeat(40),
+        &"0".repeat(64),
+    ] {
+        assert!(checked_head(good.as_bytes()).is_ok(), "{good}");
+    }
+    for bad in [
+        "ref: /etc/passwd",
+        "ref: refs/../../config",
+        "ref: refs/heads/a b",
+        "HEAD",
+        &"g".repeat(40),
+        "",
+    ] {
+        assert!(checked_head(bad.as_bytes()).is_err(), "{bad}");
+    }
+}
