@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::followers::{FollowerLimits, Followers, TrustedProxies};
 use crate::api::{self, ApiState};
 use crate::artifacts::{Artifacts, ArtifactsConfig};
 use crate::auth::Auth;
@@ -74,6 +75,9 @@ pub struct EngineConfig {
     /// Where hand-off blobs and artifacts go (default: a temporary directory; `plue serve`
     /// and `plue run` use the data directory's `artifacts/`).
     pub artifacts: ArtifactsConfig,
+    /// Proxies (an ingress, a load balancer) whose `X-Forwarded-For` names the client the
+    /// live-stream caps count (`--trusted-proxy`; none by default: the direct peer).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl EngineConfig {
@@ -98,6 +102,7 @@ impl EngineConfig {
             artifacts: ArtifactsConfig::local(
                 std::env::temp_dir().join(format!("plue-artifacts-{}", std::process::id())),
             ),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -137,6 +142,17 @@ impl RunningEngine {
         tokio::time::sleep(delay).await;
         tokio::time::timeout(grace, self.shutdown()).await.is_ok()
     }
+}
+
+/// The live-stream followers' caps: places are kept for signed-in users only where users
+/// can sign in (an admin token is configured).
+fn followers(config: &EngineConfig) -> Followers {
+    let limits = if config.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
+        FollowerLimits::default()
+    } else {
+        FollowerLimits::without_sign_in()
+    };
+    Followers::new(limits).trusting(TrustedProxies::new(config.trusted_proxies.clone()))
 }
 
 /// Starts an engine serving on `listener`.
@@ -224,7 +240,7 @@ pub async fn start(
         ),
         shutdown: shutdown.clone(),
         local_workflows: Arc::new(config.local_workflows.clone()),
-        followers: Default::default(),
+        followers: Arc::new(followers(&config)),
         artifacts: artifacts.clone(),
     };
     let public = api::router(api_state.clone()).merge(web::router(web::WebState {

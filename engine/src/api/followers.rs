@@ -1,25 +1,57 @@
-//! Who is following live logs: a count of open SSE followers per step run, per client
-//! address and in all, with caps, and the pacing of an idle follower.
+//! Who is following live streams (the API's log SSE and the dashboard's `/live` hints): a
+//! count of open followers per step run, per client and in all, with caps; who a client
+//! is (its token, or its address as seen through trusted proxies); and the pacing of an
+//! idle follower.
 //!
-//! Invariants: a follower is counted from [`Followers::enter`] until its [`FollowerGuard`]
-//! is dropped — the guard lives inside the SSE stream, which hyper drops as soon as the
-//! connection is gone — so [`Followers::live`] is exactly the number of live followers and
-//! returns to 0 when every client has left. Entering past a cap changes nothing and says
-//! which cap was hit. The counts sit behind one short `std` mutex never held across an
-//! `.await`.
+//! Invariants:
+//! - A follower is counted from [`Followers::enter`] until its [`FollowerGuard`] is
+//!   dropped — the guard lives inside the SSE stream, which hyper drops as soon as the
+//!   connection is gone — so [`Followers::live`] is exactly the number of live followers
+//!   and returns to 0 when every client has left. Entering past a cap changes nothing and
+//!   says which cap was hit. The counts sit behind one short `std` mutex never held across
+//!   an `.await`.
+//! - A signed-in client ([`Who::Token`]: a valid bearer token or dashboard session) is
+//!   counted by its token, wherever it connects from; an anonymous one by its address (an
+//!   IPv6 address by its /64, which one host usually holds whole).
+//! - Of each step's places and of the engine's, a share is reserved for signed-in clients:
+//!   anonymous clients together never hold more than `per_step - reserved_per_step` of a
+//!   step or `total - reserved_total` in all, so however many addresses they come from, a
+//!   signed-in user can follow a log. An anonymous stream lives at most
+//!   `anonymous_lifetime` (then ends; the client resumes with `Last-Event-ID` and competes
+//!   for a place again).
+//! - `X-Forwarded-For` is read only when the direct peer is a trusted proxy
+//!   ([`TrustedProxies`]), and then only from the right up to the first address that is
+//!   not a trusted proxy: whatever a client writes into the header itself sits left of
+//!   that and is never read.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::{header, HeaderMap};
+use ipnet::IpNet;
+
+use crate::auth::Auth;
+use crate::http_error::ApiResult;
+use crate::tokens;
+
 /// Most live followers of one step run (a whole team watching one step fits easily).
 pub const MAX_FOLLOWERS_PER_STEP: usize = 64;
-/// Most live followers from one client address (a browser with many tabs fits; a script
-/// opening thousands does not). Clients behind one proxy share its address.
+/// Of each step's places, those only signed-in clients may take.
+pub const RESERVED_PER_STEP: usize = 16;
+/// Most live followers of one client — token or address — in all (a browser with many tabs
+/// fits; a script opening thousands does not).
 pub const MAX_FOLLOWERS_PER_CLIENT: usize = 32;
-/// Most live followers in all, whatever their steps and addresses.
+/// Most live followers of one client on one step.
+pub const MAX_FOLLOWERS_PER_CLIENT_STEP: usize = 8;
+/// Most live followers in all, whatever their steps and clients.
 pub const MAX_FOLLOWERS: usize = 1024;
+/// Of all places, those only signed-in clients may take.
+pub const RESERVED_TOTAL: usize = 256;
+/// The longest an anonymous stream lives before it ends (its client reconnects).
+pub const ANONYMOUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// How often an idle stream sends a comment: a write is what tells the server a client that
 /// vanished without closing its connection is gone.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -34,8 +66,14 @@ pub const MAX_IDLE_BACKOFF: Duration = Duration::from_secs(4);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerLimits {
     pub per_step: usize,
+    /// Places of each step anonymous clients never take (0: none reserved).
+    pub reserved_per_step: usize,
     pub per_client: usize,
+    pub per_client_step: usize,
     pub total: usize,
+    /// Places in all anonymous clients never take.
+    pub reserved_total: usize,
+    pub anonymous_lifetime: Duration,
     pub heartbeat: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -45,8 +83,12 @@ impl Default for FollowerLimits {
     fn default() -> Self {
         FollowerLimits {
             per_step: MAX_FOLLOWERS_PER_STEP,
+            reserved_per_step: RESERVED_PER_STEP,
             per_client: MAX_FOLLOWERS_PER_CLIENT,
+            per_client_step: MAX_FOLLOWERS_PER_CLIENT_STEP,
             total: MAX_FOLLOWERS,
+            reserved_total: RESERVED_TOTAL,
+            anonymous_lifetime: ANONYMOUS_LIFETIME,
             heartbeat: HEARTBEAT,
             min_backoff: MIN_IDLE_BACKOFF,
             max_backoff: MAX_IDLE_BACKOFF,
@@ -55,6 +97,16 @@ impl Default for FollowerLimits {
 }
 
 impl FollowerLimits {
+    /// The limits of an engine with no signed-in users (no admin token, so no tokens):
+    /// nothing is reserved for them.
+    pub fn without_sign_in() -> FollowerLimits {
+        FollowerLimits {
+            reserved_per_step: 0,
+            reserved_total: 0,
+            ..FollowerLimits::default()
+        }
+    }
+
     /// The wait after `current` passed with nothing new.
     pub fn next_backoff(&self, current: Duration) -> Duration {
         (current * 2).clamp(self.min_backoff, self.max_backoff.max(self.min_backoff))
@@ -67,38 +119,129 @@ pub enum Refused {
     /// The step run already has `per_step` followers.
     #[error("this step already has {0} live followers; try again later")]
     Step(usize),
-    /// The client address already has `per_client` followers.
+    /// Anonymous clients already hold every place of the step open to them.
+    #[error(
+        "the {0} places of this step open to anonymous clients are taken; sign in (an API \
+         token) to follow it, or try again later"
+    )]
+    AnonymousStep(usize),
+    /// The client already has `per_client` followers.
     #[error("this client already follows {0} streams; close one first")]
     Client(usize),
+    /// The client already follows this step `per_client_step` times.
+    #[error("this client already follows this step {0} times; close one first")]
+    ClientStep(usize),
     /// The engine already serves `total` followers.
     #[error("this engine already serves {0} live followers; try again later")]
     Total(usize),
+    /// Anonymous clients already hold every place of the engine open to them.
+    #[error(
+        "the {0} live-follower places open to anonymous clients are taken; sign in (an API \
+         token) to follow, or try again later"
+    )]
+    AnonymousTotal(usize),
+}
+
+/// Who a follower is, as the caps count it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Who {
+    /// A signed-in client: the SHA-256 of its token (the admin token or an API token).
+    Token(String),
+    /// An anonymous client: its address (an IPv6 one cut to its /64), unknown when the
+    /// server records none.
+    Anonymous(Option<IpAddr>),
+}
+
+impl Who {
+    /// A signed-in client, by the token it presented (already checked).
+    pub fn token(token: &str) -> Who {
+        Who::Token(tokens::hash_token(token))
+    }
+
+    /// An anonymous client at `address`.
+    pub fn anonymous(address: Option<IpAddr>) -> Who {
+        Who::Anonymous(address.map(|address| match address.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+            v4 => v4,
+        }))
+    }
+
+    pub fn signed_in(&self) -> bool {
+        matches!(self, Who::Token(_))
+    }
+
+    /// Who sent an API request: its bearer token if it presented one (a token that is not
+    /// valid is the caller's 401), else anonymous at `address`. On an engine with no
+    /// admin token nobody signs in, and everyone is anonymous.
+    pub async fn of_request(
+        auth: &Auth,
+        headers: &HeaderMap,
+        address: Option<IpAddr>,
+    ) -> ApiResult<Who> {
+        let given = tokens::bearer(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
+        match given {
+            Some(token) if auth.enforced() => {
+                auth.check(headers).await?;
+                Ok(Who::token(token))
+            }
+            _ => Ok(Who::anonymous(address)),
+        }
+    }
 }
 
 /// The live followers of one engine.
 #[derive(Debug, Default)]
 pub struct Followers {
     limits: FollowerLimits,
+    proxies: TrustedProxies,
     counts: Mutex<Counts>,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
-    by_step: HashMap<i64, usize>,
-    by_client: HashMap<IpAddr, usize>,
+    anonymous: usize,
+    by_step: HashMap<i64, Places>,
+    by_client: HashMap<Who, usize>,
+    by_client_step: HashMap<(Who, i64), usize>,
+}
+
+/// The followers of one step: all, and the anonymous among them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Places {
+    all: usize,
+    anonymous: usize,
 }
 
 impl Followers {
     pub fn new(limits: FollowerLimits) -> Followers {
         Followers {
             limits,
+            proxies: TrustedProxies::default(),
             counts: Mutex::default(),
         }
     }
 
+    /// Reads `X-Forwarded-For` from these proxies (see [`TrustedProxies`]).
+    pub fn trusting(mut self, proxies: TrustedProxies) -> Followers {
+        self.proxies = proxies;
+        self
+    }
+
     pub fn limits(&self) -> &FollowerLimits {
         &self.limits
+    }
+
+    /// The address of the client behind a request from `peer` (see [`TrustedProxies`]).
+    pub fn client_address(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        peer.map(|peer| self.proxies.client(peer.ip(), headers))
     }
 
     /// Live followers in all (a gauge for tests and operators).
@@ -106,33 +249,52 @@ impl Followers {
         self.lock().total
     }
 
-    /// Counts a new follower of `step_run_id` from `client` (unknown when the server does
-    /// not record addresses), or says which cap it would pass.
-    pub fn enter(
-        self: &Arc<Self>,
-        step_run_id: i64,
-        client: Option<IpAddr>,
-    ) -> Result<FollowerGuard, Refused> {
+    /// Counts a new follower of `step_run_id` by `who`, or says which cap it would pass.
+    pub fn enter(self: &Arc<Self>, step_run_id: i64, who: Who) -> Result<FollowerGuard, Refused> {
         let limits = self.limits;
+        let anonymous = !who.signed_in();
         let mut counts = self.lock();
+        let step = counts
+            .by_step
+            .get(&step_run_id)
+            .copied()
+            .unwrap_or_default();
+        let open_step = limits.per_step.saturating_sub(limits.reserved_per_step);
+        let open_total = limits.total.saturating_sub(limits.reserved_total);
         if counts.total >= limits.total {
             return Err(Refused::Total(limits.total));
         }
-        if counts.by_step.get(&step_run_id).copied().unwrap_or(0) >= limits.per_step {
+        if anonymous && counts.anonymous >= open_total {
+            return Err(Refused::AnonymousTotal(open_total));
+        }
+        if step.all >= limits.per_step {
             return Err(Refused::Step(limits.per_step));
         }
-        if let Some(client) = client {
-            if counts.by_client.get(&client).copied().unwrap_or(0) >= limits.per_client {
+        if anonymous && step.anonymous >= open_step {
+            return Err(Refused::AnonymousStep(open_step));
+        }
+        // An anonymous client with no known address is counted by the caps above only.
+        let counted = !matches!(who, Who::Anonymous(None));
+        if counted {
+            if counts.by_client.get(&who).copied().unwrap_or(0) >= limits.per_client {
                 return Err(Refused::Client(limits.per_client));
             }
-            *counts.by_client.entry(client).or_default() += 1;
+            let key = (who.clone(), step_run_id);
+            if counts.by_client_step.get(&key).copied().unwrap_or(0) >= limits.per_client_step {
+                return Err(Refused::ClientStep(limits.per_client_step));
+            }
+            *counts.by_client.entry(who.clone()).or_default() += 1;
+            *counts.by_client_step.entry(key).or_default() += 1;
         }
-        *counts.by_step.entry(step_run_id).or_default() += 1;
+        let step = counts.by_step.entry(step_run_id).or_default();
+        step.all += 1;
+        step.anonymous += usize::from(anonymous);
         counts.total += 1;
+        counts.anonymous += usize::from(anonymous);
         Ok(FollowerGuard {
             followers: self.clone(),
             step_run_id,
-            client,
+            who,
         })
     }
 
@@ -148,16 +310,36 @@ impl Followers {
 pub struct FollowerGuard {
     followers: Arc<Followers>,
     step_run_id: i64,
-    client: Option<IpAddr>,
+    who: Who,
+}
+
+impl FollowerGuard {
+    /// How long this follower's stream may live: anonymous ones end after
+    /// [`FollowerLimits::anonymous_lifetime`], signed-in ones never.
+    pub fn lifetime(&self) -> Option<Duration> {
+        (!self.who.signed_in()).then_some(self.followers.limits.anonymous_lifetime)
+    }
 }
 
 impl Drop for FollowerGuard {
     fn drop(&mut self) {
+        let anonymous = usize::from(!self.who.signed_in());
         let mut counts = self.followers.lock();
         counts.total = counts.total.saturating_sub(1);
-        decrement(&mut counts.by_step, self.step_run_id);
-        if let Some(client) = self.client {
-            decrement(&mut counts.by_client, client);
+        counts.anonymous = counts.anonymous.saturating_sub(anonymous);
+        if let Some(step) = counts.by_step.get_mut(&self.step_run_id) {
+            step.all = step.all.saturating_sub(1);
+            step.anonymous = step.anonymous.saturating_sub(anonymous);
+            if step.all == 0 {
+                counts.by_step.remove(&self.step_run_id);
+            }
+        }
+        if !matches!(self.who, Who::Anonymous(None)) {
+            decrement(&mut counts.by_client, self.who.clone());
+            decrement(
+                &mut counts.by_client_step,
+                (self.who.clone(), self.step_run_id),
+            );
         }
     }
 }
@@ -172,6 +354,69 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
     }
 }
 
+/// The proxies whose `X-Forwarded-For` the engine believes (`plue serve --trusted-proxy`),
+/// as networks. None by default: the client is the direct peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(networks: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies(networks)
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|net| net.contains(&address))
+    }
+
+    /// The client behind a request from `peer`: `peer` itself unless it is a trusted
+    /// proxy; then, reading `X-Forwarded-For` (every such header, in order, as one list)
+    /// from the right, the first address that is not a trusted proxy. An entry that is not
+    /// an address stops the walk at the trusted hop right of it (the proxies wrote
+    /// something unexpected: the client is the last one believed).
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut client = peer.to_canonical();
+        if !self.trusts(client) {
+            return client;
+        }
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(value) = value.to_str() else {
+                return client;
+            };
+            for hop in value.rsplit(',') {
+                let Some(address) = parse_hop(hop) else {
+                    return client;
+                };
+                client = address;
+                if !self.trusts(address) {
+                    return client;
+                }
+            }
+        }
+        client
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`1.2.3.4:5`,
+/// `[::1]:5`), as some proxies write them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    IpAddr::from_str(hop)
+        .or_else(|_| SocketAddr::from_str(hop).map(|s| s.ip()))
+        .ok()
+        .map(|address| address.to_canonical())
+}
+
+/// A `--trusted-proxy` value: a network (`10.0.0.0/8`, `fd00::/8`) or one address.
+pub fn parse_trusted_proxy(text: &str) -> Result<IpNet, String> {
+    IpNet::from_str(text.trim())
+        .or_else(|_| IpAddr::from_str(text.trim()).map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!("'{text}' is not a network (like 10.0.0.0/8 or fd00::/8) or an address")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,38 +425,213 @@ mod tests {
         Arc::new(Followers::new(FollowerLimits {
             per_step,
             per_client,
+            per_client_step: per_client,
             total,
+            reserved_per_step: 0,
+            reserved_total: 0,
             ..FollowerLimits::default()
         }))
+    }
+
+    fn at(address: &str) -> Who {
+        Who::anonymous(Some(address.parse().unwrap()))
     }
 
     #[test]
     fn each_cap_refuses_the_follower_past_it_and_dropping_frees_the_place() {
         let f = followers(2, 3, 4);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let one = f.enter(1, Some(a)).unwrap();
-        let _two = f.enter(1, Some(a)).unwrap();
-        assert_eq!(f.enter(1, Some(b)).unwrap_err(), Refused::Step(2));
-        let _three = f.enter(2, Some(a)).unwrap();
-        assert_eq!(f.enter(3, Some(a)).unwrap_err(), Refused::Client(3));
-        let _four = f.enter(3, Some(b)).unwrap();
-        assert_eq!(f.enter(4, None).unwrap_err(), Refused::Total(4));
+        let (a, b) = (at("10.0.0.1"), at("10.0.0.2"));
+        let one = f.enter(1, a.clone()).unwrap();
+        let _two = f.enter(1, a.clone()).unwrap();
+        assert_eq!(f.enter(1, b.clone()).unwrap_err(), Refused::Step(2));
+        let _three = f.enter(2, a.clone()).unwrap();
+        assert_eq!(f.enter(3, a.clone()).unwrap_err(), Refused::Client(3));
+        let _four = f.enter(3, b).unwrap();
+        assert_eq!(
+            f.enter(4, Who::Anonymous(None)).unwrap_err(),
+            Refused::Total(4)
+        );
         assert_eq!(f.live(), 4);
         drop(one);
         assert_eq!(f.live(), 3);
-        let _again = f.enter(1, Some(a)).unwrap();
+        let _again = f.enter(1, a).unwrap();
     }
 
     #[test]
     fn counts_go_back_to_nothing() {
         let f = followers(10, 10, 10);
-        let guards: Vec<_> = (0..10).map(|i| f.enter(i % 3, None).unwrap()).collect();
+        let guards: Vec<_> = (0..10)
+            .map(|i| {
+                let who = match i % 3 {
+                    0 => Who::Anonymous(None),
+                    1 => at("10.0.0.1"),
+                    _ => Who::token("t"),
+                };
+                f.enter(i % 3, who).unwrap()
+            })
+            .collect();
         assert_eq!(f.live(), 10);
         drop(guards);
         assert_eq!(f.live(), 0);
         let counts = f.lock();
         assert!(counts.by_step.is_empty() && counts.by_client.is_empty());
+        assert!(counts.by_client_step.is_empty() && counts.anonymous == 0);
+    }
+
+    // The attack: anonymous clients from as many addresses as they like fill a step. The
+    // reserved places stay free for signed-in users; only they hit the step's cap.
+    #[test]
+    fn anonymous_clients_from_any_number_of_addresses_never_take_the_reserved_places() {
+        let f = Arc::new(Followers::new(FollowerLimits::default()));
+        let mut held = Vec::new();
+        for i in 0..1000u32 {
+            let who = Who::anonymous(Some(IpAddr::from(i.to_be_bytes())));
+            match f.enter(7, who) {
+                Ok(guard) => held.push(guard),
+                Err(refused) => assert_eq!(refused, Refused::AnonymousStep(48)),
+            }
+        }
+        assert_eq!(held.len(), MAX_FOLLOWERS_PER_STEP - RESERVED_PER_STEP);
+        for user in 0..RESERVED_PER_STEP {
+            held.push(f.enter(7, Who::token(&format!("user-{user}"))).unwrap());
+        }
+        assert_eq!(
+            f.enter(7, Who::token("late")).unwrap_err(),
+            Refused::Step(64)
+        );
+        // In all, too: anonymous followers of many steps leave the reserved total free.
+        let f = Arc::new(Followers::new(FollowerLimits::default()));
+        let mut held = Vec::new();
+        for i in 0..2000u32 {
+            let who = Who::anonymous(Some(IpAddr::from(i.to_be_bytes())));
+            if let Ok(guard) = f.enter(i64::from(i), who) {
+                held.push(guard);
+            }
+        }
+        assert_eq!(held.len(), MAX_FOLLOWERS - RESERVED_TOTAL);
+        let signed_in = f.enter(1, Who::token("me")).unwrap();
+        assert_eq!(signed_in.lifetime(), None);
+        assert_eq!(held[0].lifetime(), Some(ANONYMOUS_LIFETIME));
+    }
+
+    // regression: one client with two addresses took all 64 places of a step.
+    #[test]
+    fn one_client_takes_few_places_of_a_step_and_an_ipv6_host_is_one_client() {
+        let f = Arc::new(Followers::new(FollowerLimits::default()));
+        let mut held = Vec::new();
+        for address in ["10.0.0.1", "10.0.0.2"] {
+            while let Ok(guard) = f.enter(1, at(address)) {
+                held.push(guard);
+            }
+        }
+        assert_eq!(held.len(), 2 * MAX_FOLLOWERS_PER_CLIENT_STEP);
+        // Every address of one /64 is one client.
+        let mut v6 = 0;
+        for i in 0..100u16 {
+            if let Ok(guard) = f.enter(2, at(&format!("2001:db8::{i:x}"))) {
+                held.push(guard);
+                v6 += 1;
+            }
+        }
+        assert_eq!(v6, MAX_FOLLOWERS_PER_CLIENT_STEP);
+        assert_eq!(at("::ffff:10.0.0.1"), at("10.0.0.1"));
+    }
+
+    #[test]
+    fn tokens_are_counted_wherever_they_connect_from() {
+        let f = followers(100, 3, 100);
+        let held: Vec<_> = (0..3)
+            .map(|i| f.enter(i, Who::token("t")).unwrap())
+            .collect();
+        assert_eq!(f.enter(9, Who::token("t")).unwrap_err(), Refused::Client(3));
+        assert!(f.enter(9, Who::token("other")).is_ok());
+        drop(held);
+    }
+
+    fn proxies(networks: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(
+            networks
+                .iter()
+                .map(|n| parse_trusted_proxy(n).unwrap())
+                .collect(),
+        )
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    // The attack: a client writes the address it wants to be counted as into the header.
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies_and_only_up_to_the_first_untrusted_hop() {
+        let none = TrustedProxies::default();
+        let spoofed = forwarded(&["203.0.113.9"]);
+        assert_eq!(
+            none.client(ip("198.51.100.7"), &spoofed),
+            ip("198.51.100.7")
+        );
+        let ingress = proxies(&["10.0.0.0/8", "fd00::/8"]);
+        // Not from the ingress: the header is the client's own words.
+        assert_eq!(
+            ingress.client(ip("198.51.100.7"), &spoofed),
+            ip("198.51.100.7")
+        );
+        // From the ingress: the right-most address the proxies did not write.
+        assert_eq!(
+            ingress.client(ip("10.1.2.3"), &forwarded(&["1.1.1.1, 198.51.100.7"])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            ingress.client(
+                ip("10.1.2.3"),
+                &forwarded(&["6.6.6.6, 198.51.100.7", "10.9.9.9"])
+            ),
+            ip("198.51.100.7"),
+            "several headers are one list; trusted hops are skipped"
+        );
+        assert_eq!(
+            ingress.client(ip("::ffff:10.1.2.3"), &forwarded(&["[2001:db8::1]:443"])),
+            ip("2001:db8::1")
+        );
+        // Nothing usable: the last trusted hop.
+        assert_eq!(
+            ingress.client(ip("10.1.2.3"), &HeaderMap::new()),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            ingress.client(ip("10.1.2.3"), &forwarded(&["1.1.1.1, junk, 10.0.0.5"])),
+            ip("10.0.0.5")
+        );
+        let followers = Followers::default().trusting(ingress);
+        assert_eq!(
+            followers.client_address(Some("10.1.2.3:9".parse().unwrap()), &spoofed),
+            Some(ip("203.0.113.9"))
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        assert_eq!(
+            parse_trusted_proxy("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_trusted_proxy("192.0.2.1").unwrap().to_string(),
+            "192.0.2.1/32"
+        );
+        assert_eq!(parse_trusted_proxy("::1").unwrap().to_string(), "::1/128");
+        assert!(parse_trusted_proxy("ingress")
+            .unwrap_err()
+            .contains("'ingress'"));
+        assert!(parse_trusted_proxy("10.0.0.0/33").is_err());
     }
 
     #[test]

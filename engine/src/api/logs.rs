@@ -7,9 +7,12 @@
 //! step is final and every stored line was sent.
 //!
 //! Followers are bounded (see [`super::followers`]): each is counted while its stream
-//! lives, past a cap the answer is 429, an idle one is woken by notifications and otherwise
-//! re-reads the store ever more rarely, and a client that leaves takes its follower with it
-//! (the stream is the follower; a heartbeat comment makes a silent hang-up show).
+//! lives — by its token when it presents one, else by its address — past a cap the answer
+//! is 429, an idle one is woken by notifications and otherwise re-reads the store ever more
+//! rarely, and a client that leaves takes its follower with it (the stream is the
+//! follower; a heartbeat comment makes a silent hang-up show). An anonymous stream ends
+//! after its lifetime without an `end` event: SSE clients reconnect with `Last-Event-ID`
+//! and resume exactly where they were.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -28,7 +31,7 @@ use tokio::sync::broadcast;
 use utoipa::IntoParams;
 
 use super::approvals::StepPath;
-use super::followers::{FollowerGuard, FollowerLimits};
+use super::followers::{FollowerGuard, FollowerLimits, Who};
 use super::views::{ErrorView, LineView};
 use super::{parse_run_id, ApiState};
 use crate::events::Event;
@@ -58,7 +61,11 @@ pub(super) struct LogQuery {
                    Server-Sent Events — a `line` event per line (its id `attempt:seq`, its \
                    data a `Line`), new lines as they are stored, then an `end` event (data \
                    `{}`) once the step is final and every line was sent; comments keep the \
-                   connection alive. Resume with `Last-Event-ID` or `after`.",
+                   connection alive. Resume with `Last-Event-ID` or `after`. Live streams \
+                   are counted per token (a request with one) or per client address, with \
+                   a share of places kept for requests with a token; a stream without a \
+                   token ends after 10 minutes without an `end` event, and the client \
+                   reconnects with `Last-Event-ID`.",
     params(
         StepPath,
         LogQuery,
@@ -73,9 +80,9 @@ pub(super) struct LogQuery {
              (String = "text/event-stream"),
          )),
         (status = 400, description = "Not a run id, an unknown query parameter or a malformed cursor", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 401, description = "Reads are private and the request has no valid token, or a live stream was asked with a token that is not valid", body = ErrorView),
         (status = 404, description = "No such run or step", body = ErrorView),
-        (status = 429, description = "Too many live followers (of this step, from this client, or in all)", body = ErrorView),
+        (status = 429, description = "Too many live followers (of this step, of this client, or in all), or every place open to requests without a token is taken", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
@@ -106,13 +113,12 @@ pub(super) async fn step_logs(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
     if wants_sse {
-        let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
-        let guard = state
-            .followers
-            .enter(step_run.id, client)
-            .map_err(|refused| {
-                ApiError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
-            })?;
+        let peer = client.map(|Extension(ConnectInfo(addr))| addr);
+        let address = state.followers.client_address(peer, &headers);
+        let who = Who::of_request(&state.auth, &headers, address).await?;
+        let guard = state.followers.enter(step_run.id, who).map_err(|refused| {
+            ApiError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
+        })?;
         let heartbeat = state.followers.limits().heartbeat;
         let stream = follow(&state, run_id, step_run.id, cursor, guard);
         return Ok(Sse::new(stream)
@@ -191,6 +197,8 @@ struct Follower {
     /// The wait before re-reading an idle step by itself; doubles while nothing comes.
     idle: Duration,
     limits: FollowerLimits,
+    /// When an anonymous stream's lifetime ends.
+    ends_at: Option<tokio::time::Instant>,
     done: bool,
     _guard: FollowerGuard,
 }
@@ -204,6 +212,9 @@ fn follow(
     cursor: (i64, i64),
     guard: FollowerGuard,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let ends_at = guard
+        .lifetime()
+        .map(|lifetime| tokio::time::Instant::now() + lifetime);
     let follower = Follower {
         store: state.executor.store().clone(),
         events: state.executor.events().subscribe(),
@@ -214,11 +225,17 @@ fn follow(
         ready: VecDeque::new(),
         idle: Duration::ZERO,
         limits: *state.followers.limits(),
+        ends_at,
         done: false,
         _guard: guard,
     };
     futures::stream::unfold(follower, |mut follower| async move {
         loop {
+            // Past its lifetime the stream ends, sent or not: the client resumes after the
+            // last event it received.
+            if follower.expired() {
+                return None;
+            }
             if let Some(event) = follower.ready.pop_front() {
                 return Some((Ok(event), follower));
             }
@@ -231,6 +248,11 @@ fn follow(
 }
 
 impl Follower {
+    fn expired(&self) -> bool {
+        self.ends_at
+            .is_some_and(|ends_at| tokio::time::Instant::now() >= ends_at)
+    }
+
     /// Reads what is new, or ends the stream, or waits until something may have changed.
     async fn advance(&mut self) {
         let lines = match self
@@ -295,8 +317,16 @@ impl Follower {
                 }
             }
         };
+        let ends_at = self.ends_at;
+        let lifetime = async move {
+            match ends_at {
+                Some(ends_at) => tokio::time::sleep_until(ends_at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.shutdown.cancelled() => self.done = true,
+            _ = lifetime => {}
             _ = tokio::time::timeout(self.idle, notified) => {}
         }
     }

@@ -1,7 +1,9 @@
 //! Live log followers against a real HTTP server on `127.0.0.1:0`: an anonymous client
 //! opening and abandoning hundreds of followers of a queued step leaves nothing running,
-//! the caps answer 429, and an idle follower at its longest backoff still wakes at once
-//! when lines are stored.
+//! the caps answer 429, an idle follower at its longest backoff still wakes at once when
+//! lines are stored, a signed-in user follows while anonymous clients from many addresses
+//! hold every place open to them, `X-Forwarded-For` counts only from a trusted proxy, and
+//! an anonymous stream ends at its lifetime and resumes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::super::followers::{FollowerLimits, Followers};
+use super::super::followers::{parse_trusted_proxy, FollowerLimits, Followers, TrustedProxies};
 use super::super::{router, ApiState};
 use crate::auth::Auth;
 use crate::events::{Event, Events};
@@ -36,11 +38,20 @@ struct Engine {
 impl Engine {
     /// An engine with one run whose only step stays queued (there is no runner).
     async fn start(limits: FollowerLimits) -> Engine {
+        Engine::start_trusting(limits, &[]).await
+    }
+
+    /// [`Engine::start`] believing `X-Forwarded-For` from `proxies`.
+    async fn start_trusting(limits: FollowerLimits, proxies: &[&str]) -> Engine {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         let events = Arc::new(Events::default());
         let executor = Arc::new(Executor::new(store.clone(), events, BTreeMap::new(), 8));
-        let followers = Arc::new(Followers::new(limits));
+        let proxies = proxies
+            .iter()
+            .map(|p| parse_trusted_proxy(p).unwrap())
+            .collect();
+        let followers = Arc::new(Followers::new(limits).trusting(TrustedProxies::new(proxies)));
         let shutdown = CancellationToken::new();
         let state = ApiState {
             executor: executor.clone(),
@@ -118,9 +129,14 @@ impl Engine {
     /// Opens a follower over a bare connection, as a script would; returns the status and
     /// the connection (still open).
     async fn open(&self) -> (u16, TcpStream) {
+        self.open_with("").await
+    }
+
+    /// [`Engine::open`] with more header lines (each ending in `\r\n`).
+    async fn open_with(&self, headers: &str) -> (u16, TcpStream) {
         let mut conn = TcpStream::connect(self.addr).await.unwrap();
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: plue\r\nAccept: text/event-stream\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: plue\r\nAccept: text/event-stream\r\n{headers}\r\n",
             self.logs_path()
         );
         conn.write_all(request.as_bytes()).await.unwrap();
@@ -158,8 +174,11 @@ impl Drop for Engine {
 fn roomy() -> FollowerLimits {
     FollowerLimits {
         per_step: 1000,
+        reserved_per_step: 0,
         per_client: 1000,
+        per_client_step: 1000,
         total: 1000,
+        reserved_total: 0,
         ..FollowerLimits::default()
     }
 }
@@ -290,6 +309,161 @@ async fn an_idle_follower_wakes_when_lines_are_stored() {
     assert!(event.data.contains("hello"), "{}", event.data);
     drop(events);
     engine.live_becomes(0).await;
+}
+
+/// The status of a follower opened from `address` as the ingress says (`X-Forwarded-For`).
+async fn open_from(engine: &Engine, address: &str) -> (u16, TcpStream) {
+    engine
+        .open_with(&format!("X-Forwarded-For: {address}\r\n"))
+        .await
+}
+
+// The attack: anonymous clients from many addresses (through the ingress, which names each
+// one) take every place of a step. A signed-in user still follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_user_follows_while_anonymous_clients_hold_every_open_place() {
+    let engine = Engine::start_trusting(
+        FollowerLimits {
+            per_step: 6,
+            reserved_per_step: 2,
+            per_client_step: 1,
+            ..roomy()
+        },
+        &["127.0.0.0/8"],
+    )
+    .await;
+    let mut held = Vec::new();
+    for i in 1..=4 {
+        let (status, conn) = open_from(&engine, &format!("198.51.100.{i}")).await;
+        assert_eq!(status, 200, "anonymous client {i}");
+        held.push(conn);
+    }
+    for i in 5..=40 {
+        let (status, _) = open_from(&engine, &format!("198.51.100.{i}")).await;
+        assert_eq!(status, 429, "anonymous client {i} took a reserved place");
+    }
+    let refused = reqwest::Client::new()
+        .get(format!("http://{}{}", engine.addr, engine.logs_path()))
+        .header("accept", "text/event-stream")
+        .header("x-forwarded-for", "203.0.113.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("sign in"),
+        "{body}"
+    );
+    // Signed in, from an address that already holds a place: it follows.
+    let (status, _mine) = engine
+        .open_with("X-Forwarded-For: 198.51.100.1\r\nAuthorization: Bearer admin\r\n")
+        .await;
+    assert_eq!(status, 200);
+    // A token that is not valid buys nothing.
+    let (status, _) = engine
+        .open_with("Authorization: Bearer not-a-token\r\n")
+        .await;
+    assert_eq!(status, 401);
+    engine.live_becomes(5).await;
+}
+
+// The attack: a client names a fresh address in `X-Forwarded-For` for every stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_counts_only_from_a_trusted_proxy() {
+    let limits = FollowerLimits {
+        per_client_step: 1,
+        ..roomy()
+    };
+    // No trusted proxy: every stream is 127.0.0.1's, whatever the header says.
+    let direct = Engine::start(limits).await;
+    let (first, _held) = open_from(&direct, "198.51.100.1").await;
+    assert_eq!(first, 200);
+    let (second, _) = open_from(&direct, "198.51.100.2").await;
+    assert_eq!(second, 429, "the header of an untrusted peer was believed");
+    // Another network is trusted, not this peer: still ignored.
+    let elsewhere = Engine::start_trusting(limits, &["10.0.0.0/8"]).await;
+    let (first, _held) = open_from(&elsewhere, "198.51.100.1").await;
+    assert_eq!(first, 200);
+    let (second, _) = open_from(&elsewhere, "198.51.100.2").await;
+    assert_eq!(second, 429);
+    // From the trusted ingress: the address it names is the client.
+    let ingress = Engine::start_trusting(limits, &["127.0.0.1"]).await;
+    let (first, _held) = open_from(&ingress, "198.51.100.1").await;
+    assert_eq!(first, 200);
+    let (other, _held2) = open_from(&ingress, "6.6.6.6, 198.51.100.2").await;
+    assert_eq!(other, 200);
+    // What a client writes left of its real address is not read.
+    let (again, _) = open_from(&ingress, "198.51.100.9, 198.51.100.1").await;
+    assert_eq!(again, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_stream_ends_at_its_lifetime_and_resumes_after_its_last_event() {
+    let engine = Engine::start(FollowerLimits {
+        anonymous_lifetime: Duration::from_millis(700),
+        ..roomy()
+    })
+    .await;
+    let store = engine.executor.store();
+    let line = |seq: u64| LogLine {
+        seq,
+        stream: LineStream::Stdout,
+        text: format!("line {seq}"),
+        ts_ms: 1,
+    };
+    store
+        .append_logs(engine.step_run_id, 1, &[line(1)])
+        .await
+        .unwrap();
+    let open = |last: Option<&'static str>, token: Option<&'static str>| {
+        let mut request = reqwest::Client::new()
+            .get(format!("http://{}{}", engine.addr, engine.logs_path()))
+            .header("accept", "text/event-stream");
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let started = tokio::time::Instant::now();
+    let mut events = open(None, None).await.unwrap().bytes_stream().eventsource();
+    let signed_in = open(None, Some("admin")).await.unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let mut signed_in = signed_in.bytes_stream().eventsource();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.id, "1:1");
+    assert_eq!(signed_in.next().await.unwrap().unwrap().id, "1:1");
+    // The anonymous stream ends by itself, without an `end` event (the step is queued).
+    let ended = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the anonymous stream ended");
+    assert!(ended.is_none(), "{ended:?}");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    engine.live_becomes(1).await;
+    // The signed-in stream lives on, and both resume after their last event.
+    store
+        .append_logs(engine.step_run_id, 1, &[line(2)])
+        .await
+        .unwrap();
+    engine.executor.events().send(Event::Logs {
+        run_id: engine.run_id,
+        step_run_id: engine.step_run_id,
+    });
+    let next = tokio::time::timeout(Duration::from_secs(5), signed_in.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, "1:2");
+    let mut resumed = open(Some("1:1"), None)
+        .await
+        .unwrap()
+        .bytes_stream()
+        .eventsource();
+    assert_eq!(resumed.next().await.unwrap().unwrap().id, "1:2");
 }
 
 #[test]

@@ -20,7 +20,8 @@ use super::session::Session;
 use super::Web;
 
 /// The browser's address, handed on so the API's per-client limits (log followers) count
-/// the browser, not the dashboard.
+/// the browser, not the dashboard (through a trusted proxy, with the `X-Forwarded-For`
+/// the caller passes on).
 pub(super) type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// An API request made for the dashboard.

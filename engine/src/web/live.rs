@@ -8,8 +8,10 @@
 //!   escaped HTML, which the session was allowed to read. Reading the stream needs what
 //!   reading the page needs (`--private-reads` asks for a signed-in token).
 //! - Streams are counted with the API's log followers ([`crate::api::followers`]) under
-//!   keys no step run has (negative), so the same per-client and total caps bound them;
-//!   past a cap the answer is 429 and the page keeps polling.
+//!   keys no step run has (negative), so the same caps bound them — per session token when
+//!   signed in, per address otherwise, with places kept for signed-in users; past a cap the
+//!   answer is 429 and the page keeps polling. An anonymous stream ends at its lifetime
+//!   (the browser reconnects by itself).
 //! - Hints are coalesced: at most one per [`THROTTLE`] per stream, and a lagging receiver
 //!   (missed hints) is told `changed` too, since the page re-reads everything anyway.
 
@@ -30,7 +32,7 @@ use super::error::{WebError, WebResult};
 use super::forward::Client;
 use super::session::Session;
 use super::{parse_run_id, Web};
-use crate::api::followers::FollowerGuard;
+use crate::api::followers::{FollowerGuard, Who};
 use crate::events::Event;
 
 /// Fewest milliseconds between two hints of one stream.
@@ -53,18 +55,25 @@ pub(super) async fn stream(
 ) -> WebResult<Response> {
     let run = query.run.as_deref().map(parse_run_id).transpose()?;
     let page = run.map_or_else(|| "/".to_string(), |id| format!("/runs/{id}"));
-    Session::load(&web, &headers, &page).await?;
+    let session = Session::load(&web, &headers, &page).await?;
     let key = run.map_or(ALL_RUNS_KEY, |id| -id);
-    let address = client.map(|Extension(ConnectInfo(address))| address.ip());
+    let peer = client.map(|Extension(ConnectInfo(address))| address);
+    let who = match &session.token {
+        // Checked by `Session::load`; with no admin token nobody signs in.
+        Some(token) if web.auth().enforced() => Who::token(token),
+        _ => Who::anonymous(web.state.followers.client_address(peer, &headers)),
+    };
     let guard =
-        web.state.followers.enter(key, address).map_err(|refused| {
+        web.state.followers.enter(key, who).map_err(|refused| {
             WebError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
         })?;
+    let ends_at = guard.lifetime().map(|lifetime| Instant::now() + lifetime);
     let watch = Watch {
         events: web.state.executor.events().subscribe(),
         run,
         shutdown: web.state.shutdown.clone(),
         last: None,
+        ends_at,
         _guard: guard,
     };
     let hints = futures::stream::unfold(watch, |mut watch| async move {
@@ -87,6 +96,8 @@ struct Watch {
     shutdown: CancellationToken,
     /// When the last hint was sent.
     last: Option<Instant>,
+    /// When an anonymous stream's lifetime ends.
+    ends_at: Option<Instant>,
     /// Counts the stream among the followers while it lives.
     _guard: FollowerGuard,
 }
@@ -95,8 +106,16 @@ impl Watch {
     /// Waits for the next change worth a hint; `None` ends the stream.
     async fn next(&mut self) -> Option<()> {
         let shutdown = self.shutdown.clone();
+        let ends_at = self.ends_at;
+        let lifetime = async move {
+            match ends_at {
+                Some(ends_at) => tokio::time::sleep_until(ends_at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return None,
+            _ = lifetime => return None,
             changed = self.changed() => changed?,
         }
         if let Some(last) = self.last {

@@ -82,7 +82,14 @@ pub(super) async fn stream(
     let session = Session::load(&web, &headers, &base).await?;
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let api = format!("/api/runs/{run_id}/steps/{}/logs{query}", encode(&step));
-    let pass = [header::ACCEPT, HeaderName::from_static("last-event-id")];
+    // `X-Forwarded-For` too: the API counts the follower by the same rule as it would a
+    // direct request (believed only from a trusted proxy, which the browser's peer is not
+    // unless it is one).
+    let pass = [
+        header::ACCEPT,
+        HeaderName::from_static("last-event-id"),
+        HeaderName::from_static("x-forwarded-for"),
+    ];
     let call = ApiCall {
         method: Method::GET,
         uri: &api,

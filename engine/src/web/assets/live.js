@@ -2,12 +2,16 @@
 // the element with the same id in the HTML that URL returns — at once when the engine's
 // event stream named in `data-events` says `changed`, and otherwise every `data-interval`
 // ms (slower while the stream is open: it is only a safety net then). The server drops
-// `data-live` once nothing can change (a finished run), which stops both. No HTML is built
-// here: the server renders (and escapes) it all. `<html data-live-stream>` says whether
-// the stream is open (for tests and the curious).
+// `data-live` once nothing can change (a finished run), which stops both. A stream the
+// engine refuses (429: every place it gives this client is taken) leaves the page polling
+// at its own pace, and is tried again every STREAM_RETRY ms; one that ends (an anonymous
+// stream's lifetime) is reopened by the browser. No HTML is built here: the server renders
+// (and escapes) it all. `<html data-live-stream>` says whether the stream is open (for
+// tests and the curious).
 "use strict";
 (function () {
   var STREAM_INTERVAL = 10000;
+  var STREAM_RETRY = 30000;
   function live(element) {
     var url = element.getAttribute("data-live");
     var base = parseInt(element.getAttribute("data-interval"), 10) || 2000;
@@ -75,7 +79,8 @@
         });
     }
     var events = element.getAttribute("data-events");
-    if (events && window.EventSource) {
+    function open() {
+      if (stopped) return;
       source = new EventSource(events);
       source.addEventListener("changed", now);
       // (Re)connected: catch up on what happened while the stream was down.
@@ -88,8 +93,11 @@
         streaming = false;
         document.documentElement.setAttribute("data-live-stream", "down");
         schedule();
+        // Refused (429, 401, 5xx): the browser does not retry; poll, and try later.
+        if (source.readyState === EventSource.CLOSED) window.setTimeout(open, STREAM_RETRY);
       });
     }
+    if (events && window.EventSource) open();
     schedule();
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden && timer !== null) now();

@@ -1,6 +1,9 @@
 // The step log viewer: loads the stored lines (JSON lines), then follows new ones over SSE
-// (the browser resumes with Last-Event-ID after a reconnect), and draws only the lines in
-// view, so a 100,000-line log opens and scrolls fast. Every piece of log text becomes a DOM
+// (the browser resumes with Last-Event-ID after a reconnect, e.g. when an anonymous
+// stream's lifetime ends), and draws only the lines in view, so a 100,000-line log opens
+// and scrolls fast. When the engine refuses the stream (429: every place it gives this
+// client is taken; or 401, 5xx) the page polls the JSON lines after the last one shown
+// instead, and tries the stream again now and then. Every piece of log text becomes a DOM
 // text node (textContent); nothing from the log is ever parsed as HTML.
 "use strict";
 (function () {
@@ -380,9 +383,22 @@
       .catch(function () {});
   }
 
+  function finish() {
+    finished = true;
+    setState("Complete · " + lineCount() + " lines");
+    showTarget();
+    queueRender();
+    refreshHeader();
+  }
+
+  // The URL of the lines after the last one shown.
+  function after(url) {
+    return url + (last.attempt >= 0 ? "?after=" + last.attempt + ":" + last.seq : "");
+  }
+
   function follow() {
-    var url = streamUrl + (last.attempt >= 0 ? "?after=" + last.attempt + ":" + last.seq : "");
-    var source = new EventSource(url);
+    if (finished) return;
+    var source = new EventSource(after(streamUrl));
     source.addEventListener("open", function () { setState("Live · " + lineCount() + " lines"); });
     source.addEventListener("line", function (event) {
       add(JSON.parse(event.data));
@@ -391,25 +407,53 @@
     });
     source.addEventListener("end", function () {
       source.close();
-      finished = true;
-      setState("Complete · " + lineCount() + " lines");
-      showTarget();
-      queueRender();
-      refreshHeader();
+      finish();
     });
     source.addEventListener("error", function () {
       if (finished) return;
-      setState("Reconnecting…");
-      // The browser retries by itself unless the answer was an error (e.g. 429 or 401):
-      // then start again from the last line shown, a little later.
+      // The browser retries by itself (with Last-Event-ID) unless the answer was an error:
+      // a 429 (no place for this client), a 401 or a 5xx. Then poll instead.
       if (source.readyState === EventSource.CLOSED) {
-        window.setTimeout(follow, 3000);
+        poll(0);
+      } else {
+        setState("Reconnecting…");
       }
     });
   }
 
-  function load() {
-    fetch(streamUrl, { credentials: "same-origin", headers: { Accept: "application/x-ndjson" } })
+  // Polling, while the stream is refused: every POLL_MS, whether the step has ended (the
+  // page's own data-done, read before the lines so that no line stored before the end is
+  // missed), then the lines after the last one shown; every STREAM_EVERY polls, the stream
+  // is tried again instead (a place may be free).
+  var POLL_MS = 3000;
+  var STREAM_EVERY = 10;
+  function poll(count) {
+    setState("Polling · " + lineCount() + " lines");
+    window.setTimeout(function () {
+      var ended = false;
+      fetch(location.pathname, { credentials: "same-origin" })
+        .then(function (response) { return response.text(); })
+        .then(function (html) {
+          var parsed = new DOMParser().parseFromString(html, "text/html");
+          var fresh = parsed.getElementById("log");
+          ended = !!fresh && fresh.getAttribute("data-done") === "true";
+          return readLines(after(streamUrl), false);
+        })
+        .then(function () {
+          queueRender();
+          if (ended) finish();
+          else if (count + 1 >= STREAM_EVERY) follow();
+          else poll(count + 1);
+        })
+        .catch(function () {
+          poll(count + 1);
+        });
+    }, POLL_MS);
+  }
+
+  // Reads the JSON lines at `url` into the log as they arrive (saying so when `loading`).
+  function readLines(url, loading) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/x-ndjson" } })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
         var reader = response.body.getReader();
@@ -427,13 +471,17 @@
             for (var i = 0; i < parts.length; i++) {
               if (parts[i]) add(JSON.parse(parts[i]));
             }
-            setState("Loading · " + lineCount() + " lines");
+            if (loading) setState("Loading · " + lineCount() + " lines");
             queueRender();
             return pump();
           });
         }
         return pump();
-      })
+      });
+  }
+
+  function load() {
+    readLines(streamUrl, true)
       .then(function () {
         readHash();
         queueRender();
