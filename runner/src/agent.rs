@@ -342,6 +342,12 @@ async fn execute(
     let started_ms_ago = Some(u64::try_from(started_at.elapsed().as_millis()).unwrap_or(u64::MAX));
     started.abort();
     let _ = started.await;
+    // A secret in an output's name would be stored and shown in clear: the step fails.
+    let (outcome, reason, outputs) = match outputs::check_names(&outputs, &masker) {
+        Ok(()) => (outcome, reason, outputs),
+        Err(_) if outcome == Outcome::Cancelled => (outcome, reason, BTreeMap::new()),
+        Err(e) => (Outcome::Failed, Some(e.to_string()), BTreeMap::new()),
+    };
     let (reason, outputs) = masked_report(&masker, reason, outputs);
     let completion = Completion {
         outcome,

@@ -84,6 +84,28 @@ impl Masker {
         self.matcher.is_none()
     }
 
+    /// Whether `name` — an output's name, which later steps see upper-cased with `-` as
+    /// `_` in a variable name — holds a secret when compared the same way (ASCII case
+    /// ignored, `-` and `_` alike). A secret with a character no name can hold never
+    /// matches.
+    pub fn finds_secret_in_name(&self, name: &str) -> bool {
+        fn fold(text: &str) -> String {
+            text.chars()
+                .map(|c| {
+                    if c == '-' {
+                        '_'
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                })
+                .collect()
+        }
+        let name = fold(name);
+        self.patterns
+            .iter()
+            .any(|secret| name.contains(&fold(secret)))
+    }
+
     /// `text` with every secret occurrence replaced by [`MASK`]; borrowed when nothing
     /// matched.
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {

@@ -9,13 +9,16 @@
 //!
 //! Keys match `[A-Za-z_][A-Za-z0-9_-]*`. Limits: [`MAX_OUTPUTS`] keys, values of at most
 //! [`MAX_OUTPUT_VALUE_BYTES`], a file of at most [`MAX_FILE_BYTES`]. Every error names the
-//! line it is about, so the user can find it.
+//! line it is about, so the user can find it. An output whose name holds a secret of the
+//! attempt is refused by [`check_names`] (values are masked; a name would be stored, shown
+//! and turned into later steps' variable names in clear).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
 
+use crate::mask::Masker;
 use crate::protocol::{MAX_OUTPUTS, MAX_OUTPUT_VALUE_BYTES};
 
 /// The largest `$PLUE_OUTPUT` file accepted.
@@ -68,6 +71,14 @@ pub enum OutputError {
     /// The file is not UTF-8.
     #[error("PLUE_OUTPUT line {line}: not valid UTF-8")]
     NotUtf8 { line: usize },
+    /// An output's name holds a secret of the attempt: it would be stored and shown in
+    /// clear and become part of later steps' variable names. Says where, never what.
+    #[error(
+        "PLUE_OUTPUT: the name of output {position} of {count} (in name order) contains a \
+         secret of this step, so no output is kept; write secrets only as values, which \
+         are masked"
+    )]
+    SecretInName { position: usize, count: usize },
     /// The file exists but could not be read.
     #[error("reading PLUE_OUTPUT {}: {source}", path.display())]
     Io {
@@ -191,6 +202,22 @@ pub async fn read(path: &Path) -> Result<BTreeMap<String, String>, OutputError> 
     parse(&text)
 }
 
+/// Refuses `outputs` when a name holds a secret of `masker` (compared as later steps see
+/// the name: see [`Masker::finds_secret_in_name`]). The error gives the name's position
+/// among the outputs in name order, not the name.
+pub fn check_names(outputs: &BTreeMap<String, String>, masker: &Masker) -> Result<(), OutputError> {
+    match outputs
+        .keys()
+        .position(|name| masker.finds_secret_in_name(name))
+    {
+        Some(index) => Err(OutputError::SecretInName {
+            position: index + 1,
+            count: outputs.len(),
+        }),
+        None => Ok(()),
+    }
+}
+
 enum Assignment<'a> {
     Value(&'a str, &'a str),
     Heredoc(&'a str, &'a str),
@@ -250,6 +277,42 @@ mod tests {
         assert!(matches!(read_fifo.await, Ok(Err(OutputError::NotAFile))));
         std::fs::write(dir.path().join("plain"), "k=v\n").unwrap();
         assert_eq!(read(&dir.path().join("plain")).await.unwrap()["k"], "v");
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_as_an_output_name_is_refused_without_echoing_it() {
+        // regression: `echo "$TOKEN=1" >> $PLUE_OUTPUT` stored and served the secret in
+        // clear, and later steps got it in a variable name.
+        let secret = "s3cr3t-Tok3n";
+        let masker = Masker::new([secret, "unrelated value"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("output");
+        for written in [
+            format!("{secret}=1\n"),
+            format!("a=ok\nx_{secret}_y=1\n"),
+            format!("{}=1\n", secret.to_uppercase()),
+            format!("{}<<EOF\nv\nEOF\n", secret.replace('-', "_")),
+        ] {
+            std::fs::write(&file, &written).unwrap();
+            let outputs = read(&file).await.unwrap();
+            let err = check_names(&outputs, &masker).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains("contains a secret"), "{message}");
+            assert!(
+                !message.to_lowercase().contains("s3cr3t"),
+                "the secret is echoed: {message}"
+            );
+        }
+        let err = check_names(
+            &parse(&format!("a=1\nb{secret}=2\nc=3\n")).unwrap(),
+            &masker,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("output 2 of 3"), "{err}");
+        // The secret as a value is fine (it is masked); names near it are too.
+        let fine = parse(&format!("token={secret}\ns3cr3t=1\n")).unwrap();
+        assert!(check_names(&fine, &masker).is_ok());
+        assert!(check_names(&fine, &Masker::default()).is_ok());
     }
 
     fn ok(text: &str) -> Vec<(String, String)> {
