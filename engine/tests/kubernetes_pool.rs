@@ -109,6 +109,213 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
         .contains("reading the pool configuration /nonexistent/pool.yaml"));
 }
 
+/// Every way found to weaken a runner pod through a class's template (issue 30), as the
+/// `spec` of one class, and what its refusal must name. The unit tests in
+/// `pool/kubernetes/hardening.rs` hold the full table; these go through the binary.
+const WEAKENINGS: &[(&str, &str)] = &[
+    (
+        r#"{volumes: [{name: t, projected: {sources: [{serviceAccountToken: {path: token}}]}}], containers: [{name: runner, image: i}]}"#,
+        "spec.volumes[0].projected.sources[0].serviceAccountToken is not allowed",
+    ),
+    (
+        r#"{automountServiceAccountToken: true, containers: [{name: runner, image: i}]}"#,
+        "spec.automountServiceAccountToken must not be true",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {capabilities: {drop: []}}}]}"#,
+        "spec.containers[runner].securityContext.capabilities.drop must include ALL, got []",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {capabilities: {add: [SYS_PTRACE]}}}]}"#,
+        "spec.containers[runner].securityContext.capabilities.add is not allowed",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {readOnlyRootFilesystem: false}}]}"#,
+        "spec.containers[runner].securityContext.readOnlyRootFilesystem must stay true",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {privileged: true}}]}"#,
+        "spec.containers[runner].securityContext.privileged must not be true",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {allowPrivilegeEscalation: true}}]}"#,
+        "spec.containers[runner].securityContext.allowPrivilegeEscalation must stay false",
+    ),
+    (
+        r#"{securityContext: {seccompProfile: {type: Unconfined}}, containers: [{name: runner, image: i}]}"#,
+        "spec.securityContext.seccompProfile.type must be RuntimeDefault, got \"Unconfined\"",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {seccompProfile: {type: Unconfined}}}]}"#,
+        "spec.containers[runner].securityContext.seccompProfile.type must be RuntimeDefault",
+    ),
+    (
+        r#"{securityContext: {appArmorProfile: {type: Unconfined}}, containers: [{name: runner, image: i}]}"#,
+        "spec.securityContext.appArmorProfile is not allowed",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {seLinuxOptions: {type: spc_t}}}]}"#,
+        "spec.containers[runner].securityContext.seLinuxOptions is not allowed",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {procMount: Unmasked}}]}"#,
+        "spec.containers[runner].securityContext.procMount must be Default, got \"Unmasked\"",
+    ),
+    (
+        r#"{volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: i}]}"#,
+        "spec.volumes[1].secret is not allowed (Secret volumes need allow_secret_volumes)",
+    ),
+    (
+        r#"{volumes: [{name: c, configMap: {name: plue-pool}}], containers: [{name: runner, image: i}]}"#,
+        "spec.volumes[0].configMap is not allowed (ConfigMap volumes need allow_config_map_volumes)",
+    ),
+    (
+        r#"{volumes: [{name: h, hostPath: {path: /}}], containers: [{name: runner, image: i}]}"#,
+        "spec.volumes[0].hostPath is not allowed",
+    ),
+    (
+        r#"{shareProcessNamespace: true, containers: [{name: runner, image: i}]}"#,
+        "spec.shareProcessNamespace must not be true",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, ports: [{containerPort: 8080, hostPort: 8080}]}]}"#,
+        "spec.containers[runner].ports[0].hostPort is not allowed",
+    ),
+    (
+        r#"{hostPID: true, containers: [{name: runner, image: i}]}"#,
+        "spec.hostPID must not be true",
+    ),
+    (
+        r#"{securityContext: {runAsGroup: 0}, containers: [{name: runner, image: i}]}"#,
+        "spec.securityContext.runAsGroup must not be 0 (the root group)",
+    ),
+    (
+        r#"{securityContext: {supplementalGroups: [0]}, containers: [{name: runner, image: i}]}"#,
+        "spec.securityContext.supplementalGroups[0] must not be 0",
+    ),
+    (
+        r#"{securityContext: {fsGroup: 0}, containers: [{name: runner, image: i}]}"#,
+        "spec.securityContext.fsGroup must not be 0",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, securityContext: {runAsUser: 0}}]}"#,
+        "spec.containers[runner].securityContext.runAsUser must not be 0 (root)",
+    ),
+    (
+        r#"{securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: "0"}]}, containers: [{name: runner, image: i}]}"#,
+        "spec.securityContext.sysctls is not allowed",
+    ),
+    (
+        r#"{initContainers: [{name: setup, image: b, securityContext: {privileged: true}}], containers: [{name: runner, image: i}]}"#,
+        "spec.initContainers[setup].securityContext.privileged must not be true",
+    ),
+    (
+        r#"{containers: [{name: runner, image: i, envFrom: [{secretRef: {name: plue}}]}]}"#,
+        "spec.containers[runner].envFrom[0].secretRef is not allowed",
+    ),
+];
+
+/// One pool file with a class per weakening (`w0`, `w1`, …, each its own labels).
+fn weakening_classes() -> String {
+    let mut text = String::from(
+        "kubernetes: {namespace: ci, engine_url: http://plue.ci.svc:8600}\nclasses:\n",
+    );
+    for (i, (spec, _)) in WEAKENINGS.iter().enumerate() {
+        text.push_str(&format!(
+            "  - {{name: w{i}, labels: {{case: \"{i}\"}}, max_runners: 1, template: {{spec: {spec}}}}}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
+    let sandbox = Sandbox::new("kube-check-weak");
+    let file = sandbox.write("pool.yaml", &weakening_classes());
+    let output = sandbox
+        .plue(&[
+            "serve",
+            "--check-config",
+            "--pool-config",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    for (i, (spec, expected)) in WEAKENINGS.iter().enumerate() {
+        let line = format!("classes[{i}].template: pool class \"w{i}\": {expected}");
+        assert!(
+            stderr.contains(&line),
+            "{spec}\nwanted {line}\nin:\n{stderr}"
+        );
+    }
+    // One problem per weakening, each on its own line: nothing else was found wrong.
+    let problems = stderr
+        .lines()
+        .filter(|l| l.contains(": pool class \"w"))
+        .count();
+    assert_eq!(problems, WEAKENINGS.len(), "{stderr}");
+
+    // An allow-listed Secret and ConfigMap pass (and a runner token's name never does).
+    let allowed = sandbox.write(
+        "allowed.yaml",
+        "kubernetes: {namespace: ci, engine_url: http://plue.ci.svc:8600}\nclasses:\n  - name: gpu\n    max_runners: 1\n\
+         \x20   allow_secret_volumes: [registry-ca]\n    allow_config_map_volumes: [tools]\n\
+         \x20   template: {spec: {volumes: [{name: ca, secret: {secretName: registry-ca}}, {name: t, configMap: {name: tools}}], containers: [{name: runner, image: i, volumeMounts: [{name: ca, mountPath: /ca}]}]}}\n",
+    );
+    let output = sandbox
+        .plue(&[
+            "serve",
+            "--check-config",
+            "--pool-config",
+            allowed.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// The engine refuses to start with such a file: not one pod reaches the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-serve-weak");
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let extra = "  - name: gpu\n    labels: {gpu: \"yes\"}\n    max_runners: 1\n    min_warm: 1\n\
+                 \x20   template: {spec: {volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: \"registry.example/plue:test\"}]}}\n";
+    let file = sandbox.write("pool.yaml", &config(&url, 1, 2, IMAGE, extra));
+    let data = sandbox.path("data");
+    let output = sandbox
+        .plue(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--pool",
+            "kubernetes",
+            "--pool-config",
+            file.to_str().unwrap(),
+            "--runner-token",
+            RUNNER_TOKEN,
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr.contains("pool class \"gpu\": spec.volumes[1].secret is not allowed (Secret volumes need allow_secret_volumes), got secretName \"plue\""),
+        "{stderr}"
+    );
+    let requests = cluster.kube.requests();
+    assert_eq!(writes(&requests, "pods", "POST"), 0, "{requests:?}");
+    assert!(pods(&cluster).is_empty());
+}
+
 /// The image name the simulated kubelet maps to the `plue` binary under test.
 const IMAGE: &str = "registry.example/plue:test";
 const NAMESPACE: &str = "ci";
@@ -340,6 +547,51 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
         json!(["ALL"])
     );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    // The forced hardening, as created: seccomp at pod and container level, nothing
+    // privileged, no profile override, no host port, no token.
+    let runtime_default = json!({"type": "RuntimeDefault"});
+    assert_eq!(
+        pod["spec"]["securityContext"]["seccompProfile"],
+        runtime_default
+    );
+    assert_eq!(
+        container["securityContext"]["seccompProfile"],
+        runtime_default
+    );
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["privileged"], false);
+    assert_eq!(pod["spec"]["shareProcessNamespace"], false);
+    for absent in [
+        "appArmorProfile",
+        "seLinuxOptions",
+        "procMount",
+        "runAsUser",
+    ] {
+        assert!(
+            container["securityContext"][absent].is_null(),
+            "{absent}: {pod}"
+        );
+    }
+    for absent in ["appArmorProfile", "seLinuxOptions", "sysctls"] {
+        assert!(
+            pod["spec"]["securityContext"][absent].is_null(),
+            "{absent}: {pod}"
+        );
+    }
+    for absent in ["hostNetwork", "hostPID", "hostIPC", "ephemeralContainers"] {
+        assert!(pod["spec"][absent].is_null(), "{absent}: {pod}");
+    }
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .filter(|v| !v["secret"].is_null())
+            .all(|v| v["secret"]["secretName"] == warm[0].as_str()),
+        "the only Secret volume is the pod's own token: {volumes:?}"
+    );
+    assert!(volumes
+        .iter()
+        .all(|v| v["projected"].is_null() && v["hostPath"].is_null()));
     let secret = cluster.kube.object("secrets", NAMESPACE, &warm[0]).unwrap();
     assert_eq!(
         secret["metadata"]["ownerReferences"][0]["uid"],
