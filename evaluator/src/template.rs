@@ -29,7 +29,7 @@ pub mod python;
 
 use std::fmt;
 
-pub use check::check;
+pub use check::{check, RAW_TOO};
 
 /// The largest text one template may render to; more is an error, not a truncation.
 pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;

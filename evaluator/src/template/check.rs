@@ -5,9 +5,10 @@
 //! step transitively depends on (so its result exists when the step is dispatched), or the
 //! outputs of a later step of the same review loop ([`crate::loops`]: the previous
 //! iteration's, empty in the first); in a
-//! `bash` command or `python` script each non-raw reference must stand where it can be
+//! `bash` command or `python` script each reference, raw or not, must stand where it can be
 //! expanded safely (an output: where the language itself would expand a variable, so never
-//! inside single quotes in bash or a string literal in Python). Cost: linear in the plan's text, plus the ancestor sets (one bitset per
+//! inside single quotes in bash or a string literal in Python, and never where code reads
+//! it as a format string, a template or a pattern). Cost: linear in the plan's text, plus the ancestor sets (one bitset per
 //! step, computed only when a plan has references). At most [`MAX_DIAGNOSTICS`] problems.
 
 use std::collections::HashMap;
@@ -239,7 +240,10 @@ fn site_problem(
     refusals.into_iter().next()
 }
 
-/// Why some non-raw reference of `template` cannot stand where it is, in `language`.
+/// What a refusal of a `raw` reference adds.
+pub const RAW_TOO: &str = " ('raw' is refused wherever the plain form is: pasted there, the value would be code for whatever reads that text)";
+
+/// Why some reference of `template` (raw or not) cannot stand where it is, in `language`.
 fn context_refusals(template: &Template, language: Language) -> Vec<String> {
     if language == Language::Text {
         return Vec::new();
@@ -253,26 +257,32 @@ fn context_refusals(template: &Template, language: Language) -> Vec<String> {
         Language::Bash => bash::contexts(&text, &at)
             .into_iter()
             .zip(output)
-            .map(|(c, output)| match output {
-                true => c.output_refusal(),
+            .zip(bash::format_refusals(&text, &at))
+            .map(|((c, output), format)| match output {
+                true => c.output_refusal().or(format),
                 false => c.refusal(),
             })
             .collect(),
         Language::Python => python::contexts(&text, &at)
             .iter()
             .zip(output)
-            .map(|(c, output)| match output {
-                true => c.output_refusal(),
+            .zip(python::format_refusals(&text, &at))
+            .map(|((c, output), format)| match output {
+                true => c.output_refusal().or(format),
                 false => c.refusal(),
             })
             .collect(),
         Language::Text => unreachable!("returned above"),
     };
+    // The raw form is refused wherever the plain one is: pasted there, the value would be
+    // code for whatever reads that text (a format string, `bash -c '...'`, arithmetic).
     references
         .iter()
         .zip(why)
-        .filter(|(r, _)| !r.raw)
-        .filter_map(|(r, why)| why.map(|w| format!("'{}': {w}", echo(&r.to_string()))))
+        .filter_map(|(r, why)| {
+            let raw = if r.raw { RAW_TOO } else { "" };
+            why.map(|w| format!("'{}': {w}{raw}", echo(&r.to_string())))
+        })
         .collect()
 }
 

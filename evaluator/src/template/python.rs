@@ -15,8 +15,23 @@
 //! literal (`"Hello " + {{ ref }}`) or reads `os.environ` in a replacement field. A step's
 //! status (a fixed lowercase word) may stand anywhere but in a bytes literal.
 //!
+//! An output in code is refused, too, where the code reads a string as a program of its
+//! own: the receiver of `.format()`, the left operand of `%`, the format string of
+//! `str.format`, a `string.Template`, a pattern ([`format_refusals`]).
+//!
 //! The lexer knows comments, string prefixes, single and triple quotes, backslashes and the
 //! replacement fields of f-strings.
+
+mod formats;
+mod tokens;
+
+/// For each reference position in `at` (the placeholders of `text`, ascending), why an
+/// output standing there in code would still be read as a program of its own — a format
+/// string (`ref.format(obj)`, `str.format(ref, ...)`, `ref % obj`), a `string.Template` or
+/// a pattern ([`formats`]) — if it would.
+pub fn format_refusals(text: &str, at: &[usize]) -> Vec<Option<&'static str>> {
+    formats::refusals(text, at)
+}
 
 /// Where a reference stands in a Python script.
 #[derive(Debug, Clone, PartialEq, Eq)]

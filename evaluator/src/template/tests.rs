@@ -159,10 +159,15 @@ fn messages(plan: &Plan) -> Vec<String> {
             })
             .collect(),
     };
-    check(plan, &map, "w.plue.py")
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    check(
+        plan,
+        &map,
+        "w.plue.py",
+        &mut crate::diagnostic::Budget::unlimited_time(),
+    )
+    .iter()
+    .map(ToString::to_string)
+    .collect()
 }
 
 fn plan(steps: Vec<Step>) -> Plan {
@@ -218,10 +223,11 @@ fn outputs_inside_literals_are_refused_at_validation() {
     for (i, script) in literals.iter().enumerate() {
         steps.push(python(&format!("p{i}"), script));
     }
-    // And bash single quotes, where bash itself expands nothing.
+    // And bash single quotes, where bash itself expands nothing; the raw form too.
     for (i, command) in [
         "bash -c 'echo {{ steps.a.outputs.x }}'",
         "trap $'echo {{ steps.a.outputs.x }}' EXIT",
+        "echo '{{ raw steps.a.outputs.x }}'",
     ]
     .iter()
     .enumerate()
@@ -229,7 +235,11 @@ fn outputs_inside_literals_are_refused_at_validation() {
         steps.push(bash_step(&format!("b{i}"), command, &["a"]));
     }
     let got = messages(&plan(steps));
-    assert_eq!(got.len(), literals.len() + 2, "{got:#?}");
+    assert_eq!(got.len(), literals.len() + 3, "{got:#?}");
+    assert!(
+        got[literals.len() + 2].contains("'raw' is refused"),
+        "{got:#?}"
+    );
     for message in &got[..literals.len()] {
         assert!(
             message.contains("inside a string literal") || message.contains("bytes literal"),
@@ -257,7 +267,7 @@ fn outputs_inside_literals_are_refused_at_validation() {
             "echo \"text {{ steps.a.outputs.x }}\" '{{ steps.a.status }}'\ncat <<EOF\n{{ steps.a.outputs.x }}\nEOF",
             &["a"],
         ),
-        bash_step("c", "echo '{{ raw steps.a.outputs.x }}'", &["a"]),
+        bash_step("c", "{{ raw steps.a.outputs.x }} \"{{ raw steps.a.outputs.x }}\"", &["a"]),
     ]);
     assert_eq!(messages(&fine), Vec::<String>::new());
 }
@@ -315,6 +325,7 @@ fn validation_names_the_step_and_the_problem() {
         "w.plue.py:15:5: step 'd': command: '{{ steps.a.outputs.n }}': a reference inside arithmetic",
         "w.plue.py:16:5: step 'e': script: '{{ steps.a.outputs.x }}': a reference inside a bytes literal",
         "w.plue.py:17:5: step 'f': command: '{{ steps.bulid.status }}' names unknown step 'bulid' (did you mean 'build'?)",
+        "w.plue.py:18:5: step 'g': command: '{{ raw steps.a.outputs.n }}': a reference inside arithmetic",
     ];
     assert_eq!(got.len(), expected.len(), "{got:#?}");
     for (got, expected) in got.iter().zip(expected) {
@@ -423,4 +434,46 @@ fn escaped_text_renders_as_itself() {
         );
     }
     assert!(matches!(escape("no braces"), std::borrow::Cow::Borrowed(_)));
+}
+
+#[test]
+fn outputs_as_format_strings_are_refused_at_validation() {
+    // regression (issue 30): `{{ ref }}.format(obj)` passed `plue check`; an upstream
+    // `{0.__init__.__globals__[os].environ[TOKEN]:.1}` printed every prefix of a secret.
+    let python = |id: &str, script: &str| {
+        Step::new(
+            id,
+            Action::Python {
+                script: script.into(),
+                fresh_interpreter: false,
+            },
+        )
+        .after(&["a"])
+    };
+    let refused = [
+        python("p0", "print({{ steps.a.outputs.x }}.format(obj))"),
+        python("p1", "print(str.format({{ steps.a.outputs.x }}, obj))"),
+        python("p2", "print({{ raw steps.a.outputs.x }}.format_map(m))"),
+        python("p3", "print({{ steps.a.outputs.x }} % os.environ)"),
+        bash_step("b0", "printf \"{{ steps.a.outputs.x }}\\n\" x", &["a"]),
+    ];
+    let mut steps = vec![bash_step("a", "true", &[])];
+    steps.extend(refused.iter().cloned());
+    let got = messages(&plan(steps));
+    assert_eq!(got.len(), refused.len(), "{got:#?}");
+    for message in &got {
+        assert!(message.contains("must not be"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+    assert!(got[2].contains("'raw' is refused"), "{}", got[2]);
+    // As values they pass.
+    let fine = plan(vec![
+        bash_step("a", "true", &[]),
+        python(
+            "p",
+            "print('{}'.format({{ steps.a.outputs.x }}), '%s' % ({{ steps.a.outputs.x }},))",
+        ),
+        bash_step("b", "printf '%s\\n' {{ steps.a.outputs.x }}", &["a"]),
+    ]);
+    assert_eq!(messages(&fine), Vec::<String>::new());
 }
