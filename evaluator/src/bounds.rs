@@ -8,7 +8,7 @@
 //! here (long texts — commands, scripts, prompts, env values, llm inputs — are bounded by
 //! the plan's byte limit, checked first).
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Found};
 use crate::glob::MAX_GLOB_LEN;
 use crate::limits::{human_bytes, Limits};
 use crate::plan::{Action, Location, ManualInput, Plan, SourceMap, Trigger};
@@ -20,7 +20,9 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_LINE_LEN: usize = 1024;
 /// Longest concurrency group template (its resolved name adds at most the `ctx` values).
 pub const MAX_GROUP_LEN: usize = 256;
-/// Most triggers, globs per list, env entries, secrets, inputs, options, tools.
+/// Most triggers, globs per list, env entries, secrets, inputs, options, tools, approvers,
+/// `needs_artifacts` entries (`depends_on` is bounded by the step count per step and by
+/// [`MAX_DEPENDENCIES`] per plan).
 pub const MAX_ITEMS: usize = 100;
 /// Most runner labels on a step (as many as a runner may register).
 pub const MAX_LABELS: usize = 8;
@@ -30,6 +32,10 @@ pub const MAX_LABEL_VALUE_LEN: usize = 63;
 /// every event, on the engine's own CPU.
 pub const MAX_GLOBS: usize = 200;
 pub const MAX_GLOB_BYTES: usize = 16 * 1024;
+/// Most `depends_on` entries in a whole plan (a step alone may depend on every other
+/// step, a fan-in): every pass over the graph — cycles, loop regions, the ancestor sets
+/// templates are checked against — is linear in them, and some run once per loop.
+pub const MAX_DEPENDENCIES: usize = 20_000;
 
 /// Problems with the plan's size and strings; empty when the plan may be validated.
 pub fn check(
@@ -40,8 +46,7 @@ pub fn check(
     path: &str,
 ) -> Vec<Diagnostic> {
     let mut c = Checker {
-        path,
-        found: Vec::new(),
+        found: Found::new(path),
     };
     if canonical_len > limits.max_plan_bytes {
         c.add(
@@ -51,7 +56,7 @@ pub fn check(
                 human_bytes(limits.max_plan_bytes as u64)
             ),
         );
-        return c.found;
+        return c.found.finish();
     }
     if plan.steps.len() > limits.max_steps {
         c.add(
@@ -62,7 +67,7 @@ pub fn check(
                 limits.max_steps
             ),
         );
-        return c.found;
+        return c.found.finish();
     }
     c.line(map.plan, "the plan's name", &plan.name, MAX_LINE_LEN);
     if let Some(concurrency) = &plan.concurrency {
@@ -164,6 +169,13 @@ pub fn check(
             c.line(at, "needs_artifacts", dep, MAX_NAME_LEN);
         }
     }
+    let dependencies: usize = plan.steps.iter().map(|s| s.depends_on.len()).sum();
+    if dependencies > MAX_DEPENDENCIES {
+        c.add(
+            map.plan,
+            format!("the steps' depends_on= hold {dependencies} entries in all; the limit is {MAX_DEPENDENCIES}"),
+        );
+    }
     let (globs, glob_bytes) = artifact_glob_totals(plan);
     if globs > MAX_GLOBS || glob_bytes > MAX_GLOB_BYTES {
         c.add(
@@ -171,7 +183,7 @@ pub fn check(
             format!("the steps' artifacts= hold {globs} patterns of {glob_bytes} bytes in all; the limit is {MAX_GLOBS} patterns and {MAX_GLOB_BYTES} bytes"),
         );
     }
-    c.found
+    c.found.finish()
 }
 
 /// How many `artifacts=` patterns the plan's steps hold, and their bytes: validation
@@ -213,14 +225,15 @@ fn glob_totals(plan: &Plan) -> (usize, usize) {
     (count, bytes)
 }
 
-struct Checker<'a> {
-    path: &'a str,
-    found: Vec<Diagnostic>,
+/// What the scan found: at most [`crate::diagnostic::MAX_DIAGNOSTICS`] kept, the rest
+/// counted, so a plan of a hundred thousand bad names costs fifty messages of memory.
+struct Checker {
+    found: Found,
 }
 
-impl Checker<'_> {
+impl Checker {
     fn add(&mut self, at: Location, message: String) {
-        self.found.push(Diagnostic::at(self.path, at, message));
+        self.found.add(at, message);
     }
 
     fn count(&mut self, at: Location, what: &str, count: usize, max: usize) {

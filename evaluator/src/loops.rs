@@ -22,11 +22,14 @@
 //! in iteration 1 those references render as empty text, in a later iteration as the
 //! values the previous iteration stored ([`Loops::is_feedback`]).
 //!
-//! Pure: plain data and functions; cost linear in the plan per loop.
+//! Pure: plain data and functions; cost linear in the plan per loop, and at most
+//! [`MAX_LOOPS_PER_PLAN`] loops are walked: every `loop_to` that names a step counts,
+//! valid or not, so a plan of a thousand `loop_to`s that are not ancestors costs fifty
+//! walks of the graph, not a thousand.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::diagnostic::{Budget, Found};
 use crate::plan::{Action, Plan, SourceMap};
 use crate::template::echo;
 
@@ -229,23 +232,29 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// Every problem with the plan's loops, each at the step that causes it.
-pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
-    let mut found = Vec::new();
+/// Every problem with the plan's loops, each at the step that causes it, into `found`.
+/// Suggestions come out of the plan's `budget`; past its deadline this stops (the caller
+/// reports it).
+pub fn check(plan: &Plan, map: &SourceMap, budget: &mut Budget, found: &mut Found) {
     if !plan
         .steps
         .iter()
         .any(|s| s.loop_to.is_some() || s.max_loops.is_some())
     {
-        return found;
+        return;
     }
     let mut add = |step: usize, message: String| {
-        found.push(Diagnostic::at(path, map.step(step), message));
+        found.add(map.step(step), message);
     };
     let graph = Graph::new(plan);
     let ids = || plan.steps.iter().map(|s| s.id.as_str());
     let mut valid = Vec::new();
+    // `loop_to`s that name a step, valid or not: each costs a walk of the graph.
+    let mut walked = 0;
     for (i, step) in plan.steps.iter().enumerate() {
+        if budget.expired() {
+            return;
+        }
         let id = echo(&step.id);
         let target = match (&step.loop_to, step.max_loops) {
             (None, None) => continue,
@@ -267,11 +276,7 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
             continue;
         }
         let Some(&t) = graph.index.get(target.as_str()) else {
-            let hint = if target.len() <= 64 {
-                did_you_mean(target, ids())
-            } else {
-                String::new()
-            };
+            let hint = budget.did_you_mean(target, ids());
             add(
                 i,
                 format!(
@@ -288,13 +293,14 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
             );
             continue;
         }
-        if valid.len() == MAX_LOOPS_PER_PLAN {
+        if walked == MAX_LOOPS_PER_PLAN {
             add(
                 i,
                 format!("the plan has more than {MAX_LOOPS_PER_PLAN} loops; the limit is {MAX_LOOPS_PER_PLAN}"),
             );
             break;
         }
+        walked += 1;
         let ancestors = graph.ancestors(i);
         if ancestors[i] {
             // On a dependency cycle, which is reported on its own.
@@ -317,6 +323,9 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
     let mut owner: Vec<Option<usize>> = vec![None; plan.steps.len()];
     let mut overlapping = false;
     for (number, l) in valid.iter().enumerate() {
+        if budget.expired() {
+            return;
+        }
         let source = echo(&plan.steps[l.source].id);
         let target = echo(&plan.steps[l.target].id);
         for &member in &l.region {
@@ -345,9 +354,12 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
     if overlapping {
         // What depends on what inside overlapping loops says nothing useful until they
         // are apart.
-        return found;
+        return;
     }
     for l in &valid {
+        if budget.expired() {
+            return;
+        }
         let source = echo(&plan.steps[l.source].id);
         let target = echo(&plan.steps[l.target].id);
         let after_source = graph.descendants(l.source);
@@ -364,7 +376,6 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
             }
         }
     }
-    found
 }
 
 #[cfg(test)]

@@ -10,8 +10,12 @@
 //!   started in the background so the pool stays warm. A child's crash costs only its own
 //!   evaluation;
 //! - nothing a worker sends is trusted: frames are size-capped, and decoding and
-//!   validation run off the async runtime (`spawn_blocking`) under a time bound;
+//!   validation run off the async runtime (`spawn_blocking`) under a time bound that
+//!   validation checks inside its loops (it stops with one line when it passes);
 //!   diagnostics are cleaned (one line, escaped, no host path) before anyone sees them;
+//! - an evaluation's permit is held until its validation thread has returned, even when
+//!   the caller was answered at the time bound or went away: a file delivered again and
+//!   again can keep at most `workers` validation threads busy, never stack more;
 //! - the engine process is never at risk: a hostile file can at worst cost one zygote.
 
 use std::path::PathBuf;
@@ -22,14 +26,15 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::context::EvalContext;
+use crate::diagnostic::Budget;
 use crate::diagnostic::Diagnostic;
 use crate::limits::{human_bytes, Limits};
 use crate::plan::{hash_canonical, Plan, SourceMap};
 use crate::protocol::{Frame, Request, WorkerLimits, MAX_FRAME_BYTES};
-use crate::validate::validate;
+use crate::validate::validate_within;
 use crate::worker::{MEMORY_FLAG, TIMEOUT_FLAG};
 
 /// How to start a worker process.
@@ -99,7 +104,8 @@ pub struct EvaluatorPool {
 struct Inner {
     config: PoolConfig,
     idle: Mutex<Vec<Worker>>,
-    permits: Semaphore,
+    /// One per evaluation under way, held until its validation thread has returned.
+    permits: Arc<Semaphore>,
     evaluations: AtomicU64,
     started: AtomicU64,
     killed: AtomicU64,
@@ -122,15 +128,19 @@ const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long past the evaluation bound the pool waits for the zygote to report before it
 /// kills the zygote itself.
 const ZYGOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-/// Bound on decoding and validating one answer in the parent.
+/// Bound on decoding and validating one answer in the parent: validation's own deadline.
 const VALIDATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long past [`VALIDATION_TIMEOUT`] the caller waits for validation to notice its
+/// deadline before it is answered anyway (decoding, which has no deadline of its own, is
+/// linear in a frame of at most [`MAX_FRAME_BYTES`]).
+const VALIDATION_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl EvaluatorPool {
     /// Starts `config.workers` workers and waits until they are warm.
     pub async fn start(config: PoolConfig) -> Result<Self, EvalError> {
         let workers = config.workers.max(1);
         let inner = Arc::new(Inner {
-            permits: Semaphore::new(workers),
+            permits: Arc::new(Semaphore::new(workers)),
             idle: Mutex::new(Vec::with_capacity(workers)),
             config: PoolConfig { workers, ..config },
             evaluations: AtomicU64::new(0),
@@ -178,10 +188,8 @@ impl EvaluatorPool {
                 ),
             )));
         }
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
             .await
             .map_err(|_| EvalError::Unavailable("the pool is shut down".into()))?;
         self.inner.evaluations.fetch_add(1, Ordering::Relaxed);
@@ -262,7 +270,8 @@ impl EvaluatorPool {
         };
         let path_owned = path.to_string();
         let limits = limits.clone();
-        let checked = tokio::task::spawn_blocking(move || {
+        let checked = off_runtime(permit, VALIDATION_TIMEOUT + VALIDATION_GRACE, move || {
+            let mut budget = Budget::within(VALIDATION_TIMEOUT);
             let frame: Frame = serde_json::from_slice(&body).map_err(|_| {
                 invalid(Diagnostic::whole_file(
                     &path_owned,
@@ -274,7 +283,7 @@ impl EvaluatorPool {
                     plan,
                     source_map,
                     output,
-                } => finish_plan(&path_owned, plan, source_map, output, &limits),
+                } => finish_plan(&path_owned, plan, source_map, output, &limits, &mut budget),
                 Frame::Failed { diagnostic } => Err(invalid(
                     Diagnostic {
                         path: path_owned.clone(),
@@ -288,16 +297,36 @@ impl EvaluatorPool {
                 ))),
             }
         });
-        match tokio::time::timeout(VALIDATION_TIMEOUT, checked).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(EvalError::Unavailable(format!(
+        match checked.await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(invalid(Diagnostic::whole_file(
+                path,
+                Budget::within(VALIDATION_TIMEOUT).expired_message(),
+            ))),
+            Err(join) => Err(EvalError::Unavailable(format!(
                 "validating the plan failed: {join}"
             ))),
-            Err(_) => Err(invalid(Diagnostic::whole_file(
-                path,
-                format!("validating the plan took longer than {VALIDATION_TIMEOUT:?}"),
-            ))),
         }
+    }
+}
+
+/// Runs `work` on a blocking thread that holds `permit` until `work` returns — whatever
+/// happens to the caller, who gets `None` past `bound` (or drops the future): the permit
+/// is the evaluation's place in the pool, so a validation that outlives its answer still
+/// occupies it and hostile files cannot stack busy threads.
+async fn off_runtime<T: Send + 'static>(
+    permit: OwnedSemaphorePermit,
+    bound: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>, tokio::task::JoinError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let result = work();
+        drop(permit);
+        result
+    });
+    match tokio::time::timeout(bound, task).await {
+        Ok(joined) => joined.map(Some),
+        Err(_elapsed) => Ok(None),
     }
 }
 
@@ -316,6 +345,7 @@ fn finish_plan(
     source_map: SourceMap,
     output: String,
     limits: &Limits,
+    budget: &mut Budget,
 ) -> Result<EvaluatedPlan, EvalError> {
     if source_map.steps.len() != plan.steps.len()
         || source_map.triggers.len() != plan.triggers.len()
@@ -325,7 +355,7 @@ fn finish_plan(
             "the evaluator worker returned an inconsistent plan",
         )));
     }
-    let problems = validate(&plan, &source_map, limits, path);
+    let problems = validate_within(&plan, &source_map, limits, path, budget);
     if !problems.is_empty() {
         return Err(EvalError::Invalid(
             problems.into_iter().map(Diagnostic::cleaned).collect(),

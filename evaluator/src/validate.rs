@@ -5,11 +5,11 @@
 //! whatever a worker returns, so a worker that was subverted still cannot hand the engine
 //! an invalid plan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use croner::parser::{CronParser, Seconds, Year};
 
-use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::diagnostic::{Budget, Diagnostic, Found};
 use crate::limits::Limits;
 use crate::plan::{Action, Location, Plan, SourceMap, Step, Trigger, DEFAULT_LLM_TOOLS};
 use crate::template;
@@ -38,23 +38,58 @@ const MAX_BACKOFF_SECS: u64 = 3600;
 const MAX_TURNS: u32 = 500;
 const MAX_ID_LEN: usize = crate::bounds::MAX_NAME_LEN;
 /// Most problems reported for one file; the rest are counted in a last line.
-pub const MAX_DIAGNOSTICS: usize = 50;
+pub const MAX_DIAGNOSTICS: usize = crate::diagnostic::MAX_DIAGNOSTICS;
 /// Environment variables a workflow may not set: the runner's own configuration, which
 /// decides where the API key is sent.
 const RESERVED_ENV: [&str; 1] = ["ANTHROPIC_BASE_URL"];
 
 /// Checks `plan` and returns every problem found (at most [`MAX_DIAGNOSTICS`], the last
 /// saying how many more), in file order. Sizes and strings are checked first
-/// ([`crate::bounds`]); only a plan that passes them is looked at item by item.
+/// ([`crate::bounds`]); only a plan that passes them is looked at item by item. No
+/// deadline: for `plue check` and tests; the pool uses [`validate_within`].
 pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Vec<Diagnostic> {
+    validate_within(plan, map, limits, path, &mut Budget::unlimited_time())
+}
+
+/// [`validate`] spending at most `budget`: one suggestion budget for the whole plan, and
+/// a deadline every check looks at inside its loops. Past the deadline validation stops
+/// and answers one line ([`Budget::expired_message`]) instead of what it found so far.
+///
+/// Cost: linear in the plan (its size is bounded first), plus at most
+/// [`crate::loops::MAX_LOOPS_PER_PLAN`] walks of the dependency graph and the capped
+/// suggestions; no pass is quadratic in the number of steps or list items.
+pub fn validate_within(
+    plan: &Plan,
+    map: &SourceMap,
+    limits: &Limits,
+    path: &str,
+    budget: &mut Budget,
+) -> Vec<Diagnostic> {
+    let found = checked(plan, map, limits, path, budget);
+    if budget.expired() {
+        return vec![Diagnostic::whole_file(path, budget.expired_message())];
+    }
+    found
+}
+
+fn checked(
+    plan: &Plan,
+    map: &SourceMap,
+    limits: &Limits,
+    path: &str,
+    budget: &mut Budget,
+) -> Vec<Diagnostic> {
+    if budget.expired() {
+        return Vec::new();
+    }
     let canonical = plan.canonical_json();
     let bounded = crate::bounds::check(plan, canonical.len(), map, limits, path);
     if !bounded.is_empty() {
-        return capped(bounded, path);
+        return bounded;
     }
     let mut problems = Problems {
-        path,
-        found: Vec::new(),
+        found: Found::new(path),
+        budget,
     };
     if plan.name.trim().is_empty() {
         problems.add(map.plan, "the plan's name must not be empty".into());
@@ -64,6 +99,9 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
         check_reserved_env(&mut problems, map.plan, "the plan", key);
     }
     for (index, trigger) in plan.triggers.iter().enumerate() {
+        if problems.budget.expired() {
+            return Vec::new();
+        }
         check_trigger(&mut problems, map.trigger(index), trigger);
     }
     if let Some(concurrency) = &plan.concurrency {
@@ -75,42 +113,35 @@ pub fn validate(plan: &Plan, map: &SourceMap, limits: &Limits, path: &str) -> Ve
     }
     check_steps(&mut problems, plan, map);
     check_dag(&mut problems, plan, map);
-    problems.found.extend(crate::loops::check(plan, map, path));
-    problems.found.extend(template::check(plan, map, path));
+    if problems.budget.expired() {
+        return Vec::new();
+    }
+    crate::loops::check(plan, map, problems.budget, &mut problems.found);
+    if problems.budget.expired() {
+        return Vec::new();
+    }
+    for diagnostic in template::check(plan, map, path, problems.budget) {
+        problems.found.push(diagnostic);
+    }
     if let Some(address) = memory_address(&canonical) {
         problems.add(
             map.plan,
             format!("the plan contains a memory address ('{address}'), probably from str() of a function or object; it would change on every evaluation"),
         );
     }
-    problems
-        .found
-        .sort_by_key(|d| d.location.map(|l| (l.line, l.col)));
-    capped(problems.found, path)
+    problems.found.finish()
 }
 
-/// At most [`MAX_DIAGNOSTICS`] problems; the last line counts the ones left out.
-fn capped(mut found: Vec<Diagnostic>, path: &str) -> Vec<Diagnostic> {
-    if found.len() > MAX_DIAGNOSTICS {
-        let more = found.len() - (MAX_DIAGNOSTICS - 1);
-        found.truncate(MAX_DIAGNOSTICS - 1);
-        found.push(Diagnostic::whole_file(
-            path,
-            format!("and {more} more problems"),
-        ));
-    }
-    found
-}
-
+/// What validation found so far (bounded, see [`Found`]) and what it may still spend.
 struct Problems<'a> {
-    path: &'a str,
-    found: Vec<Diagnostic>,
+    found: Found,
+    /// The plan's one suggestion budget and deadline.
+    budget: &'a mut Budget,
 }
 
 impl Problems<'_> {
     fn add(&mut self, location: Location, message: String) {
-        self.found
-            .push(Diagnostic::at(self.path, location, message));
+        self.found.add(location, message);
     }
 }
 
@@ -138,7 +169,7 @@ fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
             check_globs(problems, at, "paths_ignore", paths_ignore);
             for action in actions {
                 if !PULL_REQUEST_ACTIONS.contains(&action.as_str()) {
-                    let hint = did_you_mean(action, PULL_REQUEST_ACTIONS);
+                    let hint = problems.budget.did_you_mean(action, PULL_REQUEST_ACTIONS);
                     problems.add(
                         at,
                         format!(
@@ -202,7 +233,11 @@ fn check_globs(problems: &mut Problems<'_>, at: Location, what: &str, globs: &[S
 
 fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    let steps = StepIndex::new(plan);
     for (index, step) in plan.steps.iter().enumerate() {
+        if problems.budget.expired() {
+            return;
+        }
         let at = map.step(index);
         if !is_identifier(&step.id) || step.id.len() > MAX_ID_LEN {
             problems.add(
@@ -256,7 +291,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         for name in &step.secrets {
             check_env_name(problems, at, "secret", name);
         }
-        check_hand_off(problems, plan, step, at);
+        check_hand_off(problems, &steps, step, at);
         if let Action::Approval(_) = &step.action {
             // A decision is made once: nothing runs, so retries, secrets and runner labels
             // would be silently ignored.
@@ -310,7 +345,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
             }
             for tool in &llm.tools {
                 if !DEFAULT_LLM_TOOLS.contains(&tool.as_str()) {
-                    let hint = did_you_mean(tool, DEFAULT_LLM_TOOLS);
+                    let hint = problems.budget.did_you_mean(tool, DEFAULT_LLM_TOOLS);
                     problems.add(
                         at,
                         format!(
@@ -325,14 +360,34 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
     }
 }
 
+/// The steps of a plan by id (the first definition of a duplicated id wins), so that a
+/// name is looked up once, not searched for in every step.
+struct StepIndex<'a> {
+    by_id: HashMap<&'a str, &'a Step>,
+}
+
+impl<'a> StepIndex<'a> {
+    fn new(plan: &'a Plan) -> StepIndex<'a> {
+        let mut by_id = HashMap::with_capacity(plan.steps.len());
+        for step in &plan.steps {
+            by_id.entry(step.id.as_str()).or_insert(step);
+        }
+        StepIndex { by_id }
+    }
+
+    fn get(&self, id: &str) -> Option<&'a Step> {
+        self.by_id.get(id).copied()
+    }
+}
+
 /// `workspace_from=` and `needs_artifacts=` name dependencies (so what they read is final
 /// before the step starts) that run on a runner; `artifacts=` are relative globs that
-/// compile as trigger globs do.
-fn check_hand_off(problems: &mut Problems<'_>, plan: &Plan, step: &Step, at: Location) {
+/// compile as trigger globs do. Each name is looked up in hashed sets: linear in the
+/// step's lists.
+fn check_hand_off(problems: &mut Problems<'_>, steps: &StepIndex<'_>, step: &Step, at: Location) {
     let runs = |id: &str| {
-        plan.steps
-            .iter()
-            .find(|s| s.id == id)
+        steps
+            .get(id)
             .map(|s| !matches!(s.action, Action::Approval(_)))
     };
     let mut named: Vec<(&str, &str)> = Vec::new();
@@ -344,12 +399,19 @@ fn check_hand_off(problems: &mut Problems<'_>, plan: &Plan, step: &Step, at: Loc
             .iter()
             .map(|d| ("needs_artifacts", d.as_str())),
     );
+    let dependencies: HashSet<&str> = if named.is_empty() {
+        HashSet::new()
+    } else {
+        step.depends_on.iter().map(String::as_str).collect()
+    };
     for (option, dep) in named {
-        if !step.depends_on.iter().any(|d| d == dep) {
+        if !dependencies.contains(dep) {
             let hint = if runs(dep).is_some() {
                 format!("; add depends_on=[\"{dep}\"]")
             } else {
-                did_you_mean(dep, step.depends_on.iter().map(String::as_str))
+                problems
+                    .budget
+                    .did_you_mean(dep, step.depends_on.iter().map(String::as_str))
             };
             problems.add(
                 at,
@@ -367,10 +429,7 @@ fn check_hand_off(problems: &mut Problems<'_>, plan: &Plan, step: &Step, at: Loc
                 ),
             );
         } else if option == "needs_artifacts"
-            && plan
-                .steps
-                .iter()
-                .any(|s| s.id == dep && s.artifacts.is_empty())
+            && steps.get(dep).is_some_and(|s| s.artifacts.is_empty())
         {
             problems.add(
                 at,
@@ -424,17 +483,13 @@ fn check_dag(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
-    // Suggestions only for as many problems as can be shown: each costs a pass over the ids.
-    let mut suggestions_left = MAX_DIAGNOSTICS;
     for (i, step) in plan.steps.iter().enumerate() {
+        if problems.budget.expired() {
+            return;
+        }
         for dep in &step.depends_on {
             if !index.contains_key(dep.as_str()) {
-                let hint = if suggestions_left > 0 {
-                    suggestions_left -= 1;
-                    did_you_mean(dep, ids.iter().copied())
-                } else {
-                    String::new()
-                };
+                let hint = problems.budget.did_you_mean(dep, ids.iter().copied());
                 problems.add(
                     map.step(i),
                     format!("step '{}' depends on unknown step '{dep}'{hint}", step.id),

@@ -83,7 +83,9 @@ fn the_region_is_the_target_the_steps_between_and_the_source() {
         "an earlier step, or one on another branch, is not feedback"
     );
     let (p, m) = plan(p.steps.clone());
-    assert!(check(&p, &m, "w").is_empty());
+    let mut found = Found::new("w");
+    check(&p, &m, &mut Budget::unlimited_time(), &mut found);
+    assert!(found.finish().is_empty());
     assert!(Loops::of(&plan(vec![step("a", &[])]).0).loops.is_empty());
 }
 

@@ -16,15 +16,12 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{bash, echo, python, Field, Template};
-use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::diagnostic::{Budget, Diagnostic};
 use crate::loops::Loops;
 use crate::plan::{Action, Plan, SourceMap};
 
 /// Template problems reported per plan; the rest are counted in one last message.
 pub(crate) const MAX_DIAGNOSTICS: usize = 50;
-
-/// Step ids longer than this get no "did you mean" (its cost is quadratic in length).
-const MAX_SUGGESTED_LEN: usize = 64;
 
 /// What a template's text becomes, which decides where references may stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +119,9 @@ pub(crate) fn json_strings<'a>(
 }
 
 /// Every template problem of `plan`, each at its step (or the plan, for plan env); at most
-/// [`MAX_DIAGNOSTICS`] and a last line saying there are more.
-pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
+/// [`MAX_DIAGNOSTICS`] and a last line saying there are more. Suggestions come out of the
+/// plan's `budget`; past its deadline this stops (the caller reports it).
+pub fn check(plan: &Plan, map: &SourceMap, path: &str, budget: &mut Budget) -> Vec<Diagnostic> {
     let index: HashMap<&str, usize> = plan
         .steps
         .iter()
@@ -135,10 +133,14 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str) -> Vec<Diagnostic> {
     let loops = Loops::of(plan);
     let mut found = Vec::new();
     for site in sites(plan) {
+        if budget.expired() {
+            break;
+        }
         if !site.text.contains("{{") {
             continue;
         }
-        let Some(message) = site_problem(plan, &index, &mut ancestors, &loops, &site) else {
+        let Some(message) = site_problem(plan, &index, &mut ancestors, &loops, &site, budget)
+        else {
             continue;
         };
         if found.len() == MAX_DIAGNOSTICS {
@@ -171,6 +173,7 @@ fn site_problem(
     ancestors: &mut Option<Vec<Option<Bits>>>,
     loops: &Loops,
     site: &Site<'_>,
+    budget: &mut Budget,
 ) -> Option<String> {
     let template = match Template::parse(site.text) {
         Ok(t) => t,
@@ -178,11 +181,8 @@ fn site_problem(
     };
     for reference in template.references() {
         let Some(&target) = index.get(reference.step.as_str()) else {
-            let hint = if reference.step.len() <= MAX_SUGGESTED_LEN {
-                did_you_mean(&reference.step, plan.steps.iter().map(|s| s.id.as_str()))
-            } else {
-                String::new()
-            };
+            let hint =
+                budget.did_you_mean(&reference.step, plan.steps.iter().map(|s| s.id.as_str()));
             return Some(format!(
                 "'{}' names unknown step '{}'{hint}",
                 echo(&reference.to_string()),
