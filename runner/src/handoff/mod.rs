@@ -7,12 +7,16 @@
 //! Invariants: the content of an archive is the previous step's, so it is hostile. Nothing
 //! is ever written outside the target directory: entry paths are relative with no `..`,
 //! parents are created here and never followed through a symbolic link, symbolic links may
-//! only point inside, and only files, directories and symbolic links are made (no devices,
+//! only point inside — by their text and resolved through every other link of the tree
+//! ([`links`]) — and only files, directories and symbolic links are made (no devices,
 //! FIFOs or hard links, no set-uid bits, no owners). Sizes and entry counts are bounded
-//! while reading, before anything is allocated for them. Packing follows no symbolic link
-//! and reads only regular files, opened without following links, so a step cannot make
-//! the runner read a file outside its workspace.
+//! while reading, before anything is allocated for them. Packing follows no symbolic link:
+//! it walks from a descriptor of the root and opens every name below it with `O_NOFOLLOW`
+//! (a directory swapped for a link mid-pack fails to open), reads only regular files, and
+//! keeps a link only when its chain stays inside, so a step cannot make the runner read a
+//! file outside its workspace.
 
+pub mod links;
 mod pack;
 mod unpack;
 

@@ -1,13 +1,32 @@
 //! The tar of a finished step's workspace, or of its artifact files, written to a stream.
+//!
+//! The walk holds a descriptor of each directory it is in and opens every name relative
+//! to it with `O_NOFOLLOW` (directories with `O_DIRECTORY` too), so a step that swaps a
+//! directory for a symbolic link while the runner packs (to `/etc`, to another attempt's
+//! files) only makes that name fail to open: nothing outside the root is listed or read.
+//! This is `openat2`'s `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` done one name at a time,
+//! which every kernel has. Deep trees keep at most [`MAX_OPEN_DIRS`] descriptors: an
+//! ancestor's is closed and reopened from the root (again a name at a time) when the walk
+//! returns to it.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 
+use super::links::{open_below, open_dir, resolves_inside};
 use super::{link_stays_inside, HandoffError, Limits};
+
+/// The most directory descriptors one walk keeps open.
+pub(super) const MAX_OPEN_DIRS: usize = 64;
 
 /// What goes into the archive.
 #[derive(Debug, Clone)]
@@ -61,54 +80,90 @@ pub fn pack(
     let mut packed = Packed::default();
     let mut entries = 0u64;
     let mut archive_bytes = 1024u64; // the two zero blocks at the end
-    let walk = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .sort_by_file_name();
-    for entry in walk {
-        let entry = entry.map_err(|e| io::Error::other(e.to_string()))?;
-        let relative = entry
-            .path()
-            .strip_prefix(root)
-            .map_err(|e| io::Error::other(e.to_string()))?
-            .to_owned();
-        let kind = entry.file_type();
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?;
+    let mut stack = vec![Frame::open(root_fd.as_fd(), Vec::new())?];
+    while let Some(frame) = stack.last_mut() {
+        let Some(name) = frame.names.next() else {
+            stack.pop();
+            continue;
+        };
+        if frame.dir.is_none() {
+            // Closed while the walk was deeper; a directory swapped since ends here.
+            match open_below(root_fd.as_fd(), &frame.path) {
+                Ok(fd) => frame.dir = Some(fd),
+                Err(_) => {
+                    stack.pop();
+                    continue;
+                }
+            }
+        }
+        let (dir, parent) = (frame.dir.as_ref().expect("opened above"), &frame.path);
+        let relative: PathBuf = parent.iter().chain([&name]).collect();
+        let Some(kind) = kind_at(dir.as_fd(), &name)? else {
+            continue; // gone since the listing
+        };
         let selected = match selection {
             Selection::Everything => true,
-            Selection::Matching(globs) => kind.is_file() && globs.is_match(&relative),
+            Selection::Matching(globs) => kind == SFlag::S_IFREG && globs.is_match(&relative),
         };
-        if !selected {
+        if kind == SFlag::S_IFDIR {
+            let child = match open_dir(dir.as_fd(), &name) {
+                Ok(child) => child,
+                // Swapped for a link or a file, or gone, since it was looked at.
+                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {
+                    packed.skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(io::Error::from(e).into()),
+            };
+            if selected {
+                let mut header = directory_header();
+                count(&mut entries, &mut archive_bytes, 0, limits)?;
+                builder.append_data(&mut header, &relative, io::empty())?;
+            }
+            let mut path = parent.clone();
+            path.push(name);
+            let child = Frame::listed(child, path)?;
+            if stack.len() >= MAX_OPEN_DIRS {
+                if let Some(open) = stack.iter_mut().find(|f| f.dir.is_some()) {
+                    open.dir = None;
+                }
+            }
+            stack.push(child);
+        } else if !selected {
             continue;
-        }
-        let mut header = tar::Header::new_gnu();
-        if kind.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o755);
-            header.set_size(0);
-            count(&mut entries, &mut archive_bytes, 0, limits)?;
-            builder.append_data(&mut header, &relative, io::empty())?;
-        } else if kind.is_symlink() {
-            let target = std::fs::read_link(entry.path())?;
-            if !link_stays_inside(&relative, &target) {
+        } else if kind == SFlag::S_IFLNK {
+            let target = match readlinkat(dir.as_fd(), name.as_os_str()) {
+                Ok(target) => PathBuf::from(target),
+                Err(Errno::ENOENT | Errno::EINVAL) => continue,
+                Err(e) => return Err(io::Error::from(e).into()),
+            };
+            // The text first (cheap), then the chain through the tree's other links.
+            if !link_stays_inside(&relative, &target)
+                || !resolves_inside(root_fd.as_fd(), &relative, &target)
+            {
                 packed.skipped += 1;
                 continue;
             }
+            let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_mode(0o777);
             header.set_size(0);
             count(&mut entries, &mut archive_bytes, 0, limits)?;
             builder.append_link(&mut header, &relative, &target)?;
-        } else if kind.is_file() {
-            // Opened without following a link a step may have swapped in since the walk,
+        } else if kind == SFlag::S_IFREG {
+            // Opened without following a link a step may have swapped in since the look,
             // and without blocking on a FIFO; then checked to be the regular file it was.
-            let file = match File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(entry.path())
-            {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
+            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+            let file = match openat(dir.as_fd(), name.as_os_str(), flags, Mode::empty()) {
+                Ok(fd) => File::from(fd),
+                Err(Errno::ENOENT) => continue,
+                Err(Errno::ELOOP) => {
+                    packed.skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(io::Error::from(e).into()),
             };
             let metadata = file.metadata()?;
             if !metadata.is_file() {
@@ -117,6 +172,7 @@ pub fn pack(
             }
             let size = metadata.len();
             count(&mut entries, &mut archive_bytes, size, limits)?;
+            let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(if metadata.mode() & 0o111 != 0 {
                 0o755
@@ -134,6 +190,68 @@ pub fn pack(
     }
     builder.into_inner()?.flush()?;
     Ok(packed)
+}
+
+/// A directory being walked: its descriptor (`None` while closed to bound the open
+/// descriptors), its path below the root, and its names still to visit, sorted.
+struct Frame {
+    dir: Option<OwnedFd>,
+    path: Vec<OsString>,
+    names: std::vec::IntoIter<OsString>,
+}
+
+impl Frame {
+    /// The root's frame (`path` empty), or any directory's, opened below `root`.
+    fn open(root: BorrowedFd<'_>, path: Vec<OsString>) -> Result<Frame, HandoffError> {
+        let dir = open_below(root, &path).map_err(io::Error::from)?;
+        Frame::listed(dir, path)
+    }
+
+    /// The frame of the open directory `dir`, its names read now.
+    fn listed(dir: OwnedFd, path: Vec<OsString>) -> Result<Frame, HandoffError> {
+        // The listing reads through its own descriptor of the same directory.
+        let listing = openat(
+            dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        let mut listing = nix::dir::Dir::from_fd(listing).map_err(io::Error::from)?;
+        let mut names = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(io::Error::from)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_owned());
+            }
+        }
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(Frame {
+            dir: Some(dir),
+            path,
+            names: names.into_iter(),
+        })
+    }
+}
+
+/// The type of `name` in `dir`, not following a link; `None` when it is gone.
+fn kind_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<SFlag>, HandoffError> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(SFlag::from_bits_truncate(
+            stat.st_mode & SFlag::S_IFMT.bits(),
+        ))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(io::Error::from(e).into()),
+    }
+}
+
+fn directory_header() -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    header
 }
 
 /// Counts one more entry of `size` bytes against `limits`.

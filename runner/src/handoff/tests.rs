@@ -1,6 +1,6 @@
 //! Packing round trips, and every attack a hostile archive can try on [`unpack`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
@@ -289,4 +289,176 @@ fn link_rules_are_lexical() {
     assert!(!link_stays_inside(Path::new("a"), Path::new("/c")));
     assert!(clean_relative(Path::new("./a/./b")).is_some());
     assert!(clean_relative(Path::new("")).is_none());
+}
+
+const LINK: tar::EntryType = tar::EntryType::Symlink;
+
+#[test]
+fn unpacking_refuses_a_link_whose_chain_leads_outside() {
+    // regression: the check read each target's text alone, so `a -> .` and then
+    // `b -> a/..` (one name down, one up) passed while `b` reached the parent.
+    let chains: [&[(&str, &str)]; 5] = [
+        &[("a", "."), ("b", "a/..")],
+        &[("a", "."), ("b", "a/a/a/../../..")],
+        // The link the chain goes through comes later in the archive.
+        &[("b", "a/.."), ("a", ".")],
+        // A later entry re-points a link an earlier one was checked through.
+        &[("a", "sub"), ("b", "a/.."), ("a", ".")],
+        // Deeper: `d/up -> ..` is the root; `d/x -> up/..` above it.
+        &[("d/up", ".."), ("d/x", "up/..")],
+    ];
+    for chain in chains {
+        let mut entries = vec![("sub/", tar::EntryType::Directory, "", &b""[..])];
+        entries.push(("d/", tar::EntryType::Directory, "", b""));
+        entries.extend(
+            chain
+                .iter()
+                .map(|(path, target)| (*path, LINK, *target, &b""[..])),
+        );
+        let err = refused(&archive(&entries), &Limits::default());
+        assert!(err.contains("through other links"), "{chain:?}: {err}");
+    }
+    // Loops lead nowhere; they are refused rather than followed forever.
+    let err = refused(
+        &archive(&[("a", LINK, "b", b""), ("b", LINK, "a/x", b"")]),
+        &Limits::default(),
+    );
+    assert!(err.contains("through other links"), "{err}");
+}
+
+#[test]
+fn links_whose_chain_stays_inside_are_unpacked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = archive(&[
+        ("vendor/real/", tar::EntryType::Directory, "", b""),
+        ("vendor/real/lib.txt", FILE, "", b"lib"),
+        ("vendor/lib", LINK, "real", b""),
+        ("lib", LINK, "vendor/lib", b""),
+        ("here", LINK, ".", b""),
+        ("deep", LINK, "here/here/vendor/lib/../real/lib.txt", b""),
+        ("dangling", LINK, "missing/file", b""),
+    ]);
+    unpack(&bytes[..], tmp.path(), &Limits::default()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("deep")).unwrap(),
+        "lib"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("lib/lib.txt")).unwrap(),
+        "lib"
+    );
+}
+
+#[test]
+fn packing_leaves_out_a_link_whose_chain_leads_outside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::os::unix::fs::symlink(".", src.join("a")).unwrap();
+    std::os::unix::fs::symlink("a/..", src.join("b")).unwrap();
+    std::os::unix::fs::symlink("sub/../a/a/sub", src.join("c")).unwrap();
+    let mut tar = Vec::new();
+    let packed = pack(&src, &Selection::Everything, &Limits::default(), &mut tar).unwrap();
+    assert_eq!(packed.skipped, 1, "only b leads outside");
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    unpack(&tar[..], &dst, &Limits::default()).unwrap();
+    assert!(dst.join("a").is_symlink() && dst.join("c").is_symlink());
+    assert!(dst.join("b").symlink_metadata().is_err());
+}
+
+/// A sink that, when it first sees `trigger` written (an entry's header), runs `swap`: the
+/// step swapping its workspace while the runner packs.
+struct SwapWhenWritten<F: FnMut()> {
+    out: Vec<u8>,
+    trigger: &'static [u8],
+    swap: Option<F>,
+}
+
+impl<F: FnMut()> std::io::Write for SwapWhenWritten<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.windows(self.trigger.len()).any(|w| w == self.trigger) {
+            if let Some(mut swap) = self.swap.take() {
+                swap();
+            }
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_directory_swapped_for_a_link_mid_pack_is_not_read_through() {
+    // regression: the walk opened directories by path, and files with O_NOFOLLOW on the
+    // last name only: `d` swapped for a link to another attempt's directory after the
+    // listing was walked into, and its secret packed.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let other = tmp.path().join("other-attempt");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("secret.txt"), "DEPLOY_KEY=hunter2").unwrap();
+    std::fs::write(src.join("c.txt"), "first").unwrap();
+    std::fs::write(src.join("d/secret.txt"), "mine").unwrap();
+    for target in [other.clone(), PathBuf::from("/etc")] {
+        let (d, src2) = (src.join("d"), src.clone());
+        let moved = tmp.path().join("moved");
+        let _ = std::fs::remove_dir_all(&moved);
+        if d.is_symlink() {
+            std::fs::remove_file(&d).unwrap();
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("secret.txt"), "mine").unwrap();
+        }
+        let swap = {
+            let target = target.clone();
+            move || {
+                std::fs::rename(src2.join("d"), &moved).unwrap();
+                std::os::unix::fs::symlink(&target, src2.join("d")).unwrap();
+            }
+        };
+        let mut out = SwapWhenWritten {
+            out: Vec::new(),
+            trigger: b"c.txt",
+            swap: Some(swap),
+        };
+        pack(&src, &Selection::Everything, &Limits::default(), &mut out).unwrap();
+        assert!(out.swap.is_none(), "the swap ran");
+        let text = String::from_utf8_lossy(&out.out);
+        assert!(
+            !text.contains("hunter2"),
+            "another attempt's file was packed"
+        );
+        let paths: Vec<_> = list(&out.out[..], &Limits::default())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(paths, ["c.txt"], "{target:?}");
+    }
+}
+
+#[test]
+fn a_tree_deeper_than_the_open_directory_bound_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut deep = src.clone();
+    for i in 0..super::pack::MAX_OPEN_DIRS + 10 {
+        deep.push(format!("{i}"));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), format!("{i}")).unwrap();
+    }
+    std::fs::write(src.join("z-after"), "last").unwrap();
+    let mut tar = Vec::new();
+    let packed = pack(&src, &Selection::Everything, &Limits::default(), &mut tar).unwrap();
+    assert_eq!(packed.files, super::pack::MAX_OPEN_DIRS as u64 + 11);
+    let names: Vec<_> = list(&tar[..], &Limits::default())
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(names.last().unwrap(), "z-after");
 }

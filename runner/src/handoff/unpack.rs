@@ -5,8 +5,13 @@ use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use std::os::fd::AsFd;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
 
+use super::links::resolves_inside;
 use super::{clean_relative, link_stays_inside, HandoffError, Limits};
 
 /// What [`unpack`] wrote.
@@ -129,7 +134,8 @@ fn kind_name(kind: tar::EntryType) -> &'static str {
 /// Unpacks `input` into the existing directory `root` (see the module rules). On an error
 /// some entries may have been written; the caller throws the directory away.
 pub fn unpack(input: impl Read, root: &Path, limits: &Limits) -> Result<Unpacked, HandoffError> {
-    walk(input, limits, |entry, content| match entry {
+    let mut links = Vec::new();
+    let unpacked = walk(input, limits, |entry, content| match entry {
         Checked::Directory(path) => {
             let full = make_parents(root, &path)?;
             match fs::symlink_metadata(&full) {
@@ -162,9 +168,36 @@ pub fn unpack(input: impl Read, root: &Path, limits: &Limits) -> Result<Unpacked
             let full = make_parents(root, &path)?;
             clear(&full, &path)?;
             std::os::unix::fs::symlink(&target, &full)?;
+            links.push((path, target));
             Ok(())
         }
-    })
+    })?;
+    check_link_chains(root, &links)?;
+    Ok(unpacked)
+}
+
+/// Refuses the archive when one of its `links`, resolved through every link now in the
+/// workspace (the archive's, and a later entry may have replaced one), leads outside:
+/// each passed the textual check alone, a chain need not (`a -> .`, `b -> a/a/../..`).
+fn check_link_chains(root: &Path, links: &[(PathBuf, PathBuf)]) -> Result<(), HandoffError> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?;
+    for (path, target) in links {
+        if !resolves_inside(root_fd.as_fd(), path, target) {
+            return Err(HandoffError::refused(
+                path,
+                format!(
+                    "a symbolic link to '{}' would lead outside the workspace through \
+                     other links",
+                    target.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Lists the regular files of `input` with their sizes and digests, checking every entry
