@@ -164,3 +164,31 @@ fn head_must_be_a_ref_name_or_an_object_id() {
         assert!(checked_head(bad.as_bytes()).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_step_user_reads_the_repository_through_the_runners_shadow() {
+    // A root runner runs the tool's git as the step's user: the shadow (the runner's,
+    // under a shared temporary directory) must be readable and accepted by git.
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let (tmp, root, _) = checkout();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(root.join("a.txt"), "two\n").unwrap();
+    let shadow = Shadow::of_checkout(&root).unwrap();
+    use std::os::unix::process::CommandExt;
+    let output = Command::new("git")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .envs(git_environment())
+        .uid(3_999_031)
+        .gid(3_999_031)
+        .args(shadow.git_args().unwrap())
+        .args(["diff", "--no-ext-diff", "--no-textconv"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("-one\n+two"), "{stdout}");
+}
