@@ -496,6 +496,44 @@ mod tests {
         );
     }
 
+    // regression: `depends_on` was bounded per step only (by the step count), so a plan
+    // held a million dependency edges for every graph pass to walk.
+    #[test]
+    fn depends_on_entries_are_bounded_per_plan() {
+        let mut plan = plan_with(bash("a"));
+        plan.steps = (0..201)
+            .map(|i| {
+                let mut step = bash(&format!("s{i}"));
+                step.depends_on = (0..100).map(|j| format!("s{j}")).collect();
+                step
+            })
+            .collect();
+        let found = problems(&plan);
+        assert_eq!(
+            found,
+            vec!["the steps' depends_on= hold 20100 entries in all; the limit is 20000"]
+        );
+        plan.steps.pop();
+        assert!(problems(&plan).is_empty());
+    }
+
+    // regression: every problem of the scan was kept, a message each (100,000 bad names
+    // of a 1 MB plan, ~30 MB of messages).
+    #[test]
+    fn the_scan_keeps_fifty_problems_and_counts_the_rest() {
+        let mut plan = plan_with(bash("a"));
+        plan.steps = (0..1000)
+            .map(|i| {
+                let mut step = bash(&format!("s{i}"));
+                step.secrets = (0..10).map(|j| format!("b\x1b{j}")).collect();
+                step
+            })
+            .collect();
+        let found = problems(&plan);
+        assert_eq!(found.len(), crate::diagnostic::MAX_DIAGNOSTICS);
+        assert_eq!(found[49], "and 9951 more problems");
+    }
+
     // regression: a 520,000-character step id with an unknown dependency kept the engine
     // busy for minutes computing "did you mean" suggestions.
     #[test]

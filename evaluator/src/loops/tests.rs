@@ -273,3 +273,30 @@ fn a_plan_without_loops_keeps_its_canonical_json_and_hash() {
     let back: Plan = serde_json::from_str(&p.canonical_json()).unwrap();
     assert_eq!(back, p);
 }
+
+// regression: only valid loops counted toward the limit, so a thousand `loop_to`s naming
+// a step that is not an ancestor cost a thousand walks of the graph.
+#[test]
+fn every_loop_to_naming_a_step_counts_toward_the_walks() {
+    let steps: Vec<Step> = (0..60)
+        .map(|i| {
+            let before = format!("s{}", i.max(1) - 1);
+            let mut s = looping(&format!("s{i}"), &[], &format!("s{}", (i + 1) % 60), 1);
+            if i > 0 {
+                s.depends_on = vec![before];
+            }
+            s
+        })
+        .collect();
+    let (p, m) = plan(steps);
+    let mut found = Found::new("w");
+    check(&p, &m, &mut Budget::unlimited_time(), &mut found);
+    // Fifty walks, each a problem, then the limit; the last ten are never walked.
+    assert_eq!(found.total(), MAX_LOOPS_PER_PLAN + 1);
+    let shown = found.finish();
+    assert!(
+        shown[0].message.contains("is not a step it depends on"),
+        "{shown:?}"
+    );
+    assert_eq!(shown.last().unwrap().message, "and 2 more problems");
+}

@@ -415,3 +415,132 @@ fn a_plan_without_concurrency_keeps_its_canonical_json() {
         .canonical_json()
         .ends_with(r#","concurrency":{"group":"g","cancel_in_progress":true}}"#));
 }
+
+/// A 64-byte name: `prefix`, `x`s, then `n` in 4 digits (near misses of each other).
+fn long(prefix: &str, n: usize) -> String {
+    format!("{prefix:x<60}{n:04}")
+}
+
+/// What validating `plan` spent, with no deadline.
+fn spent(plan: &Plan, map: &SourceMap) -> (Vec<Diagnostic>, crate::diagnostic::Work) {
+    let mut budget = Budget::unlimited_time();
+    let found = validate_within(plan, map, &Limits::default(), "w", &mut budget);
+    (found, budget.spent)
+}
+
+fn assert_within_the_plan_budget(work: crate::diagnostic::Work) {
+    use crate::diagnostic::{MAX_CELLS, MAX_COMPARISONS, MAX_SUGGESTIONS};
+    assert!(work.suggestions <= MAX_SUGGESTIONS, "{work:?}");
+    assert!(work.comparisons <= MAX_COMPARISONS, "{work:?}");
+    assert!(work.cells <= MAX_CELLS, "{work:?}");
+}
+
+/// 14 steps, each with 1,000 long dependencies and 100 `needs_artifacts` plus a
+/// `workspace_from` that are near misses of them: 1 MB, within every bound.
+fn hand_off_bomb() -> (Plan, SourceMap) {
+    let steps = (0..14)
+        .map(|i| {
+            let mut s = step(&format!("s{i}"), &[]);
+            s.depends_on = (0..1000).map(|j| long("d", j)).collect();
+            s.needs_artifacts = (0..100).map(|j| long("n", j)).collect();
+            s.workspace_from = Some(long("w", 0));
+            s
+        })
+        .collect();
+    plan(steps, vec![])
+}
+
+// regression: the suggestions for bad `needs_artifacts`/`workspace_from` names ran once
+// per name over every dependency (10.7 s of CPU for this 1 MB plan).
+#[test]
+fn hand_off_suggestions_share_the_plan_budget() {
+    let (p, m) = hand_off_bomb();
+    assert!(p.canonical_json().len() <= Limits::default().max_plan_bytes);
+    let (found, work) = spent(&p, &m);
+    assert_within_the_plan_budget(work);
+    assert_eq!(found.len(), MAX_DIAGNOSTICS);
+    assert!(
+        found[0].message.contains("(did you mean 'dxxx"),
+        "the first names still get a hint: {found:?}"
+    );
+}
+
+// regression: an unknown `loop_to` got a suggestion over every step id, for every step.
+#[test]
+fn loop_to_suggestions_share_the_plan_budget() {
+    let steps = (0..1000)
+        .map(|i| {
+            let mut s = step(&long("s", i), &[]);
+            s.loop_to = Some(long("t", i));
+            s.max_loops = Some(1);
+            s
+        })
+        .collect();
+    let (p, m) = plan(steps, vec![]);
+    let (found, work) = spent(&p, &m);
+    assert_within_the_plan_budget(work);
+    assert!(
+        found[0].message.contains("loop_to names unknown step"),
+        "{found:?}"
+    );
+}
+
+// Unknown dependencies and template references draw on the same budget as the rest.
+#[test]
+fn dependency_and_template_suggestions_share_the_plan_budget() {
+    let steps = (0..500)
+        .map(|i| {
+            let mut s = step(&long("s", i), &[]);
+            s.depends_on = (0..20).map(|j| long("t", i * 20 + j)).collect();
+            s.action = Action::Bash {
+                command: format!("echo \"{{{{ steps.{}.outputs.x }}}}\"", long("u", i)),
+            };
+            s
+        })
+        .collect();
+    let (p, m) = plan(steps, vec![]);
+    assert!(p.canonical_json().len() <= Limits::default().max_plan_bytes);
+    let (found, work) = spent(&p, &m);
+    assert_within_the_plan_budget(work);
+    assert_eq!(found.len(), MAX_DIAGNOSTICS, "{found:?}");
+}
+
+#[test]
+fn a_passed_deadline_stops_validation_with_one_clean_line() {
+    let (p, m) = hand_off_bomb();
+    let mut budget = Budget::until(std::time::Instant::now(), std::time::Duration::from_secs(2));
+    let found = validate_within(&p, &m, &Limits::default(), "w.plue.py", &mut budget);
+    assert_eq!(
+        found.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        vec!["w.plue.py: validating the plan took longer than 2s and was stopped"]
+    );
+    assert_eq!(budget.spent, crate::diagnostic::Work::default());
+}
+
+// regression: each hand-off name was searched for in every step (steps x names x steps).
+#[test]
+fn hand_off_names_are_looked_up_not_searched() {
+    let steps: Vec<Step> = (0..200usize)
+        .map(|i| {
+            let deps: Vec<String> = (i.saturating_sub(100)..i)
+                .map(|j| format!("s{j}"))
+                .collect();
+            let mut s = step(&format!("s{i}"), &[]);
+            s.needs_artifacts = deps.clone();
+            s.depends_on = deps;
+            s.artifacts = vec![format!("out{i}")];
+            s
+        })
+        .collect();
+    let (mut p, m) = plan(steps, vec![]);
+    // At most 200 artifacts patterns in a plan: most steps declare none.
+    for s in p.steps.iter_mut().skip(100) {
+        s.artifacts.clear();
+    }
+    let found = messages(&p, &m);
+    assert_eq!(found.len(), MAX_DIAGNOSTICS, "{found:?}");
+    assert!(
+        found[0].ends_with("but step 's100' declares no artifacts="),
+        "{found:?}"
+    );
+}
