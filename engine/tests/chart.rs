@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 use support::Sandbox;
 
 const NAMESPACE: &str = "ci";
+/// Where the runner pods go by default: a namespace of their own.
+const RUNNERS: &str = "ci-runners";
 
 fn chart_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/plue")
@@ -120,9 +122,12 @@ fn three_replicas_two_classes() -> Value {
             {"name": "small", "labels": {"size": "small"}, "min_warm": 2, "max_runners": 20,
              "idle_timeout": "5m"},
             {"name": "sandboxed", "labels": {"sandbox": "gvisor"}, "max_runners": 5,
+             "allow_config_map_volumes": ["ca-bundle"],
              "template": {"spec": {"runtimeClassName": "gvisor",
                 "nodeSelector": {"sandbox": "gvisor"},
+                "volumes": [{"name": "ca", "configMap": {"name": "ca-bundle"}}],
                 "containers": [{"name": "runner", "image": "registry.example/plue:1",
+                                "volumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/extra"}],
                                 "resources": {"limits": {"cpu": "2", "memory": "2Gi"}}}]}}}]}})
 }
 
@@ -186,7 +191,14 @@ fn every_value_set_renders_manifests_valid_in_strict_mode() {
         }
         for object in &rendered.objects {
             let namespace = object["metadata"]["namespace"].as_str();
-            assert_eq!(namespace, Some(NAMESPACE), "{name}: {object}");
+            // The pool's Role and the runners' NetworkPolicy sit with the runner pods.
+            let runners_side = matches!(object["kind"].as_str(), Some("Role" | "RoleBinding"))
+                || object["metadata"]["name"] == "plue-runners";
+            match object["kind"].as_str() {
+                Some("Namespace") => assert!(namespace.is_none(), "{name}: {object}"),
+                _ if runners_side => assert_eq!(namespace, Some(RUNNERS), "{name}: {object}"),
+                _ => assert_eq!(namespace, Some(NAMESPACE), "{name}: {object}"),
+            }
         }
     }
 }
@@ -411,6 +423,7 @@ fn the_engine_account_cannot_reach_beyond_pods_secrets_leases_and_events_of_its_
         }
         let roles = rendered.all("Role");
         assert_eq!(roles.len(), 1, "{name}");
+        assert_eq!(roles[0]["metadata"]["namespace"], RUNNERS, "{name}");
         let mut granted = BTreeSet::new();
         for rule in roles[0]["rules"].as_array().unwrap() {
             assert!(rule["resourceNames"].is_null() || rule["resourceNames"].is_array());
@@ -439,7 +452,6 @@ fn the_engine_account_cannot_reach_beyond_pods_secrets_leases_and_events_of_its_
             "/pods:create",
             "/pods:delete",
             "/pods/log:get",
-            "/secrets:get",
             "/secrets:create",
             "/secrets:delete",
             "coordination.k8s.io/leases:get",
@@ -452,7 +464,10 @@ fn the_engine_account_cannot_reach_beyond_pods_secrets_leases_and_events_of_its_
         .map(String::from)
         .collect();
         assert_eq!(granted, expected, "{name}");
+        // The engine never reads a Secret through the API: a token it wrote is all it
+        // touches, and only to create and delete it.
         for forbidden in [
+            "/secrets:get",
             "/pods/exec:create",
             "/secrets:list",
             "/secrets:watch",
@@ -650,8 +665,9 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(
-            stdout
-                .contains("valid: namespace ci, engine_url http://plue.ci.svc:8600, instance plue"),
+            stdout.contains(
+                "valid: namespace ci-runners, engine_url http://plue.ci.svc:8600, instance plue"
+            ),
             "{name}: {stdout}"
         );
         if name == "three replicas, two classes" {
@@ -678,6 +694,80 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
             );
         }
     }
+}
+
+/// Runner pods run untrusted steps: by default they live in a namespace of their own
+/// (Pod Security "restricted" enforced), where the engine's Role is, and where none of the
+/// engine's Secrets are for a pod to name.
+#[test]
+fn runner_pods_get_a_namespace_of_their_own_by_default() {
+    let rendered = render(json!({}));
+    let namespace = rendered.one("Namespace", RUNNERS);
+    let labels = &namespace["metadata"]["labels"];
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert!(
+        rendered
+            .pool_file()
+            .contains(&format!("namespace: {RUNNERS}\n")),
+        "{}",
+        rendered.pool_file()
+    );
+    for (kind, name) in [
+        ("Role", "plue-pool"),
+        ("RoleBinding", "plue-pool"),
+        ("NetworkPolicy", "plue-runners"),
+    ] {
+        assert_eq!(rendered.one(kind, name)["metadata"]["namespace"], RUNNERS);
+    }
+    // The engine, its Secrets and its configuration stay in the release's namespace.
+    for (kind, name) in [
+        ("Deployment", "plue"),
+        ("Secret", "plue"),
+        ("ConfigMap", "plue-pool"),
+    ] {
+        assert_eq!(rendered.one(kind, name)["metadata"]["namespace"], NAMESPACE);
+    }
+    assert!(rendered
+        .notes
+        .contains(&format!("start in namespace {RUNNERS}")));
+    // Runner pods reach the engine across namespaces; the engine admits them by theirs.
+    let runners = rendered.one("NetworkPolicy", "plue-runners");
+    assert_eq!(
+        runners["spec"]["egress"][0]["to"][0]["namespaceSelector"]["matchLabels"]
+            ["kubernetes.io/metadata.name"],
+        NAMESPACE
+    );
+    let restricted = render(json!({"networkPolicy": {"engine": {"from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]}}}));
+    let from = &restricted.one("NetworkPolicy", "plue-engine")["spec"]["ingress"][0]["from"];
+    assert_eq!(
+        from[1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        RUNNERS
+    );
+
+    // A namespace that exists already: the chart makes none.
+    let existing = render(json!({"pool": {"createNamespace": false}}));
+    assert!(existing.all("Namespace").is_empty());
+    assert_eq!(
+        existing.one("Role", "plue-pool")["metadata"]["namespace"],
+        RUNNERS
+    );
+    // Choosing the release's own namespace is explicit, and makes no Namespace.
+    let shared = render(json!({"pool": {"namespace": NAMESPACE}}));
+    assert!(shared.all("Namespace").is_empty());
+    assert_eq!(
+        shared.one("Role", "plue-pool")["metadata"]["namespace"],
+        NAMESPACE
+    );
+    // A class's allow-lists reach the pool file.
+    let classes = render(three_replicas_two_classes());
+    assert!(
+        classes
+            .pool_file()
+            .contains("allow_config_map_volumes: [\"ca-bundle\"]"),
+        "{}",
+        classes.pool_file()
+    );
 }
 
 #[test]
@@ -740,6 +830,9 @@ fn misspelt_or_unknown_values_are_refused_by_the_schema() {
         json!({"secrets": {"adminToken": "short"}}),
         json!({"pool": {"classes": [{"name": "Not_A_Name", "max_runners": 1}]}}),
         json!({"image": {"pullPolicy": "Sometimes"}}),
+        json!({"pool": {"createNamespace": "yes"}}),
+        json!({"pool": {"classes": [{"name": "a", "max_runners": 1,
+                                     "allow_secret_volumes": ["Not_A_Name"]}]}}),
         json!({"engine": {"logFormat": "yaml"}}),
     ] {
         assert_eq!(check(values.clone()).0, Some(3), "{values} was accepted");

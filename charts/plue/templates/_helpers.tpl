@@ -54,8 +54,10 @@ app.kubernetes.io/managed-by: plue
 app.kubernetes.io/instance: {{ include "plue.poolInstance" . }}
 {{- end -}}
 
+{{/* Where runner pods live: pool.namespace, else "<release namespace>-runners" (never the
+engine's own namespace by default, so no runner pod can name the engine's Secrets). */}}
 {{- define "plue.runnerNamespace" -}}
-{{- default .Release.Namespace .Values.pool.namespace -}}
+{{- default (printf "%s-runners" (default "default" .Release.Namespace) | trunc 63 | trimSuffix "-") .Values.pool.namespace -}}
 {{- end -}}
 
 {{- define "plue.image" -}}
