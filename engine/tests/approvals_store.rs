@@ -197,3 +197,53 @@ async fn cancelling_a_run_cancels_its_waiting_approval_and_deadlines_fail_the_re
         );
     }
 }
+
+// regression: a decision taken after the deadline, before the sweeper's next pass, won.
+#[tokio::test]
+async fn a_decision_past_the_deadline_times_the_step_out_instead() {
+    for (store, _dir) in stores().await {
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            4,
+        );
+        let plan = plan(vec![approval("ship", 1), bash("deploy", &["ship"])]);
+        let run_id = start(&executor, &plan).await;
+        executor.advance(run_id).await.unwrap();
+        let deadline = store.step_run(run_id, "ship").await.unwrap().unwrap();
+        let deadline = deadline
+            .ready_at
+            .expect("a waiting approval has a deadline");
+        // The sweeper has not run: the step still waits, past its deadline.
+        let late = deadline + 1;
+        let decided = store
+            .decide_approval(run_id, "ship", Verdict::Approve, "mallory", "late", late)
+            .await
+            .unwrap();
+        assert_eq!(decided, Decided::TimedOut { deadline });
+        assert!(store.approvals_of_run(run_id).await.unwrap().is_empty());
+        executor.advance(run_id).await.unwrap();
+        assert_eq!(
+            statuses(&store, run_id).await,
+            pairs(&[("ship", "failed"), ("deploy", "skipped")])
+        );
+        let steps = store.step_runs(run_id).await.unwrap();
+        assert_eq!(
+            steps[0].reason.as_deref(),
+            Some("no decision before the approval timed out")
+        );
+        // A decision just before the deadline is still taken.
+        let other = start(&executor, &plan).await;
+        executor.advance(other).await.unwrap();
+        let step = store.step_run(other, "ship").await.unwrap().unwrap();
+        let in_time = step.ready_at.unwrap() - 1;
+        assert_eq!(
+            store
+                .decide_approval(other, "ship", Verdict::Approve, "alice", "", in_time)
+                .await
+                .unwrap(),
+            Decided::Done
+        );
+    }
+}

@@ -5,12 +5,16 @@
 //! for the admin token, the token's name otherwise); when the step lists `approvers`, only
 //! those names may decide, the admin token included; with `exclude_triggerer`, the name
 //! that started the run through the API (`run_triggerers`) may not. A decision is taken once: deciding a
-//! step that is not `waiting` is a 409 and changes nothing.
+//! step that is not `waiting` is a 409 and changes nothing; a decision after the step's
+//! deadline is a 409 too, whether or not the sweeper has run (the store times the step
+//! out in the decision's own transaction). A comment is one clean line
+//! ([`TextKind::UserLine`]: no controls, no bidi characters).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use evaluator::plan::Action;
+use evaluator::text::{check_clean_field, TextKind};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -26,7 +30,8 @@ const MAX_COMMENT_BYTES: usize = 4096;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Decision {
-    /// Kept with the decision; at most 4096 bytes.
+    /// Kept with the decision; at most 4096 bytes of one line, without control or bidi
+    /// characters.
     #[serde(default)]
     comment: String,
 }
@@ -55,11 +60,11 @@ pub(super) struct StepPath {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, malformed JSON, a comment too long, or a step that is not an approval", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is not an approval", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
         (status = 404, description = "No such run or step", body = ErrorView),
-        (status = 409, description = "The step is not waiting for a decision", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision, or its deadline passed (it timed out)", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -86,11 +91,11 @@ pub(super) async fn approve(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, malformed JSON, a comment too long, or a step that is not an approval", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is not an approval", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
         (status = 404, description = "No such run or step", body = ErrorView),
-        (status = 409, description = "The step is not waiting for a decision", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision, or its deadline passed (it timed out)", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -148,6 +153,8 @@ async fn decide(
             "a comment is at most {MAX_COMMENT_BYTES} bytes"
         )));
     }
+    check_clean_field("comment", &decision.comment, TextKind::UserLine)
+        .map_err(ApiError::bad_request)?;
     let who = state.auth.identity(&headers).await?;
     let store = state.executor.store();
     let Some(run) = store.run(run_id).await? else {
@@ -200,6 +207,18 @@ async fn decide(
                 StatusCode::CONFLICT,
                 format!("step '{step}' is {status}, not waiting for a decision"),
             ))
+        }
+        Decided::TimedOut { deadline } => {
+            // The step failed as timed out in the decision's transaction: move the run on.
+            state.executor.advance(run_id).await?;
+            let late = now.saturating_sub(deadline).max(0) / 1000;
+            return Err(ApiError::Client(
+                StatusCode::CONFLICT,
+                format!(
+                    "step '{step}' timed out {late} s before this decision (its deadline passed); \
+                     the decision was not taken and the step failed"
+                ),
+            ));
         }
     }
     state.executor.advance(run_id).await?;

@@ -588,7 +588,7 @@ pub(super) async fn dispatch(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateToken {
-    /// What the token is for: 1 to 100 characters, no control characters. Approvals and
+    /// What the token is for: 1 to 100 characters, no control or bidi characters. Approvals and
     /// runs started with it name it.
     #[schema(min_length = 1)]
     name: String,
@@ -617,11 +617,15 @@ pub(super) async fn create_token(
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     let Object(request) = body?;
     let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > 100 {
         return Err(ApiError::bad_request(
             "a token needs a name of 1 to 100 characters",
         ));
     }
+    // regression: bidi overrides passed (only controls were refused), so a name could
+    // display as another.
+    evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
+        .map_err(ApiError::bad_request)?;
     let token = tokens::new_token()?;
     let id = state
         .executor

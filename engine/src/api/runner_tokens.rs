@@ -27,7 +27,7 @@ use crate::tokens;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRunnerToken {
-    /// What the token is for: 1 to 100 characters, no control characters.
+    /// What the token is for: 1 to 100 characters, no control or bidi characters.
     #[schema(min_length = 1)]
     name: String,
     /// The labels its runners may announce (none: unlabelled steps only).
@@ -81,11 +81,15 @@ pub(super) async fn create(
     state.auth.check_admin(&headers)?;
     let Object(request) = body?;
     let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > 100 {
         return Err(ApiError::bad_request(
             "a runner token needs a name of 1 to 100 characters",
         ));
     }
+    // regression: bidi overrides passed (only controls were refused), so a name could
+    // display as another.
+    evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
+        .map_err(ApiError::bad_request)?;
     runner_scope::check_labels(&request.labels).map_err(ApiError::bad_request)?;
     let token = tokens::new_token()?;
     let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;

@@ -5,6 +5,9 @@
 //! Invariants: a decision moves the step run out of `waiting` and records who took it in
 //! one transaction, guarded by `status = 'waiting'`, so two concurrent decisions (or a
 //! decision racing the deadline) leave exactly one outcome and at most one `approvals` row.
+//! The deadline holds whether or not the sweeper has run: the deciding `UPDATE` also
+//! requires `ready_at > now`, and a decision that finds the step waiting past its deadline
+//! times the step out in the same transaction instead ([`Decided::TimedOut`]).
 
 use sqlx::Row;
 
@@ -45,7 +48,13 @@ pub enum Decided {
     NoStep,
     /// The step is not waiting for a decision (its status is given).
     NotWaiting(String),
+    /// The step's deadline (ms since the epoch) passed before this decision: the step
+    /// failed as timed out instead, exactly as the sweeper would have failed it.
+    TimedOut { deadline: i64 },
 }
+
+/// The reason of an approval step that nobody decided before its deadline.
+const TIMED_OUT: &str = "no decision before the approval timed out";
 
 impl Store {
     /// Records `verdict` on the waiting step `step_id` of run `run_id`: approved steps
@@ -75,9 +84,12 @@ impl Store {
                 return Ok(Decided::NoStep);
             };
             let id: i64 = row.try_get("id")?;
+            // regression: the deadline was the sweeper's alone, so a decision taken after
+            // it and before the sweeper's next pass still won.
             let changed = sqlx::query(
                 "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4, \
-                 started_at = COALESCE(started_at, $4) WHERE id = $1 AND status = 'waiting'",
+                 started_at = COALESCE(started_at, $4) \
+                 WHERE id = $1 AND status = 'waiting' AND ready_at > $4",
             )
             .bind(id)
             .bind(status)
@@ -87,12 +99,28 @@ impl Store {
             .await?
             .rows_affected();
             if changed == 0 {
-                let current: String = sqlx::query("SELECT status FROM step_runs WHERE id = $1")
+                let row = sqlx::query("SELECT status, ready_at FROM step_runs WHERE id = $1")
                     .bind(id)
                     .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("status")?;
-                return Ok(Decided::NotWaiting(current));
+                    .await?;
+                let current: String = row.try_get("status")?;
+                if current != "waiting" {
+                    return Ok(Decided::NotWaiting(current));
+                }
+                // Still waiting, so past its deadline: it times out now, as the sweeper
+                // would have timed it out.
+                let deadline: i64 = row.try_get("ready_at")?;
+                sqlx::query(
+                    "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3 \
+                     WHERE id = $1 AND status = 'waiting'",
+                )
+                .bind(id)
+                .bind(TIMED_OUT)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Decided::TimedOut { deadline });
             }
             sqlx::query(
                 "INSERT INTO approvals (step_run_id, run_id, decision, decided_by, comment, decided_at) \
@@ -116,11 +144,11 @@ impl Store {
     pub async fn expire_approvals(&self, now: i64) -> anyhow::Result<Vec<i64>> {
         on_db!(self, pool => {
             let rows = sqlx::query(
-                "UPDATE step_runs SET status = 'failed', \
-                 reason = 'no decision before the approval timed out', finished_at = $1 \
+                "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $1 \
                  WHERE status = 'waiting' AND ready_at <= $1 RETURNING run_id",
             )
             .bind(now)
+            .bind(TIMED_OUT)
             .fetch_all(pool)
             .await?;
             let mut runs = rows
