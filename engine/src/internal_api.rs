@@ -18,7 +18,8 @@
 //! - Logs and completions are idempotent, so runners may resend them freely.
 //! - Hand-off blobs: a runner uploads only for the attempt it holds, and downloads only
 //!   what that attempt's dispatch names (`workspace_from`, `needs_artifacts`), from the
-//!   attempt's own run; the run is never taken from the request.
+//!   attempt's own run; the run is never taken from the request. A blob of a step that
+//!   held secrets goes only to runners allowed secrets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -462,6 +463,15 @@ async fn get_blob(
         return Err(ApiError::forbidden(format!(
             "attempt {attempt_id}'s step does not name '{}' in {option}",
             step.escape_debug()
+        )));
+    }
+    // The second line behind the claim's rule: what a step that held secrets left (or a
+    // step that took such files) goes to no runner whose token forbids secrets.
+    if !runner.secrets && store.step_needs_secrets(owner.run_id, &step).await? {
+        return Err(ApiError::forbidden(format!(
+            "step '{}' held secrets: its {} goes only to runners allowed secrets",
+            step.escape_debug(),
+            kind.as_str()
         )));
     }
     let blob = store

@@ -988,3 +988,209 @@ async fn the_run_view_shows_review_loops_and_iterations() {
     assert_eq!(run["steps"][0]["iteration"], 1);
     h.engine.shutdown().await;
 }
+
+fn approval(id: &str, timeout: u64) -> Step {
+    let mut step = Step::new(
+        id,
+        Action::Approval(evaluator::plan::ApprovalAction {
+            message: None,
+            approvers: vec![],
+            exclude_triggerer: false,
+        }),
+    );
+    step.timeout = timeout;
+    step
+}
+
+// regression: an approval decided after its deadline won when the sweeper had not run yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_after_the_deadline_is_409_and_the_approval_times_out() {
+    // The sweeper looks every 300 s: only the decision itself can see the deadline.
+    let h = harness_with(|config| config.heartbeat_interval = Duration::from_secs(600)).await;
+    let run_id = h
+        .start_run(vec![
+            approval("ship", 1),
+            bash("deploy", "true").after(&["ship"]),
+        ])
+        .await;
+    let store = h.engine.executor.store();
+    assert_eq!(
+        store
+            .step_run(run_id, "ship")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "waiting"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let late = h
+        .post(
+            ADMIN,
+            &format!("/api/runs/{run_id}/steps/ship/approve"),
+            json!({"comment": "too late"}),
+        )
+        .await;
+    let (status, message) = refusal(late).await;
+    assert_eq!(status, 409, "{message}");
+    assert!(message.contains("timed out"), "{message}");
+    let ship = store.step_run(run_id, "ship").await.unwrap().unwrap();
+    assert_eq!(ship.status, "failed");
+    assert_eq!(
+        ship.reason.as_deref(),
+        Some("no decision before the approval timed out")
+    );
+    assert!(store.approvals_of_run(run_id).await.unwrap().is_empty());
+    assert_eq!(store.run(run_id).await.unwrap().unwrap().status, "failed");
+    h.engine.shutdown().await;
+}
+
+// Comments and token names are shown beside other text: control and bidi characters in
+// them are refused, naming the field, the position and the code point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_and_token_names_refuse_control_and_bidi_characters() {
+    let h = harness().await;
+    let run_id = h.start_run(vec![approval("ship", 3600)]).await;
+    let path = format!("/api/runs/{run_id}/steps/ship/approve");
+    for (comment, code) in [
+        ("lgtm \u{202e}dlrow", "U+202E"),
+        ("ok\u{2066}", "U+2066"),
+        ("ok\u{200f}", "U+200F"),
+        ("\u{61c}", "U+061C"),
+        ("ok\x1b[2J", "U+001B"),
+        ("two\nlines", "U+000A"),
+        ("nul\0", "U+0000"),
+    ] {
+        let (status, message) =
+            refusal(h.post(ADMIN, &path, json!({ "comment": comment })).await).await;
+        assert_eq!(status, 400, "{comment:?}: {message}");
+        assert!(
+            message.starts_with("comment ") && message.contains(code),
+            "{comment:?}: {message}"
+        );
+    }
+    assert!(h
+        .engine
+        .executor
+        .store()
+        .approvals_of_run(run_id)
+        .await
+        .unwrap()
+        .is_empty());
+    let fine = h
+        .post(ADMIN, &path, json!({"comment": "lgtm 🚀 déployez"}))
+        .await;
+    assert_eq!(fine.status(), 200);
+
+    for endpoint in ["/api/tokens", "/api/runner-tokens"] {
+        for (name, code) in [
+            ("ci\u{202e}nimda", "U+202E"),
+            ("ci\u{200e}", "U+200E"),
+            ("ci\u{2069}", "U+2069"),
+            ("ci\u{7f}", "U+007F"),
+        ] {
+            let (status, message) =
+                refusal(h.post(ADMIN, endpoint, json!({ "name": name })).await).await;
+            assert_eq!(status, 400, "{endpoint} {name:?}: {message}");
+            assert!(
+                message.starts_with("name ") && message.contains(code),
+                "{endpoint} {name:?}: {message}"
+            );
+        }
+        let made = h
+            .post(ADMIN, endpoint, json!({"name": "déploiement"}))
+            .await;
+        assert_eq!(made.status(), 201, "{endpoint}");
+    }
+    h.engine.shutdown().await;
+}
+
+// The attack: a runner whose token forbids secrets waits for the step that takes the
+// workspace (or artifacts) of a secret-holding step, to read what it left in its files.
+// It never claims such a step, and even holding one (a run stored before this rule) it
+// cannot fetch the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_secrets_runner_never_claims_or_fetches_what_a_secret_holding_step_left() {
+    let h = harness_with(|config| {
+        config
+            .secrets
+            .insert("DEPLOY_KEY".into(), "s3cr3t-value".into());
+    })
+    .await;
+    let mut deploy = bash("deploy", "echo $DEPLOY_KEY > key");
+    deploy.secrets.push("DEPLOY_KEY".into());
+    deploy.artifacts = vec!["key".into()];
+    let mut package = bash("package", "true").after(&["deploy"]);
+    package.workspace_from = Some("deploy".into());
+    let mut report = bash("report", "true").after(&["package"]);
+    report.needs_artifacts = vec!["package".into()];
+    let run_id = h.start_run(vec![deploy, package, report]).await;
+    let untrusted = h
+        .make_token(RunnerTokenKind::Scoped, "untrusted", json!({}), false, None)
+        .await;
+    let response = h.try_register(&untrusted, "untrusted-1", json!({})).await;
+    let mallory: wire::RegisterResponse = response.json().await.unwrap();
+    let mallory = mallory.session_token;
+    let trusted = h.register("trusted-1").await;
+
+    let first = h.poll(&trusted).await;
+    assert_eq!(first.step_id, "deploy");
+    let stored = h
+        .http
+        .put(h.url(&wire::blob_path(
+            first.attempt_id,
+            wire::BlobKind::Workspace,
+        )))
+        .bearer_auth(&trusted)
+        .body(tar_of(&[("key", b"s3cr3t-value\n")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(stored.status().is_success(), "{:?}", stored.text().await);
+    let ended = h
+        .complete(
+            &trusted,
+            first.attempt_id,
+            json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0}),
+        )
+        .await;
+    assert!(ended.next.is_none());
+    // `package` is ready; the runner without secrets is never handed it.
+    h.poll_nothing(&mallory, 500).await;
+
+    // A run stored before the rule: `package` marked as needing no secret runner.
+    let store = h.engine.executor.store();
+    assert!(store.step_needs_secrets(run_id, "package").await.unwrap());
+    assert!(store.step_needs_secrets(run_id, "report").await.unwrap());
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        h._dir.path().join("plue.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE step_runs SET needs_secrets = FALSE WHERE run_id = ? AND step_id = ?")
+        .bind(run_id)
+        .bind("package")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let held = h.poll(&mallory).await;
+    assert_eq!(held.step_id, "package");
+    assert_eq!(held.handoff.workspace_from.as_deref(), Some("deploy"));
+    let fetched = h
+        .http
+        .get(h.url(&wire::dependency_blob_path(
+            held.attempt_id,
+            wire::BlobKind::Workspace,
+            "deploy",
+        )))
+        .bearer_auth(&mallory)
+        .send()
+        .await
+        .unwrap();
+    let (status, message) = refusal(fetched).await;
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("held secrets"), "{message}");
+    h.engine.shutdown().await;
+}

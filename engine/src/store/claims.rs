@@ -8,6 +8,8 @@
 //! - An attempt is completed at most once: the completing `UPDATE` only matches attempts
 //!   still `claimed` or `running`, so a repeated report, or a report racing a `runner lost`
 //!   verdict, changes nothing the second time.
+//! - A step run marked `needs_secrets` — it holds secrets, or takes the workspace or
+//!   artifacts of a step that did — is claimed only by a runner allowed secrets.
 //! - A claim never takes the run's row lock (the executor holds it while it reads steps),
 //!   so claims and the executor cannot deadlock.
 //! - Of a run, a claim reads its workspace document and moves it from `queued` to
@@ -164,6 +166,21 @@ const SQLITE_CLAIM: &str = "\
     RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration";
 
 impl Store {
+    /// Whether step `step_id` of run `run_id` goes only to runners allowed secrets (it
+    /// held secrets, or took the files of a step that did: see
+    /// [`crate::runner_scope::needs_secrets_runner`]); what it leaves goes to no other
+    /// runner. A step the run does not have is treated as one that did.
+    pub async fn step_needs_secrets(&self, run_id: i64, step_id: &str) -> anyhow::Result<bool> {
+        let needs: Option<bool> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT needs_secrets FROM step_runs WHERE run_id = $1 AND step_id = $2",
+        )
+        .bind(run_id)
+        .bind(step_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(needs.unwrap_or(true))
+    }
+
     /// Claims the oldest ready step run whose labels are one of `label_sets` (the canonical
     /// forms of every subset of the runner's labels) for `runner_id`; a step that needs
     /// secrets only if the runner may receive them (its registration token's scope).

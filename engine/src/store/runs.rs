@@ -264,6 +264,9 @@ impl Store {
         let group_name = group.as_ref().map(|g| g.name.as_str());
         let repo_id = new.repo.map(|r| r.repo_id);
         let secrets_allowed = new.repo.is_none_or(|r| r.secrets_allowed);
+        // A step that holds secrets, or takes the files of one that did: runners allowed
+        // secrets only (the claim's rule).
+        let needs_secrets = crate::runner_scope::needs_secrets_runner(new.plan, secrets_allowed);
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let workflow_id: i64 = sqlx::query_scalar(
@@ -374,12 +377,7 @@ impl Store {
                 .bind(&step.id)
                 .bind(position as i64)
                 .bind(canonical_labels(step.runner.iter()))
-                // `llm` steps always get their API key (a secret).
-                .bind(
-                    secrets_allowed
-                        && (!step.secrets.is_empty()
-                            || matches!(step.action, evaluator::plan::Action::Llm(_))),
-                )
+                .bind(needs_secrets[position])
                 .execute(&mut *tx)
                 .await?;
             }
