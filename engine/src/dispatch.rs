@@ -10,12 +10,15 @@
 //!   bash, `os.environ["V"]` in Python, fitted to the quotes around it), so an upstream
 //!   output containing `$(...)`, quotes or newlines stays text. An output inside bash
 //!   single quotes or a Python string literal is refused (it would become part of that
-//!   text, often code for something else), and a bash command with references may not
+//!   text, often code for something else), and so is one the code would read as a format
+//!   string, a template or a pattern (`{{ ref }}.format(obj)`, `printf {{ ref }}`:
+//!   [`python::format_refusals`], [`bash::format_refusals`]), and a bash command with references may not
 //!   receive an output bash would run where it evaluates values as arithmetic
 //!   ([`bash_values`]);
 //! - in env values, llm prompts and llm inputs (never parsed), it is the value as text;
 //! - the `raw` form is the value as text everywhere — in code that is the author's choice
-//!   to paste it (unsafe, documented).
+//!   to paste it (unsafe, documented), and only where the plain form may stand (never in
+//!   bash single quotes, a Python literal, arithmetic, a format position).
 //!
 //! `bash` and `python` steps also get every output of their direct dependencies as
 //! `PLUE_OUTPUT_<STEP>_<KEY>` ([`output_var`]). A name that two (step, key) pairs map to is
@@ -458,15 +461,34 @@ impl Renderer<'_, '_> {
         vars: &OutputVars,
     ) -> Result<String, String> {
         let (literal, at) = template.literal_text();
-        let (bash_at, python_at) = match code {
-            Code::Bash => (bash::contexts(&literal, &at), Vec::new()),
-            Code::Python => (Vec::new(), python::contexts(&literal, &at)),
+        let (bash_at, python_at, formats) = match code {
+            Code::Bash => (
+                bash::contexts(&literal, &at),
+                Vec::new(),
+                bash::format_refusals(&literal, &at),
+            ),
+            Code::Python => (
+                Vec::new(),
+                python::contexts(&literal, &at),
+                python::format_refusals(&literal, &at),
+            ),
         };
         self.render(what, template, |i, reference| {
+            let refused = |why: &str| format!("'{reference}': {why}");
             if reference.raw {
+                // Refused wherever the plain form is (validation said so already).
+                let output = matches!(reference.field, Field::Output(_));
+                let why = match (code, output) {
+                    (Code::Bash, true) => bash_at[i].output_refusal().or(formats[i]),
+                    (Code::Bash, false) => bash_at[i].refusal(),
+                    (Code::Python, true) => python_at[i].output_refusal().or(formats[i]),
+                    (Code::Python, false) => python_at[i].refusal(),
+                };
+                if let Some(why) = why {
+                    return Err(format!("{}{}", refused(why), template::RAW_TOO));
+                }
                 return self.value_text(reference).map(str::to_owned);
             }
-            let refused = |why: &str| format!("'{reference}': {why}");
             match &reference.field {
                 Field::Status => {
                     let status = self.status(reference)?;
@@ -487,6 +509,15 @@ impl Renderer<'_, '_> {
                 }
                 Field::Output(key) => {
                     let var = &vars.by_reference[&(reference.step.clone(), key.clone())];
+                    // Where the language would not expand it first, then where the code
+                    // would read it as a format, template or pattern.
+                    let context = match code {
+                        Code::Bash => bash_at[i].output_refusal(),
+                        Code::Python => python_at[i].output_refusal(),
+                    };
+                    if let Some(why) = context.or(formats[i]) {
+                        return Err(refused(why));
+                    }
                     match code {
                         Code::Bash => bash::expand(bash_at[i], var),
                         Code::Python => python::expand(&python_at[i], var),

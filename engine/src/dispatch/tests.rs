@@ -503,6 +503,95 @@ fn outputs_inside_literals_fail_the_step() {
     }
 }
 
+#[test]
+fn the_raw_form_fails_the_step_wherever_the_plain_form_does() {
+    // regression (issue 30): `{{ raw ... }}` was pasted inside single quotes, literals and
+    // arithmetic, where the plain form is refused.
+    for command in [
+        "bash -c 'echo {{ raw steps.up.outputs.x }}'",
+        "trap $'{{ raw steps.up.outputs.x }}' EXIT",
+        "echo $(( {{ raw steps.up.outputs.x }} + 1 ))",
+        "cat <<'EOF'\n{{ raw steps.up.status }}\nEOF",
+    ] {
+        let plan = code_step(Action::Bash {
+            command: command.into(),
+        });
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)")).unwrap_err();
+        assert!(err.contains("'raw' is refused"), "{command}: {err}");
+    }
+    for script in [
+        r#"print("{{ raw steps.up.outputs.x }}".format(1))"#,
+        r#"print(b'{{ raw steps.up.status }}')"#,
+    ] {
+        let plan = code_step(Action::Python {
+            script: script.into(),
+            fresh_interpreter: false,
+        });
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("{0}")).unwrap_err();
+        assert!(err.contains("'raw' is refused"), "{script}: {err}");
+    }
+}
+
+#[test]
+fn an_output_as_a_format_string_fails_the_step() {
+    // regression (issue 30): `{{ ref }}.format(obj)` passed validation and dispatch; the
+    // output below printed the secret's first character (and `:.2`, `:.3`... the next
+    // prefixes, which the masker, matching whole values, let through).
+    let value = "{0.__init__.__globals__[os].environ[SECRET]:.1}";
+    for script in [
+        "import os
+class C: pass
+print({{ steps.up.outputs.x }}.format(C()))",
+        "import os
+class C: pass
+print(str.format({{ steps.up.outputs.x }}, C()))",
+        "import os, string
+class C: pass
+print(string.Formatter().vformat({{ steps.up.outputs.x }}, (C(),), {}))",
+        "import os
+class C: pass
+print(({{ steps.up.outputs.x }} + '').format_map({'0': C()}))",
+        "import os, string
+print(string.Template({{ steps.up.outputs.x }}).substitute(os.environ))",
+        "import os
+print({{ steps.up.outputs.x }} % os.environ)",
+        "import os
+class C: pass
+print({{ raw steps.up.outputs.x }}.format(C()))",
+    ] {
+        let plan = code_step(Action::Python {
+            script: script.into(),
+            fresh_interpreter: false,
+        });
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results(value)).unwrap_err();
+        assert!(err.contains("must not be"), "{script}: {err}");
+    }
+    for command in [
+        "printf {{ steps.up.outputs.x }}",
+        "printf -v x -- \"{{ steps.up.outputs.x }}\"",
+    ] {
+        let plan = code_step(Action::Bash {
+            command: command.into(),
+        });
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("%s")).unwrap_err();
+        assert!(err.contains("printf's format"), "{command}: {err}");
+    }
+    // As a value it is text, and prints as such.
+    let plan = code_step(Action::Python {
+        script:
+            "print('<{}>'.format({{ steps.up.outputs.x }}), '<%s>' % ({{ steps.up.outputs.x }},))"
+                .into(),
+        fresh_interpreter: false,
+    });
+    let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results(value)).unwrap();
+    assert_eq!(run(&dispatch), format!("<{value}> <{value}>\n"));
+    let plan = code_step(Action::Bash {
+        command: "printf '<%s>' {{ steps.up.outputs.x }}".into(),
+    });
+    let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results("%s %q")).unwrap();
+    assert_eq!(run(&dispatch), "<%s %q>");
+}
+
 /// Contexts where bash evaluates a value as arithmetic or as a variable name, none of which
 /// the lexer sees (RT-2).
 const ARITHMETIC: &[&str] = &[
