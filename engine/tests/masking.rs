@@ -126,3 +126,55 @@ fn a_secret_split_by_the_line_cut_is_stored_masked() {
         "the printed pieces hold the secret"
     );
 }
+
+// The attacker's view: a step writes its secret as an output's *name*, where the masker
+// (which masks values) never looked: before, the name was stored and served in clear and
+// a later step got it, upper-cased, in a variable name. Now the step fails, no output is
+// kept, and the secret is nowhere in the data directory or on the terminal.
+#[test]
+fn a_secret_written_as_an_output_key_fails_the_step_and_is_stored_nowhere() {
+    const KEY_SECRET: &str = "dpl-4f7a1c9e2b-KEY-NAME";
+    let workflow = "def workflow():\n    return Plan(name='t', triggers=[Trigger.manual()], steps=[\n        \
+         Step.bash('leak', 'echo \"${DEPLOY_TOKEN}=1\" >> \"$PLUE_OUTPUT\"', secrets=['DEPLOY_TOKEN']),\n        \
+         Step.bash('after', 'env | grep PLUE_OUTPUT_ || true', depends_on=['leak']),\n    ])\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env("DEPLOY_TOKEN", KEY_SECRET)
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .args(["--secret", "DEPLOY_TOKEN"])
+        .output()
+        .expect("plue runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("contains a secret") || stderr.contains("contains a secret"),
+        "{stdout}{stderr}"
+    );
+    // The name as stored, and as a later step's variable name would hold it.
+    let forms = [
+        KEY_SECRET.to_owned(),
+        KEY_SECRET.to_uppercase().replace('-', "_"),
+    ];
+    for form in &forms {
+        assert!(!stdout.contains(form.as_str()) && !stderr.contains(form.as_str()));
+    }
+    for entry in walkdir::WalkDir::new(dir.path().join(".plue")) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        for form in &forms {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
+                "{} holds {form}",
+                entry.path().display()
+            );
+        }
+    }
+}
