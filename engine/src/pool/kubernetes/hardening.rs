@@ -46,11 +46,18 @@ use crate::pool::config_file::{RunnerClass, RUNNER_CONTAINER};
 /// The only seccomp profile runner pods run under, at pod and container level.
 const RUNTIME_DEFAULT: &str = "RuntimeDefault";
 
-/// Annotation prefixes of the legacy (pre-field) AppArmor and seccomp settings.
-const PROFILE_ANNOTATIONS: [&str; 3] = [
+/// Annotation prefixes that change a pod's confinement outside its spec: the legacy
+/// (pre-field) AppArmor and seccomp settings, and the container runtimes' pass-through
+/// annotations (CRI-O devices and user namespaces, Kata's hypervisor settings, gVisor's
+/// sandbox settings, containerd's).
+const CONFINEMENT_ANNOTATIONS: [&str; 7] = [
     "container.apparmor.security.beta.kubernetes.io/",
     "container.seccomp.security.alpha.kubernetes.io/",
     "seccomp.security.alpha.kubernetes.io/pod",
+    "io.kubernetes.cri-o.",
+    "io.katacontainers.",
+    "dev.gvisor.",
+    "io.containerd.",
 ];
 
 /// One field of a class's pod that weakens it.
@@ -91,10 +98,10 @@ pub(crate) fn problems(class: &RunnerClass) -> Vec<Problem> {
         .as_ref()
         .and_then(|m| m.annotations.as_ref());
     for key in annotations.into_iter().flat_map(BTreeMap::keys) {
-        if is_profile_annotation(key) {
+        if is_confinement_annotation(key) {
             found.add(
                 format!("metadata.annotations[{key:?}]"),
-                "is not allowed (AppArmor and seccomp profiles of runner pods are Plue's)",
+                "is not allowed (a runner pod's AppArmor and seccomp profiles and its runtime's settings are Plue's)",
             );
         }
     }
@@ -124,8 +131,8 @@ pub(crate) fn problems(class: &RunnerClass) -> Vec<Problem> {
     found.0
 }
 
-fn is_profile_annotation(key: &str) -> bool {
-    PROFILE_ANNOTATIONS.iter().any(|p| key.starts_with(p))
+fn is_confinement_annotation(key: &str) -> bool {
+    CONFINEMENT_ANNOTATIONS.iter().any(|p| key.starts_with(p))
 }
 
 fn pod_level(spec: &PodSpec, found: &mut Found) {
@@ -391,7 +398,20 @@ fn volume(volume: &Volume, at: &str, class: &RunnerClass, found: &mut Found) {
     for kind in kinds(volume) {
         let path = format!("{at}.{kind}");
         match kind.as_str() {
-            "emptyDir" | "ephemeral" | "downwardAPI" => {}
+            "emptyDir" | "downwardAPI" => {}
+            "ephemeral" => {
+                let claim = volume
+                    .ephemeral
+                    .as_ref()
+                    .and_then(|e| e.volume_claim_template.as_ref());
+                let spec = claim.map(|c| &c.spec);
+                if spec.is_some_and(|s| s.data_source.is_some() || s.data_source_ref.is_some()) {
+                    found.add(
+                        format!("{path}.volumeClaimTemplate.spec.dataSource"),
+                        "is not allowed (a runner's volume starts empty, never as a copy of another volume)",
+                    );
+                }
+            }
             "secret" => {
                 let name = volume
                     .secret
@@ -460,7 +480,7 @@ fn volume(volume: &Volume, at: &str, class: &RunnerClass, found: &mut Found) {
 /// template said: what [`problems`] refuses can never reach a created pod even if a check
 /// were missed.
 pub(super) fn force(spec: &mut PodSpec, annotations: &mut BTreeMap<String, String>) {
-    annotations.retain(|key, _| !is_profile_annotation(key));
+    annotations.retain(|key, _| !is_confinement_annotation(key));
     spec.automount_service_account_token = Some(false);
     spec.host_network = None;
     spec.host_pid = None;
@@ -717,6 +737,20 @@ mod tests {
                 "spec.volumes[1].persistentVolumeClaim is not allowed",
             ),
             (
+                volume(json!({"ephemeral": {"volumeClaimTemplate": {"spec": {
+                    "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                    "dataSource": {"kind": "PersistentVolumeClaim", "name": "data-plue-postgresql-0"}}}}})),
+                "spec.volumes[1].ephemeral.volumeClaimTemplate.spec.dataSource is not allowed",
+            ),
+            (
+                template(
+                    json!({"annotations": {"io.kubernetes.cri-o.Devices": "/dev/kmsg"}}),
+                    json!({}),
+                    json!({}),
+                ),
+                "metadata.annotations[\"io.kubernetes.cri-o.Devices\"] is not allowed",
+            ),
+            (
                 volume(json!({"nfs": {"server": "nfs", "path": "/"}})),
                 "spec.volumes[1].nfs is not allowed",
             ),
@@ -937,7 +971,7 @@ mod tests {
         let pod = runner_pod(&pool.kubernetes, &class, "pool-x-1", 1);
         let annotations = pod.metadata.annotations.as_ref().unwrap();
         assert!(
-            annotations.keys().all(|k| !is_profile_annotation(k)),
+            annotations.keys().all(|k| !is_confinement_annotation(k)),
             "{annotations:?}"
         );
         assert_eq!(annotations["example.com/kept"], "yes");
