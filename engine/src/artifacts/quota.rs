@@ -108,6 +108,8 @@ pub struct OverQuota {
     /// What this upload adds (so far, when it was stopped while streaming).
     pub adding: u64,
     pub limit: u64,
+    /// The upload was stopped before its end: it adds at least `adding`.
+    pub partial: bool,
 }
 
 impl OverQuota {
@@ -135,7 +137,7 @@ impl OverQuota {
             "over {} {noun} quota: it keeps {used} and this upload adds {}{adding}, {total} in all, \
              past the quota of {limit} {what} (plue serve {})",
             self.scope.describe(),
-            if self.files { "" } else { "at least " },
+            if self.partial { "at least " } else { "" },
             self.flag()
         )
     }
@@ -185,6 +187,11 @@ impl Allowance {
     /// Whether `bytes` and `files` more fit every scope; the error names the first that
     /// they would pass.
     pub fn check(&self, bytes: u64, files: u64) -> Result<(), OverQuota> {
+        self.check_upload(bytes, files, false)
+    }
+
+    /// [`Allowance::check`] of an upload stopped before its end (`partial`) or whole.
+    pub fn check_upload(&self, bytes: u64, files: u64, partial: bool) -> Result<(), OverQuota> {
         for &(scope, quota, used) in &self.scopes {
             let used_bytes = u64::try_from(used.bytes).unwrap_or(0);
             let used_files = u64::try_from(used.files).unwrap_or(0);
@@ -195,6 +202,7 @@ impl Allowance {
                     used: used_bytes,
                     adding: bytes,
                     limit: quota.bytes,
+                    partial,
                 });
             }
             if used_files.saturating_add(files) > quota.files {
@@ -204,6 +212,7 @@ impl Allowance {
                     used: used_files,
                     adding: files,
                     limit: quota.files,
+                    partial,
                 });
             }
         }

@@ -91,7 +91,7 @@ impl Artifacts {
                         limit: handoff::human(self.max_bytes),
                     });
                 }
-                allowance.check(size, 0).map_err(over_quota)?;
+                allowance.check_upload(size, 0, true).map_err(over_quota)?;
                 hasher.update(&chunk);
                 if let Some(tx) = &feed {
                     if tx.send(chunk.clone()).await.is_err() {
@@ -124,7 +124,7 @@ impl Artifacts {
             // so what stops the lister first is its entry count: past the quota's when the
             // quota set it.
             (Ok(()), Some(Ok(Err(handoff::HandoffError::TooLarge(_))))) if capped => Err(allowance
-                .check(size, files_left.saturating_add(1))
+                .check_upload(size, files_left.saturating_add(1), true)
                 .map_or_else(over_quota, |()| {
                     ArtifactError::Refused(format!(
                         "the artifacts tar has more than {files_left} entries"

@@ -1,0 +1,577 @@
+//! Storage quotas and bounded listings, played by an attacker:
+//! - through the runner protocol of an in-process engine (a scripted runner uploading
+//!   hostile tars): more files than the file quota, a path twice, two uploads racing one
+//!   quota, a fork's run past its smaller quota; each refused with a message naming the
+//!   quota, leaving no object in the store's directory and no row;
+//! - the artifact listing a page at a time (the cursor walks everything once) and a run
+//!   page with 10,000 artifacts that stays small;
+//! - the store's quota check racing itself on both backends (PostgreSQL on a throw-away
+//!   server, see `testkit`);
+//! - through the real `plue` binary: a step keeping a sparse 30 MiB file fails past a small
+//!   quota, with the quota in its reason.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::artifacts::{ArtifactsConfig, Quota, Quotas};
+use engine::events::Events;
+use engine::executor::Executor;
+use engine::server::{self, EngineConfig, RunningEngine};
+use engine::store::{NewBlob, NewRepo, NewRun, RunRepo, Store};
+use evaluator::plan::{Action, Plan, Step};
+use runner::protocol::{self as wire, WorkspaceSource};
+use serde_json::{json, Value};
+
+const REGISTRATION: &str = "registration-token-of-the-quota-tests";
+
+struct Harness {
+    engine: RunningEngine,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+async fn harness(quotas: Quotas) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_data_dir(&dir.path().join("data"))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = EngineConfig::new(REGISTRATION.into());
+    config.artifacts = ArtifactsConfig {
+        quotas,
+        ..ArtifactsConfig::local(dir.path().join("blobs"))
+    };
+    let engine = server::start(store, listener, config, None).await.unwrap();
+    Harness {
+        engine,
+        http: reqwest::Client::new(),
+        dir,
+    }
+}
+
+/// The default quotas with the run's replaced.
+fn run_quota(bytes: u64, files: u64) -> Quotas {
+    Quotas {
+        run: Quota { bytes, files },
+        ..Quotas::default()
+    }
+}
+
+impl Harness {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.engine.url)
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.executor.store()
+    }
+
+    async fn start_run(&self, steps: Vec<Step>, repo: Option<RunRepo>) -> i64 {
+        let plan = Plan {
+            name: "quotas".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps,
+            concurrency: None,
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        self.engine
+            .executor
+            .start_run(&NewRun {
+                workflow_source: if repo.is_some() { "acme/app" } else { "local" },
+                workflow_path: "/w/quotas.plue.py",
+                event: "manual",
+                git_ref: "refs/heads/main",
+                sha: "0",
+                context_json: "{}",
+                plan: &plan,
+                plan_json: &json,
+                plan_hash: "h",
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: None,
+                repo,
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn repository(&self) -> i64 {
+        self.store()
+            .create_repo(&NewRepo {
+                name: "acme/app",
+                clone_url: "https://forge.example/acme/app.git",
+                forge: "gitea",
+                webhook_secret_sealed: "plain:s",
+                api_url: None,
+                api_token_sealed: None,
+                default_branch: Some("main"),
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    }
+
+    /// A registered runner's session token.
+    async fn register(&self, name: &str) -> String {
+        let response: wire::RegisterResponse = self
+            .http
+            .post(self.url(wire::REGISTER))
+            .bearer_auth(REGISTRATION)
+            .json(&json!({"name": name, "labels": {}, "ephemeral": true}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response.session_token
+    }
+
+    /// The next step `token`'s runner is given: its attempt id.
+    async fn claim(&self, token: &str) -> i64 {
+        let response: wire::PollResponse = self
+            .http
+            .post(self.url(wire::POLL))
+            .bearer_auth(token)
+            .json(&json!({"wait_ms": 5000}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response.assignment.expect("an assignment").attempt_id
+    }
+
+    /// A runner that holds the next step: (token, attempt id).
+    async fn holder(&self, name: &str) -> (String, i64) {
+        let token = self.register(name).await;
+        let attempt = self.claim(&token).await;
+        (token, attempt)
+    }
+
+    async fn put(&self, token: &str, attempt: i64, body: Vec<u8>) -> (u16, String) {
+        let response = self
+            .http
+            .put(self.url(&wire::blob_path(attempt, wire::BlobKind::Artifacts)))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Every object in the blob store's directory (an upload's staging files included).
+    fn objects(&self) -> Vec<PathBuf> {
+        files_below(&self.dir.path().join("blobs"))
+    }
+}
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_owned())
+        .collect()
+}
+
+fn bash(id: &str) -> Step {
+    let mut step = Step::new(
+        id,
+        Action::Bash {
+            command: "true".into(),
+        },
+    );
+    step.artifacts = vec!["**".into()];
+    step
+}
+
+/// A tar of `entries` (paths may repeat).
+fn tar_of<S: AsRef<str>>(entries: &[(S, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        builder
+            .append_data(&mut header, path.as_ref(), *data)
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A tar of `count` one-byte files `f/00000`, `f/00001`, ...
+fn many_files(count: usize) -> Vec<u8> {
+    let names: Vec<String> = (0..count).map(|i| format!("f/{i:05}")).collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+    tar_of(&entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_past_the_file_quota_are_refused_and_nothing_is_kept() {
+    let h = harness(run_quota(1 << 30, 100)).await;
+    let run_id = h.start_run(vec![bash("build")], None).await;
+    let (token, attempt) = h.holder("many").await;
+    let (status, body) = h.put(&token, attempt, many_files(150)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("the run's file quota")
+            && body.contains("past the quota of 100 files")
+            && body.contains("--quota-run-files"),
+        "{body}"
+    );
+    assert_eq!(h.objects(), Vec::<PathBuf>::new(), "no object is left");
+    assert!(h.store().artifacts_of_run(run_id).await.unwrap().is_empty());
+    let usage = h.store().blob_usage(run_id).await.unwrap().unwrap();
+    assert_eq!((usage.run.bytes, usage.run.files), (0, 0), "no row");
+    // 100 files fit.
+    let (status, body) = h.put(&token, attempt, many_files(100)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.objects().len(), 1);
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_twice_in_an_artifacts_tar_answers_400_and_leaves_no_object() {
+    // regression: the duplicate failed the record with a 500, and the stored object stayed
+    // in the store with no row naming it.
+    let h = harness(Quotas::default()).await;
+    let run_id = h.start_run(vec![bash("build")], None).await;
+    let (token, attempt) = h.holder("twice").await;
+    let tar = tar_of(&[("out.txt", &b"one"[..]), ("out.txt", &b"two"[..])]);
+    let (status, body) = h.put(&token, attempt, tar).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("'out.txt' twice"), "{body}");
+    assert_eq!(h.objects(), Vec::<PathBuf>::new());
+    assert!(h.store().artifacts_of_run(run_id).await.unwrap().is_empty());
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_uploads_racing_one_quota_cannot_both_pass() {
+    // Each fits the run's 10 MiB alone (so both stream to the end); together they do not.
+    let h = harness(run_quota(10 << 20, 100)).await;
+    let run_id = h.start_run(vec![bash("left"), bash("right")], None).await;
+    let (left_token, left) = h.holder("left").await;
+    let (right_token, right) = h.holder("right").await;
+    let six = vec![1u8; 6 << 20];
+    let (a, b) = tokio::join!(
+        h.put(&left_token, left, tar_of(&[("a.bin", &six[..])])),
+        h.put(&right_token, right, tar_of(&[("b.bin", &six[..])])),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 413], "{a:?} {b:?}");
+    let refused = if a.0 == 413 { &a.1 } else { &b.1 };
+    assert!(refused.contains("the run's storage quota"), "{refused}");
+    let usage = h.store().blob_usage(run_id).await.unwrap().unwrap();
+    assert!(usage.run.bytes <= 10 << 20, "{usage:?}");
+    assert_eq!(h.objects().len(), 1, "the refused upload's object is gone");
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_a_fork_has_the_smaller_quota() {
+    let quotas = Quotas {
+        run: Quota {
+            bytes: 8 << 20,
+            files: 100,
+        },
+        fork_run: Quota {
+            bytes: 1 << 20,
+            files: 10,
+        },
+        ..Quotas::default()
+    };
+    let h = harness(quotas).await;
+    let repo_id = h.repository().await;
+    let two = vec![2u8; 2 << 20];
+    let tar = tar_of(&[("two.bin", &two[..])]);
+
+    h.start_run(
+        vec![bash("build")],
+        Some(RunRepo {
+            repo_id,
+            secrets_allowed: false,
+        }),
+    )
+    .await;
+    let (token, attempt) = h.holder("fork").await;
+    let (status, body) = h.put(&token, attempt, tar.clone()).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("a pull request from a fork") && body.contains("--quota-fork-run-bytes"),
+        "{body}"
+    );
+    let (status, body) = h.put(&token, attempt, many_files(11)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("past the quota of 10 files"), "{body}");
+
+    // The same upload in a run of the repository itself fits its quota.
+    h.start_run(
+        vec![bash("build")],
+        Some(RunRepo {
+            repo_id,
+            secrets_allowed: true,
+        }),
+    )
+    .await;
+    let (token, attempt) = h.holder("trusted").await;
+    let (status, body) = h.put(&token, attempt, tar).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.objects().len(), 1);
+    h.engine.shutdown().await;
+}
+
+/// The names of every artifact of `run_id`, following the listing's `Link` headers from
+/// `first`; also the number of pages.
+async fn walk(h: &Harness, first: &str) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut pages = 0;
+    let mut next = Some(first.to_string());
+    while let Some(path) = next.take() {
+        let response = h.get(&path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        next = response.headers().get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            link[1..link.find('>').unwrap()].to_string()
+        });
+        let page: Vec<Value> = response.json().await.unwrap();
+        assert!(page.len() <= 1000);
+        pages += 1;
+        names.extend(page.iter().map(|a| {
+            format!(
+                "{}/{}",
+                a["step"].as_str().unwrap(),
+                a["name"].as_str().unwrap()
+            )
+        }));
+        assert!(pages < 100, "the cursor does not advance");
+    }
+    (names, pages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_artifact_listing_is_paged_and_the_cursor_walks_everything_once() {
+    let h = harness(run_quota(1 << 30, 10_000)).await;
+    let run_id = h.start_run(vec![bash("alpha"), bash("beta")], None).await;
+    let (alpha_token, alpha) = h.holder("alpha").await;
+    let (beta_token, beta) = h.holder("beta").await;
+    assert_eq!(h.put(&alpha_token, alpha, many_files(250)).await.0, 200);
+    let odd = tar_of(&[("a b/ü&x=1", &b"1"[..]), ("z", &b"2"[..])]);
+    assert_eq!(h.put(&beta_token, beta, odd).await.0, 200);
+
+    let base = format!("/api/runs/{run_id}/artifacts");
+    // The default page is bounded.
+    let first = h.get(&base).await;
+    assert!(first.headers().get("link").is_some());
+    assert_eq!(first.json::<Vec<Value>>().await.unwrap().len(), 100);
+
+    let (names, pages) = walk(&h, &format!("{base}?limit=70")).await;
+    assert_eq!(pages, 4, "252 files in pages of 70");
+    let mut expected: Vec<String> = (0..250).map(|i| format!("alpha/f/{i:05}")).collect();
+    expected.push("beta/a b/ü&x=1".into());
+    expected.push("beta/z".into());
+    assert_eq!(names, expected, "every file once, in order");
+    let (one_step, _) = walk(&h, &format!("{base}?step=beta&limit=1")).await;
+    assert_eq!(one_step, ["beta/a b/ü&x=1", "beta/z"]);
+    let (all, pages) = walk(&h, &format!("{base}?limit=100000")).await;
+    assert_eq!(
+        (all.len(), pages),
+        (252, 1),
+        "a limit past 1000 counts as 1000"
+    );
+
+    for bad in ["?after=nocursor", "?after=/x", "?limit=x", "?nope=1"] {
+        let response = h.get(&format!("{base}{bad}")).await;
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    // A file is still found by its path.
+    let file = h
+        .get(&format!("/api/runs/{run_id}/steps/alpha/artifacts/f/00249"))
+        .await;
+    assert_eq!(file.text().await.unwrap(), "x");
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_with_10000_artifacts_stays_small() {
+    // regression: the run page (and the live part each viewer re-fetched every second)
+    // listed every file: 100,000 files made an 18 MB page.
+    let h = harness(run_quota(1 << 30, 20_000)).await;
+    let run_id = h.start_run(vec![bash("build")], None).await;
+    let (token, attempt) = h.holder("build").await;
+    let (status, body) = h.put(&token, attempt, many_files(10_000)).await;
+    assert_eq!(status, 200, "{body}");
+    for path in [format!("/runs/{run_id}"), format!("/runs/{run_id}/live")] {
+        let response = h.get(&path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let page = response.text().await.unwrap();
+        assert!(page.len() < 32 * 1024, "{path}: {} bytes", page.len());
+        assert!(page.contains("10000 files"), "{page}");
+        assert!(
+            page.contains(&format!(
+                "href=\"&#x2f;api&#x2f;runs&#x2f;{run_id}&#x2f;artifacts?step=build\""
+            )) || page.contains(&format!("href=\"/api/runs/{run_id}/artifacts?step=build\"")),
+            "{page}"
+        );
+        assert!(!page.contains("f/09999"), "no file is listed");
+    }
+    h.engine.shutdown().await;
+}
+
+/// One store per available backend, each on a fresh database.
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+    if let Some(server) =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
+    {
+        let url = server.new_database().unwrap();
+        stores.push((Store::connect(&url).await.unwrap(), None));
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_records_never_pass_the_quota_on_either_backend() {
+    for (store, _dir) in stores().await {
+        let backend = store.backend();
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            8,
+        );
+        let plan = Plan {
+            name: "race".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![bash("build")],
+            concurrency: None,
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        // A few rounds: without the lock PostgreSQL lets several through in most of them.
+        for round in 0..4 {
+            let run_id = executor
+                .start_run(&NewRun {
+                    workflow_source: "local",
+                    workflow_path: "/w/race.plue.py",
+                    event: "manual",
+                    git_ref: "refs/heads/main",
+                    sha: "0",
+                    context_json: "{}",
+                    plan: &plan,
+                    plan_json: &json,
+                    plan_hash: "h",
+                    workspace: &WorkspaceSource::Empty,
+                    rerun_of: None,
+                    repo: None,
+                })
+                .await
+                .unwrap();
+            // 24 attempts of 100 bytes each race a quota of 350: three fit.
+            let records = (1..=24).map(|attempt| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let key = format!("k{attempt}");
+                    let blob = NewBlob {
+                        run_id,
+                        step_id: "build",
+                        attempt,
+                        kind: "workspace",
+                        key: &key,
+                        size: 100,
+                        digest: "sha256:0",
+                        files: &[],
+                        now: 1,
+                    };
+                    store
+                        .record_blob(&blob, |usage| {
+                            if usage.run.bytes + 100 > 350 {
+                                Err("over")
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .await
+                        .is_ok()
+                })
+            });
+            let recorded = futures::future::join_all(records)
+                .await
+                .into_iter()
+                .filter(|r| *r.as_ref().unwrap())
+                .count();
+            assert_eq!(recorded, 3, "{backend}, round {round}");
+            let usage = store.blob_usage(run_id).await.unwrap().unwrap();
+            assert_eq!(usage.run.bytes, 300, "{backend}");
+        }
+    }
+}
+
+const SPARSE: &str = r#"def workflow():
+    return Plan(name='sparse', triggers=[Trigger.manual()], steps=[
+        Step.bash('keep', 'truncate -s 30M sparse.bin', artifacts=['sparse.bin']),
+    ])
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_keeping_a_sparse_file_past_the_quota_fails_with_the_quota() {
+    let _serial = support::serial().await;
+    let sandbox = support::Sandbox::new("quota-sparse");
+    sandbox.write("ws/sparse.plue.py", SPARSE);
+    let ws = sandbox.path("ws");
+    let data = sandbox.path("data");
+    let http = support::client();
+    let engine = sandbox
+        .serve(
+            "engine",
+            support::free_port(),
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--runners",
+                "1",
+                "--heartbeat-ms",
+                "200",
+                "--quota-run-bytes",
+                "8388608",
+            ],
+        )
+        .await;
+    let url = engine.url.as_str();
+    let run_id = support::start_run(&http, url, &ws.join("sparse.plue.py"), &ws).await;
+    let run = support::wait_final(&http, url, run_id, Duration::from_secs(120)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let reason = support::step(&run, "keep")["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("the run's storage quota") && reason.contains("8388608 bytes"),
+        "{reason}\n{}",
+        sandbox.diagnostics()
+    );
+    assert_eq!(
+        files_below(&data.join("artifacts")),
+        Vec::<PathBuf>::new(),
+        "nothing of it is kept"
+    );
+}
