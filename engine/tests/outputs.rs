@@ -166,6 +166,47 @@ fn an_output_inside_a_literal_is_a_check_error() {
 }
 
 #[test]
+fn an_output_as_a_format_string_or_raw_in_quotes_is_a_check_error() {
+    // regression (issue 30): `{{ ref }}.format(obj)` passed `plue check`, and an output
+    // `{0.__init__.__globals__[os].environ[TOKEN]:.1}` printed each prefix of a secret;
+    // `{{ raw ... }}` was accepted inside single quotes.
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = r#"def workflow():
+    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+        Step.bash('up', 'true'),
+        Step.python('fmt', 'class C: pass\nprint({{ steps.up.outputs.name }}.format(C()))', depends_on=['up']),
+        Step.bash('pf', 'printf "{{ steps.up.outputs.name }}"', depends_on=['up']),
+        Step.bash('sh', "bash -c '{{ raw steps.up.outputs.name }}'", depends_on=['up']),
+        Step.python('ok', 'print("{}".format({{ steps.up.outputs.name }}))', depends_on=['up']),
+    ])
+"#;
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = plue()
+        .current_dir(dir.path())
+        .args(["check", "."])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let messages = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "w.plue.py:4:",
+        "step 'fmt': script: '{{ steps.up.outputs.name }}': an output must not be the receiver of .format()",
+        "w.plue.py:5:",
+        "step 'pf': command: '{{ steps.up.outputs.name }}': an output must not be printf's format argument",
+        "w.plue.py:6:",
+        "step 'sh': command: '{{ raw steps.up.outputs.name }}': an output inside single quotes",
+        "'raw' is refused wherever the plain form is",
+    ] {
+        assert!(
+            messages.contains(expected),
+            "{expected}\n{}",
+            describe(&output)
+        );
+    }
+    assert!(!messages.contains("step 'ok'"), "{}", describe(&output));
+}
+
+#[test]
 fn outputs_with_brackets_reach_steps_and_only_runnable_ones_are_refused() {
     // The happy path around RT-2: a list-like output read through a reference and JSON read
     // through its variable run; a reference to a value bash could run in arithmetic fails
