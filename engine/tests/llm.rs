@@ -385,3 +385,71 @@ fn an_llm_builder_gets_the_reviews_feedback_in_its_next_iteration() {
         "{prompts:?}"
     );
 }
+
+// The attacker's view: a builder hands on a workspace whose `.git/config` defines a clean
+// filter (named by `.gitattributes`) that runs a command; a reviewer with only `git_diff`
+// (no `bash`) diffs it. Before, git ran the builder's filter in the reviewer's step; now
+// git reads only allow-listed settings, the filter never runs and the diff is still right.
+#[test]
+fn a_reviewers_git_diff_never_runs_the_builders_filter() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_01", "git_diff", &json!({}))
+            .usage(10, 1)
+            .reply(),
+        Turn::text(&["reviewed"]).usage(10, 1).reply(),
+    ]);
+    let marker = std::env::temp_dir().join(format!(
+        "plue-e2e-filter-ran-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let build = format!(
+        "git init -q . && git add -A && git -c user.name=b -c user.email=b@example.com \
+         commit -qm base && git config filter.x.clean \"sh -c 'touch {m}; cat'\" && \
+         git config filter.x.process \"sh -c 'touch {m}'\" && \
+         echo '* filter=x' > .gitattributes && echo changed >> notes.txt",
+        m = marker.display()
+    );
+    let workflow = format!(
+        "def workflow():\n    return Plan(name='review', triggers=[Trigger.manual()], steps=[\n        \
+         Step.bash('build', {build:?}),\n        \
+         Step.llm('review', prompt='Review the diff', tools=['git_diff'], max_turns=2,\n                 \
+         workspace_from='build', depends_on=['build']),\n    ])\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "one\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env("ANTHROPIC_BASE_URL", server.url())
+        .env_remove("ANTHROPIC_API_KEY")
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
+        .output()
+        .expect("plue runs");
+    let ran = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(
+        !ran,
+        "the builder's filter ran in the reviewer's step: {text}"
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{text}");
+    let sent = requests[1].body["messages"].to_string();
+    assert!(
+        sent.contains("+changed"),
+        "the diff reached the model: {sent}"
+    );
+}
