@@ -868,16 +868,21 @@ async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
     let engine2 = Engine { url: url2, pid: 0 };
     wait_idle(&engine2.url, 1).await;
 
-    // A template whose environment names a Secret that does not exist:
-    // CreateContainerConfigError, reported and backed off like a bad image.
+    // A template whose environment names a Secret (allowed to the class) that does not
+    // exist: CreateContainerConfigError, reported and backed off like a bad image.
     let sandbox3 = Sandbox::new("kube-config-error");
     let cluster3 = self::cluster(&sandbox3);
     let port3 = free_port();
     let url3 = format!("http://127.0.0.1:{port3}");
-    let missing = config(&url3, 1, 1, IMAGE, "").replace(
-        "image: \"registry.example/plue:test\"}]",
-        "image: \"registry.example/plue:test\", env: [{name: X, valueFrom: {secretKeyRef: {name: absent, key: k}}}]}]",
-    );
+    let missing = config(&url3, 1, 1, IMAGE, "")
+        .replace(
+            "image: \"registry.example/plue:test\"}]",
+            "image: \"registry.example/plue:test\", env: [{name: X, valueFrom: {secretKeyRef: {name: absent, key: k}}}]}]",
+        )
+        .replace(
+            "    idle_timeout: 60s\n",
+            "    idle_timeout: 60s\n    allow_secret_volumes: [absent]\n",
+        );
     assert!(missing.contains("secretKeyRef"), "{missing}");
     let engine3 = serve(&sandbox3, &cluster3, "engine", port3, &missing).await;
     wait_for(
