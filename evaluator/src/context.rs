@@ -8,9 +8,12 @@
 //! workflow pastes them into commands (quoted with `shlex.quote`, as it should); a
 //! `{{ raw steps.x.outputs.y }}` inside them must not be expanded there. So workflow code
 //! only ever sees [`EvalContext::as_template_text`]: every string with its `{{` escaped
-//! (`\{{`), which a step's template renders back to exactly the original text.
+//! (`\{{`), which a step's template renders back to exactly the original text; and a plan
+//! whose templates hold a reference written in `ctx` anyway (the escape lost on the way,
+//! e.g. to `repr()` or `json.dumps()`, which double the backslash) is refused
+//! ([`EvalContext::reference_texts`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +68,39 @@ pub struct EvalContext {
 }
 
 impl EvalContext {
+    /// Every reference written in this context's strings ([`crate::template::reference_texts`]),
+    /// exactly as written: a plan whose templates hold one of these got it from `ctx` with
+    /// its escape lost, and is refused.
+    pub fn reference_texts(&self) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        let mut add = |s: &str| {
+            found.extend(
+                crate::template::reference_texts(s)
+                    .into_iter()
+                    .map(str::to_owned),
+            )
+        };
+        for s in [&self.repo, &self.git_ref, &self.sha] {
+            add(s);
+        }
+        if let Some(branch) = &self.branch {
+            add(branch);
+        }
+        if let Some(pr) = &self.pr {
+            for s in [&pr.base, &pr.head, &pr.action] {
+                add(s);
+            }
+        }
+        for s in &self.changed_files {
+            add(s);
+        }
+        for (name, value) in &self.inputs {
+            add(name);
+            add(value);
+        }
+        found
+    }
+
     /// This context as workflow code sees it: every string (input names too) escaped with
     /// [`crate::template::escape`], so that pasted into a template it renders as the same
     /// text and never as a reference. Strings without `{{` are unchanged.

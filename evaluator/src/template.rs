@@ -29,6 +29,7 @@ pub mod python;
 
 use std::fmt;
 
+pub(crate) use check::sites;
 pub use check::{check, RAW_TOO};
 
 /// The largest text one template may render to; more is an error, not a truncation.
@@ -44,6 +45,8 @@ const ECHO_CHARS: usize = 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     pub segments: Vec<Segment>,
+    /// Where each reference was written in the parsed text (byte ranges, `{{` to `}}`).
+    pub sources: Vec<std::ops::Range<usize>>,
 }
 
 /// One piece of a [`Template`].
@@ -107,6 +110,7 @@ impl Template {
     /// Parses `text`. Linear in its length.
     pub fn parse(text: &str) -> Result<Template, ParseError> {
         let mut segments = Vec::new();
+        let mut sources = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
         let mut offset = 0;
@@ -144,6 +148,7 @@ impl Template {
                 segments.push(Segment::Text(std::mem::take(&mut literal)));
             }
             segments.push(Segment::Ref(reference));
+            sources.push(start..offset + pos + 4 + end);
             offset += pos + 4 + end;
             rest = &after[end + 2..];
         }
@@ -151,7 +156,7 @@ impl Template {
         if !literal.is_empty() {
             segments.push(Segment::Text(literal));
         }
-        Ok(Template { segments })
+        Ok(Template { segments, sources })
     }
 
     /// The references, in order (repeats included).
@@ -206,6 +211,31 @@ impl Template {
         }
         Ok(out)
     }
+}
+
+/// The `{{ ... }}` pieces of `text` that are references in the template grammar (whatever
+/// backslashes stand before them), exactly as written: what [`escape`] neutralises, found
+/// in `ctx` text so that a reference that reached a plan from there anyway — its escape
+/// lost to `repr()`, `json.dumps()` or `replace("\\", "/")` — is refused. Linear: the
+/// inside of a reference holds no `{`, so each byte is scanned once.
+pub fn reference_texts(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = text[from..].find("{{") {
+        let start = from + pos;
+        let inner_start = start + 2;
+        let stop = text[inner_start..]
+            .find(['{', '}'])
+            .map_or(text.len(), |n| inner_start + n);
+        if text[stop..].starts_with("}}") && parse_reference(&text[inner_start..stop]).is_ok() {
+            found.push(&text[start..stop + 2]);
+            from = stop + 2;
+        } else {
+            // A `{` stops the inside: it may open the next `{{` (`{{{`: one byte on).
+            from = if stop == inner_start { start + 1 } else { stop };
+        }
+    }
+    found
 }
 
 /// `text` as a template whose rendering is exactly `text`: every `{{` becomes literal (its

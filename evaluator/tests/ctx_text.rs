@@ -6,7 +6,7 @@ use support::pool;
 
 use evaluator::plan::Action;
 use evaluator::template::Template;
-use evaluator::{EvalContext, Event};
+use evaluator::{EvalContext, EvalError, Event};
 
 /// A trusted workflow: it quotes every ctx string it pastes into the secret-holding step.
 const WORKFLOW: &str = r#"
@@ -41,6 +41,9 @@ async fn ctx_text_never_becomes_template_syntax() {
     ];
     ctx.inputs
         .insert("target".into(), "$(id) {{ raw steps.up.outputs.x }}".into());
+    // Once a validation error (an unknown step), now text.
+    ctx.inputs
+        .insert("note".into(), "{{ steps.nope.outputs.x }}".into());
     let evaluated = pool.evaluate("w.plue.py", WORKFLOW, &ctx).await.unwrap();
     let Action::Bash { command } = &evaluated.plan.steps[1].action else {
         panic!("{:?}", evaluated.plan.steps[1]);
@@ -49,7 +52,7 @@ async fn ctx_text_never_becomes_template_syntax() {
     assert_eq!(template.references().count(), 0, "{command}");
     assert_eq!(
         template.literal_text().0,
-        r"echo '{{ steps.up.status }}' '{{ raw steps.up.outputs.x }}' 'a\{{ raw steps.up.outputs.x }}' 'b\\{{ raw steps.up.outputs.x }}' '$(id) {{ raw steps.up.outputs.x }}'"
+        r"echo '{{ steps.up.status }}' '{{ raw steps.up.outputs.x }}' 'a\{{ raw steps.up.outputs.x }}' 'b\\{{ raw steps.up.outputs.x }}' '{{ steps.nope.outputs.x }}' '$(id) {{ raw steps.up.outputs.x }}'"
     );
     let Action::Llm(llm) = &evaluated.plan.steps[2].action else {
         panic!("{:?}", evaluated.plan.steps[2]);
@@ -57,4 +60,35 @@ async fn ctx_text_never_becomes_template_syntax() {
     let prompt = Template::parse(llm.prompt.as_deref().unwrap()).unwrap();
     assert_eq!(prompt.references().count(), 0);
     assert_eq!(prompt.literal_text().0, "Review {{ steps.up.status }}");
+}
+
+#[tokio::test]
+async fn a_ctx_reference_whose_escape_was_lost_is_refused() {
+    // repr() and json.dumps() double the backslash of the escape (`\\{{` is a backslash
+    // and a reference), replace() may drop it: the reference is refused, never expanded.
+    let pool = pool().await;
+    let mut ctx = EvalContext::local(Event::Manual, "main");
+    ctx.inputs
+        .insert("target".into(), "{{ raw steps.up.outputs.x }}".into());
+    for paste in [
+        "json.dumps(ctx.inputs['target'])",
+        "ctx.inputs['target'].replace(chr(92), '/')",
+        "repr(ctx.inputs['target'])",
+    ] {
+        let source = format!(
+            "import json\n\ndef workflow(ctx):\n    return Plan(\"p\", steps=[\n        Step.bash(\"up\", \"true\"),\n        Step.bash(\"deploy\", \"echo \" + {paste}, depends_on=[\"up\"]),\n    ])\n"
+        );
+        match pool.evaluate("w.plue.py", &source, &ctx).await {
+            Err(EvalError::Invalid(found)) => {
+                let text = found[0].to_string();
+                assert!(
+                    text.contains(
+                        "step 'deploy': command: '{{ raw steps.up.outputs.x }}' is text from ctx"
+                    ),
+                    "{paste}: {text}"
+                );
+            }
+            other => panic!("{paste}: {other:?}"),
+        }
+    }
 }

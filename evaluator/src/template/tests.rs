@@ -477,3 +477,21 @@ fn outputs_as_format_strings_are_refused_at_validation() {
     ]);
     assert_eq!(messages(&fine), Vec::<String>::new());
 }
+
+#[test]
+fn reference_texts_are_found_as_written_in_linear_time() {
+    assert_eq!(
+        reference_texts(
+            r"a\{{ raw steps.x.outputs.y }} {{steps.x.status}} {{ nope }} {{{ steps.x.status }}"
+        ),
+        [
+            "{{ raw steps.x.outputs.y }}",
+            "{{steps.x.status}}",
+            "{{ steps.x.status }}"
+        ]
+    );
+    let started = std::time::Instant::now();
+    assert!(reference_texts(&"{".repeat(1 << 20)).is_empty());
+    assert!(reference_texts(&"{{ steps.a.status ".repeat(50_000)).is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+}

@@ -30,6 +30,10 @@ use crate::plan::{
 
 thread_local! {
     static MAX_STEPS: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// The references written in this evaluation's `ctx` strings
+    /// ([`EvalContext::reference_texts`]), which no plan may hold.
+    static CTX_REFERENCES: std::cell::RefCell<std::collections::BTreeSet<String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
 }
 
 /// Sets the step bound of the evaluation about to run.
@@ -116,16 +120,15 @@ impl PlanObject {
             .unwrap_or_default();
         let concurrency = concurrency(&mut options)?;
         options.finish()?;
-        Ok(PlanObject {
-            plan: Plan {
-                name,
-                triggers,
-                env,
-                steps,
-                concurrency,
-            },
-            source_map,
-        })
+        let plan = Plan {
+            name,
+            triggers,
+            env,
+            steps,
+            concurrency,
+        };
+        refuse_ctx_references(&plan)?;
+        Ok(PlanObject { plan, source_map })
     }
 
     #[getter]
@@ -804,6 +807,45 @@ fn unhashable(what: &str) -> PyErr {
     ))
 }
 
+/// Refuses a plan whose templates hold a reference written in this evaluation's `ctx`:
+/// ctx text reaches workflow code escaped ([`EvalContext::as_template_text`]), and a
+/// reference from it in a plan means the escape was lost on the way (`repr()` and
+/// `json.dumps()` double the backslash, a `replace()` may drop it) — expanded, an upstream
+/// output would be pasted where the workflow meant a branch or file name.
+fn refuse_ctx_references(plan: &Plan) -> PyResult<()> {
+    CTX_REFERENCES.with(|known| {
+        let known = known.borrow();
+        if known.is_empty() {
+            return Ok(());
+        }
+        for site in crate::template::sites(plan) {
+            if !site.text.contains("{{") {
+                continue;
+            }
+            // A template that does not parse is reported by validation.
+            let Ok(template) = crate::template::Template::parse(site.text) else {
+                continue;
+            };
+            for source in &template.sources {
+                let written = &site.text[source.clone()];
+                if !known.contains(written) {
+                    continue;
+                }
+                let owner = match site.step {
+                    Some(i) => format!("step '{}'", crate::template::echo(&plan.steps[i].id)),
+                    None => "the plan".into(),
+                };
+                return Err(PyValueError::new_err(format!(
+                    "Plan(): {owner}: {}: '{}' is text from ctx (a branch, file name or input), which never becomes a reference, but its escape was lost on the way (repr() and json.dumps() double the backslash of '\\{{{{', a replace() may drop it); paste ctx text as it is or with shlex.quote()",
+                    site.what,
+                    crate::template::echo(written)
+                )));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Makes the `ctx` object for one evaluation. Its strings are template text
 /// ([`EvalContext::as_template_text`]): a `{{` in a branch or file name reaches a step as
 /// written, never as a reference.
@@ -811,6 +853,7 @@ pub(crate) fn context<'py>(
     py: Python<'py>,
     ctx: EvalContext,
 ) -> PyResult<Bound<'py, ContextObject>> {
+    CTX_REFERENCES.with(|known| *known.borrow_mut() = ctx.reference_texts());
     Bound::new(
         py,
         ContextObject {
