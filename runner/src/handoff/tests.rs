@@ -462,3 +462,28 @@ fn a_tree_deeper_than_the_open_directory_bound_round_trips() {
         .collect();
     assert_eq!(names.last().unwrap(), "z-after");
 }
+
+#[test]
+fn a_later_archive_cannot_re_point_an_earlier_link_outside() {
+    // The first archive's `b -> x/..` is inside (x is missing); the second's `x -> a/a`
+    // with `a -> .` makes b lead above the root.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ws");
+    std::fs::create_dir(&root).unwrap();
+    let first = archive(&[("b", LINK, "x/..", b"")]);
+    unpack(&first[..], &root, &Limits::default()).unwrap();
+    let second = archive(&[("a", LINK, ".", b""), ("x", LINK, "a/a", b"")]);
+    let err = unpack(&second[..], &root, &Limits::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("'b'") && err.to_string().contains("through other links"),
+        "{err}"
+    );
+    // A link of the workspace's own that already points outside is left alone.
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/usr/share", tmp.path().join("system")).unwrap();
+    let honest = archive(&[
+        ("lib", LINK, "dist", b""),
+        ("dist/", tar::EntryType::Directory, "", b""),
+    ]);
+    unpack(&honest[..], tmp.path(), &Limits::default()).unwrap();
+}

@@ -178,23 +178,47 @@ pub fn unpack(input: impl Read, root: &Path, limits: &Limits) -> Result<Unpacked
 
 /// Refuses the archive when one of its `links`, resolved through every link now in the
 /// workspace (the archive's, and a later entry may have replaced one), leads outside:
-/// each passed the textual check alone, a chain need not (`a -> .`, `b -> a/a/../..`).
+/// each passed the textual check alone, a chain need not (`a -> .`, `b -> a/..`). Then,
+/// as the new links may re-point a link already in the workspace (an earlier archive's
+/// `b -> x/..`, this one's `x -> a/a`), every other link whose text stays inside is
+/// resolved again too. An archive without links (every artifacts archive) costs nothing.
 fn check_link_chains(root: &Path, links: &[(PathBuf, PathBuf)]) -> Result<(), HandoffError> {
     if links.is_empty() {
         return Ok(());
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?;
+    let escapes = |path: &Path, target: &Path| {
+        HandoffError::refused(
+            path,
+            format!(
+                "a symbolic link to '{}' would lead outside the workspace through other \
+                 links",
+                target.display()
+            ),
+        )
+    };
     for (path, target) in links {
         if !resolves_inside(root_fd.as_fd(), path, target) {
-            return Err(HandoffError::refused(
-                path,
-                format!(
-                    "a symbolic link to '{}' would lead outside the workspace through \
-                     other links",
-                    target.display()
-                ),
-            ));
+            return Err(escapes(path, target));
+        }
+    }
+    // The workspace is the runner's alone while it unpacks: nothing swaps it meanwhile.
+    let walk = walkdir::WalkDir::new(root).follow_links(false).min_depth(1);
+    for entry in walk {
+        let entry = entry.map_err(|e| io::Error::other(e.to_string()))?;
+        if !entry.file_type().is_symlink() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .strip_prefix(root)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let target = fs::read_link(entry.path())?;
+        // A link whose text already leads outside was not the archive's (it would have
+        // been refused); it is the workspace's own business.
+        if link_stays_inside(path, &target) && !resolves_inside(root_fd.as_fd(), path, &target) {
+            return Err(escapes(path, &target));
         }
     }
     Ok(())
