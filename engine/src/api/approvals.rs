@@ -211,12 +211,14 @@ async fn decide(
         Decided::TimedOut { deadline } => {
             // The step failed as timed out in the decision's transaction: move the run on.
             state.executor.advance(run_id).await?;
-            let late = now.saturating_sub(deadline).max(0) / 1000;
+            let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(deadline)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| format!("{deadline} ms"));
             return Err(ApiError::Client(
                 StatusCode::CONFLICT,
                 format!(
-                    "step '{step}' timed out {late} s before this decision (its deadline passed); \
-                     the decision was not taken and the step failed"
+                    "step '{step}' timed out at {at}, before this decision: the decision was \
+                     not taken and the step failed"
                 ),
             ));
         }
