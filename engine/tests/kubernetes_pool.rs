@@ -274,6 +274,11 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(", allow_secret_volumes [registry-ca], allow_config_map_volumes [tools]"),
+        "{stdout}"
+    );
 }
 
 /// The engine refuses to start with such a file: not one pod reaches the API server.

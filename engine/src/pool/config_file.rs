@@ -208,6 +208,16 @@ pub fn summary(file: &PoolFile, source: &str) -> String {
             class.max_runners,
             class.idle_timeout.as_secs()
         ));
+        // What the class's pods may read besides their own token, said where it is checked.
+        for (field, names) in [
+            ("allow_secret_volumes", &class.allow_secret_volumes),
+            ("allow_config_map_volumes", &class.allow_config_map_volumes),
+        ] {
+            if !names.is_empty() {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                out.push_str(&format!(", {field} [{}]", names.join(", ")));
+            }
+        }
     }
     out
 }
