@@ -75,6 +75,41 @@ impl ArtifactLine {
     }
 }
 
+/// Every artifact of run `id`, a page of the API's listing at a time.
+async fn all_artifacts(client: &ApiClient, id: i64) -> anyhow::Result<Vec<ArtifactLine>> {
+    const PAGE: usize = 1000;
+    let mut all: Vec<ArtifactLine> = Vec::new();
+    loop {
+        let mut path = format!("/api/runs/{id}/artifacts?limit={PAGE}");
+        if let Some(last) = all.last() {
+            let after: String = format!("{}/{}", last.step, last.name)
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            path.push_str(&format!("&after={after}"));
+        }
+        let page: Vec<ArtifactLine> = client.get(&path).await?;
+        let full = page.len() == PAGE;
+        // A server before pages answers every file whatever the cursor: the same last one.
+        let same = match (all.last(), page.last()) {
+            (Some(a), Some(b)) => a.step == b.step && a.name == b.name,
+            _ => false,
+        };
+        if same {
+            return Ok(all);
+        }
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let runs: Vec<RunLine> = match &args.source.server {
         Some(server) => {
@@ -84,9 +119,7 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 .await?;
             if args.json {
                 for run in &mut runs {
-                    run.artifacts = client
-                        .get(&format!("/api/runs/{}/artifacts", run.id))
-                        .await?;
+                    run.artifacts = all_artifacts(&client, run.id).await?;
                     run.approvals = client
                         .get(&format!("/api/runs/{}/approvals", run.id))
                         .await?;
