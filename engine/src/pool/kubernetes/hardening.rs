@@ -336,10 +336,14 @@ fn container_security(sc: &SecurityContext, at: &str, runner: bool, found: &mut 
             );
         }
     }
-    if runner && sc.read_only_root_filesystem == Some(false) {
+    if sc.read_only_root_filesystem == Some(false) {
         found.add(
             format!("{at}.readOnlyRootFilesystem"),
-            "must stay true (the runner writes only /work and /tmp)",
+            if runner {
+                "must stay true (the runner writes only /work and /tmp)"
+            } else {
+                "must not be false (an emptyDir holds what a container writes)"
+            },
         );
     }
     if sc.run_as_non_root == Some(false) {
@@ -827,6 +831,11 @@ mod tests {
                     json!({}),
                 ),
                 "spec.containers[sidecar].securityContext.procMount must be Default",
+            ),
+            (
+                spec(json!({"initContainers": [{"name": "setup", "image": "b",
+                    "securityContext": {"readOnlyRootFilesystem": false}}]})),
+                "spec.initContainers[setup].securityContext.readOnlyRootFilesystem must not be false",
             ),
             (
                 runner(json!({"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "plue", "key": "admin-token"}}}]})),
