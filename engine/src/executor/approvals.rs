@@ -1,6 +1,8 @@
 //! The executor's side of approval steps: a ready approval step becomes `waiting` (no
 //! dispatch document, no runner) with a deadline of its `timeout` from now; the store's
-//! [`crate::store::Store::decide_approval`] and the sweeper's expiry make it final.
+//! [`crate::store::Store::decide_approval`] and the sweeper's expiry make it final. The
+//! deadline holds without the sweeper: a decision that comes after it times the step out
+//! instead ([`crate::store::Decided::TimedOut`]).
 
 use evaluator::plan::{Action, Plan};
 
