@@ -592,6 +592,33 @@ print({{ raw steps.up.outputs.x }}.format(C()))",
     assert_eq!(run(&dispatch), "<%s %q>");
 }
 
+#[test]
+fn an_output_in_another_program_s_code_fails_the_step() {
+    // Double quotes keep a value text for bash, but `bash -c "..."` hands that text to
+    // another shell as code: the output `$(touch marker)` ran there.
+    for command in [
+        "bash -c \"echo {{ steps.up.outputs.x }}\"",
+        "eval \"echo {{ steps.up.outputs.x }}\"",
+        "trap \"echo {{ steps.up.outputs.x }}\" EXIT",
+        "python3 -c \"print('{{ steps.up.outputs.x }}')\"",
+    ] {
+        let plan = code_step(Action::Bash {
+            command: command.into(),
+        });
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)")).unwrap_err();
+        assert!(
+            err.contains("part of code another program parses"),
+            "{command}: {err}"
+        );
+    }
+    // As an argument of that program it stays text.
+    let plan = code_step(Action::Bash {
+        command: "bash -c 'printf \"<%s>\" \"$1\"' _ {{ steps.up.outputs.x }}".into(),
+    });
+    let dispatch = build(&plan, &plan.steps[0], 1, &hostile_results("$(id) `id`")).unwrap();
+    assert_eq!(run(&dispatch), "<$(id) `id`>");
+}
+
 /// Contexts where bash evaluates a value as arithmetic or as a variable name, none of which
 /// the lexer sees (RT-2).
 const ARITHMETIC: &[&str] = &[

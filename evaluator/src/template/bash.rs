@@ -32,9 +32,9 @@
 //! value (a quoted here-document) or where bash would evaluate it as code (arithmetic)
 //! are refused at validation.
 
-mod printf;
+mod programs;
 
-pub use printf::format_refusals;
+pub use programs::format_refusals;
 
 /// Where a reference stands in a bash command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
