@@ -339,6 +339,31 @@ async fn a_run_of_a_fork_has_the_smaller_quota() {
     h.engine.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_frees_quota() {
+    let h = harness(run_quota(1 << 30, 100)).await;
+    let run_id = h.start_run(vec![bash("first"), bash("second")], None).await;
+    let (first_token, first) = h.holder("first").await;
+    let (second_token, second) = h.holder("second").await;
+    assert_eq!(h.put(&first_token, first, many_files(60)).await.0, 200);
+    assert_eq!(h.put(&second_token, second, many_files(60)).await.0, 413);
+    // A sweep past the retention deletes the run's blob and its rows: the quota is free.
+    let blobs =
+        engine::artifacts::Artifacts::open(&ArtifactsConfig::local(h.dir.path().join("blobs")))
+            .unwrap();
+    let month = 31 * 24 * 3600 * 1000;
+    let deleted = blobs
+        .sweep(h.store(), engine::store::now_ms() + month)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let usage = h.store().blob_usage(run_id).await.unwrap().unwrap();
+    assert_eq!((usage.run.bytes, usage.run.files), (0, 0));
+    assert_eq!(h.objects(), Vec::<PathBuf>::new());
+    assert_eq!(h.put(&second_token, second, many_files(60)).await.0, 200);
+    h.engine.shutdown().await;
+}
+
 /// The names of every artifact of `run_id`, following the listing's `Link` headers from
 /// `first`; also the number of pages.
 async fn walk(h: &Harness, first: &str) -> (Vec<String>, usize) {
@@ -450,43 +475,122 @@ async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     stores
 }
 
+/// A run of one step `build` on `store`.
+async fn bare_run(store: &Store) -> i64 {
+    let executor = Executor::new(
+        store.clone(),
+        Arc::new(Events::default()),
+        BTreeMap::new(),
+        8,
+    );
+    let plan = Plan {
+        name: "bare".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps: vec![bash("build")],
+        concurrency: None,
+    };
+    let json = serde_json::to_string(&plan).unwrap();
+    executor
+        .start_run(&NewRun {
+            workflow_source: "local",
+            workflow_path: "/w/bare.plue.py",
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0",
+            context_json: "{}",
+            plan: &plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: None,
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_queries_page_and_count_on_either_backend() {
+    for (store, _dir) in stores().await {
+        let backend = store.backend();
+        let run_id = bare_run(&store).await;
+        for (step, attempt, names) in [
+            ("build", 1, vec!["old"]),
+            ("build", 2, vec!["a", "b/c", "d"]),
+            ("test", 1, vec!["x"]),
+        ] {
+            let files: Vec<(String, i64, String)> = names
+                .iter()
+                .map(|n| (n.to_string(), 1, "sha256:0".to_string()))
+                .collect();
+            let key = format!("{step}-{attempt}");
+            store
+                .record_blob(
+                    &NewBlob {
+                        run_id,
+                        step_id: step,
+                        attempt,
+                        kind: "artifacts",
+                        key: &key,
+                        size: 10,
+                        digest: "sha256:0",
+                        files: &files,
+                        now: 1,
+                    },
+                    |_| Ok::<(), ()>(()),
+                )
+                .await
+                .unwrap();
+        }
+        let page =
+            |step: Option<&'static str>, after: Option<(&'static str, &'static str)>, limit| {
+                let store = store.clone();
+                async move {
+                    store
+                        .artifacts_page(run_id, step, after, limit)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|a| format!("{}/{}", a.step_id, a.name))
+                        .collect::<Vec<_>>()
+                }
+            };
+        assert_eq!(
+            page(None, None, 2).await,
+            ["build/a", "build/b/c"],
+            "{backend}"
+        );
+        assert_eq!(
+            page(None, Some(("build", "b/c")), 10).await,
+            ["build/d", "test/x"],
+            "{backend}: the latest attempt's files only, after the cursor"
+        );
+        assert_eq!(page(Some("test"), None, 10).await, ["test/x"], "{backend}");
+        let steps: Vec<(String, i64, i64)> = store
+            .artifact_steps(run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.step_id, s.attempt, s.files))
+            .collect();
+        assert_eq!(
+            steps,
+            [("build".to_string(), 2, 3), ("test".to_string(), 1, 1)],
+            "{backend}"
+        );
+        let usage = store.blob_usage(run_id).await.unwrap().unwrap();
+        assert_eq!((usage.run.bytes, usage.run.files), (30, 5), "{backend}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_records_never_pass_the_quota_on_either_backend() {
     for (store, _dir) in stores().await {
         let backend = store.backend();
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            8,
-        );
-        let plan = Plan {
-            name: "race".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![bash("build")],
-            concurrency: None,
-        };
-        let json = serde_json::to_string(&plan).unwrap();
         // A few rounds: without the lock PostgreSQL lets several through in most of them.
         for round in 0..4 {
-            let run_id = executor
-                .start_run(&NewRun {
-                    workflow_source: "local",
-                    workflow_path: "/w/race.plue.py",
-                    event: "manual",
-                    git_ref: "refs/heads/main",
-                    sha: "0",
-                    context_json: "{}",
-                    plan: &plan,
-                    plan_json: &json,
-                    plan_hash: "h",
-                    workspace: &WorkspaceSource::Empty,
-                    rerun_of: None,
-                    repo: None,
-                })
-                .await
-                .unwrap();
+            let run_id = bare_run(&store).await;
             // 24 attempts of 100 bytes each race a quota of 350: three fit.
             let records = (1..=24).map(|attempt| {
                 let store = store.clone();
