@@ -230,7 +230,7 @@ fn program_words(b: &[u8], mut i: usize, rule: Rule, budget: &mut usize) -> Opti
             let introduces = match rule {
                 Rule::ShellCommand => flags && w.contains(&b'c'),
                 Rule::PythonCommand => flags && w.ends_with(b"c"),
-                _ => (flags && w.ends_with(b"e")) || (flags && w.ends_with(b"E")) || w == b"--eval",
+                _ => (flags && (w.ends_with(b"e") || w.ends_with(b"E"))) || w == b"--eval",
             };
             if introduces {
                 return word(end, budget);
