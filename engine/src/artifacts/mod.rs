@@ -78,7 +78,7 @@ pub enum ArtifactError {
     #[error("the {kind} is larger than the limit of {limit} per step (plue serve --artifacts-max-bytes)")]
     TooLarge { kind: &'static str, limit: String },
     /// The upload would pass one of the run's quotas.
-    #[error("the {kind} is refused: {over}")]
+    #[error("the {kind} would pass {over}")]
     OverQuota { kind: &'static str, over: OverQuota },
     /// An artifacts tar holds an entry no runner would unpack, or a path twice.
     #[error("{0}")]

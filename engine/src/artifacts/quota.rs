@@ -73,12 +73,19 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn describe(self) -> &'static str {
+    /// The quota's name (`storage` or `file`) and who keeps what it counts.
+    fn describe(self, noun: &str) -> (String, &'static str) {
         match self {
-            Scope::Run => "the run's",
-            Scope::ForkRun => "the run's (a pull request from a fork)",
-            Scope::Repository => "the repository's",
-            Scope::RepositoryForks => "the repository's quota for runs of forks; its",
+            Scope::Run => (format!("the run's {noun} quota"), "the run"),
+            Scope::ForkRun => (
+                format!("the {noun} quota of a run of a pull request from a fork"),
+                "the run",
+            ),
+            Scope::Repository => (format!("the repository's {noun} quota"), "the repository"),
+            Scope::RepositoryForks => (
+                format!("the {noun} quota of the repository's runs of forks"),
+                "its runs of forks",
+            ),
         }
     }
 
@@ -115,29 +122,24 @@ pub struct OverQuota {
 impl OverQuota {
     fn message(&self) -> String {
         let total = self.used.saturating_add(self.adding);
-        let (what, used, adding, total, limit) = if self.files {
-            (
-                "files",
-                self.used.to_string(),
-                self.adding.to_string(),
-                total.to_string(),
-                self.limit.to_string(),
-            )
-        } else {
-            (
-                "bytes",
-                figure(self.used),
-                figure(self.adding),
-                figure(total),
-                figure(self.limit),
-            )
+        let count = |n: u64| {
+            if self.files {
+                format!("{n} file{}", if n == 1 { "" } else { "s" })
+            } else {
+                figure(n)
+            }
         };
-        let noun = if self.files { "file" } else { "storage" };
+        let (quota, holder) = self
+            .scope
+            .describe(if self.files { "file" } else { "storage" });
         format!(
-            "over {} {noun} quota: it keeps {used} and this upload adds {}{adding}, {total} in all, \
-             past the quota of {limit} {what} (plue serve {})",
-            self.scope.describe(),
+            "{quota}: {holder} keeps {} and this upload adds {}{}, {} in all, past the quota \
+             of {} (plue serve {})",
+            count(self.used),
             if self.partial { "at least " } else { "" },
+            count(self.adding),
+            count(total),
+            count(self.limit),
             self.flag()
         )
     }
