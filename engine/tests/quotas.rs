@@ -5,8 +5,9 @@
 //!   quota, leaving no object in the store's directory and no row;
 //! - the artifact listing a page at a time (the cursor walks everything once) and a run
 //!   page with 10,000 artifacts that stays small;
-//! - the store's quota check racing itself on both backends (PostgreSQL on a throw-away
-//!   server, see `testkit`);
+//! - the store's quota check racing itself, its listing queries and the upgrade of blobs
+//!   stored before the quotas, on both backends (PostgreSQL on a throw-away server, see
+//!   `testkit`);
 //! - through the real `plue` binary: a step keeping a sparse 30 MiB file fails past a small
 //!   quota, with the quota in its reason.
 
@@ -678,4 +679,73 @@ async fn a_step_keeping_a_sparse_file_past_the_quota_fails_with_the_quota() {
         Vec::<PathBuf>::new(),
         "nothing of it is kept"
     );
+}
+
+/// Rows of a blob with three files, written as a store before migration 13 did.
+const OLD_ROWS: [&str; 4] = [
+    "INSERT INTO workflows (id, source, path, name, created_at) VALUES (1, 'local', '/w', 'w', 1)",
+    "INSERT INTO runs (id, workflow_id, event, ref, sha, context, plan, plan_hash, workspace, \
+     max_parallel, status, created_at) \
+     VALUES (1, 1, 'manual', 'refs/heads/main', '0', '{}', '{}', 'h', '{}', 1, 'succeeded', 1)",
+    "INSERT INTO blobs (id, run_id, step_id, attempt, kind, key, size, digest, created_at) \
+     VALUES (1, 1, 'build', 1, 'artifacts', 'k', 4096, 'sha256:0', 1)",
+    "INSERT INTO artifacts (blob_id, name, size, digest) \
+     VALUES (1, 'a', 1, 'sha256:0'), (1, 'b', 1, 'sha256:0'), (1, 'c', 1, 'sha256:0')",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_stored_before_the_quotas_count_their_files_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let mut old = sqlx::migrate!("../migrations/sqlite");
+        old.migrations = std::borrow::Cow::Owned(
+            old.migrations
+                .iter()
+                .filter(|m| m.version < 13)
+                .cloned()
+                .collect(),
+        );
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        old.run(&pool).await.unwrap();
+        for sql in OLD_ROWS {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let mut upgraded = vec![Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()];
+    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") {
+        let url = server.new_database().unwrap();
+        let mut old = sqlx::migrate!("../migrations/postgres");
+        old.migrations = std::borrow::Cow::Owned(
+            old.migrations
+                .iter()
+                .filter(|m| m.version < 13)
+                .cloned()
+                .collect(),
+        );
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        old.run(&pool).await.unwrap();
+        for sql in OLD_ROWS {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        upgraded.push(Store::connect(&url).await.unwrap());
+    }
+    for store in upgraded {
+        let usage = store.blob_usage(1).await.unwrap().unwrap();
+        assert_eq!(
+            (usage.run.bytes, usage.run.files),
+            (4096, 3),
+            "{}",
+            store.backend()
+        );
+        let steps = store.artifact_steps(1).await.unwrap();
+        assert_eq!(steps[0].files, 3, "{}", store.backend());
+    }
 }
