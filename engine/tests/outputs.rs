@@ -207,6 +207,55 @@ fn an_output_as_a_format_string_or_raw_in_quotes_is_a_check_error() {
 }
 
 #[test]
+fn ctx_text_reaches_a_step_as_written_never_as_a_reference() {
+    // regression (issue 30): a trusted workflow quoting a manual input, a changed file's
+    // name and the branch with shlex.quote still had `{{ raw steps.up.outputs.x }}` in
+    // them expanded — an upstream output pasted as code into the step.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let marker = marker.to_str().unwrap();
+    let workflow = format!(
+        r#"import shlex
+
+def workflow(ctx):
+    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+        Step.bash('up', "echo 'x=touch {marker}' >> $PLUE_OUTPUT"),
+        Step.bash('deploy', 'printf "%s\\n" ' + shlex.quote(ctx.inputs['target']) + ' ' + shlex.quote(ctx.changed_files[0]) + ' ' + shlex.quote(ctx.branch), depends_on=['up']),
+    ])
+"#
+    );
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = plue()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "w.plue.py",
+            "--event",
+            "manual",
+            "--input",
+            "target={{ raw steps.up.outputs.x }}",
+            "--changed-file",
+            "a\\{{ raw steps.up.outputs.x }}",
+            "--branch",
+            "{{ steps.up.outputs.x }}",
+        ])
+        .output()
+        .expect("plue runs");
+    let all = describe(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(!Path::new(marker).exists(), "an output ran as code\n{all}");
+    assert_eq!(
+        lines_of(&output, "deploy"),
+        [
+            "{{ raw steps.up.outputs.x }}",
+            "a\\{{ raw steps.up.outputs.x }}",
+            "{{ steps.up.outputs.x }}"
+        ],
+        "{all}"
+    );
+}
+
+#[test]
 fn outputs_with_brackets_reach_steps_and_only_runnable_ones_are_refused() {
     // The happy path around RT-2: a list-like output read through a reference and JSON read
     // through its variable run; a reference to a value bash could run in arithmetic fails
