@@ -44,9 +44,7 @@ use crate::http_error::{ApiError, ApiResult};
 use crate::json_body::JsonBody;
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
-use crate::store::{
-    now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration,
-};
+use crate::store::{now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration};
 use crate::tokens;
 
 /// How the internal API behaves.
@@ -414,20 +412,15 @@ async fn put_blob(
         .upload(store, &upload, body.into_data_stream())
         .await
         .map_err(|e| blob_error(e, &upload.step_id))?;
-    match store.attempt_is_live(attempt_id).await {
-        Ok(true) => {}
-        live => {
-            state.artifacts.discard(&stored.key).await;
-            live?;
-            return Err(ended());
-        }
-    }
     let step_id = upload.step_id.clone();
     state
         .artifacts
-        .record(store, upload, stored)
+        .record(store, upload, stored, attempt_id)
         .await
-        .map_err(|e| blob_error(e, &step_id))?;
+        .map_err(|e| match e {
+            ArtifactError::Ended => ended(),
+            e => blob_error(e, &step_id),
+        })?;
     Ok(Json(Ack {}))
 }
 
@@ -518,6 +511,10 @@ fn blob_error(e: ArtifactError, step: &str) -> ApiError {
         }
         ArtifactError::Store(e) => ApiError::Internal(anyhow::anyhow!("blob store: {e}")),
         ArtifactError::Record(e) => ApiError::Internal(e.context("recording a blob")),
+        ArtifactError::Ended => ApiError::Client(
+            StatusCode::CONFLICT,
+            format!("the attempt of step '{step}' has ended; its files can no longer change"),
+        ),
     }
 }
 

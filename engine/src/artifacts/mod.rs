@@ -83,6 +83,9 @@ pub enum ArtifactError {
     /// An artifacts tar holds an entry no runner would unpack, or a path twice.
     #[error("{0}")]
     Refused(String),
+    /// The attempt ended while its blob streamed: it was deleted, not recorded.
+    #[error("the attempt has ended; its files can no longer change")]
+    Ended,
     /// The blob was stored but could not be recorded (it was deleted again).
     #[error("recording the blob failed: {0:#}")]
     Record(anyhow::Error),

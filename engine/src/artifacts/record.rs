@@ -3,10 +3,10 @@
 //! blob after checking the quotas again in the recording transaction.
 //!
 //! Invariants: an object that is not recorded is deleted — refused by a quota at record
-//! time, a failed transaction, an attempt that ended meanwhile ([`Artifacts::discard`]) —
-//! and the object a record replaced is deleted after the record commits; the record and
-//! its clean-up run on a task of their own, so a client that goes away between the two
-//! cannot leave an object no row names.
+//! time, a failed transaction, an attempt that ended while it streamed — and the object a
+//! record replaced is deleted after the record commits; the checks, the record and the
+//! clean-up run on a task of their own, so a client that goes away once its body is
+//! stored cannot leave an object no row names.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -49,19 +49,29 @@ impl Artifacts {
         self.put(&key, upload.kind, &allowance, body).await
     }
 
-    /// Records `stored` as `upload`'s blob if it still fits the run's quotas (checked with
-    /// the scopes locked); otherwise, or when recording fails, its object is deleted.
+    /// Records `stored` as `upload`'s blob if attempt `attempt_id` (the uploader's) is
+    /// still live and the blob still fits the run's quotas (checked with the scopes
+    /// locked); otherwise, or when recording fails, its object is deleted.
     pub async fn record(
         &self,
         store: &Store,
         upload: Upload,
         stored: Stored,
+        attempt_id: i64,
     ) -> Result<(), ArtifactError> {
         let artifacts = self.clone();
         let store = store.clone();
-        tokio::spawn(async move { artifacts.record_or_discard(&store, &upload, &stored).await })
-            .await
-            .map_err(|e| ArtifactError::Record(anyhow::anyhow!("the recording task failed: {e}")))?
+        tokio::spawn(async move {
+            match store.attempt_is_live(attempt_id).await {
+                Ok(true) => artifacts.record_or_discard(&store, &upload, &stored).await,
+                live => {
+                    artifacts.discard(&stored.key).await;
+                    Err(live.map_or_else(ArtifactError::Record, |_| ArtifactError::Ended))
+                }
+            }
+        })
+        .await
+        .map_err(|e| ArtifactError::Record(anyhow::anyhow!("the recording task failed: {e}")))?
     }
 
     async fn record_or_discard(
