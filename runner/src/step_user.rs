@@ -20,10 +20,23 @@
 //! so no step user — not even one with the same uid — can reach, rename or link anything
 //! the walk is about to touch; the walk never follows a symbolic link.
 //!
+//! A uid comes back: nothing of an earlier holder may wait for the next one. What a step
+//! user can write outside its attempt directory is only the places every user may write
+//! (`/tmp`, `/var/tmp`, `/dev/shm`, ...: `launch::rooms::SHARED_PLACES`) and IPC objects;
+//! each step gets its own of both (a tmpfs per place and an IPC namespace, gone with its
+//! last process), every step process has `no_new_privs`, and the attempt's processes are
+//! gone and its directory removed before its claim ends. Where the host refused a step
+//! those namespaces (or before any step said whether it would), the claim also sweeps
+//! ([`sweep_leftovers`]), when it is taken and again before it is released: every file
+//! the uid owns in the host's shared places (in every directory there others may write,
+//! never following a link) and its SysV IPC objects are removed.
+//!
 //! Invariants: the uid range never includes 0; no two live attempts on one host hold the
 //! same uid; an attempt's directory and everything the runner put in it are owned by the
-//! attempt's user before the step starts; a runner that is not root runs steps as itself
-//! (it cannot switch users) and says so at start.
+//! attempt's user before the step starts; nothing the uid owns in the host's shared places
+//! or IPC survives its release (a private room per step, or the sweep); a runner that is
+//! not root runs steps as itself (it cannot switch users; its steps share the host's
+//! places and IPC, and still have `no_new_privs`) and says so at start.
 
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -31,6 +44,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::launch::rooms;
 
 /// The default range of step uids (and gids) for a root runner: far above the ids of real
 /// accounts and of the usual container subordinate ranges.
@@ -87,18 +102,126 @@ impl StepUsers {
         match *self {
             StepUsers::Same => Ok(None),
             StepUsers::Range { first, count } => {
-                claim_in(Path::new(LOCK_DIR), first, count, random_offset(count)).map(Some)
+                let mut claim = claim_in(Path::new(LOCK_DIR), first, count, random_offset(count))?;
+                claim.sweep = true;
+                // An earlier holder's steps (this runner's or a crashed one's) may have
+                // written to the host's places.
+                if rooms::maybe_shared() {
+                    sweep_leftovers(claim.user.uid);
+                }
+                Ok(Some(claim))
             }
         }
     }
 }
 
 /// A step user held by one attempt: no other attempt on this host gets its uid until
-/// this is dropped.
+/// this is dropped (after the sweep, where one is needed: see the module doc).
 #[derive(Debug)]
 pub struct Claim {
     user: StepUser,
     _lock: Flock<File>,
+    /// A claim of the host's step users (not a test's): swept where needed.
+    sweep: bool,
+}
+
+impl Drop for Claim {
+    /// Blocking, where it sweeps: drop it off the async runtime (the agent does).
+    fn drop(&mut self) {
+        if self.sweep && rooms::maybe_shared() {
+            sweep_leftovers(self.user.uid);
+        }
+    }
+}
+
+/// Removes what `uid` owns in the host's shared places and IPC: every file, link and
+/// (emptied) directory of it in each place and in every directory below one that others
+/// may write or `uid` owns, never following a link; and its SysV shared-memory segments,
+/// semaphore sets and message queues in this process's IPC namespace. Call only while
+/// holding `uid`'s claim, so no step of it runs. Blocking; failures are logged.
+pub fn sweep_leftovers(uid: u32) {
+    for place in rooms::shared_places() {
+        sweep_dir(place, uid, 0);
+    }
+    for (table, flag) in [("shm", "-m"), ("sem", "-s"), ("msg", "-q")] {
+        let text = std::fs::read_to_string(format!("/proc/sysvipc/{table}")).unwrap_or_default();
+        for id in ipc_ids_of(&text, uid) {
+            let removed = std::process::Command::new("ipcrm")
+                .args([flag, &id])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            if !removed.is_ok_and(|status| status.success()) {
+                tracing::warn!(
+                    uid,
+                    table,
+                    id,
+                    "could not remove a released step user's IPC object"
+                );
+            }
+        }
+    }
+}
+
+/// The deepest directory [`sweep_leftovers`] looks into below a place.
+const SWEEP_DEPTH: usize = 32;
+
+fn sweep_dir(dir: &Path, uid: u32, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        // Of the entry itself, never of what a link names.
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let path = entry.path();
+        let owned = meta.uid() == uid;
+        if meta.is_dir() {
+            if (owned || meta.mode() & 0o002 != 0) && depth < SWEEP_DEPTH {
+                sweep_dir(&path, uid, depth + 1);
+            }
+            if owned {
+                // Emptied, unless another user put something in it (that stays, and so
+                // does the directory: nothing of another user is removed).
+                let _ = std::fs::remove_dir(&path);
+            }
+        } else if owned {
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(%err, path = %path.display(), "could not remove a released step user's file");
+            }
+        }
+    }
+}
+
+/// The ids in a `/proc/sysvipc/<table>` text of the objects `uid` owns or created.
+fn ipc_ids_of(text: &str, uid: u32) -> Vec<String> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    let column = |name: &str| columns.iter().position(|c| *c == name);
+    let (Some(id), Some(owner), Some(creator)) = (
+        columns.iter().position(|c| {
+            c.ends_with("id") && *c != "uid" && *c != "gid" && *c != "cuid" && *c != "cgid"
+        }),
+        column("uid"),
+        column("cuid"),
+    ) else {
+        return Vec::new();
+    };
+    let uid = uid.to_string();
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let mine = fields.get(owner) == Some(&uid.as_str())
+                || fields.get(creator) == Some(&uid.as_str());
+            mine.then(|| fields.get(id).map(|id| (*id).to_owned()))
+                .flatten()
+        })
+        .collect()
 }
 
 impl Claim {
@@ -135,6 +258,7 @@ fn claim_in(dir: &Path, first: u32, count: u32, start: u32) -> anyhow::Result<Cl
                 return Ok(Claim {
                     user: StepUser { uid, gid: uid },
                     _lock: lock,
+                    sweep: false,
                 })
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
@@ -355,6 +479,65 @@ mod tests {
         let me = nix::unistd::geteuid().as_raw();
         let err = hand_over(top.path(), StepUser { uid: me, gid: me }).unwrap_err();
         assert!(format!("{err:#}").contains("private directory"), "{err:#}");
+    }
+
+    #[test]
+    fn the_ipc_objects_of_a_uid_are_found_by_owner_or_creator() {
+        let text =
+            "       key      shmid perms   size  cpid  lpid nattch   uid   gid  cuid  cgid\n\
+                    0 11 666 4096 1 1 0 5000 5000 5000 5000\n\
+                    0 12 666 4096 1 1 0 0 0 5000 5000\n\
+                    0 13 666 4096 1 1 0 5001 5001 5001 5001\n";
+        assert_eq!(ipc_ids_of(text, 5000), ["11", "12"]);
+        let sem = "       key      semid perms      nsems   uid   gid  cuid  cgid\n\
+                   0 7 600 1 5001 5001 5001 5001\n";
+        assert_eq!(ipc_ids_of(sem, 5001), ["7"]);
+        assert!(ipc_ids_of("", 5001).is_empty());
+    }
+
+    /// Where a step could use the host's places (no mount namespace), nothing of its uid
+    /// is left there once the claim is released: not a set-uid file, not a directory of
+    /// it, not a file of it in another user's open directory; another user's files stay.
+    #[test]
+    fn the_sweep_removes_only_what_the_uid_owns_in_a_shared_place() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: files of other users need root");
+            return;
+        }
+        let place = tempfile::tempdir().unwrap();
+        let (me, other) = (3_999_031, 3_999_032);
+        let file = |path: &Path, uid: u32, mode: u32| {
+            std::fs::write(path, "x").unwrap();
+            std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let dir = |path: &Path, uid: u32, mode: u32| {
+            std::fs::create_dir(path).unwrap();
+            std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let p = place.path();
+        file(&p.join("suid-bash"), me, 0o4755);
+        dir(&p.join("mine"), me, 0o755);
+        file(&p.join("mine/inner"), me, 0o644);
+        dir(&p.join("open"), other, 0o1777);
+        file(&p.join("open/planted"), me, 0o644);
+        file(&p.join("open/theirs"), other, 0o644);
+        dir(&p.join("closed"), other, 0o755);
+        file(&p.join("closed/theirs"), other, 0o644);
+        std::os::unix::fs::symlink("/etc/passwd", p.join("link")).unwrap();
+        std::os::unix::fs::lchown(p.join("link"), Some(me), Some(me)).unwrap();
+        sweep_dir(p, me, 0);
+        for gone in ["suid-bash", "mine", "open/planted", "link"] {
+            assert!(
+                std::fs::symlink_metadata(p.join(gone)).is_err(),
+                "{gone} is left"
+            );
+        }
+        for kept in ["open/theirs", "closed/theirs"] {
+            assert!(p.join(kept).exists(), "{kept} was removed");
+        }
+        assert!(Path::new("/etc/passwd").exists());
     }
 
     #[test]

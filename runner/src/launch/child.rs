@@ -1,7 +1,9 @@
 //! The cloned child's side of a launch: its set-up with raw system calls, then `execve`.
 //! Everything here runs in a child that may share the runner's memory (`CLONE_VM`); see
 //! the invariants in the parent module's doc. A failure is reported as `(stage, errno)`,
-//! eight bytes on the report pipe, and the child exits with 127.
+//! eight bytes on the report pipe, and the child exits with 127. A confined child that
+//! could not make its mounts or IPC private (the host refused it the namespaces) says so
+//! first, as `(SHARED_REPORT, bits)`, and carries on as before such namespaces existed.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void};
@@ -19,7 +21,13 @@ pub(super) enum Stage {
     Cwd,
     Stdio,
     Exec,
+    Rooms,
+    NoNewPrivs,
 }
+
+/// The stage number of the report a confined child makes, and goes on, when its mounts or
+/// IPC stay the host's (`errno`: `rooms::SHARED_MOUNTS | rooms::SHARED_IPC`).
+pub(super) const SHARED_REPORT: i32 = 64;
 
 impl Stage {
     /// What the stage `raw` (a reported number) was doing.
@@ -32,6 +40,8 @@ impl Stage {
             5 => "setting the step's uid",
             6 => "entering the working directory",
             7 => "setting up stdin, stdout and stderr",
+            9 => "mounting the step's private /tmp, /var/tmp and /dev/shm",
+            10 => "setting no_new_privs",
             _ => "executing",
         }
     }
@@ -52,6 +62,16 @@ pub(super) struct ChildArgs {
     /// `<cgroup>/cgroup.procs` to write, or null (no cgroup, or joined by the clone).
     pub cgroup_procs: *const c_char,
     pub confine: bool,
+    /// Null-terminated: the shared places that get a fresh tmpfs (`rooms`), when confined.
+    pub places: *const *const c_char,
+    /// The tmpfs options of each.
+    pub tmpfs_options: *const c_char,
+    /// The directory kept from the host (`rooms::Keep`), or null.
+    pub keep: *const c_char,
+    /// The index in `places` of the place `keep` is in, or -1: bound onto itself.
+    pub keep_inside: c_int,
+    /// The flags `keep`'s bind keeps, besides `MS_NOSUID | MS_NODEV`.
+    pub keep_flags: libc::c_ulong,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
     /// Without `close_range`, descriptors are closed one by one below this bound.
@@ -124,8 +144,19 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
         }
         close_all_but_stdio_and(args.report, args.max_fd);
         if args.confine {
-            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == 0 {
-                let private = libc::syscall(
+            // Its own mount and IPC namespaces, where the host allows them (as root: they
+            // need CAP_SYS_ADMIN, which a container may lack); an IPC namespace alone may be
+            // missing from the kernel.
+            let mut shared = 0;
+            let mut unshared =
+                libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS | libc::CLONE_NEWIPC) == 0;
+            if !unshared {
+                shared |= super::rooms::SHARED_IPC;
+                unshared = libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == 0;
+            }
+            // Nothing is mounted unless it cannot propagate back to the host.
+            let private = unshared
+                && libc::syscall(
                     libc::SYS_mount,
                     std::ptr::null::<c_char>(),
                     c"/".as_ptr(),
@@ -133,17 +164,30 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null::<c_void>(),
                 ) == 0;
-                if private {
-                    // Best effort: an old kernel without `hidepid=invisible` keeps /proc.
-                    let _ = libc::syscall(
-                        libc::SYS_mount,
-                        c"proc".as_ptr(),
-                        c"/proc".as_ptr(),
-                        c"proc".as_ptr(),
-                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                        c"hidepid=invisible".as_ptr(),
-                    );
+            if private {
+                // Best effort: an old kernel without `hidepid=invisible` keeps /proc.
+                let _ = libc::syscall(
+                    libc::SYS_mount,
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c"hidepid=invisible".as_ptr(),
+                );
+                if !make_rooms(args) {
+                    return Stage::Rooms;
                 }
+            } else {
+                shared |= super::rooms::SHARED_MOUNTS;
+            }
+            if shared != 0 {
+                let report: [i32; 2] = [SHARED_REPORT, shared];
+                libc::syscall(
+                    libc::SYS_write,
+                    args.report,
+                    report.as_ptr(),
+                    std::mem::size_of_val(&report),
+                );
             }
             if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
                 return Stage::Groups;
@@ -158,6 +202,12 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
         // As the step's user: a directory it may not enter fails here.
         if libc::syscall(libc::SYS_chdir, args.cwd) != 0 {
             return Stage::Cwd;
+        }
+        // Every step, confined or not: no set-uid or set-gid bit or file capability of
+        // anything it executes raises its privileges (a set-uid `bash` another step left
+        // behind runs as the step's own user).
+        if libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Stage::NoNewPrivs;
         }
         // As `execvp`: a missing candidate moves on, a refused one is remembered.
         let mut refused = false;
@@ -176,6 +226,115 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
         }
         Stage::Exec
     }
+}
+
+/// Mounts a fresh tmpfs on each of `args.places` and binds `args.keep` back where it was,
+/// `nosuid,nodev` (see `rooms`); false on the first failure (`errno` says why).
+///
+/// # Safety
+/// Raw system calls only, on the pointers `ChildArgs` guarantees; in a private mount
+/// namespace, before the uid changes.
+unsafe fn make_rooms(args: &ChildArgs) -> bool {
+    // SAFETY: for the block — raw system calls on valid, null-terminated strings.
+    unsafe {
+        let mut index: c_int = 0;
+        let mut next = args.places;
+        while !(*next).is_null() {
+            let place = *next;
+            let keep_here = !args.keep.is_null() && args.keep_inside == index;
+            // Opened before the tmpfs hides it, never through a link.
+            let kept = if keep_here {
+                let fd = libc::syscall(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD,
+                    args.keep,
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                );
+                if fd < 0 {
+                    return false;
+                }
+                fd as c_int
+            } else {
+                -1
+            };
+            let mut done = libc::syscall(
+                libc::SYS_mount,
+                c"tmpfs".as_ptr(),
+                place,
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                args.tmpfs_options,
+            ) == 0;
+            if done && keep_here {
+                // Its path in the fresh tmpfs, which no one else has seen.
+                let mut source = [0u8; 32];
+                proc_fd_path(kept, &mut source);
+                done = libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, args.keep, 0o755) == 0
+                    && bind_nosuid(source.as_ptr().cast(), args.keep, args.keep_flags);
+            }
+            if kept >= 0 {
+                let errno = *libc::__errno_location();
+                libc::syscall(libc::SYS_close, kept);
+                *libc::__errno_location() = errno;
+            }
+            if !done {
+                return false;
+            }
+            index += 1;
+            next = next.add(1);
+        }
+        args.keep.is_null()
+            || args.keep_inside >= 0
+            || bind_nosuid(args.keep, args.keep, args.keep_flags)
+    }
+}
+
+/// Binds `source` (with what is mounted below it) onto `target`, then makes that bind
+/// `nosuid,nodev` keeping `flags`.
+///
+/// # Safety
+/// Raw system calls only, on valid strings.
+unsafe fn bind_nosuid(source: *const c_char, target: *const c_char, flags: libc::c_ulong) -> bool {
+    // SAFETY: raw system calls on valid strings.
+    unsafe {
+        let bound = libc::syscall(
+            libc::SYS_mount,
+            source,
+            target,
+            std::ptr::null::<c_char>(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null::<c_void>(),
+        ) == 0;
+        bound
+            && libc::syscall(
+                libc::SYS_mount,
+                std::ptr::null::<c_char>(),
+                target,
+                std::ptr::null::<c_char>(),
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | flags,
+                std::ptr::null::<c_void>(),
+            ) == 0
+    }
+}
+
+/// Writes `/proc/self/fd/<fd>` and a NUL into `buffer`, without allocating.
+fn proc_fd_path(fd: c_int, buffer: &mut [u8; 32]) {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buffer[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut value, mut count) = (fd.unsigned_abs(), 0);
+    loop {
+        digits[count] = b'0' + (value % 10) as u8;
+        count += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for (i, digit) in digits[..count].iter().rev().enumerate() {
+        buffer[PREFIX.len() + i] = *digit;
+    }
+    buffer[PREFIX.len() + count] = 0;
 }
 
 /// Sets every signal's disposition to its default (all but SIGKILL and SIGSTOP, glibc's

@@ -13,14 +13,22 @@
 //! 2. its own session (`setsid`), so it and all it starts are outside the runner's;
 //! 3. the step's cgroup, unless born into it (a failed join is left to the parent's check);
 //! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
-//! 5. under a root runner: a private mount namespace with `/proc` mounted
-//!    `hidepid=invisible` where the kernel allows it, then the attempt's gid, no
-//!    supplementary groups, and its uid — a failure here fails the launch;
-//! 6. the working directory (as the step's user), and `execve` — of each candidate in
-//!    turn for a bare program name, as `execvp` tries the entries of the step's `PATH`.
+//! 5. under a root runner: private mount and IPC namespaces where the host allows them,
+//!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it) and the step's
+//!    own `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
+//!    work directory bound back `nosuid,nodev`), then the attempt's gid, no supplementary
+//!    groups, and its uid — a failure here fails the launch; a host that refuses the
+//!    namespaces runs the step with the host's mounts and IPC, and the runner says so once;
+//! 6. the working directory (as the step's user), `no_new_privs` (every step, confined or
+//!    not: nothing it executes gains privileges through a set-uid or set-gid bit or a file
+//!    capability), and `execve` — of each candidate in turn for a bare program name, as
+//!    `execvp` tries the entries of the step's `PATH`.
 //!
 //! A failure is reported on a close-on-exec pipe (the step and `errno`) and the child
 //! exits with 127; the parent reaps it and returns the error with the step's name.
+//! Without a step user (a runner that is not root) there is no namespace, no private
+//! place and no other uid: the step shares the host's `/tmp` and IPC with the runner's
+//! user, as the runner says once; `no_new_privs` still holds.
 //!
 //! Invariants of the child, which may share memory with the running multi-threaded runner:
 //! - it allocates nothing, takes no lock and calls nothing that keeps state in libc: raw
@@ -54,11 +62,13 @@ use std::sync::Arc;
 
 use crate::step_user::StepUser;
 pub(crate) use child::reset_signal_dispositions;
-use child::{ChildArgs, Stage};
+use child::{ChildArgs, Stage, SHARED_REPORT};
 use clone::{clone_child, CloneHow};
+pub(crate) use rooms::Rooms;
 
 mod child;
 mod clone;
+pub(crate) mod rooms;
 
 /// What to start, and how.
 #[derive(Debug)]
@@ -226,6 +236,17 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
     let argv = null_terminated(&argv_owned);
     let envp = null_terminated(&env_owned);
     let cwd = c_string(launch.cwd.as_os_str())?;
+    let rooms = match launch.user {
+        Some(_) => Rooms::for_step(launch.cwd),
+        None => {
+            unconfined_once();
+            Rooms {
+                places: Vec::new(),
+                keep: None,
+            }
+        }
+    };
+    let places = null_terminated(&rooms.places);
 
     // As `Stdio::null()`: read and write.
     let null = std::fs::OpenOptions::new()
@@ -259,6 +280,19 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
             .as_ref()
             .map_or(std::ptr::null(), |cgroup| cgroup.procs.as_ptr()),
         confine: launch.user.is_some(),
+        places: places.as_ptr(),
+        tmpfs_options: rooms::TMPFS_OPTIONS.as_ptr(),
+        keep: rooms
+            .keep
+            .as_ref()
+            .map_or(std::ptr::null(), |keep| keep.path.as_ptr()),
+        keep_inside: rooms
+            .keep
+            .as_ref()
+            .and_then(|keep| keep.inside)
+            .and_then(|index| c_int::try_from(index).ok())
+            .unwrap_or(-1),
+        keep_flags: rooms.keep.as_ref().map_or(0, |keep| keep.flags),
         uid: launch.user.map_or(0, |user| user.uid),
         gid: launch.user.map_or(0, |user| user.gid),
         max_fd: max_fd(),
@@ -278,10 +312,26 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
         // The runner stays undumpable whatever the child's uid change did.
         let _ = nix::sys::prctl::set_dumpable(false);
     }
-    // The child's ends, which it has dup'ed (or it is gone); then its report, if any.
+    // The child's ends, which it has dup'ed (or it is gone); then its reports, if any: that
+    // its mounts or IPC stay the host's, then a failure.
     drop((stdin, stdout_write, stderr_write, report_write));
-    let mut report = [0u8; 8];
-    let reported = read_full(&report_read, &mut report)?;
+    let mut reports = [0u8; 16];
+    let mut reported = read_full(&report_read, &mut reports)?;
+    let record = |at: usize| {
+        let word =
+            |from: usize| i32::from_ne_bytes(reports[from..from + 4].try_into().expect("4 bytes"));
+        (word(at), word(at + 4))
+    };
+    let mut report = &reports[..8];
+    if launch.user.is_some() {
+        if reported >= 8 && record(0).0 == SHARED_REPORT {
+            rooms::note_shared(record(0).1);
+            report = &reports[8..];
+            reported -= 8;
+        } else if reported == 0 {
+            rooms::note_private();
+        }
+    }
     let launched = Launched {
         pid,
         pidfd: pidfd.map(Arc::new),
@@ -296,7 +346,7 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
     let _ = reap_blocking(&launched);
     launched.reaped.store(true, Ordering::Relaxed);
     let stage = i32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
-    let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
+    let errno = i32::from_ne_bytes(report[4..8].try_into().expect("4 bytes"));
     let err = io::Error::from_raw_os_error(errno);
     Err(io::Error::new(
         err.kind(),
@@ -334,6 +384,35 @@ fn candidates(launch: &Launch<'_>) -> io::Result<Vec<CString>> {
             c_string(Path::new(dir).join(launch.program).as_os_str())
         })
         .collect()
+}
+
+/// Makes the process `command` starts set `no_new_privs` before it executes, as every
+/// step process does (`child.rs`): for the short commands an `llm` step's tools run
+/// themselves (`git`, `grep`), which are spawned by the standard library. One raw system
+/// call between fork and exec.
+pub(crate) fn deny_new_privileges(command: &mut tokio::process::Command) {
+    // SAFETY: `prctl` is async-signal-safe and touches only this process's flags.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Says once that steps run without a step user: as the runner's own user, sharing the
+/// host's `/tmp`, `/var/tmp`, `/dev/shm` and IPC (only a root runner can give each step
+/// its own).
+fn unconfined_once() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::info!(
+            "steps run as the runner's own user: they share /tmp, /var/tmp, /dev/shm and IPC \
+             with it (a runner that is root gives each step its own user, places and IPC)"
+        );
+    });
 }
 
 /// Whether `fs.suid_dumpable` is 0 now (unreadable counts as not); read at every confined

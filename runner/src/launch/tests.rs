@@ -21,6 +21,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs `bash -c script args...` in `cwd` with `env`; returns stdout, stderr and the exit.
 fn run(script: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (String, String, Exit) {
+    run_as(script, args, env, cwd, None)
+}
+
+/// [`run`] as `user` (a root runner's confined launch) when one is given.
+fn run_as(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    cwd: &Path,
+    user: Option<StepUser>,
+) -> (String, String, Exit) {
     let program = bash();
     let mut all = vec!["-c".to_owned(), script.to_owned()];
     all.extend(args.iter().map(|arg| (*arg).to_owned()));
@@ -30,7 +41,7 @@ fn run(script: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (String
         env: env.to_vec(),
         cwd,
         cgroup: None,
-        user: None,
+        user,
     })
     .unwrap();
     let read = |fd: Option<OwnedFd>| {
@@ -291,4 +302,185 @@ fn under_root_the_child_is_the_step_user_with_no_groups_capabilities_or_view_of_
         }
         assert!(out.contains("pid 1 hidden"), "{out}");
     }
+}
+
+/// A directory every step user may write to and search, as a root runner's work
+/// directory is for its own attempt; under the system temporary directory (`/tmp`), as
+/// the runner's default work directory is.
+fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// `NoNewPrivs:` of the child's own `/proc/self/status`, with builtins only.
+const NO_NEW_PRIVS: &str = r#"
+    while read -r key value rest; do
+        [ "$key" = NoNewPrivs: ] && echo "nnp=$value"
+    done < /proc/self/status
+    true
+"#;
+
+#[test]
+fn every_child_has_no_new_privs() {
+    let dir = open_dir();
+    let (stdout, stderr, exit) = run(NO_NEW_PRIVS, &[], &[], dir.path());
+    assert_eq!(exit, Exit::Code(0), "{stderr}");
+    assert_eq!(stdout.trim(), "nnp=1");
+    if nix::unistd::geteuid().is_root() {
+        let user = StepUser {
+            uid: 3_999_011,
+            gid: 3_999_011,
+        };
+        let (stdout, stderr, _) = run_as(NO_NEW_PRIVS, &[], &[], dir.path(), Some(user));
+        assert_eq!(stdout.trim(), "nnp=1", "{stderr}");
+    }
+}
+
+/// The harvest of issue 30: a step of uid U leaves a set-uid `bash`, files and a SysV
+/// segment in every shared place; a later step that holds U again (forced here) must find
+/// none of it, and the host none of it either.
+#[test]
+fn a_later_step_of_the_same_uid_finds_nothing_an_earlier_one_left_in_shared_places() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // Only a root runner gives steps their own places (see `rooms`).
+    }
+    let dir = open_dir();
+    let user = StepUser {
+        uid: 3_999_012,
+        gid: 3_999_012,
+    };
+    let tag = format!("plue-harvest-{}", std::process::id());
+    let env = [("PATH", "/usr/bin:/bin"), ("TAG", tag.as_str())];
+    let plant = r#"
+        set -e
+        cp /bin/bash "/tmp/$TAG-bash"; chmod 4755 "/tmp/$TAG-bash"
+        for place in /tmp /var/tmp /dev/shm /run/lock; do
+            [ -d "$place" ] && echo planted > "$place/$TAG"
+        done
+        ipcmk -M 4096 -p 0666 | sed -n 's/.*: //p'
+        ls -la "/tmp/$TAG-bash" >&2
+    "#;
+    let (planted, stderr, exit) = run_as(plant, &[], &env, dir.path(), Some(user));
+    assert_eq!(exit, Exit::Code(0), "{stderr}");
+    let shmid = planted.trim().to_owned();
+    assert!(!shmid.is_empty(), "the segment was made: {stderr}");
+    let look = r#"
+        for place in /tmp /var/tmp /dev/shm /run/lock; do
+            ls -a "$place" 2>/dev/null | grep -F "$TAG" | sed "s|^|$place/|"
+        done
+        ipcs -m | awk 'NR > 3 && $2 != "" { print "segment " $2 }'
+        true
+    "#;
+    let (found, stderr, exit) = run_as(look, &[], &env, dir.path(), Some(user));
+    assert_eq!(exit, Exit::Code(0), "{stderr}");
+    assert_eq!(
+        found.trim(),
+        "",
+        "the later step found the earlier one's leftovers"
+    );
+    // Nor did anything reach the host's places or its IPC namespace.
+    for place in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] {
+        for name in [tag.clone(), format!("{tag}-bash")] {
+            let path = Path::new(place).join(name);
+            assert!(!path.exists(), "{} is on the host", path.display());
+        }
+    }
+    let host_segments = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let owned_by_step = host_segments
+        .lines()
+        .skip(1)
+        .filter(|line| line.split_whitespace().nth(7) == Some(&user.uid.to_string()))
+        .count();
+    assert_eq!(
+        owned_by_step, 0,
+        "a segment of the step is on the host: {host_segments}"
+    );
+}
+
+/// Not even a set-uid file of another user placed in the workspace changes the step's uid
+/// (its mount is `nosuid`, and the step has `no_new_privs`), and the kept work directory
+/// is still where the runner put it.
+#[test]
+fn a_set_uid_file_of_another_user_in_the_workspace_runs_as_the_step_user() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // Only a root runner runs steps as other users.
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = open_dir();
+    let planted = dir.path().join("suid-bash");
+    std::fs::copy(bash(), &planted).unwrap();
+    std::os::unix::fs::chown(&planted, Some(3_999_014), Some(3_999_014)).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let user = StepUser {
+        uid: 3_999_013,
+        gid: 3_999_013,
+    };
+    let script = r#"./suid-bash -p -c 'echo "euid=$(id -u) ruid=$(id -ru)"'; echo "pwd=$PWD""#;
+    let (stdout, stderr, exit) = run_as(
+        script,
+        &[],
+        &[("PATH", "/usr/bin:/bin")],
+        dir.path(),
+        Some(user),
+    );
+    assert_eq!(exit, Exit::Code(0), "{stderr}");
+    assert!(
+        stdout.contains("euid=3999013 ruid=3999013"),
+        "{stdout}{stderr}"
+    );
+    let real = dir.path().canonicalize().unwrap();
+    assert!(
+        stdout.contains(&format!("pwd={}", real.display())),
+        "{stdout}"
+    );
+}
+
+/// Each step's places are its own tmpfs, `nosuid,nodev`, and the kept directory is bound
+/// `nosuid,nodev` too.
+#[test]
+fn a_confined_step_s_places_are_private_nosuid_tmpfs() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = open_dir();
+    let user = StepUser {
+        uid: 3_999_015,
+        gid: 3_999_015,
+    };
+    let script = r#"
+        while read -r _ _ _ _ point options _ fstype _; do
+            case $point in /tmp|/var/tmp|/dev/shm|"$PWD") echo "$point $fstype $options";; esac
+        done < /proc/self/mountinfo
+        true
+    "#;
+    let (stdout, stderr, exit) = run_as(
+        script,
+        &[],
+        &[("PATH", "/usr/bin:/bin")],
+        dir.path(),
+        Some(user),
+    );
+    assert_eq!(exit, Exit::Code(0), "{stderr}");
+    for place in rooms::shared_places() {
+        if !["/tmp", "/var/tmp", "/dev/shm"].contains(&place.to_str().unwrap()) {
+            continue;
+        }
+        // The last mount on a point is the one seen there (`/dev/shm` may be stacked).
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|line| line.starts_with(&format!("{} ", place.display())))
+            .unwrap_or_else(|| panic!("{} is not mounted: {stdout}", place.display()));
+        assert!(line.contains(" tmpfs "), "{line}");
+        assert!(line.contains("nosuid") && line.contains("nodev"), "{line}");
+    }
+    let real = dir.path().canonicalize().unwrap();
+    let kept = stdout
+        .lines()
+        .rev()
+        .find(|line| line.starts_with(&format!("{} ", real.display())))
+        .unwrap_or_else(|| panic!("the working directory is not bound: {stdout}"));
+    assert!(kept.contains("nosuid") && kept.contains("nodev"), "{kept}");
 }

@@ -1,6 +1,8 @@
 //! Short commands the tools run for themselves (`grep`, `git`): a built environment (the
-//! step's `PATH`, git's safety settings), the step's user, the workspace as the ceiling of
-//! git's discovery, output read no further than a cap, killed on timeout or stop.
+//! step's `PATH`, git's safety settings), the step's user, `no_new_privs` (as every step
+//! process: nothing they execute gains privileges through a set-uid bit), the workspace as
+//! the ceiling of git's discovery, output read no further than a cap, killed on timeout or
+//! stop. (The `bash` tool is a step process of its own, through `crate::process`.)
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,6 +61,7 @@ impl Toolbox {
         if let Some(user) = self.user {
             command.uid(user.uid).gid(user.gid);
         }
+        crate::launch::deny_new_privileges(&mut command);
         command
             .args(args)
             .current_dir(&self.root)
@@ -150,4 +153,50 @@ async fn read_capped(
     let over = bytes.len() > cap;
     bytes.truncate(cap);
     Ok((bytes, over))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// What an `llm` tool's own command sees of itself: `no_new_privs`, also as a root
+    /// runner's step user.
+    #[tokio::test]
+    async fn a_tool_command_has_no_new_privs() {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        let user = root.then_some(crate::step_user::StepUser {
+            uid: 3_999_021,
+            gid: 3_999_021,
+        });
+        let tools = Toolbox::new(
+            dir.path(),
+            &["grep".to_owned()],
+            BTreeMap::new(),
+            Vec::new(),
+            CancellationToken::new(),
+        )
+        .unwrap()
+        .with_user(user);
+        let status = "grep -E '^(NoNewPrivs|Uid):' /proc/self/status";
+        let done = tools
+            .command("/bin/bash", &["-c", status], Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(
+            done.stdout.contains("NoNewPrivs:\t1"),
+            "{}{}",
+            done.stdout,
+            done.stderr
+        );
+        if root {
+            assert!(done.stdout.contains("Uid:\t3999021"), "{}", done.stdout);
+        }
+    }
 }

@@ -32,9 +32,14 @@
 //!   of its own that lives as long as it does (`PR_SET_PDEATHSIG` follows the thread).
 //!   Every wait for it is bounded: a zygote that stops answering is killed and replaced.
 //! - Under a root runner the child does what `launch` does for a fresh step,
-//!   in the same order: joins the cgroup as root, then a private `/proc` (where the kernel
-//!   allows a mount namespace), no supplementary groups, the attempt's gid and uid; a
-//!   failure there fails the fork, and the step then takes the fresh path.
+//!   in the same order: joins the cgroup as root, then its own mount and IPC namespaces
+//!   (where the host allows them) with a private `/proc` and the step's own `/tmp`,
+//!   `/var/tmp`, `/dev/shm`, ... (the [`Rooms`] the runner computed, sent in the job), no
+//!   supplementary groups, the attempt's gid and uid, then the working directory; a
+//!   failure there fails the fork, and the step then takes the fresh path. A host that
+//!   refused the namespaces is reported with the start (`P <pid> shared <bits>`) and said
+//!   once, as for a fresh step. Every child, root runner or not, sets `no_new_privs`
+//!   before user code.
 //! - The zygote never holds a step's script, environment or secrets: the runner writes
 //!   the job into a pipe whose read end only the forked child reads, so a later step forked
 //!   from the same zygote cannot find an earlier step's secrets in its own memory.
@@ -86,6 +91,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE};
 use crate::containment::{self, StepCgroup};
 use crate::launch::pipe;
+use crate::launch::rooms::{self, Rooms};
 use crate::protocol::Stream;
 use crate::reaper;
 
@@ -349,6 +355,7 @@ async fn run_in(
         "env": env,
         "cgroup_procs": cgroup.as_ref().map(|c| c.procs_path().to_string_lossy().into_owned()),
         "user": spec.user.map(|u| serde_json::json!({"uid": u.uid, "gid": u.gid})),
+        "rooms": spec.user.map(|_| Rooms::for_step(&spec.cwd).to_json()),
     })
     .to_string();
     if job.len() > MAX_JOB_BYTES {
@@ -364,6 +371,7 @@ async fn run_in(
     let (go_r, go_w) = pipe().ok()?;
     let control = zygote.control.clone();
     let cgroup_path = cgroup.as_ref().map(|c| c.path().to_owned());
+    let confined = spec.user.is_some();
     let sent = tokio::task::spawn_blocking(move || -> io::Result<Started> {
         let mut job_w = std::fs::File::from(job_w);
         std::io::Write::write_all(&mut job_w, job.as_bytes())?;
@@ -383,13 +391,17 @@ async fn run_in(
         let answer = recv(&control);
         control.set_read_timeout(None)?;
         let answer = answer?;
-        let pid: i32 = match answer.strip_prefix("P ") {
-            Some(pid) => pid
-                .trim()
-                .parse()
-                .map_err(|_| io::Error::other(format!("bad answer {answer:?}")))?,
+        let (pid, shared) = match answer.strip_prefix("P ") {
+            Some(started) => parse_started(started)
+                .ok_or_else(|| io::Error::other(format!("bad answer {answer:?}")))?,
             None => return Err(io::Error::other(answer)),
         };
+        if confined {
+            match shared {
+                0 => rooms::note_private(),
+                bits => rooms::note_shared(bits),
+            }
+        }
         // Asked while the child waits for `go`, so it cannot have ended yet: one that ran
         // and exited before we looked would seem to have joined no cgroup (and have no
         // start time), and its end would take the slow whole-host sweep.
@@ -558,6 +570,19 @@ async fn supervise(
         })?),
     };
     Ok(ProcessResult { ending, duration })
+}
+
+/// The pid and what stayed shared in the zygote's `P` answer: `<pid>` or
+/// `<pid> shared <bits>`.
+fn parse_started(started: &str) -> Option<(i32, i32)> {
+    let mut words = started.split_whitespace();
+    let pid = words.next()?.parse().ok()?;
+    let shared = match (words.next(), words.next()) {
+        (None, _) => 0,
+        (Some("shared"), Some(bits)) => bits.parse().ok()?,
+        _ => return None,
+    };
+    words.next().is_none().then_some((pid, shared))
 }
 
 /// The read end of a step's stdout or stderr pipe, read as the runtime's own I/O (a

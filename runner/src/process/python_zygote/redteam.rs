@@ -1017,3 +1017,92 @@ async fn parity_keyboard_interrupt_with_a_workspace_signal_module() {
     let (f, w) = both("raise KeyboardInterrupt", &ws, &[]).await;
     assert_eq!(without_mark(w), without_mark(f));
 }
+
+// ---------------------------------------------------------------------------------------
+// (5) A step is a closed room (issue 30): no_new_privs, its own places and IPC.
+// ---------------------------------------------------------------------------------------
+
+/// Every warm child has `no_new_privs`, as the runner's user and as a step user.
+#[tokio::test]
+async fn a_warm_step_has_no_new_privs() {
+    let _serial = SERIAL.lock().await;
+    for user in users() {
+        let ws = Ws::new(user);
+        let script = py(r#"
+            print([l.split()[1] for l in open('/proc/self/status') if l.startswith('NoNewPrivs:')])
+        "#);
+        let seen = warm(spec(&marked(&script), &ws, user)).await;
+        assert_warm(&seen);
+        assert_eq!(seen.out[1..], ["['1']".to_string()], "{user:?}: {seen:?}");
+    }
+}
+
+/// The harvest of issue 30, through the zygote: a warm step of uid U leaves a set-uid
+/// `bash`, files in every shared place and a SysV segment; the next warm step of the same
+/// uid finds none of them, nor does the host. A set-uid `bash` of another user placed in
+/// the workspace runs as U.
+#[tokio::test]
+async fn a_later_warm_step_of_the_same_uid_finds_nothing_an_earlier_one_left() {
+    let _serial = SERIAL.lock().await;
+    if !is_root() {
+        return;
+    }
+    let user = StepUser {
+        uid: 3_999_041,
+        gid: 3_999_041,
+    };
+    let ws = Ws::new(Some(user));
+    let planted = ws.path().join("suid-bash");
+    std::fs::copy("/bin/bash", &planted).unwrap();
+    std::os::unix::fs::chown(&planted, Some(3_999_042), Some(3_999_042)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let tag = format!("plue-warm-harvest-{}", std::process::id());
+    let plant = py(&format!(
+        r#"
+        import ctypes, os, shutil, subprocess
+        shutil.copy('/bin/bash', '/tmp/{tag}-bash')
+        os.chmod('/tmp/{tag}-bash', 0o4755)
+        for place in ('/tmp', '/var/tmp', '/dev/shm', '/run/lock'):
+            if os.path.isdir(place):
+                open(os.path.join(place, '{tag}'), 'w').write('planted')
+        libc = ctypes.CDLL(None, use_errno=True)
+        print('segment', libc.shmget(0, 4096, 0o1666) >= 0)
+        print(subprocess.run(['./suid-bash', '-p', '-c', 'id -u'], capture_output=True, text=True).stdout.strip())
+    "#
+    ));
+    let seen = warm(spec(&marked(&plant), &ws, Some(user))).await;
+    assert_warm(&seen);
+    assert_eq!(
+        seen.out[1..],
+        ["segment True".to_string(), "3999041".to_string()],
+        "{seen:?}"
+    );
+    let look = py(&format!(
+        r#"
+        import os
+        found = []
+        for place in ('/tmp', '/var/tmp', '/dev/shm', '/run/lock'):
+            if os.path.isdir(place):
+                found += [os.path.join(place, n) for n in os.listdir(place) if '{tag}' in n]
+        found += open('/proc/sysvipc/shm').read().splitlines()[1:]
+        print(found)
+    "#
+    ));
+    let seen = warm(spec(&marked(&look), &ws, Some(user))).await;
+    assert_warm(&seen);
+    assert_eq!(seen.out[1..], ["[]".to_string()], "{seen:?}");
+    for place in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] {
+        for name in [tag.clone(), format!("{tag}-bash")] {
+            let path = Path::new(place).join(name);
+            assert!(!path.exists(), "{} is on the host", path.display());
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    assert!(
+        !host
+            .lines()
+            .any(|l| l.split_whitespace().nth(7) == Some("3999041")),
+        "{host}"
+    );
+}

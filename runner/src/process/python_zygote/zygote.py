@@ -12,12 +12,14 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # child forked ahead of it (a spare, armed at once and then waiting with nothing of any
 # step on a socket of its own; the next one is forked while the step runs), which
 # receives the descriptors, reads the job itself, sets itself up exactly like the fresh
-# `python3 -u -c SCRIPT` the runner would spawn (own session, the step's cgroup,
-# directory, under a root runner a private /proc and the attempt's user, descriptors,
-# environment, `__main__`, argv, modules), says `OK`, and runs the script only once the
+# `python3 -u -c SCRIPT` the runner would spawn (own session, the step's cgroup, under a
+# root runner its own mount and IPC namespaces with a private /proc, /tmp, /var/tmp,
+# /dev/shm, ... and the attempt's user, directory, descriptors, environment,
+# `no_new_privs`, `__main__`, argv, modules), says `OK` (`OK shared <bits>` when the host
+# refused it the namespaces), and runs the script only once the
 # runner writes `G` into `go` (it closes `go` unwritten when it gave up on the start). The
-# zygote answers `P <pid>` once the child is set up (or `E <why>`), then `S <wait status>`
-# when it ends.
+# zygote answers `P <pid>` (`P <pid> shared <bits>`) once the child is set up (or
+# `E <why>`), then `S <wait status>` when it ends.
 import builtins as _builtins
 
 # What each module imported, in order, while the zygote imported its own modules (below):
@@ -111,9 +113,16 @@ _PR_SET_PDEATHSIG = 1
 # How long a child may take to set itself up once it has its request (the runner gives
 # up, and replaces the zygote, after 10 s).
 _SETUP_TIMEOUT = 5.0
-_CLONE_NEWNS = 0x00020000
+_PR_SET_NO_NEW_PRIVS = 38
+_CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+_MS_REMOUNT, _MS_BIND = 32, 4096
+# What a child reports it could not make private (launch/rooms.rs's bits).
+_SHARED_MOUNTS, _SHARED_IPC = 1, 2
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.unshare.argtypes = [ctypes.c_int]
 _CONTROL = 3
 _MAX_JOB = 4 << 20
 
@@ -334,19 +343,65 @@ def _read_job(fd):
     return json.loads(b"".join(chunks))
 
 
-def _confine(user):
-    """As the runner's `launch` does for a fresh step: a private /proc where the kernel
-    allows a mount namespace, then the attempt's gid, no supplementary groups, its uid."""
-    if _libc.unshare(_CLONE_NEWNS) == 0:
-        if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0:
-            # Best effort: an old kernel without `hidepid=invisible` keeps /proc.
-            _libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                        b"hidepid=invisible")
+def _confine(user, rooms):
+    """As the runner's `launch` does for a fresh step: its own mount and IPC namespaces
+    where the host allows them, there a private /proc and the step's own shared places
+    (`_make_rooms`), then the attempt's gid, no supplementary groups, its uid. Returns what
+    stayed the host's (`_SHARED_*` bits)."""
+    shared = 0
+    unshared = _libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC) == 0
+    if not unshared:
+        shared |= _SHARED_IPC
+        unshared = _libc.unshare(_CLONE_NEWNS) == 0
+    # Nothing is mounted unless it cannot propagate back to the host.
+    if unshared and _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0:
+        # Best effort: an old kernel without `hidepid=invisible` keeps /proc.
+        _libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                    b"hidepid=invisible")
+        _make_rooms(rooms)
+    else:
+        shared |= _SHARED_MOUNTS
     os.setgroups([])
     os.setgid(user["gid"])
     os.setuid(user["uid"])
     if os.getuid() != user["uid"] or os.getgid() != user["gid"]:
         raise OSError("could not become the attempt's user")
+    return shared
+
+
+def _mount(source, target, fstype, flags, data):
+    if _libc.mount(source, target, fstype, flags, data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, "mounting the step's %s: %s"
+                      % (os.fsdecode(target), os.strerror(errno)))
+
+
+def _bind_nosuid(source, target, flags):
+    _mount(source, target, None, _MS_BIND | _MS_REC, None)
+    _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV | flags, None)
+
+
+def _make_rooms(rooms):
+    """launch/child.rs's `make_rooms`: a fresh tmpfs on each shared place the runner named,
+    and the directory it keeps bound back where it was, `nosuid,nodev`."""
+    keep = rooms["keep"]
+    tmpfs = rooms["tmpfs"].encode()
+    for index, place in enumerate(rooms["places"]):
+        here = keep is not None and keep["inside"] == index
+        # Opened before the tmpfs hides it, never through a link.
+        fd = (os.open(keep["path"], os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+              if here else -1)
+        try:
+            _mount(b"tmpfs", os.fsencode(place), b"tmpfs", _MS_NOSUID | _MS_NODEV, tmpfs)
+            if here:
+                os.mkdir(keep["path"], 0o755)
+                _bind_nosuid(b"/proc/self/fd/%d" % fd, os.fsencode(keep["path"]), keep["flags"])
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    if keep is not None and keep["inside"] is None:
+        path = os.fsencode(keep["path"])
+        _bind_nosuid(path, path, keep["flags"])
 
 
 def _child_setup(fds, ready_w, joined):
@@ -366,9 +421,11 @@ def _child_setup(fds, ready_w, joined):
                 f.write("0")
         except OSError:
             pass
-    os.chdir(job["cwd"])
+    shared = 0
     if job.get("user") is not None:
-        _confine(job["user"])
+        shared = _confine(job["user"], job["rooms"])
+    # After the mounts (the bound work directory, not the one it hides), as the step's user.
+    os.chdir(job["cwd"])
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fds[0], 1)
@@ -391,7 +448,9 @@ def _child_setup(fds, ready_w, joined):
     _tzset()
     # A fresh interpreter has no parent-death signal (the spare's is for its wait only).
     _prctl(_PR_SET_PDEATHSIG, 0)
-    return job
+    # As every step process: nothing it executes gains privileges (a set-uid file).
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    return job, shared
 
 
 def _await_request(link):
@@ -498,9 +557,9 @@ def _fork_spare(control, cgroup_fd=None):
             fds = _await_request(theirs)
             if len(fds) != 4:
                 raise ValueError("bad request: %d descriptors" % len(fds))
-            job = _child_setup(fds, ready_w, joined)
+            job, shared = _child_setup(fds, ready_w, joined)
             # Said explicitly: a child that dies on the way says nothing, which is no start.
-            os.write(ready_w, b"OK")
+            os.write(ready_w, b"OK shared %d" % shared if shared else b"OK")
             os.close(ready_w)
             # No user code before the runner accepted the start (it closes `go` unwritten
             # when it gave up): a step never runs twice, or unwatched.
@@ -634,10 +693,10 @@ def _serve():
             continue
         said = _setup_answer(pid, ready_r)
         os.close(ready_r)
-        if said != b"OK":
+        if said != b"OK" and not said.startswith(b"OK shared "):
             control.send(b"E child set-up failed: " + (said or b"it ended"))
             continue
-        control.send(b"P %d" % pid)
+        control.send(b"P %d" % pid + said[2:])
         # The next request's child, forked while this step runs; it joins the next step's
         # cgroup while it waits.
         spare = _fork_spare(control, cgroup_fd)
