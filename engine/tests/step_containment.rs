@@ -2,6 +2,10 @@
 //! `sleep 30`s that escape in every way a process can — a double fork into a new session,
 //! a new process group (`set -m`, `setsid -f`), a cleared environment, `nohup` — records
 //! their pids, and succeeds. The moment `plue run` has returned, none of them may run.
+//!
+//! A step is a closed room (issue 30): what one step leaves in the host's shared places
+//! (a set-uid `bash` in `/tmp`, files in `/var/tmp` and `/dev/shm`, a SysV segment) is
+//! found by no later step and is not on the host; every step process has `no_new_privs`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -50,6 +54,9 @@ fn setsid_new_group_cleared_env_and_nohup_escapes_die_with_their_step() {
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .env_remove("PLUE_DATA_DIR")
+        // The runner's work directory (and so the one entry of /tmp a root runner's step
+        // still sees: the rest of its /tmp is its own) holds the drop box.
+        .env("TMPDIR", dir.path())
         .args(["run", "w.plue.py", "--runners", "1"])
         .output()
         .expect("plue runs");
@@ -77,6 +84,104 @@ fn setsid_new_group_cleared_env_and_nohup_escapes_die_with_their_step() {
     assert!(alive.is_empty(), "escapees outlived their step: {alive:?}");
     let cgroup = std::fs::read_to_string(drop.join("pids.cgroup")).unwrap_or_default();
     eprintln!("the step ran in cgroup {}", cgroup.trim());
+}
+
+/// The first step plants in every shared place; the later ones (a `bash` and a warm
+/// `python` step, on the same single runner, so often the same uid) report what they find
+/// there, and their own `no_new_privs`.
+const HARVEST: &str = r#"
+def workflow():
+    plant = Step.bash("plant", """
+        set -e
+        cp /bin/bash "/tmp/$HARVEST_TAG-bash"; chmod 4755 "/tmp/$HARVEST_TAG-bash"
+        for place in /tmp /var/tmp /dev/shm /run/lock; do
+            if [ -d "$place" ]; then echo planted > "$place/$HARVEST_TAG"; fi
+        done
+        ipcmk -M 4096 -p 0666 >/dev/null
+        echo "planted"
+    """)
+    look = Step.bash("look", """
+        n=$(for place in /tmp /var/tmp /dev/shm /run/lock; do
+            ls -a "$place" 2>/dev/null
+        done | grep -cF "$HARVEST_TAG" || true)
+        echo "bash found $n files, $(tail -n +2 /proc/sysvipc/shm | wc -l) segments"
+        grep '^NoNewPrivs:' /proc/self/status | tr -s '[:blank:]' ' ' | sed 's/^/bash /'
+    """, depends_on=["plant"])
+    py = Step.python("look-py", "\n".join([
+        "import os",
+        "tag = os.environ['HARVEST_TAG']",
+        "found = [n for p in ('/tmp', '/var/tmp', '/dev/shm', '/run/lock') if os.path.isdir(p) for n in os.listdir(p) if tag in n]",
+        "segments = open('/proc/sysvipc/shm').read().splitlines()[1:]",
+        "print('python found %d files, %d segments' % (len(found), len(segments)))",
+        "print('python ' + [l for l in open('/proc/self/status') if l.startswith('NoNewPrivs:')][0].replace(chr(9), ' ').strip())",
+    ]), depends_on=["look"])
+    return Plan(name="harvest", triggers=[Trigger.manual()], steps=[plant, look, py])
+"#;
+
+/// The harvest of issue 30, end to end: nothing a step left in `/tmp`, `/var/tmp`,
+/// `/dev/shm`, `/run/lock` or SysV IPC reaches a later step or stays on the host.
+#[test]
+fn a_step_finds_nothing_an_earlier_step_left_in_shared_places() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), HARVEST).unwrap();
+    let tag = format!("plue-e2e-harvest-{}", std::process::id());
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env("HARVEST_TAG", &tag)
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .output()
+        .expect("plue runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let on_host: Vec<String> = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
+        .iter()
+        .flat_map(|place| [format!("{place}/{tag}"), format!("{place}/{tag}-bash")])
+        .filter(|path| std::path::Path::new(path).exists())
+        .collect();
+    for path in &on_host {
+        let _ = std::fs::remove_file(path);
+    }
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("planted"), "{stdout}");
+    for line in ["NoNewPrivs: 1", "found 0 files"] {
+        for step in ["bash", "python"] {
+            assert!(
+                stdout.contains(&format!("{step} {line}")),
+                "{step} {line}: {stdout}"
+            );
+        }
+    }
+    if nix::unistd::geteuid().is_root() {
+        // Only a root runner gives steps their own places and IPC.
+        assert!(on_host.is_empty(), "left on the host: {on_host:?}");
+        for step in ["bash", "python"] {
+            assert!(
+                stdout.contains(&format!("{step} found 0 files, 0 segments")),
+                "{stdout}"
+            );
+        }
+        let host = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+        let of_steps: Vec<&str> = host
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                line.split_whitespace()
+                    .nth(7)
+                    .and_then(|uid| uid.parse::<u32>().ok())
+                    .is_some_and(|uid| (3_000_000..=3_065_535).contains(&uid))
+            })
+            .collect();
+        assert!(
+            of_steps.is_empty(),
+            "step segments on the host: {of_steps:?}"
+        );
+    }
 }
 
 /// Whether `pid` is a live (not zombie) `sleep 30`.
