@@ -132,13 +132,19 @@ impl OverQuota {
         let (quota, holder) = self
             .scope
             .describe(if self.files { "file" } else { "storage" });
+        let at_least = if self.partial { "at least " } else { "" };
+        let adds = if self.used == 0 {
+            format!("this upload adds {at_least}{}", count(self.adding))
+        } else {
+            format!(
+                "{holder} keeps {} and this upload adds {at_least}{}, {} in all",
+                count(self.used),
+                count(self.adding),
+                count(total)
+            )
+        };
         format!(
-            "{quota}: {holder} keeps {} and this upload adds {}{}, {} in all, past the quota \
-             of {} (plue serve {})",
-            count(self.used),
-            if self.partial { "at least " } else { "" },
-            count(self.adding),
-            count(total),
+            "{quota}: {adds}, past the quota of {} (plue serve {})",
             count(self.limit),
             self.flag()
         )
