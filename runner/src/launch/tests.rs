@@ -484,3 +484,81 @@ fn a_confined_step_s_places_are_private_nosuid_tmpfs() {
         .unwrap_or_else(|| panic!("the working directory is not bound: {stdout}"));
     assert!(kept.contains("nosuid") && kept.contains("nodev"), "{kept}");
 }
+
+/// A host that refuses the namespaces (a container without `CAP_SYS_ADMIN`; here the
+/// capability dropped from the launching thread's effective set): the step still runs as
+/// its user with `no_new_privs`, on the host's places, and the runner records it (so step
+/// users are swept) instead of failing.
+#[test]
+fn a_host_refusing_namespaces_runs_the_step_as_before_and_says_so() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = open_dir();
+    let user = StepUser {
+        uid: 3_999_016,
+        gid: 3_999_016,
+    };
+    let path = dir.path().to_owned();
+    // Capabilities are per thread: only this one loses CAP_SYS_ADMIN.
+    let (stdout, stderr, exit) = std::thread::spawn(move || {
+        drop_effective_capability(21); // CAP_SYS_ADMIN
+        let script = format!(
+            "{NO_NEW_PRIVS}\necho uid=$(id -u)\n[ -e /proc/1/status ] && echo sees-pid-1; true"
+        );
+        run_as(
+            &script,
+            &[],
+            &[("PATH", "/usr/bin:/bin")],
+            &path,
+            Some(user),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(exit, Exit::Code(0), "{stderr}");
+    assert!(stdout.contains("nnp=1"), "{stdout}");
+    assert!(stdout.contains("uid=3999016"), "{stdout}");
+    assert!(
+        stdout.contains("sees-pid-1"),
+        "the host's /proc, as before: {stdout}"
+    );
+    assert!(
+        rooms::maybe_shared(),
+        "the runner knows its steps share the host's places"
+    );
+}
+
+/// Clears `capability` from this thread's effective set (it stays permitted).
+fn drop_effective_capability(capability: u32) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset on valid, correctly sized structures, for this thread only.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[(capability / 32) as usize].effective &= !(1 << (capability % 32));
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
