@@ -269,6 +269,7 @@ impl EvaluatorPool {
             )));
         };
         let path_owned = path.to_string();
+        let source = source.to_string();
         let limits = limits.clone();
         let checked = off_runtime(permit, VALIDATION_TIMEOUT + VALIDATION_GRACE, move || {
             let mut budget = Budget::within(VALIDATION_TIMEOUT);
@@ -283,7 +284,15 @@ impl EvaluatorPool {
                     plan,
                     source_map,
                     output,
-                } => finish_plan(&path_owned, plan, source_map, output, &limits, &mut budget),
+                } => finish_plan(
+                    &path_owned,
+                    &source,
+                    plan,
+                    source_map,
+                    output,
+                    &limits,
+                    &mut budget,
+                ),
                 Frame::Failed { diagnostic } => Err(invalid(
                     Diagnostic {
                         path: path_owned.clone(),
@@ -341,6 +350,7 @@ fn invalid(diagnostic: Diagnostic) -> EvalError {
 /// Validates a worker's plan in the parent and computes its hash.
 fn finish_plan(
     path: &str,
+    source: &str,
     plan: Plan,
     source_map: SourceMap,
     output: String,
@@ -355,7 +365,11 @@ fn finish_plan(
             "the evaluator worker returned an inconsistent plan",
         )));
     }
-    let problems = validate_within(&plan, &source_map, limits, path, budget);
+    let mut problems = validate_within(&plan, &source_map, limits, path, budget);
+    if problems.is_empty() {
+        // Only the file may write a `{{ raw }}` reference, never ctx text (template::written).
+        problems = crate::template::unwritten_raw(&plan, &source_map, path, source);
+    }
     if !problems.is_empty() {
         return Err(EvalError::Invalid(
             problems.into_iter().map(Diagnostic::cleaned).collect(),

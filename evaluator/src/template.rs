@@ -26,11 +26,13 @@
 pub mod bash;
 mod check;
 pub mod python;
+mod written;
 
 use std::fmt;
 
 pub(crate) use check::sites;
 pub use check::{check, RAW_TOO};
+pub use written::{unwritten_raw, written_raw};
 
 /// The largest text one template may render to; more is an error, not a truncation.
 pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;

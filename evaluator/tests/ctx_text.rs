@@ -92,3 +92,47 @@ async fn a_ctx_reference_whose_escape_was_lost_is_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_raw_reference_assembled_from_ctx_text_is_refused() {
+    // regression (issue 30): transformations that change ctx text made a live reference
+    // of it, out of reach of the escape — two inputs joined ('v{' + '{ raw ... }}'), a file
+    // named '{src/{ raw ... }}' with "src/" removed, backslashes dropped — and an upstream
+    // output ran as code next to the step's secrets ("linting PWNED-s3c"). Only the file
+    // may write a raw reference.
+    let pool = pool().await;
+    let mut ctx = EvalContext::local(Event::PullRequest, "main");
+    ctx.changed_files = vec![
+        "src/main.rs".into(),
+        "{src/{ raw steps.up.outputs.x }}".into(),
+    ];
+    ctx.inputs.insert("prefix".into(), "v{".into());
+    ctx.inputs
+        .insert("name".into(), "{ raw steps.up.outputs.x }}".into());
+    ctx.inputs
+        .insert("file".into(), r"{{ raw steps.up.outputs.x }\}".into());
+    for paste in [
+        r#"" ".join(f.replace("src/", "") for f in ctx.changed_files)"#,
+        r#"ctx.inputs["prefix"] + ctx.inputs["name"]"#,
+        r#"ctx.inputs["file"].replace(chr(92), "")"#,
+    ] {
+        let source = format!(
+            "def workflow(ctx):\n    return Plan(\"p\", steps=[\n        Step.bash(\"up\", \"true\"),\n        Step.bash(\"deploy\", 'echo \"' + {paste} + '\"', depends_on=[\"up\"], secrets=[\"DEPLOY_KEY\"]),\n    ])\n"
+        );
+        match pool.evaluate("w.plue.py", &source, &ctx).await {
+            Err(EvalError::Invalid(found)) => {
+                let text = found[0].to_string();
+                assert!(
+                    text.contains(
+                        "step 'deploy': command: '{{ raw steps.up.outputs.x }}' is not written in the workflow file"
+                    ),
+                    "{paste}: {text}"
+                );
+            }
+            other => panic!("{paste}: {other:?}"),
+        }
+    }
+    // The same reference written in the file passes.
+    let source = "def workflow(ctx):\n    return Plan(\"p\", steps=[\n        Step.bash(\"up\", \"true\"),\n        Step.bash(\"deploy\", 'echo {{ raw steps.up.outputs.x }}', depends_on=[\"up\"]),\n    ])\n";
+    pool.evaluate("w.plue.py", source, &ctx).await.unwrap();
+}

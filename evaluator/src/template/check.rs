@@ -12,6 +12,7 @@
 //! step, computed only when a plan has references). At most [`MAX_DIAGNOSTICS`] problems.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use serde_json::Value;
 
@@ -32,90 +33,147 @@ pub(crate) enum Language {
     Text,
 }
 
-/// One template of a plan: whose it is, what it is, its text.
-pub(crate) struct Site<'a> {
+/// One template of a plan: whose it is, where it sits, its text.
+pub(crate) struct Site<'a, 'p> {
     /// The step index, or `None` for the plan's env.
     pub(crate) step: Option<usize>,
-    /// `command`, `script`, `env NAME`, `prompt`, `inputs.a[1]`.
-    pub(crate) what: String,
+    pub(crate) what: What<'a, 'p>,
     pub(crate) text: &'a str,
     pub(crate) language: Language,
 }
 
-/// Every template site of `plan`, in plan order.
-pub(crate) fn sites(plan: &Plan) -> Vec<Site<'_>> {
-    let mut all = Vec::new();
-    for (name, value) in &plan.env {
-        all.push(Site {
-            step: None,
-            what: format!("env {name}"),
-            text: value,
-            language: Language::Text,
-        });
-    }
-    for (index, step) in plan.steps.iter().enumerate() {
-        all.extend(step_sites(index, &step.action, &step.env));
-    }
-    all
+/// Where a template sits in its step (or the plan): `command`, `script`, `prompt`,
+/// `env NAME`, `inputs.a[1].b`. Kept as borrowed parts and rendered only for a message: a
+/// string deep in an llm input would otherwise cost its whole path in memory, and a plan
+/// can hold hundreds of thousands of strings under long keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum What<'a, 'p> {
+    Command,
+    Script,
+    Prompt,
+    Env(&'a str),
+    /// A string in an llm input: the input's name and the keys and indices down to it.
+    Input(&'a str, &'p [Part<'a>]),
 }
 
-/// The template sites of one step: its action's code or prompt and inputs, its env.
+/// One step down into a JSON value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Part<'a> {
+    Index(usize),
+    Key(&'a str),
+}
+
+impl std::fmt::Display for What<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            What::Command => f.write_str("command"),
+            What::Script => f.write_str("script"),
+            What::Prompt => f.write_str("prompt"),
+            What::Env(name) => write!(f, "env {name}"),
+            What::Input(name, path) => {
+                write!(f, "inputs.{name}")?;
+                path.iter().try_for_each(|part| match part {
+                    Part::Index(i) => write!(f, "[{i}]"),
+                    Part::Key(key) => write!(f, ".{key}"),
+                })
+            }
+        }
+    }
+}
+
+/// Calls `visit` for every template site of `plan` that holds `{{` (text without it has
+/// no reference and nothing to check), in plan order, until it breaks. No allocation per
+/// string: the path of an llm input's string is one shared stack.
+pub(crate) fn sites<'a>(
+    plan: &'a Plan,
+    visit: &mut dyn FnMut(&Site<'a, '_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    for (name, value) in &plan.env {
+        if value.contains("{{") {
+            visit(&Site {
+                step: None,
+                what: What::Env(name),
+                text: value,
+                language: Language::Text,
+            })?;
+        }
+    }
+    for (index, step) in plan.steps.iter().enumerate() {
+        step_sites(index, &step.action, &step.env, visit)?;
+    }
+    ControlFlow::Continue(())
+}
+
+/// [`sites`] of one step: its action's code or prompt and inputs, its env.
 pub(crate) fn step_sites<'a>(
     index: usize,
     action: &'a Action,
     env: &'a std::collections::BTreeMap<String, String>,
-) -> Vec<Site<'a>> {
-    let mut all = Vec::new();
-    let mut push = |what: String, text: &'a str, language| {
-        all.push(Site {
-            step: Some(index),
-            what,
-            text,
-            language,
-        })
+    visit: &mut dyn FnMut(&Site<'a, '_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let mut at = |what: What<'a, '_>, text: &'a str, language| {
+        if text.contains("{{") {
+            visit(&Site {
+                step: Some(index),
+                what,
+                text,
+                language,
+            })
+        } else {
+            ControlFlow::Continue(())
+        }
     };
     match action {
-        Action::Bash { command } => push("command".into(), command, Language::Bash),
-        Action::Python { script, .. } => push("script".into(), script, Language::Python),
+        Action::Bash { command } => at(What::Command, command, Language::Bash)?,
+        Action::Python { script, .. } => at(What::Script, script, Language::Python)?,
         Action::Llm(llm) => {
             if let Some(prompt) = &llm.prompt {
-                push("prompt".into(), prompt, Language::Text);
+                at(What::Prompt, prompt, Language::Text)?;
             }
+            let mut path = Vec::new();
             for (name, value) in &llm.inputs {
-                json_strings(&format!("inputs.{name}"), value, &mut |what, text| {
-                    push(what, text, Language::Text)
-                });
+                json_strings(value, &mut path, &mut |path, text| {
+                    at(What::Input(name, path), text, Language::Text)
+                })?;
             }
         }
         // An approval's message is shown as written, never rendered.
         Action::Approval(_) => {}
     }
     for (name, value) in env {
-        push(format!("env {name}"), value, Language::Text);
+        at(What::Env(name), value, Language::Text)?;
     }
-    all
+    ControlFlow::Continue(())
 }
 
-/// Calls `found(path, text)` for every string in `value` (object keys excepted).
-pub(crate) fn json_strings<'a>(
-    what: &str,
+/// Calls `found(path, text)` for every string in `value` (object keys excepted), `path`
+/// being the keys and indices from `value` down to it, until `found` breaks.
+fn json_strings<'a>(
     value: &'a Value,
-    found: &mut dyn FnMut(String, &'a str),
-) {
+    path: &mut Vec<Part<'a>>,
+    found: &mut dyn FnMut(&[Part<'a>], &'a str) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     match value {
-        Value::String(text) => found(what.to_string(), text),
+        Value::String(text) => found(path, text)?,
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                json_strings(&format!("{what}[{i}]"), item, found);
+                path.push(Part::Index(i));
+                let flow = json_strings(item, path, found);
+                path.pop();
+                flow?;
             }
         }
         Value::Object(map) => {
             for (key, item) in map {
-                json_strings(&format!("{what}.{key}"), item, found);
+                path.push(Part::Key(key));
+                let flow = json_strings(item, path, found);
+                path.pop();
+                flow?;
             }
         }
         _ => {}
     }
+    ControlFlow::Continue(())
 }
 
 /// Every template problem of `plan`, each at its step (or the plan, for plan env); at most
@@ -132,16 +190,12 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str, budget: &mut Budget) -> V
     let mut ancestors: Option<Vec<Option<Bits>>> = None;
     let loops = Loops::of(plan);
     let mut found = Vec::new();
-    for site in sites(plan) {
+    let _ = sites(plan, &mut |site| {
         if budget.expired() {
-            break;
+            return ControlFlow::Break(());
         }
-        if !site.text.contains("{{") {
-            continue;
-        }
-        let Some(message) = site_problem(plan, &index, &mut ancestors, &loops, &site, budget)
-        else {
-            continue;
+        let Some(message) = site_problem(plan, &index, &mut ancestors, &loops, site, budget) else {
+            return ControlFlow::Continue(());
         };
         if found.len() == MAX_DIAGNOSTICS {
             found.push(Diagnostic::at(
@@ -151,7 +205,7 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str, budget: &mut Budget) -> V
                     "... and more template problems (only the first {MAX_DIAGNOSTICS} are shown)"
                 ),
             ));
-            break;
+            return ControlFlow::Break(());
         }
         let (at, owner) = match site.step {
             Some(i) => (map.step(i), format!("step '{}'", echo(&plan.steps[i].id))),
@@ -162,7 +216,8 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str, budget: &mut Budget) -> V
             at,
             format!("{owner}: {}: {message}", site.what),
         ));
-    }
+        ControlFlow::Continue(())
+    });
     found
 }
 
@@ -172,7 +227,7 @@ fn site_problem(
     index: &HashMap<&str, usize>,
     ancestors: &mut Option<Vec<Option<Bits>>>,
     loops: &Loops,
-    site: &Site<'_>,
+    site: &Site<'_, '_>,
     budget: &mut Budget,
 ) -> Option<String> {
     let template = match Template::parse(site.text) {

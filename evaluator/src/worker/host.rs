@@ -818,31 +818,32 @@ fn refuse_ctx_references(plan: &Plan) -> PyResult<()> {
         if known.is_empty() {
             return Ok(());
         }
-        for site in crate::template::sites(plan) {
-            if !site.text.contains("{{") {
-                continue;
-            }
+        let mut refused = None;
+        let _ = crate::template::sites(plan, &mut |site| {
             // A template that does not parse is reported by validation.
             let Ok(template) = crate::template::Template::parse(site.text) else {
-                continue;
+                return std::ops::ControlFlow::Continue(());
             };
-            for source in &template.sources {
-                let written = &site.text[source.clone()];
-                if !known.contains(written) {
-                    continue;
-                }
-                let owner = match site.step {
-                    Some(i) => format!("step '{}'", crate::template::echo(&plan.steps[i].id)),
-                    None => "the plan".into(),
-                };
-                return Err(PyValueError::new_err(format!(
-                    "Plan(): {owner}: {}: '{}' is text from ctx (a branch, file name or input), which never becomes a reference, but its escape was lost on the way (repr() and json.dumps() double the backslash of '\\{{{{', a replace() may drop it); paste ctx text as it is or with shlex.quote()",
-                    site.what,
-                    crate::template::echo(written)
-                )));
-            }
-        }
-        Ok(())
+            let Some(written) = template
+                .sources
+                .iter()
+                .map(|source| &site.text[source.clone()])
+                .find(|written| known.contains(*written))
+            else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            let owner = match site.step {
+                Some(i) => format!("step '{}'", crate::template::echo(&plan.steps[i].id)),
+                None => "the plan".into(),
+            };
+            refused = Some(format!(
+                "Plan(): {owner}: {}: '{}' is text from ctx (a branch, file name or input), which never becomes a reference, but its escape was lost on the way (repr() and json.dumps() double the backslash of '\\{{{{', a replace() may drop it); paste ctx text as it is or with shlex.quote()",
+                site.what,
+                crate::template::echo(written)
+            ));
+            std::ops::ControlFlow::Break(())
+        });
+        refused.map_or(Ok(()), |message| Err(PyValueError::new_err(message)))
     })
 }
 
