@@ -8,8 +8,8 @@
 //! - the store's quota check racing itself, its listing queries and the upgrade of blobs
 //!   stored before the quotas, on both backends (PostgreSQL on a throw-away server, see
 //!   `testkit`);
-//! - through the real `plue` binary: a step keeping a sparse 30 MiB file fails past a small
-//!   quota, with the quota in its reason.
+//! - through the real `plue` binary: a step keeping a sparse 30 MiB file, and one keeping
+//!   30,000 files, fail past small quotas with the quota in their reason, keeping nothing.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -638,11 +638,20 @@ const SPARSE: &str = r#"def workflow():
     ])
 "#;
 
+/// 30,000 empty files: refused once the engine has listed 1,001 of them, while the runner
+/// still has most of its 15 MiB tar to send.
+const MANY: &str = r#"def workflow():
+    return Plan(name='many', triggers=[Trigger.manual()], steps=[
+        Step.bash('keep', 'mkdir many && cd many && seq 30000 | xargs touch', artifacts=['many/*']),
+    ])
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_keeping_a_sparse_file_past_the_quota_fails_with_the_quota() {
+async fn steps_keeping_a_sparse_file_or_many_files_past_the_quotas_fail_with_the_quota() {
     let _serial = support::serial().await;
     let sandbox = support::Sandbox::new("quota-sparse");
     sandbox.write("ws/sparse.plue.py", SPARSE);
+    sandbox.write("ws/many.plue.py", MANY);
     let ws = sandbox.path("ws");
     let data = sandbox.path("data");
     let http = support::client();
@@ -659,6 +668,8 @@ async fn a_step_keeping_a_sparse_file_past_the_quota_fails_with_the_quota() {
                 "200",
                 "--quota-run-bytes",
                 "8388608",
+                "--quota-run-files",
+                "1000",
             ],
         )
         .await;
@@ -679,6 +690,21 @@ async fn a_step_keeping_a_sparse_file_past_the_quota_fails_with_the_quota() {
         Vec::<PathBuf>::new(),
         "nothing of it is kept"
     );
+
+    let run_id = support::start_run(&http, url, &ws.join("many.plue.py"), &ws).await;
+    let run = support::wait_final(&http, url, run_id, Duration::from_secs(120)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let reason = support::step(&run, "keep")["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("the run's file quota") && reason.contains("past the quota of 1000 files"),
+        "{reason}\n{}",
+        sandbox.diagnostics()
+    );
+    assert_eq!(files_below(&data.join("artifacts")), Vec::<PathBuf>::new());
+    let listed = support::get_json(&http, &format!("{url}/api/runs/{run_id}/artifacts")).await;
+    assert_eq!(listed, json!([]), "no rows");
 }
 
 /// Rows of a blob with three files, written as a store before migration 13 did.
