@@ -341,6 +341,61 @@ async fn a_run_of_a_fork_has_the_smaller_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_share_part_of_the_repository_quota_and_the_repository_has_its_own() {
+    let run = Quota {
+        bytes: 8 << 20,
+        files: 100,
+    };
+    let h = harness(Quotas {
+        run,
+        fork_run: run,
+        repository: Quota {
+            bytes: 5 << 20,
+            files: 100,
+        },
+        repository_forks: Quota {
+            bytes: 3 << 20,
+            files: 100,
+        },
+    })
+    .await;
+    let repo_id = h.repository().await;
+    let two = vec![2u8; 2 << 20];
+    let tar = tar_of(&[("two.bin", &two[..])]);
+    let mut answers = Vec::new();
+    for (name, secrets_allowed) in [
+        ("fork-a", false),
+        ("fork-b", false),
+        ("own-c", true),
+        ("own-d", true),
+    ] {
+        h.start_run(
+            vec![bash("build")],
+            Some(RunRepo {
+                repo_id,
+                secrets_allowed,
+            }),
+        )
+        .await;
+        let (token, attempt) = h.holder(name).await;
+        answers.push(h.put(&token, attempt, tar.clone()).await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [200, 413, 200, 413], "{answers:?}");
+    assert!(
+        answers[1].1.contains("--quota-repo-fork-bytes"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[3].1.contains("the repository's storage quota")
+            && answers[3].1.contains("--quota-repo-bytes"),
+        "{answers:?}"
+    );
+    assert_eq!(h.objects().len(), 2);
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_frees_quota() {
     let h = harness(run_quota(1 << 30, 100)).await;
     let run_id = h.start_run(vec![bash("first"), bash("second")], None).await;
