@@ -14,11 +14,16 @@
 //!   child: never a different program than the child's own search would find.
 //! - Answers are cached by `(PATH, program, other user)`; a cached path that has since
 //!   disappeared is looked up again.
+//!
+//! [`git`] is the runner's own `git`, for every git the runner or a tool runs: found once
+//! on the runner's own `PATH` (never a step's, which a step controls: a workspace
+//! directory on it would run the workspace's `git`), absolute entries only, and then
+//! always run by that absolute path.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::step_user;
 
@@ -76,6 +81,40 @@ fn search(program: &str, path: &str, other_user: bool) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// The runner's `git` (see the module doc): the first `git` on the runner's own `PATH`
+/// (absolute entries only) that any user may execute — the tools run it as a step's
+/// user — else the first the runner may. Looked up on the first call, which the runner
+/// makes at start; its own `PATH` never changes after.
+pub fn git() -> Result<&'static Path, String> {
+    static GIT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    GIT.get_or_init(|| {
+        let path = std::env::var("PATH").unwrap_or_default();
+        on_absolute_path("git", &path)
+    })
+    .as_deref()
+    .ok_or_else(|| "git is not installed: there is no 'git' on the runner's PATH".to_owned())
+}
+
+/// The first `program` in an absolute entry of `path` that others may execute, else the
+/// first this process may; relative and empty entries are skipped.
+fn on_absolute_path(program: &str, path: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = path
+        .split(':')
+        .map(Path::new)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .filter(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .collect();
+    candidates
+        .iter()
+        .find(|candidate| step_user::usable_by_others(candidate))
+        .or(candidates.first())
+        .cloned()
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<HashMap<Key, PathBuf>>> {
@@ -136,6 +175,25 @@ mod tests {
         let path = format!("{}:{}", private.display(), public.display());
         assert_eq!(resolve("tool", &path, false), Some(mine));
         assert_eq!(resolve("tool", &path, true), Some(theirs));
+    }
+
+    #[test]
+    fn the_runners_git_is_found_on_absolute_entries_only() {
+        // A relative entry (a workspace's `bin`, as `PATH=bin:...` would name it) never
+        // wins, even when it comes first.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let work = root.path().join("work");
+        let system = root.path().join("system");
+        std::fs::create_dir_all(work.join("bin")).unwrap();
+        std::fs::create_dir(&system).unwrap();
+        executable(&work.join("bin"), "git", 0o755);
+        let wanted = executable(&system, "git", 0o755);
+        let path = format!("bin::.:{}", system.display());
+        assert_eq!(on_absolute_path("git", &path), Some(wanted));
+        assert_eq!(on_absolute_path("git", "bin:."), None);
+        let git = git().unwrap();
+        assert!(git.is_absolute(), "{}", git.display());
     }
 
     #[test]

@@ -226,8 +226,10 @@ pub fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
 /// its config is trusted, and so are the operator's system and global config (a credential
 /// helper, a proxy). What the fetched tree names (`.gitattributes` drivers) runs only if
 /// the operator defined it. The hardening settings still apply: no hook or fsmonitor runs.
+/// Git is the runner's own, found once on its `PATH` ([`crate::program_path::git`]).
 async fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
-    let mut command = Command::new("git");
+    let program = crate::program_path::git().map_err(anyhow::Error::msg)?;
+    let mut command = Command::new(program);
     command.args(crate::git_sandbox::HARDENING_ARGS);
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);

@@ -63,7 +63,7 @@ fn only_allow_listed_settings_reach_the_shadow_config() {
 \teol = \"l\\nf\"
 ";
     std::fs::write(root.join(".git/config"), hostile).unwrap();
-    let shadow = Shadow::build(&root, &shadows).unwrap();
+    let shadow = Shadow::build(&root, &shadows, None).unwrap();
     let config = std::fs::read_to_string(shadow.path().join("config")).unwrap();
     assert_eq!(
         config,
@@ -93,7 +93,7 @@ fn git_reads_the_repository_through_the_shadow() {
     std::fs::write(root.join("a.txt"), "two\n").unwrap();
     std::fs::write(root.join("b.txt"), "new\n").unwrap();
     git(&root, &["add", "b.txt"]);
-    let shadow = Shadow::build(&root, &shadows).unwrap();
+    let shadow = Shadow::build(&root, &shadows, None).unwrap();
     let run = |extra: &[&str]| {
         let output = Command::new("git")
             .env_clear()
@@ -120,7 +120,7 @@ fn a_linked_git_dir_or_config_is_refused_not_followed() {
     let config = root.join(".git/config");
     std::fs::remove_file(&config).unwrap();
     symlink(&secret, &config).unwrap();
-    let err = Shadow::build(&root, &shadows).unwrap_err();
+    let err = Shadow::build(&root, &shadows, None).unwrap_err();
     assert!(
         err.to_string().contains("config is a symbolic link"),
         "{err}"
@@ -129,16 +129,16 @@ fn a_linked_git_dir_or_config_is_refused_not_followed() {
     let (_tmp2, other, _) = checkout();
     std::fs::rename(root.join(".git"), tmp.path().join("real-git")).unwrap();
     symlink(other.join(".git"), root.join(".git")).unwrap();
-    let err = Shadow::build(&root, &shadows).unwrap_err();
+    let err = Shadow::build(&root, &shadows, None).unwrap_err();
     assert!(matches!(err, ShadowError::NotADirectory), "{err}");
 
     std::fs::remove_file(root.join(".git")).unwrap();
     std::fs::write(root.join(".git"), "gitdir: /etc\n").unwrap();
-    let err = Shadow::build(&root, &shadows).unwrap_err();
+    let err = Shadow::build(&root, &shadows, None).unwrap_err();
     assert!(matches!(err, ShadowError::NotADirectory), "{err}");
 
     std::fs::remove_file(root.join(".git")).unwrap();
-    let err = Shadow::build(&root, &shadows).unwrap_err();
+    let err = Shadow::build(&root, &shadows, None).unwrap_err();
     assert!(matches!(err, ShadowError::NotACheckout), "{err}");
     assert_eq!(std::fs::read_dir(&shadows).unwrap().count(), 0);
 }
@@ -175,7 +175,7 @@ fn a_step_user_reads_the_repository_through_the_runners_shadow() {
     let (tmp, root, _) = checkout();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(root.join("a.txt"), "two\n").unwrap();
-    let shadow = Shadow::of_checkout(&root).unwrap();
+    let shadow = Shadow::of_checkout(&root, None).unwrap();
     use std::os::unix::process::CommandExt;
     let output = Command::new("git")
         .env_clear()
@@ -191,4 +191,150 @@ fn a_step_user_reads_the_repository_through_the_runners_shadow() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(stdout.contains("-one\n+two"), "{stdout}");
+}
+
+/// An index of version 2 listing `paths`, each the blob `object`, as a step can write one
+/// byte by byte: git checks the paths it adds, never those of an index it reads. Its
+/// trailing hash is zeros, which git (2.40 and later) reads as "not computed".
+pub(crate) fn hostile_index(paths: &[&[u8]], object: &str) -> Vec<u8> {
+    let object: Vec<u8> = (0..object.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&object[i..i + 2], 16).unwrap())
+        .collect();
+    let mut paths = paths.to_vec();
+    paths.sort();
+    let mut index = b"DIRC".to_vec();
+    index.extend(2u32.to_be_bytes());
+    index.extend((paths.len() as u32).to_be_bytes());
+    for path in paths {
+        let mut entry = vec![0u8; 24];
+        entry.extend(0o100644u32.to_be_bytes());
+        entry.extend([0u8; 12]);
+        entry.extend(&object);
+        entry.extend((path.len().min(0xfff) as u16).to_be_bytes());
+        entry.extend(path);
+        let pad = 8 - entry.len() % 8;
+        entry.extend(vec![0u8; pad]);
+        index.extend(entry);
+    }
+    index.extend([0u8; 20]);
+    index
+}
+
+#[test]
+fn an_index_entry_outside_the_working_tree_refuses_the_workspace() {
+    // regression (issue 30, B5): entries `../SECRET.txt`, `../../../../etc/hostname` made
+    // `git diff` print files outside the workspace.
+    let (tmp, root, shadows) = checkout();
+    std::fs::write(tmp.path().join("SECRET.txt"), "TOP SECRET OUTSIDE\n").unwrap();
+    let object = git(&root, &["rev-parse", "HEAD:a.txt"]);
+    let object = object.trim();
+    let deep = format!("{}etc/hostname", "../".repeat(12));
+    let cases: &[&[u8]] = &[
+        b"../SECRET.txt",
+        deep.as_bytes(),
+        b"/etc/os-release",
+        b"sub/../../SECRET.txt",
+        b"./a.txt",
+        b"sub//a.txt",
+        b"sub/",
+        b".git/config",
+        b"sub/.GIT/config",
+        b".git./config",
+        b".git::$INDEX_ALLOCATION/config",
+        b"git~1/config",
+        "sub/.g\u{200c}it/config".as_bytes(),
+        b"sub\\.git\\config",
+        b"a\nb",
+        b"a\x1b[2Jb",
+    ];
+    for path in cases {
+        std::fs::write(
+            root.join(".git/index"),
+            hostile_index(&[b"a.txt", path], object),
+        )
+        .unwrap();
+        let err = Shadow::build(&root, &shadows, None).unwrap_err();
+        assert!(matches!(err, ShadowError::Index(_)), "{path:?}: {err}");
+        let shown = String::from_utf8_lossy(path).escape_debug().to_string();
+        assert!(err.to_string().contains(&shown), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(&shadows).unwrap().count(), 0);
+    // A plain index of the same shape is read.
+    std::fs::write(
+        root.join(".git/index"),
+        hostile_index(
+            &[b"a.txt", b"sub/.gitignore", b"a\\b", b".github/x"],
+            object,
+        ),
+    )
+    .unwrap();
+    Shadow::build(&root, &shadows, None).unwrap();
+}
+
+#[test]
+fn the_shadow_reads_a_copy_of_the_index_and_no_alternates() {
+    let (tmp, root, shadows) = checkout();
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    git(&other, &["init", "-q"]);
+    std::fs::write(
+        root.join(".git/objects/info/alternates"),
+        format!("{}\n", other.join(".git/objects").display()),
+    )
+    .unwrap();
+    let shadow = Shadow::build(&root, &shadows, None).unwrap();
+    let index = shadow.path().join("index");
+    assert!(index.symlink_metadata().unwrap().is_file(), "a copy");
+    assert_eq!(
+        std::fs::read(&index).unwrap(),
+        std::fs::read(root.join(".git/index")).unwrap()
+    );
+    let objects = shadow.path().join("objects");
+    assert!(objects.symlink_metadata().unwrap().is_dir(), "a directory");
+    for entry in std::fs::read_dir(&objects).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            name == "pack" || (name.len() == 2 && u8::from_str_radix(&name, 16).is_ok()),
+            "{name}"
+        );
+    }
+    assert!(!objects.join("info").exists());
+}
+
+#[test]
+fn index_files_that_are_links_or_too_many_are_refused() {
+    let (tmp, root, shadows) = checkout();
+    let index = root.join(".git/index");
+    std::fs::rename(&index, tmp.path().join("index")).unwrap();
+    symlink(tmp.path().join("index"), &index).unwrap();
+    let err = Shadow::build(&root, &shadows, None).unwrap_err();
+    assert!(
+        err.to_string().contains("index is a symbolic link"),
+        "{err}"
+    );
+    std::fs::remove_file(&index).unwrap();
+    std::fs::hard_link(tmp.path().join("index"), &index).unwrap();
+    let err = Shadow::build(&root, &shadows, None).unwrap_err();
+    assert!(err.to_string().contains("hard links"), "{err}");
+    std::fs::remove_file(&index).unwrap();
+    let mut huge = b"DIRC".to_vec();
+    huge.extend(2u32.to_be_bytes());
+    huge.extend(u32::MAX.to_be_bytes());
+    std::fs::write(&index, huge).unwrap();
+    let err = Shadow::build(&root, &shadows, None).unwrap_err();
+    assert!(err.to_string().contains("entries, more than"), "{err}");
+    assert_eq!(std::fs::read_dir(&shadows).unwrap().count(), 0);
+}
+
+#[test]
+fn a_listing_past_its_bounds_is_refused() {
+    let record = |path: &str| format!("100644 {} 0\t{path}\0", "0".repeat(40));
+    let fine: String = (0..3).map(|i| record(&format!("f{i}"))).collect();
+    assert!(index::check_records(fine.as_bytes()).is_ok());
+    let long = record(&"a".repeat(index::MAX_ENTRY_PATH + 200));
+    let err = index::check_records(long.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("longer than"), "{err}");
+    let cut = "100644 0000 0\ta.txt";
+    assert!(index::check_records(cut.as_bytes()).is_err());
 }

@@ -1,7 +1,10 @@
 //! `git_diff`: the uncommitted changes of the workspace's own checkout (`<root>/.git`)
 //! and its untracked files. Git runs on a [`Shadow`] of the checkout's git directory, so
-//! nothing the workspace's config, attributes or hooks name ever runs (see
-//! [`crate::git_sandbox`]); external diff, textconv and submodules are off too.
+//! nothing the workspace's config, attributes or hooks name ever runs, no index entry
+//! outside the working tree and no alternate object directory is read (see
+//! [`crate::git_sandbox`]); external diff, textconv and submodules are off too. The git
+//! run is the runner's own, by its absolute path ([`crate::program_path::git`]): never
+//! one the step's `PATH` finds.
 
 use serde_json::{json, Value};
 
@@ -30,8 +33,11 @@ impl Toolbox {
         };
         // A copied workspace has no .git, and lives inside the host's repository: git must
         // not find that one (the shadow is of `<root>/.git` only).
-        let root = self.root.clone();
-        let shadow = blocking(move || Shadow::of_checkout(&root).map_err(|e| e.to_string()))
+        let git = crate::program_path::git()?
+            .to_str()
+            .ok_or("the runner's git has a path that is not UTF-8")?;
+        let (root, user) = (self.root.clone(), self.user);
+        let shadow = blocking(move || Shadow::of_checkout(&root, user).map_err(|e| e.to_string()))
             .await
             .map_err(|e| format!("{e}, so there is no diff to show"))?;
         let common = shadow
@@ -49,7 +55,7 @@ impl Toolbox {
             args.push("--cached");
         }
         args.extend(["--", &relative]);
-        let diff = self.command("git", &args, COMMAND_TIMEOUT).await?;
+        let diff = self.command(git, &args, COMMAND_TIMEOUT).await?;
         if diff.code != Some(0) && !diff.truncated {
             return Err(format!("git diff failed: {}", diff.stderr.trim()));
         }
@@ -61,7 +67,7 @@ impl Toolbox {
             "--",
             &relative,
         ]);
-        let untracked = self.command("git", &args, COMMAND_TIMEOUT).await?;
+        let untracked = self.command(git, &args, COMMAND_TIMEOUT).await?;
         drop(shadow);
         let mut text = diff.stdout;
         if untracked.code == Some(0) && !untracked.stdout.trim().is_empty() {

@@ -404,6 +404,132 @@ async fn git_diff_never_shows_the_repository_above_the_workspace() {
 }
 
 #[tokio::test]
+async fn git_diff_never_prints_a_file_an_index_entry_names_outside_the_workspace() {
+    // regression (issue 30, B5): index entries `../outside/secret.txt` and
+    // `/…/outside/secret.txt` made git_diff print the file.
+    let f = fixture();
+    git_in(&f.root, &["init", "-q"]);
+    git_in(&f.root, &["add", "a.txt"]);
+    git_in(&f.root, &["commit", "-q", "-m", "one"]);
+    let object = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&f.root)
+        .args(["rev-parse", "HEAD:a.txt"])
+        .output()
+        .unwrap();
+    let object = String::from_utf8(object.stdout).unwrap();
+    let secret = f.outside.join("secret.txt");
+    let absolute = secret.to_str().unwrap();
+    let tools = toolbox(&f.root);
+    for path in ["../outside/secret.txt", absolute] {
+        let index =
+            crate::git_sandbox::tests::hostile_index(&[b"a.txt", path.as_bytes()], object.trim());
+        std::fs::write(f.root.join(".git/index"), index).unwrap();
+        for staged in [false, true] {
+            let out = call(&tools, "git_diff", json!({"staged": staged})).await;
+            assert!(out.is_error, "{path}: {out:?}");
+            assert!(!out.content.contains("do not touch"), "{path}: {out:?}");
+            assert!(out.content.contains(".git/index is refused"), "{out:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn git_diff_reads_no_other_repository_through_alternates_or_the_step_environment() {
+    // regression (issue 30): `.git/objects/info/alternates` naming another repository let
+    // git_diff print that repository's blobs; so could `GIT_ALTERNATE_OBJECT_DIRECTORIES`
+    // or `GIT_OBJECT_DIRECTORY` if a step's environment reached git.
+    let f = fixture();
+    let other = f.outside.join("other");
+    std::fs::create_dir(&other).unwrap();
+    git_in(&other, &["init", "-q"]);
+    let secret = other.join("secret");
+    std::fs::write(&secret, "OTHER REPOSITORY SECRET\n").unwrap();
+    let object = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&other)
+        .args(["hash-object", "-w", "secret"])
+        .output()
+        .unwrap();
+    let object = String::from_utf8(object.stdout).unwrap();
+    let objects = other.join(".git/objects");
+    git_in(&f.root, &["init", "-q"]);
+    git_in(&f.root, &["add", "a.txt"]);
+    git_in(&f.root, &["commit", "-q", "-m", "one"]);
+    std::fs::write(
+        f.root.join(".git/objects/info/alternates"),
+        format!("{}\n", objects.display()),
+    )
+    .unwrap();
+    let cacheinfo = format!("100644,{},leak.txt", object.trim());
+    git_in(
+        &f.root,
+        &["update-index", "--add", "--cacheinfo", &cacheinfo],
+    );
+    std::fs::write(f.root.join("leak.txt"), "x\n").unwrap();
+    std::fs::remove_file(f.root.join(".git/objects/info/alternates")).unwrap();
+    let all: Vec<String> = ALL.iter().map(|t| t.to_string()).collect();
+    let objects = objects.display().to_string();
+    let env: BTreeMap<String, String> = [
+        ("GIT_ALTERNATE_OBJECT_DIRECTORIES", objects.as_str()),
+        ("GIT_OBJECT_DIRECTORY", objects.as_str()),
+        ("GIT_DIR", other.to_str().unwrap()),
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let tools = Toolbox::new(&f.root, &all, env, Vec::new(), CancellationToken::new()).unwrap();
+    // Through the step's environment only, then through alternates too.
+    for alternates in [false, true] {
+        if alternates {
+            std::fs::write(
+                f.root.join(".git/objects/info/alternates"),
+                format!("{objects}\n"),
+            )
+            .unwrap();
+        }
+        for staged in [false, true] {
+            let out = call(&tools, "git_diff", json!({"staged": staged})).await;
+            assert!(
+                !out.content.contains("OTHER REPOSITORY SECRET"),
+                "alternates {alternates}, staged {staged}: {out:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn git_diff_runs_the_runners_git_not_one_on_the_steps_path() {
+    // regression (issue 30): the tool's `git` was looked up on the step's `PATH`, so a
+    // workspace `bin/git` ran as the tool's git.
+    let f = fixture();
+    git_in(&f.root, &["init", "-q"]);
+    git_in(&f.root, &["add", "a.txt"]);
+    git_in(&f.root, &["commit", "-q", "-m", "one"]);
+    std::fs::write(f.root.join("a.txt"), "alpha\nBETA\ngamma\n").unwrap();
+    let bin = f.root.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let marker = f.outside.join("fake-git-ran");
+    std::fs::write(
+        bin.join("git"),
+        format!("#!/bin/sh\ntouch {}\necho FAKE GIT\n", marker.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let all: Vec<String> = ALL.iter().map(|t| t.to_string()).collect();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+    let env = BTreeMap::from([("PATH".to_owned(), path)]);
+    let tools = Toolbox::new(&f.root, &all, env, Vec::new(), CancellationToken::new()).unwrap();
+    let out = call(&tools, "git_diff", json!({})).await;
+    assert!(!out.is_error, "{out:?}");
+    assert!(out.content.contains("-beta\n+BETA"), "{}", out.content);
+    assert!(!out.content.contains("FAKE GIT"), "{}", out.content);
+    assert!(!marker.exists(), "the workspace's git ran");
+}
+
+#[tokio::test]
 async fn grep_output_past_the_cap_stops_grep() {
     let f = fixture();
     let line = format!("{}\n", "match ".repeat(20));
