@@ -240,9 +240,9 @@ pub fn build(
                 None => None,
             };
             let mut inputs = Map::new();
+            let mut path = Vec::new();
             for (name, value) in &llm.inputs {
-                let what = format!("inputs.{name}");
-                inputs.insert(name.clone(), renderer.strings(&what, value)?);
+                inputs.insert(name.clone(), renderer.strings(name, value, &mut path)?);
             }
             StepAction::Llm {
                 prompt,
@@ -303,6 +303,27 @@ fn reads_output(text: &str) -> bool {
     text.contains("{{")
         && Template::parse(text)
             .is_ok_and(|t| t.references().any(|r| matches!(r.field, Field::Output(_))))
+}
+
+/// One step down into an llm input's JSON.
+enum Part<'v> {
+    Index(usize),
+    Key(&'v str),
+}
+
+/// `inputs.<input>[1].key`: where in an llm input a string is, for a message.
+fn input_path(input: &str, path: &[Part<'_>]) -> String {
+    let mut text = format!("inputs.{input}");
+    for part in path {
+        match part {
+            Part::Index(i) => text.push_str(&format!("[{i}]")),
+            Part::Key(key) => {
+                text.push('.');
+                text.push_str(key);
+            }
+        }
+    }
+    text
 }
 
 fn parse(what: &str, text: &str) -> Result<Template, String> {
@@ -420,34 +441,54 @@ struct Renderer<'a, 'r> {
 impl Renderer<'_, '_> {
     /// A text nobody parses: every reference is its value.
     fn text(&self, what: &str, text: &str) -> Result<String, String> {
+        self.plain_text(text).map_err(|e| format!("{what}: {e}"))
+    }
+
+    /// [`Renderer::text`] whose error does not say where the text is.
+    fn plain_text(&self, text: &str) -> Result<String, String> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
-        let template = parse(what, text)?;
-        self.render(what, &template, |_, reference| {
+        let template = Template::parse(text).map_err(|e| e.to_string())?;
+        self.render_plain(&template, |_, reference| {
             self.value_text(reference).map(str::to_owned)
         })
     }
 
-    /// `value` with every string in it (keys excepted) rendered as text.
-    fn strings(&self, what: &str, value: &Value) -> Result<Value, String> {
+    /// `value`, the llm input `input`, with every string in it (keys excepted) rendered
+    /// as text. `path` (the keys and indices down to `value`) becomes text only for an
+    /// error: a string deep under long keys costs no copy of its path.
+    fn strings<'v>(
+        &self,
+        input: &str,
+        value: &'v Value,
+        path: &mut Vec<Part<'v>>,
+    ) -> Result<Value, String> {
         Ok(match value {
-            Value::String(text) => Value::String(self.text(what, text)?),
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| self.strings(&format!("{what}[{i}]"), item))
-                    .collect::<Result<_, _>>()?,
+            Value::String(text) => Value::String(
+                self.plain_text(text)
+                    .map_err(|e| format!("{}: {e}", input_path(input, path)))?,
             ),
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(key, item)| {
-                        self.strings(&format!("{what}.{key}"), item)
-                            .map(|v| (key.clone(), v))
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Part::Index(i));
+                    let rendered = self.strings(input, item, path);
+                    path.pop();
+                    out.push(rendered?);
+                }
+                Value::Array(out)
+            }
+            Value::Object(map) => {
+                let mut out = Map::new();
+                for (key, item) in map {
+                    path.push(Part::Key(key));
+                    let rendered = self.strings(input, item, path);
+                    path.pop();
+                    out.insert(key.clone(), rendered?);
+                }
+                Value::Object(out)
+            }
             other => other.clone(),
         })
     }
@@ -534,14 +575,24 @@ impl Renderer<'_, '_> {
         template: &Template,
         piece: impl FnMut(usize, &Reference) -> Result<String, String>,
     ) -> Result<String, String> {
+        self.render_plain(template, piece)
+            .map_err(|e| format!("{what}: {e}"))
+    }
+
+    /// [`Renderer::render`] whose error does not say where the text is.
+    fn render_plain(
+        &self,
+        template: &Template,
+        piece: impl FnMut(usize, &Reference) -> Result<String, String>,
+    ) -> Result<String, String> {
         let limit = MAX_RENDERED_BYTES.min(self.budget.get());
         let text = template.render(limit, piece).map_err(|e| match e {
             template::RenderError::TooLarge { .. } if limit < MAX_RENDERED_BYTES => format!(
-                "{what}: the step's rendered texts exceed their limit ({MAX_PROCESS_RENDERED_BYTES} bytes \
+                "the step's rendered texts exceed their limit ({MAX_PROCESS_RENDERED_BYTES} bytes \
                  for a bash or python step's code and env, which start a process; \
                  {MAX_STEP_RENDERED_BYTES} for an llm step)"
             ),
-            e => format!("{what}: {e}"),
+            e => e.to_string(),
         })?;
         self.budget.set(self.budget.get() - text.len());
         Ok(text)

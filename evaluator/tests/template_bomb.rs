@@ -1,0 +1,122 @@
+//! The template checks of a plan cost memory in proportion to its templates, not to the
+//! paths of its strings: a 242-byte workflow nesting 30 levels of 1 KB keys around a list
+//! of empty strings made `plue check` abort at 3 GB (every string's path was formatted and
+//! kept). Measured with a counting allocator (bytes this thread asked for), so the bound
+//! is deterministic.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+use evaluator::diagnostic::Budget;
+use evaluator::plan::{Action, LlmAction, Plan, SourceMap, Step};
+use serde_json::Value;
+
+struct Counting;
+
+thread_local! {
+    /// Bytes allocated (or grown by realloc) by this thread so far.
+    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    let _ = ALLOCATED.try_with(|a| a.set(a.get() + bytes as u64));
+}
+
+// The only unsafe code here: an allocator that counts and forwards every call to `System`.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size.saturating_sub(layout.size()));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocated_by(work: impl FnOnce()) -> u64 {
+    let before = ALLOCATED.with(Cell::get);
+    work();
+    ALLOCATED.with(Cell::get) - before
+}
+
+/// The probe's shape: `depth` levels of 1,018-byte keys around `n` copies of `leaf`.
+fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
+    let mut value = Value::Array(vec![Value::String(leaf.into()); n]);
+    for i in 0..depth {
+        let mut map = serde_json::Map::new();
+        map.insert(format!("k{i}{}", "A".repeat(1018)), value);
+        value = Value::Object(map);
+    }
+    let llm = LlmAction {
+        prompt: Some("hi".into()),
+        prompt_file: None,
+        inputs: BTreeMap::from([("k".to_string(), value)]),
+        model: None,
+        max_turns: None,
+        tools: vec![],
+    };
+    Plan {
+        name: "t".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps: vec![
+            Step::new(
+                "a",
+                Action::Bash {
+                    command: "true".into(),
+                },
+            ),
+            Step::new("l", Action::Llm(llm)).after(&["a"]),
+        ],
+        concurrency: None,
+    }
+}
+
+fn map() -> SourceMap {
+    SourceMap {
+        steps: vec![Default::default(); 2],
+        ..SourceMap::default()
+    }
+}
+
+#[test]
+fn deep_llm_inputs_cost_no_path_per_string() {
+    // regression (issue 30): 20,000 strings under 30 KB of keys allocated 600 MB here.
+    // Now: nothing for a string without `{{`, a parse (a few hundred bytes, freed at once)
+    // for one with a reference; never its path.
+    let n = 20_000;
+    for (leaf, bound) in [("", 1 << 20), ("{{ steps.a.status }}", 1024 * n as u64)] {
+        let plan = bomb(30, n, leaf);
+        let map = map();
+        let mut found = Vec::new();
+        let bytes = allocated_by(|| {
+            found = evaluator::template::check(&plan, &map, "w", &mut Budget::unlimited_time());
+            found.extend(evaluator::template::unwritten_raw(&plan, &map, "w", "x"));
+        });
+        assert!(found.is_empty(), "{found:?}");
+        assert!(bytes < bound, "{leaf:?}: {bytes} bytes allocated");
+    }
+}
+
+#[test]
+fn a_problem_deep_in_an_input_still_names_its_path() {
+    let plan = bomb(2, 3, "{{ steps.nope.status }}");
+    let found = evaluator::template::check(&plan, &map(), "w", &mut Budget::unlimited_time());
+    let key = |i: usize| format!("k{i}{}", "A".repeat(1018));
+    let expected = format!("step 'l': inputs.k.{}.{}[0]: ", key(1), key(0));
+    assert!(
+        found[0].message.starts_with(&expected),
+        "{}",
+        found[0].message
+    );
+    assert_eq!(found.len(), 3);
+}
