@@ -111,6 +111,8 @@ const BOMBS: &[(&str, Build)] = &[
     ("template-dense-graph", template_dense_graph),
     ("deep-chain-cycle", deep_chain_cycle),
     ("plan-env-references", plan_env_references),
+    ("glob-compiles", glob_compiles),
+    ("cron-parses", cron_parses),
 ];
 
 /// The largest `build(size)` (sizes tried from 1,000 down) that a worker may return (at
@@ -337,7 +339,7 @@ fn template_dense_graph(size: usize) -> Plan {
 }
 
 /// `size` steps on one cycle (so none has an ancestor set) and 100 plan env values, each
-/// full of references to them: every reference is checked for every step that reads it.
+/// full of the shortest references to them: every reference is checked for every step that reads it.
 fn plan_env_references(size: usize) -> Plan {
     let steps: Vec<Step> = (0..size)
         .map(|i| {
@@ -352,10 +354,56 @@ fn plan_env_references(size: usize) -> Plan {
         let mut value = String::new();
         let mut r = 0;
         while value.len() < per_value {
-            value.push_str(&format!("{{{{ steps.s{}.outputs.x }}}} ", (r * 7 + v) % size));
+            value.push_str(&format!("{{{{steps.s{}.status}}}}", (r * 7 + v) % size));
             r += 1;
         }
         plan.env.insert(format!("E{v}"), value);
     }
+    plan
+}
+
+/// Two steps declaring `size / 10` `artifacts=` globs each and a push trigger with as
+/// many branch and tag globs, each ~500 bytes of the constructs that grow a compiled regex
+/// most (negated classes, `?`, alternations): validation compiles every one.
+fn glob_compiles(size: usize) -> Plan {
+    let piece = ["[!a]?", "{a,b,c}*", "[!/]", "?*?"];
+    let glob = |i: usize| {
+        let mut g = String::new();
+        while g.len() + 8 <= 512 {
+            g.push_str(piece[(g.len() + i) % piece.len()]);
+        }
+        g
+    };
+    let n = size / 10;
+    let mut plan = plan(
+        (0..2)
+            .map(|s| {
+                let mut step = bash(format!("s{s}"), "true".into());
+                step.artifacts = (0..n).map(|i| glob(s * n + i)).collect();
+                step
+            })
+            .collect(),
+    );
+    plan.triggers = vec![evaluator::plan::Trigger::Push {
+        branches: (0..n).map(glob).collect(),
+        tags: (n..2 * n).map(glob).collect(),
+        paths: vec![],
+        paths_ignore: vec![],
+    }];
+    plan
+}
+
+/// `size / 10` schedule triggers, each a cron expression of ~1 KiB of ranges and steps.
+fn cron_parses(size: usize) -> Plan {
+    let mut minutes = String::from("0-59/1");
+    while minutes.len() + 12 < 1000 {
+        minutes.push_str(",0-59/1,1-58");
+    }
+    let mut plan = plan(vec![bash("s".into(), "true".into())]);
+    plan.triggers = (0..size / 10)
+        .map(|_| evaluator::plan::Trigger::Schedule {
+            cron: format!("{minutes} * * * *"),
+        })
+        .collect();
     plan
 }
