@@ -8,7 +8,8 @@
 //! is ever written outside the target directory: entry paths are relative with no `..`,
 //! parents are created here and never followed through a symbolic link, symbolic links may
 //! only point inside — by their text and resolved through every other link of the tree
-//! ([`links`]) — and only files, directories and symbolic links are made (no devices,
+//! ([`links`], within one budget of lookups per archive: past it unpack refuses and pack
+//! leaves the remaining links out) — and only files, directories and symbolic links are made (no devices,
 //! FIFOs or hard links, no set-uid bits, no owners). Sizes and entry counts are bounded
 //! while reading, before anything is allocated for them. Packing follows no symbolic link:
 //! it walks from a descriptor of the root and opens every name below it with `O_NOFOLLOW`

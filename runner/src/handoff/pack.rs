@@ -7,7 +7,8 @@
 //! This is `openat2`'s `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` done one name at a time,
 //! which every kernel has. Deep trees keep at most [`MAX_OPEN_DIRS`] descriptors: an
 //! ancestor's is closed and reopened from the root (again a name at a time) when the walk
-//! returns to it.
+//! returns to it. Links are resolved by one [`Resolver`] for the whole walk, within its
+//! budget of lookups; links left when it is spent are left out (see [`Packed`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -22,7 +23,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 
-use super::links::{open_below, open_dir, resolves_inside};
+use super::links::{open_below, open_dir, OverBudget, Resolver, MAX_LOOKUPS};
 use super::{link_stays_inside, HandoffError, Limits};
 
 /// The most directory descriptors one walk keeps open.
@@ -62,8 +63,14 @@ pub struct Packed {
     /// Regular files archived, and their bytes.
     pub files: u64,
     pub bytes: u64,
-    /// Entries left out: FIFOs, sockets, devices, links pointing outside.
+    /// Entries left out: FIFOs, sockets, devices, links pointing outside, and the links
+    /// of `links_unresolved`.
     pub skipped: u64,
+    /// Links left out because the archive's budget for resolving links was spent
+    /// ([`MAX_LOOKUPS`]) before their turn: a tree built to make resolving costly.
+    pub links_unresolved: u64,
+    /// The lookups resolving the links cost.
+    pub link_lookups: u64,
 }
 
 /// Writes the tar of `root`'s selected entries to `out`, in a stable (sorted) order. Fails
@@ -74,6 +81,17 @@ pub fn pack(
     limits: &Limits,
     out: impl Write,
 ) -> Result<Packed, HandoffError> {
+    pack_within(root, selection, limits, out, MAX_LOOKUPS)
+}
+
+/// [`pack`] with `lookups` to spend on resolving links.
+pub(super) fn pack_within(
+    root: &Path,
+    selection: &Selection,
+    limits: &Limits,
+    out: impl Write,
+    lookups: u64,
+) -> Result<Packed, HandoffError> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Deterministic);
@@ -82,6 +100,7 @@ pub fn pack(
     let mut archive_bytes = 1024u64; // the two zero blocks at the end
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?;
+    let mut resolver = Resolver::with_budget(root_fd.as_fd(), lookups);
     let mut stack = vec![Frame::open(root_fd.as_fd(), Vec::new())?];
     while let Some(frame) = stack.last_mut() {
         let Some(name) = frame.names.next() else {
@@ -140,9 +159,15 @@ pub fn pack(
                 Err(e) => return Err(io::Error::from(e).into()),
             };
             // The text first (cheap), then the chain through the tree's other links.
-            if !link_stays_inside(&relative, &target)
-                || !resolves_inside(root_fd.as_fd(), &relative, &target)
-            {
+            let inside = link_stays_inside(&relative, &target)
+                && match resolver.resolves_inside(&relative, &target) {
+                    Ok(inside) => inside,
+                    Err(OverBudget) => {
+                        packed.links_unresolved += 1;
+                        false
+                    }
+                };
+            if !inside {
                 packed.skipped += 1;
                 continue;
             }
@@ -189,6 +214,16 @@ pub fn pack(
         }
     }
     builder.into_inner()?.flush()?;
+    packed.link_lookups = resolver.lookups();
+    if packed.links_unresolved > 0 {
+        tracing::warn!(
+            root = %root.display(),
+            left_out = packed.links_unresolved,
+            "{} symbolic links were left out of the archive: resolving the workspace's links \
+             through each other took more than {MAX_LOOKUPS} lookups",
+            packed.links_unresolved
+        );
+    }
     Ok(packed)
 }
 

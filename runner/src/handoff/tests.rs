@@ -487,3 +487,86 @@ fn a_later_archive_cannot_re_point_an_earlier_link_outside() {
     ]);
     unpack(&honest[..], tmp.path(), &Limits::default()).unwrap();
 }
+
+/// The attacker's tree of issue 30: `d/` `depth` times, then `e/` and links `L0` … `L40`
+/// where `L<i>` steps `e/..` down and up `steps` times before naming `L<i+1>` (817 make a
+/// target of 4,088 bytes) and `L40 -> e`; and `heads` more links `H<k> -> L1` (40 hops, the most). Returns the root and
+/// the deepest directory, relative.
+fn costly_tree(depth: usize, heads: usize, steps: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ws");
+    let deep: PathBuf = std::iter::repeat_n("d", depth).collect();
+    std::fs::create_dir_all(root.join(&deep).join("e")).unwrap();
+    for i in 0..MAX_HOPS {
+        let target = format!("e/..{}/L{}", "/e/..".repeat(steps - 1), i + 1);
+        std::os::unix::fs::symlink(&target, root.join(&deep).join(format!("L{i}"))).unwrap();
+    }
+    std::os::unix::fs::symlink("e", root.join(&deep).join(format!("L{MAX_HOPS}"))).unwrap();
+    for k in 0..heads {
+        std::os::unix::fs::symlink("L1", root.join(&deep).join(format!("H{k:03}"))).unwrap();
+    }
+    (tmp, root, deep)
+}
+
+use super::links::{Resolver, MAX_HOPS};
+
+#[test]
+fn resolving_a_link_costs_per_name_not_per_name_times_depth() {
+    // regression (issue 30): every name of a target reopened every directory from the
+    // root: links x (hops+1) x names x depth openat calls, ~60M for one link at depth 1,800.
+    let lookups = |depth: usize| {
+        let (_tmp, root, deep) = costly_tree(depth, 0, 817);
+        let dir = std::fs::File::open(&root).unwrap();
+        let mut resolver = Resolver::new(std::os::fd::AsFd::as_fd(&dir));
+        let link = deep.join("L0");
+        let target = std::fs::read_link(root.join(&link)).unwrap();
+        assert_eq!(resolver.resolves_inside(&link, &target), Ok(true));
+        resolver.lookups()
+    };
+    let (shallow, deep) = (lookups(10), lookups(400));
+    // 41 targets of ~818 `e/..` steps: one `openat` each, `..` free, plus the way down.
+    assert!(shallow <= 41 * 820 + 50, "{shallow}");
+    assert!(deep <= shallow + 400 + 50, "depth {deep} vs {shallow}");
+}
+
+#[test]
+fn a_tree_made_to_be_costly_stays_within_the_lookup_budget() {
+    // regression (issue 30): 200,000 such links made pack and unpack run for hours. Past
+    // the archive's budget, pack leaves the remaining links out and unpack refuses.
+    let (_tmp, root, deep) = costly_tree(50, 12, 100);
+    let budget = 20_000;
+    let mut tar = Vec::new();
+    let packed = pack::pack_within(
+        &root,
+        &Selection::Everything,
+        &Limits::default(),
+        &mut tar,
+        budget,
+    )
+    .unwrap();
+    assert!(packed.link_lookups <= budget, "{packed:?}");
+    assert!(packed.links_unresolved > 0, "{packed:?}");
+    let kept: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.header().entry_type() == tar::EntryType::Symlink)
+        .map(|e| e.path().unwrap().display().to_string())
+        .collect();
+    assert!(kept.len() < 12 + MAX_HOPS + 1, "{kept:?}");
+
+    // The whole tree, packed within the default budget, then unpacked within a small one.
+    let mut tar = Vec::new();
+    let packed = pack(&root, &Selection::Everything, &Limits::default(), &mut tar).unwrap();
+    assert_eq!(packed.links_unresolved, 0, "{packed:?}");
+    assert!(packed.link_lookups <= links::MAX_LOOKUPS, "{packed:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let err = unpack::unpack_within(&tar[..], tmp.path(), &Limits::default(), budget)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lookups to resolve"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let unpacked = unpack(&tar[..], tmp.path(), &Limits::default()).unwrap();
+    assert!(unpacked.link_lookups <= links::MAX_LOOKUPS, "{unpacked:?}");
+    assert!(tmp.path().join(&deep).join("H011").is_symlink());
+}

@@ -11,7 +11,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
 
-use super::links::resolves_inside;
+use super::links::{OverBudget, Resolver, MAX_LOOKUPS};
 use super::{clean_relative, link_stays_inside, HandoffError, Limits};
 
 /// What [`unpack`] wrote.
@@ -19,6 +19,8 @@ use super::{clean_relative, link_stays_inside, HandoffError, Limits};
 pub struct Unpacked {
     pub entries: u64,
     pub bytes: u64,
+    /// The lookups resolving the links cost (at most [`MAX_LOOKUPS`]).
+    pub link_lookups: u64,
 }
 
 /// One regular file of an archive, as [`list`] saw it.
@@ -134,6 +136,16 @@ fn kind_name(kind: tar::EntryType) -> &'static str {
 /// Unpacks `input` into the existing directory `root` (see the module rules). On an error
 /// some entries may have been written; the caller throws the directory away.
 pub fn unpack(input: impl Read, root: &Path, limits: &Limits) -> Result<Unpacked, HandoffError> {
+    unpack_within(input, root, limits, MAX_LOOKUPS)
+}
+
+/// [`unpack`] with `lookups` to spend on resolving links.
+pub(super) fn unpack_within(
+    input: impl Read,
+    root: &Path,
+    limits: &Limits,
+    lookups: u64,
+) -> Result<Unpacked, HandoffError> {
     let mut links = Vec::new();
     let unpacked = walk(input, limits, |entry, content| match entry {
         Checked::Directory(path) => {
@@ -172,8 +184,11 @@ pub fn unpack(input: impl Read, root: &Path, limits: &Limits) -> Result<Unpacked
             Ok(())
         }
     })?;
-    check_link_chains(root, &links)?;
-    Ok(unpacked)
+    let link_lookups = check_link_chains(root, &links, lookups)?;
+    Ok(Unpacked {
+        link_lookups,
+        ..unpacked
+    })
 }
 
 /// Refuses the archive when one of its `links`, resolved through every link now in the
@@ -182,12 +197,30 @@ pub fn unpack(input: impl Read, root: &Path, limits: &Limits) -> Result<Unpacked
 /// as the new links may re-point a link already in the workspace (an earlier archive's
 /// `b -> x/..`, this one's `x -> a/a`), every other link whose text stays inside is
 /// resolved again too. An archive without links (every artifacts archive) costs nothing.
-fn check_link_chains(root: &Path, links: &[(PathBuf, PathBuf)]) -> Result<(), HandoffError> {
+/// Both passes share one budget of `lookups`: past it the archive is refused. Returns the
+/// lookups spent.
+fn check_link_chains(
+    root: &Path,
+    links: &[(PathBuf, PathBuf)],
+    lookups: u64,
+) -> Result<u64, HandoffError> {
     if links.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?;
+    let mut resolver = Resolver::with_budget(root_fd.as_fd(), lookups);
+    let mut inside = |path: &Path, target: &Path| {
+        resolver
+            .resolves_inside(path, target)
+            .map_err(|OverBudget| {
+                HandoffError::TooLarge(format!(
+                    "the archive's symbolic links take more than {lookups} lookups to resolve \
+                 through each other (the limit for one archive); a tree made to be costly is \
+                 refused"
+                ))
+            })
+    };
     let escapes = |path: &Path, target: &Path| {
         HandoffError::refused(
             path,
@@ -199,7 +232,7 @@ fn check_link_chains(root: &Path, links: &[(PathBuf, PathBuf)]) -> Result<(), Ha
         )
     };
     for (path, target) in links {
-        if !resolves_inside(root_fd.as_fd(), path, target) {
+        if !inside(path, target)? {
             return Err(escapes(path, target));
         }
     }
@@ -217,11 +250,11 @@ fn check_link_chains(root: &Path, links: &[(PathBuf, PathBuf)]) -> Result<(), Ha
         let target = fs::read_link(entry.path())?;
         // A link whose text already leads outside was not the archive's (it would have
         // been refused); it is the workspace's own business.
-        if link_stays_inside(path, &target) && !resolves_inside(root_fd.as_fd(), path, &target) {
+        if link_stays_inside(path, &target) && !inside(path, &target)? {
             return Err(escapes(path, &target));
         }
     }
-    Ok(())
+    Ok(resolver.lookups())
 }
 
 /// Lists the regular files of `input` with their sizes and digests, checking every entry
