@@ -175,7 +175,15 @@ fn a_step_user_reads_the_repository_through_the_runners_shadow() {
     let (tmp, root, _) = checkout();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(root.join("a.txt"), "two\n").unwrap();
-    let shadow = Shadow::of_checkout(&root, None).unwrap();
+    // The workspace's config and index are parsed by git as that user too.
+    std::fs::write(root.join(".git/config"), "[core]\n\tfilemode = false\n").unwrap();
+    let user = StepUser {
+        uid: 3_999_031,
+        gid: 3_999_031,
+    };
+    let shadow = Shadow::of_checkout(&root, Some(user)).unwrap();
+    let config = std::fs::read_to_string(shadow.path().join("config")).unwrap();
+    assert!(config.contains("filemode = false"), "{config}");
     use std::os::unix::process::CommandExt;
     let output = Command::new("git")
         .env_clear()

@@ -42,7 +42,7 @@ pub const MAX_HOPS: usize = 40;
 
 /// The most file system lookups (`openat`, `readlinkat`) the link checks of one archive
 /// make: about a second of system calls. A workspace of 100,000 `pnpm` links needs ~1M.
-pub const MAX_LOOKUPS: u64 = 4_000_000;
+pub const MAX_LOOKUPS: u64 = 2_000_000;
 
 /// The most directory descriptors a [`Resolver`] holds open.
 pub const MAX_HELD: usize = 32;
