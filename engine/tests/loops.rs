@@ -65,6 +65,9 @@ fn run(steps: impl Fn(&str) -> String) -> Ran {
         .env("NO_COLOR", "1")
         .env_remove("PLUE_DATA_DIR")
         .current_dir(&work)
+        // The runner's work directory beside the counter: a root runner's step sees only
+        // the entry of /tmp that holds its work directory (its /tmp is its own).
+        .env("TMPDIR", dir.path())
         .args(["run", "w.plue.py", "--runners", "2"])
         .args(["--summary-json", "summary.json"])
         .output()

@@ -411,14 +411,18 @@ fn nothing_of_an_earlier_attempt_survives_for_a_later_step_with_its_uid() {
         ),
         &[("escape.py", ESCAPE), ("steal.py", STEAL)],
     );
-    let first = plue_run(attacker.path(), &[], &[]).output().unwrap();
+    // The runners' work directories in the drop box: a root runner's step sees only the
+    // entry of /tmp that holds its work directory (its /tmp is its own).
+    let first = plue_run(attacker.path(), &[], &[("TMPDIR", &drop_arg)])
+        .output()
+        .unwrap();
     assert!(first.status.success(), "{}", text(&first));
     // The attacker's run is over, engine and runners gone. Now someone else's run.
     let victim = project(VICTIM_WORKFLOW, &[]);
     let second = plue_run(
         victim.path(),
         &["--secret", "DEPLOY_KEY"],
-        &[("DEPLOY_KEY", secret)],
+        &[("DEPLOY_KEY", secret), ("TMPDIR", &drop_arg)],
     )
     .output()
     .unwrap();
