@@ -72,6 +72,10 @@
 //!
 //! `unsafe` here: only the `pre_exec` hook that starts the zygote (raw syscalls between
 //! fork and exec); sockets, pipes and descriptor passing go through nix.
+//!
+//! Past 600 lines: the runner's whole side of one protocol (the zygote's start, a step's
+//! job and the answers to it, its supervision to the end) in one place, beside the
+//! `zygote.py` it speaks to; its tests are in `tests.rs` and `redteam.rs`.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;

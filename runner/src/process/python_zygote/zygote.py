@@ -20,6 +20,8 @@ _BOOT_MAIN = dict(globals()); import sys; _BOOT_MODULES = set(sys.modules)
 # runner writes `G` into `go` (it closes `go` unwritten when it gave up on the start). The
 # zygote answers `P <pid>` (`P <pid> shared <bits>`) once the child is set up (or
 # `E <why>`), then `S <wait status>` when it ends.
+# Past 600 lines: one program (the runner starts it as a single `-c` text), so the
+# ready-made modules, the spares and a child's set-up cannot live in files of their own.
 import builtins as _builtins
 
 # What each module imported, in order, while the zygote imported its own modules (below):
