@@ -61,10 +61,16 @@ fn plue() -> Command {
 
 /// Runs `workflow` (the source of `w.plue.py`) with `plue run` in a fresh directory.
 fn run(workflow: &str, extra: &[&str]) -> Ran {
+    run_with_env(workflow, extra, &[])
+}
+
+/// [`run`] with `env` added to `plue run`'s environment.
+fn run_with_env(workflow: &str, extra: &[&str], env: &[(&str, &std::path::Path)]) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
     let output = plue()
         .current_dir(dir.path())
+        .envs(env.iter().copied())
         .args([
             "run",
             "w.plue.py",
@@ -295,9 +301,17 @@ fn a_timeout_kills_the_step_and_its_background_children() {
 
 #[test]
 fn independent_steps_run_in_parallel() {
-    // Each step waits for the other's file: only parallel execution can finish both.
-    let tag = format!("/tmp/plue-parallel-{}", std::process::id());
-    let ran = run(
+    // Each step waits for the other's file: only parallel execution can finish both. Not
+    // in /tmp, which is each step's own under a root runner: in a drop box beside the
+    // runners' work directory (their TMPDIR), the one entry of /tmp their steps still see.
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let drop = work.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let tag = drop.join("parallel").display().to_string();
+    let ran = run_with_env(
         &plan(&format!(
             r#"
         Step.bash("left", "touch {tag}-left; for i in $(seq 100); do [ -e {tag}-right ] && exit 0; sleep 0.1; done; exit 1", timeout=30),
@@ -305,9 +319,8 @@ fn independent_steps_run_in_parallel() {
 "#
         )),
         &[],
+        &[("TMPDIR", work.path())],
     );
-    let _ = std::fs::remove_file(format!("{tag}-left"));
-    let _ = std::fs::remove_file(format!("{tag}-right"));
     assert_eq!(ran.summary["status"], "succeeded", "{}", ran.stdout());
 }
 
