@@ -659,3 +659,19 @@ async fn a_step_that_opts_out_gets_a_fresh_interpreter() {
         assert_eq!(lines[0].1 == runner, fresh, "fresh={fresh}: {lines:?}");
     }
 }
+
+#[test]
+fn the_start_answer_says_what_stayed_shared() {
+    assert_eq!(super::parse_started("42"), Some((42, 0)));
+    assert_eq!(super::parse_started("42 shared 3"), Some((42, 3)));
+    for bad in [
+        "",
+        "x",
+        "42 shared",
+        "42 shared x",
+        "42 other 1",
+        "42 shared 1 more",
+    ] {
+        assert_eq!(super::parse_started(bad), None, "{bad:?}");
+    }
+}
