@@ -122,6 +122,9 @@ impl Sandbox {
             .args(args)
             .current_dir(self.dir.path())
             .env(MARK_VAR, self.dir.path())
+            // Local runners' work directories in the sandbox: a root runner's step sees only
+            // the entry of /tmp holding its work directory, so `shared/` stays in reach.
+            .env("TMPDIR", self.dir.path())
             .env("NO_COLOR", "1")
             .env("PLUE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PLUE_TOKEN", ADMIN_TOKEN)
