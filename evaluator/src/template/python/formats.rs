@@ -14,11 +14,17 @@
 //!   `(ref + "x")`, `str(ref)`, `f"{ref}"`, `ref.strip()`), and the left operand of `%`;
 //! - the first argument of `str.format`, `str.format_map`, `<...formatter...>.format`,
 //!   `.vformat`, `Template(...)`, the second of the builtin `format(value, spec)`;
-//! - the pattern argument of `re.<function>`, `fnmatch`, `glob` and `.glob`/`.rglob`.
+//! - the pattern argument of `re.<function>`, `fnmatch`, `glob` and `.glob`/`.rglob`;
+//! - the same reached through a name or a call ([`indirect`]): a receiver the script bound
+//!   to `str`, `type(...)`, `__class__` or a `Formatter` (`S = str`, `import ... as F`),
+//!   a name bound to a format method (`f = str.format`), the arguments of `getattr`,
+//!   `map`, `partial`, `methodcaller`, `__call__` calls that name a format method, and an
+//!   output assigned (`=`, `:=`) to a name the script formats with.
 //!
 //! A reference passed as a *value* (`"{}".format(ref)`, `"%s" % ref`, `int(ref) % 2`,
-//! `re.compile(re.escape(ref))`) stays allowed. The check is lexical: a value first stored
-//! in a variable and formatted later is not seen (the README says never to), and code it
+//! `re.compile(re.escape(ref))`) stays allowed. The check is lexical: a value passed
+//! through a function, a container or a second variable before it is formatted is not
+//! seen (the README says never to), and code it
 //! misjudges is only refused, never rendered differently. Linear in the script's length.
 //!
 //! The script is read by [`super::tokens`], which agrees with [`super::contexts`] on what
@@ -26,12 +32,18 @@
 
 use super::tokens::{tokenize, Kind, Token, NONE};
 
+mod indirect;
+
 /// Why an output may not be the receiver of `.format()`.
 const RECEIVER: &str = "an output must not be the receiver of .format() or .format_map(): its text would be a format string that reads attributes of the arguments (e.g. {0.__init__.__globals__}); pass it as a value instead, e.g. \"{}\".format({{ steps.<id>.outputs.<key> }})";
 /// Why an output may not be the left operand of `%`.
 const PERCENT: &str = "an output must not be the left operand of %: its text would be a format string reading the right-hand side; pass it as a value instead, e.g. \"%s\" % ({{ steps.<id>.outputs.<key> }},)";
 /// Why an output may not be a format string argument.
 const FORMAT_ARGUMENT: &str = "an output must not be the format string of str.format, str.format_map, a Formatter's format/vformat or format()'s spec: its text would read attributes of the arguments; pass it as a value to a format string you wrote";
+/// Why an output may not reach a format method through a call.
+const INDIRECT_FORMAT: &str = "an output must not be an argument of a call that reaches a format method by name or as a value (getattr(..., \"format\"), map(str.format, ...), functools.partial(str.format, ...), operator.methodcaller(\"format\", ...), str.format.__call__): its text would be a format string; pass it as a value to a format string you wrote";
+/// Why an output may not be stored in a name the script formats with.
+const STORED: &str = "an output must not be assigned to a name the script uses as a format string (NAME.format(...), NAME.format_map(...), NAME % ...): its text would read attributes of the arguments; format a string you wrote with the output as a value";
 /// Why an output may not be a `string.Template`.
 const TEMPLATE: &str = "an output must not be a string.Template: its text would read keys of the mapping it is substituted with; substitute it as a value instead";
 /// Why an output may not be a pattern.
@@ -81,6 +93,7 @@ pub(super) fn refusals(text: &str, at: &[usize]) -> Vec<Option<&'static str>> {
         return out;
     }
     let tokens = tokenize(text.as_bytes());
+    let aliases = indirect::aliases(&tokens, text);
     let name = |t: &Token| &text[t.start..t.end];
     // The byte start of the innermost numeric (escape) call around each reference.
     let (numeric, escaped) = enclosing_calls(&tokens, text, at);
@@ -104,7 +117,7 @@ pub(super) fn refusals(text: &str, at: &[usize]) -> Vec<Option<&'static str>> {
                 }
             }
             Kind::Open if j > 0 && name(t) == "(" && t.partner != NONE => {
-                let Some((position, why)) = call_kind(&tokens, j, text) else {
+                let Some((position, why)) = call_kind(&tokens, j, text, &aliases) else {
                     continue;
                 };
                 let safe = if why == PATTERN {
@@ -133,6 +146,14 @@ pub(super) fn refusals(text: &str, at: &[usize]) -> Vec<Option<&'static str>> {
             }
             _ => {}
         }
+    }
+    for (from, to) in indirect::indirect_calls(&tokens, text, &mut |last| {
+        primary(&tokens, last, &mut starts)
+    }) {
+        positions.push((from, to, INDIRECT_FORMAT, Safe::Numeric));
+    }
+    for (from, to) in indirect::stored_receivers(&tokens, text) {
+        positions.push((from, to, STORED, Safe::Numeric));
     }
     // Each decided reference is skipped from then on (`next[k]`: the first undecided
     // reference at or after `k`).
@@ -285,7 +306,12 @@ fn primary(tokens: &[Token], last: usize, starts: &mut [Option<Option<usize>>]) 
 
 /// For the call whose `(` is `tokens[open]`: which positional argument is a format
 /// string, template or pattern, and why; `None` for other calls.
-fn call_kind(tokens: &[Token], open: usize, text: &str) -> Option<(usize, &'static str)> {
+fn call_kind(
+    tokens: &[Token],
+    open: usize,
+    text: &str,
+    aliases: &indirect::Aliases<'_>,
+) -> Option<(usize, &'static str)> {
     let callee = tokens[open - 1];
     if callee.kind != Kind::Name {
         return None;
@@ -303,12 +329,13 @@ fn call_kind(tokens: &[Token], open: usize, text: &str) -> Option<(usize, &'stat
     } else {
         None
     };
-    let formatter = receiver.is_some_and(|r| r.to_ascii_lowercase().contains("formatter"));
+    // `str`, `type("")`, `"".__class__`, a `Formatter`, or a name the script bound to one.
+    let formatter = receiver.is_some_and(|r| indirect::is_formatter(r, aliases));
     match name {
         "vformat" if dotted => Some((0, FORMAT_ARGUMENT)),
-        "format" | "format_map" if dotted && (receiver == Some("str") || formatter) => {
-            Some((0, FORMAT_ARGUMENT))
-        }
+        "format" | "format_map" if dotted && formatter => Some((0, FORMAT_ARGUMENT)),
+        // `f = str.format` ... `f(ref, obj)`.
+        f if !dotted && aliases.format_functions.contains(f) => Some((0, FORMAT_ARGUMENT)),
         "format" if !dotted => Some((1, FORMAT_ARGUMENT)),
         "Template" => Some((0, TEMPLATE)),
         f if dotted && receiver == Some("re") && RE_FUNCTIONS.contains(&f) => Some((0, PATTERN)),

@@ -88,6 +88,65 @@ fn an_output_passed_as_a_value_is_fine() {
 }
 
 #[test]
+fn formats_reached_through_names_and_calls_are_refused() {
+    // regression (issue 30): each of these passed check and printed a secret's prefix.
+    for script in [
+        "print(getattr(@, \"format\")(C()))",
+        "fmt = string.Formatter(); print(fmt.format(@, C()))",
+        "from string import Formatter as F\nprint(F().format(@, C()))",
+        "print(list(map(str.format, [@], [C()])))",
+        "print(type(\"\").format(@, C()))",
+        "print(\"\".__class__.format(@, C()))",
+        "S = str; print(S.format(@, C()))",
+        "print(functools.partial(str.format, @)(C()))",
+        "print(operator.methodcaller(\"format\", C())(@))",
+        "print(str.format.__call__(@, C()))",
+        "print((s := @) and s.format(C()))",
+        "t = @\nprint(t.format(C()))",
+        "t = \"x\" + @\nprint(t % os.environ)",
+        "f = str.format\nprint(f(@, C()))",
+        "T = type(\"\"); F2 = T\nprint(F2.format_map(@, d))",
+        "print(getattr(str, \"format_map\")(@, d))",
+    ] {
+        let got = refused(script);
+        assert!(got.iter().all(Option::is_some), "{script}: {got:?}");
+    }
+    for script in [
+        "print(\"{}\".format(@))",
+        "print(tmpl.format(@))",
+        "print(\"%s\" % @)",
+        "f = \"{}\".format\nprint(f(@))",
+        "print(list(map(str.strip, [@])))",
+        "n = int(@)\nprint(n % 2)",
+        "s = str(@)\nprint(s.upper())",
+        "x = @\ny = \"{}\"\nprint(y.format(x))",
+        "print(getattr(obj, \"name\"), @)",
+        "fmt = string.Formatter(); print(fmt.format(\"{}\", @))",
+    ] {
+        let got = refused(script);
+        assert!(got.iter().all(Option::is_none), "{script}: {got:?}");
+    }
+}
+
+#[test]
+fn aliases_and_indirect_calls_stay_linear() {
+    let started = std::time::Instant::now();
+    let chained = "a = ".repeat(100_000) + "str\nprint(a.format(@))";
+    assert_eq!(refused(&chained), [Some(FORMAT_ARGUMENT)]);
+    let nested = "getattr(".repeat(20_000) + "@, 'format'" + &")".repeat(20_000);
+    assert!(refused(&nested).iter().all(Option::is_some));
+    let stored = "s = @\n".repeat(20_000) + "s.format(o)";
+    assert!(refused(&stored).iter().all(Option::is_some));
+    let walrus = "(s := ".repeat(20_000) + "@" + &")".repeat(20_000) + ".format(o)";
+    assert!(refused(&walrus).iter().all(Option::is_some));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(3000),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn each_reason_names_what_to_do() {
     assert_eq!(refused("@.format(1)"), [Some(RECEIVER)]);
     assert_eq!(refused("@ % 1"), [Some(PERCENT)]);
