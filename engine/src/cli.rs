@@ -165,9 +165,31 @@ pub(crate) struct QuotaArgs {
     /// The part of --quota-repo-files a repository's runs of forks may hold together.
     #[arg(long, env = "PLUE_QUOTA_REPO_FORK_FILES", default_value_t = engine::artifacts::Quotas::default().repository_forks.files)]
     pub(crate) quota_repo_fork_files: u64,
+    /// The most bytes of log text one attempt of a step stores; past it its log ends with
+    /// a marker line and the step fails.
+    #[arg(long, env = "PLUE_QUOTA_STEP_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().step)]
+    pub(crate) quota_step_log_bytes: u64,
+    /// The most bytes of log text one run's steps store together.
+    #[arg(long, env = "PLUE_QUOTA_RUN_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().run)]
+    pub(crate) quota_run_log_bytes: u64,
+    /// --quota-step-log-bytes for a run of a pull request from a fork.
+    #[arg(long, env = "PLUE_QUOTA_FORK_STEP_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().fork_step)]
+    pub(crate) quota_fork_step_log_bytes: u64,
+    /// --quota-run-log-bytes for a run of a pull request from a fork.
+    #[arg(long, env = "PLUE_QUOTA_FORK_RUN_LOG_BYTES", default_value_t = engine::store::LogQuotas::default().fork_run)]
+    pub(crate) quota_fork_run_log_bytes: u64,
 }
 
 impl QuotaArgs {
+    pub(crate) fn log_quotas(&self) -> engine::store::LogQuotas {
+        engine::store::LogQuotas {
+            step: self.quota_step_log_bytes,
+            run: self.quota_run_log_bytes,
+            fork_step: self.quota_fork_step_log_bytes,
+            fork_run: self.quota_fork_run_log_bytes,
+        }
+    }
+
     pub(crate) fn quotas(&self) -> engine::artifacts::Quotas {
         use engine::artifacts::{Quota, Quotas};
         Quotas {

@@ -44,7 +44,10 @@ use crate::http_error::{ApiError, ApiResult};
 use crate::json_body::JsonBody;
 use crate::metrics;
 use crate::runner_scope::{self, Scope};
-use crate::store::{now_ms, AttemptOwner, Claimed, NewRunner, RedeemedToken, Registration};
+use crate::store::{
+    log_quota, now_ms, AttemptOwner, Claimed, LogAttempt, LogQuotas, NewRunner, RedeemedToken,
+    Registration,
+};
 use crate::tokens;
 
 /// How the internal API behaves.
@@ -55,6 +58,8 @@ pub struct InternalConfig {
     pub heartbeat_interval: Duration,
     /// The longest a poll or watch request is held.
     pub max_wait: Duration,
+    /// The most bytes of log text an attempt and a run may store.
+    pub log_quotas: LogQuotas,
 }
 
 #[derive(Clone)]
@@ -549,23 +554,53 @@ async fn logs(
     let JsonBody(batch) = body?;
     validate_batch(&batch)?;
     let store = state.executor.store();
+    // Counted against the log quotas (store::logs::quota): past one, the batch is cut and
+    // ends with a marker line, and the attempt is failed here with the marker as reason.
+    let Some(budget) = store.log_budget(attempt_id).await? else {
+        return Ok(Json(LogAck { cancel: true }));
+    };
+    let planned = log_quota::plan(&state.config.log_quotas, &budget, &batch.lines, now_ms());
+    let at = LogAttempt {
+        attempt_id,
+        run_id: owner.run_id,
+        step_run_id: owner.step_run_id,
+        number: owner.number,
+    };
     let stored = store
-        .append_logs(owner.step_run_id, owner.number, &batch.lines)
+        .append_logs_counted(at, &planned.lines, planned.over.is_some())
         .await?;
     metrics::record(metrics::Event::LogLines(stored));
     let events = state.executor.events();
     // A tapped run's reader gets the lines as stored, when all of them were new (a batch
     // sent again stores nothing, or only what its first copy did not) and in order.
-    let in_order = batch.lines.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-    if stored == batch.lines.len() as u64 && in_order && events.tapped(owner.run_id) {
-        events.offer_lines(owner.run_id, owner.step_run_id, owner.number, batch.lines);
+    let in_order = planned.lines.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+    if stored > 0
+        && stored == planned.lines.len() as u64
+        && in_order
+        && events.tapped(owner.run_id)
+    {
+        events.offer_lines(owner.run_id, owner.step_run_id, owner.number, planned.lines);
     }
     events.send(Event::Logs {
         run_id: owner.run_id,
         step_run_id: owner.step_run_id,
     });
-    let cancel = store.attempt_should_stop(attempt_id).await?;
-    Ok(Json(LogAck { cancel }))
+    if let Some(over) = planned.over {
+        let report = Report {
+            outcome: runner::protocol::Outcome::Failed,
+            exit_code: None,
+            reason: Some(over.to_string()),
+            outputs: BTreeMap::new(),
+        };
+        state
+            .executor
+            .complete(attempt_id, owner.run_id, None, &report)
+            .await?;
+        return Ok(Json(LogAck { cancel: true }));
+    }
+    Ok(Json(LogAck {
+        cancel: budget.stop || budget.truncated,
+    }))
 }
 
 async fn watch(

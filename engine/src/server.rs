@@ -78,6 +78,8 @@ pub struct EngineConfig {
     /// Proxies (an ingress, a load balancer) whose `X-Forwarded-For` names the client the
     /// live-stream caps count (`--trusted-proxy`; none by default: the direct peer).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The most bytes of log text an attempt and a run may store (`--quota-*-log-bytes`).
+    pub log_quotas: crate::store::LogQuotas,
 }
 
 impl EngineConfig {
@@ -103,6 +105,7 @@ impl EngineConfig {
                 std::env::temp_dir().join(format!("plue-artifacts-{}", std::process::id())),
             ),
             trusted_proxies: Vec::new(),
+            log_quotas: crate::store::LogQuotas::default(),
         }
     }
 }
@@ -222,6 +225,7 @@ pub async fn start(
             registration_token: config.registration_token.clone(),
             heartbeat_interval: config.heartbeat_interval,
             max_wait: Duration::from_secs(25),
+            log_quotas: config.log_quotas,
         }),
         auth: auth.clone(),
         shutdown: draining.clone(),

@@ -89,6 +89,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         quotas: args.quotas.quotas(),
         ..engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"))
     };
+    config.log_quotas = args.quotas.log_quotas();
     config.heartbeat_interval = Duration::from_secs(1);
     config.lost_after = Duration::from_secs(10);
     let mut runner = local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?;

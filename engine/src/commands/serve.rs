@@ -89,6 +89,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .then(|| Duration::from_secs(args.artifacts_retention_days * 24 * 3600)),
         quotas: args.quotas.quotas(),
     };
+    config.log_quotas = args.quotas.log_quotas();
     if local && (runners > 0 || args.max_runners.unwrap_or(0) > 0) {
         let data_dir = std::fs::canonicalize(data_dir)?;
         let mut runner = local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?;

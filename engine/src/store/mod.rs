@@ -42,7 +42,8 @@ pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter}
 pub use dashboard::{AttemptRow, RunFilter};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use known_steps::KnownSteps;
-pub use logs::StoredLine;
+pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};
+pub use logs::{LogAttempt, StoredLine};
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
 pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};
 #[cfg(test)]

@@ -7,15 +7,21 @@
 //! (a runner retrying after a lost response, or across an engine restart) inserts nothing
 //! twice. Reads are ordered by (attempt, seq), which is also the SSE event id
 //! `"{attempt}:{seq}"`, so a reader resumes exactly where it stopped.
+//!
+//! A runner's lines are stored through [`Store::append_logs_counted`], which keeps each
+//! attempt's and run's bytes for their log quotas ([`quota`]).
 
 mod chunk_encoding;
+pub mod quota;
 mod sqlite_chunks;
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use runner::protocol::LogLine;
 
-use super::{Db, Store};
+use super::{on_db, Db, Store};
+use quota::LogBudget;
 
 /// A stored line as readers get it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -48,6 +54,50 @@ const PG_APPEND_IDEMPOTENT: &str = "\
 /// seeks to in the primary key (so does SQLite in its chunks' key); the equivalent
 /// `attempt > $2 OR (attempt = $2 AND seq > $3)` made SQLite scan a step's lines from its
 /// first one on every page, so paging through a log cost the square of its length.
+/// [`PG_APPEND`] (or, with `ON CONFLICT DO NOTHING`, [`PG_APPEND_IDEMPOTENT`]) adding
+/// what it inserted to its attempt's figures in the same statement.
+static PG_APPEND_COUNTED: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [
+        pg_append_counted(""),
+        pg_append_counted("ON CONFLICT DO NOTHING"),
+    ]
+});
+
+fn pg_append_counted(on_conflict: &str) -> String {
+    format!(
+        "WITH ins AS ( \
+            INSERT INTO log_lines (step_run_id, attempt, seq, stream, text, ts) \
+            SELECT $1, $2, l.seq, l.stream, l.text, l.ts \
+            FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS l(seq, stream, text, ts) \
+            WHERE l.seq > COALESCE( \
+                (SELECT MAX(seq) FROM log_lines WHERE step_run_id = $1 AND attempt = $2), 0) \
+            {on_conflict} RETURNING seq, octet_length(text) AS n), \
+         sums AS (SELECT COUNT(*) AS lines, COALESCE(SUM(n), 0)::bigint AS bytes, \
+            COALESCE(MAX(seq), 0) AS last FROM ins), \
+         counted AS (UPDATE attempts SET log_bytes = log_bytes + sums.bytes, \
+            log_last_seq = GREATEST(log_last_seq, sums.last), \
+            log_truncated = log_truncated OR $8 FROM sums WHERE id = $7 RETURNING 1) \
+         SELECT lines, bytes FROM sums"
+    )
+}
+
+const BUDGET: &str = "\
+    SELECT (r.cancel_requested OR a.status NOT IN ('claimed', 'running')) AS stop, \
+    a.log_bytes AS attempt_bytes, a.log_last_seq AS last_seq, a.log_truncated AS truncated, \
+    r.log_bytes AS run_bytes, r.secrets_allowed \
+    FROM attempts a JOIN step_runs s ON s.id = a.step_run_id JOIN runs r ON r.id = s.run_id \
+    WHERE a.id = $1";
+
+/// The attempt a counted append stores lines of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogAttempt {
+    pub attempt_id: i64,
+    pub run_id: i64,
+    pub step_run_id: i64,
+    /// The attempt's number in its step run.
+    pub number: i64,
+}
+
 const PG_PAGE: &str = "\
     SELECT attempt, seq, stream, text, ts FROM log_lines WHERE step_run_id = $1 \
     AND (attempt, seq) > ($2, $3) ORDER BY attempt, seq LIMIT $4";
@@ -107,6 +157,66 @@ impl Store {
             Db::Sqlite(pool) => sqlite_chunks::append(pool, step_run_id, attempt, lines).await?,
         };
         Ok(inserted)
+    }
+
+    /// Where attempt `attempt_id`'s log stands against its quotas (`None`: no such
+    /// attempt). One read, which also says whether the runner should stop the attempt.
+    pub async fn log_budget(&self, attempt_id: i64) -> anyhow::Result<Option<LogBudget>> {
+        Ok(on_db!(self, pool => sqlx::query_as(BUDGET)
+            .bind(attempt_id)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// [`Store::append_logs`] adding the bytes of the lines it stores to the attempt's and
+    /// the run's log figures, and, when `truncated`, marking the attempt's log as cut
+    /// (`lines` then end with its marker line). Returns how many lines were new.
+    pub async fn append_logs_counted(
+        &self,
+        at: LogAttempt,
+        lines: &[LogLine],
+        truncated: bool,
+    ) -> anyhow::Result<u64> {
+        if lines.is_empty() && !truncated {
+            return Ok(0);
+        }
+        match &self.db {
+            Db::Postgres(pool) => {
+                let seqs: Vec<i64> = lines.iter().map(|l| l.seq as i64).collect();
+                let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
+                let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+                let ts: Vec<i64> = lines.iter().map(|l| l.ts_ms).collect();
+                let append = |sql: &'static str| {
+                    sqlx::query_as::<_, (i64, i64)>(sql)
+                        .bind(at.step_run_id)
+                        .bind(at.number)
+                        .bind(seqs.clone())
+                        .bind(streams.clone())
+                        .bind(texts.clone())
+                        .bind(ts.clone())
+                        .bind(at.attempt_id)
+                        .bind(truncated)
+                        .fetch_one(pool)
+                };
+                let (inserted, bytes) = match append(&PG_APPEND_COUNTED[0]).await {
+                    Ok(done) => done,
+                    // A concurrent copy of this batch won the race: store what is missing.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        append(&PG_APPEND_COUNTED[1]).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if bytes > 0 {
+                    sqlx::query("UPDATE runs SET log_bytes = log_bytes + $2 WHERE id = $1")
+                        .bind(at.run_id)
+                        .bind(bytes)
+                        .execute(pool)
+                        .await?;
+                }
+                Ok(inserted as u64)
+            }
+            Db::Sqlite(pool) => sqlite_chunks::append_counted(pool, at, lines, truncated).await,
+        }
     }
 
     /// Up to `limit` lines of a step run after the cursor `(attempt, seq)`, in order.

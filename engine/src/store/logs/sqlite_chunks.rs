@@ -82,6 +82,70 @@ pub(super) async fn append(
     }
     // Several chunks, or a batch sent again (all or part of it stored already).
     let mut tx = pool.begin().await?;
+    let new = append_new(&mut *tx, step_run_id, attempt, &lines).await?;
+    tx.commit().await?;
+    Ok(new.len() as u64)
+}
+
+/// [`append`] adding the bytes of the lines it stores to the attempt's and the run's log
+/// figures in the same transaction, and, when `truncated`, marking the attempt's log as
+/// cut (see [`super::quota`]). Returns how many lines were new.
+pub(super) async fn append_counted(
+    pool: &SqlitePool,
+    at: super::LogAttempt,
+    lines: &[LogLine],
+    truncated: bool,
+) -> anyhow::Result<u64> {
+    let lines = in_order(lines);
+    let mut tx = pool.begin().await?;
+    let mut new: &[&LogLine] = &[];
+    let chunks = cut(&lines);
+    if let [chunk] = chunks.as_slice() {
+        // The usual case: the batch is wholly new, one insert (which, a write, takes the
+        // database's write lock before the transaction reads anything).
+        let first = chunk.first().map_or(0, |l| l.seq);
+        let done = bind_chunk(sqlx::query(APPEND_IF_NEW), at.step_run_id, at.number, chunk)?
+            .bind(i64::try_from(first).context("line seq out of range")?)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            new = chunk;
+        }
+    }
+    if new.is_empty() {
+        new = append_new(&mut *tx, at.step_run_id, at.number, &lines).await?;
+    }
+    let bytes: usize = new.iter().map(|l| l.text.len()).sum();
+    let last = new.last().map_or(0, |l| l.seq);
+    sqlx::query(
+        "UPDATE attempts SET log_bytes = log_bytes + $2, log_last_seq = MAX(log_last_seq, $3), \
+         log_truncated = log_truncated OR $4 WHERE id = $1",
+    )
+    .bind(at.attempt_id)
+    .bind(bytes as i64)
+    .bind(i64::try_from(last).context("line seq out of range")?)
+    .bind(truncated)
+    .execute(&mut *tx)
+    .await?;
+    if bytes > 0 {
+        sqlx::query("UPDATE runs SET log_bytes = log_bytes + $2 WHERE id = $1")
+            .bind(at.run_id)
+            .bind(bytes as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(new.len() as u64)
+}
+
+/// Stores the lines of `lines` (in order) past the attempt's highest stored seq, in the
+/// transaction `tx`, which it opens with a write; returns them.
+async fn append_new<'l, 'a>(
+    tx: &mut sqlx::SqliteConnection,
+    step_run_id: i64,
+    attempt: i64,
+    lines: &'l [&'a LogLine],
+) -> anyhow::Result<&'l [&'a LogLine]> {
     sqlx::query("UPDATE step_runs SET id = id WHERE id = $1")
         .bind(step_run_id)
         .execute(&mut *tx)
@@ -94,15 +158,13 @@ pub(super) async fn append(
     .fetch_one(&mut *tx)
     .await?;
     let stored = stored.map_or(0, |seq| u64::try_from(seq).unwrap_or(0));
-    let new = lines.partition_point(|l| l.seq <= stored);
-    let new = &lines[new..];
+    let new = &lines[lines.partition_point(|l| l.seq <= stored)..];
     for chunk in cut(new) {
         bind_chunk(sqlx::query(APPEND), step_run_id, attempt, chunk)?
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
-    Ok(new.len() as u64)
+    Ok(new)
 }
 
 /// Up to `limit` lines after the cursor `after`, in order. Chunks are fetched a few at a
