@@ -99,6 +99,44 @@ impl Auth {
         name.ok_or_else(|| ApiError::unauthorized("invalid token"))
     }
 
+    /// Whom a bearer token belongs to, as the live-stream caps count people: the admin
+    /// token and tokens the admin made (or `plue token create`) are their own owners; a
+    /// token minted through `POST /api/tokens` with another API token belongs to that
+    /// token's owner, so minting tokens never makes more owners. The owner is a token
+    /// hash. Not a valid token: 401.
+    pub async fn owner_of(&self, token: &str) -> ApiResult<String> {
+        let hash = tokens::hash_token(token);
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|admin| tokens::tokens_match(token, admin))
+        {
+            return Ok(hash);
+        }
+        self.store
+            .api_token_owner(&hash)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid token"))
+    }
+
+    /// The owner a token minted by this request's token gets: `None` (the new token owns
+    /// itself) when the admin mints it or no admin token is configured, else the minting
+    /// token's owner.
+    pub async fn owner_for_minting(&self, headers: &HeaderMap) -> ApiResult<Option<String>> {
+        if self.admin_token.is_none() || self.check_admin(headers).is_ok() {
+            return Ok(None);
+        }
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(given) = tokens::bearer(header) else {
+            return Err(ApiError::unauthorized(
+                "this request needs 'Authorization: Bearer <token>'",
+            ));
+        };
+        Ok(Some(self.owner_of(given).await?))
+    }
+
     /// Checks the request's bearer token.
     pub async fn check(&self, headers: &HeaderMap) -> ApiResult<()> {
         let Some(admin) = &self.admin_token else {

@@ -136,11 +136,17 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
             && key
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
-        let value_ok = value.len() <= 63
-            && !value.contains([',', '='])
-            && !value.chars().any(char::is_control);
+        let shown = || evaluator::text::escape_line(&format!("{key}={value}")).into_owned();
+        // regression: only controls were refused, so a value carried U+202E (or invisible
+        // characters) into the runners page and `plue runner list`.
+        evaluator::text::check_clean_field(
+            &format!("label '{}'", shown()),
+            value,
+            evaluator::text::TextKind::UserLine,
+        )?;
+        let value_ok = value.len() <= 63 && !value.contains([',', '=']);
         if !key_ok || !value_ok {
-            return Err(format!("invalid label '{key}={value}'"));
+            return Err(format!("invalid label '{}'", shown()));
         }
     }
     Ok(())
@@ -252,5 +258,28 @@ mod tests {
         assert_eq!(once.refusal("pool-abc123-1", &labels(&[])), None);
         assert!(once.refusal("pool-abc123-2", &labels(&[])).is_some());
         assert!(once.refusal("laptop", &labels(&[])).is_some());
+    }
+
+    // The attack (issue 30): a label value that reorders or hides what the runners page and
+    // `plue runner list` show, through a runner token or a runner's own registration.
+    #[test]
+    fn label_values_are_clean_one_line_text_and_refusals_escape_them() {
+        for value in [
+            "\u{202e}gpu",
+            "a\u{2029}b",
+            "x\u{200b}",
+            "x\u{e0041}",
+            "x\u{feff}",
+        ] {
+            let refused = check_labels(&labels(&[("zone", value)])).unwrap_err();
+            assert!(refused.contains("at character"), "{value:?}: {refused}");
+            assert!(
+                refused.chars().all(|c| !c.is_control() && c.is_ascii()),
+                "escaped: {refused}"
+            );
+        }
+        let refused = check_labels(&labels(&[("bad key\x1b", "v")])).unwrap_err();
+        assert!(refused.contains("\\x1b"), "{refused}");
+        assert!(check_labels(&labels(&[("zone", "eu-west-1 é")])).is_ok());
     }
 }

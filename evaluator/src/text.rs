@@ -6,9 +6,13 @@
 //!   isolates (U+202A–U+202E, U+2066–U+2069) that make text display in another order
 //!   than it runs. PostgreSQL refuses NUL in `TEXT`; terminals act on the rest. People's
 //!   text the engine keeps ([`TextKind::UserLine`]: token names, approval comments) loses
-//!   the bidi marks too; [`check_clean_field`] names the field, position and code point.
-//! - [`escape_line`] turns any text into one printable line: controls, bidi controls and
-//!   line separators become `\n`, `\x1b`, `\u{202e}`. Backslashes are left alone, so
+//!   the bidi marks too, and every other format character (general category Cf: zero-width
+//!   spaces and joiners, soft hyphens, tag characters, byte-order marks) and the line and
+//!   paragraph separators (Zl, Zp) — invisible or line-breaking, they make one name look
+//!   like another or one line look like two. [`TextKind::Line`] refuses Zl and Zp too.
+//!   [`check_clean_field`] names the field, position and code point.
+//! - [`escape_line`] turns any text into one printable line: controls, format characters
+//!   and line separators become `\n`, `\x1b`, `\u{202e}`. Backslashes are left alone, so
 //!   escaping twice changes nothing.
 //! - [`redact_host_paths`] replaces paths into the host's Python installation with
 //!   `<python>`, so a message is never an oracle for what exists on the engine's disk.
@@ -16,16 +20,20 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
+use unicode_general_category::{get_general_category, GeneralCategory};
+
 /// Where a string goes, which decides the controls it may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextKind {
-    /// One line (names, globs, labels, cron, descriptions): tab allowed, no newline.
+    /// One line (names, globs, labels, cron, descriptions): tab allowed, no newline nor
+    /// line or paragraph separator.
     Line,
     /// Code, prompts and env values: newline and tab allowed.
     MultiLine,
     /// One line of people's text that the engine keeps and shows beside other text (API
-    /// and runner token names, approval comments): as [`TextKind::Line`], and the bidi
-    /// marks (U+200E, U+200F, U+061C) too, which such text never needs.
+    /// and runner token names, approval comments, runner labels, repository URLs): as
+    /// [`TextKind::Line`], and every format character (Cf, which holds the bidi marks
+    /// U+200E, U+200F, U+061C) too, which such text never needs.
     UserLine,
 }
 
@@ -39,9 +47,23 @@ fn is_bidi_mark(c: char) -> bool {
     matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
+/// Format characters (general category Cf, from the tables of `unicode-general-category`,
+/// Unicode 16): invisible, they join, hide or steer the characters around them.
+fn is_format(c: char) -> bool {
+    get_general_category(c) == GeneralCategory::Format
+}
+
+/// Line and paragraph separators (Zl, Zp: U+2028, U+2029).
+fn is_separator(c: char) -> bool {
+    matches!(
+        get_general_category(c),
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+    )
+}
+
 /// Characters shown escaped in messages.
 fn needs_escape(c: char) -> bool {
-    c.is_control() || is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
+    c.is_control() || is_bidi_control(c) || is_format(c) || is_separator(c)
 }
 
 /// `Ok` when `text` carries no character [`TextKind`] refuses; otherwise the first
@@ -76,7 +98,8 @@ fn first_unclean(text: &str, kind: TextKind) -> Option<(usize, char)> {
             c => {
                 c.is_control()
                     || is_bidi_control(c)
-                    || (kind == TextKind::UserLine && is_bidi_mark(c))
+                    || (kind != TextKind::MultiLine && is_separator(c))
+                    || (kind == TextKind::UserLine && (is_bidi_mark(c) || is_format(c)))
             }
         })
         .map(|(c, position)| (position, c))
@@ -89,6 +112,8 @@ fn describe_unclean(c: char) -> String {
             "contains the bidirectional control character {}",
             escape_char(c)
         ),
+        c if is_separator(c) => format!("contains the line separator {}", escape_char(c)),
+        c if is_format(c) => format!("contains the invisible format character {}", escape_char(c)),
         c => format!("contains the control character {}", escape_char(c)),
     }
 }
@@ -213,6 +238,46 @@ mod tests {
         );
         assert!(check_clean_field("name", "a\nb", TextKind::UserLine).is_err());
         assert!(check_clean_field("name", "déploiement\tprod 🚀", TextKind::UserLine).is_ok());
+    }
+
+    // The attack (issue 30): invisible and line-breaking characters in an approval comment
+    // or a token name, which the controls-and-bidi rule let through.
+    #[test]
+    fn user_lines_refuse_every_format_character_and_line_separators() {
+        for hidden in [
+            '\u{2028}',
+            '\u{2029}',
+            '\u{e0001}',
+            '\u{e0041}',
+            '\u{e007f}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{ad}',
+            '\u{180e}',
+            '\u{110bd}',
+        ] {
+            let text = format!("deploy{hidden}prod");
+            let refused = check_clean_field("name", &text, TextKind::UserLine).unwrap_err();
+            assert!(
+                refused.contains(&format!("(U+{:04X}) at character 7", hidden as u32)),
+                "{refused}"
+            );
+            assert!(
+                !refused.contains(hidden),
+                "the message escapes it: {refused}"
+            );
+            assert!(!escape_line(&text).contains(hidden));
+        }
+        for separator in ['\u{2028}', '\u{2029}'] {
+            let text = format!("a{separator}b");
+            assert!(check_clean(&text, TextKind::Line).is_err(), "one line");
+            assert!(check_clean(&text, TextKind::MultiLine).is_ok());
+        }
+        // Plans keep invisible format characters in one-line strings (an emoji sequence).
+        assert!(check_clean("👩\u{200d}💻", TextKind::Line).is_ok());
+        assert!(check_clean("👩\u{200d}💻", TextKind::UserLine).is_err());
     }
 
     #[test]

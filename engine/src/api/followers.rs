@@ -31,7 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
+use futures::{Future, Stream};
 use ipnet::IpNet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::http_error::ApiResult;
@@ -52,6 +55,10 @@ pub const MAX_FOLLOWERS: usize = 1024;
 pub const RESERVED_TOTAL: usize = 256;
 /// The longest an anonymous stream lives before it ends (its client reconnects).
 pub const ANONYMOUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// The longest a stream waits for its client to take what it sends (the server cannot
+/// write: the client stopped reading): then the stream ends and frees its place, whoever
+/// holds it. A reading client takes a heartbeat every [`HEARTBEAT`].
+pub const IDLE_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often an idle stream sends a comment: a write is what tells the server a client that
 /// vanished without closing its connection is gone.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -74,6 +81,8 @@ pub struct FollowerLimits {
     /// Places in all anonymous clients never take.
     pub reserved_total: usize,
     pub anonymous_lifetime: Duration,
+    /// See [`IDLE_SEND_TIMEOUT`].
+    pub idle_send_timeout: Duration,
     pub heartbeat: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -89,6 +98,7 @@ impl Default for FollowerLimits {
             total: MAX_FOLLOWERS,
             reserved_total: RESERVED_TOTAL,
             anonymous_lifetime: ANONYMOUS_LIFETIME,
+            idle_send_timeout: IDLE_SEND_TIMEOUT,
             heartbeat: HEARTBEAT,
             min_backoff: MIN_IDLE_BACKOFF,
             max_backoff: MAX_IDLE_BACKOFF,
@@ -104,6 +114,27 @@ impl FollowerLimits {
             reserved_per_step: 0,
             reserved_total: 0,
             ..FollowerLimits::default()
+        }
+    }
+
+    /// The most places one client holds of one step: `per_client_step`, and a signed-in
+    /// owner at most half of the reserved share, so that no one owner takes it all.
+    fn per_client_step_of(&self, signed_in: bool) -> usize {
+        if signed_in && self.reserved_per_step > 0 {
+            self.per_client_step
+                .min((self.reserved_per_step / 2).max(1))
+        } else {
+            self.per_client_step
+        }
+    }
+
+    /// The most places one client holds in all: as [`Self::per_client_step_of`], of the
+    /// engine's places.
+    fn per_client_of(&self, signed_in: bool) -> usize {
+        if signed_in && self.reserved_total > 0 {
+            self.per_client.min((self.reserved_total / 2).max(1))
+        } else {
+            self.per_client
         }
     }
 
@@ -145,7 +176,8 @@ pub enum Refused {
 /// Who a follower is, as the caps count it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Who {
-    /// A signed-in client: the SHA-256 of its token (the admin token or an API token).
+    /// A signed-in client: its token's owner (see [`Auth::owner_of`]), the SHA-256 of the
+    /// admin token or of an API token. Every token minted from one token has its owner.
     Token(String),
     /// An anonymous client: its address (an IPv6 one cut to its /64), unknown when the
     /// server records none.
@@ -153,9 +185,15 @@ pub enum Who {
 }
 
 impl Who {
-    /// A signed-in client, by the token it presented (already checked).
+    /// A signed-in client presenting a token that owns itself (the admin token, one the
+    /// admin made).
     pub fn token(token: &str) -> Who {
         Who::Token(tokens::hash_token(token))
+    }
+
+    /// A signed-in client, by its token's owner ([`Auth::owner_of`]).
+    pub fn owner(owner: String) -> Who {
+        Who::Token(owner)
     }
 
     /// An anonymous client at `address`.
@@ -187,10 +225,7 @@ impl Who {
                 .and_then(|v| v.to_str().ok()),
         );
         match given {
-            Some(token) if auth.enforced() => {
-                auth.check(headers).await?;
-                Ok(Who::token(token))
-            }
+            Some(token) if auth.enforced() => Ok(Who::owner(auth.owner_of(token).await?)),
             _ => Ok(Who::anonymous(address)),
         }
     }
@@ -276,12 +311,14 @@ impl Followers {
         // An anonymous client with no known address is counted by the caps above only.
         let counted = !matches!(who, Who::Anonymous(None));
         if counted {
-            if counts.by_client.get(&who).copied().unwrap_or(0) >= limits.per_client {
-                return Err(Refused::Client(limits.per_client));
+            let per_client = limits.per_client_of(!anonymous);
+            if counts.by_client.get(&who).copied().unwrap_or(0) >= per_client {
+                return Err(Refused::Client(per_client));
             }
             let key = (who.clone(), step_run_id);
-            if counts.by_client_step.get(&key).copied().unwrap_or(0) >= limits.per_client_step {
-                return Err(Refused::ClientStep(limits.per_client_step));
+            let per_client_step = limits.per_client_step_of(!anonymous);
+            if counts.by_client_step.get(&key).copied().unwrap_or(0) >= per_client_step {
+                return Err(Refused::ClientStep(per_client_step));
             }
             *counts.by_client.entry(who.clone()).or_default() += 1;
             *counts.by_client_step.entry(key).or_default() += 1;
@@ -341,6 +378,85 @@ impl Drop for FollowerGuard {
                 (self.who.clone(), self.step_run_id),
             );
         }
+    }
+}
+
+/// A follower's stream on a leash: the stream ends, and its [`FollowerGuard`] frees the
+/// place, at the follower's lifetime or once the client took nothing for
+/// [`FollowerLimits::idle_send_timeout`] — enforced by a task of its own, since hyper stops
+/// polling the body of a client that stopped reading (its socket is full) and a deadline
+/// inside the stream would then never be looked at.
+pub fn leash<S: Stream + Send + 'static>(
+    stream: S,
+    guard: FollowerGuard,
+) -> impl Stream<Item = S::Item> + Send + 'static {
+    let limits = guard.followers.limits;
+    let ends_at = guard.lifetime().map(|lifetime| Instant::now() + lifetime);
+    let polled = Arc::new(Mutex::new(Instant::now()));
+    let released = CancellationToken::new();
+    let keeper = tokio::spawn({
+        let polled = polled.clone();
+        let released = released.clone();
+        async move {
+            loop {
+                let last = *polled.lock().unwrap_or_else(|e| e.into_inner());
+                let idle_until = last + limits.idle_send_timeout;
+                let until = ends_at.map_or(idle_until, |ends_at| ends_at.min(idle_until));
+                if Instant::now() >= until {
+                    break;
+                }
+                tokio::time::sleep_until(until).await;
+            }
+            drop(guard);
+            released.cancel();
+        }
+    });
+    Leashed {
+        stream: Box::pin(stream),
+        released: Box::pin(released.cancelled_owned()),
+        polled,
+        _keeper: keeper.abort_handle().into(),
+    }
+}
+
+/// The stream [`leash`] returns.
+struct Leashed<S> {
+    stream: std::pin::Pin<Box<S>>,
+    /// Done when the keeper let go of the guard: the stream ends.
+    released: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// When hyper last asked for more (it asks only when it can write).
+    polled: Arc<Mutex<Instant>>,
+    /// The task holding the guard, aborted (the guard dropped) with the stream.
+    _keeper: AbortOnDrop,
+}
+
+impl<S: Stream> Stream for Leashed<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        *self.polled.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        if self.released.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        self.stream.as_mut().poll_next(cx)
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl From<tokio::task::AbortHandle> for AbortOnDrop {
+    fn from(handle: tokio::task::AbortHandle) -> Self {
+        AbortOnDrop(handle)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -418,231 +534,5 @@ pub fn parse_trusted_proxy(text: &str) -> Result<IpNet, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn followers(per_step: usize, per_client: usize, total: usize) -> Arc<Followers> {
-        Arc::new(Followers::new(FollowerLimits {
-            per_step,
-            per_client,
-            per_client_step: per_client,
-            total,
-            reserved_per_step: 0,
-            reserved_total: 0,
-            ..FollowerLimits::default()
-        }))
-    }
-
-    fn at(address: &str) -> Who {
-        Who::anonymous(Some(address.parse().unwrap()))
-    }
-
-    #[test]
-    fn each_cap_refuses_the_follower_past_it_and_dropping_frees_the_place() {
-        let f = followers(2, 3, 4);
-        let (a, b) = (at("10.0.0.1"), at("10.0.0.2"));
-        let one = f.enter(1, a.clone()).unwrap();
-        let _two = f.enter(1, a.clone()).unwrap();
-        assert_eq!(f.enter(1, b.clone()).unwrap_err(), Refused::Step(2));
-        let _three = f.enter(2, a.clone()).unwrap();
-        assert_eq!(f.enter(3, a.clone()).unwrap_err(), Refused::Client(3));
-        let _four = f.enter(3, b).unwrap();
-        assert_eq!(
-            f.enter(4, Who::Anonymous(None)).unwrap_err(),
-            Refused::Total(4)
-        );
-        assert_eq!(f.live(), 4);
-        drop(one);
-        assert_eq!(f.live(), 3);
-        let _again = f.enter(1, a).unwrap();
-    }
-
-    #[test]
-    fn counts_go_back_to_nothing() {
-        let f = followers(10, 10, 10);
-        let guards: Vec<_> = (0..10)
-            .map(|i| {
-                let who = match i % 3 {
-                    0 => Who::Anonymous(None),
-                    1 => at("10.0.0.1"),
-                    _ => Who::token("t"),
-                };
-                f.enter(i % 3, who).unwrap()
-            })
-            .collect();
-        assert_eq!(f.live(), 10);
-        drop(guards);
-        assert_eq!(f.live(), 0);
-        let counts = f.lock();
-        assert!(counts.by_step.is_empty() && counts.by_client.is_empty());
-        assert!(counts.by_client_step.is_empty() && counts.anonymous == 0);
-    }
-
-    // The attack: anonymous clients from as many addresses as they like fill a step. The
-    // reserved places stay free for signed-in users; only they hit the step's cap.
-    #[test]
-    fn anonymous_clients_from_any_number_of_addresses_never_take_the_reserved_places() {
-        let f = Arc::new(Followers::new(FollowerLimits::default()));
-        let mut held = Vec::new();
-        for i in 0..1000u32 {
-            let who = Who::anonymous(Some(IpAddr::from(i.to_be_bytes())));
-            match f.enter(7, who) {
-                Ok(guard) => held.push(guard),
-                Err(refused) => assert_eq!(refused, Refused::AnonymousStep(48)),
-            }
-        }
-        assert_eq!(held.len(), MAX_FOLLOWERS_PER_STEP - RESERVED_PER_STEP);
-        for user in 0..RESERVED_PER_STEP {
-            held.push(f.enter(7, Who::token(&format!("user-{user}"))).unwrap());
-        }
-        assert_eq!(
-            f.enter(7, Who::token("late")).unwrap_err(),
-            Refused::Step(64)
-        );
-        // In all, too: anonymous followers of many steps leave the reserved total free.
-        let f = Arc::new(Followers::new(FollowerLimits::default()));
-        let mut held = Vec::new();
-        for i in 0..2000u32 {
-            let who = Who::anonymous(Some(IpAddr::from(i.to_be_bytes())));
-            if let Ok(guard) = f.enter(i64::from(i), who) {
-                held.push(guard);
-            }
-        }
-        assert_eq!(held.len(), MAX_FOLLOWERS - RESERVED_TOTAL);
-        let signed_in = f.enter(1, Who::token("me")).unwrap();
-        assert_eq!(signed_in.lifetime(), None);
-        assert_eq!(held[0].lifetime(), Some(ANONYMOUS_LIFETIME));
-    }
-
-    // regression: one client with two addresses took all 64 places of a step.
-    #[test]
-    fn one_client_takes_few_places_of_a_step_and_an_ipv6_host_is_one_client() {
-        let f = Arc::new(Followers::new(FollowerLimits::default()));
-        let mut held = Vec::new();
-        for address in ["10.0.0.1", "10.0.0.2"] {
-            while let Ok(guard) = f.enter(1, at(address)) {
-                held.push(guard);
-            }
-        }
-        assert_eq!(held.len(), 2 * MAX_FOLLOWERS_PER_CLIENT_STEP);
-        // Every address of one /64 is one client.
-        let mut v6 = 0;
-        for i in 0..100u16 {
-            if let Ok(guard) = f.enter(2, at(&format!("2001:db8::{i:x}"))) {
-                held.push(guard);
-                v6 += 1;
-            }
-        }
-        assert_eq!(v6, MAX_FOLLOWERS_PER_CLIENT_STEP);
-        assert_eq!(at("::ffff:10.0.0.1"), at("10.0.0.1"));
-    }
-
-    #[test]
-    fn tokens_are_counted_wherever_they_connect_from() {
-        let f = followers(100, 3, 100);
-        let held: Vec<_> = (0..3)
-            .map(|i| f.enter(i, Who::token("t")).unwrap())
-            .collect();
-        assert_eq!(f.enter(9, Who::token("t")).unwrap_err(), Refused::Client(3));
-        assert!(f.enter(9, Who::token("other")).is_ok());
-        drop(held);
-    }
-
-    fn proxies(networks: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(
-            networks
-                .iter()
-                .map(|n| parse_trusted_proxy(n).unwrap())
-                .collect(),
-        )
-    }
-
-    fn forwarded(values: &[&str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append("x-forwarded-for", value.parse().unwrap());
-        }
-        headers
-    }
-
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
-    }
-
-    // The attack: a client writes the address it wants to be counted as into the header.
-    #[test]
-    fn forwarded_for_is_read_only_from_trusted_proxies_and_only_up_to_the_first_untrusted_hop() {
-        let none = TrustedProxies::default();
-        let spoofed = forwarded(&["203.0.113.9"]);
-        assert_eq!(
-            none.client(ip("198.51.100.7"), &spoofed),
-            ip("198.51.100.7")
-        );
-        let ingress = proxies(&["10.0.0.0/8", "fd00::/8"]);
-        // Not from the ingress: the header is the client's own words.
-        assert_eq!(
-            ingress.client(ip("198.51.100.7"), &spoofed),
-            ip("198.51.100.7")
-        );
-        // From the ingress: the right-most address the proxies did not write.
-        assert_eq!(
-            ingress.client(ip("10.1.2.3"), &forwarded(&["1.1.1.1, 198.51.100.7"])),
-            ip("198.51.100.7")
-        );
-        assert_eq!(
-            ingress.client(
-                ip("10.1.2.3"),
-                &forwarded(&["6.6.6.6, 198.51.100.7", "10.9.9.9"])
-            ),
-            ip("198.51.100.7"),
-            "several headers are one list; trusted hops are skipped"
-        );
-        assert_eq!(
-            ingress.client(ip("::ffff:10.1.2.3"), &forwarded(&["[2001:db8::1]:443"])),
-            ip("2001:db8::1")
-        );
-        // Nothing usable: the last trusted hop.
-        assert_eq!(
-            ingress.client(ip("10.1.2.3"), &HeaderMap::new()),
-            ip("10.1.2.3")
-        );
-        assert_eq!(
-            ingress.client(ip("10.1.2.3"), &forwarded(&["1.1.1.1, junk, 10.0.0.5"])),
-            ip("10.0.0.5")
-        );
-        let followers = Followers::default().trusting(ingress);
-        assert_eq!(
-            followers.client_address(Some("10.1.2.3:9".parse().unwrap()), &spoofed),
-            Some(ip("203.0.113.9"))
-        );
-    }
-
-    #[test]
-    fn trusted_proxies_are_networks_or_addresses() {
-        assert_eq!(
-            parse_trusted_proxy("10.1.2.3/8").unwrap().to_string(),
-            "10.0.0.0/8"
-        );
-        assert_eq!(
-            parse_trusted_proxy("192.0.2.1").unwrap().to_string(),
-            "192.0.2.1/32"
-        );
-        assert_eq!(parse_trusted_proxy("::1").unwrap().to_string(), "::1/128");
-        assert!(parse_trusted_proxy("ingress")
-            .unwrap_err()
-            .contains("'ingress'"));
-        assert!(parse_trusted_proxy("10.0.0.0/33").is_err());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let limits = FollowerLimits::default();
-        let mut wait = Duration::ZERO;
-        let mut seen = Vec::new();
-        for _ in 0..8 {
-            wait = limits.next_backoff(wait);
-            seen.push(wait.as_millis());
-        }
-        assert_eq!(seen, [250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
-    }
-}
+#[path = "followers_tests.rs"]
+mod tests;

@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 use utoipa::IntoParams;
 
 use super::approvals::StepPath;
-use super::followers::{FollowerGuard, FollowerLimits, Who};
+use super::followers::{leash, FollowerLimits, Who};
 use super::views::{ErrorView, LineView};
 use super::{parse_run_id, ApiState};
 use crate::events::Event;
@@ -120,7 +120,9 @@ pub(super) async fn step_logs(
             ApiError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
         })?;
         let heartbeat = state.followers.limits().heartbeat;
-        let stream = follow(&state, run_id, step_run.id, cursor, guard);
+        // regression: the lifetime was checked inside the stream, which hyper stops polling
+        // when the client stops reading, so a silent anonymous client kept its place.
+        let stream = leash(follow(&state, run_id, step_run.id, cursor), guard);
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::new().interval(heartbeat))
             .into_response());
@@ -184,7 +186,8 @@ fn sse_event(line: &StoredLine) -> SseEvent {
 
 /// One SSE follower: its place in the step's logs and everything it waits on. It lives in
 /// the response stream itself (no task of its own), so when hyper drops the stream of a
-/// client that left, the follower, its guard and its subscription go with it.
+/// client that left, the follower and its subscription go with it; its place is held by
+/// the [`leash`] around it.
 struct Follower {
     store: crate::store::Store,
     events: tokio::sync::broadcast::Receiver<Event>,
@@ -197,10 +200,7 @@ struct Follower {
     /// The wait before re-reading an idle step by itself; doubles while nothing comes.
     idle: Duration,
     limits: FollowerLimits,
-    /// When an anonymous stream's lifetime ends.
-    ends_at: Option<tokio::time::Instant>,
     done: bool,
-    _guard: FollowerGuard,
 }
 
 /// Sends stored lines after `cursor`, then new ones as they are stored, until the step is
@@ -210,11 +210,7 @@ fn follow(
     run_id: i64,
     step_run_id: i64,
     cursor: (i64, i64),
-    guard: FollowerGuard,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let ends_at = guard
-        .lifetime()
-        .map(|lifetime| tokio::time::Instant::now() + lifetime);
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
     let follower = Follower {
         store: state.executor.store().clone(),
         events: state.executor.events().subscribe(),
@@ -225,17 +221,10 @@ fn follow(
         ready: VecDeque::new(),
         idle: Duration::ZERO,
         limits: *state.followers.limits(),
-        ends_at,
         done: false,
-        _guard: guard,
     };
     futures::stream::unfold(follower, |mut follower| async move {
         loop {
-            // Past its lifetime the stream ends, sent or not: the client resumes after the
-            // last event it received.
-            if follower.expired() {
-                return None;
-            }
             if let Some(event) = follower.ready.pop_front() {
                 return Some((Ok(event), follower));
             }
@@ -248,11 +237,6 @@ fn follow(
 }
 
 impl Follower {
-    fn expired(&self) -> bool {
-        self.ends_at
-            .is_some_and(|ends_at| tokio::time::Instant::now() >= ends_at)
-    }
-
     /// Reads what is new, or ends the stream, or waits until something may have changed.
     async fn advance(&mut self) {
         let lines = match self
@@ -317,16 +301,8 @@ impl Follower {
                 }
             }
         };
-        let ends_at = self.ends_at;
-        let lifetime = async move {
-            match ends_at {
-                Some(ends_at) => tokio::time::sleep_until(ends_at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = self.shutdown.cancelled() => self.done = true,
-            _ = lifetime => {}
             _ = tokio::time::timeout(self.idle, notified) => {}
         }
     }

@@ -490,3 +490,118 @@ fn cursors_are_exactly_attempt_colon_seq() {
         assert!(parse_cursor(bad).is_err(), "{bad:?}");
     }
 }
+
+impl Engine {
+    /// Mints an API token through `POST /api/tokens` with `with`.
+    async fn mint(&self, with: &str, name: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/api/tokens", self.addr))
+            .bearer_auth(with)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "minting {name}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Opens streams with `token` until one is refused; returns those opened.
+    async fn open_all(&self, token: &str, most: usize) -> Vec<TcpStream> {
+        let mut held = Vec::new();
+        for _ in 0..most {
+            let (status, conn) = self
+                .open_with(&format!("Authorization: Bearer {token}\r\n"))
+                .await;
+            if status != 200 {
+                assert_eq!(status, 429);
+                break;
+            }
+            held.push(conn);
+        }
+        held
+    }
+}
+
+// The attack (issue 30): mallory mints tokens with her own and opens the most streams
+// each allows, to take every place of a step (or of the engine) and lock everyone else
+// out. Her minted tokens count as her: other token holders and the admin still follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_minted_by_one_holder_count_as_one_and_lock_nobody_out() {
+    let engine = Engine::start(FollowerLimits::default()).await;
+    let mallory = engine.mint("admin", "mallory").await;
+    let alice = engine.mint("admin", "alice").await;
+    let mut minted = vec![mallory.clone()];
+    for i in 0..8 {
+        // Minted with her own token or with one she minted: all hers.
+        let with = minted[i % minted.len()].clone();
+        minted.push(engine.mint(&with, &format!("m{i}")).await);
+    }
+    let mut held = Vec::new();
+    for token in &minted {
+        held.extend(engine.open_all(token, 8).await);
+    }
+    assert_eq!(held.len(), 8, "mallory's tokens are one owner on the step");
+    assert_eq!(engine.open_all(&alice, 8).await.len(), 8);
+    assert_eq!(engine.open_all("admin", 8).await.len(), 8);
+    // Engine-wide: with room for 80, mallory's tokens hold 32 of it.
+    let engine = Engine::start(FollowerLimits {
+        total: 80,
+        reserved_total: 0,
+        per_step: 1000,
+        reserved_per_step: 0,
+        per_client_step: 1000,
+        ..FollowerLimits::default()
+    })
+    .await;
+    let mallory = engine.mint("admin", "mallory").await;
+    let alice = engine.mint("admin", "alice").await;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let token = engine.mint(&mallory, &format!("m{i}")).await;
+        held.extend(engine.open_all(&token, 32).await);
+    }
+    assert_eq!(held.len(), 32, "mallory's tokens are one owner in all");
+    assert_eq!(engine.open_all(&alice, 32).await.len(), 32);
+    assert_eq!(engine.open_all("admin", 16).await.len(), 16);
+}
+
+// The attack (issue 30): an anonymous client opens a stream of a long log and never reads.
+// Its socket fills, hyper stops polling the stream, and a lifetime checked inside the
+// stream never came: the place was held for good. The leash frees it at the lifetime, and
+// a signed-in client that stops reading at the idle-send timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_loses_its_place_at_its_lifetime() {
+    let engine = Engine::start(FollowerLimits {
+        anonymous_lifetime: Duration::from_millis(1500),
+        idle_send_timeout: Duration::from_secs(3),
+        ..roomy()
+    })
+    .await;
+    let text = "x".repeat(2000);
+    let lines: Vec<LogLine> = (1..=6000)
+        .map(|seq| LogLine {
+            seq,
+            stream: LineStream::Stdout,
+            text: text.clone(),
+            ts_ms: 1,
+        })
+        .collect();
+    let store = engine.executor.store();
+    for chunk in lines.chunks(500) {
+        store
+            .append_logs(engine.step_run_id, 1, chunk)
+            .await
+            .unwrap();
+    }
+    let (status, _anonymous) = engine.open().await;
+    assert_eq!(status, 200);
+    let (status, _signed_in) = engine.open_with("Authorization: Bearer admin\r\n").await;
+    assert_eq!(status, 200);
+    engine.live_becomes(2).await;
+    // The anonymous one goes at its lifetime, the signed-in one (which never read either)
+    // at the idle-send timeout; neither socket was read or closed.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(engine.followers.live(), 1, "the lifetime passed");
+    engine.live_becomes(0).await;
+}

@@ -113,19 +113,50 @@ pub(crate) fn check_repo_name(name: &str) -> ApiResult<()> {
     }
 }
 
+// regression: api_url was only prefix-checked and clone_url refused only controls, so
+// both stored newlines, escapes or bidi characters that the dashboard and `plue repo list`
+// show, and the refusals echoed the raw URL. Both are clean one-line text now, and the
+// messages show them escaped.
 fn check_clone_url(url: &str) -> ApiResult<()> {
+    let shown = evaluator::text::quote(url, 200);
     let remote = ["https://", "http://", "file://", "ssh://", "git@"]
         .iter()
         .any(|p| url.starts_with(p));
-    if url.is_empty() || url.starts_with('-') || url.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!("invalid clone_url '{url}'")));
+    if url.is_empty() || url.starts_with('-') {
+        return Err(ApiError::bad_request(format!(
+            "invalid clone_url '{shown}'"
+        )));
     }
+    check_clean_url("clone_url", url)?;
     if !remote && !std::path::Path::new(url).is_absolute() {
         return Err(ApiError::bad_request(format!(
-            "invalid clone_url '{url}': expected https://, file:// or an absolute path"
+            "invalid clone_url '{shown}': expected https://, file:// or an absolute path"
         )));
     }
     Ok(())
+}
+
+fn check_api_url(url: &str) -> ApiResult<()> {
+    check_clean_url("api_url", url)?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(ApiError::bad_request(format!(
+            "invalid api_url '{}': expected http(s)://",
+            evaluator::text::quote(url, 200)
+        )));
+    }
+    Ok(())
+}
+
+/// A repository URL is clean one-line text (no controls, bidi or invisible characters).
+fn check_clean_url(field: &str, url: &str) -> ApiResult<()> {
+    evaluator::text::check_clean_field(field, url, evaluator::text::TextKind::UserLine).map_err(
+        |problem| {
+            ApiError::bad_request(format!(
+                "invalid {field} '{}': {problem}",
+                evaluator::text::quote(url, 200)
+            ))
+        },
+    )
 }
 
 /// Secret names as environment variables take them.
@@ -183,11 +214,7 @@ pub(super) async fn create_repo(
         ));
     }
     if let Some(api_url) = &request.api_url {
-        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            return Err(ApiError::bad_request(format!(
-                "invalid api_url '{api_url}': expected http(s)://"
-            )));
-        }
+        check_api_url(api_url)?;
     }
     if let Some(branch) = &request.default_branch {
         crate::registry::git::check_ref(branch)
@@ -613,6 +640,7 @@ pub(super) struct CreateToken {
 )]
 pub(super) async fn create_token(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     body: Result<Object<CreateToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     let Object(request) = body?;
@@ -626,11 +654,15 @@ pub(super) async fn create_token(
     // display as another.
     evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
         .map_err(ApiError::bad_request)?;
+    // regression: a token minted with an ordinary token counted as a new client, so one
+    // holder minted 32 tokens and took every live-stream place of the engine. A minted
+    // token belongs to its minter's owner.
+    let owner = state.auth.owner_for_minting(&headers).await?;
     let token = tokens::new_token()?;
     let id = state
         .executor
         .store()
-        .create_api_token(name, &tokens::hash_token(&token))
+        .create_api_token(name, &tokens::hash_token(&token), owner.as_deref())
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -668,5 +700,35 @@ mod tests {
         for bad in ["", "-u", "relative/path", "https://x/\ny"] {
             assert!(check_clone_url(bad).is_err(), "{bad}");
         }
+    }
+
+    fn message_of(error: ApiError) -> String {
+        match error {
+            ApiError::Client(_, message) => message,
+            ApiError::Internal(e) => panic!("internal: {e}"),
+        }
+    }
+
+    // The attack (issue 30): URLs that print as other text in the dashboard and in `plue
+    // repo list` (a newline, an escape sequence, bidi or invisible characters), and
+    // refusals that echoed them raw.
+    #[test]
+    fn repository_urls_are_clean_and_refusals_escape_them() {
+        for hidden in [
+            "\n", "\x1b[2J", "\u{202e}", "\u{2066}", "\u{200b}", "\u{2028}",
+        ] {
+            let url = format!("https://forge.example/api{hidden}v1");
+            for refused in [check_api_url(&url), check_clone_url(&url)] {
+                let message = message_of(refused.unwrap_err());
+                assert!(message.contains("at character 26"), "{message}");
+                assert!(!message.contains(hidden), "escaped: {message:?}");
+            }
+        }
+        let message = message_of(check_api_url("ftp://x\x1b").unwrap_err());
+        assert!(!message.contains('\x1b'), "{message:?}");
+        let message = message_of(check_clone_url("relative\x1b").unwrap_err());
+        assert!(!message.contains('\x1b'), "{message:?}");
+        assert!(check_api_url("https://forge.example/api/v1").is_ok());
+        assert!(check_clone_url("git@forge.example:o/r.git").is_ok());
     }
 }

@@ -260,14 +260,34 @@ impl Store {
         Ok(row.unwrap_or(false))
     }
 
-    pub async fn create_api_token(&self, name: &str, token_hash: &str) -> anyhow::Result<i64> {
+    /// Stores an API token by its hash. `owner_hash` is the hash of the token whose holder
+    /// it belongs to (see [`Store::api_token_owner`]); `None`: it owns itself.
+    pub async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        owner_hash: Option<&str>,
+    ) -> anyhow::Result<i64> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO api_tokens (name, token_hash, owner_hash, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(name)
         .bind(token_hash)
+        .bind(owner_hash)
         .bind(now_ms())
         .fetch_one(pool)
+        .await?))
+    }
+
+    /// Whom the API token with this hash belongs to, as a token hash: the token that
+    /// minted it (or that token's owner), or itself. `None`: no such token.
+    pub async fn api_token_owner(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COALESCE(owner_hash, token_hash) FROM api_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
         .await?))
     }
 

@@ -32,8 +32,9 @@ use super::error::{WebError, WebResult};
 use super::forward::Client;
 use super::session::Session;
 use super::{parse_run_id, Web};
-use crate::api::followers::{FollowerGuard, Who};
+use crate::api::followers::{leash, Who};
 use crate::events::Event;
+use crate::http_error::ApiError;
 
 /// Fewest milliseconds between two hints of one stream.
 pub(super) const THROTTLE: Duration = Duration::from_millis(150);
@@ -60,21 +61,24 @@ pub(super) async fn stream(
     let peer = client.map(|Extension(ConnectInfo(address))| address);
     let who = match &session.token {
         // Checked by `Session::load`; with no admin token nobody signs in.
-        Some(token) if web.auth().enforced() => Who::token(token),
+        Some(token) if web.auth().enforced() => {
+            let owner = web.auth().owner_of(token).await.map_err(|e| match e {
+                ApiError::Client(status, message) => WebError::Client(status, message),
+                ApiError::Internal(e) => WebError::Internal(e),
+            })?;
+            Who::owner(owner)
+        }
         _ => Who::anonymous(web.state.followers.client_address(peer, &headers)),
     };
     let guard =
         web.state.followers.enter(key, who).map_err(|refused| {
             WebError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
         })?;
-    let ends_at = guard.lifetime().map(|lifetime| Instant::now() + lifetime);
     let watch = Watch {
         events: web.state.executor.events().subscribe(),
         run,
         shutdown: web.state.shutdown.clone(),
         last: None,
-        ends_at,
-        _guard: guard,
     };
     let hints = futures::stream::unfold(watch, |mut watch| async move {
         watch.next().await?;
@@ -83,7 +87,9 @@ pub(super) async fn stream(
             watch,
         ))
     });
-    Ok(Sse::new(hints)
+    // The leash frees the place at an anonymous stream's lifetime and when the browser
+    // stops reading, whether or not hyper still polls the stream.
+    Ok(Sse::new(leash(hints, guard))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
@@ -96,26 +102,14 @@ struct Watch {
     shutdown: CancellationToken,
     /// When the last hint was sent.
     last: Option<Instant>,
-    /// When an anonymous stream's lifetime ends.
-    ends_at: Option<Instant>,
-    /// Counts the stream among the followers while it lives.
-    _guard: FollowerGuard,
 }
 
 impl Watch {
     /// Waits for the next change worth a hint; `None` ends the stream.
     async fn next(&mut self) -> Option<()> {
         let shutdown = self.shutdown.clone();
-        let ends_at = self.ends_at;
-        let lifetime = async move {
-            match ends_at {
-                Some(ends_at) => tokio::time::sleep_until(ends_at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = lifetime => return None,
             changed = self.changed() => changed?,
         }
         if let Some(last) = self.last {
