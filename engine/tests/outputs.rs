@@ -333,3 +333,84 @@ fn an_output_cannot_assign_path_through_bash_arithmetic() {
     );
     assert_eq!(lines_of(&output, "fine"), ["Linux"], "{all}");
 }
+
+#[test]
+fn a_raw_reference_assembled_from_ctx_text_never_runs() {
+    // regression (issue 30): a trusted workflow linting changed files under src/ named
+    // them without the prefix; a file named `{src/{ raw steps.up.outputs.x }}` became
+    // `{{ raw steps.up.outputs.x }}` after replace("src/", "") and the output ran as code
+    // in the secret-holding step ("linting PWNED-s3c").
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let marker = marker.to_str().unwrap();
+    let workflow = format!(
+        r#"def workflow(ctx):
+    names = [f.replace("src/", "") for f in ctx.changed_files if "src/" in f]
+    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+        Step.bash('up', "echo 'x=$(touch {marker})' >> $PLUE_OUTPUT"),
+        Step.bash('lint', "".join('echo "linting ' + n + '"\n' for n in names), depends_on=['up']),
+    ])
+"#
+    );
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = plue()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "w.plue.py",
+            "--event",
+            "manual",
+            "--changed-file",
+            "src/main.rs",
+            "--changed-file",
+            "{src/{ raw steps.up.outputs.x }}",
+        ])
+        .output()
+        .expect("plue runs");
+    let all = describe(&output);
+    assert!(!output.status.success(), "{all}");
+    assert!(!Path::new(marker).exists(), "an output ran as code\n{all}");
+    assert!(
+        all.contains("step 'lint': command: '{{ raw steps.up.outputs.x }}' is not written in the workflow file"),
+        "{all}"
+    );
+}
+
+#[test]
+fn outputs_in_code_behind_wrappers_here_documents_and_aliases_are_check_errors() {
+    // regression (issue 30): each of these passed `plue check` and ran or formatted the
+    // output next to the step's secrets.
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = r#"R = "{{ steps.up.outputs.x }}"
+def workflow():
+    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+        Step.bash('up', 'true'),
+        Step.bash('heredoc', 'python3 - <<EOF\nprint("' + R + '")\nEOF', depends_on=['up']),
+        Step.bash('wrapped', 'timeout 5 bash -c "echo ' + R + '"', depends_on=['up']),
+        Step.bash('alias', 'p=printf; $p "' + R + '" "$TOKEN"', depends_on=['up']),
+        Step.python('walrus', 'class C: pass\nprint((s := ' + R + ') and s.format(C()))', depends_on=['up']),
+        Step.python('getattr', 'class C: pass\nprint(getattr(' + R + ', "format")(C()))', depends_on=['up']),
+    ])
+"#;
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = plue()
+        .current_dir(dir.path())
+        .args(["check", "."])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let messages = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "step 'heredoc': command: '{{ steps.up.outputs.x }}': an output must not be part of code another program parses",
+        "step 'wrapped': command: '{{ steps.up.outputs.x }}': an output must not be part of code another program parses",
+        "step 'alias': command: '{{ steps.up.outputs.x }}': an output must not be printf's format argument",
+        "step 'walrus': script: '{{ steps.up.outputs.x }}': an output must not be assigned to a name the script uses as a format string",
+        "step 'getattr': script: '{{ steps.up.outputs.x }}': an output must not be an argument of a call that reaches a format method",
+    ] {
+        assert!(
+            messages.contains(expected),
+            "{expected}\n{}",
+            describe(&output)
+        );
+    }
+}
