@@ -110,108 +110,197 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
 }
 
 /// Every way found to weaken a runner pod through a class's template (issue 30), as the
-/// `spec` of one class, and what its refusal must name. The unit tests in
+/// inside of one class's `template` (`spec: ...`, with `metadata: ...` when it matters),
+/// and what its refusal must name. The unit tests in
 /// `pool/kubernetes/hardening.rs` hold the full table; these go through the binary.
 const WEAKENINGS: &[(&str, &str)] = &[
     (
-        r#"{volumes: [{name: t, projected: {sources: [{serviceAccountToken: {path: token}}]}}], containers: [{name: runner, image: i}]}"#,
+        r#"spec: {volumes: [{name: t, projected: {sources: [{serviceAccountToken: {path: token}}]}}], containers: [{name: runner, image: i}]}"#,
         "spec.volumes[0].projected.sources[0].serviceAccountToken is not allowed",
     ),
     (
-        r#"{automountServiceAccountToken: true, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {automountServiceAccountToken: true, containers: [{name: runner, image: i}]}"#,
         "spec.automountServiceAccountToken must not be true",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {capabilities: {drop: []}}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {capabilities: {drop: []}}}]}"#,
         "spec.containers[runner].securityContext.capabilities.drop must include ALL, got []",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {capabilities: {add: [SYS_PTRACE]}}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {capabilities: {add: [SYS_PTRACE]}}}]}"#,
         "spec.containers[runner].securityContext.capabilities.add is not allowed",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {readOnlyRootFilesystem: false}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {readOnlyRootFilesystem: false}}]}"#,
         "spec.containers[runner].securityContext.readOnlyRootFilesystem must stay true",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {privileged: true}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {privileged: true}}]}"#,
         "spec.containers[runner].securityContext.privileged must not be true",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {allowPrivilegeEscalation: true}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {allowPrivilegeEscalation: true}}]}"#,
         "spec.containers[runner].securityContext.allowPrivilegeEscalation must stay false",
     ),
     (
-        r#"{securityContext: {seccompProfile: {type: Unconfined}}, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {securityContext: {seccompProfile: {type: Unconfined}}, containers: [{name: runner, image: i}]}"#,
         "spec.securityContext.seccompProfile.type must be RuntimeDefault, got \"Unconfined\"",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {seccompProfile: {type: Unconfined}}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {seccompProfile: {type: Unconfined}}}]}"#,
         "spec.containers[runner].securityContext.seccompProfile.type must be RuntimeDefault",
     ),
     (
-        r#"{securityContext: {appArmorProfile: {type: Unconfined}}, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {securityContext: {appArmorProfile: {type: Unconfined}}, containers: [{name: runner, image: i}]}"#,
         "spec.securityContext.appArmorProfile is not allowed",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {seLinuxOptions: {type: spc_t}}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {seLinuxOptions: {type: spc_t}}}]}"#,
         "spec.containers[runner].securityContext.seLinuxOptions is not allowed",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {procMount: Unmasked}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {procMount: Unmasked}}]}"#,
         "spec.containers[runner].securityContext.procMount must be Default, got \"Unmasked\"",
     ),
     (
-        r#"{volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: i}]}"#,
+        r#"spec: {volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: i}]}"#,
         "spec.volumes[1].secret is not allowed (Secret volumes need allow_secret_volumes)",
     ),
     (
-        r#"{volumes: [{name: c, configMap: {name: plue-pool}}], containers: [{name: runner, image: i}]}"#,
+        r#"spec: {volumes: [{name: c, configMap: {name: plue-pool}}], containers: [{name: runner, image: i}]}"#,
         "spec.volumes[0].configMap is not allowed (ConfigMap volumes need allow_config_map_volumes)",
     ),
     (
-        r#"{volumes: [{name: h, hostPath: {path: /}}], containers: [{name: runner, image: i}]}"#,
+        r#"spec: {volumes: [{name: h, hostPath: {path: /}}], containers: [{name: runner, image: i}]}"#,
         "spec.volumes[0].hostPath is not allowed",
     ),
     (
-        r#"{shareProcessNamespace: true, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {shareProcessNamespace: true, containers: [{name: runner, image: i}]}"#,
         "spec.shareProcessNamespace must not be true",
     ),
     (
-        r#"{containers: [{name: runner, image: i, ports: [{containerPort: 8080, hostPort: 8080}]}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, ports: [{containerPort: 8080, hostPort: 8080}]}]}"#,
         "spec.containers[runner].ports[0].hostPort is not allowed",
     ),
     (
-        r#"{hostPID: true, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {hostPID: true, containers: [{name: runner, image: i}]}"#,
         "spec.hostPID must not be true",
     ),
     (
-        r#"{securityContext: {runAsGroup: 0}, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {securityContext: {runAsGroup: 0}, containers: [{name: runner, image: i}]}"#,
         "spec.securityContext.runAsGroup must not be 0 (the root group)",
     ),
     (
-        r#"{securityContext: {supplementalGroups: [0]}, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {securityContext: {supplementalGroups: [0]}, containers: [{name: runner, image: i}]}"#,
         "spec.securityContext.supplementalGroups[0] must not be 0",
     ),
     (
-        r#"{securityContext: {fsGroup: 0}, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {securityContext: {fsGroup: 0}, containers: [{name: runner, image: i}]}"#,
         "spec.securityContext.fsGroup must not be 0",
     ),
     (
-        r#"{containers: [{name: runner, image: i, securityContext: {runAsUser: 0}}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, securityContext: {runAsUser: 0}}]}"#,
         "spec.containers[runner].securityContext.runAsUser must not be 0 (root)",
     ),
     (
-        r#"{securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: "0"}]}, containers: [{name: runner, image: i}]}"#,
+        r#"spec: {securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: "0"}]}, containers: [{name: runner, image: i}]}"#,
         "spec.securityContext.sysctls is not allowed",
     ),
     (
-        r#"{initContainers: [{name: setup, image: b, securityContext: {privileged: true}}], containers: [{name: runner, image: i}]}"#,
+        r#"spec: {initContainers: [{name: setup, image: b, securityContext: {privileged: true}}], containers: [{name: runner, image: i}]}"#,
         "spec.initContainers[setup].securityContext.privileged must not be true",
     ),
     (
-        r#"{containers: [{name: runner, image: i, envFrom: [{secretRef: {name: plue}}]}]}"#,
+        r#"spec: {containers: [{name: runner, image: i, envFrom: [{secretRef: {name: plue}}]}]}"#,
         "spec.containers[runner].envFrom[0].secretRef is not allowed",
+    ),
+    (
+        r#"spec: {volumes: [{name: v, ephemeral: {volumeClaimTemplate: {spec: {volumeName: host-data-pv, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}}}], containers: [{name: runner, image: i, volumeMounts: [{name: v, mountPath: /x}]}]}"#,
+        "spec.volumes[0].ephemeral.volumeClaimTemplate.spec.volumeName is not allowed (it binds an existing PersistentVolume",
+    ),
+    (
+        r#"spec: {volumes: [{name: v, ephemeral: {volumeClaimTemplate: {spec: {selector: {matchLabels: {app: db}}, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}}}], containers: [{name: runner, image: i}]}"#,
+        "spec.volumes[0].ephemeral.volumeClaimTemplate.spec.selector is not allowed",
+    ),
+    (
+        r#"spec: {volumes: [{name: v, ephemeral: {volumeClaimTemplate: {spec: {storageClassName: nfs-shared, accessModes: [ReadWriteMany], resources: {requests: {storage: 1Gi}}}}}}], containers: [{name: runner, image: i}]}"#,
+        "spec.volumes[0].ephemeral.volumeClaimTemplate.spec.accessModes[0] must be ReadWriteOnce or ReadWriteOncePod",
+    ),
+    (
+        r#"spec: {volumes: [{name: v, ephemeral: {volumeClaimTemplate: {spec: {storageClassName: '', accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}}}], containers: [{name: runner, image: i}]}"#,
+        "spec.volumes[0].ephemeral.volumeClaimTemplate.spec.storageClassName must not be empty",
+    ),
+    (
+        r#"spec: {nodeName: cp-1, containers: [{name: runner, image: i}]}"#,
+        "spec.nodeName is not allowed",
+    ),
+    (
+        r#"spec: {tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}], containers: [{name: runner, image: i}]}"#,
+        "spec.tolerations[0] is not allowed (runner pods never run on control-plane nodes)",
+    ),
+    (
+        r#"spec: {serviceAccountName: plue, containers: [{name: runner, image: i}]}"#,
+        "spec.serviceAccountName is not allowed unless the class names it in allow_service_account",
+    ),
+    (
+        r#"spec: {serviceAccount: plue, containers: [{name: runner, image: i}]}"#,
+        "spec.serviceAccount is not allowed unless the class names it in allow_service_account",
+    ),
+    (
+        r#"spec: {runtimeClassName: runc, containers: [{name: runner, image: i}]}"#,
+        "spec.runtimeClassName is not allowed unless the class lists it in allow_runtime_classes",
+    ),
+    (
+        r#"spec: {hostAliases: [{ip: 10.9.9.9, hostnames: [plue.ci.svc]}], containers: [{name: runner, image: i}]}"#,
+        "spec.hostAliases is not allowed",
+    ),
+    (
+        r#"spec: {dnsPolicy: None, containers: [{name: runner, image: i}]}"#,
+        "spec.dnsPolicy must not be None",
+    ),
+    (
+        r#"spec: {dnsConfig: {nameservers: [10.9.9.9]}, containers: [{name: runner, image: i}]}"#,
+        "spec.dnsConfig is not allowed",
+    ),
+    (
+        r#"spec: {resourceClaims: [{name: gpu, resourceClaimName: host-device}], containers: [{name: runner, image: i}]}"#,
+        "spec.resourceClaims is not allowed",
+    ),
+    (
+        r#"spec: {containers: [{name: runner, image: i, resources: {claims: [{name: gpu}]}}]}"#,
+        "spec.containers[runner].resources.claims is not allowed",
+    ),
+    (
+        r#"metadata: {annotations: {run.oci.handler: krun}}, spec: {containers: [{name: runner, image: i}]}"#,
+        "metadata.annotations[\"run.oci.handler\"] is not allowed",
+    ),
+    (
+        r#"metadata: {annotations: {io.kubernetes.cri.untrusted-workload: 'false'}}, spec: {containers: [{name: runner, image: i}]}"#,
+        "metadata.annotations[\"io.kubernetes.cri.untrusted-workload\"] is not allowed",
+    ),
+    (
+        r#"spec: {priorityClassName: system-node-critical, containers: [{name: runner, image: i}]}"#,
+        "spec.priorityClassName must not be a system- class",
+    ),
+    (
+        r#"spec: {hostUsers: true, containers: [{name: runner, image: i}]}"#,
+        "spec.hostUsers must not be true",
+    ),
+    (
+        r#"spec: {overhead: {cpu: '0'}, containers: [{name: runner, image: i}]}"#,
+        "spec.overhead is not allowed",
+    ),
+    (
+        r#"spec: {imagePullSecrets: [{name: plue}], containers: [{name: runner, image: i}]}"#,
+        "spec.imagePullSecrets[0] is not allowed (pull Secrets need allow_image_pull_secrets), got Secret \"plue\"",
+    ),
+    (
+        r#"metadata: {labels: {app.kubernetes.io/component: engine}}, spec: {containers: [{name: runner, image: i}]}"#,
+        "metadata.labels[\"app.kubernetes.io/component\"] is not allowed",
+    ),
+    (
+        r#"spec: {containers: [{name: runner, image: i, livenessProbe: {httpGet: {host: 169.254.169.254, port: 80}}}]}"#,
+        "spec.containers[runner].livenessProbe.httpGet.host is not allowed",
     ),
 ];
 
@@ -220,9 +309,9 @@ fn weakening_classes() -> String {
     let mut text = String::from(
         "kubernetes: {namespace: ci, engine_url: http://plue.ci.svc:8600}\nclasses:\n",
     );
-    for (i, (spec, _)) in WEAKENINGS.iter().enumerate() {
+    for (i, (template, _)) in WEAKENINGS.iter().enumerate() {
         text.push_str(&format!(
-            "  - {{name: w{i}, labels: {{case: \"{i}\"}}, max_runners: 1, template: {{spec: {spec}}}}}\n"
+            "  - {{name: w{i}, labels: {{case: \"{i}\"}}, max_runners: 1, template: {{{template}}}}}\n"
         ));
     }
     text
@@ -243,11 +332,11 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
-    for (i, (spec, expected)) in WEAKENINGS.iter().enumerate() {
+    for (i, (template, expected)) in WEAKENINGS.iter().enumerate() {
         let line = format!("classes[{i}].template: pool class \"w{i}\": {expected}");
         assert!(
             stderr.contains(&line),
-            "{spec}\nwanted {line}\nin:\n{stderr}"
+            "{template}\nwanted {line}\nin:\n{stderr}"
         );
     }
     // One problem per weakening, each on its own line: nothing else was found wrong.
@@ -262,7 +351,9 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
         "allowed.yaml",
         "kubernetes: {namespace: ci, engine_url: http://plue.ci.svc:8600}\nclasses:\n  - name: gpu\n    max_runners: 1\n\
          \x20   allow_secret_volumes: [registry-ca]\n    allow_config_map_volumes: [tools]\n\
-         \x20   template: {spec: {volumes: [{name: ca, secret: {secretName: registry-ca}}, {name: t, configMap: {name: tools}}], containers: [{name: runner, image: i, volumeMounts: [{name: ca, mountPath: /ca}]}]}}\n",
+         \x20   allow_image_pull_secrets: [registry-pull]\n    allow_runtime_classes: [gvisor]\n\
+         \x20   allow_service_account: ci-runner\n\
+         \x20   template: {spec: {runtimeClassName: gvisor, serviceAccountName: ci-runner, imagePullSecrets: [{name: registry-pull}], volumes: [{name: ca, secret: {secretName: registry-ca}}, {name: t, configMap: {name: tools}}], containers: [{name: runner, image: i, volumeMounts: [{name: ca, mountPath: /ca}]}]}}\n",
     );
     let output = sandbox
         .plue(&[
@@ -276,7 +367,7 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains(", allow_secret_volumes [registry-ca], allow_config_map_volumes [tools]"),
+        stdout.contains(", allow_secret_volumes [registry-ca], allow_config_map_volumes [tools], allow_image_pull_secrets [registry-pull], allow_runtime_classes [gvisor], allow_service_account ci-runner"),
         "{stdout}"
     );
 }

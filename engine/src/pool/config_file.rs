@@ -16,6 +16,9 @@
 //!     idle_timeout: 5m
 //!     allow_secret_volumes: []   # optional; Secrets the pod may mount or read into env
 //!     allow_config_map_volumes: [] # optional; the same for ConfigMaps
+//!     allow_image_pull_secrets: [] # optional; Secrets the kubelet may pull the images with
+//!     allow_runtime_classes: []  # optional; runtimeClassName values the template may pick
+//!     allow_service_account: ""  # optional; the one service account the pod may run as
 //!     template:                  # a PodTemplateSpec merged over Plue's defaults
 //!       spec:
 //!         containers:
@@ -27,8 +30,9 @@
 //! - [`parse`] returns a [`PoolFile`] only when every check passed; otherwise every problem
 //!   found, each one line naming the field (`classes[1].max_runners: ...`) and echoing the
 //!   offending value.
-//! - A template may choose the image, resources, node selection, tolerations,
-//!   `runtimeClassName` and service account, but never weakens the pod's hardening and
+//! - A template may choose the image, resources, node selection and tolerations (of any
+//!   taint but the control plane's), a `runtimeClassName` of `allow_runtime_classes` and
+//!   the service account of `allow_service_account`, but never weakens the pod's hardening and
 //!   never sets the runner container's command or arguments, which are Plue's. The pod
 //!   the template makes (merged over Plue's defaults) is checked by
 //!   [`crate::pool::kubernetes::hardening`], each problem naming its class and field
@@ -91,6 +95,13 @@ pub struct RunnerClass {
     pub allow_secret_volumes: BTreeSet<String>,
     /// ConfigMaps the pod may use by name.
     pub allow_config_map_volumes: BTreeSet<String>,
+    /// Secrets the template may name in `imagePullSecrets` (the kubelet reads them; the
+    /// pod never does).
+    pub allow_image_pull_secrets: BTreeSet<String>,
+    /// `runtimeClassName` values the template may pick (none: the cluster's default).
+    pub allow_runtime_classes: BTreeSet<String>,
+    /// The service account the template may name besides the namespace's `default`.
+    pub allow_service_account: Option<String>,
     pub template: PodTemplateSpec,
 }
 
@@ -145,6 +156,12 @@ struct RawClass {
     allow_secret_volumes: BTreeSet<String>,
     #[serde(default)]
     allow_config_map_volumes: BTreeSet<String>,
+    #[serde(default)]
+    allow_image_pull_secrets: BTreeSet<String>,
+    #[serde(default)]
+    allow_runtime_classes: BTreeSet<String>,
+    #[serde(default)]
+    allow_service_account: Option<String>,
     template: serde_json::Value,
 }
 
@@ -214,11 +231,16 @@ pub fn summary(file: &PoolFile, source: &str) -> String {
         for (field, names) in [
             ("allow_secret_volumes", &class.allow_secret_volumes),
             ("allow_config_map_volumes", &class.allow_config_map_volumes),
+            ("allow_image_pull_secrets", &class.allow_image_pull_secrets),
+            ("allow_runtime_classes", &class.allow_runtime_classes),
         ] {
             if !names.is_empty() {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 out.push_str(&format!(", {field} [{}]", names.join(", ")));
             }
+        }
+        if let Some(account) = &class.allow_service_account {
+            out.push_str(&format!(", allow_service_account {account}"));
         }
     }
     out
@@ -316,11 +338,22 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
                 &class.allow_config_map_volumes,
                 false,
             ),
+            (
+                "allow_image_pull_secrets",
+                &class.allow_image_pull_secrets,
+                true,
+            ),
+            ("allow_runtime_classes", &class.allow_runtime_classes, false),
         ] {
             for name in names {
                 if let Some(e) = hardening::allow_list_problem(name, secret) {
                     problem(at(field), e);
                 }
+            }
+        }
+        if let Some(account) = &class.allow_service_account {
+            if let Some(e) = hardening::allow_list_problem(account, false) {
+                problem(at("allow_service_account"), e);
             }
         }
         let (template, parsed) = match template(class.template) {
@@ -343,6 +376,9 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             idle_timeout,
             allow_secret_volumes: class.allow_secret_volumes,
             allow_config_map_volumes: class.allow_config_map_volumes,
+            allow_image_pull_secrets: class.allow_image_pull_secrets,
+            allow_runtime_classes: class.allow_runtime_classes,
+            allow_service_account: class.allow_service_account,
             template,
         };
         if parsed {
@@ -560,6 +596,7 @@ classes:
     min_warm: 2
     max_runners: 20
     idle_timeout: 5m
+    allow_runtime_classes: [gvisor]
     template:
       spec:
         runtimeClassName: gvisor

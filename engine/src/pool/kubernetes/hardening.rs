@@ -10,14 +10,20 @@
 //!   starts, so a weakening template never reaches the API server.
 //! - [`force`] then sets the hardening on the pod actually created, whatever the first
 //!   layer let through: every container without privilege, escalation, capabilities,
-//!   host ports or a non-default `procMount`; `RuntimeDefault` seccomp at pod and container
-//!   level; no AppArmor or SELinux override (fields or the legacy annotations); no service
-//!   account token, host namespace, shared process namespace, sysctl or ephemeral
-//!   container; a non-root user and group; the runner container's root file system
-//!   read-only.
+//!   host ports or a non-default `procMount`, with a read-only root file system;
+//!   `RuntimeDefault` seccomp at pod and container level; no AppArmor or SELinux override
+//!   (fields or the legacy annotations) nor any runtime pass-through annotation; no
+//!   service account token, host namespace or host user namespace, shared process
+//!   namespace, sysctl or ephemeral container; a non-root user and group; no pinned node,
+//!   control-plane toleration, `system-` priority, overhead, resource claim, host alias or
+//!   DNS of its own; a service account, runtime class and pull Secrets only from the
+//!   class's allow-lists; an `ephemeral` volume only ever a fresh, single-node one; none of
+//!   the labels the chart's Services select the engine's and database's pods by; probes
+//!   and hooks that reach the pod itself only.
 //!
-//! Past 600 lines: the checks are half of it; the rest is the table of every weakening
-//! found so far, which belongs beside the checks it pins.
+//! Past 600 lines: every check of the merged pod, one function per part of the pod, read
+//! together; [`force`] is in `hardening/forced.rs` and the table of every weakening found
+//! so far in `hardening/tests.rs`.
 //!
 //! Invariants:
 //! - The merged pod is what is checked, not the template alone: a template list replaces
@@ -29,6 +35,28 @@
 //!   variables read from Secrets and ConfigMaps obey the same lists. Everything else
 //!   (`hostPath`, a `persistentVolumeClaim` that outlives the pod, network file systems,
 //!   CSI drivers, …) is refused by kind, so a kind Kubernetes adds later is refused too.
+//!   An `ephemeral` claim is provisioned fresh: no `dataSource`, `volumeName` or
+//!   `selector` (those bind or copy an existing PersistentVolume: a hostPath one, another
+//!   application's retained data), no empty `storageClassName` (binds any classless
+//!   PersistentVolume), access modes `ReadWriteOnce`/`ReadWriteOncePod` only. A non-empty
+//!   `storageClassName` stays allowed: a class only says how the fresh volume is
+//!   provisioned (do not name one whose volumes are pre-created, such as local static PVs).
+//! - What reaches a runner pod from outside its spec is the class's choice, never the
+//!   template's: the service account (the namespace's `default` unless the class names
+//!   one in `allow_service_account`: GKE Workload Identity and EKS Pod Identity hand a pod
+//!   its account's cloud role even without a mounted token), the `runtimeClassName`
+//!   (`allow_runtime_classes`, so a template cannot leave gVisor or Kata for `runc`), the
+//!   `imagePullSecrets` (`allow_image_pull_secrets`: a list of its own, because a pull
+//!   Secret is read by the kubelet, never the pod, and allowing one should not make it
+//!   readable by steps), and how names resolve (no `hostAliases`, `dnsConfig` or
+//!   `dnsPolicy: None`, which could point the engine's URL, and so the runner's token,
+//!   elsewhere).
+//! - Allowed on purpose: `lifecycle` hooks and probes that `exec` or `sleep` run in the
+//!   container as its user under the same confinement (what the image could do anyway);
+//!   an `httpGet`/`tcpSocket` one reaches the pod's own address only (no `host`, which
+//!   the kubelet would connect to from its node). `hostname`/`subdomain`/
+//!   `setHostnameAsFQDN` name the pod itself. Fields k8s-openapi does not know are
+//!   dropped when the template is read, so they never reach the API server.
 //! - The runner runs as a non-root user (65532 unless the template picks another
 //!   non-zero uid) with no capabilities: it needs none (in a pod every step runs as the
 //!   runner's user; the pod is the step's boundary), so nothing here takes one away from it.
@@ -37,28 +65,55 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Capabilities, Container, PodSecurityContext, PodSpec, SELinuxOptions,
-    SeccompProfile, SecurityContext, Volume, WindowsSecurityContextOptions,
+    AppArmorProfile, Container, HTTPGetAction, PodSecurityContext, PodSpec, SELinuxOptions,
+    SeccompProfile, SecurityContext, TCPSocketAction, Toleration, Volume,
+    WindowsSecurityContextOptions,
 };
 
 use crate::pool::config_file::{RunnerClass, RUNNER_CONTAINER};
 
+mod forced;
+pub(super) use forced::force;
+
 /// The only seccomp profile runner pods run under, at pod and container level.
 const RUNTIME_DEFAULT: &str = "RuntimeDefault";
 
-/// Annotation prefixes that change a pod's confinement outside its spec: the legacy
-/// (pre-field) AppArmor and seccomp settings, and the container runtimes' pass-through
-/// annotations (CRI-O devices and user namespaces, Kata's hypervisor settings, gVisor's
-/// sandbox settings, containerd's).
-const CONFINEMENT_ANNOTATIONS: [&str; 7] = [
+/// Annotation prefixes that change a pod's confinement outside its spec, by family: the
+/// legacy (pre-field) AppArmor, seccomp and sysctl settings, and the container runtimes'
+/// pass-through annotations (`io.kubernetes.cri.*` and `io.kubernetes.cri-o.*`: CRI-O's
+/// devices and user namespaces, containerd's untrusted-workload; crun's `run.oci.*`, e.g.
+/// `run.oci.handler`; Kata's hypervisor settings, gVisor's sandbox settings, containerd's,
+/// Podman's and the OCI ones). Device injection by CDI (`cdi.k8s.io/…`,
+/// `<vendor>.cdi.k8s.io/…`) is refused by [`is_confinement_annotation`] too.
+const CONFINEMENT_ANNOTATIONS: [&str; 12] = [
     "container.apparmor.security.beta.kubernetes.io/",
     "container.seccomp.security.alpha.kubernetes.io/",
-    "seccomp.security.alpha.kubernetes.io/pod",
-    "io.kubernetes.cri-o.",
+    "seccomp.security.alpha.kubernetes.io/",
+    "security.alpha.kubernetes.io/",
+    "io.kubernetes.",
+    "run.oci.",
     "io.katacontainers.",
     "dev.gvisor.",
     "io.containerd.",
+    "io.containers.",
+    "io.podman.",
+    "org.opencontainers.",
 ];
+
+/// Label keys of the chart's Service selectors (`plue.engineSelector`,
+/// `plue.postgresSelector`: name, instance and component; the instance is Plue's on a
+/// runner pod): a runner pod carrying them could become an endpoint of the engine's or the
+/// database's Service when runners share the release's namespace.
+const SELECTOR_LABELS: [&str; 2] = ["app.kubernetes.io/name", "app.kubernetes.io/component"];
+
+/// The taints that keep workloads off control-plane nodes.
+const CONTROL_PLANE_TAINTS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// The access modes of a volume only one node mounts.
+const SINGLE_NODE_ACCESS: [&str; 2] = ["ReadWriteOnce", "ReadWriteOncePod"];
 
 /// One field of a class's pod that weakens it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,11 +156,24 @@ pub(crate) fn problems(class: &RunnerClass) -> Vec<Problem> {
         if is_confinement_annotation(key) {
             found.add(
                 format!("metadata.annotations[{key:?}]"),
-                "is not allowed (a runner pod's AppArmor and seccomp profiles and its runtime's settings are Plue's)",
+                "is not allowed (a runner pod's AppArmor and seccomp profiles, its runtime's settings and its devices are Plue's)",
             );
         }
     }
-    pod_level(&spec, &mut found);
+    let labels = class
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref());
+    for key in labels.into_iter().flat_map(BTreeMap::keys) {
+        if SELECTOR_LABELS.contains(&key.as_str()) {
+            found.add(
+                format!("metadata.labels[{key:?}]"),
+                "is not allowed (the chart's Services select the engine's and the database's pods by it; a runner pod is never their endpoint)",
+            );
+        }
+    }
+    pod_level(&spec, class, &mut found);
     if let Some(sc) = &spec.security_context {
         pod_security(sc, &mut found);
     }
@@ -132,10 +200,131 @@ pub(crate) fn problems(class: &RunnerClass) -> Vec<Problem> {
 }
 
 fn is_confinement_annotation(key: &str) -> bool {
-    CONFINEMENT_ANNOTATIONS.iter().any(|p| key.starts_with(p))
+    let cdi = key
+        .split_once('/')
+        .is_some_and(|(prefix, _)| prefix == "cdi.k8s.io" || prefix.ends_with(".cdi.k8s.io"));
+    cdi || CONFINEMENT_ANNOTATIONS.iter().any(|p| key.starts_with(p))
 }
 
-fn pod_level(spec: &PodSpec, found: &mut Found) {
+/// A toleration of a control-plane taint, or of every taint (empty key, `Exists`).
+fn tolerates_control_plane(t: &Toleration) -> bool {
+    let key = t.key.as_deref().unwrap_or_default();
+    (key.is_empty() && t.operator.as_deref() == Some("Exists"))
+        || CONTROL_PLANE_TAINTS.contains(&key)
+}
+
+/// The namespace's `default` account (what a pod without one runs as), or the class's.
+fn service_account_allowed(name: &str, class: &RunnerClass) -> bool {
+    name.is_empty() || name == "default" || class.allow_service_account.as_deref() == Some(name)
+}
+
+fn pod_level(spec: &PodSpec, class: &RunnerClass, found: &mut Found) {
+    if let Some(node) = &spec.node_name {
+        found.add(
+            "spec.nodeName",
+            format!("is not allowed (runner pods are placed by nodeSelector and affinity, never pinned to a node), got {node:?}"),
+        );
+    }
+    for (i, toleration) in spec.tolerations.iter().flatten().enumerate() {
+        if tolerates_control_plane(toleration) {
+            found.add(
+                format!("spec.tolerations[{i}]"),
+                match toleration.key.as_deref().filter(|k| !k.is_empty()) {
+                    Some(key) => format!(
+                        "is not allowed (runner pods never run on control-plane nodes), got key {key:?}"
+                    ),
+                    None => "is not allowed (runner pods never run on control-plane nodes), got a toleration of every taint".into(),
+                },
+            );
+        }
+    }
+    for (field, name) in [
+        ("serviceAccountName", &spec.service_account_name),
+        ("serviceAccount", &spec.service_account),
+    ] {
+        if let Some(name) = name
+            .as_deref()
+            .filter(|n| !service_account_allowed(n, class))
+        {
+            found.add(
+                format!("spec.{field}"),
+                format!("is not allowed unless the class names it in allow_service_account (a service account can carry a cloud identity even without a token), got {name:?}"),
+            );
+        }
+    }
+    if let Some(runtime) = spec
+        .runtime_class_name
+        .as_deref()
+        .filter(|r| !class.allow_runtime_classes.contains(*r))
+    {
+        found.add(
+            "spec.runtimeClassName",
+            format!("is not allowed unless the class lists it in allow_runtime_classes (a template never picks the pod's runtime), got {runtime:?}"),
+        );
+    }
+    if spec.host_aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+        found.add(
+            "spec.hostAliases",
+            "is not allowed (names, the engine's included, resolve through the cluster's DNS)",
+        );
+    }
+    if spec.dns_policy.as_deref() == Some("None") {
+        found.add(
+            "spec.dnsPolicy",
+            "must not be None (names, the engine's included, resolve through the cluster's DNS)",
+        );
+    }
+    if spec.dns_config.is_some() {
+        found.add(
+            "spec.dnsConfig",
+            "is not allowed (names, the engine's included, resolve through the cluster's DNS)",
+        );
+    }
+    if spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
+        found.add(
+            "spec.resourceClaims",
+            "is not allowed (devices are not a runner pod's)",
+        );
+    }
+    if let Some(class) = spec
+        .priority_class_name
+        .as_deref()
+        .filter(|c| c.starts_with("system-"))
+    {
+        found.add(
+            "spec.priorityClassName",
+            format!("must not be a system- class (those are the cluster's critical pods'), got {class:?}"),
+        );
+    }
+    if spec.priority.is_some() {
+        found.add(
+            "spec.priority",
+            "is not allowed (a priority comes from priorityClassName)",
+        );
+    }
+    if spec.host_users == Some(true) {
+        found.add(
+            "spec.hostUsers",
+            "must not be true (a runner pod never asks for the host's user namespace)",
+        );
+    }
+    if spec.overhead.is_some() {
+        found.add(
+            "spec.overhead",
+            "is not allowed (a RuntimeClass sets a pod's overhead)",
+        );
+    }
+    for (i, secret) in spec.image_pull_secrets.iter().flatten().enumerate() {
+        if !class.allow_image_pull_secrets.contains(&secret.name) {
+            found.add(
+                format!("spec.imagePullSecrets[{i}]"),
+                format!(
+                    "is not allowed (pull Secrets need allow_image_pull_secrets), got Secret {:?}",
+                    secret.name
+                ),
+            );
+        }
+    }
     if spec.automount_service_account_token == Some(true) {
         found.add(
             "spec.automountServiceAccountToken",
@@ -271,6 +460,36 @@ fn container(c: &Container, at: &str, runner: bool, class: &RunnerClass, found: 
     if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
         found.add(format!("{at}.volumeDevices"), "is not allowed");
     }
+    if c.resources
+        .as_ref()
+        .and_then(|r| r.claims.as_ref())
+        .is_some_and(|claims| !claims.is_empty())
+    {
+        found.add(
+            format!("{at}.resources.claims"),
+            "is not allowed (devices are not a runner pod's)",
+        );
+    }
+    for (field, http, tcp) in targets(c) {
+        if http
+            .and_then(|h| h.host.as_deref())
+            .is_some_and(|h| !h.is_empty())
+        {
+            found.add(
+                format!("{at}.{field}.httpGet.host"),
+                "is not allowed (the kubelet would connect to another host from its node; a probe or hook reaches the pod itself)",
+            );
+        }
+        if tcp
+            .and_then(|t| t.host.as_deref())
+            .is_some_and(|h| !h.is_empty())
+        {
+            found.add(
+                format!("{at}.{field}.tcpSocket.host"),
+                "is not allowed (the kubelet would connect to another host from its node; a probe or hook reaches the pod itself)",
+            );
+        }
+    }
     for (i, var) in c.env.iter().flatten().enumerate() {
         let Some(source) = &var.value_from else {
             continue;
@@ -310,6 +529,37 @@ fn container(c: &Container, at: &str, runner: bool, class: &RunnerClass, found: 
             );
         }
     }
+}
+
+/// A container's probes and lifecycle hooks: (field, its `httpGet`, its `tcpSocket`).
+type Target<'a> = (
+    &'static str,
+    Option<&'a HTTPGetAction>,
+    Option<&'a TCPSocketAction>,
+);
+
+fn targets(c: &Container) -> Vec<Target<'_>> {
+    let mut out = Vec::new();
+    for (field, probe) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        if let Some(p) = probe {
+            out.push((field, p.http_get.as_ref(), p.tcp_socket.as_ref()));
+        }
+    }
+    if let Some(lifecycle) = &c.lifecycle {
+        for (field, hook) in [
+            ("lifecycle.postStart", &lifecycle.post_start),
+            ("lifecycle.preStop", &lifecycle.pre_stop),
+        ] {
+            if let Some(h) = hook {
+                out.push((field, h.http_get.as_ref(), h.tcp_socket.as_ref()));
+            }
+        }
+    }
+    out
 }
 
 fn container_security(sc: &SecurityContext, at: &str, runner: bool, found: &mut Found) {
@@ -408,12 +658,41 @@ fn volume(volume: &Volume, at: &str, class: &RunnerClass, found: &mut Found) {
                     .ephemeral
                     .as_ref()
                     .and_then(|e| e.volume_claim_template.as_ref());
-                let spec = claim.map(|c| &c.spec);
-                if spec.is_some_and(|s| s.data_source.is_some() || s.data_source_ref.is_some()) {
+                let Some(spec) = claim.map(|c| &c.spec) else {
+                    continue;
+                };
+                let at = format!("{path}.volumeClaimTemplate.spec");
+                if spec.data_source.is_some() || spec.data_source_ref.is_some() {
                     found.add(
-                        format!("{path}.volumeClaimTemplate.spec.dataSource"),
+                        format!("{at}.dataSource"),
                         "is not allowed (a runner's volume starts empty, never as a copy of another volume)",
                     );
+                }
+                if let Some(name) = &spec.volume_name {
+                    found.add(
+                        format!("{at}.volumeName"),
+                        format!("is not allowed (it binds an existing PersistentVolume, a hostPath one or another application's; a runner's volume is provisioned fresh), got {name:?}"),
+                    );
+                }
+                if spec.selector.is_some() {
+                    found.add(
+                        format!("{at}.selector"),
+                        "is not allowed (it binds existing PersistentVolumes by label; a runner's volume is provisioned fresh)",
+                    );
+                }
+                if spec.storage_class_name.as_deref() == Some("") {
+                    found.add(
+                        format!("{at}.storageClassName"),
+                        "must not be empty (an empty class binds an existing PersistentVolume without a class; name a provisioning StorageClass or leave it out)",
+                    );
+                }
+                for (k, mode) in spec.access_modes.iter().flatten().enumerate() {
+                    if !SINGLE_NODE_ACCESS.contains(&mode.as_str()) {
+                        found.add(
+                            format!("{at}.accessModes[{k}]"),
+                            format!("must be ReadWriteOnce or ReadWriteOncePod (a volume of several nodes is shared), got {mode:?}"),
+                        );
+                    }
                 }
             }
             "secret" => {
@@ -480,85 +759,6 @@ fn volume(volume: &Volume, at: &str, class: &RunnerClass, found: &mut Found) {
     }
 }
 
-/// Sets the hardening on a merged pod `spec` and its `annotations`, over whatever the
-/// template said: what [`problems`] refuses can never reach a created pod even if a check
-/// were missed.
-pub(super) fn force(spec: &mut PodSpec, annotations: &mut BTreeMap<String, String>) {
-    annotations.retain(|key, _| !is_confinement_annotation(key));
-    spec.automount_service_account_token = Some(false);
-    spec.host_network = None;
-    spec.host_pid = None;
-    spec.host_ipc = None;
-    spec.share_process_namespace = Some(false);
-    spec.ephemeral_containers = None;
-    let psc = spec
-        .security_context
-        .get_or_insert_with(PodSecurityContext::default);
-    psc.run_as_non_root = Some(true);
-    psc.run_as_user = psc
-        .run_as_user
-        .filter(|u| *u != 0)
-        .or(Some(super::pod::RUNNER_UID));
-    psc.run_as_group = psc
-        .run_as_group
-        .filter(|g| *g != 0)
-        .or(Some(super::pod::RUNNER_UID));
-    psc.fs_group = psc
-        .fs_group
-        .filter(|g| *g != 0)
-        .or(Some(super::pod::RUNNER_UID));
-    if let Some(groups) = &mut psc.supplemental_groups {
-        groups.retain(|g| *g != 0);
-    }
-    psc.sysctls = None;
-    psc.seccomp_profile = Some(runtime_default());
-    psc.app_armor_profile = None;
-    psc.se_linux_options = None;
-    psc.windows_options = None;
-    let init = spec.init_containers.iter_mut().flatten();
-    for c in spec.containers.iter_mut().chain(init) {
-        let runner = c.name == RUNNER_CONTAINER;
-        force_container(c, runner);
-    }
-}
-
-fn runtime_default() -> SeccompProfile {
-    SeccompProfile {
-        type_: RUNTIME_DEFAULT.into(),
-        localhost_profile: None,
-    }
-}
-
-fn force_container(c: &mut Container, runner: bool) {
-    let sc = c
-        .security_context
-        .get_or_insert_with(SecurityContext::default);
-    sc.privileged = Some(false);
-    sc.allow_privilege_escalation = Some(false);
-    sc.capabilities = Some(Capabilities {
-        add: None,
-        drop: Some(vec!["ALL".into()]),
-    });
-    if runner {
-        sc.read_only_root_filesystem = Some(true);
-    }
-    sc.run_as_non_root = Some(true);
-    sc.run_as_user = sc.run_as_user.filter(|u| *u != 0);
-    sc.run_as_group = sc.run_as_group.filter(|g| *g != 0);
-    sc.proc_mount = None;
-    sc.seccomp_profile = Some(runtime_default());
-    sc.app_armor_profile = None;
-    sc.se_linux_options = None;
-    sc.windows_options = None;
-    for port in c.ports.iter_mut().flatten() {
-        port.host_port = None;
-        port.host_ip = None;
-    }
-    for mount in c.volume_mounts.iter_mut().flatten() {
-        mount.mount_propagation = None;
-    }
-}
-
 /// Why `name` cannot be listed in `allow_secret_volumes` or `allow_config_map_volumes`:
 /// not an object name, or (for Secrets) a runner's token Secret (`pool-…`, one per pod,
 /// Plue's alone).
@@ -582,455 +782,4 @@ pub(crate) fn allow_list_problem(name: &str, secret: bool) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::{json, Value};
-
-    use super::*;
-    use crate::pool::config_file::parse;
-    use crate::pool::kubernetes::pod::runner_pod;
-
-    /// A pool file with one class `gpu`: `template` (JSON is YAML), `extra` class fields.
-    fn file(template: &Value, extra: &str) -> String {
-        format!(
-            "kubernetes: {{namespace: ci, engine_url: 'http://plue:8600'}}\nclasses:\n  - name: gpu\n    max_runners: 2\n{extra}    template: {template}\n"
-        )
-    }
-
-    /// A template whose runner container has `runner` fields, whose spec has `spec`
-    /// fields and whose metadata is `meta`.
-    fn template(meta: Value, spec: Value, runner: Value) -> Value {
-        let mut container = json!({"name": "runner", "image": "img:1"});
-        container
-            .as_object_mut()
-            .unwrap()
-            .extend(runner.as_object().unwrap().clone());
-        let mut spec_json = json!({"containers": [container]});
-        spec_json
-            .as_object_mut()
-            .unwrap()
-            .extend(spec.as_object().unwrap().clone());
-        json!({"metadata": meta, "spec": spec_json})
-    }
-
-    fn spec(spec: Value) -> Value {
-        template(json!({}), spec, json!({}))
-    }
-
-    fn runner(runner: Value) -> Value {
-        template(json!({}), json!({}), runner)
-    }
-
-    fn runner_sc(sc: Value) -> Value {
-        runner(json!({"securityContext": sc}))
-    }
-
-    fn pod_sc(sc: Value) -> Value {
-        spec(json!({"securityContext": sc}))
-    }
-
-    fn volume(volume: Value) -> Value {
-        let mut v = json!({"name": "extra"});
-        v.as_object_mut()
-            .unwrap()
-            .extend(volume.as_object().unwrap().clone());
-        spec(json!({"volumes": [{"name": "scratch", "emptyDir": {}}, v]}))
-    }
-
-    /// Every way found to weaken a runner pod through its template, and what the refusal
-    /// must say (after `pool class "gpu": `).
-    fn weakenings() -> Vec<(Value, &'static str)> {
-        vec![
-            (
-                volume(json!({"projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}})),
-                "spec.volumes[1].projected.sources[0].serviceAccountToken is not allowed",
-            ),
-            (
-                spec(json!({"automountServiceAccountToken": true})),
-                "spec.automountServiceAccountToken must not be true",
-            ),
-            (
-                runner_sc(json!({"capabilities": {"drop": []}})),
-                "spec.containers[runner].securityContext.capabilities.drop must include ALL, got []",
-            ),
-            (
-                runner_sc(json!({"capabilities": {"add": ["SYS_ADMIN"]}})),
-                "spec.containers[runner].securityContext.capabilities.add is not allowed",
-            ),
-            (
-                runner_sc(json!({"readOnlyRootFilesystem": false})),
-                "spec.containers[runner].securityContext.readOnlyRootFilesystem must stay true",
-            ),
-            (
-                runner_sc(json!({"privileged": true})),
-                "spec.containers[runner].securityContext.privileged must not be true",
-            ),
-            (
-                runner_sc(json!({"allowPrivilegeEscalation": true})),
-                "spec.containers[runner].securityContext.allowPrivilegeEscalation must stay false",
-            ),
-            (
-                pod_sc(json!({"seccompProfile": {"type": "Unconfined"}})),
-                "spec.securityContext.seccompProfile.type must be RuntimeDefault, got \"Unconfined\"",
-            ),
-            (
-                runner_sc(json!({"seccompProfile": {"type": "Unconfined"}})),
-                "spec.containers[runner].securityContext.seccompProfile.type must be RuntimeDefault",
-            ),
-            (
-                runner_sc(json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"}})),
-                "spec.containers[runner].securityContext.seccompProfile.type must be RuntimeDefault, got \"Localhost\"",
-            ),
-            (
-                pod_sc(json!({"appArmorProfile": {"type": "Unconfined"}})),
-                "spec.securityContext.appArmorProfile is not allowed",
-            ),
-            (
-                runner_sc(json!({"appArmorProfile": {"type": "Localhost", "localhostProfile": "p"}})),
-                "spec.containers[runner].securityContext.appArmorProfile is not allowed",
-            ),
-            (
-                pod_sc(json!({"seLinuxOptions": {"type": "spc_t"}})),
-                "spec.securityContext.seLinuxOptions is not allowed",
-            ),
-            (
-                runner_sc(json!({"seLinuxOptions": {"level": "s0:c1"}})),
-                "spec.containers[runner].securityContext.seLinuxOptions is not allowed",
-            ),
-            (
-                template(
-                    json!({"annotations": {"container.apparmor.security.beta.kubernetes.io/runner": "unconfined"}}),
-                    json!({}),
-                    json!({}),
-                ),
-                "metadata.annotations[\"container.apparmor.security.beta.kubernetes.io/runner\"] is not allowed",
-            ),
-            (
-                template(
-                    json!({"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}}),
-                    json!({}),
-                    json!({}),
-                ),
-                "metadata.annotations[\"seccomp.security.alpha.kubernetes.io/pod\"] is not allowed",
-            ),
-            (
-                runner_sc(json!({"procMount": "Unmasked"})),
-                "spec.containers[runner].securityContext.procMount must be Default, got \"Unmasked\"",
-            ),
-            (
-                volume(json!({"secret": {"secretName": "plue"}})),
-                "spec.volumes[1].secret is not allowed (Secret volumes need allow_secret_volumes), got secretName \"plue\"",
-            ),
-            (
-                volume(json!({"projected": {"sources": [{"downwardAPI": {"items": []}}, {"secret": {"name": "plue"}}]}})),
-                "spec.volumes[1].projected.sources[1].secret is not allowed (Secrets need allow_secret_volumes)",
-            ),
-            (
-                volume(json!({"configMap": {"name": "kube-root-ca.crt"}})),
-                "spec.volumes[1].configMap is not allowed (ConfigMap volumes need allow_config_map_volumes)",
-            ),
-            (
-                volume(json!({"projected": {"sources": [{"configMap": {"name": "c"}}]}})),
-                "spec.volumes[1].projected.sources[0].configMap is not allowed",
-            ),
-            (
-                volume(json!({"hostPath": {"path": "/var/run"}})),
-                "spec.volumes[1].hostPath is not allowed",
-            ),
-            (
-                volume(json!({"persistentVolumeClaim": {"claimName": "cache"}})),
-                "spec.volumes[1].persistentVolumeClaim is not allowed",
-            ),
-            (
-                volume(json!({"ephemeral": {"volumeClaimTemplate": {"spec": {
-                    "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
-                    "dataSource": {"kind": "PersistentVolumeClaim", "name": "data-plue-postgresql-0"}}}}})),
-                "spec.volumes[1].ephemeral.volumeClaimTemplate.spec.dataSource is not allowed",
-            ),
-            (
-                template(
-                    json!({"annotations": {"io.kubernetes.cri-o.Devices": "/dev/kmsg"}}),
-                    json!({}),
-                    json!({}),
-                ),
-                "metadata.annotations[\"io.kubernetes.cri-o.Devices\"] is not allowed",
-            ),
-            (
-                volume(json!({"nfs": {"server": "nfs", "path": "/"}})),
-                "spec.volumes[1].nfs is not allowed",
-            ),
-            (
-                spec(json!({"shareProcessNamespace": true})),
-                "spec.shareProcessNamespace must not be true",
-            ),
-            (
-                runner(json!({"ports": [{"containerPort": 22, "hostPort": 2222}]})),
-                "spec.containers[runner].ports[0].hostPort is not allowed",
-            ),
-            (spec(json!({"hostNetwork": true})), "spec.hostNetwork must not be true"),
-            (spec(json!({"hostPID": true})), "spec.hostPID must not be true"),
-            (spec(json!({"hostIPC": true})), "spec.hostIPC must not be true"),
-            (
-                pod_sc(json!({"runAsUser": 0})),
-                "spec.securityContext.runAsUser must not be 0 (root)",
-            ),
-            (
-                runner_sc(json!({"runAsUser": 0})),
-                "spec.containers[runner].securityContext.runAsUser must not be 0 (root)",
-            ),
-            (
-                pod_sc(json!({"runAsGroup": 0})),
-                "spec.securityContext.runAsGroup must not be 0 (the root group)",
-            ),
-            (
-                runner_sc(json!({"runAsGroup": 0})),
-                "spec.containers[runner].securityContext.runAsGroup must not be 0",
-            ),
-            (
-                pod_sc(json!({"fsGroup": 0})),
-                "spec.securityContext.fsGroup must not be 0",
-            ),
-            (
-                pod_sc(json!({"supplementalGroups": [100, 0]})),
-                "spec.securityContext.supplementalGroups[1] must not be 0",
-            ),
-            (
-                pod_sc(json!({"runAsNonRoot": false})),
-                "spec.securityContext.runAsNonRoot must stay true",
-            ),
-            (
-                runner_sc(json!({"runAsNonRoot": false})),
-                "spec.containers[runner].securityContext.runAsNonRoot must stay true",
-            ),
-            (
-                pod_sc(json!({"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "0"}]})),
-                "spec.securityContext.sysctls is not allowed",
-            ),
-            (
-                pod_sc(json!({"windowsOptions": {"hostProcess": true}})),
-                "spec.securityContext.windowsOptions is not allowed",
-            ),
-            (
-                spec(json!({"ephemeralContainers": [{"name": "debug", "image": "busybox"}]})),
-                "spec.ephemeralContainers is not allowed",
-            ),
-            (
-                spec(json!({"initContainers": [{"name": "setup", "image": "busybox",
-                    "securityContext": {"privileged": true}}]})),
-                "spec.initContainers[setup].securityContext.privileged must not be true",
-            ),
-            (
-                spec(json!({"initContainers": [{"name": "setup", "image": "busybox",
-                    "securityContext": {"runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}}}]})),
-                "spec.initContainers[setup].securityContext.capabilities.add is not allowed",
-            ),
-            (
-                template(
-                    json!({}),
-                    json!({"containers": [{"name": "runner", "image": "i"},
-                        {"name": "sidecar", "image": "s", "securityContext": {"procMount": "Unmasked"}}]}),
-                    json!({}),
-                ),
-                "spec.containers[sidecar].securityContext.procMount must be Default",
-            ),
-            (
-                spec(json!({"initContainers": [{"name": "setup", "image": "b",
-                    "securityContext": {"readOnlyRootFilesystem": false}}]})),
-                "spec.initContainers[setup].securityContext.readOnlyRootFilesystem must not be false",
-            ),
-            (
-                runner(json!({"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "plue", "key": "admin-token"}}}]})),
-                "spec.containers[runner].env[0].valueFrom.secretKeyRef is not allowed (Secrets need allow_secret_volumes), got Secret \"plue\"",
-            ),
-            (
-                runner(json!({"envFrom": [{"secretRef": {"name": "plue"}}]})),
-                "spec.containers[runner].envFrom[0].secretRef is not allowed",
-            ),
-            (
-                runner(json!({"envFrom": [{"configMapRef": {"name": "plue-pool"}}]})),
-                "spec.containers[runner].envFrom[0].configMapRef is not allowed",
-            ),
-            (
-                template(
-                    json!({}),
-                    json!({"volumes": [{"name": "x", "emptyDir": {}}]}),
-                    json!({"volumeMounts": [{"name": "x", "mountPath": "/x", "mountPropagation": "Bidirectional"}]}),
-                ),
-                "spec.containers[runner].volumeMounts[0].mountPropagation must be None",
-            ),
-        ]
-    }
-
-    #[test]
-    fn every_weakening_template_is_refused_naming_its_class_and_field() {
-        for (template, expected) in weakenings() {
-            let text = file(&template, "");
-            let err = match parse(&text, "pool.yaml") {
-                Ok(_) => panic!("accepted: {template}"),
-                Err(e) => e.to_string(),
-            };
-            let expected =
-                format!("pool.yaml: classes[0].template: pool class \"gpu\": {expected}");
-            assert!(
-                err.contains(&expected),
-                "{template}\nwanted {expected}\ngot {err}"
-            );
-            assert!(!err.contains('\n') || err.lines().all(|l| l.starts_with("pool.yaml: ")));
-        }
-    }
-
-    #[test]
-    fn allowed_secrets_config_maps_and_harmless_fields_pass() {
-        let template = template(
-            json!({"annotations": {"example.com/team": "a"}}),
-            json!({
-                "serviceAccountName": "runner",
-                "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                                    "supplementalGroups": [1000],
-                                    "appArmorProfile": {"type": "RuntimeDefault"}},
-                "initContainers": [{"name": "fetch", "image": "busybox"}],
-                "containers": [
-                    {"name": "runner", "image": "img:1",
-                     "env": [{"name": "CA", "valueFrom": {"configMapKeyRef": {"name": "ca", "key": "pem"}}}],
-                     "envFrom": [{"secretRef": {"name": "registry"}}],
-                     "volumeMounts": [{"name": "certs", "mountPath": "/certs"}],
-                     "securityContext": {"capabilities": {"drop": ["ALL"]}, "procMount": "Default"}},
-                    {"name": "sidecar", "image": "s", "ports": [{"containerPort": 9000}]}],
-                "volumes": [
-                    {"name": "certs", "secret": {"secretName": "registry"}},
-                    {"name": "ca", "configMap": {"name": "ca"}},
-                    {"name": "both", "projected": {"sources": [
-                        {"secret": {"name": "registry"}}, {"configMap": {"name": "ca"}},
-                        {"downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}},
-                    {"name": "scratch", "emptyDir": {"medium": "Memory"}},
-                    {"name": "cache", "ephemeral": {"volumeClaimTemplate": {"spec": {
-                        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]
-            }),
-            json!({}),
-        );
-        let text = file(
-            &template,
-            "    allow_secret_volumes: [registry]\n    allow_config_map_volumes: [ca]\n",
-        );
-        let parsed = parse(&text, "pool.yaml");
-        assert!(parsed.is_ok(), "{}", parsed.unwrap_err());
-    }
-
-    #[test]
-    fn a_runner_token_secret_is_never_allow_listed() {
-        let text = file(
-            &runner(json!({})),
-            "    allow_secret_volumes: [pool-abc-1, Bad_Name]\n    allow_config_map_volumes: [pool-ok]\n",
-        );
-        let err = parse(&text, "f").unwrap_err().to_string();
-        assert!(
-            err.contains("classes[0].allow_secret_volumes: \"pool-abc-1\": Secrets named pool-"),
-            "{err}"
-        );
-        assert!(
-            err.contains(
-                "classes[0].allow_secret_volumes: \"Bad_Name\" is not a Kubernetes object name"
-            ),
-            "{err}"
-        );
-        assert!(!err.contains("allow_config_map_volumes"), "{err}");
-    }
-
-    /// A class that never went through the checks (built in code, or a check missed):
-    /// the pod created from it is hardened all the same.
-    #[test]
-    fn the_hardening_is_forced_on_the_pod_whatever_the_class_says() {
-        let text = file(&runner(json!({})), "");
-        let mut pool = parse(&text, "t").unwrap();
-        let mut class = pool.classes.remove(0);
-        let weak = template(
-            json!({"annotations": {
-                "container.apparmor.security.beta.kubernetes.io/runner": "unconfined",
-                "seccomp.security.alpha.kubernetes.io/pod": "unconfined",
-                "example.com/kept": "yes"}}),
-            json!({
-                "automountServiceAccountToken": true, "hostNetwork": true, "hostPID": true,
-                "hostIPC": true, "shareProcessNamespace": true,
-                "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
-                "securityContext": {"runAsNonRoot": false, "runAsUser": 0, "runAsGroup": 0,
-                    "fsGroup": 0, "supplementalGroups": [0, 5],
-                    "sysctls": [{"name": "net.ipv4.ip_forward", "value": "1"}],
-                    "seccompProfile": {"type": "Unconfined"},
-                    "appArmorProfile": {"type": "Unconfined"},
-                    "seLinuxOptions": {"type": "spc_t"}},
-                "initContainers": [{"name": "setup", "image": "b",
-                    "securityContext": {"privileged": true, "capabilities": {"add": ["ALL"]}}}],
-            }),
-            json!({
-                "ports": [{"containerPort": 22, "hostPort": 2222, "hostIP": "0.0.0.0"}],
-                "securityContext": {"privileged": true, "allowPrivilegeEscalation": true,
-                    "readOnlyRootFilesystem": false, "runAsNonRoot": false, "runAsUser": 0,
-                    "runAsGroup": 0, "procMount": "Unmasked",
-                    "capabilities": {"drop": [], "add": ["SYS_ADMIN"]},
-                    "seccompProfile": {"type": "Unconfined"},
-                    "appArmorProfile": {"type": "Unconfined"},
-                    "seLinuxOptions": {"level": "s0"}}
-            }),
-        );
-        class.template = serde_json::from_value(weak).unwrap();
-        assert!(
-            problems(&class).len() > 20,
-            "the pool's start refuses such a class: {:?}",
-            problems(&class)
-        );
-        let pod = runner_pod(&pool.kubernetes, &class, "pool-x-1", 1);
-        let annotations = pod.metadata.annotations.as_ref().unwrap();
-        assert!(
-            annotations.keys().all(|k| !is_confinement_annotation(k)),
-            "{annotations:?}"
-        );
-        assert_eq!(annotations["example.com/kept"], "yes");
-        let pod = serde_json::to_value(&pod).unwrap();
-        let spec = &pod["spec"];
-        assert_eq!(spec["automountServiceAccountToken"], false);
-        assert_eq!(spec["shareProcessNamespace"], false);
-        for absent in ["hostNetwork", "hostPID", "hostIPC", "ephemeralContainers"] {
-            assert!(spec[absent].is_null(), "{absent}: {spec}");
-        }
-        let psc = &spec["securityContext"];
-        assert_eq!(psc["runAsNonRoot"], true);
-        assert_eq!(psc["runAsUser"], 65532);
-        assert_eq!(psc["runAsGroup"], 65532);
-        assert_eq!(psc["fsGroup"], 65532);
-        assert_eq!(psc["supplementalGroups"], json!([5]));
-        assert_eq!(psc["seccompProfile"], json!({"type": "RuntimeDefault"}));
-        for absent in ["sysctls", "appArmorProfile", "seLinuxOptions"] {
-            assert!(psc[absent].is_null(), "{absent}: {psc}");
-        }
-        let containers = spec["containers"].as_array().unwrap();
-        let init = spec["initContainers"].as_array().unwrap();
-        for c in containers.iter().chain(init) {
-            let sc = &c["securityContext"];
-            assert_eq!(sc["privileged"], false, "{c}");
-            assert_eq!(sc["allowPrivilegeEscalation"], false, "{c}");
-            assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}), "{c}");
-            assert_eq!(sc["runAsNonRoot"], true, "{c}");
-            assert_eq!(
-                sc["seccompProfile"],
-                json!({"type": "RuntimeDefault"}),
-                "{c}"
-            );
-            for absent in [
-                "runAsUser",
-                "runAsGroup",
-                "procMount",
-                "appArmorProfile",
-                "seLinuxOptions",
-            ] {
-                assert!(sc[absent].is_null(), "{absent}: {c}");
-            }
-            for port in c["ports"].as_array().into_iter().flatten() {
-                assert!(
-                    port["hostPort"].is_null() && port["hostIP"].is_null(),
-                    "{port}"
-                );
-            }
-        }
-        let runner = containers.iter().find(|c| c["name"] == "runner").unwrap();
-        assert_eq!(runner["securityContext"]["readOnlyRootFilesystem"], true);
-    }
-}
+mod tests;

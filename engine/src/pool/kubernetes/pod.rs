@@ -119,9 +119,10 @@ pub(super) fn runner_pod(
     let mut spec = merged_spec(&class.template);
     let template_meta = class.template.metadata.clone().unwrap_or_default();
     let mut annotations = template_meta.annotations.unwrap_or_default();
+    let mut pod_labels = template_meta.labels.unwrap_or_default();
     // The hardening, then Plue's parts, after the merge so the template cannot replace
     // them.
-    hardening::force(&mut spec, &mut annotations);
+    hardening::force(&mut spec, &mut annotations, &mut pod_labels, class);
     spec.restart_policy = Some("Never".into());
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.push(Volume {
@@ -187,7 +188,6 @@ pub(super) fn runner_pod(
             value_from: None,
         });
     }
-    let mut pod_labels = template_meta.labels.unwrap_or_default();
     pod_labels.extend(labels(settings, &class.name, name));
     annotations.insert(TOKEN_ID.into(), token_id.to_string());
     Pod {
@@ -243,7 +243,7 @@ mod tests {
 
     fn class(template: &str) -> (KubernetesSettings, RunnerClass) {
         let text = format!(
-            "kubernetes: {{namespace: ci, engine_url: 'http://plue:8600'}}\nclasses:\n  - name: small\n    labels: {{size: small}}\n    max_runners: 2\n    template: {template}\n"
+            "kubernetes: {{namespace: ci, engine_url: 'http://plue:8600'}}\nclasses:\n  - name: small\n    labels: {{size: small}}\n    max_runners: 2\n    allow_service_account: runner-sa\n    allow_runtime_classes: [gvisor]\n    template: {template}\n"
         );
         let mut file = parse(&text, "t").unwrap();
         (file.kubernetes, file.classes.remove(0))
