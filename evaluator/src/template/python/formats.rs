@@ -105,7 +105,7 @@ pub(super) fn refusals(text: &str, at: &[usize]) -> Vec<Option<&'static str>> {
                 let Some(attr) = tokens.get(j + 1).filter(|n| n.kind == Kind::Name) else {
                     continue;
                 };
-                if matches!(name(attr), "format" | "format_map") {
+                if matches!(name(attr), "format" | "format_map" | "__mod__") {
                     if let Some(start) = primary(&tokens, j - 1, &mut starts) {
                         positions.push((start, t.start, RECEIVER, Safe::Numeric));
                     }
@@ -333,7 +333,7 @@ fn call_kind(
     let formatter = receiver.is_some_and(|r| indirect::is_formatter(r, aliases));
     match name {
         "vformat" if dotted => Some((0, FORMAT_ARGUMENT)),
-        "format" | "format_map" if dotted && formatter => Some((0, FORMAT_ARGUMENT)),
+        f if dotted && formatter && indirect::is_format_method(f) => Some((0, FORMAT_ARGUMENT)),
         // `f = str.format` ... `f(ref, obj)`.
         f if !dotted && aliases.format_functions.contains(f) => Some((0, FORMAT_ARGUMENT)),
         "format" if !dotted => Some((1, FORMAT_ARGUMENT)),

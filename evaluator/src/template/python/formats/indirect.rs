@@ -8,8 +8,8 @@
 //! - [`indirect_calls`]: an output among the arguments of a call that reaches a format
 //!   method by name or as a value — `getattr(ref, "format")`, `map(str.format, [ref])`,
 //!   `functools.partial(str.format, ref)`, `operator.methodcaller("format", obj)(ref)`,
-//!   `str.format.__call__(ref, obj)`;
-//! - [`stored_receivers`]: an output assigned (`=`, `:=`) to a name that the script uses
+//!   `str.format.__call__(ref, obj)`, `(lambda t: t.format(obj))(ref)`;
+//! - [`stored_receivers`]: an output assigned (`=`, `:=`, `for NAME in`) to a name that the script uses
 //!   as the receiver of `.format`/`.format_map` or the left operand of `%`
 //!   (`(s := ref) and s.format(obj)`, `t = ref` ... `t.format(obj)`).
 //!
@@ -36,6 +36,7 @@ const INDIRECT: &[&str] = &[
     "__call__",
     "reduce",
     "apply",
+    "lambda",
 ];
 
 /// Names bound in the script to something whose `.format` reads its first argument as a
@@ -56,8 +57,12 @@ pub(super) fn is_formatter(name: &str, aliases: &Aliases<'_>) -> bool {
         || aliases.formatters.contains(name)
 }
 
-fn is_format_method(name: &str) -> bool {
-    matches!(name, "format" | "format_map" | "vformat")
+/// Methods that read their receiver or first argument as a format string or field name.
+pub(super) fn is_format_method(name: &str) -> bool {
+    matches!(
+        name,
+        "format" | "format_map" | "vformat" | "__mod__" | "get_field"
+    )
 }
 
 /// The [`Aliases`] of the script, in one pass (assignments are read in order, so an alias
@@ -226,7 +231,14 @@ pub(super) fn stored_receivers(tokens: &[Token], text: &str) -> Vec<(usize, usiz
     }
     let mut out = Vec::new();
     for (j, t) in tokens.iter().enumerate() {
-        let assigns = t.kind == Kind::Assign || (t.kind == Kind::Other && name(t) == ":=");
+        // `NAME = value`, `NAME := value`, and `for NAME in value` (loops, comprehensions).
+        let assigns = t.kind == Kind::Assign
+            || (t.kind == Kind::Other && name(t) == ":=")
+            || (t.kind == Kind::Name
+                && name(t) == "in"
+                && j >= 2
+                && tokens[j - 2].kind == Kind::Name
+                && name(&tokens[j - 2]) == "for");
         if !assigns || j == 0 || tokens[j - 1].kind != Kind::Name {
             continue;
         }

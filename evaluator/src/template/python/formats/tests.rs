@@ -107,6 +107,12 @@ fn formats_reached_through_names_and_calls_are_refused() {
         "f = str.format\nprint(f(@, C()))",
         "T = type(\"\"); F2 = T\nprint(F2.format_map(@, d))",
         "print(getattr(str, \"format_map\")(@, d))",
+        "print([t.format(C()) for t in [@]][0])",
+        "for t in [@]:\n    print(t.format(C()))",
+        "print((lambda t: t.format(C()))(@))",
+        "print(str(string.Formatter().get_field(@, [C()], {})[0]))",
+        "print(@.__mod__(()))",
+        "print(str.__mod__(@, d))",
     ] {
         let got = refused(script);
         assert!(got.iter().all(Option::is_some), "{script}: {got:?}");
@@ -122,6 +128,9 @@ fn formats_reached_through_names_and_calls_are_refused() {
         "x = @\ny = \"{}\"\nprint(y.format(x))",
         "print(getattr(obj, \"name\"), @)",
         "fmt = string.Formatter(); print(fmt.format(\"{}\", @))",
+        "print([t.upper() for t in [@]])",
+        "print((lambda t: t.strip())(@))",
+        "print(\"%s\".__mod__(@))",
     ] {
         let got = refused(script);
         assert!(got.iter().all(Option::is_none), "{script}: {got:?}");
