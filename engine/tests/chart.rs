@@ -123,7 +123,9 @@ fn three_replicas_two_classes() -> Value {
              "idle_timeout": "5m"},
             {"name": "sandboxed", "labels": {"sandbox": "gvisor"}, "max_runners": 5,
              "allow_config_map_volumes": ["ca-bundle"],
-             "template": {"spec": {"runtimeClassName": "gvisor",
+             "allow_runtime_classes": ["gvisor"],
+             "allow_service_account": "ci-runner",
+             "template": {"spec": {"runtimeClassName": "gvisor", "serviceAccountName": "ci-runner",
                 "nodeSelector": {"sandbox": "gvisor"},
                 "volumes": [{"name": "ca", "configMap": {"name": "ca-bundle"}}],
                 "containers": [{"name": "runner", "image": "registry.example/plue:1",
@@ -681,6 +683,10 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
                 "{stdout}"
             );
             assert!(
+                stdout.contains("allow_runtime_classes [gvisor], allow_service_account ci-runner"),
+                "{stdout}"
+            );
+            assert!(
                 rendered
                     .pool_file()
                     .contains("\"runtimeClassName\":\"gvisor\""),
@@ -761,13 +767,14 @@ fn runner_pods_get_a_namespace_of_their_own_by_default() {
     );
     // A class's allow-lists reach the pool file.
     let classes = render(three_replicas_two_classes());
-    assert!(
-        classes
-            .pool_file()
-            .contains("allow_config_map_volumes: [\"ca-bundle\"]"),
-        "{}",
-        classes.pool_file()
-    );
+    let pool_file = classes.pool_file();
+    for line in [
+        "allow_config_map_volumes: [\"ca-bundle\"]",
+        "allow_runtime_classes: [\"gvisor\"]",
+        "allow_service_account: \"ci-runner\"",
+    ] {
+        assert!(pool_file.contains(line), "{line}: {pool_file}");
+    }
 }
 
 #[test]
@@ -833,6 +840,10 @@ fn misspelt_or_unknown_values_are_refused_by_the_schema() {
         json!({"pool": {"createNamespace": "yes"}}),
         json!({"pool": {"classes": [{"name": "a", "max_runners": 1,
                                      "allow_secret_volumes": ["Not_A_Name"]}]}}),
+        json!({"pool": {"classes": [{"name": "a", "max_runners": 1,
+                                     "allow_service_account": ["a", "b"]}]}}),
+        json!({"pool": {"classes": [{"name": "a", "max_runners": 1,
+                                     "allow_runtime_classes": "gvisor"}]}}),
         json!({"engine": {"logFormat": "yaml"}}),
     ] {
         assert_eq!(check(values.clone()).0, Some(3), "{values} was accepted");
