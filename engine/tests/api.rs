@@ -1060,6 +1060,14 @@ async fn comments_and_token_names_refuse_control_and_bidi_characters() {
         ("ok\x1b[2J", "U+001B"),
         ("two\nlines", "U+000A"),
         ("nul\0", "U+0000"),
+        // Issue 30: invisible and line-breaking characters.
+        ("two\u{2028}lines", "U+2028"),
+        ("two\u{2029}lines", "U+2029"),
+        ("tag\u{e0041}", "U+E0041"),
+        ("zero\u{200b}width", "U+200B"),
+        ("word\u{2060}joiner", "U+2060"),
+        ("\u{feff}bom", "U+FEFF"),
+        ("soft\u{ad}hyphen", "U+00AD"),
     ] {
         let (status, message) =
             refusal(h.post(ADMIN, &path, json!({ "comment": comment })).await).await;
@@ -1088,6 +1096,12 @@ async fn comments_and_token_names_refuse_control_and_bidi_characters() {
             ("ci\u{200e}", "U+200E"),
             ("ci\u{2069}", "U+2069"),
             ("ci\u{7f}", "U+007F"),
+            ("c\u{2029}i", "U+2029"),
+            ("c\u{2028}i", "U+2028"),
+            ("ci\u{e0001}", "U+E0001"),
+            ("c\u{200b}i", "U+200B"),
+            ("ci\u{feff}", "U+FEFF"),
+            ("ci\u{ad}", "U+00AD"),
         ] {
             let (status, message) =
                 refusal(h.post(ADMIN, endpoint, json!({ "name": name })).await).await;
@@ -1101,6 +1115,29 @@ async fn comments_and_token_names_refuse_control_and_bidi_characters() {
             .post(ADMIN, endpoint, json!({"name": "déploiement"}))
             .await;
         assert_eq!(made.status(), 201, "{endpoint}");
+    }
+
+    // Runner labels, where a runner token grants them and where a runner announces them.
+    let registration = h
+        .make_token(RunnerTokenKind::Scoped, "labels", json!({}), false, None)
+        .await;
+    for value in ["\u{202e}gpu", "a\u{2029}b", "x\u{200b}", "x\u{e0041}"] {
+        let labels = json!({ "zone": value });
+        let (status, message) = refusal(
+            h.post(
+                ADMIN,
+                "/api/runner-tokens",
+                json!({"name": "labelled", "labels": labels}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{value:?}: {message}");
+        assert!(!message.contains(value), "escaped: {message:?}");
+        let (status, message) =
+            refusal(h.try_register(&registration, "r", labels.clone()).await).await;
+        assert_eq!(status, 400, "{value:?}: {message}");
+        assert!(!message.contains(value), "escaped: {message:?}");
     }
     h.engine.shutdown().await;
 }
