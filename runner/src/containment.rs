@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub(crate) use crate::launch::Places;
 use crate::launch::{Cgroup, Launch, Launched};
 use crate::reaper;
 use crate::step_user::StepUser;
@@ -85,6 +86,27 @@ pub(crate) fn spawn(
     user: Option<StepUser>,
     mode: Mode,
 ) -> io::Result<(Launched, Contained)> {
+    spawn_with(program, user, mode, Places::Own)
+}
+
+/// [`spawn`] for a tool process of an `llm` step (`git`, `grep`): contained like a step —
+/// its own session and cgroup, the step's user, private `/proc`, mounts and IPC, and
+/// `places` (its own, but for the runner's git: see [`Places::Host`]) — so nothing it
+/// starts outlives the call. Finish or drop the [`Contained`] once the call is over.
+pub(crate) fn spawn_tool(
+    program: Program<'_>,
+    user: Option<StepUser>,
+    places: Places,
+) -> io::Result<(Launched, Contained)> {
+    spawn_with(program, user, Mode::Auto, places)
+}
+
+fn spawn_with(
+    program: Program<'_>,
+    user: Option<StepUser>,
+    mode: Mode,
+    places: Places,
+) -> io::Result<(Launched, Contained)> {
     reaper::become_subreaper();
     let cookie = reaper::new_cookie();
     let mut env: Vec<(&str, &str)> = program
@@ -103,6 +125,7 @@ pub(crate) fn spawn(
         cwd: program.cwd,
         cgroup: cgroup.as_ref().map(StepCgroup::target),
         user,
+        places,
     };
     let (child, live) =
         reaper::launch_step(&launch, &cookie, cgroup.as_ref().map(StepCgroup::path))?;
@@ -125,17 +148,6 @@ pub(crate) fn spawn(
         live: Some(live),
     };
     Ok((child, contained))
-}
-
-/// [`spawn`] for a tool process of an `llm` step (`git`, `grep`): contained like a step,
-/// so a command a workspace's configuration smuggles in cannot outlive the call. Drop the
-/// [`Contained`] once the call is over.
-#[allow(dead_code)] // Hooked into the llm tools once their split into modules has landed.
-pub(crate) fn spawn_tool(
-    program: Program<'_>,
-    user: Option<StepUser>,
-) -> io::Result<(Launched, Contained)> {
-    spawn(program, user, Mode::Auto)
 }
 
 /// Everything a step's leader started: its cgroup (if any), session and group, cookie.
@@ -775,6 +787,7 @@ mod tests {
             cwd: Path::new("/"),
             cgroup: Some(cgroup.target()),
             user: None,
+            places: Places::Own,
         };
         reaper::launch_step(&launch, "no-cookie", Some(cgroup.path())).unwrap()
     }
@@ -860,7 +873,7 @@ mod tests {
             env,
             cwd: dir,
         };
-        let (mut child, contained) = spawn_tool(program, user).unwrap();
+        let (mut child, contained) = spawn_tool(program, user, Places::Own).unwrap();
         assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
         let pid = std::fs::read_to_string(&pids)
             .unwrap()

@@ -15,7 +15,8 @@
 //! - Answers are cached by `(PATH, program, other user)`; a cached path that has since
 //!   disappeared is looked up again.
 //!
-//! [`git`] is the runner's own `git`, for every git the runner or a tool runs: found once
+//! [`git`] is the runner's own `git`, for every git the runner or a tool runs (and
+//! [`grep`] its own `grep`, for the `grep` tool): found once
 //! on the runner's own `PATH` (never a step's, which a step controls: a workspace
 //! directory on it would run the workspace's `git`), absolute entries only, and then
 //! always run by that absolute path.
@@ -89,12 +90,30 @@ fn search(program: &str, path: &str, other_user: bool) -> Option<PathBuf> {
 /// makes at start; its own `PATH` never changes after.
 pub fn git() -> Result<&'static Path, String> {
     static GIT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    GIT.get_or_init(|| {
+    runners_own(&GIT, "git")
+}
+
+/// The runner's `grep`, for the `llm` step's `grep` tool: found as [`git`] is, on the
+/// runner's own `PATH`, never the step's (a workspace `bin/grep` on a plan's `PATH` would
+/// otherwise be the program the tool runs).
+pub fn grep() -> Result<&'static Path, String> {
+    static GREP: OnceLock<Option<PathBuf>> = OnceLock::new();
+    runners_own(&GREP, "grep")
+}
+
+/// `program` on the runner's own `PATH`, looked up once into `cell`.
+fn runners_own(
+    cell: &'static OnceLock<Option<PathBuf>>,
+    program: &str,
+) -> Result<&'static Path, String> {
+    cell.get_or_init(|| {
         let path = std::env::var("PATH").unwrap_or_default();
-        on_absolute_path("git", &path)
+        on_absolute_path(program, &path)
     })
     .as_deref()
-    .ok_or_else(|| "git is not installed: there is no 'git' on the runner's PATH".to_owned())
+    .ok_or_else(|| {
+        format!("{program} is not installed: there is no '{program}' on the runner's PATH")
+    })
 }
 
 /// The first `program` in an absolute entry of `path` that others may execute, else the

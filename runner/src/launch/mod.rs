@@ -85,6 +85,21 @@ pub(crate) struct Launch<'a> {
     pub cgroup: Option<Cgroup<'a>>,
     /// Under a root runner: the attempt's user, after a private `/proc`.
     pub user: Option<StepUser>,
+    /// With a user: whether the shared places are the step's own (every step) or the
+    /// host's (see [`Places::Host`]).
+    pub places: Places,
+}
+
+/// Which `/tmp`, `/var/tmp`, `/dev/shm`, ... a confined child sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Places {
+    /// A fresh tmpfs each, the working directory's entry bound back (`rooms.rs`).
+    Own,
+    /// The host's, with the private `/proc`, mounts and IPC otherwise alike: only for the
+    /// runner's own `git` an `llm` tool runs on a shadow of the workspace's git directory
+    /// in the runner's temporary directory (which the room would hide), with a
+    /// configuration the runner allow-lists (`git_sandbox`): it runs nothing of the step.
+    Host,
 }
 
 /// A step's cgroup v2: its directory and its `cgroup.procs`.
@@ -236,9 +251,13 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
     let argv = null_terminated(&argv_owned);
     let envp = null_terminated(&env_owned);
     let cwd = c_string(launch.cwd.as_os_str())?;
-    let rooms = match launch.user {
-        Some(_) => Rooms::for_step(launch.cwd),
-        None => {
+    let rooms = match (launch.user, launch.places) {
+        (Some(_), Places::Own) => Rooms::for_step(launch.cwd),
+        (Some(_), Places::Host) => Rooms {
+            places: Vec::new(),
+            keep: None,
+        },
+        (None, _) => {
             unconfined_once();
             Rooms {
                 places: Vec::new(),
@@ -384,22 +403,6 @@ fn candidates(launch: &Launch<'_>) -> io::Result<Vec<CString>> {
             c_string(Path::new(dir).join(launch.program).as_os_str())
         })
         .collect()
-}
-
-/// Makes the process `command` starts set `no_new_privs` before it executes, as every
-/// step process does (`child.rs`): for the short commands an `llm` step's tools run
-/// themselves (`git`, `grep`), which are spawned by the standard library. One raw system
-/// call between fork and exec.
-pub(crate) fn deny_new_privileges(command: &mut tokio::process::Command) {
-    // SAFETY: `prctl` is async-signal-safe and touches only this process's flags.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Says once that steps run without a step user: as the runner's own user, sharing the

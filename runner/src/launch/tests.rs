@@ -42,6 +42,7 @@ fn run_as(
         cwd,
         cgroup: None,
         user,
+        places: Places::Own,
     })
     .unwrap();
     let read = |fd: Option<OwnedFd>| {
@@ -99,6 +100,7 @@ fn the_child_starts_clean_in_its_own_session_with_only_stdio_open() {
         cwd: dir.path(),
         cgroup: None,
         user: None,
+        places: Places::Own,
     })
     .unwrap();
     let pid = child.pid();
@@ -154,6 +156,7 @@ fn a_start_that_fails_names_its_stage() {
             cwd,
             cgroup: None,
             user: None,
+            places: Places::Own,
         })
         .unwrap_err()
     };
@@ -174,6 +177,7 @@ fn a_start_that_fails_names_its_stage() {
             cwd: dir.path(),
             cgroup: None,
             user: None,
+            places: Places::Own,
         },
         false,
     )
@@ -186,6 +190,7 @@ fn a_start_that_fails_names_its_stage() {
         cwd: dir.path(),
         cgroup: None,
         user: None,
+        places: Places::Own,
     })
     .unwrap_err();
     assert_eq!(env_with_nul.kind(), io::ErrorKind::InvalidInput);
@@ -201,6 +206,7 @@ fn a_child_dropped_unreaped_is_killed_and_reaped() {
         cwd: dir.path(),
         cgroup: None,
         user: None,
+        places: Places::Own,
     })
     .unwrap();
     let proc_dir = PathBuf::from(format!("/proc/{}", child.pid()));
@@ -227,6 +233,7 @@ fn a_child_is_born_into_its_cgroup() {
         cwd: dir.path(),
         cgroup: Some(cgroup.target()),
         user: None,
+        places: Places::Own,
     })
     .unwrap();
     assert!(cgroup.holds(child.pid()));
@@ -270,6 +277,7 @@ fn under_root_the_child_is_the_step_user_with_no_groups_capabilities_or_view_of_
                 cwd: dir.path(),
                 cgroup: None,
                 user: Some(user),
+                places: Places::Own,
             },
             share_memory,
         )

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::args::{bool_arg, optional_string_arg};
 use super::paths::{lexical, path_schema, rel_or_dot};
 use super::{blocking, ToolOutput, Toolbox, COMMAND_TIMEOUT};
+use crate::containment::Places;
 use crate::git_sandbox::Shadow;
 
 impl Toolbox {
@@ -33,9 +34,7 @@ impl Toolbox {
         };
         // A copied workspace has no .git, and lives inside the host's repository: git must
         // not find that one (the shadow is of `<root>/.git` only).
-        let git = crate::program_path::git()?
-            .to_str()
-            .ok_or("the runner's git has a path that is not UTF-8")?;
+        let git = crate::program_path::git()?;
         let (root, user) = (self.root.clone(), self.user);
         let shadow = blocking(move || Shadow::of_checkout(&root, user).map_err(|e| e.to_string()))
             .await
@@ -55,7 +54,9 @@ impl Toolbox {
             args.push("--cached");
         }
         args.extend(["--", &relative]);
-        let diff = self.command(git, &args, COMMAND_TIMEOUT).await?;
+        let diff = self
+            .command(git, &args, Places::Host, COMMAND_TIMEOUT)
+            .await?;
         if diff.code != Some(0) && !diff.truncated {
             return Err(format!("git diff failed: {}", diff.stderr.trim()));
         }
@@ -67,7 +68,9 @@ impl Toolbox {
             "--",
             &relative,
         ]);
-        let untracked = self.command(git, &args, COMMAND_TIMEOUT).await?;
+        let untracked = self
+            .command(git, &args, Places::Host, COMMAND_TIMEOUT)
+            .await?;
         drop(shadow);
         let mut text = diff.stdout;
         if untracked.code == Some(0) && !untracked.stdout.trim().is_empty() {

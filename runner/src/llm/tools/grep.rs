@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::args::{bool_arg, optional_string_arg, string_arg};
 use super::paths::{path_schema, relative_arg};
 use super::{ToolOutput, Toolbox, COMMAND_TIMEOUT};
+use crate::containment::Places;
 
 impl Toolbox {
     pub(super) async fn grep(&self, input: &Value) -> Result<ToolOutput, String> {
@@ -20,7 +21,12 @@ impl Toolbox {
             args.push("-i");
         }
         args.extend(["-e", pattern, "--", &relative]);
-        let done = self.command("grep", &args, COMMAND_TIMEOUT).await?;
+        // The runner's own grep: a `grep` on the step's PATH (a workspace's `bin/`) is the
+        // step's code, not the tool.
+        let grep = crate::program_path::grep()?;
+        let done = self
+            .command(grep, &args, Places::Own, COMMAND_TIMEOUT)
+            .await?;
         if done.truncated {
             return Ok(ToolOutput::ok(done.stdout));
         }
