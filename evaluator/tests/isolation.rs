@@ -177,9 +177,17 @@ async fn parent_side_bombs_cost_the_engine_little_cpu_and_memory() {
         if result.is_ok() {
             failures.push(format!("{name}: evaluated"));
         }
-        // The goal is 100 ms of CPU and 32 MiB; the bounds leave room for a loaded machine
-        // and for this test harness, which shares the process.
-        if cpu > Duration::from_millis(100) || grown > 32 * 1024 * 1024 {
+        // The goal is 100 ms of CPU and 32 MiB in a release build, measured by
+        // `bench/bombs` (`plue-bench-bombs`): every bomb there is at most 40 ms. This test
+        // runs unoptimised code (the evaluator at opt-level 0 is 10-20x slower on these
+        // loops), so here it catches what is out of proportion — the seconds the bombs
+        // cost before their budget — not the release figure.
+        let cpu_bound = if cfg!(debug_assertions) {
+            Duration::from_millis(1500)
+        } else {
+            Duration::from_millis(100)
+        };
+        if cpu > cpu_bound || grown > 32 * 1024 * 1024 {
             failures.push(format!("{name}: {cpu:?} CPU, {grown} bytes more resident"));
         }
         if wall > Duration::from_secs(3) {

@@ -493,5 +493,5 @@ fn reference_texts_are_found_as_written_in_linear_time() {
     let started = std::time::Instant::now();
     assert!(reference_texts(&"{".repeat(1 << 20)).is_empty());
     assert!(reference_texts(&"{{ steps.a.status ".repeat(50_000)).is_empty());
-    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert!(started.elapsed() < std::time::Duration::from_millis(3000));
 }
