@@ -31,7 +31,14 @@
 //! the uid owns in the host's shared places (in every directory there others may write,
 //! never following a link) and its SysV IPC objects are removed.
 //!
-//! Invariants: the uid range never includes 0; no two live attempts on one host hold the
+//! No process of a uid outlives its claim either: when a claim is taken and again when
+//! it is released, every live process whose real, effective or saved uid is the claimed
+//! one is SIGKILLed, round after round until none is left ([`kill_processes_of`]) — an
+//! escaped step process would otherwise read the next holder's environment through its
+//! `/proc`. A uid with a process that will not die is skipped (and logged) by the claim.
+//!
+//! Invariants: the uid range never includes 0; no process of a uid runs when its claim
+//! is taken or after it is released; no two live attempts on one host hold the
 //! same uid; an attempt's directory and everything the runner put in it are owned by the
 //! attempt's user before the step starts; nothing the uid owns in the host's shared places
 //! or IPC survives its release (a private room per step, or the sweep); a runner that is
@@ -128,10 +135,81 @@ pub struct Claim {
 impl Drop for Claim {
     /// Blocking, where it sweeps: drop it off the async runtime (the agent does).
     fn drop(&mut self) {
+        if !kill_processes_of(self.user.uid) {
+            tracing::warn!(
+                uid = self.user.uid,
+                "a process of a released step user survives SIGKILL; the next claim of the \
+                 uid skips it while it lives"
+            );
+        }
         if self.sweep && rooms::maybe_shared() {
             sweep_leftovers(self.user.uid);
         }
     }
+}
+
+/// The most rounds [`kill_processes_of`] makes before it gives up on a uid.
+const KILL_ROUNDS: u32 = 50;
+
+/// SIGKILLs every live process whose real, effective or saved uid is `uid`, round after
+/// round (a process may fork between the scan and the kill) until a scan finds none;
+/// `false` when some still live after [`KILL_ROUNDS`] rounds. Zombies are not counted:
+/// they run nothing and hold no environment. Call only while holding `uid`'s claim with
+/// no step of it running. Blocking (up to about half a second when a process resists).
+pub(crate) fn kill_processes_of(uid: u32) -> bool {
+    for round in 0..KILL_ROUNDS {
+        let pids = processes_of(uid);
+        if pids.is_empty() {
+            return true;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // At once the first time (a kill usually lands before the next scan), then
+        // waiting a little longer each round for the dying to become zombies.
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(round.min(20))));
+    }
+    processes_of(uid).is_empty()
+}
+
+/// The live (not zombie) processes of `uid` (real, effective or saved), by their
+/// `/proc/<pid>/status`.
+fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid as u32 != me)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|status| status_holds_uid(&status, uid))
+        })
+        .collect()
+}
+
+/// Whether a `/proc/<pid>/status` text is of a live process whose real, effective or
+/// saved uid is `uid`.
+fn status_holds_uid(status: &str, uid: u32) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    if field("State:").is_some_and(|state| state.starts_with('Z') || state.starts_with('X')) {
+        return false;
+    }
+    field("Uid:").is_some_and(|ids| {
+        ids.split_whitespace()
+            .take(3)
+            .any(|id| id.parse::<u32>() == Ok(uid))
+    })
 }
 
 /// Removes what `uid` owns in the host's shared places and IPC: every file, link and
@@ -255,11 +333,21 @@ fn claim_in(dir: &Path, first: u32, count: u32, start: u32) -> anyhow::Result<Cl
             .with_context(|| format!("opening the step-user lock {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
+                // Nothing of an earlier holder may wait for this one: a process left
+                // running (an escaped tool command, a crashed runner's step) would read
+                // this attempt's environment through /proc.
+                if !kill_processes_of(uid) {
+                    tracing::warn!(
+                        uid,
+                        "a process of this step user survives SIGKILL; skipping the uid"
+                    );
+                    continue;
+                }
                 return Ok(Claim {
                     user: StepUser { uid, gid: uid },
                     _lock: lock,
                     sweep: false,
-                })
+                });
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
             Err((_, e)) => {
@@ -354,6 +442,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         dir
+    }
+
+    /// A process of `uid` (real, effective and saved) that ignores every signal it may
+    /// and double-forks out of reach of its parent: `setsid`, a cleared environment.
+    fn leave_a_process_of(uid: u32) -> i32 {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new("/bin/bash")
+            .args([
+                "-c",
+                "(trap '' HUP TERM INT; setsid /usr/bin/env -i /bin/sleep 60 \
+                  </dev/null >/dev/null 2>&1 & echo $!)",
+            ])
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    #[test]
+    fn a_status_names_its_real_effective_and_saved_uid_unless_a_zombie() {
+        let status = "Name:\tx\nState:\tS (sleeping)\nUid:\t0\t4000\t5000\t0\n";
+        assert!(status_holds_uid(status, 4000));
+        assert!(status_holds_uid(status, 5000));
+        assert!(!status_holds_uid(status, 6000));
+        let zombie = "State:\tZ (zombie)\nUid:\t4000\t4000\t4000\t4000\n";
+        assert!(!status_holds_uid(zombie, 4000));
+    }
+
+    /// The uid comes back only once nothing of its last holder runs: a survivor left
+    /// before a claim is killed when it is taken, one left during it when it is released.
+    #[test]
+    fn no_process_of_a_uid_survives_its_claim_or_release() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let uid = 3_999_031;
+        let dir = lock_dir();
+        let before = leave_a_process_of(uid);
+        assert!(processes_of(uid).contains(&before));
+        let claim = claim_in(dir.path(), uid, 1, 0).unwrap();
+        assert_eq!(processes_of(uid), Vec::<i32>::new());
+        let during = leave_a_process_of(uid);
+        assert!(processes_of(uid).contains(&during));
+        drop(claim);
+        assert_eq!(processes_of(uid), Vec::<i32>::new());
     }
 
     #[test]
