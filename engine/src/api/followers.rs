@@ -1,24 +1,30 @@
 //! Who is following live streams (the API's log SSE and the dashboard's `/live` hints): a
 //! count of open followers per step run, per client and in all, with caps; who a client
-//! is (its token, or its address as seen through trusted proxies); and the pacing of an
-//! idle follower.
+//! is (its token's owner, or its address as seen through trusted proxies); the leash that
+//! ends a stream; and the pacing of an idle follower.
 //!
 //! Invariants:
 //! - A follower is counted from [`Followers::enter`] until its [`FollowerGuard`] is
-//!   dropped — the guard lives inside the SSE stream, which hyper drops as soon as the
-//!   connection is gone — so [`Followers::live`] is exactly the number of live followers
+//!   dropped. The guard is held by the task of the stream's [`leash`], which lets go of it
+//!   when the stream is dropped (hyper drops it as soon as the connection is gone), at an
+//!   anonymous stream's `anonymous_lifetime`, and when the client took nothing for
+//!   `idle_send_timeout` — by a timer of its own, since hyper stops polling the stream of a
+//!   client that stopped reading. So [`Followers::live`] counts live, reading followers
 //!   and returns to 0 when every client has left. Entering past a cap changes nothing and
 //!   says which cap was hit. The counts sit behind one short `std` mutex never held across
 //!   an `.await`.
 //! - A signed-in client ([`Who::Token`]: a valid bearer token or dashboard session) is
-//!   counted by its token, wherever it connects from; an anonymous one by its address (an
-//!   IPv6 address by its /64, which one host usually holds whole).
+//!   counted by its token's owner ([`Auth::owner_of`]), wherever it connects from: tokens
+//!   minted with an API token belong to its owner, so minting more buys no places. An
+//!   anonymous client is counted by its address (an IPv6 address by its /64, which one host
+//!   usually holds whole).
 //! - Of each step's places and of the engine's, a share is reserved for signed-in clients:
 //!   anonymous clients together never hold more than `per_step - reserved_per_step` of a
 //!   step or `total - reserved_total` in all, so however many addresses they come from, a
-//!   signed-in user can follow a log. An anonymous stream lives at most
-//!   `anonymous_lifetime` (then ends; the client resumes with `Last-Event-ID` and competes
-//!   for a place again).
+//!   signed-in user can follow a log; and one owner holds at most half of a reserved share
+//!   (besides `per_client_step` and `per_client`), so no one token holder locks the others
+//!   out. An anonymous stream lives at most `anonymous_lifetime` (then ends; the client
+//!   resumes with `Last-Event-ID` and competes for a place again).
 //! - `X-Forwarded-For` is read only when the direct peer is a trusted proxy
 //!   ([`TrustedProxies`]), and then only from the right up to the first address that is
 //!   not a trusted proxy: whatever a client writes into the header itself sits left of
@@ -57,7 +63,8 @@ pub const RESERVED_TOTAL: usize = 256;
 pub const ANONYMOUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The longest a stream waits for its client to take what it sends (the server cannot
 /// write: the client stopped reading): then the stream ends and frees its place, whoever
-/// holds it. A reading client takes a heartbeat every [`HEARTBEAT`].
+/// holds it. A reading client takes a heartbeat every [`HEARTBEAT`] (the timeout is at least
+/// three heartbeats).
 pub const IDLE_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often an idle stream sends a comment: a write is what tells the server a client that
 /// vanished without closing its connection is gone.
@@ -391,7 +398,18 @@ pub fn leash<S: Stream + Send + 'static>(
     guard: FollowerGuard,
 ) -> impl Stream<Item = S::Item> + Send + 'static {
     let limits = guard.followers.limits;
-    let ends_at = guard.lifetime().map(|lifetime| Instant::now() + lifetime);
+    // A reading client is polled at least every heartbeat (whose timer wakes the body):
+    // the idle timeout leaves room for three.
+    let idle = limits
+        .idle_send_timeout
+        .max(limits.heartbeat.saturating_mul(3));
+    let later = |from: Instant, by: Duration| {
+        from.checked_add(by)
+            .unwrap_or_else(|| from + Duration::from_secs(100 * 365 * 24 * 3600))
+    };
+    let ends_at = guard
+        .lifetime()
+        .map(|lifetime| later(Instant::now(), lifetime));
     let polled = Arc::new(Mutex::new(Instant::now()));
     let released = CancellationToken::new();
     let keeper = tokio::spawn({
@@ -400,7 +418,7 @@ pub fn leash<S: Stream + Send + 'static>(
         async move {
             loop {
                 let last = *polled.lock().unwrap_or_else(|e| e.into_inner());
-                let idle_until = last + limits.idle_send_timeout;
+                let idle_until = later(last, idle);
                 let until = ends_at.map_or(idle_until, |ends_at| ends_at.min(idle_until));
                 if Instant::now() >= until {
                     break;

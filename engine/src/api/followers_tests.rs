@@ -294,6 +294,7 @@ async fn a_stream_never_polled_frees_its_place_at_its_lifetime_or_idle_timeout()
     let f = Arc::new(Followers::new(FollowerLimits {
         anonymous_lifetime: Duration::from_millis(600),
         idle_send_timeout: Duration::from_millis(300),
+        heartbeat: Duration::from_millis(50),
         ..FollowerLimits::default()
     }));
     let pending = futures::stream::pending::<()>;

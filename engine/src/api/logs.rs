@@ -7,11 +7,12 @@
 //! step is final and every stored line was sent.
 //!
 //! Followers are bounded (see [`super::followers`]): each is counted while its stream
-//! lives — by its token when it presents one, else by its address — past a cap the answer
+//! lives — by its token's owner when it presents one, else by its address — past a cap the answer
 //! is 429, an idle one is woken by notifications and otherwise re-reads the store ever more
 //! rarely, and a client that leaves takes its follower with it (the stream is the
-//! follower; a heartbeat comment makes a silent hang-up show). An anonymous stream ends
-//! after its lifetime without an `end` event: SSE clients reconnect with `Last-Event-ID`
+//! follower; a heartbeat comment makes a silent hang-up show; a client that stops reading
+//! loses its place at the idle-send timeout). An anonymous stream ends after its lifetime
+//! without an `end` event: SSE clients reconnect with `Last-Event-ID`
 //! and resume exactly where they were.
 
 use std::collections::VecDeque;
@@ -62,10 +63,12 @@ pub(super) struct LogQuery {
                    data a `Line`), new lines as they are stored, then an `end` event (data \
                    `{}`) once the step is final and every line was sent; comments keep the \
                    connection alive. Resume with `Last-Event-ID` or `after`. Live streams \
-                   are counted per token (a request with one) or per client address, with \
-                   a share of places kept for requests with a token; a stream without a \
-                   token ends after 10 minutes without an `end` event, and the client \
-                   reconnects with `Last-Event-ID`.",
+                   are counted per token owner (a request with a token; tokens minted with \
+                   an API token count as its owner) or per client address, with a share of \
+                   places kept for requests with a token; a stream without a token ends \
+                   after 10 minutes without an `end` event, and the client reconnects with \
+                   `Last-Event-ID`; a stream whose client reads nothing for 60 seconds \
+                   ends.",
     params(
         StepPath,
         LogQuery,

@@ -575,6 +575,7 @@ async fn a_client_that_never_reads_loses_its_place_at_its_lifetime() {
     let engine = Engine::start(FollowerLimits {
         anonymous_lifetime: Duration::from_millis(1500),
         idle_send_timeout: Duration::from_secs(3),
+        heartbeat: Duration::from_millis(100),
         ..roomy()
     })
     .await;

@@ -615,8 +615,8 @@ pub(super) async fn dispatch(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateToken {
-    /// What the token is for: 1 to 100 characters, no control or bidi characters. Approvals and
-    /// runs started with it name it.
+    /// What the token is for: 1 to 100 characters, no control, bidi, invisible (format) or
+    /// line-separator characters. Approvals and runs started with it name it.
     #[schema(min_length = 1)]
     name: String,
 }

@@ -27,7 +27,8 @@ use crate::tokens;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRunnerToken {
-    /// What the token is for: 1 to 100 characters, no control or bidi characters.
+    /// What the token is for: 1 to 100 characters, no control, bidi, invisible (format) or
+    /// line-separator characters.
     #[schema(min_length = 1)]
     name: String,
     /// The labels its runners may announce (none: unlabelled steps only).

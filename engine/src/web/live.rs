@@ -8,10 +8,11 @@
 //!   escaped HTML, which the session was allowed to read. Reading the stream needs what
 //!   reading the page needs (`--private-reads` asks for a signed-in token).
 //! - Streams are counted with the API's log followers ([`crate::api::followers`]) under
-//!   keys no step run has (negative), so the same caps bound them — per session token when
-//!   signed in, per address otherwise, with places kept for signed-in users; past a cap the
-//!   answer is 429 and the page keeps polling. An anonymous stream ends at its lifetime
-//!   (the browser reconnects by itself).
+//!   keys no step run has (negative), so the same caps bound them — per session token's
+//!   owner when signed in, per address otherwise, with places kept for signed-in users;
+//!   past a cap the answer is 429 and the page keeps polling. The stream is on the
+//!   followers' leash: an anonymous one ends at its lifetime (the browser reconnects by
+//!   itself), any one whose browser stops reading at the idle-send timeout.
 //! - Hints are coalesced: at most one per [`THROTTLE`] per stream, and a lagging receiver
 //!   (missed hints) is told `changed` too, since the page re-reads everything anyway.
 
@@ -74,6 +75,7 @@ pub(super) async fn stream(
         web.state.followers.enter(key, who).map_err(|refused| {
             WebError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
         })?;
+    let heartbeat = web.state.followers.limits().heartbeat;
     let watch = Watch {
         events: web.state.executor.events().subscribe(),
         run,
@@ -90,7 +92,7 @@ pub(super) async fn stream(
     // The leash frees the place at an anonymous stream's lifetime and when the browser
     // stops reading, whether or not hyper still polls the stream.
     Ok(Sse::new(leash(hints, guard))
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(heartbeat))
         .into_response())
 }
 
