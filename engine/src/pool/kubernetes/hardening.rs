@@ -30,8 +30,9 @@
 //!   the default's (`capabilities.drop: []` removes `ALL`), so only the merge says what the
 //!   pod will be.
 //! - Volumes are an allow-list of kinds (`emptyDir`, `ephemeral`, `downwardAPI`,
-//!   `projected` without service-account tokens), plus the Secrets and ConfigMaps the
-//!   class names in `allow_secret_volumes` / `allow_config_map_volumes`; environment
+//!   `projected` of `downwardAPI` and `clusterTrustBundle` sources, by kind too), plus the
+//!   Secrets and ConfigMaps the class names in `allow_secret_volumes` /
+//!   `allow_config_map_volumes`; environment
 //!   variables read from Secrets and ConfigMaps obey the same lists. Everything else
 //!   (`hostPath`, a `persistentVolumeClaim` that outlives the pod, network file systems,
 //!   CSI drivers, …) is refused by kind, so a kind Kubernetes adds later is refused too.
@@ -636,8 +637,9 @@ fn config_map_ref(at: &str, name: &str, class: &RunnerClass, found: &mut Found) 
     }
 }
 
-/// The volume's kind: its one field besides `name` (`emptyDir`, `secret`, `hostPath`, …).
-fn kinds(volume: &Volume) -> Vec<String> {
+/// A volume's or projected source's kind: its one field besides `name` (`emptyDir`,
+/// `secret`, `hostPath`, …), so a kind k8s-openapi learns later is refused by default.
+fn kinds(volume: &impl serde::Serialize) -> Vec<String> {
     match serde_json::to_value(volume) {
         Ok(serde_json::Value::Object(map)) => map
             .into_iter()
@@ -729,17 +731,27 @@ fn volume(volume: &Volume, at: &str, class: &RunnerClass, found: &mut Found) {
                 let sources = volume.projected.iter().flat_map(|p| p.sources.iter().flatten());
                 for (j, source) in sources.enumerate() {
                     let at = format!("{path}.sources[{j}]");
-                    if source.service_account_token.is_some() {
-                        found.add(
-                            format!("{at}.serviceAccountToken"),
-                            "is not allowed (a step would hold a token of the pod's service account)",
-                        );
-                    }
-                    if let Some(secret) = &source.secret {
-                        secret_ref(&format!("{at}.secret"), &secret.name, class, found);
-                    }
-                    if let Some(map) = &source.config_map {
-                        config_map_ref(&format!("{at}.configMap"), &map.name, class, found);
+                    for kind in kinds(source) {
+                        let at = format!("{at}.{kind}");
+                        match kind.as_str() {
+                            "downwardAPI" | "clusterTrustBundle" => {}
+                            "secret" => {
+                                let name = source.secret.as_ref().map(|s| s.name.as_str());
+                                secret_ref(&at, name.unwrap_or_default(), class, found);
+                            }
+                            "configMap" => {
+                                let name = source.config_map.as_ref().map(|m| m.name.as_str());
+                                config_map_ref(&at, name.unwrap_or_default(), class, found);
+                            }
+                            "serviceAccountToken" => found.add(
+                                at,
+                                "is not allowed (a step would hold a token of the pod's service account)",
+                            ),
+                            _ => found.add(
+                                at,
+                                "is not allowed (projected sources are downwardAPI, clusterTrustBundle and the Secrets and ConfigMaps the class allows)",
+                            ),
+                        }
                     }
                 }
             }
