@@ -23,6 +23,7 @@ pub(super) enum Stage {
     Exec,
     Rooms,
     NoNewPrivs,
+    Seccomp,
 }
 
 /// The stage number of the report a confined child makes, and goes on, when its mounts or
@@ -42,6 +43,7 @@ impl Stage {
             7 => "setting up stdin, stdout and stderr",
             9 => "mounting the step's private /tmp, /var/tmp and /dev/shm",
             10 => "setting no_new_privs",
+            11 => "installing the step's seccomp filter",
             _ => "executing",
         }
     }
@@ -74,6 +76,8 @@ pub(super) struct ChildArgs {
     pub keep_flags: libc::c_ulong,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
+    /// The step's seccomp filter (`seccomp.rs`), installed right before `execve`.
+    pub seccomp: *const libc::sock_fprog,
     /// Without `close_range`, descriptors are closed one by one below this bound.
     pub max_fd: c_int,
     pub empty_mask: libc::sigset_t,
@@ -208,6 +212,19 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
         // behind runs as the step's own user).
         if libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Stage::NoNewPrivs;
+        }
+        // After `no_new_privs` (which lets a process without CAP_SYS_ADMIN install one):
+        // no keyring, which is per uid and would outlive the step (`seccomp.rs`).
+        if libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            args.seccomp,
+            0,
+            0,
+        ) != 0
+        {
+            return Stage::Seccomp;
         }
         // As `execvp`: a missing candidate moves on, a refused one is remembered.
         let mut refused = false;

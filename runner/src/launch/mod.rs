@@ -21,7 +21,8 @@
 //!    namespaces runs the step with the host's mounts and IPC, and the runner says so once;
 //! 6. the working directory (as the step's user), `no_new_privs` (every step, confined or
 //!    not: nothing it executes gains privileges through a set-uid or set-gid bit or a file
-//!    capability), and `execve` — of each candidate in turn for a bare program name, as
+//!    capability), the step's seccomp filter (`seccomp.rs`: no kernel keyring, which is per
+//!    uid and would outlive the step), and `execve` — of each candidate in turn for a bare program name, as
 //!    `execvp` tries the entries of the step's `PATH`.
 //!
 //! A failure is reported on a close-on-exec pipe (the step and `errno`) and the child
@@ -69,6 +70,7 @@ pub(crate) use rooms::Rooms;
 mod child;
 mod clone;
 pub(crate) mod rooms;
+pub(crate) mod seccomp;
 
 /// What to start, and how.
 #[derive(Debug)]
@@ -266,6 +268,12 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
         }
     };
     let places = null_terminated(&rooms.places);
+    let filter = seccomp::program().map_err(io::Error::other)?;
+    let seccomp = libc::sock_fprog {
+        len: u16::try_from(filter.len())
+            .map_err(|_| io::Error::other("seccomp: the step filter is too long"))?,
+        filter: filter.as_ptr().cast_mut(),
+    };
 
     // As `Stdio::null()`: read and write.
     let null = std::fs::OpenOptions::new()
@@ -312,6 +320,7 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
             .and_then(|index| c_int::try_from(index).ok())
             .unwrap_or(-1),
         keep_flags: rooms.keep.as_ref().map_or(0, |keep| keep.flags),
+        seccomp: &seccomp,
         uid: launch.user.map_or(0, |user| user.uid),
         gid: launch.user.map_or(0, |user| user.gid),
         max_fd: max_fd(),
@@ -484,4 +493,4 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -570,3 +570,50 @@ fn drop_effective_capability(capability: u32) {
         );
     }
 }
+
+/// The attacker's keyring: a step stores a key in its user keyring (`@u`), which is per
+/// uid and outlives it, for the next holder of the uid to read. Every keyring call fails
+/// with EPERM (the step's seccomp filter), so nothing is stored and nothing can be read.
+pub(crate) const KEYRING_PROBE: &str = r#"
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+add_key, keyctl = int(sys.argv[1]), int(sys.argv[2])
+# add_key("user", "plue-probe", "secret", 6, KEY_SPEC_USER_KEYRING)
+r = libc.syscall(ctypes.c_long(add_key), b"user", b"plue-probe", b"secret",
+                 ctypes.c_size_t(6), ctypes.c_long(-4))
+print("add_key", r, ctypes.get_errno())
+# keyctl(KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "user", "plue-probe", 0)
+r = libc.syscall(ctypes.c_long(keyctl), ctypes.c_long(10), ctypes.c_long(-4), b"user",
+                 b"plue-probe", ctypes.c_long(0))
+print("keyctl", r, ctypes.get_errno())
+"#;
+
+#[test]
+fn a_step_can_neither_store_nor_read_a_kernel_key() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let user = nix::unistd::geteuid().is_root().then_some(StepUser {
+        uid: 3_999_032,
+        gid: 3_999_032,
+    });
+    let (add_key, keyctl) = (libc::SYS_add_key.to_string(), libc::SYS_keyctl.to_string());
+    let (stdout, stderr, exit) = run_as(
+        r#"exec /usr/bin/python3 -c "$0" "$@""#,
+        &[KEYRING_PROBE, &add_key, &keyctl],
+        &[("PATH", "/usr/bin:/bin")],
+        dir.path(),
+        user,
+    );
+    assert_eq!(exit, Exit::Code(0), "{stdout}{stderr}");
+    let eperm = libc::EPERM.to_string();
+    assert!(
+        stdout.contains(&format!("add_key -1 {eperm}")),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("keyctl -1 {eperm}")),
+        "{stdout}{stderr}"
+    );
+}

@@ -386,4 +386,29 @@ mod tests {
         let diff = tools.git_diff(&serde_json::json!({})).await.unwrap();
         assert!(diff.content.contains("-beta\n+BETA"), "{diff:?}");
     }
+
+    /// A tool command can neither store a key in its uid's keyring nor read one
+    /// (`launch::seccomp`, as every step process).
+    #[tokio::test]
+    async fn a_tool_command_can_neither_store_nor_read_a_kernel_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tools, _) = toolbox(dir.path(), BTreeMap::new(), 3_999_025);
+        let (add_key, keyctl) = (libc::SYS_add_key.to_string(), libc::SYS_keyctl.to_string());
+        let done = tools
+            .command(
+                Path::new("/usr/bin/python3"),
+                &["-c", crate::launch::tests::KEYRING_PROBE, &add_key, &keyctl],
+                Places::Own,
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        let eperm = libc::EPERM;
+        assert_eq!(
+            done.stdout,
+            format!("add_key -1 {eperm}\nkeyctl -1 {eperm}\n"),
+            "{}",
+            done.stderr
+        );
+    }
 }

@@ -352,7 +352,12 @@ async fn run_in(
     let next_dir = next_cgroup
         .as_ref()
         .and_then(|c| std::fs::File::open(c.target().dir).ok());
+    let seccomp = match crate::launch::seccomp::program_hex() {
+        Ok(hex) => hex,
+        Err(err) => return Some(Err(io::Error::other(err))),
+    };
     let job = serde_json::json!({
+        "seccomp": seccomp,
         "program": zygote.program.to_string_lossy(),
         "script": script,
         "cwd": spec.cwd.to_string_lossy(),

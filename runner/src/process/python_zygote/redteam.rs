@@ -1106,3 +1106,28 @@ async fn a_later_warm_step_of_the_same_uid_finds_nothing_an_earlier_one_left() {
         "{host}"
     );
 }
+
+/// Issue 30's keyring channel, through the zygote: a warm step (as the runner's user and
+/// as a step user) can neither store a key in its uid's keyring for the next holder of the
+/// uid nor search one there — every keyring call fails with EPERM (`launch::seccomp`).
+#[tokio::test]
+async fn a_warm_step_can_neither_store_nor_read_a_kernel_key() {
+    let _serial = SERIAL.lock().await;
+    for user in users() {
+        let ws = Ws::new(user);
+        let script = format!(
+            "import sys\nsys.argv[1:] = ['{}', '{}']\n{}",
+            libc::SYS_add_key,
+            libc::SYS_keyctl,
+            crate::launch::tests::KEYRING_PROBE
+        );
+        let seen = warm(spec(&marked(&script), &ws, user)).await;
+        assert_warm(&seen);
+        let eperm = libc::EPERM;
+        assert_eq!(
+            seen.out[1..],
+            [format!("add_key -1 {eperm}"), format!("keyctl -1 {eperm}")],
+            "{user:?}: {seen:?}"
+        );
+    }
+}

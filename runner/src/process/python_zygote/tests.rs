@@ -465,6 +465,7 @@ async fn a_start_the_runner_gave_up_on_never_runs_the_script() {
         "env": {"PATH": "/usr/bin:/bin"},
         "cgroup_procs": hold,
         "user": null,
+        "seccomp": crate::launch::seccomp::program_hex().unwrap(),
     })
     .to_string();
     let (_out_r, out_w) = pipe().unwrap();

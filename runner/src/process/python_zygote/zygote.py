@@ -327,6 +327,26 @@ def _prctl(option, value):
         raise OSError(ctypes.get_errno(), "prctl(%d)" % option)
 
 
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _install_seccomp(program_hex):
+    """launch/seccomp.rs's filter (keyring calls fail with EPERM), from the bytes of its
+    `sock_filter`s the runner sent in the job; after `no_new_privs`, as launch/child.rs."""
+    code = bytes.fromhex(program_hex)
+    if not code or len(code) % 8:
+        raise ValueError("the step's seccomp filter is malformed")
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
+                   ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), "installing the step's seccomp filter")
+
+
 def _prctl_dumpable(value):
     _prctl(_PR_SET_DUMPABLE, value)
 
@@ -452,6 +472,8 @@ def _child_setup(fds, ready_w, joined):
     _prctl(_PR_SET_PDEATHSIG, 0)
     # As every step process: nothing it executes gains privileges (a set-uid file).
     _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    # As every step process: no kernel keyring (per uid, it would outlive the step).
+    _install_seccomp(job["seccomp"])
     return job, shared
 
 
