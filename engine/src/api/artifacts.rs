@@ -5,21 +5,25 @@
 //!
 //! Invariants: a file is served only when the store lists it for that run and step (the
 //! latest attempt that kept artifacts), so a path never selects anything but a listed
-//! file of that blob; bodies stream from the blob store, never buffered whole; a listing
+//! file of that blob; bodies stream from the blob store, never buffered whole, each in a
+//! download slot of its client (see `crate::artifacts::read`: capped in all and per
+//! client address, 503 past either, dropped when the client stops reading); a listing
 //! is a page of at most [`MAX_PAGE`] files (default [`DEFAULT_PAGE`]) whose `Link` header
 //! names the next one, so no answer grows with the run.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::header;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::views::{ArtifactView, ErrorView};
 use super::{parse_run_id, ApiState, RunId};
-use crate::artifacts::ArtifactError;
+use crate::artifacts::{ArtifactError, Slot};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::BlobRow;
 
@@ -189,14 +193,22 @@ async fn blob(state: &ApiState, id: &str, step: &str) -> ApiResult<(i64, BlobRow
         (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
         (status = 404, description = "No such run, or the step kept no artifacts (or they were deleted by retention)", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 503, description = "Every download slot (in all, or of this client) is taken; try again later", body = ErrorView),
     )
 )]
 pub(super) async fn tar(
     State(state): State<ApiState>,
     Path((id, step)): Path<(String, String)>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (id, blob) = blob(&state, &id, &step).await?;
-    let stream = state.artifacts.get(&blob.key).await.map_err(read_error)?;
+    let slot = slot(&state, peer, &headers)?;
+    let stream = state
+        .artifacts
+        .download(&blob.key, slot)
+        .await
+        .map_err(read_error)?;
     let disposition = format!("attachment; filename=\"run-{id}-{}.tar\"", blob.step_id);
     Ok((
         [
@@ -222,11 +234,14 @@ pub(super) async fn tar(
         (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
         (status = 404, description = "No such run, step or listed file (or deleted by retention)", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 503, description = "Every download slot (in all, or of this client) is taken; try again later", body = ErrorView),
     )
 )]
 pub(super) async fn file(
     State(state): State<ApiState>,
     Path((id, step, path)): Path<(String, String, String)>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (id, blob) = blob(&state, &id, &step).await?;
     let listed = state
@@ -243,7 +258,7 @@ pub(super) async fn file(
         })?;
     let stream = state
         .artifacts
-        .file(&blob.key, &listed.name)
+        .file(&blob.key, &listed.name, slot(&state, peer, &headers)?)
         .await
         .map_err(read_error)?;
     Ok((
@@ -254,6 +269,22 @@ pub(super) async fn file(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// A download slot of the client behind a request (the address a trusted proxy
+/// forwarded, or the peer's), or 503 when every one is taken.
+fn slot(
+    state: &ApiState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> ApiResult<Slot> {
+    let peer = peer.map(|Extension(ConnectInfo(address))| address);
+    let client = state.followers.client_address(peer, headers);
+    state
+        .artifacts
+        .downloads()
+        .enter(client)
+        .map_err(|busy| ApiError::Client(StatusCode::SERVICE_UNAVAILABLE, busy.to_string()))
 }
 
 fn read_error(e: ArtifactError) -> ApiError {

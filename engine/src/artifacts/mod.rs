@@ -9,7 +9,9 @@
 //! listed on the way: every file with its size and digest, every entry checked as the
 //! runner's unpacker checks it, no path twice); [`Artifacts::record`] records it, checking
 //! the quotas again in the recording transaction; [`Artifacts::get`] and
-//! [`Artifacts::file`] stream a blob, or one file of it, back; [`Artifacts::sweep`]
+//! [`Artifacts::file`] stream a blob, or one file of it, back (to a client:
+//! [`Artifacts::download`] and [`Artifacts::file`], in capped slots, dropped when the
+//! client stalls, no blocking thread ever waiting on it: [`read`]); [`Artifacts::sweep`]
 //! deletes the blobs of runs past the retention (which frees quota).
 //!
 //! Invariants: nothing here buffers a whole blob; a blob that failed (over the limit or a
@@ -19,7 +21,7 @@
 //! upload has its own key, so a refused one never touches an object already recorded.
 
 pub mod quota;
-mod read;
+pub mod read;
 mod record;
 mod retention;
 mod write;
@@ -34,7 +36,7 @@ use object_store::ObjectStore;
 use runner::protocol::BlobKind;
 
 pub use quota::{OverQuota, Quota, Quotas};
-pub use read::ByteStream;
+pub use read::{Busy, ByteStream, Downloads, Slot};
 pub use record::Upload;
 pub use write::Stored;
 
@@ -105,6 +107,7 @@ pub struct Artifacts {
     max_bytes: u64,
     retention: Option<Duration>,
     quotas: Quotas,
+    downloads: Arc<Downloads>,
 }
 
 impl Artifacts {
@@ -152,6 +155,7 @@ impl Artifacts {
             max_bytes: config.max_bytes,
             retention: config.retention,
             quotas: config.quotas,
+            downloads: Arc::new(Downloads::default()),
         })
     }
 
