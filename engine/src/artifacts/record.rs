@@ -27,7 +27,8 @@ pub struct Upload {
 
 impl Artifacts {
     /// Streams `body` to a fresh key of `upload`, under the per-step limit and what the
-    /// run's quotas leave now; nothing is recorded yet ([`Artifacts::record`]).
+    /// run's quotas leave now, not counting the blob a retry of the same attempt would
+    /// replace (as [`Artifacts::record`] does not); nothing is recorded yet.
     pub async fn upload<S, E>(
         &self,
         store: &Store,
@@ -43,6 +44,18 @@ impl Artifacts {
             .await
             .map_err(ArtifactError::Record)?
             .ok_or_else(|| ArtifactError::Record(anyhow::anyhow!("no run {}", upload.run_id)))?;
+        // regression (attack q1): a retry larger than half of what the quota left was
+        // refused while streaming, counted beside the blob it replaces.
+        let replaced = store
+            .attempt_blob_usage(
+                upload.run_id,
+                &upload.step_id,
+                upload.attempt,
+                upload.kind.as_str(),
+            )
+            .await
+            .map_err(ArtifactError::Record)?;
+        let usage = usage.without(replaced);
         let allowance = Allowance::new(&self.quotas, &usage);
         let key = Artifacts::key(upload.run_id, &upload.step_id, upload.attempt, upload.kind)
             .map_err(ArtifactError::Record)?;

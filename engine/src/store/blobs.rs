@@ -8,7 +8,9 @@
 //! `crate::artifacts::quota`) is a sum over blob rows, checked in the transaction that
 //! records the blob with the repository's (or the run's) row locked: two uploads racing one
 //! quota are serialized there (SQLite has one connection, one writer). Listings are pages
-//! in (step, name) order after a cursor, never a whole run at once.
+//! in (step, name) order after a cursor, never a whole run at once. Deleting a blob row,
+//! however it happens (a repository's or a run's cascade too), leaves its key in
+//! `doomed_blobs` in the same transaction (a trigger), for the sweeper to delete the object.
 
 use sqlx::Row;
 
@@ -48,6 +50,23 @@ pub struct BlobUsage {
     pub forks: Option<Usage>,
     /// The run is a pull request's from a fork (its steps get no secrets).
     pub fork: bool,
+}
+
+impl BlobUsage {
+    /// This usage without `blob`, one of the run's own blobs (the one a retried upload
+    /// replaces): it counts in every scope the run is in.
+    pub fn without(self, blob: Usage) -> BlobUsage {
+        let minus = |u: Usage| Usage {
+            bytes: u.bytes.saturating_sub(blob.bytes).max(0),
+            files: u.files.saturating_sub(blob.files).max(0),
+        };
+        BlobUsage {
+            run: minus(self.run),
+            repository: self.repository.map(minus),
+            forks: self.forks.map(minus),
+            fork: self.fork,
+        }
+    }
 }
 
 /// A step's artifacts in a run (its latest attempt that kept any), without the files.
@@ -296,6 +315,36 @@ impl Store {
         })
     }
 
+    /// What the blob of `kind` recorded for attempt `attempt` of `step_id` keeps (zero
+    /// when there is none): a retried upload of that attempt replaces it.
+    pub async fn attempt_blob_usage(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        attempt: i64,
+        kind: &str,
+    ) -> anyhow::Result<Usage> {
+        on_db!(self, pool => {
+            let row = sqlx::query(
+                "SELECT size, files FROM blobs \
+                 WHERE run_id = $1 AND step_id = $2 AND attempt = $3 AND kind = $4",
+            )
+            .bind(run_id)
+            .bind(step_id)
+            .bind(attempt)
+            .bind(kind)
+            .fetch_optional(pool)
+            .await?;
+            Ok(match row {
+                Some(r) => Usage {
+                    bytes: r.try_get("size")?,
+                    files: r.try_get("files")?,
+                },
+                None => Usage::default(),
+            })
+        })
+    }
+
     /// The blob of `kind` the latest attempt of `step_id` in run `run_id` left.
     pub async fn latest_blob(
         &self,
@@ -440,6 +489,35 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
             Ok(rows.iter().map(|r| blob_row!(r)).collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Up to `limit` keys of objects whose blob row is gone (`doomed_blobs`, filled by a
+    /// trigger whenever a row is deleted: a repository or run deleted, a record replaced,
+    /// retention) and that no row names.
+    pub async fn doomed_blobs(&self, limit: i64) -> anyhow::Result<Vec<String>> {
+        on_db!(self, pool => {
+            // A key a row names again is not doomed (never happens: keys are random).
+            sqlx::query(
+                "DELETE FROM doomed_blobs WHERE key IN (SELECT key FROM blobs)",
+            )
+            .execute(pool)
+            .await?;
+            Ok(sqlx::query_scalar("SELECT key FROM doomed_blobs ORDER BY key LIMIT $1")
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    /// Forgets a doomed key whose object was deleted.
+    pub async fn forget_doomed_blob(&self, key: &str) -> anyhow::Result<()> {
+        on_db!(self, pool => {
+            sqlx::query("DELETE FROM doomed_blobs WHERE key = $1")
+                .bind(key)
+                .execute(pool)
+                .await?;
+            Ok(())
         })
     }
 
