@@ -339,6 +339,11 @@ pub(super) async fn delete_repo(
         state.executor.cancel(run_id).await?;
     }
     store.delete_repo(repo.id).await?;
+    // Its runs' blob rows went with it, leaving their keys doomed: their objects go now
+    // (or, should this fail, at the next sweep).
+    if let Err(e) = state.artifacts.sweep_doomed(store).await {
+        tracing::warn!("deleting the blobs of repository {}: {e:#}", repo.name);
+    }
     Ok(Json(RepoView::new(&repo)))
 }
 
