@@ -453,3 +453,70 @@ fn a_reviewers_git_diff_never_runs_the_builders_filter() {
         "the diff reached the model: {sent}"
     );
 }
+
+/// Issue 30: a workspace `bin/grep` put first on the step's `PATH` by the plan's `env=`.
+/// The `grep` tool runs the runner's own grep (by its absolute path, inside the step's
+/// room), so the attacker's never runs: no marker, and the model gets the real match.
+#[test]
+fn the_grep_tool_never_runs_a_grep_of_the_workspace() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_01", "grep", &json!({"pattern": "needle"}))
+            .usage(10, 1)
+            .reply(),
+        Turn::text(&["found"]).usage(10, 1).reply(),
+    ]);
+    let marker = std::env::temp_dir().join(format!(
+        "plue-e2e-fake-grep-ran-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("grep");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ntouch {m} 2>/dev/null\n(setsid sleep 60 </dev/null >/dev/null 2>&1 &)\n\
+             echo FAKE-GREP-RAN\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "a needle here\n").unwrap();
+    let workflow =
+        "def workflow():\n    return Plan(name='g', triggers=[Trigger.manual()], steps=[\n        \
+         Step.llm('look', prompt='Find needles', tools=['grep'], max_turns=2,\n                 \
+         env={'PATH': '/proc/self/cwd/bin:/usr/local/bin:/usr/bin:/bin'}),\n    ])\n";
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env("ANTHROPIC_BASE_URL", server.url())
+        .env_remove("ANTHROPIC_API_KEY")
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
+        .output()
+        .expect("plue runs");
+    let ran = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(!ran, "the workspace's grep ran: {text}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{text}");
+    let sent = requests[1].body["messages"].to_string();
+    assert!(!sent.contains("FAKE-GREP-RAN"), "{sent}");
+    assert!(sent.contains("notes.txt:1:a needle here"), "{sent}");
+}
