@@ -196,3 +196,55 @@ fn is_sleep_30(pid: i32) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     alive && cmdline == b"sleep\x0030\x00"
 }
+
+/// Kernel keyrings are per uid and not namespaced: a step that stores a key in its user
+/// keyring (`@u`) would leave it for the next holder of the uid. A `bash` step tries to
+/// store one, a later warm `python` step tries to find it; both are refused with EPERM
+/// (the step seccomp filter), so there is nothing to find.
+const KEYRING: &str = r#"
+def workflow():
+    probe = "\n".join([
+        "import ctypes, os, platform",
+        "nr = {'x86_64': (248, 250), 'aarch64': (217, 219)}[platform.machine()]",
+        "libc = ctypes.CDLL(None, use_errno=True)",
+        "libc.syscall.restype = ctypes.c_long",
+        "L = ctypes.c_long",
+        "r = libc.syscall(L(nr[0]), b'user', b'plue-e2e-key', b'DEPLOY_KEY=s3cr3t', ctypes.c_size_t(17), L(-4))",
+        "print(os.environ['WHO'], 'add_key', r, ctypes.get_errno())",
+        "r = libc.syscall(L(nr[1]), L(10), L(-4), b'user', b'plue-e2e-key', L(0))",
+        "print(os.environ['WHO'], 'keyctl', r, ctypes.get_errno())",
+    ])
+    store = Step.bash("store", 'WHO=bash /usr/bin/python3 -c "$PROBE"', env={"PROBE": probe})
+    find = Step.python("find", "import os\nos.environ['WHO'] = 'python'\n" + probe,
+                       depends_on=["store"])
+    return Plan(name="keyring", triggers=[Trigger.manual()], steps=[store, find])
+"#;
+
+#[test]
+fn no_step_can_store_a_kernel_key_for_the_next_holder_of_its_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), KEYRING).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .output()
+        .expect("plue runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let eperm = libc::EPERM;
+    for step in ["bash", "python"] {
+        for call in ["add_key", "keyctl"] {
+            assert!(
+                stdout.contains(&format!("{step} {call} -1 {eperm}")),
+                "{step} {call}: {stdout}"
+            );
+        }
+    }
+}
