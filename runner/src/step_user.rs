@@ -104,13 +104,19 @@ impl StepUsers {
     }
 
     /// Claims the user of one attempt, or `None` to run it as this process's user. The
-    /// claim lasts as long as the returned value. Blocking (opens lock files).
+    /// claim lasts as long as the returned value. Blocking (opens lock files, kills what
+    /// still runs as the uid).
     pub fn claim(&self) -> anyhow::Result<Option<Claim>> {
         match *self {
             StepUsers::Same => Ok(None),
             StepUsers::Range { first, count } => {
-                let mut claim = claim_in(Path::new(LOCK_DIR), first, count, random_offset(count))?;
-                claim.sweep = true;
+                let claim = claim_in(
+                    Path::new(LOCK_DIR),
+                    first,
+                    count,
+                    random_offset(count),
+                    true,
+                )?;
                 // An earlier holder's steps (this runner's or a crashed one's) may have
                 // written to the host's places.
                 if rooms::maybe_shared() {
@@ -128,14 +134,15 @@ impl StepUsers {
 pub struct Claim {
     user: StepUser,
     _lock: Flock<File>,
-    /// A claim of the host's step users (not a test's): swept where needed.
+    /// A claim of the host's step users (not a test's): its processes killed, and swept
+    /// where needed.
     sweep: bool,
 }
 
 impl Drop for Claim {
     /// Blocking, where it sweeps: drop it off the async runtime (the agent does).
     fn drop(&mut self) {
-        if !kill_processes_of(self.user.uid) {
+        if self.sweep && !kill_processes_of(self.user.uid) {
             tracing::warn!(
                 uid = self.user.uid,
                 "a process of a released step user survives SIGKILL; the next claim of the \
@@ -316,8 +323,9 @@ fn random_offset(count: u32) -> u32 {
 }
 
 /// Takes the first uid of the range, from `start` on and wrapping, whose lock in `dir` no
-/// one holds.
-fn claim_in(dir: &Path, first: u32, count: u32, start: u32) -> anyhow::Result<Claim> {
+/// one holds — and, for the host's step users (`host`), that no process runs as any
+/// more once they are killed (a test's claims in a directory of its own kill nothing).
+fn claim_in(dir: &Path, first: u32, count: u32, start: u32, host: bool) -> anyhow::Result<Claim> {
     open_lock_dir(dir)?;
     for step in 0..count {
         let uid = first + (start + step) % count;
@@ -336,7 +344,7 @@ fn claim_in(dir: &Path, first: u32, count: u32, start: u32) -> anyhow::Result<Cl
                 // Nothing of an earlier holder may wait for this one: a process left
                 // running (an escaped tool command, a crashed runner's step) would read
                 // this attempt's environment through /proc.
-                if !kill_processes_of(uid) {
+                if host && !kill_processes_of(uid) {
                     tracing::warn!(
                         uid,
                         "a process of this step user survives SIGKILL; skipping the uid"
@@ -346,7 +354,7 @@ fn claim_in(dir: &Path, first: u32, count: u32, start: u32) -> anyhow::Result<Cl
                 return Ok(Claim {
                     user: StepUser { uid, gid: uid },
                     _lock: lock,
-                    sweep: false,
+                    sweep: host,
                 });
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
@@ -482,7 +490,7 @@ mod tests {
         let dir = lock_dir();
         let before = leave_a_process_of(uid);
         assert!(processes_of(uid).contains(&before));
-        let claim = claim_in(dir.path(), uid, 1, 0).unwrap();
+        let claim = claim_in(dir.path(), uid, 1, 0, true).unwrap();
         assert_eq!(processes_of(uid), Vec::<i32>::new());
         let during = leave_a_process_of(uid);
         assert!(processes_of(uid).contains(&during));
@@ -502,18 +510,21 @@ mod tests {
     fn live_claims_never_share_a_uid_and_a_dropped_one_is_free_again() {
         let dir = lock_dir();
         // The same start for every claim: each still gets its own uid.
-        let a = claim_in(dir.path(), 5000, 3, 1).unwrap();
-        let b = claim_in(dir.path(), 5000, 3, 1).unwrap();
-        let c = claim_in(dir.path(), 5000, 3, 1).unwrap();
+        let a = claim_in(dir.path(), 5000, 3, 1, false).unwrap();
+        let b = claim_in(dir.path(), 5000, 3, 1, false).unwrap();
+        let c = claim_in(dir.path(), 5000, 3, 1, false).unwrap();
         let mut uids = vec![a.user().uid, b.user().uid, c.user().uid];
         uids.sort();
         assert_eq!(uids, vec![5000, 5001, 5002]);
         assert_eq!(a.user().uid, a.user().gid);
-        let full = claim_in(dir.path(), 5000, 3, 0).unwrap_err();
+        let full = claim_in(dir.path(), 5000, 3, 0, false).unwrap_err();
         assert!(format!("{full:#}").contains("all 3 step users"), "{full:#}");
         let freed = b.user().uid;
         drop(b);
-        assert_eq!(claim_in(dir.path(), 5000, 3, 0).unwrap().user().uid, freed);
+        assert_eq!(
+            claim_in(dir.path(), 5000, 3, 0, false).unwrap().user().uid,
+            freed
+        );
     }
 
     #[test]
@@ -530,7 +541,7 @@ mod tests {
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let claim = loop {
-            let claim = claim_in(dir.path(), 7000, 2, 0).unwrap();
+            let claim = claim_in(dir.path(), 7000, 2, 0, false).unwrap();
             if claim.user().uid == 7001 || std::time::Instant::now() > deadline {
                 break claim;
             }
@@ -549,14 +560,14 @@ mod tests {
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = claim_in(&open, 5000, 2, 0).unwrap_err();
+        let err = claim_in(&open, 5000, 2, 0, false).unwrap_err();
         assert!(
             format!("{err:#}").contains("no one else can write"),
             "{err:#}"
         );
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        assert!(claim_in(&link, 5000, 2, 0).is_err());
+        assert!(claim_in(&link, 5000, 2, 0, false).is_err());
         // A link planted where a lock file goes is not followed.
         let locks = dir.path().join("locks");
         std::fs::create_dir(&locks).unwrap();
@@ -564,7 +575,7 @@ mod tests {
         let target = dir.path().join("target");
         std::fs::write(&target, "keep").unwrap();
         std::os::unix::fs::symlink(&target, locks.join("5000")).unwrap();
-        assert!(claim_in(&locks, 5000, 1, 0).is_err());
+        assert!(claim_in(&locks, 5000, 1, 0, false).is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     }
 
