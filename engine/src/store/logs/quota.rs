@@ -5,24 +5,28 @@
 //! - Each attempt row keeps the bytes of text its stored lines hold (`log_bytes`), the
 //!   highest seq stored (`log_last_seq`) and whether its log was cut (`log_truncated`);
 //!   each run row keeps the bytes of all its attempts' lines. The attempt's figures change
-//!   in the statement (PostgreSQL) or transaction (SQLite) that stores the lines, so two
-//!   engine replicas sharing a database count every line once, and a batch sent again
-//!   (seqs at or below `log_last_seq`, or a copy racing its first) adds nothing.
+//!   in the statement that stores the lines (PostgreSQL: a data-modifying `WITH`; SQLite:
+//!   a trigger on each chunk insert, which updates the run's too), so two engine replicas
+//!   sharing a database count every line once, and a batch sent again (seqs at or below
+//!   `log_last_seq`, or a copy racing its first) adds nothing.
 //! - A batch is cut where the next line would pass either quota: the lines before are
 //!   stored, then one marker line (on the `system` stream, with the seq of the first line
 //!   dropped) saying which quota was passed, and the attempt is marked truncated, after
-//!   which every line of it is dropped. An attempt's stored text therefore stays within its
+//!   which every line of it is dropped (on SQLite the mark follows the marker's insert
+//!   in a statement of its own: an engine dying in between leaves a log that the next
+//!   batch cuts again, with a second marker). An attempt's stored text therefore stays within its
 //!   quota plus the marker. The caller then fails the attempt engine-side with the marker
 //!   as its reason and answers the runner's batch with `cancel` (what the runner does for
 //!   a cancelled run: it kills the step; its own completion is then refused, the attempt
 //!   being final already). That needs no change to runners, old or new, and does not rely
 //!   on them: a runner ignoring `cancel` keeps its step running, but nothing it prints is
 //!   stored, and the step is failed.
-//! - A run's total is added right after the attempt's, in a statement of its own on
-//!   PostgreSQL (each statement locks one row: no lock order to keep with the run's other
-//!   writers) and in the same transaction on SQLite. Steps of one run logging at the same
-//!   moment each read the total before adding to it, so the run's quota may be passed by
-//!   at most one batch (4 MiB) per step logging at that moment; each of them is then cut
+//! - On PostgreSQL a run's total is added right after the attempt's, in a statement of
+//!   its own (each statement locks one row: no lock order to keep with the run's other
+//!   writers; a crash in between forgets one batch of the run's total). Steps of one run
+//!   logging at the same moment each read the total before adding to it, so the run's
+//!   quota may be passed by at most one batch (4 MiB) per step logging at that moment; each
+//!   of them is then cut
 //!   at its next batch.
 //! - A run of a pull request from a fork (`secrets_allowed` false, as the artifact quotas
 //!   decide) gets the smaller fork quotas.

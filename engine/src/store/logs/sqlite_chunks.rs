@@ -15,6 +15,9 @@
 //!   reader seeks to the first chunk that holds a line past its cursor.
 //! - A batch is stored whole or not at all: one statement, or one transaction that first
 //!   writes to its step run's row (the store's rule for transactions that read first).
+//! - `text_bytes` is the bytes of text of the chunk's lines; inserting a chunk adds them to
+//!   its attempt's and run's log figures (a trigger, so the usual batch stays one
+//!   statement; see [`super::quota`]).
 
 use anyhow::Context;
 use runner::protocol::LogLine;
@@ -38,14 +41,14 @@ const MAX_FETCH: usize = 1024;
 /// Stores a chunk only if its first line is past every line of its attempt already stored:
 /// a batch that is wholly new, the usual case, is this one statement.
 const APPEND_IF_NEW: &str = "\
-    INSERT INTO log_chunks (step_run_id, attempt, last_seq, line_count, lines) \
-    SELECT $1, $2, $3, $4, $5 \
-    WHERE $6 > COALESCE( \
+    INSERT INTO log_chunks (step_run_id, attempt, last_seq, line_count, lines, text_bytes) \
+    SELECT $1, $2, $3, $4, $5, $6 \
+    WHERE $7 > COALESCE( \
         (SELECT MAX(last_seq) FROM log_chunks WHERE step_run_id = $1 AND attempt = $2), 0)";
 
 const APPEND: &str = "\
-    INSERT INTO log_chunks (step_run_id, attempt, last_seq, line_count, lines) \
-    VALUES ($1, $2, $3, $4, $5)";
+    INSERT INTO log_chunks (step_run_id, attempt, last_seq, line_count, lines, text_bytes) \
+    VALUES ($1, $2, $3, $4, $5, $6)";
 
 pub(super) const PAGE: &str = "\
     SELECT attempt, lines FROM log_chunks WHERE step_run_id = $1 \
@@ -87,55 +90,24 @@ pub(super) async fn append(
     Ok(new.len() as u64)
 }
 
-/// [`append`] adding the bytes of the lines it stores to the attempt's and the run's log
-/// figures in the same transaction, and, when `truncated`, marking the attempt's log as
-/// cut (see [`super::quota`]). Returns how many lines were new.
+/// [`append`], which counts what it stores (the trigger of migration 15 adds each chunk's
+/// bytes to its attempt's and run's figures in the statement that inserts it), marking
+/// the attempt's log as cut when `truncated` (see [`super::quota`]). Returns how many
+/// lines were new.
 pub(super) async fn append_counted(
     pool: &SqlitePool,
     at: super::LogAttempt,
     lines: &[LogLine],
     truncated: bool,
 ) -> anyhow::Result<u64> {
-    let lines = in_order(lines);
-    let mut tx = pool.begin().await?;
-    let mut new: &[&LogLine] = &[];
-    let chunks = cut(&lines);
-    if let [chunk] = chunks.as_slice() {
-        // The usual case: the batch is wholly new, one insert (which, a write, takes the
-        // database's write lock before the transaction reads anything).
-        let first = chunk.first().map_or(0, |l| l.seq);
-        let done = bind_chunk(sqlx::query(APPEND_IF_NEW), at.step_run_id, at.number, chunk)?
-            .bind(i64::try_from(first).context("line seq out of range")?)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 1 {
-            new = chunk;
-        }
-    }
-    if new.is_empty() {
-        new = append_new(&mut *tx, at.step_run_id, at.number, &lines).await?;
-    }
-    let bytes: usize = new.iter().map(|l| l.text.len()).sum();
-    let last = new.last().map_or(0, |l| l.seq);
-    sqlx::query(
-        "UPDATE attempts SET log_bytes = log_bytes + $2, log_last_seq = MAX(log_last_seq, $3), \
-         log_truncated = log_truncated OR $4 WHERE id = $1",
-    )
-    .bind(at.attempt_id)
-    .bind(bytes as i64)
-    .bind(i64::try_from(last).context("line seq out of range")?)
-    .bind(truncated)
-    .execute(&mut *tx)
-    .await?;
-    if bytes > 0 {
-        sqlx::query("UPDATE runs SET log_bytes = log_bytes + $2 WHERE id = $1")
-            .bind(at.run_id)
-            .bind(bytes as i64)
-            .execute(&mut *tx)
+    let new = append(pool, at.step_run_id, at.number, lines).await?;
+    if truncated {
+        sqlx::query("UPDATE attempts SET log_truncated = TRUE WHERE id = $1")
+            .bind(at.attempt_id)
+            .execute(pool)
             .await?;
     }
-    tx.commit().await?;
-    Ok(new.len() as u64)
+    Ok(new)
 }
 
 /// Stores the lines of `lines` (in order) past the attempt's highest stored seq, in the
@@ -256,7 +228,8 @@ fn cut<'l, 'a>(lines: &'l [&'a LogLine]) -> Vec<&'l [&'a LogLine]> {
     chunks
 }
 
-/// Binds `$1`..`$5` of a chunk insert: step run, attempt, last seq, line count, lines.
+/// Binds `$1`..`$6` of a chunk insert: step run, attempt, last seq, line count, lines,
+/// bytes of text.
 fn bind_chunk<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     step_run_id: i64,
@@ -269,7 +242,8 @@ fn bind_chunk<'q>(
         .bind(attempt)
         .bind(i64::try_from(last).context("line seq out of range")?)
         .bind(chunk.len() as i64)
-        .bind(chunk_encoding::encode(chunk).context("encoding a chunk of lines")?))
+        .bind(chunk_encoding::encode(chunk).context("encoding a chunk of lines")?)
+        .bind(chunk.iter().map(|l| l.text.len() as i64).sum::<i64>()))
 }
 
 #[cfg(test)]
