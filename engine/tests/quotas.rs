@@ -266,7 +266,8 @@ async fn a_path_twice_in_an_artifacts_tar_answers_400_and_leaves_no_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_uploads_racing_one_quota_cannot_both_pass() {
-    // Each fits the run's 10 MiB alone (so both stream to the end); together they do not.
+    // Each fits the run's 10 MiB alone; together they do not: one is refused, while it
+    // streams (the engine counts its run's streaming uploads) or at its record.
     let h = harness(run_quota(10 << 20, 100)).await;
     let run_id = h.start_run(vec![bash("left"), bash("right")], None).await;
     let (left_token, left) = h.holder("left").await;

@@ -38,7 +38,7 @@ use runner::protocol::BlobKind;
 pub use quota::{OverQuota, Quota, Quotas};
 pub use read::{Busy, ByteStream, Downloads, Slot};
 pub use record::Upload;
-pub use write::Stored;
+pub use write::{Reserved, Stored, Streaming};
 
 /// Where blobs go and how long they stay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,7 @@ pub struct Artifacts {
     retention: Option<Duration>,
     quotas: Quotas,
     downloads: Arc<Downloads>,
+    streaming: Arc<Streaming>,
 }
 
 impl Artifacts {
@@ -156,12 +157,18 @@ impl Artifacts {
             retention: config.retention,
             quotas: config.quotas,
             downloads: Arc::new(Downloads::default()),
+            streaming: Arc::new(Streaming::default()),
         })
     }
 
     /// The per-step limit, which runners are told too.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
+    }
+
+    /// The bytes uploads stream now, by run.
+    pub fn streaming(&self) -> &Streaming {
+        &self.streaming
     }
 
     /// The quotas uploads are held to.

@@ -13,7 +13,8 @@
 //!   `repository_forks`, so pull requests from forks cannot fill the repository's quota
 //!   for its own runs.
 //! - The figures are checked twice: while the body streams, against what was stored when
-//!   the upload began ([`Allowance`]), to stop early; then again, authoritatively, in the
+//!   the upload began ([`Allowance`]) plus what the run's other uploads in this engine
+//!   have streamed so far ([`super::Streaming`]), to stop early; then again, authoritatively, in the
 //!   transaction that records the blob with the scope's rows locked
 //!   ([`crate::store::Store::record_blob`]), so two uploads racing one quota cannot both
 //!   pass it. Retention deletes blob rows, which frees quota.

@@ -59,7 +59,9 @@ impl Artifacts {
         let allowance = Allowance::new(&self.quotas, &usage);
         let key = Artifacts::key(upload.run_id, &upload.step_id, upload.attempt, upload.kind)
             .map_err(ArtifactError::Record)?;
-        self.put(&key, upload.kind, &allowance, body).await
+        let reserved = self.streaming.reserve(upload.run_id);
+        self.put_reserved(&key, upload.kind, &allowance, Some(reserved), body)
+            .await
     }
 
     /// Records `stored` as `upload`'s blob if attempt `attempt_id` (the uploader's) is

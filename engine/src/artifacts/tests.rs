@@ -200,3 +200,75 @@ async fn a_workspace_counts_its_bytes_against_the_quota() {
     );
     assert_eq!(files_in(dir.path()), Vec::<PathBuf>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_of_one_run_streaming_at_once_see_each_other() {
+    // regression (attack q1): each upload was checked while streaming against what was
+    // recorded when it began, so eight uploads streaming at once held disk far past the
+    // run's quota before their records refused all but one.
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = store(dir.path());
+    let quota = allowance(10 << 20, 100);
+    let six = vec![6u8; 6 << 20];
+    // The first upload has streamed its 6 MiB and waits for the rest of its body.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let first = {
+        let artifacts = artifacts.clone();
+        let quota = quota.clone();
+        tokio::spawn(async move {
+            let reserved = artifacts.streaming().reserve(1);
+            let body = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk, rx))
+            });
+            artifacts
+                .put_reserved(
+                    "runs/1/left/1/workspace-a.tar",
+                    BlobKind::Workspace,
+                    &quota,
+                    Some(reserved),
+                    body,
+                )
+                .await
+        })
+    };
+    for chunk in six.chunks(1 << 20) {
+        tx.send(Ok(Bytes::copy_from_slice(chunk))).await.unwrap();
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while artifacts.streaming().of_run(1) < 6 << 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first upload streams");
+    // A second upload of the same run, 6 MiB too, is refused while it streams.
+    let refused = artifacts
+        .put_reserved(
+            "runs/1/right/1/workspace-b.tar",
+            BlobKind::Workspace,
+            &quota,
+            Some(artifacts.streaming().reserve(1)),
+            chunks(six.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ArtifactError::OverQuota { over, .. } if over.scope == Scope::Run && over.partial),
+        "{refused}"
+    );
+    // An upload of another run is not counted with them.
+    artifacts
+        .put_reserved(
+            "runs/2/other/1/workspace-c.tar",
+            BlobKind::Workspace,
+            &quota,
+            Some(artifacts.streaming().reserve(2)),
+            chunks(six.clone()),
+        )
+        .await
+        .unwrap();
+    drop(tx);
+    first.await.unwrap().unwrap();
+    assert_eq!(artifacts.streaming().of_run(1), 0, "given back");
+    assert_eq!(files_in(dir.path()).len(), 2);
+}

@@ -2,6 +2,12 @@
 //! against the per-step limit and the run's quotas and hashed on the way; an artifacts tar
 //! is also listed (and checked) by the runner's reader on a blocking thread fed the same
 //! chunks, with no more entries than the file quotas leave, and no path twice.
+//!
+//! Uploads of one run streaming at once in this engine see each other: each counts its
+//! bytes in [`Streaming`] while it streams, and each is checked with the others' bytes
+//! added, so together they do not stream past the run's quotas (the record, in a
+//! transaction, stays the authority; uploads of other runs of a repository are not
+//! counted here).
 
 use std::io::Read;
 
@@ -28,6 +34,63 @@ pub struct Stored {
     pub files: Vec<handoff::Listed>,
 }
 
+/// The bytes each run's uploads have streamed so far, in this engine.
+#[derive(Debug, Default)]
+pub struct Streaming {
+    by_run: std::sync::Mutex<std::collections::HashMap<i64, u64>>,
+}
+
+/// One upload's part of [`Streaming`], given back when dropped.
+#[derive(Debug)]
+pub struct Reserved<'a> {
+    streaming: &'a Streaming,
+    run_id: i64,
+    mine: u64,
+}
+
+impl Streaming {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, u64>> {
+        self.by_run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An upload of run `run_id` that counts nothing yet.
+    pub fn reserve(&self, run_id: i64) -> Reserved<'_> {
+        Reserved {
+            streaming: self,
+            run_id,
+            mine: 0,
+        }
+    }
+
+    /// The bytes run `run_id`'s uploads have streamed.
+    pub fn of_run(&self, run_id: i64) -> u64 {
+        self.lock().get(&run_id).copied().unwrap_or(0)
+    }
+}
+
+impl Reserved<'_> {
+    /// Counts `n` more bytes of this upload; returns what the run's other uploads stream.
+    fn grow(&mut self, n: u64) -> u64 {
+        let mut runs = self.streaming.lock();
+        let total = runs.entry(self.run_id).or_default();
+        *total = total.saturating_add(n);
+        self.mine = self.mine.saturating_add(n);
+        total.saturating_sub(self.mine)
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut runs = self.streaming.lock();
+        if let Some(total) = runs.get_mut(&self.run_id) {
+            *total = total.saturating_sub(self.mine);
+            if *total == 0 {
+                runs.remove(&self.run_id);
+            }
+        }
+    }
+}
+
 /// How many parts may be in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
@@ -40,6 +103,23 @@ impl Artifacts {
         key: &str,
         kind: BlobKind,
         allowance: &Allowance,
+        body: S,
+    ) -> Result<Stored, ArtifactError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.put_reserved(key, kind, allowance, None, body).await
+    }
+
+    /// [`Artifacts::put`] counting the body in `reserved` (its run's part of
+    /// [`Streaming`]) as it streams, checked with the run's other uploads added.
+    pub async fn put_reserved<S, E>(
+        &self,
+        key: &str,
+        kind: BlobKind,
+        allowance: &Allowance,
+        mut reserved: Option<Reserved<'_>>,
         body: S,
     ) -> Result<Stored, ArtifactError>
     where
@@ -91,7 +171,10 @@ impl Artifacts {
                         limit: handoff::human(self.max_bytes),
                     });
                 }
-                allowance.check_upload(size, 0, true).map_err(over_quota)?;
+                let others = reserved.as_mut().map_or(0, |r| r.grow(chunk.len() as u64));
+                allowance
+                    .check_upload(size.saturating_add(others), 0, true)
+                    .map_err(over_quota)?;
                 hasher.update(&chunk);
                 if let Some(tx) = &feed {
                     if tx.send(chunk.clone()).await.is_err() {
