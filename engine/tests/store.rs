@@ -336,6 +336,12 @@ async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
         for statement in [
             "DROP TABLE log_chunks",
             "DELETE FROM _sqlx_migrations WHERE version = 12",
+            // and before the log quotas (migration 15 adds a column to `log_chunks`).
+            "DELETE FROM _sqlx_migrations WHERE version = 15",
+            "ALTER TABLE attempts DROP COLUMN log_bytes",
+            "ALTER TABLE attempts DROP COLUMN log_last_seq",
+            "ALTER TABLE attempts DROP COLUMN log_truncated",
+            "ALTER TABLE runs DROP COLUMN log_bytes",
             "CREATE TABLE log_lines (step_run_id BIGINT NOT NULL REFERENCES step_runs (id) \
              ON DELETE CASCADE, attempt BIGINT NOT NULL, seq BIGINT NOT NULL, \
              stream TEXT NOT NULL, text TEXT NOT NULL, ts BIGINT NOT NULL, \
