@@ -111,7 +111,9 @@ const PG_LAST_LINES: &str = "\
     FROM step_runs s WHERE s.run_id = $1";
 
 impl Store {
-    /// Appends lines of attempt `attempt` of a step run; returns how many were new.
+    /// Appends lines of attempt `attempt` of a step run; returns how many were new. A
+    /// runner's lines go through [`Store::append_logs_counted`] instead, which keeps the log
+    /// quotas' figures on both backends.
     pub async fn append_logs(
         &self,
         step_run_id: i64,

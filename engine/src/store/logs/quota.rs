@@ -14,8 +14,8 @@
 //!   dropped) saying which quota was passed, and the attempt is marked truncated, after
 //!   which every line of it is dropped (on SQLite the mark follows the marker's insert
 //!   in a statement of its own: an engine dying in between leaves a log that the next
-//!   batch cuts again, with a second marker). An attempt's stored text therefore stays within its
-//!   quota plus the marker. The caller then fails the attempt engine-side with the marker
+//!   batch cuts again, with a second marker). An attempt's stored text therefore stays
+//!   within its quota plus the marker. The caller then fails the attempt engine-side with the marker
 //!   as its reason and answers the runner's batch with `cancel` (what the runner does for
 //!   a cancelled run: it kills the step; its own completion is then refused, the attempt
 //!   being final already). That needs no change to runners, old or new, and does not rely
@@ -25,9 +25,8 @@
 //!   its own (each statement locks one row: no lock order to keep with the run's other
 //!   writers; a crash in between forgets one batch of the run's total). Steps of one run
 //!   logging at the same moment each read the total before adding to it, so the run's
-//!   quota may be passed by at most one batch (4 MiB) per step logging at that moment; each
-//!   of them is then cut
-//!   at its next batch.
+//!   quota may be passed by at most one batch (4 MiB) per step logging at that moment;
+//!   each of them is then cut at its next batch. (SQLite has one writer at a time.)
 //! - A run of a pull request from a fork (`secrets_allowed` false, as the artifact quotas
 //!   decide) gets the smaller fork quotas.
 

@@ -85,7 +85,25 @@ pub(super) async fn append(
     }
     // Several chunks, or a batch sent again (all or part of it stored already).
     let mut tx = pool.begin().await?;
-    let new = append_new(&mut *tx, step_run_id, attempt, &lines).await?;
+    sqlx::query("UPDATE step_runs SET id = id WHERE id = $1")
+        .bind(step_run_id)
+        .execute(&mut *tx)
+        .await?;
+    let stored: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(last_seq) FROM log_chunks WHERE step_run_id = $1 AND attempt = $2",
+    )
+    .bind(step_run_id)
+    .bind(attempt)
+    .fetch_one(&mut *tx)
+    .await?;
+    let stored = stored.map_or(0, |seq| u64::try_from(seq).unwrap_or(0));
+    let new = lines.partition_point(|l| l.seq <= stored);
+    let new = &lines[new..];
+    for chunk in cut(new) {
+        bind_chunk(sqlx::query(APPEND), step_run_id, attempt, chunk)?
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(new.len() as u64)
 }
@@ -105,35 +123,6 @@ pub(super) async fn append_counted(
         sqlx::query("UPDATE attempts SET log_truncated = TRUE WHERE id = $1")
             .bind(at.attempt_id)
             .execute(pool)
-            .await?;
-    }
-    Ok(new)
-}
-
-/// Stores the lines of `lines` (in order) past the attempt's highest stored seq, in the
-/// transaction `tx`, which it opens with a write; returns them.
-async fn append_new<'l, 'a>(
-    tx: &mut sqlx::SqliteConnection,
-    step_run_id: i64,
-    attempt: i64,
-    lines: &'l [&'a LogLine],
-) -> anyhow::Result<&'l [&'a LogLine]> {
-    sqlx::query("UPDATE step_runs SET id = id WHERE id = $1")
-        .bind(step_run_id)
-        .execute(&mut *tx)
-        .await?;
-    let stored: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(last_seq) FROM log_chunks WHERE step_run_id = $1 AND attempt = $2",
-    )
-    .bind(step_run_id)
-    .bind(attempt)
-    .fetch_one(&mut *tx)
-    .await?;
-    let stored = stored.map_or(0, |seq| u64::try_from(seq).unwrap_or(0));
-    let new = &lines[lines.partition_point(|l| l.seq <= stored)..];
-    for chunk in cut(new) {
-        bind_chunk(sqlx::query(APPEND), step_run_id, attempt, chunk)?
-            .execute(&mut *tx)
             .await?;
     }
     Ok(new)
