@@ -574,10 +574,7 @@ async fn logs(
     // A tapped run's reader gets the lines as stored, when all of them were new (a batch
     // sent again stores nothing, or only what its first copy did not) and in order.
     let in_order = planned.lines.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-    if stored > 0
-        && stored == planned.lines.len() as u64
-        && in_order
-        && events.tapped(owner.run_id)
+    if stored > 0 && stored == planned.lines.len() as u64 && in_order && events.tapped(owner.run_id)
     {
         events.offer_lines(owner.run_id, owner.step_run_id, owner.number, planned.lines);
     }
