@@ -868,6 +868,7 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
     let rendered = render(json!({
         "secrets": {"adminToken": ADMIN, "runnerToken": RUNNER, "secretKey": "chart-secret-key"},
         "pool": {"classes": []},
+        "engine": {"trustedProxies": ["10.0.0.0/8", "192.168.1.7"]},
     }));
     let sandbox = Sandbox::new("chart-engine");
     let port = support::free_port();
@@ -880,6 +881,13 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
         .iter()
         .map(|a| a.as_str().unwrap().to_owned())
         .collect();
+    // The ingress's proxies reach `--trusted-proxy` (the engine below must accept them).
+    let proxies: Vec<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "--trusted-proxy")
+        .map(|w| w[1].as_str())
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "192.168.1.7"]);
     for (flag, value) in [
         ("--listen", listen.as_str()),
         ("--data-dir", data.to_str().unwrap()),

@@ -452,8 +452,9 @@ fn allowed_settings(
 /// The runner's git ([`crate::program_path::git`]) with an environment of
 /// [`git_environment`] only (nothing of the runner's or a step's: no `GIT_DIR`,
 /// `GIT_OBJECT_DIRECTORY`, `GIT_ALTERNATE_OBJECT_DIRECTORIES`, `GIT_CONFIG_*`), no stdin,
-/// `no_new_privs`, and run as `user` when given. (`launch::deny_new_privileges` is for
-/// tokio's commands; this one is blocking, so the same one raw system call is here.)
+/// `no_new_privs`, and run as `user` when given. (The tools' commands get the whole step
+/// room through `containment::spawn_tool`; this blocking one, which only lists the
+/// workspace's config and index before any tool runs, sets the one flag itself.)
 #[allow(unsafe_code)]
 fn git_command(user: Option<StepUser>) -> Result<Command, ShadowError> {
     let git = crate::program_path::git().map_err(ShadowError::NoGit)?;
