@@ -66,6 +66,23 @@ pub(crate) enum Mode {
 /// How long the end of a step may spend emptying its cgroup, and then sweeping.
 const FINISH_BUDGET: Duration = Duration::from_secs(1);
 
+/// Set once a step of this runner ended without a cgroup that was emptied (no cgroup on
+/// this host, a failed join, a cgroup that would not empty, a start the zygote gave up
+/// on). Until then every process any step of this runner started is known dead when its
+/// step ends — a cgroup holds every descendant and a step cannot leave the one the runner
+/// made — so releasing a step user need not look for its processes (`step_user`).
+static UNCONTAINED: AtomicBool = AtomicBool::new(false);
+
+/// Records that a step ended without an emptied cgroup (see [`UNCONTAINED`]).
+pub(crate) fn note_uncontained() {
+    UNCONTAINED.store(true, Ordering::Relaxed);
+}
+
+/// Whether every step of this runner so far ended with its cgroup emptied.
+pub(crate) fn every_step_emptied() -> bool {
+    !UNCONTAINED.load(Ordering::Relaxed)
+}
+
 /// What a step's leader runs: the program (a path, not looked up), its arguments, its
 /// whole environment (nothing of the runner's is inherited) and its working directory.
 #[derive(Debug, Clone, Copy)]
@@ -242,6 +259,7 @@ impl Finishing {
         if emptied {
             reaper::reap_after_cgroup(self.leader, &self.cookie, self.born, FINISH_BUDGET);
         } else {
+            note_uncontained();
             reaper::sweep(self.leader, &self.cookie, self.born, FINISH_BUDGET);
         }
         // Only now may another step's sweep take what is left of this one.

@@ -31,11 +31,18 @@
 //! the uid owns in the host's shared places (in every directory there others may write,
 //! never following a link) and its SysV IPC objects are removed.
 //!
-//! No process of a uid outlives its claim either: when a claim is taken and again when
-//! it is released, every live process whose real, effective or saved uid is the claimed
-//! one is SIGKILLed, round after round until none is left ([`kill_processes_of`]) — an
-//! escaped step process would otherwise read the next holder's environment through its
-//! `/proc`. A uid with a process that will not die is skipped (and logged) by the claim.
+//! No process of a uid outlives its claim either — an escaped step process would
+//! otherwise read the next holder's environment through its `/proc`. Every process of a
+//! step is in the step's cgroup, which is emptied before the step ends, so a claim whose
+//! steps all ended that way holds no process when it is released; the lock file says so
+//! ([`RELEASED_CLEAN`], written at the release). Otherwise — a step without an emptied
+//! cgroup in this runner (`containment::every_step_emptied`), a holder that crashed
+//! mid-claim, a lock file of an earlier version — every live process whose real,
+//! effective or saved uid is the claimed one is SIGKILLed, round after round until none
+//! is left ([`kill_processes_of`]), at the release and again when the uid is next
+//! claimed. A uid with a process that will not die is skipped (and logged) by the claim.
+//! (Scanning `/proc` costs about a millisecond a time on a quiet host: twice a step, it
+//! would be a third of a step's own cost.)
 //!
 //! Invariants: the uid range never includes 0; no process of a uid runs when its claim
 //! is taken or after it is released; no two live attempts on one host hold the
@@ -133,7 +140,7 @@ impl StepUsers {
 #[derive(Debug)]
 pub struct Claim {
     user: StepUser,
-    _lock: Flock<File>,
+    lock: Flock<File>,
     /// A claim of the host's step users (not a test's): its processes killed, and swept
     /// where needed.
     sweep: bool,
@@ -142,16 +149,46 @@ pub struct Claim {
 impl Drop for Claim {
     /// Blocking, where it sweeps: drop it off the async runtime (the agent does).
     fn drop(&mut self) {
-        if self.sweep && !kill_processes_of(self.user.uid) {
-            tracing::warn!(
-                uid = self.user.uid,
-                "a process of a released step user survives SIGKILL; the next claim of the \
-                 uid skips it while it lives"
-            );
+        if self.sweep {
+            // Every step of this runner ended with its cgroup emptied: nothing of the uid
+            // runs. Otherwise look, and kill.
+            let gone = crate::containment::every_step_emptied() || kill_processes_of(self.user.uid);
+            if gone {
+                mark(&self.lock, RELEASED_CLEAN);
+            } else {
+                tracing::warn!(
+                    uid = self.user.uid,
+                    "a process of a released step user survives SIGKILL; the next claim of \
+                     the uid skips it while it lives"
+                );
+            }
         }
         if self.sweep && rooms::maybe_shared() {
             sweep_leftovers(self.user.uid);
         }
+    }
+}
+
+/// The lock file's one byte when its last holder released the uid with no process of it
+/// left. Any other content (none, [`HELD`], a crash's leftover) makes the next claim look
+/// for the uid's processes first.
+const RELEASED_CLEAN: u8 = b'c';
+
+/// The lock file's byte while a claim holds the uid.
+const HELD: u8 = b'h';
+
+/// Whether the lock file (held by us) says its last holder released the uid clean.
+fn released_clean(lock: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut byte = [0u8; 1];
+    matches!(lock.read_at(&mut byte, 0), Ok(1)) && byte[0] == RELEASED_CLEAN
+}
+
+/// Writes the lock file's byte (held by us); a failure only costs the next claim a scan.
+fn mark(lock: &File, state: u8) {
+    use std::os::unix::fs::FileExt;
+    if let Err(err) = lock.write_all_at(&[state], 0) {
+        tracing::warn!(%err, "marking a step-user lock; its next claim looks for processes");
     }
 }
 
@@ -344,16 +381,20 @@ fn claim_in(dir: &Path, first: u32, count: u32, start: u32, host: bool) -> anyho
                 // Nothing of an earlier holder may wait for this one: a process left
                 // running (an escaped tool command, a crashed runner's step) would read
                 // this attempt's environment through /proc.
-                if host && !kill_processes_of(uid) {
+                if host && !released_clean(&lock) && !kill_processes_of(uid) {
                     tracing::warn!(
                         uid,
                         "a process of this step user survives SIGKILL; skipping the uid"
                     );
                     continue;
                 }
+                if host {
+                    // Until a release says otherwise, the next claim looks first.
+                    mark(&lock, HELD);
+                }
                 return Ok(Claim {
                     user: StepUser { uid, gid: uid },
-                    _lock: lock,
+                    lock,
                     sweep: host,
                 });
             }
@@ -492,10 +533,45 @@ mod tests {
         assert!(processes_of(uid).contains(&before));
         let claim = claim_in(dir.path(), uid, 1, 0, true).unwrap();
         assert_eq!(processes_of(uid), Vec::<i32>::new());
+        // A process of the uid outside every step's cgroup exists only after a step that
+        // ended without an emptied cgroup: that step is noted, and the release looks.
+        crate::containment::note_uncontained();
         let during = leave_a_process_of(uid);
         assert!(processes_of(uid).contains(&during));
         drop(claim);
         assert_eq!(processes_of(uid), Vec::<i32>::new());
+    }
+
+    /// A release with nothing of the uid left marks its lock clean, and only then may the
+    /// next claim skip the scan; a holder that never released (crashed) leaves it held.
+    #[test]
+    fn the_lock_says_whether_its_last_holder_released_the_uid_clean() {
+        let dir = lock_dir();
+        let path = dir.path().join("7100");
+        std::fs::write(&path, "").unwrap();
+        let file = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        assert!(!released_clean(&file()), "a new lock file is not clean");
+        mark(&file(), HELD);
+        assert!(
+            !released_clean(&file()),
+            "a held (or crashed) claim is not clean"
+        );
+        mark(&file(), RELEASED_CLEAN);
+        assert!(released_clean(&file()));
+        if nix::unistd::geteuid().is_root() {
+            // A host claim marks its lock held while it lasts; its release marks it clean
+            // (or leaves it held when a process of the uid survives).
+            let claim = claim_in(dir.path(), 7100, 1, 0, true).unwrap();
+            assert!(!released_clean(&file()));
+            drop(claim);
+            assert!(released_clean(&file()));
+        }
     }
 
     #[test]

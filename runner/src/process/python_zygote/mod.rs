@@ -432,7 +432,9 @@ async fn run_in(
         Ok(Err(err)) => {
             tracing::warn!(%err, "the python zygote did not start the step; starting it afresh");
             // Whatever it may have forked dies with the step's cgroup, and with the zygote,
-            // which is replaced: one that did not answer in time may be stuck.
+            // which is replaced: one that did not answer in time may be stuck. Nothing
+            // here waits for the cgroup to empty, so step users look for survivors.
+            containment::note_uncontained();
             if let Some(cgroup) = &cgroup {
                 cgroup.kill();
             }
