@@ -35,7 +35,8 @@
 //! otherwise read the next holder's environment through its `/proc`. Every process of a
 //! step is in the step's cgroup, which is emptied before the step ends, so a claim whose
 //! steps all ended that way holds no process when it is released; the lock file says so
-//! ([`RELEASED_CLEAN`], written at the release). Otherwise — a step without an emptied
+//! ([`RELEASED_CLEAN`], written at the release; a lock file made by the claim itself had
+//! no holder since the host started). Otherwise — a step without an emptied
 //! cgroup in this runner (`containment::every_step_emptied`), a holder that crashed
 //! mid-claim, a lock file of an earlier version — every live process whose real,
 //! effective or saved uid is the claimed one is SIGKILLed, round after round until none
@@ -367,21 +368,17 @@ fn claim_in(dir: &Path, first: u32, count: u32, start: u32, host: bool) -> anyho
     for step in 0..count {
         let uid = first + (start + step) % count;
         let path = dir.join(uid.to_string());
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
+        let (file, created) = open_lock(&path)
             .with_context(|| format!("opening the step-user lock {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
                 // Nothing of an earlier holder may wait for this one: a process left
                 // running (an escaped tool command, a crashed runner's step) would read
-                // this attempt's environment through /proc.
-                if host && !released_clean(&lock) && !kill_processes_of(uid) {
+                // this attempt's environment through /proc. A lock file made just now
+                // had no holder since the host started (they are never removed, and the
+                // directory is a tmpfs), so nothing can be left of one.
+                let clean = created || released_clean(&lock);
+                if host && !clean && !kill_processes_of(uid) {
                     tracing::warn!(
                         uid,
                         "a process of this step user survives SIGKILL; skipping the uid"
@@ -405,6 +402,27 @@ fn claim_in(dir: &Path, first: u32, count: u32, start: u32, host: bool) -> anyho
         }
     }
     bail!("all {count} step users ({first}-{}) are held by running steps on this host: widen --step-users", first + count - 1)
+}
+
+/// Opens `path`, a uid's lock file, creating it if need be; `true` when this call made it.
+fn open_lock(path: &Path) -> std::io::Result<(File, bool)> {
+    let open = |create_new: bool| {
+        let mut options = std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if create_new {
+            options.create_new(true);
+        }
+        options.open(path)
+    };
+    match open(true) {
+        Ok(file) => Ok((file, true)),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok((open(false)?, false)),
+        Err(err) => Err(err),
+    }
 }
 
 /// Creates the lock directory, or checks the existing one: a directory (not a link) of
@@ -529,6 +547,8 @@ mod tests {
         }
         let uid = 3_999_031;
         let dir = lock_dir();
+        // An earlier holder's lock, never released clean (it crashed, say).
+        std::fs::write(dir.path().join(uid.to_string()), "").unwrap();
         let before = leave_a_process_of(uid);
         assert!(processes_of(uid).contains(&before));
         let claim = claim_in(dir.path(), uid, 1, 0, true).unwrap();
