@@ -22,10 +22,10 @@ use std::time::Duration;
 use engine::artifacts::{ArtifactsConfig, Quota, Quotas};
 use engine::events::Events;
 use engine::executor::Executor;
-use engine::server::{self, EngineConfig, RunningEngine};
-use engine::store::{NewBlob, NewRepo, NewRun, RunRepo, Store};
-use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{self as wire, WorkspaceSource};
+use engine::server::{EngineConfig, RunningEngine};
+use engine::store::{NewBlob, RunRepo, Store};
+use evaluator::plan::Step;
+use runner::protocol as wire;
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-of-the-quota-tests";
@@ -38,16 +38,12 @@ struct Harness {
 
 async fn harness(quotas: Quotas) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_data_dir(&dir.path().join("data"))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = EngineConfig::new(REGISTRATION.into());
     config.artifacts = ArtifactsConfig {
         quotas,
         ..ArtifactsConfig::local(dir.path().join("blobs"))
     };
-    let engine = server::start(store, listener, config, None).await.unwrap();
+    let engine = support::start_in_process(&dir.path().join("data"), config).await;
     Harness {
         engine,
         http: reqwest::Client::new(),
@@ -73,65 +69,17 @@ impl Harness {
     }
 
     async fn start_run(&self, steps: Vec<Step>, repo: Option<RunRepo>) -> i64 {
-        let plan = Plan {
-            name: "quotas".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps,
-            concurrency: None,
-        };
-        let json = serde_json::to_string(&plan).unwrap();
-        self.engine
-            .executor
-            .start_run(&NewRun {
-                workflow_source: if repo.is_some() { "acme/app" } else { "local" },
-                workflow_path: "/w/quotas.plue.py",
-                event: "manual",
-                git_ref: "refs/heads/main",
-                sha: "0",
-                context_json: "{}",
-                plan: &plan,
-                plan_json: &json,
-                plan_hash: "h",
-                workspace: &WorkspaceSource::Empty,
-                rerun_of: None,
-                repo,
-            })
-            .await
-            .unwrap()
+        let plan = support::plan("quotas", steps);
+        support::start_plan_run(&self.engine.executor, "/w/quotas.plue.py", &plan, repo).await
     }
 
     async fn repository(&self) -> i64 {
-        self.store()
-            .create_repo(&NewRepo {
-                name: "acme/app",
-                clone_url: "https://forge.example/acme/app.git",
-                forge: "gitea",
-                webhook_secret_sealed: "plain:s",
-                api_url: None,
-                api_token_sealed: None,
-                default_branch: Some("main"),
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .id
+        support::create_repo(self.store()).await
     }
 
     /// A registered runner's session token.
     async fn register(&self, name: &str) -> String {
-        let response: wire::RegisterResponse = self
-            .http
-            .post(self.url(wire::REGISTER))
-            .bearer_auth(REGISTRATION)
-            .json(&json!({"name": name, "labels": {}, "ephemeral": true}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        response.session_token
+        support::register_runner(&self.http, &self.engine.url, REGISTRATION, name).await
     }
 
     /// The next step `token`'s runner is given: its attempt id.
@@ -192,12 +140,7 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn bash(id: &str) -> Step {
-    let mut step = Step::new(
-        id,
-        Action::Bash {
-            command: "true".into(),
-        },
-    );
+    let mut step = support::bash_step(id, "true");
     step.artifacts = vec!["**".into()];
     step
 }
@@ -519,19 +462,6 @@ async fn a_run_page_with_10000_artifacts_stays_small() {
     h.engine.shutdown().await;
 }
 
-/// One store per available backend, each on a fresh database.
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
-
 /// A run of one step `build` on `store`.
 async fn bare_run(store: &Store) -> i64 {
     run_of(store, None).await
@@ -556,36 +486,13 @@ async fn run_of(store: &Store, repo: Option<RunRepo>) -> i64 {
         BTreeMap::new(),
         8,
     );
-    let plan = Plan {
-        name: "bare".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![bash("build")],
-        concurrency: None,
-    };
-    let json = serde_json::to_string(&plan).unwrap();
-    executor
-        .start_run(&NewRun {
-            workflow_source: "local",
-            workflow_path: "/w/bare.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo,
-        })
-        .await
-        .unwrap()
+    let plan = support::plan("bare", vec![bash("build")]);
+    support::start_plan_run(&executor, "/w/bare.plue.py", &plan, repo).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_queries_page_and_count_on_either_backend() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let backend = store.backend();
         let run_id = bare_run(&store).await;
         for (step, attempt, names) in [
@@ -659,7 +566,7 @@ async fn listing_queries_page_and_count_on_either_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_records_never_pass_the_quota_on_either_backend() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let backend = store.backend();
         // A few rounds: without the lock PostgreSQL lets several through in most of them.
         for round in 0..4 {
@@ -947,25 +854,12 @@ async fn deleting_a_repository_deletes_its_objects_so_disk_stays_within_the_quot
 async fn objects_of_deleted_rows_are_swept_even_after_a_crash_on_either_backend() {
     // The key of a deleted row is doomed in the same transaction as the delete (a
     // trigger), so a sweep after a crash still finds it; a key a row names is never swept.
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let blobs_dir = tempfile::tempdir().unwrap();
         let artifacts =
             engine::artifacts::Artifacts::open(&ArtifactsConfig::local(blobs_dir.path().into()))
                 .unwrap();
-        let repo_id = store
-            .create_repo(&NewRepo {
-                name: "acme/app",
-                clone_url: "https://forge.example/acme/app.git",
-                forge: "gitea",
-                webhook_secret_sealed: "plain:s",
-                api_url: None,
-                api_token_sealed: None,
-                default_branch: Some("main"),
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .id;
+        let repo_id = support::create_repo(&store).await;
         let run_id = repo_run(&store, repo_id).await;
         let mut keys = Vec::new();
         for attempt in [1, 2] {

@@ -13,8 +13,11 @@
 //! - The test process is a child subreaper, so those orphans become its children and their
 //!   zombies are reaped here instead of accumulating under an init that may not reap.
 //! - Every wait has a deadline and fails with what the processes wrote to stderr.
+//!
+//! It also starts in-process engines (`server::start` on `127.0.0.1:0`) and their runs,
+//! and opens one store per available backend, for the tests that need no `plue` process.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
@@ -23,9 +26,14 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use engine::executor::Executor;
+use engine::server::{self as engine_server, EngineConfig, RunningEngine};
+use engine::store::{NewRepo, NewRun, RunRepo, Store};
+use evaluator::plan::{Action, Plan, Step};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
+use runner::protocol::{self as wire, WorkspaceSource};
 use serde_json::Value;
 
 /// The environment variable that marks the processes of one sandbox.
@@ -557,4 +565,119 @@ pub(crate) async fn log_lines(
     text.lines()
         .map(|line| serde_json::from_str(line).ok())
         .collect()
+}
+
+/// Starts an in-process engine on `127.0.0.1:0` with `config` and its store in `data_dir`.
+pub(crate) async fn start_in_process(data_dir: &Path, config: EngineConfig) -> RunningEngine {
+    let store = Store::open_data_dir(data_dir)
+        .await
+        .expect("open the store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    engine_server::start(store, listener, config, None)
+        .await
+        .expect("start the engine")
+}
+
+/// A plan `name` of `steps`, without triggers, environment or concurrency.
+pub(crate) fn plan(name: &str, steps: Vec<Step>) -> Plan {
+    Plan {
+        name: name.into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps,
+        concurrency: None,
+    }
+}
+
+/// A step `id` running `command` in bash.
+pub(crate) fn bash_step(id: &str, command: &str) -> Step {
+    Step::new(
+        id,
+        Action::Bash {
+            command: command.into(),
+        },
+    )
+}
+
+/// Starts a manual run of `plan` on `main`, read from `workflow_path`, on `executor`: of
+/// repository `repo` (workflow source `acme/app`) when given, else a local one. Its id.
+pub(crate) async fn start_plan_run(
+    executor: &Executor,
+    workflow_path: &str,
+    plan: &Plan,
+    repo: Option<RunRepo>,
+) -> i64 {
+    let json = serde_json::to_string(plan).expect("a plan as JSON");
+    executor
+        .start_run(&NewRun {
+            workflow_source: if repo.is_some() { "acme/app" } else { "local" },
+            workflow_path,
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0",
+            context_json: "{}",
+            plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo,
+        })
+        .await
+        .expect("start a run")
+}
+
+/// Creates the repository `acme/app` in `store`; its id.
+pub(crate) async fn create_repo(store: &Store) -> i64 {
+    store
+        .create_repo(&NewRepo {
+            name: "acme/app",
+            clone_url: "https://forge.example/acme/app.git",
+            forge: "gitea",
+            webhook_secret_sealed: "plain:s",
+            api_url: None,
+            api_token_sealed: None,
+            default_branch: Some("main"),
+        })
+        .await
+        .expect("create a repository")
+        .expect("a new repository")
+        .id
+}
+
+/// One store per available backend, each on a fresh database (PostgreSQL on a throw-away
+/// server, see `testkit`); the temporary directory lives as long as its store.
+pub(crate) async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+    if let Some(server) =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
+    {
+        let url = server.new_database().unwrap();
+        stores.push((Store::connect(&url).await.unwrap(), None));
+    }
+    stores
+}
+
+/// Registers an ephemeral runner `name` without labels at the engine at `engine` with
+/// registration token `token`; its session token.
+pub(crate) async fn register_runner(
+    http: &reqwest::Client,
+    engine: &str,
+    token: &str,
+    name: &str,
+) -> String {
+    let response: wire::RegisterResponse = http
+        .post(format!("{engine}{}", wire::REGISTER))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": name, "labels": {}, "ephemeral": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response.session_token
 }
