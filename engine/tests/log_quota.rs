@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use engine::events::Events;
 use engine::executor::Executor;
-use engine::store::{now_ms, LogAttempt, NewRepo, NewRun, RunRepo, Store};
-use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{LogLine, Stream, WorkspaceSource};
+use engine::store::{now_ms, LogAttempt, RunRepo};
+use runner::protocol::{LogLine, Stream};
 use serde_json::Value;
 
 /// 20 MB of 2,001-byte lines.
@@ -61,19 +60,12 @@ async fn a_step_printing_past_its_log_quota_fails_and_its_log_ends_with_the_mark
     sandbox.write("ws/flood.plue.py", FLOOD);
     sandbox.write("ws/run-flood.plue.py", RUN_FLOOD);
     let ws = sandbox.path("ws");
-    let data = sandbox.path("data");
     let http = support::client();
     let engine = sandbox
-        .serve(
+        .serve_one_runner(
             "engine",
-            support::free_port(),
+            "data",
             &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--runners",
-                "1",
-                "--heartbeat-ms",
-                "200",
                 "--quota-step-log-bytes",
                 &STEP_QUOTA.to_string(),
                 "--quota-run-log-bytes",
@@ -133,19 +125,10 @@ async fn a_step_printing_past_its_log_quota_fails_and_its_log_ends_with_the_mark
 
     // A run's earlier steps used 200 KB of its 250 KB: its third step is cut at the run's.
     let engine2 = sandbox
-        .serve(
+        .serve_one_runner(
             "engine2",
-            support::free_port(),
-            &[
-                "--data-dir",
-                sandbox.path("data2").to_str().unwrap(),
-                "--runners",
-                "1",
-                "--heartbeat-ms",
-                "200",
-                "--quota-run-log-bytes",
-                &RUN_QUOTA.to_string(),
-            ],
+            "data2",
+            &["--quota-run-log-bytes", &RUN_QUOTA.to_string()],
         )
         .await;
     let url = engine2.url.as_str();
@@ -202,19 +185,6 @@ async fn plue_run_prints_the_marker_and_fails() {
     );
 }
 
-/// One store per available backend, each on a fresh database.
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
-
 fn lines(seqs: std::ops::RangeInclusive<u64>, text: &str) -> Vec<LogLine> {
     seqs.map(|seq| LogLine {
         seq,
@@ -229,56 +199,15 @@ fn lines(seqs: std::ops::RangeInclusive<u64>, text: &str) -> Vec<LogLine> {
 async fn claimed(executor: &Executor, fork: bool) -> LogAttempt {
     let store = executor.store();
     let repo = if fork {
-        let repo = store
-            .create_repo(&NewRepo {
-                name: "acme/app",
-                clone_url: "https://forge.example/acme/app.git",
-                forge: "gitea",
-                webhook_secret_sealed: "plain:s",
-                api_url: None,
-                api_token_sealed: None,
-                default_branch: Some("main"),
-            })
-            .await
-            .unwrap()
-            .unwrap();
         Some(RunRepo {
-            repo_id: repo.id,
+            repo_id: support::create_repo(store).await,
             secrets_allowed: false,
         })
     } else {
         None
     };
-    let plan = Plan {
-        name: "logs".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![Step::new(
-            "build",
-            Action::Bash {
-                command: "echo".into(),
-            },
-        )],
-        concurrency: None,
-    };
-    let json = serde_json::to_string(&plan).unwrap();
-    let run_id = executor
-        .start_run(&NewRun {
-            workflow_source: if fork { "acme/app" } else { "local" },
-            workflow_path: "/w/logs.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo,
-        })
-        .await
-        .unwrap();
+    let plan = support::plan("logs", vec![support::bash_step("build", "echo")]);
+    let run_id = support::start_plan_run(executor, "/w/logs.plue.py", &plan, repo).await;
     let runner_id = store
         .register_runner(
             &format!("r-{run_id}"),
@@ -305,7 +234,7 @@ async fn claimed(executor: &Executor, fork: bool) -> LogAttempt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counters_count_each_stored_byte_once_on_both_backends() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = Executor::new(store, Arc::new(Events::default()), BTreeMap::new(), 1000);
         let store = executor.store();
         let at = claimed(&executor, false).await;

@@ -635,21 +635,10 @@ async fn steps_keeping_a_sparse_file_or_many_files_past_the_quotas_fail_with_the
     let data = sandbox.path("data");
     let http = support::client();
     let engine = sandbox
-        .serve(
+        .serve_one_runner(
             "engine",
-            support::free_port(),
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--runners",
-                "1",
-                "--heartbeat-ms",
-                "200",
-                "--quota-run-bytes",
-                "8388608",
-                "--quota-run-files",
-                "1000",
-            ],
+            "data",
+            &["--quota-run-bytes", "8388608", "--quota-run-files", "1000"],
         )
         .await;
     let url = engine.url.as_str();

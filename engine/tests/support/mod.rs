@@ -275,6 +275,23 @@ impl Sandbox {
         self.serve_with_env(name, port, args, &[]).await
     }
 
+    /// [`Sandbox::serve`] on a free port with its data in the sandbox directory `data`, one
+    /// local runner and 200 ms heartbeats, plus `extra` arguments.
+    pub(crate) async fn serve_one_runner(&self, name: &str, data: &str, extra: &[&str]) -> Engine {
+        let data = self.path(data);
+        let data = data.to_str().expect("a UTF-8 sandbox path");
+        let mut args = vec![
+            "--data-dir",
+            data,
+            "--runners",
+            "1",
+            "--heartbeat-ms",
+            "200",
+        ];
+        args.extend_from_slice(extra);
+        self.serve(name, free_port(), &args).await
+    }
+
     /// [`Sandbox::serve`] with extra environment variables for the engine.
     pub(crate) async fn serve_with_env(
         &self,
