@@ -4,12 +4,10 @@
 //! and its live hints answer them 429 (the pages then poll: `assets/log.js`, `live.js`),
 //! while a signed-in person — the session cookie or a bearer token — still follows.
 
-use std::collections::BTreeMap;
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
 
-use engine::server::{self, EngineConfig, RunningEngine};
-use engine::store::{NewRun, Store};
-use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::WorkspaceSource;
+use engine::server::{EngineConfig, RunningEngine};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,44 +23,13 @@ struct Engine {
 /// An engine trusting 127.0.0.1 as its ingress, with one run whose step stays queued.
 async fn engine() -> Engine {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_data_dir(dir.path()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let mut config = EngineConfig::new("registration-token-for-live-streams".into());
     config.admin_token = Some(ADMIN.into());
     config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    let engine = server::start(store, listener, config, None).await.unwrap();
-    let plan = Plan {
-        name: "follow".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![Step::new(
-            "build",
-            Action::Bash {
-                command: "true".into(),
-            },
-        )],
-        concurrency: None,
-    };
-    let json = serde_json::to_string(&plan).unwrap();
-    let run_id = engine
-        .executor
-        .start_run(&NewRun {
-            workflow_source: "local",
-            workflow_path: "/w/follow.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
-        })
-        .await
-        .unwrap();
+    let engine = support::start_in_process(dir.path(), config).await;
+    let address = engine.url.trim_start_matches("http://").to_owned();
+    let plan = support::plan("follow", vec![support::bash_step("build", "true")]);
+    let run_id = support::start_plan_run(&engine.executor, "/w/follow.plue.py", &plan, None).await;
     Engine {
         engine,
         address,

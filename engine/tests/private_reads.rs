@@ -4,12 +4,11 @@
 //! with nothing in the body; a token holder reads them. With reads open, the same routes
 //! answer anonymously (what is public by default).
 
-use std::collections::BTreeMap;
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
 
-use engine::server::{self, EngineConfig, RunningEngine};
-use engine::store::NewRun;
-use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{self as wire, WorkspaceSource};
+use engine::server::{EngineConfig, RunningEngine};
+use runner::protocol as wire;
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-for-tests";
@@ -25,45 +24,12 @@ struct Engine {
 
 async fn engine(private_reads: bool) -> Engine {
     let dir = tempfile::tempdir().unwrap();
-    let store = engine::store::Store::open_data_dir(dir.path())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = EngineConfig::new(REGISTRATION.into());
     config.admin_token = Some(ADMIN.into());
     config.private_reads = private_reads;
-    let engine = server::start(store, listener, config, None).await.unwrap();
-    let plan = Plan {
-        name: "deploy".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![Step::new(
-            "build",
-            Action::Bash {
-                command: "true".into(),
-            },
-        )],
-        concurrency: None,
-    };
-    let plan_json = serde_json::to_string(&plan).unwrap();
-    let run_id = engine
-        .executor
-        .start_run(&NewRun {
-            workflow_source: "local",
-            workflow_path: SERVER_PATH,
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &plan_json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
-        })
-        .await
-        .unwrap();
+    let engine = support::start_in_process(dir.path(), config).await;
+    let plan = support::plan("deploy", vec![support::bash_step("build", "true")]);
+    let run_id = support::start_plan_run(&engine.executor, SERVER_PATH, &plan, None).await;
     let http = reqwest::Client::new();
     // A runner with a telling name.
     let registered = http
