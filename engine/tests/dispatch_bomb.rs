@@ -3,8 +3,6 @@
 //! per string of a 242-byte workflow's plan. Measured with a counting allocator (bytes this
 //! thread asked for), so the bound is deterministic.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,35 +10,8 @@ use engine::dispatch::{build, StepResult};
 use evaluator::plan::{Action, LlmAction, Plan, Step};
 use serde_json::Value;
 
-struct Counting;
-
-thread_local! {
-    /// Bytes allocated (or grown by realloc) by this thread so far.
-    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count(bytes: usize) {
-    let _ = ALLOCATED.try_with(|a| a.set(a.get() + bytes as u64));
-}
-
-// The only unsafe code here: an allocator that counts and forwards every call to `System`.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size.saturating_sub(layout.size()));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static COUNTING: testkit::counting::Counting = testkit::counting::Counting;
 
 /// `depth` levels of 1,018-byte keys around `n` copies of `leaf`, as the llm step `l`.
 fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
@@ -93,9 +64,9 @@ fn deep_llm_inputs_render_without_a_path_per_string() {
     for leaf in ["", "{{ steps.a.status }}"] {
         let plan = bomb(30, n, leaf);
         let results = results();
-        let before = ALLOCATED.with(Cell::get);
+        let before = testkit::counting::allocated();
         let dispatch = build(&plan, &plan.steps[1], 1, &results).unwrap();
-        let bytes = ALLOCATED.with(Cell::get) - before;
+        let bytes = testkit::counting::allocated() - before;
         drop(dispatch);
         assert!(bytes < 1024 * n as u64, "{leaf:?}: {bytes} bytes allocated");
     }

@@ -4,49 +4,14 @@
 //! kept). Measured with a counting allocator (bytes this thread asked for), so the bound
 //! is deterministic.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use evaluator::diagnostic::Budget;
 use evaluator::plan::{Action, LlmAction, Plan, SourceMap, Step};
 use serde_json::Value;
 
-struct Counting;
-
-thread_local! {
-    /// Bytes allocated (or grown by realloc) by this thread so far.
-    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count(bytes: usize) {
-    let _ = ALLOCATED.try_with(|a| a.set(a.get() + bytes as u64));
-}
-
-// The only unsafe code here: an allocator that counts and forwards every call to `System`.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size.saturating_sub(layout.size()));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static COUNTING: Counting = Counting;
-
-fn allocated_by(work: impl FnOnce()) -> u64 {
-    let before = ALLOCATED.with(Cell::get);
-    work();
-    ALLOCATED.with(Cell::get) - before
-}
+static COUNTING: testkit::counting::Counting = testkit::counting::Counting;
 
 /// The probe's shape: `depth` levels of 1,018-byte keys around `n` copies of `leaf`.
 fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
@@ -98,7 +63,7 @@ fn deep_llm_inputs_cost_no_path_per_string() {
         let plan = bomb(30, n, leaf);
         let map = map();
         let mut found = Vec::new();
-        let bytes = allocated_by(|| {
+        let bytes = testkit::counting::allocated_by(|| {
             found = evaluator::template::check(&plan, &map, "w", &mut Budget::unlimited_time());
             found.extend(evaluator::template::unwritten_raw(&plan, &map, "w", "x"));
         });

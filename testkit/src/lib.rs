@@ -1,6 +1,7 @@
 //! Test support for Plue: a throw-away PostgreSQL server for tests and benchmarks, and
 //! ([`claude`]) a scripted stand-in for the Claude Messages API, and ([`kube`]) a local
-//! Kubernetes API server with a simulated kubelet.
+//! Kubernetes API server with a simulated kubelet, and ([`counting`]) a global allocator
+//! counting the bytes each thread asks for.
 //!
 //! - [`TempPostgres`] owns one server: a data directory under a temporary directory, a
 //!   `postgres` child process on a free 127.0.0.1 port, and a watchdog. Dropping it stops
@@ -23,6 +24,7 @@
 
 mod binaries;
 pub mod claude;
+pub mod counting;
 mod identity;
 pub mod kube;
 mod watchdog;
