@@ -105,19 +105,31 @@ impl Harness {
         (token, attempt)
     }
 
+    /// The upload's status and body. The engine refuses a body past a quota while it
+    /// streams and closes the connection, so the client may fail writing the rest before it
+    /// reads the answer: such an upload is sent again (a refused upload changes nothing).
     async fn put(&self, token: &str, attempt: i64, body: Vec<u8>) -> (u16, String) {
-        let response = self
-            .http
-            .put(self.url(&wire::blob_path(attempt, wire::BlobKind::Artifacts)))
-            .bearer_auth(token)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.text().await.unwrap_or_default(),
-        )
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let sent = self
+                .http
+                .put(self.url(&wire::blob_path(attempt, wire::BlobKind::Artifacts)))
+                .bearer_auth(token)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    return (
+                        response.status().as_u16(),
+                        response.text().await.unwrap_or_default(),
+                    )
+                }
+                Err(err) if tries < 5 && (err.is_request() || err.is_body()) => continue,
+                Err(err) => panic!("uploading: {err}"),
+            }
+        }
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {

@@ -3,11 +3,12 @@
 //! is also listed (and checked) by the runner's reader on a blocking thread fed the same
 //! chunks, with no more entries than the file quotas leave, and no path twice.
 //!
-//! Uploads of one run streaming at once in this engine see each other: each counts its
-//! bytes in [`Streaming`] while it streams, and each is checked with the others' bytes
-//! added, so together they do not stream past the run's quotas (the record, in a
-//! transaction, stays the authority; uploads of other runs of a repository are not
-//! counted here).
+//! Uploads of one run streaming at once in this engine see each other, first come first
+//! served: each counts its bytes in [`Streaming`] while it streams, and each is checked
+//! with the bytes of the run's uploads that began before it added, so together they do not
+//! stream past the run's quotas, and the first of two that cannot both fit is never
+//! refused for the second (the record, in a transaction, stays the authority; uploads of
+//! other runs of a repository are not counted here).
 
 use std::io::Read;
 
@@ -34,10 +35,19 @@ pub struct Stored {
     pub files: Vec<handoff::Listed>,
 }
 
-/// The bytes each run's uploads have streamed so far, in this engine.
+/// The bytes each run's uploads have streamed so far, in this engine, by upload in the
+/// order they began.
 #[derive(Debug, Default)]
 pub struct Streaming {
-    by_run: std::sync::Mutex<std::collections::HashMap<i64, u64>>,
+    inner: std::sync::Mutex<StreamingRuns>,
+}
+
+#[derive(Debug, Default)]
+struct StreamingRuns {
+    /// The next upload's place in the order.
+    next: u64,
+    /// Per run: each streaming upload's place and bytes so far.
+    by_run: std::collections::HashMap<i64, std::collections::BTreeMap<u64, u64>>,
 }
 
 /// One upload's part of [`Streaming`], given back when dropped.
@@ -45,47 +55,58 @@ pub struct Streaming {
 pub struct Reserved<'a> {
     streaming: &'a Streaming,
     run_id: i64,
-    mine: u64,
+    place: u64,
 }
 
 impl Streaming {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, u64>> {
-        self.by_run.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamingRuns> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An upload of run `run_id` that counts nothing yet.
+    /// An upload of run `run_id` that counts nothing yet, after every upload that began
+    /// before it.
     pub fn reserve(&self, run_id: i64) -> Reserved<'_> {
+        let mut runs = self.lock();
+        let place = runs.next;
+        runs.next += 1;
+        runs.by_run.entry(run_id).or_default().insert(place, 0);
         Reserved {
             streaming: self,
             run_id,
-            mine: 0,
+            place,
         }
     }
 
     /// The bytes run `run_id`'s uploads have streamed.
     pub fn of_run(&self, run_id: i64) -> u64 {
-        self.lock().get(&run_id).copied().unwrap_or(0)
+        self.lock()
+            .by_run
+            .get(&run_id)
+            .map_or(0, |uploads| uploads.values().sum())
     }
 }
 
 impl Reserved<'_> {
-    /// Counts `n` more bytes of this upload; returns what the run's other uploads stream.
+    /// Counts `n` more bytes of this upload; returns what the run's uploads that began
+    /// before this one stream.
     fn grow(&mut self, n: u64) -> u64 {
         let mut runs = self.streaming.lock();
-        let total = runs.entry(self.run_id).or_default();
-        *total = total.saturating_add(n);
-        self.mine = self.mine.saturating_add(n);
-        total.saturating_sub(self.mine)
+        let uploads = runs.by_run.entry(self.run_id).or_default();
+        let mine = uploads.entry(self.place).or_default();
+        *mine = mine.saturating_add(n);
+        uploads
+            .range(..self.place)
+            .fold(0u64, |sum, (_, bytes)| sum.saturating_add(*bytes))
     }
 }
 
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         let mut runs = self.streaming.lock();
-        if let Some(total) = runs.get_mut(&self.run_id) {
-            *total = total.saturating_sub(self.mine);
-            if *total == 0 {
-                runs.remove(&self.run_id);
+        if let Some(uploads) = runs.by_run.get_mut(&self.run_id) {
+            uploads.remove(&self.place);
+            if uploads.is_empty() {
+                runs.by_run.remove(&self.run_id);
             }
         }
     }
