@@ -10,8 +10,8 @@ model: claude-haiku-4-5\ntools: [grep]\nschema:\n  type: object\n  properties:\n
 files:\n      type: array\n      items: {type: string}\n  required: [files]\n---\n\
 Triage {{#each files}}{{this}}{{/each}} now.\n";
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use engine::store::Store;
 use serde_json::{json, Value};
@@ -35,6 +35,41 @@ fn workflow() -> String {
 "#.to_owned()
 }
 
+/// `plue run w.plue.py ARGS` in `dir` without a data directory or colours, its llm steps
+/// talking to `base_url` with the secret `ANTHROPIC_API_KEY` = [`KEY`].
+fn plue_run(dir: &Path, base_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env("ANTHROPIC_BASE_URL", base_url)
+        .env_remove("ANTHROPIC_API_KEY")
+        .args(["run", "w.plue.py"])
+        .args(args)
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
+        .output()
+        .expect("plue runs")
+}
+
+/// What a `plue` process printed: its stdout, then its stderr.
+fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A path in the temporary directory, unique to this process and moment, that a step
+/// creates when it does what it must not.
+fn marker_path(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("{name}-{}-{nanos}", std::process::id()))
+}
+
 #[test]
 fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step() {
     let answer = ["Looks ", "good: 3 li", "nes.\nShip it ", "✓"];
@@ -52,23 +87,11 @@ fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step()
     std::fs::write(dir.path().join("notes.txt"), "one\ntwo\nthree\n").unwrap();
     std::fs::create_dir(dir.path().join("prompts")).unwrap();
     std::fs::write(dir.path().join("prompts/triage.md"), TRIAGE_PROMPT).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("ANTHROPIC_BASE_URL", server.url())
-        .env_remove("ANTHROPIC_API_KEY")
-        .args([
-            "run",
-            "w.plue.py",
-            "--runners",
-            "2",
-            "--summary-json",
-            "summary.json",
-        ])
-        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
-        .output()
-        .expect("plue runs");
+    let output = plue_run(
+        dir.path(),
+        &server.url(),
+        &["--runners", "2", "--summary-json", "summary.json"],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -224,18 +247,19 @@ fn a_secret_the_model_prints_across_deltas_is_masked_in_stored_tokens_and_result
 "#,
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("ANTHROPIC_BASE_URL", server.url())
-        .env_remove("ANTHROPIC_API_KEY")
-        .args(["run", "w.plue.py", "--runners", "1"])
-        .args(["--summary-json", "summary.json"])
-        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
-        .args(["--secret", &format!("DEPLOY_TOKEN={SECRET}")])
-        .output()
-        .expect("plue runs");
+    let deploy_token = format!("DEPLOY_TOKEN={SECRET}");
+    let output = plue_run(
+        dir.path(),
+        &server.url(),
+        &[
+            "--runners",
+            "1",
+            "--summary-json",
+            "summary.json",
+            "--secret",
+            &deploy_token,
+        ],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -304,16 +328,7 @@ fn a_workflow_cannot_send_the_api_key_to_its_own_server() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("ANTHROPIC_BASE_URL", operator.url())
-        .env_remove("ANTHROPIC_API_KEY")
-        .args(["run", "w.plue.py", "--runners", "1"])
-        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
-        .output()
-        .expect("plue runs");
+    let output = plue_run(dir.path(), &operator.url(), &["--runners", "1"]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     // Refused at validation, or run against the operator's server: either way the
@@ -352,22 +367,12 @@ fn an_llm_builder_gets_the_reviews_feedback_in_its_next_iteration() {
     ])
 "#;
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("ANTHROPIC_BASE_URL", server.url())
-        .env_remove("ANTHROPIC_API_KEY")
-        .args(["run", "w.plue.py", "--runners", "2"])
-        .args(["--summary-json", "summary.json"])
-        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
-        .output()
-        .expect("plue runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let output = plue_run(
+        dir.path(),
+        &server.url(),
+        &["--runners", "2", "--summary-json", "summary.json"],
     );
+    let text = printed(&output);
     assert!(output.status.success(), "{text}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
@@ -399,14 +404,7 @@ fn a_reviewers_git_diff_never_runs_the_builders_filter() {
             .reply(),
         Turn::text(&["reviewed"]).usage(10, 1).reply(),
     ]);
-    let marker = std::env::temp_dir().join(format!(
-        "plue-e2e-filter-ran-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let marker = marker_path("plue-e2e-filter-ran");
     let build = format!(
         "git init -q . && git add -A && git -c user.name=b -c user.email=b@example.com \
          commit -qm base && git config filter.x.clean \"sh -c 'touch {m}; cat'\" && \
@@ -423,23 +421,10 @@ fn a_reviewers_git_diff_never_runs_the_builders_filter() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "one\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("ANTHROPIC_BASE_URL", server.url())
-        .env_remove("ANTHROPIC_API_KEY")
-        .args(["run", "w.plue.py", "--runners", "1"])
-        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
-        .output()
-        .expect("plue runs");
+    let output = plue_run(dir.path(), &server.url(), &["--runners", "1"]);
     let ran = marker.exists();
     let _ = std::fs::remove_file(&marker);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = printed(&output);
     assert!(output.status.success(), "{text}");
     assert!(
         !ran,
@@ -466,14 +451,7 @@ fn the_grep_tool_never_runs_a_grep_of_the_workspace() {
             .reply(),
         Turn::text(&["found"]).usage(10, 1).reply(),
     ]);
-    let marker = std::env::temp_dir().join(format!(
-        "plue-e2e-fake-grep-ran-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let marker = marker_path("plue-e2e-fake-grep-ran");
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -495,23 +473,10 @@ fn the_grep_tool_never_runs_a_grep_of_the_workspace() {
          Step.llm('look', prompt='Find needles', tools=['grep'], max_turns=2,\n                 \
          env={'PATH': '/proc/self/cwd/bin:/usr/local/bin:/usr/bin:/bin'}),\n    ])\n";
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("ANTHROPIC_BASE_URL", server.url())
-        .env_remove("ANTHROPIC_API_KEY")
-        .args(["run", "w.plue.py", "--runners", "1"])
-        .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
-        .output()
-        .expect("plue runs");
+    let output = plue_run(dir.path(), &server.url(), &["--runners", "1"]);
     let ran = marker.exists();
     let _ = std::fs::remove_file(&marker);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = printed(&output);
     assert!(output.status.success(), "{text}");
     assert!(!ran, "the workspace's grep ran: {text}");
     let requests = server.requests();
