@@ -89,7 +89,7 @@ fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step()
     std::fs::write(dir.path().join("prompts/triage.md"), TRIAGE_PROMPT).unwrap();
     let output = plue_run(
         dir.path(),
-        &server.url(),
+        server.url(),
         &["--runners", "2", "--summary-json", "summary.json"],
     );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -250,7 +250,7 @@ fn a_secret_the_model_prints_across_deltas_is_masked_in_stored_tokens_and_result
     let deploy_token = format!("DEPLOY_TOKEN={SECRET}");
     let output = plue_run(
         dir.path(),
-        &server.url(),
+        server.url(),
         &[
             "--runners",
             "1",
@@ -328,7 +328,7 @@ fn a_workflow_cannot_send_the_api_key_to_its_own_server() {
         ),
     )
     .unwrap();
-    let output = plue_run(dir.path(), &operator.url(), &["--runners", "1"]);
+    let output = plue_run(dir.path(), operator.url(), &["--runners", "1"]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     // Refused at validation, or run against the operator's server: either way the
@@ -369,7 +369,7 @@ fn an_llm_builder_gets_the_reviews_feedback_in_its_next_iteration() {
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
     let output = plue_run(
         dir.path(),
-        &server.url(),
+        server.url(),
         &["--runners", "2", "--summary-json", "summary.json"],
     );
     let text = printed(&output);
@@ -421,7 +421,7 @@ fn a_reviewers_git_diff_never_runs_the_builders_filter() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "one\n").unwrap();
-    let output = plue_run(dir.path(), &server.url(), &["--runners", "1"]);
+    let output = plue_run(dir.path(), server.url(), &["--runners", "1"]);
     let ran = marker.exists();
     let _ = std::fs::remove_file(&marker);
     let text = printed(&output);
@@ -473,7 +473,7 @@ fn the_grep_tool_never_runs_a_grep_of_the_workspace() {
          Step.llm('look', prompt='Find needles', tools=['grep'], max_turns=2,\n                 \
          env={'PATH': '/proc/self/cwd/bin:/usr/local/bin:/usr/bin:/bin'}),\n    ])\n";
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue_run(dir.path(), &server.url(), &["--runners", "1"]);
+    let output = plue_run(dir.path(), server.url(), &["--runners", "1"]);
     let ran = marker.exists();
     let _ = std::fs::remove_file(&marker);
     let text = printed(&output);
