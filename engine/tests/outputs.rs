@@ -16,12 +16,40 @@ fn plue() -> Command {
 
 /// Runs `workflow` as `w.plue.py` with `plue run` in `dir`.
 fn run_in(dir: &Path, workflow: &str) -> Output {
+    run_with(dir, workflow, &["--runners", "2"])
+}
+
+/// Runs `workflow` as `w.plue.py` with `plue run w.plue.py ARGS` in `dir`.
+fn run_with(dir: &Path, workflow: &str, args: &[&str]) -> Output {
     std::fs::write(dir.join("w.plue.py"), workflow).unwrap();
     plue()
         .current_dir(dir)
-        .args(["run", "w.plue.py", "--runners", "2"])
+        .args(["run", "w.plue.py"])
+        .args(args)
         .output()
         .expect("plue runs")
+}
+
+/// Checks `workflow` as `w.plue.py` with `plue check .` in a directory of its own, which
+/// must fail printing each of `expected`; its output.
+fn check_refuses(workflow: &str, expected: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = plue()
+        .current_dir(dir.path())
+        .args(["check", "."])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", describe(&output));
+    let messages = String::from_utf8_lossy(&output.stdout);
+    for expected in expected {
+        assert!(
+            messages.contains(expected),
+            "{expected}\n{}",
+            describe(&output)
+        );
+    }
+    output
 }
 
 /// What step `id` printed, without the printer's own transition lines.
@@ -134,7 +162,6 @@ fn each_bomb_is_a_validation_error_in_milliseconds() {
 #[test]
 fn an_output_inside_a_literal_is_a_check_error() {
     // regression (RT-6): `"Hello {{ ref }}".format(obj)` made the output a format string.
-    let dir = tempfile::tempdir().unwrap();
     let workflow = r#"def workflow():
     return Plan(name='t', triggers=[Trigger.manual()], steps=[
         Step.bash('up', 'true'),
@@ -142,27 +169,16 @@ fn an_output_inside_a_literal_is_a_check_error() {
         Step.bash('sh', "bash -c 'echo {{ steps.up.outputs.name }}'", depends_on=['up']),
     ])
 "#;
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue()
-        .current_dir(dir.path())
-        .args(["check", "."])
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "{}", describe(&output));
-    let messages = String::from_utf8_lossy(&output.stdout);
-    for expected in [
-        "w.plue.py:4:",
-        "step 'fmt': script: '{{ steps.up.outputs.name }}': an output inside a string literal",
-        "\"Hello \" + {{ steps.<id>.outputs.<key> }}",
-        "w.plue.py:5:",
-        "step 'sh': command: '{{ steps.up.outputs.name }}': an output inside single quotes",
-    ] {
-        assert!(
-            messages.contains(expected),
-            "{expected}\n{}",
-            describe(&output)
-        );
-    }
+    check_refuses(
+        workflow,
+        &[
+            "w.plue.py:4:",
+            "step 'fmt': script: '{{ steps.up.outputs.name }}': an output inside a string literal",
+            "\"Hello \" + {{ steps.<id>.outputs.<key> }}",
+            "w.plue.py:5:",
+            "step 'sh': command: '{{ steps.up.outputs.name }}': an output inside single quotes",
+        ],
+    );
 }
 
 #[test]
@@ -170,7 +186,6 @@ fn an_output_as_a_format_string_or_raw_in_quotes_is_a_check_error() {
     // regression (issue 30): `{{ ref }}.format(obj)` passed `plue check`, and an output
     // `{0.__init__.__globals__[os].environ[TOKEN]:.1}` printed each prefix of a secret;
     // `{{ raw ... }}` was accepted inside single quotes.
-    let dir = tempfile::tempdir().unwrap();
     let workflow = r#"def workflow():
     return Plan(name='t', triggers=[Trigger.manual()], steps=[
         Step.bash('up', 'true'),
@@ -180,29 +195,19 @@ fn an_output_as_a_format_string_or_raw_in_quotes_is_a_check_error() {
         Step.python('ok', 'print("{}".format({{ steps.up.outputs.name }}))', depends_on=['up']),
     ])
 "#;
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue()
-        .current_dir(dir.path())
-        .args(["check", "."])
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "{}", describe(&output));
+    let output = check_refuses(
+        workflow,
+        &[
+            "w.plue.py:4:",
+            "step 'fmt': script: '{{ steps.up.outputs.name }}': an output must not be the receiver of .format()",
+            "w.plue.py:5:",
+            "step 'pf': command: '{{ steps.up.outputs.name }}': an output must not be printf's format argument",
+            "w.plue.py:6:",
+            "step 'sh': command: '{{ raw steps.up.outputs.name }}': an output inside single quotes",
+            "'raw' is refused wherever the plain form is",
+        ],
+    );
     let messages = String::from_utf8_lossy(&output.stdout);
-    for expected in [
-        "w.plue.py:4:",
-        "step 'fmt': script: '{{ steps.up.outputs.name }}': an output must not be the receiver of .format()",
-        "w.plue.py:5:",
-        "step 'pf': command: '{{ steps.up.outputs.name }}': an output must not be printf's format argument",
-        "w.plue.py:6:",
-        "step 'sh': command: '{{ raw steps.up.outputs.name }}': an output inside single quotes",
-        "'raw' is refused wherever the plain form is",
-    ] {
-        assert!(
-            messages.contains(expected),
-            "{expected}\n{}",
-            describe(&output)
-        );
-    }
     assert!(!messages.contains("step 'ok'"), "{}", describe(&output));
 }
 
@@ -224,12 +229,10 @@ def workflow(ctx):
     ])
 "#
     );
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue()
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "w.plue.py",
+    let output = run_with(
+        dir.path(),
+        &workflow,
+        &[
             "--event",
             "manual",
             "--input",
@@ -238,9 +241,8 @@ def workflow(ctx):
             "a\\{{ raw steps.up.outputs.x }}",
             "--branch",
             "{{ steps.up.outputs.x }}",
-        ])
-        .output()
-        .expect("plue runs");
+        ],
+    );
     let all = describe(&output);
     assert!(output.status.success(), "{all}");
     assert!(!Path::new(marker).exists(), "an output ran as code\n{all}");
@@ -352,21 +354,18 @@ fn a_raw_reference_assembled_from_ctx_text_never_runs() {
     ])
 "#
     );
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue()
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "w.plue.py",
+    let output = run_with(
+        dir.path(),
+        &workflow,
+        &[
             "--event",
             "manual",
             "--changed-file",
             "src/main.rs",
             "--changed-file",
             "{src/{ raw steps.up.outputs.x }}",
-        ])
-        .output()
-        .expect("plue runs");
+        ],
+    );
     let all = describe(&output);
     assert!(!output.status.success(), "{all}");
     assert!(!Path::new(marker).exists(), "an output ran as code\n{all}");
@@ -380,7 +379,6 @@ fn a_raw_reference_assembled_from_ctx_text_never_runs() {
 fn outputs_in_code_behind_wrappers_here_documents_and_aliases_are_check_errors() {
     // regression (issue 30): each of these passed `plue check` and ran or formatted the
     // output next to the step's secrets.
-    let dir = tempfile::tempdir().unwrap();
     let workflow = r#"R = "{{ steps.up.outputs.x }}"
 def workflow():
     return Plan(name='t', triggers=[Trigger.manual()], steps=[
@@ -392,25 +390,14 @@ def workflow():
         Step.python('getattr', 'class C: pass\nprint(getattr(' + R + ', "format")(C()))', depends_on=['up']),
     ])
 "#;
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue()
-        .current_dir(dir.path())
-        .args(["check", "."])
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "{}", describe(&output));
-    let messages = String::from_utf8_lossy(&output.stdout);
-    for expected in [
-        "step 'heredoc': command: '{{ steps.up.outputs.x }}': an output must not be part of code another program parses",
-        "step 'wrapped': command: '{{ steps.up.outputs.x }}': an output must not be part of code another program parses",
-        "step 'alias': command: '{{ steps.up.outputs.x }}': an output must not be printf's format argument",
-        "step 'walrus': script: '{{ steps.up.outputs.x }}': an output must not be assigned to a name the script uses as a format string",
-        "step 'getattr': script: '{{ steps.up.outputs.x }}': an output must not be an argument of a call that reaches a format method",
-    ] {
-        assert!(
-            messages.contains(expected),
-            "{expected}\n{}",
-            describe(&output)
-        );
-    }
+    check_refuses(
+        workflow,
+        &[
+            "step 'heredoc': command: '{{ steps.up.outputs.x }}': an output must not be part of code another program parses",
+            "step 'wrapped': command: '{{ steps.up.outputs.x }}': an output must not be part of code another program parses",
+            "step 'alias': command: '{{ steps.up.outputs.x }}': an output must not be printf's format argument",
+            "step 'walrus': script: '{{ steps.up.outputs.x }}': an output must not be assigned to a name the script uses as a format string",
+            "step 'getattr': script: '{{ steps.up.outputs.x }}': an output must not be an argument of a call that reaches a format method",
+        ],
+    );
 }
