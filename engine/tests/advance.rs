@@ -3,6 +3,9 @@
 //! and an executor whose copy of a run went stale — another replica advanced it — reads
 //! every step again instead of deciding from the old states.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,18 +14,6 @@ use engine::executor::{Executor, Report};
 use engine::store::{now_ms, NewRun, Store};
 use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::{Outcome, WorkspaceSource};
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
 
 fn bash(id: &str) -> Step {
     Step::new(
@@ -111,7 +102,7 @@ async fn runner(store: &Store) -> i64 {
 #[tokio::test]
 async fn an_advance_after_a_completion_reads_only_what_changed() {
     const FAN: usize = 2_000;
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let mut steps = vec![bash("root")];
         steps.extend((0..FAN).map(|i| bash(&format!("f{i}")).after(&["root"])));
@@ -143,7 +134,7 @@ async fn an_advance_after_a_completion_reads_only_what_changed() {
 
 #[tokio::test]
 async fn a_replica_with_a_stale_copy_reads_every_step_again() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         // Two engines on one database.
         let first = executor(&store);
         let second = executor(&store);

@@ -4,6 +4,9 @@
 //! fails. PostgreSQL runs on a throw-away server (testkit); without one these tests cover
 //! SQLite only, unless PLUE_REQUIRE_POSTGRES=1.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,18 +15,6 @@ use engine::executor::Executor;
 use engine::store::{now_ms, Decided, NewRun, Store, Verdict};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
 use runner::protocol::WorkspaceSource;
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
 
 fn approval(id: &str, timeout: u64) -> Step {
     let mut step = Step::new(
@@ -98,7 +89,7 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_waiting_approval_takes_no_parallel_slot_and_racing_decisions_leave_one_outcome() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         // max_parallel 1: the approval waits beside the bash step, which is still queued.
         let executor = Executor::new(
             store.clone(),
@@ -156,7 +147,7 @@ async fn a_waiting_approval_takes_no_parallel_slot_and_racing_decisions_leave_on
 
 #[tokio::test]
 async fn cancelling_a_run_cancels_its_waiting_approval_and_deadlines_fail_the_rest() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = Executor::new(
             store.clone(),
             Arc::new(Events::default()),
@@ -201,7 +192,7 @@ async fn cancelling_a_run_cancels_its_waiting_approval_and_deadlines_fail_the_re
 // regression: a decision taken after the deadline, before the sweeper's next pass, won.
 #[tokio::test]
 async fn a_decision_past_the_deadline_times_the_step_out_instead() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = Executor::new(
             store.clone(),
             Arc::new(Events::default()),

@@ -4,6 +4,9 @@
 //! readable) and record their iteration, retries count within an iteration, the target reads
 //! the failed iteration's outputs, and a loop that gave up fails the run saying so.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,18 +15,6 @@ use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Claimed, NewRun, Store};
 use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
 
 fn plan() -> Plan {
     let build = Step::new(
@@ -104,7 +95,7 @@ async fn finish(executor: &Executor, runner_id: i64, claimed: &Claimed, report: 
 
 #[tokio::test]
 async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = Executor::new(
             store.clone(),
             Arc::new(Events::default()),
@@ -232,7 +223,7 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
 
 #[tokio::test]
 async fn a_run_cancelled_during_a_loop_stops_there() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = Executor::new(
             store.clone(),
             Arc::new(Events::default()),

@@ -3,6 +3,9 @@
 //! applied through real transactions. PostgreSQL runs on a throw-away server (testkit);
 //! without one these tests cover SQLite only, unless PLUE_REQUIRE_POSTGRES=1.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -13,19 +16,6 @@ use engine::store::{
 };
 use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
-
-/// One store per available backend, each on a fresh database.
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
 
 fn plan(steps: Vec<Step>) -> Plan {
     Plan {
@@ -100,7 +90,7 @@ fn report(outcome: Outcome, reason: Option<&str>) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_take_the_same_step() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let steps: Vec<Step> = (0..60).map(|i| bash(&format!("s{i}"))).collect();
         let run_id = start(&executor, &plan(steps)).await;
@@ -140,7 +130,7 @@ async fn concurrent_claimers_never_take_the_same_step() {
 
 #[tokio::test]
 async fn labels_decide_which_runner_may_claim() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let mut gpu = bash("gpu");
         gpu.runner.insert("gpu".into(), "a100".into());
@@ -181,7 +171,7 @@ async fn the_postgres_claim_uses_its_partial_index() {
 
 #[tokio::test]
 async fn log_appends_are_idempotent_and_read_in_order() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let run_id = start(&executor, &plan(vec![bash("a"), bash("b")])).await;
         let step = store.step_run(run_id, "a").await.unwrap().unwrap();
@@ -242,7 +232,7 @@ async fn log_batches_of_every_size_are_stored_exactly_once_and_read_back_as_sent
         "emoji 🦀 and 'quotes' \"double\" \\ and [1, \"json-like\"]",
         "{\"id\":\"t1\",\"content\":\"a token\\n\"}",
     ];
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let run_id = start(&executor, &plan(vec![bash("a")])).await;
         let step = store.step_run(run_id, "a").await.unwrap().unwrap();
@@ -409,7 +399,7 @@ async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
 
 #[tokio::test]
 async fn completions_apply_once_and_retries_wait_their_backoff() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let mut flaky = bash("flaky");
         flaky.retries = 1;
@@ -467,7 +457,7 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
 
 #[tokio::test]
 async fn another_runner_cannot_complete_an_attempt() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         start(&executor, &plan(vec![bash("a")])).await;
         let owner = runner(&store, "owner").await;
@@ -491,7 +481,7 @@ async fn another_runner_cannot_complete_an_attempt() {
 
 #[tokio::test]
 async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let run_id = start(
             &executor,
@@ -541,7 +531,7 @@ async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
 
 #[tokio::test]
 async fn silent_runners_are_declared_lost_once() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let a = runner(&store, "a").await;
         let b = runner(&store, "b").await;
         let now = now_ms();
@@ -582,7 +572,7 @@ fn new_runner<'a>(name: &'a str, hash: &'a str, token: Option<RedeemedToken>) ->
 
 #[tokio::test]
 async fn a_one_time_token_registers_one_runner_and_names_its_redeemer() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let id = store
             .create_runner_token(&once_token("pool-x-1", "once-hash", now_ms() + 60_000))
             .await
@@ -642,7 +632,7 @@ async fn a_one_time_token_registers_one_runner_and_names_its_redeemer() {
 
 #[tokio::test]
 async fn live_runner_names_are_unique() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let first = runner(&store, "twin").await;
         let twin = store
             .register(&new_runner("twin", "twin-2", None))
@@ -660,7 +650,7 @@ async fn live_runner_names_are_unique() {
 
 #[tokio::test]
 async fn a_runner_without_secrets_claims_only_steps_that_need_none() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let mut deploy = bash("deploy");
         deploy.secrets.push("DEPLOY_KEY".into());
@@ -695,7 +685,7 @@ async fn a_runner_without_secrets_claims_only_steps_that_need_none() {
 
 #[tokio::test]
 async fn revoking_a_scoped_token_stops_its_registrations_and_its_runners() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let id = store
             .create_runner_token(&NewRunnerToken {
                 kind: RunnerTokenKind::Scoped,
@@ -817,7 +807,7 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
 async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_claim() {
     // A step shorter than START_REPORT_AFTER never reports its start on its own: its
     // completion says how long ago it started (`started_ms_ago`).
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let executor = executor(&store);
         let run_id = start(
             &executor,

@@ -4,6 +4,9 @@
 //! PostgreSQL runs on a throw-away server (testkit); without one these tests cover SQLite
 //! only, unless PLUE_REQUIRE_POSTGRES=1.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,18 +16,6 @@ use engine::store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
 use engine::vault::Vault;
 use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::WorkspaceSource;
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
 
 async fn repo(store: &Store, name: &str) -> i64 {
     store
@@ -79,7 +70,7 @@ async fn start(executor: &Executor, repo_id: i64, plan: &Plan, secrets_allowed: 
 
 #[tokio::test]
 async fn repositories_are_unique_and_take_their_data_with_them() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let id = repo(&store, "octo/hello").await;
         let again = store
             .create_repo(&NewRepo {
@@ -125,7 +116,7 @@ async fn repositories_are_unique_and_take_their_data_with_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_id_and_a_schedule_tick_are_taken_once_under_concurrency() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let id = repo(&store, "octo/hello").await;
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -217,7 +208,7 @@ async fn a_delivery_id_and_a_schedule_tick_are_taken_once_under_concurrency() {
 
 #[tokio::test]
 async fn status_reports_go_out_in_order_with_leases_and_retries() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let id = repo(&store, "octo/hello").await;
         let executor = Executor::new(
             store.clone(),
@@ -301,7 +292,7 @@ async fn status_reports_go_out_in_order_with_leases_and_retries() {
 #[tokio::test]
 async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
     let vault = Vault::new("a key of enough length for tests").unwrap();
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores().await {
         let id = repo(&store, "octo/hello").await;
         store
             .put_secret(id, "DEPLOY", &vault.seal("d3pl0y").unwrap())
