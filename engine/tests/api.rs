@@ -2,6 +2,9 @@
 //! scripted runner speaking the internal protocol, the logs API as JSON lines and as SSE
 //! resumed from `Last-Event-ID`, cancellation reaching the runner, and admin-token writes.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -93,18 +96,7 @@ impl Harness {
 
     /// Registers a runner; returns its session token.
     async fn register(&self, name: &str) -> String {
-        let response: wire::RegisterResponse = self
-            .http
-            .post(self.url(wire::REGISTER))
-            .bearer_auth(REGISTRATION)
-            .json(&json!({"name": name, "labels": {}, "ephemeral": true}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        response.session_token
+        support::register_runner(&self.http, &self.engine.url, REGISTRATION, name).await
     }
 
     /// Registers `name` announcing `labels` with registration token `token`: the answer.

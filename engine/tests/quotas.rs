@@ -84,17 +84,9 @@ impl Harness {
 
     /// The next step `token`'s runner is given: its attempt id.
     async fn claim(&self, token: &str) -> i64 {
-        let response: wire::PollResponse = self
-            .http
-            .post(self.url(wire::POLL))
-            .bearer_auth(token)
-            .json(&json!({"wait_ms": 5000}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = json!({"wait_ms": 5000});
+        let response: wire::PollResponse =
+            support::post_json(&self.http, &self.url(wire::POLL), token, &body).await;
         response.assignment.expect("an assignment").attempt_id
     }
 

@@ -686,15 +686,26 @@ pub(crate) async fn register_runner(
     token: &str,
     name: &str,
 ) -> String {
-    let response: wire::RegisterResponse = http
-        .post(format!("{engine}{}", wire::REGISTER))
+    let body = serde_json::json!({"name": name, "labels": {}, "ephemeral": true});
+    let response: wire::RegisterResponse =
+        post_json(http, &format!("{engine}{}", wire::REGISTER), token, &body).await;
+    response.session_token
+}
+
+/// `POST url` of `body` as JSON with bearer `token`; the answer read as JSON.
+pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> T {
+    http.post(url)
         .bearer_auth(token)
-        .json(&serde_json::json!({"name": name, "labels": {}, "ephemeral": true}))
+        .json(body)
         .send()
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
         .json()
         .await
-        .unwrap();
-    response.session_token
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
 }
