@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use engine::events::Events;
 use engine::executor::{Executor, Report};
-use engine::store::{now_ms, NewRun, Store};
+use engine::store::{now_ms, Store};
 use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{Outcome, WorkspaceSource};
+use runner::protocol::Outcome;
 
 fn bash(id: &str) -> Step {
     Step::new(
@@ -44,24 +44,7 @@ fn executor(store: &Store) -> Executor {
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
-    let json = serde_json::to_string(plan).unwrap();
-    executor
-        .start_run(&NewRun {
-            workflow_source: "local",
-            workflow_path: "/w/advance.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0000000",
-            context_json: "{}",
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
-        })
-        .await
-        .unwrap()
+    support::start_plan_run(executor, "/w/advance.plue.py", plan, None).await
 }
 
 fn succeeded() -> Report {

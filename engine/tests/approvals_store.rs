@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use engine::events::Events;
 use engine::executor::Executor;
-use engine::store::{now_ms, Decided, NewRun, Store, Verdict};
+use engine::store::{now_ms, Decided, Store, Verdict};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
-use runner::protocol::WorkspaceSource;
 
 fn approval(id: &str, timeout: u64) -> Step {
     let mut step = Step::new(
@@ -50,24 +49,7 @@ fn plan(steps: Vec<Step>) -> Plan {
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
-    let json = serde_json::to_string(plan).unwrap();
-    executor
-        .start_run(&NewRun {
-            workflow_source: "local",
-            workflow_path: "/w/approvals.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0000000",
-            context_json: "{}",
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
-        })
-        .await
-        .unwrap()
+    support::start_plan_run(executor, "/w/approvals.plue.py", plan, None).await
 }
 
 async fn statuses(store: &Store, run_id: i64) -> Vec<(String, String)> {

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use engine::events::Events;
 use engine::executor::{Executor, Report};
-use engine::store::{now_ms, Claimed, NewRun, Store};
+use engine::store::{now_ms, Claimed, Store};
 use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
+use runner::protocol::{LogLine, Outcome, Stream};
 
 fn plan() -> Plan {
     let build = Step::new(
@@ -43,24 +43,7 @@ fn plan() -> Plan {
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
-    let json = serde_json::to_string(plan).unwrap();
-    executor
-        .start_run(&NewRun {
-            workflow_source: "local",
-            workflow_path: "/w/loops.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0000000",
-            context_json: "{}",
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
-        })
-        .await
-        .unwrap()
+    support::start_plan_run(executor, "/w/loops.plue.py", plan, None).await
 }
 
 fn report(outcome: Outcome, outputs: &[(&str, &str)]) -> Report {

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use engine::events::Events;
 use engine::executor::{Executor, Report, RunnerSaid};
 use engine::store::{
-    now_ms, NewRun, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
+    now_ms, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
 };
 use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{LogLine, Outcome, Stream, WorkspaceSource};
+use runner::protocol::{LogLine, Outcome, Stream};
 
 fn plan(steps: Vec<Step>) -> Plan {
     Plan {
@@ -37,24 +37,7 @@ fn bash(id: &str) -> Step {
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
-    let json = serde_json::to_string(plan).unwrap();
-    executor
-        .start_run(&NewRun {
-            workflow_source: "local",
-            workflow_path: "/w/test.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0000000",
-            context_json: "{}",
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
-        })
-        .await
-        .unwrap()
+    support::start_plan_run(executor, "/w/test.plue.py", plan, None).await
 }
 
 fn executor(store: &Store) -> Executor {
