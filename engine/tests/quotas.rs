@@ -46,7 +46,12 @@ async fn harness(quotas: Quotas) -> Harness {
     let engine = support::start_in_process(&dir.path().join("data"), config).await;
     Harness {
         engine,
-        http: reqwest::Client::new(),
+        // A connection per request: the engine closes one on which it refused a body
+        // mid-stream, and a pooled one could be that.
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client"),
         dir,
     }
 }
