@@ -46,19 +46,25 @@ pub(crate) fn program() -> Result<&'static [libc::sock_filter], String> {
 }
 
 /// [`program`] as the bytes of its `sock_filter`s in this machine's order (8 each), in
-/// hexadecimal: for the warm Python child, which builds its `sock_fprog` from them.
-pub(crate) fn program_hex() -> Result<String, String> {
-    let mut hex = String::new();
-    for insn in program()? {
-        let mut bytes = Vec::with_capacity(8);
-        bytes.extend_from_slice(&insn.code.to_ne_bytes());
-        bytes.extend_from_slice(&[insn.jt, insn.jf]);
-        bytes.extend_from_slice(&insn.k.to_ne_bytes());
-        for byte in bytes {
-            hex.push_str(&format!("{byte:02x}"));
+/// hexadecimal: for the warm Python child, which builds its `sock_fprog` from them. Made
+/// once, as the program is: every warm step's job carries it.
+pub(crate) fn program_hex() -> Result<&'static str, String> {
+    static HEX: OnceLock<Result<String, String>> = OnceLock::new();
+    HEX.get_or_init(|| {
+        let mut hex = String::new();
+        for insn in program()? {
+            let mut bytes = Vec::with_capacity(8);
+            bytes.extend_from_slice(&insn.code.to_ne_bytes());
+            bytes.extend_from_slice(&[insn.jt, insn.jf]);
+            bytes.extend_from_slice(&insn.k.to_ne_bytes());
+            for byte in bytes {
+                hex.push_str(&format!("{byte:02x}"));
+            }
         }
-    }
-    Ok(hex)
+        Ok(hex)
+    })
+    .as_deref()
+    .map_err(Clone::clone)
 }
 
 fn compile() -> Result<BpfProgram, String> {
