@@ -110,7 +110,7 @@ pub struct BlobRow {
 }
 
 /// One artifact file of a run (of the latest attempt of its step that kept artifacts).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ArtifactRow {
     pub step_id: String,
     pub attempt: i64,
@@ -384,8 +384,7 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<ArtifactRow>> {
         let (after_step, after_name) = after.unzip();
-        on_db!(self, pool => {
-            let rows = sqlx::query(
+        Ok(on_db!(self, pool => sqlx::query_as(
                 "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
                  JOIN blobs b ON b.id = a.blob_id \
                  WHERE b.run_id = $1 AND b.kind = 'artifacts' AND b.attempt = ( \
@@ -401,19 +400,7 @@ impl Store {
             .bind(after_name)
             .bind(limit)
             .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ArtifactRow {
-                        step_id: r.try_get("step_id")?,
-                        attempt: r.try_get("attempt")?,
-                        name: r.try_get("name")?,
-                        size: r.try_get("size")?,
-                        digest: r.try_get("digest")?,
-                    })
-                })
-                .collect()
-        })
+            .await?))
     }
 
     /// The file `name` of the artifacts blob `blob_id`, if it lists one.
@@ -422,26 +409,14 @@ impl Store {
         blob_id: i64,
         name: &str,
     ) -> anyhow::Result<Option<ArtifactRow>> {
-        on_db!(self, pool => {
-            let row = sqlx::query(
+        Ok(on_db!(self, pool => sqlx::query_as(
                 "SELECT b.step_id, b.attempt, a.name, a.size, a.digest FROM artifacts a \
                  JOIN blobs b ON b.id = a.blob_id WHERE a.blob_id = $1 AND a.name = $2",
             )
             .bind(blob_id)
             .bind(name)
             .fetch_optional(pool)
-            .await?;
-            row.map(|r| {
-                Ok(ArtifactRow {
-                    step_id: r.try_get("step_id")?,
-                    attempt: r.try_get("attempt")?,
-                    name: r.try_get("name")?,
-                    size: r.try_get("size")?,
-                    digest: r.try_get("digest")?,
-                })
-            })
-            .transpose()
-        })
+            .await?))
     }
 
     /// Each step of a run that kept artifacts, with how many files (its latest attempt
