@@ -116,6 +116,9 @@ pub fn check(
         if let Some(target) = &step.loop_to {
             c.line(at, "loop_to", target, MAX_NAME_LEN);
         }
+        if let Some(environment) = &step.environment {
+            c.line(at, "environment", environment, MAX_NAME_LEN);
+        }
         match &step.action {
             Action::Bash { command } => c.multi(at, "the command", command),
             Action::Python { script, .. } => c.multi(at, "the script", script),

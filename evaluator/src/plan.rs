@@ -154,6 +154,13 @@ pub struct Step {
     /// How many times the loop may go back (with `loop_to`; 1 to [`crate::loops::MAX_LOOPS`]).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub max_loops: Option<u32>,
+    /// `environment="prod"`: the repository environment whose rules the step runs under.
+    /// The plan only *names* it: the engine enforces the environment's allowed refs,
+    /// required review and wait timer from its own settings, and only then gives the step
+    /// the environment's secrets. Absent from the canonical JSON when unset, so plans
+    /// without it keep their `plan_hash`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub environment: Option<String>,
 }
 
 impl Step {
@@ -175,6 +182,7 @@ impl Step {
             needs_artifacts: Vec::new(),
             loop_to: None,
             max_loops: None,
+            environment: None,
         }
     }
 

@@ -292,6 +292,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
             check_env_name(problems, at, "secret", name);
         }
         check_hand_off(problems, &steps, step, at);
+        check_environment(problems, at, step);
         if let Action::Approval(_) = &step.action {
             // A decision is made once: nothing runs, so retries, secrets and runner labels
             // would be silently ignored.
@@ -301,6 +302,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 ("runner", !step.runner.is_empty()),
                 ("env", !step.env.is_empty()),
                 ("loop_to", step.loop_to.is_some()),
+                ("environment", step.environment.is_some()),
             ];
             for (option, given) in ignored {
                 if given {
@@ -453,6 +455,32 @@ fn check_hand_off(problems: &mut Problems<'_>, steps: &StepIndex<'_>, step: &Ste
         }
     }
     check_globs(problems, at, "artifacts", &step.artifacts);
+}
+
+/// Whether `name` may name a repository environment (`environment="prod"`):
+/// `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`. The engine's environment API checks the same rule,
+/// so every name a step can give is a name a maintainer can define.
+pub fn is_environment_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `environment=` of a step that runs: a well-formed name (approval steps take none).
+fn check_environment(problems: &mut Problems<'_>, at: Location, step: &Step) {
+    let Some(name) = &step.environment else {
+        return;
+    };
+    if !is_environment_name(name) {
+        problems.add(
+            at,
+            format!(
+                "step '{}': invalid environment name '{name}': use 1 to 64 letters, digits, '.', '_' and '-', starting with a letter or digit",
+                step.id
+            ),
+        );
+    }
 }
 
 fn check_env_name(problems: &mut Problems<'_>, at: Location, what: &str, name: &str) {

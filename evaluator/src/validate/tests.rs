@@ -544,3 +544,61 @@ fn hand_off_names_are_looked_up_not_searched() {
         "{found:?}"
     );
 }
+
+#[test]
+fn environment_names_follow_the_engines_rule() {
+    for good in ["prod", "Prod-1", "eu.west_2", "9", &"a".repeat(64)] {
+        assert!(is_environment_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        "-prod",
+        ".prod",
+        "prod env",
+        "prod/eu",
+        "prød",
+        &"a".repeat(65),
+    ] {
+        assert!(!is_environment_name(bad), "{bad}");
+    }
+    let mut deploy = step("deploy", &[]);
+    deploy.environment = Some("prod".into());
+    let (p, m) = plan(vec![deploy.clone()], vec![]);
+    assert_eq!(messages(&p, &m), Vec::<String>::new());
+    deploy.environment = Some("-prod".into());
+    let (p, m) = plan(vec![deploy], vec![]);
+    assert_eq!(
+        messages(&p, &m),
+        ["w.plue.py:10:9: step 'deploy': invalid environment name '-prod': use 1 to 64 letters, digits, '.', '_' and '-', starting with a letter or digit"]
+    );
+}
+
+#[test]
+fn an_approval_step_takes_no_environment() {
+    let mut gate = Step::new(
+        "gate",
+        Action::Approval(crate::plan::ApprovalAction {
+            message: None,
+            approvers: Vec::new(),
+            exclude_triggerer: false,
+        }),
+    );
+    gate.environment = Some("prod".into());
+    let (p, m) = plan(vec![gate], vec![]);
+    assert_eq!(
+        messages(&p, &m),
+        ["w.plue.py:10:9: approval step 'gate' takes no environment= (nothing runs)"]
+    );
+}
+
+#[test]
+fn a_plan_without_environments_keeps_its_hash() {
+    let (p, _) = plan(vec![step("build", &[])], vec![]);
+    assert!(!p.canonical_json().contains("environment"));
+    let mut with = p.clone();
+    with.steps[0].environment = Some("prod".into());
+    assert!(with
+        .canonical_json()
+        .contains(r#""runner":{},"environment":"prod"}"#));
+    assert_ne!(with.hash(), p.hash());
+}

@@ -185,6 +185,11 @@ fn concurrency(options: &mut Options<'_>) -> PyResult<Option<Concurrency>> {
 
 /// One step of the DAG. Make one with `Step.bash`, `Step.python`, `Step.llm` or
 /// `Step.approval`.
+///
+/// A step that runs may name a repository environment, `environment="prod"`: the engine
+/// then runs it only on a ref the environment allows, after the review of the
+/// environment's reviewers and its wait timer (inserted by the engine whatever the plan
+/// says), and gives it the environment's secrets. An approval step takes no environment.
 #[pyclass(module = "plue", name = "Step", frozen, immutable_type)]
 pub(crate) struct StepObject {
     pub(crate) step: Step,
@@ -416,6 +421,18 @@ fn build_step(
         .take("max_loops")?
         .map(|v| convert::count(&v, &format!("{function}: max_loops")))
         .transpose()?;
+    let environment = options
+        .take("environment")?
+        .map(|v| convert::string(&v, &format!("{function}: environment")))
+        .transpose()?;
+    if environment.is_some() && matches!(action, Action::Approval(_)) {
+        // An approval step neither runs nor gets secrets; the environment's review is
+        // inserted by the engine before the step that names the environment.
+        return Err(PyTypeError::new_err(format!(
+            "{function}: environment= goes on the step that deploys (Step.bash, Step.python \
+             or Step.llm); the engine inserts the environment's review before that step"
+        )));
+    }
     options.finish()?;
     Ok(StepObject {
         step: Step {
@@ -434,6 +451,7 @@ fn build_step(
             needs_artifacts,
             loop_to,
             max_loops,
+            environment,
         },
         location,
     })
