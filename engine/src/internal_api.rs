@@ -328,7 +328,7 @@ async fn assignment(
     };
     let secrets = match state
         .executor
-        .secret_values(claimed.run_id, &dispatch.secrets)
+        .secret_values(claimed.run_id, &claimed.step_id, &dispatch.secrets)
         .await?
     {
         Ok(secrets) => secrets,

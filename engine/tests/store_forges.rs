@@ -311,7 +311,7 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
 
         let trusted = start(&executor, id, &plan(vec![step.clone()]), true).await;
         let secrets = executor
-            .secret_values(trusted, &names)
+            .secret_values(trusted, "s", &names)
             .await
             .unwrap()
             .unwrap();
@@ -319,14 +319,14 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
         assert_eq!(secrets.values["SHARED"], "everyone");
         assert!(secrets.withheld.is_empty());
         let missing = executor
-            .secret_values(trusted, &["NOPE".to_string()])
+            .secret_values(trusted, "s", &["NOPE".to_string()])
             .await
             .unwrap()
             .unwrap_err();
         assert_eq!(missing, "secret 'NOPE' is not set");
 
         let fork = start(&executor, id, &plan(vec![step]), false).await;
-        let secrets = executor.secret_values(fork, &names).await.unwrap().unwrap();
+        let secrets = executor.secret_values(fork, "s", &names).await.unwrap().unwrap();
         assert!(secrets.values.is_empty(), "a fork gets nothing");
         assert_eq!(secrets.withheld, names);
 
@@ -339,7 +339,7 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
         )
         .with_vault(Vault::new("some other key, also long").unwrap());
         let err = other
-            .secret_values(trusted, &["DEPLOY".to_string()])
+            .secret_values(trusted, "s", &["DEPLOY".to_string()])
             .await
             .unwrap()
             .unwrap_err();

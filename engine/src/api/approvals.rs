@@ -230,5 +230,7 @@ async fn decide(
         decided_by: who,
         comment: decision.comment,
         decided_at: now,
+        environment: None,
+        reviewers: Vec::new(),
     }))
 }

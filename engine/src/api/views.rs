@@ -110,12 +110,18 @@ impl RunView {
         }
     }
 
-    /// Adds the plan's review loops (`loop_to`) to a view with steps: each loop's
-    /// iteration, and for each step the loop it belongs to.
+    /// Adds what the plan says of each step to a view with steps: its environment, and
+    /// the plan's review loops (`loop_to`): each loop's iteration, and for each step the
+    /// loop it belongs to.
     pub fn with_loops(mut self, plan: Option<&Plan>) -> RunView {
         let (Some(plan), Some(steps)) = (plan, self.steps.as_mut()) else {
             return self;
         };
+        if steps.len() == plan.steps.len() {
+            for (step, planned) in steps.iter_mut().zip(&plan.steps) {
+                step.environment.clone_from(&planned.environment);
+            }
+        }
         let loops = Loops::of(plan);
         if loops.loops.is_empty() || steps.len() != plan.steps.len() {
             return self;
@@ -173,6 +179,9 @@ pub struct StepView {
     /// The source step of the review loop this step repeats in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_loop_of: Option<String>,
+    /// The repository environment the step runs under (`environment="prod"`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     #[schema(required = true)]
     pub exit_code: Option<i64>,
     #[schema(required = true)]
@@ -207,6 +216,7 @@ impl StepView {
             attempts: step.attempts,
             iteration: step.iteration,
             in_loop_of: None,
+            environment: None,
             exit_code: step.exit_code,
             reason: step.reason,
             started_at: step.started_at,
@@ -475,6 +485,13 @@ pub struct ApprovalView {
     pub decided_by: String,
     pub comment: String,
     pub decided_at: i64,
+    /// For the review of a step's environment (inserted by the engine), the environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// For an environment review, the environment's reviewers now (user names and
+    /// `@group`s).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reviewers: Vec<String>,
 }
 
 impl From<ApprovalRow> for ApprovalView {
@@ -485,6 +502,8 @@ impl From<ApprovalRow> for ApprovalView {
             decided_by: row.decided_by,
             comment: row.comment,
             decided_at: row.decided_at,
+            environment: row.environment,
+            reviewers: Vec::new(),
         }
     }
 }

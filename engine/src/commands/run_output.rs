@@ -657,6 +657,7 @@ mod tests {
             finished_at: None,
             usage: None,
             iteration: 1,
+            review_passed_at: None,
         };
         Printer::new(&[step], false, true)
     }

@@ -7,6 +7,7 @@
 //! valid — so timers and restarts simply call it again.
 
 mod approvals;
+pub mod environments;
 pub mod outputs;
 pub mod rules;
 
@@ -202,6 +203,7 @@ impl Executor {
             (cache.reads(run_id, &plan), cache.deps(run_id, &plan))
         };
         let loops = Loops::of(&plan);
+        let gates = self.gates(run_id, &plan).await?;
         // The outputs this advance reads: taken from the cache when the store shows which
         // are needed (so a later eviction cannot take them away), the rest parsed from what
         // the store loaded.
@@ -237,7 +239,7 @@ impl Executor {
                     }
                     drop(cache);
                     let changes = rules::plan_changes_with(
-                        &plan, &deps, &reads, &loops, snapshot, &held, now,
+                        &plan, &deps, &reads, &loops, snapshot, &held, &gates, now,
                     );
                     decided.note(&plan, snapshot, changes)
                 },
@@ -369,15 +371,78 @@ impl Executor {
         Ok(true)
     }
 
-    /// Secret values for the step `names` of `run_id`: the repository's secrets (opened
-    /// with the vault), else the engine's own. A pull request from a fork gets none of
-    /// them: the names come back in `withheld` and the step runs without them. The error
-    /// names the first secret that is set nowhere, or one that does not open.
+    /// The environment gate of each step of the run's plan ([`environments::gates`]),
+    /// read from the store now; empty (no read) when no step names an environment.
+    async fn gates(
+        &self,
+        run_id: i64,
+        plan: &Plan,
+    ) -> anyhow::Result<Vec<Option<environments::Gate>>> {
+        let mut names: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter_map(|s| s.environment.as_deref())
+            .collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        names.sort_unstable();
+        names.dedup();
+        let run = self
+            .store
+            .run_environments(run_id, &names)
+            .await
+            .with_context(|| format!("reading the environments of run {run_id}"))?;
+        Ok(run
+            .map(|run| environments::gates(plan, &run))
+            .unwrap_or_default())
+    }
+
+    /// Secret values for the step `names` of step `step_id` of `run_id`: for a step naming
+    /// an environment, the environment's secrets first (after checking its gate again:
+    /// [`environments::secrets_gate`]), then the repository's secrets (opened with the
+    /// vault), else the engine's own. A pull request from a fork gets none of them: the
+    /// names come back in `withheld` and the step runs without them. The error names the
+    /// first secret that is set nowhere, or one that does not open, or why the step may not
+    /// use its environment.
     pub async fn secret_values(
         &self,
         run_id: i64,
+        step_id: &str,
         names: &[String],
     ) -> anyhow::Result<Result<Secrets, String>> {
+        let plan = self.plan(run_id).await?;
+        let environment = plan
+            .steps
+            .iter()
+            .find(|s| s.id == step_id)
+            .and_then(|s| s.environment.as_deref());
+        let mut from_environment = BTreeMap::new();
+        if let Some(name) = environment {
+            let run = self
+                .store
+                .run_environments(run_id, &[name])
+                .await?
+                .with_context(|| format!("no run {run_id}"))?;
+            // A local run has no environments: the engine's own secrets, as for any step.
+            if let Some(origin) = &run.repo {
+                let defined = run.defined.get(name);
+                let passed = self
+                    .store
+                    .step_run(run_id, step_id)
+                    .await?
+                    .and_then(|row| row.review_passed_at);
+                if let Err(reason) = environments::secrets_gate(name, origin, defined, passed) {
+                    return Ok(Err(reason));
+                }
+                if let Some(defined) = defined {
+                    from_environment = self
+                        .store
+                        .sealed_environment_secrets(defined.id, names)
+                        .await?;
+                }
+            }
+        }
         if names.is_empty() {
             return Ok(Ok(Secrets::default()));
         }
@@ -395,7 +460,8 @@ impl Executor {
             .collect();
         let mut values = BTreeMap::new();
         for name in names {
-            let value = match (sealed.get(name), self.secrets.get(name)) {
+            let sealed = from_environment.get(name).or_else(|| sealed.get(name));
+            let value = match (sealed, self.secrets.get(name)) {
                 (Some(sealed), _) => match self.vault.open(sealed) {
                     Ok(value) => value,
                     Err(e) => return Ok(Err(format!("secret '{name}': {e}"))),

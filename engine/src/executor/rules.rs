@@ -17,6 +17,7 @@ use evaluator::loops::Loops;
 use evaluator::plan::Plan;
 use runner::protocol::Outcome;
 
+use super::environments::{self, Admit, Gate};
 use super::outputs::{Outputs, MAX_RUN_OUTPUT_BYTES};
 
 use crate::dispatch::{self, StepResult};
@@ -173,11 +174,15 @@ pub(crate) fn plan_changes(
     now: i64,
 ) -> Vec<StepChange> {
     let deps = schedule::dependency_indices(plan);
-    plan_changes_with(plan, &deps, reads, loops, snapshot, outputs, now)
+    plan_changes_with(plan, &deps, reads, loops, snapshot, outputs, &[], now)
 }
 
 /// [`plan_changes`] with the plan's dependencies by index
-/// ([`schedule::dependency_indices`]) computed beforehand, as the executor keeps them.
+/// ([`schedule::dependency_indices`]) computed beforehand, as the executor keeps them, and
+/// the environment gate of each step ([`environments::gates`]; empty: none): a step the
+/// schedule would queue fails, waits for its environment's review or is queued after the
+/// environment's wait timer as [`environments::admit`] says.
+#[allow(clippy::too_many_arguments)] // each is a different view of the one run
 pub(crate) fn plan_changes_with(
     plan: &Plan,
     deps: &[Vec<usize>],
@@ -185,6 +190,7 @@ pub(crate) fn plan_changes_with(
     loops: &Loops,
     snapshot: &RunSnapshot,
     outputs: &HashMap<(i64, i64), Outputs>,
+    gates: &[Option<Gate>],
     now: i64,
 ) -> Vec<StepChange> {
     let rows = &snapshot.steps;
@@ -234,7 +240,35 @@ pub(crate) fn plan_changes_with(
                         changes.push(super::approvals::wait(plan, step, rows[step].id, now));
                         progressed = true;
                     }
+                    // The environment's gate comes first: a refused step fails, one
+                    // waiting for its review holds no runner either.
+                    Decision::Queue { step } if !admits(gates, rows, step, now) => {
+                        let gate = gates.get(step).and_then(Option::as_ref);
+                        match environments::admit(gate, &rows[step], now) {
+                            Admit::Fail(reason) => {
+                                statuses[step] = StepStatus::Failed;
+                                changes.push(StepChange::Fail {
+                                    step_run_id: rows[step].id,
+                                    reason,
+                                });
+                            }
+                            Admit::Review { deadline } => {
+                                statuses[step] = StepStatus::Waiting;
+                                changes.push(StepChange::Wait {
+                                    step_run_id: rows[step].id,
+                                    deadline,
+                                });
+                            }
+                            Admit::Queue { .. } => unreachable!("admits() said it does not queue"),
+                        }
+                        progressed = true;
+                    }
                     Decision::Queue { step } if active < snapshot.max_parallel => {
+                        let gate = gates.get(step).and_then(Option::as_ref);
+                        let ready_at = match environments::admit(gate, &rows[step], now) {
+                            Admit::Queue { ready_at } => ready_at,
+                            _ => now,
+                        };
                         let results = results(
                             step,
                             &reads[step],
@@ -263,7 +297,7 @@ pub(crate) fn plan_changes_with(
                                     step_run_id: rows[step].id,
                                     timeout_ms: (dispatch.timeout_secs as i64).saturating_mul(1000),
                                     dispatch: serde_json::to_string(&dispatch).unwrap_or_default(),
-                                    ready_at: now,
+                                    ready_at,
                                 }
                             }
                             Err(reason) => {
@@ -319,6 +353,16 @@ pub(crate) fn plan_changes_with(
         });
     }
     changes
+}
+
+/// Whether the environment gate lets step `step` be queued now (steps without one: yes).
+fn admits(gates: &[Option<Gate>], rows: &[StepRunRow], step: usize, now: i64) -> bool {
+    let gate = gates.get(step).and_then(Option::as_ref);
+    gate.is_none()
+        || matches!(
+            environments::admit(gate, &rows[step], now),
+            Admit::Queue { .. }
+        )
 }
 
 /// Why a run failed: its failed steps, and for a loop that gave up, how often it went back

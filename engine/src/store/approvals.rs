@@ -37,6 +37,16 @@ pub struct ApprovalRow {
     pub decided_by: String,
     pub comment: String,
     pub decided_at: i64,
+    /// For the review of a step's environment, the environment; `None` for an approval
+    /// step.
+    pub environment: Option<String>,
+}
+
+/// Who decides an environment review, as recorded with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reviewer<'a> {
+    pub name: &'a str,
+    pub user_id: Option<i64>,
 }
 
 /// What [`Store::decide_approval`] found.
@@ -139,6 +149,113 @@ impl Store {
         })
     }
 
+    /// Records `verdict` on the environment review of step `step_id` of run `run_id`
+    /// (a step naming `environment` whose gate made it wait): approved, the step goes back
+    /// to `pending` with `review_passed_at` set, for the next advance to queue it after the
+    /// environment's wait timer; rejected, it fails with a reason naming who and why. Same
+    /// guards as [`Store::decide_approval`]: one outcome, the deadline held in the
+    /// decision's own transaction. The caller checked that the step is such a review.
+    #[allow(clippy::too_many_arguments)] // a decision's facts, each different
+    pub async fn decide_review(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        environment: &str,
+        verdict: Verdict,
+        by: Reviewer<'_>,
+        comment: &str,
+        now: i64,
+    ) -> anyhow::Result<Decided> {
+        let who = by.name;
+        let reason = match verdict {
+            Verdict::Approve => format!("environment '{environment}' approved by {who}"),
+            Verdict::Reject if comment.is_empty() => {
+                format!("environment '{environment}' rejected by {who}")
+            }
+            Verdict::Reject => format!("environment '{environment}' rejected by {who}: {comment}"),
+        };
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query("SELECT id, iteration FROM step_runs WHERE run_id = $1 AND step_id = $2")
+                .bind(run_id)
+                .bind(step_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Ok(Decided::NoStep);
+            };
+            let id: i64 = row.try_get("id")?;
+            let iteration: i64 = row.try_get("iteration")?;
+            let changed = match verdict {
+                Verdict::Approve => sqlx::query(
+                    "UPDATE step_runs SET status = 'pending', review_passed_at = $3, reason = $2, \
+                     ready_at = NULL WHERE id = $1 AND status = 'waiting' AND ready_at > $3",
+                ),
+                Verdict::Reject => sqlx::query(
+                    "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3, \
+                     started_at = COALESCE(started_at, $3) \
+                     WHERE id = $1 AND status = 'waiting' AND ready_at > $3",
+                ),
+            }
+            .bind(id)
+            .bind(&reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                let row = sqlx::query("SELECT status, ready_at FROM step_runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let current: String = row.try_get("status")?;
+                if current != "waiting" {
+                    return Ok(Decided::NotWaiting(current));
+                }
+                let deadline: i64 = row.try_get("ready_at")?;
+                sqlx::query(
+                    "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3 \
+                     WHERE id = $1 AND status = 'waiting'",
+                )
+                .bind(id)
+                .bind(TIMED_OUT)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Decided::TimedOut { deadline });
+            }
+            if verdict == Verdict::Approve {
+                // Back to pending is not a final status, so the trigger that lists changed
+                // step runs does not fire: list it here, or an executor's copy of the run
+                // would still see it waiting.
+                sqlx::query("INSERT INTO step_changes (run_id, step_run_id) VALUES ($1, $2)")
+                    .bind(run_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO environment_reviews (step_run_id, run_id, iteration, environment, \
+                 decision, decided_by, user_id, comment, decided_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id)
+            .bind(run_id)
+            .bind(iteration)
+            .bind(environment)
+            .bind(verdict.as_str())
+            .bind(who)
+            .bind(by.user_id)
+            .bind(comment)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Decided::Done)
+        })
+    }
+
     /// Fails every waiting approval step whose deadline has passed; returns the runs they
     /// belong to (to advance).
     pub async fn expire_approvals(&self, now: i64) -> anyhow::Result<Vec<i64>> {
@@ -199,9 +316,14 @@ impl Store {
     pub async fn approvals_of_run(&self, run_id: i64) -> anyhow::Result<Vec<ApprovalRow>> {
         on_db!(self, pool => {
             let rows = sqlx::query(
-                "SELECT s.step_id, a.decision, a.decided_by, a.comment, a.decided_at \
-                 FROM approvals a JOIN step_runs s ON s.id = a.step_run_id \
-                 WHERE a.run_id = $1 ORDER BY a.decided_at, s.position",
+                "SELECT s.step_id, a.decision, a.decided_by, a.comment, a.decided_at, \
+                 CAST(NULL AS TEXT) AS environment, s.position \
+                 FROM approvals a JOIN step_runs s ON s.id = a.step_run_id WHERE a.run_id = $1 \
+                 UNION ALL \
+                 SELECT s.step_id, e.decision, e.decided_by, e.comment, e.decided_at, \
+                 e.environment, s.position \
+                 FROM environment_reviews e JOIN step_runs s ON s.id = e.step_run_id \
+                 WHERE e.run_id = $1 ORDER BY decided_at, position",
             )
             .bind(run_id)
             .fetch_all(pool)
@@ -214,6 +336,7 @@ impl Store {
                         decided_by: row.try_get("decided_by")?,
                         comment: row.try_get("comment")?,
                         decided_at: row.try_get("decided_at")?,
+                        environment: row.try_get("environment")?,
                     })
                 })
                 .collect()

@@ -108,6 +108,8 @@ impl KnownSteps {
                         known.set(*id, "pending", Some(reason))?;
                         let i = *known.index.get(id)?;
                         known.steps[i].iteration = *iteration;
+                        // A new iteration needs a new environment review.
+                        known.steps[i].review_passed_at = None;
                     }
                 }
                 // The run is over: nothing more to know.

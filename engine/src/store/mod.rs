@@ -17,6 +17,7 @@ mod approvals;
 mod blobs;
 mod claims;
 mod dashboard;
+mod environments;
 mod forges;
 mod gauges;
 mod groups;
@@ -36,10 +37,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use approvals::{ApprovalRow, Decided, Verdict};
+pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
 pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use dashboard::{AttemptRow, RunFilter};
+pub use environments::{EnvironmentRow, EnvironmentSettings, RunEnvironments, RunOrigin};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use known_steps::KnownSteps;
 pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};

@@ -99,6 +99,9 @@ pub struct StepRunRow {
     pub usage: Option<String>,
     /// 1, or the iteration of the review loop the step run is in (see [`StepChange::Loop`]).
     pub iteration: i64,
+    /// When the environment review of the step (`environment=` with reviewers) passed in
+    /// this iteration; `None` until then (see [`crate::executor::environments`]).
+    pub review_passed_at: Option<i64>,
 }
 
 impl RunRow {
@@ -131,7 +134,10 @@ pub enum StepChange {
     Fail { step_run_id: i64, reason: String },
     /// Pending or queued (or waiting) → cancelled.
     Cancel { step_run_id: i64 },
-    /// Pending → waiting (an approval step): no runner, failed at `deadline` undecided.
+    /// Pending → waiting (an approval step, or a step waiting for its environment's
+    /// review): no runner, failed at `deadline` undecided. An approved environment review
+    /// puts the step back to pending with `review_passed_at` set
+    /// ([`Store::decide_approval`]), the one other way back besides a loop.
     Wait { step_run_id: i64, deadline: i64 },
     /// A review loop goes back: the loop's region, every step run final in iteration
     /// `iteration - 1`, becomes pending in `iteration` with `reason`. The one change that
@@ -205,11 +211,11 @@ const RUN_COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path 
 const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, reason, \
      COALESCE((SELECT o.outputs FROM step_outputs o WHERE o.step_run_id = step_runs.id \
      AND o.iteration = step_runs.iteration), '{}') \
-     AS outputs, ready_at, started_at, finished_at, usage, iteration";
+     AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
 /// [`STEP_COLUMNS`] with an empty `outputs`, for readers that do not show them.
 const STEP_STATE_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, \
-     reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration";
+     reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
 /// Moves a step run to a final status if it is in one of the two `from` states (a macro
 /// rather than a function so it type-checks once per backend). Its dispatch document, read
@@ -282,7 +288,10 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             let group_id = match group_name {
-                Some(name) => Some(lock_group!(&mut *tx, new.workflow_source, name)),
+                Some(name) => {
+                    let scope = groups::scope(new.workflow_source, secrets_allowed);
+                    Some(lock_group!(&mut *tx, &scope, name))
+                }
                 None => None,
             };
             let active = match group_id {
@@ -655,7 +664,7 @@ impl Store {
                                 "UPDATE step_runs SET status = 'pending', iteration = $2, \
                                  iteration_base = attempts, reason = $3, exit_code = NULL, \
                                  action = NULL, ready_at = NULL, timeout_ms = NULL, \
-                                 started_at = NULL, finished_at = NULL \
+                                 started_at = NULL, finished_at = NULL, review_passed_at = NULL \
                                  WHERE id = $1 AND iteration = $2 - 1 \
                                  AND status IN ('succeeded', 'failed', 'skipped')",
                             )

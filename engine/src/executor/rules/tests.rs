@@ -37,6 +37,7 @@ fn snapshot(plan: &Plan, statuses: &[&str]) -> RunSnapshot {
             finished_at: None,
             usage: None,
             iteration: 1,
+            review_passed_at: None,
         })
         .collect();
     RunSnapshot {
@@ -464,4 +465,81 @@ fn retries_count_within_an_iteration() {
             ..
         }
     ));
+}
+
+/// The environment gate as the rules apply it: refused steps fail, reviewed ones wait,
+/// and only a step whose review passed is queued, after the wait timer.
+#[test]
+fn environment_gates_decide_before_the_queue() {
+    use super::environments::{Gate, REVIEW_TIMEOUT_MS};
+    let mut deploy = bash("deploy", "./deploy.sh", &[]);
+    deploy.environment = Some("prod".into());
+    let plan = Plan {
+        name: "p".into(),
+        triggers: vec![],
+        env: BTreeMap::new(),
+        steps: vec![deploy, bash("after", "true", &["deploy"])],
+        concurrency: None,
+    };
+    let reads = dispatch::reads(&plan);
+    let deps = crate::schedule::dependency_indices(&plan);
+    let loops = Loops::default();
+    let decide = |snap: &RunSnapshot, gate: Gate| {
+        plan_changes_with(
+            &plan,
+            &deps,
+            &reads,
+            &loops,
+            snap,
+            &HashMap::new(),
+            &[Some(gate), None],
+            1_000,
+        )
+    };
+    let pending = snapshot(&plan, &["pending", "pending"]);
+    let refused = decide(
+        &pending,
+        Gate::Refused("environment 'prod' allows refs main; this run is on feature".into()),
+    );
+    assert_eq!(
+        refused[0],
+        StepChange::Fail {
+            step_run_id: 100,
+            reason: "environment 'prod' allows refs main; this run is on feature".into()
+        }
+    );
+    let review = Gate::Open {
+        review: true,
+        wait_ms: 5_000,
+    };
+    assert_eq!(
+        decide(&pending, review.clone()),
+        [StepChange::Wait {
+            step_run_id: 100,
+            deadline: 1_000 + REVIEW_TIMEOUT_MS
+        }]
+    );
+    let mut reviewed = pending.clone();
+    reviewed.steps[0].review_passed_at = Some(900);
+    let changes = decide(&reviewed, review);
+    let [StepChange::Queue {
+        step_run_id: 100,
+        ready_at: 5_900,
+        ..
+    }] = changes.as_slice()
+    else {
+        panic!("{changes:?}")
+    };
+    // Without any gate the same step is queued at once (a local run).
+    let changes = plan_changes(&plan, &reads, &loops, &pending, &HashMap::new(), 1_000);
+    assert!(
+        matches!(
+            changes.as_slice(),
+            [StepChange::Queue {
+                ready_at: 1_000,
+                ..
+            }]
+        ),
+        "{changes:?}"
+    );
 }
