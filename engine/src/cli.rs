@@ -229,6 +229,10 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8600", env = "PLUE_LISTEN")]
     pub(crate) listen: String,
+    /// Serve the runner protocol (`/internal/...`) only on this address, and nothing else
+    /// there; the main address then answers 404 for it (default: both on --listen).
+    #[arg(long, value_name = "ADDR", env = "PLUE_RUNNER_LISTEN")]
+    pub(crate) runner_listen: Option<String>,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
     /// Warm runners in the local pool (0: remote runners only; default: the number of CPUs).
@@ -364,6 +368,13 @@ pub(crate) struct RunnerArgs {
     /// Take one step, then exit.
     #[arg(long)]
     pub(crate) ephemeral: bool,
+    /// Take steps of runs of pull requests from forks, if the registration token allows it
+    /// (default: as the token says; the shared token's runners take them).
+    #[arg(long, conflicts_with = "refuse_forks")]
+    pub(crate) accept_forks: bool,
+    /// Never take steps of runs of pull requests from forks, whatever the token allows.
+    #[arg(long)]
+    pub(crate) refuse_forks: bool,
     /// Parent directory of step workspaces (default: a temporary directory).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
@@ -602,6 +613,10 @@ pub(crate) struct RunnerTokenCreateArgs {
     /// Its runners are never handed a step that names secrets.
     #[arg(long)]
     pub(crate) no_secrets: bool,
+    /// Its runners may take steps of runs of pull requests from forks (default: they may
+    /// not; keep such runners apart from trusted work).
+    #[arg(long)]
+    pub(crate) accept_forks: bool,
     /// What the token is for (default: its labels).
     #[arg(long)]
     pub(crate) name: Option<String>,

@@ -13,6 +13,8 @@
 //!   is 409; a one-time token registers one runner only (401 afterwards).
 //! - A runner whose token does not allow secrets is never handed a secret: the claim skips
 //!   steps that need one, and an assignment that would carry one fails instead.
+//! - A runner accepts steps of fork runs only if its token allows it (asking for them
+//!   otherwise is 403); the claim hands a fork run's step to no other runner.
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
@@ -147,6 +149,9 @@ async fn register(
     if let Some(refusal) = scope.refusal(&request.name, &request.labels) {
         return Err(ApiError::forbidden(refusal));
     }
+    let accept_forks = scope
+        .accepts_forks(request.accept_forks)
+        .map_err(ApiError::forbidden)?;
     let session_token = tokens::new_token()?;
     let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;
     let registration = state
@@ -159,6 +164,7 @@ async fn register(
             ephemeral: request.ephemeral,
             token,
             secrets: scope.secrets,
+            accept_forks,
             now: now_ms(),
         })
         .await?;
@@ -211,6 +217,7 @@ async fn registration_grant(
         labels,
         secrets: row.secrets,
         only_name: once.then(|| row.name.clone()),
+        forks: row.accept_forks,
     };
     Ok((Some(RedeemedToken { id: row.id, once }), scope))
 }

@@ -17,6 +17,11 @@
 //!   (`workspace_from`, `needs_artifacts`, directly or through other steps) is claimed only
 //!   by runners allowed secrets ([`needs_secrets_runner`]), and the blob itself is served
 //!   to no other runner.
+//! - Runs of pull requests from forks run strangers' code: their steps go only to runners
+//!   that accept forks ([`Scope::accepts_forks`]). A runner never accepts forks its token
+//!   does not allow; it may refuse forks its token allows. Scoped tokens allow them only
+//!   when made with `--accept-forks`; a pool's one-time token as its class says; the shared
+//!   token allows them (its runners announce no labels, so they take only unlabelled work).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -37,15 +42,33 @@ pub struct Scope {
     pub secrets: bool,
     /// A one-time token's runner name: the only name it registers.
     pub only_name: Option<String>,
+    /// Whether its runners may claim steps of runs of pull requests from forks.
+    pub forks: bool,
 }
 
 impl Scope {
-    /// The shared registration token's grant: unlabelled steps, secrets allowed.
+    /// The shared registration token's grant: unlabelled steps, secrets allowed, forks
+    /// accepted (it grants no labels, so its runners take only unlabelled work).
     pub fn shared() -> Scope {
         Scope {
             labels: BTreeMap::new(),
             secrets: true,
             only_name: None,
+            forks: true,
+        }
+    }
+
+    /// Whether a runner of this token, which `asked` (`None`: said nothing), accepts
+    /// steps of fork runs; a refusal when it asks for forks the token does not allow.
+    pub fn accepts_forks(&self, asked: Option<bool>) -> Result<bool, String> {
+        match asked {
+            Some(true) if !self.forks => Err(
+                "this registration token does not accept runs of pull requests from forks; \
+                 make one that does with `plue runner-token create --accept-forks`"
+                    .to_string(),
+            ),
+            Some(asked) => Ok(asked),
+            None => Ok(self.forks),
         }
     }
 
@@ -180,6 +203,7 @@ mod tests {
             labels: labels(&[("zone", "dev"), ("os", "linux")]),
             secrets: false,
             only_name: None,
+            forks: false,
         };
         assert_eq!(dev.refusal("r", &labels(&[])), None);
         assert_eq!(dev.refusal("r", &labels(&[("zone", "dev")])), None);
@@ -244,6 +268,34 @@ mod tests {
         );
         // A run that gets no secrets (a fork's) holds none to protect.
         assert_eq!(needs_secrets_runner(&plan, false), [false; 5]);
+    }
+
+    // The attack (issue 29): a runner of a `zone=prod` token, made without
+    // `--accept-forks`, asks to take forks' steps.
+    #[test]
+    fn a_runner_never_accepts_forks_its_token_does_not_allow() {
+        let prod = Scope {
+            labels: labels(&[("zone", "prod")]),
+            secrets: true,
+            only_name: None,
+            forks: false,
+        };
+        let refused = prod.accepts_forks(Some(true)).unwrap_err();
+        assert!(refused.contains("--accept-forks"), "{refused}");
+        assert_eq!(prod.accepts_forks(None), Ok(false));
+        assert_eq!(prod.accepts_forks(Some(false)), Ok(false));
+        let open = Scope {
+            forks: true,
+            ..prod
+        };
+        assert_eq!(open.accepts_forks(None), Ok(true));
+        assert_eq!(
+            open.accepts_forks(Some(false)),
+            Ok(false),
+            "a runner may refuse"
+        );
+        assert_eq!(Scope::shared().accepts_forks(None), Ok(true));
+        assert_eq!(Scope::shared().accepts_forks(Some(false)), Ok(false));
     }
 
     #[test]

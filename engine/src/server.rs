@@ -6,6 +6,12 @@
 //! long-polls, SSE streams, the sweeper and the pool all watch, then waits for every task.
 //! [`RunningEngine::drain`] (SIGTERM) first fails `/readyz` and stops answering claims,
 //! then shuts down within a bounded grace, so in-flight requests finish.
+//!
+//! The runner protocol (`/internal/...`) may have a listener of its own
+//! ([`start_with_runner_listener`], `plue serve --runner-listen`): it then serves only
+//! there, the public listener answers 404 for it, and the runner listener serves nothing
+//! else (no API, dashboard, webhooks or metrics), so a network policy can let runners
+//! reach that port and nothing else of the engine.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,6 +86,10 @@ pub struct EngineConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The most bytes of log text an attempt and a run may store (`--quota-*-log-bytes`).
     pub log_quotas: crate::store::LogQuotas,
+    /// Whether the engine itself fails fork steps no runner accepting forks can serve
+    /// ([`crate::pool::forks::run`]); off when the Kubernetes pool, which knows its
+    /// classes, does it.
+    pub fail_unservable_forks: bool,
 }
 
 impl EngineConfig {
@@ -106,6 +116,7 @@ impl EngineConfig {
             ),
             trusted_proxies: Vec::new(),
             log_quotas: crate::store::LogQuotas::default(),
+            fail_unservable_forks: true,
         }
     }
 }
@@ -113,6 +124,9 @@ impl EngineConfig {
 pub struct RunningEngine {
     /// Base URL, e.g. `http://127.0.0.1:8600`.
     pub url: String,
+    /// Where runners reach the runner protocol: the runner listener's base URL, else
+    /// [`RunningEngine::url`].
+    pub runner_url: String,
     pub executor: Arc<Executor>,
     pub pool: Option<watch::Receiver<PoolStatus>>,
     shutdown: CancellationToken,
@@ -158,15 +172,34 @@ fn followers(config: &EngineConfig) -> Followers {
     Followers::new(limits).trusting(TrustedProxies::new(config.trusted_proxies.clone()))
 }
 
-/// Starts an engine serving on `listener`.
+/// Starts an engine serving everything on `listener`.
 pub async fn start(
     store: Store,
     listener: TcpListener,
     config: EngineConfig,
     evaluator: Option<Arc<EvaluatorPool>>,
 ) -> anyhow::Result<RunningEngine> {
+    start_with_runner_listener(store, listener, None, config, evaluator).await
+}
+
+/// Starts an engine serving on `listener`, and the runner protocol on `runner_listener`
+/// alone when there is one (see the module's doc).
+pub async fn start_with_runner_listener(
+    store: Store,
+    listener: TcpListener,
+    runner_listener: Option<TcpListener>,
+    config: EngineConfig,
+    evaluator: Option<Arc<EvaluatorPool>>,
+) -> anyhow::Result<RunningEngine> {
     let address = listener.local_addr().context("listener address")?;
     let url = format!("http://{address}");
+    let runner_url = match &runner_listener {
+        Some(runners) => format!(
+            "http://{}",
+            runners.local_addr().context("runner listener address")?
+        ),
+        None => url.clone(),
+    };
     let events = Arc::new(Events::default());
     let executor = Arc::new(
         Executor::new(
@@ -195,7 +228,7 @@ pub async fn start(
     let pool_shutdown = CancellationToken::new();
     if let Some(settings) = &config.pool {
         let provider_config = LocalConfig {
-            engine_url: url.clone(),
+            engine_url: runner_url.clone(),
             runner: settings.runner.clone(),
         };
         // Only steps its runners can claim (labels within theirs) make the local pool grow.
@@ -262,12 +295,28 @@ pub async fn start(
         pool: pool_status.clone(),
         pool_classes: config.pool_classes.clone(),
     });
-    let app = public
-        .merge(hooks)
-        .merge(internal)
-        .merge(ops)
-        .fallback(internal_api::not_found)
-        .layer(axum::middleware::from_fn(metrics::track_http));
+    let public = public.merge(hooks).merge(ops);
+    let app = match runner_listener {
+        None => public.merge(internal),
+        Some(runner_listener) => {
+            let runners = internal
+                .fallback(internal_api::not_found)
+                .layer(axum::middleware::from_fn(metrics::track_http));
+            let server_shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let runners = runners.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let served = axum::serve(runner_listener, runners)
+                    .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("runner listener failed: {e}");
+                }
+            });
+            public
+        }
+    }
+    .fallback(internal_api::not_found)
+    .layer(axum::middleware::from_fn(metrics::track_http));
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -278,6 +327,20 @@ pub async fn start(
             tracing::error!("HTTP server failed: {e}");
         }
     });
+    if config.fail_unservable_forks {
+        // A local pool whose runners accept forks (no labels) serves them.
+        let offered = config
+            .pool
+            .iter()
+            .map(|pool| pool.runner.labels.clone())
+            .filter(BTreeMap::is_empty)
+            .collect();
+        tasks.spawn(crate::pool::forks::run(
+            executor.clone(),
+            offered,
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(sweeper::run(
         executor.clone(),
         auth,
@@ -314,6 +377,7 @@ pub async fn start(
     }
     Ok(RunningEngine {
         url,
+        runner_url,
         executor,
         pool: pool_status,
         shutdown,

@@ -129,6 +129,7 @@ impl Harness {
                 token_hash: &engine::tokens::hash_token(&token),
                 labels_json: &labels.to_string(),
                 secrets,
+                accept_forks: false,
                 expires_at,
                 now: now_ms(),
             })

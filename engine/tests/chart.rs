@@ -122,6 +122,7 @@ fn three_replicas_two_classes() -> Value {
             {"name": "small", "labels": {"size": "small"}, "min_warm": 2, "max_runners": 20,
              "idle_timeout": "5m"},
             {"name": "sandboxed", "labels": {"sandbox": "gvisor"}, "max_runners": 5,
+             "accept_forks": true,
              "allow_config_map_volumes": ["ca-bundle"],
              "allow_runtime_classes": ["gvisor"],
              "allow_service_account": "ci-runner",
@@ -279,6 +280,14 @@ fn the_engine_deployment_starts_plue_serve_as_it_reads_its_configuration() {
     assert_eq!(container["ports"][0]["name"], "http");
     let service = rendered.one("Service", "plue");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    // The runner protocol has a port of its own, which the Service exposes too.
+    assert!(joined.contains("--runner-listen 0.0.0.0:8601"), "{joined}");
+    assert_eq!(container["ports"][1]["containerPort"], 8601);
+    assert_eq!(container["ports"][1]["name"], "runners");
+    assert_eq!(service["spec"]["ports"][1]["targetPort"], "runners");
+    assert_eq!(service["spec"]["ports"][1]["port"], 8601);
+    // Reads need a token by default.
+    assert_eq!(rendered.env("PLUE_PRIVATE_READS")["value"], "true");
     assert_eq!(
         service["spec"]["selector"],
         rendered.engine()["spec"]["selector"]["matchLabels"]
@@ -534,7 +543,8 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
     );
     assert_eq!(
         engine_rule["ports"],
-        json!([{"port": 8600, "protocol": "TCP"}])
+        json!([{"port": 8601, "protocol": "TCP"}]),
+        "the runner port only: not the API, dashboard, webhooks or metrics"
     );
     let dns = &egress[1];
     assert_eq!(
@@ -561,6 +571,14 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
         engine_policy["spec"]["ingress"][0]["ports"][0]["port"],
         "http"
     );
+    // The runner port: from the runner pods only.
+    let runner_port = &engine_policy["spec"]["ingress"][1];
+    assert_eq!(runner_port["ports"], json!([{"port": "runners", "protocol": "TCP"}]));
+    assert_eq!(runner_port["from"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        runner_port["from"][0]["podSelector"]["matchLabels"],
+        spec["podSelector"]["matchLabels"]
+    );
     let database = rendered.one("NetworkPolicy", "plue-postgresql");
     assert_eq!(
         database["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
@@ -571,11 +589,11 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
     // Restricting who reaches the engine keeps the runners in.
     let restricted = render(json!({"networkPolicy": {"engine": {"from": [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]}}}));
-    let from = restricted.one("NetworkPolicy", "plue-engine")["spec"]["ingress"][0]["from"].clone();
-    assert_eq!(from.as_array().unwrap().len(), 2, "{from}");
+    let ingress = restricted.one("NetworkPolicy", "plue-engine")["spec"]["ingress"].clone();
+    assert_eq!(ingress[0]["from"].as_array().unwrap().len(), 1, "{ingress}");
     assert_eq!(
-        from[1]["podSelector"]["matchLabels"], spec["podSelector"]["matchLabels"],
-        "the runner pods may still reach the engine"
+        ingress[1]["from"][0]["podSelector"]["matchLabels"], spec["podSelector"]["matchLabels"],
+        "the runner pods may still reach the runner port"
     );
 
     // Configured egress is added, nothing else.
@@ -668,7 +686,7 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
         );
         assert!(
             stdout.contains(
-                "valid: namespace ci-runners, engine_url http://plue.ci.svc:8600, instance plue"
+                "valid: namespace ci-runners, engine_url http://plue.ci.svc:8601, instance plue"
             ),
             "{name}: {stdout}"
         );
@@ -682,6 +700,9 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
                 stdout.contains("sandboxed: labels sandbox=gvisor, min_warm 0, max_runners 5"),
                 "{stdout}"
             );
+            // A class with labels refuses forks unless it says otherwise.
+            assert!(stdout.contains("image plue:0.1.0, refuses forks"), "{stdout}");
+            assert!(stdout.contains("registry.example/plue:1, accepts forks"), "{stdout}");
             assert!(
                 stdout.contains("allow_runtime_classes [gvisor], allow_service_account ci-runner"),
                 "{stdout}"
@@ -873,6 +894,7 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
     let sandbox = Sandbox::new("chart-engine");
     let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
+    let runner_listen = format!("127.0.0.1:{}", support::free_port());
     let data = sandbox.path("data");
     let container = rendered.engine_container();
     let mut args: Vec<String> = container["args"]
@@ -890,6 +912,7 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
     assert_eq!(proxies, ["10.0.0.0/8", "192.168.1.7"]);
     for (flag, value) in [
         ("--listen", listen.as_str()),
+        ("--runner-listen", runner_listen.as_str()),
         ("--data-dir", data.to_str().unwrap()),
     ] {
         let at = args
@@ -957,6 +980,19 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
     assert_eq!(refused.status(), 401);
     let metrics = http.get(format!("{url}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
+    // Runners register on the runner port, which serves nothing else; the public port
+    // does not serve the runner protocol.
+    let register = json!({"name": "chart-runner", "labels": {}, "ephemeral": true});
+    let on = |base: &str| format!("{base}{}", runner::protocol::REGISTER);
+    let runners = format!("http://{runner_listen}");
+    let public = http.post(on(&url)).bearer_auth(RUNNER).json(&register).send();
+    assert_eq!(public.await.unwrap().status(), 404);
+    let registered = http.post(on(&runners)).bearer_auth(RUNNER).json(&register).send();
+    assert_eq!(registered.await.unwrap().status(), 200);
+    for path in ["/api/runs", "/metrics", "/healthz", "/"] {
+        let refused = http.get(format!("{runners}{path}")).bearer_auth(ADMIN).send();
+        assert_eq!(refused.await.unwrap().status(), 404, "{path} on the runner port");
+    }
 
     let grace = rendered.engine()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         .as_u64()

@@ -536,6 +536,7 @@ fn once_token<'a>(name: &'a str, hash: &'a str, expires_at: i64) -> NewRunnerTok
         token_hash: hash,
         labels_json: "{}",
         secrets: true,
+        accept_forks: false,
         expires_at: Some(expires_at),
         now: now_ms(),
     }
@@ -549,6 +550,7 @@ fn new_runner<'a>(name: &'a str, hash: &'a str, token: Option<RedeemedToken>) ->
         ephemeral: true,
         token,
         secrets: true,
+        accept_forks: false,
         now: now_ms(),
     }
 }
@@ -641,6 +643,7 @@ async fn a_runner_without_secrets_claims_only_steps_that_need_none() {
         let registered = store
             .register(&NewRunner {
                 secrets: false,
+                accept_forks: false,
                 ..new_runner("untrusted", "untrusted-hash", None)
             })
             .await
@@ -676,6 +679,7 @@ async fn revoking_a_scoped_token_stops_its_registrations_and_its_runners() {
                 token_hash: "scoped-hash",
                 labels_json: r#"{"zone":"prod"}"#,
                 secrets: true,
+                accept_forks: false,
                 expires_at: None,
                 now: now_ms(),
             })

@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub ephemeral: bool,
+    /// Whether to take steps of fork runs (`None`: as the registration token says).
+    pub accept_forks: Option<bool>,
     /// Parent of the per-attempt workspaces.
     pub work_dir: PathBuf,
     /// Stop retrying an engine that has been unreachable this long.
@@ -87,6 +89,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
                 name: config.name.clone(),
                 labels: config.labels.clone(),
                 ephemeral: config.ephemeral,
+                accept_forks: config.accept_forks,
             },
             None,
             &shutdown,

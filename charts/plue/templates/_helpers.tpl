@@ -72,6 +72,10 @@ engine's own namespace by default, so no runner pod can name the engine's Secret
 {{- printf "http://%s.%s.svc:%v" (include "plue.fullname" .) .Release.Namespace .Values.service.port -}}
 {{- end -}}
 
+{{- define "plue.runnerUrl" -}}
+{{- printf "http://%s.%s.svc:%v" (include "plue.fullname" .) .Release.Namespace .Values.service.runnerPort -}}
+{{- end -}}
+
 {{- define "plue.publicUrl" -}}
 {{- if .Values.publicUrl -}}
 {{- .Values.publicUrl | trimSuffix "/" -}}

@@ -38,6 +38,12 @@ pub(super) struct CreateRunnerToken {
     #[serde(default = "default_secrets")]
     #[schema(default = true)]
     secrets: bool,
+    /// Whether its runners may claim steps of runs of pull requests from forks (code
+    /// from outside the repository). Off by default: a token made for trusted work must
+    /// not run strangers' code.
+    #[serde(default)]
+    #[schema(default = false)]
+    accept_forks: bool,
 }
 
 /// The `{id}` of a runner registration token in a path.
@@ -103,6 +109,7 @@ pub(super) async fn create(
             token_hash: &tokens::hash_token(&token),
             labels_json: &labels_json,
             secrets: request.secrets,
+            accept_forks: request.accept_forks,
             expires_at: None,
             now: now_ms(),
         })
@@ -114,6 +121,7 @@ pub(super) async fn create(
             name: name.to_string(),
             labels: request.labels,
             secrets: request.secrets,
+            accept_forks: request.accept_forks,
             token,
         }),
     ))

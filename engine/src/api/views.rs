@@ -436,6 +436,8 @@ pub struct RunnerTokenView {
     pub labels: serde_json::Value,
     /// Whether its runners may receive steps that name secrets.
     pub secrets: bool,
+    /// Whether its runners may claim steps of runs of pull requests from forks.
+    pub accept_forks: bool,
     pub created_at: i64,
     /// Its last registration.
     #[schema(required = true)]
@@ -451,6 +453,7 @@ impl RunnerTokenView {
             id: row.id,
             name: row.name,
             secrets: row.secrets,
+            accept_forks: row.accept_forks,
             created_at: row.created_at,
             used_at: row.used_at,
             revoked_at: row.revoked_at,
@@ -464,6 +467,8 @@ pub struct RunnerTokenCreated {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub secrets: bool,
+    /// Whether its runners may claim steps of runs of pull requests from forks.
+    pub accept_forks: bool,
     /// Shown once; only its hash is stored.
     pub token: String,
 }

@@ -49,6 +49,11 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         name,
         labels: args.labels,
         ephemeral: args.ephemeral,
+        accept_forks: match (args.accept_forks, args.refuse_forks) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         work_dir,
         give_up_after: Duration::from_secs(args.give_up_after),
         base_env: step_env::Base::of_this_process(args.inherit_env, &args.pass_env),

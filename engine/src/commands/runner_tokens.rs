@@ -23,6 +23,8 @@ struct Listed {
     name: String,
     labels: BTreeMap<String, String>,
     secrets: bool,
+    #[serde(default)]
+    accept_forks: bool,
     used_at: Option<i64>,
     revoked_at: Option<i64>,
 }
@@ -40,7 +42,12 @@ pub(crate) async fn run(command: RunnerTokenCommand) -> anyhow::Result<ExitCode>
                 "" => "runners without labels".to_string(),
                 labels => format!("runners with {labels}"),
             });
-            let body = json!({"name": name, "labels": args.labels, "secrets": !args.no_secrets});
+            let body = json!({
+                "name": name,
+                "labels": args.labels,
+                "secrets": !args.no_secrets,
+                "accept_forks": args.accept_forks,
+            });
             let created: Created = ApiClient::new(&args.server.server, args.server.token)?
                 .send(Method::POST, "/api/runner-tokens", Some(&body))
                 .await?;
@@ -61,8 +68,13 @@ pub(crate) async fn run(command: RunnerTokenCommand) -> anyhow::Result<ExitCode>
                     (None, Some(_)) => "used",
                     (None, None) => "unused",
                 };
+                let forks = if token.accept_forks {
+                    "forks"
+                } else {
+                    "no-forks"
+                };
                 println!(
-                    "{}\t{}\t{}\t{}\t{state}",
+                    "{}\t{}\t{}\t{forks}\t{}\t{state}",
                     token.id,
                     if labels.is_empty() { "-" } else { &labels },
                     if token.secrets {

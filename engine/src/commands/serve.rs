@@ -1,5 +1,6 @@
-//! `plue serve`: the engine as a server — public API, runner API, sweeper and a local
-//! pool of N runners (0 for remote runners only) — until SIGINT/SIGTERM, which drain it
+//! `plue serve`: the engine as a server — public API, runner API (on `--listen`, or alone
+//! on `--runner-listen`), sweeper and a local pool of N runners (0 for remote runners
+//! only) — until SIGINT/SIGTERM, which drain it
 //! (readiness fails and no new claims are answered for `--drain-delay`, then in-flight
 //! requests finish within `--shutdown-grace`).
 
@@ -38,6 +39,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let runner_listener = match &args.runner_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (--runner-listen)"))?,
+        ),
+        None => None,
+    };
     let generated = args.runner_token.is_none();
     let runner_token = match args.runner_token {
         Some(token) if token.len() < 16 => {
@@ -104,6 +113,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (classes_tx, classes) = tokio::sync::watch::channel(Vec::new());
     if kubernetes.is_some() {
         config.pool_classes = Some(classes);
+        // Its unservable check knows which classes accept forks.
+        config.fail_unservable_forks = false;
     }
     let config_vault_keyed = config.vault.is_keyed();
     let evaluator = Arc::new(
@@ -111,7 +122,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("starting the evaluator")?,
     );
-    let engine = server::start(store.clone(), listener, config, Some(evaluator)).await?;
+    let engine = server::start_with_runner_listener(
+        store.clone(),
+        listener,
+        runner_listener,
+        config,
+        Some(evaluator),
+    )
+    .await?;
     let kubernetes = match kubernetes {
         Some(file) => {
             let executor = engine.executor.clone();
@@ -124,6 +142,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.url,
         store.backend()
     ));
+    if engine.runner_url != engine.url {
+        notice(&format!(
+            "runner protocol listening on {} only",
+            engine.runner_url
+        ));
+    }
     if admin_generated {
         notice(&format!(
             "admin token (set PLUE_ADMIN_TOKEN to choose one): {admin_token}"

@@ -14,6 +14,8 @@
 //!     min_warm: 2
 //!     max_runners: 20
 //!     idle_timeout: 5m
+//!     accept_forks: false        # optional; runs of pull requests from forks (default:
+//!                                # only for a class with no labels)
 //!     allow_secret_volumes: []   # optional; Secrets the pod may mount or read into env
 //!     allow_config_map_volumes: [] # optional; the same for ConfigMaps
 //!     allow_image_pull_secrets: [] # optional; Secrets the kubelet may pull the images with
@@ -91,6 +93,9 @@ pub struct RunnerClass {
     pub min_warm: usize,
     pub max_runners: usize,
     pub idle_timeout: Duration,
+    /// Whether its runners take steps of runs of pull requests from forks (default: only
+    /// a class with no labels, which runs nothing an operator set apart).
+    pub accept_forks: bool,
     /// Secrets the pod may use by name (volumes, projected sources, environment).
     pub allow_secret_volumes: BTreeSet<String>,
     /// ConfigMaps the pod may use by name.
@@ -152,6 +157,8 @@ struct RawClass {
     max_runners: usize,
     #[serde(default)]
     idle_timeout: Option<RawDuration>,
+    #[serde(default)]
+    accept_forks: Option<bool>,
     #[serde(default)]
     allow_secret_volumes: BTreeSet<String>,
     #[serde(default)]
@@ -220,12 +227,17 @@ pub fn summary(file: &PoolFile, source: &str) -> String {
             .and_then(|c| c.image.clone())
             .unwrap_or_default();
         out.push_str(&format!(
-            "\n  {}: labels {}, min_warm {}, max_runners {}, idle_timeout {}s, image {image}",
+            "\n  {}: labels {}, min_warm {}, max_runners {}, idle_timeout {}s, image {image}, {}",
             class.name,
             shown_labels(&class.labels),
             class.min_warm,
             class.max_runners,
-            class.idle_timeout.as_secs()
+            class.idle_timeout.as_secs(),
+            if class.accept_forks {
+                "accepts forks"
+            } else {
+                "refuses forks"
+            },
         ));
         // What the class's pods may read besides their own token, said where it is checked.
         for (field, names) in [
@@ -369,6 +381,7 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             }
         };
         let class = RunnerClass {
+            accept_forks: class.accept_forks.unwrap_or(class.labels.is_empty()),
             name: class.name,
             labels: class.labels,
             min_warm: class.min_warm,
@@ -609,6 +622,7 @@ classes:
     labels: {size: small, gpu: "yes"}
     max_runners: 2
     idle_timeout: 90
+    accept_forks: true
     template:
       spec:
         containers: [{name: runner, image: registry.example/plue-gpu:1}]
@@ -627,6 +641,8 @@ classes:
         assert_eq!((small.min_warm, small.max_runners), (2, 20));
         assert_eq!(small.idle_timeout, Duration::from_secs(300));
         assert_eq!(gpu.idle_timeout, Duration::from_secs(90));
+        // A class with labels refuses forks unless it says otherwise.
+        assert!(!small.accept_forks && gpu.accept_forks);
         let spec = small.template.spec.as_ref().unwrap();
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
         let limits = spec.containers[0]

@@ -25,6 +25,7 @@
 //!   runner class), each queued step is counted by exactly one of them.
 
 pub mod config_file;
+pub mod forks;
 pub mod kubernetes;
 pub mod local;
 
@@ -61,6 +62,12 @@ pub trait Provider: Send + Sync + 'static {
     fn exists(&self, name: &str) -> impl Future<Output = bool> + Send;
     /// The labels its runners announce (the scope of the tokens the pool mints for them).
     fn labels(&self) -> &BTreeMap<String, String>;
+    /// Whether its runners take steps of runs of pull requests from forks (the tokens the
+    /// pool mints say so). Default: only runners with no labels, which run nothing an
+    /// operator set apart.
+    fn accept_forks(&self) -> bool {
+        self.labels().is_empty()
+    }
     /// Runners that exist from an earlier engine, as (name, id of the one-time token that
     /// was minted for it); called once, before the pool's first count.
     fn adopt(&self) -> impl Future<Output = Vec<(String, i64)>> + Send {
@@ -424,6 +431,7 @@ impl<P: Provider> Pool<P> {
                 token_hash: &tokens::hash_token(&token),
                 labels_json: &labels_json,
                 secrets: true,
+                accept_forks: self.provider.accept_forks(),
                 expires_at: Some(now + ONCE_TTL.as_millis() as i64),
                 now,
             })
@@ -486,6 +494,7 @@ mod tests {
                         once: true,
                     }),
                     secrets: row.secrets,
+                    accept_forks: row.accept_forks,
                     now: now_ms(),
                 })
                 .await?;

@@ -10,6 +10,10 @@
 //!   verdict, changes nothing the second time.
 //! - A step run marked `needs_secrets` — it holds secrets, or takes the workspace or
 //!   artifacts of a step that did — is claimed only by a runner allowed secrets.
+//! - A step run of a fork's run (`runs.secrets_allowed` false: a pull request from a fork)
+//!   is claimed only by a runner that accepts forks (`runners.accept_forks`, fixed at its
+//!   registration from its token), so a fork's code never reaches a runner kept for
+//!   trusted work (a `zone=prod` token's) whatever labels the fork's plan asks for.
 //! - A claim never takes the run's row lock (the executor holds it while it reads steps),
 //!   so claims and the executor cannot deadlock.
 //! - Of a run, a claim reads its workspace document and moves it from `queued` to
@@ -148,6 +152,10 @@ const PG_CLAIM: &str = "\
         SELECT id FROM step_runs \
         WHERE status = 'queued' AND ready_at <= $1 AND labels = ANY($2) \
           AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
+          AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
+               OR EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id AND runs.secrets_allowed)) \
+          AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
+                                  AND runs.secrets_allowed)) \
           AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
         ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
     UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
@@ -161,6 +169,10 @@ const SQLITE_CLAIM: &str = "\
         WHERE status = 'queued' AND ready_at <= $1 \
           AND labels IN (SELECT value FROM json_each($2)) \
           AND (NOT needs_secrets OR EXISTS (SELECT 1 FROM runners WHERE id = $3 AND secrets)) \
+          AND (EXISTS (SELECT 1 FROM runners WHERE id = $3 AND accept_forks) \
+               OR EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id AND runs.secrets_allowed)) \
+          AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
+                                  AND runs.secrets_allowed)) \
           AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
         ORDER BY ready_at, id LIMIT 1) \
     RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration";
@@ -190,7 +202,21 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<Option<Claimed>> {
-        self.claim_marking(runner_id, label_sets, now, true).await
+        self.claim_marking(runner_id, label_sets, now, true, false)
+            .await
+    }
+
+    /// [`Store::claim`] of a step of a fork's run only (never another run's): how the
+    /// engine takes, to fail it, a fork step no runner accepting forks can serve
+    /// ([`crate::pool::forks`]).
+    pub async fn claim_fork_step(
+        &self,
+        runner_id: i64,
+        label_sets: &[String],
+        now: i64,
+    ) -> anyhow::Result<Option<Claimed>> {
+        self.claim_marking(runner_id, label_sets, now, true, true)
+            .await
     }
 
     /// [`Store::claim`] for a runner that completed an attempt and asked for its next one
@@ -203,7 +229,10 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<Option<Claimed>> {
-        match self.claim_marking(runner_id, label_sets, now, false).await {
+        match self
+            .claim_marking(runner_id, label_sets, now, false, false)
+            .await
+        {
             Ok(None) => {
                 self.runner_idle(runner_id, now).await?;
                 Ok(None)
@@ -236,6 +265,7 @@ impl Store {
         label_sets: &[String],
         now: i64,
         mark_busy: bool,
+        forks_only: bool,
     ) -> anyhow::Result<Option<Claimed>> {
         macro_rules! finish_claim {
             ($tx:ident, $row:ident) => {{
@@ -298,6 +328,7 @@ impl Store {
                     .bind(now)
                     .bind(label_sets)
                     .bind(runner_id)
+                    .bind(forks_only)
                     .fetch_optional(&mut *tx)
                     .await?;
                 finish_claim!(tx, row)
@@ -308,6 +339,7 @@ impl Store {
                     .bind(now)
                     .bind(serde_json::to_string(label_sets)?)
                     .bind(runner_id)
+                    .bind(forks_only)
                     .fetch_optional(&mut *tx)
                     .await?;
                 finish_claim!(tx, row)

@@ -9,6 +9,11 @@
 //! `runs_one_active_per_group` makes the invariant the schema's: a bug here fails a
 //! transaction, it never starts a second run.
 //!
+//! Runs of pull requests from forks (`secrets_allowed` false) have a scope of their own
+//! ([`scope`]): a fork's plan that names `deploy` with `cancel_in_progress`, or that waits
+//! for an approval while it holds the group, meets only other forks' runs, never cancels,
+//! supersedes or holds a run of the repository itself.
+//!
 //! Lock order: group row, then run rows, then step rows. `advance` reads a run's group id
 //! (which never changes) before its transaction and locks the group first.
 //!
@@ -39,6 +44,17 @@ pub(crate) fn group_of(new: &NewRun<'_>) -> anyhow::Result<Option<Group>> {
         name: evaluator::concurrency::resolve(&concurrency.group, &new.plan.name, &ctx),
         cancel_in_progress: concurrency.cancel_in_progress,
     }))
+}
+
+/// The scope of a run's group: its workflow's source, or for a run of a pull request from
+/// a fork (`secrets_allowed` false) `fork:` and the source, a namespace of its own. (A
+/// source never starts with `fork:`: it is a repository's `owner/name` or `local`.)
+pub(crate) fn scope(source: &str, secrets_allowed: bool) -> std::borrow::Cow<'_, str> {
+    if secrets_allowed {
+        source.into()
+    } else {
+        format!("fork:{source}").into()
+    }
 }
 
 /// The reason of a run that a newer run of its group replaced.
@@ -116,6 +132,13 @@ pub(super) use promote;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forks_have_a_scope_of_their_own() {
+        assert_eq!(scope("acme/app", true), "acme/app");
+        assert_eq!(scope("acme/app", false), "fork:acme/app");
+        assert_ne!(scope("local", false), scope("local", true));
+    }
 
     #[test]
     fn reasons_name_the_run_and_the_group() {

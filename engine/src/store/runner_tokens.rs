@@ -4,7 +4,8 @@
 //! Invariants:
 //! - Tokens are stored only as SHA-256 hashes; a token is shown once, when it is made.
 //! - Each token carries its scope: the labels its runners may announce (so the steps they
-//!   may claim) and whether they may be handed steps that name secrets. The scope is copied
+//!   may claim), whether they may be handed steps that name secrets, and whether they may
+//!   claim steps of runs of pull requests from forks (`accept_forks`). The scope is copied
 //!   onto the runner at registration ([`super::runners`]), so a claim never joins tokens.
 //! - A one-time token registers one runner, under the name it was minted for, before it
 //!   expires; redeeming it and inserting the runner are one transaction, so two
@@ -41,6 +42,8 @@ pub struct NewRunnerToken<'a> {
     pub labels_json: &'a str,
     /// Whether its runners may receive steps that name secrets.
     pub secrets: bool,
+    /// Whether its runners may claim steps of runs of pull requests from forks.
+    pub accept_forks: bool,
     /// Redeemable until then (one-time tokens).
     pub expires_at: Option<i64>,
     pub now: i64,
@@ -56,6 +59,8 @@ pub struct RunnerTokenRow {
     /// JSON object of the labels its runners may announce.
     pub labels: String,
     pub secrets: bool,
+    /// Whether its runners may claim steps of fork runs.
+    pub accept_forks: bool,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     /// Last registration with it (a one-time token's only one).
@@ -81,13 +86,14 @@ pub struct MintedRunner {
 }
 
 const COLUMNS: &str =
-    "id, kind, name, labels, secrets, created_at, expires_at, used_at, runner_id, revoked_at";
+    "id, kind, name, labels, secrets, accept_forks, created_at, expires_at, used_at, runner_id, \
+     revoked_at";
 
 impl Store {
     pub async fn create_runner_token(&self, new: &NewRunnerToken<'_>) -> anyhow::Result<i64> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
-            "INSERT INTO runner_tokens (kind, name, token_hash, labels, secrets, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO runner_tokens (kind, name, token_hash, labels, secrets, created_at, \
+             expires_at, accept_forks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(new.kind.as_str())
         .bind(new.name)
@@ -96,6 +102,7 @@ impl Store {
         .bind(new.secrets)
         .bind(new.now)
         .bind(new.expires_at)
+        .bind(new.accept_forks)
         .fetch_one(pool)
         .await?))
     }

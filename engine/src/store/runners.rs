@@ -50,10 +50,12 @@ pub struct RunnerRow {
     pub token_id: Option<i64>,
     /// Whether it may be handed steps that name secrets (its token's scope).
     pub secrets: bool,
+    /// Whether it may claim steps of runs of pull requests from forks.
+    pub accept_forks: bool,
 }
 
 const COLUMNS: &str = "id, name, labels, ephemeral, state, registered_at, last_heartbeat, \
-     state_since, token_id, secrets";
+     state_since, token_id, secrets, accept_forks";
 
 /// A runner to register.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct NewRunner<'a> {
     /// The stored registration token it presents (`None`: the shared token).
     pub token: Option<RedeemedToken>,
     pub secrets: bool,
+    /// Whether it may claim steps of fork runs ([`crate::runner_scope::Scope::accepts_forks`]).
+    pub accept_forks: bool,
     pub now: i64,
 }
 
@@ -109,8 +113,8 @@ impl Store {
             }
             let inserted = sqlx::query_scalar(
                 "INSERT INTO runners (name, token_hash, labels, ephemeral, state, registered_at, \
-                 last_heartbeat, state_since, token_id, secrets) \
-                 VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5, $6, $7) RETURNING id",
+                 last_heartbeat, state_since, token_id, secrets, accept_forks) \
+                 VALUES ($1, $2, $3, $4, 'idle', $5, $5, $5, $6, $7, $8) RETURNING id",
             )
             .bind(new.name)
             .bind(new.session_hash)
@@ -119,6 +123,7 @@ impl Store {
             .bind(new.now)
             .bind(new.token.map(|t| t.id))
             .bind(new.secrets)
+            .bind(new.accept_forks)
             .fetch_one(&mut *tx)
             .await;
             let runner_id: i64 = match inserted {
@@ -141,7 +146,8 @@ impl Store {
         })
     }
 
-    /// Registers a runner of the shared token (secrets allowed); tests and tools use it.
+    /// Registers a runner of the shared token (secrets allowed; forks accepted when it has
+    /// no labels, the shared token's rule); tests and tools use it.
     pub async fn register_runner(
         &self,
         name: &str,
@@ -158,6 +164,7 @@ impl Store {
                 ephemeral,
                 token: None,
                 secrets: true,
+                accept_forks: labels_json == "{}",
                 now,
             })
             .await?;
@@ -312,16 +319,56 @@ impl Store {
         .await?);
         Ok(rows
             .into_iter()
-            .map(|(labels, n)| {
-                let parsed = labels
-                    .split(',')
-                    .filter_map(|pair| pair.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                (parsed, n)
-            })
+            .map(|(labels, n)| (parse_label_set(&labels), n))
             .collect())
     }
+}
+
+impl Store {
+    /// The label sets of ready step runs of forks' runs (`secrets_allowed` false), parsed.
+    pub async fn queued_ready_fork_labels(
+        &self,
+        now: i64,
+    ) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+        let rows: Vec<String> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT DISTINCT s.labels FROM step_runs s JOIN runs r ON r.id = s.run_id \
+             WHERE s.status = 'queued' AND s.ready_at <= $1 AND NOT r.secrets_allowed",
+        )
+        .bind(now)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows.iter().map(|labels| parse_label_set(labels)).collect())
+    }
+
+    /// The labels of runners that accept forks and are live or were heard from since
+    /// `since` (an ephemeral runner between two registrations still counts).
+    pub async fn fork_runner_labels(
+        &self,
+        since: i64,
+    ) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+        let rows: Vec<String> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT DISTINCT labels FROM runners WHERE accept_forks \
+             AND (state IN ('idle', 'busy') OR last_heartbeat >= $1)",
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await?);
+        rows.iter()
+            .map(|labels| {
+                serde_json::from_str(labels)
+                    .map_err(|e| anyhow::anyhow!("stored labels of a runner: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// A step run's stored canonical label set (`k=v,k2=v2`), parsed.
+fn parse_label_set(labels: &str) -> BTreeMap<String, String> {
+    labels
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Whether `error` is a unique-constraint violation (a live runner's name taken).

@@ -597,6 +597,22 @@ pub(crate) async fn start_in_process(data_dir: &Path, config: EngineConfig) -> R
         .expect("start the engine")
 }
 
+/// [`start_in_process`] with the runner protocol on a listener of its own
+/// (`plue serve --runner-listen`): its URL is the engine's `runner_url`.
+pub(crate) async fn start_in_process_with_runner_listener(
+    data_dir: &Path,
+    config: EngineConfig,
+) -> RunningEngine {
+    let store = Store::open_data_dir(data_dir)
+        .await
+        .expect("open the store");
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let (public, runners) = (bind().await.expect("bind"), bind().await.expect("bind"));
+    engine_server::start_with_runner_listener(store, public, Some(runners), config, None)
+        .await
+        .expect("start the engine")
+}
+
 /// A plan `name` of `steps`, without triggers, environment or concurrency.
 pub(crate) fn plan(name: &str, steps: Vec<Step>) -> Plan {
     Plan {
@@ -646,6 +662,41 @@ pub(crate) async fn start_plan_run(
         .expect("start a run")
 }
 
+/// Starts a `pull_request` run of `plan` on repository `acme/app` (`repo_id`) with a full
+/// `ctx` (so a concurrency group resolves): from a fork when `from_fork` (no secrets, the
+/// forks' own concurrency scope). Its id.
+pub(crate) async fn start_pr_run(
+    executor: &Executor,
+    repo_id: i64,
+    plan: &Plan,
+    from_fork: bool,
+) -> i64 {
+    let json = serde_json::to_string(plan).expect("a plan as JSON");
+    let mut ctx = evaluator::EvalContext::local(evaluator::Event::PullRequest, "main");
+    ctx.repo = "acme/app".into();
+    let ctx = serde_json::to_string(&ctx).expect("a ctx as JSON");
+    executor
+        .start_run(&NewRun {
+            workflow_source: "acme/app",
+            workflow_path: ".plue/deploy.plue.py",
+            event: "pull_request",
+            git_ref: "refs/heads/main",
+            sha: "0",
+            context_json: &ctx,
+            plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: Some(RunRepo {
+                repo_id,
+                secrets_allowed: !from_fork,
+            }),
+        })
+        .await
+        .expect("start a run")
+}
+
 /// Creates the repository `acme/app` in `store`; its id.
 pub(crate) async fn create_repo(store: &Store) -> i64 {
     store
@@ -690,6 +741,28 @@ pub(crate) async fn register_runner(
     let response: wire::RegisterResponse =
         post_json(http, &format!("{engine}{}", wire::REGISTER), token, &body).await;
     response.session_token
+}
+
+/// Registers a long-lived runner `name` announcing `labels` at `engine` with registration
+/// token `token`, saying `accept_forks` when given; the engine's answer as it is.
+pub(crate) async fn register_labelled_runner(
+    http: &reqwest::Client,
+    engine: &str,
+    token: &str,
+    name: &str,
+    labels: Value,
+    accept_forks: Option<bool>,
+) -> reqwest::Response {
+    let mut body = serde_json::json!({"name": name, "labels": labels, "ephemeral": false});
+    if let Some(accept) = accept_forks {
+        body["accept_forks"] = accept.into();
+    }
+    http.post(format!("{engine}{}", wire::REGISTER))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("registering {name}: {e}"))
 }
 
 /// `POST url` of `body` as JSON with bearer `token`; the answer read as JSON.

@@ -152,6 +152,11 @@ pub struct RegisterRequest {
     pub labels: BTreeMap<String, String>,
     /// Takes one step, then leaves.
     pub ephemeral: bool,
+    /// Whether it takes steps of runs of pull requests from forks (`None`: as its
+    /// registration token says). Absent from the JSON when `None`, so engines that predate
+    /// it accept the registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_forks: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -443,6 +443,10 @@ impl Provider for Arc<KubeProvider> {
         &self.class.labels
     }
 
+    fn accept_forks(&self) -> bool {
+        self.class.accept_forks
+    }
+
     async fn adopt(&self) -> Vec<(String, i64)> {
         self.cache.ready().await;
         self.cache

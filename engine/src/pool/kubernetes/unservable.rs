@@ -7,6 +7,12 @@
 //! anything: it has no session anyone holds), then completed as failed. A step with
 //! retries left fails each retry the same way, immediately.
 //!
+//! A step of a fork's run (a pull request from a fork) is failed too when no class that
+//! accepts forks (`accept_forks`) offers its labels, no other pool of this engine whose
+//! runners accept forks does, and no runner accepting forks carries them
+//! ([`crate::pool::forks`]): "no runner accepts runs of pull requests from forks for
+//! labels ...".
+//!
 //! Invariant: a step that any live runner could claim is never failed here, so a runner
 //! an operator started by hand for special labels keeps its work.
 
@@ -45,8 +51,35 @@ fn reason(labels: &BTreeMap<String, String>, classes: &[RunnerClass]) -> String 
     )
 }
 
-/// Fails every ready step no one can serve; returns how many attempts it failed.
+/// Fails every ready step no one can serve, then every fork step no one accepting forks
+/// can serve; returns how many attempts it failed.
 pub(super) async fn fail_unservable(
+    executor: &Executor,
+    classes: &[RunnerClass],
+    other_pools: &[BTreeMap<String, String>],
+) -> anyhow::Result<usize> {
+    let failed = fail_unoffered(executor, classes, other_pools).await?;
+    Ok(failed
+        + crate::pool::forks::fail_unservable_forks(executor, &fork_offers(classes, other_pools))
+            .await?)
+}
+
+/// The labels of the classes, and of the other pools, whose runners accept forks (other
+/// pools' runners do when they have no labels: [`crate::pool::Provider::accept_forks`]).
+fn fork_offers(
+    classes: &[RunnerClass],
+    other_pools: &[BTreeMap<String, String>],
+) -> Vec<BTreeMap<String, String>> {
+    classes
+        .iter()
+        .filter(|c| c.accept_forks)
+        .map(|c| c.labels.clone())
+        .chain(other_pools.iter().filter(|o| o.is_empty()).cloned())
+        .collect()
+}
+
+/// Fails every ready step whose labels no one offers.
+async fn fail_unoffered(
     executor: &Executor,
     classes: &[RunnerClass],
     other_pools: &[BTreeMap<String, String>],

@@ -1,0 +1,146 @@
+//! Fork steps no runner accepts fail at once, with the reason, instead of waiting forever.
+//!
+//! A step of a fork's run (a pull request from a fork: `runs.secrets_allowed` false) is
+//! claimed only by a runner that accepts forks (see [`crate::store`]'s claim). When no
+//! runner that accepts forks carries the step's labels, and no pool that starts such
+//! runners offers them, the step fails with "no runner accepts runs of pull requests from
+//! forks for labels ...".
+//!
+//! The rule, checked whenever work is queued and every few seconds ([`run`], or the
+//! Kubernetes pool's unservable check, which passes its classes as `offered`):
+//! - a runner counts when it accepts forks and carries the labels, and is live or was
+//!   heard from in the last [`RECENT`] (an ephemeral runner between two registrations).
+//!   After an engine restarts, the runners it knew are still live in the store (the
+//!   sweeper judges none until `lost_after` has passed), so their fork steps wait for them.
+//!
+//! The step fails the only way the state machine allows: a holder runner row (with no
+//! session anyone holds) claims it with [`Store::claim_fork_step`], which takes steps of
+//! forks' runs only, and its attempt completes as failed.
+//!
+//! Invariant: a fork step that a runner accepting forks could claim is never failed
+//! here, and no step of a run that is not a fork's ever is.
+//!
+//! [`Store::claim_fork_step`]: crate::store::Store::claim_fork_step
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner::protocol::Outcome;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{Executor, Report};
+use crate::runner_scope::format_labels;
+use crate::store::now_ms;
+use crate::tokens;
+
+/// A runner heard from this recently still counts as one that may take a fork step.
+pub const RECENT: Duration = Duration::from_secs(300);
+
+/// How often [`run`] looks when nothing was queued.
+const INTERVAL: Duration = Duration::from_secs(5);
+
+fn superset(offered: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
+}
+
+/// Why a fork step asking for `labels` cannot run.
+pub fn reason(labels: &BTreeMap<String, String>) -> String {
+    let shown = if labels.is_empty() {
+        "(none)".to_string()
+    } else {
+        format_labels(labels)
+    };
+    format!(
+        "no runner accepts runs of pull requests from forks for labels {shown}: set \
+         accept_forks on a runner class or token"
+    )
+}
+
+/// Fails every ready fork step that no runner accepting forks (live or recent) and no
+/// pool offering forks (`offered`: the labels of each such pool or class) can serve;
+/// how many attempts it failed.
+pub async fn fail_unservable_forks(
+    executor: &Executor,
+    offered: &[BTreeMap<String, String>],
+) -> anyhow::Result<usize> {
+    let store = executor.store();
+    let now = now_ms();
+    let waiting: Vec<_> = store
+        .queued_ready_fork_labels(now)
+        .await?
+        .into_iter()
+        .filter(|labels| !offered.iter().any(|o| superset(o, labels)))
+        .collect();
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let runners = store
+        .fork_runner_labels(now - RECENT.as_millis() as i64)
+        .await?;
+    let mut failed = 0;
+    for labels in waiting {
+        if runners.iter().any(|offered| superset(offered, &labels)) {
+            continue;
+        }
+        let name = format!("pool-unservable-{}", &tokens::new_token()?[..12]);
+        let session = tokens::hash_token(&tokens::new_token()?);
+        let holder = store
+            .register_runner(&name, "{}", &session, true, now)
+            .await?;
+        let why = reason(&labels);
+        let sets = [format_labels(&labels)];
+        while let Some(claimed) = store.claim_fork_step(holder, &sets, now).await? {
+            tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
+            let report = Report {
+                outcome: Outcome::Failed,
+                exit_code: None,
+                reason: Some(why.clone()),
+                outputs: BTreeMap::new(),
+            };
+            executor
+                .complete(claimed.attempt_id, claimed.run_id, None, &report)
+                .await?;
+            failed += 1;
+        }
+        store.runner_gone(holder, now_ms()).await?;
+    }
+    Ok(failed)
+}
+
+/// Without the Kubernetes pool: checks whenever work is queued and every few seconds,
+/// until `shutdown`. `offered`: the labels of a local pool whose runners accept forks.
+pub async fn run(
+    executor: Arc<Executor>,
+    offered: Vec<BTreeMap<String, String>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        // Registered before the check, so work queued during it is not missed.
+        let work = executor.events().work.notified();
+        if let Err(e) = fail_unservable_forks(&executor, &offered).await {
+            tracing::warn!("failing fork steps no runner accepts: {e:#}");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = work => {}
+            _ = tokio::time::sleep(INTERVAL) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_names_the_labels_and_the_remedy() {
+        let prod = BTreeMap::from([("zone".to_string(), "prod".to_string())]);
+        assert_eq!(
+            reason(&prod),
+            "no runner accepts runs of pull requests from forks for labels zone=prod: set \
+             accept_forks on a runner class or token"
+        );
+        assert!(reason(&BTreeMap::new()).contains("labels (none)"));
+    }
+}

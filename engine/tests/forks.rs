@@ -1,0 +1,301 @@
+//! Runs of pull requests from forks are fenced off (issue 29), played by the attacker: a
+//! fork's plan that names the repository's `deploy` group with `cancel_in_progress`, or
+//! that holds the group with an approval wait, touches only other forks' runs; a fork's
+//! step asking for `zone=prod` is never handed to the prod runner whose token does not
+//! accept forks, and fails with the reason when no runner accepts it; the runner protocol
+//! on its own listener is served nowhere else, and that listener serves nothing else.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::events::Events;
+use engine::executor::Executor;
+use engine::server::EngineConfig;
+use engine::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
+use engine::tokens;
+use evaluator::plan::{Action, ApprovalAction, Concurrency, Plan, Step};
+use runner::protocol as wire;
+use serde_json::{json, Value};
+
+const SHARED: &str = "shared-registration-token-0123";
+
+fn deploy(cancel_in_progress: bool, steps: Vec<Step>) -> Plan {
+    Plan {
+        concurrency: Some(Concurrency {
+            group: "deploy".into(),
+            cancel_in_progress,
+        }),
+        ..support::plan("deploy", steps)
+    }
+}
+
+fn approval(id: &str) -> Step {
+    let action: ApprovalAction = serde_json::from_value(json!({})).expect("an approval");
+    let mut step = Step::new(id, Action::Approval(action));
+    step.timeout = 3600;
+    step
+}
+
+fn executor(store: &Store) -> Executor {
+    Executor::new(
+        store.clone(),
+        Arc::new(Events::default()),
+        BTreeMap::new(),
+        100,
+    )
+}
+
+async fn run(store: &Store, run_id: i64) -> engine::store::RunRow {
+    store.run(run_id).await.unwrap().expect("the run")
+}
+
+/// The attack: a fork's PR names the repository's `deploy` group with
+/// `cancel_in_progress=True`, to cancel the deploy in progress (or supersede the one
+/// waiting). Without the forks' own scope the fork run asked the running deploy to cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_naming_the_deploy_group_cancels_nothing_of_the_repository() {
+    for (store, _dir) in support::stores().await {
+        let executor = executor(&store);
+        let repo = support::create_repo(&store).await;
+        let work = || vec![support::bash_step("work", "true")];
+        let running = support::start_pr_run(&executor, repo, &deploy(false, work()), false).await;
+        let runner = store
+            .register_runner("r", "{}", "hash-r", false, now_ms())
+            .await
+            .unwrap();
+        let claimed = store
+            .claim(runner, &[String::new()], now_ms())
+            .await
+            .unwrap();
+        assert_eq!(claimed.expect("the deploy's step").run_id, running);
+        let waiting = support::start_pr_run(&executor, repo, &deploy(false, work()), false).await;
+        assert_eq!(run(&store, waiting).await.status, "pending");
+
+        let fork = support::start_pr_run(&executor, repo, &deploy(true, work()), true).await;
+        let deploying = run(&store, running).await;
+        assert_eq!(deploying.status, "running");
+        assert!(
+            !deploying.cancel_requested,
+            "the deploy in progress goes on"
+        );
+        let next = run(&store, waiting).await;
+        assert_eq!(next.status, "pending");
+        assert!(
+            !next.cancel_requested,
+            "the waiting deploy is not superseded"
+        );
+        // The fork's run is in a group of its own: nothing of the repository holds it.
+        assert_eq!(run(&store, fork).await.status, "queued");
+
+        // Among forks, the group works as ever.
+        support::start_pr_run(&executor, repo, &deploy(true, work()), true).await;
+        assert!(
+            run(&store, fork).await.cancel_requested,
+            "a newer fork run cancels the older"
+        );
+        assert!(!run(&store, running).await.cancel_requested);
+    }
+}
+
+/// The attack: a fork's PR names `deploy` and waits for an approval nobody gives, to hold
+/// the group so the repository cannot deploy. Without the forks' own scope the
+/// repository's run waited (`pending`) behind the fork's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_waiting_for_approval_holds_no_group_of_the_repository() {
+    for (store, _dir) in support::stores().await {
+        let executor = executor(&store);
+        let repo = support::create_repo(&store).await;
+        let fork = support::start_pr_run(
+            &executor,
+            repo,
+            &deploy(false, vec![approval("hold")]),
+            true,
+        )
+        .await;
+        executor.advance(fork).await.unwrap();
+        let held = store.step_run(fork, "hold").await.unwrap().unwrap();
+        assert_eq!(
+            held.status, "waiting",
+            "the fork's run waits for its approval"
+        );
+
+        let plan = deploy(false, vec![support::bash_step("work", "true")]);
+        let ours = support::start_pr_run(&executor, repo, &plan, false).await;
+        let row = run(&store, ours).await;
+        assert_eq!(row.status, "queued", "{:?}", row.reason);
+        assert!(!row.cancel_requested);
+        // And a second fork run waits behind the first fork, not behind ours.
+        let fork2 = support::start_pr_run(&executor, repo, &deploy(false, vec![]), true).await;
+        let waiting = run(&store, fork2).await;
+        assert_eq!(waiting.status, "pending");
+        assert!(waiting.reason.unwrap().contains(&format!("run {fork}")));
+        assert!(!run(&store, ours).await.cancel_requested);
+    }
+}
+
+/// A scoped token in the store; the token itself.
+async fn runner_token(store: &Store, name: &str, labels: Value, accept_forks: bool) -> String {
+    let token = tokens::new_token().unwrap();
+    store
+        .create_runner_token(&NewRunnerToken {
+            kind: RunnerTokenKind::Scoped,
+            name,
+            token_hash: &tokens::hash_token(&token),
+            labels_json: &labels.to_string(),
+            secrets: true,
+            accept_forks,
+            expires_at: None,
+            now: now_ms(),
+        })
+        .await
+        .unwrap();
+    token
+}
+
+/// Registers a runner; its session token.
+async fn session(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    name: &str,
+    labels: Value,
+    accept_forks: Option<bool>,
+) -> String {
+    let response =
+        support::register_labelled_runner(http, url, token, name, labels, accept_forks).await;
+    assert_eq!(response.status(), 200, "registering {name}");
+    let registered: wire::RegisterResponse = response.json().await.unwrap();
+    registered.session_token
+}
+
+/// The run of the step a poll handed out, if any.
+async fn poll(http: &reqwest::Client, url: &str, session: &str) -> Option<i64> {
+    let polled: wire::PollResponse = support::post_json(
+        http,
+        &format!("{url}{}", wire::POLL),
+        session,
+        &json!({"wait_ms": 0}),
+    )
+    .await;
+    polled.assignment.map(|a| a.run_id)
+}
+
+fn prod_step() -> Step {
+    let mut step = support::bash_step("deploy", "true");
+    step.runner = BTreeMap::from([("zone".to_string(), "prod".to_string())]);
+    step
+}
+
+/// The attack: a fork's PR asks for `zone=prod`, the labels of the runner that holds the
+/// production credentials. Its token was made without `--accept-forks`: it never gets the
+/// step (without the fence it claimed it), and with no runner accepting forks for
+/// `zone=prod` the step fails at once, saying why. A runner whose token accepts forks
+/// takes such a step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_step_goes_only_to_a_runner_that_accepts_forks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = support::start_in_process_with_runner_listener(
+        dir.path(),
+        EngineConfig::new(SHARED.into()),
+    )
+    .await;
+    let (store, url) = (engine.executor.store().clone(), engine.runner_url.clone());
+    let http = support::client();
+    let repo = support::create_repo(&store).await;
+    let prod = runner_token(&store, "prod", json!({"zone": "prod"}), false).await;
+    let zone = json!({"zone": "prod"});
+    let prod_runner = session(&http, &url, &prod, "prod-1", zone.clone(), None).await;
+    // It cannot ask for forks its token does not allow.
+    let asked =
+        support::register_labelled_runner(&http, &url, &prod, "prod-2", zone.clone(), Some(true))
+            .await;
+    assert_eq!(asked.status(), 403);
+    assert!(asked.text().await.unwrap().contains("--accept-forks"));
+
+    let plan = support::plan("deploy", vec![prod_step()]);
+    let fork = support::start_pr_run(&engine.executor, repo, &plan, true).await;
+    let ours = support::start_pr_run(&engine.executor, repo, &plan, false).await;
+    assert_eq!(poll(&http, &url, &prod_runner).await, Some(ours));
+    assert_eq!(
+        poll(&http, &url, &prod_runner).await,
+        None,
+        "never the fork's step"
+    );
+    let failed = support::wait_for(Duration::from_secs(20), "the fork's step fails", || {
+        let store = store.clone();
+        async move {
+            let step = store.step_run(fork, "deploy").await.ok()??;
+            (step.status == "failed").then_some(step)
+        }
+    })
+    .await;
+    let reason = failed.reason.unwrap_or_default();
+    assert_eq!(
+        reason,
+        "no runner accepts runs of pull requests from forks for labels zone=prod: set \
+         accept_forks on a runner class or token"
+    );
+
+    // A token made to accept forks: its runner takes the next fork run's step.
+    let sandbox = runner_token(&store, "prod forks", zone.clone(), true).await;
+    let fork_runner = session(&http, &url, &sandbox, "prod-forks", zone.clone(), None).await;
+    let fork2 = support::start_pr_run(&engine.executor, repo, &plan, true).await;
+    assert_eq!(poll(&http, &url, &prod_runner).await, None);
+    assert_eq!(poll(&http, &url, &fork_runner).await, Some(fork2));
+    // A runner may refuse forks its token allows.
+    let refusing = session(&http, &url, &sandbox, "prod-no", zone, Some(false)).await;
+    let fork3 = support::start_pr_run(&engine.executor, repo, &plan, true).await;
+    assert_eq!(poll(&http, &url, &refusing).await, None);
+    assert_eq!(poll(&http, &url, &fork_runner).await, Some(fork3));
+    engine.shutdown().await;
+}
+
+/// With `--runner-listen`, the runner protocol is served there only, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_listener_serves_the_runner_protocol_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = support::start_in_process_with_runner_listener(
+        dir.path(),
+        EngineConfig::new(SHARED.into()),
+    )
+    .await;
+    assert_ne!(engine.url, engine.runner_url);
+    let http = support::client();
+    let register = |url: String, name: &'static str| {
+        let http = http.clone();
+        async move {
+            support::register_labelled_runner(&http, &url, SHARED, name, json!({}), None)
+                .await
+                .status()
+        }
+    };
+    assert_eq!(register(engine.url.clone(), "public").await, 404);
+    assert_eq!(register(engine.runner_url.clone(), "runner").await, 200);
+    for path in [
+        "/api/runs",
+        "/api/runners",
+        "/metrics",
+        "/healthz",
+        "/",
+        "/webhooks/github",
+    ] {
+        let status = http
+            .get(format!("{}{path}", engine.runner_url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "{path} on the runner listener");
+    }
+    let api = http.get(format!("{}/api/runs", engine.url)).send().await;
+    assert_eq!(
+        api.unwrap().status(),
+        200,
+        "the public listener serves the API"
+    );
+    engine.shutdown().await;
+}
