@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::access::Resolver;
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::Store;
 use crate::tokens;
@@ -23,6 +24,7 @@ pub struct Auth {
     admin_token: Option<Arc<String>>,
     private_reads: bool,
     store: Store,
+    resolver: Resolver,
 }
 
 impl std::fmt::Debug for Auth {
@@ -37,10 +39,16 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     pub fn new(store: Store, admin_token: Option<String>, private_reads: bool) -> Auth {
         Auth {
+            resolver: Resolver::new(store.clone(), admin_token.as_deref()),
             admin_token: admin_token.filter(|t| !t.is_empty()).map(Arc::new),
             private_reads,
             store,
         }
+    }
+
+    /// Resolves callers ([`crate::access`]) with the same admin token and store.
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     /// Whether tokens are checked at all (an admin token is configured).

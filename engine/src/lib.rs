@@ -18,6 +18,7 @@
 //!
 //! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
+pub mod access;
 pub mod api;
 pub mod artifacts;
 pub mod auth;

@@ -191,6 +191,7 @@ pub async fn start_with_runner_listener(
     config: EngineConfig,
     evaluator: Option<Arc<EvaluatorPool>>,
 ) -> anyhow::Result<RunningEngine> {
+    crate::access::prepare(&store, !config.private_reads).await?;
     let address = listener.local_addr().context("listener address")?;
     let url = format!("http://{address}");
     let runner_url = match &runner_listener {

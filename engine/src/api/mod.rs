@@ -94,10 +94,15 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
 
 pub fn router(state: ApiState) -> Router {
     let (guarded, open) = routes();
-    let guarded = Router::from(guarded).route_layer(axum::middleware::from_fn_with_state(
-        state.auth.clone(),
-        auth::require_token,
-    ));
+    let guarded = Router::from(guarded)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_token,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.resolver().clone(),
+            crate::access::resolve,
+        ));
     Router::new()
         .merge(guarded)
         .merge(Router::from(open))

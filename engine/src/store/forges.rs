@@ -117,8 +117,8 @@ impl Store {
     pub async fn create_repo(&self, repo: &NewRepo<'_>) -> anyhow::Result<Option<RepoRow>> {
         let sql = format!(
             "INSERT INTO repositories (name, clone_url, forge, webhook_secret, api_url, \
-             api_token, default_branch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             RETURNING {REPO_COLUMNS}"
+             api_token, default_branch, created_at, public_read) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE) RETURNING {REPO_COLUMNS}"
         );
         let inserted = on_db!(self, pool => sqlx::query_as::<_, RepoRow>(&sql)
             .bind(repo.name)

@@ -13,6 +13,7 @@
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
 //! - Values are always bound, never spliced into SQL.
 
+mod api_tokens;
 mod approvals;
 mod blobs;
 mod claims;
@@ -23,6 +24,8 @@ mod gauges;
 mod groups;
 mod known_steps;
 mod logs;
+mod people;
+mod repo_roles;
 mod runner_tokens;
 mod runners;
 mod runs;
@@ -37,6 +40,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
 pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
@@ -46,6 +50,8 @@ pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use known_steps::KnownSteps;
 pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};
 pub use logs::{LogAttempt, StoredLine};
+pub use people::{valid_name, ForgeLoginRow, GroupRow, NameError, Triggerer, UserRow};
+pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
 pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};
 #[cfg(test)]

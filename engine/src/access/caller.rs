@@ -1,0 +1,550 @@
+//! Who is asking ([`Caller`]) and what they may do: resolved once per request from a
+//! bearer token or a dashboard session by the [`Resolver`], then asked by handlers.
+//!
+//! Invariants:
+//! - An engine without an admin token (the embedded `plue run`) has no users: every caller
+//!   is [`Caller::Embedded`] and every check passes. With one, a request without
+//!   credentials is [`Caller::Anonymous`] and one with invalid credentials is refused (401)
+//!   before any handler runs.
+//! - A token acts with at most its user's rights: its `max_role` and `repos` only narrow
+//!   them, and a narrowed token of an admin is not an admin.
+//! - A caller who may not read a repository learns nothing of it: the users get the same
+//!   404 as for a thing that does not exist, the anonymous the same 401.
+//! - Names in approver and reviewer lists are user names or `@group`, compared
+//!   case-insensitively against the caller's user — never against a token's name.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+
+use super::role::Role;
+use crate::http_error::{ApiError, ApiResult};
+use crate::store::{now_ms, RepoRow, RunRow, Store, UserRow};
+use crate::tokens;
+
+/// A user, as a request acts for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    /// An installation admin (and not narrowed by its token).
+    pub admin: bool,
+    /// `person` or `bot`.
+    pub kind: String,
+}
+
+/// How a token narrows its user's rights.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The highest role the token acts with.
+    pub max_role: Option<Role>,
+    /// The repositories it may act on.
+    pub repos: Option<BTreeSet<i64>>,
+    /// Its user is an installation admin (whose narrowed token is no admin, but still
+    /// maintains the repositories it is narrowed to).
+    pub admin_user: bool,
+}
+
+impl Scope {
+    fn narrows(&self) -> bool {
+        self.max_role.is_some() || self.repos.is_some()
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// An engine with no admin token: no users, everything allowed.
+    Embedded,
+    /// No credentials.
+    Anonymous,
+    /// A user, through one of its tokens or a session that token opened.
+    Signed {
+        user: User,
+        scope: Scope,
+        /// The id of the token (`None`: the admin token).
+        token_id: Option<i64>,
+    },
+}
+
+/// The repositories a caller may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readable {
+    /// Every repository and the local runs (admins, the embedded engine).
+    All,
+    /// These repositories (public ones included); no local runs.
+    Repos(BTreeSet<i64>),
+}
+
+impl Readable {
+    /// Whether a run or thing of `repo_id` (`None`: a local run) is readable.
+    pub fn allows(&self, repo_id: Option<i64>) -> bool {
+        match (self, repo_id) {
+            (Readable::All, _) => true,
+            (Readable::Repos(ids), Some(id)) => ids.contains(&id),
+            (Readable::Repos(_), None) => false,
+        }
+    }
+}
+
+fn sign_in_needed() -> ApiError {
+    ApiError::unauthorized("this request needs 'Authorization: Bearer <token>'")
+}
+
+impl Caller {
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Caller::Signed { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<i64> {
+        self.user().map(|user| user.id)
+    }
+
+    /// As shown in the audit trail and on decisions.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Embedded => "embedded",
+            Caller::Anonymous => "anonymous",
+            Caller::Signed { user, .. } => &user.name,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Caller::Embedded => true,
+            Caller::Anonymous => false,
+            Caller::Signed { user, .. } => user.admin,
+        }
+    }
+
+    /// Passes for an installation admin (and the embedded engine); 401 without
+    /// credentials, 403 otherwise.
+    pub fn require_admin(&self) -> ApiResult<()> {
+        match self {
+            _ if self.is_admin() => Ok(()),
+            Caller::Anonymous => Err(sign_in_needed()),
+            _ => Err(ApiError::forbidden("this needs an installation admin")),
+        }
+    }
+
+    /// The signed-in user; 401 when anonymous, 400 on an engine without users.
+    pub fn require_user(&self) -> ApiResult<&User> {
+        match self {
+            Caller::Signed { user, .. } => Ok(user),
+            Caller::Anonymous => Err(sign_in_needed()),
+            Caller::Embedded => Err(ApiError::bad_request(
+                "this engine has no users: start it with an admin token (PLUE_ADMIN_TOKEN)",
+            )),
+        }
+    }
+
+    /// Passes for any signed-in user (and the embedded engine): installation-wide reads
+    /// such as the runners and the pool.
+    pub fn require_signed_in(&self) -> ApiResult<()> {
+        match self {
+            Caller::Anonymous => Err(sign_in_needed()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The role the caller acts with on `repo_id`: the user's role narrowed by its token;
+    /// [`Role::Maintainer`] for admins. `None`: no role (public reads aside).
+    pub async fn role_on(&self, store: &Store, repo_id: i64) -> anyhow::Result<Option<Role>> {
+        let Caller::Signed { user, scope, .. } = self else {
+            return Ok(match self {
+                Caller::Embedded => Some(Role::Maintainer),
+                _ => None,
+            });
+        };
+        if scope
+            .repos
+            .as_ref()
+            .is_some_and(|ids| !ids.contains(&repo_id))
+        {
+            return Ok(None);
+        }
+        let held = if user.admin || scope.admin_user {
+            Some(Role::Maintainer)
+        } else {
+            store
+                .role_of(repo_id, user.id)
+                .await?
+                .as_deref()
+                .and_then(Role::parse)
+        };
+        Ok(match (held, scope.max_role) {
+            (Some(held), Some(max)) => Some(held.min(max)),
+            (held, _) => held,
+        })
+    }
+
+    /// Whether the caller may read `repo_id`: a role on it, or its reads are public.
+    pub async fn may_read(&self, store: &Store, repo_id: i64) -> anyhow::Result<bool> {
+        if self.role_on(store, repo_id).await?.is_some() {
+            return Ok(true);
+        }
+        Ok(store.repo_public_read(repo_id).await?.unwrap_or(false))
+    }
+
+    /// Checks that the caller acts with at least `role` on `repo_id` (`None`: a local run,
+    /// the admins' only). A caller who may not even read it gets `hidden` (the handler's
+    /// own "no such ..." 404) — or 401 when anonymous — so nothing says it exists; one who
+    /// reads it but lacks the role gets 403 naming the role.
+    pub async fn require_repo_or(
+        &self,
+        store: &Store,
+        repo_id: Option<i64>,
+        role: Role,
+        hidden: impl FnOnce() -> ApiError,
+    ) -> ApiResult<()> {
+        let Some(repo_id) = repo_id else {
+            return match self {
+                _ if self.is_admin() => Ok(()),
+                Caller::Anonymous => Err(sign_in_needed()),
+                _ => Err(hidden()),
+            };
+        };
+        let held = self.role_on(store, repo_id).await?;
+        if held.is_some_and(|held| held >= role) {
+            return Ok(());
+        }
+        let reads = held.is_some() || store.repo_public_read(repo_id).await?.unwrap_or(false);
+        if reads && role == Role::Reader {
+            return Ok(());
+        }
+        match self {
+            Caller::Anonymous => Err(sign_in_needed()),
+            _ if !reads => Err(hidden()),
+            _ => Err(ApiError::forbidden(format!(
+                "this needs the {role} role on the repository{}",
+                match held {
+                    Some(held) => format!(" (this token acts as {held})"),
+                    None => String::new(),
+                }
+            ))),
+        }
+    }
+
+    /// [`Caller::require_repo_or`] with a plain 404.
+    pub async fn require_repo(
+        &self,
+        store: &Store,
+        repo_id: Option<i64>,
+        role: Role,
+    ) -> ApiResult<()> {
+        self.require_repo_or(store, repo_id, role, || ApiError::not_found("not found"))
+            .await
+    }
+
+    /// Run `id` when the caller acts with at least `role` on its repository; `no run {id}`
+    /// (404) alike when it does not exist and when the caller may not read it.
+    pub async fn visible_run(&self, store: &Store, id: i64, role: Role) -> ApiResult<RunRow> {
+        let hidden = || ApiError::not_found(format!("no run {id}"));
+        let Some(run) = store.run(id).await? else {
+            return Err(match self {
+                Caller::Anonymous => sign_in_needed(),
+                _ => hidden(),
+            });
+        };
+        self.require_repo_or(store, run.repo_id, role, hidden)
+            .await?;
+        Ok(run)
+    }
+
+    /// Repository `name` (`owner/name`) when the caller acts with at least `role` on it;
+    /// `no repository {name}` (404) alike when it does not exist and when the caller may not
+    /// read it.
+    pub async fn visible_repo(&self, store: &Store, name: &str, role: Role) -> ApiResult<RepoRow> {
+        let hidden = || ApiError::not_found(format!("no repository {name}"));
+        let Some(repo) = store.repo_by_name(name).await? else {
+            return Err(match self {
+                Caller::Anonymous => sign_in_needed(),
+                _ => hidden(),
+            });
+        };
+        self.require_repo_or(store, Some(repo.id), role, hidden)
+            .await?;
+        Ok(repo)
+    }
+
+    /// The repositories the caller may read.
+    pub async fn readable(&self, store: &Store) -> anyhow::Result<Readable> {
+        if self.is_admin() {
+            if let Caller::Signed { scope, .. } = self {
+                if let Some(ids) = &scope.repos {
+                    let mut ids = ids.clone();
+                    ids.extend(store.public_repos().await?);
+                    return Ok(Readable::Repos(ids));
+                }
+            }
+            return Ok(Readable::All);
+        }
+        let mut ids: BTreeSet<i64> = store.public_repos().await?.into_iter().collect();
+        if let Caller::Signed { user, scope, .. } = self {
+            ids.extend(
+                store
+                    .roles_of_user(user.id)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, role)| Role::parse(role).is_some())
+                    .map(|(id, _)| id)
+                    .filter(|id| scope.repos.as_ref().is_none_or(|only| only.contains(id))),
+            );
+        }
+        Ok(Readable::Repos(ids))
+    }
+
+    /// Whether the caller is among `names` (user names and `@group`s, any case). An empty
+    /// list names nobody in particular: true. The embedded engine is everyone.
+    pub async fn is_named(&self, store: &Store, names: &[String]) -> anyhow::Result<bool> {
+        if names.is_empty() || matches!(self, Caller::Embedded) {
+            return Ok(true);
+        }
+        let Some(user) = self.user() else {
+            return Ok(false);
+        };
+        if names.iter().any(|n| n.eq_ignore_ascii_case(&user.name)) {
+            return Ok(true);
+        }
+        if !names.iter().any(|n| n.starts_with('@')) {
+            return Ok(false);
+        }
+        let groups = store.group_keys_of(user.id).await?;
+        Ok(names.iter().any(|n| {
+            n.strip_prefix('@')
+                .is_some_and(|g| groups.iter().any(|mine| mine.eq_ignore_ascii_case(g)))
+        }))
+    }
+
+    /// Whether the caller started run `run_id`: the same user, a forge login linked to it,
+    /// or (runs recorded before users) the same name.
+    pub async fn is_triggerer_of(&self, store: &Store, run_id: i64) -> anyhow::Result<bool> {
+        let Some(trigger) = store.trigger_of(run_id).await? else {
+            return Ok(false);
+        };
+        let Some(user) = self.user() else {
+            // Anonymous and embedded callers are no one in particular; an anonymous caller
+            // decides nothing anyway.
+            return Ok(false);
+        };
+        if trigger.user_id == Some(user.id) {
+            return Ok(true);
+        }
+        if trigger.user_id.is_none() && trigger.name.eq_ignore_ascii_case(&user.name) {
+            return Ok(true);
+        }
+        if let Some((forge, login)) = trigger
+            .forge_login
+            .as_deref()
+            .and_then(|f| f.split_once(':'))
+        {
+            if store.user_of_forge_login(forge, login).await? == Some(user.id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the caller may decide a gate of run `run_id` that names `names` (empty: any
+    /// writer), refusing the run's triggerer when `exclude_triggerer`. Holding `writer` on
+    /// the run's repository is checked apart ([`Caller::visible_run`]).
+    pub async fn may_decide(
+        &self,
+        store: &Store,
+        run_id: i64,
+        names: &[String],
+        exclude_triggerer: bool,
+    ) -> anyhow::Result<Result<(), String>> {
+        if !self.is_named(store, names).await? {
+            return Ok(Err(format!(
+                "'{}' may not decide this step: its deciders are {}",
+                self.name(),
+                names.join(", ")
+            )));
+        }
+        if exclude_triggerer && self.is_triggerer_of(store, run_id).await? {
+            return Ok(Err(format!(
+                "'{}' started this run and may not decide it",
+                self.name()
+            )));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Resolves callers from credentials.
+#[derive(Clone)]
+pub struct Resolver {
+    store: Store,
+    /// SHA-256 of the admin token, when one is configured.
+    admin_hash: Option<Arc<String>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("enforced", &self.admin_hash.is_some())
+            .finish()
+    }
+}
+
+/// How long a dashboard session lives.
+pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
+
+impl Resolver {
+    pub fn new(store: Store, admin_token: Option<&str>) -> Resolver {
+        Resolver {
+            store,
+            admin_hash: admin_token
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::new(tokens::hash_token(t))),
+        }
+    }
+
+    /// Whether the engine has users at all (an admin token is configured).
+    pub fn enforced(&self) -> bool {
+        self.admin_hash.is_some()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The caller an `Authorization` header names: no header is anonymous (embedded on an
+    /// engine without users), an invalid token a 401.
+    pub async fn from_headers(&self, headers: &HeaderMap) -> ApiResult<Caller> {
+        if !self.enforced() {
+            return Ok(Caller::Embedded);
+        }
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("?"));
+        match header {
+            None => Ok(Caller::Anonymous),
+            Some(header) => match tokens::bearer(Some(header)) {
+                Some(token) => self
+                    .from_token_hash(&tokens::hash_token(token))
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked token")),
+                None => Err(ApiError::unauthorized(
+                    "the Authorization header must be 'Bearer <token>'",
+                )),
+            },
+        }
+    }
+
+    /// The caller a token (by its hash) acts as, if it is valid now.
+    async fn from_token_hash(&self, hash: &str) -> anyhow::Result<Option<Caller>> {
+        if self
+            .admin_hash
+            .as_ref()
+            .is_some_and(|admin| tokens::tokens_match(hash, admin))
+        {
+            let Some(user) = self.store.user_by_name("admin").await? else {
+                anyhow::bail!("the admin user is missing from the store");
+            };
+            return Ok(Some(Caller::Signed {
+                user: user_of(user, true),
+                scope: Scope::default(),
+                token_id: None,
+            }));
+        }
+        let Some(valid) = self.store.token_by_hash(hash, now_ms()).await? else {
+            return Ok(None);
+        };
+        let max_role = match valid.token.max_role.as_deref() {
+            None => None,
+            // A role this engine does not know narrows to reading.
+            Some(name) => Some(Role::parse(name).unwrap_or(Role::Reader)),
+        };
+        let repos = match valid.token.repos.as_deref() {
+            None => None,
+            Some(json) => {
+                let names: Vec<String> = serde_json::from_str(json).unwrap_or_default();
+                let mut ids = BTreeSet::new();
+                for name in names {
+                    if let Some(repo) = self.store.repo_by_name(&name).await? {
+                        ids.insert(repo.id);
+                    }
+                }
+                Some(ids)
+            }
+        };
+        let scope = Scope {
+            max_role,
+            repos,
+            admin_user: valid.user.admin,
+        };
+        let admin = valid.user.admin && !scope.narrows();
+        Ok(Some(Caller::Signed {
+            user: user_of(valid.user, admin),
+            scope,
+            token_id: Some(valid.token.id),
+        }))
+    }
+
+    /// Opens a dashboard session with `token`: the session's id (for the cookie, never the
+    /// token) and who it is. `None`: the token is not valid.
+    pub async fn open_session(&self, token: &str) -> anyhow::Result<Option<(String, Caller)>> {
+        if !self.enforced() {
+            return Ok(None);
+        }
+        let hash = tokens::hash_token(token);
+        let Some(caller) = self.from_token_hash(&hash).await? else {
+            return Ok(None);
+        };
+        let user_id = caller.user_id().expect("a token names a user");
+        let id = tokens::new_token()?;
+        self.store
+            .create_session(
+                &tokens::hash_token(&id),
+                user_id,
+                &hash,
+                now_ms() + SESSION_TTL_MS,
+            )
+            .await?;
+        Ok(Some((id, caller)))
+    }
+
+    /// Who a dashboard session is, while it and the token that opened it are valid.
+    pub async fn from_session(&self, id: &str) -> anyhow::Result<Option<Caller>> {
+        if !self.enforced() {
+            return Ok(Some(Caller::Embedded));
+        }
+        let Some((user, token_hash)) = self
+            .store
+            .session(&tokens::hash_token(id), now_ms())
+            .await?
+        else {
+            return Ok(None);
+        };
+        // The token decides: revoked, expired, narrowed — the session follows it.
+        match self.from_token_hash(&token_hash).await? {
+            Some(caller) if caller.user_id() == Some(user.id) => Ok(Some(caller)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Ends a dashboard session.
+    pub async fn close_session(&self, id: &str) -> anyhow::Result<()> {
+        self.store.delete_session(&tokens::hash_token(id)).await
+    }
+}
+
+fn user_of(row: UserRow, admin: bool) -> User {
+    User {
+        id: row.id,
+        name: row.name,
+        admin,
+        kind: row.kind,
+    }
+}
+
+/// A 403 naming what is missing, for handlers that refuse on their own terms.
+pub fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::Client(StatusCode::FORBIDDEN, message.into())
+}

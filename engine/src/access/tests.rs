@@ -1,0 +1,447 @@
+//! The access rules against a real store (SQLite, and PostgreSQL when a server can be
+//! started): a test per role, and the attacks of issue 29 on identity — a token's name,
+//! a narrowed token, a revoked token's session, a disabled user.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::*;
+use crate::http_error::ApiError;
+use crate::store::{NewRepo, NewToken, Store, Triggerer};
+use crate::tokens;
+
+const ADMIN: &str = "the-admin-token";
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
+        let url = server.new_database().unwrap();
+        stores.push((Store::connect(&url).await.unwrap(), None));
+    }
+    stores
+}
+
+async fn repo(store: &Store, name: &str) -> i64 {
+    store
+        .create_repo(&NewRepo {
+            name,
+            clone_url: "https://example.com/x.git",
+            forge: "github",
+            webhook_secret_sealed: "plain:s",
+            api_url: None,
+            api_token_sealed: None,
+            default_branch: Some("main"),
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+/// A user with a fresh token; returns (user id, token).
+async fn user_with_token(store: &Store, name: &str, narrow: NewTokenScope<'_>) -> (i64, String) {
+    let id = match store.user_by_name(name).await.unwrap() {
+        Some(user) => user.id,
+        None => store.create_user(name, "person", false).await.unwrap(),
+    };
+    let token = tokens::new_token().unwrap();
+    store
+        .create_user_token(&NewToken {
+            user_id: id,
+            name: "laptop",
+            token_hash: &tokens::hash_token(&token),
+            max_role: narrow.max_role,
+            repos: narrow.repos,
+            expires_at: narrow.expires_at,
+        })
+        .await
+        .unwrap();
+    (id, token)
+}
+
+#[derive(Default, Clone, Copy)]
+struct NewTokenScope<'a> {
+    max_role: Option<&'a str>,
+    repos: Option<&'a str>,
+    expires_at: Option<i64>,
+}
+
+/// A run (one that did not evaluate: it has no steps, which these rules never read).
+async fn any_run(store: &Store) -> i64 {
+    let plan = evaluator::plan::Plan {
+        name: "p".into(),
+        triggers: vec![],
+        env: Default::default(),
+        steps: vec![],
+        concurrency: None,
+    };
+    let new = crate::store::NewRun {
+        workflow_source: "local",
+        workflow_path: "/w/p.plue.py",
+        event: "push",
+        git_ref: "main",
+        sha: "0",
+        context_json: "{}",
+        plan: &plan,
+        plan_json: "{}",
+        plan_hash: "",
+        workspace: &runner::protocol::WorkspaceSource::Empty,
+        rerun_of: None,
+        repo: None,
+    };
+    store.create_failed_run(&new, "no").await.unwrap()
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    headers
+}
+
+fn status(result: Result<(), ApiError>) -> Option<StatusCode> {
+    match result {
+        Ok(()) => None,
+        Err(ApiError::Client(status, _)) => Some(status),
+        Err(ApiError::Internal(e)) => panic!("internal error: {e:#}"),
+    }
+}
+
+#[tokio::test]
+async fn each_role_may_do_exactly_its_share_of_a_repository() {
+    for (store, _dir) in stores().await {
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let hello = repo(&store, "octo/hello").await;
+        let other = repo(&store, "octo/private").await;
+        let mut callers = vec![("anonymous", Caller::Anonymous, None)];
+        for role in Role::ALL {
+            let (id, token) = user_with_token(&store, role.as_str(), Default::default()).await;
+            store.grant_role(hello, id, role.as_str()).await.unwrap();
+            let caller = resolver.from_headers(&bearer(&token)).await.unwrap();
+            callers.push((role.as_str(), caller, Some(role)));
+        }
+        let admin = resolver.from_headers(&bearer(ADMIN)).await.unwrap();
+        assert!(admin.is_admin());
+        callers.push(("admin", admin, Some(Role::Maintainer)));
+        for (who, caller, held) in &callers {
+            for wanted in Role::ALL {
+                let got = status(caller.require_repo(&store, Some(hello), wanted).await);
+                let expected = match (who, held) {
+                    (_, Some(held)) if *held >= wanted => None,
+                    (&"anonymous", _) => Some(StatusCode::UNAUTHORIZED),
+                    _ => Some(StatusCode::FORBIDDEN),
+                };
+                assert_eq!(got, expected, "{who} asking for {wanted} on octo/hello");
+                // A repository the caller holds nothing on does not exist for it.
+                let hidden = status(caller.require_repo(&store, Some(other), wanted).await);
+                let expected = match *who {
+                    "admin" => None,
+                    "anonymous" => Some(StatusCode::UNAUTHORIZED),
+                    _ => Some(StatusCode::NOT_FOUND),
+                };
+                assert_eq!(
+                    hidden, expected,
+                    "{who} asking for {wanted} on octo/private"
+                );
+            }
+            // Local runs are the admins'.
+            let local = status(caller.require_repo(&store, None, Role::Reader).await);
+            assert_eq!(
+                local.is_none(),
+                *who == "admin",
+                "{who} reading a local run"
+            );
+            assert_eq!(
+                caller.require_admin().is_ok(),
+                *who == "admin",
+                "{who} as admin"
+            );
+            let readable = caller.readable(&store).await.unwrap();
+            assert_eq!(
+                readable.allows(Some(hello)),
+                *who != "anonymous",
+                "{who} lists"
+            );
+            assert_eq!(readable.allows(Some(other)), *who == "admin", "{who} lists");
+        }
+        // Public reads open reading, and nothing else.
+        store.set_public_read(hello, true).await.unwrap();
+        for (who, caller, held) in &callers {
+            assert_eq!(
+                status(caller.require_repo(&store, Some(hello), Role::Reader).await),
+                None,
+                "{who} reading a public repository"
+            );
+            if held.is_none() {
+                assert!(
+                    caller
+                        .require_repo(&store, Some(hello), Role::Writer)
+                        .await
+                        .is_err(),
+                    "{who} writing to a public repository"
+                );
+            }
+        }
+        assert!(Caller::Anonymous
+            .readable(&store)
+            .await
+            .unwrap()
+            .allows(Some(hello)));
+    }
+}
+
+#[tokio::test]
+async fn a_token_is_never_wider_than_its_user_and_its_name_is_no_identity() {
+    for (store, _dir) in stores().await {
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let hello = repo(&store, "octo/hello").await;
+        let other = repo(&store, "octo/other").await;
+        // A writer names its token "admin": it is still the writer.
+        let (mallory, _) = user_with_token(&store, "mallory", Default::default()).await;
+        store.grant_role(hello, mallory, "writer").await.unwrap();
+        let token = tokens::new_token().unwrap();
+        store
+            .create_user_token(&NewToken {
+                user_id: mallory,
+                name: "admin",
+                token_hash: &tokens::hash_token(&token),
+                max_role: Some("maintainer"),
+                repos: None,
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        let caller = resolver.from_headers(&bearer(&token)).await.unwrap();
+        assert_eq!(caller.name(), "mallory");
+        assert!(!caller.is_admin());
+        assert_eq!(
+            caller.role_on(&store, hello).await.unwrap(),
+            Some(Role::Writer),
+            "a max_role above the user's own grants nothing more"
+        );
+        // Narrowed: a reader token, and a token for one repository.
+        let (_, reader) = user_with_token(
+            &store,
+            "mallory",
+            NewTokenScope {
+                max_role: Some("reader"),
+                ..Default::default()
+            },
+        )
+        .await;
+        let reader = resolver.from_headers(&bearer(&reader)).await.unwrap();
+        assert_eq!(
+            reader.role_on(&store, hello).await.unwrap(),
+            Some(Role::Reader)
+        );
+        // An admin's narrowed token is not an admin.
+        let admin_id = store.user_by_name("admin").await.unwrap().unwrap().id;
+        store
+            .grant_role(other, mallory, "maintainer")
+            .await
+            .unwrap();
+        let one_repo = tokens::new_token().unwrap();
+        store
+            .create_user_token(&NewToken {
+                user_id: admin_id,
+                name: "ci",
+                token_hash: &tokens::hash_token(&one_repo),
+                max_role: None,
+                repos: Some(r#"["octo/hello"]"#),
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        let narrowed = resolver.from_headers(&bearer(&one_repo)).await.unwrap();
+        assert!(!narrowed.is_admin(), "a narrowed admin token is no admin");
+        assert_eq!(
+            narrowed.role_on(&store, hello).await.unwrap(),
+            Some(Role::Maintainer)
+        );
+        assert_eq!(narrowed.role_on(&store, other).await.unwrap(), None);
+        assert!(!narrowed.readable(&store).await.unwrap().allows(Some(other)));
+    }
+}
+
+#[tokio::test]
+async fn revoked_expired_and_disabled_credentials_open_nothing_sessions_included() {
+    for (store, _dir) in stores().await {
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let (alice, token) = user_with_token(&store, "alice", Default::default()).await;
+        let (session, caller) = resolver.open_session(&token).await.unwrap().unwrap();
+        assert_eq!(caller.user_id(), Some(alice));
+        assert_ne!(session, token, "the cookie never holds the token");
+        assert_eq!(
+            resolver
+                .from_session(&session)
+                .await
+                .unwrap()
+                .unwrap()
+                .name(),
+            "alice"
+        );
+        let id = store.list_tokens(Some(alice)).await.unwrap()[0].id;
+        assert!(store.revoke_token(id).await.unwrap());
+        assert!(resolver.from_session(&session).await.unwrap().is_none());
+        let refused = resolver.from_headers(&bearer(&token)).await.unwrap_err();
+        assert!(matches!(
+            refused,
+            ApiError::Client(StatusCode::UNAUTHORIZED, _)
+        ));
+        // Expired.
+        let (_, old) = user_with_token(
+            &store,
+            "alice",
+            NewTokenScope {
+                expires_at: Some(1),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(resolver.from_headers(&bearer(&old)).await.is_err());
+        // Disabled: its live tokens and sessions stop.
+        let (_, live) = user_with_token(&store, "alice", Default::default()).await;
+        let (session, _) = resolver.open_session(&live).await.unwrap().unwrap();
+        assert!(store.disable_user(alice).await.unwrap());
+        assert!(resolver.from_headers(&bearer(&live)).await.is_err());
+        assert!(resolver.from_session(&session).await.unwrap().is_none());
+        // Signing out ends a session; a made-up session id is nobody.
+        let (_, bob) = user_with_token(&store, "bob", Default::default()).await;
+        let (session, _) = resolver.open_session(&bob).await.unwrap().unwrap();
+        resolver.close_session(&session).await.unwrap();
+        assert!(resolver.from_session(&session).await.unwrap().is_none());
+        assert!(resolver.from_session("guess").await.unwrap().is_none());
+        // No header is anonymous; a malformed one is refused.
+        assert_eq!(
+            resolver.from_headers(&HeaderMap::new()).await.unwrap(),
+            Caller::Anonymous
+        );
+        let mut basic = HeaderMap::new();
+        basic.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpi"),
+        );
+        assert!(resolver.from_headers(&basic).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn gates_compare_users_groups_and_forge_logins_never_names_of_tokens() {
+    for (store, _dir) in stores().await {
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let (alice, alice_token) = user_with_token(&store, "alice", Default::default()).await;
+        let (bob, bob_token) = user_with_token(&store, "bob", Default::default()).await;
+        let alice_caller = resolver.from_headers(&bearer(&alice_token)).await.unwrap();
+        let bob_caller = resolver.from_headers(&bearer(&bob_token)).await.unwrap();
+        let release = store.create_group("Release").await.unwrap();
+        store.add_group_member(release, bob).await.unwrap();
+        let run = any_run(&store).await;
+        let named = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(alice_caller
+            .is_named(&store, &named(&["ALICE"]))
+            .await
+            .unwrap());
+        assert!(!alice_caller
+            .is_named(&store, &named(&["@release"]))
+            .await
+            .unwrap());
+        assert!(bob_caller
+            .is_named(&store, &named(&["@release"]))
+            .await
+            .unwrap());
+        assert!(!Caller::Anonymous
+            .is_named(&store, &named(&["alice"]))
+            .await
+            .unwrap());
+        // Alice pushed (her forge login), then asks to approve her own run.
+        store
+            .link_forge_login(alice, "github", "Alice-GH")
+            .await
+            .unwrap();
+        store
+            .record_trigger(
+                run,
+                &Triggerer {
+                    name: "alice-gh".into(),
+                    user_id: None,
+                    forge_login: Some("github:alice-gh".into()),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(alice_caller.is_triggerer_of(&store, run).await.unwrap());
+        assert!(!bob_caller.is_triggerer_of(&store, run).await.unwrap());
+        let refused = alice_caller
+            .may_decide(&store, run, &named(&["alice", "bob"]), true)
+            .await
+            .unwrap();
+        assert!(refused.unwrap_err().contains("started this run"));
+        assert!(bob_caller
+            .may_decide(&store, run, &named(&["alice", "bob"]), true)
+            .await
+            .unwrap()
+            .is_ok());
+        // A second user cannot take a linked login.
+        assert!(matches!(
+            store.link_forge_login(bob, "github", "alice-gh").await,
+            Err(crate::store::NameError::Taken(_))
+        ));
+        // Names are unique in any case; `admin` is taken by the installation's admin.
+        for taken in ["ALICE", "Admin"] {
+            assert!(matches!(
+                store.create_user(taken, "person", false).await,
+                Err(crate::store::NameError::Taken(_))
+            ));
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_from_before_users_become_users_that_keep_working() {
+    for (store, _dir) in stores().await {
+        let hello = repo(&store, "octo/hello").await;
+        // Rows as an engine before users wrote them.
+        let old = tokens::new_token().unwrap();
+        store
+            .create_api_token("Deploy Bot", &tokens::hash_token(&old), None)
+            .await
+            .unwrap();
+        let minted = tokens::new_token().unwrap();
+        store
+            .create_api_token(
+                "admin",
+                &tokens::hash_token(&minted),
+                Some(&tokens::hash_token(&old)),
+            )
+            .await
+            .unwrap();
+        let carol = tokens::new_token().unwrap();
+        store
+            .create_api_token("carol", &tokens::hash_token(&carol), None)
+            .await
+            .unwrap();
+        prepare(&store, true).await.unwrap();
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let deploy = resolver.from_headers(&bearer(&old)).await.unwrap();
+        let minted = resolver.from_headers(&bearer(&minted)).await.unwrap();
+        assert_eq!(
+            deploy.user_id(),
+            minted.user_id(),
+            "a minted token follows its minter, whatever its name"
+        );
+        assert!(deploy.name().starts_with("legacy-"), "{}", deploy.name());
+        assert!(!minted.is_admin());
+        let carol = resolver.from_headers(&bearer(&carol)).await.unwrap();
+        assert_eq!(carol.name(), "carol");
+        assert_eq!(
+            carol.role_on(&store, hello).await.unwrap(),
+            Some(Role::Maintainer)
+        );
+        assert_eq!(store.repo_public_read(hello).await.unwrap(), Some(false));
+        // Twice is once.
+        prepare(&store, true).await.unwrap();
+        assert_eq!(store.list_users().await.unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,318 @@
+//! API tokens of users, and the dashboard's server-side sessions, in the store.
+//!
+//! Invariants:
+//! - Tokens and session ids are stored only as SHA-256 hashes.
+//! - A token is valid while it is not revoked, not expired and its user is not disabled;
+//!   [`Store::token_by_hash`] is the one place that says so. A session is valid while the
+//!   token that opened it is (the caller checks the admin token's hash itself) and before
+//!   its own `expires_at`; revoking a token deletes its sessions in the same transaction.
+//! - Tokens made before users existed (`user_id` NULL) are adopted at start-up by
+//!   [`Store::adopt_legacy_tokens`], before any request is served.
+
+use sqlx::Row;
+
+use super::people::UserRow;
+use super::{now_ms, on_db, Store};
+
+/// An API token as listed (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    /// The highest role it acts with (`None`: its user's own).
+    pub max_role: Option<String>,
+    /// JSON array of the repositories it may act on (`None`: all of its user's).
+    pub repos: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// A token to store.
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    pub user_id: i64,
+    pub name: &'a str,
+    pub token_hash: &'a str,
+    pub max_role: Option<&'a str>,
+    /// JSON array of repository names.
+    pub repos: Option<&'a str>,
+    pub expires_at: Option<i64>,
+}
+
+/// A valid token and its user.
+#[derive(Debug, Clone)]
+pub struct ValidToken {
+    pub token: TokenRow,
+    pub user: UserRow,
+}
+
+/// A user adopted from a token made before users existed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub user: String,
+    pub tokens: usize,
+}
+
+const TOKEN_COLUMNS: &str = "t.id, t.user_id, t.name, t.max_role, t.repos, t.created_at, \
+                             t.expires_at, t.revoked_at, t.last_used_at";
+const USER_COLUMNS: &str = "u.id AS u_id, u.name AS u_name, u.kind AS u_kind, \
+                            u.admin AS u_admin, u.created_at AS u_created_at, \
+                            u.disabled_at AS u_disabled_at";
+
+fn user_of<R: Row>(row: &R) -> Result<UserRow, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(UserRow {
+        id: row.try_get("u_id")?,
+        name: row.try_get("u_name")?,
+        kind: row.try_get("u_kind")?,
+        admin: row.try_get("u_admin")?,
+        created_at: row.try_get("u_created_at")?,
+        disabled_at: row.try_get("u_disabled_at")?,
+    })
+}
+
+impl Store {
+    /// Stores a token of a user by its hash.
+    pub async fn create_user_token(&self, new: &NewToken<'_>) -> anyhow::Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "INSERT INTO api_tokens (name, token_hash, user_id, max_role, repos, expires_at, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(new.name)
+        .bind(new.token_hash)
+        .bind(new.user_id)
+        .bind(new.max_role)
+        .bind(new.repos)
+        .bind(new.expires_at)
+        .bind(now_ms())
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// The valid token with this hash and its user: not revoked, not expired at `now`,
+    /// its user not disabled. Notes when it was last used (at most once a minute).
+    pub async fn token_by_hash(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<ValidToken>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, {USER_COLUMNS} FROM api_tokens t \
+             JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL \
+               AND (t.expires_at IS NULL OR t.expires_at > $2) AND u.disabled_at IS NULL"
+        );
+        let found = on_db!(self, pool => {
+            match sqlx::query(&sql)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
+            {
+                Some(row) => Some(ValidToken {
+                    token: <TokenRow as sqlx::FromRow<_>>::from_row(&row)?,
+                    user: user_of(&row)?,
+                }),
+                None => None,
+            }
+        });
+        if let Some(valid) = &found {
+            if valid
+                .token
+                .last_used_at
+                .is_none_or(|at| now.saturating_sub(at) > 60_000)
+            {
+                on_db!(self, pool => sqlx::query(
+                    "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
+                )
+                .bind(now)
+                .bind(valid.token.id)
+                .execute(pool)
+                .await
+                .map(|_| ())?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The tokens of a user (every user's with `None`), newest first, revoked ones included.
+    pub async fn list_tokens(&self, user_id: Option<i64>) -> anyhow::Result<Vec<TokenRow>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens t \
+             WHERE t.user_id IS NOT NULL AND ($1 IS NULL OR t.user_id = $1) ORDER BY t.id DESC"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as::<_, TokenRow>(&sql)
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    pub async fn token_by_id(&self, id: i64) -> anyhow::Result<Option<TokenRow>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1");
+        Ok(on_db!(self, pool => sqlx::query_as::<_, TokenRow>(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Revokes token `id` and ends the sessions it opened, in one transaction. False when
+    /// there is no such token or it was revoked already.
+    pub async fn revoke_token(&self, id: i64) -> anyhow::Result<bool> {
+        let now = now_ms();
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let hash: Option<String> = sqlx::query_scalar(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                 RETURNING token_hash",
+            )
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(hash) = &hash {
+                sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(hash.is_some())
+        })
+    }
+
+    /// Gives every token made before users existed a user: one per distinct name
+    /// (case-insensitively; a name that is not a valid user name, or `admin`, becomes
+    /// `legacy-<id>`), with `maintainer` on every repository, so existing installations keep
+    /// working. Tokens minted with another token (`owner_hash`) go to that token's user.
+    /// Returns who was adopted, for the start-up warning.
+    pub async fn adopt_legacy_tokens(&self) -> anyhow::Result<Vec<Adopted>> {
+        let rows: Vec<(i64, String, Option<String>, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT id, name, owner_hash, token_hash FROM api_tokens WHERE user_id IS NULL \
+             ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await?);
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut adopted: Vec<Adopted> = Vec::new();
+        let mut by_hash = std::collections::HashMap::new();
+        // Owners first: a minted token follows its owner, which is a row without owner_hash.
+        let (owners, minted): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .partition(|(_, _, owner, _)| owner.is_none());
+        for (id, name, owner_hash, hash) in owners.into_iter().chain(minted) {
+            let owner = owner_hash.and_then(|owner| by_hash.get(&owner).copied());
+            let user_id = match owner {
+                Some(user_id) => user_id,
+                None => {
+                    let wanted = if super::people::valid_name(&name)
+                        && !name.eq_ignore_ascii_case("admin")
+                    {
+                        name.clone()
+                    } else {
+                        format!("legacy-{id}")
+                    };
+                    let user = match self.user_by_name(&wanted).await? {
+                        Some(user) => user.id,
+                        None => self
+                            .create_user(&wanted, "person", false)
+                            .await
+                            .map_err(anyhow::Error::from)?,
+                    };
+                    self.grant_every_repository(user, "maintainer").await?;
+                    match adopted.iter_mut().find(|a| a.user == wanted) {
+                        Some(a) => a.tokens += 1,
+                        None => adopted.push(Adopted {
+                            user: wanted,
+                            tokens: 1,
+                        }),
+                    }
+                    user
+                }
+            };
+            by_hash.insert(hash.clone(), user_id);
+            on_db!(self, pool => sqlx::query("UPDATE api_tokens SET user_id = $1 WHERE id = $2")
+                .bind(user_id)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|_| ())?);
+        }
+        Ok(adopted)
+    }
+
+    /// Opens a dashboard session for `user_id`, signed in with the token hashed as
+    /// `token_hash`, until `expires_at`.
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        user_id: i64,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> anyhow::Result<()> {
+        let now = now_ms();
+        on_db!(self, pool => {
+            // Expired sessions are dropped as new ones open: the table does not grow.
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?;
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, user_id, token_hash, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id_hash)
+            .bind(user_id)
+            .bind(token_hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The live session with this id hash at `now`: its user (not disabled) and the hash of
+    /// the token that opened it. Whether that token is still valid is the caller's check.
+    pub async fn session(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<(UserRow, String)>> {
+        let sql = format!(
+            "SELECT s.token_hash, {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
+        );
+        on_db!(self, pool => {
+            match sqlx::query(&sql)
+                .bind(id_hash)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
+            {
+                Some(row) => Ok(Some((user_of(&row)?, row.try_get("token_hash")?))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Ends a session (sign-out).
+    pub async fn delete_session(&self, id_hash: &str) -> anyhow::Result<()> {
+        on_db!(self, pool => sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
+        Ok(())
+    }
+}
