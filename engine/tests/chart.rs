@@ -766,11 +766,15 @@ fn runner_pods_get_a_namespace_of_their_own_by_default() {
     );
     let restricted = render(json!({"networkPolicy": {"engine": {"from": [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]}}}));
-    let from = &restricted.one("NetworkPolicy", "plue-engine")["spec"]["ingress"][0]["from"];
-    assert_eq!(
-        from[1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
-        RUNNERS
-    );
+    // The engine's runner port admits them by their namespace, whoever else reaches it.
+    for rendered in [&rendered, &restricted] {
+        let ingress = &rendered.one("NetworkPolicy", "plue-engine")["spec"]["ingress"];
+        assert_eq!(
+            ingress[1]["from"][0]["namespaceSelector"]["matchLabels"]
+                ["kubernetes.io/metadata.name"],
+            RUNNERS
+        );
+    }
 
     // A namespace that exists already: the chart makes none.
     let existing = render(json!({"pool": {"createNamespace": false}}));
