@@ -1,7 +1,8 @@
 //! `GET /api/runs/{id}/artifacts` (the files every step kept), `GET
 //! /api/runs/{id}/steps/{step}/artifacts` (a step's artifacts as one tar) and `GET
-//! /api/runs/{id}/steps/{step}/artifacts/{path}` (one file). Reads: open unless reads are
-//! private, like the rest of `/api`.
+//! /api/runs/{id}/steps/{step}/artifacts/{path}` (one file). Each needs `reader` on the
+//! run's repository (the run's 404 for a caller who may not read it; a local run's
+//! artifacts are the admins').
 //!
 //! Invariants: a file is served only when the store lists it for that run and step (the
 //! latest attempt that kept artifacts), so a path never selects anything but a listed
@@ -23,6 +24,7 @@ use utoipa::IntoParams;
 
 use super::views::{ArtifactView, ErrorView};
 use super::{parse_run_id, ApiState, RunId};
+use crate::access::{Caller, Role};
 use crate::artifacts::{ArtifactError, Slot};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::BlobRow;
@@ -91,13 +93,14 @@ pub(super) struct FilePath {
         (status = 200, description = "A page of kept files, by step and path", body = Vec<ArtifactView>,
          headers(("Link" = String, description = "`</api/runs/{id}/artifacts?...&after=...>; rel=\"next\"` when more files follow"))),
         (status = 400, description = "The id is not a run id, or an unknown or malformed query parameter", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
-        (status = 404, description = "No such run", body = ErrorView),
+        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn list(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
@@ -120,9 +123,7 @@ pub(super) async fn list(
         })
         .transpose()?;
     let store = state.executor.store();
-    if store.run(id).await?.is_none() {
-        return Err(ApiError::not_found(format!("no run {id}")));
-    }
+    caller.visible_run(store, id, Role::Reader).await?;
     let mut rows = store
         .artifacts_page(id, query.step.as_deref(), after, limit + 1)
         .await?;
@@ -162,9 +163,17 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// The latest artifacts blob of a step.
-async fn blob(state: &ApiState, id: &str, step: &str) -> ApiResult<(i64, BlobRow)> {
+/// The latest artifacts blob of a step of a run the caller may read.
+async fn blob(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    step: &str,
+) -> ApiResult<(i64, BlobRow)> {
     let id = parse_run_id(id)?;
+    caller
+        .visible_run(state.executor.store(), id, Role::Reader)
+        .await?;
     let blob = state
         .executor
         .store()
@@ -190,19 +199,20 @@ async fn blob(state: &ApiState, id: &str, step: &str) -> ApiResult<(i64, BlobRow
     responses(
         (status = 200, description = "The tar", content_type = "application/x-tar", body = Vec<u8>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
-        (status = 404, description = "No such run, or the step kept no artifacts (or they were deleted by retention)", body = ErrorView),
+        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 404, description = "No such run, a run the caller may not read, or the step kept no artifacts (or they were deleted by retention)", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
         (status = 503, description = "Every download slot (in all, or of this client) is taken; try again later", body = ErrorView),
     )
 )]
 pub(super) async fn tar(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((id, step)): Path<(String, String)>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (id, blob) = blob(&state, &id, &step).await?;
+    let (id, blob) = blob(&state, &caller, &id, &step).await?;
     let slot = slot(&state, peer, &headers)?;
     let stream = state
         .artifacts
@@ -231,19 +241,20 @@ pub(super) async fn tar(
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
-        (status = 404, description = "No such run, step or listed file (or deleted by retention)", body = ErrorView),
+        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 404, description = "No such run, step or listed file (or deleted by retention), or a run the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
         (status = 503, description = "Every download slot (in all, or of this client) is taken; try again later", body = ErrorView),
     )
 )]
 pub(super) async fn file(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((id, step, path)): Path<(String, String, String)>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (id, blob) = blob(&state, &id, &step).await?;
+    let (id, blob) = blob(&state, &caller, &id, &step).await?;
     let listed = state
         .executor
         .store()

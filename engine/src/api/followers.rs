@@ -1,7 +1,7 @@
 //! Who is following live streams (the API's log SSE and the dashboard's `/live` hints): a
 //! count of open followers per step run, per client and in all, with caps; who a client
-//! is (its token's owner, or its address as seen through trusted proxies); the leash that
-//! ends a stream; and the pacing of an idle follower.
+//! is (its user, or its address as seen through trusted proxies); the leash that ends a
+//! stream; and the pacing of an idle follower.
 //!
 //! Invariants:
 //! - A follower is counted from [`Followers::enter`] until its [`FollowerGuard`] is
@@ -13,11 +13,11 @@
 //!   and returns to 0 when every client has left. Entering past a cap changes nothing and
 //!   says which cap was hit. The counts sit behind one short `std` mutex never held across
 //!   an `.await`.
-//! - A signed-in client ([`Who::Token`]: a valid bearer token or dashboard session) is
-//!   counted by its token's owner ([`Auth::owner_of`]), wherever it connects from: tokens
-//!   minted with an API token belong to its owner, so minting more buys no places. An
-//!   anonymous client is counted by its address (an IPv6 address by its /64, which one host
-//!   usually holds whole).
+//! - A signed-in client ([`Who::User`]: a valid bearer token or dashboard session) is
+//!   counted by its user id ([`Who::of_caller`]), wherever it connects from and whichever
+//!   of its tokens it uses: a user's tokens are one client, so making more buys no places.
+//!   An anonymous client is counted by its address (an IPv6 address by its /64, which one
+//!   host usually holds whole).
 //! - Of each step's places and of the engine's, a share is reserved for signed-in clients:
 //!   anonymous clients together never hold more than `per_step - reserved_per_step` of a
 //!   step or `total - reserved_total` in all, so however many addresses they come from, a
@@ -36,14 +36,13 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use futures::{Future, Stream};
 use ipnet::IpNet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
-use crate::http_error::ApiResult;
+use crate::access::Caller;
 use crate::tokens;
 
 /// Most live followers of one step run (a whole team watching one step fits easily).
@@ -183,8 +182,10 @@ pub enum Refused {
 /// Who a follower is, as the caps count it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Who {
-    /// A signed-in client: its token's owner (see [`Auth::owner_of`]), the SHA-256 of the
-    /// admin token or of an API token. Every token minted from one token has its owner.
+    /// A signed-in user, by id: all of its tokens and sessions are one client.
+    User(i64),
+    /// A signed-in client by its token's owner (see [`crate::auth::Auth::owner_of`]): the dashboard's
+    /// count until it resolves a [`Caller`] too.
     Token(String),
     /// An anonymous client: its address (an IPv6 one cut to its /64), unknown when the
     /// server records none.
@@ -198,7 +199,7 @@ impl Who {
         Who::Token(tokens::hash_token(token))
     }
 
-    /// A signed-in client, by its token's owner ([`Auth::owner_of`]).
+    /// A signed-in client, by its token's owner ([`crate::auth::Auth::owner_of`]).
     pub fn owner(owner: String) -> Who {
         Who::Token(owner)
     }
@@ -215,25 +216,15 @@ impl Who {
     }
 
     pub fn signed_in(&self) -> bool {
-        matches!(self, Who::Token(_))
+        matches!(self, Who::User(_) | Who::Token(_))
     }
 
-    /// Who sent an API request: its bearer token if it presented one (a token that is not
-    /// valid is the caller's 401), else anonymous at `address`. On an engine with no
-    /// admin token nobody signs in, and everyone is anonymous.
-    pub async fn of_request(
-        auth: &Auth,
-        headers: &HeaderMap,
-        address: Option<IpAddr>,
-    ) -> ApiResult<Who> {
-        let given = tokens::bearer(
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        );
-        match given {
-            Some(token) if auth.enforced() => Ok(Who::owner(auth.owner_of(token).await?)),
-            _ => Ok(Who::anonymous(address)),
+    /// Who `caller` is, as the caps count it: its user, else anonymous at `address` (on an
+    /// engine with no admin token nobody signs in, and everyone is anonymous).
+    pub fn of_caller(caller: &Caller, address: Option<IpAddr>) -> Who {
+        match caller.user_id() {
+            Some(id) => Who::User(id),
+            None => Who::anonymous(address),
         }
     }
 }

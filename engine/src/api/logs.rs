@@ -7,7 +7,7 @@
 //! step is final and every stored line was sent.
 //!
 //! Followers are bounded (see [`super::followers`]): each is counted while its stream
-//! lives — by its token's owner when it presents one, else by its address — past a cap the answer
+//! lives — by its user when it is signed in, else by its address — past a cap the answer
 //! is 429, an idle one is woken by notifications and otherwise re-reads the store ever more
 //! rarely, and a client that leaves takes its follower with it (the stream is the
 //! follower; a heartbeat comment makes a silent hang-up show; a client that stops reading
@@ -35,6 +35,7 @@ use super::approvals::StepPath;
 use super::followers::{leash, FollowerLimits, Who};
 use super::views::{ErrorView, LineView};
 use super::{parse_run_id, ApiState};
+use crate::access::{Caller, Role};
 use crate::events::Event;
 use crate::executor::rules::parse_status;
 use crate::http_error::{ApiError, ApiResult};
@@ -63,8 +64,8 @@ pub(super) struct LogQuery {
                    data a `Line`), new lines as they are stored, then an `end` event (data \
                    `{}`) once the step is final and every line was sent; comments keep the \
                    connection alive. Resume with `Last-Event-ID` or `after`. Live streams \
-                   are counted per token owner (a request with a token; tokens minted with \
-                   an API token count as its owner) or per client address, with a share of \
+                   are counted per user (a request with a token: all of a user's tokens \
+                   count as one) or per client address, with a share of \
                    places kept for requests with a token; a stream without a token ends \
                    after 10 minutes without an `end` event, and the client reconnects with \
                    `Last-Event-ID`; a stream whose client reads nothing for 60 seconds \
@@ -83,14 +84,15 @@ pub(super) struct LogQuery {
              (String = "text/event-stream"),
          )),
         (status = 400, description = "Not a run id, an unknown query parameter or a malformed cursor", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token, or a live stream was asked with a token that is not valid", body = ErrorView),
-        (status = 404, description = "No such run or step", body = ErrorView),
+        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
         (status = 429, description = "Too many live followers (of this step, of this client, or in all), or every place open to requests without a token is taken", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn step_logs(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((run, step)): Path<(String, String)>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -99,6 +101,7 @@ pub(super) async fn step_logs(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let run_id = parse_run_id(&run)?;
     let store = state.executor.store();
+    caller.visible_run(store, run_id, Role::Reader).await?;
     let step_run = store
         .step_run(run_id, &step)
         .await?
@@ -118,7 +121,7 @@ pub(super) async fn step_logs(
     if wants_sse {
         let peer = client.map(|Extension(ConnectInfo(addr))| addr);
         let address = state.followers.client_address(peer, &headers);
-        let who = Who::of_request(&state.auth, &headers, address).await?;
+        let who = Who::of_caller(&caller, address);
         let guard = state.followers.enter(step_run.id, who).map_err(|refused| {
             ApiError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
         })?;

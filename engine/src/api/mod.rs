@@ -4,17 +4,26 @@
 //!
 //! Invariants: every `/api/...` route is registered from its handler's `#[utoipa::path]`
 //! and so described by `GET /api/openapi.json` ([`openapi()`]); every route but that one
-//! passes [`crate::auth::require_token`] (writes need a bearer token, reads too when they
-//! are private); every error is an [`ApiError`] with a JSON body.
+//! runs behind [`crate::access::resolve`] (invalid credentials: 401 before any handler) and
+//! its handler takes the [`Caller`] and asks it exactly its rule — a run's or repository's
+//! role ([`Caller::visible_run`], [`Caller::visible_repo`]: 404 for what the caller may not
+//! read), the installation admin, or any signed-in user; lists are filtered in their
+//! queries by [`Caller::readable`]. Every dispatch, re-run, cancel and other change is in
+//! the audit trail with the caller's user id ([`audit`]). Every error is an [`ApiError`]
+//! with a JSON body.
 
 mod approvals;
 mod artifacts;
+mod audit_trail;
 mod body;
+mod environments;
 pub mod followers;
 mod logs;
 mod openapi;
+mod people;
 mod repos;
 mod runner_tokens;
+mod user_tokens;
 pub mod views;
 
 use std::path::PathBuf;
@@ -31,14 +40,16 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::access::{Caller, Readable, Role};
 use crate::artifacts::Artifacts;
-use crate::auth::{self, Auth};
+use crate::auth::Auth;
 use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
 use crate::launch::{launch, LaunchError};
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::registry::Registry;
+use crate::store::{Audit, Store, Triggerer};
 use body::Object;
 use views::{ClassView, Created, ErrorView, PoolView, RunView, RunnerView};
 
@@ -61,7 +72,7 @@ pub struct ApiState {
 }
 
 /// Every `/api` route, each registered from its handler's `#[utoipa::path]` (so what the
-/// router serves and what `/api/openapi.json` lists are one list): those behind the token
+/// router serves and what `/api/openapi.json` lists are one list): those behind the caller
 /// middleware, then those anyone may read.
 fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
     let guarded = OpenApiRouter::new()
@@ -79,13 +90,34 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(list_runners))
         .routes(routes!(pool))
         .routes(routes!(repos::list_repos, repos::create_repo))
-        .routes(routes!(repos::get_repo, repos::delete_repo))
+        .routes(routes!(
+            repos::get_repo,
+            repos::delete_repo,
+            repos::update_repo
+        ))
+        .routes(routes!(repos::list_members))
+        .routes(routes!(repos::put_member, repos::delete_member))
         .routes(routes!(repos::list_secrets))
+        .routes(routes!(environments::list))
+        .routes(routes!(environments::get, environments::put, environments::delete))
+        .routes(routes!(environments::list_secrets))
+        .routes(routes!(environments::put_secret, environments::delete_secret))
         .routes(routes!(repos::put_secret, repos::delete_secret))
         .routes(routes!(repos::repo_schedules))
         .routes(routes!(repos::dispatch))
         .routes(routes!(repos::all_schedules))
-        .routes(routes!(repos::create_token))
+        .routes(routes!(user_tokens::list_tokens, user_tokens::create_token))
+        .routes(routes!(user_tokens::revoke_token))
+        .routes(routes!(user_tokens::create_user_token))
+        .routes(routes!(people::current_user))
+        .routes(routes!(people::list_users, people::create_user))
+        .routes(routes!(people::get_user, people::disable_user))
+        .routes(routes!(people::link_forge_login))
+        .routes(routes!(people::unlink_forge_login))
+        .routes(routes!(people::list_groups, people::create_group))
+        .routes(routes!(people::get_group, people::delete_group))
+        .routes(routes!(people::add_group_member, people::remove_group_member))
+        .routes(routes!(audit_trail::list_audit))
         .routes(routes!(runner_tokens::list, runner_tokens::create))
         .routes(routes!(runner_tokens::revoke));
     let open = OpenApiRouter::new().routes(routes!(openapi::openapi_json));
@@ -94,12 +126,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
 
 pub fn router(state: ApiState) -> Router {
     let (guarded, open) = routes();
-    let guarded = Router::from(guarded)
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
-            auth::require_token,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
+    let guarded = Router::from(guarded).route_layer(axum::middleware::from_fn_with_state(
             state.auth.resolver().clone(),
             crate::access::resolve,
         ));
@@ -147,23 +174,33 @@ struct RunsQuery {
     responses(
         (status = 200, description = "The runs (without their steps)", body = Vec<RunView>),
         (status = 400, description = "An unknown or malformed query parameter, or an invalid repository name", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 401, description = "The token is not valid", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 async fn list_runs(
     State(state): State<ApiState>,
+    caller: Caller,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<RunView>>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let store = state.executor.store();
-    let runs = match &query.repo {
-        Some(repo) => {
-            repos::check_repo_name(repo)?;
-            store.list_runs_of_repo(repo, limit).await?
+    if let Some(repo) = &query.repo {
+        repos::check_repo_name(repo)?;
+    }
+    let filter = crate::store::RunFilter {
+        repository: query.repo.clone(),
+        ..Default::default()
+    };
+    // Only the caller's readable repositories, in the query itself: `limit` counts
+    // readable runs (the anonymous read public repositories only, and no local run).
+    let runs = match caller.readable(store).await? {
+        Readable::All => store.runs_page(&filter, None, limit).await?,
+        Readable::Repos(ids) => {
+            let ids: Vec<i64> = ids.into_iter().collect();
+            store.runs_page(&filter, Some(&ids), limit).await?
         }
-        None => store.list_runs(limit).await?,
     };
     Ok(Json(
         runs.into_iter().map(|r| RunView::new(r, None)).collect(),
@@ -187,21 +224,19 @@ pub(crate) fn parse_run_id(raw: &str) -> ApiResult<i64> {
     responses(
         (status = 200, description = "The run, its steps and, for a repository's run, the commit statuses owed to the forge", body = RunView),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
-        (status = 404, description = "No such run", body = ErrorView),
+        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 async fn get_run(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
     let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    let run = store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let run = caller.visible_run(store, id, Role::Reader).await?;
     let steps = store.step_runs(id).await?;
     let plan = store
         .run_documents(id)
@@ -238,27 +273,27 @@ async fn get_run(
         (status = 200, description = "The run, cancelling or cancelled", body = RunView),
         (status = 400, description = "The id is not a run id", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 404, description = "No such run", body = ErrorView),
+        (status = 403, description = "The caller reads the run but lacks `writer` on its repository", body = ErrorView),
+        (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
         (status = 409, description = "The run is already final", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 async fn cancel_run(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
     let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    let run = store
-        .run(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let run = caller.visible_run(store, id, Role::Writer).await?;
     if !state.executor.cancel(id).await? {
         return Err(ApiError::Client(
             axum::http::StatusCode::CONFLICT,
             format!("run {id} is already {}", run.status),
         ));
     }
+    audit(store, &caller, "run.cancel", run.repo_id, Some(id), serde_json::json!({})).await?;
     let run = store
         .run(id)
         .await?
@@ -277,34 +312,75 @@ async fn cancel_run(
         (status = 200, description = "The new run", body = Created),
         (status = 400, description = "The id is not a run id", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 404, description = "No such run", body = ErrorView),
+        (status = 403, description = "The caller reads the run but lacks `writer` on its repository", body = ErrorView),
+        (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
         (status = 409, description = "The run has no plan (its workflow file did not evaluate)", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 async fn rerun(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
 ) -> ApiResult<Json<Created>> {
     let id = parse_run_id(&id)?;
-    let who = state.auth.identity(&headers).await?;
     let store = state.executor.store();
-    if let Some(run) = store.run(id).await? {
-        if run.plan_hash.is_empty() {
-            return Err(ApiError::Client(
-                axum::http::StatusCode::CONFLICT,
-                format!("run {id} has no plan to run again: its workflow file did not evaluate"),
-            ));
-        }
+    let run = caller.visible_run(store, id, Role::Writer).await?;
+    if run.plan_hash.is_empty() {
+        return Err(ApiError::Client(
+            axum::http::StatusCode::CONFLICT,
+            format!("run {id} has no plan to run again: its workflow file did not evaluate"),
+        ));
     }
     match state.executor.rerun(id).await? {
         Some(run_id) => {
-            store.record_triggerer(run_id, &who).await?;
+            record_trigger(store, &caller, run_id).await?;
+            let detail = serde_json::json!({ "rerun_of": id });
+            audit(store, &caller, "run.rerun", run.repo_id, Some(run_id), detail).await?;
             Ok(Json(Created { run_id }))
         }
         None => Err(ApiError::not_found(format!("no run {id}"))),
     }
+}
+
+/// Records that `caller` started `run_id` (its user id, so `exclude_triggerer` compares
+/// users).
+pub(crate) async fn record_trigger(
+    store: &Store,
+    caller: &Caller,
+    run_id: i64,
+) -> anyhow::Result<()> {
+    store
+        .record_trigger(
+            run_id,
+            &Triggerer {
+                name: caller.name().to_string(),
+                user_id: caller.user_id(),
+                forge_login: None,
+            },
+        )
+        .await
+}
+
+/// Records in the audit trail that `caller` did `action`.
+pub(crate) async fn audit(
+    store: &Store,
+    caller: &Caller,
+    action: &str,
+    repo_id: Option<i64>,
+    run_id: Option<i64>,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    store
+        .audit(&Audit {
+            user_id: caller.user_id(),
+            actor: caller.name(),
+            action,
+            repo_id,
+            run_id,
+            detail,
+        })
+        .await
 }
 
 /// `POST /api/runs`: run a workflow file the server can read.
@@ -356,7 +432,7 @@ pub(super) struct RunId {
     path = "/api/runs",
     tag = "runs",
     summary = "Run a workflow file of the server's file system",
-    description = "Needs the admin token itself, and the file below a directory the engine \
+    description = "Needs an installation admin, and the file below a directory the engine \
                    was started with `--local-workflows` for.",
     request_body = CreateRun,
     security(("bearer" = [])),
@@ -364,7 +440,7 @@ pub(super) struct RunId {
         (status = 200, description = "The new run", body = Created),
         (status = 400, description = "A malformed body, or no such workflow file or workspace directory", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 403, description = "Not the admin token, or a path outside `--local-workflows`", body = ErrorView),
+        (status = 403, description = "Not an installation admin, or a path outside `--local-workflows`", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema, or the workflow file failed to evaluate", body = ErrorView),
@@ -374,12 +450,12 @@ pub(super) struct RunId {
 )]
 async fn create_run(
     State(state): State<ApiState>,
-    headers: axum::http::HeaderMap,
+    caller: Caller,
     body: Result<Object<CreateRun>, ApiError>,
 ) -> ApiResult<Json<Created>> {
-    // The server's file system is the operator's: the admin token, and only below the
+    // The server's file system is the operator's: an admin, and only below the
     // directories the operator allowed — checked before anything reveals what exists.
-    state.auth.check_admin(&headers)?;
+    caller.require_admin()?;
     let Object(request) = body?;
     let Some(evaluator) = &state.evaluator else {
         return Err(ApiError::Client(
@@ -431,12 +507,10 @@ async fn create_run(
     };
     match launch(&state.executor, evaluator, &workflow, &ctx, &workspace).await {
         Ok(run_id) => {
-            let who = state.auth.identity(&headers).await?;
-            state
-                .executor
-                .store()
-                .record_triggerer(run_id, &who)
-                .await?;
+            let store = state.executor.store();
+            record_trigger(store, &caller, run_id).await?;
+            let detail = serde_json::json!({ "workflow": workflow.display().to_string() });
+            audit(store, &caller, "run.create", None, Some(run_id), detail).await?;
             Ok(Json(Created { run_id }))
         }
         Err(LaunchError::Internal(e)) => Err(ApiError::Internal(e)),
@@ -494,11 +568,15 @@ pub fn default_workspace(file: &std::path::Path) -> PathBuf {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Up to 200 live runners", body = Vec<RunnerView>),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 401, description = "No valid token: the runners are for signed-in users", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
-async fn list_runners(State(state): State<ApiState>) -> ApiResult<Json<Vec<RunnerView>>> {
+async fn list_runners(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<RunnerView>>> {
+    caller.require_signed_in()?;
     let runners = state.executor.store().list_runners(false, 200).await?;
     Ok(Json(runners.into_iter().map(RunnerView::new).collect()))
 }
@@ -511,11 +589,12 @@ async fn list_runners(State(state): State<ApiState>) -> ApiResult<Json<Vec<Runne
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The pool's state", body = PoolView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 401, description = "No valid token: the pool is for signed-in users", body = ErrorView),
         (status = 404, description = "This engine runs no pool (remote runners only)", body = ErrorView),
     )
 )]
-async fn pool(State(state): State<ApiState>) -> ApiResult<Json<PoolView>> {
+async fn pool(State(state): State<ApiState>, caller: Caller) -> ApiResult<Json<PoolView>> {
+    caller.require_signed_in()?;
     let classes: Vec<ClassView> = state
         .pool_classes
         .as_ref()

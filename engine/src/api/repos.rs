@@ -1,9 +1,15 @@
-//! `/api/repos/...`, `/api/schedules` and `/api/tokens`: registering repositories, their
-//! secrets, manual dispatch, the schedules' next fire times, and more API tokens.
+//! `/api/repos/...` and `/api/schedules`: registering repositories, their settings, members
+//! and secrets, manual dispatch, and the schedules' next fire times. (API tokens are
+//! [`super::user_tokens`]'.)
 //!
 //! Invariants: webhook secrets, forge tokens and secret values go into the store sealed
 //! and never come back out of the API; every body rejects unknown fields; every name in a
-//! path or body is validated before it reaches the store or git.
+//! path or body is validated before it reaches the store or git. Who may: an installation
+//! admin registers and removes repositories; a repository's readers read it and its
+//! schedules, its writers dispatch, its maintainers change its settings, members and
+//! secrets — a caller who may not read a repository gets the same 404 as for one that does
+//! not exist ([`Caller::visible_repo`]); lists hold only what the caller may read. Every
+//! change is in the audit trail (secret names, never values).
 
 use std::collections::BTreeMap;
 
@@ -15,15 +21,15 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
-use super::views::{Created, ErrorView, RepoView, ScheduleView, SecretView, TokenCreated};
-use super::ApiState;
+use super::views::{Created, ErrorView, MemberView, RepoView, ScheduleView, SecretView};
+use super::{audit, record_trigger, ApiState};
+use crate::access::{Caller, Readable, Role};
 use crate::forge::Forge;
 use crate::http_error::{ApiError, ApiResult};
 use crate::registry::DispatchError;
 use crate::store::{NewRepo, RepoRow};
-use crate::tokens;
 
-const MAX_SECRET_BYTES: usize = 64 * 1024;
+pub(super) const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +94,22 @@ pub(super) struct SecretPath {
     /// starting with a digit or `PLUE_`.
     #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "DEPLOY_KEY")]
     secret: String,
+}
+
+/// A repository and one of its members in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: handlers take the segments as strings
+pub(super) struct MemberPath {
+    /// The repository's owner.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "octo")]
+    owner: String,
+    /// The repository's name.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "hello")]
+    name: String,
+    /// The user's name (any case).
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,38}$", example = "alice")]
+    user: String,
 }
 
 fn conflict(message: impl Into<String>) -> ApiError {
@@ -160,7 +182,7 @@ fn check_clean_url(field: &str, url: &str) -> ApiResult<()> {
 }
 
 /// Secret names as environment variables take them.
-fn check_secret_name(name: &str) -> ApiResult<()> {
+pub(super) fn check_secret_name(name: &str) -> ApiResult<()> {
     let mut chars = name.chars();
     let valid = name.len() <= 128
         && chars
@@ -184,9 +206,10 @@ fn check_secret_name(name: &str) -> ApiResult<()> {
     request_body = CreateRepo,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The registered repository (never its secrets)", body = RepoView),
+        (status = 201, description = "The registered repository (never its secrets); private until a maintainer makes its reads public", body = RepoView),
         (status = 400, description = "A malformed body or an invalid name, clone URL, forge, webhook secret, API URL or branch", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 409, description = "A repository of that name is already registered", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
@@ -196,8 +219,10 @@ fn check_secret_name(name: &str) -> ApiResult<()> {
 )]
 pub(super) async fn create_repo(
     State(state): State<ApiState>,
+    caller: Caller,
     body: Result<Object<CreateRepo>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<RepoView>)> {
+    caller.require_admin()?;
     let Object(request) = body?;
     check_repo_name(&request.name)?;
     check_clone_url(&request.clone_url)?;
@@ -247,6 +272,9 @@ pub(super) async fn create_repo(
                 request.name
             ))
         })?;
+    let detail = serde_json::json!({ "name": created.name });
+    let store = state.executor.store();
+    audit(store, &caller, "repo.create", Some(created.id), None, detail).await?;
     if let Some(registry) = &state.registry {
         // Schedules of the default branch, read in the background: a slow or unreachable
         // remote must not hold up registration.
@@ -268,25 +296,45 @@ pub(super) async fn create_repo(
     summary = "Registered repositories",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Every registered repository (never its secrets)", body = Vec<RepoView>),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 200, description = "The registered repositories the caller may read (never their secrets)", body = Vec<RepoView>),
+        (status = 401, description = "The token is not valid", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
-pub(super) async fn list_repos(State(state): State<ApiState>) -> ApiResult<Json<Vec<RepoView>>> {
-    let repos = state.executor.store().list_repos().await?;
+pub(super) async fn list_repos(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<RepoView>>> {
+    let repos = readable_repos(&state, &caller).await?;
     Ok(Json(repos.iter().map(RepoView::new).collect()))
 }
 
-async fn find_repo(state: &ApiState, owner: &str, name: &str) -> ApiResult<RepoRow> {
+/// The repositories `caller` may read, by name.
+async fn readable_repos(state: &ApiState, caller: &Caller) -> ApiResult<Vec<RepoRow>> {
+    let store = state.executor.store();
+    Ok(match caller.readable(store).await? {
+        Readable::All => store.list_repos_in(None).await?,
+        Readable::Repos(ids) => {
+            let ids: Vec<i64> = ids.into_iter().collect();
+            store.list_repos_in(Some(&ids)).await?
+        }
+    })
+}
+
+/// Repository `owner/name` when `caller` acts with at least `role` on it (404 alike when
+/// there is none and when the caller may not read it; 403 when it reads but lacks `role`).
+async fn find_repo(
+    state: &ApiState,
+    caller: &Caller,
+    owner: &str,
+    name: &str,
+    role: Role,
+) -> ApiResult<RepoRow> {
     let full = format!("{owner}/{name}");
     check_repo_name(&full)?;
-    state
-        .executor
-        .store()
-        .repo_by_name(&full)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no repository '{full}'")))
+    caller
+        .visible_repo(state.executor.store(), &full, role)
+        .await
 }
 
 #[utoipa::path(
@@ -299,18 +347,18 @@ async fn find_repo(state: &ApiState, owner: &str, name: &str) -> ApiResult<RepoR
     responses(
         (status = 200, description = "The repository (never its secrets)", body = RepoView),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
-        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 401, description = "No valid token, and the repository is not public", body = ErrorView),
+        (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn get_repo(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<RepoView>> {
-    Ok(Json(RepoView::new(
-        &find_repo(&state, &owner, &name).await?,
-    )))
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Reader).await?;
+    Ok(Json(RepoView::new(&repo)))
 }
 
 #[utoipa::path(
@@ -324,21 +372,26 @@ pub(super) async fn get_repo(
         (status = 200, description = "The repository that was removed", body = RepoView),
         (status = 400, description = "An invalid repository name", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such repository", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn delete_repo(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<RepoView>> {
-    let repo = find_repo(&state, &owner, &name).await?;
+    caller.require_admin()?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let store = state.executor.store();
     // Running steps are stopped before their rows go.
     for run_id in store.active_runs_of_repo(repo.id).await? {
         state.executor.cancel(run_id).await?;
     }
     store.delete_repo(repo.id).await?;
+    let detail = serde_json::json!({ "name": repo.name });
+    audit(store, &caller, "repo.delete", Some(repo.id), None, detail).await?;
     // Its runs' blob rows went with it, leaving their keys doomed: their objects go now
     // (or, should this fail, at the next sweep).
     if let Err(e) = state.artifacts.sweep_doomed(store).await {
@@ -349,9 +402,194 @@ pub(super) async fn delete_repo(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub(super) struct UpdateRepo {
+    /// Whether anyone, signed in or not, may read the repository's runs, logs, artifacts
+    /// and schedules (never its secrets or settings).
+    public_read: bool,
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/repos/{owner}/{name}",
+    tag = "repos",
+    summary = "Change a repository's settings (its public reads)",
+    params(RepoPath),
+    request_body = UpdateRepo,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The repository as it is now", body = RepoView),
+        (status = 400, description = "An invalid repository name or a malformed body", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
+        (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn update_repo(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    body: Result<Object<UpdateRepo>, ApiError>,
+) -> ApiResult<Json<RepoView>> {
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let Object(request) = body?;
+    let store = state.executor.store();
+    store.set_public_read(repo.id, request.public_read).await?;
+    let detail = serde_json::json!({ "public_read": request.public_read });
+    audit(store, &caller, "repo.settings", Some(repo.id), None, detail).await?;
+    let repo = store
+        .repo_by_id(repo.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no repository {}", repo.name)))?;
+    Ok(Json(RepoView::new(&repo)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/repos/{owner}/{name}/members",
+    tag = "repos",
+    summary = "Who holds which role on a repository",
+    params(RepoPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The members, by name", body = Vec<MemberView>),
+        (status = 400, description = "An invalid repository name", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
+        (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn list_members(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<MemberView>>> {
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let members = state.executor.store().members_of(repo.id).await?;
+    Ok(Json(
+        members.into_iter().filter_map(MemberView::new).collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PutMember {
+    /// The role to hold (replacing the one held).
+    role: Role,
+}
+
+/// The user `name` names, for a member route: 404 when there is none (or a disabled one).
+async fn member_user(state: &ApiState, name: &str) -> ApiResult<crate::store::UserRow> {
+    let unknown = || ApiError::not_found(format!("no user '{}'", name.escape_debug()));
+    if !crate::store::valid_name(name) {
+        return Err(unknown());
+    }
+    state
+        .executor
+        .store()
+        .user_by_name(name)
+        .await?
+        .filter(|user| user.disabled_at.is_none())
+        .ok_or_else(unknown)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/repos/{owner}/{name}/members/{user}",
+    tag = "repos",
+    summary = "Give a user a role on a repository",
+    description = "A maintainer grants any role up to maintainer; the role replaces the one \
+                   the user held.",
+    params(MemberPath),
+    request_body = PutMember,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The member as it is now", body = MemberView),
+        (status = 400, description = "An invalid repository name or a malformed body", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer, or grants more than it holds", body = ErrorView),
+        (status = 404, description = "No such repository or user, or a repository the caller may not read", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema (an unknown role)", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn put_member(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((owner, name, user)): Path<(String, String, String)>,
+    body: Result<Object<PutMember>, ApiError>,
+) -> ApiResult<Json<MemberView>> {
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let Object(request) = body?;
+    let store = state.executor.store();
+    // Nobody grants more than they act with (a maintainer: up to maintainer; an admin holds
+    // maintainer everywhere).
+    let held = caller.role_on(store, repo.id).await?;
+    if held.is_none_or(|held| held < request.role) {
+        return Err(crate::access::forbidden(format!(
+            "granting {} needs that role on the repository",
+            request.role
+        )));
+    }
+    let member = member_user(&state, &user).await?;
+    store
+        .grant_role(repo.id, member.id, request.role.as_str())
+        .await?;
+    let detail = serde_json::json!({ "user": member.name, "user_id": member.id, "role": request.role });
+    audit(store, &caller, "role.grant", Some(repo.id), None, detail).await?;
+    Ok(Json(MemberView {
+        user: member.name,
+        role: request.role,
+        granted_at: crate::store::now_ms(),
+    }))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/repos/{owner}/{name}/members/{user}",
+    tag = "repos",
+    summary = "Take a user's role on a repository away",
+    params(MemberPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "An invalid repository name", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
+        (status = 404, description = "No such repository, user or member, or a repository the caller may not read", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn delete_member(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((owner, name, user)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let member = member_user(&state, &user).await?;
+    let store = state.executor.store();
+    if !store.revoke_role(repo.id, member.id).await? {
+        return Err(ApiError::not_found(format!(
+            "'{}' holds no role on {}",
+            member.name, repo.name
+        )));
+    }
+    let detail = serde_json::json!({ "user": member.name, "user_id": member.id });
+    audit(store, &caller, "role.revoke", Some(repo.id), None, detail).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct PutSecret {
     /// At most 64 KiB. Stored sealed; never shown again.
-    value: String,
+    pub(super) value: String,
 }
 
 #[utoipa::path(
@@ -366,7 +604,8 @@ pub(super) struct PutSecret {
         (status = 204, description = "Stored"),
         (status = 400, description = "An invalid repository or secret name, or a malformed body", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
+        (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
         (status = 409, description = "The engine has no PLUE_SECRET_KEY to seal secrets with", body = ErrorView),
         (status = 413, description = "The body or the value is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
@@ -376,10 +615,11 @@ pub(super) struct PutSecret {
 )]
 pub(super) async fn put_secret(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((owner, name, secret)): Path<(String, String, String)>,
     body: Result<Object<PutSecret>, ApiError>,
 ) -> ApiResult<StatusCode> {
-    let repo = find_repo(&state, &owner, &name).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     check_secret_name(&secret)?;
     let Object(body) = body?;
     if body.value.len() > MAX_SECRET_BYTES {
@@ -395,11 +635,10 @@ pub(super) async fn put_secret(
         ));
     }
     let sealed = vault.seal(&body.value)?;
-    state
-        .executor
-        .store()
-        .put_secret(repo.id, &secret, &sealed)
-        .await?;
+    let store = state.executor.store();
+    store.put_secret(repo.id, &secret, &sealed).await?;
+    let detail = serde_json::json!({ "name": secret });
+    audit(store, &caller, "secret.put", Some(repo.id), None, detail).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -414,22 +653,22 @@ pub(super) async fn put_secret(
         (status = 204, description = "Deleted"),
         (status = 400, description = "An invalid repository or secret name", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 404, description = "No such repository or secret", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
+        (status = 404, description = "No such repository or secret, or a repository the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn delete_secret(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((owner, name, secret)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let repo = find_repo(&state, &owner, &name).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     check_secret_name(&secret)?;
-    if state
-        .executor
-        .store()
-        .delete_secret(repo.id, &secret)
-        .await?
-    {
+    let store = state.executor.store();
+    if store.delete_secret(repo.id, &secret).await? {
+        let detail = serde_json::json!({ "name": secret });
+        audit(store, &caller, "secret.delete", Some(repo.id), None, detail).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no secret '{secret}'")))
@@ -446,16 +685,18 @@ pub(super) async fn delete_secret(
     responses(
         (status = 200, description = "The secrets' names and when each was set", body = Vec<SecretView>),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
-        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
+        (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn list_secrets(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<SecretView>>> {
-    let repo = find_repo(&state, &owner, &name).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let names = state.executor.store().secret_names(repo.id).await?;
     Ok(Json(
         names
@@ -475,16 +716,17 @@ pub(super) async fn list_secrets(
     responses(
         (status = 200, description = "The repository's schedules", body = Vec<ScheduleView>),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
-        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 401, description = "No valid token, and the repository is not public", body = ErrorView),
+        (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn repo_schedules(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<ScheduleView>>> {
-    let repo = find_repo(&state, &owner, &name).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Reader).await?;
     let rows = state.executor.store().schedules_of_repo(repo.id).await?;
     Ok(Json(
         rows.into_iter()
@@ -500,17 +742,19 @@ pub(super) async fn repo_schedules(
     summary = "Every repository's schedules, soonest first",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The schedules, by next fire time", body = Vec<ScheduleView>),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 200, description = "The schedules of the repositories the caller may read, by next fire time", body = Vec<ScheduleView>),
+        (status = 401, description = "No valid token: installation-wide lists are for signed-in users", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn all_schedules(
     State(state): State<ApiState>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<ScheduleView>>> {
+    caller.require_signed_in()?;
     let store = state.executor.store();
     let mut views = Vec::new();
-    for repo in store.list_repos().await? {
+    for repo in readable_repos(&state, &caller).await? {
         for row in store.schedules_of_repo(repo.id).await? {
             views.push(ScheduleView::new(&repo.name, row));
         }
@@ -557,7 +801,8 @@ fn input_values() -> Schema {
         (status = 201, description = "The new run", body = Created),
         (status = 400, description = "An invalid repository name, a malformed body or an input that is not a string, number or boolean", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 404, description = "No such repository, ref or workflow", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but lacks `writer` on it", body = ErrorView),
+        (status = 404, description = "No such repository, ref or workflow, or a repository the caller may not read", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema, or the workflow refused the dispatch (no manual trigger, bad inputs, a file that failed to evaluate)", body = ErrorView),
@@ -567,11 +812,11 @@ fn input_values() -> Schema {
 )]
 pub(super) async fn dispatch(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((owner, name)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
     body: Result<Object<DispatchRequest>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    let repo = find_repo(&state, &owner, &name).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Writer).await?;
     let Object(request) = body?;
     let Some(registry) = &state.registry else {
         return Err(ApiError::Client(
@@ -601,12 +846,10 @@ pub(super) async fn dispatch(
         .await
     {
         Ok(run_id) => {
-            let who = state.auth.identity(&headers).await?;
-            state
-                .executor
-                .store()
-                .record_triggerer(run_id, &who)
-                .await?;
+            let store = state.executor.store();
+            record_trigger(store, &caller, run_id).await?;
+            let detail = serde_json::json!({ "workflow": request.workflow, "ref": git_ref });
+            audit(store, &caller, "run.dispatch", Some(repo.id), Some(run_id), detail).await?;
             Ok((StatusCode::CREATED, Json(Created { run_id })))
         }
         Err(DispatchError::NotFound(message)) => Err(ApiError::not_found(message)),
@@ -615,68 +858,6 @@ pub(super) async fn dispatch(
         }
         Err(DispatchError::Internal(e)) => Err(ApiError::Internal(e)),
     }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CreateToken {
-    /// What the token is for: 1 to 100 characters, no control, bidi, invisible (format) or
-    /// line-separator characters. Approvals and runs started with it name it.
-    #[schema(min_length = 1)]
-    name: String,
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/tokens",
-    tag = "tokens",
-    summary = "Make an API token",
-    request_body = CreateToken,
-    security(("bearer" = [])),
-    responses(
-        (status = 201, description = "The token, shown this once", body = TokenCreated),
-        (status = 400, description = "A malformed body or an invalid name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 413, description = "The body is too large", body = ErrorView),
-        (status = 415, description = "The body is not `application/json`", body = ErrorView),
-        (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
-    )
-)]
-pub(super) async fn create_token(
-    State(state): State<ApiState>,
-    headers: axum::http::HeaderMap,
-    body: Result<Object<CreateToken>, ApiError>,
-) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    let Object(request) = body?;
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::bad_request(
-            "a token needs a name of 1 to 100 characters",
-        ));
-    }
-    // regression: bidi overrides passed (only controls were refused), so a name could
-    // display as another.
-    evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
-        .map_err(ApiError::bad_request)?;
-    // regression: a token minted with an ordinary token counted as a new client, so one
-    // holder minted 32 tokens and took every live-stream place of the engine. A minted
-    // token belongs to its minter's owner.
-    let owner = state.auth.owner_for_minting(&headers).await?;
-    let token = tokens::new_token()?;
-    let id = state
-        .executor
-        .store()
-        .create_api_token(name, &tokens::hash_token(&token), owner.as_deref())
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenCreated {
-            id,
-            name: name.to_string(),
-            token,
-        }),
-    ))
 }
 
 #[cfg(test)]

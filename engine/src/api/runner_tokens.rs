@@ -1,15 +1,16 @@
 //! `/api/runner-tokens`: scoped registration tokens for runners an operator starts —
 //! making one (shown once), listing them, revoking one.
 //!
-//! Invariants: every route needs the admin token itself (a scoped token decides which
-//! steps and secrets a runner may be handed, so API tokens made with `plue token create`
-//! are not enough); tokens are stored hashed and never come back; revoking a token also
-//! retires the live runners registered with it and fails their attempts.
+//! Invariants: every route needs an installation admin (a scoped token decides which
+//! steps and secrets a runner may be handed, so no repository role is enough); tokens are
+//! stored hashed and never come back; making and revoking one is in the audit trail;
+//! revoking a token also retires the live runners registered with it and fails their
+//! attempts.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use runner::protocol::Outcome;
 use serde::Deserialize;
@@ -17,7 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::{ErrorView, RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
-use super::ApiState;
+use super::{audit, ApiState};
+use crate::access::Caller;
 use crate::executor::Report;
 use crate::http_error::{ApiError, ApiResult};
 use crate::runner_scope;
@@ -66,14 +68,14 @@ fn default_secrets() -> bool {
     tag = "tokens",
     operation_id = "create_runner_token",
     summary = "Make a scoped runner registration token",
-    description = "Needs the admin token itself.",
+    description = "Needs an installation admin.",
     request_body = CreateRunnerToken,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The token, shown this once", body = RunnerTokenCreated),
         (status = 400, description = "A malformed body, an invalid name or labels", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 403, description = "Not the admin token", body = ErrorView),
+        (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -82,10 +84,10 @@ fn default_secrets() -> bool {
 )]
 pub(super) async fn create(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Object<CreateRunnerToken>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<RunnerTokenCreated>)> {
-    state.auth.check_admin(&headers)?;
+    caller.require_admin()?;
     let Object(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 {
@@ -114,6 +116,12 @@ pub(super) async fn create(
             now: now_ms(),
         })
         .await?;
+    let detail = serde_json::json!({
+        "id": id, "name": name, "labels": request.labels, "secrets": request.secrets,
+        "accept_forks": request.accept_forks,
+    });
+    let store = state.executor.store();
+    audit(store, &caller, "runner_token.create", None, None, detail).await?;
     Ok((
         StatusCode::CREATED,
         Json(RunnerTokenCreated {
@@ -133,20 +141,20 @@ pub(super) async fn create(
     tag = "tokens",
     operation_id = "list_runner_tokens",
     summary = "Scoped runner registration tokens (never the tokens)",
-    description = "Needs the admin token itself, even when reads are open.",
+    description = "Needs an installation admin.",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The tokens", body = Vec<RunnerTokenView>),
-        (status = 401, description = "No bearer token (or reads are private and it is not valid)", body = ErrorView),
-        (status = 403, description = "Not the admin token", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn list(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<RunnerTokenView>>> {
-    state.auth.check_admin(&headers)?;
+    caller.require_admin()?;
     let rows = state.executor.store().list_runner_tokens().await?;
     Ok(Json(rows.into_iter().map(RunnerTokenView::new).collect()))
 }
@@ -157,24 +165,24 @@ pub(super) async fn list(
     tag = "tokens",
     operation_id = "revoke_runner_token",
     summary = "Revoke a runner registration token, retiring its runners",
-    description = "Needs the admin token itself. Attempts on its runners fail.",
+    description = "Needs an installation admin. Attempts on its runners fail.",
     params(TokenId),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Revoked", body = RunnerTokenRevoked),
         (status = 400, description = "The id is not a runner token id", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 403, description = "Not the admin token", body = ErrorView),
+        (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such runner token", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn revoke(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult<Json<RunnerTokenRevoked>> {
-    state.auth.check_admin(&headers)?;
+    caller.require_admin()?;
     let Path(raw) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = raw
         .parse::<i64>()
@@ -185,6 +193,8 @@ pub(super) async fn revoke(
     let Some(runners) = store.revoke_runner_token(id, now_ms()).await? else {
         return Err(ApiError::not_found(format!("no runner token {id}")));
     };
+    let detail = serde_json::json!({ "id": id, "runners_stopped": runners.len() });
+    audit(store, &caller, "runner_token.revoke", None, None, detail).await?;
     // Their runners get 410 on their next heartbeat or poll and stop their steps; the
     // attempts end here so the runs move on.
     let failed = Report {

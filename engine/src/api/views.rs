@@ -362,6 +362,9 @@ pub struct RepoView {
     #[schema(required = true)]
     pub default_branch: Option<String>,
     pub created_at: i64,
+    /// Anyone, signed in or not, may read its runs (a maintainer's choice; new
+    /// repositories are private).
+    pub public_read: bool,
 }
 
 impl RepoView {
@@ -375,7 +378,27 @@ impl RepoView {
             has_api_token: repo.api_token.is_some(),
             default_branch: repo.default_branch.clone(),
             created_at: repo.created_at,
+            public_read: repo.public_read.unwrap_or(false),
         }
+    }
+}
+
+/// A user's role on a repository.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    pub user: String,
+    pub role: crate::access::Role,
+    pub granted_at: i64,
+}
+
+impl MemberView {
+    /// `None` for a stored role this engine does not know (it grants nothing).
+    pub fn new(row: crate::store::MemberRow) -> Option<MemberView> {
+        Some(MemberView {
+            role: crate::access::Role::parse(&row.role)?,
+            user: row.user_name,
+            granted_at: row.granted_at,
+        })
     }
 }
 

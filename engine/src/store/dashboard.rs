@@ -2,7 +2,9 @@
 //! keyset (`id < before`), so a store with 100,000 runs answers as fast as one with ten.
 //!
 //! Invariants: every filter is bound as a parameter (an absent filter binds NULL and
-//! matches everything); the page walks the primary key downwards, never an `OFFSET`.
+//! matches everything); the page walks the primary key downwards, never an `OFFSET`. The
+//! repositories a caller may read filter in the query itself ([`Store::runs_page`]), so a
+//! page of `limit` runs is `limit` readable runs.
 
 use super::{on_db, RunRow, Store};
 
@@ -43,6 +45,18 @@ const COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS w
      r.reason, r.cancel_requested, r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, \
      r.concurrency_group, r.loops_taken, r.created_at, r.started_at, r.finished_at";
 
+/// `column IN` the JSON array of ids bound as parameter `$n` (NULL: no filter), spelled
+/// for `backend`: the ids are one bound parameter, never SQL spliced from values.
+pub(super) fn ids_filter(backend: &str, column: &str, n: usize) -> String {
+    match backend {
+        "postgres" => format!(
+            "(${n}::TEXT IS NULL OR {column} IN \
+             (SELECT value::BIGINT FROM json_array_elements_text(${n}::JSON)))"
+        ),
+        _ => format!("(${n} IS NULL OR {column} IN (SELECT value FROM json_each(${n})))"),
+    }
+}
+
 impl Store {
     /// Up to `limit` runs matching `filter`, newest first.
     pub async fn dashboard_runs(
@@ -50,6 +64,19 @@ impl Store {
         filter: &RunFilter,
         limit: i64,
     ) -> anyhow::Result<Vec<RunRow>> {
+        self.runs_page(filter, None, limit).await
+    }
+
+    /// Up to `limit` runs matching `filter` of the repositories `repos` (`None`: every run,
+    /// local ones included; `Some`: only runs of those repositories, never a local one),
+    /// newest first.
+    pub async fn runs_page(
+        &self,
+        filter: &RunFilter,
+        repos: Option<&[i64]>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<RunRow>> {
+        let repos = repos.map(|ids| serde_json::to_string(ids).expect("ids serialize"));
         let sql = format!(
             "SELECT {COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
              WHERE ($1 IS NULL OR w.source = $1) \
@@ -58,7 +85,9 @@ impl Store {
                AND ($4 IS NULL OR r.event = $4) \
                AND ($5 IS NULL OR r.status = $5) \
                AND ($6 IS NULL OR r.id < $6) \
-             ORDER BY r.id DESC LIMIT $7"
+               AND {} \
+             ORDER BY r.id DESC LIMIT $8",
+            ids_filter(self.backend(), "r.repo_id", 7)
         );
         Ok(on_db!(self, pool => sqlx::query_as(&sql)
             .bind(filter.repository.as_deref())
@@ -67,6 +96,7 @@ impl Store {
             .bind(filter.event.as_deref())
             .bind(filter.status.as_deref())
             .bind(filter.before)
+            .bind(repos)
             .bind(limit)
             .fetch_all(pool)
             .await?))

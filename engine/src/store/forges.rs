@@ -25,6 +25,8 @@ pub struct RepoRow {
     pub api_token: Option<String>,
     pub default_branch: Option<String>,
     pub created_at: i64,
+    /// Anyone may read its runs (`None`: from before roles, until start-up settles it).
+    pub public_read: Option<bool>,
 }
 
 impl std::fmt::Debug for RepoRow {
@@ -102,7 +104,7 @@ impl std::fmt::Debug for StatusReportRow {
 }
 
 const REPO_COLUMNS: &str = "id, name, clone_url, forge, webhook_secret, api_url, api_token, \
-     default_branch, created_at";
+     default_branch, created_at, public_read";
 
 const SCHEDULE_COLUMNS: &str =
     "id, repo_id, workflow_path, cron, sha, branch, next_fire_at, last_fired_at";
@@ -149,8 +151,18 @@ impl Store {
     }
 
     pub async fn list_repos(&self) -> anyhow::Result<Vec<RepoRow>> {
-        let sql = format!("SELECT {REPO_COLUMNS} FROM repositories ORDER BY name");
-        Ok(on_db!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+        self.list_repos_in(None).await
+    }
+
+    /// The repositories among `ids` (`None`: all), by name: one query, whatever the
+    /// number of ids (a JSON array parameter, read back the same way on both backends).
+    pub async fn list_repos_in(&self, ids: Option<&[i64]>) -> anyhow::Result<Vec<RepoRow>> {
+        let ids = ids.map(|ids| serde_json::to_string(ids).expect("ids serialize"));
+        let sql = format!(
+            "SELECT {REPO_COLUMNS} FROM repositories WHERE {} ORDER BY name",
+            super::dashboard::ids_filter(self.backend(), "id", 1)
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(ids).fetch_all(pool).await?))
     }
 
     /// Deletes a repository with its workflows, runs, secrets and schedules.
