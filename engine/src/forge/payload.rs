@@ -9,6 +9,10 @@
 //!   payload that does not say is treated as a fork, so its runs get no secrets.
 //! - Gitea's `synchronized` action is reported as GitHub's `synchronize`, so workflows
 //!   name one set of actions.
+//! - The actor of an event is the forge login the forge itself reports (GitHub:
+//!   `sender.login`, else `pusher.name`; Gitea: `pusher.login`, else `sender.login`; a pull
+//!   request's author `pull_request.user.login`); a login that is not one a forge allows is
+//!   dropped, never trusted as some other name.
 
 use serde::Deserialize;
 
@@ -56,6 +60,8 @@ pub struct Push {
     /// Files added, modified or removed by the pushed commits, as the payload lists them
     /// (`None` when it lists no commits, e.g. a new branch on Gitea).
     pub changed_files: Option<Vec<String>>,
+    /// The forge login of who pushed, when the payload names a valid one.
+    pub actor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +77,8 @@ pub struct PullRequestEvent {
     /// Where the head commits live when that is another repository (a fork).
     pub head_clone_url: Option<String>,
     pub from_fork: bool,
+    /// The forge login of the pull request's author, when the payload names a valid one.
+    pub actor: Option<String>,
 }
 
 /// Why a delivery's body could not be read.
@@ -114,6 +122,50 @@ struct PushJson {
     #[serde(default)]
     commits: Option<Vec<CommitJson>>,
     repository: RepositoryJson,
+    #[serde(default)]
+    pusher: Option<AccountJson>,
+    #[serde(default)]
+    sender: Option<AccountJson>,
+}
+
+/// A forge account as payloads name it: GitHub's `pusher` has a `name` (the login) and no
+/// `login`; every other account object has `login`.
+#[derive(Deserialize)]
+struct AccountJson {
+    #[serde(default)]
+    login: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl AccountJson {
+    fn login(&self) -> Option<String> {
+        self.login.clone().filter(|l| valid_login(l))
+    }
+}
+
+/// Whether `login` is one a forge could have given (GitHub and Gitea logins are ASCII
+/// letters, digits, `-`, `_` and `.`), so an odd payload never records an odd name.
+fn valid_login(login: &str) -> bool {
+    crate::store::valid_name(login)
+}
+
+/// Who pushed: GitHub's `sender` is the account, its `pusher.name` the same login; Gitea
+/// names the pusher's `login`.
+fn push_actor(
+    forge: Forge,
+    pusher: Option<&AccountJson>,
+    sender: Option<&AccountJson>,
+) -> Option<String> {
+    let pusher_login = pusher.and_then(|p| match forge {
+        Forge::GitHub => p.name.clone().filter(|l| valid_login(l)),
+        Forge::Gitea => p.login(),
+    });
+    let sender_login = sender.and_then(AccountJson::login);
+    match forge {
+        Forge::GitHub => sender_login.or(pusher_login),
+        Forge::Gitea => pusher_login.or(sender_login),
+    }
 }
 
 #[derive(Deserialize)]
@@ -143,6 +195,8 @@ struct PullRequestJson {
     number: Option<u64>,
     base: BranchJson,
     head: BranchJson,
+    #[serde(default)]
+    user: Option<AccountJson>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +206,8 @@ struct PullRequestEventJson {
     number: Option<u64>,
     pull_request: PullRequestJson,
     repository: RepositoryJson,
+    #[serde(default)]
+    sender: Option<AccountJson>,
 }
 
 #[derive(Deserialize)]
@@ -186,7 +242,7 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<ForgeEvent, Paylo
             })
         }
         "push" => {
-            let push = read_push(serde_json::from_value(value).map_err(invalid)?);
+            let push = read_push(forge, serde_json::from_value(value).map_err(invalid)?);
             let shas: Vec<&str> = push
                 .before
                 .iter()
@@ -251,7 +307,7 @@ fn facts(repo: &RepositoryJson) -> RepoFacts {
     }
 }
 
-fn read_push(push: PushJson) -> Push {
+fn read_push(forge: Forge, push: PushJson) -> Push {
     let after = if push.deleted {
         None
     } else {
@@ -267,6 +323,7 @@ fn read_push(push: PushJson) -> Push {
         files
     });
     Push {
+        actor: push_actor(forge, push.pusher.as_ref(), push.sender.as_ref()),
         repo: facts(&push.repository),
         git_ref: push.git_ref,
         before: real_sha(push.before),
@@ -312,7 +369,13 @@ fn read_pull_request(
         _ => false,
     };
     let head_clone_url = pr.head.repo.as_ref().and_then(|r| r.clone_url.clone());
+    let actor = pr
+        .user
+        .as_ref()
+        .and_then(AccountJson::login)
+        .or_else(|| event.sender.as_ref().and_then(AccountJson::login));
     Ok(PullRequestEvent {
+        actor,
         repo: facts(&event.repository),
         action,
         number,
@@ -452,6 +515,88 @@ mod tests {
             panic!()
         };
         assert!(pr.from_fork, "a head of unknown origin is not trusted");
+    }
+
+    fn actor_of(forge: Forge, event: &str, path: &str) -> Option<String> {
+        match parse(forge, event, &fixture(path)).unwrap() {
+            ForgeEvent::Push(push) => push.actor,
+            ForgeEvent::PullRequest(pr) => pr.actor,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn actors_are_the_pusher_and_the_pull_requests_author() {
+        for (forge, event, path, actor) in [
+            (
+                Forge::GitHub,
+                "push",
+                "github/push-new-branch.json",
+                "Codertocat",
+            ),
+            (
+                Forge::GitHub,
+                "push",
+                "github/push-delete-tag.json",
+                "Codertocat",
+            ),
+            (
+                Forge::GitHub,
+                "pull_request",
+                "github/pull_request-opened.json",
+                "Codertocat",
+            ),
+            (Forge::Gitea, "push", "gitea/push-new-branch.json", "6543"),
+            (
+                Forge::Gitea,
+                "push",
+                "gitea/push-multi-commit.json",
+                "test-user",
+            ),
+            (
+                Forge::Gitea,
+                "pull_request",
+                "gitea/pull_request-opened.json",
+                "jcitizen",
+            ),
+            (
+                Forge::Gitea,
+                "pull_request",
+                "gitea/pull_request-synchronized.json",
+                "test",
+            ),
+        ] {
+            assert_eq!(
+                actor_of(forge, event, path).as_deref(),
+                Some(actor),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_actor_is_the_authors_login_not_the_sender_and_never_an_odd_name() {
+        // A synchronize by somebody else still names the pull request's author.
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("github/pull_request-opened.json")).unwrap();
+        body["sender"]["login"] = "mallory".into();
+        let ForgeEvent::PullRequest(pr) =
+            parse(Forge::GitHub, "pull_request", body.to_string().as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(pr.actor.as_deref(), Some("Codertocat"));
+        // A login no forge would give is dropped, not recorded.
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("github/push-new-branch.json")).unwrap();
+        body["sender"]["login"] = "admin\u{202e}x".into();
+        body["pusher"]["name"] = "a b".into();
+        let ForgeEvent::Push(push) =
+            parse(Forge::GitHub, "push", body.to_string().as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(push.actor, None);
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! - A push to the default branch refreshes the repository's cron schedules from the
 //!   workflow files at that commit; a deleted ref starts nothing.
 //! - Mirror fetches of one repository are serialised by a per-repository lock.
+//! - A run a webhook starts records its forge actor (the pusher, the pull request's author)
+//!   as its triggerer, with the user that login is linked to; a schedule's run records
+//!   `schedule`. Both are recorded before [`Registry::on_push`] and the others return, so
+//!   no gate of the run is decided before its triggerer is known. (A dispatch's triggerer
+//!   is the API caller, which the API records.)
 
 pub mod git;
 pub mod matching;
@@ -25,7 +30,7 @@ use runner::protocol::WorkspaceSource;
 use crate::executor::Executor;
 use crate::forge::payload::{PullRequestEvent, Push};
 use crate::launch::render_problems;
-use crate::store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow};
+use crate::store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow, Triggerer};
 use git::{Mirror, WorkflowFile};
 use matching::Occasion;
 
@@ -55,6 +60,8 @@ struct Occurrence<'a> {
     /// Where runners fetch the commit from.
     fetch_url: String,
     secrets_allowed: bool,
+    /// Who the runs are recorded as started by (`None`: the caller records it).
+    triggerer: Option<Triggerer>,
 }
 
 impl Registry {
@@ -118,6 +125,7 @@ impl Registry {
             },
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
+            triggerer: self.forge_triggerer(repo, push.actor.as_deref()).await?,
         };
         let (runs, plans) = self.start_matching(&occurrence, &files).await?;
         let default_branch = push
@@ -205,6 +213,7 @@ impl Registry {
             },
             fetch_url,
             secrets_allowed: !pr.from_fork,
+            triggerer: self.forge_triggerer(repo, pr.actor.as_deref()).await?,
         };
         Ok(self.start_matching(&occurrence, &files).await?.0)
     }
@@ -297,6 +306,7 @@ impl Registry {
             occasion: Occasion::Manual,
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
+            triggerer: None,
         };
         Ok(self
             .start_run(&occurrence, &file.path, Ok(evaluated))
@@ -337,6 +347,10 @@ impl Registry {
             },
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
+            triggerer: Some(Triggerer {
+                name: "schedule".to_string(),
+                ..Triggerer::default()
+            }),
         };
         Ok(Some(
             self.start_run(&occurrence, &file.path, evaluated).await?,
@@ -457,8 +471,47 @@ impl Registry {
         }
     }
 
-    /// Stores the run of `path` (a failed run when it did not evaluate).
+    /// The triggerer of a run a forge's delivery starts: the actor's login as
+    /// `forge:login`, and the user it is linked to (if any, and not disabled).
+    async fn forge_triggerer(
+        &self,
+        repo: &RepoRow,
+        actor: Option<&str>,
+    ) -> anyhow::Result<Option<Triggerer>> {
+        let Some(login) = actor else {
+            return Ok(None);
+        };
+        let user_id = self
+            .executor
+            .store()
+            .user_of_forge_login(&repo.forge, login)
+            .await?;
+        Ok(Some(Triggerer {
+            name: login.to_string(),
+            user_id,
+            forge_login: Some(format!("{}:{login}", repo.forge)),
+        }))
+    }
+
+    /// Stores the run of `path` (a failed run when it did not evaluate) and who started it.
     async fn start_run(
+        &self,
+        occurrence: &Occurrence<'_>,
+        path: &str,
+        evaluated: Result<evaluator::EvaluatedPlan, String>,
+    ) -> anyhow::Result<i64> {
+        let run_id = self.store_run(occurrence, path, evaluated).await?;
+        if let Some(triggerer) = &occurrence.triggerer {
+            self.executor
+                .store()
+                .record_trigger(run_id, triggerer)
+                .await
+                .with_context(|| format!("recording who started run {run_id}"))?;
+        }
+        Ok(run_id)
+    }
+
+    async fn store_run(
         &self,
         occurrence: &Occurrence<'_>,
         path: &str,

@@ -1,0 +1,155 @@
+//! `GET /api/audit`: the audit trail's read side — who did what, newest first.
+//!
+//! Invariants:
+//! - An installation admin reads every event; a maintainer reads only the events of the
+//!   repositories it maintains (as its token narrows it), never installation-wide ones
+//!   (users, groups, tokens); anyone else is refused (403, 401 anonymous).
+//! - A repository the caller may not read is a 404, as everywhere.
+//! - Rows are only ever read here; [`crate::store::Store::audit`] writes them.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::views::ErrorView;
+use super::ApiState;
+use crate::access::{Caller, Readable, Role};
+use crate::http_error::{ApiError, ApiResult};
+use crate::store::AuditFilter;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Only this repository's events (`owner/name`).
+    #[param(example = "octo/hello")]
+    repo: Option<String>,
+    /// Only this run's events.
+    #[param(minimum = 1)]
+    run: Option<i64>,
+    /// Only events older than this event id (paging back).
+    #[param(minimum = 1)]
+    before: Option<i64>,
+    /// At most this many events (default 100; 1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// One recorded event.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AuditView {
+    pub id: i64,
+    /// When, in milliseconds since the epoch.
+    pub at: i64,
+    /// Who, as shown: a user name, `schedule`, a forge login.
+    pub actor: String,
+    #[schema(required = true)]
+    pub user_id: Option<i64>,
+    /// What, dotted: `run.cancel`, `token.create`, `user.create`, ...
+    pub action: String,
+    /// The repository (`owner/name`) it concerns, if any.
+    #[schema(required = true)]
+    pub repository: Option<String>,
+    #[schema(required = true)]
+    pub run_id: Option<i64>,
+    /// What else was kept (never a secret value or a token).
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "users",
+    operation_id = "list_audit",
+    summary = "The audit trail, newest first",
+    description = "Admins read every event; maintainers the events of the repositories they \
+                   maintain.",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The events", body = Vec<AuditView>),
+        (status = 400, description = "An unknown or malformed query parameter, or an invalid repository name", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Neither an admin nor a maintainer (of that repository)", body = ErrorView),
+        (status = 404, description = "No such repository", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn list_audit(
+    State(state): State<ApiState>,
+    caller: Caller,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<AuditView>>> {
+    caller.require_signed_in()?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let store = state.executor.store();
+    let repos = match &query.repo {
+        Some(name) => {
+            super::repos::check_repo_name(name)?;
+            let repo = caller.visible_repo(store, name, Role::Maintainer).await?;
+            Some(vec![repo.id])
+        }
+        None if caller.is_admin() => None,
+        None => {
+            let candidates = match caller.readable(store).await? {
+                Readable::All => store
+                    .list_repos()
+                    .await?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect(),
+                Readable::Repos(ids) => ids.into_iter().collect::<Vec<_>>(),
+            };
+            let mut maintained = Vec::new();
+            for id in candidates {
+                if caller.role_on(store, id).await? == Some(Role::Maintainer) {
+                    maintained.push(id);
+                }
+            }
+            if maintained.is_empty() {
+                return Err(crate::access::forbidden(
+                    "the audit trail needs an installation admin, or maintainer on a repository",
+                ));
+            }
+            Some(maintained)
+        }
+    };
+    let rows = store
+        .audit_events(&AuditFilter {
+            repos,
+            run_id: query.run,
+            before: query.before,
+            limit: query.limit.unwrap_or(100).clamp(1, 1000),
+        })
+        .await?;
+    let mut names: HashMap<i64, Option<String>> = HashMap::new();
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let repository = match row.repo_id {
+            None => None,
+            Some(id) => match names.get(&id) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = store.repo_by_id(id).await?.map(|r| r.name);
+                    names.insert(id, name.clone());
+                    name
+                }
+            },
+        };
+        events.push(AuditView {
+            id: row.id,
+            at: row.at,
+            actor: row.actor,
+            user_id: row.user_id,
+            action: row.action,
+            repository,
+            run_id: row.run_id,
+            detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
+        });
+    }
+    Ok(Json(events))
+}

@@ -1,0 +1,572 @@
+//! `/api/tokens` and `/api/users/{name}/tokens`: API tokens of users — made (shown once),
+//! listed (never the token), revoked.
+//!
+//! Invariants:
+//! - A token is made for the caller's own user, or by an installation admin for another
+//!   user; never by anyone else for anyone else.
+//! - A token is never wider than what made it: its `max_role` and `repos` only narrow its
+//!   user's rights, and a token made with a narrowed (or expiring) token inherits that
+//!   narrowing (and expiry) at least — asking for more is refused, not silently cut.
+//! - Revoking ends the dashboard sessions the token opened (the store does both at once);
+//!   only the token's owner or an admin revokes it, and others learn nothing of it.
+//! - Tokens are stored hashed; the value is in the creating response only.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::body::Object;
+use super::views::ErrorView;
+use super::{audit, ApiState};
+use crate::access::{Caller, Role};
+use crate::http_error::{ApiError, ApiResult};
+use crate::store::{now_ms, NewToken, Store, TokenRow, UserRow};
+use crate::tokens;
+
+/// The longest a token may live, in days.
+const MAX_DAYS: u32 = 3650;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateToken {
+    /// What the token is for: 1 to 100 characters, no control, bidi, invisible (format) or
+    /// line-separator characters. A label only: no rule reads it.
+    #[schema(min_length = 1, example = "laptop")]
+    name: String,
+    /// The highest role it acts with (default: its user's own, or what the token making
+    /// it is narrowed to).
+    #[serde(default)]
+    max_role: Option<Role>,
+    /// The only repositories (`owner/name`) it may act on (default: all of its user's, or
+    /// those the token making it is narrowed to).
+    #[serde(default)]
+    repos: Option<Vec<String>>,
+    /// It stops working after this many days (1 to 3650; default: never, or when the token
+    /// making it expires).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
+    expires_in_days: Option<u32>,
+}
+
+/// An API token as listed (never the token itself).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct TokenView {
+    pub id: i64,
+    /// Its user's name.
+    pub user: String,
+    pub name: String,
+    /// The highest role it acts with (none: its user's own).
+    #[schema(required = true)]
+    pub max_role: Option<String>,
+    /// The only repositories it acts on (none: all of its user's).
+    #[schema(required = true)]
+    pub repos: Option<Vec<String>>,
+    pub created_at: i64,
+    #[schema(required = true)]
+    pub expires_at: Option<i64>,
+    #[schema(required = true)]
+    pub revoked_at: Option<i64>,
+    #[schema(required = true)]
+    pub last_used_at: Option<i64>,
+}
+
+impl TokenView {
+    fn new(row: TokenRow, user: &str) -> TokenView {
+        TokenView {
+            id: row.id,
+            user: user.to_string(),
+            name: row.name,
+            max_role: row.max_role,
+            repos: row
+                .repos
+                .as_deref()
+                .map(|json| serde_json::from_str(json).unwrap_or_default()),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            last_used_at: row.last_used_at,
+        }
+    }
+}
+
+/// A new API token: shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct UserTokenCreated {
+    #[serde(flatten)]
+    pub listed: TokenView,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TokensQuery {
+    /// Another user's tokens (admins only; default: the caller's own).
+    #[param(example = "alice")]
+    user: Option<String>,
+}
+
+/// A token's `{id}` in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: the handler parses the id itself (400 when it is none)
+pub(super) struct TokenPath {
+    /// The token's id.
+    #[param(minimum = 1, example = 1)]
+    id: i64,
+}
+
+/// A user's name in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only a schema: the handler takes the segment as a string
+pub(super) struct TokenUserPath {
+    /// The user's name (any case).
+    #[param(example = "release-bot")]
+    name: String,
+}
+
+/// What a new token may do, from what the request asks and what makes it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Narrowing {
+    max_role: Option<Role>,
+    /// Repository names, sorted.
+    repos: Option<Vec<String>>,
+    expires_at: Option<i64>,
+}
+
+/// The narrowing of the token this request came with (nothing for the admin token or a
+/// caller acting with its user's full rights).
+async fn caller_narrowing(store: &Store, caller: &Caller) -> ApiResult<Narrowing> {
+    let Caller::Signed {
+        scope, token_id, ..
+    } = caller
+    else {
+        return Ok(Narrowing::default());
+    };
+    let repos = match &scope.repos {
+        None => None,
+        Some(ids) => {
+            let mut names = Vec::new();
+            for id in ids {
+                if let Some(repo) = store.repo_by_id(*id).await? {
+                    names.push(repo.name);
+                }
+            }
+            names.sort();
+            Some(names)
+        }
+    };
+    let expires_at = match token_id {
+        Some(id) => store.token_by_id(*id).await?.and_then(|t| t.expires_at),
+        None => None,
+    };
+    Ok(Narrowing {
+        max_role: scope.max_role,
+        repos,
+        expires_at,
+    })
+}
+
+/// Checks what `request` asks against `outer` (what the caller's token is narrowed to) and
+/// returns the new token's narrowing: at most `outer`, 403 when it asks for more.
+async fn narrowing(
+    store: &Store,
+    caller: &Caller,
+    request: &CreateToken,
+    outer: Narrowing,
+) -> ApiResult<Narrowing> {
+    let max_role = match (request.max_role, outer.max_role) {
+        (Some(asked), Some(max)) if asked > max => {
+            return Err(ApiError::forbidden(format!(
+                "this token acts as at most {max}; it cannot make a token acting as {asked}"
+            )))
+        }
+        (Some(asked), _) => Some(asked),
+        (None, max) => max,
+    };
+    let repos = match &request.repos {
+        None => outer.repos,
+        Some(asked) => {
+            if asked.is_empty() {
+                return Err(ApiError::bad_request(
+                    "repos, when given, names at least one repository (owner/name)",
+                ));
+            }
+            let mut names = BTreeSet::new();
+            for name in asked {
+                super::repos::check_repo_name(name)?;
+                // The caller must see it: a token naming unknown or hidden repositories
+                // would say nothing useful, and its answer would tell which exist.
+                let repo = caller.visible_repo(store, name, Role::Reader).await?;
+                if outer
+                    .repos
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&repo.name))
+                {
+                    return Err(ApiError::forbidden(format!(
+                        "this token may not act on {}; it cannot make a token that does",
+                        repo.name
+                    )));
+                }
+                names.insert(repo.name);
+            }
+            Some(names.into_iter().collect())
+        }
+    };
+    let asked_expiry = match request.expires_in_days {
+        None => None,
+        Some(days) if (1..=MAX_DAYS).contains(&days) => Some(now_ms() + i64::from(days) * DAY_MS),
+        Some(days) => {
+            return Err(ApiError::bad_request(format!(
+                "expires_in_days is {days}; it must be 1 to {MAX_DAYS}"
+            )))
+        }
+    };
+    let expires_at = match (asked_expiry, outer.expires_at) {
+        (Some(asked), Some(outer)) => Some(asked.min(outer)),
+        (asked, outer) => asked.or(outer),
+    };
+    Ok(Narrowing {
+        max_role,
+        repos,
+        expires_at,
+    })
+}
+
+fn check_token_name(name: &str) -> ApiResult<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_request(
+            "a token needs a name of 1 to 100 characters",
+        ));
+    }
+    // regression: bidi overrides passed (only controls were refused), so a name could
+    // display as another.
+    evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
+        .map_err(ApiError::bad_request)?;
+    Ok(name)
+}
+
+/// Stores a token of `user` with `narrowing`, records it, and answers it.
+async fn mint(
+    store: &Store,
+    caller: &Caller,
+    user: &UserRow,
+    name: &str,
+    narrowing: Narrowing,
+) -> ApiResult<(StatusCode, Json<UserTokenCreated>)> {
+    let token = tokens::new_token()?;
+    let max_role = narrowing.max_role.map(Role::as_str);
+    let repos = narrowing
+        .repos
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let id = store
+        .create_user_token(&NewToken {
+            user_id: user.id,
+            name,
+            token_hash: &tokens::hash_token(&token),
+            max_role,
+            repos: repos.as_deref(),
+            expires_at: narrowing.expires_at,
+        })
+        .await?;
+    audit(
+        store,
+        caller,
+        "token.create",
+        None,
+        None,
+        serde_json::json!({
+            "token": id,
+            "user": user.name,
+            "name": name,
+            "max_role": max_role,
+            "repos": narrowing.repos,
+            "expires_at": narrowing.expires_at,
+        }),
+    )
+    .await?;
+    let row = store
+        .token_by_id(id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("token {id} vanished after it was made"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserTokenCreated {
+            listed: TokenView::new(row, &user.name),
+            token,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    tag = "tokens",
+    operation_id = "create_token",
+    summary = "Make an API token for the caller's own user",
+    description = "The token acts with at most the caller's rights: `max_role` and `repos` \
+                   only narrow them, and a token made with a narrowed or expiring token is \
+                   narrowed and expires at least as much.",
+    request_body = CreateToken,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The token, shown this once", body = UserTokenCreated),
+        (status = 400, description = "A malformed body, an invalid name, repository or expiry, or an engine without users", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "It would be wider than the token making it", body = ErrorView),
+        (status = 404, description = "A repository that does not exist or the caller may not read", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn create_token(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Result<Object<CreateToken>, ApiError>,
+) -> ApiResult<(StatusCode, Json<UserTokenCreated>)> {
+    let user_id = caller.require_user()?.id;
+    let Object(request) = body?;
+    let name = check_token_name(&request.name)?;
+    let store = state.executor.store();
+    let user = store
+        .user_by_id(user_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the caller's user {user_id} is missing"))?;
+    let outer = caller_narrowing(store, &caller).await?;
+    let narrowing = narrowing(store, &caller, &request, outer).await?;
+    mint(store, &caller, &user, name, narrowing).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/users/{name}/tokens",
+    tag = "tokens",
+    operation_id = "create_user_token",
+    summary = "Make an API token for a user or bot (admins only)",
+    params(TokenUserPath),
+    request_body = CreateToken,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The token, shown this once", body = UserTokenCreated),
+        (status = 400, description = "A malformed body, an invalid name, repository or expiry", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Not an installation admin", body = ErrorView),
+        (status = 404, description = "No such user, or no such repository", body = ErrorView),
+        (status = 409, description = "The user is disabled", body = ErrorView),
+        (status = 413, description = "The body is too large", body = ErrorView),
+        (status = 415, description = "The body is not `application/json`", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn create_user_token(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    body: Result<Object<CreateToken>, ApiError>,
+) -> ApiResult<(StatusCode, Json<UserTokenCreated>)> {
+    caller.require_admin()?;
+    let store = state.executor.store();
+    let user = store
+        .user_by_name(&user)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user '{user}'")))?;
+    if user.disabled_at.is_some() {
+        return Err(ApiError::Client(
+            StatusCode::CONFLICT,
+            format!(
+                "user '{}' is disabled: its tokens would not work",
+                user.name
+            ),
+        ));
+    }
+    let Object(request) = body?;
+    let name = check_token_name(&request.name)?;
+    // An admin acts with its full rights here (a narrowed token of one is no admin).
+    let narrowing = narrowing(store, &caller, &request, Narrowing::default()).await?;
+    mint(store, &caller, &user, name, narrowing).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/tokens",
+    tag = "tokens",
+    operation_id = "list_tokens",
+    summary = "The caller's API tokens (never the tokens), revoked ones included",
+    params(TokensQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tokens, newest first", body = Vec<TokenView>),
+        (status = 400, description = "An unknown query parameter, or an engine without users", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "Another user's tokens, and not an installation admin", body = ErrorView),
+        (status = 404, description = "No such user", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn list_tokens(
+    State(state): State<ApiState>,
+    caller: Caller,
+    query: Result<Query<TokensQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<TokenView>>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let store = state.executor.store();
+    let user = match query.user {
+        Some(name)
+            if caller
+                .user()
+                .is_none_or(|me| !me.name.eq_ignore_ascii_case(&name)) =>
+        {
+            caller.require_admin()?;
+            store
+                .user_by_name(&name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no user '{name}'")))?
+        }
+        _ => {
+            let id = caller.require_user()?.id;
+            store
+                .user_by_id(id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the caller's user {id} is missing"))?
+        }
+    };
+    let rows = store.list_tokens(Some(user.id)).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| TokenView::new(row, &user.name))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/tokens/{id}",
+    tag = "tokens",
+    operation_id = "revoke_token",
+    summary = "Revoke an API token: it and the dashboard sessions it opened stop working",
+    description = "Its owner or an installation admin.",
+    params(TokenPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The revoked token", body = TokenView),
+        (status = 400, description = "The id is not a token id", body = ErrorView),
+        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 404, description = "No such token of the caller's", body = ErrorView),
+        (status = 409, description = "Revoked already", body = ErrorView),
+        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+    )
+)]
+pub(super) async fn revoke_token(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenView>> {
+    caller.require_signed_in()?;
+    let id = id
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("'{id}' is not a token id")))?;
+    let store = state.executor.store();
+    let hidden = || ApiError::not_found(format!("no token {id}"));
+    let token = store.token_by_id(id).await?.ok_or_else(hidden)?;
+    if !caller.is_admin() && caller.user_id() != Some(token.user_id) {
+        return Err(hidden());
+    }
+    if !store.revoke_token(id).await? {
+        return Err(ApiError::Client(
+            StatusCode::CONFLICT,
+            format!("token {id} is revoked already"),
+        ));
+    }
+    let owner = store
+        .user_by_id(token.user_id)
+        .await?
+        .map(|u| u.name)
+        .unwrap_or_default();
+    audit(
+        store,
+        &caller,
+        "token.revoke",
+        None,
+        None,
+        serde_json::json!({ "token": id, "user": owner, "name": token.name }),
+    )
+    .await?;
+    let row = store.token_by_id(id).await?.unwrap_or(token);
+    Ok(Json(TokenView::new(row, &owner)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(max_role: Option<Role>, expires_in_days: Option<u32>) -> CreateToken {
+        CreateToken {
+            name: "t".into(),
+            max_role,
+            repos: None,
+            expires_in_days,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_token_makes_tokens_no_wider_than_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let caller = Caller::Embedded;
+        let outer = || Narrowing {
+            max_role: Some(Role::Writer),
+            repos: Some(vec!["octo/hello".into()]),
+            expires_at: Some(now_ms() + DAY_MS),
+        };
+        // Nothing asked: the outer narrowing, all of it.
+        let inherited = narrowing(&store, &caller, &request(None, None), outer())
+            .await
+            .unwrap();
+        assert_eq!(inherited, outer());
+        // Narrower: granted.
+        let narrower = narrowing(
+            &store,
+            &caller,
+            &request(Some(Role::Reader), Some(30)),
+            outer(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(narrower.max_role, Some(Role::Reader));
+        assert_eq!(narrower.expires_at, outer().expires_at, "never outlives it");
+        // Wider: refused.
+        let wider = narrowing(
+            &store,
+            &caller,
+            &request(Some(Role::Maintainer), None),
+            outer(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&wider, ApiError::Client(StatusCode::FORBIDDEN, m) if m.contains("at most writer")),
+            "{wider:?}"
+        );
+        // An expiry out of range.
+        assert!(matches!(
+            narrowing(&store, &caller, &request(None, Some(0)), outer()).await,
+            Err(ApiError::Client(StatusCode::BAD_REQUEST, _))
+        ));
+    }
+}
