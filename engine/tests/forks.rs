@@ -299,3 +299,72 @@ async fn the_runner_listener_serves_the_runner_protocol_and_nothing_else() {
     );
     engine.shutdown().await;
 }
+
+/// Runs `plue ARGS` in the sandbox to completion: its stdout, or a panic with stderr.
+fn plue(sandbox: &support::Sandbox, args: &[&str]) -> String {
+    let output = sandbox.plue(args).output().expect("plue runs");
+    assert!(
+        output.status.success(),
+        "plue {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// `plue serve --runner-listen`: the local pool's runners reach the engine there (a run
+/// succeeds though the public port refuses the runner protocol); `plue runner-token create`
+/// makes tokens that refuse forks unless `--accept-forks`, and `list` says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plue_serve_runner_listen_and_runner_tokens_that_accept_forks() {
+    let _serial = support::serial().await;
+    let sandbox = support::Sandbox::new("fork-fences");
+    let runners = format!("127.0.0.1:{}", support::free_port());
+    let runner_url = format!("http://{runners}");
+    let engine = sandbox
+        .serve_one_runner("engine", "data", &["--runner-listen", &runners])
+        .await
+        .url;
+    let http = support::client();
+    let source = "def workflow():\n    return Plan(name='fenced', triggers=[Trigger.manual()], \
+                  steps=[Step.bash('hello', 'echo hello')])\n";
+    let file = sandbox.write("ws/fenced.plue.py", source);
+    let run_id = support::start_run(&http, &engine, &file, &sandbox.path("ws")).await;
+    let run = support::wait_final(&http, &engine, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let public = http
+        .post(format!("{engine}{}", wire::REGISTER))
+        .json(&json!({"name": "x", "ephemeral": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "the public port refuses the runner protocol"
+    );
+    let api = http.get(format!("{runner_url}/api/runs")).send().await;
+    assert_eq!(api.unwrap().status(), 404, "the runner port serves no API");
+
+    let create = |extra: &[&str]| {
+        let mut args = vec!["runner-token", "create", "--labels", "zone=prod"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--server", &engine]);
+        plue(&sandbox, &args).trim().to_string()
+    };
+    let refusing = create(&["--name", "prod"]);
+    let accepting = create(&["--name", "prod forks", "--accept-forks"]);
+    let listed = plue(&sandbox, &["runner-token", "list", "--server", &engine]);
+    assert!(listed.contains("\tno-forks\tprod\t"), "{listed}");
+    assert!(listed.contains("\tforks\tprod forks\t"), "{listed}");
+    let zone = json!({"zone": "prod"});
+    let register = |token: String, name: &'static str| {
+        let (http, url, zone) = (http.clone(), runner_url.clone(), zone.clone());
+        async move {
+            support::register_labelled_runner(&http, &url, &token, name, zone, Some(true))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(register(refusing, "prod-1").await, 403);
+    assert_eq!(register(accepting, "prod-2").await, 200);
+}

@@ -483,6 +483,8 @@ mod tests {
                 .await?
                 .expect("the pool stored the token it handed out");
             assert_eq!((row.kind.as_str(), row.name.as_str()), ("once", name));
+            // The token takes the provider's say on forks: by default, only without labels.
+            assert_eq!(row.accept_forks, self.labels.is_empty());
             let registered = store
                 .register(&NewRunner {
                     name,

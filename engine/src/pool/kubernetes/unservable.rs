@@ -145,6 +145,28 @@ mod tests {
     }
 
     #[test]
+    fn fork_steps_count_only_classes_and_pools_that_accept_forks() {
+        let file = crate::pool::config_file::parse(
+            r#"
+kubernetes: {namespace: ci, engine_url: "http://plue:8601"}
+classes:
+  - {name: any, labels: {}, max_runners: 1, template: {spec: {containers: [{name: runner, image: p}]}}}
+  - {name: prod, labels: {zone: prod}, max_runners: 1, template: {spec: {containers: [{name: runner, image: p}]}}}
+  - {name: sandbox, labels: {zone: sandbox}, max_runners: 1, accept_forks: true,
+     template: {spec: {containers: [{name: runner, image: p}]}}}
+"#,
+            "pool.yaml",
+        )
+        .unwrap();
+        let offers = fork_offers(&file.classes, &[labels(&[("size", "big")]), labels(&[])]);
+        assert_eq!(
+            offers,
+            [labels(&[]), labels(&[("zone", "sandbox")]), labels(&[])],
+            "the prod class and the labelled local pool take no forks"
+        );
+    }
+
+    #[test]
     fn a_runner_serves_subsets_of_its_labels() {
         let offered = labels(&[("size", "small"), ("zone", "a")]);
         assert!(superset(&offered, &labels(&[("size", "small")])));
