@@ -86,6 +86,10 @@ pub(crate) enum Command {
     /// Set or remove a repository secret on a server.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Manage a repository's environments (allowed refs, reviewers, wait timer) and their
+    /// secrets on a server.
+    #[command(subcommand)]
+    Env(crate::commands::environments::EnvCommand),
     /// Make API tokens on a server.
     #[command(subcommand)]
     Token(TokenCommand),

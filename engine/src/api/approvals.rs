@@ -1,17 +1,26 @@
 //! `POST /api/runs/{id}/steps/{step}/approve|reject` and `GET /api/runs/{id}/approvals`:
-//! people deciding approval steps.
+//! people deciding approval steps and environment reviews.
 //!
-//! Invariants: the decider is whoever the bearer token names ([`Auth::identity`]: `admin`
-//! for the admin token, the token's name otherwise); when the step lists `approvers`, only
-//! those names may decide, the admin token included; with `exclude_triggerer`, the name
-//! that started the run through the API (`run_triggerers`) may not. A decision is taken once: deciding a
-//! step that is not `waiting` is a 409 and changes nothing; a decision after the step's
-//! deadline is a 409 too, whether or not the sweeper has run (the store times the step
-//! out in the decision's own transaction). A comment is one clean line
-//! ([`TextKind::UserLine`]: no controls, no bidi characters).
+//! Two kinds of gate are decided here: an approval step of the plan (`Step.approval`), and
+//! the review the engine inserts before a step naming an environment with reviewers
+//! ([`crate::executor::environments`]), which no plan can remove.
+//!
+//! Invariants: the decider acts with at least `writer` on the run's repository (a reader
+//! gets 403, a caller who may not read it 404; a local run: the admin only) *and* is
+//! named — among the approval's `approvers` or the environment's `reviewers` (user names
+//! or `@group`s, compared by user, never by a token's name; an approval naming nobody may
+//! be decided by any writer). With `exclude_triggerer` (approval) or
+//! `prevent_self_review` (environment), the user who started the run — by user id, a
+//! linked forge login or a legacy name — may not ([`Caller::may_decide`]). Who may review
+//! an environment is read from the environment when deciding, never from the plan. A
+//! decision is taken once: deciding a step that is not `waiting` is a 409 and changes
+//! nothing; a decision after the step's deadline is a 409 too, whether or not the sweeper
+//! has run (the store times the step out in the decision's own transaction). Every
+//! decision is in the audit trail (`approval.approve`, `approval.reject`). A comment is one
+//! clean line ([`TextKind::UserLine`]: no controls, no bidi characters).
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use evaluator::plan::Action;
 use evaluator::text::{check_clean_field, TextKind};
@@ -21,8 +30,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::Object;
 use super::views::{ApprovalView, ErrorView};
 use super::{parse_run_id, ApiState, RunId};
+use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{now_ms, Decided, Verdict};
+use crate::store::{now_ms, Audit, Decided, Reviewer, RunRow, Verdict};
 
 /// The longest comment kept with a decision, in bytes.
 const MAX_COMMENT_BYTES: usize = 4096;
@@ -54,17 +64,17 @@ pub(super) struct StepPath {
     path = "/api/runs/{id}/steps/{step}/approve",
     tag = "approvals",
     operation_id = "approve_step",
-    summary = "Approve a waiting approval step",
+    summary = "Approve a waiting approval step or environment review",
     params(StepPath),
     request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is not an approval", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is neither an approval nor under an environment", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
-        (status = 404, description = "No such run or step", body = ErrorView),
-        (status = 409, description = "The step is not waiting for a decision, or its deadline passed (it timed out)", body = ErrorView),
+        (status = 403, description = "The caller lacks `writer` on the run's repository, is not among the approvers or the environment's reviewers, or started the run (`exclude_triggerer`, `prevent_self_review`)", body = ErrorView),
+        (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision, its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -73,11 +83,11 @@ pub(super) struct StepPath {
 )]
 pub(super) async fn approve(
     state: State<ApiState>,
+    caller: Caller,
     path: Path<(String, String)>,
-    headers: HeaderMap,
     body: Result<Option<Object<Decision>>, ApiError>,
 ) -> ApiResult<Json<ApprovalView>> {
-    decide(state, path, headers, body, Verdict::Approve).await
+    decide(state, caller, path, body, Verdict::Approve).await
 }
 
 #[utoipa::path(
@@ -85,17 +95,17 @@ pub(super) async fn approve(
     path = "/api/runs/{id}/steps/{step}/reject",
     tag = "approvals",
     operation_id = "reject_step",
-    summary = "Reject a waiting approval step (it fails)",
+    summary = "Reject a waiting approval step or environment review (the step fails)",
     params(StepPath),
     request_body(content = Option<Decision>, description = "Optional: a decision without a body (and no `Content-Type`) has no comment"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is not an approval", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is neither an approval nor under an environment", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 403, description = "The token's name may not decide this step (not among its approvers, or the run's triggerer)", body = ErrorView),
-        (status = 404, description = "No such run or step", body = ErrorView),
-        (status = 409, description = "The step is not waiting for a decision, or its deadline passed (it timed out)", body = ErrorView),
+        (status = 403, description = "The caller lacks `writer` on the run's repository, is not among the approvers or the environment's reviewers, or started the run (`exclude_triggerer`, `prevent_self_review`)", body = ErrorView),
+        (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision, its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -104,11 +114,11 @@ pub(super) async fn approve(
 )]
 pub(super) async fn reject(
     state: State<ApiState>,
+    caller: Caller,
     path: Path<(String, String)>,
-    headers: HeaderMap,
     body: Result<Option<Object<Decision>>, ApiError>,
 ) -> ApiResult<Json<ApprovalView>> {
-    decide(state, path, headers, body, Verdict::Reject).await
+    decide(state, caller, path, body, Verdict::Reject).await
 }
 
 #[utoipa::path(
@@ -116,29 +126,102 @@ pub(super) async fn reject(
     path = "/api/runs/{id}/approvals",
     tag = "approvals",
     operation_id = "list_approvals",
-    summary = "The decisions taken on a run's approval steps",
+    summary = "The decisions taken on a run's approval steps and environment reviews",
     params(RunId),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The decisions, oldest first (none for an unknown run)", body = Vec<ApprovalView>),
+        (status = 200, description = "The decisions, oldest first; an environment review's with its environment and that environment's reviewers", body = Vec<ApprovalView>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "Reads are private and the request has no valid token", body = ErrorView),
+        (status = 401, description = "The run is not public and the request has no valid token", body = ErrorView),
+        (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
 pub(super) async fn list(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ApprovalView>>> {
     let id = parse_run_id(&id)?;
-    let rows = state.executor.store().approvals_of_run(id).await?;
-    Ok(Json(rows.into_iter().map(ApprovalView::from).collect()))
+    let store = state.executor.store();
+    let run = caller.visible_run(store, id, Role::Reader).await?;
+    let mut views = Vec::new();
+    for row in store.approvals_of_run(id).await? {
+        let mut view = ApprovalView::from(row);
+        if let (Some(name), Some(repo_id)) = (&view.environment, run.repo_id) {
+            if let Some(environment) = store.environment(repo_id, name).await? {
+                view.reviewers = environment.settings.reviewers;
+            }
+        }
+        views.push(view);
+    }
+    Ok(Json(views))
+}
+
+/// What a waiting step is decided as, and who may decide it.
+enum Gate {
+    /// An approval step of the plan.
+    Approval {
+        approvers: Vec<String>,
+        exclude_triggerer: bool,
+    },
+    /// The review of the step's environment, as its repository defines it now.
+    Review {
+        environment: String,
+        reviewers: Vec<String>,
+        prevent_self_review: bool,
+    },
+}
+
+/// The gate `step` of `run` is decided as: 404 when the run has no such step, 400 when it
+/// is neither an approval nor a step under an environment, 409 when its environment is no
+/// longer defined.
+async fn gate_of(state: &ApiState, run: &RunRow, step: &str) -> ApiResult<Gate> {
+    let run_id = run.id;
+    let no_step = || ApiError::not_found(format!("run {run_id} has no step '{step}'"));
+    if run.plan_hash.is_empty() {
+        // Its workflow file did not evaluate: it has no steps.
+        return Err(no_step());
+    }
+    let plan = state.executor.plan(run_id).await?;
+    let found = plan
+        .steps
+        .iter()
+        .find(|s| s.id == step)
+        .ok_or_else(no_step)?;
+    if let Action::Approval(approval) = &found.action {
+        return Ok(Gate::Approval {
+            approvers: approval.approvers.clone(),
+            exclude_triggerer: approval.exclude_triggerer,
+        });
+    }
+    let (Some(name), Some(repo_id)) = (&found.environment, run.repo_id) else {
+        return Err(ApiError::bad_request(format!(
+            "step '{step}' is a {} step, not an approval, and has no environment review",
+            found.action.kind()
+        )));
+    };
+    let store = state.executor.store();
+    let Some(environment) = store.environment(repo_id, name).await? else {
+        return Err(ApiError::Client(
+            StatusCode::CONFLICT,
+            format!(
+                "environment '{name}' of step '{step}' is no longer defined for {}: its review cannot be decided (cancel the run, or define the environment again)",
+                run.workflow_source
+            ),
+        ));
+    };
+    Ok(Gate::Review {
+        environment: environment.name,
+        reviewers: environment.settings.reviewers,
+        prevent_self_review: environment.settings.prevent_self_review,
+    })
 }
 
 async fn decide(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((id, step)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Result<Option<Object<Decision>>, ApiError>,
     verdict: Verdict,
 ) -> ApiResult<Json<ApprovalView>> {
@@ -155,47 +238,55 @@ async fn decide(
     }
     check_clean_field("comment", &decision.comment, TextKind::UserLine)
         .map_err(ApiError::bad_request)?;
-    let who = state.auth.identity(&headers).await?;
     let store = state.executor.store();
-    let Some(run) = store.run(run_id).await? else {
-        return Err(ApiError::not_found(format!("no run {run_id}")));
+    // Writers only: a reader learns it may not (403), others that there is no such run.
+    let run = caller.visible_run(store, run_id, Role::Writer).await?;
+    let gate = gate_of(&state, &run, &step).await?;
+    let (names, exclude, environment) = match &gate {
+        Gate::Approval {
+            approvers,
+            exclude_triggerer,
+        } => (approvers, *exclude_triggerer, None),
+        Gate::Review {
+            environment,
+            reviewers,
+            prevent_self_review,
+        } => (reviewers, *prevent_self_review, Some(environment.as_str())),
     };
-    if run.plan_hash.is_empty() {
-        // Its workflow file did not evaluate: it has no steps.
-        return Err(ApiError::not_found(format!(
-            "run {run_id} has no step '{step}'"
-        )));
+    if let Err(refusal) = caller.may_decide(store, run_id, names, exclude).await? {
+        let what = match environment {
+            Some(name) => format!("the review of environment '{name}' for step '{step}'"),
+            None => format!("step '{step}'"),
+        };
+        return Err(ApiError::forbidden(format!("{refusal} ({what})")));
     }
-    let plan = state.executor.plan(run_id).await?;
-    let Some(found) = plan.steps.iter().find(|s| s.id == step) else {
-        return Err(ApiError::not_found(format!(
-            "run {run_id} has no step '{step}'"
-        )));
-    };
-    let Action::Approval(approval) = &found.action else {
-        return Err(ApiError::bad_request(format!(
-            "step '{step}' is a {} step, not an approval",
-            found.action.kind()
-        )));
-    };
-    if !approval.approvers.is_empty() && !approval.approvers.contains(&who) {
-        return Err(ApiError::forbidden(format!(
-            "'{who}' may not decide step '{step}'; its approvers are: {}",
-            approval.approvers.join(", ")
-        )));
-    }
-    if approval.exclude_triggerer
-        && store.triggerer_of(run_id).await?.as_deref() == Some(who.as_str())
-    {
-        return Err(ApiError::forbidden(format!(
-            "'{who}' started run {run_id} and so may not decide step '{step}'"
-        )));
-    }
+    let who = caller.name().to_owned();
     let now = now_ms();
-    match store
-        .decide_approval(run_id, &step, verdict, &who, &decision.comment, now)
-        .await?
-    {
+    let decided = match environment {
+        None => {
+            store
+                .decide_approval(run_id, &step, verdict, &who, &decision.comment, now)
+                .await?
+        }
+        Some(name) => {
+            let reviewer = Reviewer {
+                name: &who,
+                user_id: caller.user_id(),
+            };
+            store
+                .decide_review(
+                    run_id,
+                    &step,
+                    name,
+                    verdict,
+                    reviewer,
+                    &decision.comment,
+                    now,
+                )
+                .await?
+        }
+    };
+    match decided {
         Decided::Done => {}
         Decided::NoStep => {
             return Err(ApiError::not_found(format!(
@@ -223,6 +314,24 @@ async fn decide(
             ));
         }
     }
+    let action = match verdict {
+        Verdict::Approve => "approval.approve",
+        Verdict::Reject => "approval.reject",
+    };
+    store
+        .audit(&Audit {
+            user_id: caller.user_id(),
+            actor: &who,
+            action,
+            repo_id: run.repo_id,
+            run_id: Some(run_id),
+            detail: serde_json::json!({
+                "step": step,
+                "environment": environment,
+                "comment": decision.comment,
+            }),
+        })
+        .await?;
     state.executor.advance(run_id).await?;
     Ok(Json(ApprovalView {
         step_id: step,
@@ -230,7 +339,10 @@ async fn decide(
         decided_by: who,
         comment: decision.comment,
         decided_at: now,
-        environment: None,
-        reviewers: Vec::new(),
+        environment: environment.map(str::to_owned),
+        reviewers: match gate {
+            Gate::Review { reviewers, .. } => reviewers,
+            Gate::Approval { .. } => Vec::new(),
+        },
     }))
 }

@@ -43,10 +43,12 @@ const BEARER: &str = "bearer";
     tags(
         (name = "runs", description = "Runs, their steps and re-runs"),
         (name = "logs", description = "Step logs: JSON lines or a live SSE stream"),
-        (name = "approvals", description = "People deciding approval steps"),
+        (name = "approvals", description = "People deciding approval steps and environment reviews"),
         (name = "runners", description = "Runners and the warm pool"),
         (name = "repos", description = "Registered repositories, secrets, dispatch, schedules"),
+        (name = "environments", description = "A repository's environments: allowed refs, reviewers, wait timer, secrets"),
         (name = "tokens", description = "API tokens and runner registration tokens"),
+        (name = "users", description = "Users, their forge logins, groups and the audit trail"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -25,7 +25,7 @@ fn client(server: &ServerArgs) -> anyhow::Result<ApiClient> {
 }
 
 /// `owner/name` as two path segments (validated by the server too).
-fn repo_path(name: &str) -> anyhow::Result<String> {
+pub(super) fn repo_path(name: &str) -> anyhow::Result<String> {
     match name.split_once('/') {
         Some((owner, repo)) if !owner.is_empty() && !repo.is_empty() && !repo.contains('/') => {
             Ok(format!("/api/repos/{owner}/{repo}"))
@@ -80,20 +80,23 @@ pub(crate) async fn repo(command: RepoCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A secret's value: `given` (`--value`), else stdin without the one trailing newline
+/// `echo value | plue secret set ...` adds.
+pub(super) fn secret_value(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(value) = given {
+        return Ok(value);
+    }
+    let mut value = String::new();
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("reading the secret from stdin")?;
+    Ok(value.strip_suffix('\n').unwrap_or(&value).to_string())
+}
+
 pub(crate) async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
     match command {
         SecretCommand::Set(args) => {
-            let value = match args.value {
-                Some(value) => value,
-                None => {
-                    let mut value = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut value)
-                        .context("reading the secret from stdin")?;
-                    // `echo value | plue secret set ...` adds one newline.
-                    value.strip_suffix('\n').unwrap_or(&value).to_string()
-                }
-            };
+            let value = secret_value(args.value)?;
             let path = format!("{}/secrets/{}", repo_path(&args.repo)?, args.name);
             let _: serde_json::Value = client(&args.server)?
                 .send(Method::PUT, &path, Some(&json!({ "value": value })))

@@ -3,6 +3,7 @@
 mod approve;
 mod check;
 mod client;
+pub(crate) mod environments;
 mod eval;
 mod forges;
 mod logs;
@@ -35,6 +36,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prompt(command) => prompt::run(command),
         Command::Repo(command) => forges::repo(command).await,
         Command::Secret(command) => forges::secret(command).await,
+        Command::Env(command) => environments::run(command).await,
         Command::Token(command) => forges::token(command).await,
         Command::RunnerToken(command) => runner_tokens::run(command).await,
         Command::Trigger(args) => forges::trigger(args).await,

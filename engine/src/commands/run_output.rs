@@ -582,6 +582,9 @@ pub(crate) struct StepSummary {
     pub(crate) iteration: i64,
     pub(crate) exit_code: Option<i64>,
     pub(crate) duration_ms: Option<i64>,
+    /// The environment the step names (`environment="prod"`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) environment: Option<String>,
 }
 
 impl Summary {
@@ -599,11 +602,24 @@ impl Summary {
                     iteration: s.iteration,
                     exit_code: s.exit_code,
                     duration_ms: s.duration_ms(),
+                    environment: None,
                 })
                 .collect(),
             artifacts: Vec::new(),
             approvals: Vec::new(),
         }
+    }
+
+    /// This summary with each step's environment, as `plan` names it.
+    pub(crate) fn with_environments(mut self, plan: &evaluator::plan::Plan) -> Summary {
+        for step in &mut self.steps {
+            step.environment = plan
+                .steps
+                .iter()
+                .find(|s| s.id == step.id)
+                .and_then(|s| s.environment.clone());
+        }
+        self
     }
 
     /// The table printed at the end of `plue run`.
@@ -621,7 +637,15 @@ impl Summary {
             "{:<width$}  {:<9}  {:>8}  {:>9}",
             "STEP", "STATUS", "ATTEMPTS", "DURATION"
         );
-        text.push_str(if looped { "  ITERATION\n" } else { "\n" });
+        if looped {
+            text.push_str("  ITERATION");
+        }
+        // The ENVIRONMENT column only for runs with a step naming one.
+        let environments = self.steps.iter().any(|s| s.environment.is_some());
+        if environments {
+            text.push_str("  ENVIRONMENT");
+        }
+        text.push('\n');
         for step in &self.steps {
             let duration = step.duration_ms.map(human_ms).unwrap_or_else(|| "-".into());
             text.push_str(&format!(
@@ -630,6 +654,9 @@ impl Summary {
             ));
             if looped {
                 text.push_str(&format!("  {:>9}", step.iteration));
+            }
+            if environments {
+                text.push_str(&format!("  {}", step.environment.as_deref().unwrap_or("-")));
             }
             text.push('\n');
         }
@@ -641,8 +668,19 @@ impl Summary {
 mod tests {
     use super::*;
 
+    fn printer_row(step_id: &str) -> StepRunRow {
+        StepRunRow {
+            step_id: step_id.into(),
+            ..one_step(1)
+        }
+    }
+
     fn printer_of_one_step(id: i64) -> Printer {
-        let step = StepRunRow {
+        Printer::new(&[one_step(id)], false, true)
+    }
+
+    fn one_step(id: i64) -> StepRunRow {
+        StepRunRow {
             id,
             run_id: 1,
             step_id: "build".into(),
@@ -658,8 +696,7 @@ mod tests {
             usage: None,
             iteration: 1,
             review_passed_at: None,
-        };
-        Printer::new(&[step], false, true)
+        }
     }
 
     /// Offers lines of one attempt, as `(attempt, seq)`.
@@ -785,6 +822,37 @@ mod tests {
         );
         assert_eq!(typed_line("stdout", "{}"), None);
         assert_eq!(typed_line("usage", "not json"), None);
+    }
+
+    #[test]
+    fn the_summary_shows_each_steps_environment() {
+        let mut row = printer_row("deploy");
+        row.status = "succeeded".into();
+        let mut deploy = evaluator::plan::Step::new(
+            "deploy",
+            evaluator::plan::Action::Bash {
+                command: "true".into(),
+            },
+        );
+        deploy.environment = Some("prod".into());
+        let plan = evaluator::plan::Plan {
+            name: "p".into(),
+            triggers: vec![],
+            env: Default::default(),
+            steps: vec![deploy],
+            concurrency: None,
+        };
+        let plain = Summary::new(1, "succeeded", std::slice::from_ref(&row));
+        assert!(!plain.table().contains("ENVIRONMENT"));
+        let summary = Summary::new(1, "succeeded", &[row]).with_environments(&plan);
+        let table = summary.table();
+        assert!(
+            table.lines().next().unwrap().ends_with("  ENVIRONMENT"),
+            "{table}"
+        );
+        assert!(table.lines().nth(1).unwrap().ends_with("  prod"), "{table}");
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["steps"][0]["environment"], "prod");
     }
 
     #[test]

@@ -309,7 +309,7 @@ impl Store {
             repo: Some(RunOrigin {
                 repo_name,
                 from_fork: !secrets_allowed,
-                branch: run_branch(&context)?,
+                branch: run_branch(&context),
                 git_ref,
             }),
             defined,
@@ -319,14 +319,15 @@ impl Store {
 
 /// The branch a run is on, from its stored context (written by the engine): a pull
 /// request's head branch, else the context's branch (a push's or dispatch's; none for a
-/// tag or a commit).
-fn run_branch(context: &str) -> anyhow::Result<Option<String>> {
-    let ctx: evaluator::EvalContext =
-        serde_json::from_str(context).map_err(|e| anyhow::anyhow!("stored run context: {e}"))?;
-    Ok(match ctx.pr {
-        Some(pr) => Some(pr.head),
-        None => ctx.branch,
-    })
+/// tag or a commit). A context without one (or unreadable) is on no branch, which no
+/// environment allows.
+fn run_branch(context: &str) -> Option<String> {
+    let ctx: serde_json::Value = serde_json::from_str(context).ok()?;
+    let branch = match ctx.get("pr").filter(|pr| !pr.is_null()) {
+        Some(pr) => pr.get("head"),
+        None => ctx.get("branch"),
+    };
+    branch?.as_str().map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -345,15 +346,16 @@ mod tests {
             .to_string()
         };
         assert_eq!(
-            run_branch(&ctx(Some("main"), None)).unwrap().as_deref(),
+            run_branch(&ctx(Some("main"), None)).as_deref(),
             Some("main")
         );
-        assert_eq!(run_branch(&ctx(None, None)).unwrap(), None);
+        assert_eq!(run_branch(&ctx(None, None)), None);
+        // A pull request is judged by its head, never by its base.
         assert_eq!(
-            run_branch(&ctx(Some("main"), Some("feature")))
-                .unwrap()
-                .as_deref(),
+            run_branch(&ctx(Some("main"), Some("feature"))).as_deref(),
             Some("feature")
         );
+        assert_eq!(run_branch("{}"), None);
+        assert_eq!(run_branch("not json"), None);
     }
 }

@@ -697,6 +697,42 @@ pub(crate) async fn start_pr_run(
         .expect("start a run")
 }
 
+/// Starts a `push` run of `plan` on branch `branch` of repository `acme/app` (`repo_id`),
+/// with the context the registry gives a push to that branch (its copy of the workflow
+/// file is `plan`, whatever the default branch holds). Its id.
+pub(crate) async fn start_push_run(
+    executor: &Executor,
+    repo_id: i64,
+    plan: &Plan,
+    branch: &str,
+) -> i64 {
+    let json = serde_json::to_string(plan).expect("a plan as JSON");
+    let mut ctx = evaluator::EvalContext::local(evaluator::Event::Push, branch);
+    ctx.repo = "acme/app".into();
+    let git_ref = ctx.git_ref.clone();
+    let ctx = serde_json::to_string(&ctx).expect("a ctx as JSON");
+    executor
+        .start_run(&NewRun {
+            workflow_source: "acme/app",
+            workflow_path: ".plue/deploy.plue.py",
+            event: "push",
+            git_ref: &git_ref,
+            sha: "0",
+            context_json: &ctx,
+            plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: Some(RunRepo {
+                repo_id,
+                secrets_allowed: true,
+            }),
+        })
+        .await
+        .expect("start a run")
+}
+
 /// Creates the repository `acme/app` in `store`; its id.
 pub(crate) async fn create_repo(store: &Store) -> i64 {
     store

@@ -1,0 +1,542 @@
+//! Environments, played by an attacker: an in-process engine with repository `acme/app`,
+//! its environment `prod` (allowed on `main` only, reviewed by alice, with the secret
+//! `DEPLOY_KEY`), users of each role, and a runner that takes what it is given through
+//! the real runner protocol. Runs are created as the registry creates them for a push or
+//! a pull request: the plan is the pushed branch's own copy of the workflow file, so the
+//! attacker controls all of it; only the engine's records (branch, fork) and the
+//! environment's settings decide.
+
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use engine::server::{EngineConfig, RunningEngine};
+use engine::store::{NewToken, Store, Triggerer};
+use engine::vault::Vault;
+use evaluator::plan::{Plan, Step};
+use runner::protocol as wire;
+use serde_json::{json, Value};
+
+const REGISTRATION: &str = "registration-token-of-the-environment-tests";
+const ADMIN: &str = "admin-token-of-the-environment-tests";
+const KEY: &str = "a vault key long enough for the environment tests";
+const DEPLOY_KEY: &str = "d3pl0y-k3y-of-prod";
+
+struct Harness {
+    engine: RunningEngine,
+    http: reqwest::Client,
+    repo_id: i64,
+    /// The runner's session token.
+    runner: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A user and its API token.
+struct Person {
+    id: i64,
+    token: String,
+}
+
+impl Harness {
+    /// The engine with `acme/app`, its environment `prod` (main only, reviewer alice) and
+    /// prod's secret `DEPLOY_KEY`, set through the API as an admin, and a runner.
+    async fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(REGISTRATION.into());
+        config.admin_token = Some(ADMIN.into());
+        config.vault = Vault::new(KEY).unwrap();
+        let engine = support::start_in_process(&dir.path().join("data"), config).await;
+        let repo_id = support::create_repo(engine.executor.store()).await;
+        let http = reqwest::Client::new();
+        let runner =
+            support::register_runner(&http, &engine.url, REGISTRATION, "attacker-runner").await;
+        let h = Harness {
+            engine,
+            http,
+            repo_id,
+            runner,
+            _dir: dir,
+        };
+        let (status, body) = h
+            .call(
+                ADMIN,
+                "PUT",
+                "/api/repos/acme/app/environments/prod",
+                Some(json!({"allowed_refs": ["main"], "reviewers": ["alice"]})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = h
+            .call(
+                ADMIN,
+                "PUT",
+                "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY",
+                Some(json!({"value": DEPLOY_KEY})),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        h
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.executor.store()
+    }
+
+    /// A user `name` holding `role` on acme/app (none: no role), with a token.
+    async fn person(&self, name: &str, role: Option<&str>) -> Person {
+        let id = self
+            .store()
+            .create_user(name, "person", false)
+            .await
+            .unwrap();
+        if let Some(role) = role {
+            self.store()
+                .grant_role(self.repo_id, id, role)
+                .await
+                .unwrap();
+        }
+        let token = engine::tokens::new_token().unwrap();
+        self.store()
+            .create_user_token(&NewToken {
+                user_id: id,
+                name: "tests",
+                token_hash: &engine::tokens::hash_token(&token),
+                max_role: None,
+                repos: None,
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        Person { id, token }
+    }
+
+    /// `method path` with bearer `token` (empty: none) and a JSON body; status and body.
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.engine.url));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Decides step `step` of run `run` as `token`; the status and body.
+    async fn decide(&self, token: &str, run: i64, step: &str, verb: &str) -> (u16, Value) {
+        self.call(
+            token,
+            "POST",
+            &format!("/api/runs/{run}/steps/{step}/{verb}"),
+            Some(json!({"comment": "checked"})),
+        )
+        .await
+    }
+
+    /// What the runner is handed now, if anything (it waits briefly).
+    async fn claim(&self) -> Option<wire::Assignment> {
+        let response: wire::PollResponse = support::post_json(
+            &self.http,
+            &format!("{}{}", self.engine.runner_url, wire::POLL),
+            &self.runner,
+            &json!({"wait_ms": 300}),
+        )
+        .await;
+        response.assignment
+    }
+
+    /// The step row `step` of run `run`.
+    async fn step(&self, run: i64, step: &str) -> engine::store::StepRunRow {
+        self.store().step_run(run, step).await.unwrap().unwrap()
+    }
+}
+
+/// The pushed copy of the deploy workflow: `deploy` naming `secrets=["DEPLOY_KEY"]`, under
+/// `environment` when given, with no `Step.approval` anywhere.
+fn deploy(environment: Option<&str>) -> Plan {
+    let mut step: Step = support::bash_step("deploy", "./deploy.sh");
+    step.secrets = vec!["DEPLOY_KEY".into()];
+    step.environment = environment.map(str::to_owned);
+    support::plan("Deploy", vec![step])
+}
+
+/// Everything a runner is handed until nothing is left: none may carry `DEPLOY_KEY`.
+async fn assert_never_handed_the_key(h: &Harness) {
+    while let Some(assignment) = h.claim().await {
+        assert!(
+            !assignment.secrets.values().any(|v| v == DEPLOY_KEY)
+                && !assignment.secrets.contains_key("DEPLOY_KEY"),
+            "the runner was handed prod's secret: {assignment:?}"
+        );
+    }
+}
+
+// (a) The attack of the issue: a member pushes a branch whose copy of the deploy workflow
+// triggers on that branch and drops its approval. Without the server's gate the step was
+// queued and handed DEPLOY_KEY at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_branch_naming_the_environment_never_gets_its_secret() {
+    let h = Harness::new().await;
+    let run = support::start_push_run(
+        &h.engine.executor,
+        h.repo_id,
+        &deploy(Some("prod")),
+        "feature",
+    )
+    .await;
+    assert_never_handed_the_key(&h).await;
+    let step = h.step(run, "deploy").await;
+    assert_eq!(step.status, "failed");
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("environment 'prod' allows refs main; this run is on feature")
+    );
+    assert_eq!(step.attempts, 0, "refused before any dispatch");
+    // A glob does not stretch: `main-evil`, `main/x` and a tag are not `main`.
+    for branch in ["main-evil", "main/x", "Main"] {
+        let run =
+            support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), branch)
+                .await;
+        assert_never_handed_the_key(&h).await;
+        assert_eq!(h.step(run, "deploy").await.status, "failed", "{branch}");
+    }
+    h.engine.shutdown().await;
+}
+
+// (b) Dropping `environment=` too gets nothing: DEPLOY_KEY is the environment's, not the
+// repository's, so the step fails at claim for a secret that is set nowhere it may see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_environment_does_not_reach_its_secret() {
+    let h = Harness::new().await;
+    let run =
+        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(None), "feature").await;
+    assert_never_handed_the_key(&h).await;
+    let step = support::wait_for(Duration::from_secs(10), "the step to fail", || async {
+        Some(h.step(run, "deploy").await).filter(|s| s.status == "failed")
+    })
+    .await;
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("secret 'DEPLOY_KEY' is not set")
+    );
+    h.engine.shutdown().await;
+}
+
+// (c) On main, a plan with no approval step still waits for prod's review; the secret
+// comes only after alice approves. (e) A rejection fails the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_main_the_engine_inserts_the_review_and_the_secret_follows_it() {
+    let h = Harness::new().await;
+    let alice = h.person("alice", Some("writer")).await;
+    let run =
+        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    assert!(
+        h.claim().await.is_none(),
+        "nothing is dispatched before the review"
+    );
+    let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["environment"], "prod");
+    assert_eq!(body["reviewers"], json!(["alice"]));
+    let assignment = h.claim().await.expect("the reviewed step is dispatched");
+    assert_eq!(assignment.step_id, "deploy");
+    assert_eq!(assignment.secrets["DEPLOY_KEY"], DEPLOY_KEY);
+    // The decision is listed with its environment and recorded in the audit trail.
+    let (status, approvals) = h
+        .call(ADMIN, "GET", &format!("/api/runs/{run}/approvals"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(approvals[0]["environment"], "prod", "{approvals}");
+    assert_eq!(approvals[0]["decided_by"], "alice");
+    let events = h
+        .store()
+        .audit_events(&engine::store::AuditFilter {
+            repos: None,
+            run_id: Some(run),
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "approval.approve" && e.user_id == Some(alice.id)),
+        "{events:?}"
+    );
+
+    // A re-run is reviewed again.
+    let again = h.engine.executor.rerun(run).await.unwrap().unwrap();
+    assert_eq!(h.step(again, "deploy").await.status, "waiting");
+    assert_never_handed_the_key(&h).await;
+    // (e) Rejected, it fails and gets nothing.
+    let (status, body) = h.decide(&alice.token, again, "deploy", "reject").await;
+    assert_eq!(status, 200, "{body}");
+    let step = h.step(again, "deploy").await;
+    assert_eq!(step.status, "failed");
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("environment 'prod' rejected by alice: checked")
+    );
+    assert_never_handed_the_key(&h).await;
+    let (status, _) = h.decide(&alice.token, again, "deploy", "approve").await;
+    assert_eq!(status, 409, "a decision is taken once");
+    h.engine.shutdown().await;
+}
+
+// (d) Who may review: only a writer named among prod's reviewers, never the run's
+// triggerer (prevent_self_review), never a reader or a stranger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_environments_reviewers_decide_and_never_their_own_run() {
+    let h = Harness::new().await;
+    let alice = h.person("alice", Some("writer")).await;
+    let bob = h.person("bob", Some("writer")).await;
+    let rita = h.person("rita", Some("reader")).await;
+    let stranger = h.person("stranger", None).await;
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/prod",
+            Some(json!({"allowed_refs": ["main"], "reviewers": ["alice", "@release"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run =
+        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    h.store()
+        .record_trigger(
+            run,
+            &Triggerer {
+                name: "alice".into(),
+                user_id: Some(alice.id),
+                forge_login: None,
+            },
+        )
+        .await
+        .unwrap();
+    let cases = [
+        ("", 401, "anonymous"),
+        (stranger.token.as_str(), 404, "no role: the run is hidden"),
+        (rita.token.as_str(), 403, "a reader"),
+        (bob.token.as_str(), 403, "a writer not among the reviewers"),
+        (alice.token.as_str(), 403, "a reviewer who started the run"),
+        (ADMIN, 403, "an admin not among the reviewers"),
+    ];
+    for (token, expected, who) in cases {
+        for verb in ["approve", "reject"] {
+            let (status, body) = h.decide(token, run, "deploy", verb).await;
+            assert_eq!(status, expected, "{who} {verb}: {body}");
+        }
+    }
+    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    assert_never_handed_the_key(&h).await;
+    // A member of @release may, and only once.
+    let group = h.store().create_group("release").await.unwrap();
+    h.store().add_group_member(group, bob.id).await.unwrap();
+    let (status, body) = h.decide(&bob.token, run, "deploy", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    let assignment = h.claim().await.expect("dispatched after bob's review");
+    assert_eq!(assignment.secrets["DEPLOY_KEY"], DEPLOY_KEY);
+    h.engine.shutdown().await;
+}
+
+// (f) A pull request from a fork never gets an environment, whatever its head branch is
+// called; the same pull request from a branch of the repository is judged by its head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_never_gets_an_environment() {
+    let h = Harness::new().await;
+    let alice = h.person("alice", Some("writer")).await;
+    // The fork's head branch is called `main`, as prod allows.
+    let fork =
+        support::start_pr_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), true).await;
+    let step = h.step(fork, "deploy").await;
+    assert_eq!(step.status, "failed");
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("environments are not available to pull requests from forks")
+    );
+    assert_eq!(
+        h.decide(&alice.token, fork, "deploy", "approve").await.0,
+        409
+    );
+    assert_never_handed_the_key(&h).await;
+    h.engine.shutdown().await;
+}
+
+// An environment the repository does not define is a failure, not a free pass; a wait
+// timer delays the dispatch; a local run has no environments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undefined_environments_fail_and_wait_timers_delay() {
+    let h = Harness::new().await;
+    let run = support::start_push_run(
+        &h.engine.executor,
+        h.repo_id,
+        &deploy(Some("production")),
+        "main",
+    )
+    .await;
+    let step = h.step(run, "deploy").await;
+    assert_eq!(step.status, "failed");
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("environment 'production' is not defined for acme/app")
+    );
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/staging",
+            Some(json!({"allowed_refs": ["main"], "wait_timer_s": 3600})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let before = support::now_ms();
+    let run = support::start_push_run(
+        &h.engine.executor,
+        h.repo_id,
+        &deploy(Some("staging")),
+        "main",
+    )
+    .await;
+    let step = h.step(run, "deploy").await;
+    assert_eq!(step.status, "queued");
+    assert!(step.ready_at.unwrap() >= before + 3_600_000, "{step:?}");
+    assert!(h.claim().await.is_none(), "not before the wait timer");
+
+    let local = support::start_plan_run(
+        &h.engine.executor,
+        "/w/deploy.plue.py",
+        &deploy(Some("prod")),
+        None,
+    )
+    .await;
+    let step = h.step(local, "deploy").await;
+    assert_eq!(step.status, "queued", "a local run is not gated: {step:?}");
+    let (status, view) = h
+        .call(ADMIN, "GET", &format!("/api/runs/{local}"), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(support::step(&view, "deploy")["environment"], "prod");
+    h.engine.shutdown().await;
+}
+
+// Only maintainers change environments and their secrets; readers see settings and
+// names, never values; every change is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_are_a_maintainers_and_never_show_a_value() {
+    let h = Harness::new().await;
+    let maya = h.person("maya", Some("maintainer")).await;
+    let bob = h.person("bob", Some("writer")).await;
+    let rita = h.person("rita", Some("reader")).await;
+    let stranger = h.person("stranger", None).await;
+    let wide = json!({"allowed_refs": ["**"], "reviewers": []});
+    for (token, expected, who) in [
+        ("", 401, "anonymous"),
+        (stranger.token.as_str(), 404, "no role"),
+        (rita.token.as_str(), 403, "a reader"),
+        (bob.token.as_str(), 403, "a writer"),
+    ] {
+        let put = h
+            .call(
+                token,
+                "PUT",
+                "/api/repos/acme/app/environments/prod",
+                Some(wide.clone()),
+            )
+            .await;
+        assert_eq!(put.0, expected, "{who} widening prod: {}", put.1);
+        let secret = h
+            .call(
+                token,
+                "PUT",
+                "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY",
+                Some(json!({"value": "mine"})),
+            )
+            .await;
+        assert_eq!(
+            secret.0, expected,
+            "{who} replacing the secret: {}",
+            secret.1
+        );
+        let delete = h
+            .call(
+                token,
+                "DELETE",
+                "/api/repos/acme/app/environments/prod",
+                None,
+            )
+            .await;
+        assert_eq!(delete.0, expected, "{who} deleting prod: {}", delete.1);
+    }
+    let (status, listed) = h
+        .call(&rita.token, "GET", "/api/repos/acme/app/environments", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["allowed_refs"], json!(["main"]), "{listed}");
+    let (status, names) = h
+        .call(
+            &rita.token,
+            "GET",
+            "/api/repos/acme/app/environments/prod/secrets",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(names[0]["name"], "DEPLOY_KEY");
+    assert!(!names.to_string().contains(DEPLOY_KEY));
+    let (status, body) = h
+        .call(
+            &maya.token,
+            "PUT",
+            "/api/repos/acme/app/environments/prod",
+            Some(json!({"allowed_refs": ["main", "release/*"], "reviewers": ["alice"], "wait_timer_s": 5})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["wait_timer_s"], 5);
+    let (status, body) = h
+        .call(
+            &maya.token,
+            "PUT",
+            "/api/repos/acme/app/environments/bad%20name",
+            Some(wide.clone()),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let events = h
+        .store()
+        .audit_events(&engine::store::AuditFilter {
+            repos: Some(vec![h.repo_id]),
+            run_id: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"environment.put"), "{actions:?}");
+    assert!(actions.contains(&"environment.secret.put"), "{actions:?}");
+    assert!(
+        !events.iter().any(|e| e.detail.contains(DEPLOY_KEY)),
+        "no secret value in the audit trail"
+    );
+    h.engine.shutdown().await;
+}
