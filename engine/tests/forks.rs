@@ -321,7 +321,16 @@ async fn plue_serve_runner_listen_and_runner_tokens_that_accept_forks() {
     let runners = format!("127.0.0.1:{}", support::free_port());
     let runner_url = format!("http://{runners}");
     let engine = sandbox
-        .serve_one_runner("engine", "data", &["--runner-listen", &runners])
+        .serve_one_runner(
+            "engine",
+            "data",
+            &[
+                "--runner-listen",
+                &runners,
+                "--runner-token",
+                support::RUNNER_TOKEN,
+            ],
+        )
         .await
         .url;
     let http = support::client();
@@ -367,4 +376,19 @@ async fn plue_serve_runner_listen_and_runner_tokens_that_accept_forks() {
     };
     assert_eq!(register(refusing, "prod-1").await, 403);
     assert_eq!(register(accepting, "prod-2").await, 200);
+
+    // Hand-started runners of the shared token accept forks unless told to refuse them.
+    sandbox.runner("hand-open", &runner_url, &[]);
+    sandbox.runner("hand-walled", &runner_url, &["--refuse-forks"]);
+    let said = support::wait_for(Duration::from_secs(30), "both runners", || async {
+        let runners = support::get_json(&http, &format!("{engine}/api/runners")).await;
+        let said = |name: &str| {
+            let runners = runners.as_array()?;
+            let runner = runners.iter().find(|r| r["name"] == name)?;
+            runner["accept_forks"].as_bool()
+        };
+        Some((said("hand-open")?, said("hand-walled")?, said("prod-2")?))
+    })
+    .await;
+    assert_eq!(said, (true, false, true));
 }

@@ -260,6 +260,8 @@ pub struct RunnerView {
     pub state: String,
     pub registered_at: i64,
     pub last_heartbeat: i64,
+    /// Whether it takes steps of runs of pull requests from forks.
+    pub accept_forks: bool,
 }
 
 impl RunnerView {
@@ -272,6 +274,7 @@ impl RunnerView {
             state: row.state,
             registered_at: row.registered_at,
             last_heartbeat: row.last_heartbeat,
+            accept_forks: row.accept_forks,
         }
     }
 }
