@@ -283,7 +283,10 @@ pub async fn start_with_runner_listener(
     };
     let public = api::router(api_state.clone()).merge(web::router(web::WebState {
         api: api_state,
-        private_reads: config.private_reads,
+        secure_cookies: config
+            .public_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://")),
     }));
     let hooks = webhooks::router(webhooks::WebhookState {
         store: store.clone(),

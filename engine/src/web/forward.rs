@@ -1,10 +1,12 @@
 //! Calling the public API in-process on behalf of a signed-in user: the dashboard's writes
-//! and its log stream are the API's own handlers, reached through the API's router with
-//! `Authorization: Bearer <the session's token>`.
+//! and its log stream are the API's own handlers, reached through the API's router as the
+//! session's [`Caller`](crate::access::Caller).
 //!
-//! Invariant: the API decides. The dashboard adds only the session's token (already
-//! checked as a bearer token would be) and the headers named by the caller; the API's
-//! middleware checks the token again, so the dashboard never grants more than the API.
+//! Invariant: the API decides. The dashboard hands on only the session's caller (in the
+//! request's extensions, which the API's [`resolve`](crate::access::resolve) middleware
+//! keeps: no browser can put one there) and the headers named by the call — never an
+//! `Authorization` header nor a token, which the session does not have — so the dashboard
+//! never grants more than the API grants that user.
 
 use std::net::SocketAddr;
 
@@ -34,8 +36,8 @@ pub(super) struct ApiCall<'a> {
     pub(super) json: Option<serde_json::Value>,
 }
 
-/// Sends `call` to the API with the session's token, the `pass` headers of the browser's
-/// `headers` and the browser's address.
+/// Sends `call` to the API as the session's caller, with the `pass` headers of the
+/// browser's `headers` and the browser's address.
 pub(super) async fn call(
     web: &Web,
     session: &Session,
@@ -51,12 +53,13 @@ pub(super) async fn call(
     } = call;
     let mut request = Request::builder().method(method).uri(uri);
     for name in pass {
+        // The API knows the caller from the extension alone: no credential rides along.
+        if matches!(*name, header::AUTHORIZATION | header::COOKIE) {
+            continue;
+        }
         for value in headers.get_all(name) {
             request = request.header(name, value);
         }
-    }
-    if let Some(token) = &session.token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let body = match json {
         Some(json) => {
@@ -71,6 +74,7 @@ pub(super) async fn call(
     if let Some(Extension(info)) = client {
         request.extensions_mut().insert(info);
     }
+    request.extensions_mut().insert(session.caller.clone());
     let response = web.api.clone().oneshot(request).await;
     // The router's error type is `Infallible`.
     Ok(response.unwrap_or_else(|never| match never {}))

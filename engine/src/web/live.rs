@@ -6,16 +6,20 @@
 //! Invariants:
 //! - A hint carries no data (`changed`, data `{}`): the page re-reads the server's rendered,
 //!   escaped HTML, which the session was allowed to read. Reading the stream needs what
-//!   reading the page needs (`--private-reads` asks for a signed-in token).
+//!   reading the page needs: one run's stream, that run (the same 404 as a missing one, or
+//!   the sign-in page); the every-runs stream hints only at runs of repositories the caller
+//!   may read ([`Caller::readable`], taken when the stream opens), so not even the timing
+//!   of a private repository's runs reaches another user.
 //! - Streams are counted with the API's log followers ([`crate::api::followers`]) under
-//!   keys no step run has (negative), so the same caps bound them — per session token's
-//!   owner when signed in, per address otherwise, with places kept for signed-in users;
+//!   keys no step run has (negative), so the same caps bound them — per user when signed
+//!   in, per address otherwise, with places kept for signed-in users;
 //!   past a cap the answer is 429 and the page keeps polling. The stream is on the
 //!   followers' leash: an anonymous one ends at its lifetime (the browser reconnects by
 //!   itself), any one whose browser stops reading at the idle-send timeout.
 //! - Hints are coalesced: at most one per [`THROTTLE`] per stream, and a lagging receiver
 //!   (missed hints) is told `changed` too, since the page re-reads everything anyway.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -31,11 +35,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{WebError, WebResult};
 use super::forward::Client;
-use super::session::Session;
+use super::session::{denied, Session};
 use super::{parse_run_id, Web};
+use crate::access::{Readable, Role};
 use crate::api::followers::{leash, Who};
 use crate::events::Event;
-use crate::http_error::ApiError;
+use crate::store::Store;
 
 /// Fewest milliseconds between two hints of one stream.
 pub(super) const THROTTLE: Duration = Duration::from_millis(150);
@@ -57,20 +62,25 @@ pub(super) async fn stream(
 ) -> WebResult<Response> {
     let run = query.run.as_deref().map(parse_run_id).transpose()?;
     let page = run.map_or_else(|| "/".to_string(), |id| format!("/runs/{id}"));
-    let session = Session::load(&web, &headers, &page).await?;
+    let session = Session::load(&web, &headers).await?;
+    let store = web.store();
+    let readable = match run {
+        Some(id) => {
+            session
+                .caller
+                .visible_run(store, id, Role::Reader)
+                .await
+                .map_err(|e| denied(e, &page))?;
+            Readable::All
+        }
+        None => session.caller.readable(store).await?,
+    };
     let key = run.map_or(ALL_RUNS_KEY, |id| -id);
     let peer = client.map(|Extension(ConnectInfo(address))| address);
-    let who = match &session.token {
-        // Checked by `Session::load`; with no admin token nobody signs in.
-        Some(token) if web.auth().enforced() => {
-            let owner = web.auth().owner_of(token).await.map_err(|e| match e {
-                ApiError::Client(status, message) => WebError::Client(status, message),
-                ApiError::Internal(e) => WebError::Internal(e),
-            })?;
-            Who::owner(owner)
-        }
-        _ => Who::anonymous(web.state.followers.client_address(peer, &headers)),
-    };
+    let who = Who::of_caller(
+        &session.caller,
+        web.state.followers.client_address(peer, &headers),
+    );
     let guard =
         web.state.followers.enter(key, who).map_err(|refused| {
             WebError::Client(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
@@ -79,6 +89,9 @@ pub(super) async fn stream(
     let watch = Watch {
         events: web.state.executor.events().subscribe(),
         run,
+        readable,
+        store: store.clone(),
+        repos: HashMap::new(),
         shutdown: web.state.shutdown.clone(),
         last: None,
     };
@@ -96,11 +109,19 @@ pub(super) async fn stream(
         .into_response())
 }
 
+/// Most runs whose readability a stream remembers (then it forgets them all).
+const REMEMBERED: usize = 10_000;
+
 /// One stream's subscription to the event bus.
 struct Watch {
     events: broadcast::Receiver<Event>,
     /// Only this run's events (`None`: every run's).
     run: Option<i64>,
+    /// Only events of runs of these repositories.
+    readable: Readable,
+    store: Store,
+    /// Each run seen: whether it is readable.
+    repos: HashMap<i64, bool>,
     shutdown: CancellationToken,
     /// When the last hint was sent.
     last: Option<Instant>,
@@ -126,16 +147,44 @@ impl Watch {
     /// Waits for an event about the watched runs (`None`: the bus is gone).
     async fn changed(&mut self) -> Option<()> {
         loop {
-            match self.events.recv().await {
+            let run_id = match self.events.recv().await {
                 Ok(
                     Event::Step { run_id }
                     | Event::RunFinished { run_id }
                     | Event::Cancel { run_id },
-                ) if self.run.is_none_or(|watched| watched == run_id) => return Some(()),
+                ) => run_id,
                 Ok(_) => continue,
+                // Missed events: the page re-reads what it may read anyway.
                 Err(broadcast::error::RecvError::Lagged(_)) => return Some(()),
                 Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            if self.run.is_none_or(|watched| watched == run_id) && self.readable(run_id).await {
+                return Some(());
             }
         }
+    }
+
+    /// Whether run `run_id` is of a repository the stream's caller may read (a run that
+    /// cannot be read from the store is not).
+    async fn readable(&mut self, run_id: i64) -> bool {
+        if self.readable == Readable::All {
+            return true;
+        }
+        if let Some(known) = self.repos.get(&run_id) {
+            return *known;
+        }
+        let allowed = match self.store.run(run_id).await {
+            Ok(Some(run)) => self.readable.allows(run.repo_id),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!("dashboard: reading run {run_id} for a live stream: {e:#}");
+                false
+            }
+        };
+        if self.repos.len() >= REMEMBERED {
+            self.repos.clear();
+        }
+        self.repos.insert(run_id, allowed);
+        allowed
     }
 }

@@ -3,9 +3,11 @@
 //! (the API's stream, resumed with `Last-Event-ID`), and draws only the lines in view.
 //! `…/raw` downloads the text as printed.
 //!
-//! Invariants: `…/stream` is the API's logs endpoint called in-process with the session's
-//! token (see [`forward`]), so it resumes and ends exactly as the API does; `…/raw` reads
-//! the store in pages, so a log of millions of lines never sits in memory.
+//! Invariants: `…/stream` is the API's logs endpoint called in-process as the session's
+//! caller (see [`forward`]), so it resumes, ends and refuses exactly as the API does;
+//! `…/raw` reads the store in pages, so a log of millions of lines never sits in memory.
+//! All three first ask the caller to read the run: a run it may not read is the 404 of a
+//! missing one (the sign-in page for the anonymous).
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -15,11 +17,12 @@ use serde::Serialize;
 
 use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
-use super::session::{Chrome, Session};
+use super::session::{denied, Chrome, Session};
 use super::{encode, parse_run_id, render, Web};
+use crate::access::Role;
 use crate::api::views::{RunView, StepView};
 use crate::executor::rules::parse_status;
-use crate::store::{StepRunRow, Store};
+use crate::store::{RunRow, StepRunRow, Store};
 
 const PAGE: i64 = 5000;
 
@@ -41,6 +44,22 @@ async fn step_of(store: &Store, run_id: i64, step: &str) -> WebResult<StepRunRow
         .ok_or_else(|| WebError::not_found(format!("Run {run_id} has no step '{step}'.")))
 }
 
+/// The session and run `run_id`, when the session's caller may read it.
+async fn readable_run(
+    web: &Web,
+    headers: &HeaderMap,
+    run_id: i64,
+    base: &str,
+) -> WebResult<(Session, RunRow)> {
+    let session = Session::load(web, headers).await?;
+    let run = session
+        .caller
+        .visible_run(web.store(), run_id, Role::Reader)
+        .await
+        .map_err(|e| denied(e, base))?;
+    Ok((session, run))
+}
+
 /// `GET /runs/{id}/steps/{step}`.
 pub(super) async fn page(
     State(web): State<Web>,
@@ -49,16 +68,12 @@ pub(super) async fn page(
 ) -> WebResult<Html<String>> {
     let run_id = parse_run_id(&id)?;
     let base = format!("/runs/{run_id}/steps/{}", encode(&step));
-    let session = Session::load(&web, &headers, &base).await?;
+    let (session, run) = readable_run(&web, &headers, run_id, &base).await?;
     let store = web.store();
-    let run = store
-        .run(run_id)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("There is no run {run_id}.")))?;
     let step_row = step_of(store, run_id, &step).await?;
     let done = parse_status(&step_row.status).is_final();
     let page = LogPage {
-        chrome: session.chrome(&web, &base),
+        chrome: session.chrome(&base),
         run: RunView::new(run, None),
         step: StepView::new(step_row),
         stream: format!("{base}/stream"),
@@ -79,7 +94,7 @@ pub(super) async fn stream(
 ) -> WebResult<Response> {
     let run_id = parse_run_id(&id)?;
     let base = format!("/runs/{run_id}/steps/{}", encode(&step));
-    let session = Session::load(&web, &headers, &base).await?;
+    let (session, _) = readable_run(&web, &headers, run_id, &base).await?;
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let api = format!("/api/runs/{run_id}/steps/{}/logs{query}", encode(&step));
     // `X-Forwarded-For` too: the API counts the follower by the same rule as it would a
@@ -111,7 +126,7 @@ pub(super) async fn raw(
 ) -> WebResult<Response> {
     let run_id = parse_run_id(&id)?;
     let base = format!("/runs/{run_id}/steps/{}", encode(&step));
-    Session::load(&web, &headers, &base).await?;
+    readable_run(&web, &headers, run_id, &base).await?;
     let store = web.store().clone();
     let step_run_id = step_of(&store, run_id, &step).await?.id;
     let body = futures::stream::unfold(Some((0i64, 0i64)), move |cursor| {

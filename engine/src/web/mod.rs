@@ -4,11 +4,16 @@
 //! (`assets/`) are compiled into the binary; nothing needs a front-end build.
 //!
 //! [`router`] is the only entry point. Pages read through the [`Store`](crate::store::Store)
-//! and the API's view types; writes (cancel, re-run) and the log stream go through the
-//! public API itself, called in-process with the session's token ([`forward`]), so the
-//! dashboard can never do more than the API lets that token do.
+//! and the API's view types; writes (cancel, re-run, dispatch) and the log stream go through
+//! the public API itself, called in-process as the session's caller ([`forward`]), so the
+//! dashboard can never do more than the API lets that user do.
 //!
 //! Invariants:
+//! - Every page resolves its [`Caller`](crate::access::Caller) from the session cookie
+//!   ([`session`]) and shows only what it may read: lists are filtered in the query by
+//!   [`Caller::readable`](crate::access::Caller::readable), a page of a thing the caller
+//!   may not read is the 404 of a missing one (the sign-in page for the anonymous), and
+//!   writes are offered only to callers whose role allows them (the API checks again).
 //! - Every response carries a Content-Security-Policy that allows scripts, styles and
 //!   connections only from this origin and no inline script or style, plus `nosniff` and
 //!   `frame-ancestors 'none'`: a missed escape cannot run code.
@@ -17,6 +22,8 @@
 //! - Template contexts derive `Serialize` here; they are page models, not the API's wire
 //!   format (that stays in `api/views.rs`).
 
+#[cfg(test)]
+mod access_tests;
 mod assets;
 mod dag;
 mod error;
@@ -47,8 +54,8 @@ use crate::auth::Auth;
 pub struct WebState {
     /// The public API's state: the dashboard reads its store and calls its router.
     pub api: ApiState,
-    /// Pages need a signed-in token too (`--private-reads`).
-    pub private_reads: bool,
+    /// Cookies are `Secure` (the engine's public URL is https).
+    pub secure_cookies: bool,
 }
 
 /// The dashboard's shared state (cheap to clone).
@@ -59,7 +66,7 @@ struct Inner {
     state: ApiState,
     /// The public API, called in-process for writes and log streams.
     api: Router,
-    private_reads: bool,
+    secure_cookies: bool,
 }
 
 impl std::ops::Deref for Web {
@@ -90,7 +97,7 @@ pub fn router(state: WebState) -> Router {
     let web = Web(Arc::new(Inner {
         api: crate::api::router(state.api.clone()),
         state: state.api,
-        private_reads: state.private_reads,
+        secure_cookies: state.secure_cookies,
     }));
     Router::new()
         .route("/", get(runs::page))
@@ -112,6 +119,10 @@ pub fn router(state: WebState) -> Router {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/assets/{file}", get(assets::serve))
+        .layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            session::clear_legacy_cookie,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
 }

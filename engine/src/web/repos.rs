@@ -6,6 +6,10 @@
 //!
 //! Workflows are known from their runs (the newest [`RECENT`] of the repository): a file
 //! that never ran is not listed, its schedules are.
+//!
+//! Invariant: the list shows only repositories the caller may read; a repository it may
+//! not read is the 404 of a missing one (the sign-in page for the anonymous); the dispatch
+//! form is offered to its writers only, and the API decides again when it posts.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +21,9 @@ use serde::Serialize;
 
 use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
-use super::session::{Chrome, Session};
+use super::session::{denied, Chrome, Session};
 use super::{encode, render, Web};
+use crate::access::Role;
 use crate::api::views::{RepoView, RunView, ScheduleView};
 use crate::store::{RepoRow, RunRow};
 
@@ -48,10 +53,17 @@ fn href(name: &str) -> String {
 
 /// `GET /repos`.
 pub(super) async fn list(State(web): State<Web>, headers: HeaderMap) -> WebResult<Html<String>> {
-    let session = Session::load(&web, &headers, "/repos").await?;
-    let repos = web.store().list_repos().await?;
+    let session = Session::load(&web, &headers).await?;
+    let readable = session.caller.readable(web.store()).await?;
+    let repos: Vec<RepoRow> = web
+        .store()
+        .list_repos()
+        .await?
+        .into_iter()
+        .filter(|repo| readable.allows(Some(repo.id)))
+        .collect();
     let page = ReposPage {
-        chrome: session.chrome(&web, "/repos"),
+        chrome: session.chrome("/repos"),
         repos: repos
             .iter()
             .map(|repo| RepoEntry {
@@ -71,6 +83,8 @@ struct RepoPage {
     base: String,
     workflows: Vec<WorkflowEntry>,
     schedules: Vec<ScheduleView>,
+    /// The caller may dispatch (writer).
+    can_write: bool,
 }
 
 #[derive(Serialize)]
@@ -96,14 +110,6 @@ struct InputField {
     options: Vec<String>,
 }
 
-async fn repo_of(web: &Web, owner: &str, name: &str) -> WebResult<RepoRow> {
-    let full = format!("{owner}/{name}");
-    web.store()
-        .repo_by_name(&full)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("There is no repository '{full}'.")))
-}
-
 /// `GET /repos/{owner}/{name}`.
 pub(super) async fn page(
     State(web): State<Web>,
@@ -111,9 +117,14 @@ pub(super) async fn page(
     Path((owner, name)): Path<(String, String)>,
 ) -> WebResult<Html<String>> {
     let base = format!("/repos/{}/{}", encode(&owner), encode(&name));
-    let session = Session::load(&web, &headers, &base).await?;
-    let repo = repo_of(&web, &owner, &name).await?;
+    let session = Session::load(&web, &headers).await?;
     let store = web.store();
+    let repo = session
+        .caller
+        .visible_repo(store, &format!("{owner}/{name}"), Role::Reader)
+        .await
+        .map_err(|e| denied(e, &base))?;
+    let can_write = session.may(store, Some(repo.id), Role::Writer).await?;
     let runs = store.list_runs_of_repo(&repo.name, RECENT).await?;
     let default_ref = repo
         .default_branch
@@ -156,7 +167,8 @@ pub(super) async fn page(
         .map(|row| ScheduleView::new(&repo.name, row))
         .collect();
     let page = RepoPage {
-        chrome: session.chrome(&web, &base),
+        chrome: session.chrome(&base),
+        can_write,
         repo: RepoView::new(&repo),
         base,
         workflows,
@@ -213,7 +225,7 @@ pub(super) async fn dispatch(
     Path((owner, name)): Path<(String, String)>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> WebResult<Response> {
-    let session = Session::load(&web, &headers, "/repos").await?;
+    let session = Session::load(&web, &headers).await?;
     let field = |key: &str| {
         fields
             .iter()

@@ -4,9 +4,13 @@
 //! step's tar), and cancel / re-run forms. `/runs/{id}/live` is the changing part alone,
 //! which `assets/live.js` polls until the run is final.
 //!
-//! Invariant: the page's size follows the run's steps, never its files: artifacts are
-//! counted a step at a time from the blob rows (one row per step, whatever it kept), and
-//! the files themselves are listed only by the API, a page at a time.
+//! Invariants:
+//! - The page's size follows the run's steps, never its files: artifacts are counted a
+//!   step at a time from the blob rows (one row per step, whatever it kept), and the files
+//!   themselves are listed only by the API, a page at a time.
+//! - A run the caller may not read is the 404 of a missing run (the sign-in page for the
+//!   anonymous); cancel, re-run and the approval forms are offered only to writers of the
+//!   run's repository (admins for a local run), and the API decides again when they post.
 
 use std::collections::HashMap;
 
@@ -18,8 +22,9 @@ use serde::Serialize;
 use super::dag::{self, Layout};
 use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
-use super::session::{Chrome, CsrfForm, Session};
+use super::session::{denied, Chrome, CsrfForm, Session};
 use super::{parse_run_id, render, Web};
+use crate::access::Role;
 use crate::api::views::RunView;
 
 #[derive(Serialize)]
@@ -33,6 +38,8 @@ struct RunPage {
     eval_error: Option<String>,
     can_cancel: bool,
     can_rerun: bool,
+    /// The caller may act on the run (writer of its repository).
+    can_write: bool,
     /// Each step's attempts (by step id), shown for steps that had more than one.
     attempts: HashMap<String, Vec<AttemptView>>,
     /// What each step kept (`artifacts=`), counted.
@@ -69,12 +76,16 @@ struct AttemptView {
 async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage> {
     let id = parse_run_id(raw_id)?;
     let path = format!("/runs/{id}");
-    let session = Session::load(web, headers, &path).await?;
+    let session = Session::load(web, headers).await?;
     let store = web.store();
-    let run = store
-        .run(id)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("There is no run {id}.")))?;
+    let run = session
+        .caller
+        .visible_run(store, id, Role::Reader)
+        .await
+        .map_err(|e| denied(e, &path))?;
+    let can_write = session.may(store, run.repo_id, Role::Writer).await?;
+    // The anonymous are offered to sign in; a signed-in reader is offered nothing.
+    let offered = can_write || !session.signed_in();
     let steps = store.step_runs(id).await?;
     let plan = store
         .run_documents(id)
@@ -141,9 +152,10 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
     let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
     Ok(RunPage {
-        chrome: session.chrome(web, &path),
-        can_cancel: !done && !run.cancel_requested,
-        can_rerun: done && evaluated,
+        chrome: session.chrome(&path),
+        can_cancel: offered && !done && !run.cancel_requested,
+        can_rerun: offered && done && evaluated,
+        can_write,
         run: RunView::new(run, Some(steps)).with_loops(plan.as_ref()),
         attempts,
         artifacts,
@@ -265,7 +277,7 @@ async fn write(
     form: &CsrfForm,
     api_path: &str,
 ) -> WebResult<Response> {
-    let session = Session::load(web, headers, "/").await?;
+    let session = Session::load(web, headers).await?;
     session.check_write(headers, &form.csrf)?;
     let call = ApiCall {
         method: Method::POST,

@@ -2,6 +2,10 @@
 //! Kubernetes runner class's counts with its failures and latest failure reason, and the
 //! runners, newest first, with their state, labels, last heartbeat and the step each runs
 //! now. Runners that are gone (deregistered) are listed only with `?all=1`.
+//!
+//! Invariant: the page is installation-wide, for signed-in users only (the anonymous get
+//! the sign-in page); the step a runner runs is named only when the caller may read its
+//! run.
 
 use std::collections::HashMap;
 
@@ -75,10 +79,19 @@ pub(super) async fn page(
     Query(query): Query<RunnersQuery>,
 ) -> WebResult<Html<String>> {
     let all = query.all.is_some_and(|v| v == "1");
-    let session = Session::load(&web, &headers, "/runners").await?;
+    let session = Session::load(&web, &headers).await?;
+    session.require_signed_in("/runners")?;
     let store = web.store();
+    let readable = session.caller.readable(store).await?;
     let mut current: HashMap<i64, (String, String)> = HashMap::new();
     for (runner, run, step) in store.dashboard_busy_runners().await? {
+        let repo_id = match store.run(run).await? {
+            Some(row) => row.repo_id,
+            None => continue,
+        };
+        if !readable.allows(repo_id) {
+            continue;
+        }
         current.insert(
             runner,
             (
@@ -111,7 +124,7 @@ pub(super) async fn page(
         })
         .collect();
     let page = RunnersPage {
-        chrome: session.chrome(&web, "/runners"),
+        chrome: session.chrome("/runners"),
         all,
         hidden: total - runners.len(),
         pool: pool_view(&web),

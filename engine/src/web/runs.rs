@@ -2,6 +2,9 @@
 //! from the query string, 50 a page by keyset (`?before=<id>`); `/runs/rows` is the same
 //! table alone, which `assets/live.js` polls on the first page so new runs and state
 //! changes appear.
+//!
+//! Invariant: the caller sees only runs of repositories it may read (local runs: admins),
+//! filtered in the query, and the filters offer only those repositories' workflows.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri};
@@ -11,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{WebError, WebResult};
 use super::session::{Chrome, Session};
 use super::{encode, render, Web};
+use crate::access::Readable;
 use crate::api::views::RunView;
 use crate::store::RunFilter;
 
@@ -115,10 +119,15 @@ async fn load<'a>(
     choices: bool,
 ) -> WebResult<RunsPage<'a>> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let session = Session::load(web, headers, path).await?;
+    let session = Session::load(web, headers).await?;
     let filter = query.filter()?;
     let store = web.store();
-    let rows = store.dashboard_runs(&filter, PAGE).await?;
+    let readable = session.caller.readable(store).await?;
+    let repos: Option<Vec<i64>> = match &readable {
+        Readable::All => None,
+        Readable::Repos(ids) => Some(ids.iter().copied().collect()),
+    };
+    let rows = store.runs_page(&filter, repos.as_deref(), PAGE).await?;
     let filters = query.filters_query();
     let next = (rows.len() as i64 == PAGE)
         .then(|| rows.last().map(|r| r.id))
@@ -132,7 +141,7 @@ async fn load<'a>(
         )
     });
     let workflows = match choices {
-        true => store.dashboard_workflows(1000).await?,
+        true => readable_workflows(web, &readable).await?,
         false => Vec::new(),
     };
     let mut repositories: Vec<String> = workflows.iter().map(|(s, _)| s.clone()).collect();
@@ -142,7 +151,7 @@ async fn load<'a>(
     names.dedup();
     let runs: Vec<RunView> = rows.into_iter().map(|r| RunView::new(r, None)).collect();
     Ok(RunsPage {
-        chrome: session.chrome(web, path),
+        chrome: session.chrome(path),
         active: runs
             .iter()
             .any(|r| matches!(r.status.as_str(), "pending" | "queued" | "running")),
@@ -156,6 +165,27 @@ async fn load<'a>(
         repositories,
         workflows: names,
     })
+}
+
+/// The workflows (source, name) of the repositories the caller may read, and the local
+/// ones for those who read local runs.
+async fn readable_workflows(web: &Web, readable: &Readable) -> WebResult<Vec<(String, String)>> {
+    let store = web.store();
+    let workflows = store.dashboard_workflows(1000).await?;
+    let Readable::Repos(ids) = readable else {
+        return Ok(workflows);
+    };
+    let names: std::collections::HashSet<String> = store
+        .list_repos()
+        .await?
+        .into_iter()
+        .filter(|repo| ids.contains(&repo.id))
+        .map(|repo| repo.name)
+        .collect();
+    Ok(workflows
+        .into_iter()
+        .filter(|(source, _)| names.contains(source))
+        .collect())
 }
 
 /// `/?a=b&c=d` from the two parts (either may be empty).

@@ -1,32 +1,49 @@
 //! Who is looking: the dashboard's sign-in. A browser cannot send `Authorization: Bearer`
 //! on a page load, so the user signs in once with an API token (the admin token or one made
-//! with `plue token create`) and the engine keeps it in a cookie.
+//! with `plue token create`); the engine opens a server-side session for it
+//! ([`Resolver::open_session`]) and the browser keeps only the session's random id.
 //!
 //! Invariants:
-//! - The token cookie is `HttpOnly; SameSite=Strict`: no script reads it, no other site's
-//!   request carries it. It is checked exactly like a bearer token ([`Auth::check`]).
-//! - Every dashboard write (sign-out, cancel, re-run) is a form POST carrying the session's
-//!   CSRF token, compared in constant time with the `plue_csrf` cookie (double submit), and
-//!   a POST whose `Origin` names another site is refused before anything else.
-//! - With `--private-reads`, every page except sign-in and the assets needs a valid token.
+//! - The `plue_session` cookie holds a random session id, never the token nor anything
+//!   derived from it; the store keeps only the id's hash. It is `HttpOnly; SameSite=Strict;
+//!   Path=/` (and `Secure` when the engine's public URL is https) and lives
+//!   [`SESSION_TTL_MS`], as the session row does.
+//! - A session is as valid as its token: revoking the token, its expiry, disabling its
+//!   user or signing out ([`Resolver::close_session`]) ends it; such a cookie is anonymous.
+//!   A `plue_token` cookie (the raw token, before sessions) is never read, and cleared.
+//! - Every page resolves its [`Caller`] here and asks it, as the API does: a thing the
+//!   caller may not read is the same 404 as a missing one (the sign-in page when
+//!   anonymous). An engine without an admin token has no users: everyone is
+//!   [`Caller::Embedded`].
+//! - Every dashboard write (sign-out, cancel, re-run, dispatch) is a form POST carrying the
+//!   session's CSRF token, compared in constant time with the `plue_csrf` cookie (double
+//!   submit), and a POST whose `Origin` names another site is refused before anything else.
 
-use axum::extract::{Form, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::extract::{Form, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::{WebError, WebResult};
 use super::{render, Web};
+use crate::access::{Caller, Role, SESSION_TTL_MS};
+use crate::http_error::ApiError;
+use crate::store::Store;
 use crate::tokens;
 
-const TOKEN_COOKIE: &str = "plue_token";
+const SESSION_COOKIE: &str = "plue_session";
+/// The cookie that held the raw token before sessions: ignored, and cleared.
+const LEGACY_TOKEN_COOKIE: &str = "plue_token";
 const CSRF_COOKIE: &str = "plue_csrf";
+/// Longest token accepted at sign-in (Plue's are 64 hex digits).
+const MAX_TOKEN: usize = 512;
 
-/// What the request's cookies say about the user.
-#[derive(Debug, Clone, Default)]
+/// Who the request is, from its cookies.
+#[derive(Debug, Clone)]
 pub(super) struct Session {
-    /// The API token, when signed in (and still valid when checked by [`Session::load`]).
-    pub(super) token: Option<String>,
+    /// Who asks: from the session cookie (anonymous without a live session).
+    pub(super) caller: Caller,
     /// The form token of the session; forms that write carry it.
     pub(super) csrf: Option<String>,
 }
@@ -35,6 +52,8 @@ pub(super) struct Session {
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Chrome {
     pub(super) signed_in: bool,
+    /// The signed-in user's name.
+    pub(super) user: Option<String>,
     /// The session's form token (writes are offered only with one).
     pub(super) csrf: Option<String>,
     /// Where sign-in returns to.
@@ -42,62 +61,97 @@ pub(super) struct Chrome {
 }
 
 impl Session {
-    /// Reads the cookies and checks the token; with private reads, a request without a
-    /// valid token gets the sign-in page.
-    pub(super) async fn load(web: &Web, headers: &HeaderMap, path: &str) -> WebResult<Session> {
-        let mut session = Session {
-            token: cookie(headers, TOKEN_COOKIE).map(str::to_string),
-            csrf: cookie(headers, CSRF_COOKIE).map(str::to_string),
-        };
-        if let Some(token) = &session.token {
-            if !token_valid(web, token).await? {
-                session.token = None;
+    /// Reads the cookies and resolves the caller of the session cookie.
+    pub(super) async fn load(web: &Web, headers: &HeaderMap) -> WebResult<Session> {
+        let resolver = web.auth().resolver();
+        let caller = if !resolver.enforced() {
+            Caller::Embedded
+        } else {
+            match cookie(headers, SESSION_COOKIE) {
+                Some(id) => resolver
+                    .from_session(id)
+                    .await?
+                    .unwrap_or(Caller::Anonymous),
+                None => Caller::Anonymous,
             }
-        }
-        let signed_in = session.token.is_some() || !web.auth().enforced();
-        if web.private_reads && !signed_in {
-            return Err(WebError::SignIn {
-                next: path.to_string(),
-                message: "This engine's pages are private: sign in with an API token.".into(),
-            });
-        }
-        Ok(session)
+        };
+        Ok(Session {
+            caller,
+            csrf: cookie(headers, CSRF_COOKIE).map(str::to_string),
+        })
     }
 
-    pub(super) fn chrome(&self, web: &Web, path: &str) -> Chrome {
-        let signed_in = self.csrf.is_some() && (self.token.is_some() || !web.auth().enforced());
+    pub(super) fn signed_in(&self) -> bool {
+        self.csrf.is_some() && !matches!(self.caller, Caller::Anonymous)
+    }
+
+    pub(super) fn chrome(&self, path: &str) -> Chrome {
+        let signed_in = self.signed_in();
         Chrome {
             signed_in,
+            user: self.caller.user().map(|user| user.name.clone()),
             csrf: self.csrf.clone().filter(|_| signed_in),
             path: path.to_string(),
+        }
+    }
+
+    /// Passes for a signed-in caller (installation-wide pages: the runners); the sign-in
+    /// page for the anonymous.
+    pub(super) fn require_signed_in(&self, path: &str) -> WebResult<()> {
+        self.caller.require_signed_in().map_err(|e| denied(e, path))
+    }
+
+    /// Whether the caller acts with at least `role` on `repo_id` (`None`: a local run).
+    pub(super) async fn may(
+        &self,
+        store: &Store,
+        repo_id: Option<i64>,
+        role: Role,
+    ) -> WebResult<bool> {
+        match self.caller.require_repo(store, repo_id, role).await {
+            Ok(()) => Ok(true),
+            Err(ApiError::Client(..)) => Ok(false),
+            Err(ApiError::Internal(e)) => Err(WebError::Internal(e)),
         }
     }
 
     /// Checks a write: same-site `Origin` (when the browser sends one) and the form's CSRF
     /// token against the session's.
     pub(super) fn check_write(&self, headers: &HeaderMap, form_csrf: &str) -> WebResult<()> {
-        check_origin(headers)?;
-        match &self.csrf {
-            Some(expected) if !form_csrf.is_empty() && tokens::tokens_match(form_csrf, expected) => {
-                Ok(())
-            }
-            _ => Err(WebError::forbidden(
-                "This form is stale or came from another site (CSRF check failed): reload the page and try again.",
-            )),
-        }
+        check_form(headers, self.csrf.as_deref(), form_csrf)
     }
 }
 
-async fn token_valid(web: &Web, token: &str) -> WebResult<bool> {
-    let mut headers = HeaderMap::new();
-    let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return Ok(false);
-    };
-    headers.insert(header::AUTHORIZATION, value);
-    match web.auth().check(&headers).await {
-        Ok(()) => Ok(true),
-        Err(crate::http_error::ApiError::Internal(e)) => Err(WebError::Internal(e)),
-        Err(crate::http_error::ApiError::Client(..)) => Ok(false),
+/// The dashboard's answer to an access check that failed: the sign-in page (returning to
+/// `path`) for the anonymous, else the API's status and message (404 hides the thing).
+pub(super) fn denied(error: ApiError, path: &str) -> WebError {
+    match error {
+        ApiError::Client(StatusCode::UNAUTHORIZED, _) => WebError::SignIn {
+            next: local_path(path),
+            message: "Sign in to see this page.".into(),
+        },
+        ApiError::Client(StatusCode::NOT_FOUND, message) => {
+            let mut message = message;
+            if let Some(first) = message.get(..1) {
+                message = first.to_uppercase() + &message[1..];
+            }
+            WebError::not_found(format!("{message}."))
+        }
+        ApiError::Client(status, message) => WebError::Client(status, message),
+        ApiError::Internal(e) => WebError::Internal(e),
+    }
+}
+
+/// Same-site `Origin` and the form's CSRF token matching the cookie's.
+fn check_form(headers: &HeaderMap, expected: Option<&str>, form_csrf: &str) -> WebResult<()> {
+    check_origin(headers)?;
+    match expected {
+        Some(expected) if !form_csrf.is_empty() && tokens::tokens_match(form_csrf, expected) => {
+            Ok(())
+        }
+        _ => Err(WebError::forbidden(
+            "This form is stale or came from another site (CSRF check failed): reload the page and try again.",
+        )),
     }
 }
 
@@ -148,24 +202,31 @@ pub(super) fn local_path(next: &str) -> String {
     }
 }
 
-/// A token fits in a cookie only if it has no separator, quote or space (tokens made by
-/// Plue are hex).
-fn cookie_safe(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= 512
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
-}
-
-fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    let age = max_age
-        .map(|s| format!("; Max-Age={s}"))
-        .unwrap_or_default();
+/// A `Set-Cookie` value: `Max-Age` seconds (0 clears it), `Secure` on an https engine.
+fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("plue_invalid=1"))
+}
+
+/// The middleware clearing a `plue_token` cookie (the raw token, from before sessions)
+/// wherever a browser still sends one.
+pub(super) async fn clear_legacy_cookie(
+    State(web): State<Web>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let legacy = cookie(request.headers(), LEGACY_TOKEN_COOKIE).is_some();
+    let mut response = next.run(request).await;
+    if legacy {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(LEGACY_TOKEN_COOKIE, "", 0, web.secure_cookies),
+        );
+    }
+    response
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,8 +248,8 @@ pub(super) async fn login_page(
     query: axum::extract::Query<NextQuery>,
 ) -> WebResult<Html<String>> {
     let next = local_path(query.next.as_deref().unwrap_or("/"));
-    let signed_in = cookie(&headers, TOKEN_COOKIE).is_some();
-    let message = if web.auth().enforced() {
+    let signed_in = Session::load(&web, &headers).await?.signed_in();
+    let message = if web.auth().resolver().enforced() {
         ""
     } else {
         "This engine checks no tokens: sign in with an empty token to get a session for cancel and re-run."
@@ -211,7 +272,8 @@ pub(super) struct LoginForm {
     next: String,
 }
 
-/// `POST /login`: checks the token like a bearer token and keeps it in the session cookie.
+/// `POST /login`: opens a session with the token (checked as a bearer token is) and gives
+/// the browser the session's id.
 pub(super) async fn login(
     State(web): State<Web>,
     headers: HeaderMap,
@@ -220,21 +282,39 @@ pub(super) async fn login(
     check_origin(&headers)?;
     let next = local_path(&form.next);
     let token = form.token.trim();
-    let enforced = web.auth().enforced();
-    if enforced && !(cookie_safe(token) && token_valid(&web, token).await?) {
-        return Err(WebError::SignIn {
-            next,
-            message: "That token is not valid here.".into(),
-        });
-    }
+    let resolver = web.auth().resolver();
+    let session = match resolver.enforced() {
+        false => None,
+        true => {
+            let opened = match token.len() {
+                1..=MAX_TOKEN => resolver.open_session(token).await?,
+                _ => None,
+            };
+            let Some((id, _caller)) = opened else {
+                return Err(WebError::SignIn {
+                    next,
+                    message: "That token is not valid here.".into(),
+                });
+            };
+            Some(id)
+        }
+    };
     let csrf = tokens::new_token()?;
+    let age = SESSION_TTL_MS / 1000;
+    let secure = web.secure_cookies;
     // 303 See Other: the browser follows with a GET.
     let mut response = Redirect::to(&next).into_response();
     let cookies = response.headers_mut();
-    if enforced {
-        cookies.append(header::SET_COOKIE, set_cookie(TOKEN_COOKIE, token, None));
+    if let Some(id) = session {
+        cookies.append(
+            header::SET_COOKIE,
+            set_cookie(SESSION_COOKIE, &id, age, secure),
+        );
     }
-    cookies.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, None));
+    cookies.append(
+        header::SET_COOKIE,
+        set_cookie(CSRF_COOKIE, &csrf, age, secure),
+    );
     Ok(response)
 }
 
@@ -244,17 +324,24 @@ pub(super) struct CsrfForm {
     pub(super) csrf: String,
 }
 
-/// `POST /logout`: forgets the session.
-pub(super) async fn logout(headers: HeaderMap, Form(form): Form<CsrfForm>) -> WebResult<Response> {
-    let session = Session {
-        token: None,
-        csrf: cookie(&headers, CSRF_COOKIE).map(str::to_string),
-    };
-    session.check_write(&headers, &form.csrf)?;
+/// `POST /logout`: ends the session in the store and forgets its cookies.
+pub(super) async fn logout(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> WebResult<Response> {
+    check_form(&headers, cookie(&headers, CSRF_COOKIE), &form.csrf)?;
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        web.auth().resolver().close_session(id).await?;
+    }
+    let secure = web.secure_cookies;
     let mut response = Redirect::to("/").into_response();
     let cookies = response.headers_mut();
-    cookies.append(header::SET_COOKIE, set_cookie(TOKEN_COOKIE, "", Some(0)));
-    cookies.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, "", Some(0)));
+    cookies.append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, "", 0, secure),
+    );
+    cookies.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, "", 0, secure));
     Ok(response)
 }
 
@@ -296,13 +383,17 @@ mod tests {
     #[test]
     fn a_forged_form_without_the_session_token_is_refused() {
         let session = Session {
-            token: Some("t".into()),
+            caller: Caller::Embedded,
             csrf: Some("right".into()),
         };
         let headers = HeaderMap::new();
         assert!(session.check_write(&headers, "wrong").is_err());
         assert!(session.check_write(&headers, "").is_err());
-        assert!(Session::default().check_write(&headers, "").is_err());
+        let none = Session {
+            caller: Caller::Embedded,
+            csrf: None,
+        };
+        assert!(none.check_write(&headers, "").is_err());
         assert!(session.check_write(&headers, "right").is_ok());
     }
 
@@ -311,9 +402,22 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("xplue_token=no; plue_token=yes; plue_csrf="),
+            HeaderValue::from_static("xplue_session=no; plue_session=yes; plue_csrf="),
         );
-        assert_eq!(cookie(&headers, TOKEN_COOKIE), Some("yes"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("yes"));
         assert_eq!(cookie(&headers, CSRF_COOKIE), None);
+    }
+
+    #[test]
+    fn cookies_are_secure_on_an_https_engine_and_expire() {
+        let plain = set_cookie(SESSION_COOKIE, "abc", 43200, false);
+        let plain = plain.to_str().unwrap();
+        assert!(
+            plain.contains("HttpOnly; SameSite=Strict; Max-Age=43200"),
+            "{plain}"
+        );
+        assert!(!plain.contains("Secure"), "{plain}");
+        let secure = set_cookie(SESSION_COOKIE, "abc", 43200, true);
+        assert!(secure.to_str().unwrap().ends_with("; Secure"));
     }
 }

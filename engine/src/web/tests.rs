@@ -1,7 +1,8 @@
 //! The dashboard's pages through its router (`tower::ServiceExt::oneshot`) over a real
 //! SQLite store: status, the Content-Security-Policy on every response, escaping of hostile
 //! step ids and log lines, keyset pagination, the evaluation error of a file that did not
-//! evaluate, and the sign-in and CSRF checks played by an attacker.
+//! evaluate, and the sign-in and CSRF checks played by an attacker. Who sees what, per role,
+//! is in `access_tests.rs` (which shares this [`Fixture`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,32 +24,33 @@ use crate::pool::kubernetes::{ClassStatus, Failures};
 use crate::pool::PoolStatus;
 use crate::store::{NewRun, Store};
 
-const ADMIN: &str = "admin-token-of-the-dashboard-tests";
+pub(super) const ADMIN: &str = "admin-token-of-the-dashboard-tests";
 const HOSTILE: &str = "<script>alert(1)</script>";
 
-struct Fixture {
-    app: Router,
-    executor: Arc<Executor>,
+pub(super) struct Fixture {
+    pub(super) app: Router,
+    pub(super) executor: Arc<Executor>,
+    /// The admin's session: the `Cookie` header value and its CSRF token.
+    pub(super) admin: (String, String),
     _dir: tempfile::TempDir,
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: axum::http::HeaderMap,
     /// The body with `&#x2f;` read back as `/` (the template escapes every slash).
-    body: String,
+    pub(super) body: String,
     /// The body as sent.
-    raw: String,
+    pub(super) raw: String,
 }
 
 impl Fixture {
-    async fn new(private_reads: bool) -> Fixture {
-        Fixture::with_classes(private_reads, None).await
+    pub(super) async fn new() -> Fixture {
+        Fixture::with_classes(None).await
     }
 
     /// A fixture whose API shows these Kubernetes runner classes.
     async fn with_classes(
-        private_reads: bool,
         pool_classes: Option<tokio::sync::watch::Receiver<Vec<ClassStatus>>>,
     ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
@@ -65,7 +67,7 @@ impl Fixture {
             pool: None,
             pool_classes,
             registry: None,
-            auth: Auth::new(store, Some(ADMIN.into()), private_reads),
+            auth: Auth::new(store.clone(), Some(ADMIN.into()), false),
             shutdown: CancellationToken::new(),
             local_workflows: Arc::new(Vec::new()),
             artifacts: Arc::new(
@@ -76,18 +78,25 @@ impl Fixture {
             ),
             followers: Default::default(),
         };
-        Fixture {
-            app: router(WebState { api, private_reads }),
+        crate::access::prepare(&store, false).await.unwrap();
+        let mut fixture = Fixture {
+            app: router(WebState {
+                api,
+                secure_cookies: false,
+            }),
             executor,
+            admin: (String::new(), String::new()),
             _dir: dir,
-        }
+        };
+        fixture.admin = fixture.sign_in_with(ADMIN).await;
+        fixture
     }
 
-    fn store(&self) -> &Store {
+    pub(super) fn store(&self) -> &Store {
         self.executor.store()
     }
 
-    async fn start(&self, plan: &Plan) -> i64 {
+    pub(super) async fn start(&self, plan: &Plan) -> i64 {
         let json = serde_json::to_string(plan).unwrap();
         // One file per workflow name (a workflow row is its file's).
         let path = format!("/w/{}.plue.py", super::encode(&plan.name));
@@ -110,7 +119,7 @@ impl Fixture {
             .unwrap()
     }
 
-    async fn send(&self, request: Request<Body>) -> Reply {
+    pub(super) async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -126,11 +135,17 @@ impl Fixture {
         }
     }
 
-    async fn get(&self, uri: &str) -> Reply {
+    /// `uri` as the admin.
+    pub(super) async fn get(&self, uri: &str) -> Reply {
+        self.get_with(uri, Some(&self.admin.0)).await
+    }
+
+    /// `uri` without a session.
+    pub(super) async fn get_anonymous(&self, uri: &str) -> Reply {
         self.get_with(uri, None).await
     }
 
-    async fn get_with(&self, uri: &str, cookie: Option<&str>) -> Reply {
+    pub(super) async fn get_with(&self, uri: &str, cookie: Option<&str>) -> Reply {
         let mut request = Request::get(uri);
         if let Some(cookie) = cookie {
             request = request.header(header::COOKIE, cookie);
@@ -138,7 +153,7 @@ impl Fixture {
         self.send(request.body(Body::empty()).unwrap()).await
     }
 
-    async fn post_form(
+    pub(super) async fn post_form(
         &self,
         uri: &str,
         form: &str,
@@ -160,8 +175,13 @@ impl Fixture {
 
     /// Signs in with the admin token; returns the `Cookie` header value and the CSRF token.
     async fn sign_in(&self) -> (String, String) {
+        self.sign_in_with(ADMIN).await
+    }
+
+    /// Signs in with `token`; returns the `Cookie` header value and the CSRF token.
+    pub(super) async fn sign_in_with(&self, token: &str) -> (String, String) {
         let reply = self
-            .post_form("/login", &format!("token={ADMIN}&next=%2F"), None, None)
+            .post_form("/login", &format!("token={token}&next=%2F"), None, None)
             .await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
         let cookies: Vec<String> = reply
@@ -189,7 +209,7 @@ impl Fixture {
     }
 }
 
-fn bash(id: &str, deps: &[&str]) -> Step {
+pub(super) fn bash(id: &str, deps: &[&str]) -> Step {
     let mut step = Step::new(
         id,
         Action::Bash {
@@ -200,7 +220,7 @@ fn bash(id: &str, deps: &[&str]) -> Step {
     step
 }
 
-fn plan(name: &str, steps: Vec<Step>) -> Plan {
+pub(super) fn plan(name: &str, steps: Vec<Step>) -> Plan {
     Plan {
         name: name.into(),
         triggers: vec![],
@@ -232,7 +252,7 @@ fn assert_only_our_scripts(body: &str) {
 
 #[tokio::test]
 async fn runs_page_lists_the_newest_first() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let first = fx.start(&plan("alpha", vec![bash("a", &[])])).await;
     let second = fx.start(&plan("beta", vec![bash("b", &[])])).await;
     let reply = fx.get("/").await;
@@ -250,7 +270,7 @@ async fn runs_page_lists_the_newest_first() {
 
 #[tokio::test]
 async fn runs_are_paged_by_keyset_and_filtered() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let mut ids = Vec::new();
     for i in 0..55 {
         let name = if i % 2 == 0 { "even" } else { "odd" };
@@ -278,7 +298,7 @@ async fn runs_are_paged_by_keyset_and_filtered() {
 
 #[tokio::test]
 async fn run_page_draws_the_plan_as_a_dag() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let id = fx
         .start(&plan(
             "diamond",
@@ -303,19 +323,25 @@ async fn run_page_draws_the_plan_as_a_dag() {
     assert!(reply
         .body
         .contains(&format!("data-live=\"/runs/{id}/live\"")));
-    // Not signed in: no write form, a way to sign in.
-    assert!(!reply.body.contains("/cancel\""));
-    assert!(reply.body.contains("to cancel or re-run"));
+    // The admin may cancel the local run.
+    assert!(reply.body.contains("id=\"cancel\""));
     let live = fx.get(&format!("/runs/{id}/live")).await;
     assert_eq!(live.status, StatusCode::OK);
     assert!(live.body.starts_with("<section id=\"run\""));
     assert_eq!(fx.get("/runs/999").await.status, StatusCode::NOT_FOUND);
     assert_eq!(fx.get("/runs/x").await.status, StatusCode::NOT_FOUND);
+    // Not signed in: a local run (the admin's) is behind the sign-in page, as a missing one.
+    for uri in [format!("/runs/{id}"), "/runs/999".to_string()] {
+        let anonymous = fx.get_anonymous(&uri).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(anonymous.body.contains("action=\"/login\""), "{uri}");
+        assert!(!anonymous.body.contains("diamond"), "{uri}");
+    }
 }
 
 #[tokio::test]
 async fn hostile_step_ids_and_log_lines_are_text() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let id = fx.start(&plan(HOSTILE, vec![bash(HOSTILE, &[])])).await;
     let step = fx.store().step_run(id, HOSTILE).await.unwrap().unwrap();
     let line = LogLine {
@@ -365,7 +391,7 @@ async fn hostile_step_ids_and_log_lines_are_text() {
 
 #[tokio::test]
 async fn a_file_that_did_not_evaluate_shows_its_error() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let empty = plan("broken", vec![]);
     let json = serde_json::to_string(&empty).unwrap();
     let id = fx
@@ -399,8 +425,8 @@ async fn a_file_that_did_not_evaluate_shows_its_error() {
 }
 
 #[tokio::test]
-async fn private_reads_need_a_signed_in_token() {
-    let fx = Fixture::new(true).await;
+async fn local_runs_need_the_admin_and_an_old_token_cookie_is_no_session() {
+    let fx = Fixture::new().await;
     let id = fx.start(&plan("secret", vec![bash("a", &[])])).await;
     for uri in [
         "/".to_string(),
@@ -410,15 +436,32 @@ async fn private_reads_need_a_signed_in_token() {
         format!("/runs/{id}/steps/a/raw"),
         "/runners".to_string(),
     ] {
-        let reply = fx.get(&uri).await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}");
+        let reply = fx.get_anonymous(&uri).await;
         assert_csp(&reply);
-        assert!(reply.body.contains("action=\"/login\""), "{uri}");
         assert!(!reply.body.contains("secret"), "{uri} leaks the run");
-        let forged = fx
-            .get_with(&uri, Some("plue_token=guessed-token; plue_csrf=x"))
+        if uri != "/" {
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}");
+            assert!(reply.body.contains("action=\"/login\""), "{uri}");
+        }
+        // The cookie of old, holding the admin token itself, is read by nobody: anonymous,
+        // and the browser is told to forget it.
+        let old = fx
+            .get_with(&uri, Some(&format!("plue_token={ADMIN}; plue_csrf=x")))
             .await;
-        assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(old.status, reply.status, "{uri}");
+        assert!(!old.body.contains("secret"), "{uri} leaks the run");
+        let cleared: Vec<&str> = old
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c.starts_with("plue_token=;") && c.contains("Max-Age=0")),
+            "{uri}: {cleared:?}"
+        );
     }
     let wrong = fx
         .post_form("/login", "token=not-the-token&next=%2F", None, None)
@@ -437,7 +480,7 @@ async fn private_reads_need_a_signed_in_token() {
 
 #[tokio::test]
 async fn sign_in_never_sends_the_user_off_site() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let reply = fx
         .post_form(
             "/login",
@@ -452,7 +495,7 @@ async fn sign_in_never_sends_the_user_off_site() {
 
 #[tokio::test]
 async fn cancel_without_the_session_csrf_token_is_refused() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let id = fx.start(&plan("long", vec![bash("a", &[])])).await;
     let (cookie, csrf) = fx.sign_in().await;
     let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
@@ -489,7 +532,7 @@ async fn cancel_without_the_session_csrf_token_is_refused() {
 
 #[tokio::test]
 async fn rerun_goes_to_the_new_run() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let id = fx.start(&plan("again", vec![bash("a", &[])])).await;
     fx.executor.cancel(id).await.unwrap();
     let (cookie, csrf) = fx.sign_in().await;
@@ -514,7 +557,7 @@ async fn rerun_goes_to_the_new_run() {
 
 #[tokio::test]
 async fn assets_are_served_and_nothing_else() {
-    let fx = Fixture::new(true).await;
+    let fx = Fixture::new().await;
     for (file, kind) in [
         ("app.css", "text/css"),
         ("live.js", "text/javascript"),
@@ -541,7 +584,7 @@ async fn assets_are_served_and_nothing_else() {
 
 #[tokio::test]
 async fn runners_page_lists_registered_runners() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let reply = fx.get("/runners").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.contains("No runner is registered."));
@@ -577,7 +620,7 @@ async fn runners_page_shows_each_class_counts_and_latest_failure() {
         },
     ];
     let (_tx, rx) = tokio::sync::watch::channel(classes);
-    let fx = Fixture::with_classes(false, Some(rx)).await;
+    let fx = Fixture::with_classes(Some(rx)).await;
     let reply = fx.get("/runners").await;
     assert_eq!(reply.status, StatusCode::OK);
     let row = |class: &str| -> String {
@@ -608,7 +651,7 @@ async fn runners_page_shows_each_class_counts_and_latest_failure() {
 
 /// A repository `acme/app` (default branch `main`) with a run of `ci.plue.py` whose plan
 /// has a manual trigger, and a run of `broken.plue.py` on `main` that did not evaluate.
-async fn repository(fx: &Fixture) -> (i64, i64) {
+pub(super) async fn repository(fx: &Fixture) -> (i64, i64) {
     use crate::store::{NewRepo, RunRepo};
     use evaluator::plan::{ManualInput, Trigger};
     let repo = fx
@@ -685,12 +728,14 @@ async fn repository(fx: &Fixture) -> (i64, i64) {
 
 #[tokio::test]
 async fn repository_page_shows_workflows_errors_and_the_dispatch_form() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let (ci_run, broken) = repository(&fx).await;
-    let list = fx.get("/repos").await;
+    let acme = fx.store().repo_by_name("acme/app").await.unwrap().unwrap();
+    fx.store().set_public_read(acme.id, true).await.unwrap();
+    let list = fx.get_anonymous("/repos").await;
     assert_eq!(list.status, StatusCode::OK);
     assert!(list.body.contains("href=\"/repos/acme/app\""));
-    let anonymous = fx.get("/repos/acme/app").await;
+    let anonymous = fx.get_anonymous("/repos/acme/app").await;
     assert_eq!(anonymous.status, StatusCode::OK, "{}", anonymous.body);
     assert_csp(&anonymous);
     assert!(anonymous.body.contains("to run this workflow by hand"));
@@ -702,6 +747,7 @@ async fn repository_page_shows_workflows_errors_and_the_dispatch_form() {
     assert_eq!(anonymous.body.matches("data-workflow=").count(), 2);
     let (cookie, csrf) = fx.sign_in().await;
     let page = fx.get_with("/repos/acme/app", Some(&cookie)).await;
+    assert!(page.body.contains("class=\"dispatch\""), "{}", page.body);
     assert!(page
         .body
         .contains("<select name=\"input.target\" required>"));
@@ -738,7 +784,7 @@ async fn repository_page_shows_workflows_errors_and_the_dispatch_form() {
 
 #[tokio::test]
 async fn a_run_of_500_steps_renders_quickly() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let ids: Vec<String> = (0..500).map(|i| format!("step-{i}")).collect();
     let steps = (0..500)
         .map(|i| match i {
@@ -762,11 +808,18 @@ async fn a_run_of_500_steps_renders_quickly() {
 async fn live_stream_hints_changes_of_its_run_only() {
     use crate::events::Event;
     use futures::StreamExt;
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
+    let seven = fx.start(&plan("seven", vec![bash("a", &[])])).await;
+    let eight = fx.start(&plan("eight", vec![bash("a", &[])])).await;
     let response = fx
         .app
         .clone()
-        .oneshot(Request::get("/live?run=7").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(format!("/live?run={seven}"))
+                .header(header::COOKIE, &fx.admin.0)
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -776,14 +829,14 @@ async fn live_stream_hints_changes_of_its_run_only() {
     );
     let mut body = response.into_body().into_data_stream();
     let events = fx.executor.events();
-    events.send(Event::Step { run_id: 8 });
+    events.send(Event::Step { run_id: eight });
     events.send(Event::Logs {
-        run_id: 7,
+        run_id: seven,
         step_run_id: 1,
     });
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), body.next()).await;
     assert!(quiet.is_err(), "another run's change is not this page's");
-    events.send(Event::Step { run_id: 7 });
+    events.send(Event::Step { run_id: seven });
     let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
         .await
         .expect("a hint")
@@ -795,19 +848,21 @@ async fn live_stream_hints_changes_of_its_run_only() {
 }
 
 #[tokio::test]
-async fn live_stream_cannot_be_read_without_signing_in_when_reads_are_private() {
-    let fx = Fixture::new(true).await;
-    for uri in ["/live", "/live?run=1"] {
-        let reply = fx.get(uri).await;
+async fn a_runs_live_stream_cannot_be_read_without_reading_the_run() {
+    let fx = Fixture::new().await;
+    let id = fx.start(&plan("local", vec![bash("a", &[])])).await;
+    for uri in [format!("/live?run={id}"), "/live?run=999".to_string()] {
+        let reply = fx.get_anonymous(&uri).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}");
         assert!(!reply.raw.contains("event:"), "{uri}");
     }
+    assert_eq!(fx.get("/live?run=999").await.status, StatusCode::NOT_FOUND);
     assert_eq!(fx.get("/live?run=x").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn run_page_shows_review_loops_and_iterations() {
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let mut review = bash("review", &["build"]);
     review.loop_to = Some("build".into());
     review.max_loops = Some(2);
@@ -845,7 +900,7 @@ async fn run_page_shows_review_loops_and_iterations() {
 #[tokio::test]
 async fn a_waiting_approval_is_decided_from_the_run_page() {
     use evaluator::plan::ApprovalAction;
-    let fx = Fixture::new(false).await;
+    let fx = Fixture::new().await;
     let gate = |id: &str| {
         Step::new(
             id,
@@ -859,8 +914,8 @@ async fn a_waiting_approval_is_decided_from_the_run_page() {
     let id = fx
         .start(&plan("gated", vec![gate("ship"), gate("<b>x</b>")]))
         .await;
-    let anonymous = fx.get(&format!("/runs/{id}")).await;
-    assert!(anonymous.body.contains("to decide"), "{}", anonymous.body);
+    let anonymous = fx.get_anonymous(&format!("/runs/{id}")).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert!(!anonymous.body.contains("data-approve"));
     let (cookie, csrf) = fx.sign_in().await;
     let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
