@@ -90,9 +90,20 @@ pub(crate) enum Command {
     /// secrets on a server.
     #[command(subcommand)]
     Env(crate::commands::environments::EnvCommand),
-    /// Make API tokens on a server.
+    /// Make, list and revoke API tokens on a server (yours, or a user's as an admin).
     #[command(subcommand)]
-    Token(TokenCommand),
+    Token(crate::commands::people::TokenCommand),
+    /// Create, list, show and disable users, and link their forge logins (admins).
+    #[command(subcommand)]
+    User(crate::commands::people::UserCommand),
+    /// Create and delete groups (`@name` in reviewer lists) and their members (admins).
+    #[command(subcommand)]
+    Group(crate::commands::people::GroupCommand),
+    /// List, set and remove who holds which role on a repository (its maintainers).
+    #[command(subcommand)]
+    Member(crate::commands::people::MemberCommand),
+    /// Show the audit trail: who did what (admins; maintainers for their repositories).
+    Audit(crate::commands::people::AuditArgs),
     /// Make, list and revoke scoped registration tokens for runners you start by hand.
     #[command(subcommand)]
     RunnerToken(RunnerTokenCommand),
@@ -510,6 +521,8 @@ pub(crate) enum RepoCommand {
     List(ServerOnlyArgs),
     /// Unregister a repository (its runs, secrets and schedules go with it).
     Remove(RepoNameArgs),
+    /// Choose whether anyone may read a repository's runs and logs (its maintainers).
+    SetPublic(crate::commands::people::SetPublicArgs),
 }
 
 #[derive(Debug, Args)]
@@ -578,20 +591,6 @@ pub(crate) struct SecretSetArgs {
 pub(crate) struct SecretNameArgs {
     /// owner/name
     pub(crate) repo: String,
-    pub(crate) name: String,
-    #[command(flatten)]
-    pub(crate) server: ServerArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum TokenCommand {
-    /// Make a new API token and print it (only its hash is kept).
-    Create(TokenCreateArgs),
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct TokenCreateArgs {
-    /// What the token is for.
     pub(crate) name: String,
     #[command(flatten)]
     pub(crate) server: ServerArgs,

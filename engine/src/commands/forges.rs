@@ -1,4 +1,4 @@
-//! `plue repo`, `plue secret`, `plue token` and `plue trigger`: client verbs for the
+//! `plue repo`, `plue secret` and `plue trigger`: client verbs for the
 //! repository endpoints of a server's API.
 
 use std::io::Read;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::ApiClient;
-use crate::cli::{RepoCommand, SecretCommand, ServerArgs, TokenCommand, TriggerArgs};
+use crate::cli::{RepoCommand, SecretCommand, ServerArgs, TriggerArgs};
 
 #[derive(Debug, Deserialize)]
 struct Repo {
@@ -70,6 +70,7 @@ pub(crate) async fn repo(command: RepoCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        RepoCommand::SetPublic(args) => return super::people::set_public(args).await,
         RepoCommand::Remove(args) => {
             let _: Repo = client(&args.server)?
                 .send(Method::DELETE, &repo_path(&args.name)?, None)
@@ -120,26 +121,6 @@ pub(crate) async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
             for secret in secrets {
                 println!("{}", secret.name);
             }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        TokenCommand::Create(args) => {
-            #[derive(Deserialize)]
-            struct Created {
-                token: String,
-            }
-            let created: Created = client(&args.server)?
-                .send(
-                    Method::POST,
-                    "/api/tokens",
-                    Some(&json!({ "name": args.name })),
-                )
-                .await?;
-            println!("{}", created.token);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ pub(crate) mod environments;
 mod eval;
 mod forges;
 mod logs;
+pub(crate) mod people;
 mod prompt;
 mod run;
 mod run_output;
@@ -37,7 +38,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(command) => forges::repo(command).await,
         Command::Secret(command) => forges::secret(command).await,
         Command::Env(command) => environments::run(command).await,
-        Command::Token(command) => forges::token(command).await,
+        Command::Token(command) => people::token(command).await,
+        Command::User(command) => people::user(command).await,
+        Command::Group(command) => people::group(command).await,
+        Command::Member(command) => people::member(command).await,
+        Command::Audit(args) => people::audit(args).await,
         Command::RunnerToken(command) => runner_tokens::run(command).await,
         Command::Trigger(args) => forges::trigger(args).await,
     }
