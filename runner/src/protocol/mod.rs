@@ -446,6 +446,19 @@ pub struct ErrorBody {
 mod tests {
     use super::*;
 
+    // A runner that says nothing about forks registers with engines old and new.
+    #[test]
+    fn accept_forks_is_optional_both_ways() {
+        let old: RegisterRequest =
+            serde_json::from_str(r#"{"name": "r", "ephemeral": false}"#).unwrap();
+        assert_eq!(old.accept_forks, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("accept_forks"));
+        let asked: RegisterRequest =
+            serde_json::from_str(r#"{"name": "r", "ephemeral": false, "accept_forks": false}"#)
+                .unwrap();
+        assert_eq!(asked.accept_forks, Some(false));
+    }
+
     #[test]
     fn unknown_fields_are_refused() {
         let err = serde_json::from_str::<PollRequest>(r#"{"wait_ms": 5, "extra": 1}"#);
