@@ -452,7 +452,9 @@ mod tests {
         let old: RegisterRequest =
             serde_json::from_str(r#"{"name": "r", "ephemeral": false}"#).unwrap();
         assert_eq!(old.accept_forks, None);
-        assert!(!serde_json::to_string(&old).unwrap().contains("accept_forks"));
+        assert!(!serde_json::to_string(&old)
+            .unwrap()
+            .contains("accept_forks"));
         let asked: RegisterRequest =
             serde_json::from_str(r#"{"name": "r", "ephemeral": false, "accept_forks": false}"#)
                 .unwrap();
