@@ -573,7 +573,10 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
     );
     // The runner port: from the runner pods only.
     let runner_port = &engine_policy["spec"]["ingress"][1];
-    assert_eq!(runner_port["ports"], json!([{"port": "runners", "protocol": "TCP"}]));
+    assert_eq!(
+        runner_port["ports"],
+        json!([{"port": "runners", "protocol": "TCP"}])
+    );
     assert_eq!(runner_port["from"].as_array().unwrap().len(), 1);
     assert_eq!(
         runner_port["from"][0]["podSelector"]["matchLabels"],
@@ -701,8 +704,14 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
                 "{stdout}"
             );
             // A class with labels refuses forks unless it says otherwise.
-            assert!(stdout.contains("image plue:0.1.0, refuses forks"), "{stdout}");
-            assert!(stdout.contains("registry.example/plue:1, accepts forks"), "{stdout}");
+            assert!(
+                stdout.contains("image plue:0.1.0, refuses forks"),
+                "{stdout}"
+            );
+            assert!(
+                stdout.contains("registry.example/plue:1, accepts forks"),
+                "{stdout}"
+            );
             assert!(
                 stdout.contains("allow_runtime_classes [gvisor], allow_service_account ci-runner"),
                 "{stdout}"
@@ -989,13 +998,28 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
     let register = json!({"name": "chart-runner", "labels": {}, "ephemeral": true});
     let on = |base: &str| format!("{base}{}", runner::protocol::REGISTER);
     let runners = format!("http://{runner_listen}");
-    let public = http.post(on(&url)).bearer_auth(RUNNER).json(&register).send();
+    let public = http
+        .post(on(&url))
+        .bearer_auth(RUNNER)
+        .json(&register)
+        .send();
     assert_eq!(public.await.unwrap().status(), 404);
-    let registered = http.post(on(&runners)).bearer_auth(RUNNER).json(&register).send();
+    let registered = http
+        .post(on(&runners))
+        .bearer_auth(RUNNER)
+        .json(&register)
+        .send();
     assert_eq!(registered.await.unwrap().status(), 200);
     for path in ["/api/runs", "/metrics", "/healthz", "/"] {
-        let refused = http.get(format!("{runners}{path}")).bearer_auth(ADMIN).send();
-        assert_eq!(refused.await.unwrap().status(), 404, "{path} on the runner port");
+        let refused = http
+            .get(format!("{runners}{path}"))
+            .bearer_auth(ADMIN)
+            .send();
+        assert_eq!(
+            refused.await.unwrap().status(),
+            404,
+            "{path} on the runner port"
+        );
     }
 
     let grace = rendered.engine()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
