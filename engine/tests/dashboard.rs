@@ -200,8 +200,11 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
         .expect("a run id");
     let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
+    // The dashboard reads its session cookie, never a bearer token.
+    let session = support::dashboard_session(&engine.url, ADMIN_TOKEN).await;
     let log = http
         .get(format!("{}/runs/{run_id}/steps/deploy/raw", engine.url))
+        .header(reqwest::header::COOKIE, session)
         .send()
         .await
         .expect("the raw log")
@@ -268,8 +271,13 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     let shots = screenshot_dir();
     let browser = Browser::start(&sandbox, &chromium, &driver).await;
 
-    // The run page: the plan's four steps and four edges, coloured by state.
-    browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
+    // The run page: the plan's four steps and four edges, coloured by state. A local run
+    // is the admin's: sign in first, and the sign-in returns to it.
+    browser
+        .goto(&format!("{}/login?next=%2Fruns%2F{run_id}", engine.url))
+        .await;
+    browser.type_into("#token", ADMIN_TOKEN).await;
+    browser.click("form.login button").await;
     let nodes = browser
         .wait(
             Duration::from_secs(10),

@@ -2,7 +2,8 @@
 //! "ingress" — the test itself, naming clients in `X-Forwarded-For`): when anonymous
 //! clients from many addresses hold every place open to them, the dashboard's log stream
 //! and its live hints answer them 429 (the pages then poll: `assets/log.js`, `live.js`),
-//! while a signed-in person — the session cookie or a bearer token — still follows.
+//! while a signed-in person — the session cookie or a bearer token — still follows. The
+//! run is of a public repository, which anyone may follow.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -20,7 +21,8 @@ struct Engine {
     _dir: tempfile::TempDir,
 }
 
-/// An engine trusting 127.0.0.1 as its ingress, with one run whose step stays queued.
+/// An engine trusting 127.0.0.1 as its ingress, with one run of the public repository
+/// `acme/app` whose step stays queued.
 async fn engine() -> Engine {
     let dir = tempfile::tempdir().unwrap();
     let mut config = EngineConfig::new("registration-token-for-live-streams".into());
@@ -29,7 +31,15 @@ async fn engine() -> Engine {
     let engine = support::start_in_process(dir.path(), config).await;
     let address = engine.url.trim_start_matches("http://").to_owned();
     let plan = support::plan("follow", vec![support::bash_step("build", "true")]);
-    let run_id = support::start_plan_run(&engine.executor, "/w/follow.plue.py", &plan, None).await;
+    let store = engine.executor.store();
+    let repo_id = support::create_repo(store).await;
+    store.set_public_read(repo_id, true).await.unwrap();
+    let repo = engine::store::RunRepo {
+        repo_id,
+        secrets_allowed: true,
+    };
+    let run_id =
+        support::start_plan_run(&engine.executor, "/w/follow.plue.py", &plan, Some(repo)).await;
     Engine {
         engine,
         address,
@@ -83,6 +93,7 @@ async fn a_signed_in_person_follows_in_the_dashboard_while_anonymous_clients_hol
     let log = format!("/runs/{}/steps/build/stream", e.run_id);
     let live = format!("/live?run={}", e.run_id);
     let api = format!("/api/runs/{}/steps/build/logs", e.run_id);
+    let session = support::dashboard_session(&e.engine.url, ADMIN).await;
     let mut open = Vec::new();
     for path in [&log, &live] {
         let held = e.fill_anonymous_places(path).await;
@@ -93,7 +104,7 @@ async fn a_signed_in_person_follows_in_the_dashboard_while_anonymous_clients_hol
         );
         let (status, _) = e.open(path, "X-Forwarded-For: 203.0.113.77\r\n").await;
         assert_eq!(status, 429, "{path}: a new anonymous client");
-        let cookie = format!("Cookie: plue_token={ADMIN}\r\nX-Forwarded-For: 203.0.113.77\r\n");
+        let cookie = format!("Cookie: {session}\r\nX-Forwarded-For: 203.0.113.77\r\n");
         let (status, signed_in) = e.open(path, &cookie).await;
         assert_eq!(status, 200, "{path}: signed in with the session cookie");
         open.extend(held);

@@ -462,6 +462,32 @@ pub(crate) fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// Signs in to the dashboard at `url` with `token`: the `Cookie` header value of the
+/// session (`plue_session=…; plue_csrf=…`).
+pub(crate) async fn dashboard_session(url: &str, token: &str) -> String {
+    let reply = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
+        .post(format!("{url}/login"))
+        .form(&[("token", token), ("next", "/")])
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(reply.status(), 303, "signing in");
+    let pairs: Vec<String> = reply
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+        .collect();
+    assert!(
+        pairs.iter().any(|p| p.starts_with("plue_session=")),
+        "{pairs:?}"
+    );
+    pairs.join("; ")
+}
+
 pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     let response = client
         .get(url)
