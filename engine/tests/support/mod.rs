@@ -688,6 +688,37 @@ pub(crate) async fn start_plan_run(
         .expect("start a run")
 }
 
+/// Starts a manual run of `plan` on `main` of repository `name` (`repo_id`), its workflow
+/// file `ci.plue.py`. Its id.
+pub(crate) async fn start_repo_run(
+    executor: &Executor,
+    name: &str,
+    repo_id: i64,
+    plan: &Plan,
+) -> i64 {
+    let json = serde_json::to_string(plan).expect("a plan as JSON");
+    executor
+        .start_run(&NewRun {
+            workflow_source: name,
+            workflow_path: "ci.plue.py",
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0",
+            context_json: "{}",
+            plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: Some(RunRepo {
+                repo_id,
+                secrets_allowed: true,
+            }),
+        })
+        .await
+        .expect("start a run")
+}
+
 /// Starts a `pull_request` run of `plan` on repository `acme/app` (`repo_id`) with a full
 /// `ctx` (so a concurrency group resolves): from a fork when `from_fork` (no secrets, the
 /// forks' own concurrency scope). Its id.
@@ -765,6 +796,60 @@ pub(crate) async fn create_repo(store: &Store) -> i64 {
         .create_repo(&NewRepo {
             name: "acme/app",
             clone_url: "https://forge.example/acme/app.git",
+            forge: "gitea",
+            webhook_secret_sealed: "plain:s",
+            api_url: None,
+            api_token_sealed: None,
+            default_branch: Some("main"),
+        })
+        .await
+        .expect("create a repository")
+        .expect("a new repository")
+        .id
+}
+
+/// A user `name` (made when it does not exist) holding `roles` (repository id, role name),
+/// and a fresh API token of it: `(user id, token id, token)`.
+pub(crate) async fn user_with_token(
+    store: &Store,
+    name: &str,
+    roles: &[(i64, &str)],
+) -> (i64, i64, String) {
+    let user_id = match store.user_by_name(name).await.expect("read a user") {
+        Some(user) => user.id,
+        None => store
+            .create_user(name, "person", false)
+            .await
+            .expect("create a user"),
+    };
+    for (repo_id, role) in roles {
+        store
+            .grant_role(*repo_id, user_id, role)
+            .await
+            .expect("grant a role");
+    }
+    let token = engine::tokens::new_token().expect("a token");
+    let token_id = store
+        .create_user_token(&engine::store::NewToken {
+            user_id,
+            name: "tests",
+            token_hash: &engine::tokens::hash_token(&token),
+            max_role: None,
+            repos: None,
+            expires_at: None,
+        })
+        .await
+        .expect("store a token");
+    (user_id, token_id, token)
+}
+
+/// Registers repository `name` (a `gitea` one whose clone URL leads nowhere) in `store`;
+/// its id. New repositories are private.
+pub(crate) async fn create_named_repo(store: &Store, name: &str) -> i64 {
+    store
+        .create_repo(&NewRepo {
+            name,
+            clone_url: "https://forge.example/none.git",
             forge: "gitea",
             webhook_secret_sealed: "plain:s",
             api_url: None,

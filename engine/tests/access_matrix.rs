@@ -1,0 +1,612 @@
+//! Who may do what, route by route (issue 29): every operation of `engine::api::openapi()`
+//! called as each of anonymous, a runner registration token used as a bearer, a reader, a
+//! writer and a maintainer of repository `acme/app`, and the admin — allowed exactly where
+//! [`rule`] says, and a route without a rule fails the test, so a new route cannot be
+//! forgotten. Repository `acme/other` is private and none of the users holds a role on it:
+//! every route of it answers them as if it did not exist.
+//!
+//! "Allowed" means the request got past the access checks: not 401 or 403, and not a 404,
+//! except the "nothing there" 404 named for the route (an artifact, a secret, a member that
+//! is not there — answered only after access was granted). Bodies are ones that would
+//! succeed, or fail with 400/409/422/501, so what is measured is the access layer. A 500
+//! fails the test.
+//!
+//! Also: a step's token (a user holding roles on another repository only) and no token
+//! read nothing of a private repository's run — not its run, logs, artifacts, outputs,
+//! approvals, nor its line in the runs list; and a revoked token gets 401 everywhere.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::collections::BTreeSet;
+
+use engine::server::{EngineConfig, RunningEngine};
+use engine::store::{EnvironmentSettings, Store};
+use serde_json::{json, Value};
+
+const ADMIN: &str = support::ADMIN_TOKEN;
+const RUNNER: &str = support::RUNNER_TOKEN;
+
+/// Who calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Anonymous,
+    /// The engine's runner registration token, sent as a bearer.
+    Runner,
+    Reader,
+    Writer,
+    Maintainer,
+    Admin,
+}
+
+/// Admins act last: their calls may change what later calls find.
+const CALLERS: [Who; 6] = [
+    Who::Anonymous,
+    Who::Runner,
+    Who::Reader,
+    Who::Writer,
+    Who::Maintainer,
+    Who::Admin,
+];
+
+/// Who a route is for (on `acme/app`, where reader, writer and maintainer hold their role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// Anyone, tokens or not (the OpenAPI document).
+    Open,
+    /// Anyone with no token or a valid one: a list filtered to what the caller may read.
+    Listed,
+    /// Any signed-in user.
+    SignedIn,
+    Reader,
+    Writer,
+    Maintainer,
+    /// The installation admin only.
+    Admin,
+}
+
+impl Rule {
+    fn allows(self, who: Who) -> bool {
+        match self {
+            Rule::Open => true,
+            Rule::Listed => who != Who::Runner,
+            Rule::SignedIn | Rule::Reader => {
+                matches!(
+                    who,
+                    Who::Reader | Who::Writer | Who::Maintainer | Who::Admin
+                )
+            }
+            Rule::Writer => matches!(who, Who::Writer | Who::Maintainer | Who::Admin),
+            Rule::Maintainer => matches!(who, Who::Maintainer | Who::Admin),
+            Rule::Admin => who == Who::Admin,
+        }
+    }
+
+    /// Whether the rule is a role on the repository the route names.
+    fn of_repository(self) -> bool {
+        matches!(self, Rule::Reader | Rule::Writer | Rule::Maintainer)
+    }
+}
+
+/// How one operation is called and who may.
+struct Case {
+    rule: Rule,
+    /// The concrete path: `{run}` is a run of `acme/app`, `{repo}` is `acme/app` (both
+    /// swapped for `acme/other`'s to check it stays hidden), `{token}` an API token of user
+    /// `outsider`, `{runner_token}` a scoped runner token.
+    uri: &'static str,
+    body: Option<Value>,
+    /// The words of the 404 a caller past the access checks gets when the thing is not
+    /// there.
+    missing: Option<&'static str>,
+}
+
+fn case(rule: Rule, uri: &'static str) -> Case {
+    Case {
+        rule,
+        uri,
+        body: None,
+        missing: None,
+    }
+}
+
+impl Case {
+    fn body(mut self, body: Value) -> Case {
+        self.body = Some(body);
+        self
+    }
+
+    fn missing(mut self, words: &'static str) -> Case {
+        self.missing = Some(words);
+        self
+    }
+}
+
+/// THE table: who may call each operation (method, path as the document spells it).
+/// `None`: the route has no rule here yet — the test fails until one is written.
+fn rule(method: &str, path: &str) -> Option<Case> {
+    use Rule::*;
+    let repo = "/api/repos/{owner}/{name}";
+    let path = path
+        .strip_prefix(repo)
+        .map_or(path.to_string(), |rest| format!("{{repo}}{rest}"));
+    Some(match (method, path.as_str()) {
+        ("get", "/api/openapi.json") => case(Open, "/api/openapi.json"),
+        // Runs.
+        ("get", "/api/runs") => case(Listed, "/api/runs"),
+        ("post", "/api/runs") => {
+            case(Admin, "/api/runs").body(json!({"workflow": "/nowhere/ci.plue.py"}))
+        }
+        ("get", "/api/runs/{id}") => case(Reader, "/api/runs/{run}"),
+        ("post", "/api/runs/{id}/cancel") => case(Writer, "/api/runs/{run}/cancel"),
+        ("post", "/api/runs/{id}/rerun") => case(Writer, "/api/runs/{run}/rerun"),
+        ("get", "/api/runs/{id}/steps/{step}/logs") => {
+            case(Reader, "/api/runs/{run}/steps/build/logs")
+        }
+        ("post", "/api/runs/{id}/steps/{step}/approve") => {
+            case(Writer, "/api/runs/{run}/steps/build/approve").body(json!({}))
+        }
+        ("post", "/api/runs/{id}/steps/{step}/reject") => {
+            case(Writer, "/api/runs/{run}/steps/build/reject").body(json!({}))
+        }
+        ("get", "/api/runs/{id}/approvals") => case(Reader, "/api/runs/{run}/approvals"),
+        ("get", "/api/runs/{id}/artifacts") => case(Reader, "/api/runs/{run}/artifacts"),
+        ("get", "/api/runs/{id}/steps/{step}/artifacts") => {
+            case(Reader, "/api/runs/{run}/steps/build/artifacts").missing("has no artifacts")
+        }
+        ("get", "/api/runs/{id}/steps/{step}/artifacts/{path}") => {
+            case(Reader, "/api/runs/{run}/steps/build/artifacts/out.txt")
+                .missing("has no artifacts")
+        }
+        // Runners.
+        ("get", "/api/runners") => case(SignedIn, "/api/runners"),
+        ("get", "/api/pool") => case(SignedIn, "/api/pool").missing("runs no local pool"),
+        // Repositories.
+        ("get", "/api/repos") => case(Listed, "/api/repos"),
+        ("post", "/api/repos") => case(Admin, "/api/repos").body(json!({
+            "name": "acme/new", "clone_url": "https://forge.example/new.git",
+            "forge": "gitea", "webhook_secret": "a-webhook-secret",
+        })),
+        ("get", "{repo}") => case(Reader, "{repo}"),
+        ("patch", "{repo}") => case(Maintainer, "{repo}").body(json!({"public_read": false})),
+        // Another repository than the callers': the admin removes it.
+        ("delete", "{repo}") => case(Admin, "/api/repos/acme/doomed"),
+        ("get", "{repo}/members") => case(Maintainer, "{repo}/members"),
+        ("put", "{repo}/members/{user}") => {
+            case(Maintainer, "{repo}/members/outsider").body(json!({"role": "reader"}))
+        }
+        ("delete", "{repo}/members/{user}") => {
+            case(Maintainer, "{repo}/members/outsider").missing("holds no role")
+        }
+        ("get", "{repo}/secrets") => case(Maintainer, "{repo}/secrets"),
+        ("put", "{repo}/secrets/{secret}") => {
+            case(Maintainer, "{repo}/secrets/TOKEN").body(json!({"value": "v"}))
+        }
+        ("delete", "{repo}/secrets/{secret}") => {
+            case(Maintainer, "{repo}/secrets/TOKEN").missing("no secret")
+        }
+        ("get", "{repo}/schedules") => case(Reader, "{repo}/schedules"),
+        ("post", "{repo}/dispatch") => {
+            case(Writer, "{repo}/dispatch").body(json!({"workflow": "ci.plue.py"}))
+        }
+        ("get", "/api/schedules") => case(SignedIn, "/api/schedules"),
+        // Environments.
+        ("get", "{repo}/environments") => case(Reader, "{repo}/environments"),
+        ("get", "{repo}/environments/{env}") => case(Reader, "{repo}/environments/prod"),
+        ("put", "{repo}/environments/{env}") => {
+            case(Maintainer, "{repo}/environments/prod").body(json!({"allowed_refs": ["main"]}))
+        }
+        ("delete", "{repo}/environments/{env}") => {
+            case(Maintainer, "{repo}/environments/staging").missing("no environment")
+        }
+        ("get", "{repo}/environments/{env}/secrets") => {
+            case(Reader, "{repo}/environments/prod/secrets")
+        }
+        ("put", "{repo}/environments/{env}/secrets/{secret}") => {
+            case(Maintainer, "{repo}/environments/prod/secrets/KEY").body(json!({"value": "v"}))
+        }
+        ("delete", "{repo}/environments/{env}/secrets/{secret}") => {
+            case(Maintainer, "{repo}/environments/prod/secrets/KEY").missing("no secret")
+        }
+        // Users, their tokens, groups, the audit trail.
+        ("get", "/api/user") => case(SignedIn, "/api/user"),
+        ("get", "/api/users") => case(Admin, "/api/users"),
+        ("post", "/api/users") => {
+            case(Admin, "/api/users").body(json!({"name": "newcomer", "kind": "person"}))
+        }
+        ("get", "/api/users/{name}") => case(Admin, "/api/users/outsider"),
+        ("delete", "/api/users/{name}") => case(Admin, "/api/users/leaver"),
+        ("post", "/api/users/{name}/forge-logins") => {
+            case(Admin, "/api/users/outsider/forge-logins")
+                .body(json!({"forge": "github", "login": "outsider-gh"}))
+        }
+        ("delete", "/api/users/{name}/forge-logins/{forge}/{login}") => {
+            case(Admin, "/api/users/outsider/forge-logins/github/nobody").missing("not linked")
+        }
+        ("post", "/api/users/{name}/tokens") => {
+            case(Admin, "/api/users/outsider/tokens").body(json!({"name": "ci"}))
+        }
+        ("get", "/api/tokens") => case(SignedIn, "/api/tokens"),
+        ("post", "/api/tokens") => case(SignedIn, "/api/tokens").body(json!({"name": "laptop"})),
+        // Another user's token: its owner (not among the callers) or an admin.
+        ("delete", "/api/tokens/{id}") => case(Admin, "/api/tokens/{token}"),
+        ("get", "/api/groups") => case(Admin, "/api/groups"),
+        ("post", "/api/groups") => case(Admin, "/api/groups").body(json!({"name": "release"})),
+        ("get", "/api/groups/{name}") => case(Admin, "/api/groups/ops"),
+        ("delete", "/api/groups/{name}") => case(Admin, "/api/groups/disbanded"),
+        ("put", "/api/groups/{name}/members/{user}") => {
+            case(Admin, "/api/groups/ops/members/outsider")
+        }
+        ("delete", "/api/groups/{name}/members/{user}") => {
+            case(Admin, "/api/groups/ops/members/outsider").missing("not a member")
+        }
+        // Admins read it all, maintainers their repositories' part.
+        ("get", "/api/audit") => case(Maintainer, "/api/audit"),
+        // Runner registration tokens.
+        ("get", "/api/runner-tokens") => case(Admin, "/api/runner-tokens"),
+        ("post", "/api/runner-tokens") => {
+            case(Admin, "/api/runner-tokens").body(json!({"name": "prod-runners"}))
+        }
+        ("delete", "/api/runner-tokens/{id}") => case(Admin, "/api/runner-tokens/{runner_token}"),
+        _ => return None,
+    })
+}
+
+/// The engine and everything the table's paths name.
+struct World {
+    engine: RunningEngine,
+    http: reqwest::Client,
+    store: Store,
+    /// Runs of `acme/app` and `acme/other`, each with a queued step `build`.
+    run: i64,
+    other_run: i64,
+    reader: String,
+    writer: String,
+    maintainer: String,
+    /// An API token id of user `outsider`.
+    outsider_token: i64,
+    runner_token: i64,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::new(RUNNER.into());
+    config.admin_token = Some(ADMIN.into());
+    let engine = support::start_in_process(dir.path(), config).await;
+    let store = engine.executor.store().clone();
+    let app = support::create_repo(&store).await;
+    let other = support::create_named_repo(&store, "acme/other").await;
+    support::create_named_repo(&store, "acme/doomed").await;
+    let (_, _, reader) = support::user_with_token(&store, "reader", &[(app, "reader")]).await;
+    let (_, _, writer) = support::user_with_token(&store, "writer", &[(app, "writer")]).await;
+    let (_, _, maintainer) =
+        support::user_with_token(&store, "maintainer", &[(app, "maintainer")]).await;
+    let (_, outsider_token, _) = support::user_with_token(&store, "outsider", &[]).await;
+    support::user_with_token(&store, "leaver", &[]).await;
+    store.create_group("ops").await.unwrap();
+    store.create_group("disbanded").await.unwrap();
+    for repo_id in [app, other] {
+        for env in ["prod", "staging"] {
+            let settings = EnvironmentSettings {
+                allowed_refs: vec!["main".into()],
+                reviewers: vec![],
+                wait_timer_s: 0,
+                prevent_self_review: true,
+            };
+            store
+                .put_environment(repo_id, env, &settings)
+                .await
+                .unwrap();
+        }
+    }
+    let plan = support::plan("ci", vec![support::bash_step("build", "true")]);
+    let run = support::start_repo_run(&engine.executor, "acme/app", app, &plan).await;
+    let other_run = support::start_repo_run(&engine.executor, "acme/other", other, &plan).await;
+    let http = reqwest::Client::new();
+    let created: Value = support::post_json(
+        &http,
+        &format!("{}/api/runner-tokens", engine.url),
+        ADMIN,
+        &json!({"name": "to-revoke"}),
+    )
+    .await;
+    World {
+        http,
+        store,
+        run,
+        other_run,
+        reader,
+        writer,
+        maintainer,
+        outsider_token,
+        runner_token: created["id"].as_i64().expect("a runner token id"),
+        engine,
+        _dir: dir,
+    }
+}
+
+impl World {
+    fn token(&self, who: Who) -> Option<&str> {
+        match who {
+            Who::Anonymous => None,
+            Who::Runner => Some(RUNNER),
+            Who::Reader => Some(&self.reader),
+            Who::Writer => Some(&self.writer),
+            Who::Maintainer => Some(&self.maintainer),
+            Who::Admin => Some(ADMIN),
+        }
+    }
+
+    /// `uri` with its placeholders filled, of `acme/app` or (`other`) of `acme/other`.
+    fn concrete(&self, uri: &str, other: bool) -> String {
+        let (run, repo) = if other {
+            (self.other_run, "/api/repos/acme/other")
+        } else {
+            (self.run, "/api/repos/acme/app")
+        };
+        uri.replace("{run}", &run.to_string())
+            .replace("{repo}", repo)
+            .replace("{token}", &self.outsider_token.to_string())
+            .replace("{runner_token}", &self.runner_token.to_string())
+    }
+
+    /// Calls `method uri` with `token` and `body`: the status and the error message (empty
+    /// when the body is not an error).
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}{uri}", self.engine.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        // A live log stream never ends: its status is what counts.
+        let text = if status == 200 {
+            String::new()
+        } else {
+            response.text().await.unwrap_or_default()
+        };
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        (status, error)
+    }
+}
+
+/// Whether an answer got past the access checks (see the module's doc).
+fn passed(status: u16, error: &str, missing: Option<&str>) -> bool {
+    match status {
+        401 | 403 => false,
+        404 => missing.is_some_and(|words| error.contains(words)),
+        _ => true,
+    }
+}
+
+/// Every operation the document lists, as (method, path).
+fn operations() -> Vec<(String, String)> {
+    let doc = serde_json::to_value(engine::api::openapi()).unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                operations.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_allows_exactly_the_roles_of_its_rule() {
+    let world = world().await;
+    let operations = operations();
+    let unruled: Vec<String> = operations
+        .iter()
+        .filter(|(method, path)| rule(method, path).is_none())
+        .map(|(method, path)| format!("{} {path}", method.to_uppercase()))
+        .collect();
+    assert!(
+        unruled.is_empty(),
+        "routes without a rule in the access matrix (add them to `rule`): {unruled:#?}"
+    );
+    assert!(
+        operations.len() >= 50,
+        "only {} operations",
+        operations.len()
+    );
+    let mut wrong = Vec::new();
+    for (method, path) in &operations {
+        let case = rule(method, path).unwrap();
+        let mut variants = vec![(false, case.rule)];
+        if case.rule.of_repository() && (case.uri.contains("{run}") || case.uri.contains("{repo}"))
+        {
+            // The same route of a private repository none of them holds a role on.
+            variants.push((true, Rule::Admin));
+        }
+        for (other, rule) in variants {
+            let uri = world.concrete(case.uri, other);
+            for who in CALLERS {
+                let (status, error) = world
+                    .call(method, &uri, world.token(who), case.body.as_ref())
+                    .await;
+                assert!(
+                    status < 500 || status == 501,
+                    "{} {uri} as {who:?}: {status} {error}",
+                    method.to_uppercase()
+                );
+                let allowed = passed(status, &error, case.missing);
+                if allowed != rule.allows(who) {
+                    wrong.push(format!(
+                        "{} {uri} as {who:?}: {status} {error:?} (expected {})",
+                        method.to_uppercase(),
+                        if rule.allows(who) {
+                            "allowed"
+                        } else {
+                            "refused"
+                        }
+                    ));
+                }
+                if other && !allowed && !matches!(who, Who::Anonymous | Who::Runner) {
+                    // Users learn nothing of a repository they may not read: not even
+                    // that it exists (a 403 would say so).
+                    assert_eq!(
+                        status,
+                        404,
+                        "{} {uri} as {who:?}: {error}",
+                        method.to_uppercase()
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} answers against the matrix:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+// The attack (issue 29): a step holds a token (or none) and reads another repository's
+// runs through the engine's API — its run, step logs, artifacts, outputs, approvals, its
+// line in the runs list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_reads_nothing_of_another_repositorys_runs() {
+    let world = world().await;
+    // A step of `acme/other` acts with a token of a user of that repository only.
+    let other = world
+        .store
+        .repo_by_name("acme/other")
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, _, step) =
+        support::user_with_token(&world.store, "ci-bot", &[(other.id, "maintainer")]).await;
+    let run = world.run;
+    let reads = [
+        format!("/api/runs/{run}"),
+        format!("/api/runs/{run}/steps/build/logs"),
+        format!("/api/runs/{run}/artifacts"),
+        format!("/api/runs/{run}/steps/build/artifacts"),
+        format!("/api/runs/{run}/steps/build/artifacts/out.txt"),
+        format!("/api/runs/{run}/approvals"),
+        "/api/repos/acme/app".to_string(),
+        "/api/repos/acme/app/schedules".to_string(),
+        "/api/repos/acme/app/environments".to_string(),
+    ];
+    for uri in &reads {
+        let (status, error) = world.call("get", uri, Some(&step), None).await;
+        assert_eq!(status, 404, "GET {uri} with the step's token: {error}");
+        assert!(
+            !error.contains("build") && !error.contains("ci"),
+            "GET {uri}: {error}"
+        );
+        let (status, _) = world.call("get", uri, None, None).await;
+        assert_eq!(status, 401, "GET {uri} without a token");
+    }
+    // The lists hold none of it.
+    for (token, who) in [
+        (Some(step.as_str()), "the step's token"),
+        (None, "no token"),
+    ] {
+        for uri in ["/api/runs", "/api/runs?repo=acme/app", "/api/repos"] {
+            let response = world.http.get(format!("{}{uri}", world.engine.url));
+            let response = match token {
+                Some(token) => response.bearer_auth(token),
+                None => response,
+            };
+            let listed: Value = response.send().await.unwrap().json().await.unwrap();
+            let text = listed.to_string();
+            assert!(
+                !text.contains("acme/app")
+                    && !listed.as_array().unwrap().iter().any(|r| r["id"] == run),
+                "GET {uri} with {who}: {text}"
+            );
+        }
+    }
+    // Its own repository's run it reads.
+    let uri = format!("/api/runs/{}", world.other_run);
+    assert_eq!(world.call("get", &uri, Some(&step), None).await.0, 200);
+    // Made public by its maintainer, the repository's runs are read by anyone — and no
+    // more than read.
+    let (status, _) = world
+        .call(
+            "patch",
+            "/api/repos/acme/app",
+            Some(&world.maintainer),
+            Some(&json!({"public_read": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for uri in &reads {
+        let (status, error) = world.call("get", uri, None, None).await;
+        assert!(
+            passed(status, &error, Some("has no artifacts")),
+            "GET {uri} anonymously, once public: {status} {error}"
+        );
+    }
+    let (status, _) = world
+        .call(
+            "post",
+            &format!("/api/runs/{run}/cancel"),
+            Some(&step),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "reading a public repository is all it opens");
+    let listed: Value = world
+        .http
+        .get(format!("{}/api/repos", world.engine.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: BTreeSet<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["acme/app"]), "{listed}");
+    assert_eq!(listed[0]["public_read"], true);
+}
+
+// The attack (issue 29): a token that was revoked keeps working somewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_gets_401_on_every_route() {
+    let world = world().await;
+    let app = world.store.repo_by_name("acme/app").await.unwrap().unwrap();
+    let (_, token_id, token) =
+        support::user_with_token(&world.store, "revoked", &[(app.id, "maintainer")]).await;
+    assert_eq!(
+        world.call("get", "/api/user", Some(&token), None).await.0,
+        200
+    );
+    assert!(world.store.revoke_token(token_id).await.unwrap());
+    for (method, path) in operations() {
+        let case = rule(&method, &path).expect("a rule (see the matrix test)");
+        if case.rule == Rule::Open {
+            continue;
+        }
+        let uri = world.concrete(case.uri, false);
+        let (status, error) = world
+            .call(&method, &uri, Some(&token), case.body.as_ref())
+            .await;
+        assert_eq!(status, 401, "{} {uri}: {error}", method.to_uppercase());
+    }
+}
