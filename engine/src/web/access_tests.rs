@@ -518,3 +518,70 @@ async fn a_public_repository_is_read_by_anyone_and_changed_by_its_writers() {
     assert_eq!(cancel.status, StatusCode::FORBIDDEN, "{}", cancel.body);
     assert!(!fx.store().run(run).await.unwrap().unwrap().cancel_requested);
 }
+
+#[tokio::test]
+async fn approval_buttons_are_offered_to_writers_only() {
+    use evaluator::plan::{Action, ApprovalAction, Step};
+    let fx = Fixture::new().await;
+    let (_, _) = repository(&fx).await;
+    let acme = fx
+        .store()
+        .repo_by_name("acme/app")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let gated = plan(
+        "gated",
+        vec![Step::new(
+            "ship",
+            Action::Approval(ApprovalAction {
+                message: Some("Ship it?".into()),
+                approvers: Vec::new(),
+                exclude_triggerer: false,
+            }),
+        )],
+    );
+    let json = serde_json::to_string(&gated).unwrap();
+    let run = fx
+        .executor
+        .start_run(&crate::store::NewRun {
+            workflow_source: "acme/app",
+            workflow_path: ".plue/gated.plue.py",
+            event: "push",
+            git_ref: "refs/heads/main",
+            sha: "3",
+            context_json: "{}",
+            plan: &gated,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &runner::protocol::WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: Some(crate::store::RunRepo {
+                repo_id: acme,
+                secrets_allowed: true,
+            }),
+        })
+        .await
+        .unwrap();
+    for (who, role, offered) in [
+        ("reader", "reader", false),
+        ("writer", "writer", true),
+        ("maintainer", "maintainer", true),
+    ] {
+        let (_, token) = user_token(&fx, who, Some((acme, role))).await;
+        let b = browser(&fx, who, &token).await;
+        let page = b.get(&fx, &format!("/runs/{run}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{who}");
+        assert!(page.body.contains("data-step=\"ship\""), "{who}");
+        assert_eq!(
+            page.body.contains("data-approve=\"ship\""),
+            offered,
+            "{who}: {}",
+            page.body
+        );
+        assert!(!page.body.contains("to decide"), "{who}");
+    }
+    let admin = fx.get(&format!("/runs/{run}")).await;
+    assert!(admin.body.contains("data-approve=\"ship\""));
+}
