@@ -236,6 +236,7 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     let response = h
         .http
         .get(h.url(&format!("/api/runs/{run_id}/steps/build/logs")))
+        .bearer_auth(ADMIN)
         .header("accept", "text/event-stream")
         .header("last-event-id", "1:40")
         .send()
@@ -280,6 +281,7 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     let body = h
         .http
         .get(h.url(&format!("/api/runs/{run_id}/steps/build/logs")))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -296,6 +298,7 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     let run: Value = h
         .http
         .get(h.url(&format!("/api/runs/{run_id}")))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -406,6 +409,7 @@ async fn cancelling_through_the_api_reaches_the_runner() {
     let run: Value = h
         .http
         .get(h.url(&format!("/api/runs/{run_id}")))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -476,9 +480,14 @@ async fn bad_requests_get_4xx_with_a_message() {
                 .json(&json!({"lines": []})),
             404,
         ),
-        (h.http.get(h.url("/api/runs/x")), 400),
-        (h.http.get(h.url("/api/runs/12345")), 404),
-        (h.http.get(h.url("/api/runs/1/steps/a/logs?after=zz")), 404),
+        (h.http.get(h.url("/api/runs/x")).bearer_auth(ADMIN), 400),
+        (h.http.get(h.url("/api/runs/12345")).bearer_auth(ADMIN), 404),
+        (
+            h.http
+                .get(h.url("/api/runs/1/steps/a/logs?after=zz"))
+                .bearer_auth(ADMIN),
+            404,
+        ),
     ];
     for (request, expected) in cases {
         let response = request.send().await.unwrap();
@@ -705,7 +714,7 @@ async fn a_runner_cannot_report_an_attempt_it_does_not_hold() {
     h.engine.shutdown().await;
 }
 
-// An API token (not the admin's) tries to make itself a runner token for prod.
+// A user's API token (not an admin's) tries to make itself a runner token for prod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
     let h = harness().await;
@@ -714,15 +723,8 @@ async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
             .request(method, h.url(path))
             .bearer_auth(token.to_string())
     };
-    let made: Value = api(reqwest::Method::POST, "/api/tokens", ADMIN)
-        .json(&json!({"name": "ci"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let api_token = made["token"].as_str().unwrap().to_string();
+    let store = h.engine.executor.store();
+    let (_, _, api_token) = support::user_with_token(store, "ci", &[]).await;
     let body = json!({"name": "prod", "labels": {"zone": "prod"}, "secrets": true});
     for (token, expected) in [(api_token.as_str(), 403), ("nope", 401)] {
         let response = api(reqwest::Method::POST, "/api/runner-tokens", token)
@@ -736,7 +738,7 @@ async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
         .send()
         .await
         .unwrap();
-    assert_eq!(listed.status(), 403, "listing needs the admin token too");
+    assert_eq!(listed.status(), 403, "listing needs an admin too");
     let bad = api(reqwest::Method::POST, "/api/runner-tokens", ADMIN)
         .json(&json!({"name": "x", "labels": {"k": "a=b"}}))
         .send()
@@ -868,6 +870,7 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
     let listed: Value = h
         .http
         .get(h.url(&format!("/api/runs/{run_id}/artifacts")))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -931,6 +934,7 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
     let file = h
         .http
         .get(h.url(&format!("/api/runs/{run_id}/steps/build/artifacts/out.txt")))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -953,6 +957,7 @@ async fn the_run_view_shows_review_loops_and_iterations() {
     let run: Value = h
         .http
         .get(h.url(&format!("/api/runs/{run_id}")))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -971,6 +976,7 @@ async fn the_run_view_shows_review_loops_and_iterations() {
     let run: Value = h
         .http
         .get(h.url(&format!("/api/runs/{plain}")))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
