@@ -427,7 +427,7 @@ impl Resolver {
             None => Ok(Caller::Anonymous),
             Some(header) => match tokens::bearer(Some(header)) {
                 Some(token) => self
-                    .from_token_hash(&tokens::hash_token(token))
+                    .resolve_token_hash(&tokens::hash_token(token))
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked token")),
                 None => Err(ApiError::unauthorized(
@@ -438,7 +438,7 @@ impl Resolver {
     }
 
     /// The caller a token (by its hash) acts as, if it is valid now.
-    async fn from_token_hash(&self, hash: &str) -> anyhow::Result<Option<Caller>> {
+    async fn resolve_token_hash(&self, hash: &str) -> anyhow::Result<Option<Caller>> {
         if self
             .admin_hash
             .as_ref()
@@ -456,11 +456,12 @@ impl Resolver {
         let Some(valid) = self.store.token_by_hash(hash, now_ms()).await? else {
             return Ok(None);
         };
-        let max_role = match valid.token.max_role.as_deref() {
-            None => None,
-            // A role this engine does not know narrows to reading.
-            Some(name) => Some(Role::parse(name).unwrap_or(Role::Reader)),
-        };
+        // A role this engine does not know narrows to reading.
+        let max_role = valid
+            .token
+            .max_role
+            .as_deref()
+            .map(|name| Role::parse(name).unwrap_or(Role::Reader));
         let repos = match valid.token.repos.as_deref() {
             None => None,
             Some(json) => {
@@ -494,7 +495,7 @@ impl Resolver {
             return Ok(None);
         }
         let hash = tokens::hash_token(token);
-        let Some(caller) = self.from_token_hash(&hash).await? else {
+        let Some(caller) = self.resolve_token_hash(&hash).await? else {
             return Ok(None);
         };
         let user_id = caller.user_id().expect("a token names a user");
@@ -523,7 +524,7 @@ impl Resolver {
             return Ok(None);
         };
         // The token decides: revoked, expired, narrowed — the session follows it.
-        match self.from_token_hash(&token_hash).await? {
+        match self.resolve_token_hash(&token_hash).await? {
             Some(caller) if caller.user_id() == Some(user.id) => Ok(Some(caller)),
             _ => Ok(None),
         }
