@@ -1001,3 +1001,167 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
     let run = support::wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
 }
+
+/// `plue ARGS --server URL` with `token`: (success, stdout, stderr).
+fn plue(
+    sandbox: &support::Sandbox,
+    url: &str,
+    token: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--server", url]);
+    let output = sandbox
+        .plue(&all)
+        .env("PLUE_TOKEN", token)
+        .output()
+        .expect("plue runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The verbs over the people API, as an admin would use them, and their refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_users_tokens_groups_members_and_reads_the_audit_trail() {
+    let _serial = support::serial().await;
+    let sandbox = support::Sandbox::new("people-cli");
+    let origin = sandbox.path("origin");
+    std::fs::create_dir_all(&origin).unwrap();
+    std::fs::write(origin.join("README.md"), "hello\n").unwrap();
+    sh(
+        &origin,
+        "git init -q -b main . && git add -A && git commit -qm init",
+    );
+    let engine = sandbox.serve_one_runner("engine", "data", &[]).await;
+    let url = engine.url.as_str();
+    let admin = support::ADMIN_TOKEN;
+    let ok = |args: &[&str]| {
+        let (success, out, err) = plue(&sandbox, url, admin, args);
+        assert!(success, "plue {args:?}: {err}");
+        (out, err)
+    };
+
+    let (out, _) = ok(&["user", "create", "alice"]);
+    assert!(out.contains("created person alice"), "{out}");
+    ok(&["user", "create", "release-bot", "--bot"]);
+    let (success, _, err) = plue(&sandbox, url, admin, &["user", "create", "ALICE"]);
+    assert!(
+        !success && err.contains("exists already") && err.contains("409"),
+        "{err}"
+    );
+    let (out, _) = ok(&["user", "list"]);
+    assert!(
+        out.contains("alice\tperson\t-\t") && out.contains("release-bot\tbot\t"),
+        "{out}"
+    );
+    ok(&["user", "link", "alice", "github", "octocat"]);
+    let (out, _) = ok(&["user", "show", "alice"]);
+    assert!(out.contains("forge login\tgithub:octocat"), "{out}");
+
+    ok(&[
+        "repo",
+        "add",
+        "octo/hello",
+        "--clone-url",
+        origin.to_str().unwrap(),
+        "--forge",
+        "github",
+        "--webhook-secret",
+        "webhook-secret-1",
+    ]);
+    ok(&["member", "set", "octo/hello", "alice", "writer"]);
+    let (out, _) = ok(&["member", "list", "octo/hello"]);
+    assert!(out.contains("alice\twriter\t"), "{out}");
+    let (out, _) = ok(&["repo", "set-public", "octo/hello", "true"]);
+    assert!(out.contains("reads are public"), "{out}");
+
+    // A narrowed token of alice, made by the admin; alice cannot widen it.
+    let (token, err) = ok(&[
+        "token",
+        "create",
+        "ci",
+        "--user",
+        "alice",
+        "--max-role",
+        "reader",
+        "--repo",
+        "octo/hello",
+        "--expires-in-days",
+        "7",
+    ]);
+    let token = token.trim().to_string();
+    assert!(
+        err.contains("of alice: reader on octo/hello, expires"),
+        "{err}"
+    );
+    let (success, _, err) = plue(
+        &sandbox,
+        url,
+        &token,
+        &["token", "create", "mine", "--max-role", "writer"],
+    );
+    assert!(
+        !success && err.contains("at most reader") && err.contains("403"),
+        "{err}"
+    );
+    let (success, _, err) = plue(&sandbox, url, &token, &["user", "create", "admin2"]);
+    assert!(!success && err.contains("403"), "{err}");
+    let (success, out, _) = plue(&sandbox, url, &token, &["token", "list"]);
+    assert!(
+        success && out.contains("\talice\tci\treader on octo/hello\t"),
+        "{out}"
+    );
+    let id = out
+        .lines()
+        .find(|l| l.contains("\tci\t"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap()
+        .to_string();
+
+    ok(&["group", "create", "release"]);
+    ok(&["group", "add", "release", "alice"]);
+    let (out, _) = ok(&["group", "list"]);
+    assert!(out.contains("@release\talice"), "{out}");
+    ok(&["group", "remove", "release", "alice"]);
+    ok(&["group", "delete", "release"]);
+    ok(&["member", "remove", "octo/hello", "alice"]);
+
+    let (out, _) = ok(&["token", "revoke", &id]);
+    assert!(
+        out.contains(&format!("revoked token {id} (ci) of alice")),
+        "{out}"
+    );
+    let (success, _, err) = plue(&sandbox, url, &token, &["token", "list"]);
+    assert!(!success && err.contains("401"), "{err}");
+    ok(&["user", "unlink", "alice", "github", "octocat"]);
+    let (out, _) = ok(&["user", "disable", "alice"]);
+    assert!(out.contains("disabled alice"), "{out}");
+
+    let (out, _) = ok(&["audit", "--limit", "100"]);
+    for action in [
+        "user.create",
+        "user.link",
+        "user.unlink",
+        "user.disable",
+        "token.create",
+        "token.revoke",
+        "group.create",
+        "group.member.add",
+        "group.member.remove",
+        "group.delete",
+        "repo.settings",
+    ] {
+        assert!(
+            out.contains(&format!("\tadmin\t{action}\t")),
+            "{action}: {out}"
+        );
+    }
+    let (out, _) = ok(&["audit", "--repo", "octo/hello"]);
+    assert!(
+        out.contains("\trepo.settings\tocto/hello\t") && !out.contains("user.create"),
+        "{out}"
+    );
+}
