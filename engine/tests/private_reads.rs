@@ -1,15 +1,17 @@
-//! `--private-reads` against an in-process engine on `127.0.0.1:0`: an anonymous client
-//! asks every read route — runs (with their workflow paths on the server), logs, runners
-//! (their names), the pool, repositories, secrets, schedules, tokens — and gets 401
-//! with nothing in the body; a token holder reads them. With reads open, the same routes
-//! answer anonymously (what is public by default).
+//! Private reads, the default (issue 29), against an in-process engine on `127.0.0.1:0`:
+//! with or without `--private-reads`, an anonymous client asks every read route — runs
+//! (with their workflow paths on the server), logs, runners (their names), the pool,
+//! repositories, secrets, schedules, tokens — and gets 401, or an empty list, with nothing
+//! in the body; a signed-in user reads the installation-wide lists, the admin the local
+//! runs. Public reading is a maintainer's choice per repository, and opens that
+//! repository's runs to anyone — nothing else.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
 use engine::server::{EngineConfig, RunningEngine};
 use runner::protocol as wire;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const REGISTRATION: &str = "registration-token-for-tests";
 const ADMIN: &str = "admin-token-for-tests";
@@ -78,80 +80,120 @@ impl Engine {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
-    async fn api_token(&self) -> String {
-        let created: Value = self
-            .http
-            .post(format!("{}/api/tokens", self.engine.url))
-            .bearer_auth(ADMIN)
-            .json(&json!({"name": "reader"}))
-            .send()
+    /// A user holding `role` on `acme/app`, and its token.
+    async fn member(&self, name: &str, role: &str) -> String {
+        let store = self.engine.executor.store();
+        let repo = match store.repo_by_name("acme/app").await.unwrap() {
+            Some(repo) => repo.id,
+            None => support::create_repo(store).await,
+        };
+        support::user_with_token(store, name, &[(repo, role)])
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        created["token"].as_str().unwrap().to_owned()
+            .2
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_reader_finds_no_runner_or_server_path_under_private_reads() {
-    let e = engine(true).await;
-    for url in e.read_routes() {
-        for token in [None, Some("not-a-token")] {
-            let (status, body) = e.get(&url, token).await;
-            assert_eq!(status, 401, "{url} with {token:?}: {body}");
-            for secret in ["prod-deployer-7", "secret-project", "/srv/"] {
-                assert!(!body.contains(secret), "{url}: {body}");
+async fn anonymous_reader_finds_no_runner_or_server_path_whatever_the_flag() {
+    for private_reads in [true, false] {
+        let e = engine(private_reads).await;
+        for url in e.read_routes() {
+            for token in [None, Some("not-a-token")] {
+                let (status, body) = e.get(&url, token).await;
+                let listed = url.ends_with("/api/runs") || url.ends_with("/api/repos");
+                if listed && token.is_none() {
+                    // The lists answer with what anyone may read: nothing here.
+                    assert_eq!((status, body.as_str()), (200, "[]"), "{url}");
+                } else {
+                    assert_eq!(status, 401, "{url} with {token:?}: {body}");
+                }
+                for secret in ["prod-deployer-7", "secret-project", "/srv/"] {
+                    assert!(!body.contains(secret), "{url}: {body}");
+                }
             }
         }
+        // SSE followers too.
+        let response = e
+            .http
+            .get(format!(
+                "{}/api/runs/{}/steps/build/logs",
+                e.engine.url, e.run_id
+            ))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        // A signed-in user reads the runners; a local run (a server path) only the admin.
+        let token = e.member("reader", "reader").await;
+        let (status, runners) = e
+            .get(&format!("{}/api/runners", e.engine.url), Some(&token))
+            .await;
+        assert_eq!(status, 200);
+        assert!(runners.contains("prod-deployer-7"), "{runners}");
+        let run_url = format!("{}/api/runs/{}", e.engine.url, e.run_id);
+        let (status, run) = e.get(&run_url, Some(&token)).await;
+        assert_eq!(status, 404, "{run}");
+        assert!(!run.contains(SERVER_PATH), "{run}");
+        let (status, run) = e.get(&run_url, Some(ADMIN)).await;
+        assert_eq!(status, 200);
+        assert!(run.contains(SERVER_PATH), "{run}");
+        e.engine.shutdown().await;
     }
-    // SSE followers too.
-    let response = e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_reads_are_a_maintainers_choice_and_open_only_that_repositorys_runs() {
+    let e = engine(false).await;
+    let maintainer = e.member("keeper", "maintainer").await;
+    let store = e.engine.executor.store();
+    let repo = store.repo_by_name("acme/app").await.unwrap().unwrap();
+    let plan = support::plan("ci", vec![support::bash_step("build", "true")]);
+    let repo_run = support::start_repo_run(&e.engine.executor, "acme/app", repo.id, &plan).await;
+    let repo_run_url = format!("{}/api/runs/{repo_run}", e.engine.url);
+    assert_eq!(
+        e.get(&repo_run_url, None).await.0,
+        401,
+        "new repositories are private"
+    );
+    // A reader may not open it; its maintainer does.
+    let reader = e.member("peeker", "reader").await;
+    let settings = format!("{}/api/repos/acme/app", e.engine.url);
+    for (token, expected) in [(&reader, 403), (&maintainer, 200)] {
+        let response = e
+            .http
+            .patch(&settings)
+            .bearer_auth(token)
+            .json(&json!({"public_read": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected);
+    }
+    let (status, run) = e.get(&repo_run_url, None).await;
+    assert_eq!(status, 200, "{run}");
+    let (status, repos) = e.get(&format!("{}/api/repos", e.engine.url), None).await;
+    assert_eq!(status, 200);
+    assert!(repos.contains("\"public_read\":true"), "{repos}");
+    // Nothing else opens: local runs, runners, the pool, secrets, runner tokens, writes.
+    for url in [
+        format!("{}/api/runs/{}", e.engine.url, e.run_id),
+        format!("{}/api/runners", e.engine.url),
+        format!("{}/api/schedules", e.engine.url),
+        format!("{}/api/repos/acme/app/secrets", e.engine.url),
+        format!("{}/api/runner-tokens", e.engine.url),
+    ] {
+        let (status, body) = e.get(&url, None).await;
+        assert_eq!(status, 401, "{url}: {body}");
+    }
+    let (status, _) = e.get(&format!("{}/api/runs", e.engine.url), None).await;
+    assert_eq!(status, 200);
+    let cancel = e
         .http
-        .get(format!(
-            "{}/api/runs/{}/steps/build/logs",
-            e.engine.url, e.run_id
-        ))
-        .header("accept", "text/event-stream")
+        .post(format!("{repo_run_url}/cancel"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401);
-    // A token holder reads them.
-    let token = e.api_token().await;
-    let (status, runners) = e
-        .get(&format!("{}/api/runners", e.engine.url), Some(&token))
-        .await;
-    assert_eq!(status, 200);
-    assert!(runners.contains("prod-deployer-7"), "{runners}");
-    let (status, run) = e
-        .get(
-            &format!("{}/api/runs/{}", e.engine.url, e.run_id),
-            Some(&token),
-        )
-        .await;
-    assert_eq!(status, 200);
-    assert!(run.contains(SERVER_PATH), "{run}");
-    e.engine.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_reads_show_runs_runners_and_local_paths_to_anyone() {
-    // What "public by default" means, pinned: the README says so.
-    let e = engine(false).await;
-    let (status, runners) = e.get(&format!("{}/api/runners", e.engine.url), None).await;
-    assert_eq!(status, 200);
-    assert!(runners.contains("prod-deployer-7"), "{runners}");
-    let (status, run) = e
-        .get(&format!("{}/api/runs/{}", e.engine.url, e.run_id), None)
-        .await;
-    assert_eq!(status, 200);
-    assert!(run.contains(SERVER_PATH), "{run}");
-    // Writes and the registration tokens' list still need a token.
-    let (status, _) = e
-        .get(&format!("{}/api/runner-tokens", e.engine.url), None)
-        .await;
-    assert_ne!(status, 200);
+    assert_eq!(cancel.status(), 401);
     e.engine.shutdown().await;
 }
