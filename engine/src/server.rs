@@ -245,8 +245,10 @@ pub async fn start_with_runner_listener(
             },
             store.clone(),
             events.clone(),
-            Demand::Labels(Arc::new(move |wanted| {
-                wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
+            // Forks' steps only when its runners accept forks (they have no labels).
+            Demand::Labels(Arc::new(move |wanted, fork| {
+                (!fork || offered.is_empty())
+                    && wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
             })),
         )?;
         pool_status = Some(pool.status());

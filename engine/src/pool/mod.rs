@@ -84,7 +84,8 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// Says whether a step asking for these runner labels is a pool's to count.
-pub type LabelFilter = dyn Fn(&BTreeMap<String, String>) -> bool + Send + Sync;
+/// Whether a pool counts ready steps asking for these labels, of forks' runs or not.
+pub type LabelFilter = dyn Fn(&BTreeMap<String, String>, bool) -> bool + Send + Sync;
 
 /// Which queued steps a pool counts as its demand.
 #[derive(Clone, Default)]
@@ -92,7 +93,8 @@ pub enum Demand {
     /// Every ready step (a single pool).
     #[default]
     All,
-    /// Ready steps whose labels this predicate accepts (one pool among several).
+    /// Ready steps whose labels (and fork or not) this predicate accepts (one pool among
+    /// several).
     Labels(Arc<LabelFilter>),
 }
 
@@ -105,8 +107,8 @@ impl Demand {
                 .queued_ready_by_labels(now)
                 .await?
                 .into_iter()
-                .filter(|(labels, _)| accepts(labels))
-                .map(|(_, n)| n)
+                .filter(|(labels, fork, _)| accepts(labels, *fork))
+                .map(|(_, _, n)| n)
                 .sum()),
         }
     }
@@ -640,10 +642,16 @@ mod tests {
             .await
             .unwrap();
         let now = now_ms() + 1;
-        let unlabelled = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>| l.is_empty()));
-        let big_only = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>| {
+        let unlabelled = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>, _| l.is_empty()));
+        let big_only = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>, _| {
             l.get("size").is_some_and(|v| v == "big")
         }));
+        let forks_only = Demand::Labels(Arc::new(|_: &BTreeMap<String, String>, fork| fork));
+        assert_eq!(
+            forks_only.queued(&store, now).await.unwrap(),
+            0,
+            "local runs"
+        );
         assert_eq!(unlabelled.queued(&store, now).await.unwrap(), 2);
         assert_eq!(big_only.queued(&store, now).await.unwrap(), 1);
         assert_eq!(Demand::All.queued(&store, now).await.unwrap(), 3);

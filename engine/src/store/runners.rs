@@ -304,22 +304,24 @@ impl Store {
 }
 
 impl Store {
-    /// Ready step runs per label set (parsed from the stored canonical form): the demand
-    /// each runner class of the pool counts.
+    /// Ready step runs per label set (parsed from the stored canonical form) and whether
+    /// they are of forks' runs (which only runners accepting forks claim): the demand each
+    /// runner class of the pool counts.
     pub async fn queued_ready_by_labels(
         &self,
         now: i64,
-    ) -> anyhow::Result<Vec<(BTreeMap<String, String>, i64)>> {
-        let rows: Vec<(String, i64)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT labels, COUNT(*) FROM step_runs \
-             WHERE status = 'queued' AND ready_at <= $1 GROUP BY labels",
+    ) -> anyhow::Result<Vec<(BTreeMap<String, String>, bool, i64)>> {
+        let rows: Vec<(String, bool, i64)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT s.labels, NOT r.secrets_allowed, COUNT(*) FROM step_runs s \
+             JOIN runs r ON r.id = s.run_id \
+             WHERE s.status = 'queued' AND s.ready_at <= $1 GROUP BY s.labels, r.secrets_allowed",
         )
         .bind(now)
         .fetch_all(pool)
         .await?);
         Ok(rows
             .into_iter()
-            .map(|(labels, n)| (parse_label_set(&labels), n))
+            .map(|(labels, fork, n)| (parse_label_set(&labels), fork, n))
             .collect())
     }
 }

@@ -319,11 +319,8 @@ async fn lead(leader: Leader, mut leading: watch::Receiver<bool>, shutdown: Canc
         for (index, provider) in leader.providers.iter().enumerate() {
             let class = provider.class();
             let (all, others) = (classes.clone(), leader.options.other_pools.clone());
-            let demand = Demand::Labels(Arc::new(move |labels| {
-                !others
-                    .iter()
-                    .any(|o| labels.iter().all(|(k, v)| o.get(k) == Some(v)))
-                    && all.iter().position(|c| c.serves(labels)) == Some(index)
+            let demand = Demand::Labels(Arc::new(move |labels, fork| {
+                counts_for(&all, &others, index, labels, fork)
             }));
             let config = PoolConfig {
                 min_warm: class.min_warm,
@@ -384,6 +381,27 @@ async fn lead(leader: Leader, mut leading: watch::Receiver<bool>, shutdown: Canc
     }
 }
 
+/// Whether class `index` of `classes` counts a ready step asking for `labels` (of a fork's
+/// run when `fork`) as its demand: no other pool of the engine offers it, and it is the
+/// first class that serves it — for a fork's step, the first that also accepts forks
+/// (other pools take forks' steps only without labels: they accept them then).
+fn counts_for(
+    classes: &[crate::pool::config_file::RunnerClass],
+    others: &[BTreeMap<String, String>],
+    index: usize,
+    labels: &BTreeMap<String, String>,
+    fork: bool,
+) -> bool {
+    let offered_elsewhere = others
+        .iter()
+        .any(|o| (!fork || o.is_empty()) && labels.iter().all(|(k, v)| o.get(k) == Some(v)));
+    !offered_elsewhere
+        && classes
+            .iter()
+            .position(|c| c.serves(labels) && (!fork || c.accept_forks))
+            == Some(index)
+}
+
 async fn unservable_loop(
     executor: Arc<Executor>,
     classes: Vec<crate::pool::config_file::RunnerClass>,
@@ -400,5 +418,38 @@ async fn unservable_loop(
             _ = work => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fork_step_is_the_demand_of_the_first_class_that_accepts_forks() {
+        let file = crate::pool::config_file::parse(
+            r#"
+kubernetes: {namespace: ci, engine_url: "http://plue:8601"}
+classes:
+  - {name: small, labels: {size: small}, max_runners: 1,
+     template: {spec: {containers: [{name: runner, image: p}]}}}
+  - {name: forks, labels: {size: small, sandbox: "yes"}, max_runners: 1, accept_forks: true,
+     template: {spec: {containers: [{name: runner, image: p}]}}}
+"#,
+            "pool.yaml",
+        )
+        .unwrap();
+        let small = BTreeMap::from([("size".to_string(), "small".to_string())]);
+        let classes = &file.classes;
+        assert!(counts_for(classes, &[], 0, &small, false));
+        assert!(!counts_for(classes, &[], 1, &small, false));
+        assert!(
+            !counts_for(classes, &[], 0, &small, true),
+            "small refuses forks"
+        );
+        assert!(counts_for(classes, &[], 1, &small, true));
+        // A labelled local pool takes the repository's steps, not forks'.
+        assert!(!counts_for(classes, &[small.clone()], 0, &small, false));
+        assert!(counts_for(classes, &[small.clone()], 1, &small, true));
     }
 }

@@ -87,7 +87,13 @@ async fn fail_unoffered(
     let store = executor.store();
     let now = now_ms();
     let mut unservable = Vec::new();
-    for (labels, _) in store.queued_ready_by_labels(now).await? {
+    let wanted: std::collections::BTreeSet<_> = store
+        .queued_ready_by_labels(now)
+        .await?
+        .into_iter()
+        .map(|(labels, _, _)| labels)
+        .collect();
+    for labels in wanted {
         if classes.iter().any(|c| c.serves(&labels))
             || other_pools.iter().any(|offered| superset(offered, &labels))
         {
