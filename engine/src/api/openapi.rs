@@ -4,10 +4,10 @@
 //! Invariants: every `/api` route is registered from its handler's own `#[utoipa::path]`
 //! ([`super::routes`] feeds `utoipa_axum::routes!`), so the router cannot serve a path or a
 //! method the document does not list — the tests below probe the real router to hold that;
-//! each operation lists every status its handler (and the token middleware) can answer, the
+//! each operation lists every status its handler (and the caller middleware) can answer, the
 //! errors with the [`super::views::ErrorView`] body of [`crate::http_error::ApiError`].
 //!
-//! The document is readable without a token even with `--private-reads`: it is built from
+//! The document is readable without a token, though reads are private: it is built from
 //! the code alone, is the same for every engine of a version, and holds no data of this one
 //! (no repository, run, runner or token) — and a client needs it to learn how to send one.
 
@@ -32,12 +32,19 @@ const BEARER: &str = "bearer";
         description = "The public API of a Plue engine: runs, steps and their logs, \
                        approvals, runners, the warm pool, repositories, their secrets and \
                        schedules, manual dispatch, API tokens and runner registration \
-                       tokens.\n\nWrites (every method but GET and HEAD) need \
-                       `Authorization: Bearer <token>`: the admin token \
-                       (`PLUE_ADMIN_TOKEN`) or one made with `plue token create`. Reads \
-                       are open unless the engine runs with `--private-reads`, when they \
-                       need a token too. Every error answers `{\"error\": \"...\"}`; a 5xx \
-                       says nothing more than `internal error`."
+                       tokens.\n\nA caller is a user, through `Authorization: Bearer \
+                       <token>`: the admin token (`PLUE_ADMIN_TOKEN`, the `admin` user) or \
+                       one of a user's API tokens (`plue token create`). What it may do \
+                       is its role on each repository — `reader` (runs, logs, artifacts, \
+                       approvals, schedules, environments), `writer` (and dispatch, \
+                       re-run, cancel, decide the approvals it is named for), \
+                       `maintainer` (and settings, members, secrets, environments) — or \
+                       an installation admin's (users, groups, repositories, runner \
+                       tokens, server files). Without a token a caller reads only the \
+                       repositories whose reads are public; a repository the caller may \
+                       not read answers 404, as if it did not exist. Every error answers \
+                       `{\"error\": \"...\"}`; a 5xx says nothing more than `internal \
+                       error`."
     ),
     modifiers(&BearerToken),
     tags(
@@ -66,10 +73,9 @@ impl Modify for BearerToken {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "The admin token (PLUE_ADMIN_TOKEN) or an API token made with \
-                         `plue token create` or POST /api/tokens. Operations that reach \
-                         the server's file system or runner registration need the admin \
-                         token itself.",
+                        "The admin token (PLUE_ADMIN_TOKEN) or a user's API token made \
+                         with `plue token create` or POST /api/tokens; a token acts with \
+                         at most its user's roles.",
                     ))
                     .build(),
             ),
@@ -130,7 +136,7 @@ static SPEC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(super::openapi);
     tag = "meta",
     operation_id = "openapi",
     summary = "This API's OpenAPI document",
-    description = "Readable without a token, even with `--private-reads`: it is built from \
+    description = "Readable without a token, though reads are private: it is built from \
                    the code and holds no data of this engine.",
     security(()),
     responses(
