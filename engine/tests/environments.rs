@@ -540,3 +540,164 @@ async fn environments_are_a_maintainers_and_never_show_a_value() {
     );
     h.engine.shutdown().await;
 }
+
+// A review loop going back to a step under an environment needs a new review: the
+// approval of iteration 1 does not carry over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_loop_going_back_is_reviewed_again() {
+    let h = Harness::new().await;
+    let alice = h.person("alice", Some("writer")).await;
+    let mut plan = deploy(Some("prod"));
+    let mut review = support::bash_step("review", "false");
+    review.depends_on = vec!["deploy".into()];
+    review.loop_to = Some("deploy".into());
+    review.max_loops = Some(1);
+    plan.steps.push(review);
+    let run = support::start_push_run(&h.engine.executor, h.repo_id, &plan, "main").await;
+    let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    let report = |outcome| engine::executor::Report {
+        outcome,
+        exit_code: None,
+        reason: None,
+        outputs: Default::default(),
+    };
+    let first = h.claim().await.expect("iteration 1 after its review");
+    assert_eq!(first.secrets["DEPLOY_KEY"], DEPLOY_KEY);
+    let executor = &h.engine.executor;
+    executor
+        .complete(
+            first.attempt_id,
+            run,
+            None,
+            &report(wire::Outcome::Succeeded),
+        )
+        .await
+        .unwrap();
+    let reviewing = h.claim().await.expect("the reviewing step");
+    assert_eq!(reviewing.step_id, "review");
+    executor
+        .complete(
+            reviewing.attempt_id,
+            run,
+            None,
+            &report(wire::Outcome::Failed),
+        )
+        .await
+        .unwrap();
+    let step = h.step(run, "deploy").await;
+    assert_eq!(
+        (step.status.as_str(), step.iteration),
+        ("waiting", 2),
+        "{step:?}"
+    );
+    assert_eq!(step.review_passed_at, None);
+    assert_never_handed_the_key(&h).await;
+    let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    let second = h.claim().await.expect("iteration 2 after its own review");
+    assert_eq!(second.step_id, "deploy");
+    assert_eq!(second.secrets["DEPLOY_KEY"], DEPLOY_KEY);
+    h.engine.shutdown().await;
+}
+
+// The store's side on both backends: names are case-insensitive, a replaced environment
+// keeps its id and secrets, deleting it deletes them, and a review's decision moves the
+// step back to pending with the time it passed.
+#[tokio::test]
+async fn environments_are_stored_alike_on_both_backends() {
+    use engine::store::{EnvironmentSettings, Reviewer, Verdict};
+    for (store, _dir) in support::stores().await {
+        let backend = store.backend();
+        let repo_id = support::create_repo(&store).await;
+        let settings = EnvironmentSettings {
+            allowed_refs: vec!["main".into()],
+            reviewers: vec!["alice".into()],
+            wait_timer_s: 0,
+            prevent_self_review: true,
+        };
+        let prod = store
+            .put_environment(repo_id, "Prod", &settings)
+            .await
+            .unwrap();
+        store
+            .put_environment_secret(prod.id, "DEPLOY_KEY", "sealed")
+            .await
+            .unwrap();
+        let replaced = EnvironmentSettings {
+            wait_timer_s: 7,
+            ..settings.clone()
+        };
+        let again = store
+            .put_environment(repo_id, "prod", &replaced)
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.id, again.name.as_str()),
+            (prod.id, "prod"),
+            "{backend}"
+        );
+        assert_eq!(again.settings.wait_timer_s, 7);
+        assert_eq!(
+            store
+                .environment(repo_id, "PROD")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            prod.id
+        );
+        let sealed = store
+            .sealed_environment_secrets(prod.id, &["DEPLOY_KEY".into(), "OTHER".into()])
+            .await
+            .unwrap();
+        assert_eq!(sealed.len(), 1, "{backend}");
+
+        let executor = engine::executor::Executor::new(
+            store.clone(),
+            std::sync::Arc::new(engine::events::Events::default()),
+            Default::default(),
+            8,
+        );
+        let run = support::start_push_run(&executor, repo_id, &deploy(Some("prod")), "main").await;
+        let found = store
+            .run_environments(run, &["prod"])
+            .await
+            .unwrap()
+            .unwrap();
+        let origin = found.repo.unwrap();
+        assert_eq!(origin.branch.as_deref(), Some("main"), "{backend}");
+        assert!(!origin.from_fork);
+        assert!(found.defined.contains_key("prod"));
+        assert_eq!(
+            store.step_run(run, "deploy").await.unwrap().unwrap().status,
+            "waiting"
+        );
+        let alice = Reviewer {
+            name: "alice",
+            user_id: None,
+        };
+        let now = support::now_ms();
+        let decided = store
+            .decide_review(run, "deploy", "prod", Verdict::Approve, alice, "ok", now)
+            .await
+            .unwrap();
+        assert_eq!(decided, engine::store::Decided::Done, "{backend}");
+        let step = store.step_run(run, "deploy").await.unwrap().unwrap();
+        assert_eq!(
+            (step.status.as_str(), step.review_passed_at),
+            ("pending", Some(now))
+        );
+        let listed = store.approvals_of_run(run).await.unwrap();
+        assert_eq!(listed[0].environment.as_deref(), Some("prod"), "{backend}");
+        assert_eq!(listed[0].decided_by, "alice");
+
+        assert!(store.delete_environment(repo_id, "PROD").await.unwrap());
+        assert!(store.environment(repo_id, "prod").await.unwrap().is_none());
+        assert!(store
+            .sealed_environment_secrets(prod.id, &["DEPLOY_KEY".into()])
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}

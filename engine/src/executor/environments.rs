@@ -105,12 +105,17 @@ pub fn ref_allowed(allowed: &[String], branch: Option<&str>) -> bool {
         .any(|pattern| evaluator::glob::compile(pattern).is_ok_and(|glob| glob.is_match(branch)))
 }
 
-/// What happens to step run `row`, which the schedule would queue at `now`, under `gate`.
-pub fn admit(gate: Option<&Gate>, row: &StepRunRow, now: i64) -> Admit {
+/// What happens to step run `row`, which the schedule would queue at `now` in review-loop
+/// iteration `iteration`, under `gate`. A review passed in another iteration than the one
+/// the step is about to run (a loop went back in this very advance) does not count.
+pub fn admit(gate: Option<&Gate>, row: &StepRunRow, iteration: i64, now: i64) -> Admit {
+    let passed = row
+        .review_passed_at
+        .filter(|_| row.iteration.max(1) == iteration);
     match gate {
         None => Admit::Queue { ready_at: now },
         Some(Gate::Refused(reason)) => Admit::Fail(reason.clone()),
-        Some(Gate::Open { review, wait_ms }) => match (review, row.review_passed_at) {
+        Some(Gate::Open { review, wait_ms }) => match (review, passed) {
             (true, None) => Admit::Review {
                 deadline: now.saturating_add(REVIEW_TIMEOUT_MS),
             },
@@ -255,29 +260,37 @@ mod tests {
             wait_ms: 60_000,
         };
         assert_eq!(
-            admit(Some(&review), &row(None), 1_000),
+            admit(Some(&review), &row(None), 1, 1_000),
             Admit::Review {
                 deadline: 1_000 + REVIEW_TIMEOUT_MS
             }
         );
         assert_eq!(
-            admit(Some(&review), &row(Some(500)), 1_000),
+            admit(Some(&review), &row(Some(500)), 1, 1_000),
             Admit::Queue { ready_at: 60_500 }
+        );
+        // regression: a loop going back in the same advance that queued the step reused
+        // the previous iteration's review.
+        assert_eq!(
+            admit(Some(&review), &row(Some(500)), 2, 1_000),
+            Admit::Review {
+                deadline: 1_000 + REVIEW_TIMEOUT_MS
+            }
         );
         let timer = Gate::Open {
             review: false,
             wait_ms: 60_000,
         };
         assert_eq!(
-            admit(Some(&timer), &row(None), 1_000),
+            admit(Some(&timer), &row(None), 1, 1_000),
             Admit::Queue { ready_at: 61_000 }
         );
         assert_eq!(
-            admit(None, &row(None), 1_000),
+            admit(None, &row(None), 1, 1_000),
             Admit::Queue { ready_at: 1_000 }
         );
         assert_eq!(
-            admit(Some(&Gate::Refused("no".into())), &row(Some(1)), 1_000),
+            admit(Some(&Gate::Refused("no".into())), &row(Some(1)), 1, 1_000),
             Admit::Fail("no".into())
         );
     }

@@ -242,9 +242,9 @@ pub(crate) fn plan_changes_with(
                     }
                     // The environment's gate comes first: a refused step fails, one
                     // waiting for its review holds no runner either.
-                    Decision::Queue { step } if !admits(gates, rows, step, now) => {
+                    Decision::Queue { step } if !admits(gates, rows, iterations, step, now) => {
                         let gate = gates.get(step).and_then(Option::as_ref);
-                        match environments::admit(gate, &rows[step], now) {
+                        match environments::admit(gate, &rows[step], iterations[step], now) {
                             Admit::Fail(reason) => {
                                 statuses[step] = StepStatus::Failed;
                                 changes.push(StepChange::Fail {
@@ -265,10 +265,11 @@ pub(crate) fn plan_changes_with(
                     }
                     Decision::Queue { step } if active < snapshot.max_parallel => {
                         let gate = gates.get(step).and_then(Option::as_ref);
-                        let ready_at = match environments::admit(gate, &rows[step], now) {
-                            Admit::Queue { ready_at } => ready_at,
-                            _ => now,
-                        };
+                        let ready_at =
+                            match environments::admit(gate, &rows[step], iterations[step], now) {
+                                Admit::Queue { ready_at } => ready_at,
+                                _ => now,
+                            };
                         let results = results(
                             step,
                             &reads[step],
@@ -356,11 +357,17 @@ pub(crate) fn plan_changes_with(
 }
 
 /// Whether the environment gate lets step `step` be queued now (steps without one: yes).
-fn admits(gates: &[Option<Gate>], rows: &[StepRunRow], step: usize, now: i64) -> bool {
+fn admits(
+    gates: &[Option<Gate>],
+    rows: &[StepRunRow],
+    iterations: &[i64],
+    step: usize,
+    now: i64,
+) -> bool {
     let gate = gates.get(step).and_then(Option::as_ref);
     gate.is_none()
         || matches!(
-            environments::admit(gate, &rows[step], now),
+            environments::admit(gate, &rows[step], iterations[step], now),
             Admit::Queue { .. }
         )
 }
