@@ -449,7 +449,19 @@ classes:
         );
         assert!(counts_for(classes, &[], 1, &small, true));
         // A labelled local pool takes the repository's steps, not forks'.
-        assert!(!counts_for(classes, &[small.clone()], 0, &small, false));
-        assert!(counts_for(classes, &[small.clone()], 1, &small, true));
+        assert!(!counts_for(
+            classes,
+            std::slice::from_ref(&small),
+            0,
+            &small,
+            false
+        ));
+        assert!(counts_for(
+            classes,
+            std::slice::from_ref(&small),
+            1,
+            &small,
+            true
+        ));
     }
 }
