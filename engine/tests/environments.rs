@@ -701,3 +701,43 @@ async fn environments_are_stored_alike_on_both_backends() {
             .is_empty());
     }
 }
+
+// The run page shows each step's environment, and why a step waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_shows_the_environment_and_the_review() {
+    let h = Harness::new().await;
+    let alice = h.person("alice", Some("writer")).await;
+    let run =
+        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirects
+        .post(format!("{}/login", h.engine.url))
+        .form(&[("token", alice.token.as_str()), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<String> = login
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect();
+    assert!(!cookies.is_empty(), "signed in: {}", login.status());
+    let page = no_redirects
+        .get(format!("{}/runs/{run}", h.engine.url))
+        .header(reqwest::header::COOKIE, cookies.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"data-environment="prod""#), "{html}");
+    assert!(
+        html.contains("waiting for a review of environment prod"),
+        "{html}"
+    );
+    h.engine.shutdown().await;
+}
