@@ -51,7 +51,9 @@ fn make_token(sandbox: &Sandbox, engine: &str, name: &str) -> String {
         .expect("plue user create");
     assert!(created.status.success(), "{}", text(&created));
     let output = sandbox
-        .plue(&["token", "create", "laptop", "--user", name, "--server", engine])
+        .plue(&[
+            "token", "create", "laptop", "--user", name, "--server", engine,
+        ])
         .output()
         .expect("plue token create");
     assert!(output.status.success(), "{}", text(&output));
