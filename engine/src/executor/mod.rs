@@ -5,6 +5,11 @@
 //! Invariant: `advance` is idempotent and safe to call at any time from any engine
 //! replica — it re-reads the run under its lock and only applies changes that are still
 //! valid — so timers and restarts simply call it again.
+//!
+//! Environments: before each advance of a run whose plan names one, the executor reads the
+//! run's origin and its repository's environments ([`environments::gates`]), and the rules
+//! decide on that data; at claim, [`Executor::secret_values`] checks the gate again before
+//! it opens an environment's secret.
 
 mod approvals;
 pub mod environments;
