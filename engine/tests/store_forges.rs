@@ -326,7 +326,11 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
         assert_eq!(missing, "secret 'NOPE' is not set");
 
         let fork = start(&executor, id, &plan(vec![step]), false).await;
-        let secrets = executor.secret_values(fork, "s", &names).await.unwrap().unwrap();
+        let secrets = executor
+            .secret_values(fork, "s", &names)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(secrets.values.is_empty(), "a fork gets nothing");
         assert_eq!(secrets.withheld, names);
 
@@ -344,5 +348,63 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
             .unwrap()
             .unwrap_err();
         assert!(err.starts_with("secret 'DEPLOY': "), "{err}");
+    }
+}
+
+// The lists a caller reads are filtered in the query, so `limit` counts readable rows: a
+// page of 2 of repository A's runs is 2 of A's runs however many of B's came since, and
+// an empty set of repositories lists nothing (never everything).
+#[tokio::test]
+async fn runs_and_repositories_are_listed_only_of_the_given_repositories() {
+    use engine::store::RunFilter;
+    for (store, _dir) in support::stores().await {
+        let executor = Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            8,
+        );
+        let a = repo(&store, "acme/a").await;
+        let b = repo(&store, "acme/b").await;
+        let wf = plan(vec![Step::new(
+            "s",
+            Action::Bash {
+                command: "true".into(),
+            },
+        )]);
+        let mut of_a = Vec::new();
+        for _ in 0..3 {
+            of_a.push(start(&executor, a, &wf, true).await);
+        }
+        for _ in 0..5 {
+            start(&executor, b, &wf, true).await;
+        }
+        let local = support::start_plan_run(&executor, "/w/local.plue.py", &wf, None).await;
+        let all = RunFilter::default();
+        let page = store.runs_page(&all, Some(&[a]), 2).await.unwrap();
+        let ids: Vec<i64> = page.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![of_a[2], of_a[1]], "{}", store.backend());
+        assert!(store
+            .runs_page(&all, Some(&[]), 50)
+            .await
+            .unwrap()
+            .is_empty());
+        let both = store.runs_page(&all, Some(&[a, b]), 50).await.unwrap();
+        assert_eq!(both.len(), 8);
+        assert!(both.iter().all(|r| r.id != local), "no local run");
+        let everything = store.runs_page(&all, None, 50).await.unwrap();
+        assert_eq!(everything.len(), 9);
+        let names = |repos: Vec<engine::store::RepoRow>| -> Vec<String> {
+            repos.into_iter().map(|r| r.name).collect()
+        };
+        assert_eq!(
+            names(store.list_repos_in(Some(&[b])).await.unwrap()),
+            ["acme/b"]
+        );
+        assert!(store.list_repos_in(Some(&[])).await.unwrap().is_empty());
+        assert_eq!(
+            names(store.list_repos_in(None).await.unwrap()),
+            ["acme/a", "acme/b"]
+        );
     }
 }
