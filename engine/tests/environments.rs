@@ -741,3 +741,135 @@ async fn the_run_page_shows_the_environment_and_the_review() {
     );
     h.engine.shutdown().await;
 }
+
+/// Runs `plue args...` against the harness's engine with `token`, `stdin` on its input;
+/// whether it succeeded and what it printed (stdout, then stderr).
+fn plue(h: &Harness, token: &str, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plue"))
+        .args(args)
+        .env("PLUE_SERVER", &h.engine.url)
+        .env("PLUE_TOKEN", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plue");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+// `plue env` for maintainers: set, list, secrets by stdin, delete; a writer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plue_env_manages_environments() {
+    let h = Harness::new().await;
+    let maya = h.person("maya", Some("maintainer")).await;
+    let bob = h.person("bob", Some("writer")).await;
+    let h = std::sync::Arc::new(h);
+    let run = |token: String, args: Vec<&'static str>, stdin: &'static str| {
+        let h = h.clone();
+        tokio::task::spawn_blocking(move || plue(&h, &token, &args, stdin))
+    };
+    let (ok, out) = run(
+        maya.token.clone(),
+        vec![
+            "env",
+            "set",
+            "acme/app",
+            "staging",
+            "--allow",
+            "main",
+            "--allow",
+            "release/*",
+            "--reviewer",
+            "@release",
+            "--wait-timer",
+            "5",
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "staging\trefs=main,release/*\treviewers=@release\twait=5s\tself-review=refused"
+        ),
+        "{out}"
+    );
+    let (ok, out) = run(maya.token.clone(), vec!["env", "list", "acme/app"], "")
+        .await
+        .unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("prod\trefs=main")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("staging\t")), "{out}");
+    let (ok, out) = run(
+        maya.token.clone(),
+        vec!["env", "secret-set", "acme/app", "staging", "STAGING_KEY"],
+        "s3cr3t\n",
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(
+        maya.token.clone(),
+        vec!["env", "secret-list", "acme/app", "staging"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok && out.trim() == "STAGING_KEY", "{out}");
+    let (ok, out) = run(
+        bob.token.clone(),
+        vec!["env", "set", "acme/app", "prod", "--allow", "**"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(!ok, "a writer widened prod: {out}");
+    assert!(out.contains("maintainer"), "{out}");
+    let (ok, out) = run(
+        maya.token.clone(),
+        vec!["env", "secret-delete", "acme/app", "staging", "STAGING_KEY"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    let (ok, out) = run(
+        maya.token.clone(),
+        vec!["env", "delete", "acme/app", "staging"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    let (ok, _) = run(
+        maya.token.clone(),
+        vec!["env", "delete", "acme/app", "staging"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(!ok, "deleted twice");
+    match std::sync::Arc::try_unwrap(h) {
+        Ok(h) => h.engine.shutdown().await,
+        Err(_) => panic!("the harness is still shared"),
+    }
+}
