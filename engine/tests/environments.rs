@@ -5,6 +5,10 @@
 //! a pull request: the plan is the pushed branch's own copy of the workflow file, so the
 //! attacker controls all of it; only the engine's records (branch, fork) and the
 //! environment's settings decide.
+//!
+//! Longer than most test files on purpose: every test shares the one harness (engine,
+//! repository, environment, users, runner) defined here, and each is one attack or one
+//! surface (API, CLI, page) of the same feature.
 
 #[allow(dead_code)]
 mod support;
