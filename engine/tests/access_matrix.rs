@@ -11,9 +11,12 @@
 //! succeed, or fail with 400/409/422/501, so what is measured is the access layer. A 500
 //! fails the test.
 //!
-//! Also: a step's token (a user holding roles on another repository only) and no token
-//! read nothing of a private repository's run — not its run, logs, artifacts, outputs,
-//! approvals, nor its line in the runs list; and a revoked token gets 401 everywhere.
+//! Also, against the same world: a step's token (a user holding roles on another
+//! repository only) and no token read nothing of a private repository's run — not its run,
+//! logs, artifacts, outputs, approvals, nor its line in the runs list; a revoked token gets
+//! 401 everywhere; maintainers grant roles up to their own; every change is audited with
+//! its user. (Past 600 lines: one table, the world its paths name, and the tests that need
+//! that world, kept together so a route's rule and its attacks are read side by side.)
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -273,6 +276,7 @@ async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let mut config = EngineConfig::new(RUNNER.into());
     config.admin_token = Some(ADMIN.into());
+    config.vault = engine::vault::Vault::new("key-of-the-access-matrix").unwrap();
     let engine = support::start_in_process(dir.path(), config).await;
     let store = engine.executor.store().clone();
     let app = support::create_repo(&store).await;
@@ -609,4 +613,327 @@ async fn a_revoked_token_gets_401_on_every_route() {
             .await;
         assert_eq!(status, 401, "{} {uri}: {error}", method.to_uppercase());
     }
+}
+
+impl World {
+    /// `method uri` with `token` and a JSON `body`, asserting the status; the JSON answer.
+    async fn expect(
+        &self,
+        method: &str,
+        uri: &str,
+        token: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
+        let method_ = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method_, format!("{}{uri}", self.engine.url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(got, status, "{method} {uri}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+// Members: a maintainer grants roles up to maintainer — never through a token narrowed
+// below it — only to users that exist; the grant is what the user then acts with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
+    let world = world().await;
+    let members = "/api/repos/acme/app/members";
+    let (outsider, _, outsider_token) =
+        support::user_with_token(&world.store, "outsider", &[]).await;
+    let run = format!("/api/runs/{}", world.run);
+    world.expect("get", &run, &outsider_token, None, 404).await;
+    let granted = world
+        .expect(
+            "put",
+            &format!("{members}/OUTSIDER"),
+            &world.maintainer,
+            Some(json!({"role": "writer"})),
+            200,
+        )
+        .await;
+    assert_eq!(granted["user"], "outsider");
+    assert_eq!(granted["role"], "writer");
+    world.expect("get", &run, &outsider_token, None, 200).await;
+    let listed = world
+        .expect("get", members, &world.maintainer, None, 200)
+        .await;
+    let roles: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().into(),
+                m["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        roles.contains(&("outsider".into(), "writer".into())),
+        "{listed}"
+    );
+    assert!(
+        roles.contains(&("maintainer".into(), "maintainer".into())),
+        "{listed}"
+    );
+    // Maintainer may be granted by a maintainer; a token narrowed to writer grants nothing.
+    world
+        .expect(
+            "put",
+            &format!("{members}/outsider"),
+            &world.maintainer,
+            Some(json!({"role": "maintainer"})),
+            200,
+        )
+        .await;
+    let app = world.store.repo_by_name("acme/app").await.unwrap().unwrap();
+    let narrowed = engine::tokens::new_token().unwrap();
+    let maintainer_id = world
+        .store
+        .user_by_name("maintainer")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    world
+        .store
+        .create_user_token(&engine::store::NewToken {
+            user_id: maintainer_id,
+            name: "narrow",
+            token_hash: &engine::tokens::hash_token(&narrowed),
+            max_role: Some("writer"),
+            repos: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    world
+        .expect(
+            "put",
+            &format!("{members}/outsider"),
+            &narrowed,
+            Some(json!({"role": "reader"})),
+            403,
+        )
+        .await;
+    // Unknown users and roles.
+    world
+        .expect(
+            "put",
+            &format!("{members}/nobody"),
+            &world.maintainer,
+            Some(json!({"role": "reader"})),
+            404,
+        )
+        .await;
+    world
+        .expect(
+            "put",
+            &format!("{members}/outsider"),
+            &world.maintainer,
+            Some(json!({"role": "admin"})),
+            422,
+        )
+        .await;
+    // Revoked: the user reads nothing again.
+    world
+        .expect(
+            "delete",
+            &format!("{members}/outsider"),
+            &world.maintainer,
+            None,
+            204,
+        )
+        .await;
+    world.expect("get", &run, &outsider_token, None, 404).await;
+    world
+        .expect(
+            "delete",
+            &format!("{members}/outsider"),
+            &world.maintainer,
+            None,
+            404,
+        )
+        .await;
+    assert_eq!(world.store.role_of(app.id, outsider).await.unwrap(), None);
+}
+
+// Every change through the API is in the audit trail with the user who made it, and runs
+// started through it record their triggerer's user id (what `exclude_triggerer` compares).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
+    let world = world().await;
+    let writer_id = world
+        .store
+        .user_by_name("writer")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let maintainer_id = world
+        .store
+        .user_by_name("maintainer")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let run = world.run;
+    let rerun = world
+        .expect(
+            "post",
+            &format!("/api/runs/{run}/rerun"),
+            &world.writer,
+            None,
+            200,
+        )
+        .await["run_id"]
+        .as_i64()
+        .unwrap();
+    let trigger = world.store.trigger_of(rerun).await.unwrap().unwrap();
+    assert_eq!(
+        (trigger.user_id, trigger.name.as_str()),
+        (Some(writer_id), "writer")
+    );
+    world
+        .expect(
+            "post",
+            &format!("/api/runs/{run}/cancel"),
+            &world.writer,
+            None,
+            200,
+        )
+        .await;
+    let repo = "/api/repos/acme/app";
+    world
+        .expect(
+            "patch",
+            repo,
+            &world.maintainer,
+            Some(json!({"public_read": true})),
+            200,
+        )
+        .await;
+    world
+        .expect(
+            "put",
+            &format!("{repo}/members/outsider"),
+            &world.maintainer,
+            Some(json!({"role": "reader"})),
+            200,
+        )
+        .await;
+    world
+        .expect(
+            "delete",
+            &format!("{repo}/members/outsider"),
+            &world.maintainer,
+            None,
+            204,
+        )
+        .await;
+    world
+        .expect(
+            "post",
+            "/api/repos",
+            ADMIN,
+            Some(
+                json!({"name": "acme/new", "clone_url": "https://forge.example/new.git",
+                        "forge": "gitea", "webhook_secret": "a-webhook-secret"}),
+            ),
+            201,
+        )
+        .await;
+    world
+        .expect("delete", "/api/repos/acme/new", ADMIN, None, 200)
+        .await;
+    let made = world
+        .expect(
+            "post",
+            "/api/runner-tokens",
+            ADMIN,
+            Some(json!({"name": "r"})),
+            201,
+        )
+        .await;
+    world
+        .expect(
+            "delete",
+            &format!("/api/runner-tokens/{}", made["id"]),
+            ADMIN,
+            None,
+            200,
+        )
+        .await;
+    let events = world
+        .store
+        .audit_events(&engine::store::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(String, Option<i64>, String)> = events
+        .iter()
+        .rev()
+        .map(|e| (e.action.clone(), e.user_id, e.actor.clone()))
+        .collect();
+    let admin_id = world.store.user_by_name("admin").await.unwrap().unwrap().id;
+    for expected in [
+        ("run.rerun", Some(writer_id), "writer"),
+        ("run.cancel", Some(writer_id), "writer"),
+        ("repo.settings", Some(maintainer_id), "maintainer"),
+        ("role.grant", Some(maintainer_id), "maintainer"),
+        ("role.revoke", Some(maintainer_id), "maintainer"),
+        ("repo.create", Some(admin_id), "admin"),
+        ("repo.delete", Some(admin_id), "admin"),
+        ("runner_token.create", Some(admin_id), "admin"),
+        ("runner_token.revoke", Some(admin_id), "admin"),
+    ] {
+        let expected = (expected.0.to_string(), expected.1, expected.2.to_string());
+        assert!(seen.contains(&expected), "{expected:?} in {seen:#?}");
+    }
+    let rerun_event = events.iter().find(|e| e.action == "run.rerun").unwrap();
+    assert_eq!(rerun_event.run_id, Some(rerun));
+    assert!(
+        rerun_event.detail.contains(&format!("\"rerun_of\":{run}")),
+        "{}",
+        rerun_event.detail
+    );
+    // Secret changes name the secret, never its value.
+    let secret = format!("{repo}/secrets/TOKEN");
+    world
+        .expect(
+            "put",
+            &secret,
+            &world.maintainer,
+            Some(json!({"value": "hunter2"})),
+            204,
+        )
+        .await;
+    world
+        .expect("delete", &secret, &world.maintainer, None, 204)
+        .await;
+    let after = world
+        .store
+        .audit_events(&engine::store::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for action in ["secret.put", "secret.delete"] {
+        let event = after.iter().find(|e| e.action == action).expect(action);
+        assert_eq!(event.user_id, Some(maintainer_id));
+        assert!(event.detail.contains("TOKEN"), "{}", event.detail);
+    }
+    assert!(after.iter().all(|e| !e.detail.contains("hunter2")));
 }
