@@ -99,9 +99,16 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(repos::put_member, repos::delete_member))
         .routes(routes!(repos::list_secrets))
         .routes(routes!(environments::list))
-        .routes(routes!(environments::get, environments::put, environments::delete))
+        .routes(routes!(
+            environments::get,
+            environments::put,
+            environments::delete
+        ))
         .routes(routes!(environments::list_secrets))
-        .routes(routes!(environments::put_secret, environments::delete_secret))
+        .routes(routes!(
+            environments::put_secret,
+            environments::delete_secret
+        ))
         .routes(routes!(repos::put_secret, repos::delete_secret))
         .routes(routes!(repos::repo_schedules))
         .routes(routes!(repos::dispatch))
@@ -116,7 +123,10 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(people::unlink_forge_login))
         .routes(routes!(people::list_groups, people::create_group))
         .routes(routes!(people::get_group, people::delete_group))
-        .routes(routes!(people::add_group_member, people::remove_group_member))
+        .routes(routes!(
+            people::add_group_member,
+            people::remove_group_member
+        ))
         .routes(routes!(audit_trail::list_audit))
         .routes(routes!(runner_tokens::list, runner_tokens::create))
         .routes(routes!(runner_tokens::revoke));
@@ -127,9 +137,9 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
 pub fn router(state: ApiState) -> Router {
     let (guarded, open) = routes();
     let guarded = Router::from(guarded).route_layer(axum::middleware::from_fn_with_state(
-            state.auth.resolver().clone(),
-            crate::access::resolve,
-        ));
+        state.auth.resolver().clone(),
+        crate::access::resolve,
+    ));
     Router::new()
         .merge(guarded)
         .merge(Router::from(open))
@@ -293,7 +303,15 @@ async fn cancel_run(
             format!("run {id} is already {}", run.status),
         ));
     }
-    audit(store, &caller, "run.cancel", run.repo_id, Some(id), serde_json::json!({})).await?;
+    audit(
+        store,
+        &caller,
+        "run.cancel",
+        run.repo_id,
+        Some(id),
+        serde_json::json!({}),
+    )
+    .await?;
     let run = store
         .run(id)
         .await?
@@ -336,7 +354,15 @@ async fn rerun(
         Some(run_id) => {
             record_trigger(store, &caller, run_id).await?;
             let detail = serde_json::json!({ "rerun_of": id });
-            audit(store, &caller, "run.rerun", run.repo_id, Some(run_id), detail).await?;
+            audit(
+                store,
+                &caller,
+                "run.rerun",
+                run.repo_id,
+                Some(run_id),
+                detail,
+            )
+            .await?;
             Ok(Json(Created { run_id }))
         }
         None => Err(ApiError::not_found(format!("no run {id}"))),

@@ -274,7 +274,15 @@ pub(super) async fn create_repo(
         })?;
     let detail = serde_json::json!({ "name": created.name });
     let store = state.executor.store();
-    audit(store, &caller, "repo.create", Some(created.id), None, detail).await?;
+    audit(
+        store,
+        &caller,
+        "repo.create",
+        Some(created.id),
+        None,
+        detail,
+    )
+    .await?;
     if let Some(registry) = &state.registry {
         // Schedules of the default branch, read in the background: a slow or unreachable
         // remote must not hold up registration.
@@ -541,7 +549,8 @@ pub(super) async fn put_member(
     store
         .grant_role(repo.id, member.id, request.role.as_str())
         .await?;
-    let detail = serde_json::json!({ "user": member.name, "user_id": member.id, "role": request.role });
+    let detail =
+        serde_json::json!({ "user": member.name, "user_id": member.id, "role": request.role });
     audit(store, &caller, "role.grant", Some(repo.id), None, detail).await?;
     Ok(Json(MemberView {
         user: member.name,
@@ -849,7 +858,15 @@ pub(super) async fn dispatch(
             let store = state.executor.store();
             record_trigger(store, &caller, run_id).await?;
             let detail = serde_json::json!({ "workflow": request.workflow, "ref": git_ref });
-            audit(store, &caller, "run.dispatch", Some(repo.id), Some(run_id), detail).await?;
+            audit(
+                store,
+                &caller,
+                "run.dispatch",
+                Some(repo.id),
+                Some(run_id),
+                detail,
+            )
+            .await?;
             Ok((StatusCode::CREATED, Json(Created { run_id })))
         }
         Err(DispatchError::NotFound(message)) => Err(ApiError::not_found(message)),
