@@ -46,11 +46,23 @@ impl Harness {
     /// The engine with `acme/app`, its environment `prod` (main only, reviewer alice) and
     /// prod's secret `DEPLOY_KEY`, set through the API as an admin, and a runner.
     async fn new() -> Harness {
+        Harness::start(false).await
+    }
+
+    /// [`Harness::new`], with an evaluator for repositories' workflow files when
+    /// `evaluating`.
+    async fn start(evaluating: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config = EngineConfig::new(REGISTRATION.into());
         config.admin_token = Some(ADMIN.into());
         config.vault = Vault::new(KEY).unwrap();
-        let engine = support::start_in_process(&dir.path().join("data"), config).await;
+        config.mirrors_dir = dir.path().join("mirrors");
+        let data = dir.path().join("data");
+        let engine = if evaluating {
+            support::start_in_process_with_evaluator(&data, config).await
+        } else {
+            support::start_in_process(&data, config).await
+        };
         let repo_id = support::create_repo(engine.executor.store()).await;
         let http = reqwest::Client::new();
         let runner =
@@ -876,4 +888,117 @@ async fn plue_env_manages_environments() {
         Ok(h) => h.engine.shutdown().await,
         Err(_) => panic!("the harness is still shared"),
     }
+}
+
+/// The deploy workflow as `main` has it: an approval, then `deploy` under prod.
+const DEPLOY_ON_MAIN: &str = r#"
+def workflow(ctx):
+    gate = Step.approval("gate", approvers=["alice"])
+    return Plan("Deploy", triggers=[Trigger.manual(), Trigger.on_push(branch="main")], steps=[
+        gate,
+        Step.bash("deploy", "./deploy.sh", secrets=["DEPLOY_KEY"], environment="prod",
+                  depends_on=[gate]),
+    ])
+"#;
+
+/// The same file as a member pushed it on `feature`: it triggers there and has no gate.
+const DEPLOY_ON_FEATURE: &str = r#"
+def workflow(ctx):
+    return Plan("Deploy", triggers=[Trigger.manual(), Trigger.on_push(branch="feature")], steps=[
+        Step.bash("deploy", "./deploy.sh", secrets=["DEPLOY_KEY"], environment="prod"),
+    ])
+"#;
+
+/// Runs a shell script in `dir` with a fixed git identity.
+fn git(dir: &std::path::Path, script: &str) {
+    let out = std::process::Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// (a) through the real path: a git repository whose `feature` branch holds its own copy
+// of the deploy workflow without the approval, evaluated by the engine's evaluator and
+// started by the registry. The plan is the attacker's; the gate is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branchs_own_copy_of_the_workflow_is_evaluated_and_still_gated() {
+    let h = Harness::start(true).await;
+    let origin = h._dir.path().join("origin");
+    std::fs::create_dir_all(origin.join(".plue")).unwrap();
+    std::fs::write(origin.join(".plue/deploy.plue.py"), DEPLOY_ON_MAIN).unwrap();
+    git(
+        &origin,
+        "git init -q -b main . && git add -A && git commit -qm main",
+    );
+    git(&origin, "git checkout -q -b feature");
+    std::fs::write(origin.join(".plue/deploy.plue.py"), DEPLOY_ON_FEATURE).unwrap();
+    git(
+        &origin,
+        "git commit -qam 'deploy from feature, no gate' && git checkout -q main",
+    );
+    h.store()
+        .create_repo(&engine::store::NewRepo {
+            name: "octo/hello",
+            clone_url: origin.to_str().unwrap(),
+            forge: "github",
+            webhook_secret_sealed: "plain:s",
+            api_url: None,
+            api_token_sealed: None,
+            default_branch: Some("main"),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/api/repos/octo/hello/environments/prod",
+            json!({"allowed_refs": ["main"], "reviewers": ["alice"]}),
+        ),
+        (
+            "PUT",
+            "/api/repos/octo/hello/environments/prod/secrets/DEPLOY_KEY",
+            json!({"value": DEPLOY_KEY}),
+        ),
+    ] {
+        let (status, answer) = h.call(ADMIN, method, path, Some(body)).await;
+        assert!(status == 200 || status == 204, "{path}: {status} {answer}");
+    }
+    let dispatch = |git_ref: &'static str| {
+        h.call(
+            ADMIN,
+            "POST",
+            "/api/repos/octo/hello/dispatch",
+            Some(json!({"workflow": "deploy", "ref": git_ref})),
+        )
+    };
+    let (status, created) = dispatch("feature").await;
+    assert_eq!(status, 201, "{created}");
+    let run = created["run_id"].as_i64().unwrap();
+    let step = h.step(run, "deploy").await;
+    assert_eq!(step.status, "failed", "{step:?}");
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("environment 'prod' allows refs main; this run is on feature")
+    );
+    assert_never_handed_the_key(&h).await;
+    // On main the same step waits for prod's review after its own approval.
+    let (status, created) = dispatch("main").await;
+    assert_eq!(status, 201, "{created}");
+    let run = created["run_id"].as_i64().unwrap();
+    assert_eq!(h.step(run, "gate").await.status, "waiting");
+    assert_eq!(h.step(run, "deploy").await.status, "pending");
+    assert_never_handed_the_key(&h).await;
+    h.engine.shutdown().await;
 }

@@ -623,6 +623,33 @@ pub(crate) async fn start_in_process(data_dir: &Path, config: EngineConfig) -> R
         .expect("start the engine")
 }
 
+/// [`start_in_process`] with an evaluator of one worker (the built `plue`), so that
+/// repositories' workflow files are evaluated (dispatch, webhooks) as `plue serve` does.
+pub(crate) async fn start_in_process_with_evaluator(
+    data_dir: &Path,
+    config: EngineConfig,
+) -> RunningEngine {
+    let pool = evaluator::EvaluatorPool::start(evaluator::PoolConfig {
+        workers: 1,
+        command: evaluator::WorkerCommand {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_plue")),
+            args: vec!["__eval-worker".into()],
+        },
+        limits: evaluator::Limits::default(),
+    })
+    .await
+    .expect("an evaluator");
+    let store = Store::open_data_dir(data_dir)
+        .await
+        .expect("open the store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    engine_server::start(store, listener, config, Some(std::sync::Arc::new(pool)))
+        .await
+        .expect("start the engine")
+}
+
 /// [`start_in_process`] with the runner protocol on a listener of its own
 /// (`plue serve --runner-listen`): its URL is the engine's `runner_url`.
 pub(crate) async fn start_in_process_with_runner_listener(
