@@ -118,6 +118,47 @@ fn one_client_takes_few_places_of_a_step_and_an_ipv6_host_is_one_client() {
     assert_eq!(at("::ffff:10.0.0.1"), at("10.0.0.1"));
 }
 
+// A user is one client whichever of its tokens it uses and wherever it connects from; the
+// anonymous are their addresses, and so is everyone on an engine without users.
+#[test]
+fn a_signed_in_caller_is_counted_by_its_user() {
+    use crate::access::{Caller, Scope, User};
+    let signed = |id: i64, token_id: i64| Caller::Signed {
+        user: User {
+            id,
+            name: format!("user-{id}"),
+            admin: false,
+            kind: "person".into(),
+        },
+        scope: Scope::default(),
+        token_id: Some(token_id),
+    };
+    let here = Some("10.0.0.1".parse().unwrap());
+    let there = Some("10.9.9.9".parse().unwrap());
+    assert_eq!(
+        Who::of_caller(&signed(7, 1), here),
+        Who::of_caller(&signed(7, 2), there)
+    );
+    assert_ne!(
+        Who::of_caller(&signed(7, 1), here),
+        Who::of_caller(&signed(8, 3), here)
+    );
+    assert!(Who::of_caller(&signed(7, 1), None).signed_in());
+    assert_eq!(Who::of_caller(&Caller::Anonymous, here), at("10.0.0.1"));
+    assert_eq!(Who::of_caller(&Caller::Embedded, here), at("10.0.0.1"));
+    let f = followers(100, 3, 100);
+    let held: Vec<_> = (0..3)
+        .map(|i| f.enter(i, Who::of_caller(&signed(7, i), here)).unwrap())
+        .collect();
+    assert_eq!(
+        f.enter(9, Who::of_caller(&signed(7, 99), there))
+            .unwrap_err(),
+        Refused::Client(3),
+        "a fourth token of the same user is the same client"
+    );
+    drop(held);
+}
+
 #[test]
 fn tokens_are_counted_wherever_they_connect_from() {
     let f = followers(100, 3, 100);
