@@ -240,6 +240,22 @@ async fn a_fork_step_goes_only_to_a_runner_that_accepts_forks() {
          accept_forks on a runner class or token"
     );
 
+    // An unlabelled fork step fails too (no runner accepting forks at all), and so does
+    // the next: the engine's own holder runners never count as runners that accept them.
+    let unlabelled = support::plan("lint", vec![support::bash_step("lint", "true")]);
+    for _ in 0..2 {
+        let fork = support::start_pr_run(&engine.executor, repo, &unlabelled, true).await;
+        let failed = support::wait_for(Duration::from_secs(20), "the fork's lint fails", || {
+            let store = store.clone();
+            async move {
+                let step = store.step_run(fork, "lint").await.ok()??;
+                (step.status == "failed").then_some(step)
+            }
+        })
+        .await;
+        assert!(failed.reason.unwrap().contains("for labels (none)"));
+    }
+
     // A token made to accept forks: its runner takes the next fork run's step.
     let sandbox = runner_token(&store, "prod forks", zone.clone(), true).await;
     let fork_runner = session(&http, &url, &sandbox, "prod-forks", zone.clone(), None).await;

@@ -37,6 +37,10 @@ use crate::tokens;
 /// A runner heard from this recently still counts as one that may take a fork step.
 pub const RECENT: Duration = Duration::from_secs(300);
 
+/// Names of the holder runners the engine registers to fail steps no runner can serve
+/// (here and in the Kubernetes pool's check): they never count as runners that may.
+pub const HOLDER_PREFIX: &str = "pool-unservable-";
+
 /// How often [`run`] looks when nothing was queued.
 const INTERVAL: Duration = Duration::from_secs(5);
 
@@ -76,14 +80,14 @@ pub async fn fail_unservable_forks(
         return Ok(0);
     }
     let runners = store
-        .fork_runner_labels(now - RECENT.as_millis() as i64)
+        .fork_runner_labels(now - RECENT.as_millis() as i64, HOLDER_PREFIX)
         .await?;
     let mut failed = 0;
     for labels in waiting {
         if runners.iter().any(|offered| superset(offered, &labels)) {
             continue;
         }
-        let name = format!("pool-unservable-{}", &tokens::new_token()?[..12]);
+        let name = format!("{HOLDER_PREFIX}{}", &tokens::new_token()?[..12]);
         let session = tokens::hash_token(&tokens::new_token()?);
         let holder = store
             .register_runner(&name, "{}", &session, true, now)

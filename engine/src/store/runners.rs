@@ -343,16 +343,21 @@ impl Store {
     }
 
     /// The labels of runners that accept forks and are live or were heard from since
-    /// `since` (an ephemeral runner between two registrations still counts).
+    /// `since` (an ephemeral runner between two registrations still counts), but for those
+    /// whose names start with `holders` (the engine's own, which take steps only to fail
+    /// them; a prefix without `%` or `_`).
     pub async fn fork_runner_labels(
         &self,
         since: i64,
+        holders: &str,
     ) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
         let rows: Vec<String> = on_db!(self, pool => sqlx::query_scalar(
             "SELECT DISTINCT labels FROM runners WHERE accept_forks \
-             AND (state IN ('idle', 'busy') OR last_heartbeat >= $1)",
+             AND (state IN ('idle', 'busy') OR last_heartbeat >= $1) \
+             AND name NOT LIKE $2",
         )
         .bind(since)
+        .bind(format!("{holders}%"))
         .fetch_all(pool)
         .await?);
         rows.iter()

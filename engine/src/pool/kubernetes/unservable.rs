@@ -114,7 +114,11 @@ async fn fail_unoffered(
         if announced.iter().any(|offered| superset(offered, &labels)) {
             continue;
         }
-        let name = format!("pool-unservable-{}", &tokens::new_token()?[..12]);
+        let name = format!(
+            "{}{}",
+            crate::pool::forks::HOLDER_PREFIX,
+            &tokens::new_token()?[..12]
+        );
         let session = tokens::hash_token(&tokens::new_token()?);
         let holder = store
             .register_runner(&name, "{}", &session, true, now)
