@@ -74,24 +74,6 @@ impl Auth {
             .ok_or_else(|| ApiError::unauthorized("invalid token"))
     }
 
-    /// The owner a token minted by this request's token gets: `None` (the new token owns
-    /// itself) when the admin mints it or no admin token is configured, else the minting
-    /// token's owner.
-    pub async fn owner_for_minting(&self, headers: &HeaderMap) -> ApiResult<Option<String>> {
-        if self.admin_token.is_none() {
-            return Ok(None);
-        }
-        let Some(given) = bearer_of(headers) else {
-            return Err(ApiError::unauthorized(
-                "this request needs 'Authorization: Bearer <token>'",
-            ));
-        };
-        if self.is_admin_token(given) {
-            return Ok(None);
-        }
-        Ok(Some(self.owner_of(given).await?))
-    }
-
     /// Checks the request's bearer token (the dashboard's sign-in).
     pub async fn check(&self, headers: &HeaderMap) -> ApiResult<()> {
         if self.admin_token.is_none() {
