@@ -490,8 +490,13 @@ pub(super) struct PutMember {
     role: Role,
 }
 
-/// The user `name` names, for a member route: 404 when there is none (or a disabled one).
-async fn member_user(state: &ApiState, name: &str) -> ApiResult<crate::store::UserRow> {
+/// The user `name` names, for a member route: 404 when there is none, or (`enabled`) when
+/// it is disabled — a disabled user is granted nothing, but its roles may be taken away.
+async fn member_user(
+    state: &ApiState,
+    name: &str,
+    enabled: bool,
+) -> ApiResult<crate::store::UserRow> {
     let unknown = || ApiError::not_found(format!("no user '{}'", name.escape_debug()));
     if !crate::store::valid_name(name) {
         return Err(unknown());
@@ -501,7 +506,7 @@ async fn member_user(state: &ApiState, name: &str) -> ApiResult<crate::store::Us
         .store()
         .user_by_name(name)
         .await?
-        .filter(|user| user.disabled_at.is_none())
+        .filter(|user| !enabled || user.disabled_at.is_none())
         .ok_or_else(unknown)
 }
 
@@ -519,7 +524,7 @@ async fn member_user(state: &ApiState, name: &str) -> ApiResult<crate::store::Us
         (status = 200, description = "The member as it is now", body = MemberView),
         (status = 400, description = "An invalid repository name or a malformed body", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 403, description = "The caller reads the repository but is not its maintainer, or grants more than it holds", body = ErrorView),
+        (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository or user, or a repository the caller may not read", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
@@ -533,19 +538,12 @@ pub(super) async fn put_member(
     Path((owner, name, user)): Path<(String, String, String)>,
     body: Result<Object<PutMember>, ApiError>,
 ) -> ApiResult<Json<MemberView>> {
+    // Maintainer is the highest role: holding it (an admin holds it everywhere) is what
+    // granting any role up to it takes.
     let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let Object(request) = body?;
     let store = state.executor.store();
-    // Nobody grants more than they act with (a maintainer: up to maintainer; an admin holds
-    // maintainer everywhere).
-    let held = caller.role_on(store, repo.id).await?;
-    if held.is_none_or(|held| held < request.role) {
-        return Err(crate::access::forbidden(format!(
-            "granting {} needs that role on the repository",
-            request.role
-        )));
-    }
-    let member = member_user(&state, &user).await?;
+    let member = member_user(&state, &user, true).await?;
     store
         .grant_role(repo.id, member.id, request.role.as_str())
         .await?;
@@ -581,7 +579,7 @@ pub(super) async fn delete_member(
     Path((owner, name, user)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
-    let member = member_user(&state, &user).await?;
+    let member = member_user(&state, &user, false).await?;
     let store = state.executor.store();
     if !store.revoke_role(repo.id, member.id).await? {
         return Err(ApiError::not_found(format!(
