@@ -268,7 +268,9 @@ pub(crate) struct ServeArgs {
     /// Token API writes need (default: generated and printed).
     #[arg(long, env = "PLUE_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
-    /// Reads of runs and logs need a token too.
+    /// Repositories registered before roles existed become private at the first start
+    /// (without it they keep the public reads they had). New repositories are always
+    /// private until a maintainer makes them public (`plue repo set-public`).
     #[arg(long, env = "PLUE_PRIVATE_READS")]
     pub(crate) private_reads: bool,
     /// Pass this variable of the engine's environment to local runners and their steps
