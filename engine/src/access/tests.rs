@@ -445,3 +445,70 @@ async fn tokens_from_before_users_become_users_that_keep_working() {
         assert_eq!(store.list_users().await.unwrap().len(), 3);
     }
 }
+
+/// Attack: an engine of the old version still serving during a rolling upgrade (one
+/// PostgreSQL, replicas restarting one by one) mints tokens the old way — any name, no
+/// user. A holder of one names it after a user the admin made meanwhile (`alice`, who
+/// holds reader on one repository) and waits for the next restart's adoption.
+#[tokio::test]
+async fn a_legacy_token_named_like_an_existing_user_never_becomes_that_users() {
+    for (store, _dir) in stores().await {
+        let hello = repo(&store, "octo/hello").await;
+        let other = repo(&store, "octo/other").await;
+        let alice = store.create_user("alice", "person", false).await.unwrap();
+        store.grant_role(hello, alice, "reader").await.unwrap();
+        // An earlier start adopted this one already; a token it minted arrives later.
+        let early = tokens::new_token().unwrap();
+        store
+            .create_api_token("carol", &tokens::hash_token(&early), None)
+            .await
+            .unwrap();
+        prepare(&store, true).await.unwrap();
+        let (old, minted_later, legacy_user) = (
+            tokens::new_token().unwrap(),
+            tokens::new_token().unwrap(),
+            tokens::new_token().unwrap(),
+        );
+        store
+            .create_api_token("ALICE", &tokens::hash_token(&old), None)
+            .await
+            .unwrap();
+        store
+            .create_api_token(
+                "alice",
+                &tokens::hash_token(&minted_later),
+                Some(&tokens::hash_token(&early)),
+            )
+            .await
+            .unwrap();
+        // A user made by hand with the name a fallback would take.
+        store
+            .create_user("legacy-99", "person", false)
+            .await
+            .unwrap();
+        store
+            .create_api_token("legacy-99", &tokens::hash_token(&legacy_user), None)
+            .await
+            .unwrap();
+        prepare(&store, true).await.unwrap();
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let old = resolver.from_headers(&bearer(&old)).await.unwrap();
+        assert_ne!(old.user_id(), Some(alice), "{}", old.name());
+        assert!(old.name().starts_with("legacy-"), "{}", old.name());
+        let early = resolver.from_headers(&bearer(&early)).await.unwrap();
+        let minted_later = resolver.from_headers(&bearer(&minted_later)).await.unwrap();
+        assert_eq!(
+            minted_later.user_id(),
+            early.user_id(),
+            "a token minted by one adopted at an earlier start follows it"
+        );
+        let squatted = resolver.from_headers(&bearer(&legacy_user)).await.unwrap();
+        assert_ne!(squatted.name(), "legacy-99");
+        // Alice gained nothing.
+        assert_eq!(store.role_of(other, alice).await.unwrap(), None);
+        assert_eq!(
+            store.role_of(hello, alice).await.unwrap().as_deref(),
+            Some("reader")
+        );
+    }
+}

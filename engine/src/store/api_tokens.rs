@@ -192,8 +192,10 @@ impl Store {
     /// Gives every token made before users existed a user: one per distinct name
     /// (case-insensitively; a name that is not a valid user name, or `admin`, becomes
     /// `legacy-<id>`), with `maintainer` on every repository, so existing installations keep
-    /// working. Tokens minted with another token (`owner_hash`) go to that token's user.
-    /// Returns who was adopted, for the start-up warning.
+    /// working. Tokens minted with another token (`owner_hash`) go to that token's user,
+    /// adopted now or before. A user that exists before this adoption is never given a
+    /// legacy token (nor maintainer everywhere): such a token gets a `legacy-<id>` user of
+    /// its own. Returns who was adopted, for the start-up warning.
     pub async fn adopt_legacy_tokens(&self) -> anyhow::Result<Vec<Adopted>> {
         let rows: Vec<(i64, String, Option<String>, String)> = on_db!(self, pool => sqlx::query_as(
             "SELECT id, name, owner_hash, token_hash FROM api_tokens WHERE user_id IS NULL \
@@ -206,12 +208,30 @@ impl Store {
         }
         let mut adopted: Vec<Adopted> = Vec::new();
         let mut by_hash = std::collections::HashMap::new();
+        // Users made by this adoption: only these take further legacy tokens by name.
+        // regression: a legacy row named like an existing user (an old replica still
+        // minting during a rolling upgrade: `POST /api/tokens {"name":"alice"}`) became
+        // alice's token, and alice got maintainer on every repository.
+        let mut made = std::collections::HashSet::new();
         // Owners first: a minted token follows its owner, which is a row without owner_hash.
         let (owners, minted): (Vec<_>, Vec<_>) = rows
             .into_iter()
             .partition(|(_, _, owner, _)| owner.is_none());
         for (id, name, owner_hash, hash) in owners.into_iter().chain(minted) {
-            let owner = owner_hash.and_then(|owner| by_hash.get(&owner).copied());
+            let owner = match owner_hash {
+                None => None,
+                Some(owner) => match by_hash.get(&owner).copied() {
+                    Some(user_id) => Some(user_id),
+                    // Its owner was adopted by an earlier start.
+                    None => on_db!(self, pool => sqlx::query_scalar::<_, Option<i64>>(
+                        "SELECT user_id FROM api_tokens WHERE token_hash = $1",
+                    )
+                    .bind(&owner)
+                    .fetch_optional(pool)
+                    .await?)
+                    .flatten(),
+                },
+            };
             let user_id = match owner {
                 Some(user_id) => user_id,
                 None => {
@@ -222,18 +242,13 @@ impl Store {
                     } else {
                         format!("legacy-{id}")
                     };
-                    let user = match self.user_by_name(&wanted).await? {
-                        Some(user) => user.id,
-                        None => self
-                            .create_user(&wanted, "person", false)
-                            .await
-                            .map_err(anyhow::Error::from)?,
-                    };
+                    let (user, shown) = self.legacy_user(&wanted, id, &made).await?;
+                    made.insert(user);
                     self.grant_every_repository(user, "maintainer").await?;
-                    match adopted.iter_mut().find(|a| a.user == wanted) {
+                    match adopted.iter_mut().find(|a| a.user == shown) {
                         Some(a) => a.tokens += 1,
                         None => adopted.push(Adopted {
-                            user: wanted,
+                            user: shown,
                             tokens: 1,
                         }),
                     }
@@ -249,6 +264,34 @@ impl Store {
                 .map(|_| ())?);
         }
         Ok(adopted)
+    }
+
+    /// The user legacy token `token_id` goes to: `wanted` when this adoption made it or no
+    /// one has the name, else a fresh `legacy-<id>[-n]`; its id and name.
+    async fn legacy_user(
+        &self,
+        wanted: &str,
+        token_id: i64,
+        made: &std::collections::HashSet<i64>,
+    ) -> anyhow::Result<(i64, String)> {
+        let fallback = format!("legacy-{token_id}");
+        let candidates = std::iter::once(wanted.to_string())
+            .chain(std::iter::once(fallback.clone()))
+            .chain((2..).map(|n| format!("{fallback}-{n}")));
+        for candidate in candidates.take(100) {
+            match self.user_by_name(&candidate).await? {
+                Some(user) if made.contains(&user.id) => return Ok((user.id, user.name)),
+                Some(_) => continue,
+                None => {
+                    let id = self
+                        .create_user(&candidate, "person", false)
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                    return Ok((id, candidate));
+                }
+            }
+        }
+        anyhow::bail!("no free user name for the token {token_id} from before users")
     }
 
     /// Opens a dashboard session for `user_id`, signed in with the token hashed as
