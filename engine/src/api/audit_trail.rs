@@ -25,7 +25,10 @@ use crate::store::AuditFilter;
 #[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
     /// Only this repository's events (`owner/name`).
-    #[param(example = "octo/hello")]
+    #[param(
+        pattern = r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$",
+        example = "octo/hello"
+    )]
     repo: Option<String>,
     /// Only this run's events.
     #[param(minimum = 1)]
@@ -36,6 +39,35 @@ pub(super) struct AuditQuery {
     /// At most this many events (default 100; 1 to 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+}
+
+/// The most events one page holds, and how many when the caller names no `limit`.
+const MAX_LIMIT: i64 = 1000;
+const DEFAULT_LIMIT: i64 = 100;
+
+impl AuditQuery {
+    /// Checks every parameter against what the document declares (ids from 1, `limit` 1 to
+    /// [`MAX_LIMIT`], `repo` as `owner/name`) and returns the page size: a value outside
+    /// the range is a 400 naming it, never a silent clamp.
+    fn checked_limit(&self) -> ApiResult<i64> {
+        for (name, value) in [("run", self.run), ("before", self.before)] {
+            if let Some(value) = value.filter(|v| *v < 1) {
+                return Err(ApiError::bad_request(format!(
+                    "{name} is {value}; it must be an event or run id, 1 or more"
+                )));
+            }
+        }
+        if let Some(repo) = &self.repo {
+            super::repos::check_repo_name(repo)?;
+        }
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+            Some(limit) => Err(ApiError::bad_request(format!(
+                "limit is {limit}; it must be 1 to {MAX_LIMIT}"
+            ))),
+        }
+    }
 }
 
 /// One recorded event.
@@ -86,10 +118,10 @@ pub(super) async fn list_audit(
 ) -> ApiResult<Json<Vec<AuditView>>> {
     caller.require_signed_in()?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.checked_limit()?;
     let store = state.executor.store();
     let repos = match &query.repo {
         Some(name) => {
-            super::repos::check_repo_name(name)?;
             let repo = caller.visible_repo(store, name, Role::Maintainer).await?;
             Some(vec![repo.id])
         }
@@ -123,7 +155,7 @@ pub(super) async fn list_audit(
             repos,
             run_id: query.run,
             before: query.before,
-            limit: query.limit.unwrap_or(100).clamp(1, 1000),
+            limit,
         })
         .await?;
     let mut names: HashMap<i64, Option<String>> = HashMap::new();
@@ -152,4 +184,53 @@ pub(super) async fn list_audit(
         });
     }
     Ok(Json(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(run: Option<i64>, before: Option<i64>, limit: Option<i64>, repo: &str) -> AuditQuery {
+        AuditQuery {
+            repo: (!repo.is_empty()).then(|| repo.to_string()),
+            run,
+            before,
+            limit,
+        }
+    }
+
+    fn refusal(q: AuditQuery) -> String {
+        match q.checked_limit() {
+            Err(ApiError::Client(axum::http::StatusCode::BAD_REQUEST, message)) => message,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    // regression: `run=0`, `before=-1` and `limit=0` or `5000` answered 200 (the limit
+    // clamped silently) although the document declares their minimum and maximum.
+    #[test]
+    fn every_parameter_is_checked_as_documented() {
+        assert_eq!(
+            query(None, None, None, "").checked_limit().unwrap(),
+            DEFAULT_LIMIT
+        );
+        assert_eq!(
+            query(Some(1), Some(1), Some(1), "octo/hello")
+                .checked_limit()
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            query(None, None, Some(1000), "").checked_limit().unwrap(),
+            1000
+        );
+        assert!(refusal(query(Some(0), None, None, "")).contains("run is 0"));
+        assert!(refusal(query(None, Some(-1), None, "")).contains("before is -1"));
+        assert!(
+            refusal(query(None, None, Some(0), "")).contains("limit is 0; it must be 1 to 1000")
+        );
+        assert!(refusal(query(None, None, Some(1001), "")).contains("limit is 1001"));
+        assert!(refusal(query(None, None, None, "octo")).contains("expected owner/name"));
+        assert!(refusal(query(None, None, None, "octo/../x")).contains("expected owner/name"));
+    }
 }
