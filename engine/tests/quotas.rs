@@ -95,6 +95,32 @@ impl Harness {
         response.assignment.expect("an assignment").attempt_id
     }
 
+    /// A runner that says whether it accepts steps of forks' runs (the shared token allows
+    /// them); its session token. A fork run's runner registers before the run starts: the
+    /// engine fails at once a fork step that no runner accepting forks can serve.
+    async fn forks_runner(&self, name: &str, accept_forks: bool) -> String {
+        let response = support::register_labelled_runner(
+            &self.http,
+            &self.engine.url,
+            REGISTRATION,
+            name,
+            json!({}),
+            Some(accept_forks),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "registering {name}");
+        let registered: wire::RegisterResponse = response.json().await.unwrap();
+        registered.session_token
+    }
+
+    /// Whether `token`'s runner is handed a step now.
+    async fn offered(&self, token: &str) -> bool {
+        let body = json!({"wait_ms": 0});
+        let response: wire::PollResponse =
+            support::post_json(&self.http, &self.url(wire::POLL), token, &body).await;
+        response.assignment.is_some()
+    }
+
     /// A runner that holds the next step: (token, attempt id).
     async fn holder(&self, name: &str) -> (String, i64) {
         let token = self.register(name).await;
@@ -258,6 +284,8 @@ async fn a_run_of_a_fork_has_the_smaller_quota() {
     let two = vec![2u8; 2 << 20];
     let tar = tar_of(&[("two.bin", &two[..])]);
 
+    let token = h.forks_runner("fork", true).await;
+    let refusing = h.forks_runner("no-forks", false).await;
     h.start_run(
         vec![bash("build")],
         Some(RunRepo {
@@ -266,7 +294,9 @@ async fn a_run_of_a_fork_has_the_smaller_quota() {
         }),
     )
     .await;
-    let (token, attempt) = h.holder("fork").await;
+    // The fork fence holds: only the runner accepting forks gets the step.
+    assert!(!h.offered(&refusing).await, "a runner refusing forks");
+    let attempt = h.claim(&token).await;
     let (status, body) = h.put(&token, attempt, tar.clone()).await;
     assert_eq!(status, 413, "{body}");
     assert!(
@@ -322,6 +352,8 @@ async fn forks_share_part_of_the_repository_quota_and_the_repository_has_its_own
         ("own-c", true),
         ("own-d", true),
     ] {
+        // Registered first, so a fork's step has a runner accepting it.
+        let token = h.forks_runner(name, true).await;
         h.start_run(
             vec![bash("build")],
             Some(RunRepo {
@@ -330,7 +362,7 @@ async fn forks_share_part_of_the_repository_quota_and_the_repository_has_its_own
             }),
         )
         .await;
-        let (token, attempt) = h.holder(name).await;
+        let attempt = h.claim(&token).await;
         answers.push(h.put(&token, attempt, tar.clone()).await);
     }
     let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
