@@ -732,6 +732,196 @@ fn the_pool_configmap_passes_plue_serve_check_config() {
     }
 }
 
+/// Every duration the chart documents (`values.schema.json`'s `duration`: integer seconds,
+/// or a string with a unit, from 1 s to 7 days at both ends) and every class setting whose
+/// YAML could change type (names and labels that read as numbers, booleans or null),
+/// rendered by Helm, is accepted by the real `plue serve --check-config` with the value it
+/// was given; and what the engine refuses (`"120"`, `"500ms"`, `"169h"`, `604801`, a
+/// `min_warm` above `max_runners`, …) the chart refuses before rendering anything.
+/// regression: the chart quoted numbers (`idle_timeout: "120"`), which the engine refuses,
+/// and printed large ones as `6.048e+05`.
+#[test]
+fn every_value_the_chart_accepts_renders_a_pool_file_the_engine_accepts() {
+    let sandbox = Sandbox::new("chart-values");
+    // (value, the seconds `--check-config` reports for it)
+    let durations: &[(Value, u64)] = &[
+        (json!(1), 1),
+        (json!(90), 90),
+        (json!(120), 120),
+        (json!(604800), 604800),
+        (json!("1000ms"), 1),
+        (json!("1500ms"), 1),
+        (json!("604800000ms"), 604800),
+        (json!("1s"), 1),
+        (json!("90s"), 90),
+        (json!("604800s"), 604800),
+        (json!("5m"), 300),
+        (json!("10080m"), 604800),
+        (json!("1h"), 3600),
+        (json!("168h"), 604800),
+    ];
+    // One class per duration (idle_timeout), each with settings that YAML could misread.
+    let names = ["123", "true", "null", "1e3", "0x1f", "yes", "off", "n", "y"];
+    let label_values = ["true", "1", "null", "1.5", "~", "yes", "", "0o17", "a b"];
+    let classes: Vec<Value> = durations
+        .iter()
+        .enumerate()
+        .map(|(i, (idle, _))| {
+            let name = names.get(i).map_or(format!("c{i}"), |n| n.to_string());
+            let max_runners = [1, 10000, 7][i % 3];
+            let mut class = json!({"name": name, "max_runners": max_runners,
+                "labels": {"n": label_values.get(i).copied().unwrap_or("x"), "i": i.to_string()},
+                "idle_timeout": idle});
+            match i % 3 {
+                0 => class["min_warm"] = json!(1),
+                1 => class["min_warm"] = json!(10000),
+                _ => {}
+            }
+            if i % 2 == 0 {
+                class["accept_forks"] = json!(i % 4 == 0);
+            }
+            class
+        })
+        .collect();
+    for (i, (start, _)) in durations.iter().enumerate() {
+        // The classes once with every start_timeout form; the namespace reads as a number.
+        let values = if i == 0 {
+            json!({"pool": {"startTimeout": start, "namespace": "123", "classes": classes}})
+        } else {
+            json!({"pool": {"startTimeout": start}})
+        };
+        let (code, message) = check_schema(&values);
+        assert_eq!(code, Some(0), "the schema refused {values}: {message}");
+        let rendered = render(values.clone());
+        let pool = rendered.pool_file();
+        let file = sandbox.write("pool.yaml", &pool);
+        let output = sandbox
+            .plue(&[
+                "serve",
+                "--check-config",
+                "--pool-config",
+                file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "plue refused the pool file rendered from {values}:\n{pool}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if i > 0 {
+            continue;
+        }
+        assert!(stdout.contains("valid: namespace 123,"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{} class(es)", durations.len())),
+            "{stdout}"
+        );
+        for (j, class) in classes.iter().enumerate() {
+            let line = stdout
+                .lines()
+                .find(|l| {
+                    l.trim_start()
+                        .starts_with(&format!("{}: ", class["name"].as_str().unwrap()))
+                })
+                .unwrap_or_else(|| panic!("no line for class {class}: {stdout}"));
+            let expected = format!(
+                "min_warm {}, max_runners {}, idle_timeout {}s",
+                class["min_warm"].as_u64().unwrap_or(0),
+                class["max_runners"],
+                durations[j].1
+            );
+            assert!(line.contains(&expected), "{class}: {line} lacks {expected}");
+            let label = format!("n={}", class["labels"]["n"].as_str().unwrap());
+            assert!(line.contains(&label), "{class}: {line} lacks {label}");
+            let forks = match class.get("accept_forks") {
+                Some(Value::Bool(true)) => "accepts forks",
+                _ => "refuses forks",
+            };
+            assert!(line.ends_with(forks), "{class}: {line}");
+        }
+    }
+    // What the engine refuses, the schema refuses.
+    let class = |extra: Value| {
+        let mut class = json!({"name": "a", "max_runners": 2});
+        class
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"pool": {"classes": [class]}})
+    };
+    let mut refused = Vec::new();
+    for bad in [
+        json!("120"),
+        json!(0),
+        json!(604801),
+        json!("0s"),
+        json!("999ms"),
+        json!("604801s"),
+        json!("10081m"),
+        json!("169h"),
+        json!("1d"),
+        json!("5 m"),
+        json!(1.5),
+        json!(true),
+    ] {
+        refused.push(class(json!({"idle_timeout": bad})));
+        refused.push(json!({"pool": {"startTimeout": bad}}));
+    }
+    refused.extend([
+        class(json!({"min_warm": 10001, "max_runners": 10000})),
+        class(json!({"labels": {"a": "x=y"}})),
+        class(json!({"labels": {"a": "x,y"}})),
+        class(json!({"labels": {"a": "x".repeat(64)}})),
+        class(json!({"labels": {"a b": "x"}})),
+        class(json!({"labels": {"a": "\u{202e}x"}})),
+        class(json!({"labels": (0..9).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()})),
+    ]);
+    for values in refused {
+        let (code, message) = check_schema(&values);
+        assert_eq!(code, Some(3), "the schema accepted {values}: {message}");
+    }
+    // What no schema can say (one value against another), the rendering refuses.
+    for (values, why) in [
+        (class(json!({"min_warm": 3})), "must be at most max_runners"),
+        (
+            json!({"pool": {"classes": [{"name": "a", "max_runners": 1},
+                                        {"name": "a", "max_runners": 1, "labels": {"x": "y"}}]}}),
+            "two classes are named a",
+        ),
+        (
+            json!({"pool": {"classes": [{"name": "a", "max_runners": 1, "labels": {"x": "y"}},
+                                        {"name": "b", "max_runners": 1, "labels": {"x": "y"}}]}}),
+            "already offers the labels",
+        ),
+    ] {
+        let output = python::run_script(
+            "chart.py",
+            &["render", chart_dir().to_str().unwrap(), NAMESPACE],
+            values.to_string().as_bytes(),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{values} rendered");
+        assert!(stderr.contains(why), "{values}: {stderr}");
+    }
+}
+
+/// Whether the chart's `values.schema.json` accepts `values`: the exit code (0 yes, 3 no)
+/// and what Helm said.
+fn check_schema(values: &Value) -> (Option<i32>, String) {
+    let output = python::run_script(
+        "chart.py",
+        &["schema", chart_dir().to_str().unwrap()],
+        values.to_string().as_bytes(),
+    );
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
 /// Runner pods run untrusted steps: by default they live in a namespace of their own
 /// (Pod Security "restricted" enforced), where the engine's Role is, and where none of the
 /// engine's Secrets are for a pod to name.

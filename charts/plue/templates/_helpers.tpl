@@ -51,7 +51,7 @@ app.kubernetes.io/component: postgresql
 {{/* The labels every runner pod of this release carries (the pool's selector). */}}
 {{- define "plue.runnerSelector" -}}
 app.kubernetes.io/managed-by: plue
-app.kubernetes.io/instance: {{ include "plue.poolInstance" . }}
+app.kubernetes.io/instance: {{ include "plue.poolInstance" . | quote }}
 {{- end -}}
 
 {{/* Where runner pods live: pool.namespace, else "<release namespace>-runners" (never the
