@@ -1002,3 +1002,117 @@ async fn a_branchs_own_copy_of_the_workflow_is_evaluated_and_still_gated() {
     assert_never_handed_the_key(&h).await;
     h.engine.shutdown().await;
 }
+
+/// `main`'s deploy workflow without an approval: prod's own settings decide alone.
+const DEPLOY_BY_HAND: &str = r#"
+def workflow(ctx):
+    return Plan("Deploy", triggers=[Trigger.manual()], steps=[
+        Step.bash("deploy", "./deploy.sh", secrets=["DEPLOY_KEY"], environment="prod"),
+    ])
+"#;
+
+/// A git repository under the harness's directory whose `main` holds `on_main` as
+/// `.plue/deploy.plue.py`, registered as `octo/hello` with prod (allowed on `main`,
+/// reviewed by `reviewers`) and prod's DEPLOY_KEY. Its directory.
+async fn origin_repository(h: &Harness, on_main: &str, reviewers: &[&str]) -> std::path::PathBuf {
+    let origin = h._dir.path().join("origin");
+    std::fs::create_dir_all(origin.join(".plue")).unwrap();
+    std::fs::write(origin.join(".plue/deploy.plue.py"), on_main).unwrap();
+    git(
+        &origin,
+        "git init -q -b main . && git add -A && git commit -qm main",
+    );
+    h.store()
+        .create_repo(&engine::store::NewRepo {
+            name: "octo/hello",
+            clone_url: origin.to_str().unwrap(),
+            forge: "github",
+            webhook_secret_sealed: "plain:s",
+            api_url: None,
+            api_token_sealed: None,
+            default_branch: Some("main"),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/api/repos/octo/hello/environments/prod",
+            json!({"allowed_refs": ["main"], "reviewers": reviewers}),
+        ),
+        (
+            "PUT",
+            "/api/repos/octo/hello/environments/prod/secrets/DEPLOY_KEY",
+            json!({"value": DEPLOY_KEY}),
+        ),
+    ] {
+        let (status, answer) = h.call(ADMIN, method, path, Some(body)).await;
+        assert!(status == 200 || status == 204, "{path}: {status} {answer}");
+    }
+    origin
+}
+
+// A writer who may push tags pushes a tag named `main` at its own commit, then dispatches
+// `main` (or just the default branch). git's own order of names puts `refs/tags/main`
+// before `refs/heads/main`, so the run was recorded on branch `main` while running the
+// tag's commit: prod (allowed on `main`, no reviewer) handed DEPLOY_KEY to the pushed
+// `./exfiltrate.sh`. A short name is now a branch first, a tag only when no branch has
+// that name, and a tag is never a branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_named_like_an_allowed_branch_is_not_that_branch() {
+    let h = Harness::start(true).await;
+    let origin = origin_repository(&h, DEPLOY_BY_HAND, &[]).await;
+    git(
+        &origin,
+        "git checkout -q -b evil && sed -i 's#./deploy.sh#./exfiltrate.sh#' .plue/deploy.plue.py \
+         && git commit -qam evil && git tag main && git tag v1 && git checkout -q main",
+    );
+    let main_sha = String::from_utf8(
+        std::process::Command::new("git")
+            .args(["rev-parse", "refs/heads/main"])
+            .current_dir(&origin)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let dispatch =
+        |body: Value| h.call(ADMIN, "POST", "/api/repos/octo/hello/dispatch", Some(body));
+    for body in [
+        json!({"workflow": "deploy", "ref": "main"}),
+        json!({"workflow": "deploy"}),
+    ] {
+        let (status, created) = dispatch(body.clone()).await;
+        assert_eq!(status, 201, "{body}: {created}");
+        let run = created["run_id"].as_i64().unwrap();
+        let row = h.store().run(run).await.unwrap().unwrap();
+        assert_eq!(row.sha, main_sha, "{body}: the run is not main's commit");
+        let assignment = h.claim().await.expect("main's deploy is dispatched");
+        let action = format!("{:?}", assignment.action);
+        assert!(
+            !action.contains("exfiltrate"),
+            "the tag's code ran: {action}"
+        );
+        assert!(action.contains("./deploy.sh"), "{action}");
+    }
+    // A tag, by its short name or in full, is not a branch: prod is refused.
+    for git_ref in ["v1", "refs/tags/main"] {
+        let (status, created) = dispatch(json!({"workflow": "deploy", "ref": git_ref})).await;
+        assert_eq!(status, 201, "{git_ref}: {created}");
+        let run = created["run_id"].as_i64().unwrap();
+        let step = h.step(run, "deploy").await;
+        assert_eq!(step.status, "failed", "{git_ref}: {step:?}");
+        assert!(
+            step.reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("not a branch"),
+            "{git_ref}: {step:?}"
+        );
+        assert_never_handed_the_key(&h).await;
+    }
+    h.engine.shutdown().await;
+}

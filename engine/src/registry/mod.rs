@@ -228,14 +228,32 @@ impl Registry {
         inputs: &BTreeMap<String, String>,
     ) -> Result<i64, DispatchError> {
         let mirror = self.mirror(repo).await?;
-        let sha = {
+        let (sha, git_ref) = {
             let lock = self.lock(repo.id);
             let _held = lock.lock().await;
-            mirror
-                .resolve(&repo.clone_url, git_ref)
-                .await
-                .map_err(|e| DispatchError::NotFound(format!("ref '{git_ref}': {e:#}")))?
+            // A short name is the branch, else the tag, of that name — never git's own
+            // order, in which a pushed tag `main` wins over the branch `main`: the run was
+            // recorded on branch `main` (which an environment may allow) with the tag's
+            // commit.
+            let mut found = None;
+            let mut first_error = None;
+            for candidate in dispatch_candidates(git_ref) {
+                match mirror.resolve(&repo.clone_url, &candidate).await {
+                    Ok(sha) => {
+                        found = Some((sha, candidate));
+                        break;
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            found.ok_or_else(|| {
+                let why = first_error.map(|e| format!("{e:#}")).unwrap_or_default();
+                DispatchError::NotFound(format!("ref '{git_ref}': {why}"))
+            })?
         };
+        let git_ref = git_ref.as_str();
         let files = mirror.workflow_files(&sha).await?;
         let branch = branch_of(git_ref);
         let mut ctx = EvalContext {
@@ -716,6 +734,19 @@ fn full_ref(git_ref: &str) -> String {
         git_ref.to_string()
     } else {
         format!("refs/heads/{git_ref}")
+    }
+}
+
+/// The refs a dispatch of `git_ref` tries, in order: a short name as the branch, then the
+/// tag, of that name; a full ref, a commit or `HEAD` as given.
+fn dispatch_candidates(git_ref: &str) -> Vec<String> {
+    if git_ref.starts_with("refs/") || git::is_full_sha(git_ref) || git_ref == "HEAD" {
+        vec![git_ref.to_string()]
+    } else {
+        vec![
+            format!("refs/heads/{git_ref}"),
+            format!("refs/tags/{git_ref}"),
+        ]
     }
 }
 
