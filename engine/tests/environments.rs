@@ -1116,3 +1116,73 @@ async fn a_tag_named_like_an_allowed_branch_is_not_that_branch() {
     }
     h.engine.shutdown().await;
 }
+
+// A reviewer pushes to main; another writer re-runs that run (a flaky step, or on the
+// reviewer's asking). The re-run's triggerer is the re-runner, so the pusher reviewed the
+// deploy of its own push: prevent_self_review refused it on the pushed run only. Now
+// whoever started any run a re-run repeats may not decide it either (exclude_triggerer
+// of an approval step alike), while another reviewer still may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_is_never_reviewed_by_who_started_the_run_it_repeats() {
+    let h = Harness::new().await;
+    let mallory = h.person("mallory", Some("writer")).await;
+    let bob = h.person("bob", Some("writer")).await;
+    let alice = h.person("alice", Some("writer")).await;
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/prod",
+            Some(json!({"allowed_refs": ["main"], "reviewers": ["alice", "mallory"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let pushed =
+        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    h.store()
+        .record_trigger(
+            pushed,
+            &Triggerer {
+                name: "mallory-gh".into(),
+                user_id: Some(mallory.id),
+                forge_login: Some("gitea:mallory-gh".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.decide(&mallory.token, pushed, "deploy", "approve")
+            .await
+            .0,
+        403,
+        "the pusher reviews its own push"
+    );
+    // bob re-runs it, and the re-run of the re-run.
+    let mut run = pushed;
+    for _ in 0..2 {
+        let (status, created) = h
+            .call(&bob.token, "POST", &format!("/api/runs/{run}/rerun"), None)
+            .await;
+        assert_eq!(status, 200, "{created}");
+        run = created["run_id"].as_i64().unwrap();
+        assert_eq!(h.step(run, "deploy").await.status, "waiting");
+        for verb in ["approve", "reject"] {
+            let (status, body) = h.decide(&mallory.token, run, "deploy", verb).await;
+            assert_eq!(
+                status, 403,
+                "mallory {verb}s the re-run of her push: {body}"
+            );
+            assert!(
+                body.to_string().contains("mallory"),
+                "the refusal names who: {body}"
+            );
+        }
+        assert_never_handed_the_key(&h).await;
+    }
+    // Another reviewer decides it.
+    let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    let assignment = h.claim().await.expect("dispatched after alice's review");
+    assert_eq!(assignment.secrets["DEPLOY_KEY"], DEPLOY_KEY);
+    h.engine.shutdown().await;
+}

@@ -11,7 +11,8 @@
 //! or `@group`s, compared by user, never by a token's name; an approval naming nobody may
 //! be decided by any writer). With `exclude_triggerer` (approval) or
 //! `prevent_self_review` (environment), the user who started the run — by user id, a
-//! linked forge login or a legacy name — may not ([`Caller::may_decide`]). Who may review
+//! linked forge login or a legacy name — may not ([`Caller::may_decide`]), nor the one who
+//! started any run a re-run repeats. Who may review
 //! an environment is read from the environment when deciding, never from the plan. A
 //! decision is taken once: deciding a step that is not `waiting` is a 409 and changes
 //! nothing; a decision after the step's deadline is a 409 too, whether or not the sweeper
@@ -218,6 +219,31 @@ async fn gate_of(state: &ApiState, run: &RunRow, step: &str) -> ApiResult<Gate> 
     })
 }
 
+/// How many re-runs back [`repeated_run_started_by`] looks.
+const MAX_RERUN_DEPTH: usize = 1000;
+
+/// The run that `run` runs again (directly or through other re-runs) which `caller`
+/// started, if any. A re-run's own triggerer is whoever re-ran it; whoever started the run
+/// it repeats (pushed the code it runs) is excluded from its gates all the same. A chain
+/// longer than [`MAX_RERUN_DEPTH`] counts as started by the caller.
+async fn repeated_run_started_by(
+    store: &crate::store::Store,
+    caller: &Caller,
+    run: &RunRow,
+) -> anyhow::Result<Option<i64>> {
+    let mut next = run.rerun_of;
+    for _ in 0..MAX_RERUN_DEPTH {
+        let Some(id) = next else {
+            return Ok(None);
+        };
+        if caller.is_triggerer_of(store, id).await? {
+            return Ok(Some(id));
+        }
+        next = store.run(id).await?.and_then(|r| r.rerun_of);
+    }
+    Ok(next)
+}
+
 async fn decide(
     State(state): State<ApiState>,
     caller: Caller,
@@ -259,6 +285,14 @@ async fn decide(
             None => format!("step '{step}'"),
         };
         return Err(ApiError::forbidden(format!("{refusal} ({what})")));
+    }
+    if exclude {
+        if let Some(started) = repeated_run_started_by(store, &caller, &run).await? {
+            return Err(ApiError::forbidden(format!(
+                "'{}' started run {started}, which run {run_id} runs again, and may not decide it",
+                caller.name()
+            )));
+        }
     }
     let who = caller.name().to_owned();
     let now = now_ms();
