@@ -311,6 +311,60 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     h.engine.shutdown().await;
 }
 
+/// A step row of `GET /api/runs/{id}` says when its current attempt became ready, started
+/// and ended, so ready → started (the wait for a runner) can be read from outside; its
+/// `started_at` stays the first attempt's. regression: the rows carried no ready time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_rows_carry_ready_started_and_finished_of_the_current_attempt() {
+    let h = harness().await;
+    let mut flaky = bash("flaky", "true");
+    flaky.retries = 1;
+    flaky.backoff = 0;
+    let run_id = h.start_run(vec![flaky]).await;
+    let token = h.register("scripted").await;
+    for outcome in ["failed", "succeeded"] {
+        let assignment = h.poll(&token).await;
+        h.post(
+            &token,
+            &wire::started_path(assignment.attempt_id),
+            json!({}),
+        )
+        .await;
+        h.complete(
+            &token,
+            assignment.attempt_id,
+            json!({"outcome": outcome, "exit_code": 0, "reason": null, "outputs": {}, "lines": 0}),
+        )
+        .await;
+    }
+    let run: Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let step = &run["steps"][0];
+    assert_eq!(step["attempts"], 2, "{run}");
+    let at = |key: &str| {
+        step[key]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no {key} in {step}"))
+    };
+    // The retry became ready after the first attempt started, and started once ready.
+    assert!(at("started_at") <= at("ready_at"), "{step}");
+    assert!(at("ready_at") <= at("attempt_started_at"), "{step}");
+    assert!(
+        at("attempt_started_at") <= at("attempt_finished_at"),
+        "{step}"
+    );
+    assert_eq!(at("attempt_finished_at"), at("finished_at"), "{step}");
+    h.engine.shutdown().await;
+}
+
 /// A completion that asks for more work answers with the runner's next attempt, claimed
 /// for it (a poll saved); a repeated completion claims nothing, and one that does not ask
 /// leaves the step to the pollers.

@@ -624,6 +624,32 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
         warm,
         "the warm pod is the registered runner"
     );
+    // `/api/pool`'s totals are the classes' sums (regression: they stayed 0 while the
+    // class held its warm pod, so a dashboard reading the totals saw an empty pool).
+    let shown = wait_for(
+        Duration::from_secs(20),
+        "the class's warm pod in /api/pool",
+        || async {
+            let shown = get_json(&client(), &format!("{}/api/pool", engine.url)).await;
+            (shown["classes"][0]["warm"] == 1).then_some(shown)
+        },
+    )
+    .await;
+    for key in [
+        "warm",
+        "busy",
+        "starting",
+        "min_warm",
+        "max_runners",
+        "queued",
+    ] {
+        assert_eq!(shown[key], shown["classes"][0][key], "{key}: {shown}");
+    }
+    assert_eq!(
+        (shown["warm"].as_u64(), shown["max_runners"].as_u64()),
+        (Some(1), Some(2)),
+        "{shown}"
+    );
 
     // The pod as the cluster holds it: hardened, labelled, the token nowhere but its Secret.
     let pod = cluster.kube.object("pods", NAMESPACE, &warm[0]).unwrap();
@@ -1309,6 +1335,19 @@ async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
         ],
     )
     .await;
+    // The totals add the local pool's (1 runner) and both classes' (0 warm, 1 at most each)
+    // once this engine leads the classes.
+    let shown = wait_for(Duration::from_secs(20), "both classes led", || async {
+        let shown = get_json(&client(), &format!("{}/api/pool", engine.url)).await;
+        let classes = shown["classes"].as_array().cloned().unwrap_or_default();
+        (classes.len() == 2 && classes.iter().all(|c| c["leader"] == true)).then_some(shown)
+    })
+    .await;
+    assert_eq!(
+        (shown["min_warm"].as_u64(), shown["max_runners"].as_u64()),
+        (Some(1), Some(3)),
+        "{shown}"
+    );
     let run_id = run(
         &sandbox,
         &engine.url,

@@ -51,7 +51,7 @@ use crate::pool::PoolStatus;
 use crate::registry::Registry;
 use crate::store::{Audit, Store, Triggerer};
 use body::Object;
-use views::{ClassView, Created, ErrorView, PoolView, RunView, RunnerView};
+use views::{Created, ErrorView, PoolView, RunView, RunnerView};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -252,7 +252,16 @@ async fn get_run(
         .run_documents(id)
         .await?
         .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
-    let mut view = RunView::new(run, Some(steps)).with_loops(plan.as_ref());
+    let step_run_ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
+    let attempts: Vec<_> = store
+        .dashboard_attempts(id)
+        .await?
+        .into_iter()
+        .map(|a| (a.step_run_id, a.number, a.started_at, a.finished_at))
+        .collect();
+    let mut view = RunView::new(run, Some(steps))
+        .with_loops(plan.as_ref())
+        .with_attempts(&step_run_ids, &attempts);
     if view.repository.is_some() {
         let reports = store.status_reports_of_run(id).await?;
         view.commit_statuses = Some(
@@ -621,20 +630,10 @@ async fn list_runners(
 )]
 async fn pool(State(state): State<ApiState>, caller: Caller) -> ApiResult<Json<PoolView>> {
     caller.require_signed_in()?;
-    let classes: Vec<ClassView> = state
-        .pool_classes
-        .as_ref()
-        .map(|c| c.borrow().iter().map(ClassView::from).collect())
-        .unwrap_or_default();
-    match &state.pool {
-        Some(pool) => Ok(Json(PoolView {
-            classes,
-            ..PoolView::from(*pool.borrow())
-        })),
-        None if state.pool_classes.is_some() => Ok(Json(PoolView {
-            classes,
-            ..PoolView::default()
-        })),
+    let local = state.pool.as_ref().map(|pool| *pool.borrow());
+    match &state.pool_classes {
+        Some(classes) => Ok(Json(PoolView::of(local, &classes.borrow()))),
+        None if local.is_some() => Ok(Json(PoolView::of(local, &[]))),
         None => Err(ApiError::not_found(
             "this engine runs no local pool (remote runners only)",
         )),

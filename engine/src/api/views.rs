@@ -110,6 +110,29 @@ impl RunView {
         }
     }
 
+    /// Adds each step's current (latest) attempt's start and end to a view with steps, from
+    /// `(step run id, attempt number, started_at, finished_at)` of the run's attempts.
+    pub fn with_attempts(
+        mut self,
+        step_run_ids: &[i64],
+        attempts: &[(i64, i64, Option<i64>, Option<i64>)],
+    ) -> RunView {
+        let Some(steps) = self.steps.as_mut() else {
+            return self;
+        };
+        for (step, id) in steps.iter_mut().zip(step_run_ids) {
+            if let Some((_, _, started, finished)) = attempts
+                .iter()
+                .filter(|(of, ..)| of == id)
+                .max_by_key(|(_, number, ..)| *number)
+            {
+                step.attempt_started_at = *started;
+                step.attempt_finished_at = *finished;
+            }
+        }
+        self
+    }
+
     /// Adds what the plan says of each step to a view with steps: its environment, and
     /// the plan's review loops (`loop_to`): each loop's iteration, and for each step the
     /// loop it belongs to.
@@ -189,12 +212,23 @@ pub struct StepView {
     /// The `key=value` lines the step wrote to `$PLUE_OUTPUT`.
     #[schema(value_type = BTreeMap<String, String>)]
     pub outputs: serde_json::Value,
+    /// When the step's current attempt became claimable (ms since the epoch): queued, or a
+    /// retry's backoff over; a step waiting for an approval holds its deadline here.
+    #[schema(required = true)]
+    pub ready_at: Option<i64>,
+    /// When the step's first attempt started (with `finished_at`: the step's `duration_ms`).
     #[schema(required = true)]
     pub started_at: Option<i64>,
     #[schema(required = true)]
     pub finished_at: Option<i64>,
     #[schema(required = true)]
     pub duration_ms: Option<i64>,
+    /// When the current (latest) attempt started and ended: `attempt_started_at -
+    /// ready_at` is how long the step waited for a runner (the run's detail view only).
+    #[schema(required = true)]
+    pub attempt_started_at: Option<i64>,
+    #[schema(required = true)]
+    pub attempt_finished_at: Option<i64>,
     /// Tokens an `llm` step used over all its attempts: `input_tokens`, `output_tokens`,
     /// `cache_creation_input_tokens`, `cache_read_input_tokens`. Absent for other steps.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,8 +253,11 @@ impl StepView {
             environment: None,
             exit_code: step.exit_code,
             reason: step.reason,
+            ready_at: step.ready_at,
             started_at: step.started_at,
             finished_at: step.finished_at,
+            attempt_started_at: None,
+            attempt_finished_at: None,
         }
     }
 }
@@ -279,6 +316,8 @@ impl RunnerView {
     }
 }
 
+/// The runner pools' counts: at the top level the sums over the local pool and every
+/// Kubernetes class ([`PoolView::of`]), each class's own in `classes`.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct PoolView {
     pub warm: usize,
@@ -331,6 +370,28 @@ impl From<&ClassStatus> for ClassView {
             last_failure: c.failures.last.clone(),
             backing_off: c.failures.backing_off,
         }
+    }
+}
+
+impl PoolView {
+    /// The engine's whole fleet: the top-level counts are the sums of the local pool's (when
+    /// it runs) and every class's (a follower's classes count 0), so totals never read 0
+    /// while classes hold pods; each ready step is counted by exactly one pool, so `queued`
+    /// sums too.
+    pub fn of(local: Option<PoolStatus>, classes: &[ClassStatus]) -> PoolView {
+        let mut view = local.map(PoolView::from).unwrap_or_default();
+        for class in classes {
+            let pool = class.pool.unwrap_or_default();
+            view.warm += pool.warm;
+            view.busy += pool.busy;
+            view.starting += pool.starting;
+            view.lost += pool.lost;
+            view.min_warm += pool.min_warm;
+            view.max_runners += pool.max_runners;
+            view.queued += pool.queued;
+            view.classes.push(ClassView::from(class));
+        }
+        view
     }
 }
 
