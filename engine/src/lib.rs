@@ -21,7 +21,6 @@
 pub mod access;
 pub mod api;
 pub mod artifacts;
-pub mod auth;
 pub mod dispatch;
 pub mod events;
 pub mod executor;

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::followers::{FollowerLimits, Followers, TrustedProxies};
 use crate::api::{self, ApiState};
 use crate::artifacts::{Artifacts, ArtifactsConfig};
-use crate::auth::Auth;
 use crate::events::Events;
 use crate::executor::Executor;
 use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
@@ -273,11 +272,7 @@ pub async fn start_with_runner_listener(
         pool: pool_status.clone(),
         pool_classes: config.pool_classes.clone(),
         registry: registry.clone(),
-        auth: Auth::new(
-            store.clone(),
-            config.admin_token.clone(),
-            config.private_reads,
-        ),
+        resolver: crate::access::Resolver::new(store.clone(), config.admin_token.as_deref()),
         shutdown: shutdown.clone(),
         local_workflows: Arc::new(config.local_workflows.clone()),
         followers: Arc::new(followers(&config)),

@@ -21,8 +21,8 @@
 //! - Of each step's places and of the engine's, a share is reserved for signed-in clients:
 //!   anonymous clients together never hold more than `per_step - reserved_per_step` of a
 //!   step or `total - reserved_total` in all, so however many addresses they come from, a
-//!   signed-in user can follow a log; and one owner holds at most half of a reserved share
-//!   (besides `per_client_step` and `per_client`), so no one token holder locks the others
+//!   signed-in user can follow a log; and one user holds at most half of a reserved share
+//!   (besides `per_client_step` and `per_client`), so no one user locks the others
 //!   out. An anonymous stream lives at most `anonymous_lifetime` (then ends; the client
 //!   resumes with `Last-Event-ID` and competes for a place again).
 //! - `X-Forwarded-For` is read only when the direct peer is a trusted proxy
@@ -43,7 +43,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Caller;
-use crate::tokens;
 
 /// Most live followers of one step run (a whole team watching one step fits easily).
 pub const MAX_FOLLOWERS_PER_STEP: usize = 64;
@@ -184,26 +183,12 @@ pub enum Refused {
 pub enum Who {
     /// A signed-in user, by id: all of its tokens and sessions are one client.
     User(i64),
-    /// A signed-in client by its token's owner (see [`crate::auth::Auth::owner_of`]): the dashboard's
-    /// count until it resolves a [`Caller`] too.
-    Token(String),
     /// An anonymous client: its address (an IPv6 one cut to its /64), unknown when the
     /// server records none.
     Anonymous(Option<IpAddr>),
 }
 
 impl Who {
-    /// A signed-in client presenting a token that owns itself (the admin token, one the
-    /// admin made).
-    pub fn token(token: &str) -> Who {
-        Who::Token(tokens::hash_token(token))
-    }
-
-    /// A signed-in client, by its token's owner ([`crate::auth::Auth::owner_of`]).
-    pub fn owner(owner: String) -> Who {
-        Who::Token(owner)
-    }
-
     /// An anonymous client at `address`.
     pub fn anonymous(address: Option<IpAddr>) -> Who {
         Who::Anonymous(address.map(|address| match address.to_canonical() {
@@ -216,7 +201,7 @@ impl Who {
     }
 
     pub fn signed_in(&self) -> bool {
-        matches!(self, Who::User(_) | Who::Token(_))
+        matches!(self, Who::User(_))
     }
 
     /// Who `caller` is, as the caps count it: its user, else anonymous at `address` (on an

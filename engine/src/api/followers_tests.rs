@@ -46,7 +46,7 @@ fn counts_go_back_to_nothing() {
             let who = match i % 3 {
                 0 => Who::Anonymous(None),
                 1 => at("10.0.0.1"),
-                _ => Who::token("t"),
+                _ => Who::User(1),
             };
             f.enter(i % 3, who).unwrap()
         })
@@ -74,12 +74,9 @@ fn anonymous_clients_from_any_number_of_addresses_never_take_the_reserved_places
     }
     assert_eq!(held.len(), MAX_FOLLOWERS_PER_STEP - RESERVED_PER_STEP);
     for user in 0..RESERVED_PER_STEP {
-        held.push(f.enter(7, Who::token(&format!("user-{user}"))).unwrap());
+        held.push(f.enter(7, Who::User(100 + user as i64)).unwrap());
     }
-    assert_eq!(
-        f.enter(7, Who::token("late")).unwrap_err(),
-        Refused::Step(64)
-    );
+    assert_eq!(f.enter(7, Who::User(99)).unwrap_err(), Refused::Step(64));
     // In all, too: anonymous followers of many steps leave the reserved total free.
     let f = Arc::new(Followers::new(FollowerLimits::default()));
     let mut held = Vec::new();
@@ -90,7 +87,7 @@ fn anonymous_clients_from_any_number_of_addresses_never_take_the_reserved_places
         }
     }
     assert_eq!(held.len(), MAX_FOLLOWERS - RESERVED_TOTAL);
-    let signed_in = f.enter(1, Who::token("me")).unwrap();
+    let signed_in = f.enter(1, Who::User(2)).unwrap();
     assert_eq!(signed_in.lifetime(), None);
     assert_eq!(held[0].lifetime(), Some(ANONYMOUS_LIFETIME));
 }
@@ -160,13 +157,11 @@ fn a_signed_in_caller_is_counted_by_its_user() {
 }
 
 #[test]
-fn tokens_are_counted_wherever_they_connect_from() {
+fn users_are_counted_wherever_they_connect_from() {
     let f = followers(100, 3, 100);
-    let held: Vec<_> = (0..3)
-        .map(|i| f.enter(i, Who::token("t")).unwrap())
-        .collect();
-    assert_eq!(f.enter(9, Who::token("t")).unwrap_err(), Refused::Client(3));
-    assert!(f.enter(9, Who::token("other")).is_ok());
+    let held: Vec<_> = (0..3).map(|i| f.enter(i, Who::User(1)).unwrap()).collect();
+    assert_eq!(f.enter(9, Who::User(1)).unwrap_err(), Refused::Client(3));
+    assert!(f.enter(9, Who::User(2)).is_ok());
     drop(held);
 }
 
@@ -285,7 +280,7 @@ fn one_owner_takes_at_most_half_of_the_reserved_share() {
                 .unwrap(),
         );
     }
-    let mallory = Who::owner("mallory".into());
+    let mallory = Who::User(66);
     while let Ok(guard) = f.enter(1, mallory.clone()) {
         held.push(guard);
     }
@@ -295,7 +290,7 @@ fn one_owner_takes_at_most_half_of_the_reserved_share() {
         Refused::ClientStep(RESERVED_PER_STEP / 2)
     );
     for _ in 0..RESERVED_PER_STEP / 2 {
-        held.push(f.enter(1, Who::token("admin")).unwrap());
+        held.push(f.enter(1, Who::User(1)).unwrap());
     }
     // In all.
     let f = Arc::new(Followers::new(FollowerLimits {
@@ -312,7 +307,7 @@ fn one_owner_takes_at_most_half_of_the_reserved_share() {
         }
     }
     assert_eq!(held.len(), RESERVED_TOTAL / 2);
-    held.push(f.enter(1, Who::token("admin")).unwrap());
+    held.push(f.enter(1, Who::User(1)).unwrap());
     // The defaults bind first: 8 of a step, 32 in all.
     let f = Arc::new(Followers::new(FollowerLimits::default()));
     let mut held = Vec::new();
@@ -322,7 +317,7 @@ fn one_owner_takes_at_most_half_of_the_reserved_share() {
         }
     }
     assert_eq!(held.len(), MAX_FOLLOWERS_PER_CLIENT);
-    assert!(f.enter(0, Who::token("alice")).is_ok());
+    assert!(f.enter(0, Who::User(2)).is_ok());
 }
 
 // The attack (issue 30): a client that stops reading keeps hyper from polling its stream,
@@ -340,7 +335,7 @@ async fn a_stream_never_polled_frees_its_place_at_its_lifetime_or_idle_timeout()
     }));
     let pending = futures::stream::pending::<()>;
     let mut anonymous = Box::pin(leash(pending(), f.enter(1, at("10.0.0.1")).unwrap()));
-    let mut signed_in = Box::pin(leash(pending(), f.enter(1, Who::token("admin")).unwrap()));
+    let mut signed_in = Box::pin(leash(pending(), f.enter(1, Who::User(1)).unwrap()));
     assert_eq!(f.live(), 2);
     // Both keep reading: the signed-in one stays, the anonymous one ends at its lifetime.
     for _ in 0..9 {
@@ -356,7 +351,7 @@ async fn a_stream_never_polled_frees_its_place_at_its_lifetime_or_idle_timeout()
     assert_eq!(futures::poll!(signed_in.next()), Poll::Ready(None));
     // Never polled at all: freed at the idle timeout, whoever holds it.
     let _never = leash(pending(), f.enter(1, at("10.0.0.2")).unwrap());
-    let _never_signed_in = leash(pending(), f.enter(1, Who::token("admin")).unwrap());
+    let _never_signed_in = leash(pending(), f.enter(1, Who::User(1)).unwrap());
     assert_eq!(f.live(), 2);
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(f.live(), 0);

@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::followers::{parse_trusted_proxy, FollowerLimits, Followers, TrustedProxies};
 use super::super::{router, ApiState};
-use crate::auth::Auth;
 use crate::events::{Event, Events};
 use crate::executor::Executor;
 use crate::store::{NewRepo, NewRun, NewToken, RunRepo, Store};
@@ -60,7 +59,7 @@ impl Engine {
             pool: None,
             pool_classes: None,
             registry: None,
-            auth: Auth::new(store.clone(), Some("admin".into()), false),
+            resolver: crate::access::Resolver::new(store.clone(), Some("admin")),
             shutdown: shutdown.clone(),
             local_workflows: Arc::new(Vec::new()),
             artifacts: Arc::new(

@@ -40,9 +40,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::{Caller, Readable, Role};
+use crate::access::{Caller, Readable, Resolver, Role};
 use crate::artifacts::Artifacts;
-use crate::auth::Auth;
 use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
 use crate::launch::{launch, LaunchError};
@@ -61,7 +60,8 @@ pub struct ApiState {
     /// The Kubernetes pool's classes, when it runs.
     pub pool_classes: Option<watch::Receiver<Vec<ClassStatus>>>,
     pub registry: Option<Arc<Registry>>,
-    pub auth: Auth,
+    /// Resolves each request's [`Caller`] (the admin token, users' tokens, sessions).
+    pub resolver: Resolver,
     pub shutdown: CancellationToken,
     /// Where `POST /api/runs` may read workflow files and workspaces (canonical).
     pub local_workflows: Arc<Vec<PathBuf>>,
@@ -137,7 +137,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
 pub fn router(state: ApiState) -> Router {
     let (guarded, open) = routes();
     let guarded = Router::from(guarded).route_layer(axum::middleware::from_fn_with_state(
-        state.auth.resolver().clone(),
+        state.resolver.clone(),
         crate::access::resolve,
     ));
     Router::new()

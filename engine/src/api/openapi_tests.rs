@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::super::{openapi, router, ApiState};
-use crate::auth::Auth;
 use crate::events::Events;
 use crate::executor::Executor;
 use crate::store::Store;
@@ -139,7 +138,7 @@ async fn the_router_serves_exactly_the_documented_operations() {
         pool: None,
         pool_classes: None,
         registry: None,
-        auth: Auth::new(store.clone(), Some(ADMIN.into()), true),
+        resolver: crate::access::Resolver::new(store.clone(), Some(ADMIN)),
         shutdown: CancellationToken::new(),
         local_workflows: Arc::new(Vec::new()),
         followers: Default::default(),

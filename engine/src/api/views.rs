@@ -505,14 +505,6 @@ impl ScheduleView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenCreated {
-    pub id: i64,
-    pub name: String,
-    /// Shown once; only its hash is stored.
-    pub token: String,
-}
-
 /// A scoped registration token as listed (never the token).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunnerTokenView {

@@ -301,17 +301,6 @@ impl Store {
         })
     }
 
-    /// The name of the API token with this hash, if one exists.
-    pub async fn api_token_name(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
-        on_db!(self, pool => {
-            let row = sqlx::query("SELECT name FROM api_tokens WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|row| row.try_get("name")).transpose()?)
-        })
-    }
-
     /// The decisions taken on a run's approval steps, in the order they were taken.
     pub async fn approvals_of_run(&self, run_id: i64) -> anyhow::Result<Vec<ApprovalRow>> {
         on_db!(self, pool => {

@@ -272,8 +272,10 @@ impl Store {
         Ok(row.unwrap_or(false))
     }
 
-    /// Stores an API token by its hash. `owner_hash` is the hash of the token whose holder
-    /// it belongs to (see [`Store::api_token_owner`]); `None`: it owns itself.
+    /// Stores an API token row as engines before users (migration 0017) wrote them: no
+    /// user, `owner_hash` the hash of the token that minted it (`None`: it owns itself).
+    /// [`Store::adopt_legacy_tokens`] gives such rows their users; the adoption's tests
+    /// write them with this.
     pub async fn create_api_token(
         &self,
         name: &str,
@@ -290,27 +292,6 @@ impl Store {
         .bind(now_ms())
         .fetch_one(pool)
         .await?))
-    }
-
-    /// Whom the API token with this hash belongs to, as a token hash: the token that
-    /// minted it (or that token's owner), or itself. `None`: no such token.
-    pub async fn api_token_owner(&self, token_hash: &str) -> anyhow::Result<Option<String>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COALESCE(owner_hash, token_hash) FROM api_tokens WHERE token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(pool)
-        .await?))
-    }
-
-    pub async fn api_token_exists(&self, token_hash: &str) -> anyhow::Result<bool> {
-        let found: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM api_tokens WHERE token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(pool)
-        .await?);
-        Ok(found.is_some())
     }
 
     /// Records a delivery; false when this forge already delivered this id.

@@ -47,7 +47,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::api::ApiState;
-use crate::auth::Auth;
+use crate::access::Resolver;
 
 /// What the dashboard needs from a running engine.
 #[derive(Clone)]
@@ -81,8 +81,8 @@ impl Web {
         self.state.executor.store()
     }
 
-    fn auth(&self) -> &Auth {
-        &self.state.auth
+    fn resolver(&self) -> &Resolver {
+        &self.state.resolver
     }
 }
 

@@ -63,7 +63,7 @@ pub(super) struct Chrome {
 impl Session {
     /// Reads the cookies and resolves the caller of the session cookie.
     pub(super) async fn load(web: &Web, headers: &HeaderMap) -> WebResult<Session> {
-        let resolver = web.auth().resolver();
+        let resolver = web.resolver();
         let caller = if !resolver.enforced() {
             Caller::Embedded
         } else {
@@ -249,7 +249,7 @@ pub(super) async fn login_page(
 ) -> WebResult<Html<String>> {
     let next = local_path(query.next.as_deref().unwrap_or("/"));
     let signed_in = Session::load(&web, &headers).await?.signed_in();
-    let message = if web.auth().resolver().enforced() {
+    let message = if web.resolver().enforced() {
         ""
     } else {
         "This engine checks no tokens: sign in with an empty token to get a session for cancel and re-run."
@@ -282,7 +282,7 @@ pub(super) async fn login(
     check_origin(&headers)?;
     let next = local_path(&form.next);
     let token = form.token.trim();
-    let resolver = web.auth().resolver();
+    let resolver = web.resolver();
     let session = match resolver.enforced() {
         false => None,
         true => {
@@ -332,7 +332,7 @@ pub(super) async fn logout(
 ) -> WebResult<Response> {
     check_form(&headers, cookie(&headers, CSRF_COOKIE), &form.csrf)?;
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        web.auth().resolver().close_session(id).await?;
+        web.resolver().close_session(id).await?;
     }
     let secure = web.secure_cookies;
     let mut response = Redirect::to("/").into_response();

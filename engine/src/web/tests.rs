@@ -17,7 +17,6 @@ use tower::ServiceExt;
 
 use super::{router, WebState, CONTENT_SECURITY_POLICY};
 use crate::api::ApiState;
-use crate::auth::Auth;
 use crate::events::Events;
 use crate::executor::Executor;
 use crate::pool::kubernetes::{ClassStatus, Failures};
@@ -67,7 +66,7 @@ impl Fixture {
             pool: None,
             pool_classes,
             registry: None,
-            auth: Auth::new(store.clone(), Some(ADMIN.into()), false),
+            resolver: crate::access::Resolver::new(store.clone(), Some(ADMIN)),
             shutdown: CancellationToken::new(),
             local_workflows: Arc::new(Vec::new()),
             artifacts: Arc::new(
