@@ -842,7 +842,8 @@ const WEBHOOK_SECRET: &str = "webhook-secret-of-the-people-tests";
 
 const SHIP: &str = r#"
 def workflow(ctx):
-    return Plan(name="Ship", triggers=[Trigger.on_push(branch="main")],
+    return Plan(name="Ship", triggers=[Trigger.on_push(branch="main"),
+                                       Trigger.on_pull_request(branches=["main"])],
                 steps=[Step.approval("ship", exclude_triggerer=True)])
 "#;
 
@@ -881,9 +882,32 @@ fn push_delivery(repo: &str, sha: &str, pusher: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap()
 }
 
+/// A `synchronize` of `repo`'s pull request 7 (head `sha` on its own branch) that `sender`
+/// pushed onto `author`'s pull request, from the real payload.
+fn synchronize_delivery(repo: &str, sha: &str, author: &str, sender: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
+    let text = std::fs::read_to_string(root.join("github/pull_request-opened.json")).unwrap();
+    let mut body: Value = serde_json::from_str(&text).unwrap();
+    body["action"] = json!("synchronize");
+    body["number"] = json!(7);
+    body["repository"]["full_name"] = json!(repo);
+    body["pull_request"]["number"] = json!(7);
+    body["pull_request"]["user"]["login"] = json!(author);
+    body["pull_request"]["head"]["sha"] = json!(sha);
+    body["pull_request"]["head"]["ref"] = json!("feature");
+    body["pull_request"]["head"]["repo"]["full_name"] = json!(repo);
+    body["pull_request"]["base"]["ref"] = json!("main");
+    body["pull_request"]["base"]["sha"] = json!(sha);
+    body["pull_request"]["base"]["repo"]["full_name"] = json!(repo);
+    body["sender"]["login"] = json!(sender);
+    serde_json::to_vec(&body).unwrap()
+}
+
 /// The user linked to the pusher's login is the push's triggerer: with exclude_triggerer
 /// it may not approve the run's gate, another writer may. (Fails without the actor read
-/// from the payload: nothing then links the run to the user.)
+/// from the payload: nothing then links the run to the user.) The same for a pull
+/// request's `synchronize` the user pushed onto somebody else's pull request: its sender
+/// started it too (fails with only the author recorded: alice approved her own push).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
     let _serial = support::serial().await;
@@ -1000,6 +1024,55 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
     assert_eq!(status, 200, "{body}");
     let run = support::wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
+
+    // Alice (octocat) pushes onto a pull request someone else opened.
+    let delivery = synchronize_delivery("octo/ship", &sha, "someone-else", "octocat");
+    let signature = engine::forge::signature::sign(&delivery, WEBHOOK_SECRET);
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{url}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-GitHub-Delivery", "people-sync-1")
+        .header("X-Hub-Signature-256", format!("sha256={signature}"))
+        .body(delivery)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pr_run = answer["runs"][0]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no run: {answer}"));
+    support::wait_for(Duration::from_secs(60), "the gate to wait", || {
+        let http = http.clone();
+        async move {
+            let run = support::run_view(&http, url, pr_run).await?;
+            (support::step(&run, "ship")["status"] == "waiting").then_some(())
+        }
+    })
+    .await;
+    let approve_pr = |token: String| {
+        let url = format!("{url}/api/runs/{pr_run}/steps/ship/approve");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, body) = approve_pr(tokens[0].clone()).await;
+    assert_eq!(
+        status, 403,
+        "who pushed onto the pull request approved its own code: {body}"
+    );
+    assert!(body.contains("started this run"), "{body}");
+    let (status, body) = approve_pr(tokens[1].clone()).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// `plue ARGS --server URL` with `token`: (success, stdout, stderr).

@@ -320,8 +320,9 @@ impl Caller {
         }))
     }
 
-    /// Whether the caller started run `run_id`: the same user, a forge login linked to it,
-    /// or (runs recorded before users) the same name.
+    /// Whether the caller started run `run_id`: the same user, a forge login linked to it
+    /// (any of the run's: `forge_login` lists them separated by spaces), or (runs recorded
+    /// before users) the same name.
     pub async fn is_triggerer_of(&self, store: &Store, run_id: i64) -> anyhow::Result<bool> {
         let Some(trigger) = store.trigger_of(run_id).await? else {
             return Ok(false);
@@ -337,11 +338,9 @@ impl Caller {
         if trigger.user_id.is_none() && trigger.name.eq_ignore_ascii_case(&user.name) {
             return Ok(true);
         }
-        if let Some((forge, login)) = trigger
-            .forge_login
-            .as_deref()
-            .and_then(|f| f.split_once(':'))
-        {
+        // Every login that started it: the author and, say, who pushed onto its branch.
+        let logins = trigger.forge_login.as_deref().unwrap_or_default();
+        for (forge, login) in logins.split_whitespace().filter_map(|f| f.split_once(':')) {
             if store.user_of_forge_login(forge, login).await? == Some(user.id) {
                 return Ok(true);
             }

@@ -512,3 +512,52 @@ async fn a_legacy_token_named_like_an_existing_user_never_becomes_that_users() {
         );
     }
 }
+
+/// Attack: mallory (a writer) pushes onto carol's pull request from the same repository;
+/// the `synchronize` run's author is carol, its sender mallory. With `exclude_triggerer`
+/// mallory may not approve the code she pushed, whoever opened the pull request.
+#[tokio::test]
+async fn whoever_pushed_onto_a_pull_request_may_not_decide_its_run() {
+    for (store, _dir) in stores().await {
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let (carol, _) = user_with_token(&store, "carol", Default::default()).await;
+        let (mallory, mallory_token) = user_with_token(&store, "mallory", Default::default()).await;
+        let (_, bob_token) = user_with_token(&store, "bob", Default::default()).await;
+        store
+            .link_forge_login(carol, "github", "carol-gh")
+            .await
+            .unwrap();
+        store
+            .link_forge_login(mallory, "github", "Mallory-GH")
+            .await
+            .unwrap();
+        let run = any_run(&store).await;
+        store
+            .record_trigger(
+                run,
+                &Triggerer {
+                    name: "carol-gh".into(),
+                    user_id: Some(carol),
+                    forge_login: Some("github:carol-gh github:mallory-gh".into()),
+                },
+            )
+            .await
+            .unwrap();
+        let mallory_caller = resolver
+            .from_headers(&bearer(&mallory_token))
+            .await
+            .unwrap();
+        let bob_caller = resolver.from_headers(&bearer(&bob_token)).await.unwrap();
+        let deciders = ["mallory".to_string(), "bob".to_string()];
+        let refused = mallory_caller
+            .may_decide(&store, run, &deciders, true)
+            .await
+            .unwrap();
+        assert!(refused.unwrap_err().contains("started this run"));
+        assert!(bob_caller
+            .may_decide(&store, run, &deciders, true)
+            .await
+            .unwrap()
+            .is_ok());
+    }
+}

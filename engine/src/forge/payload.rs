@@ -13,6 +13,10 @@
 //!   `sender.login`, else `pusher.name`; Gitea: `pusher.login`, else `sender.login`; a pull
 //!   request's author `pull_request.user.login`); a login that is not one a forge allows is
 //!   dropped, never trusted as some other name.
+//! - Every other login the payload names for the event (the `sender` of a pull request's
+//!   `synchronize` who pushed onto somebody else's branch, a pusher and sender that
+//!   disagree) is kept in `co_actors`: each of them started the run too, so none of them
+//!   decides its gates with `exclude_triggerer`.
 
 use serde::Deserialize;
 
@@ -62,6 +66,8 @@ pub struct Push {
     pub changed_files: Option<Vec<String>>,
     /// The forge login of who pushed, when the payload names a valid one.
     pub actor: Option<String>,
+    /// Other valid logins the payload names as pushing (pusher and sender disagreeing).
+    pub co_actors: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +85,9 @@ pub struct PullRequestEvent {
     pub from_fork: bool,
     /// The forge login of the pull request's author, when the payload names a valid one.
     pub actor: Option<String>,
+    /// The event's `sender` when it is somebody else (who pushed the `synchronize`,
+    /// reopened the pull request, ...): it started the run too.
+    pub co_actors: Vec<String>,
 }
 
 /// Why a delivery's body could not be read.
@@ -156,16 +165,33 @@ fn push_actor(
     forge: Forge,
     pusher: Option<&AccountJson>,
     sender: Option<&AccountJson>,
-) -> Option<String> {
+) -> (Option<String>, Vec<String>) {
     let pusher_login = pusher.and_then(|p| match forge {
         Forge::GitHub => p.name.clone().filter(|l| valid_login(l)),
         Forge::Gitea => p.login(),
     });
     let sender_login = sender.and_then(AccountJson::login);
-    match forge {
-        Forge::GitHub => sender_login.or(pusher_login),
-        Forge::Gitea => pusher_login.or(sender_login),
+    let (first, second) = match forge {
+        Forge::GitHub => (sender_login, pusher_login),
+        Forge::Gitea => (pusher_login, sender_login),
+    };
+    match first {
+        Some(actor) => (Some(actor.clone()), others(&actor, second)),
+        None => (second, Vec::new()),
     }
+}
+
+/// `logins` that are not `actor` (in any case), deduplicated.
+fn others(actor: &str, logins: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut others: Vec<String> = Vec::new();
+    for login in logins {
+        if !login.eq_ignore_ascii_case(actor)
+            && !others.iter().any(|o| o.eq_ignore_ascii_case(&login))
+        {
+            others.push(login);
+        }
+    }
+    others
 }
 
 #[derive(Deserialize)]
@@ -322,8 +348,10 @@ fn read_push(forge: Forge, push: PushJson) -> Push {
         files.dedup();
         files
     });
+    let (actor, co_actors) = push_actor(forge, push.pusher.as_ref(), push.sender.as_ref());
     Push {
-        actor: push_actor(forge, push.pusher.as_ref(), push.sender.as_ref()),
+        actor,
+        co_actors,
         repo: facts(&push.repository),
         git_ref: push.git_ref,
         before: real_sha(push.before),
@@ -369,13 +397,14 @@ fn read_pull_request(
         _ => false,
     };
     let head_clone_url = pr.head.repo.as_ref().and_then(|r| r.clone_url.clone());
-    let actor = pr
-        .user
-        .as_ref()
-        .and_then(AccountJson::login)
-        .or_else(|| event.sender.as_ref().and_then(AccountJson::login));
+    let sender = event.sender.as_ref().and_then(AccountJson::login);
+    let (actor, co_actors) = match pr.user.as_ref().and_then(AccountJson::login) {
+        Some(author) => (Some(author.clone()), others(&author, sender)),
+        None => (sender, Vec::new()),
+    };
     Ok(PullRequestEvent {
         actor,
+        co_actors,
         repo: facts(&event.repository),
         action,
         number,
@@ -586,6 +615,20 @@ mod tests {
             panic!()
         };
         assert_eq!(pr.actor.as_deref(), Some("Codertocat"));
+        // Attack: mallory pushes onto Codertocat's pull request (a `synchronize` whose
+        // sender is mallory); she started that run as much as its author did.
+        assert_eq!(pr.co_actors, ["mallory"]);
+        // A Gitea push whose pusher and sender disagree names both.
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("gitea/push-multi-commit.json")).unwrap();
+        body["sender"]["login"] = "Mallory".into();
+        let ForgeEvent::Push(push) =
+            parse(Forge::Gitea, "push", body.to_string().as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(push.actor.as_deref(), Some("test-user"));
+        assert_eq!(push.co_actors, ["Mallory"]);
         // A login no forge would give is dropped, not recorded.
         let mut body: serde_json::Value =
             serde_json::from_slice(&fixture("github/push-new-branch.json")).unwrap();

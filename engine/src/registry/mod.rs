@@ -125,7 +125,9 @@ impl Registry {
             },
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
-            triggerer: self.forge_triggerer(repo, push.actor.as_deref()).await?,
+            triggerer: self
+                .forge_triggerer(repo, push.actor.as_deref(), &push.co_actors)
+                .await?,
         };
         let (runs, plans) = self.start_matching(&occurrence, &files).await?;
         let default_branch = push
@@ -213,19 +215,23 @@ impl Registry {
             },
             fetch_url,
             secrets_allowed: !pr.from_fork,
-            triggerer: self.forge_triggerer(repo, pr.actor.as_deref()).await?,
+            triggerer: self
+                .forge_triggerer(repo, pr.actor.as_deref(), &pr.co_actors)
+                .await?,
         };
         Ok(self.start_matching(&occurrence, &files).await?.0)
     }
 
     /// Starts `workflow` (a file path, its name without `.plue.py`, or a plan name) at
-    /// `git_ref` with `inputs` checked against its manual trigger.
+    /// `git_ref` with `inputs` checked against its manual trigger, recording `triggerer`
+    /// (the API's caller) as who started it.
     pub async fn dispatch(
         &self,
         repo: &RepoRow,
         workflow: &str,
         git_ref: &str,
         inputs: &BTreeMap<String, String>,
+        triggerer: Option<Triggerer>,
     ) -> Result<i64, DispatchError> {
         let mirror = self.mirror(repo).await?;
         let (sha, git_ref) = {
@@ -489,25 +495,35 @@ impl Registry {
         }
     }
 
-    /// The triggerer of a run a forge's delivery starts: the actor's login as
-    /// `forge:login`, and the user it is linked to (if any, and not disabled).
+    /// The triggerer of a run a forge's delivery starts: the actor's login (and every
+    /// co-actor's: the sender who pushed onto somebody's pull request) as `forge:login`
+    /// separated by spaces, and the user the first linked one is linked to (if any, and
+    /// not disabled). Each of them may not decide the run's gates with `exclude_triggerer`.
     async fn forge_triggerer(
         &self,
         repo: &RepoRow,
         actor: Option<&str>,
+        co_actors: &[String],
     ) -> anyhow::Result<Option<Triggerer>> {
         let Some(login) = actor else {
             return Ok(None);
         };
-        let user_id = self
-            .executor
-            .store()
-            .user_of_forge_login(&repo.forge, login)
-            .await?;
+        let mut user_id = None;
+        let mut logins = Vec::new();
+        for each in std::iter::once(login).chain(co_actors.iter().map(String::as_str)) {
+            if user_id.is_none() {
+                user_id = self
+                    .executor
+                    .store()
+                    .user_of_forge_login(&repo.forge, each)
+                    .await?;
+            }
+            logins.push(format!("{}:{each}", repo.forge));
+        }
         Ok(Some(Triggerer {
             name: login.to_string(),
             user_id,
-            forge_login: Some(format!("{}:{login}", repo.forge)),
+            forge_login: Some(logins.join(" ")),
         }))
     }
 

@@ -64,7 +64,9 @@ pub struct Triggerer {
     /// As shown: a user name, `schedule`, a forge login.
     pub name: String,
     pub user_id: Option<i64>,
-    /// `github:octocat` for a run a forge's webhook started.
+    /// `github:octocat` for a run a forge's webhook started; more than one separated by
+    /// spaces when more than one login started it (`github:octocat github:mallory`: a
+    /// `synchronize` mallory pushed onto octocat's pull request).
     pub forge_login: Option<String>,
 }
 
