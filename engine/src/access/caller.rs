@@ -322,28 +322,25 @@ impl Caller {
 
     /// Whether the caller started run `run_id`: the same user, a forge login linked to it
     /// (any of the run's: `forge_login` lists them separated by spaces), or (runs recorded
-    /// before users) the same name.
+    /// before users) the same name. A re-run was started by whoever started the run it
+    /// re-runs too (its code is theirs), all the way up.
     pub async fn is_triggerer_of(&self, store: &Store, run_id: i64) -> anyhow::Result<bool> {
-        let Some(trigger) = store.trigger_of(run_id).await? else {
-            return Ok(false);
-        };
         let Some(user) = self.user() else {
             // Anonymous and embedded callers are no one in particular; an anonymous caller
             // decides nothing anyway.
             return Ok(false);
         };
-        if trigger.user_id == Some(user.id) {
-            return Ok(true);
-        }
-        if trigger.user_id.is_none() && trigger.name.eq_ignore_ascii_case(&user.name) {
-            return Ok(true);
-        }
-        // Every login that started it: the author and, say, who pushed onto its branch.
-        let logins = trigger.forge_login.as_deref().unwrap_or_default();
-        for (forge, login) in logins.split_whitespace().filter_map(|f| f.split_once(':')) {
-            if store.user_of_forge_login(forge, login).await? == Some(user.id) {
-                return Ok(true);
+        // regression: a re-run by another writer was only theirs, so whoever pushed the
+        // code approved its re-run with exclude_triggerer.
+        let mut next = Some(run_id);
+        let mut seen = BTreeSet::new();
+        while let Some(run_id) = next.filter(|id| seen.insert(*id)) {
+            if let Some(trigger) = store.trigger_of(run_id).await? {
+                if started(store, &trigger, user).await? {
+                    return Ok(true);
+                }
             }
+            next = store.run(run_id).await?.and_then(|run| run.rerun_of);
         }
         Ok(false)
     }
@@ -533,6 +530,29 @@ impl Resolver {
     pub async fn close_session(&self, id: &str) -> anyhow::Result<()> {
         self.store.delete_session(&tokens::hash_token(id)).await
     }
+}
+
+/// Whether `trigger` (one run's) names `user`: its id, a forge login linked to it, or (rows
+/// from before users) its name.
+async fn started(
+    store: &Store,
+    trigger: &crate::store::Triggerer,
+    user: &User,
+) -> anyhow::Result<bool> {
+    if trigger.user_id == Some(user.id) {
+        return Ok(true);
+    }
+    if trigger.user_id.is_none() && trigger.name.eq_ignore_ascii_case(&user.name) {
+        return Ok(true);
+    }
+    // Every login that started it: the author and, say, who pushed onto its branch.
+    let logins = trigger.forge_login.as_deref().unwrap_or_default();
+    for (forge, login) in logins.split_whitespace().filter_map(|f| f.split_once(':')) {
+        if store.user_of_forge_login(forge, login).await? == Some(user.id) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn user_of(row: UserRow, admin: bool) -> User {

@@ -68,6 +68,11 @@ struct NewTokenScope<'a> {
 
 /// A run (one that did not evaluate: it has no steps, which these rules never read).
 async fn any_run(store: &Store) -> i64 {
+    run_rerunning(store, None).await
+}
+
+/// A run, re-running `rerun_of` when given.
+async fn run_rerunning(store: &Store, rerun_of: Option<i64>) -> i64 {
     let plan = evaluator::plan::Plan {
         name: "p".into(),
         triggers: vec![],
@@ -86,7 +91,7 @@ async fn any_run(store: &Store) -> i64 {
         plan_json: "{}",
         plan_hash: "",
         workspace: &runner::protocol::WorkspaceSource::Empty,
-        rerun_of: None,
+        rerun_of,
         repo: None,
     };
     store.create_failed_run(&new, "no").await.unwrap()
@@ -559,5 +564,47 @@ async fn whoever_pushed_onto_a_pull_request_may_not_decide_its_run() {
             .await
             .unwrap()
             .is_ok());
+    }
+}
+
+/// Attack: alice pushed the code (run 1, hers); another writer re-runs it (run 2, theirs)
+/// and alice approves the re-run of her own code. A re-run was started by whoever started
+/// the run it re-runs too, all the way up.
+#[tokio::test]
+async fn a_rerun_is_still_started_by_who_started_the_run_it_reruns() {
+    for (store, _dir) in stores().await {
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let (alice, alice_token) = user_with_token(&store, "alice", Default::default()).await;
+        let (bob, bob_token) = user_with_token(&store, "bob", Default::default()).await;
+        let (_, carol_token) = user_with_token(&store, "carol", Default::default()).await;
+        let trigger = |user_id: i64, name: &str| Triggerer {
+            name: name.into(),
+            user_id: Some(user_id),
+            forge_login: None,
+        };
+        let first = any_run(&store).await;
+        store
+            .record_trigger(first, &trigger(alice, "alice"))
+            .await
+            .unwrap();
+        let second = run_rerunning(&store, Some(first)).await;
+        store
+            .record_trigger(second, &trigger(bob, "bob"))
+            .await
+            .unwrap();
+        let third = run_rerunning(&store, Some(second)).await;
+        store
+            .record_trigger(third, &trigger(bob, "bob"))
+            .await
+            .unwrap();
+        let alice = resolver.from_headers(&bearer(&alice_token)).await.unwrap();
+        let bob = resolver.from_headers(&bearer(&bob_token)).await.unwrap();
+        let carol = resolver.from_headers(&bearer(&carol_token)).await.unwrap();
+        for run in [second, third] {
+            assert!(alice.is_triggerer_of(&store, run).await.unwrap(), "{run}");
+            assert!(bob.is_triggerer_of(&store, run).await.unwrap(), "{run}");
+            assert!(!carol.is_triggerer_of(&store, run).await.unwrap(), "{run}");
+        }
+        assert!(!bob.is_triggerer_of(&store, first).await.unwrap());
     }
 }
