@@ -299,7 +299,7 @@ async fn on_main_the_engine_inserts_the_review_and_the_secret_follows_it() {
     );
 
     // A re-run is reviewed again.
-    let again = h.engine.executor.rerun(run).await.unwrap().unwrap();
+    let again = h.engine.executor.rerun(run, None).await.unwrap().unwrap();
     assert_eq!(h.step(again, "deploy").await.status, "waiting");
     assert_never_handed_the_key(&h).await;
     // (e) Rejected, it fails and gets nothing.
@@ -1185,4 +1185,81 @@ async fn a_rerun_is_never_reviewed_by_who_started_the_run_it_repeats() {
     let assignment = h.claim().await.expect("dispatched after alice's review");
     assert_eq!(assignment.secrets["DEPLOY_KEY"], DEPLOY_KEY);
     h.engine.shutdown().await;
+}
+
+// A reviewer re-runs (or dispatches, or pushes) a deploy and at once approves the run it
+// is about to get (run ids are sequential) from several connections. The run's triggerer
+// was recorded after the run's first advance had put the step up for review, so an
+// approval landing in between found no triggerer and passed prevent_self_review. The
+// triggerer is now stored before the run's first advance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_review_is_never_decided_before_the_run_knows_who_started_it() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    let mallory = h.person("mallory", Some("writer")).await;
+    let bob = h.person("bob", Some("writer")).await;
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/prod",
+            Some(json!({"allowed_refs": ["main"], "reviewers": ["mallory"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let pushed =
+        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    h.store()
+        .record_trigger(
+            pushed,
+            &Triggerer {
+                name: "bob".into(),
+                user_id: Some(bob.id),
+                forge_login: None,
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        let next = h.store().list_runs(1).await.unwrap()[0].id + 1;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut spammers = Vec::new();
+        for _ in 0..6 {
+            let (h, stop, token) = (h.clone(), stop.clone(), mallory.token.clone());
+            spammers.push(tokio::spawn(async move {
+                let mut decided = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, body) = h.decide(&token, next, "deploy", "approve").await;
+                    if status == 200 {
+                        decided.push(body);
+                    }
+                }
+                decided
+            }));
+        }
+        let (status, created) = h
+            .call(
+                &mallory.token,
+                "POST",
+                &format!("/api/runs/{pushed}/rerun"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        assert_eq!(created["run_id"], next);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for spammer in spammers {
+            let decided = spammer.await.unwrap();
+            assert!(
+                decided.is_empty(),
+                "mallory approved the deploy she started: {decided:?}"
+            );
+        }
+        assert_eq!(h.step(next, "deploy").await.status, "waiting");
+    }
+    assert_never_handed_the_key(&h).await;
+    match std::sync::Arc::try_unwrap(h) {
+        Ok(h) => h.engine.shutdown().await,
+        Err(_) => panic!("the harness is still shared"),
+    }
 }

@@ -359,9 +359,9 @@ async fn rerun(
             format!("run {id} has no plan to run again: its workflow file did not evaluate"),
         ));
     }
-    match state.executor.rerun(id).await? {
+    // The re-runner is the new run's triggerer, recorded before its first advance.
+    match state.executor.rerun(id, Some(&triggerer(&caller))).await? {
         Some(run_id) => {
-            record_trigger(store, &caller, run_id).await?;
             let detail = serde_json::json!({ "rerun_of": id });
             audit(
                 store,
@@ -378,23 +378,23 @@ async fn rerun(
     }
 }
 
-/// Records that `caller` started `run_id` (its user id, so `exclude_triggerer` compares
-/// users).
+/// `caller` as the triggerer of a run it starts (its user id, so `exclude_triggerer`
+/// compares users).
+pub(crate) fn triggerer(caller: &Caller) -> Triggerer {
+    Triggerer {
+        name: caller.name().to_string(),
+        user_id: caller.user_id(),
+        forge_login: None,
+    }
+}
+
+/// Records that `caller` started `run_id`.
 pub(crate) async fn record_trigger(
     store: &Store,
     caller: &Caller,
     run_id: i64,
 ) -> anyhow::Result<()> {
-    store
-        .record_trigger(
-            run_id,
-            &Triggerer {
-                name: caller.name().to_string(),
-                user_id: caller.user_id(),
-                forge_login: None,
-            },
-        )
-        .await
+    store.record_trigger(run_id, &triggerer(caller)).await
 }
 
 /// Records in the audit trail that `caller` did `action`.

@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::{Created, ErrorView, MemberView, RepoView, ScheduleView, SecretView};
-use super::{audit, record_trigger, ApiState};
+use super::{audit, triggerer, ApiState};
 use crate::access::{Caller, Readable, Role};
 use crate::forge::Forge;
 use crate::http_error::{ApiError, ApiResult};
@@ -849,12 +849,17 @@ pub(super) async fn dispatch(
         inputs.insert(key, text);
     }
     match registry
-        .dispatch(&repo, &request.workflow, &git_ref, &inputs)
+        .dispatch(
+            &repo,
+            &request.workflow,
+            &git_ref,
+            &inputs,
+            Some(triggerer(&caller)),
+        )
         .await
     {
         Ok(run_id) => {
             let store = state.executor.store();
-            record_trigger(store, &caller, run_id).await?;
             let detail = serde_json::json!({ "workflow": request.workflow, "ref": git_ref });
             audit(
                 store,

@@ -26,7 +26,7 @@ use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
 use crate::metrics;
-use crate::store::{now_ms, AttemptEnd, KnownSteps, NewRun, RunRepo, StepAfter, Store};
+use crate::store::{now_ms, AttemptEnd, KnownSteps, NewRun, RunRepo, StepAfter, Store, Triggerer};
 use crate::vault::Vault;
 use outputs::{OutputCache, Outputs};
 pub use rules::Report;
@@ -127,11 +127,29 @@ impl Executor {
     /// cancel (older waiting ones; with `cancel_in_progress`, the active one) are moved on
     /// here too.
     pub async fn start_run(&self, run: &NewRun<'_>) -> anyhow::Result<i64> {
+        self.start_run_by(run, None).await
+    }
+
+    /// [`Executor::start_run`], recording `triggerer` as who started the run before its
+    /// first advance: a gate of the run (an environment review, an approval) can only be
+    /// decided once the engine knows whom `exclude_triggerer` and `prevent_self_review`
+    /// exclude (recorded after, a decision racing the run's start found no triggerer).
+    pub async fn start_run_by(
+        &self,
+        run: &NewRun<'_>,
+        triggerer: Option<&Triggerer>,
+    ) -> anyhow::Result<i64> {
         let created = self
             .store
             .create_run(run, self.max_parallel)
             .await
             .context("storing the run")?;
+        if let Some(triggerer) = triggerer {
+            self.store
+                .record_trigger(created.id, triggerer)
+                .await
+                .with_context(|| format!("recording who started run {}", created.id))?;
+        }
         self.remember(created.id, Arc::new(run.plan.clone()));
         for &cancelled in &created.cancelled {
             self.events.send(Event::Cancel { run_id: cancelled });
@@ -141,8 +159,13 @@ impl Executor {
         Ok(created.id)
     }
 
-    /// Starts a new run with the plan, context and workspace of `run_id`.
-    pub async fn rerun(&self, run_id: i64) -> anyhow::Result<Option<i64>> {
+    /// Starts a new run with the plan, context and workspace of `run_id`, started by
+    /// `triggerer` ([`Executor::start_run_by`]).
+    pub async fn rerun(
+        &self,
+        run_id: i64,
+        triggerer: Option<&Triggerer>,
+    ) -> anyhow::Result<Option<i64>> {
         let Some(run) = self.store.run(run_id).await? else {
             return Ok(None);
         };
@@ -152,23 +175,26 @@ impl Executor {
         let plan = self.plan(run_id).await?;
         let workspace = serde_json::from_str(&docs.workspace).context("stored workspace")?;
         let new_id = self
-            .start_run(&NewRun {
-                workflow_source: &run.workflow_source,
-                workflow_path: &run.workflow_path,
-                event: &run.event,
-                git_ref: &run.git_ref,
-                sha: &run.sha,
-                context_json: &docs.context,
-                plan: &plan,
-                plan_json: &docs.plan,
-                plan_hash: &run.plan_hash,
-                workspace: &workspace,
-                rerun_of: Some(run_id),
-                repo: run.repo_id.map(|repo_id| RunRepo {
-                    repo_id,
-                    secrets_allowed: run.secrets_allowed,
-                }),
-            })
+            .start_run_by(
+                &NewRun {
+                    workflow_source: &run.workflow_source,
+                    workflow_path: &run.workflow_path,
+                    event: &run.event,
+                    git_ref: &run.git_ref,
+                    sha: &run.sha,
+                    context_json: &docs.context,
+                    plan: &plan,
+                    plan_json: &docs.plan,
+                    plan_hash: &run.plan_hash,
+                    workspace: &workspace,
+                    rerun_of: Some(run_id),
+                    repo: run.repo_id.map(|repo_id| RunRepo {
+                        repo_id,
+                        secrets_allowed: run.secrets_allowed,
+                    }),
+                },
+                triggerer,
+            )
             .await?;
         Ok(Some(new_id))
     }

@@ -11,9 +11,9 @@
 //! - Mirror fetches of one repository are serialised by a per-repository lock.
 //! - A run a webhook starts records its forge actor (the pusher, the pull request's author)
 //!   as its triggerer, with the user that login is linked to; a schedule's run records
-//!   `schedule`. Both are recorded before [`Registry::on_push`] and the others return, so
-//!   no gate of the run is decided before its triggerer is known. (A dispatch's triggerer
-//!   is the API caller, which the API records.)
+//!   `schedule`, a dispatch the API's caller. Each is stored before the run's first
+//!   advance ([`Executor::start_run_by`]), so no gate of the run is decided before its
+//!   triggerer is known.
 
 pub mod git;
 pub mod matching;
@@ -330,7 +330,7 @@ impl Registry {
             occasion: Occasion::Manual,
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
-            triggerer: None,
+            triggerer,
         };
         Ok(self
             .start_run(&occurrence, &file.path, Ok(evaluated))
@@ -534,15 +534,7 @@ impl Registry {
         path: &str,
         evaluated: Result<evaluator::EvaluatedPlan, String>,
     ) -> anyhow::Result<i64> {
-        let run_id = self.store_run(occurrence, path, evaluated).await?;
-        if let Some(triggerer) = &occurrence.triggerer {
-            self.executor
-                .store()
-                .record_trigger(run_id, triggerer)
-                .await
-                .with_context(|| format!("recording who started run {run_id}"))?;
-        }
-        Ok(run_id)
+        self.store_run(occurrence, path, evaluated).await
     }
 
     async fn store_run(
@@ -563,21 +555,26 @@ impl Registry {
         });
         match evaluated {
             Ok(evaluated) => {
+                // Who started it is stored before its first advance, so no gate of the run
+                // is decided before the engine knows whom it excludes.
                 self.executor
-                    .start_run(&NewRun {
-                        workflow_source: &occurrence.repo.name,
-                        workflow_path: path,
-                        event: ctx.event.as_str(),
-                        git_ref: &ctx.git_ref,
-                        sha: &ctx.sha,
-                        context_json: &context_json,
-                        plan: &evaluated.plan,
-                        plan_json: &evaluated.canonical_json,
-                        plan_hash: &evaluated.plan_hash,
-                        workspace: &workspace,
-                        rerun_of: None,
-                        repo,
-                    })
+                    .start_run_by(
+                        &NewRun {
+                            workflow_source: &occurrence.repo.name,
+                            workflow_path: path,
+                            event: ctx.event.as_str(),
+                            git_ref: &ctx.git_ref,
+                            sha: &ctx.sha,
+                            context_json: &context_json,
+                            plan: &evaluated.plan,
+                            plan_json: &evaluated.canonical_json,
+                            plan_hash: &evaluated.plan_hash,
+                            workspace: &workspace,
+                            rerun_of: None,
+                            repo,
+                        },
+                        occurrence.triggerer.as_ref(),
+                    )
                     .await
             }
             Err(message) => {
@@ -610,6 +607,13 @@ impl Registry {
                         &message,
                     )
                     .await?;
+                if let Some(triggerer) = &occurrence.triggerer {
+                    self.executor
+                        .store()
+                        .record_trigger(run_id, triggerer)
+                        .await
+                        .with_context(|| format!("recording who started run {run_id}"))?;
+                }
                 self.executor
                     .events()
                     .send(crate::events::Event::RunFinished { run_id });
