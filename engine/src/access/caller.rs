@@ -121,6 +121,32 @@ impl Caller {
         }
     }
 
+    /// Whether the credentials the caller was resolved from still hold: its token is
+    /// neither revoked nor expired, its user neither disabled nor, for an admin, demoted
+    /// (the admin token, the anonymous and the embedded caller: always). A caller is
+    /// resolved once per request: answers that last — live log streams — ask again as
+    /// they go.
+    pub async fn still_valid(&self, store: &Store) -> anyhow::Result<bool> {
+        let Caller::Signed {
+            user,
+            token_id: Some(id),
+            ..
+        } = self
+        else {
+            return Ok(true);
+        };
+        let Some(token) = store.token_by_id(*id).await? else {
+            return Ok(false);
+        };
+        if token.revoked_at.is_some() || token.expires_at.is_some_and(|at| at <= now_ms()) {
+            return Ok(false);
+        }
+        Ok(store
+            .user_by_id(user.id)
+            .await?
+            .is_some_and(|row| row.disabled_at.is_none() && (row.admin || !user.admin)))
+    }
+
     /// Passes for an installation admin (and the embedded engine); 401 without
     /// credentials, 403 otherwise.
     pub fn require_admin(&self) -> ApiResult<()> {

@@ -14,6 +14,11 @@
 //! loses its place at the idle-send timeout). An anonymous stream ends after its lifetime
 //! without an `end` event: SSE clients reconnect with `Last-Event-ID`
 //! and resume exactly where they were.
+//!
+//! A stream reads only while its caller may: at least every [`ACCESS_RECHECK`] it asks
+//! again whether the caller's token still holds and it still reads the run's repository
+//! (a revoked token or role, a disabled user, a repository made private), and ends —
+//! without an `end` event, so a client that reconnects meets the refusal — when not.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -42,6 +47,9 @@ use crate::http_error::{ApiError, ApiResult};
 use crate::store::StoredLine;
 
 const PAGE: i64 = 5000;
+
+/// How often a live stream asks again whether its caller may still read the run.
+pub(super) const ACCESS_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -101,7 +109,7 @@ pub(super) async fn step_logs(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let run_id = parse_run_id(&run)?;
     let store = state.executor.store();
-    caller.visible_run(store, run_id, Role::Reader).await?;
+    let run = caller.visible_run(store, run_id, Role::Reader).await?;
     let step_run = store
         .step_run(run_id, &step)
         .await?
@@ -128,7 +136,11 @@ pub(super) async fn step_logs(
         let heartbeat = state.followers.limits().heartbeat;
         // regression: the lifetime was checked inside the stream, which hyper stops polling
         // when the client stops reading, so a silent anonymous client kept its place.
-        let stream = leash(follow(&state, run_id, step_run.id, cursor), guard);
+        let reader = Reader {
+            caller,
+            repo_id: run.repo_id,
+        };
+        let stream = leash(follow(&state, reader, run_id, step_run.id, cursor), guard);
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::new().interval(heartbeat))
             .into_response());
@@ -190,6 +202,32 @@ fn sse_event(line: &StoredLine) -> SseEvent {
         .data(serde_json::to_string(&LineView::new(line)).unwrap_or_default())
 }
 
+/// Who follows a stream, asked again as it goes whether it still may read it.
+struct Reader {
+    caller: Caller,
+    /// The run's repository (`None`: a local run).
+    repo_id: Option<i64>,
+}
+
+impl Reader {
+    /// Whether the caller's credentials still hold and it still reads the run (a failure
+    /// to tell counts as no).
+    async fn still_reads(&self, store: &crate::store::Store) -> bool {
+        match self.caller.still_valid(store).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::error!("checking a log follower's token: {e:#}");
+                return false;
+            }
+        }
+        self.caller
+            .require_repo(store, self.repo_id, Role::Reader)
+            .await
+            .is_ok()
+    }
+}
+
 /// One SSE follower: its place in the step's logs and everything it waits on. It lives in
 /// the response stream itself (no task of its own), so when hyper drops the stream of a
 /// client that left, the follower and its subscription go with it; its place is held by
@@ -198,6 +236,9 @@ struct Follower {
     store: crate::store::Store,
     events: tokio::sync::broadcast::Receiver<Event>,
     shutdown: tokio_util::sync::CancellationToken,
+    reader: Reader,
+    /// When the reader's access was last checked.
+    checked: tokio::time::Instant,
     run_id: i64,
     step_run_id: i64,
     cursor: (i64, i64),
@@ -213,6 +254,7 @@ struct Follower {
 /// final and drained, the engine shuts down or the client is gone.
 fn follow(
     state: &ApiState,
+    reader: Reader,
     run_id: i64,
     step_run_id: i64,
     cursor: (i64, i64),
@@ -221,6 +263,8 @@ fn follow(
         store: state.executor.store().clone(),
         events: state.executor.events().subscribe(),
         shutdown: state.shutdown.clone(),
+        reader,
+        checked: tokio::time::Instant::now(),
         run_id,
         step_run_id,
         cursor,
@@ -245,6 +289,15 @@ fn follow(
 impl Follower {
     /// Reads what is new, or ends the stream, or waits until something may have changed.
     async fn advance(&mut self) {
+        // regression: a stream checked its caller once, when it opened, and went on sending
+        // after the token or the role was revoked or the repository made private.
+        if self.checked.elapsed() >= ACCESS_RECHECK {
+            if !self.reader.still_reads(&self.store).await {
+                self.done = true;
+                return;
+            }
+            self.checked = tokio::time::Instant::now();
+        }
         let lines = match self
             .store
             .read_logs(self.step_run_id, self.cursor, PAGE)

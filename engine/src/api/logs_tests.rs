@@ -628,3 +628,87 @@ async fn a_client_that_never_reads_loses_its_place_at_its_lifetime() {
     assert_eq!(engine.followers.live(), 1, "the lifetime passed");
     engine.live_becomes(0).await;
 }
+
+impl Engine {
+    /// Stores line `seq` of the step and says so, as a runner's upload does.
+    async fn store_line(&self, seq: u64, text: &str) {
+        let line = LogLine {
+            seq,
+            stream: LineStream::Stdout,
+            text: text.into(),
+            ts_ms: 1,
+        };
+        let store = self.executor.store();
+        store
+            .append_logs(self.step_run_id, 1, &[line])
+            .await
+            .unwrap();
+        self.executor.events().send(Event::Logs {
+            run_id: self.run_id,
+            step_run_id: self.step_run_id,
+        });
+    }
+}
+
+// The attack (issue 29): a live stream was checked once, when it opened. Its caller went
+// on reading a step's new lines after its token was revoked, its role taken away or the
+// repository made private — for as long as the step ran (a signed-in stream has no
+// lifetime). Each now ends within a recheck, before any later line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_once_its_caller_may_no_longer_read_the_run() {
+    let engine = Engine::start(roomy()).await;
+    let store = engine.executor.store().clone();
+    let repo = store.repo_by_name("acme/app").await.unwrap().unwrap().id;
+    let token = engine.mint("alice").await;
+    let alice = store.user_by_name("alice").await.unwrap().unwrap().id;
+    let token_id = store.list_tokens(Some(alice)).await.unwrap()[0].id;
+    let mut seq = 0;
+    for case in ["made private", "role revoked", "token revoked"] {
+        let mut request = reqwest::Client::new()
+            .get(format!("http://{}{}", engine.addr, engine.logs_path()))
+            .header("accept", "text/event-stream")
+            // Each stream starts after the lines of the cases before.
+            .header("last-event-id", format!("1:{seq}"));
+        if case != "made private" {
+            request = request.bearer_auth(&token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{case}");
+        let mut events = response.bytes_stream().eventsource();
+        engine.live_becomes(1).await;
+        seq += 1;
+        engine.store_line(seq, &format!("{case}: before")).await;
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("the line while the caller reads")
+            .unwrap()
+            .unwrap();
+        assert!(event.data.contains("before"), "{case}: {}", event.data);
+        match case {
+            "made private" => {
+                store.set_public_read(repo, false).await.unwrap();
+                store.grant_role(repo, alice, "reader").await.unwrap();
+            }
+            "role revoked" => assert!(store.revoke_role(repo, alice).await.unwrap()),
+            _ => assert!(store.revoke_token(token_id).await.unwrap()),
+        }
+        // Past the recheck, a new line comes: the stream ends instead of sending it.
+        tokio::time::sleep(super::ACCESS_RECHECK + Duration::from_millis(200)).await;
+        seq += 1;
+        engine.store_line(seq, &format!("{case}: after")).await;
+        let rest = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut rest = Vec::new();
+            while let Some(event) = events.next().await {
+                rest.push(event.unwrap().data);
+            }
+            rest
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the stream went on"));
+        assert!(rest.is_empty(), "{case}: sent after access ended: {rest:?}");
+        engine.live_becomes(0).await;
+        if case == "role revoked" {
+            store.grant_role(repo, alice, "reader").await.unwrap();
+        }
+    }
+}
