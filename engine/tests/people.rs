@@ -467,6 +467,70 @@ async fn revoking_a_token_ends_it_and_its_dashboard_session() {
     assert_eq!(api.delete("/api/tokens/999", Some(ADMIN)).await.0, 404);
 }
 
+/// Attack: mallory stole alice's token and, before alice revokes it, mints herself a
+/// token with it (and another with that one) to keep. Revoking the stolen token revokes
+/// what it made, down the line, and their sessions; alice's other tokens keep working.
+/// (Fails without the cascade: the minted token still answered 200.)
+#[tokio::test]
+async fn tokens_made_with_a_revoked_token_stop_with_it() {
+    let api = api().await;
+    let store = api.store();
+    let hello = support::create_named_repo(store, "octo/hello").await;
+    let (_, stolen_id, stolen) =
+        support::user_with_token(store, "alice", &[(hello, "writer")]).await;
+    let (_, _, kept) = support::user_with_token(store, "alice", &[]).await;
+    let (_, child) = api.mint(&stolen, json!({"name": "mine now"})).await;
+    let (_, grandchild) = api.mint(&child, json!({"name": "and this"})).await;
+    let (_, sibling) = api.mint(&kept, json!({"name": "alice's own"})).await;
+    let session = support::dashboard_session(&api.engine.url, &grandchild).await;
+    assert_eq!(
+        store
+            .session(&session_hash(&session), engine::store::now_ms())
+            .await
+            .unwrap()
+            .map(|(user, _)| user.name),
+        Some("alice".to_string())
+    );
+
+    let (status, body) = api
+        .delete(&format!("/api/tokens/{stolen_id}"), Some(&kept))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (what, token) in [
+        ("stolen", &stolen),
+        ("child", &child),
+        ("grandchild", &grandchild),
+    ] {
+        assert_eq!(api.get("/api/user", Some(token)).await.0, 401, "{what}");
+    }
+    assert!(store
+        .session(&session_hash(&session), engine::store::now_ms())
+        .await
+        .unwrap()
+        .is_none());
+    for (what, token) in [("kept", &kept), ("sibling", &sibling)] {
+        assert_eq!(api.get("/api/user", Some(token)).await.0, 200, "{what}");
+    }
+    let (_, listed) = api.get("/api/tokens", Some(&kept)).await;
+    let revoked = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["revoked_at"].is_i64())
+        .count();
+    assert_eq!(revoked, 3, "{listed}");
+}
+
+/// The stored hash of a dashboard session's id, from its `plue_session=...` cookie.
+fn session_hash(cookie: &str) -> String {
+    let id = cookie
+        .split(';')
+        .filter_map(|pair| pair.trim().strip_prefix("plue_session="))
+        .next()
+        .unwrap_or_else(|| panic!("no session in {cookie}"));
+    engine::tokens::hash_token(id)
+}
+
 #[tokio::test]
 async fn a_disabled_users_tokens_stop_and_the_admin_cannot_be_disabled() {
     let api = api().await;

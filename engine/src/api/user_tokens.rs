@@ -7,7 +7,8 @@
 //! - A token is never wider than what made it: its `max_role` and `repos` only narrow its
 //!   user's rights, and a token made with a narrowed (or expiring) token inherits that
 //!   narrowing (and expiry) at least — asking for more is refused, not silently cut.
-//! - Revoking ends the dashboard sessions the token opened (the store does both at once);
+//! - Revoking ends the dashboard sessions the token opened and the tokens made with it
+//!   (the store does it all at once), so a stolen token's holder keeps nothing it minted;
 //!   only the token's owner or an admin revokes it, and others learn nothing of it.
 //! - Tokens are stored hashed; the value is in the creating response only.
 
@@ -254,13 +255,15 @@ fn check_token_name(name: &str) -> ApiResult<&str> {
     Ok(name)
 }
 
-/// Stores a token of `user` with `narrowing`, records it, and answers it.
+/// Stores a token of `user` with `narrowing` (made with the caller's token `maker`, which
+/// it then lives no longer than: `None` for the admin's route), records it, and answers it.
 async fn mint(
     store: &Store,
     caller: &Caller,
     user: &UserRow,
     name: &str,
     narrowing: Narrowing,
+    maker: Option<i64>,
 ) -> ApiResult<(StatusCode, Json<UserTokenCreated>)> {
     let token = tokens::new_token()?;
     let max_role = narrowing.max_role.map(Role::as_str);
@@ -270,16 +273,21 @@ async fn mint(
         .map(serde_json::to_string)
         .transpose()
         .map_err(anyhow::Error::from)?;
-    let id = store
-        .create_user_token(&NewToken {
-            user_id: user.id,
-            name,
-            token_hash: &tokens::hash_token(&token),
-            max_role,
-            repos: repos.as_deref(),
-            expires_at: narrowing.expires_at,
-        })
-        .await?;
+    let new = NewToken {
+        user_id: user.id,
+        name,
+        token_hash: &tokens::hash_token(&token),
+        max_role,
+        repos: repos.as_deref(),
+        expires_at: narrowing.expires_at,
+    };
+    let id = match maker {
+        None => store.create_user_token(&new).await?,
+        Some(maker) => store
+            .create_user_token_minted_by(&new, maker)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked token"))?,
+    };
     audit(
         store,
         caller,
@@ -347,7 +355,11 @@ pub(super) async fn create_token(
         .ok_or_else(|| anyhow::anyhow!("the caller's user {user_id} is missing"))?;
     let outer = caller_narrowing(store, &caller).await?;
     let narrowing = narrowing(store, &caller, &request, outer).await?;
-    mint(store, &caller, &user, name, narrowing).await
+    let maker = match &caller {
+        Caller::Signed { token_id, .. } => *token_id,
+        _ => None,
+    };
+    mint(store, &caller, &user, name, narrowing, maker).await
 }
 
 #[utoipa::path(
@@ -397,7 +409,7 @@ pub(super) async fn create_user_token(
     let name = check_token_name(&request.name)?;
     // An admin acts with its full rights here (a narrowed token of one is no admin).
     let narrowing = narrowing(store, &caller, &request, Narrowing::default()).await?;
-    mint(store, &caller, &user, name, narrowing).await
+    mint(store, &caller, &user, name, narrowing, None).await
 }
 
 #[utoipa::path(
@@ -457,7 +469,7 @@ pub(super) async fn list_tokens(
     path = "/api/tokens/{id}",
     tag = "tokens",
     operation_id = "revoke_token",
-    summary = "Revoke an API token: it and the dashboard sessions it opened stop working",
+    summary = "Revoke an API token: it, the tokens made with it and the dashboard sessions they opened stop working",
     description = "Its owner or an installation admin.",
     params(TokenPath),
     security(("bearer" = [])),

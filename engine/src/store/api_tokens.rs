@@ -6,6 +6,10 @@
 //!   [`Store::token_by_hash`] is the one place that says so. A session is valid while the
 //!   token that opened it is (the caller checks the admin token's hash itself) and before
 //!   its own `expires_at`; revoking a token deletes its sessions in the same transaction.
+//! - A token made with another token ([`Store::create_user_token_minted_by`]) records its
+//!   maker (`owner_hash`, the column legacy rows used for the same) and lives no longer:
+//!   revoking a token revokes every token made with it, down the line, in the same
+//!   transaction, and a token revoked meanwhile makes none.
 //! - Tokens made before users existed (`user_id` NULL) are adopted at start-up by
 //!   [`Store::adopt_legacy_tokens`], before any request is served.
 
@@ -98,6 +102,31 @@ impl Store {
         .await?))
     }
 
+    /// [`Store::create_user_token`] for a token made with token `maker`, which it records:
+    /// revoking `maker` revokes it. `None` (nothing stored) when `maker` is revoked by now.
+    pub async fn create_user_token_minted_by(
+        &self,
+        new: &NewToken<'_>,
+        maker: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "INSERT INTO api_tokens (name, token_hash, user_id, max_role, repos, expires_at, \
+             created_at, owner_hash) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, token_hash FROM api_tokens \
+             WHERE id = $8 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(new.name)
+        .bind(new.token_hash)
+        .bind(new.user_id)
+        .bind(new.max_role)
+        .bind(new.repos)
+        .bind(new.expires_at)
+        .bind(now_ms())
+        .bind(maker)
+        .fetch_optional(pool)
+        .await?))
+    }
+
     /// The valid token with this hash and its user: not revoked, not expired at `now`,
     /// its user not disabled. Notes when it was last used (at most once a minute).
     pub async fn token_by_hash(
@@ -164,8 +193,9 @@ impl Store {
             .await?))
     }
 
-    /// Revokes token `id` and ends the sessions it opened, in one transaction. False when
-    /// there is no such token or it was revoked already.
+    /// Revokes token `id`, every token made with it (down the line), and the sessions they
+    /// opened, in one transaction. False when there is no such token or it was revoked
+    /// already.
     pub async fn revoke_token(&self, id: i64) -> anyhow::Result<bool> {
         let now = now_ms();
         on_db!(self, pool => {
@@ -178,14 +208,27 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(hash) = &hash {
+            let revoked = hash.is_some();
+            // regression: a stolen token minted another before it was revoked, and that one
+            // kept working.
+            let mut work: Vec<String> = hash.into_iter().collect();
+            while let Some(hash) = work.pop() {
                 sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                    .bind(hash)
+                    .bind(&hash)
                     .execute(&mut *tx)
                     .await?;
+                let made: Vec<String> = sqlx::query_scalar(
+                    "UPDATE api_tokens SET revoked_at = $1 WHERE owner_hash = $2 \
+                     AND user_id IS NOT NULL AND revoked_at IS NULL RETURNING token_hash",
+                )
+                .bind(now)
+                .bind(&hash)
+                .fetch_all(&mut *tx)
+                .await?;
+                work.extend(made);
             }
             tx.commit().await?;
-            Ok(hash.is_some())
+            Ok(revoked)
         })
     }
 
