@@ -396,6 +396,10 @@ fn read_pull_request(
         (None, Some(head), Some(base)) => head == base,
         _ => false,
     };
+    // A head that is not a branch is nobody's branch of the repository: Gitea's AGit flow
+    // (`refs/pull/N/head`, opened by a push to `refs/for/<branch>` that anyone who may read
+    // the repository can make) names the base repository as its head's. A fork's, then.
+    let branch_head = !pr.head.git_ref.starts_with("refs/");
     let head_clone_url = pr.head.repo.as_ref().and_then(|r| r.clone_url.clone());
     let sender = event.sender.as_ref().and_then(AccountJson::login);
     let (actor, co_actors) = match pr.user.as_ref().and_then(AccountJson::login) {
@@ -413,7 +417,7 @@ fn read_pull_request(
         head_ref: pr.head.git_ref,
         head_sha: pr.head.sha,
         head_clone_url: head_clone_url.filter(|_| !same_repo),
-        from_fork: !same_repo,
+        from_fork: !same_repo || !branch_head,
     })
 }
 
@@ -544,6 +548,26 @@ mod tests {
             panic!()
         };
         assert!(pr.from_fork, "a head of unknown origin is not trusted");
+    }
+
+    // Attack: on Gitea anyone who may read a repository opens a pull request by pushing
+    // to `refs/for/<branch>` (AGit flow). Its payload names the base repository as the
+    // head's and `refs/pull/N/head` as its ref, so it passed for a branch of the
+    // repository: repository secrets, trusted runners, the repository's concurrency
+    // groups. A head that is not a branch is now from a fork.
+    #[test]
+    fn a_pull_request_pushed_to_refs_for_is_a_forks() {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("gitea/pull_request-opened.json")).unwrap();
+        body["pull_request"]["head"]["ref"] = "refs/pull/2/head".into();
+        body["pull_request"]["head"]["label"] = "".into();
+        let ForgeEvent::PullRequest(pr) =
+            parse(Forge::Gitea, "pull_request", body.to_string().as_bytes()).unwrap()
+        else {
+            panic!("not a pull request")
+        };
+        assert!(pr.from_fork, "an AGit pull request is not a branch's");
+        assert_eq!(pr.head_clone_url, None, "its commit is in the repository");
     }
 
     fn actor_of(forge: Forge, event: &str, path: &str) -> Option<String> {
