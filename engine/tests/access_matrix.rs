@@ -937,3 +937,134 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
     }
     assert!(after.iter().all(|e| !e.detail.contains("hunter2")));
 }
+
+// The attack (issue 29): on SQLite a deleted repository's id was handed to the next one
+// registered (`INTEGER PRIMARY KEY` reuses the largest id once its row is gone). The new
+// repository's maintainers then read the old one's audit trail (its members, its secrets'
+// names), and it took over the old one's git mirror (`mirrors/{id}.git`, with every commit
+// of the deleted private repository for a dispatch by SHA to run). Ids are never reused
+// now, and a repository's mirror goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_repository_never_takes_a_deleted_ones_id_nor_its_audit_trail() {
+    let world = world().await;
+    let doomed = world
+        .store
+        .repo_by_name("acme/doomed")
+        .await
+        .unwrap()
+        .unwrap();
+    let repo = "/api/repos/acme/doomed";
+    world
+        .expect(
+            "put",
+            &format!("{repo}/secrets/DOOMED_KEY"),
+            ADMIN,
+            Some(json!({"value": "v"})),
+            204,
+        )
+        .await;
+    world
+        .expect(
+            "put",
+            &format!("{repo}/members/outsider"),
+            ADMIN,
+            Some(json!({"role": "writer"})),
+            200,
+        )
+        .await;
+    world.expect("delete", repo, ADMIN, None, 200).await;
+    world
+        .expect(
+            "post",
+            "/api/repos",
+            ADMIN,
+            Some(
+                json!({"name": "acme/fresh", "clone_url": "https://forge.example/fresh.git",
+                        "forge": "gitea", "webhook_secret": "a-webhook-secret"}),
+            ),
+            201,
+        )
+        .await;
+    let fresh = world
+        .store
+        .repo_by_name("acme/fresh")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        fresh.id, doomed.id,
+        "the deleted repository's id was reused"
+    );
+    world
+        .expect(
+            "put",
+            "/api/repos/acme/fresh/members/maintainer",
+            ADMIN,
+            Some(json!({"role": "maintainer"})),
+            200,
+        )
+        .await;
+    for uri in ["/api/audit?repo=acme/fresh", "/api/audit"] {
+        let events = world.expect("get", uri, &world.maintainer, None, 200).await;
+        let text = events.to_string();
+        assert!(
+            !text.contains("DOOMED_KEY") && !text.contains("outsider"),
+            "GET {uri}: the deleted repository's events: {text}"
+        );
+    }
+    // The admin's trail names each event's own repository.
+    let events = world.expect("get", "/api/audit", ADMIN, None, 200).await;
+    for event in events.as_array().unwrap() {
+        if event["detail"].to_string().contains("DOOMED_KEY") {
+            assert_ne!(event["repository"], "acme/fresh", "{event}");
+        }
+    }
+}
+
+// The same attack through the mirror: a repository registered under an id whose git mirror
+// was left behind (a deleted repository's, from an engine that kept them) ran its
+// dispatches by SHA on the deleted repository's commits, there without a fetch. A new
+// repository starts with no mirror, and a deleted one's goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_never_reads_a_mirror_left_under_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = dir.path().join("mirrors");
+    let mut config = EngineConfig::new(RUNNER.into());
+    config.admin_token = Some(ADMIN.into());
+    config.mirrors_dir = mirrors.clone();
+    let engine = support::start_in_process_with_evaluator(dir.path(), config).await;
+    let left = mirrors.join("1.git");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("deleted-repository-commits"), "x").unwrap();
+    let http = reqwest::Client::new();
+    let created: Value = support::post_json(
+        &http,
+        &format!("{}/api/repos", engine.url),
+        ADMIN,
+        &json!({"name": "acme/fresh", "clone_url": "file:///nowhere/fresh.git",
+                "forge": "gitea", "webhook_secret": "a-webhook-secret"}),
+    )
+    .await;
+    assert_eq!(created["name"], "acme/fresh", "{created}");
+    let store = engine.executor.store();
+    let fresh = store.repo_by_name("acme/fresh").await.unwrap().unwrap();
+    assert_eq!(fresh.id, 1);
+    assert!(
+        !left.join("deleted-repository-commits").exists(),
+        "the new repository kept the mirror left under its id"
+    );
+    let mirror = mirrors.join(format!("{}.git", fresh.id));
+    std::fs::create_dir_all(&mirror).unwrap();
+    std::fs::write(mirror.join("its-commits"), "x").unwrap();
+    let deleted = http
+        .delete(format!("{}/api/repos/acme/fresh", engine.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert!(
+        !mirror.join("its-commits").exists(),
+        "a deleted repository's mirror stayed"
+    );
+}

@@ -284,6 +284,8 @@ pub(super) async fn create_repo(
     )
     .await?;
     if let Some(registry) = &state.registry {
+        // A mirror left under this id is another repository's: it goes before any fetch.
+        registry.forget_mirror(created.id).await?;
         // Schedules of the default branch, read in the background: a slow or unreachable
         // remote must not hold up registration.
         let registry = registry.clone();
@@ -400,6 +402,11 @@ pub(super) async fn delete_repo(
     store.delete_repo(repo.id).await?;
     let detail = serde_json::json!({ "name": repo.name });
     audit(store, &caller, "repo.delete", Some(repo.id), None, detail).await?;
+    if let Some(registry) = &state.registry {
+        if let Err(e) = registry.forget_mirror(repo.id).await {
+            tracing::warn!("deleting repository {}: {e:#}", repo.name);
+        }
+    }
     // Its runs' blob rows went with it, leaving their keys doomed: their objects go now
     // (or, should this fail, at the next sweep).
     if let Err(e) = state.artifacts.sweep_doomed(store).await {

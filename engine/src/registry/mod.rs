@@ -649,6 +649,22 @@ impl Registry {
         Mirror::open(self.mirrors.join(format!("{}.git", repo.id))).await
     }
 
+    /// Removes repository `repo_id`'s git mirror, if there is one: when the repository is
+    /// deleted, and before a new one's first fetch — a mirror left under its id (a
+    /// repository deleted by an engine that kept them) holds another repository's commits,
+    /// which a dispatch by SHA would run without fetching.
+    pub async fn forget_mirror(&self, repo_id: i64) -> anyhow::Result<()> {
+        let lock = self.lock(repo_id);
+        let _held = lock.lock().await;
+        let dir = self.mirrors.join(format!("{repo_id}.git"));
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing the git mirror {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn locked_fetch(
         &self,
         repo: &RepoRow,

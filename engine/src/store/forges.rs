@@ -115,12 +115,25 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 impl Store {
-    /// Registers a repository; `None` when the name is taken.
+    /// Registers a repository; `None` when the name is taken. Its id was never any other
+    /// repository's: on SQLite (whose `INTEGER PRIMARY KEY` hands the largest id out again
+    /// once its row is deleted) it is past every id in the audit trail too, where every
+    /// registration and deletion is recorded — so a new repository never inherits a
+    /// deleted one's audit trail or git mirror (both kept by id). PostgreSQL's identity
+    /// never reuses ids.
     pub async fn create_repo(&self, repo: &NewRepo<'_>) -> anyhow::Result<Option<RepoRow>> {
+        let (id_column, id_value) = match self.backend() {
+            "sqlite" => (
+                "id, ",
+                "(SELECT MAX(n) + 1 FROM (SELECT COALESCE(MAX(id), 0) AS n FROM repositories \
+                 UNION ALL SELECT COALESCE(MAX(repo_id), 0) FROM audit_events)), ",
+            ),
+            _ => ("", ""),
+        };
         let sql = format!(
-            "INSERT INTO repositories (name, clone_url, forge, webhook_secret, api_url, \
-             api_token, default_branch, created_at, public_read) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE) RETURNING {REPO_COLUMNS}"
+            "INSERT INTO repositories ({id_column}name, clone_url, forge, webhook_secret, \
+             api_url, api_token, default_branch, created_at, public_read) \
+             VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8, FALSE) RETURNING {REPO_COLUMNS}"
         );
         let inserted = on_db!(self, pool => sqlx::query_as::<_, RepoRow>(&sql)
             .bind(repo.name)
