@@ -1,16 +1,18 @@
 //! Local runners do not outlive the engine that started them when it means to go: `plue
 //! run`'s runners — and the steps they run — die with it even when it is SIGKILLed (a
 //! parent-death signal), and `plue serve` stopped by SIGTERM stops its runners, busy ones
-//! included.
+//! included. Nor does anything of theirs stay on disk: every attempt directory is gone
+//! before its step is reported done, and `plue serve`'s work directory when it exits.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, free_port, get_json, serial, start_run, wait_for, Sandbox};
+use support::{client, free_port, get_json, serial, start_run, wait_final, wait_for, Sandbox};
 
 const SLOW: &str =
     "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n        \
@@ -133,6 +135,12 @@ async fn serve_stopped_by_sigterm_stops_its_busy_runners() {
     .await;
     let runners = runners_of(engine.pid);
     assert!(!runners.is_empty(), "{}", sandbox.diagnostics());
+    let dirs = work_dirs(&sandbox);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(
+        !entries(&dirs[0], "attempt-").is_empty(),
+        "the busy step's attempt directory"
+    );
     kill(Pid::from_raw(engine.pid as i32), Signal::SIGTERM).unwrap();
     let status = sandbox.wait_exit(engine.pid, Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}\n{}", sandbox.diagnostics());
@@ -142,4 +150,75 @@ async fn serve_stopped_by_sigterm_stops_its_busy_runners() {
         "serve's runners to stop with it",
     )
     .await;
+    // regression: `plue serve` left its /tmp/plue-work-* behind.
+    assert_eq!(
+        work_dirs(&sandbox),
+        Vec::<PathBuf>::new(),
+        "serve's work directory stayed"
+    );
+}
+
+/// The local runners' work directories in the sandbox (its TMPDIR): `plue-work-*`.
+fn work_dirs(sandbox: &Sandbox) -> Vec<PathBuf> {
+    entries(&sandbox.path(""), "plue-work-")
+}
+
+/// The entries of `dir` whose names start with `prefix`.
+fn entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Hundreds of short steps on one-step runners leave no attempt directory: each goes
+/// before its runner reports the step done. regression: the removal ran in a background
+/// task a one-step runner exited without waiting for (28 directories of ~420 steps stayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_steps_leave_no_attempt_directory() {
+    const STEPS: usize = 300;
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("serve-leftovers");
+    let data = sandbox.path("data");
+    let args = ["--data-dir", data.to_str().unwrap(), "--runners", "4"];
+    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let http = client();
+    let file = sandbox.write(
+        "ws/many.plue.py",
+        &format!(
+            "def workflow():\n    return Plan(name='many', triggers=[Trigger.manual()], steps=[\n\
+             \x20       Step.bash('s%d' % i, 'echo $i > file') for i in range({STEPS})\n    ])\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let run_id = start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
+    let done = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}",
+        sandbox.diagnostics()
+    );
+    eprintln!("{STEPS} steps in {:?}", started.elapsed());
+    let dirs = work_dirs(&sandbox);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let left = entries(&dirs[0], "attempt-");
+    assert!(
+        left.is_empty(),
+        "{} of {STEPS} attempt directories stayed: {left:?}",
+        left.len()
+    );
+    kill(Pid::from_raw(engine.pid as i32), Signal::SIGTERM).unwrap();
+    let status = sandbox.wait_exit(engine.pid, Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}\n{}", sandbox.diagnostics());
+    assert_eq!(
+        work_dirs(&sandbox),
+        Vec::<PathBuf>::new(),
+        "serve's work directory stayed"
+    );
 }

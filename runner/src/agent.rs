@@ -9,6 +9,9 @@
 //!   every output of the completion; the runner's own registration token is removed from
 //!   the step's environment.
 //! - One step at a time; an ephemeral runner leaves after its first step.
+//! - An attempt's directory is removed before its end is reported, so a runner that exits
+//!   right after leaves nothing; a starting runner removes what killed runners left in its
+//!   work directory ([`leftovers`]).
 //!
 //! Past 600 lines (about a fifth of them tests): an attempt's life — claim, workspace,
 //! process or `llm` step, hand-off, report — and the engine client it retries through read
@@ -39,6 +42,7 @@ use ahead::Ahead;
 use log_sender::send_logs;
 
 mod ahead;
+mod leftovers;
 mod log_sender;
 
 /// The environment variable the registration token may come from; removed from steps.
@@ -81,6 +85,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         tracing::warn!("steps run as root: their processes can read each other's");
     }
     prepare_work_dir(&config.work_dir, config.step_users)?;
+    // What runners killed mid-attempt left here, before this one makes anything.
+    let base = config.work_dir.clone();
+    tokio::task::spawn_blocking(move || leftovers::sweep(&base))
+        .await
+        .context("sweeping the work directory")?;
     let engine = Engine::new(&config)?;
     let registered: wire::RegisterResponse = engine
         .send(
@@ -352,6 +361,20 @@ async fn execute(
         Err(e) => (Outcome::Failed, Some(e.to_string()), BTreeMap::new()),
     };
     let (reason, outputs) = masked_report(&masker, reason, outputs);
+    // The attempt's directory goes before the engine hears the end (an ephemeral runner
+    // exits right after, and nothing may outlive it); only then may another attempt on
+    // this host run as this attempt's user.
+    let dir_to_remove = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = std::fs::remove_dir_all(&dir_to_remove) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%err, dir = %dir_to_remove.display(), "could not remove the attempt's directory");
+            }
+        }
+        drop(claim);
+    })
+    .await
+    .context("the attempt directory's removal failed")?;
     let completion = Completion {
         outcome,
         exit_code,
@@ -372,12 +395,6 @@ async fn execute(
             &report_stop,
         )
         .await;
-    let dir_to_remove = dir.clone();
-    tokio::task::spawn_blocking(move || {
-        let _ = std::fs::remove_dir_all(dir_to_remove);
-        // Only now may another attempt on this host run as this attempt's user.
-        drop(claim);
-    });
     done.map(|answer| answer.next)
         .context("reporting the attempt's end")
 }

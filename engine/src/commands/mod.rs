@@ -177,6 +177,22 @@ pub(crate) fn runner_work_dir() -> anyhow::Result<std::path::PathBuf> {
     .with_context(|| format!("creating a runner work directory in {}", parent.display()))
 }
 
+/// Removes a local runners' work directory (made by [`runner_work_dir`]) when dropped:
+/// `plue serve` and `plue run` hold one from the moment they make it, so it goes however
+/// they end — normally, on Ctrl-C or SIGTERM (after the pool stopped its runners), or with
+/// an error. `remove_dir_all` never follows a link.
+pub(crate) struct RemoveOnExit(pub(crate) std::path::PathBuf);
+
+impl Drop for RemoveOnExit {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.0) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("could not remove {}: {err}", self.0.display());
+            }
+        }
+    }
+}
+
 /// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM. Both are caught from this
 /// call on, not from the first poll: call it early (`plue serve` does before it listens),
 /// so a signal that arrives while the command starts up is not fatal.

@@ -21,7 +21,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::run_output::{use_color, Printer, Summary};
 use super::{
-    context, cpus, evaluator_pool_with, limits_for_steps, local_runners, Interrupts, EXIT_INVALID,
+    context, cpus, evaluator_pool_with, limits_for_steps, local_runners, Interrupts, RemoveOnExit,
+    EXIT_INVALID,
 };
 use crate::cli::RunArgs;
 
@@ -99,7 +100,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Nothing of `plue run` outlives it: its runners die with it, even on SIGKILL.
     runner.die_with_parent = true;
     runner.withheld_env = args.secrets.iter().map(|(name, _)| name.clone()).collect();
-    let work_dir = runner.work_dir.clone();
+    // Removed however this command ends (dropped last: after the engine and its runners).
+    let _work_dir = RemoveOnExit(runner.work_dir.clone());
     config.pool = Some(LocalPoolSettings {
         min_warm: runners,
         max_runners: runners,
@@ -314,7 +316,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     store.close().await;
-    let _ = std::fs::remove_dir_all(&work_dir);
     Ok(match run.status.as_str() {
         "succeeded" => ExitCode::SUCCESS,
         "cancelled" if interrupt_count > 0 => ExitCode::from(EXIT_INTERRUPTED),

@@ -17,7 +17,9 @@ use engine::tokens;
 use engine::vault::{self, Vault};
 use tokio::net::TcpListener;
 
-use super::{cpus, evaluator_pool_with, interrupted, limits_for_steps, local_runners};
+use super::{
+    cpus, evaluator_pool_with, interrupted, limits_for_steps, local_runners, RemoveOnExit,
+};
 use crate::cli::{PoolKind, ServeArgs, StoreArgs};
 use crate::logging::notice;
 
@@ -99,9 +101,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         quotas: args.quotas.quotas(),
     };
     config.log_quotas = args.quotas.log_quotas();
+    let mut work_dir = None;
     if local && (runners > 0 || args.max_runners.unwrap_or(0) > 0) {
         let data_dir = std::fs::canonicalize(data_dir)?;
         let mut runner = local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?;
+        // Dropped when this function returns, after the drain below stopped the runners.
+        work_dir = Some(RemoveOnExit(runner.work_dir.clone()));
         runner.pass_env = args.pass_env.clone();
         config.pool = Some(LocalPoolSettings {
             min_warm: runners,
@@ -180,6 +185,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         notice("shutdown grace ran out: stopping with requests still open");
     }
     store.close().await;
+    drop(work_dir);
     Ok(ExitCode::SUCCESS)
 }
 
