@@ -260,9 +260,11 @@ struct World {
     engine: RunningEngine,
     http: reqwest::Client,
     store: Store,
-    /// Runs of `acme/app` and `acme/other`, each with a queued step `build`.
+    /// Runs of `acme/app` and `acme/other`, and a local run (the admins'), each with a
+    /// queued step `build`.
     run: i64,
     other_run: i64,
+    local_run: i64,
     reader: String,
     writer: String,
     maintainer: String,
@@ -307,6 +309,7 @@ async fn world() -> World {
     let plan = support::plan("ci", vec![support::bash_step("build", "true")]);
     let run = support::start_repo_run(&engine.executor, "acme/app", app, &plan).await;
     let other_run = support::start_repo_run(&engine.executor, "acme/other", other, &plan).await;
+    let local_run = support::start_plan_run(&engine.executor, "/w/ci.plue.py", &plan, None).await;
     let http = reqwest::Client::new();
     let created: Value = support::post_json(
         &http,
@@ -320,6 +323,7 @@ async fn world() -> World {
         store,
         run,
         other_run,
+        local_run,
         reader,
         writer,
         maintainer,
@@ -349,6 +353,15 @@ impl World {
         } else {
             (self.run, "/api/repos/acme/app")
         };
+        self.fill(uri, run, repo)
+    }
+
+    /// `uri` of the local run.
+    fn local(&self, uri: &str) -> String {
+        self.fill(uri, self.local_run, "/api/repos/acme/app")
+    }
+
+    fn fill(&self, uri: &str, run: i64, repo: &str) -> String {
         uri.replace("{run}", &run.to_string())
             .replace("{repo}", repo)
             .replace("{token}", &self.outsider_token.to_string())
@@ -434,14 +447,17 @@ async fn every_route_allows_exactly_the_roles_of_its_rule() {
     let mut wrong = Vec::new();
     for (method, path) in &operations {
         let case = rule(method, path).unwrap();
-        let mut variants = vec![(false, case.rule)];
+        let mut variants = vec![(world.concrete(case.uri, false), false, case.rule)];
         if case.rule.of_repository() && (case.uri.contains("{run}") || case.uri.contains("{repo}"))
         {
             // The same route of a private repository none of them holds a role on.
-            variants.push((true, Rule::Admin));
+            variants.push((world.concrete(case.uri, true), true, Rule::Admin));
         }
-        for (other, rule) in variants {
-            let uri = world.concrete(case.uri, other);
+        if case.uri.contains("{run}") {
+            // The same route of a local run: the admins' alone, hidden from the others.
+            variants.push((world.local(case.uri), true, Rule::Admin));
+        }
+        for (uri, other, rule) in variants {
             for who in CALLERS {
                 let (status, error) = world
                     .call(method, &uri, world.token(who), case.body.as_ref())
