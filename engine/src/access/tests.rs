@@ -608,3 +608,47 @@ async fn a_rerun_is_still_started_by_who_started_the_run_it_reruns() {
         assert!(!bob.is_triggerer_of(&store, first).await.unwrap());
     }
 }
+
+/// A token made with a token dies with it, down the line, on both backends; a revoked
+/// token makes none.
+#[tokio::test]
+async fn revoking_a_token_revokes_the_tokens_made_with_it() {
+    for (store, _dir) in stores().await {
+        let (alice, _) = user_with_token(&store, "alice", Default::default()).await;
+        let new = |hash: &'static str| NewToken {
+            user_id: alice,
+            name: "t",
+            token_hash: hash,
+            max_role: None,
+            repos: None,
+            expires_at: None,
+        };
+        let root = store.create_user_token(&new("h-root")).await.unwrap();
+        let child = store
+            .create_user_token_minted_by(&new("h-child"), root)
+            .await
+            .unwrap()
+            .unwrap();
+        let grandchild = store
+            .create_user_token_minted_by(&new("h-grandchild"), child)
+            .await
+            .unwrap()
+            .unwrap();
+        let other = store.create_user_token(&new("h-other")).await.unwrap();
+        assert!(store.revoke_token(root).await.unwrap());
+        for id in [root, child, grandchild] {
+            let token = store.token_by_id(id).await.unwrap().unwrap();
+            assert!(token.revoked_at.is_some(), "{id}");
+        }
+        let other = store.token_by_id(other).await.unwrap().unwrap();
+        assert!(other.revoked_at.is_none());
+        assert_eq!(
+            store
+                .create_user_token_minted_by(&new("h-late"), root)
+                .await
+                .unwrap(),
+            None,
+            "a revoked token makes nothing"
+        );
+    }
+}

@@ -109,12 +109,20 @@ impl Store {
         new: &NewToken<'_>,
         maker: i64,
     ) -> anyhow::Result<Option<i64>> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
+        // On PostgreSQL the maker's row is locked: a revocation running at the same time
+        // either waits for this token (and then revokes it too) or makes this insert find
+        // the maker revoked. SQLite has one writer anyway.
+        let lock = match self.db {
+            super::Db::Postgres(_) => " FOR UPDATE",
+            super::Db::Sqlite(_) => "",
+        };
+        let sql = format!(
             "INSERT INTO api_tokens (name, token_hash, user_id, max_role, repos, expires_at, \
              created_at, owner_hash) \
              SELECT $1, $2, $3, $4, $5, $6, $7, token_hash FROM api_tokens \
-             WHERE id = $8 AND revoked_at IS NULL RETURNING id",
-        )
+             WHERE id = $8 AND revoked_at IS NULL{lock} RETURNING id"
+        );
+        Ok(on_db!(self, pool => sqlx::query_scalar(&sql)
         .bind(new.name)
         .bind(new.token_hash)
         .bind(new.user_id)
