@@ -1,5 +1,6 @@
 //! The sweeper: the engine's timers. It declares silent runners lost (failing their
-//! attempts with `runner lost`), fails attempts that outlived their timeout by a grace
+//! attempts with `runner lost`: [`fail_attempts_of`], which the pools use too for runners
+//! they see die), fails attempts that outlived their timeout by a grace
 //! period (`timed out after Ns`, in case the runner could not), and periodically advances
 //! every active run so nothing waits on a notification that was missed — after a restart,
 //! or when another replica made the change.
@@ -61,12 +62,7 @@ async fn sweep(
     if now - started >= lost_after {
         for runner_id in store.mark_lost(now - lost_after, now).await? {
             auth.forget_runner(runner_id);
-            for (attempt_id, run_id) in store.active_attempts_of(runner_id).await? {
-                tracing::info!(runner_id, attempt_id, "runner lost");
-                executor
-                    .complete(attempt_id, run_id, None, &failed("runner lost".into()))
-                    .await?;
-            }
+            fail_attempts_of(executor, runner_id, "runner lost").await?;
         }
     }
     let grace = config.timeout_grace.as_millis() as i64;
@@ -87,6 +83,24 @@ async fn sweep(
         executor.events().work.notify_waiters();
     }
     Ok(())
+}
+
+/// Fails every attempt runner `runner_id` holds with `reason` (retried if its step has
+/// retries left): for a runner declared lost here, or one its pool saw die
+/// ([`crate::pool::Pool`]: a local runner process reaped by the engine, its parent).
+pub async fn fail_attempts_of(
+    executor: &Executor,
+    runner_id: i64,
+    reason: &str,
+) -> anyhow::Result<usize> {
+    let attempts = executor.store().active_attempts_of(runner_id).await?;
+    for (attempt_id, run_id) in &attempts {
+        tracing::info!(runner_id, attempt_id, "{reason}");
+        executor
+            .complete(*attempt_id, *run_id, None, &failed(reason.to_string()))
+            .await?;
+    }
+    Ok(attempts.len())
 }
 
 fn failed(reason: String) -> Report {

@@ -414,6 +414,33 @@ async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
 
 /// The image name the simulated kubelet maps to the `plue` binary under test.
 const IMAGE: &str = "registry.example/plue:test";
+/// An image whose entrypoint says why on stderr and exits 1 at once, until the file
+/// `repaired` exists in its sandbox; then it is the runner under test.
+const CRASHING_IMAGE: &str = "registry.example/crashing:1";
+
+/// Writes the program behind [`CRASHING_IMAGE`]; returns the file that repairs it.
+fn crashing_runner(sandbox: &Sandbox) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let repaired = sandbox.path("repaired");
+    let script = sandbox.write(
+        "crashing-runner",
+        &format!(
+            "#!/bin/sh
+if [ -e '{repaired}' ]; then exec '{plue}' \"$@\"; fi
+\
+             echo 'plue runner: starting' >&2
+\
+             echo 'Error: the work directory /work cannot be reached by the step users' >&2
+\
+             exit 1
+",
+            repaired = repaired.display(),
+            plue = env!("CARGO_BIN_EXE_plue"),
+        ),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    repaired
+}
 const NAMESPACE: &str = "ci";
 
 /// A fake API server with its kubelet, and the kubeconfig that reaches it.
@@ -438,6 +465,9 @@ fn cluster(sandbox: &Sandbox) -> Cluster {
                     "registry.example/sleep:1".to_string(),
                     PathBuf::from("/bin/sleep"),
                 ),
+                // A runner whose entrypoint fails at once until the test repairs it
+                // ([`crashing_runner`]).
+                (CRASHING_IMAGE.to_string(), sandbox.path("crashing-runner")),
             ]),
             base_env: vec![
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
@@ -1020,6 +1050,124 @@ async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
         },
     )
     .await;
+}
+
+// regression (issue 36): a runner container exiting 1 right after it started made the
+// pool create pods without end (270 in 30 s for min_warm 2) while /api/pool said
+// `backing_off: false`, and the class's steps waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() {
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-crash");
+    let repaired = crashing_runner(&sandbox);
+    let cluster = cluster(&sandbox);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let crashing = config(&url, 2, 2, CRASHING_IMAGE, "").replace(
+        "  lease_duration: 2s\n",
+        "  lease_duration: 2s\n  max_start_backoff: 2s\n",
+    );
+    assert!(crashing.contains("max_start_backoff"), "{crashing}");
+    let began = Instant::now();
+    let engine = serve(&sandbox, &cluster, "engine", port, &crashing).await;
+    let pool_url = format!("{}/api/pool", engine.url);
+    let class = wait_for(Duration::from_secs(20), "the class to back off", || async {
+        let shown = get_json(&client(), &pool_url).await;
+        let class = shown["classes"][0].clone();
+        (class["backing_off"] == true).then_some(class)
+    })
+    .await;
+    let last = class["last_failure"].as_str().unwrap_or_default();
+    assert!(
+        last.contains("exit code 1: plue runner: starting | Error: the work directory /work cannot be reached by the step users"),
+        "the exit code and the container's last lines: {class}"
+    );
+
+    // A step only this class serves fails with the reason instead of waiting forever.
+    let run_id = run(
+        &sandbox,
+        &engine.url,
+        "crash",
+        &["Step.bash('build', 'true', runner={'size': 'small'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(20)).await;
+    let step = support::step(&done, "build");
+    assert_eq!(step["status"], "failed", "{done}");
+    let reason = step["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("runner class small is backing off: ")
+            && reason.contains("runners in a row ended before registering")
+            && reason.contains("exit code 1: plue runner: starting | Error: the work directory"),
+        "{reason}"
+    );
+
+    // Bounded: 2 pods, 2 more, then one probe per 2 s wait — watched until two probes
+    // have failed too (without the backoff: 9 pods a second).
+    wait_for(Duration::from_secs(20), "two probes to fail", || async {
+        let shown = get_json(&client(), &pool_url).await;
+        (shown["classes"][0]["failures"].as_u64() >= Some(6)).then_some(())
+    })
+    .await;
+    let window = began.elapsed();
+    let created = writes(&cluster.kube.requests(), "pods", "POST");
+    eprintln!("crashing runners: {created} pods created in {window:?}");
+    let bound = 4 + window.as_secs().div_ceil(2) as usize + 1;
+    assert!(
+        created <= bound,
+        "{created} pods in {window:?} (at most {bound})"
+    );
+    let events = cluster.kube.objects("events", NAMESPACE);
+    assert!(
+        events.iter().any(|e| e["reason"] == "RunnerStartBackOff"
+            && e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("exit code 1")),
+        "{events:?}"
+    );
+    let metrics = client()
+        .get(format!("{}/metrics", engine.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("plue_pool_backing_off{class=\"small\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plue_pool_start_failures_total{class=\"small\"}"),
+        "{metrics}"
+    );
+
+    // Repaired: the next probe registers, the class stops backing off and serves again.
+    std::fs::write(&repaired, "").unwrap();
+    wait_idle(&engine.url, 2).await;
+    wait_for(
+        Duration::from_secs(5),
+        "the class to stop backing off",
+        || async {
+            let shown = get_json(&client(), &pool_url).await;
+            (shown["classes"][0]["backing_off"] == false).then_some(())
+        },
+    )
+    .await;
+    let run_id = run(
+        &sandbox,
+        &engine.url,
+        "repaired",
+        &["Step.bash('build', 'true', runner={'size': 'small'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(30)).await;
+    assert_eq!(
+        support::step(&done, "build")["status"],
+        "succeeded",
+        "{done}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,10 @@ fn class_for<'a>(needed: &str, classes: &'a [ClassStatus], local: bool) -> &'a s
 }
 
 fn pool_runners(class: &str, status: PoolStatus) {
+    record(Event::BackingOff {
+        class,
+        on: status.backing_off,
+    });
     for (state, count) in [
         ("warm", status.warm),
         ("busy", status.busy),

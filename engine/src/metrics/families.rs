@@ -29,6 +29,8 @@ pub(super) struct Families {
     pub(super) runners: Family<Labels, Gauge>,
     pub(super) pool_runners: Family<Labels, Gauge>,
     pub(super) pod_failures: Family<Labels, Counter>,
+    pub(super) start_failures: Family<Labels, Counter>,
+    pub(super) backing_off: Family<Labels, Gauge>,
     pub(super) webhook_deliveries: Family<Labels, Counter>,
     pub(super) evaluations: Family<Labels, Counter>,
     pub(super) evaluation_duration: Histograms,
@@ -64,6 +66,8 @@ impl Families {
             runners: Family::default(),
             pool_runners: Family::default(),
             pod_failures: Family::default(),
+            start_failures: Family::default(),
+            backing_off: Family::default(),
             webhook_deliveries: Family::default(),
             evaluations: Family::default(),
             evaluation_duration: Family::new_with_constructor(short_buckets),
@@ -115,6 +119,16 @@ impl Families {
             "pool_pod_failures",
             "Pool runners that failed to start or died, by class and reason",
             f.pod_failures.clone(),
+        );
+        registry.register(
+            "pool_start_failures",
+            "Pool runners (processes or pods) that ended before registering, by class",
+            f.start_failures.clone(),
+        );
+        registry.register(
+            "pool_backing_off",
+            "1 while a pool class waits before starting runners after start failures",
+            f.backing_off.clone(),
         );
         registry.register(
             "webhook_deliveries",

@@ -51,6 +51,10 @@ pub enum Event<'a> {
     LogLines(u64),
     /// A pool runner of `class` failed (could not start, or died) for `reason`.
     PodFailed { class: &'a str, reason: &'a str },
+    /// A pool runner of `class` ended before it registered (a start failure).
+    StartFailed { class: &'a str },
+    /// Whether a pool `class` backs off after start failures now.
+    BackingOff { class: &'a str, on: bool },
     /// This engine took (`true`) or lost the pool's leader lease.
     Leader(bool),
     /// Runners of a pool class in a state, as the pool counts them.
@@ -99,6 +103,16 @@ pub fn record(event: Event<'_>) {
         Event::PodFailed { class, reason } => {
             let set = labels([("class", class), ("reason", reason)]);
             f.pod_failures.get_or_create(&set).inc();
+        }
+        Event::StartFailed { class } => {
+            f.start_failures
+                .get_or_create(&labels([("class", class)]))
+                .inc();
+        }
+        Event::BackingOff { class, on } => {
+            f.backing_off
+                .get_or_create(&labels([("class", class)]))
+                .set(i64::from(on));
         }
         Event::Leader(leading) => {
             f.leader.set(i64::from(leading));

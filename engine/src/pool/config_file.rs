@@ -8,6 +8,8 @@
 //!   instance: plue               # optional; labels this engine's pods
 //!   start_timeout: 2m            # optional; a pod not registered by then is replaced
 //!   lease_duration: 15s          # optional; leader election among engine replicas
+//!   max_start_backoff: 5m        # optional; the longest wait of a class whose pods keep
+//!                                # ending before they register (then its steps fail)
 //! classes:
 //!   - name: small
 //!     labels: {size: small}      # the runner labels this class's pods offer
@@ -84,6 +86,9 @@ pub struct KubernetesSettings {
     pub start_timeout: Duration,
     /// How long a leader's Lease holds without renewal (another replica takes over after).
     pub lease_duration: Duration,
+    /// The longest a class waits between pods after pods that ended before registering;
+    /// reaching it fails the class's queued steps ([`crate::pool::start_failures`]).
+    pub max_start_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +149,8 @@ struct RawKubernetes {
     start_timeout: Option<RawDuration>,
     #[serde(default)]
     lease_duration: Option<RawDuration>,
+    #[serde(default)]
+    max_start_backoff: Option<RawDuration>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +190,7 @@ enum RawDuration {
 const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 const DEFAULT_START: Duration = Duration::from_secs(120);
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+const DEFAULT_MAX_START_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> anyhow::Result<PoolFile> {
@@ -292,6 +300,11 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
         problem("kubernetes.lease_duration".into(), e);
         DEFAULT_LEASE
     });
+    let max_start_backoff = duration(k.max_start_backoff.as_ref(), DEFAULT_MAX_START_BACKOFF)
+        .unwrap_or_else(|e| {
+            problem("kubernetes.max_start_backoff".into(), e);
+            DEFAULT_MAX_START_BACKOFF
+        });
 
     if raw.classes.is_empty() {
         problem(
@@ -414,6 +427,7 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             instance,
             start_timeout,
             lease_duration,
+            max_start_backoff,
         },
         classes,
     })

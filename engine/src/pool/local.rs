@@ -9,10 +9,15 @@
 //!   on the same address loses nothing; a runner that cannot reach any engine for
 //!   `give_up_after` exits by itself. A stopping engine stops them ([`super::Pool::run`]).
 //!   `plue run`'s runners die with it (`die_with_parent`): the run is the caller's.
+//! - The engine is its runners' parent: a runner that dies (`kill -9`, a crash) is reaped at
+//!   the pool's next look (every `tick`), and how it ended ([`Provider::ended`]: exit code or
+//!   signal) reaches the pool, which fails the attempt it held at once
+//!   ([`Provider::fails_lost_runs`]) or, if it never registered, counts a start failure.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
-use super::Provider;
+use super::{Ended, Ending, Provider};
 
 /// How the pool's runner processes are started; chosen by whoever configures the pool.
 #[derive(Debug, Clone)]
@@ -67,6 +72,8 @@ pub struct LocalConfig {
 pub struct LocalProvider {
     config: LocalConfig,
     children: Mutex<HashMap<String, Child>>,
+    /// Children reaped by [`Provider::exists`], until the pool asks how they ended.
+    exited: Mutex<HashMap<String, ExitStatus>>,
 }
 
 impl LocalProvider {
@@ -74,6 +81,7 @@ impl LocalProvider {
         LocalProvider {
             config,
             children: Mutex::new(HashMap::new()),
+            exited: Mutex::new(HashMap::new()),
         }
     }
 
@@ -203,12 +211,45 @@ impl Provider for LocalProvider {
         &self.config.runner.labels
     }
 
+    fn ended(&self, name: &str) -> Ended {
+        let status = self
+            .exited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let ending = match status {
+            Some(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => Ending::Code(code),
+                (None, Some(signal)) => Ending::Signal(signal),
+                (None, None) => Ending::Unknown,
+            },
+            None => Ending::Unknown,
+        };
+        Ended {
+            runner: name.to_string(),
+            ending,
+            detail: format!("runner {name}: {ending}"),
+        }
+    }
+
+    fn fails_lost_runs(&self) -> bool {
+        true
+    }
+
     async fn exists(&self, name: &str) -> bool {
         let mut children = self.children();
         match children.get_mut(name) {
             Some(child) => match child.try_wait() {
                 Ok(None) => true,
-                Ok(Some(_)) | Err(_) => {
+                Ok(Some(status)) => {
+                    children.remove(name);
+                    self.exited
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.to_string(), status);
+                    false
+                }
+                Err(_) => {
                     children.remove(name);
                     false
                 }

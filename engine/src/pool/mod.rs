@@ -23,11 +23,23 @@
 //!   ([`Provider::adopt`]) before it counts anything, so a restart starts no duplicates.
 //! - A pool counts only the demand it may serve ([`Demand`]): with several pools (one per
 //!   runner class), each queued step is counted by exactly one of them.
+//! - Runners that end before registering are start failures ([`start_failures`]): after a
+//!   few in a row the pool backs off (shown in its status, counted in
+//!   `plue_pool_start_failures_total`, told to the provider: a Kubernetes Event), and once
+//!   the wait is at its longest it fails the queued steps it counts with the reason.
+//! - A registered runner that its provider saw die ([`Provider::fails_lost_runs`]: a local
+//!   runner process, reaped by the engine, its parent) is marked gone and its attempt fails
+//!   at once (`runner exited: signal 9`), not after the heartbeat timeout.
+//!
+//! Past 600 lines with its tests (the controller is about 650): one reconcile pass and
+//! the accounting it feeds (counts, start failures, lost runners) read together; the
+//! backoff itself is [`start_failures`].
 
 pub mod config_file;
 pub mod forks;
 pub mod kubernetes;
 pub mod local;
+pub mod start_failures;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -38,8 +50,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
+use crate::executor::Executor;
 use crate::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
 use crate::tokens;
+use start_failures::StartFailures;
+pub use start_failures::{BackoffPolicy, Ended, Ending};
 
 /// How often a running pool looks for runners it does not know ([`Provider::adopt`]).
 const ADOPT_SWEEP: Duration = Duration::from_secs(5);
@@ -81,6 +96,27 @@ pub trait Provider: Send + Sync + 'static {
     fn start_budget(&self) -> usize {
         usize::MAX
     }
+    /// How runner `name` ended, asked once after [`Provider::exists`] said it is gone (or
+    /// after the pool stopped it for not registering).
+    fn ended(&self, name: &str) -> Ended {
+        Ended {
+            runner: name.to_string(),
+            ending: Ending::Unknown,
+            detail: format!("runner {name} ended"),
+        }
+    }
+    /// Whether the pool fails what a registered runner was running when the provider says
+    /// it is gone (`runner exited: <how>`). Providers whose runners' deaths something else
+    /// reports with more detail (Kubernetes: the pod supervisor) say no.
+    fn fails_lost_runs(&self) -> bool {
+        false
+    }
+    /// The pool backs off for `wait` after start failures, the last one `last`; a provider
+    /// may tell its platform (a Kubernetes Event).
+    fn backing_off(&self, last: &Ended, wait: Duration) -> impl Future<Output = ()> + Send {
+        let _ = (last, wait);
+        async {}
+    }
 }
 
 /// Says whether a step asking for these runner labels is a pool's to count.
@@ -112,6 +148,24 @@ impl Demand {
                 .sum()),
         }
     }
+
+    /// The label sets (and fork or not) of the ready steps this demand counts.
+    async fn waiting(
+        &self,
+        store: &Store,
+        now: i64,
+    ) -> anyhow::Result<Vec<(BTreeMap<String, String>, bool)>> {
+        Ok(store
+            .queued_ready_by_labels(now)
+            .await?
+            .into_iter()
+            .filter(|(labels, fork, _)| match self {
+                Demand::All => true,
+                Demand::Labels(accepts) => accepts(labels, *fork),
+            })
+            .map(|(labels, fork, _)| (labels, fork))
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +176,10 @@ pub struct PoolConfig {
     /// A runner that has not registered this long after its start is stopped.
     pub start_timeout: Duration,
     pub tick: Duration,
+    /// The pool's name in metrics and reasons: `local`, or the Kubernetes class.
+    pub class: String,
+    /// How it backs off after runners that end before registering.
+    pub start_backoff: BackoffPolicy,
 }
 
 /// The pool as the API shows it.
@@ -136,17 +194,26 @@ pub struct PoolStatus {
     pub max_runners: usize,
     /// Ready step runs waiting for a runner.
     pub queued: i64,
+    /// New runners wait: several in a row ended before registering.
+    pub backing_off: bool,
+    /// Runners that ended before registering, in a row (one that registers resets it).
+    pub start_failures: usize,
+    /// How the last of them ended.
+    pub last_start_failure: Option<Ending>,
 }
 
 struct Slot {
     started: Instant,
     /// The one-time token minted for this runner: the pool's handle on it in the store.
     token_id: i64,
+    /// Its runner has been seen registered.
+    registered: bool,
 }
 
 pub struct Pool<P: Provider> {
     provider: Arc<P>,
     config: PoolConfig,
+    executor: Arc<Executor>,
     store: Store,
     events: Arc<Events>,
     prefix: String,
@@ -154,6 +221,7 @@ pub struct Pool<P: Provider> {
     slots: tokio::sync::Mutex<HashMap<String, Slot>>,
     status: watch::Sender<PoolStatus>,
     lost_total: Mutex<usize>,
+    failures: Mutex<StartFailures>,
     demand: Demand,
 }
 
@@ -161,25 +229,24 @@ impl<P: Provider> Pool<P> {
     pub fn new(
         provider: P,
         config: PoolConfig,
-        store: Store,
-        events: Arc<Events>,
+        executor: Arc<Executor>,
     ) -> anyhow::Result<Arc<Pool<P>>> {
-        Pool::with_demand(provider, config, store, events, Demand::All)
+        Pool::with_demand(provider, config, executor, Demand::All)
     }
 
     /// A pool that counts only `demand` (one of several pools).
     pub fn with_demand(
         provider: P,
         config: PoolConfig,
-        store: Store,
-        events: Arc<Events>,
+        executor: Arc<Executor>,
         demand: Demand,
     ) -> anyhow::Result<Arc<Pool<P>>> {
         let suffix = &crate::tokens::new_token()?[..6];
         Ok(Arc::new(Pool {
             provider: Arc::new(provider),
-            store,
-            events,
+            store: executor.store().clone(),
+            events: executor.events().clone(),
+            executor,
             prefix: format!("{}{suffix}", crate::runner_scope::POOL_PREFIX),
             next: Mutex::new(0),
             slots: tokio::sync::Mutex::new(HashMap::new()),
@@ -190,6 +257,7 @@ impl<P: Provider> Pool<P> {
             })
             .0,
             lost_total: Mutex::new(0),
+            failures: Mutex::new(StartFailures::new(config.start_backoff)),
             config,
             demand,
         }))
@@ -284,6 +352,7 @@ impl<P: Provider> Pool<P> {
                         Slot {
                             started: Instant::now(),
                             token_id,
+                            registered: true,
                         },
                     );
                 }
@@ -302,16 +371,21 @@ impl<P: Provider> Pool<P> {
     /// One pass: forget exited runners, count, start what demand needs, reap idle extras.
     async fn reconcile(&self) -> anyhow::Result<()> {
         let mut slots = self.slots.lock().await;
-        let mut gone = Vec::new();
-        for (name, slot) in slots.iter() {
-            if !self.provider.exists(name).await {
-                gone.push((name.clone(), slot.token_id));
+        let mut gone: Vec<(String, Slot)> = Vec::new();
+        let names: Vec<String> = slots.keys().cloned().collect();
+        for name in names {
+            if !self.provider.exists(&name).await {
+                if let Some(slot) = slots.remove(&name) {
+                    gone.push((name, slot));
+                }
             }
         }
-        for (name, _) in &gone {
-            slots.remove(name);
-        }
-        let token_ids: Vec<i64> = slots.values().map(|slot| slot.token_id).collect();
+        // The gone runners' registrations too: one that never registered failed to start.
+        let token_ids: Vec<i64> = slots
+            .values()
+            .chain(gone.iter().map(|(_, slot)| slot))
+            .map(|slot| slot.token_id)
+            .collect();
         let minted: HashMap<i64, (String, i64, i64)> = self
             .store
             .minted_runners(&token_ids)
@@ -319,14 +393,37 @@ impl<P: Provider> Pool<P> {
             .into_iter()
             .map(|r| (r.token_id, (r.state, r.state_since, r.runner_id)))
             .collect();
+        let mut registrations = 0usize;
+        let mut start_failures: Vec<Ended> = Vec::new();
+        // Registered runners whose process the provider saw end: (id, how it ended).
+        let mut died: Vec<(i64, Ended)> = Vec::new();
+        let mut forget: Vec<i64> = Vec::new();
+        for (name, slot) in &gone {
+            forget.push(slot.token_id);
+            let ended = self.provider.ended(name);
+            match minted.get(&slot.token_id) {
+                None => start_failures.push(ended),
+                Some((state, _, runner_id)) => {
+                    registrations += usize::from(!slot.registered);
+                    if matches!(state.as_str(), "idle" | "busy") && self.provider.fails_lost_runs()
+                    {
+                        died.push((*runner_id, ended));
+                    }
+                }
+            }
+        }
         let now = now_ms();
         let (mut warm, mut busy, mut starting) = (Vec::new(), 0usize, 0usize);
         let mut to_stop = Vec::new();
-        for (name, slot) in slots.iter() {
-            match minted
+        for (name, slot) in slots.iter_mut() {
+            let state = minted
                 .get(&slot.token_id)
-                .map(|(s, since, id)| (s.as_str(), *since, *id))
-            {
+                .map(|(s, since, id)| (s.as_str(), *since, *id));
+            if state.is_some() && !slot.registered {
+                slot.registered = true;
+                registrations += 1;
+            }
+            match state {
                 Some(("idle", since, id)) => warm.push((name.clone(), since, id)),
                 Some(("busy", _, _)) => busy += 1,
                 Some(("lost", _, _)) => {
@@ -337,6 +434,14 @@ impl<P: Provider> Pool<P> {
                 None if slot.started.elapsed() > self.config.start_timeout => {
                     tracing::warn!(runner = %name, "runner did not register in time; stopping it");
                     to_stop.push(name.clone());
+                    start_failures.push(Ended {
+                        runner: name.clone(),
+                        ending: Ending::NotRegistered,
+                        detail: format!(
+                            "runner {name} did not register within {}s",
+                            self.config.start_timeout.as_secs()
+                        ),
+                    });
                 }
                 None => starting += 1,
             }
@@ -359,9 +464,11 @@ impl<P: Provider> Pool<P> {
         }
         for name in &to_stop {
             if let Some(slot) = slots.remove(name) {
-                gone.push((name.clone(), slot.token_id));
+                forget.push(slot.token_id);
             }
         }
+        let (budget, backoff, given_up) =
+            self.count_starts(registrations, start_failures, starting);
         let queued = self.demand.queued(&self.store, now).await?;
         let total = slots.len();
         let ready = keep_warm + starting;
@@ -373,6 +480,7 @@ impl<P: Provider> Pool<P> {
         let to_start = wanted
             .saturating_sub(ready)
             .min(room)
+            .min(budget)
             .min(self.provider.start_budget());
         let mut started = Vec::new();
         for _ in 0..to_start {
@@ -383,20 +491,42 @@ impl<P: Provider> Pool<P> {
                 Slot {
                     started: Instant::now(),
                     token_id,
+                    registered: false,
                 },
             );
             started.push((name, token));
         }
-        self.status.send_replace(PoolStatus {
-            warm: keep_warm,
-            busy,
-            starting: starting + started.len(),
-            lost: *self.lost_total.lock().unwrap_or_else(|p| p.into_inner()),
-            min_warm: self.config.min_warm,
-            max_runners: self.config.max_runners,
-            queued,
-        });
+        let status = {
+            let failures = self.failures();
+            PoolStatus {
+                warm: keep_warm,
+                busy,
+                starting: starting + started.len(),
+                lost: *self.lost_total.lock().unwrap_or_else(|p| p.into_inner()),
+                min_warm: self.config.min_warm,
+                max_runners: self.config.max_runners,
+                queued,
+                backing_off: failures.backing_off(),
+                start_failures: failures.in_a_row() as usize,
+                last_start_failure: failures.last().map(|l| l.ending),
+            }
+        };
+        self.status.send_replace(status);
         drop(slots);
+        // A registered runner seen dying: its attempt fails now, not at the heartbeat
+        // timeout.
+        for (runner_id, ended) in died {
+            tracing::warn!(runner_id, "{}", ended.detail);
+            self.store.runner_gone(runner_id, now_ms()).await?;
+            let reason = format!("runner exited: {}", ended.ending);
+            crate::sweeper::fail_attempts_of(&self.executor, runner_id, &reason).await?;
+        }
+        if let Some((last, wait)) = backoff {
+            self.provider.backing_off(&last, wait).await;
+        }
+        if given_up && queued > 0 {
+            self.fail_queued(now).await?;
+        }
         // Concurrently: a provider's start or stop may be a round trip to an API server.
         let stops = to_stop.iter().map(|name| async move {
             if let Err(e) = self.provider.stop(name).await {
@@ -404,7 +534,7 @@ impl<P: Provider> Pool<P> {
             }
         });
         futures::future::join_all(stops).await;
-        for (_, token_id) in gone {
+        for token_id in forget {
             self.forget_token(token_id).await;
         }
         let starts = started.iter().map(|(name, token)| async move {
@@ -413,9 +543,81 @@ impl<P: Provider> Pool<P> {
                 if let Some(slot) = self.slots.lock().await.remove(name) {
                     self.forget_token(slot.token_id).await;
                 }
+                let ended = Ended {
+                    runner: name.clone(),
+                    ending: Ending::NotStarted,
+                    detail: format!("starting runner {name}: {e:#}"),
+                };
+                let backoff = self.count_starts(0, vec![ended], 0).1;
+                if let Some((last, wait)) = backoff {
+                    self.provider.backing_off(&last, wait).await;
+                }
             }
         });
         futures::future::join_all(starts).await;
+        Ok(())
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, StartFailures> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts this pass's new registrations (successes) and start failures; answers how
+    /// many runners may start now (`starting` still starting), the backoff a failure began
+    /// (the last failure and the wait), and whether the pool has given up on its steps.
+    fn count_starts(
+        &self,
+        registrations: usize,
+        start_failures: Vec<Ended>,
+        starting: usize,
+    ) -> (usize, Option<(Ended, Duration)>, bool) {
+        let class = &self.config.class;
+        let mut failures = self.failures();
+        if registrations > 0 && failures.succeeded() {
+            tracing::info!(class = %class, "a runner registered: the pool stops backing off");
+        }
+        let mut backoff = None;
+        for ended in start_failures {
+            crate::metrics::record(crate::metrics::Event::StartFailed { class });
+            tracing::warn!(class = %class, "a runner ended before registering: {}", ended.detail);
+            if let Some(wait) = failures.failed(ended.clone(), Instant::now()) {
+                tracing::warn!(
+                    class = %class,
+                    "{} runners in a row ended before registering: no new runner for {}s",
+                    failures.in_a_row(),
+                    wait.as_secs_f64()
+                );
+                backoff = Some((ended, wait));
+            }
+        }
+        (
+            failures.budget(Instant::now(), starting),
+            backoff,
+            failures.given_up(),
+        )
+    }
+
+    /// The pool gave up (its runners keep failing at start, the backoff is at its longest):
+    /// fails the ready steps it counts that no live runner announces labels for.
+    async fn fail_queued(&self, now: i64) -> anyhow::Result<()> {
+        let why = self.failures().reason(&self.config.class);
+        let live: Vec<BTreeMap<String, String>> = self
+            .store
+            .list_runners(true, 10_000)
+            .await?
+            .into_iter()
+            .filter(|r| !r.name.starts_with(forks::HOLDER_PREFIX))
+            .filter_map(|r| serde_json::from_str(&r.labels).ok())
+            .collect();
+        for (labels, fork) in self.demand.waiting(&self.store, now).await? {
+            if live
+                .iter()
+                .any(|offered| labels.iter().all(|(k, v)| offered.get(k) == Some(v)))
+            {
+                continue;
+            }
+            start_failures::fail_queued(&self.executor, &labels, fork, &why).await?;
+        }
         Ok(())
     }
 
@@ -475,10 +677,20 @@ mod tests {
         labels: BTreeMap<String, String>,
         running: Mutex<HashSet<String>>,
         stopped: Mutex<Vec<String>>,
+        /// Runners started, in all.
+        started: Mutex<usize>,
+        /// New runners exit at once with code 1, before registering.
+        crash: std::sync::atomic::AtomicBool,
+        /// Backoffs told to the provider.
+        backoffs: Mutex<Vec<(Ended, Duration)>>,
     }
 
     impl Provider for Arc<FakeProvider> {
         async fn start(&self, name: &str, token: &str) -> anyhow::Result<()> {
+            *self.started.lock().unwrap() += 1;
+            if self.crash.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
             let store = self.store.get().expect("store set");
             let row = store
                 .runner_token_by_hash(&tokens::hash_token(token))
@@ -523,6 +735,39 @@ mod tests {
         fn labels(&self) -> &BTreeMap<String, String> {
             &self.labels
         }
+
+        fn ended(&self, name: &str) -> Ended {
+            Ended {
+                runner: name.to_string(),
+                ending: Ending::Code(1),
+                detail: format!("runner {name}: exit code 1: cannot reach the work directory"),
+            }
+        }
+
+        async fn backing_off(&self, last: &Ended, wait: Duration) {
+            self.backoffs.lock().unwrap().push((last.clone(), wait));
+        }
+    }
+
+    fn config(min_warm: usize, max_runners: usize, idle_ms: u64) -> PoolConfig {
+        PoolConfig {
+            min_warm,
+            max_runners,
+            idle_timeout: Duration::from_millis(idle_ms),
+            start_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(100),
+            class: "test".into(),
+            start_backoff: BackoffPolicy::default(),
+        }
+    }
+
+    fn executor(store: &Store) -> Arc<Executor> {
+        Arc::new(Executor::new(
+            store.clone(),
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            100,
+        ))
     }
 
     async fn fixture(
@@ -539,24 +784,16 @@ mod tests {
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         let provider = Arc::new(FakeProvider::default());
         provider.store.set(store.clone()).unwrap();
-        let config = PoolConfig {
-            min_warm,
-            max_runners,
-            idle_timeout: Duration::from_millis(idle_ms),
-            start_timeout: Duration::from_secs(30),
-            tick: Duration::from_millis(100),
-        };
         let pool = Pool::new(
             provider.clone(),
-            config,
-            store.clone(),
-            Arc::new(Events::default()),
+            config(min_warm, max_runners, idle_ms),
+            executor(&store),
         )
         .unwrap();
         (dir, store, provider, pool)
     }
 
-    async fn queue_steps(store: &Store, n: usize) {
+    async fn queue_steps(store: &Store, n: usize) -> i64 {
         let executor = Executor::new(
             store.clone(),
             Arc::new(Events::default()),
@@ -596,7 +833,7 @@ mod tests {
                 repo: None,
             })
             .await
-            .unwrap();
+            .unwrap()
     }
 
     #[tokio::test]
@@ -799,20 +1036,7 @@ mod tests {
             ..FakeProvider::default()
         });
         provider.store.set(store.clone()).unwrap();
-        let config = PoolConfig {
-            min_warm: 2,
-            max_runners: 2,
-            idle_timeout: Duration::from_secs(60),
-            start_timeout: Duration::from_secs(30),
-            tick: Duration::from_millis(100),
-        };
-        let pool = Pool::new(
-            provider.clone(),
-            config,
-            store.clone(),
-            Arc::new(Events::default()),
-        )
-        .unwrap();
+        let pool = Pool::new(provider.clone(), config(2, 2, 60_000), executor(&store)).unwrap();
         pool.reconcile().await.unwrap();
         let slots = pool.slots.lock().await;
         let ids: Vec<i64> = slots.values().map(|s| s.token_id).collect();
@@ -825,5 +1049,111 @@ mod tests {
         let runners = store.list_runners(true, 10).await.unwrap();
         assert!(runners.iter().all(|r| r.token_id.is_some() && r.secrets));
         let _ = &pool;
+    }
+
+    /// Step runs of run `run_id` as (status, reason).
+    async fn steps_of(store: &Store, run_id: i64) -> Vec<(String, Option<String>)> {
+        store
+            .step_runs(run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.status, s.reason))
+            .collect()
+    }
+
+    // regression (issue 36): runners exiting before they register were replaced on every
+    // pass — 270 pods in 30 s for min_warm 2 — and the pool said it was not backing off.
+    #[tokio::test]
+    async fn runners_that_end_before_registering_back_off_fail_the_steps_and_recover() {
+        let (_dir, store, provider, _) = fixture(0, 0, 60_000).await;
+        let wait = Duration::from_millis(1500);
+        let pool = Pool::new(
+            provider.clone(),
+            PoolConfig {
+                start_backoff: BackoffPolicy {
+                    after: 3,
+                    first: wait,
+                    max: wait,
+                },
+                ..config(2, 2, 60_000)
+            },
+            executor(&store),
+        )
+        .unwrap();
+        provider
+            .crash
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Two start and die, two more, then the pool waits instead of starting more.
+        for _ in 0..6 {
+            pool.reconcile().await.unwrap();
+        }
+        let started = *provider.started.lock().unwrap();
+        assert_eq!(started, 4, "at most a handful before backing off");
+        let shown = status(&pool);
+        assert!(shown.backing_off, "{shown:?}");
+        assert_eq!(shown.start_failures, 4, "{shown:?}");
+        assert_eq!(shown.last_start_failure, Some(Ending::Code(1)));
+        let told = provider.backoffs.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "told once per pass: {told:?}");
+        assert!(told[0]
+            .0
+            .detail
+            .ends_with("exit code 1: cannot reach the work directory"));
+        assert_eq!(told[0].1, wait);
+
+        // The wait is at its longest: a queued step fails with the reason, not waits.
+        let run_id = queue_steps(&store, 1).await;
+        pool.reconcile().await.unwrap();
+        let steps = steps_of(&store, run_id).await;
+        assert_eq!(steps[0].0, "failed", "{steps:?}");
+        let reason = steps[0].1.clone().unwrap_or_default();
+        assert!(
+            reason.starts_with(
+                "runner class test is backing off: 4 runners in a row ended before registering"
+            ) && reason.ends_with("exit code 1: cannot reach the work directory)"),
+            "{reason}"
+        );
+        assert_eq!(*provider.started.lock().unwrap(), 4, "still waiting");
+
+        // The runners work again: after the wait one probe starts, registers, and the
+        // pool stops backing off and fills up.
+        provider
+            .crash
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while status(&pool).warm < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "no recovery: {:?}",
+                status(&pool)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pool.reconcile().await.unwrap();
+        }
+        let after = status(&pool);
+        assert!(!after.backing_off && after.start_failures == 0, "{after:?}");
+        let run_id = queue_steps(&store, 1).await;
+        pool.reconcile().await.unwrap();
+        assert_eq!(steps_of(&store, run_id).await[0].0, "queued");
+    }
+
+    // A registered runner that is later stopped or lost is no start failure: an idle class
+    // whose warm runners are preempted now and then never backs off.
+    #[tokio::test]
+    async fn runners_that_registered_never_count_as_start_failures() {
+        let (_dir, _store, provider, pool) = fixture(2, 2, 60_000).await;
+        for _ in 0..5 {
+            pool.reconcile().await.unwrap();
+            pool.reconcile().await.unwrap();
+            let names: Vec<String> = provider.running.lock().unwrap().iter().cloned().collect();
+            for name in names {
+                provider.running.lock().unwrap().remove(&name);
+            }
+        }
+        pool.reconcile().await.unwrap();
+        let shown = status(&pool);
+        assert!(!shown.backing_off && shown.start_failures == 0, "{shown:?}");
+        assert!(provider.backoffs.lock().unwrap().is_empty());
     }
 }

@@ -9,7 +9,9 @@
 //!   an `fsGroup`), `emptyDir`s empty directories; an argument or `workingDir` under a
 //!   volume's `mountPath` is rewritten to that directory. An `env` `secretKeyRef` to a
 //!   missing Secret is `CreateContainerConfigError`.
-//! - Exit 0 is `Succeeded`/`Completed`, anything else `Failed`/`Error`; a test can
+//! - Exit 0 is `Succeeded`/`Completed`, anything else `Failed`/`Error` (with the log's last
+//!   lines as `state.terminated.message` under `terminationMessagePolicy:
+//!   FallbackToLogsOnError`, as a kubelet does); a test can
 //!   OOM-kill (`OOMKilled`, 137), evict (`Failed`/`Evicted`), freeze a pod (a hung node:
 //!   still `Running`, doing nothing), make new pods unschedulable
 //!   (`PodScheduled=False`/`Unschedulable`) or kill the node (processes gone, pods left
@@ -544,11 +546,21 @@ impl Kubelet {
         };
         let code = exit.code().unwrap_or(137);
         let finished = now_rfc3339();
+        // `FallbackToLogsOnError`: a container that failed says why in its last log lines
+        // (the kubelet keeps at most 80 lines and 2048 bytes of them).
+        let message = (!exit.success()
+            && container["terminationMessagePolicy"] == "FallbackToLogsOnError")
+            .then(|| log_tail(&dir.join("container.log")))
+            .flatten();
         let terminated = |reason: &str, code: i32| {
+            let mut state = json!({"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished});
+            if let Some(message) = &message {
+                state["message"] = json!(message);
+            }
             json!([{
                 "name": container["name"], "image": image, "imageID": format!("fake://{image}"),
                 "ready": false, "started": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished}},
+                "state": {"terminated": state},
             }])
         };
         match ending {
@@ -582,4 +594,19 @@ impl Kubelet {
         }
         Ok(())
     }
+}
+
+/// The end of a container's log as a kubelet keeps it for `FallbackToLogsOnError`: the
+/// last 80 lines, at most their last 2048 bytes; `None` for an empty log.
+fn log_tail(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let start = tail.len().saturating_sub(2048);
+    let start = (start..=tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    let tail = tail[start..].trim();
+    (!tail.is_empty()).then(|| tail.to_string())
 }

@@ -48,10 +48,7 @@ pub(super) fn health(pod: &Pod, age: Duration, start_timeout: Duration) -> Healt
             let terminated = containers
                 .clone()
                 .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-                .map(|t| match t.reason.as_deref() {
-                    Some("Error") | None => format!("exit code {}", t.exit_code),
-                    Some(reason) => reason.to_string(),
-                })
+                .map(terminated_reason)
                 .next();
             let reason = status
                 .reason
@@ -81,12 +78,7 @@ pub(super) fn health(pod: &Pod, age: Duration, start_timeout: Duration) -> Healt
         }
         if let Some(terminated) = &state.terminated {
             // Terminated while the pod is not yet final (the phase follows shortly).
-            return Health::Failed(
-                terminated
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| format!("exit code {}", terminated.exit_code)),
-            );
+            return Health::Failed(terminated_reason(terminated));
         }
     }
     let running = status.phase.as_deref() == Some("Running");
@@ -103,6 +95,39 @@ pub(super) fn health(pod: &Pod, age: Duration, start_timeout: Duration) -> Healt
         });
     }
     Health::Alive
+}
+
+/// Most of a termination message kept in a reason (its end: the last lines say why).
+const MESSAGE_TAIL: usize = 400;
+
+/// `exit code 1: <message>` or `OOMKilled`: the container's reason (`exit code N` for a
+/// plain error) and the end of its termination message — the runner's last log lines, as
+/// `terminationMessagePolicy: FallbackToLogsOnError` makes the kubelet keep them — on one
+/// line.
+fn terminated_reason(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> String {
+    let reason = match t.reason.as_deref() {
+        Some("Error") | None => format!("exit code {}", t.exit_code),
+        Some(reason) => reason.to_string(),
+    };
+    let lines: Vec<&str> = t
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return reason;
+    }
+    let message = lines.join(" | ");
+    let start = message
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|i| message.len() - i <= MESSAGE_TAIL)
+        .unwrap_or(message.len());
+    let cut = if start > 0 { "…" } else { "" };
+    format!("{reason}: {cut}{}", &message[start..])
 }
 
 #[cfg(test)]
@@ -160,6 +185,37 @@ mod tests {
             health(&exited, Duration::ZERO, T),
             Health::Failed("exit code 3".into())
         );
+        let told = pod(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "runner", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "starting\nError: the work directory /work cannot be reached\n\n"}}}]}),
+        );
+        assert_eq!(
+            health(&told, Duration::ZERO, T),
+            Health::Failed(
+                "exit code 1: starting | Error: the work directory /work cannot be reached".into()
+            )
+        );
+        let long = "x".repeat(1000);
+        let mut chatty = told.clone();
+        chatty
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .state
+            .as_mut()
+            .unwrap()
+            .terminated
+            .as_mut()
+            .unwrap()
+            .message = Some(format!("{long}\nlast line"));
+        let Health::Failed(reason) = health(&chatty, Duration::ZERO, T) else {
+            panic!("failed")
+        };
+        assert!(reason.starts_with("exit code 1: …x"), "{reason}");
+        assert!(reason.ends_with("x | last line"), "{reason}");
+        assert!(reason.len() < 450, "{}", reason.len());
         assert_eq!(
             health(&pod(json!({"phase": "Succeeded"})), Duration::ZERO, T),
             Health::Finished

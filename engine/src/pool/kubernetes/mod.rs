@@ -16,7 +16,11 @@
 //!   pod whose node has not finished deleting it after `start_timeout`; `health` judges a
 //!   pod's status. The leader also re-judges every pod each second (verdicts that depend
 //!   on time alone), and its pools look for pods they do not count every 5 s.
-//! - `unservable` fails at once the steps no class and no registered runner can serve.
+//! - `unservable` fails at once the steps no class and no registered runner can serve; a
+//!   class whose runners keep ending before they register backs off
+//!   ([`crate::pool::start_failures`], at most `max_start_backoff` between probes) and
+//!   then fails its queued steps with the reason (the pod's exit code and termination
+//!   message: runner containers use `terminationMessagePolicy: FallbackToLogsOnError`).
 //! - `lease`: with several engine replicas, only the holder of the Lease
 //!   `<instance>-pool` runs the pools, `supervise` and `unservable`; the others keep their
 //!   cache warm and take over when the Lease expires.
@@ -60,7 +64,7 @@ use self::provider::KubeProvider;
 use self::supervise::Supervisor;
 use crate::executor::Executor;
 use crate::pool::config_file::PoolFile;
-use crate::pool::{Demand, Pool, PoolConfig, PoolStatus};
+use crate::pool::{BackoffPolicy, Demand, Pool, PoolConfig, PoolStatus};
 
 /// What else serves steps next to the Kubernetes classes.
 #[derive(Debug, Clone, Default)]
@@ -205,6 +209,7 @@ impl KubernetesPool {
                 executor,
                 options,
                 start_timeout: settings.start_timeout,
+                max_start_backoff: settings.max_start_backoff,
                 statuses: statuses.clone(),
             },
             leading.clone(),
@@ -264,11 +269,18 @@ fn snapshot(
     let statuses = statuses.lock().unwrap_or_else(|p| p.into_inner());
     providers
         .iter()
-        .map(|p| ClassStatus {
-            class: p.class().name.clone(),
-            labels: p.class().labels.clone(),
-            pool: statuses.get(&p.class().name).map(|s| *s.borrow()),
-            failures: p.failures(),
+        .map(|p| {
+            let pool = statuses.get(&p.class().name).map(|s| *s.borrow());
+            let mut failures = p.failures();
+            // Pods that never start (the provider's backoff) or runners that end before
+            // registering (the pool's): either way new pods wait.
+            failures.backing_off |= pool.is_some_and(|s| s.backing_off);
+            ClassStatus {
+                class: p.class().name.clone(),
+                labels: p.class().labels.clone(),
+                pool,
+                failures,
+            }
         })
         .collect()
 }
@@ -302,6 +314,7 @@ struct Leader {
     executor: Arc<Executor>,
     options: Options,
     start_timeout: Duration,
+    max_start_backoff: Duration,
     statuses: Arc<Mutex<HashMap<String, watch::Receiver<PoolStatus>>>>,
 }
 
@@ -328,12 +341,13 @@ async fn lead(leader: Leader, mut leading: watch::Receiver<bool>, shutdown: Canc
                 idle_timeout: class.idle_timeout,
                 start_timeout: leader.start_timeout,
                 tick: Duration::from_millis(100),
+                class: class.name.clone(),
+                start_backoff: BackoffPolicy::capped_at(leader.max_start_backoff),
             };
             let pool = match Pool::with_demand(
                 provider.clone(),
                 config,
-                leader.executor.store().clone(),
-                leader.executor.events().clone(),
+                leader.executor.clone(),
                 demand,
             ) {
                 Ok(pool) => pool,

@@ -167,6 +167,11 @@ pub(super) fn runner_pod(
         }
         runner.command = Some(vec!["plue".into()]);
         runner.args = Some(args);
+        // A runner that fails says why in its last log lines; the kubelet keeps them in
+        // the container's status (`state.terminated.message`), where the pool reads them.
+        if runner.termination_message_policy.is_none() {
+            runner.termination_message_policy = Some("FallbackToLogsOnError".into());
+        }
         let mounts = runner.volume_mounts.get_or_insert_with(Vec::new);
         for (volume, path, read_only) in [
             ("plue-token", TOKEN_DIR, true),
@@ -286,6 +291,10 @@ mod tests {
         );
         let args = runner.args.as_ref().unwrap().join(" ");
         assert_eq!(runner.command.as_deref(), Some(&["plue".to_string()][..]));
+        assert_eq!(
+            runner.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
         assert!(
             args.contains("--token-file /var/run/plue/token/token --work-dir /work --ephemeral"),
             "{args}"

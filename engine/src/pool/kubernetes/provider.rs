@@ -9,7 +9,10 @@
 //!   not yet seen by the watch counts as existing for [`WATCH_LAG`].
 //! - A pod that failed before its runner ever ran (image, configuration, scheduling) puts
 //!   the class in backoff: no start until 1 s, 2 s, 4 s … 60 s have passed, then one pod at
-//!   a time until one runs ([`Provider::start_budget`]).
+//!   a time until one runs ([`Provider::start_budget`]). A pod whose runner exits before it
+//!   registers is the pool's to count ([`crate::pool::start_failures`]); the provider tells
+//!   it how the container ended ([`Provider::ended`]: exit code and termination message)
+//!   and records the class's backoff as a Kubernetes Event (`RunnerStartBackOff`).
 //!
 //! Invariant: the provider never deletes a pod for idleness or shutdown on its own; only
 //! the pool's `stop` and [`KubeProvider::pod_ended`] (a pod that finished or failed)
@@ -30,7 +33,7 @@ use super::health::{health, Health};
 use super::pod::{runner_pod, token_secret, CLASS, TOKEN_ID};
 use super::retry::{self, Policy};
 use crate::pool::config_file::{KubernetesSettings, RunnerClass};
-use crate::pool::Provider;
+use crate::pool::{Ended, Ending, Provider};
 use crate::store::Store;
 use crate::tokens;
 
@@ -87,7 +90,13 @@ pub(super) struct KubeProvider {
     forced: Mutex<HashMap<String, Instant>>,
     backoff: Mutex<Backoff>,
     failures: Mutex<Failures>,
+    /// How pods that finished or failed ended, until the pool asks ([`Provider::ended`]):
+    /// the watch may remove a pod before the pool's next look.
+    endings: Mutex<HashMap<String, Ended>>,
 }
+
+/// Most endings remembered for the pool.
+const ENDINGS_KEPT: usize = 1000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -116,6 +125,7 @@ impl KubeProvider {
             forced: Mutex::new(HashMap::new()),
             backoff: Mutex::new(Backoff::default()),
             failures: Mutex::new(Failures::default()),
+            endings: Mutex::new(HashMap::new()),
         }
     }
 
@@ -152,6 +162,14 @@ impl KubeProvider {
             return;
         }
         lock(&self.created).remove(name);
+        if let Some(pod) = pod {
+            let ended = ended_of(name, pod, outcome);
+            let mut endings = lock(&self.endings);
+            if endings.len() >= ENDINGS_KEPT {
+                endings.clear();
+            }
+            endings.insert(name.to_string(), ended);
+        }
         if let Health::Failed(reason) = outcome {
             tracing::warn!(pod = %name, class = %self.class.name, "runner pod failed: {reason}");
             crate::metrics::record(crate::metrics::Event::PodFailed {
@@ -243,6 +261,16 @@ impl KubeProvider {
     }
 
     async fn record_event(&self, name: &str, pod: &Pod, reason: &str) {
+        let message = format!(
+            "runner pod {name} of class {} failed: {reason}; Plue replaces it",
+            self.class.name
+        );
+        self.post_event(name, pod.metadata.uid.clone(), "RunnerPodFailed", message)
+            .await;
+    }
+
+    /// Posts a Warning Event about pod `name` (its `uid` if known).
+    async fn post_event(&self, name: &str, uid: Option<String>, reason: &str, message: String) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let event = CoreEvent {
             metadata: ObjectMeta {
@@ -255,14 +283,11 @@ impl KubeProvider {
                 kind: Some("Pod".into()),
                 name: Some(name.to_string()),
                 namespace: Some(self.settings.namespace.clone()),
-                uid: pod.metadata.uid.clone(),
+                uid,
                 ..ObjectReference::default()
             },
-            reason: Some("RunnerPodFailed".into()),
-            message: Some(format!(
-                "runner pod {name} of class {} failed: {reason}; Plue replaces it",
-                self.class.name
-            )),
+            reason: Some(reason.into()),
+            message: Some(message),
             type_: Some("Warning".into()),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
@@ -335,6 +360,33 @@ fn reason_kind(reason: &str) -> &str {
         "Other"
     } else {
         kind
+    }
+}
+
+/// How pod `name` ended, judged `outcome`: its container's exit code, and the reason
+/// (with the termination message) for people.
+fn ended_of(name: &str, pod: &Pod, outcome: &Health) -> Ended {
+    let terminated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .next();
+    let ending = match terminated {
+        Some(t) => Ending::Code(t.exit_code),
+        None => Ending::Unknown,
+    };
+    let reason = match outcome {
+        Health::Failed(reason) => reason.clone(),
+        Health::Finished => "exited".to_string(),
+        Health::Alive => ending.to_string(),
+    };
+    Ended {
+        runner: name.to_string(),
+        ending,
+        detail: format!("pod {name}: {reason}"),
     }
 }
 
@@ -465,6 +517,39 @@ impl Provider for Arc<KubeProvider> {
 
     fn keeps_runners(&self) -> bool {
         true
+    }
+
+    fn ended(&self, name: &str) -> Ended {
+        let remembered = lock(&self.endings).remove(name);
+        if let Some(ended) = remembered {
+            return ended;
+        }
+        match self.cache.get(name) {
+            Some(pod) => {
+                let outcome = health(&pod, age(&pod), self.settings.start_timeout);
+                ended_of(name, &pod, &outcome)
+            }
+            None => Ended {
+                runner: name.to_string(),
+                ending: Ending::Unknown,
+                detail: format!("pod {name} is gone"),
+            },
+        }
+    }
+
+    async fn backing_off(&self, last: &Ended, wait: Duration) {
+        // About the last failed pod (its uid if the cache still has it).
+        let name = last.runner.clone();
+        let uid = self.cache.get(&name).and_then(|p| p.metadata.uid.clone());
+        let message = format!(
+            "runner pods of class {} keep ending before they register: no new pod for {}s \
+             (the last: {})",
+            self.class.name,
+            wait.as_secs_f64(),
+            last.detail
+        );
+        self.post_event(&name, uid, "RunnerStartBackOff", message)
+            .await;
     }
 
     fn start_budget(&self) -> usize {
