@@ -1084,3 +1084,68 @@ async fn a_repository_never_reads_a_mirror_left_under_its_id() {
         "a deleted repository's mirror stayed"
     );
 }
+
+// The attack (issue 29): a private repository cloned over https with its credentials in
+// the URL (`https://x-access-token:…@forge/…`) showed that URL to every reader — and to
+// anyone once public — in `GET /api/repos`, `GET /api/repos/{owner}/{name}` and the
+// dashboard's repository pages. They show it without the credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_urls_credentials_are_never_shown() {
+    let world = world().await;
+    for (name, url) in [
+        (
+            "acme/creds",
+            "https://x-access-token:ghs_s3cr3t@forge.example/acme/creds.git",
+        ),
+        (
+            "acme/bare",
+            "https://ghs_s3cr3t@forge.example/acme/bare.git",
+        ),
+    ] {
+        world
+            .expect(
+                "post",
+                "/api/repos",
+                ADMIN,
+                Some(json!({"name": name, "clone_url": url, "forge": "github",
+                            "webhook_secret": "a-webhook-secret"})),
+                201,
+            )
+            .await;
+        world
+            .expect(
+                "put",
+                &format!("/api/repos/{name}/members/reader"),
+                ADMIN,
+                Some(json!({"role": "reader"})),
+                200,
+            )
+            .await;
+        let shown = world
+            .expect(
+                "get",
+                &format!("/api/repos/{name}"),
+                &world.reader,
+                None,
+                200,
+            )
+            .await;
+        assert_eq!(
+            shown["clone_url"],
+            format!("https://***@forge.example/{name}.git"),
+            "{shown}"
+        );
+    }
+    for token in [&world.reader, &world.maintainer, ADMIN] {
+        let listed = world.expect("get", "/api/repos", token, None, 200).await;
+        assert!(!listed.to_string().contains("s3cr3t"), "{listed}");
+    }
+    // What the engine clones from keeps them.
+    let stored = world
+        .store
+        .repo_by_name("acme/creds")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.clone_url.contains("ghs_s3cr3t"));
+}

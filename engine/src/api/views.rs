@@ -327,13 +327,6 @@ pub struct PoolView {
     pub min_warm: usize,
     pub max_runners: usize,
     pub queued: i64,
-    /// The local pool waits before starting runners: several in a row ended before they
-    /// registered (each class says its own in `classes`).
-    pub backing_off: bool,
-    /// How the local pool's last runner that ended before registering ended (`exit code
-    /// 1`, `signal 9`).
-    #[schema(required = true)]
-    pub last_failure: Option<String>,
     /// The Kubernetes pool's classes (absent without one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassView>,
@@ -412,10 +405,6 @@ impl From<PoolStatus> for PoolView {
             min_warm: s.min_warm,
             max_runners: s.max_runners,
             queued: s.queued,
-            backing_off: s.backing_off,
-            last_failure: s
-                .last_start_failure
-                .map(|e| format!("a runner ended before registering: {e}")),
             classes: Vec::new(),
         }
     }
@@ -424,6 +413,20 @@ impl From<PoolStatus> for PoolView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Created {
     pub run_id: i64,
+}
+
+/// `url` with the user information of its authority (`https://user:token@host/…`: how a
+/// private repository's clone credentials are often given) shown as `***`.
+// regression: readers of a repository (anyone, once public) read its clone URL's token.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -443,13 +446,13 @@ pub struct RepoView {
 }
 
 impl RepoView {
-    /// Never shows the webhook secret or the API token.
+    /// Never shows the webhook secret, the API token or credentials in the clone URL.
     pub fn new(repo: &crate::store::RepoRow) -> RepoView {
         RepoView {
             name: repo.name.clone(),
-            clone_url: repo.clone_url.clone(),
+            clone_url: without_credentials(&repo.clone_url),
             forge: repo.forge.clone(),
-            api_url: repo.api_url.clone(),
+            api_url: repo.api_url.as_deref().map(without_credentials),
             has_api_token: repo.api_token.is_some(),
             default_branch: repo.default_branch.clone(),
             created_at: repo.created_at,
