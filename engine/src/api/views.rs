@@ -327,6 +327,13 @@ pub struct PoolView {
     pub min_warm: usize,
     pub max_runners: usize,
     pub queued: i64,
+    /// The local pool waits before starting runners: several in a row ended before they
+    /// registered (each class says its own in `classes`).
+    pub backing_off: bool,
+    /// How the local pool's last runner that ended before registering ended (`exit code
+    /// 1`, `signal 9`).
+    #[schema(required = true)]
+    pub last_failure: Option<String>,
     /// The Kubernetes pool's classes (absent without one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassView>,
@@ -405,6 +412,10 @@ impl From<PoolStatus> for PoolView {
             min_warm: s.min_warm,
             max_runners: s.max_runners,
             queued: s.queued,
+            backing_off: s.backing_off,
+            last_failure: s
+                .last_start_failure
+                .map(|e| format!("a runner ended before registering: {e}")),
             classes: Vec::new(),
         }
     }
