@@ -1263,3 +1263,96 @@ async fn a_review_is_never_decided_before_the_run_knows_who_started_it() {
         Err(_) => panic!("the harness is still shared"),
     }
 }
+
+/// A token of user `user_id` narrowed to `max_role` and `repos` (a JSON array of names).
+async fn narrowed_token(
+    h: &Harness,
+    user_id: i64,
+    max_role: Option<&str>,
+    repos: Option<&str>,
+) -> String {
+    let token = engine::tokens::new_token().unwrap();
+    h.store()
+        .create_user_token(&NewToken {
+            user_id,
+            name: "narrowed",
+            token_hash: &engine::tokens::hash_token(&token),
+            max_role,
+            repos,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    token
+}
+
+// Held: a maintainer of another repository, and a maintainer's token narrowed to another
+// repository or to writer, change nothing of acme/app's prod and decide nothing of its
+// reviews; the first does not even learn that acme/app exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
+    let h = Harness::new().await;
+    let other = support::create_named_repo(h.store(), "acme/other").await;
+    let olga = h.person("olga", None).await;
+    h.store()
+        .grant_role(other, olga.id, "maintainer")
+        .await
+        .unwrap();
+    let maya = h.person("maya", Some("maintainer")).await;
+    let elsewhere = narrowed_token(&h, maya.id, None, Some(r#"["acme/other"]"#)).await;
+    let as_writer = narrowed_token(&h, maya.id, Some("writer"), None).await;
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/prod",
+            Some(json!({"allowed_refs": ["main"], "reviewers": ["maya"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run =
+        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    let wide = json!({"allowed_refs": ["**"], "reviewers": []});
+    for (token, expected, who) in [
+        (
+            olga.token.as_str(),
+            404,
+            "a maintainer of another repository",
+        ),
+        (
+            elsewhere.as_str(),
+            404,
+            "maya's token narrowed to acme/other",
+        ),
+        (as_writer.as_str(), 403, "maya's token narrowed to writer"),
+    ] {
+        let (status, body) = h
+            .call(
+                token,
+                "PUT",
+                "/api/repos/acme/app/environments/prod",
+                Some(wide.clone()),
+            )
+            .await;
+        assert_eq!(status, expected, "{who} widening prod: {body}");
+        let (status, body) = h
+            .call(
+                token,
+                "PUT",
+                "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY",
+                Some(json!({"value": "mine"})),
+            )
+            .await;
+        assert_eq!(status, expected, "{who} replacing the secret: {body}");
+        if expected == 404 {
+            assert!(!body.to_string().contains("prod"), "{who}: {body}");
+            let (status, _) = h.decide(token, run, "deploy", "approve").await;
+            assert_eq!(status, 404, "{who} approving");
+        }
+    }
+    // maya's writer-narrowed token is still maya, named among prod's reviewers: a review
+    // is a writer's decision.
+    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    assert_never_handed_the_key(&h).await;
+    h.engine.shutdown().await;
+}
