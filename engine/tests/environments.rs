@@ -1356,3 +1356,66 @@ async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
     assert_never_handed_the_key(&h).await;
     h.engine.shutdown().await;
 }
+
+// Held: in one run on main, a step naming no environment and a step of another
+// environment ask for DEPLOY_KEY and get nothing (it is prod's alone); prod's step,
+// reviewed, is checked again when claimed — prod narrowed to release/* after the review
+// fails it instead of handing it the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prods_secret_stays_with_prods_step_and_the_claim_checks_again() {
+    let h = Harness::new().await;
+    let alice = h.person("alice", Some("writer")).await;
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/staging",
+            Some(json!({"allowed_refs": ["**"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut steps = Vec::new();
+    for (id, environment) in [
+        ("build", None),
+        ("stage", Some("staging")),
+        ("deploy", Some("prod")),
+    ] {
+        let mut step: Step = support::bash_step(id, "./run.sh");
+        step.secrets = vec!["DEPLOY_KEY".into()];
+        step.environment = environment.map(str::to_owned);
+        steps.push(step);
+    }
+    let plan = support::plan("Deploy", steps);
+    let run = support::start_push_run(&h.engine.executor, h.repo_id, &plan, "main").await;
+    assert_never_handed_the_key(&h).await;
+    for id in ["build", "stage"] {
+        let step = h.step(run, id).await;
+        assert_eq!(step.status, "failed", "{id}: {step:?}");
+        assert_eq!(
+            step.reason.as_deref(),
+            Some("secret 'DEPLOY_KEY' is not set"),
+            "{id}"
+        );
+    }
+    assert_eq!(h.step(run, "deploy").await.status, "waiting");
+    let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.step(run, "deploy").await.status, "queued");
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/prod",
+            Some(json!({"allowed_refs": ["release/*"], "reviewers": ["alice"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_never_handed_the_key(&h).await;
+    let step = h.step(run, "deploy").await;
+    assert_eq!(step.status, "failed", "{step:?}");
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("environment 'prod' allows refs release/*; this run is on main")
+    );
+    h.engine.shutdown().await;
+}
