@@ -511,6 +511,7 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
             .lines()
             .find_map(|l| l.trim().strip_prefix("instance: "))
             .unwrap()
+            .trim_matches('"')
             .to_owned();
         json!({"instance": instance})
     };
@@ -934,7 +935,7 @@ fn runner_pods_get_a_namespace_of_their_own_by_default() {
     assert!(
         rendered
             .pool_file()
-            .contains(&format!("namespace: {RUNNERS}\n")),
+            .contains(&format!("namespace: \"{RUNNERS}\"\n")),
         "{}",
         rendered.pool_file()
     );
