@@ -521,6 +521,46 @@ async fn tokens_made_with_a_revoked_token_stop_with_it() {
     assert_eq!(revoked, 3, "{listed}");
 }
 
+/// Attack: a token alice narrowed to reading one repository (handed to a service) tries
+/// to end alice's other tokens. It revokes only itself and what it made. (Fails without
+/// the rule: 200 for alice's full token.)
+#[tokio::test]
+async fn a_narrowed_token_revokes_only_itself_and_what_it_made() {
+    let api = api().await;
+    let store = api.store();
+    let hello = support::create_named_repo(store, "octo/hello").await;
+    let (_, full_id, full) =
+        support::user_with_token(store, "alice", &[(hello, "maintainer")]).await;
+    let (narrow_id, narrow) = api
+        .mint(
+            &full,
+            json!({"name": "ci", "max_role": "reader", "repos": ["octo/hello"]}),
+        )
+        .await;
+    let (child_id, _) = api.mint(&narrow, json!({"name": "ci-child"})).await;
+    let (sibling_id, _) = api.mint(&full, json!({"name": "laptop"})).await;
+    for id in [full_id, sibling_id] {
+        let (status, body) = api
+            .delete(&format!("/api/tokens/{id}"), Some(&narrow))
+            .await;
+        assert_eq!(status, 403, "{id}: {body}");
+    }
+    assert_eq!(api.get("/api/user", Some(&full)).await.0, 200);
+    let (status, body) = api
+        .delete(&format!("/api/tokens/{child_id}"), Some(&narrow))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api
+        .delete(&format!("/api/tokens/{narrow_id}"), Some(&narrow))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The full token revokes any of its user's.
+    let (status, body) = api
+        .delete(&format!("/api/tokens/{sibling_id}"), Some(&full))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// The stored hash of a dashboard session's id, from its `plue_session=...` cookie.
 fn session_hash(cookie: &str) -> String {
     let id = cookie

@@ -9,7 +9,9 @@
 //!   narrowing (and expiry) at least — asking for more is refused, not silently cut.
 //! - Revoking ends the dashboard sessions the token opened and the tokens made with it
 //!   (the store does it all at once), so a stolen token's holder keeps nothing it minted;
-//!   only the token's owner or an admin revokes it, and others learn nothing of it.
+//!   only the token's owner or an admin revokes it, and others learn nothing of it. A
+//!   narrowed token (a `max_role` or `repos`) revokes only itself and the tokens made with
+//!   it: a token handed to a service for one repository cannot end its user's others.
 //! - Tokens are stored hashed; the value is in the creating response only.
 
 use std::collections::BTreeSet;
@@ -477,6 +479,7 @@ pub(super) async fn list_tokens(
         (status = 200, description = "The revoked token", body = TokenView),
         (status = 400, description = "The id is not a token id", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 403, description = "A narrowed token, and neither it nor made with it", body = ErrorView),
         (status = 404, description = "No such token of the caller's", body = ErrorView),
         (status = 409, description = "Revoked already", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
@@ -498,6 +501,22 @@ pub(super) async fn revoke_token(
     let token = store.token_by_id(id).await?.ok_or_else(hidden)?;
     if !caller.is_admin() && caller.user_id() != Some(token.user_id) {
         return Err(hidden());
+    }
+    // regression: a token narrowed to reading one repository revoked its user's other
+    // tokens (an admin's included).
+    if let Caller::Signed {
+        scope,
+        token_id: Some(mine),
+        ..
+    } = &caller
+    {
+        let narrowed = scope.max_role.is_some() || scope.repos.is_some();
+        if narrowed && *mine != id && !store.token_made_by(id, *mine).await? {
+            return Err(crate::access::forbidden(format!(
+                "this token is narrowed: it revokes only itself and the tokens made with it, \
+                 not token {id}"
+            )));
+        }
     }
     if !store.revoke_token(id).await? {
         return Err(ApiError::Client(

@@ -201,6 +201,44 @@ impl Store {
             .await?))
     }
 
+    /// Whether token `id` was made with token `maker`, directly or down the line.
+    pub async fn token_made_by(&self, id: i64, maker: i64) -> anyhow::Result<bool> {
+        let maker_hash: Option<String> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT token_hash FROM api_tokens WHERE id = $1",
+        )
+        .bind(maker)
+        .fetch_optional(pool)
+        .await?);
+        let Some(maker_hash) = maker_hash else {
+            return Ok(false);
+        };
+        let mut made_by: Option<String> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT owner_hash FROM api_tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+        .flatten();
+        // A chain is as long as tokens were made with tokens; a cycle cannot be stored (a
+        // maker exists before what it makes), the bound is for safety.
+        for _ in 0..1000 {
+            match made_by {
+                None => return Ok(false),
+                Some(hash) if hash == maker_hash => return Ok(true),
+                Some(hash) => {
+                    made_by = on_db!(self, pool => sqlx::query_scalar(
+                        "SELECT owner_hash FROM api_tokens WHERE token_hash = $1",
+                    )
+                    .bind(&hash)
+                    .fetch_optional(pool)
+                    .await?)
+                    .flatten();
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Revokes token `id`, every token made with it (down the line), and the sessions they
     /// opened, in one transaction. False when there is no such token or it was revoked
     /// already.
