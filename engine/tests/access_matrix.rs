@@ -1149,3 +1149,132 @@ async fn a_clone_urls_credentials_are_never_shown() {
         .unwrap();
     assert!(stored.clone_url.contains("ghs_s3cr3t"));
 }
+
+// The attack (issue 29): a reader of `acme/app` (and no token at all) asks for the private
+// `acme/other` by every spelling of its paths — HEAD, trailing and double slashes, the
+// name's case, a percent-encoded slash, `?repo=` filters, the audit trail's `?repo=`, a
+// step that does not exist — and for a run id past the last one. Each answer is the one
+// a thing that does not exist gets: same status, same words but for the name asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_repository_looks_like_a_missing_one_however_it_is_asked_for() {
+    let world = world().await;
+    let (hidden, missing) = (world.other_run, world.other_run + 1000);
+    let reader = Some(world.reader.as_str());
+    let pairs = [
+        (
+            "get",
+            format!("/api/runs/{hidden}"),
+            format!("/api/runs/{missing}"),
+        ),
+        (
+            "head",
+            format!("/api/runs/{hidden}"),
+            format!("/api/runs/{missing}"),
+        ),
+        (
+            "get",
+            format!("/api/runs/{hidden}/"),
+            format!("/api/runs/{missing}/"),
+        ),
+        (
+            "get",
+            format!("//api/runs/{hidden}"),
+            format!("//api/runs/{missing}"),
+        ),
+        (
+            "get",
+            format!("/api/runs/{hidden}/steps/nothing/logs"),
+            format!("/api/runs/{missing}/steps/nothing/logs"),
+        ),
+        (
+            "post",
+            format!("/api/runs/{hidden}/rerun"),
+            format!("/api/runs/{missing}/rerun"),
+        ),
+        (
+            "post",
+            format!("/api/runs/{hidden}/steps/build/approve"),
+            format!("/api/runs/{missing}/steps/build/approve"),
+        ),
+        (
+            "get",
+            "/api/repos/acme/other".into(),
+            "/api/repos/acme/nothing".into(),
+        ),
+        (
+            "get",
+            "/api/repos/ACME/OTHER".into(),
+            "/api/repos/ACME/NOTHING".into(),
+        ),
+        (
+            "get",
+            "/api/repos/acme/other/".into(),
+            "/api/repos/acme/nothing/".into(),
+        ),
+        (
+            "get",
+            "/api/repos/acme%2Fother".into(),
+            "/api/repos/acme%2Fnothing".into(),
+        ),
+        (
+            "patch",
+            "/api/repos/acme/other".into(),
+            "/api/repos/acme/nothing".into(),
+        ),
+        (
+            "put",
+            "/api/repos/acme/other/members/reader".into(),
+            "/api/repos/acme/nothing/members/reader".into(),
+        ),
+        (
+            "get",
+            "/api/audit?repo=acme/other".into(),
+            "/api/audit?repo=acme/nothing".into(),
+        ),
+        (
+            "get",
+            "/api/runs?repo=acme/other".into(),
+            "/api/runs?repo=acme/nothing".into(),
+        ),
+    ];
+    let body = json!({"public_read": true});
+    for token in [reader, None, Some(world.maintainer.as_str())] {
+        for (method, hidden_uri, missing_uri) in &pairs {
+            let body = matches!(*method, "patch" | "put" | "post").then_some(&body);
+            let (status, error) = world.call(method, hidden_uri, token, body).await;
+            let (expected, expected_error) = world.call(method, missing_uri, token, body).await;
+            let who = if token.is_some() {
+                "a user"
+            } else {
+                "no token"
+            };
+            assert_eq!(
+                status, expected,
+                "{method} {hidden_uri} as {who}: {status} {error} against {expected} {expected_error}"
+            );
+            let normalize = |text: &str| {
+                text.replace(&missing.to_string(), "ID")
+                    .replace(&hidden.to_string(), "ID")
+                    .replace("other", "NAME")
+                    .replace("OTHER", "NAME")
+                    .replace("nothing", "NAME")
+                    .replace("NOTHING", "NAME")
+            };
+            assert_eq!(
+                normalize(&error),
+                normalize(&expected_error),
+                "{method} {hidden_uri} as {who}"
+            );
+        }
+    }
+    // Lists say nothing either.
+    for uri in ["/api/runs?repo=acme/other", "/api/repos", "/api/schedules"] {
+        let (status, _) = world.call("get", uri, reader, None).await;
+        assert_eq!(status, 200);
+        let listed = world.expect("get", uri, &world.reader, None, 200).await;
+        assert!(
+            !listed.to_string().contains("acme/other"),
+            "{uri}: {listed}"
+        );
+    }
+}
