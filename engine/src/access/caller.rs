@@ -129,8 +129,8 @@ impl Caller {
     pub async fn still_valid(&self, store: &Store) -> anyhow::Result<bool> {
         let Caller::Signed {
             user,
+            scope,
             token_id: Some(id),
-            ..
         } = self
         else {
             return Ok(true);
@@ -141,10 +141,9 @@ impl Caller {
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|at| at <= now_ms()) {
             return Ok(false);
         }
-        Ok(store
-            .user_by_id(user.id)
-            .await?
-            .is_some_and(|row| row.disabled_at.is_none() && (row.admin || !user.admin)))
+        Ok(store.user_by_id(user.id).await?.is_some_and(|row| {
+            row.disabled_at.is_none() && (row.admin || !(user.admin || scope.admin_user))
+        }))
     }
 
     /// Passes for an installation admin (and the embedded engine); 401 without

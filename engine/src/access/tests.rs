@@ -652,3 +652,58 @@ async fn revoking_a_token_revokes_the_tokens_made_with_it() {
         );
     }
 }
+
+/// A caller is resolved once per request; what lasts longer (a live log stream) asks
+/// `still_valid` as it goes: a revoked or expired token, a disabled user and an admin who
+/// is one no longer stop holding. The admin token and anonymous callers always hold.
+#[tokio::test]
+async fn credentials_that_stop_holding_are_no_longer_valid() {
+    for (store, _dir) in stores().await {
+        let resolver = Resolver::new(store.clone(), Some(ADMIN));
+        let resolve = |token: String| {
+            let resolver = resolver.clone();
+            async move { resolver.from_headers(&bearer(&token)).await.unwrap() }
+        };
+        let (_, token) = user_with_token(&store, "alice", Default::default()).await;
+        let alice = resolve(token).await;
+        assert!(alice.still_valid(&store).await.unwrap());
+        let Caller::Signed {
+            token_id: Some(id), ..
+        } = &alice
+        else {
+            panic!("{alice:?}");
+        };
+        assert!(store.revoke_token(*id).await.unwrap());
+        assert!(!alice.still_valid(&store).await.unwrap(), "revoked");
+
+        let soon = crate::store::now_ms() + 300;
+        let expiring = NewTokenScope {
+            expires_at: Some(soon),
+            ..Default::default()
+        };
+        let (_, token) = user_with_token(&store, "dana", expiring).await;
+        let dana = resolve(token).await;
+        assert!(dana.still_valid(&store).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(!dana.still_valid(&store).await.unwrap(), "expired");
+
+        let (bob_id, token) = user_with_token(&store, "bob", Default::default()).await;
+        let bob = resolve(token).await;
+        assert!(store.disable_user(bob_id).await.unwrap());
+        assert!(!bob.still_valid(&store).await.unwrap(), "disabled");
+
+        let (carol_id, token) = user_with_token(&store, "carol", Default::default()).await;
+        assert!(store.set_user_admin(carol_id, true).await.unwrap());
+        let carol = resolve(token).await;
+        assert!(carol.is_admin() && carol.still_valid(&store).await.unwrap());
+        assert!(store.set_user_admin(carol_id, false).await.unwrap());
+        assert!(
+            !carol.still_valid(&store).await.unwrap(),
+            "no longer an admin"
+        );
+
+        let admin = resolve(ADMIN.to_string()).await;
+        assert!(admin.still_valid(&store).await.unwrap());
+        assert!(Caller::Anonymous.still_valid(&store).await.unwrap());
+    }
+}
