@@ -649,6 +649,7 @@ classes:
         assert_eq!(file.kubernetes.engine_url, "http://plue.ci.svc:8600");
         assert_eq!(file.kubernetes.instance, "plue");
         assert_eq!(file.kubernetes.start_timeout, DEFAULT_START);
+        assert_eq!(file.kubernetes.max_start_backoff, DEFAULT_MAX_START_BACKOFF);
         let [small, gpu] = &file.classes[..] else {
             panic!("two classes")
         };
@@ -677,7 +678,7 @@ classes:
     #[test]
     fn every_problem_is_reported_with_its_field_and_value() {
         let text = r#"
-kubernetes: {namespace: CI_Space, engine_url: "plue:8600"}
+kubernetes: {namespace: CI_Space, engine_url: "plue:8600", max_start_backoff: forever}
 classes:
   - name: a
     labels: {"bad key!": x}
@@ -704,6 +705,7 @@ classes:
         for expected in [
             "f.yaml: kubernetes.namespace: \"CI_Space\" is not a DNS label",
             "f.yaml: kubernetes.engine_url: \"plue:8600\" is not an http:// or https:// URL",
+            "f.yaml: kubernetes.max_start_backoff: expected a duration",
             "classes[0].labels: invalid label 'bad key!=x'",
             "classes[0].min_warm: must be at most max_runners (2), got 5",
             "classes[0].idle_timeout: expected a duration",
