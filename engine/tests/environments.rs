@@ -1419,3 +1419,53 @@ async fn prods_secret_stays_with_prods_step_and_the_claim_checks_again() {
     );
     h.engine.shutdown().await;
 }
+
+// A run started by someone is stored with its triggerer in one transaction (so no advance,
+// on any replica, sees the run without it), on both backends.
+#[tokio::test]
+async fn a_run_is_stored_with_its_triggerer_on_both_backends() {
+    for (store, _dir) in support::stores().await {
+        let backend = store.backend();
+        let repo_id = support::create_repo(&store).await;
+        let plan = deploy(Some("prod"));
+        let json = serde_json::to_string(&plan).unwrap();
+        let new = engine::store::NewRun {
+            workflow_source: "acme/app",
+            workflow_path: ".plue/deploy.plue.py",
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0",
+            context_json: "{}",
+            plan: &plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &wire::WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: Some(engine::store::RunRepo {
+                repo_id,
+                secrets_allowed: true,
+            }),
+        };
+        let mallory = Triggerer {
+            name: "mallory".into(),
+            user_id: Some(7),
+            forge_login: Some("gitea:mallory".into()),
+        };
+        let run = store.create_run_by(&new, 4, &mallory).await.unwrap().id;
+        let found = store.trigger_of(run).await.unwrap().expect("a triggerer");
+        assert_eq!(
+            (
+                found.name.as_str(),
+                found.user_id,
+                found.forge_login.as_deref()
+            ),
+            ("mallory", Some(7), Some("gitea:mallory")),
+            "{backend:?}"
+        );
+        let nobody = store.create_run(&new, 4).await.unwrap().id;
+        assert!(
+            store.trigger_of(nobody).await.unwrap().is_none(),
+            "{backend:?}"
+        );
+    }
+}

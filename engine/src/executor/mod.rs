@@ -130,26 +130,25 @@ impl Executor {
         self.start_run_by(run, None).await
     }
 
-    /// [`Executor::start_run`], recording `triggerer` as who started the run before its
-    /// first advance: a gate of the run (an environment review, an approval) can only be
-    /// decided once the engine knows whom `exclude_triggerer` and `prevent_self_review`
-    /// exclude (recorded after, a decision racing the run's start found no triggerer).
+    /// [`Executor::start_run`], recording `triggerer` as who started the run in the
+    /// transaction that stores it ([`Store::create_run_by`]): a gate of the run (an
+    /// environment review, an approval) can only be decided once the engine knows whom
+    /// `exclude_triggerer` and `prevent_self_review` exclude (recorded after the first
+    /// advance, a decision racing the run's start found no triggerer).
     pub async fn start_run_by(
         &self,
         run: &NewRun<'_>,
         triggerer: Option<&Triggerer>,
     ) -> anyhow::Result<i64> {
-        let created = self
-            .store
-            .create_run(run, self.max_parallel)
-            .await
-            .context("storing the run")?;
-        if let Some(triggerer) = triggerer {
-            self.store
-                .record_trigger(created.id, triggerer)
-                .await
-                .with_context(|| format!("recording who started run {}", created.id))?;
+        let created = match triggerer {
+            Some(triggerer) => {
+                self.store
+                    .create_run_by(run, self.max_parallel, triggerer)
+                    .await
+            }
+            None => self.store.create_run(run, self.max_parallel).await,
         }
+        .context("storing the run")?;
         self.remember(created.id, Arc::new(run.plan.clone()));
         for &cancelled in &created.cancelled {
             self.events.send(Event::Cancel { run_id: cancelled });

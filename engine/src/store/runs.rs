@@ -13,7 +13,7 @@ use evaluator::plan::Plan;
 use sqlx::Row;
 
 use super::groups::{self, active_run, lock_group, promote, relock_group};
-use super::{now_ms, on_db, KnownSteps, Store};
+use super::{now_ms, on_db, KnownSteps, Store, Triggerer};
 
 /// A run to start (what `Executor::start_run` takes and the store keeps).
 #[derive(Debug, Clone)]
@@ -245,14 +245,27 @@ impl Store {
         new: &NewRun<'_>,
         max_parallel: i64,
     ) -> anyhow::Result<CreatedRun> {
-        self.insert_run(new, max_parallel, None).await
+        self.insert_run(new, max_parallel, None, None).await
+    }
+
+    /// [`Store::create_run`] that records `triggerer` as who started the run in the same
+    /// transaction: no advance (and so no gate waiting for a decision) can see the run
+    /// before it knows whom `exclude_triggerer` and `prevent_self_review` exclude.
+    pub async fn create_run_by(
+        &self,
+        new: &NewRun<'_>,
+        max_parallel: i64,
+        triggerer: &Triggerer,
+    ) -> anyhow::Result<CreatedRun> {
+        self.insert_run(new, max_parallel, None, Some(triggerer))
+            .await
     }
 
     /// Stores a run that failed before it started (its workflow file did not evaluate):
     /// final at once with `reason`, no steps, and an `error` status owed to the forge.
     /// A failed run joins no concurrency group.
     pub async fn create_failed_run(&self, new: &NewRun<'_>, reason: &str) -> anyhow::Result<i64> {
-        Ok(self.insert_run(new, 1, Some(reason)).await?.id)
+        Ok(self.insert_run(new, 1, Some(reason), None).await?.id)
     }
 
     async fn insert_run(
@@ -260,6 +273,7 @@ impl Store {
         new: &NewRun<'_>,
         max_parallel: i64,
         failed: Option<&str>,
+        triggerer: Option<&Triggerer>,
     ) -> anyhow::Result<CreatedRun> {
         let workspace_json = serde_json::to_string(new.workspace)?;
         let now = now_ms();
@@ -387,6 +401,18 @@ impl Store {
                 .bind(position as i64)
                 .bind(canonical_labels(step.runner.iter()))
                 .bind(needs_secrets[position])
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some(who) = triggerer {
+                sqlx::query(
+                    "INSERT INTO run_triggerers (run_id, triggered_by, user_id, forge_login) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(run_id)
+                .bind(&who.name)
+                .bind(who.user_id)
+                .bind(&who.forge_login)
                 .execute(&mut *tx)
                 .await?;
             }
