@@ -522,15 +522,18 @@ async fn tokens_made_with_a_revoked_token_stop_with_it() {
 }
 
 /// Attack: a token alice narrowed to reading one repository (handed to a service) tries
-/// to end alice's other tokens. It revokes only itself and what it made. (Fails without
-/// the rule: 200 for alice's full token.)
+/// to end alice's other tokens, and to learn her other repositories and tokens. It
+/// revokes and lists only itself and what it made, and names no other repository. (Fails
+/// without the rules: 200 for alice's full token; octo/secret among the user's roles.)
 #[tokio::test]
 async fn a_narrowed_token_revokes_only_itself_and_what_it_made() {
     let api = api().await;
     let store = api.store();
     let hello = support::create_named_repo(store, "octo/hello").await;
+    let secret = support::create_named_repo(store, "octo/secret").await;
     let (_, full_id, full) =
-        support::user_with_token(store, "alice", &[(hello, "maintainer")]).await;
+        support::user_with_token(store, "alice", &[(hello, "maintainer"), (secret, "writer")])
+            .await;
     let (narrow_id, narrow) = api
         .mint(
             &full,
@@ -539,6 +542,26 @@ async fn a_narrowed_token_revokes_only_itself_and_what_it_made() {
         .await;
     let (child_id, _) = api.mint(&narrow, json!({"name": "ci-child"})).await;
     let (sibling_id, _) = api.mint(&full, json!({"name": "laptop"})).await;
+    for path in ["/api/user", "/api/users/alice"] {
+        let (status, me) = api.get(path, Some(&narrow)).await;
+        assert_eq!(status, 200, "{me}");
+        assert_eq!(
+            me["roles"],
+            json!([{"repository": "octo/hello", "role": "reader"}]),
+            "{path}"
+        );
+    }
+    let (_, listed) = api.get("/api/tokens", Some(&narrow)).await;
+    let mut ids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [narrow_id, child_id], "{listed}");
+    let (_, listed) = api.get("/api/tokens", Some(&full)).await;
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
     for id in [full_id, sibling_id] {
         let (status, body) = api
             .delete(&format!("/api/tokens/{id}"), Some(&narrow))

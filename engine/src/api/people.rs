@@ -282,6 +282,22 @@ async fn forge_logins(store: &Store, user_id: i64) -> ApiResult<Vec<ForgeLoginVi
         .collect())
 }
 
+/// The roles the caller acts with, as its token narrows them (a token narrowed to one
+/// repository names no other).
+async fn caller_roles(store: &Store, caller: &Caller) -> ApiResult<Vec<RepoRoleView>> {
+    let mut roles = Vec::new();
+    for repo in store.list_repos().await? {
+        if let Some(role) = caller.role_on(store, repo.id).await? {
+            roles.push(RepoRoleView {
+                repository: repo.name,
+                role,
+            });
+        }
+    }
+    roles.sort_by(|a, b| a.repository.cmp(&b.repository));
+    Ok(roles)
+}
+
 async fn held_roles(store: &Store, user_id: i64) -> ApiResult<Vec<RepoRoleView>> {
     let mut roles = Vec::new();
     for (repo_id, role) in store.roles_of_user(user_id).await? {
@@ -318,16 +334,7 @@ pub(super) async fn current_user(
 ) -> ApiResult<Json<MeView>> {
     let store = state.executor.store();
     let user = caller.require_user()?.clone();
-    let mut roles = Vec::new();
-    for repo in store.list_repos().await? {
-        if let Some(role) = caller.role_on(store, repo.id).await? {
-            roles.push(RepoRoleView {
-                repository: repo.name,
-                role,
-            });
-        }
-    }
-    roles.sort_by(|a, b| a.repository.cmp(&b.repository));
+    let roles = caller_roles(store, &caller).await?;
     let token_id = match &caller {
         Caller::Signed { token_id, .. } => *token_id,
         _ => None,
@@ -448,9 +455,15 @@ pub(super) async fn get_user(
         Some(user) if caller.is_admin() || caller.user_id() == Some(user.id) => user,
         _ => return Err(no_user(&name)),
     };
+    // regression: a token narrowed to one repository read the names of every private
+    // repository its user holds a role on here.
+    let roles = match caller.is_admin() {
+        true => held_roles(store, user.id).await?,
+        false => caller_roles(store, &caller).await?,
+    };
     Ok(Json(UserDetailView {
         forge_logins: forge_logins(store, user.id).await?,
-        roles: held_roles(store, user.id).await?,
+        roles,
         user: user.into(),
     }))
 }

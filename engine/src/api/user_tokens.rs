@@ -420,6 +420,7 @@ pub(super) async fn create_user_token(
     tag = "tokens",
     operation_id = "list_tokens",
     summary = "The caller's API tokens (never the tokens), revoked ones included",
+    description = "A narrowed token lists only itself and the tokens made with it.",
     params(TokensQuery),
     security(("bearer" = [])),
     responses(
@@ -458,7 +459,25 @@ pub(super) async fn list_tokens(
                 .ok_or_else(|| anyhow::anyhow!("the caller's user {id} is missing"))?
         }
     };
-    let rows = store.list_tokens(Some(user.id)).await?;
+    let mut rows = store.list_tokens(Some(user.id)).await?;
+    // A narrowed token lists only itself and the tokens made with it: the others' names
+    // and repositories are outside what it may read.
+    if let Caller::Signed {
+        scope,
+        token_id: Some(mine),
+        ..
+    } = &caller
+    {
+        if (scope.max_role.is_some() || scope.repos.is_some()) && !caller.is_admin() {
+            let mut kept = Vec::new();
+            for row in rows {
+                if row.id == *mine || store.token_made_by(row.id, *mine).await? {
+                    kept.push(row);
+                }
+            }
+            rows = kept;
+        }
+    }
     Ok(Json(
         rows.into_iter()
             .map(|row| TokenView::new(row, &user.name))
