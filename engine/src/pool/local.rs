@@ -300,6 +300,77 @@ mod tests {
         })
     }
 
+    // issue 36: a runner process that exits at once (a wrong engine address, a work
+    // directory it refuses) was replaced on every pass of the pool.
+    #[tokio::test]
+    async fn runner_processes_that_exit_at_start_make_the_pool_back_off() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::Arc;
+
+        use crate::events::Events;
+        use crate::executor::Executor;
+        use crate::pool::{BackoffPolicy, Ending, Pool, PoolConfig};
+        use crate::store::Store;
+
+        let dir = tempfile::tempdir().unwrap();
+        let starts = dir.path().join("starts");
+        let script = dir.path().join("failing-runner");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nread token\necho start >> '{}'\necho 'Error: cannot reach the work directory' >&2\nexit 3\n",
+                starts.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let executor = Arc::new(Executor::new(
+            store,
+            Arc::new(Events::default()),
+            BTreeMap::new(),
+            10,
+        ));
+        let pool = Pool::new(
+            provider(script, dir.path()),
+            PoolConfig {
+                min_warm: 1,
+                max_runners: 1,
+                idle_timeout: Duration::from_secs(60),
+                start_timeout: Duration::from_secs(30),
+                tick: Duration::from_millis(100),
+                class: "local".into(),
+                start_backoff: BackoffPolicy {
+                    after: 3,
+                    first: Duration::from_secs(3600),
+                    max: Duration::from_secs(3600),
+                },
+            },
+            executor,
+        )
+        .unwrap();
+        let status = pool.status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !status.borrow().backing_off {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no backoff: {:?}",
+                *status.borrow()
+            );
+            pool.reconcile().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let shown = *status.borrow();
+        assert_eq!(shown.last_start_failure, Some(Ending::Code(3)), "{shown:?}");
+        assert_eq!(shown.start_failures, 3, "{shown:?}");
+        // Backing off: more passes start nothing.
+        for _ in 0..5 {
+            pool.reconcile().await.unwrap();
+        }
+        let started = std::fs::read_to_string(&starts).unwrap_or_default();
+        assert_eq!(started.lines().count(), 3, "{started}");
+    }
+
     #[tokio::test]
     async fn a_runner_gets_a_minimal_environment_and_its_token_on_stdin_only() {
         let dir = tempfile::tempdir().unwrap();
