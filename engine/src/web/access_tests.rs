@@ -370,35 +370,9 @@ async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
     }
 }
 
-/// Reads `/live` as `cookie` until a hint arrives or `wait` passes.
+/// Reads `/live` as `cookie` until a hint arrives or 600 ms pass.
 async fn hinted(fx: &Fixture, cookie: &str, send: impl FnOnce()) -> bool {
-    let response = fx
-        .app
-        .clone()
-        .oneshot(
-            Request::get("/live")
-                .header(header::COOKIE, cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body().into_data_stream();
-    send();
-    let wait = std::time::Duration::from_millis(600);
-    loop {
-        match tokio::time::timeout(wait, body.next()).await {
-            Err(_) => return false,
-            Ok(Some(Ok(frame))) => {
-                // Keep-alive comments are no hints.
-                if String::from_utf8_lossy(&frame).contains("event: changed") {
-                    return true;
-                }
-            }
-            Ok(_) => return false,
-        }
-    }
+    hinted_within(fx, cookie, 600, send).await
 }
 
 #[tokio::test]
@@ -584,4 +558,114 @@ async fn approval_buttons_are_offered_to_writers_only() {
     }
     let admin = fx.get(&format!("/runs/{run}")).await;
     assert!(admin.body.contains("data-approve=\"ship\""));
+}
+
+/// Attack: a browser keeps `/live` open after its token was revoked, or after its role on
+/// the repository was taken away, and goes on learning when that repository's runs
+/// change. Before a hint the stream asks again (at most every second): the revoked one
+/// ends, the demoted one hints no more. (Fails without the recheck: both were hinted.)
+#[tokio::test]
+async fn a_live_stream_stops_hinting_when_its_reader_may_no_longer_read() {
+    let fx = Fixture::new().await;
+    let tools = other_repo(&fx, "mallory/tools").await;
+    let own = crate::store::NewRun {
+        workflow_source: "mallory/tools",
+        workflow_path: ".plue/t.plue.py",
+        event: "push",
+        git_ref: "refs/heads/main",
+        sha: "2",
+        context_json: "{}",
+        plan: &plan("t", vec![bash("a", &[])]),
+        plan_json: "{}",
+        plan_hash: "h",
+        workspace: &runner::protocol::WorkspaceSource::Empty,
+        rerun_of: None,
+        repo: Some(crate::store::RunRepo {
+            repo_id: tools,
+            secrets_allowed: true,
+        }),
+    };
+    let run = fx.store().create_failed_run(&own, "no").await.unwrap();
+    let events = fx.executor.events();
+    let later = || {
+        let events = events.clone();
+        move || {
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+                events.send(Event::Step { run_id: run });
+            });
+        }
+    };
+    let (token_id, token) = user_token(&fx, "mallory", Some((tools, "maintainer"))).await;
+    let mallory = browser(&fx, "mallory", &token).await;
+    let cookie = mallory.cookie.clone().unwrap();
+    assert!(
+        hinted_within(&fx, &cookie, 2000, later()).await,
+        "the reader is hinted"
+    );
+    // Revoked while the stream is open.
+    let revoke = {
+        let store = fx.store().clone();
+        let send = later();
+        move || {
+            tokio::spawn(async move {
+                assert!(store.revoke_token(token_id).await.unwrap());
+            });
+            send();
+        }
+    };
+    assert!(
+        !hinted_within(&fx, &cookie, 2000, revoke).await,
+        "a revoked token's stream went on"
+    );
+    // Demoted while the stream is open.
+    let (_, token) = user_token(&fx, "mallory", None).await;
+    let mallory = browser(&fx, "mallory", &token).await;
+    let cookie = mallory.cookie.clone().unwrap();
+    let demote = {
+        let store = fx.store().clone();
+        let user = store.user_by_name("mallory").await.unwrap().unwrap().id;
+        let send = later();
+        move || {
+            tokio::spawn(async move {
+                assert!(store.revoke_role(tools, user).await.unwrap());
+            });
+            send();
+        }
+    };
+    assert!(
+        !hinted_within(&fx, &cookie, 2000, demote).await,
+        "a stream went on hinting at a repository its reader lost"
+    );
+}
+
+/// Reads `/live` as `cookie`, calls `send`, and says whether a hint arrives within
+/// `wait_ms` (keep-alive comments are no hints).
+async fn hinted_within(fx: &Fixture, cookie: &str, wait_ms: u64, send: impl FnOnce()) -> bool {
+    let response = fx
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/live")
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    send();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    loop {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Err(_) => return false,
+            Ok(Some(Ok(frame))) => {
+                if String::from_utf8_lossy(&frame).contains("event: changed") {
+                    return true;
+                }
+            }
+            Ok(_) => return false,
+        }
+    }
 }

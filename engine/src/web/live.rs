@@ -8,8 +8,11 @@
 //!   escaped HTML, which the session was allowed to read. Reading the stream needs what
 //!   reading the page needs: one run's stream, that run (the same 404 as a missing one, or
 //!   the sign-in page); the every-runs stream hints only at runs of repositories the caller
-//!   may read ([`Caller::readable`], taken when the stream opens), so not even the timing
-//!   of a private repository's runs reaches another user.
+//!   may read ([`Caller::readable`]), so not even the timing of a private repository's runs
+//!   reaches another user. What the caller may read is asked again before a hint at most
+//!   every [`RECHECK`] ([`Caller::still_valid`], then the run or [`Caller::readable`]): a
+//!   stream whose token was revoked, whose user was disabled or whose run became unreadable
+//!   ends, and one whose roles changed hints only at what it may read now.
 //! - Streams are counted with the API's log followers ([`crate::api::followers`]) under
 //!   keys no step run has (negative), so the same caps bound them — per user when signed
 //!   in, per address otherwise, with places kept for signed-in users;
@@ -37,13 +40,16 @@ use super::error::{WebError, WebResult};
 use super::forward::Client;
 use super::session::{denied, Session};
 use super::{parse_run_id, Web};
-use crate::access::{Readable, Role};
+use crate::access::{Caller, Readable, Role};
 use crate::api::followers::{leash, Who};
 use crate::events::Event;
 use crate::store::Store;
 
 /// Fewest milliseconds between two hints of one stream.
 pub(super) const THROTTLE: Duration = Duration::from_millis(150);
+
+/// How long what a stream's caller may read is trusted before it is asked again.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// The follower key of the every-runs stream (no step run id is negative).
 const ALL_RUNS_KEY: i64 = i64::MIN;
@@ -90,6 +96,8 @@ pub(super) async fn stream(
         events: web.state.executor.events().subscribe(),
         run,
         readable,
+        caller: session.caller.clone(),
+        checked: Instant::now(),
         store: store.clone(),
         repos: HashMap::new(),
         shutdown: web.state.shutdown.clone(),
@@ -119,6 +127,9 @@ struct Watch {
     run: Option<i64>,
     /// Only events of runs of these repositories.
     readable: Readable,
+    /// Who reads: asked again before a hint once [`RECHECK`] has passed since `checked`.
+    caller: Caller,
+    checked: Instant,
     store: Store,
     /// Each run seen: whether it is readable.
     repos: HashMap<i64, bool>,
@@ -158,8 +169,46 @@ impl Watch {
                 Err(broadcast::error::RecvError::Lagged(_)) => return Some(()),
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            if self.run.is_none_or(|watched| watched == run_id) && self.readable(run_id).await {
-                return Some(());
+            if self.run.is_none_or(|watched| watched == run_id) {
+                // regression: a stream went on hinting after its token was revoked.
+                self.recheck().await?;
+                if self.readable(run_id).await {
+                    return Some(());
+                }
+            }
+        }
+    }
+
+    /// Asks again, once [`RECHECK`] has passed, what the caller may read; `None` ends the
+    /// stream (its credentials no longer hold, or its one run is no longer readable).
+    async fn recheck(&mut self) -> Option<()> {
+        if self.checked.elapsed() < RECHECK {
+            return Some(());
+        }
+        let store = &self.store;
+        let fresh = async {
+            if !self.caller.still_valid(store).await? {
+                return anyhow::Ok(None);
+            }
+            Ok(Some(match self.run {
+                Some(id) => match self.caller.visible_run(store, id, Role::Reader).await {
+                    Ok(_) => Readable::All,
+                    Err(_) => return Ok(None),
+                },
+                None => self.caller.readable(store).await?,
+            }))
+        };
+        match fresh.await {
+            Ok(Some(readable)) => {
+                self.readable = readable;
+                self.repos.clear();
+                self.checked = Instant::now();
+                Some(())
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("dashboard: checking a live stream's reader: {e:#}");
+                None
             }
         }
     }
