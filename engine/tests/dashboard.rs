@@ -448,8 +448,10 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .wait(
             Duration::from_secs(10),
             "the llm step's timeline",
-            "return document.getElementById('state').textContent.startsWith('Complete') ? \
-             Array.from(document.querySelectorAll('#lines .line')).map(l => \
+            // The state says Complete before the queued render draws the lines: wait for both.
+            "const lines = document.querySelectorAll('#lines .line'); \
+             return document.getElementById('state').textContent.startsWith('Complete') \
+             && lines.length ? Array.from(lines).map(l => \
              [l.className.replace('line', '').trim(), l.querySelector('.tx').textContent]) : null;",
         )
         .await;
