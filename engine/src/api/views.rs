@@ -426,20 +426,6 @@ pub struct Created {
     pub run_id: i64,
 }
 
-/// `url` with the user information of its authority (`https://user:token@host/…`: how a
-/// private repository's clone credentials are often given) shown as `***`.
-// regression: readers of a repository (anyone, once public) read its clone URL's token.
-fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_string(),
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RepoView {
     pub name: String,
@@ -461,9 +447,12 @@ impl RepoView {
     pub fn new(repo: &crate::store::RepoRow) -> RepoView {
         RepoView {
             name: repo.name.clone(),
-            clone_url: without_credentials(&repo.clone_url),
+            clone_url: crate::forge::without_credentials(&repo.clone_url),
             forge: repo.forge.clone(),
-            api_url: repo.api_url.as_deref().map(without_credentials),
+            api_url: repo
+                .api_url
+                .as_deref()
+                .map(crate::forge::without_credentials),
             has_api_token: repo.api_token.is_some(),
             default_branch: repo.default_branch.clone(),
             created_at: repo.created_at,

@@ -10,6 +10,20 @@ pub mod status;
 
 use serde::{Deserialize, Serialize};
 
+/// `url` with the user information of its authority (`https://user:token@host/…`: how a
+/// private repository's clone credentials are often given) shown as `***`: for anything
+/// readers see (repository views, a refused status's error).
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// The forges Plue accepts webhooks from and reports statuses to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,7 +61,9 @@ impl Forge {
                 if scheme != "https" && scheme != "http" {
                     return None;
                 }
-                let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+                // Never the clone URL's credentials (`https://user:token@host/…`).
+                let authority = rest.split('/').next()?;
+                let host = authority.rsplit('@').next().filter(|h| !h.is_empty())?;
                 Some(format!("{scheme}://{host}/api/v1"))
             }
         }

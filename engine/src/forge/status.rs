@@ -64,6 +64,8 @@ pub async fn post(
         name,
         target.sha
     );
+    // The error is shown to the run's readers: never with the URL's credentials.
+    let shown = super::without_credentials(&url);
     let mut body = status.clone();
     if body.description.chars().count() > MAX_DESCRIPTION_CHARS {
         body.description = body
@@ -94,14 +96,14 @@ pub async fn post(
     let response = request
         .send()
         .await
-        .map_err(|e| PostError::Retry(format!("POST {url}: {}", without_url(&e))))?;
+        .map_err(|e| PostError::Retry(format!("POST {shown}: {}", without_url(&e))))?;
     let code = response.status();
     if code.is_success() {
         return Ok(());
     }
     let text = response.text().await.unwrap_or_default();
     let text: String = text.chars().take(300).collect();
-    let message = format!("POST {url}: HTTP {code}: {}", text.trim());
+    let message = format!("POST {shown}: HTTP {code}: {}", text.trim());
     if code.as_u16() == 429 || code.is_server_error() {
         Err(PostError::Retry(message))
     } else {
@@ -116,4 +118,54 @@ fn without_url(error: &reqwest::Error) -> String {
         error.truncate(start);
     }
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // The attack (issue 29): a repository cloned with credentials in its URL, or given an
+    // api_url holding them, had a refused status's error — shown to every reader of the
+    // run in its commit statuses — repeat that URL, credentials and all.
+    #[tokio::test]
+    async fn a_refusal_never_repeats_the_urls_credentials() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let clone_url = format!("http://bot:s3cr3t@127.0.0.1:{port}/acme/app.git");
+        let derived = Forge::Gitea.default_api_url(&clone_url).unwrap();
+        assert_eq!(derived, format!("http://127.0.0.1:{port}/api/v1"));
+        let given = format!("http://bot:s3cr3t@127.0.0.1:{port}/api/v1");
+        for api_url in [derived, given] {
+            let target = StatusTarget {
+                forge: Forge::Gitea,
+                api_url: &api_url,
+                token: Some("t"),
+                repo: "acme/app",
+                sha: "0123456789abcdef0123456789abcdef01234567",
+            };
+            let status = CommitStatus {
+                state: "success".into(),
+                target_url: "http://plue/runs/1".into(),
+                description: "done".into(),
+                context: "plue/ci".into(),
+            };
+            let refused = post(&reqwest::Client::new(), &target, &status)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains("HTTP 404"), "{refused}");
+            assert!(!refused.contains("s3cr3t"), "{refused}");
+        }
+    }
 }
