@@ -126,7 +126,7 @@ impl Mirror {
         args.extend(missing.iter().copied());
         self.run(&args, FETCH_TIMEOUT)
             .await
-            .with_context(|| format!("fetching {} from {url}", missing.join(" ")))?;
+            .with_context(|| format!("fetching {} from {}", missing.join(" "), shown(url)))?;
         Ok(())
     }
 
@@ -143,7 +143,7 @@ impl Mirror {
             FETCH_TIMEOUT,
         )
         .await
-        .with_context(|| format!("fetching '{git_ref}' from {url}"))?;
+        .with_context(|| format!("fetching '{git_ref}' from {}", shown(url)))?;
         let sha = self
             .output(&["rev-parse", "--verify", "-q", "FETCH_HEAD^{commit}"])
             .await
@@ -166,7 +166,7 @@ impl Mirror {
             .find_map(|line| line.strip_prefix("ref: refs/heads/"))
             .and_then(|rest| rest.split('\t').next())
             .map(String::from)
-            .with_context(|| format!("{url} does not say which branch HEAD is"))
+            .with_context(|| format!("{} does not say which branch HEAD is", shown(url)))
     }
 
     pub async fn has_commit(&self, sha: &str) -> bool {
@@ -366,6 +366,11 @@ fn check_sha(sha: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `url` as errors show it: without credentials (they reach dispatchers and the forge).
+fn shown(url: &str) -> String {
+    crate::forge::without_credentials(url)
+}
+
 fn check_url(url: &str) -> anyhow::Result<()> {
     runner::workspace::validate_git_source(url, &"0".repeat(40))
 }
@@ -464,6 +469,25 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    // The attack (issue 29): a failed fetch's error — the refusal a writer's dispatch gets —
+    // repeated the clone URL with the credentials it holds.
+    #[tokio::test]
+    async fn a_failed_fetch_never_repeats_the_urls_credentials() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mirror = Mirror::open(tmp.path().join("m.git")).await.unwrap();
+        let url = "http://bot:s3cr3t@127.0.0.1:1/acme/app.git";
+        let errors = [
+            mirror.resolve(url, "main").await.unwrap_err(),
+            mirror.fetch(url, &["main"]).await.unwrap_err(),
+            mirror.remote_head_branch(url).await.unwrap_err(),
+        ];
+        for error in errors {
+            let text = format!("{error:#}");
+            assert!(text.contains("127.0.0.1:1"), "{text}");
+            assert!(!text.contains("s3cr3t"), "{text}");
+        }
     }
 
     #[tokio::test]
