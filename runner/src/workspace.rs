@@ -56,7 +56,7 @@ pub async fn prepare(source: &WorkspaceSource, dir: &Path) -> anyhow::Result<()>
         }
         WorkspaceSource::Git { url, sha } => checkout(url, sha, dir)
             .await
-            .with_context(|| format!("checking out {sha} from {url}")),
+            .with_context(|| format!("checking out {sha} from {}", without_credentials(url))),
         WorkspaceSource::Empty => Ok(()),
     }
 }
@@ -207,6 +207,21 @@ async fn checkout(url: &str, sha: &str, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Refuses anything git could read as an option (`-u...`, `--upload-pack=...`).
+/// `url` with the user information of its authority (`https://user:token@host/…`: how a
+/// private repository's clone credentials are often given) shown as `***`: for every
+/// message about a git source, which reaches a step's readers (its failure reason), a
+/// dispatcher or the forge — never the credentials.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 pub fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
     if url.is_empty() || url.starts_with('-') {
         bail!("invalid repository URL '{url}': it must not be empty or start with '-'");
@@ -248,9 +263,10 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
+    let shown: Vec<String> = args.iter().map(|arg| without_credentials(arg)).collect();
     bail!(
         "git {} failed ({}): {}",
-        args.join(" "),
+        shown.join(" "),
         output.status,
         stderr.trim()
     )
@@ -430,6 +446,28 @@ mod tests {
         };
         let err = prepare(&missing, dest.path()).await.unwrap_err();
         assert!(format!("{err:#}").contains("git checkout"), "{err:#}");
+    }
+
+    // The attack (issue 29): a checkout that failed said so with the clone URL, and the
+    // step's failure reason — read by everyone who reads the run — held its credentials.
+    #[tokio::test]
+    async fn a_failed_checkout_never_repeats_the_urls_credentials() {
+        let dest = tempfile::tempdir().unwrap();
+        let source = WorkspaceSource::Git {
+            url: "http://bot:s3cr3t@127.0.0.1:1/acme/app.git".into(),
+            sha: "a".repeat(40),
+        };
+        let err = format!("{:#}", prepare(&source, dest.path()).await.unwrap_err());
+        assert!(err.contains("http://***@127.0.0.1:1/acme/app.git"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert_eq!(
+            without_credentials("git@forge:a/b.git"),
+            "git@forge:a/b.git"
+        );
+        assert_eq!(
+            without_credentials("https://forge/a@b/c.git"),
+            "https://forge/a@b/c.git"
+        );
     }
 
     #[tokio::test]

@@ -10,19 +10,9 @@ pub mod status;
 
 use serde::{Deserialize, Serialize};
 
-/// `url` with the user information of its authority (`https://user:token@host/…`: how a
-/// private repository's clone credentials are often given) shown as `***`: for anything
-/// readers see (repository views, a refused status's error).
-pub fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_string(),
-    }
-}
+/// `url` without its credentials, for anything readers see (repository views, a refused
+/// status's error): the runner's own rule for git sources.
+pub use runner::workspace::without_credentials;
 
 /// The forges Plue accepts webhooks from and reports statuses to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
