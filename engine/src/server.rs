@@ -241,9 +241,10 @@ pub async fn start_with_runner_listener(
                 idle_timeout: settings.idle_timeout,
                 start_timeout: Duration::from_secs(30),
                 tick: Duration::from_millis(100),
+                class: "local".into(),
+                start_backoff: crate::pool::BackoffPolicy::default(),
             },
-            store.clone(),
-            events.clone(),
+            executor.clone(),
             // Forks' steps only when its runners accept forks (they have no labels).
             Demand::Labels(Arc::new(move |wanted, fork| {
                 (!fork || offered.is_empty())

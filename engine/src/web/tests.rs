@@ -604,6 +604,7 @@ async fn runners_page_shows_each_class_counts_and_latest_failure() {
                 min_warm: 2,
                 max_runners: 8,
                 queued: 4,
+                ..PoolStatus::default()
             }),
             failures: Failures {
                 total: 5,
