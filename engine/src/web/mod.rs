@@ -46,8 +46,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::api::ApiState;
 use crate::access::Resolver;
+use crate::api::ApiState;
 
 /// What the dashboard needs from a running engine.
 #[derive(Clone)]
