@@ -1080,7 +1080,10 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
     let last = class["last_failure"].as_str().unwrap_or_default();
     assert!(
         last.contains("exit code 1: plue runner: starting | Error: the work directory /work cannot be reached by the step users"),
-        "the exit code and the container's last lines: {class}"
+        "the exit code and the container's last lines: {class}\n{:?}",
+        std::fs::read_to_string(cluster.kubelet.log_path(
+            last.split(':').next().unwrap_or_default().trim_start_matches("pod ")
+        ))
     );
 
     // A step only this class serves fails with the reason instead of waiting forever.
