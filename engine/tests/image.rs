@@ -2,8 +2,12 @@
 //! container engine): what the image must hold for the `plue` binary built from this tree
 //! to start (every shared library it links, from the same Debian release), what steps and
 //! the registry run (python3, git, bash, CA certificates), and that its user, port, binary
-//! path and entrypoint are the ones the chart and the Kubernetes pool use.
+//! path and entrypoint are the ones the chart and the Kubernetes pool use; and (`chroot`)
+//! `plue` started and running a step in the runtime stage's file system, assembled from
+//! Debian's archive as the stage would be.
 
+#[path = "image/chroot.rs"]
+mod chroot;
 #[path = "deploy/python.rs"]
 mod python;
 #[allow(dead_code)]
