@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
-use super::repos::{check_repo_name, check_secret_name, PutSecret, MAX_SECRET_BYTES};
+use super::repos::{check_repo_name, check_secret_name, sealed_secret, PutSecret};
 use super::views::{ErrorView, SecretView};
 use super::ApiState;
 use crate::access::{Caller, Role};
@@ -432,22 +432,7 @@ pub(super) async fn put_secret(
 ) -> ApiResult<StatusCode> {
     let repo = repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let environment = environment(&state, &repo, &env).await?;
-    check_secret_name(&secret)?;
-    let Object(body) = body?;
-    if body.value.len() > MAX_SECRET_BYTES {
-        return Err(ApiError::Client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a secret is at most {MAX_SECRET_BYTES} bytes"),
-        ));
-    }
-    let vault = state.executor.vault();
-    if !vault.is_keyed() {
-        return Err(ApiError::Client(
-            StatusCode::CONFLICT,
-            "secrets cannot be stored: start the server with PLUE_SECRET_KEY set".into(),
-        ));
-    }
-    let sealed = vault.seal(&body.value)?;
+    let sealed = sealed_secret(&state, &secret, body)?;
     state
         .executor
         .store()

@@ -606,6 +606,31 @@ pub(super) struct PutSecret {
     pub(super) value: String,
 }
 
+/// The value a `PUT` of the secret `secret` sets, sealed, after the checks every secret
+/// (a repository's or an environment's) passes: its name (400), the body (400/413/415/422),
+/// the value's size (413) and a key to seal it with (409).
+pub(super) fn sealed_secret(
+    state: &ApiState,
+    secret: &str,
+    body: Result<Object<PutSecret>, ApiError>,
+) -> ApiResult<String> {
+    check_secret_name(secret)?;
+    let Object(body) = body?;
+    if body.value.len() > MAX_SECRET_BYTES {
+        return Err(ApiError::Client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a secret is at most {MAX_SECRET_BYTES} bytes"),
+        ));
+    }
+    let vault = state.executor.vault();
+    if !vault.is_keyed() {
+        return Err(conflict(
+            "secrets cannot be stored: start the server with PLUE_SECRET_KEY set",
+        ));
+    }
+    Ok(vault.seal(&body.value)?)
+}
+
 #[utoipa::path(
     put,
     path = "/api/repos/{owner}/{name}/secrets/{secret}",
@@ -634,21 +659,7 @@ pub(super) async fn put_secret(
     body: Result<Object<PutSecret>, ApiError>,
 ) -> ApiResult<StatusCode> {
     let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
-    check_secret_name(&secret)?;
-    let Object(body) = body?;
-    if body.value.len() > MAX_SECRET_BYTES {
-        return Err(ApiError::Client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a secret is at most {MAX_SECRET_BYTES} bytes"),
-        ));
-    }
-    let vault = state.executor.vault();
-    if !vault.is_keyed() {
-        return Err(conflict(
-            "secrets cannot be stored: start the server with PLUE_SECRET_KEY set",
-        ));
-    }
-    let sealed = vault.seal(&body.value)?;
+    let sealed = sealed_secret(&state, &secret, body)?;
     let store = state.executor.store();
     store.put_secret(repo.id, &secret, &sealed).await?;
     let detail = serde_json::json!({ "name": secret });
