@@ -1102,12 +1102,42 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
     assert_eq!(status, 201, "{body}");
 
     let delivery = push_delivery("octo/ship", &sha, "OctoCat");
+    let run_id = deliver_github(url, "push", "people-push-1", delivery).await;
+    wait_for_ship_gate(&http, url, run_id).await;
+    let (status, body) = approve_ship(url, run_id, &tokens[0]).await;
+    assert_eq!(
+        status, 403,
+        "the pusher's user approved its own push: {body}"
+    );
+    assert!(body.contains("started this run"), "{body}");
+    let (status, body) = approve_ship(url, run_id, &tokens[1]).await;
+    assert_eq!(status, 200, "{body}");
+    let run = support::wait_final(&http, url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    // Alice (octocat) pushes onto a pull request someone else opened.
+    let delivery = synchronize_delivery("octo/ship", &sha, "someone-else", "octocat");
+    let pr_run = deliver_github(url, "pull_request", "people-sync-1", delivery).await;
+    wait_for_ship_gate(&http, url, pr_run).await;
+    let (status, body) = approve_ship(url, pr_run, &tokens[0]).await;
+    assert_eq!(
+        status, 403,
+        "who pushed onto the pull request approved its own code: {body}"
+    );
+    assert!(body.contains("started this run"), "{body}");
+    let (status, body) = approve_ship(url, pr_run, &tokens[1]).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Delivers `delivery`, signed with [`WEBHOOK_SECRET`], as the GitHub `event` with id
+/// `delivery_id`; the run it started.
+async fn deliver_github(url: &str, event: &str, delivery_id: &str, delivery: Vec<u8>) -> i64 {
     let signature = engine::forge::signature::sign(&delivery, WEBHOOK_SECRET);
     let answer: Value = reqwest::Client::new()
         .post(format!("{url}/webhooks/github"))
         .header("content-type", "application/json")
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", "people-push-1")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery_id)
         .header("X-Hub-Signature-256", format!("sha256={signature}"))
         .body(delivery)
         .send()
@@ -1116,9 +1146,13 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
         .json()
         .await
         .unwrap();
-    let run_id = answer["runs"][0]
+    answer["runs"][0]
         .as_i64()
-        .unwrap_or_else(|| panic!("no run: {answer}"));
+        .unwrap_or_else(|| panic!("no run: {answer}"))
+}
+
+/// Waits until run `run_id`'s step `ship` waits for its approval.
+async fn wait_for_ship_gate(http: &reqwest::Client, url: &str, run_id: i64) {
     support::wait_for(Duration::from_secs(60), "the gate to wait", || {
         let http = http.clone();
         async move {
@@ -1127,79 +1161,18 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
         }
     })
     .await;
+}
 
-    let approve = |token: String| {
-        let url = format!("{url}/api/runs/{run_id}/steps/ship/approve");
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        }
-    };
-    let (status, body) = approve(tokens[0].clone()).await;
-    assert_eq!(
-        status, 403,
-        "the pusher's user approved its own push: {body}"
-    );
-    assert!(body.contains("started this run"), "{body}");
-    let (status, body) = approve(tokens[1].clone()).await;
-    assert_eq!(status, 200, "{body}");
-    let run = support::wait_final(&http, url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
-
-    // Alice (octocat) pushes onto a pull request someone else opened.
-    let delivery = synchronize_delivery("octo/ship", &sha, "someone-else", "octocat");
-    let signature = engine::forge::signature::sign(&delivery, WEBHOOK_SECRET);
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{url}/webhooks/github"))
-        .header("content-type", "application/json")
-        .header("X-GitHub-Event", "pull_request")
-        .header("X-GitHub-Delivery", "people-sync-1")
-        .header("X-Hub-Signature-256", format!("sha256={signature}"))
-        .body(delivery)
+/// `token` approves run `run_id`'s step `ship`: (status, body).
+async fn approve_ship(url: &str, run_id: i64, token: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/runs/{run_id}/steps/ship/approve"))
+        .bearer_auth(token)
+        .json(&json!({}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    let pr_run = answer["runs"][0]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no run: {answer}"));
-    support::wait_for(Duration::from_secs(60), "the gate to wait", || {
-        let http = http.clone();
-        async move {
-            let run = support::run_view(&http, url, pr_run).await?;
-            (support::step(&run, "ship")["status"] == "waiting").then_some(())
-        }
-    })
-    .await;
-    let approve_pr = |token: String| {
-        let url = format!("{url}/api/runs/{pr_run}/steps/ship/approve");
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        }
-    };
-    let (status, body) = approve_pr(tokens[0].clone()).await;
-    assert_eq!(
-        status, 403,
-        "who pushed onto the pull request approved its own code: {body}"
-    );
-    assert!(body.contains("started this run"), "{body}");
-    let (status, body) = approve_pr(tokens[1].clone()).await;
-    assert_eq!(status, 200, "{body}");
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 /// `plue ARGS --server URL` with `token`: (success, stdout, stderr).
