@@ -74,15 +74,8 @@ impl Harness {
             runner,
             _dir: dir,
         };
-        let (status, body) = h
-            .call(
-                ADMIN,
-                "PUT",
-                "/api/repos/acme/app/environments/prod",
-                Some(json!({"allowed_refs": ["main"], "reviewers": ["alice"]})),
-            )
+        h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["alice"]}))
             .await;
-        assert_eq!(status, 200, "{body}");
         let (status, body) = h
             .call(
                 ADMIN,
@@ -97,6 +90,32 @@ impl Harness {
 
     fn store(&self) -> &Store {
         self.engine.executor.store()
+    }
+
+    /// Sets prod's `settings` as an admin.
+    async fn set_prod(&self, settings: Value) {
+        let (status, body) = self
+            .call(
+                ADMIN,
+                "PUT",
+                "/api/repos/acme/app/environments/prod",
+                Some(settings),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// A run of the deploy step under prod, pushed to `main` by `triggerer`.
+    async fn deploy_pushed_by(&self, triggerer: Triggerer) -> i64 {
+        let run = support::start_push_run(
+            &self.engine.executor,
+            self.repo_id,
+            &deploy(Some("prod")),
+            "main",
+        )
+        .await;
+        self.store().record_trigger(run, &triggerer).await.unwrap();
+        run
     }
 
     /// A user `name` holding `role` on acme/app (none: no role), with a token.
@@ -326,28 +345,15 @@ async fn only_the_environments_reviewers_decide_and_never_their_own_run() {
     let bob = h.person("bob", Some("writer")).await;
     let rita = h.person("rita", Some("reader")).await;
     let stranger = h.person("stranger", None).await;
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/environments/prod",
-            Some(json!({"allowed_refs": ["main"], "reviewers": ["alice", "@release"]})),
-        )
+    h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["alice", "@release"]}))
         .await;
-    assert_eq!(status, 200, "{body}");
-    let run =
-        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
-    h.store()
-        .record_trigger(
-            run,
-            &Triggerer {
-                name: "alice".into(),
-                user_id: Some(alice.id),
-                forge_login: None,
-            },
-        )
-        .await
-        .unwrap();
+    let run = h
+        .deploy_pushed_by(Triggerer {
+            name: "alice".into(),
+            user_id: Some(alice.id),
+            forge_login: None,
+        })
+        .await;
     let cases = [
         ("", 401, "anonymous"),
         (stranger.token.as_str(), 404, "no role: the run is hidden"),
@@ -934,47 +940,13 @@ fn git(dir: &std::path::Path, script: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branchs_own_copy_of_the_workflow_is_evaluated_and_still_gated() {
     let h = Harness::start(true).await;
-    let origin = h._dir.path().join("origin");
-    std::fs::create_dir_all(origin.join(".plue")).unwrap();
-    std::fs::write(origin.join(".plue/deploy.plue.py"), DEPLOY_ON_MAIN).unwrap();
-    git(
-        &origin,
-        "git init -q -b main . && git add -A && git commit -qm main",
-    );
+    let origin = origin_repository(&h, DEPLOY_ON_MAIN, &["alice"]).await;
     git(&origin, "git checkout -q -b feature");
     std::fs::write(origin.join(".plue/deploy.plue.py"), DEPLOY_ON_FEATURE).unwrap();
     git(
         &origin,
         "git commit -qam 'deploy from feature, no gate' && git checkout -q main",
     );
-    h.store()
-        .create_repo(&engine::store::NewRepo {
-            name: "octo/hello",
-            clone_url: origin.to_str().unwrap(),
-            forge: "github",
-            webhook_secret_sealed: "plain:s",
-            api_url: None,
-            api_token_sealed: None,
-            default_branch: Some("main"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    for (method, path, body) in [
-        (
-            "PUT",
-            "/api/repos/octo/hello/environments/prod",
-            json!({"allowed_refs": ["main"], "reviewers": ["alice"]}),
-        ),
-        (
-            "PUT",
-            "/api/repos/octo/hello/environments/prod/secrets/DEPLOY_KEY",
-            json!({"value": DEPLOY_KEY}),
-        ),
-    ] {
-        let (status, answer) = h.call(ADMIN, method, path, Some(body)).await;
-        assert!(status == 200 || status == 204, "{path}: {status} {answer}");
-    }
     let dispatch = |git_ref: &'static str| {
         h.call(
             ADMIN,
@@ -1128,28 +1100,15 @@ async fn a_rerun_is_never_reviewed_by_who_started_the_run_it_repeats() {
     let mallory = h.person("mallory", Some("writer")).await;
     let bob = h.person("bob", Some("writer")).await;
     let alice = h.person("alice", Some("writer")).await;
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/environments/prod",
-            Some(json!({"allowed_refs": ["main"], "reviewers": ["alice", "mallory"]})),
-        )
+    h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["alice", "mallory"]}))
         .await;
-    assert_eq!(status, 200, "{body}");
-    let pushed =
-        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
-    h.store()
-        .record_trigger(
-            pushed,
-            &Triggerer {
-                name: "mallory-gh".into(),
-                user_id: Some(mallory.id),
-                forge_login: Some("gitea:mallory-gh".into()),
-            },
-        )
-        .await
-        .unwrap();
+    let pushed = h
+        .deploy_pushed_by(Triggerer {
+            name: "mallory-gh".into(),
+            user_id: Some(mallory.id),
+            forge_login: Some("gitea:mallory-gh".into()),
+        })
+        .await;
     assert_eq!(
         h.decide(&mallory.token, pushed, "deploy", "approve")
             .await
@@ -1197,28 +1156,15 @@ async fn a_review_is_never_decided_before_the_run_knows_who_started_it() {
     let h = std::sync::Arc::new(Harness::new().await);
     let mallory = h.person("mallory", Some("writer")).await;
     let bob = h.person("bob", Some("writer")).await;
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/environments/prod",
-            Some(json!({"allowed_refs": ["main"], "reviewers": ["mallory"]})),
-        )
+    h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["mallory"]}))
         .await;
-    assert_eq!(status, 200, "{body}");
-    let pushed =
-        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
-    h.store()
-        .record_trigger(
-            pushed,
-            &Triggerer {
-                name: "bob".into(),
-                user_id: Some(bob.id),
-                forge_login: None,
-            },
-        )
-        .await
-        .unwrap();
+    let pushed = h
+        .deploy_pushed_by(Triggerer {
+            name: "bob".into(),
+            user_id: Some(bob.id),
+            forge_login: None,
+        })
+        .await;
     for _ in 0..30 {
         let next = h.store().list_runs(1).await.unwrap()[0].id + 1;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1301,15 +1247,8 @@ async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
     let maya = h.person("maya", Some("maintainer")).await;
     let elsewhere = narrowed_token(&h, maya.id, None, Some(r#"["acme/other"]"#)).await;
     let as_writer = narrowed_token(&h, maya.id, Some("writer"), None).await;
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/environments/prod",
-            Some(json!({"allowed_refs": ["main"], "reviewers": ["maya"]})),
-        )
+    h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["maya"]}))
         .await;
-    assert_eq!(status, 200, "{body}");
     let run =
         support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
     let wide = json!({"allowed_refs": ["**"], "reviewers": []});
@@ -1401,15 +1340,8 @@ async fn prods_secret_stays_with_prods_step_and_the_claim_checks_again() {
     let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(h.step(run, "deploy").await.status, "queued");
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/environments/prod",
-            Some(json!({"allowed_refs": ["release/*"], "reviewers": ["alice"]})),
-        )
+    h.set_prod(json!({"allowed_refs": ["release/*"], "reviewers": ["alice"]}))
         .await;
-    assert_eq!(status, 200, "{body}");
     assert_never_handed_the_key(&h).await;
     let step = h.step(run, "deploy").await;
     assert_eq!(step.status, "failed", "{step:?}");
