@@ -915,25 +915,6 @@ def workflow(ctx):
     ])
 "#;
 
-/// Runs a shell script in `dir` with a fixed git identity.
-fn git(dir: &std::path::Path, script: &str) {
-    let out = std::process::Command::new("bash")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 // (a) through the real path: a git repository whose `feature` branch holds its own copy
 // of the deploy workflow without the approval, evaluated by the engine's evaluator and
 // started by the registry. The plan is the attacker's; the gate is not.
@@ -941,9 +922,9 @@ fn git(dir: &std::path::Path, script: &str) {
 async fn a_branchs_own_copy_of_the_workflow_is_evaluated_and_still_gated() {
     let h = Harness::start(true).await;
     let origin = origin_repository(&h, DEPLOY_ON_MAIN, &["alice"]).await;
-    git(&origin, "git checkout -q -b feature");
+    support::git_sh(&origin, "git checkout -q -b feature");
     std::fs::write(origin.join(".plue/deploy.plue.py"), DEPLOY_ON_FEATURE).unwrap();
-    git(
+    support::git_sh(
         &origin,
         "git commit -qam 'deploy from feature, no gate' && git checkout -q main",
     );
@@ -990,7 +971,7 @@ async fn origin_repository(h: &Harness, on_main: &str, reviewers: &[&str]) -> st
     let origin = h._dir.path().join("origin");
     std::fs::create_dir_all(origin.join(".plue")).unwrap();
     std::fs::write(origin.join(".plue/deploy.plue.py"), on_main).unwrap();
-    git(
+    support::git_sh(
         &origin,
         "git init -q -b main . && git add -A && git commit -qm main",
     );
@@ -1035,7 +1016,7 @@ async fn origin_repository(h: &Harness, on_main: &str, reviewers: &[&str]) -> st
 async fn a_tag_named_like_an_allowed_branch_is_not_that_branch() {
     let h = Harness::start(true).await;
     let origin = origin_repository(&h, DEPLOY_BY_HAND, &[]).await;
-    git(
+    support::git_sh(
         &origin,
         "git checkout -q -b evil && sed -i 's#./deploy.sh#./exfiltrate.sh#' .plue/deploy.plue.py \
          && git commit -qam evil && git tag main && git tag v1 && git checkout -q main",

@@ -974,25 +974,6 @@ def workflow(ctx):
                 steps=[Step.approval("ship", exclude_triggerer=True)])
 "#;
 
-fn sh(dir: &Path, script: &str) -> String {
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// A push of `sha` to main of `repo` by GitHub user `pusher`, from the real payload.
 fn push_delivery(repo: &str, sha: &str, pusher: &str) -> Vec<u8> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
@@ -1042,11 +1023,11 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
     let origin = sandbox.path("origin");
     std::fs::create_dir_all(origin.join(".plue")).unwrap();
     std::fs::write(origin.join(".plue/ship.plue.py"), SHIP).unwrap();
-    sh(
+    support::git_sh(
         &origin,
         "git init -q -b main . && git add -A && git commit -qm init",
     );
-    let sha = sh(&origin, "git rev-parse HEAD");
+    let sha = support::git_sh(&origin, "git rev-parse HEAD");
     let engine = sandbox.serve_one_runner("engine", "data", &[]).await;
     let url = engine.url.as_str();
     let http = support::client(); // the admin token
@@ -1204,7 +1185,7 @@ async fn the_cli_manages_users_tokens_groups_members_and_reads_the_audit_trail()
     let origin = sandbox.path("origin");
     std::fs::create_dir_all(&origin).unwrap();
     std::fs::write(origin.join("README.md"), "hello\n").unwrap();
-    sh(
+    support::git_sh(
         &origin,
         "git init -q -b main . && git add -A && git commit -qm init",
     );

@@ -956,3 +956,24 @@ pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
         .await
         .unwrap_or_else(|e| panic!("POST {url}: {e}"))
 }
+
+/// Runs the shell `script` in `dir` (`bash -e`) with a fixed git identity, for tests that
+/// build a repository to clone; its trimmed stdout. Panics with its stderr when it fails.
+pub(crate) fn git_sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
