@@ -507,12 +507,7 @@ async fn every_route_allows_exactly_the_roles_of_its_rule() {
 async fn a_step_reads_nothing_of_another_repositorys_runs() {
     let world = world().await;
     // A step of `acme/other` acts with a token of a user of that repository only.
-    let other = world
-        .store
-        .repo_by_name("acme/other")
-        .await
-        .unwrap()
-        .unwrap();
+    let other = world.repo("acme/other").await;
     let (_, _, step) =
         support::user_with_token(&world.store, "ci-bot", &[(other.id, "maintainer")]).await;
     let run = world.run;
@@ -610,7 +605,7 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_gets_401_on_every_route() {
     let world = world().await;
-    let app = world.store.repo_by_name("acme/app").await.unwrap().unwrap();
+    let app = world.repo("acme/app").await;
     let (_, token_id, token) =
         support::user_with_token(&world.store, "revoked", &[(app.id, "maintainer")]).await;
     assert_eq!(
@@ -632,6 +627,35 @@ async fn a_revoked_token_gets_401_on_every_route() {
 }
 
 impl World {
+    /// The stored repository `name`.
+    async fn repo(&self, name: &str) -> engine::store::RepoRow {
+        self.store.repo_by_name(name).await.unwrap().unwrap()
+    }
+
+    /// At most 100 audit events, as the store lists them.
+    async fn audit_events(&self) -> Vec<engine::store::AuditRow> {
+        self.store
+            .audit_events(&engine::store::AuditFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Registers the repository `name` as the admin (201).
+    async fn register(&self, name: &str, clone_url: &str, forge: &str) {
+        self.expect(
+            "post",
+            "/api/repos",
+            ADMIN,
+            Some(json!({"name": name, "clone_url": clone_url, "forge": forge,
+                        "webhook_secret": "a-webhook-secret"})),
+            201,
+        )
+        .await;
+    }
+
     /// `method uri` with `token` and a JSON `body`, asserting the status; the JSON answer.
     async fn expect(
         &self,
@@ -711,7 +735,7 @@ async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
             200,
         )
         .await;
-    let app = world.store.repo_by_name("acme/app").await.unwrap().unwrap();
+    let app = world.repo("acme/app").await;
     let narrowed = engine::tokens::new_token().unwrap();
     let maintainer_id = world
         .store
@@ -857,16 +881,7 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
         )
         .await;
     world
-        .expect(
-            "post",
-            "/api/repos",
-            ADMIN,
-            Some(
-                json!({"name": "acme/new", "clone_url": "https://forge.example/new.git",
-                        "forge": "gitea", "webhook_secret": "a-webhook-secret"}),
-            ),
-            201,
-        )
+        .register("acme/new", "https://forge.example/new.git", "gitea")
         .await;
     world
         .expect("delete", "/api/repos/acme/new", ADMIN, None, 200)
@@ -889,14 +904,7 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
             200,
         )
         .await;
-    let events = world
-        .store
-        .audit_events(&engine::store::AuditFilter {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = world.audit_events().await;
     let seen: Vec<(String, Option<i64>, String)> = events
         .iter()
         .rev()
@@ -938,14 +946,7 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
     world
         .expect("delete", &secret, &world.maintainer, None, 204)
         .await;
-    let after = world
-        .store
-        .audit_events(&engine::store::AuditFilter {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let after = world.audit_events().await;
     for action in ["secret.put", "secret.delete"] {
         let event = after.iter().find(|e| e.action == action).expect(action);
         assert_eq!(event.user_id, Some(maintainer_id));
@@ -963,12 +964,7 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_repository_never_takes_a_deleted_ones_id_nor_its_audit_trail() {
     let world = world().await;
-    let doomed = world
-        .store
-        .repo_by_name("acme/doomed")
-        .await
-        .unwrap()
-        .unwrap();
+    let doomed = world.repo("acme/doomed").await;
     let repo = "/api/repos/acme/doomed";
     world
         .expect(
@@ -990,23 +986,9 @@ async fn a_new_repository_never_takes_a_deleted_ones_id_nor_its_audit_trail() {
         .await;
     world.expect("delete", repo, ADMIN, None, 200).await;
     world
-        .expect(
-            "post",
-            "/api/repos",
-            ADMIN,
-            Some(
-                json!({"name": "acme/fresh", "clone_url": "https://forge.example/fresh.git",
-                        "forge": "gitea", "webhook_secret": "a-webhook-secret"}),
-            ),
-            201,
-        )
+        .register("acme/fresh", "https://forge.example/fresh.git", "gitea")
         .await;
-    let fresh = world
-        .store
-        .repo_by_name("acme/fresh")
-        .await
-        .unwrap()
-        .unwrap();
+    let fresh = world.repo("acme/fresh").await;
     assert_ne!(
         fresh.id, doomed.id,
         "the deleted repository's id was reused"
@@ -1102,16 +1084,7 @@ async fn a_clone_urls_credentials_are_never_shown() {
             "https://ghs_s3cr3t@forge.example/acme/bare.git",
         ),
     ] {
-        world
-            .expect(
-                "post",
-                "/api/repos",
-                ADMIN,
-                Some(json!({"name": name, "clone_url": url, "forge": "github",
-                            "webhook_secret": "a-webhook-secret"})),
-                201,
-            )
-            .await;
+        world.register(name, url, "github").await;
         world
             .expect(
                 "put",
@@ -1141,12 +1114,7 @@ async fn a_clone_urls_credentials_are_never_shown() {
         assert!(!listed.to_string().contains("s3cr3t"), "{listed}");
     }
     // What the engine clones from keeps them.
-    let stored = world
-        .store
-        .repo_by_name("acme/creds")
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = world.repo("acme/creds").await;
     assert!(stored.clone_url.contains("ghs_s3cr3t"));
 }
 
