@@ -78,6 +78,16 @@ async fn browser(fx: &Fixture, who: &'static str, token: &str) -> Browser {
     }
 }
 
+/// The id of `acme/app`, the repository [`repository`] registers.
+async fn acme_id(fx: &Fixture) -> i64 {
+    fx.store()
+        .repo_by_name("acme/app")
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
 async fn other_repo(fx: &Fixture, name: &str) -> i64 {
     fx.store()
         .create_repo(&NewRepo {
@@ -108,13 +118,7 @@ fn expect(who: &str, reads: bool) -> StatusCode {
 async fn each_role_sees_and_may_do_exactly_its_share() {
     let fx = Fixture::new().await;
     let (ci_run, _broken) = repository(&fx).await;
-    let acme = fx
-        .store()
-        .repo_by_name("acme/app")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let acme = acme_id(&fx).await;
     let other = other_repo(&fx, "acme/other").await;
     let local = fx.start(&plan("local-only", vec![bash("a", &[])])).await;
     let mut browsers = vec![Browser::anonymous()];
@@ -292,13 +296,7 @@ async fn the_cookie_holds_a_session_id_never_the_token() {
 async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
     let fx = Fixture::new().await;
     let (run, _) = repository(&fx).await;
-    let acme = fx
-        .store()
-        .repo_by_name("acme/app")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let acme = acme_id(&fx).await;
     let run_page = format!("/runs/{run}");
     let readable = |reply: &Reply| reply.status == StatusCode::OK && reply.body.contains("ci");
 
@@ -370,6 +368,28 @@ async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
     }
 }
 
+/// A (failed) run of `mallory/tools`, the repository `tools` (from [`other_repo`]).
+async fn tools_run(fx: &Fixture, tools: i64) -> i64 {
+    let run = crate::store::NewRun {
+        workflow_source: "mallory/tools",
+        workflow_path: ".plue/t.plue.py",
+        event: "push",
+        git_ref: "refs/heads/main",
+        sha: "2",
+        context_json: "{}",
+        plan: &plan("t", vec![bash("a", &[])]),
+        plan_json: "{}",
+        plan_hash: "h",
+        workspace: &runner::protocol::WorkspaceSource::Empty,
+        rerun_of: None,
+        repo: Some(crate::store::RunRepo {
+            repo_id: tools,
+            secrets_allowed: true,
+        }),
+    };
+    fx.store().create_failed_run(&run, "no").await.unwrap()
+}
+
 /// Reads `/live` as `cookie` until a hint arrives or 600 ms pass.
 async fn hinted(fx: &Fixture, cookie: &str, send: impl FnOnce()) -> bool {
     hinted_within(fx, cookie, 600, send).await
@@ -414,24 +434,7 @@ async fn a_private_repositorys_runs_reach_no_other_user() {
     assert!(!private, "mallory was hinted at acme/app's run");
     let theirs = fx.start(&plan("tools", vec![bash("a", &[])])).await;
     // A run of mallory's own repository does reach mallory.
-    let own = crate::store::NewRun {
-        workflow_source: "mallory/tools",
-        workflow_path: ".plue/t.plue.py",
-        event: "push",
-        git_ref: "refs/heads/main",
-        sha: "2",
-        context_json: "{}",
-        plan: &plan("t", vec![bash("a", &[])]),
-        plan_json: "{}",
-        plan_hash: "h",
-        workspace: &runner::protocol::WorkspaceSource::Empty,
-        rerun_of: None,
-        repo: Some(crate::store::RunRepo {
-            repo_id: other,
-            secrets_allowed: true,
-        }),
-    };
-    let own = fx.store().create_failed_run(&own, "no").await.unwrap();
+    let own = tools_run(&fx, other).await;
     assert!(
         hinted(&fx, &cookie, || {
             events.send(Event::Step { run_id: theirs });
@@ -459,13 +462,7 @@ async fn a_private_repositorys_runs_reach_no_other_user() {
 async fn a_public_repository_is_read_by_anyone_and_changed_by_its_writers() {
     let fx = Fixture::new().await;
     let (run, _) = repository(&fx).await;
-    let acme = fx
-        .store()
-        .repo_by_name("acme/app")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let acme = acme_id(&fx).await;
     fx.store().set_public_read(acme, true).await.unwrap();
     let (_, token) = user_token(&fx, "stranger", None).await;
     let stranger = browser(&fx, "stranger", &token).await;
@@ -498,13 +495,7 @@ async fn approval_buttons_are_offered_to_writers_only() {
     use evaluator::plan::{Action, ApprovalAction, Step};
     let fx = Fixture::new().await;
     let (_, _) = repository(&fx).await;
-    let acme = fx
-        .store()
-        .repo_by_name("acme/app")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let acme = acme_id(&fx).await;
     let gated = plan(
         "gated",
         vec![Step::new(
@@ -568,24 +559,7 @@ async fn approval_buttons_are_offered_to_writers_only() {
 async fn a_live_stream_stops_hinting_when_its_reader_may_no_longer_read() {
     let fx = Fixture::new().await;
     let tools = other_repo(&fx, "mallory/tools").await;
-    let own = crate::store::NewRun {
-        workflow_source: "mallory/tools",
-        workflow_path: ".plue/t.plue.py",
-        event: "push",
-        git_ref: "refs/heads/main",
-        sha: "2",
-        context_json: "{}",
-        plan: &plan("t", vec![bash("a", &[])]),
-        plan_json: "{}",
-        plan_hash: "h",
-        workspace: &runner::protocol::WorkspaceSource::Empty,
-        rerun_of: None,
-        repo: Some(crate::store::RunRepo {
-            repo_id: tools,
-            secrets_allowed: true,
-        }),
-    };
-    let run = fx.store().create_failed_run(&own, "no").await.unwrap();
+    let run = tools_run(&fx, tools).await;
     let events = fx.executor.events();
     let later = || {
         let events = events.clone();
