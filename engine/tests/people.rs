@@ -81,6 +81,22 @@ impl Api {
         self.call(Method::DELETE, path, token, None).await
     }
 
+    /// The status of the dashboard's page `path` for the session `cookie`, redirects not
+    /// followed.
+    async fn page_status(&self, path: String, cookie: String) -> u16 {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}{path}", self.engine.url))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// A token made through the API by `token` with `body`: (id, token).
     async fn mint(&self, token: &str, body: Value) -> (i64, String) {
         let (status, made) = self.post("/api/tokens", Some(token), body).await;
@@ -407,22 +423,7 @@ async fn revoking_a_token_ends_it_and_its_dashboard_session() {
         }),
     )
     .await;
-    let page = |cookie: String| {
-        let url = format!("{}/runs/{run_id}", api.engine.url);
-        async move {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap()
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let page = |cookie: String| api.page_status(format!("/runs/{run_id}"), cookie);
     let session = support::dashboard_session(&api.engine.url, &alice).await;
     assert_eq!(
         page(session.clone()).await,
@@ -602,22 +603,7 @@ async fn a_disabled_users_tokens_stop_and_the_admin_cannot_be_disabled() {
     let (_, _, bob) = support::user_with_token(store, "bob", &[]).await;
     let (_, bob_minted) = api.mint(&bob, json!({"name": "second"})).await;
     let bob_session = support::dashboard_session(&api.engine.url, &bob).await;
-    let runners_page = |cookie: String| {
-        let url = format!("{}/runners", api.engine.url);
-        async move {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap()
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let runners_page = |cookie: String| api.page_status("/runners".into(), cookie);
     assert_eq!(runners_page(bob_session.clone()).await, 200, "signed in");
 
     assert_eq!(api.delete("/api/users/bob", Some(&alice)).await.0, 403);
