@@ -660,6 +660,22 @@ async fn group_for_admin(
         .ok_or_else(|| no_group(name))
 }
 
+/// The group `name` and the user `user`, for an admin changing its members (404 for
+/// either missing).
+async fn group_and_member(
+    store: &Store,
+    caller: &Caller,
+    name: &str,
+    user: &str,
+) -> ApiResult<(crate::store::GroupRow, UserRow)> {
+    let group = group_for_admin(store, caller, name).await?;
+    let member = store
+        .user_by_name(user)
+        .await?
+        .ok_or_else(|| no_user(user))?;
+    Ok((group, member))
+}
+
 #[utoipa::path(
     get,
     path = "/api/groups",
@@ -821,11 +837,7 @@ pub(super) async fn add_group_member(
     Path((name, user)): Path<(String, String)>,
 ) -> ApiResult<Json<GroupView>> {
     let store = state.executor.store();
-    let group = group_for_admin(store, &caller, &name).await?;
-    let member = store
-        .user_by_name(&user)
-        .await?
-        .ok_or_else(|| no_user(&user))?;
+    let (group, member) = group_and_member(store, &caller, &name, &user).await?;
     store.add_group_member(group.id, member.id).await?;
     audit(
         store,
@@ -861,11 +873,7 @@ pub(super) async fn remove_group_member(
     Path((name, user)): Path<(String, String)>,
 ) -> ApiResult<Json<GroupView>> {
     let store = state.executor.store();
-    let group = group_for_admin(store, &caller, &name).await?;
-    let member = store
-        .user_by_name(&user)
-        .await?
-        .ok_or_else(|| no_user(&user))?;
+    let (group, member) = group_and_member(store, &caller, &name, &user).await?;
     if !store.remove_group_member(group.id, member.id).await? {
         return Err(ApiError::not_found(format!(
             "'{}' is not a member of '{}'",
