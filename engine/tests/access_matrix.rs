@@ -643,6 +643,26 @@ impl World {
             .unwrap()
     }
 
+    /// `PUT /api/repos/{repo}/members/{user}` with `role` (`None`: `DELETE`) as `token`,
+    /// asserting `status`; the JSON answer.
+    async fn member(
+        &self,
+        repo: &str,
+        user: &str,
+        token: &str,
+        role: Option<&str>,
+        status: u16,
+    ) -> Value {
+        let uri = format!("/api/repos/{repo}/members/{user}");
+        match role {
+            Some(role) => {
+                let body = json!({ "role": role });
+                self.expect("put", &uri, token, Some(body), status).await
+            }
+            None => self.expect("delete", &uri, token, None, status).await,
+        }
+    }
+
     /// Registers the repository `name` as the admin (201).
     async fn register(&self, name: &str, clone_url: &str, forge: &str) {
         self.expect(
@@ -692,11 +712,11 @@ async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
     let run = format!("/api/runs/{}", world.run);
     world.expect("get", &run, &outsider_token, None, 404).await;
     let granted = world
-        .expect(
-            "put",
-            &format!("{members}/OUTSIDER"),
+        .member(
+            "acme/app",
+            "OUTSIDER",
             &world.maintainer,
-            Some(json!({"role": "writer"})),
+            Some("writer"),
             200,
         )
         .await;
@@ -727,11 +747,11 @@ async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
     );
     // Maintainer may be granted by a maintainer; a token narrowed to writer grants nothing.
     world
-        .expect(
-            "put",
-            &format!("{members}/outsider"),
+        .member(
+            "acme/app",
+            "outsider",
             &world.maintainer,
-            Some(json!({"role": "maintainer"})),
+            Some("maintainer"),
             200,
         )
         .await;
@@ -757,52 +777,28 @@ async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
         .await
         .unwrap();
     world
-        .expect(
-            "put",
-            &format!("{members}/outsider"),
-            &narrowed,
-            Some(json!({"role": "reader"})),
-            403,
-        )
+        .member("acme/app", "outsider", &narrowed, Some("reader"), 403)
         .await;
     // Unknown users and roles.
     world
-        .expect(
-            "put",
-            &format!("{members}/nobody"),
-            &world.maintainer,
-            Some(json!({"role": "reader"})),
-            404,
-        )
+        .member("acme/app", "nobody", &world.maintainer, Some("reader"), 404)
         .await;
     world
-        .expect(
-            "put",
-            &format!("{members}/outsider"),
+        .member(
+            "acme/app",
+            "outsider",
             &world.maintainer,
-            Some(json!({"role": "admin"})),
+            Some("admin"),
             422,
         )
         .await;
     // Revoked: the user reads nothing again.
     world
-        .expect(
-            "delete",
-            &format!("{members}/outsider"),
-            &world.maintainer,
-            None,
-            204,
-        )
+        .member("acme/app", "outsider", &world.maintainer, None, 204)
         .await;
     world.expect("get", &run, &outsider_token, None, 404).await;
     world
-        .expect(
-            "delete",
-            &format!("{members}/outsider"),
-            &world.maintainer,
-            None,
-            404,
-        )
+        .member("acme/app", "outsider", &world.maintainer, None, 404)
         .await;
     assert_eq!(world.store.role_of(app.id, outsider).await.unwrap(), None);
 }
@@ -863,22 +859,16 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
         )
         .await;
     world
-        .expect(
-            "put",
-            &format!("{repo}/members/outsider"),
+        .member(
+            "acme/app",
+            "outsider",
             &world.maintainer,
-            Some(json!({"role": "reader"})),
+            Some("reader"),
             200,
         )
         .await;
     world
-        .expect(
-            "delete",
-            &format!("{repo}/members/outsider"),
-            &world.maintainer,
-            None,
-            204,
-        )
+        .member("acme/app", "outsider", &world.maintainer, None, 204)
         .await;
     world
         .register("acme/new", "https://forge.example/new.git", "gitea")
@@ -976,13 +966,7 @@ async fn a_new_repository_never_takes_a_deleted_ones_id_nor_its_audit_trail() {
         )
         .await;
     world
-        .expect(
-            "put",
-            &format!("{repo}/members/outsider"),
-            ADMIN,
-            Some(json!({"role": "writer"})),
-            200,
-        )
+        .member("acme/doomed", "outsider", ADMIN, Some("writer"), 200)
         .await;
     world.expect("delete", repo, ADMIN, None, 200).await;
     world
@@ -994,13 +978,7 @@ async fn a_new_repository_never_takes_a_deleted_ones_id_nor_its_audit_trail() {
         "the deleted repository's id was reused"
     );
     world
-        .expect(
-            "put",
-            "/api/repos/acme/fresh/members/maintainer",
-            ADMIN,
-            Some(json!({"role": "maintainer"})),
-            200,
-        )
+        .member("acme/fresh", "maintainer", ADMIN, Some("maintainer"), 200)
         .await;
     for uri in ["/api/audit?repo=acme/fresh", "/api/audit"] {
         let events = world.expect("get", uri, &world.maintainer, None, 200).await;
@@ -1086,13 +1064,7 @@ async fn a_clone_urls_credentials_are_never_shown() {
     ] {
         world.register(name, url, "github").await;
         world
-            .expect(
-                "put",
-                &format!("/api/repos/{name}/members/reader"),
-                ADMIN,
-                Some(json!({"role": "reader"})),
-                200,
-            )
+            .member(name, "reader", ADMIN, Some("reader"), 200)
             .await;
         let shown = world
             .expect(
