@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
-use super::repos::{check_repo_name, check_secret_name, sealed_secret, PutSecret};
+use super::repos::{check_secret_name, find_repo, sealed_secret, PutSecret};
 use super::views::{ErrorView, SecretView};
 use super::ApiState;
 use crate::access::{Caller, Role};
@@ -120,22 +120,6 @@ pub(super) struct EnvironmentSecretPath {
     /// The secret's name, as an environment variable takes it.
     #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "DEPLOY_KEY")]
     secret: String,
-}
-
-/// The repository `owner/name` when the caller acts on it with `role` (404 hiding it from
-/// those who may not read it).
-async fn repo(
-    state: &ApiState,
-    caller: &Caller,
-    owner: &str,
-    name: &str,
-    role: Role,
-) -> ApiResult<RepoRow> {
-    let full = format!("{owner}/{name}");
-    check_repo_name(&full)?;
-    caller
-        .visible_repo(state.executor.store(), &full, role)
-        .await
 }
 
 fn check_environment_name(name: &str) -> ApiResult<()> {
@@ -241,7 +225,7 @@ pub(super) async fn list(
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<EnvironmentView>>> {
-    let repo = repo(&state, &caller, &owner, &name, Role::Reader).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Reader).await?;
     let rows = state.executor.store().environments(repo.id).await?;
     Ok(Json(rows.into_iter().map(EnvironmentView::new).collect()))
 }
@@ -267,7 +251,7 @@ pub(super) async fn get(
     caller: Caller,
     Path((owner, name, env)): Path<(String, String, String)>,
 ) -> ApiResult<Json<EnvironmentView>> {
-    let repo = repo(&state, &caller, &owner, &name, Role::Reader).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Reader).await?;
     Ok(Json(EnvironmentView::new(
         environment(&state, &repo, &env).await?,
     )))
@@ -300,7 +284,7 @@ pub(super) async fn put(
     Path((owner, name, env)): Path<(String, String, String)>,
     body: Result<Object<PutEnvironment>, ApiError>,
 ) -> ApiResult<Json<EnvironmentView>> {
-    let repo = repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     check_environment_name(&env)?;
     let Object(body) = body?;
     let settings = settings(body)?;
@@ -342,7 +326,7 @@ pub(super) async fn delete(
     caller: Caller,
     Path((owner, name, env)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let repo = repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     check_environment_name(&env)?;
     if !state
         .executor
@@ -387,7 +371,7 @@ pub(super) async fn list_secrets(
     caller: Caller,
     Path((owner, name, env)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Vec<SecretView>>> {
-    let repo = repo(&state, &caller, &owner, &name, Role::Reader).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Reader).await?;
     let environment = environment(&state, &repo, &env).await?;
     let names = state
         .executor
@@ -430,7 +414,7 @@ pub(super) async fn put_secret(
     Path((owner, name, env, secret)): Path<(String, String, String, String)>,
     body: Result<Object<PutSecret>, ApiError>,
 ) -> ApiResult<StatusCode> {
-    let repo = repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let environment = environment(&state, &repo, &env).await?;
     let sealed = sealed_secret(&state, &secret, body)?;
     state
@@ -471,7 +455,7 @@ pub(super) async fn delete_secret(
     caller: Caller,
     Path((owner, name, env, secret)): Path<(String, String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let repo = repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
+    let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let environment = environment(&state, &repo, &env).await?;
     check_secret_name(&secret)?;
     if !state

@@ -333,7 +333,7 @@ async fn readable_repos(state: &ApiState, caller: &Caller) -> ApiResult<Vec<Repo
 
 /// Repository `owner/name` when `caller` acts with at least `role` on it (404 alike when
 /// there is none and when the caller may not read it; 403 when it reads but lacks `role`).
-async fn find_repo(
+pub(super) async fn find_repo(
     state: &ApiState,
     caller: &Caller,
     owner: &str,
