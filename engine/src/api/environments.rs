@@ -23,7 +23,7 @@ use super::views::{ErrorView, SecretView};
 use super::ApiState;
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::{valid_name, Audit, EnvironmentRow, EnvironmentSettings, RepoRow};
+use crate::store::{valid_name, EnvironmentRow, EnvironmentSettings, RepoRow};
 
 /// The longest wait timer: 30 days, as GitHub's.
 const MAX_WAIT_TIMER_S: u64 = 30 * 24 * 3600;
@@ -182,6 +182,7 @@ fn settings(body: PutEnvironment) -> ApiResult<EnvironmentSettings> {
     })
 }
 
+/// Audits `action` on `repo` by `caller` (through [`super::audit`]).
 async fn audit(
     state: &ApiState,
     caller: &Caller,
@@ -189,18 +190,8 @@ async fn audit(
     repo: &RepoRow,
     detail: serde_json::Value,
 ) -> ApiResult<()> {
-    state
-        .executor
-        .store()
-        .audit(&Audit {
-            user_id: caller.user_id(),
-            actor: caller.name(),
-            action,
-            repo_id: Some(repo.id),
-            run_id: None,
-            detail,
-        })
-        .await?;
+    let store = state.executor.store();
+    super::audit(store, caller, action, Some(repo.id), None, detail).await?;
     Ok(())
 }
 
