@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
-use super::repos::{check_secret_name, find_repo, sealed_secret, PutSecret};
+use super::repos::{check_secret_name, find_repo, sealed_secret, secret_views, PutSecret};
 use super::views::{ErrorView, SecretView};
 use super::ApiState;
 use crate::access::{Caller, Role};
@@ -369,12 +369,7 @@ pub(super) async fn list_secrets(
         .store()
         .environment_secret_names(environment.id)
         .await?;
-    Ok(Json(
-        names
-            .into_iter()
-            .map(|(name, updated_at)| SecretView { name, updated_at })
-            .collect(),
-    ))
+    Ok(secret_views(names))
 }
 
 #[utoipa::path(

@@ -606,6 +606,16 @@ pub(super) struct PutSecret {
     pub(super) value: String,
 }
 
+/// Secrets' names and when each was set, as the store lists them, for a list response.
+pub(super) fn secret_views(names: Vec<(String, i64)>) -> Json<Vec<SecretView>> {
+    Json(
+        names
+            .into_iter()
+            .map(|(name, updated_at)| SecretView { name, updated_at })
+            .collect(),
+    )
+}
+
 /// The value a `PUT` of the secret `secret` sets, sealed, after the checks every secret
 /// (a repository's or an environment's) passes: its name (400), the body (400/413/415/422),
 /// the value's size (413) and a key to seal it with (409).
@@ -723,12 +733,7 @@ pub(super) async fn list_secrets(
 ) -> ApiResult<Json<Vec<SecretView>>> {
     let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let names = state.executor.store().secret_names(repo.id).await?;
-    Ok(Json(
-        names
-            .into_iter()
-            .map(|(name, updated_at)| SecretView { name, updated_at })
-            .collect(),
-    ))
+    Ok(secret_views(names))
 }
 
 #[utoipa::path(
