@@ -137,10 +137,13 @@ async fn serve_stopped_by_sigterm_stops_its_busy_runners() {
     assert!(!runners.is_empty(), "{}", sandbox.diagnostics());
     let dirs = work_dirs(&sandbox);
     assert_eq!(dirs.len(), 1, "{dirs:?}");
-    assert!(
-        !entries(&dirs[0], "attempt-").is_empty(),
-        "the busy step's attempt directory"
-    );
+    // A runner is busy from its claim; it makes the attempt's directory just after.
+    wait_for(
+        Duration::from_secs(10),
+        "the busy step's attempt directory",
+        || async { (!entries(&dirs[0], "attempt-").is_empty()).then_some(()) },
+    )
+    .await;
     kill(Pid::from_raw(engine.pid as i32), Signal::SIGTERM).unwrap();
     let status = sandbox.wait_exit(engine.pid, Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}\n{}", sandbox.diagnostics());
