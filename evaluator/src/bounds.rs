@@ -218,7 +218,10 @@ fn glob_totals(plan: &Plan) -> (usize, usize) {
                 paths_ignore,
                 ..
             } => &[branches, paths, paths_ignore],
-            Trigger::Schedule { .. } | Trigger::Manual { .. } => &[],
+            Trigger::Schedule { .. }
+            | Trigger::Manual { .. }
+            | Trigger::Issue { .. }
+            | Trigger::Comment { .. } => &[],
         };
         for list in lists {
             count += list.len();
@@ -278,6 +281,14 @@ impl Checker {
         }
     }
 
+    /// A list of at most [`MAX_ITEMS`] one-line names.
+    fn names(&mut self, at: Location, what: &str, names: &[String]) {
+        self.count(at, &format!("{what}s"), names.len(), MAX_ITEMS);
+        for name in names.iter().take(MAX_ITEMS) {
+            self.line(at, what, name, MAX_NAME_LEN);
+        }
+    }
+
     fn globs(&mut self, at: Location, what: &str, globs: &[String]) {
         self.count(at, &format!("{what} patterns"), globs.len(), MAX_ITEMS);
         for glob in globs.iter().take(MAX_ITEMS) {
@@ -313,6 +324,27 @@ impl Checker {
                 }
             }
             Trigger::Schedule { cron } => self.line(at, "cron expression", cron, MAX_LINE_LEN),
+            Trigger::Issue {
+                actions, labels, ..
+            } => {
+                self.names(at, "issue action", actions);
+                self.names(at, "issue label", labels);
+            }
+            Trigger::Comment {
+                pattern,
+                on,
+                actions,
+                ..
+            } => {
+                self.line(
+                    at,
+                    "comment pattern",
+                    pattern,
+                    crate::summon::MAX_PATTERN_LEN,
+                );
+                self.names(at, "comment target", on);
+                self.names(at, "comment action", actions);
+            }
             Trigger::Manual { inputs } => {
                 self.count(at, "manual inputs", inputs.len(), MAX_ITEMS);
                 for (name, input) in inputs.iter().take(MAX_ITEMS) {
@@ -395,6 +427,7 @@ mod tests {
             env: BTreeMap::new(),
             steps: vec![step],
             concurrency: None,
+            budget_usd: None,
         }
     }
 

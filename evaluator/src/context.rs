@@ -25,6 +25,10 @@ pub enum Event {
     PullRequest,
     Schedule,
     Manual,
+    /// An issue was opened, labeled, ... (`Trigger.on_issue`).
+    Issue,
+    /// A comment on an issue or a pull request (`Trigger.on_comment`).
+    Comment,
 }
 
 impl Event {
@@ -34,6 +38,8 @@ impl Event {
             Event::PullRequest => "pull_request",
             Event::Schedule => "schedule",
             Event::Manual => "manual",
+            Event::Issue => "issue",
+            Event::Comment => "comment",
         }
     }
 }
@@ -48,6 +54,34 @@ pub struct PullRequest {
     pub head: String,
     /// `opened`, `synchronize`, `reopened`, `closed`, ...
     pub action: String,
+}
+
+/// The issue (or pull request) of an `issue` or `comment` event. Every string is whatever
+/// its author wrote: data, never template or code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issue {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+    /// The forge login of the issue's author.
+    pub author: String,
+    /// The issue's page on the forge.
+    pub url: String,
+}
+
+/// The comment of a `comment` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comment {
+    pub id: u64,
+    pub body: String,
+    /// The forge login of the commenter.
+    pub author: String,
+    /// The commenter's relation to the repository as the forge says it (GitHub's
+    /// `author_association`: `OWNER`, `MEMBER`, `COLLABORATOR`, `CONTRIBUTOR`, `NONE`, ...;
+    /// Gitea says none, so `NONE`). Informative only: who may summon is decided by the
+    /// engine before evaluation.
+    pub association: String,
 }
 
 /// What the workflow sees as `ctx`.
@@ -65,6 +99,12 @@ pub struct EvalContext {
     pub pr: Option<PullRequest>,
     pub changed_files: Vec<String>,
     pub inputs: BTreeMap<String, String>,
+    /// The issue of an `issue` or `comment` event. Absent from the stored JSON when `None`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub issue: Option<Issue>,
+    /// The comment of a `comment` event. Absent from the stored JSON when `None`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub comment: Option<Comment>,
 }
 
 impl EvalContext {
@@ -98,6 +138,19 @@ impl EvalContext {
             add(name);
             add(value);
         }
+        if let Some(issue) = &self.issue {
+            for s in [&issue.title, &issue.body, &issue.author, &issue.url] {
+                add(s);
+            }
+            for s in &issue.labels {
+                add(s);
+            }
+        }
+        if let Some(comment) = &self.comment {
+            for s in [&comment.body, &comment.author, &comment.association] {
+                add(s);
+            }
+        }
         found
     }
 
@@ -124,6 +177,20 @@ impl EvalContext {
                 .iter()
                 .map(|(name, value)| (text(name), text(value)))
                 .collect(),
+            issue: self.issue.as_ref().map(|issue| Issue {
+                number: issue.number,
+                title: text(&issue.title),
+                body: text(&issue.body),
+                labels: issue.labels.iter().map(text).collect(),
+                author: text(&issue.author),
+                url: text(&issue.url),
+            }),
+            comment: self.comment.as_ref().map(|comment| Comment {
+                id: comment.id,
+                body: text(&comment.body),
+                author: text(&comment.author),
+                association: text(&comment.association),
+            }),
         }
     }
 
@@ -144,6 +211,8 @@ impl EvalContext {
             pr,
             changed_files: vec![],
             inputs: BTreeMap::new(),
+            issue: None,
+            comment: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The evaluator: turns a `.plue.py` file into a validated, deterministic [`Plan`].
 //!
-//! - [`plan`], [`bounds`], [`concurrency`], [`validate`], [`loops`], [`template`], [`glob`], [`text`], [`mermaid`], [`context`], [`diagnostic`], [`limits`]: the pure
+//! - [`plan`], [`bounds`], [`concurrency`], [`validate`], [`loops`], [`template`], [`glob`], [`text`], [`mermaid`], [`context`], [`diagnostic`], [`limits`], [`result`]: the pure
 //!   core — plain data and functions, no Python, no IO.
 //! - [`pool`]: the warm pool of sandboxed worker processes, and the only way the rest of
 //!   Plue evaluates a file ([`EvaluatorPool::evaluate`]).
@@ -17,9 +17,13 @@ pub mod glob;
 pub mod limits;
 pub mod loops;
 pub mod mermaid;
+pub mod network;
 pub mod plan;
 pub mod pool;
 pub mod protocol;
+pub mod safe_outputs;
+pub mod result;
+pub mod summon;
 pub mod template;
 pub mod text;
 pub mod validate;

@@ -28,7 +28,15 @@ pub struct Plan {
     /// unset, so plans without it keep their `plan_hash`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub concurrency: Option<Concurrency>,
+    /// `Plan(budget_usd=)`: what the run's `llm` steps may cost together, in USD (finite,
+    /// > 0, at most [`MAX_COST_USD`]). The engine gives each `llm` attempt at most what is
+    /// left; absent from the canonical JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub budget_usd: Option<f64>,
 }
+
+/// The largest `max_cost_usd` or `budget_usd` a plan may set.
+pub const MAX_COST_USD: f64 = 10_000.0;
 
 /// `Plan(concurrency=..., cancel_in_progress=...)`: the run's group, as a template over
 /// `ctx` fields resolved when a run is created (see [`crate::concurrency`]).
@@ -86,6 +94,82 @@ pub enum Trigger {
     Manual {
         inputs: BTreeMap<String, ManualInput>,
     },
+    /// An issue event (`issues`) whose action is listed. With `labels`, the label the event
+    /// added (GitHub's `labeled`) or, when the forge does not say which (Gitea), one of the
+    /// issue's labels must be listed. `authors` and `others` say who may start it.
+    Issue {
+        actions: Vec<String>,
+        labels: Vec<String>,
+        authors: Authors,
+        others: Others,
+    },
+    /// A comment (`issue_comment`) on an issue or a pull request (`on`) whose body matches
+    /// `pattern` (a Rust `regex`, compiled with size limits, see
+    /// [`crate::summon::compile_pattern`]).
+    Comment {
+        pattern: String,
+        on: Vec<String>,
+        actions: Vec<String>,
+        authors: Authors,
+        others: Others,
+    },
+}
+
+/// Who may start an issue or comment trigger: the least permission on the repository its
+/// author must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Authors {
+    /// Write access (GitHub's `write`, which `maintain` maps to; Gitea's `write`).
+    Write,
+    /// Maintain or admin.
+    Maintain,
+    /// Admin (GitHub `admin`; Gitea `admin` or `owner`).
+    Admin,
+}
+
+impl Authors {
+    pub const NAMES: [&'static str; 3] = ["write", "maintain", "admin"];
+
+    pub fn parse(name: &str) -> Option<Authors> {
+        match name {
+            "write" => Some(Authors::Write),
+            "maintain" => Some(Authors::Maintain),
+            "admin" => Some(Authors::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authors::Write => "write",
+            Authors::Maintain => "maintain",
+            Authors::Admin => "admin",
+        }
+    }
+}
+
+/// What an issue or comment trigger does for an author below `authors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Others {
+    /// Start nothing.
+    Ignore,
+    /// Start a run treated like a fork's: no secrets, no environment, only runners that
+    /// accept forks.
+    Untrusted,
+}
+
+impl Others {
+    pub const NAMES: [&'static str; 2] = ["ignore", "untrusted"];
+
+    pub fn parse(name: &str) -> Option<Others> {
+        match name {
+            "ignore" => Some(Others::Ignore),
+            "untrusted" => Some(Others::Untrusted),
+            _ => None,
+        }
+    }
 }
 
 impl Trigger {
@@ -96,6 +180,8 @@ impl Trigger {
             Trigger::PullRequest { .. } => "pull_request",
             Trigger::Schedule { .. } => "schedule",
             Trigger::Manual { .. } => "manual",
+            Trigger::Issue { .. } => "issue",
+            Trigger::Comment { .. } => "comment",
         }
     }
 }
@@ -161,6 +247,11 @@ pub struct Step {
     /// without it keep their `plan_hash`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub environment: Option<String>,
+    /// `network=`: what the step's processes may reach (`crate::network`). `None` is the
+    /// kind's default, resolved by the engine: `llm` → none, every other kind → open.
+    /// Absent from the canonical JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub network: Option<crate::network::Network>,
 }
 
 impl Step {
@@ -183,6 +274,7 @@ impl Step {
             loop_to: None,
             max_loops: None,
             environment: None,
+            network: None,
         }
     }
 
@@ -247,7 +339,7 @@ impl Action {
 }
 
 /// The options of an `llm` step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LlmAction {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub prompt: Option<String>,
@@ -260,6 +352,31 @@ pub struct LlmAction {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub max_turns: Option<u32>,
     pub tools: Vec<String>,
+    /// `safe_outputs=`: what the step may propose to the forge (see
+    /// [`crate::safe_outputs`]); absent from the canonical JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub safe_outputs: Option<crate::safe_outputs::SafeOutputs>,
+    /// `result="verdict"` or a JSON Schema: the step ends by calling the `finish` tool with
+    /// this shape, whose fields become its outputs (see [`crate::result`]). This and the
+    /// two fields below are absent from the canonical JSON when unset, so plans without
+    /// them keep their `plan_hash`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub result: Option<crate::result::ResultSpec>,
+    /// Result field → the values that fail the step (see [`crate::result::FailWhen`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fail_when: Option<crate::result::FailWhen>,
+    /// Replaces the runner's default system prompt (a prompt file's `system:` frontmatter
+    /// is used when this is unset).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub system_prompt: Option<String>,
+    /// `max_tokens=`: tokens the step may use over all its model calls (input, output, cache
+    /// writes and cache reads together); the runner stops before passing it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_tokens: Option<u64>,
+    /// `max_cost_usd=`: what the step may cost, in USD (finite, > 0, at most
+    /// [`MAX_COST_USD`]); the runner stops before passing it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_cost_usd: Option<f64>,
 }
 
 /// The options of an `approval` step. The step's `timeout` is how long it waits for a
@@ -353,6 +470,7 @@ mod tests {
             env,
             steps: vec![bash("a", &[])],
             concurrency: None,
+            budget_usd: None,
         };
         let json = plan.canonical_json();
         assert!(json.starts_with(r#"{"name":"x","triggers":[{"kind":"schedule","cron":"0 3 * * *"}],"env":{"A":"2","Z":"1"},"steps":[{"id":"a","kind":"bash","command":"true","depends_on":[]"#), "{json}");
@@ -370,6 +488,7 @@ mod tests {
             env: BTreeMap::new(),
             steps: vec![bash("a", &[])],
             concurrency: None,
+            budget_usd: None,
         };
         let mut b = a.clone();
         b.steps[0].retries = 1;

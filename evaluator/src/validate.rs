@@ -12,6 +12,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use crate::diagnostic::{Budget, Diagnostic, Found};
 use crate::limits::Limits;
 use crate::plan::{Action, Location, Plan, SourceMap, Step, Trigger, DEFAULT_LLM_TOOLS};
+use crate::summon;
 use crate::template;
 
 /// Pull request actions a trigger may name (GitHub's names; Gitea's `synchronized` is
@@ -36,6 +37,18 @@ const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 const MAX_RETRIES: u32 = 20;
 const MAX_BACKOFF_SECS: u64 = 3600;
 const MAX_TURNS: u32 = 500;
+
+/// Why `usd` is no usable cost limit (`max_cost_usd`, `budget_usd`), if it is not: it must
+/// be finite, above 0 and at most [`crate::plan::MAX_COST_USD`]. A plan read from JSON
+/// reaches here without the host's checks.
+fn usd_problem(usd: f64) -> Option<String> {
+    (!usd.is_finite() || usd <= 0.0 || usd > crate::plan::MAX_COST_USD).then(|| {
+        format!(
+            "must be above 0 and at most {} US dollars, got {usd}",
+            crate::plan::MAX_COST_USD
+        )
+    })
+}
 const MAX_ID_LEN: usize = crate::bounds::MAX_NAME_LEN;
 /// Most problems reported for one file; the rest are counted in a last line.
 pub const MAX_DIAGNOSTICS: usize = crate::diagnostic::MAX_DIAGNOSTICS;
@@ -103,6 +116,11 @@ fn checked(
             return Vec::new();
         }
         check_trigger(&mut problems, map.trigger(index), trigger);
+    }
+    if let Some(usd) = plan.budget_usd {
+        if let Some(problem) = usd_problem(usd) {
+            problems.add(map.plan, format!("budget_usd {problem}"));
+        }
     }
     if let Some(concurrency) = &plan.concurrency {
         if concurrency.group.trim().is_empty() {
@@ -185,6 +203,39 @@ fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
                 problems.add(at, message);
             }
         }
+        Trigger::Issue { actions, .. } => {
+            check_names(
+                problems,
+                at,
+                "issue action",
+                actions,
+                &summon::ISSUE_ACTIONS,
+            );
+        }
+        Trigger::Comment {
+            pattern,
+            on,
+            actions,
+            ..
+        } => {
+            if let Err(message) = summon::compile_pattern(pattern) {
+                problems.add(at, message);
+            }
+            if on.is_empty() {
+                problems.add(
+                    at,
+                    "on= of a comment trigger must name 'issue', 'pull_request' or both".into(),
+                );
+            }
+            check_names(problems, at, "comment target", on, &summon::COMMENT_ON);
+            check_names(
+                problems,
+                at,
+                "comment action",
+                actions,
+                &summon::COMMENT_ACTIONS,
+            );
+        }
         Trigger::Manual { inputs } => {
             for (name, input) in inputs {
                 if !is_identifier(name) {
@@ -196,6 +247,28 @@ fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Each of `names` one of `known`, with a suggestion for a near miss.
+fn check_names(
+    problems: &mut Problems<'_>,
+    at: Location,
+    what: &str,
+    names: &[String],
+    known: &[&str],
+) {
+    for name in names {
+        if !known.contains(&name.as_str()) {
+            let hint = problems.budget.did_you_mean(name, known.iter().copied());
+            problems.add(
+                at,
+                format!(
+                    "unknown {what} '{name}'{hint}; expected one of {}",
+                    known.join(", ")
+                ),
+            );
         }
     }
 }
@@ -293,6 +366,11 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
         }
         check_hand_off(problems, &steps, step, at);
         check_environment(problems, at, step);
+        if let Some(network) = &step.network {
+            for problem in crate::network::check(network) {
+                problems.add(at, format!("step '{}': {problem}", step.id));
+            }
+        }
         if let Action::Approval(_) = &step.action {
             // A decision is made once: nothing runs, so retries, secrets and runner labels
             // would be silently ignored.
@@ -303,6 +381,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 ("env", !step.env.is_empty()),
                 ("loop_to", step.loop_to.is_some()),
                 ("environment", step.environment.is_some()),
+                ("network", step.network.is_some()),
             ];
             for (option, given) in ignored {
                 if given {
@@ -345,6 +424,18 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                     ),
                 );
             }
+            if llm.max_tokens == Some(0) {
+                problems.add(
+                    at,
+                    format!("llm step '{}': max_tokens must be at least 1", step.id),
+                );
+            }
+            if let Some(problem) = llm.max_cost_usd.and_then(usd_problem) {
+                problems.add(
+                    at,
+                    format!("llm step '{}': max_cost_usd {problem}", step.id),
+                );
+            }
             for tool in &llm.tools {
                 if !DEFAULT_LLM_TOOLS.contains(&tool.as_str()) {
                     let hint = problems.budget.did_you_mean(tool, DEFAULT_LLM_TOOLS);
@@ -354,6 +445,25 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                             "llm step '{}': unknown tool '{tool}'{hint}; available: {}",
                             step.id,
                             DEFAULT_LLM_TOOLS.join(", ")
+                        ),
+                    );
+                }
+            }
+            for problem in llm.safe_outputs.iter().flat_map(crate::safe_outputs::check) {
+                problems.add(at, format!("llm step '{}': {problem}", step.id));
+            }
+            for problem in crate::result::check(llm.result.as_ref(), llm.fail_when.as_ref()) {
+                problems.add(at, format!("llm step '{}': {problem}", step.id));
+            }
+            if let Some(system) = &llm.system_prompt {
+                if system.trim().is_empty() || system.len() > crate::result::MAX_SYSTEM_PROMPT_BYTES
+                {
+                    problems.add(
+                        at,
+                        format!(
+                            "llm step '{}': system_prompt must be non-empty and at most {} bytes",
+                            step.id,
+                            crate::result::MAX_SYSTEM_PROMPT_BYTES
                         ),
                     );
                 }

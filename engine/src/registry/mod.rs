@@ -114,6 +114,8 @@ impl Registry {
             pr: None,
             changed_files: changed.clone().unwrap_or_default(),
             inputs: BTreeMap::new(),
+            issue: None,
+            comment: None,
         };
         let files = mirror.workflow_files(after).await?;
         let occurrence = Occurrence {
@@ -203,6 +205,8 @@ impl Registry {
             }),
             changed_files: changed.clone().unwrap_or_default(),
             inputs: BTreeMap::new(),
+            issue: None,
+            comment: None,
         };
         let files = mirror.workflow_files(&pr.head_sha).await?;
         let occurrence = Occurrence {
@@ -271,6 +275,8 @@ impl Registry {
             pr: None,
             changed_files: Vec::new(),
             inputs: inputs.clone(),
+            issue: None,
+            comment: None,
         };
         let by_path = files.iter().find(|f| {
             f.path == workflow
@@ -584,6 +590,7 @@ impl Registry {
                     env: BTreeMap::new(),
                     steps: Vec::new(),
                     concurrency: None,
+                    budget_usd: None,
                 };
                 let plan_json = placeholder.canonical_json();
                 let run_id = self
@@ -697,6 +704,8 @@ fn branch_context(event: Event, repo: &RepoRow, branch: &str, sha: &str) -> Eval
         pr: None,
         changed_files: Vec::new(),
         inputs: BTreeMap::new(),
+        issue: None,
+        comment: None,
     }
 }
 

@@ -23,10 +23,12 @@ use pyo3::types::{PyDict, PyList, PyModule};
 use super::convert::{self, Options};
 use crate::context::EvalContext;
 use crate::diagnostic::did_you_mean;
+use crate::network::Network;
 use crate::plan::{
-    Action, ApprovalAction, Concurrency, LlmAction, Location, ManualInput, Plan, SourceMap, Step,
-    Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
+    Action, ApprovalAction, Authors, Concurrency, LlmAction, Location, ManualInput, Others, Plan,
+    SourceMap, Step, Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
 };
+use crate::result::{FailWhen, ResultSpec};
 
 thread_local! {
     static MAX_STEPS: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -59,7 +61,8 @@ fn caller(py: Python<'_>) -> Location {
 }
 
 /// A workflow's plan: `Plan(name, triggers=[...], steps=[...], env={...},
-/// concurrency=None, cancel_in_progress=False)`.
+/// concurrency=None, cancel_in_progress=False, budget_usd=None)`. `budget_usd` caps what
+/// the run's `llm` steps may cost together (USD, > 0, at most 10,000).
 #[pyclass(module = "plue", name = "Plan", frozen, immutable_type)]
 pub(crate) struct PlanObject {
     pub(crate) plan: Plan,
@@ -90,7 +93,7 @@ impl PlanObject {
             {
                 let trigger = item
                     .cast::<TriggerObject>()
-                    .map_err(|_| PyTypeError::new_err(format!("Plan(): triggers[{i}] must be made with Trigger.on_push(), Trigger.on_pull_request(), Trigger.on_schedule() or Trigger.manual()")))?;
+                    .map_err(|_| PyTypeError::new_err(format!("Plan(): triggers[{i}] must be made with Trigger.on_push(), Trigger.on_pull_request(), Trigger.on_schedule(), Trigger.manual(), Trigger.on_issue() or Trigger.on_comment()")))?;
                 triggers.push(trigger.get().trigger.clone());
                 source_map.triggers.push(trigger.get().location);
             }
@@ -119,6 +122,10 @@ impl PlanObject {
             .transpose()?
             .unwrap_or_default();
         let concurrency = concurrency(&mut options)?;
+        let budget_usd = options
+            .take("budget_usd")?
+            .map(|v| convert::usd(&v, "Plan(): budget_usd"))
+            .transpose()?;
         options.finish()?;
         let plan = Plan {
             name,
@@ -126,6 +133,7 @@ impl PlanObject {
             env,
             steps,
             concurrency,
+            budget_usd,
         };
         refuse_ctx_references(&plan)?;
         Ok(PlanObject { plan, source_map })
@@ -240,7 +248,24 @@ impl StepObject {
     }
 
     /// `Step.llm(id, prompt=None, prompt_file=None, inputs=None, model=None, max_turns=None,
-    /// tools=None, **options)`: a Claude agent with workspace tools.
+    /// tools=None, max_tokens=None, max_cost_usd=None, **options)`: a Claude agent with
+    /// workspace tools. `max_turns` counts every request to the model, retries included;
+    /// `max_tokens` (input, output and cache tokens of all calls) and `max_cost_usd` stop
+    /// the conversation before it would pass them, and the step fails saying so.
+    ///
+    /// `result="verdict"` or `result={JSON Schema}`: the agent must end by calling the
+    /// `finish` tool with that shape (a wrong shape goes back to it to correct, at most 3
+    /// times); the fields become the step's outputs (strings as they are, other values as
+    /// JSON text) and `result` holds the whole input as JSON. `"verdict"` is
+    /// `{"verdict": "approve"|"reject", "reason": str}`, and a `reject` fails the step with
+    /// the reason (so `loop_to` goes back). `fail_when={"field": value or [values]}` fails
+    /// the step when any field equals any of its values. `system_prompt=` replaces the
+    /// runner's system prompt (a prompt file's `system:` frontmatter otherwise).
+    ///
+    /// `safe_outputs=SafeOutputs(...)` offers the `propose_*` tools it allows; the engine
+    /// checks what the agent proposed when the step succeeds (any refusal fails the step)
+    /// and writes it to the forge itself. `approve_outputs=True` holds each proposal until
+    /// a person with write access approves it.
     #[staticmethod]
     #[pyo3(signature = (id, prompt=None, **options))]
     fn llm(
@@ -270,15 +295,33 @@ impl StepObject {
             Some(value) => convert::string_list(&value, "Step.llm(): tools")?,
             None => DEFAULT_LLM_TOOLS.iter().map(|t| t.to_string()).collect(),
         };
+        let (result, fail_when) = result_options(&mut options)?;
+        let system_prompt =
+            convert::optional_string(options.take("system_prompt")?, "Step.llm(): system_prompt")?;
+        let max_tokens = options
+            .take("max_tokens")?
+            .map(|v| convert::count(&v, "Step.llm(): max_tokens").map(u64::from))
+            .transpose()?;
+        let max_cost_usd = options
+            .take("max_cost_usd")?
+            .map(|v| convert::usd(&v, "Step.llm(): max_cost_usd"))
+            .transpose()?;
+        let safe_outputs = super::safe_outputs::from_options(&mut options)?;
         build_step(
             id,
             Action::Llm(LlmAction {
+                safe_outputs,
                 prompt,
                 prompt_file,
                 inputs,
                 model,
                 max_turns,
                 tools,
+                max_tokens,
+                max_cost_usd,
+                result,
+                fail_when,
+                system_prompt,
             }),
             options,
             at,
@@ -343,6 +386,48 @@ impl StepObject {
     fn __repr__(&self) -> String {
         format!("Step.{}({:?})", self.step.action.kind(), self.step.id)
     }
+}
+
+/// `Step.llm(result=..., fail_when=...)`: `result` is `"verdict"` or a dict (a JSON
+/// Schema); `fail_when` maps a result field to a value or a list of values that fail the
+/// step. Their checks against each other are plan validation's ([`crate::result::check`]).
+fn result_options(options: &mut Options<'_>) -> PyResult<(Option<ResultSpec>, Option<FailWhen>)> {
+    let result = match options.take("result")? {
+        None => None,
+        Some(value) => match convert::json_value(&value, "Step.llm(): result", 0)? {
+            serde_json::Value::String(name) if name == crate::result::VERDICT => {
+                Some(ResultSpec::Shorthand(crate::result::Shorthand::Verdict))
+            }
+            serde_json::Value::Object(schema) => {
+                Some(ResultSpec::Schema(schema.into_iter().collect()))
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "Step.llm(): result must be \"verdict\" or a JSON Schema dict, got {other}"
+                )))
+            }
+        },
+    };
+    let fail_when = match options.take("fail_when")? {
+        None => None,
+        Some(value) => match convert::json_value(&value, "Step.llm(): fail_when", 0)? {
+            serde_json::Value::Object(map) => Some(
+                map.into_iter()
+                    .map(|(field, values)| match values {
+                        serde_json::Value::Array(values) => (field, values),
+                        value => (field, vec![value]),
+                    })
+                    .collect(),
+            ),
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "Step.llm(): fail_when must be a dict of result field to value(s), e.g. \
+                     {{\"verdict\": \"reject\"}}, got {other}"
+                )))
+            }
+        },
+    };
+    Ok((result, fail_when))
 }
 
 /// The options every step kind takes.
@@ -433,6 +518,15 @@ fn build_step(
              or Step.llm); the engine inserts the environment's review before that step"
         )));
     }
+    let network = options
+        .take("network")?
+        .map(|value| network(&value, function))
+        .transpose()?;
+    if network.is_some() && matches!(action, Action::Approval(_)) {
+        return Err(PyTypeError::new_err(format!(
+            "{function}: network= goes on a step that runs (Step.bash, Step.python or Step.llm)"
+        )));
+    }
     options.finish()?;
     Ok(StepObject {
         step: Step {
@@ -452,9 +546,30 @@ fn build_step(
             loop_to,
             max_loops,
             environment,
+            network,
         },
         location,
     })
+}
+
+/// `network="none"`, `network="open"` or `network=["pypi.org", "*.github.com:443"]`; the
+/// patterns themselves are checked by validation, which reports each at the step.
+fn network(value: &Bound<'_, PyAny>, function: &'static str) -> PyResult<Network> {
+    let what = format!("{function}: network");
+    if value.is_instance_of::<pyo3::types::PyString>() {
+        let word = convert::string(value, &what)?;
+        return match word.as_str() {
+            "none" => Ok(Network::None),
+            "open" => Ok(Network::Open),
+            other => {
+                let hint = did_you_mean(other, ["none", "open"]);
+                Err(PyValueError::new_err(format!(
+                    "{what} must be 'none', 'open' or a list of hosts such as ['pypi.org'], got '{other}'{hint}"
+                )))
+            }
+        };
+    }
+    Ok(Network::Allow(convert::string_list(value, &what)?))
 }
 
 /// `workspace_from=` (a step id or a `Step`), `artifacts=` (a glob or a list of globs) and
@@ -519,7 +634,7 @@ fn runner_labels(text: &str, function: &str) -> PyResult<BTreeMap<String, String
 }
 
 /// What starts a run. Make one with `Trigger.on_push`, `Trigger.on_pull_request`,
-/// `Trigger.on_schedule` or `Trigger.manual`.
+/// `Trigger.on_schedule`, `Trigger.manual`, `Trigger.on_issue` or `Trigger.on_comment`.
 #[pyclass(module = "plue", name = "Trigger", frozen, immutable_type)]
 pub(crate) struct TriggerObject {
     pub(crate) trigger: Trigger,
@@ -628,6 +743,67 @@ impl TriggerObject {
         })
     }
 
+    /// `Trigger.on_issue(actions=["opened"], labels=[], authors="write", others="ignore")`:
+    /// an issue event whose action is listed (GitHub's names; Gitea's label changes are
+    /// `labeled`/`unlabeled`). With `labels`, the label added (or, when the forge does not
+    /// say which, one of the issue's labels) must be listed. `authors` is the least
+    /// permission on the repository (`"write"`, `"maintain"` or `"admin"`) of whoever caused
+    /// the event (who opened the issue, who added the label); for anyone else
+    /// `others="ignore"` starts nothing and `others="untrusted"` starts a run treated like
+    /// a fork's (no secrets, no environment, only runners that accept forks).
+    #[staticmethod]
+    #[pyo3(signature = (**options))]
+    fn on_issue(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let location = caller(py);
+        let mut options = Options::new("Trigger.on_issue()", options, &[]);
+        let actions = names_option(&mut options, "actions", &["opened"])?;
+        let labels = names_option(&mut options, "labels", &[])?;
+        let (authors, others) = summoners(&mut options)?;
+        options.finish()?;
+        Ok(TriggerObject {
+            trigger: Trigger::Issue {
+                actions,
+                labels,
+                authors,
+                others,
+            },
+            location,
+        })
+    }
+
+    /// `Trigger.on_comment(pattern=r"^/plue\s+fix\b", on=["issue", "pull_request"],
+    /// actions=["created"], authors="write", others="ignore")`: a comment whose body
+    /// matches `pattern` (a Rust regex, searched anywhere in the body unless anchored) on an
+    /// issue or a pull request. A comment on a pull request evaluates the workflow files at
+    /// the pull request's base, never its head. `authors` and `others` are as for
+    /// `Trigger.on_issue`, checked against the commenter.
+    #[staticmethod]
+    #[pyo3(signature = (**options))]
+    fn on_comment(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let location = caller(py);
+        let mut options = Options::new("Trigger.on_comment()", options, &[]);
+        let pattern = match options.take("pattern")? {
+            Some(value) => convert::string(&value, "Trigger.on_comment(): pattern")?,
+            None => return Err(PyTypeError::new_err(
+                "Trigger.on_comment(): pattern= is required, e.g. pattern=r\"^/plue\\s+fix\\b\"",
+            )),
+        };
+        let on = names_option(&mut options, "on", &["issue", "pull_request"])?;
+        let actions = names_option(&mut options, "actions", &["created"])?;
+        let (authors, others) = summoners(&mut options)?;
+        options.finish()?;
+        Ok(TriggerObject {
+            trigger: Trigger::Comment {
+                pattern,
+                on,
+                actions,
+                authors,
+                others,
+            },
+            location,
+        })
+    }
+
     #[getter]
     fn kind(&self) -> &'static str {
         self.trigger.kind()
@@ -646,6 +822,54 @@ impl TriggerObject {
     fn __repr__(&self) -> String {
         format!("Trigger({})", self.trigger.kind())
     }
+}
+
+/// A list-of-names option (a single string is a list of one), `default` when not given.
+fn names_option(
+    options: &mut Options<'_>,
+    name: &'static str,
+    default: &[&str],
+) -> PyResult<Vec<String>> {
+    let function = options.function();
+    Ok(options
+        .take(name)?
+        .map(|v| convert::string_list(&v, &format!("{function}: {name}")))
+        .transpose()?
+        .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect()))
+}
+
+/// `authors=` and `others=` of an issue or comment trigger, each one of its closed set.
+fn summoners(options: &mut Options<'_>) -> PyResult<(Authors, Others)> {
+    let function = options.function();
+    let authors = match options.take("authors")? {
+        None => Authors::Write,
+        Some(value) => {
+            let name = convert::string(&value, &format!("{function}: authors"))?;
+            Authors::parse(&name).ok_or_else(|| {
+                let hint = did_you_mean(&name, Authors::NAMES);
+                PyValueError::new_err(format!(
+                    "{function}: authors='{}'{hint}: expected one of {}",
+                    crate::template::echo(&name),
+                    Authors::NAMES.join(", ")
+                ))
+            })?
+        }
+    };
+    let others = match options.take("others")? {
+        None => Others::Ignore,
+        Some(value) => {
+            let name = convert::string(&value, &format!("{function}: others"))?;
+            Others::parse(&name).ok_or_else(|| {
+                let hint = did_you_mean(&name, Others::NAMES);
+                PyValueError::new_err(format!(
+                    "{function}: others='{}'{hint}: expected one of {}",
+                    crate::template::echo(&name),
+                    Others::NAMES.join(", ")
+                ))
+            })?
+        }
+    };
+    Ok((authors, others))
 }
 
 fn branch_globs(options: &mut Options<'_>) -> PyResult<Option<Vec<String>>> {
@@ -733,7 +957,7 @@ pub(crate) struct ContextObject {
 
 #[pymethods]
 impl ContextObject {
-    /// `push`, `pull_request`, `schedule` or `manual`.
+    /// `push`, `pull_request`, `schedule`, `manual`, `issue` or `comment`.
     #[getter]
     fn event(&self) -> &'static str {
         self.ctx.event.as_str()
@@ -773,6 +997,31 @@ impl ContextObject {
     #[getter]
     fn inputs(&self) -> BTreeMap<String, String> {
         self.ctx.inputs.clone()
+    }
+    /// `None` unless the event is `issue` or `comment`: the issue (or pull request) with
+    /// `number`, `title`, `body`, `labels`, `author` and `url`. Text its author wrote: paste
+    /// it into a prompt's inputs or read it from `PLUE_ISSUE_*` in a step, never into code.
+    #[getter]
+    fn issue(&self) -> Option<IssueObject> {
+        self.ctx.issue.as_ref().map(|issue| IssueObject {
+            number: issue.number,
+            title: issue.title.clone(),
+            body: issue.body.clone(),
+            labels: issue.labels.clone(),
+            author: issue.author.clone(),
+            url: issue.url.clone(),
+        })
+    }
+    /// `None` unless the event is `comment`: the comment with `id`, `body`, `author` and
+    /// `association` (the forge's word for the commenter's relation to the repository).
+    #[getter]
+    fn comment(&self) -> Option<CommentObject> {
+        self.ctx.comment.as_ref().map(|comment| CommentObject {
+            id: comment.id,
+            body: comment.body.clone(),
+            author: comment.author.clone(),
+            association: comment.association.clone(),
+        })
     }
     /// Equal when the data is equal, never by identity.
     fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
@@ -814,6 +1063,65 @@ impl PullRequestObject {
 
     fn __hash__(&self) -> PyResult<isize> {
         Err(unhashable("ctx.pr"))
+    }
+}
+
+/// `ctx.issue`: the issue (or pull request) of an `issue` or `comment` event.
+#[pyclass(module = "plue", name = "Issue", frozen, immutable_type, get_all)]
+pub(crate) struct IssueObject {
+    number: u64,
+    title: String,
+    body: String,
+    labels: Vec<String>,
+    author: String,
+    url: String,
+}
+
+#[pymethods]
+impl IssueObject {
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        let other = other.get();
+        (
+            self.number,
+            &self.title,
+            &self.body,
+            &self.labels,
+            &self.author,
+            &self.url,
+        ) == (
+            other.number,
+            &other.title,
+            &other.body,
+            &other.labels,
+            &other.author,
+            &other.url,
+        )
+    }
+
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(unhashable("ctx.issue"))
+    }
+}
+
+/// `ctx.comment`: the comment of a `comment` event.
+#[pyclass(module = "plue", name = "Comment", frozen, immutable_type, get_all)]
+pub(crate) struct CommentObject {
+    id: u64,
+    body: String,
+    author: String,
+    association: String,
+}
+
+#[pymethods]
+impl CommentObject {
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        let other = other.get();
+        (self.id, &self.body, &self.author, &self.association)
+            == (other.id, &other.body, &other.author, &other.association)
+    }
+
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(unhashable("ctx.comment"))
     }
 }
 
@@ -887,5 +1195,6 @@ pub(crate) fn plue_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     module.add_class::<PlanObject>()?;
     module.add_class::<StepObject>()?;
     module.add_class::<TriggerObject>()?;
+    module.add_class::<super::safe_outputs::SafeOutputsObject>()?;
     Ok(module)
 }

@@ -1,0 +1,95 @@
+//! The closed sets and the comment pattern of issue and comment triggers
+//! (`Trigger.on_issue`, `Trigger.on_comment`). Pure.
+//!
+//! Invariants:
+//! - A comment trigger's `pattern` is compiled here, the same way by validation and by the
+//!   engine's matching ([`compile_pattern`]): the `regex` crate (linear time in the body,
+//!   no backtracking) with bounded compiled and cache sizes, so no pattern and no comment
+//!   can make matching slow or large.
+//! - Action names are GitHub's; Gitea's `label_updated` / `label_cleared` are read as
+//!   `labeled` / `unlabeled` by the engine's payload reader, so workflows name one set.
+
+/// Issue actions an `on_issue` trigger may name (GitHub's names).
+pub const ISSUE_ACTIONS: [&str; 16] = [
+    "opened",
+    "edited",
+    "deleted",
+    "transferred",
+    "pinned",
+    "unpinned",
+    "closed",
+    "reopened",
+    "assigned",
+    "unassigned",
+    "labeled",
+    "unlabeled",
+    "locked",
+    "unlocked",
+    "milestoned",
+    "demilestoned",
+];
+
+/// Comment actions an `on_comment` trigger may name.
+pub const COMMENT_ACTIONS: [&str; 3] = ["created", "edited", "deleted"];
+
+/// Where a commented thread may be: `on=` of an `on_comment` trigger.
+pub const COMMENT_ON: [&str; 2] = ["issue", "pull_request"];
+
+/// The longest `pattern=` accepted, in bytes.
+pub const MAX_PATTERN_LEN: usize = 1024;
+/// The compiled program's bound (the `regex` crate's `size_limit`): a bounded repetition
+/// such as `\w{1000}` compiles to thousands of states; past this it is refused.
+const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
+/// The lazy DFA's cache bound per matcher (`dfa_size_limit`).
+const PATTERN_DFA_LIMIT: usize = 1024 * 1024;
+/// The deepest nesting of groups a pattern may have.
+const PATTERN_NEST_LIMIT: u32 = 32;
+
+/// Compiles a comment trigger's pattern with the limits above; the error is one line
+/// naming the pattern.
+pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.len() > MAX_PATTERN_LEN {
+        return Err(format!(
+            "comment pattern is {} bytes; the limit is {MAX_PATTERN_LEN}",
+            pattern.len()
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_DFA_LIMIT)
+        .nest_limit(PATTERN_NEST_LIMIT)
+        .build()
+        .map_err(|e| {
+            let why = e.to_string();
+            // The regex crate's message spans several lines (the pattern, a caret, the
+            // error); keep its last line, the reason.
+            let reason = why.lines().last().unwrap_or("invalid").trim();
+            format!(
+                "invalid comment pattern '{}': {reason}",
+                crate::template::echo(pattern)
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_compile_with_limits() {
+        let re = compile_pattern(r"^/plue\s+fix\b").unwrap();
+        assert!(re.is_match("/plue  fix the bug"));
+        assert!(!re.is_match("please /plue fix"));
+        let err = compile_pattern("(unclosed").unwrap_err();
+        assert!(
+            err.starts_with("invalid comment pattern '(unclosed'"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        // A pattern whose compiled program is huge is refused rather than built.
+        let err = compile_pattern(r"\w{1000}\w{1000}\w{1000}").unwrap_err();
+        assert!(err.contains("size limit"), "{err}");
+        let err = compile_pattern(&"a".repeat(MAX_PATTERN_LEN + 1)).unwrap_err();
+        assert!(err.contains("the limit is 1024"), "{err}");
+    }
+}
