@@ -1,0 +1,80 @@
+//! `Step.*(..., network=...)` through the real path: a worker process converts the keyword
+//! argument, the parent validates each host pattern and reports it where it is written; a
+//! plan without `network=` keeps its canonical JSON (and so its `plan_hash`).
+
+mod support;
+use support::pool;
+
+use evaluator::network::Network;
+use evaluator::{EvalContext, EvalError, Event};
+
+fn source(step: &str) -> String {
+    format!("def workflow(ctx):\n    return Plan(\"p\", steps=[{step}])\n")
+}
+
+async fn problems(step: &str) -> Vec<String> {
+    let ctx = EvalContext::local(Event::Push, "main");
+    match pool()
+        .await
+        .evaluate("w.plue.py", &source(step), &ctx)
+        .await
+    {
+        Ok(_) => panic!("{step} evaluated"),
+        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
+        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+#[tokio::test]
+async fn network_is_a_step_option_of_steps_that_run() {
+    let pool = pool().await;
+    let ctx = EvalContext::local(Event::Push, "main");
+    for (step, expected) in [
+        ("Step.bash(\"b\", \"true\", network=\"none\")", Network::None),
+        ("Step.python(\"p\", \"print(1)\", network=\"open\")", Network::Open),
+        (
+            "Step.llm(\"l\", prompt=\"x\", network=[\"pypi.org\", \"*.github.com:443\"])",
+            Network::Allow(vec!["pypi.org".into(), "*.github.com:443".into()]),
+        ),
+        (
+            "Step.bash(\"b\", \"true\", network=\"localhost:8080\")",
+            Network::Allow(vec!["localhost:8080".into()]),
+        ),
+    ] {
+        let plan = pool
+            .evaluate("w.plue.py", &source(step), &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"))
+            .plan;
+        assert_eq!(plan.steps[0].network.as_ref(), Some(&expected), "{step}");
+    }
+    let plain = pool
+        .evaluate("w.plue.py", &source("Step.llm(\"l\", prompt=\"x\")"), &ctx)
+        .await
+        .unwrap()
+        .plan;
+    assert_eq!(plain.steps[0].network, None);
+    assert!(!plain.canonical_json().contains("network"));
+}
+
+#[tokio::test]
+async fn a_bad_host_pattern_is_refused_where_it_is_written() {
+    assert_eq!(
+        problems("Step.bash(\"b\", \"true\", network=[\"a.*.com\"])").await,
+        ["w.plue.py:2:29: step 'b': invalid host pattern 'a.*.com': '*' may only be the whole first label, as in '*.github.com'"]
+    );
+    let found = problems("Step.bash(\"b\", \"true\", network=\"nope\")").await;
+    assert!(
+        found
+            .iter()
+            .any(|l| l.contains("Step.bash(): network must be 'none', 'open' or a list")),
+        "{found:?}"
+    );
+    let found = problems("Step.approval(\"gate\", network=\"none\")").await;
+    assert!(
+        found
+            .iter()
+            .any(|l| l.contains("network= goes on a step that runs")),
+        "{found:?}"
+    );
+}
