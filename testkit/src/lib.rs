@@ -1,6 +1,7 @@
 //! Test support for Plue: a throw-away PostgreSQL server for tests and benchmarks, and
 //! ([`claude`]) a scripted stand-in for the Claude Messages API, and ([`kube`]) a local
-//! Kubernetes API server with a simulated kubelet, and ([`counting`]) a global allocator
+//! Kubernetes API server with a simulated kubelet, and ([`forge`]) a fake GitHub/Gitea with a
+//! git remote over HTTP, and ([`counting`]) a global allocator
 //! counting the bytes each thread asks for.
 //!
 //! - [`TempPostgres`] owns one server: a data directory under a temporary directory, a
@@ -25,6 +26,7 @@
 mod binaries;
 pub mod claude;
 pub mod counting;
+pub mod forge;
 mod identity;
 pub mod kube;
 mod watchdog;

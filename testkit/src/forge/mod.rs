@@ -1,0 +1,513 @@
+//! A local fake forge for tests and examples: the REST shapes of GitHub (v3) or Gitea (v1)
+//! that a bot needs to hand back an agent's work, and a real git remote over HTTP.
+//!
+//! - [`FakeForge`] serves one [`Flavor`] on `127.0.0.1:<port>`: the API under
+//!   [`FakeForge::api_url`] (`/api/v3` for GitHub, as GitHub Enterprise Server does;
+//!   `/api/v1` for Gitea, which is also what Plue derives from a Gitea clone URL) and the
+//!   repositories it hosts as bare git repositories at `{url}/{owner}/{name}.git`, served by
+//!   `git http-backend` as CGI (module `git_http`), so `git push`/`git fetch` speak the real
+//!   smart protocol.
+//! - The REST handlers (module `api`) answer like the real servers, status codes and error
+//!   bodies included: a second pull request for the same head and base is GitHub's `422
+//!   Validation Failed` or Gitea's `409` with `{"message", "url"}`; a comment on an unknown
+//!   issue is `404`; a request without the token is `401`.
+//! - Every request is recorded before it is answered ([`FakeForge::requests`]), git ones
+//!   too (without their bodies), so tests assert on headers (the token only ever in
+//!   `Authorization`) and bodies afterwards.
+//! - [`Fault`]s are scripted per method and path: answer a status without doing anything,
+//!   or do the write and then drop the connection unanswered (a forge that created the pull
+//!   request but whose answer was lost: what idempotence must survive).
+//!
+//! What was checked against the real APIs (and what was not):
+//! - GitHub: the operations and their status codes come from github/rest-api-description
+//!   (see `../shared/fixtures/forge-api/README.md`): create PR 201 / 422 `validation_failed`,
+//!   list PRs `?head=owner:branch&base=&state=`, comment 201, labels 200 with the issue's
+//!   labels (GitHub creates unknown labels), collaborator permission 200 `{permission,
+//!   role_name, user}` / 404. The 422 body's `errors[0].message` ("A pull request already
+//!   exists for owner:branch.") is the API's known text, not in the spec.
+//! - Gitea: read in go-gitea/gitea `routers/api/v1/repo/pull.go` (stored version
+//!   `000762f8db28`): create PR answers `201`, and `409` (`ctx.APIError(StatusConflict,
+//!   ErrPullRequestAlreadyExists)`: body `{"message": "pull request already exists for these
+//!   targets [...]", "url": ...}`) for an unmerged one with the same head and base; `422`
+//!   when head equals base; a PR is found by head with `GET
+//!   /repos/{owner}/{repo}/pulls/{base}/{head}` (200 or 404; the list takes `state` and
+//!   `base_branch` but no head). `IssueLabelsOption.labels` takes label IDs or names
+//!   (`modules/structs/issue_label.go`). Not read, so assumed like GitHub's: the 200 of
+//!   adding labels (the issue's labels), unknown label names being ignored, and the
+//!   collaborator permission body `{permission, role_name, user}`.
+//! - Both: commit statuses `POST /repos/{owner}/{repo}/statuses/{sha}` answer 201.
+//!
+//! Invariants: the server runs on its own thread and runtime (synchronous tests that block
+//! on a `plue` child use it too); dropping it stops it and deletes the repositories; issue
+//! and pull request numbers share one sequence per repository, as on both forges.
+
+mod api;
+mod git_http;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// Which forge's API to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    GitHub,
+    Gitea,
+}
+
+impl Flavor {
+    pub fn parse(name: &str) -> Option<Flavor> {
+        match name {
+            "github" => Some(Flavor::GitHub),
+            "gitea" => Some(Flavor::Gitea),
+            _ => None,
+        }
+    }
+
+    /// The API's path prefix on this server.
+    pub fn api_prefix(self) -> &'static str {
+        match self {
+            Flavor::GitHub => "/api/v3",
+            Flavor::Gitea => "/api/v1",
+        }
+    }
+}
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// The path as sent (percent-encoded).
+    pub path: String,
+    pub query: String,
+    /// Header names lowercased; the last value of repeated ones.
+    pub headers: BTreeMap<String, String>,
+    /// The body as JSON (`Value::Null` when it was not JSON, and for git requests).
+    pub body: Value,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// What a scripted fault does to the request it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Answer this status (with a JSON `message`) and do nothing.
+    Status(u16),
+    /// Do what the request asks, then close the connection without an answer.
+    DropAfterWrite,
+}
+
+/// A scripted fault: the next `times` requests with this method whose path ends with
+/// `path_suffix` get `action` instead of the normal answer.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: String,
+    pub path_suffix: String,
+    pub action: FaultAction,
+    pub times: u32,
+}
+
+impl Fault {
+    pub fn new(method: &str, path_suffix: &str, action: FaultAction) -> Fault {
+        Fault {
+            method: method.to_string(),
+            path_suffix: path_suffix.to_string(),
+            action,
+            times: 1,
+        }
+    }
+}
+
+/// A pull request as the fake stores it.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub head: String,
+    pub base: String,
+    /// The head branch's commit when the pull request was opened.
+    pub head_sha: String,
+    pub base_sha: String,
+    pub state: String,
+    pub author: String,
+}
+
+/// An issue (not a pull request).
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub author: String,
+}
+
+/// A comment on an issue or a pull request.
+#[derive(Debug, Clone)]
+pub struct Comment {
+    pub id: u64,
+    pub issue: u64,
+    pub body: String,
+    pub author: String,
+}
+
+/// A commit status somebody posted.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub sha: String,
+    pub state: String,
+    pub context: String,
+    pub description: String,
+    pub target_url: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RepoState {
+    /// The next issue or pull request number (shared, as on both forges).
+    pub(crate) next_number: u64,
+    pub(crate) pulls: Vec<PullRequest>,
+    pub(crate) issues: Vec<Issue>,
+    pub(crate) comments: Vec<Comment>,
+    /// Labels defined in the repository: (id, name).
+    pub(crate) labels: Vec<(u64, String)>,
+    /// Labels on each issue or pull request, by number.
+    pub(crate) issue_labels: BTreeMap<u64, Vec<String>>,
+    pub(crate) statuses: Vec<Status>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) flavor: Flavor,
+    pub(crate) url: String,
+    pub(crate) token: String,
+    /// The token's user: the author of what the API creates.
+    pub(crate) bot: String,
+    pub(crate) root: PathBuf,
+    pub(crate) repos: BTreeMap<String, RepoState>,
+    /// `login -> permission` (`admin`, `write`, `read`, `none`); others are unknown (404).
+    pub(crate) users: BTreeMap<String, String>,
+    pub(crate) requests: Vec<Recorded>,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) next_id: u64,
+}
+
+pub(crate) type SharedState = Arc<Mutex<Shared>>;
+
+pub(crate) fn lock(shared: &SharedState) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The fake forge; see the module doc. Stops when dropped.
+pub struct FakeForge {
+    url: String,
+    flavor: Flavor,
+    shared: SharedState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Holds the hosted repositories; `None` when the caller gave the directory.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl FakeForge {
+    /// A forge of `flavor` on `127.0.0.1:<free port>` that accepts `token` (the bot
+    /// `plue-bot`'s), hosting its repositories in a temporary directory.
+    pub fn start(flavor: Flavor, token: &str) -> Result<FakeForge> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        let dir = tempfile::Builder::new()
+            .prefix("plue-forge-")
+            .tempdir()
+            .context("creating the fake forge's directory")?;
+        let root = dir.path().to_owned();
+        let mut forge = FakeForge::serve(listener, flavor, token, root)?;
+        forge._dir = Some(dir);
+        Ok(forge)
+    }
+
+    /// Serves on `listener` (bound by the caller), hosting repositories under `root`.
+    pub fn serve(
+        listener: std::net::TcpListener,
+        flavor: Flavor,
+        token: &str,
+        root: PathBuf,
+    ) -> Result<FakeForge> {
+        listener.set_nonblocking(true).context("non-blocking")?;
+        let addr: SocketAddr = listener.local_addr().context("local address")?;
+        let url = format!("http://{addr}");
+        let shared: SharedState = Arc::new(Mutex::new(Shared {
+            flavor,
+            url: url.clone(),
+            token: token.to_string(),
+            bot: "plue-bot".into(),
+            root,
+            repos: BTreeMap::new(),
+            users: BTreeMap::from([("plue-bot".to_string(), "write".to_string())]),
+            requests: Vec::new(),
+            faults: Vec::new(),
+            next_id: 1000,
+        }));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let state = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("fake-forge".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the fake forge");
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+                    let app = axum::Router::new().fallback(api::handle).with_state(state);
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop_rx.await;
+                        })
+                        .await;
+                });
+            })
+            .context("starting the fake forge thread")?;
+        Ok(FakeForge {
+            url,
+            flavor,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _dir: None,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// Where the REST API is: `{url}/api/v3` (GitHub) or `{url}/api/v1` (Gitea).
+    pub fn api_url(&self) -> String {
+        format!("{}{}", self.url, self.flavor.api_prefix())
+    }
+
+    /// `{url}/{owner}/{name}.git`: the repository's clone URL (fetches need no token,
+    /// pushes do).
+    pub fn clone_url(&self, repo: &str) -> String {
+        format!("{}/{repo}.git", self.url)
+    }
+
+    /// The bare repository on disk (for tests that read it with git).
+    pub fn repo_dir(&self, repo: &str) -> PathBuf {
+        lock(&self.shared).root.join(format!("{repo}.git"))
+    }
+
+    /// Creates `owner/name` as an empty bare repository whose HEAD is `main`.
+    pub fn create_repo(&self, repo: &str) -> Result<PathBuf> {
+        let Some((owner, name)) = repo.split_once('/') else {
+            bail!("repository '{repo}' is not owner/name");
+        };
+        if !api::is_name(owner) || !api::is_name(name) {
+            bail!("repository '{repo}' has an odd name");
+        }
+        let dir = self.repo_dir(repo);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        git(&dir, &["init", "-q", "--bare", "-b", "main", "."])?;
+        lock(&self.shared)
+            .repos
+            .entry(repo.to_string())
+            .or_insert_with(|| RepoState {
+                next_number: 1,
+                ..RepoState::default()
+            });
+        Ok(dir)
+    }
+
+    /// Creates `repo` with one commit on `main` holding `files` (path, content); returns
+    /// the commit's sha.
+    pub fn create_repo_with(&self, repo: &str, files: &[(&str, &str)]) -> Result<String> {
+        let dir = self.create_repo(repo)?;
+        let work = tempfile::tempdir().context("a work tree for the first commit")?;
+        for (path, content) in files {
+            let file = work.path().join(path);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&file, content)?;
+        }
+        commit_tree_to(&dir, work.path(), "main")
+    }
+
+    /// Creates `repo` with one commit on `main` holding the files under `seed`.
+    pub fn create_repo_from(&self, repo: &str, seed: &Path) -> Result<String> {
+        let dir = self.create_repo(repo)?;
+        commit_tree_to(&dir, seed, "main")
+    }
+
+    /// The commit `branch` points at, if it exists.
+    pub fn branch_sha(&self, repo: &str, branch: &str) -> Option<String> {
+        api::branch_sha(&self.repo_dir(repo), branch)
+    }
+
+    /// Opens issue `title` in `repo` as `author`; returns its number.
+    pub fn create_issue(&self, repo: &str, title: &str, body: &str, author: &str) -> u64 {
+        let mut shared = lock(&self.shared);
+        let state = shared.repos.entry(repo.to_string()).or_default();
+        let number = state.next_number.max(1);
+        state.next_number = number + 1;
+        state.issues.push(Issue {
+            number,
+            title: title.into(),
+            body: body.into(),
+            author: author.into(),
+        });
+        number
+    }
+
+    /// Defines a label in `repo`; returns its id.
+    pub fn create_label(&self, repo: &str, name: &str) -> u64 {
+        let mut shared = lock(&self.shared);
+        shared.next_id += 1;
+        let id = shared.next_id;
+        shared
+            .repos
+            .entry(repo.to_string())
+            .or_default()
+            .labels
+            .push((id, name.into()));
+        id
+    }
+
+    /// Makes `login` known with `permission` (`admin`, `write`, `read`, `none`).
+    pub fn set_permission(&self, login: &str, permission: &str) {
+        lock(&self.shared)
+            .users
+            .insert(login.into(), permission.into());
+    }
+
+    /// Adds a scripted fault.
+    pub fn fault(&self, fault: Fault) {
+        lock(&self.shared).faults.push(fault);
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.shared).requests.clone()
+    }
+
+    pub fn pulls(&self, repo: &str) -> Vec<PullRequest> {
+        self.read(repo, |state| state.pulls.clone())
+    }
+
+    pub fn issues(&self, repo: &str) -> Vec<Issue> {
+        self.read(repo, |state| state.issues.clone())
+    }
+
+    /// Every comment of `repo`, in the order they were made.
+    pub fn comments(&self, repo: &str) -> Vec<Comment> {
+        self.read(repo, |state| state.comments.clone())
+    }
+
+    /// The labels on issue or pull request `number`.
+    pub fn labels_of(&self, repo: &str, number: u64) -> Vec<String> {
+        self.read(repo, |state| {
+            state.issue_labels.get(&number).cloned().unwrap_or_default()
+        })
+    }
+
+    pub fn statuses(&self, repo: &str) -> Vec<Status> {
+        self.read(repo, |state| state.statuses.clone())
+    }
+
+    fn read<T: Default>(&self, repo: &str, f: impl FnOnce(&RepoState) -> T) -> T {
+        lock(&self.shared)
+            .repos
+            .get(repo)
+            .map(f)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for FakeForge {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // A client that keeps its connection open must not hang the test: wait briefly.
+        if let Some(thread) = self.thread.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Commits the files of `work` (as one commit without parents) to `branch` of the bare
+/// repository `dir`, with a private index; returns the commit.
+fn commit_tree_to(dir: &Path, work: &Path, branch: &str) -> Result<String> {
+    let index_dir = tempfile::tempdir().context("a directory for a temporary index")?;
+    let index = index_dir.path().join("index");
+    let env = [
+        ("GIT_DIR", dir.as_os_str()),
+        ("GIT_WORK_TREE", work.as_os_str()),
+        ("GIT_INDEX_FILE", index.as_os_str()),
+    ];
+    let run = |args: &[&str]| -> Result<String> {
+        let output = Command::new("git")
+            .args(args)
+            .envs(env)
+            .env("GIT_AUTHOR_NAME", "Fake Forge")
+            .env("GIT_AUTHOR_EMAIL", "forge@example.invalid")
+            .env("GIT_COMMITTER_NAME", "Fake Forge")
+            .env("GIT_COMMITTER_EMAIL", "forge@example.invalid")
+            .output()
+            .with_context(|| format!("running git {}", args.join(" ")))?;
+        if !output.status.success() {
+            bail!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    run(&["add", "-A", "."])?;
+    let tree = run(&["write-tree"])?;
+    let commit = run(&["commit-tree", &tree, "-m", "initial commit"])?;
+    run(&["update-ref", &format!("refs/heads/{branch}"), &commit])?;
+    Ok(commit)
+}
+
+/// Runs git in `dir`, failing with its stderr.
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("running git {}", args.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "git {} in {} failed: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests;
