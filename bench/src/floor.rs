@@ -198,6 +198,7 @@ async fn one_step(bash: &Path, dir: &Path, user: Option<StepUser>) -> Result<()>
         timeout: Duration::from_secs(60),
         masker: Masker::new(Vec::<String>::new()),
         fresh_interpreter: false,
+        network: None,
     };
     let (lines, mut received) = tokio::sync::mpsc::channel(64);
     let drain = tokio::spawn(async move { while received.recv().await.is_some() {} });

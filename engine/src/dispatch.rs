@@ -36,13 +36,17 @@
 //! checkout. `model`, `max_turns` and `tools` pass through as the step set them. Every
 //! `llm` step needs the secret [`LLM_KEY_SECRET`], so it is added to the step's secrets
 //! when the step did not name it.
+//!
+//! Every step's `network=` is resolved here ([`network`]): an `llm` step without one gets
+//! `none`, any other kind `open`; the runner enforces what the document says.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use evaluator::plan::{Action, Plan, Step};
 use evaluator::template::{self, bash, python, Field, Reference, Template};
-use runner::protocol::{Handoff, StepAction};
+use evaluator::network::Network;
+use runner::protocol::{Handoff, NetworkPolicy, StepAction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -83,6 +87,9 @@ pub struct Dispatch {
     /// What the step starts from and leaves for later steps (absent when nothing).
     #[serde(default, skip_serializing_if = "Handoff::is_empty")]
     pub handoff: Handoff,
+    /// What the step's processes may reach, the kind's default resolved ([`network`]).
+    #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
+    pub network: NetworkPolicy,
 }
 
 /// What a finished dependency exposes to templates.
@@ -280,7 +287,19 @@ pub fn build(
         secrets,
         timeout_secs: step.timeout,
         handoff: handoff(plan, step),
+        network: network(step),
     })
+}
+
+/// The step's `network=`, or its kind's default: an `llm` step's tools reach nothing but
+/// loopback (the model's API is the runner's, not the step's), every other kind the
+/// host's network as before network policies.
+pub fn network(step: &Step) -> NetworkPolicy {
+    match (&step.network, &step.action) {
+        (Some(Network::None), _) | (None, Action::Llm(_)) => NetworkPolicy::None,
+        (Some(Network::Open), _) | (None, _) => NetworkPolicy::Open,
+        (Some(Network::Allow(hosts)), _) => NetworkPolicy::Allow(hosts.clone()),
+    }
 }
 
 /// The step's part in hand-offs: its own options, and whether a later step starts from its

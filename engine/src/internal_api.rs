@@ -382,6 +382,7 @@ async fn assignment(
             max_bytes: state.artifacts.max_bytes(),
             ..dispatch.handoff
         },
+        network: dispatch.network,
     }))
 }
 
@@ -663,6 +664,7 @@ async fn complete(
     if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
         return Err(ApiError::bad_request("reason is longer than 4096 bytes"));
     }
+    let network_refused = completion.network_refused;
     let report = Report {
         outcome: completion.outcome,
         exit_code: completion.exit_code,
@@ -683,6 +685,10 @@ async fn complete(
             },
         )
         .await?;
+    // Counted once, by the report that completed the attempt.
+    if completed && network_refused > 0 {
+        crate::metrics::record(crate::metrics::Event::NetworkRefused(network_refused));
+    }
     // A repeated report (its first answer was lost) claims nothing: the first may have.
     let next = if completed && completion.claim_next {
         claim_now(&state, &runner).await

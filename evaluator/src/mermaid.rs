@@ -69,6 +69,7 @@ mod tests {
                 step("notify-fail", &["test"], When::Failure),
             ],
             concurrency: None,
+            budget_usd: None,
         };
         assert_eq!(
             render(&plan),

@@ -37,7 +37,7 @@ use crate::protocol::{
     self as wire, Assignment, BlobKind, Completion, Outcome, StepAction, Stream,
 };
 use crate::step_user::{self, Claim, StepUser, StepUsers};
-use crate::{handoff, llm, outputs, program_path, step_env, workspace};
+use crate::{handoff, llm, network, outputs, program_path, step_env, workspace};
 use ahead::Ahead;
 use log_sender::send_logs;
 
@@ -293,6 +293,15 @@ async fn execute(
                 .map_err(|e| format!("workspace: {e:#}"))
         }
     };
+    // The step's network (`network`): nothing at all for `open`; a policy that cannot be
+    // set up fails the step, which never runs with the host's network instead.
+    let (mut step_network, prepared) = match prepared {
+        Ok(()) => match network::confine(&assignment.network, &lines_tx).await {
+            Ok(confined) => (confined, Ok(())),
+            Err(e) => (None, Err(e)),
+        },
+        Err(e) => (None, Err(e)),
+    };
     let ran = prepared.is_ok();
     let mut usage = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
@@ -303,6 +312,7 @@ async fn execute(
                 &dir,
                 config,
                 user,
+                step_network.as_ref(),
                 &lines_tx,
                 &cancel,
                 masker.clone(),
@@ -312,7 +322,15 @@ async fn execute(
             (ended.outcome, None, ended.reason, ended.outputs)
         }
         Ok(()) => {
-            let spec = spec_for(&assignment, &dir, &config.base_env, user, python).await;
+            let spec = spec_for(
+                &assignment,
+                &dir,
+                &config.base_env,
+                user,
+                step_network.as_ref(),
+                python,
+            )
+            .await;
             match spec {
                 Err(e) => (
                     Outcome::Failed,
@@ -323,6 +341,12 @@ async fn execute(
                 Ok(spec) => run_process(spec, &assignment, &output_file, &lines_tx, &cancel).await,
             }
         }
+    };
+    // Every process of the step is gone: its network namespace and proxy go too (and the
+    // proxy's copies of the log sender with them).
+    let network_refused = match step_network.take() {
+        Some(confined) => confined.finish().await,
+        None => 0,
     };
     // The next attempt's directory and user, now that this one's processes are gone (a
     // running step must never reach them), while this one's end is kept and reported: a
@@ -384,6 +408,7 @@ async fn execute(
         usage,
         claim_next: !config.ephemeral && !stop.is_cancelled(),
         started_ms_ago,
+        network_refused,
     };
     // Report even when asked to stop: the engine must learn how the attempt ended.
     let report_stop = CancellationToken::new();
@@ -594,15 +619,19 @@ async fn spec_for(
     dir: &Path,
     base_env: &step_env::Base,
     user: Option<StepUser>,
+    network: Option<&network::StepNetwork>,
     python: &mut Option<PathBuf>,
 ) -> anyhow::Result<ProcessSpec> {
     let files = AttemptDir::new(dir);
-    let env = step_env::build(
+    let mut env = step_env::build(
         base_env,
         files.paths(),
         &assignment.env,
         &assignment.secrets,
     );
+    if let Some(network) = network {
+        network.set_env(&mut env);
+    }
     let (program, args) = match &assignment.action {
         StepAction::Bash { command } => (
             env.get("PATH")
@@ -644,6 +673,7 @@ async fn spec_for(
                 ..
             }
         ),
+        network: network.map(|n| n.namespace().clone()),
     })
 }
 
@@ -653,6 +683,7 @@ async fn run_llm(
     dir: &Path,
     config: &AgentConfig,
     user: Option<StepUser>,
+    network: Option<&network::StepNetwork>,
     lines: &mpsc::Sender<(Stream, String)>,
     cancel: &CancellationToken,
     masker: Arc<Masker>,
@@ -674,7 +705,10 @@ async fn run_llm(
     // the request header.
     let mut tool_secrets = assignment.secrets.clone();
     tool_secrets.remove(llm::API_KEY_SECRET);
-    let tool_env = step_env::build(base_env, files.paths(), &assignment.env, &tool_secrets);
+    let mut tool_env = step_env::build(base_env, files.paths(), &assignment.env, &tool_secrets);
+    if let Some(network) = network {
+        network.set_env(&mut tool_env);
+    }
     let step = llm::LlmStep {
         options: llm::StepOptions {
             prompt: prompt.as_deref(),
@@ -690,6 +724,7 @@ async fn run_llm(
         env: &assignment.env,
         tool_env,
         user,
+        network: network.map(|n| n.namespace().clone()),
         secrets: &assignment.secrets,
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
         retry: llm::RetryPolicy::default(),

@@ -91,6 +91,8 @@ pub(crate) struct Program<'a> {
     pub args: &'a [String],
     pub env: &'a BTreeMap<String, String>,
     pub cwd: &'a Path,
+    /// The step's network namespace (`crate::network`); `None`: the host's network.
+    pub network: Option<&'a crate::network::Namespace>,
 }
 
 /// Starts `program` as the leader of a step (`launch`: no copy of the runner): in a new
@@ -143,6 +145,7 @@ fn spawn_with(
         cgroup: cgroup.as_ref().map(StepCgroup::target),
         user,
         places,
+        network: program.network,
     };
     let (child, live) =
         reaper::launch_step(&launch, &cookie, cgroup.as_ref().map(StepCgroup::path))?;
@@ -806,6 +809,7 @@ mod tests {
             cgroup: Some(cgroup.target()),
             user: None,
             places: Places::Own,
+            network: None,
         };
         reaper::launch_step(&launch, "no-cookie", Some(cgroup.path())).unwrap()
     }
@@ -837,6 +841,7 @@ mod tests {
             args: &args,
             env: &env,
             cwd: dir.path(),
+            network: None,
         };
         let (mut child, contained) = spawn(program, None, Mode::Auto).unwrap();
         assert_eq!(child.wait().await.unwrap(), Exit::Code(0));
@@ -890,6 +895,7 @@ mod tests {
             args: &args,
             env,
             cwd: dir,
+            network: None,
         };
         let (mut child, contained) = spawn_tool(program, user, Places::Own).unwrap();
         assert_eq!(child.wait().await.unwrap(), Exit::Code(0));

@@ -9,6 +9,8 @@
 //! - [`llm`]: `llm` steps — a streaming Claude agent with tools confined to the workspace.
 //! - `launch`: a step's leader started without copying the runner, which sets itself up
 //!   (session, cgroup, and under a root runner a private `/proc` and the attempt's user).
+//! - [`network`]: a step's network policy — its own namespace with loopback only, and
+//!   for an allow-list an egress proxy served into it.
 //! - [`step_env`]: a step's environment, built from an allow-list; [`step_user`]: the
 //!   unprivileged user a root runner runs each step as.
 //! - [`git_sandbox`]: the one way git runs on a workspace, with a git directory of the
@@ -28,6 +30,7 @@ pub mod handoff;
 mod launch;
 pub mod llm;
 pub mod mask;
+pub mod network;
 pub mod outputs;
 pub mod process;
 pub mod program_path;

@@ -62,6 +62,9 @@ pub struct ProcessSpec {
     pub masker: Masker,
     /// A `python3 -u -c` spec that must not be forked from the warm interpreter.
     pub fresh_interpreter: bool,
+    /// The step's network namespace (`crate::network`), which the process joins; `None`:
+    /// the host's network. A python step with one never forks from the warm interpreter.
+    pub network: Option<crate::network::Namespace>,
 }
 
 /// How the process ended.
@@ -139,6 +142,7 @@ pub(crate) async fn run_contained(
         args: &spec.args,
         env: &spec.env,
         cwd: &spec.cwd,
+        network: spec.network.as_ref(),
     };
     // Its own session and (where the host allows) cgroup, then the attempt's user.
     let (mut child, contained) = containment::spawn(program, spec.user, mode)?;

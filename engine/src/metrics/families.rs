@@ -39,6 +39,7 @@ pub(super) struct Families {
     pub(super) http_duration: Histograms,
     pub(super) leader: Gauge,
     pub(super) draining: Gauge,
+    pub(super) network_refused: Counter,
 }
 
 /// 5 ms … ~85 min: steps run from milliseconds to an hour.
@@ -76,8 +77,14 @@ impl Families {
             http_duration: Family::new_with_constructor(short_buckets),
             leader: Gauge::default(),
             draining: Gauge::default(),
+            network_refused: Counter::default(),
         };
         let f = &families;
+        registry.register(
+            "network_refused",
+            "Connections a step's egress proxy refused (a host not in the step's network allow-list)",
+            f.network_refused.clone(),
+        );
         registry.register(
             "runs_finished",
             "Runs that reached a final status, by status",

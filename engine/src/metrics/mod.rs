@@ -49,6 +49,8 @@ pub enum Event<'a> {
     Webhook { forge: &'a str, result: &'a str },
     /// Log lines newly stored.
     LogLines(u64),
+    /// Connections a step's egress proxy refused, as its runner reported them.
+    NetworkRefused(u64),
     /// A pool runner of `class` failed (could not start, or died) for `reason`.
     PodFailed { class: &'a str, reason: &'a str },
     /// A pool runner of `class` ended before it registered (a start failure).
@@ -99,6 +101,9 @@ pub fn record(event: Event<'_>) {
         }
         Event::LogLines(count) => {
             f.log_lines.inc_by(count);
+        }
+        Event::NetworkRefused(count) => {
+            f.network_refused.inc_by(count);
         }
         Event::PodFailed { class, reason } => {
             let set = labels([("class", class), ("reason", reason)]);

@@ -39,6 +39,7 @@ fn plan(steps: Vec<Step>) -> (Plan, SourceMap) {
         env: BTreeMap::new(),
         steps,
         concurrency: None,
+        budget_usd: None,
     };
     (plan, map)
 }

@@ -177,6 +177,7 @@ fn plan(steps: Vec<Step>) -> Plan {
         env: BTreeMap::new(),
         steps,
         concurrency: None,
+        budget_usd: None,
     }
 }
 
@@ -284,6 +285,10 @@ fn validation_names_the_step_and_the_problem() {
         model: None,
         max_turns: None,
         tools: vec![],
+        safe_outputs: None,
+        max_tokens: None,
+        max_cost_usd: None,
+        ..Default::default()
     };
     let mut review = Step::new("review", Action::Llm(llm.clone())).after(&["a"]);
     review

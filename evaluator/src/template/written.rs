@@ -98,6 +98,7 @@ mod tests {
                 .after(&["a"]),
             ],
             concurrency: None,
+            budget_usd: None,
         }
     }
 

@@ -38,6 +38,7 @@ fn plan(steps: Vec<Step>, triggers: Vec<Trigger>) -> (Plan, SourceMap) {
             env: BTreeMap::new(),
             steps,
             concurrency: None,
+            budget_usd: None,
         },
         map,
     )
@@ -357,6 +358,10 @@ fn llm_steps_need_exactly_one_prompt_and_known_tools() {
         model: None,
         max_turns: None,
         tools: vec!["bsh".into()],
+        safe_outputs: None,
+        max_tokens: None,
+        max_cost_usd: None,
+        ..Default::default()
     });
     let (p, m) = plan(vec![s], vec![]);
     let found = messages(&p, &m);

@@ -185,6 +185,32 @@ pub(crate) fn count(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u32> {
     )))
 }
 
+/// An amount of US dollars: an `int` or `float`, finite, above 0 and at most
+/// [`crate::plan::MAX_COST_USD`].
+pub(crate) fn usd(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    let number = if value.is_instance_of::<PyBool>() {
+        None
+    } else if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
+        value.extract::<f64>().ok()
+    } else {
+        None
+    };
+    let Some(usd) = number else {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a number of US dollars, got {}",
+            type_name(value)
+        )));
+    };
+    if !usd.is_finite() || usd <= 0.0 || usd > crate::plan::MAX_COST_USD {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be above 0 and at most {} US dollars, got {}",
+            crate::plan::MAX_COST_USD,
+            repr_short(value)
+        )));
+    }
+    Ok(usd)
+}
+
 /// Plain JSON-like data: None, bool, int, float, str, list/tuple, dict with str keys.
 /// `what` names the whole value in messages; nesting deeper than [`MAX_DEPTH`] is refused.
 pub(crate) fn json_value(

@@ -24,6 +24,7 @@ pub(super) enum Stage {
     Rooms,
     NoNewPrivs,
     Seccomp,
+    Network,
 }
 
 /// The stage number of the report a confined child makes, and goes on, when its mounts or
@@ -44,6 +45,7 @@ impl Stage {
             9 => "mounting the step's private /tmp, /var/tmp and /dev/shm",
             10 => "setting no_new_privs",
             11 => "installing the step's seccomp filter",
+            12 => "joining the step's network namespace",
             _ => "executing",
         }
     }
@@ -63,6 +65,8 @@ pub(super) struct ChildArgs {
     pub report: RawFd,
     /// `<cgroup>/cgroup.procs` to write, or null (no cgroup, or joined by the clone).
     pub cgroup_procs: *const c_char,
+    /// The step's network namespace (`crate::network`) to join, or -1: the host's.
+    pub netns: c_int,
     pub confine: bool,
     /// Null-terminated: the shared places that get a fresh tmpfs (`rooms`), when confined.
     pub places: *const *const c_char,
@@ -139,6 +143,13 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
                 let _ = libc::syscall(libc::SYS_write, fd, c"0".as_ptr(), 1);
                 libc::syscall(libc::SYS_close, fd);
             }
+        }
+        // The step's network namespace, while its descriptor is still open and the child
+        // still privileged. A failure fails the launch: a confined step never runs with
+        // the host's network instead.
+        if args.netns >= 0 && libc::syscall(libc::SYS_setns, args.netns, libc::CLONE_NEWNET) != 0
+        {
+            return Stage::Network;
         }
         // Descriptors first: nothing of the runner's is open once the uid is the step's.
         for (target, &fd) in args.stdio.iter().enumerate() {

@@ -11,7 +11,9 @@
 //! 1. every signal back to its default, handled or ignored (Rust ignores `SIGPIPE`, a
 //!    background job `SIGINT`), then an empty signal mask;
 //! 2. its own session (`setsid`), so it and all it starts are outside the runner's;
-//! 3. the step's cgroup, unless born into it (a failed join is left to the parent's check);
+//! 3. the step's cgroup, unless born into it (a failed join is left to the parent's check),
+//!    then the step's network namespace when it has one (`crate::network`: `setns`, as
+//!    root; a failure fails the launch, never runs the step on the host's network);
 //! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
 //! 5. under a root runner: private mount and IPC namespaces where the host allows them,
 //!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it) and the step's
@@ -90,6 +92,8 @@ pub(crate) struct Launch<'a> {
     /// With a user: whether the shared places are the step's own (every step) or the
     /// host's (see [`Places::Host`]).
     pub places: Places,
+    /// The step's network namespace, joined before the uid changes; `None`: the host's.
+    pub network: Option<&'a crate::network::Namespace>,
 }
 
 /// Which `/tmp`, `/var/tmp`, `/dev/shm`, ... a confined child sees.
@@ -306,6 +310,7 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
             .cgroup
             .as_ref()
             .map_or(std::ptr::null(), |cgroup| cgroup.procs.as_ptr()),
+        netns: launch.network.map_or(-1, crate::network::Namespace::fd),
         confine: launch.user.is_some(),
         places: places.as_ptr(),
         tmpfs_options: rooms::TMPFS_OPTIONS.as_ptr(),

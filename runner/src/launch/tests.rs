@@ -43,6 +43,7 @@ fn run_as(
         cgroup: None,
         user,
         places: Places::Own,
+        network: None,
     })
     .unwrap();
     let read = |fd: Option<OwnedFd>| {
@@ -101,6 +102,7 @@ fn the_child_starts_clean_in_its_own_session_with_only_stdio_open() {
         cgroup: None,
         user: None,
         places: Places::Own,
+        network: None,
     })
     .unwrap();
     let pid = child.pid();
@@ -157,6 +159,7 @@ fn a_start_that_fails_names_its_stage() {
             cgroup: None,
             user: None,
             places: Places::Own,
+            network: None,
         })
         .unwrap_err()
     };
@@ -178,6 +181,7 @@ fn a_start_that_fails_names_its_stage() {
             cgroup: None,
             user: None,
             places: Places::Own,
+            network: None,
         },
         false,
     )
@@ -191,6 +195,7 @@ fn a_start_that_fails_names_its_stage() {
         cgroup: None,
         user: None,
         places: Places::Own,
+        network: None,
     })
     .unwrap_err();
     assert_eq!(env_with_nul.kind(), io::ErrorKind::InvalidInput);
@@ -207,6 +212,7 @@ fn a_child_dropped_unreaped_is_killed_and_reaped() {
         cgroup: None,
         user: None,
         places: Places::Own,
+        network: None,
     })
     .unwrap();
     let proc_dir = PathBuf::from(format!("/proc/{}", child.pid()));
@@ -234,6 +240,7 @@ fn a_child_is_born_into_its_cgroup() {
         cgroup: Some(cgroup.target()),
         user: None,
         places: Places::Own,
+        network: None,
     })
     .unwrap();
     assert!(cgroup.holds(child.pid()));
@@ -278,6 +285,7 @@ fn under_root_the_child_is_the_step_user_with_no_groups_capabilities_or_view_of_
                 cgroup: None,
                 user: Some(user),
                 places: Places::Own,
+                network: None,
             },
             share_memory,
         )

@@ -68,6 +68,9 @@ pub struct LlmStep<'a> {
     pub tool_env: BTreeMap<String, String>,
     /// The user the `bash` tool runs as (see `step_user`).
     pub user: Option<crate::step_user::StepUser>,
+    /// The network namespace every tool process joins (`crate::network`); `None`: the
+    /// host's network (`network="open"`).
+    pub network: Option<crate::network::Namespace>,
     pub secrets: &'a BTreeMap<String, String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
@@ -138,7 +141,9 @@ pub async fn run(
         env_remove,
         stop.clone(),
     ) {
-        Ok(toolbox) => toolbox.with_user(step.user),
+        Ok(toolbox) => toolbox
+            .with_user(step.user)
+            .with_network(step.network.clone()),
         Err(reason) => return fail(lines, reason, None).await,
     };
     let offered = if toolbox.offered().is_empty() {

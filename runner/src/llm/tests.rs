@@ -101,6 +101,7 @@ impl Step {
                 &self.secrets,
             ),
             user: None,
+            network: None,
             secrets: &self.secrets,
             timeout: self.timeout,
             retry,

@@ -19,6 +19,7 @@ fn bash(script: &str, timeout: Duration) -> ProcessSpec {
         timeout,
         masker: Default::default(),
         fresh_interpreter: false,
+        network: None,
     }
 }
 

@@ -201,6 +201,30 @@ pub struct Assignment {
     /// Workspace and artifacts handed over from dependencies, and to later steps.
     #[serde(default, skip_serializing_if = "Handoff::is_empty")]
     pub handoff: Handoff,
+    /// What the step's processes may reach (`crate::network`); the engine resolved the
+    /// kind's default.
+    #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
+    pub network: NetworkPolicy,
+}
+
+/// A step's network policy on the wire: `"open"` (omitted), `"none"`, or
+/// `{"allow": ["pypi.org", "*.github.com:443"]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum NetworkPolicy {
+    /// The host's network.
+    #[default]
+    Open,
+    /// Loopback only.
+    None,
+    /// Only these host patterns, through the runner's egress proxy.
+    Allow(Vec<String>),
+}
+
+impl NetworkPolicy {
+    pub fn is_open(&self) -> bool {
+        *self == NetworkPolicy::Open
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,6 +406,9 @@ pub struct Completion {
     /// than the claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms_ago: Option<u64>,
+    /// Connections the step's egress proxy refused (`crate::network`), for the metric.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub network_refused: u64,
 }
 
 /// How long an attempt runs before the runner reports its start on its own

@@ -39,6 +39,7 @@ impl Toolbox {
             // The model sees what its command printed; the agent masks what is logged.
             masker: Default::default(),
             fresh_interpreter: false,
+            network: self.network.clone(),
         };
         let (tx, mut rx) = mpsc::channel(1024);
         let collect = tokio::spawn(async move {

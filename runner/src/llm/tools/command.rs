@@ -81,6 +81,7 @@ impl Toolbox {
             args: &args,
             env: &env,
             cwd: &self.root,
+            network: self.network.as_ref(),
         };
         let (mut child, contained) = containment::spawn_tool(spec, self.user, places)
             .map_err(|e| format!("cannot start {name}: {e}"))?;

@@ -96,6 +96,8 @@ pub struct Toolbox {
     env: BTreeMap<String, String>,
     /// For `bash`: the user it runs as (see `step_user`).
     user: Option<StepUser>,
+    /// The step's network namespace, which every command joins (`crate::network`).
+    network: Option<crate::network::Namespace>,
     /// For the runner's own `git` commands: removed from the runner's environment.
     env_remove: Vec<String>,
     /// Fires when the step stops (cancelled, timed out).
@@ -132,6 +134,7 @@ impl Toolbox {
             offered,
             env,
             user: None,
+            network: None,
             env_remove,
             stop,
         })
@@ -140,6 +143,12 @@ impl Toolbox {
     /// Runs `bash` calls as `user` (a root runner's step user).
     pub fn with_user(mut self, user: Option<StepUser>) -> Toolbox {
         self.user = user;
+        self
+    }
+
+    /// Runs every command in the step's network namespace (`None`: the host's network).
+    pub fn with_network(mut self, network: Option<crate::network::Namespace>) -> Toolbox {
+        self.network = network;
         self
     }
 

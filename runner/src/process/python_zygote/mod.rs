@@ -172,7 +172,9 @@ fn warm_script(spec: &ProcessSpec) -> Option<&str> {
     if u != "-u" || c != "-c" || !named_python {
         return None;
     }
-    if spec.fresh_interpreter {
+    // A step in a network namespace of its own starts fresh: the zygote and its spares
+    // live in the runner's.
+    if spec.fresh_interpreter || spec.network.is_some() {
         return None;
     }
     let home_has_user_site = spec

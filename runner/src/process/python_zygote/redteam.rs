@@ -111,6 +111,7 @@ fn spec(script: &str, ws: &Ws, user: Option<StepUser>) -> ProcessSpec {
         timeout: Duration::from_secs(30),
         masker: Default::default(),
         fresh_interpreter: false,
+        network: None,
     }
 }
 

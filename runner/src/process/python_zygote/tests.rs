@@ -32,6 +32,7 @@ fn spec(script: &str, dir: &Path, timeout: Duration) -> ProcessSpec {
         timeout,
         masker: Default::default(),
         fresh_interpreter: false,
+        network: None,
     }
 }
 

