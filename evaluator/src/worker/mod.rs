@@ -14,6 +14,7 @@ mod host;
 mod interpreter;
 pub(crate) mod layout;
 mod lockdown;
+mod safe_outputs;
 mod zygote;
 
 use std::fs::File;
@@ -175,7 +176,7 @@ fn install(py: Python<'_>) -> PyResult<Py<PyModule>> {
     let host = PyModule::new(py, "_plue_host")?;
     guard::register(&host)?;
     let plue = host::plue_module(py)?;
-    for name in ["Plan", "Step", "Trigger"] {
+    for name in ["Plan", "Step", "Trigger", "SafeOutputs"] {
         host.add(name, plue.getattr(name)?)?;
     }
     guard::preload(py, plue)?;

@@ -282,6 +282,7 @@ def _run(path, source, code, ctx, memory_text):
         "Plan": _host.Plan,
         "Step": _host.Step,
         "Trigger": _host.Trigger,
+        "SafeOutputs": _host.SafeOutputs,
     }
     try:
         exec(code, namespace)

@@ -1,0 +1,394 @@
+//! `safe_outputs=`: what an `llm` step may *propose* to the forge (a pull request, comments,
+//! labels, issues), and the limits the engine checks before it writes anything.
+//!
+//! The step never holds a forge credential: the runner offers `propose_*` tools, the engine
+//! validates each proposal against this declaration and applies it itself. This module
+//! owns the declaration ([`SafeOutputs`]) and its validation ([`check`]); the engine's
+//! `safe_outputs` module owns the checks of what was proposed.
+//!
+//! Invariants:
+//! - [`DEFAULT_DENY`] is always denied, whatever the plan says: [`SafeOutputs::deny`] is
+//!   the plan's list plus the default one, and the engine matches against that, so no plan
+//!   can let an agent change a workflow file.
+//! - Every glob compiles with the one glob compiler ([`crate::glob::compile`]), so a glob
+//!   that validates is exactly one that matches in the engine.
+//! - Bounds: at most [`MAX_COUNT`] comments or issues, [`MAX_LABELS`] labels,
+//!   [`MAX_GLOBS`] globs per list, [`MAX_HOSTS`] link hosts, [`MAX_FILES`] files and
+//!   [`MAX_DIFF_BYTES`] bytes of diff.
+
+use serde::{Deserialize, Serialize};
+
+/// Paths no proposal may change, added to every step's `paths_deny`: the workflow files
+/// of Plue and of the forges, and submodule declarations.
+pub const DEFAULT_DENY: [&str; 6] = [
+    ".plue/**",
+    ".github/**",
+    ".gitea/**",
+    ".forgejo/**",
+    "**/*.plue.py",
+    "**/.gitmodules",
+];
+/// Most comments or issues one step may propose.
+pub const MAX_COUNT: u32 = 10;
+/// Most label names a step may list.
+pub const MAX_LABELS: usize = 20;
+/// Longest label name, in bytes (GitHub's limit is 50 characters).
+pub const MAX_LABEL_LEN: usize = 50;
+/// Most globs in `paths_allow` or `paths_deny`.
+pub const MAX_GLOBS: usize = 64;
+/// Most hosts in `allow_links`.
+pub const MAX_HOSTS: usize = 32;
+/// Most files one pull request may change.
+pub const MAX_FILES: u32 = 1000;
+/// The hard bound of a pull request's diff: 1 MiB.
+pub const MAX_DIFF_BYTES: u64 = 1024 * 1024;
+/// Longest `branch_prefix`, in bytes.
+pub const MAX_PREFIX_LEN: usize = 64;
+
+/// `SafeOutputs(pull_request=False, comments=0, labels=[], issues=0, paths_allow=["**"],
+/// paths_deny=[], max_files=50, max_diff_bytes=262144, branch_prefix="plue/",
+/// allow_links=[])`, given to `Step.llm(..., safe_outputs=...)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafeOutputs {
+    /// `propose_pull_request` is offered: the step's final workspace diff becomes one
+    /// pull request.
+    pub pull_request: bool,
+    /// How many `propose_comment` calls are accepted.
+    pub comments: u32,
+    /// The labels `propose_labels` may add (empty: the tool is not offered).
+    pub labels: Vec<String>,
+    /// How many `propose_issue` calls are accepted.
+    pub issues: u32,
+    /// Changed paths must match one of these…
+    pub paths_allow: Vec<String>,
+    /// …and none of these, nor any of [`DEFAULT_DENY`].
+    pub paths_deny: Vec<String>,
+    pub max_files: u32,
+    pub max_diff_bytes: u64,
+    /// The pull request's branch is `{branch_prefix}run-{run}-{step}`.
+    pub branch_prefix: String,
+    /// `approve_outputs=True`: a person approves each proposal before it is applied.
+    pub approve: bool,
+    /// Hosts links in proposals may point at, beside the repository's own forge.
+    pub allow_links: Vec<String>,
+}
+
+impl Default for SafeOutputs {
+    fn default() -> SafeOutputs {
+        SafeOutputs {
+            pull_request: false,
+            comments: 0,
+            labels: Vec::new(),
+            issues: 0,
+            paths_allow: vec!["**".into()],
+            paths_deny: Vec::new(),
+            max_files: 50,
+            max_diff_bytes: 256 * 1024,
+            branch_prefix: "plue/".into(),
+            approve: false,
+            allow_links: Vec::new(),
+        }
+    }
+}
+
+impl SafeOutputs {
+    /// Every denied glob: the plan's and [`DEFAULT_DENY`].
+    pub fn deny(&self) -> Vec<&str> {
+        let mut deny: Vec<&str> = DEFAULT_DENY.to_vec();
+        deny.extend(self.paths_deny.iter().map(String::as_str));
+        deny
+    }
+
+    /// Whether anything may be proposed at all.
+    pub fn allows_anything(&self) -> bool {
+        self.pull_request || self.comments > 0 || !self.labels.is_empty() || self.issues > 0
+    }
+}
+
+/// Every problem of `outputs`, each a message without the step's name.
+pub fn check(outputs: &SafeOutputs) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !outputs.allows_anything() {
+        problems.push(
+            "safe_outputs allows nothing; set pull_request=True, comments=, labels= or issues="
+                .to_string(),
+        );
+    }
+    for (what, count) in [("comments", outputs.comments), ("issues", outputs.issues)] {
+        if count > MAX_COUNT {
+            problems.push(format!("safe_outputs {what}={count}: at most {MAX_COUNT}"));
+        }
+    }
+    if outputs.labels.len() > MAX_LABELS {
+        problems.push(format!(
+            "safe_outputs lists {} labels; at most {MAX_LABELS}",
+            outputs.labels.len()
+        ));
+    }
+    for label in &outputs.labels {
+        if let Err(why) = check_label(label) {
+            problems.push(format!("safe_outputs label {label:?} {why}"));
+        }
+    }
+    for (what, globs) in [
+        ("paths_allow", &outputs.paths_allow),
+        ("paths_deny", &outputs.paths_deny),
+    ] {
+        if globs.len() > MAX_GLOBS {
+            problems.push(format!(
+                "safe_outputs {what} has {} globs; at most {MAX_GLOBS}",
+                globs.len()
+            ));
+            continue;
+        }
+        for glob in globs {
+            if let Err(why) = crate::glob::compile(glob) {
+                problems.push(format!("safe_outputs {what} glob {glob:?}: {why}"));
+            }
+        }
+    }
+    if outputs.pull_request && outputs.paths_allow.is_empty() {
+        problems.push("safe_outputs paths_allow is empty, so no change could pass".into());
+    }
+    if !(1..=MAX_FILES).contains(&outputs.max_files) {
+        problems.push(format!(
+            "safe_outputs max_files={}: between 1 and {MAX_FILES}",
+            outputs.max_files
+        ));
+    }
+    if !(1..=MAX_DIFF_BYTES).contains(&outputs.max_diff_bytes) {
+        problems.push(format!(
+            "safe_outputs max_diff_bytes={}: between 1 and {MAX_DIFF_BYTES} (1 MiB)",
+            outputs.max_diff_bytes
+        ));
+    }
+    if let Err(why) = check_branch_prefix(&outputs.branch_prefix) {
+        problems.push(format!(
+            "safe_outputs branch_prefix {:?} {why}",
+            outputs.branch_prefix
+        ));
+    }
+    if outputs.allow_links.len() > MAX_HOSTS {
+        problems.push(format!(
+            "safe_outputs allow_links has {} hosts; at most {MAX_HOSTS}",
+            outputs.allow_links.len()
+        ));
+    }
+    for host in &outputs.allow_links {
+        if !is_host_name(host) {
+            problems.push(format!(
+                "safe_outputs allow_links {host:?} is not a lowercase host name (like \"docs.rs\")"
+            ));
+        }
+    }
+    problems
+}
+
+/// A label name a forge shows as it is: 1 to [`MAX_LABEL_LEN`] bytes, no control or
+/// format character, no comma (both forges split on it), no surrounding space.
+pub fn check_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() || label.len() > MAX_LABEL_LEN {
+        return Err("must be 1 to 50 bytes");
+    }
+    if label.trim() != label {
+        return Err("has leading or trailing space");
+    }
+    if label
+        .chars()
+        .any(|c| c.is_control() || c == ',' || is_invisible(c))
+    {
+        return Err("holds a control character, an invisible character or a comma");
+    }
+    Ok(())
+}
+
+/// Zero-width and direction-changing characters, which make a text read as another.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// A branch name prefix: one or more valid ref components, ending with `/` or `-`.
+pub fn check_branch_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.is_empty() || prefix.len() > MAX_PREFIX_LEN {
+        return Err("must be 1 to 64 bytes");
+    }
+    if !(prefix.ends_with('/') || prefix.ends_with('-')) {
+        return Err("must end with '/' or '-'");
+    }
+    let valid_bytes = prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if !valid_bytes {
+        return Err("may hold only ASCII letters, digits, '-', '_', '.' and '/'");
+    }
+    let body = prefix.strip_suffix('/').unwrap_or(prefix);
+    let components_ok = body.split('/').all(|part| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && !part.ends_with(".lock")
+            && !part.starts_with('-')
+    });
+    if !components_ok || prefix.contains("..") || prefix.starts_with('/') {
+        return Err("is not a valid git ref prefix (empty component, '..', a leading '.' or '-', or '.lock')");
+    }
+    Ok(())
+}
+
+/// A lowercase DNS name of at least two labels (`docs.rs`, `ci.example.com`).
+pub fn is_host_name(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    host.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs() -> SafeOutputs {
+        SafeOutputs {
+            pull_request: true,
+            ..SafeOutputs::default()
+        }
+    }
+
+    #[test]
+    fn the_default_deny_list_is_always_part_of_deny() {
+        let mut so = outputs();
+        so.paths_deny = vec!["secret/**".into()];
+        let deny = so.deny();
+        for default in DEFAULT_DENY {
+            assert!(deny.contains(&default));
+        }
+        assert!(deny.contains(&"secret/**"));
+        assert!(check(&so).is_empty(), "{:?}", check(&so));
+    }
+
+    #[test]
+    fn bad_declarations_are_refused() {
+        let cases: Vec<(SafeOutputs, &str)> = vec![
+            (SafeOutputs::default(), "allows nothing"),
+            (
+                SafeOutputs {
+                    comments: 11,
+                    ..outputs()
+                },
+                "comments=11",
+            ),
+            (
+                SafeOutputs {
+                    labels: vec!["a,b".into()],
+                    ..outputs()
+                },
+                "comma",
+            ),
+            (
+                SafeOutputs {
+                    labels: vec!["bug\u{202e}".into()],
+                    ..outputs()
+                },
+                "invisible",
+            ),
+            (
+                SafeOutputs {
+                    labels: vec![" bug".into()],
+                    ..outputs()
+                },
+                "space",
+            ),
+            (
+                SafeOutputs {
+                    paths_allow: vec!["src/[".into()],
+                    ..outputs()
+                },
+                "paths_allow glob",
+            ),
+            (
+                SafeOutputs {
+                    paths_deny: vec!["".into()],
+                    ..outputs()
+                },
+                "paths_deny glob",
+            ),
+            (
+                SafeOutputs {
+                    max_files: 0,
+                    ..outputs()
+                },
+                "max_files=0",
+            ),
+            (
+                SafeOutputs {
+                    max_diff_bytes: 2 << 20,
+                    ..outputs()
+                },
+                "max_diff_bytes",
+            ),
+            (
+                SafeOutputs {
+                    branch_prefix: "plue".into(),
+                    ..outputs()
+                },
+                "end with",
+            ),
+            (
+                SafeOutputs {
+                    branch_prefix: "a..b/".into(),
+                    ..outputs()
+                },
+                "valid git ref",
+            ),
+            (
+                SafeOutputs {
+                    branch_prefix: ".x/".into(),
+                    ..outputs()
+                },
+                "valid git ref",
+            ),
+            (
+                SafeOutputs {
+                    branch_prefix: "x y/".into(),
+                    ..outputs()
+                },
+                "ASCII",
+            ),
+            (
+                SafeOutputs {
+                    allow_links: vec!["Evil.com".into()],
+                    ..outputs()
+                },
+                "host name",
+            ),
+            (
+                SafeOutputs {
+                    allow_links: vec!["localhost".into()],
+                    ..outputs()
+                },
+                "host name",
+            ),
+        ];
+        for (so, expected) in cases {
+            let problems = check(&so);
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn good_prefixes_and_hosts_pass() {
+        for prefix in ["plue/", "bots/plue-", "a/b/c/"] {
+            assert_eq!(check_branch_prefix(prefix), Ok(()), "{prefix}");
+        }
+        assert!(is_host_name("docs.rs") && is_host_name("ci.example-1.com"));
+    }
+}

@@ -1,0 +1,91 @@
+//! `Step.llm(safe_outputs=SafeOutputs(...), approve_outputs=...)` through the real path: a
+//! worker process builds the `SafeOutputs` host object, validation bounds it, and a plan
+//! without it keeps its canonical JSON (so its `plan_hash`).
+
+mod support;
+use support::pool;
+
+use evaluator::{EvalContext, EvalError, Event};
+
+fn source(step: &str) -> String {
+    format!("def workflow(ctx):\n    return Plan(\"p\", steps=[{step}])\n")
+}
+
+async fn problems(step: &str) -> Vec<String> {
+    let ctx = EvalContext::local(Event::Push, "main");
+    match pool()
+        .await
+        .evaluate("w.plue.py", &source(step), &ctx)
+        .await
+    {
+        Ok(_) => panic!("{step} evaluated"),
+        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
+        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_declaration_reaches_the_plan_with_approve_and_is_absent_when_unset() {
+    let pool = pool().await;
+    let ctx = EvalContext::local(Event::Push, "main");
+    let step = "Step.llm(\"a\", prompt=\"hi\", safe_outputs=SafeOutputs(pull_request=True, \
+                comments=1, labels=[\"bug\"], paths_deny=[\"secret/**\"], max_files=3, \
+                branch_prefix=\"bots/\", allow_links=[\"docs.rs\"]), approve_outputs=True)";
+    let plan = pool
+        .evaluate("w.plue.py", &source(step), &ctx)
+        .await
+        .unwrap()
+        .plan;
+    let evaluator::plan::Action::Llm(llm) = &plan.steps[0].action else {
+        panic!("not llm");
+    };
+    let so = llm.safe_outputs.as_ref().expect("safe_outputs");
+    assert!(so.pull_request && so.approve);
+    assert_eq!((so.comments, so.max_files), (1, 3));
+    assert_eq!(so.labels, ["bug"]);
+    assert_eq!(so.branch_prefix, "bots/");
+    assert!(so.deny().contains(&".plue/**") && so.deny().contains(&"secret/**"));
+
+    let plain = pool
+        .evaluate("w.plue.py", &source("Step.llm(\"a\", prompt=\"hi\")"), &ctx)
+        .await
+        .unwrap()
+        .plan;
+    assert!(!plain.canonical_json().contains("safe_outputs"));
+}
+
+#[tokio::test]
+async fn bad_declarations_are_refused_on_their_line() {
+    for (step, expected) in [
+        (
+            "Step.llm(\"a\", prompt=\"x\", safe_outputs=SafeOutputs())",
+            "allows nothing",
+        ),
+        (
+            "Step.llm(\"a\", prompt=\"x\", safe_outputs=SafeOutputs(comments=1, branch_prefix=\"x\"))",
+            "must end with",
+        ),
+        (
+            "Step.llm(\"a\", prompt=\"x\", safe_outputs=SafeOutputs(pull_request=True, paths_allow=[\"[\"]))",
+            "paths_allow glob",
+        ),
+        (
+            "Step.llm(\"a\", prompt=\"x\", approve_outputs=True)",
+            "needs safe_outputs",
+        ),
+        (
+            "Step.llm(\"a\", prompt=\"x\", safe_outputs={\"pull_request\": True})",
+            "must be a SafeOutputs",
+        ),
+        (
+            "Step.llm(\"a\", prompt=\"x\", safe_outputs=SafeOutputs(pull_requests=True))",
+            "pull_requests",
+        ),
+    ] {
+        let found = problems(step).await;
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{step}: {found:?}"
+        );
+    }
+}
