@@ -304,6 +304,8 @@ async fn execute(
     };
     let ran = prepared.is_ok();
     let mut usage = None;
+    let mut proposals = Vec::new();
+    let mut model = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
         Err(e) => (Outcome::Failed, None, Some(e), BTreeMap::new()),
         Ok(()) if matches!(assignment.action, StepAction::Llm { .. }) => {
@@ -318,6 +320,8 @@ async fn execute(
                 masker.clone(),
             )
             .await;
+            let (ended, proposed) = ended;
+            proposals = proposed;
             usage = ended.usage;
             (ended.outcome, None, ended.reason, ended.outputs)
         }
@@ -407,6 +411,8 @@ async fn execute(
         lines,
         usage,
         claim_next: !config.ephemeral && !stop.is_cancelled(),
+        model,
+        proposals,
         started_ms_ago,
         network_refused,
     };
@@ -705,6 +711,27 @@ async fn run_llm(
     // the request header.
     let mut tool_secrets = assignment.secrets.clone();
     tool_secrets.remove(llm::API_KEY_SECRET);
+    // Before the conversation: a proposed pull request's diff is against this start.
+    let start_commit = match &assignment.workspace {
+        wire::WorkspaceSource::Git { sha, .. } => Some(sha.as_str()),
+        _ => None,
+    };
+    let proposer = match llm::proposals::proposer(
+        safe_outputs.as_ref(),
+        &files.workspace,
+        start_commit,
+        user,
+    )
+    .await
+    {
+        Ok(proposer) => proposer,
+        Err(reason) => {
+            let _ = lines
+                .send((Stream::System, format!("llm step failed: {reason}")))
+                .await;
+            return (llm::Finished::failed(reason, None), Vec::new());
+        }
+    };
     let mut tool_env = step_env::build(base_env, files.paths(), &assignment.env, &tool_secrets);
     if let Some(network) = network {
         network.set_env(&mut tool_env);
@@ -730,12 +757,25 @@ async fn run_llm(
         retry: llm::RetryPolicy::default(),
         masker,
     };
-    llm::run(step, lines, cancel).await
+    let ended = llm::run(step, lines, cancel).await;
+    if ended.outcome != Outcome::Succeeded {
+        return (ended, Vec::new());
+    }
+    match llm::proposals::collect(proposer).await {
+        Ok(proposals) => (ended, proposals),
+        Err(reason) => {
+            let _ = lines
+                .send((Stream::System, format!("llm step failed: {reason}")))
+                .await;
+            (llm::Finished::failed(reason, ended.usage), Vec::new())
+        }
+    }
 }
 
 type Ended = (
     Outcome,
     Option<i32>,
+        proposer: proposer.clone(),
     Option<String>,
     BTreeMap<String, String>,
 );

@@ -456,7 +456,7 @@ fn allowed_settings(
 /// room through `containment::spawn_tool`; this blocking one, which only lists the
 /// workspace's config and index before any tool runs, sets the one flag itself.)
 #[allow(unsafe_code)]
-fn git_command(user: Option<StepUser>) -> Result<Command, ShadowError> {
+pub(crate) fn git_command(user: Option<StepUser>) -> Result<Command, ShadowError> {
     let git = crate::program_path::git().map_err(ShadowError::NoGit)?;
     let mut command = Command::new(git);
     command

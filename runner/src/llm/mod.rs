@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod client;
 pub mod settings;
+pub mod proposals;
 pub mod stream;
 pub mod tools;
 
@@ -79,6 +80,8 @@ pub struct LlmStep<'a> {
 }
 
 /// How the attempt ended.
+    /// `safe_outputs`: the `propose_*` tools' collector ([`proposals::proposer`]).
+    pub proposer: Option<Arc<tools::propose::Proposer>>,
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     pub outcome: Outcome,
@@ -89,7 +92,7 @@ pub struct Finished {
 }
 
 impl Finished {
-    fn failed(reason: impl Into<String>, usage: Option<Usage>) -> Finished {
+    pub(crate) fn failed(reason: impl Into<String>, usage: Option<Usage>) -> Finished {
         Finished {
             outcome: Outcome::Failed,
             reason: Some(tools::cap(reason.into(), MAX_REASON_BYTES)),
@@ -154,6 +157,7 @@ pub async fn run(
     let _ = lines
         .send((
             Stream::System,
+            .with_proposer(step.proposer.clone())
             format!(
                 "llm: {}, {}, up to {} turns, tools: {offered}",
                 settings.model, settings.source, settings.max_turns

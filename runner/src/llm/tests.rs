@@ -115,6 +115,7 @@ impl Step {
         }
         if let Some(reason) = &finished.reason {
             assert!(!reason.contains(KEY), "the API key is in the reason");
+            proposer: None,
         }
         (finished, lines)
     }

@@ -28,8 +28,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod log_batch;
+mod proposals;
 
 pub use log_batch::PackedLines;
+pub use proposals::{Proposal, ProposalLimits, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
 
 pub const REGISTER: &str = "/internal/runners/register";
 pub const HEARTBEAT: &str = "/internal/runners/heartbeat";
@@ -308,6 +310,15 @@ impl Stream {
     pub fn parse(text: &str) -> Option<Stream> {
         match text {
             "stdout" => Some(Stream::Stdout),
+        /// `safe_outputs=`: the `propose_*` tools offered and their limits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        safe_outputs: Option<ProposalLimits>,
+        /// `result=`: the conversation must end with a `finish` call of this shape.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<ResultContract>,
+        /// `system_prompt=`: replaces the runner's system prompt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system_prompt: Option<String>,
             "stderr" => Some(Stream::Stderr),
             "system" => Some(Stream::System),
             "token" => Some(Stream::Token),
@@ -456,6 +467,13 @@ impl std::ops::Add for Usage {
                 .cache_read_input_tokens
                 .saturating_add(other.cache_read_input_tokens),
         }
+    /// What an `llm` step with `safe_outputs` proposed (see [`Proposal`]); never masked:
+    /// the engine refuses a proposal holding a secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proposals: Vec<Proposal>,
+    /// The model an `llm` step called (what its usage is priced at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     }
 }
 

@@ -50,6 +50,7 @@ mod grep;
 mod list_files;
 mod paths;
 mod read_file;
+pub mod propose;
 mod write_file;
 
 /// Every tool, in the order they are offered (the prompts crate's list, which prompt
@@ -103,6 +104,8 @@ pub struct Toolbox {
     /// Fires when the step stops (cancelled, timed out).
     stop: CancellationToken,
 }
+    /// The `propose_*` tools' proposals (see [`propose`]).
+    proposer: Option<std::sync::Arc<propose::Proposer>>,
 
 impl Toolbox {
     /// The tools named in `tools` (unknown names are an error naming them) over the
@@ -138,6 +141,7 @@ impl Toolbox {
             env_remove,
             stop,
         })
+            proposer: None,
     }
 
     /// Runs `bash` calls as `user` (a root runner's step user).
@@ -183,6 +187,9 @@ impl Toolbox {
             "bash" => self.bash(input).await,
             "git_diff" => self.git_diff(input).await,
             other => Err(format!("tool '{other}' is not implemented")),
+            propose::PULL_REQUEST | propose::COMMENT | propose::LABELS | propose::ISSUE => {
+                self.propose(name, input).await
+            }
         };
         result.unwrap_or_else(ToolOutput::error)
     }
@@ -223,6 +230,9 @@ fn definition(name: &str) -> Value {
         "grep" => grep::definition(),
         "bash" => bash::definition(),
         _ => git_diff::definition(),
+        propose::PULL_REQUEST | propose::COMMENT | propose::LABELS | propose::ISSUE => {
+            propose::definition(name)
+        }
     };
     json!({"name": name, "description": description, "input_schema": schema})
 }

@@ -1,0 +1,401 @@
+//! The diff of a proposed pull request: the step's final workspace against the attempt's
+//! starting point, computed by the runner with its own git, never by the step's tools.
+//!
+//! The workspace (and its `.git`) is the step's: hostile. So git never runs with the
+//! workspace's git directory as it is. Everything happens in a *private* git directory of
+//! the runner's (`plue-proposal-<random>` under its temporary directory, removed on
+//! drop), with [`git_sandbox::HARDENING_ARGS`], no system or global config, the runner's
+//! git by its absolute path, an environment built from nothing and `no_new_privs`, run as
+//! the tool's user ([`git_sandbox::git_command`]):
+//! - the final tree is written by `git add -A` of the workspace into the private directory
+//!   with its own index (`.git` entries are never added by git; a `.gitattributes` names
+//!   drivers that no config defines, so none runs; a symbolic link is stored as a link,
+//!   never followed; an embedded repository becomes a gitlink — all of which the engine
+//!   refuses by mode);
+//! - the starting point ([`Start`]) is, for a checkout (`WorkspaceSource::Git`), the
+//!   assignment's commit, read through a [`Shadow`] of the checkout's objects (its
+//!   fan-out directories and packs only, as `git_diff` reads them — never its config,
+//!   hooks or alternates); for any other workspace (`plue run`'s copy, an empty one), the
+//!   tree the runner recorded in the private directory *before* the conversation began.
+//!   Either way nothing the step wrote can move the base: `HEAD` and refs are not read. A
+//!   step that rewrites the checkout's object files can at most make the diff wrong or
+//!   unappliable — the engine validates the diff text itself, whatever it is.
+//! - the diff is `git diff --binary --full-index --no-renames` (binary-safe, untracked
+//!   files included since the final tree holds them), read no further than its bound.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use std::sync::Arc;
+
+use super::tools::propose::Proposer;
+use crate::git_sandbox::{self, Shadow};
+use crate::protocol::{Proposal, ProposalLimits};
+use crate::step_user::StepUser;
+
+/// What the pull request's diff is computed against.
+#[derive(Debug)]
+enum Base {
+    /// The checkout's starting commit (the assignment's sha).
+    Commit(String),
+    /// The tree recorded in the private directory before the step.
+    Tree(String),
+}
+
+/// The attempt's starting point and the private git directory the diff is computed in.
+#[derive(Debug)]
+pub struct Start {
+    workspace: PathBuf,
+    user: Option<StepUser>,
+    private: Private,
+    base: Base,
+}
+
+/// A changed workspace, as the pull request will carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub text: String,
+    pub files: usize,
+}
+
+impl Start {
+    /// Records the starting point of `workspace` (blocking): `commit` when the workspace
+    /// is a checkout of it, else a snapshot of the workspace's tree as it is now.
+    pub fn record(
+        workspace: &Path,
+        commit: Option<&str>,
+        user: Option<StepUser>,
+    ) -> Result<Start, String> {
+        let private = Private::create(user)?;
+        let is_checkout = workspace
+            .join(".git")
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_dir());
+        let base = match commit.filter(|c| is_object_id(c)) {
+            Some(commit) if is_checkout => Base::Commit(commit.to_owned()),
+            _ => Base::Tree(private.write_tree(workspace, user, "index.start")?),
+        };
+        Ok(Start {
+            workspace: workspace.to_owned(),
+            user,
+            private,
+            base,
+        })
+    }
+
+    /// The diff of the workspace now against the start (blocking), `Err` when it is larger
+    /// than `max_bytes` or git fails.
+    pub fn diff(&self, max_bytes: u64) -> Result<Diff, String> {
+        // The shadow lives while git reads the base commit's objects through it.
+        let (base, _shadow) = match &self.base {
+            Base::Tree(tree) => (tree.clone(), None),
+            Base::Commit(commit) => {
+                let shadow = Shadow::of_checkout(&self.workspace, self.user)
+                    .map_err(|e| format!("reading the checkout's objects: {e}"))?;
+                let alternates = self.private.dir.join("objects/info/alternates");
+                std::fs::write(
+                    &alternates,
+                    format!("{}\n", shadow.path().join("objects").display()),
+                )
+                .map_err(|e| format!("preparing git's directory: {e}"))?;
+                (format!("{commit}^{{tree}}"), Some(shadow))
+            }
+        };
+        let tree = self
+            .private
+            .write_tree(&self.workspace, self.user, "index.end")?;
+        let args = [
+            "diff",
+            "--binary",
+            "--full-index",
+            "--no-renames",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--ignore-submodules=none",
+            &base,
+            &tree,
+        ];
+        let text = self.private.git_capped(self.user, &args, max_bytes)?;
+        let files = text
+            .lines()
+            .filter(|l| l.starts_with("diff --git "))
+            .count();
+        Ok(Diff { text, files })
+    }
+}
+
+/// The step's [`Proposer`] when it has `safe_outputs`: the starting point is recorded now,
+/// before the conversation (only when a pull request may be proposed).
+pub async fn proposer(
+    limits: Option<&ProposalLimits>,
+    workspace: &Path,
+    commit: Option<&str>,
+    user: Option<StepUser>,
+) -> Result<Option<Arc<Proposer>>, String> {
+    let Some(limits) = limits else {
+        return Ok(None);
+    };
+    let start = if limits.pull_request {
+        let (workspace, commit) = (workspace.to_owned(), commit.map(str::to_owned));
+        let start =
+            tokio::task::spawn_blocking(move || Start::record(&workspace, commit.as_deref(), user))
+                .await
+                .map_err(|e| format!("recording the workspace's start failed: {e}"))?
+                .map_err(|e| format!("recording the workspace's start for safe outputs: {e}"))?;
+        Some(start)
+    } else {
+        None
+    };
+    Ok(Some(Arc::new(Proposer::new(limits.clone(), start))))
+}
+
+/// What the step proposed, a pull request's diff computed now, after the conversation.
+pub async fn collect(proposer: Option<Arc<Proposer>>) -> Result<Vec<Proposal>, String> {
+    let Some(proposer) = proposer else {
+        return Ok(Vec::new());
+    };
+    tokio::task::spawn_blocking(move || proposer.finish())
+        .await
+        .map_err(|e| format!("collecting the proposals failed: {e}"))?
+}
+
+/// The runner's private git directory, removed on drop.
+#[derive(Debug)]
+struct Private {
+    dir: PathBuf,
+}
+
+impl Private {
+    fn create(user: Option<StepUser>) -> Result<Private, String> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("plue-proposal-{name}"));
+        // `create_dir` fails if anything is already there: nothing is followed.
+        std::fs::create_dir(&dir).map_err(|e| format!("preparing git's directory: {e}"))?;
+        let private = Private { dir };
+        private.git(None, &["init", "--quiet", "--template="], None)?;
+        if let Some(user) = user {
+            // The tool's user writes the objects; the runner made the directory.
+            chown_tree(&private.dir, user)?;
+        }
+        Ok(private)
+    }
+
+    /// `git add -A` of `workspace` into a fresh index `index`, then `write-tree`.
+    fn write_tree(
+        &self,
+        workspace: &Path,
+        user: Option<StepUser>,
+        index: &str,
+    ) -> Result<String, String> {
+        let index = self.dir.join(index);
+        let _ = std::fs::remove_file(&index);
+        let work_tree = format!("--work-tree={}", workspace.display());
+        self.git(
+            user,
+            &[&work_tree, "add", "--all", "--force", "--", "."],
+            Some((&index, workspace)),
+        )?;
+        let tree = self.git(user, &[&work_tree, "write-tree"], Some((&index, workspace)))?;
+        let tree = tree.trim().to_owned();
+        if !is_object_id(&tree) {
+            return Err(format!("git write-tree answered {tree:?}"));
+        }
+        Ok(tree)
+    }
+
+    fn command(
+        &self,
+        user: Option<StepUser>,
+        args: &[&str],
+    ) -> Result<std::process::Command, String> {
+        let mut command = git_sandbox::git_command(user).map_err(|e| e.to_string())?;
+        command
+            .args(git_sandbox::HARDENING_ARGS)
+            .arg(format!("--git-dir={}", self.dir.display()))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("GIT_CEILING_DIRECTORIES", &self.dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(command)
+    }
+
+    /// Runs git, its whole stdout as text.
+    fn git(
+        &self,
+        user: Option<StepUser>,
+        args: &[&str],
+        index: Option<(&Path, &Path)>,
+    ) -> Result<String, String> {
+        let mut command = self.command(user, args)?;
+        if let Some((index, workspace)) = index {
+            // `add` walks the work tree from where it runs.
+            command.env("GIT_INDEX_FILE", index).current_dir(workspace);
+        }
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot start git: {e}"))?;
+        if !output.status.success() {
+            return Err(git_failure(args, &output.stderr));
+        }
+        String::from_utf8(output.stdout).map_err(|_| "git answered bytes that are not UTF-8".into())
+    }
+
+    /// Runs git reading at most `cap` bytes of stdout; more is an error.
+    fn git_capped(
+        &self,
+        user: Option<StepUser>,
+        args: &[&str],
+        cap: u64,
+    ) -> Result<String, String> {
+        let mut child = self
+            .command(user, args)?
+            .spawn()
+            .map_err(|e| format!("cannot start git: {e}"))?;
+        let mut stdout = Vec::new();
+        let read = child
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .take(cap + 1)
+            .read_to_end(&mut stdout);
+        if read.is_err() || stdout.len() as u64 > cap {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the change is larger than max_diff_bytes ({cap} bytes); propose a smaller one"
+            ));
+        }
+        let mut stderr = Vec::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = (&mut err).take(4096).read_to_end(&mut stderr);
+        }
+        let status = child.wait().map_err(|e| format!("waiting for git: {e}"))?;
+        if !status.success() {
+            return Err(git_failure(args, &stderr));
+        }
+        // `--binary` patches are ASCII (base85); text files are whatever they hold.
+        String::from_utf8(stdout)
+            .map_err(|_| "the change holds text that is not UTF-8; only UTF-8 text files or binary files can be proposed".into())
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(%err, dir = %self.dir.display(), "removing the proposal's git directory");
+        }
+    }
+}
+
+fn git_failure(args: &[&str], stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let first = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let verb = args.iter().find(|a| !a.starts_with('-')).unwrap_or(&"git");
+    format!("git {verb} failed: {first}")
+}
+
+fn chown_tree(dir: &Path, user: StepUser) -> Result<(), String> {
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::os::unix::fs::lchown(entry.path(), Some(user.uid), Some(user.gid))
+            .map_err(|e| format!("handing git's directory to the step user: {e}"))?;
+    }
+    Ok(())
+}
+
+fn is_object_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn sh(dir: &Path, script: &str) {
+        let status = Command::new("bash")
+            .args(["-ec", script])
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    }
+
+    fn head(dir: &Path) -> String {
+        let out = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a_checkout_diffs_against_its_commit_whatever_head_says() {
+        let ws = tempfile::tempdir().unwrap();
+        sh(
+            ws.path(),
+            "git init -q . && echo one > a.txt && git add a.txt && git commit -qm one",
+        );
+        let start = Start::record(ws.path(), Some(&head(ws.path())), None).unwrap();
+        // The step commits, moves HEAD, adds an untracked file, a binary and a config
+        // that would run a command for git.
+        sh(
+            ws.path(),
+            "echo two > a.txt && git commit -qam two && echo new > b.txt \
+             && printf '\\x00\\x01' > bin.dat \
+             && git config core.fsmonitor 'touch /tmp/plue-pwned-proposal' \
+             && git config diff.external 'touch /tmp/plue-pwned-proposal'",
+        );
+        let diff = start.diff(1 << 20).unwrap();
+        assert_eq!(diff.files, 3, "{}", diff.text);
+        assert!(
+            diff.text.contains("+two") && diff.text.contains("+new"),
+            "{}",
+            diff.text
+        );
+        assert!(diff.text.contains("GIT binary patch"), "{}", diff.text);
+        assert!(!Path::new("/tmp/plue-pwned-proposal").exists());
+        let err = start.diff(10).unwrap_err();
+        assert!(err.contains("max_diff_bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_copy_diffs_against_the_tree_recorded_at_the_start() {
+        let ws = tempfile::tempdir().unwrap();
+        sh(ws.path(), "echo one > a.txt && mkdir d && echo x > d/x");
+        let start = Start::record(ws.path(), Some(&"a".repeat(40)), None).unwrap();
+        sh(
+            ws.path(),
+            "echo two > a.txt && rm d/x && ln -s /etc/passwd link",
+        );
+        let diff = start.diff(1 << 20).unwrap();
+        assert_eq!(diff.files, 3, "{}", diff.text);
+        assert!(
+            diff.text.contains("deleted file mode 100644"),
+            "{}",
+            diff.text
+        );
+        assert!(diff.text.contains("new file mode 120000"), "{}", diff.text);
+        assert!(
+            !diff.text.contains("root:"),
+            "a link is never followed: {}",
+            diff.text
+        );
+        let unchanged = Start::record(ws.path(), None, None).unwrap();
+        assert_eq!(unchanged.diff(1 << 20).unwrap().files, 0);
+    }
+}
