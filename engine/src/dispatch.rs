@@ -198,6 +198,31 @@ pub fn output_var(step: &str, key: &str) -> String {
 /// the run's final steps (by step id). The error is the reason the step fails.
 pub fn build(
     plan: &Plan,
+/// The variables every step of a run an issue or a comment started gets: the issue's and
+/// the comment's text exactly as written (plain values, never rendered as templates), set
+/// after the plan's and the step's `env` so no workflow can change them.
+pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if let Some(issue) = &ctx.issue {
+        env.insert("PLUE_ISSUE_NUMBER".into(), issue.number.to_string());
+        env.insert("PLUE_ISSUE_TITLE".into(), issue.title.clone());
+        env.insert("PLUE_ISSUE_BODY".into(), issue.body.clone());
+        env.insert("PLUE_ISSUE_AUTHOR".into(), issue.author.clone());
+        env.insert("PLUE_ISSUE_URL".into(), issue.url.clone());
+    }
+    if let Some(comment) = &ctx.comment {
+        env.insert("PLUE_COMMENT_BODY".into(), comment.body.clone());
+        env.insert("PLUE_COMMENT_AUTHOR".into(), comment.author.clone());
+    }
+    // No environment variable holds a NUL; the payload reader already replaced it.
+    for value in env.values_mut() {
+        if value.contains('\0') {
+            *value = value.replace('\0', "\u{fffd}");
+        }
+    }
+    env
+}
+
     step: &Step,
     run_id: i64,
     results: &BTreeMap<&str, StepResult<'_>>,

@@ -383,6 +383,16 @@ async fn assignment(
             ..dispatch.handoff
         },
         network: dispatch.network,
+    if let Some(context) = state
+        .executor
+        .store()
+        .summoned_context(claimed.run_id)
+        .await?
+    {
+        let ctx: evaluator::EvalContext = serde_json::from_str(&context)
+            .map_err(|e| anyhow::anyhow!("stored context of run {}: {e}", claimed.run_id))?;
+        env.extend(crate::dispatch::summoned_env(&ctx));
+    }
     }))
 }
 

@@ -7,7 +7,9 @@
 //! the exact bytes received; an unknown repository is checked against a secret nobody
 //! holds, so it answers exactly like a wrong signature); payload lacking what its event needs → 400; delivery id seen
 //! before → 200 with the runs it started; `ping` → 200; the registry failing to fetch the
-//! commit → 422 (the delivery is forgotten, so a redelivery tries again).
+//! commit → 422 (the delivery is forgotten, so a redelivery tries again). Issue and comment
+//! events go through the same checks and de-duplication; their answer also says, in
+//! `refused`, why a matching workflow started nothing (its author may not summon it).
 //!
 //! Invariant: a sender without a repository's webhook secret learns nothing about which
 //! repositories are registered: every answer it can get (400, 401, 413) is the same for a
@@ -54,6 +56,10 @@ pub struct DeliveryResult {
     /// Runs started by this delivery (or by its first copy, for a duplicate).
     pub runs: Vec<i64>,
     pub duplicate: bool,
+    /// Why an issue or comment started nothing for a workflow (or at all): the author may
+    /// not start it, a bot or Plue's own comment, ... Absent when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 pub fn router(state: WebhookState) -> Router {
@@ -145,6 +151,7 @@ async fn receive(
         repository: repo.name.clone(),
         runs: Vec::new(),
         duplicate: false,
+        refused: Vec::new(),
     };
     if !state
         .store
@@ -156,7 +163,13 @@ async fn receive(
         return Ok(Json(result));
     }
     let started = match (&parsed, &state.registry) {
-        (ForgeEvent::Push(_) | ForgeEvent::PullRequest(_), None) => {
+        (
+            ForgeEvent::Push(_)
+            | ForgeEvent::PullRequest(_)
+            | ForgeEvent::Issue(_)
+            | ForgeEvent::Comment(_),
+            None,
+        ) => {
             state
                 .store
                 .forget_delivery(forge.as_str(), &delivery)
@@ -168,6 +181,18 @@ async fn receive(
         }
         (ForgeEvent::Push(push), Some(registry)) => registry.on_push(&repo, push).await,
         (ForgeEvent::PullRequest(pr), Some(registry)) => registry.on_pull_request(&repo, pr).await,
+        (ForgeEvent::Issue(issue), Some(registry)) => {
+            registry.on_issue(&repo, issue).await.map(|summoned| {
+                result.refused = summoned.refused;
+                summoned.runs
+            })
+        }
+        (ForgeEvent::Comment(comment), Some(registry)) => {
+            registry.on_comment(&repo, comment).await.map(|summoned| {
+                result.refused = summoned.refused;
+                summoned.runs
+            })
+        }
         (ForgeEvent::Ping { .. } | ForgeEvent::Delete { .. } | ForgeEvent::Ignored { .. }, _) => {
             Ok(Vec::new())
         }

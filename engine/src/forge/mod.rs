@@ -3,8 +3,14 @@
 //! - [`signature`] checks a delivery's HMAC-SHA256 signature in constant time.
 //! - [`payload`] turns a delivery's JSON into a [`payload::ForgeEvent`] (pure, no IO).
 //! - [`status`] posts commit statuses to the forge's API.
+//! - [`writer`] writes an agent's accepted work (pull requests, comments, labels, issues),
+//!   each with the lookup that makes a retry safe.
+//! - [`lookup`] reads a pull request's refs from the forge's API; [`permission`] learns who
+//!   may summon a workflow from an issue or a comment.
 
+pub mod lookup;
 pub mod payload;
+pub mod permission;
 pub mod signature;
 pub mod status;
 

@@ -33,6 +33,10 @@ pub enum ForgeEvent {
     },
     Push(Push),
     PullRequest(PullRequestEvent),
+    /// An issue was opened, labeled, ... (`issues`).
+    Issue(IssueEvent),
+    /// A comment on an issue or a pull request's conversation (`issue_comment`).
+    Comment(CommentEvent),
     /// Gitea's `delete` event (a branch or tag was deleted): starts nothing.
     Delete {
         repo: String,
@@ -88,6 +92,65 @@ pub struct PullRequestEvent {
     /// The event's `sender` when it is somebody else (who pushed the `synchronize`,
     /// reopened the pull request, ...): it started the run too.
     pub co_actors: Vec<String>,
+}
+
+/// An issue (or pull request) as an `issues` or `issue_comment` payload shows it. Its
+/// text is whatever its author wrote (NUL replaced by U+FFFD, nothing else changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueFacts {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+    /// The issue author's login (empty when the payload names no valid one).
+    pub author: String,
+    /// The issue's page (`html_url`).
+    pub url: String,
+    /// The thread is a pull request's (GitHub: `issue.pull_request` set; Gitea: `is_pull`
+    /// or `issue.pull_request` set).
+    pub is_pull_request: bool,
+}
+
+/// Who caused an `issues` or `issue_comment` event, as the forge says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// A valid forge login, or `None` (then nobody may summon).
+    pub login: Option<String>,
+    /// GitHub's `author_association` of this login, when the payload gives one for it
+    /// (`OWNER`, `MEMBER`, `COLLABORATOR`, ...). Gitea gives none.
+    pub association: Option<String>,
+    /// The forge marks the account a bot (GitHub `type: "Bot"`).
+    pub bot: bool,
+}
+
+/// `issues`: an issue was opened, labeled, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueEvent {
+    pub repo: RepoFacts,
+    /// GitHub's action names; Gitea's `label_updated` is `labeled`, `label_cleared`
+    /// `unlabeled`.
+    pub action: String,
+    pub issue: IssueFacts,
+    /// The label the event added or removed, when the forge says which (GitHub).
+    pub label: Option<String>,
+    /// The `sender`: whoever caused the event (opened the issue, added the label).
+    pub sender: Author,
+}
+
+/// `issue_comment`: a comment was created, edited or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentEvent {
+    pub repo: RepoFacts,
+    /// `created`, `edited` or `deleted`.
+    pub action: String,
+    pub issue: IssueFacts,
+    pub comment_id: u64,
+    pub body: String,
+    /// The commenter (`comment.user`, with `comment.author_association`).
+    pub commenter: Author,
+    /// The event's `sender` when it is not the commenter (who edited or deleted somebody's
+    /// comment).
+    pub sender: Option<Author>,
 }
 
 /// Why a delivery's body could not be read.
@@ -236,6 +299,85 @@ struct PullRequestEventJson {
     sender: Option<AccountJson>,
 }
 
+/// An account with what issue payloads say about it.
+#[derive(Deserialize)]
+struct UserJson {
+    #[serde(default)]
+    login: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+impl UserJson {
+    fn author(&self, association: Option<&str>) -> Author {
+        Author {
+            login: self.login.clone().filter(|l| valid_login(l)),
+            association: association.map(str::to_string),
+            bot: self.kind.as_deref() == Some("Bot"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LabelJson {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct IssueJson {
+    number: u64,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    labels: Option<Vec<LabelJson>>,
+    #[serde(default)]
+    user: Option<UserJson>,
+    #[serde(default)]
+    author_association: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+    #[serde(default)]
+    pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct IssuesJson {
+    action: String,
+    issue: IssueJson,
+    #[serde(default)]
+    label: Option<LabelJson>,
+    repository: RepositoryJson,
+    #[serde(default)]
+    sender: Option<UserJson>,
+}
+
+#[derive(Deserialize)]
+struct CommentJson {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    user: Option<UserJson>,
+    #[serde(default)]
+    author_association: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct IssueCommentJson {
+    action: String,
+    issue: IssueJson,
+    comment: CommentJson,
+    repository: RepositoryJson,
+    #[serde(default)]
+    sender: Option<UserJson>,
+    /// Gitea's: the thread is a pull request's.
+    #[serde(default)]
+    is_pull: Option<bool>,
+}
+
 #[derive(Deserialize)]
 struct DeleteJson {
     #[serde(default)]
@@ -288,6 +430,14 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<ForgeEvent, Paylo
             )?;
             Ok(ForgeEvent::PullRequest(pr))
         }
+        "issues" => {
+            let issue: IssuesJson = serde_json::from_value(value).map_err(invalid)?;
+            Ok(ForgeEvent::Issue(read_issue_event(forge, issue)))
+        }
+        "issue_comment" => {
+            let comment: IssueCommentJson = serde_json::from_value(value).map_err(invalid)?;
+            Ok(ForgeEvent::Comment(read_comment_event(comment)))
+        }
         "delete" => {
             let delete: DeleteJson = serde_json::from_value(value).map_err(invalid)?;
             Ok(ForgeEvent::Delete {
@@ -302,6 +452,106 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<ForgeEvent, Paylo
                 event: other.to_string(),
             })
         }
+    }
+}
+
+/// Text an author wrote, as it is but for NUL (which no environment variable or database
+/// text can hold), replaced by U+FFFD.
+fn text(value: Option<String>) -> String {
+    let value = value.unwrap_or_default();
+    if value.contains('\0') {
+        value.replace('\0', "\u{fffd}")
+    } else {
+        value
+    }
+}
+
+fn issue_facts(issue: IssueJson, is_pull: Option<bool>) -> IssueFacts {
+    // GitHub sets `issue.pull_request` (an object) only on pull requests; Gitea sends
+    // `null` on issues and says `is_pull` on comments.
+    let pull_field = issue.pull_request.as_ref().is_some_and(|v| !v.is_null());
+    IssueFacts {
+        number: issue.number,
+        title: text(issue.title),
+        body: text(issue.body),
+        labels: issue
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| text(Some(l.name)))
+            .collect(),
+        author: issue
+            .user
+            .as_ref()
+            .and_then(|u| u.login.clone())
+            .filter(|l| valid_login(l))
+            .unwrap_or_default(),
+        url: text(issue.html_url),
+        is_pull_request: is_pull.unwrap_or(false) || pull_field,
+    }
+}
+
+fn read_issue_event(forge: Forge, event: IssuesJson) -> IssueEvent {
+    let action = match (forge, event.action.as_str()) {
+        (Forge::Gitea, "label_updated") => "labeled".to_string(),
+        (Forge::Gitea, "label_cleared") => "unlabeled".to_string(),
+        (_, action) => action.to_string(),
+    };
+    // The association in an `issues` payload is the issue author's: it tells about the
+    // sender only when the sender is that author.
+    let issue_author = event
+        .issue
+        .user
+        .as_ref()
+        .and_then(|u| u.login.clone())
+        .unwrap_or_default();
+    let association = event.issue.author_association.clone();
+    let sender = match &event.sender {
+        Some(sender) => {
+            let same = sender
+                .login
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(&issue_author));
+            sender.author(association.as_deref().filter(|_| same))
+        }
+        None => Author {
+            login: None,
+            association: None,
+            bot: false,
+        },
+    };
+    IssueEvent {
+        repo: facts(&event.repository),
+        action,
+        label: event.label.map(|l| text(Some(l.name))),
+        issue: issue_facts(event.issue, None),
+        sender,
+    }
+}
+
+fn read_comment_event(event: IssueCommentJson) -> CommentEvent {
+    let commenter = match &event.comment.user {
+        Some(user) => user.author(event.comment.author_association.as_deref()),
+        None => Author {
+            login: None,
+            association: None,
+            bot: false,
+        },
+    };
+    let sender = event.sender.as_ref().map(|s| s.author(None)).filter(|s| {
+        match (&s.login, &commenter.login) {
+            (Some(sender), Some(commenter)) => !sender.eq_ignore_ascii_case(commenter),
+            _ => true,
+        }
+    });
+    CommentEvent {
+        repo: facts(&event.repository),
+        action: event.action,
+        issue: issue_facts(event.issue, event.is_pull),
+        comment_id: event.comment.id,
+        body: text(event.comment.body),
+        commenter,
+        sender,
     }
 }
 
@@ -428,6 +678,159 @@ mod tests {
     fn fixture(path: &str) -> Vec<u8> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
         std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn github_issues_and_comments_say_who_caused_them() {
+        let ForgeEvent::Issue(opened) = parse(
+            Forge::GitHub,
+            "issues",
+            &fixture("github/issues-opened.json"),
+        )
+        .unwrap() else {
+            panic!("not an issue")
+        };
+        assert_eq!(opened.action, "opened");
+        assert_eq!(opened.issue.number, 1);
+        assert_eq!(opened.issue.title, "Spelling error in the README file");
+        assert_eq!(opened.issue.labels, ["bug"]);
+        assert_eq!(opened.issue.author, "Codertocat");
+        assert_eq!(
+            opened.issue.url,
+            "https://github.com/Codertocat/Hello-World/issues/1"
+        );
+        assert!(!opened.issue.is_pull_request);
+        assert_eq!(opened.sender.login.as_deref(), Some("Codertocat"));
+        assert_eq!(
+            opened.sender.association.as_deref(),
+            Some("OWNER"),
+            "the sender is the author"
+        );
+        assert!(!opened.sender.bot);
+
+        let ForgeEvent::Issue(labeled) = parse(
+            Forge::GitHub,
+            "issues",
+            &fixture("github/issues-labeled.json"),
+        )
+        .unwrap() else {
+            panic!("not an issue")
+        };
+        assert_eq!(
+            (labeled.action.as_str(), labeled.label.as_deref()),
+            ("labeled", Some("bug"))
+        );
+
+        let ForgeEvent::Comment(comment) = parse(
+            Forge::GitHub,
+            "issue_comment",
+            &fixture("github/issue_comment-created.json"),
+        )
+        .unwrap() else {
+            panic!("not a comment")
+        };
+        assert_eq!(comment.action, "created");
+        assert_eq!(comment.comment_id, 492700400);
+        assert_eq!(
+            comment.body,
+            "You are totally right! I'll get this fixed right away."
+        );
+        assert_eq!(comment.commenter.login.as_deref(), Some("Codertocat"));
+        assert_eq!(comment.commenter.association.as_deref(), Some("OWNER"));
+        assert_eq!(comment.sender, None, "the sender is the commenter");
+        assert!(!comment.issue.is_pull_request);
+    }
+
+    #[test]
+    fn a_label_added_by_somebody_else_does_not_borrow_the_authors_association() {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("github/issues-labeled.json")).unwrap();
+        body["sender"]["login"] = "mallory".into();
+        body["sender"]["type"] = "Bot".into();
+        let ForgeEvent::Issue(labeled) =
+            parse(Forge::GitHub, "issues", body.to_string().as_bytes()).unwrap()
+        else {
+            panic!("not an issue")
+        };
+        assert_eq!(labeled.sender.login.as_deref(), Some("mallory"));
+        assert_eq!(labeled.sender.association, None);
+        assert!(labeled.sender.bot);
+    }
+
+    #[test]
+    fn gitea_issues_and_comments_on_issues_and_pull_requests() {
+        let ForgeEvent::Issue(labeled) = parse(
+            Forge::Gitea,
+            "issues",
+            &fixture("gitea/issues-label_updated.json"),
+        )
+        .unwrap() else {
+            panic!("not an issue")
+        };
+        assert_eq!(labeled.action, "labeled", "label_updated");
+        assert_eq!(labeled.label, None, "Gitea does not say which label");
+        assert_eq!(labeled.issue.labels, ["bug"]);
+        assert_eq!(labeled.sender.association, None, "Gitea has none");
+
+        let ForgeEvent::Comment(on_issue) = parse(
+            Forge::Gitea,
+            "issue_comment",
+            &fixture("gitea/issue_comment-created.json"),
+        )
+        .unwrap() else {
+            panic!("not a comment")
+        };
+        assert!(!on_issue.issue.is_pull_request);
+        assert_eq!(on_issue.comment_id, 2);
+
+        let ForgeEvent::Comment(on_pr) = parse(
+            Forge::Gitea,
+            "issue_comment",
+            &fixture("gitea/issue_comment-created-on-pull-request.json"),
+        )
+        .unwrap() else {
+            panic!("not a comment")
+        };
+        assert!(on_pr.issue.is_pull_request);
+        assert_eq!(on_pr.issue.number, 2);
+        assert_eq!(on_pr.commenter.login.as_deref(), Some("example"));
+        assert_eq!(
+            on_pr.issue.author, "example2",
+            "the PR's author is not the commenter"
+        );
+    }
+
+    #[test]
+    fn the_real_gitea_signatures_of_the_issue_fixtures_verify() {
+        // The signatures Gitea sent with these bodies (go-playground/webhooks' test).
+        let secret = "IsWishesWereHorsesWedAllBeEatingSteak!";
+        for (file, sent) in [
+            (
+                "gitea/issues-opened.json",
+                "98c44fd0ae42ca4208eac6f81e59b436837740abc8693bf828366b32d33b1cbc",
+            ),
+            (
+                "gitea/issue_comment-created-on-pull-request.json",
+                "8b38bf221adbaef2ce01cfa810c6d9cb977414fec306895973aea61e10e8d5a8",
+            ),
+        ] {
+            super::super::signature::verify(Forge::Gitea, Some(sent), &fixture(file), secret)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
+    fn odd_text_is_kept_but_nul() {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("github/issue_comment-created.json")).unwrap();
+        let odd = "/plue fix {{ steps.x.outputs.y }} $(rm -rf /) \u{202e}txt.exe {% raw %}\0end";
+        body["comment"]["body"] = odd.into();
+        let ForgeEvent::Comment(comment) =
+            parse(Forge::GitHub, "issue_comment", body.to_string().as_bytes()).unwrap()
+        else {
+            panic!("not a comment")
+        };
+        assert_eq!(comment.body, odd.replace('\0', "\u{fffd}"));
     }
 
     #[test]

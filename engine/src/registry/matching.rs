@@ -12,9 +12,16 @@
 //!   path filters do not hold a run back.
 //! - schedule: the plan has a schedule trigger with that exact cron expression.
 //! - manual: the plan has a manual trigger.
+//! - issue: the action must be listed; with `labels`, the label the event added (when the
+//!   forge says which) or else one of the issue's labels must be listed.
+//! - comment: the action and where the thread is (`issue` or `pull_request`) must be listed
+//!   and the body must match `pattern` (compiled by `evaluator::summon::compile_pattern`
+//!   as validation compiled it; one that does not compile matches nothing).
+//! - Who may start an issue or comment trigger is not decided here: [`summons`] says what
+//!   the matching triggers ask, the registry compares it with the author's permission.
 
 use evaluator::glob::{compile, Pattern};
-use evaluator::plan::{Plan, Trigger};
+use evaluator::plan::{Authors, Others, Plan, Trigger};
 
 /// What happened, as far as matching is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +39,51 @@ pub enum Occasion<'a> {
         cron: &'a str,
     },
     Manual,
+    Issue {
+        action: &'a str,
+        /// The label the event added or removed, when the forge says which.
+        label: Option<&'a str>,
+        /// The issue's labels after the event.
+        labels: &'a [String],
+    },
+    Comment {
+        action: &'a str,
+        /// The commented thread is a pull request's.
+        on_pull_request: bool,
+        body: &'a str,
+    },
+}
+
+/// What the issue or comment triggers of a plan that match an occasion ask of its author.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summons {
+    /// The least `authors=` among them: an author holding it gets a normal run.
+    pub authors: Authors,
+    /// One of them says `others="untrusted"`: anyone else gets a run treated like a fork's.
+    pub untrusted: bool,
+}
+
+/// The [`Summons`] of `plan`'s matching triggers, `None` when none matches.
+pub fn summons(plan: &Plan, occasion: Occasion<'_>) -> Option<Summons> {
+    plan.triggers
+        .iter()
+        .filter(|t| trigger_matches(t, occasion))
+        .filter_map(|t| match t {
+            Trigger::Issue {
+                authors, others, ..
+            }
+            | Trigger::Comment {
+                authors, others, ..
+            } => Some(Summons {
+                authors: *authors,
+                untrusted: *others == Others::Untrusted,
+            }),
+            _ => None,
+        })
+        .reduce(|a, b| Summons {
+            authors: a.authors.min(b.authors),
+            untrusted: a.untrusted || b.untrusted,
+        })
 }
 
 /// Whether any trigger of `plan` matches `occasion`.
@@ -81,6 +133,45 @@ fn trigger_matches(trigger: &Trigger, occasion: Occasion<'_>) -> bool {
         }
         (Trigger::Schedule { cron }, Occasion::Schedule { cron: fired }) => cron == fired,
         (Trigger::Manual { .. }, Occasion::Manual) => true,
+        (
+            Trigger::Issue {
+                actions, labels, ..
+            },
+            Occasion::Issue {
+                action,
+                label,
+                labels: carried,
+            },
+        ) => {
+            actions.iter().any(|a| a == action)
+                && (labels.is_empty()
+                    || match label {
+                        Some(label) => labels.iter().any(|l| l == label),
+                        None => carried.iter().any(|c| labels.contains(c)),
+                    })
+        }
+        (
+            Trigger::Comment {
+                pattern,
+                on,
+                actions,
+                ..
+            },
+            Occasion::Comment {
+                action,
+                on_pull_request,
+                body,
+            },
+        ) => {
+            let thread = if on_pull_request {
+                "pull_request"
+            } else {
+                "issue"
+            };
+            actions.iter().any(|a| a == action)
+                && on.iter().any(|o| o == thread)
+                && evaluator::summon::compile_pattern(pattern).is_ok_and(|re| re.is_match(body))
+        }
         _ => false,
     }
 }
@@ -130,6 +221,7 @@ mod tests {
             env: BTreeMap::new(),
             steps: vec![],
             concurrency: None,
+            budget_usd: None,
         }
     }
 
@@ -147,6 +239,103 @@ mod tests {
             git_ref,
             changed_files: files,
         }
+    }
+
+    fn comment_trigger(pattern: &str, on: &[&str], authors: Authors, others: Others) -> Trigger {
+        Trigger::Comment {
+            pattern: pattern.into(),
+            on: strings(on),
+            actions: strings(&["created"]),
+            authors,
+            others,
+        }
+    }
+
+    fn comment(body: &str, on_pull_request: bool) -> Occasion<'_> {
+        Occasion::Comment {
+            action: "created",
+            on_pull_request,
+            body,
+        }
+    }
+
+    #[test]
+    fn comments_match_their_pattern_thread_and_action() {
+        let p = plan(vec![comment_trigger(
+            r"^/plue\s+fix\b",
+            &["issue"],
+            Authors::Write,
+            Others::Ignore,
+        )]);
+        assert!(matches(&p, comment("/plue fix it", false)));
+        assert!(!matches(&p, comment("/plue fix it", true)), "not on PRs");
+        assert!(!matches(&p, comment("please /plue fix", false)), "anchored");
+        assert!(!matches(&p, comment("/plue fixes", false)));
+        let edited = Occasion::Comment {
+            action: "edited",
+            on_pull_request: false,
+            body: "/plue fix",
+        };
+        assert!(!matches(&p, edited));
+        // A pattern that does not compile matches nothing (validation refuses it first).
+        let bad = plan(vec![comment_trigger(
+            "(",
+            &["issue"],
+            Authors::Write,
+            Others::Ignore,
+        )]);
+        assert!(!matches(&bad, comment("(", false)));
+    }
+
+    #[test]
+    fn issues_match_actions_and_labels() {
+        let p = plan(vec![Trigger::Issue {
+            actions: strings(&["labeled"]),
+            labels: strings(&["plue"]),
+            authors: Authors::Write,
+            others: Others::Ignore,
+        }]);
+        let labeled = |label, labels| Occasion::Issue {
+            action: "labeled",
+            label,
+            labels,
+        };
+        let carried = strings(&["bug", "plue"]);
+        assert!(matches(&p, labeled(Some("plue"), &carried)));
+        assert!(
+            !matches(&p, labeled(Some("bug"), &carried)),
+            "GitHub says which label was added: not this one"
+        );
+        assert!(
+            matches(&p, labeled(None, &carried)),
+            "Gitea: the issue's labels"
+        );
+        assert!(!matches(&p, labeled(None, &strings(&["bug"]))));
+        let opened = Occasion::Issue {
+            action: "opened",
+            label: None,
+            labels: &carried,
+        };
+        assert!(!matches(&p, opened));
+    }
+
+    #[test]
+    fn summons_take_the_least_authors_and_any_untrusted() {
+        let p = plan(vec![
+            comment_trigger("fix", &["issue"], Authors::Admin, Others::Ignore),
+            comment_trigger("fix", &["issue"], Authors::Maintain, Others::Untrusted),
+            comment_trigger("nope", &["issue"], Authors::Write, Others::Ignore),
+            push(&["**"], &[], &[], &[]),
+        ]);
+        assert_eq!(
+            summons(&p, comment("fix", false)),
+            Some(Summons {
+                authors: Authors::Maintain,
+                untrusted: true
+            })
+        );
+        assert_eq!(summons(&p, comment("other", false)), None);
+        assert_eq!(summons(&p, on_push("refs/heads/main", None)), None);
     }
 
     // regression: a branch glob of a million '?' panicked here (globset's `expect`) and

@@ -14,9 +14,13 @@
 //!   `schedule`, a dispatch the API's caller. Each is stored before the run's first
 //!   advance ([`Executor::start_run_by`]), so no gate of the run is decided before its
 //!   triggerer is known.
+//! - Issues and comments ([`summon`]) evaluate the workflow files at the default branch's
+//!   head or a pull request's base, never at a head a stranger controls, and start runs
+//!   only for authors a trigger allows.
 
 pub mod git;
 pub mod matching;
+pub mod summon;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -50,6 +54,10 @@ pub struct Registry {
     evaluator: Arc<EvaluatorPool>,
     mirrors: PathBuf,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Who may summon workflows from issues and comments ([`summon`]).
+    permissions: crate::forge::permission::Permissions,
+    /// For the forge API lookups of [`summon`].
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// The facts of one event that every matching workflow shares.
@@ -72,6 +80,8 @@ impl Registry {
             evaluator,
             mirrors,
             locks: Mutex::new(HashMap::new()),
+            permissions: Default::default(),
+            http: std::sync::OnceLock::new(),
         }
     }
 

@@ -456,6 +456,17 @@ impl Store {
         .await?))
     }
 
+    /// The stored context (JSON) of run `run_id` when an issue or a comment started it
+    /// (`None` for every other run): what its steps get as `PLUE_ISSUE_*` variables.
+    pub async fn summoned_context(&self, run_id: i64) -> anyhow::Result<Option<String>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT context FROM runs WHERE id = $1 AND event IN ('issue', 'comment')",
+        )
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
     /// Step runs in plan order.
     pub async fn step_runs(&self, run_id: i64) -> anyhow::Result<Vec<StepRunRow>> {
         let sql =

@@ -977,3 +977,49 @@ pub(crate) fn git_sh(dir: &Path, script: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// A real webhook fixture (`tests/fixtures/webhooks/<path>`) as JSON, for a test to point
+/// at its own repository and re-sign.
+pub(crate) fn webhook_fixture(path: &str) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
+    let text = std::fs::read_to_string(root.join(path)).expect("fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// Delivers `body` to `{engine}/webhooks/{forge}` as `event` with delivery id `id`, signed
+/// with `secret` and carrying the headers that forge sends; the status and the JSON answer.
+pub(crate) async fn deliver_webhook(
+    engine: &str,
+    forge: &str,
+    event: &str,
+    id: &str,
+    body: &Value,
+    secret: &str,
+) -> (u16, Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let signature = engine::forge::signature::sign(&body, secret);
+    let request = reqwest::Client::new()
+        .post(format!("{engine}/webhooks/{forge}"))
+        .header("content-type", "application/json")
+        .body(body);
+    let request = match forge {
+        "github" => request
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", id)
+            .header("X-Hub-Signature-256", format!("sha256={signature}"))
+            .header("User-Agent", "GitHub-Hookshot/test"),
+        _ => request
+            .header("X-Gitea-Event", event)
+            .header("X-Gitea-Delivery", id)
+            .header("X-Gitea-Signature", signature.clone())
+            .header("X-Hub-Signature-256", format!("sha256={signature}"))
+            .header("X-GitHub-Event", event),
+    };
+    let response = request.send().await.expect("delivery");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}

@@ -1,0 +1,168 @@
+//! Read-only lookups in a forge's REST API (GitHub v3, Gitea v1) with the repository's
+//! `api_url` and `api_token`: a pull request's base and head (a comment's payload names
+//! none) and, through [`super::permission`], a user's permission on the repository.
+//!
+//! Invariants: only `GET`; the token goes only into the `Authorization` header, never into
+//! a URL or an error message; every answer is bounded in time (as commit statuses') and size (1 MiB), and
+//! path segments are percent-encoded, so a login or number from a payload cannot reach
+//! another endpoint.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::Forge;
+
+/// The largest answer read.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Where lookups go: the repository's API and the token to send.
+#[derive(Clone)]
+pub struct ApiTarget {
+    pub forge: Forge,
+    /// e.g. `https://api.github.com` or `https://gitea.example.com/api/v1`.
+    pub api_url: String,
+    pub token: Option<String>,
+    /// `owner/name`.
+    pub repo: String,
+}
+
+impl std::fmt::Debug for ApiTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiTarget")
+            .field("forge", &self.forge)
+            .field("api_url", &super::without_credentials(&self.api_url))
+            .field("repo", &self.repo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a `GET` found.
+#[derive(Debug)]
+pub enum Found<T> {
+    Yes(T),
+    /// 404: no such thing (or, for a private repository, not visible to the token).
+    NotFound,
+}
+
+/// A pull request's base and head as the forge's API says them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PullRefs {
+    pub base: PullSide,
+    pub head: PullSide,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PullSide {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+}
+
+/// One path segment, percent-encoded (everything but unreserved characters).
+fn segment(text: &str) -> String {
+    if text == "." || text == ".." {
+        // A dot-segment would be resolved away by the URL parser.
+        return text.replace('.', "%2E");
+    }
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+impl ApiTarget {
+    /// `{api_url}/repos/{owner}/{name}/{rest…}` with every segment encoded.
+    fn url(&self, rest: &[&str]) -> anyhow::Result<String> {
+        let (owner, name) = self
+            .repo
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("repository name '{}' is not owner/name", self.repo))?;
+        let mut url = format!(
+            "{}/repos/{}/{}",
+            self.api_url.trim_end_matches('/'),
+            segment(owner),
+            segment(name)
+        );
+        for part in rest {
+            url.push('/');
+            url.push_str(&segment(part));
+        }
+        Ok(url)
+    }
+
+    /// `GET` the JSON at `rest` below the repository.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        client: &reqwest::Client,
+        rest: &[&str],
+    ) -> anyhow::Result<Found<T>> {
+        let url = self.url(rest)?;
+        let shown = super::without_credentials(&url);
+        // The same headers and token scheme as commit statuses.
+        let request =
+            super::status::api_request(client.get(&url), self.forge, self.token.as_deref());
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {shown}: {}", e.without_url()))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Found::NotFound);
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {shown}: {}", e.without_url()))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_ANSWER_BYTES {
+                anyhow::bail!("GET {shown}: the answer is larger than {MAX_ANSWER_BYTES} bytes");
+            }
+        }
+        if !status.is_success() {
+            let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+            anyhow::bail!("GET {shown}: HTTP {status}: {}", text.trim());
+        }
+        serde_json::from_slice(&bytes)
+            .map(Found::Yes)
+            .map_err(|e| anyhow::anyhow!("GET {shown}: unexpected answer: {e}"))
+    }
+
+    /// `GET /repos/{o}/{r}/pulls/{n}` (both forges): the pull request's base and head.
+    pub async fn pull_request(
+        &self,
+        client: &reqwest::Client,
+        number: u64,
+    ) -> anyhow::Result<Found<PullRefs>> {
+        self.get(client, &["pulls", &number.to_string()]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cannot_leave_their_place() {
+        let target = ApiTarget {
+            forge: Forge::GitHub,
+            api_url: "https://api.example.com/".into(),
+            token: Some("t0ken".into()),
+            repo: "octo/hello".into(),
+        };
+        assert_eq!(
+            target
+                .url(&["collaborators", "../../admin?x=1#", "permission"])
+                .unwrap(),
+            "https://api.example.com/repos/octo/hello/collaborators/..%2F..%2Fadmin%3Fx%3D1%23/permission"
+        );
+        assert!(target.url(&[".."]).unwrap().ends_with("/octo/hello/%2E%2E"));
+        assert!(!format!("{target:?}").contains("t0ken"));
+    }
+}
