@@ -609,6 +609,32 @@ fn runner_pods_reach_only_the_engine_dns_and_the_configured_egress() {
     assert_eq!(egress[2]["ports"][0]["port"], 443);
 }
 
+/// A class's `egress` becomes a NetworkPolicy selecting that class's runner pods only; a
+/// class without it gets none (its pods keep the runners' policy alone).
+#[test]
+fn a_class_declares_its_own_egress() {
+    let mut values = three_replicas_two_classes();
+    values["pool"]["classes"][0]["egress"] = json!([
+        {"to": [{"ipBlock": {"cidr": "151.101.0.0/16"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]);
+    let rendered = render(values);
+    let small = rendered.one("NetworkPolicy", "plue-runners-small");
+    assert_eq!(small["metadata"]["namespace"], RUNNERS);
+    assert_eq!(small["spec"]["policyTypes"], json!(["Egress"]));
+    let runners = rendered.one("NetworkPolicy", "plue-runners");
+    let mut selector = runners["spec"]["podSelector"]["matchLabels"].clone();
+    selector["plue.dev/class"] = json!("small");
+    assert_eq!(small["spec"]["podSelector"]["matchLabels"], selector);
+    assert_eq!(small["spec"]["egress"][0]["ports"][0]["port"], 443);
+    assert!(
+        !rendered.names().iter().any(|n| n.ends_with("plue-runners-sandboxed")),
+        "{:?}",
+        rendered.names()
+    );
+    // The pool's configuration is unchanged: the engine never sees `egress`.
+    let pool = rendered.one("ConfigMap", "plue-pool")["data"]["pool.yaml"].clone();
+    assert!(!pool.as_str().unwrap().contains("egress"), "{pool}");
+}
+
 #[test]
 fn the_disruption_budget_covers_the_engine_pods() {
     let rendered = render(three_replicas_two_classes());
