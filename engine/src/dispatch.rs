@@ -46,7 +46,7 @@ use std::sync::Arc;
 use evaluator::plan::{Action, Plan, Step};
 use evaluator::template::{self, bash, python, Field, Reference, Template};
 use evaluator::network::Network;
-use runner::protocol::{Handoff, NetworkPolicy, StepAction};
+use runner::protocol::{Handoff, NetworkPolicy, ProposalLimits, ResultContract, StepAction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -287,6 +287,22 @@ pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
         }
     };
     let mut secrets = step.secrets.clone();
+                result: llm.result.as_ref().map(|spec| ResultContract {
+                    schema: spec.schema(),
+                    fail_when: evaluator::result::effective_fail_when(
+                        spec,
+                        llm.fail_when.as_ref(),
+                    ),
+                }),
+                system_prompt: llm.system_prompt.clone(),
+                safe_outputs: llm.safe_outputs.as_ref().map(|so| ProposalLimits {
+                    pull_request: so.pull_request,
+                    comments: so.comments,
+                    labels: so.labels.clone(),
+                    issues: so.issues,
+                    max_files: so.max_files,
+                    max_diff_bytes: so.max_diff_bytes,
+                }),
     if matches!(step.action, Action::Llm(_)) && !secrets.iter().any(|s| s == LLM_KEY_SECRET) {
         secrets.push(LLM_KEY_SECRET.to_owned());
     }

@@ -698,6 +698,17 @@ async fn complete(
     // Counted once, by the report that completed the attempt.
     if completed && network_refused > 0 {
         crate::metrics::record(crate::metrics::Event::NetworkRefused(network_refused));
+    let (mut outcome, mut reason) = (completion.outcome, completion.reason);
+    // Safe outputs: judged before the attempt ends (a refusal fails it), stored after.
+    let judged = crate::safe_outputs::judge(
+        &state.executor,
+        owner.run_id,
+        owner.step_run_id,
+        &mut outcome,
+        &mut reason,
+        &completion.proposals,
+    )
+    .await?;
     }
     // A repeated report (its first answer was lost) claims nothing: the first may have.
     let next = if completed && completion.claim_next {
@@ -719,6 +730,10 @@ async fn complete(
 /// One claim for `runner` without waiting, as a poll's first look makes it: the runner's
 /// next attempt handed over with its completion.
 async fn claim_now(state: &InternalState, runner: &AuthedRunner) -> ApiResult<Option<Assignment>> {
+    // Recorded by the report that completed the attempt (a repeated one records nothing).
+    if completed {
+        judged.record(&state.executor, attempt_id).await?;
+    }
     let store = state.executor.store();
     // The runner is still `busy` from the attempt it just completed (`claims_next`): the
     // first look keeps it so, or turns it idle when there is nothing to take. An attempt

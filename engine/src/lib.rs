@@ -34,6 +34,7 @@ pub mod pool;
 pub mod registry;
 pub mod runner_scope;
 pub mod schedule;
+pub mod safe_outputs;
 pub mod scheduler;
 pub mod server;
 pub mod status_reporter;

@@ -17,8 +17,14 @@ use crate::store::{now_ms, StatusReportRow, Store};
 use crate::vault::Vault;
 
 pub const MAX_ATTEMPTS: i64 = 12;
-const LEASE_MS: i64 = 60_000;
+/// How long a claimed report (or proposal, `safe_outputs::apply`) is left to its claimer.
+pub const LEASE_MS: i64 = 60_000;
 const MAX_BACKOFF_MS: i64 = 300_000;
+
+/// The wait before try `attempts` + 1: 1 s, doubling, at most 5 min.
+pub fn backoff_ms(attempts: i64) -> i64 {
+    (1000i64 << (attempts - 1).clamp(0, 20)).min(MAX_BACKOFF_MS)
+}
 
 #[derive(Clone)]
 pub struct StatusReporter {
@@ -59,8 +65,7 @@ impl StatusReporter {
                     delivered += 1;
                 }
                 Err(PostError::Retry(error)) if report.attempts < MAX_ATTEMPTS => {
-                    let backoff =
-                        (1000i64 << (report.attempts - 1).clamp(0, 20)).min(MAX_BACKOFF_MS);
+                    let backoff = backoff_ms(report.attempts);
                     tracing::debug!(run = report.run_id, "status not delivered: {error}");
                     self.store
                         .status_failed(report.id, &error, now_ms() + backoff, false)

@@ -13,6 +13,7 @@ pub mod payload;
 pub mod permission;
 pub mod signature;
 pub mod status;
+pub mod writer;
 
 use serde::{Deserialize, Serialize};
 

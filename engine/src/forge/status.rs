@@ -75,24 +75,7 @@ pub async fn post(
             .collect::<String>()
             + "…";
     }
-    let mut request = client
-        .post(&url)
-        .timeout(Duration::from_secs(15))
-        .header(reqwest::header::USER_AGENT, "plue")
-        .json(&body);
-    request = match target.forge {
-        Forge::GitHub => request
-            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28"),
-        Forge::Gitea => request.header(reqwest::header::ACCEPT, "application/json"),
-    };
-    if let Some(token) = target.token {
-        let scheme = match target.forge {
-            Forge::GitHub => "Bearer",
-            Forge::Gitea => "token",
-        };
-        request = request.header(reqwest::header::AUTHORIZATION, format!("{scheme} {token}"));
-    }
+    let request = api_request(client.post(&url).json(&body), target.forge, target.token);
     let response = request
         .send()
         .await
@@ -101,18 +84,53 @@ pub async fn post(
     if code.is_success() {
         return Ok(());
     }
+    Err(refusal("POST", &shown, response).await)
+}
+
+/// `request` with what both forges' APIs expect: a time limit, the user agent, the media
+/// type, and the token — only ever in the `Authorization` header (`Bearer` on GitHub,
+/// `token` on Gitea).
+pub(crate) fn api_request(
+    request: reqwest::RequestBuilder,
+    forge: Forge,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut request = request
+        .timeout(Duration::from_secs(15))
+        .header(reqwest::header::USER_AGENT, "plue");
+    request = match forge {
+        Forge::GitHub => request
+            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28"),
+        Forge::Gitea => request.header(reqwest::header::ACCEPT, "application/json"),
+    };
+    if let Some(token) = token {
+        let scheme = match forge {
+            Forge::GitHub => "Bearer",
+            Forge::Gitea => "token",
+        };
+        request = request.header(reqwest::header::AUTHORIZATION, format!("{scheme} {token}"));
+    }
+    request
+}
+
+/// The error of an unsuccessful answer: [`PostError::Retry`] for 429 and 5xx, else
+/// [`PostError::Permanent`], with the start of the forge's body. `shown` is the URL
+/// without credentials.
+pub(crate) async fn refusal(method: &str, shown: &str, response: reqwest::Response) -> PostError {
+    let code = response.status();
     let text = response.text().await.unwrap_or_default();
     let text: String = text.chars().take(300).collect();
-    let message = format!("POST {shown}: HTTP {code}: {}", text.trim());
+    let message = format!("{method} {shown}: HTTP {code}: {}", text.trim());
     if code.as_u16() == 429 || code.is_server_error() {
-        Err(PostError::Retry(message))
+        PostError::Retry(message)
     } else {
-        Err(PostError::Permanent(message))
+        PostError::Permanent(message)
     }
 }
 
 /// reqwest's error text without the URL it already repeats.
-fn without_url(error: &reqwest::Error) -> String {
+pub(crate) fn without_url(error: &reqwest::Error) -> String {
     let mut error = error.to_string();
     if let Some(start) = error.find(" for url (") {
         error.truncate(start);

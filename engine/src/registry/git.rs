@@ -433,7 +433,38 @@ fn command(dir: Option<&Path>) -> Command {
 
 /// Runs git; a failure carries its stderr. Returns stdout.
 async fn git(dir: Option<&Path>, args: &[&str], timeout: Duration) -> anyhow::Result<Vec<u8>> {
-    let output = tokio::time::timeout(timeout, command(dir).args(args).output())
+    git_with(dir, args, &[], None, timeout).await
+}
+
+/// Runs git like [`git`] with `env` added (values never appear in errors) and `input` on
+/// its standard input: for callers that build commits in a mirror with a private index or
+/// push with a credential in `GIT_CONFIG_*` (the safe-output applier).
+pub(crate) async fn git_with(
+    dir: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let mut command = command(dir);
+    command.args(args).envs(env.iter().copied());
+    let output = async {
+        let Some(input) = input else {
+            return command.output().await;
+        };
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        let writer = tokio::spawn(async move { stdin.write_all(&input).await });
+        let output = child.wait_with_output().await;
+        let _ = writer.await;
+        output
+    };
+    let output = tokio::time::timeout(timeout, output)
         .await
         .with_context(|| format!("git {} timed out after {timeout:?}", args.join(" ")))?
         .context("running git")?;

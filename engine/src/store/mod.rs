@@ -26,6 +26,7 @@ mod known_steps;
 mod logs;
 mod people;
 mod repo_roles;
+mod proposals;
 mod runner_tokens;
 mod runners;
 mod runs;
@@ -52,6 +53,7 @@ pub use logs::quota::{self as log_quota, LogBudget, LogQuotas, OverLogQuota};
 pub use logs::{LogAttempt, StoredLine};
 pub use people::{valid_name, ForgeLoginRow, GroupRow, NameError, Triggerer, UserRow};
 pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};
+pub use proposals::{NewProposal, ProposalDecided, ProposalRow};
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
 pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};
 #[cfg(test)]

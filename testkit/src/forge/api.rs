@@ -214,6 +214,7 @@ fn route(
             get_pull(shared, &repo, |p| p.base == *base && p.head == head)
         }
         ("POST", ["issues"]) => create_issue(shared, &repo, body),
+        ("GET", ["issues"]) => list_issues(shared, &repo, query),
         ("GET", ["issues", n]) if number(n).is_some() => get_issue(shared, &repo, number(n)),
         ("POST", ["issues", n, "comments"]) => create_comment(shared, &repo, number(n), body),
         ("GET", ["issues", n, "comments"]) => list_comments(shared, &repo, number(n), query),
@@ -476,6 +477,31 @@ fn create_issue(shared: &SharedState, repo: &str, body: &Value) -> Answer {
     state.issues.push(issue.clone());
     drop(guard);
     Answer::json(201, issue_json(shared, repo, &issue))
+}
+
+/// The repository's issues (open ones unless `state` says otherwise). Pull requests,
+/// which GitHub lists here too, are left out, as Gitea does with `type=issues`.
+fn list_issues(shared: &SharedState, repo: &str, query: &str) -> Answer {
+    let params = parse_query(query);
+    let state = params
+        .iter()
+        .find(|(k, _)| k == "state")
+        .map_or("open", |(_, v)| v.as_str());
+    let guard = lock(shared);
+    let flavor = guard.flavor;
+    let url = guard.url.clone();
+    let issues: Vec<Issue> = guard.repos[repo]
+        .issues
+        .iter()
+        .filter(|_| state == "open" || state == "all")
+        .cloned()
+        .collect();
+    drop(guard);
+    let items = issues
+        .iter()
+        .map(|issue| issue_json(shared, repo, issue))
+        .collect();
+    paginate(flavor, &url, items, &params)
 }
 
 fn get_issue(shared: &SharedState, repo: &str, number: Option<u64>) -> Answer {

@@ -344,13 +344,50 @@ impl FakeForge {
             }
             std::fs::write(&file, content)?;
         }
-        commit_tree_to(&dir, work.path(), "main")
+        commit_tree_to(&dir, work.path(), "main", None)
+    }
+
+    /// Commits `files` (path, content) on top of `parent` (a branch) to `branch` of
+    /// `repo`, directly in the bare repository (as a push would); returns the commit.
+    pub fn commit_files(
+        &self,
+        repo: &str,
+        branch: &str,
+        parent: &str,
+        files: &[(&str, &str)],
+    ) -> Result<String> {
+        let dir = self.repo_dir(repo);
+        let parent = self
+            .branch_sha(repo, parent)
+            .with_context(|| format!("{repo} has no branch {parent}"))?;
+        let work = tempfile::tempdir().context("a work tree")?;
+        git(work.path(), &["init", "-q"])?;
+        let fetched = Command::new("git")
+            .args(["-C"])
+            .arg(work.path())
+            .args(["fetch", "-q"])
+            .arg(&dir)
+            .arg(&parent)
+            .status()
+            .context("fetching the parent")?;
+        if !fetched.success() {
+            bail!("fetching {parent} from {}", dir.display());
+        }
+        git(work.path(), &["checkout", "-q", &parent])?;
+        for (path, content) in files {
+            let file = work.path().join(path);
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&file, content)?;
+        }
+        commit_tree_to(&dir, work.path(), branch, Some(&parent))
     }
 
     /// Creates `repo` with one commit on `main` holding the files under `seed`.
     pub fn create_repo_from(&self, repo: &str, seed: &Path) -> Result<String> {
         let dir = self.create_repo(repo)?;
-        commit_tree_to(&dir, seed, "main")
+        commit_tree_to(&dir, seed, "main", None)
     }
 
     /// The commit `branch` points at, if it exists.
@@ -455,9 +492,10 @@ impl Drop for FakeForge {
     }
 }
 
-/// Commits the files of `work` (as one commit without parents) to `branch` of the bare
-/// repository `dir`, with a private index; returns the commit.
-fn commit_tree_to(dir: &Path, work: &Path, branch: &str) -> Result<String> {
+/// Commits the files of `work` (on top of `parent`, or as a first commit) to `branch` of
+/// the bare repository `dir`, with a private index; returns the commit. `.git` in `work`
+/// is never committed.
+fn commit_tree_to(dir: &Path, work: &Path, branch: &str, parent: Option<&str>) -> Result<String> {
     let index_dir = tempfile::tempdir().context("a directory for a temporary index")?;
     let index = index_dir.path().join("index");
     let env = [
@@ -486,7 +524,10 @@ fn commit_tree_to(dir: &Path, work: &Path, branch: &str) -> Result<String> {
     };
     run(&["add", "-A", "."])?;
     let tree = run(&["write-tree"])?;
-    let commit = run(&["commit-tree", &tree, "-m", "initial commit"])?;
+    let commit = match parent {
+        Some(parent) => run(&["commit-tree", &tree, "-p", parent, "-m", "change"])?,
+        None => run(&["commit-tree", &tree, "-m", "initial commit"])?,
+    };
     run(&["update-ref", &format!("refs/heads/{branch}"), &commit])?;
     Ok(commit)
 }

@@ -1,0 +1,202 @@
+//! The writer against the fake forge of both flavors: one pull request, comment or issue
+//! however often it is retried — after a lost answer too — and the token only in the
+//! `Authorization` header.
+
+use testkit::forge::{FakeForge, Fault, FaultAction, Flavor};
+
+use super::*;
+
+const TOKEN: &str = "wr1ter-t0ken";
+const REPO: &str = "acme/app";
+
+fn forge(flavor: Flavor) -> FakeForge {
+    let forge = FakeForge::start(flavor, TOKEN).unwrap();
+    forge
+        .create_repo_with(REPO, &[("README.md", "hi\n")])
+        .unwrap();
+    forge
+        .commit_files(REPO, "plue/run-1-fix", "main", &[("fix.txt", "fixed\n")])
+        .unwrap();
+    forge
+}
+
+fn writer<'a>(client: &'a reqwest::Client, forge: Forge, api_url: &'a str) -> Writer<'a> {
+    Writer {
+        client,
+        forge,
+        api_url,
+        token: Some(TOKEN),
+        repo: REPO,
+    }
+}
+
+fn both() -> [(Flavor, Forge); 2] {
+    [
+        (Flavor::GitHub, Forge::GitHub),
+        (Flavor::Gitea, Forge::Gitea),
+    ]
+}
+
+const PULL: NewPull<'static> = NewPull {
+    title: "Fix the bug",
+    body: "Found and fixed.",
+    head: "plue/run-1-fix",
+    base: "main",
+};
+
+#[tokio::test]
+async fn a_pull_request_is_opened_once_however_often_it_is_asked_for() {
+    for (flavor, kind) in both() {
+        let fake = forge(flavor);
+        let client = reqwest::Client::new();
+        let api = fake.api_url();
+        let writer = writer(&client, kind, &api);
+        let first = writer.open_pull_request(&PULL).await.unwrap();
+        assert!(first.created);
+        let again = writer.open_pull_request(&PULL).await.unwrap();
+        assert_eq!(
+            (again.number, again.created),
+            (first.number, false),
+            "{flavor:?}"
+        );
+        assert_eq!(again.html_url, first.html_url);
+        assert_eq!(fake.pulls(REPO).len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_retried_and_the_pull_request_found_not_reopened() {
+    for (flavor, kind) in both() {
+        let fake = forge(flavor);
+        fake.fault(Fault::new("POST", "/pulls", FaultAction::DropAfterWrite));
+        let client = reqwest::Client::new();
+        let api = fake.api_url();
+        let writer = writer(&client, kind, &api);
+        let lost = writer.open_pull_request(&PULL).await.unwrap_err();
+        assert!(matches!(lost, PostError::Retry(_)), "{lost}");
+        let found = writer.open_pull_request(&PULL).await.unwrap();
+        assert!(!found.created);
+        assert_eq!(fake.pulls(REPO).len(), 1, "{flavor:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_comment_carries_its_marker_and_is_not_posted_twice() {
+    for (flavor, kind) in both() {
+        let fake = forge(flavor);
+        let issue = fake.create_issue(REPO, "broken", "", "alice");
+        // Enough comments of others that the marked one is on a later page.
+        let client = reqwest::Client::new();
+        let api = fake.api_url();
+        let writer = writer(&client, kind, &api);
+        for n in 0..105 {
+            writer
+                .comment(issue, &format!("noise {n}"), &format!("<!-- n{n} -->"))
+                .await
+                .unwrap();
+        }
+        fake.fault(Fault::new("POST", "/comments", FaultAction::DropAfterWrite));
+        let marker = "<!-- plue:proposal:7 -->";
+        let lost = writer.comment(issue, "Done.", marker).await.unwrap_err();
+        assert!(matches!(lost, PostError::Retry(_)), "{lost}");
+        let found = writer.comment(issue, "Done.", marker).await.unwrap();
+        assert!(!found.created, "{flavor:?}");
+        let marked: Vec<_> = fake
+            .comments(REPO)
+            .into_iter()
+            .filter(|c| c.body.contains(marker))
+            .collect();
+        assert_eq!(marked.len(), 1, "{flavor:?}");
+        assert_eq!(marked[0].body, format!("Done.\n\n{marker}"));
+        assert_eq!(found.number, marked[0].id);
+    }
+}
+
+#[tokio::test]
+async fn labels_and_issues_land_once() {
+    for (flavor, kind) in both() {
+        let fake = forge(flavor);
+        fake.create_label(REPO, "bug");
+        let issue = fake.create_issue(REPO, "broken", "", "alice");
+        let client = reqwest::Client::new();
+        let api = fake.api_url();
+        let writer = writer(&client, kind, &api);
+        for _ in 0..2 {
+            writer.add_labels(issue, &["bug".into()]).await.unwrap();
+        }
+        assert_eq!(fake.labels_of(REPO, issue), ["bug"]);
+        let opened = writer
+            .open_issue("Follow-up", "Later.", "<!-- plue:proposal:9 -->")
+            .await
+            .unwrap();
+        let again = writer
+            .open_issue("Follow-up", "Later.", "<!-- plue:proposal:9 -->")
+            .await
+            .unwrap();
+        assert_eq!((again.number, again.created), (opened.number, false));
+        assert_eq!(fake.issues(REPO).len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn failures_say_whether_a_retry_helps_and_never_hold_the_token() {
+    let fake = forge(Flavor::GitHub);
+    let client = reqwest::Client::new();
+    let api = fake.api_url();
+    fake.fault(Fault::new("POST", "/pulls", FaultAction::Status(502)));
+    let writer = writer(&client, Forge::GitHub, &api);
+    let busy = writer.open_pull_request(&PULL).await.unwrap_err();
+    assert!(matches!(busy, PostError::Retry(_)), "{busy}");
+    let wrong = Writer {
+        token: Some("not-the-token"),
+        ..writer
+    };
+    let refused = wrong.open_pull_request(&PULL).await.unwrap_err();
+    assert!(matches!(refused, PostError::Permanent(_)), "{refused}");
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let no_branch = writer
+        .open_pull_request(&NewPull {
+            head: "plue/none",
+            ..PULL
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(no_branch, PostError::Permanent(_)), "{no_branch}");
+    assert!(!format!("{writer:?}").contains(TOKEN));
+}
+
+#[tokio::test]
+async fn the_token_travels_only_in_the_authorization_header() {
+    for (flavor, kind) in both() {
+        let fake = forge(flavor);
+        let issue = fake.create_issue(REPO, "broken", "", "alice");
+        let client = reqwest::Client::new();
+        let api = fake.api_url();
+        let writer = writer(&client, kind, &api);
+        writer.open_pull_request(&PULL).await.unwrap();
+        writer.comment(issue, "hi", "<!-- m -->").await.unwrap();
+        writer.add_labels(issue, &["bug".into()]).await.unwrap();
+        let scheme = match flavor {
+            Flavor::GitHub => "Bearer",
+            Flavor::Gitea => "token",
+        };
+        for request in fake.requests() {
+            assert_eq!(
+                request.header("authorization"),
+                Some(format!("{scheme} {TOKEN}").as_str())
+            );
+            let elsewhere = format!(
+                "{} {} {} {:?}",
+                request.path,
+                request.query,
+                request.body,
+                request
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| *name != "authorization")
+                    .collect::<Vec<_>>()
+            );
+            assert!(!elsewhere.contains(TOKEN), "{elsewhere}");
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The safe-output outbox: applies `ready` proposals to the forge with the repository's
+//! credentials (the step and its runner never held them). A background task started by
+//! `server.rs` beside the commit-status reporter, leased and backed off like it.
+//!
+//! What each kind becomes:
+//! - pull request: one commit = the run's commit + the proposal's diff, built in the
+//!   engine's bare mirror of the repository with a private index (`read-tree`, `apply
+//!   --cached`, `write-tree`, `commit-tree` with fixed dates, so every retry builds the same
+//!   commit), pushed to `{branch_prefix}run-{run}-{step}`, then the pull request into the
+//!   run's branch;
+//! - comment and labels: on the run's issue (or pull request);
+//! - issue: a new issue.
+//!
+//! Invariants:
+//! - Idempotent across retries, re-deliveries and an engine restart: the branch and the
+//!   commit are deterministic, an existing pull request for the branch is found and used,
+//!   comments and issues carry `<!-- plue:proposal:{id} -->` and are looked up before any
+//!   post ([`crate::forge::writer`]).
+//! - Proposals of one run are applied in order: one waits while an earlier one of its run
+//!   is not settled.
+//! - The forge token reaches git only through `GIT_CONFIG_*` environment variables
+//!   (`http.extraHeader`), never argv or a URL; errors never hold it.
+//! - A claimed proposal is `applying` with a lease (`retry_at`): an engine that dies
+//!   mid-apply leaves it to be taken again when the lease ends.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use evaluator::plan::{Action, Plan};
+use evaluator::EvalContext;
+use runner::protocol::Proposal;
+use tokio_util::sync::CancellationToken;
+
+use crate::forge::status::PostError;
+use crate::forge::writer::{NewPull, Writer};
+use crate::forge::Forge;
+use crate::registry::git::{self, Mirror};
+use crate::status_reporter::{backoff_ms, LEASE_MS, MAX_ATTEMPTS};
+use crate::store::{now_ms, on_db, ProposalRow, RepoRow, RunRow, Store};
+use crate::vault::Vault;
+
+const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The hidden marker of proposal `id`'s comment or issue.
+pub fn marker(id: i64) -> String {
+    format!("<!-- plue:proposal:{id} -->")
+}
+
+/// The branch of run `run_id`'s step `step_id`'s pull request.
+pub fn branch_name(prefix: &str, run_id: i64, step_id: &str) -> String {
+    format!("{prefix}run-{run_id}-{step_id}")
+}
+
+/// The outbox task's state.
+pub struct Applier {
+    pub store: Store,
+    pub vault: Vault,
+    /// Where the repositories' bare mirrors live (`{mirrors_dir}/{repo_id}.git`).
+    pub mirrors_dir: PathBuf,
+    /// Built for the first proposal (see `StatusReporter::client`).
+    pub client: std::sync::OnceLock<reqwest::Client>,
+    /// Base URL of this engine as users reach it, for the link in a pull request.
+    pub public_url: String,
+    /// Failed tries per proposal since this engine started, for the backoff.
+    pub tries: Mutex<HashMap<i64, i64>>,
+}
+
+/// Everything one proposal's application needs.
+struct Job {
+    row: ProposalRow,
+    proposal: Proposal,
+    run: RunRow,
+    repo: RepoRow,
+    step_id: String,
+    plan: Plan,
+    context: Option<EvalContext>,
+}
+
+impl Applier {
+    pub fn new(store: Store, vault: Vault, mirrors_dir: PathBuf, public_url: String) -> Applier {
+        Applier {
+            store,
+            vault,
+            mirrors_dir,
+            client: std::sync::OnceLock::new(),
+            public_url,
+            tries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.apply_due().await {
+                tracing::warn!("safe outputs: {e:#}");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Applies every due proposal; returns how many were applied.
+    pub async fn apply_due(&self) -> anyhow::Result<usize> {
+        let mut applied = 0;
+        for id in self.store.claim_proposals(now_ms(), LEASE_MS, 20).await? {
+            let Some(row) = self.store.proposal(id).await? else {
+                continue;
+            };
+            let outcome = match self.job(row.clone()).await {
+                Ok(job) => self.apply(&job).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(url) => {
+                    self.tries_of(id, None);
+                    self.store.mark_applied(id, &url).await?;
+                    tracing::info!(run = row.run_id, proposal = id, "applied: {url}");
+                    applied += 1;
+                }
+                Err(PostError::Retry(error)) if self.tries_of(id, Some(1)) < MAX_ATTEMPTS => {
+                    let tries = self.tries_of(id, Some(0));
+                    tracing::debug!(run = row.run_id, proposal = id, "not applied yet: {error}");
+                    self.store
+                        .mark_failed(id, &error, Some(now_ms() + backoff_ms(tries)))
+                        .await?;
+                }
+                Err(PostError::Retry(error) | PostError::Permanent(error)) => {
+                    self.tries_of(id, None);
+                    tracing::warn!(run = row.run_id, proposal = id, "not applied: {error}");
+                    self.store.mark_failed(id, &error, None).await?;
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Adds `add` to proposal `id`'s tries (`None`: forgets them); returns the count.
+    fn tries_of(&self, id: i64, add: Option<i64>) -> i64 {
+        let mut tries = self.tries.lock().unwrap_or_else(|p| p.into_inner());
+        match add {
+            None => {
+                tries.remove(&id);
+                0
+            }
+            Some(add) => {
+                let count = tries.entry(id).or_insert(0);
+                *count += add;
+                *count
+            }
+        }
+    }
+
+    async fn job(&self, row: ProposalRow) -> Result<Job, PostError> {
+        let lost = |what: &str| PostError::Permanent(format!("{what} of the proposal is gone"));
+        let store_error = |e: anyhow::Error| PostError::Retry(format!("store: {e:#}"));
+        let proposal: Proposal = serde_json::from_str(&row.payload)
+            .map_err(|e| PostError::Permanent(format!("stored proposal: {e}")))?;
+        let run = self
+            .store
+            .run(row.run_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| lost("the run"))?;
+        let repo_id = run.repo_id.ok_or_else(|| {
+            PostError::Permanent("the run belongs to no repository: nothing to write to".into())
+        })?;
+        let repo = self
+            .store
+            .repo_by_id(repo_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| lost("the repository"))?;
+        let documents = self
+            .store
+            .run_documents(row.run_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| lost("the run"))?;
+        let plan: Plan = serde_json::from_str(&documents.plan)
+            .map_err(|e| PostError::Permanent(format!("stored plan: {e}")))?;
+        let context = serde_json::from_str(&documents.context).ok();
+        let step_id = self
+            .store
+            .step_id_of(row.step_run_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| lost("the step"))?;
+        Ok(Job {
+            row,
+            proposal,
+            run,
+            repo,
+            step_id,
+            plan,
+            context,
+        })
+    }
+
+    /// Applies one proposal; returns what to show as its link.
+    async fn apply(&self, job: &Job) -> Result<String, PostError> {
+        let forge = Forge::parse(&job.repo.forge)
+            .ok_or_else(|| PostError::Permanent(format!("unknown forge '{}'", job.repo.forge)))?;
+        let api_url = job
+            .repo
+            .api_url
+            .clone()
+            .or_else(|| forge.default_api_url(&job.repo.clone_url))
+            .ok_or_else(|| {
+                PostError::Permanent(format!(
+                    "repository {} has no api_url to write to",
+                    job.repo.name
+                ))
+            })?;
+        let token = job
+            .repo
+            .api_token
+            .as_deref()
+            .map(|sealed| self.vault.open(sealed))
+            .transpose()
+            .map_err(|e| PostError::Permanent(format!("forge token: {e}")))?
+            .ok_or_else(|| {
+                PostError::Permanent(format!(
+                    "repository {} has no api_token: the engine cannot write to its forge",
+                    job.repo.name
+                ))
+            })?;
+        let client = self.client.get_or_init(reqwest::Client::new);
+        let writer = Writer {
+            client,
+            forge,
+            api_url: &api_url,
+            token: Some(&token),
+            repo: &job.repo.name,
+        };
+        let marker = marker(job.row.id);
+        match &job.proposal {
+            Proposal::PullRequest { title, body, diff } => {
+                let prefix = self.branch_prefix(job);
+                let branch = branch_name(&prefix, job.run.id, &job.step_id);
+                git::check_ref(&branch).map_err(|e| {
+                    PostError::Permanent(format!("branch '{branch}' is not a valid name: {e:#}"))
+                })?;
+                let base = job
+                    .run
+                    .git_ref
+                    .strip_prefix("refs/heads/")
+                    .map(String::from)
+                    .or_else(|| job.repo.default_branch.clone())
+                    .ok_or_else(|| {
+                        PostError::Permanent(format!(
+                            "the run's ref {} is not a branch to open a pull request into",
+                            job.run.git_ref
+                        ))
+                    })?;
+                let mirror = Mirror::open(self.mirrors_dir.join(format!("{}.git", job.repo.id)))
+                    .await
+                    .map_err(|e| PostError::Retry(format!("{e:#}")))?;
+                mirror
+                    .fetch(&job.repo.clone_url, &[&job.run.sha])
+                    .await
+                    .map_err(|e| PostError::Retry(format!("{e:#}")))?;
+                let commit = build_commit(
+                    &mirror,
+                    &job.run.sha,
+                    diff.as_bytes(),
+                    title,
+                    job.row.created_at,
+                )
+                .await
+                .map_err(|e| {
+                    PostError::Permanent(format!(
+                        "the diff does not apply to {}: {e:#}",
+                        job.run.sha
+                    ))
+                })?;
+                push(&mirror, &job.repo.clone_url, &commit, &branch, &token).await?;
+                let link = format!(
+                    "{}/runs/{}",
+                    self.public_url.trim_end_matches('/'),
+                    job.run.id
+                );
+                let body = crate::forge::writer::with_marker(
+                    &format!(
+                        "{}\n\n---\nProposed by step `{}` of [Plue run {}]({link}).",
+                        body.trim_end(),
+                        job.step_id,
+                        job.run.id
+                    ),
+                    &marker,
+                );
+                let opened = writer
+                    .open_pull_request(&NewPull {
+                        title,
+                        body: &body,
+                        head: &branch,
+                        base: &base,
+                    })
+                    .await?;
+                Ok(opened.html_url)
+            }
+            Proposal::Comment { body } => {
+                let issue = self.target_issue(job)?;
+                Ok(writer.comment(issue, body, &marker).await?.html_url)
+            }
+            Proposal::Labels { labels } => {
+                let issue = self.target_issue(job)?;
+                writer.add_labels(issue, labels).await?;
+                let url = job
+                    .context
+                    .as_ref()
+                    .and_then(|c| c.issue.as_ref())
+                    .map(|i| i.url.clone())
+                    .unwrap_or_default();
+                Ok(if url.is_empty() {
+                    format!("#{issue}")
+                } else {
+                    url
+                })
+            }
+            Proposal::Issue { title, body } => {
+                Ok(writer.open_issue(title, body, &marker).await?.html_url)
+            }
+        }
+    }
+
+    /// The step's `branch_prefix` (the default one when the plan no longer says).
+    fn branch_prefix(&self, job: &Job) -> String {
+        job.plan
+            .steps
+            .iter()
+            .find(|step| step.id == job.step_id)
+            .and_then(|step| match &step.action {
+                Action::Llm(llm) => llm.safe_outputs.as_ref(),
+                _ => None,
+            })
+            .map(|outputs| outputs.branch_prefix.clone())
+            .unwrap_or_else(|| evaluator::safe_outputs::SafeOutputs::default().branch_prefix)
+    }
+
+    /// The issue (or pull request) a comment or labels go to: the run's.
+    fn target_issue(&self, job: &Job) -> Result<u64, PostError> {
+        let context = job.context.as_ref();
+        context
+            .and_then(|c| c.issue.as_ref().map(|i| i.number))
+            .or_else(|| context.and_then(|c| c.pr.as_ref().map(|p| p.number)))
+            .ok_or_else(|| {
+                PostError::Permanent(
+                    "the run was started by no issue or pull request to write on".into(),
+                )
+            })
+    }
+}
+
+/// Builds `base` + `diff` as one commit in `mirror` with a private index; the dates are
+/// `at_ms` (the proposal's), so the same proposal always gives the same commit.
+pub async fn build_commit(
+    mirror: &Mirror,
+    base: &str,
+    diff: &[u8],
+    title: &str,
+    at_ms: i64,
+) -> anyhow::Result<String> {
+    if !git::is_full_sha(base) {
+        anyhow::bail!("'{base}' is not a commit id");
+    }
+    // A private index beside the mirror's objects, removed on every way out.
+    static BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = Scratch(
+        mirror
+            .dir()
+            .join(format!("plue-apply-{}-{n}.index", std::process::id())),
+    );
+    let index = scratch
+        .0
+        .to_str()
+        .context("mirror path is not UTF-8")?
+        .to_string();
+    // git refuses dates before 1973 in this form; a stored proposal's is always later.
+    let date = format!("{} +0000", at_ms.max(946_684_800_000) / 1000);
+    let env = [
+        ("GIT_INDEX_FILE", index.as_str()),
+        ("GIT_AUTHOR_NAME", "Plue"),
+        ("GIT_AUTHOR_EMAIL", "plue@localhost"),
+        ("GIT_AUTHOR_DATE", date.as_str()),
+        ("GIT_COMMITTER_NAME", "Plue"),
+        ("GIT_COMMITTER_EMAIL", "plue@localhost"),
+        ("GIT_COMMITTER_DATE", date.as_str()),
+    ];
+    let dir = Some(mirror.dir());
+    git::git_with(dir, &["read-tree", base], &env, None, GIT_TIMEOUT).await?;
+    if !diff.is_empty() {
+        git::git_with(
+            dir,
+            &["apply", "--cached", "--binary", "--whitespace=nowarn", "-"],
+            &env,
+            Some(diff),
+            GIT_TIMEOUT,
+        )
+        .await?;
+    }
+    let tree = git::git_with(dir, &["write-tree"], &env, None, GIT_TIMEOUT).await?;
+    let tree = String::from_utf8_lossy(&tree).trim().to_string();
+    let message = format!("{}\n", title.trim());
+    let commit = git::git_with(
+        dir,
+        &["commit-tree", &tree, "-p", base, "-F", "-"],
+        &env,
+        Some(message.as_bytes()),
+        GIT_TIMEOUT,
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&commit).trim().to_string())
+}
+
+/// A file removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Pushes `commit` to `branch` of `url`, the token in an `Authorization: Basic` header
+/// given to git through `GIT_CONFIG_*` (GitHub's `x-access-token:<token>`, which Gitea
+/// takes too).
+pub async fn push(
+    mirror: &Mirror,
+    url: &str,
+    commit: &str,
+    branch: &str,
+    token: &str,
+) -> Result<(), PostError> {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    let header = format!("Authorization: Basic {basic}");
+    let env = [
+        ("GIT_CONFIG_COUNT", "1"),
+        ("GIT_CONFIG_KEY_0", "http.extraHeader"),
+        ("GIT_CONFIG_VALUE_0", header.as_str()),
+    ];
+    let refspec = format!("{commit}:refs/heads/{branch}");
+    git::git_with(
+        Some(mirror.dir()),
+        &["push", "-q", "--", url, &refspec],
+        &env,
+        None,
+        GIT_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| {
+        // A rejected push names the branch; a network failure may pass: retry both, and
+        // never show the URL's credentials.
+        let text = format!("{e:#}").replace(url, &crate::forge::without_credentials(url));
+        PostError::Retry(format!("pushing {branch}: {}", text.replace(token, "***")))
+    })
+}
+
+impl Store {
+    /// Claims up to `limit` proposals due now — `ready` ones, and `failed` or `applying`
+    /// ones whose `retry_at` (the retry time, or the lease of an applier that died) has
+    /// come — none while an earlier proposal of its run is unsettled; each becomes
+    /// `applying` leased for `lease_ms`.
+    pub async fn claim_proposals(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<i64>> {
+        let candidates: Vec<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT p.id FROM proposals p WHERE (p.state = 'ready' \
+                 OR (p.state IN ('failed', 'applying') AND p.retry_at IS NOT NULL \
+                     AND p.retry_at <= $1)) \
+             AND NOT EXISTS (SELECT 1 FROM proposals o WHERE o.run_id = p.run_id AND o.id < p.id \
+                 AND (o.state IN ('ready', 'applying', 'waiting') \
+                      OR (o.state = 'failed' AND o.retry_at IS NOT NULL))) \
+             ORDER BY p.id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        let mut claimed = Vec::new();
+        for id in candidates {
+            let taken = on_db!(self, pool => sqlx::query(
+                "UPDATE proposals SET state = 'applying', retry_at = $3 WHERE id = $2 \
+                 AND (state = 'ready' OR (state IN ('failed', 'applying') \
+                      AND retry_at IS NOT NULL AND retry_at <= $1))",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(now + lease_ms)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            if taken == 1 {
+                claimed.push(id);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Proposal `id`.
+    pub async fn proposal(&self, id: i64) -> anyhow::Result<Option<ProposalRow>> {
+        Ok(on_db!(self, pool => sqlx::query_as::<_, ProposalRow>(
+            "SELECT id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
+             reason, decided_by, decided_at, applied_url, applied_at, created_at \
+             FROM proposals WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?))
+    }
+}
+
+#[cfg(test)]
+mod tests;

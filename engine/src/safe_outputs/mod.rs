@@ -1,0 +1,144 @@
+//! Safe outputs in the engine: what an `llm` step proposed to the forge, checked on the
+//! attempt's completion ([`judge`], over [`validate`]), stored with the attempt
+//! (`store::proposals`), decided by a person when `approve_outputs` is set
+//! (`api::proposals`), and applied by the engine's outbox (`apply`, APPLY's part) with
+//! the repository's credentials — the step and its runner never hold them.
+//!
+//! Invariants:
+//! - Only a *succeeded* attempt's proposals are looked at; a failed or cancelled one's
+//!   are dropped.
+//! - All proposals of an attempt are judged together: any refusal refuses all of them
+//!   (stored `refused` with the reason, nothing `ready`) and FAILS the step with
+//!   `safe output refused: <reason>`, so nothing is half-applied.
+//! - A step that declares no `safe_outputs` may propose nothing (the runner offers no
+//!   tool, and the engine refuses what a rogue runner sends anyway).
+//! - The secrets checked are every secret value the step could have been given (its
+//!   secrets, the model's API key, the repository's webhook secret and forge token).
+
+pub mod apply;
+pub mod validate;
+
+use runner::protocol::{Outcome, Proposal};
+
+use crate::executor::Executor;
+use crate::store::NewProposal;
+
+/// The verdict on an attempt's proposals, to record once the attempt is completed.
+#[derive(Debug, Default)]
+pub struct Judged {
+    proposals: Vec<NewProposal>,
+    state: &'static str,
+    reason: Option<String>,
+}
+
+impl Judged {
+    /// Records the proposals (nothing when there were none). Idempotent.
+    pub async fn record(&self, executor: &Executor, attempt_id: i64) -> anyhow::Result<()> {
+        if self.proposals.is_empty() {
+            return Ok(());
+        }
+        executor
+            .store()
+            .record_proposals(
+                attempt_id,
+                &self.proposals,
+                self.state,
+                self.reason.as_deref(),
+            )
+            .await
+    }
+}
+
+/// Judges the proposals of attempt of step run `step_run_id` of run `run_id`, which
+/// reported `outcome`; a refusal turns `outcome` into `Failed` with its `reason`.
+pub async fn judge(
+    executor: &Executor,
+    run_id: i64,
+    step_run_id: i64,
+    outcome: &mut Outcome,
+    reason: &mut Option<String>,
+    proposals: &[Proposal],
+) -> anyhow::Result<Judged> {
+    if proposals.is_empty() || *outcome != Outcome::Succeeded {
+        return Ok(Judged::default());
+    }
+    let stored: Vec<NewProposal> = proposals
+        .iter()
+        .map(|p| {
+            Ok(NewProposal {
+                kind: p.kind().into(),
+                payload: serde_json::to_string(p)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let verdict = check(executor, run_id, step_run_id, proposals).await?;
+    let (state, refusal) = match verdict {
+        Ok(approve) => (if approve { "waiting" } else { "ready" }, None),
+        Err(why) => ("refused", Some(why)),
+    };
+    if let Some(why) = &refusal {
+        *outcome = Outcome::Failed;
+        *reason = Some(format!("safe output refused: {why}"));
+    }
+    Ok(Judged {
+        proposals: stored,
+        state,
+        reason: refusal,
+    })
+}
+
+/// `Ok(Ok(approve))` when every proposal passes, `Ok(Err(reason))` when refused.
+async fn check(
+    executor: &Executor,
+    run_id: i64,
+    step_run_id: i64,
+    proposals: &[Proposal],
+) -> anyhow::Result<Result<bool, String>> {
+    let store = executor.store();
+    let Some(step_run) = store.step_run_by_id(step_run_id).await? else {
+        return Ok(Err("the step is gone".into()));
+    };
+    let plan = executor.plan(run_id).await?;
+    let step = plan.steps.iter().find(|s| s.id == step_run.step_id);
+    let declared = match step.map(|s| &s.action) {
+        Some(evaluator::plan::Action::Llm(llm)) => llm.safe_outputs.clone(),
+        _ => None,
+    };
+    let Some(outputs) = declared else {
+        return Ok(Err("the step declares no safe_outputs".into()));
+    };
+    let mut names: Vec<String> = step.map(|s| s.secrets.clone()).unwrap_or_default();
+    names.push(crate::dispatch::LLM_KEY_SECRET.into());
+    let mut secrets: Vec<String> = match executor
+        .secret_values(run_id, &step_run.step_id, &names)
+        .await?
+    {
+        Ok(found) => found.values.into_values().collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut forge_host = None;
+    if let Some(run) = store.run(run_id).await? {
+        if let Some(repo) = match run.repo_id {
+            Some(id) => store.repo_by_id(id).await?,
+            None => None,
+        } {
+            forge_host = host_of(&repo.clone_url);
+            secrets.push(repo.webhook_secret.clone());
+            secrets.extend(repo.api_token.clone());
+        }
+    }
+    let rules = validate::Rules {
+        outputs: &outputs,
+        secrets,
+        forge_host,
+    };
+    Ok(validate::validate(proposals, &rules).map(|()| outputs.approve))
+}
+
+/// The lowercase host of an `https://host[:port]/...` URL.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?.split(':').next()?;
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}

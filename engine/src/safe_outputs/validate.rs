@@ -1,0 +1,518 @@
+//! The engine's check of everything one attempt proposed, against the step's
+//! `SafeOutputs` and the run's secrets. Pure: no IO.
+//!
+//! Invariants (any failure refuses *all* of the attempt's proposals, with the first
+//! reason):
+//! - counts and sizes: one pull request at most and only when allowed, comments and issues
+//!   within their counts, one labels proposal naming only allowed, clean labels; titles,
+//!   bodies and the diff within their bounds (the diff also within 1 MiB whatever the plan).
+//! - the diff is parsed as `git apply` reads it, strictly: nothing before the first
+//!   `diff --git`, hunks consumed by their line counts, every header line known. Every
+//!   path it names — both sides of the `diff --git` line, `---`/`+++`, rename and copy
+//!   sources and targets, C-quoted or not — must be relative, without `..` or a `.git`
+//!   component, match `paths_allow` and no deny glob (the plan's and
+//!   `evaluator::safe_outputs::DEFAULT_DENY`, also compared lowercased). Modes 120000
+//!   (symbolic link) and 160000 (submodule) are refused anywhere; binary patches are
+//!   refused (their content cannot be checked for secrets here). At most `max_files`.
+//! - no secret of the run appears in any text or the diff: as it is, hex (both cases) or
+//!   base64 (standard and URL-safe, at each of the three alignments).
+//! - texts link only to `allow_links` hosts and the repository's forge host, and mention
+//!   nobody (`@name`).
+
+use evaluator::glob::{compile, Pattern};
+use evaluator::safe_outputs::SafeOutputs;
+use runner::protocol::{Proposal, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
+
+/// What the proposals are checked against.
+#[derive(Debug, Clone)]
+pub struct Rules<'a> {
+    pub outputs: &'a SafeOutputs,
+    /// Every secret value of the run the step could have seen.
+    pub secrets: Vec<String>,
+    /// The repository's forge host (`github.com`), whose links are always allowed.
+    pub forge_host: Option<String>,
+}
+
+/// Shortest secret looked for as it is, and encoded.
+const MIN_SECRET: usize = 4;
+const MIN_ENCODED_SECRET: usize = 6;
+
+/// `Ok` when every proposal passes; else the reason.
+pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String> {
+    let so = rules.outputs;
+    let count = |kind: &str| proposals.iter().filter(|p| p.kind() == kind).count();
+    if count("pull_request") > usize::from(so.pull_request) {
+        return Err(if so.pull_request {
+            "more than one pull request proposed".into()
+        } else {
+            "the step may not propose a pull request".into()
+        });
+    }
+    if count("comment") > so.comments as usize {
+        return Err(format!("more than {} comments proposed", so.comments));
+    }
+    if count("issue") > so.issues as usize {
+        return Err(format!("more than {} issues proposed", so.issues));
+    }
+    if count("labels") > 1 {
+        return Err("labels proposed more than once".into());
+    }
+    let needles = secret_forms(&rules.secrets);
+    for proposal in proposals {
+        let mut texts: Vec<(&str, &str, usize)> = Vec::new();
+        match proposal {
+            Proposal::PullRequest { title, body, diff } => {
+                texts.push(("the pull request's title", title, MAX_TITLE_BYTES));
+                texts.push(("the pull request's body", body, MAX_BODY_BYTES));
+                let max = so.max_diff_bytes.min(MAX_DIFF_BYTES);
+                if diff.len() as u64 > max {
+                    return Err(format!(
+                        "the diff is {} bytes; max_diff_bytes is {max}",
+                        diff.len()
+                    ));
+                }
+                let files = check_diff(diff, so)?;
+                if files > so.max_files as usize {
+                    return Err(format!(
+                        "the diff changes {files} files; max_files is {}",
+                        so.max_files
+                    ));
+                }
+                if let Some(form) = find_secret(diff, &needles) {
+                    return Err(format!("the diff holds a secret of the run ({form})"));
+                }
+            }
+            Proposal::Comment { body } => texts.push(("a comment", body, MAX_BODY_BYTES)),
+            Proposal::Issue { title, body } => {
+                texts.push(("an issue's title", title, MAX_TITLE_BYTES));
+                texts.push(("an issue's body", body, MAX_BODY_BYTES));
+            }
+            Proposal::Labels { labels } => {
+                for label in labels {
+                    evaluator::safe_outputs::check_label(label)
+                        .map_err(|why| format!("label {label:?} {why}"))?;
+                    if !so.labels.contains(label) {
+                        return Err(format!("label {label:?} is not in the step's labels"));
+                    }
+                }
+                let joined = labels.join("\n");
+                if let Some(form) = find_secret(&joined, &needles) {
+                    return Err(format!("a label holds a secret of the run ({form})"));
+                }
+            }
+        }
+        for (what, text, max) in texts {
+            if text.len() > max {
+                return Err(format!("{what} is {} bytes; at most {max}", text.len()));
+            }
+            if let Some(form) = find_secret(text, &needles) {
+                return Err(format!("{what} holds a secret of the run ({form})"));
+            }
+            if let Some(host) = foreign_link(text, so, rules.forge_host.as_deref()) {
+                return Err(format!(
+                    "{what} links to {host:?}, which is not in allow_links"
+                ));
+            }
+            if let Some(name) = mention(text) {
+                return Err(format!("{what} mentions @{name}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each secret with the forms looked for: (form name, text).
+fn secret_forms(secrets: &[String]) -> Vec<(&'static str, String)> {
+    let mut forms = Vec::new();
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET) {
+        forms.push(("as it is", secret.clone()));
+        if secret.len() < MIN_ENCODED_SECRET {
+            continue;
+        }
+        let bytes = secret.as_bytes();
+        forms.push(("hex", hex::encode(bytes)));
+        forms.push(("hex", hex::encode_upper(bytes)));
+        for shift in 0..3usize {
+            let mut shifted = vec![0u8; shift];
+            shifted.extend_from_slice(bytes);
+            for (alphabet, name) in [(STANDARD, "base64"), (URL_SAFE, "base64url")] {
+                let encoded = base64(&shifted, alphabet);
+                // Only the characters made of the secret's bits alone.
+                let start = (8 * shift).div_ceil(6);
+                let end = 8 * (shift + bytes.len()) / 6;
+                if end > start + 4 {
+                    forms.push((name, encoded[start..end].to_owned()));
+                }
+            }
+        }
+    }
+    forms
+}
+
+fn find_secret(text: &str, forms: &[(&'static str, String)]) -> Option<&'static str> {
+    forms
+        .iter()
+        .find(|(_, needle)| text.contains(needle.as_str()))
+        .map(|(form, _)| *form)
+}
+
+const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Base64 without padding.
+fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The first link (`scheme://host`) to a host that is neither allowed nor the forge's.
+fn foreign_link(text: &str, so: &SafeOutputs, forge_host: Option<&str>) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("://") {
+        let start = from + at + 3;
+        from = start;
+        let authority: String = lower[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !"/?#<>\"'`)]|\\".contains(*c))
+            .collect();
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or("").to_owned(),
+            None => host_port.split(':').next().unwrap_or("").to_owned(),
+        };
+        let host = host.trim_end_matches('.');
+        let allowed = Some(host) == forge_host || so.allow_links.iter().any(|h| h == host);
+        if !allowed {
+            return Some(host.to_owned());
+        }
+    }
+    None
+}
+
+/// The first `@name` mention: an `@` not preceded by a word character (so `a@b.c` is an
+/// address, not a mention) followed by a user or team name.
+fn mention(text: &str) -> Option<String> {
+    let chars: Vec<char> = text.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if *c != '@' {
+            continue;
+        }
+        let before = i.checked_sub(1).map(|j| chars[j]);
+        if before.is_some_and(|b| b.is_alphanumeric() || b == '_' || b == '.' || b == '-') {
+            continue;
+        }
+        let name: String = chars[i + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == '-' || **c == '/' || **c == '_')
+            .collect();
+        if name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        {
+            return Some(name);
+        }
+    }
+    None
+}
+
+/// The compiled allow and deny globs of `so`.
+struct PathRules {
+    allow: Vec<Pattern>,
+    deny: Vec<Pattern>,
+}
+
+impl PathRules {
+    fn new(so: &SafeOutputs) -> Result<PathRules, String> {
+        let compiled = |globs: Vec<&str>| -> Result<Vec<Pattern>, String> {
+            globs
+                .into_iter()
+                .map(|g| compile(g).map_err(|e| format!("glob {g:?}: {e}")))
+                .collect()
+        };
+        Ok(PathRules {
+            allow: compiled(so.paths_allow.iter().map(String::as_str).collect())?,
+            deny: compiled(so.deny())?,
+        })
+    }
+
+    fn check(&self, path: &str) -> Result<(), String> {
+        if path.is_empty() || path.starts_with('/') || path.contains('\\') || path.contains('\0') {
+            return Err(format!("the diff names the path {path:?}"));
+        }
+        for part in path.split('/') {
+            let folded = part.to_lowercase();
+            let folded = folded.trim_end_matches(['.', ' ']);
+            if part.is_empty() || part == "." || part == ".." {
+                return Err(format!("the diff names the path {path:?}"));
+            }
+            if folded == ".git" {
+                return Err(format!("the diff changes {path:?} inside a .git directory"));
+            }
+        }
+        let lower = path.to_lowercase();
+        if self
+            .deny
+            .iter()
+            .any(|d| d.is_match(path) || d.is_match(&lower))
+        {
+            return Err(format!("the diff changes {path:?}, which is denied"));
+        }
+        if !self.allow.iter().any(|a| a.is_match(path)) {
+            return Err(format!(
+                "the diff changes {path:?}, which paths_allow does not allow"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the parser is in the diff.
+enum At {
+    Start,
+    Header,
+    Hunk { old: u64, new: u64 },
+}
+
+/// Checks every header and path of `diff`; the number of files it changes.
+pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, String> {
+    let rules = PathRules::new(so)?;
+    let mut at = At::Start;
+    let mut files = 0;
+    for (number, line) in diff.split('\n').enumerate() {
+        let bad = |why: &str| Err(format!("the diff's line {}: {why}", number + 1));
+        if let At::Hunk { old, new } = &mut at {
+            if *old > 0 || *new > 0 {
+                match line.as_bytes().first() {
+                    Some(b' ') => {
+                        *old = old.saturating_sub(1);
+                        *new = new.saturating_sub(1);
+                    }
+                    Some(b'-') if *old > 0 => *old -= 1,
+                    Some(b'+') if *new > 0 => *new -= 1,
+                    Some(b'\\') => {}
+                    _ => return bad("a hunk ends before its line counts"),
+                }
+                continue;
+            }
+            if line.starts_with('\\') {
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            files += 1;
+            for path in
+                git_line_paths(rest).ok_or("the diff has a 'diff --git' line it cannot read")?
+            {
+                rules.check(&path)?;
+            }
+            at = At::Header;
+            continue;
+        }
+        match at {
+            At::Start => {
+                if !line.is_empty() {
+                    return bad("text before the first 'diff --git'");
+                }
+            }
+            At::Header => {
+                if line.starts_with("@@ ") {
+                    at = hunk(line).ok_or_else(|| {
+                        format!(
+                            "the diff's line {}: a hunk header it cannot read",
+                            number + 1
+                        )
+                    })?;
+                } else if line == "GIT binary patch" || line.starts_with("Binary files ") {
+                    return Err("the diff changes a binary file; binary changes are not accepted (the engine cannot check them for secrets)".into());
+                } else {
+                    header(line, &rules)
+                        .map_err(|e| format!("the diff's line {}: {e}", number + 1))?;
+                }
+            }
+            At::Hunk { .. } => {
+                if line.starts_with("@@ ") {
+                    at = hunk(line).ok_or_else(|| {
+                        format!(
+                            "the diff's line {}: a hunk header it cannot read",
+                            number + 1
+                        )
+                    })?;
+                } else if !line.is_empty() {
+                    return bad("a line outside any hunk");
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// `@@ -a,b +c,d @@`: the old and new line counts.
+fn hunk(line: &str) -> Option<At> {
+    let mut parts = line.split(' ');
+    let _ = parts.next();
+    let count = |range: &str| -> Option<u64> {
+        match range.split_once(',') {
+            Some((_, n)) => n.parse().ok(),
+            None => range.parse::<u64>().ok().map(|_| 1),
+        }
+    };
+    let old = count(parts.next()?.strip_prefix('-')?)?;
+    let new = count(parts.next()?.strip_prefix('+')?)?;
+    Some(At::Hunk { old, new })
+}
+
+/// One extended header line of a file's diff.
+fn header(line: &str, rules: &PathRules) -> Result<(), String> {
+    const MODES: [&str; 6] = [
+        "old mode ",
+        "new mode ",
+        "deleted file mode ",
+        "new file mode ",
+        "similarity index ",
+        "dissimilarity index ",
+    ];
+    let path_headers = [
+        "--- ",
+        "+++ ",
+        "rename from ",
+        "rename to ",
+        "copy from ",
+        "copy to ",
+    ];
+    // The mode is the last word of a mode line or of an `index a..b MODE` line.
+    let mode = if line.starts_with("index ") || MODES[..4].iter().any(|m| line.starts_with(m)) {
+        line.rsplit(' ').next()
+    } else {
+        None
+    };
+    if matches!(mode, Some("120000" | "160000")) {
+        return Err("a symbolic link or a submodule (mode 120000 or 160000)".into());
+    }
+    if let Some(prefix) = path_headers.iter().find(|p| line.starts_with(**p)) {
+        let raw = &line[prefix.len()..];
+        if raw == "/dev/null" {
+            return Ok(());
+        }
+        let path = unquote(raw).ok_or("a path it cannot read")?;
+        let path = if prefix.starts_with("---") || prefix.starts_with("+++") {
+            let stripped = path
+                .strip_prefix("a/")
+                .or_else(|| path.strip_prefix("b/"))
+                .ok_or("a ---/+++ path without its a/ or b/ prefix")?;
+            stripped.to_owned()
+        } else {
+            path
+        };
+        return rules.check(&path);
+    }
+    if MODES.iter().any(|m| line.starts_with(m)) || line.starts_with("index ") {
+        return Ok(());
+    }
+    Err(format!(
+        "an unknown header line {:?}",
+        line.chars().take(60).collect::<String>()
+    ))
+}
+
+/// The paths of a `diff --git a/X b/Y` line (without the prefixes), quoted or not. An
+/// unquoted line with spaces can be read several ways (`a/x b/y b/z`): every reading's
+/// paths are returned, so each is checked.
+fn git_line_paths(rest: &str) -> Option<Vec<String>> {
+    if rest.starts_with('"') {
+        let end = quoted_end(rest)?;
+        let first = unquote(&rest[..end])?;
+        let second = rest[end..].strip_prefix(' ')?;
+        let second = if second.starts_with('"') {
+            unquote(second)?
+        } else {
+            second.to_owned()
+        };
+        return Some(vec![
+            first.strip_prefix("a/")?.to_owned(),
+            second.strip_prefix("b/")?.to_owned(),
+        ]);
+    }
+    if let Some(q) = rest.find(" \"b/") {
+        let second = unquote(&rest[q + 1..])?;
+        return Some(vec![
+            rest[..q].strip_prefix("a/")?.to_owned(),
+            second.strip_prefix("b/")?.to_owned(),
+        ]);
+    }
+    let first = rest.strip_prefix("a/")?;
+    let mut paths = Vec::new();
+    for (at, _) in first.match_indices(" b/") {
+        paths.push(first[..at].to_owned());
+        paths.push(first[at + 3..].to_owned());
+    }
+    (!paths.is_empty()).then_some(paths)
+}
+
+/// The byte just after the closing quote of the C-quoted string starting `text`.
+fn quoted_end(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// A path as git writes it: as it is, or C-quoted (`"a\tb\303\251"`).
+fn unquote(text: &str) -> Option<String> {
+    let Some(inner) = text.strip_prefix('"') else {
+        return Some(text.to_owned());
+    };
+    let inner = inner.strip_suffix('"')?;
+    let bytes = inner.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let next = *bytes.get(i + 1)?;
+        i += 2;
+        out.push(match next {
+            b'n' => b'\n',
+            b't' => b'\t',
+            b'r' => b'\r',
+            b'a' => 7,
+            b'b' => 8,
+            b'f' => 12,
+            b'v' => 11,
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'0'..=b'3' => {
+                let digits = bytes.get(i - 1..i + 2)?;
+                i += 2;
+                u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok()?
+            }
+            _ => return None,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests;

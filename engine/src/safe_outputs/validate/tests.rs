@@ -1,0 +1,161 @@
+//! Attacks on the proposal check: each hostile proposal is refused, with its reason.
+
+use super::*;
+
+const SECRET: &str = "s3cr3t-T0KEN-value";
+
+fn outputs() -> SafeOutputs {
+    SafeOutputs {
+        pull_request: true,
+        comments: 1,
+        labels: vec!["bug".into()],
+        issues: 1,
+        allow_links: vec!["docs.rs".into()],
+        max_files: 3,
+        ..SafeOutputs::default()
+    }
+}
+
+fn check(proposals: &[Proposal]) -> Result<(), String> {
+    let so = outputs();
+    validate(
+        proposals,
+        &Rules {
+            outputs: &so,
+            secrets: vec![SECRET.into()],
+            forge_host: Some("forge.example".into()),
+        },
+    )
+}
+
+fn pr(diff: &str) -> Proposal {
+    Proposal::PullRequest {
+        title: "fix".into(),
+        body: "fixes it".into(),
+        diff: diff.into(),
+    }
+}
+
+fn file_diff(path: &str) -> String {
+    format!(
+        "diff --git a/{path} b/{path}\nindex 1111111..2222222 100644\n--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-one\n+two\n"
+    )
+}
+
+fn refused(proposals: &[Proposal], expected: &str) {
+    let err = check(proposals).expect_err(expected);
+    assert!(err.contains(expected), "{expected}: {err}");
+}
+
+#[test]
+fn a_valid_proposal_passes() {
+    let diff = file_diff("src/main.rs")
+        + "diff --git a/new file.txt b/new file.txt\nnew file mode 100644\nindex 0000000..3333333\n--- /dev/null\n+++ b/new file.txt\n@@ -0,0 +1,2 @@\n+a\n+b\n";
+    let ok = [
+        pr(&diff),
+        Proposal::Comment {
+            body: "see https://docs.rs/x and https://forge.example/o/r/pull/1, mail a@b.org".into(),
+        },
+        Proposal::Labels {
+            labels: vec!["bug".into()],
+        },
+    ];
+    assert_eq!(check(&ok), Ok(()));
+}
+
+#[test]
+fn workflow_files_are_denied_whatever_the_plan_allows() {
+    refused(&[pr(&file_diff(".plue/deploy.plue.py"))], "denied");
+    refused(&[pr(&file_diff(".github/workflows/x.yml"))], "denied");
+    refused(&[pr(&file_diff("tools/ci.plue.py"))], "denied");
+    refused(&[pr(&file_diff(".GitHub/workflows/x.yml"))], "denied");
+    refused(&[pr(&file_diff("a/.git/config"))], ".git");
+    refused(&[pr(&file_diff("a/.GIT./hooks/x"))], ".git");
+}
+
+#[test]
+fn both_sides_of_a_rename_are_checked() {
+    let rename = "diff --git a/src/ok.py b/.plue/deploy.plue.py\nsimilarity index 100%\nrename from src/ok.py\nrename to .plue/deploy.plue.py\n";
+    refused(&[pr(rename)], "denied");
+    let quoted = "diff --git \"a/src/\\303\\251.py\" \"b/.github/x\\tb.yml\"\nsimilarity index 100%\nrename from \"src/\\303\\251.py\"\nrename to \".github/x\\tb.yml\"\n";
+    refused(&[pr(quoted)], "denied");
+    let copy = "diff --git a/src/ok.py b/src/ok2.py\nsimilarity index 100%\ncopy from src/ok.py\ncopy to .gitea/x.yml\n";
+    refused(&[pr(copy)], "denied");
+}
+
+#[test]
+fn links_modes_and_traversal_are_refused() {
+    let link = "diff --git a/l b/l\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+/etc/passwd\n\\ No newline at end of file\n";
+    refused(&[pr(link)], "symbolic link");
+    let submodule = "diff --git a/sub b/sub\nnew file mode 160000\nindex 0000000..1111111\n--- /dev/null\n+++ b/sub\n@@ -0,0 +1 @@\n+Subproject commit 1111111111111111111111111111111111111111\n";
+    refused(&[pr(submodule)], "submodule");
+    refused(&[pr(&file_diff("../outside"))], "names the path");
+    refused(&[pr(&file_diff("src/../../x"))], "names the path");
+    let binary = "diff --git a/x.bin b/x.bin\nnew file mode 100644\nindex 0000000..1111111\nGIT binary patch\nliteral 2\nJcmZQ%00961\n\nliteral 0\nHcmV?d00001\n\n";
+    refused(&[pr(binary)], "binary");
+}
+
+#[test]
+fn a_patch_smuggled_after_a_hunk_or_before_the_first_header_is_refused() {
+    let smuggled = file_diff("src/ok.rs")
+        + "--- a/.plue/x.plue.py\n+++ b/.plue/x.plue.py\n@@ -1 +1 @@\n-a\n+b\n";
+    refused(&[pr(&smuggled)], "outside any hunk");
+    let before = format!("--- a/.plue/x\n+++ b/.plue/x\n{}", file_diff("src/ok.rs"));
+    refused(&[pr(&before)], "before the first");
+    let odd = file_diff("src/ok.rs").replace("index 1111111..2222222 100644\n", "foo bar\n");
+    refused(&[pr(&odd)], "unknown header");
+}
+
+#[test]
+fn counts_sizes_and_labels_are_enforced() {
+    let four: String = ["a", "b", "c", "d"].iter().map(|p| file_diff(p)).collect();
+    refused(&[pr(&four)], "max_files");
+    refused(
+        &[pr(&file_diff("a")), pr(&file_diff("b"))],
+        "more than one pull request",
+    );
+    let comment = || Proposal::Comment { body: "hi".into() };
+    refused(&[comment(), comment()], "more than 1 comments");
+    refused(
+        &[Proposal::Labels {
+            labels: vec!["deploy".into()],
+        }],
+        "not in the step's labels",
+    );
+    let big = "x".repeat(300 * 1024);
+    refused(&[pr(&(file_diff("a") + &big))], "max_diff_bytes");
+}
+
+#[test]
+fn secrets_are_found_plain_hex_and_base64_at_any_alignment() {
+    let hex_form = hex::encode(SECRET);
+    let comment = |body: String| [Proposal::Comment { body }];
+    refused(&comment(format!("token: {SECRET}")), "as it is");
+    refused(&comment(format!("x{hex_form}y")), "hex");
+    refused(&comment(hex::encode_upper(SECRET)), "hex");
+    for prefix in ["", "a", "ab"] {
+        let text = format!("{prefix}{SECRET}tail");
+        let encoded = base64(text.as_bytes(), STANDARD);
+        refused(&comment(format!("data {encoded}")), "base64");
+        let url = base64(text.as_bytes(), URL_SAFE);
+        refused(&comment(url), "base64");
+    }
+    let leak = file_diff("src/a.rs").replace("+two", &format!("+const K: &str = \"{SECRET}\";"));
+    refused(&[pr(&leak)], "secret");
+}
+
+#[test]
+fn foreign_links_and_mentions_are_refused() {
+    let comment = |body: &str| [Proposal::Comment { body: body.into() }];
+    refused(
+        &comment("see https://attacker.example/x"),
+        "attacker.example",
+    );
+    refused(
+        &comment("see HTTPS://user@Attacker.Example:443/x"),
+        "attacker.example",
+    );
+    refused(&comment("cc @admin please"), "mentions @admin");
+    refused(&comment("@org/team look"), "mentions @org/team");
+    assert_eq!(check(&comment("mail me at me@example.org")), Ok(()));
+}

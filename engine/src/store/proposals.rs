@@ -1,0 +1,204 @@
+//! Safe-output proposals in the store (`proposals`, migration 0022): recorded with their
+//! attempt once validated ([`Store::record_proposals`]), decided by a person
+//! ([`Store::decide_proposal`]), and taken by the engine's outbox ([`Store::next_ready`],
+//! [`Store::mark_applying`], [`Store::mark_applied`], [`Store::mark_failed`]).
+//!
+//! Invariants: an attempt's proposals are recorded once (`UNIQUE (attempt_id, position)`,
+//! a repeated report inserts nothing); every state change is one `UPDATE` guarded by the
+//! state it leaves, so two deciders or two appliers leave exactly one outcome.
+
+use super::{now_ms, on_db, Store};
+
+/// A stored proposal (the API shows it as `api::proposals::ProposalView`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProposalRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub step_run_id: i64,
+    pub attempt_id: i64,
+    pub position: i64,
+    pub kind: String,
+    /// The proposal as the runner sent it (`runner::protocol::Proposal` JSON).
+    pub payload: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub applied_url: Option<String>,
+    pub applied_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// What [`Store::decide_proposal`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposalDecided {
+    Done,
+    /// The run has no proposal with that id.
+    NotFound,
+    /// The proposal is not waiting for a decision (its state is given).
+    NotWaiting(String),
+}
+
+const COLUMNS: &str = "id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
+     reason, decided_by, decided_at, applied_url, applied_at, created_at";
+
+/// One proposal to record: its kind and payload JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProposal {
+    pub kind: String,
+    pub payload: String,
+}
+
+impl Store {
+    /// Records the proposals of attempt `attempt_id` in `state` (`refused`, `waiting` or
+    /// `ready`), with `reason` for refused ones. A repeated call inserts nothing.
+    pub async fn record_proposals(
+        &self,
+        attempt_id: i64,
+        proposals: &[NewProposal],
+        state: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let now = now_ms();
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (position, proposal) in proposals.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     payload, state, reason, created_at) \
+                     SELECT sr.run_id, a.step_run_id, a.id, $2, $3, $4, $5, $6, $7 \
+                     FROM attempts a JOIN step_runs sr ON sr.id = a.step_run_id WHERE a.id = $1 \
+                     ON CONFLICT (attempt_id, position) DO NOTHING",
+                )
+                .bind(attempt_id)
+                .bind(position as i64)
+                .bind(&proposal.kind)
+                .bind(&proposal.payload)
+                .bind(state)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Every proposal of run `run_id`, in the order they were made.
+    pub async fn list_for_run(&self, run_id: i64) -> anyhow::Result<Vec<ProposalRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM proposals WHERE run_id = $1 ORDER BY id");
+        on_db!(self, pool => {
+            Ok(sqlx::query_as::<_, ProposalRow>(&sql).bind(run_id).fetch_all(pool).await?)
+        })
+    }
+
+    /// A person's decision on the waiting proposal `id` of run `run_id`: `ready` when
+    /// approved, `rejected` otherwise.
+    pub async fn decide_proposal(
+        &self,
+        run_id: i64,
+        id: i64,
+        by: &str,
+        approve: bool,
+    ) -> anyhow::Result<ProposalDecided> {
+        let state = if approve { "ready" } else { "rejected" };
+        on_db!(self, pool => {
+            let done = sqlx::query(
+                "UPDATE proposals SET state = $3, decided_by = $4, decided_at = $5 \
+                 WHERE id = $1 AND run_id = $2 AND state = 'waiting'",
+            )
+            .bind(id)
+            .bind(run_id)
+            .bind(state)
+            .bind(by)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                return Ok(ProposalDecided::Done);
+            }
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT state FROM proposals WHERE id = $1 AND run_id = $2")
+                    .bind(id)
+                    .bind(run_id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(match found {
+                None => ProposalDecided::NotFound,
+                Some(state) => ProposalDecided::NotWaiting(state),
+            })
+        })
+    }
+
+    /// The oldest `ready` proposal (or `failed` one whose `retry_at` has come), for the
+    /// outbox. Proposals of one run come in order.
+    pub async fn next_ready(&self) -> anyhow::Result<Option<ProposalRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM proposals WHERE state = 'ready' \
+             OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= $1) \
+             ORDER BY id LIMIT 1"
+        );
+        on_db!(self, pool => {
+            Ok(sqlx::query_as::<_, ProposalRow>(&sql)
+                .bind(now_ms())
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// `ready` (or retryable `failed`) → `applying`; false when another applier took it.
+    pub async fn mark_applying(&self, id: i64) -> anyhow::Result<bool> {
+        on_db!(self, pool => {
+            let done = sqlx::query(
+                "UPDATE proposals SET state = 'applying', retry_at = NULL WHERE id = $1 \
+                 AND (state = 'ready' OR (state = 'failed' AND retry_at IS NOT NULL))",
+            )
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(done == 1)
+        })
+    }
+
+    /// `applying` → `applied` at `url`.
+    pub async fn mark_applied(&self, id: i64, url: &str) -> anyhow::Result<bool> {
+        on_db!(self, pool => {
+            let done = sqlx::query(
+                "UPDATE proposals SET state = 'applied', applied_url = $2, applied_at = $3, \
+                 reason = NULL WHERE id = $1 AND state = 'applying'",
+            )
+            .bind(id)
+            .bind(url)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(done == 1)
+        })
+    }
+
+    /// `applying` → `failed` with `reason`, retried from `retry_at` when given.
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        reason: &str,
+        retry_at: Option<i64>,
+    ) -> anyhow::Result<bool> {
+        on_db!(self, pool => {
+            let done = sqlx::query(
+                "UPDATE proposals SET state = 'failed', reason = $2, retry_at = $3 \
+                 WHERE id = $1 AND state = 'applying'",
+            )
+            .bind(id)
+            .bind(reason)
+            .bind(retry_at)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(done == 1)
+        })
+    }
+}
