@@ -676,7 +676,7 @@ async fn complete(
     }
     let network_refused = completion.network_refused;
     let report = Report {
-        outcome: completion.outcome,
+        outcome,
         exit_code: completion.exit_code,
         reason: completion.reason,
         outputs: completion.outputs,
