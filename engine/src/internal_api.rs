@@ -678,7 +678,7 @@ async fn complete(
     let report = Report {
         outcome,
         exit_code: completion.exit_code,
-        reason: completion.reason,
+        reason,
         outputs: completion.outputs,
     };
     let (completed, queued) = state
