@@ -702,6 +702,8 @@ async fn run_llm(
         model,
         max_turns,
         tools,
+        result,
+        system_prompt,
     } = &assignment.action
     else {
         unreachable!("run_llm is only called for llm steps");
@@ -744,6 +746,8 @@ async fn run_llm(
             model: model.as_deref(),
             max_turns: *max_turns,
             tools,
+            system_prompt: system_prompt.as_deref(),
+            result: result.as_ref(),
         },
         workspace: &files.workspace,
         output_file: &files.output_file,

@@ -110,6 +110,34 @@ fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
 }
 
 #[test]
+fn a_verdict_result_is_sent_as_its_schema_failing_on_reject() {
+    let mut plan = llm_plan(Some("Review"), &[]);
+    let Action::Llm(llm) = &mut plan.steps[0].action else {
+        unreachable!("an llm plan")
+    };
+    llm.result = Some(evaluator::result::ResultSpec::Shorthand(
+        evaluator::result::Shorthand::Verdict,
+    ));
+    llm.system_prompt = Some("Be strict.".into());
+    let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
+    let StepAction::Llm {
+        result,
+        system_prompt,
+        ..
+    } = dispatch.action
+    else {
+        panic!("not an llm action: {:?}", dispatch.action);
+    };
+    let result = result.expect("a result contract");
+    assert_eq!(result.schema, evaluator::result::verdict_schema());
+    assert_eq!(
+        result.fail_when,
+        BTreeMap::from([("verdict".to_owned(), vec![json!("reject")])])
+    );
+    assert_eq!(system_prompt.as_deref(), Some("Be strict."));
+}
+
+#[test]
 fn llm_steps_render_prompt_and_inputs_and_pass_the_rest_through() {
     let plan = llm_plan(Some("Review {{ steps.build-it.outputs.version }}"), &[]);
     let dispatch = build(&plan, &plan.steps[0], 1, &results()).unwrap();
@@ -120,10 +148,14 @@ fn llm_steps_render_prompt_and_inputs_and_pass_the_rest_through() {
         model,
         max_turns,
         tools,
+        result,
+        system_prompt,
+        ..
     } = dispatch.action
     else {
         panic!("not an llm action: {:?}", dispatch.action);
     };
+    assert_eq!((result, system_prompt), (None, None));
     assert_eq!(prompt.as_deref(), Some("Review 1.2.3 <&>"));
     assert_eq!(prompt_file, None);
     assert_eq!(inputs["version"], json!("v1.2.3 <&>"));

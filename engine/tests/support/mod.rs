@@ -36,6 +36,9 @@ use nix::unistd::Pid;
 use runner::protocol::{self as wire, WorkspaceSource};
 use serde_json::Value;
 
+/// The Messages API key `llm` steps of [`Sandbox::plue_run_llm`] get.
+pub(crate) const LLM_KEY: &str = "sk-ant-e2e-7c1d2e3f4a5b";
+
 /// The environment variable that marks the processes of one sandbox.
 const MARK_VAR: &str = "PLUE_TEST_SANDBOX";
 
@@ -139,6 +142,20 @@ impl Sandbox {
             .env("PLUE_SECRET_KEY", "secret-key-of-the-test-sandbox")
             .stdin(Stdio::null());
         command
+    }
+
+    /// `plue run ARGS` in the sandbox without a data directory, its `llm` steps talking to
+    /// the scripted Messages API at `base_url` (the runners' own `ANTHROPIC_BASE_URL`) with
+    /// the secret `ANTHROPIC_API_KEY` = [`LLM_KEY`]; waits for it to end.
+    pub(crate) fn plue_run_llm(&self, base_url: &str, args: &[&str]) -> std::process::Output {
+        self.plue(&["run"])
+            .args(args)
+            .args(["--secret", &format!("ANTHROPIC_API_KEY={LLM_KEY}")])
+            .env_remove("PLUE_DATA_DIR")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env("ANTHROPIC_BASE_URL", base_url)
+            .output()
+            .expect("plue run")
     }
 
     /// Starts `command` with stdout and stderr in `NAME.out` / `NAME.err`; returns its pid.

@@ -20,6 +20,10 @@
 //! - After the tools of a turn the request carries the assistant's full content blocks,
 //!   then one user message with a `tool_result` block per tool call, in order.
 //! - A model still calling tools on turn `max_turns` fails the step (its calls are not run).
+//! - A final reply cut at `max_tokens` fails the step, saying so. With a result contract
+//!   ([`Finish`]) the conversation ends only by a matching `finish` call (a `finish` on the
+//!   last turn is still run); a reply that ends without one fails the step, and a wrong
+//!   input goes back to the model as a tool error (see [`tools::finish`]).
 //! - The step's stop token (cancellation or timeout) ends the conversation at the next
 //!   await, a tool call included: the stream is dropped, a running `bash` call is killed.
 //! - The API key goes only to the client; messages here never contain it.
@@ -34,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{CallError, Client, Item};
 use super::stream::{Accumulator, Message, StreamError};
+use super::tools::finish::{self, Finish};
 use super::tools::{self, Toolbox};
 use crate::mask::{Masker, StreamMasker};
 use crate::protocol::{Stream, Usage, MAX_LINE_BYTES};
@@ -92,6 +97,9 @@ pub enum Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
     pub result: Result<String, Failure>,
+    /// The fields of the `finish` call that ended it (steps with `result=`; the text is
+    /// then empty).
+    pub finished: Option<serde_json::Map<String, Value>>,
     pub usage: Usage,
     pub turns: u32,
 }
@@ -108,6 +116,8 @@ pub struct Agent<'a> {
     pub stop: &'a CancellationToken,
     /// The step's secrets, masked in token and tool lines.
     pub masker: &'a Masker,
+    /// With `result=`: the conversation ends only by a matching `finish` call.
+    pub finish: Option<&'a Finish>,
 }
 
 /// Why one attempt at a turn failed.
@@ -145,6 +155,7 @@ impl Agent<'_> {
         let mut messages = vec![json!({"role": "user", "content": prompt})];
         let mut usage = Usage::default();
         let mut turns = 0;
+        let mut finished = None;
         let result = loop {
             turns += 1;
             let message = match self.turn(turns, &messages).await {
@@ -161,7 +172,10 @@ impl Agent<'_> {
             if !calls_tools {
                 break self.final_text(&message).await;
             }
-            if turns >= self.max_turns {
+            // A `finish` call on the last turn still counts (it is not "more tools").
+            let finishing = self.finish.is_some()
+                && message.tool_uses().any(|(_, name, _)| name == finish::NAME);
+            if turns >= self.max_turns && !finishing {
                 break Err(Failure::Failed(format!(
                     "max_turns ({}) reached while the model was still calling tools",
                     self.max_turns
@@ -174,14 +188,41 @@ impl Agent<'_> {
                     tool_call_line(self.masker, id, name, input),
                 )
                 .await;
+                let checked = match self.finish.filter(|_| name == finish::NAME) {
+                    Some(contract) => match contract.call(input) {
+                        finish::Call::Done(fields) => {
+                            let accepted = tool_result_line(self.masker, id, false, "accepted");
+                            self.log(Stream::ToolResult, accepted).await;
+                            finished = Some(fields);
+                            break;
+                        }
+                        finish::Call::Correct(error) => Some(tools::ToolOutput {
+                            content: error,
+                            is_error: true,
+                        }),
+                        finish::Call::GiveUp(reason) => {
+                            return Conversation {
+                                result: Err(Failure::Failed(reason)),
+                                finished: None,
+                                usage,
+                                turns,
+                            }
+                        }
+                    },
+                    None => None,
+                };
                 // A tool that hangs (whatever the cause) must not outlive the step's stop.
-                let called = tokio::select! {
-                    output = self.toolbox.call(name, input) => Some(output),
-                    () = self.stop.cancelled() => None,
+                let called = match checked {
+                    Some(output) => Some(output),
+                    None => tokio::select! {
+                        output = self.toolbox.call(name, input) => Some(output),
+                        () = self.stop.cancelled() => None,
+                    },
                 };
                 let Some(output) = called.filter(|_| !self.stop.is_cancelled()) else {
                     return Conversation {
                         result: Err(Failure::Stopped),
+                        finished: None,
                         usage,
                         turns,
                     };
@@ -198,11 +239,22 @@ impl Agent<'_> {
                     "is_error": output.is_error,
                 }));
             }
+            if finished.is_some() {
+                break Ok(String::new());
+            }
+            if turns >= self.max_turns {
+                break Err(Failure::Failed(format!(
+                    "max_turns ({}) reached before a {} call matched the result schema",
+                    self.max_turns,
+                    finish::NAME
+                )));
+            }
             messages.push(json!({"role": "assistant", "content": message.request_content()}));
             messages.push(json!({"role": "user", "content": results}));
         };
         Conversation {
             result,
+            finished,
             usage,
             turns,
         }
@@ -214,14 +266,21 @@ impl Agent<'_> {
             Some("refusal") => Err(Failure::Failed(
                 "the model refused to answer (stop_reason refusal)".into(),
             )),
-            Some("max_tokens") => {
-                self.log(
-                    Stream::System,
-                    format!("the answer reached max_tokens ({MAX_TOKENS}) and was cut"),
-                )
-                .await;
-                Ok(message.text())
-            }
+            // regression: a reply cut at max_tokens counted as the step's answer.
+            Some("max_tokens") => Err(Failure::Failed(format!(
+                "the model's reply was cut at max_tokens ({MAX_TOKENS}) before it ended{}",
+                if self.finish.is_some() {
+                    format!(" or called {}", finish::NAME)
+                } else {
+                    String::new()
+                }
+            ))),
+            _ if self.finish.is_some() => Err(Failure::Failed(format!(
+                "the conversation ended without a {} call: this step's result= must be handed \
+                 in through the {} tool",
+                finish::NAME,
+                finish::NAME
+            ))),
             _ => Ok(message.text()),
         }
     }
@@ -234,7 +293,8 @@ impl Agent<'_> {
             "system": self.system,
             "messages": messages,
         });
-        let definitions = self.toolbox.definitions();
+        let mut definitions = self.toolbox.definitions();
+        definitions.extend(self.finish.map(Finish::definition));
         if !definitions.is_empty() {
             body["tools"] = Value::Array(definitions);
         }

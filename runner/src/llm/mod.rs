@@ -132,6 +132,11 @@ pub async fn run(
         Ok(client) => client,
         Err(e) => return fail(lines, e.to_string(), None).await,
     };
+    let finish = match step.options.result.map(tools::finish::Finish::new) {
+        None => None,
+        Some(Ok(finish)) => Some(finish),
+        Some(Err(reason)) => return fail(lines, reason, None).await,
+    };
 
     let stop = cancel.child_token();
     let mut tool_env = step.tool_env.clone();
@@ -183,10 +188,14 @@ pub async fn run(
         lines,
         stop: &stop,
         masker: &step.masker,
+        finish: finish.as_ref(),
     };
     let conversation = agent.converse(&settings.prompt).await;
     timer.abort();
     let usage = Some(conversation.usage);
+    if let (Some(finish), Some(fields)) = (&finish, &conversation.finished) {
+        return with_result(finish.ending(fields), step.output_file, lines, usage).await;
+    }
     match conversation.result {
         Ok(text) => match crate::outputs::read(step.output_file).await {
             Ok(outputs) if outputs.len() >= MAX_OUTPUTS && !outputs.contains_key("result") => {
@@ -237,6 +246,45 @@ pub async fn run(
             Finished::failed(format!("timed out after {secs}s"), usage)
         }
     }
+}
+
+/// The ending of a step that handed in its result: the `$PLUE_OUTPUT` outputs of its
+/// `bash` calls, then the result's fields (which win); failed when `fail_when` matched,
+/// with the outputs kept (a review loop's next round reads them).
+async fn with_result(
+    ending: tools::finish::Ending,
+    output_file: &Path,
+    lines: &Sender<(Stream, String)>,
+    usage: Option<Usage>,
+) -> Finished {
+    let mut outputs = match crate::outputs::read(output_file).await {
+        Ok(outputs) => outputs,
+        Err(e) => return fail(lines, e.to_string(), usage).await,
+    };
+    outputs.extend(ending.outputs);
+    if outputs.len() > MAX_OUTPUTS {
+        return fail(
+            lines,
+            format!(
+                "the step's outputs ($PLUE_OUTPUT and the result's fields) number {}, more \
+                 than the limit of {MAX_OUTPUTS}",
+                outputs.len()
+            ),
+            usage,
+        )
+        .await;
+    }
+    let Some(failure) = ending.failure else {
+        return Finished {
+            outcome: Outcome::Succeeded,
+            reason: None,
+            outputs,
+            usage,
+        };
+    };
+    let mut finished = fail(lines, failure, usage).await;
+    finished.outputs = outputs;
+    finished
 }
 
 /// A failed ending, also told in a `system` line (the reason alone is not in the log).

@@ -37,6 +37,10 @@ pub struct StepOptions<'a> {
     pub model: Option<&'a str>,
     pub max_turns: Option<u32>,
     pub tools: &'a [String],
+    /// `system_prompt=`: replaces [`SYSTEM_PROMPT`].
+    pub system_prompt: Option<&'a str>,
+    /// `result=`: the `finish` contract (see [`super::tools::finish`]).
+    pub result: Option<&'a crate::protocol::ResultContract>,
 }
 
 /// Everything the conversation needs.
@@ -95,7 +99,10 @@ pub fn resolve(options: StepOptions<'_>, workspace: &Path) -> Result<Settings, S
         model,
         max_turns,
         tools,
-        system: SYSTEM_PROMPT.to_owned(),
+        system: options
+            .system_prompt
+            .unwrap_or(SYSTEM_PROMPT)
+            .to_owned(),
         prompt,
         source,
     })
@@ -128,6 +135,8 @@ mod tests {
             model: None,
             max_turns: None,
             tools,
+            system_prompt: None,
+            result: None,
         }
     }
 

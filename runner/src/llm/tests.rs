@@ -22,6 +22,8 @@ struct Step {
     prompt: String,
     tools: Vec<String>,
     max_turns: Option<u32>,
+    /// `result=` of the step.
+    result: Option<protocol::ResultContract>,
     timeout: Duration,
     /// The runner's configured base URL.
     base_url: String,
@@ -46,6 +48,7 @@ impl Step {
             prompt: "Say hello.".into(),
             tools: tools::ALL.iter().map(|t| t.to_string()).collect(),
             max_turns: None,
+            result: None,
             timeout: Duration::from_secs(60),
             base_url: server.url().to_owned(),
             env: BTreeMap::new(),
@@ -84,6 +87,8 @@ impl Step {
                 model: None,
                 max_turns: self.max_turns,
                 tools: &self.tools,
+                system_prompt: None,
+                result: self.result.as_ref(),
             },
             workspace: &self.workspace,
             output_file: &self.output,
@@ -857,4 +862,162 @@ async fn a_step_env_cannot_redirect_the_api_key() {
         "the attacker's server was called"
     );
     assert_eq!(operator.requests().len(), 1);
+}
+
+/// The verdict contract the engine sends for `result="verdict"`.
+fn verdict_contract() -> protocol::ResultContract {
+    protocol::ResultContract {
+        schema: json!({
+            "type": "object",
+            "properties": {
+                "verdict": {"type": "string", "enum": ["approve", "reject"]},
+                "reason": {"type": "string"}
+            },
+            "required": ["verdict", "reason"],
+            "additionalProperties": false
+        }),
+        fail_when: BTreeMap::from([("verdict".into(), vec![json!("reject")])]),
+    }
+}
+
+#[tokio::test]
+async fn a_reject_verdict_fails_the_step_with_its_reason_and_keeps_the_outputs() {
+    let server = FakeClaude::start(vec![Turn::new()
+        .text_block(&["Looking."])
+        .tool_use(
+            "toolu_1",
+            "finish",
+            &json!({"verdict": "reject", "reason": "hello.txt is missing"}),
+        )
+        .reply()]);
+    let mut step = Step::new(&server);
+    step.tools = vec![];
+    step.result = Some(verdict_contract());
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    assert_eq!(
+        finished.reason.as_deref(),
+        Some("verdict \"reject\": hello.txt is missing")
+    );
+    assert_eq!(finished.outputs["verdict"], "reject");
+    assert_eq!(finished.outputs["reason"], "hello.txt is missing");
+    // The finish tool was offered with the result schema as its input schema, even with no
+    // other tool.
+    let request = &server.requests()[0];
+    assert_eq!(request.body["tools"][0]["name"], "finish");
+    assert_eq!(
+        request.body["tools"][0]["input_schema"],
+        verdict_contract().schema
+    );
+    assert_eq!(json_of(&lines, Stream::ToolCall)[0]["name"], "finish");
+}
+
+#[tokio::test]
+async fn a_wrong_finish_shape_goes_back_to_the_model_to_correct() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_1", "finish", &json!({"verdict": "LGTM"}))
+            .reply(),
+        Turn::new()
+            .tool_use(
+                "toolu_2",
+                "finish",
+                &json!({"verdict": "approve", "reason": "fine"}),
+            )
+            .reply(),
+    ]);
+    let mut step = Step::new(&server);
+    step.result = Some(verdict_contract());
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+    assert_eq!(finished.outputs["verdict"], "approve");
+    assert_eq!(
+        serde_json::from_str::<Value>(&finished.outputs["result"]).unwrap(),
+        json!({"verdict": "approve", "reason": "fine"})
+    );
+    let requests = server.requests();
+    let results = requests[1].tool_results();
+    assert_eq!(results[0]["is_error"], true);
+    let error = results[0]["content"].as_str().unwrap();
+    assert!(error.contains("\"LGTM\" is not one of"), "{error}");
+    assert!(error.contains("\"reason\" is a required property"), "{error}");
+}
+
+#[tokio::test]
+async fn four_wrong_finish_shapes_fail_the_step() {
+    let calls: Vec<Reply> = (0..4)
+        .map(|i| {
+            Turn::new()
+                .tool_use(&format!("toolu_{i}"), "finish", &json!({"verdict": 1}))
+                .reply()
+        })
+        .collect();
+    let server = FakeClaude::start(calls);
+    let mut step = Step::new(&server);
+    step.result = Some(verdict_contract());
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    let reason = finished.reason.unwrap();
+    assert!(reason.contains("does not match the result schema 4 times"), "{reason}");
+    assert_eq!(server.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn a_step_with_a_result_that_ends_without_finish_fails_saying_so() {
+    let server = FakeClaude::start(vec![Turn::text(&["I approve."]).reply()]);
+    let mut step = Step::new(&server);
+    step.result = Some(verdict_contract());
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    assert!(
+        finished
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("the conversation ended without a finish call"),
+        "{finished:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_finish_on_the_last_turn_is_still_taken() {
+    let server = FakeClaude::start(vec![Turn::new()
+        .tool_use(
+            "toolu_1",
+            "finish",
+            &json!({"verdict": "approve", "reason": "ok"}),
+        )
+        .reply()]);
+    let mut step = Step::new(&server);
+    step.max_turns = Some(1);
+    step.result = Some(verdict_contract());
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_succeeded(&finished);
+}
+
+#[tokio::test]
+async fn a_reply_cut_at_max_tokens_fails_the_step() {
+    // regression: the cut reply was the step's `result` and the step succeeded.
+    let server = FakeClaude::start(vec![Turn::text(&["The answer is"])
+        .stop_reason("max_tokens")
+        .reply()]);
+    let step = Step::new(&server);
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    assert_eq!(
+        finished.reason.as_deref(),
+        Some("the model's reply was cut at max_tokens (8192) before it ended")
+    );
+    // With a result: a cut tool call is not run either.
+    let server = FakeClaude::start(vec![Turn::new()
+        .tool_use("toolu_1", "finish", &json!({"verdict": "approve"}))
+        .stop_reason("max_tokens")
+        .reply()]);
+    let mut step = Step::new(&server);
+    step.result = Some(verdict_contract());
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(
+        finished.reason.as_deref(),
+        Some("the model's reply was cut at max_tokens (8192) before it ended or called finish")
+    );
 }

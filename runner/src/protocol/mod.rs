@@ -263,6 +263,17 @@ pub enum StepAction {
     },
 }
 
+/// What an `llm` step with `result=` must end with (the engine resolves the `"verdict"`
+/// shorthand): the `finish` tool's input schema, and result field → the values that fail
+/// the step (any field equal to any of its values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultContract {
+    pub schema: serde_json::Value,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fail_when: BTreeMap<String, Vec<serde_json::Value>>,
+}
+
 /// Where the step's fresh workspace comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

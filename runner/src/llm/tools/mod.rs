@@ -45,6 +45,7 @@ use crate::step_user::StepUser;
 mod args;
 mod bash;
 mod command;
+pub mod finish;
 mod git_diff;
 mod grep;
 mod list_files;
