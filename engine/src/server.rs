@@ -373,6 +373,14 @@ pub async fn start_with_runner_listener(
         public_url: config.public_url.clone().unwrap_or_else(|| url.clone()),
     };
     tasks.spawn(reporter.run(config.status_interval, shutdown.clone()));
+    // Accepted safe outputs, written to the forge with the repository's token.
+    let applier = crate::safe_outputs::apply::Applier::new(
+        store.clone(),
+        config.vault.clone(),
+        config.mirrors_dir.clone(),
+        config.public_url.clone().unwrap_or_else(|| url.clone()),
+    );
+    tasks.spawn(applier.run(config.status_interval, shutdown.clone()));
     // Runs left active by a previous engine continue now.
     for run_id in store.active_runs().await? {
         executor.advance(run_id).await?;

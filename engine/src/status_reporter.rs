@@ -1,5 +1,6 @@
 //! Delivers the commit statuses the store owes to forges (a `pending` when a repository
-//! run is created, then `success` / `failure` / `error` when it ends).
+//! run is created, then `success` / `failure` / `error` when it ends) — for a run an
+//! issue or a comment started, the answers on that issue instead ([`crate::forge::answers`]).
 //!
 //! Invariants: reports live in the store until the forge accepted them, so an engine
 //! restart loses none; a report is leased while being posted so two engines do not post
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::forge::answers;
 use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};
 use crate::forge::Forge;
 use crate::store::{now_ms, StatusReportRow, Store};
@@ -107,6 +109,25 @@ impl StatusReporter {
             .map(|sealed| self.vault.open(sealed))
             .transpose()
             .map_err(|e| PostError::Permanent(format!("forge token: {e}")))?;
+        let client = self.client.get_or_init(reqwest::Client::new);
+        // A run an issue or a comment started answers there, and its statuses go on the
+        // pull requests it opened rather than on the commit it ran at.
+        let summoned = self
+            .store
+            .summoned_context(report.run_id)
+            .await
+            .map_err(|e| PostError::Retry(format!("store: {e:#}")))?;
+        if let Some(context) = summoned {
+            let with = answers::Answering {
+                store: &self.store,
+                client,
+                forge,
+                api_url: &api_url,
+                token: token.as_deref(),
+                public_url: &self.public_url,
+            };
+            return answers::deliver(&with, report, &context).await;
+        }
         let target = StatusTarget {
             forge,
             api_url: &api_url,
@@ -125,7 +146,6 @@ impl StatusReporter {
             description: report.description.clone(),
             context: format!("plue/{}", report.workflow_name),
         };
-        let client = self.client.get_or_init(reqwest::Client::new);
         status::post(client, &target, &body).await
     }
 }

@@ -4,10 +4,12 @@
 //! - [`payload`] turns a delivery's JSON into a [`payload::ForgeEvent`] (pure, no IO).
 //! - [`status`] posts commit statuses to the forge's API.
 //! - [`writer`] writes an agent's accepted work (pull requests, comments, labels, issues),
-//!   each with the lookup that makes a retry safe.
+//!   each with the lookup that makes a retry safe; [`answers`] answers on the issue that
+//!   started a run.
 //! - [`lookup`] reads a pull request's refs from the forge's API; [`permission`] learns who
 //!   may summon a workflow from an issue or a comment.
 
+pub mod answers;
 pub mod lookup;
 pub mod payload;
 pub mod permission;

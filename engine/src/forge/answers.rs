@@ -1,0 +1,306 @@
+//! Answers on the forge for a run that an issue or a comment started: a comment when it
+//! starts (linking the run's page) and one when it ends (the pull requests it opened, or
+//! why it failed), and the run's commit status on each pull request it opened instead of
+//! on the commit it ran at.
+//!
+//! They ride on the commit-status outbox (`status_reporter`): a summoned run's `pending`
+//! report becomes the start answer, its final report the end answer. So they are leased,
+//! retried and kept across restarts like statuses, and come in order (a run's reports are
+//! delivered one after the other).
+//!
+//! Invariants:
+//! - Each answer carries a hidden marker (`<!-- plue:run:{id}:started -->`, `…:ended -->`)
+//!   and is looked up before it is posted: a retry, a second engine or a restart never
+//!   posts it twice ([`super::writer::Writer::comment`]).
+//! - The end answer waits until none of the run's proposals is still to be applied
+//!   (`ready`, `applying`, or failed with a retry due), so it can link what they opened.
+//! - Text the answer repeats (a failure reason, a proposal's refusal) cannot mention
+//!   anyone: every `@` is followed by a zero-width space.
+
+use evaluator::EvalContext;
+
+use super::lookup::{ApiTarget, Found};
+use super::status::{self, CommitStatus, PostError, StatusTarget};
+use super::writer::Writer;
+use super::Forge;
+use crate::store::{on_db, ProposalRow, StatusReportRow, Store};
+
+/// The marker of run `run_id`'s start (`started`) or end (`ended`) answer.
+pub fn marker(run_id: i64, moment: &str) -> String {
+    format!("<!-- plue:run:{run_id}:{moment} -->")
+}
+
+/// What the answers need besides the report.
+pub struct Answering<'a> {
+    pub store: &'a Store,
+    pub client: &'a reqwest::Client,
+    pub forge: Forge,
+    pub api_url: &'a str,
+    pub token: Option<&'a str>,
+    /// This engine's base URL as users reach it.
+    pub public_url: &'a str,
+}
+
+/// Delivers `report` of a run started by an issue or a comment (`context` is the run's
+/// stored context): the answer comment, then (at the end) the status on every pull
+/// request the run opened.
+pub async fn deliver(
+    with: &Answering<'_>,
+    report: &StatusReportRow,
+    context: &str,
+) -> Result<(), PostError> {
+    let context: EvalContext = serde_json::from_str(context)
+        .map_err(|e| PostError::Permanent(format!("the run's stored context: {e}")))?;
+    let issue = context
+        .issue
+        .as_ref()
+        .map(|i| i.number)
+        .or_else(|| context.pr.as_ref().map(|p| p.number))
+        .ok_or_else(|| PostError::Permanent("the run names no issue to answer on".into()))?;
+    let writer = Writer {
+        client: with.client,
+        forge: with.forge,
+        api_url: with.api_url,
+        token: with.token,
+        repo: &report.repo_name,
+    };
+    let link = format!(
+        "{}/runs/{}",
+        with.public_url.trim_end_matches('/'),
+        report.run_id
+    );
+    let store_error = |e: anyhow::Error| PostError::Retry(format!("store: {e:#}"));
+    if report.state == "pending" {
+        let body = format!(
+            "Plue is on it: run [#{}]({link}) of `{}` started.",
+            report.run_id, report.workflow_name
+        );
+        writer
+            .comment(issue, &body, &marker(report.run_id, "started"))
+            .await?;
+        return Ok(());
+    }
+    if with
+        .store
+        .proposals_unsettled(report.run_id)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(PostError::Retry(
+            "waiting for the run's proposals to be applied".into(),
+        ));
+    }
+    let proposals = with
+        .store
+        .list_for_run(report.run_id)
+        .await
+        .map_err(store_error)?;
+    let reason = with
+        .store
+        .run(report.run_id)
+        .await
+        .map_err(store_error)?
+        .and_then(|run| run.reason);
+    let body = end_text(report, reason.as_deref(), &proposals, &link);
+    writer
+        .comment(issue, &body, &marker(report.run_id, "ended"))
+        .await?;
+    for pull in proposals
+        .iter()
+        .filter(|p| p.kind == "pull_request" && p.state == "applied")
+    {
+        post_status_on_pull(with, report, pull, &link).await?;
+    }
+    Ok(())
+}
+
+/// The end answer's text.
+fn end_text(
+    report: &StatusReportRow,
+    reason: Option<&str>,
+    proposals: &[ProposalRow],
+    link: &str,
+) -> String {
+    let verdict = match report.state.as_str() {
+        "success" => "finished",
+        "failure" => "failed",
+        _ => "ended with an error",
+    };
+    let mut text = format!(
+        "Plue run [#{}]({link}) of `{}` {verdict}.",
+        report.run_id, report.workflow_name
+    );
+    if report.state != "success" {
+        if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+            text.push_str(&format!("\n\nWhy: {}", quiet(reason)));
+        }
+    }
+    for proposal in proposals {
+        let what = proposal.kind.replace('_', " ");
+        let line = match (proposal.state.as_str(), &proposal.applied_url) {
+            ("applied", Some(url)) if proposal.kind == "pull_request" => {
+                format!("Opened the pull request {url}")
+            }
+            ("applied", Some(url)) => format!("Applied the {what}: {url}"),
+            ("refused", _) | ("failed", _) => format!(
+                "The {what} was not applied: {}",
+                quiet(proposal.reason.as_deref().unwrap_or("no reason recorded"))
+            ),
+            ("waiting", _) => {
+                format!("The {what} waits for a person's approval on [the run]({link}).")
+            }
+            ("rejected", _) => format!("The {what} was rejected by a reviewer."),
+            _ => continue,
+        };
+        text.push_str(&format!("\n- {line}"));
+    }
+    text
+}
+
+/// `text` without the power to mention: `@` followed by a zero-width space, on one line.
+fn quiet(text: &str) -> String {
+    let text: String = text.chars().take(1000).collect();
+    text.replace('@', "@\u{200b}").replace(['\n', '\r'], " ")
+}
+
+/// The report's status on the head of the pull request `pull` opened.
+async fn post_status_on_pull(
+    with: &Answering<'_>,
+    report: &StatusReportRow,
+    pull: &ProposalRow,
+    link: &str,
+) -> Result<(), PostError> {
+    let Some(number) = pull
+        .applied_url
+        .as_deref()
+        .and_then(|url| url.rsplit('/').next())
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let target = ApiTarget {
+        forge: with.forge,
+        api_url: with.api_url.to_string(),
+        token: with.token.map(String::from),
+        repo: report.repo_name.clone(),
+    };
+    let head = match target.pull_request(with.client, number).await {
+        Ok(Found::Yes(refs)) => refs.head.sha,
+        Ok(Found::NotFound) => return Ok(()),
+        Err(e) => return Err(PostError::Retry(format!("{e:#}"))),
+    };
+    status::post(
+        with.client,
+        &StatusTarget {
+            forge: with.forge,
+            api_url: with.api_url,
+            token: with.token,
+            repo: &report.repo_name,
+            sha: &head,
+        },
+        &CommitStatus {
+            state: report.state.clone(),
+            target_url: link.to_string(),
+            description: report.description.clone(),
+            context: format!("plue/{}", report.workflow_name),
+        },
+    )
+    .await
+}
+
+impl Store {
+    /// Whether a proposal of run `run_id` is still to be applied: `ready`, `applying`, or
+    /// `failed` with a retry due.
+    pub async fn proposals_unsettled(&self, run_id: i64) -> anyhow::Result<bool> {
+        let count: i64 = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM proposals WHERE run_id = $1 AND (state IN ('ready', 'applying') \
+             OR (state = 'failed' AND retry_at IS NOT NULL))",
+        )
+        .bind(run_id)
+        .fetch_one(pool)
+        .await?);
+        Ok(count > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(state: &str) -> StatusReportRow {
+        StatusReportRow {
+            id: 1,
+            run_id: 7,
+            state: state.into(),
+            description: "d".into(),
+            attempts: 1,
+            next_attempt_at: 0,
+            sha: "0".repeat(40),
+            workflow_name: "fix".into(),
+            workflow_path: ".plue/fix.plue.py".into(),
+            repo_name: "acme/app".into(),
+            forge: "github".into(),
+            clone_url: "x".into(),
+            api_url: None,
+            api_token: None,
+        }
+    }
+
+    fn proposal(kind: &str, state: &str, url: Option<&str>, reason: Option<&str>) -> ProposalRow {
+        ProposalRow {
+            id: 1,
+            run_id: 7,
+            step_run_id: 1,
+            attempt_id: 1,
+            position: 0,
+            kind: kind.into(),
+            payload: "{}".into(),
+            state: state.into(),
+            reason: reason.map(String::from),
+            decided_by: None,
+            decided_at: None,
+            applied_url: url.map(String::from),
+            applied_at: None,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_end_answer_links_what_was_opened_and_says_why_not() {
+        let text = end_text(
+            &report("success"),
+            None,
+            &[
+                proposal(
+                    "pull_request",
+                    "applied",
+                    Some("https://f/acme/app/pull/3"),
+                    None,
+                ),
+                proposal("comment", "refused", None, Some("mentions @admin")),
+            ],
+            "http://plue/runs/7",
+        );
+        assert!(text.starts_with("Plue run [#7](http://plue/runs/7) of `fix` finished."));
+        assert!(text.contains("Opened the pull request https://f/acme/app/pull/3"));
+        assert!(text.contains("mentions @\u{200b}admin"), "{text}");
+        let failed = end_text(
+            &report("failure"),
+            Some("step fix failed:\nping @everyone"),
+            &[],
+            "l",
+        );
+        assert!(failed.contains("failed."));
+        assert!(
+            failed.contains("Why: step fix failed: ping @\u{200b}everyone"),
+            "{failed}"
+        );
+    }
+
+    #[test]
+    fn markers_differ_per_run_and_moment() {
+        assert_eq!(marker(3, "started"), "<!-- plue:run:3:started -->");
+        assert_ne!(marker(3, "started"), marker(3, "ended"));
+        assert_ne!(marker(3, "ended"), marker(30, "ended"));
+    }
+}
