@@ -1087,10 +1087,19 @@ mod tests {
         assert!(matches!(
             parse(
                 Forge::GitHub,
-                "issues",
+                "star",
                 br#"{"repository":{"full_name":"a/b"}}"#
             ),
             Ok(ForgeEvent::Ignored { .. })
+        ));
+        // An issue event without its issue is a bad payload, not an ignored one.
+        assert!(matches!(
+            parse(
+                Forge::GitHub,
+                "issues",
+                br#"{"action":"opened","repository":{"full_name":"a/b"}}"#
+            ),
+            Err(PayloadError::Invalid { .. })
         ));
     }
 

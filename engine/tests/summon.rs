@@ -1,0 +1,471 @@
+//! Issue and comment triggers end to end with the real `plue serve`, played by the people
+//! who would abuse them: the real GitHub and Gitea `issues` / `issue_comment` payloads
+//! (`tests/fixtures/webhooks/`), pointed at a repository made here and re-signed, and a
+//! small stub of the forge's API answering the collaborator-permission and pull-request
+//! lookups (and recording who asked, with which token).
+//!
+//! What is proven: only authors a trigger allows start runs — a comment by someone who is
+//! not a collaborator starts nothing (and the delivery says why), a trigger with
+//! `others="untrusted"` gives them a run without secrets; hostile comment text reaches the
+//! step byte for byte as `PLUE_COMMENT_BODY`, never as a template; a comment on a pull
+//! request evaluates the workflow files at the base, never the head; a duplicate delivery
+//! starts one run; a bot's comment or one carrying Plue's marker starts nothing.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde_json::{json, Value};
+use support::{
+    client, deliver_webhook, free_port, git_sh, serial, wait_final, webhook_fixture, Sandbox,
+};
+
+const REPO: &str = "octo/hello";
+const GITEA_REPO: &str = "octo/gitea-hello";
+const SECRET: &str = "webhook-secret-of-octo-hello";
+const FORGE_TOKEN: &str = "forge-token-for-lookups";
+
+/// The step every summoned workflow runs: it writes what it got to files in `shared`.
+fn script(shared: &Path) -> String {
+    format!(
+        r#"out={dir}/run-$PLUE_RUN_ID
+printf '%s' "${{PLUE_COMMENT_BODY-<unset>}}" > "$out.comment"
+printf '%s %s %s' "$PLUE_ISSUE_NUMBER" "$PLUE_ISSUE_AUTHOR" "$PLUE_ISSUE_TITLE" > "$out.issue"
+if [ -n "${{DEPLOY_TOKEN:-}}" ]; then echo has > "$out.secret"; else echo none > "$out.secret"; fi"#,
+        dir = shared.display()
+    )
+}
+
+fn workflow(name: &str, triggers: &str, shared: &Path) -> String {
+    format!(
+        r#"
+SCRIPT = {script:?}
+
+def workflow(ctx):
+    return Plan(name={name:?}, triggers=[{triggers}], steps=[
+        Step.bash("echo", SCRIPT + "\necho 'event=" + ctx.event + " pr=" + (str(ctx.pr.number) if ctx.pr else "-") + "' > \"$out.ctx\"", secrets=["DEPLOY_TOKEN"]),
+    ])
+"#,
+        script = script(shared)
+    )
+}
+
+/// What the stub forge answers and what it was asked.
+#[derive(Default)]
+struct Stub {
+    /// login → GitHub/Gitea `permission` value.
+    permissions: BTreeMap<String, String>,
+    /// pull request number → its API body.
+    pulls: BTreeMap<u64, Value>,
+    /// (path, Authorization header) of every request.
+    asked: Vec<(String, String)>,
+}
+
+type Shared = Arc<Mutex<Stub>>;
+
+async fn stub_forge() -> (String, Shared) {
+    let shared: Shared = Arc::default();
+    let app = axum::Router::new()
+        .fallback(
+            |State(stub): State<Shared>, uri: Uri, headers: HeaderMap| async move {
+                let path = uri.path().to_string();
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let mut stub = stub.lock().unwrap();
+                stub.asked.push((path.clone(), auth));
+                let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                let found = match parts.as_slice() {
+                    ["repos", _, _, "collaborators", user, "permission"] => stub
+                        .permissions
+                        .get(*user)
+                        .map(|p| json!({"permission": p, "role_name": p, "user": {"login": user}})),
+                    ["repos", _, _, "pulls", n] => n
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|n| stub.pulls.get(&n).cloned()),
+                    ["repos", _, _, "statuses", _] => Some(json!({})),
+                    _ => None,
+                };
+                match found {
+                    Some(body) => (StatusCode::OK, body.to_string()),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        json!({"message": "Not Found"}).to_string(),
+                    ),
+                }
+            },
+        )
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, shared)
+}
+
+async fn register(engine: &str, name: &str, forge: &str, clone_url: &str, api_url: &str) {
+    let response = client()
+        .post(format!("{engine}/api/repos"))
+        .json(&json!({
+            "name": name,
+            "clone_url": clone_url,
+            "forge": forge,
+            "webhook_secret": SECRET,
+            "api_url": api_url,
+            "api_token": FORGE_TOKEN,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let put = client()
+        .put(format!("{engine}/api/repos/{name}/secrets/DEPLOY_TOKEN"))
+        .json(&json!({"value": "s3cr3t-deploy-value"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+}
+
+/// A GitHub `issue_comment` from the real fixture: `login` (with `association`) comments
+/// `body` on issue (or, with `pull`, pull request) `number`.
+fn github_comment(login: &str, association: &str, body: &str, number: u64, pull: bool) -> Value {
+    let mut payload = webhook_fixture("github/issue_comment-created.json");
+    payload["repository"]["full_name"] = json!(REPO);
+    payload["repository"]["default_branch"] = json!("main");
+    payload["issue"]["number"] = json!(number);
+    if pull {
+        payload["issue"]["pull_request"] = json!({
+            "url": format!("https://api.github.com/repos/{REPO}/pulls/{number}"),
+            "html_url": format!("https://github.com/{REPO}/pull/{number}"),
+            "merged_at": null,
+        });
+    }
+    payload["comment"]["body"] = json!(body);
+    payload["comment"]["user"]["login"] = json!(login);
+    payload["comment"]["author_association"] = json!(association);
+    payload["sender"]["login"] = json!(login);
+    payload
+}
+
+fn run_ids(answer: &Value) -> Vec<i64> {
+    answer["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no runs in {answer}"))
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+/// What run `run` wrote to `shared` (`what`: comment, issue, secret, ctx).
+fn wrote(shared: &Path, run: i64, what: &str) -> String {
+    std::fs::read_to_string(shared.join(format!("run-{run}.{what}")))
+        .unwrap_or_else(|e| panic!("run {run} wrote no {what}: {e}"))
+}
+
+struct World {
+    sb: Sandbox,
+    url: String,
+    origin: PathBuf,
+    shared: PathBuf,
+    stub: Shared,
+}
+
+impl World {
+    async fn new() -> World {
+        let sb = Sandbox::new("summon");
+        sb.shared("ready");
+        let shared = sb.path("shared");
+        let origin = sb.path("origin");
+        std::fs::create_dir_all(origin.join(".plue")).unwrap();
+        let summon = workflow(
+            "Summon",
+            r#"Trigger.on_comment(pattern=r"^/plue\s+echo\b"), Trigger.on_issue(actions=["opened", "labeled"], labels=["plue"])"#,
+            &shared,
+        );
+        let try_it = workflow(
+            "Try",
+            r#"Trigger.on_comment(pattern=r"^/plue\s+try\b", others="untrusted")"#,
+            &shared,
+        );
+        std::fs::write(origin.join(".plue/summon.plue.py"), summon).unwrap();
+        std::fs::write(origin.join(".plue/try.plue.py"), try_it).unwrap();
+        git_sh(
+            &origin,
+            "git init -q -b main . && git add -A && git commit -qm init",
+        );
+        let (stub_url, stub) = stub_forge().await;
+        let engine = sb
+            .serve(
+                "engine",
+                free_port(),
+                &["--runners", "2", "--public-url", "https://plue.example.com"],
+            )
+            .await;
+        let url = engine.url.clone();
+        let clone = origin.to_str().unwrap();
+        register(&url, REPO, "github", clone, &stub_url).await;
+        register(&url, GITEA_REPO, "gitea", clone, &stub_url).await;
+        World {
+            sb,
+            url,
+            origin,
+            shared,
+            stub,
+        }
+    }
+
+    async fn deliver(&self, forge: &str, event: &str, id: &str, body: &Value) -> Value {
+        let (status, answer) = deliver_webhook(&self.url, forge, event, id, body, SECRET).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
+    async fn finished(&self, run: i64) -> Value {
+        wait_final(&client(), &self.url, run, Duration::from_secs(90)).await
+    }
+
+    fn head(&self) -> String {
+        git_sh(&self.origin, "git rev-parse main")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data() {
+    let _serial = serial().await;
+    let world = World::new().await;
+    let main_sha = world.head();
+
+    // An owner's comment full of what a template, a shell or a terminal would act on: one
+    // run, with secrets, that gets the text byte for byte.
+    let hostile = "/plue echo {{ steps.x.outputs.y }} {{ raw steps.x.outputs.y }} $(rm -rf /) `id` \u{202e}gnp.exe\u{2066} {% raw %}{% endraw %} \\{{ 'quote\"";
+    let comment = github_comment("Codertocat", "OWNER", hostile, 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "c-1", &comment)
+        .await;
+    let runs = run_ids(&answer);
+    assert_eq!(runs.len(), 1, "{answer}");
+    let run = world.finished(runs[0]).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["workflow"], "Summon");
+    assert_eq!(run["event"], "comment");
+    assert_eq!(run["sha"], main_sha.as_str(), "the default branch's head");
+    assert_eq!(run["secrets_allowed"], true);
+    assert_eq!(wrote(&world.shared, runs[0], "comment"), hostile);
+    assert_eq!(wrote(&world.shared, runs[0], "secret"), "has\n");
+    assert_eq!(
+        wrote(&world.shared, runs[0], "issue"),
+        "1 Codertocat Spelling error in the README file"
+    );
+    assert_eq!(wrote(&world.shared, runs[0], "ctx"), "event=comment pr=-\n");
+
+    // The same delivery again: the runs of the first, nothing new.
+    let again = world
+        .deliver("github", "issue_comment", "c-1", &comment)
+        .await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(run_ids(&again), runs);
+
+    // A stranger (association NONE, the forge says not a collaborator): nothing starts,
+    // and the answer says why.
+    let stranger = github_comment("mallory", "NONE", "/plue echo hi", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "c-2", &stranger)
+        .await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let refused = answer["refused"].to_string();
+    assert!(
+        refused.contains("mallory may not start it") && refused.contains("authors=\\\"write\\\""),
+        "{answer}"
+    );
+    // The forge was asked, with the repository's token in the header only.
+    let asked = world.stub.lock().unwrap().asked.clone();
+    let lookup = asked
+        .iter()
+        .find(|(path, _)| path.ends_with("/collaborators/mallory/permission"))
+        .unwrap_or_else(|| panic!("{asked:?}"));
+    assert_eq!(lookup.1, format!("Bearer {FORGE_TOKEN}"));
+    assert!(!lookup.0.contains(FORGE_TOKEN));
+
+    // The same stranger on a trigger with others="untrusted": a run like a fork's, without
+    // the secret.
+    let tried = github_comment("mallory", "NONE", "/plue try it", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "c-3", &tried)
+        .await;
+    let runs = run_ids(&answer);
+    assert_eq!(runs.len(), 1, "{answer}");
+    let run = world.finished(runs[0]).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["workflow"], "Try");
+    assert_eq!(run["secrets_allowed"], false);
+    assert_eq!(wrote(&world.shared, runs[0], "secret"), "none\n");
+
+    // A collaborator the payload does not vouch for (NONE) but the forge's API does.
+    world
+        .stub
+        .lock()
+        .unwrap()
+        .permissions
+        .insert("carol".into(), "write".into());
+    let carol = github_comment("carol", "NONE", "/plue echo from carol", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "c-4", &carol)
+        .await;
+    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    // A reader is not enough.
+    world
+        .stub
+        .lock()
+        .unwrap()
+        .permissions
+        .insert("rita".into(), "read".into());
+    let rita = github_comment("rita", "CONTRIBUTOR", "/plue echo", 1, false);
+    let answer = world.deliver("github", "issue_comment", "c-5", &rita).await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+
+    // Plue's own answer (its marker) and a bot never summon, whatever they say.
+    let marked = github_comment(
+        "Codertocat",
+        "OWNER",
+        "/plue echo again\n<!-- plue:answer run=1 -->",
+        1,
+        false,
+    );
+    let answer = world
+        .deliver("github", "issue_comment", "c-6", &marked)
+        .await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let mut bot = github_comment("helper-bot", "OWNER", "/plue echo", 1, false);
+    bot["comment"]["user"]["type"] = json!("Bot");
+    let answer = world.deliver("github", "issue_comment", "c-7", &bot).await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    assert!(answer["refused"].to_string().contains("bot"), "{answer}");
+
+    // An issue labeled `plue` by its owner.
+    let mut labeled = webhook_fixture("github/issues-labeled.json");
+    labeled["repository"]["full_name"] = json!(REPO);
+    labeled["repository"]["default_branch"] = json!("main");
+    labeled["label"]["name"] = json!("plue");
+    let answer = world.deliver("github", "issues", "i-1", &labeled).await;
+    let runs = run_ids(&answer);
+    assert_eq!(runs.len(), 1, "{answer}");
+    let run = world.finished(runs[0]).await;
+    assert_eq!(run["event"], "issue");
+    assert_eq!(wrote(&world.shared, runs[0], "comment"), "<unset>");
+    // Labeled `bug`: no trigger asks for it.
+    labeled["label"]["name"] = json!("bug");
+    let answer = world.deliver("github", "issues", "i-2", &labeled).await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    drop(world.sb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
+    let _serial = serial().await;
+    let world = World::new().await;
+    let main_sha = world.head();
+    // The pull request's head rewrites the workflow to run for anyone, under another
+    // name: never read.
+    let evil = workflow(
+        "Evil",
+        r#"Trigger.on_comment(pattern=".*", others="untrusted")"#,
+        &world.shared,
+    );
+    std::fs::write(world.origin.join(".plue/summon.plue.py"), evil).unwrap();
+    git_sh(
+        &world.origin,
+        "git checkout -q -b feature && git commit -qam evil && git checkout -q main",
+    );
+    let head_sha = git_sh(&world.origin, "git rev-parse feature");
+    world.stub.lock().unwrap().pulls.insert(
+        5,
+        json!({
+            "number": 5,
+            "base": {"ref": "main", "sha": main_sha},
+            "head": {"ref": "feature", "sha": head_sha},
+        }),
+    );
+    let comment = github_comment("Codertocat", "OWNER", "/plue echo on the PR", 5, true);
+    let answer = world
+        .deliver("github", "issue_comment", "p-1", &comment)
+        .await;
+    let runs = run_ids(&answer);
+    assert_eq!(runs.len(), 1, "{answer}");
+    let run = world.finished(runs[0]).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["workflow"], "Summon",
+        "the base's workflow, not the head's"
+    );
+    assert_eq!(run["sha"], main_sha.as_str());
+    assert_eq!(wrote(&world.shared, runs[0], "ctx"), "event=comment pr=5\n");
+    // A stranger's comment on the same pull request: the head's `.*` for anyone is not
+    // what counts; the base's trigger wants a writer.
+    let stranger = github_comment("mallory", "NONE", "/plue echo", 5, true);
+    let answer = world
+        .deliver("github", "issue_comment", "p-2", &stranger)
+        .await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+
+    // Gitea's real comment on a pull request: the same lookup, Gitea's token scheme.
+    world
+        .stub
+        .lock()
+        .unwrap()
+        .permissions
+        .insert("example".into(), "write".into());
+    world.stub.lock().unwrap().pulls.insert(
+        2,
+        json!({
+            "number": 2,
+            "base": {"ref": "main", "sha": main_sha},
+            "head": {"ref": "feature", "sha": head_sha},
+        }),
+    );
+    let mut gitea = webhook_fixture("gitea/issue_comment-created-on-pull-request.json");
+    gitea["repository"]["full_name"] = json!(GITEA_REPO);
+    gitea["repository"]["default_branch"] = json!("main");
+    gitea["comment"]["body"] = json!("/plue echo from gitea");
+    let answer = world.deliver("gitea", "issue_comment", "g-1", &gitea).await;
+    let runs = run_ids(&answer);
+    assert_eq!(runs.len(), 1, "{answer}");
+    let run = world.finished(runs[0]).await;
+    assert_eq!(run["workflow"], "Summon");
+    assert_eq!(run["sha"], main_sha.as_str());
+    assert_eq!(
+        wrote(&world.shared, runs[0], "comment"),
+        "/plue echo from gitea"
+    );
+    let asked = world.stub.lock().unwrap().asked.clone();
+    assert!(
+        asked.iter().any(
+            |(path, auth)| path.ends_with("/repos/octo/gitea-hello/pulls/2")
+                && auth == &format!("token {FORGE_TOKEN}")
+        ),
+        "{asked:?}"
+    );
+    // Gitea's issue label event by a user the forge does not know: nothing.
+    let mut labeled = webhook_fixture("gitea/issues-label_updated.json");
+    labeled["repository"]["full_name"] = json!(GITEA_REPO);
+    labeled["repository"]["default_branch"] = json!("main");
+    labeled["issue"]["labels"][0]["name"] = json!("plue");
+    labeled["sender"]["login"] = json!("stranger");
+    let answer = world.deliver("gitea", "issues", "g-2", &labeled).await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    // By `example`, who may write: a run.
+    labeled["sender"]["login"] = json!("example");
+    let answer = world.deliver("gitea", "issues", "g-3", &labeled).await;
+    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    drop(world.sb);
+}
