@@ -153,6 +153,12 @@ fn rule(method: &str, path: &str) -> Option<Case> {
             case(Writer, "/api/runs/{run}/steps/build/reject").body(json!({}))
         }
         ("get", "/api/runs/{id}/approvals") => case(Reader, "/api/runs/{run}/approvals"),
+        ("get", "/api/runs/{id}/proposals") => case(Reader, "/api/runs/{run}/proposals"),
+        ("post", "/api/runs/{id}/proposals/{pid}/decision") => {
+            case(Writer, "/api/runs/{run}/proposals/1/decision")
+                .body(json!({"approve": true}))
+                .missing("has no proposal")
+        }
         ("get", "/api/runs/{id}/artifacts") => case(Reader, "/api/runs/{run}/artifacts"),
         ("get", "/api/runs/{id}/steps/{step}/artifacts") => {
             case(Reader, "/api/runs/{run}/steps/build/artifacts").missing("has no artifacts")
@@ -518,6 +524,7 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
         format!("/api/runs/{run}/steps/build/artifacts"),
         format!("/api/runs/{run}/steps/build/artifacts/out.txt"),
         format!("/api/runs/{run}/approvals"),
+        format!("/api/runs/{run}/proposals"),
         "/api/repos/acme/app".to_string(),
         "/api/repos/acme/app/schedules".to_string(),
         "/api/repos/acme/app/environments".to_string(),

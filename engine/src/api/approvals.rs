@@ -226,7 +226,7 @@ const MAX_RERUN_DEPTH: usize = 1000;
 /// started, if any. A re-run's own triggerer is whoever re-ran it; whoever started the run
 /// it repeats (pushed the code it runs) is excluded from its gates all the same. A chain
 /// longer than [`MAX_RERUN_DEPTH`] counts as started by the caller.
-async fn repeated_run_started_by(
+pub(super) async fn repeated_run_started_by(
     store: &crate::store::Store,
     caller: &Caller,
     run: &RunRow,

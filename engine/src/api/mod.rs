@@ -13,6 +13,7 @@
 //! with a JSON body.
 
 mod approvals;
+pub mod proposals;
 mod artifacts;
 mod audit_trail;
 mod body;
@@ -84,6 +85,8 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::reject))
         .routes(routes!(approvals::list))
+        .routes(routes!(proposals::list))
+        .routes(routes!(proposals::decide))
         .routes(routes!(artifacts::list))
         .routes(routes!(artifacts::tar))
         .routes(routes!(artifacts::file))

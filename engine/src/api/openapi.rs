@@ -51,6 +51,7 @@ const BEARER: &str = "bearer";
         (name = "runs", description = "Runs, their steps and re-runs"),
         (name = "logs", description = "Step logs: JSON lines or a live SSE stream"),
         (name = "approvals", description = "People deciding approval steps and environment reviews"),
+        (name = "proposals", description = "What llm steps proposed to the forge (safe outputs) and people deciding them"),
         (name = "runners", description = "Runners and the warm pool"),
         (name = "repos", description = "Registered repositories, secrets, dispatch, schedules"),
         (name = "environments", description = "A repository's environments: allowed refs, reviewers, wait timer, secrets"),
