@@ -144,8 +144,14 @@ pub fn parse_pattern(pattern: &str) -> Result<HostPattern, String> {
             ));
         }
     }
-    if name.split('.').next_back().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
-        return bad("a name whose last label is all digits is neither a DNS name nor an IPv4 address");
+    if name
+        .split('.')
+        .next_back()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return bad(
+            "a name whose last label is all digits is neither a DNS name nor an IPv4 address",
+        );
     }
     Ok(HostPattern {
         host: name.to_owned(),

@@ -30,8 +30,14 @@ async fn network_is_a_step_option_of_steps_that_run() {
     let pool = pool().await;
     let ctx = EvalContext::local(Event::Push, "main");
     for (step, expected) in [
-        ("Step.bash(\"b\", \"true\", network=\"none\")", Network::None),
-        ("Step.python(\"p\", \"print(1)\", network=\"open\")", Network::Open),
+        (
+            "Step.bash(\"b\", \"true\", network=\"none\")",
+            Network::None,
+        ),
+        (
+            "Step.python(\"p\", \"print(1)\", network=\"open\")",
+            Network::Open,
+        ),
         (
             "Step.llm(\"l\", prompt=\"x\", network=[\"pypi.org\", \"*.github.com:443\"])",
             Network::Allow(vec!["pypi.org".into(), "*.github.com:443".into()]),

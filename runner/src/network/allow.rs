@@ -84,7 +84,8 @@ fn is_name(name: &str) -> bool {
 fn parse(pattern: &str) -> Option<Pattern> {
     let (host, port) = match pattern.rsplit_once(':') {
         Some((host, port)) => {
-            if port.is_empty() || port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit()) {
+            if port.is_empty() || port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
             (host, Some(port.parse::<u16>().ok().filter(|p| *p > 0)?))

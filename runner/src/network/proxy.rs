@@ -55,7 +55,11 @@ struct Shared {
 
 impl Proxy {
     /// Serves `listener` (bound in the step's namespace) until [`Proxy::finish`].
-    pub(super) fn serve(listener: TcpListener, allow: AllowList, log: Sender<(Stream, String)>) -> Proxy {
+    pub(super) fn serve(
+        listener: TcpListener,
+        allow: AllowList,
+        log: Sender<(Stream, String)>,
+    ) -> Proxy {
         let stop = CancellationToken::new();
         let refused = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
@@ -115,12 +119,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
 /// One client connection: read its target, check it, then tunnel or forward.
 async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(4096);
-    let head_end = match tokio::time::timeout(HEAD_DEADLINE, read_head(&mut client, &mut buffer)).await {
-        Ok(Ok(Some(end))) => end,
-        Ok(Ok(None)) => return answer(&mut client, "400 Bad Request", "the request head is too long or cut off").await,
-        Ok(Err(err)) => return Err(err),
-        Err(_) => return answer(&mut client, "408 Request Timeout", "no request head in time").await,
-    };
+    let head_end =
+        match tokio::time::timeout(HEAD_DEADLINE, read_head(&mut client, &mut buffer)).await {
+            Ok(Ok(Some(end))) => end,
+            Ok(Ok(None)) => {
+                return answer(
+                    &mut client,
+                    "400 Bad Request",
+                    "the request head is too long or cut off",
+                )
+                .await
+            }
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                return answer(
+                    &mut client,
+                    "408 Request Timeout",
+                    "no request head in time",
+                )
+                .await
+            }
+        };
     let Some(request) = Request::parse(&buffer[..head_end]) else {
         return answer(
             &mut client,
@@ -130,7 +149,13 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         .await;
     };
     if !shared.allow.allows(&request.host, request.port) {
-        return refuse(&mut client, shared, &format!("{}:{}", request.host, request.port), "not in this step's allow-list").await;
+        return refuse(
+            &mut client,
+            shared,
+            &format!("{}:{}", request.host, request.port),
+            "not in this step's allow-list",
+        )
+        .await;
     }
     let connect = TcpStream::connect((request.host.as_str(), request.port));
     let mut upstream = match tokio::time::timeout(CONNECT_DEADLINE, connect).await {
@@ -147,11 +172,14 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let rest = buffer.split_off(head_end);
     match request.origin_form {
         None => {
-            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
-            let first = match tokio::time::timeout(HEAD_DEADLINE, first_bytes(&mut client, rest)).await {
-                Ok(first) => first?,
-                Err(_) => return Ok(()),
-            };
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await?;
+            let first =
+                match tokio::time::timeout(HEAD_DEADLINE, first_bytes(&mut client, rest)).await {
+                    Ok(first) => first?,
+                    Err(_) => return Ok(()),
+                };
             let name = match sni::read(&first) {
                 Hello::NotTls | Hello::Name(None) | Hello::Incomplete => None,
                 Hello::Name(Some(name)) => Some(name),
@@ -164,7 +192,12 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             if let Some(name) = name {
                 if !shared.allow.allows(&name, request.port) {
                     let target = format!("{name}:{}", request.port);
-                    note_refused(shared, &target, "TLS server name not in this step's allow-list").await;
+                    note_refused(
+                        shared,
+                        &target,
+                        "TLS server name not in this step's allow-list",
+                    )
+                    .await;
                     return Ok(());
                 }
             }
@@ -172,7 +205,9 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         Some(line) => {
             upstream.write_all(line.as_bytes()).await?;
-            upstream.write_all(&buffer[request.line_end..head_end]).await?;
+            upstream
+                .write_all(&buffer[request.line_end..head_end])
+                .await?;
             upstream.write_all(&rest).await?;
         }
     }
@@ -213,7 +248,12 @@ async fn first_bytes(client: &mut TcpStream, mut first: Vec<u8>) -> std::io::Res
     Ok(first)
 }
 
-async fn refuse(client: &mut TcpStream, shared: &Shared, target: &str, why: &str) -> std::io::Result<()> {
+async fn refuse(
+    client: &mut TcpStream,
+    shared: &Shared,
+    target: &str,
+    why: &str,
+) -> std::io::Result<()> {
     note_refused(shared, target, why).await;
     let body = format!("plue: {target} is not in this step's allow-list");
     answer(client, "403 Forbidden", &body).await
@@ -308,13 +348,19 @@ mod tests {
     #[test]
     fn reads_connect_and_absolute_form_targets() {
         let connect = Request::parse(b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((connect.host.as_str(), connect.port, connect.origin_form), ("pypi.org", 443, None));
+        assert_eq!(
+            (connect.host.as_str(), connect.port, connect.origin_form),
+            ("pypi.org", 443, None)
+        );
         let plain = Request::parse(b"GET http://Example.com:8080/a?b HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(plain.host, "example.com");
         assert_eq!(plain.port, 8080);
         assert_eq!(plain.origin_form.as_deref(), Some("GET /a?b HTTP/1.1\r\n"));
         let bare = Request::parse(b"GET http://example.com HTTP/1.0\r\n\r\n").unwrap();
-        assert_eq!((bare.port, bare.origin_form.as_deref()), (80, Some("GET / HTTP/1.0\r\n")));
+        assert_eq!(
+            (bare.port, bare.origin_form.as_deref()),
+            (80, Some("GET / HTTP/1.0\r\n"))
+        );
         for bad in [
             &b"GET /relative HTTP/1.1\r\n\r\n"[..],
             b"CONNECT pypi.org HTTP/1.1\r\n\r\n",
@@ -323,7 +369,11 @@ mod tests {
             b"GET https://pypi.org/ HTTP/1.1\r\n\r\n",
             b"GET http://a.com/ HTTP/1.1 extra\r\n\r\n",
         ] {
-            assert!(Request::parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Request::parse(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

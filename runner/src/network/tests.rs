@@ -82,7 +82,9 @@ impl Listener {
 
 /// A tiny HTTP server on the host's loopback answering `hello from <name>` to anything.
 async fn http_server(name: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -172,7 +174,10 @@ async fn a_step_without_network_reaches_no_listener_of_the_host() {
     let (log, _keep) = mpsc::channel(16);
     if !root() {
         let failed = confine(&NetworkPolicy::None, &log).await.err().unwrap();
-        assert!(failed.contains("never runs with the host's network"), "{failed}");
+        assert!(
+            failed.contains("never runs with the host's network"),
+            "{failed}"
+        );
         return;
     }
     let tcp = Listener::tcp("127.0.0.1").await;
@@ -180,7 +185,11 @@ async fn a_step_without_network_reaches_no_listener_of_the_host() {
     let udp = Listener::udp("127.0.0.1").await;
     let proxy = Listener::tcp("127.0.0.1").await;
     let confined = confine(&NetworkPolicy::None, &log).await.unwrap().unwrap();
-    let printed = run(&escape_attempts(&tcp, &other, &udp, &proxy), Some(&confined)).await;
+    let printed = run(
+        &escape_attempts(&tcp, &other, &udp, &proxy),
+        Some(&confined),
+    )
+    .await;
     // The step's own loopback works: the namespace is not simply broken.
     let own = run(
         "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); \
@@ -190,8 +199,16 @@ async fn a_step_without_network_reaches_no_listener_of_the_host() {
     .await;
     assert_eq!(confined.finish().await, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for (name, listener) in [("tcp", &tcp), ("127.0.0.2", &other), ("udp", &udp), ("proxy", &proxy)] {
-        assert!(!listener.heard(), "the {name} listener heard the step:\n{printed}");
+    for (name, listener) in [
+        ("tcp", &tcp),
+        ("127.0.0.2", &other),
+        ("udp", &udp),
+        ("proxy", &proxy),
+    ] {
+        assert!(
+            !listener.heard(),
+            "the {name} listener heard the step:\n{printed}"
+        );
     }
     for sent in ["tcp: sent", "other loopback: sent", "resolved"] {
         assert!(!printed.contains(sent), "{sent}:\n{printed}");
@@ -201,8 +218,16 @@ async fn a_step_without_network_reaches_no_listener_of_the_host() {
     // Without the namespace the very same attempts reach every listener.
     let printed = run(&escape_attempts(&tcp, &other, &udp, &proxy), None).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for (name, listener) in [("tcp", &tcp), ("127.0.0.2", &other), ("udp", &udp), ("proxy", &proxy)] {
-        assert!(listener.heard(), "without the namespace the {name} listener heard nothing:\n{printed}");
+    for (name, listener) in [
+        ("tcp", &tcp),
+        ("127.0.0.2", &other),
+        ("udp", &udp),
+        ("proxy", &proxy),
+    ] {
+        assert!(
+            listener.heard(),
+            "without the namespace the {name} listener heard nothing:\n{printed}"
+        );
     }
 }
 
@@ -247,7 +272,9 @@ async fn an_allow_list_reaches_only_its_hosts_through_the_proxy() {
     assert_eq!(
         said,
         [
-            format!("network: refused 127.0.0.1:{listed_elsewhere} (not in this step's allow-list)"),
+            format!(
+                "network: refused 127.0.0.1:{listed_elsewhere} (not in this step's allow-list)"
+            ),
             "network: refused example.com:443 (not in this step's allow-list)".to_owned(),
         ]
     );
@@ -264,13 +291,19 @@ async fn open_costs_nothing_and_changes_nothing() {
 #[tokio::test]
 async fn a_tunnel_whose_server_name_is_not_listed_is_cut() {
     let upstream = Listener::tcp("127.0.0.1").await;
-    let allow = allow::AllowList::parse(&[format!("127.0.0.1:{}", upstream.port), "pypi.org".into()]).unwrap();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let allow =
+        allow::AllowList::parse(&[format!("127.0.0.1:{}", upstream.port), "pypi.org".into()])
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let proxy_port = listener.local_addr().unwrap().port();
     let (log, mut lines) = mpsc::channel(16);
     let proxy = proxy::Proxy::serve(listener, allow, log);
     let tunnel = |name: Option<&'static str>| async move {
-        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port)).await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port))
+            .await
+            .unwrap();
         client
             .write_all(format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", upstream.port).as_bytes())
             .await
