@@ -109,6 +109,19 @@ pub(crate) enum Command {
     RunnerToken(RunnerTokenCommand),
     /// Start a workflow of a registered repository by hand (its manual trigger).
     Trigger(TriggerArgs),
+    /// Write the book's generated reference pages (docs/src/reference/generated).
+    #[command(name = "__docs", hide = true)]
+    Docs(DocsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DocsArgs {
+    /// Where the pages go.
+    #[arg(default_value = "docs/src/reference/generated")]
+    pub(crate) dir: PathBuf,
+    /// Write nothing; exit 1 when a page there differs from what this program generates.
+    #[arg(long)]
+    pub(crate) check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod approve;
 mod check;
 mod client;
+mod docs;
 pub(crate) mod environments;
 mod eval;
 mod forges;
@@ -45,6 +46,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => people::audit(args).await,
         Command::RunnerToken(command) => runner_tokens::run(command).await,
         Command::Trigger(args) => forges::trigger(args).await,
+        Command::Docs(args) => docs::run(args),
     }
 }
 
