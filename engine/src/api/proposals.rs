@@ -5,8 +5,9 @@
 //! Invariants: reading needs `reader` on the run's repository (404 otherwise, as for the
 //! run); deciding needs `writer` (a reader gets 403) and the same rules as an approval
 //! step ([`Caller::may_decide`], reused): any writer may decide, but never the user who
-//! started the run (nor one who started a run this one repeats) — an agent summoned by
-//! someone does not have its work approved by the same someone. A proposal is decided
+//! started a repository's run (nor one who started a run it repeats) — an agent summoned
+//! by someone does not have its work approved by the same someone. (A local run's only
+//! decider is the admin who started it.) A proposal is decided
 //! once (409 when it is not `waiting`). Every decision is in the audit trail
 //! (`proposal.approve`, `proposal.reject`).
 
@@ -179,10 +180,20 @@ pub(super) async fn decide(
             "run {run_id} has no proposal {pid}"
         )));
     }
-    if let Err(refusal) = caller.may_decide(store, run_id, &[], true).await? {
+    // A local run has one decider, the admin, who also started it: only a repository's
+    // runs have a second person to ask.
+    let exclude_triggerer = run.repo_id.is_some();
+    if let Err(refusal) = caller
+        .may_decide(store, run_id, &[], exclude_triggerer)
+        .await?
+    {
         return Err(ApiError::forbidden(format!("{refusal} (proposal {pid})")));
     }
-    if let Some(started) = super::approvals::repeated_run_started_by(store, &caller, &run).await? {
+    let repeated = match exclude_triggerer {
+        true => super::approvals::repeated_run_started_by(store, &caller, &run).await?,
+        false => None,
+    };
+    if let Some(started) = repeated {
         return Err(ApiError::forbidden(format!(
             "'{}' started run {started}, which run {run_id} runs again, and may not decide its proposals",
             caller.name()

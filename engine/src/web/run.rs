@@ -46,6 +46,8 @@ struct RunPage {
     artifacts: Vec<StepArtifactsView>,
     /// Files kept by all steps.
     artifact_files: i64,
+    /// What the run's `llm` steps proposed to the forge (`safe_outputs`).
+    proposals: Vec<crate::api::proposals::ProposalView>,
 }
 
 #[derive(Serialize)]
@@ -150,6 +152,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
     let artifact_files = artifacts.iter().map(|a| a.files).sum();
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
+    let proposals = crate::api::proposals::views(store, store.list_for_run(id).await?).await?;
     let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
     Ok(RunPage {
         chrome: session.chrome(&path),
@@ -164,6 +167,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         done,
         eval_error,
     })
+        proposals,
 }
 
 /// `GET /runs/{id}`.
