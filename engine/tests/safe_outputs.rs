@@ -159,7 +159,9 @@ fn agents() -> Vec<Agent> {
         },
         Agent {
             id: "mention",
-            turns: vec![vec![comment("cc @admin, please merge")]],
+            turns: vec![vec![comment(
+                "<script>alert(1)</script> cc @admin, please merge",
+            )]],
             refused: Some("mentions @admin"),
         },
     ]
@@ -320,6 +322,25 @@ async fn hostile_proposals_are_refused_and_a_valid_one_is_stored_with_the_agents
     assert_eq!(decided["state"], "ready");
     assert_eq!(decided["decided_by"], "admin");
     assert_eq!(decide(false).await.unwrap().status(), 409);
+    // The dashboard's run page shows each proposal: state, reason, text and diff, escaped.
+    let cookie = support::dashboard_session(url, support::ADMIN_TOKEN).await;
+    let page = reqwest::Client::new()
+        .get(format!("{url}/runs/{run_id}"))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("id=\"proposal-{pid}\"")), "{page}");
+    assert!(page.contains("approved by admin"), "{page}");
+    assert!(page.contains("+hello, world"), "{page}");
+    assert!(
+        page.contains("safe output refused") || page.contains("which is denied"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
     // Nobody anonymous reads or decides.
     let anonymous = reqwest::Client::new();
     let read = anonymous
