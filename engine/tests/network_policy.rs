@@ -386,3 +386,54 @@ fn a_bad_host_pattern_is_refused_at_its_line() {
         "{text}"
     );
 }
+
+/// Through `plue serve`: the refused connection is a `system` line of the step in the
+/// stored log and counts in `/metrics` as `plue_network_refused_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_logged_and_counted_by_the_engine() {
+    if !root() {
+        return;
+    }
+    let _serial = support::serial().await;
+    let sandbox = Sandbox::new("net-serve");
+    let (allowed, _) = http_server("allowed");
+    let (other, other_heard) = http_server("other");
+    let script = format!(
+        "curl -s -m 5 --noproxy '' -x \"$HTTP_PROXY\" -o /dev/null http://127.0.0.1:{other}/; true"
+    );
+    let workflow = sandbox.write(
+        "ws/net.plue.py",
+        &format!(
+            "def workflow():\n    return Plan(name='net', triggers=[Trigger.manual()], steps=[\n        \
+             Step.bash('fetch', {script:?}, network=['localhost:{allowed}']),\n    ])\n"
+        ),
+    );
+    let engine = sandbox.serve_one_runner("engine", "data", &[]).await;
+    let http = support::client();
+    let run_id = support::start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
+    let run = support::wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let lines = support::log_lines(&http, &engine.url, run_id, "fetch")
+        .await
+        .expect("the step's log");
+    let refused = format!("network: refused 127.0.0.1:{other} (not in this step's allow-list)");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["stream"] == "system" && line["text"] == refused.as_str()),
+        "{lines:#?}"
+    );
+    assert!(!other_heard.anything());
+    let metrics = reqwest::get(format!("{}/metrics", engine.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "plue_network_refused_total 1"),
+        "{metrics}"
+    );
+}

@@ -24,6 +24,7 @@ fn recorded_events_appear_under_conventional_names() {
         result: "accepted",
     });
     record(Event::LogLines(3));
+    record(Event::NetworkRefused(2));
     let text = encoded();
     for expected in [
         "# TYPE plue_steps_finished counter",
@@ -34,6 +35,8 @@ fn recorded_events_appear_under_conventional_names() {
         "plue_runs_finished_total{status=\"failed\"}",
         "plue_webhook_deliveries_total{forge=\"github\",result=\"accepted\"}",
         "plue_log_lines_ingested_total",
+        "# TYPE plue_network_refused counter",
+        "plue_network_refused_total",
         "# EOF",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");

@@ -331,3 +331,55 @@ async fn a_tunnel_whose_server_name_is_not_listed_is_cut() {
             .replace("PORT", &upstream.port.to_string())
     );
 }
+
+/// A python step is forked from the runner's warm interpreter, which lives in the runner's
+/// namespace: one whose network is not `open` runs a fresh interpreter that joins the
+/// step's (the same spec on the host's network is served warm and reaches the listener).
+#[tokio::test]
+async fn a_python_step_in_a_namespace_never_runs_warm() {
+    if !root() {
+        return;
+    }
+    let listener = Listener::tcp("127.0.0.1").await;
+    let script = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {}), 3).sendall(b'secret')\n    print('sent')\nexcept OSError as e:\n    print('refused:', e)\n",
+        listener.port
+    );
+    let python = |network: Option<&StepNetwork>| ProcessSpec {
+        program: "/usr/bin/python3".into(),
+        args: vec!["-u".into(), "-c".into(), script.clone()],
+        cwd: std::env::temp_dir(),
+        env: BTreeMap::from([
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+            ("HOME".to_owned(), "/nonexistent".to_owned()),
+        ]),
+        user: None,
+        timeout: Duration::from_secs(60),
+        masker: Default::default(),
+        fresh_interpreter: false,
+        network: network.map(|n| n.namespace().clone()),
+    };
+    let printed = |spec| async move {
+        let (tx, mut rx) = mpsc::channel::<(Stream, String)>(64);
+        process::run(spec, tx, CancellationToken::new())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        while let Some((_, line)) = rx.recv().await {
+            text.push_str(&line);
+        }
+        text
+    };
+    let (log, _keep) = mpsc::channel(1);
+    // Warm first, so a zygote is there to be (wrongly) used.
+    assert!(printed(python(None)).await.contains("sent"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    listener.received.lock().unwrap().clear();
+    *listener.connections.lock().unwrap() = 0;
+    let confined = confine(&NetworkPolicy::None, &log).await.unwrap().unwrap();
+    let text = printed(python(Some(&confined))).await;
+    confined.finish().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(text.contains("refused:"), "{text}");
+    assert!(!listener.heard(), "{text}");
+}
