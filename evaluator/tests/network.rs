@@ -43,7 +43,7 @@ async fn network_is_a_step_option_of_steps_that_run() {
             Network::Allow(vec!["pypi.org".into(), "*.github.com:443".into()]),
         ),
         (
-            "Step.bash(\"b\", \"true\", network=\"localhost:8080\")",
+            "Step.bash(\"b\", \"true\", network=[\"localhost:8080\"])",
             Network::Allow(vec!["localhost:8080".into()]),
         ),
     ] {
@@ -74,6 +74,14 @@ async fn a_bad_host_pattern_is_refused_where_it_is_written() {
         found
             .iter()
             .any(|l| l.contains("Step.bash(): network must be 'none', 'open' or a list")),
+        "{found:?}"
+    );
+    // One host is a list of one: a bare word other than none/open is a typo, not a host.
+    let found = problems("Step.bash(\"b\", \"true\", network=\"pypi.org\")").await;
+    assert!(
+        found
+            .iter()
+            .any(|l| l.contains("got 'pypi.org' (for one host write ['pypi.org'])")),
         "{found:?}"
     );
     let found = problems("Step.approval(\"gate\", network=\"none\")").await;

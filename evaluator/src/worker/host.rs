@@ -562,7 +562,11 @@ fn network(value: &Bound<'_, PyAny>, function: &'static str) -> PyResult<Network
             "none" => Ok(Network::None),
             "open" => Ok(Network::Open),
             other => {
-                let hint = did_you_mean(other, ["none", "open"]);
+                let hint = if other.contains(['.', ':']) {
+                    format!(" (for one host write ['{other}'])")
+                } else {
+                    did_you_mean(other, ["none", "open"])
+                };
                 Err(PyValueError::new_err(format!(
                     "{what} must be 'none', 'open' or a list of hosts such as ['pypi.org'], got '{other}'{hint}"
                 )))
