@@ -235,6 +235,43 @@ impl World {
         wait_final(&client(), &self.url, run, Duration::from_secs(90)).await
     }
 
+    /// A Plue user `name` linked to the GitHub login `login`, holding `role` on the
+    /// repository.
+    async fn person(&self, name: &str, login: &str, role: &str) {
+        let call = |method: reqwest::Method, path: String, body: Value| async move {
+            let response = client()
+                .request(method, format!("{}{path}", self.url))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!(
+                (200..300).contains(&status),
+                "{path}: {status} {}",
+                response.text().await.unwrap_or_default()
+            );
+        };
+        call(
+            reqwest::Method::POST,
+            "/api/users".into(),
+            json!({"name": name, "kind": "person"}),
+        )
+        .await;
+        call(
+            reqwest::Method::POST,
+            format!("/api/users/{name}/forge-logins"),
+            json!({"forge": "github", "login": login}),
+        )
+        .await;
+        call(
+            reqwest::Method::PUT,
+            format!("/api/repos/{REPO}/members/{name}"),
+            json!({ "role": role }),
+        )
+        .await;
+    }
+
     fn head(&self) -> String {
         git_sh(&self.origin, "git rev-parse main")
     }
@@ -334,6 +371,36 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     let answer = world.deliver("github", "issue_comment", "c-5", &rita).await;
     assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
 
+    // Forge logins linked to Plue users: a writer of the repository may summon, a reader
+    // may not (the forge's API knows neither), and a bot linked to a writer may.
+    for (user, login, role) in [
+        ("wendy", "wendy-gh", "writer"),
+        ("rob", "rob-gh", "reader"),
+        ("helper", "helper-bot", "writer"),
+    ] {
+        world.person(user, login, role).await;
+    }
+    let wendy = github_comment("wendy-gh", "NONE", "/plue echo as a writer", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "l-1", &wendy)
+        .await;
+    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let rob = github_comment("rob-gh", "NONE", "/plue echo as a reader", 1, false);
+    let answer = world.deliver("github", "issue_comment", "l-2", &rob).await;
+    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    assert!(
+        answer["refused"]
+            .to_string()
+            .contains("holds read (linked Plue user 'rob')"),
+        "{answer}"
+    );
+    let mut linked_bot = github_comment("helper-bot", "NONE", "/plue echo", 1, false);
+    linked_bot["comment"]["user"]["type"] = json!("Bot");
+    let answer = world
+        .deliver("github", "issue_comment", "l-3", &linked_bot)
+        .await;
+    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+
     // Plue's own answer (its marker) and a bot never summon, whatever they say.
     let marked = github_comment(
         "Codertocat",
@@ -346,7 +413,7 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
         .deliver("github", "issue_comment", "c-6", &marked)
         .await;
     assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
-    let mut bot = github_comment("helper-bot", "OWNER", "/plue echo", 1, false);
+    let mut bot = github_comment("other-bot", "OWNER", "/plue echo", 1, false);
     bot["comment"]["user"]["type"] = json!("Bot");
     let answer = world.deliver("github", "issue_comment", "c-7", &bot).await;
     assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");

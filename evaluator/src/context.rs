@@ -194,7 +194,8 @@ impl EvalContext {
         }
     }
 
-    /// A context for local use (`plue eval`, `plue check`): a push of `branch`.
+    /// A context for local use (`plue eval`, `plue check`): a push of `branch` (for an
+    /// `issue` or `comment` event, with a sample issue and comment).
     pub fn local(event: Event, branch: &str) -> Self {
         let pr = (event == Event::PullRequest).then(|| PullRequest {
             number: 1,
@@ -211,8 +212,20 @@ impl EvalContext {
             pr,
             changed_files: vec![],
             inputs: BTreeMap::new(),
-            issue: None,
-            comment: None,
+            issue: matches!(event, Event::Issue | Event::Comment).then(|| Issue {
+                number: 1,
+                title: "A sample issue".into(),
+                body: "What the issue's author wrote.".into(),
+                labels: vec![],
+                author: "octocat".into(),
+                url: "https://forge.example/local/workspace/issues/1".into(),
+            }),
+            comment: (event == Event::Comment).then(|| Comment {
+                id: 1,
+                body: "/plue fix".into(),
+                author: "octocat".into(),
+                association: "OWNER".into(),
+            }),
         }
     }
 }

@@ -74,6 +74,8 @@ pub(crate) fn context(args: &EventArgs) -> EvalContext {
         EventKind::PullRequest => Event::PullRequest,
         EventKind::Schedule => Event::Schedule,
         EventKind::Manual => Event::Manual,
+        EventKind::Issue => Event::Issue,
+        EventKind::Comment => Event::Comment,
     };
     let mut ctx = EvalContext::local(event, &args.branch);
     if let Some(sha) = &args.sha {

@@ -29,7 +29,7 @@ pub(super) const STATUSES: &[&str] = &[
     "failed",
     "cancelled",
 ];
-const EVENTS: &[&str] = &["push", "pull_request", "schedule", "manual"];
+const EVENTS: &[&str] = &["push", "pull_request", "schedule", "manual", "issue", "comment"];
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub(super) struct RunsQuery {
