@@ -6,15 +6,18 @@
 //! - pull request: one commit = the run's commit + the proposal's diff, built in the
 //!   engine's bare mirror of the repository with a private index (`read-tree`, `apply
 //!   --cached`, `write-tree`, `commit-tree` with fixed dates, so every retry builds the same
-//!   commit), pushed to `{branch_prefix}run-{run}-{step}`, then the pull request into the
-//!   run's branch;
+//!   commit), pushed to `{branch_prefix}run-{run}-{step}` — or, for a run a comment
+//!   summoned, `{branch_prefix}comment-{comment id}-{step}`, so a re-delivered comment's
+//!   second run finds the first one's pull request instead of opening another — then the
+//!   pull request into the run's branch;
 //! - comment and labels: on the run's issue (or pull request);
 //! - issue: a new issue.
 //!
 //! Invariants:
 //! - Idempotent across retries, re-deliveries and an engine restart: the branch and the
 //!   commit are deterministic, an existing pull request for the branch is found and used,
-//!   comments and issues carry `<!-- plue:proposal:{id} -->` and are looked up before any
+//!   comments and issues carry `<!-- plue:proposal:{id} -->` (for a comment's run
+//!   `<!-- plue:proposal:comment-{id}-{step}-{position} -->`) and are looked up before any
 //!   post ([`crate::forge::writer`]).
 //! - Proposals of one run are applied in order: one waits while an earlier one of its run
 //!   is not settled.
@@ -237,11 +240,20 @@ impl Applier {
             token: Some(&token),
             repo: &job.repo.name,
         };
-        let marker = marker(job.row.id);
+        let marker = match origin(job) {
+            Some(origin) => format!(
+                "<!-- plue:proposal:{origin}-{}-{} -->",
+                job.step_id, job.row.position
+            ),
+            None => marker(job.row.id),
+        };
         match &job.proposal {
             Proposal::PullRequest { title, body, diff } => {
                 let prefix = self.branch_prefix(job);
-                let branch = branch_name(&prefix, job.run.id, &job.step_id);
+                let branch = match origin(job) {
+                    Some(origin) => format!("{prefix}{origin}-{}", job.step_id),
+                    None => branch_name(&prefix, job.run.id, &job.step_id),
+                };
                 git::check_ref(&branch).map_err(|e| {
                     PostError::Permanent(format!("branch '{branch}' is not a valid name: {e:#}"))
                 })?;
@@ -257,6 +269,11 @@ impl Applier {
                             job.run.git_ref
                         ))
                     })?;
+                // Opened already (by an earlier try, or by the run of an earlier delivery
+                // of the same comment): nothing to push or open.
+                if let Some(open) = writer.find_pull_request(&branch, &base).await? {
+                    return Ok(open.html_url);
+                }
                 let mirror = Mirror::open(self.mirrors_dir.join(format!("{}.git", job.repo.id)))
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;
@@ -356,6 +373,16 @@ impl Applier {
     }
 }
 
+/// What a run summoned by a comment is keyed by, so that every run of a re-delivered
+/// comment writes to the same branch and under the same markers (`comment-{id}`); `None`
+/// for other runs, whose own id keys them.
+fn origin(job: &Job) -> Option<String> {
+    job.context
+        .as_ref()
+        .and_then(|c| c.comment.as_ref())
+        .map(|comment| format!("comment-{}", comment.id))
+}
+
 /// Builds `base` + `diff` as one commit in `mirror` with a private index; the dates are
 /// `at_ms` (the proposal's), so the same proposal always gives the same commit.
 pub async fn build_commit(
@@ -444,7 +471,9 @@ pub async fn push(
         ("GIT_CONFIG_KEY_0", "http.extraHeader"),
         ("GIT_CONFIG_VALUE_0", header.as_str()),
     ];
-    let refspec = format!("{commit}:refs/heads/{branch}");
+    // Forced: the branch is Plue's own (its prefix), and is only pushed while no pull
+    // request is open for it; a retry pushes the very same commit.
+    let refspec = format!("+{commit}:refs/heads/{branch}");
     git::git_with(
         Some(mirror.dir()),
         &["push", "-q", "--", url, &refspec],

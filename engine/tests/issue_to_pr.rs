@@ -1,0 +1,412 @@
+//! From an issue comment to a pull request, end to end with the real `plue serve`: the
+//! real GitHub and Gitea `issue_comment` payloads (`tests/fixtures/webhooks/`, re-signed
+//! with the body `/plue fix`), the example `examples/agents/issue-to-pr.plue.py` with its
+//! scripted Claude (`examples/agents/scripts/issue-to-pr.json`), and the fake forge of
+//! `testkit::forge` (its REST API and a real git remote over HTTP).
+//!
+//! What is proven: the comment becomes exactly one pull request whose commit is the base
+//! plus exactly the agent's change, one agent comment and the start and end answers on the
+//! issue; a second delivery of the same comment opens no second pull request; an engine
+//! killed after the forge created the pull request but before it heard so (the forge drops
+//! the connection) opens no second pull request and posts no comment twice once restarted;
+//! the agent's bash, hunting for the forge token in its environment, its files, `/proc`
+//! and the checkout's git config, finds nothing.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{
+    client, deliver_webhook, free_port, wait_final, wait_for, webhook_fixture, Engine, Sandbox,
+    LLM_KEY,
+};
+use testkit::claude::{script, FakeClaude};
+use testkit::forge::{FakeForge, Fault, FaultAction, Flavor};
+
+const SECRET: &str = "webhook-secret-of-the-issue-to-pr-test";
+const WORKFLOW: &str = "examples/agents/issue-to-pr.plue.py";
+const FIXED: &str = "examples/agents/demo/greet.sh";
+
+/// A forge token made at run time, so that no file (this test's binary included) holds it
+/// unless Plue put it there.
+fn forge_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("ftok{:x}{:x}", nanos, std::process::id())
+}
+
+/// The example's files, at the paths the workflow names, as the forge's first commit.
+fn seed(dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in [
+        WORKFLOW,
+        "examples/agents/prompts/issue-investigator.md",
+        "examples/agents/prompts/issue-fixer.md",
+        "examples/agents/prompts/issue-reviewer.md",
+        "examples/agents/prompts/issue-publisher.md",
+        "examples/agents/demo/greet.sh",
+        "examples/agents/demo/test.sh",
+    ] {
+        let to = dir.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root.join(file), &to).unwrap();
+    }
+}
+
+/// The example's script, with the fixer first hunting for the forge token: every place a
+/// step could find it is searched for `token` (split in the command, so the command line
+/// itself does not hold it); what it finds goes back to the model, whose requests the test
+/// reads.
+fn claude(token: &str) -> FakeClaude {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/scripts/issue-to-pr.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (a, b) = token.split_at(token.len() / 2);
+    let hunt = format!(
+        r#"t="{a}""{b}"; echo "uid: $(id)"
+{{ env; for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\0' '\n' < "$f"; done
+   cat .git/config; git config --list --show-origin; cat ~/.git-credentials ~/.gitconfig; }} 2>/dev/null | grep -F -- "$t" | sed 's/^/FOUND-IN-PROCESS-OR-CONFIG: /'
+grep -rslF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -- "$t" / 2>/dev/null | sed 's/^/FOUND-IN-FILE: /'
+echo hunt-done"#
+    );
+    let replies = doc["replies"].as_array_mut().unwrap();
+    let first_fix = replies
+        .iter()
+        .position(|r| r["when"] == "You are the fixer")
+        .unwrap();
+    replies.insert(
+        first_fix,
+        json!({"when": "You are the fixer", "text": "Looking around first.",
+               "tool_uses": [{"id": "toolu_hunt", "name": "bash", "input": {"command": hunt}}]}),
+    );
+    FakeClaude::start_routed(script::parse(&doc.to_string()).unwrap())
+}
+
+struct World {
+    sb: Sandbox,
+    forge: FakeForge,
+    claude: FakeClaude,
+    engine: Engine,
+    token: String,
+    flavor: Flavor,
+    repo: String,
+    data: String,
+}
+
+impl World {
+    async fn new(name: &str, flavor: Flavor) -> World {
+        let sb = Sandbox::new(name);
+        let token = forge_token();
+        let forge = FakeForge::start(flavor, &token).unwrap();
+        // The repositories the real fixtures name, issue #1 in each.
+        let (repo, commenter) = match flavor {
+            Flavor::GitHub => ("Codertocat/Hello-World", "Codertocat"),
+            Flavor::Gitea => ("example/example", "example"),
+        };
+        let seeded = sb.path("seed");
+        seed(&seeded);
+        forge.create_repo_from(repo, &seeded).unwrap();
+        let issue = forge.create_issue(
+            repo,
+            "greet.sh cannot shout",
+            "Please add --shout.",
+            commenter,
+        );
+        assert_eq!(issue, 1);
+        forge.set_permission(commenter, "admin");
+        let claude = claude(&token);
+        let data = sb.path("data").to_str().unwrap().to_string();
+        let world_engine = start_engine(&sb, &claude, &data).await;
+        let world = World {
+            sb,
+            forge,
+            claude,
+            engine: world_engine,
+            token,
+            flavor,
+            repo: repo.to_string(),
+            data,
+        };
+        world.register().await;
+        world
+    }
+
+    fn forge_name(&self) -> &'static str {
+        match self.flavor {
+            Flavor::GitHub => "github",
+            Flavor::Gitea => "gitea",
+        }
+    }
+
+    async fn register(&self) {
+        let response = client()
+            .post(format!("{}/api/repos", self.engine.url))
+            .json(&json!({
+                "name": self.repo,
+                "clone_url": self.forge.clone_url(&self.repo),
+                "forge": self.forge_name(),
+                "webhook_secret": SECRET,
+                "api_url": self.forge.api_url(),
+                "api_token": self.token,
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(status, 201, "{}", response.text().await.unwrap());
+    }
+
+    /// Delivers the real fixture's comment, saying `/plue fix`, as delivery `id`.
+    async fn deliver_fix(&self, id: &str) -> Vec<i64> {
+        let (path, event) = match self.flavor {
+            Flavor::GitHub => ("github/issue_comment-created.json", "issue_comment"),
+            Flavor::Gitea => ("gitea/issue_comment-created.json", "issue_comment"),
+        };
+        let mut payload = webhook_fixture(path);
+        payload["comment"]["body"] = json!("/plue fix");
+        // The fake forge's repository's default branch (the fixtures say `master`).
+        payload["repository"]["default_branch"] = json!("main");
+        let (status, answer) = deliver_webhook(
+            &self.engine.url,
+            self.forge_name(),
+            event,
+            id,
+            &payload,
+            SECRET,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["runs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no runs in {answer}"))
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    }
+
+    async fn finished(&self, run: i64) -> Value {
+        let run = wait_final(&client(), &self.engine.url, run, Duration::from_secs(180)).await;
+        assert_eq!(
+            run["status"],
+            "succeeded",
+            "{run}\n{}",
+            self.sb.diagnostics()
+        );
+        run
+    }
+
+    /// Waits until the end answer of run `run` is on the issue.
+    async fn answered(&self, run: i64, limit: Duration) {
+        let marker = format!("<!-- plue:run:{run}:ended -->");
+        wait_for(limit, "the end answer", || async {
+            self.forge
+                .comments(&self.repo)
+                .iter()
+                .any(|c| c.body.contains(&marker))
+                .then_some(())
+        })
+        .await;
+    }
+
+    fn comments_with(&self, needle: &str) -> usize {
+        self.forge
+            .comments(&self.repo)
+            .iter()
+            .filter(|c| c.body.contains(needle))
+            .count()
+    }
+
+    /// The one pull request, checked to hold exactly the agent's change.
+    fn the_pull_request(&self) -> testkit::forge::PullRequest {
+        let pulls = self.forge.pulls(&self.repo);
+        assert_eq!(pulls.len(), 1, "{pulls:?}");
+        let pull = pulls[0].clone();
+        assert_eq!(pull.base, "main");
+        assert!(pull.head.starts_with("plue/comment-"), "{}", pull.head);
+        let dir = self.forge.repo_dir(&self.repo);
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let changed = git(&["diff", "--name-only", &pull.base_sha, &pull.head_sha]);
+        assert_eq!(changed.trim(), FIXED);
+        assert_eq!(
+            git(&["rev-parse", &format!("{}^", pull.head_sha)]).trim(),
+            pull.base_sha
+        );
+        let fixed = git(&["show", &format!("{}:{FIXED}", pull.head_sha)]);
+        let script: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/agents/scripts/issue-to-pr.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let written = script["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["tool_uses"].as_array().cloned().unwrap_or_default())
+            .find(|t| t["name"] == "write_file")
+            .unwrap();
+        assert_eq!(fixed, written["input"]["content"].as_str().unwrap());
+        pull
+    }
+
+    async fn restart(&mut self) {
+        self.sb.kill9(self.engine.pid);
+        self.engine = start_engine(&self.sb, &self.claude, &self.data).await;
+    }
+}
+
+async fn start_engine(sb: &Sandbox, claude: &FakeClaude, data: &str) -> Engine {
+    let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
+    sb.serve_with_env(
+        "engine",
+        free_port(),
+        &[
+            "--data-dir",
+            data,
+            "--runners",
+            "2",
+            "--heartbeat-ms",
+            "200",
+            "--secret",
+            &secret,
+            "--public-url",
+            "https://plue.example.com",
+        ],
+        &[("ANTHROPIC_BASE_URL", claude.url())],
+    )
+    .await
+}
+
+async fn a_fix_comment_becomes_one_pull_request(flavor: Flavor) {
+    let _serial = support::serial().await;
+    let world = World::new(&format!("issue-to-pr-{flavor:?}"), flavor).await;
+    let runs = world.deliver_fix("delivery-1").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = runs[0];
+    world.finished(run).await;
+    world.answered(run, Duration::from_secs(60)).await;
+
+    let pull = world.the_pull_request();
+    assert!(pull.body.contains("Fixes #1"), "{}", pull.body);
+    let comments = world.forge.comments(&world.repo);
+    let started = format!("<!-- plue:run:{run}:started -->");
+    let ended = format!("<!-- plue:run:{run}:ended -->");
+    assert_eq!(world.comments_with(&started), 1, "{comments:?}");
+    assert_eq!(
+        world.comments_with("<!-- plue:proposal:"),
+        1,
+        "{comments:?}"
+    );
+    assert_eq!(world.comments_with(&ended), 1, "{comments:?}");
+    let order: Vec<usize> = [&started, "<!-- plue:proposal:", &ended]
+        .iter()
+        .map(|m| comments.iter().position(|c| c.body.contains(*m)).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{comments:?}");
+    let end = comments.iter().find(|c| c.body.contains(&ended)).unwrap();
+    let html = match flavor {
+        Flavor::GitHub => format!("{}/{}/pull/{}", world.forge.url(), world.repo, pull.number),
+        Flavor::Gitea => format!("{}/{}/pulls/{}", world.forge.url(), world.repo, pull.number),
+    };
+    assert!(end.body.contains(&html), "{}", end.body);
+    let start = comments.iter().find(|c| c.body.contains(&started)).unwrap();
+    assert!(
+        start
+            .body
+            .contains(&format!("https://plue.example.com/runs/{run}")),
+        "{}",
+        start.body
+    );
+    assert!(
+        world
+            .forge
+            .statuses(&world.repo)
+            .iter()
+            .any(|s| s.sha == pull.head_sha && s.state == "success"),
+        "{:?}",
+        world.forge.statuses(&world.repo)
+    );
+
+    // The agent's bash looked everywhere and found no forge token; nor did the model.
+    let requests = world.claude.requests();
+    let hunted = requests
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .map(|t| t.to_string())
+        .find(|t| t.contains("toolu_hunt"))
+        .expect("the hunt's result went back to the model");
+    assert!(hunted.contains("hunt-done"), "{hunted}");
+    assert!(!hunted.contains("FOUND-"), "{hunted}");
+    for request in &requests {
+        assert!(!request.body.to_string().contains(&world.token));
+    }
+
+    // The same comment delivered again (a new delivery id): no second pull request.
+    let again = world.deliver_fix("delivery-2").await;
+    for run in again {
+        wait_final(&client(), &world.engine.url, run, Duration::from_secs(180)).await;
+        world.answered(run, Duration::from_secs(60)).await;
+    }
+    world.the_pull_request();
+    assert_eq!(world.comments_with("<!-- plue:proposal:"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_fix_comment_becomes_one_pull_request_with_the_agents_diff() {
+    a_fix_comment_becomes_one_pull_request(Flavor::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitea_fix_comment_becomes_one_pull_request_with_the_agents_diff() {
+    a_fix_comment_becomes_one_pull_request(Flavor::Gitea).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_lost_answer_opens_no_second_pull_request_nor_comment() {
+    let _serial = support::serial().await;
+    let mut world = World::new("issue-to-pr-restart", Flavor::GitHub).await;
+    // The forge creates the pull request and the agent's comment but the engine never
+    // hears so.
+    world
+        .forge
+        .fault(Fault::new("POST", "/pulls", FaultAction::DropAfterWrite));
+    world.forge.fault(Fault::new(
+        "POST",
+        "/issues/1/comments",
+        FaultAction::DropAfterWrite,
+    ));
+    let runs = world.deliver_fix("delivery-1").await;
+    let run = runs[0];
+    wait_for(Duration::from_secs(180), "the pull request", || async {
+        (!world.forge.pulls(&world.repo).is_empty()).then_some(())
+    })
+    .await;
+    world.restart().await;
+    world.finished(run).await;
+    world.answered(run, Duration::from_secs(150)).await;
+    world.the_pull_request();
+    assert_eq!(world.comments_with("<!-- plue:proposal:"), 1);
+    assert_eq!(
+        world.comments_with(&format!("<!-- plue:run:{run}:started -->")),
+        1
+    );
+}
