@@ -141,6 +141,10 @@ pub(crate) struct RunArgs {
     /// Write a JSON summary of the run here.
     #[arg(long, value_name = "PATH")]
     pub(crate) summary_json: Option<PathBuf>,
+    /// Prices of llm models (YAML or JSON, USD per million tokens) added to and replacing
+    /// the built-in table.
+    #[arg(long, value_name = "FILE", env = "PLUE_LLM_PRICES")]
+    pub(crate) llm_prices: Option<PathBuf>,
     /// Most steps running at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_parallel: usize,
@@ -359,8 +363,13 @@ pub(crate) struct ServeArgs {
     /// The pool configuration file (YAML) of `--pool kubernetes`.
     #[arg(long, value_name = "FILE", env = "PLUE_POOL_CONFIG")]
     pub(crate) pool_config: Option<PathBuf>,
-    /// Only parse and validate --pool-config, say what it holds, and exit (0: valid, 1: not).
-    #[arg(long, requires = "pool_config")]
+    /// Prices of llm models (YAML or JSON, USD per million tokens) added to and replacing
+    /// the built-in table; every problem of the file is reported.
+    #[arg(long, value_name = "FILE", env = "PLUE_LLM_PRICES")]
+    pub(crate) llm_prices: Option<PathBuf>,
+    /// Only parse and validate --pool-config and --llm-prices, say what they hold, and exit
+    /// (0: valid, 1: not).
+    #[arg(long)]
     pub(crate) check_config: bool,
 }
 

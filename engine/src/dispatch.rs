@@ -90,6 +90,10 @@ pub struct Dispatch {
     /// What the step's processes may reach, the kind's default resolved ([`network`]).
     #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
     pub network: NetworkPolicy,
+    /// An `llm` step's limits and its run's budget, resolved into the assignment's budget
+    /// when it is claimed ([`crate::pricing::budget`]); absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::pricing::budget::Limits>,
 }
 
 /// What a finished dependency exposes to templates.
@@ -379,6 +383,7 @@ fn input_path(input: &str, path: &[Part<'_>]) -> String {
             Part::Index(i) => text.push_str(&format!("[{i}]")),
             Part::Key(key) => {
                 text.push('.');
+        budget: crate::pricing::budget::Limits::of(plan, step),
                 text.push_str(key);
             }
         }

@@ -361,9 +361,38 @@ async fn assignment(
             .await?;
         return Ok(None);
     }
+    // An llm step's limits, and its hold on the run's budget (crate::pricing::budget).
+    let budget = match crate::pricing::budget::assign(
+        state.executor.store(),
+        state.executor.prices(),
+        claimed.attempt_id,
+        claimed.run_id,
+        dispatch.budget.as_ref(),
+    )
+    .await?
+    {
+        Ok(budget) => budget,
+        Err(reason) => {
+            state
+                .executor
+                .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
+                .await?;
+            return Ok(None);
+        }
+    };
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
     let mut env = dispatch.env;
+    if let Some(context) = state
+        .executor
+        .store()
+        .summoned_context(claimed.run_id)
+        .await?
+    {
+        let ctx: evaluator::EvalContext = serde_json::from_str(&context)
+            .map_err(|e| anyhow::anyhow!("stored context of run {}: {e}", claimed.run_id))?;
+        env.extend(crate::dispatch::summoned_env(&ctx));
+    }
     env.insert("PLUE_ATTEMPT".into(), claimed.number.to_string());
     if !secrets.withheld.is_empty() {
         env.insert("PLUE_SECRETS_WITHHELD".into(), secrets.withheld.join(","));
@@ -383,16 +412,7 @@ async fn assignment(
             ..dispatch.handoff
         },
         network: dispatch.network,
-    if let Some(context) = state
-        .executor
-        .store()
-        .summoned_context(claimed.run_id)
-        .await?
-    {
-        let ctx: evaluator::EvalContext = serde_json::from_str(&context)
-            .map_err(|e| anyhow::anyhow!("stored context of run {}: {e}", claimed.run_id))?;
-        env.extend(crate::dispatch::summoned_env(&ctx));
-    }
+        budget,
     }))
 }
 
@@ -674,7 +694,21 @@ async fn complete(
     if completion.reason.as_ref().is_some_and(|r| r.len() > 4096) {
         return Err(ApiError::bad_request("reason is longer than 4096 bytes"));
     }
+    if completion.model.as_ref().is_some_and(|m| m.len() > 200) {
+        return Err(ApiError::bad_request("model is longer than 200 bytes"));
+    }
     let network_refused = completion.network_refused;
+    let (mut outcome, mut reason) = (completion.outcome, completion.reason);
+    // Safe outputs: judged before the attempt ends (a refusal fails it), stored after.
+    let judged = crate::safe_outputs::judge(
+        &state.executor,
+        owner.run_id,
+        owner.step_run_id,
+        &mut outcome,
+        &mut reason,
+        &completion.proposals,
+    )
+    .await?;
     let report = Report {
         outcome,
         exit_code: completion.exit_code,
@@ -690,25 +724,19 @@ async fn complete(
             &report,
             RunnerSaid {
                 usage: completion.usage,
+                model: completion.model,
                 started_ms_ago: completion.started_ms_ago,
                 claims_next: completion.claim_next,
             },
         )
         .await?;
+    // Recorded by the report that completed the attempt (a repeated one records nothing).
+    if completed {
+        judged.record(&state.executor, attempt_id).await?;
+    }
     // Counted once, by the report that completed the attempt.
     if completed && network_refused > 0 {
         crate::metrics::record(crate::metrics::Event::NetworkRefused(network_refused));
-    let (mut outcome, mut reason) = (completion.outcome, completion.reason);
-    // Safe outputs: judged before the attempt ends (a refusal fails it), stored after.
-    let judged = crate::safe_outputs::judge(
-        &state.executor,
-        owner.run_id,
-        owner.step_run_id,
-        &mut outcome,
-        &mut reason,
-        &completion.proposals,
-    )
-    .await?;
     }
     // A repeated report (its first answer was lost) claims nothing: the first may have.
     let next = if completed && completion.claim_next {
@@ -730,10 +758,6 @@ async fn complete(
 /// One claim for `runner` without waiting, as a poll's first look makes it: the runner's
 /// next attempt handed over with its completion.
 async fn claim_now(state: &InternalState, runner: &AuthedRunner) -> ApiResult<Option<Assignment>> {
-    // Recorded by the report that completed the attempt (a repeated one records nothing).
-    if completed {
-        judged.record(&state.executor, attempt_id).await?;
-    }
     let store = state.executor.store();
     // The runner is still `busy` from the attempt it just completed (`claims_next`): the
     // first look keeps it so, or turns it idle when there is nothing to take. An attempt

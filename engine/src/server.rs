@@ -89,6 +89,8 @@ pub struct EngineConfig {
     /// ([`crate::pool::forks::run`]); off when the Kubernetes pool, which knows its
     /// classes, does it.
     pub fail_unservable_forks: bool,
+    /// What `llm` tokens cost (`--llm-prices FILE` over the built-in table).
+    pub prices: Arc<crate::pricing::Prices>,
 }
 
 impl EngineConfig {
@@ -116,6 +118,7 @@ impl EngineConfig {
             trusted_proxies: Vec::new(),
             log_quotas: crate::store::LogQuotas::default(),
             fail_unservable_forks: true,
+            prices: Arc::new(crate::pricing::Prices::builtin()),
         }
     }
 }
@@ -208,7 +211,8 @@ pub async fn start_with_runner_listener(
             config.secrets.clone(),
             config.max_parallel,
         )
-        .with_vault(config.vault.clone()),
+        .with_vault(config.vault.clone())
+        .with_prices(config.prices.clone()),
     );
     let registry = evaluator.clone().map(|evaluator| {
         Arc::new(Registry::new(

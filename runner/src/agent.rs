@@ -323,6 +323,7 @@ async fn execute(
             let (ended, proposed) = ended;
             proposals = proposed;
             usage = ended.usage;
+            model = ended.model;
             (ended.outcome, None, ended.reason, ended.outputs)
         }
         Ok(()) => {
@@ -758,6 +759,7 @@ async fn run_llm(
         network: network.map(|n| n.namespace().clone()),
         secrets: &assignment.secrets,
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
+        budget: assignment.budget.as_ref(),
         retry: llm::RetryPolicy::default(),
         masker,
     };

@@ -256,15 +256,15 @@ async fn get_run(
         .await?
         .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
     let step_run_ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
-    let attempts: Vec<_> = store
-        .dashboard_attempts(id)
-        .await?
-        .into_iter()
+    let attempt_rows = store.dashboard_attempts(id).await?;
+    let attempts: Vec<_> = attempt_rows
+        .iter()
         .map(|a| (a.step_run_id, a.number, a.started_at, a.finished_at))
         .collect();
     let mut view = RunView::new(run, Some(steps))
         .with_loops(plan.as_ref())
-        .with_attempts(&step_run_ids, &attempts);
+        .with_attempts(&step_run_ids, &attempts)
+        .with_costs(&step_run_ids, &attempt_rows);
     if view.repository.is_some() {
         let reports = store.status_reports_of_run(id).await?;
         view.commit_statuses = Some(

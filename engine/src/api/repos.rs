@@ -368,7 +368,14 @@ pub(super) async fn get_repo(
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Json<RepoView>> {
     let repo = find_repo(&state, &caller, &owner, &name, Role::Reader).await?;
-    Ok(Json(RepoView::new(&repo)))
+    let mut view = RepoView::new(&repo);
+    view.cost_usd = state
+        .executor
+        .store()
+        .repository_cost(repo.id)
+        .await?
+        .map(|micros| crate::pricing::usd(u64::try_from(micros).unwrap_or(0)));
+    Ok(Json(view))
 }
 
 #[utoipa::path(

@@ -13,7 +13,14 @@ use utoipa::ToSchema;
 
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
-use crate::store::{ApprovalRow, RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine};
+use crate::store::{
+    ApprovalRow, AttemptRow, RunRow, RunnerRow, RunnerTokenRow, StepRunRow, StoredLine,
+};
+
+/// Micro-dollars as USD for a view.
+fn usd(micros: i64) -> f64 {
+    crate::pricing::usd(u64::try_from(micros).unwrap_or(0))
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
@@ -58,6 +65,10 @@ pub struct RunView {
     /// Commit statuses owed to the forge, oldest first (repository runs, detail view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_statuses: Option<Vec<CommitStatusView>>,
+    /// What the run's `llm` steps cost together, in USD (detail view; absent when no
+    /// attempt was priced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -107,7 +118,24 @@ impl RunView {
             finished_at: run.finished_at,
             steps: steps.map(|steps| steps.into_iter().map(StepView::new).collect()),
             loops: None,
+            cost_usd: None,
         }
+    }
+
+    /// Adds what each `llm` attempt used and cost to a view with steps, and the step and
+    /// run totals (sums in micro-dollars of the priced attempts).
+    pub fn with_costs(mut self, step_run_ids: &[i64], attempts: &[AttemptRow]) -> RunView {
+        let Some(steps) = self.steps.as_mut() else {
+            return self;
+        };
+        let mut run_total = None::<i64>;
+        for (step, id) in steps.iter_mut().zip(step_run_ids) {
+            if let Some(total) = step.add_costs(*id, attempts) {
+                run_total = Some(run_total.unwrap_or(0).saturating_add(total));
+            }
+        }
+        self.cost_usd = run_total.map(usd);
+        self
     }
 
     /// Adds each step's current (latest) attempt's start and end to a view with steps, from
@@ -234,9 +262,60 @@ pub struct StepView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BTreeMap<String, i64>>)]
     pub usage: Option<serde_json::Value>,
+    /// What an `llm` step cost over all its attempts, in USD by the engine's price table
+    /// (usage × price, summed in micro-dollars). Absent for other steps and when no
+    /// attempt's model is priced (the run's detail view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Each `llm` attempt's model, usage and cost (the run's detail view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_costs: Option<Vec<AttemptCostView>>,
+}
+
+/// What one `llm` attempt used and cost.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptCostView {
+    pub attempt: i64,
+    #[schema(required = true)]
+    pub model: Option<String>,
+    /// `input_tokens`, `output_tokens`, `cache_creation_input_tokens`,
+    /// `cache_read_input_tokens`; every request counted, a cut one's too.
+    #[schema(value_type = Option<BTreeMap<String, i64>>, required = true)]
+    pub usage: Option<serde_json::Value>,
+    /// USD; `null` when its model has no price (unknown, not free).
+    #[schema(required = true)]
+    pub cost_usd: Option<f64>,
 }
 
 impl StepView {
+    /// Adds what each `llm` attempt of step run `step_run_id` (among `attempts`) used and
+    /// cost, and the step's total; returns the total in micro-dollars (`None`: unpriced).
+    pub fn add_costs(&mut self, step_run_id: i64, attempts: &[AttemptRow]) -> Option<i64> {
+        let mine: Vec<&AttemptRow> = attempts
+            .iter()
+            .filter(|a| a.step_run_id == step_run_id && (a.model.is_some() || a.usage.is_some()))
+            .collect();
+        if mine.is_empty() {
+            return None;
+        }
+        let total = mine
+            .iter()
+            .filter_map(|a| a.cost_usd_micros)
+            .reduce(|a, b| a.saturating_add(b));
+        self.cost_usd = total.map(usd);
+        self.attempt_costs = Some(
+            mine.iter()
+                .map(|a| AttemptCostView {
+                    attempt: a.number,
+                    model: a.model.clone(),
+                    usage: a.usage.as_deref().and_then(|u| serde_json::from_str(u).ok()),
+                    cost_usd: a.cost_usd_micros.map(usd),
+                })
+                .collect(),
+        );
+        total
+    }
+
     pub fn new(step: StepRunRow) -> StepView {
         StepView {
             duration_ms: step.duration_ms(),
@@ -258,6 +337,8 @@ impl StepView {
             finished_at: step.finished_at,
             attempt_started_at: None,
             attempt_finished_at: None,
+            cost_usd: None,
+            attempt_costs: None,
         }
     }
 }
@@ -440,6 +521,10 @@ pub struct RepoView {
     /// Anyone, signed in or not, may read its runs (a maintainer's choice; new
     /// repositories are private).
     pub public_read: bool,
+    /// What its runs' `llm` steps cost in all, in USD (the repository's own view; absent
+    /// when none was priced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 impl RepoView {
@@ -457,6 +542,7 @@ impl RepoView {
             default_branch: repo.default_branch.clone(),
             created_at: repo.created_at,
             public_read: repo.public_read.unwrap_or(false),
+            cost_usd: None,
         }
     }
 }

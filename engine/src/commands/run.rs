@@ -91,6 +91,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"))
     };
     config.log_quotas = args.quotas.log_quotas();
+    if let Some(file) = &args.llm_prices {
+        config.prices = std::sync::Arc::new(engine::pricing::Prices::with_file(file)?);
+    }
     config.heartbeat_interval = Duration::from_secs(1);
     config.lost_after = Duration::from_secs(10);
     let mut runner = local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?;
@@ -285,7 +288,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let run = store.run(run_id).await?.context("the run")?;
     // A cancelled run ends when its runners report; wait briefly for stragglers' processes.
     engine.shutdown().await;
-    let mut summary = Summary::new(run_id, &run.status, &steps).with_environments(&plan);
+    let mut summary = Summary::new(run_id, &run.status, &steps)
+        .with_environments(&plan)
+        .with_costs(&steps, &store.dashboard_attempts(run_id).await?);
     summary.artifacts = store
         .artifacts_of_run(run_id)
         .await?

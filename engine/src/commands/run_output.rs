@@ -571,6 +571,13 @@ pub(crate) struct Summary {
     pub(crate) artifacts: Vec<super::runs::ArtifactLine>,
     /// Decisions on the run's approval steps.
     pub(crate) approvals: Vec<super::runs::ApprovalLine>,
+    /// Tokens the run's `llm` steps used together (absent without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<runner::protocol::Usage>,
+    /// What they cost together in USD, by the engine's price table (absent when no attempt
+    /// was priced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -585,6 +592,12 @@ pub(crate) struct StepSummary {
     /// The environment the step names (`environment="prod"`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) environment: Option<String>,
+    /// An `llm` step's tokens over all its attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<runner::protocol::Usage>,
+    /// An `llm` step's cost in USD over all its attempts (absent when none was priced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cost_usd: Option<f64>,
 }
 
 impl Summary {
@@ -603,11 +616,43 @@ impl Summary {
                     exit_code: s.exit_code,
                     duration_ms: s.duration_ms(),
                     environment: None,
+                    usage: s.usage.as_deref().and_then(|u| serde_json::from_str(u).ok()),
+                    cost_usd: None,
                 })
                 .collect(),
             artifacts: Vec::new(),
             approvals: Vec::new(),
+            usage: None,
+            cost_usd: None,
         }
+    }
+
+    /// This summary with each `llm` step's cost and the run's totals, from the run's
+    /// steps (in summary order) and attempts (sums in micro-dollars, as the API's).
+    pub(crate) fn with_costs(
+        mut self,
+        steps: &[StepRunRow],
+        attempts: &[engine::store::AttemptRow],
+    ) -> Summary {
+        let mut total_micros = None::<i64>;
+        for (summary, row) in self.steps.iter_mut().zip(steps) {
+            let micros = attempts
+                .iter()
+                .filter(|a| a.step_run_id == row.id)
+                .filter_map(|a| a.cost_usd_micros)
+                .reduce(|a, b| a.saturating_add(b));
+            if let Some(micros) = micros {
+                total_micros = Some(total_micros.unwrap_or(0).saturating_add(micros));
+            }
+            summary.cost_usd = micros.map(|m| engine::pricing::usd(u64::try_from(m).unwrap_or(0)));
+        }
+        self.usage = self
+            .steps
+            .iter()
+            .filter_map(|s| s.usage)
+            .reduce(|a, b| a + b);
+        self.cost_usd = total_micros.map(|m| engine::pricing::usd(u64::try_from(m).unwrap_or(0)));
+        self
     }
 
     /// This summary with each step's environment, as `plan` names it.
@@ -841,6 +886,7 @@ mod tests {
             env: Default::default(),
             steps: vec![deploy],
             concurrency: None,
+            budget_usd: None,
         };
         let plain = Summary::new(1, "succeeded", std::slice::from_ref(&row));
         assert!(!plain.table().contains("ENVIRONMENT"));

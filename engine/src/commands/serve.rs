@@ -23,9 +23,25 @@ use super::{
 use crate::cli::{PoolKind, ServeArgs, StoreArgs};
 use crate::logging::notice;
 
+/// `--check-config`: validates `--pool-config` and `--llm-prices`, whichever are given,
+/// reporting every problem of each; 1 when any is invalid or none is given.
+fn check_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.pool_config.is_none() && args.llm_prices.is_none() {
+        anyhow::bail!("--check-config needs --pool-config FILE or --llm-prices FILE");
+    }
+    let mut ok = true;
+    if let Some(file) = &args.pool_config {
+        ok &= engine::pool::config_file::check_command(file) == ExitCode::SUCCESS;
+    }
+    if let Some(file) = &args.llm_prices {
+        ok &= engine::pricing::file::check_command(file) == ExitCode::SUCCESS;
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let (true, Some(file)) = (args.check_config, &args.pool_config) {
-        return Ok(engine::pool::config_file::check_command(file));
+    if args.check_config {
+        return check_config(&args);
     }
     let kubernetes = match (
         args.pools.contains(&PoolKind::Kubernetes),
@@ -79,6 +95,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<_>>()?;
     config.vault = Vault::from_env()?;
+    if let Some(file) = &args.llm_prices {
+        config.prices = Arc::new(engine::pricing::Prices::with_file(file)?);
+    }
     config.max_parallel = args.max_parallel;
     config.secrets = args.secrets.iter().cloned().collect();
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(50));

@@ -51,13 +51,18 @@ pub struct Executor {
     /// Opens the repositories' sealed secrets.
     vault: Vault,
     max_parallel: i64,
+    /// Prices `llm` attempts' usage when their completion arrives (`crate::pricing`).
+    prices: Arc<crate::pricing::Prices>,
 }
 
 /// What a runner's completion says besides its [`Report`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunnerSaid {
     /// Tokens an `llm` attempt used: stored on the attempt and added to the step run's.
     pub usage: Option<runner::protocol::Usage>,
+    /// The model it called: its usage is priced by the engine's table and the cost stored
+    /// with the attempt.
+    pub model: Option<String>,
     /// How long ago the attempt started: recorded where its start was not reported alone.
     pub started_ms_ago: Option<u64>,
     /// The runner takes its next attempt in the answer ([`Store::claim_next`]), so it stays
@@ -94,7 +99,18 @@ impl Executor {
             secrets,
             vault: Vault::unkeyed(),
             max_parallel: max_parallel.max(1) as i64,
+            prices: Arc::new(crate::pricing::Prices::builtin()),
         }
+    }
+
+    /// Prices `llm` usage with `prices` (the built-in table by default).
+    pub fn with_prices(mut self, prices: Arc<crate::pricing::Prices>) -> Executor {
+        self.prices = prices;
+        self
+    }
+
+    pub fn prices(&self) -> &crate::pricing::Prices {
+        &self.prices
     }
 
     /// Uses `vault` to open repository secrets.
@@ -329,9 +345,11 @@ impl Executor {
     ) -> anyhow::Result<(bool, usize)> {
         let RunnerSaid {
             usage,
+            model,
             started_ms_ago,
             claims_next,
         } = said;
+        let cost_micros = crate::pricing::attempt_cost(&self.prices, model.as_deref(), usage);
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let status = match report.outcome {
@@ -345,6 +363,8 @@ impl Executor {
             reason: report.reason.as_deref(),
             at: now,
             usage,
+            model: model.as_deref(),
+            cost_micros: cost_micros.and_then(|c| i64::try_from(c).ok()),
             has_outputs: !report.outputs.is_empty(),
             started_at: started_ms_ago
                 .map(|ago| now.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))),
@@ -381,6 +401,14 @@ impl Executor {
                     metrics::step_started(ready_at, started_at);
                 }
                 ended.into_iter().for_each(metrics::Ended::record);
+                if let Some(usage) = usage {
+                    let label = self.prices.label(model.as_deref().unwrap_or_default());
+                    metrics::record(metrics::Event::LlmUsage {
+                        model: &label,
+                        usage,
+                        cost_micros,
+                    });
+                }
                 let queued = self.advance_quietly(attempt.run_id).await?;
                 // A retry without backoff is claimable now; later ones are found by the
                 // pollers' own timer.

@@ -40,6 +40,9 @@ pub(super) struct Families {
     pub(super) leader: Gauge,
     pub(super) draining: Gauge,
     pub(super) network_refused: Counter,
+    /// `model` is a price-table key or `other` (`crate::pricing::Prices::label`).
+    pub(super) llm_tokens: Family<Labels, Counter>,
+    pub(super) llm_cost: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 /// 5 ms … ~85 min: steps run from milliseconds to an hour.
@@ -78,6 +81,8 @@ impl Families {
             leader: Gauge::default(),
             draining: Gauge::default(),
             network_refused: Counter::default(),
+            llm_tokens: Family::default(),
+            llm_cost: Family::default(),
         };
         let f = &families;
         registry.register(
@@ -178,6 +183,16 @@ impl Families {
             "draining",
             "1 once this engine is shutting down (its readiness fails)",
             f.draining.clone(),
+        );
+        registry.register(
+            "llm_tokens",
+            "Tokens llm steps used, by model (a price-table key or other) and kind (input, output, cache_write, cache_read)",
+            f.llm_tokens.clone(),
+        );
+        registry.register(
+            "llm_cost_usd",
+            "What llm steps cost in USD by the engine's price table, by model (a price-table key or other)",
+            f.llm_cost.clone(),
         );
         Families {
             registry,

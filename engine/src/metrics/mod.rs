@@ -49,6 +49,13 @@ pub enum Event<'a> {
     Webhook { forge: &'a str, result: &'a str },
     /// Log lines newly stored.
     LogLines(u64),
+    /// An `llm` attempt's usage and cost; `model` is already a bounded label
+    /// (`crate::pricing::Prices::label`).
+    LlmUsage {
+        model: &'a str,
+        usage: runner::protocol::Usage,
+        cost_micros: Option<u64>,
+    },
     /// Connections a step's egress proxy refused, as its runner reported them.
     NetworkRefused(u64),
     /// A pool runner of `class` failed (could not start, or died) for `reason`.
@@ -101,6 +108,27 @@ pub fn record(event: Event<'_>) {
         }
         Event::LogLines(count) => {
             f.log_lines.inc_by(count);
+        }
+        Event::LlmUsage {
+            model,
+            usage,
+            cost_micros,
+        } => {
+            for (kind, tokens) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_write", usage.cache_creation_input_tokens),
+                ("cache_read", usage.cache_read_input_tokens),
+            ] {
+                let set = labels([("model", model), ("kind", kind)]);
+                f.llm_tokens.get_or_create(&set).inc_by(tokens);
+            }
+            if let Some(micros) = cost_micros {
+                let set = labels([("model", model)]);
+                f.llm_cost
+                    .get_or_create(&set)
+                    .inc_by(crate::pricing::usd(micros));
+            }
         }
         Event::NetworkRefused(count) => {
             f.network_refused.inc_by(count);

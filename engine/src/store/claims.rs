@@ -90,6 +90,10 @@ pub struct AttemptEnd<'a> {
     pub at: i64,
     /// Tokens an `llm` attempt used; stored on the attempt and added to its step run's.
     pub usage: Option<Usage>,
+    /// The model an `llm` attempt called and what its usage cost (micro-dollars, by the
+    /// engine's price table; `None`: unpriced): see `store::costs`.
+    pub model: Option<&'a str>,
+    pub cost_micros: Option<i64>,
     /// Whether the attempt reported outputs: only then is the run's stored total
     /// ([`CompletedAttempt::run_outputs_bytes`]) summed, a read that grows with the run.
     pub has_outputs: bool,
@@ -451,7 +455,8 @@ impl Store {
             let ended = sqlx::query(
                 "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
                  usage = $7, started_at = COALESCE(started_at, \
-                     CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END) \
+                     CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END), \
+                 model = $9, cost_usd_micros = $10 \
                  WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
                  RETURNING step_run_id, number, runner_id, started_at",
             )
@@ -463,6 +468,8 @@ impl Store {
             .bind(runner_id)
             .bind(usage_json)
             .bind(end.started_at)
+            .bind(end.model)
+            .bind(end.cost_micros)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(ended) = ended else {

@@ -37,6 +37,10 @@ pub struct AttemptRow {
     pub finished_at: Option<i64>,
     /// The name of the runner that took it.
     pub runner: Option<String>,
+    /// An `llm` attempt's model, usage (JSON) and cost in micro-dollars (`None`: unpriced).
+    pub model: Option<String>,
+    pub usage: Option<String>,
+    pub cost_usd_micros: Option<i64>,
 }
 
 /// The runs' columns in [`RunRow`] order (as `runs.rs` reads them).
@@ -129,7 +133,7 @@ impl Store {
     pub async fn dashboard_attempts(&self, run_id: i64) -> anyhow::Result<Vec<AttemptRow>> {
         Ok(on_db!(self, pool => sqlx::query_as(
             "SELECT a.step_run_id, a.number, a.iteration, a.status, a.exit_code, a.reason, a.started_at, \
-             a.finished_at, r.name AS runner FROM attempts a \
+             a.finished_at, r.name AS runner, a.model, a.usage, a.cost_usd_micros FROM attempts a \
              JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
              WHERE s.run_id = $1 ORDER BY a.step_run_id, a.number",
         )
@@ -173,6 +177,7 @@ mod tests {
                 },
             )],
             concurrency: None,
+            budget_usd: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         let path = format!("/w/{name}.plue.py");

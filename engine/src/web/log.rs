@@ -72,10 +72,13 @@ pub(super) async fn page(
     let store = web.store();
     let step_row = step_of(store, run_id, &step).await?;
     let done = parse_status(&step_row.status).is_final();
+    let step_run_id = step_row.id;
+    let mut step = StepView::new(step_row);
+    step.add_costs(step_run_id, &store.dashboard_attempts(run_id).await?);
     let page = LogPage {
         chrome: session.chrome(&base),
         run: RunView::new(run, None),
-        step: StepView::new(step_row),
+        step,
         stream: format!("{base}/stream"),
         raw: format!("{base}/raw"),
         done,

@@ -33,6 +33,7 @@ fn environment() -> &'static Result<Environment<'static>, String> {
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.add_filter("datetime", datetime);
         env.add_filter("duration", duration);
+        env.add_filter("usd", usd);
         env.add_filter("short_sha", short_sha);
         env.add_filter("branch", branch);
         env.add_filter("segment", |text: String| super::encode(&text));
@@ -75,6 +76,13 @@ pub(super) fn duration(ms: Option<i64>) -> String {
     }
 }
 
+/// US dollars as the budget messages write them: `$0.50`, `$0.031005` (whole
+/// micro-dollars, at least 2 decimals).
+fn usd(dollars: f64) -> String {
+    let micros = (dollars * 1_000_000.0).round().max(0.0) as u64;
+    format!("${}", runner::llm::budget::usd(micros))
+}
+
 /// The first 8 characters of a commit.
 fn short_sha(sha: String) -> String {
     sha.chars().take(8).collect()
@@ -101,6 +109,8 @@ mod tests {
 
     #[test]
     fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(usd(0.5), "$0.50");
+        assert_eq!(usd(0.031005), "$0.031005");
         assert_eq!(duration(None), "");
         assert_eq!(duration(Some(850)), "850 ms");
         assert_eq!(duration(Some(12_345)), "12.3 s");

@@ -110,7 +110,9 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
     };
     let step_ids: HashMap<i64, &str> = steps.iter().map(|s| (s.id, s.step_id.as_str())).collect();
     let mut attempts: HashMap<String, Vec<AttemptView>> = HashMap::new();
-    for attempt in store.dashboard_attempts(id).await? {
+    let attempt_rows = store.dashboard_attempts(id).await?;
+    let step_run_ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
+    for attempt in attempt_rows.iter().cloned() {
         let Some(step) = step_ids.get(&attempt.step_run_id) else {
             continue;
         };
@@ -150,24 +152,26 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         })
         .collect();
     let artifact_files = artifacts.iter().map(|a| a.files).sum();
+    let proposals = crate::api::proposals::views(store, store.list_for_run(id).await?).await?;
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
-    let proposals = crate::api::proposals::views(store, store.list_for_run(id).await?).await?;
     let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
     Ok(RunPage {
         chrome: session.chrome(&path),
         can_cancel: offered && !done && !run.cancel_requested,
         can_rerun: offered && done && evaluated,
         can_write,
-        run: RunView::new(run, Some(steps)).with_loops(plan.as_ref()),
+        run: RunView::new(run, Some(steps))
+            .with_loops(plan.as_ref())
+            .with_costs(&step_run_ids, &attempt_rows),
         attempts,
         artifacts,
         artifact_files,
+        proposals,
         dag,
         done,
         eval_error,
     })
-        proposals,
 }
 
 /// `GET /runs/{id}`.

@@ -27,7 +27,11 @@
 //! - The step's stop token (cancellation or timeout) ends the conversation at the next
 //!   await, a tool call included: the stream is dropped, a running `bash` call is killed.
 //! - The API key goes only to the client; messages here never contain it.
-//! - Usage counts the turns that completed (a retried attempt's partial usage is unknown).
+//! - Every request to the API counts against `max_turns`, retries included, and the
+//!   budget's [`Meter`] sees the usage of every one as it streams (what a cut or retried
+//!   request streamed counts too): it refuses a request that would pass a limit, lowers
+//!   the request's `max_tokens` to what the limits leave, and drops a stream that passes
+//!   one, failing the step with the limit and the figures.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +40,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::Meter;
 use super::client::{CallError, Client, Item};
 use super::stream::{Accumulator, Message, StreamError};
 use super::tools::finish::{self, Finish};
@@ -116,6 +121,9 @@ pub struct Agent<'a> {
     pub stop: &'a CancellationToken,
     /// The step's secrets, masked in token and tool lines.
     pub masker: &'a Masker,
+    /// Counts every request and its usage against `max_turns` and the budget
+    /// ([`budget`](super::budget)).
+    pub meter: &'a Meter,
     /// With `result=`: the conversation ends only by a matching `finish` call.
     pub finish: Option<&'a Finish>,
 }
@@ -127,6 +135,8 @@ enum TurnError {
     /// The connection broke before `message_stop`; the detail says how.
     Cut(String),
     Stopped,
+    /// The stream was dropped at a limit of the budget; the step's reason.
+    Budget(String),
 }
 
 impl TurnError {
@@ -135,7 +145,7 @@ impl TurnError {
             TurnError::Call(e) => e.retryable(),
             TurnError::Stream(e) => e.retryable(),
             TurnError::Cut(_) => true,
-            TurnError::Stopped => false,
+            TurnError::Stopped | TurnError::Budget(_) => false,
         }
     }
 
@@ -145,6 +155,7 @@ impl TurnError {
             TurnError::Stream(e) => e.to_string(),
             TurnError::Cut(detail) => format!("{} ({detail})", StreamError::Incomplete),
             TurnError::Stopped => "stopped".into(),
+            TurnError::Budget(reason) => reason.clone(),
         }
     }
 }
@@ -302,7 +313,16 @@ impl Agent<'_> {
         let mut attempt = 1;
         loop {
             let mut streamed = false;
+            // Every request counts against max_turns and the budget, retries included.
+            let asked = self
+                .meter
+                .before_call(attempt > 1, MAX_TOKENS)
+                .map_err(Failure::Failed)?;
+            body["max_tokens"] = json!(asked);
             let error = match self.attempt(&body, &mut streamed).await {
+                Ok(message) if message.stop_reason.as_deref() == Some("max_tokens") && asked < MAX_TOKENS => {
+                    return Err(Failure::Failed(self.meter.cut_short(asked)))
+                }
                 Ok(message) => return Ok(message),
                 Err(TurnError::Stopped) => return Err(Failure::Stopped),
                 Err(error) => error,
@@ -344,9 +364,18 @@ impl Agent<'_> {
     /// held back for masking is logged when the attempt ends, however it ends.
     async fn attempt(&self, body: &Value, streamed: &mut bool) -> Result<Message, TurnError> {
         let mut tokens = StreamMasker::new(self.masker);
-        let result = self.attempt_events(body, streamed, &mut tokens).await;
+        let mut accumulator = Accumulator::new();
+        let result = self
+            .attempt_events(body, streamed, &mut tokens, &mut accumulator)
+            .await;
         self.log_tokens(&tokens.finish()).await;
-        result
+        // Whatever became of it, a request is billed for what it streamed.
+        self.meter.settle(accumulator.usage());
+        result?;
+        accumulator.finish().map_err(|e| match e {
+            StreamError::Incomplete => TurnError::Cut("the connection closed".into()),
+            other => TurnError::Stream(other),
+        })
     }
 
     async fn attempt_events(
@@ -354,12 +383,12 @@ impl Agent<'_> {
         body: &Value,
         streamed: &mut bool,
         tokens: &mut StreamMasker<'_>,
-    ) -> Result<Message, TurnError> {
+        accumulator: &mut Accumulator,
+    ) -> Result<(), TurnError> {
         let mut events = tokio::select! {
             opened = self.client.stream(body) => opened.map_err(TurnError::Call)?,
             () = self.stop.cancelled() => return Err(TurnError::Stopped),
         };
-        let mut accumulator = Accumulator::new();
         loop {
             let item = tokio::select! {
                 item = events.next() => item,
@@ -367,15 +396,22 @@ impl Agent<'_> {
             };
             match item {
                 None => break,
-                Some(Item::Event(event)) => match accumulator.apply(event) {
-                    Ok(Some(text)) => {
-                        *streamed = true;
-                        self.log_tokens(&tokens.push(&text)).await;
+                Some(Item::Event(event)) => {
+                    let applied = accumulator.apply(event);
+                    // The moment a limit is passed the stream is dropped (budget.rs).
+                    self.meter
+                        .check(accumulator.usage())
+                        .map_err(TurnError::Budget)?;
+                    match applied {
+                        Ok(Some(text)) => {
+                            *streamed = true;
+                            self.log_tokens(&tokens.push(&text)).await;
+                        }
+                        Ok(None) if accumulator.is_stopped() => break,
+                        Ok(None) => {}
+                        Err(e) => return Err(TurnError::Stream(e)),
                     }
-                    Ok(None) if accumulator.is_stopped() => break,
-                    Ok(None) => {}
-                    Err(e) => return Err(TurnError::Stream(e)),
-                },
+                }
                 Some(Item::Malformed(e)) => return Err(TurnError::Stream(e)),
                 Some(Item::Broken(e)) if e.retryable() => {
                     return Err(TurnError::Cut(e.to_string()))
@@ -383,10 +419,7 @@ impl Agent<'_> {
                 Some(Item::Broken(e)) => return Err(TurnError::Call(e)),
             }
         }
-        accumulator.finish().map_err(|e| match e {
-            StreamError::Incomplete => TurnError::Cut("the connection closed".into()),
-            other => TurnError::Stream(other),
-        })
+        Ok(())
     }
 
     async fn log_tokens(&self, text: &str) {

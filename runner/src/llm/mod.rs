@@ -21,9 +21,10 @@
 //! saying why.
 
 pub mod agent;
+pub mod budget;
 pub mod client;
-pub mod settings;
 pub mod proposals;
+pub mod settings;
 pub mod stream;
 pub mod tools;
 
@@ -73,22 +74,26 @@ pub struct LlmStep<'a> {
     /// host's network (`network="open"`).
     pub network: Option<crate::network::Namespace>,
     pub secrets: &'a BTreeMap<String, String>,
+    /// The limits the runner enforces as the model streams ([`budget`]).
+    pub budget: Option<&'a crate::protocol::Budget>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
     /// The attempt's secrets, for the lines sent while the model streams.
     pub masker: Arc<Masker>,
+    /// `safe_outputs`: the `propose_*` tools' collector ([`proposals::proposer`]).
+    pub proposer: Option<Arc<tools::propose::Proposer>>,
 }
 
 /// How the attempt ended.
-    /// `safe_outputs`: the `propose_*` tools' collector ([`proposals::proposer`]).
-    pub proposer: Option<Arc<tools::propose::Proposer>>,
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     pub outcome: Outcome,
     pub reason: Option<String>,
     pub outputs: BTreeMap<String, String>,
-    /// Tokens of the turns that completed (`None` when no request was made).
+    /// Tokens of every request, a cut one's included (`None` when none was made).
     pub usage: Option<Usage>,
+    /// The model the conversation called (what its usage is priced at).
+    pub model: Option<String>,
 }
 
 impl Finished {
@@ -98,6 +103,7 @@ impl Finished {
             reason: Some(tools::cap(reason.into(), MAX_REASON_BYTES)),
             outputs: BTreeMap::new(),
             usage,
+            model: None,
         }
     }
 }
@@ -151,6 +157,7 @@ pub async fn run(
     ) {
         Ok(toolbox) => toolbox
             .with_user(step.user)
+            .with_proposer(step.proposer.clone())
             .with_network(step.network.clone()),
         Err(reason) => return fail(lines, reason, None).await,
     };
@@ -162,7 +169,6 @@ pub async fn run(
     let _ = lines
         .send((
             Stream::System,
-            .with_proposer(step.proposer.clone())
             format!(
                 "llm: {}, {}, up to {} turns, tools: {offered}",
                 settings.model, settings.source, settings.max_turns
@@ -170,6 +176,15 @@ pub async fn run(
         ))
         .await;
 
+    let meter = match budget::Meter::new(step.budget, &settings.model, settings.max_turns) {
+        Ok(meter) => meter,
+        Err(reason) => return fail(lines, reason, None).await,
+    };
+    if let Some(limits) = meter.describe() {
+        let _ = lines
+            .send((Stream::System, format!("llm budget: {limits}")))
+            .await;
+    }
     let timer = {
         let stop = stop.clone();
         let timeout = step.timeout;
@@ -189,14 +204,20 @@ pub async fn run(
         stop: &stop,
         masker: &step.masker,
         finish: finish.as_ref(),
+        meter: &meter,
     };
     let conversation = agent.converse(&settings.prompt).await;
     timer.abort();
-    let usage = Some(conversation.usage);
+    // Every request's usage, a cut or retried one's included (budget.rs).
+    let usage = Some(meter.spent());
+    let priced = |finished: Finished| Finished {
+        model: Some(settings.model.clone()),
+        ..finished
+    };
     if let (Some(finish), Some(fields)) = (&finish, &conversation.finished) {
-        return with_result(finish.ending(fields), step.output_file, lines, usage).await;
+        return priced(with_result(finish.ending(fields), step.output_file, lines, usage).await);
     }
-    match conversation.result {
+    priced(match conversation.result {
         Ok(text) => match crate::outputs::read(step.output_file).await {
             Ok(outputs) if outputs.len() >= MAX_OUTPUTS && !outputs.contains_key("result") => {
                 fail(
@@ -217,6 +238,7 @@ pub async fn run(
                 reason: None,
                 outputs: agent::outputs_with_result(outputs, &text),
                 usage,
+                model: None,
             },
             Err(e) => fail(lines, e.to_string(), usage).await,
         },
@@ -233,6 +255,7 @@ pub async fn run(
                 reason: Some("cancelled".into()),
                 outputs: BTreeMap::new(),
                 usage,
+                model: None,
             }
         }
         Err(agent::Failure::Stopped) => {
@@ -245,7 +268,7 @@ pub async fn run(
                 .await;
             Finished::failed(format!("timed out after {secs}s"), usage)
         }
-    }
+    })
 }
 
 /// The ending of a step that handed in its result: the `$PLUE_OUTPUT` outputs of its
@@ -280,6 +303,7 @@ async fn with_result(
             reason: None,
             outputs,
             usage,
+            model: None,
         };
     };
     let mut finished = fail(lines, failure, usage).await;

@@ -27,7 +27,8 @@
 //!   of only whitespace stay in [`Message::text`] but are left out of
 //!   [`Message::request_content`] (the API refuses them in requests).
 //! - Usage: `message_start` gives the initial counts, `message_delta` the cumulative ones;
-//!   a field present in a later event replaces the earlier value.
+//!   a field present in a later event replaces the earlier value. [`Accumulator::usage`]
+//!   is the usage so far, for a stream cut before its end too.
 
 use std::collections::BTreeMap;
 
@@ -254,6 +255,9 @@ pub struct Accumulator {
     usage: ApiUsage,
     /// Text and tool input bytes so far (see [`MAX_MESSAGE_BYTES`]).
     bytes: usize,
+    /// Content deltas received: each carries at least one output token, a floor for the
+    /// output of a message still streaming ([`Accumulator::usage`]).
+    deltas: u64,
 }
 
 impl Accumulator {
@@ -320,6 +324,9 @@ impl Accumulator {
                 };
                 if self.bytes + added > MAX_MESSAGE_BYTES {
                     return Err(StreamError::TooLarge);
+                }
+                if added > 0 {
+                    self.deltas += 1;
                 }
                 match (block, delta) {
                     (Building::Text(text), Delta::TextDelta { text: piece }) => {
@@ -394,6 +401,23 @@ impl Accumulator {
             }
         }
         Ok(None)
+    }
+
+    /// The usage so far: what the API reported; while the message is still streaming, its
+    /// output is at least the number of content deltas received (the API reports output
+    /// only at the end, and a cut stream was still billed for what it streamed).
+    pub fn usage(&self) -> Usage {
+        let reported = self.usage.output_tokens.unwrap_or(0);
+        Usage {
+            input_tokens: self.usage.input_tokens.unwrap_or(0),
+            output_tokens: if self.stopped {
+                reported
+            } else {
+                reported.max(self.deltas)
+            },
+            cache_creation_input_tokens: self.usage.cache_creation_input_tokens.unwrap_or(0),
+            cache_read_input_tokens: self.usage.cache_read_input_tokens.unwrap_or(0),
+        }
     }
 
     /// Whether `message_stop` arrived (nothing more belongs to this message).

@@ -22,6 +22,8 @@ struct Step {
     prompt: String,
     tools: Vec<String>,
     max_turns: Option<u32>,
+    /// The attempt's budget (budget.rs).
+    budget: Option<protocol::Budget>,
     /// `result=` of the step.
     result: Option<protocol::ResultContract>,
     timeout: Duration,
@@ -48,6 +50,7 @@ impl Step {
             prompt: "Say hello.".into(),
             tools: tools::ALL.iter().map(|t| t.to_string()).collect(),
             max_turns: None,
+            budget: None,
             result: None,
             timeout: Duration::from_secs(60),
             base_url: server.url().to_owned(),
@@ -108,9 +111,11 @@ impl Step {
             user: None,
             network: None,
             secrets: &self.secrets,
+            budget: self.budget.as_ref(),
             timeout: self.timeout,
             retry,
             masker: Arc::new(Masker::new(self.secrets.values())),
+            proposer: None,
         };
         let finished = run(step, &tx, cancel).await;
         drop(tx);
@@ -120,7 +125,6 @@ impl Step {
         }
         if let Some(reason) = &finished.reason {
             assert!(!reason.contains(KEY), "the API key is in the reason");
-            proposer: None,
         }
         (finished, lines)
     }
@@ -1020,4 +1024,138 @@ async fn a_reply_cut_at_max_tokens_fails_the_step() {
         finished.reason.as_deref(),
         Some("the model's reply was cut at max_tokens (8192) before it ended or called finish")
     );
+}
+
+/// Sonnet's prices as the engine sends them (budget.rs).
+fn sonnet_budget(max_tokens: Option<u64>, max_cost_micros: Option<u64>) -> protocol::Budget {
+    protocol::Budget {
+        max_tokens,
+        max_cost_micros,
+        prices: Some(protocol::Price {
+            model: settings::DEFAULT_MODEL.into(),
+            input: 3_000_000,
+            output: 15_000_000,
+            cache_write: 3_750_000,
+            cache_read: 300_000,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_passing_max_cost_is_dropped_mid_turn_and_nothing_follows() {
+    // 10,000 input tokens cost 0.03; $0.031 leaves 66 output tokens once the input is
+    // known. The model streams 500 text deltas (at least one token each) and would then
+    // call a tool.
+    let pieces: Vec<String> = (0..500).map(|i| format!("w{i} ")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .usage(10_000, 500)
+            .text_block(&pieces)
+            .tool_use("toolu_1", "list_files", &json!({}))
+            .reply(),
+        Turn::text(&["never asked for"]).reply(),
+    ]);
+    let mut step = Step::new(&server);
+    step.budget = Some(sonnet_budget(None, Some(31_000)));
+    let (finished, lines) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    let reason = finished.reason.unwrap();
+    assert!(
+        reason.starts_with("budget: max_cost_usd 0.031 reached (spent 0.03099 USD, 10,066 tokens in 1 call)"),
+        "{reason}"
+    );
+    // Nothing billed beyond the turn that reached the limit: one request, cut at the
+    // 66th delta (a 67th token would pass); the request asked for no more output than the budget left before the
+    // input was known ($0.031 / $15 per million).
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].body["max_tokens"], 2_066);
+    let usage = finished.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (10_000, 66));
+    assert_eq!(finished.model.as_deref(), Some(settings::DEFAULT_MODEL));
+    let tokens = of(&lines, Stream::Token).concat();
+    assert!(tokens.contains("w64 ") && !tokens.contains("w65 "), "{tokens}");
+    assert!(of(&lines, Stream::ToolCall).is_empty());
+    let system = of(&lines, Stream::System).join("\n");
+    assert!(system.contains("llm budget: max_cost_usd 0.031"), "{system}");
+}
+
+#[tokio::test]
+async fn max_tokens_refuses_the_call_whose_input_alone_would_pass_it() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .usage(600, 100)
+            .tool_use("toolu_1", "list_files", &json!({}))
+            .reply(),
+        Turn::text(&["done"]).usage(800, 10).reply(),
+    ]);
+    let mut step = Step::new(&server);
+    // 700 spent; the next request would send those 700 again: 1,400 > 1,000.
+    step.budget = Some(protocol::Budget {
+        max_tokens: Some(1_000),
+        ..protocol::Budget::default()
+    });
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    let reason = finished.reason.unwrap();
+    assert_eq!(
+        reason,
+        "budget: max_tokens 1,000 reached (spent 700 tokens in 1 call); the next request's \
+         input alone (about 700 tokens) would pass it"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn max_turns_counts_retried_requests_exactly() {
+    // regression: a retried turn was not counted, so max_turns=2 made 3 requests here (a
+    // 529, the retry calling a tool, a third turn) and the step succeeded.
+    let server = FakeClaude::start(vec![
+        Reply::error(529, "overloaded_error", "Overloaded"),
+        Turn::new()
+            .tool_use("toolu_1", "list_files", &json!({}))
+            .reply(),
+        Turn::text(&["third request"]).reply(),
+    ]);
+    let mut step = Step::new(&server);
+    step.max_turns = Some(2);
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Failed);
+    assert_eq!(
+        finished.reason.as_deref(),
+        Some("max_turns (2) reached: 2 requests to the model were made (1 of them retries)")
+    );
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.remaining(), 1);
+}
+
+#[tokio::test]
+async fn a_cut_and_retried_stream_is_counted_as_streamed() {
+    // regression: the usage of a stream cut before message_stop was dropped.
+    let server = FakeClaude::start(vec![
+        Turn::text(&["a", "b", "c"]).usage(1_000, 3).cut_after(5),
+        Turn::text(&["abc"]).usage(1_000, 2).reply(),
+    ]);
+    let step = Step::new(&server);
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert_eq!(finished.outcome, Outcome::Succeeded);
+    let usage = finished.usage.unwrap();
+    assert_eq!(usage.input_tokens, 2_000);
+    assert!(usage.output_tokens > 2, "{usage:?}");
+}
+
+#[tokio::test]
+async fn a_cost_limit_for_another_model_fails_before_any_request() {
+    let server = FakeClaude::start(vec![Turn::text(&["hi"]).reply()]);
+    let mut step = Step::new(&server);
+    let mut budget = sonnet_budget(None, Some(1_000_000));
+    budget.prices.as_mut().unwrap().model = "claude-haiku-4-5".into();
+    step.budget = Some(budget);
+    let (finished, _) = step.run(&CancellationToken::new()).await;
+    assert!(
+        finished.reason.as_deref().unwrap().contains("is priced for model claude-haiku-4-5"),
+        "{:?}",
+        finished.reason
+    );
+    assert!(server.requests().is_empty());
 }

@@ -203,6 +203,10 @@ pub struct Assignment {
     /// Workspace and artifacts handed over from dependencies, and to later steps.
     #[serde(default, skip_serializing_if = "Handoff::is_empty")]
     pub handoff: Handoff,
+    /// The limits of an `llm` step the runner enforces as the model streams (absent: none
+    /// but `max_turns`). See [`crate::llm::budget`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
     /// What the step's processes may reach (`crate::network`); the engine resolved the
     /// kind's default.
     #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
@@ -226,6 +230,52 @@ pub enum NetworkPolicy {
 impl NetworkPolicy {
     pub fn is_open(&self) -> bool {
         *self == NetworkPolicy::Open
+    }
+}
+
+/// An `llm` attempt's limits. Money is in integer micro-dollars (1 USD = 1,000,000), so
+/// the engine's and the runner's sums agree to the last digit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Tokens of every call together: input, output, cache writes and cache reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// What the attempt may cost: already the least of the step's `max_cost_usd` and what
+    /// is left of the run's `budget_usd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_micros: Option<u64>,
+    /// The prices of the model the engine expects the step to call; a cost limit without
+    /// them, or for another model, fails the step before any call (fail closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<Price>,
+}
+
+/// What a model's tokens cost, in micro-dollars per million tokens (`$3 / MTok` is
+/// `3_000_000`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// The model these prices are for (as the step or the default names it).
+    pub model: String,
+    pub input: u64,
+    pub output: u64,
+    /// Cache writes (`cache_creation_input_tokens`, the 5-minute rate).
+    pub cache_write: u64,
+    /// Cache reads (`cache_read_input_tokens`).
+    pub cache_read: u64,
+}
+
+impl Price {
+    /// The cost of `usage` in micro-dollars: the exact sum of tokens × price, with a
+    /// fraction of a micro-dollar counted as a whole one (a cost is never under-stated).
+    pub fn cost_micros(&self, usage: &Usage) -> u64 {
+        let product = |tokens: u64, price: u64| u128::from(tokens) * u128::from(price);
+        let total = product(usage.input_tokens, self.input)
+            + product(usage.output_tokens, self.output)
+            + product(usage.cache_creation_input_tokens, self.cache_write)
+            + product(usage.cache_read_input_tokens, self.cache_read);
+        u64::try_from(total.div_ceil(1_000_000)).unwrap_or(u64::MAX)
     }
 }
 
@@ -260,6 +310,15 @@ pub enum StepAction {
         /// The tools the step offers the model (names as in `Step.llm(tools=...)`).
         #[serde(default)]
         tools: Vec<String>,
+        /// `safe_outputs=`: the `propose_*` tools offered and their limits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        safe_outputs: Option<ProposalLimits>,
+        /// `result=`: the conversation must end with a `finish` call of this shape.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<ResultContract>,
+        /// `system_prompt=`: replaces the runner's system prompt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system_prompt: Option<String>,
     },
 }
 
@@ -321,15 +380,6 @@ impl Stream {
     pub fn parse(text: &str) -> Option<Stream> {
         match text {
             "stdout" => Some(Stream::Stdout),
-        /// `safe_outputs=`: the `propose_*` tools offered and their limits.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        safe_outputs: Option<ProposalLimits>,
-        /// `result=`: the conversation must end with a `finish` call of this shape.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        result: Option<ResultContract>,
-        /// `system_prompt=`: replaces the runner's system prompt.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        system_prompt: Option<String>,
             "stderr" => Some(Stream::Stderr),
             "system" => Some(Stream::System),
             "token" => Some(Stream::Token),
@@ -417,6 +467,13 @@ pub struct Completion {
     /// Tokens an `llm` step used, summed over its turns; `None` for other steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What an `llm` step with `safe_outputs` proposed (see [`Proposal`]); never masked:
+    /// the engine refuses a proposal holding a secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proposals: Vec<Proposal>,
+    /// The model an `llm` step called (what its usage is priced at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// The runner takes its next step in the answer ([`CompleteResponse::next`]), saving
     /// a poll: what a runner that keeps working asks.
     #[serde(default)]
@@ -478,13 +535,6 @@ impl std::ops::Add for Usage {
                 .cache_read_input_tokens
                 .saturating_add(other.cache_read_input_tokens),
         }
-    /// What an `llm` step with `safe_outputs` proposed (see [`Proposal`]); never masked:
-    /// the engine refuses a proposal holding a secret.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub proposals: Vec<Proposal>,
-    /// The model an `llm` step called (what its usage is priced at).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
     }
 }
 

@@ -1,0 +1,103 @@
+//! The money side of `llm` attempts: holding a share of a run's `Plan(budget_usd=)` when
+//! an attempt is claimed, and the costs the API and the dashboard show (per attempt, step,
+//! run and repository; migration `0020_llm_cost`).
+//!
+//! Invariants:
+//! - What a run's attempts take of its budget is, for a live (claimed or running) attempt,
+//!   what it holds (`reserved_usd_micros`, the most its runner lets it spend), and for a
+//!   finished one what it cost — or, when its cost is unknown (ended by the engine, its
+//!   model unpriced), everything it held (fail closed: unknown spending counts as spent).
+//! - [`Store::reserve_budget`] is one statement that reads what the run's other attempts
+//!   take and sets this attempt's hold, serialised per run: SQLite runs one writer at a
+//!   time, and on PostgreSQL the statement runs in a transaction holding an advisory lock
+//!   on the run, so two claims of the same run's steps never both read the same remainder.
+//!   Hence the attempts of a run never hold or spend more than its budget together.
+//! - Costs are integer micro-dollars; a sum over attempts none of which is priced is
+//!   `None` (unknown), not 0.
+
+use sqlx::Row;
+
+use super::{on_db, Db, Store};
+
+/// What [`Store::reserve_budget`] gave the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// What the attempt holds now (0: nothing is left).
+    pub held: i64,
+    /// What the run's other attempts took when it was set (spent or held).
+    pub others: i64,
+}
+
+/// What the run's other attempts take of its budget (see the module invariants).
+const TAKEN_BY_OTHERS: &str = "(SELECT COALESCE(SUM(CASE WHEN a.status IN ('claimed', 'running') \
+     THEN COALESCE(a.reserved_usd_micros, 0) \
+     ELSE COALESCE(a.cost_usd_micros, a.reserved_usd_micros, 0) END), 0) \
+     FROM attempts a JOIN step_runs s ON s.id = a.step_run_id WHERE s.run_id = $3 AND a.id <> $1)";
+
+impl Store {
+    /// Sets what attempt `attempt_id` of run `run_id` holds of the run's budget
+    /// (`budget`, micro-dollars): at most `wanted`, at most what the run's other attempts
+    /// leave, never below 0.
+    pub async fn reserve_budget(
+        &self,
+        attempt_id: i64,
+        run_id: i64,
+        wanted: i64,
+        budget: i64,
+    ) -> anyhow::Result<Reservation> {
+        let (held, others): (Option<i64>, i64) = match &self.db {
+            Db::Sqlite(pool) => {
+                let row = sqlx::query(&format!(
+                    "UPDATE attempts SET reserved_usd_micros = \
+                     MAX(0, MIN($2, $4 - {TAKEN_BY_OTHERS})) WHERE id = $1 \
+                     RETURNING reserved_usd_micros, {TAKEN_BY_OTHERS} AS others"
+                ))
+                .bind(attempt_id)
+                .bind(wanted)
+                .bind(run_id)
+                .bind(budget)
+                .fetch_one(pool)
+                .await?;
+                (row.try_get("reserved_usd_micros")?, row.try_get("others")?)
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('plue:budget:' || $1::text, 0))",
+                )
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+                let row = sqlx::query(&format!(
+                    "UPDATE attempts SET reserved_usd_micros = \
+                     GREATEST(0, LEAST($2, $4 - {TAKEN_BY_OTHERS})) WHERE id = $1 \
+                     RETURNING reserved_usd_micros, {TAKEN_BY_OTHERS} AS others"
+                ))
+                .bind(attempt_id)
+                .bind(wanted)
+                .bind(run_id)
+                .bind(budget)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                (row.try_get("reserved_usd_micros")?, row.try_get("others")?)
+            }
+        };
+        Ok(Reservation {
+            held: held.unwrap_or(0),
+            others,
+        })
+    }
+
+    /// What the runs of repository `repo_id` cost together (micro-dollars), and how many
+    /// tokens they used; `None` when no attempt of them was priced.
+    pub async fn repository_cost(&self, repo_id: i64) -> anyhow::Result<Option<i64>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT SUM(a.cost_usd_micros) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+             JOIN runs r ON r.id = s.run_id WHERE r.repo_id = $1",
+        )
+        .bind(repo_id)
+        .fetch_one(pool)
+        .await?))
+    }
+}

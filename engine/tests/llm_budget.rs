@@ -1,0 +1,329 @@
+//! Budgets and costs of `llm` steps through the real binaries (`plue run`, `plue serve`
+//! and their local runners) against the scripted Messages API (`testkit::claude`): a cost
+//! limit passed mid-stream drops the call and fails the step with nothing billed after it;
+//! `max_turns` counts retried requests; `Plan(budget_usd=)` holds across two `llm` steps
+//! running at once; the cost the API, `--summary-json` and `/metrics` show is the scripted
+//! usage × the price, to the micro-dollar; a bad `--llm-prices` file is refused whole.
+
+#[path = "deploy/python.rs"]
+mod python;
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{client, free_port, start_run, wait_final, Sandbox, LLM_KEY};
+use testkit::claude::{FakeClaude, Reply, Routed, Turn};
+
+/// `n` text deltas of one token each (`w0 w1 ...`).
+fn words(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("w{i} ")).collect()
+}
+
+/// A turn streaming `n` one-token deltas after `input` tokens of input.
+fn long_turn(input: u64, n: usize) -> Turn {
+    let pieces = words(n);
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    Turn::new().usage(input, n as u64).text_block(&pieces)
+}
+
+/// The `--summary-json` document `plue run` wrote in the sandbox.
+fn summary(sandbox: &Sandbox) -> Value {
+    let text = std::fs::read_to_string(sandbox.path("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn step<'a>(summary: &'a Value, id: &str) -> &'a Value {
+    summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {summary:#}"))
+}
+
+fn printed(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn a_cost_limit_passed_mid_stream_drops_the_call_and_fails_the_step() {
+    // 10,000 input tokens of Sonnet cost $0.03; $0.031 leaves 66 output tokens. The model
+    // would stream 2,000 and then call a tool (another request).
+    let server = FakeClaude::start(vec![
+        long_turn(10_000, 2_000)
+            .tool_use("toolu_1", "list_files", &json!({}))
+            .reply(),
+        Turn::text(&["a second request"]).reply(),
+    ]);
+    let sandbox = Sandbox::new("llm-budget-cut");
+    sandbox.write(
+        "w.plue.py",
+        "def workflow():\n    return Plan(name='cut', triggers=[Trigger.manual()], steps=[\n\
+         \x20       Step.llm('spend', prompt='Write a lot.', max_cost_usd=0.031),\n    ])\n",
+    );
+    let output = sandbox.plue_run_llm(
+        server.url(),
+        &["w.plue.py", "--runners", "1", "--summary-json", "summary.json"],
+    );
+    let text = printed(&output);
+    assert!(!output.status.success(), "{text}");
+    let summary = summary(&sandbox);
+    let spend = step(&summary, "spend");
+    assert_eq!(spend["status"], "failed", "{summary:#}");
+    assert!(
+        text.contains(
+            "budget: max_cost_usd 0.031 reached (spent 0.03099 USD, 10,066 tokens in 1 call)"
+        ),
+        "{text}"
+    );
+    // Nothing billed beyond the turn that reached the limit.
+    assert_eq!(server.requests().len(), 1, "{text}");
+    assert_eq!(server.remaining(), 1);
+    // Its usage counts what was streamed before the cut, and its cost is that × price.
+    assert_eq!(
+        spend["usage"],
+        json!({"input_tokens": 10_000, "output_tokens": 66,
+               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}),
+        "{summary:#}"
+    );
+    assert_eq!(spend["cost_usd"], json!(0.03099), "{summary:#}");
+    assert_eq!(summary["cost_usd"], json!(0.03099), "{summary:#}");
+}
+
+#[test]
+fn max_turns_is_exact_when_requests_are_retried() {
+    // regression: a retried request was not counted, so this step made 3 requests (a 529,
+    // its retry calling a tool, a third turn) under max_turns=2 and succeeded.
+    let server = FakeClaude::start(vec![
+        Reply::error(529, "overloaded_error", "Overloaded"),
+        Turn::new()
+            .tool_use("toolu_1", "list_files", &json!({}))
+            .reply(),
+        Turn::text(&["one request too many"]).reply(),
+    ]);
+    let sandbox = Sandbox::new("llm-budget-turns");
+    sandbox.write(
+        "w.plue.py",
+        "def workflow():\n    return Plan(name='turns', triggers=[Trigger.manual()], steps=[\n\
+         \x20       Step.llm('agent', prompt='Look around.', max_turns=2),\n    ])\n",
+    );
+    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
+    let text = printed(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("max_turns (2) reached: 2 requests to the model were made (1 of them retries)"),
+        "{text}"
+    );
+    assert_eq!(server.requests().len(), 2, "{text}");
+}
+
+#[test]
+fn a_run_budget_is_never_passed_by_two_llm_steps_running_at_once() {
+    // Two steps at once, each allowed $0.03, in a run allowed $0.05: each streams until
+    // stopped ($0.003 of input, then $0.015 per 1,000 output tokens). Without the run's
+    // holds both spend $0.03 (0.06 in all).
+    let turn = |when: &str| Routed {
+        when: Some(when.into()),
+        reply: long_turn(1_000, 4_000).reply(),
+    };
+    let server = FakeClaude::start_routed(vec![turn("alpha"), turn("beta")]);
+    let sandbox = Sandbox::new("llm-budget-run");
+    sandbox.write(
+        "w.plue.py",
+        "def workflow():\n    return Plan(name='budget', triggers=[Trigger.manual()], budget_usd=0.05, steps=[\n\
+         \x20       Step.llm('alpha', prompt='alpha: write a lot.', max_cost_usd=0.03),\n\
+         \x20       Step.llm('beta', prompt='beta: write a lot.', max_cost_usd=0.03),\n    ])\n",
+    );
+    let output = sandbox.plue_run_llm(
+        server.url(),
+        &["w.plue.py", "--runners", "2", "--summary-json", "summary.json"],
+    );
+    let text = printed(&output);
+    let summary = summary(&sandbox);
+    let costs: Vec<f64> = ["alpha", "beta"]
+        .iter()
+        .map(|id| step(&summary, id)["cost_usd"].as_f64().unwrap_or(0.0))
+        .collect();
+    let total = summary["cost_usd"].as_f64().unwrap();
+    assert!(
+        total <= 0.05 + 1e-9,
+        "the run spent {total} of its 0.05: {costs:?}\n{text}"
+    );
+    assert!((total - costs.iter().sum::<f64>()).abs() < 1e-9);
+    // Both ran and were stopped by what they were allowed.
+    for id in ["alpha", "beta"] {
+        assert_eq!(step(&summary, id)["status"], "failed", "{summary:#}");
+    }
+    assert!(total > 0.045, "{costs:?}\n{text}");
+    assert!(text.contains("budget: max_cost_usd 0.03 reached"), "{text}");
+    assert!(text.contains("budget: max_cost_usd 0.0"), "{text}");
+}
+
+#[test]
+fn a_price_file_prices_a_model_and_a_bad_one_is_refused_with_every_problem() {
+    let sandbox = Sandbox::new("llm-budget-prices");
+    let bad = sandbox.write(
+        "bad.yaml",
+        "models:\n  gateway: {input: -1, output: 1}\n  Bad Name: {input: 1, output: 1, cache_write: 1, cache_read: 1}\n",
+    );
+    let output = sandbox
+        .plue(&["serve", "--check-config", "--llm-prices", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = printed(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    for problem in [
+        "model gateway: input must be from 0 to 10000, got -1",
+        "model gateway: cache_write is missing",
+        "model gateway: cache_read is missing",
+        "model 'Bad Name': use 1 to 100 characters",
+        "invalid price file",
+    ] {
+        assert!(text.contains(problem), "{problem:?} not in {text}");
+    }
+    let good = sandbox.write(
+        "prices.json",
+        r#"{"models": {"gateway": {"input": 2, "output": 8, "cache_write": 2.5, "cache_read": 0.2}}}"#,
+    );
+    let output = sandbox
+        .plue(&["serve", "--check-config", "--llm-prices", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", printed(&output));
+    assert!(printed(&output).contains("valid: 1 model(s) priced (gateway)"));
+
+    // `plue run` prices a model of the file: 500 × $2 + 20 × $8 per million.
+    let server = FakeClaude::start(vec![Turn::text(&["ok"]).usage(500, 20).reply()]);
+    sandbox.write(
+        "w.plue.py",
+        "def workflow():\n    return Plan(name='priced', triggers=[Trigger.manual()], steps=[\n\
+         \x20       Step.llm('ask', prompt='Say ok.', model='gateway-v2'),\n    ])\n",
+    );
+    let output = sandbox.plue_run_llm(
+        server.url(),
+        &[
+            "w.plue.py",
+            "--runners",
+            "1",
+            "--summary-json",
+            "summary.json",
+            "--llm-prices",
+            good.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", printed(&output));
+    let summary = summary(&sandbox);
+    assert_eq!(step(&summary, "ask")["cost_usd"], json!(0.00116), "{summary:#}");
+}
+
+/// The families of a `/metrics` answer, as the Prometheus client's OpenMetrics parser
+/// read them (the parser `tests/metrics.rs` uses).
+fn scrape(text: &str) -> Value {
+    let parsed = python::run_script("parse_metrics.py", &[], text.as_bytes());
+    assert!(
+        parsed.status.success(),
+        "the OpenMetrics parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    serde_json::from_slice(&parsed.stdout).expect("the parser's JSON")
+}
+
+/// The value of sample `name` of `family` with exactly-matching `labels`.
+fn sample(families: &Value, family: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    families[family]["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no family {family} in {families:#}"))
+        .iter()
+        .filter(|s| s[0] == name && labels.iter().all(|(k, v)| s[1][*k] == *v))
+        .map(|s| s[2].as_f64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
+    let _serial = support::serial().await;
+    // Haiku 4.5: $1 in, $5 out per million. Two requests: 1,200 + 30, then 1,500 + 12;
+    // 2,700 × 1 + 42 × 5 = 2,910 micro-dollars.
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_1", "list_files", &json!({}))
+            .usage(1_200, 30)
+            .reply(),
+        Turn::text(&["done"]).usage(1_500, 12).reply(),
+    ]);
+    let sandbox = Sandbox::new("llm-budget-api");
+    let workflow = sandbox.write(
+        "ws/w.plue.py",
+        "def workflow():\n    return Plan(name='costed', triggers=[Trigger.manual()], steps=[\n\
+         \x20       Step.llm('ask', prompt='Look, then say done.', model='claude-haiku-4-5', max_cost_usd=1),\n    ])\n",
+    );
+    let data = sandbox.path("data");
+    let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--runners",
+        "1",
+        "--heartbeat-ms",
+        "200",
+        "--secret",
+        secret.as_str(),
+    ];
+    let engine = sandbox
+        .serve_with_env(
+            "engine",
+            free_port(),
+            &args,
+            &[("ANTHROPIC_BASE_URL", server.url())],
+        )
+        .await;
+    let url = engine.url.as_str();
+    let http = client();
+    let run_id = start_run(&http, url, &workflow, &sandbox.path("ws")).await;
+    let run = wait_final(&http, url, run_id, Duration::from_secs(90)).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", sandbox.diagnostics());
+
+    let ask = &run["steps"][0];
+    assert_eq!(ask["cost_usd"], json!(0.00291), "{run:#}");
+    assert_eq!(run["cost_usd"], json!(0.00291), "{run:#}");
+    assert_eq!(
+        ask["attempt_costs"],
+        json!([{"attempt": 1, "model": "claude-haiku-4-5", "cost_usd": 0.00291,
+                "usage": {"input_tokens": 2_700, "output_tokens": 42,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}]),
+        "{run:#}"
+    );
+    // The request asked for no more output than $1 leaves at $5 per million (200,000),
+    // within the per-request ceiling.
+    assert_eq!(server.requests()[0].body["max_tokens"], 8192);
+
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let families = scrape(&text);
+    let haiku = [("model", "claude-haiku-4-5")];
+    let cost = sample(&families, "plue_llm_cost_usd", "plue_llm_cost_usd_total", &haiku);
+    assert!((cost - 0.00291).abs() < 1e-12, "{cost}\n{text}");
+    for (kind, tokens) in [
+        ("input", 2_700.0),
+        ("output", 42.0),
+        ("cache_write", 0.0),
+        ("cache_read", 0.0),
+    ] {
+        let labels = [("model", "claude-haiku-4-5"), ("kind", kind)];
+        assert_eq!(
+            sample(&families, "plue_llm_tokens", "plue_llm_tokens_total", &labels),
+            tokens,
+            "{kind}\n{text}"
+        );
+    }
+}

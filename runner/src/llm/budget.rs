@@ -1,0 +1,448 @@
+//! The budget of one `llm` attempt: `max_turns`, `max_tokens` and the cost limit (the
+//! least of the step's `max_cost_usd` and what is left of the run's `budget_usd`, chosen by
+//! the engine), counted by a [`Meter`] as the stream arrives.
+//!
+//! Invariants:
+//! - `max_turns` is the number of requests to the Messages API, retries included: the
+//!   request after the `max_turns`-th is refused, whatever became of the earlier ones.
+//! - Every request's usage counts, a cut or failed one's too: what was streamed
+//!   (`message_start`'s input and cache counts, and for output the larger of what the
+//!   API reported and the content deltas received — each delta carries at least one
+//!   token). A finished message counts exactly what the API reported.
+//! - Before a request: it is refused when what was spent plus the estimate of its input
+//!   (every token of the previous request, which the next one sends again; none for the
+//!   first) would leave no room
+//!   for a single output token, and its `max_tokens` is lowered to the output the limits
+//!   leave, so the API itself stops there.
+//! - While a request streams, as soon as one more output token would pass a limit, the
+//!   stream is dropped and the step fails with the limit and the figures (what was
+//!   counted is then within the limit): no request follows, so nothing is billed beyond
+//!   the turn that reached the limit. What the API bills for that turn is bounded by the
+//!   request's `max_tokens` and by how far the previous request's size underestimated its
+//!   input; a request whose input alone passes a limit is dropped at `message_start`.
+//! - A cost limit without prices, or with prices for a model other than the one the step
+//!   calls, fails the step before its first request (fail closed: an unknown price never
+//!   reads as free).
+//! - Money is integer micro-dollars ([`Price::cost_micros`]); nothing here is a float but
+//!   the text of a message.
+
+use std::sync::Mutex;
+
+use crate::protocol::{Budget, Price, Usage};
+
+/// How the limits of one attempt are counted; shared by the turns of a conversation.
+#[derive(Debug)]
+pub struct Meter {
+    max_turns: u32,
+    max_tokens: Option<u64>,
+    max_cost_micros: Option<u64>,
+    /// Present whenever `max_cost_micros` is (checked in [`Meter::new`]).
+    price: Option<Price>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct State {
+    spent: Usage,
+    calls: u32,
+    retries: u32,
+    /// Every token of the last request (its input side and its output, which the next
+    /// request sends back): the estimate of the next one's input, which carries the same
+    /// conversation and more.
+    last_input: u64,
+}
+
+impl Meter {
+    /// The meter of an attempt calling `model` with at most `max_turns` requests, or why
+    /// its budget cannot be enforced.
+    pub fn new(budget: Option<&Budget>, model: &str, max_turns: u32) -> Result<Meter, String> {
+        let budget = budget.cloned().unwrap_or_default();
+        if let Some(limit) = budget.max_cost_micros {
+            match &budget.prices {
+                None => {
+                    return Err(format!(
+                        "budget: max_cost_usd {} needs the prices of model {model}, and the \
+                         engine sent none; the step was not started",
+                        usd(limit)
+                    ))
+                }
+                Some(price) if price.model != model => return Err(format!(
+                    "budget: max_cost_usd {} is priced for model {}, but the step calls {model} \
+                         (its prompt file chose it?); set model= on the step so the engine prices \
+                         the model it calls",
+                    usd(limit),
+                    price.model
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(Meter {
+            max_turns: max_turns.max(1),
+            max_tokens: budget.max_tokens,
+            max_cost_micros: budget.max_cost_micros,
+            price: budget.prices,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Counts one more request (`retry`: a repeat of the previous turn) and returns the
+    /// `max_tokens` it may ask for (at most `ceiling`), or why it may not be made.
+    pub fn before_call(&self, retry: bool, ceiling: u32) -> Result<u32, String> {
+        let mut state = self.lock();
+        if state.calls >= self.max_turns {
+            return Err(format!(
+                "max_turns ({}) reached: {} requests to the model were made ({} of them retries)",
+                self.max_turns, state.calls, state.retries
+            ));
+        }
+        let estimate = Usage {
+            input_tokens: state.last_input,
+            ..Usage::default()
+        };
+        let room = self.output_room(state.spent + estimate, u64::from(ceiling));
+        if room == 0 {
+            let spent = state.spent;
+            let calls = state.calls;
+            drop(state);
+            return Err(self.reached(
+                spent,
+                spent + estimate + output(1),
+                calls,
+                &format!(
+                    "; the next request's input alone (about {} tokens) would pass it",
+                    thousands(estimate.input_tokens)
+                ),
+            ));
+        }
+        state.calls += 1;
+        state.retries += u32::from(retry);
+        Ok(u32::try_from(room).unwrap_or(ceiling).max(1))
+    }
+
+    /// Whether the request streaming now, having used `so_far`, may go on: `Err` with the
+    /// step's reason as soon as one more output token would pass a limit, so what is
+    /// counted stops at the limit (the request's `max_tokens` tells the API the same).
+    pub fn check(&self, so_far: Usage) -> Result<(), String> {
+        let state = *self.lock();
+        let total = state.spent + so_far;
+        let next = total + output(1);
+        if self.passes(next) {
+            return Err(self.reached(total, next, state.calls, ""));
+        }
+        Ok(())
+    }
+
+    /// Adds what a request used (finished, failed or cut) to what was spent.
+    pub fn settle(&self, usage: Usage) {
+        let mut state = self.lock();
+        state.spent = state.spent + usage;
+        let sent_again = tokens(&usage);
+        if sent_again > 0 {
+            state.last_input = sent_again;
+        }
+    }
+
+    /// The reason of a step whose reply the API cut at the `asked` output tokens the budget
+    /// left (`stop_reason: max_tokens` on a lowered request).
+    pub fn cut_short(&self, asked: u32) -> String {
+        let state = *self.lock();
+        self.reached(
+            state.spent,
+            state.spent + output(1),
+            state.calls,
+            &format!(
+                "; the model's reply was cut at the {} output tokens the budget left",
+                thousands(u64::from(asked))
+            ),
+        )
+    }
+
+    /// Tokens used so far, every request counted.
+    pub fn spent(&self) -> Usage {
+        self.lock().spent
+    }
+
+    /// Requests made so far, retries included.
+    pub fn calls(&self) -> u32 {
+        self.lock().calls
+    }
+
+    /// `llm: ..., budget: ...` for the attempt's first log line, `None` without limits.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(tokens) = self.max_tokens {
+            parts.push(format!("max_tokens {}", thousands(tokens)));
+        }
+        if let Some(limit) = self.max_cost_micros {
+            parts.push(format!("max_cost_usd {}", usd(limit)));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
+    fn passes(&self, total: Usage) -> bool {
+        self.max_tokens.is_some_and(|max| tokens(&total) > max) || self.cost_passes(&total)
+    }
+
+    fn cost_passes(&self, total: &Usage) -> bool {
+        match (self.max_cost_micros, &self.price) {
+            (Some(max), Some(price)) => price.cost_micros(total) > max,
+            _ => false,
+        }
+    }
+
+    /// How many output tokens (at most `ceiling`) fit on top of `total` under every limit.
+    fn output_room(&self, total: Usage, ceiling: u64) -> u64 {
+        let mut room = ceiling;
+        if let Some(max) = self.max_tokens {
+            room = room.min(max.saturating_sub(tokens(&total)));
+        }
+        if let (Some(max), Some(price)) = (self.max_cost_micros, &self.price) {
+            let left = u128::from(max.saturating_sub(price.cost_micros(&total)));
+            let fits = if price.output == 0 {
+                u128::from(u64::MAX)
+            } else {
+                // Output tokens whose cost, rounded up, stays within what is left.
+                left * 1_000_000 / u128::from(price.output)
+            };
+            room = room.min(u64::try_from(fits).unwrap_or(u64::MAX));
+            // The sum is rounded up as a whole: one more check on the exact figure.
+            while room > 0 && self.cost_passes(&(total + output(room))) {
+                room -= 1;
+            }
+        }
+        room
+    }
+
+    /// The reason of a step stopped at a limit, `spent` being what it used and `probe`
+    /// what passes the limit (which names it).
+    fn reached(&self, spent: Usage, probe: Usage, calls: u32, detail: &str) -> String {
+        let limit = match (self.max_cost_micros, &self.price) {
+            (Some(max), Some(price))
+                if price.cost_micros(&probe) > max || self.max_tokens.is_none() =>
+            {
+                format!("max_cost_usd {}", usd(max))
+            }
+            _ => match self.max_tokens {
+                Some(max) => format!("max_tokens {}", thousands(max)),
+                None => "max_cost_usd".into(),
+            },
+        };
+        let cost = self
+            .price
+            .as_ref()
+            .map(|price| format!("spent {} USD, ", usd(price.cost_micros(&spent))))
+            .unwrap_or_else(|| "spent ".into());
+        format!(
+            "budget: {limit} reached ({cost}{} tokens in {calls} call{}){detail}",
+            thousands(tokens(&spent)),
+            if calls == 1 { "" } else { "s" }
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere leaves plain numbers: still good to read.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every token of `usage`: what `max_tokens` counts.
+pub fn tokens(usage: &Usage) -> u64 {
+    input_side(usage).saturating_add(usage.output_tokens)
+}
+
+fn input_side(usage: &Usage) -> u64 {
+    usage
+        .input_tokens
+        .saturating_add(usage.cache_creation_input_tokens)
+        .saturating_add(usage.cache_read_input_tokens)
+}
+
+fn output(tokens: u64) -> Usage {
+    Usage {
+        output_tokens: tokens,
+        ..Usage::default()
+    }
+}
+
+/// Micro-dollars as dollars for people: at least 2 decimals, at most 6, no trailing zeros
+/// beyond the second (`500000` → `0.50`, `498100` → `0.4981`).
+pub fn usd(micros: u64) -> String {
+    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let trimmed = text.trim_end_matches('0');
+    let decimals = trimmed.len() - trimmed.find('.').unwrap_or(trimmed.len()) - 1;
+    if decimals < 2 {
+        text[..text.len() - (6 - 2)].to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// `12345` → `12,345`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sonnet() -> Price {
+        Price {
+            model: "claude-sonnet-4-5".into(),
+            input: 3_000_000,
+            output: 15_000_000,
+            cache_write: 3_750_000,
+            cache_read: 300_000,
+        }
+    }
+
+    fn usage(input: u64, output: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            ..Usage::default()
+        }
+    }
+
+    fn meter(max_tokens: Option<u64>, max_cost_micros: Option<u64>, turns: u32) -> Meter {
+        let budget = Budget {
+            max_tokens,
+            max_cost_micros,
+            prices: Some(sonnet()),
+        };
+        Meter::new(Some(&budget), "claude-sonnet-4-5", turns).unwrap()
+    }
+
+    #[test]
+    fn money_is_exact_integer_micro_dollars_rounded_up() {
+        let price = sonnet();
+        // 1,000 in × $3/M + 100 out × $15/M = 0.003 + 0.0015
+        assert_eq!(price.cost_micros(&usage(1000, 100)), 4500);
+        let cached = Usage {
+            cache_creation_input_tokens: 1000,
+            cache_read_input_tokens: 1000,
+            ..Usage::default()
+        };
+        assert_eq!(price.cost_micros(&cached), 3750 + 300);
+        // One input token is 3 micro-dollars; a third of one rounds up to a whole one.
+        let cheap = Price {
+            input: 1,
+            ..sonnet()
+        };
+        assert_eq!(cheap.cost_micros(&usage(1, 0)), 1);
+        assert_eq!(
+            price.cost_micros(&usage(u64::MAX, u64::MAX)),
+            u64::MAX,
+            "saturates"
+        );
+        assert_eq!(usd(500_000), "0.50");
+        assert_eq!(usd(498_100), "0.4981");
+        assert_eq!(usd(12_000_000), "12.00");
+        assert_eq!(usd(1), "0.000001");
+        assert_eq!(thousands(12_345), "12,345");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn max_turns_counts_every_request_retries_included() {
+        let meter = meter(None, None, 3);
+        assert!(meter.before_call(false, 8192).is_ok());
+        assert!(meter.before_call(true, 8192).is_ok());
+        assert!(meter.before_call(true, 8192).is_ok());
+        let refused = meter.before_call(false, 8192).unwrap_err();
+        assert_eq!(
+            refused,
+            "max_turns (3) reached: 3 requests to the model were made (2 of them retries)"
+        );
+        assert_eq!(meter.calls(), 3);
+    }
+
+    #[test]
+    fn a_stream_passing_the_cost_limit_is_stopped_with_the_figures() {
+        // $0.05: 10,000 input tokens cost 0.03, leaving 1,333 output tokens (0.019995).
+        let meter = meter(None, Some(50_000), 10);
+        // 50,000 micro-dollars buy 3,333 output tokens at $15 / MTok.
+        assert_eq!(meter.before_call(false, 8192), Ok(3_333));
+        meter.check(usage(10_000, 0)).unwrap();
+        meter.check(usage(10_000, 1_332)).unwrap();
+        // The 1,334th token would pass the limit: stopped at 0.049995.
+        let reason = meter.check(usage(10_000, 1_333)).unwrap_err();
+        assert_eq!(
+            reason,
+            "budget: max_cost_usd 0.05 reached (spent 0.049995 USD, 11,333 tokens in 1 call)"
+        );
+        meter.settle(usage(10_000, 1_333));
+        // The next request: its input alone (the last request's tokens) would pass.
+        let refused = meter.before_call(false, 8192).unwrap_err();
+        assert!(
+            refused.starts_with("budget: max_cost_usd 0.05 reached"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("input alone (about 11,333 tokens)"),
+            "{refused}"
+        );
+        assert_eq!(meter.calls(), 1);
+    }
+
+    #[test]
+    fn a_request_asks_only_for_the_output_the_limits_leave() {
+        let meter = meter(Some(5_000), Some(1_000_000), 10);
+        assert_eq!(meter.before_call(false, 8192), Ok(5_000));
+        meter.settle(usage(1_000, 500));
+        // 5,000 - 1,500 spent - 1,500 estimated input (the last request, sent again).
+        assert_eq!(meter.before_call(false, 8192), Ok(2_000));
+        meter.settle(usage(1_200, 100));
+        let Ok(room) = meter.before_call(false, 8192) else {
+            panic!("refused")
+        };
+        assert_eq!(room, 5_000 - 2_800 - 1_300);
+        let cost_only = self::meter(None, Some(30_000), 10);
+        cost_only.settle(usage(5_000, 0)); // 0.015 spent
+                                           // 0.015 left, 5,000 estimated input is 0.015: no room.
+        assert!(cost_only.before_call(false, 8192).is_err());
+        let tokens_reason = self::meter(Some(100), None, 10)
+            .check(usage(90, 10))
+            .unwrap_err();
+        assert_eq!(
+            tokens_reason,
+            "budget: max_tokens 100 reached (spent 0.00042 USD, 100 tokens in 0 calls)"
+        );
+    }
+
+    #[test]
+    fn a_cost_limit_without_the_called_models_prices_fails_closed() {
+        let no_prices = Budget {
+            max_cost_micros: Some(1),
+            ..Budget::default()
+        };
+        let e = Meter::new(Some(&no_prices), "claude-opus-4-5", 5).unwrap_err();
+        assert!(
+            e.contains("needs the prices of model claude-opus-4-5"),
+            "{e}"
+        );
+        let other = Budget {
+            max_cost_micros: Some(1),
+            prices: Some(sonnet()),
+            ..Budget::default()
+        };
+        let e = Meter::new(Some(&other), "claude-opus-4-5", 5).unwrap_err();
+        assert!(e.contains("priced for model claude-sonnet-4-5"), "{e}");
+        // Tokens alone need no prices.
+        let tokens = Budget {
+            max_tokens: Some(10),
+            ..Budget::default()
+        };
+        assert!(Meter::new(Some(&tokens), "any", 5).is_ok());
+        assert!(Meter::new(None, "any", 5).unwrap().describe().is_none());
+    }
+}
