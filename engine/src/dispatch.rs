@@ -204,9 +204,11 @@ pub fn build(
     plan: &Plan,
 /// The variables every step of a run an issue or a comment started gets: the issue's and
 /// the comment's text exactly as written (plain values, never rendered as templates), set
-/// after the plan's and the step's `env` so no workflow can change them.
+/// after the plan's and the step's `env` so no workflow can change them. A value longer
+/// than [`MAX_SUMMONED_VALUE_BYTES`] is cut there (at a character boundary) and named in
+/// `PLUE_SUMMON_TRUNCATED`.
 pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
     if let Some(issue) = &ctx.issue {
         env.insert("PLUE_ISSUE_NUMBER".into(), issue.number.to_string());
         env.insert("PLUE_ISSUE_TITLE".into(), issue.title.clone());
@@ -218,8 +220,9 @@ pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
         env.insert("PLUE_COMMENT_BODY".into(), comment.body.clone());
         env.insert("PLUE_COMMENT_AUTHOR".into(), comment.author.clone());
     }
-    // No environment variable holds a NUL; the payload reader already replaced it.
-    for value in env.values_mut() {
+    let mut truncated = Vec::new();
+    for (name, value) in env.iter_mut() {
+        // No environment variable holds a NUL; the payload reader already replaced it.
         if value.contains('\0') {
             *value = value.replace('\0', "\u{fffd}");
         }
@@ -252,10 +255,31 @@ pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
             StepAction::Bash { command }
         }
         Action::Python {
+        // Linux refuses to start a process with one variable over 128 KiB (E2BIG), which
+        // would fail every step of the run; the whole text stays in `ctx`.
+        if value.len() > MAX_SUMMONED_VALUE_BYTES {
+            let mut end = MAX_SUMMONED_VALUE_BYTES;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            value.truncate(end);
+            truncated.push(name.clone());
+        }
+    }
+    if !truncated.is_empty() {
+        env.insert("PLUE_SUMMON_TRUNCATED".into(), truncated.join(","));
             script,
             fresh_interpreter,
         } => {
             let template = parse("script", script)?;
+/// The longest `PLUE_ISSUE_*`/`PLUE_COMMENT_*` value, in bytes: under Linux's 128 KiB per
+/// variable (`MAX_ARG_STRLEN`), with room for the name.
+pub const MAX_SUMMONED_VALUE_BYTES: usize = 120 * 1024;
+
+/// Builds the dispatch document of `step`, rendering its templates against the results of
+/// the run's final steps (by step id). The error is the reason the step fails.
+pub fn build(
+    plan: &Plan,
             let vars = OutputVars::new(step, "script", &template, results)?;
             let script = renderer.code("script", &template, Code::Python, &vars)?;
             output_env = vars.env;
@@ -287,16 +311,9 @@ pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
                 model: llm.model.clone(),
                 max_turns: llm.max_turns,
                 tools: llm.tools.clone(),
-            }
-        }
-    };
-    let mut secrets = step.secrets.clone();
                 result: llm.result.as_ref().map(|spec| ResultContract {
                     schema: spec.schema(),
-                    fail_when: evaluator::result::effective_fail_when(
-                        spec,
-                        llm.fail_when.as_ref(),
-                    ),
+                    fail_when: evaluator::result::effective_fail_when(spec, llm.fail_when.as_ref()),
                 }),
                 system_prompt: llm.system_prompt.clone(),
                 safe_outputs: llm.safe_outputs.as_ref().map(|so| ProposalLimits {
@@ -336,6 +353,10 @@ pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
     })
 }
 
+            }
+        }
+    };
+    let mut secrets = step.secrets.clone();
 /// The step's `network=`, or its kind's default: an `llm` step's tools reach nothing but
 /// loopback (the model's API is the runner's, not the step's), every other kind the
 /// host's network as before network policies.
@@ -362,6 +383,7 @@ fn handoff(plan: &Plan, step: &Step) -> Handoff {
     }
 }
 
+        budget: crate::pricing::budget::Limits::of(plan, step),
 /// Whether `text` is a template with a reference to an output.
 fn reads_output(text: &str) -> bool {
     text.contains("{{")

@@ -360,6 +360,18 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
         .deliver("github", "issue_comment", "c-4", &carol)
         .await;
     assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    // Asked again within a minute: the forge's answer is remembered, not asked twice.
+    let again = github_comment("carol", "NONE", "/plue echo again", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "c-4b", &again)
+        .await;
+    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let asked = world.stub.lock().unwrap().asked.clone();
+    let carols = asked
+        .iter()
+        .filter(|(path, _)| path.ends_with("/collaborators/carol/permission"))
+        .count();
+    assert_eq!(carols, 1, "{asked:?}");
     // A reader is not enough.
     world
         .stub

@@ -846,3 +846,24 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
         [vec![0], vec![0, 2], vec![0], vec![0, 1, 2], vec![0, 2]]
     );
 }
+
+#[test]
+fn summoned_text_is_plain_env_cut_only_where_a_process_could_not_start() {
+    let mut ctx = evaluator::EvalContext::local(evaluator::Event::Comment, "main");
+    let hostile = "{{ steps.x.outputs.y }} $(rm -rf /) \u{202e}{% raw %}";
+    ctx.comment.as_mut().unwrap().body = hostile.into();
+    let issue = ctx.issue.as_mut().unwrap();
+    issue.body = "é".repeat(MAX_SUMMONED_VALUE_BYTES); // two bytes each
+    issue.title = "a\0b".into();
+    let env = summoned_env(&ctx);
+    assert_eq!(env["PLUE_COMMENT_BODY"], hostile);
+    assert_eq!(env["PLUE_ISSUE_TITLE"], "a\u{fffd}b");
+    assert_eq!(env["PLUE_ISSUE_NUMBER"], "1");
+    assert_eq!(env["PLUE_ISSUE_BODY"].len(), MAX_SUMMONED_VALUE_BYTES);
+    assert_eq!(env["PLUE_SUMMON_TRUNCATED"], "PLUE_ISSUE_BODY");
+    assert!(summoned_env(&evaluator::EvalContext::local(
+        evaluator::Event::Push,
+        "main"
+    ))
+    .is_empty());
+}

@@ -128,8 +128,11 @@ impl Registry {
                 repo.name, event.comment_id
             )));
         }
-        if let Some(why) = self.bot(repo, &event.commenter).await? {
-            return Ok(Summoned::nothing(why));
+        // The commenter, and whoever else sent the event (who edited the comment).
+        for author in std::iter::once(&event.commenter).chain(&event.sender) {
+            if let Some(why) = self.bot(repo, author).await? {
+                return Ok(Summoned::nothing(why));
+            }
         }
         let point = if event.issue.is_pull_request {
             match self
