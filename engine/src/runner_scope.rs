@@ -261,6 +261,7 @@ mod tests {
                 step("docs", &[], Some("lint"), &["lint"]),
             ],
             concurrency: None,
+            budget_usd: None,
         };
         assert_eq!(
             needs_secrets_runner(&plan, true),

@@ -269,6 +269,7 @@ mod tests {
             env: BTreeMap::new(),
             steps,
             concurrency: None,
+            budget_usd: None,
         }
     }
 

@@ -31,6 +31,7 @@ fn plan(steps: Vec<Step>) -> Plan {
         env: BTreeMap::new(),
         steps,
         concurrency: None,
+        budget_usd: None,
     }
 }
 

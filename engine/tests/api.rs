@@ -72,6 +72,7 @@ impl Harness {
             env: BTreeMap::new(),
             steps,
             concurrency: None,
+            budget_usd: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         self.engine

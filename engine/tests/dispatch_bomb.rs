@@ -28,6 +28,8 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
         model: None,
         max_turns: None,
         tools: vec![],
+        safe_outputs: None,
+        ..Default::default()
     };
     Plan {
         name: "t".into(),
@@ -43,6 +45,7 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
             Step::new("l", Action::Llm(llm)).after(&["a"]),
         ],
         concurrency: None,
+        budget_usd: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn plan() -> Plan {
         env: BTreeMap::new(),
         steps: vec![build, review],
         concurrency: None,
+        budget_usd: None,
     }
 }
 

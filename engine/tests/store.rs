@@ -24,6 +24,7 @@ fn plan(steps: Vec<Step>) -> Plan {
         env: BTreeMap::new(),
         steps,
         concurrency: None,
+        budget_usd: None,
     }
 }
 

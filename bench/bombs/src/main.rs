@@ -203,6 +203,7 @@ fn plan(steps: Vec<Step>) -> Plan {
         env: Default::default(),
         steps,
         concurrency: None,
+        budget_usd: None,
     }
 }
 

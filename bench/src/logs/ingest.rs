@@ -177,6 +177,7 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
             })
             .collect(),
         concurrency: None,
+        budget_usd: None,
     };
     let plan_json = plan.canonical_json();
     let run_id = store

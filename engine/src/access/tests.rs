@@ -79,6 +79,7 @@ async fn run_rerunning(store: &Store, rerun_of: Option<i64>) -> i64 {
         env: Default::default(),
         steps: vec![],
         concurrency: None,
+        budget_usd: None,
     };
     let new = crate::store::NewRun {
         workflow_source: "local",

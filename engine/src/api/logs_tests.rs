@@ -91,6 +91,7 @@ impl Engine {
                 },
             )],
             concurrency: None,
+            budget_usd: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         let repo_id = store

@@ -18,6 +18,7 @@ fn plan_with(command: &str) -> Plan {
             },
         )],
         concurrency: None,
+        budget_usd: None,
     };
     plan.steps[0]
         .env
@@ -111,6 +112,7 @@ fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
 
 #[test]
 fn a_verdict_result_is_sent_as_its_schema_failing_on_reject() {
+        budget_usd: None,
     let mut plan = llm_plan(Some("Review"), &[]);
     let Action::Llm(llm) = &mut plan.steps[0].action else {
         unreachable!("an llm plan")
@@ -252,6 +254,7 @@ fn code_step(action: Action) -> Plan {
 fn llm_with(inputs: BTreeMap<String, Value>) -> Action {
     Action::Llm(LlmAction {
         prompt: Some("p".into()),
+        budget_usd: None,
         prompt_file: None,
         inputs,
         model: None,
@@ -847,6 +850,7 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
     );
 }
 
+        budget_usd: None,
 #[test]
 fn summoned_text_is_plain_env_cut_only_where_a_process_could_not_start() {
     let mut ctx = evaluator::EvalContext::local(evaluator::Event::Comment, "main");

@@ -45,6 +45,7 @@ mod tests {
             env: Default::default(),
             steps: vec![step],
             concurrency: None,
+            budget_usd: None,
         };
         assert!(is_approval(&plan, 0));
         assert_eq!(

@@ -316,6 +316,7 @@ mod tests {
             env: BTreeMap::new(),
             steps: vec![build, deploy],
             concurrency: None,
+            budget_usd: None,
         };
         let local = RunEnvironments {
             repo: None,

@@ -815,6 +815,7 @@ mod tests {
                 })
                 .collect(),
             concurrency: None,
+            budget_usd: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor
@@ -859,6 +860,7 @@ mod tests {
             env: BTreeMap::new(),
             steps: vec![big],
             concurrency: None,
+            budget_usd: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor

@@ -226,6 +226,7 @@ pub(super) fn plan(name: &str, steps: Vec<Step>) -> Plan {
         env: BTreeMap::new(),
         steps,
         concurrency: None,
+        budget_usd: None,
     }
 }
 

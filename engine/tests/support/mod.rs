@@ -691,6 +691,7 @@ pub(crate) fn plan(name: &str, steps: Vec<Step>) -> Plan {
         env: BTreeMap::new(),
         steps,
         concurrency: None,
+        budget_usd: None,
     }
 }
 

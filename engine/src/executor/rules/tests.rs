@@ -74,6 +74,7 @@ fn plan() -> Plan {
             bash("c", "true", &["big", "mid"]),
         ],
         concurrency: None,
+        budget_usd: None,
     }
 }
 
@@ -118,6 +119,7 @@ fn a_join_with_a_dependency_still_active_needs_no_outputs_yet() {
             bash("join", "true", &["a", "b", "c"]),
         ],
         concurrency: None,
+        budget_usd: None,
     };
     let reads = dispatch::reads(&plan);
     let loops = Loops::of(&plan);
@@ -262,6 +264,7 @@ fn loop_plan() -> Plan {
             bash("cleanup", "true", &["review"]).on(evaluator::plan::When::Always),
         ],
         concurrency: None,
+        budget_usd: None,
     }
 }
 
@@ -480,6 +483,7 @@ fn environment_gates_decide_before_the_queue() {
         env: BTreeMap::new(),
         steps: vec![deploy, bash("after", "true", &["deploy"])],
         concurrency: None,
+        budget_usd: None,
     };
     let reads = dispatch::reads(&plan);
     let deps = crate::schedule::dependency_indices(&plan);
