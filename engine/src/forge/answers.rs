@@ -135,6 +135,7 @@ fn end_text(
             text.push_str(&format!("\n\nWhy: {}", quiet(reason)));
         }
     }
+    let mut listed = false;
     for proposal in proposals {
         let what = proposal.kind.replace('_', " ");
         let line = match (proposal.state.as_str(), &proposal.applied_url) {
@@ -152,6 +153,11 @@ fn end_text(
             ("rejected", _) => format!("The {what} was rejected by a reviewer."),
             _ => continue,
         };
+        if !listed {
+            // A blank line: a list right after a paragraph is not one in Markdown.
+            text.push('\n');
+            listed = true;
+        }
         text.push_str(&format!("\n- {line}"));
     }
     text
