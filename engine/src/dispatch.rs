@@ -106,6 +106,9 @@ pub struct StepResult<'a> {
     /// are the previous iteration's (none in the first), and an output it did not set
     /// reads as empty text rather than failing the step.
     pub feedback: bool,
+    /// `{{ steps.<id>.rounds }}`: the outputs of the step's rounds before the reader's
+    /// (`[{"round": 1, "outputs": {...}}, ...]`), for a step of the reader's own loop.
+    pub rounds: Arc<str>,
 }
 
 /// For each step of `plan` (by index), the steps (by index) whose results its dispatch
@@ -149,6 +152,36 @@ pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
             read.sort_unstable();
             read.dedup();
             read
+        })
+        .collect()
+}
+
+/// The ids of the steps whose `{{ steps.<id>.rounds }}` the texts of `step` read (its llm
+/// prompt and inputs, its env): the engine loads their earlier rounds' outputs for it.
+pub fn rounds_read(step: &Step) -> BTreeSet<String> {
+    let mut texts: Vec<&str> = step.env.values().map(String::as_str).collect();
+    if let Action::Llm(llm) = &step.action {
+        texts.extend(llm.prompt.as_deref());
+        let mut stack: Vec<&Value> = llm.inputs.values().collect();
+        while let Some(value) = stack.pop() {
+            match value {
+                Value::String(text) => texts.push(text),
+                Value::Array(items) => stack.extend(items),
+                Value::Object(map) => stack.extend(map.values()),
+                _ => {}
+            }
+        }
+    }
+    texts
+        .into_iter()
+        .filter(|text| text.contains("rounds"))
+        .filter_map(|text| Template::parse(text).ok())
+        .flat_map(|template| {
+            template
+                .references()
+                .filter(|r| r.field == Field::Rounds)
+                .map(|r| r.step.clone())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -635,6 +668,8 @@ impl Renderer<'_, '_> {
                         }
                     })
                 }
+                // Validation keeps rounds out of code; a plan read from elsewhere too.
+                Field::Rounds => Err(refused("rounds are JSON text for llm prompts and inputs")),
                 Field::Output(key) => {
                     let var = &vars.by_reference[&(reference.step.clone(), key.clone())];
                     // Where the language would not expand it first, then where the code
@@ -690,6 +725,11 @@ impl Renderer<'_, '_> {
         match &reference.field {
             Field::Status => self.status(reference),
             Field::Output(key) => output_value(self.results, reference, key),
+            Field::Rounds => self
+                .results
+                .get(reference.step.as_str())
+                .map(|r| &*r.rounds)
+                .ok_or_else(|| format!("'{reference}' is not set (no such step in this loop)")),
         }
     }
 

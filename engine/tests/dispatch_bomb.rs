@@ -56,6 +56,7 @@ fn results() -> BTreeMap<&'static str, StepResult<'static>> {
             status: "succeeded",
             outputs: Arc::new(BTreeMap::new()),
             feedback: false,
+            rounds: Default::default(),
         },
     )])
 }

@@ -5,6 +5,9 @@
 //!   the coder's round-2 prompt reads the rejection's reason; the reviewer's wrong `finish`
 //!   shape goes back to it as a tool error, it corrects it and approves in round 2; the
 //!   verdict's fields are outputs later steps read;
+//! - the coder starts round N from its own round N−1 workspace (`loop_workspace`, default
+//!   `previous`; `fresh` starts over) and its prompt reads every earlier review
+//!   (`{{ steps.review.rounds }}`);
 //! - a reply cut at `max_tokens` fails its step, saying so.
 
 #[allow(dead_code)] // each test binary uses part of the support module
@@ -14,7 +17,7 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 use support::Sandbox;
-use testkit::claude::{FakeClaude, Turn};
+use testkit::claude::{FakeClaude, Reply, Turn};
 
 fn printed(output: &Output) -> String {
     format!(
@@ -46,7 +49,7 @@ fn first_prompt(request: &testkit::claude::Recorded) -> String {
 
 const REVIEW_LOOP: &str = r#"def workflow():
     return Plan(name="verdicts", triggers=[Trigger.manual()], steps=[
-        Step.llm("code", prompt="CODER: write hello.txt. Last review: [{{ steps.review.outputs.reason }}]",
+        Step.llm("code", prompt="CODER: write hello.txt. Last review: [{{ steps.review.outputs.reason }}] All reviews: {{ steps.review.rounds }}",
                  tools=["read_file", "write_file"], max_turns=4),
         Step.llm("review", prompt="REVIEWER: review hello.txt", result="verdict",
                  tools=["read_file"], depends_on=["code"], loop_to="code", max_loops=2),
@@ -55,45 +58,54 @@ const REVIEW_LOOP: &str = r#"def workflow():
     ])
 "#;
 
+/// The coder's turn writing `content` to hello.txt, then its closing text.
+fn coder_writes(id: &str, content: &str) -> [Reply; 2] {
+    [
+        Turn::new()
+            .tool_use(
+                id,
+                "write_file",
+                &json!({"path": "hello.txt", "content": content}),
+            )
+            .reply(),
+        Turn::text(&["done"]).reply(),
+    ]
+}
+
+/// The reviewer's `finish` call.
+fn review(id: &str, input: Value) -> Reply {
+    Turn::new().tool_use(id, "finish", &input).reply()
+}
+
 #[test]
 fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdict() {
-    let server = FakeClaude::start(vec![
-        // Round 1: the coder writes v1, the reviewer rejects.
+    let mut script = Vec::new();
+    // Round 1: the coder writes v1, the reviewer rejects.
+    script.extend(coder_writes("toolu_c1", "v1\n"));
+    script.push(review(
+        "toolu_r1",
+        json!({"verdict": "reject", "reason": "hello.txt must say v2"}),
+    ));
+    // Round 2: the coder finds its round-1 file and writes v2; the reviewer's first finish
+    // is the wrong shape, the corrected one rejects again.
+    script.push(
         Turn::new()
-            .tool_use(
-                "toolu_c1",
-                "write_file",
-                &json!({"path": "hello.txt", "content": "v1\n"}),
-            )
+            .tool_use("toolu_c2r", "read_file", &json!({"path": "hello.txt"}))
             .reply(),
-        Turn::text(&["wrote v1"]).reply(),
-        Turn::new()
-            .tool_use(
-                "toolu_r1",
-                "finish",
-                &json!({"verdict": "reject", "reason": "hello.txt must say v2"}),
-            )
-            .reply(),
-        // Round 2: the coder writes v2; the reviewer's first finish is the wrong shape.
-        Turn::new()
-            .tool_use(
-                "toolu_c2",
-                "write_file",
-                &json!({"path": "hello.txt", "content": "v2\n"}),
-            )
-            .reply(),
-        Turn::text(&["wrote v2"]).reply(),
-        Turn::new()
-            .tool_use("toolu_r2", "finish", &json!({"verdict": "LGTM"}))
-            .reply(),
-        Turn::new()
-            .tool_use(
-                "toolu_r3",
-                "finish",
-                &json!({"verdict": "approve", "reason": "says v2"}),
-            )
-            .reply(),
-    ]);
+    );
+    script.extend(coder_writes("toolu_c2", "v2\n"));
+    script.push(review("toolu_r2", json!({"verdict": "LGTM"})));
+    script.push(review(
+        "toolu_r3",
+        json!({"verdict": "reject", "reason": "now say v3"}),
+    ));
+    // Round 3: v3, approved.
+    script.extend(coder_writes("toolu_c3", "v3\n"));
+    script.push(review(
+        "toolu_r4",
+        json!({"verdict": "approve", "reason": "says v3"}),
+    ));
+    let server = FakeClaude::start(script);
     let sandbox = Sandbox::new("verdicts");
     sandbox.write("w.plue.py", REVIEW_LOOP);
     let output = sandbox.plue_run_llm(
@@ -109,7 +121,7 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
     let text = printed(&output);
     assert!(output.status.success(), "{text}");
     assert!(
-        text.contains("shipped after approve: says v2"),
+        text.contains("shipped after approve: says v3"),
         "the verdict's fields are outputs: {text}"
     );
     assert!(
@@ -127,17 +139,17 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
         .unwrap();
     assert_eq!(
         (&review["status"], &review["iteration"]),
-        (&json!("succeeded"), &json!(2)),
+        (&json!("succeeded"), &json!(3)),
         "{summary}"
     );
 
     let requests = server.requests();
-    assert_eq!(requests.len(), 7, "{requests:#?}");
+    assert_eq!(requests.len(), 11, "{requests:#?}");
     let reviews: Vec<_> = requests
         .iter()
         .filter(|r| first_prompt(r).starts_with("REVIEWER"))
         .collect();
-    assert_eq!(reviews.len(), 3);
+    assert_eq!(reviews.len(), 4);
     for review in &reviews {
         assert_eq!(
             offered(review),
@@ -154,15 +166,43 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
             .contains("\"LGTM\" is not one of"),
         "{correction:?}"
     );
-    let coder_prompts: Vec<String> = requests
+    // Each coder round's prompt (the first request of its conversation).
+    let mut coder_prompts: Vec<String> = requests
         .iter()
         .map(first_prompt)
         .filter(|p| p.starts_with("CODER"))
         .collect();
-    assert!(coder_prompts[0].ends_with("Last review: []"), "{coder_prompts:?}");
+    coder_prompts.dedup();
+    assert_eq!(coder_prompts.len(), 3, "{coder_prompts:#?}");
     assert!(
-        coder_prompts[2].ends_with("Last review: [hello.txt must say v2]"),
+        coder_prompts[0].ends_with("Last review: [] All reviews: []"),
         "{coder_prompts:?}"
+    );
+    assert!(
+        coder_prompts[1].contains("Last review: [hello.txt must say v2]"),
+        "{coder_prompts:?}"
+    );
+    // The whole history: every earlier round's outputs, not only the last.
+    let history = coder_prompts[2]
+        .split_once("All reviews: ")
+        .map(|(_, h)| h)
+        .unwrap();
+    let history: Value = serde_json::from_str(history).unwrap();
+    assert_eq!(history[0]["round"], 1, "{history}");
+    assert_eq!(history[0]["outputs"]["reason"], "hello.txt must say v2");
+    assert_eq!(history[1]["round"], 2, "{history}");
+    assert_eq!(history[1]["outputs"]["reason"], "now say v3");
+    assert_eq!(history[1]["outputs"]["verdict"], "reject");
+    // loop_workspace="previous" (the default): round 2 started from round 1's workspace.
+    let read_back = requests
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .find(|r| r["tool_use_id"] == "toolu_c2r")
+        .expect("the coder's read_file result");
+    assert_eq!(read_back["is_error"], false, "{read_back}");
+    assert!(
+        read_back["content"].as_str().unwrap().contains("v1"),
+        "round 2 starts from round 1's files: {read_back}"
     );
 }
 
@@ -187,4 +227,53 @@ fn a_reply_cut_at_max_tokens_fails_the_step_saying_so() {
         text.contains("the model's reply was cut at max_tokens (8192) before it ended"),
         "{text}"
     );
+}
+
+/// `loop_workspace="fresh"`: every round starts as round 1 did (what every round did before
+/// `previous` became the default), so round 2 does not find round 1's file.
+#[test]
+fn a_fresh_loop_workspace_starts_each_round_from_scratch() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use(
+                "toolu_c1",
+                "write_file",
+                &json!({"path": "hello.txt", "content": "v1\n"}),
+            )
+            .reply(),
+        Turn::text(&["wrote v1"]).reply(),
+        Turn::new()
+            .tool_use(
+                "toolu_r1",
+                "finish",
+                &json!({"verdict": "reject", "reason": "again"}),
+            )
+            .reply(),
+        Turn::new()
+            .tool_use("toolu_c2r", "read_file", &json!({"path": "hello.txt"}))
+            .reply(),
+        Turn::text(&["nothing there"]).reply(),
+        Turn::new()
+            .tool_use(
+                "toolu_r2",
+                "finish",
+                &json!({"verdict": "approve", "reason": "fine"}),
+            )
+            .reply(),
+    ]);
+    let sandbox = Sandbox::new("fresh-rounds");
+    sandbox.write(
+        "w.plue.py",
+        &REVIEW_LOOP.replace("max_turns=4)", "max_turns=4, loop_workspace=\"fresh\")"),
+    );
+    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    let read_back = server
+        .requests()
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .find(|r| r["tool_use_id"] == "toolu_c2r")
+        .expect("the coder's read_file result");
+    assert_eq!(read_back["is_error"], true, "{read_back}");
 }

@@ -17,6 +17,12 @@
 //! - a step outside a region that depends on a step inside it (other than the source)
 //!   also depends on the source, so it never runs on an iteration that is thrown away.
 //!
+//! Workspaces ([`LoopWorkspace`], `loop_workspace=`, default `previous`): a step of a
+//! region starts each round after the first from its own final workspace of the round
+//! before (the engine names the step itself as the attempt's `workspace_from`), unless its
+//! `workspace_from` names a step of the same region, which ran again and holds the newer
+//! work ([`Loops::resumes_own_workspace`]); `fresh` starts every round as round 1 did.
+//!
 //! Templates: a step of a region may read the *outputs* of a later step of the same region
 //! (one it comes before, the source included), which otherwise would not be a dependency:
 //! in iteration 1 those references render as empty text, in a later iteration as the
@@ -29,9 +35,35 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use crate::diagnostic::{Budget, Found};
 use crate::plan::{Action, Plan, SourceMap};
 use crate::template::echo;
+
+/// `loop_workspace=`: where a step of a review loop starts its rounds after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopWorkspace {
+    /// Its own final workspace of the previous round (the default): a coder keeps its
+    /// files. Not when its `workspace_from` names a step of the same loop, which ran again
+    /// and holds the newer work.
+    Previous,
+    /// What round 1 started from (a fresh checkout, or its `workspace_from`).
+    Fresh,
+}
+
+impl LoopWorkspace {
+    pub const NAMES: [&'static str; 2] = ["previous", "fresh"];
+
+    pub fn parse(name: &str) -> Option<LoopWorkspace> {
+        match name {
+            "previous" => Some(LoopWorkspace::Previous),
+            "fresh" => Some(LoopWorkspace::Fresh),
+            _ => None,
+        }
+    }
+}
 
 /// The most times one loop may go back to its target.
 pub const MAX_LOOPS: u32 = 10;
@@ -113,6 +145,31 @@ impl Loops {
             && self.ancestors[read]
                 .get(reader / 64)
                 .is_some_and(|word| word & (1 << (reader % 64)) != 0)
+    }
+
+    /// Whether plan step `step` starts its rounds after the first from its own previous
+    /// round's final workspace: it is in a loop's region, its `loop_workspace` is not
+    /// `fresh`, and its `workspace_from` (if any) names no step of the same region.
+    pub fn resumes_own_workspace(&self, plan: &Plan, step: usize) -> bool {
+        let Some(member) = self.member.get(step).copied().flatten() else {
+            return false;
+        };
+        let Some(of) = plan.steps.get(step) else {
+            return false;
+        };
+        if of.loop_workspace == Some(LoopWorkspace::Fresh) {
+            return false;
+        }
+        let region = &self.loops[member].region;
+        !of.workspace_from.as_deref().is_some_and(|from| {
+            region.iter().any(|&i| plan.steps[i].id == from)
+        })
+    }
+
+    /// Whether steps `a` and `b` (indices; equal ones too) are in one loop's region.
+    pub fn same_loop(&self, a: usize, b: usize) -> bool {
+        let of = |i: usize| self.member.get(i).copied().flatten();
+        of(a).is_some() && of(a) == of(b)
     }
 
     /// The loop step `step` belongs to, if any.
@@ -236,6 +293,21 @@ impl<'a> Graph<'a> {
 /// Suggestions come out of the plan's `budget`; past its deadline this stops (the caller
 /// reports it).
 pub fn check(plan: &Plan, map: &SourceMap, budget: &mut Budget, found: &mut Found) {
+    if plan.steps.iter().any(|s| s.loop_workspace.is_some()) {
+        let loops = Loops::of(plan);
+        for (i, step) in plan.steps.iter().enumerate() {
+            if step.loop_workspace.is_some() && loops.member[i].is_none() {
+                found.add(
+                    map.step(i),
+                    format!(
+                        "step '{}': loop_workspace= applies to the steps of a review loop (the \
+                         loop_to target, the steps between, the step with loop_to)",
+                        echo(&step.id)
+                    ),
+                );
+            }
+        }
+    }
     if !plan
         .steps
         .iter()

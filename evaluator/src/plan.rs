@@ -252,6 +252,11 @@ pub struct Step {
     /// Absent from the canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub network: Option<crate::network::Network>,
+    /// `loop_workspace="previous"|"fresh"` on a step of a review loop: where its round N≥2
+    /// starts (see [`crate::loops::LoopWorkspace`]); `None` is `previous`. Absent from the
+    /// canonical JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loop_workspace: Option<crate::loops::LoopWorkspace>,
 }
 
 impl Step {
@@ -275,6 +280,7 @@ impl Step {
             max_loops: None,
             environment: None,
             network: None,
+            loop_workspace: None,
         }
     }
 

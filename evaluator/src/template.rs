@@ -73,6 +73,10 @@ pub struct Reference {
 pub enum Field {
     Output(String),
     Status,
+    /// `{{ steps.<step>.rounds }}`: the outputs of every earlier round of a step of the
+    /// reader's own review loop, as JSON text (`[{"round": 1, "outputs": {...}}, ...]`,
+    /// `[]` in round 1). Only in text that is never parsed (llm prompts and inputs, env).
+    Rounds,
 }
 
 impl fmt::Display for Reference {
@@ -81,6 +85,7 @@ impl fmt::Display for Reference {
         match &self.field {
             Field::Output(key) => write!(f, "{{{{ {raw}steps.{}.outputs.{key} }}}}", self.step),
             Field::Status => write!(f, "{{{{ {raw}steps.{}.status }}}}", self.step),
+            Field::Rounds => write!(f, "{{{{ {raw}steps.{}.rounds }}}}", self.step),
         }
     }
 }
@@ -304,7 +309,8 @@ fn parse_reference(inner: &str) -> Result<Reference, String> {
             Field::Output(key.to_string())
         }
         ["steps", _, "status"] => Field::Status,
-        _ => return Err("not a reference to a step's output or status".into()),
+        ["steps", _, "rounds"] => Field::Rounds,
+        _ => return Err("not a reference to a step's output, status or rounds".into()),
     };
     let step = parts[1];
     if step.is_empty()

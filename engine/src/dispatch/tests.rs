@@ -33,6 +33,7 @@ fn results() -> BTreeMap<&'static str, StepResult<'static>> {
             status: "succeeded",
             outputs: Arc::new(BTreeMap::from([("version".into(), "1.2.3 <&>".into())])),
             feedback: false,
+            rounds: Default::default(),
         },
     )])
 }
@@ -237,6 +238,7 @@ fn hostile_results(value: &str) -> BTreeMap<&'static str, StepResult<'static>> {
             status: "succeeded",
             outputs: Arc::new(BTreeMap::from([("x".into(), value.into())])),
             feedback: false,
+            rounds: Default::default(),
         },
     )])
 }
@@ -458,6 +460,7 @@ fn dependencies_outputs_reach_code_steps_as_variables() {
             status: "succeeded",
             outputs: Arc::new(BTreeMap::from([("z".into(), "not a dependency".into())])),
             feedback: false,
+            rounds: Default::default(),
         },
     );
     let dispatch = build(&plan, &plan.steps[0], 1, &results).unwrap();
@@ -487,6 +490,7 @@ fn colliding_variable_names_are_left_out_and_references_still_read_their_value()
                 status: "succeeded",
                 outputs: Arc::new(BTreeMap::from([("c".into(), "from a-b".into())])),
                 feedback: false,
+                rounds: Default::default(),
             },
         ),
         (
@@ -495,6 +499,7 @@ fn colliding_variable_names_are_left_out_and_references_still_read_their_value()
                 status: "succeeded",
                 outputs: Arc::new(BTreeMap::from([("b_c".into(), "from a".into())])),
                 feedback: false,
+                rounds: Default::default(),
             },
         ),
     ]);

@@ -154,10 +154,26 @@ pub(crate) fn needed_outputs(
             }
         }
     }
-    rows.iter()
+    let mut needed: Vec<(i64, i64)> = rows
+        .iter()
         .zip(needed)
         .filter_map(|(row, iteration)| Some((row.id, iteration?)))
-        .collect()
+        .collect();
+    // `{{ steps.<id>.rounds }}`: every earlier round of a step of the reader's own loop.
+    for (i, read) in reads.iter().enumerate() {
+        if looped.statuses[i] != StepStatus::Pending || looped.iterations[i] < 2 {
+            continue;
+        }
+        let wanted = dispatch::rounds_read(&plan.steps[i]);
+        for &j in read {
+            if loops.same_loop(i, j) && wanted.contains(&plan.steps[j].id) {
+                needed.extend((1..looped.iterations[i]).map(|round| (rows[j].id, round)));
+            }
+        }
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    needed
 }
 
 /// The changes that move a run forward: cancellation, queueing within `max_parallel`,
@@ -292,6 +308,15 @@ pub(crate) fn plan_changes_with(
                                         iterations[step].to_string(),
                                     );
                                 }
+                                // `loop_workspace="previous"`: keep this round's workspace,
+                                // and start a later round from the previous one's.
+                                if loops.resumes_own_workspace(plan, step) {
+                                    dispatch.handoff.keep_workspace = true;
+                                    if iterations[step] > 1 {
+                                        dispatch.handoff.workspace_from =
+                                            Some(plan.steps[step].id.clone());
+                                    }
+                                }
                                 active += 1;
                                 statuses[step] = StepStatus::Queued;
                                 StepChange::Queue {
@@ -418,7 +443,10 @@ fn results<'a>(
     read.iter()
         .filter_map(|&j| {
             let row = &rows[j];
-            let (iteration, feedback) = if statuses[j].is_final() {
+            // Only its rounds: a step's own outputs are refused by validation.
+            let (iteration, feedback) = if j == step {
+                (iterations[j] - 1, true)
+            } else if statuses[j].is_final() {
                 (iterations[j], false)
             } else if loops.is_feedback(step, j) {
                 (iterations[j] - 1, true)
@@ -434,10 +462,33 @@ fn results<'a>(
                         .cloned()
                         .unwrap_or_default(),
                     feedback,
+                    rounds: rounds(row.id, iterations[step], loops.same_loop(step, j), outputs),
                 },
             ))
         })
         .collect()
+}
+
+/// `{{ steps.<id>.rounds }}` of step run `step_run_id` for a reader in round `reader_round`:
+/// the outputs of rounds 1 to `reader_round - 1` that were loaded, as JSON; `[]` outside the
+/// reader's loop.
+fn rounds(
+    step_run_id: i64,
+    reader_round: i64,
+    same_loop: bool,
+    outputs: &HashMap<(i64, i64), Outputs>,
+) -> std::sync::Arc<str> {
+    let rounds: Vec<serde_json::Value> = if same_loop {
+        (1..reader_round)
+            .filter_map(|round| {
+                let outputs = outputs.get(&(step_run_id, round))?;
+                Some(serde_json::json!({"round": round, "outputs": **outputs}))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    serde_json::Value::Array(rounds).to_string().into()
 }
 
 /// What a runner reported about an attempt (or what the engine concluded for it).

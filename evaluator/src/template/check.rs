@@ -252,6 +252,24 @@ fn site_problem(
         for reader in readers {
             // A step in a dependency cycle has no ancestor set; the cycle is reported.
             let Some(set) = &sets[reader] else { continue };
+            // Rounds: the earlier iterations of a step of the reader's own loop (itself
+            // included), data for prompts only.
+            if reference.field == Field::Rounds {
+                if site.step.is_none() || !loops.same_loop(reader, target) {
+                    return Some(format!(
+                        "'{}' reads the rounds of step '{}', which is not in this step's review loop: rounds are the earlier iterations of a loop, readable by the steps of that loop",
+                        echo(&reference.to_string()),
+                        echo(&reference.step)
+                    ));
+                }
+                if site.language != Language::Text {
+                    return Some(format!(
+                        "'{}' is JSON text for llm prompts and inputs (and env values); read it from a file or an output in code",
+                        echo(&reference.to_string())
+                    ));
+                }
+                continue;
+            }
             // Loop feedback: a later step of the reader's own loop (one that has the reader
             // as an ancestor) has not run in this iteration; its outputs are the previous
             // iteration's.

@@ -28,6 +28,7 @@ use crate::plan::{
     Action, ApprovalAction, Authors, Concurrency, LlmAction, Location, ManualInput, Others, Plan,
     SourceMap, Step, Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
 };
+use crate::loops::LoopWorkspace;
 use crate::result::{FailWhen, ResultSpec};
 
 thread_local! {
@@ -527,6 +528,22 @@ fn build_step(
             "{function}: network= goes on a step that runs (Step.bash, Step.python or Step.llm)"
         )));
     }
+    let loop_workspace = match options.take("loop_workspace")? {
+        None => None,
+        Some(_) if matches!(action, Action::Approval(_)) => {
+            return Err(PyTypeError::new_err(format!(
+                "{function}: loop_workspace= goes on a step that runs (an approval has no workspace)"
+            )))
+        }
+        Some(value) => {
+            let name = convert::string(&value, &format!("{function}: loop_workspace"))?;
+            Some(LoopWorkspace::parse(&name).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "{function}: loop_workspace must be 'previous' or 'fresh', got '{name}'"
+                ))
+            })?)
+        }
+    };
     options.finish()?;
     Ok(StepObject {
         step: Step {
@@ -547,6 +564,7 @@ fn build_step(
             max_loops,
             environment,
             network,
+            loop_workspace,
         },
         location,
     })
