@@ -752,6 +752,10 @@ pub(crate) enum EventKind {
     PullRequest,
     Schedule,
     Manual,
+    /// An issue opened (a sample `ctx.issue`).
+    Issue,
+    /// A comment on an issue (a sample `ctx.issue` and `ctx.comment`).
+    Comment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -761,10 +765,6 @@ pub(crate) enum Format {
 }
 
 fn parse_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
-    /// An issue opened (a sample `ctx.issue`).
-    Issue,
-    /// A comment on an issue (a sample `ctx.issue` and `ctx.comment`).
-    Comment,
     text.split(',')
         .filter(|part| !part.trim().is_empty())
         .map(|part| parse_key_value(part.trim()))

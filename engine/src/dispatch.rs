@@ -43,9 +43,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use evaluator::network::Network;
 use evaluator::plan::{Action, Plan, Step};
 use evaluator::template::{self, bash, python, Field, Reference, Template};
-use evaluator::network::Network;
 use runner::protocol::{Handoff, NetworkPolicy, ProposalLimits, ResultContract, StepAction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -231,10 +231,6 @@ pub fn output_var(step: &str, key: &str) -> String {
     name
 }
 
-/// Builds the dispatch document of `step`, rendering its templates against the results of
-/// the run's final steps (by step id). The error is the reason the step fails.
-pub fn build(
-    plan: &Plan,
 /// The variables every step of a run an issue or a comment started gets: the issue's and
 /// the comment's text exactly as written (plain values, never rendered as templates), set
 /// after the plan's and the step's `env` so no workflow can change them. A value longer
@@ -259,10 +255,31 @@ pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
         if value.contains('\0') {
             *value = value.replace('\0', "\u{fffd}");
         }
+        // Linux refuses to start a process with one variable over 128 KiB (E2BIG), which
+        // would fail every step of the run; the whole text stays in `ctx`.
+        if value.len() > MAX_SUMMONED_VALUE_BYTES {
+            let mut end = MAX_SUMMONED_VALUE_BYTES;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            value.truncate(end);
+            truncated.push(name.clone());
+        }
+    }
+    if !truncated.is_empty() {
+        env.insert("PLUE_SUMMON_TRUNCATED".into(), truncated.join(","));
     }
     env
 }
 
+/// The longest `PLUE_ISSUE_*`/`PLUE_COMMENT_*` value, in bytes: under Linux's 128 KiB per
+/// variable (`MAX_ARG_STRLEN`), with room for the name.
+pub const MAX_SUMMONED_VALUE_BYTES: usize = 120 * 1024;
+
+/// Builds the dispatch document of `step`, rendering its templates against the results of
+/// the run's final steps (by step id). The error is the reason the step fails.
+pub fn build(
+    plan: &Plan,
     step: &Step,
     run_id: i64,
     results: &BTreeMap<&str, StepResult<'_>>,
@@ -288,31 +305,10 @@ pub fn summoned_env(ctx: &evaluator::EvalContext) -> BTreeMap<String, String> {
             StepAction::Bash { command }
         }
         Action::Python {
-        // Linux refuses to start a process with one variable over 128 KiB (E2BIG), which
-        // would fail every step of the run; the whole text stays in `ctx`.
-        if value.len() > MAX_SUMMONED_VALUE_BYTES {
-            let mut end = MAX_SUMMONED_VALUE_BYTES;
-            while !value.is_char_boundary(end) {
-                end -= 1;
-            }
-            value.truncate(end);
-            truncated.push(name.clone());
-        }
-    }
-    if !truncated.is_empty() {
-        env.insert("PLUE_SUMMON_TRUNCATED".into(), truncated.join(","));
             script,
             fresh_interpreter,
         } => {
             let template = parse("script", script)?;
-/// The longest `PLUE_ISSUE_*`/`PLUE_COMMENT_*` value, in bytes: under Linux's 128 KiB per
-/// variable (`MAX_ARG_STRLEN`), with room for the name.
-pub const MAX_SUMMONED_VALUE_BYTES: usize = 120 * 1024;
-
-/// Builds the dispatch document of `step`, rendering its templates against the results of
-/// the run's final steps (by step id). The error is the reason the step fails.
-pub fn build(
-    plan: &Plan,
             let vars = OutputVars::new(step, "script", &template, results)?;
             let script = renderer.code("script", &template, Code::Python, &vars)?;
             output_env = vars.env;
@@ -357,6 +353,10 @@ pub fn build(
                     max_files: so.max_files,
                     max_diff_bytes: so.max_diff_bytes,
                 }),
+            }
+        }
+    };
+    let mut secrets = step.secrets.clone();
     if matches!(step.action, Action::Llm(_)) && !secrets.iter().any(|s| s == LLM_KEY_SECRET) {
         secrets.push(LLM_KEY_SECRET.to_owned());
     }
@@ -383,13 +383,10 @@ pub fn build(
         timeout_secs: step.timeout,
         handoff: handoff(plan, step),
         network: network(step),
+        budget: crate::pricing::budget::Limits::of(plan, step),
     })
 }
 
-            }
-        }
-    };
-    let mut secrets = step.secrets.clone();
 /// The step's `network=`, or its kind's default: an `llm` step's tools reach nothing but
 /// loopback (the model's API is the runner's, not the step's), every other kind the
 /// host's network as before network policies.
@@ -416,7 +413,6 @@ fn handoff(plan: &Plan, step: &Step) -> Handoff {
     }
 }
 
-        budget: crate::pricing::budget::Limits::of(plan, step),
 /// Whether `text` is a template with a reference to an output.
 fn reads_output(text: &str) -> bool {
     text.contains("{{")
@@ -438,7 +434,6 @@ fn input_path(input: &str, path: &[Part<'_>]) -> String {
             Part::Index(i) => text.push_str(&format!("[{i}]")),
             Part::Key(key) => {
                 text.push('.');
-        budget: crate::pricing::budget::Limits::of(plan, step),
                 text.push_str(key);
             }
         }

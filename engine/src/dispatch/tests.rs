@@ -99,6 +99,10 @@ fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
         model: Some("claude-haiku-4-5".into()),
         max_turns: None,
         tools: vec!["read_file".into(), "grep".into()],
+        safe_outputs: None,
+        max_tokens: None,
+        max_cost_usd: None,
+        ..Default::default()
     };
     let mut step = Step::new("review", Action::Llm(action));
     step.secrets = secrets.iter().map(|s| s.to_string()).collect();
@@ -108,12 +112,12 @@ fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
         env: BTreeMap::new(),
         steps: vec![step],
         concurrency: None,
+        budget_usd: None,
     }
 }
 
 #[test]
 fn a_verdict_result_is_sent_as_its_schema_failing_on_reject() {
-        budget_usd: None,
     let mut plan = llm_plan(Some("Review"), &[]);
     let Action::Llm(llm) = &mut plan.steps[0].action else {
         unreachable!("an llm plan")
@@ -250,18 +254,22 @@ fn code_step(action: Action) -> Plan {
         env: BTreeMap::new(),
         steps: vec![Step::new("down", action).after(&["up"])],
         concurrency: None,
+        budget_usd: None,
     }
 }
 
 fn llm_with(inputs: BTreeMap<String, Value>) -> Action {
     Action::Llm(LlmAction {
         prompt: Some("p".into()),
-        budget_usd: None,
         prompt_file: None,
         inputs,
         model: None,
         max_turns: None,
         tools: vec![],
+        safe_outputs: None,
+        max_tokens: None,
+        max_cost_usd: None,
+        ..Default::default()
     })
 }
 
@@ -842,6 +850,7 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
             ),
         ],
         concurrency: None,
+        budget_usd: None,
     };
     plan.steps[4]
         .env
@@ -855,7 +864,6 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
     );
 }
 
-        budget_usd: None,
 #[test]
 fn summoned_text_is_plain_env_cut_only_where_a_process_could_not_start() {
     let mut ctx = evaluator::EvalContext::local(evaluator::Event::Comment, "main");
