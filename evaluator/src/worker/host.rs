@@ -199,6 +199,11 @@ fn concurrency(options: &mut Options<'_>) -> PyResult<Option<Concurrency>> {
 /// then runs it only on a ref the environment allows, after the review of the
 /// environment's reviewers and its wait timer (inserted by the engine whatever the plan
 /// says), and gives it the environment's secrets. An approval step takes no environment.
+///
+/// A step that runs may limit what its processes reach with `network=`: `"none"` (its own
+/// loopback only), `"open"` (the runner host's network) or a list of host patterns
+/// (`["pypi.org", "*.github.com:443"]`), reached through the runner's egress proxy. Without
+/// it an `llm` step's tools get `"none"` and every other step `"open"`.
 #[pyclass(module = "plue", name = "Step", frozen, immutable_type)]
 pub(crate) struct StepObject {
     pub(crate) step: Step,
