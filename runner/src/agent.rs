@@ -313,8 +313,10 @@ async fn execute(
                 &assignment,
                 &dir,
                 config,
-                user,
-                step_network.as_ref(),
+                Confined {
+                    user,
+                    network: step_network.as_ref(),
+                },
                 &lines_tx,
                 &cancel,
                 masker.clone(),
@@ -684,17 +686,24 @@ async fn spec_for(
     })
 }
 
+/// Who an `llm` step's tool processes run as, and the network they join.
+#[derive(Clone, Copy)]
+struct Confined<'a> {
+    user: Option<StepUser>,
+    network: Option<&'a network::StepNetwork>,
+}
+
 /// Runs an `llm` step (see [`llm::run`]) on the attempt's workspace and log channel.
 async fn run_llm(
     assignment: &Assignment,
     dir: &Path,
     config: &AgentConfig,
-    user: Option<StepUser>,
-    network: Option<&network::StepNetwork>,
+    confined: Confined<'_>,
     lines: &mpsc::Sender<(Stream, String)>,
     cancel: &CancellationToken,
     masker: Arc<Masker>,
 ) -> llm::Finished {
+    let Confined { user, network } = confined;
     let base_env = &config.base_env;
     let StepAction::Llm {
         prompt,
