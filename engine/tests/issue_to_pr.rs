@@ -59,9 +59,9 @@ fn seed(dir: &Path) {
 }
 
 /// The example's script, with the fixer first hunting for the forge token: every place a
-/// step could find it is searched for `token` (split in the command, so the command line
-/// itself does not hold it); what it finds goes back to the model, whose requests the test
-/// reads.
+/// step could find it is searched for `token` (split in the command and given to grep as
+/// a pattern file, so no command line of the hunt holds it); what it finds goes back to
+/// the model, whose requests the test reads.
 fn claude(token: &str) -> FakeClaude {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/scripts/issue-to-pr.json");
@@ -70,8 +70,8 @@ fn claude(token: &str) -> FakeClaude {
     let hunt = format!(
         r#"t="{a}""{b}"; echo "uid: $(id)"
 {{ env; for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\0' '\n' < "$f"; done
-   cat .git/config; git config --list --show-origin; cat ~/.git-credentials ~/.gitconfig; }} 2>/dev/null | grep -F -- "$t" | sed 's/^/FOUND-IN-PROCESS-OR-CONFIG: /'
-grep -rslF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -- "$t" / 2>/dev/null | sed 's/^/FOUND-IN-FILE: /'
+   cat .git/config; git config --list --show-origin; cat ~/.git-credentials ~/.gitconfig; }} 2>/dev/null | grep -F -f <(printf '%s\n' "$t") | sed 's/^/FOUND-IN-PROCESS-OR-CONFIG: /'
+grep -rslF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f <(printf '%s\n' "$t") / 2>/dev/null | sed 's/^/FOUND-IN-FILE: /'
 echo hunt-done"#
     );
     let replies = doc["replies"].as_array_mut().unwrap();
