@@ -7,7 +7,10 @@
 //! engine: the step fails with `safe output refused: ...`, its proposals are stored
 //! `refused`, none `ready`. A well-behaved step's pull request is stored `ready` holding
 //! exactly the agent's change; with `approve_outputs=True` it waits for a decision.
-//! (The forge writes themselves are APPLY's: `engine/tests/issue_to_pr.rs`.)
+//! Against an in-process engine: a rogue runner reporting a denied change as a success is
+//! judged all the same, and a waiting proposal is decided only by a writer who did not
+//! start the run (anonymous 401, outsider 404, reader 403, the triggerer 403, a second
+//! decision 409). (The forge writes themselves are APPLY's: `engine/tests/issue_to_pr.rs`.)
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -353,4 +356,216 @@ async fn hostile_proposals_are_refused_and_a_valid_one_is_stored_with_the_agents
         "{}",
         read.status()
     );
+}
+
+/// A repository's run whose `llm` step proposes with `approve_outputs=True`, started by
+/// the writer `tess`; its attempt claimed by a runner that reports what it likes.
+struct Rogue {
+    engine: engine::server::RunningEngine,
+    http: reqwest::Client,
+    repo_id: i64,
+    runner: String,
+    _dir: tempfile::TempDir,
+}
+
+const REGISTRATION: &str = "registration-token-of-the-safe-output-tests";
+const ADMIN: &str = "admin-token-of-the-safe-output-tests";
+
+impl Rogue {
+    async fn new() -> Rogue {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = engine::server::EngineConfig::new(REGISTRATION.into());
+        config.admin_token = Some(ADMIN.into());
+        config.mirrors_dir = dir.path().join("mirrors");
+        config
+            .secrets
+            .insert("ANTHROPIC_API_KEY".into(), KEY.into());
+        let engine = support::start_in_process(&dir.path().join("data"), config).await;
+        let repo_id = support::create_repo(engine.executor.store()).await;
+        let http = reqwest::Client::new();
+        let runner = support::register_runner(&http, &engine.url, REGISTRATION, "rogue").await;
+        Rogue {
+            engine,
+            http,
+            repo_id,
+            runner,
+            _dir: dir,
+        }
+    }
+
+    /// A run of one `llm` step `agent` with `safe_outputs` (a pull request, a comment,
+    /// approval required), started by `tess`; the claimed attempt's id.
+    async fn run_started_by(&self, tess: i64) -> (i64, i64) {
+        let mut step = support::bash_step("agent", "true");
+        step.action = evaluator::plan::Action::Llm(
+            serde_json::from_value(json!({
+                "prompt": "fix issue #7",
+                "inputs": {},
+                "tools": [],
+                "safe_outputs": {
+                    "pull_request": true, "comments": 1, "labels": [], "issues": 0,
+                    "paths_allow": ["**"], "paths_deny": [], "max_files": 5,
+                    "max_diff_bytes": 65536, "branch_prefix": "plue/", "approve": true,
+                    "allow_links": [],
+                },
+            }))
+            .unwrap(),
+        );
+        let plan = support::plan("agent", vec![step]);
+        let executor = &self.engine.executor;
+        let run = support::start_repo_run(executor, "acme/app", self.repo_id, &plan).await;
+        let triggerer = engine::store::Triggerer {
+            name: "tess".into(),
+            user_id: Some(tess),
+            forge_login: None,
+        };
+        executor
+            .store()
+            .record_trigger(run, &triggerer)
+            .await
+            .unwrap();
+        let polled: runner::protocol::PollResponse = support::post_json(
+            &self.http,
+            &format!("{}{}", self.engine.runner_url, runner::protocol::POLL),
+            &self.runner,
+            &json!({"wait_ms": 2000}),
+        )
+        .await;
+        let assignment = polled.assignment.expect("the agent's attempt");
+        // The runner is told what it may propose.
+        let runner::protocol::StepAction::Llm { safe_outputs, .. } = &assignment.action else {
+            panic!("not an llm step: {:?}", assignment.action);
+        };
+        assert!(safe_outputs
+            .as_ref()
+            .is_some_and(|s| s.pull_request && s.comments == 1));
+        (run, assignment.attempt_id)
+    }
+
+    /// The runner reports the attempt succeeded with `proposals`.
+    async fn complete(&self, attempt: i64, proposals: Value) {
+        let url = format!(
+            "{}{}",
+            self.engine.runner_url,
+            runner::protocol::complete_path(attempt)
+        );
+        let body = json!({"outcome": "succeeded", "exit_code": null, "reason": null,
+                          "lines": 0, "proposals": proposals});
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.runner)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    async fn decide(&self, token: Option<&str>, run: i64, pid: i64) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!(
+                "{}/api/runs/{run}/proposals/{pid}/decision",
+                self.engine.url
+            ))
+            .json(&json!({"approve": true}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+// A runner is not trusted with the check: one that reports a denied change and a leaked
+// key as a success gets its step failed and nothing stored but `refused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_runners_proposals_are_judged_by_the_engine() {
+    let h = Rogue::new().await;
+    let store = h.engine.executor.store();
+    let (tess, _, _) = support::user_with_token(store, "tess", &[(h.repo_id, "writer")]).await;
+    let (run, attempt) = h.run_started_by(tess).await;
+    let diff = "diff --git a/.plue/deploy.plue.py b/.plue/deploy.plue.py\nindex 1111111..2222222 100644\n--- a/.plue/deploy.plue.py\n+++ b/.plue/deploy.plue.py\n@@ -1 +1 @@\n-a\n+b\n";
+    h.complete(
+        attempt,
+        json!([
+            {"kind": "comment", "body": "all good"},
+            {"kind": "pull_request", "title": "t", "body": "b", "diff": diff},
+        ]),
+    )
+    .await;
+    let step = store.step_run(run, "agent").await.unwrap().unwrap();
+    assert_eq!(step.status, "failed");
+    assert!(
+        step.reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("safe output refused: ")
+            && step
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains(".plue/deploy.plue.py"),
+        "{step:?}"
+    );
+    let stored = store.list_for_run(run).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|p| p.state == "refused"), "{stored:?}");
+    h.engine.shutdown().await;
+}
+
+// Who decides a waiting proposal: a writer other than the one who started the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_writer_who_did_not_start_the_run_decides_its_proposals() {
+    let h = Rogue::new().await;
+    let store = h.engine.executor.store();
+    let (tess, _, tess_token) =
+        support::user_with_token(store, "tess", &[(h.repo_id, "writer")]).await;
+    let (_, _, reader) = support::user_with_token(store, "rita", &[(h.repo_id, "reader")]).await;
+    let (_, _, outsider) = support::user_with_token(store, "otto", &[]).await;
+    let (_, _, writer) = support::user_with_token(store, "wendy", &[(h.repo_id, "writer")]).await;
+    let (run, attempt) = h.run_started_by(tess).await;
+    h.complete(
+        attempt,
+        json!([{"kind": "comment", "body": "Fixed in the proposed change."}]),
+    )
+    .await;
+    let stored = store.list_for_run(run).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].state, "waiting");
+    let pid = stored[0].id;
+
+    assert_eq!(h.decide(None, run, pid).await.0, 401);
+    assert_eq!(h.decide(Some(&outsider), run, pid).await.0, 404);
+    assert_eq!(h.decide(Some(&reader), run, pid).await.0, 403);
+    let (status, body) = h.decide(Some(&tess_token), run, pid).await;
+    assert_eq!(status, 403, "the run's triggerer: {body}");
+    assert!(body.to_string().contains("started this run"), "{body}");
+    assert_eq!(store.list_for_run(run).await.unwrap()[0].state, "waiting");
+    let (status, body) = h.decide(Some(&writer), run, pid).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["state"].as_str(), body["decided_by"].as_str()),
+        (Some("ready"), Some("wendy"))
+    );
+    assert_eq!(h.decide(Some(&writer), run, pid).await.0, 409);
+    let audited = store
+        .audit_events(&engine::store::AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(audited
+        .iter()
+        .any(|e| e.action == "proposal.approve" && e.actor == "wendy"));
+    // A reader reads them; an outsider learns nothing.
+    let read = |token: String| {
+        h.http
+            .get(format!("{}/api/runs/{run}/proposals", h.engine.url))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(read(reader).await.unwrap().status(), 200);
+    assert_eq!(read(outsider).await.unwrap().status(), 404);
+    h.engine.shutdown().await;
 }
