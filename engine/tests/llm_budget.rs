@@ -69,7 +69,13 @@ fn a_cost_limit_passed_mid_stream_drops_the_call_and_fails_the_step() {
     );
     let output = sandbox.plue_run_llm(
         server.url(),
-        &["w.plue.py", "--runners", "1", "--summary-json", "summary.json"],
+        &[
+            "w.plue.py",
+            "--runners",
+            "1",
+            "--summary-json",
+            "summary.json",
+        ],
     );
     let text = printed(&output);
     assert!(!output.status.success(), "{text}");
@@ -117,7 +123,9 @@ fn max_turns_is_exact_when_requests_are_retried() {
     let text = printed(&output);
     assert!(!output.status.success(), "{text}");
     assert!(
-        text.contains("max_turns (2) reached: 2 requests to the model were made (1 of them retries)"),
+        text.contains(
+            "max_turns (2) reached: 2 requests to the model were made (1 of them retries)"
+        ),
         "{text}"
     );
     assert_eq!(server.requests().len(), 2, "{text}");
@@ -142,7 +150,13 @@ fn a_run_budget_is_never_passed_by_two_llm_steps_running_at_once() {
     );
     let output = sandbox.plue_run_llm(
         server.url(),
-        &["w.plue.py", "--runners", "2", "--summary-json", "summary.json"],
+        &[
+            "w.plue.py",
+            "--runners",
+            "2",
+            "--summary-json",
+            "summary.json",
+        ],
     );
     let text = printed(&output);
     let summary = summary(&sandbox);
@@ -173,7 +187,12 @@ fn a_price_file_prices_a_model_and_a_bad_one_is_refused_with_every_problem() {
         "models:\n  gateway: {input: -1, output: 1}\n  Bad Name: {input: 1, output: 1, cache_write: 1, cache_read: 1}\n",
     );
     let output = sandbox
-        .plue(&["serve", "--check-config", "--llm-prices", bad.to_str().unwrap()])
+        .plue(&[
+            "serve",
+            "--check-config",
+            "--llm-prices",
+            bad.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let text = printed(&output);
@@ -192,7 +211,12 @@ fn a_price_file_prices_a_model_and_a_bad_one_is_refused_with_every_problem() {
         r#"{"models": {"gateway": {"input": 2, "output": 8, "cache_write": 2.5, "cache_read": 0.2}}}"#,
     );
     let output = sandbox
-        .plue(&["serve", "--check-config", "--llm-prices", good.to_str().unwrap()])
+        .plue(&[
+            "serve",
+            "--check-config",
+            "--llm-prices",
+            good.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", printed(&output));
@@ -219,7 +243,11 @@ fn a_price_file_prices_a_model_and_a_bad_one_is_refused_with_every_problem() {
     );
     assert!(output.status.success(), "{}", printed(&output));
     let summary = summary(&sandbox);
-    assert_eq!(step(&summary, "ask")["cost_usd"], json!(0.00116), "{summary:#}");
+    assert_eq!(
+        step(&summary, "ask")["cost_usd"],
+        json!(0.00116),
+        "{summary:#}"
+    );
 }
 
 /// The families of a `/metrics` answer, as the Prometheus client's OpenMetrics parser
@@ -287,7 +315,12 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
     let http = client();
     let run_id = start_run(&http, url, &workflow, &sandbox.path("ws")).await;
     let run = wait_final(&http, url, run_id, Duration::from_secs(90)).await;
-    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", sandbox.diagnostics());
+    assert_eq!(
+        run["status"],
+        "succeeded",
+        "{run:#}\n{}",
+        sandbox.diagnostics()
+    );
 
     let ask = &run["steps"][0];
     assert_eq!(ask["cost_usd"], json!(0.00291), "{run:#}");
@@ -311,7 +344,12 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
         .unwrap();
     let families = scrape(&text);
     let haiku = [("model", "claude-haiku-4-5")];
-    let cost = sample(&families, "plue_llm_cost_usd", "plue_llm_cost_usd_total", &haiku);
+    let cost = sample(
+        &families,
+        "plue_llm_cost_usd",
+        "plue_llm_cost_usd_total",
+        &haiku,
+    );
     assert!((cost - 0.00291).abs() < 1e-12, "{cost}\n{text}");
     for (kind, tokens) in [
         ("input", 2_700.0),
@@ -321,7 +359,12 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
     ] {
         let labels = [("model", "claude-haiku-4-5"), ("kind", kind)];
         assert_eq!(
-            sample(&families, "plue_llm_tokens", "plue_llm_tokens_total", &labels),
+            sample(
+                &families,
+                "plue_llm_tokens",
+                "plue_llm_tokens_total",
+                &labels
+            ),
             tokens,
             "{kind}\n{text}"
         );

@@ -29,8 +29,8 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub concurrency: Option<Concurrency>,
     /// `Plan(budget_usd=)`: what the run's `llm` steps may cost together, in USD (finite,
-    /// > 0, at most [`MAX_COST_USD`]). The engine gives each `llm` attempt at most what is
-    /// left; absent from the canonical JSON when unset.
+    /// above 0, at most [`MAX_COST_USD`]). The engine gives each `llm` attempt at most what
+    /// is left; absent from the canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub budget_usd: Option<f64>,
 }

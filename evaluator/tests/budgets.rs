@@ -45,7 +45,11 @@ async fn limits_reach_the_plan_and_are_absent_when_unset() {
     assert!(json.contains("\"max_cost_usd\":0.5"), "{json}");
 
     let plain = pool
-        .evaluate("w.plue.py", &source("", "Step.llm(\"a\", prompt=\"hi\")"), &ctx)
+        .evaluate(
+            "w.plue.py",
+            &source("", "Step.llm(\"a\", prompt=\"hi\")"),
+            &ctx,
+        )
         .await
         .unwrap()
         .plan;
@@ -58,17 +62,61 @@ async fn limits_reach_the_plan_and_are_absent_when_unset() {
 #[tokio::test]
 async fn bad_limits_are_refused_with_their_value() {
     for (plan, step, expected) in [
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=0)", "max_cost_usd must be above 0"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=-1.5)", "got -1.5"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=float(\"nan\"))", "got nan"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=float(\"inf\"))", "at most 10000"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=10001)", "got 10001"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=\"1\")", "must be a number of US dollars, got str"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=True)", "got bool"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_tokens=-1)", "max_tokens must be a non-negative"),
-        ("", "Step.llm(\"a\", prompt=\"hi\", max_tokens=0)", "max_tokens must be at least 1"),
-        (", budget_usd=0", "Step.llm(\"a\", prompt=\"hi\")", "budget_usd must be above 0"),
-        (", budget_usd=1e9", "Step.llm(\"a\", prompt=\"hi\")", "at most 10000"),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=0)",
+            "max_cost_usd must be above 0",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=-1.5)",
+            "got -1.5",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=float(\"nan\"))",
+            "got nan",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=float(\"inf\"))",
+            "at most 10000",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=10001)",
+            "got 10001",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=\"1\")",
+            "must be a number of US dollars, got str",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_cost_usd=True)",
+            "got bool",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_tokens=-1)",
+            "max_tokens must be a non-negative",
+        ),
+        (
+            "",
+            "Step.llm(\"a\", prompt=\"hi\", max_tokens=0)",
+            "max_tokens must be at least 1",
+        ),
+        (
+            ", budget_usd=0",
+            "Step.llm(\"a\", prompt=\"hi\")",
+            "budget_usd must be above 0",
+        ),
+        (
+            ", budget_usd=1e9",
+            "Step.llm(\"a\", prompt=\"hi\")",
+            "at most 10000",
+        ),
     ] {
         let found = problems(plan, step).await;
         assert!(
@@ -82,10 +130,9 @@ async fn bad_limits_are_refused_with_their_value() {
 fn a_plan_from_json_is_bounded_too() {
     use evaluator::limits::Limits;
     use evaluator::plan::{Action, LlmAction, Plan, SourceMap, Step};
-    let mut plan: Plan = serde_json::from_str(
-        r#"{"name":"p","triggers":[],"env":{},"steps":[],"budget_usd":-1.0}"#,
-    )
-    .unwrap();
+    let mut plan: Plan =
+        serde_json::from_str(r#"{"name":"p","triggers":[],"env":{},"steps":[],"budget_usd":-1.0}"#)
+            .unwrap();
     plan.steps.push(Step::new(
         "a",
         Action::Llm(LlmAction {
@@ -102,6 +149,16 @@ fn a_plan_from_json_is_bounded_too() {
         .iter()
         .map(|d| d.to_string())
         .collect();
-    assert!(found.iter().any(|l| l.contains("budget_usd must be above 0")), "{found:?}");
-    assert!(found.iter().any(|l| l.contains("max_cost_usd must be above 0")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|l| l.contains("budget_usd must be above 0")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|l| l.contains("max_cost_usd must be above 0")),
+        "{found:?}"
+    );
 }

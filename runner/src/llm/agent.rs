@@ -320,7 +320,10 @@ impl Agent<'_> {
                 .map_err(Failure::Failed)?;
             body["max_tokens"] = json!(asked);
             let error = match self.attempt(&body, &mut streamed).await {
-                Ok(message) if message.stop_reason.as_deref() == Some("max_tokens") && asked < MAX_TOKENS => {
+                Ok(message)
+                    if message.stop_reason.as_deref() == Some("max_tokens")
+                        && asked < MAX_TOKENS =>
+                {
                     return Err(Failure::Failed(self.meter.cut_short(asked)))
                 }
                 Ok(message) => return Ok(message),

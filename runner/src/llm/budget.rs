@@ -66,13 +66,15 @@ impl Meter {
                         usd(limit)
                     ))
                 }
-                Some(price) if price.model != model => return Err(format!(
+                Some(price) if price.model != model => {
+                    return Err(format!(
                     "budget: max_cost_usd {} is priced for model {}, but the step calls {model} \
                          (its prompt file chose it?); set model= on the step so the engine prices \
                          the model it calls",
                     usd(limit),
                     price.model
-                )),
+                ))
+                }
                 Some(_) => {}
             }
         }
@@ -282,7 +284,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
