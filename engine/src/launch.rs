@@ -23,6 +23,9 @@ pub enum LaunchError {
     /// The workflow is invalid; the diagnostics say where.
     #[error("{}", render_problems(.0))]
     Invalid(Vec<Diagnostic>),
+    /// The manual inputs do not match the plan's declaration ([`evaluator::inputs`]).
+    #[error("{path}: {problems}")]
+    Inputs { path: String, problems: String },
     /// The evaluator or the store failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -52,8 +55,45 @@ pub async fn launch(
     ctx: &EvalContext,
     workspace: &WorkspaceSource,
 ) -> Result<i64, LaunchError> {
-    let evaluated = evaluate_file(evaluator, path, ctx).await?;
-    start_evaluated(executor, path, ctx, workspace, &evaluated).await
+    let (ctx, evaluated) = evaluate_dispatch(evaluator, path, ctx.clone()).await?;
+    start_evaluated(executor, path, &ctx, workspace, &evaluated).await
+}
+
+/// [`evaluate_file`], then the manual inputs checked as a dispatch checks them
+/// ([`evaluator::inputs::check`]: unknown names, required ones, options) when `ctx` is a
+/// manual event or names inputs; a plan without a manual trigger takes no inputs. When the
+/// declaration's defaults complete the inputs, the file is evaluated again with them, so
+/// `ctx.inputs` shows them too. Returns the `ctx` the run starts with.
+pub async fn evaluate_dispatch(
+    evaluator: &EvaluatorPool,
+    path: &Path,
+    mut ctx: EvalContext,
+) -> Result<(EvalContext, EvaluatedPlan), LaunchError> {
+    let evaluated = evaluate_file(evaluator, path, &ctx).await?;
+    if ctx.event != evaluator::Event::Manual && ctx.inputs.is_empty() {
+        return Ok((ctx, evaluated));
+    }
+    let problem = |problems: String| LaunchError::Inputs {
+        path: path.display().to_string(),
+        problems,
+    };
+    let complete = match evaluator::inputs::declared(&evaluated.plan) {
+        Some(declared) => evaluator::inputs::check(declared, &ctx.inputs).map_err(problem)?,
+        None if ctx.inputs.is_empty() => return Ok((ctx, evaluated)),
+        None => {
+            return Err(problem(
+                "the workflow has no manual trigger, so it takes no --input (add \
+                 Trigger.manual(inputs=...) to declare them)"
+                    .into(),
+            ))
+        }
+    };
+    if complete == ctx.inputs {
+        return Ok((ctx, evaluated));
+    }
+    ctx.inputs = complete;
+    let evaluated = evaluate_file(evaluator, path, &ctx).await?;
+    Ok((ctx, evaluated))
 }
 
 /// The first half of [`launch`]: reads and evaluates `path` with `ctx`. Needs no engine,

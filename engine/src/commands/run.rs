@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use engine::events::Event;
-use engine::launch::{evaluate_file, start_evaluated, LaunchError};
+use engine::launch::{evaluate_dispatch, start_evaluated, LaunchError};
 use engine::server::{self, EngineConfig, LocalPoolSettings};
 use engine::store::{now_ms, Decided, Store, Verdict};
 use engine::tokens;
@@ -75,7 +75,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let limits = limits_for_steps(args.max_steps);
         tokio::spawn(async move {
             let pool = evaluator_pool_with(1, limits).await?;
-            let evaluated = evaluate_file(&pool, &file, &ctx).await;
+            // Inputs are checked as a dispatch checks them (required, defaults, options,
+            // unknown names): `plue run` is a dispatch.
+            let (ctx, evaluated) = match evaluate_dispatch(&pool, &file, ctx.clone()).await {
+                Ok((ctx, evaluated)) => (ctx, Ok(evaluated)),
+                Err(e) => (ctx, Err(e)),
+            };
             anyhow::Ok((pool, ctx, evaluated))
         })
     };

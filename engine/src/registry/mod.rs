@@ -27,7 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use evaluator::plan::{ManualInput, Plan, Trigger};
+use evaluator::inputs::{check as check_inputs, declared as manual_inputs};
+use evaluator::plan::{Plan, Trigger};
 use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, PullRequest};
 use runner::protocol::WorkspaceSource;
 
@@ -727,58 +728,6 @@ pub fn next_fire(cron: &str, now_ms: i64) -> Option<i64> {
     Some(next.timestamp_millis())
 }
 
-fn manual_inputs(plan: &Plan) -> Option<&BTreeMap<String, ManualInput>> {
-    plan.triggers.iter().find_map(|t| match t {
-        Trigger::Manual { inputs } => Some(inputs),
-        _ => None,
-    })
-}
-
-/// The dispatch's inputs completed with defaults, or what is wrong with them.
-pub fn check_inputs(
-    declared: &BTreeMap<String, ManualInput>,
-    given: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, String> {
-    let mut problems = Vec::new();
-    for name in given.keys() {
-        if !declared.contains_key(name) {
-            let known: Vec<&str> = declared.keys().map(String::as_str).collect();
-            problems.push(format!(
-                "unknown input '{name}' (declared: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ));
-        }
-    }
-    let mut complete = BTreeMap::new();
-    for (name, input) in declared {
-        let value = match (given.get(name), &input.default) {
-            (Some(value), _) => value.clone(),
-            (None, Some(default)) => default.clone(),
-            (None, None) if input.required => {
-                problems.push(format!("input '{name}' is required"));
-                continue;
-            }
-            (None, None) => continue,
-        };
-        if !input.options.is_empty() && !input.options.contains(&value) {
-            problems.push(format!(
-                "input '{name}' must be one of {}, not '{value}'",
-                input.options.join(", ")
-            ));
-        }
-        complete.insert(name.clone(), value);
-    }
-    if problems.is_empty() {
-        Ok(complete)
-    } else {
-        Err(problems.join("; "))
-    }
-}
-
 fn file_stem(path: &str) -> &str {
     let name = path.rsplit('/').next().unwrap_or(path);
     name.strip_suffix(git::WORKFLOW_SUFFIX).unwrap_or(name)
@@ -818,52 +767,6 @@ fn branch_of(git_ref: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn input(default: Option<&str>, required: bool, options: &[&str]) -> ManualInput {
-        ManualInput {
-            default: default.map(String::from),
-            required,
-            description: None,
-            options: options.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn inputs_are_checked_and_completed() {
-        let declared = BTreeMap::from([
-            (
-                "target".to_string(),
-                input(Some("staging"), false, &["staging", "prod"]),
-            ),
-            ("version".to_string(), input(None, true, &[])),
-            ("note".to_string(), input(None, false, &[])),
-        ]);
-        let given = BTreeMap::from([("version".to_string(), "1.2".to_string())]);
-        assert_eq!(
-            check_inputs(&declared, &given).unwrap(),
-            BTreeMap::from([
-                ("target".to_string(), "staging".to_string()),
-                ("version".to_string(), "1.2".to_string()),
-            ])
-        );
-        let err = check_inputs(
-            &declared,
-            &BTreeMap::from([
-                ("target".to_string(), "moon".to_string()),
-                ("tpyo".to_string(), "x".to_string()),
-            ]),
-        )
-        .unwrap_err();
-        assert!(
-            err.contains("unknown input 'tpyo' (declared: note, target, version)"),
-            "{err}"
-        );
-        assert!(err.contains("input 'version' is required"), "{err}");
-        assert!(
-            err.contains("input 'target' must be one of staging, prod, not 'moon'"),
-            "{err}"
-        );
-    }
 
     #[test]
     fn cron_fire_times_are_utc() {

@@ -1,0 +1,96 @@
+//! `plue run --input` is a dispatch: the inputs are checked against the workflow's
+//! `Trigger.manual(inputs=...)` exactly as `plue trigger` and the API check them (one
+//! implementation, `evaluator::inputs`): unknown names, required inputs, options, and the
+//! declared defaults filled in (`ctx.inputs` shows them).
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::process::Output;
+
+use support::Sandbox;
+
+const DEPLOY: &str = r#"def workflow(ctx):
+    target = ctx.inputs.get("target", "unset")
+    version = ctx.inputs.get("version", "unset")
+    return Plan(name="deploy", triggers=[Trigger.manual(inputs={
+        "target": {"default": "staging", "options": ["staging", "production"]},
+        "version": None,
+    })], steps=[
+        Step.bash("deploy", "echo deploying " + version + " to " + target),
+    ])
+"#;
+
+fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn plue_run(sandbox: &Sandbox, args: &[&str]) -> Output {
+    sandbox
+        .plue(&["run", "deploy.plue.py", "--runners", "1"])
+        .args(args)
+        .env_remove("PLUE_DATA_DIR")
+        .output()
+        .expect("plue run")
+}
+
+#[test]
+fn plue_run_checks_inputs_as_a_dispatch_does() {
+    let sandbox = Sandbox::new("run-inputs");
+    sandbox.write("deploy.plue.py", DEPLOY);
+
+    // regression: each of these ran, with the missing input as "unset".
+    for (args, expected) in [
+        (
+            &["--event", "manual"][..],
+            "deploy.plue.py: input 'version' is required",
+        ),
+        (
+            &["--input", "target=production"][..],
+            "input 'version' is required",
+        ),
+        (
+            &["--input", "version=1.2", "--input", "tpyo=x"][..],
+            "unknown input 'tpyo' (declared: target, version)",
+        ),
+        (
+            &["--input", "version=1.2", "--input", "target=moon"][..],
+            "input 'target' must be one of staging, production, not 'moon'",
+        ),
+    ] {
+        let output = plue_run(&sandbox, args);
+        let text = printed(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert!(!text.contains("deploying"), "{args:?} ran: {text}");
+    }
+
+    // The default fills what was not given, and the file sees it.
+    let output = plue_run(&sandbox, &["--input", "version=1.2"]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("deploying 1.2 to staging"), "{text}");
+}
+
+#[test]
+fn inputs_to_a_workflow_without_a_manual_trigger_are_refused() {
+    let sandbox = Sandbox::new("run-inputs-none");
+    sandbox.write(
+        "deploy.plue.py",
+        "def workflow(ctx):\n    return Plan(name='p', triggers=[Trigger.on_push(branches=['main'])], steps=[Step.bash('a', 'true')])\n",
+    );
+    let output = plue_run(&sandbox, &["--input", "version=1"]);
+    let text = printed(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("the workflow has no manual trigger, so it takes no --input"),
+        "{text}"
+    );
+    // A push run without inputs is not a dispatch: nothing to check.
+    let output = plue_run(&sandbox, &[]);
+    assert!(output.status.success(), "{}", printed(&output));
+}
