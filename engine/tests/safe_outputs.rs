@@ -513,6 +513,53 @@ async fn a_rogue_runners_proposals_are_judged_by_the_engine() {
     let stored = store.list_for_run(run).await.unwrap();
     assert_eq!(stored.len(), 2);
     assert!(stored.iter().all(|p| p.state == "refused"), "{stored:?}");
+
+    // What the real runner refuses at the tool, a rogue one sends anyway.
+    let file = |path: &str| {
+        format!("diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000..1111111\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+x\n")
+    };
+    let six: String = (1..=6).map(|i| file(&format!("f{i}"))).collect();
+    let link = file("l").replace("new file mode 100644", "new file mode 120000");
+    for (proposals, why) in [
+        (
+            json!([{"kind": "labels", "labels": ["deploy-now"]}]),
+            "not in the step's labels",
+        ),
+        (
+            json!([{"kind": "pull_request", "title": "t", "body": "b", "diff": six}]),
+            "max_files is 5",
+        ),
+        (
+            json!([{"kind": "pull_request", "title": "t", "body": "b", "diff": link}]),
+            "symbolic link",
+        ),
+        (
+            json!([{"kind": "comment", "body": "a"}, {"kind": "comment", "body": "b"}]),
+            "more than 1 comments",
+        ),
+        (
+            json!([{"kind": "issue", "title": "t", "body": "b"}]),
+            "more than 0 issues",
+        ),
+        (
+            json!([{"kind": "comment", "body": format!("k={KEY}")}]),
+            "secret of the run",
+        ),
+    ] {
+        let (run, attempt) = h.run_started_by(tess).await;
+        h.complete(attempt, proposals).await;
+        let step = store.step_run(run, "agent").await.unwrap().unwrap();
+        assert_eq!(step.status, "failed", "{why}: {step:?}");
+        assert!(
+            step.reason.as_deref().unwrap_or("").contains(why),
+            "{why}: {step:?}"
+        );
+        let stored = store.list_for_run(run).await.unwrap();
+        assert!(
+            stored.iter().all(|p| p.state == "refused"),
+            "{why}: {stored:?}"
+        );
+    }
     h.engine.shutdown().await;
 }
 

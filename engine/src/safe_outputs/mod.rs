@@ -14,6 +14,11 @@
 //!   tool, and the engine refuses what a rogue runner sends anyway).
 //! - The secrets checked are every secret value the step could have been given (its
 //!   secrets, the model's API key, the repository's webhook secret and forge token).
+//! - Valid proposals are `waiting` when the step says `approve_outputs=True` or its
+//!   environment has reviewers, else `ready`.
+//! - They are recorded by the report that completed the attempt; an engine that stops
+//!   between the completion and the record loses them (the step stays succeeded with no
+//!   proposal: nothing is applied, never something unchecked).
 
 pub mod apply;
 pub mod validate;
@@ -117,14 +122,20 @@ async fn check(
         Err(_) => Vec::new(),
     };
     let mut forge_host = None;
-    if let Some(run) = store.run(run_id).await? {
-        if let Some(repo) = match run.repo_id {
-            Some(id) => store.repo_by_id(id).await?,
-            None => None,
-        } {
+    // A step under an environment with reviewers: its proposals wait for a person too.
+    let mut approve = outputs.approve;
+    if let Some(repo_id) = store.run(run_id).await?.and_then(|run| run.repo_id) {
+        if let Some(repo) = store.repo_by_id(repo_id).await? {
             forge_host = host_of(&repo.clone_url);
             secrets.push(repo.webhook_secret.clone());
             secrets.extend(repo.api_token.clone());
+        }
+        if let Some(name) = step.and_then(|s| s.environment.as_deref()) {
+            let reviewed = store
+                .environment(repo_id, name)
+                .await?
+                .is_some_and(|e| !e.settings.reviewers.is_empty());
+            approve |= reviewed;
         }
     }
     let rules = validate::Rules {
@@ -132,7 +143,7 @@ async fn check(
         secrets,
         forge_host,
     };
-    Ok(validate::validate(proposals, &rules).map(|()| outputs.approve))
+    Ok(validate::validate(proposals, &rules).map(|()| approve))
 }
 
 /// The lowercase host of an `https://host[:port]/...` URL.

@@ -248,3 +248,98 @@ pub(super) fn definition(name: &str) -> (&'static str, Value) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    fn toolbox(root: &std::path::Path, limits: ProposalLimits) -> Toolbox {
+        let start = limits
+            .pull_request
+            .then(|| Start::record(root, None, None).unwrap());
+        let proposer = Arc::new(Proposer::new(limits, start));
+        Toolbox::new(
+            root,
+            &[],
+            Default::default(),
+            Vec::new(),
+            CancellationToken::new(),
+        )
+        .unwrap()
+        .with_proposer(Some(proposer))
+    }
+
+    #[tokio::test]
+    async fn only_allowed_tools_are_offered_and_limits_come_back_as_tool_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = ProposalLimits {
+            comments: 1,
+            labels: vec!["bug".into()],
+            ..ProposalLimits::default()
+        };
+        let tools = toolbox(dir.path(), limits);
+        assert_eq!(tools.offered(), [COMMENT, LABELS]);
+        let pr = tools
+            .call(PULL_REQUEST, &json!({"title": "t", "body": "b"}))
+            .await;
+        assert!(
+            pr.is_error && pr.content.contains("not available"),
+            "{pr:?}"
+        );
+        let ok = tools.call(COMMENT, &json!({"body": "hi"})).await;
+        assert!(!ok.is_error, "{ok:?}");
+        let again = tools.call(COMMENT, &json!({"body": "hi"})).await;
+        assert!(
+            again.is_error && again.content.contains("at most 1"),
+            "{again:?}"
+        );
+        let label = tools.call(LABELS, &json!({"labels": ["deploy"]})).await;
+        assert!(
+            label.is_error && label.content.contains("not allowed"),
+            "{label:?}"
+        );
+        let big = "x".repeat(MAX_BODY_BYTES + 1);
+        let long = tools.call(COMMENT, &json!({"body": big})).await;
+        assert!(
+            long.is_error && long.content.contains("at most"),
+            "{long:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pull_request_is_checked_at_the_call_and_diffed_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "one\n").unwrap();
+        let limits = ProposalLimits {
+            pull_request: true,
+            max_files: 1,
+            max_diff_bytes: 4096,
+            ..ProposalLimits::default()
+        };
+        let tools = toolbox(dir.path(), limits);
+        let input = json!({"title": "t", "body": "b"});
+        let empty = tools.call(PULL_REQUEST, &input).await;
+        assert!(
+            empty.is_error && empty.content.contains("no change"),
+            "{empty:?}"
+        );
+        std::fs::write(dir.path().join("a.txt"), "two\n").unwrap();
+        std::fs::write(dir.path().join("b.txt"), "new\n").unwrap();
+        let many = tools.call(PULL_REQUEST, &input).await;
+        assert!(
+            many.is_error && many.content.contains("max_files is 1"),
+            "{many:?}"
+        );
+        std::fs::remove_file(dir.path().join("b.txt")).unwrap();
+        let ok = tools.call(PULL_REQUEST, &input).await;
+        assert!(!ok.is_error, "{ok:?}");
+        // A later edit is in the diff: it is computed when the step ends.
+        std::fs::write(dir.path().join("a.txt"), "three\n").unwrap();
+        let made = tools.proposer.as_ref().unwrap().finish().unwrap();
+        let Proposal::PullRequest { diff, .. } = &made[0] else {
+            panic!("{made:?}");
+        };
+        assert!(diff.contains("-one\n+three\n"), "{diff}");
+    }
+}
