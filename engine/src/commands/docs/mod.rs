@@ -25,7 +25,7 @@ mod markdown;
 mod metrics;
 mod plue_py;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -112,7 +112,7 @@ fn stale_pages(pages: &[Page], dir: &Path) -> Vec<&'static str> {
 
 /// Where the book lives in the source tree.
 #[cfg(test)]
-fn book_dir() -> PathBuf {
+fn book_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
 }
 

@@ -161,9 +161,8 @@ fn methods(
                 "{class}.{}",
                 if renamed.is_empty() { name } else { renamed }
             )
-        } else if has("staticmethod") || has("classmethod") {
-            format!("{class}.{name}(...)")
         } else {
+            // A static method, or one called on an instance: `Step.bash(...)`.
             format!("{class}.{name}(...)")
         };
         let mut finder = OptionFinder {
