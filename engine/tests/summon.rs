@@ -306,6 +306,18 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     );
     assert_eq!(wrote(&world.shared, runs[0], "ctx"), "event=comment pr=-\n");
 
+    // Signed with anything but the repository's secret: refused before it is read.
+    let (status, forged) = deliver_webhook(
+        &world.url,
+        "github",
+        "issue_comment",
+        "c-forged",
+        &comment,
+        "guess",
+    )
+    .await;
+    assert_eq!(status, 401, "{forged}");
+
     // The same delivery again: the runs of the first, nothing new.
     let again = world
         .deliver("github", "issue_comment", "c-1", &comment)
