@@ -17,13 +17,14 @@ use crate::error::{Location, PromptError};
 use crate::TOOLS;
 
 /// The frontmatter keys a prompt may have, in the order they are documented.
-pub(crate) const KEYS: [&str; 6] = [
+pub(crate) const KEYS: [&str; 7] = [
     "name",
     "description",
     "schema",
     "model",
     "max_turns",
     "tools",
+    "system",
 ];
 
 /// A prompt file cut at its frontmatter's closing `---`.
@@ -49,6 +50,8 @@ pub(crate) struct Frontmatter {
     pub(crate) model: Option<String>,
     pub(crate) max_turns: Option<u32>,
     pub(crate) tools: Option<Vec<String>>,
+    /// The agent's system prompt, replacing the runner's.
+    pub(crate) system: Option<String>,
 }
 
 /// Cuts `text` into frontmatter and body.
@@ -145,6 +148,14 @@ pub(crate) fn read(source_name: &str, yaml: &str) -> Result<Frontmatter, PromptE
         )?),
         None => None,
     };
+    let system = match field("system") {
+        Some(value) => Some(non_empty(
+            typed(value, "system", &at_key)?,
+            "system",
+            &at_key,
+        )?),
+        None => None,
+    };
     Ok(Frontmatter {
         name,
         description,
@@ -153,6 +164,7 @@ pub(crate) fn read(source_name: &str, yaml: &str) -> Result<Frontmatter, PromptE
         model,
         max_turns,
         tools,
+        system,
     })
 }
 
@@ -352,7 +364,7 @@ mod tests {
     fn reads_every_field() {
         let front = read(
             "p.md",
-            "name: n\ndescription: d\nschema:\n  type: object\nmodel: m\nmax_turns: 3\ntools: [grep, bash]\n",
+            "name: n\ndescription: d\nschema:\n  type: object\nmodel: m\nmax_turns: 3\ntools: [grep, bash]\nsystem: You review.\n",
         )
         .unwrap();
         assert_eq!(
@@ -365,6 +377,7 @@ mod tests {
                 model: Some("m".into()),
                 max_turns: Some(3),
                 tools: Some(vec!["grep".into(), "bash".into()]),
+                system: Some("You review.".into()),
             }
         );
     }
@@ -385,7 +398,7 @@ mod tests {
         assert_eq!(
             error("name: n\ndescription: d\nmax_turn: 3\n"),
             "p.md:4: unknown frontmatter key `max_turn` (known keys: name, description, \
-             schema, model, max_turns, tools)"
+             schema, model, max_turns, tools, system)"
         );
     }
 

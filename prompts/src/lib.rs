@@ -1,5 +1,5 @@
 //! Prompt files: Markdown with YAML frontmatter (`name`, `description`, `schema`, `model`,
-//! `max_turns`, `tools`) and a Handlebars body, rendered strictly with inputs validated
+//! `max_turns`, `tools`, `system`) and a Handlebars body, rendered strictly with inputs validated
 //! against the frontmatter's JSON Schema.
 //!
 //! - [`Prompt`] (`prompt`): a parsed prompt — frontmatter fields plus its compiled schema and

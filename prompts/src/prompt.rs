@@ -38,6 +38,9 @@ pub struct Prompt {
     pub max_turns: Option<u32>,
     /// The tools the agent gets (each one of [`crate::TOOLS`]); `None` means all of them.
     pub tools: Option<Vec<String>>,
+    /// `system`: the agent's system prompt, replacing the runner's (a step's own
+    /// `system_prompt=` wins).
+    pub system: Option<String>,
     source_name: String,
     compiled: Arc<Compiled>,
 }
@@ -61,6 +64,7 @@ impl Prompt {
             schema: front.schema,
             model: front.model,
             max_turns: front.max_turns,
+            system: front.system,
             tools: front.tools,
             source_name: source_name.to_string(),
             compiled: Arc::new(Compiled { schema, template }),

@@ -2,8 +2,8 @@
 //! from the step, the prompt file's frontmatter and the defaults.
 //!
 //! Invariants:
-//! - Precedence is step, then prompt frontmatter, then default, for `model` and
-//!   `max_turns`. For `tools` the plan cannot tell "not given" from the default list (the
+//! - Precedence is step, then prompt frontmatter, then default, for `model`,
+//!   `max_turns` and the system prompt (`system_prompt=`, the frontmatter's `system`). For `tools` the plan cannot tell "not given" from the default list (the
 //!   evaluator fills it in), so a step whose tools are exactly the default list counts as
 //!   not having chosen, and the prompt's `tools` apply; any other list, the empty one
 //!   included, is the step's choice.
@@ -101,8 +101,9 @@ pub fn resolve(options: StepOptions<'_>, workspace: &Path) -> Result<Settings, S
         tools,
         system: options
             .system_prompt
-            .unwrap_or(SYSTEM_PROMPT)
-            .to_owned(),
+            .map(str::to_owned)
+            .or_else(|| frontmatter.as_ref().and_then(|p| p.system.clone()))
+            .unwrap_or_else(|| SYSTEM_PROMPT.to_owned()),
         prompt,
         source,
     })
@@ -150,6 +151,7 @@ mod tests {
         assert_eq!(settings.tools, tools);
         assert_eq!(settings.prompt, "Summarise the repository.");
         assert_eq!(settings.source, "inline prompt");
+        assert_eq!(settings.system, SYSTEM_PROMPT);
     }
 
     #[test]
@@ -177,7 +179,7 @@ mod tests {
         std::fs::write(
             dir.path().join("prompts/triage.md"),
             "---\nname: triage\ndescription: Triage files\nmodel: claude-haiku-4-5\nmax_turns: 4\n\
-             tools: [read_file, grep]\nschema:\n  type: object\n  properties:\n    files:\n      \
+             tools: [read_file, grep]\nsystem: You triage.\nschema:\n  type: object\n  properties:\n    files:\n      \
              type: array\n      items: {type: string}\n  required: [files]\n---\n\
              Look at {{#each files}}{{this}} {{/each}}please.\n",
         )
@@ -195,6 +197,7 @@ mod tests {
         assert_eq!(settings.model, "claude-haiku-4-5");
         assert_eq!(settings.max_turns, 4);
         assert_eq!(settings.tools, ["read_file", "grep"]);
+        assert_eq!(settings.system, "You triage.");
 
         // The step's own choices win over the frontmatter.
         let chosen = vec!["bash".to_string()];
@@ -202,8 +205,10 @@ mod tests {
         opts.prompt = None;
         opts.prompt_file = Some("prompts/triage.md");
         opts.max_turns = Some(9);
+        opts.system_prompt = Some("You are strict.");
         let settings = resolve(opts, dir.path()).unwrap();
         assert_eq!((settings.max_turns, settings.tools), (9, chosen));
+        assert_eq!(settings.system, "You are strict.");
 
         // Inputs that do not match the schema fail, naming the file.
         let empty = Map::new();
