@@ -370,3 +370,73 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_holds_on_a_run_budget_never_pass_it() {
+    use engine::store::now_ms;
+    // Eight attempts of one run claimed at once each ask for $0.03 of a $0.10 budget: on
+    // both backends the holds add up to the budget and never more (PostgreSQL serialises
+    // them with an advisory lock per run, SQLite by its single writer).
+    for (store, _dir) in support::stores().await {
+        let executor = engine::executor::Executor::new(
+            store.clone(),
+            std::sync::Arc::new(engine::events::Events::default()),
+            Default::default(),
+            1000,
+        );
+        let steps = (0..8)
+            .map(|i| {
+                evaluator::plan::Step::new(
+                    format!("s{i}"),
+                    evaluator::plan::Action::Bash {
+                        command: "true".into(),
+                    },
+                )
+            })
+            .collect();
+        let plan = evaluator::plan::Plan {
+            name: "holds".into(),
+            triggers: vec![],
+            env: Default::default(),
+            steps,
+            concurrency: None,
+            budget_usd: Some(0.1),
+        };
+        let run_id = support::start_plan_run(&executor, "/w/holds.plue.py", &plan, None).await;
+        let runner_id = store
+            .register_runner(
+                "r",
+                "{}",
+                &format!("hash-holds-{}", now_ms()),
+                true,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let mut attempts = Vec::new();
+        while let Some(claimed) = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+        {
+            attempts.push(claimed.attempt_id);
+        }
+        assert_eq!(attempts.len(), 8, "{}", store.backend());
+        let holds = futures::future::join_all(attempts.iter().map(|&attempt| {
+            let store = store.clone();
+            async move {
+                store
+                    .reserve_budget(attempt, run_id, 30_000, 100_000)
+                    .await
+                    .unwrap()
+                    .held
+            }
+        }))
+        .await;
+        let total: i64 = holds.iter().sum();
+        assert_eq!(total, 100_000, "{holds:?} on {}", store.backend());
+        let mut sorted = holds.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 0, 0, 0, 10_000, 30_000, 30_000, 30_000]);
+    }
+}

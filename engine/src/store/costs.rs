@@ -28,11 +28,12 @@ pub struct Reservation {
     pub others: i64,
 }
 
-/// What the run's other attempts take of its budget (see the module invariants).
-const TAKEN_BY_OTHERS: &str = "(SELECT COALESCE(SUM(CASE WHEN a.status IN ('claimed', 'running') \
+/// What the run's other attempts take of its budget (see the module invariants); cast, as
+/// PostgreSQL sums BIGINTs as NUMERIC.
+const TAKEN_BY_OTHERS: &str = "CAST((SELECT COALESCE(SUM(CASE WHEN a.status IN ('claimed', 'running') \
      THEN COALESCE(a.reserved_usd_micros, 0) \
      ELSE COALESCE(a.cost_usd_micros, a.reserved_usd_micros, 0) END), 0) \
-     FROM attempts a JOIN step_runs s ON s.id = a.step_run_id WHERE s.run_id = $3 AND a.id <> $1)";
+     FROM attempts a JOIN step_runs s ON s.id = a.step_run_id WHERE s.run_id = $3 AND a.id <> $1) AS BIGINT)";
 
 impl Store {
     /// Sets what attempt `attempt_id` of run `run_id` holds of the run's budget
@@ -93,7 +94,7 @@ impl Store {
     /// tokens they used; `None` when no attempt of them was priced.
     pub async fn repository_cost(&self, repo_id: i64) -> anyhow::Result<Option<i64>> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT SUM(a.cost_usd_micros) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+            "SELECT CAST(SUM(a.cost_usd_micros) AS BIGINT) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
              JOIN runs r ON r.id = s.run_id WHERE r.repo_id = $1",
         )
         .bind(repo_id)
