@@ -340,10 +340,11 @@ fn an_allow_list_reaches_only_the_listed_host_through_the_proxy() {
     let sandbox = Sandbox::new("net-allow");
     let (allowed, allowed_heard) = http_server("allowed");
     let (other, other_heard) = http_server("other");
-    // `localhost` is named in the list and resolved by the runner; `--noproxy ''` because
-    // the step's NO_PROXY names loopback (its own, inside the namespace).
+    // `localhost` is named in the list, so the step's NO_PROXY leaves it out and a plain
+    // curl goes through the proxy, which resolves it; `127.0.0.1` stays the step's own
+    // loopback (NO_PROXY), so the refused request names the proxy itself.
     let script = format!(
-        "set +e; curl -s -m 5 --noproxy '' -x \"$HTTP_PROXY\" http://localhost:{allowed}/; \
+        "set +e; echo \"no_proxy=$NO_PROXY\"; curl -s -m 5 http://localhost:{allowed}/; \
          curl -s -m 5 --noproxy '' -x \"$HTTP_PROXY\" -o /dev/null -w 'other: %{{http_code}}\\n' http://127.0.0.1:{other}/; \
          curl -s -m 5 --noproxy '*' -o /dev/null -w 'direct: %{{http_code}}\\n' http://127.0.0.1:{other}/; true"
     );
@@ -359,6 +360,7 @@ fn an_allow_list_reaches_only_the_listed_host_through_the_proxy() {
     }
     assert!(output.status.success(), "{text}");
     assert!(text.contains("hello from allowed"), "{text}");
+    assert!(text.contains("no_proxy=127.0.0.1\n"), "{text}");
     assert!(text.contains("other: 403"), "{text}");
     assert!(text.contains("direct: 000"), "{text}");
     assert!(

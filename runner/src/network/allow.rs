@@ -40,6 +40,14 @@ impl AllowList {
         Ok(AllowList { patterns })
     }
 
+    /// Whether some pattern names `host` itself (any port): a loopback name the list gives
+    /// means the runner host's, so the step's clients must not bypass the proxy for it.
+    pub(super) fn names(&self, host: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|pattern| !pattern.subdomains && pattern.host == host)
+    }
+
     /// Whether `host:port` may be reached (`host` as the step wrote it).
     pub(super) fn allows(&self, host: &str, port: u16) -> bool {
         let Some(host) = normalise(host) else {

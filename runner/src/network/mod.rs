@@ -53,6 +53,8 @@ impl Namespace {
 pub struct StepNetwork {
     namespace: Namespace,
     proxy: Option<(proxy::Proxy, u16)>,
+    /// The step's `NO_PROXY`: loopback (its own), but for loopback names the list allows.
+    no_proxy: String,
 }
 
 /// Sets up `policy` for one step; `None` for [`NetworkPolicy::Open`]. The error is the
@@ -67,6 +69,11 @@ pub async fn confine(
         NetworkPolicy::Allow(hosts) => Some(allow::AllowList::parse(hosts)?),
     };
     let with_proxy = allow.is_some();
+    let no_proxy = ["localhost", "127.0.0.1"]
+        .into_iter()
+        .filter(|name| !allow.as_ref().is_some_and(|allow| allow.names(name)))
+        .collect::<Vec<_>>()
+        .join(",");
     let (ns, listener) = tokio::task::spawn_blocking(move || namespace::create(with_proxy))
         .await
         .map_err(|e| format!("network: the namespace task failed: {e}"))?
@@ -96,6 +103,7 @@ pub async fn confine(
     Ok(Some(StepNetwork {
         namespace: Namespace(Arc::new(ns)),
         proxy,
+        no_proxy,
     }))
 }
 
@@ -115,7 +123,8 @@ impl StepNetwork {
 
     /// Points the step's HTTP clients at the proxy (allow-lists only), over whatever the
     /// step set: `HTTPS_PROXY`, `HTTP_PROXY`, their lowercase forms, and `NO_PROXY` for
-    /// loopback.
+    /// loopback — the step's own, in its namespace — except a loopback name the list
+    /// allows (`localhost:8080` in a list is the runner host's, reached through the proxy).
     pub fn set_env(&self, env: &mut BTreeMap<String, String>) {
         let Some((_, port)) = &self.proxy else {
             return;
@@ -125,7 +134,7 @@ impl StepNetwork {
             env.insert(key.into(), url.clone());
         }
         for key in ["NO_PROXY", "no_proxy"] {
-            env.insert(key.into(), "localhost,127.0.0.1".into());
+            env.insert(key.into(), self.no_proxy.clone());
         }
     }
 

@@ -243,6 +243,15 @@ async fn an_allow_list_reaches_only_its_hosts_through_the_proxy() {
     }
     let direct = Listener::tcp("127.0.0.1").await;
     let confined = confine(&policy, &log).await.unwrap().unwrap();
+    let mut env = BTreeMap::new();
+    confined.set_env(&mut env);
+    let proxy = env["HTTPS_PROXY"].clone();
+    assert!(proxy.starts_with("http://127.0.0.1:"), "{env:?}");
+    for key in ["HTTP_PROXY", "https_proxy", "http_proxy"] {
+        assert_eq!(env[key], proxy);
+    }
+    // The list names 127.0.0.1 (the host's): only `localhost` stays the step's own.
+    assert_eq!(env["NO_PROXY"], "localhost");
     let printed = run(
         &format!(
             r#"
