@@ -125,3 +125,101 @@ fn branches_and_markers_are_deterministic() {
     assert_eq!(branch_name("plue/", 7, "fix"), "plue/run-7-fix");
     assert_eq!(marker(12), "<!-- plue:proposal:12 -->");
 }
+
+/// A store with `runs` runs of one workflow and, for run `r`, the proposals `kinds[r]`
+/// (all `ready`, in order); returns the store and the proposal ids per run.
+async fn store_with(store: &Store, kinds: &[&[&str]]) -> Vec<Vec<i64>> {
+    let mut ids = Vec::new();
+    on_db!(store, pool => {
+        sqlx::query("INSERT INTO workflows (id, source, path, name, created_at) VALUES (1, 'local', 'w', 'w', 0)")
+            .execute(pool).await.unwrap();
+        for (r, kinds) in kinds.iter().enumerate() {
+            let run = r as i64 + 1;
+            sqlx::query(
+                "INSERT INTO runs (id, workflow_id, event, ref, sha, context, plan, plan_hash, \
+                 workspace, max_parallel, status, created_at) \
+                 VALUES ($1, 1, 'manual', 'refs/heads/main', 'x', '{}', '{}', 'h', '{}', 1, 'running', 0)",
+            )
+            .bind(run).execute(pool).await.unwrap();
+            let mut of_run = Vec::new();
+            for (position, kind) in kinds.iter().enumerate() {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                     payload, state, created_at) VALUES ($1, 1, $1, $2, $3, '{}', 'ready', 0) \
+                     RETURNING id",
+                )
+                .bind(run).bind(position as i64).bind(*kind)
+                .fetch_one(pool).await.unwrap();
+                of_run.push(id);
+            }
+            ids.push(of_run);
+        }
+    });
+    ids
+}
+
+/// SQLite, and PostgreSQL when it can be started (see `testkit`).
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+    if let Some(server) = testkit::shared_postgres().unwrap() {
+        let url = server.new_database().unwrap();
+        stores.push((Store::connect(&url).await.unwrap(), None));
+    }
+    stores
+}
+
+#[tokio::test]
+async fn proposals_are_claimed_once_in_order_per_run_and_again_after_a_dead_lease() {
+    for (store, _dir) in stores().await {
+        let ids = store_with(&store, &[&["pull_request", "comment"], &["comment"]]).await;
+        // Two appliers at once: the first of each run, each claimed by exactly one of them.
+        let (a, b) = tokio::join!(
+            store.claim_proposals(1_000, 60_000, 10),
+            store.claim_proposals(1_000, 60_000, 10)
+        );
+        let mut claimed: Vec<i64> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+        claimed.sort();
+        assert_eq!(
+            claimed,
+            [ids[0][0], ids[1][0]],
+            "the comment of run 1 waits for its PR"
+        );
+        // Nothing more while the leases hold.
+        assert!(store
+            .claim_proposals(2_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Run 2's is applied; run 1's applier died: its lease ends, and it is taken again.
+        assert!(store.mark_applied(ids[1][0], "u").await.unwrap());
+        assert_eq!(
+            store.claim_proposals(61_001, 60_000, 10).await.unwrap(),
+            [ids[0][0]]
+        );
+        // A retryable failure is taken again at its time; then the run's comment follows.
+        assert!(store
+            .mark_failed(ids[0][0], "503", Some(70_000))
+            .await
+            .unwrap());
+        assert!(store
+            .claim_proposals(69_999, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.claim_proposals(70_000, 60_000, 10).await.unwrap(),
+            [ids[0][0]]
+        );
+        assert!(store.mark_failed(ids[0][0], "refused", None).await.unwrap());
+        assert_eq!(
+            store.claim_proposals(70_001, 60_000, 10).await.unwrap(),
+            [ids[0][1]],
+            "a permanent failure settles it"
+        );
+        assert_eq!(
+            store.proposal(ids[0][1]).await.unwrap().unwrap().state,
+            "applying"
+        );
+    }
+}
