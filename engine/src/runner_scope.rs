@@ -262,6 +262,7 @@ mod tests {
             ],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         assert_eq!(
             needs_secrets_runner(&plan, true),

@@ -270,6 +270,7 @@ mod tests {
             steps,
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         }
     }
 

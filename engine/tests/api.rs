@@ -73,6 +73,7 @@ impl Harness {
             steps,
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         self.engine

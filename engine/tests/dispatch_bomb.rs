@@ -46,6 +46,7 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
         ],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 

@@ -401,6 +401,7 @@ async fn concurrent_holds_on_a_run_budget_never_pass_it() {
             steps,
             concurrency: None,
             budget_usd: Some(0.1),
+            max_parallel: None,
         };
         let run_id = support::start_plan_run(&executor, "/w/holds.plue.py", &plan, None).await;
         let runner_id = store

@@ -40,6 +40,7 @@ fn plan() -> Plan {
         steps: vec![build, review],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 

@@ -428,6 +428,7 @@ mod tests {
             steps: vec![step],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         }
     }
 

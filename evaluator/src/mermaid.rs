@@ -70,6 +70,7 @@ mod tests {
             ],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         assert_eq!(
             render(&plan),

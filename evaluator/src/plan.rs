@@ -477,6 +477,7 @@ mod tests {
             steps: vec![bash("a", &[])],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let json = plan.canonical_json();
         assert!(json.starts_with(r#"{"name":"x","triggers":[{"kind":"schedule","cron":"0 3 * * *"}],"env":{"A":"2","Z":"1"},"steps":[{"id":"a","kind":"bash","command":"true","depends_on":[]"#), "{json}");
@@ -495,6 +496,7 @@ mod tests {
             steps: vec![bash("a", &[])],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let mut b = a.clone();
         b.steps[0].retries = 1;

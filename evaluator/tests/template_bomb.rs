@@ -48,6 +48,7 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
         ],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 

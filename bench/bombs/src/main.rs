@@ -204,6 +204,7 @@ fn plan(steps: Vec<Step>) -> Plan {
         steps,
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 

@@ -178,6 +178,7 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
             .collect(),
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     };
     let plan_json = plan.canonical_json();
     let run_id = store

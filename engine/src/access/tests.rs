@@ -80,6 +80,7 @@ async fn run_rerunning(store: &Store, rerun_of: Option<i64>) -> i64 {
         steps: vec![],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     };
     let new = crate::store::NewRun {
         workflow_source: "local",

@@ -92,6 +92,7 @@ impl Engine {
             )],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         let repo_id = store

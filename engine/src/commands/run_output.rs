@@ -887,6 +887,7 @@ mod tests {
             steps: vec![deploy],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let plain = Summary::new(1, "succeeded", std::slice::from_ref(&row));
         assert!(!plain.table().contains("ENVIRONMENT"));

@@ -19,6 +19,7 @@ fn plan_with(command: &str) -> Plan {
         )],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     };
     plan.steps[0]
         .env
@@ -113,6 +114,7 @@ fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
         steps: vec![step],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 
@@ -255,6 +257,7 @@ fn code_step(action: Action) -> Plan {
         steps: vec![Step::new("down", action).after(&["up"])],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 
@@ -851,6 +854,7 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
         ],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     };
     plan.steps[4]
         .env

@@ -46,6 +46,7 @@ mod tests {
             steps: vec![step],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         assert!(is_approval(&plan, 0));
         assert_eq!(

@@ -317,6 +317,7 @@ mod tests {
             steps: vec![build, deploy],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let local = RunEnvironments {
             repo: None,

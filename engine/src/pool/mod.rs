@@ -816,6 +816,7 @@ mod tests {
                 .collect(),
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor
@@ -861,6 +862,7 @@ mod tests {
             steps: vec![big],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor

@@ -222,6 +222,7 @@ mod tests {
             steps: vec![],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         }
     }
 

@@ -602,6 +602,7 @@ impl Registry {
                     steps: Vec::new(),
                     concurrency: None,
                     budget_usd: None,
+                    max_parallel: None,
                 };
                 let plan_json = placeholder.canonical_json();
                 let run_id = self

@@ -178,6 +178,7 @@ mod tests {
             )],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         };
         let json = serde_json::to_string(&plan).unwrap();
         let path = format!("/w/{name}.plue.py");

@@ -227,6 +227,7 @@ pub(super) fn plan(name: &str, steps: Vec<Step>) -> Plan {
         steps,
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 

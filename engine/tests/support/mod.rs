@@ -692,6 +692,7 @@ pub(crate) fn plan(name: &str, steps: Vec<Step>) -> Plan {
         steps,
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn plan(steps: Vec<Step>) -> (Plan, SourceMap) {
         steps,
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     };
     (plan, map)
 }

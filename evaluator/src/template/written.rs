@@ -99,6 +99,7 @@ mod tests {
             ],
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         }
     }
 

@@ -39,6 +39,7 @@ fn plan(steps: Vec<Step>, triggers: Vec<Trigger>) -> (Plan, SourceMap) {
             steps,
             concurrency: None,
             budget_usd: None,
+            max_parallel: None,
         },
         map,
     )

@@ -1,6 +1,8 @@
 //! The Helm chart's values: every key `values.schema.json` allows, with its type, its
-//! default from `values.yaml` and the schema's description.
+//! default from `values.yaml`, and the schema's description — or, where the schema has
+//! none, the key's `# --` comment in `values.yaml` (the helm-docs convention).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use anyhow::Context;
@@ -25,8 +27,9 @@ pub(super) fn page() -> anyhow::Result<String> {
         out,
         "| key | type | default | description |\n|---|---|---|---|"
     );
+    let comments = comments(VALUES);
     let mut rows = Vec::new();
-    walk(&schema, &schema, "", Some(&defaults), &mut rows);
+    walk(&schema, &schema, "", Some(&defaults), &comments, &mut rows);
     for row in rows {
         out.push_str(&row);
     }
@@ -48,7 +51,14 @@ pub(super) fn page() -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn walk(root: &Value, node: &Value, path: &str, default: Option<&Value>, rows: &mut Vec<String>) {
+fn walk(
+    root: &Value,
+    node: &Value,
+    path: &str,
+    default: Option<&Value>,
+    comments: &BTreeMap<String, String>,
+    rows: &mut Vec<String>,
+) {
     let Some(properties) = node.get("properties").and_then(Value::as_object) else {
         return;
     };
@@ -70,15 +80,63 @@ fn walk(root: &Value, node: &Value, path: &str, default: Option<&Value>, rows: &
                     .get("description")
                     .or_else(|| resolved.get("description"))
                     .and_then(Value::as_str)
+                    .or_else(|| comments.get(&key_path).map(String::as_str))
                     .unwrap_or("")
             )
         ));
-        walk(root, resolved, &key_path, value, rows);
+        walk(root, resolved, &key_path, value, comments, rows);
         if let Some(items) = resolved.get("items") {
             let items = resolve(root, items);
-            walk(root, items, &format!("{key_path}[]"), None, rows);
+            walk(root, items, &format!("{key_path}[]"), None, comments, rows);
         }
     }
+}
+
+/// The `# --` comments of `values.yaml`, by the dotted path of the key they stand above
+/// (keys inside lists are left out: the schema describes those).
+fn comments(yaml: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut comment: Option<String> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if let Some(rest) = text.strip_prefix("# --") {
+            comment = Some(rest.trim().to_string());
+            continue;
+        }
+        if let Some(rest) = text.strip_prefix('#') {
+            if let Some(c) = comment.as_mut() {
+                c.push(' ');
+                c.push_str(rest.trim());
+            }
+            continue;
+        }
+        if text.is_empty() {
+            comment = None;
+            continue;
+        }
+        if text.starts_with('-') {
+            // A list item: what follows until the indentation drops belongs to a list.
+            stack.retain(|(i, _)| *i < indent);
+            stack.push((indent, "[]".to_string()));
+            comment = None;
+            continue;
+        }
+        let Some((key, _)) = text.split_once(':') else {
+            comment = None;
+            continue;
+        };
+        stack.retain(|(i, _)| *i < indent);
+        stack.push((indent, key.trim().to_string()));
+        if let Some(c) = comment.take() {
+            if !stack.iter().any(|(_, k)| k == "[]") {
+                let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+                found.insert(path.join("."), c);
+            }
+        }
+    }
+    found
 }
 
 /// A `$ref` to the schema's own definitions, followed.
@@ -121,13 +179,18 @@ fn type_of(property: &Value, resolved: &Value) -> String {
                     })
                     .collect::<Vec<_>>()
                     .join(" or "),
+                None if resolved.get("enum").is_some() => String::new(),
                 None => "any".to_string(),
             }
         }
     };
     if let Some(choices) = resolved.get("enum").and_then(Value::as_array) {
         let choices: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
-        text = format!("{text}: one of {}", choices.join(", "));
+        text = if text.is_empty() {
+            format!("one of {}", choices.join(", "))
+        } else {
+            format!("{text}: one of {}", choices.join(", "))
+        };
     }
     match (
         resolved.get("minimum").and_then(Value::as_f64),

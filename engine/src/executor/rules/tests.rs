@@ -75,6 +75,7 @@ fn plan() -> Plan {
         ],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 
@@ -120,6 +121,7 @@ fn a_join_with_a_dependency_still_active_needs_no_outputs_yet() {
         ],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     };
     let reads = dispatch::reads(&plan);
     let loops = Loops::of(&plan);
@@ -265,6 +267,7 @@ fn loop_plan() -> Plan {
         ],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     }
 }
 
@@ -484,6 +487,7 @@ fn environment_gates_decide_before_the_queue() {
         steps: vec![deploy, bash("after", "true", &["deploy"])],
         concurrency: None,
         budget_usd: None,
+        max_parallel: None,
     };
     let reads = dispatch::reads(&plan);
     let deps = crate::schedule::dependency_indices(&plan);
