@@ -118,7 +118,7 @@ pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) ->
             When::Always => Decision::Queue { step: i },
             When::Success => match deps_of
                 .iter()
-                .find(|&&d| statuses[d] != StepStatus::Succeeded)
+                .find(|&&d| !succeeded(plan, statuses, d))
             {
                 None => Decision::Queue { step: i },
                 Some(&d) => Decision::Skip {
@@ -129,7 +129,7 @@ pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) ->
             When::Failure => {
                 if deps_of
                     .iter()
-                    .any(|&d| has_failure(deps, statuses, d, &mut failed_upstream))
+                    .any(|&d| has_failure(plan, deps, statuses, d, &mut failed_upstream))
                 {
                     Decision::Queue { step: i }
                 } else {
@@ -145,8 +145,20 @@ pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) ->
     decisions
 }
 
-/// Whether step `i` failed, or was skipped because something upstream of it failed.
+/// Whether step `i` succeeded, or failed with `continue_on_error` (a tolerated failure
+/// counts as a success for its dependents and the run).
+fn succeeded(plan: &Plan, statuses: &[StepStatus], i: usize) -> bool {
+    match statuses[i] {
+        StepStatus::Succeeded => true,
+        StepStatus::Failed => plan.steps.get(i).is_some_and(|s| s.continue_on_error),
+        _ => false,
+    }
+}
+
+/// Whether step `i` failed (not tolerated), or was skipped because something upstream of
+/// it failed.
 fn has_failure(
+    plan: &Plan,
     deps: &[Vec<usize>],
     statuses: &[StepStatus],
     i: usize,
@@ -156,10 +168,10 @@ fn has_failure(
         return known;
     }
     let result = match statuses[i] {
-        StepStatus::Failed => true,
+        StepStatus::Failed => !succeeded(plan, statuses, i),
         StepStatus::Skipped => deps[i]
             .iter()
-            .any(|&d| has_failure(deps, statuses, d, memo)),
+            .any(|&d| has_failure(plan, deps, statuses, d, memo)),
         _ => false,
     };
     memo[i] = Some(result);
@@ -236,6 +248,21 @@ pub fn run_status(statuses: &[StepStatus]) -> Option<RunStatus> {
     } else {
         RunStatus::Succeeded
     })
+}
+
+/// [`run_status`] of `plan`'s steps: a failure of a step with `continue_on_error` does not
+/// fail the run.
+pub fn run_status_of(plan: &Plan, statuses: &[StepStatus]) -> Option<RunStatus> {
+    if !plan.steps.iter().any(|s| s.continue_on_error) {
+        return run_status(statuses);
+    }
+    let tolerated: Vec<StepStatus> = (0..statuses.len())
+        .map(|i| match statuses[i] {
+            StepStatus::Failed if succeeded(plan, statuses, i) => StepStatus::Succeeded,
+            status => status,
+        })
+        .collect();
+    run_status(&tolerated)
 }
 
 /// Cancels a run: every step not yet final becomes cancelled. Returns the steps that were
@@ -351,6 +378,31 @@ mod tests {
             Some(RunStatus::Failed),
             "a handled failure still fails the run"
         );
+    }
+
+    #[test]
+    fn a_tolerated_failure_lets_dependents_run_and_the_run_succeed() {
+        let mut lint = step("lint", &[], When::Success);
+        lint.continue_on_error = true;
+        let p = plan(vec![
+            lint,
+            step("build", &["lint"], When::Success),
+            step("alarm", &["lint"], When::Failure),
+            step("test", &[], When::Success),
+        ]);
+        let mut s = vec![Pending; 4];
+        apply(&p, &mut s);
+        s[0] = Failed;
+        s[3] = Failed;
+        apply(&p, &mut s);
+        assert_eq!(s[1], Queued, "build runs after a tolerated failure");
+        assert_eq!(s[2], Skipped, "no failure handler for a tolerated failure");
+        s[1] = Succeeded;
+        // `test` failed without continue_on_error: the run fails; without it, it succeeds.
+        assert_eq!(run_status_of(&p, &s), Some(RunStatus::Failed));
+        s[3] = Succeeded;
+        assert_eq!(run_status_of(&p, &s), Some(RunStatus::Succeeded));
+        assert_eq!(run_status(&s), Some(RunStatus::Failed), "plan-blind");
     }
 
     #[test]

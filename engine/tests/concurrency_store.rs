@@ -57,6 +57,8 @@ fn plan(group: &str, cancel_in_progress: bool) -> Plan {
             group: group.into(),
             cancel_in_progress,
         }),
+        budget_usd: None,
+        max_parallel: None,
     }
 }
 

@@ -293,6 +293,18 @@ impl<'a> Graph<'a> {
 /// Suggestions come out of the plan's `budget`; past its deadline this stops (the caller
 /// reports it).
 pub fn check(plan: &Plan, map: &SourceMap, budget: &mut Budget, found: &mut Found) {
+    for (i, step) in plan.steps.iter().enumerate() {
+        if step.continue_on_error && step.loop_to.is_some() {
+            found.add(
+                map.step(i),
+                format!(
+                    "step '{}': continue_on_error=True tolerates the failure that loop_to \
+                     needs to go back; use one or the other",
+                    echo(&step.id)
+                ),
+            );
+        }
+    }
     if plan.steps.iter().any(|s| s.loop_workspace.is_some()) {
         let loops = Loops::of(plan);
         for (i, step) in plan.steps.iter().enumerate() {

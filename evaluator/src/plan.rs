@@ -33,7 +33,15 @@ pub struct Plan {
     /// is left; absent from the canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub budget_usd: Option<f64>,
+    /// `Plan(max_parallel=N)`: at most N of the run's steps hold a runner at once (1 to
+    /// [`MAX_PARALLEL`]); the engine's own limit still applies when lower. Absent from the
+    /// canonical JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_parallel: Option<u32>,
 }
+
+/// The largest `Plan(max_parallel=)`.
+pub const MAX_PARALLEL: u32 = 1024;
 
 /// The largest `max_cost_usd` or `budget_usd` a plan may set.
 pub const MAX_COST_USD: f64 = 10_000.0;
@@ -257,6 +265,11 @@ pub struct Step {
     /// canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub loop_workspace: Option<crate::loops::LoopWorkspace>,
+    /// `continue_on_error=True`: the step's failure is shown but tolerated — its
+    /// dependents run as if it had succeeded, failure handlers do not run for it, and it
+    /// does not fail the run. Absent from the canonical JSON when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub continue_on_error: bool,
 }
 
 impl Step {
@@ -281,6 +294,7 @@ impl Step {
             environment: None,
             network: None,
             loop_workspace: None,
+            continue_on_error: false,
         }
     }
 

@@ -117,6 +117,15 @@ fn checked(
         }
         check_trigger(&mut problems, map.trigger(index), trigger);
     }
+    if plan.max_parallel == Some(0) || plan.max_parallel > Some(crate::plan::MAX_PARALLEL) {
+        problems.add(
+            map.plan,
+            format!(
+                "max_parallel must be between 1 and {}",
+                crate::plan::MAX_PARALLEL
+            ),
+        );
+    }
     if let Some(usd) = plan.budget_usd {
         if let Some(problem) = usd_problem(usd) {
             problems.add(map.plan, format!("budget_usd {problem}"));

@@ -156,13 +156,19 @@ impl Executor {
         run: &NewRun<'_>,
         triggerer: Option<&Triggerer>,
     ) -> anyhow::Result<i64> {
+        // `Plan(max_parallel=)` lowers the engine's limit for this run, never raises it.
+        let max_parallel = run
+            .plan
+            .max_parallel
+            .map_or(self.max_parallel, |n| self.max_parallel.min(i64::from(n)))
+            .max(1);
         let created = match triggerer {
             Some(triggerer) => {
                 self.store
-                    .create_run_by(run, self.max_parallel, triggerer)
+                    .create_run_by(run, max_parallel, triggerer)
                     .await
             }
-            None => self.store.create_run(run, self.max_parallel).await,
+            None => self.store.create_run(run, max_parallel).await,
         }
         .context("storing the run")?;
         self.remember(created.id, Arc::new(run.plan.clone()));

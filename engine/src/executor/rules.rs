@@ -362,7 +362,7 @@ pub(crate) fn plan_changes_with(
         iterations,
         ..
     } = looped;
-    if let Some(status) = schedule::run_status(&statuses) {
+    if let Some(status) = schedule::run_status_of(plan, &statuses) {
         let reason = match status {
             schedule::RunStatus::Succeeded => None,
             schedule::RunStatus::Cancelled => Some(

@@ -62,8 +62,10 @@ fn caller(py: Python<'_>) -> Location {
 }
 
 /// A workflow's plan: `Plan(name, triggers=[...], steps=[...], env={...},
-/// concurrency=None, cancel_in_progress=False, budget_usd=None)`. `budget_usd` caps what
-/// the run's `llm` steps may cost together (USD, > 0, at most 10,000).
+/// concurrency=None, cancel_in_progress=False, budget_usd=None, max_parallel=None)`.
+/// `budget_usd` caps what the run's `llm` steps may cost together (USD, > 0, at most
+/// 10,000); `max_parallel` how many of its steps hold a runner at once (1 to 1024; the
+/// engine's own limit still applies when lower).
 #[pyclass(module = "plue", name = "Plan", frozen, immutable_type)]
 pub(crate) struct PlanObject {
     pub(crate) plan: Plan,
@@ -127,6 +129,10 @@ impl PlanObject {
             .take("budget_usd")?
             .map(|v| convert::usd(&v, "Plan(): budget_usd"))
             .transpose()?;
+        let max_parallel = options
+            .take("max_parallel")?
+            .map(|v| convert::count(&v, "Plan(): max_parallel"))
+            .transpose()?;
         options.finish()?;
         let plan = Plan {
             name,
@@ -135,6 +141,7 @@ impl PlanObject {
             steps,
             concurrency,
             budget_usd,
+            max_parallel,
         };
         refuse_ctx_references(&plan)?;
         Ok(PlanObject { plan, source_map })
@@ -549,6 +556,12 @@ fn build_step(
             })?)
         }
     };
+    let continue_on_error = match options.take("continue_on_error")? {
+        None => false,
+        Some(value) => value.extract::<bool>().map_err(|_| {
+            PyTypeError::new_err(format!("{function}: continue_on_error must be True or False"))
+        })?,
+    };
     options.finish()?;
     Ok(StepObject {
         step: Step {
@@ -570,6 +583,7 @@ fn build_step(
             environment,
             network,
             loop_workspace,
+            continue_on_error,
         },
         location,
     })
