@@ -346,7 +346,14 @@ fn an_allow_list_reaches_only_the_listed_host_through_the_proxy() {
     let script = format!(
         "set +e; echo \"no_proxy=$NO_PROXY\"; curl -s -m 5 http://localhost:{allowed}/; \
          curl -s -m 5 --noproxy '' -x \"$HTTP_PROXY\" -o /dev/null -w 'other: %{{http_code}}\\n' http://127.0.0.1:{other}/; \
-         curl -s -m 5 --noproxy '*' -o /dev/null -w 'direct: %{{http_code}}\\n' http://127.0.0.1:{other}/; true"
+         curl -s -m 5 --noproxy '*' -o /dev/null -w 'direct: %{{http_code}}\\n' http://127.0.0.1:{other}/; \
+         getent hosts secret.attacker.example || echo 'secret: unresolved'; \
+         python3 -c {dns_query:?}; true",
+        // A question for `localhost` (listed) to the step's resolver: the runner's DNS stub.
+        dns_query = "import socket; q=b'\\x00\\x01\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x09localhost\\x00\\x00\\x01\\x00\\x01'; \
+            ns=[l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]; \
+            s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.sendto(q, (ns, 53)); \
+            r=s.recv(512); print('dns answer:', ns, '.'.join(map(str, r[-4:])))"
     );
     let output = plue_run(
         &sandbox,
@@ -363,6 +370,14 @@ fn an_allow_list_reaches_only_the_listed_host_through_the_proxy() {
     assert!(text.contains("no_proxy=127.0.0.1\n"), "{text}");
     assert!(text.contains("other: 403"), "{text}");
     assert!(text.contains("direct: 000"), "{text}");
+    assert!(text.contains("secret: unresolved"), "{text}");
+    assert!(
+        text.contains(
+            "network: refused secret.attacker.example (DNS: not in this step's allow-list)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("dns answer: 127.0.0.1 127.0.0.1"), "{text}");
     assert!(
         text.contains(&format!(
             "network: refused 127.0.0.1:{other} (not in this step's allow-list)"

@@ -67,6 +67,8 @@ pub(super) struct ChildArgs {
     pub cgroup_procs: *const c_char,
     /// The step's network namespace (`crate::network`) to join, or -1: the host's.
     pub netns: c_int,
+    /// A `resolv.conf` bound read-only over `/etc/resolv.conf` when confined, or null.
+    pub resolv_conf: *const c_char,
     pub confine: bool,
     /// Null-terminated: the shared places that get a fresh tmpfs (`rooms`), when confined.
     pub places: *const *const c_char,
@@ -147,8 +149,7 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
         // The step's network namespace, while its descriptor is still open and the child
         // still privileged. A failure fails the launch: a confined step never runs with
         // the host's network instead.
-        if args.netns >= 0 && libc::syscall(libc::SYS_setns, args.netns, libc::CLONE_NEWNET) != 0
-        {
+        if args.netns >= 0 && libc::syscall(libc::SYS_setns, args.netns, libc::CLONE_NEWNET) != 0 {
             return Stage::Network;
         }
         // Descriptors first: nothing of the runner's is open once the uid is the step's.
@@ -189,6 +190,15 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
                     libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     c"hidepid=invisible".as_ptr(),
                 );
+                // Best effort, before the rooms hide where it lies: an allow-list step's
+                // resolver asks the runner's DNS stub. Without it DNS has no route at all.
+                if !args.resolv_conf.is_null() {
+                    let _ = bind_nosuid(
+                        args.resolv_conf,
+                        c"/etc/resolv.conf".as_ptr(),
+                        libc::MS_RDONLY,
+                    );
+                }
                 if !make_rooms(args) {
                     return Stage::Rooms;
                 }

@@ -16,7 +16,8 @@
 //!    root; a failure fails the launch, never runs the step on the host's network);
 //! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
 //! 5. under a root runner: private mount and IPC namespaces where the host allows them,
-//!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it) and the step's
+//!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it), an allow-list
+//!    step's `resolv.conf` bound read-only over `/etc/resolv.conf` (best effort), the step's
 //!    own `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
 //!    work directory bound back `nosuid,nodev`), then the attempt's gid, no supplementary
 //!    groups, and its uid — a failure here fails the launch; a host that refuses the
@@ -311,6 +312,10 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
             .as_ref()
             .map_or(std::ptr::null(), |cgroup| cgroup.procs.as_ptr()),
         netns: launch.network.map_or(-1, crate::network::Namespace::fd),
+        resolv_conf: launch
+            .network
+            .and_then(crate::network::Namespace::resolv_conf)
+            .map_or(std::ptr::null(), CStr::as_ptr),
         confine: launch.user.is_some(),
         places: places.as_ptr(),
         tmpfs_options: rooms::TMPFS_OPTIONS.as_ptr(),

@@ -48,20 +48,31 @@ impl AllowList {
             .any(|pattern| !pattern.subdomains && pattern.host == host)
     }
 
-    /// Whether `host:port` may be reached (`host` as the step wrote it).
-    pub(super) fn allows(&self, host: &str, port: u16) -> bool {
+    /// Whether some pattern matches the name `host`, whatever its port (DNS questions).
+    pub(super) fn allows_name(&self, host: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|pattern| self.matches(pattern, host, pattern.port.unwrap_or(0)))
+    }
+
+    fn matches(&self, pattern: &Pattern, host: &str, port: u16) -> bool {
         let Some(host) = normalise(host) else {
             return false;
         };
-        self.patterns.iter().any(|pattern| {
-            let name = if pattern.subdomains {
-                host.strip_suffix(pattern.host.as_str())
-                    .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
-            } else {
-                host == pattern.host
-            };
-            name && pattern.port.is_none_or(|allowed| allowed == port)
-        })
+        let name = if pattern.subdomains {
+            host.strip_suffix(pattern.host.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            host == pattern.host
+        };
+        name && pattern.port.is_none_or(|allowed| allowed == port)
+    }
+
+    /// Whether `host:port` may be reached (`host` as the step wrote it).
+    pub(super) fn allows(&self, host: &str, port: u16) -> bool {
+        self.patterns
+            .iter()
+            .any(|pattern| self.matches(pattern, host, port))
     }
 }
 

@@ -6,7 +6,9 @@
 //! network namespace of its own with only loopback up (`namespace.rs`), whose descriptor
 //! every process of the step joins before it drops its privileges (`launch`); for an
 //! allow-list it also serves an egress proxy into that namespace (`proxy.rs`, `allow.rs`,
-//! `sni.rs`) and names it in the step's `HTTPS_PROXY`/`HTTP_PROXY`.
+//! `sni.rs`) and names it in the step's `HTTPS_PROXY`/`HTTP_PROXY`, and a DNS stub on its
+//! `127.0.0.1:53` answering only listed names (`dns.rs`), which the step's
+//! `/etc/resolv.conf` names (bound over it in the step's private mount namespace).
 //!
 //! Invariants:
 //! - fail closed: a policy other than `open` that cannot be set up (a runner that is not
@@ -24,6 +26,7 @@
 //! engine, the model's API), which never passes through the step's namespace.
 
 mod allow;
+mod dns;
 mod namespace;
 mod proxy;
 mod sni;
@@ -31,6 +34,7 @@ mod sni;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
@@ -40,13 +44,43 @@ use crate::protocol::{NetworkPolicy, Stream};
 
 /// A step's network namespace, shared by every process the step starts.
 #[derive(Debug, Clone)]
-pub struct Namespace(Arc<OwnedFd>);
+pub struct Namespace {
+    fd: Arc<OwnedFd>,
+    /// A `resolv.conf` naming the DNS stub, bound over the step's `/etc/resolv.conf` in its
+    /// private mount namespace (allow-lists only).
+    resolv_conf: Option<&'static CStr>,
+}
 
 impl Namespace {
     /// The descriptor a child `setns`es into.
     pub(crate) fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+        self.fd.as_raw_fd()
     }
+
+    /// The file a confined child binds over its `/etc/resolv.conf`, if any.
+    pub(crate) fn resolv_conf(&self) -> Option<&'static CStr> {
+        self.resolv_conf
+    }
+}
+
+/// This runner's `resolv.conf` for allow-list steps (`nameserver 127.0.0.1`): made once, in
+/// a fresh directory of a random name only the runner can enter, so no step can replace
+/// it. `None` when it cannot be made: the step's resolver then has no route, which is safe.
+fn resolv_conf() -> Option<&'static CStr> {
+    static MADE: std::sync::OnceLock<Option<std::ffi::CString>> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).ok()?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("plue-net-{}-{suffix}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).ok()?;
+        let file = dir.join("resolv.conf");
+        std::fs::write(&file, "nameserver 127.0.0.1\n").ok()?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).ok()?;
+        std::ffi::CString::new(file.into_os_string().into_encoded_bytes()).ok()
+    })
+    .as_deref()
 }
 
 /// A confined step's network: its namespace and, for an allow-list, the proxy.
@@ -86,7 +120,7 @@ pub async fn confine(
             )
         })?;
     let proxy = match (allow, listener) {
-        (Some(allow), Some(listener)) => {
+        (Some(allow), Some((listener, dns))) => {
             let port = listener
                 .local_addr()
                 .map_err(|e| format!("network: the proxy's address: {e}"))?
@@ -96,12 +130,23 @@ pub async fn confine(
                 .map_err(|e| format!("network: the proxy's listener: {e}"))?;
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| format!("network: the proxy's listener: {e}"))?;
-            Some((proxy::Proxy::serve(listener, allow, log.clone()), port))
+            let dns = dns
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UdpSocket::from_std(dns))
+                .map_err(|e| format!("network: the DNS stub's socket: {e}"))?;
+            Some((
+                proxy::Proxy::serve(listener, Some(dns), allow, log.clone()),
+                port,
+            ))
         }
         _ => None,
     };
+    let resolv_conf = if proxy.is_some() { resolv_conf() } else { None };
     Ok(Some(StepNetwork {
-        namespace: Namespace(Arc::new(ns)),
+        namespace: Namespace {
+            fd: Arc::new(ns),
+            resolv_conf,
+        },
         proxy,
         no_proxy,
     }))

@@ -5,17 +5,22 @@
 //! `lo` up, opens `/proc/thread-self/ns/net` — the descriptor a step's leader `setns`es
 //! into (`launch`) and which keeps the namespace alive — and, for an allow-list, binds the
 //! proxy's listener on `127.0.0.1` there: a socket stays in the namespace it was made in,
-//! so the runner accepts on it from its own while only the step's processes can connect.
+//! so the runner accepts on it from its own while only the step's processes can connect —
+//! and the DNS stub's UDP socket on `127.0.0.1:53`.
 //! Then the thread ends; nothing of the runner stays in the namespace but these two
 //! descriptors.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// A new namespace's descriptor, and the listener bound in it when one was asked for.
-pub(super) fn create(listener: bool) -> io::Result<(OwnedFd, Option<TcpListener>)> {
+/// The proxy's listener and the DNS stub's socket, bound in the step's namespace.
+pub(super) type Bound = (TcpListener, UdpSocket);
+
+/// A new namespace's descriptor, and the proxy's and DNS stub's sockets bound in it when
+/// `listeners`.
+pub(super) fn create(listeners: bool) -> io::Result<(OwnedFd, Option<Bound>)> {
     std::thread::Builder::new()
         .name("plue-netns".into())
         .spawn(move || {
@@ -26,8 +31,11 @@ pub(super) fn create(listener: bool) -> io::Result<(OwnedFd, Option<TcpListener>
             }
             loopback_up()?;
             let ns = std::fs::File::open("/proc/thread-self/ns/net")?;
-            let listener = if listener {
-                Some(TcpListener::bind(("127.0.0.1", 0))?)
+            let listener = if listeners {
+                Some((
+                    TcpListener::bind(("127.0.0.1", 0))?,
+                    UdpSocket::bind(("127.0.0.1", 53))?,
+                ))
             } else {
                 None
             };

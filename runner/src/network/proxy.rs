@@ -43,12 +43,14 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 pub(super) struct Proxy {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// The DNS stub's task, when the namespace has one (`dns.rs`).
+    dns: Option<tokio::task::JoinHandle<()>>,
     refused: Arc<AtomicU64>,
 }
 
-/// What every connection's task shares.
-struct Shared {
-    allow: AllowList,
+/// What every connection's task (and the DNS stub) shares.
+pub(super) struct Shared {
+    pub(super) allow: AllowList,
     log: Sender<(Stream, String)>,
     refused: Arc<AtomicU64>,
 }
@@ -57,6 +59,7 @@ impl Proxy {
     /// Serves `listener` (bound in the step's namespace) until [`Proxy::finish`].
     pub(super) fn serve(
         listener: TcpListener,
+        dns: Option<tokio::net::UdpSocket>,
         allow: AllowList,
         log: Sender<(Stream, String)>,
     ) -> Proxy {
@@ -67,10 +70,13 @@ impl Proxy {
             log,
             refused: refused.clone(),
         });
+        let dns =
+            dns.map(|socket| tokio::spawn(super::dns::serve(socket, shared.clone(), stop.clone())));
         let task = tokio::spawn(accept_loop(listener, shared, stop.clone()));
         Proxy {
             stop,
             task,
+            dns,
             refused,
         }
     }
@@ -79,6 +85,9 @@ impl Proxy {
     pub(super) async fn finish(self) -> u64 {
         self.stop.cancel();
         let _ = self.task.await;
+        if let Some(dns) = self.dns {
+            let _ = dns.await;
+        }
         self.refused.load(Ordering::Relaxed)
     }
 }
@@ -260,7 +269,7 @@ async fn refuse(
 }
 
 /// Counts a refusal and says it in the step's log.
-async fn note_refused(shared: &Shared, target: &str, why: &str) {
+pub(super) async fn note_refused(shared: &Shared, target: &str, why: &str) {
     shared.refused.fetch_add(1, Ordering::Relaxed);
     let _ = shared
         .log

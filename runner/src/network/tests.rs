@@ -308,7 +308,7 @@ async fn a_tunnel_whose_server_name_is_not_listed_is_cut() {
         .unwrap();
     let proxy_port = listener.local_addr().unwrap().port();
     let (log, mut lines) = mpsc::channel(16);
-    let proxy = proxy::Proxy::serve(listener, allow, log);
+    let proxy = proxy::Proxy::serve(listener, None, allow, log);
     let tunnel = |name: Option<&'static str>| async move {
         let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port))
             .await
