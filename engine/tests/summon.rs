@@ -65,29 +65,35 @@ struct Stub {
     pulls: BTreeMap<u64, Value>,
     /// (path, Authorization header) of every request.
     asked: Vec<(String, String)>,
+    /// The login `GET /user` names (the account the engine's token writes as).
+    token_login: Option<String>,
 }
 
 type Shared = Arc<Mutex<Stub>>;
 
 async fn stub_forge() -> (String, Shared) {
     let shared: Shared = Arc::default();
-    let app = axum::Router::new()
-        .fallback(
-            |State(stub): State<Shared>, uri: Uri, headers: HeaderMap| async move {
-                let path = uri.path().to_string();
-                let auth = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let mut stub = stub.lock().unwrap();
-                stub.asked.push((path.clone(), auth));
-                let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-                let found = match parts.as_slice() {
-                    ["repos", _, _, "collaborators", user, "permission"] => stub
+    let app =
+        axum::Router::new()
+            .fallback(
+                |State(stub): State<Shared>, uri: Uri, headers: HeaderMap| async move {
+                    let path = uri.path().to_string();
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let mut stub = stub.lock().unwrap();
+                    stub.asked.push((path.clone(), auth));
+                    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                    let found = match parts.as_slice() {
+                    // `owner/name:login` answers for that repository only, `login` for any.
+                    ["repos", owner, name, "collaborators", user, "permission"] => stub
                         .permissions
-                        .get(*user)
+                        .get(&format!("{owner}/{name}:{user}"))
+                        .or_else(|| stub.permissions.get(*user))
                         .map(|p| json!({"permission": p, "role_name": p, "user": {"login": user}})),
+                    ["user"] => stub.token_login.as_ref().map(|login| json!({"login": login})),
                     ["repos", _, _, "pulls", n] => n
                         .parse::<u64>()
                         .ok()
@@ -95,16 +101,16 @@ async fn stub_forge() -> (String, Shared) {
                     ["repos", _, _, "statuses", _] => Some(json!({})),
                     _ => None,
                 };
-                match found {
-                    Some(body) => (StatusCode::OK, body.to_string()),
-                    None => (
-                        StatusCode::NOT_FOUND,
-                        json!({"message": "Not Found"}).to_string(),
-                    ),
-                }
-            },
-        )
-        .with_state(shared.clone());
+                    match found {
+                        Some(body) => (StatusCode::OK, body.to_string()),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            json!({"message": "Not Found"}).to_string(),
+                        ),
+                    }
+                },
+            )
+            .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -558,5 +564,116 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
     labeled["sender"]["login"] = json!("example");
     let answer = world.deliver("gitea", "issues", "g-3", &labeled).await;
     assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    drop(world.sb);
+}
+
+// The attacker cannot sign a payload, but chooses what the forge puts in one: whose issue a
+// comment is on, who else is named, and — through an agent's proposals — what the engine
+// itself does on the forge. None of it makes somebody a writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
+    let _serial = serial().await;
+    let world = World::new().await;
+    {
+        let mut stub = world.stub.lock().unwrap();
+        // The account the repositories' token writes as: a writer, as it must be to add
+        // labels and comments.
+        stub.token_login = Some("plue-writer".into());
+        stub.permissions
+            .insert("plue-writer".into(), "write".into());
+        // carol writes to octo/hello only.
+        stub.permissions
+            .insert(format!("{REPO}:carol"), "write".into());
+    }
+    let nothing = |answer: &Value, what: &str| {
+        assert_eq!(run_ids(answer), Vec::<i64>::new(), "{what}: {answer}");
+    };
+
+    // mallory comments on an issue its OWNER opened: the issue's association is not hers.
+    let mut comment = github_comment("mallory", "NONE", "/plue echo", 1, false);
+    comment["issue"]["author_association"] = json!("OWNER");
+    let answer = world
+        .deliver("github", "issue_comment", "a-1", &comment)
+        .await;
+    nothing(&answer, "the issue author's association");
+    // ... nor is the sender's, when the forge names an owner as sender of her comment.
+    let mut comment = github_comment("mallory", "NONE", "/plue echo", 1, false);
+    comment["sender"]["login"] = json!("Codertocat");
+    let answer = world
+        .deliver("github", "issue_comment", "a-2", &comment)
+        .await;
+    nothing(&answer, "an owner as sender");
+    // An issue mallory opened, labeled `plue` by a sender the payload calls OWNER only
+    // through the issue (mallory's issue, OWNER's label — reversed): the sender is mallory.
+    let mut labeled = webhook_fixture("github/issues-labeled.json");
+    labeled["repository"]["full_name"] = json!(REPO);
+    labeled["repository"]["default_branch"] = json!("main");
+    labeled["label"]["name"] = json!("plue");
+    labeled["issue"]["user"]["login"] = json!("Codertocat");
+    labeled["issue"]["author_association"] = json!("OWNER");
+    labeled["sender"]["login"] = json!("mallory");
+    let answer = world.deliver("github", "issues", "a-3", &labeled).await;
+    nothing(&answer, "the issue author's association for the labeler");
+
+    // A Gitea payload delivered to the GitHub endpoint (Gitea sends X-GitHub-Event too),
+    // with a GitHub-only association the forge would never send for this commenter.
+    let mut gitea = webhook_fixture("gitea/issue_comment-created.json");
+    gitea["repository"]["full_name"] = json!(GITEA_REPO);
+    gitea["repository"]["default_branch"] = json!("main");
+    gitea["comment"]["body"] = json!("/plue echo");
+    gitea["comment"]["user"]["login"] = json!("mallory");
+    gitea["sender"]["login"] = json!("mallory");
+    let answer = world
+        .deliver("github", "issue_comment", "a-4", &gitea)
+        .await;
+    nothing(&answer, "a Gitea payload at the GitHub endpoint");
+
+    // carol's standing on octo/hello is cached; on the Gitea repository (same login, other
+    // case) the forge says nothing: the cache does not carry it across.
+    let carol = github_comment("carol", "NONE", "/plue echo", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "a-5", &carol)
+        .await;
+    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let mut gitea_carol = gitea.clone();
+    gitea_carol["comment"]["user"]["login"] = json!("Carol");
+    gitea_carol["sender"]["login"] = json!("Carol");
+    let answer = world
+        .deliver("gitea", "issue_comment", "a-6", &gitea_carol)
+        .await;
+    nothing(&answer, "carol's cached standing on another repository");
+
+    // The engine's own writing. On Gitea a label change names no label and no account is
+    // a bot: the label the engine adds for an agent's proposal (sent by the token's
+    // account, a writer) would re-match `labels=["plue"]` while `plue` stays on the issue
+    // — one run per run, for ever.
+    let mut relabeled = webhook_fixture("gitea/issues-label_updated.json");
+    relabeled["repository"]["full_name"] = json!(GITEA_REPO);
+    relabeled["repository"]["default_branch"] = json!("main");
+    relabeled["issue"]["labels"][0]["name"] = json!("plue");
+    relabeled["sender"]["login"] = json!("plue-writer");
+    let answer = world.deliver("gitea", "issues", "e-1", &relabeled).await;
+    nothing(&answer, "a Gitea label change by the engine's account");
+    assert!(
+        answer["refused"]
+            .to_string()
+            .contains("Plue writes to the forge as"),
+        "{answer}"
+    );
+    // On GitHub: a label the engine adds that a trigger lists, in another case; and the
+    // account's comment without the marker (an agent's text posted by the engine).
+    labeled["sender"]["login"] = json!("Plue-Writer");
+    labeled["sender"]["type"] = json!("User");
+    let answer = world.deliver("github", "issues", "e-2", &labeled).await;
+    nothing(&answer, "a GitHub label added by the engine's account");
+    let own = github_comment("plue-writer", "COLLABORATOR", "/plue echo", 1, false);
+    let answer = world.deliver("github", "issue_comment", "e-3", &own).await;
+    nothing(&answer, "a comment by the engine's account");
+    // The engine asked who it is with the token, in the header only, once per repository
+    // within the cache's minute.
+    let asked = world.stub.lock().unwrap().asked.clone();
+    let whoami: Vec<_> = asked.iter().filter(|(path, _)| path == "/user").collect();
+    assert!(!whoami.is_empty() && whoami.len() <= 2, "{asked:?}");
+    assert!(whoami.iter().all(|(_, auth)| auth.ends_with(FORGE_TOKEN)));
     drop(world.sb);
 }

@@ -1,6 +1,7 @@
 //! Read-only lookups in a forge's REST API (GitHub v3, Gitea v1) with the repository's
 //! `api_url` and `api_token`: a pull request's base and head (a comment's payload names
-//! none) and, through [`super::permission`], a user's permission on the repository.
+//! none), the login the token writes as (`GET /user`) and, through [`super::permission`],
+//! a user's permission on the repository.
 //!
 //! Invariants: only `GET`; the token goes only into the `Authorization` header, never into
 //! a URL or an error message; every answer is bounded in time (as commit statuses') and size (1 MiB), and
@@ -49,6 +50,12 @@ pub enum Found<T> {
 pub struct PullRefs {
     pub base: PullSide,
     pub head: PullSide,
+}
+
+/// An account as `GET /user` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Account {
+    pub login: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -102,6 +109,21 @@ impl ApiTarget {
         rest: &[&str],
     ) -> anyhow::Result<Found<T>> {
         let url = self.url(rest)?;
+        self.get_url(client, url).await
+    }
+
+    /// `GET /user` (both forges): the account the token acts as — the one every comment,
+    /// label and pull request the engine writes comes from.
+    pub async fn token_login(&self, client: &reqwest::Client) -> anyhow::Result<Found<Account>> {
+        let url = format!("{}/user", self.api_url.trim_end_matches('/'));
+        self.get_url(client, url).await
+    }
+
+    async fn get_url<T: DeserializeOwned>(
+        &self,
+        client: &reqwest::Client,
+        url: String,
+    ) -> anyhow::Result<Found<T>> {
         let shown = super::without_credentials(&url);
         // The same headers and token scheme as commit statuses.
         let request =

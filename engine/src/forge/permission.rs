@@ -12,6 +12,11 @@
 //!    admin/write/read/none with `role_name` `maintain` for maintainers, Gitea answers
 //!    `permission` owner/admin/write/read/none), each answer kept [`CACHE_FOR`].
 //!
+//! The login the repository's `api_token` writes as (`GET /user`, kept [`CACHE_FOR`]) is
+//! [`Permissions::engine_login`]: an event that login caused is the engine's own writing
+//! (a label it added for a proposal, ...) and summons nothing, on Gitea too, where no
+//! account is marked a bot.
+//!
 //! Invariants: anything unknown is no permission (a 404, an unreadable answer, a login
 //! the payload did not give, a forge that cannot be asked); a failure to ask the forge is
 //! logged and counts as no permission — it never starts a trusted run.
@@ -132,6 +137,8 @@ impl Standing {
 pub struct Permissions {
     client: std::sync::OnceLock<reqwest::Client>,
     cache: Mutex<HashMap<(i64, String), (Permission, Instant)>>,
+    /// Repository id → the login its token writes as (`None`: the forge named none).
+    engine_logins: Mutex<HashMap<i64, (Option<String>, Instant)>>,
 }
 
 impl Permissions {
@@ -200,6 +207,46 @@ impl Permissions {
         )))
     }
 
+    /// The login `repo`'s forge token writes as, asked of the forge once per [`CACHE_FOR`]
+    /// (`None`: no token, no API, or the forge does not say; a failure is logged).
+    pub async fn engine_login(&self, vault: &Vault, repo: &RepoRow) -> Option<String> {
+        if repo.api_token.is_none() {
+            return None;
+        }
+        {
+            let cached = self.engine_logins.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((login, at)) = cached.get(&repo.id) {
+                if at.elapsed() < CACHE_FOR {
+                    return login.clone();
+                }
+            }
+        }
+        let asked = async {
+            let Some(target) = api_target(vault, repo)? else {
+                return Ok(None);
+            };
+            let client = self.client.get_or_init(reqwest::Client::new);
+            anyhow::Ok(match target.token_login(client).await? {
+                Found::Yes(account) => Some(account.login),
+                Found::NotFound => None,
+            })
+        };
+        match asked.await {
+            Ok(login) => {
+                let mut cached = self.engine_logins.lock().unwrap_or_else(|p| p.into_inner());
+                if cached.len() >= MAX_CACHED {
+                    cached.clear();
+                }
+                cached.insert(repo.id, (login.clone(), Instant::now()));
+                login
+            }
+            Err(e) => {
+                tracing::warn!(repository = %repo.name, "asking the forge which login Plue writes as: {e:#}");
+                None
+            }
+        }
+    }
+
     /// The forge's answer (`None`: the repository has no API to ask).
     async fn of_forge(
         &self,
@@ -207,43 +254,19 @@ impl Permissions {
         repo: &RepoRow,
         login: &str,
     ) -> anyhow::Result<Option<Permission>> {
-        let Some(forge) = Forge::parse(&repo.forge) else {
-            return Ok(None);
-        };
-        // As for commit statuses: a repository with neither api_url nor api_token is not
-        // asked anything.
-        if repo.api_url.is_none() && repo.api_token.is_none() {
-            return Ok(None);
-        }
-        let Some(api_url) = repo
-            .api_url
-            .clone()
-            .or_else(|| forge.default_api_url(&repo.clone_url))
-        else {
-            return Ok(None);
-        };
         let key = (repo.id, login.to_lowercase());
         if let Some(permission) = self.cached(&key) {
             return Ok(Some(permission));
         }
-        let token = repo
-            .api_token
-            .as_deref()
-            .map(|sealed| vault.open(sealed))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("forge token of {}: {e}", repo.name))?;
-        let target = ApiTarget {
-            forge,
-            api_url,
-            token,
-            repo: repo.name.clone(),
+        let Some(target) = api_target(vault, repo)? else {
+            return Ok(None);
         };
         let client = self.client.get_or_init(reqwest::Client::new);
         let permission = match target
             .get::<PermissionAnswer>(client, &["collaborators", login, "permission"])
             .await?
         {
-            Found::Yes(answer) => Permission::of_answer(forge, &answer),
+            Found::Yes(answer) => Permission::of_answer(target.forge, &answer),
             Found::NotFound => Permission::None,
         };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,6 +284,36 @@ impl Permissions {
             .filter(|(_, at)| at.elapsed() < CACHE_FOR)
             .map(|(permission, _)| *permission)
     }
+}
+
+/// `repo`'s forge API (`None`: it has none — as for commit statuses, a repository with
+/// neither `api_url` nor `api_token` is not asked anything).
+fn api_target(vault: &Vault, repo: &RepoRow) -> anyhow::Result<Option<ApiTarget>> {
+    let Some(forge) = Forge::parse(&repo.forge) else {
+        return Ok(None);
+    };
+    if repo.api_url.is_none() && repo.api_token.is_none() {
+        return Ok(None);
+    }
+    let Some(api_url) = repo
+        .api_url
+        .clone()
+        .or_else(|| forge.default_api_url(&repo.clone_url))
+    else {
+        return Ok(None);
+    };
+    let token = repo
+        .api_token
+        .as_deref()
+        .map(|sealed| vault.open(sealed))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("forge token of {}: {e}", repo.name))?;
+    Ok(Some(ApiTarget {
+        forge,
+        api_url,
+        token,
+        repo: repo.name.clone(),
+    }))
 }
 
 #[cfg(test)]

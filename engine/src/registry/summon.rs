@@ -18,8 +18,10 @@
 //! - The engine's own writing never summons: a comment carrying the hidden marker
 //!   `<!-- plue:` (every comment the engine posts has one), an issue opened with it, and
 //!   any event a forge marks as sent by a bot (GitHub's `type: "Bot"`) unless that login
-//!   is linked to a Plue user, start nothing — no loop between a run's answer and a
-//!   trigger.
+//!   is linked to a Plue user, and any event caused by the login the repository's forge
+//!   token writes as (a label the engine added for a proposal — Gitea marks no bots, and
+//!   its label events name no label, so any label change re-matches), start nothing — no
+//!   loop between a run's answer or output and a trigger.
 //! - A workflow file that does not evaluate at that commit starts no failed run here (the
 //!   push that put it there got one); it is logged and named in the delivery's answer, so a
 //!   stranger's comment cannot make runs appear.
@@ -182,9 +184,21 @@ impl Registry {
         self.summon(summons).await
     }
 
-    /// Why `author` may not summon anything as a bot (`None`: not a bot, or a bot linked to
-    /// a Plue user).
+    /// Why `author` may not summon anything as the engine itself or a bot (`None`: neither,
+    /// or a bot linked to a Plue user).
     async fn bot(&self, repo: &RepoRow, author: &Author) -> anyhow::Result<Option<String>> {
+        if let Some(login) = &author.login {
+            let engine = self
+                .permissions
+                .engine_login(self.executor.vault(), repo)
+                .await;
+            if engine.is_some_and(|engine| engine.eq_ignore_ascii_case(login)) {
+                return Ok(Some(format!(
+                    "{}: {login} is the account Plue writes to the forge as: what it does summons nothing",
+                    repo.name
+                )));
+            }
+        }
         if !author.bot {
             return Ok(None);
         }
