@@ -345,13 +345,15 @@ pub fn build(
                     fail_when: evaluator::result::effective_fail_when(spec, llm.fail_when.as_ref()),
                 }),
                 system_prompt: llm.system_prompt.clone(),
-                safe_outputs: llm.safe_outputs.as_ref().map(|so| ProposalLimits {
-                    pull_request: so.pull_request,
-                    comments: so.comments,
-                    labels: so.labels.clone(),
-                    issues: so.issues,
-                    max_files: so.max_files,
-                    max_diff_bytes: so.max_diff_bytes,
+                safe_outputs: llm.safe_outputs.as_ref().map(|so| {
+                    Box::new(ProposalLimits {
+                        pull_request: so.pull_request,
+                        comments: so.comments,
+                        labels: so.labels.clone(),
+                        issues: so.issues,
+                        max_files: so.max_files,
+                        max_diff_bytes: so.max_diff_bytes,
+                    })
                 }),
             }
         }

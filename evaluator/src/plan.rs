@@ -375,7 +375,7 @@ pub struct LlmAction {
     /// `safe_outputs=`: what the step may propose to the forge (see
     /// [`crate::safe_outputs`]); absent from the canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub safe_outputs: Option<crate::safe_outputs::SafeOutputs>,
+    pub safe_outputs: Option<Box<crate::safe_outputs::SafeOutputs>>,
     /// `result="verdict"` or a JSON Schema: the step ends by calling the `finish` tool with
     /// this shape, whose fields become its outputs (see [`crate::result`]). This and the
     /// two fields below are absent from the canonical JSON when unset, so plans without

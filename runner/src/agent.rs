@@ -729,7 +729,7 @@ async fn run_llm(
         _ => None,
     };
     let proposer = match llm::proposals::proposer(
-        safe_outputs.as_ref(),
+        safe_outputs.as_deref(),
         &files.workspace,
         start_commit,
         user,

@@ -88,7 +88,7 @@ fn boolean(value: &Bound<'_, PyAny>, option: &str) -> PyResult<bool> {
 /// `Step.llm(safe_outputs=SafeOutputs(...), approve_outputs=False)`: the declaration with
 /// `approve` set, or `None` when the step proposes nothing. `approve_outputs` without
 /// `safe_outputs` is an error (there would be nothing to approve).
-pub(crate) fn from_options(options: &mut Options<'_>) -> PyResult<Option<SafeOutputs>> {
+pub(crate) fn from_options(options: &mut Options<'_>) -> PyResult<Option<Box<SafeOutputs>>> {
     let declared = options.take("safe_outputs")?;
     let approve = options.take("approve_outputs")?;
     let approve = match approve {
@@ -110,5 +110,5 @@ pub(crate) fn from_options(options: &mut Options<'_>) -> PyResult<Option<SafeOut
         .map_err(|_| PyTypeError::new_err("Step.llm(): safe_outputs must be a SafeOutputs(...)"))?;
     let mut outputs = object.get().outputs.clone();
     outputs.approve = approve.unwrap_or(false);
-    Ok(Some(outputs))
+    Ok(Some(Box::new(outputs)))
 }

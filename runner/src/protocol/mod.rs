@@ -312,7 +312,7 @@ pub enum StepAction {
         tools: Vec<String>,
         /// `safe_outputs=`: the `propose_*` tools offered and their limits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        safe_outputs: Option<ProposalLimits>,
+        safe_outputs: Option<Box<ProposalLimits>>,
         /// `result=`: the conversation must end with a `finish` call of this shape.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<ResultContract>,
