@@ -23,6 +23,8 @@
 //!   is not settled.
 //! - The forge token reaches git only through `GIT_CONFIG_*` environment variables
 //!   (`http.extraHeader`), never argv or a URL; errors never hold it.
+//! - A run treated like a fork's (no secrets: a stranger summoned it) writes nothing
+//!   unless a person approved the proposal (`decided_by`).
 //! - A claimed proposal is `applying` with a lease (`retry_at`): an engine that dies
 //!   mid-apply leaves it to be taken again when the lease ends.
 
@@ -161,14 +163,24 @@ impl Applier {
     async fn job(&self, row: ProposalRow) -> Result<Job, PostError> {
         let lost = |what: &str| PostError::Permanent(format!("{what} of the proposal is gone"));
         let store_error = |e: anyhow::Error| PostError::Retry(format!("store: {e:#}"));
-        let proposal: Proposal = serde_json::from_str(&row.payload)
-            .map_err(|e| PostError::Permanent(format!("stored proposal: {e}")))?;
         let run = self
             .store
             .run(row.run_id)
             .await
             .map_err(store_error)?
             .ok_or_else(|| lost("the run"))?;
+        // A run treated like a fork's (a stranger summoned it, `others="untrusted"`) holds
+        // no secret; it does not get the forge's write token's power either, unless a
+        // person approved the proposal.
+        if !run.secrets_allowed && row.decided_by.is_none() {
+            return Err(PostError::Permanent(
+                "the run was treated like a fork's (its author may not write): its proposals \
+                 are applied only once a person approves them"
+                    .into(),
+            ));
+        }
+        let proposal: Proposal = serde_json::from_str(&row.payload)
+            .map_err(|e| PostError::Permanent(format!("stored proposal: {e}")))?;
         let repo_id = run.repo_id.ok_or_else(|| {
             PostError::Permanent("the run belongs to no repository: nothing to write to".into())
         })?;

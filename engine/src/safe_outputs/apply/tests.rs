@@ -223,3 +223,42 @@ async fn proposals_are_claimed_once_in_order_per_run_and_again_after_a_dead_leas
         );
     }
 }
+
+// The attack: a stranger's comment summons a run treated like a fork's
+// (`others="untrusted"`); its agent proposes, and without this rule the engine wrote it to
+// the forge with the repository's token. Now nothing is written until a person approves.
+#[tokio::test]
+async fn a_strangers_run_writes_nothing_without_a_persons_approval() {
+    for (store, _dir) in stores().await {
+        let ids = store_with(&store, &[&["comment"], &["comment"]]).await;
+        on_db!(store, pool => {
+            sqlx::query("UPDATE runs SET secrets_allowed = FALSE").execute(pool).await.unwrap();
+            sqlx::query("UPDATE proposals SET decided_by = 'maintainer' WHERE id = $1")
+                .bind(ids[1][0]).execute(pool).await.unwrap();
+        });
+        let mirrors = tempfile::tempdir().unwrap();
+        let applier = Applier::new(
+            store.clone(),
+            Vault::unkeyed(),
+            mirrors.path().to_owned(),
+            "http://plue".into(),
+        );
+        assert_eq!(applier.apply_due().await.unwrap(), 0);
+        let refused = store.proposal(ids[0][0]).await.unwrap().unwrap();
+        assert_eq!(refused.state, "failed");
+        assert!(refused
+            .reason
+            .unwrap()
+            .contains("only once a person approves"));
+        // The approved one went on (and stopped at what this store lacks: a real payload).
+        let approved = store.proposal(ids[1][0]).await.unwrap().unwrap();
+        assert!(
+            approved
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("stored proposal"),
+            "{approved:?}"
+        );
+    }
+}
