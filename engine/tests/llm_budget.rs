@@ -336,6 +336,38 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
     // within the per-request ceiling.
     assert_eq!(server.requests()[0].body["max_tokens"], 8192);
 
+    // The dashboard: the run page and the llm step's page show the same figure.
+    let cookie = support::dashboard_session(url, support::ADMIN_TOKEN).await;
+    let page = |path: String| {
+        let cookie = cookie.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{url}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let run_page = page(format!("/runs/{run_id}")).await;
+    assert!(
+        run_page.contains(r#"<dd id="run-cost">$0.00291</dd>"#),
+        "{run_page}"
+    );
+    assert!(
+        run_page.contains(r#"data-cost="ask">$0.00291<"#),
+        "{run_page}"
+    );
+    let step_page = page(format!("/runs/{run_id}/steps/ask")).await;
+    assert!(
+        step_page.contains(r#"<span id="step-cost">$0.00291</span>"#),
+        "{step_page}"
+    );
+    assert!(step_page.contains("2742 tokens"), "{step_page}");
+
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .unwrap()
