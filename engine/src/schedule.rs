@@ -116,10 +116,7 @@ pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) ->
         }
         let decision = match step.when {
             When::Always => Decision::Queue { step: i },
-            When::Success => match deps_of
-                .iter()
-                .find(|&&d| !succeeded(plan, statuses, d))
-            {
+            When::Success => match deps_of.iter().find(|&&d| !succeeded(plan, statuses, d)) {
                 None => Decision::Queue { step: i },
                 Some(&d) => Decision::Skip {
                     step: i,

@@ -59,7 +59,11 @@ fn a_step_that_may_fail_lets_the_run_go_on_and_succeed() {
         serde_json::from_str(&std::fs::read_to_string(sandbox.path("summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["status"], "succeeded", "{summary}");
-    assert_eq!(status_of(&summary, "lint"), "failed", "the failure is shown");
+    assert_eq!(
+        status_of(&summary, "lint"),
+        "failed",
+        "the failure is shown"
+    );
     assert_eq!(status_of(&summary, "build"), "succeeded");
     assert_eq!(status_of(&summary, "alarm"), "skipped");
 }

@@ -161,9 +161,9 @@ impl Loops {
             return false;
         }
         let region = &self.loops[member].region;
-        !of.workspace_from.as_deref().is_some_and(|from| {
-            region.iter().any(|&i| plan.steps[i].id == from)
-        })
+        !of.workspace_from
+            .as_deref()
+            .is_some_and(|from| region.iter().any(|&i| plan.steps[i].id == from))
     }
 
     /// Whether steps `a` and `b` (indices; equal ones too) are in one loop's region.

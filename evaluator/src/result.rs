@@ -108,9 +108,8 @@ pub fn check(result: Option<&ResultSpec>, fail_when: Option<&FailWhen>) -> Vec<S
     let mut problems = Vec::new();
     let Some(result) = result else {
         if fail_when.is_some() {
-            problems.push(
-                "fail_when needs result= (the fields it names are the result's)".to_owned(),
-            );
+            problems
+                .push("fail_when needs result= (the fields it names are the result's)".to_owned());
         }
         return problems;
     };
@@ -201,7 +200,8 @@ mod tests {
         assert_eq!(verdict, ResultSpec::Shorthand(Shorthand::Verdict));
         assert_eq!(serde_json::to_value(&verdict).unwrap(), json!("verdict"));
         assert_eq!(verdict.schema(), verdict_schema());
-        let custom = schema(json!({"type": "object", "properties": {"score": {"type": "integer"}}}));
+        let custom =
+            schema(json!({"type": "object", "properties": {"score": {"type": "integer"}}}));
         assert_eq!(
             serde_json::to_string(&custom).unwrap(),
             r#"{"properties":{"score":{"type":"integer"}},"type":"object"}"#
@@ -230,23 +230,36 @@ mod tests {
         assert!(check(Some(&fine), Some(&fail)).is_empty());
 
         let problems = check(None, Some(&fail));
-        assert!(problems[0].contains("fail_when needs result="), "{problems:?}");
-        let problems = check(Some(&schema(json!({"type": "array"}))), None);
-        assert!(problems.iter().any(|p| p.contains("must be \"object\"")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("needs `properties`")), "{problems:?}");
-        let problems = check(
-            Some(&schema(json!({"properties": {"bad name": {}}}))),
-            None,
+        assert!(
+            problems[0].contains("fail_when needs result="),
+            "{problems:?}"
         );
-        assert!(problems[0].contains("'bad name' is not a valid output name"), "{problems:?}");
+        let problems = check(Some(&schema(json!({"type": "array"}))), None);
+        assert!(
+            problems.iter().any(|p| p.contains("must be \"object\"")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("needs `properties`")),
+            "{problems:?}"
+        );
+        let problems = check(Some(&schema(json!({"properties": {"bad name": {}}}))), None);
+        assert!(
+            problems[0].contains("'bad name' is not a valid output name"),
+            "{problems:?}"
+        );
         let unknown = FailWhen::from([("verdict".into(), vec![json!("no")])]);
         let problems = check(Some(&fine), Some(&unknown));
-        assert!(problems[0].contains("'verdict' is not a field of the result (fields: ok)"), "{problems:?}");
+        assert!(
+            problems[0].contains("'verdict' is not a field of the result (fields: ok)"),
+            "{problems:?}"
+        );
         let nested = FailWhen::from([("ok".into(), vec![json!([1])])]);
         assert!(check(Some(&fine), Some(&nested))[0].contains("compares with strings"));
         let empty = FailWhen::from([("ok".into(), vec![])]);
         assert!(check(Some(&fine), Some(&empty))[0].contains("1 to 32 values"));
-        let big = schema(json!({"properties": {"a": {"description": "x".repeat(MAX_SCHEMA_BYTES)}}}));
+        let big =
+            schema(json!({"properties": {"a": {"description": "x".repeat(MAX_SCHEMA_BYTES)}}}));
         assert!(check(Some(&big), None)[0].contains("more than the limit"));
     }
 }

@@ -13,7 +13,11 @@ fn source(steps: &str) -> String {
 
 async fn problems(steps: &str) -> Vec<String> {
     let ctx = EvalContext::local(Event::Push, "main");
-    match pool().await.evaluate("w.plue.py", &source(steps), &ctx).await {
+    match pool()
+        .await
+        .evaluate("w.plue.py", &source(steps), &ctx)
+        .await
+    {
         Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
         other => panic!("{other:?}"),
     }
@@ -37,10 +41,14 @@ async fn loop_workspaces_and_rounds_are_converted_and_checked() {
     let loops = Loops::of(&plan);
     // The coder resumes its own work (its workspace_from is outside the loop); the tester is
     // fresh; the reviewer starts from the coder's newer workspace, not its own.
-    let resumes: Vec<bool> = (0..4).map(|i| loops.resumes_own_workspace(&plan, i)).collect();
+    let resumes: Vec<bool> = (0..4)
+        .map(|i| loops.resumes_own_workspace(&plan, i))
+        .collect();
     assert_eq!(resumes, [false, true, false, false]);
     assert!(
-        !serde_json::to_string(&plan.steps[1]).unwrap().contains("loop_workspace"),
+        !serde_json::to_string(&plan.steps[1])
+            .unwrap()
+            .contains("loop_workspace"),
         "absent from the canonical JSON when unset"
     );
 }

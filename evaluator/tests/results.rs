@@ -14,7 +14,11 @@ fn source(steps: &str) -> String {
 
 async fn problems(steps: &str) -> Vec<String> {
     let ctx = EvalContext::local(Event::Push, "main");
-    match pool().await.evaluate("w.plue.py", &source(steps), &ctx).await {
+    match pool()
+        .await
+        .evaluate("w.plue.py", &source(steps), &ctx)
+        .await
+    {
         Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
         other => panic!("{other:?}"),
     }
@@ -50,10 +54,7 @@ async fn results_are_converted_and_absent_from_the_json_when_unset() {
         llm(1).result.unwrap().schema(),
         json!({"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]})
     );
-    assert_eq!(
-        llm(1).fail_when.unwrap()["score"],
-        vec![json!(0), json!(1)]
-    );
+    assert_eq!(llm(1).fail_when.unwrap()["score"], vec![json!(0), json!(1)]);
     let plain = serde_json::to_string(&plan.steps[2]).unwrap();
     for field in ["result", "fail_when", "system_prompt"] {
         assert!(!plain.contains(field), "{plain}");
@@ -76,7 +77,10 @@ async fn bad_results_are_refused_naming_the_step() {
         "w.plue.py:6:9: llm step 'd': system_prompt must be non-empty",
     ];
     for want in expected {
-        assert!(found.iter().any(|f| f.starts_with(want)), "{want}\n{found:#?}");
+        assert!(
+            found.iter().any(|f| f.starts_with(want)),
+            "{want}\n{found:#?}"
+        );
     }
 }
 

@@ -7,9 +7,7 @@ use support::pool;
 use evaluator::{EvalContext, EvalError, Event};
 
 fn evaluate_source(plan_options: &str, steps: &str) -> String {
-    format!(
-        "def workflow(ctx):\n    return Plan(\"p\"{plan_options}, steps=[\n{steps}\n    ])\n"
-    )
+    format!("def workflow(ctx):\n    return Plan(\"p\"{plan_options}, steps=[\n{steps}\n    ])\n")
 }
 
 #[tokio::test]
@@ -20,13 +18,21 @@ async fn the_options_are_converted_and_checked() {
         ", max_parallel=2",
         "        Step.bash(\"lint\", \"false\", continue_on_error=True),\n        Step.bash(\"b\", \"true\"),",
     );
-    let plan = pool.evaluate("w.plue.py", &source, &ctx).await.unwrap().plan;
+    let plan = pool
+        .evaluate("w.plue.py", &source, &ctx)
+        .await
+        .unwrap()
+        .plan;
     assert_eq!(plan.max_parallel, Some(2));
     assert!(plan.steps[0].continue_on_error);
     let json = serde_json::to_string(&plan.steps[1]).unwrap();
     assert!(!json.contains("continue_on_error"), "{json}");
     let plain = pool
-        .evaluate("w.plue.py", &evaluate_source("", "        Step.bash(\"b\", \"true\"),"), &ctx)
+        .evaluate(
+            "w.plue.py",
+            &evaluate_source("", "        Step.bash(\"b\", \"true\"),"),
+            &ctx,
+        )
         .await
         .unwrap()
         .plan;
@@ -40,7 +46,9 @@ async fn the_options_are_converted_and_checked() {
         Err(EvalError::Invalid(found)) => {
             let found: Vec<String> = found.iter().map(|d| d.to_string()).collect();
             assert!(
-                found.iter().any(|f| f.contains("max_parallel must be between 1 and 1024")),
+                found
+                    .iter()
+                    .any(|f| f.contains("max_parallel must be between 1 and 1024")),
                 "{found:#?}"
             );
             assert!(
@@ -52,7 +60,17 @@ async fn the_options_are_converted_and_checked() {
         }
         other => panic!("{other:?}"),
     }
-    let wrong = evaluate_source("", "        Step.bash(\"a\", \"true\", continue_on_error=\"yes\"),");
-    let error = pool.evaluate("w.plue.py", &wrong, &ctx).await.unwrap_err().to_string();
-    assert!(error.contains("continue_on_error must be True or False"), "{error}");
+    let wrong = evaluate_source(
+        "",
+        "        Step.bash(\"a\", \"true\", continue_on_error=\"yes\"),",
+    );
+    let error = pool
+        .evaluate("w.plue.py", &wrong, &ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("continue_on_error must be True or False"),
+        "{error}"
+    );
 }

@@ -163,11 +163,7 @@ impl Executor {
             .map_or(self.max_parallel, |n| self.max_parallel.min(i64::from(n)))
             .max(1);
         let created = match triggerer {
-            Some(triggerer) => {
-                self.store
-                    .create_run_by(run, max_parallel, triggerer)
-                    .await
-            }
+            Some(triggerer) => self.store.create_run_by(run, max_parallel, triggerer).await,
             None => self.store.create_run(run, max_parallel).await,
         }
         .context("storing the run")?;

@@ -23,12 +23,12 @@ use pyo3::types::{PyDict, PyList, PyModule};
 use super::convert::{self, Options};
 use crate::context::EvalContext;
 use crate::diagnostic::did_you_mean;
+use crate::loops::LoopWorkspace;
 use crate::network::Network;
 use crate::plan::{
     Action, ApprovalAction, Authors, Concurrency, LlmAction, Location, ManualInput, Others, Plan,
     SourceMap, Step, Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
 };
-use crate::loops::LoopWorkspace;
 use crate::result::{FailWhen, ResultSpec};
 
 thread_local! {
@@ -559,7 +559,9 @@ fn build_step(
     let continue_on_error = match options.take("continue_on_error")? {
         None => false,
         Some(value) => value.extract::<bool>().map_err(|_| {
-            PyTypeError::new_err(format!("{function}: continue_on_error must be True or False"))
+            PyTypeError::new_err(format!(
+                "{function}: continue_on_error must be True or False"
+            ))
         })?,
     };
     options.finish()?;

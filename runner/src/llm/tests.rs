@@ -944,7 +944,10 @@ async fn a_wrong_finish_shape_goes_back_to_the_model_to_correct() {
     assert_eq!(results[0]["is_error"], true);
     let error = results[0]["content"].as_str().unwrap();
     assert!(error.contains("\"LGTM\" is not one of"), "{error}");
-    assert!(error.contains("\"reason\" is a required property"), "{error}");
+    assert!(
+        error.contains("\"reason\" is a required property"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -962,7 +965,10 @@ async fn four_wrong_finish_shapes_fail_the_step() {
     let (finished, _) = step.run(&CancellationToken::new()).await;
     assert_eq!(finished.outcome, Outcome::Failed);
     let reason = finished.reason.unwrap();
-    assert!(reason.contains("does not match the result schema 4 times"), "{reason}");
+    assert!(
+        reason.contains("does not match the result schema 4 times"),
+        "{reason}"
+    );
     assert_eq!(server.requests().len(), 4);
 }
 

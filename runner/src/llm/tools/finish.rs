@@ -98,7 +98,11 @@ impl Finish {
             .iter_errors(input)
             .map(|e| {
                 let path = e.instance_path().to_string();
-                let path = if path.is_empty() { "input".into() } else { path };
+                let path = if path.is_empty() {
+                    "input".into()
+                } else {
+                    path
+                };
                 format!("{path}: {e}")
             })
             .collect();
@@ -108,7 +112,9 @@ impl Finish {
                     .keys()
                     .filter(|name| !valid_output_name(name))
                     .map(|name| {
-                        format!("field {name:?} is not a valid output name ([A-Za-z_][A-Za-z0-9_-]*)")
+                        format!(
+                            "field {name:?} is not a valid output name ([A-Za-z_][A-Za-z0-9_-]*)"
+                        )
                     }),
             );
         } else if mismatches.is_empty() {
@@ -236,7 +242,10 @@ mod tests {
         let finish = verdict();
         let fields = json!({"verdict": "reject", "reason": "no tests"});
         let ending = finish.ending(fields.as_object().unwrap());
-        assert_eq!(ending.failure.as_deref(), Some("verdict \"reject\": no tests"));
+        assert_eq!(
+            ending.failure.as_deref(),
+            Some("verdict \"reject\": no tests")
+        );
         assert_eq!(ending.outputs["reason"], "no tests");
     }
 
@@ -249,8 +258,14 @@ mod tests {
                 panic!("not a correction")
             };
             assert!(message.contains("\"maybe\" is not one of"), "{message}");
-            assert!(message.contains("\"reason\" is a required property"), "{message}");
-            assert!(message.contains(&format!("({left} more wrong")), "{message}");
+            assert!(
+                message.contains("\"reason\" is a required property"),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("({left} more wrong")),
+                "{message}"
+            );
         }
         let Call::GiveUp(reason) = finish.call(&wrong) else {
             panic!("not given up")
@@ -290,7 +305,10 @@ mod tests {
                 fail_when: BTreeMap::new(),
             })
             .unwrap_err();
-            assert!(error.starts_with("result: the schema does not compile"), "{error}");
+            assert!(
+                error.starts_with("result: the schema does not compile"),
+                "{error}"
+            );
         }
     }
 }
