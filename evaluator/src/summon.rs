@@ -4,8 +4,12 @@
 //! Invariants:
 //! - A comment trigger's `pattern` is compiled here, the same way by validation and by the
 //!   engine's matching ([`compile_pattern`]): the `regex` crate (linear time in the body,
-//!   no backtracking) with bounded compiled and cache sizes, so no pattern and no comment
-//!   can make matching slow or large.
+//!   no backtracking) with bounded compiled and cache sizes, and it is matched against
+//!   [`matched_part`] of the body only — its first [`MAX_MATCHED_BYTES`] (GitHub's own
+//!   limit on a comment) — so no pattern and no comment can make matching slow or large.
+//!   Linear is not enough alone: a Unicode `\b` next to a bounded repetition (e.g.
+//!   `(?s).{0,150}\bZ`) leaves the lazy DFA for the NFA simulation, seconds per 5 MiB
+//!   (the webhook limit; Gitea sets none of its own).
 //! - Action names are GitHub's; Gitea's `label_updated` / `label_cleared` are read as
 //!   `labeled` / `unlabeled` by the engine's payload reader, so workflows name one set.
 
@@ -44,6 +48,23 @@ const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
 const PATTERN_DFA_LIMIT: usize = 1024 * 1024;
 /// The deepest nesting of groups a pattern may have.
 const PATTERN_NEST_LIMIT: u32 = 32;
+
+/// The most of a comment's body a trigger's pattern is matched against, in bytes.
+pub const MAX_MATCHED_BYTES: usize = 65_536;
+
+/// The part of `body` a comment trigger's pattern is matched against: its first
+/// [`MAX_MATCHED_BYTES`], cut at a character boundary (the rest is still the comment's, in
+/// `ctx.comment.body`).
+pub fn matched_part(body: &str) -> &str {
+    if body.len() <= MAX_MATCHED_BYTES {
+        return body;
+    }
+    let mut end = MAX_MATCHED_BYTES;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    &body[..end]
+}
 
 /// Compiles a comment trigger's pattern with the limits above; the error is one line
 /// naming the pattern.
@@ -91,5 +112,31 @@ mod tests {
         assert!(err.contains("size limit"), "{err}");
         let err = compile_pattern(&"a".repeat(MAX_PATTERN_LEN + 1)).unwrap_err();
         assert!(err.contains("the limit is 1024"), "{err}");
+    }
+
+    // The plan's author wrote a pattern within every limit; the attacker's comment is as
+    // long as a webhook may be. Matched whole, this took seconds (release build) per
+    // workflow per delivery, on the engine's request thread.
+    #[test]
+    fn a_huge_comment_meets_only_the_start_of_a_slow_pattern() {
+        let re = compile_pattern(r"(?s).{0,150}\bZ").unwrap();
+        let body = "жжж ЖЖ ".repeat(400 * 1024);
+        assert!(body.len() > 4 * 1024 * 1024);
+        let part = matched_part(&body);
+        assert!(part.len() <= MAX_MATCHED_BYTES && part.len() > MAX_MATCHED_BYTES - 4);
+        assert!(body.starts_with(part));
+        let started = std::time::Instant::now();
+        assert!(!re.is_match(part));
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+        // A command at the start still matches; what is past the limit is not looked at.
+        let command = format!("/plue fix {body}");
+        assert!(compile_pattern(r"^/plue\s+fix\b")
+            .unwrap()
+            .is_match(matched_part(&command)));
+        assert_eq!(matched_part("short"), "short");
+        assert!(!compile_pattern("Z$")
+            .unwrap()
+            .is_match(matched_part(&format!("{body}Z"))));
     }
 }

@@ -163,7 +163,9 @@ impl Registry {
             occasion: Occasion::Comment {
                 action: &event.action,
                 on_pull_request: event.issue.is_pull_request,
-                body: &event.body,
+                // The pattern meets the body's start only: a long body cannot make
+                // matching slow (`evaluator::summon::MAX_MATCHED_BYTES`).
+                body: evaluator::summon::matched_part(&event.body),
             },
             author: &event.commenter,
             co_actors: event
