@@ -40,6 +40,7 @@ pub(super) struct Families {
     pub(super) leader: Gauge,
     pub(super) draining: Gauge,
     pub(super) network_refused: Counter,
+    pub(super) proposals: Family<Labels, Counter>,
     /// `model` is a price-table key or `other` (`crate::pricing::Prices::label`).
     pub(super) llm_tokens: Family<Labels, Counter>,
     pub(super) llm_cost: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
@@ -81,6 +82,7 @@ impl Families {
             leader: Gauge::default(),
             draining: Gauge::default(),
             network_refused: Counter::default(),
+            proposals: Family::default(),
             llm_tokens: Family::default(),
             llm_cost: Family::default(),
         };
@@ -89,6 +91,11 @@ impl Families {
             "network_refused",
             "Connections a step's egress proxy refused (a host not in the step's network allow-list)",
             f.network_refused.clone(),
+        );
+        registry.register(
+            "proposals",
+            "Proposals of llm steps' safe outputs, by kind and result (refused, waiting, ready, applied, failed)",
+            f.proposals.clone(),
         );
         registry.register(
             "runs_finished",

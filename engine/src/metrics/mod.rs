@@ -58,6 +58,10 @@ pub enum Event<'a> {
     },
     /// Connections a step's egress proxy refused, as its runner reported them.
     NetworkRefused(u64),
+    /// Proposals of a step's safe outputs: `kind` (`pull_request`, `comment`, `labels`,
+    /// `issue`) and `result` (`refused`, `waiting`, `ready`; the outbox: `applied`,
+    /// `failed`).
+    Proposal { kind: &'a str, result: &'a str },
     /// A pool runner of `class` failed (could not start, or died) for `reason`.
     PodFailed { class: &'a str, reason: &'a str },
     /// A pool runner of `class` ended before it registered (a start failure).
@@ -132,6 +136,10 @@ pub fn record(event: Event<'_>) {
         }
         Event::NetworkRefused(count) => {
             f.network_refused.inc_by(count);
+        }
+        Event::Proposal { kind, result } => {
+            let set = labels([("kind", kind), ("result", result)]);
+            f.proposals.get_or_create(&set).inc();
         }
         Event::PodFailed { class, reason } => {
             let set = labels([("class", class), ("reason", reason)]);

@@ -42,6 +42,12 @@ impl Judged {
         if self.proposals.is_empty() {
             return Ok(());
         }
+        for proposal in &self.proposals {
+            crate::metrics::record(crate::metrics::Event::Proposal {
+                kind: &proposal.kind,
+                result: self.state,
+            });
+        }
         executor
             .store()
             .record_proposals(
