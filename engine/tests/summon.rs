@@ -643,6 +643,44 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
         .await;
     nothing(&answer, "carol's cached standing on another repository");
 
+    // Read access only: an outside collaborator invited to read (association COLLABORATOR)
+    // and a member of the owning organisation whom the repository grants nothing (MEMBER).
+    // Where the forge can be asked, it decides; a collaborator it says writes may summon.
+    world
+        .stub
+        .lock()
+        .unwrap()
+        .permissions
+        .insert("rhea".into(), "read".into());
+    let reader = github_comment("rhea", "COLLABORATOR", "/plue echo", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "r-1", &reader)
+        .await;
+    nothing(&answer, "a collaborator who may only read");
+    assert!(
+        answer["refused"].to_string().contains("holds read"),
+        "{answer}"
+    );
+    let member = github_comment("mona", "MEMBER", "/plue echo", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "r-2", &member)
+        .await;
+    nothing(
+        &answer,
+        "an organisation member the repository grants nothing",
+    );
+    world
+        .stub
+        .lock()
+        .unwrap()
+        .permissions
+        .insert("wes".into(), "write".into());
+    let writer = github_comment("wes", "COLLABORATOR", "/plue echo", 1, false);
+    let answer = world
+        .deliver("github", "issue_comment", "r-3", &writer)
+        .await;
+    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+
     // The engine's own writing. On Gitea a label change names no label and no account is
     // a bot: the label the engine adds for an agent's proposal (sent by the token's
     // account, a writer) would re-match `labels=["plue"]` while `plue` stays on the issue

@@ -2,9 +2,13 @@
 //! or comment event, compared with a trigger's `authors=` ([`Authors`]).
 //!
 //! The permission is learnt from, in order, stopping as soon as it is enough:
-//! 1. GitHub's `author_association` of that login in the payload: `OWNER`, `MEMBER` or
-//!    `COLLABORATOR` count as write (never more: the association is not a permission, so
-//!    `authors="maintain"`/`"admin"` always look further);
+//! 1. GitHub's `author_association` of that login in the payload: `OWNER` counts as write;
+//!    `MEMBER` or `COLLABORATOR` count as write only for a repository whose forge cannot be
+//!    asked (no API configured) — a member of the owning organisation may hold no more than
+//!    the organisation's base permission, and a collaborator may have been invited to read
+//!    or triage only, so where the forge can say, its answer (3.) decides. Never more than
+//!    write: the association is not a permission, so `authors="maintain"`/`"admin"` always
+//!    look further;
 //! 2. the Plue user that login is linked to (`plue users link-forge`), not disabled: an
 //!    admin counts as admin, a repository `maintainer` as maintain, a `writer` as write;
 //! 3. the forge's collaborator-permission API with the repository's `api_url`/`api_token`
@@ -69,7 +73,8 @@ impl Permission {
     }
 
     /// GitHub's `author_association`: write for the repository's owner, its
-    /// organisation's members and its collaborators; nothing for the rest.
+    /// organisation's members and its collaborators (the last two only where the forge
+    /// cannot be asked: see [`Permissions::of`]); nothing for the rest.
     pub fn of_association(association: &str) -> Permission {
         match association {
             "OWNER" | "MEMBER" | "COLLABORATOR" => Permission::Write,
@@ -157,7 +162,9 @@ impl Permissions {
             permission: Permission::None,
             source: "nothing says so".into(),
         };
-        if let Some(association) = association {
+        // MEMBER and COLLABORATOR hold anything from none/read up: the forge says which.
+        let vouches = |association: &str| association == "OWNER" || !asks_forge(repo);
+        if let Some(association) = association.filter(|a| vouches(a)) {
             best.raise(
                 Permission::of_association(association),
                 format!("author_association {association}"),
@@ -284,6 +291,15 @@ impl Permissions {
             .filter(|(_, at)| at.elapsed() < CACHE_FOR)
             .map(|(permission, _)| *permission)
     }
+}
+
+/// Whether `repo` has a forge API to ask (the same test as [`api_target`]'s, without the
+/// token).
+fn asks_forge(repo: &RepoRow) -> bool {
+    Forge::parse(&repo.forge).is_some_and(|forge| {
+        repo.api_url.is_some()
+            || (repo.api_token.is_some() && forge.default_api_url(&repo.clone_url).is_some())
+    })
 }
 
 /// `repo`'s forge API (`None`: it has none — as for commit statuses, a repository with
