@@ -511,7 +511,7 @@ async fn get_blob(
         )));
     }
     let blob = store
-        .latest_blob(owner.run_id, &step, kind.as_str())
+        .handed_blob(owner.run_id, &step, kind.as_str(), owner.step_run_id)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(

@@ -277,3 +277,53 @@ fn a_fresh_loop_workspace_starts_each_round_from_scratch() {
         .expect("the coder's read_file result");
     assert_eq!(read_back["is_error"], true, "{read_back}");
 }
+
+/// A coder retried inside round 2 starts again from round 1's workspace, not from what its
+/// failed attempt of round 2 left (which it also kept).
+#[test]
+fn a_retry_inside_a_round_starts_from_the_previous_rounds_workspace() {
+    let mut script = Vec::new();
+    script.extend(coder_writes("toolu_c1", "v1\n"));
+    script.push(review(
+        "toolu_r1",
+        json!({"verdict": "reject", "reason": "again"}),
+    ));
+    // Round 2, attempt 1: breaks the file, then its reply is cut: the attempt fails.
+    script.push(
+        Turn::new()
+            .tool_use(
+                "toolu_c2",
+                "write_file",
+                &json!({"path": "hello.txt", "content": "broken\n"}),
+            )
+            .reply(),
+    );
+    script.push(Turn::text(&["and then"]).stop_reason("max_tokens").reply());
+    // Round 2, attempt 2: reads what it starts from.
+    script.push(
+        Turn::new()
+            .tool_use("toolu_c3r", "read_file", &json!({"path": "hello.txt"}))
+            .reply(),
+    );
+    script.push(Turn::text(&["fine"]).reply());
+    script.push(review(
+        "toolu_r2",
+        json!({"verdict": "approve", "reason": "ok"}),
+    ));
+    let server = FakeClaude::start(script);
+    let sandbox = Sandbox::new("round-retry");
+    sandbox.write(
+        "w.plue.py",
+        &REVIEW_LOOP.replace("max_turns=4)", "max_turns=4, retries=1, backoff=0)"),
+    );
+    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    let read_back = server
+        .requests()
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .find(|r| r["tool_use_id"] == "toolu_c3r")
+        .expect("the retried coder's read_file result");
+    assert_eq!(read_back["content"], "v1\n", "{read_back}");
+}

@@ -345,6 +345,35 @@ impl Store {
         })
     }
 
+    /// The blob of `kind` that step run `reader` (of run `run_id`) starts from when its
+    /// dispatch names `step_id`: the latest that step left — but of the reader's own step
+    /// (`loop_workspace="previous"`) only what its earlier rounds left (attempts up to the
+    /// round's `iteration_base`), never a failed attempt of the round being retried.
+    pub async fn handed_blob(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        kind: &str,
+        reader: i64,
+    ) -> anyhow::Result<Option<BlobRow>> {
+        let sql = format!(
+            "SELECT {BLOB_COLUMNS} FROM blobs WHERE run_id = $1 AND step_id = $2 AND kind = $3 \
+             AND attempt <= COALESCE((SELECT iteration_base FROM step_runs \
+             WHERE id = $4 AND step_id = $2), 9223372036854775807) \
+             ORDER BY attempt DESC LIMIT 1"
+        );
+        on_db!(self, pool => {
+            let row = sqlx::query(&sql)
+                .bind(run_id)
+                .bind(step_id)
+                .bind(kind)
+                .bind(reader)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| blob_row!(&r)).transpose()?)
+        })
+    }
+
     /// The blob of `kind` the latest attempt of `step_id` in run `run_id` left.
     pub async fn latest_blob(
         &self,
