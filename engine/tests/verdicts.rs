@@ -327,3 +327,48 @@ fn a_retry_inside_a_round_starts_from_the_previous_rounds_workspace() {
         .expect("the retried coder's read_file result");
     assert_eq!(read_back["content"], "v1\n", "{read_back}");
 }
+
+/// The attacker's view: a model that hands a secret of its step back through `finish` —
+/// in a field's value, then as a field's name — gets it stored and shown nowhere: values
+/// are masked like every output and reason, and a name holding it is refused.
+#[test]
+fn a_secret_handed_in_through_finish_is_masked_or_refused() {
+    const SECRET: &str = "s3cr3t-v4lue-8e1f";
+    let server = FakeClaude::start(vec![
+        review(
+            "toolu_r1",
+            json!({"verdict": "approve", "reason": format!("the token is {SECRET}")}),
+        ),
+        review("toolu_r2", json!({"verdict": "approve", SECRET: "x"})),
+    ]);
+    let sandbox = Sandbox::new("finish-secrets");
+    sandbox.write(
+        "w.plue.py",
+        r#"def workflow():
+    return Plan(name="leak", triggers=[Trigger.manual()], steps=[
+        Step.llm("review", prompt="REVIEWER", result="verdict", tools=[], secrets=["TOKEN"]),
+        Step.bash("show", 'echo "got: {{ steps.review.outputs.reason }}"', depends_on=["review"]),
+        Step.llm("named", prompt="NAMER", tools=[], secrets=["TOKEN"], depends_on=["show"],
+                 result={"type": "object", "properties": {"verdict": {"type": "string"}}}),
+    ])
+"#,
+    );
+    let output = sandbox.plue_run_llm(
+        server.url(),
+        &[
+            "w.plue.py",
+            "--runners",
+            "1",
+            "--secret",
+            &format!("TOKEN={SECRET}"),
+        ],
+    );
+    let text = printed(&output);
+    assert!(text.contains("got: the token is ***"), "{text}");
+    assert!(!text.contains(SECRET), "the secret was shown: {text}");
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("contains a secret"),
+        "a field named with the secret is refused: {text}"
+    );
+}
