@@ -329,28 +329,57 @@ async fn hostile_proposals_are_refused_and_a_valid_one_is_stored_with_the_agents
     let waits = of("waits");
     assert_eq!(waits[0]["state"], "waiting", "{proposals:?}");
     let pid = waits[0]["id"].as_i64().unwrap();
-    let decide = |approve: bool| {
-        http.post(format!("{url}/api/runs/{run_id}/proposals/{pid}/decision"))
-            .json(&json!({"approve": approve}))
+    // The dashboard shows it waiting, with the forms; the admin approves there.
+    let cookie = support::dashboard_session(url, support::ADMIN_TOKEN).await;
+    let csrf = cookie
+        .split("; ")
+        .find_map(|pair| pair.strip_prefix("plue_csrf="))
+        .expect("a CSRF cookie")
+        .to_owned();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = |browser: &reqwest::Client| {
+        browser
+            .get(format!("{url}/runs/{run_id}"))
+            .header(reqwest::header::COOKIE, &cookie)
             .send()
     };
-    let decided = decide(true).await.unwrap();
-    assert_eq!(decided.status(), 200);
-    let decided: Value = decided.json().await.unwrap();
-    assert_accepted(&decided);
-    assert_eq!(decided["decided_by"], "admin");
-    assert_eq!(decide(false).await.unwrap().status(), 409);
-    // The dashboard's run page shows each proposal: state, reason, text and diff, escaped.
-    let cookie = support::dashboard_session(url, support::ADMIN_TOKEN).await;
-    let page = reqwest::Client::new()
-        .get(format!("{url}/runs/{run_id}"))
-        .header(reqwest::header::COOKIE, cookie)
+    let before = page(&browser).await.unwrap().text().await.unwrap();
+    assert!(
+        before.contains(&format!("data-approve-proposal=\"{pid}\"")),
+        "{before}"
+    );
+    let posted = browser
+        .post(format!("{url}/runs/{run_id}/proposals/{pid}/approve"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .header(reqwest::header::ORIGIN, url)
+        .form(&[("csrf", csrf.as_str())])
         .send()
         .await
+        .unwrap();
+    assert_eq!(posted.status(), 303, "{}", posted.text().await.unwrap());
+    let decided = get_json(&http, &format!("{url}/api/runs/{run_id}/proposals")).await;
+    let decided = decided
+        .as_array()
         .unwrap()
-        .text()
+        .iter()
+        .find(|p| p["id"] == pid)
+        .unwrap()
+        .clone();
+    assert_accepted(&decided);
+    assert_eq!(decided["decided_by"], "admin");
+    // Decided once: the API answers a second decision 409.
+    let again = http
+        .post(format!("{url}/api/runs/{run_id}/proposals/{pid}/decision"))
+        .json(&json!({"approve": false}))
+        .send()
         .await
         .unwrap();
+    assert_eq!(again.status(), 409);
+    // The run page shows each proposal: state, reason, text and diff, escaped.
+    let page = page(&browser).await.unwrap().text().await.unwrap();
     assert!(page.contains(&format!("id=\"proposal-{pid}\"")), "{page}");
     assert!(page.contains("approved by admin"), "{page}");
     assert!(page.contains("+hello, world"), "{page}");

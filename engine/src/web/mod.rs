@@ -108,6 +108,10 @@ pub fn router(state: WebState) -> Router {
         .route("/runs/{id}/rerun", post(run::rerun))
         .route("/runs/{id}/steps/{step}/approve", post(run::approve))
         .route("/runs/{id}/steps/{step}/reject", post(run::reject))
+        .route(
+            "/runs/{id}/proposals/{pid}/{verb}",
+            post(run::decide_proposal),
+        )
         .route("/runs/{id}/steps/{step}", get(log::page))
         .route("/runs/{id}/steps/{step}/stream", get(log::stream))
         .route("/runs/{id}/steps/{step}/raw", get(log::raw))

@@ -202,7 +202,8 @@ pub(super) async fn cancel(
     Form(form): Form<CsrfForm>,
 ) -> WebResult<Response> {
     let id = parse_run_id(&id)?;
-    write_then_show(&web, &headers, &form, &format!("/api/runs/{id}/cancel"), id).await
+    let api_path = format!("/api/runs/{id}/cancel");
+    write_then_show(&web, &headers, &form, &api_path, None, id).await
 }
 
 /// `POST /runs/{id}/rerun`: starts a new run of the same plan and shows it.
@@ -261,7 +262,26 @@ async fn decide(
 ) -> WebResult<Response> {
     let id = parse_run_id(id)?;
     let api_path = format!("/api/runs/{id}/steps/{}/{verb}", super::encode(step));
-    write_then_show(web, headers, form, &api_path, id).await
+    write_then_show(web, headers, form, &api_path, None, id).await
+}
+
+/// `POST /runs/{id}/proposals/{pid}/approve|reject`: decides a waiting proposal of the
+/// run's safe outputs through the API (which checks who may decide), then the run again.
+pub(super) async fn decide_proposal(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((id, pid, verb)): Path<(String, String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> WebResult<Response> {
+    let id = parse_run_id(id.as_str())?;
+    let approve = match verb.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => return Err(WebError::not_found(format!("no such decision '{other}'"))),
+    };
+    let api_path = format!("/api/runs/{id}/proposals/{}/decision", super::encode(&pid));
+    let body = serde_json::json!({ "approve": approve });
+    write_then_show(&web, &headers, &form, &api_path, Some(body), id).await
 }
 
 /// [`write`], then the run's page again; an API error is shown as the API said it.
@@ -270,9 +290,10 @@ async fn write_then_show(
     headers: &HeaderMap,
     form: &CsrfForm,
     api_path: &str,
+    json: Option<serde_json::Value>,
     id: i64,
 ) -> WebResult<Response> {
-    let response = write(web, headers, form, api_path).await?;
+    let response = write(web, headers, form, api_path, json).await?;
     if !response.status().is_success() {
         return Err(forward::api_error(response).await);
     }
@@ -284,6 +305,7 @@ async fn write(
     headers: &HeaderMap,
     form: &CsrfForm,
     api_path: &str,
+    json: Option<serde_json::Value>,
 ) -> WebResult<Response> {
     let session = Session::load(web, headers).await?;
     session.check_write(headers, &form.csrf)?;
@@ -291,7 +313,7 @@ async fn write(
         method: Method::POST,
         uri: api_path,
         pass: &[],
-        json: None,
+        json,
     };
     forward::call(web, &session, call, headers, None).await
 }
