@@ -214,7 +214,8 @@ pub(super) async fn rerun(
     Form(form): Form<CsrfForm>,
 ) -> WebResult<Response> {
     let id = parse_run_id(&id)?;
-    let response = write(&web, &headers, &form, &format!("/api/runs/{id}/rerun")).await?;
+    let api_path = format!("/api/runs/{id}/rerun");
+    let response = write(&web, &headers, &form, &api_path, None).await?;
     if !response.status().is_success() {
         return Err(forward::api_error(response).await);
     }
