@@ -117,17 +117,18 @@ impl StatusReporter {
             .summoned_context(report.run_id)
             .await
             .map_err(|e| PostError::Retry(format!("store: {e:#}")))?;
+        let with = answers::Answering {
+            store: &self.store,
+            client,
+            forge,
+            api_url: &api_url,
+            token: token.as_deref(),
+            public_url: &self.public_url,
+        };
         if let Some(context) = summoned {
-            let with = answers::Answering {
-                store: &self.store,
-                client,
-                forge,
-                api_url: &api_url,
-                token: token.as_deref(),
-                public_url: &self.public_url,
-            };
             return answers::deliver(&with, report, &context).await;
         }
+        answers::statuses_on_opened_pulls(&with, report).await?;
         let target = StatusTarget {
             forge,
             api_url: &api_url,

@@ -1,7 +1,8 @@
 //! Answers on the forge for a run that an issue or a comment started: a comment when it
 //! starts (linking the run's page) and one when it ends (the pull requests it opened, or
 //! why it failed), and the run's commit status on each pull request it opened instead of
-//! on the commit it ran at.
+//! on the commit it ran at. Any other run's final status goes on the pull requests it
+//! opened too ([`statuses_on_opened_pulls`]), besides its own commit.
 //!
 //! They ride on the commit-status outbox (`status_reporter`): a summoned run's `pending`
 //! report becomes the start answer, its final report the end answer. So they are leased,
@@ -105,11 +106,53 @@ pub async fn deliver(
     writer
         .comment(issue, &body, &marker(report.run_id, "ended"))
         .await?;
+    on_pulls(with, report, &proposals, &link).await
+}
+
+/// The final `report` of a run that no issue started, on the pull requests it opened (its
+/// own commit gets it from the caller): once the run's proposals are settled.
+pub async fn statuses_on_opened_pulls(
+    with: &Answering<'_>,
+    report: &StatusReportRow,
+) -> Result<(), PostError> {
+    if report.state == "pending" {
+        return Ok(());
+    }
+    let store_error = |e: anyhow::Error| PostError::Retry(format!("store: {e:#}"));
+    if with
+        .store
+        .proposals_unsettled(report.run_id)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(PostError::Retry(
+            "waiting for the run's proposals to be applied".into(),
+        ));
+    }
+    let proposals = with
+        .store
+        .list_for_run(report.run_id)
+        .await
+        .map_err(store_error)?;
+    let link = format!(
+        "{}/runs/{}",
+        with.public_url.trim_end_matches('/'),
+        report.run_id
+    );
+    on_pulls(with, report, &proposals, &link).await
+}
+
+async fn on_pulls(
+    with: &Answering<'_>,
+    report: &StatusReportRow,
+    proposals: &[ProposalRow],
+    link: &str,
+) -> Result<(), PostError> {
     for pull in proposals
         .iter()
         .filter(|p| p.kind == "pull_request" && p.state == "applied")
     {
-        post_status_on_pull(with, report, pull, &link).await?;
+        post_status_on_pull(with, report, pull, link).await?;
     }
     Ok(())
 }
