@@ -248,7 +248,11 @@ impl Permissions {
                 login
             }
             Err(e) => {
+                // Remembered too (a GitHub App's token may not read /user): asked again,
+                // and logged, once a minute, not on every event.
                 tracing::warn!(repository = %repo.name, "asking the forge which login Plue writes as: {e:#}");
+                let mut cached = self.engine_logins.lock().unwrap_or_else(|p| p.into_inner());
+                cached.insert(repo.id, (None, Instant::now()));
                 None
             }
         }

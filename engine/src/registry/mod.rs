@@ -137,7 +137,7 @@ impl Registry {
                 changed_files: changed.as_deref(),
             },
             fetch_url: repo.clone_url.clone(),
-            secrets_allowed: true,
+            secrets_allowed: !self.written_by_engine(repo, push.actor.as_deref()).await,
             triggerer: self
                 .forge_triggerer(repo, push.actor.as_deref(), &push.co_actors)
                 .await?,
@@ -229,7 +229,8 @@ impl Registry {
                 changed_files: changed.as_deref(),
             },
             fetch_url,
-            secrets_allowed: !pr.from_fork,
+            secrets_allowed: !pr.from_fork
+                && !self.written_by_engine(repo, pr.actor.as_deref()).await,
             triggerer: self
                 .forge_triggerer(repo, pr.actor.as_deref(), &pr.co_actors)
                 .await?,

@@ -22,6 +22,9 @@
 //!   token writes as (a label the engine added for a proposal — Gitea marks no bots, and
 //!   its label events name no label, so any label change re-matches), start nothing — no
 //!   loop between a run's answer or output and a trigger.
+//! - What the engine itself pushes or opens (the branch and pull request of an agent's
+//!   proposal, pushed by the token's account) gets runs without secrets, like a fork's
+//!   ([`Registry::written_by_engine`], used by `on_push` and `on_pull_request`).
 //! - A workflow file that does not evaluate at that commit starts no failed run here (the
 //!   push that put it there got one); it is logged and named in the delivery's answer, so a
 //!   stranger's comment cannot make runs appear.
@@ -184,6 +187,26 @@ impl Registry {
             point,
         };
         self.summon(summons).await
+    }
+
+    /// Whether `actor` (a push's pusher, a pull request's author) is the account the
+    /// repository's forge token writes as: the branch and the pull request an agent's
+    /// proposal became. Such a push or pull request gets a run like a fork's — no
+    /// secrets — since its files (tests, build scripts) are what an agent wrote, perhaps
+    /// at the bidding of an issue's text; a person's push or merge of it is trusted again.
+    pub(super) async fn written_by_engine(&self, repo: &RepoRow, actor: Option<&str>) -> bool {
+        let Some(actor) = actor else {
+            return false;
+        };
+        let engine = self
+            .permissions
+            .engine_login(self.executor.vault(), repo)
+            .await;
+        let ours = engine.is_some_and(|engine| engine.eq_ignore_ascii_case(actor));
+        if ours {
+            tracing::info!(repository = %repo.name, "{actor} is the account Plue writes to the forge as: its push or pull request gets runs without secrets, like a fork's");
+        }
+        ours
     }
 
     /// Why `author` may not summon anything as the engine itself or a bot (`None`: neither,
