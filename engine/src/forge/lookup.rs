@@ -187,4 +187,61 @@ mod tests {
         assert!(target.url(&[".."]).unwrap().ends_with("/octo/hello/%2E%2E"));
         assert!(!format!("{target:?}").contains("t0ken"));
     }
+
+    /// A server that records the `Authorization` header of each request and answers
+    /// `answer(path)`.
+    async fn server(
+        answer: fn(&str) -> axum::response::Response,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Uri};
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let app = axum::Router::new()
+            .fallback(
+                move |State(seen): State<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+                      uri: Uri,
+                      headers: HeaderMap| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    seen.lock().unwrap().push(auth);
+                    answer(uri.path())
+                },
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://127.0.0.1:{port}"), seen)
+    }
+
+    // The forge (or whoever answers for it) redirects a lookup elsewhere: the token never
+    // follows to another host.
+    #[tokio::test]
+    async fn a_redirect_to_another_host_carries_no_token() {
+        use axum::response::IntoResponse;
+        let (elsewhere, seen_elsewhere) =
+            server(|_| axum::Json(serde_json::json!({"login": "x"})).into_response()).await;
+        // The same server as `localhost`: another host to the client.
+        let elsewhere = elsewhere.replace("127.0.0.1", "localhost");
+        static TO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        TO.set(elsewhere).unwrap();
+        let (forge, seen_forge) = server(|_| {
+            axum::response::Redirect::temporary(&format!("{}/user", TO.get().unwrap()))
+                .into_response()
+        })
+        .await;
+        let target = ApiTarget {
+            forge: Forge::GitHub,
+            api_url: forge,
+            token: Some("t0ken".into()),
+            repo: "octo/hello".into(),
+        };
+        let found = target.token_login(&reqwest::Client::new()).await.unwrap();
+        assert!(matches!(found, Found::Yes(Account { ref login }) if login == "x"));
+        assert_eq!(*seen_forge.lock().unwrap(), ["Bearer t0ken"]);
+        assert_eq!(*seen_elsewhere.lock().unwrap(), ["-"]);
+    }
 }
