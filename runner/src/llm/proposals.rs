@@ -21,7 +21,8 @@
 //!   step that rewrites the checkout's object files can at most make the diff wrong or
 //!   unappliable — the engine validates the diff text itself, whatever it is.
 //! - the diff is `git diff --binary --full-index --no-renames` (binary-safe, untracked
-//!   files included since the final tree holds them), read no further than its bound.
+//!   files included since the final tree holds them, what the workspace's `.gitignore`
+//!   files ignore left out, as `git status` would), read no further than its bound.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -196,7 +197,7 @@ impl Private {
         let work_tree = format!("--work-tree={}", workspace.display());
         self.git(
             user,
-            &[&work_tree, "add", "--all", "--force", "--", "."],
+            &[&work_tree, "add", "--all", "--", "."],
             Some((&index, workspace)),
         )?;
         let tree = self.git(user, &[&work_tree, "write-tree"], Some((&index, workspace)))?;
@@ -376,11 +377,15 @@ mod tests {
     #[test]
     fn a_copy_diffs_against_the_tree_recorded_at_the_start() {
         let ws = tempfile::tempdir().unwrap();
-        sh(ws.path(), "echo one > a.txt && mkdir d && echo x > d/x");
-        let start = Start::record(ws.path(), Some(&"a".repeat(40)), None).unwrap();
         sh(
             ws.path(),
-            "echo two > a.txt && rm d/x && ln -s /etc/passwd link",
+            "echo one > a.txt && mkdir d && echo x > d/x && echo build/ > .gitignore",
+        );
+        let start = Start::record(ws.path(), Some(&"a".repeat(40)), None).unwrap();
+        // What the workspace's .gitignore ignores (build output) is not part of the change.
+        sh(
+            ws.path(),
+            "echo two > a.txt && rm d/x && ln -s /etc/passwd link && mkdir build && echo o > build/o",
         );
         let diff = start.diff(1 << 20).unwrap();
         assert_eq!(diff.files, 3, "{}", diff.text);
