@@ -25,6 +25,7 @@ pub(super) enum Stage {
     NoNewPrivs,
     Seccomp,
     Network,
+    Resolvers,
 }
 
 /// The stage number of the report a confined child makes, and goes on, when its mounts or
@@ -46,6 +47,7 @@ impl Stage {
             10 => "setting no_new_privs",
             11 => "installing the step's seccomp filter",
             12 => "joining the step's network namespace",
+            13 => "hiding the host's resolver sockets from a step without the host's network",
             _ => "executing",
         }
     }
@@ -69,6 +71,9 @@ pub(super) struct ChildArgs {
     pub netns: c_int,
     /// A `resolv.conf` bound read-only over `/etc/resolv.conf` when confined, or null.
     pub resolv_conf: *const c_char,
+    /// Null-terminated: directories of the host's resolver sockets to hide under an empty
+    /// read-only tmpfs (`crate::network::resolver_dirs`); empty unless confined.
+    pub hide: *const *const c_char,
     pub confine: bool,
     /// Null-terminated: the shared places that get a fresh tmpfs (`rooms`), when confined.
     pub places: *const *const c_char,
@@ -199,9 +204,16 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
                         libc::MS_RDONLY,
                     );
                 }
+                if !hide_resolvers(args) {
+                    return Stage::Resolvers;
+                }
                 if !make_rooms(args) {
                     return Stage::Rooms;
                 }
+            } else if !(*args.hide).is_null() {
+                // Without a mount namespace of its own the step would ask the host's
+                // resolvers through their sockets: it does not start.
+                return Stage::Resolvers;
             } else {
                 shared |= super::rooms::SHARED_MOUNTS;
             }
@@ -263,6 +275,33 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
             *libc::__errno_location() = libc::EACCES;
         }
         Stage::Exec
+    }
+}
+
+/// Mounts an empty read-only tmpfs over each of `args.hide`; false on the first failure.
+///
+/// # Safety
+/// Raw system calls only, on the pointers `ChildArgs` guarantees; in a private mount
+/// namespace, before the uid changes.
+unsafe fn hide_resolvers(args: &ChildArgs) -> bool {
+    // SAFETY: for the block — raw system calls on valid, null-terminated strings.
+    unsafe {
+        let mut next = args.hide;
+        while !(*next).is_null() {
+            if libc::syscall(
+                libc::SYS_mount,
+                c"tmpfs".as_ptr(),
+                *next,
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"size=4k,nr_inodes=1,mode=0755".as_ptr(),
+            ) != 0
+            {
+                return false;
+            }
+            next = next.add(1);
+        }
+        true
     }
 }
 

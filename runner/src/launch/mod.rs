@@ -17,8 +17,10 @@
 //! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
 //! 5. under a root runner: private mount and IPC namespaces where the host allows them,
 //!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it), an allow-list
-//!    step's `resolv.conf` bound read-only over `/etc/resolv.conf` (best effort), the step's
-//!    own `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
+//!    step's `resolv.conf` bound read-only over `/etc/resolv.conf` (best effort), for a step
+//!    with a network namespace an empty tmpfs over the host's resolver sockets
+//!    (`crate::network::resolver_dirs`; without a private mount namespace such a step does
+//!    not start), the step's own `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
 //!    work directory bound back `nosuid,nodev`), then the attempt's gid, no supplementary
 //!    groups, and its uid — a failure here fails the launch; a host that refuses the
 //!    namespaces runs the step with the host's mounts and IPC, and the runner says so once;
@@ -273,6 +275,13 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
         }
     };
     let places = null_terminated(&rooms.places);
+    // A step without the host's network must not reach the host's resolvers through
+    // their sockets either (`crate::network::resolver_dirs`).
+    let hidden = match (launch.user, launch.network) {
+        (Some(_), Some(_)) => crate::network::resolver_dirs(),
+        _ => Vec::new(),
+    };
+    let hide = null_terminated(&hidden);
     let filter = seccomp::program().map_err(io::Error::other)?;
     let seccomp = libc::sock_fprog {
         len: u16::try_from(filter.len())
@@ -316,6 +325,7 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
             .network
             .and_then(crate::network::Namespace::resolv_conf)
             .map_or(std::ptr::null(), CStr::as_ptr),
+        hide: hide.as_ptr(),
         confine: launch.user.is_some(),
         places: places.as_ptr(),
         tmpfs_options: rooms::TMPFS_OPTIONS.as_ptr(),

@@ -19,17 +19,21 @@
 //!   runner's proxy, which connects only to what the allow-list names;
 //! - the namespace lives as long as the [`StepNetwork`]: [`StepNetwork::finish`] runs
 //!   after every process of the step is gone and returns how many connections the proxy
-//!   refused (each also a `system` line of the step).
+//!   refused (each also a `system` line of the step);
+//! - the host's resolvers are out of reach through the file system too: their Unix sockets'
+//!   directories (nscd, systemd-resolved, the system bus) are hidden under an empty
+//!   tmpfs in the step's mount namespace (`sockets.rs`).
 //!
-//! What it does not cover: Unix sockets bound to a path (reached through the file system,
-//! where the step's user and its private `/tmp` decide), and the runner's own traffic (the
-//! engine, the model's API), which never passes through the step's namespace.
+//! What it does not cover: other Unix sockets bound to a path (reached through the file
+//! system, where the step's user and its private `/tmp` decide), and the runner's own
+//! traffic (the engine, the model's API), which never passes through the step's namespace.
 
 mod allow;
 mod dns;
 mod namespace;
 mod proxy;
 mod sni;
+mod sockets;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +45,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::Sender;
 
 use crate::protocol::{NetworkPolicy, Stream};
+pub(crate) use sockets::resolver_dirs;
 
 /// A step's network namespace, shared by every process the step starts.
 #[derive(Debug, Clone)]

