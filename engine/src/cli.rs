@@ -138,7 +138,8 @@ pub(crate) struct RunArgs {
     /// Where the embedded database lives (private to your user).
     #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
     pub(crate) data_dir: PathBuf,
-    /// Write a JSON summary of the run here.
+    /// Write the run's record here as JSON (what `plue runs show RUN --json` prints; its
+    /// schema is docs/src/reference/generated/run-record.schema.json).
     #[arg(long, value_name = "PATH")]
     pub(crate) summary_json: Option<PathBuf>,
     /// Prices of llm models (YAML or JSON, USD per million tokens) added to and replacing
@@ -487,12 +488,34 @@ pub(crate) struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct RunsArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<RunsCommand>,
     /// How many runs.
     #[arg(long, default_value_t = 20)]
     pub(crate) limit: i64,
     /// Print the runs as a JSON array instead of a table: each with `loops_taken` (how many
     /// times its review loops went back) and the artifacts its steps kept.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Show one run's complete record: its event and inputs, every attempt of every step
+    /// (runner, times, exit code, reason, usage and cost), every round's outputs,
+    /// artifacts, approvals and proposals.
+    Show(RunShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunShowArgs {
+    pub(crate) run_id: i64,
+    /// Print the record as JSON (the document `plue run --summary-json` writes; its schema
+    /// is docs/src/reference/generated/run-record.schema.json).
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]

@@ -14,6 +14,7 @@
 
 mod approvals;
 pub mod proposals;
+pub mod record;
 mod artifacts;
 mod audit_trail;
 mod body;
@@ -79,6 +80,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
     let guarded = OpenApiRouter::new()
         .routes(routes!(list_runs, create_run))
         .routes(routes!(get_run))
+        .routes(routes!(record::get_record))
         .routes(routes!(cancel_run))
         .routes(routes!(rerun))
         .routes(routes!(logs::step_logs))

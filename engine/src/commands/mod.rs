@@ -10,6 +10,7 @@ mod forges;
 mod logs;
 pub(crate) mod people;
 mod prompt;
+mod record;
 mod run;
 mod run_output;
 mod runner;

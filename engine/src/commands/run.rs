@@ -322,7 +322,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => say(format_args!("run {run_id} {} in {duration}", run.status)),
     }
     if let Some(path) = &args.summary_json {
-        let json = serde_json::to_string_pretty(&summary)?;
+        let record = engine::api::record::build(&store, run_id)
+            .await?
+            .context("the run's record")?;
+        let json = serde_json::to_string_pretty(&record)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     store.close().await;

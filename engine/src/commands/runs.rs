@@ -111,6 +111,9 @@ async fn all_artifacts(client: &ApiClient, id: i64) -> anyhow::Result<Vec<Artifa
 }
 
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(crate::cli::RunsCommand::Show(show)) = args.command {
+        return super::record::show(show).await;
+    }
     let runs: Vec<RunLine> = match &args.source.server {
         Some(server) => {
             let client = ApiClient::new(server, args.source.token.clone())?;

@@ -8,6 +8,7 @@
 //! | `chart-values.md` | `charts/plue/values.schema.json` (and the defaults of `values.yaml`) |
 //! | `metrics.md` | the metrics registry's definition, `engine/src/metrics/` |
 //! | `plue-py.md` | the doc comments of the host types, `evaluator/src/worker/host.rs` |
+//! | `run-record.schema.json` | the run record's types, [`engine::api::record`] (JSON: its `$comment` is the header) |
 //!
 //! Invariants: generation is a pure function of the source tree the binary was built from
 //! (the program itself, and the sources it reads under its `CARGO_MANIFEST_DIR`): no clock,
@@ -74,6 +75,10 @@ pub(crate) fn pages() -> anyhow::Result<Vec<Page>> {
             file: "metrics.md",
             text: header("the metrics registry (engine/src/metrics/families.rs)")
                 + &metrics::page()?,
+        },
+        Page {
+            file: "run-record.schema.json",
+            text: serde_json::to_string_pretty(&engine::api::record::json_schema())? + "\n",
         },
     ])
 }
