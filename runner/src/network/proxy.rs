@@ -10,11 +10,15 @@
 //!   `network: refused <host>:<port> (not in this step's allow-list)`;
 //! - a tunnel whose first bytes are a TLS ClientHello must name (SNI) an allowed host too,
 //!   or carry no name; one the reader cannot follow is refused (`sni`);
+//! - an allowed name reaches no address inside the runner host — loopback, link-local
+//!   (the cloud metadata service), unspecified — wherever its DNS points it ([`may_reach`]);
+//!   only an IPv4 address the list names, or `localhost`, does;
 //! - a plain request is sent to the allowed host only, its request line rewritten to
 //!   origin form; what follows on that connection goes to the same host;
 //! - at most [`MAX_CONNECTIONS`] at a time; every task ends when [`Proxy::finish`] does,
 //!   and with them every copy of the log sender they hold.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,9 +170,19 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         )
         .await;
     }
-    let connect = TcpStream::connect((request.host.as_str(), request.port));
+    let connect = connect(&request.host, request.port);
     let mut upstream = match tokio::time::timeout(CONNECT_DEADLINE, connect).await {
-        Ok(Ok(upstream)) => upstream,
+        Ok(Ok(Some(upstream))) => upstream,
+        Ok(Ok(None)) => {
+            return refuse(
+                &mut client,
+                shared,
+                &format!("{}:{}", request.host, request.port),
+                "the name resolves only to the runner host's loopback, link-local or \
+                 unspecified addresses",
+            )
+            .await
+        }
         Ok(Err(err)) => {
             let why = format!("cannot reach {}:{}: {err}", request.host, request.port);
             return answer(&mut client, "502 Bad Gateway", &why).await;
@@ -222,6 +236,55 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     }
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
+}
+
+/// Resolves the allowed `host` (in the runner's namespace) and connects to the first of
+/// its addresses that answers among those [`may_reach`] lets through; `None` when it has
+/// addresses but none of them may be reached.
+async fn connect(host: &str, port: u16) -> std::io::Result<Option<TcpStream>> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    let mut last = None;
+    let mut any = false;
+    for address in found.into_iter().filter(|a| may_reach(host, a.ip())) {
+        any = true;
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(Some(stream)),
+            Err(err) => last = Some(err),
+        }
+    }
+    match last {
+        Some(err) => Err(err),
+        None if any => Err(std::io::Error::other("no address answered")),
+        None => Ok(None),
+    }
+}
+
+/// Whether the proxy may connect to `ip` for the allowed `host`. An IPv4 address the list
+/// names itself, or the name `localhost`, goes where it says. Any other name never leads
+/// to the runner host's loopback, a link-local address (the cloud metadata service at
+/// 169.254.169.254), an unspecified (`0.0.0.0` reaches loopback) or a multicast one: what
+/// a listed name resolves to is not the list's word — its owner's DNS may rebind it, and a
+/// `*.` pattern's subdomains are anyone's who controls that zone.
+fn may_reach(host: &str, ip: IpAddr) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.parse::<Ipv4Addr>().is_ok() || host == "localhost" {
+        return true;
+    }
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_link_local()
+                || v4.octets()[0] == 0
+                || v4.is_multicast()
+                || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.segments()[0] & 0xffc0 == 0xfe80)
+        }
+    }
 }
 
 /// Reads into `buffer` until it holds a whole request head; its length, or `None` when the
@@ -352,7 +415,37 @@ fn authority(text: &str, default: Option<u16>) -> Option<(String, u16)> {
 
 #[cfg(test)]
 mod tests {
-    use super::Request;
+    use super::{may_reach, Request};
+
+    #[test]
+    fn a_listed_name_never_leads_inside_the_runner_host() {
+        for inside in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "0.0.0.0",
+            "169.254.169.254",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            let ip = inside.parse().unwrap();
+            assert!(!may_reach("pypi.org", ip), "pypi.org -> {inside}");
+            assert!(!may_reach("a.github.com.", ip), "a.github.com. -> {inside}");
+        }
+        for outside in ["151.101.0.223", "10.0.0.5", "192.168.1.2", "2a04:4e42::223"] {
+            assert!(may_reach("pypi.org", outside.parse().unwrap()), "{outside}");
+        }
+        let loopback = "127.0.0.1".parse().unwrap();
+        assert!(may_reach("127.0.0.1", loopback));
+        assert!(may_reach("localhost", loopback));
+        assert!(may_reach(
+            "169.254.169.254",
+            "169.254.169.254".parse().unwrap()
+        ));
+    }
 
     #[test]
     fn reads_connect_and_absolute_form_targets() {

@@ -482,3 +482,75 @@ async fn a_confined_step_cannot_ask_the_hosts_resolvers_through_their_sockets() 
     assert!(printed.contains("sent"), "{printed}");
     assert_eq!(*heard.lock().unwrap(), 1, "{printed}");
 }
+
+/// A name that resolves to `127.0.0.1` here, other than `localhost` (the host's own name
+/// usually does), or `None` on a host where none does.
+async fn a_loopback_name() -> Option<String> {
+    let own = nix::unistd::gethostname()
+        .ok()
+        .map(|name| name.to_string_lossy().to_ascii_lowercase());
+    let candidates = own
+        .into_iter()
+        .chain(["localhost.localdomain", "ip6-localhost"].map(String::from));
+    for name in candidates {
+        let Ok(found) = tokio::net::lookup_host((name.as_str(), 80)).await else {
+            continue;
+        };
+        let found: Vec<_> = found.collect();
+        if !found.is_empty() && found.iter().all(|a| a.ip().is_loopback()) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+/// DNS rebinding, or a `*.` pattern's subdomain pointed at `127.0.0.1`: a listed *name*
+/// that resolves to the runner host's loopback reaches nothing there (the proxy alone, on
+/// a listener of the host's). The same port through the address the list names is
+/// reached: only the name's resolution is refused.
+#[tokio::test]
+async fn a_listed_name_that_resolves_inside_the_runner_host_is_refused() {
+    let Some(name) = a_loopback_name().await else {
+        eprintln!("skipped: no name but localhost resolves to loopback on this host");
+        return;
+    };
+    let inside = Listener::tcp("127.0.0.1").await;
+    let allow = allow::AllowList::parse(&[
+        format!("{name}:{}", inside.port),
+        format!("127.0.0.1:{}", inside.port),
+    ])
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let (log, mut lines) = mpsc::channel(16);
+    let proxy = proxy::Proxy::serve(listener, None, allow, log);
+    let connect = |host: String| async move {
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port))
+            .await
+            .unwrap();
+        let head = format!("CONNECT {host}:{} HTTP/1.1\r\n\r\nsecret", inside.port);
+        client.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = connect(name.clone()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(!inside.heard(), "{name} led to the runner host's loopback");
+    let answer = connect("127.0.0.1".into()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(inside.heard());
+    assert_eq!(proxy.finish().await, 1);
+    let said = lines.recv().await.unwrap().1;
+    assert!(
+        said.starts_with(&format!(
+            "network: refused {name}:{} (the name resolves only",
+            inside.port
+        )),
+        "{said}"
+    );
+}
