@@ -14,7 +14,9 @@
 //!   (the cloud metadata service), unspecified — wherever its DNS points it ([`may_reach`]);
 //!   only an IPv4 address the list names, or `localhost`, does;
 //! - a plain request is sent to the allowed host only, its request line rewritten to
-//!   origin form; what follows on that connection goes to the same host;
+//!   origin form, its `Host` header (if any) naming that same host and port, and with
+//!   `Connection: close`: one request per connection, so none can name another `Host`
+//!   behind a shared front;
 //! - at most [`MAX_CONNECTIONS`] at a time; every task ends when [`Proxy::finish`] does,
 //!   and with them every copy of the log sender they hold.
 
@@ -161,6 +163,15 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         )
         .await;
     };
+    if let Some(other) = request.other_host() {
+        return refuse(
+            &mut client,
+            shared,
+            &other,
+            "a Host header naming another host than the request's",
+        )
+        .await;
+    }
     if !shared.allow.allows(&request.host, request.port) {
         return refuse(
             &mut client,
@@ -228,9 +239,7 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         Some(line) => {
             upstream.write_all(line.as_bytes()).await?;
-            upstream
-                .write_all(&buffer[request.line_end..head_end])
-                .await?;
+            upstream.write_all(&request.headers).await?;
             upstream.write_all(&rest).await?;
         }
     }
@@ -356,14 +365,20 @@ struct Request {
     port: u16,
     /// For a plain request: its first line rewritten to origin form (`GET /path HTTP/1.1`).
     origin_form: Option<String>,
-    /// Where the first line ends (after its CRLF).
-    line_end: usize,
+    /// For a plain request: its header lines as forwarded, through the blank line —
+    /// without hop-by-hop ones, with `Connection: close` ([`forwarded_headers`]).
+    headers: Vec<u8>,
+    /// For a plain request: the values of its `Host` headers.
+    host_headers: Vec<String>,
 }
 
 impl Request {
     fn parse(head: &[u8]) -> Option<Request> {
         let line_end = head.windows(2).position(|w| w == b"\r\n")? + 2;
         let line = std::str::from_utf8(&head[..line_end - 2]).ok()?;
+        if line.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return None; // a CR, LF or tab in the line could start a header upstream
+        }
         let mut parts = line.split(' ');
         let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
@@ -375,7 +390,8 @@ impl Request {
                 host,
                 port,
                 origin_form: None,
-                line_end,
+                headers: Vec::new(),
+                host_headers: Vec::new(),
             });
         }
         let rest = target.strip_prefix("http://").or_else(|| {
@@ -395,9 +411,83 @@ impl Request {
             host,
             port,
             origin_form: Some(format!("{method} {path} {version}\r\n")),
-            line_end,
+            headers: forwarded_headers(&head[line_end..])?,
+            host_headers: header_values(&head[line_end..], "host"),
         })
     }
+
+    /// For a plain request, the authority a `Host` header names when it is not the request
+    /// line's — or when there are several: the upstream would route by it (a shared front
+    /// serves many names), so it must name the host the list allowed.
+    fn other_host(&self) -> Option<String> {
+        let same = |value: &str| {
+            authority(value.trim(), Some(80)).is_some_and(|(host, port)| {
+                port == self.port
+                    && host.strip_suffix('.').unwrap_or(&host)
+                        == self.host.strip_suffix('.').unwrap_or(&self.host)
+            })
+        };
+        match self.host_headers.as_slice() {
+            [] => None,
+            [one] if same(one) => None,
+            [one] => Some(one.trim().to_owned()),
+            several => Some(
+                several
+                    .iter()
+                    .map(|v| v.trim())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        }
+    }
+}
+
+/// The values of every header called `name` in `block` (the lines after the first,
+/// through the blank line; [`forwarded_headers`] has checked their form).
+fn header_values(block: &[u8], name: &str) -> Vec<String> {
+    block
+        .split(|b| *b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter_map(|line| {
+            let (key, value) = std::str::from_utf8(line).ok()?.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.to_owned())
+        })
+        .collect()
+}
+
+/// A plain request's header lines as they are forwarded: every one the client sent but
+/// the hop-by-hop ones (`Connection`, `Proxy-Connection`, `Keep-Alive`,
+/// `Proxy-Authorization`), then `Connection: close`, so the upstream serves this request
+/// only (RFC 9112 §9.6: it must not process any further one on the connection) and no
+/// later request on the same connection names another `Host`. `None` for a head an
+/// upstream might read otherwise than the proxy: a bare CR or LF, a folded line, a line
+/// without a colon.
+fn forwarded_headers(block: &[u8]) -> Option<Vec<u8>> {
+    let lines = block.strip_suffix(b"\r\n")?; // the blank line
+    let mut forwarded = Vec::with_capacity(block.len() + 19);
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r\n")?;
+        if line.contains(&b'\r') || line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            return None;
+        }
+        let name = &line[..line.iter().position(|b| *b == b':')?];
+        let hop = [
+            "connection",
+            "proxy-connection",
+            "keep-alive",
+            "proxy-authorization",
+        ]
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()));
+        if !hop {
+            forwarded.extend_from_slice(line);
+            forwarded.extend_from_slice(b"\r\n");
+        }
+    }
+    forwarded.extend_from_slice(b"Connection: close\r\n\r\n");
+    Some(forwarded)
 }
 
 /// `host[:port]` (no user information, no IPv6 literal); `default` when no port is given
@@ -445,6 +535,53 @@ mod tests {
             "169.254.169.254",
             "169.254.169.254".parse().unwrap()
         ));
+    }
+
+    #[test]
+    fn a_plain_request_names_one_host_and_is_its_connections_only_request() {
+        let plain = Request::parse(
+            b"GET http://pypi.org/simple HTTP/1.1\r\nHost: PyPI.org.\r\nConnection: keep-alive\r\n\
+              Accept: */*\r\nProxy-Authorization: x\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(plain.other_host(), None);
+        assert_eq!(
+            String::from_utf8(plain.headers).unwrap(),
+            "Host: PyPI.org.\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        let bare = Request::parse(b"GET http://pypi.org/ HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(bare.headers, b"Connection: close\r\n\r\n");
+        for (head, other) in [
+            (
+                &b"GET http://pypi.org/ HTTP/1.1\r\nHost: evil.example\r\n\r\n"[..],
+                "evil.example",
+            ),
+            (
+                b"GET http://pypi.org/ HTTP/1.1\r\nhost: pypi.org:8080\r\n\r\n",
+                "pypi.org:8080",
+            ),
+            (
+                b"GET http://pypi.org/ HTTP/1.1\r\nHost: pypi.org\r\nHOST: evil.example\r\n\r\n",
+                "pypi.org, evil.example",
+            ),
+        ] {
+            let request = Request::parse(head).unwrap();
+            assert_eq!(request.other_host().as_deref(), Some(other));
+        }
+        for smuggling in [
+            &b"GET http://pypi.org/ HTTP/1.1\r\nX: a\nHost: evil.example\r\n\r\n"[..],
+            b"GET http://pypi.org/ HTTP/1.1\r\nX: a\rHost: evil.example\r\n\r\n",
+            b"GET http://pypi.org/ HTTP/1.1\r\nX: a\r\n Host: evil.example\r\n\r\n",
+            b"GET http://pypi.org/ HTTP/1.1\r\nno colon\r\n\r\n",
+            b"GET http://pypi.org/\nHost:evil.example HTTP/1.1\r\n\r\n",
+            b"GET http://pypi.org/\tx HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                Request::parse(smuggling).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(smuggling)
+            );
+        }
     }
 
     #[test]

@@ -554,3 +554,52 @@ async fn a_listed_name_that_resolves_inside_the_runner_host_is_refused() {
         "{said}"
     );
 }
+
+/// Domain fronting over plain HTTP: a request to an allowed host whose `Host` header names
+/// another — a shared front (a CDN) would route it there — is refused before a byte
+/// reaches the upstream; the same request naming its own host goes through, forwarded
+/// with `Connection: close` so no later request on the connection can name another.
+#[tokio::test]
+async fn a_plain_request_whose_host_header_names_another_host_is_refused() {
+    let upstream = Listener::tcp("127.0.0.1").await;
+    let allow = allow::AllowList::parse(&[format!("127.0.0.1:{}", upstream.port)]).unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let (log, mut lines) = mpsc::channel(16);
+    let proxy = proxy::Proxy::serve(listener, None, allow, log);
+    let send = |host: &'static str| async move {
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port))
+            .await
+            .unwrap();
+        let head = format!(
+            "GET http://127.0.0.1:{port}/s3cr3t HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n",
+            port = upstream.port
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = send("evil.example").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        !upstream.heard(),
+        "the fronted request reached the upstream"
+    );
+    let own = Box::leak(format!("127.0.0.1:{}", upstream.port).into_boxed_str());
+    send(own).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = String::from_utf8(upstream.received.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        received,
+        format!("GET /s3cr3t HTTP/1.1\r\nHost: {own}\r\nConnection: close\r\n\r\n")
+    );
+    assert_eq!(proxy.finish().await, 1);
+    assert_eq!(
+        lines.recv().await.unwrap().1,
+        "network: refused evil.example (a Host header naming another host than the request's)"
+    );
+}
