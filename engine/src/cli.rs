@@ -71,6 +71,8 @@ pub(crate) enum Command {
     Logs(LogsArgs),
     /// List recent runs.
     Runs(RunsArgs),
+    /// List a run's artifact files, or download them into a directory (--to).
+    Artifacts(ArtifactsArgs),
     /// Cancel a run on a server.
     Cancel(RunOnServerArgs),
     /// Start a new run with the plan and workspace of an earlier one.
@@ -162,6 +164,10 @@ pub(crate) struct RunArgs {
     /// engine of `plue run`, so without it an approval waits until its timeout.
     #[arg(long = "approve", value_name = "STEP")]
     pub(crate) approve: Vec<String>,
+    /// After the run, write step STEP's final workspace into DIR (repeatable): a directory
+    /// that does not exist yet or is empty. The engine keeps that step's workspace for it.
+    #[arg(long = "export", value_name = "STEP=DIR", value_parser = parse_key_value)]
+    pub(crate) export: Vec<(String, String)>,
     #[command(flatten)]
     pub(crate) event: EventArgs,
     #[command(flatten)]
@@ -499,6 +505,22 @@ pub(crate) struct RunsArgs {
     /// times its review loops went back) and the artifacts its steps kept.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+}
+
+/// `plue artifacts RUN`.
+#[derive(Debug, Args)]
+pub(crate) struct ArtifactsArgs {
+    pub(crate) run_id: i64,
+    /// Only this step's files (default: every step's).
+    #[arg(long)]
+    pub(crate) step: Option<String>,
+    /// Write the files here instead of listing them: a directory that does not exist yet or
+    /// is empty. With --step the step's files go straight in; otherwise each step's go in
+    /// DIR/STEP. Nothing is written outside it, whatever the archive holds.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) to: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
 }

@@ -11,6 +11,7 @@ mod logs;
 pub(crate) mod people;
 mod prompt;
 mod record;
+mod results;
 mod run;
 mod run_output;
 mod runner;
@@ -33,6 +34,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runner(args) => runner::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Runs(args) => runs::run(args).await,
+        Command::Artifacts(args) => results::artifacts(args).await,
         Command::Cancel(args) => runs::cancel(args).await,
         Command::Rerun(args) => runs::rerun(args).await,
         Command::Approve(args) => approve::run(args).await,

@@ -217,9 +217,8 @@ impl Permissions {
     /// The login `repo`'s forge token writes as, asked of the forge once per [`CACHE_FOR`]
     /// (`None`: no token, no API, or the forge does not say; a failure is logged).
     pub async fn engine_login(&self, vault: &Vault, repo: &RepoRow) -> Option<String> {
-        if repo.api_token.is_none() {
-            return None;
-        }
+        // Without a token the engine writes nothing to this forge.
+        repo.api_token.as_ref()?;
         {
             let cached = self.engine_logins.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((login, at)) = cached.get(&repo.id) {
