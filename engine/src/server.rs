@@ -91,6 +91,8 @@ pub struct EngineConfig {
     pub fail_unservable_forks: bool,
     /// What `llm` tokens cost (`--llm-prices FILE` over the built-in table).
     pub prices: Arc<crate::pricing::Prices>,
+    /// Steps whose final workspace every run keeps (`plue run --export STEP=DIR`).
+    pub kept_workspaces: std::collections::BTreeSet<String>,
 }
 
 impl EngineConfig {
@@ -119,6 +121,7 @@ impl EngineConfig {
             log_quotas: crate::store::LogQuotas::default(),
             fail_unservable_forks: true,
             prices: Arc::new(crate::pricing::Prices::builtin()),
+            kept_workspaces: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -212,7 +215,8 @@ pub async fn start_with_runner_listener(
             config.max_parallel,
         )
         .with_vault(config.vault.clone())
-        .with_prices(config.prices.clone()),
+        .with_prices(config.prices.clone())
+        .with_kept_workspaces(config.kept_workspaces.clone()),
     );
     let registry = evaluator.clone().map(|evaluator| {
         Arc::new(Registry::new(

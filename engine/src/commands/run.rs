@@ -5,6 +5,7 @@
 //! when it waits (no one else can reach this engine).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -68,6 +69,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Ctrl-C is caught from here on, so one pressed while the run starts up cancels it
     // once it exists instead of killing the engine under its runners.
     let mut interrupts = Interrupts::new()?;
+    // An export's directory is checked before anything runs: a run is not wasted on it.
+    for (step, dir) in &args.export {
+        if let Err(e) = super::results::check_dir(Path::new(dir)) {
+            eprintln!("--export {step}={dir}: {e:#}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    }
     // The evaluator's interpreter starts, and evaluates the file, while the engine and its
     // runners start: the run needs all three, and none waits for the others.
     let evaluation = {
@@ -91,6 +99,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = EngineConfig::new(tokens::new_token()?);
     config.secrets = args.secrets.iter().cloned().collect();
     config.max_parallel = args.max_parallel;
+    config.kept_workspaces = args.export.iter().map(|(step, _)| step.clone()).collect();
     config.artifacts = engine::artifacts::ArtifactsConfig {
         quotas: args.quotas.quotas(),
         ..engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"))
@@ -158,7 +167,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let tap = executor.events().tap_lines(run_id);
     let mut to_approve: BTreeSet<String> = args.approve.iter().cloned().collect();
     let plan = executor.plan(run_id).await?;
-    if let Err(problem) = approval_steps(&plan, &to_approve) {
+    let exported: BTreeSet<String> = args.export.iter().map(|(step, _)| step.clone()).collect();
+    if let Err(problem) = approval_steps(&plan, &to_approve).and_then(|()| export_steps(&plan, &exported)) {
         eprintln!("{problem}");
         executor.cancel(run_id).await?;
         engine.shutdown().await;
@@ -328,8 +338,23 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let json = serde_json::to_string_pretty(&record)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
+    let mut exports_failed = false;
+    for (step, dir) in &args.export {
+        match super::results::export_workspace(&store, &data_dir, run_id, step, Path::new(dir)).await {
+            Ok(unpacked) => say(format_args!(
+                "exported {step}'s workspace to {dir} ({} entries, {})",
+                unpacked.entries,
+                runner::handoff::human(unpacked.bytes)
+            )),
+            Err(e) => {
+                exports_failed = true;
+                say(format_args!("--export {step}={dir}: {e:#}"));
+            }
+        }
+    }
     store.close().await;
     Ok(match run.status.as_str() {
+        _ if exports_failed => ExitCode::from(1),
         "succeeded" => ExitCode::SUCCESS,
         "cancelled" if interrupt_count > 0 => ExitCode::from(EXIT_INTERRUPTED),
         _ => ExitCode::from(1),
@@ -338,6 +363,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Who `--approve` decides as: the reason reads "approved by plue run --approve".
 const APPROVER: &str = "plue run --approve";
+
+/// Checks that every `--export` name is a step of the plan.
+fn export_steps(plan: &evaluator::plan::Plan, names: &BTreeSet<String>) -> Result<(), String> {
+    match names.iter().find(|name| !plan.steps.iter().any(|s| &s.id == *name)) {
+        Some(name) => Err(format!("--export {name}: the plan has no step '{name}'")),
+        None => Ok(()),
+    }
+}
 
 /// Checks that every `--approve` name is an approval step of the plan.
 fn approval_steps(plan: &evaluator::plan::Plan, names: &BTreeSet<String>) -> Result<(), String> {

@@ -16,7 +16,7 @@ pub mod environments;
 pub mod outputs;
 pub mod rules;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +53,8 @@ pub struct Executor {
     max_parallel: i64,
     /// Prices `llm` attempts' usage when their completion arrives (`crate::pricing`).
     prices: Arc<crate::pricing::Prices>,
+    /// Steps whose final workspace every run keeps (`plue run --export STEP=DIR`).
+    kept_workspaces: BTreeSet<String>,
 }
 
 /// What a runner's completion says besides its [`Report`].
@@ -98,6 +100,7 @@ impl Executor {
             steps_read: AtomicU64::new(0),
             secrets,
             vault: Vault::unkeyed(),
+            kept_workspaces: BTreeSet::new(),
             max_parallel: max_parallel.max(1) as i64,
             prices: Arc::new(crate::pricing::Prices::builtin()),
         }
@@ -114,6 +117,13 @@ impl Executor {
     }
 
     /// Uses `vault` to open repository secrets.
+    /// Keeps the final workspace of the steps named `steps` in every run (the runner
+    /// uploads it as for a `workspace_from` reader): what `plue run --export` writes out.
+    pub fn with_kept_workspaces(mut self, steps: BTreeSet<String>) -> Executor {
+        self.kept_workspaces = steps;
+        self
+    }
+
     pub fn with_vault(mut self, vault: Vault) -> Executor {
         self.vault = vault;
         self
@@ -286,9 +296,10 @@ impl Executor {
                         held.insert(id, cache.insert(run_id, id, json));
                     }
                     drop(cache);
-                    let changes = rules::plan_changes_with(
+                    let mut changes = rules::plan_changes_with(
                         &plan, &deps, &reads, &loops, snapshot, &held, &gates, now,
                     );
+                    keep_workspaces(&mut changes, &snapshot.steps, &self.kept_workspaces);
                     decided.note(&plan, snapshot, changes)
                 },
             )
@@ -594,4 +605,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Marks the queued attempts of the steps in `kept` (by id, among `steps`) to keep their
+/// final workspace, as a `workspace_from` reader would.
+fn keep_workspaces(
+    changes: &mut [crate::store::StepChange],
+    steps: &[crate::store::StepRunRow],
+    kept: &BTreeSet<String>,
+) {
+    if kept.is_empty() {
+        return;
+    }
+    for change in changes {
+        let crate::store::StepChange::Queue { step_run_id, dispatch, .. } = change else {
+            continue;
+        };
+        if !steps
+            .iter()
+            .any(|s| s.id == *step_run_id && kept.contains(&s.step_id))
+        {
+            continue;
+        }
+        if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(dispatch) {
+            // A missing `handoff` (nothing to hand off) becomes an object.
+            value["handoff"]["keep_workspace"] = serde_json::Value::Bool(true);
+            *dispatch = value.to_string();
+        }
+    }
 }

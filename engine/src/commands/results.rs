@@ -1,0 +1,206 @@
+//! Results back to the user: `plue artifacts RUN [--step S] [--to DIR]` (a run's artifact
+//! files, from the embedded database's blob store or a server's API) and the writing of
+//! `plue run --export STEP=DIR` (a step's final workspace, kept for it by the engine).
+//!
+//! Invariants: every tar is unpacked by `runner::handoff::unpack`, which refuses an entry
+//! that would land outside the target (`..`, absolute paths, links pointing out, writes
+//! through a link) and bounds bytes and entries, so a hostile archive (a compromised
+//! server, a step's own files) writes nothing outside DIR; DIR must not exist or be an
+//! empty directory (never a link), so nothing of the user's is overwritten.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use engine::artifacts::{Artifacts, ArtifactsConfig};
+use engine::store::Store;
+use futures::TryStreamExt;
+use runner::handoff::{self, Limits, Unpacked};
+
+use super::client::ApiClient;
+use super::runs::ArtifactLine;
+use crate::cli::ArtifactsArgs;
+
+/// A stream of a tar's bytes.
+type TarStream = engine::artifacts::ByteStream;
+
+/// Makes `dir` ready to receive files: created when missing, refused when it is anything
+/// but an empty directory (a link to one included).
+pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {}", dir.display())),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+        Ok(meta) if !meta.is_dir() => {
+            anyhow::bail!("{} exists and is not a directory", dir.display())
+        }
+        Ok(_) => {
+            let mut entries =
+                std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+            if entries.next().is_some() {
+                anyhow::bail!("{} exists and is not empty", dir.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Checks what `prepare_dir` would refuse, without creating anything.
+pub(crate) fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => prepare_dir(dir),
+    }
+}
+
+/// Unpacks the tar `stream` into the prepared directory `dir`.
+async fn unpack(stream: TarStream, dir: &Path) -> anyhow::Result<Unpacked> {
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let root = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || handoff::unpack(reader, &root, &Limits::default()))
+        .await
+        .context("the unpacking task failed")?
+        .with_context(|| format!("unpacking into {}", dir.display()))
+}
+
+/// The blob store of the data directory `data_dir` (as `plue run` configures it).
+fn local_blobs(data_dir: &Path) -> anyhow::Result<Artifacts> {
+    let data_dir = std::fs::canonicalize(data_dir)
+        .with_context(|| format!("the data directory {}", data_dir.display()))?;
+    Artifacts::open(&ArtifactsConfig::local(data_dir.join("artifacts")))
+}
+
+/// Writes the final workspace step `step` of run `run_id` left into `dir` (`plue run
+/// --export`); the engine kept it because `plue run` named the step.
+pub(crate) async fn export_workspace(
+    store: &Store,
+    data_dir: &Path,
+    run_id: i64,
+    step: &str,
+    dir: &Path,
+) -> anyhow::Result<Unpacked> {
+    let blob = store
+        .latest_blob(run_id, step, runner::protocol::BlobKind::Workspace.as_str())
+        .await?
+        .with_context(|| format!("step '{step}' left no workspace (it did not run to its end)"))?;
+    let blobs = local_blobs(data_dir)?;
+    let stream = blobs
+        .get(&blob.key)
+        .await
+        .with_context(|| format!("reading the workspace of '{step}'"))?;
+    prepare_dir(dir)?;
+    unpack(stream, dir).await
+}
+
+/// `plue artifacts RUN`.
+pub(crate) async fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
+    let source = Source::new(&args.source).await?;
+    let mut files = source.listing(args.run_id).await?;
+    if let Some(step) = &args.step {
+        files.retain(|f| &f.step == step);
+        if files.is_empty() {
+            anyhow::bail!("step '{step}' of run {} kept no artifacts", args.run_id);
+        }
+    }
+    let Some(to) = &args.to else {
+        for file in &files {
+            println!("{}  {}  {:>10}  {}", file.step, file.digest, file.size, file.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut steps: Vec<&str> = files.iter().map(|f| f.step.as_str()).collect();
+    steps.dedup();
+    check_dir(to)?;
+    // One step: its files straight into DIR; several: each in DIR/STEP.
+    let into = |step: &str| -> PathBuf {
+        if args.step.is_some() {
+            to.clone()
+        } else {
+            to.join(step)
+        }
+    };
+    for step in &steps {
+        handoff::clean_relative(Path::new(step))
+            .filter(|p| p.components().count() == 1)
+            .with_context(|| format!("refused step name '{step}' as a directory"))?;
+    }
+    prepare_dir(to)?;
+    for step in steps {
+        let dir = into(step);
+        prepare_dir(&dir)?;
+        let stream = source.tar(args.run_id, step).await?;
+        let unpacked = unpack(stream, &dir).await?;
+        eprintln!(
+            "{step}: {} entries ({}) in {}",
+            unpacked.entries,
+            handoff::human(unpacked.bytes),
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `plue artifacts` reads: the embedded database or a server.
+enum Source {
+    Local { store: Store, blobs: Artifacts },
+    Server(ApiClient),
+}
+
+impl Source {
+    async fn new(args: &crate::cli::SourceArgs) -> anyhow::Result<Source> {
+        Ok(match &args.server {
+            Some(server) => Source::Server(ApiClient::new(server, args.token.clone())?),
+            None => {
+                let store = Store::open_data_dir(&args.data_dir).await?;
+                Source::Local {
+                    store,
+                    blobs: local_blobs(&args.data_dir)?,
+                }
+            }
+        })
+    }
+
+    async fn listing(&self, run_id: i64) -> anyhow::Result<Vec<ArtifactLine>> {
+        match self {
+            Source::Local { store, .. } => {
+                store.run(run_id).await?.with_context(|| format!("no run {run_id}"))?;
+                Ok(store
+                    .artifacts_of_run(run_id)
+                    .await?
+                    .into_iter()
+                    .map(ArtifactLine::from_row)
+                    .collect())
+            }
+            Source::Server(client) => super::runs::all_artifacts(client, run_id).await,
+        }
+    }
+
+    /// The tar of the artifacts `step` kept (its latest attempt that kept any).
+    async fn tar(&self, run_id: i64, step: &str) -> anyhow::Result<TarStream> {
+        match self {
+            Source::Local { store, blobs } => {
+                let blob = store
+                    .latest_blob(run_id, step, runner::protocol::BlobKind::Artifacts.as_str())
+                    .await?
+                    .with_context(|| format!("step '{step}' kept no artifacts"))?;
+                Ok(blobs.get(&blob.key).await?)
+            }
+            Source::Server(client) => {
+                let url = client.url(&format!("/api/runs/{run_id}/steps/{step}/artifacts"));
+                let response = client
+                    .authorized(client.http().get(&url))
+                    .send()
+                    .await
+                    .with_context(|| format!("GET {url}"))?;
+                let status = response.status();
+                if !status.is_success() {
+                    let body = response.text().await.unwrap_or_default();
+                    anyhow::bail!("GET {url}: {status} {}", body.trim());
+                }
+                Ok(Box::pin(
+                    response.bytes_stream().map_err(std::io::Error::other),
+                ))
+            }
+        }
+    }
+}
