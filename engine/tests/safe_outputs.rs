@@ -268,6 +268,17 @@ async fn hostile_proposals_are_refused_and_a_valid_one_is_stored_with_the_agents
     let run_id = start_run(&http, url, &file, &ws).await;
     let run = wait_final(&http, url, run_id, Duration::from_secs(240)).await;
     let proposals = get_json(&http, &format!("{url}/api/runs/{run_id}/proposals")).await;
+    // A refused leak is kept without the secret it leaked, in every form.
+    let listed = proposals.to_string();
+    let hexed: String = TOKEN.bytes().map(|b| format!("{b:02x}")).collect();
+    for leaked in [
+        TOKEN,
+        KEY,
+        hexed.as_str(),
+        &b64(&format!("x{TOKEN}"))[4..20],
+    ] {
+        assert!(!listed.contains(leaked), "{leaked} in {listed}");
+    }
     let proposals = proposals.as_array().unwrap();
     let of =
         |id: &str| -> Vec<&Value> { proposals.iter().filter(|p| p["step_id"] == id).collect() };
@@ -382,6 +393,7 @@ async fn hostile_proposals_are_refused_and_a_valid_one_is_stored_with_the_agents
     let page = page(&browser).await.unwrap().text().await.unwrap();
     assert!(page.contains(&format!("id=\"proposal-{pid}\"")), "{page}");
     assert!(page.contains("approved by admin"), "{page}");
+    assert!(!page.contains(TOKEN) && !page.contains(KEY), "{page}");
     assert!(page.contains("+hello, world"), "{page}");
     assert!(
         page.contains("safe output refused") || page.contains("which is denied"),

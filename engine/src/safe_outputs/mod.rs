@@ -73,20 +73,26 @@ pub async fn judge(
     if proposals.is_empty() || *outcome != Outcome::Succeeded {
         return Ok(Judged::default());
     }
-    let stored: Vec<NewProposal> = proposals
-        .iter()
-        .map(|p| {
-            Ok(NewProposal {
-                kind: p.kind().into(),
-                payload: serde_json::to_string(p)?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let verdict = check(executor, run_id, step_run_id, proposals).await?;
+    let (verdict, secrets) = check(executor, run_id, step_run_id, proposals).await?;
     let (state, refusal) = match verdict {
         Ok(approve) => (if approve { "waiting" } else { "ready" }, None),
         Err(why) => ("refused", Some(why)),
     };
+    // A refused proposal is kept to be shown, so without the secrets it may have leaked
+    // (a valid one holds none).
+    let stored: Vec<NewProposal> = proposals
+        .iter()
+        .map(|p| {
+            let shown = match refusal {
+                Some(_) => validate::redact(p, &secrets),
+                None => p.clone(),
+            };
+            Ok(NewProposal {
+                kind: p.kind().into(),
+                payload: serde_json::to_string(&shown)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     if let Some(why) = &refusal {
         *outcome = Outcome::Failed;
         *reason = Some(format!("safe output refused: {why}"));
@@ -98,25 +104,23 @@ pub async fn judge(
     })
 }
 
-/// `Ok(Ok(approve))` when every proposal passes, `Ok(Err(reason))` when refused.
+/// `Ok(approve)` when every proposal passes, `Err(reason)` when refused; with the run's
+/// secrets that were looked for.
 async fn check(
     executor: &Executor,
     run_id: i64,
     step_run_id: i64,
     proposals: &[Proposal],
-) -> anyhow::Result<Result<bool, String>> {
+) -> anyhow::Result<(Result<bool, String>, Vec<String>)> {
     let store = executor.store();
     let Some(step_run) = store.step_run_by_id(step_run_id).await? else {
-        return Ok(Err("the step is gone".into()));
+        return Ok((Err("the step is gone".into()), Vec::new()));
     };
     let plan = executor.plan(run_id).await?;
     let step = plan.steps.iter().find(|s| s.id == step_run.step_id);
     let declared = match step.map(|s| &s.action) {
         Some(evaluator::plan::Action::Llm(llm)) => llm.safe_outputs.clone(),
         _ => None,
-    };
-    let Some(outputs) = declared else {
-        return Ok(Err("the step declares no safe_outputs".into()));
     };
     let mut names: Vec<String> = step.map(|s| s.secrets.clone()).unwrap_or_default();
     names.push(crate::dispatch::LLM_KEY_SECRET.into());
@@ -128,14 +132,21 @@ async fn check(
         Err(_) => Vec::new(),
     };
     let mut forge_host = None;
+    let repo_id = store.run(run_id).await?.and_then(|run| run.repo_id);
+    if let Some(repo) = match repo_id {
+        Some(id) => store.repo_by_id(id).await?,
+        None => None,
+    } {
+        forge_host = host_of(&repo.clone_url);
+        secrets.push(repo.webhook_secret.clone());
+        secrets.extend(repo.api_token.clone());
+    }
     // A step under an environment with reviewers: its proposals wait for a person too.
+    let Some(outputs) = declared else {
+        return Ok((Err("the step declares no safe_outputs".into()), secrets));
+    };
     let mut approve = outputs.approve;
-    if let Some(repo_id) = store.run(run_id).await?.and_then(|run| run.repo_id) {
-        if let Some(repo) = store.repo_by_id(repo_id).await? {
-            forge_host = host_of(&repo.clone_url);
-            secrets.push(repo.webhook_secret.clone());
-            secrets.extend(repo.api_token.clone());
-        }
+    if let Some(repo_id) = repo_id {
         if let Some(name) = step.and_then(|s| s.environment.as_deref()) {
             let reviewed = store
                 .environment(repo_id, name)
@@ -149,7 +160,8 @@ async fn check(
         secrets,
         forge_host,
     };
-    Ok(validate::validate(proposals, &rules).map(|()| approve))
+    let verdict = validate::validate(proposals, &rules).map(|()| approve);
+    Ok((verdict, rules.secrets))
 }
 
 /// The lowercase host of an `https://host[:port]/...` URL.

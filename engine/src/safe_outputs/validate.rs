@@ -149,6 +149,32 @@ fn secret_forms(secrets: &[String]) -> Vec<(&'static str, String)> {
     forms
 }
 
+/// `proposal` with every form of every secret (as [`validate`] looks for them) replaced
+/// by `***`, for keeping a refused proposal where people read it.
+pub fn redact(proposal: &Proposal, secrets: &[String]) -> Proposal {
+    let forms = secret_forms(secrets);
+    let clean = |text: &str| {
+        forms.iter().fold(text.to_owned(), |text, (_, needle)| {
+            text.replace(needle.as_str(), "***")
+        })
+    };
+    match proposal {
+        Proposal::PullRequest { title, body, diff } => Proposal::PullRequest {
+            title: clean(title),
+            body: clean(body),
+            diff: clean(diff),
+        },
+        Proposal::Comment { body } => Proposal::Comment { body: clean(body) },
+        Proposal::Labels { labels } => Proposal::Labels {
+            labels: labels.iter().map(|l| clean(l)).collect(),
+        },
+        Proposal::Issue { title, body } => Proposal::Issue {
+            title: clean(title),
+            body: clean(body),
+        },
+    }
+}
+
 fn find_secret(text: &str, forms: &[(&'static str, String)]) -> Option<&'static str> {
     forms
         .iter()

@@ -145,6 +145,25 @@ fn secrets_are_found_plain_hex_and_base64_at_any_alignment() {
 }
 
 #[test]
+fn a_refused_proposal_is_kept_without_the_secret_in_any_form() {
+    let body = format!(
+        "{SECRET} {} {}",
+        hex::encode(SECRET),
+        base64(format!("ab{SECRET}").as_bytes(), STANDARD)
+    );
+    let Proposal::Comment { body } = redact(&Proposal::Comment { body }, &[SECRET.into()]) else {
+        unreachable!()
+    };
+    let forms = [("", body.clone())];
+    assert_eq!(
+        find_secret(&body, &secret_forms(&[SECRET.into()])),
+        None,
+        "{body}"
+    );
+    assert!(body.contains("***"), "{forms:?}");
+}
+
+#[test]
 fn foreign_links_and_mentions_are_refused() {
     let comment = |body: &str| [Proposal::Comment { body: body.into() }];
     refused(
