@@ -603,3 +603,65 @@ async fn a_plain_request_whose_host_header_names_another_host_is_refused() {
         "network: refused evil.example (a Host header naming another host than the request's)"
     );
 }
+
+/// Back to the host's network: a step user `setns`es into the namespace of pid 1, of the
+/// runner (both hidden by `hidepid`), or of a process of its own uid left on the host's
+/// network (which it can open), directly or from a user namespace of its own. `setns`
+/// into a network namespace needs `CAP_SYS_ADMIN` over the user namespace that owns it —
+/// the host's — which no step process has: nothing reaches the listener. (A guard: no fix
+/// was needed.)
+#[tokio::test]
+async fn a_step_user_cannot_setns_back_into_the_hosts_network() {
+    if !root() {
+        return;
+    }
+    let listener = Listener::tcp("127.0.0.1").await;
+    let user = crate::step_user::StepUser {
+        uid: 3_999_022,
+        gid: 3_999_022,
+    };
+    let mut sleeper = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .uid(user.uid)
+            .gid(user.gid)
+            .spawn()
+            .unwrap()
+    };
+    let script = format!(
+        r#"
+        for ns in /proc/1/ns/net /proc/{runner}/ns/net /proc/{own}/ns/net; do
+            python3 - "$ns" <<'PY' 2>&1
+import ctypes, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+try:
+    fd = open(sys.argv[1], "rb")
+except OSError as e:
+    print("no", sys.argv[1], e)
+    sys.exit()
+if libc.setns(fd.fileno(), 0x40000000) != 0:
+    print("setns refused:", ctypes.get_errno())
+    sys.exit()
+socket.create_connection(("127.0.0.1", {port}), 2).sendall(b"secret")
+print("escaped")
+PY
+        done
+        unshare -U -r nsenter --net=/proc/{own}/ns/net bash -c 'echo secret > /dev/tcp/127.0.0.1/{port} && echo escaped' 2>&1
+        true
+        "#,
+        runner = std::process::id(),
+        own = sleeper.id(),
+        port = listener.port
+    );
+    let (log, _keep) = mpsc::channel(16);
+    let confined = confine(&NetworkPolicy::None, &log).await.unwrap().unwrap();
+    let printed = run_as(&script, Some(&confined), Some(user)).await;
+    confined.finish().await;
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(printed.contains("setns refused: 1"), "{printed}");
+    assert!(!printed.contains("escaped"), "{printed}");
+    assert!(!listener.heard(), "{printed}");
+}
