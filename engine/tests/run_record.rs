@@ -36,7 +36,7 @@ fn schema() -> jsonschema::Validator {
 fn assert_valid(validator: &jsonschema::Validator, record: &Value) {
     let errors: Vec<String> = validator
         .iter_errors(record)
-        .map(|e| format!("{} at {}", e, e.instance_path))
+        .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}\n{record:#}");
 }
@@ -48,7 +48,7 @@ const PIPELINE: &str = r#"def workflow(ctx):
         })], steps=[
         Step.bash("code", 'echo "round $(ls rounds 2>/dev/null | wc -l)" > out.txt; mkdir -p rounds; touch rounds/$RANDOM; echo "file=out.txt" >> "$PLUE_OUTPUT"',
                   artifacts=["out.txt"]),
-        Step.llm("review", prompt="REVIEWER: review out.txt for {{ ctx.inputs.target }}", result="verdict",
+        Step.llm("review", prompt="REVIEWER: review out.txt for %s" % ctx.inputs.get("target"), result="verdict",
                  tools=["read_file"], depends_on=["code"], loop_to="code", max_loops=2),
         Step.approval("gate", message="ship it?", depends_on=["review"]),
         Step.bash("ship", 'echo "shipping {{ steps.review.outputs.verdict }}"', depends_on=["gate"]),
@@ -105,6 +105,17 @@ fn a_real_runs_record_is_complete_and_valid_against_the_published_schema() {
     let record: Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_valid(&validator, &record);
     assert_eq!(record, summary, "one record, wherever it is read");
+    // The schema holds the record to its shape: a wrong type anywhere is found.
+    for (pointer, wrong) in [
+        ("/attempt_records/0/attempt", json!("one")),
+        ("/steps/0/exit_code", json!("0")),
+        ("/approvals/0/decided_by", json!(null)),
+        ("/plan_hash", json!(7)),
+    ] {
+        let mut broken = record.clone();
+        *broken.pointer_mut(pointer).unwrap() = wrong;
+        assert!(!validator.is_valid(&broken), "{pointer} accepted");
+    }
 
     // The run: its event, inputs (the default filled), plan hash, times.
     assert_eq!(record["run_id"], 1);
