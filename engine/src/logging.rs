@@ -37,6 +37,12 @@ pub(crate) fn init(format: LogFormat) {
     }
 }
 
+/// Whether stderr is JSON lines (`--log-format json`): then a command writes events, never
+/// text, there.
+pub(crate) fn is_json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
 /// A line for the operator: plain on stderr, or an `info` event of target `plue` in JSON.
 pub(crate) fn notice(message: &str) {
     if JSON.load(Ordering::Relaxed) {

@@ -202,3 +202,65 @@ fn a_missing_run_is_a_clear_error() {
         printed(&output)
     );
 }
+
+#[test]
+fn log_format_json_is_only_json_on_stderr_with_every_step_line_as_an_event() {
+    let server = reviewer();
+    let sandbox = Sandbox::new("run-record-json-log");
+    sandbox.write("w.plue.py", PIPELINE);
+    let output = sandbox
+        .plue(&["--log-format", "json", "run", "w.plue.py", "--runners", "1"])
+        .args(["--event", "manual", "--input", "note=hello", "--approve", "gate"])
+        .args(["--secret", &format!("ANTHROPIC_API_KEY={}", support::LLM_KEY)])
+        .env_remove("PLUE_DATA_DIR")
+        .env_remove("PLUE_LOG")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("ANTHROPIC_BASE_URL", server.url())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", printed(&output));
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect();
+    let messages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["fields"]["message"].as_str())
+        .collect();
+    assert!(messages.contains(&"run started"), "{messages:?}");
+    assert!(messages.contains(&"run finished"), "{messages:?}");
+    // Every line of a step is an event with its step, attempt, stream, seq and time.
+    let lines: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["target"] == "plue::step")
+        .map(|e| &e["fields"])
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["step"] == "code" && l["stream"] == "stdout" && l["attempt"] == 2),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["step"] == "ship" && l["text"] == "shipping approve"),
+        "{lines:#?}"
+    );
+    for line in &lines {
+        for key in ["seq", "ts", "attempt"] {
+            assert!(line[key].is_i64(), "{key}: {line}");
+        }
+        assert!(line["stream"].is_string() && line["text"].is_string(), "{line}");
+    }
+    // Status changes too: the review's rejection, its reason.
+    assert!(
+        events.iter().any(|e| e["target"] == "plue::status"
+            && e["fields"]["step"] == "review"
+            && e["fields"]["status"] == "failed"),
+        "{stderr}"
+    );
+}

@@ -72,7 +72,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // An export's directory is checked before anything runs: a run is not wasted on it.
     for (step, dir) in &args.export {
         if let Err(e) = super::results::check_dir(Path::new(dir)) {
-            eprintln!("--export {step}={dir}: {e:#}");
+            say(format_args!("--export {step}={dir}: {e:#}"));
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     }
@@ -157,7 +157,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
         Err(e) => {
-            eprintln!("{e}");
+            say(format_args!("{e}"));
             engine.shutdown().await;
             return Ok(ExitCode::from(EXIT_INVALID));
         }
@@ -169,19 +169,31 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = executor.plan(run_id).await?;
     let exported: BTreeSet<String> = args.export.iter().map(|(step, _)| step.clone()).collect();
     if let Err(problem) = approval_steps(&plan, &to_approve).and_then(|()| export_steps(&plan, &exported)) {
-        eprintln!("{problem}");
+        say(format_args!("{problem}"));
         executor.cancel(run_id).await?;
         engine.shutdown().await;
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let run = store.run(run_id).await?.context("the run just started")?;
     let steps = store.step_states(run_id).await?;
-    eprintln!(
-        "run {run_id}: {} — {} step(s) on {runners} local runner(s)",
-        run.workflow_name,
-        steps.len()
-    );
-    let mut printer = Printer::new(&steps, use_color(), true);
+    if crate::logging::is_json() {
+        tracing::info!(
+            target: "plue",
+            run_id,
+            workflow = %run.workflow_name,
+            steps = steps.len(),
+            runners,
+            "run started"
+        );
+    } else {
+        say(format_args!(
+            "run {run_id}: {} — {} step(s) on {runners} local runner(s)",
+            run.workflow_name,
+            steps.len()
+        ));
+    }
+    let mut printer =
+        Printer::new(&steps, use_color(), true).with_events(crate::logging::is_json());
     // Every tapped batch is offered before its `Logs` event is sent: the event wakes this
     // loop, and the printer drains the tap as it prints.
     printer.listen(tap);
@@ -221,10 +233,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ = interrupts.recv() => {
                 interrupt_count += 1;
                 if interrupt_count > 1 {
-                    eprintln!("interrupted again: exiting without waiting");
+                    say(format_args!("interrupted again: exiting without waiting"));
                     return Ok(ExitCode::from(EXIT_INTERRUPTED));
                 }
-                eprintln!("cancelling run {run_id} (Ctrl-C again to exit at once)");
+                say(format_args!("cancelling run {run_id} (Ctrl-C again to exit at once)"));
                 executor.cancel(run_id).await?;
             }
         }
@@ -319,7 +331,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(super::runs::ApprovalLine::from_row)
         .collect();
-    say(format_args!("\n{}", summary.table().trim_end()));
+    if crate::logging::is_json() {
+        tracing::info!(
+            target: "plue",
+            run_id,
+            status = %run.status,
+            reason = run.reason.as_deref().unwrap_or(""),
+            duration_ms = run.duration_ms(),
+            "run finished"
+        );
+    } else {
+        say(format_args!("\n{}", summary.table().trim_end()));
+    }
     let duration = run
         .duration_ms()
         .map(super::run_output::human_ms)
@@ -414,8 +437,13 @@ fn closed_output(printed: anyhow::Result<()>) -> anyhow::Result<bool> {
     }
 }
 
-/// A line on stderr that never panics: the terminal may be gone (unlike `eprintln!`).
+/// A line on stderr that never panics: the terminal may be gone (unlike `eprintln!`). With
+/// `--log-format json` it is an event of the JSON log instead ([`crate::logging::notice`]).
 fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    if crate::logging::is_json() {
+        crate::logging::notice(line.to_string().trim_start());
+        return;
+    }
     let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -55,6 +55,14 @@ impl Page {
         }
     }
 
+    /// When line `i` was read (ms since the epoch).
+    fn ts(&self, i: usize) -> i64 {
+        match self {
+            Page::Tapped { lines, .. } => lines[i].ts_ms,
+            Page::Stored(lines) => lines[i].ts,
+        }
+    }
+
     /// `(stream, text)` of line `i`.
     fn line(&self, i: usize) -> (&str, &str) {
         match self {
@@ -96,6 +104,8 @@ pub(crate) struct Printer {
     tapped: HashMap<i64, VecDeque<TappedLines>>,
     /// The engine's line tap, drained into `tapped` before the store is read.
     tap: Option<UnboundedReceiver<TappedLines>>,
+    /// Also write each line and transition as a JSON event on stderr (`--log-format json`).
+    events: bool,
 }
 
 /// Where the running text of `token` lines stands on stdout.
@@ -167,7 +177,16 @@ impl Printer {
             tokens: TokenLine::default(),
             tapped: HashMap::new(),
             tap: None,
+            events: false,
         }
+    }
+
+    /// This printer also writing every step line (target `plue::step`: `step`, `attempt`,
+    /// `stream`, `seq`, `ts`, `text`) and status change (`plue::status`) as events of the
+    /// JSON log on stderr.
+    pub(crate) fn with_events(mut self, events: bool) -> Printer {
+        self.events = events;
+        self
     }
 
     /// Keeps a batch from the engine's line tap for when its step's lines print.
@@ -290,6 +309,19 @@ impl Printer {
                 let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
                 for i in 0..page.len() {
                     let (stream, text) = page.line(i);
+                    if self.events {
+                        let (attempt, seq) = page.position(i);
+                        tracing::info!(
+                            target: "plue::step",
+                            step = %step_id,
+                            attempt,
+                            stream,
+                            seq,
+                            ts = page.ts(i),
+                            text = %strip_ansi(text),
+                            "step line"
+                        );
+                    }
                     let text = if self.color {
                         Cow::Borrowed(text)
                     } else {
@@ -438,6 +470,18 @@ impl Printer {
             state.status = step.status.clone();
             state.attempts = step.attempts;
             state.iteration = step.iteration;
+            if self.events && (message.is_some() || again.is_some()) {
+                tracing::info!(
+                    target: "plue::status",
+                    step = %step.step_id,
+                    status = %step.status,
+                    attempt = step.attempts,
+                    iteration = step.iteration,
+                    reason = step.reason.as_deref().unwrap_or(""),
+                    "{}",
+                    message.as_deref().or(again.as_deref()).unwrap_or("")
+                );
+            }
             for message in again.into_iter().chain(message) {
                 write!(out, "{}", self.tokens.close())?;
                 if self.color {
