@@ -75,8 +75,9 @@ pub(crate) enum Command {
     Artifacts(ArtifactsArgs),
     /// Cancel a run on a server.
     Cancel(RunOnServerArgs),
-    /// Start a new run with the plan and workspace of an earlier one.
-    Rerun(RunOnServerArgs),
+    /// Start a new run with the plan and workspace of an earlier one, or (--replay) replay
+    /// an llm step of a local run from its transcript.
+    Rerun(RerunArgs),
     /// Approve (or --reject) a run's waiting approval step on a server.
     Approve(ApproveArgs),
     /// Render a prompt file, or check every prompt file below a directory.
@@ -544,6 +545,40 @@ pub(crate) struct RunShowArgs {
     pub(crate) source: SourceArgs,
 }
 
+/// `plue rerun RUN`, or `plue rerun RUN --step S --replay`.
+#[derive(Debug, Args)]
+pub(crate) struct RerunArgs {
+    #[command(flatten)]
+    pub(crate) target: RunOnServerArgs,
+    /// Re-run the tools of llm step --step against the model answers its transcript
+    /// recorded, in a fresh workspace, without calling the API (zero tokens); reports
+    /// where the tools' results now differ (exit 1). Reads a local data directory.
+    #[arg(long, requires = "step")]
+    pub(crate) replay: bool,
+    /// With --replay: the llm step to replay.
+    #[arg(long, requires = "replay")]
+    pub(crate) step: Option<String>,
+    /// With --replay: answer turns 1..=N from the transcript, then continue live against
+    /// the API (ANTHROPIC_BASE_URL; the key from --secret ANTHROPIC_API_KEY).
+    #[arg(long, value_name = "N", requires = "replay")]
+    pub(crate) from_turn: Option<u32>,
+    /// With --replay: the data directory of the `plue run` that ran the step.
+    #[arg(long, default_value = ".plue", env = "PLUE_DATA_DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// With --replay: the directory the workspace is copied from, as `plue run` copied the
+    /// current directory (default: the current directory).
+    #[arg(long, value_name = "DIR", requires = "replay")]
+    pub(crate) dir: Option<PathBuf>,
+    /// With --replay: a secret of the step (NAME=VALUE, or NAME to read it from the
+    /// environment), masked in the replay as in the run.
+    #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret, requires = "replay")]
+    pub(crate) secrets: Vec<(String, String)>,
+    /// With --replay: print the report as JSON on stdout.
+    #[arg(long, requires = "replay")]
+    pub(crate) json: bool,
+}
+
+/// `plue cancel RUN` and the like.
 #[derive(Debug, Args)]
 pub(crate) struct RunOnServerArgs {
     pub(crate) run_id: i64,

@@ -490,11 +490,14 @@ async fn get_blob(
     let named = match kind {
         wire::BlobKind::Workspace => handoff.workspace_from.as_deref() == Some(step.as_str()),
         wire::BlobKind::Artifacts => handoff.needs_artifacts.contains(&step),
+        // A transcript goes to the run's readers, never to another step.
+        wire::BlobKind::Transcript => false,
     };
     if !named {
         let option = match kind {
             wire::BlobKind::Workspace => "workspace_from",
             wire::BlobKind::Artifacts => "needs_artifacts",
+            wire::BlobKind::Transcript => "a hand-off (transcripts are not handed on)",
         };
         return Err(ApiError::forbidden(format!(
             "attempt {attempt_id}'s step does not name '{}' in {option}",
@@ -534,7 +537,7 @@ async fn get_blob(
 fn blob_kind(text: &str) -> ApiResult<wire::BlobKind> {
     wire::BlobKind::parse(text).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "'{}' is not a blob kind (workspace, artifacts)",
+            "'{}' is not a blob kind (workspace, artifacts, transcript)",
             text.escape_debug()
         ))
     })

@@ -397,6 +397,8 @@ async fn execute(
     // this host run as this attempt's user.
     let dir_to_remove = dir.clone();
     tokio::task::spawn_blocking(move || {
+        // Left when the attempt did not reach `keep` (cancelled); nothing else reads it.
+        let _ = std::fs::remove_dir_all(transcript_dir(&dir_to_remove));
         if let Err(err) = std::fs::remove_dir_all(&dir_to_remove) {
             if err.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(%err, dir = %dir_to_remove.display(), "could not remove the attempt's directory");
@@ -413,9 +415,9 @@ async fn execute(
         outputs,
         lines,
         usage,
-        claim_next: !config.ephemeral && !stop.is_cancelled(),
         model,
         proposals,
+        claim_next: !config.ephemeral && !stop.is_cancelled(),
         started_ms_ago,
         network_refused,
     };
@@ -516,6 +518,7 @@ async fn keep(
             handoff::Selection::artifacts(&handoff.artifacts).map_err(anyhow::Error::msg)?;
         uploads.push((BlobKind::Artifacts, selection));
     }
+    keep_transcript(engine, assignment, dir, limits, lines).await;
     for (kind, selection) in uploads {
         let path = wire::blob_path(assignment.attempt_id, kind);
         let packed = engine
@@ -535,6 +538,47 @@ async fn keep(
             .await;
     }
     Ok(())
+}
+
+/// Where an `llm` attempt's transcript is written: beside the attempt's directory, in the
+/// work directory (0711, the runner's), so the step's tools can neither read it nor plant
+/// a link there before the runner writes.
+fn transcript_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push(".transcript");
+    dir.with_file_name(name)
+}
+
+fn make_transcript_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let at = transcript_dir(dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&at)?;
+    Ok(at)
+}
+
+/// Uploads the transcript an `llm` attempt left ([`wire::BlobKind::Transcript`]), then
+/// removes it. A transcript that cannot be kept is told in the log; the step's outcome
+/// does not depend on it.
+async fn keep_transcript(
+    engine: &Engine,
+    assignment: &Assignment,
+    dir: &Path,
+    limits: handoff::Limits,
+    lines: &mpsc::Sender<(Stream, String)>,
+) {
+    let at = transcript_dir(dir);
+    if !at.join(llm::transcript::FILE).is_file() {
+        return;
+    }
+    let path = wire::blob_path(assignment.attempt_id, BlobKind::Transcript);
+    let kept = engine
+        .upload(&path, &at, handoff::Selection::Everything, limits)
+        .await;
+    if let Err(e) = kept {
+        let note = format!("the transcript was not kept: {e:#}");
+        let _ = lines.send((Stream::System, note)).await;
+    }
+    let _ = tokio::fs::remove_dir_all(&at).await;
 }
 
 /// How far [`lay_out`] got.
@@ -702,7 +746,7 @@ async fn run_llm(
     lines: &mpsc::Sender<(Stream, String)>,
     cancel: &CancellationToken,
     masker: Arc<Masker>,
-) -> llm::Finished {
+) -> (llm::Finished, Vec<wire::Proposal>) {
     let Confined { user, network } = confined;
     let base_env = &config.base_env;
     let StepAction::Llm {
@@ -714,15 +758,12 @@ async fn run_llm(
         tools,
         result,
         system_prompt,
+        safe_outputs,
     } = &assignment.action
     else {
         unreachable!("run_llm is only called for llm steps");
     };
     let files = AttemptDir::new(dir);
-    // The tools' processes get a step environment without the API key: it goes only into
-    // the request header.
-    let mut tool_secrets = assignment.secrets.clone();
-    tool_secrets.remove(llm::API_KEY_SECRET);
     // Before the conversation: a proposed pull request's diff is against this start.
     let start_commit = match &assignment.workspace {
         wire::WorkspaceSource::Git { sha, .. } => Some(sha.as_str()),
@@ -744,10 +785,30 @@ async fn run_llm(
             return (llm::Finished::failed(reason, None), Vec::new());
         }
     };
+    // The tools' processes get a step environment without the API key: it goes only into
+    // the request header.
+    let mut tool_secrets = assignment.secrets.clone();
+    tool_secrets.remove(llm::API_KEY_SECRET);
     let mut tool_env = step_env::build(base_env, files.paths(), &assignment.env, &tool_secrets);
     if let Some(network) = network {
         network.set_env(&mut tool_env);
     }
+    // The transcript is written where only the runner reaches (see `transcript_dir`), with
+    // what a replay needs to set the step up again.
+    let replayable = serde_json::json!({
+        "action": assignment.action,
+        "env": assignment.env,
+        "timeout_secs": assignment.timeout_secs,
+        "workspace_from": assignment.handoff.workspace_from,
+    });
+    let transcript = match make_transcript_dir(dir) {
+        Ok(at) => Some(at.join(llm::transcript::FILE)),
+        Err(e) => {
+            let note = format!("the transcript will not be kept: {e}");
+            let _ = lines.send((Stream::System, note)).await;
+            None
+        }
+    };
     let step = llm::LlmStep {
         options: llm::StepOptions {
             prompt: prompt.as_deref(),
@@ -767,10 +828,16 @@ async fn run_llm(
         user,
         network: network.map(|n| n.namespace().clone()),
         secrets: &assignment.secrets,
-        timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
         budget: assignment.budget.as_ref(),
+        timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
         retry: llm::RetryPolicy::default(),
         masker,
+        proposer: proposer.clone(),
+        transcript: transcript.as_deref().map(|path| llm::transcript::Keep {
+            path,
+            step: &replayable,
+        }),
+        replay: None,
     };
     let ended = llm::run(step, lines, cancel).await;
     if ended.outcome != Outcome::Succeeded {
@@ -790,7 +857,6 @@ async fn run_llm(
 type Ended = (
     Outcome,
     Option<i32>,
-        proposer: proposer.clone(),
     Option<String>,
     BTreeMap<String, String>,
 );

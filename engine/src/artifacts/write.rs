@@ -178,7 +178,7 @@ impl Artifacts {
                 });
                 (Some(tx), Some(task))
             }
-            BlobKind::Workspace => (None, None),
+            BlobKind::Workspace | BlobKind::Transcript => (None, None),
         };
         let mut listed = None;
         let mut body = std::pin::pin!(body);

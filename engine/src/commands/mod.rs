@@ -11,6 +11,7 @@ mod logs;
 pub(crate) mod people;
 mod prompt;
 mod record;
+mod replay;
 mod results;
 mod run;
 mod run_output;
@@ -36,7 +37,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runs::run(args).await,
         Command::Artifacts(args) => results::artifacts(args).await,
         Command::Cancel(args) => runs::cancel(args).await,
-        Command::Rerun(args) => runs::rerun(args).await,
+        Command::Rerun(args) if args.replay => replay::run(args).await,
+        Command::Rerun(args) => runs::rerun(args.target).await,
         Command::Approve(args) => approve::run(args).await,
         Command::Prompt(command) => prompt::run(command),
         Command::Repo(command) => forges::repo(command).await,

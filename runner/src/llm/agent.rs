@@ -27,6 +27,9 @@
 //! - The step's stop token (cancellation or timeout) ends the conversation at the next
 //!   await, a tool call included: the stream is dropped, a running `bash` call is killed.
 //! - The API key goes only to the client; messages here never contain it.
+//! - With a [`Transcriber`], every request, answer and tool result is recorded
+//!   ([`super::transcript`]); a replayed turn is answered from the recorded transcript
+//!   and sends nothing.
 //! - Every request to the API counts against `max_turns`, retries included, and the
 //!   budget's [`Meter`] sees the usage of every one as it streams (what a cut or retried
 //!   request streamed counts too): it refuses a request that would pass a limit, lowers
@@ -45,6 +48,7 @@ use super::client::{CallError, Client, Item};
 use super::stream::{Accumulator, Message, StreamError};
 use super::tools::finish::{self, Finish};
 use super::tools::{self, Toolbox};
+use super::transcript::Transcriber;
 use crate::mask::{Masker, StreamMasker};
 use crate::protocol::{Stream, Usage, MAX_LINE_BYTES};
 
@@ -126,6 +130,8 @@ pub struct Agent<'a> {
     pub meter: &'a Meter,
     /// With `result=`: the conversation ends only by a matching `finish` call.
     pub finish: Option<&'a Finish>,
+    /// Records the conversation, and answers replayed turns ([`super::transcript`]).
+    pub transcript: Option<&'a Transcriber>,
 }
 
 /// Why one attempt at a turn failed.
@@ -223,6 +229,7 @@ impl Agent<'_> {
                     None => None,
                 };
                 // A tool that hangs (whatever the cause) must not outlive the step's stop.
+                let began = std::time::Instant::now();
                 let called = match checked {
                     Some(output) => Some(output),
                     None => tokio::select! {
@@ -243,6 +250,9 @@ impl Agent<'_> {
                     tool_result_line(self.masker, id, output.is_error, &output.content),
                 )
                 .await;
+                if let Some(t) = self.transcript {
+                    t.tool(turns, (id, name, input), &output, began.elapsed());
+                }
                 results.push(json!({
                     "type": "tool_result",
                     "tool_use_id": id,
@@ -309,6 +319,10 @@ impl Agent<'_> {
         if !definitions.is_empty() {
             body["tools"] = Value::Array(definitions);
         }
+        // A replayed turn is answered from the transcript: no request, no tokens.
+        if let Some(answer) = self.transcript.and_then(|t| t.asked(number, &body)) {
+            return answer.map_err(Failure::Failed);
+        }
         let attempts = self.retry.attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -326,7 +340,10 @@ impl Agent<'_> {
                 {
                     return Err(Failure::Failed(self.meter.cut_short(asked)))
                 }
-                Ok(message) => return Ok(message),
+                Ok(message) => {
+                    self.transcript.inspect(|t| t.answered(&message));
+                    return Ok(message);
+                }
                 Err(TurnError::Stopped) => return Err(Failure::Stopped),
                 Err(error) => error,
             };

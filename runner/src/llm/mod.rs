@@ -8,6 +8,7 @@
 //! - [`tools`]: `read_file`, `write_file`, `list_files`, `grep`, `bash`, `git_diff`,
 //!   confined to the workspace.
 //! - [`agent`]: the conversation loop — turns, tool calls, retries, log lines.
+//! - [`transcript`]: the attempt's recorded conversation, and a replay from one.
 //!
 //! [`run`] is what the runner calls for a `StepAction::Llm`, with the same workspace,
 //! timeout, cancellation and log channel a process step gets. Invariants: the API key is
@@ -27,6 +28,7 @@ pub mod proposals;
 pub mod settings;
 pub mod stream;
 pub mod tools;
+pub mod transcript;
 
 #[cfg(test)]
 mod tests;
@@ -82,6 +84,12 @@ pub struct LlmStep<'a> {
     pub masker: Arc<Masker>,
     /// `safe_outputs`: the `propose_*` tools' collector ([`proposals::proposer`]).
     pub proposer: Option<Arc<tools::propose::Proposer>>,
+    /// Where and with what the transcript is written when the conversation ends; `None`:
+    /// not kept.
+    pub transcript: Option<transcript::Keep<'a>>,
+    /// Answer the turns from a recorded transcript instead of the API
+    /// ([`transcript::Replay`]).
+    pub replay: Option<transcript::Replay>,
 }
 
 /// How the attempt ended.
@@ -114,7 +122,10 @@ pub async fn run(
     lines: &Sender<(Stream, String)>,
     cancel: &CancellationToken,
 ) -> Finished {
-    let Some(key) = step.secrets.get(API_KEY_SECRET).filter(|k| !k.is_empty()) else {
+    // A replay that never goes live sends no request: it needs no key.
+    let replay_only = step.replay.as_ref().is_some_and(|r| !r.goes_live());
+    let key = step.secrets.get(API_KEY_SECRET).filter(|k| !k.is_empty());
+    let Some(key) = key.map(String::as_str).or(replay_only.then_some("replay")) else {
         return fail(
             lines,
             format!(
@@ -193,6 +204,7 @@ pub async fn run(
             stop.cancel();
         })
     };
+    let transcriber = transcript::Transcriber::new(step.masker.clone(), step.replay.clone());
     let agent = agent::Agent {
         client: &client,
         toolbox: &toolbox,
@@ -205,9 +217,16 @@ pub async fn run(
         masker: &step.masker,
         finish: finish.as_ref(),
         meter: &meter,
+        transcript: Some(&transcriber),
     };
     let conversation = agent.converse(&settings.prompt).await;
     timer.abort();
+    if let Some(path) = step.transcript {
+        if let Err(e) = transcriber.keep(path).await {
+            let note = format!("the transcript was not kept: {e}");
+            let _ = lines.send((Stream::System, note)).await;
+        }
+    }
     // Every request's usage, a cut or retried one's included (budget.rs).
     let usage = Some(meter.spent());
     let priced = |finished: Finished| Finished {

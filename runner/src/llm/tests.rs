@@ -116,6 +116,8 @@ impl Step {
             retry,
             masker: Arc::new(Masker::new(self.secrets.values())),
             proposer: None,
+            transcript: None,
+            replay: None,
         };
         let finished = run(step, &tx, cancel).await;
         drop(tx);

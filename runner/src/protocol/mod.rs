@@ -80,6 +80,9 @@ pub enum BlobKind {
     Workspace,
     /// The files matching the step's `artifacts` globs.
     Artifacts,
+    /// An `llm` attempt's transcript (`transcript.json`, see `llm::transcript`): kept for
+    /// readers of the run and `plue rerun --replay`, never handed to another step.
+    Transcript,
 }
 
 impl BlobKind {
@@ -87,6 +90,7 @@ impl BlobKind {
         match self {
             BlobKind::Workspace => "workspace",
             BlobKind::Artifacts => "artifacts",
+            BlobKind::Transcript => "transcript",
         }
     }
 
@@ -94,6 +98,7 @@ impl BlobKind {
         match text {
             "workspace" => Some(BlobKind::Workspace),
             "artifacts" => Some(BlobKind::Artifacts),
+            "transcript" => Some(BlobKind::Transcript),
             _ => None,
         }
     }

@@ -1,0 +1,183 @@
+//! End to end: an `llm` step replayed from its transcript (`plue rerun RUN --step S
+//! --replay`), through the real binary and a scripted Messages API (`testkit::claude`):
+//! - the run keeps the step's transcript, which holds no secret value (masked) and no API
+//!   key;
+//! - a replay makes zero requests and finds every tool result as recorded;
+//! - after the repository file a tool reads changes, the replay reports the difference at
+//!   the turn that read it (exit 1);
+//! - `--from-turn 1` answers turn 1 from the transcript and makes the remaining requests.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::process::Output;
+
+use serde_json::json;
+use support::{Sandbox, LLM_KEY};
+use testkit::claude::{FakeClaude, Reply, Turn};
+
+const SECRET: &str = "s3cret-v4lue-of-the-step";
+
+const WORKFLOW: &str = r#"def workflow():
+    return Plan(name="replay", triggers=[Trigger.manual()], steps=[
+        Step.llm("agent", prompt="Write out.txt, then read data.txt.",
+                 tools=["write_file", "bash"], secrets=["MY_TOKEN"], max_turns=5),
+    ])
+"#;
+
+fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Turns 2 and 3 of the conversation: a `bash` call reading the repository's file (and
+/// printing the secret), then the closing text.
+fn from_turn_two() -> [Reply; 2] {
+    [
+        Turn::new()
+            .tool_use(
+                "toolu_2",
+                "bash",
+                &json!({"command": "cat data.txt out.txt; echo \"token=$MY_TOKEN\""}),
+            )
+            .reply(),
+        Turn::text(&["all done"]).reply(),
+    ]
+}
+
+fn script() -> Vec<Reply> {
+    let mut script = vec![Turn::new()
+        .tool_use(
+            "toolu_1",
+            "write_file",
+            &json!({"path": "out.txt", "content": "written by the agent\n"}),
+        )
+        .reply()];
+    script.extend(from_turn_two());
+    script
+}
+
+/// Every file below `dir` whose name starts with `prefix`.
+fn files_named(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_named(&path, prefix));
+        } else if entry.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_replay_reruns_the_tools_without_the_api_and_reports_what_changed() {
+    let server = FakeClaude::start(script());
+    let sandbox = Sandbox::new("replay");
+    sandbox.write("w.plue.py", WORKFLOW);
+    sandbox.write("data.txt", "one\n");
+    let secret = format!("MY_TOKEN={SECRET}");
+    let output = sandbox.plue_run_llm(
+        server.url(),
+        &["w.plue.py", "--runners", "1", "--secret", &secret],
+    );
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    assert_eq!(server.requests().len(), 3, "{text}");
+
+    // The transcript: kept, masked, without the key.
+    let kept = files_named(&sandbox.path(".plue/artifacts"), "transcript-");
+    assert_eq!(kept.len(), 1, "one transcript blob: {kept:?}");
+    let tar = std::fs::read(&kept[0]).unwrap();
+    let transcript = String::from_utf8_lossy(&tar);
+    assert!(transcript.contains("toolu_2"), "{transcript}");
+    assert!(transcript.contains("token=***"), "{transcript}");
+    assert!(!transcript.contains(SECRET), "a secret in the transcript");
+    assert!(
+        !transcript.contains(LLM_KEY),
+        "the API key in the transcript"
+    );
+    assert!(
+        !transcript.contains("x-api-key"),
+        "headers in the transcript"
+    );
+
+    // A replay: zero requests, nothing differs.
+    let replay = |extra: &[&str]| {
+        sandbox
+            .plue(&[
+                "rerun", "1", "--step", "agent", "--replay", "--secret", &secret,
+            ])
+            .args(extra)
+            .env_remove("PLUE_DATA_DIR")
+            .env("ANTHROPIC_BASE_URL", server.url())
+            .output()
+            .expect("plue rerun")
+    };
+    let output = replay(&[]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("replayed 3 of 3 recorded turns"), "{text}");
+    assert!(text.contains("every tool result is as recorded"), "{text}");
+    assert_eq!(server.requests().len(), 3, "a replay made requests: {text}");
+
+    // The repository's file changed: the difference, at turn 2's bash call.
+    sandbox.write("data.txt", "two\n");
+    let output = replay(&["--json"]);
+    let text = printed(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect(&text);
+    assert_eq!(report["replayed_turns"], 3, "{text}");
+    let differences = report["differences"].as_array().unwrap();
+    assert_eq!(differences.len(), 1, "{text}");
+    assert_eq!(differences[0]["turn"], 2);
+    assert_eq!(differences[0]["tool"], "bash");
+    assert_eq!(differences[0]["diff"], "@@ line 1 @@\n-one\n-written by the agent\n-token=***\n+two\n+written by the agent\n+token=***\n");
+    assert!(!text.contains(SECRET), "{text}");
+    assert_eq!(server.requests().len(), 3, "a replay made requests: {text}");
+
+    // --from-turn 1: turn 1 from the transcript, turns 2 and 3 from the API.
+    server.push(from_turn_two());
+    let key = format!("ANTHROPIC_API_KEY={LLM_KEY}");
+    let output = replay(&["--from-turn", "1", "--secret", &key]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("replayed 1 of 3 recorded turns"), "{text}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 5, "{text}");
+    assert_eq!(requests[3].header("x-api-key"), Some(LLM_KEY));
+    // The live turn 2 carries turn 1's replayed call and its result.
+    let results = requests[3].tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["tool_use_id"], "toolu_1");
+}
+
+#[test]
+fn a_replay_without_a_transcript_says_so() {
+    let sandbox = Sandbox::new("replay-none");
+    sandbox.write(
+        "w.plue.py",
+        "def workflow():\n    return Plan(name=\"p\", triggers=[Trigger.manual()], steps=[Step.bash(\"b\", \"true\")])\n",
+    );
+    let output = sandbox
+        .plue(&["run", "w.plue.py", "--runners", "1"])
+        .env_remove("PLUE_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", printed(&output));
+    let output = sandbox
+        .plue(&["rerun", "1", "--step", "b", "--replay"])
+        .env_remove("PLUE_DATA_DIR")
+        .output()
+        .unwrap();
+    let text = printed(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("kept no transcript (only llm steps"),
+        "{text}"
+    );
+}
