@@ -444,6 +444,11 @@ pub(crate) struct RunnerArgs {
     /// public API). A workflow's `env` never changes it.
     #[arg(long, env = "ANTHROPIC_BASE_URL", value_name = "URL")]
     pub(crate) anthropic_base_url: Option<String>,
+    /// This runner's pod is confined by a NetworkPolicy (the pool gives it to a class with
+    /// `step_network: pod`): steps with network="none" run without a namespace of their
+    /// own, confined per pod. Allow-lists still need a namespace.
+    #[arg(long)]
+    pub(crate) network_confined_by_pod: bool,
 }
 
 fn parse_passed_env(name: &str) -> Result<String, String> {

@@ -626,7 +626,10 @@ fn a_class_declares_its_own_egress() {
     assert_eq!(small["spec"]["podSelector"]["matchLabels"], selector);
     assert_eq!(small["spec"]["egress"][0]["ports"][0]["port"], 443);
     assert!(
-        !rendered.names().iter().any(|n| n.ends_with("plue-runners-sandboxed")),
+        !rendered
+            .names()
+            .iter()
+            .any(|n| n.ends_with("plue-runners-sandboxed")),
         "{:?}",
         rendered.names()
     );
@@ -1256,4 +1259,83 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
         started.elapsed().as_secs() < grace,
         "drained within the pod's grace"
     );
+}
+
+/// A class with `step_network: pod` (its runners run `network="none"` steps confined by
+/// the pod's NetworkPolicy, not per step) reaches the engine's pool file, which the real
+/// binary accepts, and its pods are confined: the runners' policy (engine and DNS only)
+/// and the class's own egress. The chart refuses such a class where nothing would confine
+/// it — no NetworkPolicy at all, or `networkPolicy.runners.egress` widening every class.
+#[test]
+fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
+    let mut values = three_replicas_two_classes();
+    values["pool"]["classes"][1]["step_network"] = json!("pod");
+    values["pool"]["classes"][1]["egress"] = json!([
+        {"to": [{"ipBlock": {"cidr": "160.79.104.0/23"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]);
+    let rendered = render(values.clone());
+    let pool = rendered.pool_file();
+    assert!(pool.contains("step_network: \"pod\""), "{pool}");
+    assert_eq!(
+        pool.matches("step_network").count(),
+        1,
+        "only the class that says so: {pool}"
+    );
+    let runners = rendered.one("NetworkPolicy", "plue-runners");
+    assert_eq!(runners["spec"]["egress"].as_array().unwrap().len(), 2);
+    let class = rendered.one("NetworkPolicy", "plue-runners-sandboxed");
+    assert_eq!(
+        class["spec"]["podSelector"]["matchLabels"]["plue.dev/class"],
+        "sandboxed"
+    );
+    assert_eq!(
+        class["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "160.79.104.0/23"
+    );
+
+    // The engine reads the setting from the chart's file.
+    let sandbox = Sandbox::new("chart-step-network");
+    let file = sandbox.write("pool.yaml", &pool);
+    let output = sandbox
+        .plue(&[
+            "serve",
+            "--pool",
+            "kubernetes",
+            "--pool-config",
+            file.to_str().unwrap(),
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("step_network pod"), "{stdout}");
+
+    let mut bad = values.clone();
+    bad["pool"]["classes"][1]["step_network"] = json!("namespace");
+    assert_eq!(check_schema(&bad).0, Some(3), "the schema accepted {bad}");
+    for (changes, why) in [
+        (
+            json!({"enabled": false}),
+            "pool.classes sandboxed: step_network: pod needs networkPolicy.enabled",
+        ),
+        (
+            json!({"runners": {"egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}}),
+            "networkPolicy.runners.egress would widen that for every class",
+        ),
+    ] {
+        let mut values = values.clone();
+        values["networkPolicy"] = changes;
+        let output = python::run_script(
+            "chart.py",
+            &["render", chart_dir().to_str().unwrap(), NAMESPACE],
+            values.to_string().as_bytes(),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{values} rendered");
+        assert!(stderr.contains(why), "{values}: {stderr}");
+    }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{
-    client, free_port, get_json, serial, start_run, wait_final, wait_for, Engine, Sandbox,
-    RUNNER_TOKEN,
+    client, free_port, get_json, log_lines, serial, start_run, wait_final, wait_for, Engine,
+    Sandbox, RUNNER_TOKEN,
 };
 use testkit::kube::{FakeKube, Fault, Kubelet, KubeletConfig, Recorded};
 
@@ -418,6 +418,23 @@ const IMAGE: &str = "registry.example/plue:test";
 /// `repaired` exists in its sandbox; then it is the runner under test.
 const CRASHING_IMAGE: &str = "registry.example/crashing:1";
 
+/// An image whose runner holds no `CAP_SYS_ADMIN`, as in a hardened pod (these tests'
+/// pods are processes of the test's user, often root): it cannot make network namespaces.
+const CAPLESS_IMAGE: &str = "registry.example/capless:1";
+
+/// Writes the program behind [`CAPLESS_IMAGE`].
+fn capless_runner(sandbox: &Sandbox) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = sandbox.write(
+        "capless-runner",
+        &format!(
+            "#!/bin/sh\nexec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin -- '{plue}' \"$@\"\n",
+            plue = env!("CARGO_BIN_EXE_plue"),
+        ),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Writes the program behind [`CRASHING_IMAGE`]; returns the file that repairs it.
 fn crashing_runner(sandbox: &Sandbox) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -468,6 +485,7 @@ fn cluster(sandbox: &Sandbox) -> Cluster {
                 // A runner whose entrypoint fails at once until the test repairs it
                 // ([`crashing_runner`]).
                 (CRASHING_IMAGE.to_string(), sandbox.path("crashing-runner")),
+                (CAPLESS_IMAGE.to_string(), sandbox.path("capless-runner")),
             ]),
             base_env: vec![
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
@@ -1209,6 +1227,109 @@ async fn steps_no_class_serves_fail_at_once_with_the_reason() {
     assert!(
         pods(&cluster).is_empty(),
         "no pod for a step no class serves"
+    );
+}
+
+/// `network="none"` on the Kubernetes pool, whose hardened pods cannot make network
+/// namespaces: on a class with `step_network: pod` (its pods confined by the chart's
+/// NetworkPolicy) a `bash` step and an `llm` step's `bash` tool run, each with the line
+/// saying the policy is the pod's, not the step's; on a class without it the step fails
+/// closed with the reason, and so does an allow-list even on the pod-confined class (no
+/// engine-side proxy). A step cannot ask for the mode: only the class's file gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
+    use testkit::claude::{FakeClaude, Turn};
+    let _serial = serial().await;
+    let sandbox = Sandbox::new("kube-step-network");
+    capless_runner(&sandbox);
+    let cluster = cluster(&sandbox);
+    let claude = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_1", "bash", &json!({"command": "echo tool-ran"}))
+            .usage(10, 5)
+            .reply(),
+        Turn::text(&["done"]).usage(10, 1).reply(),
+    ]);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let agents = format!(
+        "  - name: agents\n    labels: {{role: agent}}\n    max_runners: 2\n    idle_timeout: 60s\n    step_network: pod\n\
+         \x20   template:\n      spec:\n        containers:\n          - name: runner\n            image: \"{CAPLESS_IMAGE}\"\n\
+         \x20           env: [{{name: ANTHROPIC_BASE_URL, value: \"{}\"}}]\n",
+        claude.url()
+    );
+    let engine = serve_with(
+        &sandbox,
+        &cluster,
+        "engine",
+        port,
+        &config(&url, 0, 2, CAPLESS_IMAGE, &agents),
+        &["--secret", "ANTHROPIC_API_KEY=sk-ant-kube-step-network"],
+    )
+    .await;
+    let run_id = run(
+        &sandbox,
+        &engine.url,
+        "net",
+        &[
+            "Step.bash('confined', 'echo step-ran', network='none', runner={'role': 'agent'})"
+                .into(),
+            "Step.llm('agent', prompt='Run the tool.', tools=['bash'], runner={'role': 'agent'})"
+                .into(),
+            "Step.bash('unconfined', 'echo step-ran', network='none', runner={'size': 'small'})"
+                .into(),
+            "Step.bash('listed', 'true', network=['pypi.org'], runner={'role': 'agent'})".into(),
+        ],
+    )
+    .await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(90)).await;
+    let logs = |step: &'static str| {
+        let url = engine.url.clone();
+        async move {
+            log_lines(&client(), &url, run_id, step)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|l| l["text"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let per_pod = "network: 'none' is enforced per pod by this runner class's NetworkPolicy";
+    for step in ["confined", "agent"] {
+        assert_eq!(
+            support::step(&done, step)["status"],
+            "succeeded",
+            "{done:#}\n{}",
+            sandbox.diagnostics()
+        );
+        let log = logs(step).await;
+        assert!(log.contains(per_pod), "{step}: {log}");
+    }
+    assert!(logs("confined").await.contains("step-ran"));
+    let results = claude.requests()[1].tool_results();
+    assert!(
+        results[0]["content"].to_string().contains("tool-ran"),
+        "{results:?}"
+    );
+
+    let unconfined = support::step(&done, "unconfined");
+    assert_eq!(unconfined["status"], "failed", "{done:#}");
+    let reason = unconfined["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("network: cannot give the step its own network namespace")
+            && reason.contains("a runner class with `step_network: pod`"),
+        "{reason}"
+    );
+    assert!(!logs("unconfined").await.contains("step-ran"));
+    assert!(!logs("unconfined").await.contains(per_pod));
+
+    let listed = support::step(&done, "listed");
+    assert_eq!(listed["status"], "failed", "{done:#}");
+    let reason = listed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("a step whose network is 'an allow-list' needs a runner that is root"),
+        "{reason}"
     );
 }
 

@@ -71,6 +71,10 @@ pub struct AgentConfig {
     /// Where `llm` steps send the API key (`None`: the public API); the operator's setting,
     /// never a step's.
     pub anthropic_base_url: Option<String>,
+    /// The runner's pod is confined by a NetworkPolicy (the operator's setting, given by
+    /// the Kubernetes pool to a class with `step_network: pod`; never a step's): a `none`
+    /// step runs without a namespace of its own ([`network::confine`]).
+    pub network_confined_by_pod: bool,
 }
 
 const POLL_WAIT: Duration = Duration::from_secs(20);
@@ -296,6 +300,15 @@ async fn execute(
     // The step's network (`network`): nothing at all for `open`; a policy that cannot be
     // set up fails the step, which never runs with the host's network instead.
     let (mut step_network, prepared) = match prepared {
+        Ok(())
+            if config.network_confined_by_pod
+                && assignment.network == wire::NetworkPolicy::None =>
+        {
+            let _ = lines_tx
+                .send((Stream::System, network::CONFINED_BY_POD.into()))
+                .await;
+            (None, Ok(()))
+        }
         Ok(()) => match network::confine(&assignment.network, &lines_tx).await {
             Ok(confined) => (confined, Ok(())),
             Err(e) => (None, Err(e)),

@@ -65,6 +65,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
             None => StepUsers::default_for_this_process(),
         },
         anthropic_base_url: args.anthropic_base_url.filter(|url| !url.is_empty()),
+        network_confined_by_pod: args.network_confined_by_pod,
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -23,6 +23,9 @@
 //!     allow_image_pull_secrets: [] # optional; Secrets the kubelet may pull the images with
 //!     allow_runtime_classes: []  # optional; runtimeClassName values the template may pick
 //!     allow_service_account: ""  # optional; the one service account the pod may run as
+//!     step_network: step         # optional; `pod`: the pods' egress is confined by the
+//!                                # chart's NetworkPolicy, so `none` steps run without a
+//!                                # namespace of their own (see [`StepNetwork`])
 //!     template:                  # a PodTemplateSpec merged over Plue's defaults
 //!       spec:
 //!         containers:
@@ -112,7 +115,26 @@ pub struct RunnerClass {
     pub allow_runtime_classes: BTreeSet<String>,
     /// The service account the template may name besides the namespace's `default`.
     pub allow_service_account: Option<String>,
+    /// Who confines the network of a step whose policy is not `open`.
+    pub step_network: StepNetwork,
     pub template: PodTemplateSpec,
+}
+
+/// Who confines a class's steps' network (`step_network`). The operator's setting, told
+/// to the class's runners by the argument the pool gives them
+/// ([`crate::pool::kubernetes`]'s pod builder): never a step's or a plan's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepNetwork {
+    /// The runner gives each such step a network namespace of its own, or fails it (a
+    /// hardened pod cannot make one: every such step fails closed).
+    #[default]
+    Step,
+    /// The class's pods are confined by a NetworkPolicy (the chart's, for a class that
+    /// says so: the engine, DNS and the class's `egress`): a `none` step runs without a
+    /// namespace of its own, confined per pod, with a line of its log saying so. An
+    /// allow-list still fails closed.
+    Pod,
 }
 
 impl RunnerClass {
@@ -176,6 +198,8 @@ struct RawClass {
     allow_runtime_classes: BTreeSet<String>,
     #[serde(default)]
     allow_service_account: Option<String>,
+    #[serde(default)]
+    step_network: StepNetwork,
     template: serde_json::Value,
 }
 
@@ -261,6 +285,11 @@ pub fn summary(file: &PoolFile, source: &str) -> String {
         }
         if let Some(account) = &class.allow_service_account {
             out.push_str(&format!(", allow_service_account {account}"));
+        }
+        if class.step_network == StepNetwork::Pod {
+            out.push_str(
+                ", step_network pod (network=\"none\" steps confined by the pod's NetworkPolicy)",
+            );
         }
     }
     out
@@ -405,6 +434,7 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             allow_image_pull_secrets: class.allow_image_pull_secrets,
             allow_runtime_classes: class.allow_runtime_classes,
             allow_service_account: class.allow_service_account,
+            step_network: class.step_network,
             template,
         };
         if parsed {
@@ -637,6 +667,7 @@ classes:
     max_runners: 2
     idle_timeout: 90
     accept_forks: true
+    step_network: pod
     template:
       spec:
         containers: [{name: runner, image: registry.example/plue-gpu:1}]
@@ -658,6 +689,11 @@ classes:
         assert_eq!(gpu.idle_timeout, Duration::from_secs(90));
         // A class with labels refuses forks unless it says otherwise.
         assert!(!small.accept_forks && gpu.accept_forks);
+        // Each step confines its own network unless the class says its pods are.
+        assert_eq!(small.step_network, StepNetwork::Step);
+        assert_eq!(gpu.step_network, StepNetwork::Pod);
+        let summary = summary(&file, "pool.yaml");
+        assert!(summary.contains("step_network pod"), "{summary}");
         let spec = small.template.spec.as_ref().unwrap();
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
         let limits = spec.containers[0]
@@ -759,6 +795,20 @@ classes:
         let err = parse(text, "f").unwrap_err().to_string();
         assert!(
             err.contains("classes[1].labels: classes[0] already offers the same labels (none)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn step_network_is_step_or_pod_and_nothing_else() {
+        let text = r#"
+kubernetes: {namespace: ci, engine_url: http://e}
+classes:
+  - {name: a, max_runners: 1, step_network: namespace, template: {spec: {containers: [{name: runner, image: i}]}}}
+"#;
+        let err = parse(text, "f").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown variant `namespace`, expected `step` or `pod`"),
             "{err}"
         );
     }

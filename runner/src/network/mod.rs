@@ -24,6 +24,11 @@
 //!   directories (nscd, systemd-resolved, the system bus) are hidden under an empty
 //!   tmpfs in the step's mount namespace (`sockets.rs`).
 //!
+//! The one exception is the runner's, never a step's: a runner started with
+//! `--network-confined-by-pod` (a Kubernetes class whose pods a NetworkPolicy confines)
+//! runs a `none` step without calling [`confine`], and says so in the step's log
+//! ([`CONFINED_BY_POD`]); an allow-list there still goes through [`confine`].
+//!
 //! What it does not cover: other Unix sockets bound to a path (reached through the file
 //! system, where the step's user and its private `/tmp` decide), and the runner's own
 //! traffic (the engine, the model's API), which never passes through the step's namespace.
@@ -46,6 +51,14 @@ use tokio::sync::mpsc::Sender;
 
 use crate::protocol::{NetworkPolicy, Stream};
 pub(crate) use sockets::resolver_dirs;
+
+/// The `system` line of a `none` step a pod-confined runner runs without a namespace of its
+/// own (`--network-confined-by-pod`, which only the Kubernetes pool gives, to a class with
+/// `step_network: pod`): what confines it is the pod's NetworkPolicy, shared by the runner
+/// and every step of the class.
+pub const CONFINED_BY_POD: &str = "network: 'none' is enforced per pod by this runner class's \
+     NetworkPolicy (the engine, DNS and the class's egress), not per step: this step shares \
+     the pod's egress with the runner and the model's API";
 
 /// A step's network namespace, shared by every process the step starts.
 #[derive(Debug, Clone)]
@@ -117,10 +130,18 @@ pub async fn confine(
         .await
         .map_err(|e| format!("network: the namespace task failed: {e}"))?
         .map_err(|err| {
+            // Where else it could run: a `none` step also runs on a Kubernetes class whose
+            // pods a NetworkPolicy confines; an allow-list has no such place.
+            let elsewhere = match policy {
+                NetworkPolicy::None => {
+                    " (on the Kubernetes pool: a runner class with `step_network: pod`)"
+                }
+                _ => "",
+            };
             format!(
                 "network: cannot give the step its own network namespace ({err}); a step whose \
-                 network is '{}' needs a runner that is root (or has CAP_SYS_ADMIN) and never \
-                 runs with the host's network instead",
+                 network is '{}' needs a runner that is root (or has CAP_SYS_ADMIN){elsewhere} \
+                 and never runs with the host's network instead",
                 policy_name(policy)
             )
         })?;

@@ -29,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::{ByteString, DeepMerge};
 
 use super::hardening;
-use crate::pool::config_file::{KubernetesSettings, RunnerClass, RUNNER_CONTAINER};
+use crate::pool::config_file::{KubernetesSettings, RunnerClass, StepNetwork, RUNNER_CONTAINER};
 use crate::runner_scope::format_labels;
 
 pub(super) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -44,6 +44,9 @@ pub(super) const TOKEN_ID: &str = "plue.dev/token-id";
 pub(super) const TOKEN_DIR: &str = "/var/run/plue/token";
 pub(super) const TOKEN_FILE: &str = "/var/run/plue/token/token";
 pub(super) const WORK_DIR: &str = "/work";
+/// The runner argument of a class whose pods a NetworkPolicy confines (`step_network:
+/// pod`).
+pub(super) const NETWORK_CONFINED_BY_POD: &str = "--network-confined-by-pod";
 /// The uid and gid runner pods run as unless the template says otherwise.
 pub(super) const RUNNER_UID: i64 = 65532;
 
@@ -164,6 +167,11 @@ pub(super) fn runner_pod(
         if !class.labels.is_empty() {
             args.push("--labels".into());
             args.push(format_labels(&class.labels));
+        }
+        // The class's NetworkPolicy confines the pod (the operator's word, in the pool's
+        // file): the runner then runs `none` steps without a namespace of their own.
+        if class.step_network == StepNetwork::Pod {
+            args.push(NETWORK_CONFINED_BY_POD.into());
         }
         runner.command = Some(vec!["plue".into()]);
         runner.args = Some(args);
@@ -317,6 +325,21 @@ mod tests {
         let secret = token_volume.secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("pool-abc-1"));
         assert_eq!(secret.default_mode, Some(0o400));
+    }
+
+    /// Only a class whose file says `step_network: pod` gets the argument; its template
+    /// cannot add it (command and args are Plue's: `config_file`'s checks).
+    #[test]
+    fn only_a_pod_confined_class_tells_its_runners_so() {
+        let template = "{spec: {containers: [{name: runner, image: 'img:1'}]}}";
+        let (settings, mut class) = class(template);
+        let args = |class: &RunnerClass| {
+            let pod = runner_pod(&settings, class, "pool-abc-1", 1);
+            pod.spec.unwrap().containers[0].args.clone().unwrap()
+        };
+        assert!(!args(&class).iter().any(|a| a == NETWORK_CONFINED_BY_POD));
+        class.step_network = StepNetwork::Pod;
+        assert!(args(&class).iter().any(|a| a == NETWORK_CONFINED_BY_POD));
     }
 
     #[test]
