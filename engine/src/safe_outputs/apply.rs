@@ -21,6 +21,9 @@
 //!   post ([`crate::forge::writer`]).
 //! - Proposals of one run are applied in order: one waits while an earlier one of its run
 //!   is not settled.
+//! - What the built commit changes (`git diff-tree -r --no-renames`, both sides of a
+//!   rename, with modes) is checked again by the validator's path and mode rules before
+//!   any push: a diff `git apply` reads otherwise than the validator lands nothing denied.
 //! - The forge token reaches git only through `GIT_CONFIG_*` environment variables
 //!   (`http.extraHeader`), never argv or a URL; errors never hold it.
 //! - A run treated like a fork's (no secrets: a stranger summoned it) writes nothing
@@ -36,6 +39,7 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use evaluator::plan::{Action, Plan};
+use evaluator::safe_outputs::SafeOutputs;
 use evaluator::EvalContext;
 use runner::protocol::Proposal;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +48,7 @@ use crate::forge::status::PostError;
 use crate::forge::writer::{NewPull, Writer};
 use crate::forge::Forge;
 use crate::registry::git::{self, Mirror};
+use crate::safe_outputs::validate;
 use crate::status_reporter::{backoff_ms, LEASE_MS, MAX_ATTEMPTS};
 use crate::store::{now_ms, on_db, ProposalRow, RepoRow, RunRow, Store};
 use crate::vault::Vault;
@@ -307,6 +312,12 @@ impl Applier {
                         job.run.sha
                     ))
                 })?;
+                // The validator read the diff; this is what `git apply` made of it.
+                let changed = changes(&mirror, &job.run.sha, &commit)
+                    .await
+                    .map_err(|e| PostError::Retry(format!("{e:#}")))?;
+                validate::check_changes(&changed, &self.safe_outputs(job))
+                    .map_err(PostError::Permanent)?;
                 push(&mirror, &job.repo.clone_url, &commit, &branch, &token).await?;
                 let link = format!(
                     "{}/runs/{}",
@@ -359,16 +370,21 @@ impl Applier {
 
     /// The step's `branch_prefix` (the default one when the plan no longer says).
     fn branch_prefix(&self, job: &Job) -> String {
+        self.safe_outputs(job).branch_prefix
+    }
+
+    /// The step's `SafeOutputs` (the defaults, which still deny every default path, when
+    /// the plan no longer says).
+    fn safe_outputs(&self, job: &Job) -> SafeOutputs {
         job.plan
             .steps
             .iter()
             .find(|step| step.id == job.step_id)
             .and_then(|step| match &step.action {
-                Action::Llm(llm) => llm.safe_outputs.as_ref(),
+                Action::Llm(llm) => llm.safe_outputs.as_deref().cloned(),
                 _ => None,
             })
-            .map(|outputs| outputs.branch_prefix.clone())
-            .unwrap_or_else(|| evaluator::safe_outputs::SafeOutputs::default().branch_prefix)
+            .unwrap_or_default()
     }
 
     /// The issue (or pull request) a comment or labels go to: the run's.
@@ -455,6 +471,46 @@ pub async fn build_commit(
     )
     .await?;
     Ok(String::from_utf8_lossy(&commit).trim().to_string())
+}
+
+/// What `commit` changes against `base`: `(old mode, new mode, path)` per path, renames
+/// and copies seen as a deletion and an addition (so both paths are named).
+pub async fn changes(
+    mirror: &Mirror,
+    base: &str,
+    commit: &str,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let out = git::git_with(
+        Some(mirror.dir()),
+        &[
+            "diff-tree",
+            "-r",
+            "-z",
+            "--no-renames",
+            "--no-commit-id",
+            base,
+            commit,
+        ],
+        &[],
+        None,
+        GIT_TIMEOUT,
+    )
+    .await?;
+    // `:OLD NEW OLDSHA NEWSHA STATUS\0PATH\0` per path.
+    let mut fields = out.split(|b| *b == 0).filter(|f| !f.is_empty());
+    let mut changed = Vec::new();
+    while let Some(meta) = fields.next() {
+        let meta = std::str::from_utf8(meta).context("diff-tree output")?;
+        let mut modes = meta.trim_start_matches(':').split(' ');
+        let (Some(old), Some(new)) = (modes.next(), modes.next()) else {
+            anyhow::bail!("diff-tree printed {meta:?}");
+        };
+        let path = fields.next().context("diff-tree printed no path")?;
+        let path = String::from_utf8(path.to_vec())
+            .map_err(|_| anyhow::anyhow!("the built commit changes a path that is not UTF-8"))?;
+        changed.push((old.to_owned(), new.to_owned(), path));
+    }
+    Ok(changed)
 }
 
 /// A file removed when dropped.

@@ -306,6 +306,26 @@ impl PathRules {
     }
 }
 
+/// Checks what a built commit changes — `(old mode, new mode, path)` as `git diff-tree -r
+/// --no-renames` reports them, `000000` for a side that does not exist — by the rules the
+/// diff's paths and modes were checked by, so that a diff `git apply` reads otherwise than
+/// [`check_diff`] still changes no denied path and adds no link or submodule.
+pub fn check_changes(changes: &[(String, String, String)], so: &SafeOutputs) -> Result<(), String> {
+    let rules = PathRules::new(so)?;
+    for (old, new, path) in changes {
+        if [old, new]
+            .iter()
+            .any(|m| matches!(m.as_str(), "120000" | "160000"))
+        {
+            return Err(format!(
+                "the built commit makes {path:?} a symbolic link or a submodule (mode {new})"
+            ));
+        }
+        rules.check(path)?;
+    }
+    Ok(())
+}
+
 /// Where the parser is in the diff.
 enum At {
     Start,

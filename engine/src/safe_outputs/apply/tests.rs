@@ -262,3 +262,69 @@ async fn a_strangers_run_writes_nothing_without_a_persons_approval() {
         );
     }
 }
+
+// Defense in depth: were the validator to read a diff otherwise than `git apply` does, the
+// commit `git apply` built is checked before any push. Each diff here is one the validator
+// refuses; built anyway, what it changes is refused too — a denied path, both sides of a
+// rename, a symbolic link, a mode change to one, a `.gitmodules` — and a clean one passes.
+#[tokio::test]
+async fn what_the_built_commit_changes_is_checked_again_before_the_push() {
+    let (forge, base, _) = setup();
+    let mirrors = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&forge, mirrors.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("bash")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    sh(&format!("git clone -q {} .", forge.clone_url("acme/app")));
+    let so = SafeOutputs::default();
+    let hostile = [
+        (
+            "mkdir -p .github/workflows; echo x > .github/workflows/ci.yml",
+            ".github",
+        ),
+        ("mkdir -p .PLUE; git mv src/lib.rs .PLUE/deploy.py", ".PLUE"),
+        ("git mv old.txt deploy.plue.py", "deploy.plue.py"),
+        ("ln -s /etc/passwd link", "symbolic link"),
+        ("rm old.txt; ln -s src old.txt", "symbolic link"),
+        (
+            "mkdir -p sub; echo '[submodule]' > sub/.gitmodules",
+            ".gitmodules",
+        ),
+    ];
+    for (script, expected) in hostile {
+        let diff = sh(&format!(
+            "git reset -q --hard; git clean -qfdx; {script}; git add -A; \
+             git diff --cached --binary -M"
+        ));
+        let text = String::from_utf8_lossy(&diff);
+        assert!(validate::check_diff(&text, &so).is_err(), "{text}");
+        let commit = build_commit(&mirror, &base, &diff, "t", 1_700_000_000_000)
+            .await
+            .unwrap();
+        let changed = changes(&mirror, &base, &commit).await.unwrap();
+        let why = validate::check_changes(&changed, &so).unwrap_err();
+        assert!(why.contains(expected), "{script}: {why} ({changed:?})");
+    }
+    let diff = sh(
+        "git reset -q --hard; git clean -qfdx; echo y > src/main.rs; git mv old.txt new.txt; \
+         git add -A; git diff --cached --binary -M",
+    );
+    let commit = build_commit(&mirror, &base, &diff, "t", 1_700_000_000_000)
+        .await
+        .unwrap();
+    let changed = changes(&mirror, &base, &commit).await.unwrap();
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    validate::check_changes(&changed, &so).unwrap();
+}
