@@ -100,22 +100,35 @@ fn artifacts_are_listed_and_downloaded_from_a_local_data_directory() {
     let listed = plue(&sandbox, &["artifacts", "1"]);
     assert!(listed.status.success(), "{}", printed(&listed));
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(text.contains("build") && text.contains("dist/app.txt"), "{text}");
+    assert!(
+        text.contains("build") && text.contains("dist/app.txt"),
+        "{text}"
+    );
     assert!(text.contains("report.txt"), "{text}");
 
     let all = plue(&sandbox, &["artifacts", "1", "--to", "all"]);
     assert!(all.status.success(), "{}", printed(&all));
     assert_eq!(read(sandbox.path("all/build/dist/app.txt")), "built\n");
     assert_eq!(read(sandbox.path("all/report/report.txt")), "all good\n");
-    assert!(!sandbox.path("all/build/notes.md").exists(), "only the artifacts");
+    assert!(
+        !sandbox.path("all/build/notes.md").exists(),
+        "only the artifacts"
+    );
 
-    let one = plue(&sandbox, &["artifacts", "1", "--step", "report", "--to", "one"]);
+    let one = plue(
+        &sandbox,
+        &["artifacts", "1", "--step", "report", "--to", "one"],
+    );
     assert!(one.status.success(), "{}", printed(&one));
     assert_eq!(read(sandbox.path("one/report.txt")), "all good\n");
 
     let again = plue(&sandbox, &["artifacts", "1", "--to", "all"]);
     assert!(!again.status.success(), "a directory with files is refused");
-    assert!(printed(&again).contains("is not empty"), "{}", printed(&again));
+    assert!(
+        printed(&again).contains("is not empty"),
+        "{}",
+        printed(&again)
+    );
     let missing = plue(&sandbox, &["artifacts", "1", "--step", "nope", "--to", "x"]);
     assert!(printed(&missing).contains("step 'nope' of run 1 kept no artifacts"));
 }
@@ -210,9 +223,16 @@ fn attack_a_hostile_artifacts_tar_writes_nothing_outside_the_target() {
         ]),
     )
     .unwrap();
-    let out = plue(&sandbox, &["artifacts", "1", "--step", "build", "--to", "dl"]);
+    let out = plue(
+        &sandbox,
+        &["artifacts", "1", "--step", "build", "--to", "dl"],
+    );
     assert!(!out.status.success(), "{}", printed(&out));
-    assert!(printed(&out).contains("refused archive entry"), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("refused archive entry"),
+        "{}",
+        printed(&out)
+    );
     nothing_outside(&sandbox, &["escaped.txt", "escaped2.txt"]);
 
     // A symlink pointing out, then a file written through it; an absolute link too.
@@ -228,10 +248,18 @@ fn attack_a_hostile_artifacts_tar_writes_nothing_outside_the_target() {
     .unwrap();
     let out = plue(&sandbox, &["artifacts", "1", "--to", "dl2"]);
     assert!(!out.status.success(), "{}", printed(&out));
-    assert!(printed(&out).contains("refused archive entry"), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("refused archive entry"),
+        "{}",
+        printed(&out)
+    );
     nothing_outside(&sandbox, &["pwned.txt", "plue-pwned.txt"]);
     for path in walk(sandbox.path("dl2")) {
         let meta = std::fs::symlink_metadata(&path).unwrap();
-        assert!(!meta.file_type().is_symlink(), "a link was left: {}", path.display());
+        assert!(
+            !meta.file_type().is_symlink(),
+            "a link was left: {}",
+            path.display()
+        );
     }
 }

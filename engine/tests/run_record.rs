@@ -62,7 +62,10 @@ fn review(id: &str, input: Value) -> Reply {
 /// The scripted reviewer: rejects round 1, approves round 2.
 fn reviewer() -> FakeClaude {
     FakeClaude::start(vec![
-        review("toolu_r1", json!({"verdict": "reject", "reason": "say more"})),
+        review(
+            "toolu_r1",
+            json!({"verdict": "reject", "reason": "say more"}),
+        ),
         review("toolu_r2", json!({"verdict": "approve", "reason": "good"})),
     ])
 }
@@ -130,7 +133,8 @@ fn a_real_runs_record_is_complete_and_valid_against_the_published_schema() {
     }
     // Every attempt: code and review twice (the loop), with runner, times, exit codes.
     let attempts = record["attempt_records"].as_array().unwrap();
-    let of = |step: &str| -> Vec<&Value> { attempts.iter().filter(|a| a["step"] == step).collect() };
+    let of =
+        |step: &str| -> Vec<&Value> { attempts.iter().filter(|a| a["step"] == step).collect() };
     assert_eq!(of("code").len(), 2, "{attempts:#?}");
     let reviews = of("review");
     assert_eq!(reviews.len(), 2);
@@ -146,7 +150,11 @@ fn a_real_runs_record_is_complete_and_valid_against_the_published_schema() {
         assert!(attempt["runner"].is_string(), "{attempt}");
         assert!(attempt["started_at"].as_i64() <= attempt["finished_at"].as_i64());
     }
-    assert!(reviews[1]["usage"]["input_tokens"].is_u64(), "{:#}", reviews[1]);
+    assert!(
+        reviews[1]["usage"]["input_tokens"].is_u64(),
+        "{:#}",
+        reviews[1]
+    );
     // Every round's outputs, the rejected one too.
     let rounds: Vec<(&Value, &Value)> = record["rounds"]
         .as_array()
@@ -157,7 +165,10 @@ fn a_real_runs_record_is_complete_and_valid_against_the_published_schema() {
         .collect();
     assert_eq!(
         rounds,
-        [(&json!(1), &json!("reject")), (&json!(2), &json!("approve"))]
+        [
+            (&json!(1), &json!("reject")),
+            (&json!(2), &json!("approve"))
+        ]
     );
     // The steps' view (as the API's): loop iteration, usage.
     let steps = record["steps"].as_array().unwrap();
@@ -168,7 +179,9 @@ fn a_real_runs_record_is_complete_and_valid_against_the_published_schema() {
     // The artifact (every attempt's) and who approved.
     let artifacts = record["artifacts"].as_array().unwrap();
     assert!(
-        artifacts.iter().any(|a| a["step"] == "code" && a["name"] == "out.txt"),
+        artifacts
+            .iter()
+            .any(|a| a["step"] == "code" && a["name"] == "out.txt"),
         "{artifacts:#?}"
     );
     assert_eq!(record["approvals"][0]["step_id"], "gate");
@@ -210,8 +223,18 @@ fn log_format_json_is_only_json_on_stderr_with_every_step_line_as_an_event() {
     sandbox.write("w.plue.py", PIPELINE);
     let output = sandbox
         .plue(&["--log-format", "json", "run", "w.plue.py", "--runners", "1"])
-        .args(["--event", "manual", "--input", "note=hello", "--approve", "gate"])
-        .args(["--secret", &format!("ANTHROPIC_API_KEY={}", support::LLM_KEY)])
+        .args([
+            "--event",
+            "manual",
+            "--input",
+            "note=hello",
+            "--approve",
+            "gate",
+        ])
+        .args([
+            "--secret",
+            &format!("ANTHROPIC_API_KEY={}", support::LLM_KEY),
+        ])
         .env_remove("PLUE_DATA_DIR")
         .env_remove("PLUE_LOG")
         .env_remove("ANTHROPIC_API_KEY")
@@ -254,7 +277,10 @@ fn log_format_json_is_only_json_on_stderr_with_every_step_line_as_an_event() {
         for key in ["seq", "ts", "attempt"] {
             assert!(line[key].is_i64(), "{key}: {line}");
         }
-        assert!(line["stream"].is_string() && line["text"].is_string(), "{line}");
+        assert!(
+            line["stream"].is_string() && line["text"].is_string(),
+            "{line}"
+        );
     }
     // Status changes too: the review's rejection, its reason.
     assert!(

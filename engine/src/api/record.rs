@@ -130,7 +130,11 @@ pub async fn build(store: &Store, run_id: i64) -> anyhow::Result<Option<RunRecor
         .filter_map(|u| serde_json::from_value::<runner::protocol::Usage>(u.clone()).ok())
         .reduce(|a, b| a + b)
         .map(|u| serde_json::to_value(u).expect("usage is JSON"));
-    let order: HashMap<i64, usize> = step_run_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let order: HashMap<i64, usize> = step_run_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i))
+        .collect();
     let mut attempt_rows = attempt_rows;
     attempt_rows.sort_by_key(|a| (order.get(&a.step_run_id).copied(), a.number));
     let attempt_records = attempt_rows
@@ -146,7 +150,10 @@ pub async fn build(store: &Store, run_id: i64) -> anyhow::Result<Option<RunRecor
             exit_code: a.exit_code,
             reason: a.reason,
             model: a.model,
-            usage: a.usage.as_deref().and_then(|u| serde_json::from_str(u).ok()),
+            usage: a
+                .usage
+                .as_deref()
+                .and_then(|u| serde_json::from_str(u).ok()),
             cost_usd: a
                 .cost_usd_micros
                 .map(|m| crate::pricing::usd(u64::try_from(m).unwrap_or(0))),
@@ -256,7 +263,16 @@ mod tests {
     fn the_schema_names_every_part_of_the_record() {
         let schema = json_schema();
         let defs = schema["$defs"].as_object().unwrap();
-        for name in ["RunRecord", "RunView", "StepView", "AttemptRecord", "RoundRecord", "ArtifactView", "ApprovalView", "ProposalView"] {
+        for name in [
+            "RunRecord",
+            "RunView",
+            "StepView",
+            "AttemptRecord",
+            "RoundRecord",
+            "ArtifactView",
+            "ApprovalView",
+            "ProposalView",
+        ] {
             assert!(defs.contains_key(name), "{name} missing: {:?}", defs.keys());
         }
         assert!(!schema.to_string().contains("#/components/"), "{schema}");

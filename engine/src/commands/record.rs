@@ -23,9 +23,8 @@ pub(crate) async fn fetch(source: &SourceArgs, run_id: i64) -> anyhow::Result<Va
             let store = Store::open_data_dir(&source.data_dir).await?;
             let record = engine::api::record::build(&store, run_id).await;
             store.close().await;
-            let record = record?.with_context(|| {
-                format!("no run {run_id} in {}", source.data_dir.display())
-            })?;
+            let record = record?
+                .with_context(|| format!("no run {run_id} in {}", source.data_dir.display()))?;
             Ok(serde_json::to_value(record)?)
         }
     }
@@ -67,7 +66,9 @@ fn text(record: &Value) -> String {
     if let Some(cost) = record["cost_usd"].as_f64() {
         out.push_str(&format!("  cost: ${cost:.4}\n"));
     }
-    out.push_str("\nSTEP / ATTEMPT          ROUND  STATUS      RUNNER        TOOK      EXIT  REASON\n");
+    out.push_str(
+        "\nSTEP / ATTEMPT          ROUND  STATUS      RUNNER        TOOK      EXIT  REASON\n",
+    );
     for a in record["attempt_records"].as_array().into_iter().flatten() {
         let took = match (a["started_at"].as_i64(), a["finished_at"].as_i64()) {
             (Some(start), Some(end)) => human_ms(end - start),
@@ -84,7 +85,11 @@ fn text(record: &Value) -> String {
             a["reason"].as_str().unwrap_or(""),
         ));
     }
-    for (title, key) in [("artifacts", "artifacts"), ("approvals", "approvals"), ("proposals", "proposals")] {
+    for (title, key) in [
+        ("artifacts", "artifacts"),
+        ("approvals", "approvals"),
+        ("proposals", "proposals"),
+    ] {
         let n = record[key].as_array().map_or(0, Vec::len);
         if n > 0 {
             out.push_str(&format!("{n} {title} (--json for the details)\n"));

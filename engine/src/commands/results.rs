@@ -28,8 +28,9 @@ type TarStream = engine::artifacts::ByteStream;
 /// but an empty directory (a link to one included).
 pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+        }
         Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
         Ok(meta) if !meta.is_dir() => {
             anyhow::bail!("{} exists and is not a directory", dir.display())
@@ -104,7 +105,10 @@ pub(crate) async fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
     }
     let Some(to) = &args.to else {
         for file in &files {
-            println!("{}  {}  {:>10}  {}", file.step, file.digest, file.size, file.name);
+            println!(
+                "{}  {}  {:>10}  {}",
+                file.step, file.digest, file.size, file.name
+            );
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -163,7 +167,10 @@ impl Source {
     async fn listing(&self, run_id: i64) -> anyhow::Result<Vec<ArtifactLine>> {
         match self {
             Source::Local { store, .. } => {
-                store.run(run_id).await?.with_context(|| format!("no run {run_id}"))?;
+                store
+                    .run(run_id)
+                    .await?
+                    .with_context(|| format!("no run {run_id}"))?;
                 Ok(store
                     .artifacts_of_run(run_id)
                     .await?

@@ -168,7 +168,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut to_approve: BTreeSet<String> = args.approve.iter().cloned().collect();
     let plan = executor.plan(run_id).await?;
     let exported: BTreeSet<String> = args.export.iter().map(|(step, _)| step.clone()).collect();
-    if let Err(problem) = approval_steps(&plan, &to_approve).and_then(|()| export_steps(&plan, &exported)) {
+    if let Err(problem) =
+        approval_steps(&plan, &to_approve).and_then(|()| export_steps(&plan, &exported))
+    {
         say(format_args!("{problem}"));
         executor.cancel(run_id).await?;
         engine.shutdown().await;
@@ -363,7 +365,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut exports_failed = false;
     for (step, dir) in &args.export {
-        match super::results::export_workspace(&store, &data_dir, run_id, step, Path::new(dir)).await {
+        match super::results::export_workspace(&store, &data_dir, run_id, step, Path::new(dir))
+            .await
+        {
             Ok(unpacked) => say(format_args!(
                 "exported {step}'s workspace to {dir} ({} entries, {})",
                 unpacked.entries,
@@ -389,7 +393,10 @@ const APPROVER: &str = "plue run --approve";
 
 /// Checks that every `--export` name is a step of the plan.
 fn export_steps(plan: &evaluator::plan::Plan, names: &BTreeSet<String>) -> Result<(), String> {
-    match names.iter().find(|name| !plan.steps.iter().any(|s| &s.id == *name)) {
+    match names
+        .iter()
+        .find(|name| !plan.steps.iter().any(|s| &s.id == *name))
+    {
         Some(name) => Err(format!("--export {name}: the plan has no step '{name}'")),
         None => Ok(()),
     }

@@ -660,7 +660,10 @@ impl Summary {
                     exit_code: s.exit_code,
                     duration_ms: s.duration_ms(),
                     environment: None,
-                    usage: s.usage.as_deref().and_then(|u| serde_json::from_str(u).ok()),
+                    usage: s
+                        .usage
+                        .as_deref()
+                        .and_then(|u| serde_json::from_str(u).ok()),
                     cost_usd: None,
                 })
                 .collect(),

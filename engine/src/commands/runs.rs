@@ -76,7 +76,10 @@ impl ArtifactLine {
 }
 
 /// Every artifact of run `id`, a page of the API's listing at a time.
-pub(crate) async fn all_artifacts(client: &ApiClient, id: i64) -> anyhow::Result<Vec<ArtifactLine>> {
+pub(crate) async fn all_artifacts(
+    client: &ApiClient,
+    id: i64,
+) -> anyhow::Result<Vec<ArtifactLine>> {
     const PAGE: usize = 1000;
     let mut all: Vec<ArtifactLine> = Vec::new();
     loop {

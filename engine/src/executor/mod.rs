@@ -618,7 +618,12 @@ fn keep_workspaces(
         return;
     }
     for change in changes {
-        let crate::store::StepChange::Queue { step_run_id, dispatch, .. } = change else {
+        let crate::store::StepChange::Queue {
+            step_run_id,
+            dispatch,
+            ..
+        } = change
+        else {
             continue;
         };
         if !steps
