@@ -452,6 +452,12 @@ impl Rogue {
     /// A run of one `llm` step `agent` with `safe_outputs` (a pull request, a comment,
     /// approval required), started by `tess`; the claimed attempt's id.
     async fn run_started_by(&self, tess: i64) -> (i64, i64) {
+        self.run_with(tess, true, true).await
+    }
+
+    /// [`Rogue::run_started_by`] with `approve` as the step's `approve_outputs`, of a run
+    /// with secrets when `trusted` (else treated like a fork's).
+    async fn run_with(&self, tess: i64, approve: bool, trusted: bool) -> (i64, i64) {
         let mut step = support::bash_step("agent", "true");
         step.action = evaluator::plan::Action::Llm(
             serde_json::from_value(json!({
@@ -461,7 +467,7 @@ impl Rogue {
                 "safe_outputs": {
                     "pull_request": true, "comments": 1, "labels": [], "issues": 0,
                     "paths_allow": ["**"], "paths_deny": [], "max_files": 5,
-                    "max_diff_bytes": 65536, "branch_prefix": "plue/", "approve": true,
+                    "max_diff_bytes": 65536, "branch_prefix": "plue/", "approve": approve,
                     "allow_links": [],
                 },
             }))
@@ -469,7 +475,11 @@ impl Rogue {
         );
         let plan = support::plan("agent", vec![step]);
         let executor = &self.engine.executor;
-        let run = support::start_repo_run(executor, "acme/app", self.repo_id, &plan).await;
+        let repo = engine::store::RunRepo {
+            repo_id: self.repo_id,
+            secrets_allowed: trusted,
+        };
+        let run = support::start_plan_run(executor, "ci.plue.py", &plan, Some(repo)).await;
         let triggerer = engine::store::Triggerer {
             name: "tess".into(),
             user_id: Some(tess),
@@ -675,5 +685,41 @@ async fn only_a_writer_who_did_not_start_the_run_decides_its_proposals() {
     };
     assert_eq!(read(reader).await.unwrap().status(), 200);
     assert_eq!(read(outsider).await.unwrap().status(), 404);
+    h.engine.shutdown().await;
+}
+
+// A stranger's run (`others="untrusted"`: treated like a fork's) is written only once a
+// person approved it; its valid proposals wait for that person instead of being `ready`
+// for an outbox that would only fail them — even when the step asks for no approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_runs_proposals_wait_for_a_person() {
+    let h = Rogue::new().await;
+    let store = h.engine.executor.store();
+    let (tess, _, _) = support::user_with_token(store, "tess", &[(h.repo_id, "writer")]).await;
+    let (_, _, writer) = support::user_with_token(store, "wendy", &[(h.repo_id, "writer")]).await;
+    let (run, attempt) = h.run_with(tess, false, false).await;
+    h.complete(
+        attempt,
+        json!([{"kind": "comment", "body": "Looked into it."}]),
+    )
+    .await;
+    let stored = store.list_for_run(run).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].state, "waiting", "{stored:?}");
+    let (status, body) = h.decide(Some(&writer), run, stored[0].id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decided_by"], "wendy", "{body}");
+    // The same step in a trusted run needs nobody.
+    let (run, attempt) = h.run_with(tess, false, true).await;
+    h.complete(
+        attempt,
+        json!([{"kind": "comment", "body": "Looked into it."}]),
+    )
+    .await;
+    let state = store.list_for_run(run).await.unwrap()[0].state.clone();
+    assert!(
+        matches!(state.as_str(), "ready" | "applying" | "failed"),
+        "{state}"
+    );
     h.engine.shutdown().await;
 }

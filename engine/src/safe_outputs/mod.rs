@@ -14,8 +14,10 @@
 //!   tool, and the engine refuses what a rogue runner sends anyway).
 //! - The secrets checked are every secret value the step could have been given (its
 //!   secrets, the model's API key, the repository's webhook secret and forge token).
-//! - Valid proposals are `waiting` when the step says `approve_outputs=True` or its
-//!   environment has reviewers, else `ready`.
+//! - Valid proposals are `waiting` when the step says `approve_outputs=True`, its
+//!   environment has reviewers or the run is treated like a fork's (a stranger summoned
+//!   it: the outbox writes such a run's proposals only once a person approved), else
+//!   `ready`.
 //! - They are recorded by the report that completed the attempt; an engine that stops
 //!   between the completion and the record loses them (the step stays succeeded with no
 //!   proposal: nothing is applied, never something unchecked).
@@ -132,7 +134,8 @@ async fn check(
         Err(_) => Vec::new(),
     };
     let mut forge_host = None;
-    let repo_id = store.run(run_id).await?.and_then(|run| run.repo_id);
+    let run = store.run(run_id).await?;
+    let repo_id = run.as_ref().and_then(|run| run.repo_id);
     if let Some(repo) = match repo_id {
         Some(id) => store.repo_by_id(id).await?,
         None => None,
@@ -145,7 +148,10 @@ async fn check(
     let Some(outputs) = declared else {
         return Ok((Err("the step declares no safe_outputs".into()), secrets));
     };
-    let mut approve = outputs.approve;
+    // A run treated like a fork's (a stranger summoned it) is applied only once a person
+    // approved it (`apply`): its proposals wait for one, rather than being `ready` for an
+    // outbox that would only fail them.
+    let mut approve = outputs.approve || run.as_ref().is_some_and(|r| !r.secrets_allowed);
     if let Some(repo_id) = repo_id {
         if let Some(name) = step.and_then(|s| s.environment.as_deref()) {
             let reviewed = store
