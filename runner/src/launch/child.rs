@@ -72,7 +72,7 @@ pub(super) struct ChildArgs {
     /// A `resolv.conf` bound read-only over `/etc/resolv.conf` when confined, or null.
     pub resolv_conf: *const c_char,
     /// Null-terminated: directories of the host's resolver sockets to hide under an empty
-    /// read-only tmpfs (`crate::network::resolver_dirs`); empty unless confined.
+    /// read-only tmpfs (`crate::network::resolver_dirs`); empty without a network namespace.
     pub hide: *const *const c_char,
     pub confine: bool,
     /// Null-terminated: the shared places that get a fresh tmpfs (`rooms`), when confined.
@@ -234,6 +234,23 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
             }
             if libc::syscall(libc::SYS_setresuid, args.uid, args.uid, args.uid) != 0 {
                 return Stage::Uid;
+            }
+        } else if !(*args.hide).is_null() {
+            // A network namespace without a step user (a runner with CAP_SYS_ADMIN that is
+            // not root): a mount namespace of its own only to hide the host's resolvers, or
+            // the step does not start.
+            let hidden = libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == 0
+                && libc::syscall(
+                    libc::SYS_mount,
+                    std::ptr::null::<c_char>(),
+                    c"/".as_ptr(),
+                    std::ptr::null::<c_char>(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null::<c_void>(),
+                ) == 0
+                && hide_resolvers(args);
+            if !hidden {
+                return Stage::Resolvers;
             }
         }
         // As the step's user: a directory it may not enter fails here.

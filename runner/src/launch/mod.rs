@@ -20,7 +20,7 @@
 //!    step's `resolv.conf` bound read-only over `/etc/resolv.conf` (best effort), for a step
 //!    with a network namespace an empty tmpfs over the host's resolver sockets
 //!    (`crate::network::resolver_dirs`; without a private mount namespace such a step does
-//!    not start), the step's own `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
+//!    not start; without a step user it unshares one for this alone), the step's own `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
 //!    work directory bound back `nosuid,nodev`), then the attempt's gid, no supplementary
 //!    groups, and its uid — a failure here fails the launch; a host that refuses the
 //!    namespaces runs the step with the host's mounts and IPC, and the runner says so once;
@@ -277,9 +277,9 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
     let places = null_terminated(&rooms.places);
     // A step without the host's network must not reach the host's resolvers through
     // their sockets either (`crate::network::resolver_dirs`).
-    let hidden = match (launch.user, launch.network) {
-        (Some(_), Some(_)) => crate::network::resolver_dirs(),
-        _ => Vec::new(),
+    let hidden = match launch.network {
+        Some(_) => crate::network::resolver_dirs(),
+        None => Vec::new(),
     };
     let hide = null_terminated(&hidden);
     let filter = seccomp::program().map_err(io::Error::other)?;

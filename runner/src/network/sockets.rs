@@ -6,7 +6,8 @@
 //!
 //! A step whose network is not `open` therefore gets an empty, read-only tmpfs over each of
 //! [`RESOLVER_DIRS`] that exists on the host, in its private mount namespace (`launch`),
-//! before it drops to its user. Its resolver then has only what the namespace gives: no
+//! before it drops to its user — without a step user (a runner with `CAP_SYS_ADMIN` that
+//! is not root), in a mount namespace it unshares for this alone. Its resolver then has only what the namespace gives: no
 //! route under `"none"`, the runner's DNS stub under an allow-list.
 //!
 //! Invariants: the directories are root's, resolved (real path, directories only, each

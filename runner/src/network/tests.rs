@@ -464,15 +464,21 @@ async fn a_confined_step_cannot_ask_the_hosts_resolvers_through_their_sockets() 
         gid: 3_999_021,
     };
     let (log, _keep) = mpsc::channel(16);
-    for policy in [
-        NetworkPolicy::None,
-        NetworkPolicy::Allow(vec!["127.0.0.1:1".into()]),
+    // As a step user (a root runner), and as the runner's own user (one with
+    // CAP_SYS_ADMIN but no step users): a mount namespace of its own either way.
+    for (policy, user) in [
+        (NetworkPolicy::None, Some(user)),
+        (NetworkPolicy::Allow(vec!["127.0.0.1:1".into()]), Some(user)),
+        (NetworkPolicy::None, None),
     ] {
         let confined = confine(&policy, &log).await.unwrap().unwrap();
-        let printed = run_as(&script, Some(&confined), Some(user)).await;
+        let printed = run_as(&script, Some(&confined), user).await;
         confined.finish().await;
-        assert!(printed.contains("refused"), "{policy:?}: {printed}");
-        assert!(!printed.contains("sent"), "{policy:?}: {printed}");
+        assert!(
+            printed.contains("refused"),
+            "{policy:?} {user:?}: {printed}"
+        );
+        assert!(!printed.contains("sent"), "{policy:?} {user:?}: {printed}");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(*heard.lock().unwrap(), 0);
