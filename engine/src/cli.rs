@@ -578,6 +578,10 @@ pub(crate) struct RerunArgs {
     /// environment), masked in the replay as in the run.
     #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret, requires = "replay")]
     pub(crate) secrets: Vec<(String, String)>,
+    /// With --replay: the transcript to replay, as `GET /api/runs/{id}/steps/{step}/transcript`
+    /// of a server gave it (instead of the data directory's).
+    #[arg(long, value_name = "FILE", requires = "replay")]
+    pub(crate) transcript: Option<PathBuf>,
     /// With --replay: print the report as JSON on stdout.
     #[arg(long, requires = "replay")]
     pub(crate) json: bool,

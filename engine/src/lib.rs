@@ -42,6 +42,7 @@ pub mod status_reporter;
 pub mod store;
 pub mod sweeper;
 pub mod tokens;
+pub mod transcripts;
 pub mod vault;
 pub mod web;
 pub mod webhooks;

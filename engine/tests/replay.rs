@@ -125,6 +125,16 @@ fn a_replay_reruns_the_tools_without_the_api_and_reports_what_changed() {
     assert!(text.contains("every tool result is as recorded"), "{text}");
     assert_eq!(server.requests().len(), 3, "a replay made requests: {text}");
 
+    // The transcript as a server's API serves it (the JSON), replayed without the data
+    // directory.
+    let json = engine::transcripts::parse_tar(&tar).unwrap();
+    sandbox.write("t.json", &serde_json::to_string(&json).unwrap());
+    let output = replay(&["--transcript", "t.json", "--data-dir", "no-such-dir"]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("every tool result is as recorded"), "{text}");
+    assert_eq!(server.requests().len(), 3, "a replay made requests: {text}");
+
     // The repository's file changed: the difference, at turn 2's bash call.
     sandbox.write("data.txt", "two\n");
     let output = replay(&["--json"]);

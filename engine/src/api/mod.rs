@@ -25,6 +25,7 @@ mod openapi;
 mod people;
 mod repos;
 mod runner_tokens;
+mod transcripts;
 mod user_tokens;
 pub mod views;
 
@@ -92,6 +93,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(artifacts::list))
         .routes(routes!(artifacts::tar))
         .routes(routes!(artifacts::file))
+        .routes(routes!(transcripts::get))
         .routes(routes!(list_runners))
         .routes(routes!(pool))
         .routes(routes!(repos::list_repos, repos::create_repo))

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use engine::artifacts::{Artifacts, ArtifactsConfig};
 use engine::store::Store;
-use futures::TryStreamExt;
+use engine::transcripts::Kept;
 use runner::llm::transcript::{self, Difference, Replay, Transcript};
 use runner::mask::Masker;
 use runner::protocol::{Outcome, StepAction, Stream, WorkspaceSource};
@@ -30,9 +30,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{RemoveOnExit, EXIT_INVALID};
 use crate::cli::RerunArgs;
-
-/// The largest transcript blob read (the runner keeps at most `transcript::MAX_BYTES`).
-const MAX_TRANSCRIPT_BLOB: usize = transcript::MAX_BYTES + (1 << 20);
 
 /// The step as the runner recorded it in the transcript (`runner::llm::transcript::Keep`).
 #[derive(Debug, Deserialize)]
@@ -44,6 +41,26 @@ struct RecordedStep {
     timeout_secs: u64,
     #[serde(default)]
     workspace_from: Option<String>,
+}
+
+/// The data directory of the run (`plue run`'s).
+struct Local {
+    store: Store,
+    artifacts: Artifacts,
+}
+
+impl Local {
+    async fn open(args: &RerunArgs) -> anyhow::Result<Local> {
+        let dir = &args.data_dir;
+        if !dir.is_dir() {
+            bail!("no data directory {} (--data-dir)", dir.display());
+        }
+        let store = Store::open_data_dir(dir)
+            .await
+            .with_context(|| format!("opening the data directory {}", dir.display()))?;
+        let artifacts = Artifacts::open(&ArtifactsConfig::local(dir.join("artifacts")))?;
+        Ok(Local { store, artifacts })
+    }
 }
 
 /// What `--json` prints.
@@ -65,18 +82,25 @@ struct Report {
 pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
     let step_id = args.step.clone().context("--replay needs --step STEP")?;
     let run_id = args.target.run_id;
-    let store = Store::open_data_dir(&args.data_dir)
-        .await
-        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
-    let step_run = store
-        .step_run(run_id, &step_id)
-        .await?
-        .with_context(|| format!("run {run_id} has no step '{step_id}' in this data directory"))?;
-    if step_run.attempts == 0 {
-        bail!("step '{step_id}' of run {run_id} never ran: there is nothing to replay");
-    }
-    let artifacts = Artifacts::open(&ArtifactsConfig::local(args.data_dir.join("artifacts")))?;
-    let recorded = read_transcript(&store, &artifacts, run_id, &step_id).await?;
+    // With --transcript (from a server) nothing local is read but --dir.
+    let (local, recorded_status) = match &args.transcript {
+        Some(_) => (None, None),
+        None => {
+            let local = Local::open(&args).await?;
+            let step_run = local
+                .store
+                .step_run(run_id, &step_id)
+                .await?
+                .with_context(|| {
+                    format!("run {run_id} has no step '{step_id}' in this data directory")
+                })?;
+            if step_run.attempts == 0 {
+                bail!("step '{step_id}' of run {run_id} never ran: there is nothing to replay");
+            }
+            (Some(local), Some(step_run.status))
+        }
+    };
+    let recorded = read_transcript(&args, local.as_ref(), run_id, &step_id).await?;
     let dispatch: RecordedStep = serde_json::from_value(recorded.step.clone())
         .context("the step the transcript recorded")?;
     let StepAction::Llm {
@@ -109,7 +133,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
     for dir in [&workspace, &home] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    lay_out(&args, &store, &artifacts, run_id, &dispatch, &workspace).await?;
+    lay_out(&args, local.as_ref(), run_id, &dispatch, &workspace).await?;
 
     let secrets: BTreeMap<String, String> = args.secrets.iter().cloned().collect();
     let masker = Arc::new(Masker::new(secrets.values()));
@@ -174,11 +198,13 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         reason: finished.reason,
         differences: replay.differences(),
     };
-    let same_end = step_run.status == outcome_status(report.outcome);
+    let same_end = recorded_status
+        .as_deref()
+        .is_none_or(|status| status == outcome_status(report.outcome));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report, &step_run.status);
+        print_report(&report, recorded_status.as_deref());
     }
     Ok(if report.differences.is_empty() && same_end {
         ExitCode::SUCCESS
@@ -199,74 +225,66 @@ fn replay_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// The transcript the step's latest attempt kept.
+/// The transcript to replay: `--transcript FILE` (one a server's API gave), or the one the
+/// step's latest attempt kept in the data directory.
 async fn read_transcript(
-    store: &Store,
-    artifacts: &Artifacts,
+    args: &RerunArgs,
+    local: Option<&Local>,
     run_id: i64,
     step_id: &str,
 ) -> anyhow::Result<Transcript> {
-    let blob = store
-        .latest_blob(run_id, step_id, "transcript")
-        .await?
-        .with_context(|| {
-            format!(
-                "step '{step_id}' of run {run_id} kept no transcript (only llm steps keep \
-                 one; or a run from before transcripts, or one past retention)"
-            )
-        })?;
-    let tar = read_blob(artifacts, &blob.key, MAX_TRANSCRIPT_BLOB).await?;
-    let mut archive = tar::Archive::new(tar.as_slice());
-    for entry in archive.entries().context("the transcript blob")? {
-        let mut entry = entry.context("the transcript blob")?;
-        if entry.path().ok().as_deref() != Some(std::path::Path::new(transcript::FILE)) {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).context("the transcript")?;
-        return transcript::parse(&bytes).map_err(anyhow::Error::msg);
+    if let Some(file) = &args.transcript {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("--transcript {}", file.display()))?;
+        return transcript::parse(&bytes)
+            .map_err(|e| anyhow::anyhow!("--transcript {}: {e}", file.display()));
     }
-    bail!(
-        "the transcript blob of step '{step_id}' holds no {}",
-        transcript::FILE
-    )
-}
-
-/// A whole blob, refused past `limit` bytes.
-async fn read_blob(artifacts: &Artifacts, key: &str, limit: usize) -> anyhow::Result<Vec<u8>> {
-    let mut stream = artifacts
-        .get(key)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading blob {key}: {e}"))?;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.try_next().await.context("reading a blob")? {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() > limit {
-            bail!("blob {key} is larger than {limit} bytes");
+    let local = local.context("no transcript: give --transcript FILE or a data directory")?;
+    match engine::transcripts::latest(&local.store, &local.artifacts, run_id, step_id).await? {
+        Kept::Transcript(transcript) => Ok(*transcript),
+        Kept::Gone => {
+            bail!("the transcript of step '{step_id}' of run {run_id} was deleted by retention")
         }
+        Kept::None => bail!(
+            "step '{step_id}' of run {run_id} kept no transcript (only llm steps keep one; or a \
+             run from before transcripts)"
+        ),
     }
-    Ok(bytes)
 }
 
 /// Fills `workspace` as the original attempt's was: the final workspace of the step its
 /// dispatch took it from, or a copy of `--dir`.
 async fn lay_out(
     args: &RerunArgs,
-    store: &Store,
-    artifacts: &Artifacts,
+    local: Option<&Local>,
     run_id: i64,
     dispatch: &RecordedStep,
     workspace: &std::path::Path,
 ) -> anyhow::Result<()> {
     if let Some(from) = &dispatch.workspace_from {
+        let Local { store, artifacts } = local.with_context(|| {
+            format!(
+                "the step started from step '{from}''s final workspace: a replay from \
+                 --transcript cannot lay it out (replay against the run's data directory)"
+            )
+        })?;
         let blob = store
             .latest_blob(run_id, from, "workspace")
             .await?
             .with_context(|| format!("step '{from}' of run {run_id} kept no workspace"))?;
-        let limits = runner::handoff::Limits::default();
-        let tar = read_blob(artifacts, &blob.key, limits.max_bytes as usize).await?;
-        runner::handoff::unpack(tar.as_slice(), workspace, &limits)
-            .with_context(|| format!("unpacking the workspace of step '{from}'"))?;
+        // Streamed into the runner's own unpacker (its limits and checks), never whole.
+        let stream = artifacts
+            .get(&blob.key)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the workspace of step '{from}': {e}"))?;
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let into = workspace.to_owned();
+        tokio::task::spawn_blocking(move || {
+            runner::handoff::unpack(reader, &into, &runner::handoff::Limits::default())
+        })
+        .await
+        .context("the unpacking task")?
+        .with_context(|| format!("unpacking the workspace of step '{from}'"))?;
         return Ok(());
     }
     let dir = match &args.dir {
@@ -295,9 +313,9 @@ fn outcome_status(outcome: Outcome) -> &'static str {
     }
 }
 
-fn print_report(report: &Report, recorded_status: &str) {
+fn print_report(report: &Report, recorded_status: Option<&str>) {
     println!(
-        "replayed {} of {} recorded turns of step '{}' (run {}){}: the step {} (it {} in the run)",
+        "replayed {} of {} recorded turns of step '{}' (run {}){}: the step {}{}",
         report.replayed_turns,
         report.recorded_turns,
         report.step,
@@ -308,7 +326,7 @@ fn print_report(report: &Report, recorded_status: &str) {
             " without calling the API"
         },
         outcome_status(report.outcome),
-        recorded_status,
+        recorded_status.map_or(String::new(), |s| format!(" (it {s} in the run)")),
     );
     if let Some(reason) = &report.reason {
         println!("  reason: {reason}");

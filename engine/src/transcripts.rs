@@ -1,0 +1,106 @@
+//! The transcripts `llm` attempts keep (`runner::llm::transcript`): a `transcript` blob per
+//! attempt, a tar holding one `transcript.json`, read back for the API
+//! (`GET /api/runs/{id}/steps/{step}/transcript`) and `plue rerun --replay`.
+//!
+//! Invariants: unlike hand-off tars (streamed, see [`crate::artifacts`]), a transcript is
+//! read whole — it is bounded by the runner ([`transcript::MAX_BYTES`]) and anything past
+//! [`MAX_BLOB_BYTES`] is refused before it is buffered further; only the entry named
+//! [`transcript::FILE`] is read, and it must parse as a transcript of this version. A
+//! transcript holds what the runner masked; nothing here unmasks or adds anything.
+
+use futures::TryStreamExt;
+use runner::llm::transcript::{self, Transcript};
+
+use crate::artifacts::{ArtifactError, Artifacts};
+use crate::store::Store;
+
+/// The largest transcript blob read (the JSON, plus room for the tar's headers).
+pub const MAX_BLOB_BYTES: usize = transcript::MAX_BYTES + (1 << 20);
+
+/// What a step of a run kept.
+#[derive(Debug)]
+pub enum Kept {
+    /// Its latest attempt kept no transcript (not an `llm` step, or from before
+    /// transcripts).
+    None,
+    /// It kept one, deleted since by retention.
+    Gone,
+    Transcript(Box<Transcript>),
+}
+
+/// The transcript the latest attempt of `step_id` in run `run_id` kept.
+pub async fn latest(
+    store: &Store,
+    artifacts: &Artifacts,
+    run_id: i64,
+    step_id: &str,
+) -> anyhow::Result<Kept> {
+    let Some(blob) = store.latest_blob(run_id, step_id, "transcript").await? else {
+        return Ok(Kept::None);
+    };
+    let mut stream = match artifacts.get(&blob.key).await {
+        Ok(stream) => stream,
+        Err(ArtifactError::Store(object_store::Error::NotFound { .. })) => return Ok(Kept::Gone),
+        Err(e) => anyhow::bail!("reading the transcript of step '{step_id}': {e}"),
+    };
+    let mut tar = Vec::new();
+    while let Some(chunk) = stream.try_next().await? {
+        tar.extend_from_slice(&chunk);
+        if tar.len() > MAX_BLOB_BYTES {
+            anyhow::bail!(
+                "the transcript of step '{step_id}' is larger than {MAX_BLOB_BYTES} bytes"
+            );
+        }
+    }
+    parse_tar(&tar)
+        .map(|t| Kept::Transcript(Box::new(t)))
+        .map_err(|e| anyhow::anyhow!("the transcript of step '{step_id}': {e}"))
+}
+
+/// The transcript inside a transcript blob.
+pub fn parse_tar(tar: &[u8]) -> Result<Transcript, String> {
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive.entries().map_err(|e| e.to_string())?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        if entry.path().ok().as_deref() != Some(std::path::Path::new(transcript::FILE)) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| e.to_string())?;
+        return transcript::parse(&bytes);
+    }
+    Err(format!("no {} in the blob", transcript::FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        builder.append_data(&mut header, name, body).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn only_the_transcript_entry_of_this_version_is_read() {
+        let good = serde_json::to_vec(&Transcript {
+            version: transcript::VERSION,
+            ..Transcript::default()
+        })
+        .unwrap();
+        assert!(parse_tar(&tar_of(transcript::FILE, &good)).is_ok());
+        assert!(parse_tar(&tar_of("other.json", &good))
+            .unwrap_err()
+            .contains("no transcript.json"));
+        let old = br#"{"version": 99, "turns": []}"#;
+        assert!(parse_tar(&tar_of(transcript::FILE, old))
+            .unwrap_err()
+            .contains("version 99"));
+    }
+}
