@@ -264,7 +264,7 @@ fn log_format_json_is_only_json_on_stderr_with_every_step_line_as_an_event() {
     assert!(
         lines
             .iter()
-            .any(|l| l["step"] == "code" && l["stream"] == "stdout" && l["attempt"] == 2),
+            .any(|l| l["step"] == "code" && l["stream"] == "system" && l["attempt"] == 2),
         "{lines:#?}"
     );
     assert!(
@@ -282,11 +282,13 @@ fn log_format_json_is_only_json_on_stderr_with_every_step_line_as_an_event() {
             "{line}"
         );
     }
-    // Status changes too: the review's rejection, its reason.
+    // Status changes too: the loop going back after the review failed.
     assert!(
         events.iter().any(|e| e["target"] == "plue::status"
-            && e["fields"]["step"] == "review"
-            && e["fields"]["status"] == "failed"),
+            && e["fields"]["iteration"] == 2
+            && e["fields"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("'review' failed, back to 'code'"))),
         "{stderr}"
     );
 }
