@@ -340,6 +340,10 @@ mod tests {
         assert!(!args(&class).iter().any(|a| a == NETWORK_CONFINED_BY_POD));
         class.step_network = StepNetwork::Pod;
         assert!(args(&class).iter().any(|a| a == NETWORK_CONFINED_BY_POD));
+        // attack: a template of a `step` class that gives its runner the argument itself
+        let text = "kubernetes: {namespace: ci, engine_url: 'http://plue:8600'}\nclasses:\n  - name: small\n    max_runners: 1\n    template: {spec: {containers: [{name: runner, image: i, args: [runner, --network-confined-by-pod]}]}}\n";
+        let err = parse(text, "t").unwrap_err().to_string();
+        assert!(err.contains("command and args are Plue's"), "{err}");
     }
 
     #[test]
