@@ -141,6 +141,7 @@ fn rule(method: &str, path: &str) -> Option<Case> {
             case(Admin, "/api/runs").body(json!({"workflow": "/nowhere/ci.plue.py"}))
         }
         ("get", "/api/runs/{id}") => case(Reader, "/api/runs/{run}"),
+        ("get", "/api/runs/{id}/record") => case(Reader, "/api/runs/{run}/record"),
         ("post", "/api/runs/{id}/cancel") => case(Writer, "/api/runs/{run}/cancel"),
         ("post", "/api/runs/{id}/rerun") => case(Writer, "/api/runs/{run}/rerun"),
         ("get", "/api/runs/{id}/steps/{step}/logs") => {
@@ -522,6 +523,7 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
     let run = world.run;
     let reads = [
         format!("/api/runs/{run}"),
+        format!("/api/runs/{run}/record"),
         format!("/api/runs/{run}/steps/build/logs"),
         format!("/api/runs/{run}/artifacts"),
         format!("/api/runs/{run}/steps/build/artifacts"),
