@@ -263,3 +263,41 @@ fn attack_a_hostile_artifacts_tar_writes_nothing_outside_the_target() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_and_the_record_come_from_a_server_too() {
+    let sandbox = Sandbox::new("results-server");
+    let file = sandbox.write("ws/w.plue.py", PIPELINE);
+    let engine = sandbox.serve_one_runner("engine", "data", &[]).await;
+    let http = support::client();
+    let run_id = support::start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
+    let run = support::wait_final(
+        &http,
+        &engine.url,
+        run_id,
+        std::time::Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let run_id = run_id.to_string();
+
+    let all = plue(
+        &sandbox,
+        &["artifacts", &run_id, "--server", &engine.url, "--to", "all"],
+    );
+    assert!(all.status.success(), "{}", printed(&all));
+    assert_eq!(read(sandbox.path("all/build/dist/app.txt")), "built\n");
+    assert_eq!(read(sandbox.path("all/report/report.txt")), "all good\n");
+
+    let shown = plue(
+        &sandbox,
+        &["runs", "show", &run_id, "--json", "--server", &engine.url],
+    );
+    assert!(shown.status.success(), "{}", printed(&shown));
+    let record: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(record["run_id"].to_string(), run_id);
+    assert_eq!(record["attempt_records"].as_array().map(Vec::len), Some(2));
+    assert!(record["artifacts"][0]["url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with(&format!("/api/runs/{run_id}/steps/"))));
+}
