@@ -943,6 +943,20 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
     .await
     .unwrap();
     assert!(stored.status().is_success(), "{:?}", stored.text().await);
+    // An llm attempt's transcript: kept for the run's readers, never handed to a step.
+    let transcript = br#"{"version": 1, "turns": []}"#;
+    let kept = h
+        .http
+        .put(h.url(&wire::blob_path(
+            first.attempt_id,
+            wire::BlobKind::Transcript,
+        )))
+        .bearer_auth(holder.to_string())
+        .body(tar_of(&[("transcript.json", transcript)]))
+        .send()
+        .await
+        .unwrap();
+    assert!(kept.status().is_success(), "{:?}", kept.text().await);
     let done = h
         .post(
             &holder,
@@ -982,6 +996,7 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         (&other, wire::BlobKind::Workspace, "build", 403),
         (&other, wire::BlobKind::Artifacts, "check", 403),
         (&holder, wire::BlobKind::Artifacts, "build", 403),
+        (&other, wire::BlobKind::Transcript, "build", 403),
     ] {
         let response = get(token, kind, step).await.unwrap();
         assert_eq!(response.status(), status, "{kind:?} {step}");
@@ -995,6 +1010,17 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         .await
         .unwrap();
     assert_eq!(file.text().await.unwrap(), "built\n");
+    let transcript: Value = h
+        .http
+        .get(h.url(&format!("/api/runs/{run_id}/steps/build/transcript")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(transcript["turns"], json!([]));
 }
 
 /// The run view names each review loop and where it stands, and each step's iteration.

@@ -580,7 +580,9 @@ async fn keep_transcript(
     lines: &mpsc::Sender<(Stream, String)>,
 ) {
     let at = transcript_dir(dir);
-    if !at.join(llm::transcript::FILE).is_file() {
+    // Only the directory `make_transcript_dir` made: never one a link leads to.
+    let made = std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir());
+    if !made || !at.join(llm::transcript::FILE).is_file() {
         return;
     }
     let path = wire::blob_path(assignment.attempt_id, BlobKind::Transcript);
