@@ -5,7 +5,9 @@
 //! - a replay makes zero requests and finds every tool result as recorded;
 //! - after the repository file a tool reads changes, the replay reports the difference at
 //!   the turn that read it (exit 1);
-//! - `--from-turn 1` answers turn 1 from the transcript and makes the remaining requests.
+//! - `--from-turn 1` answers turn 1 from the transcript and makes the remaining requests;
+//! - a step that started from another step's workspace (`workspace_from`) is replayed in
+//!   that workspace (failed before: the copy of the directory had no prep.txt).
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -190,4 +192,40 @@ fn a_replay_without_a_transcript_says_so() {
         text.contains("kept no transcript (only llm steps"),
         "{text}"
     );
+}
+
+#[test]
+fn a_replay_starts_from_the_workspace_the_step_was_handed() {
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_1", "bash", &json!({"command": "cat prep.txt"}))
+            .reply(),
+        Turn::text(&["seen"]).reply(),
+    ]);
+    let sandbox = Sandbox::new("replay-handed");
+    sandbox.write(
+        "w.plue.py",
+        r#"def workflow():
+    prep = Step.bash("prep", "echo prepared-by-prep > prep.txt")
+    return Plan(name="handed", triggers=[Trigger.manual()], steps=[
+        prep,
+        Step.llm("agent", prompt="Read prep.txt.", tools=["bash"], depends_on=[prep],
+                 workspace_from=prep),
+    ])
+"#,
+    );
+    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
+    assert!(output.status.success(), "{}", printed(&output));
+    // prep.txt is in prep's final workspace only, not in the directory a copy is made of.
+    assert!(!sandbox.path("prep.txt").exists());
+    let output = sandbox
+        .plue(&["rerun", "1", "--step", "agent", "--replay"])
+        .env_remove("PLUE_DATA_DIR")
+        .env("ANTHROPIC_BASE_URL", server.url())
+        .output()
+        .unwrap();
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("every tool result is as recorded"), "{text}");
+    assert_eq!(server.requests().len(), 2, "{text}");
 }
