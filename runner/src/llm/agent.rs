@@ -210,6 +210,8 @@ impl Agent<'_> {
                         finish::Call::Done(fields) => {
                             let accepted = tool_result_line(self.masker, id, false, "accepted");
                             self.log(Stream::ToolResult, accepted).await;
+                            self.transcript
+                                .inspect(|t| t.accepted(turns, (id, name, input)));
                             finished = Some(fields);
                             break;
                         }

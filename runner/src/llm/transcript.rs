@@ -335,6 +335,15 @@ impl Transcriber {
         state.bytes += size;
     }
 
+    /// A `finish` call of `turn` was accepted (the conversation ends there).
+    pub fn accepted(&self, turn: u32, call: (&str, &str, &Value)) {
+        let output = ToolOutput {
+            content: "accepted".into(),
+            is_error: false,
+        };
+        self.tool(turn, call, &output, Duration::ZERO);
+    }
+
     /// The transcript so far.
     pub fn transcript(&self) -> Transcript {
         lock(&self.state).transcript.clone()
