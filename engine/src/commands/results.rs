@@ -211,3 +211,40 @@ impl Source {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_a_missing_or_empty_directory_never_a_link_or_a_file() {
+        let root = tempfile::tempdir().unwrap();
+        let missing = root.path().join("a/b");
+        prepare_dir(&missing).unwrap();
+        assert!(missing.is_dir());
+        prepare_dir(&missing).expect("an empty directory is fine");
+
+        std::fs::write(missing.join("mine.txt"), "x").unwrap();
+        let err = prepare_dir(&missing).unwrap_err().to_string();
+        assert!(err.ends_with("exists and is not empty"), "{err}");
+
+        let file = root.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = prepare_dir(&file).unwrap_err().to_string();
+        assert!(err.ends_with("exists and is not a directory"), "{err}");
+
+        // A link to an empty directory elsewhere: writing through it would leave DIR.
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let err = prepare_dir(&link).unwrap_err().to_string();
+        assert!(err.ends_with("exists and is not a directory"), "{err}");
+        assert!(check_dir(&link).is_err());
+        assert!(check_dir(&root.path().join("new")).is_ok());
+        assert!(
+            !root.path().join("new").exists(),
+            "checking creates nothing"
+        );
+    }
+}
