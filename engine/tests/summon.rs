@@ -157,6 +157,10 @@ fn github_comment(login: &str, association: &str, body: &str, number: u64, pull:
             "merged_at": null,
         });
     }
+    // Each call is a comment of its own (a comment summons once, by its id).
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    payload["comment"]["id"] = json!(id);
     payload["comment"]["body"] = json!(body);
     payload["comment"]["user"]["login"] = json!(login);
     payload["comment"]["author_association"] = json!(association);
@@ -330,6 +334,17 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
         .await;
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(run_ids(&again), runs);
+    // The same comment under a new delivery id (a forge's redelivery): no second run.
+    let redelivered = world
+        .deliver("github", "issue_comment", "c-1-again", &comment)
+        .await;
+    assert_eq!(run_ids(&redelivered), runs, "{redelivered}");
+    assert!(
+        redelivered["refused"]
+            .to_string()
+            .contains("delivered already"),
+        "{redelivered}"
+    );
 
     // A stranger (association NONE, the forge says not a collaborator): nothing starts,
     // and the answer says why.
@@ -636,6 +651,7 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
         .await;
     assert_eq!(run_ids(&answer).len(), 1, "{answer}");
     let mut gitea_carol = gitea.clone();
+    gitea_carol["comment"]["id"] = json!(777_001);
     gitea_carol["comment"]["user"]["login"] = json!("Carol");
     gitea_carol["sender"]["login"] = json!("Carol");
     let answer = world

@@ -25,6 +25,9 @@
 //! - What the engine itself pushes or opens (the branch and pull request of an agent's
 //!   proposal, pushed by the token's account) gets runs without secrets, like a fork's
 //!   ([`Registry::written_by_engine`], used by `on_push` and `on_pull_request`).
+//! - A comment's `created` and an issue's `opened` summon once: keyed by repository and
+//!   comment id (issue number) beside the deliveries, so the same comment delivered again
+//!   under a new delivery id starts no second run (it answers with the first's runs).
 //! - A workflow file that does not evaluate at that commit starts no failed run here (the
 //!   push that put it there got one); it is logged and named in the delivery's answer, so a
 //!   stranger's comment cannot make runs appear.
@@ -118,7 +121,10 @@ impl Registry {
             comment: None,
             point,
         };
-        self.summon(summons).await
+        // An issue is opened once: another delivery of its opening starts nothing new.
+        let once = (event.action == "opened")
+            .then(|| format!("issue:{}:{}:opened", repo.id, event.issue.number));
+        self.summon_once(once, summons).await
     }
 
     /// Runs for an `issue_comment` event.
@@ -186,7 +192,53 @@ impl Registry {
             }),
             point,
         };
-        self.summon(summons).await
+        // A comment is created once: another delivery of it (a forge's redelivery under a
+        // new id) starts no second run, which would run the agent and answer again.
+        let once = (event.action == "created")
+            .then(|| format!("comment:{}:{}:created", repo.id, event.comment_id));
+        self.summon_once(once, summons).await
+    }
+
+    /// [`Registry::summon`] for an event that happens once per issue or comment, keyed by
+    /// `once` (beside the deliveries, whose ids a forge may change on a redelivery): when
+    /// it came already, the runs it started then and nothing new.
+    async fn summon_once(
+        &self,
+        once: Option<String>,
+        summons: Summons<'_>,
+    ) -> anyhow::Result<Summoned> {
+        let Some(key) = once else {
+            return self.summon(summons).await;
+        };
+        let repo = summons.repo;
+        let store = self.executor.store();
+        if !store
+            .record_delivery(&repo.forge, &key, repo.id, "summon")
+            .await?
+        {
+            let runs = store.delivery_runs(&repo.forge, &key).await?;
+            let why = format!(
+                "{}: {key} was delivered already (runs {runs:?}): nothing new starts",
+                repo.name
+            );
+            tracing::info!("{why}");
+            return Ok(Summoned {
+                runs,
+                refused: vec![why],
+            });
+        }
+        match self.summon(summons).await {
+            Ok(summoned) => {
+                store
+                    .set_delivery_runs(&repo.forge, &key, &summoned.runs)
+                    .await?;
+                Ok(summoned)
+            }
+            Err(e) => {
+                store.forget_delivery(&repo.forge, &key).await?;
+                Err(e)
+            }
+        }
     }
 
     /// Whether `actor` (a push's pusher, a pull request's author) is the account the
