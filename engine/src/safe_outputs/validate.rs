@@ -17,7 +17,9 @@
 //! - no secret of the run appears in any text or the diff: as it is, hex (both cases) or
 //!   base64 (standard and URL-safe, at each of the three alignments).
 //! - texts link only to `allow_links` hosts and the repository's forge host, and mention
-//!   nobody (`@name`).
+//!   nobody (`@name`) — read as a forge renders them: HTML character references decoded,
+//!   scheme-relative `//host` and `www.host` autolinks and `http:host` counted as links
+//!   (an image to another host is fetched by every reader: an exfiltration channel).
 
 use evaluator::glob::{compile, Pattern};
 use evaluator::safe_outputs::SafeOutputs;
@@ -113,7 +115,7 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
                     "{what} links to {host:?}, which is not in allow_links"
                 ));
             }
-            if let Some(name) = mention(text) {
+            if let Some(name) = mention(&decode_references(text)) {
                 return Err(format!("{what} mentions @{name}"));
             }
         }
@@ -203,29 +205,136 @@ fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
     out
 }
 
-/// The first link (`scheme://host`) to a host that is neither allowed nor the forge's.
+/// The first link to a host that is neither allowed nor the forge's, however the text
+/// writes it for the markdown and HTML a forge renders: `scheme://host`, `http:host` and
+/// `https:\\host`, a scheme-relative `//host` (or `\\host`) where a link or an attribute
+/// starts, a `www.host` autolink — after HTML character references are decoded and tabs
+/// and line breaks (which URL parsers drop) removed.
 fn foreign_link(text: &str, so: &SafeOutputs, forge_host: Option<&str>) -> Option<String> {
-    let lower = text.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(at) = lower[from..].find("://") {
-        let start = from + at + 3;
-        from = start;
-        let authority: String = lower[start..]
+    let lower: String = decode_references(text)
+        .to_lowercase()
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let allowed = |host: &str| Some(host) == forge_host || so.allow_links.iter().any(|h| h == host);
+    let is_slash = |c: char| c == '/' || c == '\\';
+    let chars: Vec<(usize, char)> = lower.char_indices().collect();
+    for (n, &(at, c)) in chars.iter().enumerate() {
+        let before = n.checked_sub(1).map(|m| chars[m].1);
+        let rest = &lower[at..];
+        // Where an authority starts, if a link starts here.
+        let authority_at = if c == ':' {
+            let scheme: String = lower[..at]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || "+.-".contains(*c))
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect();
+            let slashes = rest[1..].chars().take_while(|c| is_slash(*c)).count();
+            let web = ["http", "https", "ftp", "ws", "wss"].contains(&scheme.as_str());
+            (web || (slashes >= 2 && !scheme.is_empty())).then_some(at + 1 + slashes)
+        } else if is_slash(c)
+            && rest[1..].starts_with(is_slash)
+            && before.is_none_or(|b| b.is_whitespace() || "(<\"'=".contains(b))
+        {
+            Some(at + 2 + rest[2..].chars().take_while(|c| is_slash(*c)).count())
+        } else if rest.starts_with("www.")
+            && before.is_none_or(|b| b.is_whitespace() || "*_~(<\"'=".contains(b))
+        {
+            Some(at)
+        } else {
+            None
+        };
+        let Some(from) = authority_at else {
+            continue;
+        };
+        let authority: String = lower[from..]
             .chars()
             .take_while(|c| !c.is_whitespace() && !"/?#<>\"'`)]|\\".contains(*c))
             .collect();
         let host_port = authority.rsplit('@').next().unwrap_or("");
         let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or("").to_owned(),
-            None => host_port.split(':').next().unwrap_or("").to_owned(),
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
         };
         let host = host.trim_end_matches('.');
-        let allowed = Some(host) == forge_host || so.allow_links.iter().any(|h| h == host);
-        if !allowed {
+        if !host.is_empty() && !allowed(host) {
             return Some(host.to_owned());
         }
     }
     None
+}
+
+/// `text` with its HTML character references decoded as a forge's renderer (CommonMark,
+/// then an HTML parser) would: numeric ones (`&#58;`, `&#x3a;`, the `;` optional as HTML
+/// allows) and the named ones that can spell a link or a mention.
+fn decode_references(text: &str) -> String {
+    const NAMED: [(&str, char); 24] = [
+        ("colon", ':'),
+        ("sol", '/'),
+        ("bsol", '\\'),
+        ("period", '.'),
+        ("commat", '@'),
+        ("tab", '\t'),
+        ("newline", '\n'),
+        ("amp", '&'),
+        ("quot", '"'),
+        ("apos", '\''),
+        ("lt", '<'),
+        ("gt", '>'),
+        ("lpar", '('),
+        ("rpar", ')'),
+        ("lsqb", '['),
+        ("rsqb", ']'),
+        ("lbrack", '['),
+        ("rbrack", ']'),
+        ("equals", '='),
+        ("quest", '?'),
+        ("num", '#'),
+        ("excl", '!'),
+        ("percnt", '%'),
+        ("nbsp", ' '),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp + 1..];
+        let numeric = rest
+            .strip_prefix('#')
+            .map(|n| match n.strip_prefix(['x', 'X']) {
+                Some(hex) => (hex, 16, 2),
+                None => (n, 10, 1),
+            })
+            .and_then(|(digits, radix, skip)| {
+                let len = digits.chars().take_while(|c| c.is_digit(radix)).count();
+                let value = u32::from_str_radix(&digits[..len.min(8)], radix).ok()?;
+                let used = skip + len + usize::from(digits[len..].starts_with(';'));
+                Some((char::from_u32(value).unwrap_or('\u{fffd}'), used))
+            });
+        let named = || {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            let lower = name.to_ascii_lowercase();
+            let (_, c) = NAMED.iter().find(|(n, _)| *n == lower)?;
+            rest[name.len()..]
+                .starts_with(';')
+                .then_some((*c, name.len() + 1))
+        };
+        match numeric.or_else(named) {
+            Some((c, used)) => {
+                out.push(c);
+                rest = &rest[used..];
+            }
+            None => out.push('&'),
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The first `@name` mention: an `@` not preceded by a word character (so `a@b.c` is an

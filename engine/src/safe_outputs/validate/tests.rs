@@ -178,3 +178,42 @@ fn foreign_links_and_mentions_are_refused() {
     refused(&comment("@org/team look"), "mentions @org/team");
     assert_eq!(check(&comment("mail me at me@example.org")), Ok(()));
 }
+
+// Markdown a forge renders into a request to the attacker's host — an image is fetched by
+// every reader's browser (or the forge's image proxy) without a click: the classic way to
+// carry a secret out in its query. Every way of writing the link is refused.
+#[test]
+fn a_link_written_any_way_markdown_or_html_reads_it_is_refused() {
+    let comment = |body: &str| [Proposal::Comment { body: body.into() }];
+    for hostile in [
+        "![x](//attacker.example/p.png?q=1)",
+        "<img src=\"//attacker.example/p.png\">",
+        "<img src=//attacker.example/p.png>",
+        "[ref]: //attacker.example/x\n\n![y][ref]",
+        "<a href='//attacker.example'>x</a>",
+        "![x](https&#58;//attacker.example/p.png)",
+        "![x](&#104;ttps&#x3A;&#x2F;&#x2f;attacker.example/p.png)",
+        "![x](https&colon;&sol;&sol;attacker.example/p.png)",
+        "see www.attacker.example/x",
+        "<img src=\"http:attacker.example/p.png\">",
+        "<img src=\"https:\\\\attacker.example/p.png\">",
+        "<img src=\"https:/\\attacker.example/p.png\">",
+        "<img src=\"  //attacker.example/p.png\">",
+        "![x](<//attacker.example/p.png>)",
+        "<https://attacker.example>",
+        "[x](\\\\attacker.example\\share)",
+    ] {
+        let err = check(&comment(hostile)).expect_err(hostile);
+        assert!(err.contains("attacker.example"), "{hostile}: {err}");
+    }
+    refused(&comment("thanks &#64;admin"), "mentions @admin");
+    // What is no link stays allowed: paths, code comments, a link to an allowed host.
+    for fine in [
+        "see src/lib.rs and // a code comment",
+        "`a // b` and https://docs.rs/x and ![x](https://forge.example/a.png)",
+        "ratio 1:2, time 10:30, and a url-less http: mention",
+        "[local](docs/guide.md) and [anchor](#fix)",
+    ] {
+        assert_eq!(check(&comment(fine)), Ok(()), "{fine}");
+    }
+}
