@@ -14,8 +14,11 @@
 //!   `evaluator::safe_outputs::DEFAULT_DENY`, also compared lowercased). Modes 120000
 //!   (symbolic link) and 160000 (submodule) are refused anywhere; binary patches are
 //!   refused (their content cannot be checked for secrets here). At most `max_files`.
-//! - no secret of the run appears in any text or the diff: as it is, hex (both cases) or
-//!   base64 (standard and URL-safe, at each of the three alignments).
+//! - no secret of the run appears in any text or the diff: as it is, reversed, hex (both
+//!   cases) or base64 (standard and URL-safe, at each of the three alignments); looked for
+//!   in the text as it is, as a forge shows it (HTML references, then percent escapes,
+//!   decoded) and in a diff's added lines joined. Not found: a secret cut over two
+//!   proposals or through any other encoding — a step must not hold what it must not leak.
 //! - texts link only to `allow_links` hosts and the repository's forge host, and mention
 //!   nobody (`@name`) — read as a forge renders them: HTML character references decoded,
 //!   scheme-relative `//host` and `www.host` autolinks and `http:host` counted as links
@@ -24,6 +27,8 @@
 use evaluator::glob::{compile, Pattern};
 use evaluator::safe_outputs::SafeOutputs;
 use runner::protocol::{Proposal, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
+
+use text::{decode_references, foreign_link, mention, percent_decoded};
 
 /// What the proposals are checked against.
 #[derive(Debug, Clone)]
@@ -128,6 +133,7 @@ fn secret_forms(secrets: &[String]) -> Vec<(&'static str, String)> {
     let mut forms = Vec::new();
     for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET) {
         forms.push(("as it is", secret.clone()));
+        forms.push(("reversed", secret.chars().rev().collect()));
         if secret.len() < MIN_ENCODED_SECRET {
             continue;
         }
@@ -156,9 +162,14 @@ fn secret_forms(secrets: &[String]) -> Vec<(&'static str, String)> {
 pub fn redact(proposal: &Proposal, secrets: &[String]) -> Proposal {
     let forms = secret_forms(secrets);
     let clean = |text: &str| {
-        forms.iter().fold(text.to_owned(), |text, (_, needle)| {
+        let cleaned = forms.iter().fold(text.to_owned(), |text, (_, needle)| {
             text.replace(needle.as_str(), "***")
-        })
+        });
+        // Spelled so that only a decoded view shows it: none of the text is kept.
+        match find_secret(&cleaned, &forms) {
+            Some(_) => "*** (withheld: it held a secret of the run)".to_owned(),
+            None => cleaned,
+        }
     };
     match proposal {
         Proposal::PullRequest { title, body, diff } => Proposal::PullRequest {
@@ -177,10 +188,21 @@ pub fn redact(proposal: &Proposal, secrets: &[String]) -> Proposal {
     }
 }
 
+/// The first form of a secret in `text` as it is, as a forge shows it (HTML references
+/// decoded, then percent escapes), or in a diff's added lines joined (a secret cut over
+/// two lines).
 fn find_secret(text: &str, forms: &[(&'static str, String)]) -> Option<&'static str> {
+    let decoded = decode_references(text);
+    let unescaped = percent_decoded(&decoded);
+    let added: String = text
+        .split('\n')
+        .filter_map(|line| line.strip_prefix('+'))
+        .filter(|line| !line.starts_with("++"))
+        .collect();
+    let views = [text, &decoded, &unescaped, &added];
     forms
         .iter()
-        .find(|(_, needle)| text.contains(needle.as_str()))
+        .find(|(_, needle)| views.iter().any(|view| view.contains(needle.as_str())))
         .map(|(form, _)| *form)
 }
 
@@ -203,165 +225,6 @@ fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
         }
     }
     out
-}
-
-/// The first link to a host that is neither allowed nor the forge's, however the text
-/// writes it for the markdown and HTML a forge renders: `scheme://host`, `http:host` and
-/// `https:\\host`, a scheme-relative `//host` (or `\\host`) where a link or an attribute
-/// starts, a `www.host` autolink — after HTML character references are decoded and tabs
-/// and line breaks (which URL parsers drop) removed.
-fn foreign_link(text: &str, so: &SafeOutputs, forge_host: Option<&str>) -> Option<String> {
-    let lower: String = decode_references(text)
-        .to_lowercase()
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
-    let allowed = |host: &str| Some(host) == forge_host || so.allow_links.iter().any(|h| h == host);
-    let is_slash = |c: char| c == '/' || c == '\\';
-    let chars: Vec<(usize, char)> = lower.char_indices().collect();
-    for (n, &(at, c)) in chars.iter().enumerate() {
-        let before = n.checked_sub(1).map(|m| chars[m].1);
-        let rest = &lower[at..];
-        // Where an authority starts, if a link starts here.
-        let authority_at = if c == ':' {
-            let scheme: String = lower[..at]
-                .chars()
-                .rev()
-                .take_while(|c| c.is_ascii_alphanumeric() || "+.-".contains(*c))
-                .collect::<String>()
-                .chars()
-                .rev()
-                .collect();
-            let slashes = rest[1..].chars().take_while(|c| is_slash(*c)).count();
-            let web = ["http", "https", "ftp", "ws", "wss"].contains(&scheme.as_str());
-            (web || (slashes >= 2 && !scheme.is_empty())).then_some(at + 1 + slashes)
-        } else if is_slash(c)
-            && rest[1..].starts_with(is_slash)
-            && before.is_none_or(|b| b.is_whitespace() || "(<\"'=".contains(b))
-        {
-            Some(at + 2 + rest[2..].chars().take_while(|c| is_slash(*c)).count())
-        } else if rest.starts_with("www.")
-            && before.is_none_or(|b| b.is_whitespace() || "*_~(<\"'=".contains(b))
-        {
-            Some(at)
-        } else {
-            None
-        };
-        let Some(from) = authority_at else {
-            continue;
-        };
-        let authority: String = lower[from..]
-            .chars()
-            .take_while(|c| !c.is_whitespace() && !"/?#<>\"'`)]|\\".contains(*c))
-            .collect();
-        let host_port = authority.rsplit('@').next().unwrap_or("");
-        let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host_port.split(':').next().unwrap_or(""),
-        };
-        let host = host.trim_end_matches('.');
-        if !host.is_empty() && !allowed(host) {
-            return Some(host.to_owned());
-        }
-    }
-    None
-}
-
-/// `text` with its HTML character references decoded as a forge's renderer (CommonMark,
-/// then an HTML parser) would: numeric ones (`&#58;`, `&#x3a;`, the `;` optional as HTML
-/// allows) and the named ones that can spell a link or a mention.
-fn decode_references(text: &str) -> String {
-    const NAMED: [(&str, char); 24] = [
-        ("colon", ':'),
-        ("sol", '/'),
-        ("bsol", '\\'),
-        ("period", '.'),
-        ("commat", '@'),
-        ("tab", '\t'),
-        ("newline", '\n'),
-        ("amp", '&'),
-        ("quot", '"'),
-        ("apos", '\''),
-        ("lt", '<'),
-        ("gt", '>'),
-        ("lpar", '('),
-        ("rpar", ')'),
-        ("lsqb", '['),
-        ("rsqb", ']'),
-        ("lbrack", '['),
-        ("rbrack", ']'),
-        ("equals", '='),
-        ("quest", '?'),
-        ("num", '#'),
-        ("excl", '!'),
-        ("percnt", '%'),
-        ("nbsp", ' '),
-    ];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp + 1..];
-        let numeric = rest
-            .strip_prefix('#')
-            .map(|n| match n.strip_prefix(['x', 'X']) {
-                Some(hex) => (hex, 16, 2),
-                None => (n, 10, 1),
-            })
-            .and_then(|(digits, radix, skip)| {
-                let len = digits.chars().take_while(|c| c.is_digit(radix)).count();
-                let value = u32::from_str_radix(&digits[..len.min(8)], radix).ok()?;
-                let used = skip + len + usize::from(digits[len..].starts_with(';'));
-                Some((char::from_u32(value).unwrap_or('\u{fffd}'), used))
-            });
-        let named = || {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect();
-            let lower = name.to_ascii_lowercase();
-            let (_, c) = NAMED.iter().find(|(n, _)| *n == lower)?;
-            rest[name.len()..]
-                .starts_with(';')
-                .then_some((*c, name.len() + 1))
-        };
-        match numeric.or_else(named) {
-            Some((c, used)) => {
-                out.push(c);
-                rest = &rest[used..];
-            }
-            None => out.push('&'),
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The first `@name` mention: an `@` not preceded by a word character (so `a@b.c` is an
-/// address, not a mention) followed by a user or team name.
-fn mention(text: &str) -> Option<String> {
-    let chars: Vec<char> = text.chars().collect();
-    for (i, c) in chars.iter().enumerate() {
-        if *c != '@' {
-            continue;
-        }
-        let before = i.checked_sub(1).map(|j| chars[j]);
-        if before.is_some_and(|b| b.is_alphanumeric() || b == '_' || b == '.' || b == '-') {
-            continue;
-        }
-        let name: String = chars[i + 1..]
-            .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == '-' || **c == '/' || **c == '_')
-            .collect();
-        if name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        {
-            return Some(name);
-        }
-    }
-    None
 }
 
 /// The compiled allow and deny globs of `so`.
@@ -668,6 +531,8 @@ fn unquote(text: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+mod text;
 
 #[cfg(test)]
 mod tests;

@@ -217,3 +217,33 @@ fn a_link_written_any_way_markdown_or_html_reads_it_is_refused() {
         assert_eq!(check(&comment(fine)), Ok(()), "{fine}");
     }
 }
+
+// A secret spelled so the forge shows it as it is (HTML references, percent escapes in a
+// link's text), reversed, or cut over two added lines of the diff: still found. (Split
+// over two proposals or put through any cipher it is not: the step holding no secret it
+// must not leak is the defence there.)
+#[test]
+fn a_secret_spelled_the_way_a_forge_shows_it_is_found() {
+    let comment = |body: String| [Proposal::Comment { body }];
+    let entities: String = SECRET.chars().map(|c| format!("&#{};", c as u32)).collect();
+    let hex_refs: String = SECRET
+        .chars()
+        .map(|c| format!("&#x{:x}", c as u32))
+        .collect();
+    let percent: String = SECRET.bytes().map(|b| format!("%{b:02X}")).collect();
+    let reversed: String = SECRET.chars().rev().collect();
+    for body in [entities, hex_refs, percent, reversed] {
+        let hostile = comment(format!("value: {body}"));
+        refused(&hostile, "secret of the run");
+        // Kept refused, it shows no spelling of the secret.
+        let Proposal::Comment { body: kept } = redact(&hostile[0], &[SECRET.into()]) else {
+            unreachable!()
+        };
+        assert!(!kept.contains(&body) && kept.contains("***"), "{kept}");
+    }
+    let (head, tail) = SECRET.split_at(7);
+    let diff = format!(
+        "diff --git a/src/k.rs b/src/k.rs\nindex 1111111..2222222 100644\n--- a/src/k.rs\n+++ b/src/k.rs\n@@ -1 +1,2 @@\n-one\n+const A: &str = \"{head}\n+{tail}\";\n"
+    );
+    refused(&[pr(&diff)], "the diff holds a secret");
+}
