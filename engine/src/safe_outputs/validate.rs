@@ -11,7 +11,8 @@
 //!   path it names — both sides of the `diff --git` line, `---`/`+++`, rename and copy
 //!   sources and targets, C-quoted or not — must be relative, without `..` or a `.git`
 //!   component, match `paths_allow` and no deny glob (the plan's and
-//!   `evaluator::safe_outputs::DEFAULT_DENY`, also compared lowercased). Modes 120000
+//!   `evaluator::safe_outputs::DEFAULT_DENY`, also compared lowercased and with each
+//!   part's trailing dots and spaces dropped, as NTFS does). Modes 120000
 //!   (symbolic link) and 160000 (submodule) are refused anywhere; binary patches are
 //!   refused (their content cannot be checked for secrets here). At most `max_files`.
 //! - no secret of the run appears in any text or the diff: as it is, reversed, hex (both
@@ -262,10 +263,16 @@ impl PathRules {
             }
         }
         let lower = path.to_lowercase();
+        // As a Windows checkout names it: each part without its trailing dots and spaces.
+        let trimmed: Vec<&str> = lower
+            .split('/')
+            .map(|part| part.trim_end_matches(['.', ' ']))
+            .collect();
+        let trimmed = trimmed.join("/");
         if self
             .deny
             .iter()
-            .any(|d| d.is_match(path) || d.is_match(&lower))
+            .any(|d| d.is_match(path) || d.is_match(&lower) || d.is_match(&trimmed))
         {
             return Err(format!("the diff changes {path:?}, which is denied"));
         }

@@ -247,3 +247,29 @@ fn a_secret_spelled_the_way_a_forge_shows_it_is_found() {
     );
     refused(&[pr(&diff)], "the diff holds a secret");
 }
+
+// Diffs `git apply` reads to a denied path (each one checked with git 2.x): the name
+// quoted on one side only, a rename naming the target in its headers only, a
+// `.gitmodules` made by a rename, and names Windows checkouts trim (`deploy.plue.py `,
+// `.plue./x`: a trailing space or dot is dropped by NTFS).
+#[test]
+fn names_git_apply_reads_to_a_denied_path_are_refused() {
+    let so = SafeOutputs::default();
+    let new_file = |git_line: &str, plus: &str| {
+        format!("diff --git {git_line}\nnew file mode 100644\n--- /dev/null\n+++ {plus}\n@@ -0,0 +1 @@\n+x\n")
+    };
+    let rename = |to: &str| {
+        format!("diff --git a/x b/x\nsimilarity index 100%\nrename from x\nrename to {to}\n")
+    };
+    for diff in [
+        new_file("\"a/x\" b/.plue/y", "b/.plue/y"),
+        new_file("a/deploy.plue.py  b/deploy.plue.py ", "b/deploy.plue.py "),
+        new_file("a/.plue./x b/.plue./x", "b/.plue./x"),
+        new_file("a/.GitHub /w.yml b/.GitHub /w.yml", "b/.GitHub /w.yml"),
+        rename(".github/z"),
+        rename(".gitmodules"),
+        rename("sub/.gitmodules"),
+    ] {
+        assert!(check_diff(&diff, &so).is_err(), "{diff}");
+    }
+}
