@@ -84,7 +84,7 @@ pub async fn post(
     if code.is_success() {
         return Ok(());
     }
-    Err(refusal("POST", &shown, response).await)
+    Err(refusal("POST", &shown, response, target.token).await)
 }
 
 /// `request` with what both forges' APIs expect: a time limit, the user agent, the media
@@ -115,11 +115,20 @@ pub(crate) fn api_request(
 }
 
 /// The error of an unsuccessful answer: [`PostError::Retry`] for 429 and 5xx, else
-/// [`PostError::Permanent`], with the start of the forge's body. `shown` is the URL
+/// [`PostError::Permanent`], with the start of the forge's body — without `token`, which a
+/// strange forge may repeat (its error echoing the request's headers). `shown` is the URL
 /// without credentials.
-pub(crate) async fn refusal(method: &str, shown: &str, response: reqwest::Response) -> PostError {
+pub(crate) async fn refusal(
+    method: &str,
+    shown: &str,
+    response: reqwest::Response,
+    token: Option<&str>,
+) -> PostError {
     let code = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let mut text = response.text().await.unwrap_or_default();
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
+        text = text.replace(token, "***");
+    }
     let text: String = text.chars().take(300).collect();
     let message = format!("{method} {shown}: HTTP {code}: {}", text.trim());
     if code.as_u16() == 429 || code.is_server_error() {

@@ -152,7 +152,7 @@ impl Writer<'_> {
             .map_err(|e| PostError::Retry(format!("{shown}: {}", without_url(&e))))?;
         let status = response.status();
         if !status.is_success() && !matches!(status.as_u16(), 404 | 409 | 422) {
-            return Err(refusal(&method_name, &shown_url, response).await);
+            return Err(refusal(&method_name, &shown_url, response, self.token).await);
         }
         // A success whose answer is lost may still have written: a retry looks it up.
         let body = response

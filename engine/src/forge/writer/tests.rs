@@ -200,3 +200,38 @@ async fn the_token_travels_only_in_the_authorization_header() {
         }
     }
 }
+
+// A forge that answers strangely: its refusal repeats the request it got, Authorization
+// header and all. The error — kept as the proposal's reason, shown to every reader of the
+// run, and logged — holds no form of the token.
+#[tokio::test]
+async fn a_refusal_that_repeats_the_request_never_shows_the_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = vec![0u8; 8192];
+            let n = socket.read(&mut request).await.unwrap_or(0);
+            let echoed = String::from_utf8_lossy(&request[..n])
+                .replace('"', "'")
+                .replace("\r\n", " | ");
+            let body = format!("{{\"message\":\"refused: {echoed}\"}}");
+            let answer = format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    let client = reqwest::Client::new();
+    for forge in [Forge::GitHub, Forge::Gitea] {
+        let refused = writer(&client, forge, &api)
+            .comment(7, "hi", "<!-- plue:proposal:1 -->")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("403"), "{refused}");
+        assert!(!refused.contains(TOKEN), "{refused}");
+    }
+}
