@@ -458,7 +458,11 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                     );
                 }
             }
-            for problem in llm.safe_outputs.iter().flat_map(|so| crate::safe_outputs::check(so)) {
+            for problem in llm
+                .safe_outputs
+                .iter()
+                .flat_map(|so| crate::safe_outputs::check(so))
+            {
                 problems.add(at, format!("llm step '{}': {problem}", step.id));
             }
             for problem in crate::result::check(llm.result.as_ref(), llm.fail_when.as_ref()) {

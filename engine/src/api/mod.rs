@@ -13,8 +13,6 @@
 //! with a JSON body.
 
 mod approvals;
-pub mod proposals;
-pub mod record;
 mod artifacts;
 mod audit_trail;
 mod body;
@@ -23,6 +21,8 @@ pub mod followers;
 mod logs;
 mod openapi;
 mod people;
+pub mod proposals;
+pub mod record;
 mod repos;
 mod runner_tokens;
 mod transcripts;

@@ -308,7 +308,10 @@ impl StepView {
                 .map(|a| AttemptCostView {
                     attempt: a.number,
                     model: a.model.clone(),
-                    usage: a.usage.as_deref().and_then(|u| serde_json::from_str(u).ok()),
+                    usage: a
+                        .usage
+                        .as_deref()
+                        .and_then(|u| serde_json::from_str(u).ok()),
                     cost_usd: a.cost_usd_micros.map(usd),
                 })
                 .collect(),

@@ -36,7 +36,11 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.llm_prices {
         ok &= engine::pricing::file::check_command(file) == ExitCode::SUCCESS;
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -29,7 +29,14 @@ pub(super) const STATUSES: &[&str] = &[
     "failed",
     "cancelled",
 ];
-const EVENTS: &[&str] = &["push", "pull_request", "schedule", "manual", "issue", "comment"];
+const EVENTS: &[&str] = &[
+    "push",
+    "pull_request",
+    "schedule",
+    "manual",
+    "issue",
+    "comment",
+];
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub(super) struct RunsQuery {

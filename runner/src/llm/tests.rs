@@ -1070,7 +1070,9 @@ async fn a_stream_passing_max_cost_is_dropped_mid_turn_and_nothing_follows() {
     assert_eq!(finished.outcome, Outcome::Failed);
     let reason = finished.reason.unwrap();
     assert!(
-        reason.starts_with("budget: max_cost_usd 0.031 reached (spent 0.03099 USD, 10,066 tokens in 1 call)"),
+        reason.starts_with(
+            "budget: max_cost_usd 0.031 reached (spent 0.03099 USD, 10,066 tokens in 1 call)"
+        ),
         "{reason}"
     );
     // Nothing billed beyond the turn that reached the limit: one request, cut at the
@@ -1083,10 +1085,16 @@ async fn a_stream_passing_max_cost_is_dropped_mid_turn_and_nothing_follows() {
     assert_eq!((usage.input_tokens, usage.output_tokens), (10_000, 66));
     assert_eq!(finished.model.as_deref(), Some(settings::DEFAULT_MODEL));
     let tokens = of(&lines, Stream::Token).concat();
-    assert!(tokens.contains("w64 ") && !tokens.contains("w65 "), "{tokens}");
+    assert!(
+        tokens.contains("w64 ") && !tokens.contains("w65 "),
+        "{tokens}"
+    );
     assert!(of(&lines, Stream::ToolCall).is_empty());
     let system = of(&lines, Stream::System).join("\n");
-    assert!(system.contains("llm budget: max_cost_usd 0.031"), "{system}");
+    assert!(
+        system.contains("llm budget: max_cost_usd 0.031"),
+        "{system}"
+    );
 }
 
 #[tokio::test]
@@ -1161,7 +1169,11 @@ async fn a_cost_limit_for_another_model_fails_before_any_request() {
     step.budget = Some(budget);
     let (finished, _) = step.run(&CancellationToken::new()).await;
     assert!(
-        finished.reason.as_deref().unwrap().contains("is priced for model claude-haiku-4-5"),
+        finished
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("is priced for model claude-haiku-4-5"),
         "{:?}",
         finished.reason
     );
