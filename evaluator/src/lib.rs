@@ -28,6 +28,7 @@ pub mod summon;
 pub mod template;
 pub mod text;
 pub mod validate;
+pub mod when_expr;
 pub mod worker;
 
 pub use context::{EvalContext, Event, PullRequest};

@@ -218,7 +218,69 @@ pub fn check(plan: &Plan, map: &SourceMap, path: &str, budget: &mut Budget) -> V
         ));
         ControlFlow::Continue(())
     });
+    for (i, step) in plan.steps.iter().enumerate() {
+        let Some(text) = &step.when_expr else {
+            continue;
+        };
+        if found.len() >= MAX_DIAGNOSTICS || budget.expired() {
+            break;
+        }
+        if let Some(message) = when_problem(plan, &index, &mut ancestors, i, text, budget) {
+            found.push(Diagnostic::at(
+                path,
+                map.step(i),
+                format!("step '{}': when: {message}", echo(&step.id)),
+            ));
+        }
+    }
     found
+}
+
+/// The first problem of step `reader`'s `when=` expression ([`crate::when_expr`]): it must
+/// parse, and each reference must name a step `reader` transitively depends on (its result
+/// is final when the step is decided; a later step of its loop is not).
+fn when_problem(
+    plan: &Plan,
+    index: &HashMap<&str, usize>,
+    ancestors: &mut Option<Vec<Option<Bits>>>,
+    reader: usize,
+    text: &str,
+    budget: &mut Budget,
+) -> Option<String> {
+    let expr = match crate::when_expr::parse(text) {
+        Ok(expr) => expr,
+        Err(error) => return Some(error.to_string()),
+    };
+    for reference in expr.references() {
+        let shown = echo(&reference.to_string());
+        let Some(&target) = index.get(reference.step.as_str()) else {
+            let hint =
+                budget.did_you_mean(&reference.step, plan.steps.iter().map(|s| s.id.as_str()));
+            return Some(format!(
+                "'{shown}' names unknown step '{}'{hint}",
+                echo(&reference.step)
+            ));
+        };
+        let sets = ancestors.get_or_insert_with(|| ancestor_sets(plan, index));
+        // A step in a dependency cycle has no ancestor set; the cycle is reported.
+        let Some(set) = &sets[reader] else { continue };
+        if !set.get(target) {
+            let fix = if reader == target {
+                "a step cannot read its own result".to_string()
+            } else {
+                format!(
+                    "add depends_on=[\"{}\"] to step '{}'",
+                    echo(&reference.step),
+                    echo(&plan.steps[reader].id)
+                )
+            };
+            return Some(format!(
+                "'{shown}' reads step '{}', which is not a dependency; {fix}",
+                echo(&reference.step)
+            ));
+        }
+    }
+    None
 }
 
 /// The first problem of one template, if any.

@@ -471,14 +471,11 @@ fn build_step(
         .map(|v| convert::seconds(&v, &format!("{function}: backoff")))
         .transpose()?
         .unwrap_or(DEFAULT_BACKOFF_SECS);
-    let when = match options.take("when")? {
-        None => When::Success,
+    let (when, when_expr) = match options.take("when")? {
+        None => (When::Success, None),
         Some(value) => {
             let name = convert::string(&value, &format!("{function}: when"))?;
-            When::parse(&name).ok_or_else(|| {
-                let hint = did_you_mean(&name, When::NAMES);
-                PyValueError::new_err(format!("{function}: when must be one of 'success', 'failure', 'always', got '{name}'{hint}"))
-            })?
+            when_option(&name, function)?
         }
     };
     let env = options
@@ -586,9 +583,27 @@ fn build_step(
             network,
             loop_workspace,
             continue_on_error,
+            when_expr,
         },
         location,
     })
+}
+
+/// `when=`: one of [`When::NAMES`], or an expression ([`crate::when_expr`]) that runs the
+/// step like `success` when it is true. A bare word is taken as a misspelt name.
+fn when_option(text: &str, function: &'static str) -> PyResult<(When, Option<String>)> {
+    if let Some(when) = When::parse(text) {
+        return Ok((when, None));
+    }
+    let word = text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if word {
+        let hint = did_you_mean(text, When::NAMES);
+        return Err(PyValueError::new_err(format!("{function}: when must be one of 'success', 'failure', 'always' or an expression such as \"steps.review.outputs.verdict == 'approve'\", got '{text}'{hint}")));
+    }
+    match crate::when_expr::parse(text) {
+        Ok(_) => Ok((When::Success, Some(text.to_string()))),
+        Err(error) => Err(PyValueError::new_err(format!("{function}: when: {error}"))),
+    }
 }
 
 /// `network="none"`, `network="open"` or `network=["pypi.org", "*.github.com:443"]`; the
