@@ -9,7 +9,10 @@
 //!   &state=open`, Gitea `GET …/pulls/{base}/{head}`) and used;
 //! - comment and issue: the text carries a hidden marker (`<!-- plue:… -->`) and, before
 //!   any post, the issue's comments (or the repository's issues) are read for one that
-//!   carries it, which is used instead;
+//!   carries it, which is used instead. The marker is signed with the token (an HMAC
+//!   beside it, [`Writer::signed`]): anyone can write a marker's guessable text on an
+//!   issue (a stranger, the agent's own text), and it would pass for the engine's answer,
+//!   which would then never be posted;
 //! - labels: adding a label twice changes nothing.
 //!
 //! Invariants: the token only ever goes into the `Authorization` header (through
@@ -18,8 +21,10 @@
 //! ([`PostError::Retry`]: network errors, a lost answer, 429, 5xx) or not
 //! ([`PostError::Permanent`]), like commit statuses.
 
+use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::Sha256;
 
 use super::status::{api_request, refusal, without_url, PostError};
 use super::Forge;
@@ -238,6 +243,7 @@ impl Writer<'_> {
         body: &str,
         marker: &str,
     ) -> Result<Written, PostError> {
+        let marker = &self.signed(marker);
         if let Some(found) = self.find_comment(issue, marker).await? {
             return Ok(found);
         }
@@ -260,6 +266,20 @@ impl Writer<'_> {
             html_url: item.html_url,
             created: true,
         })
+    }
+
+    /// `marker` followed by a signature only the token's holder makes
+    /// (`<!-- plue:… --><!-- 3f9a… -->`, the same for the same marker every time): what
+    /// carries it was written by this engine, not by someone who copied a marker's text.
+    pub fn signed(&self, marker: &str) -> String {
+        let Some(token) = self.token else {
+            return marker.to_owned();
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(marker.as_bytes());
+        let signature = hex::encode(mac.finalize().into_bytes());
+        format!("{marker}<!-- {} -->", &signature[..24])
     }
 
     /// The comment on `issue` whose body carries `marker`.
@@ -323,6 +343,7 @@ impl Writer<'_> {
         body: &str,
         marker: &str,
     ) -> Result<Written, PostError> {
+        let marker = &self.signed(marker);
         let (size_name, size) = self.page_size();
         for page in 1..=MAX_PAGES {
             let mut query = vec![

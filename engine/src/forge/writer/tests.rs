@@ -107,7 +107,10 @@ async fn a_comment_carries_its_marker_and_is_not_posted_twice() {
             .filter(|c| c.body.contains(marker))
             .collect();
         assert_eq!(marked.len(), 1, "{flavor:?}");
-        assert_eq!(marked[0].body, format!("Done.\n\n{marker}"));
+        assert_eq!(
+            marked[0].body,
+            format!("Done.\n\n{}", writer.signed(marker))
+        );
         assert_eq!(found.number, marked[0].id);
     }
 }
@@ -233,5 +236,50 @@ async fn a_refusal_that_repeats_the_request_never_shows_the_token() {
             .to_string();
         assert!(refused.contains("403"), "{refused}");
         assert!(!refused.contains(TOKEN), "{refused}");
+    }
+}
+
+// Anyone may write a marker's text on an issue: a stranger who read the workflow (the
+// step id) and the summoning comment's id, or the agent in an earlier comment. It passed
+// for the engine's answer, which was then never posted (and the proposal shown applied,
+// linking the stranger's comment). Only a comment with the token's signature counts.
+#[tokio::test]
+async fn a_marker_copied_by_someone_else_is_not_taken_for_the_engines_answer() {
+    for (flavor, kind) in both() {
+        let fake = forge(flavor);
+        let issue = fake.create_issue(REPO, "broken", "", "alice");
+        let client = reqwest::Client::new();
+        let api = fake.api_url();
+        let writer = writer(&client, kind, &api);
+        let marker = "<!-- plue:proposal:comment-5-fix-0 -->";
+        let copied = writer
+            .comment(issue, &format!("fake answer {marker}"), "<!-- other -->")
+            .await
+            .unwrap();
+        assert!(copied.created);
+        let answer = writer
+            .comment(issue, "The real answer.", marker)
+            .await
+            .unwrap();
+        assert!(
+            answer.created,
+            "{flavor:?}: the copy was taken for the answer"
+        );
+        assert_ne!(answer.number, copied.number);
+        // The engine's own answer is still found again.
+        let again = writer
+            .comment(issue, "The real answer.", marker)
+            .await
+            .unwrap();
+        assert!(
+            !again.created && again.number == answer.number,
+            "{flavor:?}"
+        );
+        // Another token signs otherwise.
+        let other = Writer {
+            token: Some("other-token"),
+            ..writer
+        };
+        assert_ne!(other.signed(marker), writer.signed(marker));
     }
 }
