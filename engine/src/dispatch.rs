@@ -112,8 +112,9 @@ pub struct StepResult<'a> {
 }
 
 /// For each step of `plan` (by index), the steps (by index) whose results its dispatch
-/// may read: its dependencies, whose outputs become variables, and every step a template
-/// of the step or of the plan's env names. [`build`] needs the results of these only.
+/// may read: its dependencies, whose outputs become variables, every step a template of
+/// the step or of the plan's env names, and every step its `when=` expression names.
+/// [`build`] needs the results of these only.
 /// Unknown ids and templates that do not parse (validation reports them) are left out.
 pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
     let index: BTreeMap<&str, usize> = plan
@@ -148,6 +149,14 @@ pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
             }
             for value in step.env.values() {
                 referenced(value, &index, &mut read);
+            }
+            // `when="<expression>"`: decided from these results before the dispatch.
+            if let Some(Ok(expr)) = step.when_expr.as_deref().map(evaluator::when_expr::parse) {
+                read.extend(
+                    expr.references()
+                        .into_iter()
+                        .filter_map(|r| index.get(r.step.as_str())),
+                );
             }
             read.sort_unstable();
             read.dedup();

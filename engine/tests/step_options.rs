@@ -117,3 +117,49 @@ fn an_llm_steps_system_prompt_is_the_requests() {
         "You answer in one word."
     );
 }
+
+/// `when="steps.review.outputs.verdict == 'approve'"`: the run of `review` decides.
+fn run_with_verdict(verdict: &str) -> Value {
+    let sandbox = Sandbox::new(&format!("when-{verdict}"));
+    sandbox.write(
+        "w.plue.py",
+        &format!(
+            r#"def workflow():
+    return Plan(name="gated", triggers=[Trigger.manual()], steps=[
+        Step.bash("review", "echo verdict={verdict} >> $PLUE_OUTPUT"),
+        Step.bash("test", "true", depends_on=["review"]),
+        Step.bash("merge", "echo merged", depends_on=["test"],
+                  when="steps.review.outputs.verdict == 'approve' and not (steps.review.outputs.missing != '')"),
+        Step.bash("after", "true", depends_on=["merge"]),
+    ])
+"#
+        ),
+    );
+    let output = plue_run(&sandbox, &["--runners", "1"]);
+    assert!(output.status.success(), "{}", printed(&output));
+    serde_json::from_str(&std::fs::read_to_string(sandbox.path("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_when_expression_on_an_output_runs_or_skips_the_step() {
+    let approved = run_with_verdict("approve");
+    assert_eq!(approved["status"], "succeeded", "{approved}");
+    assert_eq!(status_of(&approved, "merge"), "succeeded", "{approved}");
+    assert_eq!(status_of(&approved, "after"), "succeeded", "{approved}");
+
+    let rejected = run_with_verdict("reject");
+    assert_eq!(rejected["status"], "succeeded", "{rejected}");
+    assert_eq!(status_of(&rejected, "merge"), "skipped", "{rejected}");
+    assert_eq!(status_of(&rejected, "after"), "skipped", "{rejected}");
+    let merge = rejected["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "merge")
+        .unwrap()
+        .to_string();
+    assert!(
+        merge.contains("when=\\\"steps.review.outputs.verdict == 'approve'"),
+        "the reason names the expression: {merge}"
+    );
+}

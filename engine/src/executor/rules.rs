@@ -249,6 +249,19 @@ pub(crate) fn plan_changes_with(
         loop {
             let mut progressed = false;
             for decision in schedule::decide_with(plan, deps, statuses) {
+                let decision = match decision {
+                    Decision::Queue { step } => when::decide(
+                        step,
+                        plan,
+                        &reads[step],
+                        rows,
+                        statuses,
+                        iterations,
+                        loops,
+                        outputs,
+                    ),
+                    skip => skip,
+                };
                 match decision {
                     // An approval holds no runner, so it does not count against max_parallel.
                     Decision::Queue { step } if super::approvals::is_approval(plan, step) => {
@@ -575,6 +588,8 @@ pub(crate) fn step_after(
         },
     }
 }
+
+mod when;
 
 #[cfg(test)]
 mod tests;
