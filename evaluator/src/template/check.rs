@@ -10,6 +10,9 @@
 //! inside single quotes in bash or a string literal in Python, and never where code reads
 //! it as a format string, a template or a pattern). Cost: linear in the plan's text, plus the ancestor sets (one bitset per
 //! step, computed only when a plan has references). At most [`MAX_DIAGNOSTICS`] problems.
+//!
+//! Each step's `when=` expression ([`crate::when_expr`]) is checked here too, with the same
+//! rule: its references name transitive dependencies (never the step's own loop feedback).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
