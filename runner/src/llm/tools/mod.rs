@@ -50,8 +50,8 @@ mod git_diff;
 mod grep;
 mod list_files;
 mod paths;
-mod read_file;
 pub mod propose;
+mod read_file;
 mod write_file;
 
 /// Every tool, in the order they are offered (the prompts crate's list, which prompt
@@ -104,9 +104,9 @@ pub struct Toolbox {
     env_remove: Vec<String>,
     /// Fires when the step stops (cancelled, timed out).
     stop: CancellationToken,
-}
     /// The `propose_*` tools' proposals (see [`propose`]).
     proposer: Option<std::sync::Arc<propose::Proposer>>,
+}
 
 impl Toolbox {
     /// The tools named in `tools` (unknown names are an error naming them) over the
@@ -141,8 +141,8 @@ impl Toolbox {
             network: None,
             env_remove,
             stop,
-        })
             proposer: None,
+        })
     }
 
     /// Runs `bash` calls as `user` (a root runner's step user).
@@ -187,10 +187,10 @@ impl Toolbox {
             "grep" => self.grep(input).await,
             "bash" => self.bash(input).await,
             "git_diff" => self.git_diff(input).await,
-            other => Err(format!("tool '{other}' is not implemented")),
             propose::PULL_REQUEST | propose::COMMENT | propose::LABELS | propose::ISSUE => {
                 self.propose(name, input).await
             }
+            other => Err(format!("tool '{other}' is not implemented")),
         };
         result.unwrap_or_else(ToolOutput::error)
     }
@@ -230,10 +230,10 @@ fn definition(name: &str) -> Value {
         "list_files" => list_files::definition(),
         "grep" => grep::definition(),
         "bash" => bash::definition(),
-        _ => git_diff::definition(),
         propose::PULL_REQUEST | propose::COMMENT | propose::LABELS | propose::ISSUE => {
             propose::definition(name)
         }
+        _ => git_diff::definition(),
     };
     json!({"name": name, "description": description, "input_schema": schema})
 }
