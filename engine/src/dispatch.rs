@@ -345,6 +345,8 @@ pub fn build(
             StepAction::Llm {
                 prompt,
                 prompt_file: llm.prompt_file.clone(),
+                // Read when the step is claimed, under `plue run` (see `EngineConfig::prompt_root`).
+                prompt_file_content: None,
                 inputs,
                 model: llm.model.clone(),
                 max_turns: llm.max_turns,

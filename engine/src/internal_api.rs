@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use runner::protocol::{
-    self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse,
+    self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse, StepAction,
 };
 
 use crate::artifacts::{ArtifactError, Artifacts, Upload};
@@ -62,6 +62,9 @@ pub struct InternalConfig {
     pub max_wait: Duration,
     /// The most bytes of log text an attempt and a run may store.
     pub log_quotas: LogQuotas,
+    /// Where `prompt_file`s are read from instead of the step's workspace
+    /// ([`crate::server::EngineConfig::prompt_root`]).
+    pub prompt_root: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -380,6 +383,14 @@ async fn assignment(
             return Ok(None);
         }
     };
+    let mut action = dispatch.action;
+    if let Err(reason) = read_prompt_file(state.config.prompt_root.as_deref(), &mut action) {
+        state
+            .executor
+            .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
+            .await?;
+        return Ok(None);
+    }
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
     let mut env = dispatch.env;
@@ -402,7 +413,7 @@ async fn assignment(
         run_id: claimed.run_id,
         step_id: claimed.step_id,
         attempt: u32::try_from(claimed.number).unwrap_or(u32::MAX),
-        action: dispatch.action,
+        action,
         env,
         secrets: secrets.values,
         timeout_secs: dispatch.timeout_secs,
@@ -414,6 +425,30 @@ async fn assignment(
         network: dispatch.network,
         budget,
     }))
+}
+
+/// Puts the text of an llm step's `prompt_file`, read inside `root` (confined to it as the
+/// runner confines it to its workspace), into `action`, when there is a root. The error is
+/// the step's reason.
+fn read_prompt_file(root: Option<&std::path::Path>, action: &mut StepAction) -> Result<(), String> {
+    let (
+        Some(root),
+        StepAction::Llm {
+            prompt_file: Some(reference),
+            prompt_file_content,
+            ..
+        },
+    ) = (root, action)
+    else {
+        return Ok(());
+    };
+    *prompt_file_content = prompts::resolve_text(reference, root).map_err(|e| {
+        format!(
+            "prompt_file {reference} (read from the workflow file's repository {}): {e}",
+            root.display()
+        )
+    })?;
+    Ok(())
 }
 
 /// `PUT /internal/attempts/{id}/blobs/{kind}`: the attempt's final workspace or artifacts,

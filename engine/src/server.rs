@@ -93,6 +93,11 @@ pub struct EngineConfig {
     pub prices: Arc<crate::pricing::Prices>,
     /// Steps whose final workspace every run keeps (`plue run --export STEP=DIR`).
     pub kept_workspaces: std::collections::BTreeSet<String>,
+    /// Where llm steps' `prompt_file`s are read (by the engine, when a step is claimed)
+    /// instead of the step's workspace: `plue run` sets the workflow file's repository
+    /// when it runs against another directory. `None` (servers): the workspace, which is
+    /// the workflow's own repository.
+    pub prompt_root: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -122,6 +127,7 @@ impl EngineConfig {
             fail_unservable_forks: true,
             prices: Arc::new(crate::pricing::Prices::builtin()),
             kept_workspaces: std::collections::BTreeSet::new(),
+            prompt_root: None,
         }
     }
 }
@@ -270,6 +276,7 @@ pub async fn start_with_runner_listener(
             heartbeat_interval: config.heartbeat_interval,
             max_wait: Duration::from_secs(25),
             log_quotas: config.log_quotas,
+            prompt_root: config.prompt_root.clone(),
         }),
         auth: auth.clone(),
         shutdown: draining.clone(),

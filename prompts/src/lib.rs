@@ -26,7 +26,7 @@ mod template;
 pub use builtin::{builtin, builtin_names};
 pub use error::{InputProblem, Location, PromptError};
 pub use prompt::{Prompt, MAX_PROMPT_BYTES};
-pub use resolve::{resolve, BUILTIN_PREFIX};
+pub use resolve::{resolve, resolve_text, BUILTIN_PREFIX};
 
 /// The tools an LLM step may be given, in the order the design lists them. A prompt's
 /// `tools` must be a subset; a step without `tools` gets all of them.

@@ -79,6 +79,12 @@ impl Prompt {
 
     /// [`Prompt::load`], with errors naming the file `source_name`.
     pub(crate) fn load_as(path: &Path, source_name: &str) -> Result<Prompt, PromptError> {
+        Prompt::parse(source_name, &Prompt::read_text(path, source_name)?)
+    }
+
+    /// The text of the prompt file at `path` (a regular file of at most
+    /// [`MAX_PROMPT_BYTES`] of UTF-8), with errors naming it `source_name`.
+    pub(crate) fn read_text(path: &Path, source_name: &str) -> Result<String, PromptError> {
         let read_error = |source| PromptError::Read {
             path: source_name.to_string(),
             source,
@@ -105,9 +111,8 @@ impl Prompt {
                 limit: MAX_PROMPT_BYTES,
             });
         }
-        let text = String::from_utf8(bytes)
-            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        Prompt::parse(source_name, &text)
+        String::from_utf8(bytes)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
     }
 
     /// How errors refer to this prompt: the path it was loaded from, or `builtin:NAME`.

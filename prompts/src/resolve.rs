@@ -27,6 +27,19 @@ pub fn resolve(reference: &str, workspace_root: &Path) -> Result<Prompt, PromptE
     Prompt::load_as(&path, reference)
 }
 
+/// The text of the prompt file `reference` names inside `root` (confined as [`resolve`]
+/// confines it, and checked to parse as a prompt), or `None` for `builtin:NAME`. This is
+/// what the engine sends a runner when the file lives outside the step's workspace.
+pub fn resolve_text(reference: &str, root: &Path) -> Result<Option<String>, PromptError> {
+    if reference.starts_with(BUILTIN_PREFIX) {
+        return Ok(None);
+    }
+    let path = confine(reference, root)?;
+    let text = Prompt::read_text(&path, reference)?;
+    Prompt::parse(reference, &text)?;
+    Ok(Some(text))
+}
+
 /// The canonical path of `reference` inside `root`, or why it is refused.
 fn confine(reference: &str, root: &Path) -> Result<PathBuf, PromptError> {
     let refuse = |why: &'static str| PromptError::BadReference {
@@ -195,5 +208,30 @@ mod tests {
             refused("ws/prompts", dir.path()),
             "ws/prompts: not a regular file"
         );
+    }
+    #[test]
+    fn resolve_text_reads_what_resolve_reads_and_refuses_what_it_refuses() {
+        let dir = workspace();
+        let root = dir.path().join("ws");
+        assert_eq!(resolve_text("builtin:code-review", &root).unwrap(), None);
+        assert_eq!(
+            resolve_text("prompts/local.md", &root).unwrap().as_deref(),
+            Some(PROMPT)
+        );
+        let refused = |reference: &str| resolve_text(reference, &root).unwrap_err().to_string();
+        assert_eq!(
+            refused("../outside.md"),
+            "prompt file `../outside.md` leads out of the workspace through `..`"
+        );
+        assert!(refused("/etc/passwd").contains("is an absolute path"));
+        std::os::unix::fs::symlink(dir.path().join("outside.md"), root.join("prompts/link.md"))
+            .unwrap();
+        assert_eq!(
+            refused("prompts/link.md"),
+            "prompt file `prompts/link.md` leads out of the workspace through a symbolic link"
+        );
+        // A file that is not a prompt is refused before its text goes anywhere.
+        std::fs::write(root.join("prompts/bad.md"), "no frontmatter").unwrap();
+        assert!(resolve_text("prompts/bad.md", &root).is_err());
     }
 }

@@ -767,6 +767,7 @@ async fn run_llm(
     let StepAction::Llm {
         prompt,
         prompt_file,
+        prompt_file_content,
         inputs,
         model,
         max_turns,
@@ -828,6 +829,7 @@ async fn run_llm(
         options: llm::StepOptions {
             prompt: prompt.as_deref(),
             prompt_file: prompt_file.as_deref(),
+            prompt_file_content: prompt_file_content.as_deref(),
             inputs,
             model: model.as_deref(),
             max_turns: *max_turns,

@@ -106,6 +106,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
     let StepAction::Llm {
         prompt,
         prompt_file,
+        prompt_file_content,
         inputs,
         model,
         max_turns,
@@ -153,6 +154,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         options: runner::llm::StepOptions {
             prompt: prompt.as_deref(),
             prompt_file: prompt_file.as_deref(),
+            prompt_file_content: prompt_file_content.as_deref(),
             inputs,
             model: model.as_deref(),
             max_turns: *max_turns,

@@ -105,6 +105,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..engine::artifacts::ArtifactsConfig::local(data_dir.join("artifacts"))
     };
     config.log_quotas = args.quotas.log_quotas();
+    config.prompt_root = prompt_root(&args.file, &cwd)?;
     if let Some(file) = &args.llm_prices {
         config.prices = std::sync::Arc::new(engine::pricing::Prices::with_file(file)?);
     }
@@ -390,6 +391,27 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Who `--approve` decides as: the reason reads "approved by plue run --approve".
 const APPROVER: &str = "plue run --approve";
+
+/// Where llm steps' `prompt_file`s are read when the workflow file lies outside the run's
+/// directory: the file's repository (the git work tree holding it, or its directory
+/// outside git). `None` when the file is inside the run's directory: that is its
+/// repository, and the step's workspace, a copy of it, holds the same files.
+fn prompt_root(file: &Path, cwd: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    // A file that cannot be read is the evaluation's to report.
+    let Ok(file) = std::fs::canonicalize(file) else {
+        return Ok(None);
+    };
+    let cwd = std::fs::canonicalize(cwd).context("current directory")?;
+    if file.starts_with(&cwd) {
+        return Ok(None);
+    }
+    let dir = file.parent().context("the workflow file's directory")?;
+    let root = dir
+        .ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(dir);
+    Ok(Some(root.to_path_buf()))
+}
 
 /// Checks that every `--export` name is a step of the plan.
 fn export_steps(plan: &evaluator::plan::Plan, names: &BTreeSet<String>) -> Result<(), String> {

@@ -8,7 +8,8 @@
 //!   not having chosen, and the prompt's `tools` apply; any other list, the empty one
 //!   included, is the step's choice.
 //! - `prompt_file` is resolved by the `prompts` crate inside the workspace (or as
-//!   `builtin:NAME`), and rendered with the step's inputs validated against its schema.
+//!   `builtin:NAME`), unless the engine sent the file's text (`plue run` against another
+//!   directory reads it from the workflow file's repository), and rendered with the step's inputs validated against its schema.
 //!   An inline `prompt` is used as written; inputs given with it are appended as JSON.
 //! - Every failure is a message for the step's reason, naming the prompt file.
 
@@ -33,6 +34,9 @@ answer only; it becomes the step's `result` output, which later steps read.";
 pub struct StepOptions<'a> {
     pub prompt: Option<&'a str>,
     pub prompt_file: Option<&'a str>,
+    /// The prompt file's text as the engine read it: used instead of reading
+    /// `prompt_file` in the workspace.
+    pub prompt_file_content: Option<&'a str>,
     pub inputs: &'a Map<String, Value>,
     pub model: Option<&'a str>,
     pub max_turns: Option<u32>,
@@ -66,8 +70,11 @@ pub fn resolve(options: StepOptions<'_>, workspace: &Path) -> Result<Settings, S
             None,
         ),
         (None, Some(reference)) => {
-            let prompt = prompts::resolve(reference, workspace)
-                .map_err(|e| format!("prompt_file {reference}: {e}"))?;
+            let prompt = match options.prompt_file_content {
+                Some(text) => prompts::Prompt::parse(reference, text),
+                None => prompts::resolve(reference, workspace),
+            }
+            .map_err(|e| format!("prompt_file {reference}: {e}"))?;
             let text = prompt
                 .render(options.inputs)
                 .map_err(|e| format!("prompt_file {reference}: {e}"))?;
@@ -132,6 +139,7 @@ mod tests {
         StepOptions {
             prompt: Some("Summarise the repository."),
             prompt_file: None,
+            prompt_file_content: None,
             inputs,
             model: None,
             max_turns: None,
@@ -170,6 +178,26 @@ mod tests {
             ("claude-opus-4-1", 3)
         );
         assert_eq!(settings.tools, ["read_file"]);
+    }
+
+    #[test]
+    fn a_prompt_files_text_sent_by_the_engine_is_used_instead_of_the_workspace() {
+        // The workspace has no prompts/: the engine read the file elsewhere.
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = Map::new();
+        let tools = all_tools();
+        let mut opts = options(&inputs, &tools);
+        opts.prompt = None;
+        opts.prompt_file = Some("prompts/x.md");
+        opts.prompt_file_content =
+            Some("---\nname: x\ndescription: X\nmodel: claude-haiku-4-5\n---\nFrom A.\n");
+        let settings = resolve(opts, dir.path()).unwrap();
+        assert_eq!(settings.prompt, "From A.\n");
+        assert_eq!(settings.model, "claude-haiku-4-5");
+        assert_eq!(settings.source, "prompts/x.md");
+        opts.prompt_file_content = None;
+        let err = resolve(opts, dir.path()).unwrap_err();
+        assert!(err.starts_with("prompt_file prompts/x.md: "), "{err}");
     }
 
     #[test]

@@ -86,6 +86,7 @@ impl Step {
             options: StepOptions {
                 prompt: Some(&self.prompt),
                 prompt_file: None,
+                prompt_file_content: None,
                 inputs: &inputs,
                 model: None,
                 max_turns: self.max_turns,
