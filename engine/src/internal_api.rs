@@ -442,12 +442,14 @@ fn read_prompt_file(root: Option<&std::path::Path>, action: &mut StepAction) -> 
     else {
         return Ok(());
     };
-    *prompt_file_content = prompts::resolve_text(reference, root).map_err(|e| {
-        format!(
-            "prompt_file {reference} (read from the workflow file's repository {}): {e}",
-            root.display()
-        )
-    })?;
+    *prompt_file_content = prompts::resolve_text(reference, root)
+        .map(|text| text.map(Box::new))
+        .map_err(|e| {
+            format!(
+                "prompt_file {reference} (read from the workflow file's repository {}): {e}",
+                root.display()
+            )
+        })?;
     Ok(())
 }
 

@@ -829,7 +829,7 @@ async fn run_llm(
         options: llm::StepOptions {
             prompt: prompt.as_deref(),
             prompt_file: prompt_file.as_deref(),
-            prompt_file_content: prompt_file_content.as_deref(),
+            prompt_file_content: prompt_file_content.as_deref().map(String::as_str),
             inputs,
             model: model.as_deref(),
             max_turns: *max_turns,

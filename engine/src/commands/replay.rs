@@ -154,7 +154,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         options: runner::llm::StepOptions {
             prompt: prompt.as_deref(),
             prompt_file: prompt_file.as_deref(),
-            prompt_file_content: prompt_file_content.as_deref(),
+            prompt_file_content: prompt_file_content.as_deref().map(String::as_str),
             inputs,
             model: model.as_deref(),
             max_turns: *max_turns,

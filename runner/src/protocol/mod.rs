@@ -308,9 +308,10 @@ pub enum StepAction {
         prompt_file: Option<String>,
         /// The text of `prompt_file` when the engine read it (under `plue run` against a
         /// directory other than the workflow file's repository, the prompt lives next to
-        /// the workflow file): the runner uses it instead of reading its checkout.
+        /// the workflow file): the runner uses it instead of reading its checkout. Boxed:
+        /// the variant stays small.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        prompt_file_content: Option<String>,
+        prompt_file_content: Option<Box<String>>,
         #[serde(default)]
         inputs: serde_json::Map<String, serde_json::Value>,
         #[serde(default)]
