@@ -269,7 +269,8 @@ pub struct Step {
     /// dependents run as if it had succeeded, failure handlers do not run for it, and it
     /// does not fail the run. Absent from the canonical JSON when false.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    pub continue_on_error: bool,    /// `when="<expression>"` ([`crate::when_expr`]): besides `when` (then `success`), the
+    pub continue_on_error: bool,
+    /// `when="<expression>"` ([`crate::when_expr`]): besides `when` (then `success`), the
     /// step runs only if this is true of its dependencies' results, and is skipped
     /// otherwise. Kept as written; absent from the canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
