@@ -175,7 +175,7 @@ fn invalid_workflows_name_the_place_and_the_culprit() {
         ("dup.plue.py", ":3:9: duplicate step id 'a' (first defined at line 2)"),
         ("cron.plue.py", ":3:9: invalid cron expression '0 25 * * *'"),
         ("glob.plue.py", ":2:37: invalid branch pattern 'release/['"),
-        ("when.plue.py", ":2:34: ValueError: Step.bash(): when must be one of 'success', 'failure', 'always', got 'allways' (did you mean 'always'?)"),
+        ("when.plue.py", ":2:34: ValueError: Step.bash(): when must be one of 'success', 'failure', 'always' or an expression such as \"steps.review.outputs.verdict == 'approve'\", got 'allways' (did you mean 'always'?)"),
         ("syntax.plue.py", ":1:14: syntax error:"),
         ("missing.plue.py", ":1:1: no workflow() function"),
         ("raise.plue.py", ":2:12: KeyError: 'nope'"),
