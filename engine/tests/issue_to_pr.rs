@@ -60,8 +60,10 @@ fn seed(dir: &Path) {
 
 /// The example's script, with the fixer first hunting for the forge token: every place a
 /// step could find it is searched for `token` (split in the command and given to grep as
-/// a pattern file, so no command line of the hunt holds it); what it finds goes back to
-/// the model, whose requests the test reads.
+/// a pattern file, so no command line of the hunt holds it) — the whole file system but
+/// build output and toolchains (cargo's `target*`, `/usr`, `.cargo`, `.rustup`, ...), which
+/// the engine never writes and whose gigabytes the tool's 120 s would not cover; what it
+/// finds goes back to the model, whose requests the test reads.
 fn claude(token: &str) -> FakeClaude {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/scripts/issue-to-pr.json");
@@ -71,7 +73,7 @@ fn claude(token: &str) -> FakeClaude {
         r#"t="{a}""{b}"; echo "uid: $(id)"
 {{ env; for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\0' '\n' < "$f"; done
    cat .git/config; git config --list --show-origin; cat ~/.git-credentials ~/.gitconfig; }} 2>/dev/null | grep -F -f <(printf '%s\n' "$t") | sed 's/^/FOUND-IN-PROCESS-OR-CONFIG: /'
-grep -rslF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f <(printf '%s\n' "$t") / 2>/dev/null | sed 's/^/FOUND-IN-FILE: /'
+grep -rslF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr --exclude-dir='target*' --exclude-dir=.cargo --exclude-dir=.rustup --exclude-dir=.pyenv --exclude-dir=.mirror --exclude-dir=.library -f <(printf '%s\n' "$t") / 2>/dev/null | sed 's/^/FOUND-IN-FILE: /'
 echo hunt-done"#
     );
     let replies = doc["replies"].as_array_mut().unwrap();
