@@ -223,7 +223,7 @@ fn ctx_text_reaches_a_step_as_written_never_as_a_reference() {
         r#"import shlex
 
 def workflow(ctx):
-    return Plan(name='t', triggers=[Trigger.manual()], steps=[
+    return Plan(name='t', triggers=[Trigger.manual(inputs={{'target': None}})], steps=[
         Step.bash('up', "echo 'x=touch {marker}' >> $PLUE_OUTPUT"),
         Step.bash('deploy', 'printf "%s\\n" ' + shlex.quote(ctx.inputs['target']) + ' ' + shlex.quote(ctx.changed_files[0]) + ' ' + shlex.quote(ctx.branch), depends_on=['up']),
     ])

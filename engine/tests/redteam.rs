@@ -253,7 +253,7 @@ fn large_outputs_do_not_make_later_dispatches_slow() {
     steps = [Step.bash('p%d' % i, cmd, depends_on=(['p%d' % (i - 1)] if i else [])) for i in range(20)]
     steps.append(Step.bash('gate', 'true', depends_on=['p19']))
     steps += [Step.bash('c%d' % i, 'true', depends_on=['gate']) for i in range(200)]
-    return Plan(name='bomb', triggers=[Trigger.manual()], steps=steps)
+    return Plan(name='bomb', triggers=[Trigger.manual(inputs={'big': {'default': '0'}})], steps=steps)
 "#;
     let timed = |big: &str| {
         let dir = project(workflow, &[]);
