@@ -39,7 +39,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod server;
 pub mod status_reporter;
-pub mod store;
+pub use plue_store as store;
 pub mod sweeper;
 pub mod tokens;
 pub mod transcripts;

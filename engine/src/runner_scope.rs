@@ -23,9 +23,9 @@
 //!   when made with `--accept-forks`; a pool's one-time token as its class says; the shared
 //!   token allows them (its runners announce no labels, so they take only unlabelled work).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use evaluator::plan::{Action, Plan};
+pub use plue_store::needs_secrets_runner;
 
 /// Names starting with this belong to the engine's pool.
 pub const POOL_PREFIX: &str = "pool-";
@@ -109,44 +109,6 @@ impl Scope {
     }
 }
 
-/// Which steps of `plan` only runners allowed secrets may claim, indexed like
-/// `plan.steps`: those that hold secrets (one they name, or an `llm` step's API key) when
-/// the run may have any, and those that take, directly or through other steps, the
-/// workspace or artifacts of one — a step with secrets may write them into its files.
-pub fn needs_secrets_runner(plan: &Plan, secrets_allowed: bool) -> Vec<bool> {
-    let mut needs: Vec<bool> = plan
-        .steps
-        .iter()
-        .map(|step| {
-            secrets_allowed && (!step.secrets.is_empty() || matches!(step.action, Action::Llm(_)))
-        })
-        .collect();
-    let index: HashMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, step)| (step.id.as_str(), i))
-        .collect();
-    // Who takes the files of each step.
-    let mut takers: Vec<Vec<usize>> = vec![Vec::new(); plan.steps.len()];
-    for (taker, step) in plan.steps.iter().enumerate() {
-        let sources = step.workspace_from.iter().chain(&step.needs_artifacts);
-        for source in sources.filter_map(|id| index.get(id.as_str())) {
-            takers[*source].push(taker);
-        }
-    }
-    let mut work: Vec<usize> = (0..needs.len()).filter(|&i| needs[i]).collect();
-    while let Some(holder) = work.pop() {
-        for &taker in &takers[holder] {
-            if !needs[taker] {
-                needs[taker] = true;
-                work.push(taker);
-            }
-        }
-    }
-    needs
-}
-
 /// Checks label syntax: at most [`MAX_LABELS`]; keys of `A-Z a-z 0-9 . _ - /`, values
 /// without `,`, `=` or control characters, both at most 63 bytes.
 pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
@@ -186,8 +148,6 @@ pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use evaluator::plan::Step;
-
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -229,47 +189,6 @@ mod tests {
             .refusal("laptop", &labels(&[("zone", "prod")]))
             .expect("refused");
         assert!(refused.contains("grants: none"), "{refused}");
-    }
-
-    fn step(id: &str, secrets: &[&str], workspace_from: Option<&str>, artifacts: &[&str]) -> Step {
-        let mut step = Step::new(
-            id,
-            Action::Bash {
-                command: "true".into(),
-            },
-        );
-        step.secrets = secrets.iter().map(|s| s.to_string()).collect();
-        step.workspace_from = workspace_from.map(str::to_string);
-        step.needs_artifacts = artifacts.iter().map(|s| s.to_string()).collect();
-        step
-    }
-
-    // regression: a step handed the workspace of a step that held DEPLOY_KEY could go to a
-    // runner whose token forbids secrets.
-    #[test]
-    fn what_a_secret_holding_step_leaves_goes_only_to_runners_allowed_secrets() {
-        let plan = Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: Default::default(),
-            // Out of order on purpose: the rule follows the hand-offs, not the list.
-            steps: vec![
-                step("report", &[], None, &["package"]),
-                step("package", &[], Some("deploy"), &[]),
-                step("deploy", &["DEPLOY_KEY"], None, &[]),
-                step("lint", &[], None, &[]),
-                step("docs", &[], Some("lint"), &["lint"]),
-            ],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
-        assert_eq!(
-            needs_secrets_runner(&plan, true),
-            [true, true, true, false, false]
-        );
-        // A run that gets no secrets (a fork's) holds none to protect.
-        assert_eq!(needs_secrets_runner(&plan, false), [false; 5]);
     }
 
     // The attack (issue 29): a runner of a `zone=prod` token, made without

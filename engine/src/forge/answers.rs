@@ -24,7 +24,7 @@ use super::lookup::{ApiTarget, Found};
 use super::status::{self, CommitStatus, PostError, StatusTarget};
 use super::writer::Writer;
 use super::Forge;
-use crate::store::{on_db, ProposalRow, StatusReportRow, Store};
+use crate::store::{ProposalRow, StatusReportRow, Store};
 
 /// The marker of run `run_id`'s start (`started`) or end (`ended`) answer.
 pub fn marker(run_id: i64, moment: &str) -> String {
@@ -255,21 +255,6 @@ async fn post_status_on_pull(
         },
     )
     .await
-}
-
-impl Store {
-    /// Whether a proposal of run `run_id` is still to be applied: `ready`, `applying`, or
-    /// `failed` with a retry due.
-    pub async fn proposals_unsettled(&self, run_id: i64) -> anyhow::Result<bool> {
-        let count: i64 = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM proposals WHERE run_id = $1 AND (state IN ('ready', 'applying') \
-             OR (state = 'failed' AND retry_at IS NOT NULL))",
-        )
-        .bind(run_id)
-        .fetch_one(pool)
-        .await?);
-        Ok(count > 0)
-    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ use crate::forge::Forge;
 use crate::registry::git::{self, Mirror};
 use crate::safe_outputs::validate;
 use crate::status_reporter::{backoff_ms, LEASE_MS, MAX_ATTEMPTS};
-use crate::store::{now_ms, on_db, ProposalRow, RepoRow, RunRow, Store};
+use crate::store::{now_ms, ProposalRow, RepoRow, RunRow, Store};
 use crate::vault::Vault;
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -557,63 +557,6 @@ pub async fn push(
         let text = format!("{e:#}").replace(url, &crate::forge::without_credentials(url));
         PostError::Retry(format!("pushing {branch}: {}", text.replace(token, "***")))
     })
-}
-
-impl Store {
-    /// Claims up to `limit` proposals due now — `ready` ones, and `failed` or `applying`
-    /// ones whose `retry_at` (the retry time, or the lease of an applier that died) has
-    /// come — none while an earlier proposal of its run is unsettled; each becomes
-    /// `applying` leased for `lease_ms`.
-    pub async fn claim_proposals(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> anyhow::Result<Vec<i64>> {
-        let candidates: Vec<i64> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT p.id FROM proposals p WHERE (p.state = 'ready' \
-                 OR (p.state IN ('failed', 'applying') AND p.retry_at IS NOT NULL \
-                     AND p.retry_at <= $1)) \
-             AND NOT EXISTS (SELECT 1 FROM proposals o WHERE o.run_id = p.run_id AND o.id < p.id \
-                 AND (o.state IN ('ready', 'applying', 'waiting') \
-                      OR (o.state = 'failed' AND o.retry_at IS NOT NULL))) \
-             ORDER BY p.id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?);
-        let mut claimed = Vec::new();
-        for id in candidates {
-            let taken = on_db!(self, pool => sqlx::query(
-                "UPDATE proposals SET state = 'applying', retry_at = $3 WHERE id = $2 \
-                 AND (state = 'ready' OR (state IN ('failed', 'applying') \
-                      AND retry_at IS NOT NULL AND retry_at <= $1))",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(now + lease_ms)
-            .execute(pool)
-            .await?
-            .rows_affected());
-            if taken == 1 {
-                claimed.push(id);
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// Proposal `id`.
-    pub async fn proposal(&self, id: i64) -> anyhow::Result<Option<ProposalRow>> {
-        Ok(on_db!(self, pool => sqlx::query_as::<_, ProposalRow>(
-            "SELECT id, run_id, step_run_id, attempt_id, position, kind, payload, state, \
-             reason, decided_by, decided_at, applied_url, applied_at, created_at \
-             FROM proposals WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?))
-    }
 }
 
 #[cfg(test)]

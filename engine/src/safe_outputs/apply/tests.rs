@@ -4,6 +4,7 @@
 use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
+use crate::store::on_db;
 
 const TOKEN: &str = "app1y-t0ken";
 

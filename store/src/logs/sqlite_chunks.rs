@@ -291,10 +291,8 @@ mod tests {
     #[tokio::test]
     async fn a_page_seeks_to_its_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open_data_dir(dir.path())
-            .await
-            .unwrap();
-        let crate::store::Db::Sqlite(pool) = &store.db else {
+        let store = crate::Store::open_data_dir(dir.path()).await.unwrap();
+        let crate::Db::Sqlite(pool) = &store.db else {
             unreachable!("open_data_dir opens SQLite")
         };
         let plan: Vec<(i64, i64, i64, String)> =

@@ -111,7 +111,7 @@ pub(super) use active_run;
 /// run that was not superseded; its id. The caller advances it after the commit.
 macro_rules! promote {
     ($tx:expr, $group_id:expr) => {{
-        match $crate::store::groups::active_run!(&mut *$tx, $group_id) {
+        match $crate::groups::active_run!(&mut *$tx, $group_id) {
             Some(_) => None,
             None => {
                 sqlx::query_scalar::<_, i64>(

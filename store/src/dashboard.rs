@@ -151,7 +151,7 @@ mod tests {
     use runner::protocol::WorkspaceSource;
 
     use super::*;
-    use crate::store::NewRun;
+    use crate::NewRun;
 
     /// A fresh SQLite store, and a PostgreSQL one when a server can be started.
     async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {

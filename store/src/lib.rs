@@ -32,6 +32,7 @@ mod repo_roles;
 mod runner_tokens;
 mod runners;
 mod runs;
+mod secret_holders;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -60,27 +61,28 @@ pub use record::RoundRow;
 pub use repo_roles::{Audit, AuditFilter, AuditRow, MemberRow};
 pub use runner_tokens::{MintedRunner, NewRunnerToken, RunnerTokenKind, RunnerTokenRow};
 pub use runners::{NewRunner, RedeemedToken, Registration, RunnerRow, RunnerState};
-#[cfg(test)]
-pub(crate) use runs::canonical_labels;
+pub use runs::canonical_labels;
 pub use runs::{
     Advanced, CreatedRun, NewRun, RunDocuments, RunRepo, RunRow, RunSnapshot, StepChange,
     StepRunRow,
 };
+pub use secret_holders::needs_secrets_runner;
 
 /// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is
 /// compiled once per backend, so a query that does not type-check on both fails to build.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! on_db {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.db {
-            $crate::store::Db::Sqlite($pool) => $body,
-            $crate::store::Db::Postgres($pool) => $body,
+            $crate::Db::Sqlite($pool) => $body,
+            $crate::Db::Postgres($pool) => $body,
         }
     };
 }
-pub(crate) use on_db;
 
 #[derive(Debug, Clone)]
-pub(crate) enum Db {
+pub enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -88,7 +90,8 @@ pub(crate) enum Db {
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub(crate) db: Db,
+    #[doc(hidden)]
+    pub db: Db,
     /// What claims learnt of runs that never changes again (see `claims::ClaimedRuns`).
     pub(crate) claimed_runs: std::sync::Arc<claims::ClaimedRuns>,
 }

@@ -286,7 +286,7 @@ impl Store {
         let secrets_allowed = new.repo.is_none_or(|r| r.secrets_allowed);
         // A step that holds secrets, or takes the files of one that did: runners allowed
         // secrets only (the claim's rule).
-        let needs_secrets = crate::runner_scope::needs_secrets_runner(new.plan, secrets_allowed);
+        let needs_secrets = crate::secret_holders::needs_secrets_runner(new.plan, secrets_allowed);
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let workflow_id: i64 = sqlx::query_scalar(
@@ -777,9 +777,7 @@ pub struct RunDocuments {
 
 /// Runner labels as stored and matched: `k=v` pairs in key order, joined by `,` (the same
 /// order `internal_api::label_subsets` produces).
-pub(crate) fn canonical_labels<'a>(
-    labels: impl Iterator<Item = (&'a String, &'a String)>,
-) -> String {
+pub fn canonical_labels<'a>(labels: impl Iterator<Item = (&'a String, &'a String)>) -> String {
     let sorted: std::collections::BTreeMap<&String, &String> = labels.collect();
     let pairs: Vec<String> = sorted
         .into_iter()
