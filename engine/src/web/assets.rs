@@ -24,6 +24,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("assets/live.js"),
     ),
     (
+        "time.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/time.js"),
+    ),
+    (
+        "status.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/status.js"),
+    ),
+    (
         "log.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/log.js"),

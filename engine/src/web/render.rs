@@ -32,10 +32,13 @@ fn environment() -> &'static Result<Environment<'static>, String> {
         env.set_auto_escape_callback(|_| AutoEscape::Html);
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.add_filter("datetime", datetime);
+        env.add_filter("when", when);
+        env.add_filter("elapsed", elapsed);
         env.add_filter("duration", duration);
         env.add_filter("usd", usd);
         env.add_filter("short_sha", short_sha);
         env.add_filter("branch", branch);
+        env.add_filter("status_icon", status_icon);
         env.add_filter("segment", |text: String| super::encode(&text));
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
@@ -63,6 +66,66 @@ fn datetime(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// A point in time (milliseconds since the epoch) as
+/// `<time datetime="RFC3339" data-ms="…" title="… UTC">5 min ago</time>`; empty for
+/// `None`. The markup is built here from integers only (nothing user-controlled reaches
+/// it), hence safe. `assets/time.js` keeps the relative text current and puts the local
+/// absolute time in the title.
+fn when(ms: Option<i64>) -> minijinja::Value {
+    let Some(at) = ms.and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis) else {
+        return minijinja::Value::from("");
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    minijinja::Value::from_safe_string(format!(
+        r#"<time datetime="{}" data-ms="{}" title="{}">{}</time>"#,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        at.timestamp_millis(),
+        at.format("%Y-%m-%d %H:%M:%S UTC"),
+        relative(at.timestamp_millis() - now),
+    ))
+}
+
+/// How long ago (negative `delta_ms`) or how far ahead (positive) a time is, short:
+/// `just now`, `42 s ago`, `5 min ago`, `3 h ago`, `2 days ago`, `in 10 min`. `time.js`
+/// writes the same words.
+fn relative(delta_ms: i64) -> String {
+    let seconds = delta_ms.abs() / 1000;
+    let amount = match seconds {
+        0..5 => return "just now".to_string(),
+        5..60 => format!("{seconds} s"),
+        60..3_600 => format!("{} min", seconds / 60),
+        3_600..86_400 => format!("{} h", seconds / 3_600),
+        86_400..172_800 => "1 day".to_string(),
+        _ => format!("{} days", seconds / 86_400),
+    };
+    if delta_ms < 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// A live duration: `<span class="elapsed" data-since="ms">3m 04s</span>`, which
+/// `time.js` ticks every second. With `until` (the end, when there is one) the span
+/// carries `data-until` and stands still. Empty when `since` is `None`. Built from
+/// integers only, hence safe.
+fn elapsed(since: Option<i64>, until: Option<i64>) -> minijinja::Value {
+    let Some(since) = since else {
+        return minijinja::Value::from("");
+    };
+    let html = match until {
+        Some(until) => format!(
+            r#"<span class="elapsed" data-since="{since}" data-until="{until}">{}</span>"#,
+            duration(Some(until - since))
+        ),
+        None => format!(
+            r#"<span class="elapsed" data-since="{since}">{}</span>"#,
+            duration(Some((chrono::Utc::now().timestamp_millis() - since).max(0)))
+        ),
+    };
+    minijinja::Value::from_safe_string(html)
+}
+
 /// A duration in milliseconds, short: `850 ms`, `12.3 s`, `3m 04s`, `2h 05m`.
 pub(super) fn duration(ms: Option<i64>) -> String {
     let Some(ms) = ms.filter(|ms| *ms >= 0) else {
@@ -81,6 +144,25 @@ pub(super) fn duration(ms: Option<i64>) -> String {
 fn usd(dollars: f64) -> String {
     let micros = (dollars * 1_000_000.0).round().max(0.0) as u64;
     format!("${}", runner::llm::budget::usd(micros))
+}
+
+/// The glyph shown beside a status word, so a status never rests on colour alone (the
+/// badge markup is `<span class="badge S"><span aria-hidden="true">ICON</span> S</span>`).
+/// `assets/status.js` holds the same map for scripts (`window.PlueStatus`). Runner states
+/// and proposal states borrow the glyph of the status they look like; anything else is a
+/// plain dot.
+pub(super) fn status_icon(status: &str) -> &'static str {
+    match status {
+        "succeeded" | "applied" => "\u{2713}",           // ✓
+        "failed" | "rejected" | "lost" => "\u{2717}",    // ✗
+        "running" | "applying" | "busy" => "\u{25F7}",   // ◷
+        "queued" | "claimed" | "ready" => "\u{22EF}",    // ⋯
+        "pending" | "idle" => "\u{25CB}",                // ○
+        "waiting" => "\u{23F8}",                         // ⏸
+        "skipped" => "\u{293C}",                         // ⤼
+        "cancelled" | "withheld" | "gone" => "\u{2298}", // ⊘
+        _ => "\u{2022}",                                 // •
+    }
 }
 
 /// The first 8 characters of a commit.
@@ -116,6 +198,88 @@ mod tests {
         assert_eq!(duration(Some(12_345)), "12.3 s");
         assert_eq!(duration(Some(184_000)), "3m 04s");
         assert_eq!(duration(Some(7_500_000)), "2h 05m");
+    }
+
+    #[test]
+    fn times_carry_their_machine_readable_form() {
+        let env = environment().as_ref().expect("templates");
+        let at = 1_795_000_000_123_i64;
+        let html = env
+            .render_str("{{ t|when }}", minijinja::context! { t => at })
+            .expect("renders");
+        assert!(
+            html.starts_with(&format!(
+                r#"<time datetime="2026-11-18T11:06:40.123Z" data-ms="{at}" title="2026-11-18 11:06:40 UTC">"#
+            )),
+            "{html}"
+        );
+        assert!(html.ends_with(" ago</time>"), "{html}");
+        let none = env
+            .render_str("{{ t|when }}", minijinja::context! { t => None::<i64> })
+            .expect("renders");
+        assert_eq!(none, "");
+    }
+
+    #[test]
+    fn relative_times_read_like_a_person_would_say_them() {
+        assert_eq!(relative(-1_000), "just now");
+        assert_eq!(relative(-42_000), "42 s ago");
+        assert_eq!(relative(-300_000), "5 min ago");
+        assert_eq!(relative(-3 * 3_600_000), "3 h ago");
+        assert_eq!(relative(-86_400_000), "1 day ago");
+        assert_eq!(relative(-3 * 86_400_000), "3 days ago");
+        assert_eq!(relative(600_000), "in 10 min");
+    }
+
+    #[test]
+    fn elapsed_ticks_only_while_unfinished() {
+        let env = environment().as_ref().expect("templates");
+        let since = chrono::Utc::now().timestamp_millis() - 65_000;
+        let running = env
+            .render_str("{{ s|elapsed }}", minijinja::context! { s => since })
+            .expect("renders");
+        assert!(
+            running.starts_with(&format!(
+                r#"<span class="elapsed" data-since="{since}">1m 0"#
+            )),
+            "{running}"
+        );
+        let done = env
+            .render_str(
+                "{{ s|elapsed(u) }}",
+                minijinja::context! { s => 1_000, u => 13_345 },
+            )
+            .expect("renders");
+        assert_eq!(
+            done,
+            r#"<span class="elapsed" data-since="1000" data-until="13345">12.3 s</span>"#
+        );
+    }
+
+    #[test]
+    fn every_status_has_its_own_glyph() {
+        let statuses = [
+            "queued",
+            "pending",
+            "running",
+            "waiting",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "skipped",
+        ];
+        let glyphs: std::collections::HashSet<_> =
+            statuses.iter().map(|s| status_icon(s)).collect();
+        assert_eq!(glyphs.len(), statuses.len(), "two statuses share a glyph");
+        assert_eq!(status_icon("claimed"), status_icon("queued"));
+        assert_eq!(status_icon("succeeded"), "\u{2713}");
+        assert_eq!(status_icon("<b>"), "\u{2022}");
+        // The same map as assets/status.js.
+        let script = include_str!("assets/status.js");
+        for status in statuses.iter().chain(&["claimed"]) {
+            let entry = format!("{status}: \"{}\"", status_icon(status));
+            assert!(script.contains(&entry), "status.js lacks {entry}");
+        }
     }
 
     #[test]
