@@ -385,7 +385,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             "every node to turn succeeded",
             "const n = Array.from(document.querySelectorAll('#dag a.node')).map(e => e.dataset.status); \
              return n.length === 6 && n.every(s => s === 'succeeded') && \
-             document.getElementById('run-status').textContent === 'succeeded' ? n : null;",
+             document.getElementById('run-status').lastChild.textContent.trim() === 'succeeded' ? n : null;",
         )
         .await;
     assert_eq!(states.as_array().unwrap().len(), 6);
@@ -534,7 +534,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             "the new run to show as running in the open list",
             &format!(
                 "const r = document.querySelector('tr[data-run=\"{waiting}\"]'); \
-                 return r && window.notReloaded && r.querySelector('.badge').textContent === 'running';"
+                 return r && window.notReloaded && r.querySelector('.badge').lastChild.textContent.trim() === 'running';"
             ),
         )
         .await;
@@ -559,7 +559,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .wait(
             Duration::from_secs(10),
             "the page to show the run cancelled",
-            "const s = document.getElementById('run-status'); return s && s.textContent === 'cancelled';",
+            "const s = document.getElementById('run-status'); return s && s.lastChild.textContent.trim() === 'cancelled';",
         )
         .await;
     browser

@@ -638,7 +638,7 @@ async fn runners_page_shows_each_class_counts_and_latest_failure() {
         "<td class=\"warm\">2</td>",
         "<td class=\"busy\">3</td>",
         "<td class=\"starting\">1</td>",
-        "<td class=\"failed\">5 <span class=\"badge failed\">backing off</span></td>",
+        "<td class=\"failed\">5 <span class=\"badge failed\"><span aria-hidden=\"true\">\u{2717}</span> backing off</span></td>",
         "<code>gpu=a100</code>",
         "pod plue-gpu-7: ImagePullBackOff &lt;script&gt;",
     ] {
@@ -678,6 +678,7 @@ pub(super) async fn repository(fx: &Fixture) -> (i64, i64) {
             required: true,
             description: Some(format!("where to {HOSTILE}")),
             options: vec!["staging".into(), "production".into()],
+            kind: Default::default(),
         },
     );
     inputs.insert(
@@ -687,6 +688,7 @@ pub(super) async fn repository(fx: &Fixture) -> (i64, i64) {
             required: false,
             description: None,
             options: vec![],
+            kind: Default::default(),
         },
     );
     let mut ci = plan("ci", vec![bash("build", &[])]);
