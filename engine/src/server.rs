@@ -309,8 +309,7 @@ pub async fn start_with_runner_listener(
     let ops = metrics::router(OpsState {
         store: store.clone(),
         draining: draining.clone(),
-        pool: pool_status.clone(),
-        pool_classes: config.pool_classes.clone(),
+        pools: crate::pool::gauges::reader(pool_status.clone(), config.pool_classes.clone()),
     });
     let public = public.merge(hooks).merge(ops);
     let app = match runner_listener {
@@ -332,7 +331,8 @@ pub async fn start_with_runner_listener(
             public
         }
     }
-    .fallback(internal_api::not_found)
+    // No fallback here: the dashboard's (web::router) answers unknown URLs, in HTML for
+    // pages and JSON under /api, /internal and /webhooks.
     .layer(axum::middleware::from_fn(metrics::track_http));
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {

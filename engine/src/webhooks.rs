@@ -76,6 +76,7 @@ async fn github(
     metrics::webhook(
         Forge::GitHub.as_str(),
         receive(&state, Forge::GitHub, request).await,
+        |delivery| delivery.duplicate,
     )
 }
 
@@ -86,6 +87,7 @@ async fn gitea(
     metrics::webhook(
         Forge::Gitea.as_str(),
         receive(&state, Forge::Gitea, request).await,
+        |delivery| delivery.duplicate,
     )
 }
 

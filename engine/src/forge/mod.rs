@@ -10,6 +10,7 @@
 //!   may summon a workflow from an issue or a comment.
 
 pub mod answers;
+pub mod git_names;
 pub mod lookup;
 pub mod payload;
 pub mod permission;

@@ -566,12 +566,12 @@ fn check_names(event: &str, shas: &[&str], refs: &[&str]) -> Result<(), PayloadE
         problem,
     };
     for sha in shas {
-        if !crate::registry::git::is_full_sha(sha) {
+        if !super::git_names::is_full_sha(sha) {
             return Err(invalid(format!("'{sha}' is not a full commit sha")));
         }
     }
     for name in refs {
-        crate::registry::git::check_ref(name).map_err(|e| invalid(e.to_string()))?;
+        super::git_names::check_ref(name).map_err(|e| invalid(e.to_string()))?;
     }
     Ok(())
 }

@@ -11,13 +11,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::families::FAMILIES;
 use super::{labels, record, Event};
-use crate::pool::kubernetes::ClassStatus;
-use crate::pool::PoolStatus;
 use crate::store::{now_ms, Store};
 
 /// What the operational endpoints read.
@@ -26,10 +23,40 @@ pub struct OpsState {
     pub store: Store,
     /// Cancelled when the engine starts draining.
     pub draining: CancellationToken,
-    /// The local pool's status, when this engine runs one.
-    pub pool: Option<watch::Receiver<PoolStatus>>,
-    /// The Kubernetes pool's classes, when it runs (counts only where this engine leads).
-    pub pool_classes: Option<watch::Receiver<Vec<ClassStatus>>>,
+    /// Reads the pools' runner counts at each scrape (`None`: this engine runs no pool).
+    /// The pool builds it (`pool::gauges`): the metrics know no pool types.
+    pub pools: Option<PoolReader>,
+}
+
+/// Reads what the pool gauges show, at the moment of a scrape.
+pub type PoolReader = std::sync::Arc<dyn Fn() -> PoolGauges + Send + Sync>;
+
+/// The pools' runner counts, in the metrics' own terms.
+#[derive(Debug, Clone, Default)]
+pub struct PoolGauges {
+    /// The local pool's counts, when this engine runs one.
+    pub local: Option<RunnerCounts>,
+    /// The Kubernetes pool's classes, in the order claims try them.
+    pub classes: Vec<ClassGauges>,
+}
+
+/// One pool class's runners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerCounts {
+    pub warm: usize,
+    pub busy: usize,
+    pub starting: usize,
+    /// New runners wait: several in a row ended before registering.
+    pub backing_off: bool,
+}
+
+/// A Kubernetes pool class: its name, the labels its runners announce, and its counts
+/// where this engine leads the pool (`None` on a follower: the leader's scrape reports them).
+#[derive(Debug, Clone, Default)]
+pub struct ClassGauges {
+    pub class: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub counts: Option<RunnerCounts>,
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -71,13 +98,13 @@ async fn metrics(State(state): State<OpsState>) -> Response {
 /// The pool class that serves steps needing `needed` (canonical `k=v,k2=v2`): the first
 /// Kubernetes class offering all of them, else `local` for unlabelled steps when a local
 /// pool runs, else `none` (only runners started by hand can take them).
-fn class_for<'a>(needed: &str, classes: &'a [ClassStatus], local: bool) -> &'a str {
+fn class_for<'a>(needed: &str, classes: &'a [ClassGauges], local: bool) -> &'a str {
     let pairs: Vec<(&str, &str)> = needed
         .split(',')
         .filter(|pair| !pair.is_empty())
         .filter_map(|pair| pair.split_once('='))
         .collect();
-    let serves = |class: &ClassStatus| {
+    let serves = |class: &ClassGauges| {
         pairs
             .iter()
             .all(|(k, v)| class.labels.get(*k).map(String::as_str) == Some(*v))
@@ -89,7 +116,7 @@ fn class_for<'a>(needed: &str, classes: &'a [ClassStatus], local: bool) -> &'a s
     }
 }
 
-fn pool_runners(class: &str, status: PoolStatus) {
+fn pool_runners(class: &str, status: RunnerCounts) {
     record(Event::BackingOff {
         class,
         on: status.backing_off,
@@ -112,28 +139,21 @@ fn pool_runners(class: &str, status: PoolStatus) {
 async fn refresh(state: &OpsState) -> anyhow::Result<()> {
     let f = &*FAMILIES;
     f.draining.set(i64::from(state.draining.is_cancelled()));
-    if let Some(pool) = &state.pool {
-        pool_runners("local", *pool.borrow());
+    let pools = state.pools.as_ref().map(|read| read()).unwrap_or_default();
+    if let Some(local) = pools.local {
+        pool_runners("local", local);
     }
-    if let Some(classes) = &state.pool_classes {
-        let classes = classes.borrow().clone();
-        for class in classes {
-            // A follower's classes have no counts: the leader's scrape reports them.
-            if let Some(status) = class.pool {
-                pool_runners(&class.class, status);
-            }
+    for class in &pools.classes {
+        // A follower's classes have no counts: the leader's scrape reports them.
+        if let Some(counts) = class.counts {
+            pool_runners(&class.class, counts);
         }
     }
     let queued = state.store.queued_by_labels(now_ms()).await?;
     let runners = state.store.live_runners_by_state().await?;
-    let classes = state
-        .pool_classes
-        .as_ref()
-        .map(|c| c.borrow().clone())
-        .unwrap_or_default();
     f.queued_steps.clear();
     for (needed, count) in queued {
-        let class = class_for(&needed, &classes, state.pool.is_some());
+        let class = class_for(&needed, &pools.classes, pools.local.is_some());
         f.queued_steps
             .get_or_create(&labels([("labels", &needed), ("class", class)]))
             .set(count);
@@ -154,33 +174,33 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::pool::kubernetes::Failures;
 
     #[tokio::test]
     async fn kubernetes_classes_are_reported_by_the_leader_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
-        let class = |name: &str, pool| ClassStatus {
+        let class = |name: &str, counts| ClassGauges {
             class: name.into(),
             labels: BTreeMap::new(),
-            pool,
-            failures: Failures::default(),
+            counts,
         };
-        let counts = PoolStatus {
+        let counts = RunnerCounts {
             warm: 2,
             busy: 3,
             starting: 1,
-            ..PoolStatus::default()
+            backing_off: false,
         };
-        let (_keep, classes) = watch::channel(vec![
-            class("metrics-led", Some(counts)),
-            class("metrics-followed", None),
-        ]);
+        let gauges = PoolGauges {
+            local: None,
+            classes: vec![
+                class("metrics-led", Some(counts)),
+                class("metrics-followed", None),
+            ],
+        };
         let app = router(OpsState {
             store,
             draining: CancellationToken::new(),
-            pool: None,
-            pool_classes: Some(classes),
+            pools: Some(std::sync::Arc::new(move || gauges.clone())),
         });
         let request = axum::http::Request::get("/metrics")
             .body(axum::body::Body::empty())
@@ -203,14 +223,13 @@ mod tests {
 
     #[test]
     fn queued_steps_are_put_in_the_class_that_serves_them() {
-        let class = |name: &str, labels: &[(&str, &str)]| ClassStatus {
+        let class = |name: &str, labels: &[(&str, &str)]| ClassGauges {
             class: name.into(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            pool: None,
-            failures: Failures::default(),
+            counts: None,
         };
         let classes = [
             class("small", &[("size", "small")]),

@@ -23,9 +23,8 @@ use axum::Json;
 use families::{Labels, FAMILIES};
 
 use crate::http_error::{ApiError, ApiResult};
-use crate::webhooks::DeliveryResult;
 
-pub use endpoints::{router, OpsState};
+pub use endpoints::{router, ClassGauges, OpsState, PoolGauges, PoolReader, RunnerCounts};
 pub use http::track_http;
 pub use transitions::{attempt_ended, Decided, Ended};
 
@@ -184,13 +183,15 @@ pub fn evaluation<T>(result: &Result<T, evaluator::EvalError>, started: Instant)
 
 /// Records a webhook delivery's result (`accepted`, `duplicate`, `unauthorized` for a
 /// bad signature, `failed` when its event could not be processed, `rejected` for another
-/// 4xx, `error` for a 5xx) and hands the answer back unchanged.
-pub fn webhook(
+/// 4xx, `error` for a 5xx) and hands the answer back unchanged. `duplicate` says whether
+/// an accepted delivery was one already seen (the metrics know no webhook type).
+pub fn webhook<T>(
     forge: &str,
-    answer: ApiResult<Json<DeliveryResult>>,
-) -> ApiResult<Json<DeliveryResult>> {
+    answer: ApiResult<Json<T>>,
+    duplicate: impl Fn(&T) -> bool,
+) -> ApiResult<Json<T>> {
     let result = match &answer {
-        Ok(Json(delivery)) if delivery.duplicate => "duplicate",
+        Ok(Json(delivery)) if duplicate(delivery) => "duplicate",
         Ok(_) => "accepted",
         Err(ApiError::Client(status, _)) => match *status {
             StatusCode::UNAUTHORIZED => "unauthorized",

@@ -37,6 +37,7 @@
 
 pub mod config_file;
 pub mod forks;
+pub mod gauges;
 pub mod kubernetes;
 pub mod local;
 pub mod start_failures;

@@ -11,6 +11,7 @@
 //!   mirror's lock, so concurrent deliveries for one repository never race on git's
 //!   lock files.
 
+pub use crate::forge::git_names::{check_ref, is_full_sha};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -352,13 +353,6 @@ fn split_paths(listing: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn is_full_sha(text: &str) -> bool {
-    (text.len() == 40 || text.len() == 64)
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 fn check_sha(sha: &str) -> anyhow::Result<()> {
     if !is_full_sha(sha) {
         bail!("invalid commit '{sha}': expected 40 or 64 lowercase hex digits");
@@ -373,23 +367,6 @@ fn shown(url: &str) -> String {
 
 fn check_url(url: &str) -> anyhow::Result<()> {
     runner::workspace::validate_git_source(url, &"0".repeat(40))
-}
-
-/// A ref name git will not read as an option or a refspec with a destination.
-pub fn check_ref(name: &str) -> anyhow::Result<()> {
-    let bad = name.is_empty()
-        || name.len() > 255
-        || name.starts_with('-')
-        || name.starts_with('+')
-        || name.contains("..")
-        || name.contains("@{")
-        || name
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c));
-    if bad {
-        bail!("invalid ref '{name}'");
-    }
-    Ok(())
 }
 
 /// What of the engine's environment git gets besides `PATH`, `LANG`, `LC_ALL` and `TZ`:
