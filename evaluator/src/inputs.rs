@@ -4,12 +4,13 @@
 //!
 //! Invariants: every given name is declared; every required input without a default is
 //! given; a declared default fills an input not given; a value of an input with `options`
-//! is one of them (defaults included). All problems are reported together, in one line.
+//! is one of them (defaults included); a boolean's is `true` or `false`, a number's a
+//! decimal number ([`InputKind::accepts`]). All problems are reported together, in one line.
 //! Pure: plain data in, plain data out.
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ManualInput, Plan, Trigger};
+use crate::plan::{InputKind, ManualInput, Plan, Trigger};
 
 /// The declared inputs of the plan's manual trigger, if it has one.
 pub fn declared(plan: &Plan) -> Option<&BTreeMap<String, ManualInput>> {
@@ -54,6 +55,14 @@ pub fn check(
                 "input '{name}' must be one of {}, not '{value}'",
                 input.options.join(", ")
             ));
+        } else if !input.kind.accepts(&value) {
+            problems.push(format!(
+                "input '{name}' must be {}, not '{value}'",
+                match input.kind {
+                    InputKind::Boolean => "true or false",
+                    _ => "a number",
+                }
+            ));
         }
         complete.insert(name.clone(), value);
     }
@@ -74,6 +83,7 @@ mod tests {
             required,
             description: None,
             options: options.iter().map(|s| s.to_string()).collect(),
+            kind: InputKind::String,
         }
     }
 
@@ -112,5 +122,45 @@ mod tests {
             err.contains("input 'target' must be one of staging, prod, not 'moon'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn booleans_and_numbers_take_only_their_values() {
+        let typed = |kind, default: Option<&str>| ManualInput {
+            kind,
+            ..input(default, false, &[])
+        };
+        let declared = BTreeMap::from([
+            (
+                "dry_run".to_string(),
+                typed(InputKind::Boolean, Some("true")),
+            ),
+            ("count".to_string(), typed(InputKind::Number, None)),
+        ]);
+        let given = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            check(&declared, &given(&[("count", "-1.5")])).unwrap(),
+            given(&[("count", "-1.5"), ("dry_run", "true")])
+        );
+        let err = check(&declared, &given(&[("dry_run", "yes"), ("count", "NaN")])).unwrap_err();
+        assert!(
+            err.contains("input 'dry_run' must be true or false, not 'yes'"),
+            "{err}"
+        );
+        assert!(
+            err.contains("input 'count' must be a number, not 'NaN'"),
+            "{err}"
+        );
+        for bad in ["", " 3", "1_000", "inf", "0x10"] {
+            assert!(!InputKind::Number.accepts(bad), "{bad:?}");
+        }
+        for good in ["3", "-0.5", "2e3"] {
+            assert!(InputKind::Number.accepts(good), "{good:?}");
+        }
     }
 }

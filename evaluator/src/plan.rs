@@ -207,6 +207,59 @@ pub struct ManualInput {
     /// When non-empty, the only values the input accepts.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub options: Vec<String>,
+    /// What the input's text holds (a form shows a boolean as a checkbox, a number as a
+    /// number field). Absent from the JSON for text, so older plans keep their hashes.
+    #[serde(rename = "type", skip_serializing_if = "InputKind::is_text", default)]
+    pub kind: InputKind,
+}
+
+/// The type of a manual input. The value a workflow reads from `ctx.inputs` is text
+/// whatever the type; the type says which texts a dispatch may give.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// Any text (or one of `options`, when it has some).
+    #[default]
+    String,
+    /// `true` or `false`.
+    Boolean,
+    /// A decimal number (`3`, `-1.5`, `2e3`).
+    Number,
+}
+
+impl InputKind {
+    fn is_text(&self) -> bool {
+        *self == InputKind::String
+    }
+
+    /// The type's name as `Trigger.manual()` takes it (`type=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputKind::String => "string",
+            InputKind::Boolean => "boolean",
+            InputKind::Number => "number",
+        }
+    }
+
+    /// The type named `name` (`string`, `boolean`, `number`).
+    pub fn parse(name: &str) -> Option<InputKind> {
+        [InputKind::String, InputKind::Boolean, InputKind::Number]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+
+    /// Whether `value` is a value of this type: `true`/`false` for a boolean, a finite
+    /// decimal number for a number, anything for text.
+    pub fn accepts(self, value: &str) -> bool {
+        match self {
+            InputKind::String => true,
+            InputKind::Boolean => matches!(value, "true" | "false"),
+            InputKind::Number => value
+                .trim()
+                .parse::<f64>()
+                .is_ok_and(|n| n.is_finite() && value.trim() == value),
+        }
+    }
 }
 
 /// One node of the DAG.

@@ -253,6 +253,14 @@ fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
                 if let Some(default) = &input.default {
                     if !input.options.is_empty() && !input.options.contains(default) {
                         problems.add(at, format!("manual input '{name}': default '{default}' is not one of its options ({})", input.options.join(", ")));
+                    } else if !input.kind.accepts(default) {
+                        problems.add(
+                            at,
+                            format!(
+                                "manual input '{name}': default '{default}' is not a {} value",
+                                input.kind.as_str()
+                            ),
+                        );
                     }
                 }
             }

@@ -26,8 +26,9 @@ use crate::diagnostic::did_you_mean;
 use crate::loops::LoopWorkspace;
 use crate::network::Network;
 use crate::plan::{
-    Action, ApprovalAction, Authors, Concurrency, LlmAction, Location, ManualInput, Others, Plan,
-    SourceMap, Step, Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS, DEFAULT_TIMEOUT_SECS,
+    Action, ApprovalAction, Authors, Concurrency, InputKind, LlmAction, Location, ManualInput,
+    Others, Plan, SourceMap, Step, Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS,
+    DEFAULT_TIMEOUT_SECS,
 };
 use crate::result::{FailWhen, ResultSpec};
 
@@ -777,8 +778,10 @@ impl TriggerObject {
     }
 
     /// `Trigger.manual(inputs=None)`: each input maps to its default (a str, int, float or
-    /// bool), to `None` (required), or to a dict with `default`, `required`, `description`
-    /// and `options`.
+    /// bool), to `None` (required), or to a dict with `default`, `required`, `description`,
+    /// `options` and `type` (`"string"`, `"boolean"` or `"number"`; by default the type of
+    /// `default`: a bool makes a boolean, an int or float a number). A dispatch must give a
+    /// boolean as `true`/`false` and a number as a decimal number; `ctx.inputs` holds text.
     #[staticmethod]
     #[pyo3(signature = (**options))]
     fn manual(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
@@ -971,6 +974,7 @@ fn manual_input(name: &str, spec: &Bound<'_, PyAny>) -> PyResult<ManualInput> {
             required: true,
             description: None,
             options: vec![],
+            kind: InputKind::String,
         });
     }
     let Ok(dict) = spec.cast::<PyDict>() else {
@@ -979,12 +983,14 @@ fn manual_input(name: &str, spec: &Bound<'_, PyAny>) -> PyResult<ManualInput> {
             required: false,
             description: None,
             options: vec![],
+            kind: kind_of(spec),
         });
     };
     let mut options = Options::new("Trigger.manual() input", Some(dict), &[]);
-    let default = options
-        .take("default")?
-        .map(|v| convert::scalar_string(&v, &format!("{what} default")))
+    let default_value = options.take("default")?;
+    let default = default_value
+        .as_ref()
+        .map(|v| convert::scalar_string(v, &format!("{what} default")))
         .transpose()?;
     let required = options
         .take("required")?
@@ -998,13 +1004,38 @@ fn manual_input(name: &str, spec: &Bound<'_, PyAny>) -> PyResult<ManualInput> {
         .map(|v| convert::string_list(&v, &format!("{what} options")))
         .transpose()?
         .unwrap_or_default();
+    let kind = match options.take("type")? {
+        Some(value) => {
+            let name = convert::string(&value, &format!("{what} type"))?;
+            InputKind::parse(&name).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "{what} type must be \"string\", \"boolean\" or \"number\", not {name:?}"
+                ))
+            })?
+        }
+        None => default_value.as_ref().map_or(InputKind::String, kind_of),
+    };
     options.finish()?;
     Ok(ManualInput {
         default,
         required,
         description,
         options: choices,
+        kind,
     })
+}
+
+/// The input type a default's Python type implies: `bool` a boolean, `int`/`float` a number.
+fn kind_of(value: &Bound<'_, PyAny>) -> InputKind {
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        InputKind::Boolean
+    } else if value.is_instance_of::<pyo3::types::PyInt>()
+        || value.is_instance_of::<pyo3::types::PyFloat>()
+    {
+        InputKind::Number
+    } else {
+        InputKind::String
+    }
 }
 
 /// `ctx`: read-only facts about the triggering event.
