@@ -5,6 +5,13 @@
 //! matches everything); the page walks the primary key downwards, never an `OFFSET`. The
 //! repositories a caller may read filter in the query itself ([`Store::runs_page`]), so a
 //! page of `limit` runs is `limit` readable runs.
+//!
+//! A run's status as listed is the one people read ([`SHOWN_STATUS`]): a `queued` or
+//! `running` run whose only unfinished work is approvals or environment reviews (a step
+//! `waiting`, none `queued`, `claimed` or `running`) is `waiting`. The status filter
+//! compares the same expression, so `status=waiting` finds exactly the runs listed as
+//! waiting and `status=running` none of them; `api::views::RunView::new` applies the same
+//! rule to a run read with its steps.
 
 use super::{on_db, RunRow, Store};
 
@@ -18,6 +25,7 @@ pub struct RunFilter {
     /// A branch name (`main` also matches `refs/heads/main`) or a full ref.
     pub branch: Option<String>,
     pub event: Option<String>,
+    /// A status as shown ([`SHOWN_STATUS`]): `waiting` included.
     pub status: Option<String>,
     /// Only runs with a smaller id (the keyset cursor of the next page).
     pub before: Option<i64>,
@@ -43,11 +51,26 @@ pub struct AttemptRow {
     pub cost_usd_micros: Option<i64>,
 }
 
-/// The runs' columns in [`RunRow`] order (as `runs.rs` reads them).
-const COLUMNS: &str = "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
-     w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, r.status, \
-     r.reason, r.cancel_requested, r.max_parallel, r.rerun_of, r.repo_id, r.secrets_allowed, \
-     r.concurrency_group, r.loops_taken, r.created_at, r.started_at, r.finished_at";
+/// The status of run `r` as people read it: `waiting` for an active run held only by
+/// steps waiting for a decision, else the stored one. The stored status stays `running`
+/// (the executor's and the concurrency group's rules know no `waiting`); only what is
+/// shown and filtered differs.
+pub(crate) const SHOWN_STATUS: &str = "(CASE WHEN r.status IN ('queued', 'running') \
+     AND EXISTS (SELECT 1 FROM step_runs ws WHERE ws.run_id = r.id AND ws.status = 'waiting') \
+     AND NOT EXISTS (SELECT 1 FROM step_runs bs WHERE bs.run_id = r.id \
+     AND bs.status IN ('queued', 'claimed', 'running')) \
+     THEN 'waiting' ELSE r.status END)";
+
+/// The runs' columns in [`RunRow`] order (as `runs.rs` reads them), the status as shown.
+fn columns() -> String {
+    format!(
+        "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
+         w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, \
+         {SHOWN_STATUS} AS status, r.reason, r.cancel_requested, r.max_parallel, r.rerun_of, \
+         r.repo_id, r.secrets_allowed, r.concurrency_group, r.loops_taken, r.created_at, \
+         r.started_at, r.finished_at"
+    )
+}
 
 /// `column IN` the JSON array of ids bound as parameter `$n` (NULL: no filter), spelled
 /// for `backend`: the ids are one bound parameter, never SQL spliced from values.
@@ -82,15 +105,16 @@ impl Store {
     ) -> anyhow::Result<Vec<RunRow>> {
         let repos = repos.map(|ids| serde_json::to_string(ids).expect("ids serialize"));
         let sql = format!(
-            "SELECT {COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
+            "SELECT {} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
              WHERE ($1 IS NULL OR w.source = $1) \
                AND ($2 IS NULL OR w.name = $2) \
                AND ($3 IS NULL OR r.ref = $3 OR r.ref = 'refs/heads/' || $3) \
                AND ($4 IS NULL OR r.event = $4) \
-               AND ($5 IS NULL OR r.status = $5) \
+               AND ($5 IS NULL OR {SHOWN_STATUS} = $5) \
                AND ($6 IS NULL OR r.id < $6) \
                AND {} \
              ORDER BY r.id DESC LIMIT $8",
+            columns(),
             ids_filter(self.backend(), "r.repo_id", 7)
         );
         Ok(on_db!(self, pool => sqlx::query_as(&sql)
@@ -272,6 +296,74 @@ mod tests {
         }
     }
 
+    /// Sets run `id`'s stored status and its one step's status, as the executor would.
+    async fn set_states(store: &Store, id: i64, run: &str, step: &str) {
+        for (sql, status) in [
+            ("UPDATE runs SET status = $2 WHERE id = $1", run),
+            ("UPDATE step_runs SET status = $2 WHERE run_id = $1", step),
+        ] {
+            on_db!(store, pool => sqlx::query(sql)
+                .bind(id)
+                .bind(status)
+                .execute(pool)
+                .await
+                .map(|_| ())
+                .unwrap());
+        }
+    }
+
+    // regression: a run held by an approval was listed as `running` and `status=waiting`
+    // matched nothing.
+    #[tokio::test]
+    async fn a_run_held_by_an_approval_is_listed_and_filtered_as_waiting() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let waiting = run(&store, "deploy", "refs/heads/main", "push", false).await;
+            let running = run(&store, "ci", "refs/heads/main", "push", false).await;
+            let done = run(&store, "ci", "refs/heads/main", "push", false).await;
+            set_states(&store, waiting, "running", "waiting").await;
+            set_states(&store, running, "running", "running").await;
+            set_states(&store, done, "succeeded", "succeeded").await;
+            let statuses: Vec<(i64, String)> = store
+                .dashboard_runs(&RunFilter::default(), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.id, r.status))
+                .collect();
+            assert_eq!(
+                statuses,
+                vec![
+                    (done, "succeeded".to_string()),
+                    (running, "running".to_string()),
+                    (waiting, "waiting".to_string()),
+                ],
+                "{backend}"
+            );
+            let with = |status: &str| RunFilter {
+                status: Some(status.into()),
+                ..RunFilter::default()
+            };
+            for (status, expected) in [("waiting", waiting), ("running", running)] {
+                let ids: Vec<i64> = store
+                    .dashboard_runs(&with(status), 10)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.id)
+                    .collect();
+                assert_eq!(ids, vec![expected], "{backend}: status={status}");
+            }
+            // Once the approval is decided and a step runs again, the run is running.
+            set_states(&store, waiting, "running", "queued").await;
+            assert!(store
+                .dashboard_runs(&with("waiting"), 10)
+                .await
+                .unwrap()
+                .is_empty());
+        }
+    }
+
     /// A store holding 100,000 runs answers every page in milliseconds, even a filter that
     /// matches one run (a scan of the primary key, never an `OFFSET`).
     #[tokio::test]
@@ -279,6 +371,7 @@ mod tests {
         for (store, _dir) in stores().await {
             let backend = store.backend();
             let first = run(&store, "ci", "refs/heads/main", "push", false).await;
+            set_states(&store, first, "running", "waiting").await;
             let workflow_id = store.run(first).await.unwrap().unwrap().workflow_id;
             on_db!(store, pool => sqlx::query(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
@@ -305,6 +398,13 @@ mod tests {
                     "a filter matching one run",
                     RunFilter {
                         status: Some("failed".into()),
+                        ..RunFilter::default()
+                    },
+                ),
+                (
+                    "the waiting runs (none but the first)",
+                    RunFilter {
+                        status: Some("waiting".into()),
                         ..RunFilter::default()
                     },
                 ),
