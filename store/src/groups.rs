@@ -22,8 +22,7 @@
 
 use anyhow::Context;
 use evaluator::context::EvalContext;
-
-use super::runs::NewRun;
+use evaluator::plan::Plan;
 
 /// A run's concurrency group, resolved from its plan's template and its `ctx`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,14 +33,15 @@ pub(crate) struct Group {
 
 /// The group of a new run, if its plan names one. Groups are scoped to the workflow's
 /// source (a repository, or `local`), as GitHub Actions scopes them to a repository.
-pub(crate) fn group_of(new: &NewRun<'_>) -> anyhow::Result<Option<Group>> {
-    let Some(concurrency) = &new.plan.concurrency else {
+/// `context_json` is the run's `ctx` as stored.
+pub(crate) fn group_of(plan: &Plan, context_json: &str) -> anyhow::Result<Option<Group>> {
+    let Some(concurrency) = &plan.concurrency else {
         return Ok(None);
     };
     let ctx: EvalContext =
-        serde_json::from_str(new.context_json).context("the run's ctx, for its group name")?;
+        serde_json::from_str(context_json).context("the run's ctx, for its group name")?;
     Ok(Some(Group {
-        name: evaluator::concurrency::resolve(&concurrency.group, &new.plan.name, &ctx),
+        name: evaluator::concurrency::resolve(&concurrency.group, &plan.name, &ctx),
         cancel_in_progress: concurrency.cancel_in_progress,
     }))
 }

@@ -245,7 +245,7 @@ impl Store {
         new: &NewRun<'_>,
         max_parallel: i64,
     ) -> anyhow::Result<CreatedRun> {
-        self.insert_run(new, max_parallel, None, None).await
+        self.insert_run(new, max_parallel, None, None, &[]).await
     }
 
     /// [`Store::create_run`] that records `triggerer` as who started the run in the same
@@ -257,7 +257,7 @@ impl Store {
         max_parallel: i64,
         triggerer: &Triggerer,
     ) -> anyhow::Result<CreatedRun> {
-        self.insert_run(new, max_parallel, None, Some(triggerer))
+        self.insert_run(new, max_parallel, None, Some(triggerer), &[])
             .await
     }
 
@@ -265,21 +265,24 @@ impl Store {
     /// final at once with `reason`, no steps, and an `error` status owed to the forge.
     /// A failed run joins no concurrency group.
     pub async fn create_failed_run(&self, new: &NewRun<'_>, reason: &str) -> anyhow::Result<i64> {
-        Ok(self.insert_run(new, 1, Some(reason), None).await?.id)
+        Ok(self.insert_run(new, 1, Some(reason), None, &[]).await?.id)
     }
 
-    async fn insert_run(
+    /// `carry`: steps of the run `new` repeats stored final as they were there
+    /// ([`super::reruns`]).
+    pub(crate) async fn insert_run(
         &self,
         new: &NewRun<'_>,
         max_parallel: i64,
         failed: Option<&str>,
         triggerer: Option<&Triggerer>,
+        carry: &[String],
     ) -> anyhow::Result<CreatedRun> {
         let workspace_json = serde_json::to_string(new.workspace)?;
         let now = now_ms();
         let group = match failed {
             Some(_) => None,
-            None => groups::group_of(new)?,
+            None => groups::group_of(new.plan, new.context_json)?,
         };
         let group_name = group.as_ref().map(|g| g.name.as_str());
         let repo_id = new.repo.map(|r| r.repo_id);
@@ -403,6 +406,9 @@ impl Store {
                 .bind(needs_secrets[position])
                 .execute(&mut *tx)
                 .await?;
+            }
+            if let (Some(from), false) = (new.rerun_of, carry.is_empty()) {
+                super::reruns::carry_steps!(&mut *tx, run_id, from, carry);
             }
             if let Some(who) = triggerer {
                 sqlx::query(

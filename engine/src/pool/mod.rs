@@ -35,6 +35,7 @@
 //! the accounting it feeds (counts, start failures, lost runners) read together; the
 //! backoff itself is [`start_failures`].
 
+pub mod class;
 pub mod config_file;
 pub mod forks;
 pub mod gauges;

@@ -71,7 +71,7 @@ use k8s_openapi::api::core::v1::{
     WindowsSecurityContextOptions,
 };
 
-use crate::pool::config_file::{RunnerClass, RUNNER_CONTAINER};
+use crate::pool::class::{RunnerClass, RUNNER_CONTAINER};
 
 mod forced;
 pub(super) use forced::force;
@@ -146,7 +146,7 @@ impl Found {
 /// Every field of `class`'s pod (its template merged over Plue's defaults) that weakens
 /// the pod's hardening; empty when the class may run.
 pub(crate) fn problems(class: &RunnerClass) -> Vec<Problem> {
-    let spec = super::pod::merged_spec(&class.template);
+    let spec = super::pod_defaults::merged_spec(&class.template);
     let mut found = Found::default();
     let annotations = class
         .template

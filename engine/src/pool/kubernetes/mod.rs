@@ -41,6 +41,7 @@ pub(crate) mod hardening;
 mod health;
 mod lease;
 mod pod;
+mod pod_defaults;
 mod provider;
 mod retry;
 mod supervise;

@@ -21,15 +21,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, Pod, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    EmptyDirVolumeSource, Pod, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::{ByteString, DeepMerge};
+use k8s_openapi::ByteString;
 
 use super::hardening;
-use crate::pool::config_file::{KubernetesSettings, RunnerClass, StepNetwork, RUNNER_CONTAINER};
+use super::pod_defaults::merged_spec;
+use crate::pool::class::{KubernetesSettings, RunnerClass, StepNetwork, RUNNER_CONTAINER};
 use crate::runner_scope::format_labels;
 
 pub(super) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -47,8 +46,6 @@ pub(super) const WORK_DIR: &str = "/work";
 /// The runner argument of a class whose pods a NetworkPolicy confines (`step_network:
 /// pod`).
 pub(super) const NETWORK_CONFINED_BY_POD: &str = "--network-confined-by-pod";
-/// The uid and gid runner pods run as unless the template says otherwise.
-pub(super) const RUNNER_UID: i64 = 65532;
 
 /// The label selector of one engine installation's pods (all classes).
 pub(super) fn selector(instance: &str) -> String {
@@ -62,54 +59,6 @@ fn labels(settings: &KubernetesSettings, class: &str, name: &str) -> BTreeMap<St
         (CLASS.to_string(), class.to_string()),
         (RUNNER.to_string(), name.to_string()),
     ])
-}
-
-/// Plue's defaults, under the template.
-fn defaults() -> PodSpec {
-    let seccomp = SeccompProfile {
-        type_: "RuntimeDefault".into(),
-        ..SeccompProfile::default()
-    };
-    PodSpec {
-        restart_policy: Some("Never".into()),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        termination_grace_period_seconds: Some(30),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUNNER_UID),
-            run_as_group: Some(RUNNER_UID),
-            fs_group: Some(RUNNER_UID),
-            seccomp_profile: Some(seccomp.clone()),
-            ..PodSecurityContext::default()
-        }),
-        containers: vec![Container {
-            name: RUNNER_CONTAINER.into(),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                privileged: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: None,
-                }),
-                seccomp_profile: Some(seccomp),
-                ..SecurityContext::default()
-            }),
-            ..Container::default()
-        }],
-        ..PodSpec::default()
-    }
-}
-
-/// The class's pod spec as the template makes it: the template merged over Plue's
-/// defaults, before the hardening is forced and Plue's own parts are added (what
-/// [`hardening::problems`] checks).
-pub(super) fn merged_spec(template: &PodTemplateSpec) -> PodSpec {
-    let mut spec = defaults();
-    spec.merge_from(template.spec.clone().unwrap_or_default());
-    spec
 }
 
 /// The pod for runner `name` of `class`, whose one-time token has id `token_id`.

@@ -89,15 +89,15 @@ pub(in crate::pool::kubernetes) fn force(
     psc.run_as_user = psc
         .run_as_user
         .filter(|u| *u != 0)
-        .or(Some(crate::pool::kubernetes::pod::RUNNER_UID));
+        .or(Some(crate::pool::kubernetes::pod_defaults::RUNNER_UID));
     psc.run_as_group = psc
         .run_as_group
         .filter(|g| *g != 0)
-        .or(Some(crate::pool::kubernetes::pod::RUNNER_UID));
+        .or(Some(crate::pool::kubernetes::pod_defaults::RUNNER_UID));
     psc.fs_group = psc
         .fs_group
         .filter(|g| *g != 0)
-        .or(Some(crate::pool::kubernetes::pod::RUNNER_UID));
+        .or(Some(crate::pool::kubernetes::pod_defaults::RUNNER_UID));
     if let Some(groups) = &mut psc.supplemental_groups {
         groups.retain(|g| *g != 0);
     }

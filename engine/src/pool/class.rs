@@ -1,0 +1,92 @@
+//! The pool configuration's types: the Kubernetes settings and the runner classes a pool
+//! file declares, as [`super::config_file`] parses them and the Kubernetes provider builds
+//! pods from them. Data only.
+//!
+//! Invariant: a value of these types has passed `config_file`'s checks (labels, durations,
+//! the template's hardening); nothing else constructs them outside tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use serde::Deserialize;
+
+/// The runner container's name in a class's template.
+pub const RUNNER_CONTAINER: &str = "runner";
+/// Volume names Plue adds to every pod; a template may not use them.
+pub const RESERVED_VOLUMES: [&str; 3] = ["plue-token", "plue-work", "plue-tmp"];
+
+/// A validated pool configuration file.
+#[derive(Debug, Clone)]
+pub struct PoolFile {
+    pub kubernetes: KubernetesSettings,
+    /// In file order: a step goes to the first class whose labels include all of its own.
+    pub classes: Vec<RunnerClass>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    pub namespace: String,
+    /// How runner pods reach the engine, e.g. `http://plue.ci.svc:8600`.
+    pub engine_url: String,
+    /// Labels this engine's pods (`app.kubernetes.io/instance`), so two Plue installations
+    /// in one namespace never touch each other's pods.
+    pub instance: String,
+    /// A pod that has not registered this long after its creation is replaced.
+    pub start_timeout: Duration,
+    /// How long a leader's Lease holds without renewal (another replica takes over after).
+    pub lease_duration: Duration,
+    /// The longest a class waits between pods after pods that ended before registering;
+    /// reaching it fails the class's queued steps ([`crate::pool::start_failures`]).
+    pub max_start_backoff: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerClass {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub min_warm: usize,
+    pub max_runners: usize,
+    pub idle_timeout: Duration,
+    /// Whether its runners take steps of runs of pull requests from forks (default: only
+    /// a class with no labels, which runs nothing an operator set apart).
+    pub accept_forks: bool,
+    /// Secrets the pod may use by name (volumes, projected sources, environment).
+    pub allow_secret_volumes: BTreeSet<String>,
+    /// ConfigMaps the pod may use by name.
+    pub allow_config_map_volumes: BTreeSet<String>,
+    /// Secrets the template may name in `imagePullSecrets` (the kubelet reads them; the
+    /// pod never does).
+    pub allow_image_pull_secrets: BTreeSet<String>,
+    /// `runtimeClassName` values the template may pick (none: the cluster's default).
+    pub allow_runtime_classes: BTreeSet<String>,
+    /// The service account the template may name besides the namespace's `default`.
+    pub allow_service_account: Option<String>,
+    /// Who confines the network of a step whose policy is not `open`.
+    pub step_network: StepNetwork,
+    pub template: PodTemplateSpec,
+}
+
+/// Who confines a class's steps' network (`step_network`). The operator's setting, told
+/// to the class's runners by the argument the pool gives them
+/// ([`crate::pool::kubernetes`]'s pod builder): never a step's or a plan's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepNetwork {
+    /// The runner gives each such step a network namespace of its own, or fails it (a
+    /// hardened pod cannot make one: every such step fails closed).
+    #[default]
+    Step,
+    /// The class's pods are confined by a NetworkPolicy (the chart's, for a class that
+    /// says so: the engine, DNS and the class's `egress`): a `none` step runs without a
+    /// namespace of its own, confined per pod, with a line of its log saying so. An
+    /// allow-list still fails closed.
+    Pod,
+}
+
+impl RunnerClass {
+    /// Whether this class's runners may claim a step asking for `labels`.
+    pub fn serves(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
