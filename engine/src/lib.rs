@@ -19,12 +19,14 @@
 //! The CLI lives in the binary (`main.rs`, `cli.rs`, `commands/`).
 
 pub mod access;
+pub mod annotations;
 pub mod api;
 pub mod artifacts;
+pub mod debug_relay;
 pub mod dispatch;
 pub mod events;
 pub mod executor;
-pub mod forge;
+pub use plue_forge as forge;
 pub mod http_error;
 pub mod internal_api;
 pub mod json_body;
@@ -43,6 +45,6 @@ pub use plue_store as store;
 pub mod sweeper;
 pub mod tokens;
 pub mod transcripts;
-pub mod vault;
+pub use plue_vault as vault;
 pub mod web;
 pub mod webhooks;

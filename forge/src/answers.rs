@@ -24,7 +24,7 @@ use super::lookup::{ApiTarget, Found};
 use super::status::{self, CommitStatus, PostError, StatusTarget};
 use super::writer::Writer;
 use super::Forge;
-use crate::store::{ProposalRow, StatusReportRow, Store};
+use plue_store::{ProposalRow, StatusReportRow, Store};
 
 /// The marker of run `run_id`'s start (`started`) or end (`ended`) answer.
 pub fn marker(run_id: i64, moment: &str) -> String {

@@ -219,7 +219,7 @@ impl AccountJson {
 /// Whether `login` is one a forge could have given (GitHub and Gitea logins are ASCII
 /// letters, digits, `-`, `_` and `.`), so an odd payload never records an odd name.
 fn valid_login(login: &str) -> bool {
-    crate::store::valid_name(login)
+    plue_store::valid_name(login)
 }
 
 /// Who pushed: GitHub's `sender` is the account, its `pusher.name` the same login; Gitea

@@ -34,8 +34,8 @@ use serde::Deserialize;
 
 use super::lookup::{ApiTarget, Found};
 use super::Forge;
-use crate::store::{RepoRow, Store};
-use crate::vault::Vault;
+use plue_store::{RepoRow, Store};
+use plue_vault::Vault;
 
 /// How long a forge's answer about one login is believed.
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
