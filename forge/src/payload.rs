@@ -676,7 +676,9 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> Vec<u8> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
+        // The real deliveries, shared with the engine's end-to-end tests.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../engine/tests/fixtures/webhooks");
         std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
