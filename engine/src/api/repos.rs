@@ -845,6 +845,7 @@ fn input_values() -> Schema {
         (status = 422, description = "The body does not fit the schema, or the workflow refused the dispatch (no manual trigger, bad inputs, a file that failed to evaluate)", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
         (status = 501, description = "This engine has no evaluator", body = ErrorView),
+        (status = 502, description = "The repository could not be fetched from its forge", body = ErrorView),
     )
 )]
 pub(super) async fn dispatch(
@@ -905,6 +906,9 @@ pub(super) async fn dispatch(
         Err(DispatchError::NotFound(message)) => Err(ApiError::not_found(message)),
         Err(DispatchError::Rejected(message)) => {
             Err(ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, message))
+        }
+        Err(DispatchError::Unavailable(message)) => {
+            Err(ApiError::Client(StatusCode::BAD_GATEWAY, message))
         }
         Err(DispatchError::Internal(e)) => Err(ApiError::Internal(e)),
     }

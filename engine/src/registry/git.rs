@@ -24,6 +24,8 @@ use tokio::process::Command;
 pub const WORKFLOW_SUFFIX: &str = ".plue.py";
 /// At most this many workflow files are read per commit.
 pub const MAX_WORKFLOW_FILES: usize = 200;
+/// The most of a commit message [`Mirror::commit_message`] reads.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -263,6 +265,25 @@ impl Mirror {
             ])
             .await?;
         Ok(split_paths(&listing))
+    }
+
+    /// The message of commit `sha` (lossily decoded, at most [`MAX_MESSAGE_BYTES`]; `None`
+    /// when the mirror does not hold the commit).
+    pub async fn commit_message(&self, sha: &str) -> anyhow::Result<Option<String>> {
+        check_sha(sha)?;
+        if !self.has_commit(sha).await {
+            return Ok(None);
+        }
+        let bytes = git(Some(&self.dir), &["cat-file", "commit", sha], LOCAL_TIMEOUT).await?;
+        // A commit object is its headers, an empty line, then the message.
+        let message = bytes
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map_or(&[][..], |at| &bytes[at + 2..]);
+        let message = &message[..message.len().min(MAX_MESSAGE_BYTES)];
+        Ok(Some(
+            String::from_utf8_lossy(message).trim_end().to_string(),
+        ))
     }
 
     async fn run(&self, args: &[&str], timeout: Duration) -> anyhow::Result<()> {

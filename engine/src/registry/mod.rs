@@ -21,6 +21,7 @@
 pub mod git;
 pub mod matching;
 pub mod summon;
+pub mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -39,13 +40,20 @@ use crate::store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow,
 use git::{Mirror, WorkflowFile};
 use matching::Occasion;
 
-/// Why a manual dispatch started no run.
+/// Why a manual dispatch started no run. Each message is a sentence for the person who
+/// dispatched: git's own output goes to the log, never into one.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
+    /// No such ref or workflow.
     #[error("{0}")]
     NotFound(String),
+    /// The workflow refuses the dispatch (no manual trigger, bad inputs, a bad ref name,
+    /// a file that does not evaluate).
     #[error("{0}")]
     Rejected(String),
+    /// The repository could not be fetched from its forge.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -59,6 +67,8 @@ pub struct Registry {
     permissions: crate::forge::permission::Permissions,
     /// For the forge API lookups of [`summon`].
     http: std::sync::OnceLock<reqwest::Client>,
+    /// The default branches' workflows, kept per head ([`workflows`]).
+    workflows: workflows::Cache,
 }
 
 /// The facts of one event that every matching workflow shares.
@@ -83,6 +93,7 @@ impl Registry {
             locks: Mutex::new(HashMap::new()),
             permissions: Default::default(),
             http: std::sync::OnceLock::new(),
+            workflows: Default::default(),
         }
     }
 
@@ -150,6 +161,7 @@ impl Registry {
             .or_else(|| repo.default_branch.clone());
         if let (Some(branch), Some(default)) = (&branch, &default_branch) {
             if branch == default {
+                self.forget_workflows(repo.id);
                 self.refresh_schedules(repo, branch, after, &plans).await?;
             }
         }
@@ -272,7 +284,8 @@ impl Registry {
             }
             found.ok_or_else(|| {
                 let why = first_error.map(|e| format!("{e:#}")).unwrap_or_default();
-                DispatchError::NotFound(format!("ref '{git_ref}': {why}"))
+                tracing::info!("{}: dispatch of '{git_ref}': {why}", repo.name);
+                unresolved(repo, git_ref, &why)
             })?
         };
         let git_ref = git_ref.as_str();
@@ -753,6 +766,34 @@ fn dispatch_candidates(git_ref: &str) -> Vec<String> {
             format!("refs/heads/{git_ref}"),
             format!("refs/tags/{git_ref}"),
         ]
+    }
+}
+
+/// Why `git_ref` could not be resolved, as a sentence, from git's error `why` (logged,
+/// never shown: it names hosts and paths, and reads as noise).
+fn unresolved(repo: &RepoRow, git_ref: &str, why: &str) -> DispatchError {
+    let missing = [
+        "couldn't find remote ref",
+        "not our ref",
+        "no such remote ref",
+        "is not a commit",
+        "unadvertised object",
+        "not a valid object",
+    ];
+    if git::check_ref(git_ref).is_err() && !git::is_full_sha(git_ref) {
+        DispatchError::Rejected(format!(
+            "'{git_ref}' is not a valid branch, tag or commit name"
+        ))
+    } else if missing.iter().any(|m| why.contains(m)) {
+        DispatchError::NotFound(format!(
+            "{} has no branch, tag or commit '{git_ref}'",
+            repo.name
+        ))
+    } else {
+        DispatchError::Unavailable(format!(
+            "{} could not be fetched from its forge to read '{git_ref}' (the engine's log says why)",
+            repo.name
+        ))
     }
 }
 
