@@ -13,12 +13,14 @@
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
 //! - Values are always bound, never spliced into SQL.
 
+mod annotations;
 mod api_tokens;
 mod approvals;
 mod blobs;
 mod claims;
 mod costs;
 mod dashboard;
+mod debug_sessions;
 mod environments;
 mod forges;
 mod gauges;
@@ -29,10 +31,12 @@ mod people;
 mod proposals;
 mod record;
 mod repo_roles;
+mod reruns;
 mod runner_tokens;
 mod runners;
 mod runs;
 mod secret_holders;
+mod timeline;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -44,12 +48,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use annotations::{AnnotationRow, DroppedAnnotations, NewAnnotation};
 pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
 pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
 pub use costs::Reservation;
 pub use dashboard::{AttemptRow, RunFilter};
+pub use debug_sessions::{DebugClaim, DebugSessionRow, NewDebugSession};
 pub use environments::{EnvironmentRow, EnvironmentSettings, RunEnvironments, RunOrigin};
 pub use forges::{NewRepo, RepoRow, ScheduleEntry, ScheduleRow, StatusReportRow};
 pub use known_steps::KnownSteps;
@@ -67,6 +73,7 @@ pub use runs::{
     StepRunRow,
 };
 pub use secret_holders::needs_secrets_runner;
+pub use timeline::{RunProgress, TimelineAttempt};
 
 /// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is
 /// compiled once per backend, so a query that does not type-check on both fails to build.

@@ -1,0 +1,196 @@
+//! What the dashboard shows of a run's time: how far each run of a list got (steps
+//! finished of all steps, `12/60`), and every attempt of a run with the four moments of
+//! its life — claimable (`ready_at`, migration 0027), claimed, started, ended — for the
+//! timeline (Gantt) view.
+//!
+//! Invariants: read-only; one statement per call whatever the number of runs or steps
+//! (the run ids are one bound JSON parameter, never SQL spliced from values).
+
+use crate::dashboard::ids_filter;
+use crate::{on_db, Store};
+
+/// The statuses a step run ends in.
+const FINAL: &str = "('succeeded', 'failed', 'skipped', 'cancelled')";
+
+/// How far a run got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct RunProgress {
+    pub run_id: i64,
+    /// Its steps (every step of the plan has a step run from the start).
+    pub total: i64,
+    /// Those that ended (succeeded, failed, skipped or cancelled).
+    pub finished: i64,
+}
+
+/// One attempt of a step, as the timeline draws it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TimelineAttempt {
+    pub step_id: String,
+    pub number: i64,
+    /// The review-loop iteration it ran in (1 outside loops).
+    pub iteration: i64,
+    pub status: String,
+    /// When it became claimable (queued, or a retry's backoff over); `None` for attempts
+    /// from before migration 0027.
+    pub ready_at: Option<i64>,
+    pub claimed_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The name of the runner that took it.
+    pub runner: Option<String>,
+}
+
+impl Store {
+    /// How far each of `run_ids` got; a run with no step runs is left out.
+    pub async fn run_progress(&self, run_ids: &[i64]) -> anyhow::Result<Vec<RunProgress>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(run_ids)?;
+        let sql = format!(
+            "SELECT run_id, COUNT(*) AS total, \
+             CAST(SUM(CASE WHEN status IN {FINAL} THEN 1 ELSE 0 END) AS BIGINT) AS finished \
+             FROM step_runs WHERE {} GROUP BY run_id",
+            ids_filter(self.backend(), "run_id", 1)
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql)
+            .bind(ids)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Every attempt of run `run_id`, in the order of the run's steps, then by number.
+    pub async fn timeline_attempts(&self, run_id: i64) -> anyhow::Result<Vec<TimelineAttempt>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT s.step_id, a.number, a.iteration, a.status, a.ready_at, a.claimed_at, \
+             a.started_at, a.finished_at, r.name AS runner FROM attempts a \
+             JOIN step_runs s ON s.id = a.step_run_id LEFT JOIN runners r ON r.id = a.runner_id \
+             WHERE s.run_id = $1 ORDER BY s.position, a.number",
+        )
+        .bind(run_id)
+        .fetch_all(pool)
+        .await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use evaluator::plan::{Action, Plan, Step};
+    use runner::protocol::WorkspaceSource;
+
+    use super::*;
+    use crate::{NewRun, StepChange};
+
+    /// A fresh SQLite store, and a PostgreSQL one when a server can be started.
+    async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+        if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
+            let url = server.new_database().unwrap();
+            stores.push((Store::connect(&url).await.unwrap(), None));
+        }
+        stores
+    }
+
+    async fn two_step_run(store: &Store) -> i64 {
+        let bash = |id: &str| {
+            Step::new(
+                id,
+                Action::Bash {
+                    command: "true".into(),
+                },
+            )
+        };
+        let plan = Plan {
+            name: "t".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![bash("a"), bash("b")],
+            concurrency: None,
+            budget_usd: None,
+            max_parallel: None,
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        let new = NewRun {
+            workflow_source: "local",
+            workflow_path: "/w/t.plue.py",
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0",
+            context_json: "{}",
+            plan: &plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of: None,
+            repo: None,
+        };
+        store.create_run(&new, 4).await.unwrap().id
+    }
+
+    #[tokio::test]
+    async fn an_attempt_keeps_when_its_step_became_claimable() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let run_id = two_step_run(&store).await;
+            let empty = store.run_progress(&[run_id]).await.unwrap();
+            assert_eq!(
+                empty,
+                vec![RunProgress {
+                    run_id,
+                    total: 2,
+                    finished: 0
+                }],
+                "{backend}"
+            );
+            store
+                .advance(
+                    run_id,
+                    false,
+                    None,
+                    |_| Vec::new(),
+                    |snapshot| {
+                        vec![
+                            StepChange::Queue {
+                                step_run_id: snapshot.steps[0].id,
+                                dispatch: "{}".into(),
+                                ready_at: 1_000,
+                                timeout_ms: 60_000,
+                            },
+                            StepChange::Skip {
+                                step_run_id: snapshot.steps[1].id,
+                                reason: "not needed".into(),
+                            },
+                        ]
+                    },
+                )
+                .await
+                .unwrap();
+            let runner = store
+                .register_runner("r1", "{}", "hash", false, 2_000)
+                .await
+                .unwrap();
+            let claimed = store.claim(runner, &[String::new()], 5_000).await.unwrap();
+            assert!(claimed.is_some(), "{backend}: the queued step is claimed");
+            let attempts = store.timeline_attempts(run_id).await.unwrap();
+            assert_eq!(attempts.len(), 1, "{backend}");
+            let attempt = &attempts[0];
+            assert_eq!(
+                (attempt.step_id.as_str(), attempt.number, attempt.ready_at),
+                ("a", 1, Some(1_000)),
+                "{backend}: claimable from when it was queued"
+            );
+            assert_eq!(attempt.claimed_at, 5_000, "{backend}");
+            assert_eq!(attempt.runner.as_deref(), Some("r1"), "{backend}");
+            let progress = store.run_progress(&[run_id, run_id + 1000]).await.unwrap();
+            assert_eq!(progress.len(), 1, "{backend}: unknown runs are left out");
+            assert_eq!(
+                (progress[0].total, progress[0].finished),
+                (2, 1),
+                "{backend}"
+            );
+        }
+    }
+}
