@@ -1,0 +1,117 @@
+//! Re-running a run's failed steps: the new run is stored with the steps it carries over
+//! from the run it repeats already final, in the transaction that creates it, so no
+//! advance ever sees them pending.
+//!
+//! Invariants:
+//! - Only steps final as `succeeded` or `skipped` in the earlier run are carried (which
+//!   ones is the engine's choice, `engine::executor::reruns`); a carried step keeps its
+//!   status, exit code, times and outputs, starts no attempt and has no log of its own in
+//!   the new run (its reason names the run it comes from).
+//! - Its hand-off blobs (workspace, artifacts, transcript) are listed again under the new
+//!   run, pointing at the same objects and keeping their creation time, so retention ends
+//!   both listings together; the files of an artifacts tar are listed with it.
+
+use super::{NewRun, Store, Triggerer};
+
+/// Carries `$steps` (step ids) of run `$from` into run `$run_id`, inside transaction `$tx`
+/// (`&mut *tx`), right after the new run's step runs were inserted (a macro so it
+/// type-checks once per backend, as the store's other transaction helpers).
+macro_rules! carry_steps {
+    ($tx:expr, $run_id:expr, $from:expr, $steps:expr) => {{
+        let carried_reason = format!("carried over from run #{}", $from);
+        for step_id in $steps {
+            let old: Option<(i64, String, Option<i64>, Option<String>, Option<i64>, Option<i64>, i64)> =
+                sqlx::query_as(
+                    "SELECT id, status, exit_code, reason, started_at, finished_at, iteration \
+                     FROM step_runs WHERE run_id = $1 AND step_id = $2 \
+                     AND status IN ('succeeded', 'skipped')",
+                )
+                .bind($from)
+                .bind(step_id)
+                .fetch_optional($tx)
+                .await?;
+            let Some((old_id, status, exit_code, old_reason, started_at, finished_at, iteration)) =
+                old
+            else {
+                anyhow::bail!("step '{step_id}' of run {} is not final as succeeded or skipped: it cannot be carried over", $from);
+            };
+            let reason = if status == "skipped" {
+                old_reason
+            } else {
+                Some(carried_reason.clone())
+            };
+            let new_id: i64 = sqlx::query_scalar(
+                "UPDATE step_runs SET status = $3, exit_code = $4, reason = $5, started_at = $6, \
+                 finished_at = $7 WHERE run_id = $1 AND step_id = $2 AND status = 'pending' \
+                 RETURNING id",
+            )
+            .bind($run_id)
+            .bind(step_id)
+            .bind(&status)
+            .bind(exit_code)
+            .bind(reason)
+            .bind(started_at)
+            .bind(finished_at)
+            .fetch_one($tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO step_outputs (step_run_id, iteration, run_id, outputs) \
+                 SELECT $1, 1, $2, outputs FROM step_outputs WHERE step_run_id = $3 \
+                 AND iteration = $4",
+            )
+            .bind(new_id)
+            .bind($run_id)
+            .bind(old_id)
+            .bind(iteration)
+            .execute($tx)
+            .await?;
+            let blobs: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM blobs WHERE run_id = $1 AND step_id = $2")
+                    .bind($from)
+                    .bind(step_id)
+                    .fetch_all($tx)
+                    .await?;
+            for old_blob in blobs {
+                let new_blob: i64 = sqlx::query_scalar(
+                    "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
+                     created_at, files) SELECT $1, step_id, attempt, kind, key, size, digest, \
+                     created_at, files FROM blobs WHERE id = $2 RETURNING id",
+                )
+                .bind($run_id)
+                .bind(old_blob)
+                .fetch_one($tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO artifacts (blob_id, name, size, digest) \
+                     SELECT $1, name, size, digest FROM artifacts WHERE blob_id = $2",
+                )
+                .bind(new_blob)
+                .bind(old_blob)
+                .execute($tx)
+                .await?;
+            }
+        }
+    }};
+}
+pub(crate) use carry_steps;
+
+impl Store {
+    /// [`Store::create_run_by`] (or [`Store::create_run`] without `triggerer`) for a re-run of `new.rerun_of` that carries the steps
+    /// `carry` (their ids) over from it, final as they were there (see the module's
+    /// invariants). Fails, storing nothing, when `new` names no run it repeats or a step
+    /// of `carry` is not final there as succeeded or skipped.
+    pub async fn create_rerun_by(
+        &self,
+        new: &NewRun<'_>,
+        max_parallel: i64,
+        triggerer: Option<&Triggerer>,
+        carry: &[String],
+    ) -> anyhow::Result<super::CreatedRun> {
+        anyhow::ensure!(
+            carry.is_empty() || new.rerun_of.is_some(),
+            "steps can only be carried over from the run a re-run repeats"
+        );
+        self.insert_run(new, max_parallel, None, triggerer, carry)
+            .await
+    }
+}
