@@ -1,0 +1,70 @@
+//! `POST /api/runs/{id}/rerun?failed=true`: "re-run failed steps" — a new run of the run's
+//! plan in which its succeeded and skipped steps are carried over (with their outputs and
+//! files) and only its failed and cancelled steps, and the steps after them, run again
+//! (`crate::executor::reruns`). The route itself is the re-run's (`super::rerun`), which
+//! checks `writer` on the run's repository before it comes here.
+//!
+//! Invariants: only a final run with at least one step that did not succeed is re-run
+//! this way (409 otherwise, saying why); the re-run is audited as `run.rerun` with
+//! `failed_only` in its detail.
+
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::views::Created;
+use super::{audit, triggerer, ApiState};
+use crate::access::Caller;
+use crate::executor::reruns::RerunFailed;
+use crate::http_error::{ApiError, ApiResult};
+use crate::store::RunRow;
+
+/// How much of the run runs again.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RerunQuery {
+    /// `true`: only the failed and cancelled steps and the steps after them run again; the
+    /// others are carried over from this run with their outputs and files (the run must be
+    /// final). `false` (the default): every step runs again.
+    #[serde(default)]
+    pub(super) failed: bool,
+}
+
+/// The failed-steps re-run of `run` (which `caller` may write), audited.
+pub(super) async fn failed(
+    state: &ApiState,
+    caller: &Caller,
+    run: &RunRow,
+) -> ApiResult<Json<Created>> {
+    let id = run.id;
+    let conflict = |message: String| ApiError::Client(StatusCode::CONFLICT, message);
+    match state
+        .executor
+        .rerun_failed(id, Some(&triggerer(caller)))
+        .await?
+    {
+        RerunFailed::Started(run_id) => {
+            let detail = serde_json::json!({ "rerun_of": id, "failed_only": true });
+            let store = state.executor.store();
+            audit(
+                store,
+                caller,
+                "run.rerun",
+                run.repo_id,
+                Some(run_id),
+                detail,
+            )
+            .await?;
+            Ok(Json(Created { run_id }))
+        }
+        RerunFailed::NoSuchRun => Err(ApiError::not_found(format!("no run {id}"))),
+        RerunFailed::NotFinal(status) => Err(conflict(format!(
+            "run {id} is {status}: its failed steps can be re-run once it has ended"
+        ))),
+        RerunFailed::NothingFailed => Err(conflict(format!(
+            "run {id} has no failed or cancelled step to re-run (re-run it whole instead)"
+        ))),
+    }
+}
