@@ -26,11 +26,7 @@ pub(crate) struct Cli {
     pub(crate) log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
-    Text,
-    Json,
-}
+pub(crate) use crate::logging::LogFormat;
 
 impl Command {
     /// Whether the command's async work runs on one thread. The runner agent does one
@@ -80,6 +76,9 @@ pub(crate) enum Command {
     Rerun(RerunArgs),
     /// Approve (or --reject) a run's waiting approval step on a server.
     Approve(ApproveArgs),
+    /// Run a failed step again on a server's runner and open a shell in its workspace, as
+    /// its user and in its sandbox (writers of the repository; audited).
+    Debug(DebugArgs),
     /// Render a prompt file, or check every prompt file below a directory.
     #[command(subcommand)]
     Prompt(PromptCommand),
@@ -507,6 +506,18 @@ pub(crate) struct RunsArgs {
     /// How many runs.
     #[arg(long, default_value_t = 20)]
     pub(crate) limit: i64,
+    /// Only runs in this status (`waiting`: held only by approvals or environment reviews).
+    #[arg(long, value_parser = ["pending", "queued", "running", "waiting", "succeeded", "failed", "cancelled"])]
+    pub(crate) status: Option<String>,
+    /// Only runs of the workflow of this name.
+    #[arg(long)]
+    pub(crate) workflow: Option<String>,
+    /// Only runs of this branch (or full ref).
+    #[arg(long)]
+    pub(crate) branch: Option<String>,
+    /// Only runs started by this event.
+    #[arg(long, value_parser = ["push", "pull_request", "schedule", "manual", "issue", "comment"])]
+    pub(crate) event: Option<String>,
     /// Print the runs as a JSON array instead of a table: each with `loops_taken` (how many
     /// times its review loops went back) and the artifacts its steps kept.
     #[arg(long)]
@@ -550,11 +561,15 @@ pub(crate) struct RunShowArgs {
     pub(crate) source: SourceArgs,
 }
 
-/// `plue rerun RUN`, or `plue rerun RUN --step S --replay`.
+/// `plue rerun RUN [--failed]`, or `plue rerun RUN --step S --replay`.
 #[derive(Debug, Args)]
 pub(crate) struct RerunArgs {
     #[command(flatten)]
     pub(crate) target: RunOnServerArgs,
+    /// Run again only the failed and cancelled steps and the steps after them; the others
+    /// are carried over from the run with their outputs and files (the run must have ended).
+    #[arg(long, conflicts_with = "replay")]
+    pub(crate) failed: bool,
     /// Re-run the tools of llm step --step against the model answers its transcript
     /// recorded, in a fresh workspace, without calling the API (zero tokens); reports
     /// where the tools' results now differ (exit 1). Reads a local data directory.
@@ -597,6 +612,20 @@ pub(crate) struct RunOnServerArgs {
     /// Token for API writes.
     #[arg(long, env = "PLUE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+/// `plue debug RUN STEP`.
+#[derive(Debug, Args)]
+pub(crate) struct DebugArgs {
+    pub(crate) run_id: i64,
+    /// The failed step's id.
+    pub(crate) step: String,
+    /// End the session after this long without a byte either way, or detached: `90s`,
+    /// `10m`, `1h` (5 s to 4 h).
+    #[arg(long, default_value = "10m", value_parser = crate::commands::debug::parse_idle)]
+    pub(crate) idle_timeout: u64,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 }
 
 /// `plue approve RUN STEP`.
