@@ -42,6 +42,7 @@ use ahead::Ahead;
 use log_sender::send_logs;
 
 mod ahead;
+mod debug;
 mod leftovers;
 mod log_sender;
 
@@ -153,9 +154,16 @@ async fn work(
                     _ = stop.cancelled() => break,
                     response = engine.send(wire::POLL, &poll, Some(POLL_WAIT), stop) => response?,
                 };
-                match response.assignment {
-                    Some(assignment) => assignment,
-                    None => continue,
+                match (response.assignment, response.debug) {
+                    (Some(assignment), _) => assignment,
+                    (None, Some(session)) => {
+                        debug::execute(engine, config, *session, &mut python, stop).await?;
+                        if config.ephemeral {
+                            break;
+                        }
+                        continue;
+                    }
+                    (None, None) => continue,
                 }
             }
         };

@@ -105,7 +105,19 @@ pub(crate) fn spawn(
     user: Option<StepUser>,
     mode: Mode,
 ) -> io::Result<(Launched, Contained)> {
-    spawn_with(program, user, mode, Places::Own)
+    spawn_with(program, user, mode, Places::Own, None)
+}
+
+/// [`spawn`] on the terminal `tty` (a debug session's shell: `crate::agent::debug`),
+/// contained exactly like a step: its own session (the terminal its controlling one) and
+/// cgroup, the attempt's user, private `/proc`, mounts, IPC and places, the step's network
+/// namespace, `no_new_privs` and the seccomp filter.
+pub(crate) fn spawn_on_terminal(
+    program: Program<'_>,
+    user: Option<StepUser>,
+    tty: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<(Launched, Contained)> {
+    spawn_with(program, user, Mode::Auto, Places::Own, Some(tty))
 }
 
 /// [`spawn`] for a tool process of an `llm` step (`git`, `grep`): contained like a step —
@@ -117,7 +129,7 @@ pub(crate) fn spawn_tool(
     user: Option<StepUser>,
     places: Places,
 ) -> io::Result<(Launched, Contained)> {
-    spawn_with(program, user, Mode::Auto, places)
+    spawn_with(program, user, Mode::Auto, places, None)
 }
 
 fn spawn_with(
@@ -125,6 +137,7 @@ fn spawn_with(
     user: Option<StepUser>,
     mode: Mode,
     places: Places,
+    tty: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> io::Result<(Launched, Contained)> {
     reaper::become_subreaper();
     let cookie = reaper::new_cookie();
@@ -148,7 +161,7 @@ fn spawn_with(
         network: program.network,
     };
     let (child, live) =
-        reaper::launch_step(&launch, &cookie, cgroup.as_ref().map(StepCgroup::path))?;
+        reaper::launch_step(&launch, &cookie, cgroup.as_ref().map(StepCgroup::path), tty)?;
     let pid = live.pid();
     // A child born into the cgroup (`clone3`) is known to be there; one that joined it
     // itself is checked.
@@ -811,7 +824,7 @@ mod tests {
             places: Places::Own,
             network: None,
         };
-        reaper::launch_step(&launch, "no-cookie", Some(cgroup.path())).unwrap()
+        reaper::launch_step(&launch, "no-cookie", Some(cgroup.path()), None).unwrap()
     }
 
     /// A step that makes a cgroup of its own named like a step's (a step of a non-root

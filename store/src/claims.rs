@@ -534,9 +534,11 @@ impl Store {
                 StepAfter::Final { status, reason, exit_code, outputs } => {
                     let finished = sqlx::query(
                         // The dispatch document (which may carry a MiB of output variables)
-                        // is read only by claims: a final step run drops it.
+                        // is read only by claims: a final step run drops it — but a failed
+                        // one, whose debug sessions (`plue debug`) run it again as it ran.
                         "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, \
-                         finished_at = $5, action = NULL, started_at = COALESCE(started_at, $6) \
+                         finished_at = $5, action = CASE WHEN $2 = 'failed' THEN action END, \
+                         started_at = COALESCE(started_at, $6) \
                          WHERE id = $1 AND status IN ('claimed', 'running')",
                     )
                     .bind(step_run_id)

@@ -114,10 +114,24 @@ impl Store {
     /// Session `id`, or `None`.
     pub async fn debug_session(&self, id: &str) -> anyhow::Result<Option<DebugSessionRow>> {
         let sql = format!("SELECT {COLUMNS} FROM debug_sessions WHERE id = $1");
-        Ok(on_db!(self, pool => sqlx::query_as::<_, DebugSessionRow>(&sql)
+        Ok(
+            on_db!(self, pool => sqlx::query_as::<_, DebugSessionRow>(&sql)
             .bind(id)
             .fetch_optional(pool)
-            .await?))
+            .await?),
+        )
+    }
+
+    /// Whether step run `step_run_id` still holds the dispatch document its attempts ran
+    /// with (a failed step run keeps it; one that failed before any dispatch has none).
+    pub async fn step_run_dispatched(&self, step_run_id: i64) -> anyhow::Result<bool> {
+        Ok(on_db!(self, pool => sqlx::query_scalar::<_, bool>(
+            "SELECT action IS NOT NULL FROM step_runs WHERE id = $1",
+        )
+        .bind(step_run_id)
+        .fetch_optional(pool)
+        .await?)
+        .unwrap_or(false))
     }
 
     /// Whether step run `step_run_id` has a session that has not ended.
@@ -220,7 +234,12 @@ impl Store {
     }
 
     /// Ends session `id` with `reason` unless it has ended already; whether this ended it.
-    pub async fn end_debug_session(&self, id: &str, reason: &str, now: i64) -> anyhow::Result<bool> {
+    pub async fn end_debug_session(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> anyhow::Result<bool> {
         Ok(on_db!(self, pool => sqlx::query(
             "UPDATE debug_sessions SET status = 'ended', ended_at = $3, end_reason = $2 \
              WHERE id = $1 AND status <> 'ended'",
@@ -331,13 +350,19 @@ mod tests {
             .await
             .unwrap()
             .is_none());
-        assert!(!store.debug_session_ready("a1", runner_id + 1).await.unwrap());
+        assert!(!store
+            .debug_session_ready("a1", runner_id + 1)
+            .await
+            .unwrap());
         assert!(store.debug_session_ready("a1", runner_id).await.unwrap());
         assert!(store.end_debug_session("a1", "exit", 3_000).await.unwrap());
         assert!(!store.end_debug_session("a1", "again", 3_000).await.unwrap());
         assert!(!store.debug_session_ready("a1", runner_id).await.unwrap());
         let row = store.debug_session("a1").await.unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.end_reason.as_deref()), ("ended", Some("exit")));
+        assert_eq!(
+            (row.status.as_str(), row.end_reason.as_deref()),
+            ("ended", Some("exit"))
+        );
 
         store
             .create_debug_session(&new("b2", run_id, step_run_id, 1_000))

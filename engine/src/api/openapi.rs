@@ -51,6 +51,7 @@ const BEARER: &str = "bearer";
         (name = "runs", description = "Runs, their steps and re-runs"),
         (name = "logs", description = "Step logs: JSON lines or a live SSE stream"),
         (name = "approvals", description = "People deciding approval steps and environment reviews"),
+        (name = "debug", description = "Debug sessions: a failed step run again with a shell in its workspace (`plue debug`)"),
         (name = "proposals", description = "What llm steps proposed to the forge (safe outputs) and people deciding them"),
         (name = "runners", description = "Runners and the warm pool"),
         (name = "repos", description = "Registered repositories, secrets, dispatch, schedules"),

@@ -65,6 +65,8 @@ pub(super) struct ChildArgs {
     pub stdio: [RawFd; 3],
     /// Where a failure is reported (close-on-exec, kept open until `execve`).
     pub report: RawFd,
+    /// stdin is a terminal to make the controlling terminal of the new session (`TIOCSCTTY`).
+    pub controlling_terminal: bool,
     /// `<cgroup>/cgroup.procs` to write, or null (no cgroup, or joined by the clone).
     pub cgroup_procs: *const c_char,
     /// The step's network namespace (`crate::network`) to join, or -1: the host's.
@@ -162,6 +164,12 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
             if libc::syscall(libc::SYS_dup3, fd, target, 0) < 0 {
                 return Stage::Stdio;
             }
+        }
+        // A debug shell's terminal: job control and ^C reach the shell's foreground job.
+        // The child leads a fresh session without one, so this cannot steal another's.
+        if args.controlling_terminal && libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSCTTY, 0) < 0
+        {
+            return Stage::Stdio;
         }
         close_all_but_stdio_and(args.report, args.max_fd);
         if args.confine {

@@ -234,11 +234,29 @@ pub(crate) fn launch(launch: &Launch<'_>) -> io::Result<Launched> {
     // `fs.suid_dumpable`: shared with the runner, that would make a root runner
     // traceable by the step's user until `execve` unless the setting is 0. Then the child
     // gets a copy instead.
-    launch_sharing(launch, launch.user.is_none() || suid_dumpable_is_off())
+    launch_sharing(launch, launch.user.is_none() || suid_dumpable_is_off(), None)
 }
 
-/// [`launch`], the child sharing the runner's memory or not.
-fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launched> {
+/// [`launch`] with stdin, stdout and stderr on the terminal `tty` (a pty's follower side,
+/// `crate::agent::debug`), which becomes the child's controlling terminal in its new
+/// session; the [`Launched`] has no pipes. Confined exactly as [`launch`] confines.
+pub(crate) fn launch_on_terminal(
+    launch: &Launch<'_>,
+    tty: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<Launched> {
+    launch_sharing(
+        launch,
+        launch.user.is_none() || suid_dumpable_is_off(),
+        Some(tty),
+    )
+}
+
+/// [`launch`], the child sharing the runner's memory or not, on `terminal` or pipes.
+fn launch_sharing(
+    launch: &Launch<'_>,
+    share_memory: bool,
+    terminal: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<Launched> {
     let program = c_string(launch.program.as_os_str())?;
     let candidates_owned = candidates(launch)?;
     let candidates = null_terminated(&candidates_owned);
@@ -289,15 +307,29 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
         filter: filter.as_ptr().cast_mut(),
     };
 
-    // As `Stdio::null()`: read and write.
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    let stdin = above_stdio(null.into())?;
-    let (stdout_read, stdout_write) = pipe()?;
-    let (stderr_read, stderr_write) = pipe()?;
-    let (stdout_write, stderr_write) = (above_stdio(stdout_write)?, above_stdio(stderr_write)?);
+    let (stdin, stdout_write, stderr_write, stdout_read, stderr_read) = match terminal {
+        None => {
+            // As `Stdio::null()`: read and write.
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            let stdin = above_stdio(null.into())?;
+            let (stdout_read, stdout_write) = pipe()?;
+            let (stderr_read, stderr_write) = pipe()?;
+            (
+                stdin,
+                above_stdio(stdout_write)?,
+                above_stdio(stderr_write)?,
+                Some(stdout_read),
+                Some(stderr_read),
+            )
+        }
+        Some(tty) => {
+            let on_tty = || above_stdio(tty.try_clone_to_owned()?);
+            (on_tty()?, on_tty()?, on_tty()?, None, None)
+        }
+    };
     let (report_read, report_write) = pipe()?;
     let report_write = above_stdio(report_write)?;
     let cgroup_dir = match &launch.cgroup {
@@ -316,6 +348,7 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
             stderr_write.as_raw_fd(),
         ],
         report: report_write.as_raw_fd(),
+        controlling_terminal: terminal.is_some(),
         cgroup_procs: launch
             .cgroup
             .as_ref()
@@ -383,8 +416,8 @@ fn launch_sharing(launch: &Launch<'_>, share_memory: bool) -> io::Result<Launche
     let launched = Launched {
         pid,
         pidfd: pidfd.map(Arc::new),
-        stdout: Some(stdout_read),
-        stderr: Some(stderr_read),
+        stdout: stdout_read,
+        stderr: stderr_read,
         reaped: Arc::new(AtomicBool::new(false)),
         born_in_cgroup,
     };

@@ -184,6 +184,7 @@ fn a_start_that_fails_names_its_stage() {
             network: None,
         },
         false,
+        None,
     )
     .unwrap_err();
     assert!(copied.to_string().contains(": executing: "), "{copied}");
@@ -288,6 +289,7 @@ fn under_root_the_child_is_the_step_user_with_no_groups_capabilities_or_view_of_
                 network: None,
             },
             share_memory,
+            None,
         )
         .unwrap();
         let stdout = child.stdout.take().unwrap();

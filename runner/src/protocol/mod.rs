@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod debug;
 mod log_batch;
 mod proposals;
 
@@ -182,10 +183,14 @@ pub struct PollRequest {
     pub wait_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollResponse {
     pub assignment: Option<Assignment>,
+    /// A debug session of a failed step ([`debug`]) instead of an attempt; absent from the
+    /// JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<Box<debug::DebugAssignment>>,
 }
 
 /// One step attempt, everything the runner needs to run it.
