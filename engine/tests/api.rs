@@ -1,6 +1,10 @@
 //! The HTTP surfaces of an in-process engine on `127.0.0.1:0`, driven over real HTTP: a
 //! scripted runner speaking the internal protocol, the logs API as JSON lines and as SSE
 //! resumed from `Last-Event-ID`, cancellation reaching the runner, and admin-token writes.
+//!
+//! Why one file past ~600 lines: the public and internal HTTP surfaces against one
+//! in-process engine fixture, a test per route family; the scripted runner they share lives
+//! here.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

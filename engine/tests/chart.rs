@@ -4,6 +4,9 @@
 //! namespaced Role, NetworkPolicies that keep runner pods to the engine, a PDB, secrets
 //! wired the way `plue serve` reads them, and a pool ConfigMap that the real `plue serve
 //! --check-config` accepts. The tools come from `deploy/python.rs`.
+//!
+//! Why one file past ~600 lines: the chart's promises are checked against one rendering of
+//! its value sets (Helm takes seconds a render); split, each file would render them again.
 
 #[path = "deploy/python.rs"]
 mod python;

@@ -9,6 +9,9 @@
 //! Longer than most test files on purpose: every test shares the one harness (engine,
 //! repository, environment, users, runner) defined here, and each is one attack or one
 //! surface (API, CLI, page) of the same feature.
+//!
+//! Why one file past ~600 lines: one attacker's walk through one fixture (a repository, its
+//! environment, users of every role, a scripted runner); the role table reads in one place.
 
 #[allow(dead_code)]
 mod support;

@@ -4,6 +4,9 @@
 //! shared fixtures, see their README) with their repository, refs and commits
 //! pointed at that repository, and signed; runs executed by local runners; commit statuses
 //! received by a fake forge that checks method, path, auth header and body.
+//!
+//! Why one file past ~600 lines: the forge surface end to end on one repository-and-engine
+//! fixture, a test per delivery scenario.
 
 #[allow(dead_code)]
 mod support;
@@ -323,7 +326,7 @@ async fn runs_of(engine: &str, repo: &str) -> Vec<Value> {
         &client(),
         &format!("{engine}/api/runs?repo={repo}&limit=1000"),
     )
-    .await
+    .await["runs"]
     .as_array()
     .unwrap()
     .clone()
@@ -638,6 +641,12 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("{text}"));
+    // The run's page, to open: `run N started: URL/runs/N`.
+    assert!(
+        text.trim()
+            .ends_with(&format!("{}/runs/{deploy_run}", url.trim_end_matches('/'))),
+        "{text}"
+    );
     wait_final(&client(), url, deploy_run, Duration::from_secs(60)).await;
     assert!(step_log(url, deploy_run, "deploy")
         .await

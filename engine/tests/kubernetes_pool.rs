@@ -2,6 +2,10 @@
 //! the Kubernetes API is testkit's local server (`testkit::kube`), reached through the
 //! real kube-rs client over HTTP with `KUBECONFIG`, and its simulated kubelet runs each
 //! runner pod's container as a real `plue runner` process.
+//!
+//! Why one file past ~600 lines: every test needs the same fake API server, simulated
+//! kubelet and `plue serve` (the `World` below) and they run one at a time (`serial`);
+//! split, each file would rebuild that harness.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

@@ -6,6 +6,9 @@
 //! user's tokens. The last test runs the real `plue serve` and a push delivery: a user
 //! linked to the pusher's forge login may not approve the push's gate with
 //! `exclude_triggerer`.
+//!
+//! Why one file past ~600 lines: a test per route and role of one API family (users,
+//! tokens, groups, logins, audit) on one fixture; the role matrix reads in one place.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

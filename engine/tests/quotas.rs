@@ -10,6 +10,9 @@
 //!   `testkit`);
 //! - through the real `plue` binary: a step keeping a sparse 30 MiB file, and one keeping
 //!   30,000 files, fail past small quotas with the quota in their reason, keeping nothing.
+//!
+//! Why one file past ~600 lines: attacks on every quota through one in-process engine and
+//! scripted runner; the attacks share the tar builders.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

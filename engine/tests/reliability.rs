@@ -15,6 +15,9 @@
 //!
 //! Each test owns a [`Sandbox`] whose drop kills every process the test caused, and every
 //! wait has a deadline. Tests take a binary-wide lock (see [`support::serial`]).
+//!
+//! Why one file past ~600 lines: one scenario per promise of DESIGN.md §3–§5 on one
+//! kill-and-restart harness; together they read as the checklist of those promises.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

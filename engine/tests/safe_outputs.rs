@@ -11,6 +11,9 @@
 //! judged all the same, and a waiting proposal is decided only by a writer who did not
 //! start the run (anonymous 401, outsider 404, reader 403, the triggerer 403, a second
 //! decision 409). (The forge writes themselves are APPLY's: `engine/tests/issue_to_pr.rs`.)
+//!
+//! Why one file past ~600 lines: one workflow of hostile agents end to end; the cases share
+//! its expensive fixture (engine, runners, scripted Claude, fake forge).
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

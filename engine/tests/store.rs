@@ -2,6 +2,9 @@
 //! index on PostgreSQL, idempotent log appends and completions, and the executor's rules
 //! applied through real transactions. PostgreSQL runs on a throw-away server (testkit);
 //! without one these tests cover SQLite only, unless PLUE_REQUIRE_POSTGRES=1.
+//!
+//! Why one file past ~600 lines: the store's contracts on both backends through one backend
+//! loop (SQLite, and PostgreSQL when a server starts).
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

@@ -10,6 +10,9 @@
 //! step byte for byte as `PLUE_COMMENT_BODY`, never as a template; a comment on a pull
 //! request evaluates the workflow files at the base, never the head; a duplicate delivery
 //! starts one run; a bot's comment or one carrying Plue's marker starts nothing.
+//!
+//! Why one file past ~600 lines: one abuser's walk over issue and comment triggers on one
+//! fixture (signed real payloads, a stub forge API).
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

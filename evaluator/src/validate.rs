@@ -4,6 +4,9 @@
 //! first), each at the place in the file that caused it. The parent process runs this on
 //! whatever a worker returns, so a worker that was subverted still cannot hand the engine
 //! an invalid plan.
+//!
+//! Why one file past ~600 lines: every whole-plan rule in one pass over the plan, each rule
+//! short; its tests are in `validate/tests.rs`.
 
 use std::collections::{HashMap, HashSet};
 

@@ -17,6 +17,10 @@
 //!   `synchronize` who pushed onto somebody else's branch, a pusher and sender that
 //!   disagree) is kept in `co_actors`: each of them started the run too, so none of them
 //!   decides its gates with `exclude_triggerer`.
+//!
+//! Why one file past ~600 lines: one reader per event kind and forge over shared field
+//! readers (actors, forks, refs), with the tests that run every real fixture through them;
+//! the rules about who caused an event are shared by all kinds.
 
 use serde::Deserialize;
 

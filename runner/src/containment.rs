@@ -35,6 +35,10 @@
 //!   read-only `/sys/fs/cgroup` in a container, a non-root runner outside a delegated
 //!   subtree, no cgroup2 mount at all): [`StepCgroup::create`] answers `None` and logs why
 //!   once. In a Kubernetes pod, the pod's end is the final net.
+//!
+//! Why one file past ~600 lines: the step's boundary (session, cgroup, namespaces, the kill
+//! of the whole) is one mechanism whose parts are unsafe to use apart; the order of its
+//! steps is the invariant.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

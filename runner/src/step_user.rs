@@ -52,6 +52,10 @@
 //! or IPC survives its release (a private room per step, or the sweep); a runner that is
 //! not root runs steps as itself (it cannot switch users; its steps share the host's
 //! places and IPC, and still have `no_new_privs`) and says so at start.
+//!
+//! Why one file past ~600 lines: claiming a uid, handing the attempt's files over and
+//! giving both back are one protocol around one lock file; split, its invariants would span
+//! files.
 
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};

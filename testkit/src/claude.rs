@@ -23,6 +23,9 @@
 //!   remaining reply whose `when` text occurs in the conversation's first user message
 //!   (the step's prompt), so steps that run in parallel each get their own turns; a reply
 //!   without `when` answers any request. [`script`] reads such a script from JSON.
+//!
+//! Why one file past ~600 lines: one scripted server of the streaming Messages protocol:
+//! the script builders and the wire encoding change together.
 
 pub mod script;
 

@@ -1,6 +1,9 @@
 //! The access rules against a real store (SQLite, and PostgreSQL when a server can be
 //! started): a test per role, and the attacks of issue 29 on identity — a token's name,
 //! a narrowed token, a revoked token's session, a disabled user.
+//!
+//! Why one file past ~600 lines: a test per role and attack on the access rules against one
+//! store fixture.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 

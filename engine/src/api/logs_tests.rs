@@ -5,6 +5,9 @@
 //! hold every place open to them, `X-Forwarded-For` counts only from a trusted proxy, and
 //! an anonymous stream ends at its lifetime and resumes. The run is of a repository whose
 //! reads are public, so anonymous clients may follow it at all.
+//!
+//! Why one file past ~600 lines: attacks on the live log followers against one real HTTP
+//! server fixture.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

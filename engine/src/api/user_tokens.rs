@@ -13,6 +13,9 @@
 //!   narrowed token (a `max_role` or `repos`) revokes only itself and the tokens made with
 //!   it: a token handed to a service for one repository cannot end its user's others.
 //! - Tokens are stored hashed; the value is in the creating response only.
+//!
+//! Why one file past ~600 lines: making, listing and revoking tokens share the narrowing
+//! rules (a token never makes a stronger one).
 
 use std::collections::BTreeSet;
 

@@ -3,6 +3,9 @@
 //! `/api/groups`, `/api/repos/{owner}/{name}/members`, `/api/audit`). The server checks
 //! every rule; this only shapes requests and prints tables (tab-separated, one row a line,
 //! `-` for nothing).
+//!
+//! Why one file past ~600 lines: the people commands are thin clients of one API family and
+//! share its table printing.
 
 use std::process::ExitCode;
 

@@ -1,5 +1,8 @@
 //! Tests of dispatch documents, including the attacker's: hostile outputs run through
 //! real `bash` and `/usr/bin/python3`.
+//!
+//! Why one file past ~600 lines: the attacker's table of hostile values through real `bash`
+//! and `python3`, and the document tests they build on.
 
 use evaluator::plan::{Action, LlmAction};
 use serde_json::json;

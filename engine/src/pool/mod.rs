@@ -34,6 +34,10 @@
 //! Past 600 lines with its tests (the controller is about 650): one reconcile pass and
 //! the accounting it feeds (counts, start failures, lost runners) read together; the
 //! backoff itself is [`start_failures`].
+//!
+//! Why one file past ~600 lines: the controller is one decision loop over one state (warm,
+//! busy, starting, backing off) and its tests play that loop tick by tick; the providers,
+//! gauges and configuration live in their own modules.
 
 pub mod class;
 pub mod config_file;

@@ -10,6 +10,9 @@
 //! - One operation at a time per mirror: the caller ([`super::Registry`]) holds the
 //!   mirror's lock, so concurrent deliveries for one repository never race on git's
 //!   lock files.
+//!
+//! Why one file past ~600 lines: every git command the engine runs goes through this file's
+//! one environment and argument checks; split, that one choke point would be several.
 
 pub use crate::forge::git_names::{check_ref, is_full_sha};
 use std::path::{Path, PathBuf};

@@ -17,6 +17,9 @@
 //! - Issues and comments ([`summon`]) evaluate the workflow files at the default branch's
 //!   head or a pull request's base, never at a head a stranger controls, and start runs
 //!   only for authors a trigger allows.
+//!
+//! Why one file past ~600 lines: the event → runs path (fetch, evaluate, match, start) is
+//! one sequence; git, matching and summoning are their own modules.
 
 pub mod git;
 pub mod matching;

@@ -3,6 +3,9 @@
 //! the cookie never carries the token, a revoked token's session, an expired one, one
 //! signed out, a forged one, and a private repository's runs in another user's list and
 //! live stream.
+//!
+//! Why one file past ~600 lines: who sees what per role on one dashboard fixture; the role
+//! matrix reads in one place.
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};

@@ -16,6 +16,10 @@
 //!
 //! It also starts in-process engines (`server::start` on `127.0.0.1:0`) and their runs,
 //! and opens one store per available backend, for the tests that need no `plue` process.
+//!
+//! Why one file past ~600 lines: it is the one support module of the process-level tests
+//! (shared set-up lives here, never copied into a test file); its sections are the sandbox,
+//! engines, HTTP pollers and workflow builders.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

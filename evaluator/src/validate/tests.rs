@@ -1,4 +1,6 @@
 //! Tests of `validate`.
+//!
+//! Why one file past ~600 lines: the tests of `validate`, one per rule.
 
 use std::collections::BTreeMap;
 

@@ -1,3 +1,5 @@
+//! Why one file past ~600 lines: the launch path's tests share one runner fixture.
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -35,6 +35,9 @@
 //!   request streamed counts too): it refuses a request that would pass a limit, lowers
 //!   the request's `max_tokens` to what the limits leave, and drops a stream that passes
 //!   one, failing the step with the limit and the figures.
+//!
+//! Why one file past ~600 lines: the conversation loop (request, stream, tools, results,
+//! budget checks) is one sequence whose order is the invariant.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

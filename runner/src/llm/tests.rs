@@ -1,5 +1,8 @@
 //! [`super::run`] against a local server speaking the streaming Messages protocol
 //! (`testkit::claude`), scripted per test; each test also checks what the server received.
+//!
+//! Why one file past ~600 lines: the `llm` step loop against one scripted server, each test
+//! a conversation; they share its turn builders and request checks.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

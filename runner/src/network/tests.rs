@@ -5,6 +5,9 @@
 //!
 //! Network namespaces need a root runner; elsewhere the namespace tests check only that
 //! the step fails closed.
+//!
+//! Why one file past ~600 lines: attacks on the network namespace from real processes, each
+//! also run without it as a control; they share the listeners and the confinement fixture.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,9 @@
 //! The fake forge's REST API (both flavors) and the request entry point: records the
 //! request, applies scripted faults, checks the token, and routes to a handler that
 //! changes the shared state and answers with the real forge's status and body shape.
+//!
+//! Why one file past ~600 lines: one fake REST API for both forge flavors; its routes share
+//! state, faults and the token check.
 
 use std::path::Path;
 use std::process::Command;

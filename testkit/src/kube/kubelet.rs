@@ -22,6 +22,9 @@
 //!
 //! Invariant: every process it starts is in its own process group and is killed when its
 //! pod goes, when [`Kubelet::stop_all`] runs, or when the server's runtime stops.
+//!
+//! Why one file past ~600 lines: one simulated kubelet: scheduling, running containers and
+//! reporting their status are one loop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;

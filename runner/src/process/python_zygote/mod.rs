@@ -76,6 +76,9 @@
 //! Past 600 lines: the runner's whole side of one protocol (the zygote's start, a step's
 //! job and the answers to it, its supervision to the end) in one place, beside the
 //! `zygote.py` it speaks to; its tests are in `tests.rs` and `redteam.rs`.
+//!
+//! Why one file past ~600 lines: the zygote's lifecycle (start, fork a step, reap, replace)
+//! is one state machine over one pipe protocol.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;

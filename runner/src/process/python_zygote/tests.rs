@@ -1,4 +1,7 @@
 //! Parity of the warm zygote with a fresh `python3 -u -c`, and attacks on the zygote.
+//!
+//! Why one file past ~600 lines: parity checks against a fresh `python3` on one zygote
+//! fixture.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
