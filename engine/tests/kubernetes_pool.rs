@@ -4,8 +4,8 @@
 //! runner pod's container as a real `plue runner` process.
 //!
 //! Why one file past ~600 lines: every test needs the same fake API server, simulated
-//! kubelet and `plue serve` (the `World` below) and they run one at a time (`serial`);
-//! split, each file would rebuild that harness.
+//! kubelet and `plue serve` harness (`cluster` and `serve` below) and they run one at a
+//! time (`serial`); split, each file would rebuild that harness.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
