@@ -14,14 +14,34 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("assets/app.css"),
     ),
     (
+        "failure.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/failure.css"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("assets/favicon.svg"),
     ),
     (
+        "dag.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/dag.css"),
+    ),
+    (
+        "dag.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/dag.js"),
+    ),
+    (
         "live.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/live.js"),
+    ),
+    (
+        "time.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/time.css"),
     ),
     (
         "time.js",
@@ -37,6 +57,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "log.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/log.js"),
+    ),
+    (
+        "dispatch.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/dispatch.css"),
     ),
 ];
 

@@ -35,6 +35,12 @@ struct LogPage {
     stream: String,
     raw: String,
     done: bool,
+    /// The run's steps beside the log, and this step's outputs (`log_steps.rs`).
+    step_list: super::log_steps::StepList,
+    /// An `llm` step's conversation (`log_conversation.rs`); `None` for other steps.
+    conversation: Option<super::log_conversation::Conversation>,
+    /// An approval step's panel, or a waiting review's (`log_approval.rs`).
+    approval: Option<super::run_approval::GateView>,
 }
 
 async fn step_of(store: &Store, run_id: i64, step: &str) -> WebResult<StepRunRow> {
@@ -73,8 +79,13 @@ pub(super) async fn page(
     let step_row = step_of(store, run_id, &step).await?;
     let done = parse_status(&step_row.status).is_final();
     let step_run_id = step_row.id;
+    let step_list = super::log_steps::for_step(store, run_id, &step_row).await?;
+    let approval = super::log_approval::for_step(&web, &session, &run, &step_row).await?;
+    let (attempt, running) = (step_row.attempts, step_row.status == "running");
     let mut step = StepView::new(step_row);
     step.add_costs(step_run_id, &store.dashboard_attempts(run_id).await?);
+    let conversation =
+        super::log_conversation::for_step(&web, run_id, &step, attempt, running).await?;
     let page = LogPage {
         chrome: session.chrome(&base),
         run: RunView::new(run, None),
@@ -82,6 +93,9 @@ pub(super) async fn page(
         stream: format!("{base}/stream"),
         raw: format!("{base}/raw"),
         done,
+        step_list,
+        conversation,
+        approval,
     };
     Ok(Html(render::page("log.html", &page)?))
 }

@@ -30,9 +30,16 @@ mod error;
 mod forward;
 mod live;
 mod log;
+mod log_approval;
+mod log_steps;
+mod log_conversation;
 mod render;
 mod repos;
 mod run;
+mod run_approval;
+mod run_facts;
+mod run_failure;
+mod run_timeline;
 mod runners;
 mod runs;
 mod session;
@@ -92,7 +99,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      base-uri 'none'; frame-ancestors 'none'";
 
 /// The dashboard's routes: `/` (runs), `/runs/{id}`, `/runs/{id}/steps/{step}` (log),
-/// `/runners`, `/login`, `/assets/...`.
+/// `/runners`, `/login`, `/assets/...`, and the fallback: an HTML 404 page for any other
+/// URL (JSON under `/api/`, `/internal/` and `/webhooks/`), so the server that merges this
+/// router sets no fallback of its own.
 pub fn router(state: WebState) -> Router {
     let web = Web(Arc::new(Inner {
         api: crate::api::router(state.api.clone()),
@@ -104,10 +113,13 @@ pub fn router(state: WebState) -> Router {
         .route("/runs/rows", get(runs::rows))
         .route("/runs/{id}", get(run::page))
         .route("/runs/{id}/live", get(run::live))
+        .route("/runs/{id}/timeline", get(run_timeline::page))
+        .route("/runs/{id}/timeline/live", get(run_timeline::live))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/runs/{id}/rerun", post(run::rerun))
-        .route("/runs/{id}/steps/{step}/approve", post(run::approve))
-        .route("/runs/{id}/steps/{step}/reject", post(run::reject))
+        .route("/runs/{id}/rerun-failed", post(run_failure::rerun_failed))
+        .route("/runs/{id}/steps/{step}/approve", post(run_approval::approve))
+        .route("/runs/{id}/steps/{step}/reject", post(run_approval::reject))
         .route(
             "/runs/{id}/proposals/{pid}/{verb}",
             post(run::decide_proposal),
@@ -123,6 +135,11 @@ pub fn router(state: WebState) -> Router {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/assets/{file}", get(assets::serve))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            error::with_chrome,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),
             session::clear_legacy_cookie,

@@ -19,10 +19,38 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("runs_rows.html", include_str!("templates/runs_rows.html")),
     ("run.html", include_str!("templates/run.html")),
     ("run_live.html", include_str!("templates/run_live.html")),
+    (
+        "run_failure.html",
+        include_str!("templates/run_failure.html"),
+    ),
+    ("run_dag.html", include_str!("templates/run_dag.html")),
     ("log.html", include_str!("templates/log.html")),
+    ("log_steps.html", include_str!("templates/log_steps.html")),
+    (
+        "log_conversation.html",
+        include_str!("templates/log_conversation.html"),
+    ),
+    ("timeline.html", include_str!("templates/timeline.html")),
+    (
+        "run_timeline.html",
+        include_str!("templates/run_timeline.html"),
+    ),
+    (
+        "log_skipped.html",
+        include_str!("templates/log_skipped.html"),
+    ),
     ("runners.html", include_str!("templates/runners.html")),
     ("repos.html", include_str!("templates/repos.html")),
     ("repo.html", include_str!("templates/repo.html")),
+    ("run_facts.html", include_str!("templates/run_facts.html")),
+    (
+        "run_approval.html",
+        include_str!("templates/run_approval.html"),
+    ),
+    (
+        "log_approval.html",
+        include_str!("templates/log_approval.html"),
+    ),
 ];
 
 fn environment() -> &'static Result<Environment<'static>, String> {
@@ -34,6 +62,7 @@ fn environment() -> &'static Result<Environment<'static>, String> {
         env.add_filter("datetime", datetime);
         env.add_filter("when", when);
         env.add_filter("elapsed", elapsed);
+        env.add_filter("thousands", |n: u64| runner::llm::budget::thousands(n));
         env.add_filter("duration", duration);
         env.add_filter("usd", usd);
         env.add_filter("short_sha", short_sha);

@@ -48,6 +48,14 @@ struct RunPage {
     artifact_files: i64,
     /// What the run's `llm` steps proposed to the forge (`safe_outputs`).
     proposals: Vec<crate::api::proposals::ProposalView>,
+    /// Why the run failed, its annotations and outputs (`run_failure.html`).
+    explained: super::run_failure::Explained,
+    /// Who started it, its inputs, its commit message or issue (`run_facts.html`).
+    facts: super::run_facts::RunFacts,
+    /// Steps finished of all steps (`12/60`, `run_timeline.rs`).
+    progress: super::run_timeline::Progress,
+    /// The steps waiting for a person's decision (`run_approval.html`).
+    approvals: Vec<super::run_approval::GateView>,
 }
 
 #[derive(Serialize)]
@@ -93,21 +101,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         .run_documents(id)
         .await?
         .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
-    let no_deps: Vec<String> = Vec::new();
-    let dag = {
-        let placed: Vec<dag::Step<'_>> = steps
-            .iter()
-            .map(|s| dag::Step {
-                id: &s.step_id,
-                status: &s.status,
-                depends_on: plan
-                    .as_ref()
-                    .and_then(|p| p.steps.iter().find(|p| p.id == s.step_id))
-                    .map_or(&no_deps, |p| &p.depends_on),
-            })
-            .collect();
-        dag::layout(&placed)
-    };
+    let dag = dag::of_run(&steps, plan.as_ref());
     let step_ids: HashMap<i64, &str> = steps.iter().map(|s| (s.id, s.step_id.as_str())).collect();
     let mut attempts: HashMap<String, Vec<AttemptView>> = HashMap::new();
     let attempt_rows = store.dashboard_attempts(id).await?;
@@ -153,6 +147,12 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         .collect();
     let artifact_files = artifacts.iter().map(|a| a.files).sum();
     let proposals = crate::api::proposals::views(store, store.list_for_run(id).await?).await?;
+    let explained =
+        super::run_failure::explain(store, &run, &steps, plan.as_ref(), offered).await?;
+    let facts = super::run_facts::load(web, &run).await?;
+    let approvals =
+        super::run_approval::waiting(web, &session, &run, &steps, plan.as_ref()).await?;
+    let progress = super::run_timeline::Progress::of(&steps);
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
     let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
@@ -168,6 +168,10 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         artifacts,
         artifact_files,
         proposals,
+        explained,
+        facts,
+        progress,
+        approvals,
         dag,
         done,
         eval_error,
@@ -215,7 +219,17 @@ pub(super) async fn rerun(
 ) -> WebResult<Response> {
     let id = parse_run_id(&id)?;
     let api_path = format!("/api/runs/{id}/rerun");
-    let response = write(&web, &headers, &form, &api_path, None).await?;
+    start_rerun(&web, &headers, &form, &api_path).await
+}
+
+/// Posts the re-run `api_path` (a re-run route of the API) and shows the new run.
+pub(super) async fn start_rerun(
+    web: &Web,
+    headers: &HeaderMap,
+    form: &CsrfForm,
+    api_path: &str,
+) -> WebResult<Response> {
+    let response = write(web, headers, form, api_path, None).await?;
     if !response.status().is_success() {
         return Err(forward::api_error(response).await);
     }
@@ -230,40 +244,6 @@ pub(super) async fn rerun(
             "the re-run's answer has no run_id: {created}"
         ))),
     }
-}
-
-/// `POST /runs/{id}/steps/{step}/approve`: approves a waiting approval step through the
-/// API (which checks who may decide) and shows the run again.
-pub(super) async fn approve(
-    State(web): State<Web>,
-    headers: HeaderMap,
-    Path((id, step)): Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
-) -> WebResult<Response> {
-    decide(&web, &headers, &id, &step, &form, "approve").await
-}
-
-/// `POST /runs/{id}/steps/{step}/reject`: rejects a waiting approval step (it fails).
-pub(super) async fn reject(
-    State(web): State<Web>,
-    headers: HeaderMap,
-    Path((id, step)): Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
-) -> WebResult<Response> {
-    decide(&web, &headers, &id, &step, &form, "reject").await
-}
-
-async fn decide(
-    web: &Web,
-    headers: &HeaderMap,
-    id: &str,
-    step: &str,
-    form: &CsrfForm,
-    verb: &str,
-) -> WebResult<Response> {
-    let id = parse_run_id(id)?;
-    let api_path = format!("/api/runs/{id}/steps/{}/{verb}", super::encode(step));
-    write_then_show(web, headers, form, &api_path, None, id).await
 }
 
 /// `POST /runs/{id}/proposals/{pid}/approve|reject`: decides a waiting proposal of the

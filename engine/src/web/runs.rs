@@ -25,6 +25,7 @@ pub(super) const STATUSES: &[&str] = &[
     "pending",
     "queued",
     "running",
+    "waiting",
     "succeeded",
     "failed",
     "cancelled",
@@ -115,6 +116,8 @@ struct RunsPage<'a> {
     workflows: Vec<String>,
     /// Whether any run is still queued or running (the live table keeps polling).
     active: bool,
+    /// Steps finished of all steps, by run id (`12/60`).
+    progress: std::collections::HashMap<i64, super::run_timeline::Progress>,
 }
 
 async fn load<'a>(
@@ -157,11 +160,18 @@ async fn load<'a>(
     names.sort();
     names.dedup();
     let runs: Vec<RunView> = rows.into_iter().map(|r| RunView::new(r, None)).collect();
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let progress = store
+        .run_progress(&ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.run_id, super::run_timeline::Progress::counted(p.finished, p.total)))
+        .collect();
     Ok(RunsPage {
         chrome: session.chrome(path),
         active: runs
             .iter()
-            .any(|r| matches!(r.status.as_str(), "pending" | "queued" | "running")),
+            .any(|r| matches!(r.status.as_str(), "pending" | "queued" | "running" | "waiting")),
         query,
         runs,
         next,
@@ -171,6 +181,7 @@ async fn load<'a>(
         events: EVENTS,
         repositories,
         workflows: names,
+        progress,
     })
 }
 

@@ -1,0 +1,643 @@
+//! The conversation of an `llm` step, on its step page (`templates/log_conversation.html`):
+//! the transcript its latest attempt kept ([`crate::transcripts`]) read back as turns —
+//! the model's text, each tool call with its input and result (folded), timings, tokens
+//! and cost per turn and in all — with the files it changed as a diff, its proposals to
+//! the forge and its budget.
+//!
+//! Invariants:
+//! - Everything here came from the model, its tools or the workspace: it reaches the page
+//!   only as plain strings the template escapes. Nothing is marked safe; there is no
+//!   Markdown rendering.
+//! - The transcript is the masked one the runner kept (bounded by
+//!   [`crate::transcripts::MAX_BLOB_BYTES`]); nothing here unmasks or adds anything. What
+//!   the page shows of it is bounded too: a diff is cut at [`MAX_DIFF_LINES`].
+//! - The caller was already allowed to read the run (the step page checks it first).
+
+use std::collections::HashMap;
+
+use runner::llm::transcript::{Transcript, Turn};
+use runner::protocol::Usage;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::proposals::ProposalView;
+use crate::pricing::Prices;
+use crate::transcripts::{self, Kept};
+
+/// The longest diff shown (lines); the rest is left to the proposal or the raw transcript.
+pub(super) const MAX_DIFF_LINES: usize = 4000;
+
+/// The conversation part of an `llm` step's page.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Conversation {
+    /// Why no turns are shown (still running, no transcript kept, deleted, unreadable).
+    pub note: Option<String>,
+    /// The attempt the transcript is of.
+    pub attempt: i64,
+    pub model: Option<String>,
+    /// The first request's system prompt and the prompt the step was given.
+    pub system: Option<String>,
+    pub prompt: Option<String>,
+    pub turns: Vec<TurnView>,
+    /// Later turns were left out at the runner's size limit.
+    pub truncated: bool,
+    pub total: Totals,
+    /// What the step changed, as a diff.
+    pub diff: Option<DiffView>,
+    /// Files the model wrote with `write_file`, in the order it first wrote them.
+    pub files_written: Vec<String>,
+    pub proposals: Vec<ProposalView>,
+    pub budget: Option<BudgetView>,
+    /// The transcript as JSON (the API's endpoint).
+    pub transcript_url: String,
+}
+
+/// One request and its answer.
+#[derive(Debug, Serialize)]
+pub(super) struct TurnView {
+    pub turn: u32,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    pub replayed: bool,
+    pub stop_reason: Option<String>,
+    /// Text a person (or the runner) added to the conversation in this request, other
+    /// than tool results: the prompt on the first turn, a nudge later.
+    pub user_text: Vec<String>,
+    /// The model's answer in order: text and tool calls.
+    pub blocks: Vec<BlockView>,
+    pub usage: UsageView,
+    pub cost_usd: Option<f64>,
+}
+
+/// A piece of the model's answer: `text` or `tool`.
+#[derive(Debug, Serialize)]
+pub(super) struct BlockView {
+    pub kind: &'static str,
+    pub text: Option<String>,
+    pub tool: Option<ToolView>,
+}
+
+/// A tool call and what it returned.
+#[derive(Debug, Serialize)]
+pub(super) struct ToolView {
+    pub id: String,
+    pub name: String,
+    /// The input, as indented JSON.
+    pub input: String,
+    /// A one-line gist of the input for the folded summary (a path, a command).
+    pub gist: String,
+    /// What the tool returned; `None` when the transcript holds no result (the attempt
+    /// ended before the call ran, or the transcript was cut).
+    pub result: Option<String>,
+    pub is_error: bool,
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub(super) struct UsageView {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    /// All four together (what `max_tokens` counts).
+    pub tokens: u64,
+}
+
+impl From<Usage> for UsageView {
+    fn from(u: Usage) -> UsageView {
+        UsageView {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_creation_input_tokens: u.cache_creation_input_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+            tokens: runner::llm::budget::tokens(&u),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Totals {
+    pub usage: UsageView,
+    /// What the whole conversation cost (`None`: the model is not in the price table).
+    pub cost_usd: Option<f64>,
+    pub duration_ms: u64,
+    pub tool_calls: usize,
+}
+
+/// The step's limits and what it used of them.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct BudgetView {
+    pub max_turns: Option<u32>,
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    pub turns: usize,
+    pub tokens: u64,
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct DiffView {
+    /// Where it comes from (`the pull request it proposed`, `git_diff in turn 4`).
+    pub source: String,
+    pub lines: Vec<DiffLine>,
+    /// Files the diff touches.
+    pub files: Vec<String>,
+    /// Lines past [`MAX_DIFF_LINES`] were left out.
+    pub cut: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct DiffLine {
+    /// `add`, `del`, `hunk`, `meta` or `ctx`.
+    pub class: &'static str,
+    pub text: String,
+}
+
+/// What the page knows of the step, besides its transcript.
+pub(super) struct StepFacts<'a> {
+    pub run_id: i64,
+    pub step_id: &'a str,
+    /// The step is still running (no transcript yet: it is kept when the attempt ends).
+    pub running: bool,
+    pub attempt: i64,
+    /// The plan's `llm` action of the step.
+    pub action: &'a evaluator::plan::LlmAction,
+    /// What the store says the step cost (all its attempts), in dollars.
+    pub cost_usd: Option<f64>,
+}
+
+/// The conversation of `step` of run `run_id` (its latest attempt `attempt`), or `None`
+/// when the step is not an `llm` step (or the run has no plan).
+pub(super) async fn for_step(
+    web: &super::Web,
+    run_id: i64,
+    step: &crate::api::views::StepView,
+    attempt: i64,
+    running: bool,
+) -> anyhow::Result<Option<Conversation>> {
+    let store = web.store();
+    let Some(plan) = store
+        .run_documents(run_id)
+        .await?
+        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(evaluator::plan::Action::Llm(action)) = plan
+        .steps
+        .iter()
+        .find(|s| s.id == step.id)
+        .map(|s| &s.action)
+    else {
+        return Ok(None);
+    };
+    let rows = store.list_for_run(run_id).await?;
+    let proposals = crate::api::proposals::views(store, rows)
+        .await?
+        .into_iter()
+        .filter(|p| p.step_id == step.id)
+        .collect();
+    let facts = StepFacts {
+        run_id,
+        step_id: &step.id,
+        running,
+        attempt,
+        action,
+        cost_usd: step.cost_usd,
+    };
+    load(web, facts, proposals).await.map(Some)
+}
+
+/// The conversation of `facts.step_id`, read from the store's transcript blob.
+pub(super) async fn load(
+    web: &super::Web,
+    facts: StepFacts<'_>,
+    proposals: Vec<ProposalView>,
+) -> anyhow::Result<Conversation> {
+    let kept = transcripts::latest(
+        web.store(),
+        &web.state.artifacts,
+        facts.run_id,
+        facts.step_id,
+    )
+    .await;
+    let prices = web.state.executor.prices();
+    let mut conversation = match kept {
+        Ok(Kept::Transcript(transcript)) => build(&transcript, prices),
+        Ok(Kept::None) if facts.running => note(
+            "The conversation is shown here when the attempt ends; its log below follows it live.",
+        ),
+        Ok(Kept::None) => note("This step kept no transcript (it did not start a conversation)."),
+        Ok(Kept::Gone) => note("This step's transcript was deleted (retention)."),
+        Err(e) => {
+            tracing::warn!("dashboard: {e:#}");
+            note("This step's transcript could not be read.")
+        }
+    };
+    conversation.attempt = facts.attempt;
+    conversation.transcript_url = format!(
+        "/api/runs/{}/steps/{}/transcript",
+        facts.run_id,
+        super::encode(facts.step_id)
+    );
+    if conversation.diff.is_none() {
+        conversation.diff = proposals
+            .iter()
+            .find_map(|p| p.payload.get("diff").and_then(Value::as_str))
+            .map(|diff| diff_view(diff, "the pull request it proposed".into()));
+    } else if let Some(diff) = proposals
+        .iter()
+        .find_map(|p| p.payload.get("diff").and_then(Value::as_str))
+    {
+        // The proposal's diff is what would land: it wins over one the model looked at.
+        conversation.diff = Some(diff_view(diff, "the pull request it proposed".into()));
+    }
+    conversation.proposals = proposals;
+    let action = facts.action;
+    conversation.budget = Some(BudgetView {
+        max_turns: action.max_turns,
+        max_tokens: action.max_tokens,
+        max_cost_usd: action.max_cost_usd,
+        turns: conversation.turns.len(),
+        tokens: conversation.total.usage.tokens,
+        cost_usd: facts.cost_usd.or(conversation.total.cost_usd),
+    });
+    if conversation.model.is_none() {
+        conversation.model = action.model.clone();
+    }
+    Ok(conversation)
+}
+
+fn note(text: &str) -> Conversation {
+    Conversation {
+        note: Some(text.to_string()),
+        ..Conversation::default()
+    }
+}
+
+/// The view of a transcript, costs from `prices`.
+pub(super) fn build(transcript: &Transcript, prices: &Prices) -> Conversation {
+    let mut conversation = Conversation {
+        truncated: transcript.truncated,
+        ..Conversation::default()
+    };
+    let mut total = Usage::default();
+    let mut priced = true;
+    let mut last_git_diff: Option<(u32, String)> = None;
+    for turn in &transcript.turns {
+        let model = turn.request.get("model").and_then(Value::as_str);
+        if conversation.model.is_none() {
+            conversation.model = model.map(str::to_string);
+        }
+        if turn.turn == 1 || conversation.system.is_none() {
+            conversation.system = conversation
+                .system
+                .take()
+                .or_else(|| system_text(turn.request.get("system")));
+        }
+        let view = turn_view(turn, model, prices);
+        if conversation.prompt.is_none() && !view.user_text.is_empty() {
+            conversation.prompt = Some(view.user_text.join("\n\n"));
+        }
+        for tool in &turn.tools {
+            if tool.name == "write_file" {
+                if let Some(path) = tool.input.get("path").and_then(Value::as_str) {
+                    if !conversation.files_written.iter().any(|p| p == path) {
+                        conversation.files_written.push(path.to_string());
+                    }
+                }
+            }
+            if tool.name == "git_diff" && !tool.is_error && looks_like_diff(&tool.content) {
+                last_git_diff = Some((turn.turn, tool.content.clone()));
+            }
+        }
+        total = total + usage_of(turn);
+        priced &= view.cost_usd.is_some();
+        conversation.total.tool_calls += turn.tools.len();
+        conversation.total.duration_ms = conversation
+            .total
+            .duration_ms
+            .max(turn.started_ms + turn.duration_ms);
+        conversation.turns.push(view);
+    }
+    // The first turn's prompt is shown on its own; its turn keeps only later additions.
+    if let Some(first) = conversation.turns.first_mut() {
+        first.user_text.clear();
+    }
+    conversation.total.usage = total.into();
+    conversation.total.cost_usd = match (&conversation.model, priced) {
+        (Some(model), true) => prices.cost_micros(model, &total).map(dollars),
+        _ => None,
+    };
+    conversation.diff =
+        last_git_diff.map(|(turn, diff)| diff_view(&diff, format!("git_diff in turn {turn}")));
+    conversation
+}
+
+fn turn_view(turn: &Turn, model: Option<&str>, prices: &Prices) -> TurnView {
+    let results: HashMap<&str, &runner::llm::transcript::ToolRun> =
+        turn.tools.iter().map(|t| (t.id.as_str(), t)).collect();
+    let mut blocks = Vec::new();
+    let content = turn.response.get("content").and_then(Value::as_array);
+    for block in content.into_iter().flatten() {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let text = block.get("text").and_then(Value::as_str).unwrap_or("");
+                if !text.trim().is_empty() {
+                    blocks.push(BlockView {
+                        kind: "text",
+                        text: Some(text.to_string()),
+                        tool: None,
+                    });
+                }
+            }
+            Some("tool_use") => {
+                let id = block.get("id").and_then(Value::as_str).unwrap_or("");
+                let input = block.get("input").cloned().unwrap_or(Value::Null);
+                let ran = results.get(id);
+                blocks.push(BlockView {
+                    kind: "tool",
+                    text: None,
+                    tool: Some(ToolView {
+                        id: id.to_string(),
+                        name: block
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        gist: gist(&input),
+                        input: serde_json::to_string_pretty(&input).unwrap_or_default(),
+                        result: ran.map(|r| r.content.clone()),
+                        is_error: ran.is_some_and(|r| r.is_error),
+                        duration_ms: ran.map(|r| r.duration_ms),
+                    }),
+                });
+            }
+            _ => {}
+        }
+    }
+    let usage = usage_of(turn);
+    TurnView {
+        turn: turn.turn,
+        started_ms: turn.started_ms,
+        duration_ms: turn.duration_ms,
+        replayed: turn.replayed,
+        stop_reason: turn
+            .response
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        user_text: user_text(&turn.messages_added),
+        blocks,
+        usage: usage.into(),
+        cost_usd: model
+            .and_then(|m| prices.cost_micros(m, &usage))
+            .map(dollars),
+    }
+}
+
+fn usage_of(turn: &Turn) -> Usage {
+    turn.response
+        .get("usage")
+        .cloned()
+        .and_then(|u| serde_json::from_value(u).ok())
+        .unwrap_or_default()
+}
+
+fn dollars(micros: u64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+/// The text blocks of the user messages among `messages` (tool results left out: they
+/// are shown with their calls).
+fn user_text(messages: &[Value]) -> Vec<String> {
+    let mut texts = Vec::new();
+    for message in messages {
+        if message.get("role").and_then(Value::as_str) != Some("user") {
+            continue;
+        }
+        match message.get("content") {
+            Some(Value::String(text)) => texts.push(text.clone()),
+            Some(Value::Array(blocks)) => texts.extend(
+                blocks
+                    .iter()
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .map(str::to_string),
+            ),
+            _ => {}
+        }
+    }
+    texts
+}
+
+/// A request's `system`: a string, or text blocks.
+fn system_text(system: Option<&Value>) -> Option<String> {
+    match system? {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(blocks) => {
+            let texts: Vec<&str> = blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect();
+            (!texts.is_empty()).then(|| texts.join("\n\n"))
+        }
+        _ => None,
+    }
+}
+
+/// A tool input in one line: its `path`, `command` or `pattern` when it has one, else
+/// its JSON, cut at 120 characters.
+fn gist(input: &Value) -> String {
+    let text = ["path", "command", "pattern"]
+        .iter()
+        .find_map(|key| input.get(key).and_then(Value::as_str))
+        .map(str::to_string)
+        .unwrap_or_else(|| input.to_string());
+    let line = text.lines().next().unwrap_or("");
+    match line.char_indices().nth(120) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None if line.len() < text.len() => format!("{line}…"),
+        None => line.to_string(),
+    }
+}
+
+fn looks_like_diff(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.starts_with("diff --git ") || l.starts_with("@@ "))
+}
+
+/// `diff` as classed lines (at most [`MAX_DIFF_LINES`]), with the files it touches.
+pub(super) fn diff_view(diff: &str, source: String) -> DiffView {
+    let mut files = Vec::new();
+    let mut lines = Vec::new();
+    let mut cut = false;
+    for (i, line) in diff.lines().enumerate() {
+        if let Some(rest) = line.strip_prefix("+++ ") {
+            let path = rest.strip_prefix("b/").unwrap_or(rest);
+            if path != "/dev/null" && !files.iter().any(|f| f == path) {
+                files.push(path.to_string());
+            }
+        }
+        if i >= MAX_DIFF_LINES {
+            cut = true;
+            continue;
+        }
+        let class = if line.starts_with("+++ ")
+            || line.starts_with("--- ")
+            || line.starts_with("diff ")
+            || line.starts_with("index ")
+            || line.starts_with("new file")
+            || line.starts_with("deleted file")
+        {
+            "meta"
+        } else if line.starts_with("@@") {
+            "hunk"
+        } else if line.starts_with('+') {
+            "add"
+        } else if line.starts_with('-') {
+            "del"
+        } else {
+            "ctx"
+        };
+        lines.push(DiffLine {
+            class,
+            text: line.to_string(),
+        });
+    }
+    DiffView {
+        source,
+        lines,
+        files,
+        cut,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use runner::llm::transcript::ToolRun;
+    use serde_json::json;
+
+    use super::*;
+
+    fn transcript() -> Transcript {
+        let tool = |id: &str, name: &str, input: Value, content: &str| ToolRun {
+            id: id.into(),
+            name: name.into(),
+            input,
+            content: content.into(),
+            is_error: false,
+            duration_ms: 12,
+        };
+        Transcript {
+            version: 1,
+            step: Value::Null,
+            truncated: false,
+            turns: vec![
+                Turn {
+                    turn: 1,
+                    request: json!({"model": "claude-sonnet-4-5", "system": "Be brief."}),
+                    messages_added: vec![json!({"role": "user", "content": "Fix the bug."})],
+                    response: json!({
+                        "content": [
+                            {"type": "text", "text": "Looking <b>now</b>."},
+                            {"type": "tool_use", "id": "t1", "name": "write_file",
+                             "input": {"path": "src/a.rs", "content": "fn a() {}"}},
+                        ],
+                        "stop_reason": "tool_use",
+                        "usage": {"input_tokens": 100, "output_tokens": 20,
+                                  "cache_creation_input_tokens": 5, "cache_read_input_tokens": 0},
+                    }),
+                    started_ms: 0,
+                    duration_ms: 900,
+                    replayed: false,
+                    tools: vec![tool(
+                        "t1",
+                        "write_file",
+                        json!({"path": "src/a.rs", "content": "fn a() {}"}),
+                        "wrote src/a.rs",
+                    )],
+                },
+                Turn {
+                    turn: 2,
+                    request: json!({"model": "claude-sonnet-4-5"}),
+                    messages_added: vec![
+                        json!({"role": "assistant", "content": []}),
+                        json!({"role": "user", "content": [
+                            {"type": "tool_result", "tool_use_id": "t1", "content": "wrote src/a.rs"}
+                        ]}),
+                    ],
+                    response: json!({
+                        "content": [
+                            {"type": "tool_use", "id": "t2", "name": "git_diff", "input": {}},
+                        ],
+                        "stop_reason": "tool_use",
+                        "usage": {"input_tokens": 150, "output_tokens": 10},
+                    }),
+                    started_ms: 1000,
+                    duration_ms: 500,
+                    replayed: false,
+                    tools: vec![tool(
+                        "t2",
+                        "git_diff",
+                        json!({}),
+                        "diff --git a/src/a.rs b/src/a.rs\n--- a/src/a.rs\n+++ b/src/a.rs\n@@ -1 +1 @@\n-fn b() {}\n+fn a() {}\n",
+                    )],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn turns_carry_text_tool_calls_results_and_usage() {
+        let view = build(&transcript(), &Prices::default());
+        assert_eq!(view.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(view.system.as_deref(), Some("Be brief."));
+        assert_eq!(view.prompt.as_deref(), Some("Fix the bug."));
+        assert_eq!(view.turns.len(), 2);
+        let first = &view.turns[0];
+        assert!(first.user_text.is_empty(), "the prompt is shown once");
+        assert_eq!(first.blocks[0].text.as_deref(), Some("Looking <b>now</b>."));
+        let call = first.blocks[1].tool.as_ref().expect("a tool call");
+        assert_eq!(call.name, "write_file");
+        assert_eq!(call.gist, "src/a.rs");
+        assert_eq!(call.result.as_deref(), Some("wrote src/a.rs"));
+        assert_eq!(first.usage.tokens, 125);
+        // $3 / $15 / $3.75 per MTok: 300 + 300 + 18.75 micro-dollars, rounded up.
+        assert_eq!(first.cost_usd, Some(0.000619));
+        assert_eq!(view.turns[1].cost_usd, Some(0.0006));
+        assert_eq!(view.total.cost_usd, Some(0.001219));
+        assert!(
+            view.turns[1].user_text.is_empty(),
+            "tool results are not user text"
+        );
+        assert_eq!(view.total.usage.input_tokens, 250);
+        assert_eq!(view.total.usage.tokens, 285);
+        assert_eq!(view.total.tool_calls, 2);
+        assert_eq!(view.total.duration_ms, 1500);
+        assert_eq!(view.files_written, vec!["src/a.rs".to_string()]);
+        let diff = view.diff.expect("the git_diff result");
+        assert_eq!(diff.source, "git_diff in turn 2");
+        assert_eq!(diff.files, vec!["src/a.rs".to_string()]);
+        let classes: Vec<&str> = diff.lines.iter().map(|l| l.class).collect();
+        assert_eq!(classes, ["meta", "meta", "meta", "hunk", "del", "add"]);
+    }
+
+    #[test]
+    fn a_long_diff_is_cut() {
+        let diff: String = (0..MAX_DIFF_LINES + 10)
+            .map(|i| format!("+{i}\n"))
+            .collect();
+        let view = diff_view(&diff, "x".into());
+        assert_eq!(view.lines.len(), MAX_DIFF_LINES);
+        assert!(view.cut);
+    }
+
+    #[test]
+    fn gists_are_one_short_line() {
+        assert_eq!(gist(&json!({"command": "ls\nrm -rf /"})), "ls…");
+        assert_eq!(gist(&json!({"path": "a"})), "a");
+        let long = "x".repeat(200);
+        assert_eq!(gist(&json!({"path": long})).chars().count(), 121);
+    }
+}

@@ -1,0 +1,212 @@
+//! An `llm` step's page as a conversation, in a real browser (headless Chromium over
+//! WebDriver), the step run by `plue serve` against `testkit`'s local Messages server:
+//! - its turns in order, each with the model's text, its timing, its tokens and cost;
+//! - each tool call folded (`<details>` closed) with a one-line summary, opening to the
+//!   call's input and its result — an error result marked as one;
+//! - the conversation's totals (tokens, cost, turns, tool calls), its budget
+//!   (`max_turns`), the files the model wrote;
+//! - what the model wrote is text: HTML in its answer or in a tool's input never becomes
+//!   markup (no element, no script runs: the attacker's `document.title` stays put);
+//! - the raw log is still there below it.
+//!
+//! Screenshots go to `$PLUE_SCREENSHOT_DIR` (default `$TMPDIR/plue-team`) as
+//! `dashboard-agents-*.png`. Without Chromium and chromedriver the test says so and
+//! passes, unless `PLUE_REQUIRE_BROWSER=1`.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+mod webdriver;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
+use testkit::claude::{FakeClaude, Turn};
+use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+
+const HOSTILE_TEXT: &str = "Writing it. <img src=x onerror=\"document.title='pwned'\">";
+const HOSTILE_ANSWER: &str = "Done <script>document.title='pwned'</script>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_step_reads_as_a_conversation() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    bounded(Duration::from_secs(240), conversation(chromium, driver)).await;
+}
+
+async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
+    let sandbox = Sandbox::new("dashboard-agents");
+    sandbox.write("ws/notes.txt", "one\ntwo\nthree\n");
+    let workflow = sandbox.write(
+        "ws/agent.plue.py",
+        "def workflow():\n    return Plan(name='agent', triggers=[Trigger.manual()], steps=[\n        \
+         Step.llm('write', prompt='Summarise notes.txt into summary.txt', \
+         tools=['read_file', 'write_file'], max_turns=3),\n    ])\n",
+    );
+    let claude = FakeClaude::start(vec![
+        Turn::new()
+            .text_block(&[HOSTILE_TEXT])
+            .tool_use(
+                "toolu_01",
+                "write_file",
+                &json!({"path": "summary.txt", "content": "<b>three</b> lines\n"}),
+            )
+            .tool_use("toolu_02", "read_file", &json!({"path": "missing.txt"}))
+            .usage(120, 30)
+            .reply(),
+        Turn::text(&[HOSTILE_ANSWER]).usage(200, 15).reply(),
+    ]);
+    // The engine hands its own ANTHROPIC_BASE_URL to its runners; this binary has one test.
+    std::env::set_var("ANTHROPIC_BASE_URL", claude.url());
+    let key = "ANTHROPIC_API_KEY=sk-ant-dashboard-agents-key";
+    let engine = sandbox
+        .serve("engine", free_port(), &["--runners", "1", "--secret", key])
+        .await;
+    let http = client();
+    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
+    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(90)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let shots = screenshot_dir();
+    let browser = Browser::start(&sandbox, &chromium, &driver).await;
+    browser
+        .sign_in_to(
+            &engine.url,
+            ADMIN_TOKEN,
+            &format!("/runs/{run_id}/steps/write"),
+        )
+        .await;
+    let turns = browser
+        .wait(
+            Duration::from_secs(10),
+            "the conversation's turns",
+            "const t = document.querySelectorAll('#conversation li.turn'); \
+             return t.length ? Array.from(t).map(e => ({ \
+               turn: e.dataset.turn, \
+               text: Array.from(e.querySelectorAll('.text.model')).map(x => x.textContent), \
+               tokens: parseInt(e.querySelector('.turn-usage').dataset.tokens, 10), \
+               usage: e.querySelector('.turn-usage').textContent, \
+               timing: e.querySelector('.turn-head .muted').textContent, \
+               tools: Array.from(e.querySelectorAll('details.tool-call')).map(d => ({ \
+                 name: d.dataset.tool, open: d.open, error: d.classList.contains('error'), \
+                 summary: d.querySelector('summary').textContent.trim(), \
+                 shown: d.querySelector('.tool-input').getBoundingClientRect().height > 0 })) \
+             })) : null;",
+        )
+        .await;
+    let turns = turns.as_array().expect("turns");
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    assert_eq!(turns[0]["turn"], "1");
+    assert_eq!(
+        turns[0]["text"],
+        json!([HOSTILE_TEXT]),
+        "the model's text, as text"
+    );
+    assert_eq!(turns[1]["text"], json!([HOSTILE_ANSWER]));
+    // Tokens per turn: what the server reported (input + output; no cache in this script).
+    assert_eq!(turns[0]["tokens"], 150);
+    assert_eq!(turns[1]["tokens"], 215);
+    for turn in turns {
+        let usage = turn["usage"].as_str().unwrap();
+        assert!(
+            usage.contains("tokens") && usage.contains('$'),
+            "tokens and cost per turn: {usage}"
+        );
+        assert!(
+            turn["timing"].as_str().unwrap().contains("answered in"),
+            "{turn}"
+        );
+    }
+    // Tool calls folded, summarised by their path; the failing read marked as an error.
+    let tools = turns[0]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 2, "{tools:?}");
+    assert_eq!(tools[0]["name"], "write_file");
+    assert_eq!(tools[0]["open"], false, "folded");
+    assert_eq!(tools[0]["shown"], false, "its input hidden until opened");
+    assert!(
+        tools[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("summary.txt"),
+        "{tools:?}"
+    );
+    assert_eq!(tools[0]["error"], false);
+    assert_eq!(tools[1]["name"], "read_file");
+    assert_eq!(
+        tools[1]["error"], true,
+        "a failed call is marked: {tools:?}"
+    );
+
+    // Opening a call shows its input and its result.
+    browser
+        .click("details.tool-call[data-tool=\"write_file\"] summary")
+        .await;
+    let opened = browser
+        .wait(
+            Duration::from_secs(5),
+            "the opened tool call",
+            "const d = document.querySelector('details.tool-call[data-tool=\"write_file\"]'); \
+             return d.open ? [d.querySelector('.tool-input').textContent, \
+               d.querySelector('.tool-result').textContent] : null;",
+        )
+        .await;
+    let input = opened[0].as_str().unwrap();
+    assert!(
+        input.contains("\"path\": \"summary.txt\"") && input.contains("<b>three</b> lines"),
+        "the call's input, as text: {input}"
+    );
+    assert!(
+        !opened[1].as_str().unwrap().is_empty(),
+        "the call's result: {opened}"
+    );
+
+    // Totals, budget, files written.
+    let totals = browser
+        .run(
+            "return [parseInt(document.getElementById('total-tokens').dataset.tokens, 10), \
+             document.getElementById('total-cost').textContent, \
+             document.getElementById('total-turns').textContent, \
+             document.getElementById('total-tool-calls').textContent, \
+             document.getElementById('conversation-budget').textContent.replace(/\\s+/g, ' ').trim(), \
+             Array.from(document.querySelectorAll('#conversation-diff li')).map(l => l.textContent), \
+             document.getElementById('conversation-prompt').textContent];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(totals[0], 365, "the total is the turns' sum: {totals}");
+    // claude-sonnet-4-5 at $3 / $15 per MTok: 320 × 3 + 45 × 15 = 1,635 micro-dollars.
+    assert_eq!(totals[1], "$0.001635", "{totals}");
+    assert_eq!(totals[2], "2");
+    assert_eq!(totals[3], "2");
+    assert!(
+        totals[4].as_str().unwrap().contains("2 of 3 turns"),
+        "the budget: {totals}"
+    );
+    assert_eq!(totals[5], json!(["summary.txt"]));
+    assert!(totals[6].as_str().unwrap().contains("Summarise notes.txt"));
+
+    // The attacker's markup stayed text: no element of it exists, no script of it ran.
+    let hostile = browser
+        .run(
+            "return [document.title, document.querySelectorAll('#conversation img, #conversation script, #conversation b').length];",
+            json!([]),
+        )
+        .await;
+    assert!(!hostile[0].as_str().unwrap().contains("pwned"), "{hostile}");
+    assert_eq!(hostile[1], 0, "{hostile}");
+    // The raw log is still there, under the conversation.
+    browser
+        .wait(
+            Duration::from_secs(10),
+            "the log below the conversation",
+            "return document.querySelectorAll('#lines .line').length > 0;",
+        )
+        .await;
+    browser
+        .screenshot(&shots.join("dashboard-agents-conversation.png"))
+        .await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}
