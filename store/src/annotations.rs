@@ -163,3 +163,174 @@ impl Store {
         .await?))
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use evaluator::plan::{Action, Plan, Step};
+    use runner::protocol::WorkspaceSource;
+
+    use super::*;
+    use crate::{NewRun, StepChange};
+
+    /// A fresh SQLite store, and a PostgreSQL one when a server can be started.
+    pub(crate) async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
+        if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
+            let url = server.new_database().unwrap();
+            stores.push((Store::connect(&url).await.unwrap(), None));
+        }
+        stores
+    }
+
+    /// A run of steps `a` and `b` (b after a) in `store`, `rerun_of` when given, with
+    /// `carry` carried over.
+    pub(crate) async fn run_of_two(
+        store: &Store,
+        rerun_of: Option<i64>,
+        carry: &[String],
+    ) -> anyhow::Result<i64> {
+        let bash = |id: &str| {
+            Step::new(
+                id,
+                Action::Bash {
+                    command: "true".into(),
+                },
+            )
+        };
+        let plan = Plan {
+            name: "t".into(),
+            triggers: vec![],
+            env: BTreeMap::new(),
+            steps: vec![bash("a"), bash("b").after(&["a"])],
+            concurrency: None,
+            budget_usd: None,
+            max_parallel: None,
+        };
+        let json = serde_json::to_string(&plan).unwrap();
+        let new = NewRun {
+            workflow_source: "local",
+            workflow_path: "/w/t.plue.py",
+            event: "manual",
+            git_ref: "refs/heads/main",
+            sha: "0",
+            context_json: "{}",
+            plan: &plan,
+            plan_json: &json,
+            plan_hash: "h",
+            workspace: &WorkspaceSource::Empty,
+            rerun_of,
+            repo: None,
+        };
+        Ok(store.create_rerun_by(&new, 4, None, carry).await?.id)
+    }
+
+    /// Queues and claims step `a` of `run_id`: its attempt.
+    async fn claim_a(store: &Store, run_id: i64) -> LogAttempt {
+        store
+            .advance(
+                run_id,
+                false,
+                None,
+                |_| Vec::new(),
+                |snapshot| {
+                    vec![StepChange::Queue {
+                        step_run_id: snapshot.steps[0].id,
+                        dispatch: "{}".into(),
+                        ready_at: 0,
+                        timeout_ms: 60_000,
+                    }]
+                },
+            )
+            .await
+            .unwrap();
+        let runner = store
+            .register_runner("r", "{}", "hash", false, 0)
+            .await
+            .unwrap();
+        let claimed = store
+            .claim(runner, &[String::new()], 1)
+            .await
+            .unwrap()
+            .expect("a claim");
+        LogAttempt {
+            attempt_id: claimed.attempt_id,
+            run_id,
+            step_run_id: claimed.step_run_id,
+            number: claimed.number,
+        }
+    }
+
+    fn note(seq: i64) -> NewAnnotation {
+        NewAnnotation {
+            seq,
+            level: "error",
+            file: Some("src/lib.rs".into()),
+            line: Some(seq),
+            end_line: None,
+            col: None,
+            end_col: None,
+            title: None,
+            message: format!("m{seq}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn annotations_are_capped_per_attempt_and_a_batch_sent_again_adds_nothing() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let run_id = run_of_two(&store, None, &[]).await.unwrap();
+            let at = claim_a(&store, run_id).await;
+            // Cap 2: of the first batch's three, two are kept and one counted.
+            let first = [note(1), note(3), note(4)];
+            assert_eq!(
+                store.add_annotations(at, &first, 5, 2).await.unwrap(),
+                2,
+                "{backend}"
+            );
+            // The same batch again (a runner's retry): nothing kept, nothing counted.
+            assert_eq!(
+                store.add_annotations(at, &first, 5, 2).await.unwrap(),
+                0,
+                "{backend}"
+            );
+            // A later batch: counted.
+            assert_eq!(
+                store.add_annotations(at, &[note(7)], 9, 2).await.unwrap(),
+                0,
+                "{backend}"
+            );
+            let rows = store.annotations_of_run(run_id, None, 10).await.unwrap();
+            let seqs: Vec<(String, i64, i64)> = rows
+                .iter()
+                .map(|r| (r.step_id.clone(), r.attempt, r.seq))
+                .collect();
+            assert_eq!(seqs, [("a".into(), 1, 1), ("a".into(), 1, 3)], "{backend}");
+            assert_eq!(rows[0].message, "m1", "{backend}");
+            assert_eq!(
+                store.dropped_annotations(run_id).await.unwrap(),
+                [DroppedAnnotations {
+                    step_id: "a".into(),
+                    attempt: 1,
+                    count: 2
+                }],
+                "{backend}"
+            );
+            assert!(store
+                .annotations_of_run(run_id, Some("b"), 10)
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                store
+                    .annotations_of_run(run_id, None, 1)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    }
+}

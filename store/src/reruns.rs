@@ -115,3 +115,82 @@ impl Store {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::annotations::tests::{run_of_two, stores};
+    use crate::on_db;
+
+    #[tokio::test]
+    async fn a_carried_step_keeps_its_status_outputs_and_files() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let first = run_of_two(&store, None, &[]).await.unwrap();
+            // a succeeded with an output and an artifact; b failed.
+            on_db!(store, pool => {
+                sqlx::query("UPDATE step_runs SET status = CASE WHEN step_id = 'a' \
+                             THEN 'succeeded' ELSE 'failed' END, exit_code = 0, \
+                             started_at = 10, finished_at = 20 WHERE run_id = $1")
+                    .bind(first).execute(pool).await.unwrap();
+                sqlx::query("INSERT INTO step_outputs (step_run_id, iteration, run_id, outputs) \
+                             SELECT id, 1, run_id, '{\"x\":\"1\"}' FROM step_runs \
+                             WHERE run_id = $1 AND step_id = 'a'")
+                    .bind(first).execute(pool).await.unwrap();
+                let blob: i64 = sqlx::query_scalar(
+                    "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
+                     created_at, files) VALUES ($1, 'a', 1, 'artifacts', 'k/a.tar', 9, 'sha256:0', 5, 1) \
+                     RETURNING id")
+                    .bind(first).fetch_one(pool).await.unwrap();
+                sqlx::query("INSERT INTO artifacts (blob_id, name, size, digest) \
+                             VALUES ($1, 'out.txt', 3, 'sha256:1')")
+                    .bind(blob).execute(pool).await.unwrap();
+            });
+            // b failed: it cannot be carried, and nothing is stored.
+            let refused = run_of_two(&store, Some(first), &["b".into()]).await;
+            assert!(refused.is_err(), "{backend}");
+            assert_eq!(store.list_runs(10).await.unwrap().len(), 1, "{backend}");
+
+            let second = run_of_two(&store, Some(first), &["a".into()])
+                .await
+                .unwrap();
+            let steps = store.step_runs(second).await.unwrap();
+            let a = &steps[0];
+            assert_eq!(
+                (
+                    a.status.as_str(),
+                    a.attempts,
+                    a.exit_code,
+                    a.started_at,
+                    a.finished_at
+                ),
+                ("succeeded", 0, Some(0), Some(10), Some(20)),
+                "{backend}"
+            );
+            assert_eq!(a.outputs, "{\"x\":\"1\"}", "{backend}");
+            assert_eq!(
+                a.reason.as_deref(),
+                Some(format!("carried over from run #{first}").as_str())
+            );
+            assert_eq!(steps[1].status, "pending", "{backend}");
+            let blob = store
+                .latest_blob(second, "a", "artifacts")
+                .await
+                .unwrap()
+                .expect("a blob");
+            assert_eq!(
+                (blob.key.as_str(), blob.attempt),
+                ("k/a.tar", 1),
+                "{backend}"
+            );
+            let created: i64 = on_db!(store, pool => sqlx::query_scalar(
+                "SELECT created_at FROM blobs WHERE id = $1")
+                .bind(blob.id).fetch_one(pool).await.unwrap());
+            assert_eq!(
+                created, 5,
+                "{backend}: retention ends both listings together"
+            );
+            let files = store.artifacts_of_run(second).await.unwrap();
+            assert_eq!(files.len(), 1, "{backend}");
+        }
+    }
+}
