@@ -1,22 +1,29 @@
-//! `/repos` and `/repos/{owner}/{name}`: the registered repositories; for one of them, each
-//! workflow's last run per branch, the evaluation error of its default branch, its cron
-//! schedules with their next fire time, and a manual-dispatch form built from the manual
-//! trigger's declared inputs (options as a select, required ones marked).
-//! `POST /repos/{owner}/{name}/dispatch` hands the form to the API's dispatch.
+//! `/repos` and `/repos/{owner}/{name}`: the registered repositories; for one of them,
+//! every workflow file of its default branch's head ([`crate::registry::workflows`]) with
+//! its triggers, its evaluation error, each branch's last run, and — for a workflow with a
+//! manual trigger — a dispatch form of typed inputs (a checkbox for a boolean, a select for
+//! options, a number field for a number, text otherwise; defaults filled, required ones
+//! marked); then the files that ran but are no longer on that head, and the cron schedules.
+//! `POST /repos/{owner}/{name}/dispatch` hands a form to the API's dispatch; when the API
+//! refuses, the page comes back with the refusal on that form and the inputs as they were
+//! typed.
 //!
-//! Workflows are known from their runs (the newest [`RECENT`] of the repository): a file
-//! that never ran is not listed, its schedules are.
+//! An engine without an evaluator (no registry) lists the workflows known from their runs
+//! (the newest [`RECENT`]) with the inputs of their newest plan.
 //!
-//! Invariant: the list shows only repositories the caller may read; a repository it may
+//! Invariants: the list shows only repositories the caller may read; a repository it may
 //! not read is the 404 of a missing one (the sign-in page for the anonymous); the dispatch
-//! form is offered to its writers only, and the API decides again when it posts.
+//! form is offered to its writers only, and the API decides again when it posts. A refusal
+//! shown on a form is the API's sentence (never git's output: the registry logs that).
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use evaluator::plan::{Plan, Trigger};
+use evaluator::plan::Plan;
 use serde::Serialize;
 
 use super::error::{WebError, WebResult};
@@ -25,6 +32,8 @@ use super::session::{denied, Chrome, Session};
 use super::{encode, render, Web};
 use crate::access::Role;
 use crate::api::views::{RepoView, RunView, ScheduleView};
+use crate::api::workflows::{manual_inputs, TriggerView};
+use crate::registry::workflows::{Listed, Listing};
 use crate::store::{RepoRow, RunRow};
 
 /// How many of a repository's newest runs the page looks at.
@@ -81,7 +90,14 @@ struct RepoPage {
     repo: RepoView,
     /// `/repos/{owner}/{name}` (encoded).
     base: String,
+    /// The head the workflows were read at (`None`: no evaluator, or never read).
+    head: Option<String>,
+    /// Why the default branch could not be read just now.
+    problem: Option<String>,
+    /// The default branch's workflows.
     workflows: Vec<WorkflowEntry>,
+    /// Files that ran but are not on the default branch's head.
+    elsewhere: Vec<WorkflowEntry>,
     schedules: Vec<ScheduleView>,
     /// The caller may dispatch (writer).
     can_write: bool,
@@ -91,12 +107,27 @@ struct RepoPage {
 struct WorkflowEntry {
     path: String,
     name: String,
+    /// What starts it.
+    triggers: Vec<TriggerView>,
     /// The newest run of each branch (ref), newest first.
     latest: Vec<RunView>,
-    /// The newest run of the default branch when its file did not evaluate: (run, error).
-    eval_error: Option<(i64, String)>,
-    /// The manual trigger's inputs, when the newest evaluated plan has one.
-    dispatch: Option<Vec<InputField>>,
+    /// The file's evaluation error at the default branch's head, and the run that shows
+    /// it (when the engine has no evaluator, the error comes from that run).
+    eval_error: Option<String>,
+    eval_run: Option<i64>,
+    /// The dispatch form, when the workflow has a manual trigger.
+    dispatch: Option<DispatchForm>,
+}
+
+#[derive(Serialize)]
+struct DispatchForm {
+    /// The element id (`dispatch-N`), for labels and the refusal's link.
+    id: String,
+    /// The ref field's value.
+    git_ref: String,
+    inputs: Vec<InputField>,
+    /// Why the API refused this form's last post.
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -104,10 +135,26 @@ struct InputField {
     name: String,
     /// The form field's name.
     field: String,
+    /// `checkbox`, `select`, `number` or `text`.
+    control: &'static str,
     required: bool,
+    /// The value shown: what was posted, else the default.
+    value: String,
+    /// A checkbox's state.
+    checked: bool,
+    /// Whether the select offers an empty choice (it has no default).
+    blank: bool,
     default: Option<String>,
     description: Option<String>,
     options: Vec<String>,
+}
+
+/// A dispatch form as it was posted, shown again with the API's refusal.
+struct Posted {
+    workflow: String,
+    git_ref: String,
+    inputs: BTreeMap<String, String>,
+    error: String,
 }
 
 /// `GET /repos/{owner}/{name}`.
@@ -116,8 +163,19 @@ pub(super) async fn page(
     headers: HeaderMap,
     Path((owner, name)): Path<(String, String)>,
 ) -> WebResult<Html<String>> {
-    let base = format!("/repos/{}/{}", encode(&owner), encode(&name));
     let session = Session::load(&web, &headers).await?;
+    let page = load(&web, &session, &owner, &name, None).await?;
+    Ok(Html(render::page("repo.html", &page)?))
+}
+
+async fn load(
+    web: &Web,
+    session: &Session,
+    owner: &str,
+    name: &str,
+    posted: Option<&Posted>,
+) -> WebResult<RepoPage> {
+    let base = format!("/repos/{}/{}", encode(owner), encode(name));
     let store = web.store();
     let repo = session
         .caller
@@ -125,56 +183,189 @@ pub(super) async fn page(
         .await
         .map_err(|e| denied(e, &base))?;
     let can_write = session.may(store, Some(repo.id), Role::Writer).await?;
-    let runs = store.list_runs_of_repo(&repo.name, RECENT).await?;
-    let default_ref = repo
-        .default_branch
+    let runs = by_workflow(store.list_runs_of_repo(&repo.name, RECENT).await?);
+    let listing = match &web.state.registry {
+        Some(registry) => registry.default_workflows(&repo).await,
+        None => Arc::new(listing_from_runs(web, &repo, &runs).await?),
+    };
+    let default_ref = listing
+        .branch
         .as_ref()
-        .map(|b| format!("refs/heads/{b}"));
+        .or(repo.default_branch.as_ref())
+        .cloned()
+        .unwrap_or_default();
     let mut workflows = Vec::new();
-    for (path, runs) in by_workflow(runs) {
-        let eval_error = runs
+    for (index, listed) in listing.workflows.iter().enumerate() {
+        let ran = runs
             .iter()
-            .find(|r| Some(&r.git_ref) == default_ref.as_ref())
-            .filter(|r| r.plan_hash.is_empty())
-            .map(|r| (r.id, r.reason.clone().unwrap_or_default()));
-        let dispatch = match runs.iter().find(|r| !r.plan_hash.is_empty()) {
-            Some(run) => manual_inputs(&web, run.id).await?,
-            None => None,
-        };
-        let mut seen = Vec::new();
-        let mut latest = Vec::new();
-        for run in runs {
-            if !seen.contains(&run.git_ref) {
-                seen.push(run.git_ref.clone());
-                latest.push(RunView::new(run, None));
-            }
-        }
-        workflows.push(WorkflowEntry {
-            name: latest
-                .first()
-                .map(|r| r.workflow.clone())
-                .unwrap_or_default(),
-            path,
-            latest,
-            eval_error,
-            dispatch,
-        });
+            .find(|(path, _)| *path == listed.path)
+            .map_or(&[][..], |(_, runs)| runs.as_slice());
+        workflows.push(entry(listed, ran, index, &default_ref, posted));
     }
+    let elsewhere = runs
+        .iter()
+        .filter(|(path, _)| !listing.workflows.iter().any(|l| l.path == *path))
+        .map(|(path, ran)| WorkflowEntry {
+            path: path.clone(),
+            name: ran
+                .first()
+                .map(|r| r.workflow_name.clone())
+                .unwrap_or_default(),
+            triggers: Vec::new(),
+            latest: latest(ran),
+            eval_error: None,
+            eval_run: None,
+            dispatch: None,
+        })
+        .collect();
     let schedules = store
         .schedules_of_repo(repo.id)
         .await?
         .into_iter()
         .map(|row| ScheduleView::new(&repo.name, row))
         .collect();
-    let page = RepoPage {
+    Ok(RepoPage {
         chrome: session.chrome(&base),
         can_write,
         repo: RepoView::new(&repo),
         base,
+        head: listing.sha.clone(),
+        problem: listing.problem.clone(),
         workflows,
+        elsewhere,
         schedules,
+    })
+}
+
+/// The page's entry of one workflow file of the default branch.
+fn entry(
+    listed: &Listed,
+    ran: &[RunRow],
+    index: usize,
+    default_ref: &str,
+    posted: Option<&Posted>,
+) -> WorkflowEntry {
+    let posted = posted.filter(|p| p.workflow == listed.path);
+    let (name, triggers, eval_error, inputs) = match &listed.evaluated {
+        Ok(plan) => (
+            plan.name.clone(),
+            plan.triggers.iter().map(TriggerView::new).collect(),
+            None,
+            manual_inputs(plan),
+        ),
+        Err(message) => (
+            file_name(&listed.path).to_string(),
+            Vec::new(),
+            Some(message.clone()),
+            None,
+        ),
     };
-    Ok(Html(render::page("repo.html", &page)?))
+    // The run that shows the error: the newest on the default branch that did not evaluate.
+    let eval_run = eval_error.as_ref().and_then(|_| {
+        ran.iter()
+            .find(|r| r.git_ref == format!("refs/heads/{default_ref}") && r.plan_hash.is_empty())
+            .map(|r| r.id)
+    });
+    let dispatch = inputs.map(|inputs| DispatchForm {
+        id: format!("dispatch-{index}"),
+        git_ref: posted.map_or_else(|| default_ref.to_string(), |p| p.git_ref.clone()),
+        error: posted.map(|p| p.error.clone()),
+        inputs: inputs
+            .into_iter()
+            .map(|input| {
+                let value = match posted {
+                    Some(p) => p.inputs.get(&input.name).cloned().unwrap_or_default(),
+                    None => input.default.clone().unwrap_or_default(),
+                };
+                let control = if input.is_boolean() {
+                    "checkbox"
+                } else if !input.options.is_empty() {
+                    "select"
+                } else if input.kind == "number" {
+                    "number"
+                } else {
+                    "text"
+                };
+                InputField {
+                    field: format!("{INPUT_PREFIX}{}", input.name),
+                    checked: value == "true",
+                    blank: input.default.is_none(),
+                    control,
+                    value,
+                    name: input.name,
+                    required: input.required,
+                    default: input.default,
+                    description: input.description,
+                    options: input.options,
+                }
+            })
+            .collect(),
+    });
+    WorkflowEntry {
+        path: listed.path.clone(),
+        name,
+        triggers,
+        latest: latest(ran),
+        eval_error,
+        eval_run,
+        dispatch,
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The newest run of each branch (ref), newest first.
+fn latest(runs: &[RunRow]) -> Vec<RunView> {
+    let mut seen = Vec::new();
+    let mut latest = Vec::new();
+    for run in runs {
+        if !seen.contains(&run.git_ref) {
+            seen.push(run.git_ref.clone());
+            latest.push(RunView::new(run.clone(), None));
+        }
+    }
+    latest
+}
+
+/// Without an evaluator: the workflows known from runs — the default branch's newest
+/// run's evaluation error, else the newest evaluated plan.
+async fn listing_from_runs(
+    web: &Web,
+    repo: &RepoRow,
+    runs: &[(String, Vec<RunRow>)],
+) -> WebResult<Listing> {
+    let default_ref = repo
+        .default_branch
+        .as_ref()
+        .map(|b| format!("refs/heads/{b}"));
+    let mut workflows = Vec::new();
+    for (path, runs) in runs {
+        let failed = runs
+            .iter()
+            .find(|r| Some(&r.git_ref) == default_ref.as_ref())
+            .filter(|r| r.plan_hash.is_empty());
+        let evaluated = match failed {
+            Some(run) => Err(run.reason.clone().unwrap_or_default()),
+            None => match runs.iter().find(|r| !r.plan_hash.is_empty()) {
+                Some(run) => match plan_of(web, run.id).await? {
+                    Some(plan) => Ok(Arc::new(plan)),
+                    None => continue,
+                },
+                None => continue,
+            },
+        };
+        workflows.push(Listed {
+            path: path.clone(),
+            evaluated,
+        });
+    }
+    Ok(Listing {
+        branch: repo.default_branch.clone(),
+        workflows,
+        ..Listing::default()
+    })
 }
 
 /// Runs grouped by workflow file, in order of each file's newest run.
@@ -192,33 +383,16 @@ fn by_workflow(runs: Vec<RunRow>) -> Vec<(String, Vec<RunRow>)> {
     groups
 }
 
-/// The manual trigger's inputs of the run's plan, if it has one.
-async fn manual_inputs(web: &Web, run_id: i64) -> WebResult<Option<Vec<InputField>>> {
+/// The plan of run `run_id`, if it has one that reads.
+async fn plan_of(web: &Web, run_id: i64) -> WebResult<Option<Plan>> {
     let Some(documents) = web.store().run_documents(run_id).await? else {
         return Ok(None);
     };
-    let Ok(plan) = serde_json::from_str::<Plan>(&documents.plan) else {
-        return Ok(None);
-    };
-    Ok(plan.triggers.into_iter().find_map(|trigger| match trigger {
-        Trigger::Manual { inputs } => Some(
-            inputs
-                .into_iter()
-                .map(|(name, input)| InputField {
-                    field: format!("{INPUT_PREFIX}{name}"),
-                    name,
-                    required: input.required && input.default.is_none(),
-                    default: input.default,
-                    description: input.description,
-                    options: input.options,
-                })
-                .collect(),
-        ),
-        _ => None,
-    }))
+    Ok(serde_json::from_str::<Plan>(&documents.plan).ok())
 }
 
 /// `POST /repos/{owner}/{name}/dispatch`: `csrf`, `workflow`, `ref`, `input.<name>`...
+/// A boolean's checkbox follows a hidden `false` of the same name: the last value wins.
 pub(super) async fn dispatch(
     State(web): State<Web>,
     headers: HeaderMap,
@@ -229,20 +403,27 @@ pub(super) async fn dispatch(
     let field = |key: &str| {
         fields
             .iter()
+            .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
             .unwrap_or_default()
     };
     session.check_write(&headers, field("csrf"))?;
-    let inputs: BTreeMap<&str, &str> = fields
+    // In order, so a checkbox's `true` replaces its hidden `false`.
+    let typed: BTreeMap<String, String> = fields
         .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(INPUT_PREFIX)?, v.as_str())))
+        .filter_map(|(k, v)| Some((k.strip_prefix(INPUT_PREFIX)?.to_string(), v.clone())))
+        .collect();
+    let inputs: BTreeMap<&str, &str> = typed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         // An empty optional field leaves the input to its default.
         .filter(|(_, v)| !v.is_empty())
         .collect();
+    let git_ref = field("ref").trim();
     let mut body = serde_json::json!({"workflow": field("workflow"), "inputs": inputs});
-    if !field("ref").trim().is_empty() {
-        body["ref"] = field("ref").trim().into();
+    if !git_ref.is_empty() {
+        body["ref"] = git_ref.into();
     }
     let uri = format!("/api/repos/{}/{}/dispatch", encode(&owner), encode(&name));
     let call = ApiCall {
@@ -253,7 +434,31 @@ pub(super) async fn dispatch(
     };
     let response = forward::call(&web, &session, call, &headers, None).await?;
     if !response.status().is_success() {
-        return Err(forward::api_error(response).await);
+        let (status, error) = match forward::api_error(response).await {
+            WebError::Client(status, message) if status.is_server_error() => (
+                status,
+                match status {
+                    StatusCode::NOT_IMPLEMENTED | StatusCode::BAD_GATEWAY => sentence(&message),
+                    _ => "The engine failed to start the run (its log says why).".to_string(),
+                },
+            ),
+            // Not allowed (or signed out): no form of the caller's shows it, the error page does.
+            WebError::Client(
+                status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                message,
+            ) => return Err(WebError::Client(status, message)),
+            WebError::Client(status, message) => (status, sentence(&message)),
+            other => return Err(other),
+        };
+        let posted = Posted {
+            workflow: field("workflow").to_string(),
+            git_ref: git_ref.to_string(),
+            inputs: typed,
+            error,
+        };
+        let page = load(&web, &session, &owner, &name, Some(&posted)).await?;
+        let html = Html(render::page("repo.html", &page)?);
+        return Ok((status, html).into_response());
     }
     let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
@@ -265,5 +470,33 @@ pub(super) async fn dispatch(
         None => Err(WebError::Internal(anyhow::anyhow!(
             "the dispatch's answer has no run_id: {created}"
         ))),
+    }
+}
+
+/// The API's message as a sentence (ending with a full stop; its first word kept as it
+/// is: it may be a name, `acme/app`).
+fn sentence(message: &str) -> String {
+    let mut text = message.trim().to_string();
+    if text.is_empty() {
+        return "the API refused it.".to_string();
+    }
+    if !text.ends_with(['.', '!', '?']) {
+        text.push('.');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_sentences() {
+        assert_eq!(
+            sentence("input 'count' must be a number, not 'x' "),
+            "input 'count' must be a number, not 'x'."
+        );
+        assert_eq!(sentence("acme/app is gone."), "acme/app is gone.");
+        assert_eq!(sentence(""), "the API refused it.");
     }
 }

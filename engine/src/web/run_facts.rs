@@ -1,0 +1,195 @@
+//! The run page's facts (`templates/run_facts.html`): who started the run, the inputs it
+//! was given, and what it is about — the issue (or pull request) an issue or comment
+//! summoned it from, with its title; a pull request run's pull request; and the message
+//! of the run's commit, read from the repository's mirror.
+//!
+//! Invariants:
+//! - Everything here is text people wrote (inputs, titles, commit messages, logins): the
+//!   template escapes it, and a link is made only of an `http(s)` URL.
+//! - The commit message comes from the engine's own mirror of the repository, by the run's
+//!   commit id, kept in memory per commit ([`crate::registry::Registry::commit_message`]);
+//!   a run without a repository, or whose commit the mirror lacks, shows none.
+//! - Reads only: the run page checked that the caller may read the run.
+
+use evaluator::EvalContext;
+use serde::Serialize;
+
+use super::error::WebResult;
+use super::Web;
+use crate::store::RunRow;
+
+/// The longest input value shown in full (a longer one is cut, with its length said).
+const MAX_SHOWN_INPUT: usize = 500;
+
+#[derive(Debug, Default, Serialize)]
+pub(super) struct RunFacts {
+    /// Who started it (a user, a forge login, `schedule`).
+    actor: Option<String>,
+    /// The forge logins behind it, when a forge's delivery started it (`github:octocat`).
+    forge_logins: Option<String>,
+    /// The inputs it was given (a dispatch's, completed with defaults), by name.
+    inputs: Vec<InputValue>,
+    /// The issue or pull request it is about.
+    about: Option<About>,
+    /// The first line of its commit's message.
+    subject: Option<String>,
+    /// The rest of the message (after the first line and the blank one).
+    body: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct InputValue {
+    name: String,
+    value: String,
+    /// How many characters were cut from `value`.
+    cut: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct About {
+    /// `Issue` or `Pull request`.
+    kind: &'static str,
+    number: u64,
+    /// Its title, when the event carried it (issues and comments).
+    title: Option<String>,
+    /// Its page on the forge (`http(s)` only).
+    url: Option<String>,
+    /// A pull request's `head → base`.
+    branches: Option<String>,
+}
+
+/// The facts of `run`.
+pub(super) async fn load(web: &Web, run: &RunRow) -> WebResult<RunFacts> {
+    let store = web.store();
+    let mut facts = RunFacts::default();
+    if let Some(who) = store.trigger_of(run.id).await? {
+        facts.actor = Some(who.name);
+        facts.forge_logins = who.forge_login;
+    }
+    let ctx = store
+        .run_documents(run.id)
+        .await?
+        .and_then(|docs| serde_json::from_str::<EvalContext>(&docs.context).ok());
+    if let Some(ctx) = &ctx {
+        facts.inputs = ctx
+            .inputs
+            .iter()
+            .map(|(name, value)| shown_input(name, value))
+            .collect();
+        facts.about = about(ctx);
+    }
+    if let (Some(registry), Some(repo_id)) = (&web.state.registry, run.repo_id) {
+        if let Some(repo) = store.repo_by_id(repo_id).await? {
+            if let Some(message) = registry.commit_message(&repo, &run.sha).await {
+                let (subject, body) = split_message(&message);
+                facts.subject = subject;
+                facts.body = body;
+            }
+        }
+    }
+    Ok(facts)
+}
+
+fn shown_input(name: &str, value: &str) -> InputValue {
+    let chars = value.chars().count();
+    let (value, cut) = if chars > MAX_SHOWN_INPUT {
+        (
+            value.chars().take(MAX_SHOWN_INPUT).collect(),
+            chars - MAX_SHOWN_INPUT,
+        )
+    } else {
+        (value.to_string(), 0)
+    };
+    InputValue {
+        name: name.to_string(),
+        value,
+        cut,
+    }
+}
+
+/// The issue or pull request of the run's event.
+fn about(ctx: &EvalContext) -> Option<About> {
+    if let Some(issue) = &ctx.issue {
+        // A comment on a pull request carries the pull request as its issue.
+        let kind = if ctx.pr.is_some() || issue.url.contains("/pull/") {
+            "Pull request"
+        } else {
+            "Issue"
+        };
+        return Some(About {
+            kind,
+            number: issue.number,
+            title: Some(issue.title.clone()),
+            url: web_link(&issue.url),
+            branches: None,
+        });
+    }
+    ctx.pr.as_ref().map(|pr| About {
+        kind: "Pull request",
+        number: pr.number,
+        title: None,
+        url: None,
+        branches: Some(format!("{} → {}", pr.head, pr.base)),
+    })
+}
+
+/// `url` when it is an `http(s)` URL (a link of any other scheme could run script).
+fn web_link(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    matches!(parsed.scheme(), "http" | "https").then(|| parsed.to_string())
+}
+
+/// A commit message's first line and the rest (after the blank line that follows it).
+fn split_message(message: &str) -> (Option<String>, Option<String>) {
+    let message = message.trim();
+    let (subject, body) = message.split_once('\n').unwrap_or((message, ""));
+    let subject = subject.trim();
+    let body = body.trim();
+    (
+        (!subject.is_empty()).then(|| subject.to_string()),
+        (!body.is_empty()).then(|| body.to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_message_is_its_subject_and_body() {
+        assert_eq!(
+            split_message("fix: the thing\n\nBecause it broke.\nTwice.\n"),
+            (
+                Some("fix: the thing".to_string()),
+                Some("Because it broke.\nTwice.".to_string())
+            )
+        );
+        assert_eq!(split_message("one line"), (Some("one line".into()), None));
+        assert_eq!(split_message("  \n"), (None, None));
+    }
+
+    #[test]
+    fn only_web_urls_become_links() {
+        assert_eq!(
+            web_link("https://forge.example/o/r/issues/3").as_deref(),
+            Some("https://forge.example/o/r/issues/3")
+        );
+        for hostile in [
+            "javascript:alert(1)",
+            "JAVASCRIPT:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "//evil.example/x",
+            "vbscript:x",
+        ] {
+            assert_eq!(web_link(hostile), None, "{hostile}");
+        }
+    }
+
+    #[test]
+    fn long_inputs_are_cut_and_say_so() {
+        let shown = shown_input("notes", &"é".repeat(MAX_SHOWN_INPUT + 7));
+        assert_eq!(shown.value.chars().count(), MAX_SHOWN_INPUT);
+        assert_eq!(shown.cut, 7);
+        assert_eq!(shown_input("a", "b").cut, 0);
+    }
+}

@@ -1,0 +1,476 @@
+//! Dispatch from the repository page, against `plue serve` and a real git repository:
+//! - every `*.plue.py` of the default branch's head is listed before any of them ran,
+//!   with its triggers, and a file that does not evaluate with the evaluator's message;
+//! - a workflow with a manual trigger gets a form of typed inputs — a checkbox for a
+//!   boolean, a select for options, a number field for a number, defaults filled, required
+//!   ones marked — which a person fills in headless Chromium;
+//! - a refused dispatch (a ref that does not exist) comes back on the form as a sentence,
+//!   with what was typed kept (never git's stderr, never an error page);
+//! - the run page says who started the run, the inputs it got and its commit's message;
+//! - per role: the anonymous are sent to sign in (private repository), a reader sees the
+//!   workflows and the API's listing but no form and cannot post one, a writer can; a
+//!   number input given text is refused on the form.
+//!
+//! The browser half says so and passes without Chromium and chromedriver, unless
+//! `PLUE_REQUIRE_BROWSER=1`; the per-role half needs no browser.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+mod webdriver;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{client, free_port, wait_final, Engine, Sandbox, ADMIN_TOKEN};
+use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+
+const DEPLOY: &str = r#"
+def workflow(ctx):
+    i = ctx.inputs
+    return Plan(name="Deploy",
+                triggers=[
+                    Trigger.on_push(branches=["release/*"]),
+                    Trigger.manual(inputs={
+                        "target": {"default": "staging", "options": ["staging", "production"]},
+                        "dry_run": True,
+                        "count": 2,
+                        "version": {"required": True, "description": "what to deploy"},
+                    }),
+                ],
+                steps=[Step.bash("deploy", "echo deploying %s to %s dry=%s count=%s" % (
+                    i.get("version"), i.get("target"), i.get("dry_run"), i.get("count")))])
+"#;
+
+const CI: &str = r#"
+def workflow(ctx):
+    return Plan(name="CI", triggers=[Trigger.on_push(branches=["feature/*"])],
+                steps=[Step.bash("test", "true")])
+"#;
+
+const BROKEN: &str = "def workflow(ctx):\n    return undefined_name\n";
+
+const MESSAGE: &str = "Ship the widget\n\nThe long story of the widget.";
+
+/// A git repository with the three workflows (on `main`), an engine, and `acme/app`
+/// registered on it (private).
+async fn setup(sandbox: &Sandbox) -> Engine {
+    let origin = sandbox.path("origin");
+    sandbox.write("origin/.plue/deploy.plue.py", DEPLOY);
+    sandbox.write("origin/.plue/ci.plue.py", CI);
+    sandbox.write("origin/.plue/broken.plue.py", BROKEN);
+    let message = sandbox.write("message.txt", MESSAGE);
+    support::git_sh(
+        &origin,
+        &format!(
+            "git init -q -b main . && git add -A && git commit -q -F {}",
+            message.display()
+        ),
+    );
+    let engine = sandbox
+        .serve("engine", free_port(), &["--runners", "1"])
+        .await;
+    let registered = client()
+        .post(format!("{}/api/repos", engine.url))
+        .json(&json!({
+            "name": "acme/app",
+            "clone_url": origin.to_str().unwrap(),
+            "forge": "gitea",
+            "webhook_secret": "a-webhook-secret-of-the-test",
+            "default_branch": "main",
+        }))
+        .send()
+        .await
+        .expect("POST /api/repos");
+    assert_eq!(
+        registered.status(),
+        201,
+        "{}",
+        registered.text().await.unwrap()
+    );
+    engine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    bounded(Duration::from_secs(240), async {
+        let sandbox = Sandbox::new("dashboard-dispatch-typed");
+        let engine = setup(&sandbox).await;
+        let http = client();
+        let browser = Browser::start(&sandbox, &chromium, &driver).await;
+        browser
+            .sign_in_to(&engine.url, ADMIN_TOKEN, "/repos/acme/app")
+            .await;
+        // Every file of main, though none ran: names, triggers, the broken one's error.
+        let listed = browser
+            .wait(
+                Duration::from_secs(30),
+                "the workflows of main",
+                "const s = Array.from(document.querySelectorAll('section.workflow')); \
+                 if (s.length < 3) return null; \
+                 return s.map(w => [w.dataset.workflow, w.querySelector('h3').textContent, \
+                   Array.from(w.querySelectorAll('.triggers li')).map(l => l.textContent), \
+                   (w.querySelector('.eval-error pre') || {}).textContent || null, \
+                   !!w.querySelector('form.dispatch')]);",
+            )
+            .await;
+        let listed = listed.as_array().unwrap();
+        let by_path = |path: &str| {
+            listed
+                .iter()
+                .find(|w| w[0] == path)
+                .unwrap_or_else(|| panic!("{path} is not listed: {listed:?}"))
+        };
+        let broken = by_path(".plue/broken.plue.py");
+        assert!(
+            broken[3].as_str().unwrap().contains("undefined_name"),
+            "{broken}"
+        );
+        assert_eq!(broken[4], false);
+        let ci = by_path(".plue/ci.plue.py");
+        assert_eq!(ci[2], json!(["push to feature/*"]), "{ci}");
+        assert_eq!(ci[4], false, "no manual trigger, no form");
+        let deploy = by_path(".plue/deploy.plue.py");
+        assert!(deploy[1].as_str().unwrap().starts_with("Deploy"), "{deploy}");
+        assert_eq!(
+            deploy[2],
+            json!(["push to release/*", "by hand, 4 inputs"])
+        );
+        assert_eq!(deploy[4], true);
+
+        // The form's controls follow the inputs' types.
+        let form = browser
+            .run(
+                "const f = document.querySelector('form.dispatch'); \
+                 const q = s => f.querySelector(s); \
+                 const t = q('select[name=\"input.target\"]'); \
+                 const d = q('input[type=checkbox][name=\"input.dry_run\"]'); \
+                 const c = q('input[name=\"input.count\"]'); \
+                 const v = q('input[name=\"input.version\"]'); \
+                 return [Array.from(t.options).map(o => o.value), t.value, d.checked, \
+                   c.type, c.value, v.type, v.required, q('input[name=ref]').value, \
+                   !!v.closest('label').querySelector('abbr.required')];",
+                json!([]),
+            )
+            .await;
+        assert_eq!(
+            form,
+            json!([
+                ["staging", "production"],
+                "staging",
+                true,
+                "number",
+                "2",
+                "text",
+                true,
+                "main",
+                true
+            ])
+        );
+
+        // A ref that does not exist: refused on the form, everything typed kept.
+        browser
+            .run(
+                "const f = document.querySelector('form.dispatch'); \
+                 f.querySelector('select[name=\"input.target\"]').value = 'production'; \
+                 f.querySelector('input[name=\"input.dry_run\"][type=checkbox]').checked = false; \
+                 f.querySelector('input[name=\"input.count\"]').value = '7'; \
+                 f.querySelector('input[name=ref]').value = 'no-such-branch';",
+                json!([]),
+            )
+            .await;
+        browser
+            .type_into("input[name=\"input.version\"]", "2.5")
+            .await;
+        browser.click("form.dispatch button").await;
+        let refused = browser
+            .wait(
+                Duration::from_secs(30),
+                "the refusal on the form",
+                "const e = document.querySelector('form.dispatch .form-error'); \
+                 if (!e) return null; const f = e.closest('form'); const q = s => f.querySelector(s); \
+                 return [e.textContent, e.getAttribute('role'), \
+                   q('select[name=\"input.target\"]').value, \
+                   q('input[name=\"input.dry_run\"][type=checkbox]').checked, \
+                   q('input[name=\"input.count\"]').value, q('input[name=\"input.version\"]').value, \
+                   q('input[name=ref]').value, document.body.innerText];",
+            )
+            .await;
+        assert_eq!(
+            refused[0],
+            "Not started: acme/app has no branch, tag or commit 'no-such-branch'."
+        );
+        assert_eq!(refused[1], "alert");
+        assert_eq!(
+            &refused.as_array().unwrap()[2..7],
+            &[json!("production"), json!(false), json!("7"), json!("2.5"), json!("no-such-branch")]
+        );
+        let text = refused[7].as_str().unwrap();
+        for raw in ["fatal", "couldn't find remote ref", "Not Found", "404"] {
+            assert!(!text.contains(raw), "{raw:?} shown: {text}");
+        }
+        browser
+            .screenshot(&screenshot_dir().join("dashboard-dispatch-refused.png"))
+            .await;
+
+        // The ref put right, the same form starts the run.
+        browser
+            .run(
+                "document.querySelector('form.dispatch input[name=ref]').value = 'main';",
+                json!([]),
+            )
+            .await;
+        browser.click("form.dispatch button").await;
+        let run_id = browser
+            .wait(
+                Duration::from_secs(30),
+                "the new run's page",
+                "const m = /^\\/runs\\/(\\d+)$/.exec(location.pathname); \
+                 return m ? parseInt(m[1], 10) : null;",
+            )
+            .await
+            .as_i64()
+            .expect("a run id");
+        let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let session = support::dashboard_session(&engine.url, ADMIN_TOKEN).await;
+        let (_, log) = page(
+            &engine.url,
+            &format!("/runs/{run_id}/steps/deploy/raw"),
+            Some(&session),
+        )
+        .await;
+        assert!(
+            log.contains("deploying 2.5 to production dry=false count=7"),
+            "{log}"
+        );
+
+        // The run page: who, with what, about which commit.
+        browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
+        let facts = browser
+            .wait(
+                Duration::from_secs(10),
+                "the run's facts",
+                "const f = document.getElementById('run-facts'); if (!f) return null; \
+                 const t = id => (document.getElementById(id) || {}).textContent || null; \
+                 return [t('run-actor'), t('run-commit-message'), \
+                   Array.from(document.querySelectorAll('#run-inputs li')).map(l => l.textContent)];",
+            )
+            .await;
+        assert_eq!(facts[0], "admin", "{facts}");
+        assert!(
+            facts[1].as_str().unwrap().starts_with("Ship the widget"),
+            "{facts}"
+        );
+        assert!(facts[1].as_str().unwrap().contains("The long story"), "{facts}");
+        assert_eq!(
+            facts[2],
+            json!([
+                "count = 7",
+                "dry_run = false",
+                "target = production",
+                "version = 2.5"
+            ])
+        );
+        browser
+            .screenshot(&screenshot_dir().join("dashboard-run-facts.png"))
+            .await;
+        let errors = browser.console_errors().await;
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+        browser.close().await;
+    })
+    .await;
+}
+
+/// `(status, body)` of `GET path` with `cookie` (or none).
+async fn page(url: &str, path: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut request = client_without_token().get(format!("{url}{path}"));
+    if let Some(cookie) = cookie {
+        request = request.header(reqwest::header::COOKIE, cookie);
+    }
+    let response = request.send().await.expect("GET");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("text"),
+    )
+}
+
+/// The session's form token, from a page's hidden `csrf` field.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {html}"));
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// A user `name` with `role` on acme/app (none: no role) and a token of it.
+async fn user(url: &str, name: &str, role: Option<&str>) -> String {
+    let http = client();
+    let made = http
+        .post(format!("{url}/api/users"))
+        .json(&json!({"name": name, "kind": "person"}))
+        .send()
+        .await
+        .expect("POST /api/users");
+    assert_eq!(made.status(), 201);
+    if let Some(role) = role {
+        let put = http
+            .put(format!("{url}/api/repos/acme/app/members/{name}"))
+            .json(&json!({ "role": role }))
+            .send()
+            .await
+            .expect("PUT member");
+        assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    }
+    let token: Value = http
+        .post(format!("{url}/api/users/{name}/tokens"))
+        .json(&json!({"name": "t"}))
+        .send()
+        .await
+        .expect("POST tokens")
+        .json()
+        .await
+        .expect("json");
+    token["token"].as_str().expect("a token").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_the_workflows_and_only_writers_dispatch() {
+    bounded(Duration::from_secs(180), async {
+        let sandbox = Sandbox::new("dashboard-dispatch-roles");
+        let engine = setup(&sandbox).await;
+        let url = engine.url.as_str();
+        let reader = user(url, "rita", Some("reader")).await;
+        let writer = user(url, "walt", Some("writer")).await;
+        let stranger = user(url, "sam", None).await;
+
+        // The API's listing: readers, not strangers nor the anonymous.
+        let listing = |token: Option<String>| async move {
+            let mut request =
+                client_without_token().get(format!("{url}/api/repos/acme/app/workflows"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("GET workflows");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        };
+        let (status, listed) = listing(Some(reader.clone())).await;
+        assert_eq!(status, 200, "{listed}");
+        let workflows = listed["workflows"].as_array().unwrap();
+        assert_eq!(workflows.len(), 3, "{listed}");
+        let deploy = workflows
+            .iter()
+            .find(|w| w["path"] == ".plue/deploy.plue.py")
+            .unwrap();
+        let types: Vec<(&str, &str)> = deploy["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["name"].as_str().unwrap(), i["type"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("count", "number"),
+                ("dry_run", "boolean"),
+                ("target", "string"),
+                ("version", "string")
+            ]
+        );
+        assert_eq!(listed["branch"], "main");
+        assert_eq!(listing(Some(stranger.clone())).await.0, 404);
+        assert_eq!(listing(None).await.0, 401);
+
+        // The page: the anonymous sign in, a stranger finds nothing, a reader sees the
+        // workflows but no form, a writer gets the forms.
+        let (status, _) = page(url, "/repos/acme/app", None).await;
+        assert_eq!(status, 401);
+        let stranger_session = support::dashboard_session(url, &stranger).await;
+        assert_eq!(
+            page(url, "/repos/acme/app", Some(&stranger_session))
+                .await
+                .0,
+            404
+        );
+        let reader_session = support::dashboard_session(url, &reader).await;
+        let (status, seen) = page(url, "/repos/acme/app", Some(&reader_session)).await;
+        assert_eq!(status, 200);
+        assert_eq!(seen.matches("class=\"workflow\"").count(), 3, "{seen}");
+        assert!(!seen.contains("class=\"dispatch\""), "{seen}");
+        assert!(seen.contains("may run this workflow by hand."), "{seen}");
+        // A reader posting the form anyway starts nothing.
+        let csrf = csrf_of(&seen);
+        let posted = client_without_token()
+            .post(format!("{url}/repos/acme/app/dispatch"))
+            .header(reqwest::header::COOKIE, &reader_session)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("workflow", ".plue/deploy.plue.py"),
+                ("ref", "main"),
+                ("input.version", "1"),
+            ])
+            .send()
+            .await
+            .expect("POST dispatch");
+        assert_eq!(posted.status(), 403);
+        let runs: Value = client()
+            .get(format!("{url}/api/runs"))
+            .send()
+            .await
+            .expect("GET runs")
+            .json()
+            .await
+            .expect("json");
+        let listed_runs = runs.as_array().or(runs["runs"].as_array());
+        assert_eq!(listed_runs.map_or(0, Vec::len), 0, "{runs}");
+
+        let writer_session = support::dashboard_session(url, &writer).await;
+        let (_, form) = page(url, "/repos/acme/app", Some(&writer_session)).await;
+        assert!(form.contains("class=\"dispatch\""), "{form}");
+        // A number input given text: refused on the form, the text kept.
+        let posted = client_without_token()
+            .post(format!("{url}/repos/acme/app/dispatch"))
+            .header(reqwest::header::COOKIE, &writer_session)
+            .form(&[
+                ("csrf", csrf_of(&form).as_str()),
+                ("workflow", ".plue/deploy.plue.py"),
+                ("ref", "main"),
+                ("input.version", "1"),
+                ("input.count", "twelve"),
+                ("input.dry_run", "false"),
+            ])
+            .send()
+            .await
+            .expect("POST dispatch");
+        assert_eq!(posted.status(), 422);
+        let refused = posted.text().await.unwrap();
+        assert!(
+            refused.contains(
+                "Not started:</strong> input &#x27;count&#x27; must be a number, \
+                 not &#x27;twelve&#x27;."
+            ),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("name=\"input.count\" value=\"twelve\""),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("name=\"input.version\" value=\"1\""),
+            "{refused}"
+        );
+    })
+    .await;
+}
+
+/// A client that sends no token (the support client sends the admin's).
+fn client_without_token() -> reqwest::Client {
+    reqwest::Client::new()
+}
