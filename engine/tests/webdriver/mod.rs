@@ -284,3 +284,65 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Chromium and chromedriver, or `None` (after saying why) when they are missing and
+/// `PLUE_REQUIRE_BROWSER` is not `1`.
+#[allow(dead_code)] // not every browser test binary uses every helper
+pub(crate) fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
+    match browser() {
+        Ok(found) => Some(found),
+        Err(why) if std::env::var("PLUE_REQUIRE_BROWSER").as_deref() != Ok("1") => {
+            eprintln!("skipping a browser test: {why}");
+            None
+        }
+        Err(why) => panic!("PLUE_REQUIRE_BROWSER=1 but {why}"),
+    }
+}
+
+/// Where screenshots go: `$PLUE_SCREENSHOT_DIR`, default `$TMPDIR/plue-team`.
+#[allow(dead_code)]
+pub(crate) fn screenshot_dir() -> PathBuf {
+    let dir = std::env::var_os("PLUE_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("plue-team"));
+    std::fs::create_dir_all(&dir).expect("the screenshot directory");
+    dir
+}
+
+/// Runs `test` under the binary-wide lock and fails it after `limit`.
+#[allow(dead_code)]
+pub(crate) async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, test: F) {
+    let _serial = crate::support::serial().await;
+    if tokio::time::timeout(limit, test).await.is_err() {
+        panic!("the test did not finish within {limit:?}");
+    }
+}
+
+#[allow(dead_code)]
+impl Browser {
+    /// Console messages at level SEVERE (errors, CSP violations, failed loads).
+    pub(crate) async fn console_errors(&self) -> Vec<String> {
+        self.console()
+            .await
+            .into_iter()
+            .filter(|m| m["level"] == "SEVERE")
+            .map(|m| m["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Signs in on `engine` with `token` and lands on `path` (the sign-in's `next`).
+    pub(crate) async fn sign_in_to(&self, engine: &str, token: &str, path: &str) {
+        let next: String = path
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        self.goto(&format!("{engine}/login?next={next}")).await;
+        self.type_into("#token", token).await;
+        self.click("form.login button").await;
+    }
+}

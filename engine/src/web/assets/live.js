@@ -8,10 +8,43 @@
 // stream's lifetime) is reopened by the browser. No HTML is built here: the server renders
 // (and escapes) it all. `<html data-live-stream>` says whether the stream is open (for
 // tests and the curious).
+//
+// Elements that hold client state (the DAG's viewport and open groups, a half-written
+// comment) carry `data-keep` and an id: they stay in the page across refreshes, put in
+// place of their fresh copy, which they first receive in a `plue:refresh` event
+// (`event.detail.fresh`) to take what changed; their scroll offsets and the focus inside
+// them are kept. A kept element the fresh HTML no longer has is dropped. After each
+// refresh `document` gets a `plue:live` event (`detail.section`: the new element).
 "use strict";
 (function () {
   var STREAM_INTERVAL = 10000;
   var STREAM_RETRY = 30000;
+  // Replaces `current` by `fresh`, keeping `current`'s `[data-keep]` elements.
+  function swap(current, fresh) {
+    var active = document.activeElement;
+    var restore = [];
+    current.querySelectorAll("[data-keep][id]").forEach(function (kept) {
+      var copy = null;
+      fresh.querySelectorAll("[data-keep][id]").forEach(function (candidate) {
+        if (!copy && candidate.id === kept.id) copy = candidate;
+      });
+      if (!copy || copy === kept) return;
+      kept.dispatchEvent(new CustomEvent("plue:refresh", { detail: { fresh: copy } }));
+      [kept].concat(Array.prototype.slice.call(kept.querySelectorAll("*"))).forEach(function (e) {
+        if (e.scrollTop || e.scrollLeft) restore.push([e, e.scrollTop, e.scrollLeft]);
+      });
+      copy.replaceWith(kept);
+    });
+    current.replaceWith(fresh);
+    restore.forEach(function (r) {
+      r[0].scrollTop = r[1];
+      r[0].scrollLeft = r[2];
+    });
+    if (active && active !== document.body && fresh.contains(active) && document.activeElement !== active) {
+      active.focus({ preventScroll: true });
+    }
+    document.dispatchEvent(new CustomEvent("plue:live", { detail: { section: fresh } }));
+  }
   function live(element) {
     var url = element.getAttribute("data-live");
     var base = parseInt(element.getAttribute("data-interval"), 10) || 2000;
@@ -63,7 +96,7 @@
           var fresh = parsed.getElementById(id);
           var current = document.getElementById(id);
           if (!fresh || !current) return stop();
-          current.replaceWith(document.adoptNode(fresh));
+          swap(current, document.adoptNode(fresh));
           if (!fresh.hasAttribute("data-live")) return stop();
           url = fresh.getAttribute("data-live");
           base = parseInt(fresh.getAttribute("data-interval"), 10) || base;
