@@ -17,7 +17,7 @@ use engine::store::{now_ms, NewRun, NewRunnerToken, RunnerTokenKind, Store};
 use evaluator::plan::{Action, Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use runner::protocol::{self as wire, LogBatch, LogLine, Stream, WorkspaceSource};
+use runner::protocol::{self as wire, LogBatch, LogLine, Stream};
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-for-tests";
@@ -83,18 +83,8 @@ impl Harness {
         self.engine
             .executor
             .start_run(&NewRun {
-                workflow_source: "local",
                 workflow_path: "/w/api.plue.py",
-                event: "manual",
-                git_ref: "refs/heads/main",
-                sha: "0",
-                context_json: "{}",
-                plan: &plan,
-                plan_json: &json,
-                plan_hash: "h",
-                workspace: &WorkspaceSource::Empty,
-                rerun_of: None,
-                repo: None,
+                ..plue_store::testing::local_run(&plan, &json)
             })
             .await
             .unwrap()

@@ -13,7 +13,7 @@ use engine::executor::{Executor, Report};
 use engine::store::{now_ms, NewRun, Store};
 use evaluator::plan::{Action, Concurrency, Plan, Step};
 use evaluator::{EvalContext, Event};
-use runner::protocol::{Outcome, WorkspaceSource};
+use runner::protocol::Outcome;
 
 /// Two handles per available backend on one fresh database each: two engine replicas.
 async fn replicas() -> Vec<(Store, Store, Option<tempfile::TempDir>)> {
@@ -76,18 +76,12 @@ async fn start(executor: &Executor, plan: &Plan, branch: &str) -> i64 {
     let ctx = serde_json::to_string(&EvalContext::local(Event::Push, branch)).unwrap();
     executor
         .start_run(&NewRun {
-            workflow_source: "local",
             workflow_path: "/w/deploy.plue.py",
             event: "push",
             git_ref: &format!("refs/heads/{branch}"),
             sha: "0000000",
             context_json: &ctx,
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
+            ..plue_store::testing::local_run(plan, &json)
         })
         .await
         .unwrap()

@@ -1348,19 +1348,12 @@ async fn a_run_is_stored_with_its_triggerer_on_both_backends() {
         let new = engine::store::NewRun {
             workflow_source: "acme/app",
             workflow_path: ".plue/deploy.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
             workspace: &wire::WorkspaceSource::Empty,
-            rerun_of: None,
             repo: Some(engine::store::RunRepo {
                 repo_id,
                 secrets_allowed: true,
             }),
+            ..plue_store::testing::local_run(&plan, &json)
         };
         let mallory = Triggerer {
             name: "mallory".into(),

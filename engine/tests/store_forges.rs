@@ -15,7 +15,6 @@ use engine::executor::Executor;
 use engine::store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
 use engine::vault::Vault;
 use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::WorkspaceSource;
 
 async fn repo(store: &Store, name: &str) -> i64 {
     store
@@ -53,18 +52,12 @@ async fn start(executor: &Executor, repo_id: i64, plan: &Plan, secrets_allowed: 
             workflow_source: "octo/hello",
             workflow_path: ".plue/wf.plue.py",
             event: "push",
-            git_ref: "refs/heads/main",
             sha: "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
-            context_json: "{}",
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
             repo: Some(RunRepo {
                 repo_id,
                 secrets_allowed,
             }),
+            ..plue_store::testing::local_run(plan, &json)
         })
         .await
         .unwrap()

@@ -36,6 +36,8 @@ mod runner_tokens;
 mod runners;
 mod runs;
 mod secret_holders;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod timeline;
 
 use std::path::Path;

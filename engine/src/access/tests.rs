@@ -9,37 +9,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::*;
 use crate::http_error::ApiError;
-use crate::store::{NewRepo, NewToken, Store, Triggerer};
+use crate::store::{NewToken, Store, Triggerer};
 use crate::tokens;
+use plue_store::testing::{create_repo as repo, stores};
 
 const ADMIN: &str = "the-admin-token";
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
-
-async fn repo(store: &Store, name: &str) -> i64 {
-    store
-        .create_repo(&NewRepo {
-            name,
-            clone_url: "https://example.com/x.git",
-            forge: "github",
-            webhook_secret_sealed: "plain:s",
-            api_url: None,
-            api_token_sealed: None,
-            default_branch: Some("main"),
-        })
-        .await
-        .unwrap()
-        .unwrap()
-        .id
-}
 
 /// A user with a fresh token; returns (user id, token).
 async fn user_with_token(store: &Store, name: &str, narrow: NewTokenScope<'_>) -> (i64, String) {
@@ -86,18 +60,12 @@ async fn run_rerunning(store: &Store, rerun_of: Option<i64>) -> i64 {
         max_parallel: None,
     };
     let new = crate::store::NewRun {
-        workflow_source: "local",
         workflow_path: "/w/p.plue.py",
         event: "push",
         git_ref: "main",
-        sha: "0",
-        context_json: "{}",
-        plan: &plan,
-        plan_json: "{}",
         plan_hash: "",
-        workspace: &runner::protocol::WorkspaceSource::Empty,
         rerun_of,
-        repo: None,
+        ..plue_store::testing::local_run(&plan, "{}")
     };
     store.create_failed_run(&new, "no").await.unwrap()
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use evaluator::plan::{Action, Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use runner::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
+use runner::protocol::{LogLine, Stream as LineStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -117,19 +117,11 @@ impl Engine {
             .start_run(&NewRun {
                 workflow_source: "acme/app",
                 workflow_path: "/w/follow.plue.py",
-                event: "manual",
-                git_ref: "refs/heads/main",
-                sha: "0",
-                context_json: "{}",
-                plan: &plan,
-                plan_json: &json,
-                plan_hash: "h",
-                workspace: &WorkspaceSource::Empty,
-                rerun_of: None,
                 repo: Some(RunRepo {
                     repo_id,
                     secrets_allowed: true,
                 }),
+                ..plue_store::testing::local_run(&plan, &json)
             })
             .await
             .unwrap();

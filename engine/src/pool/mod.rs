@@ -669,7 +669,6 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
 
     use evaluator::plan::{Action, Plan, Step};
-    use runner::protocol::WorkspaceSource;
 
     use super::*;
     use crate::executor::Executor;
@@ -826,20 +825,7 @@ mod tests {
         };
         let json = serde_json::to_string(&plan).unwrap();
         executor
-            .start_run(&NewRun {
-                workflow_source: "local",
-                workflow_path: "/w.plue.py",
-                event: "manual",
-                git_ref: "refs/heads/main",
-                sha: "0",
-                context_json: "{}",
-                plan: &plan,
-                plan_json: &json,
-                plan_hash: "h",
-                workspace: &WorkspaceSource::Empty,
-                rerun_of: None,
-                repo: None,
-            })
+            .start_run(&plue_store::testing::local_run(&plan, &json))
             .await
             .unwrap()
     }
@@ -873,18 +859,9 @@ mod tests {
         let json = serde_json::to_string(&plan).unwrap();
         executor
             .start_run(&NewRun {
-                workflow_source: "local",
                 workflow_path: "/l.plue.py",
-                event: "manual",
-                git_ref: "refs/heads/main",
-                sha: "0",
-                context_json: "{}",
-                plan: &plan,
-                plan_json: &json,
                 plan_hash: "h2",
-                workspace: &WorkspaceSource::Empty,
-                rerun_of: None,
-                repo: None,
+                ..plue_store::testing::local_run(&plan, &json)
             })
             .await
             .unwrap();

@@ -373,22 +373,17 @@ async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
 
 /// A (failed) run of `mallory/tools`, the repository `tools` (from [`other_repo`]).
 async fn tools_run(fx: &Fixture, tools: i64) -> i64 {
+    let plan = plan("t", vec![bash("a", &[])]);
     let run = crate::store::NewRun {
         workflow_source: "mallory/tools",
         workflow_path: ".plue/t.plue.py",
         event: "push",
-        git_ref: "refs/heads/main",
         sha: "2",
-        context_json: "{}",
-        plan: &plan("t", vec![bash("a", &[])]),
-        plan_json: "{}",
-        plan_hash: "h",
-        workspace: &runner::protocol::WorkspaceSource::Empty,
-        rerun_of: None,
         repo: Some(crate::store::RunRepo {
             repo_id: tools,
             secrets_allowed: true,
         }),
+        ..plue_store::testing::local_run(&plan, "{}")
     };
     fx.store().create_failed_run(&run, "no").await.unwrap()
 }
@@ -517,18 +512,13 @@ async fn approval_buttons_are_offered_to_writers_only() {
             workflow_source: "acme/app",
             workflow_path: ".plue/gated.plue.py",
             event: "push",
-            git_ref: "refs/heads/main",
             sha: "3",
-            context_json: "{}",
-            plan: &gated,
-            plan_json: &json,
-            plan_hash: "h",
             workspace: &runner::protocol::WorkspaceSource::Empty,
-            rerun_of: None,
             repo: Some(crate::store::RunRepo {
                 repo_id: acme,
                 secrets_allowed: true,
             }),
+            ..plue_store::testing::local_run(&gated, &json)
         })
         .await
         .unwrap();

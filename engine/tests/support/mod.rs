@@ -37,7 +37,7 @@ use evaluator::plan::{Action, Plan, Step};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
-use runner::protocol::{self as wire, WorkspaceSource};
+use runner::protocol as wire;
 use serde_json::Value;
 
 /// The Messages API key `llm` steps of [`Sandbox::plue_run_llm`] get.
@@ -723,16 +723,8 @@ pub(crate) async fn start_plan_run(
         .start_run(&NewRun {
             workflow_source: if repo.is_some() { "acme/app" } else { "local" },
             workflow_path,
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
             repo,
+            ..plue_store::testing::local_run(plan, &json)
         })
         .await
         .expect("start a run")
@@ -751,19 +743,11 @@ pub(crate) async fn start_repo_run(
         .start_run(&NewRun {
             workflow_source: name,
             workflow_path: "ci.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
             repo: Some(RunRepo {
                 repo_id,
                 secrets_allowed: true,
             }),
+            ..plue_store::testing::local_run(plan, &json)
         })
         .await
         .expect("start a run")
@@ -787,18 +771,12 @@ pub(crate) async fn start_pr_run(
             workflow_source: "acme/app",
             workflow_path: ".plue/deploy.plue.py",
             event: "pull_request",
-            git_ref: "refs/heads/main",
-            sha: "0",
             context_json: &ctx,
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
             repo: Some(RunRepo {
                 repo_id,
                 secrets_allowed: !from_fork,
             }),
+            ..plue_store::testing::local_run(plan, &json)
         })
         .await
         .expect("start a run")
@@ -824,17 +802,12 @@ pub(crate) async fn start_push_run(
             workflow_path: ".plue/deploy.plue.py",
             event: "push",
             git_ref: &git_ref,
-            sha: "0",
             context_json: &ctx,
-            plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
             repo: Some(RunRepo {
                 repo_id,
                 secrets_allowed: true,
             }),
+            ..plue_store::testing::local_run(plan, &json)
         })
         .await
         .expect("start a run")
@@ -842,16 +815,12 @@ pub(crate) async fn start_push_run(
 
 /// Creates the repository `acme/app` in `store`; its id.
 pub(crate) async fn create_repo(store: &Store) -> i64 {
+    let repo = NewRepo {
+        clone_url: "https://forge.example/acme/app.git",
+        ..plue_store::testing::repo("acme/app")
+    };
     store
-        .create_repo(&NewRepo {
-            name: "acme/app",
-            clone_url: "https://forge.example/acme/app.git",
-            forge: "gitea",
-            webhook_secret_sealed: "plain:s",
-            api_url: None,
-            api_token_sealed: None,
-            default_branch: Some("main"),
-        })
+        .create_repo(&repo)
         .await
         .expect("create a repository")
         .expect("a new repository")
@@ -895,36 +864,12 @@ pub(crate) async fn user_with_token(
 
 /// Registers repository `name` (a `gitea` one whose clone URL leads nowhere) in `store`;
 /// its id. New repositories are private.
-pub(crate) async fn create_named_repo(store: &Store, name: &str) -> i64 {
-    store
-        .create_repo(&NewRepo {
-            name,
-            clone_url: "https://forge.example/none.git",
-            forge: "gitea",
-            webhook_secret_sealed: "plain:s",
-            api_url: None,
-            api_token_sealed: None,
-            default_branch: Some("main"),
-        })
-        .await
-        .expect("create a repository")
-        .expect("a new repository")
-        .id
-}
+#[allow(unused_imports)] // each test binary uses part of the support module
+pub(crate) use plue_store::testing::create_repo as create_named_repo;
 
-/// One store per available backend, each on a fresh database (PostgreSQL on a throw-away
-/// server, see `testkit`); the temporary directory lives as long as its store.
-pub(crate) async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) =
-        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
-    {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
-}
+/// One store per available backend, each on a fresh database (see `plue_store::testing`).
+#[allow(unused_imports)] // each test binary uses part of the support module
+pub(crate) use plue_store::testing::stores;
 
 /// Registers an ephemeral runner `name` without labels at the engine at `engine` with
 /// registration token `token`; its session token.

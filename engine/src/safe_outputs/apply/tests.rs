@@ -5,6 +5,7 @@ use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
 use crate::store::on_db;
+use plue_store::testing::stores;
 
 const TOKEN: &str = "app1y-t0ken";
 
@@ -157,17 +158,6 @@ async fn store_with(store: &Store, kinds: &[&[&str]]) -> Vec<Vec<i64>> {
         }
     });
     ids
-}
-
-/// SQLite, and PostgreSQL when it can be started (see `testkit`).
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-    if let Some(server) = testkit::shared_postgres().unwrap() {
-        let url = server.new_database().unwrap();
-        stores.push((Store::connect(&url).await.unwrap(), None));
-    }
-    stores
 }
 
 #[tokio::test]

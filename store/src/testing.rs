@@ -1,0 +1,86 @@
+//! Set-up shared by every store-level test: the store's own unit tests, the engine's unit
+//! tests and its integration tests (which enable the `testing` feature). One place, so no
+//! test file copies how a store is opened, a repository registered or a run described.
+//!
+//! Invariants:
+//! - [`stores`] gives a fresh SQLite store and, when a PostgreSQL server can be started
+//!   (`testkit`), a fresh database on it; with `PLUE_REQUIRE_POSTGRES=1` a missing server
+//!   fails the test instead of skipping the backend.
+//! - Nothing here is compiled into a release build: the module exists under `cfg(test)`
+//!   or the `testing` feature, which only dev-dependencies enable.
+
+use evaluator::plan::Plan;
+use runner::protocol::WorkspaceSource;
+
+use crate::{NewRepo, NewRun, Store};
+
+/// One store per available backend, each on a fresh database; the temporary directory
+/// lives as long as its store.
+pub async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let mut stores = vec![sqlite().await];
+    if let Some(server) =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
+    {
+        let url = server.new_database().expect("a PostgreSQL database");
+        let store = Store::connect(&url)
+            .await
+            .expect("open the PostgreSQL store");
+        stores.push((store, None));
+    }
+    stores
+}
+
+/// A fresh SQLite store in a temporary directory (kept alive by the second half).
+pub async fn sqlite() -> (Store, Option<tempfile::TempDir>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open_data_dir(dir.path())
+        .await
+        .expect("open the SQLite store");
+    (store, Some(dir))
+}
+
+const EMPTY: WorkspaceSource = WorkspaceSource::Empty;
+
+/// A manual run of the local file `/w.plue.py` at no commit, with an empty workspace and
+/// the plan hash `h`. Change what a test needs with struct update syntax:
+/// `NewRun { event: "push", ..local_run(&plan, &json) }`.
+pub fn local_run<'a>(plan: &'a Plan, plan_json: &'a str) -> NewRun<'a> {
+    NewRun {
+        workflow_source: "local",
+        workflow_path: "/w.plue.py",
+        event: "manual",
+        git_ref: "refs/heads/main",
+        sha: "0",
+        context_json: "{}",
+        plan,
+        plan_json,
+        plan_hash: "h",
+        workspace: &EMPTY,
+        rerun_of: None,
+        repo: None,
+    }
+}
+
+/// Repository `name` of a `gitea` forge whose clone URL leads nowhere, with the webhook
+/// secret `s` (unsealed) and the default branch `main`.
+pub fn repo(name: &str) -> NewRepo<'_> {
+    NewRepo {
+        name,
+        clone_url: "https://forge.example/none.git",
+        forge: "gitea",
+        webhook_secret_sealed: "plain:s",
+        api_url: None,
+        api_token_sealed: None,
+        default_branch: Some("main"),
+    }
+}
+
+/// Registers [`repo`]`(name)` in `store`; its id. New repositories are private.
+pub async fn create_repo(store: &Store, name: &str) -> i64 {
+    store
+        .create_repo(&repo(name))
+        .await
+        .expect("create a repository")
+        .expect("a new repository")
+        .id
+}
