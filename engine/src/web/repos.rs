@@ -447,7 +447,9 @@ pub(super) async fn dispatch(
                 status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
                 message,
             ) => return Err(WebError::Client(status, message)),
-            WebError::Client(status, message) => (status, sentence(&message)),
+            // The page is the answer, as a form shown again with its errors is (200): the
+            // browser logs a 4xx page as an error.
+            WebError::Client(_, message) => (StatusCode::OK, sentence(&message)),
             other => return Err(other),
         };
         let posted = Posted {
