@@ -3,7 +3,7 @@
 // that lists its steps when clicked (or Enter/Space). The block carries `data-keep`, so
 // live.js keeps it across refreshes and hands over the fresh copy in a `plue:refresh`
 // event: when the layout's shape is the same (only statuses changed), nodes, edges and
-// member rows are updated in place (class, data-status, the `data-f` texts; `data-swap`
+// member rows are updated in place (class, data-status, href, the `data-f` texts; `data-swap`
 // rows take the fresh children), so the viewport, open groups and focus stay; when the
 // shape changed, the drawing is swapped but the viewport and open groups are kept.
 // No HTML is built here: every element and text comes from the server's escaped markup.
@@ -249,7 +249,7 @@
     fresh.querySelectorAll("[data-k]").forEach(function (copy) {
       var element = current.get(copy.getAttribute("data-k"));
       if (!element) return;
-      ["class", "data-status"].forEach(function (name) {
+      ["class", "data-status", "href"].forEach(function (name) {
         var value = copy.getAttribute(name);
         if (value !== null && element.getAttribute(name) !== value) element.setAttribute(name, value);
       });
