@@ -91,7 +91,7 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
                tools: Array.from(e.querySelectorAll('details.tool-call')).map(d => ({ \
                  name: d.dataset.tool, open: d.open, error: d.classList.contains('error'), \
                  summary: d.querySelector('summary').textContent.trim(), \
-                 shown: d.querySelector('.tool-input').getBoundingClientRect().height > 0 })) \
+                 shown: d.querySelector('.tool-input').checkVisibility() })) \
              })) : null;",
         )
         .await;

@@ -5,7 +5,7 @@
 //   server only knows UTC);
 // - `<span class="elapsed" data-since="…">` without `data-until`: the running duration
 //   ("3m 04s") ticks every second.
-// Elements swapped in by live.js are picked up on the next tick. Only text and title
+// Elements swapped in by live.js are picked up at once (a MutationObserver). Only text and title
 // attributes are written (textContent, never HTML). `window.PlueTime` exposes the two
 // formatters for other scripts (the timeline).
 "use strict";
@@ -64,7 +64,32 @@
     }
   }
   window.PlueTime = { duration: duration, relative: relative, absolute: absolute, tick: tick };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", tick);
-  else tick();
+  // Parts live.js swaps in get their local titles and current text at once, not at the
+  // next second.
+  var pending = false;
+  function soon() {
+    if (pending) return;
+    pending = true;
+    window.requestAnimationFrame(function () {
+      pending = false;
+      tick();
+    });
+  }
+  function start() {
+    tick();
+    if (window.MutationObserver) {
+      new MutationObserver(function (changes) {
+        // Elements only: the text this script writes adds text nodes, never elements.
+        for (var i = 0; i < changes.length; i++) {
+          var added = changes[i].addedNodes;
+          for (var j = 0; j < added.length; j++) {
+            if (added[j].nodeType === 1) return soon();
+          }
+        }
+      }).observe(document.body, { childList: true, subtree: true });
+    }
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
   window.setInterval(tick, 1000);
 })();
