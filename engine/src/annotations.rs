@@ -124,8 +124,9 @@ fn unescape(text: &str, property: bool) -> String {
     let mut rest = text;
     while let Some(at) = rest.find('%') {
         out.push_str(&rest[..at]);
-        let code = rest.get(at + 1..at + 3).map(str::to_ascii_uppercase);
-        let decoded = match code.as_deref() {
+        // Upper case only, as GitHub's runner reads them (and the runner's masker knows
+        // a secret's escaped spellings in upper case).
+        let decoded = match rest.get(at + 1..at + 3) {
             Some("25") => Some('%'),
             Some("0D") => Some('\r'),
             Some("0A") => Some('\n'),

@@ -25,6 +25,23 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 /// What replaces a secret.
 pub const MASK: &str = "***";
 
+/// `text` escaped as GitHub's workflow commands escape a message (`%`, CR, LF) or, with
+/// `property`, a property value (also `:` and `,`).
+fn command_escaped(text: &str, property: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            ':' if property => out.push_str("%3A"),
+            ',' if property => out.push_str("%2C"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Replaces secret values in text; cheap to apply when there are no secrets.
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
@@ -47,6 +64,17 @@ impl Masker {
                 continue;
             }
             patterns.push(secret.to_owned());
+            // A secret as a workflow-command line carries it (`::error title=…::…`, the
+            // engine's annotations decode `%25 %0D %0A`, and `%3A %2C` in properties): a
+            // tool that escapes its annotation text must not print the secret in clear.
+            for escaped in [
+                command_escaped(secret, false),
+                command_escaped(secret, true),
+            ] {
+                if escaped != secret {
+                    patterns.push(escaped);
+                }
+            }
             if secret.contains('\n') {
                 let lines = secret
                     .split('\n')
@@ -258,6 +286,24 @@ mod tests {
             "pw=*** again ***"
         );
         assert_eq!(masked(&["ab"], "abab"), "******");
+    }
+
+    #[test]
+    fn a_secret_escaped_as_an_annotation_carries_it_is_masked() {
+        // regression: `%3A`/`%25`/`%0A` spelled a secret the masker did not know, and the
+        // engine's annotation decoded it back into clear text.
+        let secret = "pa:ss%w0rd,x";
+        assert_eq!(
+            masked(
+                &[secret],
+                "::error title=pa%3Ass%25w0rd%2Cx::pa:ss%25w0rd,x"
+            ),
+            "::error title=***::***"
+        );
+        assert_eq!(
+            masked(&["two\nlines"], "::error::two%0Alines"),
+            "::error::***"
+        );
     }
 
     #[test]
