@@ -133,8 +133,9 @@ pub(super) struct Layout {
     /// Dependencies not drawn because of [`MAX_EDGES`].
     pub(super) hidden_edges: usize,
     pub(super) groups: Vec<Group>,
-    /// A digest of the node keys, positions and edges: equal on two refreshes exactly
-    /// when only statuses changed (the page then updates its nodes in place).
+    /// A digest of the node keys, positions, edges and group members: equal on two
+    /// refreshes exactly when only statuses changed (the page then updates its nodes in
+    /// place).
     pub(super) shape: String,
 }
 
@@ -268,7 +269,7 @@ pub(super) fn layout(steps: &[Step<'_>]) -> Layout {
         })
         .collect();
     let layer_count = rows.len() as i64;
-    let shape = shape(&nodes, &edges);
+    let shape = shape(&nodes, &edges, &groups);
     Layout {
         width: PAD * 2 + (widest * step_x - GAP_X).max(0),
         height: PAD * 2 + (layer_count * step_y - GAP_Y).max(0),
@@ -444,8 +445,7 @@ fn common_name(ids: &[&str]) -> String {
     } else {
         prefix
     };
-    let name =
-        name.trim_end_matches(|c: char| matches!(c, '-' | '_' | '.' | ':' | '/' | ' ' | '[' | '('));
+    let name = name.trim_end_matches(['-', '_', '.', ':', '/', ' ', '[', '(']);
     if name.is_empty() {
         "steps".to_string()
     } else {
@@ -453,8 +453,9 @@ fn common_name(ids: &[&str]) -> String {
     }
 }
 
-/// FNV-1a over the node keys, positions and edge ends: a cheap, stable digest.
-fn shape(nodes: &[Node], edges: &[Edge]) -> String {
+/// FNV-1a over the node keys, positions, edge ends and group members: a cheap, stable
+/// digest.
+fn shape(nodes: &[Node], edges: &[Edge], groups: &[Group]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |text: &str| {
         for byte in text.bytes().chain([0u8]) {
@@ -469,6 +470,9 @@ fn shape(nodes: &[Node], edges: &[Edge]) -> String {
     for edge in edges {
         eat(&edge.from);
         eat(&edge.to);
+    }
+    for member in groups.iter().flat_map(|g| &g.members) {
+        eat(&member.id);
     }
     format!("{hash:016x}")
 }
