@@ -279,7 +279,6 @@ pub fn cancel(statuses: &mut [StepStatus]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use evaluator::plan::{Action, Step};
 
@@ -287,15 +286,7 @@ mod tests {
     use StepStatus::*;
 
     fn plan(steps: Vec<Step>) -> Plan {
-        Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps,
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        }
+        Plan::new("p", steps)
     }
 
     fn step(id: &str, deps: &[&str], when: When) -> Step {

@@ -25,15 +25,7 @@ fn bash(id: &str) -> Step {
 }
 
 fn plan(steps: Vec<Step>) -> Plan {
-    Plan {
-        name: "advance".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps,
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("advance", steps)
 }
 
 fn executor(store: &Store) -> Executor {

@@ -9,7 +9,6 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use engine::server::{self, EngineConfig, RunningEngine};
@@ -70,15 +69,7 @@ impl Harness {
     }
 
     async fn start_run(&self, steps: Vec<Step>) -> i64 {
-        let plan = Plan {
-            name: "api".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps,
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new("api", steps);
         let json = serde_json::to_string(&plan).unwrap();
         self.engine
             .executor

@@ -39,15 +39,7 @@ fn bash(id: &str, deps: &[&str]) -> Step {
 }
 
 fn plan(steps: Vec<Step>) -> Plan {
-    Plan {
-        name: "approvals".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps,
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("approvals", steps)
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {

@@ -35,30 +35,28 @@ async fn replicas() -> Vec<(Store, Store, Option<tempfile::TempDir>)> {
 
 fn plan(group: &str, cancel_in_progress: bool) -> Plan {
     Plan {
-        name: "deploy".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![
-            Step::new(
-                "a",
-                Action::Bash {
-                    command: "echo a".into(),
-                },
-            ),
-            Step::new(
-                "b",
-                Action::Bash {
-                    command: "echo b".into(),
-                },
-            )
-            .after(&["a"]),
-        ],
         concurrency: Some(Concurrency {
             group: group.into(),
             cancel_in_progress,
         }),
-        budget_usd: None,
-        max_parallel: None,
+        ..Plan::new(
+            "deploy",
+            vec![
+                Step::new(
+                    "a",
+                    Action::Bash {
+                        command: "echo a".into(),
+                    },
+                ),
+                Step::new(
+                    "b",
+                    Action::Bash {
+                        command: "echo b".into(),
+                    },
+                )
+                .after(&["a"]),
+            ],
+        )
     }
 }
 

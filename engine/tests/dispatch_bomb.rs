@@ -31,11 +31,9 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
         safe_outputs: None,
         ..Default::default()
     };
-    Plan {
-        name: "t".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![
+    Plan::new(
+        "t",
+        vec![
             Step::new(
                 "a",
                 Action::Bash {
@@ -44,10 +42,7 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
             ),
             Step::new("l", Action::Llm(llm)).after(&["a"]),
         ],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    )
 }
 
 fn results() -> BTreeMap<&'static str, StepResult<'static>> {

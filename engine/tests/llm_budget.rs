@@ -427,13 +427,8 @@ async fn concurrent_holds_on_a_run_budget_never_pass_it() {
             })
             .collect();
         let plan = evaluator::plan::Plan {
-            name: "holds".into(),
-            triggers: vec![],
-            env: Default::default(),
-            steps,
-            concurrency: None,
             budget_usd: Some(0.1),
-            max_parallel: None,
+            ..evaluator::plan::Plan::new("holds", steps)
         };
         let run_id = support::start_plan_run(&executor, "/w/holds.plue.py", &plan, None).await;
         let runner_id = store

@@ -33,15 +33,7 @@ fn plan() -> Plan {
     review.retries = 1;
     review.loop_to = Some("build".into());
     review.max_loops = Some(1);
-    Plan {
-        name: "loops".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![build, review],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("loops", vec![build, review])
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {

@@ -21,15 +21,7 @@ use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::{LogLine, Outcome, Stream};
 
 fn plan(steps: Vec<Step>) -> Plan {
-    Plan {
-        name: "test".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps,
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("test", steps)
 }
 
 fn bash(id: &str) -> Step {

@@ -34,15 +34,7 @@ async fn repo(store: &Store, name: &str) -> i64 {
 }
 
 fn plan(steps: Vec<Step>) -> Plan {
-    Plan {
-        name: "wf".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps,
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("wf", steps)
 }
 
 async fn start(executor: &Executor, repo_id: i64, plan: &Plan, secrets_allowed: bool) -> i64 {

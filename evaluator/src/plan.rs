@@ -60,6 +60,20 @@ pub struct Concurrency {
 }
 
 impl Plan {
+    /// A plan named `name` of `steps`, with no triggers, no plan-wide env and none of the
+    /// optional limits (what a plan built in Rust starts from; set the rest field by field).
+    pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Plan {
+        Plan {
+            name: name.into(),
+            triggers: Vec::new(),
+            env: BTreeMap::new(),
+            steps,
+            concurrency: None,
+            budget_usd: None,
+            max_parallel: None,
+        }
+    }
+
     /// The canonical JSON bytes of the plan (see the module docs).
     pub fn canonical_json(&self) -> String {
         serde_json::to_string(self).expect(

@@ -33,11 +33,9 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
         max_cost_usd: None,
         ..Default::default()
     };
-    Plan {
-        name: "t".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![
+    Plan::new(
+        "t",
+        vec![
             Step::new(
                 "a",
                 Action::Bash {
@@ -46,10 +44,7 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
             ),
             Step::new("l", Action::Llm(llm)).after(&["a"]),
         ],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    )
 }
 
 fn map() -> SourceMap {

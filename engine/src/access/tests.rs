@@ -50,15 +50,7 @@ async fn any_run(store: &Store) -> i64 {
 
 /// A run, re-running `rerun_of` when given.
 async fn run_rerunning(store: &Store, rerun_of: Option<i64>) -> i64 {
-    let plan = evaluator::plan::Plan {
-        name: "p".into(),
-        triggers: vec![],
-        env: Default::default(),
-        steps: vec![],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    };
+    let plan = evaluator::plan::Plan::new("p", vec![]);
     let new = crate::store::NewRun {
         workflow_path: "/w/p.plue.py",
         event: "push",

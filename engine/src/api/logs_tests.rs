@@ -83,20 +83,15 @@ impl Engine {
                 .await
                 .unwrap()
         });
-        let plan = Plan {
-            name: "follow".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![Step::new(
+        let plan = Plan::new(
+            "follow",
+            vec![Step::new(
                 "build",
                 Action::Bash {
                     command: "true".into(),
                 },
             )],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        );
         let json = serde_json::to_string(&plan).unwrap();
         let repo_id = store
             .create_repo(&NewRepo {

@@ -11,18 +11,16 @@ use super::*;
 
 fn plan_with(command: &str) -> Plan {
     let mut plan = Plan {
-        name: "p".into(),
-        triggers: vec![],
         env: BTreeMap::from([("A".into(), "1".into())]),
-        steps: vec![Step::new(
-            "use",
-            Action::Bash {
-                command: command.into(),
-            },
-        )],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
+        ..Plan::new(
+            "p",
+            vec![Step::new(
+                "use",
+                Action::Bash {
+                    command: command.into(),
+                },
+            )],
+        )
     };
     plan.steps[0]
         .env
@@ -110,15 +108,7 @@ fn llm_plan(prompt: Option<&str>, secrets: &[&str]) -> Plan {
     };
     let mut step = Step::new("review", Action::Llm(action));
     step.secrets = secrets.iter().map(|s| s.to_string()).collect();
-    Plan {
-        name: "p".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![step],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("p", vec![step])
 }
 
 #[test]
@@ -253,15 +243,7 @@ fn hostile_results(value: &str) -> BTreeMap<&'static str, StepResult<'static>> {
 }
 
 fn code_step(action: Action) -> Plan {
-    Plan {
-        name: "p".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![Step::new("down", action).after(&["up"])],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("p", vec![Step::new("down", action).after(&["up"])])
 }
 
 fn llm_with(inputs: BTreeMap<String, Value>) -> Action {
@@ -817,47 +799,45 @@ fn rendering_past_its_bounds_fails_the_step() {
 #[test]
 fn a_step_reads_its_dependencies_and_what_its_templates_name() {
     let mut plan = Plan {
-        name: "p".into(),
-        triggers: vec![],
         env: BTreeMap::from([("ALL".into(), "{{ steps.a.status }}".into())]),
-        steps: vec![
-            Step::new(
-                "a",
-                Action::Bash {
-                    command: "true".into(),
-                },
-            ),
-            Step::new(
-                "b",
-                Action::Bash {
-                    command: "true".into(),
-                },
-            ),
-            Step::new(
-                "c",
-                Action::Bash {
-                    command: "true".into(),
-                },
-            ),
-            Step::new(
-                "d",
-                Action::Python {
-                    script: "print({{ steps.b.outputs.x }}) # {{ steps.nope.status }}".into(),
-                    fresh_interpreter: false,
-                },
-            )
-            .after(&["c"]),
-            Step::new(
-                "e",
-                llm_with(BTreeMap::from([(
-                    "i".into(),
-                    json!({"deep": ["{{ steps.c.outputs.y }}"]}),
-                )])),
-            ),
-        ],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
+        ..Plan::new(
+            "p",
+            vec![
+                Step::new(
+                    "a",
+                    Action::Bash {
+                        command: "true".into(),
+                    },
+                ),
+                Step::new(
+                    "b",
+                    Action::Bash {
+                        command: "true".into(),
+                    },
+                ),
+                Step::new(
+                    "c",
+                    Action::Bash {
+                        command: "true".into(),
+                    },
+                ),
+                Step::new(
+                    "d",
+                    Action::Python {
+                        script: "print({{ steps.b.outputs.x }}) # {{ steps.nope.status }}".into(),
+                        fresh_interpreter: false,
+                    },
+                )
+                .after(&["c"]),
+                Step::new(
+                    "e",
+                    llm_with(BTreeMap::from([(
+                        "i".into(),
+                        json!({"deep": ["{{ steps.c.outputs.y }}"]}),
+                    )])),
+                ),
+            ],
+        )
     };
     plan.steps[4]
         .env

@@ -39,15 +39,7 @@ mod tests {
             }),
         );
         step.timeout = 90;
-        let plan = Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: Default::default(),
-            steps: vec![step],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new("p", vec![step]);
         assert!(is_approval(&plan, 0));
         assert_eq!(
             wait(&plan, 0, 7, 1_000),

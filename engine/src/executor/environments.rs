@@ -310,15 +310,7 @@ mod tests {
                 command: "true".into(),
             },
         );
-        let plan = Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![build, deploy],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new("p", vec![build, deploy]);
         let local = RunEnvironments {
             repo: None,
             defined: BTreeMap::new(),

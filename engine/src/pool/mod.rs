@@ -847,15 +847,7 @@ mod tests {
             },
         );
         big.runner = BTreeMap::from([("size".to_string(), "big".to_string())]);
-        let plan = Plan {
-            name: "labelled".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![big],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new("labelled", vec![big]);
         let json = serde_json::to_string(&plan).unwrap();
         executor
             .start_run(&NewRun {

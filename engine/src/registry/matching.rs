@@ -216,13 +216,8 @@ mod tests {
 
     fn plan(triggers: Vec<Trigger>) -> Plan {
         Plan {
-            name: "p".into(),
-            triggers,
-            env: BTreeMap::new(),
-            steps: vec![],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
+            triggers: triggers,
+            ..Plan::new("p", vec![])
         }
     }
 

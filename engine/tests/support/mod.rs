@@ -21,7 +21,7 @@
 //! (shared set-up lives here, never copied into a test file); its sections are the sandbox,
 //! engines, HTTP pollers and workflow builders.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
@@ -689,15 +689,7 @@ pub(crate) async fn start_in_process_with_runner_listener(
 
 /// A plan `name` of `steps`, without triggers, environment or concurrency.
 pub(crate) fn plan(name: &str, steps: Vec<Step>) -> Plan {
-    Plan {
-        name: name.into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps,
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new(name, steps)
 }
 
 /// A step `id` running `command` in bash.

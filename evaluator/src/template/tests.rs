@@ -171,15 +171,7 @@ fn messages(plan: &Plan) -> Vec<String> {
 }
 
 fn plan(steps: Vec<Step>) -> Plan {
-    Plan {
-        name: "p".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps,
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new("p", steps)
 }
 
 #[test]

@@ -78,11 +78,9 @@ mod tests {
     use crate::plan::{Action, Step};
 
     fn plan(command: &str) -> Plan {
-        Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: Default::default(),
-            steps: vec![
+        Plan::new(
+            "p",
+            vec![
                 Step::new(
                     "a",
                     Action::Bash {
@@ -97,10 +95,7 @@ mod tests {
                 )
                 .after(&["a"]),
             ],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        }
+        )
     }
 
     fn problems(command: &str, source: &str) -> Vec<String> {

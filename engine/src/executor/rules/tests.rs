@@ -62,21 +62,16 @@ fn needed(plan: &Plan, reads: &[Vec<usize>], loops: &Loops, snap: &RunSnapshot) 
 }
 
 fn plan() -> Plan {
-    Plan {
-        name: "p".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![
+    Plan::new(
+        "p",
+        vec![
             bash("a", "true", &[]),
             bash("big", "true", &[]),
             bash("b", "echo {{ steps.a.outputs.x }}", &["mid"]),
             bash("mid", "true", &["a"]),
             bash("c", "true", &["big", "mid"]),
         ],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    )
 }
 
 #[test]
@@ -109,20 +104,15 @@ fn an_advance_needs_only_finished_steps_that_pending_steps_read() {
 fn a_join_with_a_dependency_still_active_needs_no_outputs_yet() {
     // regression (scale): every advance of a 10,000-step fan-out looked up the outputs of
     // every finished branch for the join, which could not be dispatched yet.
-    let plan = Plan {
-        name: "fan".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![
+    let plan = Plan::new(
+        "fan",
+        vec![
             bash("a", "true", &[]),
             bash("b", "true", &[]),
             bash("c", "true", &[]),
             bash("join", "true", &["a", "b", "c"]),
         ],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    };
+    );
     let reads = dispatch::reads(&plan);
     let loops = Loops::of(&plan);
     for active in ["queued", "claimed", "running", "waiting"] {
@@ -253,11 +243,9 @@ fn loop_plan() -> Plan {
     let mut review = bash("review", "false", &["test"]);
     review.loop_to = Some("build".into());
     review.max_loops = Some(2);
-    Plan {
-        name: "p".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![
+    Plan::new(
+        "p",
+        vec![
             bash("build", "echo \"{{ steps.review.outputs.feedback }}\"", &[]),
             bash("test", "true", &["build"]),
             review,
@@ -265,10 +253,7 @@ fn loop_plan() -> Plan {
             bash("notify", "true", &["review"]).on(evaluator::plan::When::Failure),
             bash("cleanup", "true", &["review"]).on(evaluator::plan::When::Always),
         ],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    )
 }
 
 fn looped_snapshot(plan: &Plan, statuses: &[&str], iteration: i64) -> RunSnapshot {
@@ -480,15 +465,7 @@ fn environment_gates_decide_before_the_queue() {
     use super::environments::{Gate, REVIEW_TIMEOUT_MS};
     let mut deploy = bash("deploy", "./deploy.sh", &[]);
     deploy.environment = Some("prod".into());
-    let plan = Plan {
-        name: "p".into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps: vec![deploy, bash("after", "true", &["deploy"])],
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    };
+    let plan = Plan::new("p", vec![deploy, bash("after", "true", &["deploy"])]);
     let reads = dispatch::reads(&plan);
     let deps = crate::schedule::dependency_indices(&plan);
     let loops = Loops::default();
