@@ -14,6 +14,11 @@
 //!   against writing the same lines to a file and reading a pipe directly.
 //! - [`llm`] — token latency of an `llm` step (delta written by a local Claude server →
 //!   token line received over SSE), against reading the same stream directly.
+//! - [`first_line`] — a real `git push`, the signed webhook, and the first step's first log
+//!   line stored and at an SSE follower, on the local pool and the simulated Kubernetes
+//!   pool's warm pod; baseline: the `git push` itself.
+//! - [`replicas`] — runs × no-op steps through one and two `plue serve` replicas on one
+//!   PostgreSQL, with protocol-only runners: steps/s, claim latency, commits per step.
 //! - [`floor`] — a bash step through the runner's own process path and nothing else (the
 //!   isolation every step gets), against a bare spawn; also the peers' "floor" column.
 //!
@@ -27,9 +32,11 @@
 mod check;
 mod claim;
 mod eval;
+mod first_line;
 mod floor;
 mod llm;
 mod logs;
+mod replicas;
 mod server;
 mod stats;
 mod steps;
@@ -48,7 +55,8 @@ pub(crate) struct Env {
     pub(crate) plue: PathBuf,
 }
 
-const USAGE: &str = "eval, check, steps, claim, logs, webhook, llm, floor or all";
+const USAGE: &str =
+    "eval, check, steps, claim, logs, webhook, first-line, replicas, llm, floor or all";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -61,7 +69,16 @@ fn main() -> Result<()> {
             .block_on(floor::run(&args[2..]));
     }
     if ![
-        "eval", "check", "steps", "claim", "logs", "webhook", "llm", "all",
+        "eval",
+        "check",
+        "steps",
+        "claim",
+        "logs",
+        "webhook",
+        "first-line",
+        "replicas",
+        "llm",
+        "all",
     ]
     .contains(&which.as_str())
     {
@@ -99,6 +116,8 @@ fn main() -> Result<()> {
         "claim" => runtime.block_on(claim::run(&env)),
         "logs" => runtime.block_on(logs::run(&env)),
         "webhook" => runtime.block_on(webhook::run(&env)),
+        "first-line" => runtime.block_on(first_line::run(&env)),
+        "replicas" => runtime.block_on(replicas::run(&env, &args[2..])),
         "llm" => runtime.block_on(llm::run(&env)),
         "all" => {
             runtime.block_on(eval::run(&env))?;

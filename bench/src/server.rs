@@ -92,9 +92,14 @@ impl Server {
         let data_dir = work.fresh("serve-data");
         let log = work.fresh("serve.log");
         let mut command = Command::new(&env.plue);
+        command.arg("serve");
+        // A caller that must know the address before the start (a pool configuration
+        // naming the engine's URL) passes its own `--listen`.
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--runners", &runners.to_string()])
+            .args(["--runners", &runners.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--local-workflows")

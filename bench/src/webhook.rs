@@ -27,7 +27,7 @@ const SUSTAINED: usize = 40;
 const IN_FLIGHT: usize = 4;
 const WORKFLOWS: usize = 5;
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)

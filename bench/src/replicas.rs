@@ -1,0 +1,427 @@
+//! `plue-bench replicas [RUNS] [STEPS] [RUNNERS]`: throughput of `plue serve` on
+//! PostgreSQL with one and with two engine replicas on the same database, under a burst of
+//! `RUNS` concurrent runs (default 200), each a chain of `STEPS` no-op steps (default 20).
+//!
+//! The runners are **protocol-only**: [`ProtocolRunner`] is a small client of the runner
+//! protocol inside this benchmark that registers with the shared token, long-polls, and
+//! completes each assignment at once (succeeded, no log line, no process), asking for its
+//! next attempt in the same request (`claim_next`), as a real runner that keeps working
+//! does. So the figures are the engine's and the database's: claims, completions, advances
+//! and run bookkeeping, never a process spawn. `RUNNERS` (default 64) are split evenly
+//! over the replicas, each polling its own replica.
+//!
+//! Figures, from the database (store timestamps, 1 ms resolution) and this client:
+//! - steps/s: steps completed ÷ (first claim → last step finished);
+//! - ready → claimed p50/p99: `attempts.claimed_at − step_runs.ready_at`, the engine's
+//!   claim latency including any wait for a free runner;
+//! - the runner's completion-and-next-claim request, round trip p50/p99;
+//! - PostgreSQL commits per step: `pg_stat_database.xact_commit` of the run's database
+//!   over the burst, minus what the idle installation (runners polling, timers) commits
+//!   in the same time, ÷ steps. Statistics are flushed by idle backends within 10 s, so
+//!   each reading waits 11 s.
+//!
+//! PostgreSQL is `testkit`'s throw-away server (`fsync=off`, `synchronous_commit=off`):
+//! commit latency here is a memory write, so disk-bound installations are slower.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use runner::protocol::{self as wire, Assignment};
+use serde_json::Value;
+use testkit::TempPostgres;
+
+use crate::server::{Backend, Server};
+use crate::stats::{from_ms, ms, percentile, whole_ms};
+use crate::workdir::{self, Workdir};
+use crate::Env;
+
+const RUNNER_TOKEN: &str = "runner-token-of-the-replicas-benchmark";
+/// How long idle backends may keep their statistics before flushing them (PostgreSQL's
+/// `PGSTAT_IDLE_INTERVAL`, 10 s), plus a margin.
+const STATS_FLUSH: Duration = Duration::from_secs(11);
+/// Per table: name, rows inserted, updated, deleted, index scans (one line each).
+const TABLE_WRITES: &str =
+    "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, COALESCE(idx_scan, 0) \
+     FROM pg_stat_user_tables ORDER BY relname";
+/// At most this many `POST /api/runs` in flight while the burst is created.
+const CREATING: usize = 8;
+
+struct Config {
+    runs: usize,
+    steps: usize,
+    runners: usize,
+}
+
+struct Measured {
+    replicas: usize,
+    steps: usize,
+    window: Duration,
+    wall: Duration,
+    claim: Vec<Duration>,
+    round_trips: Vec<Duration>,
+    commits: f64,
+    idle_commits: f64,
+}
+
+pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
+    let number = |i: usize, default: usize| -> Result<usize> {
+        args.get(i).map_or(Ok(default), |a| {
+            a.parse().with_context(|| {
+                format!("'{a}' is not a number (replicas [RUNS] [STEPS] [RUNNERS])")
+            })
+        })
+    };
+    let config = Config {
+        runs: number(0, 200)?,
+        steps: number(1, 20)?,
+        runners: number(2, 64)?,
+    };
+    let postgres = tokio::task::spawn_blocking(TempPostgres::start).await??;
+    let postgres = Arc::new(postgres);
+    let mut results = Vec::new();
+    for replicas in [1, 2] {
+        results.push(
+            measure(env, &postgres, &config, replicas)
+                .await
+                .with_context(|| format!("replicas: {replicas} engine(s)"))?,
+        );
+    }
+    drop(tokio::task::spawn_blocking(move || drop(postgres)).await);
+
+    println!(
+        "## replicas: {} runs × {} no-op steps through `plue serve` on PostgreSQL\n",
+        config.runs, config.steps
+    );
+    println!(
+        "{} **protocol-only runners** (a runner-protocol client inside `plue-bench` that \
+         completes each step at once and takes its next one in the same request), split over \
+         the replicas; each run a chain, all created at once. PostgreSQL from `testkit` \
+         (`fsync=off`, `synchronous_commit=off`).\n",
+        config.runners
+    );
+    println!(
+        "| engines | steps/s | ready → claimed p50 / p99 | completion + next claim round trip p50 / p99 | PostgreSQL commits per step (idle subtracted) | wall |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for m in &mut results {
+        let rate = m.steps as f64 / m.window.as_secs_f64().max(1e-9);
+        let (c50, c99) = (
+            percentile(&mut m.claim, 0.5),
+            percentile(&mut m.claim, 0.99),
+        );
+        let (r50, r99) = (
+            percentile(&mut m.round_trips, 0.5),
+            percentile(&mut m.round_trips, 0.99),
+        );
+        println!(
+            "| {} | {rate:.0} | {} / {} | {} / {} | {:.1} ({:.1} raw) | {} |",
+            m.replicas,
+            whole_ms(c50),
+            whole_ms(c99),
+            ms(r50),
+            ms(r99),
+            (m.commits - m.idle_commits) / m.steps as f64,
+            m.commits / m.steps as f64,
+            ms(m.wall),
+        );
+    }
+    if let [one, two] = &results[..] {
+        let rate = |m: &Measured| m.steps as f64 / m.window.as_secs_f64().max(1e-9);
+        let ratio = rate(two) / rate(one);
+        let claim99 = percentile(&mut two.claim.clone(), 0.99);
+        println!(
+            "\nTwo engines / one: **{ratio:.2}×** steps/s (goal ≥ 1.6×: {}); claim p99 with two \
+             engines {} (goal ≤ 20 ms: {}).\n",
+            if ratio >= 1.6 { "met" } else { "not met" },
+            whole_ms(claim99),
+            if claim99 <= Duration::from_millis(20) {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn measure(
+    env: &Env,
+    postgres: &Arc<TempPostgres>,
+    config: &Config,
+    replicas: usize,
+) -> Result<Measured> {
+    let work = Workdir::new("plue-bench-replicas-")?;
+    let url = {
+        let postgres = postgres.clone();
+        tokio::task::spawn_blocking(move || postgres.new_database()).await??
+    };
+    let psql = |sql: &'static str| {
+        let (postgres, url) = (postgres.clone(), url.clone());
+        async move {
+            tokio::task::spawn_blocking(move || postgres.psql(&url, sql))
+                .await?
+                .with_context(|| format!("psql: {sql}"))
+        }
+    };
+    let mut servers = Vec::new();
+    // One after the other: the first applies the migrations.
+    for _ in 0..replicas {
+        servers.push(
+            Server::start_with(
+                env,
+                &work,
+                &Backend::Postgres(url.clone()),
+                0,
+                &["--runner-token", RUNNER_TOKEN],
+                &[],
+            )
+            .await?,
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let round_trips = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..config.runners {
+        let runner = ProtocolRunner {
+            engine: servers[i % replicas].url().to_string(),
+            name: format!("bench-protocol-{i}"),
+            client: reqwest::Client::new(),
+            session: String::new(),
+            stop: stop.clone(),
+            round_trips: round_trips.clone(),
+        };
+        tasks.push(tokio::spawn(runner.work()));
+    }
+    let workflow = work.write_workflow("burst", &workdir::chain(config.steps, "true"))?;
+
+    // The idle installation's own commits (runners polling, heartbeats, timers).
+    tokio::time::sleep(STATS_FLUSH).await;
+    let idle_from = commits(
+        &psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            .await?,
+    )?;
+    let idle_started = Instant::now();
+    tokio::time::sleep(STATS_FLUSH).await;
+    let before = commits(
+        &psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            .await?,
+    )?;
+    let idle_rate = (before - idle_from) / idle_started.elapsed().as_secs_f64();
+
+    let tables_before = psql(TABLE_WRITES).await?;
+    let burst_started = Instant::now();
+    {
+        use futures::StreamExt;
+        let servers = &servers;
+        let workflow = &workflow;
+        let workspace = work.workspace();
+        let workspace = &workspace;
+        let created: Vec<Result<i64>> = futures::stream::iter(0..config.runs)
+            .map(|n| async move { servers[n % replicas].start_run(workflow, workspace).await })
+            .buffer_unordered(CREATING)
+            .collect()
+            .await;
+        for run in created {
+            run?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let open = psql("SELECT count(*) FROM runs WHERE finished_at IS NULL").await?;
+        if open.trim() == "0" {
+            break;
+        }
+        for task in &tasks {
+            if task.is_finished() {
+                bail!("a protocol runner stopped while runs were open");
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{} runs still open after 900 s", open.trim());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = burst_started.elapsed();
+    let failed = psql("SELECT count(*) FROM runs WHERE status <> 'succeeded'").await?;
+    if failed.trim() != "0" {
+        bail!("{} runs did not succeed", failed.trim());
+    }
+    tokio::time::sleep(STATS_FLUSH).await;
+    let after = commits(
+        &psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            .await?,
+    )?;
+    let burst = burst_started.elapsed();
+    // Where the writes went, per table (on stderr: the README takes stdout).
+    let tables_after = psql(TABLE_WRITES).await?;
+    eprintln!("{replicas} engine(s), writes per table over the burst (inserted, updated, deleted; index scans):");
+    for (before, after) in tables_before.lines().zip(tables_after.lines()) {
+        let (b, a): (Vec<&str>, Vec<&str>) =
+            (before.split('|').collect(), after.split('|').collect());
+        let delta = |i: usize| -> i64 {
+            a[i].parse::<i64>().unwrap_or(0) - b[i].parse::<i64>().unwrap_or(0)
+        };
+        eprintln!(
+            "  {:<24} {:>8} {:>8} {:>8} {:>9}",
+            a[0],
+            delta(1),
+            delta(2),
+            delta(3),
+            delta(4)
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await??;
+    }
+
+    let window = psql(
+        "SELECT min(a.claimed_at) || ' ' || max(s.finished_at) || ' ' || count(*) \
+         FROM attempts a JOIN step_runs s ON s.id = a.step_run_id",
+    )
+    .await?;
+    let parts: Vec<i64> = window
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("the burst's window: {window:?}"))?;
+    let [first_claim, last_finish, attempts] = parts[..] else {
+        bail!("the burst's window: {window:?}");
+    };
+    let expected = (config.runs * config.steps) as i64;
+    if attempts != expected {
+        bail!("{attempts} attempts for {expected} steps: a step was retried or lost");
+    }
+    let claim = psql(
+        "SELECT a.claimed_at - s.ready_at FROM attempts a JOIN step_runs s ON s.id = a.step_run_id",
+    )
+    .await?
+    .lines()
+    .map(|l| l.trim().parse::<i64>().map(from_ms))
+    .collect::<Result<Vec<_>, _>>()?;
+    for server in servers {
+        server.stop().await;
+    }
+    let round_trips = std::mem::take(&mut *round_trips.lock().expect("round trips"));
+    Ok(Measured {
+        replicas,
+        steps: config.runs * config.steps,
+        window: from_ms(last_finish - first_claim),
+        wall,
+        claim,
+        round_trips,
+        commits: after - before,
+        idle_commits: idle_rate * burst.as_secs_f64(),
+    })
+}
+
+fn commits(text: &str) -> Result<f64> {
+    text.trim()
+        .parse()
+        .with_context(|| format!("xact_commit: {text:?}"))
+}
+
+/// A runner that speaks the protocol and runs nothing: every assignment succeeds at once.
+struct ProtocolRunner {
+    engine: String,
+    name: String,
+    client: reqwest::Client,
+    session: String,
+    stop: Arc<AtomicBool>,
+    /// Round trips of completions that asked for the next attempt.
+    round_trips: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl ProtocolRunner {
+    async fn work(mut self) -> Result<()> {
+        let request = wire::RegisterRequest {
+            name: self.name.clone(),
+            labels: Default::default(),
+            ephemeral: false,
+            accept_forks: None,
+        };
+        let registered: wire::RegisterResponse = serde_json::from_value(
+            self.post(
+                wire::REGISTER,
+                RUNNER_TOKEN,
+                serde_json::to_value(&request)?,
+            )
+            .await?,
+        )?;
+        self.session = registered.session_token;
+        let heartbeat = Duration::from_millis(registered.heartbeat_interval_ms.max(100));
+        let mut beat = Instant::now();
+        let poll = serde_json::to_value(&wire::PollRequest { wait_ms: 1000 })?;
+        while !self.stop.load(Ordering::SeqCst) {
+            let polled: wire::PollResponse =
+                serde_json::from_value(self.post(wire::POLL, &self.session, poll.clone()).await?)?;
+            let mut next = polled.assignment;
+            while let Some(assignment) = next {
+                next = self.complete(&assignment).await?;
+                // A runner taking step after step in completions polls no more: it says it
+                // is alive on its own.
+                if beat.elapsed() >= heartbeat {
+                    self.post(wire::HEARTBEAT, &self.session, Value::Null)
+                        .await?;
+                    beat = Instant::now();
+                }
+            }
+        }
+        self.post(wire::DEREGISTER, &self.session, Value::Null)
+            .await?;
+        Ok(())
+    }
+
+    /// Completes `assignment` as succeeded, asking for the next attempt.
+    async fn complete(&self, assignment: &Assignment) -> Result<Option<Assignment>> {
+        let completion = wire::Completion {
+            outcome: wire::Outcome::Succeeded,
+            exit_code: Some(0),
+            reason: None,
+            outputs: Default::default(),
+            lines: 0,
+            usage: None,
+            proposals: Vec::new(),
+            model: None,
+            claim_next: true,
+            started_ms_ago: Some(0),
+            network_refused: 0,
+        };
+        let body = serde_json::to_value(&completion)?;
+        let started = Instant::now();
+        let answer = self
+            .post(
+                &wire::complete_path(assignment.attempt_id),
+                &self.session,
+                body,
+            )
+            .await?;
+        self.round_trips
+            .lock()
+            .expect("round trips")
+            .push(started.elapsed());
+        let answer: wire::CompleteResponse = serde_json::from_value(answer)?;
+        Ok(answer.next)
+    }
+
+    /// POSTs `body` and returns the JSON answer (`serde_json::from_value` gives it its
+    /// protocol type at the call).
+    async fn post(&self, path: &str, token: &str, body: serde_json::Value) -> Result<Value> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.engine))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("{} {path}", self.name))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{} {path}: {status}: {text}", self.name);
+        }
+        serde_json::from_str(&text).with_context(|| format!("{} {path}: {text}", self.name))
+    }
+}
