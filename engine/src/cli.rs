@@ -640,6 +640,10 @@ pub(crate) struct ApproveArgs {
     /// Why, stored with the decision.
     #[arg(long)]
     pub(crate) comment: Option<String>,
+    /// Decide a step of a `plue run` running from this data directory, instead of a
+    /// server's (its address and token are read from there).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
 }

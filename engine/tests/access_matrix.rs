@@ -171,6 +171,25 @@ fn rule(method: &str, path: &str) -> Option<Case> {
         ("get", "/api/runs/{id}/steps/{step}/transcript") => {
             case(Reader, "/api/runs/{run}/steps/build/transcript").missing("kept no transcript")
         }
+        // Debug sessions: writers open one (here `build` did not fail: 409, past the
+        // checks); a session is its creator's alone, so for everyone else one that exists
+        // and one that does not are the same 404 (tests/debug_shell.rs plays the creator).
+        ("post", "/api/runs/{id}/steps/{step}/debug") => {
+            case(Writer, "/api/runs/{run}/steps/build/debug").body(json!({}))
+        }
+        ("get" | "delete", "/api/debug/{session}") => {
+            case(SignedIn, "/api/debug/0123456789abcdef0123456789abcdef")
+                .missing("no debug session")
+        }
+        ("get", "/api/debug/{session}/attach") => {
+            case(SignedIn, "/api/debug/0123456789abcdef0123456789abcdef/attach")
+                .missing("no debug session")
+        }
+        ("post", "/api/debug/{session}/input") => {
+            case(SignedIn, "/api/debug/0123456789abcdef0123456789abcdef/input")
+                .body(json!({"data": "aWQK"}))
+                .missing("no debug session")
+        }
         // Runners.
         ("get", "/api/runners") => case(SignedIn, "/api/runners"),
         ("get", "/api/pool") => case(SignedIn, "/api/pool").missing("runs no local pool"),
@@ -560,7 +579,7 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
             let text = listed.to_string();
             assert!(
                 !text.contains("acme/app")
-                    && !listed.as_array().unwrap().iter().any(|r| r["id"] == run),
+                    && !listed["runs"].as_array().unwrap().iter().any(|r| r["id"] == run),
                 "GET {uri} with {who}: {text}"
             );
         }

@@ -160,7 +160,8 @@ pub(super) async fn list(
 }
 
 /// What a waiting step is decided as, and who may decide it.
-enum Gate {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Gate {
     /// An approval step of the plan.
     Approval {
         approvers: Vec<String>,
@@ -174,10 +175,80 @@ enum Gate {
     },
 }
 
+impl Gate {
+    /// Who may decide (user names and `@group`s; empty: any writer).
+    pub(crate) fn deciders(&self) -> &[String] {
+        match self {
+            Gate::Approval { approvers, .. } => approvers,
+            Gate::Review { reviewers, .. } => reviewers,
+        }
+    }
+
+    /// Whether whoever started the run is excluded.
+    pub(crate) fn excludes_triggerer(&self) -> bool {
+        match self {
+            Gate::Approval {
+                exclude_triggerer, ..
+            } => *exclude_triggerer,
+            Gate::Review {
+                prevent_self_review,
+                ..
+            } => *prevent_self_review,
+        }
+    }
+
+    /// The environment under review, for a review.
+    pub(crate) fn environment(&self) -> Option<&str> {
+        match self {
+            Gate::Approval { .. } => None,
+            Gate::Review { environment, .. } => Some(environment),
+        }
+    }
+}
+
+/// Whether `caller` may decide step `step` of run `run_id` now, by every rule the decision
+/// applies — `writer` on the run's repository (404 for a run it may not read, 403 for a
+/// reader), the step a gate (404, 400, 409), among its deciders and not excluded as the
+/// run's (or a repeated run's) starter (403) — with the run and its gate when it may. The
+/// decision asks exactly this before it decides, and the dashboard asks it to offer
+/// Approve/Reject only to those the decision would accept, and to say why to the others.
+/// Whether the step still waits is the decision's own transaction's to say.
+pub(crate) async fn decider_check(
+    state: &ApiState,
+    caller: &Caller,
+    run_id: i64,
+    step: &str,
+) -> ApiResult<(RunRow, Gate)> {
+    let store = state.executor.store();
+    // Writers only: a reader learns it may not (403), others that there is no such run.
+    let run = caller.visible_run(store, run_id, Role::Writer).await?;
+    let gate = gate_of(state, &run, step).await?;
+    let exclude = gate.excludes_triggerer();
+    if let Err(refusal) = caller
+        .may_decide(store, run_id, gate.deciders(), exclude)
+        .await?
+    {
+        let what = match gate.environment() {
+            Some(name) => format!("the review of environment '{name}' for step '{step}'"),
+            None => format!("step '{step}'"),
+        };
+        return Err(ApiError::forbidden(format!("{refusal} ({what})")));
+    }
+    if exclude {
+        if let Some(started) = repeated_run_started_by(store, caller, &run).await? {
+            return Err(ApiError::forbidden(format!(
+                "'{}' started run {started}, which run {run_id} runs again, and may not decide it",
+                caller.name()
+            )));
+        }
+    }
+    Ok((run, gate))
+}
+
 /// The gate `step` of `run` is decided as: 404 when the run has no such step, 400 when it
 /// is neither an approval nor a step under an environment, 409 when its environment is no
 /// longer defined.
-async fn gate_of(state: &ApiState, run: &RunRow, step: &str) -> ApiResult<Gate> {
+pub(crate) async fn gate_of(state: &ApiState, run: &RunRow, step: &str) -> ApiResult<Gate> {
     let run_id = run.id;
     let no_step = || ApiError::not_found(format!("run {run_id} has no step '{step}'"));
     if run.plan_hash.is_empty() {
@@ -265,35 +336,8 @@ async fn decide(
     check_clean_field("comment", &decision.comment, TextKind::UserLine)
         .map_err(ApiError::bad_request)?;
     let store = state.executor.store();
-    // Writers only: a reader learns it may not (403), others that there is no such run.
-    let run = caller.visible_run(store, run_id, Role::Writer).await?;
-    let gate = gate_of(&state, &run, &step).await?;
-    let (names, exclude, environment) = match &gate {
-        Gate::Approval {
-            approvers,
-            exclude_triggerer,
-        } => (approvers, *exclude_triggerer, None),
-        Gate::Review {
-            environment,
-            reviewers,
-            prevent_self_review,
-        } => (reviewers, *prevent_self_review, Some(environment.as_str())),
-    };
-    if let Err(refusal) = caller.may_decide(store, run_id, names, exclude).await? {
-        let what = match environment {
-            Some(name) => format!("the review of environment '{name}' for step '{step}'"),
-            None => format!("step '{step}'"),
-        };
-        return Err(ApiError::forbidden(format!("{refusal} ({what})")));
-    }
-    if exclude {
-        if let Some(started) = repeated_run_started_by(store, &caller, &run).await? {
-            return Err(ApiError::forbidden(format!(
-                "'{}' started run {started}, which run {run_id} runs again, and may not decide it",
-                caller.name()
-            )));
-        }
-    }
+    let (run, gate) = decider_check(&state, &caller, run_id, &step).await?;
+    let environment = gate.environment();
     let who = caller.name().to_owned();
     let now = now_ms();
     let decided = match environment {
@@ -374,8 +418,8 @@ async fn decide(
         comment: decision.comment,
         decided_at: now,
         environment: environment.map(str::to_owned),
-        reviewers: match gate {
-            Gate::Review { reviewers, .. } => reviewers,
+        reviewers: match &gate {
+            Gate::Review { reviewers, .. } => reviewers.clone(),
             Gate::Approval { .. } => Vec::new(),
         },
     }))

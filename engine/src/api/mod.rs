@@ -12,10 +12,12 @@
 //! the audit trail with the caller's user id ([`audit`]). Every error is an [`ApiError`]
 //! with a JSON body.
 
-mod approvals;
+pub(crate) mod annotations;
+pub(crate) mod approvals;
 mod artifacts;
 mod audit_trail;
 mod body;
+mod debug;
 mod environments;
 pub mod followers;
 mod logs;
@@ -24,10 +26,13 @@ mod people;
 pub mod proposals;
 pub mod record;
 mod repos;
+mod reruns;
 mod runner_tokens;
+mod runs_list;
 mod transcripts;
 mod user_tokens;
 pub mod views;
+pub mod workflows;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +48,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::access::{Caller, Readable, Resolver, Role};
+use crate::access::{Caller, Resolver, Role};
 use crate::artifacts::Artifacts;
 use crate::executor::Executor;
 use crate::http_error::{ApiError, ApiResult};
@@ -79,11 +84,12 @@ pub struct ApiState {
 /// middleware, then those anyone may read.
 fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
     let guarded = OpenApiRouter::new()
-        .routes(routes!(list_runs, create_run))
+        .routes(routes!(runs_list::list_runs, create_run))
         .routes(routes!(get_run))
         .routes(routes!(record::get_record))
         .routes(routes!(cancel_run))
         .routes(routes!(rerun))
+        .routes(routes!(annotations::list))
         .routes(routes!(logs::step_logs))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::reject))
@@ -94,6 +100,10 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(artifacts::tar))
         .routes(routes!(artifacts::file))
         .routes(routes!(transcripts::get))
+        .routes(routes!(debug::open))
+        .routes(routes!(debug::get, debug::end))
+        .routes(routes!(debug::attach))
+        .routes(routes!(debug::input))
         .routes(routes!(list_runners))
         .routes(routes!(pool))
         .routes(routes!(repos::list_repos, repos::create_repo))
@@ -119,6 +129,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(repos::put_secret, repos::delete_secret))
         .routes(routes!(repos::repo_schedules))
         .routes(routes!(repos::dispatch))
+        .routes(routes!(workflows::list))
         .routes(routes!(repos::all_schedules))
         .routes(routes!(user_tokens::list_tokens, user_tokens::create_token))
         .routes(routes!(user_tokens::revoke_token))
@@ -164,64 +175,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     openapi::optional_bodies(&mut doc);
     openapi::plain_wildcards(&mut doc);
     doc
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct RunsQuery {
-    /// At most this many runs, newest first (default 50; below 1 counts as 1, above 1000
-    /// as 1000).
-    limit: Option<i64>,
-    /// Only runs of this repository (`owner/name`).
-    #[param(
-        pattern = r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$",
-        example = "octo/hello"
-    )]
-    repo: Option<String>,
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/runs",
-    tag = "runs",
-    summary = "Recent runs, newest first",
-    params(RunsQuery),
-    security((), ("bearer" = [])),
-    responses(
-        (status = 200, description = "The runs (without their steps)", body = Vec<RunView>),
-        (status = 400, description = "An unknown or malformed query parameter, or an invalid repository name", body = ErrorView),
-        (status = 401, description = "The token is not valid", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
-    )
-)]
-async fn list_runs(
-    State(state): State<ApiState>,
-    caller: Caller,
-    query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Vec<RunView>>> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let store = state.executor.store();
-    if let Some(repo) = &query.repo {
-        repos::check_repo_name(repo)?;
-    }
-    let filter = crate::store::RunFilter {
-        repository: query.repo.clone(),
-        ..Default::default()
-    };
-    // Only the caller's readable repositories, in the query itself: `limit` counts
-    // readable runs (the anonymous read public repositories only, and no local run).
-    let runs = match caller.readable(store).await? {
-        Readable::All => store.runs_page(&filter, None, limit).await?,
-        Readable::Repos(ids) => {
-            let ids: Vec<i64> = ids.into_iter().collect();
-            store.runs_page(&filter, Some(&ids), limit).await?
-        }
-    };
-    Ok(Json(
-        runs.into_iter().map(|r| RunView::new(r, None)).collect(),
-    ))
 }
 
 pub(crate) fn parse_run_id(raw: &str) -> ApiResult<i64> {
@@ -340,15 +293,17 @@ async fn cancel_run(
     path = "/api/runs/{id}/rerun",
     tag = "runs",
     summary = "Run a run's plan again, as a new run",
-    params(RunId),
+    description = "With `failed=true`, only the failed and cancelled steps and the steps after \
+                   them run again; the others are carried over with their outputs and files.",
+    params(RunId, reruns::RerunQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The new run", body = Created),
-        (status = 400, description = "The id is not a run id", body = ErrorView),
+        (status = 400, description = "The id is not a run id, or an unknown or malformed query parameter", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The caller reads the run but lacks `writer` on its repository", body = ErrorView),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 409, description = "The run has no plan (its workflow file did not evaluate)", body = ErrorView),
+        (status = 409, description = "The run has no plan (its workflow file did not evaluate); with `failed=true`, the run has not ended or no step failed", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
 )]
@@ -356,8 +311,10 @@ async fn rerun(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    query: Result<Query<reruns::RerunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Created>> {
     let id = parse_run_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let store = state.executor.store();
     let run = caller.visible_run(store, id, Role::Writer).await?;
     if run.plan_hash.is_empty() {
@@ -365,6 +322,9 @@ async fn rerun(
             axum::http::StatusCode::CONFLICT,
             format!("run {id} has no plan to run again: its workflow file did not evaluate"),
         ));
+    }
+    if query.failed {
+        return reruns::failed(&state, &caller, &run).await;
     }
     // The re-runner is the new run's triggerer, recorded before its first advance.
     match state.executor.rerun(id, Some(&triggerer(&caller))).await? {

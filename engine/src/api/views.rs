@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use evaluator::loops::Loops;
-use evaluator::plan::Plan;
+use evaluator::plan::{Action, Plan};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -36,7 +36,9 @@ pub struct RunView {
     pub sha: String,
     pub plan_hash: String,
     /// `pending` while the run waits for its concurrency group (`reason` says for which
-    /// run), then as its steps go.
+    /// run), then as its steps go; `waiting` while its only unfinished work is approvals
+    /// or environment reviews (in lists and the detail view alike).
+    #[schema(value_type = RunStatus)]
     pub status: String,
     #[schema(required = true)]
     pub reason: Option<String>,
@@ -82,8 +84,9 @@ pub struct CommitStatusView {
 
 impl RunView {
     pub fn new(run: RunRow, steps: Option<Vec<StepRunRow>>) -> RunView {
-        // An active run whose only unfinished work is approvals shows as `waiting` (known
-        // only when its steps are loaded; lists show the stored `running`).
+        // An active run whose only unfinished work is approvals shows as `waiting`: here
+        // from its steps, in lists from the store's same rule (`plue_store`'s
+        // `SHOWN_STATUS`, which lists and filters read).
         let waiting = steps.as_ref().is_some_and(|steps| {
             steps.iter().any(|s| s.status == "waiting")
                 && !steps
@@ -161,8 +164,8 @@ impl RunView {
         self
     }
 
-    /// Adds what the plan says of each step to a view with steps: its environment, and
-    /// the plan's review loops (`loop_to`): each loop's iteration, and for each step the
+    /// Adds what the plan says of each step to a view with steps: its environment, an
+    /// approval step's question (message, approvers, deadline), and the plan's review loops (`loop_to`): each loop's iteration, and for each step the
     /// loop it belongs to.
     pub fn with_loops(mut self, plan: Option<&Plan>) -> RunView {
         let (Some(plan), Some(steps)) = (plan, self.steps.as_mut()) else {
@@ -171,6 +174,16 @@ impl RunView {
         if steps.len() == plan.steps.len() {
             for (step, planned) in steps.iter_mut().zip(&plan.steps) {
                 step.environment.clone_from(&planned.environment);
+                if let Action::Approval(approval) = &planned.action {
+                    step.approval = Some(ApprovalRequestView {
+                        message: approval.message.clone(),
+                        approvers: approval.approvers.clone(),
+                        exclude_triggerer: approval.exclude_triggerer,
+                        deadline: (step.status == "waiting")
+                            .then_some(step.ready_at)
+                            .flatten(),
+                    });
+                }
             }
         }
         let loops = Loops::of(plan);
@@ -233,6 +246,10 @@ pub struct StepView {
     /// The repository environment the step runs under (`environment="prod"`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// An approval step's question: what it asks, who may decide, until when (the run's
+    /// detail view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRequestView>,
     #[schema(required = true)]
     pub exit_code: Option<i64>,
     #[schema(required = true)]
@@ -333,6 +350,7 @@ impl StepView {
             iteration: step.iteration,
             in_loop_of: None,
             environment: None,
+            approval: None,
             exit_code: step.exit_code,
             reason: step.reason,
             ready_at: step.ready_at,
@@ -695,6 +713,60 @@ impl From<ApprovalRow> for ApprovalView {
     }
 }
 
+/// What an approval step asks, as its plan says (`approval(message=..., approvers=...,
+/// exclude_triggerer=...)`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApprovalRequestView {
+    /// The question put to the deciders, if the plan gives one.
+    #[schema(required = true)]
+    pub message: Option<String>,
+    /// Who may decide: user names and `@group`s; empty, any writer of the repository.
+    pub approvers: Vec<String>,
+    /// Whoever started the run may not decide it.
+    pub exclude_triggerer: bool,
+    /// While the step waits: when it fails undecided (ms since the epoch).
+    #[schema(required = true)]
+    pub deadline: Option<i64>,
+}
+
+/// A run's status as listed and filtered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for its concurrency group.
+    Pending,
+    Queued,
+    Running,
+    /// Held only by approval steps or environment reviews waiting for a person.
+    Waiting,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One page of runs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunsPageView {
+    pub runs: Vec<RunView>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
 /// One artifact file of a run (`GET /api/runs/{id}/artifacts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ArtifactView {
@@ -726,6 +798,25 @@ impl ArtifactView {
             digest: row.digest,
         }
     }
+}
+
+/// A debug session of a failed step (`plue debug RUN STEP`, `api::debug`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DebugSession)]
+pub struct DebugSessionView {
+    /// The session's handle (32 hex characters); only its creator's token attaches.
+    pub id: String,
+    pub run_id: i64,
+    pub step_id: String,
+    /// `queued` (no runner yet), `claimed` (the step runs again), `ready` (the shell is
+    /// up) or `ended`.
+    pub status: String,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// It ends after this long without a byte either way, or without an attached terminal.
+    pub idle_timeout_secs: u64,
+    /// When it was made (ms since the Unix epoch).
+    pub created_at: i64,
 }
 
 /// The body of every error answer (see `crate::http_error`). Only a schema: what is sent

@@ -1,9 +1,12 @@
 //! `plue runs`, `plue cancel`, `plue rerun`: list and act on runs, on a server or (for
-//! listing) straight from the embedded database.
+//! listing) straight from the embedded database. Listing filters by status (`waiting`: a
+//! run held only by approvals or environment reviews), workflow, branch and event, on a
+//! server page by page through the API's cursor, locally with the dashboard's query, so
+//! both show the statuses the dashboard and the API show.
 
 use std::process::ExitCode;
 
-use engine::store::Store;
+use engine::store::{RunFilter, Store};
 use serde::{Deserialize, Serialize};
 
 use super::client::ApiClient;
@@ -113,6 +116,58 @@ pub(crate) async fn all_artifacts(
     }
 }
 
+/// One page of `GET /api/runs`.
+#[derive(Debug, Deserialize)]
+struct RunsPage {
+    runs: Vec<RunLine>,
+    next_cursor: Option<String>,
+}
+
+/// `k=v&…` of the filters given, percent-encoded (empty without any).
+fn filter_query(args: &RunsArgs) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    [
+        ("status", &args.status),
+        ("workflow", &args.workflow),
+        ("branch", &args.branch),
+        ("event", &args.event),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.as_deref().map(|v| format!("&{k}={}", encode(v))))
+    .collect()
+}
+
+/// Up to `limit` runs of the server matching the filters, newest first, a page at a
+/// time by the server's cursor.
+async fn server_runs(client: &ApiClient, args: &RunsArgs) -> anyhow::Result<Vec<RunLine>> {
+    let limit = args.limit.clamp(1, 1000);
+    let filters = filter_query(args);
+    let mut runs: Vec<RunLine> = Vec::new();
+    let mut cursor: Option<String> = None;
+    while (runs.len() as i64) < limit {
+        let mut path = format!("/api/runs?limit={}{filters}", limit - runs.len() as i64);
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: RunsPage = client.get(&path).await?;
+        runs.extend(page.runs);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(runs)
+}
+
 pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
     if let Some(crate::cli::RunsCommand::Show(show)) = args.command {
         return super::record::show(show).await;
@@ -120,9 +175,7 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let runs: Vec<RunLine> = match &args.source.server {
         Some(server) => {
             let client = ApiClient::new(server, args.source.token.clone())?;
-            let mut runs: Vec<RunLine> = client
-                .get(&format!("/api/runs?limit={}", args.limit.clamp(1, 1000)))
-                .await?;
+            let mut runs = server_runs(&client, &args).await?;
             if args.json {
                 for run in &mut runs {
                     run.artifacts = all_artifacts(&client, run.id).await?;
@@ -135,7 +188,17 @@ pub(crate) async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let store = Store::open_data_dir(&args.source.data_dir).await?;
-            let rows = store.list_runs(args.limit.clamp(1, 1000)).await?;
+            // The dashboard's query: statuses as shown (`waiting` included), filtered.
+            let filter = RunFilter {
+                status: args.status.clone(),
+                workflow: args.workflow.clone(),
+                branch: args.branch.clone(),
+                event: args.event.clone(),
+                ..RunFilter::default()
+            };
+            let rows = store
+                .runs_page(&filter, None, args.limit.clamp(1, 1000))
+                .await?;
             let mut runs = Vec::with_capacity(rows.len());
             for r in rows {
                 let (artifacts, approvals) = if args.json {
@@ -202,16 +265,23 @@ pub(crate) async fn cancel(args: RunOnServerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn rerun(args: RunOnServerArgs) -> anyhow::Result<ExitCode> {
+/// `plue rerun RUN [--failed]`: `--failed` runs only the failed steps and those after
+/// them again (`POST /api/runs/{id}/rerun?failed=true`).
+pub(crate) async fn rerun(args: RunOnServerArgs, failed: bool) -> anyhow::Result<ExitCode> {
     #[derive(Deserialize)]
     struct Created {
         run_id: i64,
     }
     let client = ApiClient::new(&args.server, args.token)?;
+    let query = if failed { "?failed=true" } else { "" };
     let created: Created = client
-        .post(&format!("/api/runs/{}/rerun", args.run_id))
+        .post(&format!("/api/runs/{}/rerun{query}", args.run_id))
         .await?;
-    println!("run {} started (re-run of {})", created.run_id, args.run_id);
+    let what = if failed { "the failed steps of " } else { "" };
+    println!(
+        "run {} started (re-run of {what}{})",
+        created.run_id, args.run_id
+    );
     Ok(ExitCode::SUCCESS)
 }
 
