@@ -60,7 +60,7 @@ fn lines_of(output: &Output, id: &str) -> Vec<String> {
         .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.split_once(" | ").map(|(_, text)| text.to_string()))
         .filter(|text| {
-            !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ "]
+            !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ ", "── "]
                 .iter()
                 .any(|m| text.starts_with(m))
         })

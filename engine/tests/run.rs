@@ -45,7 +45,7 @@ impl Ran {
             .filter_map(|l| l.split_once(" | ").map(|(_, text)| text.to_string()))
             // Leave out the printer's own transition lines.
             .filter(|text| {
-                !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ "]
+                !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ ", "── "]
                     .iter()
                     .any(|m| text.starts_with(m))
             })

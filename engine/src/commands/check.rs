@@ -1,5 +1,6 @@
 //! `plue check [DIR]`: evaluate every `*.plue.py` below DIR through the warm pool and print
-//! every problem as `path:line:col: message`, in path order. Exit 1 if any file is invalid.
+//! every problem as `path:line:col: message` with the line it points at and a caret under
+//! the column ([`caret`](super::caret)), in path order. Exit 1 if any file is invalid.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,30 +38,45 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         let (pool, ctx, file) = (pool.clone(), ctx.clone(), file.clone());
         tasks.spawn(async move {
             let path = file.display().to_string();
-            let outcome = match tokio::fs::read_to_string(&file).await {
-                Ok(source) => pool.evaluate(&path, &source, &ctx).await.map(|_| ()),
-                Err(e) => Err(EvalError::Invalid(vec![evaluator::Diagnostic::whole_file(
-                    &path,
-                    format!("cannot read the file: {e}"),
-                )])),
+            let (outcome, source) = match tokio::fs::read_to_string(&file).await {
+                Ok(source) => {
+                    let outcome = pool.evaluate(&path, &source, &ctx).await.map(|_| ());
+                    // The source is kept only for the excerpts of an invalid file.
+                    let source = outcome.is_err().then_some(source);
+                    (outcome, source)
+                }
+                Err(e) => (
+                    Err(EvalError::Invalid(vec![evaluator::Diagnostic::whole_file(
+                        &path,
+                        format!("cannot read the file: {e}"),
+                    )])),
+                    None,
+                ),
             };
-            (index, outcome)
+            (index, outcome, source.map(|source| (path, source)))
         });
     }
-    let mut outcomes: Vec<Option<Result<(), EvalError>>> = (0..files.len()).map(|_| None).collect();
+    // A file's outcome and, when invalid, its path and source (for the excerpts).
+    type Outcome = (Result<(), EvalError>, Option<(String, String)>);
+    let mut outcomes: Vec<Option<Outcome>> = (0..files.len()).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
-        let (index, outcome) = joined.context("an evaluation task failed")?;
-        outcomes[index] = Some(outcome);
+        let (index, outcome, source) = joined.context("an evaluation task failed")?;
+        outcomes[index] = Some((outcome, source));
     }
     let mut invalid = 0;
-    for outcome in outcomes.into_iter().flatten() {
+    for (outcome, source) in outcomes.into_iter().flatten() {
         match outcome {
             Ok(()) => {}
             Err(EvalError::Invalid(problems)) => {
                 invalid += 1;
-                for problem in problems {
-                    println!("{problem}");
-                }
+                // Problems of this file quote the source it was evaluated from.
+                let source_of = |path: &str| {
+                    source
+                        .as_ref()
+                        .filter(|(evaluated, _)| evaluated == path)
+                        .map(|(_, text)| text.clone())
+                };
+                print!("{}", super::caret::render(&problems, false, source_of));
             }
             Err(e) => return Err(e.into()),
         }

@@ -1,4 +1,8 @@
 //! A small client of the public HTTP API for the CLI's client verbs.
+//!
+//! Invariant: a refusal reads as the server's one-line message and status, except a 401,
+//! which says how the CLI sends a token (`PLUE_TOKEN` or `--token`), not the HTTP header
+//! the server's message names.
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
@@ -64,11 +68,26 @@ impl ApiClient {
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
-        decode(response).await
+        decode(response, self.token.is_some()).await
     }
 }
 
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
+/// What a 401 from the server means for the person at the terminal: how to give the CLI a
+/// token (`had_token`: one was sent and refused).
+pub(crate) fn token_hint(had_token: bool) -> &'static str {
+    if had_token {
+        "the server refused the token given by PLUE_TOKEN or --token (is it revoked, expired or \
+         for another server?)"
+    } else {
+        "this server needs a token: set PLUE_TOKEN or pass --token (make one with \
+         `plue token create`)"
+    }
+}
+
+async fn decode<T: DeserializeOwned>(
+    response: reqwest::Response,
+    had_token: bool,
+) -> anyhow::Result<T> {
     let status = response.status();
     if status.is_success() {
         let bytes = response
@@ -84,5 +103,9 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Res
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
         .unwrap_or_else(|| status.to_string());
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        // The server's message names the header; the CLI's user sets a variable or a flag.
+        bail!("{} ({status})", token_hint(had_token));
+    }
     bail!("{message} ({status})")
 }

@@ -51,12 +51,9 @@ pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(EvalError::Invalid(problems)) => {
-            for problem in problems {
-                eprintln!("{problem}");
-                if let Some(detail) = problem.detail {
-                    eprintln!("{detail}");
-                }
-            }
+            // The problems of this file quote the source it was evaluated from.
+            let source_of = |named: &str| (named == path).then(|| source.clone());
+            eprint!("{}", super::caret::render(&problems, true, source_of));
             Ok(ExitCode::from(EXIT_INVALID))
         }
         Err(e) => Err(e.into()),

@@ -141,9 +141,13 @@ pub(crate) async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
         body["ref"] = json!(git_ref);
     }
     let path = format!("{}/dispatch", repo_path(&args.repo)?);
-    let created: Created = client(&args.server)?
-        .send(Method::POST, &path, Some(&body))
-        .await?;
-    println!("run {} started", created.run_id);
+    let client = client(&args.server)?;
+    let created: Created = client.send(Method::POST, &path, Some(&body)).await?;
+    // The run's page on the dashboard, to open or follow.
+    println!(
+        "run {} started: {}",
+        created.run_id,
+        client.url(&format!("/runs/{}", created.run_id))
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -101,6 +101,10 @@ async fn from_server(args: &LogsArgs, server: &str) -> anyhow::Result<ExitCode> 
             request = request.bearer_auth(token);
         }
         let response = request.send().await.context("fetching logs")?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let hint = super::client::token_hint(args.source.token.is_some());
+            bail!("fetching logs of '{step}': {hint} ({})", response.status());
+        }
         if !response.status().is_success() {
             bail!("fetching logs of '{step}': {}", response.status());
         }

@@ -1,8 +1,11 @@
 //! One module per verb; each returns the process exit code.
 
+mod approval_prompt;
 mod approve;
+mod caret;
 mod check;
 mod client;
+pub(crate) mod debug;
 mod docs;
 pub(crate) mod environments;
 mod eval;
@@ -38,8 +41,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Artifacts(args) => results::artifacts(args).await,
         Command::Cancel(args) => runs::cancel(args).await,
         Command::Rerun(args) if args.replay => replay::run(args).await,
-        Command::Rerun(args) => runs::rerun(args.target).await,
+        Command::Rerun(args) => runs::rerun(args.target, args.failed).await,
         Command::Approve(args) => approve::run(args).await,
+        Command::Debug(args) => debug::run(args).await,
         Command::Prompt(command) => prompt::run(command),
         Command::Repo(command) => forges::repo(command).await,
         Command::Secret(command) => forges::secret(command).await,

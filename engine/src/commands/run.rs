@@ -129,6 +129,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding a loopback port")?;
+    let url = format!("http://{}", listener.local_addr()?);
     // No evaluator for the engine's API: `plue run` evaluates its one file itself, and
     // nothing else may start runs here.
     let engine = server::start(store.clone(), listener, config, None).await?;
@@ -157,6 +158,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             engine.shutdown().await;
             return Err(e);
         }
+        Err(LaunchError::Invalid(problems)) => {
+            // Each problem with the line it points at and a caret under its column.
+            let shown = super::caret::render(&problems, true, super::caret::read_source);
+            say(format_args!("{}", shown.trim_end()));
+            engine.shutdown().await;
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
         Err(e) => {
             say(format_args!("{e}"));
             engine.shutdown().await;
@@ -177,6 +185,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         engine.shutdown().await;
         return Ok(ExitCode::from(EXIT_INVALID));
     }
+    // Approval steps are announced as they wait, with how to decide them (and asked on a
+    // terminal).
+    let mut prompter =
+        super::approval_prompt::Prompter::new(run_id, &plan, &to_approve, &data_dir, &url)?;
     let run = store.run(run_id).await?.context("the run just started")?;
     let steps = store.step_states(run_id).await?;
     if crate::logging::is_json() {
@@ -195,8 +207,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             steps.len()
         ));
     }
-    let mut printer =
-        Printer::new(&steps, use_color(), true).with_events(crate::logging::is_json());
+    let mut printer = Printer::new(&steps, use_color(), true)
+        .announcing()
+        .with_events(crate::logging::is_json());
     // Every tapped batch is offered before its `Logs` event is sent: the event wakes this
     // loop, and the printer drains the tap as it prints.
     printer.listen(tap);
@@ -289,6 +302,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if !reader_gone {
                 let printed = printer.print_in_order(&store, &steps, dirty).await;
                 reader_gone = closed_output(printed)?;
+                prompter.on_states(&steps);
             }
         } else if !seen.dirty.is_empty() {
             // Lines of a step not shown started wait for the next read of the states.

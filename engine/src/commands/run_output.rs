@@ -20,7 +20,6 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
 use engine::events::TappedLines;
-use engine::executor::rules::parse_status;
 use engine::store::{StepRunRow, Store, StoredLine};
 use runner::protocol::LogLine;
 use serde::Serialize;
@@ -88,6 +87,11 @@ struct StepState {
     status: String,
     attempts: i64,
     iteration: i64,
+    /// The attempt whose start (or separator) was printed last: 0 before any.
+    announced: i64,
+    /// The step's attempts when a review loop last sent it back: a "queued" with no
+    /// attempt since is the loop's, not a retry.
+    looped_at: i64,
     color: &'static str,
 }
 
@@ -106,6 +110,9 @@ pub(crate) struct Printer {
     tap: Option<UnboundedReceiver<TappedLines>>,
     /// Also write each line and transition as a JSON event on stderr (`--log-format json`).
     events: bool,
+    /// Print "▶ started" before an attempt's first line (`plue run`); without it only a
+    /// separator line goes between attempts (`plue logs`).
+    announce: bool,
 }
 
 /// Where the running text of `token` lines stands on stdout.
@@ -164,6 +171,8 @@ impl Printer {
                     status: "pending".into(),
                     attempts: 0,
                     iteration: 1,
+                    announced: 0,
+                    looped_at: 0,
                     color: COLORS[i % COLORS.len()],
                 },
             );
@@ -178,7 +187,37 @@ impl Printer {
             tapped: HashMap::new(),
             tap: None,
             events: false,
+            announce: false,
         }
+    }
+
+    /// This printer announcing each attempt's start before its lines, as `plue run` does:
+    /// a step's "▶ started" comes before its first line, a separator line and
+    /// "▶ started (attempt N)" before a later attempt's first line.
+    pub(crate) fn announcing(mut self) -> Printer {
+        self.announce = true;
+        self
+    }
+
+    /// The lines that open attempt `attempt` of `step_run_id` before its first line (or
+    /// when it starts), and notes it announced; none when it already was.
+    fn open_attempt(&mut self, step_run_id: i64, attempt: i64) -> Vec<String> {
+        let announce = self.announce;
+        let Some(state) = self.steps.get_mut(&step_run_id) else {
+            return Vec::new();
+        };
+        if attempt <= state.announced {
+            return Vec::new();
+        }
+        state.announced = attempt;
+        let mut lines = Vec::new();
+        if attempt > 1 {
+            lines.push(separator(attempt));
+        }
+        if announce {
+            lines.push(started(state.iteration, attempt));
+        }
+        lines
     }
 
     /// This printer also writing every step line (target `plue::step`: `step`, `attempt`,
@@ -309,6 +348,13 @@ impl Printer {
                 let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
                 for i in 0..page.len() {
                     let (stream, text) = page.line(i);
+                    let attempt = page.position(i).0;
+                    if attempt > self.steps.get(&id).map_or(i64::MAX, |s| s.announced) {
+                        for header in self.open_attempt(id, attempt) {
+                            out.write_all(self.tokens.close().as_bytes())?;
+                            self.write_transition(&mut out, &label, &header)?;
+                        }
+                    }
                     if self.events {
                         let (attempt, seq) = page.position(i);
                         tracing::info!(
@@ -381,10 +427,12 @@ impl Printer {
     }
 
     /// Prints the lines of the `dirty` step runs and what changed in the statuses of
-    /// `steps`, step by step in the order they started: a step still going shows its
-    /// "▶ started" before its lines, an ended one its lines before its "✓" or "✗". So what
-    /// a step prints never comes before the end of a step it depends on, however many
-    /// steps started and ended since the last read of the states.
+    /// `steps`, step by step in the order they started: a review loop's "↺ iteration",
+    /// then each attempt's "▶ started" (after a separator line from the second attempt on)
+    /// and its lines, then the retry notice or the "✓" / "✗" that ended it. So what a step
+    /// prints never comes before the end of a step it depends on, however many steps
+    /// started and ended since the last read of the states, and an attempt's retry notice
+    /// comes after its own output.
     pub(crate) async fn print_in_order(
         &mut self,
         store: &Store,
@@ -403,74 +451,91 @@ impl Printer {
             )
         });
         for step in order {
-            let has_lines = dirty.remove(&step.id);
-            let ended = parse_status(&step.status).is_final();
-            if has_lines && ended {
+            self.loop_back(step)?;
+            if dirty.remove(&step.id) {
                 self.print_lines(store, &[step.id]).await?;
             }
             self.transition(step)?;
-            if has_lines && !ended {
-                self.print_lines(store, &[step.id]).await?;
-            }
         }
         let rest: Vec<i64> = dirty.into_iter().collect();
         self.print_lines(store, &rest).await
     }
 
-    /// Prints what changed in one step's status since the last call.
-    fn transition(&mut self, step: &StepRunRow) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        {
-            let label = self.label(step.id, &step.step_id);
-            let Some(state) = self.steps.get_mut(&step.id) else {
-                return Ok(());
-            };
-            if state.status == step.status
-                && state.attempts == step.attempts
-                && state.iteration == step.iteration
-            {
-                return Ok(());
+    /// Prints "↺ iteration N" when a review loop sent `step` back since the last call
+    /// (before the new iteration's lines).
+    fn loop_back(&mut self, step: &StepRunRow) -> anyhow::Result<()> {
+        let label = self.label(step.id, &step.step_id);
+        let Some(state) = self.steps.get_mut(&step.id) else {
+            return Ok(());
+        };
+        if step.iteration <= state.iteration {
+            return Ok(());
+        }
+        state.iteration = step.iteration;
+        state.looped_at = step.attempts;
+        let message = match step.reason.as_deref() {
+            Some(reason) if matches!(step.status.as_str(), "pending" | "queued") => {
+                format!("↺ iteration {}: {reason}", step.iteration)
             }
-            let looped_back = step.iteration > state.iteration;
-            let retried =
-                step.status == "queued" && step.attempts > 0 && state.attempts == step.attempts;
-            // A review loop went back: the step runs again in a new iteration (the reason
-            // says why while it waits).
-            let again = looped_back.then(|| match step.reason.as_deref() {
-                Some(reason) if matches!(step.status.as_str(), "pending" | "queued") => {
-                    format!("↺ iteration {}: {reason}", step.iteration)
-                }
-                _ => format!("↺ iteration {}", step.iteration),
-            });
-            let message = match step.status.as_str() {
-                "running" if state.status != "running" || looped_back => {
-                    Some(match step.iteration {
-                        1 if step.attempts > 1 => format!("▶ started (attempt {})", step.attempts),
-                        1 => "▶ started".to_string(),
-                        n => format!("▶ started (iteration {n}, attempt {})", step.attempts),
-                    })
-                }
-                "queued" if !looped_back && (retried || step.attempts > 0) => {
-                    step.reason.as_ref().map(|r| format!("↻ {r}"))
-                }
-                "succeeded" => Some(format!("✓ succeeded{}", took(step))),
-                "failed" => Some(format!(
-                    "✗ failed: {}{}",
-                    step.reason.as_deref().unwrap_or("failed"),
-                    took(step)
-                )),
-                "skipped" => Some(format!(
-                    "- skipped: {}",
-                    step.reason.as_deref().unwrap_or("")
-                )),
-                "cancelled" => Some("■ cancelled".to_string()),
-                "waiting" => Some("⏸ waiting for approval".to_string()),
-                _ => None,
-            };
-            state.status = step.status.clone();
-            state.attempts = step.attempts;
-            state.iteration = step.iteration;
-            if self.events && (message.is_some() || again.is_some()) {
+            _ => format!("↺ iteration {}", step.iteration),
+        };
+        if self.events {
+            tracing::info!(
+                target: "plue::status",
+                step = %step.step_id,
+                status = %step.status,
+                attempt = step.attempts,
+                iteration = step.iteration,
+                reason = step.reason.as_deref().unwrap_or(""),
+                "{message}"
+            );
+        }
+        let mut out = std::io::stdout().lock();
+        write!(out, "{}", self.tokens.close())?;
+        self.write_transition(&mut out, &label, &message)?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Prints what changed in one step's status since the last call: its start (unless its
+    /// first line already announced it), a retry notice, or how it ended.
+    fn transition(&mut self, step: &StepRunRow) -> anyhow::Result<()> {
+        let label = self.label(step.id, &step.step_id);
+        let Some(state) = self.steps.get_mut(&step.id) else {
+            return Ok(());
+        };
+        if state.status == step.status && state.attempts == step.attempts {
+            return Ok(());
+        }
+        let retried = step.status == "queued"
+            && step.attempts > state.looped_at
+            && state.attempts == step.attempts;
+        let message = match step.status.as_str() {
+            "running" if state.status != "running" || state.attempts != step.attempts => {
+                Some(started(step.iteration, step.attempts))
+            }
+            "queued" if retried || step.attempts > state.looped_at => {
+                step.reason.as_ref().map(|r| format!("↻ {r}"))
+            }
+            "succeeded" => Some(format!("✓ succeeded{}", took(step))),
+            "failed" => Some(format!(
+                "✗ failed: {}{}",
+                step.reason.as_deref().unwrap_or("failed"),
+                took(step)
+            )),
+            "skipped" => Some(format!(
+                "- skipped: {}",
+                step.reason.as_deref().unwrap_or("")
+            )),
+            "cancelled" => Some("■ cancelled".to_string()),
+            "waiting" => Some("⏸ waiting for approval".to_string()),
+            _ => None,
+        };
+        state.status = step.status.clone();
+        state.attempts = step.attempts;
+        state.iteration = step.iteration;
+        if self.events {
+            if let Some(message) = &message {
                 tracing::info!(
                     target: "plue::status",
                     step = %step.step_id,
@@ -478,22 +543,52 @@ impl Printer {
                     attempt = step.attempts,
                     iteration = step.iteration,
                     reason = step.reason.as_deref().unwrap_or(""),
-                    "{}",
-                    message.as_deref().or(again.as_deref()).unwrap_or("")
+                    "{message}"
                 );
             }
-            for message in again.into_iter().chain(message) {
-                write!(out, "{}", self.tokens.close())?;
-                if self.color {
-                    writeln!(out, "{label}{DIM}{message}{RESET}")?;
-                } else {
-                    writeln!(out, "{label}{message}")?;
-                }
-            }
+        }
+        // A start prints once per attempt: its first line may have announced it already.
+        let lines = match message {
+            Some(_) if step.status == "running" => self.open_attempt(step.id, step.attempts),
+            Some(message) => vec![message],
+            None => Vec::new(),
+        };
+        let mut out = std::io::stdout().lock();
+        for line in lines {
+            write!(out, "{}", self.tokens.close())?;
+            self.write_transition(&mut out, &label, &line)?;
         }
         out.flush()?;
         Ok(())
     }
+
+    /// Writes one of the printer's own lines (a transition, a separator), dimmed in colour.
+    fn write_transition(
+        &self,
+        out: &mut impl Write,
+        label: &str,
+        text: &str,
+    ) -> std::io::Result<()> {
+        if self.color {
+            writeln!(out, "{label}{DIM}{text}{RESET}")
+        } else {
+            writeln!(out, "{label}{text}")
+        }
+    }
+}
+
+/// "▶ started" for attempt `attempt` in review-loop iteration `iteration`.
+fn started(iteration: i64, attempt: i64) -> String {
+    match iteration {
+        1 if attempt > 1 => format!("▶ started (attempt {attempt})"),
+        1 => "▶ started".to_string(),
+        n => format!("▶ started (iteration {n}, attempt {attempt})"),
+    }
+}
+
+/// The line between two attempts of a step.
+fn separator(attempt: i64) -> String {
+    format!("── attempt {attempt} ──")
 }
 
 /// How a typed `llm` line reads; `None` for other streams (and unreadable JSON), which

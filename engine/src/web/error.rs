@@ -1,13 +1,19 @@
 //! The dashboard's error type and its response: an HTML page with the status, never JSON.
 //!
-//! Invariant: like the API's errors, a 5xx page says nothing internal (the detail goes to
+//! Invariants: like the API's errors, a 5xx page says nothing internal (the detail goes to
 //! the log); a 401 page carries the sign-in form so the user can recover where they are.
+//! An error page keeps the header's sign-in corner: the response carries its
+//! [`ErrorPage`] as an extension and [`with_chrome`] (a layer on every dashboard route and
+//! on the fallback) renders it again with the session's [`Chrome`].
 
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
-use super::render;
+use super::session::{Chrome, Session};
+use super::{render, Web};
 
 #[derive(Debug)]
 pub(super) enum WebError {
@@ -42,11 +48,90 @@ impl From<anyhow::Error> for WebError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorPage<'a> {
+/// What an error page shows; kept in the response's extensions for [`with_chrome`].
+#[derive(Debug, Clone, Serialize)]
+struct ErrorPage {
     status: u16,
-    title: &'a str,
-    message: &'a str,
+    title: String,
+    message: String,
+    /// The header's corner (sign in / the user and sign out); none until [`with_chrome`].
+    chrome: Option<Chrome>,
+}
+
+impl ErrorPage {
+    fn new(status: StatusCode, title: &str, message: &str) -> ErrorPage {
+        ErrorPage {
+            status: status.as_u16(),
+            title: title.to_string(),
+            message: message.to_string(),
+            chrome: None,
+        }
+    }
+
+    fn respond(&self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match render::page("error.html", self) {
+            Ok(html) => {
+                let mut response = (status, Html(html)).into_response();
+                response.extensions_mut().insert(self.clone());
+                response
+            }
+            // The error page itself did not render: plain text, still no detail.
+            Err(e) => {
+                tracing::error!("dashboard: rendering an error page: {e:#}");
+                (status, status.to_string()).into_response()
+            }
+        }
+    }
+}
+
+/// The middleware giving error pages the header's sign-in corner: a response carrying an
+/// [`ErrorPage`] is rendered again with the chrome of the request's session.
+pub(super) async fn with_chrome(State(web): State<Web>, request: Request, next: Next) -> Response {
+    let headers = request.headers().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let mut response = next.run(request).await;
+    let Some(mut page) = response.extensions_mut().remove::<ErrorPage>() else {
+        return response;
+    };
+    match Session::load(&web, &headers).await {
+        Ok(session) => {
+            page.chrome = Some(session.chrome(&path));
+            let mut fresh = page.respond();
+            // Headers the handler set (cookies, cache rules) stay.
+            for (name, value) in response.headers() {
+                if name != axum::http::header::CONTENT_LENGTH
+                    && name != axum::http::header::CONTENT_TYPE
+                {
+                    fresh.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            fresh.extensions_mut().remove::<ErrorPage>();
+            fresh
+        }
+        // The session could not be read: the page as it was, without the corner.
+        Err(_) => response,
+    }
+}
+
+/// The dashboard's answer to a URL no route matches: an HTML 404 page. Paths under the
+/// machine interfaces (`/api/`, `/internal/`, `/webhooks/`) keep the API's JSON 404.
+pub(super) async fn not_found(request: Request) -> Response {
+    let path = request.uri().path();
+    let machine = ["/api", "/internal", "/webhooks"]
+        .iter()
+        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")));
+    if machine {
+        return crate::internal_api::not_found().await.into_response();
+    }
+    WebError::not_found(
+        "There is no page here. The runs, repositories and runners are linked above.",
+    )
+    .into_response()
 }
 
 #[derive(Serialize)]
@@ -58,50 +143,38 @@ struct SignInPage<'a> {
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
-        let (status, page) = match &self {
-            WebError::Client(status, message) => (
+        match &self {
+            WebError::Client(status, message) => ErrorPage::new(
                 *status,
-                render::page(
-                    "error.html",
-                    &ErrorPage {
-                        status: status.as_u16(),
-                        title: status.canonical_reason().unwrap_or("Error"),
-                        message,
-                    },
-                ),
-            ),
-            WebError::SignIn { next, message } => (
-                StatusCode::UNAUTHORIZED,
-                render::page(
+                status.canonical_reason().unwrap_or("Error"),
+                message,
+            )
+            .respond(),
+            WebError::SignIn { next, message } => {
+                let page = render::page(
                     "login.html",
                     &SignInPage {
                         next,
                         message,
                         signed_in: false,
                     },
-                ),
-            ),
+                );
+                match page {
+                    Ok(html) => (StatusCode::UNAUTHORIZED, Html(html)).into_response(),
+                    Err(e) => {
+                        tracing::error!("dashboard: rendering the sign-in page: {e:#}");
+                        (StatusCode::UNAUTHORIZED, "401 Unauthorized").into_response()
+                    }
+                }
+            }
             WebError::Internal(error) => {
                 tracing::error!("dashboard: {error:#}");
-                (
+                ErrorPage::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    render::page(
-                        "error.html",
-                        &ErrorPage {
-                            status: 500,
-                            title: "Internal error",
-                            message: "Something failed inside the engine; its log says what.",
-                        },
-                    ),
+                    "Internal error",
+                    "Something failed inside the engine; its log says what.",
                 )
-            }
-        };
-        match page {
-            Ok(html) => (status, Html(html)).into_response(),
-            // The error page itself did not render: plain text, still no detail.
-            Err(e) => {
-                tracing::error!("dashboard: rendering an error page: {e:#}");
-                (status, status.to_string()).into_response()
+                .respond()
             }
         }
     }

@@ -220,15 +220,7 @@ pub(super) fn bash(id: &str, deps: &[&str]) -> Step {
 }
 
 pub(super) fn plan(name: &str, steps: Vec<Step>) -> Plan {
-    Plan {
-        name: name.into(),
-        triggers: vec![],
-        env: BTreeMap::new(),
-        steps,
-        concurrency: None,
-        budget_usd: None,
-        max_parallel: None,
-    }
+    Plan::new(name, steps)
 }
 
 fn assert_csp(reply: &Reply) {
@@ -291,7 +283,7 @@ async fn runs_are_paged_by_keyset_and_filtered() {
     let odd = fx.get("/?workflow=odd&status=queued").await;
     assert_eq!(odd.body.matches("data-run=").count(), 27);
     let none = fx.get("/?status=failed").await;
-    assert!(none.body.contains("No runs match."));
+    assert!(none.body.contains("No runs match these filters."));
     let bad = fx.get("/?before=abc").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_csp(&bad);
@@ -797,8 +789,14 @@ async fn a_run_of_500_steps_renders_quickly() {
     let nodes = reply.body.matches("class=\"node ").count();
     assert!(nodes <= 120, "{nodes} nodes");
     for step in &ids {
-        let drawn = reply.body.matches(&format!("data-step=\"{step}\" data-status=")).count()
-            + reply.body.matches(&format!("data-member=\"{step}\"")).count();
+        let drawn = reply
+            .body
+            .matches(&format!("data-step=\"{step}\" data-status="))
+            .count()
+            + reply
+                .body
+                .matches(&format!("data-member=\"{step}\""))
+                .count();
         assert_eq!(drawn, 1, "{step}");
     }
     eprintln!("a 500-step run page rendered in {took:?}");
