@@ -280,13 +280,17 @@ impl Session {
 
     /// Why the session should end now, by its timers.
     fn overdue(&self) -> Option<String> {
+        self.overdue_at(Instant::now())
+    }
+
+    fn overdue_at(&self, now: Instant) -> Option<String> {
         let inner = lock(&self.inner);
         let secs = self.idle_timeout.as_secs();
-        if inner.last_activity.elapsed() >= self.idle_timeout {
+        if now.saturating_duration_since(inner.last_activity) >= self.idle_timeout {
             return Some(format!("idle for {secs}s"));
         }
         match inner.detached_since {
-            Some(since) if since.elapsed() >= self.idle_timeout => {
+            Some(since) if now.saturating_duration_since(since) >= self.idle_timeout => {
                 Some(format!("no terminal attached for {secs}s"))
             }
             _ => None,
@@ -434,22 +438,35 @@ mod tests {
         assert!(!session.push_input(hex, INPUT_KEPT + 1));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_session_is_overdue_when_idle_or_detached_for_its_timeout() {
-        let session = Arc::new(Session::new(Duration::from_secs(10)));
-        assert_eq!(session.overdue(), None);
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(session.overdue().as_deref(), Some("idle for 10s"));
+    #[test]
+    fn a_session_is_overdue_when_idle_or_detached_for_its_timeout() {
+        let session = Arc::new(Session::new(Duration::from_millis(100)));
+        let start = Instant::now();
+        assert_eq!(session.overdue_at(start), None);
+        assert_eq!(
+            session
+                .overdue_at(start + Duration::from_millis(150))
+                .as_deref(),
+            Some("idle for 0s")
+        );
         let attached = session.attach().unwrap();
         session.push_output(1, b"x");
-        assert_eq!(session.overdue(), None);
+        let active = Instant::now();
+        assert_eq!(session.overdue_at(active), None);
+        // Attached but silent: idle still ends it.
+        assert!(session
+            .overdue_at(active + Duration::from_millis(150))
+            .is_some_and(|why| why.starts_with("idle")));
         drop(attached);
-        tokio::time::advance(Duration::from_secs(5)).await;
+        let detached = Instant::now();
+        std::thread::sleep(Duration::from_millis(60));
         session.push_output(2, b"y");
-        tokio::time::advance(Duration::from_secs(6)).await;
+        // Output keeps it from idling, but nobody watches it.
         assert_eq!(
-            session.overdue().as_deref(),
-            Some("no terminal attached for 10s")
+            session
+                .overdue_at(detached + Duration::from_millis(110))
+                .as_deref(),
+            Some("no terminal attached for 0s")
         );
     }
 }

@@ -226,13 +226,19 @@ async fn converse(
     Transcript { text, end }
 }
 
-/// The value after `key=` on a line of `text` that is not an echo of the command
-/// (`key=$(`…).
+/// The value after `key=` on a line of `text` that starts with it (terminal escapes
+/// aside): an answer, not the echo of the command that asked.
 fn answer<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("{key}=");
     text.lines().find_map(|line| {
-        let at = line.find(&format!("{key}="))?;
-        let value = line[at + key.len() + 1..].trim_end_matches('\r');
-        (!value.starts_with("$(") && !value.starts_with("[$")).then_some(value)
+        let mut line = line.trim_matches('\r');
+        // Bracketed-paste and other CSI sequences bash writes before an answer, and the
+        // carriage returns between them.
+        while let Some(rest) = line.strip_prefix("\u{1b}[") {
+            let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+            line = rest[end + 1..].trim_start_matches('\r');
+        }
+        line.strip_prefix(&prefix)
     })
 }
 
@@ -313,6 +319,48 @@ async fn a_scripted_session_answers_as_the_step_in_its_workspace_with_its_secret
         2,
         "{audit}"
     );
+}
+
+// The shell is confined like the step: no_new_privs, the seccomp filter, its own cgroup,
+// its network policy (`none`: the engine's port on the host's loopback is out of reach),
+// and a private /proc showing only its own processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_is_confined_like_the_step() {
+    let _serial = support::serial().await;
+    let h = Harness::start("debug-confined").await;
+    let writer = h.person("wendy", Some("writer")).await;
+    let mut step = failing_step("isolated", false);
+    step.network = Some(evaluator::network::Network::None);
+    let run = h.failed_run(vec![step]).await;
+    let (status, session) = h.open(&writer.token, run, "isolated", 60).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let port = h.engine.url.rsplit(':').next().unwrap().to_owned();
+    let script = format!(
+        "echo \"nnp=$(grep NoNewPrivs /proc/self/status | tr -dc 0-9)\"; \
+         echo \"seccomp=$(grep '^Seccomp:' /proc/self/status | tr -dc 0-9)\"; \
+         (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo \"net=open\" || echo \"net=closed\"; \
+         echo \"cgroup=$(cut -d: -f3 /proc/self/cgroup)\"; \
+         echo \"procs=$(ls /proc | grep -c '^[0-9]')\"; exit 0\n"
+    );
+    let stream = h.attach(&writer.token, &id).await;
+    let said = converse(&h, &writer.token, &id, stream, Some(&script), LIMIT).await;
+    let text = &said.text;
+    assert_eq!(answer(text, "nnp"), Some("1"), "{text}");
+    assert_eq!(answer(text, "seccomp"), Some("2"), "{text}");
+    assert_eq!(
+        answer(text, "net"),
+        Some("closed"),
+        "the shell reached the host: {text}"
+    );
+    let cgroups = &text[text.rfind("cgroup=").unwrap()..];
+    assert!(
+        cgroups.contains("/plue-step-"),
+        "the shell is not in a step cgroup: {text}"
+    );
+    // bash, the command substitution's processes: a handful, never the host's.
+    let procs: u32 = answer(text, "procs").unwrap().parse().unwrap();
+    assert!(procs < 10, "the shell sees {procs} processes: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,6 +643,6 @@ async fn plue_debug_relays_a_piped_session_and_exits_with_its_end() {
 
 #[test]
 fn answers_skip_the_echoed_command() {
-    let text = "$ echo \"uid=$(id -u)\"\r\nuid=1234\r\n";
+    let text = "$ echo \"uid=$(id -u)\"\r\n\u{1b}[?2004l\ruid=1234\r\n";
     assert_eq!(answer(text, "uid"), Some("1234"));
 }
