@@ -52,6 +52,8 @@ use crate::store::{
 };
 use crate::tokens;
 
+pub(crate) mod debug;
+
 /// How the internal API behaves.
 #[derive(Debug, Clone)]
 pub struct InternalConfig {
@@ -125,6 +127,7 @@ pub fn router(state: InternalState) -> Router {
         .route("/internal/attempts/{id}/complete", post(complete))
         .route("/internal/attempts/{id}/blobs/{kind}", put(put_blob))
         .route("/internal/attempts/{id}/blobs/{kind}/{step}", get(get_blob))
+        .merge(debug::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -277,11 +280,17 @@ async fn poll(
             checked = Some(tokio::time::Instant::now());
         }
         if state.shutdown.is_cancelled() {
-            return Ok(Json(PollResponse { assignment: None })); // draining: no new claims
+            return Ok(Json(PollResponse::default())); // draining: no new claims
         }
         let notified = events.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        if let Some(debug) = debug::claim(&state, &runner).await? {
+            return Ok(Json(PollResponse {
+                assignment: None,
+                debug: Some(Box::new(debug)),
+            }));
+        }
         if let Some(claimed) = state
             .executor
             .store()
@@ -293,6 +302,7 @@ async fn poll(
                 Some(assignment) => {
                     return Ok(Json(PollResponse {
                         assignment: Some(assignment),
+                        debug: None,
                     }))
                 }
                 None => continue,
@@ -300,13 +310,13 @@ async fn poll(
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return Ok(Json(PollResponse { assignment: None }));
+            return Ok(Json(PollResponse::default()));
         }
         // Re-check on a short timer too: retries become due and other replicas queue work
         // without waking this process.
         let tick = (deadline - now).min(Duration::from_millis(250));
         tokio::select! {
-            _ = state.shutdown.cancelled() => return Ok(Json(PollResponse { assignment: None })),
+            _ = state.shutdown.cancelled() => return Ok(Json(PollResponse::default())),
             _ = tokio::time::timeout(tick, notified) => {}
         }
     }
@@ -648,6 +658,10 @@ async fn logs(
         .append_logs_counted(at, &planned.lines, planned.over.is_some())
         .await?;
     metrics::record(metrics::Event::LogLines(stored));
+    if stored > 0 {
+        // Under the attempt the runner holds: a line cannot name another step.
+        crate::annotations::ingest(store, at, &planned.lines).await?;
+    }
     let events = state.executor.events();
     // A tapped run's reader gets the lines as stored, when all of them were new (a batch
     // sent again stores nothing, or only what its first copy did not) and in order.

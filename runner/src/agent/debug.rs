@@ -127,7 +127,10 @@ pub(super) async fn execute(
         .await
         .context("the step-user claim task failed")?
     };
-    let user = claim.as_ref().ok().and_then(|c| c.as_ref().map(Claim::user));
+    let user = claim
+        .as_ref()
+        .ok()
+        .and_then(|c| c.as_ref().map(Claim::user));
     let prepared = match (&claim, laid_out) {
         (Err(e), _) => Err(format!("no step user: {e:#}")),
         (Ok(_), Err(e)) => Err(format!("workspace: {e:#}")),
@@ -169,7 +172,12 @@ pub(super) async fn execute(
             )
             .await
             {
-                Err(e) => (Outcome::Failed, None, Some(format!("{e:#}")), Default::default()),
+                Err(e) => (
+                    Outcome::Failed,
+                    None,
+                    Some(format!("{e:#}")),
+                    Default::default(),
+                ),
                 Ok(spec) => {
                     let output_file = AttemptDir::new(&dir).output_file;
                     tokio::select! {
@@ -290,7 +298,11 @@ struct Shell<'a> {
 impl Shell<'_> {
     /// Starts the shell, relays it until the session ends, kills what is left; why it
     /// ended.
-    async fn run(&self, ended: &CancellationToken, stop: &CancellationToken) -> anyhow::Result<String> {
+    async fn run(
+        &self,
+        ended: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<String> {
         if matches!(self.assignment.action, StepAction::Llm { .. }) {
             anyhow::bail!("an llm step has no shell");
         }
@@ -393,7 +405,12 @@ impl Shell<'_> {
         let quick = CancellationToken::new();
         let _ = self
             .engine
-            .send::<_, wire::Ack>(&wire_debug::ready_path(self.session), &wire::Ack {}, None, &quick)
+            .send::<_, wire::Ack>(
+                &wire_debug::ready_path(self.session),
+                &wire::Ack {},
+                None,
+                &quick,
+            )
             .await;
 
         let reason = loop {

@@ -135,7 +135,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(json, r#"{"kind":"data","seq":1,"hex":"0a"}"#);
-        assert!(serde_json::from_str::<InputEvent>(r#"{"kind":"data","seq":1,"hex":"","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<InputEvent>(r#"{"kind":"data","seq":1,"hex":"","x":1}"#)
+                .is_err()
+        );
         assert!(serde_json::from_str::<InputPoll>(r#"{"after":1,"wait_ms":1,"x":1}"#).is_err());
     }
 }
