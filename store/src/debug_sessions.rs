@@ -275,12 +275,7 @@ mod tests {
             name: "ci".into(),
             triggers: vec![],
             env: Default::default(),
-            steps: vec![Step::new(
-                "build",
-                Action::Bash {
-                    command: "false".into(),
-                },
-            )],
+            steps: vec![Step::bash("build", "false")],
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
@@ -334,10 +329,26 @@ mod tests {
     async fn one_store(store: &Store) {
         let (run_id, step_run_id, runner_id) = world(store).await;
         let sets = vec![String::new()];
+        let demand = |store: &Store| {
+            let store = store.clone();
+            async move {
+                let by_labels: i64 = store
+                    .queued_ready_by_labels(0)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|(_, _, n)| n)
+                    .sum();
+                (store.queued_ready(0).await.unwrap(), by_labels)
+            }
+        };
+        let before = demand(store).await;
         store
             .create_debug_session(&new("a1", run_id, step_run_id, 1_000))
             .await
             .unwrap();
+        // A session waiting for a runner is demand: a pool starts one for it.
+        assert_eq!(demand(store).await, (before.0 + 1, before.1 + 1));
         let claim = store
             .claim_debug_session(runner_id, &sets, 2_000)
             .await
@@ -345,6 +356,7 @@ mod tests {
             .expect("the session is claimed");
         assert_eq!(claim.session.runner_id, Some(runner_id));
         assert_eq!(claim.step_id, "build");
+        assert_eq!(demand(store).await, before);
         assert!(store
             .claim_debug_session(runner_id, &sets, 2_000)
             .await

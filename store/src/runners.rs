@@ -292,10 +292,12 @@ impl Store {
         Ok(rows)
     }
 
-    /// Step runs ready to claim now (the pool's measure of demand).
+    /// Step runs ready to claim now, and debug sessions waiting for a runner (the pool's
+    /// measure of demand).
     pub async fn queued_ready(&self, now: i64) -> anyhow::Result<i64> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM step_runs WHERE status = 'queued' AND ready_at <= $1",
+            "SELECT (SELECT COUNT(*) FROM step_runs WHERE status = 'queued' AND ready_at <= $1) \
+             + (SELECT COUNT(*) FROM debug_sessions WHERE status = 'queued')",
         )
         .bind(now)
         .fetch_one(pool)
@@ -311,10 +313,18 @@ impl Store {
         &self,
         now: i64,
     ) -> anyhow::Result<Vec<(BTreeMap<String, String>, bool, i64)>> {
+        // A debug session waiting for a runner (`debug_sessions`) asks for its step's.
         let rows: Vec<(String, bool, i64)> = on_db!(self, pool => sqlx::query_as(
-            "SELECT s.labels, NOT r.secrets_allowed, COUNT(*) FROM step_runs s \
-             JOIN runs r ON r.id = s.run_id \
-             WHERE s.status = 'queued' AND s.ready_at <= $1 GROUP BY s.labels, r.secrets_allowed",
+            "SELECT labels, fork, CAST(SUM(n) AS BIGINT) FROM ( \
+                 SELECT s.labels AS labels, NOT r.secrets_allowed AS fork, COUNT(*) AS n \
+                 FROM step_runs s JOIN runs r ON r.id = s.run_id \
+                 WHERE s.status = 'queued' AND s.ready_at <= $1 \
+                 GROUP BY s.labels, r.secrets_allowed \
+                 UNION ALL \
+                 SELECT s.labels, NOT r.secrets_allowed, COUNT(*) FROM debug_sessions d \
+                 JOIN step_runs s ON s.id = d.step_run_id JOIN runs r ON r.id = s.run_id \
+                 WHERE d.status = 'queued' GROUP BY s.labels, r.secrets_allowed \
+             ) AS waiting GROUP BY labels, fork",
         )
         .bind(now)
         .fetch_all(pool)
