@@ -260,6 +260,15 @@ async fn the_panel_offers_a_decision_exactly_to_those_the_api_accepts() {
     }
     // An approval step's page shows the panel, not a log viewer.
     let writer = Visitor::signed_in(&url, &world.writer).await;
+    // A writer's session with a form token that is not the session's (a cross-site form)
+    // decides nothing.
+    let forged = Visitor {
+        cookie: writer.cookie.clone(),
+        csrf: "0".repeat(writer.csrf.len()),
+    };
+    let (status, body) = forged.decide(&url, run, "approve", "").await;
+    assert_eq!(status, 403, "a forged form token: {body}");
+    assert_eq!(world.gate_status(run).await, "waiting");
     let (_, step_page) = writer.get(&url, &format!("/runs/{run}/steps/gate")).await;
     assert!(offers_decision(&step_page), "{step_page}");
     assert!(!step_page.contains(r#"id="viewport""#), "{step_page}");
@@ -499,7 +508,7 @@ async fn a_writer_approves_from_the_banner_with_a_comment() {
                    s.querySelector('.approvers').textContent, \
                    !!s.querySelector('.deadline time[datetime]'), \
                    status.className, status.textContent.trim(), \
-                   s.getBoundingClientRect().top < document.querySelector('dl.facts').getBoundingClientRect().top];",
+                   s.getBoundingClientRect().top < document.querySelector('dl.facts:not(.approval-facts)').getBoundingClientRect().top];",
             )
             .await;
         assert_eq!(banner[0], QUESTION, "{banner}");

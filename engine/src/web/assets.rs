@@ -63,6 +63,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("assets/dispatch.css"),
     ),
+    (
+        "approval.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/approval.css"),
+    ),
 ];
 
 pub(super) async fn serve(Path(file): Path<String>) -> Response {
