@@ -7,6 +7,8 @@
 //! - a refused dispatch (a ref that does not exist) comes back on the form as a sentence,
 //!   with what was typed kept (never git's stderr, never an error page);
 //! - the run page says who started the run, the inputs it got and its commit's message;
+//! - a pull request's run page names the pull request by the title its delivery carried
+//!   (stored with the run), escaped;
 //! - per role: the anonymous are sent to sign in (private repository), a reader sees the
 //!   workflows and the API's listing but no form and cannot post one, a writer can; a
 //!   number input given text is refused on the form.
@@ -43,7 +45,8 @@ def workflow(ctx):
 
 const CI: &str = r#"
 def workflow(ctx):
-    return Plan(name="CI", triggers=[Trigger.on_push(branches=["feature/*"])],
+    return Plan(name="CI", triggers=[Trigger.on_push(branches=["feature/*"]),
+                                     Trigger.on_pull_request(branches=["main"])],
                 steps=[Step.bash("test", "true")])
 "#;
 
@@ -130,7 +133,11 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
         );
         assert_eq!(broken[4], false);
         let ci = by_path(".plue/ci.plue.py");
-        assert_eq!(ci[2], json!(["push to feature/*"]), "{ci}");
+        assert_eq!(ci[2][0], "push to feature/*", "{ci}");
+        assert!(
+            ci[2][1].as_str().unwrap().starts_with("pull request into main"),
+            "{ci}"
+        );
         assert_eq!(ci[4], false, "no manual trigger, no form");
         let deploy = by_path(".plue/deploy.plue.py");
         assert!(deploy[1].as_str().unwrap().starts_with("Deploy"), "{deploy}");
@@ -474,4 +481,75 @@ async fn readers_see_the_workflows_and_only_writers_dispatch() {
 /// A client that sends no token (the support client sends the admin's).
 fn client_without_token() -> reqwest::Client {
     reqwest::Client::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_requests_run_shows_its_title_and_head_commit() {
+    bounded(Duration::from_secs(180), async {
+        let sandbox = Sandbox::new("dashboard-dispatch-pr");
+        let engine = setup(&sandbox).await;
+        let origin = sandbox.path("origin");
+        let base = support::git_sh(&origin, "git rev-parse HEAD");
+        let head = support::git_sh(
+            &origin,
+            "git checkout -q -b feature && echo x > x && git add x && \
+             git commit -q -m 'Add a feature' -m 'Because.' && git rev-parse HEAD",
+        );
+        let mut payload = support::webhook_fixture("gitea/pull_request-opened.json");
+        payload["number"] = json!(7);
+        payload["repository"]["full_name"] = json!("acme/app");
+        payload["repository"]["name"] = json!("app");
+        payload["repository"]["default_branch"] = json!("main");
+        let pr = &mut payload["pull_request"];
+        pr["number"] = json!(7);
+        pr["title"] = json!("Make <b>it</b> better");
+        pr["head"]["ref"] = json!("feature");
+        pr["head"]["sha"] = json!(head);
+        pr["base"]["ref"] = json!("main");
+        pr["base"]["sha"] = json!(base);
+        for side in ["head", "base"] {
+            if pr[side]["repo"].is_object() {
+                pr[side]["repo"]["full_name"] = json!("acme/app");
+            }
+        }
+        let (status, answer) = support::deliver_webhook(
+            &engine.url,
+            "gitea",
+            "pull_request",
+            "pr-7",
+            &payload,
+            "a-webhook-secret-of-the-test",
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let runs: Vec<i64> = answer["runs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no runs in {answer}"))
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect();
+        assert!(!runs.is_empty(), "{answer}");
+        let session = support::dashboard_session(&engine.url, ADMIN_TOKEN).await;
+        for run in runs {
+            let (status, html) = page(&engine.url, &format!("/runs/{run}"), Some(&session)).await;
+            assert_eq!(status, 200);
+            let about = html
+                .split("id=\"run-about\">")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no pull request on run {run}: {html}"));
+            let about = &about[..about.find("</dd>").unwrap()];
+            assert!(about.contains("#7"), "{about}");
+            assert!(
+                about.contains("Make &lt;b&gt;it&lt;&#x2f;b&gt; better"),
+                "{about}"
+            );
+            assert!(about.contains("feature → main"), "{about}");
+            assert!(!html.contains("<b>it</b>"), "the title was not escaped");
+            assert!(
+                html.contains("<span class=\"subject\">Add a feature</span>"),
+                "{html}"
+            );
+        }
+    })
+    .await;
 }

@@ -96,6 +96,8 @@ pub struct PullRequestEvent {
     /// The event's `sender` when it is somebody else (who pushed the `synchronize`,
     /// reopened the pull request, ...): it started the run too.
     pub co_actors: Vec<String>,
+    /// The pull request's title (empty when the payload has none): its author's text.
+    pub title: String,
 }
 
 /// An issue (or pull request) as an `issues` or `issue_comment` payload shows it. Its
@@ -286,6 +288,8 @@ struct HeadRepoJson {
 struct PullRequestJson {
     #[serde(default)]
     number: Option<u64>,
+    #[serde(default)]
+    title: Option<String>,
     base: BranchJson,
     head: BranchJson,
     #[serde(default)]
@@ -672,6 +676,7 @@ fn read_pull_request(
         head_sha: pr.head.sha,
         head_clone_url: head_clone_url.filter(|_| !same_repo),
         from_fork: !same_repo || !branch_head,
+        title: text(pr.title),
     })
 }
 
@@ -915,6 +920,7 @@ mod tests {
         );
         assert!(!pr.from_fork);
         assert_eq!(pr.head_clone_url, None);
+        assert_eq!(pr.title, "Update the README with new information.");
 
         let ForgeEvent::PullRequest(sync) = parse(
             Forge::Gitea,

@@ -32,6 +32,7 @@ mod proposals;
 mod record;
 mod repo_roles;
 mod reruns;
+mod run_titles;
 mod runner_tokens;
 mod runners;
 mod runs;

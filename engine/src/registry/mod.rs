@@ -43,6 +43,9 @@ use crate::store::{now_ms, NewRun, RepoRow, RunRepo, ScheduleEntry, ScheduleRow,
 use git::{Mirror, WorkflowFile};
 use matching::Occasion;
 
+/// The most of a pull request's title a run keeps (GitHub allows 256 characters).
+const MAX_TITLE_CHARS: usize = 1000;
+
 /// Why a manual dispatch started no run. Each message is a sentence for the person who
 /// dispatched: git's own output goes to the log, never into one.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +253,18 @@ impl Registry {
                 .forge_triggerer(repo, pr.actor.as_deref(), &pr.co_actors)
                 .await?,
         };
-        Ok(self.start_matching(&occurrence, &files).await?.0)
+        let runs = self.start_matching(&occurrence, &files).await?.0;
+        // The run page names the pull request by its title (`ctx` holds none). The runs
+        // exist either way: a title that cannot be stored is logged, not an error.
+        let title: String = pr.title.chars().take(MAX_TITLE_CHARS).collect();
+        if !title.trim().is_empty() {
+            for run in &runs {
+                if let Err(e) = self.executor.store().set_run_title(*run, &title).await {
+                    tracing::warn!("run {run}: storing its pull request's title: {e:#}");
+                }
+            }
+        }
+        Ok(runs)
     }
 
     /// Starts `workflow` (a file path, its name without `.plue.py`, or a plan name) at
@@ -612,15 +626,7 @@ impl Registry {
                     .await
             }
             Err(message) => {
-                let placeholder = Plan {
-                    name: path.to_string(),
-                    triggers: Vec::new(),
-                    env: BTreeMap::new(),
-                    steps: Vec::new(),
-                    concurrency: None,
-                    budget_usd: None,
-                    max_parallel: None,
-                };
+                let placeholder = Plan::new(path, Vec::new());
                 let plan_json = placeholder.canonical_json();
                 let run_id = self
                     .executor

@@ -1,7 +1,8 @@
 //! The run page's facts (`templates/run_facts.html`): who started the run, the inputs it
 //! was given, and what it is about — the issue (or pull request) an issue or comment
-//! summoned it from, with its title; a pull request run's pull request; and the message
-//! of the run's commit, read from the repository's mirror.
+//! summoned it from, with its title; a pull request run's pull request, with the title its
+//! webhook delivery carried (stored with the run, `run_titles`); and the message of the
+//! run's commit, read from the repository's mirror.
 //!
 //! Invariants:
 //! - Everything here is text people wrote (inputs, titles, commit messages, logins): the
@@ -50,7 +51,7 @@ struct About {
     /// `Issue` or `Pull request`.
     kind: &'static str,
     number: u64,
-    /// Its title, when the event carried it (issues and comments).
+    /// Its title (an issue's or comment's from `ctx`, a pull request's as stored).
     title: Option<String>,
     /// Its page on the forge (`http(s)` only).
     url: Option<String>,
@@ -77,6 +78,9 @@ pub(super) async fn load(web: &Web, run: &RunRow) -> WebResult<RunFacts> {
             .map(|(name, value)| shown_input(name, value))
             .collect();
         facts.about = about(ctx);
+        if let Some(about) = facts.about.as_mut().filter(|a| a.title.is_none()) {
+            about.title = store.run_title(run.id).await?;
+        }
     }
     if let (Some(registry), Some(repo_id)) = (&web.state.registry, run.repo_id) {
         if let Some(repo) = store.repo_by_id(repo_id).await? {
