@@ -6,8 +6,9 @@
 //!   workspace; the carried `build`'s artifacts are listed under the new run. A run with
 //!   nothing failed, an unknown option and the CLI's flag beside `--replay` are refused;
 //! - per role, on a repository's run: the anonymous, a stranger and a reader cannot
-//!   re-run its failed steps (404, 404, 403), a writer and the admin can; a run that has
-//!   not ended is a 409.
+//!   re-run its failed steps (401, 404, 403), a writer and the admin can; a run that has
+//!   not ended is a 409. The dashboard offers the button to the writer, not the reader,
+//!   and refuses the reader's post.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -206,6 +207,39 @@ async fn only_writers_rerun_failed_steps() {
     ] {
         let (status, body) = as_(token).await;
         assert_eq!(status, expected, "{who}: {body}");
+    }
+    // The dashboard offers the button to writers only, and refuses a reader's post.
+    let web = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (token, offered) in [(reader.as_str(), false), (writer.as_str(), true)] {
+        let cookie = support::dashboard_session(&engine.url, token).await;
+        let page = web
+            .get(format!("{}/runs/{run}", engine.url))
+            .header(reqwest::header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(page.contains("id=\"rerun-failed\""), offered, "{page}");
+        if !offered {
+            let csrf = cookie
+                .split("; ")
+                .find_map(|pair| pair.strip_prefix("plue_csrf="))
+                .expect("a CSRF cookie");
+            let posted = web
+                .post(format!("{}/runs/{run}/rerun-failed", engine.url))
+                .header(reqwest::header::COOKIE, &cookie)
+                .header(reqwest::header::ORIGIN, &engine.url)
+                .form(&[("csrf", csrf)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(posted.status(), 403, "a reader's post");
+        }
     }
     let runs_before = store.list_runs(100).await.unwrap().len();
     assert_eq!(runs_before, 1, "a refused re-run started nothing");

@@ -113,16 +113,10 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evaluator::plan::{Action, Step};
+    use evaluator::plan::Step;
 
     fn bash(id: &str, command: &str, after: &[&str]) -> Step {
-        Step::new(
-            id,
-            Action::Bash {
-                command: command.into(),
-            },
-        )
-        .after(after)
+        Step::bash(id, command).after(after)
     }
 
     fn plan(steps: Vec<Step>) -> Plan {
@@ -160,6 +154,21 @@ mod tests {
             bash("e", "echo {{ steps.b.outputs.x }}", &["a"]),
         ]);
         assert_eq!(carried(&p, &["succeeded", "cancelled", "succeeded"]), ["a"]);
+    }
+
+    #[test]
+    fn a_review_loop_runs_again_whole() {
+        // write → check (loop_to write): check failed, so write, its loop's target, runs
+        // again too, though it succeeded; docs, outside the loop, is carried.
+        let mut check = bash("check", "false", &["write"]);
+        check.loop_to = Some("write".into());
+        check.max_loops = Some(2);
+        let p = plan(vec![
+            bash("docs", "true", &[]),
+            bash("write", "true", &[]),
+            check,
+        ]);
+        assert_eq!(carried(&p, &["succeeded", "succeeded", "failed"]), ["docs"]);
     }
 
     #[test]

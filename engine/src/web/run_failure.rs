@@ -62,14 +62,38 @@ pub(super) struct Failure {
     pub step: String,
     /// The step's page.
     pub url: String,
-    /// "`test` failed: its command `…` exited with code 3."
-    pub sentence: String,
+    /// "`test` failed: its command (last line `…`) exited with code 3.", in parts: the
+    /// step's id and the quoted command are code.
+    pub sentence: Vec<Part>,
     /// The last lines of its command or script (empty for other kinds).
     pub command_tail: Vec<String>,
     /// Its last log lines (of its last attempt), oldest first.
     pub lines: Vec<TailLine>,
     /// The attempt the lines are from.
     pub attempt: Option<i64>,
+}
+
+/// A piece of a sentence: text, or (`code`) a name or command shown as code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(super) struct Part {
+    pub text: String,
+    pub code: bool,
+}
+
+impl Part {
+    fn text(text: impl Into<String>) -> Part {
+        Part {
+            text: text.into(),
+            code: false,
+        }
+    }
+
+    fn code(text: impl Into<String>) -> Part {
+        Part {
+            text: text.into(),
+            code: true,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -232,43 +256,45 @@ fn signal(code: i64) -> Option<&'static str> {
 }
 
 /// One sentence saying which step failed and why.
-fn sentence(step: &StepRunRow, kind: &str, command: Option<&str>, max: Option<i64>) -> String {
-    let id = &step.step_id;
+fn sentence(step: &StepRunRow, kind: &str, command: Option<&str>, max: Option<i64>) -> Vec<Part> {
     let reason = step
         .reason
         .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty());
-    let what = match (kind, command.and_then(|c| command_tail(c).pop())) {
-        ("python", _) => "its Python script".to_string(),
-        (_, Some(last)) => format!("its command (last line `{}`)", quoted(&last)),
-        _ => "it".to_string(),
-    };
     let tries = match (step.attempts, max) {
         (n, Some(max)) if n > 1 => format!(" on attempt {n} of {max}"),
         (n, None) if n > 1 => format!(" on attempt {n}"),
         _ => String::new(),
     };
-    let mut text = match step.exit_code {
-        Some(code) => match signal(code) {
-            Some(name) => {
-                format!("`{id}` failed{tries}: {what} was killed by {name} (exit code {code})")
+    let mut parts = vec![
+        Part::code(&step.step_id),
+        Part::text(format!(" failed{tries}: ")),
+    ];
+    match step.exit_code {
+        Some(code) => {
+            match (kind, command.and_then(|c| command_tail(c).pop())) {
+                ("python", _) => parts.push(Part::text("its Python script")),
+                (_, Some(last)) => {
+                    parts.push(Part::text("its command (last line "));
+                    parts.push(Part::code(quoted(&last)));
+                    parts.push(Part::text(")"));
+                }
+                _ => parts.push(Part::text("it")),
             }
-            None => format!("`{id}` failed{tries}: {what} exited with code {code}"),
-        },
-        None => match reason {
-            Some(reason) => format!("`{id}` failed{tries}: {reason}"),
-            None => format!("`{id}` failed{tries}"),
-        },
-    };
-    // A reason beyond the exit code itself (a timeout, a quota) is said too.
-    if let (Some(_), Some(reason)) = (step.exit_code, reason) {
-        if !reason.starts_with("exit code") {
-            text.push_str(&format!(" ({reason})"));
+            parts.push(Part::text(match signal(code) {
+                Some(name) => format!(" was killed by {name} (exit code {code})"),
+                None => format!(" exited with code {code}"),
+            }));
+            // A reason beyond the exit code itself (a timeout, a quota) is said too.
+            if let Some(reason) = reason.filter(|r| !r.starts_with("exit code")) {
+                parts.push(Part::text(format!(" ({reason})")));
+            }
         }
+        None => parts.push(Part::text(reason.unwrap_or("no reason was recorded"))),
     }
-    text.push('.');
-    text
+    parts.push(Part::text("."));
+    parts
 }
 
 /// `POST /runs/{id}/rerun-failed`: the API's re-run with `failed=true`, then the new run.
@@ -307,16 +333,30 @@ mod tests {
         }
     }
 
+    /// The sentence with its code parts in backticks.
+    fn said(parts: Vec<Part>) -> String {
+        parts
+            .into_iter()
+            .map(|p| {
+                if p.code {
+                    format!("`{}`", p.text)
+                } else {
+                    p.text
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn an_exit_code_becomes_a_sentence_naming_the_step_and_its_command() {
         let command = "cd crate\ncargo build\ncargo test --all\n\n";
         assert_eq!(
-            sentence(
+            said(sentence(
                 &step(Some(3), Some("exit code 3"), 1),
                 "bash",
                 Some(command),
                 Some(1)
-            ),
+            )),
             "`test` failed: its command (last line `cargo test --all`) exited with code 3."
         );
         assert_eq!(
@@ -324,12 +364,12 @@ mod tests {
             ["cd crate", "cargo build", "cargo test --all"]
         );
         assert_eq!(
-            sentence(
+            said(sentence(
                 &step(Some(137), Some("timed out after 10s"), 2),
                 "bash",
                 Some("sleep 99"),
                 Some(2)
-            ),
+            )),
             "`test` failed on attempt 2 of 2: its command (last line `sleep 99`) was killed by \
              SIGKILL (exit code 137) (timed out after 10s)."
         );
@@ -338,17 +378,17 @@ mod tests {
     #[test]
     fn a_failure_without_an_exit_code_says_its_reason() {
         assert_eq!(
-            sentence(
+            said(sentence(
                 &step(None, Some("rejected by alice"), 0),
                 "approval",
                 None,
                 Some(1)
-            ),
+            )),
             "`test` failed: rejected by alice."
         );
         assert_eq!(
-            sentence(&step(None, None, 1), "llm", None, None),
-            "`test` failed."
+            said(sentence(&step(None, None, 1), "llm", None, None)),
+            "`test` failed: no reason was recorded."
         );
     }
 
