@@ -12,6 +12,7 @@
 //! it opens an environment's secret.
 
 mod approvals;
+pub mod reruns;
 pub mod environments;
 pub mod outputs;
 pub mod rules;
@@ -166,6 +167,17 @@ impl Executor {
         run: &NewRun<'_>,
         triggerer: Option<&Triggerer>,
     ) -> anyhow::Result<i64> {
+        self.start_run_carrying(run, triggerer, &[]).await
+    }
+
+    /// [`Executor::start_run_by`] for a re-run that carries the steps `carry` over from
+    /// the run it repeats ([`reruns`]).
+    async fn start_run_carrying(
+        &self,
+        run: &NewRun<'_>,
+        triggerer: Option<&Triggerer>,
+        carry: &[String],
+    ) -> anyhow::Result<i64> {
         // `Plan(max_parallel=)` lowers the engine's limit for this run, never raises it.
         let max_parallel = run
             .plan
@@ -173,6 +185,11 @@ impl Executor {
             .map_or(self.max_parallel, |n| self.max_parallel.min(i64::from(n)))
             .max(1);
         let created = match triggerer {
+            _ if !carry.is_empty() => {
+                self.store
+                    .create_rerun_by(run, max_parallel, triggerer, carry)
+                    .await
+            }
             Some(triggerer) => self.store.create_run_by(run, max_parallel, triggerer).await,
             None => self.store.create_run(run, max_parallel).await,
         }
@@ -193,6 +210,16 @@ impl Executor {
         run_id: i64,
         triggerer: Option<&Triggerer>,
     ) -> anyhow::Result<Option<i64>> {
+        self.rerun_carrying(run_id, triggerer, &[]).await
+    }
+
+    /// [`Executor::rerun`] carrying the steps `carry` over ([`reruns`]).
+    async fn rerun_carrying(
+        &self,
+        run_id: i64,
+        triggerer: Option<&Triggerer>,
+        carry: &[String],
+    ) -> anyhow::Result<Option<i64>> {
         let Some(run) = self.store.run(run_id).await? else {
             return Ok(None);
         };
@@ -202,7 +229,7 @@ impl Executor {
         let plan = self.plan(run_id).await?;
         let workspace = serde_json::from_str(&docs.workspace).context("stored workspace")?;
         let new_id = self
-            .start_run_by(
+            .start_run_carrying(
                 &NewRun {
                     workflow_source: &run.workflow_source,
                     workflow_path: &run.workflow_path,
@@ -221,6 +248,7 @@ impl Executor {
                     }),
                 },
                 triggerer,
+                carry,
             )
             .await?;
         Ok(Some(new_id))
