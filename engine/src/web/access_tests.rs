@@ -161,6 +161,8 @@ async fn each_role_sees_and_may_do_exactly_its_share() {
         for uri in [
             format!("/runs/{ci_run}"),
             format!("/runs/{ci_run}/live"),
+            format!("/runs/{ci_run}/timeline"),
+            format!("/runs/{ci_run}/timeline/live"),
             format!("/runs/{ci_run}/steps/build"),
             format!("/runs/{ci_run}/steps/build/raw"),
             format!("/runs/{ci_run}/steps/build/stream"),

@@ -624,6 +624,36 @@ mod tests {
     }
 
     #[test]
+    fn what_the_model_wrote_is_text_on_the_page() {
+        // The attacker is the model (or a prompt injection steering it): HTML in its text,
+        // in a tool's input and result, in a diff, in a file name.
+        let hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>";
+        let mut transcript = transcript();
+        transcript.turns[0].response["content"][0]["text"] = json!(hostile);
+        transcript.turns[0].tools[0].content = hostile.into();
+        transcript.turns[0].tools[0].input = json!({"path": hostile, "content": hostile});
+        transcript.turns[0].response["content"][1]["input"] = json!({"path": hostile});
+        transcript.turns[1].tools[0].content =
+            format!("diff --git a/x b/x\n+++ b/{hostile}\n@@ -1 +1 @@\n+{hostile}\n");
+        let mut view = build(&transcript, &Prices::default());
+        view.system = Some(hostile.into());
+        view.prompt = Some(hostile.into());
+        let html = super::super::render::page(
+            "log_conversation.html",
+            &minijinja::context! { conversation => view, run => minijinja::context! { id => 1 } },
+        )
+        .expect("renders");
+        assert!(html.contains("Turn 2"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{html}"
+        );
+        for markup in ["<img", "<script"] {
+            assert!(!html.contains(markup), "{markup} reached the page: {html}");
+        }
+    }
+
+    #[test]
     fn a_long_diff_is_cut() {
         let diff: String = (0..MAX_DIFF_LINES + 10)
             .map(|i| format!("+{i}\n"))
