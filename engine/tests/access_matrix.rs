@@ -168,6 +168,7 @@ fn rule(method: &str, path: &str) -> Option<Case> {
             case(Reader, "/api/runs/{run}/steps/build/artifacts/out.txt")
                 .missing("has no artifacts")
         }
+        ("get", "/api/runs/{id}/annotations") => case(Reader, "/api/runs/{run}/annotations"),
         ("get", "/api/runs/{id}/steps/{step}/transcript") => {
             case(Reader, "/api/runs/{run}/steps/build/transcript").missing("kept no transcript")
         }
