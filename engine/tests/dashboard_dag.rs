@@ -7,8 +7,10 @@
 //!   refreshes: the drawing stays where the user put it (same nodes, same place, same
 //!   zoom, the group still open) while the counts and statuses change in place; dragging
 //!   the graph moves it;
+//! - a waiting approval's node links to the approval panel on the same page;
 //! - a 992-step plan draws a bounded number of SVG elements (nodes ≤ 120, every element of
-//!   the drawing ≤ 400) and its page load time is printed (a bench note, not asserted).
+//!   the drawing ≤ 400); its page load and live refresh times are printed (bench notes,
+//!   not asserted).
 //!
 //! Screenshots go to `$PLUE_SCREENSHOT_DIR` (default `$TMPDIR/plue-team`) as
 //! `dashboard-dag-*.png`. Without Chromium and chromedriver the tests say so and pass,
@@ -261,6 +263,67 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
     browser.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_approval_node_opens_its_panel() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    bounded(Duration::from_secs(120), approval(chromium, driver)).await;
+}
+
+/// `build → ship (approval) → deploy`: the waiting approval's node is a link to the
+/// approval panel on the same page.
+async fn approval(chromium: PathBuf, driver: PathBuf) {
+    let sandbox = Sandbox::new("dashboard-dag-approval");
+    let workflow = sandbox.write(
+        "ws/gate.plue.py",
+        "def workflow():\n    return Plan(name='gate', triggers=[Trigger.manual()], steps=[\n        \
+         Step.bash('build', 'echo built'),\n        \
+         Step.approval('ship', message='Ship it?', depends_on=['build']),\n        \
+         Step.bash('deploy', 'echo deployed', depends_on=['ship']),\n    ])\n",
+    );
+    let engine = sandbox
+        .serve("engine", free_port(), &["--runners", "1"])
+        .await;
+    let http = client();
+    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
+    let browser = Browser::start(&sandbox, &chromium, &driver).await;
+    browser
+        .sign_in_to(&engine.url, ADMIN_TOKEN, &format!("/runs/{run_id}"))
+        .await;
+    let node = browser
+        .wait(
+            Duration::from_secs(30),
+            "the approval node waiting",
+            "const n = document.querySelector('#dag a.node[data-step=\"ship\"]'); \
+             return n && n.dataset.status === 'waiting' && document.getElementById('approval-ship') \
+             ? [n.getAttribute('href'), n.querySelector('text.state').textContent] : null;",
+        )
+        .await;
+    assert_eq!(node, json!(["#approval-ship", "\u{23F8} waiting"]));
+    browser.click("#dag a.node[data-step=\"ship\"]").await;
+    let landed = browser
+        .wait(
+            Duration::from_secs(5),
+            "the approval panel in view",
+            "const p = document.getElementById('approval-ship'); const r = p.getBoundingClientRect(); \
+             return location.hash === '#approval-ship' && r.top >= 0 && r.top < window.innerHeight \
+             ? location.pathname : null;",
+        )
+        .await;
+    assert_eq!(landed, format!("/runs/{run_id}"), "the same page");
+    let cancelled = http
+        .post(format!("{}/api/runs/{run_id}/cancel", engine.url))
+        .send()
+        .await
+        .expect("cancel");
+    assert!(cancelled.status().is_success(), "{}", cancelled.status());
+    wait_final(&http, &engine.url, run_id, Duration::from_secs(30)).await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}
+
 /// `setup` (which waits) → 9 lanes of `build-L → test-L-0…107 → report-L` → `release`:
 /// 992 steps.
 const THOUSAND: &str = "def workflow():\n    \
@@ -376,6 +439,25 @@ async fn thousand(chromium: PathBuf, driver: PathBuf) {
     assert!(cancelled.status().is_success(), "{}", cancelled.status());
     let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "cancelled", "{run}");
+    // The open page follows the cancel: one live refresh of the 992-step section.
+    let refresh = browser
+        .wait(
+            Duration::from_secs(15),
+            "the open page to show the run cancelled",
+            "const s = document.getElementById('run-status'); \
+             if (!s || !s.textContent.includes('cancelled')) return null; \
+             const last = n => { const e = performance.getEntriesByName(n); \
+               return e.length ? Math.round(e[e.length - 1].duration) : -1; }; \
+             return [last('plue-live-fetch'), last('plue-live-parse'), last('plue-live-keep'), \
+               last('plue-live-swap'), document.querySelectorAll('#dag .node').length];",
+        )
+        .await;
+    eprintln!(
+        "bench note: a live refresh of the 992-step run page in Chromium: fetch {} ms, parse {} ms, \
+         swap {} ms of which {} ms updating the kept DAG in place",
+        refresh[0], refresh[1], refresh[3], refresh[2]
+    );
+    assert_eq!(refresh[4], drawn[0], "the same drawing after the refresh");
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     let _: Value = browser.run("return null;", json!([])).await;

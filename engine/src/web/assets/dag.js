@@ -3,11 +3,12 @@
 // that lists its steps when clicked (or Enter/Space). The block carries `data-keep`, so
 // live.js keeps it across refreshes and hands over the fresh copy in a `plue:refresh`
 // event: when the layout's shape is the same (only statuses changed), nodes, edges and
-// member rows are updated in place (class, data-status, href, the `data-f` texts; `data-swap`
-// rows take the fresh children), so the viewport, open groups and focus stay; when the
-// shape changed, the drawing is swapped but the viewport and open groups are kept.
-// No HTML is built here: every element and text comes from the server's escaped markup.
-// Without this script the graph is a plain SVG in a scrolling box.
+// member rows are updated in place (class, data-status, href, the `data-f` texts;
+// `data-swap` rows take the fresh children when their status changed), so the viewport,
+// open groups and focus stay; when the shape changed, the drawing is swapped but the
+// viewport and open groups are kept. No HTML is built here: every element and text comes
+// from the server's escaped markup. Without this script the graph is a plain SVG in a
+// scrolling box.
 "use strict";
 (function () {
   var MIN_SCALE = 0.1;
@@ -249,12 +250,14 @@
     fresh.querySelectorAll("[data-k]").forEach(function (copy) {
       var element = current.get(copy.getAttribute("data-k"));
       if (!element) return;
+      var moved = element.getAttribute("data-status") !== copy.getAttribute("data-status");
       ["class", "data-status", "href"].forEach(function (name) {
         var value = copy.getAttribute(name);
         if (value !== null && element.getAttribute(name) !== value) element.setAttribute(name, value);
       });
       if (copy.hasAttribute("data-swap")) {
-        if (element.innerHTML !== copy.innerHTML) {
+        // A member row is drawn from its status alone.
+        if (moved) {
           element.replaceChildren.apply(element, Array.prototype.map.call(copy.childNodes, function (n) {
             return document.importNode(n, true);
           }));

@@ -12,8 +12,8 @@
 // Elements that hold client state (the DAG's viewport and open groups, a half-written
 // comment) carry `data-keep` and an id: they stay in the page across refreshes, put in
 // place of their fresh copy, which they first receive in a `plue:refresh` event
-// (`event.detail.fresh`) to take what changed; their scroll offsets and the focus inside
-// them are kept. A kept element the fresh HTML no longer has is dropped. After each
+// (`event.detail.fresh`) to take what changed; their scroll offsets (and those of their
+// `[data-keep-scroll]` descendants) and the focus inside them are kept. A kept element the fresh HTML no longer has is dropped. After each
 // refresh `document` gets a `plue:live` event (`detail.section`: the new element).
 "use strict";
 (function () {
@@ -21,6 +21,7 @@
   var STREAM_RETRY = 30000;
   // Replaces `current` by `fresh`, keeping `current`'s `[data-keep]` elements.
   function swap(current, fresh) {
+    var keeping = performance.now();
     var active = document.activeElement;
     var restore = [];
     current.querySelectorAll("[data-keep][id]").forEach(function (kept) {
@@ -30,11 +31,12 @@
       });
       if (!copy || copy === kept) return;
       kept.dispatchEvent(new CustomEvent("plue:refresh", { detail: { fresh: copy } }));
-      [kept].concat(Array.prototype.slice.call(kept.querySelectorAll("*"))).forEach(function (e) {
+      [kept].concat(Array.prototype.slice.call(kept.querySelectorAll("[data-keep-scroll]"))).forEach(function (e) {
         if (e.scrollTop || e.scrollLeft) restore.push([e, e.scrollTop, e.scrollLeft]);
       });
       copy.replaceWith(kept);
     });
+    performance.measure("plue-live-keep", { start: keeping });
     current.replaceWith(fresh);
     restore.forEach(function (r) {
       r[0].scrollTop = r[1];
@@ -85,6 +87,7 @@
       }
       busy = true;
       again = false;
+      var asked = performance.now();
       fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (response) {
           if (!response.ok) throw new Error("HTTP " + response.status);
@@ -92,11 +95,18 @@
         })
         .then(function (html) {
           busy = false;
+          performance.measure("plue-live-fetch", { start: asked });
+          var parsing = performance.now();
           var parsed = new DOMParser().parseFromString(html, "text/html");
+          performance.measure("plue-live-parse", { start: parsing });
           var fresh = parsed.getElementById(id);
           var current = document.getElementById(id);
           if (!fresh || !current) return stop();
+          // Timings for the curious (and tests/dashboard_dag.rs's bench note):
+          // plue-live-fetch, -parse, -keep (merging kept elements), -swap (all of it).
+          var started = performance.now();
           swap(current, document.adoptNode(fresh));
+          performance.measure("plue-live-swap", { start: started });
           if (!fresh.hasAttribute("data-live")) return stop();
           url = fresh.getAttribute("data-live");
           base = parseInt(fresh.getAttribute("data-interval"), 10) || base;
