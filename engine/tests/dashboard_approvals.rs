@@ -624,3 +624,65 @@ async fn plue_run_says_what_an_approval_asks_and_plue_approve_decides_it() {
         String::from_utf8_lossy(&after.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plue_run_on_a_terminal_asks_and_the_answer_decides() {
+    use std::io::Write;
+    let _serial = support::serial().await;
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: no script(1) to give plue run a terminal");
+        return;
+    }
+    let sandbox = Sandbox::new("plue-run-approval-tty");
+    let file = sandbox.write("release.plue.py", GATED_WORKFLOW);
+    // `plue run` on a pseudo-terminal made by script(1), with the sandbox's environment.
+    let template = sandbox.plue(&[]);
+    let mut command = std::process::Command::new("script");
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let line = format!(
+        "{} run {} --runners 1 --data-dir {}",
+        env!("CARGO_BIN_EXE_plue"),
+        file.display(),
+        sandbox.path("data").display()
+    );
+    let out = sandbox.path("tty.out");
+    command
+        .args(["-qefc", &line])
+        .arg(&out)
+        .current_dir(template.get_current_dir().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().expect("script(1)");
+    let asked = wait_for(Duration::from_secs(60), "the question", || async {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        text.contains("[y/n]").then_some(text)
+    })
+    .await;
+    assert!(
+        asked.contains("approve step 'gate' of run 1? [y/n]"),
+        "{asked}"
+    );
+    assert!(asked.contains("Ship build 42?"), "{asked}");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"y\n").unwrap();
+    stdin.flush().unwrap();
+    let status = wait_for(Duration::from_secs(60), "plue run to end", || {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    let said = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(status.success(), "plue run: {status}\n{said}");
+    assert!(said.contains("step 'gate' approved by"), "{said}");
+    assert!(said.contains("shipped"), "{said}");
+}

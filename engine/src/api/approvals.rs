@@ -18,7 +18,9 @@
 //! nothing; a decision after the step's deadline is a 409 too, whether or not the sweeper
 //! has run (the store times the step out in the decision's own transaction). Every
 //! decision is in the audit trail (`approval.approve`, `approval.reject`). A comment is one
-//! clean line ([`TextKind::UserLine`]: no controls, no bidi characters).
+//! clean line ([`TextKind::UserLine`]: no controls, no bidi characters). Who may decide is
+//! one function, [`decider_check`]: the decision asks it, and the dashboard's approval
+//! panel asks it to offer Approve/Reject only to those the decision would accept.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
