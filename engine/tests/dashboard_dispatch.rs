@@ -474,13 +474,55 @@ async fn readers_see_the_workflows_and_only_writers_dispatch() {
             refused.contains("name=\"input.version\" value=\"1\""),
             "{refused}"
         );
+
+        // The attack: markup in an input, kept on a refused form and shown on the run
+        // page, is text in both (no element of it is made).
+        let hostile = "\"><img src=x onerror=alert(1)><script>alert(2)</script>";
+        let dispatch = |count: &'static str| {
+            let form = form.clone();
+            let writer_session = writer_session.clone();
+            async move {
+                client_without_token()
+                    .post(format!("{url}/repos/acme/app/dispatch"))
+                    .header(reqwest::header::COOKIE, &writer_session)
+                    .form(&[
+                        ("csrf", csrf_of(&form).as_str()),
+                        ("workflow", ".plue/deploy.plue.py"),
+                        ("ref", "main"),
+                        ("input.version", hostile),
+                        ("input.count", count),
+                    ])
+                    .send()
+                    .await
+                    .expect("POST dispatch")
+            }
+        };
+        let kept = dispatch("x").await.text().await.unwrap();
+        assert!(kept.contains("Not started:"), "{kept}");
+        let started = dispatch("3").await;
+        assert_eq!(started.status(), 303, "{}", started.text().await.unwrap());
+        let run_path = started.headers()["location"].to_str().unwrap().to_string();
+        let (_, run_page) = page(url, &run_path, Some(&writer_session)).await;
+        assert!(run_page.contains("id=\"run-inputs\""), "{run_page}");
+        for shown in [&kept, &run_page] {
+            assert!(!shown.contains("<img src=x"), "{shown}");
+            assert!(!shown.contains("<script>alert(2)"), "{shown}");
+            assert!(
+                shown.contains("&lt;img src=x onerror=alert(1)&gt;"),
+                "{shown}"
+            );
+        }
     })
     .await;
 }
 
-/// A client that sends no token (the support client sends the admin's).
+/// A client that sends no token (the support client sends the admin's) and shows
+/// redirects rather than following them.
 fn client_without_token() -> reqwest::Client {
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,8 @@ use crate::store::RepoRow;
 
 /// How long a head read from the forge is trusted before it is read again.
 pub const HEAD_TTL: Duration = Duration::from_secs(15);
+/// How long reading the head may take before the page shows the last listing read.
+pub const HEAD_READ_LIMIT: Duration = Duration::from_secs(10);
 /// Commit messages kept in memory (they never change: keyed by repository and commit).
 const MESSAGES_KEPT: usize = 1024;
 
@@ -176,8 +178,14 @@ impl Registry {
             let lock = self.lock(repo.id);
             let _held = lock.lock().await;
             mirror.resolve(&repo.clone_url, head_ref).await
-        }
-        .await;
+        };
+        // A page waits for the forge this long at most (git is killed when dropped).
+        let resolved = match tokio::time::timeout(HEAD_READ_LIMIT, resolved).await {
+            Ok(resolved) => resolved,
+            Err(_) => Err(anyhow::anyhow!(
+                "the forge did not answer within {HEAD_READ_LIMIT:?}"
+            )),
+        };
         resolved.map_err(|e| {
             tracing::warn!("{}: reading {head_ref}: {e:#}", repo.name);
             match &repo.default_branch {
