@@ -203,7 +203,7 @@ pub(super) async fn open(
         // The environment's secrets are its maintainers' to hand out: a writer who could
         // not deploy by pushing must not get them through a shell.
         let role = caller.role_on(store, repo_id).await?;
-        if !role.is_some_and(|role| role >= Role::Maintainer) {
+        if role.is_none_or(|role| role < Role::Maintainer) {
             return Err(ApiError::forbidden(format!(
                 "step '{step}' runs in environment '{environment}': debugging it needs the \
                  maintainer role on the repository"
