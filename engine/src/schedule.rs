@@ -280,7 +280,7 @@ pub fn cancel(statuses: &mut [StepStatus]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
 
-    use evaluator::plan::{Action, Step};
+    use evaluator::plan::Step;
 
     use super::*;
     use StepStatus::*;
@@ -290,14 +290,7 @@ mod tests {
     }
 
     fn step(id: &str, deps: &[&str], when: When) -> Step {
-        Step::new(
-            id,
-            Action::Bash {
-                command: "true".into(),
-            },
-        )
-        .after(deps)
-        .on(when)
+        Step::bash(id, "true").after(deps).on(when)
     }
 
     /// Applies decisions and reports them compactly.

@@ -12,16 +12,11 @@ use std::sync::Arc;
 use engine::events::Events;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Store};
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 use runner::protocol::Outcome;
 
 fn bash(id: &str) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: "true".into(),
-        },
-    )
+    Step::bash(id, "true")
 }
 
 fn plan(steps: Vec<Step>) -> Plan {

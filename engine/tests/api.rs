@@ -196,12 +196,7 @@ impl Harness {
 }
 
 fn bash(id: &str, command: &str) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: command.into(),
-        },
-    )
+    Step::bash(id, command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,13 +29,7 @@ fn approval(id: &str, timeout: u64) -> Step {
 }
 
 fn bash(id: &str, deps: &[&str]) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: format!("echo {id}"),
-        },
-    )
-    .after(deps)
+    Step::bash(id, format!("echo {id}")).after(deps)
 }
 
 fn plan(steps: Vec<Step>) -> Plan {

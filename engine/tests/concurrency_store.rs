@@ -11,7 +11,7 @@ use std::sync::Arc;
 use engine::events::Events;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, NewRun, Store};
-use evaluator::plan::{Action, Concurrency, Plan, Step};
+use evaluator::plan::{Concurrency, Plan, Step};
 use evaluator::{EvalContext, Event};
 use runner::protocol::Outcome;
 
@@ -42,19 +42,8 @@ fn plan(group: &str, cancel_in_progress: bool) -> Plan {
         ..Plan::new(
             "deploy",
             vec![
-                Step::new(
-                    "a",
-                    Action::Bash {
-                        command: "echo a".into(),
-                    },
-                ),
-                Step::new(
-                    "b",
-                    Action::Bash {
-                        command: "echo b".into(),
-                    },
-                )
-                .after(&["a"]),
+                Step::bash("a", "echo a"),
+                Step::bash("b", "echo b").after(&["a"]),
             ],
         )
     }

@@ -34,12 +34,7 @@ fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
     Plan::new(
         "t",
         vec![
-            Step::new(
-                "a",
-                Action::Bash {
-                    command: "true".into(),
-                },
-            ),
+            Step::bash("a", "true"),
             Step::new("l", Action::Llm(llm)).after(&["a"]),
         ],
     )

@@ -417,14 +417,7 @@ async fn concurrent_holds_on_a_run_budget_never_pass_it() {
             1000,
         );
         let steps = (0..8)
-            .map(|i| {
-                evaluator::plan::Step::new(
-                    format!("s{i}"),
-                    evaluator::plan::Action::Bash {
-                        command: "true".into(),
-                    },
-                )
-            })
+            .map(|i| evaluator::plan::Step::bash(format!("s{i}"), "true"))
             .collect();
         let plan = evaluator::plan::Plan {
             budget_usd: Some(0.1),

@@ -13,23 +13,12 @@ use std::sync::Arc;
 use engine::events::Events;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Claimed, Store};
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 use runner::protocol::{LogLine, Outcome, Stream};
 
 fn plan() -> Plan {
-    let build = Step::new(
-        "build",
-        Action::Bash {
-            command: "echo \"{{ steps.review.outputs.feedback }}\"".into(),
-        },
-    );
-    let mut review = Step::new(
-        "review",
-        Action::Bash {
-            command: "false".into(),
-        },
-    )
-    .after(&["build"]);
+    let build = Step::bash("build", "echo \"{{ steps.review.outputs.feedback }}\"");
+    let mut review = Step::bash("review", "false").after(&["build"]);
     review.retries = 1;
     review.loop_to = Some("build".into());
     review.max_loops = Some(1);

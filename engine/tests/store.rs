@@ -17,7 +17,7 @@ use engine::executor::{Executor, Report, RunnerSaid};
 use engine::store::{
     now_ms, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
 };
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 use runner::protocol::{LogLine, Outcome, Stream};
 
 fn plan(steps: Vec<Step>) -> Plan {
@@ -25,12 +25,7 @@ fn plan(steps: Vec<Step>) -> Plan {
 }
 
 fn bash(id: &str) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: format!("echo {id}"),
-        },
-    )
+    Step::bash(id, format!("echo {id}"))
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {

@@ -14,7 +14,7 @@ use engine::events::Events;
 use engine::executor::Executor;
 use engine::store::{now_ms, NewRepo, NewRun, RunRepo, ScheduleEntry, Store};
 use engine::vault::Vault;
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 
 async fn repo(store: &Store, name: &str) -> i64 {
     store
@@ -288,12 +288,7 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
         let engine_wide = BTreeMap::from([("SHARED".to_string(), "everyone".to_string())]);
         let executor = Executor::new(store.clone(), Arc::new(Events::default()), engine_wide, 8)
             .with_vault(vault.clone());
-        let step = Step::new(
-            "s",
-            Action::Bash {
-                command: "true".into(),
-            },
-        );
+        let step = Step::bash("s", "true");
         let names = vec!["DEPLOY".to_string(), "SHARED".to_string()];
 
         let trusted = start(&executor, id, &plan(vec![step.clone()]), true).await;
@@ -353,12 +348,7 @@ async fn runs_and_repositories_are_listed_only_of_the_given_repositories() {
         );
         let a = repo(&store, "acme/a").await;
         let b = repo(&store, "acme/b").await;
-        let wf = plan(vec![Step::new(
-            "s",
-            Action::Bash {
-                command: "true".into(),
-            },
-        )]);
+        let wf = plan(vec![Step::bash("s", "true")]);
         let mut of_a = Vec::new();
         for _ in 0..3 {
             of_a.push(start(&executor, a, &wf, true).await);

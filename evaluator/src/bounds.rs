@@ -447,12 +447,7 @@ mod tests {
     }
 
     fn bash(id: &str) -> Step {
-        Step::new(
-            id,
-            Action::Bash {
-                command: "true".into(),
-            },
-        )
+        Step::bash(id, "true")
     }
 
     #[test]

@@ -45,20 +45,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::plan::{Action, Step};
+    use crate::plan::Step;
 
     #[test]
     fn draws_nodes_and_edges() {
-        let step = |id: &str, deps: &[&str], when| {
-            Step::new(
-                id,
-                Action::Bash {
-                    command: "true".into(),
-                },
-            )
-            .after(deps)
-            .on(when)
-        };
+        let step = |id: &str, deps: &[&str], when| Step::bash(id, "true").after(deps).on(when);
         let plan = Plan {
             name: "p".into(),
             triggers: vec![],

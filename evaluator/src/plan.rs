@@ -349,6 +349,17 @@ pub struct Step {
 
 impl Step {
     /// A step with every option at its default.
+    /// A `bash` step `id` running `command` (what [`Step::new`] makes of an
+    /// [`Action::Bash`]).
+    pub fn bash(id: impl Into<String>, command: impl Into<String>) -> Step {
+        Step::new(
+            id,
+            Action::Bash {
+                command: command.into(),
+            },
+        )
+    }
+
     pub fn new(id: impl Into<String>, action: Action) -> Step {
         Step {
             id: id.into(),

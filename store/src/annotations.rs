@@ -168,7 +168,7 @@ impl Store {
 pub(crate) mod tests {
     use std::collections::BTreeMap;
 
-    use evaluator::plan::{Action, Plan, Step};
+    use evaluator::plan::{Plan, Step};
     use runner::protocol::WorkspaceSource;
 
     use super::*;
@@ -192,14 +192,7 @@ pub(crate) mod tests {
         rerun_of: Option<i64>,
         carry: &[String],
     ) -> anyhow::Result<i64> {
-        let bash = |id: &str| {
-            Step::new(
-                id,
-                Action::Bash {
-                    command: "true".into(),
-                },
-            )
-        };
+        let bash = |id: &str| Step::bash(id, "true");
         let plan = Plan {
             name: "t".into(),
             triggers: vec![],

@@ -171,7 +171,7 @@ impl Store {
 mod tests {
     use std::collections::BTreeMap;
 
-    use evaluator::plan::{Action, Plan, Step};
+    use evaluator::plan::{Plan, Step};
     use runner::protocol::WorkspaceSource;
 
     use super::*;
@@ -194,12 +194,7 @@ mod tests {
             name: name.into(),
             triggers: vec![],
             env: BTreeMap::new(),
-            steps: vec![Step::new(
-                "a",
-                Action::Bash {
-                    command: "true".into(),
-                },
-            )],
+            steps: vec![Step::bash("a", "true")],
             concurrency: None,
             budget_usd: None,
             max_parallel: None,

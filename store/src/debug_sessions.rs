@@ -270,7 +270,7 @@ mod tests {
 
     /// A local run of one step `build`, a runner: (run, step run, runner).
     async fn world(store: &Store) -> (i64, i64, i64) {
-        use evaluator::plan::{Action, Plan, Step};
+        use evaluator::plan::{Plan, Step};
         let plan = Plan {
             name: "ci".into(),
             triggers: vec![],

@@ -54,12 +54,7 @@ mod tests {
     use super::*;
 
     fn step(id: &str, secrets: &[&str], workspace_from: Option<&str>, artifacts: &[&str]) -> Step {
-        let mut step = Step::new(
-            id,
-            Action::Bash {
-                command: "true".into(),
-            },
-        );
+        let mut step = Step::bash(id, "true");
         step.secrets = secrets.iter().map(|s| s.to_string()).collect();
         step.workspace_from = workspace_from.map(str::to_string);
         step.needs_artifacts = artifacts.iter().map(|s| s.to_string()).collect();

@@ -77,7 +77,7 @@ impl Store {
 mod tests {
     use std::collections::BTreeMap;
 
-    use evaluator::plan::{Action, Plan, Step};
+    use evaluator::plan::{Plan, Step};
     use runner::protocol::WorkspaceSource;
 
     use super::*;
@@ -95,14 +95,7 @@ mod tests {
     }
 
     async fn two_step_run(store: &Store) -> i64 {
-        let bash = |id: &str| {
-            Step::new(
-                id,
-                Action::Bash {
-                    command: "true".into(),
-                },
-            )
-        };
+        let bash = |id: &str| Step::bash(id, "true");
         let plan = Plan {
             name: "t".into(),
             triggers: vec![],

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use engine::store::{NewRun, Store};
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 use runner::protocol::{LogLine, Stream, WorkspaceSource};
 use testkit::TempPostgres;
 
@@ -167,14 +167,7 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
         triggers: Vec::new(),
         env: BTreeMap::new(),
         steps: (0..n)
-            .map(|i| {
-                Step::new(
-                    format!("s{i}"),
-                    Action::Bash {
-                        command: "true".into(),
-                    },
-                )
-            })
+            .map(|i| Step::bash(format!("s{i}"), "true"))
             .collect(),
         concurrency: None,
         budget_usd: None,

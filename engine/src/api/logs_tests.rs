@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use runner::protocol::{LogLine, Stream as LineStream};
@@ -83,15 +83,7 @@ impl Engine {
                 .await
                 .unwrap()
         });
-        let plan = Plan::new(
-            "follow",
-            vec![Step::new(
-                "build",
-                Action::Bash {
-                    command: "true".into(),
-                },
-            )],
-        );
+        let plan = Plan::new("follow", vec![Step::bash("build", "true")]);
         let json = serde_json::to_string(&plan).unwrap();
         let repo_id = store
             .create_repo(&NewRepo {

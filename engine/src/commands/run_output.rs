@@ -1015,12 +1015,7 @@ mod tests {
     fn the_summary_shows_each_steps_environment() {
         let mut row = printer_row("deploy");
         row.status = "succeeded".into();
-        let mut deploy = evaluator::plan::Step::new(
-            "deploy",
-            evaluator::plan::Action::Bash {
-                command: "true".into(),
-            },
-        );
+        let mut deploy = evaluator::plan::Step::bash("deploy", "true");
         deploy.environment = Some("prod".into());
         let plan = evaluator::plan::Plan {
             name: "p".into(),

@@ -12,15 +12,7 @@ use super::*;
 fn plan_with(command: &str) -> Plan {
     let mut plan = Plan {
         env: BTreeMap::from([("A".into(), "1".into())]),
-        ..Plan::new(
-            "p",
-            vec![Step::new(
-                "use",
-                Action::Bash {
-                    command: command.into(),
-                },
-            )],
-        )
+        ..Plan::new("p", vec![Step::bash("use", command)])
     };
     plan.steps[0]
         .env
@@ -803,24 +795,9 @@ fn a_step_reads_its_dependencies_and_what_its_templates_name() {
         ..Plan::new(
             "p",
             vec![
-                Step::new(
-                    "a",
-                    Action::Bash {
-                        command: "true".into(),
-                    },
-                ),
-                Step::new(
-                    "b",
-                    Action::Bash {
-                        command: "true".into(),
-                    },
-                ),
-                Step::new(
-                    "c",
-                    Action::Bash {
-                        command: "true".into(),
-                    },
-                ),
+                Step::bash("a", "true"),
+                Step::bash("b", "true"),
+                Step::bash("c", "true"),
                 Step::new(
                     "d",
                     Action::Python {

@@ -151,7 +151,7 @@ pub fn secrets_gate(
 mod tests {
     use std::collections::BTreeMap;
 
-    use evaluator::plan::{Action, Step};
+    use evaluator::plan::Step;
 
     use super::*;
     use crate::store::EnvironmentSettings;
@@ -297,19 +297,9 @@ mod tests {
 
     #[test]
     fn local_runs_and_steps_without_environments_have_no_gate() {
-        let mut deploy = Step::new(
-            "deploy",
-            Action::Bash {
-                command: "true".into(),
-            },
-        );
+        let mut deploy = Step::bash("deploy", "true");
         deploy.environment = Some("prod".into());
-        let build = Step::new(
-            "build",
-            Action::Bash {
-                command: "true".into(),
-            },
-        );
+        let build = Step::bash("build", "true");
         let plan = Plan::new("p", vec![build, deploy]);
         let local = RunEnvironments {
             repo: None,

@@ -668,7 +668,7 @@ impl<P: Provider> Pool<P> {
 mod tests {
     use std::collections::{BTreeMap, HashSet};
 
-    use evaluator::plan::{Action, Plan, Step};
+    use evaluator::plan::{Plan, Step};
 
     use super::*;
     use crate::executor::Executor;
@@ -810,14 +810,7 @@ mod tests {
             triggers: vec![],
             env: BTreeMap::new(),
             steps: (0..n)
-                .map(|i| {
-                    Step::new(
-                        format!("s{i}"),
-                        Action::Bash {
-                            command: "true".into(),
-                        },
-                    )
-                })
+                .map(|i| Step::bash(format!("s{i}"), "true"))
                 .collect(),
             concurrency: None,
             budget_usd: None,
@@ -840,12 +833,7 @@ mod tests {
             BTreeMap::new(),
             100,
         );
-        let mut big = Step::new(
-            "big".to_string(),
-            Action::Bash {
-                command: "true".into(),
-            },
-        );
+        let mut big = Step::bash("big".to_string(), "true");
         big.runner = BTreeMap::from([("size".to_string(), "big".to_string())]);
         let plan = Plan::new("labelled", vec![big]);
         let json = serde_json::to_string(&plan).unwrap();

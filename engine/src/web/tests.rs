@@ -209,12 +209,7 @@ impl Fixture {
 }
 
 pub(super) fn bash(id: &str, deps: &[&str]) -> Step {
-    let mut step = Step::new(
-        id,
-        Action::Bash {
-            command: "true".into(),
-        },
-    );
+    let mut step = Step::bash(id, "true");
     step.depends_on = deps.iter().map(|d| d.to_string()).collect();
     step
 }

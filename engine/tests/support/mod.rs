@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use engine::executor::Executor;
 use engine::server::{self as engine_server, EngineConfig, RunningEngine};
 use engine::store::{NewRepo, NewRun, RunRepo, Store};
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -694,12 +694,7 @@ pub(crate) fn plan(name: &str, steps: Vec<Step>) -> Plan {
 
 /// A step `id` running `command` in bash.
 pub(crate) fn bash_step(id: &str, command: &str) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: command.into(),
-        },
-    )
+    Step::bash(id, command)
 }
 
 /// Starts a manual run of `plan` on `main`, read from `workflow_path`, on `executor`: of

@@ -6,13 +6,7 @@ use super::*;
 use crate::plan::{Location, Step};
 
 fn step(id: &str, deps: &[&str]) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: "true".into(),
-        },
-    )
-    .after(deps)
+    Step::bash(id, "true").after(deps)
 }
 
 fn looping(id: &str, deps: &[&str], to: &str, max: u32) -> Step {

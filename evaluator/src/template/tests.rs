@@ -139,13 +139,7 @@ fn nested_each_bomb_is_refused_fast() {
 }
 
 fn bash_step(id: &str, command: &str, deps: &[&str]) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: command.into(),
-        },
-    )
-    .after(deps)
+    Step::bash(id, command).after(deps)
 }
 
 fn messages(plan: &Plan) -> Vec<String> {
@@ -305,15 +299,7 @@ fn validation_names_the_step_and_the_problem() {
         bash_step("f", "echo {{ steps.bulid.status }}", &["a"]),
         bash_step("g", "echo $(( {{ raw steps.a.outputs.n }} + 1 ))", &["a"]),
     ]);
-    p.steps.insert(
-        1,
-        Step::new(
-            "build",
-            Action::Bash {
-                command: "true".into(),
-            },
-        ),
-    );
+    p.steps.insert(1, Step::bash("build", "true"));
     let got = messages(&p);
     let expected = [
         "w.plue.py:12:5: step 'review': inputs.files[1]: '{{ steps.nope.status }}' names unknown step 'nope'",

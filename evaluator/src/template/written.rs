@@ -75,25 +75,14 @@ pub fn unwritten_raw(plan: &Plan, map: &SourceMap, path: &str, source: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, Step};
+    use crate::plan::Step;
 
     fn plan(command: &str) -> Plan {
         Plan::new(
             "p",
             vec![
-                Step::new(
-                    "a",
-                    Action::Bash {
-                        command: "true".into(),
-                    },
-                ),
-                Step::new(
-                    "lint",
-                    Action::Bash {
-                        command: command.into(),
-                    },
-                )
-                .after(&["a"]),
+                Step::bash("a", "true"),
+                Step::bash("lint", command).after(&["a"]),
             ],
         )
     }

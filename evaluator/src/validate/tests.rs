@@ -8,13 +8,7 @@ use super::*;
 use crate::plan::Step;
 
 fn step(id: &str, deps: &[&str]) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: "true".into(),
-        },
-    )
-    .after(deps)
+    Step::bash(id, "true").after(deps)
 }
 
 fn plan(steps: Vec<Step>, triggers: Vec<Trigger>) -> (Plan, SourceMap) {

@@ -2,18 +2,12 @@
 
 use std::sync::Arc;
 
-use evaluator::plan::{Action, Step};
+use evaluator::plan::Step;
 
 use super::*;
 
 fn bash(id: &str, command: &str, deps: &[&str]) -> Step {
-    Step::new(
-        id,
-        Action::Bash {
-            command: command.into(),
-        },
-    )
-    .after(deps)
+    Step::bash(id, command).after(deps)
 }
 
 fn snapshot(plan: &Plan, statuses: &[&str]) -> RunSnapshot {
