@@ -236,6 +236,23 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     browser
         .screenshot(&shots.join("dashboard-time-timeline.png"))
         .await;
+    // On a phone, in the dark: nothing scrolls sideways.
+    browser.emulate(390, 844, true).await;
+    let overflow = browser
+        .wait(
+            Duration::from_secs(5),
+            "the phone layout",
+            "return window.innerWidth <= 400 ? \
+             [document.documentElement.scrollWidth, window.innerWidth] : null;",
+        )
+        .await;
+    assert!(
+        overflow[0].as_i64() <= overflow[1].as_i64(),
+        "the timeline scrolls sideways on a phone: {overflow}"
+    );
+    browser
+        .screenshot(&shots.join("dashboard-time-timeline-phone-dark.png"))
+        .await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
