@@ -404,13 +404,9 @@ async fn assignment(
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
     let mut env = dispatch.env;
-    if let Some(context) = state
-        .executor
-        .store()
-        .summoned_context(claimed.run_id)
-        .await?
-    {
-        let ctx: evaluator::EvalContext = serde_json::from_str(&context)
+    // Read with the claim, once per run (the store's `ClaimedRuns`).
+    if let Some(context) = &claimed.summoned_context {
+        let ctx: evaluator::EvalContext = serde_json::from_str(context)
             .map_err(|e| anyhow::anyhow!("stored context of run {}: {e}", claimed.run_id))?;
         env.extend(crate::dispatch::summoned_env(&ctx));
     }

@@ -16,10 +16,11 @@
 //!   trusted work (a `zone=prod` token's) whatever labels the fork's plan asks for.
 //! - A claim never takes the run's row lock (the executor holds it while it reads steps),
 //!   so claims and the executor cannot deadlock.
-//! - Of a run, a claim reads its workspace document and moves it from `queued` to
-//!   `running` only the first time this process claims one of its steps
-//!   ([`ClaimedRuns`]): neither changes again, so later claims of the run skip both
-//!   statements.
+//! - Of a run, a claim reads its workspace document and its summoned context (an issue's
+//!   or a comment's, else none) and moves it from `queued` to `running` only the first
+//!   time this process claims one of its steps ([`ClaimedRuns`]): none of them changes
+//!   again (a run's event and context are written once, at its creation), so later claims
+//!   of the run skip those statements.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,9 @@ pub struct Claimed {
     pub dispatch: String,
     /// The run's workspace document.
     pub workspace: String,
+    /// The run's stored context (JSON) when an issue or a comment started it, else `None`:
+    /// what its steps get as `PLUE_ISSUE_*` variables (as [`Store::summoned_context`]).
+    pub summoned_context: Option<String>,
 }
 
 /// An attempt that just ended, as the executor sees it when deciding what follows.
@@ -114,28 +118,35 @@ pub struct AttemptOwner {
     pub run_id: i64,
 }
 
-/// Runs this process has claimed a step of: their workspace document (which never changes)
-/// and the knowledge that they are `running` (a run never goes back to `queued`). Bounded:
-/// a full map is cleared, which costs each run one more read.
+/// Runs this process has claimed a step of: their workspace document and summoned context
+/// (which never change) and the knowledge that they are `running` (a run never goes back
+/// to `queued`). Bounded: a full map is cleared, which costs each run one more read.
 #[derive(Debug, Default)]
 pub(crate) struct ClaimedRuns {
-    workspaces: Mutex<HashMap<i64, Arc<str>>>,
+    runs: Mutex<HashMap<i64, RunFacts>>,
+}
+
+/// What every claim of a run hands over and no claim changes.
+#[derive(Debug, Clone)]
+struct RunFacts {
+    workspace: Arc<str>,
+    summoned_context: Option<Arc<str>>,
 }
 
 /// At most this many runs are kept in [`ClaimedRuns`].
 const CLAIMED_RUNS_LIMIT: usize = 256;
 
 impl ClaimedRuns {
-    fn workspace(&self, run_id: i64) -> Option<Arc<str>> {
+    fn facts(&self, run_id: i64) -> Option<RunFacts> {
         self.lock().get(&run_id).cloned()
     }
 
-    fn remember(&self, run_id: i64, workspace: Arc<str>) {
+    fn remember(&self, run_id: i64, facts: RunFacts) {
         let mut runs = self.lock();
         if runs.len() >= CLAIMED_RUNS_LIMIT {
             runs.clear();
         }
-        runs.insert(run_id, workspace);
+        runs.insert(run_id, facts);
     }
 
     /// Forgets a run that ended: nothing claims its steps any more.
@@ -143,9 +154,9 @@ impl ClaimedRuns {
         self.lock().remove(&run_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<str>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RunFacts>> {
         // Each update is one insert or a clear: a panic cannot leave the map inconsistent.
-        self.workspaces
+        self.runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -301,14 +312,23 @@ impl Store {
                         .execute(&mut *$tx)
                         .await?;
                 }
-                let known = self.claimed_runs.workspace(run_id);
-                let workspace: Arc<str> = match &known {
-                    Some(workspace) => workspace.clone(),
-                    None => sqlx::query_scalar::<_, String>("SELECT workspace FROM runs WHERE id = $1")
-                        .bind(run_id)
-                        .fetch_one(&mut *$tx)
-                        .await?
-                        .into(),
+                let known = self.claimed_runs.facts(run_id);
+                let facts = match &known {
+                    Some(facts) => facts.clone(),
+                    None => {
+                        let (workspace, summoned_context) =
+                            sqlx::query_as::<_, (String, Option<String>)>(
+                                "SELECT workspace, CASE WHEN event IN ('issue', 'comment') \
+                                 THEN context END FROM runs WHERE id = $1",
+                            )
+                            .bind(run_id)
+                            .fetch_one(&mut *$tx)
+                            .await?;
+                        RunFacts {
+                            workspace: workspace.into(),
+                            summoned_context: summoned_context.map(Into::into),
+                        }
+                    }
                 };
                 $tx.commit().await?;
                 (
@@ -319,9 +339,10 @@ impl Store {
                         step_id: row.try_get("step_id")?,
                         number,
                         dispatch: row.try_get::<Option<String>, _>("action")?.unwrap_or_default(),
-                        workspace: workspace.to_string(),
+                        workspace: facts.workspace.to_string(),
+                        summoned_context: facts.summoned_context.as_deref().map(str::to_string),
                     },
-                    known.is_none().then_some(workspace),
+                    known.is_none().then_some(facts),
                 )
             }};
         }
@@ -350,7 +371,7 @@ impl Store {
             }
         };
         // Outside the claim's transaction: see the module invariant about the run's lock.
-        if let Some(workspace) = first_of_run {
+        if let Some(facts) = first_of_run {
             on_db!(self, pool => sqlx::query(
                 "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",
             )
@@ -361,7 +382,7 @@ impl Store {
             .rows_affected());
             // Only once the run is known to be running: a claim that failed before this
             // leaves the next one to do it.
-            self.claimed_runs.remember(claimed.run_id, workspace);
+            self.claimed_runs.remember(claimed.run_id, facts);
         }
         Ok(Some(claimed))
     }
