@@ -240,18 +240,8 @@ pub(super) async fn load(
         facts.run_id,
         super::encode(facts.step_id)
     );
-    if conversation.diff.is_none() {
-        conversation.diff = proposals
-            .iter()
-            .find_map(|p| p.payload.get("diff").and_then(Value::as_str))
-            .map(|diff| diff_view(diff, "the pull request it proposed".into()));
-    } else if let Some(diff) = proposals
-        .iter()
-        .find_map(|p| p.payload.get("diff").and_then(Value::as_str))
-    {
-        // The proposal's diff is what would land: it wins over one the model looked at.
-        conversation.diff = Some(diff_view(diff, "the pull request it proposed".into()));
-    }
+    // The proposal's diff is what would land: it wins over one the model looked at.
+    conversation.diff = proposal_diff(&proposals).or(conversation.diff.take());
     conversation.proposals = proposals;
     let action = facts.action;
     conversation.budget = Some(BudgetView {
@@ -266,6 +256,14 @@ pub(super) async fn load(
         conversation.model = action.model.clone();
     }
     Ok(conversation)
+}
+
+/// The diff of the first pull request among `proposals`, if one carries a diff.
+fn proposal_diff(proposals: &[ProposalView]) -> Option<DiffView> {
+    proposals
+        .iter()
+        .find_map(|p| p.payload.get("diff").and_then(Value::as_str))
+        .map(|diff| diff_view(diff, "the pull request it proposed".into()))
 }
 
 fn note(text: &str) -> Conversation {
@@ -651,6 +649,35 @@ mod tests {
         for markup in ["<img", "<script"] {
             assert!(!html.contains(markup), "{markup} reached the page: {html}");
         }
+    }
+
+    #[test]
+    fn a_proposed_pull_request_shows_its_diff() {
+        let proposal = |kind: &str, payload: Value| ProposalView {
+            id: 1,
+            step_id: "write".into(),
+            attempt_id: 1,
+            kind: kind.into(),
+            payload,
+            state: "waiting".into(),
+            reason: None,
+            decided_by: None,
+            decided_at: None,
+            applied_url: None,
+            applied_at: None,
+            created_at: 0,
+        };
+        let proposals = [
+            proposal("comment", json!({"body": "hi"})),
+            proposal(
+                "pull_request",
+                json!({"title": "t", "diff": "diff --git a/f b/f\n+++ b/f\n+x\n"}),
+            ),
+        ];
+        let diff = proposal_diff(&proposals).expect("the pull request's diff");
+        assert_eq!(diff.source, "the pull request it proposed");
+        assert_eq!(diff.files, ["f"]);
+        assert!(proposal_diff(&proposals[..1]).is_none());
     }
 
     #[test]
