@@ -19,6 +19,8 @@
 //!   pool's warm pod; baseline: the `git push` itself.
 //! - [`replicas`] — runs × no-op steps through one and two `plue serve` replicas on one
 //!   PostgreSQL, with protocol-only runners: steps/s, claim latency, commits per step.
+//! - [`scale`] — per-step cost of `plue run` at 100 and 10,000 steps (chain and fan-out),
+//!   and the engine's peak memory.
 //! - [`floor`] — a bash step through the runner's own process path and nothing else (the
 //!   isolation every step gets), against a bare spawn; also the peers' "floor" column.
 //!
@@ -37,6 +39,7 @@ mod floor;
 mod llm;
 mod logs;
 mod replicas;
+mod scale;
 mod server;
 mod stats;
 mod steps;
@@ -56,7 +59,7 @@ pub(crate) struct Env {
 }
 
 const USAGE: &str =
-    "eval, check, steps, claim, logs, webhook, first-line, replicas, llm, floor or all";
+    "eval, check, steps, scale, claim, logs, webhook, first-line, replicas, llm, floor or all";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -72,6 +75,7 @@ fn main() -> Result<()> {
         "eval",
         "check",
         "steps",
+        "scale",
         "claim",
         "logs",
         "webhook",
@@ -113,6 +117,7 @@ fn main() -> Result<()> {
         "eval" => runtime.block_on(eval::run(&env)),
         "check" => check::run(&env),
         "steps" => runtime.block_on(steps::run(&env)),
+        "scale" => runtime.block_on(scale::run(&env)),
         "claim" => runtime.block_on(claim::run(&env)),
         "logs" => runtime.block_on(logs::run(&env)),
         "webhook" => runtime.block_on(webhook::run(&env)),
