@@ -5,6 +5,9 @@
 //! Invariants: the driver and the browser are started inside the test's sandbox (they
 //! carry its mark, so the sandbox's cleanup kills them); every wait has a deadline.
 
+// Each browser test binary uses part of this module.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -287,7 +290,6 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// Chromium and chromedriver, or `None` (after saying why) when they are missing and
 /// `PLUE_REQUIRE_BROWSER` is not `1`.
-#[allow(dead_code)] // not every browser test binary uses every helper
 pub(crate) fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
     match browser() {
         Ok(found) => Some(found),
@@ -300,7 +302,6 @@ pub(crate) fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Where screenshots go: `$PLUE_SCREENSHOT_DIR`, default `$TMPDIR/plue-team`.
-#[allow(dead_code)]
 pub(crate) fn screenshot_dir() -> PathBuf {
     let dir = std::env::var_os("PLUE_SCREENSHOT_DIR")
         .map(PathBuf::from)
@@ -310,7 +311,6 @@ pub(crate) fn screenshot_dir() -> PathBuf {
 }
 
 /// Runs `test` under the binary-wide lock and fails it after `limit`.
-#[allow(dead_code)]
 pub(crate) async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, test: F) {
     let _serial = crate::support::serial().await;
     if tokio::time::timeout(limit, test).await.is_err() {
@@ -318,7 +318,6 @@ pub(crate) async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration
     }
 }
 
-#[allow(dead_code)]
 impl Browser {
     /// Console messages at level SEVERE (errors, CSP violations, failed loads).
     pub(crate) async fn console_errors(&self) -> Vec<String> {
