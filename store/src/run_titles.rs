@@ -42,15 +42,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_keeps_the_last_title_written() {
         for (store, _dir) in crate::testing::stores().await {
-            let plan = Plan {
-                name: "ci".into(),
-                triggers: Vec::new(),
-                env: Default::default(),
-                steps: Vec::new(),
-                concurrency: None,
-                budget_usd: None,
-                max_parallel: None,
-            };
+            let plan = Plan::new("ci", Vec::new());
             let json = serde_json::to_string(&plan).unwrap();
             let run = store
                 .create_run(&crate::testing::local_run(&plan, &json), 4)

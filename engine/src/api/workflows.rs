@@ -267,13 +267,8 @@ mod tests {
 
     fn plan(triggers: Vec<Trigger>) -> Plan {
         Plan {
-            name: "Deploy".to_string(),
             triggers,
-            env: BTreeMap::new(),
-            steps: Vec::new(),
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
+            ..Plan::new("Deploy", Vec::new())
         }
     }
 
