@@ -4,7 +4,7 @@
 //! runner pod's container as a real `plue runner` process.
 //!
 //! Why one file past ~600 lines: every test needs the same fake API server, simulated
-//! kubelet and `plue serve` harness (`cluster` and `serve` below) and they run one at a
+//! kubelet and `plue serve` harness (`World` below) and they run one at a
 //! time (`serial`); split, each file would rebuild that harness.
 
 #[allow(dead_code)] // each test binary uses part of the support module
@@ -379,11 +379,11 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
 /// The engine refuses to start with such a file: not one pod reaches the API server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-serve-weak");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let world = World::new("kube-serve-weak").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let port = world.port;
+    let url = world.url.as_str();
     let extra = "  - name: gpu\n    labels: {gpu: \"yes\"}\n    max_runners: 1\n    min_warm: 1\n\
                  \x20   template: {spec: {volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: \"registry.example/plue:test\"}]}}\n";
     let file = sandbox.write("pool.yaml", &config(&url, 1, 2, IMAGE, extra));
@@ -503,6 +503,37 @@ fn cluster(sandbox: &Sandbox) -> Cluster {
         kube,
         kubelet,
         kubeconfig,
+    }
+}
+
+/// One test's world: a fake cluster in a sandbox, the port and URL its engine listens on,
+/// and the binary-wide lock (fields drop in this order: the cluster, the sandbox and its
+/// processes, then the lock).
+struct World {
+    cluster: Cluster,
+    sandbox: Sandbox,
+    port: u16,
+    url: String,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl World {
+    async fn new(name: &str) -> World {
+        let serial = serial().await;
+        let sandbox = Sandbox::new(name);
+        let port = free_port();
+        World {
+            cluster: cluster(&sandbox),
+            sandbox,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            _serial: serial,
+        }
+    }
+
+    /// `plue serve` named `engine` on this world's port with the pool file `config`.
+    async fn serve(&self, config: &str) -> Engine {
+        serve(&self.sandbox, &self.cluster, "engine", self.port, config).await
     }
 }
 
@@ -657,19 +688,11 @@ fn writes(requests: &[Recorded], resource: &str, method: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-e2e");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let engine = serve(
-        &sandbox,
-        &cluster,
-        "engine",
-        port,
-        &config(&url, 1, 2, IMAGE, ""),
-    )
-    .await;
+    let world = World::new("kube-e2e").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
+    let engine = world.serve(&config(url, 1, 2, IMAGE, "")).await;
     let warm = wait_idle(&engine.url, 1).await;
     assert_eq!(
         pod_names(&cluster),
@@ -838,21 +861,13 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_scales_to_max_runners_and_never_above() {
-    let _serial = serial().await;
     const STEPS: usize = 50;
     const MAX: usize = 20;
-    let sandbox = Sandbox::new("kube-burst");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let engine = serve(
-        &sandbox,
-        &cluster,
-        "engine",
-        port,
-        &config(&url, 0, MAX, IMAGE, ""),
-    )
-    .await;
+    let world = World::new("kube-burst").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
+    let engine = world.serve(&config(url, 0, MAX, IMAGE, "")).await;
     let steps: Vec<String> = (0..STEPS)
         .map(|i| format!("Step.bash('s{i}', 'echo step {i}', runner={{'size': 'small'}})"))
         .collect();
@@ -905,19 +920,11 @@ async fn busy_runner(engine: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-lost");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let engine = serve(
-        &sandbox,
-        &cluster,
-        "engine",
-        port,
-        &config(&url, 1, 1, IMAGE, ""),
-    )
-    .await;
+    let world = World::new("kube-lost").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
+    let engine = world.serve(&config(url, 1, 1, IMAGE, "")).await;
     type Kill = Box<dyn Fn(&Cluster, &str) + Send>;
     let kills: Vec<(&str, Kill)> = vec![
         (
@@ -980,14 +987,12 @@ async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-backoff");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let world = World::new("kube-backoff").await;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
     let broken = config(&url, 2, 2, "registry.example/missing:1", "")
         .replace("start_timeout: 20s", "start_timeout: 2s");
-    let engine = serve(&sandbox, &cluster, "engine", port, &broken).await;
+    let engine = world.serve(&broken).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The pool says why, per class.
     let shown = get_json(&client(), &format!("{}/api/pool", engine.url)).await;
@@ -1079,19 +1084,18 @@ async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
 // `backing_off: false`, and the class's steps waited forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-crash");
+    let world = World::new("kube-crash").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
     let repaired = crashing_runner(&sandbox);
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     let crashing = config(&url, 2, 2, CRASHING_IMAGE, "").replace(
         "  lease_duration: 2s\n",
         "  lease_duration: 2s\n  max_start_backoff: 2s\n",
     );
     assert!(crashing.contains("max_start_backoff"), "{crashing}");
     let began = Instant::now();
-    let engine = serve(&sandbox, &cluster, "engine", port, &crashing).await;
+    let engine = world.serve(&crashing).await;
     let pool_url = format!("{}/api/pool", engine.url);
     let class = wait_for(Duration::from_secs(20), "the class to back off", || async {
         let shown = get_json(&client(), &pool_url).await;
@@ -1197,19 +1201,11 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_no_class_serves_fail_at_once_with_the_reason() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-unservable");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let engine = serve(
-        &sandbox,
-        &cluster,
-        "engine",
-        port,
-        &config(&url, 0, 2, IMAGE, ""),
-    )
-    .await;
+    let world = World::new("kube-unservable").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
+    let engine = world.serve(&config(url, 0, 2, IMAGE, "")).await;
     let started = Instant::now();
     let run_id = run(
         &sandbox,
@@ -1243,10 +1239,12 @@ async fn steps_no_class_serves_fail_at_once_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
     use testkit::claude::{FakeClaude, Turn};
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-step-network");
+    let world = World::new("kube-step-network").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let port = world.port;
+    let url = world.url.as_str();
     capless_runner(&sandbox);
-    let cluster = cluster(&sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
             .tool_use("toolu_1", "bash", &json!({"command": "echo tool-ran"}))
@@ -1254,8 +1252,6 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
             .reply(),
         Turn::text(&["done"]).usage(10, 1).reply(),
     ]);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     let agents = format!(
         "  - name: agents\n    labels: {{role: agent}}\n    max_runners: 2\n    idle_timeout: 60s\n    step_network: pod\n\
          \x20   template:\n      spec:\n        containers:\n          - name: runner\n            image: \"{CAPLESS_IMAGE}\"\n\
@@ -1339,11 +1335,11 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-restart");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let world = World::new("kube-restart").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let port = world.port;
+    let url = world.url.as_str();
     let pool = config(&url, 2, 3, IMAGE, "");
     let first = serve(&sandbox, &cluster, "first", port, &pool).await;
     let mut warm = wait_idle(&first.url, 2).await;
@@ -1402,9 +1398,10 @@ async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-faults");
-    let cluster = cluster(&sandbox);
+    let world = World::new("kube-faults").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
     for (method, resource, status, times) in [
         ("POST", "pods", 500, 2),
         ("POST", "secrets", 503, 1),
@@ -1418,16 +1415,7 @@ async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
         retry_after: Some(1),
         ..Fault::on("POST", "pods", 429, 1)
     });
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let engine = serve(
-        &sandbox,
-        &cluster,
-        "engine",
-        port,
-        &config(&url, 0, 3, IMAGE, ""),
-    )
-    .await;
+    let engine = world.serve(&config(url, 0, 3, IMAGE, "")).await;
     let steps: Vec<String> = (0..9)
         .map(|i| format!("Step.bash('s{i}', 'sleep 0.2; echo {i}', runner={{'size': 'small'}})"))
         .collect();
@@ -1548,20 +1536,12 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 /// against the local pool's runners in the same run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_pod_claim_latency_against_the_local_pool() {
-    let _serial = serial().await;
     let n = 12;
-    let sandbox = Sandbox::new("kube-latency");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let engine = serve(
-        &sandbox,
-        &cluster,
-        "engine",
-        port,
-        &config(&url, 2, 3, IMAGE, ""),
-    )
-    .await;
+    let world = World::new("kube-latency").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
+    let engine = world.serve(&config(url, 2, 3, IMAGE, "")).await;
     let pods = claim_latencies(&sandbox, &engine.url, ", runner={'size': 'small'}", n, 2).await;
     let local_sandbox = Sandbox::new("local-latency");
     let local = local_sandbox
@@ -1586,11 +1566,11 @@ async fn warm_pod_claim_latency_against_the_local_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-combined");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let world = World::new("kube-combined").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let port = world.port;
+    let url = world.url.as_str();
     let big = format!(
         "  - name: big\n    labels: {{size: big}}\n    max_runners: 1\n    template:\n      spec:\n        containers: [{{name: runner, image: \"{IMAGE}\"}}]\n"
     );
@@ -1771,13 +1751,11 @@ async fn two_engines_one_leader_creates_pods_and_the_other_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-dead-node");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let world = World::new("kube-dead-node").await;
+    let cluster = &world.cluster;
+    let url = world.url.as_str();
     let pool = config(&url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 2s");
-    let engine = serve(&sandbox, &cluster, "engine", port, &pool).await;
+    let engine = world.serve(&pool).await;
     let warm = wait_idle(&engine.url, 1).await;
     cluster.kubelet.kill_node();
     wait_for(
@@ -1828,11 +1806,11 @@ async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_pod_loses_its_step_to_the_heartbeat_and_is_replaced() {
-    let _serial = serial().await;
-    let sandbox = Sandbox::new("kube-hung");
-    let cluster = cluster(&sandbox);
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let world = World::new("kube-hung").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let port = world.port;
+    let url = world.url.as_str();
     let pool = config(&url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 3s");
     let engine = serve_with(
         &sandbox,
