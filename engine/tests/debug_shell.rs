@@ -596,6 +596,26 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
     // The runner that claimed it cannot bring it back either (its claim ended with it).
     let row = h.store().debug_session(&id).await.unwrap().unwrap();
     assert_eq!(row.status, "ended");
+
+    // A token revoked while attached: the session ends with it, within seconds.
+    let (_, token_id, token) = support::user_with_token(h.store(), "wendy", &[]).await;
+    let (status, session) = h.open(&token, run, "build", 60).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let stream = h.attach(&token, &id).await;
+    let (status, body) = h
+        .call(ADMIN, "DELETE", &format!("/api/tokens/{token_id}"), None)
+        .await;
+    assert!(status < 300, "revoking: {status} {body}");
+    let said = converse(&h, &token, &id, stream, None, LIMIT).await;
+    assert_eq!(
+        said.end.as_deref(),
+        Some("its creator's token is no longer valid"),
+        "{}",
+        said.text
+    );
+    let row = h.store().debug_session(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "ended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,8 @@
 //!   with another token — gets the same 404 as for an id that does not exist; the id is 128
 //!   random bits, and is not a credential on its own.
 //! - The opener must still hold its role and its token still be valid at every request;
-//!   an attached stream asks again every few seconds and ends when they do not.
+//!   an attached stream asks again every 2 seconds and, when they do not, ends the
+//!   session.
 //! - One terminal at a time: a second attach is 409 while the first is attached.
 //! - Opening and ending are in the audit trail (`debug.open`, `debug.end`) with the user's
 //!   id; the trail keeps only the id's first 8 characters.
@@ -440,6 +441,8 @@ pub(super) async fn attach(
         _attached: attached,
         caller,
         store,
+        id: id.clone(),
+        run_id: row.run_id,
         position: 0,
         told: None,
         checked: tokio::time::Instant::now(),
@@ -454,6 +457,9 @@ struct Watching {
     _attached: Attached,
     caller: Caller,
     store: Store,
+    /// The session's id and run, whose repository the caller must still write to.
+    id: String,
+    run_id: i64,
     /// The output offset sent up to.
     position: u64,
     /// The phase last told.
@@ -497,9 +503,24 @@ fn terminal_stream(state: Watching) -> impl Stream<Item = Result<SseEvent, Infal
             }
             if w.checked.elapsed() >= RECHECK {
                 w.checked = tokio::time::Instant::now();
-                if !w.caller.still_valid(&w.store).await.unwrap_or(false) {
+                let valid = w.caller.still_valid(&w.store).await.unwrap_or(false);
+                let writes = valid
+                    && w.caller
+                        .visible_run(&w.store, w.run_id, Role::Writer)
+                        .await
+                        .is_ok();
+                if !writes {
                     w.done = true;
-                    let data = serde_json::json!({"reason": "the token is no longer valid"});
+                    let reason = if valid {
+                        "its creator no longer writes to the run's repository"
+                    } else {
+                        "its creator's token is no longer valid"
+                    };
+                    // The session goes with the right to it, not only this stream.
+                    if let Err(err) = debug_relay::end(&w.store, &w.id, reason).await {
+                        tracing::warn!("could not end a debug session: {err:#}");
+                    }
+                    let data = serde_json::json!({ "reason": reason });
                     return Some((
                         Ok(SseEvent::default().event("end").data(data.to_string())),
                         w,
