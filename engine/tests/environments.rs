@@ -801,98 +801,79 @@ fn plue(h: &Harness, token: &str, args: &[&str], stdin: &str) -> (bool, String) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plue_env_manages_environments() {
     let h = Harness::new().await;
-    let maya = h.person("maya", Some("maintainer")).await;
-    let bob = h.person("bob", Some("writer")).await;
-    let h = std::sync::Arc::new(h);
-    let run = |token: String, args: Vec<&'static str>, stdin: &'static str| {
-        let h = h.clone();
-        tokio::task::spawn_blocking(move || plue(&h, &token, &args, stdin))
+    let maya = h.person("maya", Some("maintainer")).await.token;
+    let bob = h.person("bob", Some("writer")).await.token;
+    /// Who runs `plue env ...` with what on stdin, whether it succeeds, and what its output
+    /// must hold (each of `shows`, a line starting with each of `starts`, or exactly
+    /// `exactly`).
+    struct Case {
+        token: String,
+        args: &'static str,
+        stdin: &'static str,
+        ok: bool,
+        shows: &'static [&'static str],
+        starts: &'static [&'static str],
+        exactly: Option<&'static str>,
+    }
+    let case = |token: &String, args, stdin, ok| Case {
+        token: token.clone(),
+        args,
+        stdin,
+        ok,
+        shows: &[],
+        starts: &[],
+        exactly: None,
     };
-    let (ok, out) = run(
-        maya.token.clone(),
-        vec![
-            "env",
-            "set",
-            "acme/app",
-            "staging",
-            "--allow",
-            "main",
-            "--allow",
-            "release/*",
-            "--reviewer",
-            "@release",
-            "--wait-timer",
-            "5",
-        ],
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(ok, "{out}");
-    assert!(
-        out.contains(
-            "staging\trefs=main,release/*\treviewers=@release\twait=5s\tself-review=refused"
-        ),
-        "{out}"
-    );
-    let (ok, out) = run(maya.token.clone(), vec!["env", "list", "acme/app"], "")
-        .await
-        .unwrap();
-    assert!(ok, "{out}");
-    assert!(
-        out.lines().any(|l| l.starts_with("prod\trefs=main")),
-        "{out}"
-    );
-    assert!(out.lines().any(|l| l.starts_with("staging\t")), "{out}");
-    let (ok, out) = run(
-        maya.token.clone(),
-        vec!["env", "secret-set", "acme/app", "staging", "STAGING_KEY"],
-        "s3cr3t\n",
-    )
-    .await
-    .unwrap();
-    assert!(ok, "{out}");
-    let (ok, out) = run(
-        maya.token.clone(),
-        vec!["env", "secret-list", "acme/app", "staging"],
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(ok && out.trim() == "STAGING_KEY", "{out}");
-    let (ok, out) = run(
-        bob.token.clone(),
-        vec!["env", "set", "acme/app", "prod", "--allow", "**"],
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(!ok, "a writer widened prod: {out}");
-    assert!(out.contains("maintainer"), "{out}");
-    let (ok, out) = run(
-        maya.token.clone(),
-        vec!["env", "secret-delete", "acme/app", "staging", "STAGING_KEY"],
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(ok, "{out}");
-    let (ok, out) = run(
-        maya.token.clone(),
-        vec!["env", "delete", "acme/app", "staging"],
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(ok, "{out}");
-    let (ok, _) = run(
-        maya.token.clone(),
-        vec!["env", "delete", "acme/app", "staging"],
-        "",
-    )
-    .await
-    .unwrap();
-    assert!(!ok, "deleted twice");
+    let cases = [
+        Case {
+            shows: &["staging\trefs=main,release/*\treviewers=@release\twait=5s\tself-review=refused"],
+            ..case(&maya, "set acme/app staging --allow main --allow release/* --reviewer @release --wait-timer 5", "", true)
+        },
+        Case {
+            starts: &["prod\trefs=main", "staging\t"],
+            ..case(&maya, "list acme/app", "", true)
+        },
+        case(&maya, "secret-set acme/app staging STAGING_KEY", "s3cr3t\n", true),
+        Case {
+            exactly: Some("STAGING_KEY"),
+            ..case(&maya, "secret-list acme/app staging", "", true)
+        },
+        Case {
+            shows: &["maintainer"],
+            ..case(&bob, "set acme/app prod --allow **", "", false)
+        },
+        case(&maya, "secret-delete acme/app staging STAGING_KEY", "", true),
+        case(&maya, "delete acme/app staging", "", true),
+        // Deleted twice.
+        case(&maya, "delete acme/app staging", "", false),
+    ];
+    let h = std::sync::Arc::new(h);
+    for case in cases {
+        let args: Vec<&str> = std::iter::once("env").chain(case.args.split(' ')).collect();
+        let shared = h.clone();
+        let (ok, out) =
+            tokio::task::spawn_blocking(move || plue(&shared, &case.token, &args, case.stdin))
+                .await
+                .unwrap();
+        assert_eq!(ok, case.ok, "plue env {}: {out}", case.args);
+        for shown in case.shows {
+            assert!(
+                out.contains(shown),
+                "plue env {}: no {shown:?} in {out}",
+                case.args
+            );
+        }
+        if let Some(exactly) = case.exactly {
+            assert_eq!(out.trim(), exactly, "plue env {}", case.args);
+        }
+        for start in case.starts {
+            assert!(
+                out.lines().any(|l| l.starts_with(start)),
+                "plue env {}: no line starting {start:?} in {out}",
+                case.args
+            );
+        }
+    }
     match std::sync::Arc::try_unwrap(h) {
         Ok(h) => h.engine.shutdown().await,
         Err(_) => panic!("the harness is still shared"),
