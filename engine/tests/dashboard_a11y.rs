@@ -485,7 +485,9 @@ async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
             .send()
             .await
             .expect("dispatch");
+        let status = answer.status();
         let body: Value = answer.json().await.unwrap_or(Value::Null);
+        assert!(!status.is_client_error(), "{status}: {body}");
         body["run_id"].as_i64()
     })
     .await;
@@ -525,7 +527,7 @@ def workflow(ctx):
                 triggers=[Trigger.manual()],
                 steps=[
                     Step.bash("build", "echo compiling 42 crates; sleep 1; echo done"),
-                    Step.bash("test", "for i in $(seq 1 40); do printf '\033[32mok\033[0m test_%s\n' $i; done", depends_on=["build"]),
+                    Step.bash("test", "for i in $(seq 1 40); do printf '\\033[32mok\\033[0m test_%s\\n' $i; done", depends_on=["build"]),
                     Step.bash("lint", "echo 'src/main.rs:3:5: unused variable'; exit 1", depends_on=["build"]),
                     Step.bash("deploy", "echo shipping", depends_on=["test", "lint"]),
                 ])

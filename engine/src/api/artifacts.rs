@@ -43,7 +43,7 @@ pub(super) struct ListQuery {
     limit: Option<i64>,
     /// Only the files after this one, as `STEP/PATH` (the `Link: rel="next"` header of
     /// the previous page carries it).
-    #[param(example = "build/dist/out.txt")]
+    #[param(example = "build/dist/out.txt", pattern = "^[^/]+/.+$")]
     after: Option<String>,
     /// Only this step's files.
     #[param(example = "build")]

@@ -158,7 +158,7 @@ pub(super) struct GroupView {
 pub(super) struct CreateUser {
     /// 1 to 39 ASCII letters, digits, `.`, `_` and `-`, starting with a letter or digit;
     /// unique in any case; not `admin`.
-    #[schema(example = "alice")]
+    #[schema(example = "alice", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,38}$")]
     name: String,
     kind: UserKind,
     /// An installation admin (default false).
@@ -179,7 +179,7 @@ pub(super) struct LinkForgeLogin {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateGroup {
     /// As user names; reviewer and approver lists name it `@name`.
-    #[schema(example = "release")]
+    #[schema(example = "release", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,38}$")]
     name: String,
 }
 

@@ -51,6 +51,7 @@ pub(super) struct CreateToken {
     /// The only repositories (`owner/name`) it may act on (default: all of its user's, or
     /// those the token making it is narrowed to).
     #[serde(default)]
+    #[schema(min_items = 1)]
     repos: Option<Vec<String>>,
     /// It stops working after this many days (1 to 3650; default: never, or when the token
     /// making it expires).
