@@ -253,6 +253,18 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         )
         .await;
     assert_eq!(reason, format!("carried over from run #{run}"));
+    // The carried step's page says where its log is.
+    browser
+        .goto(&format!("{url}/runs/{rerun}/steps/build"))
+        .await;
+    let from = browser
+        .wait(
+            Duration::from_secs(10),
+            "the carried step's origin",
+            "const a = document.querySelector('#carried-from a'); return a && a.getAttribute('href');",
+        )
+        .await;
+    assert_eq!(from, format!("/runs/{run}/steps/build"));
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.close().await;
 }

@@ -79,7 +79,7 @@ pub(super) async fn page(
     let step_row = step_of(store, run_id, &step).await?;
     let done = parse_status(&step_row.status).is_final();
     let step_run_id = step_row.id;
-    let step_list = super::log_steps::for_step(store, run_id, &step_row).await?;
+    let step_list = super::log_steps::for_step(store, run_id, run.rerun_of, &step_row).await?;
     let approval = super::log_approval::for_step(&web, &session, &run, &step_row).await?;
     let (attempt, running) = (step_row.attempts, step_row.status == "running");
     let mut step = StepView::new(step_row);

@@ -25,6 +25,15 @@ pub(super) struct StepList {
     pub hidden_after: usize,
     /// The current step's outputs.
     pub outputs: Vec<OutputValue>,
+    /// The same step's page in the run this one re-ran, when the step was carried over
+    /// from it (it has no log of its own here).
+    pub carried_from: Option<CarriedFrom>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct CarriedFrom {
+    pub run_id: i64,
+    pub url: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,9 +47,11 @@ pub(super) struct StepLink {
 }
 
 /// The sidebar for `current` (with its outputs) in run `run_id`.
+/// `rerun_of`: the run this one re-ran, if any.
 pub(super) async fn for_step(
     store: &Store,
     run_id: i64,
+    rerun_of: Option<i64>,
     current: &StepRunRow,
 ) -> anyhow::Result<StepList> {
     let states = store.step_states(run_id).await?;
@@ -61,7 +72,18 @@ pub(super) async fn for_step(
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&current.outputs)
             .map(|map| output_values(&map))
             .unwrap_or_default();
+    // A carried step ran no attempt here, and says where it comes from.
+    let carried_from = rerun_of
+        .filter(|from| {
+            current.attempts == 0
+                && current.reason.as_deref() == Some(&format!("carried over from run #{from}"))
+        })
+        .map(|from| CarriedFrom {
+            run_id: from,
+            url: format!("/runs/{from}/steps/{}", encode(&current.step_id)),
+        });
     Ok(StepList {
+        carried_from,
         steps,
         hidden_before: from,
         hidden_after: states.len() - to,
