@@ -32,6 +32,16 @@ async fn harness() -> Harness {
     harness_with(|_| {}).await
 }
 
+/// A harness whose engine holds the secret `DEPLOY_KEY`.
+async fn harness_with_deploy_key() -> Harness {
+    harness_with(|config| {
+        config
+            .secrets
+            .insert("DEPLOY_KEY".into(), "s3cr3t-value".into());
+    })
+    .await
+}
+
 async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_data_dir(dir.path()).await.unwrap();
@@ -62,6 +72,19 @@ impl Harness {
             .find(|r| r.name == name)
             .map(|r| r.state)
             .unwrap_or_else(|| panic!("no runner {name}"))
+    }
+
+    /// `GET path` as the admin, read as JSON.
+    async fn admin_json(&self, path: impl AsRef<str>) -> Value {
+        self.http
+            .get(self.url(path.as_ref()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     fn url(&self, path: &str) -> String {
@@ -277,16 +300,7 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     assert_eq!(lines.len(), 150);
     assert_eq!(lines[149]["text"], "line 150");
 
-    let run: Value = h
-        .http
-        .get(h.url(&format!("/api/runs/{run_id}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = h.admin_json(format!("/api/runs/{run_id}")).await;
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["steps"][0]["outputs"]["k"], "v");
     assert_eq!(run["steps"][0]["attempts"], 1);
@@ -319,16 +333,7 @@ async fn step_rows_carry_ready_started_and_finished_of_the_current_attempt() {
         )
         .await;
     }
-    let run: Value = h
-        .http
-        .get(h.url(&format!("/api/runs/{run_id}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = h.admin_json(format!("/api/runs/{run_id}")).await;
     let step = &run["steps"][0];
     assert_eq!(step["attempts"], 2, "{run}");
     let at = |key: &str| {
@@ -442,16 +447,7 @@ async fn cancelling_through_the_api_reaches_the_runner() {
         json!({"outcome": "cancelled", "exit_code": null, "reason": "cancelled", "outputs": {}, "lines": 0}),
     )
     .await;
-    let run: Value = h
-        .http
-        .get(h.url(&format!("/api/runs/{run_id}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = h.admin_json(format!("/api/runs/{run_id}")).await;
     assert_eq!(run["status"], "cancelled");
     let again = h
         .http
@@ -606,12 +602,7 @@ async fn a_runner_cannot_claim_labels_its_token_does_not_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_token_forbids_secrets_never_gets_a_step_that_needs_them() {
-    let h = harness_with(|config| {
-        config
-            .secrets
-            .insert("DEPLOY_KEY".into(), "s3cr3t-value".into());
-    })
-    .await;
+    let h = harness_with_deploy_key().await;
     let mut deploy = bash("deploy", "true");
     deploy.secrets.push("DEPLOY_KEY".into());
     h.start_run(vec![deploy, bash("lint", "true")]).await;
@@ -903,16 +894,7 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         .unwrap();
     assert_eq!(hostile.status(), 400);
     assert!(hostile.text().await.unwrap().contains("without '..'"));
-    let listed: Value = h
-        .http
-        .get(h.url(&format!("/api/runs/{run_id}/artifacts")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = h.admin_json(format!("/api/runs/{run_id}/artifacts")).await;
     assert_eq!(listed, json!([]), "a refused upload is not recorded");
 
     let stored = put(
@@ -991,15 +973,8 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         .unwrap();
     assert_eq!(file.text().await.unwrap(), "built\n");
     let transcript: Value = h
-        .http
-        .get(h.url(&format!("/api/runs/{run_id}/steps/build/transcript")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(format!("/api/runs/{run_id}/steps/build/transcript"))
+        .await;
     assert_eq!(transcript["turns"], json!([]));
 }
 
@@ -1016,16 +991,7 @@ async fn the_run_view_shows_review_loops_and_iterations() {
     let run_id = h
         .start_run(vec![bash("build", "true"), review, deploy])
         .await;
-    let run: Value = h
-        .http
-        .get(h.url(&format!("/api/runs/{run_id}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = h.admin_json(format!("/api/runs/{run_id}")).await;
     assert_eq!(run["loops"][0]["label"], "iteration 1 of review", "{run}");
     assert_eq!(run["loops"][0]["target"], "build");
     assert_eq!(run["loops"][0]["max_loops"], 2);
@@ -1035,16 +1001,7 @@ async fn the_run_view_shows_review_loops_and_iterations() {
     assert_eq!(run["steps"][0]["in_loop_of"], "review");
     assert!(run["steps"][2].get("in_loop_of").is_none(), "{run}");
     let plain = h.start_run(vec![bash("a", "true")]).await;
-    let run: Value = h
-        .http
-        .get(h.url(&format!("/api/runs/{plain}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = h.admin_json(format!("/api/runs/{plain}")).await;
     assert!(run.get("loops").is_none(), "{run}");
     assert_eq!(run["steps"][0]["iteration"], 1);
     h.engine.shutdown().await;
@@ -1209,12 +1166,7 @@ async fn comments_and_token_names_refuse_control_and_bidi_characters() {
 // cannot fetch the blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_secrets_runner_never_claims_or_fetches_what_a_secret_holding_step_left() {
-    let h = harness_with(|config| {
-        config
-            .secrets
-            .insert("DEPLOY_KEY".into(), "s3cr3t-value".into());
-    })
-    .await;
+    let h = harness_with_deploy_key().await;
     let mut deploy = bash("deploy", "echo $DEPLOY_KEY > key");
     deploy.secrets.push("DEPLOY_KEY".into());
     deploy.artifacts = vec!["key".into()];
