@@ -18,7 +18,6 @@
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
-#[allow(dead_code)] // each browser test binary uses part of the driver
 mod webdriver;
 
 use std::time::Duration;
