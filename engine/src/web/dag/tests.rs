@@ -250,3 +250,42 @@ fn a_thousand_steps_draw_a_bounded_number_of_nodes_and_edges() {
         );
     }
 }
+
+/// The attacker writes the workflow: step ids full of markup, in a node of their own and
+/// in a group's list (and its name, their common prefix). The template escapes them all;
+/// nothing of them becomes an element or an attribute.
+#[test]
+fn hostile_step_ids_are_text_in_the_drawing() {
+    let hostile = "\"><img src=x onerror=alert(1)></text><script>alert(2)</script>";
+    let ids: Vec<String> = std::iter::once(hostile.to_string())
+        .chain((0..13).map(|i| format!("{hostile}-{i}")))
+        .collect();
+    let root = vec![ids[0].clone()];
+    let none: Vec<String> = vec![];
+    let placed: Vec<Step<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| step(id, "queued", if i == 0 { &none } else { &root }))
+        .collect();
+    let layout = layout(&placed);
+    assert_eq!(layout.groups.len(), 1, "the 13 siblings are a group");
+    let html = crate::web::render::page(
+        "run_dag.html",
+        &serde_json::json!({"run": {"id": 7}, "dag": layout}),
+    )
+    .expect("the DAG renders");
+    for planted in ["<img", "<script"] {
+        assert!(!html.contains(planted), "{planted} got through:\n{html}");
+    }
+    assert!(html.contains("&lt;img src=x"), "{html}");
+    // The quote that would close an attribute is escaped in it.
+    assert!(html.contains("data-step=\"&quot;&gt;&lt;img"), "{html}");
+    // Every copy (attributes, titles, labels, list rows) is the escaped one.
+    let copies = html.matches("alert(2)").count();
+    assert!(copies > 13, "{copies}");
+    assert_eq!(
+        html.matches("&lt;script&gt;alert(2)").count(),
+        copies,
+        "{html}"
+    );
+}
