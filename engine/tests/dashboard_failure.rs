@@ -176,6 +176,15 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     browser
         .screenshot(&shots.join("dashboard-failure-run.png"))
         .await;
+    browser
+        .run(
+            "document.querySelector('#annotations').scrollIntoView();",
+            json!([]),
+        )
+        .await;
+    browser
+        .screenshot(&shots.join("dashboard-failure-annotations.png"))
+        .await;
 
     // A step's page: the steps beside the log, the current one marked, its outputs.
     browser.goto(&format!("{url}/runs/{run}/steps/build")).await;

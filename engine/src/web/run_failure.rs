@@ -168,7 +168,13 @@ pub(super) async fn explain(
             attempt,
         });
     }
-    let shown = annotations::read(store, run.id, None, MAX_ANNOTATIONS).await?;
+    let mut shown = annotations::read(store, run.id, None, MAX_ANNOTATIONS).await?;
+    // Errors first, then warnings, then notices; each in plan order (the sort is stable).
+    shown.annotations.sort_by_key(|a| match a.level.as_str() {
+        "error" => 0,
+        "warning" => 1,
+        _ => 2,
+    });
     let outputs = steps
         .iter()
         .filter_map(|s| {
