@@ -107,7 +107,8 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
     println!("| pool | measure | p50 | p99 | max |\n|---|---|---|---|---|");
     for (pool, samples) in &results {
         type Pick = fn(&Sample) -> Duration;
-        let rows: [(&str, Pick, fn(Duration) -> String); 6] = [
+        type Format = fn(Duration) -> String;
+        let rows: [(&str, Pick, Format); 6] = [
             ("baseline: `git push` itself", |s| s.push, ms),
             (
                 "delivery → answered (mirror fetched, evaluated, run stored, step queued)",
