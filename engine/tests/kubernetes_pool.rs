@@ -1851,3 +1851,109 @@ async fn a_hung_pod_loses_its_step_to_the_heartbeat_and_is_replaced() {
     )
     .await;
 }
+
+// `plue debug` on Kubernetes: no warm pod, so the queued session is the pool's demand; a
+// fresh pod's runner (the same agent, speaking the same protocol) runs the failed step
+// again and relays its shell — no `kubectl exec`, no access to the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debug_session_gets_a_pod_and_its_shell_without_kubectl_exec() {
+    use base64::Engine as _;
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let world = World::new("kube-debug").await;
+    let sandbox = &world.sandbox;
+    let cluster = &world.cluster;
+    let engine = world.serve(&config(&world.url, 0, 2, IMAGE, "")).await;
+    let run_id = run(
+        sandbox,
+        &engine.url,
+        "broken",
+        &["Step.bash('broken', 'echo in-the-pod; exit 4', runner={'size': 'small'})".into()],
+    )
+    .await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done["status"],
+        "failed",
+        "{done}\n{}",
+        sandbox.diagnostics()
+    );
+    // The ephemeral pod that ran it is gone before the session asks for another.
+    wait_for(Duration::from_secs(30), "the step's pod to go", || async {
+        (live_pods(cluster) == 0).then_some(())
+    })
+    .await;
+    let pods_before = writes(&cluster.kube.requests(), "pods", "POST");
+
+    let http = client();
+    let opened: Value = http
+        .post(format!(
+            "{}/api/runs/{run_id}/steps/broken/debug",
+            engine.url
+        ))
+        .json(&json!({"idle_timeout_secs": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = opened["id"].as_str().unwrap_or_else(|| panic!("{opened}"));
+    let stream = http
+        .get(format!("{}/api/debug/{id}/attach", engine.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut events = stream.bytes_stream().eventsource();
+    let (mut text, mut end) = (String::new(), None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, events.next()).await {
+        match event.event.as_str() {
+            "output" => text.push_str(&String::from_utf8_lossy(
+                &base64::engine::general_purpose::STANDARD
+                    .decode(event.data.trim())
+                    .unwrap(),
+            )),
+            "status" if event.data.contains("\"ready\"") => {
+                let keys = base64::engine::general_purpose::STANDARD
+                    .encode("echo \"answer=$((6 * 7))\"; exit 0\n");
+                let typed = http
+                    .post(format!("{}/api/debug/{id}/input", engine.url))
+                    .json(&json!({ "data": keys }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(typed.status(), 204);
+            }
+            "end" => {
+                end = Some(event.data);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        text.contains("in-the-pod"),
+        "{text}\n{}",
+        sandbox.diagnostics()
+    );
+    assert!(text.contains("answer=42"), "{text}");
+    assert!(
+        end.as_deref()
+            .is_some_and(|e| e.contains("the shell exited with code 0")),
+        "{end:?}\n{text}"
+    );
+    assert_eq!(
+        writes(&cluster.kube.requests(), "pods", "POST"),
+        pods_before + 1,
+        "one pod for the session"
+    );
+    // Its runner was ephemeral: the pod goes with the session.
+    wait_for(
+        Duration::from_secs(30),
+        "the session's pod to go",
+        || async { (live_pods(cluster) == 0).then_some(()) },
+    )
+    .await;
+}
