@@ -1,5 +1,8 @@
 //! Command-line syntax: every verb, flag and its help text. No behaviour lives here.
 
+pub(crate) mod environments;
+pub(crate) mod people;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -91,21 +94,21 @@ pub(crate) enum Command {
     /// Manage a repository's environments (allowed refs, reviewers, wait timer) and their
     /// secrets on a server.
     #[command(subcommand)]
-    Env(crate::commands::environments::EnvCommand),
+    Env(environments::EnvCommand),
     /// Make, list and revoke API tokens on a server (yours, or a user's as an admin).
     #[command(subcommand)]
-    Token(crate::commands::people::TokenCommand),
+    Token(people::TokenCommand),
     /// Create, list, show and disable users, and link their forge logins (admins).
     #[command(subcommand)]
-    User(crate::commands::people::UserCommand),
+    User(people::UserCommand),
     /// Create and delete groups (`@name` in reviewer lists) and their members (admins).
     #[command(subcommand)]
-    Group(crate::commands::people::GroupCommand),
+    Group(people::GroupCommand),
     /// List, set and remove who holds which role on a repository (its maintainers).
     #[command(subcommand)]
-    Member(crate::commands::people::MemberCommand),
+    Member(people::MemberCommand),
     /// Show the audit trail: who did what (admins; maintainers for their repositories).
-    Audit(crate::commands::people::AuditArgs),
+    Audit(people::AuditArgs),
     /// Make, list and revoke scoped registration tokens for runners you start by hand.
     #[command(subcommand)]
     RunnerToken(RunnerTokenCommand),
@@ -668,7 +671,7 @@ pub(crate) enum RepoCommand {
     /// Unregister a repository (its runs, secrets and schedules go with it).
     Remove(RepoNameArgs),
     /// Choose whether anyone may read a repository's runs and logs (its maintainers).
-    SetPublic(crate::commands::people::SetPublicArgs),
+    SetPublic(people::SetPublicArgs),
 }
 
 #[derive(Debug, Args)]

@@ -1,14 +1,13 @@
 //! `plue repo`, `plue secret` and `plue trigger`: client verbs for the
 //! repository endpoints of a server's API.
 
-use std::io::Read;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::api_paths::{repo_path, secret_value};
 use super::client::ApiClient;
 use crate::cli::{RepoCommand, SecretCommand, ServerArgs, TriggerArgs};
 
@@ -22,16 +21,6 @@ struct Repo {
 
 fn client(server: &ServerArgs) -> anyhow::Result<ApiClient> {
     ApiClient::new(&server.server, server.token.clone())
-}
-
-/// `owner/name` as two path segments (validated by the server too).
-pub(super) fn repo_path(name: &str) -> anyhow::Result<String> {
-    match name.split_once('/') {
-        Some((owner, repo)) if !owner.is_empty() && !repo.is_empty() && !repo.contains('/') => {
-            Ok(format!("/api/repos/{owner}/{repo}"))
-        }
-        _ => bail!("'{name}' is not owner/name"),
-    }
 }
 
 pub(crate) async fn repo(command: RepoCommand) -> anyhow::Result<ExitCode> {
@@ -79,19 +68,6 @@ pub(crate) async fn repo(command: RepoCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A secret's value: `given` (`--value`), else stdin without the one trailing newline
-/// `echo value | plue secret set ...` adds.
-pub(super) fn secret_value(given: Option<String>) -> anyhow::Result<String> {
-    if let Some(value) = given {
-        return Ok(value);
-    }
-    let mut value = String::new();
-    std::io::stdin()
-        .read_to_string(&mut value)
-        .context("reading the secret from stdin")?;
-    Ok(value.strip_suffix('\n').unwrap_or(&value).to_string())
 }
 
 pub(crate) async fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {

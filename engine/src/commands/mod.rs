@@ -1,6 +1,7 @@
 //! One module per verb; each returns the process exit code.
 
 mod approval_prompt;
+mod api_paths;
 mod approve;
 mod caret;
 mod check;
