@@ -10,7 +10,8 @@
 //!   Markdown rendering.
 //! - The transcript is the masked one the runner kept (bounded by
 //!   [`crate::transcripts::MAX_BLOB_BYTES`]); nothing here unmasks or adds anything. What
-//!   the page shows of it is bounded too: a diff is cut at [`MAX_DIFF_LINES`].
+//!   the page shows of it is bounded too: a diff is cut at [`MAX_DIFF_LINES`], a tool's
+//!   input or result at [`MAX_SHOWN_BYTES`] (the whole is in the transcript's JSON).
 //! - The caller was already allowed to read the run (the step page checks it first).
 
 use std::collections::HashMap;
@@ -26,6 +27,9 @@ use crate::transcripts::{self, Kept};
 
 /// The longest diff shown (lines); the rest is left to the proposal or the raw transcript.
 pub(super) const MAX_DIFF_LINES: usize = 4000;
+/// The most of one tool input or result shown (bytes); the transcript holds up to 64 KiB
+/// of each, and a page of 40 turns should not weigh megabytes.
+pub(super) const MAX_SHOWN_BYTES: usize = 16 << 10;
 
 /// The conversation part of an `llm` step's page.
 #[derive(Debug, Default, Serialize)]
@@ -364,8 +368,8 @@ fn turn_view(turn: &Turn, model: Option<&str>, prices: &Prices) -> TurnView {
                             .unwrap_or("")
                             .to_string(),
                         gist: gist(&input),
-                        input: serde_json::to_string_pretty(&input).unwrap_or_default(),
-                        result: ran.map(|r| r.content.clone()),
+                        input: shown(serde_json::to_string_pretty(&input).unwrap_or_default()),
+                        result: ran.map(|r| shown(r.content.clone())),
                         is_error: ran.is_some_and(|r| r.is_error),
                         duration_ms: ran.map(|r| r.duration_ms),
                     }),
@@ -392,6 +396,21 @@ fn turn_view(turn: &Turn, model: Option<&str>, prices: &Prices) -> TurnView {
             .and_then(|m| prices.cost_micros(m, &usage))
             .map(dollars),
     }
+}
+
+/// `text` cut at [`MAX_SHOWN_BYTES`] (on a character boundary), saying so.
+fn shown(mut text: String) -> String {
+    if text.len() <= MAX_SHOWN_BYTES {
+        return text;
+    }
+    let mut at = MAX_SHOWN_BYTES;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let left = text.len() - at;
+    text.truncate(at);
+    text.push_str(&format!("\n… {left} more bytes in the transcript"));
+    text
 }
 
 fn usage_of(turn: &Turn) -> Usage {
@@ -688,6 +707,18 @@ mod tests {
         let view = diff_view(&diff, "x".into());
         assert_eq!(view.lines.len(), MAX_DIFF_LINES);
         assert!(view.cut);
+    }
+
+    #[test]
+    fn long_tool_results_are_cut_on_a_character() {
+        let text = "é".repeat(MAX_SHOWN_BYTES);
+        let cut = shown(text);
+        assert!(cut.ends_with(&format!(
+            "… {} more bytes in the transcript",
+            MAX_SHOWN_BYTES
+        )));
+        assert!(cut.len() < MAX_SHOWN_BYTES + 64);
+        assert_eq!(shown("short".into()), "short");
     }
 
     #[test]
