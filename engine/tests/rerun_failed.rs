@@ -8,7 +8,7 @@
 //! - per role, on a repository's run: the anonymous, a stranger and a reader cannot
 //!   re-run its failed steps (401, 404, 403), a writer and the admin can; a run that has
 //!   not ended is a 409. The dashboard offers the button to the writer, not the reader,
-//!   and refuses the reader's post.
+//!   and refuses the reader's post and a post with a forged CSRF token.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -225,21 +225,21 @@ async fn only_writers_rerun_failed_steps() {
             .await
             .unwrap();
         assert_eq!(page.contains("id=\"rerun-failed\""), offered, "{page}");
-        if !offered {
-            let csrf = cookie
-                .split("; ")
-                .find_map(|pair| pair.strip_prefix("plue_csrf="))
-                .expect("a CSRF cookie");
-            let posted = web
-                .post(format!("{}/runs/{run}/rerun-failed", engine.url))
-                .header(reqwest::header::COOKIE, &cookie)
-                .header(reqwest::header::ORIGIN, &engine.url)
-                .form(&[("csrf", csrf)])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(posted.status(), 403, "a reader's post");
-        }
+        let csrf = cookie
+            .split("; ")
+            .find_map(|pair| pair.strip_prefix("plue_csrf="))
+            .expect("a CSRF cookie");
+        // The reader with the right token, the writer with a forged one: both refused.
+        let csrf = if offered { "forged" } else { csrf };
+        let posted = web
+            .post(format!("{}/runs/{run}/rerun-failed", engine.url))
+            .header(reqwest::header::COOKIE, &cookie)
+            .header(reqwest::header::ORIGIN, &engine.url)
+            .form(&[("csrf", csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 403, "offered: {offered}");
     }
     let runs_before = store.list_runs(100).await.unwrap().len();
     assert_eq!(runs_before, 1, "a refused re-run started nothing");
