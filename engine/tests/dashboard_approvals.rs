@@ -519,6 +519,25 @@ async fn a_writer_approves_from_the_banner_with_a_comment() {
         browser
             .screenshot(&screenshot_dir().join("dashboard-approval.png"))
             .await;
+        // On a phone, in the dark: the banner fits the width (nothing to scroll sideways)
+        // and its buttons are on screen.
+        browser.emulate(390, 844, true).await;
+        let fits = browser
+            .wait(
+                Duration::from_secs(10),
+                "the phone layout",
+                "const s = document.querySelector('#approval-gate'); \
+                 const b = document.querySelector('button[data-reject=\"gate\"]'); \
+                 if (!s || !b || window.innerWidth > 400) return null; \
+                 return [s.getBoundingClientRect().right <= window.innerWidth, \
+                   b.getBoundingClientRect().right <= window.innerWidth];",
+            )
+            .await;
+        assert_eq!(fits, serde_json::json!([true, true]), "on a phone");
+        browser
+            .screenshot(&screenshot_dir().join("dashboard-approval-phone-dark.png"))
+            .await;
+        browser.emulate(1280, 800, false).await;
         browser.type_into("#comment-gate", "looks good").await;
         browser.click("button[data-approve='gate']").await;
         browser
