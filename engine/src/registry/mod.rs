@@ -302,7 +302,7 @@ impl Registry {
             found.ok_or_else(|| {
                 let why = first_error.map(|e| format!("{e:#}")).unwrap_or_default();
                 tracing::info!("{}: dispatch of '{git_ref}': {why}", repo.name);
-                unresolved(repo, git_ref, &why)
+                unresolved(&repo.name, git_ref, &why)
             })?
         };
         let git_ref = git_ref.as_str();
@@ -780,7 +780,7 @@ fn dispatch_candidates(git_ref: &str) -> Vec<String> {
 
 /// Why `git_ref` could not be resolved, as a sentence, from git's error `why` (logged,
 /// never shown: it names hosts and paths, and reads as noise).
-fn unresolved(repo: &RepoRow, git_ref: &str, why: &str) -> DispatchError {
+fn unresolved(repo: &str, git_ref: &str, why: &str) -> DispatchError {
     let missing = [
         "couldn't find remote ref",
         "not our ref",
@@ -794,14 +794,10 @@ fn unresolved(repo: &RepoRow, git_ref: &str, why: &str) -> DispatchError {
             "'{git_ref}' is not a valid branch, tag or commit name"
         ))
     } else if missing.iter().any(|m| why.contains(m)) {
-        DispatchError::NotFound(format!(
-            "{} has no branch, tag or commit '{git_ref}'",
-            repo.name
-        ))
+        DispatchError::NotFound(format!("{repo} has no branch, tag or commit '{git_ref}'"))
     } else {
         DispatchError::Unavailable(format!(
-            "{} could not be fetched from its forge to read '{git_ref}' (the engine's log says why)",
-            repo.name
+            "{repo} could not be fetched from its forge to read '{git_ref}' (the engine's log says why)"
         ))
     }
 }
@@ -830,6 +826,32 @@ mod tests {
         );
         assert_eq!(next_fire("* * * * *", new_year), Some(new_year + 60_000));
         assert_eq!(next_fire("nonsense", new_year), None);
+    }
+
+    #[test]
+    fn an_unresolved_ref_is_a_sentence_without_gits_output() {
+        let git_says = "fetching 'refs/heads/nope' from /srv/git/app: fatal: couldn't find \
+                        remote ref refs/heads/nope";
+        let DispatchError::NotFound(missing) = unresolved("acme/app", "nope", git_says) else {
+            panic!("not a 404")
+        };
+        assert_eq!(missing, "acme/app has no branch, tag or commit 'nope'");
+        let unreachable = "fatal: unable to access 'https://forge.example/app.git/': \
+                           Could not resolve host: forge.example";
+        let DispatchError::Unavailable(down) = unresolved("acme/app", "main", unreachable) else {
+            panic!("not a 502")
+        };
+        assert!(down.starts_with("acme/app could not be fetched"), "{down}");
+        let DispatchError::Rejected(bad) = unresolved("acme/app", "a..b", "") else {
+            panic!("not a 422")
+        };
+        assert_eq!(bad, "'a..b' is not a valid branch, tag or commit name");
+        for message in [missing, down, bad] {
+            assert!(
+                !message.contains("fatal") && !message.contains("/srv"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
