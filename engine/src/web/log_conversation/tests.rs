@@ -1,0 +1,199 @@
+//! Unit tests of the conversation view: turns, costs, diffs, limits, and the model as
+//! the attacker (its text never becomes markup).
+
+use runner::llm::transcript::ToolRun;
+use serde_json::json;
+
+use super::*;
+
+fn transcript() -> Transcript {
+    let tool = |id: &str, name: &str, input: Value, content: &str| ToolRun {
+        id: id.into(),
+        name: name.into(),
+        input,
+        content: content.into(),
+        is_error: false,
+        duration_ms: 12,
+    };
+    Transcript {
+        version: 1,
+        step: Value::Null,
+        truncated: false,
+        turns: vec![
+            Turn {
+                turn: 1,
+                request: json!({"model": "claude-sonnet-4-5", "system": "Be brief."}),
+                messages_added: vec![json!({"role": "user", "content": "Fix the bug."})],
+                response: json!({
+                    "content": [
+                        {"type": "text", "text": "Looking <b>now</b>."},
+                        {"type": "tool_use", "id": "t1", "name": "write_file",
+                         "input": {"path": "src/a.rs", "content": "fn a() {}"}},
+                    ],
+                    "stop_reason": "tool_use",
+                    "usage": {"input_tokens": 100, "output_tokens": 20,
+                              "cache_creation_input_tokens": 5, "cache_read_input_tokens": 0},
+                }),
+                started_ms: 0,
+                duration_ms: 900,
+                replayed: false,
+                tools: vec![tool(
+                    "t1",
+                    "write_file",
+                    json!({"path": "src/a.rs", "content": "fn a() {}"}),
+                    "wrote src/a.rs",
+                )],
+            },
+            Turn {
+                turn: 2,
+                request: json!({"model": "claude-sonnet-4-5"}),
+                messages_added: vec![
+                    json!({"role": "assistant", "content": []}),
+                    json!({"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "wrote src/a.rs"}
+                    ]}),
+                ],
+                response: json!({
+                    "content": [
+                        {"type": "tool_use", "id": "t2", "name": "git_diff", "input": {}},
+                    ],
+                    "stop_reason": "tool_use",
+                    "usage": {"input_tokens": 150, "output_tokens": 10},
+                }),
+                started_ms: 1000,
+                duration_ms: 500,
+                replayed: false,
+                tools: vec![tool(
+                    "t2",
+                    "git_diff",
+                    json!({}),
+                    "diff --git a/src/a.rs b/src/a.rs\n--- a/src/a.rs\n+++ b/src/a.rs\n@@ -1 +1 @@\n-fn b() {}\n+fn a() {}\n",
+                )],
+            },
+        ],
+    }
+}
+
+#[test]
+fn turns_carry_text_tool_calls_results_and_usage() {
+    let view = build(&transcript(), &Prices::default());
+    assert_eq!(view.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(view.system.as_deref(), Some("Be brief."));
+    assert_eq!(view.prompt.as_deref(), Some("Fix the bug."));
+    assert_eq!(view.turns.len(), 2);
+    let first = &view.turns[0];
+    assert!(first.user_text.is_empty(), "the prompt is shown once");
+    assert_eq!(first.blocks[0].text.as_deref(), Some("Looking <b>now</b>."));
+    let call = first.blocks[1].tool.as_ref().expect("a tool call");
+    assert_eq!(call.name, "write_file");
+    assert_eq!(call.gist, "src/a.rs");
+    assert_eq!(call.result.as_deref(), Some("wrote src/a.rs"));
+    assert_eq!(first.usage.tokens, 125);
+    // $3 / $15 / $3.75 per MTok: 300 + 300 + 18.75 micro-dollars, rounded up.
+    assert_eq!(first.cost_usd, Some(0.000619));
+    assert_eq!(view.turns[1].cost_usd, Some(0.0006));
+    assert_eq!(view.total.cost_usd, Some(0.001219));
+    assert!(
+        view.turns[1].user_text.is_empty(),
+        "tool results are not user text"
+    );
+    assert_eq!(view.total.usage.input_tokens, 250);
+    assert_eq!(view.total.usage.tokens, 285);
+    assert_eq!(view.total.tool_calls, 2);
+    assert_eq!(view.total.duration_ms, 1500);
+    assert_eq!(view.files_written, vec!["src/a.rs".to_string()]);
+    let diff = view.diff.expect("the git_diff result");
+    assert_eq!(diff.source, "git_diff in turn 2");
+    assert_eq!(diff.files, vec!["src/a.rs".to_string()]);
+    let classes: Vec<&str> = diff.lines.iter().map(|l| l.class).collect();
+    assert_eq!(classes, ["meta", "meta", "meta", "hunk", "del", "add"]);
+}
+
+#[test]
+fn what_the_model_wrote_is_text_on_the_page() {
+    // The attacker is the model (or a prompt injection steering it): HTML in its text,
+    // in a tool's input and result, in a diff, in a file name.
+    let hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>";
+    let mut transcript = transcript();
+    transcript.turns[0].response["content"][0]["text"] = json!(hostile);
+    transcript.turns[0].tools[0].content = hostile.into();
+    transcript.turns[0].tools[0].input = json!({"path": hostile, "content": hostile});
+    transcript.turns[0].response["content"][1]["input"] = json!({"path": hostile});
+    transcript.turns[1].tools[0].content =
+        format!("diff --git a/x b/x\n+++ b/{hostile}\n@@ -1 +1 @@\n+{hostile}\n");
+    let mut view = build(&transcript, &Prices::default());
+    view.system = Some(hostile.into());
+    view.prompt = Some(hostile.into());
+    let html = super::super::render::page(
+        "log_conversation.html",
+        &minijinja::context! { conversation => view, run => minijinja::context! { id => 1 } },
+    )
+    .expect("renders");
+    assert!(html.contains("Turn 2"), "{html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
+    for markup in ["<img", "<script"] {
+        assert!(!html.contains(markup), "{markup} reached the page: {html}");
+    }
+}
+
+#[test]
+fn a_proposed_pull_request_shows_its_diff() {
+    let proposal = |kind: &str, payload: Value| ProposalView {
+        id: 1,
+        step_id: "write".into(),
+        attempt_id: 1,
+        kind: kind.into(),
+        payload,
+        state: "waiting".into(),
+        reason: None,
+        decided_by: None,
+        decided_at: None,
+        applied_url: None,
+        applied_at: None,
+        created_at: 0,
+    };
+    let proposals = [
+        proposal("comment", json!({"body": "hi"})),
+        proposal(
+            "pull_request",
+            json!({"title": "t", "diff": "diff --git a/f b/f\n+++ b/f\n+x\n"}),
+        ),
+    ];
+    let diff = proposal_diff(&proposals).expect("the pull request's diff");
+    assert_eq!(diff.source, "the pull request it proposed");
+    assert_eq!(diff.files, ["f"]);
+    assert!(proposal_diff(&proposals[..1]).is_none());
+}
+
+#[test]
+fn a_long_diff_is_cut() {
+    let diff: String = (0..MAX_DIFF_LINES + 10)
+        .map(|i| format!("+{i}\n"))
+        .collect();
+    let view = diff_view(&diff, "x".into());
+    assert_eq!(view.lines.len(), MAX_DIFF_LINES);
+    assert!(view.cut);
+}
+
+#[test]
+fn long_tool_results_are_cut_on_a_character() {
+    let text = "é".repeat(MAX_SHOWN_BYTES);
+    let cut = shown(text);
+    assert!(cut.ends_with(&format!(
+        "… {} more bytes in the transcript",
+        MAX_SHOWN_BYTES
+    )));
+    assert!(cut.len() < MAX_SHOWN_BYTES + 64);
+    assert_eq!(shown("short".into()), "short");
+}
+
+#[test]
+fn gists_are_one_short_line() {
+    assert_eq!(gist(&json!({"command": "ls\nrm -rf /"})), "ls…");
+    assert_eq!(gist(&json!({"path": "a"})), "a");
+    let long = "x".repeat(200);
+    assert_eq!(gist(&json!({"path": long})).chars().count(), 121);
+}
