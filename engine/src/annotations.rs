@@ -5,9 +5,11 @@
 //! by `GET /api/runs/{id}/annotations`.
 //!
 //! Invariants:
-//! - The text is the step's, so untrusted: every field is decoded once, stripped of
-//!   control characters (a newline stays in a message, nowhere else) and cut to a bound
-//!   ([`MAX_MESSAGE`], [`MAX_TITLE`], [`MAX_FILE`]); pages escape it at the template.
+//! - The text is the step's, so untrusted: every field is decoded once, its control
+//!   characters replaced by U+FFFD (a newline stays in a message, nowhere else) — never
+//!   dropped, which would join a secret a control character hid from the runner's masker —
+//!   and cut to a bound ([`MAX_MESSAGE`], [`MAX_TITLE`], [`MAX_FILE`]); pages escape it at
+//!   the template.
 //! - An annotation belongs to the step run whose attempt printed the line: [`ingest`] is
 //!   given the attempt the runner holds (`internal_api` authenticated it), and nothing in a
 //!   line names a step, so a step cannot put an annotation on another step.
@@ -149,13 +151,21 @@ fn unescape(text: &str, property: bool) -> String {
     out
 }
 
-/// `text` without control characters (newlines kept when `multiline`, as `\n`), cut to
-/// `max` characters with an ellipsis.
+/// `text` with each control character replaced by U+FFFD (newlines kept when `multiline`,
+/// as `\n`), cut to `max` characters with an ellipsis. Replaced, not dropped: dropping
+/// would join what the control character kept apart — `s3c%0Dr3t` would become a secret
+/// the runner's masker never saw whole in the line.
 fn clean(text: &str, multiline: bool, max: usize) -> String {
     let mut out = String::new();
     for (count, c) in text
         .chars()
-        .filter(|c| (multiline && *c == '\n') || !c.is_control())
+        .map(|c| {
+            if (multiline && c == '\n') || !c.is_control() {
+                c
+            } else {
+                char::REPLACEMENT_CHARACTER
+            }
+        })
         .enumerate()
     {
         if count == max {
@@ -234,8 +244,8 @@ mod tests {
             parse("::error file=a%3Ab%2Cc.rs,title=50%25::line one%0Aline two%0D%250A").unwrap();
         assert_eq!(a.file.as_deref(), Some("a:b,c.rs"));
         assert_eq!(a.title.as_deref(), Some("50%"));
-        // %0D is a control character: dropped. %250A is the text %0A.
-        assert_eq!(a.message, "line one\nline two%0A");
+        // %0D is a control character: replaced. %250A is the text %0A.
+        assert_eq!(a.message, "line one\nline two\u{fffd}%0A");
         // Only property values decode %3A and %2C; an unknown escape stays as written.
         assert_eq!(
             parse("::error::a%3Ab %zz %").unwrap().message,
@@ -274,6 +284,25 @@ mod tests {
         assert!(a.message.ends_with('…'));
         assert_eq!(a.file.unwrap().chars().count(), MAX_FILE + 1);
         // No escape character, no newline outside a message.
-        assert_eq!(a.title.as_deref(), Some("[31mrednew"));
+        assert_eq!(a.title.as_deref(), Some("\u{fffd}[31mred\u{fffd}new"));
+    }
+
+    /// Red team: the runner masks a secret as the line spells it (and its escaped
+    /// spellings); a control character, raw or escaped, in the middle of the secret hides
+    /// it from the masker, and must not be removed by the engine to join it back together.
+    #[test]
+    fn a_control_character_splitting_a_secret_does_not_join_it_again() {
+        let secret = "s3cr3t-value";
+        for line in [
+            "::error::s3cr3t%0D-value",
+            "::error::s3cr3t\u{7}-value",
+            "::error title=s3cr3t%0D-value::m",
+            "::error file=s3cr3t\u{1b}-value::m",
+        ] {
+            let a = parse(line).unwrap();
+            for field in [Some(a.message), a.title, a.file].into_iter().flatten() {
+                assert!(!field.contains(secret), "{line:?} came out as {field:?}");
+            }
+        }
     }
 }
