@@ -525,10 +525,7 @@ fn problems_show_their_line_with_a_caret_under_the_column() {
     let eval = eval_file(dir.path(), "kwarg.plue.py", &[]);
     assert_eq!(eval.status.code(), Some(1));
     let text = stderr(&eval);
-    assert!(
-        text.contains(&format!("kwarg.plue.py:3:9: TypeError")),
-        "{text}"
-    );
+    assert!(text.contains("kwarg.plue.py:3:9: TypeError"), "{text}");
     assert!(text.contains(excerpt), "eval:\n{text}");
     let check = run(&["check", dir.path().to_str().unwrap()]);
     assert!(

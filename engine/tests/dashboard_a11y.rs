@@ -319,6 +319,22 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
             .screenshot(&shots.join(format!("dashboard-a11y-phone-run-{theme}.png")))
             .await;
     }
+    // The measure finds a page that does scroll sideways (a wide block in `main`).
+    let wide = browser
+        .run(
+            &format!(
+                "const d = document.createElement('div'); d.className = 'probe'; \
+                 d.textContent = 'x'; d.style.width = '900px'; \
+                 document.querySelector('main').appendChild(d); {} d.remove(); return found;",
+                OVERFLOW.replace("return ", "const found = ")
+            ),
+            json!([]),
+        )
+        .await;
+    assert!(
+        wide[0].as_i64() > wide[1].as_i64() && !wide[2].is_null(),
+        "the overflow measure missed a 900 px block: {wide}"
+    );
 
     // A skip link first, to `main`; named landmarks.
     browser.emulate(1280, 900, false).await;
