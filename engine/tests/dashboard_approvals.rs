@@ -704,3 +704,60 @@ async fn plue_run_on_a_terminal_asks_and_the_answer_decides() {
     assert!(said.contains("step 'gate' approved by"), "{said}");
     assert!(said.contains("shipped"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_review_is_offered_to_its_reviewers_only() {
+    let world = World::new().await;
+    let url = world.engine.url.clone();
+    // prod is reviewed by max alone; the deploy step under it waits for that review.
+    let (status, body) = {
+        let response = reqwest::Client::new()
+            .put(format!("{url}/api/repos/acme/app/environments/prod"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"allowed_refs": ["**"], "reviewers": ["max"]}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert_eq!(status, 200, "{body}");
+    let mut deploy = support::bash_step("deploy", "echo deployed");
+    deploy.environment = Some("prod".into());
+    let run = support::start_push_run(
+        &world.engine.executor,
+        world.repo_id,
+        &support::plan("Release", vec![deploy]),
+        "main",
+    )
+    .await;
+    wait_for(Duration::from_secs(20), "the review waits", || async {
+        let step = world.store().step_run(run, "deploy").await.unwrap()?;
+        assert!(!step.status.starts_with('f'), "{:?}", step.reason);
+        (step.status == "waiting").then_some(())
+    })
+    .await;
+    let pages = [format!("/runs/{run}"), format!("/runs/{run}/steps/deploy")];
+    // A writer not named, the admin not named: told who decides, offered nothing.
+    for token in [world.writer.as_str(), ADMIN] {
+        let visitor = Visitor::signed_in(&url, token).await;
+        for page in &pages {
+            let (status, body) = visitor.get(&url, page).await;
+            assert_eq!(status, 200, "{page}: {body}");
+            assert!(
+                body.contains("Review of environment <strong>prod</strong>"),
+                "{page}: {body}"
+            );
+            assert!(!body.contains(r#"data-approve="deploy""#), "{page}: {body}");
+            assert!(body.contains("its deciders are max"), "{page}: {body}");
+        }
+    }
+    // The reviewer is offered it, on both pages (the step's log stays below the panel).
+    let max = Visitor::signed_in(&url, &world.maintainer).await;
+    for page in &pages {
+        let (_, body) = max.get(&url, page).await;
+        assert!(body.contains(r#"data-approve="deploy""#), "{page}: {body}");
+    }
+    let (_, step_page) = max.get(&url, &pages[1]).await;
+    assert!(step_page.contains(r#"id="viewport""#), "{step_page}");
+    world.engine.shutdown().await;
+}
