@@ -47,7 +47,8 @@ fn workflow(flag: &str) -> String {
          Step.bash('build', 'echo version=1.2.3 >> $PLUE_OUTPUT; echo \"::notice file=Cargo.toml::built\"'),\n        \
          Step.bash('spam', 'for i in $(seq 1 60); do echo \"::warning::w$i\"; done'),\n        \
          Step.bash('test', {test:?}, depends_on=['build']),\n        \
-         Step.bash('package', 'echo packaged', depends_on=['test']),\n    ])\n"
+         Step.bash('package', 'echo packaged', depends_on=['test']),\n        \
+         Step.bash('big', 'seq 1 100000'),\n    ])\n"
     )
 }
 
@@ -205,6 +206,7 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
             ["spam", "✓", "succeeded", false],
             ["test", "✗", "failed", false],
             ["package", "⤼", "skipped", false],
+            ["big", "✓", "succeeded", false],
         ])
     );
     let beside = browser
@@ -226,6 +228,18 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     browser
         .screenshot(&shots.join("dashboard-failure-step.png"))
         .await;
+    // Beside the list, a 100,000-line log still loads and scrolls to its end.
+    browser
+        .goto(&format!("{url}/runs/{run}/steps/big#L100000"))
+        .await;
+    let last = browser
+        .wait(
+            Duration::from_secs(20),
+            "line 100000 in view",
+            "const l = document.getElementById('L100000'); return l ? l.querySelector('.tx').textContent : null;",
+        )
+        .await;
+    assert_eq!(last, "100000");
     browser.click("[data-step-link=\"test\"] a").await;
     browser
         .wait(
