@@ -402,6 +402,43 @@ mod tests {
     }
 
     #[test]
+    fn a_thousand_step_run_lays_out_and_renders_quickly() {
+        let steps: Vec<StepRunRow> = (0..1000)
+            .map(|i| step(&format!("shard-{i}"), "succeeded", Some(i)))
+            .collect();
+        let attempts: Vec<TimelineAttempt> = (0..1000)
+            .flat_map(|i| {
+                let mut first = attempt(1, (Some(i), i + 5, Some(i + 6), Some(i + 50)), "failed");
+                let mut second = attempt(
+                    2,
+                    (Some(i + 50), i + 60, Some(i + 61), Some(i + 90)),
+                    "succeeded",
+                );
+                first.step_id = format!("shard-{i}");
+                second.step_id = format!("shard-{i}");
+                [first, second]
+            })
+            .collect();
+        let began = std::time::Instant::now();
+        let chart = layout(0, Some(2000), 3000, &steps, &attempts);
+        let run = minijinja::context! {
+            id => 1, status => "succeeded", workflow => "big", created_at => 0,
+            finished_at => 2000, reason => None::<String>,
+        };
+        let html = render::page(
+            "run_timeline.html",
+            &minijinja::context! { run => run, timeline => chart, done => true },
+        )
+        .expect("renders");
+        let took = began.elapsed();
+        assert_eq!(html.matches("<g class=\"attempt").count(), 2000);
+        assert_eq!(html.matches("data-step=\"shard-").count(), 1000);
+        // Debug builds: generous; a release build does it in a few milliseconds.
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+        println!("1,000 steps: {took:?}, {} KiB", html.len() / 1024);
+    }
+
+    #[test]
     fn an_attempt_from_before_ready_at_was_kept_has_no_queue() {
         let steps = vec![step("build", "running", None)];
         let attempts = vec![attempt(1, (None, 100, Some(150), None), "running")];
