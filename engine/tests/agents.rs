@@ -21,7 +21,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{client, free_port, get_json, log_lines, run_view, start_run, step, wait_final};
+use support::{client, get_json, log_lines, run_view, start_run, step, wait_final};
 use support::{wait_for, Sandbox};
 use testkit::claude::{script, FakeClaude, Recorded};
 
@@ -217,25 +217,10 @@ async fn an_approved_review_documents_waits_for_approval_and_ships() {
     let sandbox = Sandbox::new("agents-approved");
     let ws = workspace(&sandbox);
     let server = fake_claude("review-loop.json");
-    let data = sandbox.path("data");
     let secret = format!("ANTHROPIC_API_KEY={KEY}");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "2",
-        "--heartbeat-ms",
-        "200",
-        "--secret",
-        secret.as_str(),
-    ];
+    let extra = ["--heartbeat-ms", "200", "--secret", &secret];
     let engine = sandbox
-        .serve_with_env(
-            "engine",
-            free_port(),
-            &args,
-            &[("ANTHROPIC_BASE_URL", server.url())],
-        )
+        .serve_local_with_env("2", &extra, &[("ANTHROPIC_BASE_URL", server.url())])
         .await;
     let url = engine.url.as_str();
     let http = client();

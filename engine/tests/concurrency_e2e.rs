@@ -12,7 +12,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, free_port, run_view, start_run, step, wait_final, wait_for, Sandbox};
+use support::{client, run_view, start_run, step, wait_final, wait_for, Sandbox};
 
 /// A manually triggered workflow in group `deploy-{branch}` with one bash step `command`.
 fn workflow(cancel_in_progress: bool, env: &str, command: &str) -> String {
@@ -23,16 +23,7 @@ fn workflow(cancel_in_progress: bool, env: &str, command: &str) -> String {
 }
 
 async fn engine(sandbox: &Sandbox) -> support::Engine {
-    let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "2",
-        "--heartbeat-ms",
-        "200",
-    ];
-    sandbox.serve("engine", free_port(), &args).await
+    sandbox.serve_local("2", &["--heartbeat-ms", "200"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,24 +120,9 @@ async fn a_step_starts_from_a_dependency_workspace_and_artifacts_are_kept() {
     let _serial = support::serial().await;
     let sandbox = Sandbox::new("handoff");
     let ws = workspace(&sandbox);
-    let data = sandbox.path("data");
     let http = client();
-    let engine = sandbox
-        .serve(
-            "engine",
-            free_port(),
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--runners",
-                "2",
-                "--heartbeat-ms",
-                "200",
-                "--artifacts-max-bytes",
-                "65536",
-            ],
-        )
-        .await;
+    let extra = ["--heartbeat-ms", "200", "--artifacts-max-bytes", "65536"];
+    let engine = sandbox.serve_local("2", &extra).await;
     let url = engine.url.as_str();
 
     let run_id = start_run(&http, url, &ws.join("handoff.plue.py"), &ws).await;
@@ -257,22 +242,16 @@ async fn hand_offs_go_through_an_s3_bucket() {
     })
     .await;
 
-    let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "2",
+    let extra = [
         "--heartbeat-ms",
         "200",
         "--artifacts-url",
         "s3://plue-test/ci/blobs",
     ];
     let engine = sandbox
-        .serve_with_env(
-            "engine",
-            free_port(),
-            &args,
+        .serve_local_with_env(
+            "2",
+            &extra,
             &[
                 ("AWS_ENDPOINT_URL", endpoint.as_str()),
                 ("AWS_REGION", "us-east-1"),
@@ -303,5 +282,5 @@ async fn hand_offs_go_through_an_s3_bucket() {
         );
     }
     assert_eq!(listing.matches(".tar</Key>").count(), 2, "{listing}");
-    assert!(!data.join("artifacts").exists());
+    assert!(!sandbox.path("data").join("artifacts").exists());
 }

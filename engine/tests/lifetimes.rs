@@ -2,43 +2,17 @@
 //! closed terminal (SIGHUP) — the run is cancelled, its steps killed and its runners gone,
 //! instead of runners and steps left behind.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{alive, children_of};
+
 const LOUD: &str = "def workflow():\n    return Plan(name='loud', steps=[\n        \
     Step.bash('loud', 'for i in $(seq 1 400); do echo line $i; sleep 0.02; done; sleep 60'),\n    ])\n";
-
-/// The pids of the live processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(1) == Some(&pid.to_string().as_str()) && fields[0] != "Z" {
-            children.push(child);
-        }
-    }
-    children
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
 
 /// Starts `plue run` on the loud workflow, reads its first step line, lets `hang_up` take
 /// its reader away, and checks that it exits soon with the run cancelled and its runners

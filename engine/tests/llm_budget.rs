@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, start_run, wait_final, Sandbox, LLM_KEY};
+use support::{client, start_run, wait_final, Sandbox, LLM_KEY};
 use testkit::claude::{FakeClaude, Reply, Routed, Turn};
 
 /// `n` text deltas of one token each (`w0 w1 ...`).
@@ -291,25 +291,10 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
         "def workflow():\n    return Plan(name='costed', triggers=[Trigger.manual()], steps=[\n\
          \x20       Step.llm('ask', prompt='Look, then say done.', model='claude-haiku-4-5', max_cost_usd=1),\n    ])\n",
     );
-    let data = sandbox.path("data");
     let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "1",
-        "--heartbeat-ms",
-        "200",
-        "--secret",
-        secret.as_str(),
-    ];
+    let extra = ["--heartbeat-ms", "200", "--secret", &secret];
     let engine = sandbox
-        .serve_with_env(
-            "engine",
-            free_port(),
-            &args,
-            &[("ANTHROPIC_BASE_URL", server.url())],
-        )
+        .serve_local_with_env("1", &extra, &[("ANTHROPIC_BASE_URL", server.url())])
         .await;
     let url = engine.url.as_str();
     let http = client();

@@ -74,16 +74,9 @@ async fn a_live_engine_exports_parseable_metrics_after_runs_failures_and_deliver
          \x20       Step.bash('broken', 'echo failing; exit 3'),\n\
          \x20       Step.bash('after', 'true', depends_on=['broken']),\n    ])\n",
     );
-    let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "1",
-        "--runner-token",
-        RUNNER_TOKEN,
-    ];
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = sandbox
+        .serve_local("1", &["--runner-token", RUNNER_TOKEN])
+        .await;
     let url = engine.url.as_str();
     let http = client();
 
@@ -282,12 +275,7 @@ async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
         "def workflow():\n    return Plan(name='waiting', triggers=[Trigger.manual()], steps=[\n\
          \x20       Step.bash('queued', 'true')])\n",
     );
-    let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "0",
+    let extra = [
         "--runner-token",
         RUNNER_TOKEN,
         "--drain-delay",
@@ -295,7 +283,7 @@ async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
         "--shutdown-grace",
         "10",
     ];
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = sandbox.serve_local("0", &extra).await;
     let url = engine.url.clone();
     let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200, "ready before the signal");

@@ -16,9 +16,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{
-    client, free_port, get_json, run_view, start_run, step, wait_final, wait_for, Sandbox,
-};
+use support::{client, get_json, run_view, start_run, step, wait_final, wait_for, Sandbox};
 
 /// A workflow file of manually triggered `steps` (each a `Step.*(...)` expression).
 fn workflow_source(name: &str, steps: &[&str]) -> String {
@@ -123,17 +121,8 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
             &["Step.approval('ship', exclude_triggerer=True)"],
         ),
     );
-    let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "1",
-        "--heartbeat-ms",
-        "200",
-    ];
     let http = client();
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = sandbox.serve_local("1", &["--heartbeat-ms", "200"]).await;
     let url = engine.url.as_str();
     let alice = make_token(&sandbox, url, "alice");
     let bob = make_token(&sandbox, url, "bob");

@@ -31,7 +31,7 @@ use engine::store::Store;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::{
-    client, free_port, get_json, log_lines, now_ms, run_view, start_run, step, wait_final,
+    alive, client, free_port, get_json, log_lines, now_ms, run_view, start_run, step, wait_final,
     wait_for, Sandbox, RUNNER_TOKEN,
 };
 
@@ -222,20 +222,8 @@ async fn lose_a_runner_mid_step(retries: u32) -> LostRunner {
         &workflow_source("flaky", &[step_source]),
     );
     let data = sandbox.path("data");
-    let heartbeat = HEARTBEAT_MS.to_string();
-    let lost_after = LOST_AFTER_MS.to_string();
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "0",
-        "--runner-token",
-        RUNNER_TOKEN,
-        "--heartbeat-ms",
-        &heartbeat,
-        "--lost-after-ms",
-        &lost_after,
-    ];
+    let (heartbeat, lost_after) = (HEARTBEAT_MS.to_string(), LOST_AFTER_MS.to_string());
+    let args = runnerless_args(data.to_str().unwrap(), &heartbeat, &lost_after);
     let http = client();
     let engine = sandbox.serve("engine", free_port(), &args).await;
     let r1 = sandbox.runner("r1", &engine.url, &[]);
@@ -361,17 +349,6 @@ async fn a_runner_killed_mid_step_without_retries_fails_the_step_as_runner_lost(
     .await;
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 /// Pins the runner side of "a runner that stops heartbeating is declared lost": the
 /// engine's answer to such a runner must be 410 Gone (what `still_live` and the agent's
 /// `SendError::Gone` mean: "declared lost or stopped; register again"), so it stops its
@@ -449,20 +426,8 @@ async fn a_runner_resuming_after_being_declared_lost_stops_its_step() {
             &workflow_source("flaky", &[step_source]),
         );
         let data = sandbox.path("data");
-        let heartbeat = HEARTBEAT_MS.to_string();
-        let lost_after = LOST_AFTER_MS.to_string();
-        let args = [
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--runners",
-            "0",
-            "--runner-token",
-            RUNNER_TOKEN,
-            "--heartbeat-ms",
-            &heartbeat,
-            "--lost-after-ms",
-            &lost_after,
-        ];
+        let (heartbeat, lost_after) = (HEARTBEAT_MS.to_string(), LOST_AFTER_MS.to_string());
+        let args = runnerless_args(data.to_str().unwrap(), &heartbeat, &lost_after);
         let http = client();
         let port = free_port();
         let engine = sandbox.serve("engine-0", port, &args).await;
@@ -819,24 +784,34 @@ struct Holding {
     attempt_id: i64,
 }
 
+/// The arguments of an engine on `data` with no local runners (the test registers its own),
+/// its runners' heartbeat period and how long a silent one takes to be declared lost.
+fn runnerless_args<'a>(
+    data: &'a str,
+    heartbeat_ms: &'a str,
+    lost_after_ms: &'a str,
+) -> [&'a str; 10] {
+    [
+        "--data-dir",
+        data,
+        "--runners",
+        "0",
+        "--runner-token",
+        RUNNER_TOKEN,
+        "--heartbeat-ms",
+        heartbeat_ms,
+        "--lost-after-ms",
+        lost_after_ms,
+    ]
+}
+
 /// `lost_after_ms`: when runners that never heartbeat (all of them here) are declared lost.
 async fn engine_with_a_claimed_attempt(name: &str, lost_after_ms: &str) -> Holding {
     let sandbox = Sandbox::new(name);
     let steps = ["Step.bash('one', 'true')".to_string()];
     let workflow = sandbox.write("ws/one.plue.py", &workflow_source("one", &steps));
     let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "0",
-        "--runner-token",
-        RUNNER_TOKEN,
-        "--heartbeat-ms",
-        "200",
-        "--lost-after-ms",
-        lost_after_ms,
-    ];
+    let args = runnerless_args(data.to_str().unwrap(), "200", lost_after_ms);
     let http = client();
     let engine = sandbox.serve("engine", free_port(), &args).await.url;
     let a = format!("Bearer {}", register(&http, &engine, "runner-a").await);

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, get_json, serial, start_run, wait_final, wait_for, Sandbox};
+use support::{client, get_json, serial, start_run, wait_final, wait_for, Sandbox};
 
 const RUNNER_TOKEN: &str = "runner-identity-test-token";
 
@@ -54,16 +54,10 @@ fn plue(sandbox: &Sandbox, args: &[&str]) -> String {
 async fn a_busy_pool_runner_cannot_be_squatted_or_stopped_by_name() {
     let _serial = serial().await;
     let sandbox = Sandbox::new("squat");
-    let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "1",
-        "--runner-token",
-        RUNNER_TOKEN,
-    ];
-    let engine = sandbox.serve("engine", free_port(), &args).await.url;
+    let engine = sandbox
+        .serve_local("1", &["--runner-token", RUNNER_TOKEN])
+        .await
+        .url;
     let http = client();
     let source = workflow(&["Step.bash('slow', 'sleep 2; echo finished')"]);
     let file = sandbox.write("ws/ids.plue.py", &source);
@@ -107,18 +101,13 @@ async fn a_busy_pool_runner_cannot_be_squatted_or_stopped_by_name() {
 async fn only_a_runner_whose_token_grants_prod_runs_the_prod_step() {
     let _serial = serial().await;
     let sandbox = Sandbox::new("labels");
-    let data = sandbox.path("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "0",
+    let extra = [
         "--runner-token",
         RUNNER_TOKEN,
         "--secret",
         "DEPLOY_KEY=prod-deploy-key",
     ];
-    let engine = sandbox.serve("engine", free_port(), &args).await.url;
+    let engine = sandbox.serve_local("0", &extra).await.url;
     let http = client();
     let dev = plue(
         &sandbox,

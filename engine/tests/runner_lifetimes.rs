@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, free_port, get_json, serial, start_run, wait_final, wait_for, Sandbox};
+use support::{
+    alive, children_of, client, get_json, serial, start_run, wait_final, wait_for, Sandbox,
+};
 
 const SLOW: &str =
     "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n        \
@@ -20,35 +22,11 @@ const SLOW: &str =
 
 /// The live `plue runner` processes whose parent is `pid`.
 fn runners_of(pid: u32) -> Vec<u32> {
-    let mut runners = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
+    let is_runner = |child: &u32| {
         let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-        let is_runner = cmdline.split(|b| *b == 0).nth(1) == Some(b"runner".as_slice());
-        if fields.get(1) == Some(&pid.to_string().as_str()) && fields[0] != "Z" && is_runner {
-            runners.push(child);
-        }
-    }
-    runners
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
+        cmdline.split(|b| *b == 0).nth(1) == Some(b"runner".as_slice())
+    };
+    children_of(pid).into_iter().filter(is_runner).collect()
 }
 
 async fn all_dead(pids: &[u32], limit: Duration, what: &str) {
@@ -118,9 +96,7 @@ async fn plue_run_killed_takes_its_runners_and_their_steps_with_it() {
 async fn serve_stopped_by_sigterm_stops_its_busy_runners() {
     let _serial = serial().await;
     let sandbox = Sandbox::new("serve-term");
-    let data = sandbox.path("data");
-    let args = ["--data-dir", data.to_str().unwrap(), "--runners", "1"];
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = sandbox.serve_local("1", &[]).await;
     let http = client();
     let file = sandbox.write("ws/slow.plue.py", SLOW);
     start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
@@ -187,9 +163,7 @@ async fn hundreds_of_steps_leave_no_attempt_directory() {
     const STEPS: usize = 300;
     let _serial = serial().await;
     let sandbox = Sandbox::new("serve-leftovers");
-    let data = sandbox.path("data");
-    let args = ["--data-dir", data.to_str().unwrap(), "--runners", "4"];
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = sandbox.serve_local("4", &[]).await;
     let http = client();
     let file = sandbox.write(
         "ws/many.plue.py",

@@ -21,7 +21,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, get_json, start_run, step, wait_final, Sandbox};
+use support::{client, get_json, start_run, step, wait_final, Sandbox};
 use testkit::claude::{FakeClaude, Routed, Turn};
 
 const KEY: &str = "sk-ant-safe-outputs-4f1e9a";
@@ -244,27 +244,17 @@ async fn hostile_proposals_are_refused_and_a_valid_one_is_stored_with_the_agents
     let file = ws.join("agents.plue.py");
     std::fs::write(&file, workflow(&agents)).unwrap();
     let server = FakeClaude::start_routed(script(&agents));
-    let data = sandbox.path("data");
     let (key, token) = (format!("ANTHROPIC_API_KEY={KEY}"), format!("TOKEN={TOKEN}"));
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runners",
-        "2",
+    let extra = [
         "--heartbeat-ms",
         "200",
         "--secret",
-        key.as_str(),
+        &key,
         "--secret",
-        token.as_str(),
+        &token,
     ];
     let engine = sandbox
-        .serve_with_env(
-            "engine",
-            free_port(),
-            &args,
-            &[("ANTHROPIC_BASE_URL", server.url())],
-        )
+        .serve_local_with_env("2", &extra, &[("ANTHROPIC_BASE_URL", server.url())])
         .await;
     let url = engine.url.as_str();
     let http = client();

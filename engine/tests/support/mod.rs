@@ -313,6 +313,26 @@ impl Sandbox {
         self.serve(name, free_port(), &args).await
     }
 
+    /// [`Sandbox::serve`] as `engine` on a free port with its data in the sandbox directory
+    /// `data` and `runners` local runners, plus `extra` arguments.
+    pub(crate) async fn serve_local(&self, runners: &str, extra: &[&str]) -> Engine {
+        self.serve_local_with_env(runners, extra, &[]).await
+    }
+
+    /// [`Sandbox::serve_local`] with extra environment variables for the engine.
+    pub(crate) async fn serve_local_with_env(
+        &self,
+        runners: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Engine {
+        let data = self.path("data");
+        let data = data.to_str().expect("a UTF-8 sandbox path");
+        let mut args = vec!["--data-dir", data, "--runners", runners];
+        args.extend_from_slice(extra);
+        self.serve_with_env("engine", free_port(), &args, env).await
+    }
+
     /// [`Sandbox::serve`] with extra environment variables for the engine.
     pub(crate) async fn serve_with_env(
         &self,
@@ -442,6 +462,38 @@ fn reap(pids: &BTreeSet<i32>) {
         });
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The pids of the live (not zombie) processes whose parent is `pid`, from `/proc`.
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) && fields[0] != "Z" {
+            children.push(child);
+        }
+    }
+    children
+}
+
+/// Whether process `pid` exists and is not a zombie, from `/proc`.
+pub(crate) fn alive(pid: impl std::fmt::Display) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// A running `plue serve`.
