@@ -386,7 +386,7 @@ async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
     let url = world.url.as_str();
     let extra = "  - name: gpu\n    labels: {gpu: \"yes\"}\n    max_runners: 1\n    min_warm: 1\n\
                  \x20   template: {spec: {volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: \"registry.example/plue:test\"}]}}\n";
-    let file = sandbox.write("pool.yaml", &config(&url, 1, 2, IMAGE, extra));
+    let file = sandbox.write("pool.yaml", &config(url, 1, 2, IMAGE, extra));
     let data = sandbox.path("data");
     let output = sandbox
         .plue(&[
@@ -413,7 +413,7 @@ async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
     );
     let requests = cluster.kube.requests();
     assert_eq!(writes(&requests, "pods", "POST"), 0, "{requests:?}");
-    assert!(pods(&cluster).is_empty());
+    assert!(pods(cluster).is_empty());
 }
 
 /// The image name the simulated kubelet maps to the `plue` binary under test.
@@ -695,7 +695,7 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
     let engine = world.serve(&config(url, 1, 2, IMAGE, "")).await;
     let warm = wait_idle(&engine.url, 1).await;
     assert_eq!(
-        pod_names(&cluster),
+        pod_names(cluster),
         warm,
         "the warm pod is the registered runner"
     );
@@ -805,7 +805,7 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
 
     let started = Instant::now();
     let run_id = run(
-        &sandbox,
+        sandbox,
         &engine.url,
         "one",
         &["Step.bash('hello', 'echo hello from a pod', runner={'size': 'small'})".into()],
@@ -834,7 +834,7 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
         Duration::from_secs(30),
         "the used pod to go and a new one to be warm",
         || async {
-            let names = pod_names(&cluster);
+            let names = pod_names(cluster);
             let idle = runners_in(&engine.url, "idle").await;
             (!names.contains(&warm[0]) && names.len() == 1 && idle == names).then_some(())
         },
@@ -872,10 +872,10 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
         .map(|i| format!("Step.bash('s{i}', 'echo step {i}', runner={{'size': 'small'}})"))
         .collect();
     let started = Instant::now();
-    let run_id = run(&sandbox, &engine.url, "burst", &steps).await;
+    let run_id = run(sandbox, &engine.url, "burst", &steps).await;
     let mut most = 0;
     let done = loop {
-        most = most.max(live_pods(&cluster));
+        most = most.max(live_pods(cluster));
         if let Some(run) = support::run_view(&client(), &engine.url, run_id).await {
             if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
                 break run;
@@ -946,7 +946,7 @@ async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
     ];
     for (i, (reason, kill)) in kills.iter().enumerate() {
         let run_id = run(
-            &sandbox,
+            sandbox,
             &engine.url,
             &format!("lost{i}"),
             &["Step.bash('long', 'sleep 60', runner={'size': 'small'})".into()],
@@ -954,7 +954,7 @@ async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
         .await;
         let pod = busy_runner(&engine.url).await;
         let killed = Instant::now();
-        kill(&cluster, &pod);
+        kill(cluster, &pod);
         let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(20)).await;
         let after = killed.elapsed();
         let step = support::step(&done, "long");
@@ -990,7 +990,7 @@ async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
     let world = World::new("kube-backoff").await;
     let cluster = &world.cluster;
     let url = world.url.as_str();
-    let broken = config(&url, 2, 2, "registry.example/missing:1", "")
+    let broken = config(url, 2, 2, "registry.example/missing:1", "")
         .replace("start_timeout: 20s", "start_timeout: 2s");
     let engine = world.serve(&broken).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1088,8 +1088,8 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
     let sandbox = &world.sandbox;
     let cluster = &world.cluster;
     let url = world.url.as_str();
-    let repaired = crashing_runner(&sandbox);
-    let crashing = config(&url, 2, 2, CRASHING_IMAGE, "").replace(
+    let repaired = crashing_runner(sandbox);
+    let crashing = config(url, 2, 2, CRASHING_IMAGE, "").replace(
         "  lease_duration: 2s\n",
         "  lease_duration: 2s\n  max_start_backoff: 2s\n",
     );
@@ -1114,7 +1114,7 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
 
     // A step only this class serves fails with the reason instead of waiting forever.
     let run_id = run(
-        &sandbox,
+        sandbox,
         &engine.url,
         "crash",
         &["Step.bash('build', 'true', runner={'size': 'small'})".into()],
@@ -1185,7 +1185,7 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
     )
     .await;
     let run_id = run(
-        &sandbox,
+        sandbox,
         &engine.url,
         "repaired",
         &["Step.bash('build', 'true', runner={'size': 'small'})".into()],
@@ -1208,7 +1208,7 @@ async fn steps_no_class_serves_fail_at_once_with_the_reason() {
     let engine = world.serve(&config(url, 0, 2, IMAGE, "")).await;
     let started = Instant::now();
     let run_id = run(
-        &sandbox,
+        sandbox,
         &engine.url,
         "gpu",
         &["Step.bash('train', 'true', runner={'gpu': 'yes'})".into()],
@@ -1225,7 +1225,7 @@ async fn steps_no_class_serves_fail_at_once_with_the_reason() {
     assert!(reason.contains("small (size=small)"), "{reason}");
     eprintln!("unservable step failed after {:?}", started.elapsed());
     assert!(
-        pods(&cluster).is_empty(),
+        pods(cluster).is_empty(),
         "no pod for a step no class serves"
     );
 }
@@ -1244,7 +1244,7 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
     let cluster = &world.cluster;
     let port = world.port;
     let url = world.url.as_str();
-    capless_runner(&sandbox);
+    capless_runner(sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
             .tool_use("toolu_1", "bash", &json!({"command": "echo tool-ran"}))
@@ -1259,16 +1259,16 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
         claude.url()
     );
     let engine = serve_with(
-        &sandbox,
-        &cluster,
+        sandbox,
+        cluster,
         "engine",
         port,
-        &config(&url, 0, 2, CAPLESS_IMAGE, &agents),
+        &config(url, 0, 2, CAPLESS_IMAGE, &agents),
         &["--secret", "ANTHROPIC_API_KEY=sk-ant-kube-step-network"],
     )
     .await;
     let run_id = run(
-        &sandbox,
+        sandbox,
         &engine.url,
         "net",
         &[
@@ -1340,14 +1340,14 @@ async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
     let cluster = &world.cluster;
     let port = world.port;
     let url = world.url.as_str();
-    let pool = config(&url, 2, 3, IMAGE, "");
-    let first = serve(&sandbox, &cluster, "first", port, &pool).await;
+    let pool = config(url, 2, 3, IMAGE, "");
+    let first = serve(sandbox, cluster, "first", port, &pool).await;
     let mut warm = wait_idle(&first.url, 2).await;
     sandbox.kill9(first.pid);
-    let second = serve(&sandbox, &cluster, "second", port, &pool).await;
+    let second = serve(sandbox, cluster, "second", port, &pool).await;
     // Past the dead engine's lease, the new leader adopts; give it time to (wrongly) act.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut names = pod_names(&cluster);
+    let mut names = pod_names(cluster);
     names.sort();
     warm.sort();
     assert_eq!(names, warm, "the same two pods");
@@ -1386,7 +1386,7 @@ async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
     )
     .await;
     let run_id = run(
-        &sandbox,
+        sandbox,
         &second.url,
         "after",
         &["Step.bash('s', 'echo adopted', runner={'size': 'small'})".into()],
@@ -1419,11 +1419,11 @@ async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
     let steps: Vec<String> = (0..9)
         .map(|i| format!("Step.bash('s{i}', 'sleep 0.2; echo {i}', runner={{'size': 'small'}})"))
         .collect();
-    let run_id = run(&sandbox, &engine.url, "faults", &steps).await;
+    let run_id = run(sandbox, &engine.url, "faults", &steps).await;
     let mut most = 0;
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        most = most.max(live_pods(&cluster));
+        most = most.max(live_pods(cluster));
         if round % 2 == 0 {
             cluster.kube.compact();
         } else {
@@ -1451,7 +1451,7 @@ async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
     assert!(most <= 3, "{most}");
     assert!(relists >= 2, "410s made the watcher list again ({relists})");
     wait_for(Duration::from_secs(20), "every used pod to go", || async {
-        pods(&cluster).is_empty().then_some(())
+        pods(cluster).is_empty().then_some(())
     })
     .await;
     assert!(
@@ -1542,7 +1542,7 @@ async fn warm_pod_claim_latency_against_the_local_pool() {
     let cluster = &world.cluster;
     let url = world.url.as_str();
     let engine = world.serve(&config(url, 2, 3, IMAGE, "")).await;
-    let pods = claim_latencies(&sandbox, &engine.url, ", runner={'size': 'small'}", n, 2).await;
+    let pods = claim_latencies(sandbox, &engine.url, ", runner={'size': 'small'}", n, 2).await;
     let local_sandbox = Sandbox::new("local-latency");
     let local = local_sandbox
         .serve("local", free_port(), &["--runners", "2"])
@@ -1574,10 +1574,10 @@ async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
     let big = format!(
         "  - name: big\n    labels: {{size: big}}\n    max_runners: 1\n    template:\n      spec:\n        containers: [{{name: runner, image: \"{IMAGE}\"}}]\n"
     );
-    let pool = config(&url, 0, 1, IMAGE, &big);
+    let pool = config(url, 0, 1, IMAGE, &big);
     let engine = serve_with(
-        &sandbox,
-        &cluster,
+        sandbox,
+        cluster,
         "engine",
         port,
         &pool,
@@ -1605,7 +1605,7 @@ async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
         "{shown}"
     );
     let run_id = run(
-        &sandbox,
+        sandbox,
         &engine.url,
         "mixed",
         &[
@@ -1640,7 +1640,7 @@ async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
             .iter()
             .filter(|r| r.method == "DELETE" && r.resource.as_deref() == Some("pods"))
             .count();
-        (deleted == 2 && pods(&cluster).is_empty()).then_some(())
+        (deleted == 2 && pods(cluster).is_empty()).then_some(())
     })
     .await;
 }
@@ -1754,7 +1754,7 @@ async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms()
     let world = World::new("kube-dead-node").await;
     let cluster = &world.cluster;
     let url = world.url.as_str();
-    let pool = config(&url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 2s");
+    let pool = config(url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 2s");
     let engine = world.serve(&pool).await;
     let warm = wait_idle(&engine.url, 1).await;
     cluster.kubelet.kill_node();
@@ -1811,10 +1811,10 @@ async fn a_hung_pod_loses_its_step_to_the_heartbeat_and_is_replaced() {
     let cluster = &world.cluster;
     let port = world.port;
     let url = world.url.as_str();
-    let pool = config(&url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 3s");
+    let pool = config(url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 3s");
     let engine = serve_with(
-        &sandbox,
-        &cluster,
+        sandbox,
+        cluster,
         "engine",
         port,
         &pool,
@@ -1822,7 +1822,7 @@ async fn a_hung_pod_loses_its_step_to_the_heartbeat_and_is_replaced() {
     )
     .await;
     let run_id = run(
-        &sandbox,
+        sandbox,
         &engine.url,
         "hung",
         &["Step.bash('long', 'sleep 60', runner={'size': 'small'})".into()],

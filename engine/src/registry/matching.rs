@@ -216,7 +216,7 @@ mod tests {
 
     fn plan(triggers: Vec<Trigger>) -> Plan {
         Plan {
-            triggers: triggers,
+            triggers,
             ..Plan::new("p", vec![])
         }
     }
