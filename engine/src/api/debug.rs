@@ -9,9 +9,10 @@
 //!   the admin token, or the embedded engine. Anyone else — another writer, the same user
 //!   with another token — gets the same 404 as for an id that does not exist; the id is 128
 //!   random bits, and is not a credential on its own.
-//! - The opener must still hold its role and its token still be valid at every request;
-//!   an attached stream asks again every 2 seconds and, when they do not, ends the
-//!   session.
+//! - The opener must still hold the role opening needed (`writer`; `maintainer` for a step
+//!   in an environment, whose secrets the shell holds) and its token still be valid at
+//!   every request; an attached stream asks again every 2 seconds and, when they do not,
+//!   ends the session.
 //! - One terminal at a time: a second attach is 409 while the first is attached.
 //! - Opening and ending are in the audit trail (`debug.open`, `debug.end`) with the user's
 //!   id; the trail keeps only the id's first 8 characters.
@@ -300,9 +301,29 @@ fn relayed(store: &Store, id: &str, idle: Duration) -> Arc<Session> {
     session
 }
 
-/// Session `id` and its step id, when `caller` opened it and may still; 404 alike for a
-/// session that does not exist and one somebody else opened.
-async fn mine(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<(DebugSessionRow, String)> {
+/// The role a session of `step` of run `run_id` needs, to open and to keep:
+/// `maintainer` for a step in an environment (its secrets are the maintainers' to hand
+/// out), else `writer`.
+async fn needed_role(state: &ApiState, run_id: i64, step: &str) -> anyhow::Result<Role> {
+    let plan = state.executor.plan(run_id).await?;
+    let in_environment = plan
+        .steps
+        .iter()
+        .any(|s| s.id == step && s.environment.is_some());
+    Ok(if in_environment {
+        Role::Maintainer
+    } else {
+        Role::Writer
+    })
+}
+
+/// Session `id`, its step id and the role keeping it needs, when `caller` opened it and
+/// may still; 404 alike for a session that does not exist and one somebody else opened.
+async fn mine(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<(DebugSessionRow, String, Role)> {
     let missing = || ApiError::not_found(format!("no debug session {id}"));
     let Some(creator) = creator_of(caller) else {
         return Err(ApiError::unauthorized(
@@ -320,13 +341,6 @@ async fn mine(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<(DebugSe
     if !caller.still_valid(store).await? {
         return Err(ApiError::unauthorized("the token is no longer valid"));
     }
-    caller
-        .visible_run(store, row.run_id, Role::Writer)
-        .await
-        .map_err(|e| match e {
-            ApiError::Client(StatusCode::NOT_FOUND, _) => missing(),
-            other => other,
-        })?;
     let step = store
         .step_runs(row.run_id)
         .await?
@@ -334,7 +348,15 @@ async fn mine(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<(DebugSe
         .find(|s| s.id == row.step_run_id)
         .map(|s| s.step_id)
         .unwrap_or_default();
-    Ok((row, step))
+    let role = needed_role(state, row.run_id, &step).await?;
+    caller
+        .visible_run(store, row.run_id, role)
+        .await
+        .map_err(|e| match e {
+            ApiError::Client(StatusCode::NOT_FOUND, _) => missing(),
+            other => other,
+        })?;
+    Ok((row, step, role))
 }
 
 #[utoipa::path(
@@ -358,7 +380,7 @@ pub(super) async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DebugSessionView>> {
-    let (row, step) = mine(&state, &caller, &id).await?;
+    let (row, step, _) = mine(&state, &caller, &id).await?;
     Ok(Json(view(&row, &step)))
 }
 
@@ -383,7 +405,7 @@ pub(super) async fn end(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DebugSessionView>> {
-    let (_, step) = mine(&state, &caller, &id).await?;
+    let (_, step, _) = mine(&state, &caller, &id).await?;
     let store = state.executor.store();
     debug_relay::end(store, &id, &format!("ended by {}", caller.name())).await?;
     let row = store
@@ -421,7 +443,7 @@ pub(super) async fn attach(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let (row, _) = mine(&state, &caller, &id).await?;
+    let (row, _, role) = mine(&state, &caller, &id).await?;
     if row.status == "ended" {
         return Err(conflict(format!(
             "debug session {id} has ended: {}",
@@ -443,6 +465,7 @@ pub(super) async fn attach(
         store,
         id: id.clone(),
         run_id: row.run_id,
+        role,
         position: 0,
         told: None,
         checked: tokio::time::Instant::now(),
@@ -457,9 +480,10 @@ struct Watching {
     _attached: Attached,
     caller: Caller,
     store: Store,
-    /// The session's id and run, whose repository the caller must still write to.
+    /// The session's id and run, on whose repository the caller must still hold `role`.
     id: String,
     run_id: i64,
+    role: Role,
     /// The output offset sent up to.
     position: u64,
     /// The phase last told.
@@ -504,20 +528,23 @@ fn terminal_stream(state: Watching) -> impl Stream<Item = Result<SseEvent, Infal
             if w.checked.elapsed() >= RECHECK {
                 w.checked = tokio::time::Instant::now();
                 let valid = w.caller.still_valid(&w.store).await.unwrap_or(false);
-                let writes = valid
+                let holds = valid
                     && w.caller
-                        .visible_run(&w.store, w.run_id, Role::Writer)
+                        .visible_run(&w.store, w.run_id, w.role)
                         .await
                         .is_ok();
-                if !writes {
+                if !holds {
                     w.done = true;
                     let reason = if valid {
-                        "its creator no longer writes to the run's repository"
+                        format!(
+                            "its creator no longer holds the {} role on the run's repository",
+                            w.role
+                        )
                     } else {
-                        "its creator's token is no longer valid"
+                        "its creator's token is no longer valid".to_owned()
                     };
                     // The session goes with the right to it, not only this stream.
-                    if let Err(err) = debug_relay::end(&w.store, &w.id, reason).await {
+                    if let Err(err) = debug_relay::end(&w.store, &w.id, &reason).await {
                         tracing::warn!("could not end a debug session: {err:#}");
                     }
                     let data = serde_json::json!({ "reason": reason });

@@ -1,0 +1,228 @@
+//! Red team of issue 35's dashboard and CLI work: an in-process engine (the `plue serve`
+//! code) with repository `acme/app`, users of each role and a real local `plue runner`,
+//! played against by someone holding a reader's, writer's or demoted maintainer's token,
+//! or writing a step's log.
+//!
+//! What is played: a maintainer who opened a debug session of a step in an environment
+//! keeps its shell (with the environment's secrets) after being demoted to writer; and a
+//! step's annotations carrying markup onto the run page or onto another step.
+
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use engine::server::{EngineConfig, RunningEngine};
+use engine::store::Store;
+use engine::vault::Vault;
+use evaluator::plan::{Plan, Step};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use support::Sandbox;
+
+const ADMIN: &str = support::ADMIN_TOKEN;
+const KEY: &str = "a vault key long enough for the red team's tests";
+const LIMIT: Duration = Duration::from_secs(90);
+
+struct Harness {
+    engine: RunningEngine,
+    http: reqwest::Client,
+    repo_id: i64,
+    sandbox: Sandbox,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// The engine with `acme/app` and one local runner.
+    async fn start(name: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(support::RUNNER_TOKEN.into());
+        config.admin_token = Some(ADMIN.into());
+        config.vault = Vault::new(KEY).unwrap();
+        config.mirrors_dir = dir.path().join("mirrors");
+        config.heartbeat_interval = Duration::from_millis(200);
+        let engine = support::start_in_process(&dir.path().join("data"), config).await;
+        let repo_id = support::create_repo(engine.executor.store()).await;
+        let h = Harness {
+            engine,
+            http: reqwest::Client::new(),
+            repo_id,
+            sandbox: Sandbox::new(name),
+            _dir: dir,
+        };
+        h.sandbox.runner("redteam-runner", &h.engine.url, &[]);
+        h
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.executor.store()
+    }
+
+    /// `method path` with `token` (`""`: none) and a JSON body: status and body.
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(
+            method.parse().unwrap(),
+            format!("{}{path}", self.engine.url),
+        );
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A push run of `steps` on `main` of `acme/app`, waited for until it is final.
+    async fn final_run(&self, steps: Vec<Step>) -> i64 {
+        let plan = Plan {
+            name: "ci".into(),
+            triggers: vec![],
+            env: Default::default(),
+            steps,
+            concurrency: None,
+            budget_usd: None,
+            max_parallel: None,
+        };
+        let run =
+            support::start_push_run(&self.engine.executor, self.repo_id, &plan, "main").await;
+        support::wait_for(LIMIT, "the run to end", || async {
+            let run = self.store().run(run).await.unwrap()?;
+            matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
+        })
+        .await;
+        run
+    }
+}
+
+/// Debug: the role a session needed to open (a maintainer's, for a step in an environment,
+/// whose secrets the shell holds) is the role it needs to be kept. A maintainer demoted to
+/// writer loses the session: the attached stream ends, and the session answers 403.
+/// Failed before the fix (`mine` and the stream's recheck asked for `writer` only): the
+/// stream ran on until its idle timeout and the GET answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
+    let _serial = support::serial().await;
+    let h = Harness::start("redteam-demoted").await;
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/environments/prod",
+            Some(json!({"allowed_refs": ["main"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (mia, _, token) =
+        support::user_with_token(h.store(), "mia", &[(h.repo_id, "maintainer")]).await;
+    let mut deploy = support::bash_step("deploy", "exit 3");
+    deploy.environment = Some("prod".into());
+    let run = h.final_run(vec![deploy]).await;
+
+    let (status, session) = h
+        .call(
+            &token,
+            "POST",
+            &format!("/api/runs/{run}/steps/deploy/debug"),
+            Some(json!({"idle_timeout_secs": 300})),
+        )
+        .await;
+    assert_eq!(status, 201, "the maintainer opens: {session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let stream = h
+        .http
+        .get(format!("{}/api/debug/{id}/attach", h.engine.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    h.store()
+        .grant_role(h.repo_id, mia, "writer")
+        .await
+        .expect("demote mia");
+
+    // The attached stream ends within seconds (it asks again every 2).
+    let mut events = stream.bytes_stream().eventsource();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut end = None;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+        let event = event.unwrap();
+        if event.event == "end" {
+            end = Some(event.data);
+            break;
+        }
+    }
+    let end = end.expect("the demoted maintainer's stream ran on");
+    assert!(end.contains("maintainer"), "{end}");
+    let row = h.store().debug_session(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "ended", "{row:?}");
+    // And the session is not theirs to read or end any more.
+    for method in ["GET", "DELETE"] {
+        let (status, body) = h
+            .call(&token, method, &format!("/api/debug/{id}"), None)
+            .await;
+        assert_eq!(status, 403, "{method} by the demoted maintainer: {body}");
+    }
+}
+
+/// Annotations: markup in a step's `::error` line (message, title, file) is text on the
+/// run page and in the API, and lands on the step that printed it, never on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotation_markup_is_text_on_the_run_page_and_stays_on_its_step() {
+    let _serial = support::serial().await;
+    let h = Harness::start("redteam-annotations").await;
+    let evil = support::bash_step(
+        "evil",
+        "echo '::error file=<img src=x onerror=alert(1)>,title=<b>bold</b>::<script>alert(1)</script> step=quiet'; exit 1",
+    );
+    let quiet = support::bash_step("quiet", "echo fine");
+    let run = h.final_run(vec![evil, quiet]).await;
+
+    let (status, body) = h
+        .call(ADMIN, "GET", &format!("/api/runs/{run}/annotations"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("<script>alert(1)</script>"), "{text}");
+    let found: Vec<&Value> = body["annotations"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    assert!(!found.is_empty(), "{body}");
+    for a in found {
+        assert_eq!(a["step"], "evil", "{a}");
+    }
+
+    let cookie = support::dashboard_session(&h.engine.url, ADMIN).await;
+    let page = h
+        .http
+        .get(format!("{}/runs/{run}", h.engine.url))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("&lt;script&gt;alert(1)"),
+        "the annotation is not on the page"
+    );
+    for raw in ["<script>alert(1)", "<img src=x", "<b>bold</b>"] {
+        assert!(!html.contains(raw), "{raw} reached the page as markup");
+    }
+}
