@@ -396,6 +396,46 @@ async fn an_idle_session_ends_and_the_runner_removes_its_sandbox() {
     .await;
 }
 
+// Ending a session while its step still runs again stops the step there and then: the
+// runner hears it on its input poll, not only once a shell is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_stops_the_step_running_again() {
+    let _serial = support::serial().await;
+    let h = Harness::start("debug-stop").await;
+    let writer = h.person("wendy", Some("writer")).await;
+    let mark = h.sandbox.path("slow-now");
+    let step = support::bash_step(
+        "build",
+        &format!("if [ -e '{}' ]; then sleep 120; fi; exit 1", mark.display()),
+    );
+    let run = h.failed_run(vec![step]).await;
+    std::fs::write(&mark, "").unwrap();
+    let (status, session) = h.open(&writer.token, run, "build", 300).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    support::wait_for(LIMIT, "the runner to run the step again", || async {
+        let (_, row) = h
+            .call(&writer.token, "GET", &format!("/api/debug/{id}"), None)
+            .await;
+        (row["status"] == "claimed" && !debug_dirs(&h).is_empty()).then_some(())
+    })
+    .await;
+    let ended_at = std::time::Instant::now();
+    let (status, _) = h
+        .call(&writer.token, "DELETE", &format!("/api/debug/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    support::wait_for(Duration::from_secs(30), "the sandbox to go", || async {
+        debug_dirs(&h).is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        ended_at.elapsed() < Duration::from_secs(30),
+        "the step ran on for {:?}",
+        ended_at.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_writers_open_and_only_the_creator_attaches() {
     let _serial = support::serial().await;

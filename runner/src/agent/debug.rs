@@ -12,7 +12,8 @@
 //! - Everything the terminal shows goes through the step's [`Masker`] first, as log lines
 //!   do (a secret split across reads is held back until it can be told apart).
 //! - The session ends when the shell exits, when the engine says it ended (idle, detached,
-//!   ended by its creator), after the idle timeout without a byte either way (the runner's
+//!   ended by its creator: heard on the input poll, which runs from the session's start,
+//!   so a step still running again is stopped too), after the idle timeout without a byte either way (the runner's
 //!   own clock, for an engine it cannot reach), or when the runner stops; then the shell's
 //!   processes are killed, the network namespace and proxy go, and the directory is
 //!   removed before the end is reported. Nothing is uploaded: a debug run leaves no
@@ -72,6 +73,14 @@ pub(super) async fn execute(
         engine.clone(),
         session.clone(),
         out_rx,
+        ended.clone(),
+        activity.clone(),
+    ));
+    let (events_tx, events_rx) = mpsc::channel::<InputEvent>(256);
+    let poller = tokio::spawn(relay_input(
+        engine.clone(),
+        session.clone(),
+        events_tx,
         ended.clone(),
         activity.clone(),
     ));
@@ -219,13 +228,15 @@ pub(super) async fn execute(
                     activity: &activity,
                     idle,
                 };
-                match shell.run(&ended, stop).await {
+                match shell.run(events_rx, &ended, stop).await {
                     Ok(reason) => reason,
                     Err(e) => format!("the shell could not start: {e:#}"),
                 }
             }
         }
     };
+    poller.abort();
+    let _ = poller.await;
     say(format!("debug session over: {reason}")).await;
     drop(lines_tx);
     let _ = printer.await;
@@ -300,6 +311,7 @@ impl Shell<'_> {
     /// ended.
     async fn run(
         &self,
+        events: mpsc::Receiver<InputEvent>,
         ended: &CancellationToken,
         stop: &CancellationToken,
     ) -> anyhow::Result<String> {
@@ -395,13 +407,7 @@ impl Shell<'_> {
                 })
                 .context("starting the terminal writer")?
         };
-        let input = tokio::spawn(relay_input(
-            self.engine.clone(),
-            self.session.to_owned(),
-            write_tx,
-            leader.clone(),
-            ended.clone(),
-        ));
+        let input = tokio::spawn(apply_input(events, write_tx, leader.clone()));
         let quick = CancellationToken::new();
         let _ = self
             .engine
@@ -562,13 +568,15 @@ async fn send_output(
     }
 }
 
-/// Long-polls the engine for input and window sizes and applies them in order.
+/// Long-polls the engine for input and window sizes from the session's start, handing
+/// them on in order (to the shell, once it runs); marks `ended` when the engine says the
+/// session is over — also while the step still runs again.
 async fn relay_input(
     engine: Engine,
     session: String,
-    write_tx: mpsc::Sender<Vec<u8>>,
-    leader: Arc<OwnedFd>,
+    events: mpsc::Sender<InputEvent>,
     ended: CancellationToken,
+    activity: Arc<Activity>,
 ) {
     let mut after = 0u64;
     let path = wire_debug::input_path(&session);
@@ -594,21 +602,36 @@ async fn relay_input(
                 continue;
             }
             after = event.seq();
-            match event {
-                InputEvent::Data { hex, .. } => match decode_hex(&hex) {
-                    Some(bytes) => {
-                        if write_tx.send(bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => tracing::warn!("debug input that is not hex was dropped"),
-                },
-                InputEvent::Resize { cols, rows, .. } => set_size(&leader, cols, rows),
+            activity.touch();
+            tokio::select! {
+                sent = events.send(event) => if sent.is_err() { return },
+                () = ended.cancelled() => return,
             }
         }
         if batch.end {
             ended.cancel();
             return;
+        }
+    }
+}
+
+/// Applies input events to the terminal: keystrokes to its writer, sizes to the leader.
+async fn apply_input(
+    mut events: mpsc::Receiver<InputEvent>,
+    write_tx: mpsc::Sender<Vec<u8>>,
+    leader: Arc<OwnedFd>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            InputEvent::Data { hex, .. } => match decode_hex(&hex) {
+                Some(bytes) => {
+                    if write_tx.send(bytes).await.is_err() {
+                        return;
+                    }
+                }
+                None => tracing::warn!("debug input that is not hex was dropped"),
+            },
+            InputEvent::Resize { cols, rows, .. } => set_size(&leader, cols, rows),
         }
     }
 }
