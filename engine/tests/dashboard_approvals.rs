@@ -603,6 +603,19 @@ async fn plue_run_says_what_an_approval_asks_and_plue_approve_decides_it() {
     }
     // Not a terminal: nothing asked.
     assert!(!said.contains("[y/n]"), "{said}");
+    // `plue runs` lists it as waiting, and finds it by that status alone.
+    for status in [None, Some("waiting"), Some("running")] {
+        let mut args = vec!["runs", "--data-dir", data_dir.to_str().unwrap()];
+        if let Some(status) = status {
+            args.extend(["--status", status]);
+        }
+        let listed = sandbox.plue(&args).output().unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+        let shown = listed
+            .lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("waiting"));
+        assert_eq!(shown, status != Some("running"), "{status:?}:\n{listed}");
+    }
     // The printed command decides it, from another process.
     let output = sandbox
         .plue(&[
