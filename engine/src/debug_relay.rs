@@ -39,6 +39,9 @@ use crate::store::{now_ms, Store};
 pub const OUTPUT_KEPT: usize = 256 * 1024;
 /// The most input bytes waiting for the runner.
 pub const INPUT_KEPT: usize = 256 * 1024;
+/// What each queued input event counts for, beyond its keystrokes' bytes: so window sizes,
+/// which carry none, cannot queue without bound either.
+const INPUT_EVENT_COST: usize = 32;
 /// How long an ended session stays in the relay, so its terminal hears why.
 const ENDED_KEPT: Duration = Duration::from_secs(30);
 
@@ -227,16 +230,18 @@ impl Session {
         (bytes, next)
     }
 
-    /// Queues keystrokes (`hex` of `len` bytes) or a window size; `false` when the runner
-    /// is this far behind ([`INPUT_KEPT`]).
+    /// Queues keystrokes (`hex` of `len` bytes) or a window size (`len` 0); `false` when
+    /// the runner is this far behind ([`INPUT_KEPT`], each event counting
+    /// [`INPUT_EVENT_COST`] more).
     pub fn push_input(&self, event: impl FnOnce(u64) -> InputEvent, len: usize) -> bool {
         self.update(|inner| {
-            if inner.input_bytes + len > INPUT_KEPT {
+            let cost = len + INPUT_EVENT_COST;
+            if inner.input_bytes + cost > INPUT_KEPT {
                 return false;
             }
             inner.input_seq += 1;
             inner.input.push_back(event(inner.input_seq));
-            inner.input_bytes += len;
+            inner.input_bytes += cost;
             inner.last_activity = Instant::now();
             true
         })
@@ -246,9 +251,11 @@ impl Session {
     pub fn input_after(&self, after: u64) -> Vec<InputEvent> {
         let mut inner = lock(&self.inner);
         while inner.input.front().is_some_and(|e| e.seq() <= after) {
-            if let Some(InputEvent::Data { hex, .. }) = inner.input.pop_front() {
-                inner.input_bytes = inner.input_bytes.saturating_sub(hex.len() / 2);
-            }
+            let len = match inner.input.pop_front() {
+                Some(InputEvent::Data { hex, .. }) => hex.len() / 2,
+                _ => 0,
+            };
+            inner.input_bytes = inner.input_bytes.saturating_sub(len + INPUT_EVENT_COST);
         }
         inner.input.iter().cloned().collect()
     }
@@ -436,6 +443,28 @@ mod tests {
         assert_eq!(session.input_after(1).len(), 1);
         assert!(session.input_after(2).is_empty());
         assert!(!session.push_input(hex, INPUT_KEPT + 1));
+    }
+
+    /// Red team: window sizes carry no keystrokes, but a terminal sending them without end
+    /// while the runner reads nothing must still be refused at the bound (it was not: they
+    /// counted 0 bytes, and the queue grew for as long as requests came).
+    #[test]
+    fn window_sizes_alone_cannot_queue_without_bound() {
+        let session = Session::new(Duration::from_secs(60));
+        let resize = |seq| InputEvent::Resize {
+            seq,
+            cols: 80,
+            rows: 24,
+        };
+        let queued = (0..INPUT_KEPT)
+            .take_while(|_| session.push_input(resize, 0))
+            .count();
+        assert!(queued < INPUT_KEPT, "{queued} window sizes queued");
+        assert_eq!(session.input_after(0).len(), queued);
+        // Acknowledged, they free their place again.
+        let last = session.input_after(0).last().map(|e| e.seq()).unwrap();
+        assert!(session.input_after(last).is_empty());
+        assert!(session.push_input(resize, 0));
     }
 
     #[test]
