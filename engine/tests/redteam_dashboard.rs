@@ -97,8 +97,7 @@ impl Harness {
             budget_usd: None,
             max_parallel: None,
         };
-        let run =
-            support::start_push_run(&self.engine.executor, self.repo_id, &plan, "main").await;
+        let run = support::start_push_run(&self.engine.executor, self.repo_id, &plan, "main").await;
         support::wait_for(LIMIT, "the run to end", || async {
             let run = self.store().run(run).await.unwrap()?;
             matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
@@ -225,4 +224,134 @@ async fn annotation_markup_is_text_on_the_run_page_and_stays_on_its_step() {
     for raw in ["<script>alert(1)", "<img src=x", "<b>bold</b>"] {
         assert!(!html.contains(raw), "{raw} reached the page as markup");
     }
+}
+
+/// A token of `user_id` narrowed to `max_role` and/or the repositories `repos` (JSON).
+async fn narrowed_token(
+    store: &Store,
+    user_id: i64,
+    max_role: Option<&str>,
+    repos: Option<&str>,
+) -> String {
+    let token = engine::tokens::new_token().unwrap();
+    store
+        .create_user_token(&engine::store::NewToken {
+            user_id,
+            name: "narrowed",
+            token_hash: &engine::tokens::hash_token(&token),
+            max_role,
+            repos,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    token
+}
+
+/// Re-run failed steps, debug and dispatch, per caller: a reader, a writer's token narrowed
+/// to reading or to another repository, a stranger, the anonymous and a runner's token
+/// start nothing; and the dashboard's forms refuse a writer's post with a forged CSRF
+/// token (a cross-site form) before anything is asked of the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_narrowed_tokens_runners_and_forged_forms_start_nothing() {
+    let _serial = support::serial().await;
+    let h = Harness::start("redteam-who").await;
+    let store = h.store();
+    other_repo(store).await;
+    let (_, _, reader) = support::user_with_token(store, "rita", &[(h.repo_id, "reader")]).await;
+    let (wendy, _, writer) =
+        support::user_with_token(store, "wendy", &[(h.repo_id, "writer")]).await;
+    let (_, _, stranger) = support::user_with_token(store, "sam", &[]).await;
+    let read_only = narrowed_token(store, wendy, Some("reader"), None).await;
+    let elsewhere = narrowed_token(store, wendy, None, Some(r#"["acme/other"]"#)).await;
+    let runner =
+        support::register_runner(&h.http, &h.engine.url, support::RUNNER_TOKEN, "rogue").await;
+    let run = h
+        .final_run(vec![support::bash_step("build", "exit 1")])
+        .await;
+    let runs_before = runs_count(store).await;
+
+    let rerun = format!("/api/runs/{run}/rerun?failed=true");
+    let debug = format!("/api/runs/{run}/steps/build/debug");
+    let dispatch = "/api/repos/acme/app/dispatch".to_owned();
+    let dispatch_body = json!({"workflow": "ci.plue.py", "inputs": {}});
+    for (who, token, expected) in [
+        ("the anonymous", "", 401),
+        ("a runner's token", runner.as_str(), 401),
+        ("a stranger", stranger.as_str(), 404),
+        (
+            "a token narrowed to another repository",
+            elsewhere.as_str(),
+            404,
+        ),
+        ("a reader", reader.as_str(), 403),
+        (
+            "a writer's token narrowed to reading",
+            read_only.as_str(),
+            403,
+        ),
+    ] {
+        for (path, body) in [
+            (&rerun, None),
+            (&debug, Some(json!({}))),
+            (&dispatch, Some(dispatch_body.clone())),
+        ] {
+            let (status, answer) = h.call(token, "POST", path, body).await;
+            assert_eq!(status, expected, "{who} POST {path}: {answer}");
+        }
+    }
+    assert_eq!(runs_count(store).await, runs_before, "a run was started");
+    assert!(store
+        .live_debug_session_of(
+            store
+                .step_run(run, "build")
+                .await
+                .unwrap()
+                .map(|s| s.id)
+                .unwrap()
+        )
+        .await
+        .unwrap()
+        .is_none());
+
+    // The writer's own session, with a forged CSRF token: refused by the dashboard.
+    let cookie = support::dashboard_session(&h.engine.url, &writer).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, form) in [
+        (
+            format!("/runs/{run}/rerun-failed"),
+            vec![("csrf", "forged")],
+        ),
+        (
+            "/repos/acme/app/dispatch".to_owned(),
+            vec![("csrf", "forged"), ("workflow", "ci.plue.py")],
+        ),
+        (
+            format!("/runs/{run}/steps/build/approve"),
+            vec![("csrf", "forged"), ("comment", "lgtm"), ("back", "run")],
+        ),
+    ] {
+        let response = no_redirects
+            .post(format!("{}{path}", h.engine.url))
+            .header(reqwest::header::COOKIE, &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "a forged form to {path}");
+    }
+    assert_eq!(runs_count(store).await, runs_before);
+}
+
+/// Another repository, `acme/other`, for tokens narrowed to it.
+async fn other_repo(store: &Store) -> i64 {
+    support::create_named_repo(store, "acme/other").await
+}
+
+/// How many runs the store holds.
+async fn runs_count(store: &Store) -> usize {
+    store.list_runs(10_000).await.unwrap().len()
 }
