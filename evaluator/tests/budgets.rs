@@ -3,25 +3,20 @@
 //! without them keeps its canonical JSON (so its `plan_hash`).
 
 mod support;
-use support::pool;
+use support::{pool, problems_of};
 
-use evaluator::{EvalContext, EvalError, Event};
+use evaluator::{EvalContext, Event};
 
 fn source(plan_options: &str, step: &str) -> String {
     format!("def workflow(ctx):\n    return Plan(\"p\", steps=[{step}]{plan_options})\n")
 }
 
 async fn problems(plan_options: &str, step: &str) -> Vec<String> {
-    let ctx = EvalContext::local(Event::Push, "main");
-    match pool()
-        .await
-        .evaluate("w.plue.py", &source(plan_options, step), &ctx)
-        .await
-    {
-        Ok(_) => panic!("{step} {plan_options} evaluated"),
-        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
-        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
-    }
+    problems_of(
+        &source(plan_options, step),
+        &format!("{step} {plan_options}"),
+    )
+    .await
 }
 
 #[tokio::test]

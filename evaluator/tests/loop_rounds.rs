@@ -2,25 +2,17 @@
 //! converts the arguments, the parent validates them against the plan's review loops.
 
 mod support;
-use support::pool;
+use support::{diagnostics, pool};
 
 use evaluator::loops::{LoopWorkspace, Loops};
-use evaluator::{EvalContext, EvalError, Event};
+use evaluator::{EvalContext, Event};
 
 fn source(steps: &str) -> String {
     format!("def workflow(ctx):\n    return Plan(\"agents\", steps=[\n{steps}\n    ])\n")
 }
 
 async fn problems(steps: &str) -> Vec<String> {
-    let ctx = EvalContext::local(Event::Push, "main");
-    match pool()
-        .await
-        .evaluate("w.plue.py", &source(steps), &ctx)
-        .await
-    {
-        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
-        other => panic!("{other:?}"),
-    }
+    diagnostics(&source(steps)).await
 }
 
 #[tokio::test]

@@ -3,32 +3,13 @@
 //! plan without `network=` keeps its canonical JSON (and so its `plan_hash`).
 
 mod support;
-use support::pool;
+use support::{one_step, plan_of, pool, step_problems};
 
 use evaluator::network::Network;
-use evaluator::{EvalContext, EvalError, Event};
-
-fn source(step: &str) -> String {
-    format!("def workflow(ctx):\n    return Plan(\"p\", steps=[{step}])\n")
-}
-
-async fn problems(step: &str) -> Vec<String> {
-    let ctx = EvalContext::local(Event::Push, "main");
-    match pool()
-        .await
-        .evaluate("w.plue.py", &source(step), &ctx)
-        .await
-    {
-        Ok(_) => panic!("{step} evaluated"),
-        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
-        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
-    }
-}
 
 #[tokio::test]
 async fn network_is_a_step_option_of_steps_that_run() {
     let pool = pool().await;
-    let ctx = EvalContext::local(Event::Push, "main");
     for (step, expected) in [
         (
             "Step.bash(\"b\", \"true\", network=\"none\")",
@@ -47,18 +28,10 @@ async fn network_is_a_step_option_of_steps_that_run() {
             Network::Allow(vec!["localhost:8080".into()]),
         ),
     ] {
-        let plan = pool
-            .evaluate("w.plue.py", &source(step), &ctx)
-            .await
-            .unwrap_or_else(|e| panic!("{step}: {e}"))
-            .plan;
+        let plan = plan_of(&pool, &one_step(step)).await;
         assert_eq!(plan.steps[0].network.as_ref(), Some(&expected), "{step}");
     }
-    let plain = pool
-        .evaluate("w.plue.py", &source("Step.llm(\"l\", prompt=\"x\")"), &ctx)
-        .await
-        .unwrap()
-        .plan;
+    let plain = plan_of(&pool, &one_step("Step.llm(\"l\", prompt=\"x\")")).await;
     assert_eq!(plain.steps[0].network, None);
     assert!(!plain.canonical_json().contains("network"));
 }
@@ -66,10 +39,10 @@ async fn network_is_a_step_option_of_steps_that_run() {
 #[tokio::test]
 async fn a_bad_host_pattern_is_refused_where_it_is_written() {
     assert_eq!(
-        problems("Step.bash(\"b\", \"true\", network=[\"a.*.com\"])").await,
+        step_problems("Step.bash(\"b\", \"true\", network=[\"a.*.com\"])").await,
         ["w.plue.py:2:29: step 'b': invalid host pattern 'a.*.com': '*' may only be the whole first label, as in '*.github.com'"]
     );
-    let found = problems("Step.bash(\"b\", \"true\", network=\"nope\")").await;
+    let found = step_problems("Step.bash(\"b\", \"true\", network=\"nope\")").await;
     assert!(
         found
             .iter()
@@ -77,14 +50,14 @@ async fn a_bad_host_pattern_is_refused_where_it_is_written() {
         "{found:?}"
     );
     // One host is a list of one: a bare word other than none/open is a typo, not a host.
-    let found = problems("Step.bash(\"b\", \"true\", network=\"pypi.org\")").await;
+    let found = step_problems("Step.bash(\"b\", \"true\", network=\"pypi.org\")").await;
     assert!(
         found
             .iter()
             .any(|l| l.contains("got 'pypi.org' (for one host write ['pypi.org'])")),
         "{found:?}"
     );
-    let found = problems("Step.approval(\"gate\", network=\"none\")").await;
+    let found = step_problems("Step.approval(\"gate\", network=\"none\")").await;
     assert!(
         found
             .iter()

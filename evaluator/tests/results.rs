@@ -2,10 +2,10 @@
 //! process converts the arguments, the parent validates them.
 
 mod support;
-use support::pool;
+use support::{diagnostics, pool};
 
 use evaluator::result::{ResultSpec, Shorthand};
-use evaluator::{EvalContext, EvalError, Event};
+use evaluator::{EvalContext, Event};
 use serde_json::json;
 
 fn source(steps: &str) -> String {
@@ -13,15 +13,7 @@ fn source(steps: &str) -> String {
 }
 
 async fn problems(steps: &str) -> Vec<String> {
-    let ctx = EvalContext::local(Event::Push, "main");
-    match pool()
-        .await
-        .evaluate("w.plue.py", &source(steps), &ctx)
-        .await
-    {
-        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
-        other => panic!("{other:?}"),
-    }
+    diagnostics(&source(steps)).await
 }
 
 #[tokio::test]

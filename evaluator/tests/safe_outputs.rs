@@ -3,39 +3,15 @@
 //! without it keeps its canonical JSON (so its `plan_hash`).
 
 mod support;
-use support::pool;
-
-use evaluator::{EvalContext, EvalError, Event};
-
-fn source(step: &str) -> String {
-    format!("def workflow(ctx):\n    return Plan(\"p\", steps=[{step}])\n")
-}
-
-async fn problems(step: &str) -> Vec<String> {
-    let ctx = EvalContext::local(Event::Push, "main");
-    match pool()
-        .await
-        .evaluate("w.plue.py", &source(step), &ctx)
-        .await
-    {
-        Ok(_) => panic!("{step} evaluated"),
-        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
-        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
-    }
-}
+use support::{one_step, plan_of, pool, step_problems};
 
 #[tokio::test]
 async fn a_declaration_reaches_the_plan_with_approve_and_is_absent_when_unset() {
     let pool = pool().await;
-    let ctx = EvalContext::local(Event::Push, "main");
     let step = "Step.llm(\"a\", prompt=\"hi\", safe_outputs=SafeOutputs(pull_request=True, \
                 comments=1, labels=[\"bug\"], paths_deny=[\"secret/**\"], max_files=3, \
                 branch_prefix=\"bots/\", allow_links=[\"docs.rs\"]), approve_outputs=True)";
-    let plan = pool
-        .evaluate("w.plue.py", &source(step), &ctx)
-        .await
-        .unwrap()
-        .plan;
+    let plan = plan_of(&pool, &one_step(step)).await;
     let evaluator::plan::Action::Llm(llm) = &plan.steps[0].action else {
         panic!("not llm");
     };
@@ -46,11 +22,7 @@ async fn a_declaration_reaches_the_plan_with_approve_and_is_absent_when_unset() 
     assert_eq!(so.branch_prefix, "bots/");
     assert!(so.deny().contains(&".plue/**") && so.deny().contains(&"secret/**"));
 
-    let plain = pool
-        .evaluate("w.plue.py", &source("Step.llm(\"a\", prompt=\"hi\")"), &ctx)
-        .await
-        .unwrap()
-        .plan;
+    let plain = plan_of(&pool, &one_step("Step.llm(\"a\", prompt=\"hi\")")).await;
     assert!(!plain.canonical_json().contains("safe_outputs"));
 }
 
@@ -82,7 +54,7 @@ async fn bad_declarations_are_refused_on_their_line() {
             "pull_requests",
         ),
     ] {
-        let found = problems(step).await;
+        let found = step_problems(step).await;
         assert!(
             found.iter().any(|p| p.contains(expected)),
             "{step}: {found:?}"

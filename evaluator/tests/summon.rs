@@ -3,12 +3,12 @@
 //! they are written, and issue and comment text is data that never becomes a reference.
 
 mod support;
-use support::pool;
+use support::{pool, problems_of};
 
 use evaluator::context::{Comment, Issue};
 use evaluator::plan::{Action, Authors, Others, Trigger};
 use evaluator::template::Template;
-use evaluator::{EvalContext, EvalError, Event};
+use evaluator::{EvalContext, Event};
 
 fn source(triggers: &str) -> String {
     format!(
@@ -17,16 +17,7 @@ fn source(triggers: &str) -> String {
 }
 
 async fn problems(triggers: &str) -> Vec<String> {
-    let ctx = EvalContext::local(Event::Push, "main");
-    match pool()
-        .await
-        .evaluate("w.plue.py", &source(triggers), &ctx)
-        .await
-    {
-        Ok(_) => panic!("{triggers} evaluated"),
-        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
-        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
-    }
+    problems_of(&source(triggers), triggers).await
 }
 
 #[tokio::test]

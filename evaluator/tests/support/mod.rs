@@ -1,8 +1,12 @@
-//! What the evaluator's integration tests share: a pool of one real worker process.
+//! What the evaluator's integration tests share: a pool of one real worker process, and
+//! evaluating a workflow source through it for a push to `main`, as `w.plue.py`.
+
+#![allow(dead_code)] // each test binary uses part of it
 
 use std::path::PathBuf;
 
-use evaluator::{EvaluatorPool, Limits, PoolConfig, WorkerCommand};
+use evaluator::plan::Plan;
+use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, Limits, PoolConfig, WorkerCommand};
 
 /// A pool of one worker running the built `plue-eval-worker`, with the default limits.
 pub(crate) async fn pool() -> EvaluatorPool {
@@ -16,4 +20,43 @@ pub(crate) async fn pool() -> EvaluatorPool {
     })
     .await
     .expect("pool starts")
+}
+
+/// A workflow whose plan `p` has the one step `step`, written on line 2.
+pub(crate) fn one_step(step: &str) -> String {
+    format!("def workflow(ctx):\n    return Plan(\"p\", steps=[{step}])\n")
+}
+
+/// The plan `source` evaluates to, or a panic naming `source` and the error.
+pub(crate) async fn plan_of(pool: &EvaluatorPool, source: &str) -> Plan {
+    let ctx = EvalContext::local(Event::Push, "main");
+    pool.evaluate("w.plue.py", source, &ctx)
+        .await
+        .unwrap_or_else(|e| panic!("{source}: {e}"))
+        .plan
+}
+
+/// What evaluating `source` reports, one problem a line: its diagnostics when it is
+/// invalid, the lines of any other error; a panic naming `what` when it evaluates.
+pub(crate) async fn problems_of(source: &str, what: &str) -> Vec<String> {
+    let ctx = EvalContext::local(Event::Push, "main");
+    match pool().await.evaluate("w.plue.py", source, &ctx).await {
+        Ok(_) => panic!("{what} evaluated"),
+        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
+        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+/// [`problems_of`] the workflow of the one step `step` ([`one_step`]).
+pub(crate) async fn step_problems(step: &str) -> Vec<String> {
+    problems_of(&one_step(step), step).await
+}
+
+/// The diagnostics of `source`, which must be invalid (anything else panics).
+pub(crate) async fn diagnostics(source: &str) -> Vec<String> {
+    let ctx = EvalContext::local(Event::Push, "main");
+    match pool().await.evaluate("w.plue.py", source, &ctx).await {
+        Err(EvalError::Invalid(found)) => found.iter().map(|d| d.to_string()).collect(),
+        other => panic!("{other:?}"),
+    }
 }
