@@ -219,6 +219,7 @@ fn rule(method: &str, path: &str) -> Option<Case> {
             case(Maintainer, "{repo}/secrets/TOKEN").missing("no secret")
         }
         ("get", "{repo}/schedules") => case(Reader, "{repo}/schedules"),
+        ("get", "{repo}/workflows") => case(Reader, "{repo}/workflows"),
         ("post", "{repo}/dispatch") => {
             case(Writer, "{repo}/dispatch").body(json!({"workflow": "ci.plue.py"}))
         }
