@@ -355,3 +355,108 @@ async fn other_repo(store: &Store) -> i64 {
 async fn runs_count(store: &Store) -> usize {
     store.list_runs(10_000).await.unwrap().len()
 }
+
+/// A pull request from a fork (someone who may only open one): its failed step's debug
+/// shell, opened by a writer, holds none of the repository's secrets the step asks for,
+/// and re-running its failed steps makes another fork run (no secrets), not a trusted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forks_step_gets_no_secret_through_debug_or_a_rerun_of_its_failed_steps() {
+    let _serial = support::serial().await;
+    let h = Harness::start("redteam-fork").await;
+    const SECRET: &str = "s3cr3t-the-fork-must-not-see";
+    let (status, body) = h
+        .call(
+            ADMIN,
+            "PUT",
+            "/api/repos/acme/app/secrets/SECRET_X",
+            Some(json!({ "value": SECRET })),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, _, writer) =
+        support::user_with_token(h.store(), "wendy", &[(h.repo_id, "writer")]).await;
+    let mut step = support::bash_step("build", "echo \"had=${SECRET_X:-none}\"; exit 1");
+    step.secrets = vec!["SECRET_X".into()];
+    let plan = support::plan("ci", vec![step]);
+    let run = support::start_pr_run(&h.engine.executor, h.repo_id, &plan, true).await;
+    support::wait_for(LIMIT, "the fork's run to end", || async {
+        let run = h.store().run(run).await.unwrap()?;
+        matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
+    })
+    .await;
+
+    // Re-running its failed steps: a fork's run again.
+    let (status, created) = h
+        .call(
+            &writer,
+            "POST",
+            &format!("/api/runs/{run}/rerun?failed=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let again = created["run_id"].as_i64().expect("the new run's id");
+    let row = h.store().run(again).await.unwrap().unwrap();
+    assert!(
+        !row.secrets_allowed,
+        "the re-run of a fork's run may read secrets"
+    );
+
+    let (status, session) = h
+        .call(
+            &writer,
+            "POST",
+            &format!("/api/runs/{run}/steps/build/debug"),
+            Some(json!({"idle_timeout_secs": 60})),
+        )
+        .await;
+    // The shared runner token's runner takes forks' steps: the step ran, and its shell
+    // is played.
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let stream = h
+        .http
+        .get(format!("{}/api/debug/{id}/attach", h.engine.url))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut events = stream.bytes_stream().eventsource();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut text = String::new();
+    let mut typed = false;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+        let event = event.unwrap();
+        match event.event.as_str() {
+            "output" => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(event.data.trim())
+                    .unwrap();
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+            "status" if event.data.contains("\"ready\"") && !typed => {
+                typed = true;
+                use base64::Engine as _;
+                let data = base64::engine::general_purpose::STANDARD
+                    .encode("echo \"has=${SECRET_X:-none}\"; exit 0\n");
+                let (status, body) = h
+                    .call(
+                        &writer,
+                        "POST",
+                        &format!("/api/debug/{id}/input"),
+                        Some(json!({ "data": data })),
+                    )
+                    .await;
+                assert_eq!(status, 204, "{body}");
+            }
+            "end" => break,
+            _ => {}
+        }
+    }
+    assert!(typed, "the shell never became ready: {text}");
+    assert!(text.contains("had=none"), "the step again: {text}");
+    assert!(text.contains("has=none"), "the shell: {text}");
+    assert!(!text.contains(SECRET), "{text}");
+}
