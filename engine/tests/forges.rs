@@ -18,38 +18,15 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{json, Value};
-use support::{client, free_port, get_json, serial, wait_final, wait_for, Sandbox};
+use support::{
+    client, free_port, get_json, git_sh, serial, wait_final, wait_for, webhook_fixture, ForgeRepo,
+    Sandbox,
+};
 
 const REPO: &str = "octo/hello";
 const WEBHOOK_SECRET: &str = "webhook-secret-of-octo-hello";
 const FORGE_TOKEN: &str = "forge-token-for-statuses";
 const ZERO: &str = "0000000000000000000000000000000000000000";
-
-fn fixture(path: &str) -> Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
-    let text = std::fs::read_to_string(root.join(path)).expect("fixture");
-    serde_json::from_str(&text).expect("fixture JSON")
-}
-
-/// Runs a shell script in `dir` with a fixed git identity; returns its trimmed stdout.
-fn sh(dir: &Path, script: &str) -> String {
-    let out = std::process::Command::new("bash")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 const CI: &str = r#"
 def workflow(ctx):
@@ -110,7 +87,7 @@ impl Origin {
             std::fs::write(dir.join(format!(".plue/{name}.plue.py")), text).unwrap();
         }
         std::fs::write(dir.join("README.md"), "hello from main\n").unwrap();
-        sh(
+        git_sh(
             &dir,
             "git init -q -b main . && git add -A && git commit -qm init",
         );
@@ -118,12 +95,12 @@ impl Origin {
     }
 
     fn head(&self) -> String {
-        sh(&self.dir, "git rev-parse HEAD")
+        git_sh(&self.dir, "git rev-parse HEAD")
     }
 
     /// Commits `files` on `branch` (created from main when new); returns the commit.
     fn commit(&self, branch: &str, files: &[(&str, &str)]) -> String {
-        sh(
+        git_sh(
             &self.dir,
             &format!("git checkout -q {branch} 2>/dev/null || git checkout -q -b {branch} main"),
         );
@@ -132,7 +109,7 @@ impl Origin {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         }
-        sh(
+        git_sh(
             &self.dir,
             "git add -A && git commit -qm change && git rev-parse HEAD",
         )
@@ -252,7 +229,7 @@ fn run_ids(answer: &Value) -> Vec<i64> {
 
 /// A GitHub push of `after` to `git_ref`, from the fixture.
 fn github_push(git_ref: &str, before: &str, after: &str, files: &[&str]) -> Value {
-    let mut body = fixture("github/push-new-branch.json");
+    let mut body = webhook_fixture("github/push-new-branch.json");
     body["ref"] = json!(git_ref);
     body["before"] = json!(before);
     body["after"] = json!(after);
@@ -273,7 +250,7 @@ fn github_pull_request(
     head_sha: &str,
     base_sha: &str,
 ) -> Value {
-    let mut body = fixture("github/pull_request-opened.json");
+    let mut body = webhook_fixture("github/pull_request-opened.json");
     body["action"] = json!(action);
     body["number"] = json!(number);
     body["pull_request"]["number"] = json!(number);
@@ -288,22 +265,16 @@ fn github_pull_request(
 }
 
 async fn register(engine: &str, name: &str, forge: &str, clone_url: &str, api_url: &str) {
-    let response = client()
-        .post(format!("{engine}/api/repos"))
-        .json(&json!({
-            "name": name,
-            "clone_url": clone_url,
-            "forge": forge,
-            "webhook_secret": WEBHOOK_SECRET,
-            "api_url": api_url,
-            "api_token": FORGE_TOKEN,
-        }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.text().await.unwrap();
-    assert_eq!(status, 201, "{body}");
+    let body = ForgeRepo {
+        name,
+        forge,
+        clone_url,
+        api_url,
+        webhook_secret: WEBHOOK_SECRET,
+        api_token: FORGE_TOKEN,
+    }
+    .register(engine)
+    .await;
     assert!(
         !body.contains(WEBHOOK_SECRET) && !body.contains(FORGE_TOKEN),
         "{body}"
@@ -327,9 +298,9 @@ async fn runs_of(engine: &str, repo: &str) -> Vec<Value> {
         &format!("{engine}/api/runs?repo={repo}&limit=1000"),
     )
     .await["runs"]
-    .as_array()
-    .unwrap()
-    .clone()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// Waits until the forge received the final status of every run in `runs` and returns
@@ -401,7 +372,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     // A ping is answered; a push to main starts CI only (docs has a path filter, release
     // wants tags, deploy is manual, nightly is a schedule).
     let ping = Delivery::new("github", "ping", "ping-1", &{
-        let mut p = fixture("github/ping-repo.json");
+        let mut p = webhook_fixture("github/ping-repo.json");
         p["repository"]["full_name"] = json!(REPO);
         p
     });
@@ -502,7 +473,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
 
     // A tag starts the release; its deletion starts nothing.
-    sh(&origin.dir, "git tag v1.0 main");
+    git_sh(&origin.dir, "git tag v1.0 main");
     let (_, answer) = Delivery::new(
         "github",
         "push",
@@ -518,7 +489,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     assert!(step_log(url, release[0], "release")
         .await
         .contains("releasing refs/tags/v1.0"));
-    let mut deletion = fixture("github/push-delete-tag.json");
+    let mut deletion = webhook_fixture("github/push-delete-tag.json");
     deletion["ref"] = json!("refs/tags/v1.0");
     deletion["before"] = json!(main_sha);
     deletion["repository"]["full_name"] = json!(REPO);
@@ -561,7 +532,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
 
     // A pull request from a fork: the commit comes from the fork; no secrets.
     let fork = sb.path("fork");
-    sh(
+    git_sh(
         sb.path("").as_path(),
         &format!(
             "git clone -q -b main {} {}",
@@ -570,7 +541,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
         ),
     );
     std::fs::write(fork.join("README.md"), "hello from a fork\n").unwrap();
-    let fork_sha = sh(&fork, "git commit -qam fork && git rev-parse HEAD");
+    let fork_sha = git_sh(&fork, "git commit -qam fork && git rev-parse HEAD");
     let mut forked = github_pull_request("opened", 8, "main", &fork_sha, &main_sha);
     forked["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/hello");
     forked["pull_request"]["head"]["repo"]["clone_url"] = json!(fork.to_str().unwrap());
@@ -764,7 +735,7 @@ async fn gitea_deliveries_work_the_same_way() {
     .await;
 
     let main_sha = origin.head();
-    let mut push = fixture("gitea/push-multi-commit.json");
+    let mut push = webhook_fixture("gitea/push-multi-commit.json");
     push["ref"] = json!("refs/heads/main");
     push["before"] = json!(ZERO);
     push["after"] = json!(main_sha);
@@ -786,7 +757,7 @@ async fn gitea_deliveries_work_the_same_way() {
 
     // Gitea's synchronized pull request, signed with X-Gitea-Signature.
     let pr_sha = origin.commit("fix", &[("README.md", "fixed\n")]);
-    let mut pr = fixture("gitea/pull_request-synchronized.json");
+    let mut pr = webhook_fixture("gitea/pull_request-synchronized.json");
     pr["repository"]["full_name"] = json!(REPO);
     pr["pull_request"]["base"]["ref"] = json!("main");
     pr["pull_request"]["base"]["sha"] = json!(main_sha);
@@ -803,7 +774,7 @@ async fn gitea_deliveries_work_the_same_way() {
     assert_eq!(run["secrets_allowed"], true, "same repo_id on both sides");
 
     // Deletes start nothing.
-    let mut delete = fixture("gitea/delete-branch.json");
+    let mut delete = webhook_fixture("gitea/delete-branch.json");
     delete["repository"]["full_name"] = json!(REPO);
     let (status, answer) = Delivery::new("gitea", "delete", "gitea-delete", &delete)
         .send(url)
@@ -885,7 +856,7 @@ async fn malformed_deliveries_never_get_a_5xx() {
     ]
     .iter()
     .map(|p| {
-        let mut v = fixture(p);
+        let mut v = webhook_fixture(p);
         v["repository"]["full_name"] = json!(REPO);
         serde_json::to_vec(&v).unwrap()
     })

@@ -26,7 +26,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{json, Value};
 use support::{
-    client, deliver_webhook, free_port, git_sh, serial, wait_final, webhook_fixture, Sandbox,
+    client, deliver_webhook, free_port, git_sh, serial, wait_final, webhook_fixture, ForgeRepo,
+    Sandbox,
 };
 
 const REPO: &str = "octo/hello";
@@ -121,22 +122,16 @@ async fn stub_forge() -> (String, Shared) {
 }
 
 async fn register(engine: &str, name: &str, forge: &str, clone_url: &str, api_url: &str) {
-    let response = client()
-        .post(format!("{engine}/api/repos"))
-        .json(&json!({
-            "name": name,
-            "clone_url": clone_url,
-            "forge": forge,
-            "webhook_secret": SECRET,
-            "api_url": api_url,
-            "api_token": FORGE_TOKEN,
-        }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.text().await.unwrap();
-    assert_eq!(status, 201, "{body}");
+    ForgeRepo {
+        name,
+        forge,
+        clone_url,
+        api_url,
+        webhook_secret: SECRET,
+        api_token: FORGE_TOKEN,
+    }
+    .register(engine)
+    .await;
     let put = client()
         .put(format!("{engine}/api/repos/{name}/secrets/DEPLOY_TOKEN"))
         .json(&json!({"value": "s3cr3t-deploy-value"}))

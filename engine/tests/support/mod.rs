@@ -993,6 +993,34 @@ pub(crate) fn webhook_fixture(path: &str) -> Value {
     serde_json::from_str(&text).expect("fixture JSON")
 }
 
+/// A repository on a forge, as `POST /api/repos` registers it.
+#[derive(serde::Serialize)]
+pub(crate) struct ForgeRepo<'a> {
+    pub(crate) name: &'a str,
+    /// `github` or `gitea`.
+    pub(crate) forge: &'a str,
+    pub(crate) clone_url: &'a str,
+    pub(crate) api_url: &'a str,
+    pub(crate) webhook_secret: &'a str,
+    pub(crate) api_token: &'a str,
+}
+
+impl ForgeRepo<'_> {
+    /// Registers it on `engine` (201, or a panic with the answer); the answer's text.
+    pub(crate) async fn register(&self, engine: &str) -> String {
+        let response = client()
+            .post(format!("{engine}/api/repos"))
+            .json(self)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+}
+
 /// Delivers `body` to `{engine}/webhooks/{forge}` as `event` with delivery id `id`, signed
 /// with `secret` and carrying the headers that forge sends; the status and the JSON answer.
 pub(crate) async fn deliver_webhook(
