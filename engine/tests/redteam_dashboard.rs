@@ -177,6 +177,27 @@ async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
             .await;
         assert_eq!(status, 403, "{method} by the demoted maintainer: {body}");
     }
+    // Both ends are in the audit trail: who opened it, and why the engine ended it.
+    let trail = h
+        .store()
+        .audit_events(&engine::store::AuditFilter {
+            run_id: Some(run),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let opened = trail.iter().find(|e| e.action == "debug.open");
+    assert_eq!(opened.and_then(|e| e.user_id), Some(mia), "{trail:?}");
+    let ended = trail.iter().find(|e| e.action == "debug.end");
+    assert!(
+        ended.is_some_and(|e| e.detail.contains("maintainer") && e.detail.contains(&id[..8])),
+        "{trail:?}"
+    );
+    assert!(
+        !trail.iter().any(|e| e.detail.contains(&id)),
+        "a whole session id is in the trail: {trail:?}"
+    );
 }
 
 /// Annotations: markup in a step's `::error` line (message, title, file) is text on the
