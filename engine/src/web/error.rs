@@ -3,17 +3,16 @@
 //! Invariants: like the API's errors, a 5xx page says nothing internal (the detail goes to
 //! the log); a 401 page carries the sign-in form so the user can recover where they are.
 //! An error page keeps the header's sign-in corner: the response carries its
-//! [`ErrorPage`] as an extension and [`with_chrome`] (a layer on every dashboard route and
-//! on the fallback) renders it again with the session's [`Chrome`].
+//! [`ErrorPage`] as an extension and `session::with_chrome` (a layer on every dashboard
+//! route and on the fallback) renders it again with the session's [`Chrome`].
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
-use super::session::{Chrome, Session};
-use super::{render, Web};
+use super::chrome::Chrome;
+use super::render;
 
 #[derive(Debug)]
 pub(super) enum WebError {
@@ -48,14 +47,15 @@ impl From<anyhow::Error> for WebError {
     }
 }
 
-/// What an error page shows; kept in the response's extensions for [`with_chrome`].
+/// What an error page shows; kept in the response's extensions for
+/// [`with_chrome`](super::session::with_chrome).
 #[derive(Debug, Clone, Serialize)]
-struct ErrorPage {
+pub(super) struct ErrorPage {
     status: u16,
     title: String,
     message: String,
-    /// The header's corner (sign in / the user and sign out); none until [`with_chrome`].
-    chrome: Option<Chrome>,
+    /// The header's corner (sign in / the user and sign out); none until `with_chrome`.
+    pub(super) chrome: Option<Chrome>,
 }
 
 impl ErrorPage {
@@ -68,7 +68,7 @@ impl ErrorPage {
         }
     }
 
-    fn respond(&self) -> Response {
+    pub(super) fn respond(&self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match render::page("error.html", self) {
             Ok(html) => {
@@ -82,39 +82,6 @@ impl ErrorPage {
                 (status, status.to_string()).into_response()
             }
         }
-    }
-}
-
-/// The middleware giving error pages the header's sign-in corner: a response carrying an
-/// [`ErrorPage`] is rendered again with the chrome of the request's session.
-pub(super) async fn with_chrome(State(web): State<Web>, request: Request, next: Next) -> Response {
-    let headers = request.headers().clone();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
-    let mut response = next.run(request).await;
-    let Some(mut page) = response.extensions_mut().remove::<ErrorPage>() else {
-        return response;
-    };
-    match Session::load(&web, &headers).await {
-        Ok(session) => {
-            page.chrome = Some(session.chrome(&path));
-            let mut fresh = page.respond();
-            // Headers the handler set (cookies, cache rules) stay.
-            for (name, value) in response.headers() {
-                if name != axum::http::header::CONTENT_LENGTH
-                    && name != axum::http::header::CONTENT_TYPE
-                {
-                    fresh.headers_mut().append(name.clone(), value.clone());
-                }
-            }
-            fresh.extensions_mut().remove::<ErrorPage>();
-            fresh
-        }
-        // The session could not be read: the page as it was, without the corner.
-        Err(_) => response,
     }
 }
 

@@ -25,14 +25,15 @@
 #[cfg(test)]
 mod access_tests;
 mod assets;
+mod chrome;
 mod dag;
 mod error;
 mod forward;
 mod live;
 mod log;
 mod log_approval;
-mod log_steps;
 mod log_conversation;
+mod log_steps;
 mod render;
 mod repos;
 mod run;
@@ -117,8 +118,11 @@ pub fn router(state: WebState) -> Router {
         .route("/runs/{id}/timeline/live", get(run_timeline::live))
         .route("/runs/{id}/cancel", post(run::cancel))
         .route("/runs/{id}/rerun", post(run::rerun))
-        .route("/runs/{id}/rerun-failed", post(run_failure::rerun_failed))
-        .route("/runs/{id}/steps/{step}/approve", post(run_approval::approve))
+        .route("/runs/{id}/rerun-failed", post(run::rerun_failed))
+        .route(
+            "/runs/{id}/steps/{step}/approve",
+            post(run_approval::approve),
+        )
         .route("/runs/{id}/steps/{step}/reject", post(run_approval::reject))
         .route(
             "/runs/{id}/proposals/{pid}/{verb}",
@@ -138,7 +142,7 @@ pub fn router(state: WebState) -> Router {
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),
-            error::with_chrome,
+            session::with_chrome,
         ))
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),

@@ -222,6 +222,18 @@ pub(super) async fn rerun(
     start_rerun(&web, &headers, &form, &api_path).await
 }
 
+/// `POST /runs/{id}/rerun-failed`: the API's re-run with `failed=true`, then the new run.
+pub(super) async fn rerun_failed(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> WebResult<Response> {
+    let id = parse_run_id(&id)?;
+    let api_path = format!("/api/runs/{id}/rerun?failed=true");
+    start_rerun(&web, &headers, &form, &api_path).await
+}
+
 /// Posts the re-run `api_path` (a re-run route of the API) and shows the new run.
 pub(super) async fn start_rerun(
     web: &Web,

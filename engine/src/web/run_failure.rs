@@ -13,15 +13,10 @@
 //! - Everything shown from a step (log lines, annotation text, outputs) is text for the
 //!   template to escape; nothing is marked safe.
 
-use axum::extract::{Form, Path, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
 use evaluator::plan::{Action, Plan};
 use serde::Serialize;
 
-use super::error::WebResult;
-use super::session::CsrfForm;
-use super::{encode, parse_run_id, Web};
+use super::encode;
 use crate::api::annotations::{self, AnnotationView, DroppedView};
 use crate::store::{RunRow, StepRunRow, Store};
 
@@ -301,18 +296,6 @@ fn sentence(step: &StepRunRow, kind: &str, command: Option<&str>, max: Option<i6
     }
     parts.push(Part::text("."));
     parts
-}
-
-/// `POST /runs/{id}/rerun-failed`: the API's re-run with `failed=true`, then the new run.
-pub(super) async fn rerun_failed(
-    State(web): State<Web>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
-) -> WebResult<Response> {
-    let id = parse_run_id(&id)?;
-    let api_path = format!("/api/runs/{id}/rerun?failed=true");
-    super::run::start_rerun(&web, &headers, &form, &api_path).await
 }
 
 #[cfg(test)]
