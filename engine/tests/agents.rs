@@ -17,12 +17,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{client, get_json, log_lines, run_view, start_run, step, wait_final};
-use support::{wait_for, Sandbox};
+use support::{
+    client, get_json, log_lines, printed, run_view, start_run, step, wait_final, wait_for, Sandbox,
+};
 use testkit::claude::{script, FakeClaude, Recorded};
 
 const KEY: &str = "sk-ant-agents-e2e-7c1d";
@@ -64,14 +64,6 @@ fn fake_claude(script_name: &str) -> FakeClaude {
         .join("examples/agents/scripts")
         .join(script_name);
     FakeClaude::start_routed(script::load(&path).expect("the example's script"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// The requests of the conversations whose prompt says `role` ("You are the builder").
@@ -143,14 +135,14 @@ fn a_review_that_never_approves_loops_max_loops_times_then_fails_the_run() {
         .current_dir(&ws)
         .output()
         .expect("plue run");
-    let printed = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{printed}");
+    let said = printed(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(
-        printed.contains("verdict failed after 2 loops back to builder"),
-        "{printed}"
+        said.contains("verdict failed after 2 loops back to builder"),
+        "{said}"
     );
-    assert!(printed.contains("changes requested:"), "{printed}");
-    assert!(!printed.contains(KEY), "{printed}");
+    assert!(said.contains("changes requested:"), "{said}");
+    assert!(!said.contains(KEY), "{said}");
 
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap())
         .expect("the summary JSON");
@@ -313,7 +305,7 @@ async fn an_approved_review_documents_waits_for_approval_and_ships() {
         ])
         .output()
         .expect("plue approve");
-    assert!(approved.status.success(), "{}", text(&approved));
+    assert!(approved.status.success(), "{}", printed(&approved));
     let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
@@ -370,18 +362,18 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
     // it gets a server of its own).
     let unused = FakeClaude::start(Vec::new());
     let refused = run(&unused, &["--approve", "ship"]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{}", printed(&refused));
     assert!(
-        text(&refused).contains("--approve ship: step 'ship' is a bash step, not an approval"),
+        printed(&refused).contains("--approve ship: step 'ship' is a bash step, not an approval"),
         "{}",
-        text(&refused)
+        printed(&refused)
     );
 
     let output = run(&server, &["--approve", "approve"]);
-    let printed = text(&output);
-    assert!(output.status.success(), "{printed}");
-    assert!(printed.contains("↺ iteration 2"), "{printed}");
-    assert!(printed.contains("HELLO, SHIPPED"), "{printed}");
+    let said = printed(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("↺ iteration 2"), "{said}");
+    assert!(said.contains("HELLO, SHIPPED"), "{said}");
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap())
         .expect("the summary JSON");
     assert_eq!(summary["status"], "succeeded", "{summary}");
@@ -404,7 +396,7 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
         .plue(&["runs", "--json", "--data-dir", data.to_str().unwrap()])
         .output()
         .expect("plue runs");
-    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(listed.status.success(), "{}", printed(&listed));
     let runs: Value = serde_json::from_slice(&listed.stdout).expect("runs JSON");
     let last = &runs[0];
     assert_eq!(last["status"], "succeeded", "{runs}");

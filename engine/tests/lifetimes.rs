@@ -6,10 +6,10 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{alive, children_of};
+use support::{alive, children_of, plain_plue};
 
 const LOUD: &str = "def workflow():\n    return Plan(name='loud', steps=[\n        \
     Step.bash('loud', 'for i in $(seq 1 400); do echo line $i; sleep 0.02; done; sleep 60'),\n    ])\n";
@@ -20,11 +20,9 @@ const LOUD: &str = "def workflow():\n    return Plan(name='loud', steps=[\n     
 fn reader_goes_away(close_stdout: bool, hang_up: impl FnOnce(&mut std::process::Child)) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("loud.plue.py"), LOUD).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plue"))
+    let mut child = plain_plue()
         .current_dir(dir.path())
         .args(["run", "loud.plue.py", "--runners", "2"])
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

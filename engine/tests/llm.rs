@@ -10,11 +10,15 @@ model: claude-haiku-4-5\ntools: [grep]\nschema:\n  type: object\n  properties:\n
 files:\n      type: array\n      items: {type: string}\n  required: [files]\n---\n\
 Triage {{#each files}}{{this}}{{/each}} now.\n";
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use engine::store::Store;
 use serde_json::{json, Value};
+use support::{plain_plue, printed};
 use testkit::claude::{FakeClaude, Turn};
 
 const KEY: &str = "sk-ant-e2e-5f3a9c0d1e2b";
@@ -38,10 +42,8 @@ fn workflow() -> String {
 /// `plue run w.plue.py ARGS` in `dir` without a data directory or colours, its llm steps
 /// talking to `base_url` with the secret `ANTHROPIC_API_KEY` = [`KEY`].
 fn plue_run(dir: &Path, base_url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plue"))
+    plain_plue()
         .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         .env("ANTHROPIC_BASE_URL", base_url)
         .env_remove("ANTHROPIC_API_KEY")
         .args(["run", "w.plue.py"])
@@ -49,15 +51,6 @@ fn plue_run(dir: &Path, base_url: &str, args: &[&str]) -> Output {
         .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
         .output()
         .expect("plue runs")
-}
-
-/// What a `plue` process printed: its stdout, then its stderr.
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// A path in the temporary directory, unique to this process and moment, that a step
@@ -209,10 +202,8 @@ fn an_llm_step_without_the_key_fails_naming_the_secret() {
     let server = FakeClaude::start(vec![]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.plue.py"), workflow()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+    let output = plain_plue()
         .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         .args(["run", "w.plue.py", "--runners", "1"])
         .output()
         .expect("plue runs");

@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, start_run, wait_final, Sandbox, LLM_KEY};
+use support::{client, printed, start_run, wait_final, Sandbox, LLM_KEY};
 use testkit::claude::{FakeClaude, Reply, Routed, Turn};
 
 /// `n` text deltas of one token each (`w0 w1 ...`).
@@ -41,14 +41,6 @@ fn step<'a>(summary: &'a Value, id: &str) -> &'a Value {
         .iter()
         .find(|s| s["id"] == id)
         .unwrap_or_else(|| panic!("no step {id} in {summary:#}"))
-}
-
-fn printed(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use support::Sandbox;
+use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Turn};
 
 const SECRET: &str = "s3cr3t-network-e2e-7d1f";
@@ -179,14 +179,6 @@ fn plue_run(sandbox: &Sandbox, workflow: &str, claude: Option<&str>) -> Output {
         command.env("ANTHROPIC_BASE_URL", url);
     }
     command.output().expect("plue runs")
-}
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// A one-step workflow: `Step.bash("exfil", script, <network>)`.

@@ -4,15 +4,13 @@
 //! the text must come out literally and nothing in it may run. Also the dispatch-time
 //! template bomb of issue 10, now refused at validation.
 
-use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
 
-fn plue() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
-    command.env("NO_COLOR", "1").env_remove("PLUE_DATA_DIR");
-    command
-}
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use support::plain_plue;
 
 /// Runs `workflow` as `w.plue.py` with `plue run` in `dir`.
 fn run_in(dir: &Path, workflow: &str) -> Output {
@@ -22,7 +20,7 @@ fn run_in(dir: &Path, workflow: &str) -> Output {
 /// Runs `workflow` as `w.plue.py` with `plue run w.plue.py ARGS` in `dir`.
 fn run_with(dir: &Path, workflow: &str, args: &[&str]) -> Output {
     std::fs::write(dir.join("w.plue.py"), workflow).unwrap();
-    plue()
+    plain_plue()
         .current_dir(dir)
         .args(["run", "w.plue.py"])
         .args(args)
@@ -35,7 +33,7 @@ fn run_with(dir: &Path, workflow: &str, args: &[&str]) -> Output {
 fn check_refuses(workflow: &str, expected: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue()
+    let output = plain_plue()
         .current_dir(dir.path())
         .args(["check", "."])
         .output()

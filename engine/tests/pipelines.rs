@@ -16,7 +16,9 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{client, get_json, run_view, start_run, step, wait_final, wait_for, Sandbox};
+use support::{
+    client, get_json, printed, run_view, start_run, step, wait_final, wait_for, Sandbox,
+};
 
 /// A workflow file of manually triggered `steps` (each a `Step.*(...)` expression).
 fn workflow_source(name: &str, steps: &[&str]) -> String {
@@ -31,14 +33,6 @@ fn workflow_source(name: &str, steps: &[&str]) -> String {
     source
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// `plue token create NAME` on `engine`: the new token.
 /// Makes user `name` with `plue user create` — an installation admin, since only admins
 /// act on local runs — and a token of it with `plue token create --user`; the token.
@@ -47,14 +41,14 @@ fn make_token(sandbox: &Sandbox, engine: &str, name: &str) -> String {
         .plue(&["user", "create", name, "--admin", "--server", engine])
         .output()
         .expect("plue user create");
-    assert!(created.status.success(), "{}", text(&created));
+    assert!(created.status.success(), "{}", printed(&created));
     let output = sandbox
         .plue(&[
             "token", "create", "laptop", "--user", name, "--server", engine,
         ])
         .output()
         .expect("plue token create");
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", printed(&output));
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
@@ -135,11 +129,11 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
     assert_eq!(step(&run, "ship")["attempts"], 0, "{run}");
     assert_eq!(step(&run, "deploy")["status"], "pending", "{run}");
     let refused = approve(&sandbox, url, &bob, run_id, &["ship"]);
-    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(!refused.status.success(), "{}", printed(&refused));
     assert!(
-        text(&refused).contains("'bob' may not decide"),
+        printed(&refused).contains("'bob' may not decide"),
         "{}",
-        text(&refused)
+        printed(&refused)
     );
     let run = run_view(&http, url, run_id).await.expect("the run");
     assert_eq!(step(&run, "ship")["status"], "waiting", "{run}");
@@ -150,18 +144,22 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
         run_id,
         &["ship", "--comment", "looks good"],
     );
-    assert!(done.status.success(), "{}", text(&done));
-    assert!(text(&done).contains("approved by alice"), "{}", text(&done));
+    assert!(done.status.success(), "{}", printed(&done));
+    assert!(
+        printed(&done).contains("approved by alice"),
+        "{}",
+        printed(&done)
+    );
     let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(step(&run, "deploy")["status"], "succeeded", "{run}");
     assert_eq!(step(&run, "ship")["reason"], "approved by alice", "{run}");
     let again = approve(&sandbox, url, &alice, run_id, &["ship", "--reject"]);
-    assert!(!again.status.success(), "{}", text(&again));
+    assert!(!again.status.success(), "{}", printed(&again));
     assert!(
-        text(&again).contains("not waiting for a decision"),
+        printed(&again).contains("not waiting for a decision"),
         "{}",
-        text(&again)
+        printed(&again)
     );
     let decisions = get_json(&http, &format!("{url}/api/runs/{run_id}/approvals")).await;
     let decisions = decisions.as_array().expect("a list");
@@ -182,7 +180,7 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
         run_id,
         &["ship", "--reject", "--comment", "not on a Friday"],
     );
-    assert!(done.status.success(), "{}", text(&done));
+    assert!(done.status.success(), "{}", printed(&done));
     let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(step(&run, "ship")["status"], "failed", "{run}");
@@ -197,14 +195,14 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
     let run_id = start_run(&http, url, &guarded, &ws).await;
     wait_waiting(&http, url, run_id, "ship").await;
     let refused = approve(&sandbox, url, support::ADMIN_TOKEN, run_id, &["ship"]);
-    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(!refused.status.success(), "{}", printed(&refused));
     assert!(
-        text(&refused).contains("'admin' started this run"),
+        printed(&refused).contains("'admin' started this run"),
         "{}",
-        text(&refused)
+        printed(&refused)
     );
     let done = approve(&sandbox, url, &alice, run_id, &["ship"]);
-    assert!(done.status.success(), "{}", text(&done));
+    assert!(done.status.success(), "{}", printed(&done));
     let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
 

@@ -4,10 +4,14 @@
 //! them to its workspace: `..` above A (already refused by validation) and a symbolic link
 //! out of A are refused.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
+use support::{plain_plue, printed};
 use testkit::claude::{FakeClaude, Turn};
 
 const KEY: &str = "sk-ant-e2e-prompt-files-7c1d";
@@ -49,10 +53,8 @@ fn layout(prompt_file: &str) -> (tempfile::TempDir, std::path::PathBuf, std::pat
 
 /// `plue run A/pipelines/w.plue.py` in B, its llm step talking to `base_url`.
 fn plue_run(a: &Path, b: &Path, base_url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plue"))
+    plain_plue()
         .current_dir(b)
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         .env("ANTHROPIC_BASE_URL", base_url)
         .env_remove("ANTHROPIC_API_KEY")
         .arg("run")
@@ -61,14 +63,6 @@ fn plue_run(a: &Path, b: &Path, base_url: &str) -> Output {
         .args(["--secret", &format!("ANTHROPIC_API_KEY={KEY}")])
         .output()
         .expect("plue runs")
-}
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]

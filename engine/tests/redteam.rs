@@ -15,11 +15,15 @@
 //! Why one file past ~600 lines: a list of reproduced attacks on one binary fixture, one
 //! test each; read as that list.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::{plain_plue, printed};
 
 /// Tests that start several engines or race on step uids run one at a time: a racer in one
 /// test must never touch another test's runs.
@@ -48,13 +52,11 @@ fn project(workflow: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
 
 /// `plue run w.plue.py` in `dir`, with `args` and `env`.
 fn plue_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
+    let mut command = plain_plue();
     command
         .current_dir(dir)
         .args(["run", "w.plue.py", "--runners", "2"])
         .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -87,14 +89,6 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn reversed(s: &str) -> String {
@@ -173,7 +167,7 @@ fn outputs_stay_text_in_bash_arithmetic_contexts() {
     )
     .output()
     .unwrap();
-    let all = text(&output);
+    let all = printed(&output);
     assert!(all.contains("run 1 "), "the run did not start:\n{all}");
     let injected: Vec<&str> = all.lines().filter(|l| l.contains("INJECTED-")).collect();
     assert!(
@@ -216,21 +210,21 @@ print({greeting}.format(Greeter())[::-1])
         .output()
         .unwrap();
         assert!(
-            !text(&output).contains(&reversed(secret)),
+            !printed(&output).contains(&reversed(secret)),
             "the output read the secret through str.format:\n{}",
-            text(&output)
+            printed(&output)
         );
         output
     };
     // Inside the literal: refused before anything runs.
     let output = run(r#""Hello {{ steps.up.outputs.name }}, from {0.__class__.__name__}""#);
-    let all = text(&output);
+    let all = printed(&output);
     assert!(!output.status.success(), "{all}");
     assert!(all.contains("inside a string literal"), "{all}");
     assert!(!all.contains("run 1 "), "the run started:\n{all}");
     // Outside it: the value is text beside the format string, never part of it.
     let output = run(r#""Hello " + {{ steps.up.outputs.name }} + ", from {0.__class__.__name__}""#);
-    let all = text(&output);
+    let all = printed(&output);
     assert!(output.status.success(), "{all}");
     // (`.format(..)[::-1]` binds to the last literal only.)
     let printed = format!(
@@ -268,7 +262,7 @@ fn large_outputs_do_not_make_later_dispatches_slow() {
         )
         .output()
         .unwrap();
-        assert!(output.status.success(), "{}", text(&output));
+        assert!(output.status.success(), "{}", printed(&output));
         started.elapsed()
     };
     let small = timed("0");
@@ -297,7 +291,7 @@ fn plue_run_keeps_every_plue_credential_from_steps() {
         ("PLUE_WEBHOOK_SECRET", "webhook-secret-of-the-caller-1b7c"),
     ];
     let output = plue_run(dir.path(), &[], &credentials).output().unwrap();
-    let all = text(&output);
+    let all = printed(&output);
     assert!(output.status.success(), "{all}");
     for (name, value) in credentials {
         assert!(
@@ -366,8 +360,12 @@ fn steps_of_two_engines_on_one_host_are_different_users() {
     ));
     let stolen = plue_run(attacker.path(), &[], &[]).output().unwrap();
     let victim_output = running.finish();
-    let all = text(&stolen);
-    assert!(victim_output.status.success(), "{}", text(&victim_output));
+    let all = printed(&stolen);
+    assert!(
+        victim_output.status.success(),
+        "{}",
+        printed(&victim_output)
+    );
     assert!(stolen.status.success(), "{all}");
     assert!(
         !all.contains(&reversed(secret)),
@@ -419,7 +417,7 @@ fn nothing_of_an_earlier_attempt_survives_for_a_later_step_with_its_uid() {
     let first = plue_run(attacker.path(), &[], &[("TMPDIR", &drop_arg)])
         .output()
         .unwrap();
-    assert!(first.status.success(), "{}", text(&first));
+    assert!(first.status.success(), "{}", printed(&first));
     // The attacker's run is over, engine and runners gone. Now someone else's run.
     let victim = project(VICTIM_WORKFLOW, &[]);
     let second = plue_run(
@@ -429,7 +427,7 @@ fn nothing_of_an_earlier_attempt_survives_for_a_later_step_with_its_uid() {
     )
     .output()
     .unwrap();
-    assert!(second.status.success(), "{}", text(&second));
+    assert!(second.status.success(), "{}", printed(&second));
     let deadline = Instant::now() + Duration::from_secs(5);
     while !drop.path().join("found").exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -445,7 +443,7 @@ fn nothing_of_an_earlier_attempt_survives_for_a_later_step_with_its_uid() {
     assert!(
         !spy.is_empty(),
         "the escape did not start:\n{}",
-        text(&first)
+        printed(&first)
     );
     assert!(
         !found.contains(&reversed(secret)),
@@ -566,8 +564,8 @@ fn hand_over_never_chowns_outside_the_attempt() {
         owner,
         0,
         "a root-owned file outside every attempt now belongs to uid {owner}\nracer: {}\nvictim: {}",
-        text(&raced),
-        text(&victim_output)
+        printed(&raced),
+        printed(&victim_output)
     );
 }
 
@@ -601,7 +599,7 @@ fn output_file_and_attempt_removal_never_follow_links() {
     let output = plue_run(dir.path(), &["--summary-json", "summary.json"], &[])
         .output()
         .unwrap();
-    let all = text(&output);
+    let all = printed(&output);
     assert!(all.contains("run 1 "), "the run did not start:\n{all}");
     assert!(
         started.elapsed() < Duration::from_secs(30),

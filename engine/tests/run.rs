@@ -3,11 +3,15 @@
 //! attempt counts, a timeout whose background children must be gone, parallel steps, a
 //! secret that never appears anywhere, Ctrl-C, invalid workflows, and the README's demo.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::plain_plue;
 
 struct Ran {
     output: Output,
@@ -53,12 +57,6 @@ impl Ran {
     }
 }
 
-fn plue() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
-    command.env("NO_COLOR", "1").env_remove("PLUE_DATA_DIR");
-    command
-}
-
 /// Runs `workflow` (the source of `w.plue.py`) with `plue run` in a fresh directory.
 fn run(workflow: &str, extra: &[&str]) -> Ran {
     run_with_env(workflow, extra, &[])
@@ -68,7 +66,7 @@ fn run(workflow: &str, extra: &[&str]) -> Ran {
 fn run_with_env(workflow: &str, extra: &[&str], env: &[(&str, &std::path::Path)]) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plue()
+    let output = plain_plue()
         .current_dir(dir.path())
         .envs(env.iter().copied())
         .args([
@@ -404,7 +402,7 @@ fn ctrl_c_cancels_the_run_and_kills_its_steps() {
         )),
     )
     .unwrap();
-    let mut child = plue()
+    let mut child = plain_plue()
         .current_dir(dir.path())
         .args([
             "run",
@@ -451,7 +449,7 @@ fn ctrl_c_cancels_the_run_and_kills_its_steps() {
 fn the_readme_demo_succeeds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let output = plue()
+    let output = plain_plue()
         .current_dir(root)
         .args(["run", "examples/demo.plue.py", "--data-dir"])
         .arg(data.path())

@@ -8,7 +8,7 @@ mod support;
 
 use std::process::Output;
 
-use support::Sandbox;
+use support::{printed, Sandbox};
 
 const DEPLOY: &str = r#"def workflow(ctx):
     target = ctx.inputs.get("target", "unset")
@@ -20,14 +20,6 @@ const DEPLOY: &str = r#"def workflow(ctx):
         Step.bash("deploy", "echo deploying " + version + " to " + target),
     ])
 "#;
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn plue_run(sandbox: &Sandbox, args: &[&str]) -> Output {
     sandbox

@@ -7,8 +7,11 @@
 //! (a set-uid `bash` in `/tmp`, files in `/var/tmp` and `/dev/shm`, a SysV segment) is
 //! found by no later step and is not on the host; every step process has `no_new_privs`.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use support::plain_plue;
 
 /// The attacking step: five escapees, each recording its pid in `$0`'s file and becoming
 /// a `sleep 30`; the step waits (bounded) until all five have recorded themselves.
@@ -50,10 +53,8 @@ fn setsid_new_group_cleared_env_and_nohup_escapes_die_with_their_step() {
              return Plan(name='t', triggers=[Trigger.manual()], steps=[Step.bash('escape', SCRIPT)])\n"
     );
     std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+    let output = plain_plue()
         .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         // The runner's work directory (and so the one entry of /tmp a root runner's step
         // still sees: the rest of its /tmp is its own) holds the drop box.
         .env("TMPDIR", dir.path())
@@ -126,10 +127,8 @@ fn a_step_finds_nothing_an_earlier_step_left_in_shared_places() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(dir.path().join("w.plue.py"), HARVEST).unwrap();
     let tag = format!("plue-e2e-harvest-{}", std::process::id());
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+    let output = plain_plue()
         .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         .env("HARVEST_TAG", &tag)
         .args(["run", "w.plue.py", "--runners", "1"])
         .output()
@@ -225,10 +224,8 @@ fn no_step_can_store_a_kernel_key_for_the_next_holder_of_its_uid() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(dir.path().join("w.plue.py"), KEYRING).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+    let output = plain_plue()
         .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
         .args(["run", "w.plue.py", "--runners", "1"])
         .output()
         .expect("plue runs");

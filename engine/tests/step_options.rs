@@ -9,16 +9,8 @@ mod support;
 use std::process::Output;
 
 use serde_json::Value;
-use support::Sandbox;
+use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Turn};
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn plue_run(sandbox: &Sandbox, args: &[&str]) -> Output {
     sandbox

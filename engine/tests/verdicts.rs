@@ -13,19 +13,9 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::process::Output;
-
 use serde_json::{json, Value};
-use support::Sandbox;
+use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Reply, Turn};
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// The tool names a request offered.
 fn offered(request: &testkit::claude::Recorded) -> Vec<String> {

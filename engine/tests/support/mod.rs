@@ -504,6 +504,22 @@ pub(crate) struct Engine {
     pub(crate) pid: u32,
 }
 
+/// What a finished process printed: its stdout, then its stderr.
+pub(crate) fn printed(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `plue` outside any sandbox (so unmarked), without colours or an inherited data directory.
+pub(crate) fn plain_plue() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
+    command.env("NO_COLOR", "1").env_remove("PLUE_DATA_DIR");
+    command
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
