@@ -145,17 +145,35 @@ impl Store {
     }
 
     /// Ends every queued session older than its idle timeout (nobody took it), with the
-    /// reason; how many ended.
+    /// reason, each in the audit trail (`debug.end`, as every other end: the engine's
+    /// watchdog that would have ended it first may be gone with a restart); how many ended.
     pub async fn expire_debug_sessions(&self, now: i64) -> anyhow::Result<u64> {
-        Ok(on_db!(self, pool => sqlx::query(
-            "UPDATE debug_sessions SET status = 'ended', ended_at = $1, \
-             end_reason = 'no runner took the session within its idle timeout' \
-             WHERE status = 'queued' AND created_at + idle_timeout_ms <= $1",
+        const REASON: &str = "no runner took the session within its idle timeout";
+        let ended: Vec<(String, i64)> = on_db!(self, pool => sqlx::query_as(
+            "UPDATE debug_sessions SET status = 'ended', ended_at = $1, end_reason = $2 \
+             WHERE status = 'queued' AND created_at + idle_timeout_ms <= $1 \
+             RETURNING id, run_id",
         )
         .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected()))
+        .bind(REASON)
+        .fetch_all(pool)
+        .await?);
+        for (id, run_id) in &ended {
+            let repo_id = self.run(*run_id).await?.and_then(|run| run.repo_id);
+            self.audit(&super::Audit {
+                user_id: None,
+                actor: "engine",
+                action: "debug.end",
+                repo_id,
+                run_id: Some(*run_id),
+                detail: serde_json::json!({
+                    "session": id.get(..8).unwrap_or(id),
+                    "reason": REASON,
+                }),
+            })
+            .await?;
+        }
+        Ok(ended.len() as u64)
     }
 
     /// Claims the oldest queued session runner `runner_id` may serve (see the module
@@ -387,5 +405,21 @@ mod tests {
             .is_none());
         let row = store.debug_session("b2").await.unwrap().unwrap();
         assert_eq!(row.status, "ended");
+        // Red team: an end nobody's watchdog saw is audited too (it was not: the expiry
+        // was a bare UPDATE).
+        let trail = store
+            .audit_events(&crate::AuditFilter {
+                run_id: Some(run_id),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            trail
+                .iter()
+                .any(|e| e.action == "debug.end" && e.detail.contains("\"b2\"")),
+            "{trail:?}"
+        );
     }
 }
