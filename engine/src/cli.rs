@@ -1,5 +1,6 @@
 //! Command-line syntax: every verb, flag and its help text. No behaviour lives here.
 
+pub(crate) mod debug;
 pub(crate) mod environments;
 pub(crate) mod people;
 
@@ -625,7 +626,7 @@ pub(crate) struct DebugArgs {
     pub(crate) step: String,
     /// End the session after this long without a byte either way, or detached: `90s`,
     /// `10m`, `1h` (5 s to 4 h).
-    #[arg(long, default_value = "10m", value_parser = crate::commands::debug::parse_idle)]
+    #[arg(long, default_value = "10m", value_parser = debug::parse_idle)]
     pub(crate) idle_timeout: u64,
     #[command(flatten)]
     pub(crate) server: ServerArgs,

@@ -1,7 +1,7 @@
 //! `plue run`'s word on an approval step: when one starts waiting, what it asks (the
 //! plan's `message`), who the plan names to decide, its deadline and the exact `plue
 //! approve` commands that decide it; on a terminal (stdin a TTY) it also asks y/n and
-//! decides the answer through the API, as `plue approve` does ([`super::approve::decide`]).
+//! decides the answer through the API, as `plue approve` does ([`super::decision::decide`]).
 //!
 //! Invariants:
 //! - Every decision goes through the engine's API (`POST /api/runs/{id}/steps/{step}/
@@ -115,7 +115,7 @@ fn deadline_text(deadline: i64, now: i64) -> String {
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| format!("{deadline} ms"));
     if deadline > now {
-        format!("{at} (in {})", super::run_output::human_ms(deadline - now))
+        format!("{at} (in {})", super::format::human_ms(deadline - now))
     } else {
         format!("{at} (passed)")
     }
@@ -274,7 +274,7 @@ fn asker(run_id: i64, client: ApiClient) -> mpsc::Sender<String> {
                     None => say("  answer y (approve) or n (reject)"),
                 }
             };
-            let decided = runtime.block_on(super::approve::decide(
+            let decided = runtime.block_on(super::decision::decide(
                 &client,
                 run_id,
                 &step,

@@ -42,29 +42,6 @@ struct End {
     reason: Option<String>,
 }
 
-/// `90s`, `10m`, `1h` or plain seconds, 5 s to 4 h: the idle timeout in seconds.
-pub(crate) fn parse_idle(text: &str) -> Result<u64, String> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("'{text}' is not a duration: use 90s, 10m or 1h")),
-    };
-    let secs = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("'{text}' is not a duration: use 90s, 10m or 1h"))?;
-    if !(5..=4 * 3600).contains(&secs) {
-        return Err(format!("{text} is out of bounds: from 5s to 4h"));
-    }
-    Ok(secs)
-}
-
 pub(crate) async fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
     let token = args.server.token.clone();
     let client = ApiClient::new(&args.server.server, args.server.token)?;
@@ -362,22 +339,5 @@ impl Drop for RawMode {
             rustix::termios::OptionalActions::Now,
             &self.saved,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_timeouts_read_as_durations_within_bounds() {
-        assert_eq!(parse_idle("10m"), Ok(600));
-        assert_eq!(parse_idle("90s"), Ok(90));
-        assert_eq!(parse_idle("1h"), Ok(3600));
-        assert_eq!(parse_idle("30"), Ok(30));
-        assert!(parse_idle("2s").unwrap_err().contains("out of bounds"));
-        assert!(parse_idle("5h").unwrap_err().contains("out of bounds"));
-        assert!(parse_idle("ten").unwrap_err().contains("not a duration"));
-        assert!(parse_idle("10d").unwrap_err().contains("not a duration"));
     }
 }

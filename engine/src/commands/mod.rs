@@ -1,16 +1,18 @@
 //! One module per verb; each returns the process exit code.
 
-mod approval_prompt;
 mod api_paths;
+mod approval_prompt;
 mod approve;
 mod caret;
 mod check;
 mod client;
 pub(crate) mod debug;
+mod decision;
 mod docs;
 pub(crate) mod environments;
 mod eval;
 mod forges;
+mod format;
 mod logs;
 pub(crate) mod people;
 mod prompt;
@@ -18,6 +20,7 @@ mod record;
 mod replay;
 mod results;
 mod run;
+mod run_lines;
 mod run_output;
 mod runner;
 mod runner_tokens;

@@ -9,7 +9,7 @@ use engine::store::Store;
 use serde_json::Value;
 
 use super::client::ApiClient;
-use super::run_output::human_ms;
+use super::format::human_ms;
 use crate::cli::{RunShowArgs, SourceArgs};
 
 /// The record of run `run_id` as JSON, from `source`.

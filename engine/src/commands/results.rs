@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use runner::handoff::{self, Limits, Unpacked};
 
 use super::client::ApiClient;
-use super::runs::ArtifactLine;
+use super::run_lines::ArtifactLine;
 use crate::cli::ArtifactsArgs;
 
 /// A stream of a tar's bytes.

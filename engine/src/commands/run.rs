@@ -339,14 +339,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .artifacts_of_run(run_id)
         .await?
         .into_iter()
-        .map(super::runs::ArtifactLine::from_row)
+        .map(super::run_lines::ArtifactLine::from_row)
         .collect();
     summary.reason = run.reason.clone();
     summary.approvals = store
         .approvals_of_run(run_id)
         .await?
         .into_iter()
-        .map(super::runs::ApprovalLine::from_row)
+        .map(super::run_lines::ApprovalLine::from_row)
         .collect();
     if crate::logging::is_json() {
         tracing::info!(
@@ -362,7 +362,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let duration = run
         .duration_ms()
-        .map(super::run_output::human_ms)
+        .map(super::format::human_ms)
         .unwrap_or_else(|| "-".into());
     match &run.reason {
         Some(reason) => say(format_args!(

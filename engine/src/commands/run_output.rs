@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
+use super::format::human_ms;
 use engine::events::TappedLines;
 use engine::store::{StepRunRow, Store, StoredLine};
 use runner::protocol::LogLine;
@@ -649,16 +650,6 @@ fn took(step: &StepRunRow) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn human_ms(ms: i64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
-}
-
 /// Removes ANSI escape sequences (CSI and OSC) for uncoloured output.
 /// Borrows `text` when it has none (almost every line): no copy per printed line.
 pub(crate) fn strip_ansi(text: &str) -> Cow<'_, str> {
@@ -707,9 +698,9 @@ pub(crate) struct Summary {
     pub(crate) reason: Option<String>,
     pub(crate) steps: Vec<StepSummary>,
     /// The files the run's steps kept (`artifacts=`).
-    pub(crate) artifacts: Vec<super::runs::ArtifactLine>,
+    pub(crate) artifacts: Vec<super::run_lines::ArtifactLine>,
     /// Decisions on the run's approval steps.
-    pub(crate) approvals: Vec<super::runs::ApprovalLine>,
+    pub(crate) approvals: Vec<super::run_lines::ApprovalLine>,
     /// Tokens the run's `llm` steps used together (absent without any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) usage: Option<runner::protocol::Usage>,

@@ -10,7 +10,8 @@ use engine::store::{RunFilter, Store};
 use serde::{Deserialize, Serialize};
 
 use super::client::ApiClient;
-use super::run_output::human_ms;
+use super::format::human_ms;
+use super::run_lines::{ApprovalLine, ArtifactLine};
 use crate::cli::{RunOnServerArgs, RunsArgs};
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -31,51 +32,6 @@ struct RunLine {
     /// Decisions on the run's approval steps: who, when, why. Filled for `--json` only.
     #[serde(default)]
     approvals: Vec<ApprovalLine>,
-}
-
-/// A decision on an approval step, as `GET /api/runs/{id}/approvals` lists it.
-#[derive(Debug, Deserialize, Serialize)]
-pub(crate) struct ApprovalLine {
-    pub(crate) step_id: String,
-    /// `approved` or `rejected`.
-    pub(crate) decision: String,
-    pub(crate) decided_by: String,
-    pub(crate) comment: String,
-    pub(crate) decided_at: i64,
-}
-
-impl ApprovalLine {
-    pub(crate) fn from_row(row: engine::store::ApprovalRow) -> ApprovalLine {
-        ApprovalLine {
-            step_id: row.step_id,
-            decision: row.decision,
-            decided_by: row.decided_by,
-            comment: row.comment,
-            decided_at: row.decided_at,
-        }
-    }
-}
-
-/// One artifact file, as `GET /api/runs/{id}/artifacts` lists it.
-#[derive(Debug, Deserialize, Serialize)]
-pub(crate) struct ArtifactLine {
-    pub(crate) step: String,
-    pub(crate) attempt: i64,
-    pub(crate) name: String,
-    pub(crate) size: i64,
-    pub(crate) digest: String,
-}
-
-impl ArtifactLine {
-    pub(crate) fn from_row(row: engine::store::ArtifactRow) -> ArtifactLine {
-        ArtifactLine {
-            step: row.step_id,
-            attempt: row.attempt,
-            name: row.name,
-            size: row.size,
-            digest: row.digest,
-        }
-    }
 }
 
 /// Every artifact of run `id`, a page of the API's listing at a time.
