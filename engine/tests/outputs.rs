@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
-use support::plain_plue;
+use support::{plain_plue, step_lines};
 
 /// Runs `workflow` as `w.plue.py` with `plue run` in `dir`.
 fn run_in(dir: &Path, workflow: &str) -> Output {
@@ -52,17 +52,7 @@ fn check_refuses(workflow: &str, expected: &[&str]) -> Output {
 
 /// What step `id` printed, without the printer's own transition lines.
 fn lines_of(output: &Output, id: &str) -> Vec<String> {
-    let prefix = format!("{id} ");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.split_once(" | ").map(|(_, text)| text.to_string()))
-        .filter(|text| {
-            !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ ", "── "]
-                .iter()
-                .any(|m| text.starts_with(m))
-        })
-        .collect()
+    step_lines(&String::from_utf8_lossy(&output.stdout), id)
 }
 
 fn describe(output: &Output) -> String {

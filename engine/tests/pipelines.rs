@@ -17,21 +17,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    client, get_json, printed, run_view, start_run, step, wait_final, wait_for, Sandbox,
+    client, get_json, printed, run_view, start_run, step, wait_final, wait_for, workflow_source,
+    Sandbox,
 };
-
-/// A workflow file of manually triggered `steps` (each a `Step.*(...)` expression).
-fn workflow_source(name: &str, steps: &[&str]) -> String {
-    let mut source = String::from("def workflow():\n");
-    source.push_str(&format!(
-        "    return Plan(name='{name}', triggers=[Trigger.manual()], steps=[\n"
-    ));
-    for step in steps {
-        source.push_str(&format!("        {step},\n"));
-    }
-    source.push_str("    ])\n");
-    source
-}
 
 /// `plue token create NAME` on `engine`: the new token.
 /// Makes user `name` with `plue user create` — an installation admin, since only admins

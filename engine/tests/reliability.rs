@@ -32,7 +32,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use support::{
     alive, client, free_port, get_json, log_lines, now_ms, run_view, start_run, step, wait_final,
-    wait_for, Sandbox, RUNNER_TOKEN,
+    wait_for, workflow_source, Sandbox, RUNNER_TOKEN,
 };
 
 /// Runs `test` and fails it if it takes longer than `limit` (dropping it, and with it its
@@ -42,20 +42,6 @@ async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, test: F) 
     if tokio::time::timeout(limit, test).await.is_err() {
         panic!("the test did not finish within {limit:?}");
     }
-}
-
-/// The source of a workflow file whose `workflow()` returns a manually triggered plan of
-/// `steps` (each a `Step.*(...)` expression).
-fn workflow_source(name: &str, steps: &[String]) -> String {
-    let mut source = String::from("def workflow():\n");
-    source.push_str(&format!(
-        "    return Plan(name='{name}', triggers=[Trigger.manual()], steps=[\n"
-    ));
-    for step in steps {
-        source.push_str(&format!("        {step},\n"));
-    }
-    source.push_str("    ])\n");
-    source
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::plain_plue;
+use support::{plain_plue, step_lines};
 
 struct Ran {
     output: Output,
@@ -29,12 +29,7 @@ impl Ran {
     }
 
     fn step(&self, id: &str) -> &Value {
-        self.summary["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .unwrap_or_else(|| panic!("no step {id} in {}", self.summary))
+        support::step(&self.summary, id)
     }
 
     fn status(&self, id: &str) -> &str {
@@ -42,18 +37,7 @@ impl Ran {
     }
 
     fn lines_of(&self, id: &str) -> Vec<String> {
-        let prefix = format!("{id} ");
-        self.stdout()
-            .lines()
-            .filter(|l| l.starts_with(&prefix))
-            .filter_map(|l| l.split_once(" | ").map(|(_, text)| text.to_string()))
-            // Leave out the printer's own transition lines.
-            .filter(|text| {
-                !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ ", "── "]
-                    .iter()
-                    .any(|m| text.starts_with(m))
-            })
-            .collect()
+        step_lines(&self.stdout(), id)
     }
 }
 

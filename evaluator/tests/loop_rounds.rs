@@ -11,10 +11,6 @@ fn source(steps: &str) -> String {
     format!("def workflow(ctx):\n    return Plan(\"agents\", steps=[\n{steps}\n    ])\n")
 }
 
-async fn problems(steps: &str) -> Vec<String> {
-    diagnostics(&source(steps)).await
-}
-
 #[tokio::test]
 async fn loop_workspaces_and_rounds_are_converted_and_checked() {
     let ctx = EvalContext::local(Event::Push, "main");
@@ -47,13 +43,13 @@ async fn loop_workspaces_and_rounds_are_converted_and_checked() {
 
 #[tokio::test]
 async fn rounds_are_only_for_the_loops_own_prompts_and_loop_workspace_only_in_loops() {
-    let found = problems(
+    let found = diagnostics(&source(
         "        Step.llm(\"code\", prompt=\"x\"),\n        \
          Step.bash(\"check\", \"echo {{ steps.review.rounds }}\", depends_on=[\"code\"]),\n        \
          Step.llm(\"review\", prompt=\"x\", result=\"verdict\", depends_on=[\"check\"], loop_to=\"code\", max_loops=1),\n        \
          Step.llm(\"after\", prompt=\"{{ steps.review.rounds }}\", depends_on=[\"review\"]),\n        \
          Step.bash(\"lonely\", \"true\", loop_workspace=\"previous\"),",
-    )
+    ))
     .await;
     let expected = [
         "w.plue.py:4:9: ",

@@ -12,10 +12,6 @@ fn source(steps: &str) -> String {
     format!("def workflow(ctx):\n    return Plan(\"agents\", steps=[\n{steps}\n    ])\n")
 }
 
-async fn problems(steps: &str) -> Vec<String> {
-    diagnostics(&source(steps)).await
-}
-
 #[tokio::test]
 async fn results_are_converted_and_absent_from_the_json_when_unset() {
     let pool = pool().await;
@@ -55,12 +51,12 @@ async fn results_are_converted_and_absent_from_the_json_when_unset() {
 
 #[tokio::test]
 async fn bad_results_are_refused_naming_the_step() {
-    let found = problems(
+    let found = diagnostics(&source(
         "        Step.llm(\"a\", prompt=\"x\", fail_when={\"verdict\": \"reject\"}),\n        \
          Step.llm(\"b\", prompt=\"x\", result=\"verdict\", fail_when={\"verdikt\": \"reject\"}),\n        \
          Step.llm(\"c\", prompt=\"x\", result={\"type\": \"string\"}),\n        \
          Step.llm(\"d\", prompt=\"x\", system_prompt=\"  \"),",
-    )
+    ))
     .await;
     let expected = [
         "w.plue.py:3:9: llm step 'a': fail_when needs result=",

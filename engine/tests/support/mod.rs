@@ -513,6 +513,22 @@ pub(crate) fn printed(output: &std::process::Output) -> String {
     )
 }
 
+/// What step `id` printed in `plue run`'s `stdout`, without the printer's own transition
+/// lines.
+pub(crate) fn step_lines(stdout: &str, id: &str) -> Vec<String> {
+    let prefix = format!("{id} ");
+    stdout
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.split_once(" | ").map(|(_, text)| text.to_string()))
+        .filter(|text| {
+            !["▶ ", "✓ ", "✗ ", "↻ ", "- skipped", "■ ", "── "]
+                .iter()
+                .any(|m| text.starts_with(m))
+        })
+        .collect()
+}
+
 /// `plue` outside any sandbox (so unmarked), without colours or an inherited data directory.
 pub(crate) fn plain_plue() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
@@ -753,6 +769,20 @@ pub(crate) async fn start_in_process_with_runner_listener(
     engine_server::start_with_runner_listener(store, public, Some(runners), config, None)
         .await
         .expect("start the engine")
+}
+
+/// The source of workflow `name`, manually triggered, of `steps` (each a `Step.*(...)`
+/// expression, one a line from line 3).
+pub(crate) fn workflow_source<S: AsRef<str>>(name: &str, steps: &[S]) -> String {
+    let mut source = String::from("def workflow():\n");
+    source.push_str(&format!(
+        "    return Plan(name='{name}', triggers=[Trigger.manual()], steps=[\n"
+    ));
+    for step in steps {
+        source.push_str(&format!("        {},\n", step.as_ref()));
+    }
+    source.push_str("    ])\n");
+    source
 }
 
 /// A plan `name` of `steps`, without triggers, environment or concurrency.
