@@ -35,35 +35,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
-
 use crate::diagnostic::{Budget, Found};
 use crate::plan::{Action, Plan, SourceMap};
 use crate::template::echo;
 
-/// `loop_workspace=`: where a step of a review loop starts its rounds after the first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoopWorkspace {
-    /// Its own final workspace of the previous round (the default): a coder keeps its
-    /// files. Not when its `workspace_from` names a step of the same loop, which ran again
-    /// and holds the newer work.
-    Previous,
-    /// What round 1 started from (a fresh checkout, or its `workspace_from`).
-    Fresh,
-}
-
-impl LoopWorkspace {
-    pub const NAMES: [&'static str; 2] = ["previous", "fresh"];
-
-    pub fn parse(name: &str) -> Option<LoopWorkspace> {
-        match name {
-            "previous" => Some(LoopWorkspace::Previous),
-            "fresh" => Some(LoopWorkspace::Fresh),
-            _ => None,
-        }
-    }
-}
+pub use crate::plan::LoopWorkspace;
 
 /// The most times one loop may go back to its target.
 pub const MAX_LOOPS: u32 = 10;

@@ -331,10 +331,10 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub network: Option<crate::network::Network>,
     /// `loop_workspace="previous"|"fresh"` on a step of a review loop: where its round N≥2
-    /// starts (see [`crate::loops::LoopWorkspace`]); `None` is `previous`. Absent from the
+    /// starts (see [`LoopWorkspace`]); `None` is `previous`. Absent from the
     /// canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub loop_workspace: Option<crate::loops::LoopWorkspace>,
+    pub loop_workspace: Option<LoopWorkspace>,
     /// `continue_on_error=True`: the step's failure is shown but tolerated — its
     /// dependents run as if it had succeeded, failure handlers do not run for it, and it
     /// does not fail the run. Absent from the canonical JSON when false.
@@ -625,5 +625,29 @@ mod tests {
         );
         let back: Step = serde_json::from_str(&json).unwrap();
         assert_eq!(back, handed);
+    }
+}
+
+/// `loop_workspace=`: where a step of a review loop starts its rounds after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopWorkspace {
+    /// Its own final workspace of the previous round (the default): a coder keeps its
+    /// files. Not when its `workspace_from` names a step of the same loop, which ran again
+    /// and holds the newer work.
+    Previous,
+    /// What round 1 started from (a fresh checkout, or its `workspace_from`).
+    Fresh,
+}
+
+impl LoopWorkspace {
+    pub const NAMES: [&'static str; 2] = ["previous", "fresh"];
+
+    pub fn parse(name: &str) -> Option<LoopWorkspace> {
+        match name {
+            "previous" => Some(LoopWorkspace::Previous),
+            "fresh" => Some(LoopWorkspace::Fresh),
+            _ => None,
+        }
     }
 }
