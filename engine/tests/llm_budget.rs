@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, printed, start_run, wait_final, Sandbox, LLM_KEY};
+use support::{client, printed, start_run, step, wait_final, Sandbox, LLM_KEY};
 use testkit::claude::{FakeClaude, Reply, Routed, Turn};
 
 /// `n` text deltas of one token each (`w0 w1 ...`).
@@ -26,21 +26,6 @@ fn long_turn(input: u64, n: usize) -> Turn {
     let pieces = words(n);
     let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
     Turn::new().usage(input, n as u64).text_block(&pieces)
-}
-
-/// The `--summary-json` document `plue run` wrote in the sandbox.
-fn summary(sandbox: &Sandbox) -> Value {
-    let text = std::fs::read_to_string(sandbox.path("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn step<'a>(summary: &'a Value, id: &str) -> &'a Value {
-    summary["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {summary:#}"))
 }
 
 #[test]
@@ -59,19 +44,10 @@ fn a_cost_limit_passed_mid_stream_drops_the_call_and_fails_the_step() {
         "def workflow():\n    return Plan(name='cut', triggers=[Trigger.manual()], steps=[\n\
          \x20       Step.llm('spend', prompt='Write a lot.', max_cost_usd=0.031),\n    ])\n",
     );
-    let output = sandbox.plue_run_llm(
-        server.url(),
-        &[
-            "w.plue.py",
-            "--runners",
-            "1",
-            "--summary-json",
-            "summary.json",
-        ],
-    );
+    let output = sandbox.plue_run_llm_summary(server.url(), "1", &[]);
     let text = printed(&output);
     assert!(!output.status.success(), "{text}");
-    let summary = summary(&sandbox);
+    let summary = sandbox.summary();
     let spend = step(&summary, "spend");
     assert_eq!(spend["status"], "failed", "{summary:#}");
     assert!(
@@ -140,18 +116,9 @@ fn a_run_budget_is_never_passed_by_two_llm_steps_running_at_once() {
          \x20       Step.llm('alpha', prompt='alpha: write a lot.', max_cost_usd=0.03),\n\
          \x20       Step.llm('beta', prompt='beta: write a lot.', max_cost_usd=0.03),\n    ])\n",
     );
-    let output = sandbox.plue_run_llm(
-        server.url(),
-        &[
-            "w.plue.py",
-            "--runners",
-            "2",
-            "--summary-json",
-            "summary.json",
-        ],
-    );
+    let output = sandbox.plue_run_llm_summary(server.url(), "2", &[]);
     let text = printed(&output);
-    let summary = summary(&sandbox);
+    let summary = sandbox.summary();
     let costs: Vec<f64> = ["alpha", "beta"]
         .iter()
         .map(|id| step(&summary, id)["cost_usd"].as_f64().unwrap_or(0.0))
@@ -221,20 +188,10 @@ fn a_price_file_prices_a_model_and_a_bad_one_is_refused_with_every_problem() {
         "def workflow():\n    return Plan(name='priced', triggers=[Trigger.manual()], steps=[\n\
          \x20       Step.llm('ask', prompt='Say ok.', model='gateway-v2'),\n    ])\n",
     );
-    let output = sandbox.plue_run_llm(
-        server.url(),
-        &[
-            "w.plue.py",
-            "--runners",
-            "1",
-            "--summary-json",
-            "summary.json",
-            "--llm-prices",
-            good.to_str().unwrap(),
-        ],
-    );
+    let output =
+        sandbox.plue_run_llm_summary(server.url(), "1", &["--llm-prices", good.to_str().unwrap()]);
     assert!(output.status.success(), "{}", printed(&output));
-    let summary = summary(&sandbox);
+    let summary = sandbox.summary();
     assert_eq!(
         step(&summary, "ask")["cost_usd"],
         json!(0.00116),

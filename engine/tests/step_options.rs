@@ -47,9 +47,7 @@ fn a_step_that_may_fail_lets_the_run_go_on_and_succeed() {
     let output = plue_run(&sandbox, &["--runners", "1"]);
     let text = printed(&output);
     assert!(output.status.success(), "{text}");
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(sandbox.path("summary.json")).unwrap())
-            .unwrap();
+    let summary = sandbox.summary();
     assert_eq!(summary["status"], "succeeded", "{summary}");
     assert_eq!(
         status_of(&summary, "lint"),
@@ -129,7 +127,7 @@ fn run_with_verdict(verdict: &str) -> Value {
     );
     let output = plue_run(&sandbox, &["--runners", "1"]);
     assert!(output.status.success(), "{}", printed(&output));
-    serde_json::from_str(&std::fs::read_to_string(sandbox.path("summary.json")).unwrap()).unwrap()
+    sandbox.summary()
 }
 
 #[test]

@@ -15,7 +15,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::{printed, Sandbox};
-use testkit::claude::{FakeClaude, Reply, Turn};
+use testkit::claude::{FakeClaude, Recorded, Reply, Turn};
 
 /// The tool names a request offered.
 fn offered(request: &testkit::claude::Recorded) -> Vec<String> {
@@ -67,6 +67,24 @@ fn review(id: &str, input: Value) -> Reply {
     Turn::new().tool_use(id, "finish", &input).reply()
 }
 
+/// `plue run w.plue.py` in `sandbox` with one runner, its llm steps talking to `server`,
+/// which must succeed.
+fn run_succeeds(sandbox: &Sandbox, server: &FakeClaude) {
+    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+}
+
+/// The result of tool use `id` sent back to the model in `requests`, or a panic naming
+/// `what`.
+fn tool_result(requests: &[Recorded], id: &str, what: &str) -> Value {
+    requests
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .find(|r| r["tool_use_id"] == id)
+        .expect(what)
+}
+
 #[test]
 fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdict() {
     let mut script = Vec::new();
@@ -98,16 +116,7 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
     let server = FakeClaude::start(script);
     let sandbox = Sandbox::new("verdicts");
     sandbox.write("w.plue.py", REVIEW_LOOP);
-    let output = sandbox.plue_run_llm(
-        server.url(),
-        &[
-            "w.plue.py",
-            "--runners",
-            "1",
-            "--summary-json",
-            "summary.json",
-        ],
-    );
+    let output = sandbox.plue_run_llm_summary(server.url(), "1", &[]);
     let text = printed(&output);
     assert!(output.status.success(), "{text}");
     assert!(
@@ -118,9 +127,7 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
         text.contains("verdict \"reject\": hello.txt must say v2"),
         "round 1's rejection is the review's failure reason: {text}"
     );
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(sandbox.path("summary.json")).unwrap())
-            .unwrap();
+    let summary = sandbox.summary();
     let review = summary["steps"]
         .as_array()
         .unwrap()
@@ -184,11 +191,7 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
     assert_eq!(history[1]["outputs"]["reason"], "now say v3");
     assert_eq!(history[1]["outputs"]["verdict"], "reject");
     // loop_workspace="previous" (the default): round 2 started from round 1's workspace.
-    let read_back = requests
-        .iter()
-        .flat_map(|r| r.tool_results())
-        .find(|r| r["tool_use_id"] == "toolu_c2r")
-        .expect("the coder's read_file result");
+    let read_back = tool_result(&requests, "toolu_c2r", "the coder's read_file result");
     assert_eq!(read_back["is_error"], false, "{read_back}");
     assert!(
         read_back["content"].as_str().unwrap().contains("v1"),
@@ -256,15 +259,12 @@ fn a_fresh_loop_workspace_starts_each_round_from_scratch() {
         "w.plue.py",
         &REVIEW_LOOP.replace("max_turns=4)", "max_turns=4, loop_workspace=\"fresh\")"),
     );
-    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
-    let text = printed(&output);
-    assert!(output.status.success(), "{text}");
-    let read_back = server
-        .requests()
-        .iter()
-        .flat_map(|r| r.tool_results())
-        .find(|r| r["tool_use_id"] == "toolu_c2r")
-        .expect("the coder's read_file result");
+    run_succeeds(&sandbox, &server);
+    let read_back = tool_result(
+        &server.requests(),
+        "toolu_c2r",
+        "the coder's read_file result",
+    );
     assert_eq!(read_back["is_error"], true, "{read_back}");
 }
 
@@ -306,15 +306,12 @@ fn a_retry_inside_a_round_starts_from_the_previous_rounds_workspace() {
         "w.plue.py",
         &REVIEW_LOOP.replace("max_turns=4)", "max_turns=4, retries=1, backoff=0)"),
     );
-    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
-    let text = printed(&output);
-    assert!(output.status.success(), "{text}");
-    let read_back = server
-        .requests()
-        .iter()
-        .flat_map(|r| r.tool_results())
-        .find(|r| r["tool_use_id"] == "toolu_c3r")
-        .expect("the retried coder's read_file result");
+    run_succeeds(&sandbox, &server);
+    let read_back = tool_result(
+        &server.requests(),
+        "toolu_c3r",
+        "the retried coder's read_file result",
+    );
     assert_eq!(read_back["content"], "v1\n", "{read_back}");
 }
 

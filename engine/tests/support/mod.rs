@@ -290,6 +290,31 @@ impl Sandbox {
             .collect()
     }
 
+    /// [`Sandbox::plue_run_llm`] of the sandbox's `w.plue.py` with `runners` local runners,
+    /// writing `summary.json` (see [`Sandbox::summary`]), plus `extra` arguments.
+    pub(crate) fn plue_run_llm_summary(
+        &self,
+        base_url: &str,
+        runners: &str,
+        extra: &[&str],
+    ) -> std::process::Output {
+        let mut args = vec![
+            "w.plue.py",
+            "--runners",
+            runners,
+            "--summary-json",
+            "summary.json",
+        ];
+        args.extend_from_slice(extra);
+        self.plue_run_llm(base_url, &args)
+    }
+
+    /// The `--summary-json` document `plue run` wrote to `summary.json` in the sandbox.
+    pub(crate) fn summary(&self) -> Value {
+        let text = std::fs::read_to_string(self.path("summary.json")).expect("summary.json");
+        serde_json::from_str(&text).expect("summary.json is JSON")
+    }
+
     /// Starts `plue serve --listen 127.0.0.1:PORT ARGS` and waits for `/healthz`. A start
     /// that fails at once (the port of a just-killed engine not yet free) is retried.
     pub(crate) async fn serve(&self, name: &str, port: u16, args: &[&str]) -> Engine {
