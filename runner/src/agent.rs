@@ -46,8 +46,7 @@ mod debug;
 mod leftovers;
 mod log_sender;
 
-/// The environment variable the registration token may come from; removed from steps.
-pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
+pub use crate::step_env::TOKEN_ENV;
 /// The Python interpreter for `python` steps, when set (saves resolving `python3`).
 pub const PYTHON_ENV: &str = "PLUE_PYTHON";
 

@@ -16,6 +16,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The environment variable the registration token may come from; removed from steps.
+pub const TOKEN_ENV: &str = "PLUE_RUNNER_TOKEN";
+
 /// Variables that hold engine or runner credentials: never part of a base.
 pub const CREDENTIAL_VARS: &[&str] = &[
     "PLUE_RUNNER_TOKEN",

@@ -158,7 +158,7 @@ pub async fn run(
     let stop = cancel.child_token();
     let mut tool_env = step.tool_env.clone();
     tool_env.remove(API_KEY_SECRET);
-    let env_remove = vec![crate::agent::TOKEN_ENV.into(), API_KEY_SECRET.into()];
+    let env_remove = vec![crate::step_env::TOKEN_ENV.into(), API_KEY_SECRET.into()];
     let toolbox = match tools::Toolbox::new(
         step.workspace,
         &settings.tools,
