@@ -2,7 +2,7 @@
 //! converts the arguments, the parent validates them against the plan's review loops.
 
 mod support;
-use support::{diagnostics, pool};
+use support::{diagnostics, error_of, pool};
 
 use evaluator::loops::{LoopWorkspace, Loops};
 use evaluator::{EvalContext, Event};
@@ -61,14 +61,8 @@ async fn rounds_are_only_for_the_loops_own_prompts_and_loop_workspace_only_in_lo
     for want in expected {
         assert!(found.iter().any(|f| f.contains(want)), "{want}\n{found:#?}");
     }
-    let ctx = EvalContext::local(Event::Push, "main");
     let bad = "        Step.bash(\"a\", \"true\", loop_workspace=\"last\"),";
-    let error = pool()
-        .await
-        .evaluate("w.plue.py", &source(bad), &ctx)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = error_of(&source(bad)).await;
     assert!(
         error.contains("loop_workspace must be 'previous' or 'fresh', got 'last'"),
         "{error}"

@@ -2,7 +2,7 @@
 //! process converts the arguments, the parent validates them.
 
 mod support;
-use support::{diagnostics, pool};
+use support::{diagnostics, error_of, pool};
 
 use evaluator::result::{ResultSpec, Shorthand};
 use evaluator::{EvalContext, Event};
@@ -74,14 +74,8 @@ async fn bad_results_are_refused_naming_the_step() {
 
 #[tokio::test]
 async fn a_result_that_is_neither_verdict_nor_a_schema_fails_on_its_line() {
-    let ctx = EvalContext::local(Event::Push, "main");
     let bad = "        Step.llm(\"a\", prompt=\"x\", result=\"approve\"),";
-    let error = pool()
-        .await
-        .evaluate("w.plue.py", &source(bad), &ctx)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = error_of(&source(bad)).await;
     assert!(
         error.contains("result must be \"verdict\" or a JSON Schema dict, got \"approve\""),
         "{error}"

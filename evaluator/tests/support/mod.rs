@@ -60,3 +60,12 @@ pub(crate) async fn diagnostics(source: &str) -> Vec<String> {
         other => panic!("{other:?}"),
     }
 }
+
+/// The error evaluating `source` reports, as a user reads it (a panic when it evaluates).
+pub(crate) async fn error_of(source: &str) -> String {
+    let ctx = EvalContext::local(Event::Push, "main");
+    match pool().await.evaluate("w.plue.py", source, &ctx).await {
+        Ok(evaluated) => panic!("evaluated: {:?}", evaluated.plan),
+        Err(e) => e.to_string(),
+    }
+}
