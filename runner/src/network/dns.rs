@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::proxy::Shared;
+use super::egress::Shared;
 
 /// The TTL given to answers: short, the runner resolves again each time.
 const TTL_SECS: u32 = 30;
@@ -36,7 +36,7 @@ pub(super) async fn serve(socket: UdpSocket, shared: Arc<Shared>, stop: Cancella
         let addresses = if allowed {
             resolve(&question.name, question.kind).await
         } else {
-            super::proxy::note_refused(
+            super::egress::note_refused(
                 &shared,
                 &question.name,
                 "DNS: not in this step's allow-list",

@@ -35,6 +35,7 @@
 
 mod allow;
 mod dns;
+mod egress;
 mod namespace;
 mod proxy;
 mod sni;

@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::allow::AllowList;
+use super::egress::{note_refused, Shared};
 use super::sni::{self, Hello};
 use crate::protocol::Stream;
 
@@ -54,13 +55,6 @@ pub(super) struct Proxy {
     task: tokio::task::JoinHandle<()>,
     /// The DNS stub's task, when the namespace has one (`dns.rs`).
     dns: Option<tokio::task::JoinHandle<()>>,
-    refused: Arc<AtomicU64>,
-}
-
-/// What every connection's task (and the DNS stub) shares.
-pub(super) struct Shared {
-    pub(super) allow: AllowList,
-    log: Sender<(Stream, String)>,
     refused: Arc<AtomicU64>,
 }
 
@@ -341,15 +335,6 @@ async fn refuse(
     note_refused(shared, target, why).await;
     let body = format!("plue: {target} is not in this step's allow-list");
     answer(client, "403 Forbidden", &body).await
-}
-
-/// Counts a refusal and says it in the step's log.
-pub(super) async fn note_refused(shared: &Shared, target: &str, why: &str) {
-    shared.refused.fetch_add(1, Ordering::Relaxed);
-    let _ = shared
-        .log
-        .send((Stream::System, format!("network: refused {target} ({why})")))
-        .await;
 }
 
 async fn answer(client: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
