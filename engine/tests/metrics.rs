@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use support::{client, free_port, start_run, wait_final, Sandbox, RUNNER_TOKEN};
+use support::{client, deliver_webhook, free_port, start_run, wait_final, Sandbox, RUNNER_TOKEN};
 
 const WEBHOOK_SECRET: &str = "metrics-test-webhook-secret";
 
@@ -85,23 +85,13 @@ async fn a_live_engine_exports_parseable_metrics_after_runs_failures_and_deliver
     assert_eq!(run["status"], "failed", "{run:#}");
 
     // Deliveries: to an unknown repository, then a registered one's ping, twice.
-    let ping =
-        serde_json::to_vec(&json!({"zen": "ok", "repository": {"full_name": "acme/app"}})).unwrap();
+    let ping = json!({"zen": "ok", "repository": {"full_name": "acme/app"}});
     let deliver = |id: &'static str| {
         let ping = ping.clone();
         async move {
-            let signature = engine::forge::signature::sign(&ping, WEBHOOK_SECRET);
-            reqwest::Client::new()
-                .post(format!("{url}/webhooks/github"))
-                .header("X-GitHub-Event", "ping")
-                .header("X-GitHub-Delivery", id)
-                .header("X-Hub-Signature-256", format!("sha256={signature}"))
-                .body(ping)
-                .send()
+            deliver_webhook(url, "github", "ping", id, &ping, WEBHOOK_SECRET)
                 .await
-                .unwrap()
-                .status()
-                .as_u16()
+                .0
         }
     };
     assert_eq!(deliver("before-registration").await, 401);

@@ -1102,20 +1102,10 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
 /// Delivers `delivery`, signed with [`WEBHOOK_SECRET`], as the GitHub `event` with id
 /// `delivery_id`; the run it started.
 async fn deliver_github(url: &str, event: &str, delivery_id: &str, delivery: Vec<u8>) -> i64 {
-    let signature = engine::forge::signature::sign(&delivery, WEBHOOK_SECRET);
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{url}/webhooks/github"))
-        .header("content-type", "application/json")
-        .header("X-GitHub-Event", event)
-        .header("X-GitHub-Delivery", delivery_id)
-        .header("X-Hub-Signature-256", format!("sha256={signature}"))
-        .body(delivery)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let delivery: Value = serde_json::from_slice(&delivery).expect("a JSON delivery");
+    let (_, answer) =
+        support::deliver_webhook(url, "github", event, delivery_id, &delivery, WEBHOOK_SECRET)
+            .await;
     answer["runs"][0]
         .as_i64()
         .unwrap_or_else(|| panic!("no run: {answer}"))
