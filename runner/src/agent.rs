@@ -792,7 +792,7 @@ async fn run_llm(
         wire::WorkspaceSource::Git { sha, .. } => Some(sha.as_str()),
         _ => None,
     };
-    let proposer = match llm::proposals::proposer(
+    let proposer = match llm::tools::propose::proposer(
         safe_outputs.as_deref(),
         &files.workspace,
         start_commit,
@@ -867,7 +867,7 @@ async fn run_llm(
     if ended.outcome != Outcome::Succeeded {
         return (ended, Vec::new());
     }
-    match llm::proposals::collect(proposer).await {
+    match llm::tools::propose::collect(proposer).await {
         Ok(proposals) => (ended, proposals),
         Err(reason) => {
             let _ = lines

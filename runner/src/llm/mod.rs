@@ -82,7 +82,7 @@ pub struct LlmStep<'a> {
     pub retry: RetryPolicy,
     /// The attempt's secrets, for the lines sent while the model streams.
     pub masker: Arc<Masker>,
-    /// `safe_outputs`: the `propose_*` tools' collector ([`proposals::proposer`]).
+    /// `safe_outputs`: the `propose_*` tools' collector ([`tools::propose::proposer`]).
     pub proposer: Option<Arc<tools::propose::Proposer>>,
     /// Where and with what the transcript is written when the conversation ends; `None`:
     /// not kept.

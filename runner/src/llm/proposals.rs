@@ -28,11 +28,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use std::sync::Arc;
-
-use super::tools::propose::Proposer;
 use crate::git_sandbox::{self, Shadow};
-use crate::protocol::{Proposal, ProposalLimits};
 use crate::step_user::StepUser;
 
 /// What the pull request's diff is computed against.
@@ -125,41 +121,6 @@ impl Start {
             .count();
         Ok(Diff { text, files })
     }
-}
-
-/// The step's [`Proposer`] when it has `safe_outputs`: the starting point is recorded now,
-/// before the conversation (only when a pull request may be proposed).
-pub async fn proposer(
-    limits: Option<&ProposalLimits>,
-    workspace: &Path,
-    commit: Option<&str>,
-    user: Option<StepUser>,
-) -> Result<Option<Arc<Proposer>>, String> {
-    let Some(limits) = limits else {
-        return Ok(None);
-    };
-    let start = if limits.pull_request {
-        let (workspace, commit) = (workspace.to_owned(), commit.map(str::to_owned));
-        let start =
-            tokio::task::spawn_blocking(move || Start::record(&workspace, commit.as_deref(), user))
-                .await
-                .map_err(|e| format!("recording the workspace's start failed: {e}"))?
-                .map_err(|e| format!("recording the workspace's start for safe outputs: {e}"))?;
-        Some(start)
-    } else {
-        None
-    };
-    Ok(Some(Arc::new(Proposer::new(limits.clone(), start))))
-}
-
-/// What the step proposed, a pull request's diff computed now, after the conversation.
-pub async fn collect(proposer: Option<Arc<Proposer>>) -> Result<Vec<Proposal>, String> {
-    let Some(proposer) = proposer else {
-        return Ok(Vec::new());
-    };
-    tokio::task::spawn_blocking(move || proposer.finish())
-        .await
-        .map_err(|e| format!("collecting the proposals failed: {e}"))?
 }
 
 /// The runner's private git directory, removed on drop.

@@ -11,6 +11,7 @@
 //! are in it. The engine checks everything again: these checks are a courtesy to the
 //! model, not the boundary.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -19,6 +20,7 @@ use super::args::string_arg;
 use super::{blocking, ToolOutput, Toolbox};
 use crate::llm::proposals::Start;
 use crate::protocol::{Proposal, ProposalLimits, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
+use crate::step_user::StepUser;
 
 pub const PULL_REQUEST: &str = "propose_pull_request";
 pub const COMMENT: &str = "propose_comment";
@@ -247,6 +249,41 @@ pub(super) fn definition(name: &str) -> (&'static str, Value) {
             json!({"type": "object", "properties": {"title": title, "body": body}, "required": ["title", "body"]}),
         ),
     }
+}
+
+/// The step's [`Proposer`] when it has `safe_outputs`: the starting point is recorded now,
+/// before the conversation (only when a pull request may be proposed).
+pub async fn proposer(
+    limits: Option<&ProposalLimits>,
+    workspace: &Path,
+    commit: Option<&str>,
+    user: Option<StepUser>,
+) -> Result<Option<Arc<Proposer>>, String> {
+    let Some(limits) = limits else {
+        return Ok(None);
+    };
+    let start = if limits.pull_request {
+        let (workspace, commit) = (workspace.to_owned(), commit.map(str::to_owned));
+        let start =
+            tokio::task::spawn_blocking(move || Start::record(&workspace, commit.as_deref(), user))
+                .await
+                .map_err(|e| format!("recording the workspace's start failed: {e}"))?
+                .map_err(|e| format!("recording the workspace's start for safe outputs: {e}"))?;
+        Some(start)
+    } else {
+        None
+    };
+    Ok(Some(Arc::new(Proposer::new(limits.clone(), start))))
+}
+
+/// What the step proposed, a pull request's diff computed now, after the conversation.
+pub async fn collect(proposer: Option<Arc<Proposer>>) -> Result<Vec<Proposal>, String> {
+    let Some(proposer) = proposer else {
+        return Ok(Vec::new());
+    };
+    tokio::task::spawn_blocking(move || proposer.finish())
+        .await
+        .map_err(|e| format!("collecting the proposals failed: {e}"))?
 }
 
 #[cfg(test)]
