@@ -40,6 +40,7 @@
 //! of the whole) is one mechanism whose parts are unsafe to use apart; the order of its
 //! steps is the invariant.
 
+use crate::cgroup_state::{note_uncontained, own_cgroup};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
@@ -69,23 +70,6 @@ pub(crate) enum Mode {
 
 /// How long the end of a step may spend emptying its cgroup, and then sweeping.
 const FINISH_BUDGET: Duration = Duration::from_secs(1);
-
-/// Set once a step of this runner ended without a cgroup that was emptied (no cgroup on
-/// this host, a failed join, a cgroup that would not empty, a start the zygote gave up
-/// on). Until then every process any step of this runner started is known dead when its
-/// step ends — a cgroup holds every descendant and a step cannot leave the one the runner
-/// made — so releasing a step user need not look for its processes (`step_user`).
-static UNCONTAINED: AtomicBool = AtomicBool::new(false);
-
-/// Records that a step ended without an emptied cgroup (see [`UNCONTAINED`]).
-pub(crate) fn note_uncontained() {
-    UNCONTAINED.store(true, Ordering::Relaxed);
-}
-
-/// Whether every step of this runner so far ended with its cgroup emptied.
-pub(crate) fn every_step_emptied() -> bool {
-    !UNCONTAINED.load(Ordering::Relaxed)
-}
 
 /// What a step's leader runs: the program (a path, not looked up), its arguments, its
 /// whole environment (nothing of the runner's is inherited) and its working directory.
@@ -432,16 +416,6 @@ impl Drop for StepCgroup {
     }
 }
 
-/// The cgroup v2 path of process `pid` (as `/proc/<pid>/cgroup` names it), if readable.
-/// The sweep leaves a process in a running step's cgroup to that step: the runner records
-/// which cgroup it made for each (a name proves nothing: a step whose user may write to
-/// the runner's cgroup can make one named like a step's).
-pub(crate) fn cgroup_of(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| own_cgroup(&text))
-}
-
 /// Where step cgroups go: the runner's own cgroup, as a directory and as a cgroup path.
 struct Base {
     dir: PathBuf,
@@ -575,11 +549,6 @@ pub(crate) fn in_cgroup(pid: i32, path: &str) -> bool {
         .ok()
         .and_then(|text| own_cgroup(&text).map(|own| own == path))
         .unwrap_or(false)
-}
-
-fn own_cgroup(text: &str) -> Option<String> {
-    let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
-    (path.starts_with('/') && !path.ends_with(" (deleted)")).then(|| path.to_owned())
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).

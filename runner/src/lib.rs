@@ -24,6 +24,7 @@
 //! prompts`.
 
 pub mod agent;
+mod cgroup_state;
 mod containment;
 pub mod git_sandbox;
 pub mod handoff;

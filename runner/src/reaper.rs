@@ -266,7 +266,7 @@ mod linux {
                 // it, unless it is attributable to a running one (its session, the cgroup
                 // the runner made for it, or its cookie).
                 let in_a_running_steps_cgroup = |pid: i32| {
-                    let Some(cgroup) = crate::containment::cgroup_of(pid) else {
+                    let Some(cgroup) = crate::cgroup_state::cgroup_of(pid) else {
                         return false;
                     };
                     live.iter().any(|(&sid, other)| {

@@ -157,7 +157,8 @@ impl Drop for Claim {
         if self.sweep {
             // Every step of this runner ended with its cgroup emptied: nothing of the uid
             // runs. Otherwise look, and kill.
-            let gone = crate::containment::every_step_emptied() || kill_processes_of(self.user.uid);
+            let gone =
+                crate::cgroup_state::every_step_emptied() || kill_processes_of(self.user.uid);
             if gone {
                 mark(&self.lock, RELEASED_CLEAN);
             } else {
@@ -559,7 +560,7 @@ mod tests {
         assert_eq!(processes_of(uid), Vec::<i32>::new());
         // A process of the uid outside every step's cgroup exists only after a step that
         // ended without an emptied cgroup: that step is noted, and the release looks.
-        crate::containment::note_uncontained();
+        crate::cgroup_state::note_uncontained();
         let during = leave_a_process_of(uid);
         assert!(processes_of(uid).contains(&during));
         drop(claim);

@@ -439,7 +439,7 @@ async fn run_in(
             // Whatever it may have forked dies with the step's cgroup, and with the zygote,
             // which is replaced: one that did not answer in time may be stuck. Nothing
             // here waits for the cgroup to empty, so step users look for survivors.
-            containment::note_uncontained();
+            crate::cgroup_state::note_uncontained();
             if let Some(cgroup) = &cgroup {
                 cgroup.kill();
             }
