@@ -182,15 +182,17 @@ fn rule(method: &str, path: &str) -> Option<Case> {
             case(SignedIn, "/api/debug/0123456789abcdef0123456789abcdef")
                 .missing("no debug session")
         }
-        ("get", "/api/debug/{session}/attach") => {
-            case(SignedIn, "/api/debug/0123456789abcdef0123456789abcdef/attach")
-                .missing("no debug session")
-        }
-        ("post", "/api/debug/{session}/input") => {
-            case(SignedIn, "/api/debug/0123456789abcdef0123456789abcdef/input")
-                .body(json!({"data": "aWQK"}))
-                .missing("no debug session")
-        }
+        ("get", "/api/debug/{session}/attach") => case(
+            SignedIn,
+            "/api/debug/0123456789abcdef0123456789abcdef/attach",
+        )
+        .missing("no debug session"),
+        ("post", "/api/debug/{session}/input") => case(
+            SignedIn,
+            "/api/debug/0123456789abcdef0123456789abcdef/input",
+        )
+        .body(json!({"data": "aWQK"}))
+        .missing("no debug session"),
         // Runners.
         ("get", "/api/runners") => case(SignedIn, "/api/runners"),
         ("get", "/api/pool") => case(SignedIn, "/api/pool").missing("runs no local pool"),
@@ -409,16 +411,11 @@ impl World {
         body: Option<&Value>,
     ) -> (u16, String) {
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
-        let mut request = self
-            .http
-            .request(method, format!("{}{uri}", self.engine.url));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.unwrap();
+        let url = format!("{}{uri}", self.engine.url);
+        let response = support::request(&self.http, method, &url, token, body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         // A live log stream never ends: its status is what counts.
         let text = if status == 200 {

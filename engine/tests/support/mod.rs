@@ -1092,6 +1092,44 @@ impl ForgeRepo<'_> {
     }
 }
 
+/// A `method url` request with `token` as its bearer (none: anonymous) and a JSON `body`.
+pub(crate) fn request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
+    let mut request = http.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request
+}
+
+/// Sends [`request`]: the status and the answer (its JSON, else its text as a JSON string).
+pub(crate) async fn call_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let response = request(http, method, url, token, body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
 /// Delivers `body` to `{engine}/webhooks/{forge}` as `event` with delivery id `id`, signed
 /// with `secret` and carrying the headers that forge sends; the status and the JSON answer.
 pub(crate) async fn deliver_webhook(
