@@ -37,7 +37,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::diagnostic::{Budget, Found};
 use crate::plan::{Action, Plan, SourceMap};
-use crate::template::echo;
+use crate::text::echo;
 
 pub use crate::plan::LoopWorkspace;
 

@@ -28,6 +28,7 @@ mod check;
 pub mod python;
 mod written;
 
+pub use crate::text::echo;
 use std::fmt;
 
 pub(crate) use check::sites;
@@ -39,9 +40,6 @@ pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 /// What stands for a reference in [`Template::literal_text`]: inert in both lexers.
 pub const PLACEHOLDER: char = '\0';
-
-/// How much of an offending template an error echoes.
-const ECHO_CHARS: usize = 60;
 
 /// A parsed template: literal text and references, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,20 +333,6 @@ fn is_output_key(key: &str) -> bool {
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// User text for a message: at most [`ECHO_CHARS`] characters, control characters and
-/// quotes escaped, so it stays on one line and cannot forge output.
-pub fn echo(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(ECHO_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().nth(ECHO_CHARS).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 #[cfg(test)]

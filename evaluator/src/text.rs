@@ -194,6 +194,23 @@ pub fn redact_host_paths(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// How much of an offending template an error echoes.
+pub const ECHO_CHARS: usize = 60;
+
+/// User text for a message: at most [`ECHO_CHARS`] characters, control characters and
+/// quotes escaped, so it stays on one line and cannot forge output.
+pub fn echo(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(ECHO_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(ECHO_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,8 +87,13 @@ pub enum PromptError {
     #[error("{at}: invalid frontmatter: {message}")]
     Yaml { at: Location, message: String },
     /// A frontmatter key this crate does not know (a typo, usually).
-    #[error("{at}: unknown frontmatter key `{key}` (known keys: {known})", known = crate::frontmatter::KEYS.join(", "))]
-    UnknownKey { at: Location, key: String },
+    #[error("{at}: unknown frontmatter key `{key}` (known keys: {known})")]
+    UnknownKey {
+        at: Location,
+        key: String,
+        /// The keys there are, as the message lists them.
+        known: String,
+    },
     /// `name` or `description` is absent.
     #[error("{at}: the frontmatter has no `{key}`")]
     MissingKey { at: Location, key: &'static str },

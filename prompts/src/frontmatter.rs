@@ -115,6 +115,7 @@ pub(crate) fn read(source_name: &str, yaml: &str) -> Result<Frontmatter, PromptE
                 return Err(PromptError::UnknownKey {
                     at: at_key(&text),
                     key: text,
+                    known: KEYS.join(", "),
                 })
             }
         }
