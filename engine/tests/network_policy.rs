@@ -17,7 +17,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,30 +47,39 @@ impl Heard {
     }
 }
 
-/// A TCP listener on `address` recording everything; its port.
-fn tcp_listener(address: &str) -> (u16, Heard) {
+/// A TCP listener on `address` counting connections and handing each, on a thread of its
+/// own, to `serve` with the record; its port.
+fn listen(
+    address: &str,
+    serve: impl Fn(TcpStream, Heard) + Clone + Send + 'static,
+) -> (u16, Heard) {
     let listener = TcpListener::bind((address, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let heard = Heard::default();
     let record = heard.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
+            let Ok(stream) = stream else { continue };
             record.0.lock().unwrap().0 += 1;
-            let record = record.clone();
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buffer = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
-                    record.0.lock().unwrap().1.extend_from_slice(&buffer[..n]);
-                }
-            });
+            let (record, serve) = (record.clone(), serve.clone());
+            std::thread::spawn(move || serve(stream, record));
         }
     });
     (port, heard)
+}
+
+/// A TCP listener on `address` recording everything; its port.
+fn tcp_listener(address: &str) -> (u16, Heard) {
+    listen(address, |mut stream, record| {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            record.0.lock().unwrap().1.extend_from_slice(&buffer[..n]);
+        }
+    })
 }
 
 /// A UDP socket on `127.0.0.1` standing for a DNS resolver, recording every datagram.
@@ -90,35 +99,23 @@ fn udp_resolver() -> (u16, Heard) {
 
 /// An HTTP server on `127.0.0.1` answering `hello from <name>` to every request.
 fn http_server(name: &'static str) -> (u16, Heard) {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let heard = Heard::default();
-    let record = heard.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            record.0.lock().unwrap().0 += 1;
-            let record = record.clone();
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                record.0.lock().unwrap().1.extend_from_slice(&head);
-                let body = format!("hello from {name}\n");
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
+    listen("127.0.0.1", move |mut stream, record| {
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buffer[..n]),
+            }
         }
-    });
-    (port, heard)
+        record.0.lock().unwrap().1.extend_from_slice(&head);
+        let body = format!("hello from {name}\n");
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    })
 }
 
 /// The listeners an exfiltration tries to reach.
