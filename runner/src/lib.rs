@@ -38,6 +38,7 @@ pub mod program_path;
 pub mod protocol;
 pub mod python_path;
 mod reaper;
+mod rooms;
 pub mod step_env;
 pub mod step_user;
 pub mod workspace;

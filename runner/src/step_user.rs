@@ -22,7 +22,7 @@
 //!
 //! A uid comes back: nothing of an earlier holder may wait for the next one. What a step
 //! user can write outside its attempt directory is only the places every user may write
-//! (`/tmp`, `/var/tmp`, `/dev/shm`, ...: `launch::rooms::SHARED_PLACES`) and IPC objects;
+//! (`/tmp`, `/var/tmp`, `/dev/shm`, ...: `rooms::SHARED_PLACES`) and IPC objects;
 //! each step gets its own of both (a tmpfs per place and an IPC namespace, gone with its
 //! last process), every step process has `no_new_privs`, and the attempt's processes are
 //! gone and its directory removed before its claim ends. Where the host refused a step
@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::launch::rooms;
+use crate::rooms;
 
 /// The default range of step uids (and gids) for a root runner: far above the ids of real
 /// accounts and of the usual container subordinate ranges.

@@ -180,7 +180,7 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
             let mut unshared =
                 libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS | libc::CLONE_NEWIPC) == 0;
             if !unshared {
-                shared |= super::rooms::SHARED_IPC;
+                shared |= crate::rooms::SHARED_IPC;
                 unshared = libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == 0;
             }
             // Nothing is mounted unless it cannot propagate back to the host.
@@ -223,7 +223,7 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
                 // resolvers through their sockets: it does not start.
                 return Stage::Resolvers;
             } else {
-                shared |= super::rooms::SHARED_MOUNTS;
+                shared |= crate::rooms::SHARED_MOUNTS;
             }
             if shared != 0 {
                 let report: [i32; 2] = [SHARED_REPORT, shared];

@@ -70,11 +70,11 @@ use crate::step_user::StepUser;
 pub(crate) use child::reset_signal_dispositions;
 use child::{ChildArgs, Stage, SHARED_REPORT};
 use clone::{clone_child, CloneHow};
-pub(crate) use rooms::Rooms;
+pub(crate) use crate::rooms::Rooms;
 
 mod child;
 mod clone;
-pub(crate) mod rooms;
+use crate::rooms;
 pub(crate) mod seccomp;
 
 /// What to start, and how.

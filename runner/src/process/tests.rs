@@ -306,7 +306,7 @@ async fn assert_escapees_die(attack: &str, escapees: usize, mode: Mode, user: Op
     spec.env
         .insert("PIDS".into(), pids_file.display().to_string());
     // In the directory holding the pid file, as a step in its attempt's: a step user's
-    // `/tmp` is its own (`launch::rooms`), and only the working directory's stays.
+    // `/tmp` is its own (`rooms`), and only the working directory's stays.
     spec.cwd = dir.path().to_owned();
     spec.user = user;
     let started = std::time::Instant::now();

@@ -98,7 +98,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE};
 use crate::containment::{self, StepCgroup};
 use crate::launch::pipe;
-use crate::launch::rooms::{self, Rooms};
+use crate::rooms::{self, Rooms};
 use crate::protocol::Stream;
 use crate::reaper;
 

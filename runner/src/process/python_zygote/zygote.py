@@ -119,7 +119,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _CLONE_NEWNS, _CLONE_NEWIPC = 0x00020000, 0x08000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 _MS_REMOUNT, _MS_BIND = 32, 4096
-# What a child reports it could not make private (launch/rooms.rs's bits).
+# What a child reports it could not make private (rooms.rs's bits).
 _SHARED_MOUNTS, _SHARED_IPC = 1, 2
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
