@@ -1,4 +1,8 @@
 //! Command-line syntax: every verb, flag and its help text. No behaviour lives here.
+//!
+//! Why one file past ~600 lines: it is the command line's whole syntax, every verb and flag
+//! with its help text, read by clap and by the generated CLI reference as one tree;
+//! behaviour lives in `commands/`, and the larger argument families are in `cli/`.
 
 pub(crate) mod debug;
 pub(crate) mod environments;

@@ -39,6 +39,10 @@
 //!
 //! Every step's `network=` is resolved here ([`network`]): an `llm` step without one gets
 //! `none`, any other kind `open`; the runner enforces what the document says.
+//!
+//! Why one file past ~600 lines: rendering a step's templates for each action kind shares
+//! the reference rules (values travel in the environment, never pasted into code); split,
+//! one rule would be checked in several places.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //!
 //! Golden files: `examples/golden/<example path with / as __>.json` hold the expected
 //! `plue eval` output of every example; run with `PLUE_UPDATE_GOLDEN=1` to regenerate them.
+//!
+//! Why one file past ~600 lines: the command line end to end against the real binary, one
+//! test per behaviour, sharing the example goldens and the output helpers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

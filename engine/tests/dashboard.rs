@@ -14,6 +14,10 @@
 //! Screenshots of each page are saved to `$PLUE_SCREENSHOT_DIR` (default
 //! `$TMPDIR/plue-team`) as `dashboard-*.png`. Without Chromium and chromedriver the test
 //! says so and passes, unless `PLUE_REQUIRE_BROWSER=1`.
+//!
+//! Why one file past ~600 lines: a person's walk through the dashboard in one browser
+//! session per test (watch a run, read a log, cancel, dispatch), sharing the browser and
+//! engine fixture.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

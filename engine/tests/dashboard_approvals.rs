@@ -15,6 +15,9 @@
 //!
 //! The browser test says so and passes without Chromium and chromedriver, unless
 //! `PLUE_REQUIRE_BROWSER=1`; the rest needs no browser.
+//!
+//! Why one file past ~600 lines: the approval walk per role on one engine fixture (API,
+//! banner, browser, `plue run`'s prompt); the roles' table reads in one place.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

@@ -9,6 +9,9 @@
 //! who may open and attach (per role, anonymous, another writer, the same user with
 //! another token); and an attacker guessing or reusing a session id, or feeding the stream
 //! from a runner that did not claim the session.
+//!
+//! Why one file past ~600 lines: the debug shell's scripted session, confinement, timeouts,
+//! roles and attacks all run on one engine-and-root-runner fixture.
 
 #[allow(dead_code)]
 mod support;

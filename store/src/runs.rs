@@ -6,6 +6,10 @@
 //! no-op rather than a step going back. The one exception is a review loop
 //! ([`StepChange::Loop`]): final → pending in the next iteration, naming the iteration it
 //! leaves, so it too applies at most once.
+//!
+//! Why one file past ~600 lines: creating a run with its steps and applying the executor's
+//! changes happen under one lock protocol (the run row first) that must read the same
+//! everywhere.
 
 use std::collections::BTreeMap;
 

@@ -3,6 +3,10 @@
 //! derives `ToSchema`, so `/api/openapi.json` ([`super::openapi`]) describes exactly what is
 //! serialized. An `Option` field that is always sent (as `null` when empty) is marked
 //! `required`; one that is left out when empty (`skip_serializing_if`) is not.
+//!
+//! Why one file past ~600 lines: it is the one place that decides the public API's wire
+//! format (every `Serialize` + `ToSchema` shape), kept together so a change to the wire
+//! shows as one diff.
 
 use std::collections::BTreeMap;
 

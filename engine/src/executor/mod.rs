@@ -10,6 +10,10 @@
 //! run's origin and its repository's environments ([`environments::gates`]), and the rules
 //! decide on that data; at claim, [`Executor::secret_values`] checks the gate again before
 //! it opens an environment's secret.
+//!
+//! Why one file past ~600 lines: loading a run, applying the rules' decisions and notifying
+//! are one transaction-shaped sequence; the rules themselves, approvals, environments,
+//! loops and re-runs are modules of their own.
 
 mod approvals;
 pub mod reruns;

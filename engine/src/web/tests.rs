@@ -3,6 +3,9 @@
 //! step ids and log lines, keyset pagination, the evaluation error of a file that did not
 //! evaluate, and the sign-in and CSRF checks played by an attacker. Who sees what, per role,
 //! is in `access_tests.rs` (which shares this [`Fixture`]).
+//!
+//! Why one file past ~600 lines: the dashboard's pages through one router fixture over one
+//! store; each test is a page or an attack, and they share the fixture's request helpers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -18,6 +18,10 @@
 //!   processes are killed, the network namespace and proxy go, and the directory is
 //!   removed before the end is reported. Nothing is uploaded: a debug run leaves no
 //!   hand-off, artifact, log line or completion.
+//!
+//! Why one file past ~600 lines: a debug session is one sequence on one sandbox: run the
+//! step again, keep it, start the shell on a PTY, relay, end and clean up; its order is the
+//! invariant.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
