@@ -133,20 +133,16 @@ async fn a_replica_with_a_stale_copy_reads_every_step_again() {
             .await
             .unwrap()
             .unwrap();
+        let join_status = || async {
+            let join = store.step_run(run_id, "join").await.unwrap();
+            join.expect("step join").status
+        };
         // `second` sees one of them end: join still waits for the other.
         second
             .complete(b.attempt_id, run_id, Some(runner_id), &succeeded())
             .await
             .unwrap();
-        assert_eq!(
-            store
-                .step_run(run_id, "join")
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-            "pending"
-        );
+        assert_eq!(join_status().await, "pending");
         // `first` sees the other end. Deciding from its copy, where the first is still
         // running, it would leave join pending forever: it must read every step.
         let before = first.steps_read();
@@ -155,15 +151,7 @@ async fn a_replica_with_a_stale_copy_reads_every_step_again() {
             .await
             .unwrap();
         assert_eq!(first.steps_read() - before, 4, "a full read of the run");
-        assert_eq!(
-            store
-                .step_run(run_id, "join")
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-            "queued"
-        );
+        assert_eq!(join_status().await, "queued");
         run_one(&store, &second, runner_id).await;
         assert_eq!(
             store.run(run_id).await.unwrap().unwrap().status,

@@ -203,10 +203,7 @@ async fn lose_a_runner_mid_step(retries: u32) -> LostRunner {
     let script = r#"echo attempt $PLUE_ATTEMPT; if [ "$PLUE_ATTEMPT" = 1 ]; then sleep 120; fi"#;
     let step_source =
         format!("Step.bash('flaky', '{script}', retries={retries}, backoff=1, timeout=600)");
-    let workflow = sandbox.write(
-        "ws/flaky.plue.py",
-        &workflow_source("flaky", &[step_source]),
-    );
+    let workflow = flaky_workflow(&sandbox, step_source);
     let data = sandbox.path("data");
     let (heartbeat, lost_after) = (HEARTBEAT_MS.to_string(), LOST_AFTER_MS.to_string());
     let args = runnerless_args(data.to_str().unwrap(), &heartbeat, &lost_after);
@@ -407,10 +404,7 @@ async fn a_runner_resuming_after_being_declared_lost_stops_its_step() {
         );
         let step_source =
             format!("Step.bash('flaky', '{script}', retries=1, backoff=1, timeout=600)");
-        let workflow = sandbox.write(
-            "ws/flaky.plue.py",
-            &workflow_source("flaky", &[step_source]),
-        );
+        let workflow = flaky_workflow(&sandbox, step_source);
         let data = sandbox.path("data");
         let (heartbeat, lost_after) = (HEARTBEAT_MS.to_string(), LOST_AFTER_MS.to_string());
         let args = runnerless_args(data.to_str().unwrap(), &heartbeat, &lost_after);
@@ -768,6 +762,14 @@ struct Holding {
     a: String,
     b: String,
     attempt_id: i64,
+}
+
+/// Writes workflow `flaky` of the one step `step_source` to the sandbox's `ws/`; its path.
+fn flaky_workflow(sandbox: &Sandbox, step_source: String) -> std::path::PathBuf {
+    sandbox.write(
+        "ws/flaky.plue.py",
+        &workflow_source("flaky", &[step_source]),
+    )
 }
 
 /// The arguments of an engine on `data` with no local runners (the test registers its own),
