@@ -334,6 +334,39 @@ pub(super) async fn logout(
     Ok(response)
 }
 
+/// The middleware giving error pages the header's sign-in corner: a response carrying an
+/// [`ErrorPage`] is rendered again with the chrome of the request's session.
+pub(super) async fn with_chrome(State(web): State<Web>, request: Request, next: Next) -> Response {
+    let headers = request.headers().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let mut response = next.run(request).await;
+    let Some(mut page) = response.extensions_mut().remove::<ErrorPage>() else {
+        return response;
+    };
+    match Session::load(&web, &headers).await {
+        Ok(session) => {
+            page.chrome = Some(session.chrome(&path));
+            let mut fresh = page.respond();
+            // Headers the handler set (cookies, cache rules) stay.
+            for (name, value) in response.headers() {
+                if name != axum::http::header::CONTENT_LENGTH
+                    && name != axum::http::header::CONTENT_TYPE
+                {
+                    fresh.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            fresh.extensions_mut().remove::<ErrorPage>();
+            fresh
+        }
+        // The session could not be read: the page as it was, without the corner.
+        Err(_) => response,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,38 +441,5 @@ mod tests {
         assert!(!plain.contains("Secure"), "{plain}");
         let secure = set_cookie(SESSION_COOKIE, "abc", 43200, true);
         assert!(secure.to_str().unwrap().ends_with("; Secure"));
-    }
-}
-
-/// The middleware giving error pages the header's sign-in corner: a response carrying an
-/// [`ErrorPage`] is rendered again with the chrome of the request's session.
-pub(super) async fn with_chrome(State(web): State<Web>, request: Request, next: Next) -> Response {
-    let headers = request.headers().clone();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
-    let mut response = next.run(request).await;
-    let Some(mut page) = response.extensions_mut().remove::<ErrorPage>() else {
-        return response;
-    };
-    match Session::load(&web, &headers).await {
-        Ok(session) => {
-            page.chrome = Some(session.chrome(&path));
-            let mut fresh = page.respond();
-            // Headers the handler set (cookies, cache rules) stay.
-            for (name, value) in response.headers() {
-                if name != axum::http::header::CONTENT_LENGTH
-                    && name != axum::http::header::CONTENT_TYPE
-                {
-                    fresh.headers_mut().append(name.clone(), value.clone());
-                }
-            }
-            fresh.extensions_mut().remove::<ErrorPage>();
-            fresh
-        }
-        // The session could not be read: the page as it was, without the corner.
-        Err(_) => response,
     }
 }
