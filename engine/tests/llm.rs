@@ -53,6 +53,20 @@ fn plue_run(dir: &Path, base_url: &str, args: &[&str]) -> Output {
         .expect("plue runs")
 }
 
+/// The stdout and stderr of a `plue` process that must have succeeded.
+fn succeeded(output: &Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The `--summary-json` document `plue run` wrote to `summary.json` in `dir`.
+fn summary_in(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
 /// A path in the temporary directory, unique to this process and moment, that a step
 /// creates when it does what it must not.
 fn marker_path(name: &str) -> PathBuf {
@@ -85,9 +99,7 @@ fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step()
         server.url(),
         &["--runners", "2", "--summary-json", "summary.json"],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = succeeded(&output);
 
     // Printed: tokens run together under the prefix, then the tool call and its result.
     assert!(
@@ -114,9 +126,7 @@ fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step()
     assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
 
     // Stored: the token lines concatenate to the model's text exactly; usage is summed.
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
-            .unwrap();
+    let summary = summary_in(dir.path());
     assert_eq!(summary["status"], "succeeded");
     let run_id = summary["run_id"].as_i64().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -251,18 +261,14 @@ fn a_secret_the_model_prints_across_deltas_is_masked_in_stored_tokens_and_result
             &deploy_token,
         ],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = succeeded(&output);
     assert!(
         stdout.contains("use    | said: The token is ***, do not share.\n"),
         "{stdout}"
     );
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
 
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
-            .unwrap();
+    let summary = summary_in(dir.path());
     let run_id = summary["run_id"].as_i64().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tokens = runtime.block_on(async {
@@ -365,9 +371,7 @@ fn an_llm_builder_gets_the_reviews_feedback_in_its_next_iteration() {
     );
     let text = printed(&output);
     assert!(output.status.success(), "{text}");
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
-            .unwrap();
+    let summary = summary_in(dir.path());
     assert_eq!(summary["steps"][0]["iteration"], 2, "{summary}");
     let prompts: Vec<String> = server
         .requests()
