@@ -59,6 +59,28 @@ async fn finish(executor: &Executor, runner_id: i64, claimed: &Claimed, report: 
         .unwrap());
 }
 
+/// Build attempt `build` logs the line `text` and succeeds with the output `v`.
+async fn build_succeeds(executor: &Executor, runner_id: i64, build: &Claimed, text: &str, v: &str) {
+    let line = LogLine {
+        seq: 1,
+        stream: Stream::Stdout,
+        text: text.into(),
+        ts_ms: 1,
+    };
+    executor
+        .store()
+        .append_logs(build.step_run_id, build.number, &[line])
+        .await
+        .unwrap();
+    finish(
+        executor,
+        runner_id,
+        build,
+        &report(Outcome::Succeeded, &[("v", v)]),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
     for (store, _dir) in support::stores().await {
@@ -81,23 +103,7 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
         let dispatch: serde_json::Value = serde_json::from_str(&build1.dispatch).unwrap();
         assert_eq!(dispatch["env"]["PLUE_OUTPUT_REVIEW_FEEDBACK"], "");
         assert_eq!(dispatch["env"]["PLUE_ITERATION"], "1");
-        let line = |text: &str| LogLine {
-            seq: 1,
-            stream: Stream::Stdout,
-            text: text.into(),
-            ts_ms: 1,
-        };
-        store
-            .append_logs(build1.step_run_id, build1.number, &[line("first build")])
-            .await
-            .unwrap();
-        finish(
-            &executor,
-            runner_id,
-            &build1,
-            &report(Outcome::Succeeded, &[("v", "1")]),
-        )
-        .await;
+        build_succeeds(&executor, runner_id, &build1, "first build", "1").await;
         for number in [1, 2] {
             let review = claim(&store, runner_id, "review").await;
             assert_eq!(review.number, number);
@@ -131,17 +137,7 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
             "attempt 2: too slow"
         );
         assert_eq!(dispatch["env"]["PLUE_ITERATION"], "2");
-        store
-            .append_logs(build2.step_run_id, build2.number, &[line("second build")])
-            .await
-            .unwrap();
-        finish(
-            &executor,
-            runner_id,
-            &build2,
-            &report(Outcome::Succeeded, &[("v", "2")]),
-        )
-        .await;
+        build_succeeds(&executor, runner_id, &build2, "second build", "2").await;
         let build = store.step_run(run_id, "build").await.unwrap().unwrap();
         assert_eq!(
             build.outputs, r#"{"v":"2"}"#,
