@@ -118,19 +118,9 @@ fn a_review_that_never_approves_loops_max_loops_times_then_fails_the_run() {
     let server = fake_claude("review-loop-rejected.json");
     let summary = sandbox.path("summary.json");
     let started = std::time::Instant::now();
+    let secret = format!("ANTHROPIC_API_KEY={KEY}");
     let output = sandbox
-        .plue(&[
-            "run",
-            WORKFLOW,
-            "--runners",
-            "2",
-            "--data-dir",
-            sandbox.path("data").to_str().unwrap(),
-            "--summary-json",
-            summary.to_str().unwrap(),
-            "--secret",
-            &format!("ANTHROPIC_API_KEY={KEY}"),
-        ])
+        .plue_run_with_summary(WORKFLOW, "2", &["--secret", &secret])
         .env("ANTHROPIC_BASE_URL", server.url())
         .current_dir(&ws)
         .output()

@@ -173,17 +173,9 @@ async fn plue_run_summary_json_lists_the_artifacts() {
     let sandbox = Sandbox::new("handoff-run");
     let ws = workspace(&sandbox);
     let summary = sandbox.path("summary.json");
+    let workflow = ws.join("handoff.plue.py");
     let output = sandbox
-        .plue(&[
-            "run",
-            ws.join("handoff.plue.py").to_str().unwrap(),
-            "--runners",
-            "2",
-            "--data-dir",
-            sandbox.path("data").to_str().unwrap(),
-            "--summary-json",
-            summary.to_str().unwrap(),
-        ])
+        .plue_run_with_summary(workflow.to_str().unwrap(), "2", &[])
         .current_dir(&ws)
         .output()
         .unwrap();

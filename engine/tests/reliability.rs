@@ -467,16 +467,7 @@ async fn a_million_line_step_loses_no_line_in_the_store_or_on_stdout() {
         sandbox.write("ws/big.plue.py", &workflow_source("big", &[step_source]));
         let data = sandbox.path("data");
         let summary = sandbox.path("summary.json");
-        let mut command = sandbox.plue(&[
-            "run",
-            "big.plue.py",
-            "--runners",
-            "1",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--summary-json",
-            summary.to_str().unwrap(),
-        ]);
+        let mut command = sandbox.plue_run_with_summary("big.plue.py", "1", &[]);
         command.current_dir(sandbox.path("ws"));
         let started = Instant::now();
         let (pid, stdout) = sandbox.spawn_piped("plue-run", command);

@@ -290,6 +290,29 @@ impl Sandbox {
             .collect()
     }
 
+    /// `plue run WORKFLOW --runners N` on the sandbox's `data` directory, writing its
+    /// `summary.json` (see [`Sandbox::summary`]), plus `extra` arguments.
+    pub(crate) fn plue_run_with_summary(
+        &self,
+        workflow: &str,
+        runners: &str,
+        extra: &[&str],
+    ) -> Command {
+        let (data, summary) = (self.path("data"), self.path("summary.json"));
+        let mut command = self.plue(&[
+            "run",
+            workflow,
+            "--runners",
+            runners,
+            "--data-dir",
+            data.to_str().expect("a UTF-8 sandbox path"),
+            "--summary-json",
+            summary.to_str().expect("a UTF-8 sandbox path"),
+        ]);
+        command.args(extra);
+        command
+    }
+
     /// [`Sandbox::plue_run_llm`] of the sandbox's `w.plue.py` with `runners` local runners,
     /// writing `summary.json` (see [`Sandbox::summary`]), plus `extra` arguments.
     pub(crate) fn plue_run_llm_summary(
