@@ -70,24 +70,35 @@ fn push_branch(forge: &FakeForge, repo: &str, branch: &str, token: Option<&str>)
         .success()
 }
 
-#[tokio::test]
-async fn github_pull_requests_are_created_once_per_head_and_found_by_head() {
-    let forge = FakeForge::start(Flavor::GitHub, TOKEN).unwrap();
+/// A fake forge of `flavor` holding `acme/app` with a README.
+fn forge_with_app(flavor: Flavor) -> FakeForge {
+    let forge = FakeForge::start(flavor, TOKEN).unwrap();
     forge
         .create_repo_with("acme/app", &[("README.md", "hi\n")])
         .unwrap();
+    forge
+}
+
+/// Opens the pull request `body` on `acme/app` with `auth`: the status and the answer.
+async fn open_pull(forge: &FakeForge, auth: &str, body: &Value) -> (u16, Value) {
+    call(
+        forge,
+        "POST",
+        "/repos/acme/app/pulls",
+        Some(body.clone()),
+        Some(auth),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn github_pull_requests_are_created_once_per_head_and_found_by_head() {
+    let forge = forge_with_app(Flavor::GitHub);
     let repo = "acme/app";
     assert!(push_branch(&forge, repo, "plue/run-1-fix", Some(TOKEN)));
     let auth = format!("Bearer {TOKEN}");
     let body = json!({"title": "Fix", "body": "b", "head": "plue/run-1-fix", "base": "main"});
-    let (status, pr) = call(
-        &forge,
-        "POST",
-        "/repos/acme/app/pulls",
-        Some(body.clone()),
-        Some(&auth),
-    )
-    .await;
+    let (status, pr) = open_pull(&forge, &auth, &body).await;
     assert_eq!(status, 201, "{pr}");
     assert_eq!(pr["number"], 1);
     assert_eq!(
@@ -95,14 +106,7 @@ async fn github_pull_requests_are_created_once_per_head_and_found_by_head() {
         format!("{}/acme/app/pull/1", forge.url()).as_str()
     );
     assert_eq!(pr["head"]["ref"], "plue/run-1-fix");
-    let (status, again) = call(
-        &forge,
-        "POST",
-        "/repos/acme/app/pulls",
-        Some(body),
-        Some(&auth),
-    )
-    .await;
+    let (status, again) = open_pull(&forge, &auth, &body).await;
     assert_eq!(status, 422, "{again}");
     assert_eq!(again["message"], "Validation Failed");
     assert!(again["errors"][0]["message"]
@@ -133,34 +137,17 @@ async fn github_pull_requests_are_created_once_per_head_and_found_by_head() {
 
 #[tokio::test]
 async fn gitea_answers_409_for_a_second_pull_request_and_finds_it_by_base_and_head() {
-    let forge = FakeForge::start(Flavor::Gitea, TOKEN).unwrap();
-    forge
-        .create_repo_with("acme/app", &[("README.md", "hi\n")])
-        .unwrap();
+    let forge = forge_with_app(Flavor::Gitea);
     assert!(push_branch(&forge, "acme/app", "plue/run-2-x", Some(TOKEN)));
     let auth = format!("token {TOKEN}");
     let body = json!({"title": "Fix", "body": "b", "head": "plue/run-2-x", "base": "main"});
-    let (status, pr) = call(
-        &forge,
-        "POST",
-        "/repos/acme/app/pulls",
-        Some(body.clone()),
-        Some(&auth),
-    )
-    .await;
+    let (status, pr) = open_pull(&forge, &auth, &body).await;
     assert_eq!(status, 201, "{pr}");
     assert_eq!(
         pr["html_url"],
         format!("{}/acme/app/pulls/1", forge.url()).as_str()
     );
-    let (status, again) = call(
-        &forge,
-        "POST",
-        "/repos/acme/app/pulls",
-        Some(body),
-        Some(&auth),
-    )
-    .await;
+    let (status, again) = open_pull(&forge, &auth, &body).await;
     assert_eq!(status, 409, "{again}");
     assert!(again["message"]
         .as_str()
