@@ -73,11 +73,11 @@ pub(super) struct StepPath {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is neither an approval nor under an environment", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, or a comment too long or with a control or bidi character", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The caller lacks `writer` on the run's repository, is not among the approvers or the environment's reviewers, or started the run (`exclude_triggerer`, `prevent_self_review`)", body = ErrorView),
         (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
-        (status = 409, description = "The step is not waiting for a decision, its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision (or is neither an approval nor under an environment), its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -104,11 +104,11 @@ pub(super) async fn approve(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
-        (status = 400, description = "Not a run id, malformed JSON, a comment too long or with a control or bidi character, or a step that is neither an approval nor under an environment", body = ErrorView),
+        (status = 400, description = "Not a run id, malformed JSON, or a comment too long or with a control or bidi character", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The caller lacks `writer` on the run's repository, is not among the approvers or the environment's reviewers, or started the run (`exclude_triggerer`, `prevent_self_review`)", body = ErrorView),
         (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
-        (status = 409, description = "The step is not waiting for a decision, its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
+        (status = 409, description = "The step is not waiting for a decision (or is neither an approval nor under an environment), its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
@@ -247,9 +247,9 @@ pub(crate) async fn decider_check(
     Ok((run, gate))
 }
 
-/// The gate `step` of `run` is decided as: 404 when the run has no such step, 400 when it
-/// is neither an approval nor a step under an environment, 409 when its environment is no
-/// longer defined.
+/// The gate `step` of `run` is decided as: 404 when the run has no such step, 409 when it
+/// is neither an approval nor a step under an environment, or its environment is no longer
+/// defined.
 pub(crate) async fn gate_of(state: &ApiState, run: &RunRow, step: &str) -> ApiResult<Gate> {
     let run_id = run.id;
     let no_step = || ApiError::not_found(format!("run {run_id} has no step '{step}'"));
@@ -270,10 +270,15 @@ pub(crate) async fn gate_of(state: &ApiState, run: &RunRow, step: &str) -> ApiRe
         });
     }
     let (Some(name), Some(repo_id)) = (&found.environment, run.repo_id) else {
-        return Err(ApiError::bad_request(format!(
-            "step '{step}' is a {} step, not an approval, and has no environment review",
-            found.action.kind()
-        )));
+        // Nothing at this step waits for a decision: a 409, as for a gate already decided
+        // (the request was well formed, so not a 400; the step is there, so not a 404).
+        return Err(ApiError::Client(
+            StatusCode::CONFLICT,
+            format!(
+                "step '{step}' is a {} step, not an approval, and has no environment review",
+                found.action.kind()
+            ),
+        ));
     };
     let store = state.executor.store();
     let Some(environment) = store.environment(repo_id, name).await? else {

@@ -37,12 +37,41 @@ impl<T: DeserializeOwned> Object<T> {
                 ),
             ));
         }
-        serde_json::from_value(value).map(Object).map_err(|e| {
-            ApiError::Client(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("Failed to deserialize the JSON body into the target type: {e}"),
-            )
-        })
+        serde_json::from_value(whole_numbers(value))
+            .map(Object)
+            .map_err(|e| {
+                ApiError::Client(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("Failed to deserialize the JSON body into the target type: {e}"),
+                )
+            })
+    }
+}
+
+/// `value` with each whole number written as a float (`795.0`) made an integer. JSON
+/// Schema's `integer` is any number without a fraction, so the document's integers allow
+/// `795.0`; serde refuses it for an integer field, which would refuse a schema-valid body
+/// (schemathesis sends such numbers). A float field still takes the integer.
+fn whole_numbers(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            // Both bounds are exact powers of two, so the casts below cannot saturate.
+            Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
+                Value::from(f as u64)
+            }
+            Some(f) if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&f) => {
+                Value::from(f as i64)
+            }
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, whole_numbers(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -84,6 +113,32 @@ mod tests {
     struct Named {
         #[allow(dead_code)]
         name: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Sized {
+        days: u32,
+        offset: i64,
+        ratio: f64,
+    }
+
+    // regression: `{"days": 30.0}` was a 422 though the document's `integer` allows it;
+    // schemathesis found it. A fraction is still refused.
+    #[test]
+    fn whole_floats_are_integers_and_fractions_are_not() {
+        let body = serde_json::json!({"days": 30.0, "offset": -2.0, "ratio": 3});
+        let Object(sized) = Object::<Sized>::from_value(body).unwrap();
+        assert_eq!((sized.days, sized.offset, sized.ratio), (30, -2, 3.0));
+        for wrong in [
+            serde_json::json!({"days": 30.5, "offset": 0, "ratio": 0}),
+            serde_json::json!({"days": 1e20, "offset": 0, "ratio": 0}),
+            serde_json::json!({"days": -1.0, "offset": 0, "ratio": 0}),
+        ] {
+            assert!(
+                Object::<Sized>::from_value(wrong.clone()).is_err(),
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

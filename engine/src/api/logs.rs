@@ -82,7 +82,7 @@ pub(super) struct LogQuery {
         StepPath,
         LogQuery,
         ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^[0-9]+:[0-9]+$",
-         description = "Resume after this `attempt:seq`, the id of the last event received"),
+         example = "1:42", description = "Resume after this `attempt:seq`, the id of the last event received"),
     ),
     security((), ("bearer" = [])),
     responses(

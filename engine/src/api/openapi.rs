@@ -14,7 +14,7 @@
 use std::sync::LazyLock;
 
 use axum::Json;
-use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
@@ -121,6 +121,49 @@ pub(super) fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
                 }
             }
         }
+    }
+}
+
+/// What a derive cannot say about a handler's rule, said here so a schema-valid request is
+/// not refused (utoipa puts a field's `pattern` on the array, not on its items): the
+/// repositories a new API token is narrowed to are each `owner/name`, an environment's
+/// reviewers each a user name or an `@group`.
+pub(super) fn handler_rules(doc: &mut utoipa::openapi::OpenApi) {
+    // As `CreateRepo.name`'s.
+    items_pattern(
+        doc,
+        "CreateToken",
+        "repos",
+        r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$",
+    );
+    // `store::valid_name`, after an optional `@`.
+    items_pattern(
+        doc,
+        "PutEnvironment",
+        "reviewers",
+        r"^@?[A-Za-z0-9][A-Za-z0-9._-]{0,38}$",
+    );
+}
+
+/// Each item of the array `component.field` (a string) matches `pattern`.
+fn items_pattern(doc: &mut utoipa::openapi::OpenApi, component: &str, field: &str, pattern: &str) {
+    let item = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .build();
+    let array = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut(component))
+        .and_then(|schema| match schema {
+            RefOr::T(Schema::Object(object)) => object.properties.get_mut(field),
+            _ => None,
+        });
+    match array {
+        Some(RefOr::T(Schema::Array(array))) => {
+            array.items = ArrayItems::RefOrSchema(Box::new(item.into()))
+        }
+        _ => panic!("{component}.{field} is no longer an array of strings"),
     }
 }
 

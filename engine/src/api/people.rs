@@ -171,7 +171,7 @@ pub(super) struct CreateUser {
 pub(super) struct LinkForgeLogin {
     forge: ForgeName,
     /// The login as the forge spells it (matched in any case).
-    #[schema(example = "octocat")]
+    #[schema(example = "octocat", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,38}$")]
     login: String,
 }
 
@@ -202,7 +202,7 @@ pub(super) struct ForgeLoginPath {
     #[param(example = "alice")]
     name: String,
     /// `github` or `gitea`.
-    #[param(example = "github")]
+    #[param(value_type = ForgeName, example = "github")]
     forge: String,
     /// The forge login (any case).
     #[param(example = "octocat")]

@@ -98,7 +98,7 @@ pub(super) async fn gate(
     };
     let found = match approvals::gate_of(&web.state, run, &step.step_id).await {
         Ok(gate) => gate,
-        // Not a gate (400), or an environment no longer defined (409): the step's own
+        // Not a gate, or an environment no longer defined (both 409): the step's own
         // status and reason say what happens; nobody can decide it here.
         Err(ApiError::Client(..)) => return Ok(None),
         Err(ApiError::Internal(e)) => return Err(WebError::Internal(e)),
