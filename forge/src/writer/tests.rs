@@ -30,6 +30,25 @@ fn writer<'a>(client: &'a reqwest::Client, forge: Forge, api_url: &'a str) -> Wr
     }
 }
 
+/// A client for a fake forge's API, which writers borrow.
+struct Api {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    fn of(fake: &FakeForge) -> Api {
+        Api {
+            client: reqwest::Client::new(),
+            url: fake.api_url(),
+        }
+    }
+
+    fn writer(&self, forge: Forge) -> Writer<'_> {
+        writer(&self.client, forge, &self.url)
+    }
+}
+
 fn both() -> [(Flavor, Forge); 2] {
     [
         (Flavor::GitHub, Forge::GitHub),
@@ -48,9 +67,8 @@ const PULL: NewPull<'static> = NewPull {
 async fn a_pull_request_is_opened_once_however_often_it_is_asked_for() {
     for (flavor, kind) in both() {
         let fake = forge(flavor);
-        let client = reqwest::Client::new();
-        let api = fake.api_url();
-        let writer = writer(&client, kind, &api);
+        let api = Api::of(&fake);
+        let writer = api.writer(kind);
         let first = writer.open_pull_request(&PULL).await.unwrap();
         assert!(first.created);
         let again = writer.open_pull_request(&PULL).await.unwrap();
@@ -69,9 +87,8 @@ async fn a_lost_answer_is_retried_and_the_pull_request_found_not_reopened() {
     for (flavor, kind) in both() {
         let fake = forge(flavor);
         fake.fault(Fault::new("POST", "/pulls", FaultAction::DropAfterWrite));
-        let client = reqwest::Client::new();
-        let api = fake.api_url();
-        let writer = writer(&client, kind, &api);
+        let api = Api::of(&fake);
+        let writer = api.writer(kind);
         let lost = writer.open_pull_request(&PULL).await.unwrap_err();
         assert!(matches!(lost, PostError::Retry(_)), "{lost}");
         let found = writer.open_pull_request(&PULL).await.unwrap();
@@ -86,9 +103,8 @@ async fn a_comment_carries_its_marker_and_is_not_posted_twice() {
         let fake = forge(flavor);
         let issue = fake.create_issue(REPO, "broken", "", "alice");
         // Enough comments of others that the marked one is on a later page.
-        let client = reqwest::Client::new();
-        let api = fake.api_url();
-        let writer = writer(&client, kind, &api);
+        let api = Api::of(&fake);
+        let writer = api.writer(kind);
         for n in 0..105 {
             writer
                 .comment(issue, &format!("noise {n}"), &format!("<!-- n{n} -->"))
@@ -121,9 +137,8 @@ async fn labels_and_issues_land_once() {
         let fake = forge(flavor);
         fake.create_label(REPO, "bug");
         let issue = fake.create_issue(REPO, "broken", "", "alice");
-        let client = reqwest::Client::new();
-        let api = fake.api_url();
-        let writer = writer(&client, kind, &api);
+        let api = Api::of(&fake);
+        let writer = api.writer(kind);
         for _ in 0..2 {
             writer.add_labels(issue, &["bug".into()]).await.unwrap();
         }
@@ -173,9 +188,8 @@ async fn the_token_travels_only_in_the_authorization_header() {
     for (flavor, kind) in both() {
         let fake = forge(flavor);
         let issue = fake.create_issue(REPO, "broken", "", "alice");
-        let client = reqwest::Client::new();
-        let api = fake.api_url();
-        let writer = writer(&client, kind, &api);
+        let api = Api::of(&fake);
+        let writer = api.writer(kind);
         writer.open_pull_request(&PULL).await.unwrap();
         writer.comment(issue, "hi", "<!-- m -->").await.unwrap();
         writer.add_labels(issue, &["bug".into()]).await.unwrap();
@@ -248,9 +262,8 @@ async fn a_marker_copied_by_someone_else_is_not_taken_for_the_engines_answer() {
     for (flavor, kind) in both() {
         let fake = forge(flavor);
         let issue = fake.create_issue(REPO, "broken", "", "alice");
-        let client = reqwest::Client::new();
-        let api = fake.api_url();
-        let writer = writer(&client, kind, &api);
+        let api = Api::of(&fake);
+        let writer = api.writer(kind);
         let marker = "<!-- plue:proposal:comment-5-fix-0 -->";
         let copied = writer
             .comment(issue, &format!("fake answer {marker}"), "<!-- other -->")
