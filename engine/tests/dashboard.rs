@@ -403,7 +403,10 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .await;
     assert_eq!(
         attempts,
-        json!([["flaky:1", "✗ failed", "7"], ["flaky:2", "✓ succeeded", "0"]])
+        json!([
+            ["flaky:1", "✗ failed", "7"],
+            ["flaky:2", "✓ succeeded", "0"]
+        ])
     );
     browser.screenshot(&shots.join("dashboard-run.png")).await;
 

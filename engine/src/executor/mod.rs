@@ -16,9 +16,9 @@
 //! loops and re-runs are modules of their own.
 
 mod approvals;
-pub mod reruns;
 pub mod environments;
 pub mod outputs;
+pub mod reruns;
 pub mod rules;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -167,8 +167,7 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
         }
         // A debug shell's terminal: job control and ^C reach the shell's foreground job.
         // The child leads a fresh session without one, so this cannot steal another's.
-        if args.controlling_terminal && libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSCTTY, 0) < 0
-        {
+        if args.controlling_terminal && libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSCTTY, 0) < 0 {
             return Stage::Stdio;
         }
         close_all_but_stdio_and(args.report, args.max_fd);

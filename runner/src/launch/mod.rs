@@ -66,11 +66,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub(crate) use crate::rooms::Rooms;
 use crate::step_user::StepUser;
 pub(crate) use child::reset_signal_dispositions;
 use child::{ChildArgs, Stage, SHARED_REPORT};
 use clone::{clone_child, CloneHow};
-pub(crate) use crate::rooms::Rooms;
 
 mod child;
 mod clone;
@@ -234,7 +234,11 @@ pub(crate) fn launch(launch: &Launch<'_>) -> io::Result<Launched> {
     // `fs.suid_dumpable`: shared with the runner, that would make a root runner
     // traceable by the step's user until `execve` unless the setting is 0. Then the child
     // gets a copy instead.
-    launch_sharing(launch, launch.user.is_none() || suid_dumpable_is_off(), None)
+    launch_sharing(
+        launch,
+        launch.user.is_none() || suid_dumpable_is_off(),
+        None,
+    )
 }
 
 /// [`launch`] with stdin, stdout and stderr on the terminal `tty` (a pty's follower side,

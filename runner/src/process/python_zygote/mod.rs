@@ -98,9 +98,9 @@ use tokio_util::sync::CancellationToken;
 use super::{ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE};
 use crate::containment::{self, StepCgroup};
 use crate::launch::pipe;
-use crate::rooms::{self, Rooms};
 use crate::protocol::Stream;
 use crate::reaper;
+use crate::rooms::{self, Rooms};
 
 /// The zygote's program, run as `python3 -u -c BOOTSTRAP ZYGOTE`.
 const ZYGOTE_PY: &str = include_str!("zygote.py");
