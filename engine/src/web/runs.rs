@@ -165,13 +165,21 @@ async fn load<'a>(
         .run_progress(&ids)
         .await?
         .into_iter()
-        .map(|p| (p.run_id, super::run_timeline::Progress::counted(p.finished, p.total)))
+        .map(|p| {
+            (
+                p.run_id,
+                super::run_timeline::Progress::counted(p.finished, p.total),
+            )
+        })
         .collect();
     Ok(RunsPage {
         chrome: session.chrome(path),
-        active: runs
-            .iter()
-            .any(|r| matches!(r.status.as_str(), "pending" | "queued" | "running" | "waiting")),
+        active: runs.iter().any(|r| {
+            matches!(
+                r.status.as_str(),
+                "pending" | "queued" | "running" | "waiting"
+            )
+        }),
         query,
         runs,
         next,
