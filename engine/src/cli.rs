@@ -82,7 +82,8 @@ pub(crate) enum Command {
     /// Start a new run with the plan and workspace of an earlier one, or (--replay) replay
     /// an llm step of a local run from its transcript.
     Rerun(RerunArgs),
-    /// Approve (or --reject) a run's waiting approval step on a server.
+    /// Approve (or --reject) a run's waiting approval step on a server, or (--data-dir) on
+    /// a `plue run` running from that data directory, e.g. from another terminal.
     Approve(ApproveArgs),
     /// Run a failed step again on a server's runner and open a shell in its workspace, as
     /// its user and in its sandbox (writers of the repository; audited).
@@ -168,8 +169,10 @@ pub(crate) struct RunArgs {
     /// a fresh copy of the directory and has its processes killed when it ends.
     #[arg(long)]
     pub(crate) ephemeral_runners: bool,
-    /// Approve this approval step when it waits (repeatable): nobody else can reach the
-    /// engine of `plue run`, so without it an approval waits until its timeout.
+    /// Approve this approval step when it waits (repeatable), without asking. Otherwise
+    /// `plue run` prints the question and the `plue approve RUN STEP --data-dir DIR`
+    /// command that decides it from another terminal, and, when stdin is a terminal, asks
+    /// y/n; undecided, the step waits until its timeout and then fails.
     #[arg(long = "approve", value_name = "STEP")]
     pub(crate) approve: Vec<String>,
     /// After the run, write step STEP's final workspace into DIR (repeatable): a directory
@@ -496,6 +499,7 @@ pub(crate) struct SourceArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct LogsArgs {
+    /// The run's id (as `plue run` prints it and `plue runs` lists it).
     pub(crate) run_id: i64,
     /// One step (default: every step, in plan order).
     pub(crate) step: Option<String>,
@@ -537,6 +541,7 @@ pub(crate) struct RunsArgs {
 /// `plue artifacts RUN`.
 #[derive(Debug, Args)]
 pub(crate) struct ArtifactsArgs {
+    /// The run's id (as `plue run` prints it and `plue runs` lists it).
     pub(crate) run_id: i64,
     /// Only this step's files (default: every step's).
     #[arg(long)]
@@ -560,6 +565,7 @@ pub(crate) enum RunsCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunShowArgs {
+    /// The run's id (as `plue run` prints it and `plue runs` lists it).
     pub(crate) run_id: i64,
     /// Print the record as JSON (the document `plue run --summary-json` writes; its schema
     /// is docs/src/reference/generated/run-record.schema.json).
@@ -613,6 +619,7 @@ pub(crate) struct RerunArgs {
 /// `plue cancel RUN` and the like.
 #[derive(Debug, Args)]
 pub(crate) struct RunOnServerArgs {
+    /// The run's id (as `plue runs` lists it).
     pub(crate) run_id: i64,
     /// The engine's base URL.
     #[arg(long, env = "PLUE_SERVER", default_value = "http://127.0.0.1:8600")]
@@ -625,6 +632,7 @@ pub(crate) struct RunOnServerArgs {
 /// `plue debug RUN STEP`.
 #[derive(Debug, Args)]
 pub(crate) struct DebugArgs {
+    /// The id of the run the failed step belongs to (as `plue runs` lists it).
     pub(crate) run_id: i64,
     /// The failed step's id.
     pub(crate) step: String,
@@ -639,6 +647,8 @@ pub(crate) struct DebugArgs {
 /// `plue approve RUN STEP`.
 #[derive(Debug, Args)]
 pub(crate) struct ApproveArgs {
+    /// The id of the run whose step waits (as `plue run` prints it in its question, or
+    /// `plue runs --status waiting` lists it).
     pub(crate) run_id: i64,
     /// The approval step's id.
     pub(crate) step: String,
@@ -649,7 +659,9 @@ pub(crate) struct ApproveArgs {
     #[arg(long)]
     pub(crate) comment: Option<String>,
     /// Decide a step of a `plue run` running from this data directory, instead of a
-    /// server's (its address and token are read from there).
+    /// server's: the run's engine published its loopback address there while the run has
+    /// an approval step (no token: that engine takes none; --server and --token are then
+    /// not used).
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! `plue approve RUN STEP [--reject] [--comment TEXT]`: decides a waiting approval step on
 //! a server, as whoever the token names — or, with `--data-dir`, on the engine of a `plue
-//! run` running from that data directory (which published its address and token there,
-//! readable by its user only: [`super::approval_prompt`]). `plue run`'s own y/n question
+//! run` running from that data directory (which published its loopback address there,
+//! readable by its user only; no token: [`super::approval_prompt`]). `plue run`'s own y/n question
 //! decides through [`super::decision::decide`] too, so both take the API's path and its checks.
 
 use std::process::ExitCode;
