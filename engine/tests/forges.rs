@@ -1,9 +1,10 @@
 //! End-to-end tests of the forge surface with the real `plue serve`: a git repository made
 //! here with `git`, registered through the API; deliveries built from the real GitHub and
-//! Gitea payloads in `tests/fixtures/webhooks/` (copied byte for byte from the
-//! shared fixtures, see their README) with their repository, refs and commits
-//! pointed at that repository, and signed; runs executed by local runners; commit statuses
-//! received by a fake forge that checks method, path, auth header and body.
+//! Gitea payloads in `tests/fixtures/webhooks/` (copied byte for byte from public
+//! repositories; `tests/fixtures/webhooks/README.md` names each source and commit) with
+//! their repository, refs and commits pointed at that repository, and signed; runs
+//! executed by local runners; commit statuses received by a fake forge that checks
+//! method, path, auth header and body.
 //!
 //! Why one file past ~600 lines: the forge surface end to end on one repository-and-engine
 //! fixture, a test per delivery scenario.

@@ -7,7 +7,8 @@
 //! - `{{ steps.<id>.status }}` — its final status (`succeeded`, `failed`, ...);
 //! - `{{ raw steps.<id>.outputs.<key> }}` (and `raw` of a status) — the value pasted into
 //!   the command or script as code, unquoted: whoever controls the output controls the
-//!   step (unsafe by design, for text the author trusts: see the README);
+//!   step (unsafe by design, for text the author trusts: docs/src/security/outputs.md,
+//!   "Raw form (unsafe)");
 //! - `\{{` — a literal `{{`; `\\{{` — a literal `\` followed by a reference; in a run of
 //!   backslashes before `{{` each pair is one `\` and an odd one left makes the `{{`
 //!   literal, so any text can be written as a template that renders to itself ([`escape`]:

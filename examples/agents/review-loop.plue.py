@@ -6,8 +6,8 @@
 #   the builder reading the feedback) -> documenter (llm: docs/** kept as artifacts) ->
 #   approve (a person) -> ship (bash).
 # An llm step succeeds whenever the conversation ends normally, so the pass/fail decision
-# is the small `verdict` step; `loop_to` sits on it. See README.md, "Agent pipelines", to
-# run it against `fake-claude --script examples/agents/scripts/review-loop.json`.
+# is the small `verdict` step; `loop_to` sits on it. docs/src/guide/agents.md, "Agent
+# pipelines", runs it against `fake-claude --script examples/agents/scripts/review-loop.json`.
 TASK = "Add a --shout flag to examples/agents/demo/greet.sh that prints the greeting in capitals."
 PROMPTS = "examples/agents/prompts/"
 DEMO = "examples/agents/demo/"

@@ -20,11 +20,13 @@
 //!
 //! What was checked against the real APIs (and what was not):
 //! - GitHub: the operations and their status codes come from github/rest-api-description
-//!   (see `../shared/fixtures/forge-api/README.md`): create PR 201 / 422 `validation_failed`,
-//!   list PRs `?head=owner:branch&base=&state=`, comment 201, labels 200 with the issue's
-//!   labels (GitHub creates unknown labels), collaborator permission 200 `{permission,
-//!   role_name, user}` / 404. The 422 body's `errors[0].message` ("A pull request already
-//!   exists for owner:branch.") is the API's known text, not in the spec.
+//!   (`descriptions/api.github.com/api.github.com.json`, stored version `0000036e42b5`, as
+//!   noted in `/work/shared/fixtures/forge-api/README.md`, outside this repository): create
+//!   PR 201 / 422 `validation_failed`, list PRs `?head=owner:branch&base=&state=`, comment
+//!   201, labels 200 with the issue's labels (GitHub creates unknown labels), collaborator
+//!   permission 200 `{permission, role_name, user}` / 404. The 422 body's
+//!   `errors[0].message` ("A pull request already exists for owner:branch.") is the API's
+//!   known text, not in the spec.
 //! - Gitea: read in go-gitea/gitea `routers/api/v1/repo/pull.go` (stored version
 //!   `000762f8db28`): create PR answers `201`, and `409` (`ctx.APIError(StatusConflict,
 //!   ErrPullRequestAlreadyExists)`: body `{"message": "pull request already exists for these

@@ -24,8 +24,8 @@
 //! A reference passed as a *value* (`"{}".format(ref)`, `"%s" % ref`, `int(ref) % 2`,
 //! `re.compile(re.escape(ref))`) stays allowed. The check is lexical: a value passed
 //! through a function, a container or a second variable before it is formatted is not
-//! seen (the README says never to), and code it
-//! misjudges is only refused, never rendered differently. Linear in the script's length.
+//! seen (docs/src/security/outputs.md, "The check is lexical", says never to), and code
+//! it misjudges is only refused, never rendered differently. Linear in the script's length.
 //!
 //! The script is read by [`super::tokens`], which agrees with [`super::contexts`] on what
 //! is code.

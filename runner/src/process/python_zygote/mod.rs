@@ -62,9 +62,9 @@
 //!   open its `/proc/<pid>/fd` or `mem`. It dies with the runner (parent-death signal, and
 //!   EOF on its socket) and is replaced when found dead.
 //!
-//! Known differences (README): forked children share the zygote's string hash seed when
-//! `PYTHONHASHSEED` is unset, and its address layout and stack canary (fresh interpreters
-//! each draw their own); `/proc/self/environ` and `cmdline` are the zygote's; the
+//! Known differences (docs/src/guide/running-locally.md, "`python` steps"): forked
+//! children share the zygote's string hash seed when `PYTHONHASHSEED` is unset, and its
+//! address layout and stack canary (fresh interpreters each draw their own); `/proc/self/environ` and `cmdline` are the zygote's; the
 //! script's frame has the zygote's frames above it (`sys._getframe(1)`); `.pth` files ran
 //! once, in the zygote, with its environment; the standard-library directories' entries in
 //! `sys.path_importer_cache` are the finder that serves the ready-made modules, whose files

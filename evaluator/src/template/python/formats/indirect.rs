@@ -14,9 +14,10 @@
 //!   (`(s := ref) and s.format(obj)`, `t = ref` ... `t.format(obj)`).
 //!
 //! Still lexical: a value passed through a function, a container, an attribute or a second
-//! variable is not followed (the README says so). Each pass is linear in the tokens: the
-//! alias table reads at most [`MAX_VALUE_TOKENS`] tokens per assignment, the call ranges
-//! are answered from prefix counts, the statement ends come from one backward pass.
+//! variable is not followed (docs/src/security/outputs.md says so: "The check is
+//! lexical"). Each pass is linear in the tokens: the alias table reads at most
+//! [`MAX_VALUE_TOKENS`] tokens per assignment, the call ranges are answered from prefix
+//! counts, the statement ends come from one backward pass.
 
 use std::collections::HashSet;
 
