@@ -3,6 +3,9 @@
 //!   engine has — has text at WCAG AA contrast (≥ 4.5:1) against its own background, from
 //!   the browser's computed styles, in the light and the dark theme; each carries its
 //!   glyph beside the word, and pending and skipped never look alike;
+//! - so does text on a tinted background: each DAG node's step id and state (one node of
+//!   each status) on its node's fill, a log's search hits, a diff's added and removed
+//!   lines, the approval and group panels;
 //! - at a phone's width (375 px) no page scrolls sideways: wide tables scroll inside their
 //!   own box;
 //! - every page starts with a skip link to `main`, and names its landmarks;
@@ -206,6 +209,64 @@ const BADGES: &str = "\
               glyph: glyph ? glyph.textContent : null, probe: !!b.closest('#probe')}; }); \
     probe.remove(); return out;";
 
+/// Text on tinted backgrounds: every DAG node's step id and state (SVG `fill` against its
+/// node's rect `fill`, with a probe node of each status), and probes of the other tinted
+/// blocks (search hits in a log, a diff's added and removed lines, the approval panel, a
+/// group's member list) plus the real ones on the page (the step list's current entry, a
+/// failure's last lines). Each: what, its text, and the text and background colours as
+/// painted — composited on a canvas from the page's root down, so `color-mix()` and
+/// translucent layers count as the browser draws them.
+const TINTED: &str = "\
+    const statuses = arguments[0]; \
+    const canvas = document.createElement('canvas'); canvas.width = canvas.height = 1; \
+    const ctx = canvas.getContext('2d', {willReadFrequently: true}); \
+    const pixel = () => Array.from(ctx.getImageData(0, 0, 1, 1).data.slice(0, 3)); \
+    const paint = (layers) => { ctx.globalCompositeOperation = 'source-over'; \
+      ctx.fillStyle = '#ffffff'; ctx.fillRect(0, 0, 1, 1); \
+      for (const c of layers) { ctx.fillStyle = '#010203'; ctx.fillStyle = c; \
+        if (ctx.fillStyle === '#010203') throw new Error('a colour the canvas cannot read: ' + c); \
+        ctx.fillRect(0, 0, 1, 1); } return pixel(); }; \
+    const backgrounds = (e) => { const chain = []; \
+      for (let p = e; p; p = p.parentElement) chain.unshift(getComputedStyle(p).backgroundColor); \
+      return chain; }; \
+    const probe = document.createElement('div'); probe.id = 'tint-probe'; \
+    probe.innerHTML = '<section class=\"approval\"><p class=\"why-not\">why not</p></section>' + \
+      '<section class=\"dag-members\"><h3><span class=\"counts\">3 succeeded</span></h3></section>' + \
+      '<div class=\"conversation\"><pre class=\"diff\"><span class=\"add\">+added</span>' + \
+      '<span class=\"del\">-removed</span><span class=\"hunk\">@@ -1 +1 @@</span>' + \
+      '<span class=\"meta\">+++ b/x</span><span class=\"ctx\"> same</span></pre></div>' + \
+      '<div class=\"viewport\">' + ['hit', 'current', 'target', 'err hit', 'err current', \
+        'tool tool_use current', 'tool tool_result current', 'usage current', 'marker current'] \
+        .map(c => '<div class=\"line ' + c + '\"><a class=\"ln\" href=\"#L1\">1</a>' + \
+          '<span class=\"ts\">12:00:00.000</span><span class=\"tx\">line ' + c + \
+          ' <span class=\"f4\">blue</span> <span class=\"a-b f2\">green</span></span></div>') \
+        .join('') + '</div>'; \
+    document.querySelector('main').prepend(probe); \
+    const view = document.getElementById('dag-view'); \
+    const model = view && view.querySelector('a.node'); \
+    const clones = []; \
+    if (model) for (const s of statuses) { const c = model.cloneNode(true); \
+      c.setAttribute('class', 'node ' + s); c.removeAttribute('data-k'); \
+      c.querySelector('text.state').textContent = s; view.appendChild(c); clones.push(c); } \
+    const out = []; \
+    for (const t of document.querySelectorAll('svg.dag .node text')) { \
+      const rect = t.parentElement.querySelector(':scope > rect:not(.stack)'); \
+      const bg = paint(backgrounds(t.closest('svg').parentElement) \
+        .concat([getComputedStyle(rect).fill])); \
+      out.push({what: 'DAG ' + t.parentElement.getAttribute('class') + ' ' + t.getAttribute('class'), \
+        text: t.textContent, background: bg, color: paint([`rgb(${bg.join(',')})`, getComputedStyle(t).fill])}); } \
+    const html = '#tint-probe .why-not, #tint-probe .counts, #tint-probe .diff span, \
+      #tint-probe .line, #tint-probe .line .ln, #tint-probe .line .ts, #tint-probe .line .tx, \
+      #tint-probe .line .tx span, .step-list li.current a, .failure-tail, .failure-tail .stderr'; \
+    for (const e of document.querySelectorAll(html)) { \
+      const bg = paint(backgrounds(e)); \
+      const where = e.closest('.line') ? e.closest('.line').className + ' ' : ''; \
+      out.push({what: where + e.tagName.toLowerCase() + '.' + e.className, \
+        text: e.textContent.slice(0, 40), background: bg, \
+        color: paint([`rgb(${bg.join(',')})`, getComputedStyle(e).color])}); } \
+    probe.remove(); for (const c of clones) c.remove(); \
+    return out;";
+
 /// Whether the page scrolls sideways: its width, the window's, and the widest offender.
 const OVERFLOW: &str = "\
     const doc = document.documentElement; \
@@ -234,7 +295,7 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
         )
         .await;
     let run_page = format!("{}/runs/{run_id}", engine.url);
-    let mut measured = 0;
+    let (mut measured, mut tinted) = (0, 0);
     for dark in [false, true] {
         let theme = if dark { "dark" } else { "light" };
         browser.emulate(1280, 900, dark).await;
@@ -281,6 +342,7 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
             assert_ne!(pending.0, skipped.0, "{theme}: same background");
             assert_ne!(pending.1, skipped.1, "{theme}: same border");
             assert_ne!(pending.2, skipped.2, "{theme}: same glyph");
+            tinted += measure_tinted(&browser, theme, &page).await;
         }
         browser.goto(&run_page).await;
         wait_loaded(&browser).await;
@@ -288,7 +350,7 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
             .screenshot(&shots.join(format!("dashboard-a11y-run-{theme}.png")))
             .await;
     }
-    eprintln!("{measured} badges measured at >= {AA}:1");
+    eprintln!("{measured} badges and {tinted} texts on tints measured at >= {AA}:1");
 
     // Phones: no page scrolls sideways, in either theme.
     for dark in [false, true] {
@@ -385,6 +447,54 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
+}
+
+/// Measures [`TINTED`] on the open page: every text at AA. Returns how many were measured;
+/// on the run page, every node of the DAG (real and one probe of each status) counts.
+async fn measure_tinted(browser: &Browser, theme: &str, page: &str) -> usize {
+    let texts = browser.run(TINTED, json!([STATUSES])).await;
+    let texts = texts.as_array().expect("tinted texts");
+    let channels = |v: &Value| -> [f64; 3] {
+        let c: Vec<f64> = v
+            .as_array()
+            .expect("a colour")
+            .iter()
+            .map(|x| x.as_f64().expect("a channel"))
+            .collect();
+        [c[0], c[1], c[2]]
+    };
+    let mut low = Vec::new();
+    for text in texts {
+        let ratio = contrast(&channels(&text["color"]), &channels(&text["background"]));
+        if ratio < AA {
+            low.push(format!(
+                "{} '{}' at {ratio:.2}:1 ({} on {})",
+                text["what"], text["text"], text["color"], text["background"]
+            ));
+        }
+    }
+    assert!(
+        low.is_empty(),
+        "{theme} {page}: under {AA}:1:\n{}",
+        low.join("\n")
+    );
+    let nodes = texts
+        .iter()
+        .filter(|t| t["what"].as_str().is_some_and(|w| w.starts_with("DAG ")))
+        .count();
+    if !page.contains("/steps/") && page.contains("/runs/") {
+        // 3 steps and a probe of each status, each with its id and its state.
+        assert!(
+            nodes >= 2 * (3 + STATUSES.len()),
+            "{theme} {page}: {texts:?}"
+        );
+    }
+    // 9 probe lines of 3 parts and 2 ANSI spans each, 5 diff lines, 2 panel texts.
+    assert!(
+        texts.len() - nodes >= 9 * 6 + 5 + 2,
+        "{theme} {page}: {texts:?}"
+    );
+    texts.len()
 }
 
 /// Waits for the page's document to be complete.
