@@ -41,6 +41,8 @@ struct LogPage {
     conversation: Option<super::log_conversation::Conversation>,
     /// An approval step's panel, or a waiting review's (`log_approval.rs`).
     approval: Option<super::run_approval::GateView>,
+    /// The step's kind (`bash`, `python`, `llm`, `approval`); `None` without a plan.
+    kind: Option<&'static str>,
 }
 
 async fn step_of(store: &Store, run_id: i64, step: &str) -> WebResult<StepRunRow> {
@@ -84,8 +86,17 @@ pub(super) async fn page(
     let (attempt, running) = (step_row.attempts, step_row.status == "running");
     let mut step = StepView::new(step_row);
     step.add_costs(step_run_id, &store.dashboard_attempts(run_id).await?);
+    let plan = store
+        .run_documents(run_id)
+        .await?
+        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
+    let kind = plan
+        .as_ref()
+        .and_then(|plan| plan.steps.iter().find(|s| s.id == step.id))
+        .map(|s| s.action.kind());
     let conversation =
-        super::log_conversation::for_step(&web, run_id, &step, attempt, running).await?;
+        super::log_conversation::for_step(&web, plan.as_ref(), run_id, &step, attempt, running)
+            .await?;
     let page = LogPage {
         chrome: session.chrome(&base),
         run: RunView::new(run, None),
@@ -96,6 +107,7 @@ pub(super) async fn page(
         step_list,
         conversation,
         approval,
+        kind,
     };
     Ok(Html(render::page("log.html", &page)?))
 }

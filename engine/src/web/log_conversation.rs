@@ -174,17 +174,14 @@ pub(super) struct StepFacts<'a> {
 /// when the step is not an `llm` step (or the run has no plan).
 pub(super) async fn for_step(
     web: &super::Web,
+    plan: Option<&evaluator::plan::Plan>,
     run_id: i64,
     step: &crate::api::views::StepView,
     attempt: i64,
     running: bool,
 ) -> anyhow::Result<Option<Conversation>> {
     let store = web.store();
-    let Some(plan) = store
-        .run_documents(run_id)
-        .await?
-        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok())
-    else {
+    let Some(plan) = plan else {
         return Ok(None);
     };
     let Some(evaluator::plan::Action::Llm(action)) = plan

@@ -56,6 +56,19 @@ struct RunPage {
     progress: super::run_timeline::Progress,
     /// The steps waiting for a person's decision (`run_approval.html`).
     approvals: Vec<super::run_approval::GateView>,
+    /// Each step's kind (`bash`, `python`, `llm`, `approval`) by id, from the plan.
+    kinds: HashMap<String, &'static str>,
+}
+
+/// Each step's kind (`bash`, `python`, `llm`, `approval`) by id; empty without a plan.
+pub(super) fn step_kinds(plan: Option<&evaluator::plan::Plan>) -> HashMap<String, &'static str> {
+    plan.map(|plan| {
+        plan.steps
+            .iter()
+            .map(|s| (s.id.clone(), s.action.kind()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -153,6 +166,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
     let approvals =
         super::run_approval::waiting(web, &session, &run, &steps, plan.as_ref()).await?;
     let progress = super::run_timeline::Progress::of(&steps);
+    let kinds = step_kinds(plan.as_ref());
     let evaluated = !run.plan_hash.is_empty();
     let eval_error = (!evaluated).then(|| run.reason.clone().unwrap_or_default());
     let done = !matches!(run.status.as_str(), "pending" | "queued" | "running");
@@ -172,6 +186,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
         facts,
         progress,
         approvals,
+        kinds,
         dag,
         done,
         eval_error,

@@ -962,3 +962,67 @@ async fn a_waiting_approval_is_decided_from_the_run_page() {
     let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
     assert!(!page.body.contains("data-approve"), "{}", page.body);
 }
+
+#[tokio::test]
+async fn each_step_says_its_kind_on_the_run_page_and_its_own_page() {
+    use evaluator::plan::{ApprovalAction, LlmAction};
+    let fx = Fixture::new().await;
+    let python = Step::new(
+        "check",
+        Action::Python {
+            script: "print(1)".into(),
+            fresh_interpreter: false,
+        },
+    );
+    let mut review = Step::new(
+        "review",
+        Action::Llm(LlmAction {
+            prompt: Some("Review it.".into()),
+            ..LlmAction::default()
+        }),
+    );
+    review.depends_on = vec!["check".into()];
+    let mut ship = Step::new(
+        "ship",
+        Action::Approval(ApprovalAction {
+            message: Some("Ship it?".into()),
+            approvers: Vec::new(),
+            exclude_triggerer: false,
+        }),
+    );
+    ship.depends_on = vec!["review".into()];
+    let id = fx
+        .start(&plan(
+            "kinds",
+            vec![bash("build", &[]), python, review, ship],
+        ))
+        .await;
+    let page = fx.get(&format!("/runs/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("<th>Kind</th>"), "{}", page.body);
+    for (step, kind) in [
+        ("build", "bash"),
+        ("check", "python"),
+        ("review", "llm"),
+        ("ship", "approval"),
+    ] {
+        let at = page
+            .body
+            .find(&format!("<tr data-step=\"{step}\">"))
+            .unwrap_or_else(|| panic!("no row of {step}: {}", page.body));
+        let row = &page.body[at..at + page.body[at..].find("</tr>").unwrap()];
+        assert!(
+            row.contains(&format!(
+                "<td class=\"kind\"><span class=\"step-kind\" data-kind=\"{kind}\">{kind}</span></td>"
+            )),
+            "{step}: {row}"
+        );
+        let own = fx.get(&format!("/runs/{id}/steps/{step}")).await;
+        assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+        let head = &own.body[own.body.find("<h1>").unwrap()..own.body.find("</h1>").unwrap()];
+        assert!(
+            head.contains(&format!("id=\"step-kind\" data-kind=\"{kind}\"")),
+            "{step}: {head}"
+        );
+    }
+}
