@@ -397,7 +397,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     let attempts = browser
         .run(
             "return Array.from(document.querySelectorAll('tr.attempt')).map(r => \
-             [r.dataset.attempt, r.children[0].textContent, r.children[3].textContent]);",
+             [r.dataset.attempt, r.children[0].textContent, r.querySelector('td.exit').textContent]);",
             json!([]),
         )
         .await;
