@@ -19,27 +19,16 @@ mod support;
 use std::time::Duration;
 
 use base64::Engine as _;
-use engine::server::{EngineConfig, RunningEngine};
-use engine::store::Store;
-use engine::vault::Vault;
-use evaluator::plan::{Plan, Step};
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use evaluator::plan::Step;
 use serde_json::{json, Value};
-use support::Sandbox;
 
 const ADMIN: &str = support::ADMIN_TOKEN;
 const KEY: &str = "a vault key long enough for the debug shell tests";
 const SECRET: &str = "s3cr3t-of-the-debug-shell";
 const LIMIT: Duration = Duration::from_secs(90);
 
-struct Harness {
-    engine: RunningEngine,
-    http: reqwest::Client,
-    repo_id: i64,
-    sandbox: Sandbox,
-    _dir: tempfile::TempDir,
-}
+/// The engine with `acme/app` and its secret, and one local runner (its pid).
+type Harness = support::RepoEngine<u32>;
 
 /// A user's token.
 struct Person {
@@ -49,36 +38,14 @@ struct Person {
 impl Harness {
     /// The engine with `acme/app` and its secret, and one local runner.
     async fn start(name: &str) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new(support::RUNNER_TOKEN.into());
-        config.admin_token = Some(ADMIN.into());
-        config.vault = Vault::new(KEY).unwrap();
-        config.mirrors_dir = dir.path().join("mirrors");
+        let mut config = support::engine_config(support::RUNNER_TOKEN, ADMIN, KEY);
         config.heartbeat_interval = Duration::from_millis(200);
-        let engine = support::start_in_process(&dir.path().join("data"), config).await;
-        let repo_id = support::create_repo(engine.executor.store()).await;
-        let h = Harness {
-            engine,
-            http: reqwest::Client::new(),
-            repo_id,
-            sandbox: Sandbox::new(name),
-            _dir: dir,
-        };
-        let (status, body) = h
-            .call(
-                ADMIN,
-                "PUT",
-                "/api/repos/acme/app/secrets/SECRET_X",
-                Some(json!({ "value": SECRET })),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
-        h.sandbox.runner("debug-runner", &h.engine.url, &[]);
-        h
-    }
-
-    fn store(&self) -> &Store {
-        self.engine.executor.store()
+        let h = support::RepoEngine::launch(name, config, false).await;
+        let secret = Some(json!({ "value": SECRET }));
+        let path = "/api/repos/acme/app/secrets/SECRET_X";
+        h.call_ok(ADMIN, "PUT", path, secret, 204).await;
+        let runner = h.sandbox.runner("debug-runner", &h.engine.url, &[]);
+        h.with_runner(runner)
     }
 
     async fn person(&self, name: &str, role: Option<&str>) -> Person {
@@ -87,73 +54,13 @@ impl Harness {
         Person { token }
     }
 
-    /// `method path` with `token` (`""`: none) and a JSON body: status and body.
-    async fn call(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self.http.request(
-            method.parse().unwrap(),
-            format!("{}{path}", self.engine.url),
-        );
-        if !token.is_empty() {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
     /// A run of `steps` on `acme/app`, waited for until it is final.
     async fn failed_run(&self, steps: Vec<Step>) -> i64 {
-        let plan = Plan {
-            name: "ci".into(),
-            triggers: vec![],
-            env: Default::default(),
-            steps,
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = support::plan("ci", steps);
         let run =
             support::start_repo_run(&self.engine.executor, "acme/app", self.repo_id, &plan).await;
-        support::wait_for(LIMIT, "the run to end", || async {
-            let run = self.store().run(run).await.unwrap()?;
-            matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
-        })
-        .await;
+        self.wait_run(run, LIMIT).await;
         run
-    }
-
-    /// Opens a session of `step` of `run` as `token`: status and body.
-    async fn open(&self, token: &str, run: i64, step: &str, idle: u64) -> (u16, Value) {
-        self.call(
-            token,
-            "POST",
-            &format!("/api/runs/{run}/steps/{step}/debug"),
-            Some(json!({ "idle_timeout_secs": idle })),
-        )
-        .await
-    }
-
-    /// The attach stream of `session` as `token`.
-    async fn attach(&self, token: &str, session: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/api/debug/{session}/attach", self.engine.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
     }
 
     async fn type_in(&self, token: &str, session: &str, text: &str) -> (u16, Value) {
@@ -178,55 +85,6 @@ fn failing_step(id: &str, with_secret: bool) -> Step {
         step.secrets = vec!["SECRET_X".into()];
     }
     step
-}
-
-/// What a session's stream said: the terminal's text and the end's reason.
-struct Transcript {
-    text: String,
-    end: Option<String>,
-}
-
-/// Reads `response`'s events until the end (or `limit`), typing `script` once the shell is
-/// ready.
-async fn converse(
-    h: &Harness,
-    token: &str,
-    session: &str,
-    response: reqwest::Response,
-    script: Option<&str>,
-    limit: Duration,
-) -> Transcript {
-    assert_eq!(response.status(), 200);
-    let mut events = response.bytes_stream().eventsource();
-    let mut text = String::new();
-    let mut end = None;
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut typed = false;
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
-        let event = event.unwrap();
-        match event.event.as_str() {
-            "output" => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(event.data.trim())
-                    .unwrap();
-                text.push_str(&String::from_utf8_lossy(&bytes));
-            }
-            "status" if event.data.contains("\"ready\"") && !typed => {
-                typed = true;
-                if let Some(script) = script {
-                    let (status, body) = h.type_in(token, session, script).await;
-                    assert_eq!(status, 204, "{body}");
-                }
-            }
-            "end" => {
-                let data: Value = serde_json::from_str(&event.data).unwrap();
-                end = data["reason"].as_str().map(String::from);
-                break;
-            }
-            _ => {}
-        }
-    }
-    Transcript { text, end }
 }
 
 /// The value after `key=` on a line of `text` that starts with it (terminal escapes
@@ -269,14 +127,16 @@ async fn a_scripted_session_answers_as_the_step_in_its_workspace_with_its_secret
         .await;
 
     for (step, secret_shown) in [("build", "[***]"), ("plain", "[]")] {
-        let (status, session) = h.open(&writer.token, run, step, 60).await;
+        let (status, session) = h.open_debug(&writer.token, run, step, 60).await;
         assert_eq!(status, 201, "{session}");
         let id = session["id"].as_str().unwrap().to_owned();
         assert_eq!(id.len(), 32);
         let stream = h.attach(&writer.token, &id).await;
         let script = "echo \"uid=$(id -u)\"; echo \"pwd=$(pwd)\"; echo \"secret=[$SECRET_X]\"; \
                       echo \"kept=$(cat out.txt)\"; exit 7\n";
-        let said = converse(&h, &writer.token, &id, stream, Some(script), LIMIT).await;
+        let said = h
+            .transcript(&writer.token, &id, stream, Some(script), LIMIT)
+            .await;
         let text = &said.text;
         let step_uid = answer(text, "step-uid").unwrap_or_else(|| panic!("no step uid in {text}"));
         let uid = answer(text, "uid").unwrap_or_else(|| panic!("no uid in {text}"));
@@ -291,7 +151,7 @@ async fn a_scripted_session_answers_as_the_step_in_its_workspace_with_its_secret
         assert!(!text.contains(SECRET), "the secret showed in clear: {text}");
         assert!(text.contains("failed again: exit code 3"), "{text}");
         assert_eq!(
-            said.end.as_deref(),
+            said.reason().as_deref(),
             Some("the shell exited with code 7"),
             "{text}"
         );
@@ -335,7 +195,7 @@ async fn the_shell_is_confined_like_the_step() {
     let mut step = failing_step("isolated", false);
     step.network = Some(evaluator::network::Network::None);
     let run = h.failed_run(vec![step]).await;
-    let (status, session) = h.open(&writer.token, run, "isolated", 60).await;
+    let (status, session) = h.open_debug(&writer.token, run, "isolated", 60).await;
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
     let port = h.engine.url.rsplit(':').next().unwrap().to_owned();
@@ -347,7 +207,9 @@ async fn the_shell_is_confined_like_the_step() {
          echo \"procs=$(ls /proc | grep -c '^[0-9]')\"; exit 0\n"
     );
     let stream = h.attach(&writer.token, &id).await;
-    let said = converse(&h, &writer.token, &id, stream, Some(&script), LIMIT).await;
+    let said = h
+        .transcript(&writer.token, &id, stream, Some(&script), LIMIT)
+        .await;
     let text = &said.text;
     assert_eq!(answer(text, "nnp"), Some("1"), "{text}");
     assert_eq!(answer(text, "seccomp"), Some("2"), "{text}");
@@ -372,19 +234,21 @@ async fn an_idle_session_ends_and_the_runner_removes_its_sandbox() {
     let h = Harness::start("debug-idle").await;
     let writer = h.person("wendy", Some("writer")).await;
     let run = h.failed_run(vec![failing_step("build", false)]).await;
-    let (status, session) = h.open(&writer.token, run, "build", 5).await;
+    let (status, session) = h.open_debug(&writer.token, run, "build", 5).await;
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
     let stream = h.attach(&writer.token, &id).await;
-    let said = converse(&h, &writer.token, &id, stream, None, LIMIT).await;
-    let reason = said.end.unwrap_or_else(|| panic!("no end: {}", said.text));
+    let said = h.transcript(&writer.token, &id, stream, None, LIMIT).await;
+    let reason = said
+        .reason()
+        .unwrap_or_else(|| panic!("no end: {}", said.text));
     assert!(reason.contains("idle for 5s"), "{reason}");
     support::wait_for(Duration::from_secs(20), "the sandbox to go", || async {
         debug_dirs(&h).is_empty().then_some(())
     })
     .await;
     // A session nobody attaches to ends too.
-    let (_, again) = h.open(&writer.token, run, "build", 5).await;
+    let (_, again) = h.open_debug(&writer.token, run, "build", 5).await;
     let id = again["id"].as_str().unwrap().to_owned();
     support::wait_for(
         Duration::from_secs(30),
@@ -413,7 +277,7 @@ async fn ending_a_session_stops_the_step_running_again() {
     );
     let run = h.failed_run(vec![step]).await;
     std::fs::write(&mark, "").unwrap();
-    let (status, session) = h.open(&writer.token, run, "build", 300).await;
+    let (status, session) = h.open_debug(&writer.token, run, "build", 300).await;
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
     support::wait_for(LIMIT, "the runner to run the step again", || async {
@@ -457,13 +321,13 @@ async fn only_writers_open_and_only_the_creator_attaches() {
         ])
         .await;
 
-    let (status, body) = h.open("", run, "build", 60).await;
+    let (status, body) = h.open_debug("", run, "build", 60).await;
     assert_eq!(status, 401, "anonymous: {body}");
-    let (status, body) = h.open(&stranger.token, run, "build", 60).await;
+    let (status, body) = h.open_debug(&stranger.token, run, "build", 60).await;
     assert_eq!(status, 404, "no role: {body}");
-    let (status, body) = h.open(&reader.token, run, "build", 60).await;
+    let (status, body) = h.open_debug(&reader.token, run, "build", 60).await;
     assert_eq!(status, 403, "reader: {body}");
-    let (status, body) = h.open(&writer.token, run, "ok", 60).await;
+    let (status, body) = h.open_debug(&writer.token, run, "ok", 60).await;
     assert_eq!(status, 409, "a step that succeeded: {body}");
     assert!(
         body["error"]
@@ -479,11 +343,11 @@ async fn only_writers_open_and_only_the_creator_attaches() {
         ("maintainer", &maintainer.token),
         ("admin", &admin),
     ] {
-        let (status, session) = h.open(token, run, "build", 60).await;
+        let (status, session) = h.open_debug(token, run, "build", 60).await;
         assert_eq!(status, 201, "{who}: {session}");
         let id = session["id"].as_str().unwrap().to_owned();
         // One session per step at a time.
-        let (status, body) = h.open(token, run, "build", 60).await;
+        let (status, body) = h.open_debug(token, run, "build", 60).await;
         assert_eq!(status, 409, "{who}: {body}");
         // Nobody but the credential that opened it sees or attaches to it: the same 404
         // as for a session that does not exist.
@@ -530,7 +394,7 @@ async fn only_writers_open_and_only_the_creator_attaches() {
     }
     // The same user with another token is not the creator either.
     let (_, _, wendys_other_token) = support::user_with_token(h.store(), "wendy", &[]).await;
-    let (status, session) = h.open(&writer.token, run, "build", 60).await;
+    let (status, session) = h.open_debug(&writer.token, run, "build", 60).await;
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
     assert_eq!(h.attach(&wendys_other_token, &id).await.status(), 404);
@@ -539,7 +403,7 @@ async fn only_writers_open_and_only_the_creator_attaches() {
 
     // A step in an environment: its secrets are the maintainers' to hand out.
     let env_run = h.failed_run(vec![prod]).await;
-    let (status, body) = h.open(&writer.token, env_run, "deploy", 60).await;
+    let (status, body) = h.open_debug(&writer.token, env_run, "deploy", 60).await;
     assert_eq!(
         status, 403,
         "a writer debugging an environment's step: {body}"
@@ -560,7 +424,7 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
     let rogue =
         support::register_runner(&h.http, &h.engine.url, support::RUNNER_TOKEN, "rogue").await;
 
-    let (status, session) = h.open(&writer.token, run, "build", 60).await;
+    let (status, session) = h.open_debug(&writer.token, run, "build", 60).await;
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
     let stream = h.attach(&writer.token, &id).await;
@@ -602,14 +466,16 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
     assert_eq!(h.attach(&rogue, &id).await.status(), 401);
 
     let script = "echo \"uid=$(id -u)\"; exit 0\n";
-    let said = converse(&h, &writer.token, &id, stream, Some(script), LIMIT).await;
+    let said = h
+        .transcript(&writer.token, &id, stream, Some(script), LIMIT)
+        .await;
     assert!(
         !said.text.contains("FORGED"),
         "the rogue's bytes reached the terminal: {}",
         said.text
     );
     assert_eq!(
-        said.end.as_deref(),
+        said.reason().as_deref(),
         Some("the shell exited with code 0"),
         "{}",
         said.text
@@ -642,7 +508,7 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
 
     // A token revoked while attached: the session ends with it, within seconds.
     let (_, token_id, token) = support::user_with_token(h.store(), "wendy", &[]).await;
-    let (status, session) = h.open(&token, run, "build", 60).await;
+    let (status, session) = h.open_debug(&token, run, "build", 60).await;
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
     let stream = h.attach(&token, &id).await;
@@ -650,9 +516,9 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
         .call(ADMIN, "DELETE", &format!("/api/tokens/{token_id}"), None)
         .await;
     assert!(status < 300, "revoking: {status} {body}");
-    let said = converse(&h, &token, &id, stream, None, LIMIT).await;
+    let said = h.transcript(&token, &id, stream, None, LIMIT).await;
     assert_eq!(
-        said.end.as_deref(),
+        said.reason().as_deref(),
         Some("its creator's token is no longer valid"),
         "{}",
         said.text

@@ -18,9 +18,7 @@ mod support;
 
 use std::time::Duration;
 
-use engine::server::{EngineConfig, RunningEngine};
-use engine::store::{NewToken, Store, Triggerer};
-use engine::vault::Vault;
+use engine::store::Triggerer;
 use evaluator::plan::{Plan, Step};
 use runner::protocol as wire;
 use serde_json::{json, Value};
@@ -30,14 +28,8 @@ const ADMIN: &str = "admin-token-of-the-environment-tests";
 const KEY: &str = "a vault key long enough for the environment tests";
 const DEPLOY_KEY: &str = "d3pl0y-k3y-of-prod";
 
-struct Harness {
-    engine: RunningEngine,
-    http: reqwest::Client,
-    repo_id: i64,
-    /// The runner's session token.
-    runner: String,
-    _dir: tempfile::TempDir,
-}
+/// The engine with `acme/app` and the runner (its session token) the attacker drives.
+type Harness = support::RepoEngine<String>;
 
 /// A user and its API token.
 struct Person {
@@ -55,57 +47,23 @@ impl Harness {
     /// [`Harness::new`], with an evaluator for repositories' workflow files when
     /// `evaluating`.
     async fn start(evaluating: bool) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new(REGISTRATION.into());
-        config.admin_token = Some(ADMIN.into());
-        config.vault = Vault::new(KEY).unwrap();
-        config.mirrors_dir = dir.path().join("mirrors");
-        let data = dir.path().join("data");
-        let engine = if evaluating {
-            support::start_in_process_with_evaluator(&data, config).await
-        } else {
-            support::start_in_process(&data, config).await
-        };
-        let repo_id = support::create_repo(engine.executor.store()).await;
-        let http = reqwest::Client::new();
+        let config = support::engine_config(REGISTRATION, ADMIN, KEY);
+        let h = support::RepoEngine::launch("environments", config, evaluating).await;
         let runner =
-            support::register_runner(&http, &engine.url, REGISTRATION, "attacker-runner").await;
-        let h = Harness {
-            engine,
-            http,
-            repo_id,
-            runner,
-            _dir: dir,
-        };
+            support::register_runner(&h.http, &h.engine.url, REGISTRATION, "attacker-runner").await;
+        let h = h.with_runner(runner);
         h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["alice"]}))
             .await;
-        let (status, body) = h
-            .call(
-                ADMIN,
-                "PUT",
-                "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY",
-                Some(json!({"value": DEPLOY_KEY})),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
+        let key = Some(json!({"value": DEPLOY_KEY}));
+        let path = "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY";
+        h.call_ok(ADMIN, "PUT", path, key, 204).await;
         h
-    }
-
-    fn store(&self) -> &Store {
-        self.engine.executor.store()
     }
 
     /// Sets prod's `settings` as an admin.
     async fn set_prod(&self, settings: Value) {
-        let (status, body) = self
-            .call(
-                ADMIN,
-                "PUT",
-                "/api/repos/acme/app/environments/prod",
-                Some(settings),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        let path = "/api/repos/acme/app/environments/prod";
+        self.call_ok(ADMIN, "PUT", path, Some(settings), 200).await;
     }
 
     /// A run of the deploy step under prod, pushed to `main` by `triggerer`.
@@ -123,57 +81,9 @@ impl Harness {
 
     /// A user `name` holding `role` on acme/app (none: no role), with a token.
     async fn person(&self, name: &str, role: Option<&str>) -> Person {
-        let id = self
-            .store()
-            .create_user(name, "person", false)
-            .await
-            .unwrap();
-        if let Some(role) = role {
-            self.store()
-                .grant_role(self.repo_id, id, role)
-                .await
-                .unwrap();
-        }
-        let token = engine::tokens::new_token().unwrap();
-        self.store()
-            .create_user_token(&NewToken {
-                user_id: id,
-                name: "tests",
-                token_hash: &engine::tokens::hash_token(&token),
-                max_role: None,
-                repos: None,
-                expires_at: None,
-            })
-            .await
-            .unwrap();
+        let roles: Vec<(i64, &str)> = role.map(|r| (self.repo_id, r)).into_iter().collect();
+        let (id, _, token) = support::user_with_token(self.store(), name, &roles).await;
         Person { id, token }
-    }
-
-    /// `method path` with bearer `token` (empty: none) and a JSON body; status and body.
-    async fn call(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.engine.url));
-        if !token.is_empty() {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
     }
 
     /// Decides step `step` of run `run` as `token`; the status and body.
@@ -952,7 +862,7 @@ def workflow(ctx):
 /// `.plue/deploy.plue.py`, registered as `octo/hello` with prod (allowed on `main`,
 /// reviewed by `reviewers`) and prod's DEPLOY_KEY. Its directory.
 async fn origin_repository(h: &Harness, on_main: &str, reviewers: &[&str]) -> std::path::PathBuf {
-    let origin = h._dir.path().join("origin");
+    let origin = h.sandbox.path("origin");
     std::fs::create_dir_all(origin.join(".plue")).unwrap();
     std::fs::write(origin.join(".plue/deploy.plue.py"), on_main).unwrap();
     support::git_sh(
@@ -1175,28 +1085,6 @@ async fn a_review_is_never_decided_before_the_run_knows_who_started_it() {
     }
 }
 
-/// A token of user `user_id` narrowed to `max_role` and `repos` (a JSON array of names).
-async fn narrowed_token(
-    h: &Harness,
-    user_id: i64,
-    max_role: Option<&str>,
-    repos: Option<&str>,
-) -> String {
-    let token = engine::tokens::new_token().unwrap();
-    h.store()
-        .create_user_token(&NewToken {
-            user_id,
-            name: "narrowed",
-            token_hash: &engine::tokens::hash_token(&token),
-            max_role,
-            repos,
-            expires_at: None,
-        })
-        .await
-        .unwrap();
-    token
-}
-
 // Held: a maintainer of another repository, and a maintainer's token narrowed to another
 // repository or to writer, change nothing of acme/app's prod and decide nothing of its
 // reviews; the first does not even learn that acme/app exists.
@@ -1210,8 +1098,9 @@ async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
         .await
         .unwrap();
     let maya = h.person("maya", Some("maintainer")).await;
-    let elsewhere = narrowed_token(&h, maya.id, None, Some(r#"["acme/other"]"#)).await;
-    let as_writer = narrowed_token(&h, maya.id, Some("writer"), None).await;
+    let elsewhere =
+        support::narrowed_token(h.store(), maya.id, None, Some(r#"["acme/other"]"#)).await;
+    let as_writer = support::narrowed_token(h.store(), maya.id, Some("writer"), None).await;
     h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["maya"]}))
         .await;
     let run =

@@ -11,7 +11,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,19 +40,18 @@ classes:
             resources: {limits: {cpu: 1, memory: 512Mi}}
 "#;
 
+/// `plue serve --check-config --pool-config FILE` in `sandbox`, run to its end.
+fn check_config(sandbox: &Sandbox, file: &Path) -> std::process::Output {
+    let file = file.to_str().unwrap();
+    let args = ["serve", "--check-config", "--pool-config", file];
+    sandbox.plue(&args).output().unwrap()
+}
+
 #[test]
 fn check_config_accepts_a_valid_file_and_says_what_it_holds() {
     let sandbox = Sandbox::new("kube-check");
     let file = sandbox.write("pool.yaml", GOOD_CONFIG);
-    let output = sandbox
-        .plue(&[
-            "serve",
-            "--check-config",
-            "--pool-config",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = check_config(&sandbox, &file);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(
@@ -73,15 +72,7 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
         .replace("min_warm: 1", "min_warm: 9")
         .replace("namespace: ci", "namespace: Not_A_Name");
     let file = sandbox.write("pool.yaml", &bad);
-    let output = sandbox
-        .plue(&[
-            "serve",
-            "--check-config",
-            "--pool-config",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = check_config(&sandbox, &file);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(
@@ -99,15 +90,7 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
     assert_eq!(no_file.status.code(), Some(1), "{no_file:?}");
     assert!(String::from_utf8_lossy(&no_file.stderr)
         .contains("--pool kubernetes needs --pool-config FILE"));
-    let missing = sandbox
-        .plue(&[
-            "serve",
-            "--check-config",
-            "--pool-config",
-            "/nonexistent/pool.yaml",
-        ])
-        .output()
-        .unwrap();
+    let missing = check_config(&sandbox, Path::new("/nonexistent/pool.yaml"));
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr)
         .contains("reading the pool configuration /nonexistent/pool.yaml"));
@@ -325,15 +308,7 @@ fn weakening_classes() -> String {
 fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
     let sandbox = Sandbox::new("kube-check-weak");
     let file = sandbox.write("pool.yaml", &weakening_classes());
-    let output = sandbox
-        .plue(&[
-            "serve",
-            "--check-config",
-            "--pool-config",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = check_config(&sandbox, &file);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     for (i, (template, expected)) in WEAKENINGS.iter().enumerate() {
@@ -359,15 +334,7 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
          \x20   allow_service_account: ci-runner\n\
          \x20   template: {spec: {runtimeClassName: gvisor, serviceAccountName: ci-runner, imagePullSecrets: [{name: registry-pull}], volumes: [{name: ca, secret: {secretName: registry-ca}}, {name: t, configMap: {name: tools}}], containers: [{name: runner, image: i, volumeMounts: [{name: ca, mountPath: /ca}]}]}}\n",
     );
-    let output = sandbox
-        .plue(&[
-            "serve",
-            "--check-config",
-            "--pool-config",
-            allowed.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = check_config(&sandbox, &allowed);
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -380,29 +347,12 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
     let world = World::new("kube-serve-weak").await;
-    let sandbox = &world.sandbox;
-    let cluster = &world.cluster;
-    let port = world.port;
-    let url = world.url.as_str();
     let extra = "  - name: gpu\n    labels: {gpu: \"yes\"}\n    max_runners: 1\n    min_warm: 1\n\
                  \x20   template: {spec: {volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: \"registry.example/plue:test\"}]}}\n";
-    let file = sandbox.write("pool.yaml", &config(url, 1, 2, IMAGE, extra));
-    let data = sandbox.path("data");
-    let output = sandbox
-        .plue(&[
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--pool",
-            "kubernetes",
-            "--pool-config",
-            file.to_str().unwrap(),
-            "--runner-token",
-            RUNNER_TOKEN,
-        ])
-        .env("KUBECONFIG", &cluster.kubeconfig)
+    let pool = world.config(1, 2, IMAGE, extra);
+    let output = world
+        .cluster
+        .serve_command(&world.sandbox, "engine", world.port, &pool, &[])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -411,9 +361,9 @@ async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
         stderr.contains("pool class \"gpu\": spec.volumes[1].secret is not allowed (Secret volumes need allow_secret_volumes), got secretName \"plue\""),
         "{stderr}"
     );
-    let requests = cluster.kube.requests();
+    let requests = world.cluster.kube.requests();
     assert_eq!(writes(&requests, "pods", "POST"), 0, "{requests:?}");
-    assert!(pods(cluster).is_empty());
+    assert!(pods(&world.cluster).is_empty());
 }
 
 /// The image name the simulated kubelet maps to the `plue` binary under test.
@@ -531,10 +481,73 @@ impl World {
         }
     }
 
+    /// [`config`] for an engine on this world's URL.
+    fn config(&self, min_warm: usize, max_runners: usize, image: &str, extra: &str) -> String {
+        config(&self.url, min_warm, max_runners, image, extra)
+    }
+
     /// `plue serve` named `engine` on this world's port with the pool file `config`.
     async fn serve(&self, config: &str) -> Engine {
-        serve(&self.sandbox, &self.cluster, "engine", self.port, config).await
+        self.serve_with(config, &[]).await
     }
+
+    /// [`World::serve`] with more arguments.
+    async fn serve_with(&self, config: &str, extra: &[&str]) -> Engine {
+        let (sandbox, cluster) = (&self.sandbox, &self.cluster);
+        serve_with(sandbox, cluster, "engine", self.port, config, extra).await
+    }
+
+    /// [`run`] of `steps` on `engine` in this world's sandbox; the run's id.
+    async fn run(&self, engine: &Engine, name: &str, steps: &[String]) -> i64 {
+        run(&self.sandbox, &engine.url, name, steps).await
+    }
+
+    /// [`finish`] in this world's sandbox.
+    async fn finish(&self, engine: &Engine, name: &str, steps: &[String], secs: u64) -> Value {
+        finish(&self.sandbox, engine, name, steps, secs).await
+    }
+
+    /// Asserts that the run `done` succeeded, showing the processes' stderr if not.
+    fn assert_succeeded(&self, done: &Value) {
+        succeeded(&self.sandbox, done);
+    }
+
+    /// How many pods were created so far (`POST`s of pods, watches aside).
+    fn created_pods(&self) -> usize {
+        created_pods(&self.cluster)
+    }
+}
+
+/// [`run`], waited for until it is final (at most `secs` seconds); the run.
+async fn finish(
+    sandbox: &Sandbox,
+    engine: &Engine,
+    name: &str,
+    steps: &[String],
+    secs: u64,
+) -> Value {
+    let run_id = run(sandbox, &engine.url, name, steps).await;
+    wait_final(&client(), &engine.url, run_id, Duration::from_secs(secs)).await
+}
+
+/// Asserts that the run `done` succeeded, showing `sandbox`'s stderr if not.
+fn succeeded(sandbox: &Sandbox, done: &Value) {
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}",
+        sandbox.diagnostics()
+    );
+}
+
+/// How many pods were created in `cluster` so far.
+fn created_pods(cluster: &Cluster) -> usize {
+    writes(&cluster.kube.requests(), "pods", "POST")
+}
+
+/// A `bash` step `id` running `command` on the class `small`.
+fn small(id: &str, command: &str) -> String {
+    format!("Step.bash('{id}', '{command}', runner={{'size': 'small'}})")
 }
 
 /// A pool configuration with one class `small` ({size: small}) plus `extra` classes.
@@ -566,34 +579,9 @@ async fn serve_with(
     config: &str,
     extra: &[&str],
 ) -> Engine {
-    let file = sandbox.write(&format!("{name}-pool.yaml"), config);
-    let listen = format!("127.0.0.1:{port}");
-    let root = sandbox.path("x");
-    let root = root.parent().unwrap().to_str().unwrap().to_string();
-    // Engines sharing a PostgreSQL database keep their own data directories.
-    let shared_db = extra.contains(&"--database-url");
-    let data = sandbox.path(if shared_db { name } else { "data" });
-    let mut command = sandbox.plue(&[
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--local-workflows",
-        &root,
-        "--pool",
-        "kubernetes",
-        "--pool-config",
-        file.to_str().unwrap(),
-        "--runner-token",
-        RUNNER_TOKEN,
-    ]);
-    command.args(extra);
-    command
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("RUST_LOG", "engine=info,kube=warn");
+    let command = cluster.serve_command(sandbox, name, port, config, extra);
     let pid = sandbox.spawn(name, command);
-    let url = format!("http://{listen}");
+    let url = format!("http://127.0.0.1:{port}");
     let http = client();
     wait_for(
         Duration::from_secs(30),
@@ -615,6 +603,56 @@ async fn serve_with(
     )
     .await;
     Engine { url, pid }
+}
+
+impl Cluster {
+    /// The command of [`serve_with`]: `plue serve` named `name` on `port` with the pool file
+    /// `config` (written to `NAME-pool.yaml`) and `KUBECONFIG` at this cluster, plus `extra`.
+    fn serve_command(
+        &self,
+        sandbox: &Sandbox,
+        name: &str,
+        port: u16,
+        config: &str,
+        extra: &[&str],
+    ) -> std::process::Command {
+        let file = sandbox.write(&format!("{name}-pool.yaml"), config);
+        let listen = format!("127.0.0.1:{port}");
+        let root = sandbox.path("x");
+        let root = root.parent().unwrap().to_str().unwrap().to_string();
+        // Engines sharing a PostgreSQL database keep their own data directories.
+        let shared_db = extra.contains(&"--database-url");
+        let data = sandbox.path(if shared_db { name } else { "data" });
+        let mut command = sandbox.plue(&[
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--local-workflows",
+            &root,
+            "--pool",
+            "kubernetes",
+            "--pool-config",
+            file.to_str().unwrap(),
+            "--runner-token",
+            RUNNER_TOKEN,
+        ]);
+        command.args(extra);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "engine=info,kube=warn");
+        command
+    }
+}
+
+/// `Some` once the pod `name` is gone from `cluster`.
+fn pod_gone(cluster: &Cluster, name: &str) -> Option<()> {
+    cluster
+        .kube
+        .object("pods", NAMESPACE, name)
+        .is_none()
+        .then_some(())
 }
 
 fn pods(cluster: &Cluster) -> Vec<Value> {
@@ -679,6 +717,14 @@ async fn run(sandbox: &Sandbox, engine: &str, name: &str, steps: &[String]) -> i
     start_run(&client(), engine, &file, &workspace).await
 }
 
+/// The writes of `requests` but those of Leases (leader election).
+fn writes_but_leases(requests: &[Recorded]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.is_write() && r.resource.as_deref() != Some("coordination.k8s.io/leases"))
+        .count()
+}
+
 fn writes(requests: &[Recorded], resource: &str, method: &str) -> usize {
     requests
         .iter()
@@ -689,10 +735,8 @@ fn writes(requests: &[Recorded], resource: &str, method: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
     let world = World::new("kube-e2e").await;
-    let sandbox = &world.sandbox;
     let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let engine = world.serve(&config(url, 1, 2, IMAGE, "")).await;
+    let engine = world.serve(&world.config(1, 2, IMAGE, "")).await;
     let warm = wait_idle(&engine.url, 1).await;
     assert_eq!(
         pod_names(cluster),
@@ -804,20 +848,11 @@ async fn a_step_runs_on_a_warm_pod_whose_token_only_its_secret_holds() {
         .all(|v| v["valueFrom"].is_null()));
 
     let started = Instant::now();
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "one",
-        &["Step.bash('hello', 'echo hello from a pod', runner={'size': 'small'})".into()],
-    )
-    .await;
+    let run_id = world
+        .run(&engine, "one", &[small("hello", "echo hello from a pod")])
+        .await;
     let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(
-        done["status"],
-        "succeeded",
-        "{done}\n{}",
-        sandbox.diagnostics()
-    );
+    world.assert_succeeded(&done);
     let step = support::step(&done, "hello");
     let claim_ms = step["started_at"].as_i64().unwrap() - done["created_at"].as_i64().unwrap();
     eprintln!("claim latency (run created -> step started on the warm pod): {claim_ms} ms; whole run {:?}", started.elapsed());
@@ -864,15 +899,13 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
     const STEPS: usize = 50;
     const MAX: usize = 20;
     let world = World::new("kube-burst").await;
-    let sandbox = &world.sandbox;
-    let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let engine = world.serve(&config(url, 0, MAX, IMAGE, "")).await;
+    let (sandbox, cluster) = (&world.sandbox, &world.cluster);
+    let engine = world.serve(&world.config(0, MAX, IMAGE, "")).await;
     let steps: Vec<String> = (0..STEPS)
         .map(|i| format!("Step.bash('s{i}', 'echo step {i}', runner={{'size': 'small'}})"))
         .collect();
     let started = Instant::now();
-    let run_id = run(sandbox, &engine.url, "burst", &steps).await;
+    let run_id = world.run(&engine, "burst", &steps).await;
     let mut most = 0;
     let done = loop {
         most = most.max(live_pods(cluster));
@@ -893,10 +926,7 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
     assert!(most >= 2, "the pool grew under demand ({most})");
     let requests = cluster.kube.requests();
     let created = writes(&requests, "pods", "POST");
-    let all_writes = requests
-        .iter()
-        .filter(|r| r.is_write() && r.resource.as_deref() != Some("coordination.k8s.io/leases"))
-        .count();
+    let all_writes = writes_but_leases(&requests);
     eprintln!(
         "burst of {STEPS} steps, max_runners {MAX}: converged in {:?}, {created} pods, {:.2} API writes per step (leases aside)",
         started.elapsed(),
@@ -910,6 +940,22 @@ async fn a_burst_scales_to_max_runners_and_never_above() {
     );
 }
 
+/// Asserts that the step `long` of the run `done` failed for a reason starting `expected`.
+fn lost_its_runner(done: &Value, expected: &str) {
+    let reason = failed_reason(done, "long");
+    assert!(
+        reason.starts_with(expected),
+        "expected {expected:?}: {done}"
+    );
+}
+
+/// Asserts that the step `id` of the run `done` failed; its reason.
+fn failed_reason<'a>(done: &'a Value, id: &str) -> &'a str {
+    let step = support::step(done, id);
+    assert_eq!(step["status"], "failed", "{done:#}");
+    step["reason"].as_str().unwrap_or_default()
+}
+
 /// Waits until `engine` has a busy runner and returns its name (the pod running the step).
 async fn busy_runner(engine: &str) -> String {
     wait_for(Duration::from_secs(60), "a busy pod runner", || async {
@@ -921,10 +967,8 @@ async fn busy_runner(engine: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
     let world = World::new("kube-lost").await;
-    let sandbox = &world.sandbox;
     let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let engine = world.serve(&config(url, 1, 1, IMAGE, "")).await;
+    let engine = world.serve(&world.config(1, 1, IMAGE, "")).await;
     type Kill = Box<dyn Fn(&Cluster, &str) + Send>;
     let kills: Vec<(&str, Kill)> = vec![
         (
@@ -945,28 +989,16 @@ async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
         ),
     ];
     for (i, (reason, kill)) in kills.iter().enumerate() {
-        let run_id = run(
-            sandbox,
-            &engine.url,
-            &format!("lost{i}"),
-            &["Step.bash('long', 'sleep 60', runner={'size': 'small'})".into()],
-        )
-        .await;
+        let name = format!("lost{i}");
+        let run_id = world
+            .run(&engine, &name, &[small("long", "sleep 60")])
+            .await;
         let pod = busy_runner(&engine.url).await;
         let killed = Instant::now();
         kill(cluster, &pod);
         let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(20)).await;
         let after = killed.elapsed();
-        let step = support::step(&done, "long");
-        assert_eq!(step["status"], "failed", "{done}");
-        let expected = format!("runner lost: pod {pod} {reason}");
-        assert!(
-            step["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with(&expected),
-            "expected {expected:?}: {done}"
-        );
+        lost_its_runner(&done, &format!("runner lost: pod {pod} {reason}"));
         eprintln!("{reason}: the attempt failed {after:?} after its pod died");
         assert!(after < Duration::from_secs(5), "{reason}: {after:?}");
         if *reason == "NodeLost" {
@@ -989,8 +1021,8 @@ async fn a_pod_that_dies_mid_step_fails_its_attempt_within_seconds() {
 async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
     let world = World::new("kube-backoff").await;
     let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let broken = config(url, 2, 2, "registry.example/missing:1", "")
+    let broken = world
+        .config(2, 2, "registry.example/missing:1", "")
         .replace("start_timeout: 20s", "start_timeout: 2s");
     let engine = world.serve(&broken).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1005,7 +1037,7 @@ async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
         last.contains("ErrImagePull") || last.contains("ImagePullBackOff"),
         "{shown}"
     );
-    let created = writes(&cluster.kube.requests(), "pods", "POST");
+    let created = world.created_pods();
     eprintln!("image pull failures: {created} pods created in 5 s");
     // 2 at once, then 1 s, 2 s, 4 s of backoff with one probe each: at most 5.
     assert!((2..=5).contains(&created), "{created} pods in 5 s");
@@ -1085,11 +1117,9 @@ async fn pods_that_cannot_start_are_replaced_with_backoff_not_in_a_hot_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() {
     let world = World::new("kube-crash").await;
-    let sandbox = &world.sandbox;
     let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let repaired = crashing_runner(sandbox);
-    let crashing = config(url, 2, 2, CRASHING_IMAGE, "").replace(
+    let repaired = crashing_runner(&world.sandbox);
+    let crashing = world.config(2, 2, CRASHING_IMAGE, "").replace(
         "  lease_duration: 2s\n",
         "  lease_duration: 2s\n  max_start_backoff: 2s\n",
     );
@@ -1113,17 +1143,9 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
     );
 
     // A step only this class serves fails with the reason instead of waiting forever.
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "crash",
-        &["Step.bash('build', 'true', runner={'size': 'small'})".into()],
-    )
-    .await;
-    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(20)).await;
-    let step = support::step(&done, "build");
-    assert_eq!(step["status"], "failed", "{done}");
-    let reason = step["reason"].as_str().unwrap_or_default();
+    let build = [small("build", "true")];
+    let done = world.finish(&engine, "crash", &build, 20).await;
+    let reason = failed_reason(&done, "build");
     assert!(
         reason.starts_with("runner class small is backing off: ")
             && reason.contains("runners in a row ended before registering")
@@ -1139,7 +1161,7 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
     })
     .await;
     let window = began.elapsed();
-    let created = writes(&cluster.kube.requests(), "pods", "POST");
+    let created = world.created_pods();
     eprintln!("crashing runners: {created} pods created in {window:?}");
     let bound = 4 + window.as_secs().div_ceil(2) as usize + 1;
     assert!(
@@ -1155,14 +1177,7 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
                 .contains("exit code 1")),
         "{events:?}"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", engine.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(&client(), &format!("{}/metrics", engine.url)).await;
     assert!(
         metrics.contains("plue_pool_backing_off{class=\"small\"} 1"),
         "{metrics}"
@@ -1184,14 +1199,7 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
         },
     )
     .await;
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "repaired",
-        &["Step.bash('build', 'true', runner={'size': 'small'})".into()],
-    )
-    .await;
-    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(30)).await;
+    let done = world.finish(&engine, "repaired", &build, 30).await;
     assert_eq!(
         support::step(&done, "build")["status"],
         "succeeded",
@@ -1202,22 +1210,11 @@ async fn runner_pods_that_exit_at_start_back_off_fail_their_steps_and_recover() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_no_class_serves_fail_at_once_with_the_reason() {
     let world = World::new("kube-unservable").await;
-    let sandbox = &world.sandbox;
-    let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let engine = world.serve(&config(url, 0, 2, IMAGE, "")).await;
+    let engine = world.serve(&world.config(0, 2, IMAGE, "")).await;
     let started = Instant::now();
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "gpu",
-        &["Step.bash('train', 'true', runner={'gpu': 'yes'})".into()],
-    )
-    .await;
-    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(10)).await;
-    let step = support::step(&done, "train");
-    assert_eq!(step["status"], "failed", "{done}");
-    let reason = step["reason"].as_str().unwrap_or_default();
+    let train = ["Step.bash('train', 'true', runner={'gpu': 'yes'})".into()];
+    let done = world.finish(&engine, "gpu", &train, 10).await;
+    let reason = failed_reason(&done, "train");
     assert!(
         reason.contains("no runner can serve labels gpu=yes"),
         "{reason}"
@@ -1225,7 +1222,7 @@ async fn steps_no_class_serves_fail_at_once_with_the_reason() {
     assert!(reason.contains("small (size=small)"), "{reason}");
     eprintln!("unservable step failed after {:?}", started.elapsed());
     assert!(
-        pods(cluster).is_empty(),
+        pods(&world.cluster).is_empty(),
         "no pod for a step no class serves"
     );
 }
@@ -1241,9 +1238,6 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
     use testkit::claude::{FakeClaude, Turn};
     let world = World::new("kube-step-network").await;
     let sandbox = &world.sandbox;
-    let cluster = &world.cluster;
-    let port = world.port;
-    let url = world.url.as_str();
     capless_runner(sandbox);
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -1258,20 +1252,14 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
          \x20           env: [{{name: ANTHROPIC_BASE_URL, value: \"{}\"}}]\n",
         claude.url()
     );
-    let engine = serve_with(
-        sandbox,
-        cluster,
-        "engine",
-        port,
-        &config(url, 0, 2, CAPLESS_IMAGE, &agents),
-        &["--secret", "ANTHROPIC_API_KEY=sk-ant-kube-step-network"],
-    )
-    .await;
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "net",
-        &[
+    let pool = world.config(0, 2, CAPLESS_IMAGE, &agents);
+    let secret = ["--secret", "ANTHROPIC_API_KEY=sk-ant-kube-step-network"];
+    let engine = world.serve_with(&pool, &secret).await;
+    let run_id = world
+        .run(
+            &engine,
+            "net",
+            &[
             "Step.bash('confined', 'echo step-ran', network='none', runner={'role': 'agent'})"
                 .into(),
             "Step.llm('agent', prompt='Run the tool.', tools=['bash'], runner={'role': 'agent'})"
@@ -1279,9 +1267,9 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
             "Step.bash('unconfined', 'echo step-ran', network='none', runner={'size': 'small'})"
                 .into(),
             "Step.bash('listed', 'true', network=['pypi.org'], runner={'role': 'agent'})".into(),
-        ],
-    )
-    .await;
+            ],
+        )
+        .await;
     let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(90)).await;
     let logs = |step: &'static str| {
         let url = engine.url.clone();
@@ -1313,9 +1301,7 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
         "{results:?}"
     );
 
-    let unconfined = support::step(&done, "unconfined");
-    assert_eq!(unconfined["status"], "failed", "{done:#}");
-    let reason = unconfined["reason"].as_str().unwrap_or_default();
+    let reason = failed_reason(&done, "unconfined");
     assert!(
         reason.contains("network: cannot give the step its own network namespace")
             && reason.contains("a runner class with `step_network: pod`"),
@@ -1324,9 +1310,7 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
     assert!(!logs("unconfined").await.contains("step-ran"));
     assert!(!logs("unconfined").await.contains(per_pod));
 
-    let listed = support::step(&done, "listed");
-    assert_eq!(listed["status"], "failed", "{done:#}");
-    let reason = listed["reason"].as_str().unwrap_or_default();
+    let reason = failed_reason(&done, "listed");
     assert!(
         reason.contains("a step whose network is 'an allow-list' needs a runner that is root"),
         "{reason}"
@@ -1336,26 +1320,19 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
     let world = World::new("kube-restart").await;
-    let sandbox = &world.sandbox;
     let cluster = &world.cluster;
-    let port = world.port;
-    let url = world.url.as_str();
-    let pool = config(url, 2, 3, IMAGE, "");
-    let first = serve(sandbox, cluster, "first", port, &pool).await;
+    let pool = world.config(2, 3, IMAGE, "");
+    let first = serve(&world.sandbox, cluster, "first", world.port, &pool).await;
     let mut warm = wait_idle(&first.url, 2).await;
-    sandbox.kill9(first.pid);
-    let second = serve(sandbox, cluster, "second", port, &pool).await;
+    world.sandbox.kill9(first.pid);
+    let second = serve(&world.sandbox, cluster, "second", world.port, &pool).await;
     // Past the dead engine's lease, the new leader adopts; give it time to (wrongly) act.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut names = pod_names(cluster);
     names.sort();
     warm.sort();
     assert_eq!(names, warm, "the same two pods");
-    assert_eq!(
-        writes(&cluster.kube.requests(), "pods", "POST"),
-        2,
-        "no duplicates"
-    );
+    assert_eq!(world.created_pods(), 2, "no duplicates");
     // A pod with this installation's labels that no pool started (a previous leader's
     // last creation, say) is not left running uncounted.
     let stray = json!({
@@ -1376,32 +1353,18 @@ async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
     wait_for(
         Duration::from_secs(15),
         "the stray pod to be removed",
-        || async {
-            cluster
-                .kube
-                .object("pods", NAMESPACE, "stray-1")
-                .is_none()
-                .then_some(())
-        },
+        || async { pod_gone(cluster, "stray-1") },
     )
     .await;
-    let run_id = run(
-        sandbox,
-        &second.url,
-        "after",
-        &["Step.bash('s', 'echo adopted', runner={'size': 'small'})".into()],
-    )
-    .await;
-    let done = wait_final(&client(), &second.url, run_id, Duration::from_secs(30)).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let adopted = [small("s", "echo adopted")];
+    let done = world.finish(&second, "after", &adopted, 30).await;
+    world.assert_succeeded(&done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
     let world = World::new("kube-faults").await;
-    let sandbox = &world.sandbox;
     let cluster = &world.cluster;
-    let url = world.url.as_str();
     for (method, resource, status, times) in [
         ("POST", "pods", 500, 2),
         ("POST", "secrets", 503, 1),
@@ -1415,11 +1378,11 @@ async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
         retry_after: Some(1),
         ..Fault::on("POST", "pods", 429, 1)
     });
-    let engine = world.serve(&config(url, 0, 3, IMAGE, "")).await;
+    let engine = world.serve(&world.config(0, 3, IMAGE, "")).await;
     let steps: Vec<String> = (0..9)
         .map(|i| format!("Step.bash('s{i}', 'sleep 0.2; echo {i}', runner={{'size': 'small'}})"))
         .collect();
-    let run_id = run(sandbox, &engine.url, "faults", &steps).await;
+    let run_id = world.run(&engine, "faults", &steps).await;
     let mut most = 0;
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1431,12 +1394,7 @@ async fn api_errors_dropped_watches_and_410s_lose_and_duplicate_nothing() {
         }
     }
     let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(90)).await;
-    assert_eq!(
-        done["status"],
-        "succeeded",
-        "{done}\n{}",
-        sandbox.diagnostics()
-    );
+    world.assert_succeeded(&done);
     let requests = cluster.kube.requests();
     let created = requests
         .iter()
@@ -1538,21 +1496,21 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 async fn warm_pod_claim_latency_against_the_local_pool() {
     let n = 12;
     let world = World::new("kube-latency").await;
-    let sandbox = &world.sandbox;
-    let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let engine = world.serve(&config(url, 2, 3, IMAGE, "")).await;
-    let pods = claim_latencies(sandbox, &engine.url, ", runner={'size': 'small'}", n, 2).await;
+    let engine = world.serve(&world.config(2, 3, IMAGE, "")).await;
+    let pods = claim_latencies(
+        &world.sandbox,
+        &engine.url,
+        ", runner={'size': 'small'}",
+        n,
+        2,
+    )
+    .await;
     let local_sandbox = Sandbox::new("local-latency");
     let local = local_sandbox
         .serve("local", free_port(), &["--runners", "2"])
         .await;
     let locals = claim_latencies(&local_sandbox, &local.url, "", n, 2).await;
-    let requests = cluster.kube.requests();
-    let writes = requests
-        .iter()
-        .filter(|r| r.is_write() && r.resource.as_deref() != Some("coordination.k8s.io/leases"))
-        .count();
+    let writes = writes_but_leases(&world.cluster.kube.requests());
     eprintln!(
         "claim latency over {n} runs (run created -> step started): warm pods p50 {} ms p99 {} ms; \
          local pool p50 {} ms p99 {} ms; {:.2} Kubernetes API writes per claimed step",
@@ -1567,30 +1525,20 @@ async fn warm_pod_claim_latency_against_the_local_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
     let world = World::new("kube-combined").await;
-    let sandbox = &world.sandbox;
     let cluster = &world.cluster;
-    let port = world.port;
-    let url = world.url.as_str();
     let big = format!(
         "  - name: big\n    labels: {{size: big}}\n    max_runners: 1\n    template:\n      spec:\n        containers: [{{name: runner, image: \"{IMAGE}\"}}]\n"
     );
-    let pool = config(url, 0, 1, IMAGE, &big);
-    let engine = serve_with(
-        sandbox,
-        cluster,
-        "engine",
-        port,
-        &pool,
-        &[
-            "--pool",
-            "local",
-            "--runners",
-            "1",
-            "--pass-env",
-            "PLUE_TEST_SANDBOX",
-        ],
-    )
-    .await;
+    let pool = world.config(0, 1, IMAGE, &big);
+    let local = [
+        "--pool",
+        "local",
+        "--runners",
+        "1",
+        "--pass-env",
+        "PLUE_TEST_SANDBOX",
+    ];
+    let engine = world.serve_with(&pool, &local).await;
     // The totals add the local pool's (1 runner) and both classes' (0 warm, 1 at most each)
     // once this engine leads the classes.
     let shown = wait_for(Duration::from_secs(20), "both classes led", || async {
@@ -1604,24 +1552,13 @@ async fn local_and_kubernetes_pools_serve_together_each_class_its_steps() {
         (Some(1), Some(3)),
         "{shown}"
     );
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "mixed",
-        &[
-            "Step.bash('plain', 'echo local')".into(),
-            "Step.bash('small', 'echo small', runner={'size': 'small'})".into(),
-            "Step.bash('big', 'echo big', runner={'size': 'big'})".into(),
-        ],
-    )
-    .await;
-    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(
-        done["status"],
-        "succeeded",
-        "{done}\n{}",
-        sandbox.diagnostics()
-    );
+    let steps = [
+        "Step.bash('plain', 'echo local')".into(),
+        small("small", "echo small"),
+        "Step.bash('big', 'echo big', runner={'size': 'big'})".into(),
+    ];
+    let done = world.finish(&engine, "mixed", &steps, 60).await;
+    world.assert_succeeded(&done);
     let requests = cluster.kube.requests();
     let created: Vec<String> = requests
         .iter()
@@ -1689,22 +1626,11 @@ async fn two_engines_one_leader_creates_pods_and_the_other_takes_over() {
     let b = serve_with(&sandbox, &cluster, "b", port_b, &pool, &shared).await;
     // b follows: it serves the API (and claims) but starts no pod of its own.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        writes(&cluster.kube.requests(), "pods", "POST"),
-        2,
-        "only the leader creates pods"
-    );
-    let run_id = run(
-        &sandbox,
-        &b.url,
-        "via-b",
-        &["Step.bash('s', 'echo one', runner={'size': 'small'})".into()],
-    )
-    .await;
-    let done = wait_final(&client(), &b.url, run_id, Duration::from_secs(30)).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(created_pods(&cluster), 2, "only the leader creates pods");
+    let done = finish(&sandbox, &b, "via-b", &[small("s", "echo one")], 30).await;
+    succeeded(&sandbox, &done);
     wait_idle(&b.url, 2).await;
-    let before = writes(&cluster.kube.requests(), "pods", "POST");
+    let before = created_pods(&cluster);
     // The leader dies without a word: b takes over once the Lease expires and adopts the
     // warm pods (their runners reach b through the service) instead of starting new ones.
     sandbox.kill9(a.pid);
@@ -1722,29 +1648,13 @@ async fn two_engines_one_leader_creates_pods_and_the_other_takes_over() {
     .await;
     eprintln!("b took over {:?} after a died", started.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        writes(&cluster.kube.requests(), "pods", "POST"),
-        before,
-        "adopted, no duplicates"
-    );
-    let run_id = run(
-        &sandbox,
-        &b.url,
-        "after",
-        &["Step.bash('s', 'echo two', runner={'size': 'small'})".into()],
-    )
-    .await;
-    let done = wait_final(&client(), &b.url, run_id, Duration::from_secs(30)).await;
-    assert_eq!(
-        done["status"],
-        "succeeded",
-        "{done}\n{}",
-        sandbox.diagnostics()
-    );
+    assert_eq!(created_pods(&cluster), before, "adopted, no duplicates");
+    let done = finish(&sandbox, &b, "after", &[small("s", "echo two")], 30).await;
+    succeeded(&sandbox, &done);
     wait_for(
         Duration::from_secs(20),
         "b to replace the used pod",
-        || async { (writes(&cluster.kube.requests(), "pods", "POST") == before + 1).then_some(()) },
+        || async { (created_pods(&cluster) == before + 1).then_some(()) },
     )
     .await;
 }
@@ -1753,8 +1663,9 @@ async fn two_engines_one_leader_creates_pods_and_the_other_takes_over() {
 async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms() {
     let world = World::new("kube-dead-node").await;
     let cluster = &world.cluster;
-    let url = world.url.as_str();
-    let pool = config(url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 2s");
+    let pool = world
+        .config(1, 1, IMAGE, "")
+        .replace("start_timeout: 20s", "start_timeout: 2s");
     let engine = world.serve(&pool).await;
     let warm = wait_idle(&engine.url, 1).await;
     cluster.kubelet.kill_node();
@@ -1771,13 +1682,7 @@ async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms()
     wait_for(
         Duration::from_secs(15),
         "the Terminating pod to be force-deleted",
-        || async {
-            cluster
-                .kube
-                .object("pods", NAMESPACE, &warm[0])
-                .is_none()
-                .then_some(())
-        },
+        || async { pod_gone(cluster, &warm[0]) },
     )
     .await;
     eprintln!(
@@ -1807,46 +1712,24 @@ async fn pods_of_a_dead_node_are_force_deleted_once_its_kubelet_never_confirms()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_pod_loses_its_step_to_the_heartbeat_and_is_replaced() {
     let world = World::new("kube-hung").await;
-    let sandbox = &world.sandbox;
-    let cluster = &world.cluster;
-    let port = world.port;
-    let url = world.url.as_str();
-    let pool = config(url, 1, 1, IMAGE, "").replace("start_timeout: 20s", "start_timeout: 3s");
-    let engine = serve_with(
-        sandbox,
-        cluster,
-        "engine",
-        port,
-        &pool,
-        &["--heartbeat-ms", "200", "--lost-after-ms", "1500"],
-    )
-    .await;
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "hung",
-        &["Step.bash('long', 'sleep 60', runner={'size': 'small'})".into()],
-    )
-    .await;
+    let pool = world
+        .config(1, 1, IMAGE, "")
+        .replace("start_timeout: 20s", "start_timeout: 3s");
+    let beats = ["--heartbeat-ms", "200", "--lost-after-ms", "1500"];
+    let engine = world.serve_with(&pool, &beats).await;
+    let run_id = world
+        .run(&engine, "hung", &[small("long", "sleep 60")])
+        .await;
     let pod = busy_runner(&engine.url).await;
-    cluster.kubelet.freeze(NAMESPACE, &pod);
+    world.cluster.kubelet.freeze(NAMESPACE, &pod);
     let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(20)).await;
-    let step = support::step(&done, "long");
-    assert_eq!(step["status"], "failed", "{done}");
-    assert!(
-        step["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("runner lost"),
-        "{done}"
-    );
+    lost_its_runner(&done, "runner lost");
     wait_for(
         Duration::from_secs(20),
         "the hung pod to be replaced",
         || async {
             let idle = runners_in(&engine.url, "idle").await;
-            (cluster.kube.object("pods", NAMESPACE, &pod).is_none() && idle.len() == 1)
-                .then_some(())
+            pod_gone(&world.cluster, &pod).filter(|()| idle.len() == 1)
         },
     )
     .await;
@@ -1861,16 +1744,10 @@ async fn a_debug_session_gets_a_pod_and_its_shell_without_kubectl_exec() {
     use eventsource_stream::Eventsource;
     use futures::StreamExt;
     let world = World::new("kube-debug").await;
-    let sandbox = &world.sandbox;
-    let cluster = &world.cluster;
-    let engine = world.serve(&config(&world.url, 0, 2, IMAGE, "")).await;
-    let run_id = run(
-        sandbox,
-        &engine.url,
-        "broken",
-        &["Step.bash('broken', 'echo in-the-pod; exit 4', runner={'size': 'small'})".into()],
-    )
-    .await;
+    let (sandbox, cluster) = (&world.sandbox, &world.cluster);
+    let engine = world.serve(&world.config(0, 2, IMAGE, "")).await;
+    let broken = [small("broken", "echo in-the-pod; exit 4")];
+    let run_id = world.run(&engine, "broken", &broken).await;
     let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(60)).await;
     assert_eq!(
         done["status"],
@@ -1883,21 +1760,12 @@ async fn a_debug_session_gets_a_pod_and_its_shell_without_kubectl_exec() {
         (live_pods(cluster) == 0).then_some(())
     })
     .await;
-    let pods_before = writes(&cluster.kube.requests(), "pods", "POST");
+    let pods_before = world.created_pods();
 
     let http = client();
-    let opened: Value = http
-        .post(format!(
-            "{}/api/runs/{run_id}/steps/broken/debug",
-            engine.url
-        ))
-        .json(&json!({"idle_timeout_secs": 60}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let debug = format!("{}/api/runs/{run_id}/steps/broken/debug", engine.url);
+    let opened: Value =
+        support::send_json(http.post(debug).json(&json!({"idle_timeout_secs": 60}))).await;
     let id = opened["id"].as_str().unwrap_or_else(|| panic!("{opened}"));
     let stream = http
         .get(format!("{}/api/debug/{id}/attach", engine.url))
@@ -1945,7 +1813,7 @@ async fn a_debug_session_gets_a_pod_and_its_shell_without_kubectl_exec() {
         "{end:?}\n{text}"
     );
     assert_eq!(
-        writes(&cluster.kube.requests(), "pods", "POST"),
+        world.created_pods(),
         pods_before + 1,
         "one pod for the session"
     );

@@ -12,97 +12,32 @@ mod support;
 
 use std::time::Duration;
 
-use engine::server::{EngineConfig, RunningEngine};
 use engine::store::Store;
-use engine::vault::Vault;
-use evaluator::plan::{Plan, Step};
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use evaluator::plan::Step;
 use serde_json::{json, Value};
-use support::Sandbox;
 
 const ADMIN: &str = support::ADMIN_TOKEN;
 const KEY: &str = "a vault key long enough for the red team's tests";
 const LIMIT: Duration = Duration::from_secs(90);
 
-struct Harness {
-    engine: RunningEngine,
-    http: reqwest::Client,
-    repo_id: i64,
-    sandbox: Sandbox,
-    _dir: tempfile::TempDir,
-}
+/// The engine with `acme/app` and one local runner (its pid).
+type Harness = support::RepoEngine<u32>;
 
 impl Harness {
     /// The engine with `acme/app` and one local runner.
     async fn start(name: &str) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new(support::RUNNER_TOKEN.into());
-        config.admin_token = Some(ADMIN.into());
-        config.vault = Vault::new(KEY).unwrap();
-        config.mirrors_dir = dir.path().join("mirrors");
+        let mut config = support::engine_config(support::RUNNER_TOKEN, ADMIN, KEY);
         config.heartbeat_interval = Duration::from_millis(200);
-        let engine = support::start_in_process(&dir.path().join("data"), config).await;
-        let repo_id = support::create_repo(engine.executor.store()).await;
-        let h = Harness {
-            engine,
-            http: reqwest::Client::new(),
-            repo_id,
-            sandbox: Sandbox::new(name),
-            _dir: dir,
-        };
-        h.sandbox.runner("redteam-runner", &h.engine.url, &[]);
-        h
-    }
-
-    fn store(&self) -> &Store {
-        self.engine.executor.store()
-    }
-
-    /// `method path` with `token` (`""`: none) and a JSON body: status and body.
-    async fn call(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self.http.request(
-            method.parse().unwrap(),
-            format!("{}{path}", self.engine.url),
-        );
-        if !token.is_empty() {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let h = support::RepoEngine::launch(name, config, false).await;
+        let runner = h.sandbox.runner("redteam-runner", &h.engine.url, &[]);
+        h.with_runner(runner)
     }
 
     /// A push run of `steps` on `main` of `acme/app`, waited for until it is final.
     async fn final_run(&self, steps: Vec<Step>) -> i64 {
-        let plan = Plan {
-            name: "ci".into(),
-            triggers: vec![],
-            env: Default::default(),
-            steps,
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = support::plan("ci", steps);
         let run = support::start_push_run(&self.engine.executor, self.repo_id, &plan, "main").await;
-        support::wait_for(LIMIT, "the run to end", || async {
-            let run = self.store().run(run).await.unwrap()?;
-            matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
-        })
-        .await;
+        self.wait_run(run, LIMIT).await;
         run
     }
 }
@@ -131,23 +66,10 @@ async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
     deploy.environment = Some("prod".into());
     let run = h.final_run(vec![deploy]).await;
 
-    let (status, session) = h
-        .call(
-            &token,
-            "POST",
-            &format!("/api/runs/{run}/steps/deploy/debug"),
-            Some(json!({"idle_timeout_secs": 300})),
-        )
-        .await;
+    let (status, session) = h.open_debug(&token, run, "deploy", 300).await;
     assert_eq!(status, 201, "the maintainer opens: {session}");
     let id = session["id"].as_str().unwrap().to_owned();
-    let stream = h
-        .http
-        .get(format!("{}/api/debug/{id}/attach", h.engine.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let stream = h.attach(&token, &id).await;
     assert_eq!(stream.status(), 200);
 
     h.store()
@@ -156,17 +78,10 @@ async fn a_maintainer_demoted_to_writer_loses_an_environments_debug_session() {
         .expect("demote mia");
 
     // The attached stream ends within seconds (it asks again every 2).
-    let mut events = stream.bytes_stream().eventsource();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut end = None;
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
-        let event = event.unwrap();
-        if event.event == "end" {
-            end = Some(event.data);
-            break;
-        }
-    }
-    let end = end.expect("the demoted maintainer's stream ran on");
+    let said = h
+        .transcript(&token, &id, stream, None, Duration::from_secs(20))
+        .await;
+    let end = said.end.expect("the demoted maintainer's stream ran on");
     assert!(end.contains("maintainer"), "{end}");
     let row = h.store().debug_session(&id).await.unwrap().unwrap();
     assert_eq!(row.status, "ended", "{row:?}");
@@ -247,28 +162,6 @@ async fn annotation_markup_is_text_on_the_run_page_and_stays_on_its_step() {
     }
 }
 
-/// A token of `user_id` narrowed to `max_role` and/or the repositories `repos` (JSON).
-async fn narrowed_token(
-    store: &Store,
-    user_id: i64,
-    max_role: Option<&str>,
-    repos: Option<&str>,
-) -> String {
-    let token = engine::tokens::new_token().unwrap();
-    store
-        .create_user_token(&engine::store::NewToken {
-            user_id,
-            name: "narrowed",
-            token_hash: &engine::tokens::hash_token(&token),
-            max_role,
-            repos,
-            expires_at: None,
-        })
-        .await
-        .unwrap();
-    token
-}
-
 /// Re-run failed steps, debug and dispatch, per caller: a reader, a writer's token narrowed
 /// to reading or to another repository, a stranger, the anonymous and a runner's token
 /// start nothing; and the dashboard's forms refuse a writer's post with a forged CSRF
@@ -283,8 +176,8 @@ async fn readers_narrowed_tokens_runners_and_forged_forms_start_nothing() {
     let (wendy, _, writer) =
         support::user_with_token(store, "wendy", &[(h.repo_id, "writer")]).await;
     let (_, _, stranger) = support::user_with_token(store, "sam", &[]).await;
-    let read_only = narrowed_token(store, wendy, Some("reader"), None).await;
-    let elsewhere = narrowed_token(store, wendy, None, Some(r#"["acme/other"]"#)).await;
+    let read_only = support::narrowed_token(store, wendy, Some("reader"), None).await;
+    let elsewhere = support::narrowed_token(store, wendy, None, Some(r#"["acme/other"]"#)).await;
     let runner =
         support::register_runner(&h.http, &h.engine.url, support::RUNNER_TOKEN, "rogue").await;
     let run = h
@@ -385,26 +278,22 @@ async fn a_forks_step_gets_no_secret_through_debug_or_a_rerun_of_its_failed_step
     let _serial = support::serial().await;
     let h = Harness::start("redteam-fork").await;
     const SECRET: &str = "s3cr3t-the-fork-must-not-see";
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/secrets/SECRET_X",
-            Some(json!({ "value": SECRET })),
-        )
-        .await;
-    assert_eq!(status, 204, "{body}");
+    let secret = Some(json!({ "value": SECRET }));
+    h.call_ok(
+        ADMIN,
+        "PUT",
+        "/api/repos/acme/app/secrets/SECRET_X",
+        secret,
+        204,
+    )
+    .await;
     let (_, _, writer) =
         support::user_with_token(h.store(), "wendy", &[(h.repo_id, "writer")]).await;
     let mut step = support::bash_step("build", "echo \"had=${SECRET_X:-none}\"; exit 1");
     step.secrets = vec!["SECRET_X".into()];
     let plan = support::plan("ci", vec![step]);
     let run = support::start_pr_run(&h.engine.executor, h.repo_id, &plan, true).await;
-    support::wait_for(LIMIT, "the fork's run to end", || async {
-        let run = h.store().run(run).await.unwrap()?;
-        matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
-    })
-    .await;
+    h.wait_run(run, LIMIT).await;
 
     // Re-running its failed steps: a fork's run again.
     let (status, created) = h
@@ -423,59 +312,17 @@ async fn a_forks_step_gets_no_secret_through_debug_or_a_rerun_of_its_failed_step
         "the re-run of a fork's run may read secrets"
     );
 
-    let (status, session) = h
-        .call(
-            &writer,
-            "POST",
-            &format!("/api/runs/{run}/steps/build/debug"),
-            Some(json!({"idle_timeout_secs": 60})),
-        )
-        .await;
+    let (status, session) = h.open_debug(&writer, run, "build", 60).await;
     // The shared runner token's runner takes forks' steps: the step ran, and its shell
     // is played.
     assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
-    let stream = h
-        .http
-        .get(format!("{}/api/debug/{id}/attach", h.engine.url))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let mut events = stream.bytes_stream().eventsource();
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let mut text = String::new();
-    let mut typed = false;
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
-        let event = event.unwrap();
-        match event.event.as_str() {
-            "output" => {
-                use base64::Engine as _;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(event.data.trim())
-                    .unwrap();
-                text.push_str(&String::from_utf8_lossy(&bytes));
-            }
-            "status" if event.data.contains("\"ready\"") && !typed => {
-                typed = true;
-                use base64::Engine as _;
-                let data = base64::engine::general_purpose::STANDARD
-                    .encode("echo \"has=${SECRET_X:-none}\"; exit 0\n");
-                let (status, body) = h
-                    .call(
-                        &writer,
-                        "POST",
-                        &format!("/api/debug/{id}/input"),
-                        Some(json!({ "data": data })),
-                    )
-                    .await;
-                assert_eq!(status, 204, "{body}");
-            }
-            "end" => break,
-            _ => {}
-        }
-    }
+    let stream = h.attach(&writer, &id).await;
+    let script = "echo \"has=${SECRET_X:-none}\"; exit 0\n";
+    let said = h
+        .transcript(&writer, &id, stream, Some(script), LIMIT)
+        .await;
+    let (typed, text) = (said.ready, said.text);
     assert!(typed, "the shell never became ready: {text}");
     assert!(text.contains("had=none"), "the step again: {text}");
     assert!(text.contains("has=none"), "the shell: {text}");

@@ -653,6 +653,23 @@ pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"))
 }
 
+/// The text `GET url` answers (whatever its status).
+pub(crate) async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    send_text(client.get(url)).await
+}
+
+/// Sends `request`; the answer's text (whatever its status).
+pub(crate) async fn send_text(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+/// Sends `request`; the answer read as JSON (whatever its status).
+pub(crate) async fn send_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> T {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Starts a run of `workflow` (an absolute path) on `engine`; returns its id.
 pub(crate) async fn start_run(
     client: &reqwest::Client,
@@ -819,6 +836,212 @@ pub(crate) async fn start_in_process_with_runner_listener(
         .expect("start the engine")
 }
 
+/// The configuration of an in-process engine under test: runners register with
+/// `registration`, `admin` is the admin token, `vault_key` the vault's key.
+pub(crate) fn engine_config(registration: &str, admin: &str, vault_key: &str) -> EngineConfig {
+    let mut config = EngineConfig::new(registration.into());
+    config.admin_token = Some(admin.into());
+    config.vault = engine::vault::Vault::new(vault_key).expect("a vault");
+    config
+}
+
+/// An in-process engine holding repository `acme/app` (`repo_id`), its data and mirrors in
+/// `sandbox`, and the fixture's runner `runner` (a `plue runner`'s pid, a registered
+/// runner's session token, …): the set-up of the tests played against one repository.
+pub(crate) struct RepoEngine<R = ()> {
+    pub(crate) engine: RunningEngine,
+    pub(crate) http: reqwest::Client,
+    pub(crate) repo_id: i64,
+    pub(crate) runner: R,
+    pub(crate) sandbox: Sandbox,
+}
+
+impl RepoEngine {
+    /// Starts `config` (its mirrors in the new sandbox `name`) with an evaluator of
+    /// repositories' workflow files when `evaluating`, and creates `acme/app`.
+    pub(crate) async fn launch(
+        name: &str,
+        mut config: EngineConfig,
+        evaluating: bool,
+    ) -> RepoEngine {
+        let sandbox = Sandbox::new(name);
+        config.mirrors_dir = sandbox.path("mirrors");
+        let data = sandbox.path("data");
+        let engine = if evaluating {
+            start_in_process_with_evaluator(&data, config).await
+        } else {
+            start_in_process(&data, config).await
+        };
+        let repo_id = create_repo(engine.executor.store()).await;
+        RepoEngine {
+            engine,
+            http: reqwest::Client::new(),
+            repo_id,
+            runner: (),
+            sandbox,
+        }
+    }
+
+    /// This fixture with its runner `runner`.
+    pub(crate) fn with_runner<R>(self, runner: R) -> RepoEngine<R> {
+        RepoEngine {
+            engine: self.engine,
+            http: self.http,
+            repo_id: self.repo_id,
+            runner,
+            sandbox: self.sandbox,
+        }
+    }
+}
+
+impl<R> RepoEngine<R> {
+    pub(crate) fn store(&self) -> &Store {
+        self.engine.executor.store()
+    }
+
+    /// `method path` with bearer `token` (empty: none) and a JSON body; status and body
+    /// (its JSON, else its text as a JSON string).
+    pub(crate) async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let url = format!("{}{path}", self.engine.url);
+        let token = Some(token).filter(|t| !t.is_empty());
+        call_json(&self.http, method, &url, token, body.as_ref()).await
+    }
+
+    /// [`RepoEngine::call`], asserting that it answers `status`; the body.
+    pub(crate) async fn call_ok(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
+        let (got, body) = self.call(token, method, path, body).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        body
+    }
+
+    /// Opens a debug session of `step` of `run` as `token`, idle for at most `idle`
+    /// seconds: status and body.
+    pub(crate) async fn open_debug(
+        &self,
+        token: &str,
+        run: i64,
+        step: &str,
+        idle: u64,
+    ) -> (u16, Value) {
+        let path = format!("/api/runs/{run}/steps/{step}/debug");
+        let body = serde_json::json!({ "idle_timeout_secs": idle });
+        self.call(token, "POST", &path, Some(body)).await
+    }
+
+    /// The attach stream of debug session `session` as `token`.
+    pub(crate) async fn attach(&self, token: &str, session: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/debug/{session}/attach", self.engine.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET attach")
+    }
+
+    /// [`debug_transcript`] of `response`, the attach stream of `session`, typing as `token`.
+    pub(crate) async fn transcript(
+        &self,
+        token: &str,
+        session: &str,
+        response: reqwest::Response,
+        script: Option<&str>,
+        limit: Duration,
+    ) -> Transcript {
+        let (http, url) = (&self.http, &self.engine.url);
+        debug_transcript(http, url, Some(token), session, response, script, limit).await
+    }
+
+    /// Waits (at most `limit`) until run `run` has failed or succeeded.
+    pub(crate) async fn wait_run(&self, run: i64, limit: Duration) {
+        wait_for(limit, &format!("run {run} to end"), || async {
+            let run = self.store().run(run).await.unwrap()?;
+            matches!(run.status.as_str(), "failed" | "succeeded").then_some(())
+        })
+        .await;
+    }
+}
+
+/// What a debug session's attach stream said: the terminal's text, the `end` event's data
+/// (JSON holding the `reason`) and whether the shell became ready.
+pub(crate) struct Transcript {
+    pub(crate) text: String,
+    pub(crate) end: Option<String>,
+    pub(crate) ready: bool,
+}
+
+impl Transcript {
+    /// The reason the `end` event gave.
+    pub(crate) fn reason(&self) -> Option<String> {
+        let data: Value = serde_json::from_str(self.end.as_deref()?).expect("an end as JSON");
+        data["reason"].as_str().map(String::from)
+    }
+}
+
+/// Reads the attach stream `response` (which must be a 200) of debug session `session` on
+/// the engine at `engine` until its end (or `limit`), typing `script` once the shell is
+/// ready, as `token` (none: what `http` sends).
+pub(crate) async fn debug_transcript(
+    http: &reqwest::Client,
+    engine: &str,
+    token: Option<&str>,
+    session: &str,
+    response: reqwest::Response,
+    script: Option<&str>,
+    limit: Duration,
+) -> Transcript {
+    use base64::Engine as _;
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    assert_eq!(response.status(), 200);
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let mut events = response.bytes_stream().eventsource();
+    let mut said = Transcript {
+        text: String::new(),
+        end: None,
+        ready: false,
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+        let event = event.expect("an event");
+        match event.event.as_str() {
+            "output" => {
+                let bytes = base64.decode(event.data.trim()).expect("base64 output");
+                said.text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+            "status" if event.data.contains("\"ready\"") && !said.ready => {
+                said.ready = true;
+                if let Some(script) = script {
+                    let url = format!("{engine}/api/debug/{session}/input");
+                    let body = serde_json::json!({ "data": base64.encode(script) });
+                    let (status, body) =
+                        call_json(http, reqwest::Method::POST, &url, token, Some(&body)).await;
+                    assert_eq!(status, 204, "{body}");
+                }
+            }
+            "end" => {
+                said.end = Some(event.data);
+                break;
+            }
+            _ => {}
+        }
+    }
+    said
+}
+
 /// The source of workflow `name`, manually triggered, of `steps` (each a `Step.*(...)`
 /// expression, one a line from line 3).
 pub(crate) fn workflow_source<S: AsRef<str>>(name: &str, steps: &[S]) -> String {
@@ -980,19 +1203,44 @@ pub(crate) async fn user_with_token(
             .await
             .expect("grant a role");
     }
+    let (token_id, token) = new_user_token(store, user_id, "tests", None, None).await;
+    (user_id, token_id, token)
+}
+
+/// A fresh API token `name` of user `user_id`, narrowed to `max_role` and the repositories
+/// `repos` (a JSON array of names) when given: `(token id, token)`.
+pub(crate) async fn new_user_token(
+    store: &Store,
+    user_id: i64,
+    name: &str,
+    max_role: Option<&str>,
+    repos: Option<&str>,
+) -> (i64, String) {
     let token = engine::tokens::new_token().expect("a token");
     let token_id = store
         .create_user_token(&engine::store::NewToken {
             user_id,
-            name: "tests",
+            name,
             token_hash: &engine::tokens::hash_token(&token),
-            max_role: None,
-            repos: None,
+            max_role,
+            repos,
             expires_at: None,
         })
         .await
         .expect("store a token");
-    (user_id, token_id, token)
+    (token_id, token)
+}
+
+/// [`new_user_token`] named `narrowed`: the token.
+pub(crate) async fn narrowed_token(
+    store: &Store,
+    user_id: i64,
+    max_role: Option<&str>,
+    repos: Option<&str>,
+) -> String {
+    new_user_token(store, user_id, "narrowed", max_role, repos)
+        .await
+        .1
 }
 
 /// Registers repository `name` (a `gitea` one whose clone URL leads nowhere) in `store`;
