@@ -2,7 +2,10 @@
 //! the transcript its latest attempt kept ([`crate::transcripts`]) read back as turns —
 //! the model's text, each tool call with its input and result (folded), timings, tokens
 //! and cost per turn and in all — with the files it changed as a diff, its proposals to
-//! the forge and its budget.
+//! the forge and its budget. A step with `result=` (the `"verdict"` shorthand or a JSON
+//! Schema) shows what it handed in first: the input of its accepted `finish` call — the
+//! verdict and its reason, or the result's fields — and whether `fail_when` failed the
+//! step on it.
 //!
 //! Invariants:
 //! - Everything here came from the model, its tools or the workspace: it reaches the page
@@ -52,6 +55,11 @@ pub(super) struct Conversation {
     pub files_written: Vec<String>,
     pub proposals: Vec<ProposalView>,
     pub budget: Option<BudgetView>,
+    /// What a step with `result=` handed in (its accepted `finish` call).
+    pub result: Option<ResultView>,
+    /// The step has `result=`, its conversation is over, and no `finish` call was
+    /// accepted.
+    pub result_missing: bool,
     /// The transcript as JSON (the API's endpoint).
     pub transcript_url: String,
 }
@@ -126,6 +134,35 @@ pub(super) struct Totals {
     pub cost_usd: Option<f64>,
     pub duration_ms: u64,
     pub tool_calls: usize,
+}
+
+/// The result of an `llm` step with `result=`: the input of its accepted `finish` call.
+#[derive(Debug, Serialize)]
+pub(super) struct ResultView {
+    /// The turn the call was accepted in.
+    pub turn: u32,
+    /// The result's `verdict` field, when it is a string (`approve`, `reject`).
+    pub verdict: Option<String>,
+    /// The result's `reason` field, when it is a string.
+    pub reason: Option<String>,
+    /// The other fields in the result's order: strings as they are, the rest as JSON.
+    pub fields: Vec<FieldView>,
+    /// The whole result as indented JSON.
+    pub json: String,
+    /// The `fail_when` values it holds (`verdict = "reject"`): each failed the step.
+    pub fails: Vec<String>,
+    /// How the verdict reads: `succeeded` (approve), `failed` (a `fail_when` value) or
+    /// `neutral`.
+    pub tone: &'static str,
+    /// The input itself, to check against `fail_when`.
+    #[serde(skip)]
+    input: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct FieldView {
+    pub name: String,
+    pub value: String,
 }
 
 /// The step's limits and what it used of them.
@@ -256,7 +293,84 @@ pub(super) async fn load(
     if conversation.model.is_none() {
         conversation.model = action.model.clone();
     }
+    judge(&mut conversation, action, facts.running);
     Ok(conversation)
+}
+
+/// Checks the result against the step's `result=` and `fail_when`: which values failed
+/// the step, how the verdict reads, or that a finished step handed in none.
+pub(super) fn judge(
+    conversation: &mut Conversation,
+    action: &evaluator::plan::LlmAction,
+    running: bool,
+) {
+    let Some(spec) = &action.result else {
+        // No contract: a `finish` call was no result (the tool is not offered).
+        conversation.result = None;
+        return;
+    };
+    let Some(result) = &mut conversation.result else {
+        conversation.result_missing = !running && !conversation.turns.is_empty();
+        return;
+    };
+    let fail_when = evaluator::result::effective_fail_when(spec, action.fail_when.as_ref());
+    for (field, values) in &fail_when {
+        if let Some(held) = result.input.get(field) {
+            if values.contains(held) {
+                result.fails.push(format!("{field} = {held}"));
+            }
+        }
+    }
+    result.tone = if !result.fails.is_empty() {
+        "failed"
+    } else if result.verdict.as_deref() == Some("approve") {
+        "succeeded"
+    } else {
+        "neutral"
+    };
+}
+
+/// The input of the accepted `finish` call of `transcript` (the last one: a call that
+/// was sent back for correction is an error result, and the conversation ends at the
+/// accepted one).
+fn result_of(transcript: &Transcript) -> Option<ResultView> {
+    let (turn, input) = transcript.turns.iter().rev().find_map(|turn| {
+        turn.tools
+            .iter()
+            .rev()
+            .find(|t| t.name == runner::llm::tools::finish::NAME && !t.is_error)
+            .map(|t| (turn.turn, t.input.clone()))
+    })?;
+    let text = |key: &str| input.get(key).and_then(Value::as_str).map(str::to_string);
+    let verdict = text("verdict");
+    let reason = text("reason").filter(|_| verdict.is_some());
+    let fields = input
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| match name.as_str() {
+            "verdict" => verdict.is_none(),
+            "reason" => reason.is_none(),
+            _ => true,
+        })
+        .map(|(name, value)| FieldView {
+            name: name.clone(),
+            value: shown(match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            }),
+        })
+        .collect();
+    Some(ResultView {
+        turn,
+        verdict: verdict.map(shown),
+        reason: reason.map(shown),
+        fields,
+        json: shown(serde_json::to_string_pretty(&input).unwrap_or_default()),
+        fails: Vec::new(),
+        tone: "neutral",
+        input,
+    })
 }
 
 /// The diff of the first pull request among `proposals`, if one carries a diff.
@@ -330,6 +444,7 @@ pub(super) fn build(transcript: &Transcript, prices: &Prices) -> Conversation {
     };
     conversation.diff =
         last_git_diff.map(|(turn, diff)| diff_view(&diff, format!("git_diff in turn {turn}")));
+    conversation.result = result_of(transcript);
     conversation
 }
 

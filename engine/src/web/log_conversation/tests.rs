@@ -197,3 +197,164 @@ fn gists_are_one_short_line() {
     let long = "x".repeat(200);
     assert_eq!(gist(&json!({"path": long})).chars().count(), 121);
 }
+
+/// A conversation that ends with `finish`: the first call sent back for correction, the
+/// second (`input`) accepted.
+fn finished(input: Value) -> Transcript {
+    let call = |turn: u32, id: &str, input: Value, error: bool| Turn {
+        turn,
+        request: json!({"model": "claude-sonnet-4-5"}),
+        messages_added: vec![],
+        response: json!({
+            "content": [{"type": "tool_use", "id": id, "name": "finish", "input": input}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        }),
+        started_ms: 0,
+        duration_ms: 10,
+        replayed: false,
+        tools: vec![ToolRun {
+            id: id.into(),
+            name: "finish".into(),
+            input,
+            content: if error {
+                "verdict: not one of"
+            } else {
+                "accepted"
+            }
+            .into(),
+            is_error: error,
+            duration_ms: 0,
+        }],
+    };
+    let mut transcript = transcript();
+    transcript
+        .turns
+        .push(call(3, "t3", json!({"verdict": "maybe"}), true));
+    transcript.turns.push(call(4, "t4", input, false));
+    transcript
+}
+
+fn with_result(result: evaluator::result::ResultSpec) -> evaluator::plan::LlmAction {
+    evaluator::plan::LlmAction {
+        result: Some(result),
+        ..evaluator::plan::LlmAction::default()
+    }
+}
+
+fn page(view: &Conversation) -> String {
+    super::super::render::page(
+        "log_conversation.html",
+        &minijinja::context! { conversation => view, run => minijinja::context! { id => 1 } },
+    )
+    .expect("renders")
+}
+
+#[test]
+fn a_verdict_is_shown_first_from_the_accepted_finish_call() {
+    use evaluator::result::{ResultSpec, Shorthand};
+    let verdict = ResultSpec::Shorthand(Shorthand::Verdict);
+    let reason = "The <b>tests</b> fail on Windows.";
+    let mut view = build(
+        &finished(json!({"verdict": "reject", "reason": reason})),
+        &Prices::default(),
+    );
+    judge(&mut view, &with_result(verdict.clone()), false);
+    let result = view.result.as_ref().expect("the accepted call's input");
+    assert_eq!(result.turn, 4, "not the call sent back in turn 3");
+    assert_eq!(result.verdict.as_deref(), Some("reject"));
+    assert_eq!(result.reason.as_deref(), Some(reason));
+    assert!(result.fields.is_empty(), "{:?}", result.fields);
+    assert_eq!(result.fails, ["verdict = \"reject\""]);
+    assert_eq!(result.tone, "failed");
+    let html = page(&view);
+    let panel = html.find("id=\"conversation-result\"").expect(&html);
+    assert!(
+        panel < html.find("class=\"turn\"").unwrap(),
+        "the verdict comes before the turns: {html}"
+    );
+    assert!(
+        html.contains("Verdict: <span class=\"badge failed verdict\" id=\"verdict\">"),
+        "{html}"
+    );
+    assert!(
+        html.contains("The &lt;b&gt;tests&lt;&#x2f;b&gt; fail on Windows."),
+        "the reason is text: {html}"
+    );
+    assert!(!html.contains("<b>tests"), "{html}");
+    assert!(html.contains("This result failed the step"), "{html}");
+
+    let mut approved = build(
+        &finished(json!({"verdict": "approve", "reason": "Looks right."})),
+        &Prices::default(),
+    );
+    judge(&mut approved, &with_result(verdict), false);
+    let result = approved.result.as_ref().unwrap();
+    assert_eq!(result.tone, "succeeded");
+    assert!(result.fails.is_empty());
+    let html = page(&approved);
+    assert!(
+        html.contains("<span class=\"badge succeeded verdict\" id=\"verdict\"><span aria-hidden=\"true\">✓</span> approve</span>"),
+        "{html}"
+    );
+    assert!(html.contains("Looks right."), "{html}");
+    assert!(!html.contains("failed the step"), "{html}");
+}
+
+#[test]
+fn a_schema_result_shows_its_fields_and_a_missing_one_says_so() {
+    use evaluator::result::ResultSpec;
+    let schema: std::collections::BTreeMap<String, Value> = serde_json::from_value(json!({
+        "type": "object",
+        "properties": {"score": {"type": "integer"}, "summary": {"type": "string"}},
+    }))
+    .unwrap();
+    let mut action = with_result(ResultSpec::Schema(schema));
+    action.fail_when = Some([("score".to_string(), vec![json!(0)])].into());
+    let mut view = build(
+        &finished(json!({"score": 7, "summary": "two <i>nits</i>", "tags": ["a", "b"]})),
+        &Prices::default(),
+    );
+    judge(&mut view, &action, false);
+    let result = view.result.as_ref().unwrap();
+    assert_eq!(result.verdict, None);
+    let fields: Vec<(&str, &str)> = result
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.value.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("score", "7"),
+            ("summary", "two <i>nits</i>"),
+            ("tags", "[\"a\",\"b\"]")
+        ]
+    );
+    assert_eq!(result.tone, "neutral");
+    assert!(result.fails.is_empty());
+    let html = page(&view);
+    assert!(
+        html.contains("<h3 id=\"result-title\">Result</h3>"),
+        "{html}"
+    );
+    assert!(html.contains("data-field=\"score\""), "{html}");
+    assert!(html.contains("two &lt;i&gt;nits"), "{html}");
+    assert!(html.contains("&quot;score&quot;: 7"), "the JSON: {html}");
+
+    // Ended without an accepted call: said, once the attempt is over.
+    let mut none = build(&transcript(), &Prices::default());
+    judge(&mut none, &action, true);
+    assert!(
+        none.result.is_none() && !none.result_missing,
+        "still running"
+    );
+    judge(&mut none, &action, false);
+    assert!(none.result_missing);
+    assert!(page(&none).contains("No result: the conversation ended without an accepted"));
+    // No result= (no finish tool offered): no panel.
+    let mut plain = build(&finished(json!({"verdict": "approve"})), &Prices::default());
+    judge(&mut plain, &evaluator::plan::LlmAction::default(), false);
+    assert!(plain.result.is_none() && !plain.result_missing);
+    assert!(!page(&plain).contains("conversation-result"));
+}
