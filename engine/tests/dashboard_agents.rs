@@ -7,7 +7,9 @@
 //!   (`max_turns`), the files the model wrote;
 //! - what the model wrote is text: HTML in its answer or in a tool's input never becomes
 //!   markup (no element, no script runs: the attacker's `document.title` stays put);
-//! - the raw log is still there below it.
+//! - the raw log is still there below it;
+//! - a reviewing step (`result="verdict"`) shows its kind and, first, its verdict and
+//!   reason.
 //!
 //! Screenshots go to `$PLUE_SCREENSHOT_DIR` (default `$TMPDIR/plue-team`) as
 //! `dashboard-agents-*.png`. Without Chromium and chromedriver the test says so and
@@ -26,6 +28,7 @@ use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
 
 const HOSTILE_TEXT: &str = "Writing it. <img src=x onerror=\"document.title='pwned'\">";
 const HOSTILE_ANSWER: &str = "Done <script>document.title='pwned'</script>";
+const VERDICT_REASON: &str = "The summary keeps all <i>three</i> lines.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_step_reads_as_a_conversation() {
@@ -42,7 +45,9 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
         "ws/agent.plue.py",
         "def workflow():\n    return Plan(name='agent', triggers=[Trigger.manual()], steps=[\n        \
          Step.llm('write', prompt='Summarise notes.txt into summary.txt', \
-         tools=['read_file', 'write_file'], max_turns=3),\n    ])\n",
+         tools=['read_file', 'write_file'], max_turns=3),\n        \
+         Step.llm('review', prompt='Review summary.txt', result='verdict', \
+         depends_on=['write']),\n    ])\n",
     );
     let claude = FakeClaude::start(vec![
         Turn::new()
@@ -56,6 +61,15 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
             .usage(120, 30)
             .reply(),
         Turn::text(&[HOSTILE_ANSWER]).usage(200, 15).reply(),
+        // `review` hands in its verdict.
+        Turn::new()
+            .tool_use(
+                "toolu_03",
+                "finish",
+                &json!({"verdict": "approve", "reason": VERDICT_REASON}),
+            )
+            .usage(80, 20)
+            .reply(),
     ]);
     // The engine hands its own ANTHROPIC_BASE_URL to its runners; this binary has one test.
     std::env::set_var("ANTHROPIC_BASE_URL", claude.url());
@@ -207,23 +221,36 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
         .screenshot(&shots.join("dashboard-agents-conversation.png"))
         .await;
     // On a phone, in the dark: nothing scrolls sideways.
-    browser.emulate(390, 844, true).await;
-    let overflow = browser
-        .wait(
-            Duration::from_secs(5),
-            "the phone layout",
-            "return window.innerWidth <= 400 ? \
-             [document.documentElement.scrollWidth, window.innerWidth] : null;",
-        )
-        .await;
-    assert!(
-        overflow[0].as_i64() <= overflow[1].as_i64(),
-        "the conversation scrolls sideways on a phone: {overflow}"
-    );
+    browser.assert_fits_a_dark_phone("conversation").await;
     browser
         .screenshot(&shots.join("dashboard-agents-conversation-phone-dark.png"))
         .await;
-    let errors = browser.console_errors().await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
+    // The reviewing step: its kind and its verdict first, with the reason as text.
+    browser.emulate(1280, 900, false).await;
+    browser
+        .goto(&format!("{}/runs/{run_id}/steps/review", engine.url))
+        .await;
+    let verdict = browser
+        .wait(
+            Duration::from_secs(10),
+            "the review's verdict",
+            "const v = document.getElementById('verdict'); \
+             const r = document.getElementById('conversation-result'); \
+             return v ? [document.getElementById('step-kind').textContent, \
+               r.querySelector('h3').textContent.replace(/\\s+/g, ' ').trim(), \
+               document.getElementById('verdict-reason').textContent, \
+               r.compareDocumentPosition(document.querySelector('li.turn')) \
+                 === Node.DOCUMENT_POSITION_FOLLOWING, \
+               r.querySelectorAll('i').length] : null;",
+        )
+        .await;
+    assert_eq!(
+        verdict,
+        json!(["llm", "Verdict: ✓ approve", VERDICT_REASON, true, 0]),
+        "kind, verdict, reason as text, before the turns"
+    );
+    browser
+        .screenshot(&shots.join("dashboard-agents-verdict.png"))
+        .await;
+    browser.close_without_console_errors().await;
 }
