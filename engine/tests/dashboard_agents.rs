@@ -221,7 +221,19 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
         .screenshot(&shots.join("dashboard-agents-conversation.png"))
         .await;
     // On a phone, in the dark: nothing scrolls sideways.
-    browser.assert_fits_a_dark_phone("conversation").await;
+    browser.emulate(390, 844, true).await;
+    let overflow = browser
+        .wait(
+            Duration::from_secs(5),
+            "the phone layout",
+            "return window.innerWidth <= 400 ? \
+             [document.documentElement.scrollWidth, window.innerWidth] : null;",
+        )
+        .await;
+    assert!(
+        overflow[0].as_i64() <= overflow[1].as_i64(),
+        "the conversation scrolls sideways on a phone: {overflow}"
+    );
     browser
         .screenshot(&shots.join("dashboard-agents-conversation-phone-dark.png"))
         .await;
@@ -252,5 +264,7 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
     browser
         .screenshot(&shots.join("dashboard-agents-verdict.png"))
         .await;
-    browser.close_without_console_errors().await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
 }
