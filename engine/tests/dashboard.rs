@@ -29,64 +29,18 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
 use testkit::claude::{FakeClaude, Turn};
-use webdriver::Browser;
+use webdriver::{screenshot_dir, Browser};
 
 const HOSTILE_LINE: &str = r#"<script>document.title="pwned"</script><img src=x onerror=alert(1)>"#;
 
-fn screenshot_dir() -> PathBuf {
-    let dir = std::env::var_os("PLUE_SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("plue-team"));
-    std::fs::create_dir_all(&dir).expect("the screenshot directory");
-    dir
-}
-
-/// Console messages at level SEVERE (errors, CSP violations, failed loads).
-async fn console_errors(browser: &Browser) -> Vec<String> {
-    browser
-        .console()
-        .await
-        .into_iter()
-        .filter(|m| m["level"] == "SEVERE")
-        .map(|m| m["message"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-/// Chromium and chromedriver, or `None` (after saying why) when they are missing and
-/// `PLUE_REQUIRE_BROWSER` is not `1`.
-fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
-    match webdriver::browser() {
-        Ok(found) => Some(found),
-        Err(why) if std::env::var("PLUE_REQUIRE_BROWSER").as_deref() != Ok("1") => {
-            eprintln!("skipping the dashboard's browser test: {why}");
-            None
-        }
-        Err(why) => panic!("PLUE_REQUIRE_BROWSER=1 but {why}"),
-    }
-}
-
-/// Runs `test` under the binary-wide lock and fails it after `limit`.
-async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, test: F) {
-    let _serial = support::serial().await;
-    if tokio::time::timeout(limit, test).await.is_err() {
-        panic!("the test did not finish within {limit:?}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_watches_a_run_in_the_dashboard() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(240), watch(chromium, driver)).await;
+    webdriver::browser_test(240, watch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_dispatches_a_workflow_from_its_form() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(180), dispatch(chromium, driver)).await;
+    webdriver::browser_test(180, dispatch).await;
 }
 
 const DEPLOY: &str = r#"
@@ -105,59 +59,17 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
     let sandbox = Sandbox::new("dashboard-dispatch");
     let origin = sandbox.path("origin");
     sandbox.write("origin/.plue/deploy.plue.py", DEPLOY);
-    let git = std::process::Command::new("bash")
-        .arg("-ec")
-        .arg("git init -q -b main . && git add -A && git commit -qm init")
-        .current_dir(&origin)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        git.status.success(),
-        "{}",
-        String::from_utf8_lossy(&git.stderr)
+    support::git_sh(
+        &origin,
+        "git init -q -b main . && git add -A && git commit -qm init",
     );
     let engine = sandbox
         .serve("engine", free_port(), &["--runners", "1"])
         .await;
     let http = client();
-    let registered = http
-        .post(format!("{}/api/repos", engine.url))
-        .json(&json!({
-            "name": "acme/app",
-            "clone_url": origin.to_str().unwrap(),
-            "forge": "gitea",
-            "webhook_secret": "a-webhook-secret-of-the-test",
-            "default_branch": "main",
-        }))
-        .send()
-        .await
-        .expect("POST /api/repos");
-    assert_eq!(
-        registered.status(),
-        201,
-        "{}",
-        registered.text().await.unwrap()
-    );
-    // Retried on a 5xx: registration reads the schedules in the background, and a dispatch
-    // at the same moment may race it creating the repository's mirror (`git init` twice;
-    // a registry bug outside the dashboard, reported).
-    let first = support::wait_for(Duration::from_secs(20), "a first dispatch", || async {
-        let answer = http
-            .post(format!("{}/api/repos/acme/app/dispatch", engine.url))
-            .json(&json!({"workflow": "deploy", "inputs": {"version": "1.0"}}))
-            .send()
-            .await
-            .expect("dispatch");
-        let status = answer.status();
-        let body: Value = answer.json().await.unwrap_or(Value::Null);
-        assert!(!status.is_client_error(), "{status}: {body}");
-        body["run_id"].as_i64()
-    })
-    .await;
+    support::register_origin(&engine.url, &origin, "a-webhook-secret-of-the-test").await;
+    let inputs = json!({"version": "1.0"});
+    let first = support::dispatch_retrying(&http, &engine.url, "deploy", inputs).await;
     wait_final(&http, &engine.url, first, Duration::from_secs(60)).await;
 
     let browser = Browser::start(&sandbox, &chromium, &driver).await;
@@ -216,9 +128,7 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
         .await
         .expect("text");
     assert!(log.contains("deploying 2.5 to production"), "{log}");
-    let errors = console_errors(&browser).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
+    browser.close_without_console_errors().await;
 }
 
 async fn watch(chromium: PathBuf, driver: PathBuf) {
@@ -622,7 +532,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .screenshot(&shots.join("dashboard-run-phone-dark.png"))
         .await;
 
-    let errors = console_errors(&browser).await;
+    let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     let _: Value = browser.run("return null;", json!([])).await;
     browser.close().await;

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{client, dashboard_session, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
-use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+use testkit::claude::FakeClaude;
+use webdriver::{bounded, screenshot_dir, Browser};
 
 /// Every status a run, step or attempt can have.
 const STATUSES: &[&str] = &[
@@ -184,10 +185,7 @@ async fn empty_states_say_what_to_do() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn badges_are_readable_and_phones_never_scroll_sideways() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(240), walk(chromium, driver)).await;
+    webdriver::browser_test(240, walk).await;
 }
 
 /// Every badge on the page (after one of each status is added to it): its class, text
@@ -557,13 +555,16 @@ fn contrast_is_measured_as_wcag_does() {
 
 /// The docs' screenshots: a demo engine (a registered repository and a finished run with a
 /// success, a failure and a skip), its main pages in light and dark, desktop and phone,
-/// into `docs/src/images/`. Run by hand: `cargo test -p engine --test dashboard_a11y --
+/// into `docs/src/images/`; then the tour's other pages — a run waiting for an approval
+/// (its banner), a grouped 60-step DAG, that run's timeline, an `llm` review's
+/// conversation with its verdict (the model is `testkit`'s scripted Messages server) and
+/// a dispatch form with typed inputs — in light and dark on a desktop, light on a phone. Run by hand: `cargo test -p engine --test dashboard_a11y --
 /// --ignored screenshots_for_the_docs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes docs/src/images; run by hand when the dashboard's look changes"]
 async fn screenshots_for_the_docs() {
     let (chromium, driver) = webdriver::browser().expect("Chromium and chromedriver");
-    bounded(Duration::from_secs(300), docs_screenshots(chromium, driver)).await;
+    bounded(Duration::from_secs(480), docs_screenshots(chromium, driver)).await;
 }
 
 async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
@@ -572,52 +573,45 @@ async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
     let sandbox = Sandbox::new("a11y-docs");
     let origin = sandbox.path("origin");
     sandbox.write("origin/.plue/ci.plue.py", DEMO);
-    let git = std::process::Command::new("bash")
-        .arg("-ec")
-        .arg("git init -q -b main . && git add -A && git commit -qm 'The demo workflow'")
-        .current_dir(&origin)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        git.status.success(),
-        "{}",
-        String::from_utf8_lossy(&git.stderr)
-    );
+    sandbox.write("origin/.plue/release.plue.py", RELEASE);
+    sandbox.write("origin/.plue/shards.plue.py", SHARDS);
+    sandbox.write("origin/.plue/review.plue.py", REVIEW);
+    sandbox.write("origin/README.md", README);
+    let ada = "GIT_AUTHOR_NAME=Ada GIT_AUTHOR_EMAIL=ada@example.com \
+               GIT_COMMITTER_NAME=Ada GIT_COMMITTER_EMAIL=ada@example.com";
+    let commit =
+        format!("git init -q -b main . && git add -A && {ada} git commit -qm 'The demo workflow'");
+    support::git_sh(&origin, &commit);
+    let claude = FakeClaude::start(review_turns());
     let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "2"])
+        .serve_with_env(
+            "engine",
+            free_port(),
+            &[
+                "--runners",
+                "2",
+                "--secret",
+                "ANTHROPIC_API_KEY=sk-ant-docs-demo",
+            ],
+            &[("ANTHROPIC_BASE_URL", claude.url())],
+        )
         .await;
     let http = client();
-    let registered = http
-        .post(format!("{}/api/repos", engine.url))
-        .json(&json!({
-            "name": "acme/app",
-            "clone_url": origin.to_str().unwrap(),
-            "forge": "gitea",
-            "webhook_secret": "a-webhook-secret-of-the-demo",
-            "default_branch": "main",
-        }))
-        .send()
-        .await
-        .expect("POST /api/repos");
-    assert_eq!(registered.status(), 201);
-    let run_id = support::wait_for(Duration::from_secs(20), "a dispatch", || async {
-        let answer = http
-            .post(format!("{}/api/repos/acme/app/dispatch", engine.url))
-            .json(&json!({"workflow": "ci", "inputs": {}}))
-            .send()
-            .await
-            .expect("dispatch");
-        let status = answer.status();
-        let body: Value = answer.json().await.unwrap_or(Value::Null);
-        assert!(!status.is_client_error(), "{status}: {body}");
-        body["run_id"].as_i64()
+    support::register_origin(&engine.url, &origin, "a-webhook-secret-of-the-demo").await;
+    let run_id = support::dispatch_retrying(&http, &engine.url, "ci", json!({})).await;
+    wait_final(&http, &engine.url, run_id, Duration::from_secs(120)).await;
+    let inputs = json!({"target": "production", "version": "1.4.0"});
+    let release = support::dispatch_retrying(&http, &engine.url, "release", inputs).await;
+    let shards = support::dispatch_retrying(&http, &engine.url, "shards", json!({})).await;
+    wait_final(&http, &engine.url, shards, Duration::from_secs(180)).await;
+    let review = support::dispatch_retrying(&http, &engine.url, "review", json!({})).await;
+    let reviewed = wait_final(&http, &engine.url, review, Duration::from_secs(60)).await;
+    assert_eq!(reviewed["status"], "succeeded", "{reviewed}");
+    support::wait_for(Duration::from_secs(30), "the release waiting", || async {
+        let run = support::run_view(&http, &engine.url, release).await?;
+        (run["status"] == "waiting").then_some(())
     })
     .await;
-    wait_final(&http, &engine.url, run_id, Duration::from_secs(120)).await;
 
     let browser = Browser::start(&sandbox, &chromium, &driver).await;
     browser.sign_in_to(&engine.url, ADMIN_TOKEN, "/").await;
@@ -642,7 +636,115 @@ async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
             }
         }
     }
+    // The tour's other pages, each with what brings its subject into view.
+    let tour = [
+        ("approval", format!("/runs/{release}"), ""),
+        ("dag", format!("/runs/{shards}"), OPEN_THE_GROUP),
+        ("timeline", format!("/runs/{shards}/timeline"), ""),
+        ("conversation", format!("/runs/{review}/steps/review"), ""),
+        (
+            "dispatch",
+            "/repos/acme/app".to_string(),
+            TO_THE_RELEASE_FORM,
+        ),
+    ];
+    for (width, height, size, dark) in [
+        (1280, 800, "desktop", false),
+        (1280, 800, "desktop", true),
+        (375, 760, "phone", false),
+    ] {
+        let theme = if dark { "dark" } else { "light" };
+        browser.emulate(width, height, dark).await;
+        for (name, path, show) in &tour {
+            browser.goto(&format!("{}{path}", engine.url)).await;
+            wait_loaded(&browser).await;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            if !show.is_empty() {
+                let shown = browser.run(show, json!([])).await;
+                assert_eq!(shown, true, "{name}: {show}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            browser
+                .screenshot(&images.join(format!("dashboard-{name}-{size}-{theme}.png")))
+                .await;
+        }
+    }
     browser.close().await;
+}
+
+/// Scrolls the run page to its DAG and opens the shards' group (its member list).
+const OPEN_THE_GROUP: &str = "\
+    const g = document.querySelector('#dag g.node.group'); if (!g) return false; \
+    g.dispatchEvent(new MouseEvent('click', {bubbles: true})); \
+    document.getElementById('dag-block').scrollIntoView(); \
+    return true;";
+
+/// Scrolls the repository page to the release workflow's dispatch form.
+const TO_THE_RELEASE_FORM: &str = "\
+    const f = document.querySelector('form[aria-label=\"Run release\"]'); if (!f) return false; \
+    f.closest('.workflow').scrollIntoView(); return true;";
+
+/// A release by hand with typed inputs (the dispatch form), held by an approval.
+const RELEASE: &str = r#"
+def workflow(ctx):
+    i = ctx.inputs
+    return Plan(name="release",
+                triggers=[Trigger.manual(inputs={
+                    "target": {"default": "staging", "options": ["staging", "production"]},
+                    "version": {"required": True, "description": "the version to release"},
+                    "dry_run": False,
+                })],
+                steps=[
+                    Step.bash("build", "echo building %s" % i.get("version")),
+                    Step.approval("ship", message="Ship %s to %s? The canary has been green for an hour." % (i.get("version"), i.get("target")), depends_on=["build"]),
+                    Step.bash("deploy", "echo deploying", depends_on=["ship"]),
+                ])
+"#;
+
+/// A 60-way fan-out: three shards fail, the report runs anyway.
+const SHARDS: &str = r#"
+def workflow(ctx):
+    shards = [Step.bash("shard-%d" % i, "echo shard %d; exit %d" % (i, 1 if i in (7, 23, 41) else 0), depends_on=["prepare"]) for i in range(60)]
+    return Plan(name="shards",
+                triggers=[Trigger.manual()],
+                steps=[Step.bash("prepare", "echo splitting the suite in 60")] + shards +
+                      [Step.bash("report", "echo 57 of 60 passed", depends_on=["shard-%d" % i for i in range(60)], when="always")])
+"#;
+
+/// An `llm` review that hands in a verdict.
+const REVIEW: &str = r#"
+def workflow(ctx):
+    return Plan(name="review",
+                triggers=[Trigger.manual()],
+                steps=[
+                    Step.bash("test", "echo 42 passed"),
+                    Step.llm("review", prompt="Review the change to README.md: is the new flag explained?",
+                             tools=["read_file"], result="verdict", depends_on=["test"]),
+                ])
+"#;
+
+const README: &str = "# app\n\n`--fast` skips the slow integration tests (about 4 minutes).\n";
+
+/// The review's two turns: it reads the README, then approves.
+fn review_turns() -> Vec<testkit::claude::Reply> {
+    use testkit::claude::Turn;
+    vec![
+        Turn::new()
+            .text_block(&["I'll read the README to see how the flag is described."])
+            .tool_use("toolu_01", "read_file", &json!({"path": "README.md"}))
+            .usage(1840, 62)
+            .reply(),
+        Turn::new()
+            .text_block(&["The flag is documented with what it skips and what it saves."])
+            .tool_use(
+                "toolu_02",
+                "finish",
+                &json!({"verdict": "approve",
+                        "reason": "README.md explains --fast: what it skips and how long it saves."}),
+            )
+            .usage(1985, 48)
+            .reply(),
+    ]
 }
 
 /// The docs' demo workflow: a build, tests that print coloured output, a lint that fails,

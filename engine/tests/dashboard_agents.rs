@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
 use testkit::claude::{FakeClaude, Turn};
-use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+use webdriver::{screenshot_dir, Browser};
 
 const HOSTILE_TEXT: &str = "Writing it. <img src=x onerror=\"document.title='pwned'\">";
 const HOSTILE_ANSWER: &str = "Done <script>document.title='pwned'</script>";
@@ -32,10 +32,7 @@ const VERDICT_REASON: &str = "The summary keeps all <i>three</i> lines.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_step_reads_as_a_conversation() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(240), conversation(chromium, driver)).await;
+    webdriver::browser_test(240, conversation).await;
 }
 
 async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
@@ -221,19 +218,7 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
         .screenshot(&shots.join("dashboard-agents-conversation.png"))
         .await;
     // On a phone, in the dark: nothing scrolls sideways.
-    browser.emulate(390, 844, true).await;
-    let overflow = browser
-        .wait(
-            Duration::from_secs(5),
-            "the phone layout",
-            "return window.innerWidth <= 400 ? \
-             [document.documentElement.scrollWidth, window.innerWidth] : null;",
-        )
-        .await;
-    assert!(
-        overflow[0].as_i64() <= overflow[1].as_i64(),
-        "the conversation scrolls sideways on a phone: {overflow}"
-    );
+    browser.assert_fits_a_dark_phone("conversation").await;
     browser
         .screenshot(&shots.join("dashboard-agents-conversation-phone-dark.png"))
         .await;
@@ -264,7 +249,5 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
     browser
         .screenshot(&shots.join("dashboard-agents-verdict.png"))
         .await;
-    let errors = browser.console_errors().await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
+    browser.close_without_console_errors().await;
 }

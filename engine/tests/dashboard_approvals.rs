@@ -557,9 +557,7 @@ async fn a_writer_approves_from_the_banner_with_a_comment() {
             .await;
         assert_eq!(approvals[0]["comment"], "looks good", "{approvals}");
         assert_eq!(approvals[0]["decided_by"], "wanda", "{approvals}");
-        let errors = browser.console_errors().await;
-        assert!(errors.is_empty(), "console errors: {errors:?}");
-        browser.close().await;
+        browser.close_without_console_errors().await;
         world.engine.shutdown().await;
     })
     .await;

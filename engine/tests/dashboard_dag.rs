@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
-use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+use webdriver::{screenshot_dir, Browser};
 
 /// The most nodes and SVG elements a drawing may have (`web/dag`'s bound and what it
 /// draws per node and edge).
@@ -34,18 +34,12 @@ const MAX_SVG_ELEMENTS: i64 = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixty_step_fan_out_stays_readable_and_still_while_it_runs() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(300), fan_out(chromium, driver)).await;
+    webdriver::browser_test(300, fan_out).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_step_plan_draws_a_bounded_number_of_elements() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(240), thousand(chromium, driver)).await;
+    webdriver::browser_test(240, thousand).await;
 }
 
 /// Whether the element `css` selects lies wholly inside the DAG's box, and the box starts
@@ -258,17 +252,12 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
         .screenshot(&screenshot_dir().join("dashboard-dag-phone-dark.png"))
         .await;
 
-    let errors = browser.console_errors().await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
+    browser.close_without_console_errors().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_approval_node_opens_its_panel() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(120), approval(chromium, driver)).await;
+    webdriver::browser_test(120, approval).await;
 }
 
 /// `build → ship (approval) → deploy`: the waiting approval's node is a link to the
@@ -319,9 +308,7 @@ async fn approval(chromium: PathBuf, driver: PathBuf) {
         .expect("cancel");
     assert!(cancelled.status().is_success(), "{}", cancelled.status());
     wait_final(&http, &engine.url, run_id, Duration::from_secs(30)).await;
-    let errors = browser.console_errors().await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
+    browser.close_without_console_errors().await;
 }
 
 /// `setup` (which waits) → 9 lanes of `build-L → test-L-0…107 → report-L` → `release`:

@@ -72,24 +72,7 @@ async fn setup(sandbox: &Sandbox) -> Engine {
     let engine = sandbox
         .serve("engine", free_port(), &["--runners", "1"])
         .await;
-    let registered = client()
-        .post(format!("{}/api/repos", engine.url))
-        .json(&json!({
-            "name": "acme/app",
-            "clone_url": origin.to_str().unwrap(),
-            "forge": "gitea",
-            "webhook_secret": "a-webhook-secret-of-the-test",
-            "default_branch": "main",
-        }))
-        .send()
-        .await
-        .expect("POST /api/repos");
-    assert_eq!(
-        registered.status(),
-        201,
-        "{}",
-        registered.text().await.unwrap()
-    );
+    support::register_origin(&engine.url, &origin, "a-webhook-secret-of-the-test").await;
     engine
 }
 
@@ -284,9 +267,7 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
         browser
             .screenshot(&screenshot_dir().join("dashboard-run-facts.png"))
             .await;
-        let errors = browser.console_errors().await;
-        assert!(errors.is_empty(), "console errors: {errors:?}");
-        browser.close().await;
+        browser.close_without_console_errors().await;
     })
     .await;
 }

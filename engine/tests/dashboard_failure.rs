@@ -22,14 +22,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
-use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+use webdriver::{screenshot_dir, Browser};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_says_why_and_reruns_its_failed_steps() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(240), explain(chromium, driver)).await;
+    webdriver::browser_test(240, explain).await;
 }
 
 /// `test` prints 30 lines and annotations, then fails with exit code 3 until `flag`

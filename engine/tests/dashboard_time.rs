@@ -20,14 +20,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
-use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+use webdriver::{screenshot_dir, Browser};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_tick_progress_counts_and_the_timeline_shows_every_attempt() {
-    let Some((chromium, driver)) = browser_or_skip() else {
-        return;
-    };
-    bounded(Duration::from_secs(240), watch(chromium, driver)).await;
+    webdriver::browser_test(240, watch).await;
 }
 
 /// Every `<time>` of the page, as `[datetime, title, text]`; `null` when there is none.
@@ -237,25 +234,11 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         .screenshot(&shots.join("dashboard-time-timeline.png"))
         .await;
     // On a phone, in the dark: nothing scrolls sideways.
-    browser.emulate(390, 844, true).await;
-    let overflow = browser
-        .wait(
-            Duration::from_secs(5),
-            "the phone layout",
-            "return window.innerWidth <= 400 ? \
-             [document.documentElement.scrollWidth, window.innerWidth] : null;",
-        )
-        .await;
-    assert!(
-        overflow[0].as_i64() <= overflow[1].as_i64(),
-        "the timeline scrolls sideways on a phone: {overflow}"
-    );
+    browser.assert_fits_a_dark_phone("timeline").await;
     browser
         .screenshot(&shots.join("dashboard-time-timeline-phone-dark.png"))
         .await;
-    let errors = browser.console_errors().await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
+    browser.close_without_console_errors().await;
 }
 
 /// The milliseconds an elapsed span shows (`850 ms`, `12.3 s`, `3m 04s`), read back.

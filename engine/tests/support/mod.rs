@@ -1327,6 +1327,51 @@ pub(crate) fn git_sh(dir: &Path, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Registers the git repository at `origin` as `acme/app` on `engine` (a `gitea` one,
+/// default branch `main`, webhook secret `secret`); panics unless it answers 201.
+pub(crate) async fn register_origin(engine: &str, origin: &Path, secret: &str) {
+    let registered = client()
+        .post(format!("{engine}/api/repos"))
+        .json(&serde_json::json!({
+            "name": "acme/app",
+            "clone_url": origin.to_str().unwrap(),
+            "forge": "gitea",
+            "webhook_secret": secret,
+            "default_branch": "main",
+        }))
+        .send()
+        .await
+        .expect("POST /api/repos");
+    let status = registered.status();
+    assert_eq!(status, 201, "{}", registered.text().await.unwrap());
+}
+
+/// Dispatches `workflow` of `acme/app` on `engine` with `inputs`; the run's id. Retried
+/// on a 5xx: registration reads the schedules in the background, and a dispatch at the
+/// same moment may race it creating the repository's mirror (`git init` twice; a registry
+/// bug outside the dashboard, reported).
+pub(crate) async fn dispatch_retrying(
+    http: &reqwest::Client,
+    engine: &str,
+    workflow: &str,
+    inputs: Value,
+) -> i64 {
+    let body = serde_json::json!({"workflow": workflow, "inputs": inputs});
+    wait_for(Duration::from_secs(20), "a first dispatch", || async {
+        let answer = http
+            .post(format!("{engine}/api/repos/acme/app/dispatch"))
+            .json(&body)
+            .send()
+            .await
+            .expect("dispatch");
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        assert!(!status.is_client_error(), "{status}: {body}");
+        body["run_id"].as_i64()
+    })
+    .await
+}
+
 /// A real webhook fixture (`tests/fixtures/webhooks/<path>`) as JSON, for a test to point
 /// at its own repository and re-sign.
 pub(crate) fn webhook_fixture(path: &str) -> Value {

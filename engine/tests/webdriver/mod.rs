@@ -318,6 +318,19 @@ pub(crate) async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration
     }
 }
 
+/// A browser test: `test` given Chromium and its driver ([`browser_or_skip`]: skipped
+/// without them), [`bounded`] by `secs` seconds.
+pub(crate) async fn browser_test<F, Fut>(secs: u64, test: F)
+where
+    F: FnOnce(PathBuf, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    bounded(Duration::from_secs(secs), test(chromium, driver)).await;
+}
+
 impl Browser {
     /// Console messages at level SEVERE (errors, CSP violations, failed loads).
     pub(crate) async fn console_errors(&self) -> Vec<String> {
@@ -327,6 +340,31 @@ impl Browser {
             .filter(|m| m["level"] == "SEVERE")
             .map(|m| m["message"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    /// Asserts that the page logged no console error, and closes the browser.
+    pub(crate) async fn close_without_console_errors(self) {
+        let errors = self.console_errors().await;
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+        self.close().await;
+    }
+
+    /// Emulates a phone in the dark and asserts that the page (showing `what`) does not
+    /// scroll sideways there.
+    pub(crate) async fn assert_fits_a_dark_phone(&self, what: &str) {
+        self.emulate(390, 844, true).await;
+        let overflow = self
+            .wait(
+                Duration::from_secs(5),
+                "the phone layout",
+                "return window.innerWidth <= 400 ? \
+                 [document.documentElement.scrollWidth, window.innerWidth] : null;",
+            )
+            .await;
+        assert!(
+            overflow[0].as_i64() <= overflow[1].as_i64(),
+            "the {what} scrolls sideways on a phone: {overflow}"
+        );
     }
 
     /// Signs in on `engine` with `token` and lands on `path` (the sign-in's `next`).
