@@ -217,6 +217,40 @@ impl Delivery {
     async fn send(&self, engine: &str) -> (StatusCode, Value) {
         self.send_signed_with(engine, WEBHOOK_SECRET).await
     }
+
+    /// Sends it to the engine at `url`, which must start one run: its id and the run once
+    /// final.
+    async fn one_run(&self, url: &str) -> (i64, Value) {
+        let (status, answer) = self.send(url).await;
+        assert_eq!(status, 200, "{answer}");
+        let runs = run_ids(&answer);
+        assert_eq!(runs.len(), 1, "{answer}");
+        let run = wait_final(&client(), url, runs[0], Duration::from_secs(60)).await;
+        (runs[0], run)
+    }
+
+    /// Sends it to the engine at `url`, which must answer 200 and start no run.
+    async fn no_run(&self, url: &str) {
+        let (status, answer) = self.send(url).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    }
+}
+
+/// A GitHub `push` delivery `id` of [`github_push`]`(git_ref, before, after, files)`.
+fn push_delivery(id: &str, git_ref: &str, before: &str, after: &str, files: &[&str]) -> Delivery {
+    Delivery::new(
+        "github",
+        "push",
+        id,
+        &github_push(git_ref, before, after, files),
+    )
+}
+
+/// A GitHub `pull_request` delivery `id` of [`github_pull_request`] with these arguments.
+fn pr_delivery(id: &str, action: &str, number: u64, head: &str, sha: &str, base: &str) -> Delivery {
+    let body = github_pull_request(action, number, head, sha, base);
+    Delivery::new("github", "pull_request", id, &body)
 }
 
 fn run_ids(answer: &Value) -> Vec<i64> {
@@ -382,11 +416,12 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     assert_eq!(run_ids(&answer), Vec::<i64>::new());
 
     let main_sha = origin.head();
-    let push = Delivery::new(
-        "github",
-        "push",
+    let push = push_delivery(
         "push-main-1",
-        &github_push("refs/heads/main", ZERO, &main_sha, &["README.md"]),
+        "refs/heads/main",
+        ZERO,
+        &main_sha,
+        &["README.md"],
     );
     let (status, answer) = push.send(url).await;
     assert_eq!(status, 200, "{answer}");
@@ -434,23 +469,15 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
 
     // A feature branch touching docs/: the docs workflow only.
     let feature_sha = origin.commit("feature/docs", &[("docs/guide.md", "guide\n")]);
-    let (status, answer) = Delivery::new(
-        "github",
-        "push",
+    let (_, run) = push_delivery(
         "push-feature-1",
-        &github_push(
-            "refs/heads/feature/docs",
-            ZERO,
-            &feature_sha,
-            &["docs/guide.md"],
-        ),
+        "refs/heads/feature/docs",
+        ZERO,
+        &feature_sha,
+        &["docs/guide.md"],
     )
-    .send(url)
+    .one_run(url)
     .await;
-    assert_eq!(status, 200, "{answer}");
-    let docs_runs = run_ids(&answer);
-    assert_eq!(docs_runs.len(), 1, "{answer}");
-    let run = wait_final(&client(), url, docs_runs[0], Duration::from_secs(60)).await;
     assert_eq!(
         (run["workflow"].as_str(), run["status"].as_str()),
         (Some("Docs"), Some("succeeded")),
@@ -458,78 +485,49 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     );
     // A change outside docs/ on that branch: nothing.
     let other_sha = origin.commit("feature/docs", &[("src/lib.txt", "code\n")]);
-    let (_, answer) = Delivery::new(
-        "github",
-        "push",
+    push_delivery(
         "push-feature-2",
-        &github_push(
-            "refs/heads/feature/docs",
-            &feature_sha,
-            &other_sha,
-            &["src/lib.txt"],
-        ),
+        "refs/heads/feature/docs",
+        &feature_sha,
+        &other_sha,
+        &["src/lib.txt"],
     )
-    .send(url)
+    .no_run(url)
     .await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
 
     // A tag starts the release; its deletion starts nothing.
     git_sh(&origin.dir, "git tag v1.0 main");
-    let (_, answer) = Delivery::new(
-        "github",
-        "push",
-        "push-tag",
-        &github_push("refs/tags/v1.0", ZERO, &main_sha, &[]),
-    )
-    .send(url)
-    .await;
-    let release = run_ids(&answer);
-    assert_eq!(release.len(), 1, "{answer}");
-    let run = wait_final(&client(), url, release[0], Duration::from_secs(60)).await;
+    let (release, run) = push_delivery("push-tag", "refs/tags/v1.0", ZERO, &main_sha, &[])
+        .one_run(url)
+        .await;
     assert_eq!(run["workflow"], "Release");
-    assert!(step_log(url, release[0], "release")
+    assert!(step_log(url, release, "release")
         .await
         .contains("releasing refs/tags/v1.0"));
     let mut deletion = webhook_fixture("github/push-delete-tag.json");
     deletion["ref"] = json!("refs/tags/v1.0");
     deletion["before"] = json!(main_sha);
     deletion["repository"]["full_name"] = json!(REPO);
-    let (status, answer) = Delivery::new("github", "push", "delete-tag", &deletion)
-        .send(url)
+    Delivery::new("github", "push", "delete-tag", &deletion)
+        .no_run(url)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(run_ids(&answer), Vec::<i64>::new());
 
     // A pull request from a branch of the repository: CI, with secrets, its changed files.
     let pr_sha = origin.commit("fix", &[("README.md", "hello from the fix\n")]);
-    let (_, answer) = Delivery::new(
-        "github",
-        "pull_request",
-        "pr-opened",
-        &github_pull_request("opened", 7, "fix", &pr_sha, &main_sha),
-    )
-    .send(url)
-    .await;
-    let pr_runs = run_ids(&answer);
-    assert_eq!(pr_runs.len(), 1, "{answer}");
-    let run = wait_final(&client(), url, pr_runs[0], Duration::from_secs(60)).await;
+    let (pr_runs, run) = pr_delivery("pr-opened", "opened", 7, "fix", &pr_sha, &main_sha)
+        .one_run(url)
+        .await;
     assert_eq!(run["event"], "pull_request");
     assert_eq!(run["status"], "succeeded", "{run}");
-    let log = step_log(url, pr_runs[0], "test").await;
+    let log = step_log(url, pr_runs, "test").await;
     assert!(log.contains("event=pull_request branch=fix pr=7"), "{log}");
     assert!(log.contains("files=README.md"), "{log}");
     assert!(log.contains("hello from the fix"), "{log}");
     assert!(log.contains("has-secret"), "{log}");
     // Closing it starts nothing.
-    let (_, answer) = Delivery::new(
-        "github",
-        "pull_request",
-        "pr-closed",
-        &github_pull_request("closed", 7, "fix", &pr_sha, &main_sha),
-    )
-    .send(url)
-    .await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new());
+    pr_delivery("pr-closed", "closed", 7, "fix", &pr_sha, &main_sha)
+        .no_run(url)
+        .await;
 
     // A pull request from a fork: the commit comes from the fork; no secrets.
     let fork = sb.path("fork");
@@ -546,15 +544,11 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     let mut forked = github_pull_request("opened", 8, "main", &fork_sha, &main_sha);
     forked["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/hello");
     forked["pull_request"]["head"]["repo"]["clone_url"] = json!(fork.to_str().unwrap());
-    let (status, answer) = Delivery::new("github", "pull_request", "pr-fork", &forked)
-        .send(url)
+    let (fork_runs, run) = Delivery::new("github", "pull_request", "pr-fork", &forked)
+        .one_run(url)
         .await;
-    assert_eq!(status, 200, "{answer}");
-    let fork_runs = run_ids(&answer);
-    assert_eq!(fork_runs.len(), 1, "{answer}");
-    let run = wait_final(&client(), url, fork_runs[0], Duration::from_secs(60)).await;
     assert_eq!(run["secrets_allowed"], false);
-    let log = step_log(url, fork_runs[0], "test").await;
+    let log = step_log(url, fork_runs, "test").await;
     assert!(log.contains("hello from a fork"), "{log}");
     assert!(log.contains("no-secret withheld=DEPLOY_TOKEN"), "{log}");
 
@@ -563,14 +557,9 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
         "broken",
         &[(".plue/bad.plue.py", "def workflow(:\n    pass\n")],
     );
-    let (_, answer) = Delivery::new(
-        "github",
-        "push",
-        "push-broken",
-        &github_push("refs/heads/broken", ZERO, &broken_sha, &[]),
-    )
-    .send(url)
-    .await;
+    let (_, answer) = push_delivery("push-broken", "refs/heads/broken", ZERO, &broken_sha, &[])
+        .send(url)
+        .await;
     let broken_runs = run_ids(&answer);
     assert_eq!(
         broken_runs.len(),
@@ -764,24 +753,18 @@ async fn gitea_deliveries_work_the_same_way() {
     pr["pull_request"]["base"]["sha"] = json!(main_sha);
     pr["pull_request"]["head"]["ref"] = json!("fix");
     pr["pull_request"]["head"]["sha"] = json!(pr_sha);
-    let (status, answer) = Delivery::new("gitea", "pull_request", "gitea-pr-1", &pr)
-        .send(url)
+    let (_, run) = Delivery::new("gitea", "pull_request", "gitea-pr-1", &pr)
+        .one_run(url)
         .await;
-    assert_eq!(status, 200, "{answer}");
-    let pr_runs = run_ids(&answer);
-    assert_eq!(pr_runs.len(), 1, "{answer}");
-    let run = wait_final(&client(), url, pr_runs[0], Duration::from_secs(60)).await;
     assert_eq!(run["event"], "pull_request");
     assert_eq!(run["secrets_allowed"], true, "same repo_id on both sides");
 
     // Deletes start nothing.
     let mut delete = webhook_fixture("gitea/delete-branch.json");
     delete["repository"]["full_name"] = json!(REPO);
-    let (status, answer) = Delivery::new("gitea", "delete", "gitea-delete", &delete)
-        .send(url)
+    Delivery::new("gitea", "delete", "gitea-delete", &delete)
+        .no_run(url)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(run_ids(&answer), Vec::<i64>::new());
 
     // Statuses in Gitea's dialect: `token` auth, same path shape under /api/v1.
     let got = statuses_for(&received, &main_sha, 2).await;
@@ -811,22 +794,13 @@ async fn malformed_deliveries_never_get_a_5xx() {
     .await;
     let http = reqwest::Client::new();
     // The forges' exact bytes, unknown fields and all, signed as they come.
-    register(
-        &url,
-        "Codertocat/Hello-World",
-        "github",
-        origin.dir.to_str().unwrap(),
-        "http://127.0.0.1:9",
-    )
-    .await;
-    register(
-        &url,
-        "gogits/hello-world",
-        "gitea",
-        origin.dir.to_str().unwrap(),
-        "http://127.0.0.1:9",
-    )
-    .await;
+    for (name, forge) in [
+        ("Codertocat/Hello-World", "github"),
+        ("gogits/hello-world", "gitea"),
+    ] {
+        let clone_url = origin.dir.to_str().unwrap();
+        register(&url, name, forge, clone_url, "http://127.0.0.1:9").await;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
     for (forge, event, file, code) in [
         ("github", "push", "github/push-delete-tag.json", 200),
@@ -1016,35 +990,20 @@ async fn schedules_fire_once_per_tick_with_two_engines_on_one_postgres() {
     let db = postgres.new_database().expect("a database");
     let sb = Sandbox::new("forges-schedules");
     let origin = Origin::create(&sb);
-    let (data_a, data_b) = (sb.path("data-a"), sb.path("data-b"));
-    let engine_a = sb
-        .serve(
-            "engine-a",
-            free_port(),
-            &[
-                "--database-url",
-                &db,
-                "--runners",
-                "0",
-                "--data-dir",
-                data_a.to_str().unwrap(),
-            ],
-        )
-        .await;
-    let engine_b = sb
-        .serve(
-            "engine-b",
-            free_port(),
-            &[
-                "--database-url",
-                &db,
-                "--runners",
-                "0",
-                "--data-dir",
-                data_b.to_str().unwrap(),
-            ],
-        )
-        .await;
+    // An engine `name` without runners on the shared database, its data directory its own.
+    let serve = |name: &'static str| {
+        let data = sb.path(&format!("data-{name}"));
+        let sb = &sb;
+        let db = db.clone();
+        async move {
+            let data = data.to_str().unwrap();
+            let args = ["--database-url", &db, "--runners", "0", "--data-dir", data];
+            sb.serve(&format!("engine-{name}"), free_port(), &args)
+                .await
+        }
+    };
+    let engine_a = serve("a").await;
+    let engine_b = serve("b").await;
     register(
         &engine_a.url,
         REPO,

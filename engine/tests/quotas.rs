@@ -81,6 +81,31 @@ impl Harness {
         support::start_plan_run(&self.engine.executor, "/w/quotas.plue.py", &plan, repo).await
     }
 
+    /// Starts a run of one step `build` in repository `repo_id`, with its secrets when
+    /// `secrets_allowed` (a fork's run without).
+    async fn start_build_in(&self, repo_id: i64, secrets_allowed: bool) -> i64 {
+        let repo = RunRepo {
+            repo_id,
+            secrets_allowed,
+        };
+        self.start_run(vec![bash("build")], Some(repo)).await
+    }
+
+    /// Starts a local run of one step `build` and a runner `holder` holding it: the run's
+    /// id, the runner's token and its attempt's id.
+    async fn build_held_by(&self, holder: &str) -> (i64, String, i64) {
+        let run_id = self.start_run(vec![bash("build")], None).await;
+        let (token, attempt) = self.holder(holder).await;
+        (run_id, token, attempt)
+    }
+
+    /// Starts a local run of the steps `a` and `b` and a runner holding each (named after
+    /// its step): the run's id and each runner's token and attempt's id.
+    async fn two_held(&self, a: &str, b: &str) -> (i64, (String, i64), (String, i64)) {
+        let run_id = self.start_run(vec![bash(a), bash(b)], None).await;
+        (run_id, self.holder(a).await, self.holder(b).await)
+    }
+
     async fn repository(&self) -> i64 {
         support::create_repo(self.store()).await
     }
@@ -208,8 +233,7 @@ fn many_files(count: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_past_the_file_quota_are_refused_and_nothing_is_kept() {
     let h = harness(run_quota(1 << 30, 100)).await;
-    let run_id = h.start_run(vec![bash("build")], None).await;
-    let (token, attempt) = h.holder("many").await;
+    let (run_id, token, attempt) = h.build_held_by("many").await;
     let (status, body) = h.put(&token, attempt, many_files(150)).await;
     assert_eq!(status, 413, "{body}");
     assert!(
@@ -234,8 +258,7 @@ async fn a_path_twice_in_an_artifacts_tar_answers_400_and_leaves_no_object() {
     // regression: the duplicate failed the record with a 500, and the stored object stayed
     // in the store with no row naming it.
     let h = harness(Quotas::default()).await;
-    let run_id = h.start_run(vec![bash("build")], None).await;
-    let (token, attempt) = h.holder("twice").await;
+    let (run_id, token, attempt) = h.build_held_by("twice").await;
     let tar = tar_of(&[("out.txt", &b"one"[..]), ("out.txt", &b"two"[..])]);
     let (status, body) = h.put(&token, attempt, tar).await;
     assert_eq!(status, 400, "{body}");
@@ -250,9 +273,7 @@ async fn two_uploads_racing_one_quota_cannot_both_pass() {
     // Each fits the run's 10 MiB alone; together they do not: one is refused, while it
     // streams (the engine counts its run's streaming uploads) or at its record.
     let h = harness(run_quota(10 << 20, 100)).await;
-    let run_id = h.start_run(vec![bash("left"), bash("right")], None).await;
-    let (left_token, left) = h.holder("left").await;
-    let (right_token, right) = h.holder("right").await;
+    let (run_id, (left_token, left), (right_token, right)) = h.two_held("left", "right").await;
     let six = vec![1u8; 6 << 20];
     let (a, b) = tokio::join!(
         h.put(&left_token, left, tar_of(&[("a.bin", &six[..])])),
@@ -289,14 +310,7 @@ async fn a_run_of_a_fork_has_the_smaller_quota() {
 
     let token = h.forks_runner("fork", true).await;
     let refusing = h.forks_runner("no-forks", false).await;
-    h.start_run(
-        vec![bash("build")],
-        Some(RunRepo {
-            repo_id,
-            secrets_allowed: false,
-        }),
-    )
-    .await;
+    h.start_build_in(repo_id, false).await;
     // The fork fence holds: only the runner accepting forks gets the step.
     assert!(!h.offered(&refusing).await, "a runner refusing forks");
     let attempt = h.claim(&token).await;
@@ -311,14 +325,7 @@ async fn a_run_of_a_fork_has_the_smaller_quota() {
     assert!(body.contains("past the quota of 10 files"), "{body}");
 
     // The same upload in a run of the repository itself fits its quota.
-    h.start_run(
-        vec![bash("build")],
-        Some(RunRepo {
-            repo_id,
-            secrets_allowed: true,
-        }),
-    )
-    .await;
+    h.start_build_in(repo_id, true).await;
     let (token, attempt) = h.holder("trusted").await;
     let (status, body) = h.put(&token, attempt, tar).await;
     assert_eq!(status, 200, "{body}");
@@ -357,14 +364,7 @@ async fn forks_share_part_of_the_repository_quota_and_the_repository_has_its_own
     ] {
         // Registered first, so a fork's step has a runner accepting it.
         let token = h.forks_runner(name, true).await;
-        h.start_run(
-            vec![bash("build")],
-            Some(RunRepo {
-                repo_id,
-                secrets_allowed,
-            }),
-        )
-        .await;
+        h.start_build_in(repo_id, secrets_allowed).await;
         let attempt = h.claim(&token).await;
         answers.push(h.put(&token, attempt, tar.clone()).await);
     }
@@ -386,9 +386,8 @@ async fn forks_share_part_of_the_repository_quota_and_the_repository_has_its_own
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_frees_quota() {
     let h = harness(run_quota(1 << 30, 100)).await;
-    let run_id = h.start_run(vec![bash("first"), bash("second")], None).await;
-    let (first_token, first) = h.holder("first").await;
-    let (second_token, second) = h.holder("second").await;
+    let (run_id, (first_token, first), (second_token, second)) =
+        h.two_held("first", "second").await;
     assert_eq!(h.put(&first_token, first, many_files(60)).await.0, 200);
     assert_eq!(h.put(&second_token, second, many_files(60)).await.0, 413);
     // A sweep past the retention deletes the run's blob and its rows: the quota is free.
@@ -440,9 +439,7 @@ async fn walk(h: &Harness, first: &str) -> (Vec<String>, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_artifact_listing_is_paged_and_the_cursor_walks_everything_once() {
     let h = harness(run_quota(1 << 30, 10_000)).await;
-    let run_id = h.start_run(vec![bash("alpha"), bash("beta")], None).await;
-    let (alpha_token, alpha) = h.holder("alpha").await;
-    let (beta_token, beta) = h.holder("beta").await;
+    let (run_id, (alpha_token, alpha), (beta_token, beta)) = h.two_held("alpha", "beta").await;
     assert_eq!(h.put(&alpha_token, alpha, many_files(250)).await.0, 200);
     let odd = tar_of(&[("a b/ü&x=1", &b"1"[..]), ("z", &b"2"[..])]);
     assert_eq!(h.put(&beta_token, beta, odd).await.0, 200);
@@ -485,8 +482,7 @@ async fn a_run_page_with_10000_artifacts_stays_small() {
     // regression: the run page (and the live part each viewer re-fetched every second)
     // listed every file: 100,000 files made an 18 MB page.
     let h = harness(run_quota(1 << 30, 20_000)).await;
-    let run_id = h.start_run(vec![bash("build")], None).await;
-    let (token, attempt) = h.holder("build").await;
+    let (run_id, token, attempt) = h.build_held_by("build").await;
     let (status, body) = h.put(&token, attempt, many_files(10_000)).await;
     assert_eq!(status, 200, "{body}");
     for path in [format!("/runs/{run_id}"), format!("/runs/{run_id}/live")] {
@@ -686,12 +682,16 @@ async fn steps_keeping_a_sparse_file_or_many_files_past_the_quotas_fail_with_the
         )
         .await;
     let url = engine.url.as_str();
-    let run_id = support::start_run(&http, url, &ws.join("sparse.plue.py"), &ws).await;
-    let run = support::wait_final(&http, url, run_id, Duration::from_secs(120)).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let reason = support::step(&run, "keep")["reason"]
-        .as_str()
-        .unwrap_or_default();
+    // The reason step `keep` of a run of `file` failed with.
+    let (http, ws) = (&http, &ws);
+    let failed = move |file: &'static str| async move {
+        let run_id = support::start_run(http, url, &ws.join(file), ws).await;
+        let run = support::wait_final(http, url, run_id, Duration::from_secs(120)).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        let reason = support::step(&run, "keep")["reason"].as_str();
+        (run_id, reason.unwrap_or_default().to_string())
+    };
+    let (_, reason) = failed("sparse.plue.py").await;
     assert!(
         reason.contains("the run's storage quota") && reason.contains("8388608 bytes"),
         "{reason}\n{}",
@@ -703,12 +703,7 @@ async fn steps_keeping_a_sparse_file_or_many_files_past_the_quotas_fail_with_the
         "nothing of it is kept"
     );
 
-    let run_id = support::start_run(&http, url, &ws.join("many.plue.py"), &ws).await;
-    let run = support::wait_final(&http, url, run_id, Duration::from_secs(120)).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let reason = support::step(&run, "keep")["reason"]
-        .as_str()
-        .unwrap_or_default();
+    let (run_id, reason) = failed("many.plue.py").await;
     assert!(
         reason.contains("the run's file quota") && reason.contains("past the quota of 1000 files"),
         "{reason}\n{}",
@@ -717,6 +712,13 @@ async fn steps_keeping_a_sparse_file_or_many_files_past_the_quotas_fail_with_the
     assert_eq!(files_below(&data.join("artifacts")), Vec::<PathBuf>::new());
     let listed = support::get_json(&http, &format!("{url}/api/runs/{run_id}/artifacts")).await;
     assert_eq!(listed, json!([]), "no rows");
+}
+
+/// `migrator` without migration 13 and those after it.
+fn before_13(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    let old = migrator.migrations.iter().filter(|m| m.version < 13);
+    migrator.migrations = std::borrow::Cow::Owned(old.cloned().collect());
+    migrator
 }
 
 /// Rows of a blob with three files, written as a store before migration 13 did.
@@ -736,14 +738,7 @@ async fn blobs_stored_before_the_quotas_count_their_files_after_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     {
-        let mut old = sqlx::migrate!("../migrations/sqlite");
-        old.migrations = std::borrow::Cow::Owned(
-            old.migrations
-                .iter()
-                .filter(|m| m.version < 13)
-                .cloned()
-                .collect(),
-        );
+        let old = before_13(sqlx::migrate!("../migrations/sqlite"));
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true);
@@ -759,14 +754,7 @@ async fn blobs_stored_before_the_quotas_count_their_files_after_the_upgrade() {
         .unwrap()];
     if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") {
         let url = server.new_database().unwrap();
-        let mut old = sqlx::migrate!("../migrations/postgres");
-        old.migrations = std::borrow::Cow::Owned(
-            old.migrations
-                .iter()
-                .filter(|m| m.version < 13)
-                .cloned()
-                .collect(),
-        );
+        let old = before_13(sqlx::migrate!("../migrations/postgres"));
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         old.run(&pool).await.unwrap();
         for sql in OLD_ROWS {
@@ -794,8 +782,7 @@ async fn a_retried_upload_of_an_attempt_does_not_count_the_blob_it_replaces() {
     // attempt replaces, so a retry larger than half of what the quota left was refused
     // (413) although the record, which does not count it, would have passed it.
     let h = harness(run_quota(10 << 20, 100)).await;
-    let run_id = h.start_run(vec![bash("build")], None).await;
-    let (token, attempt) = h.holder("build").await;
+    let (run_id, token, attempt) = h.build_held_by("build").await;
     let six = vec![6u8; 6 << 20];
     let (status, body) = h.put(&token, attempt, tar_of(&[("a.bin", &six[..])])).await;
     assert_eq!(status, 200, "{body}");
@@ -837,14 +824,7 @@ async fn deleting_a_repository_deletes_its_objects_so_disk_stays_within_the_quot
     let three = vec![3u8; 3 << 20];
     for round in 0..3 {
         let repo_id = h.repository().await;
-        h.start_run(
-            vec![bash("build")],
-            Some(RunRepo {
-                repo_id,
-                secrets_allowed: true,
-            }),
-        )
-        .await;
+        h.start_build_in(repo_id, true).await;
         let (token, attempt) = h.holder(&format!("round-{round}")).await;
         let (status, body) = h
             .put(&token, attempt, tar_of(&[("a.bin", &three[..])]))
