@@ -619,15 +619,8 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
         )
         .await;
     assert_eq!(status, 403, "reading a public repository is all it opens");
-    let listed: Value = world
-        .http
-        .get(format!("{}/api/repos", world.engine.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value =
+        support::send_json(world.http.get(format!("{}/api/repos", world.engine.url))).await;
     let names: BTreeSet<&str> = listed
         .as_array()
         .unwrap()
@@ -636,6 +629,11 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
         .collect();
     assert_eq!(names, BTreeSet::from(["acme/app"]), "{listed}");
     assert_eq!(listed[0]["public_read"], true);
+}
+
+/// The id of the user `name`.
+async fn user_id(store: &engine::store::Store, name: &str) -> i64 {
+    store.user_by_name(name).await.unwrap().unwrap().id
 }
 
 // The attack (issue 29): a token that was revoked keeps working somewhere.
@@ -700,6 +698,12 @@ impl World {
         }
     }
 
+    /// [`World::member`] of `acme/app` as its maintainer.
+    async fn maintain(&self, user: &str, role: Option<&str>, status: u16) -> Value {
+        self.member("acme/app", user, &self.maintainer, role, status)
+            .await
+    }
+
     /// Registers the repository `name` as the admin (201).
     async fn register(&self, name: &str, clone_url: &str, forge: &str) {
         self.expect(
@@ -748,15 +752,7 @@ async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
         support::user_with_token(&world.store, "outsider", &[]).await;
     let run = format!("/api/runs/{}", world.run);
     world.expect("get", &run, &outsider_token, None, 404).await;
-    let granted = world
-        .member(
-            "acme/app",
-            "OUTSIDER",
-            &world.maintainer,
-            Some("writer"),
-            200,
-        )
-        .await;
+    let granted = world.maintain("OUTSIDER", Some("writer"), 200).await;
     assert_eq!(granted["user"], "outsider");
     assert_eq!(granted["role"], "writer");
     world.expect("get", &run, &outsider_token, None, 200).await;
@@ -783,60 +779,21 @@ async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
         "{listed}"
     );
     // Maintainer may be granted by a maintainer; a token narrowed to writer grants nothing.
-    world
-        .member(
-            "acme/app",
-            "outsider",
-            &world.maintainer,
-            Some("maintainer"),
-            200,
-        )
-        .await;
+    world.maintain("outsider", Some("maintainer"), 200).await;
     let app = world.repo("acme/app").await;
-    let narrowed = engine::tokens::new_token().unwrap();
-    let maintainer_id = world
-        .store
-        .user_by_name("maintainer")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    world
-        .store
-        .create_user_token(&engine::store::NewToken {
-            user_id: maintainer_id,
-            name: "narrow",
-            token_hash: &engine::tokens::hash_token(&narrowed),
-            max_role: Some("writer"),
-            repos: None,
-            expires_at: None,
-        })
-        .await
-        .unwrap();
+    let maintainer_id = user_id(&world.store, "maintainer").await;
+    let (_, narrowed) =
+        support::new_user_token(&world.store, maintainer_id, "narrow", Some("writer"), None).await;
     world
         .member("acme/app", "outsider", &narrowed, Some("reader"), 403)
         .await;
     // Unknown users and roles.
-    world
-        .member("acme/app", "nobody", &world.maintainer, Some("reader"), 404)
-        .await;
-    world
-        .member(
-            "acme/app",
-            "outsider",
-            &world.maintainer,
-            Some("admin"),
-            422,
-        )
-        .await;
+    world.maintain("nobody", Some("reader"), 404).await;
+    world.maintain("outsider", Some("admin"), 422).await;
     // Revoked: the user reads nothing again.
-    world
-        .member("acme/app", "outsider", &world.maintainer, None, 204)
-        .await;
+    world.maintain("outsider", None, 204).await;
     world.expect("get", &run, &outsider_token, None, 404).await;
-    world
-        .member("acme/app", "outsider", &world.maintainer, None, 404)
-        .await;
+    world.maintain("outsider", None, 404).await;
     assert_eq!(world.store.role_of(app.id, outsider).await.unwrap(), None);
 }
 
@@ -845,20 +802,8 @@ async fn maintainers_grant_and_revoke_roles_up_to_their_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
     let world = world().await;
-    let writer_id = world
-        .store
-        .user_by_name("writer")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    let maintainer_id = world
-        .store
-        .user_by_name("maintainer")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let writer_id = user_id(&world.store, "writer").await;
+    let maintainer_id = user_id(&world.store, "maintainer").await;
     let run = world.run;
     let rerun = world
         .expect(
@@ -895,18 +840,8 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
             200,
         )
         .await;
-    world
-        .member(
-            "acme/app",
-            "outsider",
-            &world.maintainer,
-            Some("reader"),
-            200,
-        )
-        .await;
-    world
-        .member("acme/app", "outsider", &world.maintainer, None, 204)
-        .await;
+    world.maintain("outsider", Some("reader"), 200).await;
+    world.maintain("outsider", None, 204).await;
     world
         .register("acme/new", "https://forge.example/new.git", "gitea")
         .await;
@@ -937,7 +872,7 @@ async fn changes_are_audited_with_the_user_and_runs_record_their_triggerer() {
         .rev()
         .map(|e| (e.action.clone(), e.user_id, e.actor.clone()))
         .collect();
-    let admin_id = world.store.user_by_name("admin").await.unwrap().unwrap().id;
+    let admin_id = user_id(&world.store, "admin").await;
     for expected in [
         ("run.rerun", Some(writer_id), "writer"),
         ("run.cancel", Some(writer_id), "writer"),

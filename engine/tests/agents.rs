@@ -250,14 +250,8 @@ async fn an_approved_review_documents_waits_for_approval_and_ships() {
         .map(|a| (a["step"].as_str().unwrap(), a["name"].as_str().unwrap()))
         .collect();
     assert_eq!(names, [("documenter", "docs/greet.md")], "{listed}");
-    let doc = http
-        .get(format!("{url}{}", listed[0]["url"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let doc =
+        support::send_text(http.get(format!("{url}{}", listed[0]["url"].as_str().unwrap()))).await;
     assert!(doc.contains("greet.sh --shout plue"), "{doc}");
 
     // What the model saw: the reviewer read each iteration's edit, the second builder the

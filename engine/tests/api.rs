@@ -148,6 +148,36 @@ impl Harness {
         token
     }
 
+    /// The stored row of step `step` of run `run_id`.
+    async fn step_row(&self, run_id: i64, step: &str) -> engine::store::StepRunRow {
+        let store = self.engine.executor.store();
+        store.step_run(run_id, step).await.unwrap().unwrap()
+    }
+
+    /// `POST path` with bearer `token` (none: anonymous), no body.
+    async fn post_as(&self, token: Option<&str>, path: &str) -> reqwest::Response {
+        let url = self.url(path);
+        support::request(&self.http, reqwest::Method::POST, &url, token, None)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// [`Harness::make_token`] of a scoped token for `name` granting `labels` and secrets.
+    async fn scoped_token(&self, name: &str, labels: Value) -> String {
+        self.make_token(RunnerTokenKind::Scoped, name, labels, true, None)
+            .await
+    }
+
+    /// Starts a run of `step` and registers a runner `name`, which polls it: the run's id,
+    /// the runner's session token and its assignment.
+    async fn held(&self, name: &str, step: Step) -> (i64, String, wire::Assignment) {
+        let run_id = self.start_run(vec![step]).await;
+        let token = self.register(name).await;
+        let assignment = self.poll(&token).await;
+        (run_id, token, assignment)
+    }
+
     /// A poll that expects nothing within `wait_ms`.
     async fn poll_nothing(&self, token: &str, wait_ms: u64) {
         let response: wire::PollResponse = self
@@ -218,6 +248,11 @@ impl Harness {
     }
 }
 
+/// The completion of an attempt that succeeded (exit code 0, no lines).
+fn succeeded() -> Value {
+    json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0})
+}
+
 fn bash(id: &str, command: &str) -> Step {
     Step::bash(id, command)
 }
@@ -225,9 +260,7 @@ fn bash(id: &str, command: &str) -> Step {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     let h = harness().await;
-    let run_id = h.start_run(vec![bash("build", "echo hi")]).await;
-    let token = h.register("scripted").await;
-    let assignment = h.poll(&token).await;
+    let (run_id, token, assignment) = h.held("scripted", bash("build", "echo hi")).await;
     assert_eq!(assignment.step_id, "build");
     assert_eq!(assignment.env["PLUE_ATTEMPT"], "1");
     let attempt = assignment.attempt_id;
@@ -283,16 +316,12 @@ async fn a_scripted_runner_runs_a_step_and_sse_resumes_exactly() {
     assert_eq!(seen, expected);
 
     // The same lines as JSON lines.
-    let body = h
-        .http
-        .get(h.url(&format!("/api/runs/{run_id}/steps/build/logs")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = support::send_text(
+        h.http
+            .get(h.url(&format!("/api/runs/{run_id}/steps/build/logs")))
+            .bearer_auth(ADMIN),
+    )
+    .await;
     let lines: Vec<Value> = body
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -377,7 +406,7 @@ async fn a_completion_hands_over_the_next_attempt_once() {
     let again = h.complete(&token, first.attempt_id, done.clone()).await;
     assert_eq!(again.next, None);
     // Without asking, the third step is left for a poll.
-    let quiet = json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0});
+    let quiet = succeeded();
     let answer = h.complete(&token, second.attempt_id, quiet).await;
     assert_eq!(answer.next, None);
     assert_eq!(h.runner_state("chain").await, "idle");
@@ -394,9 +423,7 @@ async fn a_completion_hands_over_the_next_attempt_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_through_the_api_reaches_the_runner() {
     let h = harness().await;
-    let run_id = h.start_run(vec![bash("long", "sleep 100")]).await;
-    let token = h.register("cancellable").await;
-    let assignment = h.poll(&token).await;
+    let (run_id, token, assignment) = h.held("cancellable", bash("long", "sleep 100")).await;
     let watch = {
         let http = h.http.clone();
         let url = h.url(&wire::watch_path(assignment.attempt_id));
@@ -415,23 +442,11 @@ async fn cancelling_through_the_api_reaches_the_runner() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let path = format!("/api/runs/{run_id}/cancel");
-    let unauthorized = h.http.post(h.url(&path)).send().await.unwrap();
+    let unauthorized = h.post_as(None, &path).await;
     assert_eq!(unauthorized.status(), 401);
-    let wrong = h
-        .http
-        .post(h.url(&path))
-        .bearer_auth("nope")
-        .send()
-        .await
-        .unwrap();
+    let wrong = h.post_as(Some("nope"), &path).await;
     assert_eq!(wrong.status(), 401);
-    let cancelled = h
-        .http
-        .post(h.url(&path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let cancelled = h.post_as(Some(ADMIN), &path).await;
     assert_eq!(cancelled.status(), 200);
     let answer = tokio::time::timeout(Duration::from_secs(5), watch)
         .await
@@ -449,13 +464,7 @@ async fn cancelling_through_the_api_reaches_the_runner() {
     .await;
     let run: Value = h.admin_json(format!("/api/runs/{run_id}")).await;
     assert_eq!(run["status"], "cancelled");
-    let again = h
-        .http
-        .post(h.url(&path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let again = h.post_as(Some(ADMIN), &path).await;
     assert_eq!(again.status(), 409);
     h.engine.shutdown().await;
 }
@@ -556,15 +565,7 @@ fn labelled(id: &str, key: &str, value: &str) -> Step {
 async fn a_runner_cannot_claim_labels_its_token_does_not_grant() {
     let h = harness().await;
     h.start_run(vec![labelled("deploy", "zone", "prod")]).await;
-    let dev = h
-        .make_token(
-            RunnerTokenKind::Scoped,
-            "dev runners",
-            json!({"zone": "dev"}),
-            true,
-            None,
-        )
-        .await;
+    let dev = h.scoped_token("dev runners", json!({"zone": "dev"})).await;
     for (token, what) in [
         (dev.as_str(), "scoped to zone=dev"),
         (REGISTRATION, "shared"),
@@ -584,13 +585,7 @@ async fn a_runner_cannot_claim_labels_its_token_does_not_grant() {
     h.poll_nothing(&session.session_token, 300).await;
     // The runner the operator made a prod token for takes it.
     let prod = h
-        .make_token(
-            RunnerTokenKind::Scoped,
-            "prod runners",
-            json!({"zone": "prod"}),
-            true,
-            None,
-        )
+        .scoped_token("prod runners", json!({"zone": "prod"}))
         .await;
     let response = h
         .try_register(&prod, "prod-1", json!({"zone": "prod"}))
@@ -728,14 +723,7 @@ async fn a_runner_cannot_report_an_attempt_it_does_not_hold() {
         let (status, message) = refusal(h.post(&forger, &path, body).await).await;
         assert_eq!(status, 403, "{path}: {message}");
     }
-    let step = h
-        .engine
-        .executor
-        .store()
-        .step_run(run_id, "build")
-        .await
-        .unwrap()
-        .unwrap();
+    let step = h.step_row(run_id, "build").await;
     assert_eq!(step.status, "claimed");
     assert_eq!(step.outputs, "{}");
     h.engine.shutdown().await;
@@ -784,13 +772,8 @@ async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
         created["id"].as_i64().unwrap(),
         created["token"].as_str().unwrap(),
     );
-    let listed: Value = api(reqwest::Method::GET, "/api/runner-tokens", ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value =
+        support::send_json(api(reqwest::Method::GET, "/api/runner-tokens", ADMIN)).await;
     assert_eq!(listed[0]["labels"], json!({"zone": "prod"}), "{listed}");
     assert!(
         !listed.to_string().contains(token),
@@ -804,30 +787,18 @@ async fn runner_tokens_are_made_listed_and_revoked_by_the_admin_only() {
         .await;
     let session: wire::RegisterResponse = response.json().await.unwrap();
     h.poll(&session.session_token).await;
-    let revoked: Value = api(
+    let revoked: Value = support::send_json(api(
         reqwest::Method::DELETE,
         &format!("/api/runner-tokens/{id}"),
         ADMIN,
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    ))
+    .await;
     assert_eq!(revoked["runners_stopped"], 1, "{revoked}");
     let heartbeat = h
         .post(&session.session_token, wire::HEARTBEAT, json!({}))
         .await;
     assert_eq!(heartbeat.status(), 410);
-    let step = h
-        .engine
-        .executor
-        .store()
-        .step_run(run_id, "deploy")
-        .await
-        .unwrap()
-        .unwrap();
+    let step = h.step_row(run_id, "deploy").await;
     assert_eq!(step.status, "failed");
     assert!(step.reason.unwrap_or_default().contains("revoked"));
     let (status, _) = refusal(
@@ -920,11 +891,7 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         .unwrap();
     assert!(kept.status().is_success(), "{:?}", kept.text().await);
     let done = h
-        .post(
-            &holder,
-            &wire::complete_path(first.attempt_id),
-            json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0}),
-        )
+        .post(&holder, &wire::complete_path(first.attempt_id), succeeded())
         .await;
     assert!(done.status().is_success());
     // Once the attempt ended, its files can no longer be replaced.
@@ -1197,13 +1164,7 @@ async fn a_no_secrets_runner_never_claims_or_fetches_what_a_secret_holding_step_
         .await
         .unwrap();
     assert!(stored.status().is_success(), "{:?}", stored.text().await);
-    let ended = h
-        .complete(
-            &trusted,
-            first.attempt_id,
-            json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "lines": 0}),
-        )
-        .await;
+    let ended = h.complete(&trusted, first.attempt_id, succeeded()).await;
     assert!(ended.next.is_none());
     // `package` is ready; the runner without secrets is never handed it.
     h.poll_nothing(&mallory, 500).await;

@@ -258,14 +258,9 @@ async fn hand_offs_go_through_an_s3_bucket() {
     check_pipeline(&http, url, &run).await;
 
     // The blobs are in the bucket, under the prefix, and not on the local disk.
-    let listing = http
-        .get(format!("{endpoint}/plue-test?list-type=2&prefix=ci/blobs/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listing =
+        support::send_text(http.get(format!("{endpoint}/plue-test?list-type=2&prefix=ci/blobs/")))
+            .await;
     // Each upload has its own key: the ids, then a random suffix.
     for kind in ["workspace", "artifacts"] {
         assert!(

@@ -279,16 +279,12 @@ async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
     assert_eq!(ready.status(), 200, "ready before the signal");
 
     let http = reqwest::Client::new();
-    let registered: Value = http
-        .post(format!("{url}{}", runner::protocol::REGISTER))
-        .bearer_auth(RUNNER_TOKEN)
-        .json(&json!({"name": "drain-test", "labels": {}, "ephemeral": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registered: Value = support::send_json(
+        http.post(format!("{url}{}", runner::protocol::REGISTER))
+            .bearer_auth(RUNNER_TOKEN)
+            .json(&json!({"name": "drain-test", "labels": {}, "ephemeral": false})),
+    )
+    .await;
     let session = registered["session_token"]
         .as_str()
         .expect("a session token")

@@ -215,15 +215,11 @@ async fn only_writers_rerun_failed_steps() {
         .unwrap();
     for (token, offered) in [(reader.as_str(), false), (writer.as_str(), true)] {
         let cookie = support::dashboard_session(&engine.url, token).await;
-        let page = web
-            .get(format!("{}/runs/{run}", engine.url))
-            .header(reqwest::header::COOKIE, &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = support::send_text(
+            web.get(format!("{}/runs/{run}", engine.url))
+                .header(reqwest::header::COOKIE, &cookie),
+        )
+        .await;
         assert_eq!(page.contains("id=\"rerun-failed\""), offered, "{page}");
         let csrf = cookie
             .split("; ")
