@@ -33,13 +33,23 @@ struct Rendered {
     notes: String,
 }
 
-fn render(values: Value) -> Rendered {
+/// What `chart.py render` does with `values`.
+fn render_output(values: &Value) -> std::process::Output {
     let chart = chart_dir();
-    let output = python::run_script(
-        "chart.py",
-        &["render", chart.to_str().unwrap(), NAMESPACE],
-        values.to_string().as_bytes(),
-    );
+    let args = ["render", chart.to_str().unwrap(), NAMESPACE];
+    python::run_script("chart.py", &args, values.to_string().as_bytes())
+}
+
+/// Asserts that the chart refuses to render `values`, saying `why`.
+fn assert_render_refuses(values: &Value, why: &str) {
+    let output = render_output(values);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{values} rendered");
+    assert!(stderr.contains(why), "{values}: {stderr}");
+}
+
+fn render(values: Value) -> Rendered {
+    let output = render_output(&values);
     assert!(
         output.status.success(),
         "rendering with {values}: {}",
@@ -828,15 +838,7 @@ fn every_value_the_chart_accepts_renders_a_pool_file_the_engine_accepts() {
         let rendered = render(values.clone());
         let pool = rendered.pool_file();
         let file = sandbox.write("pool.yaml", &pool);
-        let output = sandbox
-            .plue(&[
-                "serve",
-                "--check-config",
-                "--pool-config",
-                file.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let output = sandbox.check_pool_config(&file, &[]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -929,14 +931,7 @@ fn every_value_the_chart_accepts_renders_a_pool_file_the_engine_accepts() {
             "already offers the labels",
         ),
     ] {
-        let output = python::run_script(
-            "chart.py",
-            &["render", chart_dir().to_str().unwrap(), NAMESPACE],
-            values.to_string().as_bytes(),
-        );
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{values} rendered");
-        assert!(stderr.contains(why), "{values}: {stderr}");
+        assert_render_refuses(&values, why);
     }
 }
 
@@ -1221,18 +1216,15 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
     let register = json!({"name": "chart-runner", "labels": {}, "ephemeral": true});
     let on = |base: &str| format!("{base}{}", runner::protocol::REGISTER);
     let runners = format!("http://{runner_listen}");
-    let public = http
-        .post(on(&url))
-        .bearer_auth(RUNNER)
-        .json(&register)
-        .send();
-    assert_eq!(public.await.unwrap().status(), 404);
-    let registered = http
-        .post(on(&runners))
-        .bearer_auth(RUNNER)
-        .json(&register)
-        .send();
-    assert_eq!(registered.await.unwrap().status(), 200);
+    // Not on the public listener; on the runners' own.
+    for (base, status) in [(&url, 404), (&runners, 200)] {
+        let answer = http
+            .post(on(base))
+            .bearer_auth(RUNNER)
+            .json(&register)
+            .send();
+        assert_eq!(answer.await.unwrap().status(), status, "{base}");
+    }
     for path in ["/api/runs", "/metrics", "/healthz", "/"] {
         let refused = http
             .get(format!("{runners}{path}"))
@@ -1298,17 +1290,7 @@ fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
     // The engine reads the setting from the chart's file.
     let sandbox = Sandbox::new("chart-step-network");
     let file = sandbox.write("pool.yaml", &pool);
-    let output = sandbox
-        .plue(&[
-            "serve",
-            "--pool",
-            "kubernetes",
-            "--pool-config",
-            file.to_str().unwrap(),
-            "--check-config",
-        ])
-        .output()
-        .unwrap();
+    let output = sandbox.check_pool_config(&file, &["--pool", "kubernetes"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -1332,13 +1314,6 @@ fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
     ] {
         let mut values = values.clone();
         values["networkPolicy"] = changes;
-        let output = python::run_script(
-            "chart.py",
-            &["render", chart_dir().to_str().unwrap(), NAMESPACE],
-            values.to_string().as_bytes(),
-        );
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{values} rendered");
-        assert!(stderr.contains(why), "{values}: {stderr}");
+        assert_render_refuses(&values, why);
     }
 }

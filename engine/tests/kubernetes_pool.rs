@@ -40,18 +40,11 @@ classes:
             resources: {limits: {cpu: 1, memory: 512Mi}}
 "#;
 
-/// `plue serve --check-config --pool-config FILE` in `sandbox`, run to its end.
-fn check_config(sandbox: &Sandbox, file: &Path) -> std::process::Output {
-    let file = file.to_str().unwrap();
-    let args = ["serve", "--check-config", "--pool-config", file];
-    sandbox.plue(&args).output().unwrap()
-}
-
 #[test]
 fn check_config_accepts_a_valid_file_and_says_what_it_holds() {
     let sandbox = Sandbox::new("kube-check");
     let file = sandbox.write("pool.yaml", GOOD_CONFIG);
-    let output = check_config(&sandbox, &file);
+    let output = sandbox.check_pool_config(&file, &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(
@@ -72,7 +65,7 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
         .replace("min_warm: 1", "min_warm: 9")
         .replace("namespace: ci", "namespace: Not_A_Name");
     let file = sandbox.write("pool.yaml", &bad);
-    let output = check_config(&sandbox, &file);
+    let output = sandbox.check_pool_config(&file, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(
@@ -90,7 +83,7 @@ fn check_config_refuses_an_invalid_file_with_every_problem() {
     assert_eq!(no_file.status.code(), Some(1), "{no_file:?}");
     assert!(String::from_utf8_lossy(&no_file.stderr)
         .contains("--pool kubernetes needs --pool-config FILE"));
-    let missing = check_config(&sandbox, Path::new("/nonexistent/pool.yaml"));
+    let missing = sandbox.check_pool_config(Path::new("/nonexistent/pool.yaml"), &[]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr)
         .contains("reading the pool configuration /nonexistent/pool.yaml"));
@@ -308,7 +301,7 @@ fn weakening_classes() -> String {
 fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
     let sandbox = Sandbox::new("kube-check-weak");
     let file = sandbox.write("pool.yaml", &weakening_classes());
-    let output = check_config(&sandbox, &file);
+    let output = sandbox.check_pool_config(&file, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     for (i, (template, expected)) in WEAKENINGS.iter().enumerate() {
@@ -334,7 +327,7 @@ fn check_config_refuses_every_weakening_template_naming_its_class_and_field() {
          \x20   allow_service_account: ci-runner\n\
          \x20   template: {spec: {runtimeClassName: gvisor, serviceAccountName: ci-runner, imagePullSecrets: [{name: registry-pull}], volumes: [{name: ca, secret: {secretName: registry-ca}}, {name: t, configMap: {name: tools}}], containers: [{name: runner, image: i, volumeMounts: [{name: ca, mountPath: /ca}]}]}}\n",
     );
-    let output = check_config(&sandbox, &allowed);
+    let output = sandbox.check_pool_config(&allowed, &[]);
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

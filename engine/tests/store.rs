@@ -54,6 +54,26 @@ async fn runner(store: &Store, name: &str) -> i64 {
         .unwrap()
 }
 
+/// The next step `runner_id` claims (one there must be).
+async fn claim(store: &Store, runner_id: i64) -> engine::store::Claimed {
+    store
+        .claim(runner_id, &[String::new()], now_ms())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Stdout lines `seqs`, each of `text(seq)`.
+fn lines(seqs: impl Iterator<Item = u64>, text: impl Fn(u64) -> String) -> Vec<LogLine> {
+    seqs.map(|seq| LogLine {
+        seq,
+        stream: Stream::Stdout,
+        text: text(seq),
+        ts_ms: 1,
+    })
+    .collect()
+}
+
 fn report(outcome: Outcome, reason: Option<&str>) -> Report {
     Report {
         outcome,
@@ -151,14 +171,9 @@ async fn log_appends_are_idempotent_and_read_in_order() {
         let run_id = start(&executor, &plan(vec![bash("a"), bash("b")])).await;
         let step = store.step_run(run_id, "a").await.unwrap().unwrap();
         assert!(store.last_lines(run_id).await.unwrap().is_empty());
-        let lines: Vec<LogLine> = (1..=2500)
-            .map(|seq| LogLine {
-                seq,
-                stream: Stream::Stdout,
-                text: format!("line {seq} ünïcode 'quoted' \"and\" \\ backslash"),
-                ts_ms: 1,
-            })
-            .collect();
+        let lines: Vec<LogLine> = lines(1..=2500, |seq| {
+            format!("line {seq} ünïcode 'quoted' \"and\" \\ backslash")
+        });
         assert_eq!(store.append_logs(step.id, 1, &lines).await.unwrap(), 2500);
         // The same batch again (a runner retrying after a lost answer) adds nothing.
         assert_eq!(
@@ -234,14 +249,7 @@ async fn log_batches_of_every_size_are_stored_exactly_once_and_read_back_as_sent
             sent.extend(batch);
         }
         // Retries overlapping what is stored add only what is new.
-        let tail: Vec<LogLine> = (seq + 1..=seq + 5)
-            .map(|seq| LogLine {
-                seq,
-                stream: Stream::Stdout,
-                text: format!("late {seq}"),
-                ts_ms: 1,
-            })
-            .collect();
+        let tail: Vec<LogLine> = lines(seq + 1..=seq + 5, |seq| format!("late {seq}"));
         let mut retry = sent[sent.len() - 130..].to_vec();
         retry.extend(tail.iter().cloned());
         assert_eq!(store.append_logs(step.id, 1, &retry).await.unwrap(), 5);
@@ -385,11 +393,7 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
         )
         .await;
         let runner_id = runner(&store, "r").await;
-        let claimed = store
-            .claim(runner_id, &[String::new()], now_ms())
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim(&store, runner_id).await;
         let failed = report(Outcome::Failed, Some("exit code 1"));
         assert!(executor
             .complete(claimed.attempt_id, claimed.run_id, Some(runner_id), &failed)
@@ -437,11 +441,7 @@ async fn another_runner_cannot_complete_an_attempt() {
         start(&executor, &plan(vec![bash("a")])).await;
         let owner = runner(&store, "owner").await;
         let intruder = runner(&store, "intruder").await;
-        let claimed = store
-            .claim(owner, &[String::new()], now_ms())
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim(&store, owner).await;
         let done = report(Outcome::Succeeded, None);
         assert!(!executor
             .complete(claimed.attempt_id, claimed.run_id, Some(intruder), &done)
@@ -464,11 +464,7 @@ async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
         )
         .await;
         let runner_id = runner(&store, "r").await;
-        let claimed = store
-            .claim(runner_id, &[String::new()], now_ms())
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim(&store, runner_id).await;
         assert!(!store.attempt_should_stop(claimed.attempt_id).await.unwrap());
         assert!(executor.cancel(run_id).await.unwrap());
         assert!(store.attempt_should_stop(claimed.attempt_id).await.unwrap());
@@ -719,9 +715,13 @@ async fn revoking_a_scoped_token_stops_its_registrations_and_its_runners() {
 // migration that makes live names unique retires the older ones instead of failing.
 #[tokio::test]
 async fn upgrading_retires_older_live_runners_sharing_a_name() {
-    const INSERT: &str = "INSERT INTO runners (name, token_hash, labels, ephemeral, state, \
-        registered_at, last_heartbeat, state_since) VALUES ($1, $2, '{}', TRUE, 'idle', 1, 1, 1)";
-    let runners = [("twin", "h1"), ("twin", "h2"), ("solo", "h3")];
+    // Three live runners, two of them named alike, as the old schema allowed.
+    let inserts = [("twin", "h1"), ("twin", "h2"), ("solo", "h3")].map(|(name, hash)| {
+        format!(
+            "INSERT INTO runners (name, token_hash, labels, ephemeral, state, registered_at, \
+             last_heartbeat, state_since) VALUES ('{name}', '{hash}', '{{}}', TRUE, 'idle', 1, 1, 1)"
+        )
+    });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     {
@@ -732,13 +732,8 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
             .create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
         old.run(&pool).await.unwrap();
-        for (name, hash) in runners {
-            sqlx::query(INSERT)
-                .bind(name)
-                .bind(hash)
-                .execute(&pool)
-                .await
-                .unwrap();
+        for sql in &inserts {
+            sqlx::query(sql).execute(&pool).await.unwrap();
         }
         pool.close().await;
     }
@@ -751,13 +746,8 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
         old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         old.run(&pool).await.unwrap();
-        for (name, hash) in runners {
-            sqlx::query(INSERT)
-                .bind(name)
-                .bind(hash)
-                .execute(&pool)
-                .await
-                .unwrap();
+        for sql in &inserts {
+            sqlx::query(sql).execute(&pool).await.unwrap();
         }
         pool.close().await;
         upgraded.push(Store::connect(&url).await.unwrap());
@@ -821,11 +811,7 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
         };
 
         // Folded: the start is the completion's clock minus what the runner said.
-        let a = store
-            .claim(runner_id, &[String::new()], now_ms())
-            .await
-            .unwrap()
-            .unwrap();
+        let a = claim(&store, runner_id).await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let before = now_ms();
         assert!(complete(a.attempt_id, Some(400)).await);
@@ -841,11 +827,7 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
         assert_eq!(step.status, "succeeded");
 
         // Reported on its own first: that start stays, whatever the completion says.
-        let b = store
-            .claim(runner_id, &[String::new()], now_ms())
-            .await
-            .unwrap()
-            .unwrap();
+        let b = claim(&store, runner_id).await;
         let reported = now_ms();
         store
             .start_attempt(b.attempt_id, runner_id, reported)

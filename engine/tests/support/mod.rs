@@ -148,6 +148,16 @@ impl Sandbox {
         command
     }
 
+    /// `plue serve --check-config --pool-config FILE EXTRA` in the sandbox, run to its end.
+    pub(crate) fn check_pool_config(&self, file: &Path, extra: &[&str]) -> std::process::Output {
+        let file = file.to_str().expect("a UTF-8 path");
+        let mut args = vec!["serve", "--check-config", "--pool-config", file];
+        args.extend_from_slice(extra);
+        self.plue(&args)
+            .output()
+            .expect("plue serve --check-config")
+    }
+
     /// `plue run ARGS` in the sandbox without a data directory, its `llm` steps talking to
     /// the scripted Messages API at `base_url` (the runners' own `ANTHROPIC_BASE_URL`) with
     /// the secret `ANTHROPIC_API_KEY` = [`LLM_KEY`]; waits for it to end.
