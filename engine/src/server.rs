@@ -309,7 +309,7 @@ pub async fn start_with_runner_listener(
     let ops = metrics::router(OpsState {
         store: store.clone(),
         draining: draining.clone(),
-        pools: crate::pool::gauges::reader(pool_status.clone(), config.pool_classes.clone()),
+        pools: crate::pool_gauges::reader(pool_status.clone(), config.pool_classes.clone()),
     });
     let public = public.merge(hooks).merge(ops);
     let app = match runner_listener {

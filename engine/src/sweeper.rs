@@ -86,21 +86,13 @@ async fn sweep(
 }
 
 /// Fails every attempt runner `runner_id` holds with `reason` (retried if its step has
-/// retries left): for a runner declared lost here, or one its pool saw die
-/// ([`crate::pool::Pool`]: a local runner process reaped by the engine, its parent).
+/// retries left): [`crate::pool::engine::fail_attempts_of`] with this engine's executor.
 pub async fn fail_attempts_of(
     executor: &Executor,
     runner_id: i64,
     reason: &str,
 ) -> anyhow::Result<usize> {
-    let attempts = executor.store().active_attempts_of(runner_id).await?;
-    for (attempt_id, run_id) in &attempts {
-        tracing::info!(runner_id, attempt_id, "{reason}");
-        executor
-            .complete(*attempt_id, *run_id, None, &failed(reason.to_string()))
-            .await?;
-    }
-    Ok(attempts.len())
+    crate::pool::engine::fail_attempts_of(executor, runner_id, reason).await
 }
 
 fn failed(reason: String) -> Report {

@@ -12,6 +12,9 @@
 //!   upgrade from a stale read snapshot.
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
 //! - Values are always bound, never spliced into SQL.
+//!
+//! [`events`] are the in-process hints that something here changed (work queued, a run
+//! moved on, lines stored): hints only, the tables stay the truth.
 
 mod annotations;
 mod api_tokens;
@@ -22,6 +25,7 @@ mod costs;
 mod dashboard;
 mod debug_sessions;
 mod environments;
+pub mod events;
 mod forges;
 mod gauges;
 mod groups;

@@ -84,3 +84,38 @@ pub async fn create_repo(store: &Store, name: &str) -> i64 {
         .expect("a new repository")
         .id
 }
+
+/// Stores `run` and queues every one of its steps at once, claimable now, with an empty
+/// dispatch document: what the engine's executor does for a plan of independent steps,
+/// for tests below the executor (the pools') that need queued work. Returns the run's id.
+pub async fn queue_run(store: &Store, run: &NewRun<'_>) -> i64 {
+    let run_id = store
+        .create_run(run, 100)
+        .await
+        .expect("storing the run")
+        .id;
+    let now = crate::now_ms();
+    store
+        .advance(
+            run_id,
+            false,
+            None,
+            |_| Vec::new(),
+            |snapshot| {
+                snapshot
+                    .steps
+                    .iter()
+                    .filter(|step| step.status == "pending")
+                    .map(|step| crate::StepChange::Queue {
+                        step_run_id: step.id,
+                        dispatch: "{}".into(),
+                        ready_at: now,
+                        timeout_ms: 60_000,
+                    })
+                    .collect()
+            },
+        )
+        .await
+        .expect("queueing the run's steps");
+    run_id
+}

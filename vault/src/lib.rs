@@ -8,6 +8,11 @@
 //! - Without a key, only values that may be kept readable (webhook secrets, forge tokens)
 //!   are stored as `plain:<text>`; repository secrets refuse to be stored at all.
 //! - Error messages never contain the plaintext or the key.
+//!
+//! [`tokens`] holds the other secret material the engine makes: bearer tokens, stored
+//! only as their SHA-256.
+
+pub mod tokens;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};

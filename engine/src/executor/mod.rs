@@ -17,6 +17,7 @@
 
 mod approvals;
 pub mod environments;
+mod for_pool;
 pub mod outputs;
 pub mod reruns;
 pub mod rules;
@@ -96,6 +97,7 @@ impl Executor {
         secrets: BTreeMap<String, String>,
         max_parallel: usize,
     ) -> Executor {
+        for_pool::install_pool_reports();
         Executor {
             store,
             events,

@@ -24,7 +24,7 @@ pub struct OpsState {
     /// Cancelled when the engine starts draining.
     pub draining: CancellationToken,
     /// Reads the pools' runner counts at each scrape (`None`: this engine runs no pool).
-    /// The pool builds it (`pool::gauges`): the metrics know no pool types.
+    /// Built by `crate::pool_gauges`: the metrics know no pool types.
     pub pools: Option<PoolReader>,
 }
 

@@ -305,12 +305,9 @@ mod tests {
     #[tokio::test]
     async fn runner_processes_that_exit_at_start_make_the_pool_back_off() {
         use std::os::unix::fs::PermissionsExt;
-        use std::sync::Arc;
 
-        use crate::events::Events;
-        use crate::executor::Executor;
-        use crate::pool::{BackoffPolicy, Ending, Pool, PoolConfig};
         use crate::store::Store;
+        use crate::{BackoffPolicy, Ending, Pool, PoolConfig};
 
         let dir = tempfile::tempdir().unwrap();
         let starts = dir.path().join("starts");
@@ -325,12 +322,7 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
-        let executor = Arc::new(Executor::new(
-            store,
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            10,
-        ));
+        let executor = crate::engine::engine_for_tests::engine(&store);
         let pool = Pool::new(
             provider(script, dir.path()),
             PoolConfig {

@@ -26,11 +26,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runner::protocol::Outcome;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, Report};
-use crate::runner_scope::format_labels;
+use crate::engine::Engine;
+use crate::scope::format_labels;
 use crate::store::now_ms;
 use crate::tokens;
 
@@ -65,7 +64,7 @@ pub fn reason(labels: &BTreeMap<String, String>) -> String {
 /// pool offering forks (`offered`: the labels of each such pool or class) can serve;
 /// how many attempts it failed.
 pub async fn fail_unservable_forks(
-    executor: &Executor,
+    executor: &dyn Engine,
     offered: &[BTreeMap<String, String>],
 ) -> anyhow::Result<usize> {
     let store = executor.store();
@@ -96,14 +95,8 @@ pub async fn fail_unservable_forks(
         let sets = [format_labels(&labels)];
         while let Some(claimed) = store.claim_fork_step(holder, &sets, now).await? {
             tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
-            let report = Report {
-                outcome: Outcome::Failed,
-                exit_code: None,
-                reason: Some(why.clone()),
-                outputs: BTreeMap::new(),
-            };
             executor
-                .complete(claimed.attempt_id, claimed.run_id, None, &report)
+                .fail_attempt(claimed.attempt_id, claimed.run_id, why.clone())
                 .await?;
             failed += 1;
         }
@@ -115,14 +108,14 @@ pub async fn fail_unservable_forks(
 /// Without the Kubernetes pool: checks whenever work is queued and every few seconds,
 /// until `shutdown`. `offered`: the labels of a local pool whose runners accept forks.
 pub async fn run(
-    executor: Arc<Executor>,
+    executor: Arc<dyn Engine>,
     offered: Vec<BTreeMap<String, String>>,
     shutdown: CancellationToken,
 ) {
     loop {
         // Registered before the check, so work queued during it is not missed.
         let work = executor.events().work.notified();
-        if let Err(e) = fail_unservable_forks(&executor, &offered).await {
+        if let Err(e) = fail_unservable_forks(&*executor, &offered).await {
             tracing::warn!("failing fork steps no runner accepts: {e:#}");
         }
         tokio::select! {

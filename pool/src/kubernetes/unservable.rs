@@ -10,7 +10,7 @@
 //! A step of a fork's run (a pull request from a fork) is failed too when no class that
 //! accepts forks (`accept_forks`) offers its labels, no other pool of this engine whose
 //! runners accept forks does, and no runner accepting forks carries them
-//! ([`crate::pool::forks`]): "no runner accepts runs of pull requests from forks for
+//! ([`crate::forks`]): "no runner accepts runs of pull requests from forks for
 //! labels ...".
 //!
 //! Invariant: a step that any live runner could claim is never failed here, so a runner
@@ -18,11 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use runner::protocol::Outcome;
-
-use crate::executor::{Executor, Report};
-use crate::pool::config_file::RunnerClass;
-use crate::runner_scope::format_labels;
+use crate::config_file::RunnerClass;
+use crate::engine::Engine;
+use crate::scope::format_labels;
 use crate::store::now_ms;
 use crate::tokens;
 
@@ -54,18 +52,17 @@ fn reason(labels: &BTreeMap<String, String>, classes: &[RunnerClass]) -> String 
 /// Fails every ready step no one can serve, then every fork step no one accepting forks
 /// can serve; returns how many attempts it failed.
 pub(super) async fn fail_unservable(
-    executor: &Executor,
+    executor: &dyn Engine,
     classes: &[RunnerClass],
     other_pools: &[BTreeMap<String, String>],
 ) -> anyhow::Result<usize> {
     let failed = fail_unoffered(executor, classes, other_pools).await?;
     Ok(failed
-        + crate::pool::forks::fail_unservable_forks(executor, &fork_offers(classes, other_pools))
-            .await?)
+        + crate::forks::fail_unservable_forks(executor, &fork_offers(classes, other_pools)).await?)
 }
 
 /// The labels of the classes, and of the other pools, whose runners accept forks (other
-/// pools' runners do when they have no labels: [`crate::pool::Provider::accept_forks`]).
+/// pools' runners do when they have no labels: [`crate::Provider::accept_forks`]).
 fn fork_offers(
     classes: &[RunnerClass],
     other_pools: &[BTreeMap<String, String>],
@@ -80,7 +77,7 @@ fn fork_offers(
 
 /// Fails every ready step whose labels no one offers.
 async fn fail_unoffered(
-    executor: &Executor,
+    executor: &dyn Engine,
     classes: &[RunnerClass],
     other_pools: &[BTreeMap<String, String>],
 ) -> anyhow::Result<usize> {
@@ -116,7 +113,7 @@ async fn fail_unoffered(
         }
         let name = format!(
             "{}{}",
-            crate::pool::forks::HOLDER_PREFIX,
+            crate::forks::HOLDER_PREFIX,
             &tokens::new_token()?[..12]
         );
         let session = tokens::hash_token(&tokens::new_token()?);
@@ -127,14 +124,8 @@ async fn fail_unoffered(
         let sets = [format_labels(&labels)];
         while let Some(claimed) = store.claim(holder, &sets, now).await? {
             tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
-            let report = Report {
-                outcome: Outcome::Failed,
-                exit_code: None,
-                reason: Some(why.clone()),
-                outputs: BTreeMap::new(),
-            };
             executor
-                .complete(claimed.attempt_id, claimed.run_id, None, &report)
+                .fail_attempt(claimed.attempt_id, claimed.run_id, why.clone())
                 .await?;
             failed += 1;
         }
@@ -156,7 +147,7 @@ mod tests {
 
     #[test]
     fn fork_steps_count_only_classes_and_pools_that_accept_forks() {
-        let file = crate::pool::config_file::parse(
+        let file = crate::config_file::parse(
             r#"
 kubernetes: {namespace: ci, engine_url: "http://plue:8601"}
 classes:

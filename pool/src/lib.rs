@@ -41,10 +41,13 @@
 
 pub mod class;
 pub mod config_file;
+pub mod engine;
 pub mod forks;
-pub mod gauges;
+pub mod hardening;
 pub mod kubernetes;
 pub mod local;
+pub mod report;
+pub mod scope;
 pub mod start_failures;
 
 use std::collections::{BTreeMap, HashMap};
@@ -55,10 +58,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use plue_store as store;
+use plue_store::events;
+use plue_vault::tokens;
+
+use crate::engine::Engine;
 use crate::events::Events;
-use crate::executor::Executor;
 use crate::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
-use crate::tokens;
 use start_failures::StartFailures;
 pub use start_failures::{BackoffPolicy, Ended, Ending};
 
@@ -219,7 +225,7 @@ struct Slot {
 pub struct Pool<P: Provider> {
     provider: Arc<P>,
     config: PoolConfig,
-    executor: Arc<Executor>,
+    executor: Arc<dyn Engine>,
     store: Store,
     events: Arc<Events>,
     prefix: String,
@@ -235,7 +241,7 @@ impl<P: Provider> Pool<P> {
     pub fn new(
         provider: P,
         config: PoolConfig,
-        executor: Arc<Executor>,
+        executor: Arc<dyn Engine>,
     ) -> anyhow::Result<Arc<Pool<P>>> {
         Pool::with_demand(provider, config, executor, Demand::All)
     }
@@ -244,7 +250,7 @@ impl<P: Provider> Pool<P> {
     pub fn with_demand(
         provider: P,
         config: PoolConfig,
-        executor: Arc<Executor>,
+        executor: Arc<dyn Engine>,
         demand: Demand,
     ) -> anyhow::Result<Arc<Pool<P>>> {
         let suffix = &crate::tokens::new_token()?[..6];
@@ -253,7 +259,7 @@ impl<P: Provider> Pool<P> {
             store: executor.store().clone(),
             events: executor.events().clone(),
             executor,
-            prefix: format!("{}{suffix}", crate::runner_scope::POOL_PREFIX),
+            prefix: format!("{}{suffix}", crate::scope::POOL_PREFIX),
             next: Mutex::new(0),
             slots: tokio::sync::Mutex::new(HashMap::new()),
             status: watch::channel(PoolStatus {
@@ -525,7 +531,7 @@ impl<P: Provider> Pool<P> {
             tracing::warn!(runner_id, "{}", ended.detail);
             self.store.runner_gone(runner_id, now_ms()).await?;
             let reason = format!("runner exited: {}", ended.ending);
-            crate::sweeper::fail_attempts_of(&self.executor, runner_id, &reason).await?;
+            crate::engine::fail_attempts_of(&*self.executor, runner_id, &reason).await?;
         }
         if let Some((last, wait)) = backoff {
             self.provider.backing_off(&last, wait).await;
@@ -584,7 +590,7 @@ impl<P: Provider> Pool<P> {
         }
         let mut backoff = None;
         for ended in start_failures {
-            crate::metrics::record(crate::metrics::Event::StartFailed { class });
+            crate::report::record(crate::report::PoolEvent::StartFailed { class });
             tracing::warn!(class = %class, "a runner ended before registering: {}", ended.detail);
             if let Some(wait) = failures.failed(ended.clone(), Instant::now()) {
                 tracing::warn!(
@@ -622,7 +628,7 @@ impl<P: Provider> Pool<P> {
             {
                 continue;
             }
-            start_failures::fail_queued(&self.executor, &labels, fork, &why).await?;
+            start_failures::fail_queued(&*self.executor, &labels, fork, &why).await?;
         }
         Ok(())
     }
@@ -671,7 +677,6 @@ mod tests {
     use evaluator::plan::{Plan, Step};
 
     use super::*;
-    use crate::executor::Executor;
     use crate::store::{NewRun, NewRunner, RedeemedToken, Registration};
 
     /// Runners that "start" by registering straight into the store with the token they
@@ -766,13 +771,8 @@ mod tests {
         }
     }
 
-    fn executor(store: &Store) -> Arc<Executor> {
-        Arc::new(Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            100,
-        ))
+    fn executor(store: &Store) -> Arc<dyn Engine> {
+        crate::engine::engine_for_tests::engine(store)
     }
 
     async fn fixture(
@@ -799,52 +799,28 @@ mod tests {
     }
 
     async fn queue_steps(store: &Store, n: usize) -> i64 {
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            100,
-        );
-        let plan = Plan {
-            name: "demand".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: (0..n)
-                .map(|i| Step::bash(format!("s{i}"), "true"))
-                .collect(),
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let steps = (0..n)
+            .map(|i| Step::bash(format!("s{i}"), "true"))
+            .collect();
+        let plan = Plan::new("demand", steps);
         let json = serde_json::to_string(&plan).unwrap();
-        executor
-            .start_run(&plue_store::testing::local_run(&plan, &json))
-            .await
-            .unwrap()
+        plue_store::testing::queue_run(store, &plue_store::testing::local_run(&plan, &json)).await
     }
 
     #[tokio::test]
     async fn each_pool_counts_only_the_steps_its_demand_accepts() {
         let (_dir, store, _provider, _pool) = fixture(0, 4, 60_000).await;
         queue_steps(&store, 2).await;
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            100,
-        );
         let mut big = Step::bash("big".to_string(), "true");
         big.runner = BTreeMap::from([("size".to_string(), "big".to_string())]);
         let plan = Plan::new("labelled", vec![big]);
         let json = serde_json::to_string(&plan).unwrap();
-        executor
-            .start_run(&NewRun {
-                workflow_path: "/l.plue.py",
-                plan_hash: "h2",
-                ..plue_store::testing::local_run(&plan, &json)
-            })
-            .await
-            .unwrap();
+        let labelled = NewRun {
+            workflow_path: "/l.plue.py",
+            plan_hash: "h2",
+            ..plue_store::testing::local_run(&plan, &json)
+        };
+        plue_store::testing::queue_run(&store, &labelled).await;
         let now = now_ms() + 1;
         let unlabelled = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>, _| l.is_empty()));
         let big_only = Demand::Labels(Arc::new(|l: &BTreeMap<String, String>, _| {

@@ -1,15 +1,16 @@
 //! What the pools show on `/metrics`: a [`PoolReader`] that turns the local pool's and the
 //! Kubernetes classes' published status into the metrics' own gauge types at each scrape.
 //!
-//! Invariant: the dependency runs pool → metrics only; the metrics module knows no pool type.
+//! Invariant: this glue is the one place that knows both the pool crate's status and the
+//! metrics' gauge types; the metrics module itself knows no pool type.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::kubernetes::ClassStatus;
-use super::PoolStatus;
 use crate::metrics::{ClassGauges, PoolGauges, PoolReader, RunnerCounts};
+use crate::pool::kubernetes::ClassStatus;
+use crate::pool::PoolStatus;
 
 /// The reader for whichever pools this engine runs; `None` when it runs none.
 pub fn reader(

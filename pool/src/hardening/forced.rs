@@ -13,12 +13,12 @@ use super::{
     is_confinement_annotation, service_account_allowed, tolerates_control_plane, RUNTIME_DEFAULT,
     SELECTOR_LABELS, SINGLE_NODE_ACCESS,
 };
-use crate::pool::config_file::RunnerClass;
+use crate::class::RunnerClass;
 
 /// Sets the hardening on a merged pod `spec`, its `annotations` and its `labels` (the
 /// template's), over whatever the template said, `class` giving the allow-lists: what
 /// [`problems`] refuses can never reach a created pod even if a check were missed.
-pub(in crate::pool::kubernetes) fn force(
+pub(crate) fn force(
     spec: &mut PodSpec,
     annotations: &mut BTreeMap<String, String>,
     labels: &mut BTreeMap<String, String>,
@@ -89,15 +89,15 @@ pub(in crate::pool::kubernetes) fn force(
     psc.run_as_user = psc
         .run_as_user
         .filter(|u| *u != 0)
-        .or(Some(crate::pool::kubernetes::pod_defaults::RUNNER_UID));
+        .or(Some(super::pod_defaults::RUNNER_UID));
     psc.run_as_group = psc
         .run_as_group
         .filter(|g| *g != 0)
-        .or(Some(crate::pool::kubernetes::pod_defaults::RUNNER_UID));
+        .or(Some(super::pod_defaults::RUNNER_UID));
     psc.fs_group = psc
         .fs_group
         .filter(|g| *g != 0)
-        .or(Some(crate::pool::kubernetes::pod_defaults::RUNNER_UID));
+        .or(Some(super::pod_defaults::RUNNER_UID));
     if let Some(groups) = &mut psc.supplemental_groups {
         groups.retain(|g| *g != 0);
     }

@@ -22,10 +22,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use runner::protocol::Outcome;
-
-use crate::executor::{Executor, Report};
-use crate::runner_scope::format_labels;
+use crate::engine::Engine;
+use crate::scope::format_labels;
 use crate::store::{now_ms, NewRunner, Registration};
 use crate::tokens;
 
@@ -194,7 +192,7 @@ impl StartFailures {
 /// Fails every ready step asking for exactly `labels` (of forks' runs when `fork`, of the
 /// others' otherwise) with `why`; how many attempts it failed.
 pub(super) async fn fail_queued(
-    executor: &Executor,
+    executor: &dyn Engine,
     labels: &BTreeMap<String, String>,
     fork: bool,
     why: &str,
@@ -203,7 +201,7 @@ pub(super) async fn fail_queued(
     let now = now_ms();
     let name = format!(
         "{}{}",
-        crate::pool::forks::HOLDER_PREFIX,
+        crate::forks::HOLDER_PREFIX,
         &tokens::new_token()?[..12]
     );
     let session = tokens::hash_token(&tokens::new_token()?);
@@ -234,14 +232,8 @@ pub(super) async fn fail_queued(
         };
         let Some(claimed) = claimed else { break };
         tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
-        let report = Report {
-            outcome: Outcome::Failed,
-            exit_code: None,
-            reason: Some(why.to_string()),
-            outputs: BTreeMap::new(),
-        };
         executor
-            .complete(claimed.attempt_id, claimed.run_id, None, &report)
+            .fail_attempt(claimed.attempt_id, claimed.run_id, why.to_string())
             .await?;
         failed += 1;
     }

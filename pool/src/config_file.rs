@@ -42,7 +42,7 @@
 //!   the service account of `allow_service_account`, but never weakens the pod's hardening and
 //!   never sets the runner container's command or arguments, which are Plue's. The pod
 //!   the template makes (merged over Plue's defaults) is checked by
-//!   [`crate::pool::kubernetes::hardening`], each problem naming its class and field
+//!   [`crate::kubernetes::hardening`], each problem naming its class and field
 //!   (`classes[0].template: pool class "gpu": spec.volumes[1].secret is not allowed
 //!   (...)`); the pool checks again when it starts, and forces the hardening on every
 //!   pod it creates.
@@ -64,11 +64,11 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use serde::Deserialize;
 
-pub use crate::pool::class::{
+pub use crate::class::{
     KubernetesSettings, PoolFile, RunnerClass, StepNetwork, RESERVED_VOLUMES, RUNNER_CONTAINER,
 };
-use crate::pool::kubernetes::hardening;
-use crate::runner_scope::{check_labels, format_labels};
+use crate::hardening;
+use crate::scope::{check_labels, format_labels};
 
 /// Every problem found in a configuration file, one per line.
 #[derive(Debug, thiserror::Error)]

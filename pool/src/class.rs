@@ -37,7 +37,7 @@ pub struct KubernetesSettings {
     /// How long a leader's Lease holds without renewal (another replica takes over after).
     pub lease_duration: Duration,
     /// The longest a class waits between pods after pods that ended before registering;
-    /// reaching it fails the class's queued steps ([`crate::pool::start_failures`]).
+    /// reaching it fails the class's queued steps ([`crate::start_failures`]).
     pub max_start_backoff: Duration,
 }
 
@@ -69,7 +69,7 @@ pub struct RunnerClass {
 
 /// Who confines a class's steps' network (`step_network`). The operator's setting, told
 /// to the class's runners by the argument the pool gives them
-/// ([`crate::pool::kubernetes`]'s pod builder): never a step's or a plan's.
+/// ([`crate::kubernetes`]'s pod builder): never a step's or a plan's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepNetwork {

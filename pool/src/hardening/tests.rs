@@ -5,8 +5,8 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::pool::config_file::parse;
-use crate::pool::kubernetes::pod::runner_pod;
+use crate::config_file::parse;
+use crate::kubernetes::pod::runner_pod;
 
 /// A pool file with one class `gpu`: `template` (JSON is YAML), `extra` class fields.
 fn file(template: &Value, extra: &str) -> String {

@@ -1,6 +1,6 @@
 //! Plue's hardened pod defaults and a class's template merged over them: the spec the
-//! pod builder ([`super::pod`]) starts from and the hardening checks
-//! ([`super::hardening`]) judge. Pure.
+//! pod builder ([`crate::kubernetes`]'s pod builder) starts from and the hardening checks
+//! ([`super`]) judge. Pure.
 //!
 //! Invariant: the defaults are the safe side of every setting the hardening forces (non-root
 //! user, no privilege escalation, every capability dropped, `RuntimeDefault` seccomp,
@@ -12,10 +12,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::DeepMerge;
 
-use crate::pool::class::RUNNER_CONTAINER;
+use crate::class::RUNNER_CONTAINER;
 
 /// The uid and gid runner pods run as unless the template says otherwise.
-pub(super) const RUNNER_UID: i64 = 65532;
+pub(crate) const RUNNER_UID: i64 = 65532;
 
 /// Plue's defaults, under the template.
 fn defaults() -> PodSpec {
@@ -59,7 +59,7 @@ fn defaults() -> PodSpec {
 /// The class's pod spec as the template makes it: the template merged over Plue's
 /// defaults, before the hardening is forced and Plue's own parts are added (what
 /// [`hardening::problems`] checks).
-pub(super) fn merged_spec(template: &PodTemplateSpec) -> PodSpec {
+pub(crate) fn merged_spec(template: &PodTemplateSpec) -> PodSpec {
     let mut spec = defaults();
     spec.merge_from(template.spec.clone().unwrap_or_default());
     spec

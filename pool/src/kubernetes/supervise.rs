@@ -11,22 +11,21 @@
 //! - A pod is only ever judged by its own runner: the runner is found through the id of
 //!   the one-time token in the pod's annotation, never by name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use runner::protocol::Outcome;
 
 use super::cache::PodChange;
 use super::health::{health, Health};
 use super::pod::CLASS;
 use super::provider::{age, token_id_of, KubeProvider};
-use crate::executor::{Executor, Report};
+use crate::engine::Engine;
 use crate::store::now_ms;
 
 pub(super) struct Supervisor {
     pub(super) providers: HashMap<String, Arc<KubeProvider>>,
-    pub(super) executor: Arc<Executor>,
+    pub(super) executor: Arc<dyn Engine>,
     pub(super) start_timeout: std::time::Duration,
 }
 
@@ -116,16 +115,14 @@ impl Supervisor {
                 }
             };
             for (attempt_id, run_id) in attempts {
-                let report = Report {
-                    outcome: Outcome::Failed,
-                    exit_code: None,
-                    reason: Some(format!("runner lost: pod {name} {reason}")),
-                    outputs: BTreeMap::new(),
-                };
                 tracing::warn!(pod = %name, attempt_id, "runner lost: {reason}");
                 if let Err(e) = self
                     .executor
-                    .complete(attempt_id, run_id, None, &report)
+                    .fail_attempt(
+                        attempt_id,
+                        run_id,
+                        format!("runner lost: pod {name} {reason}"),
+                    )
                     .await
                 {
                     tracing::warn!(pod = %name, "failing a lost pod's attempt: {e:#}");

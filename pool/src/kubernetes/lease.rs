@@ -90,7 +90,7 @@ impl Election {
             let valid = renewed.is_some_and(|at| at.elapsed() < self.duration);
             let leader_now = lead || (valid && *leading.borrow());
             if leading.send_if_modified(|l| std::mem::replace(l, leader_now) != leader_now) {
-                crate::metrics::record(crate::metrics::Event::Leader(leader_now));
+                crate::report::record(crate::report::PoolEvent::Leader(leader_now));
                 tracing::info!(identity = %self.identity, "pool leadership: {}", if leader_now { "acquired" } else { "lost" });
             }
             tokio::select! {
@@ -101,7 +101,7 @@ impl Election {
         if *leading.borrow() {
             self.release().await;
             leading.send_replace(false);
-            crate::metrics::record(crate::metrics::Event::Leader(false));
+            crate::report::record(crate::report::PoolEvent::Leader(false));
         }
     }
 

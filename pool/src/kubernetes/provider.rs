@@ -10,7 +10,7 @@
 //! - A pod that failed before its runner ever ran (image, configuration, scheduling) puts
 //!   the class in backoff: no start until 1 s, 2 s, 4 s … 60 s have passed, then one pod at
 //!   a time until one runs ([`Provider::start_budget`]). A pod whose runner exits before it
-//!   registers is the pool's to count ([`crate::pool::start_failures`]); the provider tells
+//!   registers is the pool's to count ([`crate::start_failures`]); the provider tells
 //!   it how the container ended ([`Provider::ended`]: exit code and termination message)
 //!   and records the class's backoff as a Kubernetes Event (`RunnerStartBackOff`).
 //!
@@ -32,10 +32,10 @@ use super::cache::PodCache;
 use super::health::{health, Health};
 use super::pod::{runner_pod, token_secret, CLASS, TOKEN_ID};
 use super::retry::{self, Policy};
-use crate::pool::config_file::{KubernetesSettings, RunnerClass};
-use crate::pool::{Ended, Ending, Provider};
+use crate::config_file::{KubernetesSettings, RunnerClass};
 use crate::store::Store;
 use crate::tokens;
+use crate::{Ended, Ending, Provider};
 
 /// How long a pod created by this provider counts as existing before the watch shows it.
 pub(super) const WATCH_LAG: Duration = Duration::from_secs(15);
@@ -172,7 +172,7 @@ impl KubeProvider {
         }
         if let Health::Failed(reason) = outcome {
             tracing::warn!(pod = %name, class = %self.class.name, "runner pod failed: {reason}");
-            crate::metrics::record(crate::metrics::Event::PodFailed {
+            crate::report::record(crate::report::PoolEvent::PodFailed {
                 class: &self.class.name,
                 reason: reason_kind(reason),
             });

@@ -26,10 +26,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::ByteString;
 
-use super::hardening;
-use super::pod_defaults::merged_spec;
-use crate::pool::class::{KubernetesSettings, RunnerClass, StepNetwork, RUNNER_CONTAINER};
-use crate::runner_scope::format_labels;
+use crate::class::{KubernetesSettings, RunnerClass, StepNetwork, RUNNER_CONTAINER};
+use crate::hardening;
+use crate::hardening::pod_defaults::merged_spec;
+use crate::scope::format_labels;
 
 pub(super) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub(super) const INSTANCE: &str = "app.kubernetes.io/instance";
@@ -62,7 +62,7 @@ fn labels(settings: &KubernetesSettings, class: &str, name: &str) -> BTreeMap<St
 }
 
 /// The pod for runner `name` of `class`, whose one-time token has id `token_id`.
-pub(super) fn runner_pod(
+pub(crate) fn runner_pod(
     settings: &KubernetesSettings,
     class: &RunnerClass,
     name: &str,
@@ -201,7 +201,7 @@ pub(super) fn token_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::config_file::parse;
+    use crate::config_file::parse;
 
     fn class(template: &str) -> (KubernetesSettings, RunnerClass) {
         let text = format!(

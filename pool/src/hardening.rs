@@ -1,5 +1,5 @@
 //! What a runner pod may be: the checks on a class's pod (its template merged over Plue's
-//! defaults, exactly as [`super::pod`] builds it) and the hardening forced on every pod
+//! defaults, exactly as [`crate::kubernetes`]'s pod builder builds it) and the hardening forced on every pod
 //! created. Pure.
 //!
 //! Two layers, on purpose:
@@ -71,10 +71,11 @@ use k8s_openapi::api::core::v1::{
     WindowsSecurityContextOptions,
 };
 
-use crate::pool::class::{RunnerClass, RUNNER_CONTAINER};
+use crate::class::{RunnerClass, RUNNER_CONTAINER};
 
 mod forced;
-pub(super) use forced::force;
+pub(crate) mod pod_defaults;
+pub(crate) use forced::force;
 
 /// The only seccomp profile runner pods run under, at pod and container level.
 const RUNTIME_DEFAULT: &str = "RuntimeDefault";
@@ -146,7 +147,7 @@ impl Found {
 /// Every field of `class`'s pod (its template merged over Plue's defaults) that weakens
 /// the pod's hardening; empty when the class may run.
 pub(crate) fn problems(class: &RunnerClass) -> Vec<Problem> {
-    let spec = super::pod_defaults::merged_spec(&class.template);
+    let spec = pod_defaults::merged_spec(&class.template);
     let mut found = Found::default();
     let annotations = class
         .template

@@ -1,14 +1,14 @@
 //! The Kubernetes pool: warm runner pods per class, through kube-rs
 //! (`plue serve --pool kubernetes --pool-config FILE`). [`KubernetesPool`] is the one entry
-//! point; the configuration is [`crate::pool::config_file`].
+//! point; the configuration is [`crate::config_file`].
 //!
 //! - `cache` follows the installation's pods with a kube-runtime watcher (label selector
 //!   `app.kubernetes.io/managed-by=plue,app.kubernetes.io/instance=<instance>`); re-lists
 //!   after `410 Gone` are the watcher's.
-//! - `provider` is the pool [`crate::pool::Provider`] of one class: a runner is a pod plus
+//! - `provider` is the pool [`crate::Provider`] of one class: a runner is a pod plus
 //!   its token Secret (`pod` builds both; `hardening` refuses a class whose pod would be
 //!   weakened, here and when the file is loaded, and forces the hardening on every pod
-//!   built); one [`crate::pool::Pool`] per class
+//!   built); one [`crate::Pool`] per class
 //!   decides how many, counting only the steps whose labels that class is the first to
 //!   serve.
 //! - `supervise` deletes pods that finished or failed and fails the attempt a dead pod held
@@ -18,7 +18,7 @@
 //!   on time alone), and its pools look for pods they do not count every 5 s.
 //! - `unservable` fails at once the steps no class and no registered runner can serve; a
 //!   class whose runners keep ending before they register backs off
-//!   ([`crate::pool::start_failures`], at most `max_start_backoff` between probes) and
+//!   ([`crate::start_failures`], at most `max_start_backoff` between probes) and
 //!   then fails its queued steps with the reason (the pod's exit code and termination
 //!   message: runner containers use `terminationMessagePolicy: FallbackToLogsOnError`).
 //! - `lease`: with several engine replicas, only the holder of the Lease
@@ -37,11 +37,10 @@
 //! - Nothing here runs a decision on a follower: pods are created and deleted by one engine.
 
 mod cache;
-pub(crate) mod hardening;
+
 mod health;
 mod lease;
-mod pod;
-mod pod_defaults;
+pub(crate) mod pod;
 mod provider;
 mod retry;
 mod supervise;
@@ -63,9 +62,9 @@ pub use provider::Failures;
 use self::cache::{PodCache, PodChange};
 use self::provider::KubeProvider;
 use self::supervise::Supervisor;
-use crate::executor::Executor;
-use crate::pool::config_file::PoolFile;
-use crate::pool::{BackoffPolicy, Demand, Pool, PoolConfig, PoolStatus};
+use crate::config_file::PoolFile;
+use crate::engine::Engine;
+use crate::{BackoffPolicy, Demand, Pool, PoolConfig, PoolStatus};
 
 /// What else serves steps next to the Kubernetes classes.
 #[derive(Debug, Clone, Default)]
@@ -99,7 +98,7 @@ impl KubernetesPool {
     /// and starts following the cluster.
     pub async fn start(
         file: PoolFile,
-        executor: Arc<Executor>,
+        executor: Arc<dyn Engine>,
         options: Options,
     ) -> anyhow::Result<KubernetesPool> {
         let client = kube::Client::try_default().await.context(
@@ -112,11 +111,11 @@ impl KubernetesPool {
     /// runs a local pool (whose runners take the unlabelled steps).
     pub async fn from_file(
         path: &std::path::Path,
-        executor: Arc<Executor>,
+        executor: Arc<dyn Engine>,
         local_pool: bool,
         publish: watch::Sender<Vec<ClassStatus>>,
     ) -> anyhow::Result<KubernetesPool> {
-        let file = crate::pool::config_file::load(path)?;
+        let file = crate::config_file::load(path)?;
         let options = Options {
             other_pools: if local_pool {
                 vec![BTreeMap::new()]
@@ -135,13 +134,13 @@ impl KubernetesPool {
     pub fn start_with(
         client: kube::Client,
         file: PoolFile,
-        executor: Arc<Executor>,
+        executor: Arc<dyn Engine>,
         options: Options,
     ) -> anyhow::Result<KubernetesPool> {
         // Checked when the file was loaded too; again here, so no class from anywhere
         // creates a weakened pod.
         for class in &file.classes {
-            let problems = hardening::problems(class);
+            let problems = crate::hardening::problems(class);
             if !problems.is_empty() {
                 let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 anyhow::bail!("pool class {:?}: {}", class.name, all.join("; "));
@@ -312,7 +311,7 @@ struct Leader {
     providers: Vec<Arc<KubeProvider>>,
     supervisor: Arc<Supervisor>,
     cache: Arc<PodCache>,
-    executor: Arc<Executor>,
+    executor: Arc<dyn Engine>,
     options: Options,
     start_timeout: Duration,
     max_start_backoff: Duration,
@@ -401,7 +400,7 @@ async fn lead(leader: Leader, mut leading: watch::Receiver<bool>, shutdown: Canc
 /// first class that serves it — for a fork's step, the first that also accepts forks
 /// (other pools take forks' steps only without labels: they accept them then).
 fn counts_for(
-    classes: &[crate::pool::config_file::RunnerClass],
+    classes: &[crate::config_file::RunnerClass],
     others: &[BTreeMap<String, String>],
     index: usize,
     labels: &BTreeMap<String, String>,
@@ -418,13 +417,13 @@ fn counts_for(
 }
 
 async fn unservable_loop(
-    executor: Arc<Executor>,
-    classes: Vec<crate::pool::config_file::RunnerClass>,
+    executor: Arc<dyn Engine>,
+    classes: Vec<crate::config_file::RunnerClass>,
     other_pools: Vec<BTreeMap<String, String>>,
     term: CancellationToken,
 ) {
     loop {
-        if let Err(e) = unservable::fail_unservable(&executor, &classes, &other_pools).await {
+        if let Err(e) = unservable::fail_unservable(&*executor, &classes, &other_pools).await {
             tracing::warn!("failing unservable steps: {e:#}");
         }
         let work = executor.events().work.notified();
@@ -442,7 +441,7 @@ mod tests {
 
     #[test]
     fn a_fork_step_is_the_demand_of_the_first_class_that_accepts_forks() {
-        let file = crate::pool::config_file::parse(
+        let file = crate::config_file::parse(
             r#"
 kubernetes: {namespace: ci, engine_url: "http://plue:8601"}
 classes:

@@ -1,0 +1,55 @@
+//! The executor as the pools see it ([`plue_pool::engine::Engine`]): the store, the
+//! notifications, and failing an attempt through [`Executor::complete`] so the run's
+//! rules (retries, the next steps) apply as for any other ending. Also where the pools'
+//! reports reach this process's metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use runner::protocol::Outcome;
+
+use super::{Executor, Report};
+use crate::events::Events;
+use crate::metrics;
+use crate::pool::report::PoolEvent;
+use crate::store::Store;
+
+impl crate::pool::engine::Engine for Executor {
+    fn store(&self) -> &Store {
+        Executor::store(self)
+    }
+
+    fn events(&self) -> &Arc<Events> {
+        Executor::events(self)
+    }
+
+    fn fail_attempt(
+        &self,
+        attempt_id: i64,
+        run_id: i64,
+        reason: String,
+    ) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let report = Report {
+                outcome: Outcome::Failed,
+                exit_code: None,
+                reason: Some(reason),
+                outputs: BTreeMap::new(),
+            };
+            self.complete(attempt_id, run_id, None, &report).await
+        })
+    }
+}
+
+/// Sends the pools' reports to this process's metrics families (installed by
+/// [`Executor::new`]: every engine process makes an executor before it starts a pool).
+pub(super) fn install_pool_reports() {
+    crate::pool::report::set_sink(|event| {
+        metrics::record(match event {
+            PoolEvent::StartFailed { class } => metrics::Event::StartFailed { class },
+            PoolEvent::PodFailed { class, reason } => metrics::Event::PodFailed { class, reason },
+            PoolEvent::Leader(leading) => metrics::Event::Leader(leading),
+        })
+    });
+}

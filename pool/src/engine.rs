@@ -1,0 +1,116 @@
+//! What a pool needs of the engine that runs it, and nothing more: the store, the
+//! in-process notifications, and a way to fail an attempt as the engine ends one.
+//!
+//! Invariant: the pool decides how many runners there are and which attempts are lost;
+//! the engine decides what a failed attempt means for its run (a retry, the next steps).
+//! So the pool never writes an attempt's end itself: it asks [`Engine::fail_attempt`],
+//! which the engine's executor implements with its own rules.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::events::Events;
+use crate::store::Store;
+
+/// The engine as a pool sees it (implemented by the engine's executor).
+pub trait Engine: Send + Sync + 'static {
+    /// The store every replica shares.
+    fn store(&self) -> &Store;
+
+    /// This process's notifications (work queued, runs changed).
+    fn events(&self) -> &Arc<Events>;
+
+    /// Ends attempt `attempt_id` of run `run_id` as failed with `reason` and moves the run
+    /// on (a retry where its step has retries left). False when it had already ended.
+    fn fail_attempt(
+        &self,
+        attempt_id: i64,
+        run_id: i64,
+        reason: String,
+    ) -> BoxFuture<'_, anyhow::Result<bool>>;
+}
+
+/// Fails every attempt runner `runner_id` holds with `reason` (retried if its step has
+/// retries left): for a runner declared lost, or one its pool saw die. Returns how many.
+pub async fn fail_attempts_of(
+    engine: &dyn Engine,
+    runner_id: i64,
+    reason: &str,
+) -> anyhow::Result<usize> {
+    let attempts = engine.store().active_attempts_of(runner_id).await?;
+    for (attempt_id, run_id) in &attempts {
+        tracing::info!(runner_id, attempt_id, "{reason}");
+        engine
+            .fail_attempt(*attempt_id, *run_id, reason.to_string())
+            .await?;
+    }
+    Ok(attempts.len())
+}
+
+/// An [`Engine`] for this crate's tests: it fails an attempt in the store directly (final,
+/// no retry), as the executor does for a step without retries.
+#[cfg(test)]
+pub(crate) mod engine_for_tests {
+    use std::sync::Arc;
+
+    use futures::future::BoxFuture;
+
+    use super::Engine;
+    use crate::events::Events;
+    use crate::store::{now_ms, AttemptEnd, StepAfter, Store};
+
+    pub(crate) struct TestEngine {
+        store: Store,
+        events: Arc<Events>,
+    }
+
+    pub(crate) fn engine(store: &Store) -> Arc<dyn Engine> {
+        Arc::new(TestEngine {
+            store: store.clone(),
+            events: Arc::new(Events::default()),
+        })
+    }
+
+    impl Engine for TestEngine {
+        fn store(&self) -> &Store {
+            &self.store
+        }
+
+        fn events(&self) -> &Arc<Events> {
+            &self.events
+        }
+
+        fn fail_attempt(
+            &self,
+            attempt_id: i64,
+            _run_id: i64,
+            reason: String,
+        ) -> BoxFuture<'_, anyhow::Result<bool>> {
+            Box::pin(async move {
+                let end = AttemptEnd {
+                    status: "failed",
+                    exit_code: None,
+                    reason: Some(&reason),
+                    at: now_ms(),
+                    usage: None,
+                    model: None,
+                    cost_micros: None,
+                    has_outputs: false,
+                    started_at: None,
+                    runner_claims_next: false,
+                };
+                let completed = self
+                    .store
+                    .complete_attempt(attempt_id, None, &end, |_| StepAfter::Final {
+                        status: "failed",
+                        reason: Some(reason.clone()),
+                        exit_code: None,
+                        outputs: "{}".into(),
+                    })
+                    .await?;
+                Ok(completed.is_some())
+            })
+        }
+    }
+}
