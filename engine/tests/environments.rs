@@ -66,15 +66,43 @@ impl Harness {
         self.call_ok(ADMIN, "PUT", path, Some(settings), 200).await;
     }
 
+    /// A run of [`deploy`]`(environment)` pushed to `branch`.
+    async fn push_deploy(&self, environment: Option<&str>, branch: &str) -> i64 {
+        let plan = deploy(environment);
+        support::start_push_run(&self.engine.executor, self.repo_id, &plan, branch).await
+    }
+
+    /// `PUT` prod's `settings` as `token`: status and body.
+    async fn put_prod(&self, token: &str, settings: Value) -> (u16, Value) {
+        let path = "/api/repos/acme/app/environments/prod";
+        self.call(token, "PUT", path, Some(settings)).await
+    }
+
+    /// `PUT` prod's secret `DEPLOY_KEY` (as `value`) as `token`: status and body.
+    async fn put_prod_key(&self, token: &str, value: &str) -> (u16, Value) {
+        let path = "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY";
+        self.call(token, "PUT", path, Some(json!({ "value": value })))
+            .await
+    }
+
+    /// Completes the attempt `attempt_id` of run `run` with `outcome`, as a runner would.
+    async fn complete(&self, attempt_id: i64, run: i64, outcome: wire::Outcome) {
+        let report = engine::executor::Report {
+            outcome,
+            exit_code: None,
+            reason: None,
+            outputs: Default::default(),
+        };
+        let executor = &self.engine.executor;
+        executor
+            .complete(attempt_id, run, None, &report)
+            .await
+            .unwrap();
+    }
+
     /// A run of the deploy step under prod, pushed to `main` by `triggerer`.
     async fn deploy_pushed_by(&self, triggerer: Triggerer) -> i64 {
-        let run = support::start_push_run(
-            &self.engine.executor,
-            self.repo_id,
-            &deploy(Some("prod")),
-            "main",
-        )
-        .await;
+        let run = self.push_deploy(Some("prod"), "main").await;
         self.store().record_trigger(run, &triggerer).await.unwrap();
         run
     }
@@ -115,6 +143,15 @@ impl Harness {
     }
 }
 
+/// The triggerer `name` (a user's id, a forge login when given).
+fn triggerer(name: &str, user_id: Option<i64>, forge_login: Option<&str>) -> Triggerer {
+    Triggerer {
+        name: name.into(),
+        user_id,
+        forge_login: forge_login.map(str::to_owned),
+    }
+}
+
 /// The pushed copy of the deploy workflow: `deploy` naming `secrets=["DEPLOY_KEY"]`, under
 /// `environment` when given, with no `Step.approval` anywhere.
 fn deploy(environment: Option<&str>) -> Plan {
@@ -141,13 +178,7 @@ async fn assert_never_handed_the_key(h: &Harness) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_branch_naming_the_environment_never_gets_its_secret() {
     let h = Harness::new().await;
-    let run = support::start_push_run(
-        &h.engine.executor,
-        h.repo_id,
-        &deploy(Some("prod")),
-        "feature",
-    )
-    .await;
+    let run = h.push_deploy(Some("prod"), "feature").await;
     assert_never_handed_the_key(&h).await;
     let step = h.step(run, "deploy").await;
     assert_eq!(step.status, "failed");
@@ -158,9 +189,7 @@ async fn a_pushed_branch_naming_the_environment_never_gets_its_secret() {
     assert_eq!(step.attempts, 0, "refused before any dispatch");
     // A glob does not stretch: `main-evil`, `main/x` and a tag are not `main`.
     for branch in ["main-evil", "main/x", "Main"] {
-        let run =
-            support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), branch)
-                .await;
+        let run = h.push_deploy(Some("prod"), branch).await;
         assert_never_handed_the_key(&h).await;
         assert_eq!(h.step(run, "deploy").await.status, "failed", "{branch}");
     }
@@ -172,8 +201,7 @@ async fn a_pushed_branch_naming_the_environment_never_gets_its_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_environment_does_not_reach_its_secret() {
     let h = Harness::new().await;
-    let run =
-        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(None), "feature").await;
+    let run = h.push_deploy(None, "feature").await;
     assert_never_handed_the_key(&h).await;
     let step = support::wait_for(Duration::from_secs(10), "the step to fail", || async {
         Some(h.step(run, "deploy").await).filter(|s| s.status == "failed")
@@ -192,8 +220,7 @@ async fn dropping_the_environment_does_not_reach_its_secret() {
 async fn on_main_the_engine_inserts_the_review_and_the_secret_follows_it() {
     let h = Harness::new().await;
     let alice = h.person("alice", Some("writer")).await;
-    let run =
-        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    let run = h.push_deploy(Some("prod"), "main").await;
     assert_eq!(h.step(run, "deploy").await.status, "waiting");
     assert!(
         h.claim().await.is_none(),
@@ -261,11 +288,7 @@ async fn only_the_environments_reviewers_decide_and_never_their_own_run() {
     h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["alice", "@release"]}))
         .await;
     let run = h
-        .deploy_pushed_by(Triggerer {
-            name: "alice".into(),
-            user_id: Some(alice.id),
-            forge_login: None,
-        })
+        .deploy_pushed_by(triggerer("alice", Some(alice.id), None))
         .await;
     let cases = [
         ("", 401, "anonymous"),
@@ -321,13 +344,7 @@ async fn a_fork_never_gets_an_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undefined_environments_fail_and_wait_timers_delay() {
     let h = Harness::new().await;
-    let run = support::start_push_run(
-        &h.engine.executor,
-        h.repo_id,
-        &deploy(Some("production")),
-        "main",
-    )
-    .await;
+    let run = h.push_deploy(Some("production"), "main").await;
     let step = h.step(run, "deploy").await;
     assert_eq!(step.status, "failed");
     assert_eq!(
@@ -344,13 +361,7 @@ async fn undefined_environments_fail_and_wait_timers_delay() {
         .await;
     assert_eq!(status, 200, "{body}");
     let before = support::now_ms();
-    let run = support::start_push_run(
-        &h.engine.executor,
-        h.repo_id,
-        &deploy(Some("staging")),
-        "main",
-    )
-    .await;
+    let run = h.push_deploy(Some("staging"), "main").await;
     let step = h.step(run, "deploy").await;
     assert_eq!(step.status, "queued");
     assert!(step.ready_at.unwrap() >= before + 3_600_000, "{step:?}");
@@ -389,23 +400,9 @@ async fn environments_are_a_maintainers_and_never_show_a_value() {
         (rita.token.as_str(), 403, "a reader"),
         (bob.token.as_str(), 403, "a writer"),
     ] {
-        let put = h
-            .call(
-                token,
-                "PUT",
-                "/api/repos/acme/app/environments/prod",
-                Some(wide.clone()),
-            )
-            .await;
+        let put = h.put_prod(token, wide.clone()).await;
         assert_eq!(put.0, expected, "{who} widening prod: {}", put.1);
-        let secret = h
-            .call(
-                token,
-                "PUT",
-                "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY",
-                Some(json!({"value": "mine"})),
-            )
-            .await;
+        let secret = h.put_prod_key(token, "mine").await;
         assert_eq!(
             secret.0, expected,
             "{who} replacing the secret: {}",
@@ -491,35 +488,14 @@ async fn a_review_loop_going_back_is_reviewed_again() {
     let run = support::start_push_run(&h.engine.executor, h.repo_id, &plan, "main").await;
     let (status, body) = h.decide(&alice.token, run, "deploy", "approve").await;
     assert_eq!(status, 200, "{body}");
-    let report = |outcome| engine::executor::Report {
-        outcome,
-        exit_code: None,
-        reason: None,
-        outputs: Default::default(),
-    };
     let first = h.claim().await.expect("iteration 1 after its review");
     assert_eq!(first.secrets["DEPLOY_KEY"], DEPLOY_KEY);
-    let executor = &h.engine.executor;
-    executor
-        .complete(
-            first.attempt_id,
-            run,
-            None,
-            &report(wire::Outcome::Succeeded),
-        )
-        .await
-        .unwrap();
+    h.complete(first.attempt_id, run, wire::Outcome::Succeeded)
+        .await;
     let reviewing = h.claim().await.expect("the reviewing step");
     assert_eq!(reviewing.step_id, "review");
-    executor
-        .complete(
-            reviewing.attempt_id,
-            run,
-            None,
-            &report(wire::Outcome::Failed),
-        )
-        .await
-        .unwrap();
+    h.complete(reviewing.attempt_id, run, wire::Outcome::Failed)
+        .await;
     let step = h.step(run, "deploy").await;
     assert_eq!(
         (step.status.as_str(), step.iteration),
@@ -642,8 +618,7 @@ async fn environments_are_stored_alike_on_both_backends() {
 async fn the_run_page_shows_the_environment_and_the_review() {
     let h = Harness::new().await;
     let alice = h.person("alice", Some("writer")).await;
-    let run =
-        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    let run = h.push_deploy(Some("prod"), "main").await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -978,11 +953,11 @@ async fn a_rerun_is_never_reviewed_by_who_started_the_run_it_repeats() {
     h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["alice", "mallory"]}))
         .await;
     let pushed = h
-        .deploy_pushed_by(Triggerer {
-            name: "mallory-gh".into(),
-            user_id: Some(mallory.id),
-            forge_login: Some("gitea:mallory-gh".into()),
-        })
+        .deploy_pushed_by(triggerer(
+            "mallory-gh",
+            Some(mallory.id),
+            Some("gitea:mallory-gh"),
+        ))
         .await;
     assert_eq!(
         h.decide(&mallory.token, pushed, "deploy", "approve")
@@ -1034,11 +1009,7 @@ async fn a_review_is_never_decided_before_the_run_knows_who_started_it() {
     h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["mallory"]}))
         .await;
     let pushed = h
-        .deploy_pushed_by(Triggerer {
-            name: "bob".into(),
-            user_id: Some(bob.id),
-            forge_login: None,
-        })
+        .deploy_pushed_by(triggerer("bob", Some(bob.id), None))
         .await;
     for _ in 0..30 {
         let next = h.store().list_runs(1).await.unwrap()[0].id + 1;
@@ -1103,8 +1074,7 @@ async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
     let as_writer = support::narrowed_token(h.store(), maya.id, Some("writer"), None).await;
     h.set_prod(json!({"allowed_refs": ["main"], "reviewers": ["maya"]}))
         .await;
-    let run =
-        support::start_push_run(&h.engine.executor, h.repo_id, &deploy(Some("prod")), "main").await;
+    let run = h.push_deploy(Some("prod"), "main").await;
     let wide = json!({"allowed_refs": ["**"], "reviewers": []});
     for (token, expected, who) in [
         (
@@ -1119,23 +1089,9 @@ async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
         ),
         (as_writer.as_str(), 403, "maya's token narrowed to writer"),
     ] {
-        let (status, body) = h
-            .call(
-                token,
-                "PUT",
-                "/api/repos/acme/app/environments/prod",
-                Some(wide.clone()),
-            )
-            .await;
+        let (status, body) = h.put_prod(token, wide.clone()).await;
         assert_eq!(status, expected, "{who} widening prod: {body}");
-        let (status, body) = h
-            .call(
-                token,
-                "PUT",
-                "/api/repos/acme/app/environments/prod/secrets/DEPLOY_KEY",
-                Some(json!({"value": "mine"})),
-            )
-            .await;
+        let (status, body) = h.put_prod_key(token, "mine").await;
         assert_eq!(status, expected, "{who} replacing the secret: {body}");
         if expected == 404 {
             assert!(!body.to_string().contains("prod"), "{who}: {body}");
@@ -1225,11 +1181,7 @@ async fn a_run_is_stored_with_its_triggerer_on_both_backends() {
             }),
             ..plue_store::testing::local_run(&plan, &json)
         };
-        let mallory = Triggerer {
-            name: "mallory".into(),
-            user_id: Some(7),
-            forge_login: Some("gitea:mallory".into()),
-        };
+        let mallory = triggerer("mallory", Some(7), Some("gitea:mallory"));
         let run = store.create_run_by(&new, 4, &mallory).await.unwrap().id;
         let found = store.trigger_of(run).await.unwrap().expect("a triggerer");
         assert_eq!(
