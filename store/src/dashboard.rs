@@ -62,7 +62,7 @@ pub(crate) const SHOWN_STATUS: &str = "(CASE WHEN r.status IN ('queued', 'runnin
      THEN 'waiting' ELSE r.status END)";
 
 /// The runs' columns in [`RunRow`] order (as `runs.rs` reads them), the status as shown.
-fn columns() -> String {
+pub(crate) fn shown_columns() -> String {
     format!(
         "r.id, r.workflow_id, w.name AS workflow_name, w.path AS workflow_path, \
          w.source AS workflow_source, r.event, r.ref AS git_ref, r.sha, r.plan_hash, \
@@ -114,7 +114,7 @@ impl Store {
                AND ($6 IS NULL OR r.id < $6) \
                AND {} \
              ORDER BY r.id DESC LIMIT $8",
-            columns(),
+            shown_columns(),
             ids_filter(self.backend(), "r.repo_id", 7)
         );
         Ok(on_db!(self, pool => sqlx::query_as(&sql)
@@ -356,6 +356,41 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty());
+        }
+    }
+
+    // regression: the repository page listed a run held by its approval as `running`.
+    #[tokio::test]
+    async fn a_repositorys_runs_show_a_run_held_by_an_approval_as_waiting() {
+        for (store, _dir) in stores().await {
+            let repo_id = crate::testing::create_repo(&store, "octo/hello").await;
+            let plan = Plan::new("deploy", vec![Step::bash("a", "true")]);
+            let json = serde_json::to_string(&plan).unwrap();
+            let new = NewRun {
+                workflow_source: "octo/hello",
+                repo: Some(crate::RunRepo {
+                    repo_id,
+                    secrets_allowed: true,
+                }),
+                ..crate::testing::local_run(&plan, &json)
+            };
+            let held = store.create_run(&new, 4).await.unwrap().id;
+            let busy = store.create_run(&new, 4).await.unwrap().id;
+            set_states(&store, held, "running", "waiting").await;
+            set_states(&store, busy, "running", "running").await;
+            let shown: Vec<(i64, String)> = store
+                .list_runs_of_repo("octo/hello", 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.id, r.status))
+                .collect();
+            assert_eq!(
+                shown,
+                vec![(busy, "running".into()), (held, "waiting".into())],
+                "{}",
+                store.backend()
+            );
         }
     }
 

@@ -447,11 +447,13 @@ impl Store {
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?))
     }
 
-    /// The newest runs of a repository first.
+    /// The newest runs of a repository first, each with its status as shown (a run held
+    /// only by approvals is `waiting`, as in every list: [`crate::dashboard`]).
     pub async fn list_runs_of_repo(&self, repo: &str, limit: i64) -> anyhow::Result<Vec<RunRow>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
-             WHERE r.repo_id IS NOT NULL AND w.source = $1 ORDER BY r.id DESC LIMIT $2"
+            "SELECT {} FROM runs r JOIN workflows w ON w.id = r.workflow_id \
+             WHERE r.repo_id IS NOT NULL AND w.source = $1 ORDER BY r.id DESC LIMIT $2",
+            crate::dashboard::shown_columns()
         );
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(repo).bind(limit).fetch_all(pool).await?))
     }
