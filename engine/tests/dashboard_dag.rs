@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
-use webdriver::{screenshot_dir, Browser};
+use webdriver::Browser;
 
 /// The most nodes and SVG elements a drawing may have (`web/dag`'s bound and what it
 /// draws per node and edge).
@@ -72,11 +72,13 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
         .await;
     let http = client();
     let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
-    let shots = screenshot_dir();
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser
-        .sign_in_to(&engine.url, ADMIN_TOKEN, &format!("/runs/{run_id}"))
-        .await;
+    let browser = Browser::admin_on(
+        &sandbox,
+        (&chromium, &driver),
+        &engine.url,
+        &format!("/runs/{run_id}"),
+    )
+    .await;
 
     // The first view: root, group and join, each inside the graph's box; the group counts
     // its running shards by icon once some run.
@@ -115,9 +117,7 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
         drawn[3].as_str().unwrap().contains("running"),
         "the group's counts in words: {drawn}"
     );
-    browser
-        .screenshot(&shots.join("dashboard-dag-fan-out.png"))
-        .await;
+    browser.shot("dashboard-dag-fan-out.png").await;
 
     // The group opens on a click and lists its 60 steps with their statuses.
     browser.click("#dag g.node.group").await;
@@ -137,9 +137,7 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
         listed,
         json!([60, "true", format!("/runs/{run_id}/steps/shard-7"), 60])
     );
-    browser
-        .screenshot(&shots.join("dashboard-dag-group-open.png"))
-        .await;
+    browser.shot("dashboard-dag-group-open.png").await;
 
     // Zoom in twice, drag the graph a little, scroll the page: where the user put things.
     browser.click("#dag-zoom-in").await;
@@ -202,9 +200,7 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
         json!([true, true, 60, "node group succeeded"]),
         "the same node, updated in place, its list still open"
     );
-    browser
-        .screenshot(&shots.join("dashboard-dag-fan-out-done.png"))
-        .await;
+    browser.shot("dashboard-dag-fan-out-done.png").await;
 
     // Fit shows the whole graph in the box.
     browser.click("#dag-fit").await;
@@ -248,9 +244,7 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
         let seen = browser.run(IN_FIRST_VIEW, json!([node])).await;
         assert_eq!(seen, true, "{node} is in the phone's first view");
     }
-    browser
-        .screenshot(&screenshot_dir().join("dashboard-dag-phone-dark.png"))
-        .await;
+    browser.shot("dashboard-dag-phone-dark.png").await;
 
     browser.close_without_console_errors().await;
 }
@@ -276,10 +270,13 @@ async fn approval(chromium: PathBuf, driver: PathBuf) {
         .await;
     let http = client();
     let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser
-        .sign_in_to(&engine.url, ADMIN_TOKEN, &format!("/runs/{run_id}"))
-        .await;
+    let browser = Browser::admin_on(
+        &sandbox,
+        (&chromium, &driver),
+        &engine.url,
+        &format!("/runs/{run_id}"),
+    )
+    .await;
     let node = browser
         .wait(
             Duration::from_secs(30),
@@ -289,7 +286,7 @@ async fn approval(chromium: PathBuf, driver: PathBuf) {
              ? [n.getAttribute('href'), n.querySelector('text.state').textContent] : null;",
         )
         .await;
-    assert_eq!(node, json!(["#approval-ship", "\u{23F8} waiting"]));
+    assert_eq!(node, json!(["#approval-ship", "\u{2016} waiting"]));
     browser.click("#dag a.node[data-step=\"ship\"]").await;
     let landed = browser
         .wait(
@@ -358,10 +355,13 @@ async fn thousand(chromium: PathBuf, driver: PathBuf) {
     }
     served.sort();
 
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser
-        .sign_in_to(&engine.url, ADMIN_TOKEN, &format!("/runs/{run_id}"))
-        .await;
+    let browser = Browser::admin_on(
+        &sandbox,
+        (&chromium, &driver),
+        &engine.url,
+        &format!("/runs/{run_id}"),
+    )
+    .await;
     let drawn = browser
         .wait(
             Duration::from_secs(20),
@@ -402,9 +402,7 @@ async fn thousand(chromium: PathBuf, driver: PathBuf) {
         .run(IN_FIRST_VIEW, json!(["#dag a.node[data-step=\"setup\"]"]))
         .await;
     assert_eq!(root, true, "the root is in the first view");
-    browser
-        .screenshot(&screenshot_dir().join("dashboard-dag-1000.png"))
-        .await;
+    browser.shot("dashboard-dag-1000.png").await;
 
     // A group lists its 108 steps.
     browser.click("#dag g.node.group").await;

@@ -187,7 +187,7 @@ pub(super) fn status_icon(status: &str) -> &'static str {
         "running" | "applying" | "busy" => "\u{25F7}",   // ◷
         "queued" | "claimed" | "ready" => "\u{22EF}",    // ⋯
         "pending" | "idle" => "\u{25CB}",                // ○
-        "waiting" => "\u{23F8}",                         // ⏸
+        "waiting" => "\u{2016}",                         // ‖ (in common fonts; ⏸ is not)
         "skipped" => "\u{293C}",                         // ⤼
         "cancelled" | "withheld" | "gone" => "\u{2298}", // ⊘
         _ => "\u{2022}",                                 // •

@@ -11,7 +11,7 @@
     queued: "⋯",
     claimed: "⋯",
     pending: "○",
-    waiting: "⏸",
+    waiting: "‖",
     skipped: "⤼",
     cancelled: "⊘",
     // Proposal and runner states look like the status they resemble.
