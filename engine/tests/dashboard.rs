@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
 use testkit::claude::{FakeClaude, Turn};
-use webdriver::{screenshot_dir, Browser};
+use webdriver::Browser;
 
 const HOSTILE_LINE: &str = r#"<script>document.title="pwned"</script><img src=x onerror=alert(1)>"#;
 
@@ -98,9 +98,7 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
     browser
         .type_into("input[name=\"input.version\"]", "2.5")
         .await;
-    browser
-        .screenshot(&screenshot_dir().join("dashboard-dispatch.png"))
-        .await;
+    browser.shot("dashboard-dispatch.png").await;
     browser.click("form.dispatch button").await;
     let run_id = browser
         .wait(
@@ -182,7 +180,6 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .await;
     let http = client();
     let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
-    let shots = screenshot_dir();
     let browser = Browser::start(&sandbox, &chromium, &driver).await;
 
     // The run page: the plan's four steps and four edges, coloured by state. A local run
@@ -220,9 +217,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
              return n && n.dataset.status === 'running';",
         )
         .await;
-    browser
-        .screenshot(&shots.join("dashboard-run-running.png"))
-        .await;
+    browser.shot("dashboard-run-running.png").await;
 
     // The step's log page while the step prints.
     browser
@@ -287,7 +282,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             "return document.getElementById('state').textContent.startsWith('Complete');",
         )
         .await;
-    browser.screenshot(&shots.join("dashboard-log.png")).await;
+    browser.shot("dashboard-log.png").await;
 
     // The run succeeds; the open run page follows it to the end.
     browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
@@ -318,7 +313,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             ["flaky:2", "✓ succeeded", "0"]
         ])
     );
-    browser.screenshot(&shots.join("dashboard-run.png")).await;
+    browser.shot("dashboard-run.png").await;
 
     // 100,000 lines: loaded and at the last line quickly.
     let opened = Instant::now();
@@ -352,9 +347,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             "return document.getElementById('hits').textContent === '1 / 1' && !!document.querySelector('#L99999.current');",
         )
         .await;
-    browser
-        .screenshot(&shots.join("dashboard-log-big.png"))
-        .await;
+    browser.shot("dashboard-log-big.png").await;
 
     // The llm step as a timeline: the model's text, the tool call and its result folded on
     // one row each (whole in the detail panel), usage per turn.
@@ -401,7 +394,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             .contains("one\ntwo\nthree"),
         "{detail}"
     );
-    browser.screenshot(&shots.join("dashboard-llm.png")).await;
+    browser.shot("dashboard-llm.png").await;
 
     // The runs page lists the run.
     browser.goto(&format!("{}/", engine.url)).await;
@@ -412,7 +405,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             &format!("return !!document.querySelector('tr[data-run=\"{run_id}\"]');"),
         )
         .await;
-    browser.screenshot(&shots.join("dashboard-runs.png")).await;
+    browser.shot("dashboard-runs.png").await;
 
     // A new run and its state changes appear on the open list without a reload, pushed by
     // the engine's event stream (its safety-net poll waits 10 s while the stream is open).
@@ -479,9 +472,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
             "const s = document.getElementById('run-status'); return s && s.lastChild.textContent.trim() === 'cancelled';",
         )
         .await;
-    browser
-        .screenshot(&shots.join("dashboard-cancelled.png"))
-        .await;
+    browser.shot("dashboard-cancelled.png").await;
 
     // The runners page: the local pool's counts and its runners. A local runner takes one
     // step and leaves, so the one that ran the cancelled step is gone and its replacement
@@ -509,9 +500,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         pool.as_i64().unwrap() >= 2,
         "the pool's runners are listed: {pool}"
     );
-    browser
-        .screenshot(&shots.join("dashboard-runners.png"))
-        .await;
+    browser.shot("dashboard-runners.png").await;
 
     // A phone in dark mode: the layout fits, the theme follows the system.
     browser.emulate(390, 844, true).await;
@@ -528,9 +517,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         "no sideways scrolling: {fits}"
     );
     assert_eq!(fits[2], "rgb(13, 17, 23)", "the dark theme: {fits}");
-    browser
-        .screenshot(&shots.join("dashboard-run-phone-dark.png"))
-        .await;
+    browser.shot("dashboard-run-phone-dark.png").await;
 
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");

@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::{client, dashboard_session, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
 use testkit::claude::FakeClaude;
-use webdriver::{bounded, screenshot_dir, Browser};
+use webdriver::{bounded, Browser};
 
 /// Every status a run, step or attempt can have.
 const STATUSES: &[&str] = &[
@@ -282,9 +282,7 @@ const OVERFLOW: &str = "\
 async fn walk(chromium: PathBuf, driver: PathBuf) {
     let sandbox = Sandbox::new("a11y-browser");
     let (engine, run_id) = engine_with_a_mixed_run(&sandbox).await;
-    let shots = screenshot_dir();
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser.sign_in_to(&engine.url, ADMIN_TOKEN, "/").await;
+    let browser = Browser::admin_on(&sandbox, (&chromium, &driver), &engine.url, "/").await;
     browser
         .wait(
             Duration::from_secs(10),
@@ -345,7 +343,7 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
         browser.goto(&run_page).await;
         wait_loaded(&browser).await;
         browser
-            .screenshot(&shots.join(format!("dashboard-a11y-run-{theme}.png")))
+            .shot(&format!("dashboard-a11y-run-{theme}.png"))
             .await;
     }
     eprintln!("{measured} badges and {tinted} texts on tints measured at >= {AA}:1");
@@ -376,7 +374,7 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
             );
         }
         browser
-            .screenshot(&shots.join(format!("dashboard-a11y-phone-run-{theme}.png")))
+            .shot(&format!("dashboard-a11y-phone-run-{theme}.png"))
             .await;
     }
     // The measure finds a page that does scroll sideways (a wide block in `main`).
@@ -613,8 +611,7 @@ async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
     })
     .await;
 
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser.sign_in_to(&engine.url, ADMIN_TOKEN, "/").await;
+    let browser = Browser::admin_on(&sandbox, (&chromium, &driver), &engine.url, "/").await;
     let pages = [
         ("runs", "/".to_string()),
         ("run", format!("/runs/{run_id}")),

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
 use testkit::claude::{FakeClaude, Turn};
-use webdriver::{screenshot_dir, Browser};
+use webdriver::Browser;
 
 const HOSTILE_TEXT: &str = "Writing it. <img src=x onerror=\"document.title='pwned'\">";
 const HOSTILE_ANSWER: &str = "Done <script>document.title='pwned'</script>";
@@ -79,7 +79,6 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
     let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(90)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
 
-    let shots = screenshot_dir();
     let browser = Browser::start(&sandbox, &chromium, &driver).await;
     browser
         .sign_in_to(
@@ -214,13 +213,11 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
             "return document.querySelectorAll('#lines .line').length > 0;",
         )
         .await;
-    browser
-        .screenshot(&shots.join("dashboard-agents-conversation.png"))
-        .await;
+    browser.shot("dashboard-agents-conversation.png").await;
     // On a phone, in the dark: nothing scrolls sideways.
     browser.assert_fits_a_dark_phone("conversation").await;
     browser
-        .screenshot(&shots.join("dashboard-agents-conversation-phone-dark.png"))
+        .shot("dashboard-agents-conversation-phone-dark.png")
         .await;
     // The reviewing step: its kind and its verdict first, with the reason as text.
     browser.emulate(1280, 900, false).await;
@@ -246,8 +243,6 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
         json!(["llm", "Verdict: ✓ approve", VERDICT_REASON, true, 0]),
         "kind, verdict, reason as text, before the turns"
     );
-    browser
-        .screenshot(&shots.join("dashboard-agents-verdict.png"))
-        .await;
+    browser.shot("dashboard-agents-verdict.png").await;
     browser.close_without_console_errors().await;
 }

@@ -30,7 +30,7 @@ use engine::store::{Store, Triggerer};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
 use serde_json::Value;
 use support::{user_with_token, wait_for, Sandbox};
-use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+use webdriver::{bounded, browser_or_skip, Browser};
 
 const ADMIN: &str = "admin-token-of-the-approval-tests";
 const QUESTION: &str = "Ship <b>build 42</b> to production?";
@@ -519,9 +519,7 @@ async fn a_writer_approves_from_the_banner_with_a_comment() {
         assert!(banner[3].as_str().unwrap().contains("waiting"), "{banner}");
         assert!(banner[4].as_str().unwrap().ends_with("waiting"), "{banner}");
         assert_eq!(banner[5], true, "the banner is at the top: {banner}");
-        browser
-            .screenshot(&screenshot_dir().join("dashboard-approval.png"))
-            .await;
+        browser.shot("dashboard-approval.png").await;
         // On a phone, in the dark: the banner fits the width (nothing to scroll sideways)
         // and its buttons are on screen.
         browser.emulate(390, 844, true).await;
@@ -537,9 +535,7 @@ async fn a_writer_approves_from_the_banner_with_a_comment() {
             )
             .await;
         assert_eq!(fits, serde_json::json!([true, true]), "on a phone");
-        browser
-            .screenshot(&screenshot_dir().join("dashboard-approval-phone-dark.png"))
-            .await;
+        browser.shot("dashboard-approval-phone-dark.png").await;
         browser.emulate(1280, 800, false).await;
         browser.type_into("#comment-gate", "looks good").await;
         browser.click("button[data-approve='gate']").await;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{client, free_port, wait_final, Engine, Sandbox, ADMIN_TOKEN};
-use webdriver::{bounded, browser_or_skip, screenshot_dir, Browser};
+use webdriver::{bounded, browser_or_skip, Browser};
 
 const DEPLOY: &str = r#"
 def workflow(ctx):
@@ -85,10 +85,8 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
         let sandbox = Sandbox::new("dashboard-dispatch-typed");
         let engine = setup(&sandbox).await;
         let http = client();
-        let browser = Browser::start(&sandbox, &chromium, &driver).await;
-        browser
-            .sign_in_to(&engine.url, ADMIN_TOKEN, "/repos/acme/app")
-            .await;
+        let installed = (chromium.as_path(), driver.as_path());
+        let browser = Browser::admin_on(&sandbox, installed, &engine.url, "/repos/acme/app").await;
         // Every file of main, though none ran: names, triggers, the broken one's error.
         let listed = browser
             .wait(
@@ -201,9 +199,7 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
         for raw in ["fatal", "couldn't find remote ref", "Not Found", "404"] {
             assert!(!text.contains(raw), "{raw:?} shown: {text}");
         }
-        browser
-            .screenshot(&screenshot_dir().join("dashboard-dispatch-refused.png"))
-            .await;
+        browser.shot("dashboard-dispatch-refused.png").await;
 
         // The ref put right, the same form starts the run.
         browser
@@ -264,9 +260,7 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
                 "version = 2.5"
             ])
         );
-        browser
-            .screenshot(&screenshot_dir().join("dashboard-run-facts.png"))
-            .await;
+        browser.shot("dashboard-run-facts.png").await;
         browser.close_without_console_errors().await;
     })
     .await;

@@ -21,8 +21,8 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
-use webdriver::{screenshot_dir, Browser};
+use support::{client, free_port, start_run, wait_final, Sandbox};
+use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_says_why_and_reruns_its_failed_steps() {
@@ -64,11 +64,8 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let run = start_run(&http, url, &workflow, &sandbox.path("ws")).await;
     let view = wait_final(&http, url, run, Duration::from_secs(60)).await;
     assert_eq!(view["status"], "failed", "{view}");
-    let shots = screenshot_dir();
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser
-        .sign_in_to(url, ADMIN_TOKEN, &format!("/runs/{run}"))
-        .await;
+    let browser =
+        Browser::admin_on(&sandbox, (&chromium, &driver), url, &format!("/runs/{run}")).await;
 
     // The failure, in a sentence, with the log's last 20 lines.
     let sentence = browser
@@ -171,18 +168,14 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         )
         .await;
     assert_eq!(output, "1.2.3");
-    browser
-        .screenshot(&shots.join("dashboard-failure-run.png"))
-        .await;
+    browser.shot("dashboard-failure-run.png").await;
     browser
         .run(
             "document.querySelector('#annotations').scrollIntoView();",
             json!([]),
         )
         .await;
-    browser
-        .screenshot(&shots.join("dashboard-failure-annotations.png"))
-        .await;
+    browser.shot("dashboard-failure-annotations.png").await;
 
     // A step's page: the steps beside the log, the current one marked, its outputs.
     browser.goto(&format!("{url}/runs/{run}/steps/build")).await;
@@ -222,9 +215,7 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         )
         .await;
     assert_eq!(output, "1.2.3");
-    browser
-        .screenshot(&shots.join("dashboard-failure-step.png"))
-        .await;
+    browser.shot("dashboard-failure-step.png").await;
     // Beside the list, a 100,000-line log still loads and scrolls to its end.
     browser
         .goto(&format!("{url}/runs/{run}/steps/big#L100000"))

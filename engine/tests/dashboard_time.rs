@@ -19,8 +19,8 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
-use webdriver::{screenshot_dir, Browser};
+use support::{client, free_port, start_run, wait_final, Sandbox};
+use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_tick_progress_counts_and_the_timeline_shows_every_attempt() {
@@ -81,9 +81,7 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         .await;
     let http = client();
     let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
-    let shots = screenshot_dir();
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser.sign_in_to(&engine.url, ADMIN_TOKEN, "/").await;
+    let browser = Browser::admin_on(&sandbox, (&chromium, &driver), &engine.url, "/").await;
 
     // The runs list: the run's progress, its creation as a <time>, its duration ticking.
     let row = format!("tr[data-run=\"{run_id}\"]");
@@ -112,9 +110,7 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         later > first,
         "the list's elapsed time ticks: {first} then {later}"
     );
-    browser
-        .screenshot(&shots.join("dashboard-time-runs.png"))
-        .await;
+    browser.shot("dashboard-time-runs.png").await;
 
     // The run page: progress, the run's and the running step's durations ticking.
     browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
@@ -140,9 +136,7 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let step_later = elapsed(&browser, "tr[data-step=\"slow\"] .elapsed").await;
     assert!(run_later > run_first, "{run_first} then {run_later}");
     assert!(step_later > step_first, "{step_first} then {step_later}");
-    browser
-        .screenshot(&shots.join("dashboard-time-run.png"))
-        .await;
+    browser.shot("dashboard-time-run.png").await;
 
     // The step page of the running step: its start as a <time>, its duration ticking.
     browser
@@ -230,14 +224,10 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         )
         .await;
     assert_eq!(flaky, json!(["failed", "succeeded"]));
-    browser
-        .screenshot(&shots.join("dashboard-time-timeline.png"))
-        .await;
+    browser.shot("dashboard-time-timeline.png").await;
     // On a phone, in the dark: nothing scrolls sideways.
     browser.assert_fits_a_dark_phone("timeline").await;
-    browser
-        .screenshot(&shots.join("dashboard-time-timeline-phone-dark.png"))
-        .await;
+    browser.shot("dashboard-time-timeline-phone-dark.png").await;
     browser.close_without_console_errors().await;
 }
 

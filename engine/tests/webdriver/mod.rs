@@ -367,6 +367,24 @@ impl Browser {
         );
     }
 
+    /// A browser signed in on `engine` as the admin, on `path` (see [`Browser::sign_in_to`]).
+    pub(crate) async fn admin_on(
+        sandbox: &Sandbox,
+        (chromium, driver): (&Path, &Path),
+        engine: &str,
+        path: &str,
+    ) -> Browser {
+        let browser = Browser::start(sandbox, chromium, driver).await;
+        let admin = crate::support::ADMIN_TOKEN;
+        browser.sign_in_to(engine, admin, path).await;
+        browser
+    }
+
+    /// A screenshot saved as `name` in [`screenshot_dir`].
+    pub(crate) async fn shot(&self, name: &str) {
+        self.screenshot(&screenshot_dir().join(name)).await;
+    }
+
     /// Signs in on `engine` with `token` and lands on `path` (the sign-in's `next`).
     pub(crate) async fn sign_in_to(&self, engine: &str, token: &str, path: &str) {
         let next: String = path
