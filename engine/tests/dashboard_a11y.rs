@@ -18,6 +18,9 @@
 //! and phone, into `docs/src/images/` (`cargo test -p engine --test dashboard_a11y --
 //! --ignored`). Without Chromium and chromedriver the browser tests say so and pass,
 //! unless `PLUE_REQUIRE_BROWSER=1`.
+//!
+//! One file past ~600 lines: every check walks the same pages in the same browser session
+//! (both themes, desktop and phone), so the pages load once for all of them.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;

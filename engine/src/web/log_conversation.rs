@@ -7,6 +7,10 @@
 //! verdict and its reason, or the result's fields — and whether `fail_when` failed the
 //! step on it.
 //!
+//! One file past ~600 lines: reading a transcript into turns, pairing each tool call with
+//! its result and summing usage per turn are one pass over one document; its tests live in
+//! `log_conversation/tests.rs`.
+//!
 //! Invariants:
 //! - Everything here came from the model, its tools or the workspace: it reaches the page
 //!   only as plain strings the template escapes. Nothing is marked safe; there is no
