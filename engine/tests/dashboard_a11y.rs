@@ -19,8 +19,9 @@
 //! --ignored`). Without Chromium and chromedriver the browser tests say so and pass,
 //! unless `PLUE_REQUIRE_BROWSER=1`.
 //!
-//! One file past ~600 lines: every check walks the same pages in the same browser session
-//! (both themes, desktop and phone), so the pages load once for all of them.
+//! One file past ~600 lines: the contrast walk and the docs' screenshots drive the same
+//! pages through the same engine set-up (`engine_with_a_mixed_run`) and colour helpers; a
+//! split would copy both.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
