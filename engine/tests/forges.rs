@@ -223,7 +223,7 @@ impl Delivery {
     async fn one_run(&self, url: &str) -> (i64, Value) {
         let (status, answer) = self.send(url).await;
         assert_eq!(status, 200, "{answer}");
-        let runs = run_ids(&answer);
+        let runs = support::run_ids(&answer);
         assert_eq!(runs.len(), 1, "{answer}");
         let run = wait_final(&client(), url, runs[0], Duration::from_secs(60)).await;
         (runs[0], run)
@@ -233,7 +233,7 @@ impl Delivery {
     async fn no_run(&self, url: &str) {
         let (status, answer) = self.send(url).await;
         assert_eq!(status, 200, "{answer}");
-        assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+        assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
     }
 }
 
@@ -251,15 +251,6 @@ fn push_delivery(id: &str, git_ref: &str, before: &str, after: &str, files: &[&s
 fn pr_delivery(id: &str, action: &str, number: u64, head: &str, sha: &str, base: &str) -> Delivery {
     let body = github_pull_request(action, number, head, sha, base);
     Delivery::new("github", "pull_request", id, &body)
-}
-
-fn run_ids(answer: &Value) -> Vec<i64> {
-    answer["runs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no runs in {answer}"))
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect()
 }
 
 /// A GitHub push of `after` to `git_ref`, from the fixture.
@@ -380,13 +371,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
         &forge_url,
     )
     .await;
-    let put = client()
-        .put(format!("{url}/api/repos/{REPO}/secrets/DEPLOY_TOKEN"))
-        .json(&json!({"value": "s3cr3t-deploy-value"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 204);
+    support::put_repo_secret(url, REPO, "DEPLOY_TOKEN", "s3cr3t-deploy-value").await;
     let secrets = get_json(&client(), &format!("{url}/api/repos/{REPO}/secrets")).await;
     assert_eq!(secrets[0]["name"], "DEPLOY_TOKEN");
     assert!(!secrets.to_string().contains("s3cr3t"));
@@ -413,7 +398,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     });
     let (status, answer) = ping.send(url).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(run_ids(&answer), Vec::<i64>::new());
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new());
 
     let main_sha = origin.head();
     let push = push_delivery(
@@ -425,7 +410,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     );
     let (status, answer) = push.send(url).await;
     assert_eq!(status, 200, "{answer}");
-    let ci_runs = run_ids(&answer);
+    let ci_runs = support::run_ids(&answer);
     assert_eq!(ci_runs.len(), 1, "{answer}");
     let run = wait_final(&client(), url, ci_runs[0], Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -445,7 +430,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     let (status, again) = push.send(url).await;
     assert_eq!(status, 200);
     assert_eq!(again["duplicate"], true);
-    assert_eq!(run_ids(&again), ci_runs);
+    assert_eq!(support::run_ids(&again), ci_runs);
     // A wrong signature, an unknown repository, a missing signature.
     let (status, _) = push.send_signed_with(url, "not-the-secret").await;
     assert_eq!(status, 401);
@@ -560,7 +545,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     let (_, answer) = push_delivery("push-broken", "refs/heads/broken", ZERO, &broken_sha, &[])
         .send(url)
         .await;
-    let broken_runs = run_ids(&answer);
+    let broken_runs = support::run_ids(&answer);
     assert_eq!(
         broken_runs.len(),
         1,
@@ -733,7 +718,7 @@ async fn gitea_deliveries_work_the_same_way() {
     let delivery = Delivery::new("gitea", "push", "gitea-push-1", &push);
     let (status, answer) = delivery.send(url).await;
     assert_eq!(status, 200, "{answer}");
-    let runs = run_ids(&answer);
+    let runs = support::run_ids(&answer);
     assert_eq!(runs.len(), 1, "{answer}");
     let run = wait_final(&client(), url, runs[0], Duration::from_secs(60)).await;
     assert_eq!(
@@ -819,7 +804,7 @@ async fn malformed_deliveries_never_get_a_5xx() {
         let (status, answer) = delivery.send(&url).await;
         assert_eq!(status.as_u16(), code, "{file}: {answer}");
         if code == 200 {
-            assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{file}");
+            assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{file}");
         }
     }
     let fixtures: Vec<Vec<u8>> = [

@@ -132,13 +132,7 @@ async fn register(engine: &str, name: &str, forge: &str, clone_url: &str, api_ur
     }
     .register(engine)
     .await;
-    let put = client()
-        .put(format!("{engine}/api/repos/{name}/secrets/DEPLOY_TOKEN"))
-        .json(&json!({"value": "s3cr3t-deploy-value"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 204);
+    support::put_repo_secret(engine, name, "DEPLOY_TOKEN", "s3cr3t-deploy-value").await;
 }
 
 /// A GitHub `issue_comment` from the real fixture: `login` (with `association`) comments
@@ -164,15 +158,6 @@ fn github_comment(login: &str, association: &str, body: &str, number: u64, pull:
     payload["comment"]["author_association"] = json!(association);
     payload["sender"]["login"] = json!(login);
     payload
-}
-
-fn run_ids(answer: &Value) -> Vec<i64> {
-    answer["runs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no runs in {answer}"))
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect()
 }
 
 /// What run `run` wrote to `shared` (`what`: comment, issue, secret, ctx).
@@ -239,6 +224,17 @@ impl World {
         answer
     }
 
+    /// [`World::deliver`] of a GitHub `issue_comment` delivery `id`.
+    async fn comment(&self, id: &str, body: &Value) -> Value {
+        self.deliver("github", "issue_comment", id, body).await
+    }
+
+    /// The forge's API says from now on that `login` holds `permission` on the repository.
+    fn forge_says(&self, login: &str, permission: &str) {
+        let mut stub = self.stub.lock().unwrap();
+        stub.permissions.insert(login.into(), permission.into());
+    }
+
     async fn finished(&self, run: i64) -> Value {
         wait_final(&client(), &self.url, run, Duration::from_secs(90)).await
     }
@@ -295,10 +291,8 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     // run, with secrets, that gets the text byte for byte.
     let hostile = "/plue echo {{ steps.x.outputs.y }} {{ raw steps.x.outputs.y }} $(rm -rf /) `id` \u{202e}gnp.exe\u{2066} {% raw %}{% endraw %} \\{{ 'quote\"";
     let comment = github_comment("Codertocat", "OWNER", hostile, 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "c-1", &comment)
-        .await;
-    let runs = run_ids(&answer);
+    let answer = world.comment("c-1", &comment).await;
+    let runs = support::run_ids(&answer);
     assert_eq!(runs.len(), 1, "{answer}");
     let run = world.finished(runs[0]).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -327,16 +321,12 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     assert_eq!(status, 401, "{forged}");
 
     // The same delivery again: the runs of the first, nothing new.
-    let again = world
-        .deliver("github", "issue_comment", "c-1", &comment)
-        .await;
+    let again = world.comment("c-1", &comment).await;
     assert_eq!(again["duplicate"], true, "{again}");
-    assert_eq!(run_ids(&again), runs);
+    assert_eq!(support::run_ids(&again), runs);
     // The same comment under a new delivery id (a forge's redelivery): no second run.
-    let redelivered = world
-        .deliver("github", "issue_comment", "c-1-again", &comment)
-        .await;
-    assert_eq!(run_ids(&redelivered), runs, "{redelivered}");
+    let redelivered = world.comment("c-1-again", &comment).await;
+    assert_eq!(support::run_ids(&redelivered), runs, "{redelivered}");
     assert!(
         redelivered["refused"]
             .to_string()
@@ -347,10 +337,8 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     // A stranger (association NONE, the forge says not a collaborator): nothing starts,
     // and the answer says why.
     let stranger = github_comment("mallory", "NONE", "/plue echo hi", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "c-2", &stranger)
-        .await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let answer = world.comment("c-2", &stranger).await;
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
     let refused = answer["refused"].to_string();
     assert!(
         refused.contains("mallory may not start it") && refused.contains("authors=\\\"write\\\""),
@@ -368,10 +356,8 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     // The same stranger on a trigger with others="untrusted": a run like a fork's, without
     // the secret.
     let tried = github_comment("mallory", "NONE", "/plue try it", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "c-3", &tried)
-        .await;
-    let runs = run_ids(&answer);
+    let answer = world.comment("c-3", &tried).await;
+    let runs = support::run_ids(&answer);
     assert_eq!(runs.len(), 1, "{answer}");
     let run = world.finished(runs[0]).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -380,23 +366,14 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     assert_eq!(wrote(&world.shared, runs[0], "secret"), "none\n");
 
     // A collaborator the payload does not vouch for (NONE) but the forge's API does.
-    world
-        .stub
-        .lock()
-        .unwrap()
-        .permissions
-        .insert("carol".into(), "write".into());
+    world.forge_says("carol", "write");
     let carol = github_comment("carol", "NONE", "/plue echo from carol", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "c-4", &carol)
-        .await;
-    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let answer = world.comment("c-4", &carol).await;
+    assert_eq!(support::run_ids(&answer).len(), 1, "{answer}");
     // Asked again within a minute: the forge's answer is remembered, not asked twice.
     let again = github_comment("carol", "NONE", "/plue echo again", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "c-4b", &again)
-        .await;
-    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let answer = world.comment("c-4b", &again).await;
+    assert_eq!(support::run_ids(&answer).len(), 1, "{answer}");
     let asked = world.stub.lock().unwrap().asked.clone();
     let carols = asked
         .iter()
@@ -404,15 +381,10 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
         .count();
     assert_eq!(carols, 1, "{asked:?}");
     // A reader is not enough.
-    world
-        .stub
-        .lock()
-        .unwrap()
-        .permissions
-        .insert("rita".into(), "read".into());
+    world.forge_says("rita", "read");
     let rita = github_comment("rita", "CONTRIBUTOR", "/plue echo", 1, false);
-    let answer = world.deliver("github", "issue_comment", "c-5", &rita).await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let answer = world.comment("c-5", &rita).await;
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
 
     // Forge logins linked to Plue users: a writer of the repository may summon, a reader
     // may not (the forge's API knows neither), and a bot linked to a writer may.
@@ -424,13 +396,11 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
         world.person(user, login, role).await;
     }
     let wendy = github_comment("wendy-gh", "NONE", "/plue echo as a writer", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "l-1", &wendy)
-        .await;
-    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let answer = world.comment("l-1", &wendy).await;
+    assert_eq!(support::run_ids(&answer).len(), 1, "{answer}");
     let rob = github_comment("rob-gh", "NONE", "/plue echo as a reader", 1, false);
-    let answer = world.deliver("github", "issue_comment", "l-2", &rob).await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let answer = world.comment("l-2", &rob).await;
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
     assert!(
         answer["refused"]
             .to_string()
@@ -439,10 +409,8 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     );
     let mut linked_bot = github_comment("helper-bot", "NONE", "/plue echo", 1, false);
     linked_bot["comment"]["user"]["type"] = json!("Bot");
-    let answer = world
-        .deliver("github", "issue_comment", "l-3", &linked_bot)
-        .await;
-    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let answer = world.comment("l-3", &linked_bot).await;
+    assert_eq!(support::run_ids(&answer).len(), 1, "{answer}");
 
     // Plue's own answer (its marker) and a bot never summon, whatever they say.
     let marked = github_comment(
@@ -452,14 +420,12 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
         1,
         false,
     );
-    let answer = world
-        .deliver("github", "issue_comment", "c-6", &marked)
-        .await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let answer = world.comment("c-6", &marked).await;
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
     let mut bot = github_comment("other-bot", "OWNER", "/plue echo", 1, false);
     bot["comment"]["user"]["type"] = json!("Bot");
-    let answer = world.deliver("github", "issue_comment", "c-7", &bot).await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let answer = world.comment("c-7", &bot).await;
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
     assert!(answer["refused"].to_string().contains("bot"), "{answer}");
 
     // An issue labeled `plue` by its owner.
@@ -468,7 +434,7 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     labeled["repository"]["default_branch"] = json!("main");
     labeled["label"]["name"] = json!("plue");
     let answer = world.deliver("github", "issues", "i-1", &labeled).await;
-    let runs = run_ids(&answer);
+    let runs = support::run_ids(&answer);
     assert_eq!(runs.len(), 1, "{answer}");
     let run = world.finished(runs[0]).await;
     assert_eq!(run["event"], "issue");
@@ -476,7 +442,7 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     // Labeled `bug`: no trigger asks for it.
     labeled["label"]["name"] = json!("bug");
     let answer = world.deliver("github", "issues", "i-2", &labeled).await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
     drop(world.sb);
 }
 
@@ -507,10 +473,8 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
         }),
     );
     let comment = github_comment("Codertocat", "OWNER", "/plue echo on the PR", 5, true);
-    let answer = world
-        .deliver("github", "issue_comment", "p-1", &comment)
-        .await;
-    let runs = run_ids(&answer);
+    let answer = world.comment("p-1", &comment).await;
+    let runs = support::run_ids(&answer);
     assert_eq!(runs.len(), 1, "{answer}");
     let run = world.finished(runs[0]).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -523,18 +487,11 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
     // A stranger's comment on the same pull request: the head's `.*` for anyone is not
     // what counts; the base's trigger wants a writer.
     let stranger = github_comment("mallory", "NONE", "/plue echo", 5, true);
-    let answer = world
-        .deliver("github", "issue_comment", "p-2", &stranger)
-        .await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    let answer = world.comment("p-2", &stranger).await;
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
 
     // Gitea's real comment on a pull request: the same lookup, Gitea's token scheme.
-    world
-        .stub
-        .lock()
-        .unwrap()
-        .permissions
-        .insert("example".into(), "write".into());
+    world.forge_says("example", "write");
     world.stub.lock().unwrap().pulls.insert(
         2,
         json!({
@@ -548,7 +505,7 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
     gitea["repository"]["default_branch"] = json!("main");
     gitea["comment"]["body"] = json!("/plue echo from gitea");
     let answer = world.deliver("gitea", "issue_comment", "g-1", &gitea).await;
-    let runs = run_ids(&answer);
+    let runs = support::run_ids(&answer);
     assert_eq!(runs.len(), 1, "{answer}");
     let run = world.finished(runs[0]).await;
     assert_eq!(run["workflow"], "Summon");
@@ -572,11 +529,11 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
     labeled["issue"]["labels"][0]["name"] = json!("plue");
     labeled["sender"]["login"] = json!("stranger");
     let answer = world.deliver("gitea", "issues", "g-2", &labeled).await;
-    assert_eq!(run_ids(&answer), Vec::<i64>::new(), "{answer}");
+    assert_eq!(support::run_ids(&answer), Vec::<i64>::new(), "{answer}");
     // By `example`, who may write: a run.
     labeled["sender"]["login"] = json!("example");
     let answer = world.deliver("gitea", "issues", "g-3", &labeled).await;
-    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    assert_eq!(support::run_ids(&answer).len(), 1, "{answer}");
     drop(world.sb);
 }
 
@@ -599,22 +556,22 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
             .insert(format!("{REPO}:carol"), "write".into());
     }
     let nothing = |answer: &Value, what: &str| {
-        assert_eq!(run_ids(answer), Vec::<i64>::new(), "{what}: {answer}");
+        assert_eq!(
+            support::run_ids(answer),
+            Vec::<i64>::new(),
+            "{what}: {answer}"
+        );
     };
 
     // mallory comments on an issue its OWNER opened: the issue's association is not hers.
     let mut comment = github_comment("mallory", "NONE", "/plue echo", 1, false);
     comment["issue"]["author_association"] = json!("OWNER");
-    let answer = world
-        .deliver("github", "issue_comment", "a-1", &comment)
-        .await;
+    let answer = world.comment("a-1", &comment).await;
     nothing(&answer, "the issue author's association");
     // ... nor is the sender's, when the forge names an owner as sender of her comment.
     let mut comment = github_comment("mallory", "NONE", "/plue echo", 1, false);
     comment["sender"]["login"] = json!("Codertocat");
-    let answer = world
-        .deliver("github", "issue_comment", "a-2", &comment)
-        .await;
+    let answer = world.comment("a-2", &comment).await;
     nothing(&answer, "an owner as sender");
     // An issue mallory opened, labeled `plue` by a sender the payload calls OWNER only
     // through the issue (mallory's issue, OWNER's label — reversed): the sender is mallory.
@@ -636,18 +593,14 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
     gitea["comment"]["body"] = json!("/plue echo");
     gitea["comment"]["user"]["login"] = json!("mallory");
     gitea["sender"]["login"] = json!("mallory");
-    let answer = world
-        .deliver("github", "issue_comment", "a-4", &gitea)
-        .await;
+    let answer = world.comment("a-4", &gitea).await;
     nothing(&answer, "a Gitea payload at the GitHub endpoint");
 
     // carol's standing on octo/hello is cached; on the Gitea repository (same login, other
     // case) the forge says nothing: the cache does not carry it across.
     let carol = github_comment("carol", "NONE", "/plue echo", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "a-5", &carol)
-        .await;
-    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let answer = world.comment("a-5", &carol).await;
+    assert_eq!(support::run_ids(&answer).len(), 1, "{answer}");
     let mut gitea_carol = gitea.clone();
     gitea_carol["comment"]["id"] = json!(777_001);
     gitea_carol["comment"]["user"]["login"] = json!("Carol");
@@ -660,40 +613,24 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
     // Read access only: an outside collaborator invited to read (association COLLABORATOR)
     // and a member of the owning organisation whom the repository grants nothing (MEMBER).
     // Where the forge can be asked, it decides; a collaborator it says writes may summon.
-    world
-        .stub
-        .lock()
-        .unwrap()
-        .permissions
-        .insert("rhea".into(), "read".into());
+    world.forge_says("rhea", "read");
     let reader = github_comment("rhea", "COLLABORATOR", "/plue echo", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "r-1", &reader)
-        .await;
+    let answer = world.comment("r-1", &reader).await;
     nothing(&answer, "a collaborator who may only read");
     assert!(
         answer["refused"].to_string().contains("holds read"),
         "{answer}"
     );
     let member = github_comment("mona", "MEMBER", "/plue echo", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "r-2", &member)
-        .await;
+    let answer = world.comment("r-2", &member).await;
     nothing(
         &answer,
         "an organisation member the repository grants nothing",
     );
-    world
-        .stub
-        .lock()
-        .unwrap()
-        .permissions
-        .insert("wes".into(), "write".into());
+    world.forge_says("wes", "write");
     let writer = github_comment("wes", "COLLABORATOR", "/plue echo", 1, false);
-    let answer = world
-        .deliver("github", "issue_comment", "r-3", &writer)
-        .await;
-    assert_eq!(run_ids(&answer).len(), 1, "{answer}");
+    let answer = world.comment("r-3", &writer).await;
+    assert_eq!(support::run_ids(&answer).len(), 1, "{answer}");
 
     // The engine's own writing. On Gitea a label change names no label and no account is
     // a bot: the label the engine adds for an agent's proposal (sent by the token's
@@ -719,7 +656,7 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
     let answer = world.deliver("github", "issues", "e-2", &labeled).await;
     nothing(&answer, "a GitHub label added by the engine's account");
     let own = github_comment("plue-writer", "COLLABORATOR", "/plue echo", 1, false);
-    let answer = world.deliver("github", "issue_comment", "e-3", &own).await;
+    let answer = world.comment("e-3", &own).await;
     nothing(&answer, "a comment by the engine's account");
     // The engine asked who it is with the token, in the header only, once per repository
     // within the cache's minute.
@@ -773,7 +710,7 @@ def workflow(ctx):
         push
     };
     let secret_of = |answer: &Value| -> Vec<String> {
-        run_ids(answer)
+        support::run_ids(answer)
             .into_iter()
             .map(|run| wrote(&world.shared, run, "secret"))
             .collect()
@@ -787,7 +724,7 @@ def workflow(ctx):
             &push("Codertocat", "refs/heads/main", &main_sha),
         )
         .await;
-    for run in run_ids(&answer) {
+    for run in support::run_ids(&answer) {
         world.finished(run).await;
     }
     assert_eq!(secret_of(&answer), ["has\n"], "{answer}");
@@ -801,7 +738,7 @@ def workflow(ctx):
             &push("Plue-Writer", &format!("refs/heads/{branch}"), &head),
         )
         .await;
-    for run in run_ids(&answer) {
+    for run in support::run_ids(&answer) {
         let run = world.finished(run).await;
         assert_eq!(run["secrets_allowed"], false, "{run}");
     }
@@ -824,7 +761,7 @@ def workflow(ctx):
     let answer = world
         .deliver("github", "pull_request", "s-3", &opened)
         .await;
-    for run in run_ids(&answer) {
+    for run in support::run_ids(&answer) {
         let run = world.finished(run).await;
         assert_eq!(run["secrets_allowed"], false, "{run}");
     }

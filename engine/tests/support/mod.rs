@@ -1382,6 +1382,27 @@ pub(crate) async fn dispatch_retrying(
     .await
 }
 
+/// The ids of the runs a webhook delivery's answer says it started.
+pub(crate) fn run_ids(answer: &Value) -> Vec<i64> {
+    answer["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no runs in {answer}"))
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+/// Sets the secret `name` of repository `repo` on `engine` to `value` as the admin (204).
+pub(crate) async fn put_repo_secret(engine: &str, repo: &str, name: &str, value: &str) {
+    let put = client()
+        .put(format!("{engine}/api/repos/{repo}/secrets/{name}"))
+        .json(&serde_json::json!({ "value": value }))
+        .send()
+        .await
+        .expect("PUT a secret");
+    assert_eq!(put.status(), 204);
+}
+
 /// A real webhook fixture (`tests/fixtures/webhooks/<path>`) as JSON, for a test to point
 /// at its own repository and re-sign.
 pub(crate) fn webhook_fixture(path: &str) -> Value {
