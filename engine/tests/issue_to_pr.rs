@@ -183,12 +183,7 @@ impl World {
         )
         .await;
         assert_eq!(status, 200, "{answer}");
-        answer["runs"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no runs in {answer}"))
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect()
+        support::run_ids(&answer)
     }
 
     async fn finished(&self, run: i64) -> Value {
