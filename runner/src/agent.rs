@@ -233,39 +233,8 @@ async fn execute(
         }),
         None => None,
     };
-    let (claim, laid_out) = {
-        let users = config.step_users;
-        let dir = dir.clone();
-        let source = assignment.workspace.clone();
-        let handoff = assignment.handoff.clone();
-        tokio::task::spawn_blocking(move || {
-            let (claim, tree_made) = match ready.map(|ready| ready.take(&dir)) {
-                Some(Ok(claim)) => (Ok(claim), true),
-                Some(Err(err)) => {
-                    tracing::debug!("the tree made ahead did not move: {err:#}");
-                    (users.claim(), false)
-                }
-                None => (users.claim(), false),
-            };
-            let laid_out = match &claim {
-                Ok(claim) => lay_out(
-                    &dir,
-                    tree_made,
-                    &source,
-                    &handoff,
-                    claim.as_ref().map(Claim::user),
-                ),
-                Err(_) => Ok(LaidOut::Whole),
-            };
-            (claim, laid_out)
-        })
-        .await
-        .context("the step-user claim task failed")?
-    };
-    let user = claim
-        .as_ref()
-        .ok()
-        .and_then(|c| c.as_ref().map(|c| c.user()));
+    let (claim, laid_out) = claim_and_lay_out(config.step_users, &dir, &assignment, ready).await?;
+    let user = user_of(&claim);
     let cancel = stop.child_token();
     let masker = Arc::new(Masker::new(assignment.secrets.values()));
 
@@ -294,34 +263,16 @@ async fn execute(
     ));
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
-    let prepared = match (&claim, laid_out) {
-        (Err(e), _) => Err(format!("no step user: {e:#}")),
-        (Ok(_), Err(e)) => Err(format!("workspace: {e:#}")),
-        (Ok(_), Ok(LaidOut::Whole)) => Ok(()),
-        (Ok(_), Ok(LaidOut::Partly { workspace_filled })) => {
-            prepare(engine, &assignment, &dir, user, workspace_filled)
-                .await
-                .map_err(|e| format!("workspace: {e:#}"))
-        }
-    };
-    // The step's network (`network`): nothing at all for `open`; a policy that cannot be
-    // set up fails the step, which never runs with the host's network instead.
-    let (mut step_network, prepared) = match prepared {
-        Ok(())
-            if config.network_confined_by_pod
-                && assignment.network == wire::NetworkPolicy::None =>
-        {
-            let _ = lines_tx
-                .send((Stream::System, network::CONFINED_BY_POD.into()))
-                .await;
-            (None, Ok(()))
-        }
-        Ok(()) => match network::confine(&assignment.network, &lines_tx).await {
-            Ok(confined) => (confined, Ok(())),
-            Err(e) => (None, Err(e)),
-        },
-        Err(e) => (None, Err(e)),
-    };
+    let (mut step_network, prepared) = finish_sandbox(
+        engine,
+        config,
+        &assignment,
+        &dir,
+        &claim,
+        laid_out,
+        &lines_tx,
+    )
+    .await;
     let ran = prepared.is_ok();
     let mut usage = None;
     let mut proposals = Vec::new();
@@ -601,6 +552,93 @@ async fn keep_transcript(
         let _ = lines.send((Stream::System, note)).await;
     }
     let _ = tokio::fs::remove_dir_all(&at).await;
+}
+
+/// A step user (the one `ready` made ahead with its tree, moved to `dir`, else a fresh
+/// claim) and the attempt's directory laid out for `assignment` ([`lay_out`]), in one trip
+/// to a blocking thread. Errors only when that thread fails.
+async fn claim_and_lay_out(
+    users: StepUsers,
+    dir: &Path,
+    assignment: &Assignment,
+    ready: Option<Ahead>,
+) -> anyhow::Result<(anyhow::Result<Option<Claim>>, anyhow::Result<LaidOut>)> {
+    let dir = dir.to_owned();
+    let source = assignment.workspace.clone();
+    let handoff = assignment.handoff.clone();
+    tokio::task::spawn_blocking(move || {
+        let (claim, tree_made) = match ready.map(|ready| ready.take(&dir)) {
+            Some(Ok(claim)) => (Ok(claim), true),
+            Some(Err(err)) => {
+                tracing::debug!("the tree made ahead did not move: {err:#}");
+                (users.claim(), false)
+            }
+            None => (users.claim(), false),
+        };
+        let laid_out = match &claim {
+            Ok(claim) => lay_out(
+                &dir,
+                tree_made,
+                &source,
+                &handoff,
+                claim.as_ref().map(Claim::user),
+            ),
+            Err(_) => Ok(LaidOut::Whole),
+        };
+        (claim, laid_out)
+    })
+    .await
+    .context("the step-user claim task failed")
+}
+
+/// The step user a [`claim_and_lay_out`] claimed, if any.
+fn user_of(claim: &anyhow::Result<Option<Claim>>) -> Option<StepUser> {
+    claim
+        .as_ref()
+        .ok()
+        .and_then(|c| c.as_ref().map(Claim::user))
+}
+
+/// The rest of the step's sandbox once [`claim_and_lay_out`] is done: what [`lay_out`]
+/// left of the workspace ([`prepare`]), then the step's network (`network`): nothing at
+/// all for `open`; a policy that cannot be set up fails the step, which never runs with
+/// the host's network instead. Returns the confined network and, as `Err`, why the step
+/// cannot run.
+async fn finish_sandbox(
+    engine: &Engine,
+    config: &AgentConfig,
+    assignment: &Assignment,
+    dir: &Path,
+    claim: &anyhow::Result<Option<Claim>>,
+    laid_out: anyhow::Result<LaidOut>,
+    lines_tx: &mpsc::Sender<(Stream, String)>,
+) -> (Option<network::StepNetwork>, Result<(), String>) {
+    let prepared = match (claim, laid_out) {
+        (Err(e), _) => Err(format!("no step user: {e:#}")),
+        (Ok(_), Err(e)) => Err(format!("workspace: {e:#}")),
+        (Ok(_), Ok(LaidOut::Whole)) => Ok(()),
+        (Ok(_), Ok(LaidOut::Partly { workspace_filled })) => {
+            prepare(engine, assignment, dir, user_of(claim), workspace_filled)
+                .await
+                .map_err(|e| format!("workspace: {e:#}"))
+        }
+    };
+    match prepared {
+        Ok(())
+            if config.network_confined_by_pod
+                && assignment.network == wire::NetworkPolicy::None =>
+        {
+            let _ = lines_tx
+                .send((Stream::System, network::CONFINED_BY_POD.into()))
+                .await;
+            (None, Ok(()))
+        }
+        Ok(()) => match network::confine(&assignment.network, lines_tx).await {
+            Ok(confined) => (confined, Ok(())),
+            Err(e) => (None, Err(e)),
+        },
+        Err(e) => (None, Err(e)),
+    }
 }
 
 /// How far [`lay_out`] got.

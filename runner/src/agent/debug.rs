@@ -36,12 +36,14 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{lay_out, prepare, run_process, spec_for, AttemptDir, Engine, LaidOut, SendError};
+use super::{
+    claim_and_lay_out, finish_sandbox, run_process, spec_for, user_of, AttemptDir, Engine,
+    SendError,
+};
 use crate::containment::{self, Program};
 use crate::mask::Masker;
 use crate::protocol::debug::{self as wire_debug, DebugAssignment, InputEvent};
 use crate::protocol::{self as wire, Outcome, StepAction, Stream};
-use crate::step_user::Claim;
 use crate::{network, program_path, step_env};
 
 /// How long an input poll is held by the engine.
@@ -118,58 +120,18 @@ pub(super) async fn execute(
         })
     };
 
-    let (claim, laid_out) = {
-        let users = config.step_users;
-        let dir = dir.clone();
-        let source = assignment.workspace.clone();
-        let handoff = assignment.handoff.clone();
-        tokio::task::spawn_blocking(move || {
-            let claim = users.claim();
-            let laid_out = match &claim {
-                Ok(claim) => lay_out(
-                    &dir,
-                    false,
-                    &source,
-                    &handoff,
-                    claim.as_ref().map(Claim::user),
-                ),
-                Err(_) => Ok(LaidOut::Whole),
-            };
-            (claim, laid_out)
-        })
-        .await
-        .context("the step-user claim task failed")?
-    };
-    let user = claim
-        .as_ref()
-        .ok()
-        .and_then(|c| c.as_ref().map(Claim::user));
-    let prepared = match (&claim, laid_out) {
-        (Err(e), _) => Err(format!("no step user: {e:#}")),
-        (Ok(_), Err(e)) => Err(format!("workspace: {e:#}")),
-        (Ok(_), Ok(LaidOut::Whole)) => Ok(()),
-        (Ok(_), Ok(LaidOut::Partly { workspace_filled })) => {
-            prepare(engine, &assignment, &dir, user, workspace_filled)
-                .await
-                .map_err(|e| format!("workspace: {e:#}"))
-        }
-    };
-    let (mut step_network, prepared) = match prepared {
-        Ok(())
-            if config.network_confined_by_pod
-                && assignment.network == wire::NetworkPolicy::None =>
-        {
-            let _ = lines_tx
-                .send((Stream::System, network::CONFINED_BY_POD.into()))
-                .await;
-            (None, Ok(()))
-        }
-        Ok(()) => match network::confine(&assignment.network, &lines_tx).await {
-            Ok(confined) => (confined, Ok(())),
-            Err(e) => (None, Err(e)),
-        },
-        Err(e) => (None, Err(e)),
-    };
+    let (claim, laid_out) = claim_and_lay_out(config.step_users, &dir, &assignment, None).await?;
+    let user = user_of(&claim);
+    let (mut step_network, prepared) = finish_sandbox(
+        engine,
+        config,
+        &assignment,
+        &dir,
+        &claim,
+        laid_out,
+        &lines_tx,
+    )
+    .await;
 
     let reason = match prepared {
         Err(e) => format!("the step could not be set up: {e}"),
