@@ -370,11 +370,7 @@ async fn execute(
     tokio::task::spawn_blocking(move || {
         // Left when the attempt did not reach `keep` (cancelled); nothing else reads it.
         let _ = std::fs::remove_dir_all(transcript_dir(&dir_to_remove));
-        if let Err(err) = std::fs::remove_dir_all(&dir_to_remove) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(%err, dir = %dir_to_remove.display(), "could not remove the attempt's directory");
-            }
-        }
+        remove_dir(&dir_to_remove, "attempt");
         drop(claim);
     })
     .await
@@ -638,6 +634,16 @@ async fn finish_sandbox(
             Err(e) => (None, Err(e)),
         },
         Err(e) => (None, Err(e)),
+    }
+}
+
+/// Removes `dir` and all it holds, logging a failure (but for `dir` being gone already) as
+/// the `what`'s directory's. Blocking.
+fn remove_dir(dir: &Path, what: &str) {
+    if let Err(err) = std::fs::remove_dir_all(dir) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(%err, dir = %dir.display(), "could not remove the {what}'s directory");
+        }
     }
 }
 

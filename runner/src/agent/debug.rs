@@ -37,8 +37,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    claim_and_lay_out, finish_sandbox, run_process, spec_for, user_of, AttemptDir, Engine,
-    SendError,
+    claim_and_lay_out, finish_sandbox, remove_dir, run_process, spec_for, user_of, AttemptDir,
+    Engine, SendError,
 };
 use crate::containment::{self, Program};
 use crate::mask::Masker;
@@ -214,11 +214,7 @@ pub(super) async fn execute(
     }
     let dir_to_remove = dir.clone();
     tokio::task::spawn_blocking(move || {
-        if let Err(err) = std::fs::remove_dir_all(&dir_to_remove) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(%err, dir = %dir_to_remove.display(), "could not remove the debug session's directory");
-            }
-        }
+        remove_dir(&dir_to_remove, "debug session");
         drop(claim);
     })
     .await
