@@ -17,12 +17,11 @@ use serde::Serialize;
 
 use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
-use super::session::{denied, Chrome, Session};
+use super::session::{readable_run, Chrome};
 use super::{encode, parse_run_id, render, Web};
-use crate::access::Role;
 use crate::api::views::{RunView, StepView};
 use crate::executor::rules::parse_status;
-use crate::store::{RunRow, StepRunRow, Store};
+use crate::store::{StepRunRow, Store};
 
 const PAGE: i64 = 5000;
 
@@ -50,22 +49,6 @@ async fn step_of(store: &Store, run_id: i64, step: &str) -> WebResult<StepRunRow
         .step_run(run_id, step)
         .await?
         .ok_or_else(|| WebError::not_found(format!("Run {run_id} has no step '{step}'.")))
-}
-
-/// The session and run `run_id`, when the session's caller may read it.
-async fn readable_run(
-    web: &Web,
-    headers: &HeaderMap,
-    run_id: i64,
-    base: &str,
-) -> WebResult<(Session, RunRow)> {
-    let session = Session::load(web, headers).await?;
-    let run = session
-        .caller
-        .visible_run(web.store(), run_id, Role::Reader)
-        .await
-        .map_err(|e| denied(e, base))?;
-    Ok((session, run))
 }
 
 /// `GET /runs/{id}/steps/{step}`.

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::dag::{self, Layout};
 use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
-use super::session::{denied, Chrome, CsrfForm, Session};
+use super::session::{readable_run, Chrome, CsrfForm, Session};
 use super::{parse_run_id, render, Web};
 use crate::access::Role;
 use crate::api::views::RunView;
@@ -99,13 +99,8 @@ struct AttemptView {
 async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage> {
     let id = parse_run_id(raw_id)?;
     let path = format!("/runs/{id}");
-    let session = Session::load(web, headers).await?;
+    let (session, run) = readable_run(web, headers, id, &path).await?;
     let store = web.store();
-    let run = session
-        .caller
-        .visible_run(store, id, Role::Reader)
-        .await
-        .map_err(|e| denied(e, &path))?;
     let can_write = session.may(store, run.repo_id, Role::Writer).await?;
     // The anonymous are offered to sign in; a signed-in reader is offered nothing.
     let offered = can_write || !session.signed_in();

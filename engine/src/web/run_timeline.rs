@@ -21,9 +21,8 @@ use axum::response::Html;
 use serde::Serialize;
 
 use super::error::WebResult;
-use super::session::{denied, Chrome, Session};
+use super::session::{readable_run, Chrome};
 use super::{parse_run_id, render, Web};
-use crate::access::Role;
 use crate::api::views::RunView;
 use crate::store::{StepRunRow, TimelineAttempt};
 
@@ -253,13 +252,8 @@ struct TimelinePage {
 async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<TimelinePage> {
     let id = parse_run_id(raw_id)?;
     let path = format!("/runs/{id}/timeline");
-    let session = Session::load(web, headers).await?;
+    let (session, run) = readable_run(web, headers, id, &path).await?;
     let store = web.store();
-    let run = session
-        .caller
-        .visible_run(store, id, Role::Reader)
-        .await
-        .map_err(|e| denied(e, &path))?;
     let steps = store.step_runs(id).await?;
     let attempts = store.timeline_attempts(id).await?;
     let done = !matches!(

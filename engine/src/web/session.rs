@@ -30,7 +30,7 @@ use super::error::{ErrorPage, WebError, WebResult};
 use super::{render, Web};
 use crate::access::{Caller, Role, SESSION_TTL_MS};
 use crate::http_error::ApiError;
-use crate::store::Store;
+use crate::store::{RunRow, Store};
 use crate::tokens;
 
 const SESSION_COOKIE: &str = "plue_session";
@@ -109,6 +109,23 @@ impl Session {
     pub(super) fn check_write(&self, headers: &HeaderMap, form_csrf: &str) -> WebResult<()> {
         check_form(headers, self.csrf.as_deref(), form_csrf)
     }
+}
+
+/// The session and run `run_id`, when the session's caller may read it ([`denied`], for
+/// the page `path`, when not).
+pub(super) async fn readable_run(
+    web: &Web,
+    headers: &HeaderMap,
+    run_id: i64,
+    path: &str,
+) -> WebResult<(Session, RunRow)> {
+    let session = Session::load(web, headers).await?;
+    let run = session
+        .caller
+        .visible_run(web.store(), run_id, Role::Reader)
+        .await
+        .map_err(|e| denied(e, path))?;
+    Ok((session, run))
 }
 
 /// The dashboard's answer to an access check that failed: the sign-in page (returning to
