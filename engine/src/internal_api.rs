@@ -272,6 +272,9 @@ async fn poll(
     let deadline = tokio::time::Instant::now() + wait;
     let events = state.executor.events().clone();
     let mut checked = None::<tokio::time::Instant>;
+    // Whether the last wait ended with a wake (not the timer): a woken poll that finds
+    // nothing it may claim passes the wake on while ready work remains (`events`).
+    let mut woken = false;
     loop {
         // A poll counts as a heartbeat, and a lost runner gets no work. Checked again at
         // most once a second, so waking every poller for one queued step costs few writes.
@@ -282,7 +285,8 @@ async fn poll(
         if state.shutdown.is_cancelled() {
             return Ok(Json(PollResponse::default())); // draining: no new claims
         }
-        let notified = events.work.notified();
+        let waiting = events.poll_wait();
+        let notified = waiting.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if let Some(debug) = debug::claim(&state, &runner).await? {
@@ -308,6 +312,12 @@ async fn poll(
                 None => continue,
             }
         }
+        if woken
+            && state.executor.store().queued_ready(now_ms()).await? > 0
+            && waiting.pass_on()
+        {
+            tracing::trace!(runner = runner.id, "passed a wake on: ready work it may not take");
+        }
         let now = tokio::time::Instant::now();
         if now >= deadline {
             return Ok(Json(PollResponse::default()));
@@ -315,10 +325,10 @@ async fn poll(
         // Re-check on a short timer too: retries become due and other replicas queue work
         // without waking this process.
         let tick = (deadline - now).min(Duration::from_millis(250));
-        tokio::select! {
+        woken = tokio::select! {
             _ = state.shutdown.cancelled() => return Ok(Json(PollResponse::default())),
-            _ = tokio::time::timeout(tick, notified) => {}
-        }
+            waited = tokio::time::timeout(tick, notified) => waited.is_ok(),
+        };
     }
 }
 
@@ -798,9 +808,7 @@ async fn complete(
     // failed or took another run's step): a step the completion queued is never left
     // unannounced.
     let taken = usize::from(matches!(&next, Ok(Some(a)) if a.run_id == owner.run_id));
-    if queued > taken {
-        state.executor.events().work.notify_waiters();
-    }
+    state.executor.events().queued(queued.saturating_sub(taken));
     let next = next?;
     Ok(Json(wire::CompleteResponse { next }))
 }

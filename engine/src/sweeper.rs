@@ -80,7 +80,7 @@ async fn sweep(
         for run_id in store.active_runs().await? {
             executor.advance(run_id).await?;
         }
-        executor.events().work.notify_waiters();
+        executor.events().wake_all();
     }
     Ok(())
 }

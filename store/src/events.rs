@@ -7,6 +7,13 @@
 //! The tap is a copy of lines already stored, never the only one: it drops batches when
 //! its reader falls behind (at most [`TAP_BUDGET_BYTES`] wait), and a reader uses a batch
 //! only where it continues the reader's cursor exactly, reading the store otherwise.
+//!
+//! Runners' polls are woken one per queued attempt ([`Events::queued`]), not all at once:
+//! with 64 idle runners every queued step woke 64 polls, each running a claim transaction
+//! that mostly found nothing. A poll woken for work it may not take (labels, forks,
+//! secrets) passes the wake on while ready work remains ([`PollWait::pass_on`]), at most
+//! one sweep of the waiting polls per queueing, so a step that only some runners may take
+//! still reaches one of them at once; the pools' controllers are woken for every queueing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,8 +42,10 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
-    /// Woken whenever step runs were queued (pollers waiting for work).
+    /// Woken whenever step runs were queued: the pools' controllers (every one of them).
     pub work: Notify,
+    /// The runners' polls waiting for an attempt ([`Events::poll_wait`]).
+    polls: Polls,
     /// Line taps by run.
     taps: Mutex<HashMap<i64, Tap>>,
 }
@@ -46,8 +55,55 @@ impl Default for Events {
         Events {
             tx: broadcast::channel(4096).0,
             work: Notify::new(),
+            polls: Polls::default(),
             taps: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Polls {
+    notify: Notify,
+    /// Polls between [`Events::poll_wait`] and the end of their wait.
+    waiting: AtomicUsize,
+    /// Wakes that polls which found nothing they may claim may still pass on: raised to the
+    /// number of waiting polls at each queueing (one sweep), never above it.
+    relays: AtomicUsize,
+}
+
+/// One poll's registration as waiting for work; the wait itself is [`PollWait::notified`].
+/// Dropping it ends the registration.
+#[derive(Debug)]
+pub struct PollWait<'a> {
+    polls: &'a Polls,
+}
+
+impl<'a> PollWait<'a> {
+    /// Completes when this poll is woken (a wake is never lost: one sent to a poll that
+    /// stops waiting goes to another).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'a> {
+        self.polls.notify.notified()
+    }
+
+    /// For a poll that was woken and then found nothing it may claim while ready work
+    /// remains: hands the wake to one other waiting poll, while this queueing's sweep
+    /// lasts. True when it did.
+    pub fn pass_on(&self) -> bool {
+        let passed = self
+            .polls
+            .relays
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1))
+            .is_ok();
+        if passed {
+            self.polls.notify.notify_one();
+        }
+        passed
+    }
+}
+
+impl Drop for PollWait<'_> {
+    fn drop(&mut self) {
+        self.polls.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -89,6 +145,39 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// `n` attempts became claimable: wakes the pools' controllers, and `n` waiting polls
+    /// (every one when `n` is at least as many), with one sweep of wakes to pass on for
+    /// work only some runners may take.
+    pub fn queued(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.work.notify_waiters();
+        let waiting = self.polls.waiting.load(Ordering::Relaxed);
+        self.polls.relays.fetch_max(waiting, Ordering::Relaxed);
+        if n >= waiting {
+            self.polls.notify.notify_waiters();
+        } else {
+            for _ in 0..n {
+                self.polls.notify.notify_one();
+            }
+        }
+    }
+
+    /// Anything may have become claimable (the sweeper's periodic pass, a debug session
+    /// for some runner): wakes every waiting poll and the pools' controllers.
+    pub fn wake_all(&self) {
+        self.work.notify_waiters();
+        self.polls.notify.notify_waiters();
+    }
+
+    /// Registers a runner's poll as waiting for work until the returned [`PollWait`] is
+    /// dropped; enable its [`PollWait::notified`] before looking for work.
+    pub fn poll_wait(&self) -> PollWait<'_> {
+        self.polls.waiting.fetch_add(1, Ordering::Relaxed);
+        PollWait { polls: &self.polls }
     }
 
     /// Copies of the lines stored for `run_id` from now on, in the order they were stored
@@ -155,6 +244,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use tokio::sync::futures::Notified;
+
     use super::*;
 
     fn line(seq: u64, text: &str) -> LogLine {
@@ -202,6 +296,73 @@ mod tests {
         kept.clear();
         events.offer_lines(1, 10, 1, vec![line(41, &big)]);
         assert_eq!(tap.try_recv().unwrap().lines[0].seq, 41);
+    }
+
+    /// Polls waiting the way the internal API's poll waits: registered, then enabled.
+    fn waiting_polls(events: &Events, n: usize) -> Vec<(PollWait<'_>, Pin<Box<Notified<'_>>>)> {
+        (0..n)
+            .map(|_| {
+                let wait = events.poll_wait();
+                let mut notified = Box::pin(wait.notified());
+                notified.as_mut().enable();
+                (wait, notified)
+            })
+            .collect()
+    }
+
+    /// How many of `polls` were woken; those leave the list (as a woken poll stops waiting).
+    fn woken(polls: &mut Vec<(PollWait<'_>, Pin<Box<Notified<'_>>>)>) -> usize {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let before = polls.len();
+        polls.retain_mut(|(_, n)| n.as_mut().poll(&mut cx).is_pending());
+        before - polls.len()
+    }
+
+    // regression (bench replicas): every queued step woke every idle poll, 64 claim
+    // transactions for one step.
+    #[test]
+    fn a_queued_step_wakes_one_poll_and_the_controllers() {
+        let events = Events::default();
+        let mut polls = waiting_polls(&events, 8);
+        let mut controller = Box::pin(events.work.notified());
+        controller.as_mut().enable();
+        events.queued(1);
+        assert_eq!(woken(&mut polls), 1);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(controller.as_mut().poll(&mut cx).is_ready());
+        events.queued(0);
+        assert_eq!(woken(&mut polls), 0, "nothing queued wakes nobody");
+    }
+
+    #[test]
+    fn as_many_steps_as_polls_wake_them_all_and_so_does_a_sweep() {
+        let events = Events::default();
+        let mut polls = waiting_polls(&events, 4);
+        events.queued(3);
+        assert_eq!(woken(&mut polls), 3);
+        let mut polls = waiting_polls(&events, 4);
+        events.queued(9);
+        assert_eq!(woken(&mut polls), 4);
+        let mut polls = waiting_polls(&events, 4);
+        events.wake_all();
+        assert_eq!(woken(&mut polls), 4);
+    }
+
+    // A step only some runners may take: the woken poll that may not passes the wake on,
+    // at most once around the polls that were waiting.
+    #[test]
+    fn a_wake_passes_on_for_one_sweep_only() {
+        let events = Events::default();
+        let mut polls = waiting_polls(&events, 3);
+        events.queued(1);
+        assert_eq!(woken(&mut polls), 1);
+        let mut passes = 0;
+        while polls[0].0.pass_on() {
+            passes += 1;
+            assert!(passes <= 3, "passed on forever");
+        }
+        assert_eq!(passes, 3, "one sweep of the three waiting polls");
+        assert!(woken(&mut polls) >= 1, "a passed wake reaches another poll");
     }
 
     #[test]

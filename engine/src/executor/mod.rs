@@ -263,9 +263,8 @@ impl Executor {
     /// Applies every decision that is due for the run, and when the run finished and let
     /// the next run of its concurrency group start, advances that one too.
     pub async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
-        if self.advance_quietly(run_id).await? > 0 {
-            self.events.work.notify_waiters();
-        }
+        let queued = self.advance_quietly(run_id).await?;
+        self.events.queued(queued);
         Ok(())
     }
 
@@ -370,9 +369,7 @@ impl Executor {
         let (completed, queued) = self
             .complete_holding(attempt_id, run_id, runner_id, report, RunnerSaid::default())
             .await?;
-        if queued > 0 {
-            self.events.work.notify_waiters();
-        }
+        self.events.queued(queued);
         Ok(completed)
     }
 

@@ -57,7 +57,7 @@ pub(super) fn routes() -> Router<InternalState> {
 /// A session was queued here: wake the polling runners and have them look.
 pub(crate) fn queued(state_events: &crate::events::Events) {
     QUEUED_HERE.store(true, Ordering::Relaxed);
-    state_events.work.notify_waiters();
+    state_events.wake_all();
 }
 
 /// A debug session `runner` may take, claimed for it, when one is queued. Sessions whose
