@@ -166,24 +166,12 @@ impl Store {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
-
     use evaluator::plan::{Plan, Step};
-    use runner::protocol::WorkspaceSource;
 
     use super::*;
+    use crate::testing::local_run;
+    pub(crate) use crate::testing::stores;
     use crate::{NewRun, StepChange};
-
-    /// A fresh SQLite store, and a PostgreSQL one when a server can be started.
-    pub(crate) async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-        if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
-            let url = server.new_database().unwrap();
-            stores.push((Store::connect(&url).await.unwrap(), None));
-        }
-        stores
-    }
 
     /// A run of steps `a` and `b` (b after a) in `store`, `rerun_of` when given, with
     /// `carry` carried over.
@@ -193,29 +181,12 @@ pub(crate) mod tests {
         carry: &[String],
     ) -> anyhow::Result<i64> {
         let bash = |id: &str| Step::bash(id, "true");
-        let plan = Plan {
-            name: "t".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![bash("a"), bash("b").after(&["a"])],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new("t", vec![bash("a"), bash("b").after(&["a"])]);
         let json = serde_json::to_string(&plan).unwrap();
         let new = NewRun {
-            workflow_source: "local",
             workflow_path: "/w/t.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
             rerun_of,
-            repo: None,
+            ..local_run(&plan, &json)
         };
         Ok(store.create_rerun_by(&new, 4, None, carry).await?.id)
     }

@@ -169,51 +169,22 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use evaluator::plan::{Plan, Step};
-    use runner::protocol::WorkspaceSource;
 
     use super::*;
+    use crate::testing::{local_run, stores};
     use crate::NewRun;
-
-    /// A fresh SQLite store, and a PostgreSQL one when a server can be started.
-    async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-        if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
-            let url = server.new_database().unwrap();
-            stores.push((Store::connect(&url).await.unwrap(), None));
-        }
-        stores
-    }
 
     /// Runs `name` of `path` on `git_ref`; `failed` makes it a run that did not evaluate.
     async fn run(store: &Store, name: &str, git_ref: &str, event: &str, failed: bool) -> i64 {
-        let plan = Plan {
-            name: name.into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![Step::bash("a", "true")],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new(name, vec![Step::bash("a", "true")]);
         let json = serde_json::to_string(&plan).unwrap();
         let path = format!("/w/{name}.plue.py");
         let new = NewRun {
-            workflow_source: "local",
             workflow_path: &path,
             event,
             git_ref,
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
+            ..local_run(&plan, &json)
         };
         if failed {
             store.create_failed_run(&new, "no").await.unwrap()

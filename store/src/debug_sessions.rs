@@ -275,43 +275,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-        if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
-            let url = server.new_database().unwrap();
-            stores.push((Store::connect(&url).await.unwrap(), None));
-        }
-        stores
-    }
+    use crate::testing::{local_run, stores};
 
     /// A local run of one step `build`, a runner: (run, step run, runner).
     async fn world(store: &Store) -> (i64, i64, i64) {
         use evaluator::plan::{Plan, Step};
-        let plan = Plan {
-            name: "ci".into(),
-            triggers: vec![],
-            env: Default::default(),
-            steps: vec![Step::bash("build", "false")],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new("ci", vec![Step::bash("build", "false")]);
         let json = serde_json::to_string(&plan).unwrap();
         let new = crate::NewRun {
-            workflow_source: "local",
             workflow_path: "/w/ci.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &runner::protocol::WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
+            ..local_run(&plan, &json)
         };
         let run_id = store.create_run(&new, 4).await.unwrap().id;
         let step_run_id = store.step_runs(run_id).await.unwrap()[0].id;

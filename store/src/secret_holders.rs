@@ -65,22 +65,17 @@ mod tests {
     // runner whose token forbids secrets.
     #[test]
     fn what_a_secret_holding_step_leaves_goes_only_to_runners_allowed_secrets() {
-        let plan = Plan {
-            name: "p".into(),
-            triggers: vec![],
-            env: Default::default(),
-            // Out of order on purpose: the rule follows the hand-offs, not the list.
-            steps: vec![
+        // Out of order on purpose: the rule follows the hand-offs, not the list.
+        let plan = Plan::new(
+            "p",
+            vec![
                 step("report", &[], None, &["package"]),
                 step("package", &[], Some("deploy"), &[]),
                 step("deploy", &["DEPLOY_KEY"], None, &[]),
                 step("lint", &[], None, &[]),
                 step("docs", &[], Some("lint"), &["lint"]),
             ],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        );
         assert_eq!(
             needs_secrets_runner(&plan, true),
             [true, true, true, false, false]

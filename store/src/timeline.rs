@@ -75,50 +75,19 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use evaluator::plan::{Plan, Step};
-    use runner::protocol::WorkspaceSource;
 
     use super::*;
+    use crate::testing::{local_run, stores};
     use crate::{NewRun, StepChange};
-
-    /// A fresh SQLite store, and a PostgreSQL one when a server can be started.
-    async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut stores = vec![(Store::open_data_dir(dir.path()).await.unwrap(), Some(dir))];
-        if let Some(server) = testkit::shared_postgres().expect("PostgreSQL") {
-            let url = server.new_database().unwrap();
-            stores.push((Store::connect(&url).await.unwrap(), None));
-        }
-        stores
-    }
 
     async fn two_step_run(store: &Store) -> i64 {
         let bash = |id: &str| Step::bash(id, "true");
-        let plan = Plan {
-            name: "t".into(),
-            triggers: vec![],
-            env: BTreeMap::new(),
-            steps: vec![bash("a"), bash("b")],
-            concurrency: None,
-            budget_usd: None,
-            max_parallel: None,
-        };
+        let plan = Plan::new("t", vec![bash("a"), bash("b")]);
         let json = serde_json::to_string(&plan).unwrap();
         let new = NewRun {
-            workflow_source: "local",
             workflow_path: "/w/t.plue.py",
-            event: "manual",
-            git_ref: "refs/heads/main",
-            sha: "0",
-            context_json: "{}",
-            plan: &plan,
-            plan_json: &json,
-            plan_hash: "h",
-            workspace: &WorkspaceSource::Empty,
-            rerun_of: None,
-            repo: None,
+            ..local_run(&plan, &json)
         };
         store.create_run(&new, 4).await.unwrap().id
     }
