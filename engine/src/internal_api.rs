@@ -312,11 +312,11 @@ async fn poll(
                 None => continue,
             }
         }
-        if woken
-            && state.executor.store().queued_ready(now_ms()).await? > 0
-            && waiting.pass_on()
-        {
-            tracing::trace!(runner = runner.id, "passed a wake on: ready work it may not take");
+        if woken && state.executor.store().queued_ready(now_ms()).await? > 0 && waiting.pass_on() {
+            tracing::trace!(
+                runner = runner.id,
+                "passed a wake on: ready work it may not take"
+            );
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
