@@ -31,13 +31,14 @@
 //!   runner process, reaped by the engine, its parent) is marked gone and its attempt fails
 //!   at once (`runner exited: signal 9`), not after the heartbeat timeout.
 //!
-//! Past 600 lines with its tests (the controller is about 650): one reconcile pass and
-//! the accounting it feeds (counts, start failures, lost runners) read together; the
-//! backoff itself is [`start_failures`].
+//! The crate (`plue-pool`) needs of the engine only [`engine::Engine`]: the store, the
+//! notifications, and failing an attempt with the engine's own rules. Its metrics leave
+//! through [`report`]; the engine turns its status into gauges.
 //!
-//! Why one file past ~600 lines: the controller is one decision loop over one state (warm,
-//! busy, starting, backing off) and its tests play that loop tick by tick; the providers,
-//! gauges and configuration live in their own modules.
+//! Why one file past ~600 lines: the controller (about 650 lines with its tests) is one
+//! decision loop over one state (warm, busy, starting, backing off), and its tests play
+//! that loop tick by tick; the backoff is [`start_failures`], the providers and the
+//! configuration live in their own modules.
 
 pub mod class;
 pub mod config_file;
