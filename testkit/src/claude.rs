@@ -40,6 +40,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use crate::server_thread::ServerThread;
+
 /// One request the server received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -378,8 +380,7 @@ fn lock(shared: &SharedState) -> MutexGuard<'_, Shared> {
 pub struct FakeClaude {
     url: String,
     shared: SharedState,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl FakeClaude {
@@ -407,32 +408,15 @@ impl FakeClaude {
         }));
         listener.set_nonblocking(true).expect("non-blocking");
         let addr: SocketAddr = listener.local_addr().expect("local address");
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("fake-claude".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the fake Claude server");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
-                    let app = axum::Router::new().fallback(handle).with_state(state);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-            })
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let server = ServerThread::spawn("fake-claude", "fake Claude server", listener, app)
             .expect("starting the fake Claude thread");
         FakeClaude {
             url: format!("http://{addr}"),
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -463,26 +447,6 @@ impl FakeClaude {
                 .into_iter()
                 .map(|reply| Routed { when: None, reply }),
         );
-    }
-}
-
-impl Drop for FakeClaude {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        // Graceful shutdown waits for open connections; a client that still holds one
-        // (a killed runner's pool) must not hang the test, so the thread is not joined
-        // beyond a short wait.
-        if let Some(thread) = self.thread.take() {
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while !thread.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 

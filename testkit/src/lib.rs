@@ -29,6 +29,7 @@ pub mod counting;
 pub mod forge;
 mod identity;
 pub mod kube;
+mod server_thread;
 mod watchdog;
 
 use std::fs::File;

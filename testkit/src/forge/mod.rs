@@ -51,10 +51,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+
+use crate::server_thread::ServerThread;
 
 /// Which forge's API to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,8 +215,8 @@ pub struct FakeForge {
     url: String,
     flavor: Flavor,
     shared: SharedState,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Declared before `_dir`: the server stops before its repositories go.
+    _server: ServerThread,
     /// Holds the hosted repositories; `None` when the caller gave the directory.
     _dir: Option<tempfile::TempDir>,
 }
@@ -257,33 +258,16 @@ impl FakeForge {
             faults: Vec::new(),
             next_id: 1000,
         }));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("fake-forge".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the fake forge");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
-                    let app = axum::Router::new().fallback(api::handle).with_state(state);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-            })
+        let app = axum::Router::new()
+            .fallback(api::handle)
+            .with_state(shared.clone());
+        let server = ServerThread::spawn("fake-forge", "fake forge", listener, app)
             .context("starting the fake forge thread")?;
         Ok(FakeForge {
             url,
             flavor,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _server: server,
             _dir: None,
         })
     }
@@ -473,24 +457,6 @@ impl FakeForge {
             .get(repo)
             .map(f)
             .unwrap_or_default()
-    }
-}
-
-impl Drop for FakeForge {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        // A client that keeps its connection open must not hang the test: wait briefly.
-        if let Some(thread) = self.thread.take() {
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while !thread.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 
