@@ -65,12 +65,7 @@ pub async fn deliver(
         token: with.token,
         repo: &report.repo_name,
     };
-    let link = format!(
-        "{}/runs/{}",
-        with.public_url.trim_end_matches('/'),
-        report.run_id
-    );
-    let store_error = |e: anyhow::Error| PostError::Retry(format!("store: {e:#}"));
+    let link = run_link(with, report);
     if report.state == "pending" {
         let body = format!(
             "Plue is on it: run [#{}]({link}) of `{}` started.",
@@ -81,21 +76,7 @@ pub async fn deliver(
             .await?;
         return Ok(());
     }
-    if with
-        .store
-        .proposals_unsettled(report.run_id)
-        .await
-        .map_err(store_error)?
-    {
-        return Err(PostError::Retry(
-            "waiting for the run's proposals to be applied".into(),
-        ));
-    }
-    let proposals = with
-        .store
-        .list_for_run(report.run_id)
-        .await
-        .map_err(store_error)?;
+    let proposals = settled_proposals(with, report).await?;
     let reason = with
         .store
         .run(report.run_id)
@@ -118,7 +99,25 @@ pub async fn statuses_on_opened_pulls(
     if report.state == "pending" {
         return Ok(());
     }
-    let store_error = |e: anyhow::Error| PostError::Retry(format!("store: {e:#}"));
+    let proposals = settled_proposals(with, report).await?;
+    on_pulls(with, report, &proposals, &run_link(with, report)).await
+}
+
+/// The dashboard's page of the `report`'s run.
+fn run_link(with: &Answering<'_>, report: &StatusReportRow) -> String {
+    format!(
+        "{}/runs/{}",
+        with.public_url.trim_end_matches('/'),
+        report.run_id
+    )
+}
+
+/// The proposals of the `report`'s run, once none waits to be applied (until then a
+/// retry: the answer names what they opened).
+async fn settled_proposals(
+    with: &Answering<'_>,
+    report: &StatusReportRow,
+) -> Result<Vec<ProposalRow>, PostError> {
     if with
         .store
         .proposals_unsettled(report.run_id)
@@ -129,17 +128,15 @@ pub async fn statuses_on_opened_pulls(
             "waiting for the run's proposals to be applied".into(),
         ));
     }
-    let proposals = with
-        .store
+    with.store
         .list_for_run(report.run_id)
         .await
-        .map_err(store_error)?;
-    let link = format!(
-        "{}/runs/{}",
-        with.public_url.trim_end_matches('/'),
-        report.run_id
-    );
-    on_pulls(with, report, &proposals, &link).await
+        .map_err(store_error)
+}
+
+/// A store failure while answering: tried again later.
+fn store_error(e: anyhow::Error) -> PostError {
+    PostError::Retry(format!("store: {e:#}"))
 }
 
 async fn on_pulls(
