@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::Forge;
+use plue_store::RepoRow;
+use plue_vault::Vault;
 
 /// The largest answer read.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -83,6 +85,37 @@ fn segment(text: &str) -> String {
 }
 
 impl ApiTarget {
+    /// `repo`'s forge API (`None`: it has none — as for commit statuses, a repository with
+    /// neither `api_url` nor `api_token` is not asked anything), its token opened with
+    /// `vault`.
+    pub fn of_repo(vault: &Vault, repo: &RepoRow) -> anyhow::Result<Option<ApiTarget>> {
+        let Some(forge) = Forge::parse(&repo.forge) else {
+            return Ok(None);
+        };
+        if repo.api_url.is_none() && repo.api_token.is_none() {
+            return Ok(None);
+        }
+        let Some(api_url) = repo
+            .api_url
+            .clone()
+            .or_else(|| forge.default_api_url(&repo.clone_url))
+        else {
+            return Ok(None);
+        };
+        let token = repo
+            .api_token
+            .as_deref()
+            .map(|sealed| vault.open(sealed))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("forge token of {}: {e}", repo.name))?;
+        Ok(Some(ApiTarget {
+            forge,
+            api_url,
+            token,
+            repo: repo.name.clone(),
+        }))
+    }
+
     /// `{api_url}/repos/{owner}/{name}/{rest…}` with every segment encoded.
     fn url(&self, rest: &[&str]) -> anyhow::Result<String> {
         let (owner, name) = self

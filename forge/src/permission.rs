@@ -228,7 +228,7 @@ impl Permissions {
             }
         }
         let asked = async {
-            let Some(target) = api_target(vault, repo)? else {
+            let Some(target) = ApiTarget::of_repo(vault, repo)? else {
                 return Ok(None);
             };
             let client = self.client.get_or_init(reqwest::Client::new);
@@ -268,7 +268,7 @@ impl Permissions {
         if let Some(permission) = self.cached(&key) {
             return Ok(Some(permission));
         }
-        let Some(target) = api_target(vault, repo)? else {
+        let Some(target) = ApiTarget::of_repo(vault, repo)? else {
             return Ok(None);
         };
         let client = self.client.get_or_init(reqwest::Client::new);
@@ -296,43 +296,13 @@ impl Permissions {
     }
 }
 
-/// Whether `repo` has a forge API to ask (the same test as [`api_target`]'s, without the
-/// token).
+/// Whether `repo` has a forge API to ask (the same test as [`ApiTarget::of_repo`]'s,
+/// without the token).
 fn asks_forge(repo: &RepoRow) -> bool {
     Forge::parse(&repo.forge).is_some_and(|forge| {
         repo.api_url.is_some()
             || (repo.api_token.is_some() && forge.default_api_url(&repo.clone_url).is_some())
     })
-}
-
-/// `repo`'s forge API (`None`: it has none — as for commit statuses, a repository with
-/// neither `api_url` nor `api_token` is not asked anything).
-fn api_target(vault: &Vault, repo: &RepoRow) -> anyhow::Result<Option<ApiTarget>> {
-    let Some(forge) = Forge::parse(&repo.forge) else {
-        return Ok(None);
-    };
-    if repo.api_url.is_none() && repo.api_token.is_none() {
-        return Ok(None);
-    }
-    let Some(api_url) = repo
-        .api_url
-        .clone()
-        .or_else(|| forge.default_api_url(&repo.clone_url))
-    else {
-        return Ok(None);
-    };
-    let token = repo
-        .api_token
-        .as_deref()
-        .map(|sealed| vault.open(sealed))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("forge token of {}: {e}", repo.name))?;
-    Ok(Some(ApiTarget {
-        forge,
-        api_url,
-        token,
-        repo: repo.name.clone(),
-    }))
 }
 
 #[cfg(test)]

@@ -44,7 +44,6 @@ use super::{Occurrence, Registry};
 use crate::forge::lookup::{ApiTarget, Found};
 use crate::forge::payload::{Author, CommentEvent, IssueEvent, IssueFacts, RepoFacts};
 use crate::forge::permission::{Permission, Standing};
-use crate::forge::Forge;
 use crate::store::RepoRow;
 
 /// The hidden marker every comment (and issue) the engine writes carries.
@@ -342,7 +341,7 @@ impl Registry {
         number: u64,
         action: &str,
     ) -> anyhow::Result<Option<Point>> {
-        let Some(target) = self.api_target(repo)? else {
+        let Some(target) = ApiTarget::of_repo(self.executor.vault(), repo)? else {
             // No API to ask: the default branch, the usual base.
             let mut point = self.default_branch_point(repo, facts).await?;
             point.pr = Some(PullRequest {
@@ -380,36 +379,6 @@ impl Registry {
                 head: head.git_ref,
                 action: action.to_string(),
             }),
-        }))
-    }
-
-    /// The repository's forge API, when it has one configured (as for commit statuses:
-    /// neither `api_url` nor `api_token` means none).
-    fn api_target(&self, repo: &RepoRow) -> anyhow::Result<Option<ApiTarget>> {
-        let Some(forge) = Forge::parse(&repo.forge) else {
-            return Ok(None);
-        };
-        if repo.api_url.is_none() && repo.api_token.is_none() {
-            return Ok(None);
-        }
-        let Some(api_url) = repo
-            .api_url
-            .clone()
-            .or_else(|| forge.default_api_url(&repo.clone_url))
-        else {
-            return Ok(None);
-        };
-        let token = repo
-            .api_token
-            .as_deref()
-            .map(|sealed| self.executor.vault().open(sealed))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("forge token of {}: {e}", repo.name))?;
-        Ok(Some(ApiTarget {
-            forge,
-            api_url,
-            token,
-            repo: repo.name.clone(),
         }))
     }
 
