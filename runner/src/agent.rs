@@ -815,19 +815,10 @@ async fn run_llm(
 ) -> (llm::Finished, Vec<wire::Proposal>) {
     let Confined { user, network } = confined;
     let base_env = &config.base_env;
-    let StepAction::Llm {
-        prompt,
-        prompt_file,
-        prompt_file_content,
-        inputs,
-        model,
-        max_turns,
-        tools,
-        result,
-        system_prompt,
-        safe_outputs,
-    } = &assignment.action
-    else {
+    let (StepAction::Llm { safe_outputs, .. }, Some(options)) = (
+        &assignment.action,
+        llm::StepOptions::of_action(&assignment.action),
+    ) else {
         unreachable!("run_llm is only called for llm steps");
     };
     let files = AttemptDir::new(dir);
@@ -877,17 +868,7 @@ async fn run_llm(
         }
     };
     let step = llm::LlmStep {
-        options: llm::StepOptions {
-            prompt: prompt.as_deref(),
-            prompt_file: prompt_file.as_deref(),
-            prompt_file_content: prompt_file_content.as_deref().map(String::as_str),
-            inputs,
-            model: model.as_deref(),
-            max_turns: *max_turns,
-            tools,
-            system_prompt: system_prompt.as_deref(),
-            result: result.as_ref(),
-        },
+        options,
         workspace: &files.workspace,
         output_file: &files.output_file,
         base_url: config.anthropic_base_url.as_deref(),

@@ -103,19 +103,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
     let recorded = read_transcript(&args, local.as_ref(), run_id, &step_id).await?;
     let dispatch: RecordedStep = serde_json::from_value(recorded.step.clone())
         .context("the step the transcript recorded")?;
-    let StepAction::Llm {
-        prompt,
-        prompt_file,
-        prompt_file_content,
-        inputs,
-        model,
-        max_turns,
-        tools,
-        result,
-        system_prompt,
-        ..
-    } = &dispatch.action
-    else {
+    let Some(options) = runner::llm::StepOptions::of_action(&dispatch.action) else {
         bail!("step '{step_id}' is not an llm step: only llm steps keep a transcript");
     };
     if let Some(turn) = args.from_turn {
@@ -151,17 +139,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
     let base_url = std::env::var(runner::llm::BASE_URL_ENV).ok();
     let replay = Replay::new(recorded.clone(), args.from_turn);
     let step = runner::llm::LlmStep {
-        options: runner::llm::StepOptions {
-            prompt: prompt.as_deref(),
-            prompt_file: prompt_file.as_deref(),
-            prompt_file_content: prompt_file_content.as_deref().map(String::as_str),
-            inputs,
-            model: model.as_deref(),
-            max_turns: *max_turns,
-            tools,
-            system_prompt: system_prompt.as_deref(),
-            result: result.as_ref(),
-        },
+        options,
         workspace: &workspace,
         output_file: &output_file,
         base_url: base_url.as_deref(),

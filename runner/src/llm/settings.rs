@@ -17,6 +17,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::protocol::StepAction;
+
 /// The model when neither step nor prompt names one.
 pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 /// The turn limit when neither step nor prompt sets one.
@@ -45,6 +47,38 @@ pub struct StepOptions<'a> {
     pub system_prompt: Option<&'a str>,
     /// `result=`: the `finish` contract (see [`super::tools::finish`]).
     pub result: Option<&'a crate::protocol::ResultContract>,
+}
+
+impl<'a> StepOptions<'a> {
+    /// The options of `action`, when it is an `llm` step's.
+    pub fn of_action(action: &'a StepAction) -> Option<StepOptions<'a>> {
+        let StepAction::Llm {
+            prompt,
+            prompt_file,
+            prompt_file_content,
+            inputs,
+            model,
+            max_turns,
+            tools,
+            result,
+            system_prompt,
+            ..
+        } = action
+        else {
+            return None;
+        };
+        Some(StepOptions {
+            prompt: prompt.as_deref(),
+            prompt_file: prompt_file.as_deref(),
+            prompt_file_content: prompt_file_content.as_deref().map(String::as_str),
+            inputs,
+            model: model.as_deref(),
+            max_turns: *max_turns,
+            tools,
+            system_prompt: system_prompt.as_deref(),
+            result: result.as_ref(),
+        })
+    }
 }
 
 /// Everything the conversation needs.
