@@ -44,7 +44,7 @@ use crate::access::{Caller, Role};
 use crate::events::Event;
 use crate::executor::rules::parse_status;
 use crate::http_error::{ApiError, ApiResult};
-use crate::store::StoredLine;
+use crate::store::{Store, StoredLine};
 
 const PAGE: i64 = 5000;
 
@@ -145,9 +145,34 @@ pub(super) async fn step_logs(
             .keep_alive(KeepAlive::new().interval(heartbeat))
             .into_response());
     }
-    let store = store.clone();
-    let step_run_id = step_run.id;
-    let body = futures::stream::unfold(Some(cursor), move |cursor| {
+    let body = stored_lines(
+        store.clone(),
+        step_run.id,
+        cursor,
+        "reading logs",
+        |line, chunk| {
+            chunk.push_str(&serde_json::to_string(&LineView::new(line)).unwrap_or_default())
+        },
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The stored lines of step run `step_run_id` from `cursor` on, read a page at a time, each
+/// as `write` adds it to the chunk and ended by a newline: a response body's chunks (the
+/// API's NDJSON, the dashboard's raw text). A failed read is logged (`log_as: {error}`) and
+/// ends the body with an error.
+pub(crate) fn stored_lines(
+    store: Store,
+    step_run_id: i64,
+    cursor: (i64, i64),
+    log_as: &'static str,
+    write: fn(&StoredLine, &mut String),
+) -> impl Stream<Item = Result<String, std::io::Error>> {
+    futures::stream::unfold(Some(cursor), move |cursor| {
         let store = store.clone();
         async move {
             let cursor = cursor?;
@@ -157,25 +182,18 @@ pub(super) async fn step_logs(
                     let next = lines.last().map(|l| (l.attempt, l.seq));
                     let mut chunk = String::new();
                     for line in &lines {
-                        chunk.push_str(
-                            &serde_json::to_string(&LineView::new(line)).unwrap_or_default(),
-                        );
+                        write(line, &mut chunk);
                         chunk.push('\n');
                     }
-                    Some((Ok::<_, std::io::Error>(chunk), next))
+                    Some((Ok(chunk), next))
                 }
                 Err(e) => {
-                    tracing::error!("reading logs: {e:#}");
+                    tracing::error!("{log_as}: {e:#}");
                     Some((Err(std::io::Error::other("reading logs failed")), None))
                 }
             }
         }
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(body),
-    )
-        .into_response())
+    })
 }
 
 /// `ATTEMPT:SEQ`, two runs of ASCII digits: exactly the documented pattern (the engine

@@ -24,7 +24,7 @@ mod body;
 mod debug;
 mod environments;
 pub mod followers;
-mod logs;
+pub(crate) mod logs;
 mod openapi;
 mod people;
 pub mod proposals;

@@ -19,11 +19,10 @@ use super::error::{WebError, WebResult};
 use super::forward::{self, ApiCall};
 use super::session::{readable_run, Chrome};
 use super::{encode, parse_run_id, render, Web};
+use crate::api::logs::stored_lines;
 use crate::api::views::{RunView, StepView};
 use crate::executor::rules::parse_status;
 use crate::store::{StepRunRow, Store};
-
-const PAGE: i64 = 5000;
 
 #[derive(Serialize)]
 struct LogPage {
@@ -141,28 +140,13 @@ pub(super) async fn raw(
     readable_run(&web, &headers, run_id, &base).await?;
     let store = web.store().clone();
     let step_run_id = step_of(&store, run_id, &step).await?.id;
-    let body = futures::stream::unfold(Some((0i64, 0i64)), move |cursor| {
-        let store = store.clone();
-        async move {
-            let cursor = cursor?;
-            match store.read_logs(step_run_id, cursor, PAGE).await {
-                Ok(lines) if lines.is_empty() => None,
-                Ok(lines) => {
-                    let next = lines.last().map(|l| (l.attempt, l.seq));
-                    let mut chunk = String::new();
-                    for line in &lines {
-                        chunk.push_str(&line.text);
-                        chunk.push('\n');
-                    }
-                    Some((Ok::<_, std::io::Error>(chunk), next))
-                }
-                Err(e) => {
-                    tracing::error!("dashboard: reading logs: {e:#}");
-                    Some((Err(std::io::Error::other("reading logs failed")), None))
-                }
-            }
-        }
-    });
+    let body = stored_lines(
+        store,
+        step_run_id,
+        (0, 0),
+        "dashboard: reading logs",
+        |line, chunk| chunk.push_str(&line.text),
+    );
     let file: String = step
         .chars()
         .map(|c| {
