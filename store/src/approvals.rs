@@ -66,6 +66,38 @@ pub enum Decided {
 /// The reason of an approval step that nobody decided before its deadline.
 const TIMED_OUT: &str = "no decision before the approval timed out";
 
+/// How a decision moves a waiting step on (`$1` the step run, `$2` the reason, `$3` now),
+/// only while it waits and its deadline is ahead: it succeeds (an approval approved)...
+const SUCCEED: &str = "UPDATE step_runs SET status = 'succeeded', reason = $2, finished_at = $3, \
+     started_at = COALESCE(started_at, $3) \
+     WHERE id = $1 AND status = 'waiting' AND ready_at > $3";
+/// ... fails (rejected) ...
+const FAIL: &str = "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3, \
+     started_at = COALESCE(started_at, $3) \
+     WHERE id = $1 AND status = 'waiting' AND ready_at > $3";
+/// ... or goes back to `pending` to run (its environment's review approved).
+const BACK_TO_PENDING: &str =
+    "UPDATE step_runs SET status = 'pending', review_passed_at = $3, reason = $2, \
+     ready_at = NULL WHERE id = $1 AND status = 'waiting' AND ready_at > $3";
+
+/// What a decision records besides the step's new status, by the gate it decides.
+enum Record<'a> {
+    /// An approval step's: an `approvals` row.
+    Approval {
+        verdict: Verdict,
+        by: &'a str,
+        comment: &'a str,
+    },
+    /// An environment review's: an `environment_reviews` row (and, approved, the step
+    /// listed as changed).
+    Review {
+        environment: &'a str,
+        verdict: Verdict,
+        by: Reviewer<'a>,
+        comment: &'a str,
+    },
+}
+
 impl Store {
     /// Records `verdict` on the waiting step `step_id` of run `run_id`: approved steps
     /// succeed, rejected ones fail with a reason naming who rejected and why.
@@ -78,14 +110,78 @@ impl Store {
         comment: &str,
         now: i64,
     ) -> anyhow::Result<Decided> {
-        let (status, reason) = match verdict {
-            Verdict::Approve => ("succeeded", format!("approved by {by}")),
-            Verdict::Reject if comment.is_empty() => ("failed", format!("rejected by {by}")),
-            Verdict::Reject => ("failed", format!("rejected by {by}: {comment}")),
+        let (update, reason) = match verdict {
+            Verdict::Approve => (SUCCEED, format!("approved by {by}")),
+            Verdict::Reject if comment.is_empty() => (FAIL, format!("rejected by {by}")),
+            Verdict::Reject => (FAIL, format!("rejected by {by}: {comment}")),
         };
+        let record = Record::Approval {
+            verdict,
+            by,
+            comment,
+        };
+        self.decide_waiting(run_id, step_id, update, &reason, now, record)
+            .await
+    }
+
+    /// Records `verdict` on the environment review of step `step_id` of run `run_id`
+    /// (a step naming `environment` whose gate made it wait): approved, the step goes back
+    /// to `pending` with `review_passed_at` set, for the next advance to queue it after the
+    /// environment's wait timer; rejected, it fails with a reason naming who and why. Same
+    /// guards as [`Store::decide_approval`]: one outcome, the deadline held in the
+    /// decision's own transaction. The caller checked that the step is such a review.
+    #[allow(clippy::too_many_arguments)] // a decision's facts, each different
+    pub async fn decide_review(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        environment: &str,
+        verdict: Verdict,
+        by: Reviewer<'_>,
+        comment: &str,
+        now: i64,
+    ) -> anyhow::Result<Decided> {
+        let who = by.name;
+        let (update, reason) = match verdict {
+            Verdict::Approve => (
+                BACK_TO_PENDING,
+                format!("environment '{environment}' approved by {who}"),
+            ),
+            Verdict::Reject if comment.is_empty() => (
+                FAIL,
+                format!("environment '{environment}' rejected by {who}"),
+            ),
+            Verdict::Reject => (
+                FAIL,
+                format!("environment '{environment}' rejected by {who}: {comment}"),
+            ),
+        };
+        let record = Record::Review {
+            environment,
+            verdict,
+            by,
+            comment,
+        };
+        self.decide_waiting(run_id, step_id, update, &reason, now, record)
+            .await
+    }
+
+    /// A decision on the waiting step `step_id` of run `run_id`, in one transaction: the
+    /// step moves out of `waiting` by `update` (with `reason`) only while it waits and its
+    /// deadline is ahead; a step found waiting past its deadline times out instead; the
+    /// decision is recorded as `record` says.
+    async fn decide_waiting(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        update: &'static str,
+        reason: &str,
+        now: i64,
+        record: Record<'_>,
+    ) -> anyhow::Result<Decided> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            let row = sqlx::query("SELECT id, status FROM step_runs WHERE run_id = $1 AND step_id = $2")
+            let row = sqlx::query("SELECT id, iteration FROM step_runs WHERE run_id = $1 AND step_id = $2")
                 .bind(run_id)
                 .bind(step_id)
                 .fetch_optional(&mut *tx)
@@ -94,20 +190,16 @@ impl Store {
                 return Ok(Decided::NoStep);
             };
             let id: i64 = row.try_get("id")?;
+            let iteration: i64 = row.try_get("iteration")?;
             // regression: the deadline was the sweeper's alone, so a decision taken after
             // it and before the sweeper's next pass still won.
-            let changed = sqlx::query(
-                "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4, \
-                 started_at = COALESCE(started_at, $4) \
-                 WHERE id = $1 AND status = 'waiting' AND ready_at > $4",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(&reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let changed = sqlx::query(update)
+                .bind(id)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if changed == 0 {
                 let row = sqlx::query("SELECT status, ready_at FROM step_runs WHERE id = $1")
                     .bind(id)
@@ -132,125 +224,50 @@ impl Store {
                 tx.commit().await?;
                 return Ok(Decided::TimedOut { deadline });
             }
-            sqlx::query(
-                "INSERT INTO approvals (step_run_id, run_id, decision, decided_by, comment, decided_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(id)
-            .bind(run_id)
-            .bind(verdict.as_str())
-            .bind(by)
-            .bind(comment)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(Decided::Done)
-        })
-    }
-
-    /// Records `verdict` on the environment review of step `step_id` of run `run_id`
-    /// (a step naming `environment` whose gate made it wait): approved, the step goes back
-    /// to `pending` with `review_passed_at` set, for the next advance to queue it after the
-    /// environment's wait timer; rejected, it fails with a reason naming who and why. Same
-    /// guards as [`Store::decide_approval`]: one outcome, the deadline held in the
-    /// decision's own transaction. The caller checked that the step is such a review.
-    #[allow(clippy::too_many_arguments)] // a decision's facts, each different
-    pub async fn decide_review(
-        &self,
-        run_id: i64,
-        step_id: &str,
-        environment: &str,
-        verdict: Verdict,
-        by: Reviewer<'_>,
-        comment: &str,
-        now: i64,
-    ) -> anyhow::Result<Decided> {
-        let who = by.name;
-        let reason = match verdict {
-            Verdict::Approve => format!("environment '{environment}' approved by {who}"),
-            Verdict::Reject if comment.is_empty() => {
-                format!("environment '{environment}' rejected by {who}")
-            }
-            Verdict::Reject => format!("environment '{environment}' rejected by {who}: {comment}"),
-        };
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query("SELECT id, iteration FROM step_runs WHERE run_id = $1 AND step_id = $2")
-                .bind(run_id)
-                .bind(step_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                return Ok(Decided::NoStep);
-            };
-            let id: i64 = row.try_get("id")?;
-            let iteration: i64 = row.try_get("iteration")?;
-            let changed = match verdict {
-                Verdict::Approve => sqlx::query(
-                    "UPDATE step_runs SET status = 'pending', review_passed_at = $3, reason = $2, \
-                     ready_at = NULL WHERE id = $1 AND status = 'waiting' AND ready_at > $3",
-                ),
-                Verdict::Reject => sqlx::query(
-                    "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3, \
-                     started_at = COALESCE(started_at, $3) \
-                     WHERE id = $1 AND status = 'waiting' AND ready_at > $3",
-                ),
-            }
-            .bind(id)
-            .bind(&reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                let row = sqlx::query("SELECT status, ready_at FROM step_runs WHERE id = $1")
+            match record {
+                Record::Approval { verdict, by, comment } => {
+                    sqlx::query(
+                        "INSERT INTO approvals (step_run_id, run_id, decision, decided_by, comment, decided_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
                     .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let current: String = row.try_get("status")?;
-                if current != "waiting" {
-                    return Ok(Decided::NotWaiting(current));
-                }
-                let deadline: i64 = row.try_get("ready_at")?;
-                sqlx::query(
-                    "UPDATE step_runs SET status = 'failed', reason = $2, finished_at = $3 \
-                     WHERE id = $1 AND status = 'waiting'",
-                )
-                .bind(id)
-                .bind(TIMED_OUT)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Ok(Decided::TimedOut { deadline });
-            }
-            if verdict == Verdict::Approve {
-                // Back to pending is not a final status, so the trigger that lists changed
-                // step runs does not fire: list it here, or an executor's copy of the run
-                // would still see it waiting.
-                sqlx::query("INSERT INTO step_changes (run_id, step_run_id) VALUES ($1, $2)")
                     .bind(run_id)
-                    .bind(id)
+                    .bind(verdict.as_str())
+                    .bind(by)
+                    .bind(comment)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                }
+                Record::Review { environment, verdict, by, comment } => {
+                    if verdict == Verdict::Approve {
+                        // Back to pending is not a final status, so the trigger that lists
+                        // changed step runs does not fire: list it here, or an executor's
+                        // copy of the run would still see it waiting.
+                        sqlx::query("INSERT INTO step_changes (run_id, step_run_id) VALUES ($1, $2)")
+                            .bind(run_id)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO environment_reviews (step_run_id, run_id, iteration, environment, \
+                         decision, decided_by, user_id, comment, decided_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(id)
+                    .bind(run_id)
+                    .bind(iteration)
+                    .bind(environment)
+                    .bind(verdict.as_str())
+                    .bind(by.name)
+                    .bind(by.user_id)
+                    .bind(comment)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-            sqlx::query(
-                "INSERT INTO environment_reviews (step_run_id, run_id, iteration, environment, \
-                 decision, decided_by, user_id, comment, decided_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(id)
-            .bind(run_id)
-            .bind(iteration)
-            .bind(environment)
-            .bind(verdict.as_str())
-            .bind(who)
-            .bind(by.user_id)
-            .bind(comment)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
             Ok(Decided::Done)
         })
