@@ -309,15 +309,20 @@ mod tests {
         (router(state), dir)
     }
 
-    /// A push for `repo` signed with `signature` (`None`: no signature header).
-    async fn deliver(app: &Router, repo: &str, signature: Option<String>) -> (u16, String) {
-        let body = serde_json::json!({
+    /// The body of a push to `main` of `repo`.
+    fn push_body(repo: &str) -> String {
+        serde_json::json!({
             "ref": "refs/heads/main",
             "before": "0".repeat(40),
             "after": "1".repeat(40),
             "repository": {"full_name": repo},
         })
-        .to_string();
+        .to_string()
+    }
+
+    /// A push for `repo` signed with `signature` (`None`: no signature header).
+    async fn deliver(app: &Router, repo: &str, signature: Option<String>) -> (u16, String) {
+        let body = push_body(repo);
         let mut request = HttpRequest::post("/webhooks/github")
             .header("x-github-event", "push")
             .header("x-github-delivery", "d-1");
@@ -336,13 +341,7 @@ mod tests {
 
     fn signed(repo: &str, secret: &str) -> Option<String> {
         // The signature covers the exact body `deliver` sends.
-        let body = serde_json::json!({
-            "ref": "refs/heads/main",
-            "before": "0".repeat(40),
-            "after": "1".repeat(40),
-            "repository": {"full_name": repo},
-        })
-        .to_string();
+        let body = push_body(repo);
         Some(format!(
             "sha256={}",
             signature::sign(body.as_bytes(), secret)
