@@ -11,7 +11,7 @@
 //! - Status reports of a run are delivered in id order: only a run's oldest open report
 //!   is ever due.
 
-use super::{now_ms, on_db, Store};
+use super::{is_unique_violation, now_ms, on_db, Store};
 
 /// A registered repository (sealed fields stay sealed).
 #[derive(Clone, PartialEq, sqlx::FromRow)]
@@ -108,11 +108,6 @@ const REPO_COLUMNS: &str = "id, name, clone_url, forge, webhook_secret, api_url,
 
 const SCHEDULE_COLUMNS: &str =
     "id, repo_id, workflow_path, cron, sha, branch, next_fire_at, last_fired_at";
-
-/// Whether an insert failed on a unique constraint.
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
-}
 
 impl Store {
     /// Registers a repository; `None` when the name is taken. Its id was never any other

@@ -110,6 +110,13 @@ pub struct Store {
     pub(crate) claimed_runs: std::sync::Arc<claims::ClaimedRuns>,
 }
 
+/// Whether a failed statement broke a unique constraint (a name or key already taken).
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now()

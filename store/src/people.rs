@@ -8,7 +8,7 @@
 //!   session of it is valid ([`super::api_tokens`] joins on `disabled_at IS NULL`).
 //! - A forge login belongs to at most one user per forge (`(forge, login_key)` is the key).
 
-use super::{now_ms, on_db, Store};
+use super::{is_unique_violation, now_ms, on_db, Store};
 
 /// A user as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -72,11 +72,18 @@ pub struct Triggerer {
 
 const USER_COLUMNS: &str = "id, name, kind, admin, created_at, disabled_at";
 
-/// Whether a failed insert broke a unique constraint (the name is taken).
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
+/// What an insert that takes a name came to: a unique violation is [`NameError::Taken`]
+/// (`taken`, the name), any other failure the store's, in the context `storing`.
+fn taking_name<T>(
+    inserted: Result<T, sqlx::Error>,
+    taken: impl FnOnce() -> String,
+    storing: &'static str,
+) -> Result<T, NameError> {
+    match inserted {
+        Ok(done) => Ok(done),
+        Err(e) if is_unique_violation(&e) => Err(NameError::Taken(taken())),
+        Err(e) => Err(NameError::Store(anyhow::Error::new(e).context(storing))),
+    }
 }
 
 impl Store {
@@ -93,13 +100,7 @@ impl Store {
         .bind(now_ms())
         .fetch_one(pool)
         .await);
-        match inserted {
-            Ok(id) => Ok(id),
-            Err(e) if is_unique_violation(&e) => Err(NameError::Taken(name.to_string())),
-            Err(e) => Err(NameError::Store(
-                anyhow::Error::new(e).context("storing a user"),
-            )),
-        }
+        taking_name(inserted, || name.to_string(), "storing a user")
     }
 
     /// The user named `name` (in any case).
@@ -173,13 +174,7 @@ impl Store {
         .bind(now_ms())
         .fetch_one(pool)
         .await);
-        match inserted {
-            Ok(id) => Ok(id),
-            Err(e) if is_unique_violation(&e) => Err(NameError::Taken(name.to_string())),
-            Err(e) => Err(NameError::Store(
-                anyhow::Error::new(e).context("storing a group"),
-            )),
-        }
+        taking_name(inserted, || name.to_string(), "storing a group")
     }
 
     pub async fn group_by_name(&self, name: &str) -> anyhow::Result<Option<GroupRow>> {
@@ -284,13 +279,11 @@ impl Store {
         .execute(pool)
         .await
         .map(|_| ()));
-        match inserted {
-            Ok(()) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(NameError::Taken(format!("{forge}:{login}"))),
-            Err(e) => Err(NameError::Store(
-                anyhow::Error::new(e).context("linking a forge login"),
-            )),
-        }
+        taking_name(
+            inserted,
+            || format!("{forge}:{login}"),
+            "linking a forge login",
+        )
     }
 
     /// Unlinks a forge login. False when it was not linked to `user_id`.

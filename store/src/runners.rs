@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::{on_db, Store};
+use super::{is_unique_violation, on_db, Store};
 
 /// Where a runner is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,11 +386,4 @@ fn parse_label_set(labels: &str) -> BTreeMap<String, String> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// Whether `error` is a unique-constraint violation (a live runner's name taken).
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
 }
