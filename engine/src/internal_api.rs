@@ -272,9 +272,12 @@ async fn poll(
     let deadline = tokio::time::Instant::now() + wait;
     let events = state.executor.events().clone();
     let mut checked = None::<tokio::time::Instant>;
-    // Whether the last wait ended with a wake (not the timer): a woken poll that finds
-    // nothing it may claim passes the wake on while ready work remains (`events`).
-    let mut woken = false;
+    // A wake the last wait ended with (not the timer) that no claim has used yet: handed
+    // to another poll if this request ends first (`events`).
+    let mut wake = UnusedWake {
+        events: &events,
+        held: false,
+    };
     loop {
         // A poll counts as a heartbeat, and a lost runner gets no work. Checked again at
         // most once a second, so waking every poller for one queued step costs few writes.
@@ -295,12 +298,13 @@ async fn poll(
                 debug: Some(Box::new(debug)),
             }));
         }
-        if let Some(claimed) = state
+        let claimed = state
             .executor
             .store()
             .claim(runner.id, &runner.label_sets, now_ms())
-            .await?
-        {
+            .await?;
+        let woken = std::mem::take(&mut wake.held);
+        if let Some(claimed) = claimed {
             remember_owner(&state, &runner, &claimed);
             match assignment(&state, &runner, claimed).await? {
                 Some(assignment) => {
@@ -312,10 +316,16 @@ async fn poll(
                 None => continue,
             }
         }
-        if woken && state.executor.store().queued_ready(now_ms()).await? > 0 && waiting.pass_on() {
+        // Woken for work this runner may not take (labels, forks, secrets): every waiting
+        // poll looks, once per queueing, so a runner that may take it does at once.
+        if woken
+            && waiting.sweep_armed()
+            && state.executor.store().queued_ready(now_ms()).await? > 0
+            && waiting.sweep()
+        {
             tracing::trace!(
                 runner = runner.id,
-                "passed a wake on: ready work it may not take"
+                "woke every poll: ready work it may not take"
             );
         }
         let now = tokio::time::Instant::now();
@@ -325,10 +335,26 @@ async fn poll(
         // Re-check on a short timer too: retries become due and other replicas queue work
         // without waking this process.
         let tick = (deadline - now).min(Duration::from_millis(250));
-        woken = tokio::select! {
+        wake.held = tokio::select! {
             _ = state.shutdown.cancelled() => return Ok(Json(PollResponse::default())),
             waited = tokio::time::timeout(tick, notified) => waited.is_ok(),
         };
+    }
+}
+
+/// A poll's wake not yet used by a claim: dropped while held (the request ended, or went
+/// to a debug session or an error, before it claimed), it wakes another poll instead, so
+/// the step it was for never waits for the timer.
+struct UnusedWake<'a> {
+    events: &'a crate::events::Events,
+    held: bool,
+}
+
+impl Drop for UnusedWake<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.events.pass_wake();
+        }
     }
 }
 

@@ -11,12 +11,14 @@
 //! Runners' polls are woken one per queued attempt ([`Events::queued`]), not all at once:
 //! with 64 idle runners every queued step woke 64 polls, each running a claim transaction
 //! that mostly found nothing. A poll woken for work it may not take (labels, forks,
-//! secrets) passes the wake on while ready work remains ([`PollWait::pass_on`]), at most
-//! one sweep of the waiting polls per queueing, so a step that only some runners may take
-//! still reaches one of them at once; the pools' controllers are woken for every queueing.
+//! secrets) while ready work remains wakes every waiting poll ([`PollWait::sweep`]), once
+//! per queueing: a step that only some runners may take still reaches one of them at once,
+//! at the cost the old wake-everyone had. A woken poll that ends before it looked for work
+//! hands its wake to another ([`Events::pass_wake`]). The pools' controllers are woken
+//! for every queueing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -66,9 +68,9 @@ struct Polls {
     notify: Notify,
     /// Polls between [`Events::poll_wait`] and the end of their wait.
     waiting: AtomicUsize,
-    /// Wakes that polls which found nothing they may claim may still pass on: raised to the
-    /// number of waiting polls at each queueing (one sweep), never above it.
-    relays: AtomicUsize,
+    /// Whether a poll that was woken and found nothing it may claim may still wake every
+    /// waiting poll: armed by each queueing, spent by the first such sweep.
+    sweep: AtomicBool,
 }
 
 /// One poll's registration as waiting for work; the wait itself is [`PollWait::notified`].
@@ -85,19 +87,21 @@ impl<'a> PollWait<'a> {
         self.polls.notify.notified()
     }
 
+    /// Whether [`PollWait::sweep`] would wake anyone: ask before the store is asked
+    /// whether ready work remains.
+    pub fn sweep_armed(&self) -> bool {
+        self.polls.sweep.load(Ordering::Relaxed)
+    }
+
     /// For a poll that was woken and then found nothing it may claim while ready work
-    /// remains: hands the wake to one other waiting poll, while this queueing's sweep
-    /// lasts. True when it did.
-    pub fn pass_on(&self) -> bool {
-        let passed = self
-            .polls
-            .relays
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1))
-            .is_ok();
-        if passed {
-            self.polls.notify.notify_one();
+    /// remains (work only other runners may take): wakes every waiting poll, once per
+    /// queueing. True when this call did.
+    pub fn sweep(&self) -> bool {
+        let armed = self.polls.sweep.swap(false, Ordering::Relaxed);
+        if armed {
+            self.polls.notify.notify_waiters();
         }
-        passed
+        armed
     }
 }
 
@@ -156,7 +160,7 @@ impl Events {
         }
         self.work.notify_waiters();
         let waiting = self.polls.waiting.load(Ordering::Relaxed);
-        self.polls.relays.fetch_max(waiting, Ordering::Relaxed);
+        self.polls.sweep.store(true, Ordering::Relaxed);
         if n >= waiting {
             self.polls.notify.notify_waiters();
         } else {
@@ -171,6 +175,12 @@ impl Events {
     pub fn wake_all(&self) {
         self.work.notify_waiters();
         self.polls.notify.notify_waiters();
+    }
+
+    /// Hands a wake a poll received and did not use (it ended before it looked for work)
+    /// to another waiting poll.
+    pub fn pass_wake(&self) {
+        self.polls.notify.notify_one();
     }
 
     /// Registers a runner's poll as waiting for work until the returned [`PollWait`] is
@@ -348,21 +358,33 @@ mod tests {
         assert_eq!(woken(&mut polls), 4);
     }
 
-    // A step only some runners may take: the woken poll that may not passes the wake on,
-    // at most once around the polls that were waiting.
+    // A step only some runners may take: the woken poll that may not take it wakes every
+    // waiting poll, once per queueing.
     #[test]
-    fn a_wake_passes_on_for_one_sweep_only() {
+    fn a_poll_that_may_not_take_the_work_sweeps_once_per_queueing() {
         let events = Events::default();
-        let mut polls = waiting_polls(&events, 3);
+        let mut polls = waiting_polls(&events, 4);
         events.queued(1);
         assert_eq!(woken(&mut polls), 1);
-        let mut passes = 0;
-        while polls[0].0.pass_on() {
-            passes += 1;
-            assert!(passes <= 3, "passed on forever");
-        }
-        assert_eq!(passes, 3, "one sweep of the three waiting polls");
-        assert!(woken(&mut polls) >= 1, "a passed wake reaches another poll");
+        let unlucky = events.poll_wait();
+        assert!(unlucky.sweep_armed());
+        assert!(unlucky.sweep(), "the first sweep of this queueing");
+        assert_eq!(woken(&mut polls), 3, "every other waiting poll");
+        let mut polls = waiting_polls(&events, 2);
+        assert!(!unlucky.sweep_armed() && !unlucky.sweep(), "spent");
+        assert_eq!(woken(&mut polls), 0);
+        events.queued(1);
+        assert!(unlucky.sweep_armed(), "the next queueing arms it again");
+    }
+
+    // A poll woken for a step that returned before it claimed (its runner's debug session,
+    // an error) hands the wake on instead of leaving the step to the timer.
+    #[test]
+    fn an_unused_wake_reaches_another_poll() {
+        let events = Events::default();
+        let mut polls = waiting_polls(&events, 2);
+        events.pass_wake();
+        assert_eq!(woken(&mut polls), 1);
     }
 
     #[test]
