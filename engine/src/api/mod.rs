@@ -335,16 +335,7 @@ async fn rerun(
     match state.executor.rerun(id, Some(&triggerer(&caller))).await? {
         Some(run_id) => {
             let detail = serde_json::json!({ "rerun_of": id });
-            audit(
-                store,
-                &caller,
-                "run.rerun",
-                run.repo_id,
-                Some(run_id),
-                detail,
-            )
-            .await?;
-            Ok(Json(Created { run_id }))
+            reruns::started(&state, &caller, &run, run_id, detail).await
         }
         None => Err(ApiError::not_found(format!("no run {id}"))),
     }

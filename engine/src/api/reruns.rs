@@ -32,6 +32,28 @@ pub(super) struct RerunQuery {
     pub(super) failed: bool,
 }
 
+/// The answer to a re-run of `run` by `caller` that started `run_id`, audited as
+/// `run.rerun` with `detail`.
+pub(super) async fn started(
+    state: &ApiState,
+    caller: &Caller,
+    run: &RunRow,
+    run_id: i64,
+    detail: serde_json::Value,
+) -> ApiResult<Json<Created>> {
+    let store = state.executor.store();
+    audit(
+        store,
+        caller,
+        "run.rerun",
+        run.repo_id,
+        Some(run_id),
+        detail,
+    )
+    .await?;
+    Ok(Json(Created { run_id }))
+}
+
 /// The failed-steps re-run of `run` (which `caller` may write), audited.
 pub(super) async fn failed(
     state: &ApiState,
@@ -47,17 +69,7 @@ pub(super) async fn failed(
     {
         RerunFailed::Started(run_id) => {
             let detail = serde_json::json!({ "rerun_of": id, "failed_only": true });
-            let store = state.executor.store();
-            audit(
-                store,
-                caller,
-                "run.rerun",
-                run.repo_id,
-                Some(run_id),
-                detail,
-            )
-            .await?;
-            Ok(Json(Created { run_id }))
+            started(state, caller, run, run_id, detail).await
         }
         RerunFailed::NoSuchRun => Err(ApiError::not_found(format!("no run {id}"))),
         RerunFailed::NotFinal(status) => Err(conflict(format!(
