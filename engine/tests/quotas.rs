@@ -710,7 +710,7 @@ async fn steps_keeping_a_sparse_file_or_many_files_past_the_quotas_fail_with_the
         sandbox.diagnostics()
     );
     assert_eq!(files_below(&data.join("artifacts")), Vec::<PathBuf>::new());
-    let listed = support::get_json(&http, &format!("{url}/api/runs/{run_id}/artifacts")).await;
+    let listed = support::get_json(http, &format!("{url}/api/runs/{run_id}/artifacts")).await;
     assert_eq!(listed, json!([]), "no rows");
 }
 
