@@ -7,9 +7,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use engine::events::Events;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Store};
 use evaluator::plan::{Plan, Step};
@@ -21,15 +19,6 @@ fn bash(id: &str) -> Step {
 
 fn plan(steps: Vec<Step>) -> Plan {
     Plan::new("advance", steps)
-}
-
-fn executor(store: &Store) -> Executor {
-    Executor::new(
-        store.clone(),
-        Arc::new(Events::default()),
-        BTreeMap::new(),
-        100_000,
-    )
 }
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
@@ -64,25 +53,18 @@ async fn run_one(store: &Store, executor: &Executor, runner_id: i64) -> String {
     claimed.step_id
 }
 
-async fn runner(store: &Store) -> i64 {
-    store
-        .register_runner("r", "{}", &format!("hash-{}", now_ms()), true, now_ms())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_advance_after_a_completion_reads_only_what_changed() {
     const FAN: usize = 2_000;
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 100_000);
         let mut steps = vec![bash("root")];
         steps.extend((0..FAN).map(|i| bash(&format!("f{i}")).after(&["root"])));
         let fan: Vec<String> = (0..FAN).map(|i| format!("f{i}")).collect();
         let fan: Vec<&str> = fan.iter().map(String::as_str).collect();
         steps.push(bash("join").after(&fan));
         let run_id = start(&executor, &plan(steps)).await;
-        let runner_id = runner(&store).await;
+        let runner_id = support::store_runner(&store, "r").await;
         // The run's first advance read every step.
         assert_eq!(executor.steps_read(), FAN as u64 + 2);
         assert_eq!(run_one(&store, &executor, runner_id).await, "root");
@@ -108,8 +90,8 @@ async fn an_advance_after_a_completion_reads_only_what_changed() {
 async fn a_replica_with_a_stale_copy_reads_every_step_again() {
     for (store, _dir) in support::stores().await {
         // Two engines on one database.
-        let first = executor(&store);
-        let second = executor(&store);
+        let first = support::executor(&store, 100_000);
+        let second = support::executor(&store, 100_000);
         let run_id = start(
             &first,
             &plan(vec![
@@ -120,7 +102,7 @@ async fn a_replica_with_a_stale_copy_reads_every_step_again() {
             ]),
         )
         .await;
-        let runner_id = runner(&store).await;
+        let runner_id = support::store_runner(&store, "r").await;
         // `first` advances after root and keeps a copy in which b and c are queued.
         run_one(&store, &first, runner_id).await;
         let b = store

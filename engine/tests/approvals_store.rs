@@ -7,10 +7,6 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use engine::events::Events;
 use engine::executor::Executor;
 use engine::store::{now_ms, Decided, Store, Verdict};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
@@ -61,12 +57,7 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn a_waiting_approval_takes_no_parallel_slot_and_racing_decisions_leave_one_outcome() {
     for (store, _dir) in support::stores().await {
         // max_parallel 1: the approval waits beside the bash step, which is still queued.
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            1,
-        );
+        let executor = support::executor(&store, 1);
         let plan = plan(vec![
             approval("ship", 3600),
             bash("build", &[]),
@@ -118,12 +109,7 @@ async fn a_waiting_approval_takes_no_parallel_slot_and_racing_decisions_leave_on
 #[tokio::test]
 async fn cancelling_a_run_cancels_its_waiting_approval_and_deadlines_fail_the_rest() {
     for (store, _dir) in support::stores().await {
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            4,
-        );
+        let executor = support::executor(&store, 4);
         let plan = plan(vec![approval("ship", 1)]);
         let cancelled = start(&executor, &plan).await;
         executor.advance(cancelled).await.unwrap();
@@ -163,12 +149,7 @@ async fn cancelling_a_run_cancels_its_waiting_approval_and_deadlines_fail_the_re
 #[tokio::test]
 async fn a_decision_past_the_deadline_times_the_step_out_instead() {
     for (store, _dir) in support::stores().await {
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            4,
-        );
+        let executor = support::executor(&store, 4);
         let plan = plan(vec![approval("ship", 1), bash("deploy", &["ship"])]);
         let run_id = start(&executor, &plan).await;
         executor.advance(run_id).await.unwrap();

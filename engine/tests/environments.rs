@@ -564,12 +564,7 @@ async fn environments_are_stored_alike_on_both_backends() {
             .unwrap();
         assert_eq!(sealed.len(), 1, "{backend}");
 
-        let executor = engine::executor::Executor::new(
-            store.clone(),
-            std::sync::Arc::new(engine::events::Events::default()),
-            Default::default(),
-            8,
-        );
+        let executor = support::executor(&store, 8);
         let run = support::start_push_run(&executor, repo_id, &deploy(Some("prod")), "main").await;
         let found = store
             .run_environments(run, &["prod"])

@@ -9,11 +9,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use engine::events::Events;
-use engine::executor::Executor;
 use engine::server::EngineConfig;
 use engine::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
 use engine::tokens;
@@ -40,15 +37,6 @@ fn approval(id: &str) -> Step {
     step
 }
 
-fn executor(store: &Store) -> Executor {
-    Executor::new(
-        store.clone(),
-        Arc::new(Events::default()),
-        BTreeMap::new(),
-        100,
-    )
-}
-
 async fn run(store: &Store, run_id: i64) -> engine::store::RunRow {
     store.run(run_id).await.unwrap().expect("the run")
 }
@@ -59,7 +47,7 @@ async fn run(store: &Store, run_id: i64) -> engine::store::RunRow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_naming_the_deploy_group_cancels_nothing_of_the_repository() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 100);
         let repo = support::create_repo(&store).await;
         let work = || vec![support::bash_step("work", "true")];
         let running = support::start_pr_run(&executor, repo, &deploy(false, work()), false).await;
@@ -107,7 +95,7 @@ async fn a_fork_naming_the_deploy_group_cancels_nothing_of_the_repository() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_waiting_for_approval_holds_no_group_of_the_repository() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 100);
         let repo = support::create_repo(&store).await;
         let fork = support::start_pr_run(
             &executor,

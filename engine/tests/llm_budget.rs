@@ -344,12 +344,7 @@ async fn concurrent_holds_on_a_run_budget_never_pass_it() {
     // both backends the holds add up to the budget and never more (PostgreSQL serialises
     // them with an advisory lock per run, SQLite by its single writer).
     for (store, _dir) in support::stores().await {
-        let executor = engine::executor::Executor::new(
-            store.clone(),
-            std::sync::Arc::new(engine::events::Events::default()),
-            Default::default(),
-            1000,
-        );
+        let executor = support::executor(&store, 1000);
         let steps = (0..8)
             .map(|i| evaluator::plan::Step::bash(format!("s{i}"), "true"))
             .collect();

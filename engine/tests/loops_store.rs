@@ -7,10 +7,6 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use engine::events::Events;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Claimed, Store};
 use evaluator::plan::{Plan, Step};
@@ -84,18 +80,10 @@ async fn build_succeeds(executor: &Executor, runner_id: i64, build: &Claimed, te
 #[tokio::test]
 async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
     for (store, _dir) in support::stores().await {
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            10,
-        );
+        let executor = support::executor(&store, 10);
         let plan = plan();
         let run_id = start(&executor, &plan).await;
-        let runner_id = store
-            .register_runner("r", "{}", &format!("hash-{}", now_ms()), true, now_ms())
-            .await
-            .unwrap();
+        let runner_id = support::store_runner(&store, "r").await;
 
         // Iteration 1: build (no feedback yet), then review fails twice (one retry).
         let build1 = claim(&store, runner_id, "build").await;
@@ -186,19 +174,11 @@ async fn a_loop_repeats_its_region_keeping_every_iteration_readable() {
 #[tokio::test]
 async fn a_run_cancelled_during_a_loop_stops_there() {
     for (store, _dir) in support::stores().await {
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            10,
-        );
+        let executor = support::executor(&store, 10);
         let mut plan = plan();
         plan.steps[1].retries = 0;
         let run_id = start(&executor, &plan).await;
-        let runner_id = store
-            .register_runner("r", "{}", &format!("hash-{}", now_ms()), true, now_ms())
-            .await
-            .unwrap();
+        let runner_id = support::store_runner(&store, "r").await;
         let build = claim(&store, runner_id, "build").await;
         finish(
             &executor,

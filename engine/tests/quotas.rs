@@ -17,14 +17,10 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use engine::artifacts::{ArtifactsConfig, Quota, Quotas};
-use engine::events::Events;
-use engine::executor::Executor;
 use engine::server::{EngineConfig, RunningEngine};
 use engine::store::{NewBlob, RunRepo, Store};
 use evaluator::plan::Step;
@@ -520,12 +516,7 @@ async fn repo_run(store: &Store, repo_id: i64) -> i64 {
 }
 
 async fn run_of(store: &Store, repo: Option<RunRepo>) -> i64 {
-    let executor = Executor::new(
-        store.clone(),
-        Arc::new(Events::default()),
-        BTreeMap::new(),
-        8,
-    );
+    let executor = support::executor(&store, 8);
     let plan = support::plan("bare", vec![bash("build")]);
     support::start_plan_run(&executor, "/w/bare.plue.py", &plan, repo).await
 }

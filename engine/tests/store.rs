@@ -10,9 +10,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
-use engine::events::Events;
 use engine::executor::{Executor, Report, RunnerSaid};
 use engine::store::{
     now_ms, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
@@ -30,28 +28,6 @@ fn bash(id: &str) -> Step {
 
 async fn start(executor: &Executor, plan: &Plan) -> i64 {
     support::start_plan_run(executor, "/w/test.plue.py", plan, None).await
-}
-
-fn executor(store: &Store) -> Executor {
-    Executor::new(
-        store.clone(),
-        Arc::new(Events::default()),
-        BTreeMap::new(),
-        1000,
-    )
-}
-
-async fn runner(store: &Store, name: &str) -> i64 {
-    store
-        .register_runner(
-            name,
-            "{}",
-            &format!("hash-{name}-{}", now_ms()),
-            true,
-            now_ms(),
-        )
-        .await
-        .unwrap()
 }
 
 /// The next step `runner_id` claims (one there must be).
@@ -86,12 +62,12 @@ fn report(outcome: Outcome, reason: Option<&str>) -> Report {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_take_the_same_step() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let steps: Vec<Step> = (0..60).map(|i| bash(&format!("s{i}"))).collect();
         let run_id = start(&executor, &plan(steps)).await;
         let mut runners = Vec::new();
         for i in 0..8 {
-            runners.push(runner(&store, &format!("r{i}")).await);
+            runners.push(support::store_runner(&store, &format!("r{i}")).await);
         }
         let labels = vec![String::new()];
         // Eight claimers race until the queue is empty; each runner takes as many as it can.
@@ -126,11 +102,11 @@ async fn concurrent_claimers_never_take_the_same_step() {
 #[tokio::test]
 async fn labels_decide_which_runner_may_claim() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let mut gpu = bash("gpu");
         gpu.runner.insert("gpu".into(), "a100".into());
         let run_id = start(&executor, &plan(vec![gpu])).await;
-        let plain = runner(&store, "plain").await;
+        let plain = support::store_runner(&store, "plain").await;
         assert!(store
             .claim(plain, &[String::new()], now_ms())
             .await
@@ -167,7 +143,7 @@ async fn the_postgres_claim_uses_its_partial_index() {
 #[tokio::test]
 async fn log_appends_are_idempotent_and_read_in_order() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let run_id = start(&executor, &plan(vec![bash("a"), bash("b")])).await;
         let step = store.step_run(run_id, "a").await.unwrap().unwrap();
         assert!(store.last_lines(run_id).await.unwrap().is_empty());
@@ -223,7 +199,7 @@ async fn log_batches_of_every_size_are_stored_exactly_once_and_read_back_as_sent
         "{\"id\":\"t1\",\"content\":\"a token\\n\"}",
     ];
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let run_id = start(&executor, &plan(vec![bash("a")])).await;
         let step = store.step_run(run_id, "a").await.unwrap().unwrap();
         let mut sent = Vec::new();
@@ -297,7 +273,7 @@ async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
     let url = format!("sqlite://{}", path.display());
     let (run_id, step_id) = {
         let store = Store::connect(&url).await.unwrap();
-        let run_id = start(&executor(&store), &plan(vec![bash("a")])).await;
+        let run_id = start(&support::executor(&store, 1000), &plan(vec![bash("a")])).await;
         let step_id = store.step_run(run_id, "a").await.unwrap().unwrap().id;
         store.close().await;
         (run_id, step_id)
@@ -383,7 +359,7 @@ async fn upgrading_sqlite_keeps_the_lines_stored_a_row_each() {
 #[tokio::test]
 async fn completions_apply_once_and_retries_wait_their_backoff() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let mut flaky = bash("flaky");
         flaky.retries = 1;
         flaky.backoff = 5;
@@ -392,7 +368,7 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
             &plan(vec![flaky, bash("next").after(&["flaky"])]),
         )
         .await;
-        let runner_id = runner(&store, "r").await;
+        let runner_id = support::store_runner(&store, "r").await;
         let claimed = claim(&store, runner_id).await;
         let failed = report(Outcome::Failed, Some("exit code 1"));
         assert!(executor
@@ -437,10 +413,10 @@ async fn completions_apply_once_and_retries_wait_their_backoff() {
 #[tokio::test]
 async fn another_runner_cannot_complete_an_attempt() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         start(&executor, &plan(vec![bash("a")])).await;
-        let owner = runner(&store, "owner").await;
-        let intruder = runner(&store, "intruder").await;
+        let owner = support::store_runner(&store, "owner").await;
+        let intruder = support::store_runner(&store, "intruder").await;
         let claimed = claim(&store, owner).await;
         let done = report(Outcome::Succeeded, None);
         assert!(!executor
@@ -457,13 +433,13 @@ async fn another_runner_cannot_complete_an_attempt() {
 #[tokio::test]
 async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let run_id = start(
             &executor,
             &plan(vec![bash("a"), bash("b").after(&["a"]), bash("c")]),
         )
         .await;
-        let runner_id = runner(&store, "r").await;
+        let runner_id = support::store_runner(&store, "r").await;
         let claimed = claim(&store, runner_id).await;
         assert!(!store.attempt_should_stop(claimed.attempt_id).await.unwrap());
         assert!(executor.cancel(run_id).await.unwrap());
@@ -503,8 +479,8 @@ async fn cancelling_ends_waiting_steps_and_tells_runners_to_stop() {
 #[tokio::test]
 async fn silent_runners_are_declared_lost_once() {
     for (store, _dir) in support::stores().await {
-        let a = runner(&store, "a").await;
-        let b = runner(&store, "b").await;
+        let a = support::store_runner(&store, "a").await;
+        let b = support::store_runner(&store, "b").await;
         let now = now_ms();
         store.heartbeat(b, now + 10_000).await.unwrap();
         let lost = store.mark_lost(now + 5_000, now).await.unwrap();
@@ -606,7 +582,7 @@ async fn a_one_time_token_registers_one_runner_and_names_its_redeemer() {
 #[tokio::test]
 async fn live_runner_names_are_unique() {
     for (store, _dir) in support::stores().await {
-        let first = runner(&store, "twin").await;
+        let first = support::store_runner(&store, "twin").await;
         let twin = store
             .register(&new_runner("twin", "twin-2", None))
             .await
@@ -624,7 +600,7 @@ async fn live_runner_names_are_unique() {
 #[tokio::test]
 async fn a_runner_without_secrets_claims_only_steps_that_need_none() {
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let mut deploy = bash("deploy");
         deploy.secrets.push("DEPLOY_KEY".into());
         start(&executor, &plan(vec![deploy, bash("lint")])).await;
@@ -651,7 +627,7 @@ async fn a_runner_without_secrets_claims_only_steps_that_need_none() {
             .await
             .unwrap()
             .is_none());
-        let trusted = runner(&store, "trusted").await;
+        let trusted = support::store_runner(&store, "trusted").await;
         let claimed = store.claim(trusted, &all, now_ms()).await.unwrap().unwrap();
         assert_eq!(claimed.step_id, "deploy");
     }
@@ -777,7 +753,7 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
     // A step shorter than START_REPORT_AFTER never reports its start on its own: its
     // completion says how long ago it started (`started_ms_ago`).
     for (store, _dir) in support::stores().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 1000);
         let run_id = start(
             &executor,
             &plan(vec![
@@ -787,7 +763,7 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
             ]),
         )
         .await;
-        let runner_id = runner(&store, "r").await;
+        let runner_id = support::store_runner(&store, "r").await;
         let done = report(Outcome::Succeeded, None);
         let complete = |attempt_id, ago| {
             let executor = &executor;

@@ -77,12 +77,7 @@ async fn repositories_are_unique_and_take_their_data_with_them() {
             .record_delivery("github", "d1", id, "push")
             .await
             .unwrap());
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            8,
-        );
+        let executor = support::executor(&store, 8);
         start(&executor, id, &plan(vec![]), true).await;
         assert!(store.delete_repo(id).await.unwrap());
         assert!(store.repo_by_name("octo/hello").await.unwrap().is_none());
@@ -197,12 +192,7 @@ async fn a_delivery_id_and_a_schedule_tick_are_taken_once_under_concurrency() {
 async fn status_reports_go_out_in_order_with_leases_and_retries() {
     for (store, _dir) in support::stores().await {
         let id = repo(&store, "octo/hello").await;
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            8,
-        );
+        let executor = support::executor(&store, 8);
         // No steps: the run is final at once, so both reports exist.
         let run = start(&executor, id, &plan(vec![]), true).await;
         let now = now_ms();
@@ -317,13 +307,8 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
         assert_eq!(secrets.withheld, names);
 
         // Sealed under another key: a clear error, not the ciphertext.
-        let other = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            8,
-        )
-        .with_vault(Vault::new("some other key, also long").unwrap());
+        let other = support::executor(&store, 8)
+            .with_vault(Vault::new("some other key, also long").unwrap());
         let err = other
             .secret_values(trusted, "s", &["DEPLOY".to_string()])
             .await
@@ -340,12 +325,7 @@ async fn repository_secrets_open_with_the_vault_and_are_withheld_from_forks() {
 async fn runs_and_repositories_are_listed_only_of_the_given_repositories() {
     use engine::store::RunFilter;
     for (store, _dir) in support::stores().await {
-        let executor = Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            8,
-        );
+        let executor = support::executor(&store, 8);
         let a = repo(&store, "acme/a").await;
         let b = repo(&store, "acme/b").await;
         let wf = plan(vec![Step::bash("s", "true")]);

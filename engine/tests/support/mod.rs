@@ -1179,6 +1179,32 @@ pub(crate) async fn start_push_run(
         .expect("start a run")
 }
 
+/// An executor over `store` with a fresh event bus and no engine-wide secrets, running at
+/// most `max_parallel` steps at once: what the store-level tests drive runs through.
+pub(crate) fn executor(store: &Store, max_parallel: usize) -> Executor {
+    Executor::new(
+        store.clone(),
+        std::sync::Arc::new(engine::events::Events::default()),
+        Default::default(),
+        max_parallel,
+    )
+}
+
+/// Registers the ephemeral runner `name` without labels directly in `store` (its token
+/// hash `hash-<name>-<now>`); its id.
+pub(crate) async fn store_runner(store: &Store, name: &str) -> i64 {
+    store
+        .register_runner(
+            name,
+            "{}",
+            &format!("hash-{name}-{}", now_ms()),
+            true,
+            now_ms(),
+        )
+        .await
+        .expect("register a runner")
+}
+
 /// Creates the repository `acme/app` in `store`; its id.
 pub(crate) async fn create_repo(store: &Store) -> i64 {
     let repo = NewRepo {
