@@ -5,10 +5,11 @@
 //! a throw-away server (testkit); without one only SQLite is covered, unless
 //! PLUE_REQUIRE_POSTGRES=1.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
 
-use engine::events::Events;
+use std::collections::BTreeMap;
+
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, NewRun, Store};
 use evaluator::plan::{Concurrency, Plan, Step};
@@ -49,15 +50,6 @@ fn plan(group: &str, cancel_in_progress: bool) -> Plan {
     }
 }
 
-fn executor(store: &Store) -> Executor {
-    Executor::new(
-        store.clone(),
-        Arc::new(Events::default()),
-        BTreeMap::new(),
-        100,
-    )
-}
-
 async fn start(executor: &Executor, plan: &Plan, branch: &str) -> i64 {
     let json = serde_json::to_string(plan).unwrap();
     let ctx = serde_json::to_string(&EvalContext::local(Event::Push, branch)).unwrap();
@@ -80,11 +72,7 @@ async fn status(store: &Store, run_id: i64) -> (String, Option<String>) {
 }
 
 async fn runner(store: &Store) -> i64 {
-    let name = format!("r{}", now_ms());
-    store
-        .register_runner(&name, "{}", &format!("hash-{name}"), true, now_ms())
-        .await
-        .unwrap()
+    support::store_runner(store, &format!("r{}", now_ms())).await
 }
 
 fn report(outcome: Outcome) -> Report {
@@ -122,7 +110,7 @@ async fn drain(executor: &Executor, runner_id: i64, outcome: Outcome) -> Vec<i64
 #[tokio::test]
 async fn a_newer_run_waits_until_the_active_one_ends_then_starts() {
     for (store, _other, _dir) in replicas().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 100);
         let first = start(&executor, &plan("deploy-{branch}", false), "main").await;
         let second = start(&executor, &plan("deploy-{branch}", false), "main").await;
         let elsewhere = start(&executor, &plan("deploy-{branch}", false), "dev").await;
@@ -179,7 +167,7 @@ async fn a_newer_run_waits_until_the_active_one_ends_then_starts() {
 #[tokio::test]
 async fn a_newer_waiting_run_supersedes_an_older_one() {
     for (store, _other, _dir) in replicas().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 100);
         let active = start(&executor, &plan("g", false), "main").await;
         let older = start(&executor, &plan("g", false), "main").await;
         let newer = start(&executor, &plan("g", false), "main").await;
@@ -220,7 +208,7 @@ async fn a_newer_waiting_run_supersedes_an_older_one() {
 #[tokio::test]
 async fn cancel_in_progress_cancels_the_active_run_and_starts_once_it_is_final() {
     for (store, _other, _dir) in replicas().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 100);
         let old = start(&executor, &plan("deploy-{branch}", true), "main").await;
         let runner_id = runner(&store).await;
         let claimed = store
@@ -276,7 +264,7 @@ async fn cancel_in_progress_cancels_the_active_run_and_starts_once_it_is_final()
 #[tokio::test]
 async fn a_run_that_fails_or_is_cancelled_by_a_person_frees_its_group() {
     for (store, _other, _dir) in replicas().await {
-        let executor = executor(&store);
+        let executor = support::executor(&store, 100);
         let first = start(&executor, &plan("g", false), "main").await;
         let second = start(&executor, &plan("g", false), "main").await;
         assert!(executor.cancel(first).await.unwrap());
@@ -293,7 +281,10 @@ async fn a_run_that_fails_or_is_cancelled_by_a_person_frees_its_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_starting_runs_of_one_group_leave_exactly_one_active() {
     for (first, second, _dir) in replicas().await {
-        let replicas = [executor(&first), executor(&second)];
+        let replicas = [
+            support::executor(&first, 100),
+            support::executor(&second, 100),
+        ];
         for round in 0..3 {
             let group = format!("race-{round}");
             let plan = plan(&group, false);
