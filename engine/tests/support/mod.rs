@@ -1128,24 +1128,8 @@ pub(crate) async fn start_pr_run(
     plan: &Plan,
     from_fork: bool,
 ) -> i64 {
-    let json = serde_json::to_string(plan).expect("a plan as JSON");
-    let mut ctx = evaluator::EvalContext::local(evaluator::Event::PullRequest, "main");
-    ctx.repo = "acme/app".into();
-    let ctx = serde_json::to_string(&ctx).expect("a ctx as JSON");
-    executor
-        .start_run(&NewRun {
-            workflow_source: "acme/app",
-            workflow_path: ".plue/deploy.plue.py",
-            event: "pull_request",
-            context_json: &ctx,
-            repo: Some(RunRepo {
-                repo_id,
-                secrets_allowed: !from_fork,
-            }),
-            ..plue_store::testing::local_run(plan, &json)
-        })
-        .await
-        .expect("start a run")
+    let event = evaluator::Event::PullRequest;
+    start_acme_run(executor, repo_id, plan, event, "main", !from_fork).await
 }
 
 /// Starts a `push` run of `plan` on branch `branch` of repository `acme/app` (`repo_id`),
@@ -1157,8 +1141,30 @@ pub(crate) async fn start_push_run(
     plan: &Plan,
     branch: &str,
 ) -> i64 {
+    start_acme_run(
+        executor,
+        repo_id,
+        plan,
+        evaluator::Event::Push,
+        branch,
+        true,
+    )
+    .await
+}
+
+/// Starts an `event` run of `plan` (workflow file `.plue/deploy.plue.py`) on branch
+/// `branch` of repository `acme/app` (`repo_id`), with the context the registry gives that
+/// event on that branch, its secrets when `secrets_allowed`. Its id.
+async fn start_acme_run(
+    executor: &Executor,
+    repo_id: i64,
+    plan: &Plan,
+    event: evaluator::Event,
+    branch: &str,
+    secrets_allowed: bool,
+) -> i64 {
     let json = serde_json::to_string(plan).expect("a plan as JSON");
-    let mut ctx = evaluator::EvalContext::local(evaluator::Event::Push, branch);
+    let mut ctx = evaluator::EvalContext::local(event, branch);
     ctx.repo = "acme/app".into();
     let git_ref = ctx.git_ref.clone();
     let ctx = serde_json::to_string(&ctx).expect("a ctx as JSON");
@@ -1166,12 +1172,12 @@ pub(crate) async fn start_push_run(
         .start_run(&NewRun {
             workflow_source: "acme/app",
             workflow_path: ".plue/deploy.plue.py",
-            event: "push",
+            event: event.as_str(),
             git_ref: &git_ref,
             context_json: &ctx,
             repo: Some(RunRepo {
                 repo_id,
-                secrets_allowed: true,
+                secrets_allowed,
             }),
             ..plue_store::testing::local_run(plan, &json)
         })
