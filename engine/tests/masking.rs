@@ -3,13 +3,38 @@
 //! log batch boundary — then reads back what the store holds. Whatever the cuts, the
 //! stored lines of each printed line concatenate to the line with the secret masked.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use engine::store::Store;
 use serde_json::Value;
 
 const SECRET: &str = "dpl-4f7a1c9e2b-SPLIT-ME";
 const LIMIT: usize = runner::protocol::MAX_LINE_BYTES;
+
+/// `plue run` (one runner, no colours, no inherited data directory) of `workflow`, written
+/// as `w.plue.py` in a fresh directory, with `$DEPLOY_TOKEN` = `secret` passed as the secret
+/// `DEPLOY_TOKEN`, and `extra` arguments: the directory, the output, its stdout and stderr.
+fn run_leaking(
+    workflow: &str,
+    secret: &str,
+    extra: &[&str],
+) -> (tempfile::TempDir, Output, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("PLUE_DATA_DIR")
+        .env("DEPLOY_TOKEN", secret)
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .args(["--secret", "DEPLOY_TOKEN"])
+        .args(extra)
+        .output()
+        .expect("plue runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (dir, output, stdout, stderr)
+}
 
 /// Bash that prints a 40 KiB line of `x`s with `$DEPLOY_TOKEN` starting at each offset.
 fn long_lines(offsets: &[usize]) -> String {
@@ -47,26 +72,8 @@ fn a_secret_split_by_the_line_cut_is_stored_masked() {
         "def workflow():\n    return Plan(name='t', triggers=[Trigger.manual()], steps=[\n        \
          Step.bash('leak', {command:?}, secrets=['DEPLOY_TOKEN']),\n    ])\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("DEPLOY_TOKEN", SECRET)
-        .args([
-            "run",
-            "w.plue.py",
-            "--runners",
-            "1",
-            "--secret",
-            "DEPLOY_TOKEN",
-        ])
-        .args(["--summary-json", "summary.json"])
-        .output()
-        .expect("plue runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (dir, output, stdout, stderr) =
+        run_leaking(&workflow, SECRET, &["--summary-json", "summary.json"]);
     assert!(output.status.success(), "{stderr}");
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
 
@@ -137,19 +144,7 @@ fn a_secret_written_as_an_output_key_fails_the_step_and_is_stored_nowhere() {
     let workflow = "def workflow():\n    return Plan(name='t', triggers=[Trigger.manual()], steps=[\n        \
          Step.bash('leak', 'echo \"${DEPLOY_TOKEN}=1\" >> \"$PLUE_OUTPUT\"', secrets=['DEPLOY_TOKEN']),\n        \
          Step.bash('after', 'env | grep PLUE_OUTPUT_ || true', depends_on=['leak']),\n    ])\n";
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
-        .env("DEPLOY_TOKEN", KEY_SECRET)
-        .args(["run", "w.plue.py", "--runners", "1"])
-        .args(["--secret", "DEPLOY_TOKEN"])
-        .output()
-        .expect("plue runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (dir, output, stdout, stderr) = run_leaking(workflow, KEY_SECRET, &[]);
     assert!(!output.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains("contains a secret") || stderr.contains("contains a secret"),
