@@ -96,25 +96,34 @@ async fn repositories_are_unique_and_take_their_data_with_them() {
     }
 }
 
+/// Runs `race` in 8 tasks at once; how many of them won it (answered true).
+async fn winners<F, Fut>(race: F) -> usize
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(race())).collect();
+    let mut won = 0;
+    for task in tasks {
+        won += usize::from(task.await.unwrap());
+    }
+    won
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_id_and_a_schedule_tick_are_taken_once_under_concurrency() {
     for (store, _dir) in support::stores().await {
         let id = repo(&store, "octo/hello").await;
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    store
-                        .record_delivery("github", "same", id, "push")
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut won = 0;
-        for task in tasks {
-            won += usize::from(task.await.unwrap());
-        }
+        let won = winners(|| {
+            let store = store.clone();
+            async move {
+                store
+                    .record_delivery("github", "same", id, "push")
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
         assert_eq!(won, 1, "{}: one delivery proceeds", store.backend());
         assert!(
             store
@@ -144,22 +153,17 @@ async fn a_delivery_id_and_a_schedule_tick_are_taken_once_under_concurrency() {
             .unwrap()
             .pop()
             .expect("due");
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let store = store.clone();
-                let seen = schedule.next_fire_at;
-                tokio::spawn(async move {
-                    store
-                        .take_schedule_tick(schedule.id, seen, seen + 86_400_000, now_ms())
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut won = 0;
-        for task in tasks {
-            won += usize::from(task.await.unwrap());
-        }
+        let won = winners(|| {
+            let store = store.clone();
+            let seen = schedule.next_fire_at;
+            async move {
+                store
+                    .take_schedule_tick(schedule.id, seen, seen + 86_400_000, now_ms())
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
         assert_eq!(won, 1, "{}: one engine takes the tick", store.backend());
         assert!(store.due_schedules(now_ms()).await.unwrap().is_empty());
         // Replacing keeps the next fire time of a schedule that stays; drops the rest.
