@@ -16,7 +16,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use engine::store::Store;
+use engine::store::{Store, StoredLine};
 use serde_json::{json, Value};
 use support::{plain_plue, printed};
 use testkit::claude::{FakeClaude, Turn};
@@ -65,6 +65,19 @@ fn succeeded(output: &Output) -> (String, String) {
 fn summary_in(dir: &Path) -> Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json");
     serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+/// What the data directory `.plue` in `dir` holds of step `review` of run `run_id`: its
+/// log lines (the first 10,000) and its usage.
+fn stored_review(dir: &Path, run_id: i64) -> (Vec<StoredLine>, Option<String>) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = Store::open_data_dir(&dir.join(".plue")).await.unwrap();
+        let steps = store.step_runs(run_id).await.unwrap();
+        let review = steps.iter().find(|s| s.step_id == "review").unwrap();
+        let lines = store.read_logs(review.id, (0, 0), 10_000).await.unwrap();
+        store.close().await;
+        (lines, review.usage.clone())
+    })
 }
 
 /// A path in the temporary directory, unique to this process and moment, that a step
@@ -129,23 +142,13 @@ fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step()
     let summary = summary_in(dir.path());
     assert_eq!(summary["status"], "succeeded");
     let run_id = summary["run_id"].as_i64().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (tokens, streams, usage) = runtime.block_on(async {
-        let store = Store::open_data_dir(&dir.path().join(".plue"))
-            .await
-            .unwrap();
-        let steps = store.step_runs(run_id).await.unwrap();
-        let review = steps.iter().find(|s| s.step_id == "review").unwrap();
-        let lines = store.read_logs(review.id, (0, 0), 10_000).await.unwrap();
-        store.close().await;
-        let tokens: String = lines
-            .iter()
-            .filter(|l| l.stream == "token")
-            .map(|l| l.text.as_str())
-            .collect();
-        let streams: Vec<String> = lines.iter().map(|l| l.stream.clone()).collect();
-        (tokens, streams, review.usage.clone())
-    });
+    let (lines, usage) = stored_review(dir.path(), run_id);
+    let tokens: String = lines
+        .iter()
+        .filter(|l| l.stream == "token")
+        .map(|l| l.text.as_str())
+        .collect();
+    let streams: Vec<String> = lines.iter().map(|l| l.stream.clone()).collect();
     assert_eq!(tokens, format!("I'll read the notes.{}", answer.concat()));
     for stream in ["system", "token", "tool_call", "tool_result", "usage"] {
         assert!(
@@ -270,21 +273,12 @@ fn a_secret_the_model_prints_across_deltas_is_masked_in_stored_tokens_and_result
 
     let summary = summary_in(dir.path());
     let run_id = summary["run_id"].as_i64().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let tokens = runtime.block_on(async {
-        let store = Store::open_data_dir(&dir.path().join(".plue"))
-            .await
-            .unwrap();
-        let steps = store.step_runs(run_id).await.unwrap();
-        let review = steps.iter().find(|s| s.step_id == "review").unwrap();
-        let lines = store.read_logs(review.id, (0, 0), 10_000).await.unwrap();
-        store.close().await;
-        lines
-            .iter()
-            .filter(|l| l.stream == "token")
-            .map(|l| l.text.clone())
-            .collect::<Vec<_>>()
-    });
+    let tokens: Vec<String> = stored_review(dir.path(), run_id)
+        .0
+        .iter()
+        .filter(|l| l.stream == "token")
+        .map(|l| l.text.clone())
+        .collect();
     assert_eq!(tokens.concat(), "The token is ***, do not share.");
     let found = grep_dir(&dir.path().join(".plue"), SECRET.as_bytes());
     assert!(found.is_empty(), "the secret is stored in {found:?}");
