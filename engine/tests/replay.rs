@@ -12,10 +12,8 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use std::process::Output;
-
 use serde_json::json;
-use support::{Sandbox, LLM_KEY};
+use support::{printed, Sandbox, LLM_KEY};
 use testkit::claude::{FakeClaude, Reply, Turn};
 
 const SECRET: &str = "s3cret-v4lue-of-the-step";
@@ -26,14 +24,6 @@ const WORKFLOW: &str = r#"def workflow():
                  tools=["write_file", "bash"], secrets=["MY_TOKEN"], max_turns=5),
     ])
 "#;
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Turns 2 and 3 of the conversation: a `bash` call reading the repository's file (and
 /// printing the secret), then the closing text.

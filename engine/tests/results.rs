@@ -12,15 +12,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::Sandbox;
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use support::{printed, Sandbox};
 
 const PIPELINE: &str = r#"def workflow():
     return Plan(name="results", triggers=[Trigger.manual()], steps=[

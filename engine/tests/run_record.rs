@@ -14,16 +14,8 @@ use std::path::Path;
 use std::process::Output;
 
 use serde_json::{json, Value};
-use support::Sandbox;
+use support::{printed, Sandbox};
 use testkit::claude::{FakeClaude, Reply, Turn};
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// The published schema, as a validator.
 fn schema() -> jsonschema::Validator {
