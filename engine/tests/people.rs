@@ -135,17 +135,13 @@ async fn users_are_made_by_admins_only_and_names_are_unique_in_any_case() {
     assert_eq!(status, 201);
 
     // Taken names, in any case, and the admin's: 409; invalid ones: 400.
-    for name in ["bob", "BOB", "ALICE", "admin", "Admin", "ADMIN"] {
+    let taken = ["bob", "BOB", "ALICE", "admin", "Admin", "ADMIN"].map(|n| (n, 409));
+    let invalid = ["", "-x", "a b", "a/b", "ä", "x\u{202e}"].map(|n| (n, 400));
+    for (name, expected) in taken.into_iter().chain(invalid) {
         let (status, body) = api
             .post("/api/users", admin, json!({"name": name, "kind": "person"}))
             .await;
-        assert_eq!(status, 409, "{name}: {body}");
-    }
-    for name in ["", "-x", "a b", "a/b", "ä", "x\u{202e}"] {
-        let (status, body) = api
-            .post("/api/users", admin, json!({"name": name, "kind": "person"}))
-            .await;
-        assert_eq!(status, 400, "{name:?}: {body}");
+        assert_eq!(status, expected, "{name:?}: {body}");
     }
     let (status, _) = api
         .post(
@@ -647,24 +643,10 @@ async fn groups_and_forge_logins_are_the_admins_to_manage() {
         (201, json!([])),
         "{group}"
     );
-    assert_eq!(
-        api.post("/api/groups", admin, json!({"name": "Release"}))
-            .await
-            .0,
-        409
-    );
-    assert_eq!(
-        api.post("/api/groups", admin, json!({"name": "admin"}))
-            .await
-            .0,
-        409
-    );
-    assert_eq!(
-        api.post("/api/groups", admin, json!({"name": "a b"}))
-            .await
-            .0,
-        400
-    );
+    for (name, expected) in [("Release", 409), ("admin", 409), ("a b", 400)] {
+        let (status, body) = api.post("/api/groups", admin, json!({"name": name})).await;
+        assert_eq!(status, expected, "{name:?}: {body}");
+    }
     for (method, path) in [
         (Method::PUT, "/api/groups/release/members/alice"),
         (Method::DELETE, "/api/groups/release/members/alice"),
@@ -1059,30 +1041,16 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
 
     let delivery = push_delivery("octo/ship", &sha, "OctoCat");
     let run_id = deliver_github(url, "push", "people-push-1", delivery).await;
-    wait_for_ship_gate(&http, url, run_id).await;
-    let (status, body) = approve_ship(url, run_id, &tokens[0]).await;
-    assert_eq!(
-        status, 403,
-        "the pusher's user approved its own push: {body}"
-    );
-    assert!(body.contains("started this run"), "{body}");
-    let (status, body) = approve_ship(url, run_id, &tokens[1]).await;
-    assert_eq!(status, 200, "{body}");
+    let why = "the pusher's user approved its own push";
+    only_another_approves(&http, url, run_id, &tokens, why).await;
     let run = support::wait_final(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
 
     // Alice (octocat) pushes onto a pull request someone else opened.
     let delivery = synchronize_delivery("octo/ship", &sha, "someone-else", "octocat");
     let pr_run = deliver_github(url, "pull_request", "people-sync-1", delivery).await;
-    wait_for_ship_gate(&http, url, pr_run).await;
-    let (status, body) = approve_ship(url, pr_run, &tokens[0]).await;
-    assert_eq!(
-        status, 403,
-        "who pushed onto the pull request approved its own code: {body}"
-    );
-    assert!(body.contains("started this run"), "{body}");
-    let (status, body) = approve_ship(url, pr_run, &tokens[1]).await;
-    assert_eq!(status, 200, "{body}");
+    let why = "who pushed onto the pull request approved its own code";
+    only_another_approves(&http, url, pr_run, &tokens, why).await;
 }
 
 /// Delivers `delivery`, signed with [`WEBHOOK_SECRET`], as the GitHub `event` with id
@@ -1095,6 +1063,23 @@ async fn deliver_github(url: &str, event: &str, delivery_id: &str, delivery: Vec
     answer["runs"][0]
         .as_i64()
         .unwrap_or_else(|| panic!("no run: {answer}"))
+}
+
+/// Once run `run_id`'s gate `ship` waits: approving it with `tokens[0]` (the token of who
+/// started the run) is refused as such (`why` it must be), with `tokens[1]` it passes.
+async fn only_another_approves(
+    http: &reqwest::Client,
+    url: &str,
+    run_id: i64,
+    tokens: &[String],
+    why: &str,
+) {
+    wait_for_ship_gate(http, url, run_id).await;
+    let (status, body) = approve_ship(url, run_id, &tokens[0]).await;
+    assert_eq!(status, 403, "{why}: {body}");
+    assert!(body.contains("started this run"), "{body}");
+    let (status, body) = approve_ship(url, run_id, &tokens[1]).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Waits until run `run_id`'s step `ship` waits for its approval.
