@@ -39,11 +39,28 @@ impl Ran {
     fn lines_of(&self, id: &str) -> Vec<String> {
         step_lines(&self.stdout(), id)
     }
+
+    /// Asserts that `plue run` printed `text` on stdout (the message: all it printed there).
+    #[track_caller]
+    fn assert_stdout_has(&self, text: &str) {
+        assert!(self.stdout().contains(text), "{}", self.stdout());
+    }
+
+    /// Asserts that `plue run` printed `text` on stderr (the message: all it printed there).
+    #[track_caller]
+    fn assert_stderr_has(&self, text: &str) {
+        assert!(self.stderr().contains(text), "{}", self.stderr());
+    }
 }
 
 /// Runs `workflow` (the source of `w.plue.py`) with `plue run` in a fresh directory.
 fn run(workflow: &str, extra: &[&str]) -> Ran {
     run_with_env(workflow, extra, &[])
+}
+
+/// [`run`] of a manual workflow of `steps` (see [`plan`]) with no further arguments.
+fn run_steps(steps: &str) -> Ran {
+    run(&plan(steps), &[])
 }
 
 /// [`run`] with `env` added to `plue run`'s environment.
@@ -82,16 +99,13 @@ fn plan(steps: &str) -> String {
 
 #[test]
 fn outputs_flow_to_dependents_and_the_run_succeeds() {
-    let ran = run(
-        &plan(
-            r#"
+    let ran = run_steps(
+        r#"
         Step.bash("make-version", 'echo "version=2.0.$((40 + 2))" >> "$PLUE_OUTPUT"; echo "notes<<EOF" >> "$PLUE_OUTPUT"; printf "a\nb\n" >> "$PLUE_OUTPUT"; echo EOF >> "$PLUE_OUTPUT"'),
         Step.python("use-it", "import os\nprint('got ' + {{ steps.make-version.outputs.version }})\nopen(os.environ['PLUE_OUTPUT'], 'a').write('echo=ok\\n')", depends_on=["make-version"]),
         Step.bash("multi", "echo \"{{ steps.make-version.outputs.notes }}\" | wc -l", depends_on=["use-it"]),
         Step.bash("chain", "echo {{ steps.use-it.outputs.echo }}", depends_on=["use-it"]),
 "#,
-        ),
-        &[],
     );
     assert!(
         ran.output.status.success(),
@@ -157,9 +171,8 @@ fn a_chain_prints_each_step_after_the_end_of_the_one_it_depends_on() {
 
 #[test]
 fn failures_skip_dependents_and_when_decides_what_runs() {
-    let ran = run(
-        &plan(
-            r#"
+    let ran = run_steps(
+        r#"
         Step.bash("ok", "echo fine"),
         Step.bash("broken", "echo about to fail; exit 3"),
         Step.bash("needs-broken", "echo never", depends_on=["broken"]),
@@ -168,8 +181,6 @@ fn failures_skip_dependents_and_when_decides_what_runs() {
         Step.bash("always", "echo always runs", depends_on=["broken"], when="always"),
         Step.bash("on-failure-of-ok", "echo never", depends_on=["ok"], when="failure"),
 "#,
-        ),
-        &[],
     );
     assert_eq!(ran.output.status.code(), Some(1), "{}", ran.stderr());
     assert_eq!(ran.summary["status"], "failed");
@@ -182,16 +193,8 @@ fn failures_skip_dependents_and_when_decides_what_runs() {
     assert_eq!(ran.status("on-failure"), "succeeded");
     assert_eq!(ran.status("always"), "succeeded");
     assert_eq!(ran.status("on-failure-of-ok"), "skipped");
-    assert!(
-        ran.stdout().contains("✗ failed: exit code 3"),
-        "{}",
-        ran.stdout()
-    );
-    assert!(
-        ran.stderr().contains("failed steps: broken"),
-        "{}",
-        ran.stderr()
-    );
+    ran.assert_stdout_has("✗ failed: exit code 3");
+    ran.assert_stderr_has("failed steps: broken");
 }
 
 /// Long outputs print from the engine's copy of what it stored (batches of thousands of
@@ -199,15 +202,12 @@ fn failures_skip_dependents_and_when_decides_what_runs() {
 /// in order, attempt after attempt.
 #[test]
 fn every_stored_line_prints_once_in_order() {
-    let ran = run(
-        &plan(
-            r#"
+    let ran = run_steps(
+        r#"
         Step.bash("left", "seq 1 30000"),
         Step.bash("right", "seq 1 30000 | sed s/^/r/"),
         Step.bash("again", 'seq 1 12000 | sed "s/^/$PLUE_ATTEMPT-/"; [ "$PLUE_ATTEMPT" -ge 2 ]', retries=1, backoff=0),
 "#,
-        ),
-        &[],
     );
     assert!(ran.output.status.success(), "{}", ran.stderr());
     let numbers =
@@ -222,14 +222,11 @@ fn every_stored_line_prints_once_in_order() {
 
 #[test]
 fn retries_count_attempts_and_back_off() {
-    let ran = run(
-        &plan(
-            r#"
+    let ran = run_steps(
+        r#"
         Step.bash("third-time", 'echo "attempt $PLUE_ATTEMPT"; [ "$PLUE_ATTEMPT" -ge 3 ]', retries=3, backoff=1),
         Step.bash("always-fails", "exit 7", retries=1, backoff=1),
 "#,
-        ),
-        &[],
     );
     assert_eq!(ran.status("third-time"), "succeeded");
     assert_eq!(ran.step("third-time")["attempts"], 3);
@@ -253,21 +250,14 @@ fn retries_count_attempts_and_back_off() {
 #[test]
 fn a_timeout_kills_the_step_and_its_background_children() {
     let marker = format!("plue-timeout-marker-{}", std::process::id());
-    let ran = run(
-        &plan(&format!(
-            r#"
+    let ran = run_steps(&format!(
+        r#"
         Step.bash("slow", "sleep 300 & bash -c 'exec -a {marker} sleep 300' & echo started; sleep 300", timeout=1),
         Step.bash("after", "echo after", depends_on=["slow"], when="always"),
 "#
-        )),
-        &[],
-    );
+    ));
     assert_eq!(ran.status("slow"), "failed");
-    assert!(
-        ran.stdout().contains("timed out after 1s"),
-        "{}",
-        ran.stdout()
-    );
+    ran.assert_stdout_has("timed out after 1s");
     assert_eq!(ran.status("after"), "succeeded");
     let survivors: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -332,44 +322,30 @@ fn secrets_reach_steps_but_never_the_logs_or_the_store() {
 
 #[test]
 fn a_missing_secret_fails_the_step_with_its_name() {
-    let ran = run(
-        &plan(r#"        Step.bash("use", "echo $NOPE", secrets=["NOPE"]),"#),
-        &[],
-    );
+    let ran = run_steps(r#"        Step.bash("use", "echo $NOPE", secrets=["NOPE"]),"#);
     assert_eq!(ran.status("use"), "failed");
-    assert!(
-        ran.stdout().contains("secret 'NOPE' is not set"),
-        "{}",
-        ran.stdout()
-    );
+    ran.assert_stdout_has("secret 'NOPE' is not set");
 }
 
 #[test]
 fn a_missing_output_fails_the_step_that_reads_it() {
-    let ran = run(
-        &plan(
-            r#"
+    let ran = run_steps(
+        r#"
         Step.bash("a", "true"),
         Step.bash("b", "echo {{ steps.a.outputs.nothing }}", depends_on=["a"]),
 "#,
-        ),
-        &[],
     );
     assert_eq!(ran.status("b"), "failed");
     assert_eq!(ran.step("b")["attempts"], 0);
-    assert!(
-        ran.stdout().contains("steps.a.outputs.nothing"),
-        "{}",
-        ran.stdout()
-    );
+    ran.assert_stdout_has("steps.a.outputs.nothing");
 }
 
 #[test]
 fn an_invalid_workflow_exits_1_with_its_location() {
     let ran = run("def workflow():\n    return Plan(name='x', steps=[Step.bash('a', 'true', depends_on=['b'])])\n", &[]);
     assert_eq!(ran.output.status.code(), Some(1));
-    assert!(ran.stderr().contains("w.plue.py:"), "{}", ran.stderr());
-    assert!(ran.stderr().contains("'b'"), "{}", ran.stderr());
+    ran.assert_stderr_has("w.plue.py:");
+    ran.assert_stderr_has("'b'");
 }
 
 #[test]
