@@ -3,42 +3,18 @@
 //! per string of a 242-byte workflow's plan. Measured with a counting allocator (bytes this
 //! thread asked for), so the bound is deterministic.
 
+/// The probe, shared with the evaluator's `template_bomb` test.
+#[path = "../../evaluator/tests/support/bomb.rs"]
+mod bomb;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bomb::bomb;
 use engine::dispatch::{build, StepResult};
-use evaluator::plan::{Action, LlmAction, Plan, Step};
-use serde_json::Value;
 
 #[global_allocator]
 static COUNTING: testkit::counting::Counting = testkit::counting::Counting;
-
-/// `depth` levels of 1,018-byte keys around `n` copies of `leaf`, as the llm step `l`.
-fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
-    let mut value = Value::Array(vec![Value::String(leaf.into()); n]);
-    for i in 0..depth {
-        let mut map = serde_json::Map::new();
-        map.insert(format!("k{i}{}", "A".repeat(1018)), value);
-        value = Value::Object(map);
-    }
-    let llm = LlmAction {
-        prompt: Some("hi".into()),
-        prompt_file: None,
-        inputs: BTreeMap::from([("k".to_string(), value)]),
-        model: None,
-        max_turns: None,
-        tools: vec![],
-        safe_outputs: None,
-        ..Default::default()
-    };
-    Plan::new(
-        "t",
-        vec![
-            Step::bash("a", "true"),
-            Step::new("l", Action::Llm(llm)).after(&["a"]),
-        ],
-    )
-}
 
 fn results() -> BTreeMap<&'static str, StepResult<'static>> {
     BTreeMap::from([(

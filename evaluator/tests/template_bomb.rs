@@ -4,43 +4,14 @@
 //! kept). Measured with a counting allocator (bytes this thread asked for), so the bound
 //! is deterministic.
 
-use std::collections::BTreeMap;
+mod support;
 
 use evaluator::diagnostic::Budget;
-use evaluator::plan::{Action, LlmAction, Plan, SourceMap, Step};
-use serde_json::Value;
+use evaluator::plan::SourceMap;
+use support::bomb::bomb;
 
 #[global_allocator]
 static COUNTING: testkit::counting::Counting = testkit::counting::Counting;
-
-/// The probe's shape: `depth` levels of 1,018-byte keys around `n` copies of `leaf`.
-fn bomb(depth: usize, n: usize, leaf: &str) -> Plan {
-    let mut value = Value::Array(vec![Value::String(leaf.into()); n]);
-    for i in 0..depth {
-        let mut map = serde_json::Map::new();
-        map.insert(format!("k{i}{}", "A".repeat(1018)), value);
-        value = Value::Object(map);
-    }
-    let llm = LlmAction {
-        prompt: Some("hi".into()),
-        prompt_file: None,
-        inputs: BTreeMap::from([("k".to_string(), value)]),
-        model: None,
-        max_turns: None,
-        tools: vec![],
-        safe_outputs: None,
-        max_tokens: None,
-        max_cost_usd: None,
-        ..Default::default()
-    };
-    Plan::new(
-        "t",
-        vec![
-            Step::bash("a", "true"),
-            Step::new("l", Action::Llm(llm)).after(&["a"]),
-        ],
-    )
-}
 
 fn map() -> SourceMap {
     SourceMap {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+pub(crate) mod bomb;
+
 use std::path::PathBuf;
 
 use evaluator::plan::Plan;
