@@ -3,11 +3,10 @@
 //! they are written, and issue and comment text is data that never becomes a reference.
 
 mod support;
-use support::{pool, problems_of};
+use support::{pasted_texts, pool, problems_of};
 
 use evaluator::context::{Comment, Issue};
-use evaluator::plan::{Action, Authors, Others, Trigger};
-use evaluator::template::Template;
+use evaluator::plan::{Authors, Others, Trigger};
 use evaluator::{EvalContext, Event};
 
 fn source(triggers: &str) -> String {
@@ -139,22 +138,13 @@ async fn issue_and_comment_text_never_becomes_template_syntax() {
         .evaluate("w.plue.py", PASTES, &ctx)
         .await
         .unwrap();
-    let Action::Bash { command } = &evaluated.plan.steps[1].action else {
-        panic!("{:?}", evaluated.plan.steps[1]);
-    };
-    let template = Template::parse(command).unwrap();
-    assert_eq!(template.references().count(), 0, "{command}");
+    let (command, prompt) = pasted_texts(&evaluated.plan);
     assert_eq!(
-        template.literal_text().0,
+        command,
         "echo '/plue fix {{ steps.up.outputs.x }}' '{{ raw steps.up.outputs.x }}'"
     );
-    let Action::Llm(llm) = &evaluated.plan.steps[2].action else {
-        panic!("{:?}", evaluated.plan.steps[2]);
-    };
-    let prompt = Template::parse(llm.prompt.as_deref().unwrap()).unwrap();
-    assert_eq!(prompt.references().count(), 0);
     assert_eq!(
-        prompt.literal_text().0,
+        prompt,
         "Fix: {% raw %}{{ steps.up.outputs.x }}{% endraw %} $(rm -rf /) asked by octocat"
     );
 }

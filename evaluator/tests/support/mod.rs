@@ -7,7 +7,8 @@ pub(crate) mod bomb;
 
 use std::path::PathBuf;
 
-use evaluator::plan::Plan;
+use evaluator::plan::{Action, Plan};
+use evaluator::template::Template;
 use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, Limits, PoolConfig, WorkerCommand};
 
 /// A pool of one worker running the built `plue-eval-worker`, with the default limits.
@@ -70,4 +71,22 @@ pub(crate) async fn error_of(source: &str) -> String {
         Ok(evaluated) => panic!("evaluated: {:?}", evaluated.plan),
         Err(e) => e.to_string(),
     }
+}
+
+/// What `plan` pasted into the command of its bash step 1 and the prompt of its llm step 2,
+/// each parsed as a template and asserted to hold no reference (pasted text stays text):
+/// their literal texts.
+pub(crate) fn pasted_texts(plan: &Plan) -> (String, String) {
+    let Action::Bash { command } = &plan.steps[1].action else {
+        panic!("{:?}", plan.steps[1]);
+    };
+    let template = Template::parse(command).unwrap();
+    assert_eq!(template.references().count(), 0, "{command}");
+    let Action::Llm(llm) = &plan.steps[2].action else {
+        panic!("{:?}", plan.steps[2]);
+    };
+    let prompt = llm.prompt.as_deref().unwrap();
+    let parsed = Template::parse(prompt).unwrap();
+    assert_eq!(parsed.references().count(), 0, "{prompt}");
+    (template.literal_text().0, parsed.literal_text().0)
 }
