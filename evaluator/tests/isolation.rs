@@ -12,7 +12,6 @@
 mod support;
 use support::pool;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use evaluator::{EvalContext, EvalError, EvaluatorPool, Event};
@@ -22,16 +21,7 @@ fn ctx() -> EvalContext {
 }
 
 fn corpus(dir: &str) -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/attacks")
-        .join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".plue.py"))
-        .collect();
-    files.sort();
-    files
+    support::attack_files(dir)
         .into_iter()
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().to_string();

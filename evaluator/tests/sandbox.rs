@@ -7,6 +7,8 @@
 //!   and every forbidden operation must fail;
 //! - a `print` can never pass for a result; a timed-out worker is replaced.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -85,13 +87,7 @@ async fn every_attack_fails_cleanly_in_time_and_leaves_no_trace() {
     std::env::set_var("PLUE_ATTACK_CANARY", CANARY);
     let _ = std::fs::remove_file(PWNED);
     let pool = pool(2).await;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attacks");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".plue.py"))
-        .collect();
-    files.sort();
+    let files = support::attack_files("");
     assert!(files.len() >= 40, "the corpus has {} files", files.len());
     let mut failures = Vec::new();
     for file in &files {

@@ -5,7 +5,7 @@
 
 pub(crate) mod bomb;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use evaluator::plan::{Action, Plan};
 use evaluator::template::Template;
@@ -89,4 +89,19 @@ pub(crate) fn pasted_texts(plan: &Plan) -> (String, String) {
     let parsed = Template::parse(prompt).unwrap();
     assert_eq!(parsed.references().count(), 0, "{prompt}");
     (template.literal_text().0, parsed.literal_text().0)
+}
+
+/// The `.plue.py` files of the attack corpus folder `tests/attacks/<dir>` (`""`: its top),
+/// sorted by name.
+pub(crate) fn attack_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/attacks")
+        .join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".plue.py"))
+        .collect();
+    files.sort();
+    files
 }
