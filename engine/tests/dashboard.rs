@@ -175,11 +175,9 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     // the environment (this binary has one test).
     std::env::set_var("ANTHROPIC_BASE_URL", claude.url());
     let key = "ANTHROPIC_API_KEY=sk-ant-dashboard-test-key";
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "2", "--secret", key])
+    let (engine, http, run_id) = sandbox
+        .serve_and_run(&["--runners", "2", "--secret", key], &workflow)
         .await;
-    let http = client();
-    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
     let browser = Browser::start(&sandbox, &chromium, &driver).await;
 
     // The run page: the plan's four steps and four edges, coloured by state. A local run

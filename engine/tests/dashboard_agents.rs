@@ -22,7 +22,7 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
+use support::{wait_final, Sandbox, ADMIN_TOKEN};
 use testkit::claude::{FakeClaude, Turn};
 use webdriver::Browser;
 
@@ -71,11 +71,9 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
     // The engine hands its own ANTHROPIC_BASE_URL to its runners; this binary has one test.
     std::env::set_var("ANTHROPIC_BASE_URL", claude.url());
     let key = "ANTHROPIC_API_KEY=sk-ant-dashboard-agents-key";
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1", "--secret", key])
+    let (engine, http, run_id) = sandbox
+        .serve_and_run(&["--runners", "1", "--secret", key], &workflow)
         .await;
-    let http = client();
-    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
     let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(90)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
 

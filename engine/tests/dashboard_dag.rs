@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
+use support::{wait_final, Sandbox, ADMIN_TOKEN};
 use webdriver::Browser;
 
 /// The most nodes and SVG elements a drawing may have (`web/dag`'s bound and what it
@@ -67,18 +67,8 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
              [Step.bash('join', 'echo joined', depends_on=['shard-%d' % i for i in range(60)])])\n"
         ),
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "4"])
-        .await;
-    let http = client();
-    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
-    let browser = Browser::admin_on(
-        &sandbox,
-        (&chromium, &driver),
-        &engine.url,
-        &format!("/runs/{run_id}"),
-    )
-    .await;
+    let (engine, http, run_id) = sandbox.serve_and_run(&["--runners", "4"], &workflow).await;
+    let browser = Browser::admin_on_run(&sandbox, (&chromium, &driver), &engine.url, run_id).await;
 
     // The first view: root, group and join, each inside the graph's box; the group counts
     // its running shards by icon once some run.
@@ -265,18 +255,8 @@ async fn approval(chromium: PathBuf, driver: PathBuf) {
          Step.approval('ship', message='Ship it?', depends_on=['build']),\n        \
          Step.bash('deploy', 'echo deployed', depends_on=['ship']),\n    ])\n",
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
-    let http = client();
-    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
-    let browser = Browser::admin_on(
-        &sandbox,
-        (&chromium, &driver),
-        &engine.url,
-        &format!("/runs/{run_id}"),
-    )
-    .await;
+    let (engine, http, run_id) = sandbox.serve_and_run(&["--runners", "1"], &workflow).await;
+    let browser = Browser::admin_on_run(&sandbox, (&chromium, &driver), &engine.url, run_id).await;
     let node = browser
         .wait(
             Duration::from_secs(30),
@@ -327,11 +307,7 @@ async fn thousand(chromium: PathBuf, driver: PathBuf) {
         "ws/thousand.plue.py",
         &THOUSAND.replace("GO", go.to_str().expect("a UTF-8 path")),
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
-    let http = client();
-    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
+    let (engine, http, run_id) = sandbox.serve_and_run(&["--runners", "1"], &workflow).await;
     support::wait_for(Duration::from_secs(60), "the run's 992 steps", || async {
         let run = support::run_view(&http, &engine.url, run_id).await?;
         (run["steps"].as_array()?.len() == 992).then_some(())
@@ -355,13 +331,7 @@ async fn thousand(chromium: PathBuf, driver: PathBuf) {
     }
     served.sort();
 
-    let browser = Browser::admin_on(
-        &sandbox,
-        (&chromium, &driver),
-        &engine.url,
-        &format!("/runs/{run_id}"),
-    )
-    .await;
+    let browser = Browser::admin_on_run(&sandbox, (&chromium, &driver), &engine.url, run_id).await;
     let drawn = browser
         .wait(
             Duration::from_secs(20),

@@ -21,7 +21,7 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{client, free_port, start_run, wait_final, Sandbox};
+use support::{wait_final, Sandbox};
 use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,16 +56,11 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         "ws/ci.plue.py",
         &workflow(flag.to_str().expect("a UTF-8 path")),
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
+    let (engine, http, run) = sandbox.serve_and_run(&["--runners", "1"], &workflow).await;
     let url = engine.url.as_str();
-    let http = client();
-    let run = start_run(&http, url, &workflow, &sandbox.path("ws")).await;
     let view = wait_final(&http, url, run, Duration::from_secs(60)).await;
     assert_eq!(view["status"], "failed", "{view}");
-    let browser =
-        Browser::admin_on(&sandbox, (&chromium, &driver), url, &format!("/runs/{run}")).await;
+    let browser = Browser::admin_on_run(&sandbox, (&chromium, &driver), url, run).await;
 
     // The failure, in a sentence, with the log's last 20 lines.
     let sentence = browser

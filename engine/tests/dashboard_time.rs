@@ -19,7 +19,7 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, start_run, wait_final, Sandbox};
+use support::{wait_final, Sandbox};
 use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +76,7 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
              Step.bash('after', 'echo after', depends_on=['slow', 'quick', 'flaky']),\n    ])\n"
         ),
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "2"])
-        .await;
-    let http = client();
-    let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
+    let (engine, http, run_id) = sandbox.serve_and_run(&["--runners", "2"], &workflow).await;
     let browser = Browser::admin_on(&sandbox, (&chromium, &driver), &engine.url, "/").await;
 
     // The runs list: the run's progress, its creation as a <time>, its duration ticking.

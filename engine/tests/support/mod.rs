@@ -354,6 +354,19 @@ impl Sandbox {
         self.serve_with_env(name, port, args, &[]).await
     }
 
+    /// Serves `engine` on a free port with `args` and starts a run of `workflow` in the
+    /// workspace `ws`: the engine, the HTTP client that started it and the run's id.
+    pub(crate) async fn serve_and_run(
+        &self,
+        args: &[&str],
+        workflow: &Path,
+    ) -> (Engine, reqwest::Client, i64) {
+        let engine = self.serve("engine", free_port(), args).await;
+        let http = client();
+        let run_id = start_run(&http, &engine.url, workflow, &self.path("ws")).await;
+        (engine, http, run_id)
+    }
+
     /// [`Sandbox::serve`] on a free port with its data in the sandbox directory `data`, one
     /// local runner and 200 ms heartbeats, plus `extra` arguments.
     pub(crate) async fn serve_one_runner(&self, name: &str, data: &str, extra: &[&str]) -> Engine {

@@ -380,6 +380,16 @@ impl Browser {
         browser
     }
 
+    /// [`Browser::admin_on`] the page of run `run_id`.
+    pub(crate) async fn admin_on_run(
+        sandbox: &Sandbox,
+        browser: (&Path, &Path),
+        engine: &str,
+        run_id: i64,
+    ) -> Browser {
+        Browser::admin_on(sandbox, browser, engine, &format!("/runs/{run_id}")).await
+    }
+
     /// A screenshot saved as `name` in [`screenshot_dir`].
     pub(crate) async fn shot(&self, name: &str) {
         self.screenshot(&screenshot_dir().join(name)).await;
