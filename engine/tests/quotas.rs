@@ -516,7 +516,7 @@ async fn repo_run(store: &Store, repo_id: i64) -> i64 {
 }
 
 async fn run_of(store: &Store, repo: Option<RunRepo>) -> i64 {
-    let executor = support::executor(&store, 8);
+    let executor = support::executor(store, 8);
     let plan = support::plan("bare", vec![bash("build")]);
     support::start_plan_run(&executor, "/w/bare.plue.py", &plan, repo).await
 }
