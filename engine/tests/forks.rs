@@ -304,17 +304,6 @@ async fn the_runner_listener_serves_the_runner_protocol_and_nothing_else() {
     engine.shutdown().await;
 }
 
-/// Runs `plue ARGS` in the sandbox to completion: its stdout, or a panic with stderr.
-fn plue(sandbox: &support::Sandbox, args: &[&str]) -> String {
-    let output = sandbox.plue(args).output().expect("plue runs");
-    assert!(
-        output.status.success(),
-        "plue {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
-
 /// `plue serve --runner-listen`: the local pool's runners reach the engine there (a run
 /// succeeds though the public port refuses the runner protocol); `plue runner-token create`
 /// makes tokens that refuse forks unless `--accept-forks`, and `list` says which.
@@ -362,11 +351,11 @@ async fn plue_serve_runner_listen_and_runner_tokens_that_accept_forks() {
         let mut args = vec!["runner-token", "create", "--labels", "zone=prod"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--server", &engine]);
-        plue(&sandbox, &args).trim().to_string()
+        sandbox.plue_ok(&args).trim().to_string()
     };
     let refusing = create(&["--name", "prod"]);
     let accepting = create(&["--name", "prod forks", "--accept-forks"]);
-    let listed = plue(&sandbox, &["runner-token", "list", "--server", &engine]);
+    let listed = sandbox.plue_ok(&["runner-token", "list", "--server", &engine]);
     assert!(listed.contains("\tno-forks\tprod\t"), "{listed}");
     assert!(listed.contains("\tforks\tprod forks\t"), "{listed}");
     let zone = json!({"zone": "prod"});

@@ -37,17 +37,6 @@ async fn register(engine: &str, token: &str, name: &str, labels: Value) -> (u16,
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Runs `plue ARGS` in the sandbox to completion: its stdout, or a panic with stderr.
-fn plue(sandbox: &Sandbox, args: &[&str]) -> String {
-    let output = sandbox.plue(args).output().expect("plue runs");
-    assert!(
-        output.status.success(),
-        "plue {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
-
 // regression: registering under a busy pool runner's name (names are public in GET
 // /api/runners) and deregistering made the pool stop the real runner mid-step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +61,7 @@ async fn a_busy_pool_runner_cannot_be_squatted_or_stopped_by_name() {
     assert!(busy.starts_with("pool-"), "{busy}");
 
     // With the shared token and with a scoped one the operator made: refused either way.
-    let scoped = plue(&sandbox, &["runner-token", "create", "--server", &engine]);
+    let scoped = sandbox.plue_ok(&["runner-token", "create", "--server", &engine]);
     let scoped = scoped.trim();
     for token in [RUNNER_TOKEN, scoped] {
         let (status, answer) = register(&engine, token, &busy, json!({})).await;
@@ -109,30 +98,24 @@ async fn only_a_runner_whose_token_grants_prod_runs_the_prod_step() {
     ];
     let engine = sandbox.serve_local("0", &extra).await.url;
     let http = client();
-    let dev = plue(
-        &sandbox,
-        &[
-            "runner-token",
-            "create",
-            "--labels",
-            "zone=dev",
-            "--server",
-            &engine,
-        ],
-    );
-    let prod = plue(
-        &sandbox,
-        &[
-            "runner-token",
-            "create",
-            "--labels",
-            "zone=prod",
-            "--name",
-            "prod",
-            "--server",
-            &engine,
-        ],
-    );
+    let dev = sandbox.plue_ok(&[
+        "runner-token",
+        "create",
+        "--labels",
+        "zone=dev",
+        "--server",
+        &engine,
+    ]);
+    let prod = sandbox.plue_ok(&[
+        "runner-token",
+        "create",
+        "--labels",
+        "zone=prod",
+        "--name",
+        "prod",
+        "--server",
+        &engine,
+    ]);
     for token in [dev.trim(), RUNNER_TOKEN] {
         let (status, answer) = register(&engine, token, "hopper", json!({"zone": "prod"})).await;
         assert_eq!(status, 403, "{answer}");
@@ -181,7 +164,7 @@ async fn only_a_runner_whose_token_grants_prod_runs_the_prod_step() {
     );
 
     // Listed without the token; revoked, it registers nothing more.
-    let listed = plue(&sandbox, &["runner-token", "list", "--server", &engine]);
+    let listed = sandbox.plue_ok(&["runner-token", "list", "--server", &engine]);
     assert!(
         listed.contains("zone=prod") && listed.contains("zone=dev"),
         "{listed}"
@@ -193,10 +176,7 @@ async fn only_a_runner_whose_token_grants_prod_runs_the_prod_step() {
         .and_then(|line| line.split('\t').next())
         .unwrap()
         .to_string();
-    plue(
-        &sandbox,
-        &["runner-token", "revoke", &id, "--server", &engine],
-    );
+    sandbox.plue_ok(&["runner-token", "revoke", &id, "--server", &engine]);
     let (status, answer) = register(&engine, prod.trim(), "prod-2", json!({"zone": "prod"})).await;
     assert_eq!(status, 401, "{answer}");
 }

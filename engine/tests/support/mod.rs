@@ -148,6 +148,17 @@ impl Sandbox {
         command
     }
 
+    /// Runs `plue ARGS` in the sandbox to completion: its stdout, or a panic with stderr.
+    pub(crate) fn plue_ok(&self, args: &[&str]) -> String {
+        let output = self.plue(args).output().expect("plue runs");
+        assert!(
+            output.status.success(),
+            "plue {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8")
+    }
+
     /// `plue serve --check-config --pool-config FILE EXTRA` in the sandbox, run to its end.
     pub(crate) fn check_pool_config(&self, file: &Path, extra: &[&str]) -> std::process::Output {
         let file = file.to_str().expect("a UTF-8 path");
