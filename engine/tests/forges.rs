@@ -563,24 +563,15 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     );
 
     // Manual dispatch, from the CLI and the API, with inputs checked.
-    let out = sb
-        .plue(&[
-            "trigger",
-            REPO,
-            "deploy",
-            "--input",
-            "version=1.2",
-            "--server",
-            url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = sb.plue_ok(&[
+        "trigger",
+        REPO,
+        "deploy",
+        "--input",
+        "version=1.2",
+        "--server",
+        url,
+    ]);
     let deploy_run: i64 = text
         .trim()
         .strip_prefix("run ")
