@@ -214,10 +214,7 @@ fn an_llm_step_streams_tokens_uses_tools_and_feeds_its_result_to_the_next_step()
 fn an_llm_step_without_the_key_fails_naming_the_secret() {
     let server = FakeClaude::start(vec![]);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("w.plue.py"), workflow()).unwrap();
-    let output = plain_plue()
-        .current_dir(dir.path())
-        .args(["run", "w.plue.py", "--runners", "1"])
+    let output = support::plue_run_one(dir.path(), &workflow())
         .output()
         .expect("plue runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -380,18 +380,10 @@ fn a_credential_on_another_process_command_line_is_invisible_to_steps() {
     let scan =
         "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null | rev; echo; done; \
                 test -r /proc/self/status && echo own-processes-visible";
-    std::fs::write(
-        dir.path().join("w.plue.py"),
-        format!(
-            "def workflow():\n    return Plan(name='argv', steps=[Step.bash('scan', {scan:?})])\n"
-        ),
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_plue"))
-        .current_dir(dir.path())
-        .args(["run", "w.plue.py", "--runners", "1"])
-        .env("NO_COLOR", "1")
-        .env_remove("PLUE_DATA_DIR")
+    let source = format!(
+        "def workflow():\n    return Plan(name='argv', steps=[Step.bash('scan', {scan:?})])\n"
+    );
+    let output = support::plue_run_one(dir.path(), &source)
         .output()
         .expect("plue runs");
     let _ = bystander.kill();

@@ -11,7 +11,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use support::plain_plue;
 
 /// The attacking step: five escapees, each recording its pid in `$0`'s file and becoming
 /// a `sleep 30`; the step waits (bounded) until all five have recorded themselves.
@@ -52,13 +51,10 @@ fn setsid_new_group_cleared_env_and_nohup_escapes_die_with_their_step() {
          def workflow():\n    \
              return Plan(name='t', triggers=[Trigger.manual()], steps=[Step.bash('escape', SCRIPT)])\n"
     );
-    std::fs::write(dir.path().join("w.plue.py"), workflow).unwrap();
-    let output = plain_plue()
-        .current_dir(dir.path())
+    let output = support::plue_run_one(dir.path(), &workflow)
         // The runner's work directory (and so the one entry of /tmp a root runner's step
         // still sees: the rest of its /tmp is its own) holds the drop box.
         .env("TMPDIR", dir.path())
-        .args(["run", "w.plue.py", "--runners", "1"])
         .output()
         .expect("plue runs");
     // Read /proc before anything else: the escapees must already be gone.
@@ -125,12 +121,9 @@ def workflow():
 fn a_step_finds_nothing_an_earlier_step_left_in_shared_places() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.path().join("w.plue.py"), HARVEST).unwrap();
     let tag = format!("plue-e2e-harvest-{}", std::process::id());
-    let output = plain_plue()
-        .current_dir(dir.path())
+    let output = support::plue_run_one(dir.path(), HARVEST)
         .env("HARVEST_TAG", &tag)
-        .args(["run", "w.plue.py", "--runners", "1"])
         .output()
         .expect("plue runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -223,10 +216,7 @@ def workflow():
 fn no_step_can_store_a_kernel_key_for_the_next_holder_of_its_uid() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.path().join("w.plue.py"), KEYRING).unwrap();
-    let output = plain_plue()
-        .current_dir(dir.path())
-        .args(["run", "w.plue.py", "--runners", "1"])
+    let output = support::plue_run_one(dir.path(), KEYRING)
         .output()
         .expect("plue runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -618,6 +618,17 @@ pub(crate) fn plain_plue() -> Command {
     command
 }
 
+/// [`plain_plue`] `run w.plue.py --runners 1` in `dir`, with `source` written there as
+/// `w.plue.py` first: the command, to add environment or arguments to.
+pub(crate) fn plue_run_one(dir: &Path, source: &str) -> Command {
+    std::fs::write(dir.join("w.plue.py"), source).expect("write w.plue.py");
+    let mut command = plain_plue();
+    command
+        .current_dir(dir)
+        .args(["run", "w.plue.py", "--runners", "1"]);
+    command
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
