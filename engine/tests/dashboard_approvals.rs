@@ -614,37 +614,16 @@ async fn plue_run_says_what_an_approval_asks_and_plue_approve_decides_it() {
         assert_eq!(shown, status != Some("running"), "{status:?}:\n{listed}");
     }
     // The printed command decides it, from another process.
-    let output = sandbox
-        .plue(&[
-            "approve",
-            "1",
-            "gate",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .args(["--comment", "from another terminal"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "plue approve: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("approved"));
+    let data = data_dir.to_str().unwrap();
+    let approve = ["approve", "1", "gate", "--data-dir", data];
+    let approved =
+        sandbox.plue_ok(&[&approve[..], &["--comment", "from another terminal"]].concat());
+    assert!(approved.contains("approved"));
     let status = sandbox.wait_exit(pid, Duration::from_secs(60)).await;
     let said = std::fs::read_to_string(&err).unwrap_or_default();
     assert!(status.success(), "plue run: {status}\n{said}");
     // It is gone with the run: nobody reaches a finished `plue run`.
-    let after = sandbox
-        .plue(&[
-            "approve",
-            "1",
-            "gate",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let after = sandbox.plue(&approve).output().unwrap();
     assert!(!after.status.success());
     assert!(
         String::from_utf8_lossy(&after.stderr).contains("no `plue run` of run 1"),
