@@ -759,16 +759,15 @@ where
 /// The JSON `GET url` answers, or `None` while the engine does not answer with one
 /// ([`get_json`] where it must).
 pub(crate) async fn poll_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    let response = client
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
+    let response = poll(client, url, Duration::from_secs(5)).await?;
     response.json().await.ok()
+}
+
+/// The successful answer to `GET url` within `limit`, or `None` while the engine does not
+/// give one.
+async fn poll(client: &reqwest::Client, url: &str, limit: Duration) -> Option<reqwest::Response> {
+    let response = client.get(url).timeout(limit).send().await.ok()?;
+    response.status().is_success().then_some(response)
 }
 
 /// The run (`GET /api/runs/{id}`), or `None` while the engine does not answer.
@@ -810,15 +809,8 @@ pub(crate) async fn log_lines(
     run_id: i64,
     step: &str,
 ) -> Option<Vec<Value>> {
-    let response = client
-        .get(format!("{engine}/api/runs/{run_id}/steps/{step}/logs"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
+    let url = format!("{engine}/api/runs/{run_id}/steps/{step}/logs");
+    let response = poll(client, &url, Duration::from_secs(10)).await?;
     let text = response.text().await.ok()?;
     text.lines()
         .map(|line| serde_json::from_str(line).ok())
