@@ -146,17 +146,7 @@ async fn empty_states_say_what_to_do() {
     let cookie = dashboard_session(&engine.url, ADMIN_TOKEN).await;
     let get = |path: String| {
         let cookie = cookie.clone();
-        async move {
-            reqwest::Client::new()
-                .get(path)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { support::dashboard_page(&path, &cookie).await }
     };
     let fresh = get(format!("{}/", engine.url)).await;
     assert!(fresh.contains("id=\"first-run\""), "{fresh}");

@@ -274,17 +274,7 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
     let cookie = support::dashboard_session(url, support::ADMIN_TOKEN).await;
     let page = |path: String| {
         let cookie = cookie.clone();
-        async move {
-            reqwest::Client::new()
-                .get(format!("{url}{path}"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { support::dashboard_page(&format!("{url}{path}"), &cookie).await }
     };
     let run_page = page(format!("/runs/{run_id}")).await;
     assert!(

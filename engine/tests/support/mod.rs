@@ -756,6 +756,19 @@ where
     }
 }
 
+/// The text of the dashboard's page at `url` for the session `cookie`.
+pub(crate) async fn dashboard_page(url: &str, cookie: &str) -> String {
+    reqwest::Client::new()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// The JSON `GET url` answers, or `None` while the engine does not answer with one
 /// ([`get_json`] where it must).
 pub(crate) async fn poll_json(client: &reqwest::Client, url: &str) -> Option<Value> {
