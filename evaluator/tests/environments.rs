@@ -2,7 +2,7 @@
 //! keyword argument, the parent validates the name; an approval step refuses it.
 
 mod support;
-use support::{one_step, plan_of, pool, step_problems};
+use support::{assert_step_problem, one_step, plan_of, pool, step_problems};
 
 #[tokio::test]
 async fn environment_is_a_step_option_of_steps_that_run() {
@@ -26,16 +26,14 @@ async fn a_bad_environment_is_refused_where_it_is_written() {
         step_problems("Step.bash(\"deploy\", \"true\", environment=\"prod env\")").await,
         ["w.plue.py:2:29: step 'deploy': invalid environment name 'prod env': use 1 to 64 letters, digits, '.', '_' and '-', starting with a letter or digit"]
     );
-    let found = step_problems("Step.approval(\"gate\", environment=\"prod\")").await;
-    assert!(
-        found
-            .iter()
-            .any(|l| l.contains("Step.approval(): environment= goes on the step that deploys")),
-        "{found:?}"
-    );
-    let found = step_problems("Step.bash(\"deploy\", \"true\", environment=3)").await;
-    assert!(
-        found.iter().any(|l| l.contains("Step.bash(): environment")),
-        "{found:?}"
-    );
+    assert_step_problem(
+        "Step.approval(\"gate\", environment=\"prod\")",
+        "Step.approval(): environment= goes on the step that deploys",
+    )
+    .await;
+    assert_step_problem(
+        "Step.bash(\"deploy\", \"true\", environment=3)",
+        "Step.bash(): environment",
+    )
+    .await;
 }

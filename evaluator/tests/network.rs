@@ -3,7 +3,7 @@
 //! plan without `network=` keeps its canonical JSON (and so its `plan_hash`).
 
 mod support;
-use support::{one_step, plan_of, pool, step_problems};
+use support::{assert_step_problem, one_step, plan_of, pool, step_problems};
 
 use evaluator::network::Network;
 
@@ -42,26 +42,20 @@ async fn a_bad_host_pattern_is_refused_where_it_is_written() {
         step_problems("Step.bash(\"b\", \"true\", network=[\"a.*.com\"])").await,
         ["w.plue.py:2:29: step 'b': invalid host pattern 'a.*.com': '*' may only be the whole first label, as in '*.github.com'"]
     );
-    let found = step_problems("Step.bash(\"b\", \"true\", network=\"nope\")").await;
-    assert!(
-        found
-            .iter()
-            .any(|l| l.contains("Step.bash(): network must be 'none', 'open' or a list")),
-        "{found:?}"
-    );
+    assert_step_problem(
+        "Step.bash(\"b\", \"true\", network=\"nope\")",
+        "Step.bash(): network must be 'none', 'open' or a list",
+    )
+    .await;
     // One host is a list of one: a bare word other than none/open is a typo, not a host.
-    let found = step_problems("Step.bash(\"b\", \"true\", network=\"pypi.org\")").await;
-    assert!(
-        found
-            .iter()
-            .any(|l| l.contains("got 'pypi.org' (for one host write ['pypi.org'])")),
-        "{found:?}"
-    );
-    let found = step_problems("Step.approval(\"gate\", network=\"none\")").await;
-    assert!(
-        found
-            .iter()
-            .any(|l| l.contains("network= goes on a step that runs")),
-        "{found:?}"
-    );
+    assert_step_problem(
+        "Step.bash(\"b\", \"true\", network=\"pypi.org\")",
+        "got 'pypi.org' (for one host write ['pypi.org'])",
+    )
+    .await;
+    assert_step_problem(
+        "Step.approval(\"gate\", network=\"none\")",
+        "network= goes on a step that runs",
+    )
+    .await;
 }

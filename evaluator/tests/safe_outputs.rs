@@ -3,7 +3,7 @@
 //! without it keeps its canonical JSON (so its `plan_hash`).
 
 mod support;
-use support::{one_step, plan_of, pool, step_problems};
+use support::{assert_step_problem, one_step, plan_of, pool};
 
 #[tokio::test]
 async fn a_declaration_reaches_the_plan_with_approve_and_is_absent_when_unset() {
@@ -54,10 +54,6 @@ async fn bad_declarations_are_refused_on_their_line() {
             "pull_requests",
         ),
     ] {
-        let found = step_problems(step).await;
-        assert!(
-            found.iter().any(|p| p.contains(expected)),
-            "{step}: {found:?}"
-        );
+        assert_step_problem(step, expected).await;
     }
 }

@@ -55,6 +55,15 @@ pub(crate) async fn step_problems(step: &str) -> Vec<String> {
     problems_of(&one_step(step), step).await
 }
 
+/// Asserts that one of the [`step_problems`] of `step` contains `expected`.
+pub(crate) async fn assert_step_problem(step: &str, expected: &str) {
+    let found = step_problems(step).await;
+    assert!(
+        found.iter().any(|p| p.contains(expected)),
+        "{step}: {found:?}"
+    );
+}
+
 /// The diagnostics of `source`, which must be invalid (anything else panics).
 pub(crate) async fn diagnostics(source: &str) -> Vec<String> {
     let ctx = EvalContext::local(Event::Push, "main");
