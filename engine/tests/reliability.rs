@@ -579,29 +579,11 @@ async fn two_engines_on_one_postgres_never_run_a_step_attempt_twice() {
         // Both start at once on the empty database, so they also race to migrate it.
         let data_a = sandbox.path("data-a");
         let data_b = sandbox.path("data-b");
-        let args = |data: &Path| {
-            let data = data.to_str().unwrap().to_string();
-            [
-                "--database-url",
-                &url,
-                "--runners",
-                "0",
-                "--runner-token",
-                RUNNER_TOKEN,
-                "--data-dir",
-            ]
-            .map(String::from)
-            .into_iter()
-            .chain([data])
-            .collect::<Vec<String>>()
-        };
+        let args = |data: &Path| support::shared_db_args(&url, &[], data);
         let (args_a, args_b) = (args(&data_a), args(&data_b));
         let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
         let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
-        let port_a = free_port();
-        let port_b = std::iter::repeat_with(free_port)
-            .find(|p| *p != port_a)
-            .expect("a second port");
+        let (port_a, port_b) = support::two_free_ports();
         let (a, b) = tokio::join!(
             sandbox.serve("engine-a", port_a, &args_a),
             sandbox.serve("engine-b", port_b, &args_b)

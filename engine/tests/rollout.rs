@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{
-    client, free_port, log_lines, start_run, wait_final, wait_for, Engine, Sandbox, RUNNER_TOKEN,
-};
+use support::{client, log_lines, start_run, wait_final, wait_for, Engine, Sandbox};
 
 const LINES: usize = 500;
 const STEPS: usize = 2;
@@ -50,31 +48,12 @@ async fn a_rolling_restart_of_two_engines_loses_no_step_and_no_log_line() {
             steps.join(",\n")
         ),
     );
-    let args = |data: &Path| -> Vec<String> {
-        [
-            "--database-url",
-            &url,
-            "--runners",
-            "0",
-            "--runner-token",
-            RUNNER_TOKEN,
-            "--drain-delay",
-            "1",
-            "--shutdown-grace",
-            "10",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let drain = ["--drain-delay", "1", "--shutdown-grace", "10"];
+    let args = |data: &Path| support::shared_db_args(&url, &drain, data);
     let (args_a, args_b) = (args(&sandbox.path("data-a")), args(&sandbox.path("data-b")));
     let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
     let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
-    let port_a = free_port();
-    let port_b = std::iter::repeat_with(free_port)
-        .find(|p| *p != port_a)
-        .unwrap();
+    let (port_a, port_b) = support::two_free_ports();
     let a = sandbox.serve("engine-a", port_a, &args_a).await;
     let b = sandbox.serve("engine-b", port_b, &args_b).await;
     sandbox.runner("ra", &a.url, &[]);

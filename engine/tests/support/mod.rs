@@ -629,6 +629,28 @@ pub(crate) fn plue_run_one(dir: &Path, source: &str) -> Command {
     command
 }
 
+/// The arguments of an engine on the shared database `url` with no local runners (remote
+/// ones register with [`RUNNER_TOKEN`]), then `extra`, and its own data directory `data`.
+pub(crate) fn shared_db_args(url: &str, extra: &[&str], data: &Path) -> Vec<String> {
+    let head = ["--database-url", url, "--runners", "0"];
+    let token = ["--runner-token", RUNNER_TOKEN];
+    let data = ["--data-dir", data.to_str().expect("a UTF-8 data directory")];
+    [&head[..], &token, extra, &data]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// Two different ports on 127.0.0.1 that were free a moment ago.
+pub(crate) fn two_free_ports() -> (u16, u16) {
+    let a = free_port();
+    let b = std::iter::repeat_with(free_port)
+        .find(|p| *p != a)
+        .expect("a second port");
+    (a, b)
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
