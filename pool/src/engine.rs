@@ -6,12 +6,14 @@
 //! So the pool never writes an attempt's end itself: it asks [`Engine::fail_attempt`],
 //! which the engine's executor implements with its own rules.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 use crate::events::Events;
-use crate::store::Store;
+use crate::scope::format_labels;
+use crate::store::{now_ms, Store};
 
 /// The engine as a pool sees it (implemented by the engine's executor).
 pub trait Engine: Send + Sync + 'static {
@@ -46,6 +48,37 @@ pub async fn fail_attempts_of(
             .await?;
     }
     Ok(attempts.len())
+}
+
+/// Takes every step `holder` — a runner registered only for this — may claim with
+/// `labels` (of forks' runs only, with `forks_only`), fails each with `why`, then retires
+/// the holder: how the pools end steps no runner can serve. Returns how many it failed.
+pub(crate) async fn fail_claimable(
+    engine: &dyn Engine,
+    holder: i64,
+    labels: &BTreeMap<String, String>,
+    forks_only: bool,
+    why: &str,
+) -> anyhow::Result<usize> {
+    let store = engine.store();
+    let sets = [format_labels(labels)];
+    let mut failed = 0;
+    loop {
+        let now = now_ms();
+        let claimed = if forks_only {
+            store.claim_fork_step(holder, &sets, now).await?
+        } else {
+            store.claim(holder, &sets, now).await?
+        };
+        let Some(claimed) = claimed else { break };
+        tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
+        engine
+            .fail_attempt(claimed.attempt_id, claimed.run_id, why.to_string())
+            .await?;
+        failed += 1;
+    }
+    store.runner_gone(holder, now_ms()).await?;
+    Ok(failed)
 }
 
 /// An [`Engine`] for this crate's tests: it fails an attempt in the store directly (final,

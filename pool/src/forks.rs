@@ -91,16 +91,8 @@ pub async fn fail_unservable_forks(
         let holder = store
             .register_runner(&name, "{}", &session, true, now)
             .await?;
-        let why = reason(&labels);
-        let sets = [format_labels(&labels)];
-        while let Some(claimed) = store.claim_fork_step(holder, &sets, now).await? {
-            tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
-            executor
-                .fail_attempt(claimed.attempt_id, claimed.run_id, why.clone())
-                .await?;
-            failed += 1;
-        }
-        store.runner_gone(holder, now_ms()).await?;
+        failed += crate::engine::fail_claimable(executor, holder, &labels, true, &reason(&labels))
+            .await?;
     }
     Ok(failed)
 }

@@ -23,7 +23,6 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
-use crate::scope::format_labels;
 use crate::store::{now_ms, NewRunner, Registration};
 use crate::tokens;
 
@@ -222,23 +221,7 @@ pub(super) async fn fail_queued(
     let Registration::Registered(holder) = registered else {
         anyhow::bail!("registering holder runner {name}: {registered:?}");
     };
-    let sets = [format_labels(labels)];
-    let mut failed = 0;
-    loop {
-        let claimed = if fork {
-            store.claim_fork_step(holder, &sets, now).await?
-        } else {
-            store.claim(holder, &sets, now).await?
-        };
-        let Some(claimed) = claimed else { break };
-        tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
-        executor
-            .fail_attempt(claimed.attempt_id, claimed.run_id, why.to_string())
-            .await?;
-        failed += 1;
-    }
-    store.runner_gone(holder, now_ms()).await?;
-    Ok(failed)
+    crate::engine::fail_claimable(executor, holder, labels, fork, why).await
 }
 
 #[cfg(test)]

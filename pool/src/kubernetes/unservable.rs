@@ -121,15 +121,7 @@ async fn fail_unoffered(
             .register_runner(&name, "{}", &session, true, now)
             .await?;
         let why = reason(&labels, classes);
-        let sets = [format_labels(&labels)];
-        while let Some(claimed) = store.claim(holder, &sets, now).await? {
-            tracing::warn!(step = %claimed.step_id, run_id = claimed.run_id, "{why}");
-            executor
-                .fail_attempt(claimed.attempt_id, claimed.run_id, why.clone())
-                .await?;
-            failed += 1;
-        }
-        store.runner_gone(holder, now_ms()).await?;
+        failed += crate::engine::fail_claimable(executor, holder, &labels, false, &why).await?;
     }
     Ok(failed)
 }
