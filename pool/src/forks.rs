@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::scope::format_labels;
-use crate::store::now_ms;
+use crate::store::{now_ms, NewRunner, Registration, Store};
 use crate::tokens;
 
 /// A runner heard from this recently still counts as one that may take a fork step.
@@ -39,6 +39,29 @@ pub const RECENT: Duration = Duration::from_secs(300);
 /// Names of the holder runners the engine registers to fail steps no runner can serve
 /// (here and in the Kubernetes pool's check): they never count as runners that may.
 pub const HOLDER_PREFIX: &str = "pool-unservable-";
+
+/// Registers a runner of the engine's own (named [`HOLDER_PREFIX`]…) that only takes steps
+/// to fail them ([`crate::engine::fail_claimable`]); it accepts forks' steps with
+/// `accept_forks`, and takes secrets' steps as any runner allowed them. Returns its id.
+pub(crate) async fn register_holder(store: &Store, accept_forks: bool) -> anyhow::Result<i64> {
+    let name = format!("{HOLDER_PREFIX}{}", &tokens::new_token()?[..12]);
+    let registered = store
+        .register(&NewRunner {
+            name: &name,
+            labels_json: "{}",
+            session_hash: &tokens::hash_token(&tokens::new_token()?),
+            ephemeral: true,
+            token: None,
+            secrets: true,
+            accept_forks,
+            now: now_ms(),
+        })
+        .await?;
+    match registered {
+        Registration::Registered(holder) => Ok(holder),
+        other => anyhow::bail!("registering holder runner {name}: {other:?}"),
+    }
+}
 
 /// How often [`run`] looks when nothing was queued.
 const INTERVAL: Duration = Duration::from_secs(5);
@@ -86,11 +109,7 @@ pub async fn fail_unservable_forks(
         if runners.iter().any(|offered| superset(offered, &labels)) {
             continue;
         }
-        let name = format!("{HOLDER_PREFIX}{}", &tokens::new_token()?[..12]);
-        let session = tokens::hash_token(&tokens::new_token()?);
-        let holder = store
-            .register_runner(&name, "{}", &session, true, now)
-            .await?;
+        let holder = register_holder(store, true).await?;
         failed += crate::engine::fail_claimable(executor, holder, &labels, true, &reason(&labels))
             .await?;
     }

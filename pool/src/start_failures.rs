@@ -23,8 +23,6 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
-use crate::store::{now_ms, NewRunner, Registration};
-use crate::tokens;
 
 /// How a pool backs off after runners that fail at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,31 +194,9 @@ pub(super) async fn fail_queued(
     fork: bool,
     why: &str,
 ) -> anyhow::Result<usize> {
-    let store = executor.store();
-    let now = now_ms();
-    let name = format!(
-        "{}{}",
-        crate::forks::HOLDER_PREFIX,
-        &tokens::new_token()?[..12]
-    );
-    let session = tokens::hash_token(&tokens::new_token()?);
     // A holder accepting forks exactly when failing forks' steps: `claim` then takes only
     // the others' (a runner refusing forks is offered none), `claim_fork_step` only forks'.
-    let registered = store
-        .register(&NewRunner {
-            name: &name,
-            labels_json: "{}",
-            session_hash: &session,
-            ephemeral: true,
-            token: None,
-            secrets: true,
-            accept_forks: fork,
-            now,
-        })
-        .await?;
-    let Registration::Registered(holder) = registered else {
-        anyhow::bail!("registering holder runner {name}: {registered:?}");
-    };
+    let holder = crate::forks::register_holder(executor.store(), fork).await?;
     crate::engine::fail_claimable(executor, holder, labels, fork, why).await
 }
 

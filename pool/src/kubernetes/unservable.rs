@@ -22,7 +22,6 @@ use crate::config_file::RunnerClass;
 use crate::engine::Engine;
 use crate::scope::format_labels;
 use crate::store::now_ms;
-use crate::tokens;
 
 fn superset(offered: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
     wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
@@ -111,15 +110,8 @@ async fn fail_unoffered(
         if announced.iter().any(|offered| superset(offered, &labels)) {
             continue;
         }
-        let name = format!(
-            "{}{}",
-            crate::forks::HOLDER_PREFIX,
-            &tokens::new_token()?[..12]
-        );
-        let session = tokens::hash_token(&tokens::new_token()?);
-        let holder = store
-            .register_runner(&name, "{}", &session, true, now)
-            .await?;
+        // A holder accepting forks: a step no runner can serve fails in forks' runs too.
+        let holder = crate::forks::register_holder(store, true).await?;
         let why = reason(&labels, classes);
         failed += crate::engine::fail_claimable(executor, holder, &labels, false, &why).await?;
     }
