@@ -13,7 +13,7 @@ import re
 import sys
 from collections import defaultdict
 
-CRATES = ["evaluator", "prompts", "runner", "store", "vault", "forge", "pool", "engine", "bench",
+CRATES = ["evaluator", "prompts", "runner", "store", "vault", "forge", "pool", "core", "server", "engine", "bench",
           "bench/bombs", "testkit"]
 
 

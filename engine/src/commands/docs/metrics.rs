@@ -1,7 +1,7 @@
 //! The metrics reference: every family the engine exports at `/metrics`, read from where
-//! the registry is built (`engine/src/metrics/families.rs`: each `register` call's name,
+//! the registry is built (`core/src/metrics/families.rs`: each `register` call's name,
 //! help text and unit, and the family's Rust type) and the label names each family is
-//! recorded with (every `get_or_create(&labels([...]))` in `engine/src/metrics/`).
+//! recorded with (every `get_or_create(&labels([...]))` in `core/src/metrics/`).
 //!
 //! Read from the source with `syn` rather than from the live registry because
 //! prometheus-client encodes nothing — not even the help — of a family that has no series
@@ -17,7 +17,7 @@ use syn::{Expr, ExprCall, ExprMethodCall, Lit};
 
 use super::markdown::cell;
 
-const METRICS_DIR: &str = "src/metrics";
+const METRICS_DIR: &str = "../core/src/metrics";
 
 struct Family {
     field: String,

@@ -6,7 +6,7 @@
 //! | `cli.md` | the clap `Command` of [`crate::cli::Cli`] |
 //! | `http-api.md` | the OpenAPI document, [`engine::api::openapi`] |
 //! | `chart-values.md` | `charts/plue/values.schema.json` (and the defaults of `values.yaml`) |
-//! | `metrics.md` | the metrics registry's definition, `engine/src/metrics/` |
+//! | `metrics.md` | the metrics registry's definition, `core/src/metrics/` |
 //! | `plue-py.md` | the doc comments of the host types, `evaluator/src/worker/host.rs` |
 //! | `run-record.schema.json` | the run record's types, [`engine::api::record`] (JSON: its `$comment` is the header) |
 //!
@@ -73,8 +73,7 @@ pub(crate) fn pages() -> anyhow::Result<Vec<Page>> {
         },
         Page {
             file: "metrics.md",
-            text: header("the metrics registry (engine/src/metrics/families.rs)")
-                + &metrics::page()?,
+            text: header("the metrics registry (core/src/metrics/families.rs)") + &metrics::page()?,
         },
         Page {
             file: "run-record.schema.json",

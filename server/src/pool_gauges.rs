@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::metrics::{ClassGauges, PoolGauges, PoolReader, RunnerCounts};
+use crate::ops::{ClassGauges, PoolGauges, PoolReader, RunnerCounts};
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 

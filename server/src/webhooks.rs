@@ -73,22 +73,38 @@ async fn github(
     State(state): State<WebhookState>,
     request: Request,
 ) -> ApiResult<Json<DeliveryResult>> {
-    metrics::webhook(
-        Forge::GitHub.as_str(),
-        receive(&state, Forge::GitHub, request).await,
-        |delivery| delivery.duplicate,
-    )
+    counted(Forge::GitHub, receive(&state, Forge::GitHub, request).await)
 }
 
 async fn gitea(
     State(state): State<WebhookState>,
     request: Request,
 ) -> ApiResult<Json<DeliveryResult>> {
-    metrics::webhook(
-        Forge::Gitea.as_str(),
-        receive(&state, Forge::Gitea, request).await,
-        |delivery| delivery.duplicate,
-    )
+    counted(Forge::Gitea, receive(&state, Forge::Gitea, request).await)
+}
+
+/// Records a delivery's result (`accepted`, `duplicate` for one already seen,
+/// `unauthorized` for a bad signature, `failed` when its event could not be processed,
+/// `rejected` for another 4xx, `error` for a 5xx) and hands the answer back unchanged.
+fn counted(
+    forge: Forge,
+    answer: ApiResult<Json<DeliveryResult>>,
+) -> ApiResult<Json<DeliveryResult>> {
+    let result = match &answer {
+        Ok(Json(delivery)) if delivery.duplicate => "duplicate",
+        Ok(_) => "accepted",
+        Err(ApiError::Client(status, _)) => match *status {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_IMPLEMENTED => "failed",
+            _ => "rejected",
+        },
+        Err(ApiError::Internal(_)) => "error",
+    };
+    metrics::record(metrics::Event::Webhook {
+        forge: forge.as_str(),
+        result,
+    });
+    answer
 }
 
 /// The headers a forge names its event and delivery with.

@@ -1,31 +1,22 @@
-//! What the engine tells its operators: Prometheus metrics at `/metrics`, liveness at
-//! `/healthz`, readiness at `/readyz`.
+//! What the engine counts for its operators: one process-wide Prometheus registry, recorded
+//! into by every layer and encoded for the server's `/metrics` (`plue_server::ops`).
 //!
 //! The rest of the engine reports through one call, [`record`] with an [`Event`] (each hook
-//! is one line where the thing happens), and HTTP traffic through the [`track_http`]
-//! middleware; [`router`] serves the three endpoints. Gauges of shared state (steps waiting
-//! per runner class, live runners) are read from the store at scrape time, so every replica
-//! reports the same truth; counters and histograms count what this process did.
+//! is one line where the thing happens). Gauges of shared state (steps waiting per runner
+//! class, live runners) are replaced from the store at scrape time through
+//! [`replace_queued_steps`] and [`replace_runners`], so every replica reports the same
+//! truth; counters and histograms count what this process did.
 //!
 //! Invariants: recording never fails, blocks on IO or allocates per call beyond the label
-//! values; the endpoints are open (no token) and show counts only, never names of runs,
-//! repositories or secrets.
+//! values; what is encoded is counts only, never names of runs, repositories or secrets.
 
-mod endpoints;
 mod families;
-mod http;
 mod transitions;
 
 use std::time::Instant;
 
-use axum::http::StatusCode;
-use axum::Json;
 use families::{Labels, FAMILIES};
 
-use crate::http_error::{ApiError, ApiResult};
-
-pub use endpoints::{router, ClassGauges, OpsState, PoolGauges, PoolReader, RunnerCounts};
-pub use http::track_http;
 pub use transitions::{attempt_ended, Decided, Ended};
 
 /// Something worth counting, reported where it happens.
@@ -74,6 +65,16 @@ pub enum Event<'a> {
         class: &'a str,
         state: &'a str,
         count: i64,
+    },
+    /// Whether this engine drains (a SIGTERM was received).
+    Draining(bool),
+    /// An HTTP request answered: `route` is the matched template (`/api/runs/{id}`) or
+    /// `unmatched`, never the raw path, so ids and probes cannot grow the series.
+    HttpRequest {
+        method: &'a str,
+        route: &'a str,
+        status: u16,
+        seconds: f64,
     },
 }
 
@@ -165,7 +166,58 @@ pub fn record(event: Event<'_>) {
             let set = labels([("class", class), ("state", state)]);
             f.pool_runners.get_or_create(&set).set(count);
         }
+        Event::Draining(draining) => {
+            f.draining.set(i64::from(draining));
+        }
+        Event::HttpRequest {
+            method,
+            route,
+            status,
+            seconds,
+        } => {
+            let status = status.to_string();
+            f.http_requests
+                .get_or_create(&labels([
+                    ("method", method),
+                    ("route", route),
+                    ("status", &status),
+                ]))
+                .inc();
+            f.http_duration
+                .get_or_create(&labels([("method", method), ("route", route)]))
+                .observe(seconds);
+        }
     }
+}
+
+/// Replaces the steps-waiting gauge with `rows` of (needed labels, class that serves
+/// them, count): series of labels no longer waiting disappear.
+pub fn replace_queued_steps<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, i64)>) {
+    let f = &*FAMILIES;
+    f.queued_steps.clear();
+    for (needed, class, count) in rows {
+        f.queued_steps
+            .get_or_create(&labels([("labels", needed), ("class", class)]))
+            .set(count);
+    }
+}
+
+/// Replaces the live-runners gauge with `rows` of (state, labels, count).
+pub fn replace_runners<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, i64)>) {
+    let f = &*FAMILIES;
+    f.runners.clear();
+    for (state, runner_labels, count) in rows {
+        f.runners
+            .get_or_create(&labels([("state", state), ("labels", runner_labels)]))
+            .set(count);
+    }
+}
+
+/// Every family in the OpenMetrics text format, which Prometheus scrapes natively.
+pub fn encode() -> Result<String, std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &FAMILIES.registry)?;
+    Ok(body)
 }
 
 /// The result label of an evaluation, and its time since `started`.
@@ -179,29 +231,6 @@ pub fn evaluation<T>(result: &Result<T, evaluator::EvalError>, started: Instant)
         result,
         seconds: started.elapsed().as_secs_f64(),
     }
-}
-
-/// Records a webhook delivery's result (`accepted`, `duplicate`, `unauthorized` for a
-/// bad signature, `failed` when its event could not be processed, `rejected` for another
-/// 4xx, `error` for a 5xx) and hands the answer back unchanged. `duplicate` says whether
-/// an accepted delivery was one already seen (the metrics know no webhook type).
-pub fn webhook<T>(
-    forge: &str,
-    answer: ApiResult<Json<T>>,
-    duplicate: impl Fn(&T) -> bool,
-) -> ApiResult<Json<T>> {
-    let result = match &answer {
-        Ok(Json(delivery)) if duplicate(delivery) => "duplicate",
-        Ok(_) => "accepted",
-        Err(ApiError::Client(status, _)) => match *status {
-            StatusCode::UNAUTHORIZED => "unauthorized",
-            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_IMPLEMENTED => "failed",
-            _ => "rejected",
-        },
-        Err(ApiError::Internal(_)) => "error",
-    };
-    record(Event::Webhook { forge, result });
-    answer
 }
 
 /// Records a step's start by a runner when the store says it started it now (`ready_at`,

@@ -1,4 +1,4 @@
-//! `/metrics`, `/healthz` and `/readyz`.
+//! `/metrics`, `/healthz` and `/readyz`, and the middleware that counts every request.
 //!
 //! `/healthz` answers while the process serves HTTP at all (liveness: restart only a hung
 //! engine). `/readyz` answers 200 only when the engine should get traffic: the store was
@@ -13,9 +13,12 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use super::families::FAMILIES;
-use super::{labels, record, Event};
+use crate::metrics::{self, record, Event};
 use crate::store::{now_ms, Store};
+
+mod track_http;
+
+pub use track_http::track_http;
 
 /// What the operational endpoints read.
 #[derive(Clone)]
@@ -65,7 +68,7 @@ pub fn router(state: OpsState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(scrape))
         .with_state(state)
 }
 
@@ -79,7 +82,7 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     "ready\n".into_response()
 }
 
-async fn metrics(State(state): State<OpsState>) -> Response {
+async fn scrape(State(state): State<OpsState>) -> Response {
     // One refresh at a time: two concurrent scrapes would clear each other's gauges.
     static REFRESH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _held = REFRESH.lock().await;
@@ -87,12 +90,13 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         // The counters are still worth serving; the stale gauges say so by their absence.
         tracing::warn!("metrics: reading gauges from the store: {e:#}");
     }
-    let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &FAMILIES.registry) {
-        tracing::error!("metrics: encoding: {e}");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    match metrics::encode() {
+        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Err(e) => {
+            tracing::error!("metrics: encoding: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
-    ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
 }
 
 /// The pool class that serves steps needing `needed` (canonical `k=v,k2=v2`): the first
@@ -137,8 +141,7 @@ fn pool_runners(class: &str, status: RunnerCounts) {
 /// Sets the gauges that mirror shared state: steps waiting and live runners per labels
 /// from the store, the local pool's counts, and whether this engine drains.
 async fn refresh(state: &OpsState) -> anyhow::Result<()> {
-    let f = &*FAMILIES;
-    f.draining.set(i64::from(state.draining.is_cancelled()));
+    record(Event::Draining(state.draining.is_cancelled()));
     let pools = state.pools.as_ref().map(|read| read()).unwrap_or_default();
     if let Some(local) = pools.local {
         pool_runners("local", local);
@@ -151,19 +154,15 @@ async fn refresh(state: &OpsState) -> anyhow::Result<()> {
     }
     let queued = state.store.queued_by_labels(now_ms()).await?;
     let runners = state.store.live_runners_by_state().await?;
-    f.queued_steps.clear();
-    for (needed, count) in queued {
-        let class = class_for(&needed, &pools.classes, pools.local.is_some());
-        f.queued_steps
-            .get_or_create(&labels([("labels", &needed), ("class", class)]))
-            .set(count);
-    }
-    f.runners.clear();
-    for (runner_state, class, count) in runners {
-        f.runners
-            .get_or_create(&labels([("state", &runner_state), ("labels", &class)]))
-            .set(count);
-    }
+    metrics::replace_queued_steps(queued.iter().map(|(needed, count)| {
+        let class = class_for(needed, &pools.classes, pools.local.is_some());
+        (needed.as_str(), class, *count)
+    }));
+    metrics::replace_runners(
+        runners
+            .iter()
+            .map(|(state, labels, count)| (state.as_str(), labels.as_str(), *count)),
+    );
     Ok(())
 }
 

@@ -31,7 +31,7 @@ use crate::artifacts::{Artifacts, ArtifactsConfig};
 use crate::events::Events;
 use crate::executor::Executor;
 use crate::internal_api::{self, InternalConfig, InternalState, RunnerAuth};
-use crate::metrics::{self, OpsState};
+use crate::ops::{self, OpsState};
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
 use crate::pool::{Demand, Pool, PoolConfig, PoolStatus};
@@ -306,7 +306,7 @@ pub async fn start_with_runner_listener(
         vault: config.vault.clone(),
         registry: registry.clone(),
     });
-    let ops = metrics::router(OpsState {
+    let ops = ops::router(OpsState {
         store: store.clone(),
         draining: draining.clone(),
         pools: crate::pool_gauges::reader(pool_status.clone(), config.pool_classes.clone()),
@@ -317,7 +317,7 @@ pub async fn start_with_runner_listener(
         Some(runner_listener) => {
             let runners = internal
                 .fallback(internal_api::not_found)
-                .layer(axum::middleware::from_fn(metrics::track_http));
+                .layer(axum::middleware::from_fn(ops::track_http));
             let server_shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let runners = runners.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -333,7 +333,7 @@ pub async fn start_with_runner_listener(
     }
     // No fallback here: the dashboard's (web::router) answers unknown URLs, in HTML for
     // pages and JSON under /api, /internal and /webhooks.
-    .layer(axum::middleware::from_fn(metrics::track_http));
+    .layer(axum::middleware::from_fn(ops::track_http));
     let server_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

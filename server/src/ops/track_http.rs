@@ -10,8 +10,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::families::FAMILIES;
-use super::labels;
+use crate::metrics::{record, Event};
 
 /// `axum::middleware::from_fn(track_http)`.
 pub async fn track_http(request: Request, next: Next) -> Response {
@@ -31,17 +30,11 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(request).await;
-    let f = &*FAMILIES;
-    let status = response.status().as_u16().to_string();
-    f.http_requests
-        .get_or_create(&labels([
-            ("method", method),
-            ("route", &route),
-            ("status", &status),
-        ]))
-        .inc();
-    f.http_duration
-        .get_or_create(&labels([("method", method), ("route", &route)]))
-        .observe(started.elapsed().as_secs_f64());
+    record(Event::HttpRequest {
+        method,
+        route: &route,
+        status: response.status().as_u16(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
     response
 }

@@ -1,0 +1,39 @@
+//! The engine core: what happens to a run between its trigger and its last step, with no
+//! HTTP in it.
+//!
+//! - [`schedule`]: the run/step state machine and DAG rules — pure data and functions.
+//! - [`dispatch`]: what a queued step carries to its runner (templates rendered).
+//! - [`executor`]: starts runs and moves them forward; [`launch`]: file → run.
+//! - [`registry`]: repository events → runs (mirrors, evaluation, trigger matching);
+//!   [`scheduler`]: cron ticks; [`status_reporter`]: commit statuses owed to forges.
+//! - [`safe_outputs`]: an agent's proposals judged and applied to its repository.
+//! - [`artifacts`], [`transcripts`], [`annotations`]: what steps leave behind.
+//! - [`pricing`]: model prices; [`metrics`]: the counters every layer records into.
+//!
+//! Invariants: nothing here serves or parses HTTP requests (the servers live in
+//! `plue-server`, above this crate); the only way into the store is [`store`]; metrics are
+//! recorded through [`metrics::record`] and encoded by [`metrics::encode`], never served
+//! from here. The re-exports below keep the workspace's layers under one set of paths
+//! (`crate::store`, `crate::forge`, ...), the way the engine named them before the split.
+
+pub mod annotations;
+pub mod artifacts;
+pub mod dispatch;
+pub mod executor;
+pub mod launch;
+pub mod metrics;
+pub mod pricing;
+pub mod registry;
+pub mod safe_outputs;
+pub mod schedule;
+pub mod scheduler;
+pub mod status_reporter;
+pub mod transcripts;
+
+pub use plue_forge as forge;
+pub use plue_pool as pool;
+pub use plue_pool::scope as runner_scope;
+pub use plue_store as store;
+pub use plue_store::events;
+pub use plue_vault as vault;
+pub use plue_vault::tokens;

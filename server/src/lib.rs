@@ -1,0 +1,35 @@
+//! The engine's servers: everything that answers a request, on top of `plue-core`.
+//!
+//! - [`api`]: the public HTTP API (OpenAPI); [`web`]: the dashboard (HTML pages at `/`);
+//!   [`access`]: who may do what, for both.
+//! - [`webhooks`]: the forges' deliveries, verified and handed to the registry.
+//! - [`internal_api`]: the runner protocol's server side; [`debug_relay`]: `plue debug`'s
+//!   terminal relayed between a user and a runner; [`sweeper`]: the engine's timers.
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz` and the request counter; [`pool_gauges`]:
+//!   the pools' counts in the metrics' terms.
+//! - [`server`]: wires the above into a running engine.
+//! - [`http_error`], [`json_body`]: how every handler answers a failure and reads a body.
+//!
+//! Invariants: the core never calls up into this crate (Cargo refuses the cycle); every
+//! handler decides access through [`access`] before it reads a run, a repository or a
+//! secret. The re-exports below let the servers name the core's modules by the paths
+//! they had before the split (`crate::executor`, `crate::store`, ...).
+
+pub mod access;
+pub mod api;
+pub mod debug_relay;
+pub mod http_error;
+pub mod internal_api;
+pub mod json_body;
+pub mod ops;
+pub mod pool_gauges;
+pub mod server;
+pub mod sweeper;
+pub mod web;
+pub mod webhooks;
+
+pub use plue_core::{
+    annotations, artifacts, dispatch, events, executor, forge, launch, metrics, pool, pricing,
+    registry, runner_scope, safe_outputs, schedule, scheduler, status_reporter, store, tokens,
+    transcripts, vault,
+};
