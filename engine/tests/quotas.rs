@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use engine::artifacts::{ArtifactsConfig, Quota, Quotas};
 use engine::server::{EngineConfig, RunningEngine};
+use engine::store::migrations::{migrator, Dialect};
 use engine::store::{NewBlob, RunRepo, Store};
 use evaluator::plan::Step;
 use runner::protocol as wire;
@@ -705,13 +706,6 @@ async fn steps_keeping_a_sparse_file_or_many_files_past_the_quotas_fail_with_the
     assert_eq!(listed, json!([]), "no rows");
 }
 
-/// `migrator` without migration 13 and those after it.
-fn before_13(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
-    let old = migrator.migrations.iter().filter(|m| m.version < 13);
-    migrator.migrations = std::borrow::Cow::Owned(old.cloned().collect());
-    migrator
-}
-
 /// Rows of a blob with three files, written as a store before migration 13 did.
 const OLD_ROWS: [&str; 4] = [
     "INSERT INTO workflows (id, source, path, name, created_at) VALUES (1, 'local', '/w', 'w', 1)",
@@ -729,7 +723,7 @@ async fn blobs_stored_before_the_quotas_count_their_files_after_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     {
-        let old = before_13(sqlx::migrate!("../migrations/sqlite"));
+        let old = migrator(Dialect::Sqlite, Some(12)).await.unwrap();
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true);
@@ -745,7 +739,7 @@ async fn blobs_stored_before_the_quotas_count_their_files_after_the_upgrade() {
         .unwrap()];
     if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") {
         let url = server.new_database().unwrap();
-        let old = before_13(sqlx::migrate!("../migrations/postgres"));
+        let old = migrator(Dialect::Postgres, Some(12)).await.unwrap();
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         old.run(&pool).await.unwrap();
         for sql in OLD_ROWS {

@@ -12,6 +12,7 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 
 use engine::executor::{Executor, Report, RunnerSaid};
+use engine::store::migrations::{migrator, Dialect};
 use engine::store::{
     now_ms, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
 };
@@ -701,8 +702,7 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     {
-        let mut old = sqlx::migrate!("../migrations/sqlite");
-        old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
+        let old = migrator(Dialect::Sqlite, Some(3)).await.unwrap();
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true);
@@ -718,8 +718,7 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
         .unwrap()];
     if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") {
         let url = server.new_database().unwrap();
-        let mut old = sqlx::migrate!("../migrations/postgres");
-        old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
+        let old = migrator(Dialect::Postgres, Some(3)).await.unwrap();
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         old.run(&pool).await.unwrap();
         for sql in &inserts {

@@ -31,6 +31,7 @@ mod gauges;
 mod groups;
 mod known_steps;
 mod logs;
+pub mod migrations;
 mod people;
 mod proposals;
 mod record;
@@ -170,7 +171,8 @@ impl Store {
                 .connect_with(options)
                 .await
                 .with_context(|| format!("cannot connect to {}", redact(url)))?;
-            sqlx::migrate!("../migrations/postgres")
+            migrations::migrator(migrations::Dialect::Postgres, None)
+                .await?
                 .run(&pool)
                 .await
                 .context("applying PostgreSQL migrations")?;
@@ -221,7 +223,8 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
-        sqlx::migrate!("../migrations/sqlite")
+        migrations::migrator(migrations::Dialect::Sqlite, None)
+            .await?
             .run(&pool)
             .await
             .context("applying SQLite migrations")?;
