@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use engine::artifacts::{ArtifactsConfig, Quota, Quotas};
 use engine::server::{EngineConfig, RunningEngine};
-use engine::store::migrations::{migrator, Dialect};
 use engine::store::{NewBlob, RunRepo, Store};
 use evaluator::plan::Step;
 use runner::protocol as wire;
@@ -720,35 +719,8 @@ const OLD_ROWS: [&str; 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_stored_before_the_quotas_count_their_files_after_the_upgrade() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    {
-        let old = migrator(Dialect::Sqlite, Some(12)).await.unwrap();
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        old.run(&pool).await.unwrap();
-        for sql in OLD_ROWS {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
-    let mut upgraded = vec![Store::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap()];
-    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") {
-        let url = server.new_database().unwrap();
-        let old = migrator(Dialect::Postgres, Some(12)).await.unwrap();
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        old.run(&pool).await.unwrap();
-        for sql in OLD_ROWS {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-        upgraded.push(Store::connect(&url).await.unwrap());
-    }
-    for store in upgraded {
+    let upgraded = plue_store::testing::upgraded_stores(12, &OLD_ROWS).await;
+    for (store, _dir) in upgraded {
         let usage = store.blob_usage(1).await.unwrap().unwrap();
         assert_eq!(
             (usage.run.bytes, usage.run.files),

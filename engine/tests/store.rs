@@ -12,7 +12,6 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 
 use engine::executor::{Executor, Report, RunnerSaid};
-use engine::store::migrations::{migrator, Dialect};
 use engine::store::{
     now_ms, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
 };
@@ -699,35 +698,9 @@ async fn upgrading_retires_older_live_runners_sharing_a_name() {
              last_heartbeat, state_since) VALUES ('{name}', '{hash}', '{{}}', TRUE, 'idle', 1, 1, 1)"
         )
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    {
-        let old = migrator(Dialect::Sqlite, Some(3)).await.unwrap();
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        old.run(&pool).await.unwrap();
-        for sql in &inserts {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
-    let mut upgraded = vec![Store::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap()];
-    if let Some(server) = testkit::shared_postgres().expect("PostgreSQL is required") {
-        let url = server.new_database().unwrap();
-        let old = migrator(Dialect::Postgres, Some(3)).await.unwrap();
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        old.run(&pool).await.unwrap();
-        for sql in &inserts {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-        upgraded.push(Store::connect(&url).await.unwrap());
-    }
-    for store in upgraded {
+    let inserts = inserts.each_ref().map(String::as_str);
+    let upgraded = plue_store::testing::upgraded_stores(3, &inserts).await;
+    for (store, _dir) in upgraded {
         let mut live: Vec<(String, i64)> = store
             .list_runners(true, 10)
             .await

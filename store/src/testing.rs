@@ -30,6 +30,57 @@ pub async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     stores
 }
 
+/// Stores written by an older engine and then opened by this one: on each available
+/// backend, the schema up to migration `through`, then `rows` (SQL of that schema), then
+/// [`Store::connect`] applying the migrations after it.
+pub async fn upgraded_stores(
+    through: i64,
+    rows: &[&str],
+) -> Vec<(Store, Option<tempfile::TempDir>)> {
+    use crate::migrations::{migrator, Dialect};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("old.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("open the old SQLite database");
+    let old = migrator(Dialect::Sqlite, Some(through))
+        .await
+        .expect("old migrations");
+    old.run(&pool).await.expect("the old SQLite schema");
+    for sql in rows {
+        sqlx::query(sql).execute(&pool).await.expect("an old row");
+    }
+    pool.close().await;
+    let sqlite = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("upgrade the SQLite store");
+    let mut stores = vec![(sqlite, Some(dir))];
+    if let Some(server) =
+        testkit::shared_postgres().expect("PostgreSQL is required (PLUE_REQUIRE_POSTGRES=1)")
+    {
+        let url = server.new_database().expect("a PostgreSQL database");
+        let pool = sqlx::PgPool::connect(&url)
+            .await
+            .expect("open the old PostgreSQL database");
+        let old = migrator(Dialect::Postgres, Some(through))
+            .await
+            .expect("old migrations");
+        old.run(&pool).await.expect("the old PostgreSQL schema");
+        for sql in rows {
+            sqlx::query(sql).execute(&pool).await.expect("an old row");
+        }
+        pool.close().await;
+        let store = Store::connect(&url)
+            .await
+            .expect("upgrade the PostgreSQL store");
+        stores.push((store, None));
+    }
+    stores
+}
+
 /// A fresh SQLite store in a temporary directory (kept alive by the second half).
 pub async fn sqlite() -> (Store, Option<tempfile::TempDir>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
