@@ -25,6 +25,8 @@ pub mod ops;
 pub mod pool_gauges;
 pub mod server;
 pub mod sweeper;
+#[cfg(test)]
+mod testing;
 pub mod web;
 pub mod webhooks;
 

@@ -10,38 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use super::*;
 use crate::http_error::ApiError;
 use crate::store::{NewToken, Store, Triggerer};
+use crate::testing::{user_with_token, TokenScope};
 use crate::tokens;
 use plue_store::testing::{create_repo as repo, stores};
 
 const ADMIN: &str = "the-admin-token";
-
-/// A user with a fresh token; returns (user id, token).
-async fn user_with_token(store: &Store, name: &str, narrow: NewTokenScope<'_>) -> (i64, String) {
-    let id = match store.user_by_name(name).await.unwrap() {
-        Some(user) => user.id,
-        None => store.create_user(name, "person", false).await.unwrap(),
-    };
-    let token = tokens::new_token().unwrap();
-    store
-        .create_user_token(&NewToken {
-            user_id: id,
-            name: "laptop",
-            token_hash: &tokens::hash_token(&token),
-            max_role: narrow.max_role,
-            repos: narrow.repos,
-            expires_at: narrow.expires_at,
-        })
-        .await
-        .unwrap();
-    (id, token)
-}
-
-#[derive(Default, Clone, Copy)]
-struct NewTokenScope<'a> {
-    max_role: Option<&'a str>,
-    repos: Option<&'a str>,
-    expires_at: Option<i64>,
-}
 
 /// A run (one that did not evaluate: it has no steps, which these rules never read).
 async fn any_run(store: &Store) -> i64 {
@@ -87,7 +60,7 @@ async fn each_role_may_do_exactly_its_share_of_a_repository() {
         let other = repo(&store, "octo/private").await;
         let mut callers = vec![("anonymous", Caller::Anonymous, None)];
         for role in Role::ALL {
-            let (id, token) = user_with_token(&store, role.as_str(), Default::default()).await;
+            let (id, _, token) = user_with_token(&store, role.as_str(), Default::default()).await;
             store.grant_role(hello, id, role.as_str()).await.unwrap();
             let caller = resolver.from_headers(&bearer(&token)).await.unwrap();
             callers.push((role.as_str(), caller, Some(role)));
@@ -169,7 +142,7 @@ async fn a_token_is_never_wider_than_its_user_and_its_name_is_no_identity() {
         let hello = repo(&store, "octo/hello").await;
         let other = repo(&store, "octo/other").await;
         // A writer names its token "admin": it is still the writer.
-        let (mallory, _) = user_with_token(&store, "mallory", Default::default()).await;
+        let (mallory, _, _) = user_with_token(&store, "mallory", Default::default()).await;
         store.grant_role(hello, mallory, "writer").await.unwrap();
         let token = tokens::new_token().unwrap();
         store
@@ -192,10 +165,10 @@ async fn a_token_is_never_wider_than_its_user_and_its_name_is_no_identity() {
             "a max_role above the user's own grants nothing more"
         );
         // Narrowed: a reader token, and a token for one repository.
-        let (_, reader) = user_with_token(
+        let (_, _, reader) = user_with_token(
             &store,
             "mallory",
-            NewTokenScope {
+            TokenScope {
                 max_role: Some("reader"),
                 ..Default::default()
             },
@@ -239,7 +212,7 @@ async fn a_token_is_never_wider_than_its_user_and_its_name_is_no_identity() {
 async fn revoked_expired_and_disabled_credentials_open_nothing_sessions_included() {
     for (store, _dir) in stores().await {
         let resolver = Resolver::new(store.clone(), Some(ADMIN));
-        let (alice, token) = user_with_token(&store, "alice", Default::default()).await;
+        let (alice, _, token) = user_with_token(&store, "alice", Default::default()).await;
         let (session, caller) = resolver.open_session(&token).await.unwrap().unwrap();
         assert_eq!(caller.user_id(), Some(alice));
         assert_ne!(session, token, "the cookie never holds the token");
@@ -261,10 +234,10 @@ async fn revoked_expired_and_disabled_credentials_open_nothing_sessions_included
             ApiError::Client(StatusCode::UNAUTHORIZED, _)
         ));
         // Expired.
-        let (_, old) = user_with_token(
+        let (_, _, old) = user_with_token(
             &store,
             "alice",
-            NewTokenScope {
+            TokenScope {
                 expires_at: Some(1),
                 ..Default::default()
             },
@@ -272,13 +245,13 @@ async fn revoked_expired_and_disabled_credentials_open_nothing_sessions_included
         .await;
         assert!(resolver.from_headers(&bearer(&old)).await.is_err());
         // Disabled: its live tokens and sessions stop.
-        let (_, live) = user_with_token(&store, "alice", Default::default()).await;
+        let (_, _, live) = user_with_token(&store, "alice", Default::default()).await;
         let (session, _) = resolver.open_session(&live).await.unwrap().unwrap();
         assert!(store.disable_user(alice).await.unwrap());
         assert!(resolver.from_headers(&bearer(&live)).await.is_err());
         assert!(resolver.from_session(&session).await.unwrap().is_none());
         // Signing out ends a session; a made-up session id is nobody.
-        let (_, bob) = user_with_token(&store, "bob", Default::default()).await;
+        let (_, _, bob) = user_with_token(&store, "bob", Default::default()).await;
         let (session, _) = resolver.open_session(&bob).await.unwrap().unwrap();
         resolver.close_session(&session).await.unwrap();
         assert!(resolver.from_session(&session).await.unwrap().is_none());
@@ -301,8 +274,8 @@ async fn revoked_expired_and_disabled_credentials_open_nothing_sessions_included
 async fn gates_compare_users_groups_and_forge_logins_never_names_of_tokens() {
     for (store, _dir) in stores().await {
         let resolver = Resolver::new(store.clone(), Some(ADMIN));
-        let (alice, alice_token) = user_with_token(&store, "alice", Default::default()).await;
-        let (bob, bob_token) = user_with_token(&store, "bob", Default::default()).await;
+        let (alice, _, alice_token) = user_with_token(&store, "alice", Default::default()).await;
+        let (bob, _, bob_token) = user_with_token(&store, "bob", Default::default()).await;
         let alice_caller = resolver.from_headers(&bearer(&alice_token)).await.unwrap();
         let bob_caller = resolver.from_headers(&bearer(&bob_token)).await.unwrap();
         let release = store.create_group("Release").await.unwrap();
@@ -490,9 +463,10 @@ async fn a_legacy_token_named_like_an_existing_user_never_becomes_that_users() {
 async fn whoever_pushed_onto_a_pull_request_may_not_decide_its_run() {
     for (store, _dir) in stores().await {
         let resolver = Resolver::new(store.clone(), Some(ADMIN));
-        let (carol, _) = user_with_token(&store, "carol", Default::default()).await;
-        let (mallory, mallory_token) = user_with_token(&store, "mallory", Default::default()).await;
-        let (_, bob_token) = user_with_token(&store, "bob", Default::default()).await;
+        let (carol, _, _) = user_with_token(&store, "carol", Default::default()).await;
+        let (mallory, _, mallory_token) =
+            user_with_token(&store, "mallory", Default::default()).await;
+        let (_, _, bob_token) = user_with_token(&store, "bob", Default::default()).await;
         store
             .link_forge_login(carol, "github", "carol-gh")
             .await
@@ -539,9 +513,9 @@ async fn whoever_pushed_onto_a_pull_request_may_not_decide_its_run() {
 async fn a_rerun_is_still_started_by_who_started_the_run_it_reruns() {
     for (store, _dir) in stores().await {
         let resolver = Resolver::new(store.clone(), Some(ADMIN));
-        let (alice, alice_token) = user_with_token(&store, "alice", Default::default()).await;
-        let (bob, bob_token) = user_with_token(&store, "bob", Default::default()).await;
-        let (_, carol_token) = user_with_token(&store, "carol", Default::default()).await;
+        let (alice, _, alice_token) = user_with_token(&store, "alice", Default::default()).await;
+        let (bob, _, bob_token) = user_with_token(&store, "bob", Default::default()).await;
+        let (_, _, carol_token) = user_with_token(&store, "carol", Default::default()).await;
         let trigger = |user_id: i64, name: &str| Triggerer {
             name: name.into(),
             user_id: Some(user_id),
@@ -579,7 +553,7 @@ async fn a_rerun_is_still_started_by_who_started_the_run_it_reruns() {
 #[tokio::test]
 async fn revoking_a_token_revokes_the_tokens_made_with_it() {
     for (store, _dir) in stores().await {
-        let (alice, _) = user_with_token(&store, "alice", Default::default()).await;
+        let (alice, _, _) = user_with_token(&store, "alice", Default::default()).await;
         let new = |hash: &'static str| NewToken {
             user_id: alice,
             name: "t",
@@ -629,7 +603,7 @@ async fn credentials_that_stop_holding_are_no_longer_valid() {
             let resolver = resolver.clone();
             async move { resolver.from_headers(&bearer(&token)).await.unwrap() }
         };
-        let (_, token) = user_with_token(&store, "alice", Default::default()).await;
+        let (_, _, token) = user_with_token(&store, "alice", Default::default()).await;
         let alice = resolve(token).await;
         assert!(alice.still_valid(&store).await.unwrap());
         let Caller::Signed {
@@ -642,22 +616,22 @@ async fn credentials_that_stop_holding_are_no_longer_valid() {
         assert!(!alice.still_valid(&store).await.unwrap(), "revoked");
 
         let soon = crate::store::now_ms() + 300;
-        let expiring = NewTokenScope {
+        let expiring = TokenScope {
             expires_at: Some(soon),
             ..Default::default()
         };
-        let (_, token) = user_with_token(&store, "dana", expiring).await;
+        let (_, _, token) = user_with_token(&store, "dana", expiring).await;
         let dana = resolve(token).await;
         assert!(dana.still_valid(&store).await.unwrap());
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         assert!(!dana.still_valid(&store).await.unwrap(), "expired");
 
-        let (bob_id, token) = user_with_token(&store, "bob", Default::default()).await;
+        let (bob_id, _, token) = user_with_token(&store, "bob", Default::default()).await;
         let bob = resolve(token).await;
         assert!(store.disable_user(bob_id).await.unwrap());
         assert!(!bob.still_valid(&store).await.unwrap(), "disabled");
 
-        let (carol_id, token) = user_with_token(&store, "carol", Default::default()).await;
+        let (carol_id, _, token) = user_with_token(&store, "carol", Default::default()).await;
         assert!(store.set_user_admin(carol_id, true).await.unwrap());
         let carol = resolve(token).await;
         assert!(carol.is_admin() && carol.still_valid(&store).await.unwrap());

@@ -9,7 +9,6 @@
 //! Why one file past ~600 lines: attacks on the live log followers against one real HTTP
 //! server fixture.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::followers::{parse_trusted_proxy, FollowerLimits, Followers, TrustedProxies};
 use super::super::{router, ApiState};
-use crate::events::{Event, Events};
+use crate::events::Event;
 use crate::executor::Executor;
-use crate::store::{NewRepo, NewRun, NewToken, RunRepo, Store};
+use crate::store::{NewRun, RunRepo};
+use crate::testing::{user_with_token, TestApi, TokenScope};
 
 struct Engine {
     addr: SocketAddr,
@@ -46,32 +46,22 @@ impl Engine {
 
     /// [`Engine::start`] believing `X-Forwarded-For` from `proxies`.
     async fn start_trusting(limits: FollowerLimits, proxies: &[&str]) -> Engine {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_data_dir(dir.path()).await.unwrap();
-        let events = Arc::new(Events::default());
-        let executor = Arc::new(Executor::new(store.clone(), events, BTreeMap::new(), 8));
         let proxies = proxies
             .iter()
             .map(|p| parse_trusted_proxy(p).unwrap())
             .collect();
         let followers = Arc::new(Followers::new(limits).trusting(TrustedProxies::new(proxies)));
         let shutdown = CancellationToken::new();
+        let TestApi {
+            executor,
+            state,
+            dir,
+        } = TestApi::new("admin").await;
+        let store = executor.store().clone();
         let state = ApiState {
-            executor: executor.clone(),
-            evaluator: None,
-            pool: None,
-            pool_classes: None,
-            registry: None,
-            resolver: crate::access::Resolver::new(store.clone(), Some("admin")),
             shutdown: shutdown.clone(),
-            local_workflows: Arc::new(Vec::new()),
-            artifacts: Arc::new(
-                crate::artifacts::Artifacts::open(&crate::artifacts::ArtifactsConfig::local(
-                    dir.path().join("artifacts"),
-                ))
-                .unwrap(),
-            ),
             followers: followers.clone(),
+            ..state
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -85,20 +75,7 @@ impl Engine {
         });
         let plan = Plan::new("follow", vec![Step::bash("build", "true")]);
         let json = serde_json::to_string(&plan).unwrap();
-        let repo_id = store
-            .create_repo(&NewRepo {
-                name: "acme/app",
-                clone_url: "https://forge.example/acme/app.git",
-                forge: "gitea",
-                webhook_secret_sealed: "plain:s",
-                api_url: None,
-                api_token_sealed: None,
-                default_branch: Some("main"),
-            })
-            .await
-            .unwrap()
-            .unwrap()
-            .id;
+        let repo_id = plue_store::testing::create_repo(&store, "acme/app").await;
         store.set_public_read(repo_id, true).await.unwrap();
         let run_id = executor
             .start_run(&NewRun {
@@ -128,6 +105,13 @@ impl Engine {
         format!("/api/runs/{}/steps/build/logs", self.run_id)
     }
 
+    /// A request following the step's log as an event stream, as a browser would.
+    fn follow(&self) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .get(format!("http://{}{}", self.addr, self.logs_path()))
+            .header("accept", "text/event-stream")
+    }
+
     /// Opens a follower over a bare connection, as a script would; returns the status and
     /// the connection (still open).
     async fn open(&self) -> (u16, TcpStream) {
@@ -151,6 +135,25 @@ impl Engine {
         let head = String::from_utf8(head).unwrap();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         (status, conn)
+    }
+
+    /// Stores line `seq` of the step and says so, as a runner's upload does.
+    async fn store_line(&self, seq: u64, text: &str) {
+        let line = LogLine {
+            seq,
+            stream: LineStream::Stdout,
+            text: text.into(),
+            ts_ms: 1,
+        };
+        let store = self.executor.store();
+        store
+            .append_logs(self.step_run_id, 1, &[line])
+            .await
+            .unwrap();
+        self.executor.events().send(Event::Logs {
+            run_id: self.run_id,
+            step_run_id: self.step_run_id,
+        });
     }
 
     /// Waits until the live followers number `count` (fails after 10 s).
@@ -226,12 +229,7 @@ async fn followers_past_a_cap_get_429_with_a_json_error() {
         assert_eq!(status, 200);
         open.push(conn);
     }
-    let refused = reqwest::Client::new()
-        .get(format!("http://{}{}", engine.addr, engine.logs_path()))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let refused = engine.follow().send().await.unwrap();
     assert_eq!(refused.status(), 429);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert!(
@@ -276,31 +274,12 @@ async fn an_idle_follower_wakes_when_lines_are_stored() {
         ..roomy()
     })
     .await;
-    let response = reqwest::Client::new()
-        .get(format!("http://{}{}", engine.addr, engine.logs_path()))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let response = engine.follow().send().await.unwrap();
     let mut events = response.bytes_stream().eventsource();
     engine.live_becomes(1).await;
     // Let the follower reach its wait.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let store = engine.executor.store();
-    let line = LogLine {
-        seq: 1,
-        stream: LineStream::Stdout,
-        text: "hello".into(),
-        ts_ms: 1,
-    };
-    store
-        .append_logs(engine.step_run_id, 1, &[line])
-        .await
-        .unwrap();
-    engine.executor.events().send(Event::Logs {
-        run_id: engine.run_id,
-        step_run_id: engine.step_run_id,
-    });
+    engine.store_line(1, "hello").await;
     let event = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
         .expect("the notification woke the follower")
@@ -344,9 +323,8 @@ async fn a_signed_in_user_follows_while_anonymous_clients_hold_every_open_place(
         let (status, _) = open_from(&engine, &format!("198.51.100.{i}")).await;
         assert_eq!(status, 429, "anonymous client {i} took a reserved place");
     }
-    let refused = reqwest::Client::new()
-        .get(format!("http://{}{}", engine.addr, engine.logs_path()))
-        .header("accept", "text/event-stream")
+    let refused = engine
+        .follow()
         .header("x-forwarded-for", "203.0.113.1")
         .send()
         .await
@@ -407,21 +385,9 @@ async fn an_anonymous_stream_ends_at_its_lifetime_and_resumes_after_its_last_eve
         ..roomy()
     })
     .await;
-    let store = engine.executor.store();
-    let line = |seq: u64| LogLine {
-        seq,
-        stream: LineStream::Stdout,
-        text: format!("line {seq}"),
-        ts_ms: 1,
-    };
-    store
-        .append_logs(engine.step_run_id, 1, &[line(1)])
-        .await
-        .unwrap();
+    engine.store_line(1, "line 1").await;
     let open = |last: Option<&'static str>, token: Option<&'static str>| {
-        let mut request = reqwest::Client::new()
-            .get(format!("http://{}{}", engine.addr, engine.logs_path()))
-            .header("accept", "text/event-stream");
+        let mut request = engine.follow();
         if let Some(last) = last {
             request = request.header("last-event-id", last);
         }
@@ -446,14 +412,7 @@ async fn an_anonymous_stream_ends_at_its_lifetime_and_resumes_after_its_last_eve
     assert!(started.elapsed() >= Duration::from_millis(700));
     engine.live_becomes(1).await;
     // The signed-in stream lives on, and both resume after their last event.
-    store
-        .append_logs(engine.step_run_id, 1, &[line(2)])
-        .await
-        .unwrap();
-    engine.executor.events().send(Event::Logs {
-        run_id: engine.run_id,
-        step_run_id: engine.step_run_id,
-    });
+    engine.store_line(2, "line 2").await;
     let next = tokio::time::timeout(Duration::from_secs(5), signed_in.next())
         .await
         .unwrap()
@@ -497,23 +456,7 @@ impl Engine {
     /// A new API token of user `user` (made when it does not exist yet).
     async fn mint(&self, user: &str) -> String {
         let store = self.executor.store();
-        let id = match store.user_by_name(user).await.unwrap() {
-            Some(user) => user.id,
-            None => store.create_user(user, "person", false).await.unwrap(),
-        };
-        let token = crate::tokens::new_token().unwrap();
-        store
-            .create_user_token(&NewToken {
-                user_id: id,
-                name: "laptop",
-                token_hash: &crate::tokens::hash_token(&token),
-                max_role: None,
-                repos: None,
-                expires_at: None,
-            })
-            .await
-            .unwrap();
-        token
+        user_with_token(store, user, TokenScope::default()).await.2
     }
 
     /// Opens streams with `token` until one is refused; returns those opened.
@@ -613,27 +556,6 @@ async fn a_client_that_never_reads_loses_its_place_at_its_lifetime() {
     engine.live_becomes(0).await;
 }
 
-impl Engine {
-    /// Stores line `seq` of the step and says so, as a runner's upload does.
-    async fn store_line(&self, seq: u64, text: &str) {
-        let line = LogLine {
-            seq,
-            stream: LineStream::Stdout,
-            text: text.into(),
-            ts_ms: 1,
-        };
-        let store = self.executor.store();
-        store
-            .append_logs(self.step_run_id, 1, &[line])
-            .await
-            .unwrap();
-        self.executor.events().send(Event::Logs {
-            run_id: self.run_id,
-            step_run_id: self.step_run_id,
-        });
-    }
-}
-
 // The attack (issue 29): a live stream was checked once, when it opened. Its caller went
 // on reading a step's new lines after its token was revoked, its role taken away or the
 // repository made private — for as long as the step ran (a signed-in stream has no
@@ -648,9 +570,8 @@ async fn a_stream_ends_once_its_caller_may_no_longer_read_the_run() {
     let token_id = store.list_tokens(Some(alice)).await.unwrap()[0].id;
     let mut seq = 0;
     for case in ["made private", "role revoked", "token revoked"] {
-        let mut request = reqwest::Client::new()
-            .get(format!("http://{}{}", engine.addr, engine.logs_path()))
-            .header("accept", "text/event-stream")
+        let mut request = engine
+            .follow()
             // Each stream starts after the lines of the cases before.
             .header("last-event-id", format!("1:{seq}"));
         if case != "made private" {

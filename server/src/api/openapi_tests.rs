@@ -3,20 +3,16 @@
 //! it — and nothing else on those paths (405), so a route added without its
 //! `#[utoipa::path]` fails here.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::super::{openapi, router, ApiState};
-use crate::events::Events;
-use crate::executor::Executor;
-use crate::store::Store;
+use super::super::{openapi, router};
+use crate::testing::TestApi;
 
 const ADMIN: &str = "openapi-test-admin-token";
 
@@ -128,28 +124,8 @@ fn routes_are_registered_only_from_their_documentation() {
 
 #[tokio::test]
 async fn the_router_serves_exactly_the_documented_operations() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_data_dir(dir.path()).await.unwrap();
-    let events = Arc::new(Events::default());
-    let executor = Arc::new(Executor::new(store.clone(), events, BTreeMap::new(), 8));
-    let state = ApiState {
-        executor,
-        evaluator: None,
-        pool: None,
-        pool_classes: None,
-        registry: None,
-        resolver: crate::access::Resolver::new(store.clone(), Some(ADMIN)),
-        shutdown: CancellationToken::new(),
-        local_workflows: Arc::new(Vec::new()),
-        followers: Default::default(),
-        artifacts: Arc::new(
-            crate::artifacts::Artifacts::open(&crate::artifacts::ArtifactsConfig::local(
-                dir.path().join("artifacts"),
-            ))
-            .unwrap(),
-        ),
-    };
-    let app = router(state);
+    let api = TestApi::new(ADMIN).await;
+    let app = router(api.state);
     let doc = document();
     let mut served = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {

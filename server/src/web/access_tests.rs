@@ -14,7 +14,8 @@ use tower::ServiceExt;
 
 use super::tests::{bash, plan, repository, Fixture, Reply, ADMIN};
 use crate::events::Event;
-use crate::store::{on_db, NewRepo, NewToken};
+use crate::store::on_db;
+use crate::testing::{user_with_token, TokenScope};
 use crate::tokens;
 
 /// A signed-in browser: its `Cookie` header and CSRF token.
@@ -50,25 +51,10 @@ impl Browser {
 /// (token id, token).
 async fn user_token(fx: &Fixture, name: &str, role: Option<(i64, &str)>) -> (i64, String) {
     let store = fx.store();
-    let id = match store.user_by_name(name).await.unwrap() {
-        Some(user) => user.id,
-        None => store.create_user(name, "person", false).await.unwrap(),
-    };
+    let (id, token_id, token) = user_with_token(store, name, TokenScope::default()).await;
     if let Some((repo, role)) = role {
         store.grant_role(repo, id, role).await.unwrap();
     }
-    let token = tokens::new_token().unwrap();
-    let token_id = store
-        .create_user_token(&NewToken {
-            user_id: id,
-            name: "browser",
-            token_hash: &tokens::hash_token(&token),
-            max_role: None,
-            repos: None,
-            expires_at: None,
-        })
-        .await
-        .unwrap();
     (token_id, token)
 }
 
@@ -92,20 +78,7 @@ async fn acme_id(fx: &Fixture) -> i64 {
 }
 
 async fn other_repo(fx: &Fixture, name: &str) -> i64 {
-    fx.store()
-        .create_repo(&NewRepo {
-            name,
-            clone_url: "https://forge.example/x.git",
-            forge: "gitea",
-            webhook_secret_sealed: "plain:s",
-            api_url: None,
-            api_token_sealed: None,
-            default_branch: Some("main"),
-        })
-        .await
-        .unwrap()
-        .unwrap()
-        .id
+    plue_store::testing::create_repo(fx.store(), name).await
 }
 
 /// What a caller gets: shown (200), hidden as missing (404), or asked to sign in (401).
@@ -271,12 +244,7 @@ async fn the_cookie_holds_a_session_id_never_the_token() {
             .post_form("/login", &format!("token={token}&next=%2F"), None, None)
             .await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER);
-        let cookies: Vec<String> = reply
-            .headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
+        let cookies = reply.set_cookies();
         let session = cookies
             .iter()
             .find(|c| c.starts_with("plue_session="))
@@ -340,12 +308,7 @@ async fn a_session_ends_with_its_token_its_expiry_and_sign_out() {
     assert!(readable(&sam.get(&fx, &run_page).await));
     let out = sam.post(&fx, "/logout", "").await;
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
-    let cleared: Vec<&str> = out
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let cleared = out.set_cookies();
     assert!(
         cleared
             .iter()

@@ -15,16 +15,15 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use evaluator::plan::{Action, Plan, Step};
 use runner::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{router, WebState, CONTENT_SECURITY_POLICY};
 use crate::api::ApiState;
-use crate::events::Events;
 use crate::executor::Executor;
 use crate::pool::kubernetes::{ClassStatus, Failures};
 use crate::pool::PoolStatus;
 use crate::store::{NewRun, Store};
+use crate::testing::TestApi;
 
 pub(super) const ADMIN: &str = "admin-token-of-the-dashboard-tests";
 const HOSTILE: &str = "<script>alert(1)</script>";
@@ -46,6 +45,17 @@ pub(super) struct Reply {
     pub(super) raw: String,
 }
 
+impl Reply {
+    /// The values of its `Set-Cookie` headers, in order.
+    pub(super) fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+}
+
 impl Fixture {
     pub(super) async fn new() -> Fixture {
         Fixture::with_classes(None).await
@@ -55,32 +65,18 @@ impl Fixture {
     async fn with_classes(
         pool_classes: Option<tokio::sync::watch::Receiver<Vec<ClassStatus>>>,
     ) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_data_dir(dir.path()).await.unwrap();
-        let executor = Arc::new(Executor::new(
-            store.clone(),
-            Arc::new(Events::default()),
-            BTreeMap::new(),
-            8,
-        ));
+        let TestApi {
+            executor,
+            state,
+            dir,
+        } = TestApi::new(ADMIN).await;
         let api = ApiState {
-            executor: executor.clone(),
-            evaluator: None,
-            pool: None,
             pool_classes,
-            registry: None,
-            resolver: crate::access::Resolver::new(store.clone(), Some(ADMIN)),
-            shutdown: CancellationToken::new(),
-            local_workflows: Arc::new(Vec::new()),
-            artifacts: Arc::new(
-                crate::artifacts::Artifacts::open(&crate::artifacts::ArtifactsConfig::local(
-                    dir.path().join("artifacts"),
-                ))
-                .unwrap(),
-            ),
-            followers: Default::default(),
+            ..state
         };
-        crate::access::prepare(&store, false).await.unwrap();
+        crate::access::prepare(executor.store(), false)
+            .await
+            .unwrap();
         let mut fixture = Fixture {
             app: router(WebState {
                 api,
@@ -186,12 +182,7 @@ impl Fixture {
             .post_form("/login", &format!("token={token}&next=%2F"), None, None)
             .await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
-        let cookies: Vec<String> = reply
-            .headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
+        let cookies = reply.set_cookies();
         assert!(
             cookies
                 .iter()
@@ -434,12 +425,7 @@ async fn local_runs_need_the_admin_and_an_old_token_cookie_is_no_session() {
             .await;
         assert_eq!(old.status, reply.status, "{uri}");
         assert!(!old.body.contains("secret"), "{uri} leaks the run");
-        let cleared: Vec<&str> = old
-            .headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
+        let cleared = old.set_cookies();
         assert!(
             cleared
                 .iter()
@@ -637,22 +623,9 @@ async fn runners_page_shows_each_class_counts_and_latest_failure() {
 /// A repository `acme/app` (default branch `main`) with a run of `ci.plue.py` whose plan
 /// has a manual trigger, and a run of `broken.plue.py` on `main` that did not evaluate.
 pub(super) async fn repository(fx: &Fixture) -> (i64, i64) {
-    use crate::store::{NewRepo, RunRepo};
+    use crate::store::RunRepo;
     use evaluator::plan::{ManualInput, Trigger};
-    let repo = fx
-        .store()
-        .create_repo(&NewRepo {
-            name: "acme/app",
-            clone_url: "https://forge.example/acme/app.git",
-            forge: "gitea",
-            webhook_secret_sealed: "plain:s",
-            api_url: None,
-            api_token_sealed: None,
-            default_branch: Some("main"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let repo_id = plue_store::testing::create_repo(fx.store(), "acme/app").await;
     let mut inputs = BTreeMap::new();
     inputs.insert(
         "target".to_string(),
@@ -678,7 +651,7 @@ pub(super) async fn repository(fx: &Fixture) -> (i64, i64) {
     ci.triggers = vec![Trigger::Manual { inputs }];
     let json = serde_json::to_string(&ci).unwrap();
     let run_repo = Some(RunRepo {
-        repo_id: repo.id,
+        repo_id,
         secrets_allowed: true,
     });
     let mut run = NewRun {
