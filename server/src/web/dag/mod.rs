@@ -323,17 +323,10 @@ fn order(layers: &[usize], links: &[(usize, usize)]) -> Vec<Vec<usize>> {
         needs[to].push(from);
         needed_by[from].push(to);
     }
-    // A unit's place, centred: layers of different widths line up on their middles.
     let mut place = vec![0f64; layers.len()];
-    let settle = |rows: &Vec<Vec<usize>>, place: &mut Vec<f64>| {
-        for row in rows {
-            let middle = (row.len() as f64 - 1.0) / 2.0;
-            for (slot, &u) in row.iter().enumerate() {
-                place[u] = slot as f64 - middle;
-            }
-        }
-    };
-    settle(&rows, &mut place);
+    for row in &rows {
+        centre(row, &mut place);
+    }
     let sweep = |rows: &mut Vec<Vec<usize>>,
                  place: &mut Vec<f64>,
                  by: &[Vec<usize>],
@@ -352,10 +345,7 @@ fn order(layers: &[usize], links: &[(usize, usize)]) -> Vec<Vec<usize>> {
                 })
                 .collect();
             rows[layer].sort_by(|a, b| key[a].total_cmp(&key[b]).then(a.cmp(b)));
-            let middle = (rows[layer].len() as f64 - 1.0) / 2.0;
-            for (slot, &u) in rows[layer].iter().enumerate() {
-                place[u] = slot as f64 - middle;
-            }
+            centre(&rows[layer], place);
         }
     };
     sweep(&mut rows, &mut place, &needs, (1..count).collect());
@@ -367,6 +357,15 @@ fn order(layers: &[usize], links: &[(usize, usize)]) -> Vec<Vec<usize>> {
     );
     sweep(&mut rows, &mut place, &needs, (1..count).collect());
     rows
+}
+
+/// Sets the place of each unit of `row` to its slot, centred: layers of different widths
+/// line up on their middles.
+fn centre(row: &[usize], place: &mut [f64]) {
+    let middle = (row.len() as f64 - 1.0) / 2.0;
+    for (slot, &u) in row.iter().enumerate() {
+        place[u] = slot as f64 - middle;
+    }
 }
 
 fn group(index: usize, members: &[usize], steps: &[Step<'_>]) -> Group {
