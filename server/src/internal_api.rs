@@ -365,22 +365,35 @@ async fn assignment(
     runner: &AuthedRunner,
     claimed: Claimed,
 ) -> ApiResult<Option<Assignment>> {
-    let fail = |reason: String| Report {
-        outcome: wire::Outcome::Failed,
-        exit_code: None,
-        reason: Some(reason),
-        outputs: BTreeMap::new(),
-    };
-    let dispatch: Dispatch = match serde_json::from_str(&claimed.dispatch) {
-        Ok(dispatch) => dispatch,
-        Err(e) => {
-            let report = fail(format!("unreadable dispatch document: {e}"));
+    let (attempt_id, run_id) = (claimed.attempt_id, claimed.run_id);
+    match prepare_assignment(state, runner, claimed).await? {
+        Ok(assignment) => Ok(Some(assignment)),
+        Err(reason) => {
+            let report = Report {
+                outcome: wire::Outcome::Failed,
+                exit_code: None,
+                reason: Some(reason),
+                outputs: BTreeMap::new(),
+            };
             state
                 .executor
-                .complete(claimed.attempt_id, claimed.run_id, None, &report)
+                .complete(attempt_id, run_id, None, &report)
                 .await?;
-            return Ok(None);
+            Ok(None)
         }
+    }
+}
+
+/// The assignment for a fresh claim, or why its attempt fails at once (the reason
+/// [`assignment`] records); the outer error is the engine's own.
+async fn prepare_assignment(
+    state: &InternalState,
+    runner: &AuthedRunner,
+    claimed: Claimed,
+) -> ApiResult<Result<Assignment, String>> {
+    let dispatch: Dispatch = match serde_json::from_str(&claimed.dispatch) {
+        Ok(dispatch) => dispatch,
+        Err(e) => return Ok(Err(format!("unreadable dispatch document: {e}"))),
     };
     let secrets = match state
         .executor
@@ -388,27 +401,16 @@ async fn assignment(
         .await?
     {
         Ok(secrets) => secrets,
-        Err(reason) => {
-            state
-                .executor
-                .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
-                .await?;
-            return Ok(None);
-        }
+        Err(reason) => return Ok(Err(reason)),
     };
     if !runner.secrets && !secrets.values.is_empty() {
         // The claim skips such steps; this holds even for rows queued before it did.
         let names: Vec<&str> = secrets.values.keys().map(String::as_str).collect();
-        let reason = format!(
+        return Ok(Err(format!(
             "the step needs secrets ({}) but runner {}'s registration token does not allow secrets",
             names.join(", "),
             runner.id
-        );
-        state
-            .executor
-            .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
-            .await?;
-        return Ok(None);
+        )));
     }
     // An llm step's limits, and its hold on the run's budget (crate::pricing::budget).
     let budget = match crate::pricing::budget::assign(
@@ -421,21 +423,11 @@ async fn assignment(
     .await?
     {
         Ok(budget) => budget,
-        Err(reason) => {
-            state
-                .executor
-                .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
-                .await?;
-            return Ok(None);
-        }
+        Err(reason) => return Ok(Err(reason)),
     };
     let mut action = dispatch.action;
     if let Err(reason) = read_prompt_file(state.config.prompt_root.as_deref(), &mut action) {
-        state
-            .executor
-            .complete(claimed.attempt_id, claimed.run_id, None, &fail(reason))
-            .await?;
-        return Ok(None);
+        return Ok(Err(reason));
     }
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
@@ -450,7 +442,7 @@ async fn assignment(
     if !secrets.withheld.is_empty() {
         env.insert("PLUE_SECRETS_WITHHELD".into(), secrets.withheld.join(","));
     }
-    Ok(Some(Assignment {
+    Ok(Ok(Assignment {
         attempt_id: claimed.attempt_id,
         run_id: claimed.run_id,
         step_id: claimed.step_id,
