@@ -104,6 +104,28 @@ impl Caller {
         self.user().map(|user| user.id)
     }
 
+    /// The API token the request came with (`None`: the admin token or a session of it, or
+    /// no user at all).
+    pub fn token_id(&self) -> Option<i64> {
+        match self {
+            Caller::Signed { token_id, .. } => *token_id,
+            _ => None,
+        }
+    }
+
+    /// [`Caller::token_id`] when that token is narrowed (a `max_role` or `repos`): such a
+    /// token reaches only itself and the tokens made with it.
+    pub fn narrowed_token_id(&self) -> Option<i64> {
+        match self {
+            Caller::Signed {
+                scope,
+                token_id: Some(id),
+                ..
+            } if scope.narrows() => Some(*id),
+            _ => None,
+        }
+    }
+
     /// As shown in the audit trail and on decisions.
     pub fn name(&self) -> &str {
         match self {

@@ -338,10 +338,7 @@ pub(super) async fn current_user(
     let store = state.executor.store();
     let user = caller.require_user()?.clone();
     let roles = caller_roles(store, &caller).await?;
-    let token_id = match &caller {
-        Caller::Signed { token_id, .. } => *token_id,
-        _ => None,
-    };
+    let token_id = caller.token_id();
     Ok(Json(MeView {
         id: user.id,
         forge_logins: forge_logins(store, user.id).await?,

@@ -361,11 +361,7 @@ pub(super) async fn create_token(
         .ok_or_else(|| anyhow::anyhow!("the caller's user {user_id} is missing"))?;
     let outer = caller_narrowing(store, &caller).await?;
     let narrowing = narrowing(store, &caller, &request, outer).await?;
-    let maker = match &caller {
-        Caller::Signed { token_id, .. } => *token_id,
-        _ => None,
-    };
-    mint(store, &caller, &user, name, narrowing, maker).await
+    mint(store, &caller, &user, name, narrowing, caller.token_id()).await
 }
 
 #[utoipa::path(
@@ -466,21 +462,14 @@ pub(super) async fn list_tokens(
     let mut rows = store.list_tokens(Some(user.id)).await?;
     // A narrowed token lists only itself and the tokens made with it: the others' names
     // and repositories are outside what it may read.
-    if let Caller::Signed {
-        scope,
-        token_id: Some(mine),
-        ..
-    } = &caller
-    {
-        if (scope.max_role.is_some() || scope.repos.is_some()) && !caller.is_admin() {
-            let mut kept = Vec::new();
-            for row in rows {
-                if row.id == *mine || store.token_made_by(row.id, *mine).await? {
-                    kept.push(row);
-                }
+    if let Some(mine) = caller.narrowed_token_id().filter(|_| !caller.is_admin()) {
+        let mut kept = Vec::new();
+        for row in rows {
+            if row.id == mine || store.token_made_by(row.id, mine).await? {
+                kept.push(row);
             }
-            rows = kept;
         }
+        rows = kept;
     }
     Ok(Json(
         rows.into_iter()
@@ -527,14 +516,8 @@ pub(super) async fn revoke_token(
     }
     // regression: a token narrowed to reading one repository revoked its user's other
     // tokens (an admin's included).
-    if let Caller::Signed {
-        scope,
-        token_id: Some(mine),
-        ..
-    } = &caller
-    {
-        let narrowed = scope.max_role.is_some() || scope.repos.is_some();
-        if narrowed && *mine != id && !store.token_made_by(id, *mine).await? {
+    if let Some(mine) = caller.narrowed_token_id() {
+        if mine != id && !store.token_made_by(id, mine).await? {
             return Err(crate::access::forbidden(format!(
                 "this token is narrowed: it revokes only itself and the tokens made with it, \
                  not token {id}"
