@@ -182,6 +182,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The plan run `run_id` was started with, if it has one that reads (a run whose file did
+/// not evaluate has none).
+pub(crate) async fn run_plan(
+    store: &Store,
+    run_id: i64,
+) -> anyhow::Result<Option<evaluator::plan::Plan>> {
+    let documents = store.run_documents(run_id).await?;
+    Ok(documents.and_then(|docs| serde_json::from_str(&docs.plan).ok()))
+}
+
 pub(crate) fn parse_run_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i64>()
         .ok()
@@ -213,10 +223,7 @@ async fn get_run(
     let store = state.executor.store();
     let run = caller.visible_run(store, id, Role::Reader).await?;
     let steps = store.step_runs(id).await?;
-    let plan = store
-        .run_documents(id)
-        .await?
-        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
+    let plan = run_plan(store, id).await?;
     let step_run_ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
     let attempt_rows = store.dashboard_attempts(id).await?;
     let attempts: Vec<_> = attempt_rows

@@ -68,10 +68,7 @@ pub(super) async fn page(
     let (attempt, running) = (step_row.attempts, step_row.status == "running");
     let mut step = StepView::new(step_row);
     step.add_costs(step_run_id, &store.dashboard_attempts(run_id).await?);
-    let plan = store
-        .run_documents(run_id)
-        .await?
-        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
+    let plan = crate::api::run_plan(store, run_id).await?;
     let kind = plan
         .as_ref()
         .and_then(|plan| plan.steps.iter().find(|s| s.id == step.id))

@@ -22,10 +22,6 @@ pub(super) async fn for_step(
     if run.plan_hash.is_empty() {
         return Ok(None);
     }
-    let plan = web
-        .store()
-        .run_documents(run.id)
-        .await?
-        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
+    let plan = crate::api::run_plan(web.store(), run.id).await?;
     run_approval::gate(web, session, run, step, plan.as_ref(), "step").await
 }

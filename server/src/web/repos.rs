@@ -23,7 +23,6 @@ use std::sync::Arc;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use evaluator::plan::Plan;
 use serde::Serialize;
 
 use super::error::{WebError, WebResult};
@@ -349,7 +348,7 @@ async fn listing_from_runs(
         let evaluated = match failed {
             Some(run) => Err(run.reason.clone().unwrap_or_default()),
             None => match runs.iter().find(|r| !r.plan_hash.is_empty()) {
-                Some(run) => match plan_of(web, run.id).await? {
+                Some(run) => match crate::api::run_plan(web.store(), run.id).await? {
                     Some(plan) => Ok(Arc::new(plan)),
                     None => continue,
                 },
@@ -381,14 +380,6 @@ fn by_workflow(runs: Vec<RunRow>) -> Vec<(String, Vec<RunRow>)> {
         }
     }
     groups
-}
-
-/// The plan of run `run_id`, if it has one that reads.
-async fn plan_of(web: &Web, run_id: i64) -> WebResult<Option<Plan>> {
-    let Some(documents) = web.store().run_documents(run_id).await? else {
-        return Ok(None);
-    };
-    Ok(serde_json::from_str::<Plan>(&documents.plan).ok())
 }
 
 /// `POST /repos/{owner}/{name}/dispatch`: `csrf`, `workflow`, `ref`, `input.<name>`...

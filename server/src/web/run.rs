@@ -25,6 +25,7 @@ use super::forward::{self, ApiCall};
 use super::session::{readable_run, Chrome, CsrfForm, Session};
 use super::{parse_run_id, render, Web};
 use crate::access::Role;
+use crate::api::run_plan;
 use crate::api::views::RunView;
 
 #[derive(Serialize)]
@@ -105,10 +106,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<RunPage
     // The anonymous are offered to sign in; a signed-in reader is offered nothing.
     let offered = can_write || !session.signed_in();
     let steps = store.step_runs(id).await?;
-    let plan = store
-        .run_documents(id)
-        .await?
-        .and_then(|docs| serde_json::from_str::<evaluator::plan::Plan>(&docs.plan).ok());
+    let plan = run_plan(store, id).await?;
     let dag = dag::of_run(&steps, plan.as_ref());
     let step_ids: HashMap<i64, &str> = steps.iter().map(|s| (s.id, s.step_id.as_str())).collect();
     let mut attempts: HashMap<String, Vec<AttemptView>> = HashMap::new();
