@@ -169,20 +169,7 @@ pub(crate) async fn run_contained(
     // After the leader was reaped: the sweep may then collect every zombie of the step.
     contained.finish().await;
 
-    let drain = futures::future::join_all(readers);
-    tokio::pin!(drain);
-    let joined = tokio::select! {
-        joined = &mut drain => joined,
-        () = tokio::time::sleep_until(killed_at + DRAIN_GRACE) => {
-            stop.cancel();
-            drain.await
-        }
-    };
-    for result in joined {
-        if let Err(err) = result {
-            tracing::warn!(%err, "a step output reader failed");
-        }
-    }
+    drain_readers(readers, killed_at, &stop).await;
 
     let ending = match trigger {
         Trigger::TimedOut => Ending::TimedOut,
@@ -261,6 +248,30 @@ fn ending_of(status: std::process::ExitStatus) -> Ending {
         (None, Some(signal)) => Ending::Signalled(signal),
         // `wait` only reports terminated processes, which have one or the other.
         (None, None) => Ending::Exited(-1),
+    }
+}
+
+/// Waits for a step's output readers to send what its pipes still hold, at most
+/// [`DRAIN_GRACE`] after the kill at `killed_at`: then `stop` makes them end (a process
+/// that escaped the kill cannot keep a pipe open and hold the runner).
+pub(crate) async fn drain_readers(
+    readers: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
+    killed_at: Instant,
+    stop: &CancellationToken,
+) {
+    let drain = futures::future::join_all(readers);
+    tokio::pin!(drain);
+    let joined = tokio::select! {
+        joined = &mut drain => joined,
+        () = tokio::time::sleep_until(killed_at + DRAIN_GRACE) => {
+            stop.cancel();
+            drain.await
+        }
+    };
+    for result in joined {
+        if let Err(err) = result {
+            tracing::warn!(%err, "a step output reader failed");
+        }
     }
 }
 

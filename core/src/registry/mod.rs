@@ -601,26 +601,33 @@ impl Registry {
             repo_id: occurrence.repo.id,
             secrets_allowed: occurrence.secrets_allowed,
         });
+        // The run as stored, whichever plan it carries: the evaluated one, or a placeholder
+        // for a file that did not evaluate.
+        let new_run = |plan, plan_json, plan_hash| NewRun {
+            workflow_source: &occurrence.repo.name,
+            workflow_path: path,
+            event: ctx.event.as_str(),
+            git_ref: &ctx.git_ref,
+            sha: &ctx.sha,
+            context_json: &context_json,
+            plan,
+            plan_json,
+            plan_hash,
+            workspace: &workspace,
+            rerun_of: None,
+            repo,
+        };
         match evaluated {
             Ok(evaluated) => {
                 // Who started it is stored before its first advance, so no gate of the run
                 // is decided before the engine knows whom it excludes.
                 self.executor
                     .start_run_by(
-                        &NewRun {
-                            workflow_source: &occurrence.repo.name,
-                            workflow_path: path,
-                            event: ctx.event.as_str(),
-                            git_ref: &ctx.git_ref,
-                            sha: &ctx.sha,
-                            context_json: &context_json,
-                            plan: &evaluated.plan,
-                            plan_json: &evaluated.canonical_json,
-                            plan_hash: &evaluated.plan_hash,
-                            workspace: &workspace,
-                            rerun_of: None,
-                            repo,
-                        },
+                        &new_run(
+                            &evaluated.plan,
+                            &evaluated.canonical_json,
+                            &evaluated.plan_hash,
+                        ),
                         occurrence.triggerer.as_ref(),
                     )
                     .await
@@ -631,23 +638,7 @@ impl Registry {
                 let run_id = self
                     .executor
                     .store()
-                    .create_failed_run(
-                        &NewRun {
-                            workflow_source: &occurrence.repo.name,
-                            workflow_path: path,
-                            event: ctx.event.as_str(),
-                            git_ref: &ctx.git_ref,
-                            sha: &ctx.sha,
-                            context_json: &context_json,
-                            plan: &placeholder,
-                            plan_json: &plan_json,
-                            plan_hash: "",
-                            workspace: &workspace,
-                            rerun_of: None,
-                            repo,
-                        },
-                        &message,
-                    )
+                    .create_failed_run(&new_run(&placeholder, &plan_json, ""), &message)
                     .await?;
                 if let Some(triggerer) = &occurrence.triggerer {
                     self.executor

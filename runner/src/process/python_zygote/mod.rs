@@ -95,7 +95,9 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE};
+use super::{
+    drain_readers, ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE,
+};
 use crate::containment::{self, StepCgroup};
 use crate::launch::pipe;
 use crate::protocol::Stream;
@@ -563,20 +565,7 @@ async fn supervise(
     }
     .finish_off_thread()
     .await;
-    let drain = futures::future::join_all(readers);
-    tokio::pin!(drain);
-    let joined = tokio::select! {
-        joined = &mut drain => joined,
-        () = tokio::time::sleep_until(killed_at + DRAIN_GRACE) => {
-            stop.cancel();
-            drain.await
-        }
-    };
-    for result in joined {
-        if let Err(err) = result {
-            tracing::warn!(%err, "a step output reader failed");
-        }
-    }
+    drain_readers(readers, killed_at, &stop).await;
     let ending = match trigger {
         Trigger::TimedOut => Ending::TimedOut,
         Trigger::Cancelled => Ending::Cancelled,
