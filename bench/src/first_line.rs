@@ -191,7 +191,7 @@ async fn measure(env: &Env, pool: Pool) -> Result<Vec<Sample>> {
             (Some(cluster), server)
         }
     };
-    register(&server, repo, &bare).await?;
+    server.register_github_repo(repo, &bare, SECRET).await?;
 
     let mut samples = Vec::with_capacity(PUSHES);
     for n in 0..WARMUP + PUSHES {
@@ -222,26 +222,6 @@ fn make_clone(clone: &Path, bare: &Path, pool: Pool) -> Result<()> {
     let bare = bare.to_str().context("UTF-8 path")?;
     git(clone, &["remote", "add", "origin", bare])?;
     git(clone, &["push", "-q", "origin", "main"])?;
-    Ok(())
-}
-
-async fn register(server: &Server, repo: &str, bare: &Path) -> Result<()> {
-    let created = server
-        .client()
-        .post(format!("{}/api/repos", server.url()))
-        .json(&json!({
-            "name": repo,
-            "clone_url": bare.to_str().context("UTF-8 path")?,
-            "forge": "github",
-            "webhook_secret": SECRET,
-            "api_url": "http://127.0.0.1:9",
-            "default_branch": "main",
-        }))
-        .send()
-        .await?;
-    if !created.status().is_success() {
-        bail!("registering the repository: {}", created.text().await?);
-    }
     Ok(())
 }
 

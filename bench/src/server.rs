@@ -192,6 +192,33 @@ impl Server {
         }
     }
 
+    /// Registers the GitHub repository `name` cloned from the local path `clone_url`, its
+    /// deliveries signed with `webhook_secret` (no forge API: statuses go nowhere).
+    pub(crate) async fn register_github_repo(
+        &self,
+        name: &str,
+        clone_url: &Path,
+        webhook_secret: &str,
+    ) -> Result<()> {
+        let created = self
+            .client()
+            .post(format!("{}/api/repos", self.url()))
+            .json(&serde_json::json!({
+                "name": name,
+                "clone_url": clone_url.to_str().context("UTF-8 path")?,
+                "forge": "github",
+                "webhook_secret": webhook_secret,
+                "api_url": "http://127.0.0.1:9",
+                "default_branch": "main",
+            }))
+            .send()
+            .await?;
+        if !created.status().is_success() {
+            bail!("registering the repository: {}", created.text().await?);
+        }
+        Ok(())
+    }
+
     /// Follows `step`'s log stream (SSE) to its `end` event, calling `on_line` with each
     /// stored line (JSON) as soon as its `line` event arrives.
     pub(crate) async fn follow_lines(

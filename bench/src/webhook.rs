@@ -131,22 +131,7 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
     std::fs::create_dir_all(&bare)?;
     git(&bare, &["init", "-q", "--bare", "."])?;
     let server = Server::start(env, &work, &Backend::Sqlite, 0).await?;
-    let created = server
-        .client()
-        .post(format!("{}/api/repos", server.url()))
-        .json(&json!({
-            "name": REPO,
-            "clone_url": origin.to_str().context("UTF-8 path")?,
-            "forge": "github",
-            "webhook_secret": SECRET,
-            "api_url": "http://127.0.0.1:9",
-            "default_branch": "main",
-        }))
-        .send()
-        .await?;
-    if !created.status().is_success() {
-        bail!("registering the repository: {}", created.text().await?);
-    }
+    server.register_github_repo(REPO, &origin, SECRET).await?;
     // Warm up both paths (the first fetch copies the whole history).
     for n in 0..3 {
         let (before, after) = new_commit(&origin, n)?;
