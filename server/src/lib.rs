@@ -8,7 +8,8 @@
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz` and the request counter; [`pool_gauges`]:
 //!   the pools' counts in the metrics' terms.
 //! - [`server`]: wires the above into a running engine.
-//! - [`http_error`], [`json_body`]: how every handler answers a failure and reads a body.
+//! - [`http_error`], [`json_body`]: how every handler answers a failure and reads a body;
+//!   `percent`: how the links the API and the dashboard build encode what they carry.
 //!
 //! Invariants: the core never calls up into this crate (Cargo refuses the cycle); every
 //! handler decides access through [`access`] before it reads a run, a repository or a
@@ -22,6 +23,7 @@ pub mod http_error;
 pub mod internal_api;
 pub mod json_body;
 pub mod ops;
+mod percent;
 pub mod pool_gauges;
 pub mod server;
 pub mod sweeper;

@@ -27,6 +27,7 @@ use super::{parse_run_id, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::artifacts::{ArtifactError, Slot};
 use crate::http_error::{ApiError, ApiResult};
+use crate::percent::encode;
 use crate::store::BlobRow;
 
 /// Files in a listing page unless `limit` says otherwise.
@@ -149,18 +150,6 @@ pub(super) async fn list(
         Some(link) => ([(header::LINK, link)], body).into_response(),
         None => body.into_response(),
     })
-}
-
-/// `text` as a query value: everything but unreserved characters percent-encoded.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The latest artifacts blob of a step of a run the caller may read.

@@ -790,7 +790,7 @@ impl ArtifactView {
         let path: String = row
             .name
             .split('/')
-            .map(percent_encode_segment)
+            .map(crate::percent::encode)
             .collect::<Vec<_>>()
             .join("/");
         ArtifactView {
@@ -830,17 +830,4 @@ pub struct DebugSessionView {
 pub struct ErrorView {
     /// What was wrong with the request; `internal error` for every 5xx.
     pub error: String,
-}
-
-/// A path segment with everything but unreserved characters percent-encoded.
-fn percent_encode_segment(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

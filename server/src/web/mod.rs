@@ -56,6 +56,8 @@ use axum::Router;
 
 use crate::access::Resolver;
 use crate::api::ApiState;
+// The pages' links encode their path segments and query values with it.
+use crate::percent::encode;
 
 /// What the dashboard needs from a running engine.
 #[derive(Clone)]
@@ -176,17 +178,4 @@ fn parse_run_id(raw: &str) -> error::WebResult<i64> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| error::WebError::not_found(format!("There is no run '{raw}'.")))
-}
-
-/// Percent-encodes a path segment or query value (everything but unreserved characters).
-pub(super) fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
