@@ -250,6 +250,17 @@ fn loop_plan() -> Plan {
     )
 }
 
+/// [`loop_plan`]'s steps when its review failed: build and test succeeded, the
+/// review failed, and what follows it waits.
+const REVIEW_FAILED: [&str; 6] = [
+    "succeeded",
+    "succeeded",
+    "failed",
+    "pending",
+    "pending",
+    "pending",
+];
+
 fn looped_snapshot(plan: &Plan, statuses: &[&str], iteration: i64) -> RunSnapshot {
     let mut snap = snapshot(plan, statuses);
     for row in &mut snap.steps[..3] {
@@ -263,15 +274,7 @@ fn a_failed_review_sends_its_loop_back_before_anything_is_decided() {
     let plan = loop_plan();
     let loops = Loops::of(&plan);
     let reads = dispatch::reads(&plan);
-    let statuses = [
-        "succeeded",
-        "succeeded",
-        "failed",
-        "pending",
-        "pending",
-        "pending",
-    ];
-    let snap = looped_snapshot(&plan, &statuses, 1);
+    let snap = looped_snapshot(&plan, &REVIEW_FAILED, 1);
     // The target reads the failed iteration's outputs of the review.
     assert_eq!(needed(&plan, &reads, &loops, &snap), [(102, 1)]);
     let outputs = HashMap::from([(
@@ -339,15 +342,7 @@ fn a_loop_that_went_back_max_loops_times_fails_the_run_and_says_so() {
     let plan = loop_plan();
     let loops = Loops::of(&plan);
     let reads = dispatch::reads(&plan);
-    let statuses = [
-        "succeeded",
-        "succeeded",
-        "failed",
-        "pending",
-        "pending",
-        "pending",
-    ];
-    let snap = looped_snapshot(&plan, &statuses, 3);
+    let snap = looped_snapshot(&plan, &REVIEW_FAILED, 3);
     assert!(needed(&plan, &reads, &loops, &snap)
         .iter()
         .all(|&(id, _)| id != 100));

@@ -10,6 +10,22 @@ use plue_store::testing::stores;
 const TOKEN: &str = "app1y-t0ken";
 
 /// A forge repository with one commit, and a diff against it made in a clone.
+/// What `bash -ec script` prints in `dir`; its failure fails the test with its stderr.
+fn bash_in(dir: &std::path::Path, script: &str) -> Vec<u8> {
+    let out = std::process::Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn setup() -> (FakeForge, String, Vec<u8>) {
     let forge = FakeForge::start(Flavor::Gitea, TOKEN).unwrap();
     let base = forge
@@ -19,20 +35,7 @@ fn setup() -> (FakeForge, String, Vec<u8>) {
         )
         .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let sh = |script: &str| {
-        let out = std::process::Command::new("bash")
-            .arg("-ec")
-            .arg(script)
-            .current_dir(work.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let sh = |script: &str| bash_in(work.path(), script);
     sh(&format!("git clone -q {} .", forge.clone_url("acme/app")));
     let diff = sh(
         "printf 'fn a() { b() }\\n' > src/lib.rs; rm old.txt; printf '\\0bin' > new.bin; \
@@ -264,20 +267,7 @@ async fn what_the_built_commit_changes_is_checked_again_before_the_push() {
     let mirrors = tempfile::tempdir().unwrap();
     let mirror = mirror_of(&forge, mirrors.path()).await;
     let work = tempfile::tempdir().unwrap();
-    let sh = |script: &str| {
-        let out = std::process::Command::new("bash")
-            .arg("-ec")
-            .arg(script)
-            .current_dir(work.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let sh = |script: &str| bash_in(work.path(), script);
     sh(&format!("git clone -q {} .", forge.clone_url("acme/app")));
     let so = SafeOutputs::default();
     let hostile = [
