@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{client, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
+use support::{client, start_run, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
 use testkit::claude::{FakeClaude, Turn};
 use webdriver::Browser;
 
@@ -63,21 +63,15 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
         &origin,
         "git init -q -b main . && git add -A && git commit -qm init",
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
+    let engine = sandbox.serve_engine(&["--runners", "1"]).await;
     let http = client();
     support::register_origin(&engine.url, &origin, "a-webhook-secret-of-the-test").await;
     let inputs = json!({"version": "1.0"});
     let first = support::dispatch_retrying(&http, &engine.url, "deploy", inputs).await;
     wait_final(&http, &engine.url, first, Duration::from_secs(60)).await;
 
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser
-        .goto(&format!("{}/login?next=%2Frepos%2Facme%2Fapp", engine.url))
-        .await;
-    browser.type_into("#token", ADMIN_TOKEN).await;
-    browser.click("form.login button").await;
+    let installed = (chromium.as_path(), driver.as_path());
+    let browser = Browser::admin_on(&sandbox, installed, &engine.url, "/repos/acme/app").await;
     let form = browser
         .wait(
             Duration::from_secs(10),
@@ -101,19 +95,9 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
     browser.shot("dashboard-dispatch.png").await;
     browser.click("form.dispatch button").await;
     let run_id = browser
-        .wait(
-            Duration::from_secs(20),
-            "the new run's page",
-            &format!(
-                "const m = /^\\/runs\\/(\\d+)$/.exec(location.pathname); \
-                 return m && m[1] !== '{first}' ? parseInt(m[1], 10) : null;"
-            ),
-        )
-        .await
-        .as_i64()
-        .expect("a run id");
-    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+        .wait_for_run_page(Duration::from_secs(20), "the new run's page", Some(first))
+        .await;
+    wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(60)).await;
     // The dashboard reads its session cookie, never a bearer token.
     let session = support::dashboard_session(&engine.url, ADMIN_TOKEN).await;
     let log = http
@@ -178,15 +162,9 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     let (engine, http, run_id) = sandbox
         .serve_and_run(&["--runners", "2", "--secret", key], &workflow)
         .await;
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-
     // The run page: the plan's four steps and four edges, coloured by state. A local run
     // is the admin's: sign in first, and the sign-in returns to it.
-    browser
-        .goto(&format!("{}/login?next=%2Fruns%2F{run_id}", engine.url))
-        .await;
-    browser.type_into("#token", ADMIN_TOKEN).await;
-    browser.click("form.login button").await;
+    let browser = Browser::admin_on_run(&sandbox, (&chromium, &driver), &engine.url, run_id).await;
     let nodes = browser
         .wait(
             Duration::from_secs(10),
@@ -284,8 +262,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
 
     // The run succeeds; the open run page follows it to the end.
     browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
-    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(60)).await;
     let states = browser
         .wait(
             Duration::from_secs(10),
@@ -448,11 +425,10 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         .await;
 
     // Sign in, open the run that waits forever, press Cancel.
+    let waiting_page = format!("/runs/{waiting}");
     browser
-        .goto(&format!("{}/login?next=%2Fruns%2F{waiting}", engine.url))
+        .sign_in_to(&engine.url, ADMIN_TOKEN, &waiting_page)
         .await;
-    browser.type_into("#token", ADMIN_TOKEN).await;
-    browser.click("form.login button").await;
     browser
         .wait(
             Duration::from_secs(10),

@@ -31,7 +31,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, dashboard_session, free_port, start_run, wait_final, Sandbox, ADMIN_TOKEN};
+use support::{
+    client, dashboard_session, free_port, start_run, wait_final, wait_succeeded, Sandbox,
+    ADMIN_TOKEN,
+};
 use testkit::claude::FakeClaude;
 use webdriver::{bounded, Browser};
 
@@ -62,11 +65,8 @@ const MIXED: &str = "def workflow():\n    \
 /// An engine with the mixed run ended; its URL and the run's id.
 async fn engine_with_a_mixed_run(sandbox: &Sandbox) -> (support::Engine, i64) {
     let workflow = sandbox.write("ws/mixed.plue.py", MIXED);
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
-    let run_id = start_run(&client(), &engine.url, &workflow, &sandbox.path("ws")).await;
-    wait_final(&client(), &engine.url, run_id, Duration::from_secs(60)).await;
+    let (engine, http, run_id) = sandbox.serve_and_run(&["--runners", "1"], &workflow).await;
+    wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
     (engine, run_id)
 }
 
@@ -74,9 +74,7 @@ async fn engine_with_a_mixed_run(sandbox: &Sandbox) -> (support::Engine, i64) {
 async fn an_unknown_url_is_an_html_page_with_the_sign_in_corner() {
     let _serial = support::serial().await;
     let sandbox = Sandbox::new("a11y-404");
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
+    let engine = sandbox.serve_engine(&["--runners", "1"]).await;
     let anonymous = reqwest::Client::new();
     for path in ["/no/such/page", "/runs/12/nothing/here", "/repos/a/b/c/d"] {
         let answer = anonymous
@@ -140,9 +138,7 @@ async fn an_unknown_url_is_an_html_page_with_the_sign_in_corner() {
 async fn empty_states_say_what_to_do() {
     let _serial = support::serial().await;
     let sandbox = Sandbox::new("a11y-empty");
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
+    let engine = sandbox.serve_engine(&["--runners", "1"]).await;
     let cookie = dashboard_session(&engine.url, ADMIN_TOKEN).await;
     let get = |path: String| {
         let cookie = cookie.clone();
@@ -597,8 +593,7 @@ async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
     let shards = support::dispatch_retrying(&http, &engine.url, "shards", json!({})).await;
     wait_final(&http, &engine.url, shards, Duration::from_secs(180)).await;
     let review = support::dispatch_retrying(&http, &engine.url, "review", json!({})).await;
-    let reviewed = wait_final(&http, &engine.url, review, Duration::from_secs(60)).await;
-    assert_eq!(reviewed["status"], "succeeded", "{reviewed}");
+    wait_succeeded(&http, &engine.url, review, Duration::from_secs(60)).await;
     support::wait_for(Duration::from_secs(30), "the release waiting", || async {
         let run = support::run_view(&http, &engine.url, release).await?;
         (run["status"] == "waiting").then_some(())

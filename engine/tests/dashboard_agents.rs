@@ -22,7 +22,7 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{wait_final, Sandbox, ADMIN_TOKEN};
+use support::{wait_succeeded, Sandbox};
 use testkit::claude::{FakeClaude, Turn};
 use webdriver::Browser;
 
@@ -74,17 +74,10 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
     let (engine, http, run_id) = sandbox
         .serve_and_run(&["--runners", "1", "--secret", key], &workflow)
         .await;
-    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(90)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(90)).await;
 
-    let browser = Browser::start(&sandbox, &chromium, &driver).await;
-    browser
-        .sign_in_to(
-            &engine.url,
-            ADMIN_TOKEN,
-            &format!("/runs/{run_id}/steps/write"),
-        )
-        .await;
+    let write_page = format!("/runs/{run_id}/steps/write");
+    let browser = Browser::admin_on(&sandbox, (&chromium, &driver), &engine.url, &write_page).await;
     let turns = browser
         .wait(
             Duration::from_secs(10),

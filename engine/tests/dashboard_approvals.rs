@@ -496,10 +496,10 @@ async fn a_writer_approves_from_the_banner_with_a_comment() {
         let world = World::new().await;
         let run = world.waiting_run("Deploy").await;
         let sandbox = Sandbox::new("dashboard-approvals");
-        let browser = Browser::start(&sandbox, &chromium, &driver).await;
-        browser
-            .sign_in_to(&world.engine.url, &world.writer, &format!("/runs/{run}"))
-            .await;
+        let (url, writer) = (&world.engine.url, &world.writer);
+        let run_page = format!("/runs/{run}");
+        let installed = (chromium.as_path(), driver.as_path());
+        let browser = Browser::signed_in_on(&sandbox, installed, url, writer, &run_page).await;
         let banner = browser
             .wait(
                 Duration::from_secs(20),

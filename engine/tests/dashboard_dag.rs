@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{wait_final, Sandbox, ADMIN_TOKEN};
+use support::{wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
 use webdriver::Browser;
 
 /// The most nodes and SVG elements a drawing may have (`web/dag`'s bound and what it
@@ -162,8 +162,7 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
 
     // The shards finish; the open page follows through its live refreshes.
     std::fs::write(&go, "go\n").expect("write the go file");
-    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(180)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(180)).await;
     browser
         .wait(
             Duration::from_secs(15),

@@ -23,7 +23,7 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, free_port, wait_final, Engine, Sandbox, ADMIN_TOKEN};
+use support::{client, wait_succeeded, Engine, Sandbox, ADMIN_TOKEN};
 use webdriver::{bounded, browser_or_skip, Browser};
 
 const DEPLOY: &str = r#"
@@ -69,9 +69,7 @@ async fn setup(sandbox: &Sandbox) -> Engine {
             message.display()
         ),
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
+    let engine = sandbox.serve_engine(&["--runners", "1"]).await;
     support::register_origin(&engine.url, &origin, "a-webhook-secret-of-the-test").await;
     engine
 }
@@ -210,17 +208,9 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
             .await;
         browser.click("form.dispatch button").await;
         let run_id = browser
-            .wait(
-                Duration::from_secs(30),
-                "the new run's page",
-                "const m = /^\\/runs\\/(\\d+)$/.exec(location.pathname); \
-                 return m ? parseInt(m[1], 10) : null;",
-            )
-            .await
-            .as_i64()
-            .expect("a run id");
-        let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-        assert_eq!(run["status"], "succeeded", "{run}");
+            .wait_for_run_page(Duration::from_secs(30), "the new run's page", None)
+            .await;
+        wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(60)).await;
         let session = support::dashboard_session(&engine.url, ADMIN_TOKEN).await;
         let (_, log) = page(
             &engine.url,

@@ -21,7 +21,7 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{wait_final, Sandbox};
+use support::{wait_final, wait_succeeded, Sandbox};
 use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,18 +238,9 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     browser.goto(&format!("{url}/runs/{run}")).await;
     browser.click("#rerun-failed").await;
     let rerun = browser
-        .wait(
-            Duration::from_secs(10),
-            "the re-run's page",
-            &format!(
-                "const m = location.pathname.match(/^\\/runs\\/(\\d+)$/); \
-                 return m && m[1] !== '{run}' ? Number(m[1]) : null;"
-            ),
-        )
+        .wait_for_run_page(Duration::from_secs(10), "the re-run's page", Some(run))
         .await;
-    let rerun = rerun.as_i64().unwrap();
-    let view = wait_final(&http, url, rerun, Duration::from_secs(60)).await;
-    assert_eq!(view["status"], "succeeded", "{view}");
+    wait_succeeded(&http, url, rerun, Duration::from_secs(60)).await;
     let reason = browser
         .wait(
             Duration::from_secs(10),

@@ -19,7 +19,7 @@ mod webdriver;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{wait_final, Sandbox};
+use support::{wait_succeeded, Sandbox};
 use webdriver::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,8 +156,7 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         )
         .await;
     std::fs::write(sandbox.path("go"), "go").unwrap();
-    let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(60)).await;
 
     // The finished timeline: every step a row, a bar per attempt (flaky's two), each bar
     // with its queued, claimed and running stretches inside the lane.

@@ -365,6 +365,11 @@ impl Sandbox {
         self.serve_with_env(name, port, args, &[]).await
     }
 
+    /// [`Sandbox::serve`] as `engine` on a free port with `args`.
+    pub(crate) async fn serve_engine(&self, args: &[&str]) -> Engine {
+        self.serve("engine", free_port(), args).await
+    }
+
     /// Serves `engine` on a free port with `args` and starts a run of `workflow` in the
     /// workspace `ws`: the engine, the HTTP client that started it and the run's id.
     pub(crate) async fn serve_and_run(
@@ -372,7 +377,7 @@ impl Sandbox {
         args: &[&str],
         workflow: &Path,
     ) -> (Engine, reqwest::Client, i64) {
-        let engine = self.serve("engine", free_port(), args).await;
+        let engine = self.serve_engine(args).await;
         let http = client();
         let run_id = start_run(&http, &engine.url, workflow, &self.path("ws")).await;
         (engine, http, run_id)
@@ -826,6 +831,18 @@ pub(crate) async fn wait_final(
         })
     })
     .await
+}
+
+/// [`wait_final`], asserting that the run succeeded (the failure shows the run); the run.
+pub(crate) async fn wait_succeeded(
+    client: &reqwest::Client,
+    engine: &str,
+    run_id: i64,
+    limit: Duration,
+) -> Value {
+    let run = wait_final(client, engine, run_id, limit).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    run
 }
 
 /// The step `id` of a run view.

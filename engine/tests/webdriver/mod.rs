@@ -367,17 +367,28 @@ impl Browser {
         );
     }
 
-    /// A browser signed in on `engine` as the admin, on `path` (see [`Browser::sign_in_to`]).
-    pub(crate) async fn admin_on(
+    /// A browser signed in on `engine` with `token`, on `path` (see [`Browser::sign_in_to`]).
+    pub(crate) async fn signed_in_on(
         sandbox: &Sandbox,
         (chromium, driver): (&Path, &Path),
         engine: &str,
+        token: &str,
         path: &str,
     ) -> Browser {
         let browser = Browser::start(sandbox, chromium, driver).await;
-        let admin = crate::support::ADMIN_TOKEN;
-        browser.sign_in_to(engine, admin, path).await;
+        browser.sign_in_to(engine, token, path).await;
         browser
+    }
+
+    /// [`Browser::signed_in_on`] as the admin.
+    pub(crate) async fn admin_on(
+        sandbox: &Sandbox,
+        installed: (&Path, &Path),
+        engine: &str,
+        path: &str,
+    ) -> Browser {
+        let admin = crate::support::ADMIN_TOKEN;
+        Browser::signed_in_on(sandbox, installed, engine, admin, path).await
     }
 
     /// [`Browser::admin_on`] the page of run `run_id`.
@@ -388,6 +399,23 @@ impl Browser {
         run_id: i64,
     ) -> Browser {
         Browser::admin_on(sandbox, browser, engine, &format!("/runs/{run_id}")).await
+    }
+
+    /// Waits (at most `limit`, saying `what`) until the browser shows the page of a run,
+    /// `/runs/ID`, other than run `not`; that ID.
+    pub(crate) async fn wait_for_run_page(
+        &self,
+        limit: Duration,
+        what: &str,
+        not: Option<i64>,
+    ) -> i64 {
+        let not = not.map_or(String::new(), |id| id.to_string());
+        let script = format!(
+            "const m = /^\\/runs\\/(\\d+)$/.exec(location.pathname); \
+             return m && m[1] !== '{not}' ? parseInt(m[1], 10) : null;"
+        );
+        let id = self.wait(limit, what, &script).await;
+        id.as_i64().expect("a run id")
     }
 
     /// A screenshot saved as `name` in [`screenshot_dir`].
