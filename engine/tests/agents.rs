@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    client, get_json, log_lines, printed, run_view, start_run, step, wait_final, wait_for, Sandbox,
+    client, get_json, log_lines, printed, run_view, start_run, step, wait_for, wait_succeeded,
+    Sandbox,
 };
 use testkit::claude::{script, FakeClaude, Recorded};
 
@@ -110,9 +111,7 @@ fn files_read_by(requests: &[Recorded], role: &str) -> Vec<String> {
 #[test]
 fn a_review_that_never_approves_loops_max_loops_times_then_fails_the_run() {
     // Not at the same time as the other test's engine and runners (two cores).
-    let _serial = tokio::runtime::Runtime::new()
-        .expect("a runtime")
-        .block_on(support::serial());
+    let _serial = support::serial_blocking();
     let sandbox = Sandbox::new("agents-rejected");
     let ws = workspace(&sandbox);
     let server = fake_claude("review-loop-rejected.json");
@@ -290,8 +289,7 @@ async fn an_approved_review_documents_waits_for_approval_and_ships() {
         .output()
         .expect("plue approve");
     assert!(approved.status.success(), "{}", printed(&approved));
-    let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let run = wait_succeeded(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(
         step(&run, "approve")["reason"],
         "approved by admin",
@@ -311,9 +309,7 @@ async fn an_approved_review_documents_waits_for_approval_and_ships() {
 
 #[test]
 fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
-    let _serial = tokio::runtime::Runtime::new()
-        .expect("a runtime")
-        .block_on(support::serial());
+    let _serial = support::serial_blocking();
     let sandbox = Sandbox::new("agents-run");
     let ws = workspace(&sandbox);
     let server = fake_claude("review-loop.json");

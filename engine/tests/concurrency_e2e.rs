@@ -12,13 +12,28 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client, run_view, start_run, step, wait_final, wait_for, Sandbox};
+use support::{client, run_view, start_run, step, wait_final, wait_for, wait_succeeded, Sandbox};
 
 /// A manually triggered workflow in group `deploy-{branch}` with one bash step `command`.
 fn workflow(cancel_in_progress: bool, env: &str, command: &str) -> String {
     let cancel = if cancel_in_progress { "True" } else { "False" };
     format!(
         "def workflow(ctx):\n    return Plan(name='deploy', triggers=[Trigger.manual()],\n        concurrency='deploy-{{branch}}', cancel_in_progress={cancel},\n        env={env},\n        steps=[Step.bash('work', {command:?})])\n"
+    )
+}
+
+/// Writes [`workflow`] to the sandbox's `ws/deploy.plue.py`, its step given the one
+/// environment variable `(name, path)`; the file's path.
+fn write_deploy(
+    sandbox: &Sandbox,
+    cancel_in_progress: bool,
+    (name, path): (&str, &std::path::Path),
+    command: &str,
+) -> std::path::PathBuf {
+    let env = format!("{{'{name}': {:?}}}", path.to_str().unwrap());
+    sandbox.write(
+        "ws/deploy.plue.py",
+        &workflow(cancel_in_progress, &env, command),
     )
 }
 
@@ -32,13 +47,11 @@ async fn two_runs_of_one_group_run_one_after_the_other() {
     let sandbox = Sandbox::new("concurrency");
     let times = sandbox.shared("times");
     let ws = sandbox.path("ws");
-    let file = sandbox.write(
-        "ws/deploy.plue.py",
-        &workflow(
-            false,
-            &format!("{{'TIMES': {:?}}}", times.to_str().unwrap()),
-            "echo \"start $(date +%s%N)\" >> \"$TIMES\"; sleep 1.5; echo \"end $(date +%s%N)\" >> \"$TIMES\"",
-        ),
+    let file = write_deploy(
+        &sandbox,
+        false,
+        ("TIMES", &times),
+        "echo \"start $(date +%s%N)\" >> \"$TIMES\"; sleep 1.5; echo \"end $(date +%s%N)\" >> \"$TIMES\"",
     );
     let http = client();
     let engine = engine(&sandbox).await;
@@ -68,8 +81,7 @@ async fn two_runs_of_one_group_run_one_after_the_other() {
     );
 
     for run_id in [first, second] {
-        let run = wait_final(&http, url, run_id, Duration::from_secs(90)).await;
-        assert_eq!(run["status"], "succeeded", "{run}");
+        wait_succeeded(&http, url, run_id, Duration::from_secs(90)).await;
     }
     let recorded = std::fs::read_to_string(&times).unwrap();
     let events: Vec<(&str, u128)> = recorded
@@ -98,13 +110,11 @@ async fn cancel_in_progress_cancels_the_running_run_with_a_reason() {
     let mark = sandbox.path("shared/first-started");
     let ws = sandbox.path("ws");
     // The first run to start marks it and sleeps; the next one finds the mark and ends.
-    let file = sandbox.write(
-        "ws/deploy.plue.py",
-        &workflow(
-            true,
-            &format!("{{'MARK': {:?}}}", mark.to_str().unwrap()),
-            "if [ -e \"$MARK\" ]; then echo second; else touch \"$MARK\"; sleep 120; fi",
-        ),
+    let file = write_deploy(
+        &sandbox,
+        true,
+        ("MARK", &mark),
+        "if [ -e \"$MARK\" ]; then echo second; else touch \"$MARK\"; sleep 120; fi",
     );
     let http = client();
     let engine = engine(&sandbox).await;
@@ -128,8 +138,7 @@ async fn cancel_in_progress_cancels_the_running_run_with_a_reason() {
         format!("superseded by run {new} in concurrency group 'deploy-main'"),
         "{cancelled}"
     );
-    let run = wait_final(&http, url, new, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let run = wait_succeeded(&http, url, new, Duration::from_secs(60)).await;
     let old_end = cancelled["finished_at"].as_i64().unwrap();
     let new_start = run["started_at"].as_i64().unwrap();
     assert!(

@@ -20,8 +20,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{json, Value};
 use support::{
-    client, free_port, get_json, git_sh, serial, wait_final, wait_for, webhook_fixture, ForgeRepo,
-    Sandbox,
+    client, free_port, get_json, git_sh, serial, wait_final, wait_for, wait_succeeded,
+    webhook_fixture, ForgeRepo, Sandbox,
 };
 
 const REPO: &str = "octo/hello";
@@ -356,11 +356,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     let origin = Origin::create(&sb);
     let (forge_url, received) = fake_forge(1).await;
     let engine = sb
-        .serve(
-            "engine",
-            free_port(),
-            &["--runners", "2", "--public-url", "https://plue.example.com"],
-        )
+        .serve_engine(&["--runners", "2", "--public-url", "https://plue.example.com"])
         .await;
     let url = engine.url.as_str();
     register(
@@ -412,8 +408,7 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     assert_eq!(status, 200, "{answer}");
     let ci_runs = support::run_ids(&answer);
     assert_eq!(ci_runs.len(), 1, "{answer}");
-    let run = wait_final(&client(), url, ci_runs[0], Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let run = wait_succeeded(&client(), url, ci_runs[0], Duration::from_secs(60)).await;
     assert_eq!(run["workflow"], "CI");
     assert_eq!(run["repository"], REPO);
     assert_eq!(run["sha"], main_sha.as_str());
@@ -689,7 +684,7 @@ async fn gitea_deliveries_work_the_same_way() {
     let sb = Sandbox::new("forges-gitea");
     let origin = Origin::create(&sb);
     let (forge_url, received) = fake_forge(0).await;
-    let engine = sb.serve("engine", free_port(), &["--runners", "1"]).await;
+    let engine = sb.serve_engine(&["--runners", "1"]).await;
     let url = engine.url.as_str();
     register(
         url,
@@ -758,7 +753,7 @@ async fn malformed_deliveries_never_get_a_5xx() {
     let _serial = serial().await;
     let sb = Sandbox::new("forges-fuzz");
     let origin = Origin::create(&sb);
-    let engine = sb.serve("engine", free_port(), &["--runners", "0"]).await;
+    let engine = sb.serve_engine(&["--runners", "0"]).await;
     let url = engine.url.clone();
     register(
         &url,
@@ -958,12 +953,10 @@ async fn malformed_deliveries_never_get_a_5xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_fire_once_per_tick_with_two_engines_on_one_postgres() {
     let _serial = serial().await;
-    // testkit prints why it skips; PLUE_REQUIRE_POSTGRES=1 makes that an error.
-    let Some(postgres) = testkit::postgres_for_tests().expect("PostgreSQL") else {
-        eprintln!("skipping: two engines on one PostgreSQL need a PostgreSQL");
+    let why = "two engines on one PostgreSQL need a PostgreSQL";
+    let Some((postgres, db)) = support::postgres_database(why) else {
         return;
     };
-    let db = postgres.new_database().expect("a database");
     let sb = Sandbox::new("forges-schedules");
     let origin = Origin::create(&sb);
     // An engine `name` without runners on the shared database, its data directory its own.

@@ -331,8 +331,7 @@ async fn plue_serve_runner_listen_and_runner_tokens_that_accept_forks() {
                   steps=[Step.bash('hello', 'echo hello')])\n";
     let file = sandbox.write("ws/fenced.plue.py", source);
     let run_id = support::start_run(&http, &engine, &file, &sandbox.path("ws")).await;
-    let run = support::wait_final(&http, &engine, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    support::wait_succeeded(&http, &engine, run_id, Duration::from_secs(60)).await;
     let public = http
         .post(format!("{engine}{}", wire::REGISTER))
         .json(&json!({"name": "x", "ephemeral": true}))

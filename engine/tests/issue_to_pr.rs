@@ -187,13 +187,10 @@ impl World {
     }
 
     async fn finished(&self, run: i64) -> Value {
-        let run = wait_final(&client(), &self.engine.url, run, Duration::from_secs(180)).await;
-        assert_eq!(
-            run["status"],
-            "succeeded",
-            "{run}\n{}",
-            self.sb.diagnostics()
-        );
+        let run = self
+            .sb
+            .wait_succeeded(&client(), &self.engine.url, run, Duration::from_secs(180))
+            .await;
         run
     }
 

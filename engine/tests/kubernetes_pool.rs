@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{
-    client, free_port, get_json, log_lines, serial, start_run, wait_final, wait_for, Engine,
-    Sandbox, RUNNER_TOKEN,
+    client, free_port, get_json, log_lines, serial, start_run, wait_final, wait_for,
+    wait_succeeded, Engine, Sandbox, RUNNER_TOKEN,
 };
 use testkit::kube::{FakeKube, Fault, Kubelet, KubeletConfig, Recorded};
 
@@ -1469,8 +1469,7 @@ async fn claim_latencies(
         wait_idle(engine, warm).await;
         let step = format!("Step.bash('s', 'true'{label})");
         let run_id = run(sandbox, engine, &format!("lat{i}"), &[step]).await;
-        let done = wait_final(&client(), engine, run_id, Duration::from_secs(30)).await;
-        assert_eq!(done["status"], "succeeded", "{done}");
+        let done = wait_succeeded(&client(), engine, run_id, Duration::from_secs(30)).await;
         let started = support::step(&done, "s")["started_at"].as_i64().unwrap();
         latencies.push(started - done["created_at"].as_i64().unwrap());
     }
@@ -1599,11 +1598,10 @@ async fn service(backends: Vec<String>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_one_leader_creates_pods_and_the_other_takes_over() {
     let _serial = serial().await;
-    let Some(postgres) = testkit::postgres_for_tests().expect("PostgreSQL") else {
-        eprintln!("skipping: two engines sharing a store need a PostgreSQL");
+    let why = "two engines sharing a store need a PostgreSQL";
+    let Some((_postgres, database)) = support::postgres_database(why) else {
         return;
     };
-    let database = postgres.new_database().expect("a database");
     let sandbox = Sandbox::new("kube-leader");
     let cluster = cluster(&sandbox);
     let (port_a, port_b) = (free_port(), free_port());

@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, printed, start_run, step, wait_final, Sandbox, LLM_KEY};
+use support::{client, printed, start_run, step, workflow_source, Sandbox, LLM_KEY};
 use testkit::claude::{FakeClaude, Reply, Routed, Turn};
 
 /// `n` text deltas of one token each (`w0 w1 ...`).
@@ -41,8 +41,10 @@ fn a_cost_limit_passed_mid_stream_drops_the_call_and_fails_the_step() {
     let sandbox = Sandbox::new("llm-budget-cut");
     sandbox.write(
         "w.plue.py",
-        "def workflow():\n    return Plan(name='cut', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.llm('spend', prompt='Write a lot.', max_cost_usd=0.031),\n    ])\n",
+        &workflow_source(
+            "cut",
+            &["Step.llm('spend', prompt='Write a lot.', max_cost_usd=0.031)"],
+        ),
     );
     let output = sandbox.plue_run_llm_summary(server.url(), "1", &[]);
     let text = printed(&output);
@@ -84,8 +86,10 @@ fn max_turns_is_exact_when_requests_are_retried() {
     let sandbox = Sandbox::new("llm-budget-turns");
     sandbox.write(
         "w.plue.py",
-        "def workflow():\n    return Plan(name='turns', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.llm('agent', prompt='Look around.', max_turns=2),\n    ])\n",
+        &workflow_source(
+            "turns",
+            &["Step.llm('agent', prompt='Look around.', max_turns=2)"],
+        ),
     );
     let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--runners", "1"]);
     let text = printed(&output);
@@ -185,8 +189,10 @@ fn a_price_file_prices_a_model_and_a_bad_one_is_refused_with_every_problem() {
     let server = FakeClaude::start(vec![Turn::text(&["ok"]).usage(500, 20).reply()]);
     sandbox.write(
         "w.plue.py",
-        "def workflow():\n    return Plan(name='priced', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.llm('ask', prompt='Say ok.', model='gateway-v2'),\n    ])\n",
+        &workflow_source(
+            "priced",
+            &["Step.llm('ask', prompt='Say ok.', model='gateway-v2')"],
+        ),
     );
     let output =
         sandbox.plue_run_llm_summary(server.url(), "1", &["--llm-prices", good.to_str().unwrap()]);
@@ -237,8 +243,7 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
     let sandbox = Sandbox::new("llm-budget-api");
     let workflow = sandbox.write(
         "ws/w.plue.py",
-        "def workflow():\n    return Plan(name='costed', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.llm('ask', prompt='Look, then say done.', model='claude-haiku-4-5', max_cost_usd=1),\n    ])\n",
+        &workflow_source("costed", &["Step.llm('ask', prompt='Look, then say done.', model='claude-haiku-4-5', max_cost_usd=1)"]),
     );
     let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
     let extra = ["--heartbeat-ms", "200", "--secret", &secret];
@@ -248,13 +253,9 @@ async fn the_cost_in_the_api_and_metrics_is_usage_times_price() {
     let url = engine.url.as_str();
     let http = client();
     let run_id = start_run(&http, url, &workflow, &sandbox.path("ws")).await;
-    let run = wait_final(&http, url, run_id, Duration::from_secs(90)).await;
-    assert_eq!(
-        run["status"],
-        "succeeded",
-        "{run:#}\n{}",
-        sandbox.diagnostics()
-    );
+    let run = sandbox
+        .wait_succeeded(&http, url, run_id, Duration::from_secs(90))
+        .await;
 
     let ask = &run["steps"][0];
     assert_eq!(ask["cost_usd"], json!(0.00291), "{run:#}");

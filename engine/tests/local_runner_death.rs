@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, free_port, get_json, serial, start_run, wait_final, wait_for, Sandbox};
+use support::{client, get_json, serial, start_run, wait_final, wait_for, Sandbox};
 
 const SLOW: &str =
     "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n        \
@@ -38,7 +38,7 @@ async fn a_local_runner_killed_mid_step_fails_its_attempt_at_once() {
     let sandbox = Sandbox::new("local-runner-death");
     let data = sandbox.path("data");
     let args = ["--data-dir", data.to_str().unwrap(), "--runners", "1"];
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = sandbox.serve_engine(&args).await;
     let http = client();
     let file = sandbox.write("ws/slow.plue.py", SLOW);
     let run_id = start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;

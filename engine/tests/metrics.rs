@@ -67,12 +67,13 @@ impl Families {
 async fn a_live_engine_exports_parseable_metrics_after_runs_failures_and_deliveries() {
     let _serial = support::serial().await;
     let sandbox = Sandbox::new("metrics");
-    let workflow = sandbox.write(
-        "ws/observed.plue.py",
-        "def workflow():\n    return Plan(name='observed', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.bash('hello', 'echo hello; echo world'),\n\
-         \x20       Step.bash('broken', 'echo failing; exit 3'),\n\
-         \x20       Step.bash('after', 'true', depends_on=['broken']),\n    ])\n",
+    let workflow = sandbox.write_workflow(
+        "observed",
+        &[
+            "Step.bash('hello', 'echo hello; echo world')",
+            "Step.bash('broken', 'echo failing; exit 3')",
+            "Step.bash('after', 'true', depends_on=['broken'])",
+        ],
     );
     let engine = sandbox
         .serve_local("1", &["--runner-token", RUNNER_TOKEN])
@@ -260,11 +261,7 @@ async fn a_live_engine_exports_parseable_metrics_after_runs_failures_and_deliver
 async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
     let _serial = support::serial().await;
     let sandbox = Sandbox::new("drain");
-    let workflow = sandbox.write(
-        "ws/waiting.plue.py",
-        "def workflow():\n    return Plan(name='waiting', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.bash('queued', 'true')])\n",
-    );
+    let workflow = sandbox.write_workflow("waiting", &["Step.bash('queued', 'true')"]);
     let extra = [
         "--runner-token",
         RUNNER_TOKEN,
@@ -353,11 +350,12 @@ async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
 async fn json_logs_are_one_object_a_line_with_run_and_step_ids() {
     let _serial = support::serial().await;
     let sandbox = Sandbox::new("json-logs");
-    let workflow = sandbox.write(
-        "ws/logged.plue.py",
-        "def workflow():\n    return Plan(name='logged', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.bash('first', 'echo one'),\n\
-         \x20       Step.bash('second', 'exit 1', depends_on=['first']),\n    ])\n",
+    let workflow = sandbox.write_workflow(
+        "logged",
+        &[
+            "Step.bash('first', 'echo one')",
+            "Step.bash('second', 'exit 1', depends_on=['first'])",
+        ],
     );
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{client, free_port, start_run, wait_for, Sandbox, ADMIN_TOKEN};
+use support::{client, start_run, wait_for, Sandbox, ADMIN_TOKEN};
 
 /// The schemathesis the checks and flags below were written for.
 const SCHEMATHESIS: &[&str] = &["schemathesis==4.32.5"];
@@ -154,7 +154,7 @@ async fn fuzz(venv: &std::path::Path, private_reads: bool) {
     if private_reads {
         args.push("--private-reads");
     }
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = sandbox.serve_engine(&args).await;
 
     // The document itself needs no token, even with private reads.
     let anonymous = reqwest::get(format!("{}/api/openapi.json", engine.url))

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    client, get_json, printed, run_view, start_run, step, wait_final, wait_for, workflow_source,
+    client, get_json, printed, run_view, start_run, step, wait_final, wait_for, wait_succeeded,
     Sandbox,
 };
 
@@ -71,37 +71,25 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
     let _serial = support::serial().await;
     let sandbox = Sandbox::new("approval");
     let ws = sandbox.path("ws");
-    let approved = sandbox.write(
-        "ws/approved.plue.py",
-        &workflow_source(
-            "approved",
-            &[
-                "Step.bash('build', 'echo built')",
-                "Step.approval('ship', message='Ship it?', approvers=['alice'], depends_on=['build'])",
-                "Step.bash('deploy', 'echo deployed', depends_on=['ship'])",
-            ],
-        ),
+    let approved = sandbox.write_workflow(
+        "approved",
+        &[
+            "Step.bash('build', 'echo built')",
+            "Step.approval('ship', message='Ship it?', approvers=['alice'], depends_on=['build'])",
+            "Step.bash('deploy', 'echo deployed', depends_on=['ship'])",
+        ],
     );
-    let rejected = sandbox.write(
-        "ws/rejected.plue.py",
-        &workflow_source(
-            "rejected",
-            &[
-                "Step.approval('ship')",
-                "Step.bash('deploy', 'echo deployed', depends_on=['ship'])",
-            ],
-        ),
+    let rejected = sandbox.write_workflow(
+        "rejected",
+        &[
+            "Step.approval('ship')",
+            "Step.bash('deploy', 'echo deployed', depends_on=['ship'])",
+        ],
     );
-    let expiring = sandbox.write(
-        "ws/expiring.plue.py",
-        &workflow_source("expiring", &["Step.approval('ship', timeout=1)"]),
-    );
-    let guarded = sandbox.write(
-        "ws/guarded.plue.py",
-        &workflow_source(
-            "guarded",
-            &["Step.approval('ship', exclude_triggerer=True)"],
-        ),
+    let expiring = sandbox.write_workflow("expiring", &["Step.approval('ship', timeout=1)"]);
+    let guarded = sandbox.write_workflow(
+        "guarded",
+        &["Step.approval('ship', exclude_triggerer=True)"],
     );
     let http = client();
     let engine = sandbox.serve_local("1", &["--heartbeat-ms", "200"]).await;
@@ -138,8 +126,7 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
         "{}",
         printed(&done)
     );
-    let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let run = wait_succeeded(&http, url, run_id, Duration::from_secs(60)).await;
     assert_eq!(step(&run, "deploy")["status"], "succeeded", "{run}");
     assert_eq!(step(&run, "ship")["reason"], "approved by alice", "{run}");
     let again = approve(&sandbox, url, &alice, run_id, &["ship", "--reject"]);
@@ -191,8 +178,7 @@ async fn approval_steps_wait_for_a_listed_approver_and_record_the_decision() {
     );
     let done = approve(&sandbox, url, &alice, run_id, &["ship"]);
     assert!(done.status.success(), "{}", printed(&done));
-    let run = wait_final(&http, url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    wait_succeeded(&http, url, run_id, Duration::from_secs(60)).await;
 
     // Undecided: fails when its timeout passes.
     let run_id = start_run(&http, url, &expiring, &ws).await;

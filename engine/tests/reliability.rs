@@ -32,7 +32,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use support::{
     alive, client, free_port, get_json, log_lines, now_ms, run_view, start_run, step, wait_final,
-    wait_for, workflow_source, Sandbox, RUNNER_TOKEN,
+    wait_for, wait_succeeded, Sandbox, RUNNER_TOKEN,
 };
 
 /// Runs `test` and fails it if it takes longer than `limit` (dropping it, and with it its
@@ -59,7 +59,7 @@ async fn an_engine_killed_mid_step_and_restarted_finishes_the_run_with_every_lin
         let sandbox = Sandbox::new("restart");
         let script = format!("for i in $(seq 1 {LINES}); do echo line $i; sleep 0.01; done");
         let step_source = format!("Step.bash('count', '{script}', timeout=120)");
-        let workflow = sandbox.write("ws/slow.plue.py", &workflow_source("slow", &[step_source]));
+        let workflow = sandbox.write_workflow("slow", &[step_source]);
         let data = sandbox.path("data");
         let data = data.to_str().unwrap();
         let args = [
@@ -106,13 +106,9 @@ async fn an_engine_killed_mid_step_and_restarted_finishes_the_run_with_every_lin
             "the step ended before any kill"
         );
 
-        let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-        assert_eq!(
-            run["status"],
-            "succeeded",
-            "{run}\n{}",
-            sandbox.diagnostics()
-        );
+        let run = sandbox
+            .wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(60))
+            .await;
         let count = step(&run, "count");
         assert_eq!(
             count["attempts"], 1,
@@ -204,11 +200,8 @@ async fn lose_a_runner_mid_step(retries: u32) -> LostRunner {
     let step_source =
         format!("Step.bash('flaky', '{script}', retries={retries}, backoff=1, timeout=600)");
     let workflow = flaky_workflow(&sandbox, step_source);
-    let data = sandbox.path("data");
-    let (heartbeat, lost_after) = (HEARTBEAT_MS.to_string(), LOST_AFTER_MS.to_string());
-    let args = runnerless_args(data.to_str().unwrap(), &heartbeat, &lost_after);
     let http = client();
-    let engine = sandbox.serve("engine", free_port(), &args).await;
+    let engine = serve_losing_runners(&sandbox, "engine", free_port()).await;
     let r1 = sandbox.runner("r1", &engine.url, &[]);
     let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
     wait_for(
@@ -230,7 +223,7 @@ async fn lose_a_runner_mid_step(retries: u32) -> LostRunner {
     let killed_at_ms = now_ms();
     sandbox.runner("r2", &engine.url, &[]);
     let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-    let attempts = sqlite_attempts(&data, run_id, "flaky").await;
+    let attempts = sqlite_attempts(&sandbox.path("data"), run_id, "flaky").await;
     LostRunner {
         sandbox,
         engine: engine.url,
@@ -405,12 +398,9 @@ async fn a_runner_resuming_after_being_declared_lost_stops_its_step() {
         let step_source =
             format!("Step.bash('flaky', '{script}', retries=1, backoff=1, timeout=600)");
         let workflow = flaky_workflow(&sandbox, step_source);
-        let data = sandbox.path("data");
-        let (heartbeat, lost_after) = (HEARTBEAT_MS.to_string(), LOST_AFTER_MS.to_string());
-        let args = runnerless_args(data.to_str().unwrap(), &heartbeat, &lost_after);
         let http = client();
         let port = free_port();
-        let engine = sandbox.serve("engine-0", port, &args).await;
+        let engine = serve_losing_runners(&sandbox, "engine-0", port).await;
         let r1 = sandbox.runner("r1", &engine.url, &[]);
         let run_id = start_run(&http, &engine.url, &workflow, &sandbox.path("ws")).await;
         let step_pid = wait_for(Duration::from_secs(30), "attempt 1 to start", || async {
@@ -424,15 +414,11 @@ async fn a_runner_resuming_after_being_declared_lost_stops_its_step() {
 
         kill(Pid::from_raw(r1 as i32), Signal::SIGSTOP).expect("SIGSTOP r1");
         sandbox.kill9(engine.pid);
-        let engine = sandbox.serve("engine-1", port, &args).await;
+        let engine = serve_losing_runners(&sandbox, "engine-1", port).await;
         sandbox.runner("r2", &engine.url, &[]);
-        let run = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-        assert_eq!(
-            run["status"],
-            "succeeded",
-            "{run}\n{}",
-            sandbox.diagnostics()
-        );
+        sandbox
+            .wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(60))
+            .await;
         assert!(
             alive(step_pid),
             "attempt 1's process died while its runner was paused"
@@ -464,7 +450,7 @@ async fn a_million_line_step_loses_no_line_in_the_store_or_on_stdout() {
         const LINES: i64 = 1_000_000;
         let sandbox = Sandbox::new("million");
         let step_source = format!("Step.bash('big', 'seq 1 {LINES}', timeout=600)");
-        sandbox.write("ws/big.plue.py", &workflow_source("big", &[step_source]));
+        sandbox.write_workflow("big", &[step_source]);
         let data = sandbox.path("data");
         let summary = sandbox.path("summary.json");
         let mut command = sandbox.plue_run_with_summary("big.plue.py", "1", &[]);
@@ -557,13 +543,10 @@ async fn a_million_line_step_loses_no_line_in_the_store_or_on_stdout() {
 async fn two_engines_on_one_postgres_never_run_a_step_attempt_twice() {
     bounded(Duration::from_secs(180), async {
         const STEPS: usize = 40;
-        // testkit prints why it skips; PLUE_REQUIRE_POSTGRES=1 makes that an error.
-        let postgres = testkit::postgres_for_tests().expect("PostgreSQL");
-        let Some(postgres) = postgres else {
-            eprintln!("skipping: two engines on one PostgreSQL need a PostgreSQL");
+        let why = "two engines on one PostgreSQL need a PostgreSQL";
+        let Some((postgres, url)) = support::postgres_database(why) else {
             return;
         };
-        let url = postgres.new_database().expect("a database");
         let sandbox = Sandbox::new("replicas");
         let ran = sandbox.shared("ran.txt");
         // Each step sleeps a little so that all four runners are busy at once and the
@@ -574,7 +557,7 @@ async fn two_engines_on_one_postgres_never_run_a_step_attempt_twice() {
                 format!("Step.bash('s{i}', '{script}')")
             })
             .collect();
-        let workflow = sandbox.write("ws/wide.plue.py", &workflow_source("wide", &steps));
+        let workflow = sandbox.write_workflow("wide", &steps);
         let http = client();
         // Both start at once on the empty database, so they also race to migrate it.
         let data_a = sandbox.path("data-a");
@@ -605,13 +588,9 @@ async fn two_engines_on_one_postgres_never_run_a_step_attempt_twice() {
 
         let run_id = start_run(&http, &engines[0].url, &workflow, &sandbox.path("ws")).await;
         // Followed through the other engine: both see the same database.
-        let run = wait_final(&http, &engines[1].url, run_id, Duration::from_secs(90)).await;
-        assert_eq!(
-            run["status"],
-            "succeeded",
-            "{run}\n{}",
-            sandbox.diagnostics()
-        );
+        sandbox
+            .wait_succeeded(&http, &engines[1].url, run_id, Duration::from_secs(90))
+            .await;
 
         let text = std::fs::read_to_string(&ran).expect("ran.txt");
         let mut lines: Vec<&str> = text.lines().collect();
@@ -739,10 +718,7 @@ struct Holding {
 
 /// Writes workflow `flaky` of the one step `step_source` to the sandbox's `ws/`; its path.
 fn flaky_workflow(sandbox: &Sandbox, step_source: String) -> std::path::PathBuf {
-    sandbox.write(
-        "ws/flaky.plue.py",
-        &workflow_source("flaky", &[step_source]),
-    )
+    sandbox.write_workflow("flaky", &[step_source])
 }
 
 /// The arguments of an engine on `data` with no local runners (the test registers its own),
@@ -766,15 +742,25 @@ fn runnerless_args<'a>(
     ]
 }
 
+/// Serves `name` on `port` with its data in the sandbox's `data`, no local runners,
+/// [`HEARTBEAT_MS`] heartbeats and runners lost after [`LOST_AFTER_MS`] of silence (see
+/// [`runnerless_args`]).
+async fn serve_losing_runners(sandbox: &Sandbox, name: &str, port: u16) -> support::Engine {
+    let data = sandbox.path("data");
+    let (heartbeat, lost_after) = (HEARTBEAT_MS.to_string(), LOST_AFTER_MS.to_string());
+    let args = runnerless_args(data.to_str().unwrap(), &heartbeat, &lost_after);
+    sandbox.serve(name, port, &args).await
+}
+
 /// `lost_after_ms`: when runners that never heartbeat (all of them here) are declared lost.
 async fn engine_with_a_claimed_attempt(name: &str, lost_after_ms: &str) -> Holding {
     let sandbox = Sandbox::new(name);
     let steps = ["Step.bash('one', 'true')".to_string()];
-    let workflow = sandbox.write("ws/one.plue.py", &workflow_source("one", &steps));
+    let workflow = sandbox.write_workflow("one", &steps);
     let data = sandbox.path("data");
     let args = runnerless_args(data.to_str().unwrap(), "200", lost_after_ms);
     let http = client();
-    let engine = sandbox.serve("engine", free_port(), &args).await.url;
+    let engine = sandbox.serve_engine(&args).await.url;
     let a = format!("Bearer {}", register(&http, &engine, "runner-a").await);
     let b = format!("Bearer {}", register(&http, &engine, "runner-b").await);
     let run_id = start_run(&http, &engine, &workflow, &sandbox.path("ws")).await;
@@ -1017,8 +1003,7 @@ async fn malformed_and_unauthenticated_internal_requests_get_json_4xx_and_change
         });
         let answer = post(&http, &own("complete"), a, &done).await;
         assert_eq!(answer.status, 200, "{answer:?}");
-        let run = wait_final(&http, e, held.run_id, Duration::from_secs(30)).await;
-        assert_eq!(run["status"], "succeeded", "{run}");
+        let run = wait_succeeded(&http, e, held.run_id, Duration::from_secs(30)).await;
         assert_eq!(step(&run, "one")["outputs"], outputs);
         let stored = log_lines(&http, e, held.run_id, "one")
             .await

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use engine::server::EngineConfig;
 use serde_json::Value;
-use support::{client, free_port, start_run, step, wait_final, Sandbox, ADMIN_TOKEN};
+use support::{client, start_run, step, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
 
 /// `build` keeps a file and an output naming the run it ran in; `test` fails until the
 /// flag file exists; `package` starts from `build`'s workspace.
@@ -46,9 +46,7 @@ async fn only_the_failed_steps_and_those_after_them_run_again() {
         "ws/ci.plue.py",
         &workflow(flag.to_str().expect("a UTF-8 path")),
     );
-    let engine = sandbox
-        .serve("engine", free_port(), &["--runners", "1"])
-        .await;
+    let engine = sandbox.serve_engine(&["--runners", "1"]).await;
     let http = client();
     let url = engine.url.as_str();
     let first = start_run(&http, url, &workflow, &sandbox.path("ws")).await;
@@ -79,8 +77,7 @@ async fn only_the_failed_steps_and_those_after_them_run_again() {
         stdout.contains(&format!("re-run of the failed steps of {first}")),
         "{stdout}"
     );
-    let run = wait_final(&http, url, second, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let run = wait_succeeded(&http, url, second, Duration::from_secs(60)).await;
     assert_eq!(run["rerun_of"], first, "{run}");
     // Carried: the outputs of the first run, no attempt here, and the reason says so.
     for (id, key) in [("build", "built"), ("lint", "linted")] {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{client, log_lines, start_run, wait_final, wait_for, Engine, Sandbox};
+use support::{client, log_lines, start_run, wait_for, Engine, Sandbox};
 
 const LINES: usize = 500;
 const STEPS: usize = 2;
@@ -28,11 +28,10 @@ async fn restart(sandbox: &Sandbox, name: &str, engine: &Engine, args: &[&str]) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_two_engines_loses_no_step_and_no_log_line() {
     let _serial = support::serial().await;
-    let Some(postgres) = testkit::postgres_for_tests().expect("PostgreSQL") else {
-        eprintln!("skipping: a rolling restart of two engines needs a PostgreSQL");
+    let why = "a rolling restart of two engines needs a PostgreSQL";
+    let Some((_postgres, url)) = support::postgres_database(why) else {
         return;
     };
-    let url = postgres.new_database().expect("a database");
     let sandbox = Sandbox::new("rollout");
     let steps: Vec<String> = (0..STEPS)
         .map(|i| {
@@ -73,13 +72,9 @@ async fn a_rolling_restart_of_two_engines_loses_no_step_and_no_log_line() {
     let a = restart(&sandbox, "engine-a2", &a, &args_a).await;
     let b = restart(&sandbox, "engine-b2", &b, &args_b).await;
 
-    let run = wait_final(&http, &a.url, run_id, Duration::from_secs(90)).await;
-    assert_eq!(
-        run["status"],
-        "succeeded",
-        "{run:#}\n{}",
-        sandbox.diagnostics()
-    );
+    let run = sandbox
+        .wait_succeeded(&http, &a.url, run_id, Duration::from_secs(90))
+        .await;
     for i in 0..STEPS {
         let id = format!("s{i}");
         let step = support::step(&run, &id);

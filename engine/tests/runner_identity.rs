@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{client, get_json, serial, start_run, wait_final, wait_for, Sandbox};
+use support::{client, get_json, serial, start_run, wait_for, wait_succeeded, Sandbox};
 
 const RUNNER_TOKEN: &str = "runner-identity-test-token";
 
@@ -79,8 +79,7 @@ async fn a_busy_pool_runner_cannot_be_squatted_or_stopped_by_name() {
         .await
         .unwrap();
     assert_eq!(left.status(), 200);
-    let run = wait_final(&http, &engine, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    wait_succeeded(&http, &engine, run_id, Duration::from_secs(60)).await;
 }
 
 // The attacker holds a token the operator made for dev runners and announces zone=prod to
@@ -155,13 +154,9 @@ async fn only_a_runner_whose_token_grants_prod_runs_the_prod_step() {
             "--ephemeral",
         ]),
     );
-    let run = wait_final(&http, &engine, run_id, Duration::from_secs(60)).await;
-    assert_eq!(
-        run["status"],
-        "succeeded",
-        "{run}\n{}",
-        sandbox.diagnostics()
-    );
+    sandbox
+        .wait_succeeded(&http, &engine, run_id, Duration::from_secs(60))
+        .await;
 
     // Listed without the token; revoked, it registers nothing more.
     let listed = sandbox.plue_ok(&["runner-token", "list", "--server", &engine]);

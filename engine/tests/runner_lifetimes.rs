@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{
-    alive, children_of, client, get_json, serial, start_run, wait_final, wait_for, Sandbox,
-};
+use support::{alive, children_of, client, get_json, serial, start_run, wait_for, Sandbox};
 
 const SLOW: &str =
     "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n        \
@@ -174,13 +172,9 @@ async fn hundreds_of_steps_leave_no_attempt_directory() {
     );
     let started = std::time::Instant::now();
     let run_id = start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
-    let done = wait_final(&http, &engine.url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(
-        done["status"],
-        "succeeded",
-        "{done}\n{}",
-        sandbox.diagnostics()
-    );
+    sandbox
+        .wait_succeeded(&http, &engine.url, run_id, Duration::from_secs(60))
+        .await;
     eprintln!("{STEPS} steps in {:?}", started.elapsed());
     let dirs = work_dirs(&sandbox);
     assert_eq!(dirs.len(), 1, "{dirs:?}");

@@ -65,6 +65,11 @@ pub(crate) async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+/// [`serial`] for a test that has no runtime of its own.
+pub(crate) fn serial_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
+}
+
 /// A temporary directory plus every process started in it; see the module invariants.
 pub(crate) struct Sandbox {
     dir: tempfile::TempDir,
@@ -128,6 +133,12 @@ impl Sandbox {
         std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
         std::fs::write(&path, contents).expect("write");
         path
+    }
+
+    /// Writes workflow `name` of `steps` ([`workflow_source`]) to `ws/NAME.plue.py`; the path.
+    pub(crate) fn write_workflow<S: AsRef<str>>(&self, name: &str, steps: &[S]) -> PathBuf {
+        let path = format!("ws/{name}.plue.py");
+        self.write(&path, &workflow_source(name, steps))
     }
 
     /// `plue ARGS` in the sandbox directory, marked, without colours.
@@ -474,6 +485,20 @@ impl Sandbox {
         }
     }
 
+    /// [`wait_final`], asserting that the run succeeded (the failure shows the run and
+    /// [`Sandbox::diagnostics`]); the run.
+    pub(crate) async fn wait_succeeded(
+        &self,
+        client: &reqwest::Client,
+        engine: &str,
+        run_id: i64,
+        limit: Duration,
+    ) -> Value {
+        let run = wait_final(client, engine, run_id, limit).await;
+        assert_eq!(run["status"], "succeeded", "{run}\n{}", self.diagnostics());
+        run
+    }
+
     /// Starts a remote `plue runner` against `engine` with its own work directory.
     pub(crate) fn runner(&self, name: &str, engine: &str, extra: &[&str]) -> u32 {
         let work = self.path(&format!("work-{name}"));
@@ -598,6 +623,27 @@ pub(crate) fn printed(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// A finished process's stdout, lossily as text.
+pub(crate) fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A finished process's stderr, lossily as text.
+pub(crate) fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A fresh temporary directory holding `files` (path relative to it, text).
+pub(crate) fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    dir
 }
 
 /// What step `id` printed in `plue run`'s `stdout`, without the printer's own transition
@@ -1275,6 +1321,18 @@ pub(crate) fn executor(store: &Store, max_parallel: usize) -> Executor {
     )
 }
 
+/// A fresh PostgreSQL server and the URL of a new database on it, or `None` after saying
+/// that the test, which needs one (`why`), skips ([`testkit::postgres_for_tests`]: with
+/// `PLUE_REQUIRE_POSTGRES=1` a missing PostgreSQL fails instead).
+pub(crate) fn postgres_database(why: &str) -> Option<(testkit::TempPostgres, String)> {
+    let Some(postgres) = testkit::postgres_for_tests().expect("PostgreSQL") else {
+        eprintln!("skipping: {why}");
+        return None;
+    };
+    let url = postgres.new_database().expect("a database");
+    Some((postgres, url))
+}
+
 /// Registers the ephemeral runner `name` without labels directly in `store` (its token
 /// hash `hash-<name>-<now>`); its id.
 pub(crate) async fn store_runner(store: &Store, name: &str) -> i64 {
@@ -1586,6 +1644,53 @@ pub(crate) async fn call_json(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// `method {engine}{path}` of the JSON `body` as the admin ([`client`]): the status and the
+/// answer (its JSON, else its text as a JSON string).
+pub(crate) async fn admin_call(
+    engine: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let url = format!("{engine}{path}");
+    call_json(&client(), method, &url, None, Some(body)).await
+}
+
+/// Creates the person `name` on `engine` as the admin (`POST /api/users`: 201).
+pub(crate) async fn create_person(engine: &str, name: &str) {
+    let body = serde_json::json!({"name": name, "kind": "person"});
+    let (status, made) = admin_call(engine, reqwest::Method::POST, "/api/users", &body).await;
+    assert_eq!(status, 201, "POST /api/users {name}: {made}");
+}
+
+/// Makes user `name` a `role` of repository `repo` on `engine`, as the admin (a 2xx).
+pub(crate) async fn put_member(engine: &str, repo: &str, name: &str, role: &str) {
+    let path = format!("/api/repos/{repo}/members/{name}");
+    let body = serde_json::json!({ "role": role });
+    let (status, answer) = admin_call(engine, reqwest::Method::PUT, &path, &body).await;
+    assert!(
+        (200..300).contains(&status),
+        "PUT {path}: {status} {answer}"
+    );
+}
+
+/// A fresh API token (named `t`) of user `name` on `engine`, made by the admin (201).
+pub(crate) async fn api_token_of(engine: &str, name: &str) -> String {
+    let path = format!("/api/users/{name}/tokens");
+    let body = serde_json::json!({"name": "t"});
+    let (status, made) = admin_call(engine, reqwest::Method::POST, &path, &body).await;
+    assert_eq!(status, 201, "POST {path}: {made}");
+    made["token"].as_str().expect("a token").to_string()
+}
+
+/// Links user `name` on `engine` to the login `login` on `forge`, as the admin (201).
+pub(crate) async fn link_forge_login(engine: &str, name: &str, forge: &str, login: &str) {
+    let path = format!("/api/users/{name}/forge-logins");
+    let body = serde_json::json!({"forge": forge, "login": login});
+    let (status, linked) = admin_call(engine, reqwest::Method::POST, &path, &body).await;
+    assert_eq!(status, 201, "POST {path}: {linked}");
 }
 
 /// Delivers `body` to `{engine}/webhooks/{forge}` as `event` with delivery id `id`, signed
