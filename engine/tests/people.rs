@@ -70,6 +70,22 @@ impl Api {
         self.call(Method::DELETE, path, token, None).await
     }
 
+    /// `POST /api/users` as `token` of a user `name` of `kind`: status and body.
+    async fn new_user(&self, token: Option<&str>, name: &str, kind: &str) -> (u16, Value) {
+        let body = json!({"name": name, "kind": kind});
+        self.post("/api/users", token, body).await
+    }
+
+    /// `DELETE /api/tokens/{id}` (revoking token `id`) as `token`: status and body.
+    async fn revoke(&self, id: impl std::fmt::Display, token: Option<&str>) -> (u16, Value) {
+        self.delete(&format!("/api/tokens/{id}"), token).await
+    }
+
+    /// `POST /api/tokens` (a token of the caller's) as `token` with `body`: status and body.
+    async fn new_token(&self, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.post("/api/tokens", token, body).await
+    }
+
     /// The status of the dashboard's page `path` for the session `cookie`, redirects not
     /// followed.
     async fn page_status(&self, path: String, cookie: String) -> u16 {
@@ -88,7 +104,7 @@ impl Api {
 
     /// A token made through the API by `token` with `body`: (id, token).
     async fn mint(&self, token: &str, body: Value) -> (i64, String) {
-        let (status, made) = self.post("/api/tokens", Some(token), body).await;
+        let (status, made) = self.new_token(Some(token), body).await;
         assert_eq!(status, 201, "{made}");
         (
             made["id"].as_i64().unwrap(),
@@ -112,44 +128,24 @@ async fn users_are_made_by_admins_only_and_names_are_unique_in_any_case() {
     let (_, _, alice) = support::user_with_token(api.store(), "alice", &[]).await;
     let admin = Some(ADMIN);
 
-    let (status, bob) = api
-        .post(
-            "/api/users",
-            admin,
-            json!({"name": "Bob", "kind": "person"}),
-        )
-        .await;
+    let (status, bob) = api.new_user(admin, "Bob", "person").await;
     assert_eq!(status, 201, "{bob}");
     assert_eq!(
         (bob["name"].as_str(), bob["kind"].as_str()),
         (Some("Bob"), Some("person"))
     );
     assert_eq!(bob["admin"], false);
-    let (status, _) = api
-        .post(
-            "/api/users",
-            admin,
-            json!({"name": "deploy-bot", "kind": "bot"}),
-        )
-        .await;
+    let (status, _) = api.new_user(admin, "deploy-bot", "bot").await;
     assert_eq!(status, 201);
 
     // Taken names, in any case, and the admin's: 409; invalid ones: 400.
     let taken = ["bob", "BOB", "ALICE", "admin", "Admin", "ADMIN"].map(|n| (n, 409));
     let invalid = ["", "-x", "a b", "a/b", "ä", "x\u{202e}"].map(|n| (n, 400));
     for (name, expected) in taken.into_iter().chain(invalid) {
-        let (status, body) = api
-            .post("/api/users", admin, json!({"name": name, "kind": "person"}))
-            .await;
+        let (status, body) = api.new_user(admin, name, "person").await;
         assert_eq!(status, expected, "{name:?}: {body}");
     }
-    let (status, _) = api
-        .post(
-            "/api/users",
-            admin,
-            json!({"name": "carol", "kind": "robot"}),
-        )
-        .await;
+    let (status, _) = api.new_user(admin, "carol", "robot").await;
     assert_eq!(status, 422);
 
     // The attack: an ordinary token making the admin, or a name of its choice.
@@ -242,9 +238,7 @@ async fn tokens_are_the_callers_own_and_never_wider() {
     support::user_with_token(store, "bob", &[]).await;
 
     // A token for oneself, shown once and then listed without it.
-    let (status, made) = api
-        .post("/api/tokens", Some(&alice), json!({"name": "laptop"}))
-        .await;
+    let (status, made) = api.new_token(Some(&alice), json!({"name": "laptop"})).await;
     assert_eq!(status, 201, "{made}");
     assert_eq!(
         (made["user"].as_str(), made["max_role"].as_str()),
@@ -280,19 +274,12 @@ async fn tokens_are_the_callers_own_and_never_wider() {
     let (status, bobs) = api.get("/api/tokens?user=bob", Some(ADMIN)).await;
     assert_eq!((status, bobs.as_array().unwrap().len()), (200, 2));
     assert_eq!(api.get("/api/tokens", None).await.0, 401);
-    assert_eq!(
-        api.post("/api/tokens", None, json!({"name": "x"})).await.0,
-        401
-    );
+    assert_eq!(api.new_token(None, json!({"name": "x"})).await.0, 401);
 
     // A repository the caller may not read is as missing as one that does not exist.
     for repo in ["octo/hidden", "octo/nothing"] {
         let (status, body) = api
-            .post(
-                "/api/tokens",
-                Some(&alice),
-                json!({"name": "x", "repos": [repo]}),
-            )
+            .new_token(Some(&alice), json!({"name": "x", "repos": [repo]}))
             .await;
         assert_eq!(status, 404, "{repo}: {body}");
     }
@@ -319,12 +306,11 @@ async fn tokens_are_the_callers_own_and_never_wider() {
             404,
         ),
     ] {
-        let (status, body) = api.post("/api/tokens", Some(&narrow), wider.clone()).await;
+        let (status, body) = api.new_token(Some(&narrow), wider.clone()).await;
         assert_eq!(status, expected, "{wider}: {body}");
     }
     let (status, child) = api
-        .post(
-            "/api/tokens",
+        .new_token(
             Some(&narrow),
             json!({"name": "child", "expires_in_days": 365}),
         )
@@ -352,11 +338,7 @@ async fn tokens_are_the_callers_own_and_never_wider() {
     assert_eq!(child_me["roles"], narrow_me["roles"]);
     // A narrower one is fine.
     let (status, _) = api
-        .post(
-            "/api/tokens",
-            Some(child),
-            json!({"name": "r", "max_role": "reader"}),
-        )
+        .new_token(Some(child), json!({"name": "r", "max_role": "reader"}))
         .await;
     assert_eq!(status, 201);
 
@@ -384,7 +366,7 @@ async fn tokens_are_the_callers_own_and_never_wider() {
         json!({"name": "x", "repos": []}),
         json!({"name": "x", "repos": ["../etc"]}),
     ] {
-        let (status, answer) = api.post("/api/tokens", Some(&alice), body.clone()).await;
+        let (status, answer) = api.new_token(Some(&alice), body.clone()).await;
         assert_eq!(status, 400, "{body}: {answer}");
     }
 }
@@ -417,40 +399,24 @@ async fn revoking_a_token_ends_it_and_its_dashboard_session() {
     );
 
     // Another user cannot revoke it, nor learn that it exists.
-    let (status, body) = api
-        .delete(&format!("/api/tokens/{alice_token_id}"), Some(&bob))
-        .await;
+    let (status, body) = api.revoke(alice_token_id, Some(&bob)).await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(
-        api.delete(&format!("/api/tokens/{alice_token_id}"), None)
-            .await
-            .0,
-        401
-    );
+    assert_eq!(api.revoke(alice_token_id, None).await.0, 401);
     assert_eq!(api.get("/api/user", Some(&alice)).await.0, 200);
 
     // Its owner can; then neither the token nor its session works.
-    let (status, revoked) = api
-        .delete(&format!("/api/tokens/{alice_token_id}"), Some(&alice))
-        .await;
+    let (status, revoked) = api.revoke(alice_token_id, Some(&alice)).await;
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_at"].as_i64().is_some());
     assert_eq!(api.get("/api/user", Some(&alice)).await.0, 401);
     assert_ne!(page(session).await, 200, "the session ended with its token");
-    assert_eq!(
-        api.delete(&format!("/api/tokens/{alice_token_id}"), Some(ADMIN))
-            .await
-            .0,
-        409
-    );
+    assert_eq!(api.revoke(alice_token_id, Some(ADMIN)).await.0, 409);
     // The admin revokes anyone's.
-    let (status, _) = api
-        .delete(&format!("/api/tokens/{bob_token_id}"), Some(ADMIN))
-        .await;
+    let (status, _) = api.revoke(bob_token_id, Some(ADMIN)).await;
     assert_eq!(status, 200);
     assert_eq!(api.get("/api/user", Some(&bob)).await.0, 401);
-    assert_eq!(api.delete("/api/tokens/x", Some(ADMIN)).await.0, 400);
-    assert_eq!(api.delete("/api/tokens/999", Some(ADMIN)).await.0, 404);
+    assert_eq!(api.revoke("x", Some(ADMIN)).await.0, 400);
+    assert_eq!(api.revoke("999", Some(ADMIN)).await.0, 404);
 }
 
 /// Attack: mallory stole alice's token and, before alice revokes it, mints herself a
@@ -478,9 +444,7 @@ async fn tokens_made_with_a_revoked_token_stop_with_it() {
         Some("alice".to_string())
     );
 
-    let (status, body) = api
-        .delete(&format!("/api/tokens/{stolen_id}"), Some(&kept))
-        .await;
+    let (status, body) = api.revoke(stolen_id, Some(&kept)).await;
     assert_eq!(status, 200, "{body}");
     for (what, token) in [
         ("stolen", &stolen),
@@ -549,24 +513,16 @@ async fn a_narrowed_token_revokes_only_itself_and_what_it_made() {
     let (_, listed) = api.get("/api/tokens", Some(&full)).await;
     assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
     for id in [full_id, sibling_id] {
-        let (status, body) = api
-            .delete(&format!("/api/tokens/{id}"), Some(&narrow))
-            .await;
+        let (status, body) = api.revoke(id, Some(&narrow)).await;
         assert_eq!(status, 403, "{id}: {body}");
     }
     assert_eq!(api.get("/api/user", Some(&full)).await.0, 200);
-    let (status, body) = api
-        .delete(&format!("/api/tokens/{child_id}"), Some(&narrow))
-        .await;
+    let (status, body) = api.revoke(child_id, Some(&narrow)).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = api
-        .delete(&format!("/api/tokens/{narrow_id}"), Some(&narrow))
-        .await;
+    let (status, body) = api.revoke(narrow_id, Some(&narrow)).await;
     assert_eq!(status, 200, "{body}");
     // The full token revokes any of its user's.
-    let (status, body) = api
-        .delete(&format!("/api/tokens/{sibling_id}"), Some(&full))
-        .await;
+    let (status, body) = api.revoke(sibling_id, Some(&full)).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -615,13 +571,7 @@ async fn a_disabled_users_tokens_stop_and_the_admin_cannot_be_disabled() {
         .await;
     assert_eq!(status, 409, "no token for a disabled user");
     // Its name stays taken: nobody becomes bob again.
-    let (status, _) = api
-        .post(
-            "/api/users",
-            Some(ADMIN),
-            json!({"name": "BOB", "kind": "person"}),
-        )
-        .await;
+    let (status, _) = api.new_user(Some(ADMIN), "BOB", "person").await;
     assert_eq!(status, 409);
     assert_eq!(api.get("/api/user", Some(&alice)).await.0, 200);
 }
@@ -833,13 +783,7 @@ async fn the_audit_trail_is_the_admins_and_each_maintainers_own() {
         support::user_with_token(store, "carol", &[(hello, "maintainer"), (other, "reader")]).await;
     let (_, _, wendy) = support::user_with_token(store, "wendy", &[(hello, "writer")]).await;
     let admin = Some(ADMIN);
-    let (status, _) = api
-        .post(
-            "/api/users",
-            admin,
-            json!({"name": "dave", "kind": "person"}),
-        )
-        .await;
+    let (status, _) = api.new_user(admin, "dave", "person").await;
     assert_eq!(status, 201);
     let (_, token) = api.mint(&carol, json!({"name": "carol's"})).await;
     let (status, _) = api
@@ -988,63 +932,24 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
     let engine = sandbox.serve_one_runner("engine", "data", &[]).await;
     let url = engine.url.as_str();
     let http = support::client(); // the admin token
-    let post = |path: String, body: Value| {
-        let http = http.clone();
-        async move {
-            let response = http
-                .post(format!("{url}{path}"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
-    };
-    let (status, body) = post(
-        "/api/repos".into(),
-        json!({"name": "octo/ship", "clone_url": origin.to_str().unwrap(), "forge": "github",
-               "webhook_secret": WEBHOOK_SECRET}),
-    )
-    .await;
+    let repo = json!({"name": "octo/ship", "clone_url": origin.to_str().unwrap(),
+                      "forge": "github", "webhook_secret": WEBHOOK_SECRET});
+    let (status, body) = support::admin_call(url, Method::POST, "/api/repos", &repo).await;
     assert_eq!(status, 201, "{body}");
     // Alice pushes as octocat on GitHub; bob is another writer.
     let mut tokens = Vec::new();
     for user in ["alice", "bob"] {
-        let (status, body) =
-            post("/api/users".into(), json!({"name": user, "kind": "person"})).await;
-        assert_eq!(status, 201, "{body}");
-        let response = http
-            .put(format!("{url}/api/repos/octo/ship/members/{user}"))
-            .json(&json!({"role": "writer"}))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{}",
-            response.text().await.unwrap()
-        );
-        let (status, made) = post(format!("/api/users/{user}/tokens"), json!({"name": "t"})).await;
-        assert_eq!(status, 201, "{made}");
-        tokens.push(made["token"].as_str().unwrap().to_string());
+        support::create_person(url, user).await;
+        support::put_member(url, "octo/ship", user, "writer").await;
+        tokens.push(support::api_token_of(url, user).await);
     }
-    let (status, body) = post(
-        "/api/users/alice/forge-logins".into(),
-        json!({"forge": "github", "login": "octocat"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    support::link_forge_login(url, "alice", "github", "octocat").await;
 
     let delivery = push_delivery("octo/ship", &sha, "OctoCat");
     let run_id = deliver_github(url, "push", "people-push-1", delivery).await;
     let why = "the pusher's user approved its own push";
     only_another_approves(&http, url, run_id, &tokens, why).await;
-    let run = support::wait_final(&http, url, run_id, Duration::from_secs(60)).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    support::wait_succeeded(&http, url, run_id, Duration::from_secs(60)).await;
 
     // Alice (octocat) pushes onto a pull request someone else opened.
     let delivery = synchronize_delivery("octo/ship", &sha, "someone-else", "octocat");
@@ -1122,8 +1027,8 @@ fn plue(
         .expect("plue runs");
     (
         output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        support::stdout(&output),
+        support::stderr(&output),
     )
 }
 

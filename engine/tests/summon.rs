@@ -26,14 +26,21 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{json, Value};
 use support::{
-    client, deliver_webhook, free_port, git_sh, serial, wait_final, webhook_fixture, ForgeRepo,
-    Sandbox,
+    client, deliver_webhook, git_sh, serial, wait_final, webhook_fixture, ForgeRepo, Sandbox,
 };
 
 const REPO: &str = "octo/hello";
 const GITEA_REPO: &str = "octo/gitea-hello";
 const SECRET: &str = "webhook-secret-of-octo-hello";
 const FORGE_TOKEN: &str = "forge-token-for-lookups";
+
+/// The real webhook fixture `path`, pointed at repository `repo` (default branch `main`).
+fn fixture_on(path: &str, repo: &str) -> Value {
+    let mut payload = webhook_fixture(path);
+    payload["repository"]["full_name"] = json!(repo);
+    payload["repository"]["default_branch"] = json!("main");
+    payload
+}
 
 /// The step every summoned workflow runs: it writes what it got to files in `shared`.
 fn script(shared: &Path) -> String {
@@ -138,9 +145,7 @@ async fn register(engine: &str, name: &str, forge: &str, clone_url: &str, api_ur
 /// A GitHub `issue_comment` from the real fixture: `login` (with `association`) comments
 /// `body` on issue (or, with `pull`, pull request) `number`.
 fn github_comment(login: &str, association: &str, body: &str, number: u64, pull: bool) -> Value {
-    let mut payload = webhook_fixture("github/issue_comment-created.json");
-    payload["repository"]["full_name"] = json!(REPO);
-    payload["repository"]["default_branch"] = json!("main");
+    let mut payload = fixture_on("github/issue_comment-created.json", REPO);
     payload["issue"]["number"] = json!(number);
     if pull {
         payload["issue"]["pull_request"] = json!({
@@ -199,11 +204,7 @@ impl World {
         );
         let (stub_url, stub) = stub_forge().await;
         let engine = sb
-            .serve(
-                "engine",
-                free_port(),
-                &["--runners", "2", "--public-url", "https://plue.example.com"],
-            )
+            .serve_engine(&["--runners", "2", "--public-url", "https://plue.example.com"])
             .await;
         let url = engine.url.clone();
         let clone = origin.to_str().unwrap();
@@ -239,41 +240,20 @@ impl World {
         wait_final(&client(), &self.url, run, Duration::from_secs(90)).await
     }
 
+    /// The one run a delivery's `answer` started (asserting there is exactly one), once it
+    /// has [`World::finished`]: its id and view.
+    async fn the_one_run(&self, answer: &Value) -> (i64, Value) {
+        let runs = support::run_ids(answer);
+        assert_eq!(runs.len(), 1, "{answer}");
+        (runs[0], self.finished(runs[0]).await)
+    }
+
     /// A Plue user `name` linked to the GitHub login `login`, holding `role` on the
     /// repository.
     async fn person(&self, name: &str, login: &str, role: &str) {
-        let call = |method: reqwest::Method, path: String, body: Value| async move {
-            let response = client()
-                .request(method, format!("{}{path}", self.url))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            assert!(
-                (200..300).contains(&status),
-                "{path}: {status} {}",
-                response.text().await.unwrap_or_default()
-            );
-        };
-        call(
-            reqwest::Method::POST,
-            "/api/users".into(),
-            json!({"name": name, "kind": "person"}),
-        )
-        .await;
-        call(
-            reqwest::Method::POST,
-            format!("/api/users/{name}/forge-logins"),
-            json!({"forge": "github", "login": login}),
-        )
-        .await;
-        call(
-            reqwest::Method::PUT,
-            format!("/api/repos/{REPO}/members/{name}"),
-            json!({ "role": role }),
-        )
-        .await;
+        support::create_person(&self.url, name).await;
+        support::link_forge_login(&self.url, name, "github", login).await;
+        support::put_member(&self.url, REPO, name, role).await;
     }
 
     fn head(&self) -> String {
@@ -292,21 +272,19 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     let hostile = "/plue echo {{ steps.x.outputs.y }} {{ raw steps.x.outputs.y }} $(rm -rf /) `id` \u{202e}gnp.exe\u{2066} {% raw %}{% endraw %} \\{{ 'quote\"";
     let comment = github_comment("Codertocat", "OWNER", hostile, 1, false);
     let answer = world.comment("c-1", &comment).await;
-    let runs = support::run_ids(&answer);
-    assert_eq!(runs.len(), 1, "{answer}");
-    let run = world.finished(runs[0]).await;
+    let (id, run) = world.the_one_run(&answer).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["workflow"], "Summon");
     assert_eq!(run["event"], "comment");
     assert_eq!(run["sha"], main_sha.as_str(), "the default branch's head");
     assert_eq!(run["secrets_allowed"], true);
-    assert_eq!(wrote(&world.shared, runs[0], "comment"), hostile);
-    assert_eq!(wrote(&world.shared, runs[0], "secret"), "has\n");
+    assert_eq!(wrote(&world.shared, id, "comment"), hostile);
+    assert_eq!(wrote(&world.shared, id, "secret"), "has\n");
     assert_eq!(
-        wrote(&world.shared, runs[0], "issue"),
+        wrote(&world.shared, id, "issue"),
         "1 Codertocat Spelling error in the README file"
     );
-    assert_eq!(wrote(&world.shared, runs[0], "ctx"), "event=comment pr=-\n");
+    assert_eq!(wrote(&world.shared, id, "ctx"), "event=comment pr=-\n");
 
     // Signed with anything but the repository's secret: refused before it is read.
     let (status, forged) = deliver_webhook(
@@ -323,10 +301,10 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     // The same delivery again: the runs of the first, nothing new.
     let again = world.comment("c-1", &comment).await;
     assert_eq!(again["duplicate"], true, "{again}");
-    assert_eq!(support::run_ids(&again), runs);
+    assert_eq!(support::run_ids(&again), [id]);
     // The same comment under a new delivery id (a forge's redelivery): no second run.
     let redelivered = world.comment("c-1-again", &comment).await;
-    assert_eq!(support::run_ids(&redelivered), runs, "{redelivered}");
+    assert_eq!(support::run_ids(&redelivered), [id], "{redelivered}");
     assert!(
         redelivered["refused"]
             .to_string()
@@ -357,13 +335,11 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     // the secret.
     let tried = github_comment("mallory", "NONE", "/plue try it", 1, false);
     let answer = world.comment("c-3", &tried).await;
-    let runs = support::run_ids(&answer);
-    assert_eq!(runs.len(), 1, "{answer}");
-    let run = world.finished(runs[0]).await;
+    let (id, run) = world.the_one_run(&answer).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["workflow"], "Try");
     assert_eq!(run["secrets_allowed"], false);
-    assert_eq!(wrote(&world.shared, runs[0], "secret"), "none\n");
+    assert_eq!(wrote(&world.shared, id, "secret"), "none\n");
 
     // A collaborator the payload does not vouch for (NONE) but the forge's API does.
     world.forge_says("carol", "write");
@@ -429,16 +405,12 @@ async fn only_the_authors_a_trigger_allows_summon_it_and_their_text_stays_data()
     assert!(answer["refused"].to_string().contains("bot"), "{answer}");
 
     // An issue labeled `plue` by its owner.
-    let mut labeled = webhook_fixture("github/issues-labeled.json");
-    labeled["repository"]["full_name"] = json!(REPO);
-    labeled["repository"]["default_branch"] = json!("main");
+    let mut labeled = fixture_on("github/issues-labeled.json", REPO);
     labeled["label"]["name"] = json!("plue");
     let answer = world.deliver("github", "issues", "i-1", &labeled).await;
-    let runs = support::run_ids(&answer);
-    assert_eq!(runs.len(), 1, "{answer}");
-    let run = world.finished(runs[0]).await;
+    let (id, run) = world.the_one_run(&answer).await;
     assert_eq!(run["event"], "issue");
-    assert_eq!(wrote(&world.shared, runs[0], "comment"), "<unset>");
+    assert_eq!(wrote(&world.shared, id, "comment"), "<unset>");
     // Labeled `bug`: no trigger asks for it.
     labeled["label"]["name"] = json!("bug");
     let answer = world.deliver("github", "issues", "i-2", &labeled).await;
@@ -474,16 +446,14 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
     );
     let comment = github_comment("Codertocat", "OWNER", "/plue echo on the PR", 5, true);
     let answer = world.comment("p-1", &comment).await;
-    let runs = support::run_ids(&answer);
-    assert_eq!(runs.len(), 1, "{answer}");
-    let run = world.finished(runs[0]).await;
+    let (id, run) = world.the_one_run(&answer).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
         run["workflow"], "Summon",
         "the base's workflow, not the head's"
     );
     assert_eq!(run["sha"], main_sha.as_str());
-    assert_eq!(wrote(&world.shared, runs[0], "ctx"), "event=comment pr=5\n");
+    assert_eq!(wrote(&world.shared, id, "ctx"), "event=comment pr=5\n");
     // A stranger's comment on the same pull request: the head's `.*` for anyone is not
     // what counts; the base's trigger wants a writer.
     let stranger = github_comment("mallory", "NONE", "/plue echo", 5, true);
@@ -500,20 +470,16 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
             "head": {"ref": "feature", "sha": head_sha},
         }),
     );
-    let mut gitea = webhook_fixture("gitea/issue_comment-created-on-pull-request.json");
-    gitea["repository"]["full_name"] = json!(GITEA_REPO);
-    gitea["repository"]["default_branch"] = json!("main");
+    let mut gitea = fixture_on(
+        "gitea/issue_comment-created-on-pull-request.json",
+        GITEA_REPO,
+    );
     gitea["comment"]["body"] = json!("/plue echo from gitea");
     let answer = world.deliver("gitea", "issue_comment", "g-1", &gitea).await;
-    let runs = support::run_ids(&answer);
-    assert_eq!(runs.len(), 1, "{answer}");
-    let run = world.finished(runs[0]).await;
+    let (id, run) = world.the_one_run(&answer).await;
     assert_eq!(run["workflow"], "Summon");
     assert_eq!(run["sha"], main_sha.as_str());
-    assert_eq!(
-        wrote(&world.shared, runs[0], "comment"),
-        "/plue echo from gitea"
-    );
+    assert_eq!(wrote(&world.shared, id, "comment"), "/plue echo from gitea");
     let asked = world.stub.lock().unwrap().asked.clone();
     assert!(
         asked.iter().any(
@@ -523,9 +489,7 @@ async fn a_comment_on_a_pull_request_evaluates_the_workflows_of_its_base() {
         "{asked:?}"
     );
     // Gitea's issue label event by a user the forge does not know: nothing.
-    let mut labeled = webhook_fixture("gitea/issues-label_updated.json");
-    labeled["repository"]["full_name"] = json!(GITEA_REPO);
-    labeled["repository"]["default_branch"] = json!("main");
+    let mut labeled = fixture_on("gitea/issues-label_updated.json", GITEA_REPO);
     labeled["issue"]["labels"][0]["name"] = json!("plue");
     labeled["sender"]["login"] = json!("stranger");
     let answer = world.deliver("gitea", "issues", "g-2", &labeled).await;
@@ -575,9 +539,7 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
     nothing(&answer, "an owner as sender");
     // An issue mallory opened, labeled `plue` by a sender the payload calls OWNER only
     // through the issue (mallory's issue, OWNER's label — reversed): the sender is mallory.
-    let mut labeled = webhook_fixture("github/issues-labeled.json");
-    labeled["repository"]["full_name"] = json!(REPO);
-    labeled["repository"]["default_branch"] = json!("main");
+    let mut labeled = fixture_on("github/issues-labeled.json", REPO);
     labeled["label"]["name"] = json!("plue");
     labeled["issue"]["user"]["login"] = json!("Codertocat");
     labeled["issue"]["author_association"] = json!("OWNER");
@@ -587,9 +549,7 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
 
     // A Gitea payload delivered to the GitHub endpoint (Gitea sends X-GitHub-Event too),
     // with a GitHub-only association the forge would never send for this commenter.
-    let mut gitea = webhook_fixture("gitea/issue_comment-created.json");
-    gitea["repository"]["full_name"] = json!(GITEA_REPO);
-    gitea["repository"]["default_branch"] = json!("main");
+    let mut gitea = fixture_on("gitea/issue_comment-created.json", GITEA_REPO);
     gitea["comment"]["body"] = json!("/plue echo");
     gitea["comment"]["user"]["login"] = json!("mallory");
     gitea["sender"]["login"] = json!("mallory");
@@ -636,9 +596,7 @@ async fn borrowed_standing_and_the_engines_own_writing_summon_nothing() {
     // a bot: the label the engine adds for an agent's proposal (sent by the token's
     // account, a writer) would re-match `labels=["plue"]` while `plue` stays on the issue
     // — one run per run, for ever.
-    let mut relabeled = webhook_fixture("gitea/issues-label_updated.json");
-    relabeled["repository"]["full_name"] = json!(GITEA_REPO);
-    relabeled["repository"]["default_branch"] = json!("main");
+    let mut relabeled = fixture_on("gitea/issues-label_updated.json", GITEA_REPO);
     relabeled["issue"]["labels"][0]["name"] = json!("plue");
     relabeled["sender"]["login"] = json!("plue-writer");
     let answer = world.deliver("gitea", "issues", "e-1", &relabeled).await;
@@ -700,9 +658,7 @@ def workflow(ctx):
     let head = git_sh(&world.origin, &format!("git rev-parse {branch}"));
 
     let push = |pusher: &str, git_ref: &str, after: &str| {
-        let mut push = webhook_fixture("github/push-new-branch.json");
-        push["repository"]["full_name"] = json!(REPO);
-        push["repository"]["default_branch"] = json!("main");
+        let mut push = fixture_on("github/push-new-branch.json", REPO);
         push["ref"] = json!(git_ref);
         push["after"] = json!(after);
         push["pusher"]["name"] = json!(pusher);
