@@ -84,10 +84,7 @@ async fn dispatch(chromium: PathBuf, driver: PathBuf) {
         .await;
     assert_eq!(form, json!([["staging", "production"], "staging", true]));
     browser
-        .run(
-            "document.querySelector('select[name=\"input.target\"]').value = 'production';",
-            json!([]),
-        )
+        .eval("document.querySelector('select[name=\"input.target\"]').value = 'production';")
         .await;
     browser
         .type_into("input[name=\"input.version\"]", "2.5")
@@ -178,10 +175,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         json!(["prepare", "print", "big", "flaky", "report", "review"])
     );
     let edges = browser
-        .run(
-            "return document.querySelectorAll('#dag path.edge').length;",
-            json!([]),
-        )
+        .eval("return document.querySelectorAll('#dag path.edge').length;")
         .await;
     assert_eq!(edges, 7);
     // `print` starts running while the page is open; the live part shows it.
@@ -207,21 +201,15 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         )
         .await;
     let texts = browser
-        .run(
-            "return Array.from(document.querySelectorAll('#lines .tx')).map(e => e.textContent);",
-            json!([]),
-        )
+        .eval("return Array.from(document.querySelectorAll('#lines .tx')).map(e => e.textContent);")
         .await;
     assert!(
         texts.as_array().unwrap().contains(&json!(HOSTILE_LINE)),
         "the HTML line is shown as text: {texts}"
     );
     let injected = browser
-        .run(
-            "return [document.title, document.querySelectorAll('#lines img, #lines script').length, \
-             Array.from(document.querySelectorAll('script')).filter(e => !(e.getAttribute('src') || '').startsWith('/assets/')).length];",
-            json!([]),
-        )
+        .eval("return [document.title, document.querySelectorAll('#lines img, #lines script').length, \
+             Array.from(document.querySelectorAll('script')).filter(e => !(e.getAttribute('src') || '').startsWith('/assets/')).length];")
         .await;
     assert!(
         !injected[0].as_str().unwrap().contains("pwned"),
@@ -230,11 +218,8 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     assert_eq!(injected[1], 0, "no element came from the log: {injected}");
     assert_eq!(injected[2], 0, "only the engine's own scripts: {injected}");
     let red = browser
-        .run(
-            "const s = Array.from(document.querySelectorAll('#lines .tx span')).find(e => e.textContent === 'red-text'); \
-             return s ? s.className : null;",
-            json!([]),
-        )
+        .eval("const s = Array.from(document.querySelectorAll('#lines .tx span')).find(e => e.textContent === 'red-text'); \
+             return s ? s.className : null;")
         .await;
     assert_eq!(red, "f1", "ANSI red is a span");
     // A line printed now appears on the open page, live.
@@ -275,11 +260,8 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     assert_eq!(states.as_array().unwrap().len(), 6);
     // The retried step lists both attempts: the first failed with its exit code.
     let attempts = browser
-        .run(
-            "return Array.from(document.querySelectorAll('tr.attempt')).map(r => \
-             [r.dataset.attempt, r.children[0].textContent, r.querySelector('td.exit').textContent]);",
-            json!([]),
-        )
+        .eval("return Array.from(document.querySelectorAll('tr.attempt')).map(r => \
+             [r.dataset.attempt, r.children[0].textContent, r.querySelector('td.exit').textContent]);")
         .await;
     assert_eq!(
         attempts,
@@ -356,10 +338,9 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     assert!(has("answer", "Ship it <b>now</b>"), "{rows:?}");
     browser.click("#lines .line.tool_result .tx").await;
     let detail = browser
-        .run(
+        .eval(
             "const d = document.getElementById('detail'); \
              return d.hidden ? null : document.getElementById('detail-text').textContent;",
-            json!([]),
         )
         .await;
     assert!(
@@ -392,7 +373,7 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
         )
         .await;
     let _: Value = browser
-        .run("window.notReloaded = true; return null;", json!([]))
+        .eval("window.notReloaded = true; return null;")
         .await;
     let started = Instant::now();
     let waiting = start_run(&http, &engine.url, &waits, &sandbox.path("ws")).await;
@@ -480,10 +461,9 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
     browser.emulate(390, 844, true).await;
     browser.goto(&format!("{}/runs/{run_id}", engine.url)).await;
     let fits = browser
-        .run(
+        .eval(
             "return [document.documentElement.scrollWidth, window.innerWidth, \
              getComputedStyle(document.body).backgroundColor];",
-            json!([]),
         )
         .await;
     assert!(
@@ -495,6 +475,6 @@ async fn watch(chromium: PathBuf, driver: PathBuf) {
 
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
-    let _: Value = browser.run("return null;", json!([])).await;
+    let _: Value = browser.eval("return null;").await;
     browser.close().await;
 }

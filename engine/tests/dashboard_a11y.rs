@@ -76,12 +76,17 @@ async fn an_unknown_url_is_an_html_page_with_the_sign_in_corner() {
     let sandbox = Sandbox::new("a11y-404");
     let engine = sandbox.serve_engine(&["--runners", "1"]).await;
     let anonymous = reqwest::Client::new();
+    // `GET path` without a token, with the session `cookie` when given.
+    let get = |path: &str, cookie: Option<&str>| {
+        let request = anonymous.get(format!("{}{path}", engine.url));
+        let request = match cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request,
+        };
+        async move { request.send().await.unwrap() }
+    };
     for path in ["/no/such/page", "/runs/12/nothing/here", "/repos/a/b/c/d"] {
-        let answer = anonymous
-            .get(format!("{}{path}", engine.url))
-            .send()
-            .await
-            .unwrap();
+        let answer = get(path, None).await;
         assert_eq!(answer.status(), 404, "{path}");
         let kind = answer.headers()["content-type"]
             .to_str()
@@ -107,11 +112,7 @@ async fn an_unknown_url_is_an_html_page_with_the_sign_in_corner() {
         "/internal/nothing",
         "/webhooks/nowhere",
     ] {
-        let answer = anonymous
-            .get(format!("{}{path}", engine.url))
-            .send()
-            .await
-            .unwrap();
+        let answer = get(path, None).await;
         assert_eq!(answer.status(), 404, "{path}");
         let body: Value = answer.json().await.expect("a JSON 404");
         assert!(body["error"].is_string(), "{path}: {body}");
@@ -119,12 +120,7 @@ async fn an_unknown_url_is_an_html_page_with_the_sign_in_corner() {
     // Signed in, an error page (an unknown URL, a missing run) shows who and Sign out.
     let cookie = dashboard_session(&engine.url, ADMIN_TOKEN).await;
     for path in ["/no/such/page", "/runs/987654"] {
-        let answer = anonymous
-            .get(format!("{}{path}", engine.url))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let answer = get(path, Some(&cookie)).await;
         assert_eq!(answer.status(), 404, "{path}");
         let page = answer.text().await.unwrap();
         assert!(
@@ -354,7 +350,7 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
         ] {
             browser.goto(&format!("{}{path}", engine.url)).await;
             wait_loaded(&browser).await;
-            let found = browser.run(OVERFLOW, json!([])).await;
+            let found = browser.eval(OVERFLOW).await;
             let (page, window) = (found[0].as_i64().unwrap(), found[1].as_i64().unwrap());
             assert!(
                 page <= window && found[2].is_null(),
@@ -369,15 +365,12 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
     }
     // The measure finds a page that does scroll sideways (a wide block in `main`).
     let wide = browser
-        .run(
-            &format!(
-                "const d = document.createElement('div'); d.className = 'probe'; \
-                 d.textContent = 'x'; d.style.width = '900px'; \
-                 document.querySelector('main').appendChild(d); {} d.remove(); return found;",
-                OVERFLOW.replace("return ", "const found = ")
-            ),
-            json!([]),
-        )
+        .eval(&format!(
+            "const d = document.createElement('div'); d.className = 'probe'; \
+             d.textContent = 'x'; d.style.width = '900px'; \
+             document.querySelector('main').appendChild(d); {} d.remove(); return found;",
+            OVERFLOW.replace("return ", "const found = ")
+        ))
         .await;
     assert!(
         wide[0].as_i64() > wide[1].as_i64() && !wide[2].is_null(),
@@ -389,10 +382,9 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
     browser.goto(&format!("{}/", engine.url)).await;
     wait_loaded(&browser).await;
     let before = browser
-        .run(
+        .eval(
             "const first = document.querySelector('body a, body button, body input'); \
              return [first.className, first.getBoundingClientRect().bottom <= 0];",
-            json!([]),
         )
         .await;
     assert_eq!(
@@ -403,12 +395,11 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
     // Tab from the page's start: the skip link takes the focus and shows.
     browser.type_into("body", "\u{E004}").await;
     let skip = browser
-        .run(
+        .eval(
             "const a = document.activeElement; const r = a.getBoundingClientRect(); \
              const target = document.getElementById((a.getAttribute('href') || '#').slice(1)); \
              return [a.className, a.getAttribute('href'), a.textContent, \
                      r.top >= 0 && r.bottom <= innerHeight, !!target && target.tagName];",
-            json!([]),
         )
         .await;
     assert_eq!(
@@ -417,10 +408,9 @@ async fn walk(chromium: PathBuf, driver: PathBuf) {
         "Tab first reaches the skip link, in view, to main"
     );
     let landmarks = browser
-        .run(
+        .eval(
             "return ['header', 'nav', 'main'].map(t => { const e = document.querySelector(t); \
              return e && (e.getAttribute('aria-label') || '').length > 0; });",
-            json!([]),
         )
         .await;
     assert_eq!(landmarks, json!([true, true, true]), "named landmarks");
@@ -646,7 +636,7 @@ async fn docs_screenshots(chromium: PathBuf, driver: PathBuf) {
             wait_loaded(&browser).await;
             tokio::time::sleep(Duration::from_millis(600)).await;
             if !show.is_empty() {
-                let shown = browser.run(show, json!([])).await;
+                let shown = browser.eval(show).await;
                 assert_eq!(shown, true, "{name}: {show}");
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }

@@ -164,16 +164,13 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
 
     // Totals, budget, files written.
     let totals = browser
-        .run(
-            "return [parseInt(document.getElementById('total-tokens').dataset.tokens, 10), \
+        .eval("return [parseInt(document.getElementById('total-tokens').dataset.tokens, 10), \
              document.getElementById('total-cost').textContent, \
              document.getElementById('total-turns').textContent, \
              document.getElementById('total-tool-calls').textContent, \
              document.getElementById('conversation-budget').textContent.replace(/\\s+/g, ' ').trim(), \
              Array.from(document.querySelectorAll('#conversation-diff li')).map(l => l.textContent), \
-             document.getElementById('conversation-prompt').textContent];",
-            json!([]),
-        )
+             document.getElementById('conversation-prompt').textContent];")
         .await;
     assert_eq!(totals[0], 365, "the total is the turns' sum: {totals}");
     // claude-sonnet-4-5 at $3 / $15 per MTok: 320 × 3 + 45 × 15 = 1,635 micro-dollars.
@@ -189,10 +186,7 @@ async fn conversation(chromium: std::path::PathBuf, driver: std::path::PathBuf) 
 
     // The attacker's markup stayed text: no element of it exists, no script of it ran.
     let hostile = browser
-        .run(
-            "return [document.title, document.querySelectorAll('#conversation img, #conversation script, #conversation b').length];",
-            json!([]),
-        )
+        .eval("return [document.title, document.querySelectorAll('#conversation img, #conversation script, #conversation b').length];")
         .await;
     assert!(!hostile[0].as_str().unwrap().contains("pwned"), "{hostile}");
     assert_eq!(hostile[1], 0, "{hostile}");

@@ -92,12 +92,11 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
         assert_eq!(seen, true, "{node} is in the first view");
     }
     let drawn = browser
-        .run(
+        .eval(
             "return [document.querySelectorAll('#dag .node').length, \
              document.querySelector('#dag a.node[data-step=\"prepare\"] text.state').textContent, \
              document.querySelector('#dag a.node[data-step=\"join\"] text.state').textContent, \
              document.querySelector('#dag g.node.group title').textContent];",
-            json!([]),
         )
         .await;
     assert_eq!(drawn[0], 3, "{drawn}");
@@ -133,16 +132,13 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
     browser.click("#dag-zoom-in").await;
     browser.click("#dag-zoom-in").await;
     let moved = browser
-        .run(
-            "const wrap = document.querySelector('#dag-block .dag-wrap'); \
+        .eval("const wrap = document.querySelector('#dag-block .dag-wrap'); \
              const node = () => document.querySelector('#dag a.node[data-step=\"prepare\"]').getBoundingClientRect(); \
              const before = node(); const b = wrap.getBoundingClientRect(); \
              const at = (type, x, y) => wrap.dispatchEvent(new PointerEvent(type, \
                {bubbles: true, pointerId: 7, button: 0, clientX: b.left + x, clientY: b.top + y})); \
              at('pointerdown', 20, 20); at('pointermove', 40, 30); at('pointermove', 60, 40); at('pointerup', 60, 40); \
-             const after = node(); return [Math.round(after.left - before.left), Math.round(after.top - before.top)];",
-            json!([]),
-        )
+             const after = node(); return [Math.round(after.left - before.left), Math.round(after.top - before.top)];")
         .await;
     assert_eq!(moved, json!([40, 20]), "dragging moves the graph");
     let viewport = "const r = document.querySelector('#dag a.node[data-step=\"prepare\"]').getBoundingClientRect(); \
@@ -150,12 +146,9 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
          Math.round(r.left), Math.round(r.top), Math.round(window.scrollY), \
          document.getElementById('dag-block').dataset.scale];";
     let before = browser
-        .run(
-            &format!(
-                "window.scrollTo(0, 150); window.keptGroup = document.querySelector('#dag g.node.group'); {viewport}"
-            ),
-            json!([]),
-        )
+        .eval(&format!(
+            "window.scrollTo(0, 150); window.keptGroup = document.querySelector('#dag g.node.group'); {viewport}"
+        ))
         .await;
     assert_eq!(before[4], "1.563", "two zoom steps from 100%: {before}");
     assert_eq!(before[3], 150, "the page scrolled: {before}");
@@ -173,15 +166,14 @@ async fn fan_out(chromium: PathBuf, driver: PathBuf) {
              && document.querySelector('#dag a.node[data-step=\"join\"] text.state').textContent === '\u{2713} succeeded';",
         )
         .await;
-    let after = browser.run(viewport, json!([])).await;
+    let after = browser.eval(viewport).await;
     assert_eq!(after, before, "the viewport and the page's scroll stayed");
     let kept = browser
-        .run(
+        .eval(
             "const p = document.getElementById('dag-group-0'); \
              return [window.keptGroup === document.querySelector('#dag g.node.group'), \
              !p.hidden, p.querySelectorAll('li .badge.succeeded').length, \
              document.querySelector('#dag g.node.group').getAttribute('class')];",
-            json!([]),
         )
         .await;
     assert_eq!(
@@ -358,10 +350,7 @@ async fn thousand(chromium: PathBuf, driver: PathBuf) {
     );
     assert_eq!(drawn[2], 9, "one group per lane's tests: {drawn}");
     let names = browser
-        .run(
-            "return Array.from(document.querySelectorAll('#dag g.node.group text.name')).map(t => t.textContent).sort();",
-            json!([]),
-        )
+        .eval("return Array.from(document.querySelectorAll('#dag g.node.group text.name')).map(t => t.textContent).sort();")
         .await;
     let expected: Vec<String> = (0..9)
         .map(|lane| format!("test-{lane} \u{2014} 108 steps"))
@@ -414,6 +403,6 @@ async fn thousand(chromium: PathBuf, driver: PathBuf) {
     assert_eq!(refresh[4], drawn[0], "the same drawing after the refresh");
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
-    let _: Value = browser.run("return null;", json!([])).await;
+    let _: Value = browser.eval("return null;").await;
     browser.close().await;
 }

@@ -128,8 +128,7 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
 
         // The form's controls follow the inputs' types.
         let form = browser
-            .run(
-                "const f = document.querySelector('form.dispatch'); \
+            .eval("const f = document.querySelector('form.dispatch'); \
                  const q = s => f.querySelector(s); \
                  const t = q('select[name=\"input.target\"]'); \
                  const d = q('input[type=checkbox][name=\"input.dry_run\"]'); \
@@ -137,9 +136,7 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
                  const v = q('input[name=\"input.version\"]'); \
                  return [Array.from(t.options).map(o => o.value), t.value, d.checked, \
                    c.type, c.value, v.type, v.required, q('input[name=ref]').value, \
-                   !!v.closest('label').querySelector('abbr.required')];",
-                json!([]),
-            )
+                   !!v.closest('label').querySelector('abbr.required')];")
             .await;
         assert_eq!(
             form,
@@ -158,14 +155,11 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
 
         // A ref that does not exist: refused on the form, everything typed kept.
         browser
-            .run(
-                "const f = document.querySelector('form.dispatch'); \
+            .eval("const f = document.querySelector('form.dispatch'); \
                  f.querySelector('select[name=\"input.target\"]').value = 'production'; \
                  f.querySelector('input[name=\"input.dry_run\"][type=checkbox]').checked = false; \
                  f.querySelector('input[name=\"input.count\"]').value = '7'; \
-                 f.querySelector('input[name=ref]').value = 'no-such-branch';",
-                json!([]),
-            )
+                 f.querySelector('input[name=ref]').value = 'no-such-branch';")
             .await;
         browser
             .type_into("input[name=\"input.version\"]", "2.5")
@@ -201,10 +195,7 @@ async fn a_person_dispatches_a_workflow_that_never_ran_with_typed_inputs() {
 
         // The ref put right, the same form starts the run.
         browser
-            .run(
-                "document.querySelector('form.dispatch input[name=ref]').value = 'main';",
-                json!([]),
-            )
+            .eval("document.querySelector('form.dispatch input[name=ref]').value = 'main';")
             .await;
         browser.click("form.dispatch button").await;
         let run_id = browser
@@ -280,33 +271,11 @@ fn csrf_of(html: &str) -> String {
 
 /// A user `name` with `role` on acme/app (none: no role) and a token of it.
 async fn user(url: &str, name: &str, role: Option<&str>) -> String {
-    let http = client();
-    let made = http
-        .post(format!("{url}/api/users"))
-        .json(&json!({"name": name, "kind": "person"}))
-        .send()
-        .await
-        .expect("POST /api/users");
-    assert_eq!(made.status(), 201);
+    support::create_person(url, name).await;
     if let Some(role) = role {
-        let put = http
-            .put(format!("{url}/api/repos/acme/app/members/{name}"))
-            .json(&json!({ "role": role }))
-            .send()
-            .await
-            .expect("PUT member");
-        assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+        support::put_member(url, "acme/app", name, role).await;
     }
-    let token: Value = http
-        .post(format!("{url}/api/users/{name}/tokens"))
-        .json(&json!({"name": "t"}))
-        .send()
-        .await
-        .expect("POST tokens")
-        .json()
-        .await
-        .expect("json");
-    token["token"].as_str().expect("a token").to_string()
+    support::api_token_of(url, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,18 +348,7 @@ async fn readers_see_the_workflows_and_only_writers_dispatch() {
         assert!(seen.contains("may run this workflow by hand."), "{seen}");
         // A reader posting the form anyway starts nothing.
         let csrf = csrf_of(&seen);
-        let posted = client_without_token()
-            .post(format!("{url}/repos/acme/app/dispatch"))
-            .header(reqwest::header::COOKIE, &reader_session)
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("workflow", ".plue/deploy.plue.py"),
-                ("ref", "main"),
-                ("input.version", "1"),
-            ])
-            .send()
-            .await
-            .expect("POST dispatch");
+        let posted = post_deploy_form(url, &reader_session, &csrf, &[("input.version", "1")]).await;
         assert_eq!(posted.status(), 403);
         let runs: Value = client()
             .get(format!("{url}/api/runs"))
@@ -407,20 +365,12 @@ async fn readers_see_the_workflows_and_only_writers_dispatch() {
         let (_, form) = page(url, "/repos/acme/app", Some(&writer_session)).await;
         assert!(form.contains("class=\"dispatch\""), "{form}");
         // A number input given text: refused on the form, the text kept.
-        let posted = client_without_token()
-            .post(format!("{url}/repos/acme/app/dispatch"))
-            .header(reqwest::header::COOKIE, &writer_session)
-            .form(&[
-                ("csrf", csrf_of(&form).as_str()),
-                ("workflow", ".plue/deploy.plue.py"),
-                ("ref", "main"),
-                ("input.version", "1"),
-                ("input.count", "twelve"),
-                ("input.dry_run", "false"),
-            ])
-            .send()
-            .await
-            .expect("POST dispatch");
+        let inputs = [
+            ("input.version", "1"),
+            ("input.count", "twelve"),
+            ("input.dry_run", "false"),
+        ];
+        let posted = post_deploy_form(url, &writer_session, &csrf_of(&form), &inputs).await;
         // The form again, with the refusal: a page, not an error.
         assert_eq!(posted.status(), 200);
         let refused = posted.text().await.unwrap();
@@ -447,19 +397,8 @@ async fn readers_see_the_workflows_and_only_writers_dispatch() {
             let form = form.clone();
             let writer_session = writer_session.clone();
             async move {
-                client_without_token()
-                    .post(format!("{url}/repos/acme/app/dispatch"))
-                    .header(reqwest::header::COOKIE, &writer_session)
-                    .form(&[
-                        ("csrf", csrf_of(&form).as_str()),
-                        ("workflow", ".plue/deploy.plue.py"),
-                        ("ref", "main"),
-                        ("input.version", hostile),
-                        ("input.count", count),
-                    ])
-                    .send()
-                    .await
-                    .expect("POST dispatch")
+                let inputs = [("input.version", hostile), ("input.count", count)];
+                post_deploy_form(url, &writer_session, &csrf_of(&form), &inputs).await
             }
         };
         let kept = dispatch("x").await.text().await.unwrap();
@@ -479,6 +418,29 @@ async fn readers_see_the_workflows_and_only_writers_dispatch() {
         }
     })
     .await;
+}
+
+/// Posts acme/app's dispatch form of `.plue/deploy.plue.py` on `main` with the session
+/// `cookie`, its form token `csrf` and `inputs` (`input.NAME`, value); the answer.
+async fn post_deploy_form(
+    url: &str,
+    cookie: &str,
+    csrf: &str,
+    inputs: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut fields = vec![
+        ("csrf", csrf),
+        ("workflow", ".plue/deploy.plue.py"),
+        ("ref", "main"),
+    ];
+    fields.extend_from_slice(inputs);
+    client_without_token()
+        .post(format!("{url}/repos/acme/app/dispatch"))
+        .header(reqwest::header::COOKIE, cookie)
+        .form(&fields)
+        .send()
+        .await
+        .expect("POST dispatch")
 }
 
 /// A client that sends no token (the support client sends the admin's) and shows

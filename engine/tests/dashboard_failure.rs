@@ -79,18 +79,12 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     );
     // The step and its command's last line are shown as code.
     let code = browser
-        .run(
-            "return Array.from(document.querySelectorAll('[data-failure=\"test\"] .failure-text code')).map(c => c.textContent);",
-            json!([]),
-        )
+        .eval("return Array.from(document.querySelectorAll('[data-failure=\"test\"] .failure-text code')).map(c => c.textContent);")
         .await;
     assert_eq!(code[0], "test", "{code}");
     assert!(code[1].as_str().unwrap().ends_with("|| exit 3"), "{code}");
     let tail = browser
-        .run(
-            "return Array.from(document.querySelectorAll('[data-tail=\"test\"] span')).map(s => s.textContent);",
-            json!([]),
-        )
+        .eval("return Array.from(document.querySelectorAll('[data-tail=\"test\"] span')).map(s => s.textContent);")
         .await;
     let tail: Vec<&str> = tail
         .as_array()
@@ -104,14 +98,11 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
 
     // Annotations: decoded, as text, under the step that printed them, capped.
     let annotations = browser
-        .run(
-            "return Array.from(document.querySelectorAll('#annotations li.annotation')).map(li => ({\
+        .eval("return Array.from(document.querySelectorAll('#annotations li.annotation')).map(li => ({\
                key: li.dataset.annotation, level: li.dataset.level, \
                file: (li.querySelector('.annotation-file') || {}).textContent || null, \
                title: (li.querySelector('.annotation-title') || {}).textContent || null, \
-               message: li.querySelector('.annotation-message').textContent}));",
-            json!([]),
-        )
+               message: li.querySelector('.annotation-message').textContent}));")
         .await;
     let list = annotations.as_array().unwrap();
     let of = |step: &str| -> Vec<&serde_json::Value> {
@@ -135,18 +126,12 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         "<img src=x onerror=\"document.title=1\">"
     );
     let injected = browser
-        .run(
-            "return [document.querySelectorAll('#annotations img').length, document.title];",
-            json!([]),
-        )
+        .eval("return [document.querySelectorAll('#annotations img').length, document.title];")
         .await;
     assert_eq!(injected[0], 0, "the message became markup");
     assert_ne!(injected[1], "1", "the message ran");
     let dropped = browser
-        .run(
-            "const e = document.querySelector('[data-dropped=\"spam:1\"]'); return e && e.textContent;",
-            json!([]),
-        )
+        .eval("const e = document.querySelector('[data-dropped=\"spam:1\"]'); return e && e.textContent;")
         .await;
     assert!(
         dropped
@@ -157,18 +142,12 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     );
     // The steps' outputs.
     let output = browser
-        .run(
-            "const e = document.querySelector('[data-output=\"build.version\"] .output-value'); return e && e.textContent;",
-            json!([]),
-        )
+        .eval("const e = document.querySelector('[data-output=\"build.version\"] .output-value'); return e && e.textContent;")
         .await;
     assert_eq!(output, "1.2.3");
     browser.shot("dashboard-failure-run.png").await;
     browser
-        .run(
-            "document.querySelector('#annotations').scrollIntoView();",
-            json!([]),
-        )
+        .eval("document.querySelector('#annotations').scrollIntoView();")
         .await;
     browser.shot("dashboard-failure-annotations.png").await;
 
@@ -195,19 +174,15 @@ async fn explain(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         ])
     );
     let beside = browser
-        .run(
+        .eval(
             "const l = document.querySelector('#step-list').getBoundingClientRect(); \
              const g = document.querySelector('#log').getBoundingClientRect(); \
              return l.right <= g.left && l.top < g.bottom;",
-            json!([]),
         )
         .await;
     assert_eq!(beside, true, "the step list is not beside the log");
     let output = browser
-        .run(
-            "const e = document.querySelector('#step-outputs [data-output=\"version\"] .output-value'); return e && e.textContent;",
-            json!([]),
-        )
+        .eval("const e = document.querySelector('#step-outputs [data-output=\"version\"] .output-value'); return e && e.textContent;")
         .await;
     assert_eq!(output, "1.2.3");
     browser.shot("dashboard-failure-step.png").await;

@@ -200,10 +200,7 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     }
     // Three steps were ready for two runners: the timeline says how long one waited.
     let longest = browser
-        .run(
-            "return document.querySelector('.timeline-head .sub').textContent;",
-            json!([]),
-        )
+        .eval("return document.querySelector('.timeline-head .sub').textContent;")
         .await;
     assert!(
         longest
@@ -213,10 +210,7 @@ async fn watch(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         "{longest}"
     );
     let flaky = browser
-        .run(
-            "return Array.from(document.querySelectorAll('g.attempt[data-attempt^=\"flaky:\"]')).map(g => g.dataset.status);",
-            json!([]),
-        )
+        .eval("return Array.from(document.querySelectorAll('g.attempt[data-attempt^=\"flaky:\"]')).map(g => g.dataset.status);")
         .await;
     assert_eq!(flaky, json!(["failed", "succeeded"]));
     browser.shot("dashboard-time-timeline.png").await;

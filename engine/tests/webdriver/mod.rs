@@ -147,11 +147,16 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` (a function body, without arguments) in the page; what it returns.
+    pub(crate) async fn eval(&self, script: &str) -> Value {
+        self.run(script, json!([])).await
+    }
+
     /// Polls `script` until it returns something truthy; panics after `limit` saying `what`.
     pub(crate) async fn wait(&self, limit: Duration, what: &str, script: &str) -> Value {
         let deadline = Instant::now() + limit;
         loop {
-            let value = self.run(script, json!([])).await;
+            let value = self.eval(script).await;
             let truthy = !matches!(&value, Value::Null | Value::Bool(false))
                 && value != json!("")
                 && value != json!(0);
