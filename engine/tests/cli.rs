@@ -6,8 +6,13 @@
 //! Why one file past ~600 lines: the command line end to end against the real binary, one
 //! test per behaviour, sharing the example goldens and the output helpers.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::{stderr, stdout, workspace};
 
 fn plue() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_plue"));
@@ -24,25 +29,6 @@ fn root() -> PathBuf {
 
 fn run(args: &[&str]) -> Output {
     plue().args(args).output().expect("plue runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Writes `files` into a fresh directory.
-fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, source) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, source).unwrap();
-    }
-    dir
 }
 
 fn eval_file(dir: &Path, name: &str, extra: &[&str]) -> Output {

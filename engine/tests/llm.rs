@@ -55,8 +55,7 @@ fn plue_run(dir: &Path, base_url: &str, args: &[&str]) -> Output {
 
 /// The stdout and stderr of a `plue` process that must have succeeded.
 fn succeeded(output: &Output) -> (String, String) {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (stdout, stderr) = (support::stdout(output), support::stderr(output));
     assert!(output.status.success(), "{stdout}\n{stderr}");
     (stdout, stderr)
 }
@@ -317,8 +316,7 @@ fn a_workflow_cannot_send_the_api_key_to_its_own_server() {
     )
     .unwrap();
     let output = plue_run(dir.path(), operator.url(), &["--runners", "1"]);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (stdout, stderr) = (support::stdout(&output), support::stderr(&output));
     // Refused at validation, or run against the operator's server: either way the
     // attacker's server never hears from it.
     assert!(attacker.requests().is_empty(), "{stdout}\n{stderr}");

@@ -1,7 +1,12 @@
 //! End-to-end tests of `plue prompt render` and `plue prompt check`, driving the real binary.
 
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use support::{stderr, stdout, workspace};
 
 fn plue(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plue"))
@@ -9,25 +14,6 @@ fn plue(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("plue runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Writes `files` into a fresh directory.
-fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    dir
 }
 
 const GREETING: &str = "---

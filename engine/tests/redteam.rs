@@ -33,8 +33,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Whether steps run as other users here (a root runner); says that the test is skipped
+/// when not.
+fn steps_run_as_other_users() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: needs root (steps run as other users only under a root runner)");
+    }
+    root
 }
 
 /// A project directory holding `w.plue.py` and the given extra files.
@@ -341,8 +347,7 @@ print(report, flush=True)
 /// hides only other users' processes).
 #[test]
 fn steps_of_two_engines_on_one_host_are_different_users() {
-    if !is_root() {
-        eprintln!("skipped: needs root (steps run as other users only under a root runner)");
+    if !steps_run_as_other_users() {
         return;
     }
     let _serial = serial();
@@ -397,8 +402,7 @@ print("escaped", flush=True)
 /// step users.
 #[test]
 fn nothing_of_an_earlier_attempt_survives_for_a_later_step_with_its_uid() {
-    if !is_root() {
-        eprintln!("skipped: needs root (steps run as other users only under a root runner)");
+    if !steps_run_as_other_users() {
         return;
     }
     let _serial = serial();
@@ -517,8 +521,7 @@ print("swapped", swapped, flush=True)
 /// Here the target is a root-owned directory of the test.
 #[test]
 fn hand_over_never_chowns_outside_the_attempt() {
-    if !is_root() {
-        eprintln!("skipped: needs root (steps run as other users only under a root runner)");
+    if !steps_run_as_other_users() {
         return;
     }
     let _serial = serial();
@@ -574,8 +577,7 @@ fn hand_over_never_chowns_outside_the_attempt() {
 /// anything outside its attempt through links left in it.
 #[test]
 fn output_file_and_attempt_removal_never_follow_links() {
-    if !is_root() {
-        eprintln!("skipped: needs root (steps run as other users only under a root runner)");
+    if !steps_run_as_other_users() {
         return;
     }
     let _serial = serial();

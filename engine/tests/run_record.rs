@@ -62,19 +62,20 @@ fn reviewer() -> FakeClaude {
     ])
 }
 
+/// How [`PIPELINE`] is run: by hand, with its input, its gate approved.
+const PIPELINE_ARGS: [&str; 6] = [
+    "--event",
+    "manual",
+    "--input",
+    "note=hello",
+    "--approve",
+    "gate",
+];
+
 fn run_pipeline(sandbox: &Sandbox, server: &FakeClaude, extra: &[&str]) -> Output {
     sandbox.write("w.plue.py", PIPELINE);
-    let mut args = vec![
-        "w.plue.py",
-        "--runners",
-        "1",
-        "--event",
-        "manual",
-        "--input",
-        "note=hello",
-        "--approve",
-        "gate",
-    ];
+    let mut args = vec!["w.plue.py", "--runners", "1"];
+    args.extend_from_slice(&PIPELINE_ARGS);
     args.extend_from_slice(extra);
     sandbox.plue_run_llm(server.url(), &args)
 }
@@ -215,14 +216,7 @@ fn log_format_json_is_only_json_on_stderr_with_every_step_line_as_an_event() {
     sandbox.write("w.plue.py", PIPELINE);
     let output = sandbox
         .plue(&["--log-format", "json", "run", "w.plue.py", "--runners", "1"])
-        .args([
-            "--event",
-            "manual",
-            "--input",
-            "note=hello",
-            "--approve",
-            "gate",
-        ])
+        .args(PIPELINE_ARGS)
         .args([
             "--secret",
             &format!("ANTHROPIC_API_KEY={}", support::LLM_KEY),

@@ -186,8 +186,7 @@ fn step_cannot_reach_credentials_under_plue_run() {
         .env("PLUE_RUNNER_TOKEN", CALLER_RUNNER_TOKEN)
         .output()
         .expect("plue runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (stdout, stderr) = (support::stdout(&output), support::stderr(&output));
     assert!(output.status.success(), "{}\n{stderr}", tail(&stdout));
     let hunted = hunted_line(&stdout);
     assert!(hunted.contains("registered 0"), "{hunted}");
@@ -388,7 +387,7 @@ fn a_credential_on_another_process_command_line_is_invisible_to_steps() {
         .expect("plue runs");
     let _ = bystander.kill();
     let _ = bystander.wait();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stdout = support::stdout(&output);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("own-processes-visible"), "{stdout}");
     assert_nothing_found(&stdout, &[ON_ARGV]);
