@@ -23,7 +23,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use engine::server::{EngineConfig, RunningEngine};
+use engine::server::RunningEngine;
 use engine::store::{EnvironmentSettings, Store};
 use serde_json::{json, Value};
 
@@ -309,9 +309,7 @@ struct World {
 
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::new(RUNNER.into());
-    config.admin_token = Some(ADMIN.into());
-    config.vault = engine::vault::Vault::new("key-of-the-access-matrix").unwrap();
+    let config = support::engine_config(RUNNER, ADMIN, "key-of-the-access-matrix");
     let engine = support::start_in_process(dir.path(), config).await;
     let store = engine.executor.store().clone();
     let app = support::create_repo(&store).await;
@@ -977,8 +975,7 @@ async fn a_new_repository_never_takes_a_deleted_ones_id_nor_its_audit_trail() {
 async fn a_repository_never_reads_a_mirror_left_under_its_id() {
     let dir = tempfile::tempdir().unwrap();
     let mirrors = dir.path().join("mirrors");
-    let mut config = EngineConfig::new(RUNNER.into());
-    config.admin_token = Some(ADMIN.into());
+    let mut config = support::admin_config(RUNNER, ADMIN);
     config.mirrors_dir = mirrors.clone();
     let engine = support::start_in_process_with_evaluator(dir.path(), config).await;
     let left = mirrors.join("1.git");

@@ -46,8 +46,7 @@ async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_data_dir(dir.path()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = EngineConfig::new(REGISTRATION.into());
-    config.admin_token = Some(ADMIN.into());
+    let mut config = support::admin_config(REGISTRATION, ADMIN);
     configure(&mut config);
     let engine = server::start(store, listener, config, None).await.unwrap();
     Harness {

@@ -25,7 +25,7 @@ mod webdriver;
 
 use std::time::Duration;
 
-use engine::server::{EngineConfig, RunningEngine};
+use engine::server::RunningEngine;
 use engine::store::{Store, Triggerer};
 use evaluator::plan::{Action, ApprovalAction, Plan, Step};
 use serde_json::Value;
@@ -66,8 +66,7 @@ struct World {
 impl World {
     async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new("registration-token".into());
-        config.admin_token = Some(ADMIN.into());
+        let config = support::admin_config("registration-token", ADMIN);
         let engine = support::start_in_process(dir.path(), config).await;
         let store = engine.executor.store().clone();
         let repo_id = support::create_repo(&store).await;

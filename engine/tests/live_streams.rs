@@ -8,7 +8,7 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use engine::server::{EngineConfig, RunningEngine};
+use engine::server::RunningEngine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,8 +25,7 @@ struct Engine {
 /// `acme/app` whose step stays queued.
 async fn engine() -> Engine {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::new("registration-token-for-live-streams".into());
-    config.admin_token = Some(ADMIN.into());
+    let mut config = support::admin_config("registration-token-for-live-streams", ADMIN);
     config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     let engine = support::start_in_process(dir.path(), config).await;
     let address = engine.url.trim_start_matches("http://").to_owned();

@@ -16,7 +16,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use engine::server::{EngineConfig, RunningEngine};
+use engine::server::RunningEngine;
 use engine::store::{RunRepo, Store};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -31,8 +31,7 @@ struct Api {
 
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::new("registration-token".into());
-    config.admin_token = Some(ADMIN.into());
+    let config = support::admin_config("registration-token", ADMIN);
     let engine = support::start_in_process(dir.path(), config).await;
     Api {
         engine,

@@ -9,7 +9,7 @@
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
-use engine::server::{EngineConfig, RunningEngine};
+use engine::server::RunningEngine;
 use runner::protocol as wire;
 use serde_json::json;
 
@@ -26,8 +26,7 @@ struct Engine {
 
 async fn engine(private_reads: bool) -> Engine {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::new(REGISTRATION.into());
-    config.admin_token = Some(ADMIN.into());
+    let mut config = support::admin_config(REGISTRATION, ADMIN);
     config.private_reads = private_reads;
     let engine = support::start_in_process(dir.path(), config).await;
     let plan = support::plan("deploy", vec![support::bash_step("build", "true")]);

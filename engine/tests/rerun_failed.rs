@@ -15,7 +15,6 @@ mod support;
 
 use std::time::Duration;
 
-use engine::server::EngineConfig;
 use serde_json::Value;
 use support::{client, start_run, step, wait_final, wait_succeeded, Sandbox, ADMIN_TOKEN};
 
@@ -152,8 +151,7 @@ const ADMIN: &str = "admin-token-of-the-rerun-tests";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_writers_rerun_failed_steps() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::new(REGISTRATION.into());
-    config.admin_token = Some(ADMIN.into());
+    let mut config = support::admin_config(REGISTRATION, ADMIN);
     config.mirrors_dir = dir.path().join("mirrors");
     let engine = support::start_in_process(&dir.path().join("data"), config).await;
     let store = engine.executor.store();

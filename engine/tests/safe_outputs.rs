@@ -423,8 +423,7 @@ const ADMIN: &str = "admin-token-of-the-safe-output-tests";
 impl Rogue {
     async fn new() -> Rogue {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = engine::server::EngineConfig::new(REGISTRATION.into());
-        config.admin_token = Some(ADMIN.into());
+        let mut config = support::admin_config(REGISTRATION, ADMIN);
         config.mirrors_dir = dir.path().join("mirrors");
         config
             .secrets

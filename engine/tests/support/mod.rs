@@ -971,11 +971,18 @@ pub(crate) async fn start_in_process_with_runner_listener(
         .expect("start the engine")
 }
 
+/// The configuration of an in-process engine under test whose runners register with
+/// `registration` and whose admin token is `admin`, otherwise the defaults.
+pub(crate) fn admin_config(registration: &str, admin: &str) -> EngineConfig {
+    let mut config = EngineConfig::new(registration.into());
+    config.admin_token = Some(admin.into());
+    config
+}
+
 /// The configuration of an in-process engine under test: runners register with
 /// `registration`, `admin` is the admin token, `vault_key` the vault's key.
 pub(crate) fn engine_config(registration: &str, admin: &str, vault_key: &str) -> EngineConfig {
-    let mut config = EngineConfig::new(registration.into());
-    config.admin_token = Some(admin.into());
+    let mut config = admin_config(registration, admin);
     config.vault = engine::vault::Vault::new(vault_key).expect("a vault");
     config
 }
