@@ -115,7 +115,6 @@ fn a_review_that_never_approves_loops_max_loops_times_then_fails_the_run() {
     let sandbox = Sandbox::new("agents-rejected");
     let ws = workspace(&sandbox);
     let server = fake_claude("review-loop-rejected.json");
-    let summary = sandbox.path("summary.json");
     let started = std::time::Instant::now();
     let secret = format!("ANTHROPIC_API_KEY={KEY}");
     let output = sandbox
@@ -133,8 +132,7 @@ fn a_review_that_never_approves_loops_max_loops_times_then_fails_the_run() {
     assert!(said.contains("changes requested:"), "{said}");
     assert!(!said.contains(KEY), "{said}");
 
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap())
-        .expect("the summary JSON");
+    let summary = sandbox.summary();
     assert_eq!(summary["status"], "failed", "{summary}");
     assert_eq!(
         summary["reason"], "verdict failed after 2 loops back to builder",
@@ -313,24 +311,11 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
     let sandbox = Sandbox::new("agents-run");
     let ws = workspace(&sandbox);
     let server = fake_claude("review-loop.json");
-    let summary = sandbox.path("summary.json");
-    let data = sandbox.path("data");
     let run = |server: &FakeClaude, extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            WORKFLOW,
-            "--runners",
-            "2",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--summary-json",
-            summary.to_str().unwrap(),
-            "--secret",
-            "ANTHROPIC_API_KEY",
-        ];
+        let mut args = vec!["--secret", "ANTHROPIC_API_KEY"];
         args.extend_from_slice(extra);
         sandbox
-            .plue(&args)
+            .plue_run_with_summary(WORKFLOW, "2", &args)
             .env("ANTHROPIC_BASE_URL", server.url())
             .env("ANTHROPIC_API_KEY", KEY)
             .current_dir(&ws)
@@ -354,8 +339,7 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
     assert!(output.status.success(), "{said}");
     assert!(said.contains("↺ iteration 2"), "{said}");
     assert!(said.contains("HELLO, SHIPPED"), "{said}");
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap())
-        .expect("the summary JSON");
+    let summary = sandbox.summary();
     assert_eq!(summary["status"], "succeeded", "{summary}");
     let artifacts: Vec<(&str, &str)> = summary["artifacts"]
         .as_array()
@@ -373,7 +357,12 @@ fn plue_run_with_approve_runs_the_example_as_the_readme_shows() {
     // `plue runs --json` over the same store: iterations (loops taken), artifacts and
     // the approval.
     let listed = sandbox
-        .plue(&["runs", "--json", "--data-dir", data.to_str().unwrap()])
+        .plue(&[
+            "runs",
+            "--json",
+            "--data-dir",
+            sandbox.path("data").to_str().unwrap(),
+        ])
         .output()
         .expect("plue runs");
     assert!(listed.status.success(), "{}", printed(&listed));
