@@ -58,11 +58,7 @@ def workflow(ctx):
 async fn dispatch(chromium: PathBuf, driver: PathBuf) {
     let sandbox = Sandbox::new("dashboard-dispatch");
     let origin = sandbox.path("origin");
-    sandbox.write("origin/.plue/deploy.plue.py", DEPLOY);
-    support::git_sh(
-        &origin,
-        "git init -q -b main . && git add -A && git commit -qm init",
-    );
+    support::git_repo(&origin, &[(".plue/deploy.plue.py", DEPLOY)]);
     let engine = sandbox.serve_engine(&["--runners", "1"]).await;
     let http = client();
     support::register_origin(&engine.url, &origin, "a-webhook-secret-of-the-test").await;

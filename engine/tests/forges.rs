@@ -77,21 +77,15 @@ struct Origin {
 impl Origin {
     fn create(sb: &Sandbox) -> Origin {
         let dir = sb.path("origin");
-        std::fs::create_dir_all(dir.join(".plue")).unwrap();
-        for (name, text) in [
-            ("ci", CI),
-            ("release", RELEASE),
-            ("docs", DOCS),
-            ("deploy", DEPLOY),
-            ("nightly", NIGHTLY),
-        ] {
-            std::fs::write(dir.join(format!(".plue/{name}.plue.py")), text).unwrap();
-        }
-        std::fs::write(dir.join("README.md"), "hello from main\n").unwrap();
-        git_sh(
-            &dir,
-            "git init -q -b main . && git add -A && git commit -qm init",
-        );
+        let files = [
+            (".plue/ci.plue.py", CI),
+            (".plue/release.plue.py", RELEASE),
+            (".plue/docs.plue.py", DOCS),
+            (".plue/deploy.plue.py", DEPLOY),
+            (".plue/nightly.plue.py", NIGHTLY),
+            ("README.md", "hello from main\n"),
+        ];
+        support::git_repo(&dir, &files);
         Origin { dir }
     }
 

@@ -241,24 +241,9 @@ async fn seed(sandbox: &Sandbox, engine: &str) {
     // A reachable origin, so a dispatch reads its files (a 502 otherwise, which schemathesis
     // counts as a server error).
     let origin = sandbox.path("origin");
-    sandbox.write(
-        "origin/.plue/hello.plue.py",
-        "def workflow():\n    return Plan(name='hello', triggers=[Trigger.manual()], \
-         steps=[Step.bash('hello', 'true')])\n",
-    );
-    let git = Command::new("bash")
-        .args([
-            "-ec",
-            "git init -q -b main . && git add -A && git commit -qm init",
-        ])
-        .current_dir(&origin)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(git.status.success(), "{git:?}");
+    let hello = "def workflow():\n    return Plan(name='hello', triggers=[Trigger.manual()], \
+                 steps=[Step.bash('hello', 'true')])\n";
+    support::git_repo(&origin, &[(".plue/hello.plue.py", hello)]);
     post(
         &client,
         engine,

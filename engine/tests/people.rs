@@ -921,13 +921,7 @@ async fn a_user_linked_to_the_pusher_may_not_approve_the_pushs_gate() {
     let _serial = support::serial().await;
     let sandbox = support::Sandbox::new("people-pusher");
     let origin = sandbox.path("origin");
-    std::fs::create_dir_all(origin.join(".plue")).unwrap();
-    std::fs::write(origin.join(".plue/ship.plue.py"), SHIP).unwrap();
-    support::git_sh(
-        &origin,
-        "git init -q -b main . && git add -A && git commit -qm init",
-    );
-    let sha = support::git_sh(&origin, "git rev-parse HEAD");
+    let sha = support::git_repo(&origin, &[(".plue/ship.plue.py", SHIP)]);
     let engine = sandbox.serve_one_runner("engine", "data", &[]).await;
     let url = engine.url.as_str();
     let http = support::client(); // the admin token
@@ -1037,12 +1031,7 @@ async fn the_cli_manages_users_tokens_groups_members_and_reads_the_audit_trail()
     let _serial = support::serial().await;
     let sandbox = support::Sandbox::new("people-cli");
     let origin = sandbox.path("origin");
-    std::fs::create_dir_all(&origin).unwrap();
-    std::fs::write(origin.join("README.md"), "hello\n").unwrap();
-    support::git_sh(
-        &origin,
-        "git init -q -b main . && git add -A && git commit -qm init",
-    );
+    support::git_repo(&origin, &[("README.md", "hello\n")]);
     let engine = sandbox.serve_one_runner("engine", "data", &[]).await;
     let url = engine.url.as_str();
     let admin = support::ADMIN_TOKEN;

@@ -185,7 +185,6 @@ impl World {
         sb.shared("ready");
         let shared = sb.path("shared");
         let origin = sb.path("origin");
-        std::fs::create_dir_all(origin.join(".plue")).unwrap();
         let summon = workflow(
             "Summon",
             r#"Trigger.on_comment(pattern=r"^/plue\s+echo\b"), Trigger.on_issue(actions=["opened", "labeled"], labels=["plue"])"#,
@@ -196,12 +195,11 @@ impl World {
             r#"Trigger.on_comment(pattern=r"^/plue\s+try\b", others="untrusted")"#,
             &shared,
         );
-        std::fs::write(origin.join(".plue/summon.plue.py"), summon).unwrap();
-        std::fs::write(origin.join(".plue/try.plue.py"), try_it).unwrap();
-        git_sh(
-            &origin,
-            "git init -q -b main . && git add -A && git commit -qm init",
-        );
+        let files = [
+            (".plue/summon.plue.py", summon.as_str()),
+            (".plue/try.plue.py", try_it.as_str()),
+        ];
+        support::git_repo(&origin, &files);
         let (stub_url, stub) = stub_forge().await;
         let engine = sb
             .serve_engine(&["--runners", "2", "--public-url", "https://plue.example.com"])

@@ -1513,6 +1513,19 @@ pub(crate) fn git_sh(dir: &Path, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Makes `dir` (created if missing) a git repository holding `files` (path, text) in one
+/// commit `init` on `main`; that commit's sha.
+pub(crate) fn git_repo(dir: &Path, files: &[(&str, &str)]) -> String {
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let init = "git init -q -b main . && git add -A && git commit -qm init && git rev-parse HEAD";
+    git_sh(dir, init)
+}
+
 /// Registers the git repository at `origin` as `acme/app` on `engine` (a `gitea` one,
 /// default branch `main`, webhook secret `secret`); panics unless it answers 201.
 pub(crate) async fn register_origin(engine: &str, origin: &Path, secret: &str) {
