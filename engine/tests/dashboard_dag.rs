@@ -239,12 +239,13 @@ async fn a_waiting_approval_node_opens_its_panel() {
 /// approval panel on the same page.
 async fn approval(chromium: PathBuf, driver: PathBuf) {
     let sandbox = Sandbox::new("dashboard-dag-approval");
-    let workflow = sandbox.write(
-        "ws/gate.plue.py",
-        "def workflow():\n    return Plan(name='gate', triggers=[Trigger.manual()], steps=[\n        \
-         Step.bash('build', 'echo built'),\n        \
-         Step.approval('ship', message='Ship it?', depends_on=['build']),\n        \
-         Step.bash('deploy', 'echo deployed', depends_on=['ship']),\n    ])\n",
+    let workflow = sandbox.write_workflow(
+        "gate",
+        &[
+            "Step.bash('build', 'echo built')",
+            "Step.approval('ship', message='Ship it?', depends_on=['build'])",
+            "Step.bash('deploy', 'echo deployed', depends_on=['ship'])",
+        ],
     );
     let (engine, http, run_id) = sandbox.serve_and_run(&["--runners", "1"], &workflow).await;
     let browser = Browser::admin_on_run(&sandbox, (&chromium, &driver), &engine.url, run_id).await;

@@ -12,10 +12,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::{client, get_json, serial, start_run, wait_final, wait_for, Sandbox};
 
-const SLOW: &str =
-    "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n        \
-    Step.bash('slow', 'echo started; sleep 60'),\n    ])\n";
-
 /// The pid of the `plue runner` process registered as `name`.
 fn runner_pid(name: &str) -> Option<i32> {
     let wanted = format!("\0--name\0{name}\0");
@@ -40,7 +36,7 @@ async fn a_local_runner_killed_mid_step_fails_its_attempt_at_once() {
     let args = ["--data-dir", data.to_str().unwrap(), "--runners", "1"];
     let engine = sandbox.serve_engine(&args).await;
     let http = client();
-    let file = sandbox.write("ws/slow.plue.py", SLOW);
+    let file = sandbox.write_workflow("slow", &[support::SLOW_STEP]);
     let run_id = start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
     let name = wait_for(Duration::from_secs(30), "a busy runner", || async {
         let runners = get_json(&http, &format!("{}/api/runners", engine.url)).await;

@@ -14,10 +14,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::{alive, children_of, client, get_json, serial, start_run, wait_for, Sandbox};
 
-const SLOW: &str =
-    "def workflow():\n    return Plan(name='slow', triggers=[Trigger.manual()], steps=[\n        \
-    Step.bash('slow', 'echo started; sleep 60'),\n    ])\n";
-
 /// The live `plue runner` processes whose parent is `pid`.
 fn runners_of(pid: u32) -> Vec<u32> {
     let is_runner = |child: &u32| {
@@ -96,7 +92,7 @@ async fn serve_stopped_by_sigterm_stops_its_busy_runners() {
     let sandbox = Sandbox::new("serve-term");
     let engine = sandbox.serve_local("1", &[]).await;
     let http = client();
-    let file = sandbox.write("ws/slow.plue.py", SLOW);
+    let file = sandbox.write_workflow("slow", &[support::SLOW_STEP]);
     start_run(&http, &engine.url, &file, &sandbox.path("ws")).await;
     wait_for(Duration::from_secs(30), "a busy runner", || async {
         let runners = get_json(&http, &format!("{}/api/runners", engine.url)).await;

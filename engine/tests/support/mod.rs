@@ -46,6 +46,9 @@ pub(crate) const LLM_KEY: &str = "sk-ant-e2e-7c1d2e3f4a5b";
 /// The environment variable that marks the processes of one sandbox.
 const MARK_VAR: &str = "PLUE_TEST_SANDBOX";
 
+/// A step `slow` that prints `started`, then sleeps a minute: it keeps its run running.
+pub(crate) const SLOW_STEP: &str = "Step.bash('slow', 'echo started; sleep 60')";
+
 /// A registration token for engines under test (at least 16 characters).
 pub(crate) const RUNNER_TOKEN: &str = "reliability-test-runner-token";
 
