@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{plain_plue, printed};
+use support::{plain_plue, printed, workflow_source};
 
 /// Tests that start several engines or race on step uids run one at a time: a racer in one
 /// test must never touch another test's runs.
@@ -41,6 +41,13 @@ fn steps_run_as_other_users() -> bool {
         eprintln!("skipped: needs root (steps run as other users only under a root runner)");
     }
     root
+}
+
+/// A [`project`] whose workflow `attacker` runs `/usr/bin/python3 ARGS` in its one step `pr`,
+/// with `files` (the attacker's scripts).
+fn attacker_project(args: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let step = format!("Step.bash('pr', '/usr/bin/python3 {args}')");
+    project(&workflow_source("attacker", &[step]), files)
 }
 
 /// A project directory holding `w.plue.py` and the given extra files.
@@ -353,11 +360,7 @@ fn steps_of_two_engines_on_one_host_are_different_users() {
     let _serial = serial();
     let secret = "victim-deploy-key-of-another-engine-5e1f";
     let victim = project(VICTIM_WORKFLOW, &[]);
-    let attacker = project(
-        "def workflow():\n    return Plan(name='attacker', triggers=[Trigger.manual()], steps=[\n\
-         \x20       Step.bash('pr', '/usr/bin/python3 steal.py 10'),\n    ])\n",
-        &[("steal.py", STEAL)],
-    );
+    let attacker = attacker_project("steal.py 10", &[("steal.py", STEAL)]);
     let running = Running::start(plue_run(
         victim.path(),
         &["--secret", "DEPLOY_KEY"],
@@ -409,13 +412,8 @@ fn nothing_of_an_earlier_attempt_survives_for_a_later_step_with_its_uid() {
     let secret = "victim-deploy-key-of-a-later-run-77a3";
     let drop = shared_dir();
     let drop_arg = drop.path().display().to_string();
-    let attacker = project(
-        &format!(
-            "def workflow():\n    return Plan(name='attacker', triggers=[Trigger.manual()], steps=[\n\
-             \x20       Step.bash('pr', '/usr/bin/python3 escape.py {drop_arg}'),\n    ])\n"
-        ),
-        &[("escape.py", ESCAPE), ("steal.py", STEAL)],
-    );
+    let files = [("escape.py", ESCAPE), ("steal.py", STEAL)];
+    let attacker = attacker_project(&format!("escape.py {drop_arg}"), &files);
     // The runners' work directories in the drop box: a root runner's step sees only the
     // entry of /tmp that holds its work directory (its /tmp is its own).
     let first = plue_run(attacker.path(), &[], &[("TMPDIR", &drop_arg)])
@@ -546,14 +544,8 @@ fn hand_over_never_chowns_outside_the_attempt() {
             std::fs::write(sub.join(format!("f{f}")), "x").unwrap();
         }
     }
-    let attacker = project(
-        &format!(
-            "def workflow():\n    return Plan(name='attacker', triggers=[Trigger.manual()], steps=[\n\
-             \x20       Step.bash('pr', '/usr/bin/python3 race.py {} 20'),\n    ])\n",
-            target.path().display()
-        ),
-        &[("race.py", RACE)],
-    );
+    let race = format!("race.py {} 20", target.path().display());
+    let attacker = attacker_project(&race, &[("race.py", RACE)]);
     let racer = Running::start(plue_run(attacker.path(), &[], &[]));
     // Give the racer's step time to start; then the victim's runs, its attempt 1 as the
     // racer's uid.
