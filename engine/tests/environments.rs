@@ -62,8 +62,13 @@ impl Harness {
 
     /// Sets prod's `settings` as an admin.
     async fn set_prod(&self, settings: Value) {
-        let path = "/api/repos/acme/app/environments/prod";
-        self.call_ok(ADMIN, "PUT", path, Some(settings), 200).await;
+        self.set_environment("prod", settings).await;
+    }
+
+    /// Sets environment `name`'s `settings` as the admin (200).
+    async fn set_environment(&self, name: &str, settings: Value) {
+        let path = format!("/api/repos/acme/app/environments/{name}");
+        self.call_ok(ADMIN, "PUT", &path, Some(settings), 200).await;
     }
 
     /// A run of [`deploy`]`(environment)` pushed to `branch`.
@@ -351,15 +356,8 @@ async fn undefined_environments_fail_and_wait_timers_delay() {
         step.reason.as_deref(),
         Some("environment 'production' is not defined for acme/app")
     );
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/environments/staging",
-            Some(json!({"allowed_refs": ["main"], "wait_timer_s": 3600})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let staging = json!({"allowed_refs": ["main"], "wait_timer_s": 3600});
+    h.set_environment("staging", staging).await;
     let before = support::now_ms();
     let run = h.push_deploy(Some("staging"), "main").await;
     let step = h.step(run, "deploy").await;
@@ -434,14 +432,9 @@ async fn environments_are_a_maintainers_and_never_show_a_value() {
     assert_eq!(status, 200);
     assert_eq!(names[0]["name"], "DEPLOY_KEY");
     assert!(!names.to_string().contains(DEPLOY_KEY));
-    let (status, body) = h
-        .call(
-            &maya.token,
-            "PUT",
-            "/api/repos/acme/app/environments/prod",
-            Some(json!({"allowed_refs": ["main", "release/*"], "reviewers": ["alice"], "wait_timer_s": 5})),
-        )
-        .await;
+    let prod =
+        json!({"allowed_refs": ["main", "release/*"], "reviewers": ["alice"], "wait_timer_s": 5});
+    let (status, body) = h.put_prod(&maya.token, prod).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["wait_timer_s"], 5);
     let (status, body) = h
@@ -1109,15 +1102,8 @@ async fn a_maintainer_elsewhere_or_a_narrowed_token_cannot_touch_prod() {
 async fn prods_secret_stays_with_prods_step_and_the_claim_checks_again() {
     let h = Harness::new().await;
     let alice = h.person("alice", Some("writer")).await;
-    let (status, body) = h
-        .call(
-            ADMIN,
-            "PUT",
-            "/api/repos/acme/app/environments/staging",
-            Some(json!({"allowed_refs": ["**"]})),
-        )
+    h.set_environment("staging", json!({"allowed_refs": ["**"]}))
         .await;
-    assert_eq!(status, 200, "{body}");
     let mut steps = Vec::new();
     for (id, environment) in [
         ("build", None),
