@@ -67,6 +67,11 @@ fn review(id: &str, input: Value) -> Reply {
     Turn::new().tool_use(id, "finish", &input).reply()
 }
 
+/// The reviewer's [`review`] handing in `verdict` for `reason`.
+fn verdict(id: &str, verdict: &str, reason: &str) -> Reply {
+    review(id, json!({"verdict": verdict, "reason": reason}))
+}
+
 /// `plue run w.plue.py` in `sandbox` with one runner, its llm steps talking to `server`,
 /// which must succeed.
 fn run_succeeds(sandbox: &Sandbox, server: &FakeClaude) {
@@ -90,10 +95,7 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
     let mut script = Vec::new();
     // Round 1: the coder writes v1, the reviewer rejects.
     script.extend(coder_writes("toolu_c1", "v1\n"));
-    script.push(review(
-        "toolu_r1",
-        json!({"verdict": "reject", "reason": "hello.txt must say v2"}),
-    ));
+    script.push(verdict("toolu_r1", "reject", "hello.txt must say v2"));
     // Round 2: the coder finds its round-1 file and writes v2; the reviewer's first finish
     // is the wrong shape, the corrected one rejects again.
     script.push(
@@ -103,16 +105,10 @@ fn a_reviewer_without_bash_rejects_then_approves_and_the_loop_follows_its_verdic
     );
     script.extend(coder_writes("toolu_c2", "v2\n"));
     script.push(review("toolu_r2", json!({"verdict": "LGTM"})));
-    script.push(review(
-        "toolu_r3",
-        json!({"verdict": "reject", "reason": "now say v3"}),
-    ));
+    script.push(verdict("toolu_r3", "reject", "now say v3"));
     // Round 3: v3, approved.
     script.extend(coder_writes("toolu_c3", "v3\n"));
-    script.push(review(
-        "toolu_r4",
-        json!({"verdict": "approve", "reason": "says v3"}),
-    ));
+    script.push(verdict("toolu_r4", "approve", "says v3"));
     let server = FakeClaude::start(script);
     let sandbox = Sandbox::new("verdicts");
     sandbox.write("w.plue.py", REVIEW_LOOP);
@@ -274,10 +270,7 @@ fn a_fresh_loop_workspace_starts_each_round_from_scratch() {
 fn a_retry_inside_a_round_starts_from_the_previous_rounds_workspace() {
     let mut script = Vec::new();
     script.extend(coder_writes("toolu_c1", "v1\n"));
-    script.push(review(
-        "toolu_r1",
-        json!({"verdict": "reject", "reason": "again"}),
-    ));
+    script.push(verdict("toolu_r1", "reject", "again"));
     // Round 2, attempt 1: breaks the file, then its reply is cut: the attempt fails.
     script.push(
         Turn::new()
@@ -296,10 +289,7 @@ fn a_retry_inside_a_round_starts_from_the_previous_rounds_workspace() {
             .reply(),
     );
     script.push(Turn::text(&["fine"]).reply());
-    script.push(review(
-        "toolu_r2",
-        json!({"verdict": "approve", "reason": "ok"}),
-    ));
+    script.push(verdict("toolu_r2", "approve", "ok"));
     let server = FakeClaude::start(script);
     let sandbox = Sandbox::new("round-retry");
     sandbox.write(
