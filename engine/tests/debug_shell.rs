@@ -127,9 +127,7 @@ async fn a_scripted_session_answers_as_the_step_in_its_workspace_with_its_secret
         .await;
 
     for (step, secret_shown) in [("build", "[***]"), ("plain", "[]")] {
-        let (status, session) = h.open_debug(&writer.token, run, step, 60).await;
-        assert_eq!(status, 201, "{session}");
-        let id = session["id"].as_str().unwrap().to_owned();
+        let id = h.open_debug_ok(&writer.token, run, step, 60).await;
         assert_eq!(id.len(), 32);
         let stream = h.attach(&writer.token, &id).await;
         let script = "echo \"uid=$(id -u)\"; echo \"pwd=$(pwd)\"; echo \"secret=[$SECRET_X]\"; \
@@ -195,9 +193,7 @@ async fn the_shell_is_confined_like_the_step() {
     let mut step = failing_step("isolated", false);
     step.network = Some(evaluator::network::Network::None);
     let run = h.failed_run(vec![step]).await;
-    let (status, session) = h.open_debug(&writer.token, run, "isolated", 60).await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = h.open_debug_ok(&writer.token, run, "isolated", 60).await;
     let port = h.engine.url.rsplit(':').next().unwrap().to_owned();
     let script = format!(
         "echo \"nnp=$(grep NoNewPrivs /proc/self/status | tr -dc 0-9)\"; \
@@ -234,9 +230,7 @@ async fn an_idle_session_ends_and_the_runner_removes_its_sandbox() {
     let h = Harness::start("debug-idle").await;
     let writer = h.person("wendy", Some("writer")).await;
     let run = h.failed_run(vec![failing_step("build", false)]).await;
-    let (status, session) = h.open_debug(&writer.token, run, "build", 5).await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = h.open_debug_ok(&writer.token, run, "build", 5).await;
     let stream = h.attach(&writer.token, &id).await;
     let said = h.transcript(&writer.token, &id, stream, None, LIMIT).await;
     let reason = said
@@ -277,9 +271,7 @@ async fn ending_a_session_stops_the_step_running_again() {
     );
     let run = h.failed_run(vec![step]).await;
     std::fs::write(&mark, "").unwrap();
-    let (status, session) = h.open_debug(&writer.token, run, "build", 300).await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = h.open_debug_ok(&writer.token, run, "build", 300).await;
     support::wait_for(LIMIT, "the runner to run the step again", || async {
         let (_, row) = h
             .call(&writer.token, "GET", &format!("/api/debug/{id}"), None)
@@ -394,9 +386,7 @@ async fn only_writers_open_and_only_the_creator_attaches() {
     }
     // The same user with another token is not the creator either.
     let (_, _, wendys_other_token) = support::user_with_token(h.store(), "wendy", &[]).await;
-    let (status, session) = h.open_debug(&writer.token, run, "build", 60).await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = h.open_debug_ok(&writer.token, run, "build", 60).await;
     assert_eq!(h.attach(&wendys_other_token, &id).await.status(), 404);
     h.call(&writer.token, "DELETE", &format!("/api/debug/{id}"), None)
         .await;
@@ -424,9 +414,7 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
     let rogue =
         support::register_runner(&h.http, &h.engine.url, support::RUNNER_TOKEN, "rogue").await;
 
-    let (status, session) = h.open_debug(&writer.token, run, "build", 60).await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = h.open_debug_ok(&writer.token, run, "build", 60).await;
     let stream = h.attach(&writer.token, &id).await;
     assert_eq!(stream.status(), 200);
     // The rogue runner feeds the stream, reads the input, reports the end: all 404.
@@ -509,9 +497,7 @@ async fn guessed_or_reused_ids_and_runners_that_did_not_claim_reach_nothing() {
 
     // A token revoked while attached: the session ends with it, within seconds.
     let (_, token_id, token) = support::user_with_token(h.store(), "wendy", &[]).await;
-    let (status, session) = h.open_debug(&token, run, "build", 60).await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = h.open_debug_ok(&token, run, "build", 60).await;
     let stream = h.attach(&token, &id).await;
     let (status, body) = h
         .call(ADMIN, "DELETE", &format!("/api/tokens/{token_id}"), None)

@@ -1087,6 +1087,20 @@ impl<R> RepoEngine<R> {
         self.call(token, "POST", &path, Some(body)).await
     }
 
+    /// [`RepoEngine::open_debug`], asserting that the session opens (201; the failure shows
+    /// the answer): the session's id.
+    pub(crate) async fn open_debug_ok(
+        &self,
+        token: &str,
+        run: i64,
+        step: &str,
+        idle: u64,
+    ) -> String {
+        let (status, session) = self.open_debug(token, run, step, idle).await;
+        assert_eq!(status, 201, "{session}");
+        session["id"].as_str().expect("a session id").to_owned()
+    }
+
     /// The attach stream of debug session `session` as `token`.
     pub(crate) async fn attach(&self, token: &str, session: &str) -> reqwest::Response {
         self.http
