@@ -336,5 +336,22 @@ fn is_output_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// For the lexers' tests: `text` with each `@` (an output reference) written as one
+/// [`PLACEHOLDER`], and where each stands (byte offsets).
+#[cfg(test)]
+pub(crate) fn at_placeholders(text: &str) -> (String, Vec<usize>) {
+    let mut literal = String::new();
+    let mut at = Vec::new();
+    for c in text.chars() {
+        if c == '@' {
+            at.push(literal.len());
+            literal.push(PLACEHOLDER);
+        } else {
+            literal.push(c);
+        }
+    }
+    (literal, at)
+}
+
 #[cfg(test)]
 mod tests;

@@ -277,16 +277,7 @@ mod tests {
     use super::*;
 
     fn ctx(text: &str) -> Vec<Context> {
-        let mut literal = String::new();
-        let mut at = Vec::new();
-        for c in text.chars() {
-            if c == '@' {
-                at.push(literal.len());
-                literal.push(crate::template::PLACEHOLDER);
-            } else {
-                literal.push(c);
-            }
-        }
+        let (literal, at) = crate::template::at_placeholders(text);
         contexts(&literal, &at)
     }
 

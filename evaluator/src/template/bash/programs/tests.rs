@@ -5,16 +5,7 @@ use super::*;
 #[test]
 fn an_output_is_never_a_format_or_another_program_s_code() {
     let refused = |text: &str| -> Vec<bool> {
-        let mut literal = String::new();
-        let mut at = Vec::new();
-        for c in text.chars() {
-            if c == '@' {
-                at.push(literal.len());
-                literal.push(crate::template::PLACEHOLDER);
-            } else {
-                literal.push(c);
-            }
-        }
+        let (literal, at) = crate::template::at_placeholders(text);
         format_refusals(&literal, &at)
             .into_iter()
             .map(|r| r.is_some())

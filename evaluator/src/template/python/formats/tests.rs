@@ -1,20 +1,10 @@
 //! Tests of the format, template and pattern positions of Python outputs.
 
 use super::*;
-use crate::template::PLACEHOLDER;
 
 /// Whether each `@` of `script` (an output reference) is refused, and the reasons.
 fn refused(script: &str) -> Vec<Option<&'static str>> {
-    let mut literal = String::new();
-    let mut at = Vec::new();
-    for c in script.chars() {
-        if c == '@' {
-            at.push(literal.len());
-            literal.push(PLACEHOLDER);
-        } else {
-            literal.push(c);
-        }
-    }
+    let (literal, at) = crate::template::at_placeholders(script);
     refusals(&literal, &at)
 }
 
