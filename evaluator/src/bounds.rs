@@ -297,27 +297,12 @@ impl Checker {
     }
 
     fn trigger(&mut self, at: Location, trigger: &Trigger) {
+        for (what, globs) in trigger.globs() {
+            self.globs(at, what, globs);
+        }
         match trigger {
-            Trigger::Push {
-                branches,
-                tags,
-                paths,
-                paths_ignore,
-            } => {
-                self.globs(at, "branch", branches);
-                self.globs(at, "tag", tags);
-                self.globs(at, "path", paths);
-                self.globs(at, "paths_ignore", paths_ignore);
-            }
-            Trigger::PullRequest {
-                branches,
-                actions,
-                paths,
-                paths_ignore,
-            } => {
-                self.globs(at, "branch", branches);
-                self.globs(at, "path", paths);
-                self.globs(at, "paths_ignore", paths_ignore);
+            Trigger::Push { .. } => {}
+            Trigger::PullRequest { actions, .. } => {
                 self.count(at, "pull request actions", actions.len(), MAX_ITEMS);
                 for action in actions.iter().take(MAX_ITEMS) {
                     self.line(at, "pull request action", action, MAX_NAME_LEN);

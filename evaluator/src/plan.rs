@@ -209,6 +209,36 @@ impl Trigger {
             Trigger::Comment { .. } => "comment",
         }
     }
+
+    /// The trigger's glob lists, each with the name its problems give it (`branch`, `tag`,
+    /// `path`, `paths_ignore`); none for a trigger that matches no globs. Validation and
+    /// the size bounds both walk this, so a new glob field is checked by both.
+    pub fn globs(&self) -> Vec<(&'static str, &[String])> {
+        match self {
+            Trigger::Push {
+                branches,
+                tags,
+                paths,
+                paths_ignore,
+            } => vec![
+                ("branch", branches),
+                ("tag", tags),
+                ("path", paths),
+                ("paths_ignore", paths_ignore),
+            ],
+            Trigger::PullRequest {
+                branches,
+                paths,
+                paths_ignore,
+                ..
+            } => vec![
+                ("branch", branches),
+                ("path", paths),
+                ("paths_ignore", paths_ignore),
+            ],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// One declared input of a manual trigger.

@@ -176,27 +176,12 @@ impl Problems<'_> {
 }
 
 fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
+    for (what, globs) in trigger.globs() {
+        check_globs(problems, at, what, globs);
+    }
     match trigger {
-        Trigger::Push {
-            branches,
-            tags,
-            paths,
-            paths_ignore,
-        } => {
-            check_globs(problems, at, "branch", branches);
-            check_globs(problems, at, "tag", tags);
-            check_globs(problems, at, "path", paths);
-            check_globs(problems, at, "paths_ignore", paths_ignore);
-        }
-        Trigger::PullRequest {
-            branches,
-            actions,
-            paths,
-            paths_ignore,
-        } => {
-            check_globs(problems, at, "branch", branches);
-            check_globs(problems, at, "path", paths);
-            check_globs(problems, at, "paths_ignore", paths_ignore);
+        Trigger::Push { .. } => {}
+        Trigger::PullRequest { actions, .. } => {
             for action in actions {
                 if !PULL_REQUEST_ACTIONS.contains(&action.as_str()) {
                     let hint = problems.budget.did_you_mean(action, PULL_REQUEST_ACTIONS);
