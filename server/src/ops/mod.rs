@@ -5,6 +5,10 @@
 //! opened (so its migrations ran) and answers now, and the engine is not draining (a
 //! SIGTERM was received). `/metrics` refreshes the store-backed gauges, then encodes every
 //! family in the OpenMetrics text format, which Prometheus scrapes natively.
+//!
+//! Invariants: the endpoints are open (no token) and show counts only, never names of
+//! runs, repositories or secrets (what `plue_core::metrics` records); two scrapes never
+//! refresh the gauges at once (each would clear the other's).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
