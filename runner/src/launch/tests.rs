@@ -111,11 +111,23 @@ fn the_child_starts_clean_in_its_own_session_with_only_stdio_open() {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_name: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
     assert_eq!(after_name[3], pid.to_string(), "its own session: {stat}");
-    let fds: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(fds, BTreeSet::from(["0", "1", "2"].map(String::from)));
+    // `launch` returns once the child has exec'd, but `sleep`'s dynamic loader may still
+    // hold a library open for a moment (fd 3): wait until start-up is over. An inherited
+    // descriptor never closes, so one would still be there after the wait.
+    let stdio = BTreeSet::from(["0", "1", "2"].map(String::from));
+    let open_fds = || -> BTreeSet<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut fds = open_fds();
+    while fds != stdio && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fds = open_fds();
+    }
+    assert_eq!(fds, stdio);
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(),
         Path::new("/dev/null")
