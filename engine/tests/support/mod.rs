@@ -132,10 +132,8 @@ impl Sandbox {
 
     /// Writes `contents` to `relative` (creating directories) and returns the path.
     pub(crate) fn write(&self, relative: &str, contents: &str) -> PathBuf {
-        let path = self.path(relative);
-        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-        std::fs::write(&path, contents).expect("write");
-        path
+        write_files(self.dir.path(), &[(relative, contents)]);
+        self.path(relative)
     }
 
     /// Writes workflow `name` of `steps` ([`workflow_source`]) to `ws/NAME.plue.py`; the path.
@@ -638,14 +636,19 @@ pub(crate) fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Writes `files` (path relative to `dir`, text) below `dir`, creating directories.
+pub(crate) fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
 /// A fresh temporary directory holding `files` (path relative to it, text).
 pub(crate) fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    }
+    write_files(dir.path(), files);
     dir
 }
 
@@ -1533,12 +1536,8 @@ pub(crate) fn git_sh(dir: &Path, script: &str) -> String {
 /// Makes `dir` (created if missing) a git repository holding `files` (path, text) in one
 /// commit `init` on `main`; that commit's sha.
 pub(crate) fn git_repo(dir: &Path, files: &[(&str, &str)]) -> String {
-    for (name, text) in files {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
     std::fs::create_dir_all(dir).expect("mkdir");
+    write_files(dir, files);
     let init = "git init -q -b main . && git add -A && git commit -qm init && git rev-parse HEAD";
     git_sh(dir, init)
 }
