@@ -62,10 +62,13 @@ async fn setup(sandbox: &Sandbox) -> Engine {
     sandbox.write("origin/.plue/ci.plue.py", CI);
     sandbox.write("origin/.plue/broken.plue.py", BROKEN);
     let message = sandbox.write("message.txt", MESSAGE);
+    // A fixed date makes the commit's id fixed: a random one shown on the page could
+    // spell one of the raw errors the dispatch test looks for (`92e68404` held a "404").
     support::git_sh(
         &origin,
         &format!(
-            "git init -q -b main . && git add -A && git commit -q -F {}",
+            "export GIT_AUTHOR_DATE=2026-01-01T00:00:00Z GIT_COMMITTER_DATE=2026-01-01T00:00:00Z; \
+             git init -q -b main . && git add -A && git commit -q -F {}",
             message.display()
         ),
     );
