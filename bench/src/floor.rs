@@ -8,7 +8,10 @@
 //! runner's steps get), its pipes read and its processes swept at the end. Nothing else is
 //! done: no engine, no store, no HTTP, no workspace tree (each step runs in one shared,
 //! empty directory). Baselines in the same process: the same command line spawned with
-//! `std::process::Command` (what the shell loop of `steps` measures).
+//! `std::process::Command` (what the shell loop of `steps` measures). Beside them, a
+//! `python` step on the same path, `python3 -u -c pass` forked from the runner's warm
+//! zygote (started before the rounds, as a runner's is after its first `python` step):
+//! what a warm `python` step costs above a `bash` one.
 //!
 //! `plue-bench floor` prints a table; `plue-bench floor --steps N --parallel P --quiet`
 //! runs N such steps, P at a time, and prints nothing: `bench/peers/peers.py` times that
@@ -76,9 +79,15 @@ pub(crate) async fn run(args: &[String]) -> Result<()> {
     )?;
     let users = StepUsers::default_for_this_process();
     if args.quiet {
-        return isolated(&bash, dir.path(), users, args.steps, args.parallel)
-            .await
-            .map(drop);
+        return isolated(
+            &Step::bash(bash),
+            dir.path(),
+            users,
+            args.steps,
+            args.parallel,
+        )
+        .await
+        .map(drop);
     }
     println!("## floor: one bash step through the runner's own process path, nothing else\n");
     println!(
@@ -89,13 +98,19 @@ pub(crate) async fn run(args: &[String]) -> Result<()> {
             StepUsers::Range { .. } => "each step as a claimed step user (root here)",
         }
     );
+    let python = Step::python(users)?;
+    // The zygote starts at the first python step; the rounds measure warm ones.
+    isolated(&python, dir.path(), users, 1, 1).await?;
+    let bash = Step::bash(bash);
     let mut spawn = Vec::new();
     let mut same_user = Vec::new();
     let mut step_user = Vec::new();
+    let mut python_step = Vec::new();
     for _ in 0..ROUNDS {
-        spawn.push(plain(&bash, dir.path(), args.steps)?);
+        spawn.push(plain(&bash.program, dir.path(), args.steps)?);
         same_user.push(isolated(&bash, dir.path(), StepUsers::Same, args.steps, 1).await?);
         step_user.push(isolated(&bash, dir.path(), users, args.steps, 1).await?);
+        python_step.push(isolated(&python, dir.path(), users, args.steps, 1).await?);
     }
     let per_step = |rounds: &mut Vec<Duration>| percentile(rounds, 0.5) / args.steps as u32;
     let base = per_step(&mut spawn);
@@ -114,6 +129,10 @@ pub(crate) async fn run(args: &[String]) -> Result<()> {
             "`runner::process::run`, a step user where root",
             &mut step_user,
         ),
+        (
+            "the same, `python3 -u -c pass` from the warm zygote",
+            &mut python_step,
+        ),
     ] {
         let each = per_step(rounds);
         println!(
@@ -122,8 +141,36 @@ pub(crate) async fn run(args: &[String]) -> Result<()> {
             each.as_secs_f64() / base.as_secs_f64()
         );
     }
-    println!();
+    let above = per_step(&mut python_step).as_secs_f64() - per_step(&mut step_user).as_secs_f64();
+    println!(
+        "\nA warm `python` step above a `bash` step: {:.2} ms.\n",
+        above * 1e3
+    );
     Ok(())
+}
+
+/// One step's program and arguments.
+struct Step {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl Step {
+    fn bash(program: PathBuf) -> Step {
+        Step {
+            program,
+            args: command_line(),
+        }
+    }
+
+    /// A `python` step as a runner runs it: the interpreter a runner with `users` picks,
+    /// `-u -c SCRIPT` (the zygote's eligible form).
+    fn python(users: StepUsers) -> Result<Step> {
+        Ok(Step {
+            program: runner::agent::python_for_steps(users != StepUsers::Same)?,
+            args: ["-u", "-c", "pass"].map(String::from).to_vec(),
+        })
+    }
 }
 
 /// `bash` as a runner resolves it for a step user.
@@ -155,7 +202,7 @@ fn plain(bash: &Path, dir: &Path, steps: usize) -> Result<Duration> {
 
 /// `steps` steps through [`runner::process::run`], `parallel` at a time.
 async fn isolated(
-    bash: &Path,
+    step: &Step,
     dir: &Path,
     users: StepUsers,
     steps: usize,
@@ -165,12 +212,12 @@ async fn isolated(
     let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..parallel {
         let share = steps / parallel + usize::from(lane < steps % parallel);
-        let (bash, dir) = (bash.to_owned(), dir.to_owned());
+        let (program, args, dir) = (step.program.clone(), step.args.clone(), dir.to_owned());
         lanes.spawn(async move {
             for _ in 0..share {
                 // Held until the step's processes are gone, as a runner holds it.
                 let claim = tokio::task::spawn_blocking(move || users.claim()).await??;
-                one_step(&bash, &dir, claim.as_ref().map(|c| c.user())).await?;
+                one_step(&program, &args, &dir, claim.as_ref().map(|c| c.user())).await?;
             }
             anyhow::Ok(())
         });
@@ -181,7 +228,12 @@ async fn isolated(
     Ok(start.elapsed())
 }
 
-async fn one_step(bash: &Path, dir: &Path, user: Option<StepUser>) -> Result<()> {
+async fn one_step(
+    program: &Path,
+    args: &[String],
+    dir: &Path,
+    user: Option<StepUser>,
+) -> Result<()> {
     let env = BTreeMap::from([
         (
             "PATH".to_string(),
@@ -190,8 +242,8 @@ async fn one_step(bash: &Path, dir: &Path, user: Option<StepUser>) -> Result<()>
         ("HOME".to_string(), dir.display().to_string()),
     ]);
     let spec = ProcessSpec {
-        program: bash.to_owned(),
-        args: command_line(),
+        program: program.to_owned(),
+        args: args.to_vec(),
         cwd: dir.to_owned(),
         env,
         user,

@@ -60,6 +60,8 @@ pub struct RunnerProcess {
     /// Where the runners' `llm` steps send the API key (`--anthropic-base-url`); the
     /// engine's own `ANTHROPIC_BASE_URL`, never a workflow's.
     pub anthropic_base_url: Option<String>,
+    /// Runners start their warm Python interpreter at once (`plue runner --warm-python`).
+    pub warm_python: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +142,9 @@ impl LocalProvider {
         }
         if let Some(url) = &config.anthropic_base_url {
             command.arg("--anthropic-base-url").arg(url);
+        }
+        if config.warm_python {
+            command.arg("--warm-python");
         }
         if !config.labels.is_empty() {
             let labels: Vec<String> = config
@@ -296,6 +301,7 @@ mod tests {
                 pass_env: Vec::new(),
                 die_with_parent: true,
                 anthropic_base_url: None,
+                warm_python: false,
             },
         })
     }

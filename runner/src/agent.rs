@@ -75,6 +75,11 @@ pub struct AgentConfig {
     /// the Kubernetes pool to a class with `step_network: pod`; never a step's): a `none`
     /// step runs without a namespace of its own ([`network::confine`]).
     pub network_confined_by_pod: bool,
+    /// Start the warm Python interpreter `python` steps are forked from when the runner
+    /// starts, not at its first `python` step (which would wait ≈ 50 ms for it): for
+    /// runners expected to run `python` steps; one that runs none holds an idle
+    /// interpreter.
+    pub warm_python: bool,
 }
 
 const POLL_WAIT: Duration = Duration::from_secs(20);
@@ -94,6 +99,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     tokio::task::spawn_blocking(move || leftovers::sweep(&base))
         .await
         .context("sweeping the work directory")?;
+    // Started before registering: the interpreter boots while the runner registers.
+    let python = if config.warm_python {
+        warm_python(&config).await
+    } else {
+        None
+    };
     let engine = Engine::new(&config)?;
     let registered: wire::RegisterResponse = engine
         .send(
@@ -118,7 +129,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
         Duration::from_millis(registered.heartbeat_interval_ms.max(100)),
         stop.clone(),
     ));
-    let result = work(&engine, &config, &stop).await;
+    let result = work(&engine, &config, python, &stop).await;
     stop.cancel();
     let _ = heartbeat.await;
     if !engine.forgotten.load(Ordering::Relaxed) {
@@ -132,12 +143,33 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     result
 }
 
+/// The interpreter for `python` steps, resolved now, with its zygote started ahead
+/// ([`AgentConfig::warm_python`]); `None` when there is none to start (the first `python`
+/// step resolves it again and says why it cannot run).
+async fn warm_python(config: &AgentConfig) -> Option<PathBuf> {
+    let others = config.step_users != StepUsers::Same;
+    let program = match tokio::task::spawn_blocking(move || python_for_steps(others)).await {
+        Ok(Ok(program)) => program,
+        Ok(Err(err)) => {
+            tracing::warn!("no python interpreter to start ahead: {err:#}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    if !process::prewarm_python(&program, config.base_env.vars()).await {
+        tracing::debug!(
+            "no warm python zygote ahead: the base environment needs fresh interpreters"
+        );
+    }
+    Some(program)
+}
+
 async fn work(
     engine: &Engine,
     config: &AgentConfig,
+    mut python: Option<PathBuf>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut python = None;
     // The next attempt, when the engine handed it over with the last completion.
     let mut next = None;
     // The next attempt's directory and step user, made as the last attempt ended.
@@ -963,7 +995,7 @@ async fn run_process(
 /// The interpreter for `python` steps: [`resolve_python`], unless steps run as other users
 /// and cannot reach it (e.g. a pyenv interpreter under root's 0700 home): then the first
 /// system `python3` they can execute.
-fn python_for_steps(other_users: bool) -> anyhow::Result<PathBuf> {
+pub fn python_for_steps(other_users: bool) -> anyhow::Result<PathBuf> {
     let resolved = resolve_python();
     if !other_users {
         return resolved;

@@ -130,6 +130,13 @@ pub async fn run(
     run_contained(spec, lines, cancel, containment::Mode::Auto).await
 }
 
+/// Starts the warm interpreter `python` steps are forked from, before the first one
+/// arrives (see `python_zygote::prewarm`); `base` is the runner's base step environment.
+/// Answers whether one is running.
+pub async fn prewarm_python(program: &std::path::Path, base: &BTreeMap<String, String>) -> bool {
+    python_zygote::prewarm(program, base).await
+}
+
 /// [`run`], with the containment `mode` chosen (tests force the fallback with it).
 pub(crate) async fn run_contained(
     spec: ProcessSpec,

@@ -164,6 +164,7 @@ pub(crate) fn local_runners(
         anthropic_base_url: std::env::var(::runner::llm::BASE_URL_ENV)
             .ok()
             .filter(|url| !url.is_empty()),
+        warm_python: false,
     })
 }
 

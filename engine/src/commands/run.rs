@@ -62,6 +62,14 @@ impl Seen {
     }
 }
 
+/// Whether the workflow file's text calls `Step.python(`: read before the file is
+/// evaluated, because the runners start meanwhile. Such a file's runners start their warm
+/// Python interpreter with them, so its first `python` step does not wait ≈ 50 ms for one.
+/// Only a hint: a wrong guess costs an idle interpreter per runner, or the wait it saves.
+fn calls_python_steps(file: &Path) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|text| text.contains(".python("))
+}
+
 /// Exit code when the run was cancelled by Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -118,6 +126,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Nothing of `plue run` outlives it: its runners die with it, even on SIGKILL.
     runner.die_with_parent = true;
     runner.withheld_env = args.secrets.iter().map(|(name, _)| name.clone()).collect();
+    runner.warm_python = calls_python_steps(&args.file);
     // Removed however this command ends (dropped last: after the engine and its runners).
     let _work_dir = RemoveOnExit(runner.work_dir.clone());
     config.pool = Some(LocalPoolSettings {
@@ -489,4 +498,30 @@ fn say(line: std::fmt::Arguments<'_>) {
         return;
     }
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calls_python_steps;
+
+    #[test]
+    fn runners_warm_python_only_for_a_file_that_calls_python_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let python = file(
+            "py.plue.py",
+            "def workflow():\n    return Plan(steps=[Step.python('a', 'print(1)')])\n",
+        );
+        let bash = file(
+            "sh.plue.py",
+            "def workflow():\n    return Plan(steps=[Step.bash('a', 'python3 -V')])\n",
+        );
+        assert!(calls_python_steps(&python));
+        assert!(!calls_python_steps(&bash));
+        assert!(!calls_python_steps(&dir.path().join("missing.plue.py")));
+    }
 }

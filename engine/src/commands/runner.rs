@@ -66,6 +66,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         },
         anthropic_base_url: args.anthropic_base_url.filter(|url| !url.is_empty()),
         network_confined_by_pod: args.network_confined_by_pod,
+        warm_python: args.warm_python,
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -680,3 +680,46 @@ fn the_start_answer_says_what_stayed_shared() {
         assert_eq!(super::parse_started(bad), None, "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn a_zygote_started_ahead_serves_the_steps_whose_start_up_it_matches() {
+    let _serial = SERIAL.lock().await;
+    *ZYGOTE.lock().await = None;
+    let zygote_pid = || async { ZYGOTE.lock().await.as_ref().map(|z| z.child.id()) };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    // A base that would make an interpreter load a path of its choosing starts nothing.
+    let loads = BTreeMap::from([("PYTHONPATH".to_string(), "/tmp".to_string())]);
+    assert!(!prewarm(&python(), &loads).await);
+    assert_eq!(zygote_pid().await, None);
+
+    let base = BTreeMap::from([
+        ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+    ]);
+    assert!(prewarm(&python(), &base).await);
+    let ahead = zygote_pid().await.expect("a zygote started ahead");
+    // Asked again, it keeps the one it has.
+    assert!(prewarm(&python(), &base).await);
+    assert_eq!(zygote_pid().await, Some(ahead));
+
+    // A step of that base (plus its own variables) is forked from it.
+    let mut step = spec("print('hi')", dir.path(), Duration::from_secs(20));
+    step.env.insert("LANG".into(), "C.UTF-8".into());
+    let (ending, lines) = collect(step.clone(), true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(lines, vec![(Stream::Stdout, "hi".to_string())]);
+    assert_eq!(
+        zygote_pid().await,
+        Some(ahead),
+        "the step used the zygote started ahead"
+    );
+
+    // One whose locale differs gets a zygote of its own, as it would without one ahead.
+    step.env.insert("LANG".into(), "C".into());
+    let (ending, lines) = collect(step, true).await;
+    assert_eq!(ending, Ending::Exited(0));
+    assert_eq!(lines, vec![(Stream::Stdout, "hi".to_string())]);
+    let replaced = zygote_pid().await.expect("a zygote");
+    assert_ne!(replaced, ahead);
+}
