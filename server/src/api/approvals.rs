@@ -32,7 +32,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::{ApprovalView, ErrorView};
-use super::{parse_run_id, ApiState, RunId};
+use super::{parse_run_id, visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{now_ms, Audit, Decided, Reviewer, RunRow, Verdict};
@@ -145,9 +145,8 @@ pub(super) async fn list(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ApprovalView>>> {
-    let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    let run = caller.visible_run(store, id, Role::Reader).await?;
+    let (id, run) = visible_run_in_path(store, &caller, &id, Role::Reader).await?;
     let mut views = Vec::new();
     for row in store.approvals_of_run(id).await? {
         let mut view = ApprovalView::from(row);

@@ -39,7 +39,7 @@ use utoipa::IntoParams;
 use super::approvals::StepPath;
 use super::followers::{leash, FollowerLimits, Who};
 use super::views::{ErrorView, LineView};
-use super::{parse_run_id, ApiState};
+use super::{visible_run_in_path, ApiState};
 use crate::access::{Caller, Role};
 use crate::events::Event;
 use crate::executor::rules::parse_status;
@@ -107,9 +107,8 @@ pub(super) async fn step_logs(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let run_id = parse_run_id(&run)?;
     let store = state.executor.store();
-    let run = caller.visible_run(store, run_id, Role::Reader).await?;
+    let (run_id, run) = visible_run_in_path(store, &caller, &run, Role::Reader).await?;
     let step_run = store
         .step_run(run_id, &step)
         .await?

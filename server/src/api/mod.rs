@@ -60,7 +60,7 @@ use crate::launch::{launch, LaunchError};
 use crate::pool::kubernetes::ClassStatus;
 use crate::pool::PoolStatus;
 use crate::registry::Registry;
-use crate::store::{Audit, Store, Triggerer};
+use crate::store::{Audit, RunRow, Store, Triggerer};
 use body::Object;
 use views::{Created, ErrorView, PoolView, RunView, RunnerView};
 
@@ -193,10 +193,30 @@ pub(crate) async fn run_plan(
 }
 
 pub(crate) fn parse_run_id(raw: &str) -> ApiResult<i64> {
+    parse_positive_id(raw, "run id")
+}
+
+/// The run whose id the path segment `raw` holds, and that id, when `caller` acts with
+/// `role` on it: 400 for a segment that is not a run id, else as
+/// [`Caller::visible_run`] answers (404 for a run the caller may not read).
+pub(crate) async fn visible_run_in_path(
+    store: &Store,
+    caller: &Caller,
+    raw: &str,
+    role: Role,
+) -> ApiResult<(i64, RunRow)> {
+    let id = parse_run_id(raw)?;
+    let run = caller.visible_run(store, id, role).await?;
+    Ok((id, run))
+}
+
+/// A path segment `raw` naming a row by its id (a positive integer), or 400 saying
+/// `'{raw}' is not a {what}` (`run id`, `token id`, …).
+pub(crate) fn parse_positive_id(raw: &str, what: &str) -> ApiResult<i64> {
     raw.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("'{raw}' is not a run id")))
+        .ok_or_else(|| ApiError::bad_request(format!("'{raw}' is not a {what}")))
 }
 
 #[utoipa::path(
@@ -219,9 +239,8 @@ async fn get_run(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    let run = caller.visible_run(store, id, Role::Reader).await?;
+    let (id, run) = visible_run_in_path(store, &caller, &id, Role::Reader).await?;
     let steps = store.step_runs(id).await?;
     let plan = run_plan(store, id).await?;
     let step_run_ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
@@ -275,9 +294,8 @@ async fn cancel_run(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    let run = caller.visible_run(store, id, Role::Writer).await?;
+    let (id, run) = visible_run_in_path(store, &caller, &id, Role::Writer).await?;
     if !state.executor.cancel(id).await? {
         return Err(ApiError::Client(
             axum::http::StatusCode::CONFLICT,

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::ErrorView;
-use super::{parse_run_id, ApiState, RunId};
+use super::{parse_positive_id, parse_run_id, visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{Audit, ProposalDecided, ProposalRow};
@@ -125,9 +125,8 @@ pub(super) async fn list(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ProposalView>>> {
-    let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    caller.visible_run(store, id, Role::Reader).await?;
+    let (id, _) = visible_run_in_path(store, &caller, &id, Role::Reader).await?;
     let rows = store.list_for_run(id).await?;
     Ok(Json(views(store, rows).await?))
 }
@@ -162,11 +161,7 @@ pub(super) async fn decide(
 ) -> ApiResult<Json<ProposalView>> {
     let Object(decision) = body?;
     let run_id = parse_run_id(&id)?;
-    let pid: i64 = pid
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("'{pid}' is not a proposal id")))?;
+    let pid = parse_positive_id(&pid, "proposal id")?;
     let store = state.executor.store();
     // Writers only: a reader learns it may not (403), others that there is no such run.
     let run = caller.visible_run(store, run_id, Role::Writer).await?;

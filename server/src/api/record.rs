@@ -20,7 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::proposals::ProposalView;
 use super::views::{ApprovalView, ArtifactView, ErrorView, RunView};
-use super::{parse_run_id, ApiState, RunId};
+use super::{visible_run_in_path, ApiState, RunId};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::Store;
@@ -218,9 +218,8 @@ pub(super) async fn get_record(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunRecord>> {
-    let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    caller.visible_run(store, id, Role::Reader).await?;
+    let (id, _) = visible_run_in_path(store, &caller, &id, Role::Reader).await?;
     let record = build(store, id).await?;
     record
         .map(Json)

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::{ErrorView, RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
-use super::{audit, ApiState};
+use super::{audit, parse_positive_id, ApiState};
 use crate::access::Caller;
 use crate::executor::Report;
 use crate::http_error::{ApiError, ApiResult};
@@ -184,11 +184,7 @@ pub(super) async fn revoke(
 ) -> ApiResult<Json<RunnerTokenRevoked>> {
     caller.require_admin()?;
     let Path(raw) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let id = raw
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("'{raw}' is not a runner token id")))?;
+    let id = parse_positive_id(&raw, "runner token id")?;
     let store = state.executor.store();
     let Some(runners) = store.revoke_runner_token(id, now_ms()).await? else {
         return Err(ApiError::not_found(format!("no runner token {id}")));

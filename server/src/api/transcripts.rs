@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::artifacts::StepPath;
 use super::views::ErrorView;
-use super::{parse_run_id, ApiState};
+use super::{visible_run_in_path, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::transcripts::{self, Kept};
@@ -43,9 +43,8 @@ pub(super) async fn get(
     caller: Caller,
     Path((id, step)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let id = parse_run_id(&id)?;
     let store = state.executor.store();
-    caller.visible_run(store, id, Role::Reader).await?;
+    let (id, _) = visible_run_in_path(store, &caller, &id, Role::Reader).await?;
     let transcript = match transcripts::latest(store, &state.artifacts, id, &step).await? {
         Kept::Transcript(transcript) => transcript,
         Kept::None => {

@@ -27,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::ErrorView;
-use super::{audit, ApiState};
+use super::{audit, parse_positive_id, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{now_ms, NewToken, Store, TokenRow, UserRow};
@@ -503,11 +503,7 @@ pub(super) async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TokenView>> {
     caller.require_signed_in()?;
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("'{id}' is not a token id")))?;
+    let id = parse_positive_id(&id, "token id")?;
     let store = state.executor.store();
     let hidden = || ApiError::not_found(format!("no token {id}"));
     let token = store.token_by_id(id).await?.ok_or_else(hidden)?;
