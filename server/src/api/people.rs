@@ -267,10 +267,15 @@ fn taken(error: NameError, what: &str) -> ApiError {
     }
 }
 
+/// The user `name`, or 404 `no user '{name}'`.
+pub(super) async fn user_named(store: &Store, name: &str) -> ApiResult<UserRow> {
+    store.user_by_name(name).await?.ok_or_else(|| no_user(name))
+}
+
 /// The user `name`, for an admin (404 when there is none).
 async fn user_for_admin(store: &Store, caller: &Caller, name: &str) -> ApiResult<UserRow> {
     caller.require_admin()?;
-    store.user_by_name(name).await?.ok_or_else(|| no_user(name))
+    user_named(store, name).await
 }
 
 async fn forge_logins(store: &Store, user_id: i64) -> ApiResult<Vec<ForgeLoginView>> {
@@ -669,10 +674,7 @@ async fn group_and_member(
     user: &str,
 ) -> ApiResult<(crate::store::GroupRow, UserRow)> {
     let group = group_for_admin(store, caller, name).await?;
-    let member = store
-        .user_by_name(user)
-        .await?
-        .ok_or_else(|| no_user(user))?;
+    let member = user_named(store, user).await?;
     Ok((group, member))
 }
 

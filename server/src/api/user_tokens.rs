@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
+use super::people::user_named;
 use super::views::ErrorView;
 use super::{audit, parse_positive_id, ApiState};
 use crate::access::{Caller, Role};
@@ -394,10 +395,7 @@ pub(super) async fn create_user_token(
 ) -> ApiResult<(StatusCode, Json<UserTokenCreated>)> {
     caller.require_admin()?;
     let store = state.executor.store();
-    let user = store
-        .user_by_name(&user)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user '{user}'")))?;
+    let user = user_named(store, &user).await?;
     if user.disabled_at.is_some() {
         return Err(ApiError::Client(
             StatusCode::CONFLICT,
@@ -446,10 +444,7 @@ pub(super) async fn list_tokens(
                 .is_none_or(|me| !me.name.eq_ignore_ascii_case(&name)) =>
         {
             caller.require_admin()?;
-            store
-                .user_by_name(&name)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("no user '{name}'")))?
+            user_named(store, &name).await?
         }
         _ => {
             let id = caller.require_user()?.id;
