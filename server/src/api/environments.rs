@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::Object;
 use super::repos::{check_secret_name, find_repo, sealed_secret, secret_views, PutSecret};
 use super::views::{ErrorView, SecretView};
-use super::ApiState;
+use super::{audit_repo, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{valid_name, EnvironmentRow, EnvironmentSettings, RepoRow};
@@ -182,16 +182,18 @@ fn settings(body: PutEnvironment) -> ApiResult<EnvironmentSettings> {
     })
 }
 
-/// Audits `action` on `repo` by `caller` (through [`super::audit`]).
-async fn audit(
+/// Records that `caller` did `action` (`environment.secret.put` or `.delete`) on the
+/// secret `secret` of `environment` in `repo`.
+async fn audit_secret(
     state: &ApiState,
     caller: &Caller,
     action: &str,
     repo: &RepoRow,
-    detail: serde_json::Value,
+    environment: &EnvironmentRow,
+    secret: &str,
 ) -> ApiResult<()> {
-    let store = state.executor.store();
-    super::audit(store, caller, action, Some(repo.id), None, detail).await?;
+    let detail = serde_json::json!({"environment": environment.name, "secret": secret});
+    audit_repo(state.executor.store(), caller, action, repo.id, detail).await?;
     Ok(())
 }
 
@@ -279,19 +281,10 @@ pub(super) async fn put(
     check_environment_name(&env)?;
     let Object(body) = body?;
     let settings = settings(body)?;
-    let row = state
-        .executor
-        .store()
-        .put_environment(repo.id, &env, &settings)
-        .await?;
-    audit(
-        &state,
-        &caller,
-        "environment.put",
-        &repo,
-        serde_json::json!({"environment": row.name, "settings": settings}),
-    )
-    .await?;
+    let store = state.executor.store();
+    let row = store.put_environment(repo.id, &env, &settings).await?;
+    let detail = serde_json::json!({"environment": row.name, "settings": settings});
+    audit_repo(store, &caller, "environment.put", repo.id, detail).await?;
     Ok(Json(EnvironmentView::new(row)))
 }
 
@@ -319,25 +312,15 @@ pub(super) async fn delete(
 ) -> ApiResult<StatusCode> {
     let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     check_environment_name(&env)?;
-    if !state
-        .executor
-        .store()
-        .delete_environment(repo.id, &env)
-        .await?
-    {
+    let store = state.executor.store();
+    if !store.delete_environment(repo.id, &env).await? {
         return Err(ApiError::not_found(format!(
             "no environment '{env}' in {}",
             repo.name
         )));
     }
-    audit(
-        &state,
-        &caller,
-        "environment.delete",
-        &repo,
-        serde_json::json!({"environment": env}),
-    )
-    .await?;
+    let detail = serde_json::json!({"environment": env});
+    audit_repo(store, &caller, "environment.delete", repo.id, detail).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -403,17 +386,17 @@ pub(super) async fn put_secret(
     let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let environment = environment(&state, &repo, &env).await?;
     let sealed = sealed_secret(&state, &secret, body)?;
-    state
-        .executor
-        .store()
+    let store = state.executor.store();
+    store
         .put_environment_secret(environment.id, &secret, &sealed)
         .await?;
-    audit(
+    audit_secret(
         &state,
         &caller,
         "environment.secret.put",
         &repo,
-        serde_json::json!({"environment": environment.name, "secret": secret}),
+        &environment,
+        &secret,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -444,9 +427,8 @@ pub(super) async fn delete_secret(
     let repo = find_repo(&state, &caller, &owner, &name, Role::Maintainer).await?;
     let environment = environment(&state, &repo, &env).await?;
     check_secret_name(&secret)?;
-    if !state
-        .executor
-        .store()
+    let store = state.executor.store();
+    if !store
         .delete_environment_secret(environment.id, &secret)
         .await?
     {
@@ -455,12 +437,13 @@ pub(super) async fn delete_secret(
             environment.name
         )));
     }
-    audit(
+    audit_secret(
         &state,
         &caller,
         "environment.secret.delete",
         &repo,
-        serde_json::json!({"environment": environment.name, "secret": secret}),
+        &environment,
+        &secret,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

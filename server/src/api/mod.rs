@@ -182,6 +182,29 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// Records in the audit trail that `caller` did `action` on the installation itself (its
+/// users, groups and tokens): an event of no repository and no run.
+pub(crate) async fn audit_installation(
+    store: &Store,
+    caller: &Caller,
+    action: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    audit(store, caller, action, None, None, detail).await
+}
+
+/// Records in the audit trail that `caller` did `action` on the repository `repo_id` (its
+/// settings, members, secrets and environments), outside any run.
+pub(crate) async fn audit_repo(
+    store: &Store,
+    caller: &Caller,
+    action: &str,
+    repo_id: i64,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    audit(store, caller, action, Some(repo_id), None, detail).await
+}
+
 /// The plan run `run_id` was started with, if it has one that reads (a run whose file did
 /// not evaluate has none).
 pub(crate) async fn run_plan(

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::ErrorView;
-use super::{audit, ApiState};
+use super::{audit_installation, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{valid_name, NameError, Store, UserRow};
@@ -413,12 +413,10 @@ pub(super) async fn create_user(
         .create_user(&request.name, request.kind.as_str(), request.admin)
         .await
         .map_err(|e| taken(e, "user"))?;
-    audit(
+    audit_installation(
         store,
         &caller,
         "user.create",
-        None,
-        None,
         serde_json::json!({
             "user": request.name,
             "kind": request.kind.as_str(),
@@ -513,12 +511,10 @@ pub(super) async fn disable_user(
             format!("user '{}' is disabled already", user.name),
         ));
     }
-    audit(
+    audit_installation(
         store,
         &caller,
         "user.disable",
-        None,
-        None,
         serde_json::json!({ "user": user.name }),
     )
     .await?;
@@ -576,12 +572,10 @@ pub(super) async fn link_forge_login(
             ),
             NameError::Store(e) => ApiError::Internal(e),
         })?;
-    audit(
+    audit_installation(
         store,
         &caller,
         "user.link",
-        None,
-        None,
         serde_json::json!({ "user": user.name, "forge": forge, "login": request.login }),
     )
     .await?;
@@ -625,12 +619,10 @@ pub(super) async fn unlink_forge_login(
             user.name
         )));
     }
-    audit(
+    audit_installation(
         store,
         &caller,
         "user.unlink",
-        None,
-        None,
         serde_json::json!({ "user": user.name, "forge": forge, "login": login }),
     )
     .await?;
@@ -738,12 +730,10 @@ pub(super) async fn create_group(
         .create_group(&request.name)
         .await
         .map_err(|e| taken(e, "group"))?;
-    audit(
+    audit_installation(
         store,
         &caller,
         "group.create",
-        None,
-        None,
         serde_json::json!({ "group": request.name }),
     )
     .await?;
@@ -805,12 +795,10 @@ pub(super) async fn delete_group(
     if !store.delete_group(group.id).await? {
         return Err(no_group(&name));
     }
-    audit(
+    audit_installation(
         store,
         &caller,
         "group.delete",
-        None,
-        None,
         serde_json::json!({ "group": group.name }),
     )
     .await?;
@@ -841,12 +829,10 @@ pub(super) async fn add_group_member(
     let store = state.executor.store();
     let (group, member) = group_and_member(store, &caller, &name, &user).await?;
     store.add_group_member(group.id, member.id).await?;
-    audit(
+    audit_installation(
         store,
         &caller,
         "group.member.add",
-        None,
-        None,
         serde_json::json!({ "group": group.name, "user": member.name }),
     )
     .await?;
@@ -882,12 +868,10 @@ pub(super) async fn remove_group_member(
             member.name, group.name
         )));
     }
-    audit(
+    audit_installation(
         store,
         &caller,
         "group.member.remove",
-        None,
-        None,
         serde_json::json!({ "group": group.name, "user": member.name }),
     )
     .await?;

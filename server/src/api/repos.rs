@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::{Created, ErrorView, MemberView, RepoView, ScheduleView, SecretView};
-use super::{audit, triggerer, ApiState};
+use super::{audit, audit_repo, triggerer, ApiState};
 use crate::access::{Caller, Readable, Role};
 use crate::forge::Forge;
 use crate::http_error::{ApiError, ApiResult};
@@ -278,15 +278,7 @@ pub(super) async fn create_repo(
         })?;
     let detail = serde_json::json!({ "name": created.name });
     let store = state.executor.store();
-    audit(
-        store,
-        &caller,
-        "repo.create",
-        Some(created.id),
-        None,
-        detail,
-    )
-    .await?;
+    audit_repo(store, &caller, "repo.create", created.id, detail).await?;
     if let Some(registry) = &state.registry {
         // A mirror left under this id is another repository's: it goes before any fetch.
         registry.forget_mirror(created.id).await?;
@@ -412,7 +404,7 @@ pub(super) async fn delete_repo(
     }
     store.delete_repo(repo.id).await?;
     let detail = serde_json::json!({ "name": repo.name });
-    audit(store, &caller, "repo.delete", Some(repo.id), None, detail).await?;
+    audit_repo(store, &caller, "repo.delete", repo.id, detail).await?;
     if let Some(registry) = &state.registry {
         if let Err(e) = registry.forget_mirror(repo.id).await {
             tracing::warn!("deleting repository {}: {e:#}", repo.name);
@@ -465,7 +457,7 @@ pub(super) async fn update_repo(
     let store = state.executor.store();
     store.set_public_read(repo.id, request.public_read).await?;
     let detail = serde_json::json!({ "public_read": request.public_read });
-    audit(store, &caller, "repo.settings", Some(repo.id), None, detail).await?;
+    audit_repo(store, &caller, "repo.settings", repo.id, detail).await?;
     let repo = store
         .repo_by_id(repo.id)
         .await?
@@ -567,7 +559,7 @@ pub(super) async fn put_member(
         .await?;
     let detail =
         serde_json::json!({ "user": member.name, "user_id": member.id, "role": request.role });
-    audit(store, &caller, "role.grant", Some(repo.id), None, detail).await?;
+    audit_repo(store, &caller, "role.grant", repo.id, detail).await?;
     Ok(Json(MemberView {
         user: member.name,
         role: request.role,
@@ -606,7 +598,7 @@ pub(super) async fn delete_member(
         )));
     }
     let detail = serde_json::json!({ "user": member.name, "user_id": member.id });
-    audit(store, &caller, "role.revoke", Some(repo.id), None, detail).await?;
+    audit_repo(store, &caller, "role.revoke", repo.id, detail).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -684,7 +676,7 @@ pub(super) async fn put_secret(
     let store = state.executor.store();
     store.put_secret(repo.id, &secret, &sealed).await?;
     let detail = serde_json::json!({ "name": secret });
-    audit(store, &caller, "secret.put", Some(repo.id), None, detail).await?;
+    audit_repo(store, &caller, "secret.put", repo.id, detail).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -714,7 +706,7 @@ pub(super) async fn delete_secret(
     let store = state.executor.store();
     if store.delete_secret(repo.id, &secret).await? {
         let detail = serde_json::json!({ "name": secret });
-        audit(store, &caller, "secret.delete", Some(repo.id), None, detail).await?;
+        audit_repo(store, &caller, "secret.delete", repo.id, detail).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no secret '{secret}'")))

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::Object;
 use super::views::{ErrorView, RunnerTokenCreated, RunnerTokenRevoked, RunnerTokenView};
-use super::{audit, parse_positive_id, ApiState};
+use super::{audit_installation, parse_positive_id, ApiState};
 use crate::access::Caller;
 use crate::executor::Report;
 use crate::http_error::{ApiError, ApiResult};
@@ -121,7 +121,7 @@ pub(super) async fn create(
         "accept_forks": request.accept_forks,
     });
     let store = state.executor.store();
-    audit(store, &caller, "runner_token.create", None, None, detail).await?;
+    audit_installation(store, &caller, "runner_token.create", detail).await?;
     Ok((
         StatusCode::CREATED,
         Json(RunnerTokenCreated {
@@ -190,7 +190,7 @@ pub(super) async fn revoke(
         return Err(ApiError::not_found(format!("no runner token {id}")));
     };
     let detail = serde_json::json!({ "id": id, "runners_stopped": runners.len() });
-    audit(store, &caller, "runner_token.revoke", None, None, detail).await?;
+    audit_installation(store, &caller, "runner_token.revoke", detail).await?;
     // Their runners get 410 on their next heartbeat or poll and stop their steps; the
     // attempts end here so the runs move on.
     let failed = Report {

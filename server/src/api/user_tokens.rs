@@ -28,7 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::Object;
 use super::people::user_named;
 use super::views::ErrorView;
-use super::{audit, parse_positive_id, ApiState};
+use super::{audit_installation, parse_positive_id, ApiState};
 use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{now_ms, NewToken, Store, TokenRow, UserRow};
@@ -295,12 +295,10 @@ async fn mint(
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked token"))?,
     };
-    audit(
+    audit_installation(
         store,
         caller,
         "token.create",
-        None,
-        None,
         serde_json::json!({
             "token": id,
             "user": user.name,
@@ -526,12 +524,10 @@ pub(super) async fn revoke_token(
         .await?
         .map(|u| u.name)
         .unwrap_or_default();
-    audit(
+    audit_installation(
         store,
         &caller,
         "token.revoke",
-        None,
-        None,
         serde_json::json!({ "token": id, "user": owner, "name": token.name }),
     )
     .await?;
