@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use tower::ServiceExt;
 
@@ -78,6 +78,59 @@ pub(super) async fn call(
     let response = web.api.clone().oneshot(request).await;
     // The router's error type is `Infallible`.
     Ok(response.unwrap_or_else(|never| match never {}))
+}
+
+/// [`call`], with an API error answer turned into the dashboard's error (as [`api_error`]
+/// words it); a successful answer is returned as it is.
+pub(super) async fn call_ok(
+    web: &Web,
+    session: &Session,
+    request: ApiCall<'_>,
+    headers: &HeaderMap,
+    client: Client,
+) -> WebResult<Response> {
+    let response = call(web, session, request, headers, client).await?;
+    if !response.status().is_success() {
+        return Err(api_error(response).await);
+    }
+    Ok(response)
+}
+
+/// A dashboard form's write: the signed-in session of `headers`, whose CSRF token the form
+/// sent as `csrf`, POSTs `json` (if any) to the API's `api_path`; the API's successful
+/// answer, or its error as the dashboard's.
+pub(super) async fn post(
+    web: &Web,
+    headers: &HeaderMap,
+    csrf: &str,
+    api_path: &str,
+    json: Option<serde_json::Value>,
+) -> WebResult<Response> {
+    let session = Session::load(web, headers).await?;
+    session.check_write(headers, csrf)?;
+    let request = ApiCall {
+        method: Method::POST,
+        uri: api_path,
+        pass: &[],
+        json,
+    };
+    call_ok(web, &session, request, headers, None).await
+}
+
+/// A redirect to the run a successful API answer `{"run_id": N}` created (a dispatch or a
+/// re-run, which `what` names in the errors: `the re-run's answer has no run_id: ...`).
+pub(super) async fn show_created_run(response: Response, what: &str) -> WebResult<Response> {
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("reading {what}'s answer: {e}")))?;
+    let created: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("{what}'s answer: {e}")))?;
+    match created["run_id"].as_i64() {
+        Some(run_id) => Ok(Redirect::to(&format!("/runs/{run_id}")).into_response()),
+        None => Err(WebError::Internal(anyhow::anyhow!(
+            "{what}'s answer has no run_id: {created}"
+        ))),
+    }
 }
 
 /// The `{"error": "..."}` message of an API error response, as a dashboard error page

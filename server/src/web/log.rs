@@ -119,11 +119,7 @@ pub(super) async fn stream(
         pass: &pass,
         json: None,
     };
-    let response = forward::call(&web, &session, call, &headers, client).await?;
-    if !response.status().is_success() {
-        return Err(forward::api_error(response).await);
-    }
-    Ok(response)
+    forward::call_ok(&web, &session, call, &headers, client).await
 }
 
 /// `GET /runs/{id}/steps/{step}/raw`: every stored line's text, as printed, as a download.

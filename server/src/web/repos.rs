@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::{WebError, WebResult};
@@ -453,17 +453,7 @@ pub(super) async fn dispatch(
         let html = Html(render::page("repo.html", &page)?);
         return Ok((status, html).into_response());
     }
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
-        .await
-        .map_err(|e| WebError::Internal(anyhow::anyhow!("reading the dispatch's answer: {e}")))?;
-    let created: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| WebError::Internal(anyhow::anyhow!("the dispatch's answer: {e}")))?;
-    match created["run_id"].as_i64() {
-        Some(run_id) => Ok(Redirect::to(&format!("/runs/{run_id}")).into_response()),
-        None => Err(WebError::Internal(anyhow::anyhow!(
-            "the dispatch's answer has no run_id: {created}"
-        ))),
-    }
+    forward::show_created_run(response, "the dispatch").await
 }
 
 /// The API's message as a sentence (ending with a full stop; its first word kept as it

@@ -15,14 +15,14 @@
 use std::collections::HashMap;
 
 use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::dag::{self, Layout};
 use super::error::{WebError, WebResult};
-use super::forward::{self, ApiCall};
-use super::session::{readable_run, Chrome, CsrfForm, Session};
+use super::forward;
+use super::session::{readable_run, Chrome, CsrfForm};
 use super::{parse_run_id, render, Web};
 use crate::access::Role;
 use crate::api::run_plan;
@@ -249,21 +249,8 @@ pub(super) async fn start_rerun(
     form: &CsrfForm,
     api_path: &str,
 ) -> WebResult<Response> {
-    let response = write(web, headers, form, api_path, None).await?;
-    if !response.status().is_success() {
-        return Err(forward::api_error(response).await);
-    }
-    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
-        .await
-        .map_err(|e| WebError::Internal(anyhow::anyhow!("reading the re-run's answer: {e}")))?;
-    let created: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| WebError::Internal(anyhow::anyhow!("the re-run's answer: {e}")))?;
-    match created["run_id"].as_i64() {
-        Some(new_id) => Ok(Redirect::to(&format!("/runs/{new_id}")).into_response()),
-        None => Err(WebError::Internal(anyhow::anyhow!(
-            "the re-run's answer has no run_id: {created}"
-        ))),
-    }
+    let response = forward::post(web, headers, &form.csrf, api_path, None).await?;
+    forward::show_created_run(response, "the re-run").await
 }
 
 /// `POST /runs/{id}/proposals/{pid}/approve|reject`: decides a waiting proposal of the
@@ -285,7 +272,7 @@ pub(super) async fn decide_proposal(
     write_then_show(&web, &headers, &form, &api_path, Some(body), id).await
 }
 
-/// [`write`], then the run's page again; an API error is shown as the API said it.
+/// [`forward::post`], then the run's page again; an API error is shown as the API said it.
 async fn write_then_show(
     web: &Web,
     headers: &HeaderMap,
@@ -294,27 +281,6 @@ async fn write_then_show(
     json: Option<serde_json::Value>,
     id: i64,
 ) -> WebResult<Response> {
-    let response = write(web, headers, form, api_path, json).await?;
-    if !response.status().is_success() {
-        return Err(forward::api_error(response).await);
-    }
+    forward::post(web, headers, &form.csrf, api_path, json).await?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
-}
-
-async fn write(
-    web: &Web,
-    headers: &HeaderMap,
-    form: &CsrfForm,
-    api_path: &str,
-    json: Option<serde_json::Value>,
-) -> WebResult<Response> {
-    let session = Session::load(web, headers).await?;
-    session.check_write(headers, &form.csrf)?;
-    let call = ApiCall {
-        method: Method::POST,
-        uri: api_path,
-        pass: &[],
-        json,
-    };
-    forward::call(web, &session, call, headers, None).await
 }

@@ -19,13 +19,13 @@
 //!   page check that first.
 
 use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use evaluator::plan::{Action, Plan};
 use serde::{Deserialize, Serialize};
 
 use super::error::{WebError, WebResult};
-use super::forward::{self, ApiCall};
+use super::forward;
 use super::session::Session;
 use super::{encode, parse_run_id, Web};
 use crate::api::approvals::{self, Gate};
@@ -181,19 +181,9 @@ async fn decide(
     verb: &str,
 ) -> WebResult<Response> {
     let id = parse_run_id(id)?;
-    let session = Session::load(web, headers).await?;
-    session.check_write(headers, &form.csrf)?;
     let api_path = format!("/api/runs/{id}/steps/{}/{verb}", encode(step));
-    let call = ApiCall {
-        method: Method::POST,
-        uri: &api_path,
-        pass: &[],
-        json: Some(serde_json::json!({ "comment": form.comment.trim() })),
-    };
-    let response = forward::call(web, &session, call, headers, None).await?;
-    if !response.status().is_success() {
-        return Err(forward::api_error(response).await);
-    }
+    let json = serde_json::json!({ "comment": form.comment.trim() });
+    forward::post(web, headers, &form.csrf, &api_path, Some(json)).await?;
     // Only the two pages of this run: never a URL the form names.
     let to = match form.back.as_str() {
         "step" => format!("/runs/{id}/steps/{}", encode(step)),
