@@ -522,11 +522,7 @@ fn terminal_stream(state: Watching) -> impl Stream<Item = Result<SseEvent, Infal
             }
             if let Phase::Ended(reason) = phase {
                 w.done = true;
-                let data = serde_json::json!({ "reason": reason });
-                return Some((
-                    Ok(SseEvent::default().event("end").data(data.to_string())),
-                    w,
-                ));
+                return Some((Ok(end_event(&reason)), w));
             }
             if w.checked.elapsed() >= RECHECK {
                 w.checked = tokio::time::Instant::now();
@@ -550,16 +546,18 @@ fn terminal_stream(state: Watching) -> impl Stream<Item = Result<SseEvent, Infal
                     if let Err(err) = debug_relay::end(&w.store, &w.id, &reason).await {
                         tracing::warn!("could not end a debug session: {err:#}");
                     }
-                    let data = serde_json::json!({ "reason": reason });
-                    return Some((
-                        Ok(SseEvent::default().event("end").data(data.to_string())),
-                        w,
-                    ));
+                    return Some((Ok(end_event(&reason)), w));
                 }
             }
             w.session.changed(Duration::from_millis(500)).await;
         }
     })
+}
+
+/// The stream's last event, `end`, saying why it ends: `{"reason": "..."}`.
+fn end_event(reason: &str) -> SseEvent {
+    let data = serde_json::json!({ "reason": reason });
+    SseEvent::default().event("end").data(data.to_string())
 }
 
 #[utoipa::path(
