@@ -9,9 +9,10 @@
 //!   every output of the completion; the runner's own registration token is removed from
 //!   the step's environment.
 //! - One step at a time; an ephemeral runner leaves after its first step.
-//! - An attempt's directory is removed before its end is reported, so a runner that exits
-//!   right after leaves nothing; a starting runner removes what killed runners left in its
-//!   work directory ([`leftovers`]).
+//! - An attempt's directory is removed before the runner takes its next attempt or
+//!   leaves (while the engine takes the report; an ephemeral runner's before its end is
+//!   reported), so a runner leaves nothing; a starting runner removes what killed runners
+//!   left in its work directory ([`leftovers`]).
 //!
 //! Past 600 lines (about a fifth of them tests): an attempt's life — claim, workspace,
 //! process or `llm` step, hand-off, report — and the engine client it retries through read
@@ -395,18 +396,22 @@ async fn execute(
         Err(e) => (Outcome::Failed, Some(e.to_string()), BTreeMap::new()),
     };
     let (reason, outputs) = masked_report(&masker, reason, outputs);
-    // The attempt's directory goes before the engine hears the end (an ephemeral runner
-    // exits right after, and nothing may outlive it); only then may another attempt on
-    // this host run as this attempt's user.
+    // The attempt's directory goes, and only then may another attempt on this host run as
+    // this attempt's user (the claim is dropped with it). Every process of the attempt is
+    // gone and all it left that others need was kept above, so the removal runs while the
+    // engine takes the report, and the runner waits for it before it takes the next
+    // attempt or leaves. An ephemeral runner exits right after the report, and nothing may
+    // outlive it: its directory goes first.
     let dir_to_remove = dir.clone();
-    tokio::task::spawn_blocking(move || {
+    let mut removal = Some(tokio::task::spawn_blocking(move || {
         // Left when the attempt did not reach `keep` (cancelled); nothing else reads it.
         let _ = std::fs::remove_dir_all(transcript_dir(&dir_to_remove));
         remove_dir(&dir_to_remove, "attempt");
         drop(claim);
-    })
-    .await
-    .context("the attempt directory's removal failed")?;
+    }));
+    if config.ephemeral {
+        wait_removed(removal.take()).await?;
+    }
     let completion = Completion {
         outcome,
         exit_code,
@@ -430,8 +435,19 @@ async fn execute(
             &report_stop,
         )
         .await;
+    wait_removed(removal).await?;
     done.map(|answer| answer.next)
         .context("reporting the attempt's end")
+}
+
+/// Waits for an attempt directory's removal (see [`execute`]), if it was not waited for.
+async fn wait_removed(removal: Option<tokio::task::JoinHandle<()>>) -> anyhow::Result<()> {
+    if let Some(removal) = removal {
+        removal
+            .await
+            .context("the attempt directory's removal failed")?;
+    }
+    Ok(())
 }
 
 /// Creates the parent of the attempt directories: searchable but not listable by others
