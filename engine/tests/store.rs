@@ -687,6 +687,42 @@ async fn revoking_a_scoped_token_stops_its_registrations_and_its_runners() {
     }
 }
 
+// A run stored before its documents moved out of `runs` (migration 28) keeps them, and
+// what reads them finds them where they went.
+#[tokio::test]
+async fn upgrading_keeps_each_runs_plan_context_and_workspace() {
+    let inserts = [
+        "INSERT INTO workflows (id, source, path, name, created_at) VALUES (1, 'local', '/w', 'w', 1)",
+        "INSERT INTO runs (id, workflow_id, event, ref, sha, context, plan, plan_hash, workspace, \
+         max_parallel, status, created_at) VALUES (1, 1, 'comment', 'refs/heads/main', '0', \
+         '{\"issue\":1}', '{\"name\":\"w\"}', 'h', '{\"kind\":\"empty\"}', 1, 'succeeded', 1)",
+    ];
+    let upgraded = plue_store::testing::upgraded_stores(27, &inserts).await;
+    for (store, _dir) in upgraded {
+        let backend = store.backend();
+        let docs = store.run_documents(1).await.unwrap().expect(backend);
+        assert_eq!(
+            (
+                docs.plan.as_str(),
+                docs.context.as_str(),
+                docs.workspace.as_str()
+            ),
+            ("{\"name\":\"w\"}", "{\"issue\":1}", "{\"kind\":\"empty\"}"),
+            "{backend}"
+        );
+        assert_eq!(
+            store.summoned_context(1).await.unwrap().as_deref(),
+            Some("{\"issue\":1}"),
+            "{backend}"
+        );
+        assert_eq!(
+            store.run(1).await.unwrap().expect(backend).status,
+            "succeeded"
+        );
+        assert!(store.run_documents(2).await.unwrap().is_none(), "{backend}");
+    }
+}
+
 // An engine upgraded from a version that allowed two live runners with one name: the
 // migration that makes live names unique retires the older ones instead of failing.
 #[tokio::test]

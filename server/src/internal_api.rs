@@ -649,6 +649,10 @@ async fn started(
         .start_attempt(attempt_id, runner.id, now)
         .await?;
     metrics::step_started(ready_at, now);
+    state
+        .executor
+        .events()
+        .steps_moved(owner.run_id, &[owner.step_run_id]);
     state.executor.events().send(Event::Step {
         run_id: owner.run_id,
     });

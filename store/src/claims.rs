@@ -321,8 +321,9 @@ impl Store {
                     None => {
                         let (workspace, summoned_context) =
                             sqlx::query_as::<_, (String, Option<String>)>(
-                                "SELECT workspace, CASE WHEN event IN ('issue', 'comment') \
-                                 THEN context END FROM runs WHERE id = $1",
+                                "SELECT d.workspace, CASE WHEN r.event IN ('issue', 'comment') \
+                                 THEN d.context END FROM runs r \
+                                 JOIN run_documents d ON d.run_id = r.id WHERE r.id = $1",
                             )
                             .bind(run_id)
                             .fetch_one(&mut *$tx)

@@ -376,9 +376,9 @@ mod tests {
             let workflow_id = store.run(first).await.unwrap().unwrap().workflow_id;
             on_db!(store, pool => sqlx::query(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
-                 INSERT INTO runs (workflow_id, event, ref, sha, context, plan, plan_hash, \
-                 workspace, max_parallel, status, created_at) \
-                 SELECT $1, 'push', 'refs/heads/main', 'x', '{}', '{}', 'h', '{}', 4, \
+                 INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
+                 max_parallel, status, created_at) \
+                 SELECT $1, 'push', 'refs/heads/main', 'x', 'h', 4, \
                  CASE WHEN i = 50 THEN 'failed' ELSE 'succeeded' END, i FROM n",
             )
             .bind(workflow_id)

@@ -222,8 +222,8 @@ impl Store {
             _,
             (String, Option<String>, i64, String),
         >(
-            "SELECT s.step_id, s.action, s.attempts, r.workspace FROM step_runs s \
-             JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
+            "SELECT s.step_id, s.action, s.attempts, d.workspace FROM step_runs s \
+             JOIN run_documents d ON d.run_id = s.run_id WHERE s.id = $1",
         )
         .bind(session.step_run_id)
         .fetch_one(pool)

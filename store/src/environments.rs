@@ -272,9 +272,9 @@ impl Store {
     ) -> anyhow::Result<Option<RunEnvironments>> {
         let row = on_db!(self, pool => {
             let row = sqlx::query(
-                "SELECT r.repo_id, r.secrets_allowed, r.ref AS git_ref, r.context, \
-                 p.name AS repo_name FROM runs r LEFT JOIN repositories p ON p.id = r.repo_id \
-                 WHERE r.id = $1",
+                "SELECT r.repo_id, r.secrets_allowed, r.ref AS git_ref, d.context, \
+                 p.name AS repo_name FROM runs r JOIN run_documents d ON d.run_id = r.id \
+                 LEFT JOIN repositories p ON p.id = r.repo_id WHERE r.id = $1",
             )
             .bind(run_id)
             .fetch_optional(pool)

@@ -16,6 +16,13 @@
 //! at the cost the old wake-everyone had. A woken poll that ends before it looked for work
 //! hands its wake to another ([`Events::pass_wake`]). The pools' controllers are woken
 //! for every queueing.
+//!
+//! A reader that keeps a copy of a run's step states (`plue run`'s printer) watches the
+//! run ([`Events::watch_steps`]): it is sent the step runs whose state an advance, a start
+//! or a completion changed ([`Events::steps_moved`]), and re-reads only those, not every
+//! step of a large run. Only a change to a step run the copy holds as `pending` or
+//! `queued` needs the hint (the reader re-reads the claimed, running and waiting ones
+//! itself), and every such change is an advance's, a start's or a completion's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -50,6 +57,8 @@ pub struct Events {
     polls: Polls,
     /// Line taps by run.
     taps: Mutex<HashMap<i64, Tap>>,
+    /// Step watches by run ([`Events::watch_steps`]).
+    watches: Mutex<HashMap<i64, mpsc::UnboundedSender<Vec<i64>>>>,
 }
 
 impl Default for Events {
@@ -59,6 +68,7 @@ impl Default for Events {
             work: Notify::new(),
             polls: Polls::default(),
             taps: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -244,6 +254,30 @@ impl Events {
             taps.remove(&run_id);
         }
     }
+
+    /// The step runs of `run_id` whose state changes from now on, as batches of ids (an id
+    /// may come more than once). One watch a run: a second replaces the first. It ends when
+    /// its receiver is dropped.
+    pub fn watch_steps(&self, run_id: i64) -> mpsc::UnboundedReceiver<Vec<i64>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.watches).insert(run_id, tx);
+        rx
+    }
+
+    /// Tells the run's watch, if it has one, that the state of `step_run_ids` changed. Call
+    /// after the change is committed and before the `Step` event.
+    pub fn steps_moved(&self, run_id: i64, step_run_ids: &[i64]) {
+        if step_run_ids.is_empty() {
+            return;
+        }
+        let mut watches = lock(&self.watches);
+        let Some(watch) = watches.get(&run_id) else {
+            return;
+        };
+        if watch.send(step_run_ids.to_vec()).is_err() {
+            watches.remove(&run_id);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -306,6 +340,27 @@ mod tests {
         kept.clear();
         events.offer_lines(1, 10, 1, vec![line(41, &big)]);
         assert_eq!(tap.try_recv().unwrap().lines[0].seq, 41);
+    }
+
+    #[test]
+    fn a_watch_gets_the_moves_of_its_run_only_until_it_is_dropped() {
+        let events = Events::default();
+        events.steps_moved(3, &[30]);
+        let mut watch = events.watch_steps(3);
+        events.steps_moved(3, &[31, 32]);
+        events.steps_moved(4, &[40]);
+        events.steps_moved(3, &[]);
+        assert_eq!(watch.try_recv().unwrap(), vec![31, 32]);
+        assert!(
+            watch.try_recv().is_err(),
+            "nothing before the watch, of run 4, or empty"
+        );
+        drop(watch);
+        events.steps_moved(3, &[33]);
+        assert!(
+            lock(&events.watches).is_empty(),
+            "a dropped watch is forgotten"
+        );
     }
 
     /// Polls waiting the way the internal API's poll waits: registered, then enabled.

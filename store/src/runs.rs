@@ -191,6 +191,10 @@ pub struct Advanced {
     pub known: Option<KnownSteps>,
     /// How many step rows the advance read (every step, or only those that changed).
     pub steps_read: usize,
+    /// The step runs whose state the advance changed (queued, skipped, failed, cancelled,
+    /// waiting, or sent back by a review loop): what a reader of the run's states re-reads
+    /// ([`crate::events::Events::steps_moved`]).
+    pub moved: Vec<i64>,
 }
 
 /// What [`Store::create_run`] did.
@@ -327,20 +331,17 @@ impl Store {
                 _ => ("queued", None, None),
             };
             let run_id: i64 = sqlx::query_scalar(
-                "INSERT INTO runs (workflow_id, event, ref, sha, context, plan, plan_hash, \
-                 workspace, max_parallel, status, reason, rerun_of, repo_id, secrets_allowed, \
+                "INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
+                 max_parallel, status, reason, rerun_of, repo_id, secrets_allowed, \
                  created_at, started_at, finished_at, concurrency_group_id, concurrency_group) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, \
-                 $17, $18) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, \
+                 $14, $15) RETURNING id",
             )
             .bind(workflow_id)
             .bind(new.event)
             .bind(new.git_ref)
             .bind(new.sha)
-            .bind(new.context_json)
-            .bind(new.plan_json)
             .bind(new.plan_hash)
-            .bind(&workspace_json)
             .bind(max_parallel)
             .bind(status)
             .bind(reason.as_deref())
@@ -352,6 +353,16 @@ impl Store {
             .bind(group_id)
             .bind(group_name)
             .fetch_one(&mut *tx)
+            .await?;
+            // Apart from the row every advance reads and updates (migration 0028).
+            sqlx::query(
+                "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(run_id)
+            .bind(new.context_json)
+            .bind(new.plan_json)
+            .bind(&workspace_json)
+            .execute(&mut *tx)
             .await?;
             let mut cancelled: Vec<i64> = Vec::new();
             if let (Some(group_id), Some(group)) = (group_id, &group) {
@@ -461,7 +472,7 @@ impl Store {
     /// The run's plan, context and workspace documents (JSON), as stored.
     pub async fn run_documents(&self, run_id: i64) -> anyhow::Result<Option<RunDocuments>> {
         Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT plan, context, workspace FROM runs WHERE id = $1",
+            "SELECT plan, context, workspace FROM run_documents WHERE run_id = $1",
         )
         .bind(run_id)
         .fetch_optional(pool)
@@ -472,7 +483,8 @@ impl Store {
     /// (`None` for every other run): what its steps get as `PLUE_ISSUE_*` variables.
     pub async fn summoned_context(&self, run_id: i64) -> anyhow::Result<Option<String>> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT context FROM runs WHERE id = $1 AND event IN ('issue', 'comment')",
+            "SELECT d.context FROM runs r JOIN run_documents d ON d.run_id = r.id \
+             WHERE r.id = $1 AND r.event IN ('issue', 'comment')",
         )
         .bind(run_id)
         .fetch_optional(pool)
@@ -493,6 +505,33 @@ impl Store {
             "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
         );
         Ok(on_db!(self, pool => sqlx::query_as(&sql).bind(run_id).fetch_all(pool).await?))
+    }
+
+    /// The step runs `ids` of run `run_id` as [`Store::step_states`] reads them, in plan
+    /// order (ids of other runs are left out): what a reader that keeps a copy of the
+    /// states re-reads of what moved.
+    pub async fn step_states_of(
+        &self,
+        run_id: i64,
+        ids: &[i64],
+    ) -> anyhow::Result<Vec<StepRunRow>> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for ids in ids.chunks(256) {
+            let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 AND id IN ({})",
+                placeholders.join(", ")
+            );
+            rows.extend(on_db!(self, pool => {
+                let mut query = sqlx::query_as::<_, StepRunRow>(&sql).bind(run_id);
+                for id in ids {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(pool).await?
+            }));
+        }
+        rows.sort_by_key(|row| row.position);
+        Ok(rows)
     }
 
     pub async fn step_run(&self, run_id: i64, step_id: &str) -> anyhow::Result<Option<StepRunRow>> {
@@ -767,6 +806,19 @@ impl Store {
                         true
                     }
                 };
+                if took_effect {
+                    match &change {
+                        StepChange::Queue { step_run_id, .. }
+                        | StepChange::Skip { step_run_id, .. }
+                        | StepChange::Fail { step_run_id, .. }
+                        | StepChange::Cancel { step_run_id }
+                        | StepChange::Wait { step_run_id, .. } => advanced.moved.push(*step_run_id),
+                        StepChange::Loop { step_run_ids, .. } => {
+                            advanced.moved.extend_from_slice(step_run_ids)
+                        }
+                        StepChange::FinishRun { .. } => {}
+                    }
+                }
                 applied.push((change, took_effect));
             }
             advanced.known = KnownSteps::after(known, advances, snapshot.steps, &applied);

@@ -343,6 +343,7 @@ impl Executor {
             .fetch_add(advanced.steps_read as u64, Ordering::Relaxed);
         *known = advanced.known.take();
         drop(known);
+        self.events.steps_moved(run_id, &advanced.moved);
         self.events.send(Event::Step { run_id });
         if advanced.finished {
             self.forget(run_id);
@@ -438,6 +439,8 @@ impl Executor {
             .with_context(|| format!("completing attempt {attempt_id}"))?;
         match completed {
             Some(attempt) => {
+                self.events
+                    .steps_moved(attempt.run_id, &[attempt.step_run_id]);
                 if let Some(step_run) = ended_without_outputs {
                     self.lock_outputs().insert(attempt.run_id, step_run, "{}");
                 }

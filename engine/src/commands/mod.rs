@@ -22,6 +22,7 @@ mod results;
 mod run;
 mod run_lines;
 mod run_output;
+mod run_states;
 mod runner;
 mod runner_tokens;
 mod runs;

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::run_output::{use_color, Printer, Summary};
+use super::run_states::RunStates;
 use super::{
     context, cpus, evaluator_pool_with, limits_for_steps, local_runners, Interrupts, RemoveOnExit,
     EXIT_INVALID,
@@ -33,6 +34,8 @@ struct Seen {
     /// Step runs with new log lines.
     dirty: BTreeSet<i64>,
     steps_changed: bool,
+    /// Events were missed: every step is read again, not only those that moved.
+    lagged: bool,
     maybe_finished: bool,
     closed: bool,
 }
@@ -55,6 +58,7 @@ impl Seen {
             Err(RecvError::Lagged(_)) => {
                 self.dirty.extend(all.iter().copied());
                 self.steps_changed = true;
+                self.lagged = true;
                 self.maybe_finished = true;
             }
             Err(RecvError::Closed) => self.closed = true,
@@ -199,7 +203,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut prompter =
         super::approval_prompt::Prompter::new(run_id, &plan, &to_approve, &data_dir, &url)?;
     let run = store.run(run_id).await?.context("the run just started")?;
-    let steps = store.step_states(run_id).await?;
+    // Only the steps that moved are read again from here on (see `run_states`).
+    let mut states = RunStates::read(executor.events(), &store, run_id).await?;
+    let steps = states.all();
     if crate::logging::is_json() {
         tracing::info!(
             target: "plue",
@@ -226,7 +232,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut interrupt_count = 0;
     let mut seen = Seen::default();
     // Step states are re-read at most every 50 ms (a 500-step run changes state thousands
-    // of times); log lines print as soon as they are stored.
+    // of times), and only those that moved; log lines print as soon as they are stored.
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_read = tokio::time::Instant::now();
     // ... and, for a large run, at most every 20 times as long as a read takes, so that
@@ -277,7 +283,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if seen.steps_changed && due {
             seen.steps_changed = false;
             last_read = tokio::time::Instant::now();
-            let steps = store.step_states(run_id).await?;
+            let steps = if std::mem::take(&mut seen.lagged) {
+                states.read_all(&store).await?
+            } else {
+                states.read_moved(&store).await?
+            };
             read_every = Duration::from_millis(50).max(last_read.elapsed() * 20);
             for waiting in steps
                 .iter()

@@ -141,9 +141,9 @@ async fn store_with(store: &Store, kinds: &[&[&str]]) -> Vec<Vec<i64>> {
         for (r, kinds) in kinds.iter().enumerate() {
             let run = r as i64 + 1;
             sqlx::query(
-                "INSERT INTO runs (id, workflow_id, event, ref, sha, context, plan, plan_hash, \
-                 workspace, max_parallel, status, created_at) \
-                 VALUES ($1, 1, 'manual', 'refs/heads/main', 'x', '{}', '{}', 'h', '{}', 1, 'running', 0)",
+                "INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, \
+                 max_parallel, status, created_at) \
+                 VALUES ($1, 1, 'manual', 'refs/heads/main', 'x', 'h', 1, 'running', 0)",
             )
             .bind(run).execute(pool).await.unwrap();
             let mut of_run = Vec::new();
