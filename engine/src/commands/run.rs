@@ -222,7 +222,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             steps.len()
         ));
     }
-    let mut printer = Printer::new(&steps, use_color(), true)
+    let mut printer = Printer::new(steps, use_color(), true)
         .announcing()
         .with_events(crate::logging::is_json());
     // Every tapped batch is offered before its `Logs` event is sent: the event wakes this

@@ -100,7 +100,7 @@ mod tests {
     async fn run_of(n: usize) -> (Store, Option<tempfile::TempDir>, i64, Vec<i64>) {
         let (store, dir) = plue_store::testing::sqlite().await;
         let steps = (0..n)
-            .map(|i| Step::bash(&format!("s{i}"), "true"))
+            .map(|i| Step::bash(format!("s{i}"), "true"))
             .collect();
         let plan = Plan::new("p", steps);
         let json = serde_json::to_string(&plan).unwrap();
