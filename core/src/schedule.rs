@@ -102,7 +102,9 @@ pub fn decide(plan: &Plan, statuses: &[StepStatus]) -> Vec<Decision> {
 /// [`decide`] with the plan's [`dependency_indices`] computed beforehand: linear in the
 /// steps and their edges, with no allocation per step.
 pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) -> Vec<Decision> {
-    let mut failed_upstream = vec![None; plan.steps.len()];
+    // Filled in only for a `when="failure"` step: an advance of any other run allocates
+    // nothing the size of its plan.
+    let mut failed_upstream: Vec<Option<bool>> = Vec::new();
     let mut decisions = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
         if statuses[i] != StepStatus::Pending {
@@ -124,6 +126,9 @@ pub fn decide_with(plan: &Plan, deps: &[Vec<usize>], statuses: &[StepStatus]) ->
                 },
             },
             When::Failure => {
+                if failed_upstream.is_empty() {
+                    failed_upstream = vec![None; plan.steps.len()];
+                }
                 if deps_of
                     .iter()
                     .any(|&d| has_failure(plan, deps, statuses, d, &mut failed_upstream))

@@ -19,6 +19,7 @@ mod approvals;
 pub mod environments;
 mod for_pool;
 pub mod outputs;
+mod plan_facts;
 pub mod reruns;
 pub mod rules;
 
@@ -27,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use evaluator::loops::Loops;
 use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
@@ -289,16 +289,27 @@ impl Executor {
     async fn advance_one(&self, run_id: i64) -> anyhow::Result<(Option<i64>, bool, usize)> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
-        let (reads, deps) = {
+        let (reads, deps, facts) = {
             let mut cache = self.lock_outputs();
-            (cache.reads(run_id, &plan), cache.deps(run_id, &plan))
+            (
+                cache.reads(run_id, &plan),
+                cache.deps(run_id, &plan),
+                cache.facts(run_id, &plan),
+            )
         };
-        let loops = Loops::of(&plan);
-        let gates = self.gates(run_id, &plan).await?;
+        let loops = &facts.loops;
+        let gates = if facts.names_environment {
+            self.gates(run_id, &plan).await?
+        } else {
+            Vec::new()
+        };
         // The outputs this advance reads: taken from the cache when the store shows which
         // are needed (so a later eviction cannot take them away), the rest parsed from what
         // the store loaded.
         let held: Mutex<HashMap<(i64, i64), Outputs>> = Mutex::new(HashMap::new());
+        // The run after its due loops, worked out for the outputs it needs and then decided
+        // on (both see the same snapshot).
+        let looped: Mutex<Option<rules::Looped>> = Mutex::new(None);
         let mut decided = metrics::Decided::default();
         let turn = self.turn(run_id);
         let mut known = turn.lock().await;
@@ -312,7 +323,11 @@ impl Executor {
                     let mut cache = self.lock_outputs();
                     let mut held = lock(&held);
                     let mut missing = Vec::new();
-                    for id in rules::needed_outputs(&plan, &deps, &reads, &loops, snapshot) {
+                    let taken = rules::take_loops(&plan, loops, snapshot);
+                    let needed =
+                        rules::needed_outputs(&plan, &deps, &reads, loops, snapshot, &taken);
+                    *lock(&looped) = Some(taken);
+                    for id in needed {
                         match cache.get(run_id, id) {
                             Some(outputs) => {
                                 held.insert(id, outputs);
@@ -329,8 +344,11 @@ impl Executor {
                         held.insert(id, cache.insert(run_id, id, json));
                     }
                     drop(cache);
+                    let taken = lock(&looped)
+                        .take()
+                        .unwrap_or_else(|| rules::take_loops(&plan, loops, snapshot));
                     let mut changes = rules::plan_changes_with(
-                        &plan, &deps, &reads, &loops, snapshot, &held, &gates, now,
+                        &plan, &deps, &reads, loops, snapshot, taken, &held, &gates, now,
                     );
                     keep_workspaces(&mut changes, &snapshot.steps, &self.kept_workspaces);
                     decided.note(&plan, snapshot, changes)
@@ -396,6 +414,7 @@ impl Executor {
         } = said;
         let cost_micros = crate::pricing::attempt_cost(&self.prices, model.as_deref(), usage);
         let plan = self.plan(run_id).await?;
+        let facts = self.lock_outputs().facts(run_id, &plan);
         let now = now_ms();
         let status = match report.outcome {
             runner::protocol::Outcome::Succeeded => "succeeded",
@@ -427,12 +446,13 @@ impl Executor {
                     attempt.run_id, run_id,
                     "attempt {attempt_id} is of another run"
                 );
-                let after = rules::step_after(&plan, attempt, report, now);
+                let step = facts.step(&plan, &attempt.step_id);
+                let after = rules::step_after(step, attempt, report, now);
                 retry_now = matches!(after, StepAfter::Retry { ready_at, .. } if ready_at <= now);
                 if matches!(&after, StepAfter::Final { outputs, .. } if outputs == "{}") {
                     ended_without_outputs = Some((attempt.step_run_id, attempt.iteration.max(1)));
                 }
-                ended = metrics::attempt_ended(&plan, attempt, &after, now);
+                ended = metrics::attempt_ended(step, attempt, &after, now);
                 after
             })
             .await
@@ -517,10 +537,9 @@ impl Executor {
         names: &[String],
     ) -> anyhow::Result<Result<Secrets, String>> {
         let plan = self.plan(run_id).await?;
-        let environment = plan
-            .steps
-            .iter()
-            .find(|s| s.id == step_id)
+        let facts = self.lock_outputs().facts(run_id, &plan);
+        let environment = facts
+            .step(&plan, step_id)
             .and_then(|s| s.environment.as_deref());
         let mut from_environment = BTreeMap::new();
         if let Some(name) = environment {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use evaluator::plan::Plan;
 
+use super::plan_facts::PlanFacts;
 use crate::dispatch;
 
 /// The outputs of one step run, shared with the dispatches that read them.
@@ -56,6 +57,8 @@ struct RunOutputs {
     reads: Option<Arc<Vec<Vec<usize>>>>,
     /// For each step (by index), the steps it depends on ([`schedule::dependency_indices`]).
     deps: Option<Arc<Vec<Vec<usize>>>>,
+    /// What the executor looks up in the plan ([`PlanFacts`]).
+    facts: Option<Arc<PlanFacts>>,
     /// By (step run, iteration).
     by_step_run: HashMap<(i64, i64), Outputs>,
     bytes: usize,
@@ -87,6 +90,14 @@ impl OutputCache {
         let run = self.run(run_id);
         run.deps
             .get_or_insert_with(|| Arc::new(crate::schedule::dependency_indices(plan)))
+            .clone()
+    }
+
+    /// The [`PlanFacts`] of run `run_id` (whose plan is `plan`), worked out once per run.
+    pub fn facts(&mut self, run_id: i64, plan: &Plan) -> Arc<PlanFacts> {
+        let run = self.run(run_id);
+        run.facts
+            .get_or_insert_with(|| Arc::new(PlanFacts::of(plan)))
             .clone()
     }
 

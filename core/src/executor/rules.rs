@@ -39,8 +39,10 @@ pub fn parse_status(text: &str) -> StepStatus {
     }
 }
 
-/// The run as the schedule sees it once the review loops due now have gone back.
-struct Looped {
+/// The run as the schedule sees it once the review loops due now have gone back
+/// ([`take_loops`]): worked out once per advance, for [`needed_outputs`] and then
+/// [`plan_changes_with`].
+pub(crate) struct Looped {
     statuses: Vec<StepStatus>,
     /// Each step run's iteration (1 outside loops).
     iterations: Vec<i64>,
@@ -50,7 +52,7 @@ struct Looped {
 
 /// The run's statuses and iterations with the review loops that are due taken
 /// ([`take_due_loops`]).
-fn take_loops(plan: &Plan, loops: &Loops, snapshot: &RunSnapshot) -> Looped {
+pub(crate) fn take_loops(plan: &Plan, loops: &Loops, snapshot: &RunSnapshot) -> Looped {
     let rows = &snapshot.steps;
     let mut looped = Looped {
         statuses: rows.iter().map(|r| parse_status(&r.status)).collect(),
@@ -127,12 +129,16 @@ pub(crate) fn needed_outputs(
     reads: &[Vec<usize>],
     loops: &Loops,
     snapshot: &RunSnapshot,
+    looped: &Looped,
 ) -> Vec<(i64, i64)> {
     let rows = &snapshot.steps;
-    if rows.len() != reads.len() || rows.len() != plan.steps.len() || deps.len() != rows.len() {
+    if rows.len() != reads.len()
+        || rows.len() != plan.steps.len()
+        || deps.len() != rows.len()
+        || looped.statuses.len() != rows.len()
+    {
         return Vec::new();
     }
-    let looped = take_loops(plan, loops, snapshot);
     let mut needed: Vec<Option<i64>> = vec![None; rows.len()];
     for (i, read) in reads.iter().enumerate() {
         if looped.statuses[i] != StepStatus::Pending {
@@ -190,11 +196,23 @@ pub(crate) fn plan_changes(
     now: i64,
 ) -> Vec<StepChange> {
     let deps = schedule::dependency_indices(plan);
-    plan_changes_with(plan, &deps, reads, loops, snapshot, outputs, &[], now)
+    let looped = take_loops(plan, loops, snapshot);
+    plan_changes_with(
+        plan,
+        &deps,
+        reads,
+        loops,
+        snapshot,
+        looped,
+        outputs,
+        &[],
+        now,
+    )
 }
 
 /// [`plan_changes`] with the plan's dependencies by index
-/// ([`schedule::dependency_indices`]) computed beforehand, as the executor keeps them, and
+/// ([`schedule::dependency_indices`]) computed beforehand, as the executor keeps them, the
+/// run after its due loops ([`take_loops`] of the same snapshot), and
 /// the environment gate of each step ([`environments::gates`]; empty: none): a step the
 /// schedule would queue fails, waits for its environment's review or is queued after the
 /// environment's wait timer as [`environments::admit`] says.
@@ -205,6 +223,7 @@ pub(crate) fn plan_changes_with(
     reads: &[Vec<usize>],
     loops: &Loops,
     snapshot: &RunSnapshot,
+    looped: Looped,
     outputs: &HashMap<(i64, i64), Outputs>,
     gates: &[Option<Gate>],
     now: i64,
@@ -213,13 +232,14 @@ pub(crate) fn plan_changes_with(
     if rows.len() != plan.steps.len()
         || reads.len() != plan.steps.len()
         || deps.len() != plan.steps.len()
+        || looped.statuses.len() != plan.steps.len()
     {
         return vec![StepChange::FinishRun {
             status: "failed",
             reason: Some("the stored steps do not match the run's plan".into()),
         }];
     }
-    let mut looped = take_loops(plan, loops, snapshot);
+    let mut looped = looped;
     let mut changes = std::mem::take(&mut looped.changes);
     if snapshot.cancel_requested {
         let statuses = &mut looped.statuses;
@@ -513,10 +533,11 @@ pub struct Report {
     pub outputs: BTreeMap<String, String>,
 }
 
-/// What follows an attempt: final, or a retry after the step's doubling backoff. A run
+/// What follows an attempt of `step` (the plan's step the attempt is of; `None` when the
+/// plan has none of that id): final, or a retry after the step's doubling backoff. A run
 /// being cancelled never retries.
 pub(crate) fn step_after(
-    plan: &Plan,
+    step: Option<&evaluator::plan::Step>,
     attempt: &CompletedAttempt,
     report: &Report,
     now: i64,
@@ -552,7 +573,7 @@ pub(crate) fn step_after(
             outputs,
         };
     }
-    let Some(step) = plan.steps.iter().find(|s| s.id == attempt.step_id) else {
+    let Some(step) = step else {
         return StepAfter::Final {
             status: "failed",
             reason: Some(format!(

@@ -7,7 +7,7 @@
 //! each change commits once (the store's updates name the states they leave), so every
 //! transition is counted once across all replicas.
 
-use evaluator::plan::Plan;
+use evaluator::plan::{Plan, Step};
 
 use super::{record, seconds_between, Event};
 use crate::store::{CompletedAttempt, RunSnapshot, StepAfter, StepChange};
@@ -106,7 +106,7 @@ impl Ended {
 
 /// What to record for a step whose attempt ended it for good (`None` when it retries).
 pub fn attempt_ended(
-    plan: &Plan,
+    step: Option<&Step>,
     attempt: &CompletedAttempt,
     after: &StepAfter,
     now: i64,
@@ -119,7 +119,7 @@ pub fn attempt_ended(
         step: attempt.step_id.clone(),
         attempt: attempt.number,
         status,
-        kind: kind_of(plan, Some(&attempt.step_id)),
+        kind: step.map_or("unknown", |step| step.action.kind()),
         seconds: attempt.started_at.map(|at| seconds_between(at, now)),
     })
 }

@@ -52,6 +52,7 @@ fn needed(plan: &Plan, reads: &[Vec<usize>], loops: &Loops, snap: &RunSnapshot) 
         reads,
         loops,
         snap,
+        &take_loops(plan, loops, snap),
     )
 }
 
@@ -181,7 +182,7 @@ fn a_step_whose_outputs_pass_the_run_bound_fails_and_stores_none() {
     let plan = plan();
     let value = "v".repeat(1000);
     let after = step_after(
-        &plan,
+        plan.steps.first(),
         &attempt(MAX_RUN_OUTPUT_BYTES - 2000),
         &succeeded(&value),
         0,
@@ -196,7 +197,7 @@ fn a_step_whose_outputs_pass_the_run_bound_fails_and_stores_none() {
     };
     assert!(outputs.contains(&value));
     let after = step_after(
-        &plan,
+        plan.steps.first(),
         &attempt(MAX_RUN_OUTPUT_BYTES - 500),
         &succeeded(&value),
         0,
@@ -218,7 +219,12 @@ fn a_step_whose_outputs_pass_the_run_bound_fails_and_stores_none() {
     // A step without outputs is never refused.
     let mut none = succeeded("");
     none.outputs.clear();
-    let after = step_after(&plan, &attempt(MAX_RUN_OUTPUT_BYTES + 1), &none, 0);
+    let after = step_after(
+        plan.steps.first(),
+        &attempt(MAX_RUN_OUTPUT_BYTES + 1),
+        &none,
+        0,
+    );
     assert!(
         matches!(
             after,
@@ -433,13 +439,13 @@ fn retries_count_within_an_iteration() {
     attempt.iteration = 2;
     attempt.number_in_iteration = 1;
     assert!(matches!(
-        step_after(&plan, &attempt, &failed, 0),
+        step_after(Some(&plan.steps[2]), &attempt, &failed, 0),
         StepAfter::Retry { .. }
     ));
     attempt.number = 4;
     attempt.number_in_iteration = 2;
     assert!(matches!(
-        step_after(&plan, &attempt, &failed, 0),
+        step_after(Some(&plan.steps[2]), &attempt, &failed, 0),
         StepAfter::Final {
             status: "failed",
             ..
@@ -465,6 +471,7 @@ fn environment_gates_decide_before_the_queue() {
             &reads,
             &loops,
             snap,
+            take_loops(&plan, &loops, snap),
             &HashMap::new(),
             &[Some(gate), None],
             1_000,
