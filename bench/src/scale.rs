@@ -8,6 +8,12 @@
 //! evaluator; its runners are processes of their own), read from `/proc` every 50 ms while
 //! it runs — the high-water mark only grows, so the last reading is the peak to within the
 //! last 50 ms.
+//!
+//! Then the same shapes through `plue serve --runners 2` on a throw-away PostgreSQL
+//! (`--max-steps 10000`; each runner takes one step and is replaced, as `plue serve`'s
+//! runners are): the run's own first claim → finish ÷ N (its wall, read by polling the
+//! store every 50 ms, is too coarse for a 100-step run), and `VmHWM` of the `plue serve`
+//! process.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -17,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use engine::store::Store;
 use tokio::process::Command;
 
+use crate::server::{Backend, Server};
 use crate::stats::{from_ms, ms, percentile, tail};
 use crate::workdir::{self, Workdir};
 use crate::Env;
@@ -87,7 +94,100 @@ pub(crate) async fn run(env: &Env) -> Result<()> {
         );
     }
     println!();
+    serve_on_postgres(env, &work).await
+}
+
+/// The shapes again through `plue serve` on PostgreSQL.
+async fn serve_on_postgres(env: &Env, work: &Workdir) -> Result<()> {
+    let (postgres, url) =
+        tokio::task::spawn_blocking(|| -> Result<(testkit::TempPostgres, String)> {
+            let postgres = testkit::TempPostgres::start()?;
+            let url = postgres.new_database()?;
+            Ok((postgres, url))
+        })
+        .await??;
+    let server = Server::start_with(
+        env,
+        work,
+        &Backend::Postgres(url),
+        2,
+        &["--max-steps", "10000"],
+        &[],
+    )
+    .await?;
+    let one = work.write_workflow("serve-one", &workdir::chain(1, "true"))?;
+    let mut fixed = Vec::new();
+    for _ in 0..SMALL_RUNS {
+        fixed.push(serve_run(&server, work, &one).await?.wall);
+    }
+    let fixed = percentile(&mut fixed, 0.5);
+    println!("## scale on `plue serve --runners 2`, PostgreSQL\n");
+    println!(
+        "Marginal per step = (wall from `POST /api/runs` to the run's end − one-step run {}) ÷ \
+         (N − 1); in-run as above; peak = the `plue serve` process's `VmHWM` so far.\n",
+        ms(fixed)
+    );
+    println!("| shape | steps | wall | marginal/step | in-run/step | engine peak RSS |");
+    println!("|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for (shape, make) in [
+        ("chain", workdir::chain as fn(usize, &str) -> String),
+        ("fan-out/fan-in", workdir::fan),
+    ] {
+        let mut per_step = Vec::new();
+        for steps in SIZES {
+            let file = work.write_workflow(
+                &format!("serve-{}-{steps}", shape.replace('/', "-")),
+                &make(steps, "true"),
+            )?;
+            let runs = if steps < 1000 { SMALL_RUNS } else { 1 };
+            let mut measured = Vec::new();
+            for _ in 0..runs {
+                measured.push(serve_run(&server, work, &file).await?);
+            }
+            measured.sort_by_key(|m| m.wall);
+            let mut m = measured.swap_remove(runs / 2);
+            m.peak_kib = vm_hwm(server.pid()).unwrap_or(0);
+            let marginal = m.wall.saturating_sub(fixed).as_secs_f64() / (steps - 1) as f64;
+            println!(
+                "| {shape} | {steps} | {} | {:.3} ms | {:.3} ms | {:.1} MiB |",
+                ms(m.wall),
+                marginal * 1000.0,
+                m.in_run.as_secs_f64() / steps as f64 * 1000.0,
+                m.peak_kib as f64 / 1024.0
+            );
+            // In-run, not marginal: the wall is read by polling the store every 50 ms, too
+            // coarse for a 100-step run.
+            per_step.push(m.in_run.as_secs_f64() / steps as f64);
+        }
+        ratios.push((shape, per_step[1] / per_step[0]));
+    }
+    server.stop().await;
+    drop(postgres);
+    println!();
+    for (shape, ratio) in ratios {
+        println!(
+            "{shape} (serve, PostgreSQL): in-run per step at 10,000 / at 100 = **{ratio:.2}×** (goal ≤ 1.25×: {}).",
+            if ratio <= 1.25 { "met" } else { "not met" }
+        );
+    }
+    println!();
     Ok(())
+}
+
+/// One run of `file` through `server`: wall from its creation to its end, and in-run time
+/// (peak memory is read by the caller).
+async fn serve_run(server: &Server, work: &Workdir, file: &Path) -> Result<Measured> {
+    let started = Instant::now();
+    let run_id = server.start_run(file, &work.workspace()).await?;
+    let run = server.wait_run(run_id).await?;
+    Ok(Measured {
+        wall: started.elapsed(),
+        in_run: from_ms(
+            run.finished_at.context("unfinished run")? - run.started_at.context("unstarted run")?,
+        ),
+        peak_kib: 0,
+    })
 }
 
 /// One `plue run` of `file` with a fresh data directory: wall, in-run time, peak RSS.

@@ -156,6 +156,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The `plue serve` process's id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn url(&self) -> &str {
         &self.url
     }

@@ -222,6 +222,10 @@ const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exi
      AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
 /// [`STEP_COLUMNS`] with an empty `outputs`, for readers that do not show them.
+/// Step rows one `INSERT` stores (six values each: within SQLite's and PostgreSQL's bounds
+/// on a statement's parameters).
+const STEP_ROWS_PER_INSERT: usize = 500;
+
 const STEP_STATE_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, \
      reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
@@ -409,18 +413,22 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            for (position, step) in new.plan.steps.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO step_runs (run_id, step_id, position, status, labels, needs_secrets) \
-                     VALUES ($1, $2, $3, 'pending', $4, $5)",
-                )
-                .bind(run_id)
-                .bind(&step.id)
-                .bind(position as i64)
-                .bind(canonical_labels(step.runner.iter()))
-                .bind(needs_secrets[position])
-                .execute(&mut *tx)
-                .await?;
+            // Many rows a statement: one statement a step made storing a 10,000-step run
+            // take most of a second (each a trip to SQLite's worker thread).
+            let steps: Vec<_> = new.plan.steps.iter().enumerate().collect();
+            for chunk in steps.chunks(STEP_ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO step_runs (run_id, step_id, position, status, labels, needs_secrets) ",
+                );
+                insert.push_values(chunk, |mut row, &(position, step)| {
+                    row.push_bind(run_id)
+                        .push_bind(&step.id)
+                        .push_bind(position as i64)
+                        .push_bind("pending")
+                        .push_bind(canonical_labels(step.runner.iter()))
+                        .push_bind(needs_secrets[position]);
+                });
+                insert.build().execute(&mut *tx).await?;
             }
             if let (Some(from), false) = (new.rerun_of, carry.is_empty()) {
                 super::reruns::carry_steps!(&mut *tx, run_id, from, carry);
