@@ -267,7 +267,7 @@ pub(crate) fn plan_changes_with(
             })
             .count() as i64;
         loop {
-            let mut progressed = false;
+            let before = changes.len();
             for decision in schedule::decide_with(plan, deps, statuses) {
                 let decision = match decision {
                     Decision::Queue { step } => when::decide(
@@ -287,7 +287,6 @@ pub(crate) fn plan_changes_with(
                     Decision::Queue { step } if super::approvals::is_approval(plan, step) => {
                         statuses[step] = StepStatus::Waiting;
                         changes.push(super::approvals::wait(plan, step, rows[step].id, now));
-                        progressed = true;
                     }
                     // The environment's gate comes first: a refused step fails, one
                     // waiting for its review holds no runner either.
@@ -310,7 +309,6 @@ pub(crate) fn plan_changes_with(
                             }
                             Admit::Queue { .. } => unreachable!("admits() said it does not queue"),
                         }
-                        progressed = true;
                     }
                     Decision::Queue { step } if active < snapshot.max_parallel => {
                         let gate = gates.get(step).and_then(Option::as_ref);
@@ -368,7 +366,6 @@ pub(crate) fn plan_changes_with(
                             }
                         };
                         changes.push(change);
-                        progressed = true;
                     }
                     Decision::Queue { .. } => {}
                     Decision::Skip { step, reason } => {
@@ -377,11 +374,16 @@ pub(crate) fn plan_changes_with(
                             step_run_id: rows[step].id,
                             reason,
                         });
-                        progressed = true;
                     }
                 }
             }
-            if !progressed {
+            // Only a step that became final makes another decidable (its dependents): a
+            // pass that queued or held steps and ended none is the last, without one more
+            // walk of the plan to find nothing.
+            let finalized = changes[before..]
+                .iter()
+                .any(|c| matches!(c, StepChange::Skip { .. } | StepChange::Fail { .. }));
+            if !finalized {
                 // A source that failed in this advance (its dispatch failed) loops now;
                 // the target is dispatched by the next advance, which loads the outputs it
                 // reads (the executor advances again after a loop).
