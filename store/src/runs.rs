@@ -192,7 +192,8 @@ pub struct Advanced {
     /// How many step rows the advance read (every step, or only those that changed).
     pub steps_read: usize,
     /// The step runs whose state the advance changed (queued, skipped, failed, cancelled,
-    /// waiting, or sent back by a review loop): what a reader of the run's states re-reads
+    /// waiting, or sent back by a review loop; a loop's whole region even where it went back
+    /// only in part): what a reader of the run's states re-reads
     /// ([`crate::events::Events::steps_moved`]).
     pub moved: Vec<i64>,
 }
@@ -221,11 +222,11 @@ const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exi
      AND o.iteration = step_runs.iteration), '{}') \
      AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
-/// [`STEP_COLUMNS`] with an empty `outputs`, for readers that do not show them.
 /// Step rows one `INSERT` stores (six values each: within SQLite's and PostgreSQL's bounds
 /// on a statement's parameters).
 const STEP_ROWS_PER_INSERT: usize = 500;
 
+/// [`STEP_COLUMNS`] with an empty `outputs`, for readers that do not show them.
 const STEP_STATE_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, \
      reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
@@ -814,7 +815,10 @@ impl Store {
                         true
                     }
                 };
-                if took_effect {
+                // A loop that went back only in part did not take effect, yet the rows
+                // it sent back moved: readers of the states are told of every change tried
+                // that may have moved a row (reading one again costs nothing more).
+                if took_effect || matches!(change, StepChange::Loop { .. }) {
                     match &change {
                         StepChange::Queue { step_run_id, .. }
                         | StepChange::Skip { step_run_id, .. }

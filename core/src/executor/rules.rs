@@ -59,7 +59,9 @@ pub(crate) fn take_loops(plan: &Plan, loops: &Loops, snapshot: &RunSnapshot) -> 
         iterations: rows.iter().map(|r| r.iteration.max(1)).collect(),
         changes: Vec::new(),
     };
-    if !snapshot.cancel_requested {
+    // Stored steps that do not match the plan take no loop (the loops index by plan
+    // position): the rules then end the run for the mismatch.
+    if !snapshot.cancel_requested && rows.len() == plan.steps.len() {
         take_due_loops(
             plan,
             loops,

@@ -524,3 +524,24 @@ fn environment_gates_decide_before_the_queue() {
         "{changes:?}"
     );
 }
+
+#[test]
+fn stored_steps_that_do_not_match_a_looping_plan_end_the_run_without_a_panic() {
+    let plan = loop_plan();
+    let reads = dispatch::reads(&plan);
+    let loops = Loops::of(&plan);
+    // The rows of the loop's source and of the steps after it are missing.
+    let snap = snapshot(&plan, &["succeeded", "failed"]);
+    assert!(needed(&plan, &reads, &loops, &snap).is_empty());
+    let changes = plan_changes(&plan, &reads, &loops, &snap, &HashMap::new(), 5);
+    assert!(
+        matches!(
+            changes.as_slice(),
+            [StepChange::FinishRun {
+                status: "failed",
+                ..
+            }]
+        ),
+        "{changes:?}"
+    );
+}
