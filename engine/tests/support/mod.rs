@@ -708,12 +708,40 @@ pub(crate) fn two_free_ports() -> (u16, u16) {
     (a, b)
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
+/// A port the kernel hands out (`bind` to port 0) comes from that range, and so does the
+/// local port of every outgoing connection: between this call and the engine's own
+/// `bind`, any test's client could take it ("Address already in use"). Below the range
+/// only another test picking the same port can; each test process starts its search at a
+/// place of its own (its pid and the clock) and walks on from there.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static NEXT: Mutex<Option<u32>> = Mutex::new(None);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&low| low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    let span = ephemeral_low - LOWEST;
+    let mut next = NEXT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let start = *next.get_or_insert_with(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        std::process::id().wrapping_mul(7_919).wrapping_add(nanos) % span
+    });
+    for offset in 0..span {
+        let candidate = (start + offset) % span;
+        let port = (LOWEST + candidate) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            *next = Some((candidate + 1) % span);
+            return port;
+        }
+    }
+    panic!("no free port between {LOWEST} and {ephemeral_low}")
 }
 
 pub(crate) fn now_ms() -> i64 {
