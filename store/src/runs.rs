@@ -230,6 +230,30 @@ const STEP_ROWS_PER_INSERT: usize = 500;
 const STEP_STATE_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, \
      reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
+/// The step runs `$ids` (a slice) of run `$run_id` as [`STEP_STATE_COLUMNS`] reads them,
+/// 256 ids to a statement, on `$executor` (evaluated once per statement: a pool, or
+/// `&mut *tx`); in the order the database gives them. A macro so it type-checks once per
+/// backend.
+macro_rules! step_states_by_id {
+    ($executor:expr, $run_id:expr, $ids:expr) => {{
+        let ids: &[i64] = $ids;
+        let mut rows: Vec<StepRunRow> = Vec::with_capacity(ids.len());
+        for ids in ids.chunks(256) {
+            let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, StepRunRow>(&sql).bind($run_id);
+            for id in ids {
+                query = query.bind(*id);
+            }
+            rows.extend(query.fetch_all($executor).await?);
+        }
+        rows
+    }};
+}
+
 /// Moves a step run to a final status if it is in one of the two `from` states (a macro
 /// rather than a function so it type-checks once per backend). Its dispatch document, read
 /// only by claims, is dropped.
@@ -524,21 +548,7 @@ impl Store {
         run_id: i64,
         ids: &[i64],
     ) -> anyhow::Result<Vec<StepRunRow>> {
-        let mut rows = Vec::with_capacity(ids.len());
-        for ids in ids.chunks(256) {
-            let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 AND id IN ({})",
-                placeholders.join(", ")
-            );
-            rows.extend(on_db!(self, pool => {
-                let mut query = sqlx::query_as::<_, StepRunRow>(&sql).bind(run_id);
-                for id in ids {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(pool).await?
-            }));
-        }
+        let mut rows = on_db!(self, pool => step_states_by_id!(pool, run_id, ids));
         rows.sort_by_key(|row| row.position);
         Ok(rows)
     }
@@ -650,20 +660,7 @@ impl Store {
             let mut known = known.filter(|k| k.follows(advances) && !cancel_requested);
             let mut steps_read = 0;
             if let Some(k) = known.as_mut() {
-                let mut rows = Vec::with_capacity(changed.len());
-                for ids in changed.chunks(256) {
-                    let placeholders: Vec<String> =
-                        (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-                    let sql = format!(
-                        "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 AND id IN ({})",
-                        placeholders.join(", ")
-                    );
-                    let mut query = sqlx::query_as::<_, StepRunRow>(&sql).bind(run_id);
-                    for id in ids {
-                        query = query.bind(*id);
-                    }
-                    rows.extend(query.fetch_all(&mut *tx).await?);
-                }
+                let rows = step_states_by_id!(&mut *tx, run_id, &changed);
                 steps_read += rows.len();
                 if rows.len() != changed.iter().collect::<std::collections::BTreeSet<_>>().len()
                     || !k.refresh(rows)
