@@ -38,59 +38,52 @@ struct Measured {
     peak_kib: u64,
 }
 
+/// What runs the shapes.
+enum Engine<'a> {
+    /// A `plue run` child per run.
+    Run(&'a Env),
+    /// One `plue serve` child for every run.
+    Serve(&'a Server),
+}
+
+impl Engine<'_> {
+    /// One run of `file`; for `plue serve`, its peak memory so far.
+    async fn measure(&self, work: &Workdir, file: &Path) -> Result<Measured> {
+        match self {
+            Engine::Run(env) => plue_run(env, work, file).await,
+            Engine::Serve(server) => {
+                let mut measured = serve_run(server, work, file).await?;
+                measured.peak_kib = vm_hwm(server.pid()).unwrap_or(0);
+                Ok(measured)
+            }
+        }
+    }
+}
+
+/// Which per-step figure the ratio is taken of.
+#[derive(Clone, Copy, PartialEq)]
+enum Judged {
+    /// (wall − one-step run) ÷ (N − 1).
+    Marginal,
+    /// The run's first claim → its end ÷ N.
+    InRun,
+}
+
 pub(crate) async fn run(env: &Env) -> Result<()> {
     let work = Workdir::new("plue-bench-scale-")?;
-    let one = work.write_workflow("one", &workdir::chain(1, "true"))?;
-    let mut fixed = Vec::new();
-    for _ in 0..SMALL_RUNS {
-        fixed.push(plue_run(env, &work, &one).await?.wall);
-    }
-    let fixed = percentile(&mut fixed, 0.5);
     println!("## scale: per-step cost at 100 and 10,000 steps (`plue run --runners 2`, SQLite)\n");
-    println!(
-        "Marginal per step = (wall − one-step run {}) ÷ (N − 1); in-run = first claim → run \
-         finished (store) ÷ N; peak = the `plue run` process's `VmHWM` (engine, store, \
-         evaluator; not its runner processes).\n",
-        ms(fixed)
-    );
-    println!("| shape | steps | wall | marginal/step | in-run/step | engine peak RSS |");
-    println!("|---|---|---|---|---|---|");
-    let mut ratios = Vec::new();
-    for (shape, make) in [
-        ("chain", workdir::chain as fn(usize, &str) -> String),
-        ("fan-out/fan-in", workdir::fan),
-    ] {
-        let mut per_step = Vec::new();
-        for steps in SIZES {
-            let file = work.write_workflow(
-                &format!("{}-{steps}", shape.replace('/', "-")),
-                &make(steps, "true"),
-            )?;
-            let runs = if steps < 1000 { SMALL_RUNS } else { 1 };
-            let mut measured = Vec::new();
-            for _ in 0..runs {
-                measured.push(plue_run(env, &work, &file).await?);
-            }
-            measured.sort_by_key(|m| m.wall);
-            let m = measured.swap_remove(runs / 2);
-            let marginal = m.wall.saturating_sub(fixed).as_secs_f64() / (steps - 1) as f64;
-            let in_run = m.in_run.as_secs_f64() / steps as f64;
-            println!(
-                "| {shape} | {steps} | {} | {:.3} ms | {:.3} ms | {:.1} MiB |",
-                ms(m.wall),
-                marginal * 1000.0,
-                in_run * 1000.0,
-                m.peak_kib as f64 / 1024.0
-            );
-            per_step.push(marginal);
-        }
-        ratios.push((shape, per_step[1] / per_step[0]));
-    }
-    println!();
+    let ratios = shapes(&Engine::Run(env), &work, "", Judged::Marginal, |fixed| {
+        format!(
+            "Marginal per step = (wall − one-step run {fixed}) ÷ (N − 1); in-run = first claim → \
+             run finished (store) ÷ N; peak = the `plue run` process's `VmHWM` (engine, store, \
+             evaluator; not its runner processes)."
+        )
+    })
+    .await?;
     for (shape, ratio) in ratios {
         println!(
             "{shape}: per step at 10,000 / at 100 = **{ratio:.2}×** (goal ≤ 1.25×: {}).",
-            if ratio <= 1.25 { "met" } else { "not met" }
+            verdict(ratio)
         );
     }
     println!();
@@ -115,18 +108,59 @@ async fn serve_on_postgres(env: &Env, work: &Workdir) -> Result<()> {
         &[],
     )
     .await?;
-    let one = work.write_workflow("serve-one", &workdir::chain(1, "true"))?;
+    println!("## scale on `plue serve --runners 2`, PostgreSQL\n");
+    // In-run, not marginal: the wall is read by polling the store every 50 ms, too coarse
+    // for a 100-step run.
+    let ratios = shapes(
+        &Engine::Serve(&server),
+        work,
+        "serve-",
+        Judged::InRun,
+        |fixed| {
+            format!(
+            "Marginal per step = (wall from `POST /api/runs` to the run's end − one-step run \
+             {fixed}) ÷ (N − 1); in-run as above; peak = the `plue serve` process's `VmHWM` so far."
+        )
+        },
+    )
+    .await;
+    server.stop().await;
+    drop(postgres);
+    for (shape, ratio) in ratios? {
+        println!(
+            "{shape} (serve, PostgreSQL): in-run per step at 10,000 / at 100 = **{ratio:.2}×** (goal ≤ 1.25×: {}).",
+            verdict(ratio)
+        );
+    }
+    println!();
+    Ok(())
+}
+
+fn verdict(ratio: f64) -> &'static str {
+    if ratio <= 1.25 {
+        "met"
+    } else {
+        "not met"
+    }
+}
+
+/// Runs each shape at each of [`SIZES`] on `engine` (workflow files named with `prefix`),
+/// after a one-step run's fixed cost; prints `intro` (given that cost) and a table, and
+/// returns per shape the per-step figure `judged` at 10,000 steps ÷ at 100.
+async fn shapes(
+    engine: &Engine<'_>,
+    work: &Workdir,
+    prefix: &str,
+    judged: Judged,
+    intro: impl Fn(String) -> String,
+) -> Result<Vec<(&'static str, f64)>> {
+    let one = work.write_workflow(&format!("{prefix}one"), &workdir::chain(1, "true"))?;
     let mut fixed = Vec::new();
     for _ in 0..SMALL_RUNS {
-        fixed.push(serve_run(&server, work, &one).await?.wall);
+        fixed.push(engine.measure(work, &one).await?.wall);
     }
     let fixed = percentile(&mut fixed, 0.5);
-    println!("## scale on `plue serve --runners 2`, PostgreSQL\n");
-    println!(
-        "Marginal per step = (wall from `POST /api/runs` to the run's end − one-step run {}) ÷ \
-         (N − 1); in-run as above; peak = the `plue serve` process's `VmHWM` so far.\n",
-        ms(fixed)
-    );
+    println!("{}\n", intro(ms(fixed)));
     println!("| shape | steps | wall | marginal/step | in-run/step | engine peak RSS |");
     println!("|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
@@ -137,42 +171,35 @@ async fn serve_on_postgres(env: &Env, work: &Workdir) -> Result<()> {
         let mut per_step = Vec::new();
         for steps in SIZES {
             let file = work.write_workflow(
-                &format!("serve-{}-{steps}", shape.replace('/', "-")),
+                &format!("{prefix}{}-{steps}", shape.replace('/', "-")),
                 &make(steps, "true"),
             )?;
             let runs = if steps < 1000 { SMALL_RUNS } else { 1 };
             let mut measured = Vec::new();
             for _ in 0..runs {
-                measured.push(serve_run(&server, work, &file).await?);
+                measured.push(engine.measure(work, &file).await?);
             }
             measured.sort_by_key(|m| m.wall);
-            let mut m = measured.swap_remove(runs / 2);
-            m.peak_kib = vm_hwm(server.pid()).unwrap_or(0);
+            let m = measured.swap_remove(runs / 2);
             let marginal = m.wall.saturating_sub(fixed).as_secs_f64() / (steps - 1) as f64;
+            let in_run = m.in_run.as_secs_f64() / steps as f64;
             println!(
                 "| {shape} | {steps} | {} | {:.3} ms | {:.3} ms | {:.1} MiB |",
                 ms(m.wall),
                 marginal * 1000.0,
-                m.in_run.as_secs_f64() / steps as f64 * 1000.0,
+                in_run * 1000.0,
                 m.peak_kib as f64 / 1024.0
             );
-            // In-run, not marginal: the wall is read by polling the store every 50 ms, too
-            // coarse for a 100-step run.
-            per_step.push(m.in_run.as_secs_f64() / steps as f64);
+            per_step.push(if judged == Judged::Marginal {
+                marginal
+            } else {
+                in_run
+            });
         }
         ratios.push((shape, per_step[1] / per_step[0]));
     }
-    server.stop().await;
-    drop(postgres);
     println!();
-    for (shape, ratio) in ratios {
-        println!(
-            "{shape} (serve, PostgreSQL): in-run per step at 10,000 / at 100 = **{ratio:.2}×** (goal ≤ 1.25×: {}).",
-            if ratio <= 1.25 { "met" } else { "not met" }
-        );
-    }
-    println!();
-    Ok(())
+    Ok(ratios)
 }
 
 /// One run of `file` through `server`: wall from its creation to its end, and in-run time
