@@ -223,11 +223,7 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
-        migrations::migrator(migrations::Dialect::Sqlite, None)
-            .await?
-            .run(&pool)
-            .await
-            .context("applying SQLite migrations")?;
+        migrations::apply_sqlite(&pool).await?;
         Ok(Store {
             db: Db::Sqlite(pool),
             claimed_runs: Default::default(),

@@ -7,7 +7,13 @@
 //! (`merged` refuses a repeat); a migration's checksum is sqlx's SHA-384 of its text, so
 //! moving an unchanged file between these folders changes nothing a database has recorded;
 //! applied migrations are never edited, a change is a new numbered file.
+//!
+//! A new SQLite database gets the migrations' schema laid down at once ([`fresh`]), not
+//! replayed; [`apply_sqlite`] is the one way a SQLite store is brought up to date.
 
+mod fresh;
+
+use anyhow::Context;
 use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, Migrator};
@@ -32,6 +38,18 @@ pub async fn migrator(dialect: Dialect, through: Option<i64>) -> anyhow::Result<
         listed.retain(|migration| migration.version <= through);
     }
     Ok(Migrator::new(Listed(listed)).await?)
+}
+
+/// Brings the SQLite database behind `pool` up to date: a database without any schema gets
+/// the fresh schema at once ([`fresh`]), then sqlx's migrator checks what is recorded as
+/// applied and applies the rest.
+pub async fn apply_sqlite(pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
+    let migrator = migrator(Dialect::Sqlite, None).await?;
+    fresh::lay_down_if_empty(pool, &migrator, fresh::SCHEMA).await?;
+    migrator
+        .run(pool)
+        .await
+        .context("applying SQLite migrations")
 }
 
 /// The two sets' migrations in version order, or which version both hold.
