@@ -692,11 +692,15 @@ async fn logs(
     }
     let events = state.executor.events();
     // A tapped run's reader gets the lines as stored, when all of them were new (a batch
-    // sent again stores nothing, or only what its first copy did not) and in order.
+    // sent again stores nothing, or only what its first copy did not) and in order; it is
+    // told of any other batch that stored lines, so it reads those from the store.
     let in_order = planned.lines.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-    if stored > 0 && stored == planned.lines.len() as u64 && in_order && events.tapped(owner.run_id)
-    {
-        events.offer_lines(owner.run_id, owner.step_run_id, owner.number, planned.lines);
+    if stored > 0 && events.tapped(owner.run_id) {
+        if stored == planned.lines.len() as u64 && in_order {
+            events.offer_lines(owner.run_id, owner.step_run_id, owner.number, planned.lines);
+        } else {
+            events.left_out(owner.run_id, owner.step_run_id);
+        }
     }
     events.send(Event::Logs {
         run_id: owner.run_id,

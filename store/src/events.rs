@@ -6,7 +6,11 @@
 //! every waiter also re-checks on a short timer, so a lost hint costs latency, never data.
 //! The tap is a copy of lines already stored, never the only one: it drops batches when
 //! its reader falls behind (at most [`TAP_BUDGET_BYTES`] wait), and a reader uses a batch
-//! only where it continues the reader's cursor exactly, reading the store otherwise.
+//! only where it continues the reader's cursor exactly, reading the store otherwise. Every
+//! batch stored for a tapped run is either offered ([`Events::offer_lines`]) or said left
+//! out for its step run ([`Events::left_out`], and a batch over the budget) before its
+//! `Logs` event: so a reader whose tap holds nothing more for a step, and says nothing was
+//! left out, has printed every line of it whose event it has seen ([`LineTap`]).
 //!
 //! Runners' polls are woken one per queued attempt ([`Events::queued`]), not all at once:
 //! with 64 idle runners every queued step woke 64 polls, each running a claim transaction
@@ -24,7 +28,7 @@
 //! `queued` needs the hint (the reader re-reads the claimed, running and waiting ones
 //! itself), and every such change is an advance's, a start's or a completion's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -126,6 +130,29 @@ struct Tap {
     tx: mpsc::UnboundedSender<TappedLines>,
     /// Bytes of lines sent and not yet dropped by the reader.
     waiting: Arc<AtomicUsize>,
+    /// The step runs with a batch stored and not offered, until the reader takes them.
+    left_out: Arc<Mutex<HashSet<i64>>>,
+}
+
+/// The reader's end of a run's line tap ([`Events::tap_lines`]): the batches offered, in
+/// order, and which step runs had a batch left out since the reader last asked.
+#[derive(Debug)]
+pub struct LineTap {
+    rx: mpsc::UnboundedReceiver<TappedLines>,
+    left_out: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl LineTap {
+    /// The next batch offered, if one waits.
+    pub fn try_recv(&mut self) -> Option<TappedLines> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Whether a batch of `step_run_id` was stored and left out of the tap since the last
+    /// call for it (its lines are then only in the store); clears the mark.
+    pub fn take_left_out(&self, step_run_id: i64) -> bool {
+        lock(&self.left_out).remove(&step_run_id)
+    }
 }
 
 /// A batch of lines of one attempt of a step run as the store just stored them, in
@@ -203,14 +230,16 @@ impl Events {
     /// Copies of the lines stored for `run_id` from now on, in the order they were stored
     /// (a batch is left out when [`TAP_BUDGET_BYTES`] of them wait to be read). One tap a
     /// run: a second replaces the first. It ends when its receiver is dropped.
-    pub fn tap_lines(&self, run_id: i64) -> mpsc::UnboundedReceiver<TappedLines> {
+    pub fn tap_lines(&self, run_id: i64) -> LineTap {
         let (tx, rx) = mpsc::unbounded_channel();
+        let left_out = Arc::<Mutex<HashSet<i64>>>::default();
         let tap = Tap {
             tx,
             waiting: Arc::default(),
+            left_out: left_out.clone(),
         };
         lock(&self.taps).insert(run_id, tap);
-        rx
+        LineTap { rx, left_out }
     }
 
     /// Whether someone taps the lines of `run_id`: the batch to [`Events::offer_lines`]
@@ -224,8 +253,8 @@ impl Events {
     }
 
     /// Hands `lines`, just stored for attempt `attempt` of `step_run_id` of `run_id`, to
-    /// the run's tap, if it has one and the batch fits in its budget. Call before sending
-    /// the `Logs` event.
+    /// the run's tap, if it has one; a batch past its budget is said left out instead. Call
+    /// before sending the `Logs` event.
     pub fn offer_lines(&self, run_id: i64, step_run_id: i64, attempt: i64, lines: Vec<LogLine>) {
         let mut taps = lock(&self.taps);
         let Some(tap) = taps.get(&run_id) else {
@@ -239,6 +268,7 @@ impl Events {
             })
             .is_ok();
         if !fits {
+            lock(&tap.left_out).insert(step_run_id);
             return;
         }
         let batch = TappedLines {
@@ -252,6 +282,15 @@ impl Events {
         };
         if tap.tx.send(batch).is_err() {
             taps.remove(&run_id);
+        }
+    }
+
+    /// Tells the run's tap, if it has one, that lines of `step_run_id` were stored and not
+    /// offered (a batch only partly new, or out of order). Call before sending the `Logs`
+    /// event.
+    pub fn left_out(&self, run_id: i64, step_run_id: i64) {
+        if let Some(tap) = lock(&self.taps).get(&run_id) {
+            lock(&tap.left_out).insert(step_run_id);
         }
     }
 
@@ -316,7 +355,20 @@ mod tests {
         let first = tap.try_recv().unwrap();
         assert_eq!((first.step_run_id, first.lines.len()), (70, 2));
         assert_eq!(tap.try_recv().unwrap().lines[0].text, "c");
-        assert!(tap.try_recv().is_err(), "nothing of run 8");
+        assert!(tap.try_recv().is_none(), "nothing of run 8");
+    }
+
+    #[test]
+    fn lines_left_out_are_said_to_the_runs_tap_only() {
+        let events = Events::default();
+        events.left_out(7, 70);
+        let tap = events.tap_lines(7);
+        assert!(!tap.take_left_out(70), "said before the tap existed");
+        events.left_out(7, 70);
+        events.left_out(8, 71);
+        assert!(tap.take_left_out(70));
+        assert!(!tap.take_left_out(70), "taken once");
+        assert!(!tap.take_left_out(71), "another run's step");
     }
 
     #[test]
@@ -328,7 +380,7 @@ mod tests {
             events.offer_lines(1, 10, 1, vec![line(seq, &big)]);
         }
         let mut kept = Vec::new();
-        while let Ok(batch) = tap.try_recv() {
+        while let Some(batch) = tap.try_recv() {
             kept.push(batch);
         }
         assert!(
@@ -336,6 +388,9 @@ mod tests {
             "{} of 40 1 MiB batches kept under a 16 MiB budget",
             kept.len()
         );
+        // Each step run with a batch left out is said so, once.
+        assert!(tap.take_left_out(10));
+        assert!(!tap.take_left_out(10));
         // Read batches give their room back.
         kept.clear();
         events.offer_lines(1, 10, 1, vec![line(41, &big)]);

@@ -271,4 +271,24 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
+
+    #[tokio::test]
+    async fn the_embedded_database_runs_as_configured() {
+        let (store, _dir) = testing::sqlite().await;
+        let Db::Sqlite(pool) = &store.db else {
+            panic!("a SQLite store")
+        };
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        for (pragma, expected) in [("synchronous", 1), ("foreign_keys", 1)] {
+            let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(value, expected, "PRAGMA {pragma}");
+        }
+    }
 }

@@ -20,17 +20,26 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
 use super::format::human_ms;
-use engine::events::TappedLines;
+use engine::events::{LineTap, TappedLines};
 use engine::store::{StepRunRow, Store, StoredLine};
 use runner::protocol::LogLine;
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const COLORS: [&str; 6] = [
     "\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[91m",
 ];
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
+
+/// What the tap holds next for a step run ([`Printer::take_tapped`]).
+enum Kept {
+    /// Lines that continue the step's cursor.
+    Page(Page),
+    /// Nothing: every batch kept was printed.
+    Nothing,
+    /// A batch that does not continue the cursor: lines before it are only in the store.
+    Gap,
+}
 
 /// A page of one step run's lines to print: a batch from the engine's tap (the runner's
 /// lines as they came, all of one attempt) or lines read from the store.
@@ -108,7 +117,7 @@ pub(crate) struct Printer {
     /// Batches from the engine's line tap not printed yet, by step run.
     tapped: HashMap<i64, VecDeque<TappedLines>>,
     /// The engine's line tap, drained into `tapped` before the store is read.
-    tap: Option<UnboundedReceiver<TappedLines>>,
+    tap: Option<LineTap>,
     /// Also write each line and transition as a JSON event on stderr (`--log-format json`).
     events: bool,
     /// Print "▶ started" before an attempt's first line (`plue run`); without it only a
@@ -240,7 +249,7 @@ impl Printer {
     }
 
     /// Prints from `tap` (the engine's tap of this run's lines) wherever it can.
-    pub(crate) fn listen(&mut self, tap: UnboundedReceiver<TappedLines>) {
+    pub(crate) fn listen(&mut self, tap: LineTap) {
         self.tap = Some(tap);
     }
 
@@ -249,7 +258,7 @@ impl Printer {
         let Some(mut tap) = self.tap.take() else {
             return;
         };
-        while let Ok(batch) = tap.try_recv() {
+        while let Some(batch) = tap.try_recv() {
             self.offer(batch);
         }
         self.tap = Some(tap);
@@ -261,9 +270,9 @@ impl Printer {
     /// the store is read for the rest (a batch the tap left out, or one offered a moment
     /// after this looked), and a tapped batch is only ever used from the line right after
     /// the cursor.
-    fn take_tapped(&mut self, step_run_id: i64) -> Option<Page> {
-        if let Some(page) = self.take_kept(step_run_id) {
-            return Some(page);
+    fn take_tapped(&mut self, step_run_id: i64) -> Kept {
+        if let Kept::Page(page) = self.take_kept(step_run_id) {
+            return Kept::Page(page);
         }
         self.drain_tap();
         self.take_kept(step_run_id)
@@ -271,9 +280,13 @@ impl Printer {
 
     /// [`Printer::take_tapped`] from the batches kept (those the cursor already passed are
     /// dropped on the way).
-    fn take_kept(&mut self, step_run_id: i64) -> Option<Page> {
-        let cursor = self.steps.get(&step_run_id)?.cursor;
-        let queue = self.tapped.get_mut(&step_run_id)?;
+    fn take_kept(&mut self, step_run_id: i64) -> Kept {
+        let Some(cursor) = self.steps.get(&step_run_id).map(|s| s.cursor) else {
+            return Kept::Nothing;
+        };
+        let Some(queue) = self.tapped.get_mut(&step_run_id) else {
+            return Kept::Nothing;
+        };
         while let Some(batch) = queue.front() {
             let printed = batch
                 .lines
@@ -285,16 +298,26 @@ impl Printer {
             let next = (batch.attempt, seq_of(first));
             // The very first line of a step run, or the line right after the cursor.
             if next != (cursor.0, cursor.1 + 1) && !(cursor == (0, 0) && next == (1, 1)) {
-                return None;
+                return Kept::Gap;
             }
-            let mut batch = queue.pop_front()?;
+            let Some(mut batch) = queue.pop_front() else {
+                return Kept::Nothing;
+            };
             batch.lines.drain(..printed);
-            return Some(Page::Tapped {
+            return Kept::Page(Page::Tapped {
                 attempt: batch.attempt,
                 lines: std::mem::take(&mut batch.lines),
             });
         }
-        None
+        Kept::Nothing
+    }
+
+    /// Whether the tap said a batch of `step_run_id` was left out since the last look
+    /// (always false without a tap); clears the mark.
+    fn take_left_out(&self, step_run_id: i64) -> bool {
+        self.tap
+            .as_ref()
+            .is_some_and(|tap| tap.take_left_out(step_run_id))
     }
 
     fn label(&self, step_run_id: i64, step_id: &str) -> String {
@@ -334,11 +357,25 @@ impl Printer {
                 continue;
             };
             let label = self.label(id, &step_id);
+            // The last page came from the tap: when it holds nothing more for this step and
+            // said nothing was left out, every line whose event was seen is printed (each
+            // batch is offered or said left out before its event), and the store is not
+            // read to find nothing.
+            let mut from_tap = false;
             loop {
                 let cursor = self.steps[&id].cursor;
                 let page = match self.take_tapped(id) {
-                    Some(page) => page,
-                    None => Page::Stored(store.read_logs(id, cursor, 5000).await?),
+                    Kept::Page(page) => {
+                        from_tap = true;
+                        page
+                    }
+                    Kept::Nothing if from_tap && !self.take_left_out(id) => break,
+                    Kept::Nothing | Kept::Gap => {
+                        from_tap = false;
+                        // What the mark said is in the store, and read now.
+                        self.take_left_out(id);
+                        Page::Stored(store.read_logs(id, cursor, 5000).await?)
+                    }
                 };
                 let Some(next) = page.len().checked_sub(1).map(|i| page.position(i)) else {
                     break;
@@ -895,8 +932,14 @@ mod tests {
         events.offer_lines(1, 5, attempt, lines);
     }
 
-    fn taken(printer: &mut Printer) -> Option<Vec<(i64, i64)>> {
-        let page = printer.take_tapped(5)?;
+    /// The positions of the page the tap gives next, or why none: "nothing" kept, or a
+    /// "gap" before the next batch.
+    fn taken(printer: &mut Printer) -> Result<Vec<(i64, i64)>, &'static str> {
+        let page = match printer.take_tapped(5) {
+            Kept::Page(page) => page,
+            Kept::Nothing => return Err("nothing"),
+            Kept::Gap => return Err("gap"),
+        };
         let positions: Vec<(i64, i64)> = (0..page.len()).map(|i| page.position(i)).collect();
         for (i, &(attempt, seq)) in positions.iter().enumerate() {
             assert_eq!(
@@ -904,8 +947,8 @@ mod tests {
                 ("stdout", format!("{attempt}:{seq}").as_str())
             );
         }
-        printer.steps.get_mut(&5).unwrap().cursor = *positions.last()?;
-        Some(positions)
+        printer.steps.get_mut(&5).unwrap().cursor = *positions.last().ok_or("empty")?;
+        Ok(positions)
     }
 
     #[test]
@@ -913,13 +956,62 @@ mod tests {
         let events = engine::events::Events::default();
         let mut printer = printer_of_one_step(5);
         printer.listen(events.tap_lines(1));
-        assert_eq!(taken(&mut printer), None, "nothing tapped yet");
+        assert_eq!(taken(&mut printer), Err("nothing"), "nothing tapped yet");
         // Stored while the printer printed: in the tap, not yet drained.
         offer(&events, &[(1, 1), (1, 2)]);
         offer(&events, &[(1, 3)]);
-        assert_eq!(taken(&mut printer), Some(vec![(1, 1), (1, 2)]));
-        assert_eq!(taken(&mut printer), Some(vec![(1, 3)]));
-        assert_eq!(taken(&mut printer), None);
+        assert_eq!(taken(&mut printer), Ok(vec![(1, 1), (1, 2)]));
+        assert_eq!(taken(&mut printer), Ok(vec![(1, 3)]));
+        assert_eq!(taken(&mut printer), Err("nothing"));
+    }
+
+    #[tokio::test]
+    async fn after_a_tapped_page_the_store_is_read_only_for_lines_left_out() {
+        let (store, _dir) = plue_store::testing::sqlite().await;
+        let plan =
+            evaluator::plan::Plan::new("p", vec![evaluator::plan::Step::bash("build", "true")]);
+        let json = serde_json::to_string(&plan).unwrap();
+        let run_id = store
+            .create_run(&plue_store::testing::local_run(&plan, &json), 1)
+            .await
+            .unwrap()
+            .id;
+        let id = store.step_states(run_id).await.unwrap()[0].id;
+        let events = engine::events::Events::default();
+        let mut printer = Printer::new(&[one_step(id)], false, true);
+        printer.listen(events.tap_lines(run_id));
+        let line = |seq: u64| LogLine {
+            seq,
+            stream: runner::protocol::Stream::Stdout,
+            text: format!("line {seq}"),
+            ts_ms: 0,
+        };
+        let cursor = |printer: &Printer| printer.steps[&id].cursor;
+        // Stored and offered, as the engine does with every batch.
+        let stored_and_offered = |seqs: std::ops::RangeInclusive<u64>| {
+            let lines: Vec<LogLine> = seqs.map(line).collect();
+            let (store, events) = (&store, &events);
+            async move {
+                store.append_logs(id, 1, &lines).await.unwrap();
+                events.offer_lines(run_id, id, 1, lines);
+            }
+        };
+        stored_and_offered(1..=2).await;
+        printer.print_lines(&store, &[id]).await.unwrap();
+        assert_eq!(cursor(&printer), (1, 2));
+        // A batch neither offered nor said left out (the engine never stores one so) is
+        // not read after a tapped page: the store was not asked.
+        stored_and_offered(3..=3).await;
+        store.append_logs(id, 1, &[line(4)]).await.unwrap();
+        printer.print_lines(&store, &[id]).await.unwrap();
+        assert_eq!(cursor(&printer), (1, 3));
+        // Said left out, it is read after the tapped page that comes before it.
+        events.left_out(run_id, id);
+        stored_and_offered(5..=5).await;
+        store.append_logs(id, 1, &[line(6)]).await.unwrap();
+        events.left_out(run_id, id);
+        printer.print_lines(&store, &[id]).await.unwrap();
+        assert_eq!(cursor(&printer), (1, 6));
     }
 
     #[test]
@@ -933,18 +1025,18 @@ mod tests {
         };
         // The step's very first lines.
         deliver(&mut printer, &[(1, 1), (1, 2)]);
-        assert_eq!(taken(&mut printer), Some(vec![(1, 1), (1, 2)]));
+        assert_eq!(taken(&mut printer), Ok(vec![(1, 1), (1, 2)]));
         // A gap (a batch the tap left out): the store is read instead, and the batch waits.
         deliver(&mut printer, &[(1, 5), (1, 6), (1, 7)]);
-        assert_eq!(taken(&mut printer), None);
+        assert_eq!(taken(&mut printer), Err("gap"));
         // The store read printed up to 6: only what follows is taken from the batch.
         printer.steps.get_mut(&5).unwrap().cursor = (1, 6);
-        assert_eq!(taken(&mut printer), Some(vec![(1, 7)]));
+        assert_eq!(taken(&mut printer), Ok(vec![(1, 7)]));
         // A batch the cursor passed is dropped; a later attempt's first lines are read
         // from the store (lines of the attempt before may not all be printed).
         deliver(&mut printer, &[(1, 3), (1, 4)]);
         deliver(&mut printer, &[(2, 1)]);
-        assert_eq!(taken(&mut printer), None);
+        assert_eq!(taken(&mut printer), Err("gap"));
         assert_eq!(printer.tapped[&5].len(), 1, "the stale batch went");
         // Nothing of a step the printer does not know.
         offer(&events, &[(1, 1)]);
