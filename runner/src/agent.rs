@@ -100,10 +100,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Re
     tokio::task::spawn_blocking(move || leftovers::sweep(&base))
         .await
         .context("sweeping the work directory")?;
-    // Started before registering: the interpreter boots while the runner registers, and
-    // the steps that come before it is up start fresh interpreters rather than wait.
+    // Started before registering: the interpreter boots while the runner registers.
     let python = if config.warm_python {
-        process::python_steps_skip_a_starting_zygote();
         warm_python(&config).await
     } else {
         None

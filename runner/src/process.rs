@@ -137,14 +137,6 @@ pub async fn prewarm_python(program: &std::path::Path, base: &BTreeMap<String, S
     python_zygote::prewarm(program, base).await
 }
 
-/// From now on a `python` step that finds the warm zygote still starting runs a fresh
-/// interpreter instead of waiting for it (see `python_zygote::fresh_while_starting`): for
-/// a runner that starts its zygote ahead (`--warm-python`), whose first steps may come
-/// before it is up.
-pub fn python_steps_skip_a_starting_zygote() {
-    python_zygote::fresh_while_starting(true);
-}
-
 /// [`run`], with the containment `mode` chosen (tests force the fallback with it).
 pub(crate) async fn run_contained(
     spec: ProcessSpec,

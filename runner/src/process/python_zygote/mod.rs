@@ -43,10 +43,6 @@
 //! - The zygote never holds a step's script, environment or secrets: the runner writes
 //!   the job into a pipe whose read end only the forked child reads, so a later step forked
 //!   from the same zygote cannot find an earlier step's secrets in its own memory.
-//! - The zygote says `R` once its start-up is over (its first spare forked), before any
-//!   answer. A runner that starts it ahead ([`fresh_while_starting`]) runs the steps that
-//!   come before that as fresh interpreters rather than wait: its start-up takes as long
-//!   as several warm steps. Any other waits for it, within the bound of a start.
 //! - Each step's child is forked ahead of its request (a spare; the next one while the
 //!   step runs), so the fork and the copy-on-write faults after it are not on the step's
 //!   path. A spare arms itself first (parent-death signal, its own session, the zygote's
@@ -92,7 +88,6 @@ use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nix::unistd::Pid;
@@ -206,9 +201,6 @@ struct Zygote {
     spare_cgroup: Option<StepCgroup>,
     /// Dropped with the zygote: ends the thread that spawned it (see [`Zygote::start`]).
     _spawner: std::sync::mpsc::Sender<()>,
-    /// It said `R`: its start-up is over and its first spare forked.
-    ready: bool,
-    started_at: Instant,
 }
 
 /// A `HOME` no step can create (a user site there would be read at start-up).
@@ -272,32 +264,11 @@ impl Zygote {
             control: Arc::new(ours),
             spare_cgroup: None,
             _spawner: spawner,
-            ready: false,
-            started_at: Instant::now(),
         })
     }
 
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Whether it said `R` (see zygote.py's `_serve`), looked for without waiting. Before
-    /// its first request nothing else comes on its channel; anything else read here is
-    /// left for the request to fail on (a zygote gone says nothing, and is found so).
-    fn said_ready(&mut self) -> bool {
-        use nix::sys::socket::{recv, MsgFlags};
-        if !self.ready {
-            let mut said = [0u8; 16];
-            if let Ok(1) = recv(self.control.as_raw_fd(), &mut said, MsgFlags::MSG_DONTWAIT) {
-                self.ready = said[0] == b'R';
-            }
-        }
-        self.ready
-    }
-
-    /// Still in its start-up, and not past the time any start-up gets.
-    fn starting(&mut self) -> bool {
-        !self.said_ready() && self.started_at.elapsed() < START_TIMEOUT
     }
 
     /// Kills the zygote (it stopped answering); the next step starts a new one. Its
@@ -318,19 +289,6 @@ impl Drop for Zygote {
 
 /// The runner's zygote; held for a whole step (the runner runs one step at a time).
 static ZYGOTE: tokio::sync::Mutex<Option<Zygote>> = tokio::sync::Mutex::const_new(None);
-
-/// Steps that arrive while the zygote is still starting take the fresh path instead of
-/// waiting for it ([`fresh_while_starting`]).
-static FRESH_WHILE_STARTING: AtomicBool = AtomicBool::new(false);
-
-/// From now on a `python` step that finds the zygote still starting (its interpreter and
-/// imports take tens of milliseconds, as long as several warm steps) starts a fresh
-/// interpreter, exactly as a step the zygote cannot serve does, and leaves the zygote
-/// starting for the steps after it. Without this (the default, which the zygote's own
-/// tests rely on) such a step waits for the zygote.
-pub(crate) fn fresh_while_starting(on: bool) {
-    FRESH_WHILE_STARTING.store(on, Ordering::Relaxed);
-}
 
 /// Runs `spec` forked from the warm zygote, or answers `None` when it must take the fresh
 /// path (not eligible, or the zygote could not start it: nothing of the step ran then).
@@ -364,10 +322,6 @@ pub(super) async fn run(
         }
     }
     let zygote = slot.as_mut()?;
-    if FRESH_WHILE_STARTING.load(Ordering::Relaxed) && zygote.starting() {
-        tracing::debug!("the python zygote is still starting: this step starts afresh");
-        return None;
-    }
     let result = run_in(zygote, spec, script, lines, cancel).await;
     if result.is_none() {
         // Whatever went wrong, the next step gets a new zygote.
@@ -469,20 +423,7 @@ async fn run_in(
     let control = zygote.control.clone();
     let cgroup_path = cgroup.as_ref().map(|c| c.path().to_owned());
     let confined = spec.user.is_some();
-    let ready = zygote.ready;
     let sent = tokio::task::spawn_blocking(move || -> io::Result<Started> {
-        // Its `R` first (bounded as its answers are): it comes before any answer.
-        if !ready {
-            control.set_read_timeout(Some(START_TIMEOUT))?;
-            let said = recv(&control);
-            control.set_read_timeout(None)?;
-            let said = said?;
-            if said != "R" {
-                return Err(io::Error::other(format!(
-                    "said {said:?} before it was ready"
-                )));
-            }
-        }
         let mut job_w = std::fs::File::from(job_w);
         std::io::Write::write_all(&mut job_w, job.as_bytes())?;
         drop(job_w);
@@ -527,7 +468,6 @@ async fn run_in(
     .await;
     let started = match sent {
         Ok(Ok(started)) => {
-            zygote.ready = true;
             zygote.spare_cgroup = next_cgroup;
             started
         }

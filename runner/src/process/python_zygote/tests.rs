@@ -462,15 +462,6 @@ async fn a_start_the_runner_gave_up_on_never_runs_the_script() {
     nix::unistd::mkfifo(&hold, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let marker = dir.path().join("ran");
     let zygote = Zygote::start(&python(), BTreeMap::new()).unwrap();
-    zygote
-        .control
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    assert_eq!(
-        recv(&zygote.control).unwrap(),
-        "R",
-        "ready before any answer"
-    );
     let job = serde_json::json!({
         "program": "/usr/bin/python3",
         "script": format!("open({:?}, 'w').write('ran')", marker.display().to_string()),
@@ -731,61 +722,4 @@ async fn a_zygote_started_ahead_serves_the_steps_whose_start_up_it_matches() {
     assert_eq!(lines, vec![(Stream::Stdout, "hi".to_string())]);
     let replaced = zygote_pid().await.expect("a zygote");
     assert_ne!(replaced, ahead);
-}
-
-/// Resets [`fresh_while_starting`] when dropped, however the test ends.
-struct FreshWhileStarting;
-
-impl FreshWhileStarting {
-    fn on() -> FreshWhileStarting {
-        fresh_while_starting(true);
-        FreshWhileStarting
-    }
-}
-
-impl Drop for FreshWhileStarting {
-    fn drop(&mut self) {
-        fresh_while_starting(false);
-    }
-}
-
-#[tokio::test]
-async fn a_step_that_finds_the_zygote_starting_runs_fresh_and_leaves_it_starting() {
-    let _serial = SERIAL.lock().await;
-    *ZYGOTE.lock().await = None;
-    let _fresh = FreshWhileStarting::on();
-    let zygote_pid = || async { ZYGOTE.lock().await.as_ref().map(|z| z.child.id()) };
-    let dir = tempfile::tempdir().unwrap();
-    // A forked child's command line is the zygote's (a known difference): it holds the
-    // zygote's whole program, tens of KiB.
-    let forked = "print(len(open('/proc/self/cmdline', 'rb').read()) > 8192)";
-    let base = BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]);
-    assert!(prewarm(&python(), &base).await);
-    let ahead = zygote_pid().await.expect("a zygote started ahead");
-    // Asked at once: the zygote's interpreter is still starting (tens of milliseconds).
-    let (ending, lines) = collect(spec(forked, dir.path(), Duration::from_secs(20)), true).await;
-    assert_eq!(ending, Ending::Exited(0));
-    assert_eq!(
-        lines,
-        vec![(Stream::Stdout, "False".to_string())],
-        "a fresh interpreter"
-    );
-    assert_eq!(
-        zygote_pid().await,
-        Some(ahead),
-        "the zygote was left starting"
-    );
-    // Once it said it is ready, the next step is forked from that same zygote.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ZYGOTE.lock().await.as_mut().unwrap().said_ready() {
-        assert!(
-            Instant::now() < deadline,
-            "the zygote never said it is ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (ending, lines) = collect(spec(forked, dir.path(), Duration::from_secs(20)), true).await;
-    assert_eq!(ending, Ending::Exited(0));
-    assert_eq!(lines, vec![(Stream::Stdout, "True".to_string())], "forked");
-    assert_eq!(zygote_pid().await, Some(ahead));
 }

@@ -670,8 +670,7 @@ def _hand_over(spare, fds):
 
 
 def _serve():
-    """Says `R` once the first spare is forked, then answers requests until the runner goes
-    away; returns a job only in a forked child.
+    """Answers requests until the runner goes away; returns a job only in a forked child.
     A spare is forked at start and after each step started; after a failed start, only
     when the next request comes (so a zygote replaced then leaves no spare behind)."""
     control = socket.socket(fileno=_CONTROL)
@@ -681,9 +680,6 @@ def _serve():
     spare = _fork_spare(control)
     if spare[0] == 0:
         return spare[3]
-    # Ready, said once before any answer: a request now finds its spare forked. Until then
-    # the runner may start its steps afresh instead of waiting for this start-up.
-    control.send(b"R")
     while True:
         try:
             msg, anc, _flags, _addr = control.recvmsg(16, socket.CMSG_SPACE(5 * 4))
