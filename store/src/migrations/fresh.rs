@@ -89,18 +89,25 @@ async fn lay_down(
         .execute(&mut *conn)
         .await
         .context("laying down the fresh SQLite schema")?;
-    // As sqlx's migrator writes them (`execution_time` is the only field not known here).
-    for migration in migrator.iter().filter(|m| m.version <= through) {
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES ($1, $2, TRUE, $3, 0)",
-        )
-        .bind(migration.version)
-        .bind(&*migration.description)
-        .bind(&*migration.checksum)
-        .execute(&mut *conn)
-        .await
-        .with_context(|| format!("recording migration {} as applied", migration.version))?;
+    // As sqlx's migrator writes them (`execution_time` is the only field not known here),
+    // in one statement.
+    let applied: Vec<_> = migrator.iter().filter(|m| m.version <= through).collect();
+    if !applied.is_empty() {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) ",
+        );
+        insert.push_values(&applied, |mut row, migration| {
+            row.push_bind(migration.version)
+                .push_bind(&*migration.description)
+                .push_bind(true)
+                .push_bind(&*migration.checksum)
+                .push_bind(0_i64);
+        });
+        insert
+            .build()
+            .execute(&mut *conn)
+            .await
+            .context("recording the migrations as applied")?;
     }
     Ok(true)
 }
