@@ -10,10 +10,10 @@
 //! Invariants:
 //! - Only a database without a single schema object gets the script; any other (one an
 //!   older engine wrote, or anything else) is left to the migrations as before.
-//! - The script is what `dump` prints of a database the migrations made: its first
-//!   statement-free line `-- through migration N` names the last migration it holds, and
-//!   the bookkeeping rows written with it are those of migrations 1..=N with the checksums
-//!   sqlx computes from today's migration files. So sqlx's own check of applied checksums
+//! - The script is what `dump` prints of a database the migrations made: its line
+//!   `-- through migration N` names the last migration it holds, and the bookkeeping rows
+//!   written with it are those of migrations 1..=N with the checksums sqlx computes from
+//!   today's migration files. So sqlx's own check of applied checksums
 //!   still guards it, and a script behind the migrations is brought up by them.
 //! - A test lays the script down beside a database the migrations made and compares every
 //!   schema object and every row (store/src/migrations/fresh_tests.rs); another fails when
