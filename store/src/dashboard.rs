@@ -262,6 +262,48 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_workflow_keeps_its_row_and_takes_its_latest_plans_name() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let create = |name: &'static str| {
+                let store = store.clone();
+                async move {
+                    let plan = Plan::new(name, vec![Step::bash("a", "true")]);
+                    let json = serde_json::to_string(&plan).unwrap();
+                    let new = NewRun {
+                        workflow_path: "/w/renamed.plue.py",
+                        ..local_run(&plan, &json)
+                    };
+                    store.create_run(&new, 4).await.unwrap().id
+                }
+            };
+            let workflow_of = |run: i64| {
+                let store = store.clone();
+                async move { store.run(run).await.unwrap().unwrap().workflow_id }
+            };
+            let first = create("before").await;
+            let again = create("before").await;
+            let renamed = create("after").await;
+            assert_eq!(
+                workflow_of(first).await,
+                workflow_of(again).await,
+                "{backend}"
+            );
+            assert_eq!(
+                workflow_of(first).await,
+                workflow_of(renamed).await,
+                "{backend}"
+            );
+            let workflows = store.dashboard_workflows(10).await.unwrap();
+            assert_eq!(
+                workflows,
+                vec![("local".to_string(), "after".to_string())],
+                "{backend}: one row, the latest name"
+            );
+        }
+    }
+
     /// Sets run `id`'s stored status and its one step's status, as the executor would.
     async fn set_states(store: &Store, id: i64, run: &str, step: &str) {
         for (sql, status) in [

@@ -329,18 +329,32 @@ impl Store {
         let needs_secrets = crate::secret_holders::needs_secrets_runner(new.plan, secrets_allowed);
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            let workflow_id: i64 = sqlx::query_scalar(
-                "INSERT INTO workflows (source, path, name, repo_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (source, path) DO UPDATE SET name = excluded.name RETURNING id",
-            )
-            .bind(new.workflow_source)
-            .bind(new.workflow_path)
-            .bind(&new.plan.name)
-            .bind(repo_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
+            // Read first: an upsert locks the workflow's row until this transaction
+            // commits, so every run of one workflow created at the same time would wait
+            // for the one before it. Only a new workflow, or a new name, is written.
+            let known: Option<(i64, String)> =
+                sqlx::query_as("SELECT id, name FROM workflows WHERE source = $1 AND path = $2")
+                    .bind(new.workflow_source)
+                    .bind(new.workflow_path)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let workflow_id: i64 = match known {
+                Some((id, name)) if name == new.plan.name => id,
+                _ => {
+                    sqlx::query_scalar(
+                        "INSERT INTO workflows (source, path, name, repo_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (source, path) DO UPDATE SET name = excluded.name RETURNING id",
+                    )
+                    .bind(new.workflow_source)
+                    .bind(new.workflow_path)
+                    .bind(&new.plan.name)
+                    .bind(repo_id)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+            };
             let group_id = match group_name {
                 Some(name) => {
                     let scope = groups::scope(new.workflow_source, secrets_allowed);
