@@ -141,3 +141,61 @@ async fn a_replica_with_a_stale_copy_reads_every_step_again() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_attempt_ends_even_when_its_run_cannot_advance_with_it() {
+    for (store, _dir) in support::stores().await {
+        let backend = store.backend();
+        let executor = support::executor(&store, 100);
+        let run_id = start(&executor, &plan(vec![bash("a"), bash("b").after(&["a"])])).await;
+        let runner_id = support::store_runner(&store, "r").await;
+        let a = store
+            .claim(runner_id, &[String::new()], now_ms())
+            .await
+            .unwrap()
+            .expect("a is queued");
+        // Every advance of the run now fails: the one the completion commits with too.
+        engine::store::testing::execute(
+            &store,
+            "CREATE TRIGGER refuse_advances BEFORE UPDATE OF advances ON runs \
+             BEGIN SELECT RAISE(ABORT, 'advances refused'); END",
+            "CREATE FUNCTION refuse_advances() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'advances refused'; END $$; \
+             CREATE TRIGGER refuse_advances BEFORE UPDATE OF advances ON runs \
+             FOR EACH ROW EXECUTE FUNCTION refuse_advances()",
+        )
+        .await;
+        let failed = executor
+            .complete(a.attempt_id, run_id, Some(runner_id), &succeeded())
+            .await;
+        let error = failed.expect_err("the run could not advance");
+        assert!(
+            format!("{error:#}").contains("advances refused"),
+            "{backend}: {error:#}"
+        );
+        // The attempt ended all the same: its runner's report is not lost.
+        let attempts = store.dashboard_attempts(run_id).await.unwrap();
+        let statuses: Vec<&str> = attempts.iter().map(|a| a.status.as_str()).collect();
+        assert_eq!(statuses, ["succeeded"], "{backend}");
+        let step = |id: &'static str| {
+            let store = store.clone();
+            async move { store.step_run(run_id, id).await.unwrap().unwrap().status }
+        };
+        assert_eq!(step("a").await, "succeeded", "{backend}");
+        assert_eq!(step("b").await, "pending", "{backend}");
+        // Once the run can advance again, the next advance takes it on.
+        engine::store::testing::execute(
+            &store,
+            "DROP TRIGGER refuse_advances",
+            "DROP TRIGGER refuse_advances ON runs",
+        )
+        .await;
+        executor.advance(run_id).await.unwrap();
+        assert_eq!(step("b").await, "queued", "{backend}");
+        // A repeat of the report changes nothing.
+        assert!(!executor
+            .complete(a.attempt_id, run_id, Some(runner_id), &succeeded())
+            .await
+            .unwrap());
+    }
+}

@@ -195,6 +195,155 @@ const SQLITE_CLAIM: &str = "\
         ORDER BY ready_at, id LIMIT 1) \
     RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration";
 
+/// Ends attempt `$attempt_id` (of runner `$runner_id`, if `Some`) with `$end` and moves its
+/// step run as `$decide` (`FnOnce(&CompletedAttempt) -> StepAfter`) says, inside the open
+/// transaction `$tx`: the attempt's end as [`Store::complete_attempt`] applies it, which
+/// [`Store::complete_and_advance`] applies in the advance's transaction. Evaluates to the
+/// attempt that ended, or `None` when it was already final (a repeat). A macro so it
+/// type-checks once per backend.
+macro_rules! complete_in {
+    ($tx:ident, $attempt_id:expr, $runner_id:expr, $end:expr, $decide:expr) => {{
+        'ended: {
+            let usage_json = $end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
+            let ended = sqlx::query(
+                "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
+                 usage = $7, started_at = COALESCE(started_at, \
+                     CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END), \
+                 model = $9, cost_usd_micros = $10 \
+                 WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
+                 RETURNING step_run_id, number, runner_id, started_at",
+            )
+            .bind($attempt_id)
+            .bind($end.status)
+            .bind($end.exit_code)
+            .bind($end.reason)
+            .bind($end.at)
+            .bind($runner_id)
+            .bind(usage_json)
+            .bind($end.started_at)
+            .bind($end.model)
+            .bind($end.cost_micros)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            let Some(ended) = ended else {
+                break 'ended None;
+            };
+            let step_run_id: i64 = ended.try_get("step_run_id")?;
+            let holder: i64 = ended.try_get("runner_id")?;
+            let attempt_started: Option<i64> = ended.try_get("started_at")?;
+            if let Some(usage) = $end.usage {
+                let before: Option<String> =
+                    sqlx::query_scalar("SELECT usage FROM step_runs WHERE id = $1")
+                        .bind(step_run_id)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                let total = $crate::claims::add_usage(before.as_deref(), usage);
+                sqlx::query("UPDATE step_runs SET usage = $2 WHERE id = $1")
+                    .bind(step_run_id)
+                    .bind(serde_json::to_string(&total)?)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            let row = sqlx::query(
+                "SELECT s.run_id, s.step_id, s.started_at, s.iteration, s.iteration_base, \
+                 s.status, s.ready_at, r.cancel_requested FROM step_runs s \
+                 JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
+            )
+            .bind(step_run_id)
+            .fetch_one(&mut *$tx)
+            .await?;
+            let number: i64 = ended.try_get("number")?;
+            let completed = $crate::CompletedAttempt {
+                run_id: row.try_get("run_id")?,
+                step_run_id,
+                step_id: row.try_get("step_id")?,
+                number,
+                iteration: row.try_get("iteration")?,
+                number_in_iteration: number - row.try_get::<i64, _>("iteration_base")?,
+                cancel_requested: row.try_get("cancel_requested")?,
+                started_at: row.try_get::<Option<i64>, _>("started_at")?.or(attempt_started),
+                // A step run still `claimed` never had its start reported.
+                folded_start: match attempt_started {
+                    Some(at) if row.try_get::<String, _>("status")? == "claimed" => {
+                        Some((row.try_get("ready_at")?, at))
+                    }
+                    _ => None,
+                },
+                // `octet_length` reads the stored length, not the text.
+                run_outputs_bytes: if $end.has_outputs {
+                    sqlx::query_scalar(
+                        "SELECT CAST(COALESCE(SUM(octet_length(outputs)), 0) AS BIGINT) \
+                         FROM step_outputs WHERE run_id = $1",
+                    )
+                    .bind(row.try_get::<i64, _>("run_id")?)
+                    .fetch_one(&mut *$tx)
+                    .await?
+                } else {
+                    0
+                },
+            };
+            match $decide(&completed) {
+                $crate::StepAfter::Final { status, reason, exit_code, outputs } => {
+                    let finished = sqlx::query(
+                        // The dispatch document (which may carry a MiB of output variables)
+                        // is read only by claims: a final step run drops it — but a failed
+                        // one, whose debug sessions (`plue debug`) run it again as it ran.
+                        "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, \
+                         finished_at = $5, action = CASE WHEN $2 = 'failed' THEN action END, \
+                         started_at = COALESCE(started_at, $6) \
+                         WHERE id = $1 AND status IN ('claimed', 'running')",
+                    )
+                    .bind(step_run_id)
+                    .bind(status)
+                    .bind(reason)
+                    .bind(exit_code)
+                    .bind($end.at)
+                    .bind(attempt_started)
+                    .execute(&mut *$tx)
+                    .await?
+                    .rows_affected();
+                    if finished == 1 && outputs != "{}" {
+                        sqlx::query(
+                            "INSERT INTO step_outputs (step_run_id, run_id, outputs, iteration) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(step_run_id)
+                        .bind(completed.run_id)
+                        .bind(outputs)
+                        .bind(completed.iteration)
+                        .execute(&mut *$tx)
+                        .await?;
+                    }
+                }
+                $crate::StepAfter::Retry { ready_at, reason } => {
+                    sqlx::query(
+                        "UPDATE step_runs SET status = 'queued', ready_at = $2, reason = $3, \
+                         started_at = COALESCE(started_at, $4) \
+                         WHERE id = $1 AND status IN ('claimed', 'running')",
+                    )
+                    .bind(step_run_id)
+                    .bind(ready_at)
+                    .bind(reason)
+                    .bind(attempt_started)
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+            }
+            if !$end.runner_claims_next {
+                sqlx::query(
+                    "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
+                )
+                .bind(holder)
+                .bind($end.at)
+                .execute(&mut *$tx)
+                .await?;
+            }
+            Some(completed)
+        }
+    }};
+}
+pub(crate) use complete_in;
+
 impl Store {
     /// Whether step `step_id` of run `run_id` goes only to runners allowed secrets (it
     /// held secrets, or took the files of a step that did: see
@@ -476,143 +625,9 @@ impl Store {
     ) -> anyhow::Result<Option<CompletedAttempt>> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
-            let ended = sqlx::query(
-                "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
-                 usage = $7, started_at = COALESCE(started_at, \
-                     CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END), \
-                 model = $9, cost_usd_micros = $10 \
-                 WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
-                 RETURNING step_run_id, number, runner_id, started_at",
-            )
-            .bind(attempt_id)
-            .bind(end.status)
-            .bind(end.exit_code)
-            .bind(end.reason)
-            .bind(end.at)
-            .bind(runner_id)
-            .bind(usage_json)
-            .bind(end.started_at)
-            .bind(end.model)
-            .bind(end.cost_micros)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(ended) = ended else {
-                tx.commit().await?;
-                return Ok(None);
-            };
-            let step_run_id: i64 = ended.try_get("step_run_id")?;
-            let holder: i64 = ended.try_get("runner_id")?;
-            let attempt_started: Option<i64> = ended.try_get("started_at")?;
-            if let Some(usage) = end.usage {
-                let before: Option<String> =
-                    sqlx::query_scalar("SELECT usage FROM step_runs WHERE id = $1")
-                        .bind(step_run_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let total = add_usage(before.as_deref(), usage);
-                sqlx::query("UPDATE step_runs SET usage = $2 WHERE id = $1")
-                    .bind(step_run_id)
-                    .bind(serde_json::to_string(&total)?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let row = sqlx::query(
-                "SELECT s.run_id, s.step_id, s.started_at, s.iteration, s.iteration_base, \
-                 s.status, s.ready_at, r.cancel_requested FROM step_runs s \
-                 JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
-            )
-            .bind(step_run_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let number: i64 = ended.try_get("number")?;
-            let completed = CompletedAttempt {
-                run_id: row.try_get("run_id")?,
-                step_run_id,
-                step_id: row.try_get("step_id")?,
-                number,
-                iteration: row.try_get("iteration")?,
-                number_in_iteration: number - row.try_get::<i64, _>("iteration_base")?,
-                cancel_requested: row.try_get("cancel_requested")?,
-                started_at: row.try_get::<Option<i64>, _>("started_at")?.or(attempt_started),
-                // A step run still `claimed` never had its start reported.
-                folded_start: match attempt_started {
-                    Some(at) if row.try_get::<String, _>("status")? == "claimed" => {
-                        Some((row.try_get("ready_at")?, at))
-                    }
-                    _ => None,
-                },
-                // `octet_length` reads the stored length, not the text.
-                run_outputs_bytes: if end.has_outputs {
-                    sqlx::query_scalar(
-                        "SELECT CAST(COALESCE(SUM(octet_length(outputs)), 0) AS BIGINT) \
-                         FROM step_outputs WHERE run_id = $1",
-                    )
-                    .bind(row.try_get::<i64, _>("run_id")?)
-                    .fetch_one(&mut *tx)
-                    .await?
-                } else {
-                    0
-                },
-            };
-            match decide(&completed) {
-                StepAfter::Final { status, reason, exit_code, outputs } => {
-                    let finished = sqlx::query(
-                        // The dispatch document (which may carry a MiB of output variables)
-                        // is read only by claims: a final step run drops it — but a failed
-                        // one, whose debug sessions (`plue debug`) run it again as it ran.
-                        "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, \
-                         finished_at = $5, action = CASE WHEN $2 = 'failed' THEN action END, \
-                         started_at = COALESCE(started_at, $6) \
-                         WHERE id = $1 AND status IN ('claimed', 'running')",
-                    )
-                    .bind(step_run_id)
-                    .bind(status)
-                    .bind(reason)
-                    .bind(exit_code)
-                    .bind(end.at)
-                    .bind(attempt_started)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if finished == 1 && outputs != "{}" {
-                        sqlx::query(
-                            "INSERT INTO step_outputs (step_run_id, run_id, outputs, iteration) \
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(step_run_id)
-                        .bind(completed.run_id)
-                        .bind(outputs)
-                        .bind(completed.iteration)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                StepAfter::Retry { ready_at, reason } => {
-                    sqlx::query(
-                        "UPDATE step_runs SET status = 'queued', ready_at = $2, reason = $3, \
-                         started_at = COALESCE(started_at, $4) \
-                         WHERE id = $1 AND status IN ('claimed', 'running')",
-                    )
-                    .bind(step_run_id)
-                    .bind(ready_at)
-                    .bind(reason)
-                    .bind(attempt_started)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            if !end.runner_claims_next {
-                sqlx::query(
-                    "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
-                )
-                .bind(holder)
-                .bind(end.at)
-                .execute(&mut *tx)
-                .await?;
-            }
+            let completed = complete_in!(tx, attempt_id, runner_id, end, decide);
             tx.commit().await?;
-            Ok(Some(completed))
+            Ok(completed)
         })
     }
 
@@ -647,7 +662,7 @@ impl Store {
 }
 
 /// A step run's stored usage total plus one attempt's (an unreadable total counts as none).
-fn add_usage(stored: Option<&str>, attempt: Usage) -> Usage {
+pub(crate) fn add_usage(stored: Option<&str>, attempt: Usage) -> Usage {
     stored
         .and_then(|text| serde_json::from_str::<Usage>(text).ok())
         .unwrap_or_default()

@@ -16,6 +16,7 @@
 //! [`events`] are the in-process hints that something here changed (work queued, a run
 //! moved on, lines stored): hints only, the tables stay the truth.
 
+mod advance;
 mod annotations;
 mod api_tokens;
 mod approvals;

@@ -1,22 +1,18 @@
-//! Runs and step runs: creating a run with all its steps, reading them back, and applying
-//! the executor's decisions ([`StepChange`]) atomically under the run's lock.
+//! Runs and step runs: creating a run with all its steps and reading them back; the types
+//! the executor's advance works with ([`RunSnapshot`], [`StepChange`], [`Advanced`]), which
+//! `advance` applies under the run's lock.
 //!
 //! Invariant: a step run only moves forward (`pending → queued → claimed → running →
 //! final`); every update names the states it may leave, so a repeated or late change is a
 //! no-op rather than a step going back. The one exception is a review loop
 //! ([`StepChange::Loop`]): final → pending in the next iteration, naming the iteration it
 //! leaves, so it too applies at most once.
-//!
-//! Why one file past ~600 lines: creating a run with its steps and applying the executor's
-//! changes happen under one lock protocol (the run row first) that must read the same
-//! everywhere.
 
 use std::collections::BTreeMap;
 
 use evaluator::plan::Plan;
-use sqlx::Row;
 
-use super::groups::{self, active_run, lock_group, promote, relock_group};
+use super::groups::{self, active_run, lock_group};
 use super::{now_ms, on_db, KnownSteps, Store, Triggerer};
 
 /// A run to start (what `Executor::start_run` takes and the store keeps).
@@ -44,18 +40,6 @@ pub struct RunRepo {
     pub repo_id: i64,
     /// False for pull requests from forks.
     pub secrets_allowed: bool,
-}
-
-/// Commit status state and description for a run's final status.
-fn final_status(status: &str, reason: Option<&str>) -> (&'static str, String) {
-    match status {
-        "succeeded" => ("success", "Plue run succeeded".to_string()),
-        "failed" => (
-            "failure",
-            format!("Plue run failed: {}", reason.unwrap_or("a step failed")),
-        ),
-        _ => ("error", format!("Plue run {status}")),
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -227,7 +211,8 @@ const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exi
 const STEP_ROWS_PER_INSERT: usize = 500;
 
 /// [`STEP_COLUMNS`] with an empty `outputs`, for readers that do not show them.
-const STEP_STATE_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exit_code, \
+pub(crate) const STEP_STATE_COLUMNS: &str =
+    "id, run_id, step_id, position, status, attempts, exit_code, \
      reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
 /// The step runs `$ids` (a slice) of run `$run_id` as [`STEP_STATE_COLUMNS`] reads them,
@@ -253,26 +238,7 @@ macro_rules! step_states_by_id {
         rows
     }};
 }
-
-/// Moves a step run to a final status if it is in one of the two `from` states (a macro
-/// rather than a function so it type-checks once per backend). Its dispatch document, read
-/// only by claims, is dropped.
-macro_rules! finish_step {
-    ($tx:expr, $id:expr, $status:expr, $reason:expr, [$from1:expr, $from2:expr], $now:expr) => {
-        sqlx::query(
-            "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4, action = NULL \
-             WHERE id = $1 AND status IN ($5, $6)",
-        )
-        .bind($id)
-        .bind($status)
-        .bind($reason)
-        .bind($now)
-        .bind($from1)
-        .bind($from2)
-        .execute($tx)
-        .await?
-    };
-}
+pub(crate) use step_states_by_id;
 
 impl Store {
     /// Stores a run with every step `pending`: `queued`, or `pending` when its plan's
@@ -328,16 +294,17 @@ impl Store {
         // secrets only (the claim's rule).
         let needs_secrets = crate::secret_holders::needs_secrets_runner(new.plan, secrets_allowed);
         on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            // Read first: an upsert locks the workflow's row until this transaction
-            // commits, so every run of one workflow created at the same time would wait
-            // for the one before it. Only a new workflow, or a new name, is written.
+            // Read before the transaction: an upsert locks the workflow's row until the
+            // transaction commits, so every run of one workflow created at the same time
+            // would wait for the one before it; only a new workflow, or a new name, is
+            // written. (Outside it, as a SQLite transaction must open with a write.)
             let known: Option<(i64, String)> =
                 sqlx::query_as("SELECT id, name FROM workflows WHERE source = $1 AND path = $2")
                     .bind(new.workflow_source)
                     .bind(new.workflow_path)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(pool)
                     .await?;
+            let mut tx = pool.begin().await?;
             let workflow_id: i64 = match known {
                 Some((id, name)) if name == new.plan.name => id,
                 _ => {
@@ -601,256 +568,6 @@ impl Store {
         .await?
         .rows_affected());
         Ok(done == 1)
-    }
-
-    /// Applies `decide`'s changes to a run in one transaction holding the run's lock.
-    /// `decide` sees the run as it is inside that transaction, with the outputs of the step
-    /// runs `wanted` names, as `(step run, iteration)` (given the same snapshot without
-    /// outputs), loaded.
-    /// `in_group`: whether the run's plan names a concurrency group (only then is the
-    /// group's row locked first). `known`: the run's steps as the caller's last advance of
-    /// it left them (its [`Advanced::known`]); when still current, only the step runs that
-    /// became final since are read again, else every step is.
-    pub async fn advance(
-        &self,
-        run_id: i64,
-        in_group: bool,
-        known: Option<KnownSteps>,
-        wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
-        decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
-    ) -> anyhow::Result<Advanced> {
-        let now = now_ms();
-        let step_sql = format!(
-            "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
-        );
-        on_db!(self, pool => {
-            // Read before the transaction (a run's group never changes), so that the
-            // transaction can lock the group before the run: see `groups`' lock order. A
-            // run whose plan names no group has none: no read on that (hot) path.
-            let group_id: Option<i64> = if in_group {
-                sqlx::query_scalar::<_, Option<i64>>("SELECT concurrency_group_id FROM runs WHERE id = $1")
-                    .bind(run_id)
-                    .fetch_optional(pool)
-                    .await?
-                    .flatten()
-            } else {
-                None
-            };
-            let mut tx = pool.begin().await?;
-            if let Some(group_id) = group_id {
-                relock_group!(&mut *tx, group_id);
-            }
-            // The run's lock, and one more advance counted (see `KnownSteps`).
-            let Some(row) = sqlx::query(
-                "UPDATE runs SET advances = advances + 1 \
-                 WHERE id = $1 AND status IN ('pending', 'queued', 'running') \
-                 RETURNING advances, status, cancel_requested, cancel_reason, max_parallel",
-            )
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            else {
-                return Ok(Advanced::default());
-            };
-            let advances: i64 = row.try_get("advances")?;
-            let cancel_requested: bool = row.try_get("cancel_requested")?;
-            if row.try_get::<String, _>("status")? == "pending" && !cancel_requested {
-                // Waiting for its group: nothing of it may start.
-                tx.commit().await?;
-                return Ok(Advanced::default());
-            }
-            // The step runs that became final since they were last read: taken from the
-            // list (exactly the entries seen; any committed later stay for the next
-            // advance), then read again below.
-            let changed: Vec<i64> = sqlx::query_scalar(
-                "DELETE FROM step_changes WHERE run_id = $1 RETURNING step_run_id",
-            )
-            .bind(run_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            // A run being cancelled is read whole: cancelling treats a queued step (ended
-            // here) and a claimed or running one (ended by its runner) differently, and the
-            // copy does not tell them apart.
-            let mut known = known.filter(|k| k.follows(advances) && !cancel_requested);
-            let mut steps_read = 0;
-            if let Some(k) = known.as_mut() {
-                let rows = step_states_by_id!(&mut *tx, run_id, &changed);
-                steps_read += rows.len();
-                if rows.len() != changed.iter().collect::<std::collections::BTreeSet<_>>().len()
-                    || !k.refresh(rows)
-                {
-                    known = None;
-                }
-            }
-            let (steps, known) = match known {
-                Some(mut k) => (k.take_steps(), Some(k)),
-                None => {
-                    let steps: Vec<StepRunRow> =
-                        sqlx::query_as(&step_sql).bind(run_id).fetch_all(&mut *tx).await?;
-                    steps_read += steps.len();
-                    (steps, None)
-                }
-            };
-            let mut snapshot = RunSnapshot {
-                run_id,
-                cancel_requested,
-                cancel_reason: row.try_get("cancel_reason")?,
-                max_parallel: row.try_get("max_parallel")?,
-                steps,
-                outputs: BTreeMap::new(),
-            };
-            for (step_run_id, iteration) in wanted(&snapshot) {
-                let outputs: Option<String> = sqlx::query_scalar(
-                    "SELECT outputs FROM step_outputs \
-                     WHERE step_run_id = $1 AND run_id = $2 AND iteration = $3",
-                )
-                .bind(step_run_id)
-                .bind(run_id)
-                .bind(iteration)
-                .fetch_optional(&mut *tx)
-                .await?;
-                snapshot
-                    .outputs
-                    .insert((step_run_id, iteration), outputs.unwrap_or_else(|| "{}".into()));
-            }
-            let mut advanced = Advanced {
-                steps_read,
-                ..Advanced::default()
-            };
-            let changes = decide(&snapshot);
-            let mut applied = Vec::with_capacity(changes.len());
-            for change in changes {
-                let took_effect = match &change {
-                    StepChange::Queue { step_run_id, dispatch, ready_at, timeout_ms } => {
-                        let queued = sqlx::query(
-                            "UPDATE step_runs SET status = 'queued', action = $2, ready_at = $3, \
-                             timeout_ms = $4 WHERE id = $1 AND status = 'pending'",
-                        )
-                        .bind(step_run_id)
-                        .bind(dispatch)
-                        .bind(ready_at)
-                        .bind(timeout_ms)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected() as usize;
-                        advanced.queued += queued;
-                        queued == 1
-                    }
-                    StepChange::Skip { step_run_id, reason } => {
-                        finish_step!(&mut *tx, step_run_id, "skipped", reason, ["pending", "pending"], now)
-                            .rows_affected() == 1
-                    }
-                    StepChange::Fail { step_run_id, reason } => {
-                        finish_step!(&mut *tx, step_run_id, "failed", reason, ["pending", "pending"], now)
-                            .rows_affected() == 1
-                    }
-                    StepChange::Cancel { step_run_id } => {
-                        let cancelled = finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["pending", "queued"], now)
-                            .rows_affected()
-                            + finish_step!(&mut *tx, step_run_id, "cancelled", "cancelled", ["waiting", "waiting"], now)
-                                .rows_affected();
-                        cancelled == 1
-                    }
-                    StepChange::Wait { step_run_id, deadline } => {
-                        sqlx::query(
-                            "UPDATE step_runs SET status = 'waiting', ready_at = $2, started_at = $3 \
-                             WHERE id = $1 AND status = 'pending'",
-                        )
-                        .bind(step_run_id)
-                        .bind(deadline)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected() == 1
-                    }
-                    StepChange::Loop { step_run_ids, iteration, reason } => {
-                        let mut went_back = 0;
-                        for step_run_id in step_run_ids {
-                            // Attempts keep counting (their logs stay apart); retries count
-                            // from `iteration_base`.
-                            went_back += sqlx::query(
-                                "UPDATE step_runs SET status = 'pending', iteration = $2, \
-                                 iteration_base = attempts, reason = $3, exit_code = NULL, \
-                                 action = NULL, ready_at = NULL, timeout_ms = NULL, \
-                                 started_at = NULL, finished_at = NULL, review_passed_at = NULL \
-                                 WHERE id = $1 AND iteration = $2 - 1 \
-                                 AND status IN ('succeeded', 'failed', 'skipped')",
-                            )
-                            .bind(step_run_id)
-                            .bind(iteration)
-                            .bind(reason)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        }
-                        if went_back > 0 {
-                            sqlx::query("UPDATE runs SET loops_taken = loops_taken + 1 WHERE id = $1")
-                                .bind(run_id)
-                                .execute(&mut *tx)
-                                .await?;
-                            advanced.looped = true;
-                        }
-                        went_back == step_run_ids.len() as u64
-                    }
-                    StepChange::FinishRun { status, reason } => {
-                        let (state, description) = final_status(status, reason.as_deref());
-                        sqlx::query(
-                            "UPDATE runs SET status = $2, reason = $3, finished_at = $4, \
-                             started_at = COALESCE(started_at, $4) WHERE id = $1",
-                        )
-                        .bind(run_id)
-                        .bind(status)
-                        .bind(reason)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "INSERT INTO status_reports (run_id, state, description, next_attempt_at, created_at) \
-                             SELECT id, $2, $3, $4, $4 FROM runs WHERE id = $1 AND repo_id IS NOT NULL",
-                        )
-                        .bind(run_id)
-                        .bind(state)
-                        .bind(description)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        // Nothing reads a finished run's changes.
-                        sqlx::query("DELETE FROM step_changes WHERE run_id = $1")
-                            .bind(run_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        advanced.finished = true;
-                        if let Some(group_id) = group_id {
-                            advanced.promoted = promote!(&mut *tx, group_id);
-                        }
-                        true
-                    }
-                };
-                // A loop that went back only in part did not take effect, yet the rows
-                // it sent back moved: readers of the states are told of every change tried
-                // that may have moved a row (reading one again costs nothing more).
-                if took_effect || matches!(change, StepChange::Loop { .. }) {
-                    match &change {
-                        StepChange::Queue { step_run_id, .. }
-                        | StepChange::Skip { step_run_id, .. }
-                        | StepChange::Fail { step_run_id, .. }
-                        | StepChange::Cancel { step_run_id }
-                        | StepChange::Wait { step_run_id, .. } => advanced.moved.push(*step_run_id),
-                        StepChange::Loop { step_run_ids, .. } => {
-                            advanced.moved.extend_from_slice(step_run_ids)
-                        }
-                        StepChange::FinishRun { .. } => {}
-                    }
-                }
-                applied.push((change, took_effect));
-            }
-            advanced.known = KnownSteps::after(known, advances, snapshot.steps, &applied);
-            tx.commit().await?;
-            if advanced.finished {
-                self.claimed_runs.forget(run_id);
-            }
-            Ok(advanced)
-        })
     }
 }
 

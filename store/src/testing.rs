@@ -170,3 +170,14 @@ pub async fn queue_run(store: &Store, run: &NewRun<'_>) -> i64 {
         .expect("queueing the run's steps");
     run_id
 }
+
+/// Runs `sqlite` or `postgres` (SQL text, statements separated by `;`, nothing bound) on
+/// `store`'s database, whichever it is: for a test that changes the schema under the
+/// engine (a trigger that makes a statement fail).
+pub async fn execute(store: &Store, sqlite: &str, postgres: &str) {
+    match &store.db {
+        crate::Db::Sqlite(pool) => sqlx::raw_sql(sqlite).execute(pool).await.map(drop),
+        crate::Db::Postgres(pool) => sqlx::raw_sql(postgres).execute(pool).await.map(drop),
+    }
+    .unwrap_or_else(|e| panic!("{} failed: {e}", store.backend()));
+}

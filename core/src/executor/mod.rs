@@ -4,7 +4,10 @@
 //!
 //! Invariant: `advance` is idempotent and safe to call at any time from any engine
 //! replica — it re-reads the run under its lock and only applies changes that are still
-//! valid — so timers and restarts simply call it again.
+//! valid — so timers and restarts simply call it again. A runner's report ends its attempt
+//! in the transaction of the run's advance (one commit for both); when that transaction
+//! fails, the attempt ends alone and the run is advanced after, so a report is never lost
+//! to an advance's trouble.
 //!
 //! Environments: before each advance of a run whose plan names one, the executor reads the
 //! run's origin and its repository's environments ([`environments::gates`]), and the rules
@@ -32,7 +35,10 @@ use evaluator::plan::Plan;
 
 use crate::events::{Event, Events};
 use crate::metrics;
-use crate::store::{now_ms, AttemptEnd, KnownSteps, NewRun, RunRepo, StepAfter, Store, Triggerer};
+use crate::store::{
+    now_ms, AttemptEnd, CompletedAttempt, KnownSteps, NewRun, RunRepo, RunSnapshot, StepAfter,
+    Store, Triggerer,
+};
 use crate::vault::Vault;
 use outputs::{OutputCache, Outputs};
 pub use rules::Report;
@@ -76,6 +82,32 @@ pub struct RunnerSaid {
     /// The runner takes its next attempt in the answer ([`Store::claim_next`]), so it stays
     /// `busy` meanwhile.
     pub claims_next: bool,
+}
+
+/// An attempt's end that [`Executor::advance_one`] applies first, in the transaction of
+/// the run's advance ([`Store::complete_and_advance`]).
+struct Completing<'a> {
+    attempt_id: i64,
+    runner_id: Option<i64>,
+    end: &'a AttemptEnd<'a>,
+    /// What becomes of the attempt's step run.
+    after: Box<dyn FnOnce(&CompletedAttempt) -> StepAfter + Send + 'a>,
+    /// Set by `after` when the step run ended without outputs, as (step run, iteration):
+    /// the advance takes its outputs as empty (none are stored to read).
+    ended_empty: &'a Mutex<Option<(i64, i64)>>,
+}
+
+/// What one advance of a run did.
+#[derive(Default)]
+struct OneAdvance {
+    /// The attempt it ended first ([`Completing`]); `None` when it was given none, or the
+    /// attempt was already final (then nothing changed).
+    completed: Option<CompletedAttempt>,
+    /// The run of its concurrency group it let start, if any.
+    promoted: Option<i64>,
+    /// A review loop went back: the run is advanced again.
+    looped: bool,
+    queued: usize,
 }
 
 /// The secrets a step gets.
@@ -271,22 +303,38 @@ impl Executor {
     /// [`Executor::advance`] without waking the runners' polls: returns how many steps it
     /// queued, and the caller wakes them (or claims the step itself).
     async fn advance_quietly(&self, run_id: i64) -> anyhow::Result<usize> {
-        let mut next = Some(run_id);
-        let mut queued = 0;
+        self.advance_chain(Some(run_id), 0).await
+    }
+
+    /// Advances `next`, then the run of its group it promoted or (after a review loop went
+    /// back) itself again, until there is none; `queued` plus what they queued.
+    async fn advance_chain(
+        &self,
+        mut next: Option<i64>,
+        mut queued: usize,
+    ) -> anyhow::Result<usize> {
         while let Some(run_id) = next {
-            let (promoted, looped, queued_now) = self.advance_one(run_id).await?;
-            queued += queued_now;
+            let one = self.advance_one(run_id, None).await?;
+            queued += one.queued;
             // After a review loop went back, the next advance dispatches its target with
             // the outputs of the iteration that failed.
-            next = if looped { Some(run_id) } else { promoted };
+            next = if one.looped {
+                Some(run_id)
+            } else {
+                one.promoted
+            };
         }
         Ok(queued)
     }
 
-    /// One run's advance: the run of its group it promoted, if any, and whether a review
-    /// loop went back. Reads from the store only the outputs that pending steps read and
-    /// the cache does not hold ([`outputs`]).
-    async fn advance_one(&self, run_id: i64) -> anyhow::Result<(Option<i64>, bool, usize)> {
+    /// One run's advance, ending `completing`'s attempt first in its transaction when
+    /// given. Reads from the store only the outputs that pending steps read and the cache
+    /// does not hold ([`outputs`]).
+    async fn advance_one(
+        &self,
+        run_id: i64,
+        completing: Option<Completing<'_>>,
+    ) -> anyhow::Result<OneAdvance> {
         let plan = self.plan(run_id).await?;
         let now = now_ms();
         let (reads, deps, facts) = {
@@ -313,49 +361,82 @@ impl Executor {
         let mut decided = metrics::Decided::default();
         let turn = self.turn(run_id);
         let mut known = turn.lock().await;
-        let mut advanced = self
-            .store
-            .advance(
-                run_id,
-                plan.concurrency.is_some(),
-                known.take(),
-                |snapshot| {
-                    let mut cache = self.lock_outputs();
-                    let mut held = lock(&held);
-                    let mut missing = Vec::new();
-                    let taken = rules::take_loops(&plan, loops, snapshot);
-                    let needed =
-                        rules::needed_outputs(&plan, &deps, &reads, loops, snapshot, &taken);
-                    *lock(&looped) = Some(taken);
-                    for id in needed {
-                        match cache.get(run_id, id) {
-                            Some(outputs) => {
-                                held.insert(id, outputs);
-                            }
-                            None => missing.push(id),
-                        }
+        let ended_empty = completing.as_ref().map(|c| c.ended_empty);
+        let wanted = |snapshot: &RunSnapshot| {
+            let ended_empty = ended_empty.and_then(|ended| *lock(ended));
+            let mut cache = self.lock_outputs();
+            let mut held = lock(&held);
+            let mut missing = Vec::new();
+            let taken = rules::take_loops(&plan, loops, snapshot);
+            let needed = rules::needed_outputs(&plan, &deps, &reads, loops, snapshot, &taken);
+            *lock(&looped) = Some(taken);
+            for id in needed {
+                // The outputs of the step run the completion just ended, when it
+                // stored none: neither in the cache before the commit nor in the store.
+                if Some(id) == ended_empty {
+                    held.insert(id, Outputs::default());
+                    continue;
+                }
+                match cache.get(run_id, id) {
+                    Some(outputs) => {
+                        held.insert(id, outputs);
                     }
-                    missing
-                },
-                |snapshot| {
-                    let mut cache = self.lock_outputs();
-                    let mut held = lock(&held);
-                    for (&id, json) in &snapshot.outputs {
-                        held.insert(id, cache.insert(run_id, id, json));
-                    }
-                    drop(cache);
-                    let taken = lock(&looped)
-                        .take()
-                        .unwrap_or_else(|| rules::take_loops(&plan, loops, snapshot));
-                    let mut changes = rules::plan_changes_with(
-                        &plan, &deps, &reads, loops, snapshot, taken, &held, &gates, now,
-                    );
-                    keep_workspaces(&mut changes, &snapshot.steps, &self.kept_workspaces);
-                    decided.note(&plan, snapshot, changes)
-                },
-            )
-            .await
-            .with_context(|| format!("advancing run {run_id}"))?;
+                    None => missing.push(id),
+                }
+            }
+            missing
+        };
+        let decide = |snapshot: &RunSnapshot| {
+            let mut cache = self.lock_outputs();
+            let mut held = lock(&held);
+            for (&id, json) in &snapshot.outputs {
+                held.insert(id, cache.insert(run_id, id, json));
+            }
+            drop(cache);
+            let taken = lock(&looped)
+                .take()
+                .unwrap_or_else(|| rules::take_loops(&plan, loops, snapshot));
+            let mut changes = rules::plan_changes_with(
+                &plan, &deps, &reads, loops, snapshot, taken, &held, &gates, now,
+            );
+            keep_workspaces(&mut changes, &snapshot.steps, &self.kept_workspaces);
+            decided.note(&plan, snapshot, changes)
+        };
+        let in_group = plan.concurrency.is_some();
+        let (completed, mut advanced) = match completing {
+            None => self
+                .store
+                .advance(run_id, in_group, known.take(), wanted, decide)
+                .await
+                .map(|advanced| (None, advanced)),
+            Some(c) => {
+                self.store
+                    .complete_and_advance(
+                        run_id,
+                        in_group,
+                        known.take(),
+                        c.attempt_id,
+                        c.runner_id,
+                        c.end,
+                        c.after,
+                        wanted,
+                        decide,
+                    )
+                    .await
+            }
+        }
+        .with_context(|| format!("advancing run {run_id}"))?;
+        if ended_empty.is_some() && completed.is_none() {
+            // A repeated report: nothing was written, and the copy of the run stays current.
+            *known = advanced.known.take();
+            return Ok(OneAdvance::default());
+        }
+        if let Some(attempt) = &completed {
+            self.events.steps_moved(run_id, &[attempt.step_run_id]);
+            if let Some(step_run) = ended_empty.and_then(|ended| *lock(ended)) {
+                self.lock_outputs().insert(run_id, step_run, "{}");
+            }
+        }
         decided.record();
         self.steps_read
             .fetch_add(advanced.steps_read as u64, Ordering::Relaxed);
@@ -367,11 +448,12 @@ impl Executor {
             self.forget(run_id);
             self.events.send(Event::RunFinished { run_id });
         }
-        Ok((
-            advanced.promoted,
-            advanced.looped && !advanced.finished,
-            advanced.queued,
-        ))
+        Ok(OneAdvance {
+            completed,
+            promoted: advanced.promoted,
+            looped: advanced.looped && !advanced.finished,
+            queued: advanced.queued,
+        })
     }
 
     /// Records how an attempt ended and moves its run on. `run_id` is the attempt's run, as
@@ -434,55 +516,102 @@ impl Executor {
                 .map(|ago| now.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX))),
             runner_claims_next: claims_next && runner_id.is_some(),
         };
-        let mut retry_now = false;
-        let mut ended = None;
-        // A step run that ends without outputs stores none: the next advance finds that in
-        // the cache instead of reading it back (the usual case, a read per step saved).
-        let mut ended_without_outputs = None;
-        let completed = self
-            .store
-            .complete_attempt(attempt_id, runner_id, &end, |attempt| {
+        let retry_now = Mutex::new(false);
+        let ended = Mutex::new(None);
+        // A step run that ends without outputs stores none: the advance takes them as
+        // empty, and the next ones find that in the cache instead of reading it back (the
+        // usual case, a read per step saved).
+        let ended_without_outputs = Mutex::new(None);
+        let after = || -> Box<dyn FnOnce(&CompletedAttempt) -> StepAfter + Send + '_> {
+            Box::new(|attempt: &CompletedAttempt| {
                 debug_assert_eq!(
                     attempt.run_id, run_id,
                     "attempt {attempt_id} is of another run"
                 );
                 let step = facts.step(&plan, &attempt.step_id);
                 let after = rules::step_after(step, attempt, report, now);
-                retry_now = matches!(after, StepAfter::Retry { ready_at, .. } if ready_at <= now);
-                if matches!(&after, StepAfter::Final { outputs, .. } if outputs == "{}") {
-                    ended_without_outputs = Some((attempt.step_run_id, attempt.iteration.max(1)));
-                }
-                ended = metrics::attempt_ended(step, attempt, &after, now);
+                *lock(&retry_now) =
+                    matches!(after, StepAfter::Retry { ready_at, .. } if ready_at <= now);
+                *lock(&ended_without_outputs) =
+                    matches!(&after, StepAfter::Final { outputs, .. } if outputs == "{}")
+                        .then_some((attempt.step_run_id, attempt.iteration.max(1)));
+                *lock(&ended) = metrics::attempt_ended(step, attempt, &after, now);
                 after
             })
-            .await
-            .with_context(|| format!("completing attempt {attempt_id}"))?;
-        match completed {
-            Some(attempt) => {
+        };
+        // The attempt ends in the transaction of the run's advance: one commit for both.
+        let merged = self
+            .advance_one(
+                run_id,
+                Some(Completing {
+                    attempt_id,
+                    runner_id,
+                    end: &end,
+                    after: after(),
+                    ended_empty: &ended_without_outputs,
+                }),
+            )
+            .await;
+        let (attempt, queued, next) = match merged {
+            Ok(OneAdvance {
+                completed: None, ..
+            }) => return Ok((false, 0)),
+            Ok(OneAdvance {
+                completed: Some(attempt),
+                promoted,
+                looped,
+                queued,
+            }) => (
+                attempt,
+                queued,
+                if looped { Some(run_id) } else { promoted },
+            ),
+            // Whatever kept the two from committing together (the advance's own trouble
+            // included) must not keep the attempt from ending: it ends alone, then the run
+            // is advanced as after any other change.
+            Err(error) => {
+                tracing::warn!(
+                    run = run_id,
+                    attempt = attempt_id,
+                    "ending the attempt with its run's advance failed, ending it alone: {error:#}"
+                );
+                let Some(attempt) = self
+                    .store
+                    .complete_attempt(attempt_id, runner_id, &end, after())
+                    .await
+                    .with_context(|| format!("completing attempt {attempt_id}"))?
+                else {
+                    return Ok((false, 0));
+                };
                 self.events
                     .steps_moved(attempt.run_id, &[attempt.step_run_id]);
-                if let Some(step_run) = ended_without_outputs {
+                if let Some(step_run) = *lock(&ended_without_outputs) {
                     self.lock_outputs().insert(attempt.run_id, step_run, "{}");
                 }
-                if let Some((ready_at, started_at)) = attempt.folded_start {
-                    metrics::step_started(ready_at, started_at);
-                }
-                ended.into_iter().for_each(metrics::Ended::record);
-                if let Some(usage) = usage {
-                    let label = self.prices.label(model.as_deref().unwrap_or_default());
-                    metrics::record(metrics::Event::LlmUsage {
-                        model: &label,
-                        usage,
-                        cost_micros,
-                    });
-                }
-                let queued = self.advance_quietly(attempt.run_id).await?;
-                // A retry without backoff is claimable now; later ones are found by the
-                // pollers' own timer.
-                Ok((true, queued + usize::from(retry_now)))
+                let run = attempt.run_id;
+                (attempt, 0, Some(run))
             }
-            None => Ok((false, 0)),
+        };
+        if let Some((ready_at, started_at)) = attempt.folded_start {
+            metrics::step_started(ready_at, started_at);
         }
+        lock(&ended)
+            .take()
+            .into_iter()
+            .for_each(metrics::Ended::record);
+        if let Some(usage) = usage {
+            let label = self.prices.label(model.as_deref().unwrap_or_default());
+            metrics::record(metrics::Event::LlmUsage {
+                model: &label,
+                usage,
+                cost_micros,
+            });
+        }
+        let queued = self.advance_chain(next, queued).await?;
+        // A retry without backoff is claimable now; later ones are found by the pollers'
+        // own timer.
+        let retry_now = *lock(&retry_now);
+        Ok((true, queued + usize::from(retry_now)))
     }
 
     /// Asks the run to cancel: queued and pending steps end now, running ones when their
