@@ -777,7 +777,7 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
             let executor = &executor;
             let done = &done;
             async move {
-                let (completed, _queued) = executor
+                executor
                     .complete_holding(
                         attempt_id,
                         run_id,
@@ -789,8 +789,8 @@ async fn a_start_folded_into_the_completion_is_kept_once_and_never_before_the_cl
                         },
                     )
                     .await
-                    .unwrap();
-                completed
+                    .unwrap()
+                    .completed
             }
         };
 

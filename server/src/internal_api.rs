@@ -801,7 +801,11 @@ async fn complete(
         reason,
         outputs: completion.outputs,
     };
-    let (completed, queued) = state
+    // The next attempt is claimed in the completion's transaction, unless the engine is
+    // shutting down (then it claims nothing, below).
+    let next_labels = (completion.claim_next && !state.shutdown.is_cancelled())
+        .then(|| runner.label_sets.clone());
+    let done = state
         .executor
         .complete_holding(
             attempt_id,
@@ -813,9 +817,11 @@ async fn complete(
                 model: completion.model,
                 started_ms_ago: completion.started_ms_ago,
                 claims_next: completion.claim_next,
+                next_labels,
             },
         )
         .await?;
+    let (completed, queued) = (done.completed, done.queued);
     // Recorded by the report that completed the attempt (a repeated one records nothing).
     if completed {
         judged.record(&state.executor, attempt_id).await?;
@@ -826,7 +832,7 @@ async fn complete(
     }
     // A repeated report (its first answer was lost) claims nothing: the first may have.
     let next = if completed && completion.claim_next {
-        claim_now(&state, &runner).await
+        claim_now(&state, &runner, done.next).await
     } else {
         Ok(None)
     };
@@ -840,21 +846,30 @@ async fn complete(
 }
 
 /// One claim for `runner` without waiting, as a poll's first look makes it: the runner's
-/// next attempt handed over with its completion.
-async fn claim_now(state: &InternalState, runner: &AuthedRunner) -> ApiResult<Option<Assignment>> {
+/// next attempt handed over with its completion. `made`: the first look's claim when the
+/// completion already made it ([`Completed::next`](crate::executor::Completed::next)).
+async fn claim_now(
+    state: &InternalState,
+    runner: &AuthedRunner,
+    mut made: Option<Option<Claimed>>,
+) -> ApiResult<Option<Assignment>> {
     let store = state.executor.store();
     // The runner is still `busy` from the attempt it just completed (`claims_next`): the
     // first look keeps it so, or turns it idle when there is nothing to take. An attempt
     // that fails at once (a missing secret) is ended by the engine, which turns the runner
     // idle: the looks after it (a few) mark it busy again, as a poll's claim does.
     for look in 0..4 {
-        if state.shutdown.is_cancelled() {
+        // A claim the completion made is handed over whatever comes: it is the runner's.
+        let made_now = made.take();
+        if made_now.is_none() && state.shutdown.is_cancelled() {
             if look == 0 {
                 store.runner_idle(runner.id, now_ms()).await?;
             }
             return Ok(None);
         }
-        let claimed = if look == 0 {
+        let claimed = if let Some(claimed) = made_now {
+            claimed
+        } else if look == 0 {
             store
                 .claim_next(runner.id, &runner.label_sets, now_ms())
                 .await?

@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::claims::complete_in;
+use super::claims::{claim_in, complete_in, PG_CLAIM, SQLITE_CLAIM};
 use super::groups::{promote, relock_group};
 use super::runs::{step_states_by_id, STEP_STATE_COLUMNS};
 use super::{
-    now_ms, on_db, Advanced, AttemptEnd, CompletedAttempt, KnownSteps, RunSnapshot, StepAfter,
-    StepChange, StepRunRow, Store,
+    now_ms, on_db, Advanced, AttemptEnd, Claimed, CompletedAttempt, Db, KnownSteps, RunSnapshot,
+    StepAfter, StepChange, StepRunRow, Store,
 };
 
 /// Commit status state and description for a run's final status.
@@ -340,10 +340,11 @@ impl Store {
 
     /// Ends attempt `attempt_id` of run `run_id` as [`Store::complete_attempt`] does
     /// (`after` deciding what becomes of its step run), then advances the run as
-    /// [`Store::advance`] does, in one transaction: one commit where there were two, and the
-    /// advance reads the step run the completion just moved. Returns the attempt that
-    /// ended with what the advance did, or `None` with nothing written (and `known` handed
-    /// back, still current) when the attempt was already final. An attempt of another run
+    /// [`Store::advance`] does, and with `claim_next` (the reporting runner's label sets)
+    /// claims the runner's next attempt as [`Store::claim_next`] does — all in one
+    /// transaction: one commit where there were three, and the advance reads the step run
+    /// the completion just moved. When the attempt was already final nothing is written,
+    /// nothing claimed, and `known` comes back (still current). An attempt of another run
     /// is refused, with nothing written. A run already final (or waiting for its group) is
     /// not advanced; the attempt still ends.
     #[allow(clippy::too_many_arguments)]
@@ -355,38 +356,115 @@ impl Store {
         attempt_id: i64,
         runner_id: Option<i64>,
         end: &AttemptEnd<'_>,
+        claim_next: Option<&[String]>,
         after: impl FnOnce(&CompletedAttempt) -> StepAfter,
         wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
-    ) -> anyhow::Result<(Option<CompletedAttempt>, Advanced)> {
+    ) -> anyhow::Result<CompletedAndAdvanced> {
         let now = now_ms();
-        on_db!(self, pool => {
-            let group_id: Option<i64> = group_of!(pool, run_id, in_group);
-            let mut tx = pool.begin().await?;
-            if let Some(group_id) = group_id {
-                relock_group!(&mut *tx, group_id);
-            }
-            let row = lock_run!(tx, run_id);
-            let Some(completed) = complete_in!(tx, attempt_id, runner_id, end, after) else {
-                // A repeat: dropping the transaction rolls back the advance counted above.
-                return Ok((None, Advanced { known, ..Advanced::default() }));
-            };
-            anyhow::ensure!(
-                completed.run_id == run_id,
-                "attempt {attempt_id} is of run {}, not of run {run_id}",
-                completed.run_id
-            );
-            let advanced = match row {
-                Some(row) => advance_locked!(tx, run_id, group_id, row, known, wanted, decide, now),
-                None => Advanced::default(),
-            };
-            tx.commit().await?;
-            if advanced.finished {
-                self.claimed_runs.forget(run_id);
-            }
-            Ok((Some(completed), advanced))
-        })
+        let claimer = match (claim_next, runner_id) {
+            (Some(label_sets), Some(runner)) if end.runner_claims_next => Some((runner, label_sets)),
+            (None, _) => None,
+            _ => anyhow::bail!(
+                "attempt {attempt_id}: only the reporting runner, still busy, claims its next attempt"
+            ),
+        };
+        // Per backend: the claim statement and how it takes the label sets differ.
+        macro_rules! in_one_transaction {
+            ($pool:ident, $claim_sql:expr, $labels:expr) => {{
+                let group_id: Option<i64> = group_of!($pool, run_id, in_group);
+                let mut tx = $pool.begin().await?;
+                if let Some(group_id) = group_id {
+                    relock_group!(&mut *tx, group_id);
+                }
+                let row = lock_run!(tx, run_id);
+                let Some(completed) = complete_in!(tx, attempt_id, runner_id, end, after) else {
+                    // A repeat: dropping the transaction rolls back the advance counted above.
+                    return Ok(CompletedAndAdvanced {
+                        advanced: Advanced {
+                            known,
+                            ..Advanced::default()
+                        },
+                        ..CompletedAndAdvanced::default()
+                    });
+                };
+                anyhow::ensure!(
+                    completed.run_id == run_id,
+                    "attempt {attempt_id} is of run {}, not of run {run_id}",
+                    completed.run_id
+                );
+                let advanced = match row {
+                    Some(row) => {
+                        advance_locked!(tx, run_id, group_id, row, known, wanted, decide, now)
+                    }
+                    None => Advanced::default(),
+                };
+                let next = match claimer {
+                    None => None,
+                    Some((runner, label_sets)) => {
+                        let row = sqlx::query($claim_sql)
+                            .bind(now)
+                            .bind($labels(label_sets)?)
+                            .bind(runner)
+                            .bind(false)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match row {
+                            Some(row) => Some(Some(claim_in!(self, tx, row, runner, now, false))),
+                            None => {
+                                // Nothing to take: the runner stops being busy.
+                                sqlx::query(
+                                    "UPDATE runners SET state = 'idle', state_since = $2 \
+                                     WHERE id = $1 AND state = 'busy'",
+                                )
+                                .bind(runner)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                                Some(None)
+                            }
+                        }
+                    }
+                };
+                tx.commit().await?;
+                if advanced.finished {
+                    self.claimed_runs.forget(run_id);
+                }
+                let next = match next {
+                    Some(Some((claimed, first_of_run))) => {
+                        self.claimed_first(&claimed, first_of_run, now).await?;
+                        Some(Some(claimed))
+                    }
+                    Some(None) => Some(None),
+                    None => None,
+                };
+                Ok(CompletedAndAdvanced {
+                    completed: Some(completed),
+                    advanced,
+                    next,
+                })
+            }};
+        }
+        match &self.db {
+            Db::Postgres(pool) => in_one_transaction!(pool, PG_CLAIM, |sets: &[String]| {
+                anyhow::Ok(sets.to_vec())
+            }),
+            Db::Sqlite(pool) => in_one_transaction!(pool, SQLITE_CLAIM, |sets: &[String]| {
+                serde_json::to_string(sets)
+            }),
+        }
     }
+}
+
+/// What [`Store::complete_and_advance`] did.
+#[derive(Debug, Default)]
+pub struct CompletedAndAdvanced {
+    /// The attempt that ended; `None` (and nothing written) when it was already final.
+    pub completed: Option<CompletedAttempt>,
+    pub advanced: Advanced,
+    /// The attempt the runner claimed next, when it asked: `Some(None)` when there was
+    /// nothing to take (the runner is `idle` again).
+    pub next: Option<Option<Claimed>>,
 }
 
 #[cfg(test)]
@@ -394,7 +472,7 @@ mod tests {
     use evaluator::plan::{Plan, Step};
 
     use crate::testing::{local_run, stores};
-    use crate::{AttemptEnd, Claimed, StepAfter, StepChange, Store};
+    use crate::{AttemptEnd, Claimed, CompletedAndAdvanced, StepAfter, StepChange, Store};
 
     /// The end of a succeeded attempt with no outputs, at `at`.
     fn succeeded(at: i64) -> AttemptEnd<'static> {
@@ -492,7 +570,11 @@ mod tests {
         for (store, _dir) in stores().await {
             let backend = store.backend();
             let (run_id, claimed, runner, known) = claimed_chain(&store, "r").await;
-            let (completed, advanced) = store
+            let CompletedAndAdvanced {
+                completed,
+                advanced,
+                ..
+            } = store
                 .complete_and_advance(
                     run_id,
                     false,
@@ -500,6 +582,7 @@ mod tests {
                     claimed.attempt_id,
                     Some(runner),
                     &succeeded(5),
+                    None,
                     |attempt| {
                         assert_eq!(attempt.step_id, "a");
                         done()
@@ -551,17 +634,22 @@ mod tests {
                     claimed.attempt_id,
                     Some(runner),
                     &end,
+                    None,
                     |_| done(),
                     |_| Vec::new(),
                     |_| Vec::new(),
                 )
             };
-            let (first, advanced) = complete(known).await.unwrap();
-            assert!(first.is_some(), "{backend}");
+            let first = complete(known).await.unwrap();
+            assert!(first.completed.is_some(), "{backend}");
             let counted = advances_of(&store, run_id).await;
-            let (again, advanced) = complete(advanced.known).await.unwrap();
-            assert_eq!(again, None, "{backend}: a repeat ends nothing");
-            assert!(advanced.known.is_some(), "{backend}: the copy comes back");
+            let again = complete(first.advanced.known).await.unwrap();
+            assert_eq!(again.completed, None, "{backend}: a repeat ends nothing");
+            assert_eq!(again.next, None, "{backend}: and claims nothing");
+            assert!(
+                again.advanced.known.is_some(),
+                "{backend}: the copy comes back"
+            );
             assert_eq!(
                 advances_of(&store, run_id).await,
                 counted,
@@ -585,6 +673,7 @@ mod tests {
                     claimed.attempt_id,
                     Some(runner),
                     &succeeded(5),
+                    None,
                     |_| done(),
                     |_| Vec::new(),
                     |_| panic!("nothing is decided for a refused attempt"),
@@ -616,7 +705,11 @@ mod tests {
                     .await
                     .unwrap();
             });
-            let (completed, advanced) = store
+            let CompletedAndAdvanced {
+                completed,
+                advanced,
+                ..
+            } = store
                 .complete_and_advance(
                     run_id,
                     false,
@@ -624,6 +717,7 @@ mod tests {
                     claimed.attempt_id,
                     Some(runner),
                     &succeeded(5),
+                    None,
                     |_| done(),
                     |_| panic!("a final run's outputs are not read"),
                     |_| panic!("a final run is not advanced"),
@@ -636,6 +730,67 @@ mod tests {
                 status_of_attempt(&store, claimed.attempt_id).await,
                 "succeeded"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_claims_what_the_advance_queued_in_the_same_transaction() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let (run_id, claimed, runner, known) = claimed_chain(&store, "r").await;
+            let end = AttemptEnd {
+                runner_claims_next: true,
+                ..succeeded(5)
+            };
+            let labels = [String::new()];
+            let complete = |attempt_id, known| {
+                store.complete_and_advance(
+                    run_id,
+                    false,
+                    known,
+                    attempt_id,
+                    Some(runner),
+                    &end,
+                    Some(&labels[..]),
+                    |_| done(),
+                    |_| Vec::new(),
+                    |snapshot| {
+                        snapshot.steps[1..]
+                            .iter()
+                            .filter(|s| s.status == "pending")
+                            .map(|s| StepChange::Queue {
+                                step_run_id: s.id,
+                                dispatch: "{}".into(),
+                                ready_at: 5,
+                                timeout_ms: 60_000,
+                            })
+                            .collect()
+                    },
+                )
+            };
+            let first = complete(claimed.attempt_id, known).await.unwrap();
+            let next = first
+                .next
+                .expect("a claim was asked for")
+                .expect("b was taken");
+            assert_eq!(
+                (next.run_id, next.step_id.as_str()),
+                (run_id, "b"),
+                "{backend}"
+            );
+            assert_eq!(
+                status_of_attempt(&store, next.attempt_id).await,
+                "claimed",
+                "{backend}"
+            );
+            let state = "SELECT state FROM runners WHERE id = $1";
+            assert_eq!(scalar(&store, state, runner).await, "busy", "{backend}");
+            // b's completion finds nothing left to take: the runner is idle again.
+            let last = complete(next.attempt_id, first.advanced.known)
+                .await
+                .unwrap();
+            assert_eq!(last.next, Some(None), "{backend}");
+            assert_eq!(scalar(&store, state, runner).await, "idle", "{backend}");
         }
     }
 }

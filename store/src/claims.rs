@@ -131,16 +131,16 @@ pub(crate) struct ClaimedRuns {
 
 /// What every claim of a run hands over and no claim changes.
 #[derive(Debug, Clone)]
-struct RunFacts {
-    workspace: Arc<str>,
-    summoned_context: Option<Arc<str>>,
+pub(crate) struct RunFacts {
+    pub(crate) workspace: Arc<str>,
+    pub(crate) summoned_context: Option<Arc<str>>,
 }
 
 /// At most this many runs are kept in [`ClaimedRuns`].
 const CLAIMED_RUNS_LIMIT: usize = 256;
 
 impl ClaimedRuns {
-    fn facts(&self, run_id: i64) -> Option<RunFacts> {
+    pub(crate) fn facts(&self, run_id: i64) -> Option<RunFacts> {
         self.lock().get(&run_id).cloned()
     }
 
@@ -165,7 +165,7 @@ impl ClaimedRuns {
     }
 }
 
-const PG_CLAIM: &str = "\
+pub(crate) const PG_CLAIM: &str = "\
     WITH picked AS ( \
         SELECT id FROM step_runs \
         WHERE status = 'queued' AND ready_at <= $1 AND labels = ANY($2) \
@@ -180,7 +180,7 @@ const PG_CLAIM: &str = "\
     FROM picked WHERE s.id = picked.id \
     RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration";
 
-const SQLITE_CLAIM: &str = "\
+pub(crate) const SQLITE_CLAIM: &str = "\
     UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 \
     WHERE id = ( \
         SELECT id FROM step_runs \
@@ -344,6 +344,79 @@ macro_rules! complete_in {
 }
 pub(crate) use complete_in;
 
+/// The claim whose step run `$row` (a claim statement's `RETURNING` row) the open
+/// transaction `$tx` just moved to `claimed`: its attempt for runner `$runner_id` at
+/// `$now`, the runner marked `busy` if `$mark_busy`. Evaluates to the claim, and the run's
+/// facts when this is `$store`'s first claim of the run (the caller marks the run started
+/// once the transaction committed: [`Store::claimed_first`]). A macro so it type-checks once
+/// per backend.
+macro_rules! claim_in {
+    ($store:expr, $tx:ident, $row:expr, $runner_id:expr, $now:expr, $mark_busy:expr) => {{
+        let row = $row;
+        let runner_id: i64 = $runner_id;
+        let now: i64 = $now;
+        let mark_busy: bool = $mark_busy;
+        let step_run_id: i64 = row.try_get("id")?;
+        let run_id: i64 = row.try_get("run_id")?;
+        let number: i64 = row.try_get("attempts")?;
+        let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
+        let iteration: i64 = row.try_get("iteration")?;
+        let attempt_id: i64 = sqlx::query_scalar(
+            "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
+             timeout_ms, iteration) VALUES ($1, $2, $3, 'claimed', $4, $5, $6) RETURNING id",
+        )
+        .bind(step_run_id)
+        .bind(number)
+        .bind(runner_id)
+        .bind(now)
+        .bind(timeout_ms.unwrap_or(3_600_000))
+        .bind(iteration)
+        .fetch_one(&mut *$tx)
+        .await?;
+        if mark_busy {
+            sqlx::query("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
+                .bind(runner_id)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let known = $store.claimed_runs.facts(run_id);
+        let facts = match &known {
+            Some(facts) => facts.clone(),
+            None => {
+                let (workspace, summoned_context) = sqlx::query_as::<_, (String, Option<String>)>(
+                    "SELECT d.workspace, CASE WHEN r.event IN ('issue', 'comment') \
+                         THEN d.context END FROM runs r \
+                         JOIN run_documents d ON d.run_id = r.id WHERE r.id = $1",
+                )
+                .bind(run_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+                $crate::claims::RunFacts {
+                    workspace: workspace.into(),
+                    summoned_context: summoned_context.map(Into::into),
+                }
+            }
+        };
+        (
+            $crate::Claimed {
+                attempt_id,
+                step_run_id,
+                run_id,
+                step_id: row.try_get("step_id")?,
+                number,
+                dispatch: row
+                    .try_get::<Option<String>, _>("action")?
+                    .unwrap_or_default(),
+                workspace: facts.workspace.to_string(),
+                summoned_context: facts.summoned_context.as_deref().map(str::to_string),
+            },
+            known.is_none().then_some(facts),
+        )
+    }};
+}
+pub(crate) use claim_in;
+
 impl Store {
     /// Whether step `step_id` of run `run_id` goes only to runners allowed secrets (it
     /// held secrets, or took the files of a step that did: see
@@ -434,96 +507,42 @@ impl Store {
         mark_busy: bool,
         forks_only: bool,
     ) -> anyhow::Result<Option<Claimed>> {
-        macro_rules! finish_claim {
-            ($tx:ident, $row:ident) => {{
-                let Some(row) = $row else {
-                    $tx.commit().await?;
+        macro_rules! claim_with {
+            ($pool:ident, $sql:expr, $labels:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let row = sqlx::query($sql)
+                    .bind(now)
+                    .bind($labels)
+                    .bind(runner_id)
+                    .bind(forks_only)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    tx.commit().await?;
                     return Ok(None);
                 };
-                let step_run_id: i64 = row.try_get("id")?;
-                let run_id: i64 = row.try_get("run_id")?;
-                let number: i64 = row.try_get("attempts")?;
-                let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
-                let iteration: i64 = row.try_get("iteration")?;
-                let attempt_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
-                     timeout_ms, iteration) VALUES ($1, $2, $3, 'claimed', $4, $5, $6) RETURNING id",
-                )
-                .bind(step_run_id)
-                .bind(number)
-                .bind(runner_id)
-                .bind(now)
-                .bind(timeout_ms.unwrap_or(3_600_000))
-                .bind(iteration)
-                .fetch_one(&mut *$tx)
-                .await?;
-                if mark_busy {
-                    sqlx::query("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
-                        .bind(runner_id)
-                        .bind(now)
-                        .execute(&mut *$tx)
-                        .await?;
-                }
-                let known = self.claimed_runs.facts(run_id);
-                let facts = match &known {
-                    Some(facts) => facts.clone(),
-                    None => {
-                        let (workspace, summoned_context) =
-                            sqlx::query_as::<_, (String, Option<String>)>(
-                                "SELECT d.workspace, CASE WHEN r.event IN ('issue', 'comment') \
-                                 THEN d.context END FROM runs r \
-                                 JOIN run_documents d ON d.run_id = r.id WHERE r.id = $1",
-                            )
-                            .bind(run_id)
-                            .fetch_one(&mut *$tx)
-                            .await?;
-                        RunFacts {
-                            workspace: workspace.into(),
-                            summoned_context: summoned_context.map(Into::into),
-                        }
-                    }
-                };
-                $tx.commit().await?;
-                (
-                    Claimed {
-                        attempt_id,
-                        step_run_id,
-                        run_id,
-                        step_id: row.try_get("step_id")?,
-                        number,
-                        dispatch: row.try_get::<Option<String>, _>("action")?.unwrap_or_default(),
-                        workspace: facts.workspace.to_string(),
-                        summoned_context: facts.summoned_context.as_deref().map(str::to_string),
-                    },
-                    known.is_none().then_some(facts),
-                )
+                let claimed = claim_in!(self, tx, row, runner_id, now, mark_busy);
+                tx.commit().await?;
+                claimed
             }};
         }
         let (claimed, first_of_run) = match &self.db {
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let row = sqlx::query(PG_CLAIM)
-                    .bind(now)
-                    .bind(label_sets)
-                    .bind(runner_id)
-                    .bind(forks_only)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                finish_claim!(tx, row)
-            }
-            Db::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                let row = sqlx::query(SQLITE_CLAIM)
-                    .bind(now)
-                    .bind(serde_json::to_string(label_sets)?)
-                    .bind(runner_id)
-                    .bind(forks_only)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                finish_claim!(tx, row)
-            }
+            Db::Postgres(pool) => claim_with!(pool, PG_CLAIM, label_sets),
+            Db::Sqlite(pool) => claim_with!(pool, SQLITE_CLAIM, serde_json::to_string(label_sets)?),
         };
-        // Outside the claim's transaction: see the module invariant about the run's lock.
+        self.claimed_first(&claimed, first_of_run, now).await?;
+        Ok(Some(claimed))
+    }
+
+    /// After a claim committed that was this process's first of its run (`first_of_run`,
+    /// from [`claim_in!`]): the run marked `running`, outside the claim's transaction (see
+    /// the module invariant about the run's lock), and its facts kept.
+    pub(crate) async fn claimed_first(
+        &self,
+        claimed: &Claimed,
+        first_of_run: Option<RunFacts>,
+        now: i64,
+    ) -> anyhow::Result<()> {
         if let Some(facts) = first_of_run {
             on_db!(self, pool => sqlx::query(
                 "UPDATE runs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'",
@@ -537,7 +556,7 @@ impl Store {
             // leaves the next one to do it.
             self.claimed_runs.remember(claimed.run_id, facts);
         }
-        Ok(Some(claimed))
+        Ok(())
     }
 
     /// Who holds `attempt_id`, or `None` if there is no such attempt.

@@ -36,8 +36,8 @@ use evaluator::plan::Plan;
 use crate::events::{Event, Events};
 use crate::metrics;
 use crate::store::{
-    now_ms, AttemptEnd, CompletedAttempt, KnownSteps, NewRun, RunRepo, RunSnapshot, StepAfter,
-    Store, Triggerer,
+    now_ms, AttemptEnd, Claimed, CompletedAndAdvanced, CompletedAttempt, KnownSteps, NewRun,
+    RunRepo, RunSnapshot, StepAfter, Store, Triggerer,
 };
 use crate::vault::Vault;
 use outputs::{OutputCache, Outputs};
@@ -82,6 +82,23 @@ pub struct RunnerSaid {
     /// The runner takes its next attempt in the answer ([`Store::claim_next`]), so it stays
     /// `busy` meanwhile.
     pub claims_next: bool,
+    /// With `claims_next`, the runner's label sets: its next attempt is claimed in the
+    /// transaction that ends this one ([`Completed::next`]). `None`: the caller claims it.
+    pub next_labels: Option<Arc<Vec<String>>>,
+}
+
+/// What [`Executor::complete_holding`] did.
+#[derive(Debug, Default)]
+pub struct Completed {
+    /// False when the attempt was already final (a repeated report): nothing changed.
+    pub completed: bool,
+    /// Steps the completion queued (retries due now included), not announced to the
+    /// runners' polls.
+    pub queued: usize,
+    /// The runner's next attempt, claimed with the completion when [`RunnerSaid::next_labels`]
+    /// asked for it: `Some(None)` when there was nothing to take (the runner is `idle`
+    /// again). `None`: no claim was made, the caller claims (if it wants one).
+    pub next: Option<Option<Claimed>>,
 }
 
 /// An attempt's end that [`Executor::advance_one`] applies first, in the transaction of
@@ -90,6 +107,9 @@ struct Completing<'a> {
     attempt_id: i64,
     runner_id: Option<i64>,
     end: &'a AttemptEnd<'a>,
+    /// The reporting runner's label sets, when it claims its next attempt in the same
+    /// transaction.
+    claim_next: Option<&'a [String]>,
     /// What becomes of the attempt's step run.
     after: Box<dyn FnOnce(&CompletedAttempt) -> StepAfter + Send + 'a>,
     /// Set by `after` when the step run ended without outputs, as (step run, iteration):
@@ -108,6 +128,8 @@ struct OneAdvance {
     /// A review loop went back: the run is advanced again.
     looped: bool,
     queued: usize,
+    /// The next attempt claimed for the completing runner ([`Completed::next`]).
+    next: Option<Option<Claimed>>,
 }
 
 /// The secrets a step gets.
@@ -403,12 +425,19 @@ impl Executor {
             decided.note(&plan, snapshot, changes)
         };
         let in_group = plan.concurrency.is_some();
-        let (completed, mut advanced) = match completing {
+        let CompletedAndAdvanced {
+            completed,
+            mut advanced,
+            next,
+        } = match completing {
             None => self
                 .store
                 .advance(run_id, in_group, known.take(), wanted, decide)
                 .await
-                .map(|advanced| (None, advanced)),
+                .map(|advanced| CompletedAndAdvanced {
+                    advanced,
+                    ..CompletedAndAdvanced::default()
+                }),
             Some(c) => {
                 self.store
                     .complete_and_advance(
@@ -418,6 +447,7 @@ impl Executor {
                         c.attempt_id,
                         c.runner_id,
                         c.end,
+                        c.claim_next,
                         c.after,
                         wanted,
                         decide,
@@ -450,6 +480,7 @@ impl Executor {
         }
         Ok(OneAdvance {
             completed,
+            next,
             promoted: advanced.promoted,
             looped: advanced.looped && !advanced.finished,
             queued: advanced.queued,
@@ -467,16 +498,16 @@ impl Executor {
         runner_id: Option<i64>,
         report: &Report,
     ) -> anyhow::Result<bool> {
-        let (completed, queued) = self
+        let done = self
             .complete_holding(attempt_id, run_id, runner_id, report, RunnerSaid::default())
             .await?;
-        self.events.queued(queued);
-        Ok(completed)
+        self.events.queued(done.queued);
+        Ok(done.completed)
     }
 
     /// [`Executor::complete`] for a runner's report, with what else its completion said
     /// ([`RunnerSaid`]). The runner takes its next step in the answer: the steps the
-    /// completion queued (the second number, retries due now included) are not announced
+    /// completion queued ([`Completed::queued`], retries due now included) are not announced
     /// to the other runners' polls, so the caller claims one first and wakes them only for
     /// the rest. In a chain this spares every idle runner a wake-up and a claim that finds
     /// nothing.
@@ -487,12 +518,13 @@ impl Executor {
         runner_id: Option<i64>,
         report: &Report,
         said: RunnerSaid,
-    ) -> anyhow::Result<(bool, usize)> {
+    ) -> anyhow::Result<Completed> {
         let RunnerSaid {
             usage,
             model,
             started_ms_ago,
             claims_next,
+            next_labels,
         } = said;
         let cost_micros = crate::pricing::attempt_cost(&self.prices, model.as_deref(), usage);
         let plan = self.plan(run_id).await?;
@@ -547,24 +579,30 @@ impl Executor {
                     attempt_id,
                     runner_id,
                     end: &end,
+                    claim_next: next_labels
+                        .as_deref()
+                        .filter(|_| end.runner_claims_next)
+                        .map(Vec::as_slice),
                     after: after(),
                     ended_empty: &ended_without_outputs,
                 }),
             )
             .await;
-        let (attempt, queued, next) = match merged {
+        let (attempt, queued, then, claimed) = match merged {
             Ok(OneAdvance {
                 completed: None, ..
-            }) => return Ok((false, 0)),
+            }) => return Ok(Completed::default()),
             Ok(OneAdvance {
                 completed: Some(attempt),
                 promoted,
                 looped,
                 queued,
+                next,
             }) => (
                 attempt,
                 queued,
                 if looped { Some(run_id) } else { promoted },
+                next,
             ),
             // Whatever kept the two from committing together (the advance's own trouble
             // included) must not keep the attempt from ending: it ends alone, then the run
@@ -581,7 +619,7 @@ impl Executor {
                     .await
                     .with_context(|| format!("completing attempt {attempt_id}"))?
                 else {
-                    return Ok((false, 0));
+                    return Ok(Completed::default());
                 };
                 self.events
                     .steps_moved(attempt.run_id, &[attempt.step_run_id]);
@@ -589,7 +627,7 @@ impl Executor {
                     self.lock_outputs().insert(attempt.run_id, step_run, "{}");
                 }
                 let run = attempt.run_id;
-                (attempt, 0, Some(run))
+                (attempt, 0, Some(run), None)
             }
         };
         if let Some((ready_at, started_at)) = attempt.folded_start {
@@ -607,11 +645,15 @@ impl Executor {
                 cost_micros,
             });
         }
-        let queued = self.advance_chain(next, queued).await?;
+        let queued = self.advance_chain(then, queued).await?;
         // A retry without backoff is claimable now; later ones are found by the pollers'
         // own timer.
         let retry_now = *lock(&retry_now);
-        Ok((true, queued + usize::from(retry_now)))
+        Ok(Completed {
+            completed: true,
+            queued: queued + usize::from(retry_now),
+            next: claimed,
+        })
     }
 
     /// Asks the run to cancel: queued and pending steps end now, running ones when their
