@@ -1,7 +1,8 @@
 //! Advancing a run: in one transaction holding the run's lock, the step runs that changed
 //! since the caller's copy of the run ([`KnownSteps`]) are read, the outputs the executor
 //! asks for loaded, and its decisions ([`StepChange`]) applied; [`Store::complete_and_advance`]
-//! first ends an attempt of the run in that same transaction.
+//! first ends an attempt of the run in that same transaction, and after the advance claims
+//! the completing runner's next attempt in it too.
 //!
 //! Invariants:
 //! - Lock order: the run's concurrency group's row (if its plan names one), then the run's
@@ -9,8 +10,12 @@
 //!   [`KnownSteps`]), then its step runs and attempts. A completion applied here takes the
 //!   run's row before its attempt's, so it waits where every advance waits and never holds
 //!   an attempt another advance of the run wants.
-//! - Whatever fails (an error, a repeated report) leaves nothing written: the completion and
-//!   the advance commit together or not at all.
+//! - Whatever fails (an error, a repeated report) leaves nothing written: the completion,
+//!   the advance and the completing runner's next claim commit together or not at all.
+//! - The next claim made here waits for no lock (it skips rows other claimers hold, and
+//!   takes no run's row: `claims`), so holding the run's row meanwhile adds no wait to
+//!   anyone's; the run it claims from is marked `running` after the commit, as every
+//!   claim's is.
 //! - A step run only moves forward, every update naming the states it may leave (see
 //!   `runs`); a review loop's step runs go back once per iteration.
 

@@ -211,7 +211,16 @@ macro_rules! complete_in {
                      CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END), \
                  model = $9, cost_usd_micros = $10 \
                  WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
-                 RETURNING step_run_id, number, runner_id, started_at",
+                 RETURNING step_run_id, number, runner_id, started_at, \
+                 (SELECT s.run_id FROM step_runs s WHERE s.id = step_run_id) AS run_id, \
+                 (SELECT s.step_id FROM step_runs s WHERE s.id = step_run_id) AS step_id, \
+                 (SELECT s.started_at FROM step_runs s WHERE s.id = step_run_id) AS step_started_at, \
+                 (SELECT s.iteration FROM step_runs s WHERE s.id = step_run_id) AS iteration, \
+                 (SELECT s.iteration_base FROM step_runs s WHERE s.id = step_run_id) AS iteration_base, \
+                 (SELECT s.status FROM step_runs s WHERE s.id = step_run_id) AS step_status, \
+                 (SELECT s.ready_at FROM step_runs s WHERE s.id = step_run_id) AS ready_at, \
+                 (SELECT r.cancel_requested FROM step_runs s JOIN runs r ON r.id = s.run_id \
+                  WHERE s.id = step_run_id) AS cancel_requested",
             )
             .bind($attempt_id)
             .bind($end.status)
@@ -244,14 +253,8 @@ macro_rules! complete_in {
                     .execute(&mut *$tx)
                     .await?;
             }
-            let row = sqlx::query(
-                "SELECT s.run_id, s.step_id, s.started_at, s.iteration, s.iteration_base, \
-                 s.status, s.ready_at, r.cancel_requested FROM step_runs s \
-                 JOIN runs r ON r.id = s.run_id WHERE s.id = $1",
-            )
-            .bind(step_run_id)
-            .fetch_one(&mut *$tx)
-            .await?;
+            // The step run's and the run's part, read by the statement above.
+            let row = &ended;
             let number: i64 = ended.try_get("number")?;
             let completed = $crate::CompletedAttempt {
                 run_id: row.try_get("run_id")?,
@@ -261,10 +264,10 @@ macro_rules! complete_in {
                 iteration: row.try_get("iteration")?,
                 number_in_iteration: number - row.try_get::<i64, _>("iteration_base")?,
                 cancel_requested: row.try_get("cancel_requested")?,
-                started_at: row.try_get::<Option<i64>, _>("started_at")?.or(attempt_started),
+                started_at: row.try_get::<Option<i64>, _>("step_started_at")?.or(attempt_started),
                 // A step run still `claimed` never had its start reported.
                 folded_start: match attempt_started {
-                    Some(at) if row.try_get::<String, _>("status")? == "claimed" => {
+                    Some(at) if row.try_get::<String, _>("step_status")? == "claimed" => {
                         Some((row.try_get("ready_at")?, at))
                     }
                     _ => None,
