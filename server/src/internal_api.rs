@@ -802,9 +802,12 @@ async fn complete(
         outputs: completion.outputs,
     };
     // The next attempt is claimed in the completion's transaction, unless the engine is
-    // shutting down (then it claims nothing, below).
-    let next_labels = (completion.claim_next && !state.shutdown.is_cancelled())
-        .then(|| runner.label_sets.clone());
+    // shutting down (then it claims nothing, below) or proposals are still to be recorded
+    // after it: a claim made there must reach the runner, so nothing that may fail comes
+    // between (with proposals, the claim comes after their record, as a claim of its own).
+    let next_labels =
+        (completion.claim_next && !state.shutdown.is_cancelled() && judged.is_empty())
+            .then(|| runner.label_sets.clone());
     let done = state
         .executor
         .complete_holding(

@@ -12,10 +12,11 @@
 //!   an attempt another advance of the run wants.
 //! - Whatever fails (an error, a repeated report) leaves nothing written: the completion,
 //!   the advance and the completing runner's next claim commit together or not at all.
-//! - The next claim made here waits for no lock (it skips rows other claimers hold, and
-//!   takes no run's row: `claims`), so holding the run's row meanwhile adds no wait to
-//!   anyone's; the run it claims from is marked `running` after the commit, as every
-//!   claim's is.
+//! - The next claim made here takes no run's row (it skips step runs other claimers hold:
+//!   `claims`); it may wait only for the runner's own row (its `idle` mark when there is
+//!   nothing to take), which no transaction holds while it waits for a run's row. The run
+//!   it claims from is marked `running` after the commit, as every claim's is, and nothing
+//!   after the commit fails the call: a committed claim always reaches its caller.
 //! - A step run only moves forward, every update naming the states it may leave (see
 //!   `runs`); a review loop's step runs go back once per iteration.
 
@@ -437,7 +438,14 @@ impl Store {
                 }
                 let next = match next {
                     Some(Some((claimed, first_of_run))) => {
-                        self.claimed_first(&claimed, first_of_run, now).await?;
+                        // Committed: the claim is the runner's whatever this says. A run
+                        // not marked running now is marked by its next claim.
+                        if let Err(error) = self.claimed_first(&claimed, first_of_run, now).await {
+                            tracing::warn!(
+                                run = claimed.run_id,
+                                "marking the run running: {error:#}"
+                            );
+                        }
                         Some(Some(claimed))
                     }
                     Some(None) => Some(None),

@@ -15,7 +15,9 @@
 //!   registration from its token), so a fork's code never reaches a runner kept for
 //!   trusted work (a `zone=prod` token's) whatever labels the fork's plan asks for.
 //! - A claim never takes the run's row lock (the executor holds it while it reads steps),
-//!   so claims and the executor cannot deadlock.
+//!   so claims and the executor cannot deadlock; the claim a completion makes in its run's
+//!   advance (`advance::complete_and_advance`) runs while that advance holds its own
+//!   run's lock, and waits for no run's lock either.
 //! - Of a run, a claim reads its workspace document and its summoned context (an issue's
 //!   or a comment's, else none) and moves it from `queued` to `running` only the first
 //!   time this process claims one of its steps ([`ClaimedRuns`]): none of them changes

@@ -380,6 +380,9 @@ impl Executor {
         // The run after its due loops, worked out for the outputs it needs and then decided
         // on (both see the same snapshot).
         let looped: Mutex<Option<rules::Looped>> = Mutex::new(None);
+        // The outputs the store loaded for this advance, parsed: they enter the cache only
+        // once the transaction committed (the completion it applied may have stored them).
+        let loaded: Mutex<Vec<((i64, i64), Outputs)>> = Mutex::new(Vec::new());
         let mut decided = metrics::Decided::default();
         let turn = self.turn(run_id);
         let mut known = turn.lock().await;
@@ -409,12 +412,14 @@ impl Executor {
             missing
         };
         let decide = |snapshot: &RunSnapshot| {
-            let mut cache = self.lock_outputs();
             let mut held = lock(&held);
+            let mut loaded = lock(&loaded);
             for (&id, json) in &snapshot.outputs {
-                held.insert(id, cache.insert(run_id, id, json));
+                let parsed = outputs::parse(json);
+                loaded.push((id, parsed.clone()));
+                held.insert(id, parsed);
             }
-            drop(cache);
+            drop(loaded);
             let taken = lock(&looped)
                 .take()
                 .unwrap_or_else(|| rules::take_loops(&plan, loops, snapshot));
@@ -461,11 +466,19 @@ impl Executor {
             *known = advanced.known.take();
             return Ok(OneAdvance::default());
         }
+        {
+            let mut cache = self.lock_outputs();
+            for (id, outputs) in lock(&loaded).drain(..) {
+                cache.keep(run_id, id, outputs);
+            }
+            if completed.is_some() {
+                if let Some(step_run) = ended_empty.and_then(|ended| *lock(ended)) {
+                    cache.keep(run_id, step_run, Outputs::default());
+                }
+            }
+        }
         if let Some(attempt) = &completed {
             self.events.steps_moved(run_id, &[attempt.step_run_id]);
-            if let Some(step_run) = ended_empty.and_then(|ended| *lock(ended)) {
-                self.lock_outputs().insert(run_id, step_run, "{}");
-            }
         }
         decided.record();
         self.steps_read
@@ -645,7 +658,19 @@ impl Executor {
                 cost_micros,
             });
         }
-        let queued = self.advance_chain(then, queued).await?;
+        let queued = match self.advance_chain(then, queued).await {
+            Ok(queued) => queued,
+            // The report and the claim committed: the claim must reach the runner. The
+            // run left behind is advanced again by the sweeper's pass over active runs.
+            Err(error) if matches!(claimed, Some(Some(_))) => {
+                tracing::warn!(
+                    run = run_id,
+                    "advancing after attempt {attempt_id}: {error:#}"
+                );
+                queued
+            }
+            Err(error) => return Err(error),
+        };
         // A retry without backoff is claimable now; later ones are found by the pollers'
         // own timer.
         let retry_now = *lock(&retry_now);

@@ -25,6 +25,12 @@ use crate::dispatch;
 /// The outputs of one step run, shared with the dispatches that read them.
 pub type Outputs = Arc<BTreeMap<String, String>>;
 
+/// Stored outputs (JSON text) parsed; text that does not parse counts as no outputs (the
+/// runner API validates what it stores).
+pub fn parse(json: &str) -> Outputs {
+    Arc::new(serde_json::from_str(json).unwrap_or_default())
+}
+
 /// What all the step runs of one run may store as outputs (JSON bytes). Past it, the step
 /// whose outputs would pass it fails and its outputs are dropped.
 pub const MAX_RUN_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
@@ -110,7 +116,14 @@ impl OutputCache {
     /// returns them. Text that does not parse counts as no outputs (the runner API
     /// validates what it stores).
     pub fn insert(&mut self, run_id: i64, step_run_id: (i64, i64), json: &str) -> Outputs {
-        let outputs: Outputs = Arc::new(serde_json::from_str(json).unwrap_or_default());
+        let outputs = parse(json);
+        self.keep(run_id, step_run_id, outputs.clone());
+        outputs
+    }
+
+    /// Keeps the outputs of a finished step run (id, iteration), parsed with [`parse`]:
+    /// only outputs the store has committed (an entry is never stale).
+    pub fn keep(&mut self, run_id: i64, step_run_id: (i64, i64), outputs: Outputs) {
         let size: usize = outputs.iter().map(|(k, v)| k.len() + v.len()).sum();
         self.make_room(run_id, size);
         let run = self.run(run_id);
@@ -122,7 +135,6 @@ impl OutputCache {
         let run = self.run(run_id);
         run.bytes += size;
         self.bytes += size;
-        outputs
     }
 
     /// Drops what is kept for `run_id` (it finished).

@@ -39,6 +39,12 @@ pub struct Judged {
 }
 
 impl Judged {
+    /// Whether there is nothing to record: [`Judged::record`] then does nothing, and cannot
+    /// fail.
+    pub fn is_empty(&self) -> bool {
+        self.proposals.is_empty()
+    }
+
     /// Records the proposals (nothing when there were none). Idempotent.
     pub async fn record(&self, executor: &Executor, attempt_id: i64) -> anyhow::Result<()> {
         if self.proposals.is_empty() {
