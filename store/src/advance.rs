@@ -484,7 +484,7 @@ pub struct CompletedAndAdvanced {
 mod tests {
     use evaluator::plan::{Plan, Step};
 
-    use crate::testing::{local_run, stores};
+    use crate::testing::{claim_first_step, local_run, stores};
     use crate::{AttemptEnd, Claimed, CompletedAndAdvanced, StepAfter, StepChange, Store};
 
     /// The end of a succeeded attempt with no outputs, at `at`.
@@ -528,33 +528,8 @@ mod tests {
             .await
             .unwrap()
             .id;
-        let advanced = store
-            .advance(
-                run_id,
-                false,
-                None,
-                |_| Vec::new(),
-                |snapshot| {
-                    vec![StepChange::Queue {
-                        step_run_id: snapshot.steps[0].id,
-                        dispatch: "{}".into(),
-                        ready_at: 0,
-                        timeout_ms: 60_000,
-                    }]
-                },
-            )
-            .await
-            .unwrap();
-        let runner = store
-            .register_runner(name, "{}", name, false, 0)
-            .await
-            .unwrap();
-        let claimed = store
-            .claim(runner, &[String::new()], 1)
-            .await
-            .unwrap()
-            .expect("a claim");
-        (run_id, claimed, runner, advanced.known)
+        let (claimed, runner, known) = claim_first_step(store, run_id, name).await;
+        (run_id, claimed, runner, known)
     }
 
     async fn scalar(store: &Store, sql: &str, id: i64) -> String {

@@ -171,7 +171,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::testing::local_run;
     pub(crate) use crate::testing::stores;
-    use crate::{NewRun, StepChange};
+    use crate::NewRun;
 
     /// A run of steps `a` and `b` (b after a) in `store`, `rerun_of` when given, with
     /// `carry` carried over.
@@ -193,32 +193,7 @@ pub(crate) mod tests {
 
     /// Queues and claims step `a` of `run_id`: its attempt.
     async fn claim_a(store: &Store, run_id: i64) -> LogAttempt {
-        store
-            .advance(
-                run_id,
-                false,
-                None,
-                |_| Vec::new(),
-                |snapshot| {
-                    vec![StepChange::Queue {
-                        step_run_id: snapshot.steps[0].id,
-                        dispatch: "{}".into(),
-                        ready_at: 0,
-                        timeout_ms: 60_000,
-                    }]
-                },
-            )
-            .await
-            .unwrap();
-        let runner = store
-            .register_runner("r", "{}", "hash", false, 0)
-            .await
-            .unwrap();
-        let claimed = store
-            .claim(runner, &[String::new()], 1)
-            .await
-            .unwrap()
-            .expect("a claim");
+        let (claimed, _, _) = crate::testing::claim_first_step(store, run_id, "r").await;
         LogAttempt {
             attempt_id: claimed.attempt_id,
             run_id,

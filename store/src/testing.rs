@@ -171,6 +171,43 @@ pub async fn queue_run(store: &Store, run: &NewRun<'_>) -> i64 {
     run_id
 }
 
+/// Queues the first step of run `run_id` (claimable from 0) and claims it at 1 for a new
+/// runner `name` of the shared token, without labels: the claim, the runner's id, and the
+/// copy of the run the queueing advance left ([`crate::Advanced::known`]).
+pub async fn claim_first_step(
+    store: &Store,
+    run_id: i64,
+    name: &str,
+) -> (crate::Claimed, i64, Option<crate::KnownSteps>) {
+    let advanced = store
+        .advance(
+            run_id,
+            false,
+            None,
+            |_| Vec::new(),
+            |snapshot| {
+                vec![crate::StepChange::Queue {
+                    step_run_id: snapshot.steps[0].id,
+                    dispatch: "{}".into(),
+                    ready_at: 0,
+                    timeout_ms: 60_000,
+                }]
+            },
+        )
+        .await
+        .expect("queueing the first step");
+    let runner = store
+        .register_runner(name, "{}", name, false, 0)
+        .await
+        .expect("registering the runner");
+    let claimed = store
+        .claim(runner, &[String::new()], 1)
+        .await
+        .expect("claiming")
+        .expect("the first step is queued");
+    (claimed, runner, advanced.known)
+}
+
 /// Runs `sqlite` or `postgres` (SQL text, statements separated by `;`, nothing bound) on
 /// `store`'s database, whichever it is: for a test that changes the schema under the
 /// engine (a trigger that makes a statement fail).
