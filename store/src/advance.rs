@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::claims::{claim_in, complete_in, PG_CLAIM, SQLITE_CLAIM};
+use super::claims::{claim_in, complete_in, PG_CLAIM, RUNNER_IDLE, SQLITE_CLAIM};
 use super::groups::{promote, relock_group};
 use super::runs::{step_states_by_id, STEP_STATE_COLUMNS};
 use super::{
@@ -419,14 +419,11 @@ impl Store {
                             Some(row) => Some(Some(claim_in!(self, tx, row, runner, now, false))),
                             None => {
                                 // Nothing to take: the runner stops being busy.
-                                sqlx::query(
-                                    "UPDATE runners SET state = 'idle', state_since = $2 \
-                                     WHERE id = $1 AND state = 'busy'",
-                                )
-                                .bind(runner)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
+                                sqlx::query(RUNNER_IDLE)
+                                    .bind(runner)
+                                    .bind(now)
+                                    .execute(&mut *tx)
+                                    .await?;
                                 Some(None)
                             }
                         }

@@ -167,6 +167,10 @@ impl ClaimedRuns {
     }
 }
 
+/// A busy runner (`$1`) becomes idle at `$2`: it has nothing (more) to run.
+pub(crate) const RUNNER_IDLE: &str =
+    "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'";
+
 pub(crate) const PG_CLAIM: &str = "\
     WITH picked AS ( \
         SELECT id FROM step_runs \
@@ -335,9 +339,7 @@ macro_rules! complete_in {
                 }
             }
             if !$end.runner_claims_next {
-                sqlx::query(
-                    "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
-                )
+                sqlx::query($crate::claims::RUNNER_IDLE)
                 .bind(holder)
                 .bind($end.at)
                 .execute(&mut *$tx)
@@ -493,9 +495,7 @@ impl Store {
 
     /// Marks the runner idle after a [`Store::claim_next`] that found nothing.
     pub async fn runner_idle(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
-        )
+        on_db!(self, pool => sqlx::query(RUNNER_IDLE)
         .bind(runner_id)
         .bind(now)
         .execute(pool)

@@ -386,6 +386,7 @@ impl Executor {
         let mut decided = metrics::Decided::default();
         let turn = self.turn(run_id);
         let mut known = turn.lock().await;
+        let completing_given = completing.is_some();
         let ended_empty = completing.as_ref().map(|c| c.ended_empty);
         let wanted = |snapshot: &RunSnapshot| {
             let ended_empty = ended_empty.and_then(|ended| *lock(ended));
@@ -461,7 +462,7 @@ impl Executor {
             }
         }
         .with_context(|| format!("advancing run {run_id}"))?;
-        if ended_empty.is_some() && completed.is_none() {
+        if completing_given && completed.is_none() {
             // A repeated report: nothing was written, and the copy of the run stays current.
             *known = advanced.known.take();
             return Ok(OneAdvance::default());
@@ -637,7 +638,8 @@ impl Executor {
                 self.events
                     .steps_moved(attempt.run_id, &[attempt.step_run_id]);
                 if let Some(step_run) = *lock(&ended_without_outputs) {
-                    self.lock_outputs().insert(attempt.run_id, step_run, "{}");
+                    self.lock_outputs()
+                        .keep(attempt.run_id, step_run, Outputs::default());
                 }
                 let run = attempt.run_id;
                 (attempt, 0, Some(run), None)
