@@ -169,6 +169,11 @@ pub(crate) struct RunArgs {
     /// a fresh copy of the directory and has its processes killed when it ends.
     #[arg(long)]
     pub(crate) ephemeral_runners: bool,
+    /// Keep the local runners' attempt directories (each step's workspace, home and tmp) on
+    /// disk under $TMPDIR. By default a root runner keeps them on a tmpfs of its own (at
+    /// most half the memory), which is faster on disks where new files are slow to make.
+    #[arg(long)]
+    pub(crate) work_dir_on_disk: bool,
     /// Approve this approval step when it waits (repeatable), without asking. Otherwise
     /// `plue run` prints the question and the `plue approve RUN STEP --data-dir DIR`
     /// command that decides it from another terminal, and, when stdin is a terminal, asks
@@ -294,6 +299,11 @@ pub(crate) struct ServeArgs {
     /// Let local runners take step after step instead of one step each (trusted work only).
     #[arg(long)]
     pub(crate) reuse_runners: bool,
+    /// Keep the local runners' attempt directories (each step's workspace, home and tmp) on
+    /// disk under $TMPDIR. By default a root runner keeps them on a tmpfs of its own (at
+    /// most half the memory), which is faster on disks where new files are slow to make.
+    #[arg(long)]
+    pub(crate) work_dir_on_disk: bool,
     /// Seconds an extra idle runner is kept before it is stopped.
     #[arg(long, default_value_t = 60)]
     pub(crate) idle_timeout: u64,
@@ -465,6 +475,12 @@ pub(crate) struct RunnerArgs {
     /// interpreter.
     #[arg(long)]
     pub(crate) warm_python: bool,
+    /// When root: keep the work directory in memory — a tmpfs in a mount namespace of the
+    /// runner's own, gone with it — so attempts' directories cost no disk inodes (the
+    /// local pool of `plue run` and `plue serve` sets it). Refused (not root, no
+    /// CAP_SYS_ADMIN, a directory others may write to): the directory stays on disk.
+    #[arg(long)]
+    pub(crate) work_dir_in_memory: bool,
 }
 
 fn parse_passed_env(name: &str) -> Result<String, String> {

@@ -33,6 +33,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     logging::init(cli.log_format);
+    // What must happen while the process has one thread (a mount namespace of its own).
+    if let cli::Command::Runner(args) = &cli.command {
+        commands::runner::before_threads(args);
+    }
     let mut builder = if cli.command.runs_on_one_thread() {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -62,6 +62,9 @@ pub struct RunnerProcess {
     pub anthropic_base_url: Option<String>,
     /// Runners start their warm Python interpreter at once (`plue runner --warm-python`).
     pub warm_python: bool,
+    /// Runners keep `work_dir` on a tmpfs of their own (`plue runner --work-dir-in-memory`;
+    /// only a root runner can, the others keep it on disk).
+    pub work_dir_in_memory: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +148,9 @@ impl LocalProvider {
         }
         if config.warm_python {
             command.arg("--warm-python");
+        }
+        if config.work_dir_in_memory {
+            command.arg("--work-dir-in-memory");
         }
         if !config.labels.is_empty() {
             let labels: Vec<String> = config
@@ -302,6 +308,7 @@ mod tests {
                 die_with_parent: true,
                 anthropic_base_url: None,
                 warm_python: false,
+                work_dir_in_memory: false,
             },
         })
     }

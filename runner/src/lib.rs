@@ -16,6 +16,8 @@
 //! - [`git_sandbox`]: the one way git runs on a workspace, with a git directory of the
 //!   runner's own that keeps only allow-listed settings (no filter, hook or pager runs).
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
+//! - [`work_tmpfs`]: a root runner's work directory on a tmpfs of its own mount namespace,
+//!   so attempts' trees cost no disk inodes.
 //! - [`python_path`]: the interpreter behind a pyenv shim, found without running it;
 //!   [`program_path`]: a step's `bash` found on its `PATH` in the runner.
 //!
@@ -41,4 +43,5 @@ mod reaper;
 mod rooms;
 pub mod step_env;
 pub mod step_user;
+pub mod work_tmpfs;
 pub mod workspace;

@@ -23,7 +23,7 @@ mod run;
 mod run_lines;
 mod run_output;
 mod run_states;
-mod runner;
+pub(crate) mod runner;
 mod runner_tokens;
 mod runs;
 mod serve;
@@ -141,11 +141,13 @@ pub(crate) fn cpus() -> usize {
         .unwrap_or(1)
 }
 
-/// Local runner processes of this executable, working and logging under `data_dir`.
+/// Local runner processes of this executable, working and logging under `data_dir`; their
+/// work directory in memory unless `work_dir_on_disk`.
 pub(crate) fn local_runners(
     data_dir: &std::path::Path,
     give_up_after: std::time::Duration,
     ephemeral: bool,
+    work_dir_on_disk: bool,
 ) -> anyhow::Result<engine::pool::local::RunnerProcess> {
     use anyhow::Context;
     Ok(engine::pool::local::RunnerProcess {
@@ -166,6 +168,7 @@ pub(crate) fn local_runners(
             .ok()
             .filter(|url| !url.is_empty()),
         warm_python: false,
+        work_dir_in_memory: !work_dir_on_disk,
     })
 }
 

@@ -123,7 +123,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     config.heartbeat_interval = Duration::from_secs(1);
     config.lost_after = Duration::from_secs(10);
-    let mut runner = local_runners(&data_dir, Duration::from_secs(30), args.ephemeral_runners)?;
+    let mut runner = local_runners(
+        &data_dir,
+        Duration::from_secs(30),
+        args.ephemeral_runners,
+        args.work_dir_on_disk,
+    )?;
     // The caller's own machine: steps see the caller's environment, except the values of
     // `--secret NAME`, which only the steps that name them get.
     runner.inherit_env = true;

@@ -29,6 +29,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         die_with_parent(parent)?;
     }
     let registration_token = registration_token(&args)?;
+    let work_dir = work_dir(&args);
     let name = args.name.unwrap_or_else(|| {
         let host = nix::unistd::gethostname()
             .ok()
@@ -40,9 +41,6 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
             .collect();
         format!("{host}-{}", std::process::id())
     });
-    let work_dir = args
-        .work_dir
-        .unwrap_or_else(|| std::env::temp_dir().join("plue-runner"));
     let config = AgentConfig {
         engine: args.engine,
         registration_token,
@@ -90,6 +88,30 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The parent of the runner's attempt directories (`--work-dir`, else `$TMPDIR/plue-runner`).
+fn work_dir(args: &RunnerArgs) -> std::path::PathBuf {
+    args.work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("plue-runner"))
+}
+
+/// Called by `main` while the process has one thread, before the async runtime starts:
+/// `--work-dir-in-memory` mounts the work directory's tmpfs (`runner::work_tmpfs`) — on a
+/// directory that exists already (the pool makes it); refused, it stays on disk.
+pub(crate) fn before_threads(args: &RunnerArgs) {
+    if !args.work_dir_in_memory {
+        return;
+    }
+    let dir = work_dir(args);
+    match ::runner::work_tmpfs::mount(&dir) {
+        Ok(()) => tracing::debug!(dir = %dir.display(), "the work directory is in memory"),
+        Err(e) => tracing::info!(
+            dir = %dir.display(),
+            "the work directory stays on disk: {e:#}"
+        ),
+    }
 }
 
 /// The registration token from the source the arguments name (stdin, a file, then

@@ -127,7 +127,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut work_dir = None;
     if local && (runners > 0 || args.max_runners.unwrap_or(0) > 0) {
         let data_dir = std::fs::canonicalize(data_dir)?;
-        let mut runner = local_runners(&data_dir, Duration::from_secs(300), !args.reuse_runners)?;
+        let mut runner = local_runners(
+            &data_dir,
+            Duration::from_secs(300),
+            !args.reuse_runners,
+            args.work_dir_on_disk,
+        )?;
         // Dropped when this function returns, after the drain below stopped the runners.
         work_dir = Some(RemoveOnExit(runner.work_dir.clone()));
         runner.pass_env = args.pass_env.clone();

@@ -1,0 +1,128 @@
+//! A root runner's work directory in memory (`runner::work_tmpfs`), end to end through
+//! `plue run`: the step's workspace is on the runner's tmpfs, which the host never sees —
+//! no mount propagates to it, and the attempt directory exists only in the runner's view —
+//! while the step runs and after; `--work-dir-on-disk` keeps the directory on disk.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The step: reports its workspace's filesystem type and path into the drop box, then
+/// waits (bounded) for the test to have looked from the host.
+const STEP: &str = r#"
+def workflow():
+    return Plan(name="t", triggers=[Trigger.manual()], steps=[Step.bash("look", """
+        echo data > made-here
+        printf '%s %s\n' "$(stat -f -c %T .)" "$PWD" > "$DROP/seen.tmp"
+        mv "$DROP/seen.tmp" "$DROP/seen"
+        for i in $(seq 1000); do [ -e "$DROP/go" ] && { echo looked; exit 0; }; sleep 0.01; done
+        echo "the test never looked" >&2; exit 1
+    """)])
+"#;
+
+/// What the step saw and what the host saw meanwhile.
+struct Seen {
+    /// The step's `stat -f -c %T .` of its workspace.
+    fs_type: String,
+    /// Whether the step's workspace existed in the host's view while the step ran.
+    on_host: bool,
+    /// The host's mounts named as the runner's tmpfs, while the step ran.
+    host_mounts: Vec<String>,
+}
+
+fn run_step(extra: &[&str]) -> Seen {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A root runner runs the step as an unprivileged user, which must write here.
+    let drop = dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = support::plue_run_one(dir.path(), STEP)
+        .args(extra)
+        // The runner's work directory is a sibling of the drop box, which the step keeps.
+        .env("TMPDIR", dir.path())
+        .env("DROP", &drop)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plue runs");
+    let seen_file = drop.join("seen");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = std::fs::read_to_string(&seen_file).unwrap_or_default();
+    let host_mounts = plue_work_mounts();
+    let (fs_type, workspace) = seen.trim().split_once(' ').unwrap_or(("", ""));
+    let on_host = !workspace.is_empty() && Path::new(workspace).exists();
+    std::fs::write(drop.join("go"), b"").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("looked"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!fs_type.is_empty(), "the step reported nothing: {seen:?}");
+    assert!(
+        plue_work_mounts().is_empty(),
+        "a runner's tmpfs stayed mounted on the host"
+    );
+    Seen {
+        fs_type: fs_type.to_string(),
+        on_host,
+        host_mounts,
+    }
+}
+
+/// This process's mounts whose source is the runner's tmpfs (`plue-work`).
+fn plue_work_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            line.split(" - ")
+                .nth(1)
+                .is_some_and(|fs| fs.split_whitespace().nth(1) == Some("plue-work"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn host_tmp_is_tmpfs() -> bool {
+    ::runner::work_tmpfs::is_tmpfs(&std::env::temp_dir())
+}
+
+#[test]
+fn a_root_runners_steps_work_in_its_own_tmpfs_which_the_host_never_sees() {
+    let seen = run_step(&[]);
+    if !nix::unistd::geteuid().is_root() {
+        // Only root may mount: the directory stays where it was.
+        if !host_tmp_is_tmpfs() {
+            assert_ne!(seen.fs_type, "tmpfs");
+        }
+        return;
+    }
+    assert_eq!(seen.fs_type, "tmpfs", "the step's workspace is in memory");
+    assert!(
+        !seen.on_host,
+        "the attempt directory is the runner's alone, not on the host"
+    );
+    assert!(
+        seen.host_mounts.is_empty(),
+        "the runner's mount reached the host: {:?}",
+        seen.host_mounts
+    );
+}
+
+#[test]
+fn work_dir_on_disk_keeps_the_attempt_directories_on_the_host() {
+    let seen = run_step(&["--work-dir-on-disk"]);
+    assert!(seen.on_host, "the step's workspace is on the host's disk");
+    if !host_tmp_is_tmpfs() {
+        assert_ne!(seen.fs_type, "tmpfs");
+    }
+}
