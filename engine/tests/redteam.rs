@@ -63,6 +63,11 @@ fn project(workflow: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// `plue run`'s flag for runners whose attempts are on the host's disk, as every runner's
+/// were before they kept them in memory: the attacks on other attempts' directories need
+/// them there.
+const ON_DISK: &[&str] = &["--work-dir-on-disk"];
+
 /// `plue run w.plue.py` in `dir`, with `args` and `env`.
 fn plue_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = plain_plue();
@@ -546,11 +551,13 @@ fn hand_over_never_chowns_outside_the_attempt() {
     }
     let race = format!("race.py {} 20", target.path().display());
     let attacker = attacker_project(&race, &[("race.py", RACE)]);
-    let racer = Running::start(plue_run(attacker.path(), &[], &[]));
+    // On disk: there every runner's attempts share one directory of the host (in memory,
+    // each runner's are on a tmpfs no other runner's step can even see).
+    let racer = Running::start(plue_run(attacker.path(), ON_DISK, &[]));
     // Give the racer's step time to start; then the victim's runs, its attempt 1 as the
     // racer's uid.
     std::thread::sleep(Duration::from_millis(1500));
-    let victim_output = plue_run(victim.path(), &[], &[]).output().unwrap();
+    let victim_output = plue_run(victim.path(), ON_DISK, &[]).output().unwrap();
     let raced = racer.finish();
     let owner = std::fs::metadata(&rootfile).unwrap().uid();
     // Undo before asserting, so a failure leaves nothing chowned behind.
@@ -590,9 +597,15 @@ fn output_file_and_attempt_removal_never_follow_links() {
     );
     let dir = project(&workflow, &[]);
     let started = Instant::now();
-    let output = plue_run(dir.path(), &["--summary-json", "summary.json"], &[])
-        .output()
-        .unwrap();
+    // On disk: a hard link to a host file can only be made there (a runner's tmpfs is
+    // another filesystem).
+    let output = plue_run(
+        dir.path(),
+        &["--summary-json", "summary.json", "--work-dir-on-disk"],
+        &[],
+    )
+    .output()
+    .unwrap();
     let all = printed(&output);
     assert!(all.contains("run 1 "), "the run did not start:\n{all}");
     assert!(

@@ -40,7 +40,7 @@ fn run_step(extra: &[&str]) -> Seen {
     let drop = dir.path().join("drop");
     std::fs::create_dir(&drop).unwrap();
     std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut child = support::plue_run_one(dir.path(), STEP)
+    let child = support::plue_run_one(dir.path(), STEP)
         .args(extra)
         // The runner's work directory is a sibling of the drop box, which the step keeps.
         .env("TMPDIR", dir.path())

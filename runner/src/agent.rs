@@ -252,6 +252,9 @@ async fn execute(
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Assignment>> {
     let attempt = assignment.attempt_id;
+    // A work directory whose tmpfs went (removed on the host, which unmounts it here) is
+    // no longer the runner's own: nothing more is made in it.
+    crate::work_tmpfs::check(&config.work_dir)?;
     let dir = config
         .work_dir
         .join(format!("attempt-{attempt}-{}", std::process::id()));
@@ -451,18 +454,29 @@ async fn wait_removed(removal: Option<tokio::task::JoinHandle<()>>) -> anyhow::R
 }
 
 /// Creates the parent of the attempt directories: searchable but not listable by others
-/// (0711), so each step user reaches its own attempt directory and no other. Refuses one
+/// (0711), so each step user reaches its own attempt directory and no other. An existing
+/// one must be a real directory of this runner's user (never one another user made, e.g.
+/// in a shared `/tmp`, where its owner could swap the runner's entries for links); one
+/// others may write to (a Kubernetes `emptyDir` is 0777) is narrowed to 0711. Refuses one
 /// that step users could not reach at all (a private directory above it).
 fn prepare_work_dir(dir: &Path, users: StepUsers) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let existed = dir.exists();
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
         .create(dir)
         .with_context(|| format!("creating the work directory {}", dir.display()))?;
-    if !existed {
-        // The builder's mode is filtered by the umask.
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("reading the work directory {}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me {
+        bail!(
+            "the work directory {} is not a directory of this runner's user (uid {me}):              choose another --work-dir",
+            dir.display()
+        );
+    }
+    // Also a new one: the builder's mode is filtered by the umask.
+    if meta.mode() & 0o7777 != 0o711 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
             .with_context(|| format!("setting the mode of {}", dir.display()))?;
     }
@@ -1415,5 +1429,44 @@ mod tests {
         assert!(reason.starts_with("failed: *** ***"), "{reason}");
         assert!(reason.len() <= wire::MAX_REASON_BYTES);
         assert!(!reason.contains("hunter2"));
+    }
+
+    /// A work directory another user made (in a shared `/tmp`, before the runner) is never
+    /// worked in: its owner could swap the runner's entries for links. One of the runner's
+    /// own that others may write to is narrowed; a link is refused.
+    #[test]
+    fn a_work_directory_of_another_user_or_a_link_is_refused_and_an_open_one_narrowed() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let base = tempfile::tempdir().unwrap();
+        let open = base.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        prepare_work_dir(&open, StepUsers::Same).unwrap();
+        let mode = std::fs::metadata(&open).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o711);
+        let made = base.path().join("a/b");
+        prepare_work_dir(&made, StepUsers::Same).unwrap();
+        assert_eq!(std::fs::metadata(&made).unwrap().mode() & 0o7777, 0o711);
+
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let err = prepare_work_dir(&link, StepUsers::Same).unwrap_err();
+        assert!(format!("{err:#}").contains("not a directory of this runner's user"));
+
+        if nix::unistd::geteuid().is_root() {
+            let theirs = base.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let err = prepare_work_dir(&theirs, StepUsers::Same).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("not a directory of this runner's user"),
+                "{err:#}"
+            );
+            assert_eq!(
+                std::fs::metadata(&theirs).unwrap().uid(),
+                65534,
+                "left alone"
+            );
+        }
     }
 }

@@ -23,35 +23,61 @@
 //!   (its steps' namespaces are copies of the runner's). Nothing is left mounted on the
 //!   host, whatever way the runner ends.
 //! - `nosuid,nodev`, mode 0711 like the directory the pool makes; at most half the
-//!   machine's memory. A step's own writes there are charged to its memory cgroup.
-//! - Anything refused (not root, a container without `CAP_SYS_ADMIN`, a threaded caller,
-//!   a directory that fails the checks) is an `Err` with the reason, and the runner keeps
-//!   its work directory on disk, as without the flag; nothing is changed by a refusal
-//!   before the namespace is unshared.
+//!   machine's memory and [`OPTIONS`]' inodes. A step's own writes there are charged to its
+//!   memory cgroup.
+//! - Anything refused before the namespace is unshared (not root, a container without
+//!   `CAP_SYS_ADMIN`, a threaded caller, a directory that fails the checks) is
+//!   [`Refused::Before`], and the runner keeps its work directory on disk, as without the
+//!   flag. A failure after it ([`Refused::After`]) ends the runner: its namespace is then
+//!   half made.
+//! - Removing the directory on the host (a `/tmp` cleaner) unmounts the tmpfs in the
+//!   runner too, and whoever makes the path again owns what the runner would write there:
+//!   [`check`], before each attempt, fails once the directory is no longer the tmpfs
+//!   mounted here, and the runner stops.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use nix::fcntl::{open, OFlag};
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
 /// The `tmpfs` options: what the pool's work directory has (0711: each step user reaches
-/// its own attempt directory, lists none), and a bound on memory.
-const OPTIONS: &str = "mode=0711,size=50%";
+/// its own attempt directory, lists none), and bounds on memory and inodes (each inode's
+/// own memory is not counted in `size`).
+const OPTIONS: &str = "mode=0711,size=50%,nr_inodes=1m";
+
+/// The work directory this process mounted its tmpfs on, and the tmpfs's device.
+static MOUNTED: OnceLock<(PathBuf, u64)> = OnceLock::new();
+
+/// Why [`mount`] did not mount.
+#[derive(Debug)]
+pub enum Refused {
+    /// Nothing was changed: the work directory stays on disk.
+    Before(anyhow::Error),
+    /// The mount namespace was unshared already: the runner must not go on.
+    After(anyhow::Error),
+}
 
 /// Mounts a `tmpfs` on `work_dir` (an existing directory) in a new mount namespace of this
 /// process; see the module doc. Must be called before the process starts a thread.
-pub fn mount(work_dir: &Path) -> anyhow::Result<()> {
+pub fn mount(work_dir: &Path) -> Result<(), Refused> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("the runner does not run as root");
+        return Err(Refused::Before(anyhow!("the runner does not run as root")));
     }
-    let checked = checked_dir(work_dir)?;
+    let checked = checked_dir(work_dir).map_err(Refused::Before)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("unsharing the mount namespace")?;
-    // From here on the namespace is the runner's own: its mounts must not reach the host.
+        .context("unsharing the mount namespace")
+        .map_err(Refused::Before)?;
+    mount_unshared(work_dir, &checked).map_err(Refused::After)
+}
+
+/// [`mount`]'s part once the namespace is this process's own.
+fn mount_unshared(work_dir: &Path, checked: &std::fs::Metadata) -> anyhow::Result<()> {
+    // Its mounts must not reach the host.
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -75,7 +101,31 @@ pub fn mount(work_dir: &Path) -> anyhow::Result<()> {
         Some(OPTIONS),
     )
     .with_context(|| format!("mounting a tmpfs on {}", work_dir.display()))?;
+    let (_root, mounted) = opened(work_dir)?;
+    if !is_tmpfs(work_dir) {
+        bail!("{} is not the tmpfs just mounted", work_dir.display());
+    }
+    let _ = MOUNTED.set((work_dir.to_owned(), mounted.dev()));
     Ok(())
+}
+
+/// Fails when this process mounted a tmpfs on `work_dir` and the path no longer leads to
+/// it (see the module doc); `Ok` for a work directory that was never mounted on.
+pub fn check(work_dir: &Path) -> anyhow::Result<()> {
+    let Some((mounted_on, device)) = MOUNTED.get() else {
+        return Ok(());
+    };
+    if mounted_on != work_dir {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(work_dir) {
+        Ok(meta) if meta.is_dir() && meta.dev() == *device => Ok(()),
+        _ => bail!(
+            "the work directory {} is no longer this runner's tmpfs (was it removed on the \
+             host?): stopping",
+            work_dir.display()
+        ),
+    }
 }
 
 /// `work_dir`'s metadata once it is known to be a real directory root owns alone.
@@ -123,7 +173,7 @@ mod tests {
     fn a_link_or_a_directory_others_may_write_is_refused_before_anything_changes() {
         if !nix::unistd::geteuid().is_root() {
             let dir = tempfile::tempdir().unwrap();
-            let err = mount(dir.path()).unwrap_err();
+            let err = before(mount(dir.path()));
             assert!(format!("{err:#}").contains("root"), "{err:#}");
             return;
         }
@@ -133,17 +183,26 @@ mod tests {
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o711)).unwrap();
         let link = base.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let err = mount(&link).unwrap_err();
+        let err = before(mount(&link));
         assert!(format!("{err:#}").contains("a real directory"), "{err:#}");
 
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = mount(&real).unwrap_err();
+        let err = before(mount(&real));
         assert!(format!("{err:#}").contains("not root's alone"), "{err:#}");
 
         let file = base.path().join("file");
         std::fs::write(&file, b"").unwrap();
-        assert!(mount(&file).is_err());
-        assert!(mount(&base.path().join("missing")).is_err());
+        before(mount(&file));
+        before(mount(&base.path().join("missing")));
         assert!(!is_tmpfs(&real), "nothing was mounted");
+        check(&real).expect("a directory never mounted on is not checked");
+    }
+
+    /// The refusal, which must come before anything changed.
+    fn before(result: Result<(), Refused>) -> anyhow::Error {
+        match result {
+            Err(Refused::Before(err)) => err,
+            other => panic!("refused before the unshare, got {other:?}"),
+        }
     }
 }

@@ -98,19 +98,42 @@ fn work_dir(args: &RunnerArgs) -> std::path::PathBuf {
 }
 
 /// Called by `main` while the process has one thread, before the async runtime starts:
-/// `--work-dir-in-memory` mounts the work directory's tmpfs (`runner::work_tmpfs`) — on a
-/// directory that exists already (the pool makes it); refused, it stays on disk.
+/// `--work-dir-in-memory` mounts the work directory's tmpfs (`runner::work_tmpfs`), making
+/// the directory first (0711, as `plue runner` would) when it is missing; refused, it stays
+/// on disk. A failure once the mount namespace was unshared ends the process.
 pub(crate) fn before_threads(args: &RunnerArgs) {
+    use std::os::unix::fs::DirBuilderExt;
     if !args.work_dir_in_memory {
         return;
     }
     let dir = work_dir(args);
+    if !dir.exists() {
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            });
+        if let Err(e) = made {
+            tracing::info!(dir = %dir.display(), "the work directory stays on disk: {e}");
+            return;
+        }
+    }
     match ::runner::work_tmpfs::mount(&dir) {
         Ok(()) => tracing::debug!(dir = %dir.display(), "the work directory is in memory"),
-        Err(e) => tracing::info!(
+        Err(::runner::work_tmpfs::Refused::Before(e)) => tracing::info!(
             dir = %dir.display(),
             "the work directory stays on disk: {e:#}"
         ),
+        Err(::runner::work_tmpfs::Refused::After(e)) => {
+            eprintln!(
+                "error: putting the work directory {} in memory: {e:#}",
+                dir.display()
+            );
+            std::process::exit(1);
+        }
     }
 }
 
