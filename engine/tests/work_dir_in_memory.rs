@@ -126,3 +126,84 @@ fn work_dir_on_disk_keeps_the_attempt_directories_on_the_host() {
         assert_ne!(seen.fs_type, "tmpfs");
     }
 }
+
+/// The directory removed on the host (a `/tmp` cleaner) takes the runner's tmpfs with it,
+/// and another user makes the path again: the runner writes nothing there — it stops
+/// before its next attempt, which fails — and says why.
+#[test]
+fn a_runner_whose_tmpfs_went_writes_nothing_into_the_path_made_again() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let drop = dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let workflow = r#"
+def workflow():
+    return Plan(name="t", triggers=[Trigger.manual()], steps=[
+        Step.bash("first", """
+            echo "$PWD" > "$DROP/seen.tmp"; mv "$DROP/seen.tmp" "$DROP/seen"
+            for i in $(seq 1000); do [ -e "$DROP/go" ] && exit 0; sleep 0.01; done
+            exit 1
+        """),
+        Step.bash("second", "echo second-ran", depends_on=["first"]),
+    ])
+"#;
+    let child = support::plue_run_one(dir.path(), workflow)
+        .env("TMPDIR", dir.path())
+        .env("DROP", &drop)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plue runs");
+    let seen_file = drop.join("seen");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = std::fs::read_to_string(&seen_file).unwrap_or_default();
+    // <work>/attempt-…/workspace: the work directory, empty on the host.
+    let work = Path::new(seen.trim())
+        .parent()
+        .and_then(Path::parent)
+        .expect("the step said where it ran")
+        .to_owned();
+    std::fs::remove_dir(&work).expect("the host's directory is empty: the tmpfs is the runner's");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Whatever appears in it until `plue run` ends (and removes it).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (work, done) = (work.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(entries) = std::fs::read_dir(&work) {
+                    seen.extend(entries.flatten().map(|e| e.file_name()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seen
+        })
+    };
+    std::fs::write(drop.join("go"), b"").unwrap();
+    let output = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = watcher.join().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        written.is_empty(),
+        "the runner wrote into the path made again: {written:?}"
+    );
+    assert!(!output.status.success(), "{stdout}");
+    assert!(!stdout.contains("second-ran"), "{stdout}");
+    let log = std::fs::read_to_string(dir.path().join(".plue/runners.log")).unwrap_or_default();
+    assert!(
+        log.contains("no longer this runner's tmpfs"),
+        "{log}\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

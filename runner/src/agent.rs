@@ -253,8 +253,13 @@ async fn execute(
 ) -> anyhow::Result<Option<Assignment>> {
     let attempt = assignment.attempt_id;
     // A work directory whose tmpfs went (removed on the host, which unmounts it here) is
-    // no longer the runner's own: nothing more is made in it.
-    crate::work_tmpfs::check(&config.work_dir)?;
+    // no longer the runner's own: nothing more is made in it. The attempt fails with the
+    // reason, and the runner stops once it has reported it.
+    let gone = crate::work_tmpfs::check(&config.work_dir).err();
+    if let Some(err) = &gone {
+        tracing::error!("{err:#}");
+        stop.cancel();
+    }
     let dir = config
         .work_dir
         .join(format!("attempt-{attempt}-{}", std::process::id()));
@@ -269,7 +274,10 @@ async fn execute(
         }),
         None => None,
     };
-    let (claim, laid_out) = claim_and_lay_out(config.step_users, &dir, &assignment, ready).await?;
+    let (claim, laid_out) = match gone {
+        None => claim_and_lay_out(config.step_users, &dir, &assignment, ready).await?,
+        Some(err) => (Ok(None), Err(err)),
+    };
     let user = user_of(&claim);
     let cancel = stop.child_token();
     let masker = Arc::new(Masker::new(assignment.secrets.values()));
@@ -455,10 +463,11 @@ async fn wait_removed(removal: Option<tokio::task::JoinHandle<()>>) -> anyhow::R
 
 /// Creates the parent of the attempt directories: searchable but not listable by others
 /// (0711), so each step user reaches its own attempt directory and no other. An existing
-/// one must be a real directory of this runner's user (never one another user made, e.g.
-/// in a shared `/tmp`, where its owner could swap the runner's entries for links); one
-/// others may write to (a Kubernetes `emptyDir` is 0777) is narrowed to 0711. Refuses one
-/// that step users could not reach at all (a private directory above it).
+/// one must be a real directory of this runner's user or of root — never one another user
+/// made, e.g. in a shared `/tmp`, where its owner could swap the runner's entries for
+/// links; root's is trusted as is (a Kubernetes `emptyDir`, 0777, under a non-root runner
+/// of the pod), one of the runner's own is narrowed to 0711. Refuses one that step users
+/// could not reach at all (a private directory above it).
 fn prepare_work_dir(dir: &Path, users: StepUsers) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -469,14 +478,15 @@ fn prepare_work_dir(dir: &Path, users: StepUsers) -> anyhow::Result<()> {
     let meta = std::fs::symlink_metadata(dir)
         .with_context(|| format!("reading the work directory {}", dir.display()))?;
     let me = nix::unistd::geteuid().as_raw();
-    if !meta.is_dir() || meta.uid() != me {
+    if !meta.is_dir() || (meta.uid() != me && meta.uid() != 0) {
         bail!(
-            "the work directory {} is not a directory of this runner's user (uid {me}):              choose another --work-dir",
+            "the work directory {} is not a directory of this runner's user (uid {me}) or \
+             root's: choose another --work-dir",
             dir.display()
         );
     }
     // Also a new one: the builder's mode is filtered by the umask.
-    if meta.mode() & 0o7777 != 0o711 {
+    if meta.uid() == me && meta.mode() & 0o7777 != 0o711 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
             .with_context(|| format!("setting the mode of {}", dir.display()))?;
     }
@@ -1453,6 +1463,13 @@ mod tests {
         let err = prepare_work_dir(&link, StepUsers::Same).unwrap_err();
         assert!(format!("{err:#}").contains("not a directory of this runner's user"));
 
+        if !nix::unistd::geteuid().is_root() {
+            // A pod's `emptyDir` is root's (0777) under the pod's non-root runner.
+            let tmp = std::path::Path::new("/tmp");
+            if std::fs::metadata(tmp).is_ok_and(|m| m.uid() == 0) {
+                prepare_work_dir(tmp, StepUsers::Same).unwrap();
+            }
+        }
         if nix::unistd::geteuid().is_root() {
             let theirs = base.path().join("theirs");
             std::fs::create_dir(&theirs).unwrap();

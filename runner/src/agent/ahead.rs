@@ -40,6 +40,8 @@ impl Ahead {
     /// Claims a step user and creates a fresh tree below `work_dir`. Blocking.
     pub(super) fn make(work_dir: &Path, users: StepUsers) -> anyhow::Result<Ahead> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // Nothing is made in a work directory that is no longer the runner's tmpfs.
+        crate::work_tmpfs::check(work_dir)?;
         let claim = users.claim()?;
         let tree = work_dir.join(format!(
             "ahead-{}-{}",
