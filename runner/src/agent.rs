@@ -465,11 +465,12 @@ async fn wait_removed(removal: Option<tokio::task::JoinHandle<()>>) -> anyhow::R
 /// (0711), so each step user reaches its own attempt directory and no other. An existing
 /// one must be a real directory of this runner's user or of root — never one another user
 /// made, e.g. in a shared `/tmp`, where its owner could swap the runner's entries for
-/// links; root's is trusted as is (a Kubernetes `emptyDir`, 0777, under a non-root runner
-/// of the pod), one of the runner's own is narrowed to 0711. Refuses one that step users
-/// could not reach at all (a private directory above it).
+/// links (root's is trusted: a Kubernetes `emptyDir` under a non-root runner of the pod);
+/// its mode is left as it is. Refuses one that step users could not reach at all (a
+/// private directory above it).
 fn prepare_work_dir(dir: &Path, users: StepUsers) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let existed = dir.exists();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
@@ -485,8 +486,8 @@ fn prepare_work_dir(dir: &Path, users: StepUsers) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    // Also a new one: the builder's mode is filtered by the umask.
-    if meta.uid() == me && meta.mode() & 0o7777 != 0o711 {
+    if !existed {
+        // The builder's mode is filtered by the umask.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
             .with_context(|| format!("setting the mode of {}", dir.display()))?;
     }
@@ -1442,18 +1443,18 @@ mod tests {
     }
 
     /// A work directory another user made (in a shared `/tmp`, before the runner) is never
-    /// worked in: its owner could swap the runner's entries for links. One of the runner's
-    /// own that others may write to is narrowed; a link is refused.
+    /// worked in: its owner could swap the runner's entries for links. A link is refused;
+    /// a new one is 0711, an existing one of the runner's own keeps its mode.
     #[test]
-    fn a_work_directory_of_another_user_or_a_link_is_refused_and_an_open_one_narrowed() {
+    fn a_work_directory_of_another_user_or_a_link_is_refused() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let base = tempfile::tempdir().unwrap();
         let open = base.path().join("open");
         std::fs::create_dir(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         prepare_work_dir(&open, StepUsers::Same).unwrap();
         let mode = std::fs::metadata(&open).unwrap().mode() & 0o7777;
-        assert_eq!(mode, 0o711);
+        assert_eq!(mode, 0o1777, "left as it was");
         let made = base.path().join("a/b");
         prepare_work_dir(&made, StepUsers::Same).unwrap();
         assert_eq!(std::fs::metadata(&made).unwrap().mode() & 0o7777, 0o711);
