@@ -7,7 +7,8 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// The step: reports its workspace's filesystem type and path into the drop box, then
@@ -33,14 +34,18 @@ struct Seen {
     host_mounts: Vec<String>,
 }
 
-fn run_step(extra: &[&str]) -> Seen {
+/// `plue run` of `workflow` (with `extra`) in a fresh directory with a drop box (`$DROP`)
+/// the step's user may write, the runner's work directory beside it; waits (bounded) until
+/// the step wrote `$DROP/seen`, and answers the directory, the drop box, the running
+/// `plue` and what the step wrote.
+fn start(workflow: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Child, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // A root runner runs the step as an unprivileged user, which must write here.
     let drop = dir.path().join("drop");
     std::fs::create_dir(&drop).unwrap();
     std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let child = support::plue_run_one(dir.path(), STEP)
+    let child = support::plue_run_one(dir.path(), workflow)
         .args(extra)
         // The runner's work directory is a sibling of the drop box, which the step keeps.
         .env("TMPDIR", dir.path())
@@ -55,6 +60,11 @@ fn run_step(extra: &[&str]) -> Seen {
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen = std::fs::read_to_string(&seen_file).unwrap_or_default();
+    (dir, drop, child, seen)
+}
+
+fn run_step(extra: &[&str]) -> Seen {
+    let (_dir, drop, child, seen) = start(STEP, extra);
     let host_mounts = plue_work_mounts();
     let (fs_type, workspace) = seen.trim().split_once(' ').unwrap_or(("", ""));
     let on_host = !workspace.is_empty() && Path::new(workspace).exists();
@@ -135,11 +145,6 @@ fn a_runner_whose_tmpfs_went_writes_nothing_into_the_path_made_again() {
     if !nix::unistd::geteuid().is_root() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let drop = dir.path().join("drop");
-    std::fs::create_dir(&drop).unwrap();
-    std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
     let workflow = r#"
 def workflow():
     return Plan(name="t", triggers=[Trigger.manual()], steps=[
@@ -151,19 +156,7 @@ def workflow():
         Step.bash("second", "echo second-ran", depends_on=["first"]),
     ])
 "#;
-    let child = support::plue_run_one(dir.path(), workflow)
-        .env("TMPDIR", dir.path())
-        .env("DROP", &drop)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("plue runs");
-    let seen_file = drop.join("seen");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen_file.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let seen = std::fs::read_to_string(&seen_file).unwrap_or_default();
+    let (dir, drop, child, seen) = start(workflow, &[]);
     // <work>/attempt-…/workspace: the work directory, empty on the host.
     let work = Path::new(seen.trim())
         .parent()
