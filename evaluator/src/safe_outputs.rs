@@ -19,14 +19,49 @@
 use serde::{Deserialize, Serialize};
 
 /// Paths no proposal may change, added to every step's `paths_deny`: the workflow files
-/// of Plue and of the forges, and submodule declarations.
-pub const DEFAULT_DENY: [&str; 6] = [
+/// of Plue and of the forges, and the files that change how git or the forge treats the
+/// tree — what a reviewer of the pull request would not see the effect of in its diff.
+///
+/// The engine compares every changed path as it is, lowercased and with each part's
+/// trailing dots and spaces dropped (`core/src/safe_outputs/validate.rs`), so the globs are
+/// lowercase and `CODEOWNERS` is written `codeowners`. A file git reads only at the root is
+/// denied at any depth all the same where nothing legitimate keeps one lower down: a
+/// directory may be published as a repository of its own (`git subtree split`).
+///
+/// Not here: `.gitignore`, which changes only which untracked files git offers to add —
+/// never what a tracked file holds or how it is shown — so an agent may keep tidying it.
+pub const DEFAULT_DENY: [&str; 13] = [
+    // Workflows: Plue's and the forges' (GitHub's `.github/` also holds its `CODEOWNERS`,
+    // Dependabot's settings and more; Gitea's `.gitea/` and Forgejo's `.forgejo/` the same).
     ".plue/**",
     ".github/**",
     ".gitea/**",
     ".forgejo/**",
     "**/*.plue.py",
+    // Submodules: fetches another repository into every recursive clone (any directory:
+    // a nested one declares the submodules of a subtree).
     "**/.gitmodules",
+    // Attributes, read in every directory: `filter=` runs a program at checkout, `-diff`
+    // and `binary` show a change as "Binary files differ", `linguist-generated` folds it
+    // out of the forge's diff view, `merge=`, `eol=`, `export-ignore` change merges, the
+    // checked-out bytes and archives.
+    "**/.gitattributes",
+    // Git LFS's settings (read at the root): where LFS objects are fetched from and pushed
+    // to — a checkout's content from another server.
+    "**/.lfsconfig",
+    // Who the history says wrote what (read at the root by `git log`, `shortlog`, `blame`):
+    // a commit shown under another person's name.
+    "**/.mailmap",
+    // Commits `git blame` (with blame.ignoreRevsFile) and the forges' blame view skip
+    // (read at the root): hides who changed a line.
+    "**/.git-blame-ignore-revs",
+    // Code owners, whose review a protected branch requires: GitHub reads `CODEOWNERS`,
+    // `docs/CODEOWNERS` and `.github/CODEOWNERS`, Gitea and Forgejo `CODEOWNERS`,
+    // `docs/CODEOWNERS` and `.gitea/CODEOWNERS` (the `.github/` and `.gitea/` ones are
+    // denied above); GitLab's `.gitlab/CODEOWNERS` too.
+    "codeowners",
+    "docs/codeowners",
+    ".gitlab/codeowners",
 ];
 /// Most comments or issues one step may propose.
 pub const MAX_COUNT: u32 = 10;
@@ -390,5 +425,51 @@ mod tests {
             assert_eq!(check_branch_prefix(prefix), Ok(()), "{prefix}");
         }
         assert!(is_host_name("docs.rs") && is_host_name("ci.example-1.com"));
+    }
+
+    #[test]
+    fn the_default_deny_list_covers_what_changes_how_git_and_the_forges_read_the_tree() {
+        let deny: Vec<_> = DEFAULT_DENY
+            .iter()
+            .map(|g| crate::glob::compile(g).unwrap())
+            .collect();
+        // As the engine compares a path: lowercased too.
+        let denied = |path: &str| {
+            let lower = path.to_lowercase();
+            deny.iter().any(|d| d.is_match(path) || d.is_match(&lower))
+        };
+        for path in [
+            ".gitattributes",
+            "sub/.gitattributes",
+            ".GitAttributes",
+            "a/b/.gitattributes",
+            ".gitmodules",
+            "vendor/.gitmodules",
+            ".lfsconfig",
+            ".mailmap",
+            ".git-blame-ignore-revs",
+            "CODEOWNERS",
+            "docs/CODEOWNERS",
+            "Docs/CodeOwners",
+            ".github/CODEOWNERS",
+            ".gitea/CODEOWNERS",
+            ".gitlab/CODEOWNERS",
+        ] {
+            assert!(denied(path), "{path}");
+        }
+        for path in [
+            ".gitignore",
+            "src/.gitignore",
+            "lib/CODEOWNERS",
+            "src/codeowners.rs",
+            "README.md",
+        ] {
+            assert!(!denied(path), "{path}");
+        }
+        // Every glob is lowercase: the engine's lowercased comparison is what makes
+        // `.GitAttributes` match.
+        for glob in DEFAULT_DENY {
+            assert_eq!(glob, glob.to_lowercase());
+        }
     }
 }

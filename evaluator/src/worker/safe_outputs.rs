@@ -18,9 +18,11 @@ use crate::safe_outputs::SafeOutputs;
 /// paths_deny=[], max_files=50, max_diff_bytes=262144, branch_prefix="plue/",
 /// allow_links=[])`: what an `llm` step may propose to the forge — never write itself.
 /// The engine checks every proposal (changed paths, sizes, labels, links, mentions, the
-/// run's secrets) and applies it with the repository's credentials. `.plue/**`,
-/// `.github/**`, `.gitea/**`, `.forgejo/**`, `**/*.plue.py` and `**/.gitmodules` are
-/// always denied.
+/// run's secrets) and applies it with the repository's credentials. The workflow files
+/// (`.plue/**`, `.github/**`, `.gitea/**`, `.forgejo/**`, `**/*.plue.py`) and the files that
+/// change how git or the forge treats the tree (`.gitmodules`, `.gitattributes`,
+/// `.lfsconfig`, `.mailmap`, `.git-blame-ignore-revs` in any directory; `CODEOWNERS`,
+/// `docs/CODEOWNERS`, `.gitlab/CODEOWNERS`) are always denied, in any letter case.
 #[pyclass(module = "plue", name = "SafeOutputs", frozen, immutable_type)]
 pub(crate) struct SafeOutputsObject {
     pub(crate) outputs: SafeOutputs,

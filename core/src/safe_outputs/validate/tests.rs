@@ -273,3 +273,53 @@ fn names_git_apply_reads_to_a_denied_path_are_refused() {
         assert!(check_diff(&diff, &so).is_err(), "{diff}");
     }
 }
+
+// The files that change how git or the forge treats the tree (DEFAULT_DENY): attributes in
+// any directory, LFS's settings, the mailmap, blame's ignored revisions and the code owners
+// where GitHub and Gitea read them, in any letter case, under the default rules — in a
+// diff, through a rename, and in the built commit.
+#[test]
+fn files_that_change_how_git_or_the_forge_reads_the_tree_are_denied() {
+    let denied = [
+        "sub/.gitattributes",
+        ".GitAttributes",
+        ".gitattributes",
+        "a/b/c/.gitattributes",
+        "docs/CODEOWNERS",
+        "CODEOWNERS",
+        "Docs/CodeOwners",
+        ".github/CODEOWNERS",
+        ".gitea/CODEOWNERS",
+        ".lfsconfig",
+        ".LFSConfig",
+        ".mailmap",
+        ".git-blame-ignore-revs",
+        "sub/.gitmodules",
+        ".gitattributes.",
+    ];
+    for path in denied {
+        refused(&[pr(&file_diff(path))], "denied");
+        let rename =
+            format!("diff --git a/x b/x\nsimilarity index 100%\nrename from x\nrename to {path}\n");
+        assert!(
+            check_diff(&rename, &SafeOutputs::default()).is_err(),
+            "{rename}"
+        );
+        let change: [(String, String, String); 1] =
+            [("100644".into(), "100644".into(), path.to_string())];
+        assert!(
+            check_changes(&change, &SafeOutputs::default()).is_err(),
+            "{path}"
+        );
+    }
+    // Names that only look alike stay allowed, and so does `.gitignore`.
+    for path in [
+        ".gitignore",
+        "sub/.gitignore",
+        "src/codeowners.rs",
+        "docs/codeowners.md",
+        "lib/CODEOWNERS",
+    ] {
+        assert_eq!(check(&[pr(&file_diff(path))]), Ok(()), "{path}");
+    }
+}
