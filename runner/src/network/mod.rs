@@ -6,9 +6,10 @@
 //! network namespace of its own with only loopback up (`namespace.rs`), whose descriptor
 //! every process of the step joins before it drops its privileges (`launch`); for an
 //! allow-list it also serves an egress proxy into that namespace (`proxy.rs`, `allow.rs`,
-//! `sni.rs`) and names it in the step's `HTTPS_PROXY`/`HTTP_PROXY`, and a DNS stub on its
-//! `127.0.0.1:53` answering only listed names (`dns.rs`), which the step's
-//! `/etc/resolv.conf` names (bound over it in the step's private mount namespace).
+//! `sni.rs`, `http.rs`: one plain request per connection) and names it in the step's
+//! `HTTPS_PROXY`/`HTTP_PROXY`, and a DNS stub on its `127.0.0.1:53` answering only listed
+//! names (`dns.rs`), which the step's `/etc/resolv.conf` names (bound over it in the
+//! step's private mount namespace).
 //!
 //! Invariants:
 //! - fail closed: a policy other than `open` that cannot be set up (a runner that is not
@@ -36,6 +37,7 @@
 mod allow;
 mod dns;
 mod egress;
+mod http;
 mod namespace;
 mod proxy;
 mod sni;

@@ -1,7 +1,7 @@
 //! The egress proxy an allow-list step reaches on `127.0.0.1:<port>` in its namespace:
 //! `CONNECT host:port` tunnels and plain `http://` requests in absolute form, one target
-//! per connection, each matched against the step's [`AllowList`] before the runner
-//! resolves the name itself (in its own namespace) and connects.
+//! and one plain request per connection, each matched against the step's [`AllowList`]
+//! before the runner resolves the name itself (in its own namespace) and connects.
 //!
 //! Invariants:
 //! - nothing leaves for a target the list does not allow: the request line is read
@@ -10,18 +10,26 @@
 //!   `network: refused <host>:<port> (not in this step's allow-list)`;
 //! - a tunnel whose first bytes are a TLS ClientHello must name (SNI) an allowed host too,
 //!   or carry no name; one the reader cannot follow is refused (`sni`);
+//! - a tunnel that is not TLS but starts with what a server would read as an HTTP request
+//!   line is held to the plain-request rules below, with the tunnel's host and port
+//!   ([`http::sniff`]); anything else (SSH, a binary protocol) is carried as it is;
 //! - an allowed name reaches no address inside the runner host — loopback, link-local
 //!   (the cloud metadata service), unspecified — wherever its DNS points it ([`may_reach`]);
 //!   only an IPv4 address the list names, or `localhost`, does;
 //! - a plain request is sent to the allowed host only, its request line rewritten to
-//!   origin form, its `Host` header (if any) naming that same host and port, and with
-//!   `Connection: close`: one request per connection, so none can name another `Host`
-//!   behind a shared front;
+//!   origin form, its `Host` header (if any, one) naming that same host and port, its
+//!   header lines well formed (token names, no control bytes, no folding), and with
+//!   `Connection: close`; it is the connection's only request: its body goes exactly as
+//!   its one framing gives (a head framed two ways is refused), nothing the client sends
+//!   after it is forwarded, and the client is told `Connection: close` and closed after
+//!   the response (`http.rs`) — so no second request names another `Host` behind a
+//!   shared front, whether the upstream honours `Connection: close` or not;
 //! - at most [`MAX_CONNECTIONS`] at a time; every task ends when [`Proxy::finish`] does,
 //!   and with them every copy of the log sender they hold.
 //!
-//! Why one file past ~600 lines: CONNECT tunnels and plain HTTP share the allow-list check,
-//! the SNI peek and the refusal reporting; split, the one check would be two.
+//! Why one file past ~600 lines: CONNECT tunnels and plain HTTP (in a tunnel too) share
+//! the request reading, the allow-list check, the SNI peek and the refusal reporting;
+//! split, the one check would be two. What is forwarded once checked is `http.rs`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::allow::AllowList;
 use super::egress::{note_refused, Shared};
+use super::http::{self, Body, Sniffed};
 use super::sni::{self, Hello};
 use crate::protocol::Stream;
 
@@ -156,18 +165,13 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         return answer(
             &mut client,
             "400 Bad Request",
-            "plue's egress proxy takes CONNECT host:port or an absolute http:// URL",
+            "plue's egress proxy takes CONNECT host:port or an absolute http:// URL with \
+             well-formed header lines",
         )
         .await;
     };
-    if let Some(other) = request.other_host() {
-        return refuse(
-            &mut client,
-            shared,
-            &other,
-            "a Host header naming another host than the request's",
-        )
-        .await;
+    if let Some(refused) = check(&mut client, shared, &request).await {
+        return refused;
     }
     if !shared.allow.allows(&request.host, request.port) {
         return refuse(
@@ -201,47 +205,124 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
     };
     let rest = buffer.split_off(head_end);
-    match request.origin_form {
-        None => {
-            client
-                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await?;
-            let first =
-                match tokio::time::timeout(HEAD_DEADLINE, first_bytes(&mut client, rest)).await {
-                    Ok(first) => first?,
-                    Err(_) => return Ok(()),
-                };
-            let name = match sni::read(&first) {
-                Hello::NotTls | Hello::Name(None) | Hello::Incomplete => None,
-                Hello::Name(Some(name)) => Some(name),
-                Hello::Unreadable => {
-                    let target = format!("{}:{}", request.host, request.port);
-                    note_refused(shared, &target, "a TLS ClientHello the proxy cannot read").await;
-                    return Ok(());
-                }
-            };
-            if let Some(name) = name {
-                if !shared.allow.allows(&name, request.port) {
-                    let target = format!("{name}:{}", request.port);
-                    note_refused(
-                        shared,
-                        &target,
-                        "TLS server name not in this step's allow-list",
-                    )
-                    .await;
-                    return Ok(());
-                }
-            }
-            upstream.write_all(&first).await?;
+    if let (Some(head), Ok(body)) = (request.forwarded_head(), request.framing) {
+        return http::exchange(&mut client, &mut upstream, &head, rest, body).await;
+    }
+    // A tunnel.
+    client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await?;
+    let first = match tokio::time::timeout(HEAD_DEADLINE, first_bytes(&mut client, rest)).await {
+        Ok(first) => first?,
+        Err(_) => return Ok(()),
+    };
+    let target = format!("{}:{}", request.host, request.port);
+    let name = match sni::read(&first) {
+        Hello::NotTls => return tunnel_plain(client, upstream, shared, &request, first).await,
+        Hello::Name(None) | Hello::Incomplete => None,
+        Hello::Name(Some(name)) => Some(name),
+        Hello::Unreadable => {
+            note_refused(shared, &target, "a TLS ClientHello the proxy cannot read").await;
+            return Ok(());
         }
-        Some(line) => {
-            upstream.write_all(line.as_bytes()).await?;
-            upstream.write_all(&request.headers).await?;
-            upstream.write_all(&rest).await?;
+    };
+    if let Some(name) = name {
+        if !shared.allow.allows(&name, request.port) {
+            let target = format!("{name}:{}", request.port);
+            note_refused(
+                shared,
+                &target,
+                "TLS server name not in this step's allow-list",
+            )
+            .await;
+            return Ok(());
         }
     }
+    upstream.write_all(&first).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
+}
+
+/// The checks of a plain request's head besides its target (one `Host`, naming it; one
+/// body framing): `Some` with what answering the client returned when it is refused.
+async fn check(
+    client: &mut TcpStream,
+    shared: &Shared,
+    request: &Request,
+) -> Option<std::io::Result<()>> {
+    if let Some(other) = request.other_host() {
+        let why = "a Host header naming another host than the request's";
+        return Some(refuse(client, shared, &other, why).await);
+    }
+    if let Err(why) = request.framing {
+        return Some(answer(client, "400 Bad Request", why).await);
+    }
+    None
+}
+
+/// A tunnel to `tunnel`'s target whose first bytes are not TLS: plain HTTP in it is held
+/// to a plain request's rules — its `Host` (or absolute target) the tunnel's, one request,
+/// framed one way — and is the tunnel's only request; anything else is carried as is.
+async fn tunnel_plain(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    shared: &Shared,
+    tunnel: &Request,
+    mut buffer: Vec<u8>,
+) -> std::io::Result<()> {
+    let target = format!("{}:{}", tunnel.host, tunnel.port);
+    let sniffed = async {
+        loop {
+            match http::sniff(&buffer, MAX_HEAD) {
+                Sniffed::More => {}
+                other => return Ok(other),
+            }
+            let mut chunk = [0u8; 4096];
+            let read = client.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(Sniffed::Other);
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+    };
+    let skip = match tokio::time::timeout(HEAD_DEADLINE, sniffed).await {
+        Err(_) => return Ok(()),
+        Ok(Err(err)) => return Err(err),
+        Ok(Ok(Sniffed::Http { skip })) => skip,
+        Ok(Ok(_)) => {
+            upstream.write_all(&buffer).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+            return Ok(());
+        }
+    };
+    buffer.drain(..skip);
+    let head_end =
+        match tokio::time::timeout(HEAD_DEADLINE, read_head(&mut client, &mut buffer)).await {
+            Ok(Ok(Some(end))) => Some(end),
+            Ok(Ok(None)) => None,
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Ok(()),
+        };
+    let request = head_end.and_then(|end| {
+        Request::parse_in_tunnel(&buffer[..end], &tunnel.host, tunnel.port).map(|r| (r, end))
+    });
+    let Some((request, head_end)) = request else {
+        let why = "plain HTTP in a tunnel that the proxy cannot read";
+        return refuse(&mut client, shared, &target, why).await;
+    };
+    if (request.host.as_str(), request.port) != (tunnel.host.as_str(), tunnel.port) {
+        let other = format!("{}:{}", request.host, request.port);
+        let why = "a request in a tunnel naming another host than the tunnel's";
+        return refuse(&mut client, shared, &other, why).await;
+    }
+    if let Some(refused) = check(&mut client, shared, &request).await {
+        return refused;
+    }
+    let (Some(head), Ok(body)) = (request.forwarded_head(), request.framing) else {
+        return Ok(());
+    };
+    let rest = buffer.split_off(head_end);
+    http::exchange(&mut client, &mut upstream, &head, rest, body).await
 }
 
 /// Resolves the allowed `host` (in the runner's namespace) and connects to the first of
@@ -358,20 +439,16 @@ struct Request {
     headers: Vec<u8>,
     /// For a plain request: the values of its `Host` headers.
     host_headers: Vec<String>,
+    /// The port a `Host` header without one means: 80, or in a tunnel the tunnel's.
+    default_port: u16,
+    /// How its body is framed, or why that is refused ([`http::framing`]); a `CONNECT`'s
+    /// is empty.
+    framing: Result<Body, &'static str>,
 }
 
 impl Request {
     fn parse(head: &[u8]) -> Option<Request> {
-        let line_end = head.windows(2).position(|w| w == b"\r\n")? + 2;
-        let line = std::str::from_utf8(&head[..line_end - 2]).ok()?;
-        if line.bytes().any(|b| b < 0x20 || b == 0x7f) {
-            return None; // a CR, LF or tab in the line could start a header upstream
-        }
-        let mut parts = line.split(' ');
-        let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
-            return None;
-        }
+        let (method, target, version, line_end) = request_line(head)?;
         if method == "CONNECT" {
             let (host, port) = authority(target, None)?;
             return Some(Request {
@@ -380,28 +457,54 @@ impl Request {
                 origin_form: None,
                 headers: Vec::new(),
                 host_headers: Vec::new(),
+                default_port: port,
+                framing: Ok(Body::Empty),
             });
         }
-        let rest = target.strip_prefix("http://").or_else(|| {
-            target
-                .get(..7)
-                .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
-                .map(|_| &target[7..])
-        })?;
-        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (host, port) = authority(&rest[..split], Some(80))?;
-        let path = match &rest[split..] {
-            "" => "/".to_owned(),
-            path if path.starts_with('/') => path.to_owned(),
-            query => format!("/{query}"),
+        let (host, port, path) = absolute(target)?;
+        Request::plain(head, line_end, (method, &path, version), host, port, 80)
+    }
+
+    /// A plain request read inside a tunnel to `host:port`: its target in origin form
+    /// (or `*`), or in absolute form (which may name another host: the caller compares).
+    fn parse_in_tunnel(head: &[u8], host: &str, port: u16) -> Option<Request> {
+        let (method, target, version, line_end) = request_line(head)?;
+        if method == "CONNECT" {
+            return None;
+        }
+        let (host, port, path) = if target.starts_with('/') || target == "*" {
+            (host.to_owned(), port, target.to_owned())
+        } else {
+            absolute(target)?
         };
+        Request::plain(head, line_end, (method, &path, version), host, port, port)
+    }
+
+    fn plain(
+        head: &[u8],
+        line_end: usize,
+        (method, path, version): (&str, &str, &str),
+        host: String,
+        port: u16,
+        default_port: u16,
+    ) -> Option<Request> {
+        let block = &head[line_end..];
         Some(Request {
             host,
             port,
             origin_form: Some(format!("{method} {path} {version}\r\n")),
-            headers: forwarded_headers(&head[line_end..])?,
-            host_headers: header_values(&head[line_end..], "host"),
+            headers: forwarded_headers(block)?,
+            host_headers: header_values(block, "host"),
+            default_port,
+            framing: http::framing(block, version == "HTTP/1.0"),
         })
+    }
+
+    /// For a plain request, what goes upstream before its body: the request line in
+    /// origin form and the forwarded header lines.
+    fn forwarded_head(&self) -> Option<Vec<u8>> {
+        let line = self.origin_form.as_ref()?;
+        Some([line.as_bytes(), &self.headers].concat())
     }
 
     /// For a plain request, the authority a `Host` header names when it is not the request
@@ -409,7 +512,7 @@ impl Request {
     /// serves many names), so it must name the host the list allowed.
     fn other_host(&self) -> Option<String> {
         let same = |value: &str| {
-            authority(value.trim(), Some(80)).is_some_and(|(host, port)| {
+            authority(value.trim(), Some(self.default_port)).is_some_and(|(host, port)| {
                 port == self.port
                     && host.strip_suffix('.').unwrap_or(&host)
                         == self.host.strip_suffix('.').unwrap_or(&self.host)
@@ -430,6 +533,45 @@ impl Request {
     }
 }
 
+/// A request line's method, target and version, and where the header lines start: `None`
+/// unless it is `METHOD SP target SP HTTP/1.x CRLF` with no control byte in it.
+fn request_line(head: &[u8]) -> Option<(&str, &str, &str, usize)> {
+    let line_end = head.windows(2).position(|w| w == b"\r\n")? + 2;
+    let line = std::str::from_utf8(&head[..line_end - 2]).ok()?;
+    if line.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return None; // a CR, LF or tab in the line could start a header upstream
+    }
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || !version.starts_with("HTTP/1.")
+        || method.is_empty()
+        || !method.bytes().all(http::is_tchar)
+        || target.is_empty()
+    {
+        return None;
+    }
+    Some((method, target, version, line_end))
+}
+
+/// An absolute `http://` target's host, port (80 by default) and origin-form path.
+fn absolute(target: &str) -> Option<(String, u16, String)> {
+    let rest = target.strip_prefix("http://").or_else(|| {
+        target
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+            .map(|_| &target[7..])
+    })?;
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, port) = authority(&rest[..split], Some(80))?;
+    let path = match &rest[split..] {
+        "" => "/".to_owned(),
+        path if path.starts_with('/') => path.to_owned(),
+        query => format!("/{query}"),
+    };
+    Some((host, port, path))
+}
+
 /// The values of every header called `name` in `block` (the lines after the first,
 /// through the blank line; [`forwarded_headers`] has checked their form).
 fn header_values(block: &[u8], name: &str) -> Vec<String> {
@@ -447,11 +589,11 @@ fn header_values(block: &[u8], name: &str) -> Vec<String> {
 
 /// A plain request's header lines as they are forwarded: every one the client sent but
 /// the hop-by-hop ones (`Connection`, `Proxy-Connection`, `Keep-Alive`,
-/// `Proxy-Authorization`), then `Connection: close`, so the upstream serves this request
-/// only (RFC 9112 §9.6: it must not process any further one on the connection) and no
-/// later request on the same connection names another `Host`. `None` for a head an
-/// upstream might read otherwise than the proxy: a bare CR or LF, a folded line, a line
-/// without a colon.
+/// `Proxy-Authorization`, `Upgrade`: the connection never becomes another protocol), then
+/// `Connection: close`, so the upstream serves this request only (RFC 9112 §9.6: it must
+/// not process any further one on the connection; the proxy sends none either). `None`
+/// for a head an upstream might read otherwise than the proxy: a bare CR or LF, a folded
+/// line, a line without a colon, a name that is not a token, a control byte.
 fn forwarded_headers(block: &[u8]) -> Option<Vec<u8>> {
     let lines = block.strip_suffix(b"\r\n")?; // the blank line
     let mut forwarded = Vec::with_capacity(block.len() + 19);
@@ -461,11 +603,22 @@ fn forwarded_headers(block: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
         let name = &line[..line.iter().position(|b| *b == b':')?];
+        // A name with a space or other byte in it ("Host : x") is one an upstream might
+        // read otherwise than the proxy; a control byte in a value (NUL) may cut it.
+        if name.is_empty()
+            || !name.iter().all(|b| http::is_tchar(*b))
+            || line
+                .iter()
+                .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+        {
+            return None;
+        }
         let hop = [
             "connection",
             "proxy-connection",
             "keep-alive",
             "proxy-authorization",
+            "upgrade",
         ]
         .iter()
         .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()));
@@ -539,6 +692,31 @@ mod tests {
         );
         let bare = Request::parse(b"GET http://pypi.org/ HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(bare.headers, b"Connection: close\r\n\r\n");
+        let upgrade = Request::parse(
+            b"GET http://pypi.org/ HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(upgrade.headers, b"Connection: close\r\n\r\n");
+        // In a tunnel to pypi.org:8080: a Host without a port means the tunnel's.
+        let inside = Request::parse_in_tunnel(
+            b"GET /simple HTTP/1.1\r\nHost: pypi.org\r\n\r\n",
+            "pypi.org",
+            8080,
+        )
+        .unwrap();
+        assert_eq!(
+            (inside.host.as_str(), inside.port, inside.other_host()),
+            ("pypi.org", 8080, None)
+        );
+        assert_eq!(
+            inside.forwarded_head().unwrap(),
+            b"GET /simple HTTP/1.1\r\nHost: pypi.org\r\nConnection: close\r\n\r\n"
+        );
+        let elsewhere =
+            Request::parse_in_tunnel(b"GET http://evil.example/ HTTP/1.1\r\n\r\n", "pypi.org", 80)
+                .unwrap();
+        assert_eq!(elsewhere.host, "evil.example");
+        assert!(Request::parse_in_tunnel(b"CONNECT a:1 HTTP/1.1\r\n\r\n", "a", 1).is_none());
         for (head, other) in [
             (
                 &b"GET http://pypi.org/ HTTP/1.1\r\nHost: evil.example\r\n\r\n"[..],
@@ -561,6 +739,10 @@ mod tests {
             b"GET http://pypi.org/ HTTP/1.1\r\nX: a\rHost: evil.example\r\n\r\n",
             b"GET http://pypi.org/ HTTP/1.1\r\nX: a\r\n Host: evil.example\r\n\r\n",
             b"GET http://pypi.org/ HTTP/1.1\r\nno colon\r\n\r\n",
+            b"GET http://pypi.org/ HTTP/1.1\r\nHost : evil.example\r\n\r\n",
+            b"GET http://pypi.org/ HTTP/1.1\r\nHost: pypi.org\x00evil\r\n\r\n",
+            b"GET http://pypi.org/ HTTP/1.1\r\n: x\r\n\r\n",
+            b"G(T http://pypi.org/ HTTP/1.1\r\n\r\n",
             b"GET http://pypi.org/\nHost:evil.example HTTP/1.1\r\n\r\n",
             b"GET http://pypi.org/\tx HTTP/1.1\r\n\r\n",
         ] {

@@ -674,3 +674,162 @@ PY
     assert!(!printed.contains("escaped"), "{printed}");
     assert!(!listener.heard(), "{printed}");
 }
+
+/// A shared front that keeps every connection alive and answers each request head it
+/// reads, whatever `Connection: close` said (a front routes each request by its own
+/// `Host`); every byte it reads is recorded.
+async fn keep_alive_front() -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let record = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let (mut seen, mut answered) = (Vec::new(), 0);
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buffer[..n]);
+                    record.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    let heads = seen.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                    while answered < heads {
+                        answered += 1;
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+/// Request smuggling through the allow-list: on a connection whose first request goes to
+/// the allowed host, a second one names another `Host` — sent after the first answer
+/// (keep-alive), pipelined in the same write, hidden behind a body framed by
+/// `Content-Length` or chunks, or riding a `CONNECT` tunnel as plain HTTP. A front that
+/// keeps connections alive (against `Connection: close`) would route each to its `Host`:
+/// none of them may reach it, and the client is told the connection closes.
+#[tokio::test]
+async fn a_second_request_on_a_connection_never_reaches_the_upstream() {
+    let (port, received) = keep_alive_front().await;
+    let allow = allow::AllowList::parse(&[format!("127.0.0.1:{port}")]).unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let (log, _lines) = mpsc::channel(64);
+    let proxy = proxy::Proxy::serve(listener, None, allow, log);
+    let first = |path: &str| {
+        format!(
+            "GET http://127.0.0.1:{port}/{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Connection: keep-alive\r\n\r\n"
+        )
+    };
+    let second = "GET /two HTTP/1.1\r\nHost: evil.example\r\n\r\n".to_owned();
+    let third = "GET http://evil.example/three HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+    // What the client reads until the proxy closes (or 2 s pass).
+    async fn rest_of(client: &mut tokio::net::TcpStream) -> String {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+    let connect = || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", proxy_port))
+            .await
+            .unwrap()
+    };
+
+    // Kept alive: the second request is sent once the first is answered.
+    let mut client = connect().await;
+    client.write_all(first("one").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"ok\n") {
+        let mut buffer = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(5), client.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buffer[..n]),
+            other => panic!("no answer to the first request: {other:?}"),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    let _ = client.write_all(second.as_bytes()).await;
+    let _ = client.write_all(third.as_bytes()).await;
+    let after = rest_of(&mut client).await;
+    assert!(!after.contains("200"), "a second answer: {after}");
+
+    // Pipelined: all three in one write.
+    let mut client = connect().await;
+    let pipelined = format!("{}{second}{third}", first("pipelined"));
+    client.write_all(pipelined.as_bytes()).await.unwrap();
+    let answers = rest_of(&mut client).await;
+    assert_eq!(answers.matches("HTTP/1.1 200").count(), 1, "{answers}");
+
+    // Behind a body: framed by Content-Length, and by chunks.
+    let mut client = connect().await;
+    let body = format!(
+        "POST http://127.0.0.1:{port}/length HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Length: 5\r\n\r\nhello{second}"
+    );
+    client.write_all(body.as_bytes()).await.unwrap();
+    rest_of(&mut client).await;
+    let mut client = connect().await;
+    let chunks = format!(
+        "POST http://127.0.0.1:{port}/chunked HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n{second}"
+    );
+    client.write_all(chunks.as_bytes()).await.unwrap();
+    rest_of(&mut client).await;
+    // Framed both ways (CL.TE): refused before anything is sent.
+    let mut client = connect().await;
+    let both = format!(
+        "POST http://127.0.0.1:{port}/both HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{second}"
+    );
+    client.write_all(both.as_bytes()).await.unwrap();
+    let refused = rest_of(&mut client).await;
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+
+    // Plain HTTP inside a tunnel to the allowed host: its own Host passes once, another
+    // never.
+    for (inside, answered) in [
+        (second.clone(), "HTTP/1.1 403"),
+        (format!("{}{second}", first("tunnel")), "HTTP/1.1 200 OK"),
+    ] {
+        let mut client = connect().await;
+        let tunnel = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n{inside}");
+        client.write_all(tunnel.as_bytes()).await.unwrap();
+        let answers = rest_of(&mut client).await;
+        let answers = answers
+            .strip_prefix("HTTP/1.1 200 Connection established\r\n\r\n")
+            .unwrap_or_else(|| panic!("{answers}"));
+        assert!(answers.starts_with(answered), "{answers}");
+        assert_eq!(answers.matches("HTTP/1.1").count(), 1, "{answers}");
+    }
+
+    assert_eq!(proxy.finish().await, 1);
+    let received = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    for reached in [
+        "/one ",
+        "/pipelined ",
+        "/length ",
+        "hello",
+        "/chunked ",
+        "/tunnel ",
+    ] {
+        assert!(received.contains(reached), "{reached} missing: {received}");
+    }
+    for never in ["evil.example", "/two", "/three", "/both"] {
+        assert!(
+            !received.contains(never),
+            "{never} reached the upstream: {received}"
+        );
+    }
+}
