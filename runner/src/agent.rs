@@ -931,6 +931,7 @@ async fn run_llm(
         "env": assignment.env,
         "timeout_secs": assignment.timeout_secs,
         "workspace_from": assignment.handoff.workspace_from,
+        "network": assignment.network,
     });
     let transcript = match make_transcript_dir(dir) {
         Ok(at) => Some(at.join(llm::transcript::FILE)),

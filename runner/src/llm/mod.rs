@@ -8,7 +8,8 @@
 //! - [`tools`]: `read_file`, `write_file`, `list_files`, `grep`, `bash`, `git_diff`,
 //!   confined to the workspace.
 //! - [`agent`]: the conversation loop — turns, tool calls, retries, log lines.
-//! - [`transcript`]: the attempt's recorded conversation, and a replay from one.
+//! - [`transcript`]: the attempt's recorded conversation, and a replay from one;
+//!   [`replay_room`]: the step's user, tree and network a replay's tools run in.
 //!
 //! [`run`] is what the runner calls for a `StepAction::Llm`, with the same workspace,
 //! timeout, cancellation and log channel a process step gets. Invariants: the API key is
@@ -25,6 +26,7 @@ pub mod agent;
 pub mod budget;
 pub mod client;
 pub mod proposals;
+pub mod replay_room;
 pub mod settings;
 pub mod stream;
 pub mod tools;

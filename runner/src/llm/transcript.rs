@@ -106,7 +106,7 @@ pub struct Keep<'a> {
     /// The file written when the conversation ends (one only the runner can reach).
     pub path: &'a std::path::Path,
     /// The attempt's step as a replay needs it: `{"action", "env", "timeout_secs",
-    /// "workspace_from"}` (masked like the rest).
+    /// "workspace_from", "network"}` (masked like the rest).
     pub step: &'a Value,
 }
 
