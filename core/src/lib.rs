@@ -6,7 +6,9 @@
 //! - [`executor`]: starts runs and moves them forward; [`launch`]: file → run.
 //! - [`registry`]: repository events → runs (mirrors, evaluation, trigger matching);
 //!   [`scheduler`]: cron ticks; [`status_reporter`]: commit statuses owed to forges.
-//! - [`safe_outputs`]: an agent's proposals judged and applied to its repository.
+//! - [`safe_outputs`]: an agent's proposals judged and applied to its repository;
+//!   [`outbound_wall`]: a run's wall, which every text sent to a forge or kept for readers
+//!   passes (`plue_outbound`).
 //! - [`artifacts`], [`transcripts`], [`annotations`]: what steps leave behind.
 //! - [`pricing`]: model prices; [`metrics`]: the counters every layer records into.
 //!
@@ -22,6 +24,7 @@ pub mod dispatch;
 pub mod executor;
 pub mod launch;
 pub mod metrics;
+pub mod outbound_wall;
 pub mod pricing;
 pub mod registry;
 pub mod safe_outputs;
@@ -31,6 +34,7 @@ pub mod status_reporter;
 pub mod transcripts;
 
 pub use plue_forge as forge;
+pub use plue_outbound as outbound;
 pub use plue_pool as pool;
 pub use plue_pool::scope as runner_scope;
 pub use plue_store as store;

@@ -2,7 +2,8 @@
 //! run is created, then `success` / `failure` / `error` when it ends) — for a run an
 //! issue or a comment started, the answers on that issue instead ([`crate::forge::answers`]).
 //!
-//! Invariants: reports live in the store until the forge accepted them, so an engine
+//! Invariants: every text posted (a status's description and context, an answer) passed
+//! the run's outbound wall ([`crate::outbound_wall`]), made afresh for each report; reports live in the store until the forge accepted them, so an engine
 //! restart loses none; a report is leased while being posted so two engines do not post
 //! it at once; failures that a retry can fix are retried with doubling backoff (1 s up to
 //! 5 min, at most [`MAX_ATTEMPTS`] times), others are abandoned with the forge's answer
@@ -38,6 +39,8 @@ pub struct StatusReporter {
     pub client: std::sync::OnceLock<reqwest::Client>,
     /// Base URL of this engine as users reach it, for the status's link.
     pub public_url: String,
+    /// The runs' outbound walls.
+    pub walls: crate::outbound_wall::Walls,
 }
 
 impl StatusReporter {
@@ -117,6 +120,11 @@ impl StatusReporter {
             .summoned_context(report.run_id)
             .await
             .map_err(|e| PostError::Retry(format!("store: {e:#}")))?;
+        let wall = self
+            .walls
+            .of_run(report.run_id)
+            .await
+            .map_err(|e| PostError::Retry(format!("the run's outbound wall: {e:#}")))?;
         let with = answers::Answering {
             store: &self.store,
             client,
@@ -124,6 +132,7 @@ impl StatusReporter {
             api_url: &api_url,
             token: token.as_deref(),
             public_url: &self.public_url,
+            wall: &wall,
         };
         if let Some(context) = summoned {
             return answers::deliver(&with, report, &context).await;
@@ -144,8 +153,8 @@ impl StatusReporter {
                 self.public_url.trim_end_matches('/'),
                 report.run_id
             ),
-            description: report.description.clone(),
-            context: format!("plue/{}", report.workflow_name),
+            description: wall.redact(&report.description),
+            context: wall.redact(&format!("plue/{}", report.workflow_name)),
         };
         status::post(client, &target, &body).await
     }

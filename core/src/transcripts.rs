@@ -6,7 +6,10 @@
 //! read whole — it is bounded by the runner ([`transcript::MAX_BYTES`]) and anything past
 //! [`MAX_BLOB_BYTES`] is refused before it is buffered further; only the entry named
 //! [`transcript::FILE`] is read, and it must parse as a transcript of this version. A
-//! transcript holds what the runner masked; nothing here unmasks or adds anything.
+//! transcript holds what the runner masked (the step's own secrets); what readers are shown
+//! ([`for_readers`]) is masked again with every secret of the *run* by its outbound wall,
+//! so another step's secret the agent read (a token left in a workspace it was handed) is
+//! never shown in clear. Nothing here unmasks or adds anything.
 
 use futures::TryStreamExt;
 use runner::llm::transcript::{self, Transcript};
@@ -28,7 +31,52 @@ pub enum Kept {
     Transcript(Box<Transcript>),
 }
 
-/// The transcript the latest attempt of `step_id` in run `run_id` kept.
+/// The transcript the latest attempt of `step_id` in run `run_id` kept, as its readers
+/// are shown it: every string in it masked by the run's `wall`
+/// ([`plue_outbound::Checker::mask`]).
+pub async fn for_readers(
+    store: &Store,
+    artifacts: &Artifacts,
+    run_id: i64,
+    step_id: &str,
+    wall: &plue_outbound::Checker,
+) -> anyhow::Result<Kept> {
+    Ok(match latest(store, artifacts, run_id, step_id).await? {
+        Kept::Transcript(mut transcript) => {
+            mask(&mut transcript, wall);
+            Kept::Transcript(transcript)
+        }
+        other => other,
+    })
+}
+
+/// Masks every string of `transcript` with `wall`.
+pub fn mask(transcript: &mut Transcript, wall: &plue_outbound::Checker) {
+    fn walk(value: &mut serde_json::Value, wall: &plue_outbound::Checker) {
+        match value {
+            serde_json::Value::String(text) => *text = wall.mask(text).into_string(),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| walk(v, wall)),
+            serde_json::Value::Object(fields) => {
+                // Keys too: a tool's input is an object whose keys the model chose.
+                let taken = std::mem::take(fields);
+                for (key, mut v) in taken {
+                    walk(&mut v, wall);
+                    fields.insert(wall.mask(&key).into_string(), v);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(&mut transcript.step, wall);
+    for turn in &mut transcript.turns {
+        walk(&mut turn.request, wall);
+        turn.messages_added.iter_mut().for_each(|m| walk(m, wall));
+        walk(&mut turn.response, wall);
+    }
+}
+
+/// The transcript the latest attempt of `step_id` in run `run_id` kept, as the runner
+/// stored it (for `plue rerun --replay` on the engine's own machine).
 pub async fn latest(
     store: &Store,
     artifacts: &Artifacts,

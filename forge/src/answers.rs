@@ -15,16 +15,22 @@
 //!   posts it twice ([`super::writer::Writer::comment`]).
 //! - The end answer waits until none of the run's proposals is still to be applied
 //!   (`ready`, `applying`, or failed with a retry due), so it can link what they opened.
-//! - Text the answer repeats (a failure reason, a proposal's refusal) cannot mention
-//!   anyone: every `@` is followed by a zero-width space.
+//! - Every answer passes the run's outbound wall ([`Answering::wall`]) as a whole before
+//!   it is posted, and text it repeats that the engine did not write (a run's or a step's
+//!   failure, a proposal's refusal) is redacted first and quoted as a code span: no secret
+//!   of the run in any spelling, no link but to this engine's dashboard and the forge, no
+//!   mention. An answer the wall refuses all the same is replaced by a fixed text.
+//! - The end answer of a failed run names each failed step with its reason (a budget that
+//!   was reached says which and how much), not only the steps' names.
 
 use evaluator::EvalContext;
+use plue_outbound::{Checker, Outbound};
 
 use super::lookup::{ApiTarget, Found};
 use super::status::{self, CommitStatus, PostError, StatusTarget};
 use super::writer::Writer;
 use super::Forge;
-use plue_store::{ProposalRow, StatusReportRow, Store};
+use plue_store::{ProposalRow, StatusReportRow, StepRunRow, Store};
 
 /// The marker of run `run_id`'s start (`started`) or end (`ended`) answer.
 pub fn marker(run_id: i64, moment: &str) -> String {
@@ -40,6 +46,8 @@ pub struct Answering<'a> {
     pub token: Option<&'a str>,
     /// This engine's base URL as users reach it.
     pub public_url: &'a str,
+    /// The run's outbound wall: its secrets, and links only to this engine and the forge.
+    pub wall: &'a Checker,
 }
 
 /// Delivers `report` of a run started by an issue or a comment (`context` is the run's
@@ -68,9 +76,11 @@ pub async fn deliver(
     let link = run_link(with, report);
     if report.state == "pending" {
         let body = format!(
-            "Plue is on it: run [#{}]({link}) of `{}` started.",
-            report.run_id, report.workflow_name
+            "Plue is on it: run [#{}]({link}) of {} started.",
+            report.run_id,
+            with.wall.redact(&report.workflow_name).code_span()
         );
+        let body = through_wall(with.wall, &body, report, &link);
         writer
             .comment(issue, &body, &marker(report.run_id, "started"))
             .await?;
@@ -83,7 +93,26 @@ pub async fn deliver(
         .await
         .map_err(store_error)?
         .and_then(|run| run.reason);
-    let body = end_text(report, reason.as_deref(), &proposals, &link);
+    let failed: Vec<StepRunRow> = if report.state == "success" {
+        Vec::new()
+    } else {
+        with.store
+            .step_runs(report.run_id)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .filter(|s| s.status == "failed")
+            .collect()
+    };
+    let body = end_text(
+        with.wall,
+        report,
+        reason.as_deref(),
+        &failed,
+        &proposals,
+        &link,
+    );
+    let body = through_wall(with.wall, &body, report, &link);
     writer
         .comment(issue, &body, &marker(report.run_id, "ended"))
         .await?;
@@ -154,10 +183,34 @@ async fn on_pulls(
     Ok(())
 }
 
-/// The end answer's text.
+/// `text` through the run's wall; a fixed text naming the run when the wall refuses it
+/// (the engine's own words and quotes are made to pass: a refusal here is a defect, logged).
+fn through_wall(wall: &Checker, text: &str, report: &StatusReportRow, link: &str) -> Outbound {
+    match wall.check(text) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            tracing::error!(
+                run = report.run_id,
+                "an answer did not pass the outbound wall: {refusal}"
+            );
+            wall.check(&format!(
+                "Plue run [#{}]({link}): see the run's page.",
+                report.run_id
+            ))
+            .unwrap_or_else(|_| wall.redact(&format!("Plue run #{}", report.run_id)))
+        }
+    }
+}
+
+/// At most this many failed steps are named in an end answer.
+const MAX_FAILED_NAMED: usize = 10;
+
+/// The end answer's text: every piece the engine did not write redacted and quoted.
 fn end_text(
+    wall: &Checker,
     report: &StatusReportRow,
     reason: Option<&str>,
+    failed: &[StepRunRow],
     proposals: &[ProposalRow],
     link: &str,
 ) -> String {
@@ -167,25 +220,57 @@ fn end_text(
         _ => "ended with an error",
     };
     let mut text = format!(
-        "Plue run [#{}]({link}) of `{}` {verdict}.",
-        report.run_id, report.workflow_name
+        "Plue run [#{}]({link}) of {} {verdict}.",
+        report.run_id,
+        wall.redact(&report.workflow_name).code_span()
     );
+    let mut listed = false;
+    let mut line = |text: &mut String, line: String| {
+        if !listed {
+            // A blank line: a list right after a paragraph is not one in Markdown.
+            text.push('\n');
+            listed = true;
+        }
+        text.push_str(&format!("\n- {line}"));
+    };
     if report.state != "success" {
         if let Some(reason) = reason.filter(|r| !r.is_empty()) {
-            text.push_str(&format!("\n\nWhy: {}", quiet(reason)));
+            text.push_str(&format!("\n\nWhy: {}", quote(wall, reason)));
+        }
+        for step in failed.iter().take(MAX_FAILED_NAMED) {
+            let why = step.reason.as_deref().filter(|r| !r.is_empty());
+            line(
+                &mut text,
+                format!(
+                    "Step {} failed: {}",
+                    wall.redact(&step.step_id).code_span(),
+                    quote(wall, why.unwrap_or("no reason recorded"))
+                ),
+            );
+        }
+        if failed.len() > MAX_FAILED_NAMED {
+            line(
+                &mut text,
+                format!(
+                    "… and {} more failed steps on [the run]({link}).",
+                    failed.len() - MAX_FAILED_NAMED
+                ),
+            );
         }
     }
-    let mut listed = false;
     for proposal in proposals {
         let what = proposal.kind.replace('_', " ");
-        let line = match (proposal.state.as_str(), &proposal.applied_url) {
+        let shown = match (proposal.state.as_str(), &proposal.applied_url) {
             ("applied", Some(url)) if proposal.kind == "pull_request" => {
-                format!("Opened the pull request {url}")
+                format!("Opened the pull request {}", wall.redact(url))
             }
-            ("applied", Some(url)) => format!("Applied the {what}: {url}"),
+            ("applied", Some(url)) => format!("Applied the {what}: {}", wall.redact(url)),
             ("refused", _) | ("failed", _) => format!(
                 "The {what} was not applied: {}",
-                quiet(proposal.reason.as_deref().unwrap_or("no reason recorded"))
+                quote(
+                    wall,
+                    proposal.reason.as_deref().unwrap_or("no reason recorded")
+                )
             ),
             ("waiting", _) => {
                 format!("The {what} waits for a person's approval on [the run]({link}).")
@@ -193,20 +278,16 @@ fn end_text(
             ("rejected", _) => format!("The {what} was rejected by a reviewer."),
             _ => continue,
         };
-        if !listed {
-            // A blank line: a list right after a paragraph is not one in Markdown.
-            text.push('\n');
-            listed = true;
-        }
-        text.push_str(&format!("\n- {line}"));
+        line(&mut text, shown);
     }
     text
 }
 
-/// `text` without the power to mention: `@` followed by a zero-width space, on one line.
-fn quiet(text: &str) -> String {
+/// Text the engine did not write, as an answer quotes it: redacted by the run's wall, at
+/// most 1,000 characters, as a code span on one line (no link, mention or markup renders).
+fn quote(wall: &Checker, text: &str) -> Outbound {
     let text: String = text.chars().take(1000).collect();
-    text.replace('@', "@\u{200b}").replace(['\n', '\r'], " ")
+    wall.redact(&text).code_span()
 }
 
 /// The report's status on the head of the pull request `pull` opened.
@@ -247,8 +328,8 @@ async fn post_status_on_pull(
         &CommitStatus {
             state: report.state.clone(),
             target_url: link.to_string(),
-            description: report.description.clone(),
-            context: format!("plue/{}", report.workflow_name),
+            description: with.wall.redact(&report.description),
+            context: with.wall.redact(&format!("plue/{}", report.workflow_name)),
         },
     )
     .await
@@ -296,11 +377,40 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "npm_Secr3tTokenOfAnotherStep";
+
+    fn wall() -> Checker {
+        Checker::new(&plue_outbound::Secrets::from_iter([SECRET]), ["f", "plue"])
+    }
+
+    fn failed_step(step_id: &str, reason: &str) -> StepRunRow {
+        StepRunRow {
+            id: 1,
+            run_id: 7,
+            step_id: step_id.into(),
+            position: 0,
+            status: "failed".into(),
+            attempts: 1,
+            exit_code: None,
+            reason: Some(reason.into()),
+            outputs: "{}".into(),
+            ready_at: None,
+            started_at: None,
+            finished_at: None,
+            usage: None,
+            iteration: 1,
+            review_passed_at: None,
+        }
+    }
+
     #[test]
     fn the_end_answer_links_what_was_opened_and_says_why_not() {
+        let wall = wall();
         let text = end_text(
+            &wall,
             &report("success"),
             None,
+            &[],
             &[
                 proposal(
                     "pull_request",
@@ -312,20 +422,66 @@ mod tests {
             ],
             "http://plue/runs/7",
         );
-        assert!(text.starts_with("Plue run [#7](http://plue/runs/7) of `fix` finished."));
+        assert!(
+            text.starts_with("Plue run [#7](http://plue/runs/7) of `fix` finished."),
+            "{text}"
+        );
         assert!(text.contains("Opened the pull request https://f/acme/app/pull/3"));
-        assert!(text.contains("mentions @\u{200b}admin"), "{text}");
+        assert!(text.contains("`mentions \u{ff20}admin`"), "{text}");
+        assert!(wall.check(&text).is_ok(), "{text}");
         let failed = end_text(
+            &wall,
             &report("failure"),
-            Some("step fix failed:\nping @everyone"),
+            Some("failed steps: spend"),
+            &[failed_step(
+                "spend",
+                "the run's budget_usd of $0.50 was reached\nping @everyone",
+            )],
             &[],
-            "l",
+            "http://plue/runs/7",
         );
         assert!(failed.contains("failed."));
+        assert!(failed.contains("Why: `failed steps: spend`"), "{failed}");
         assert!(
-            failed.contains("Why: step fix failed: ping @\u{200b}everyone"),
+            failed.contains(
+                "- Step `spend` failed: `the run's budget_usd of $0.50 was reached ping \u{ff20}everyone`"
+            ),
             "{failed}"
         );
+        assert!(wall.check(&failed).is_ok(), "{failed}");
+    }
+
+    // The attack (issue 49): a file named after another step's secret, outside
+    // `paths_allow`, put the secret in clear in the refusal, and so in the engine's own
+    // comment; a reason carrying an image of the attacker's host or an encoded mention
+    // rode along.
+    #[test]
+    fn an_answer_quotes_no_secret_link_or_mention_however_spelt() {
+        let wall = wall();
+        let (head, tail) = SECRET.split_at(5);
+        let reasons = [
+            format!("safe output refused: the diff changes \"{SECRET}\", which paths_allow does not allow"),
+            format!("the diff changes \"{head}<!-- -->{tail}\""),
+            format!("see {head}&#x00000000{:x};{}", tail.as_bytes()[0], &tail[1..]),
+            "![x](https://evil.example/leak.png) and <img src=//evil.example/p>".to_owned(),
+            "&#x0000000040;admin and &commat;team".to_owned(),
+            "`` ` ``![y](https://evil.example/z.png)".to_owned(),
+        ];
+        for reason in reasons {
+            let text = end_text(
+                &wall,
+                &report("failure"),
+                Some(&reason),
+                &[failed_step("fix", &reason)],
+                &[proposal("pull_request", "refused", None, Some(&reason))],
+                "http://plue/runs/7",
+            );
+            assert!(wall.check(&text).is_ok(), "{reason}: {text}");
+            assert!(
+                !text.contains(SECRET) && !text.contains("evil.example"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

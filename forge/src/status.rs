@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use plue_outbound::Outbound;
 use serde::Serialize;
 
 use super::Forge;
@@ -27,14 +28,24 @@ pub struct StatusTarget<'a> {
     pub sha: &'a str,
 }
 
-/// The body both forges accept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The body both forges accept. Its texts passed the run's outbound wall; the link is the
+/// engine's own dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitStatus {
     /// `pending`, `success`, `failure` or `error`.
     pub state: String,
     pub target_url: String,
-    pub description: String,
-    pub context: String,
+    pub description: Outbound,
+    pub context: Outbound,
+}
+
+/// [`CommitStatus`] as it is sent.
+#[derive(Serialize)]
+struct Wire<'a> {
+    state: &'a str,
+    target_url: &'a str,
+    description: String,
+    context: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,15 +77,21 @@ pub async fn post(
     );
     // The error is shown to the run's readers: never with the URL's credentials.
     let shown = super::without_credentials(&url);
-    let mut body = status.clone();
-    if body.description.chars().count() > MAX_DESCRIPTION_CHARS {
-        body.description = body
-            .description
+    // Cut, never added to: a checked text stays checked.
+    let mut description = status.description.as_str().to_owned();
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        description = description
             .chars()
             .take(MAX_DESCRIPTION_CHARS - 1)
             .collect::<String>()
             + "…";
     }
+    let body = Wire {
+        state: &status.state,
+        target_url: &status.target_url,
+        description,
+        context: status.context.as_str(),
+    };
     let request = api_request(client.post(&url).json(&body), target.forge, target.token);
     let response = request
         .send()
@@ -181,11 +198,12 @@ mod tests {
                 repo: "acme/app",
                 sha: "0123456789abcdef0123456789abcdef01234567",
             };
+            let wall = plue_outbound::Checker::new(&plue_outbound::Secrets::new(), ["plue"]);
             let status = CommitStatus {
                 state: "success".into(),
                 target_url: "http://plue/runs/1".into(),
-                description: "done".into(),
-                context: "plue/ci".into(),
+                description: wall.check("done").unwrap(),
+                context: wall.check("plue/ci").unwrap(),
             };
             let refused = post(&reqwest::Client::new(), &target, &status)
                 .await

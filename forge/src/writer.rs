@@ -15,13 +15,15 @@
 //!   which would then never be posted;
 //! - labels: adding a label twice changes nothing.
 //!
-//! Invariants: the token only ever goes into the `Authorization` header (through
+//! Invariants: every text written (titles, bodies, comments, labels, branch names) is an
+//! [`Outbound`]: it passed the run's outbound wall before it got here; the token only ever goes into the `Authorization` header (through
 //! [`super::status::api_request`]), never into a URL or an error; path segments are
 //! percent-encoded by the URL builder; errors say whether a retry can help
 //! ([`PostError::Retry`]: network errors, a lost answer, 429, 5xx) or not
 //! ([`PostError::Permanent`]), like commit statuses.
 
 use hmac::{Hmac, Mac};
+use plue_outbound::Outbound;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -54,12 +56,13 @@ impl std::fmt::Debug for Writer<'_> {
     }
 }
 
-/// A pull request to open: `head` is a branch of the same repository.
+/// A pull request to open: `head` is a branch of the same repository. Its texts passed
+/// the outbound wall; `base` is the run's own branch, named by the forge.
 #[derive(Debug, Clone)]
 pub struct NewPull<'a> {
-    pub title: &'a str,
-    pub body: &'a str,
-    pub head: &'a str,
+    pub title: &'a Outbound,
+    pub body: &'a Outbound,
+    pub head: &'a Outbound,
     pub base: &'a str,
 }
 
@@ -174,9 +177,9 @@ impl Writer<'_> {
     /// same head and base.
     pub async fn open_pull_request(&self, pull: &NewPull<'_>) -> Result<Written, PostError> {
         let body = json!({
-            "title": pull.title,
-            "body": pull.body,
-            "head": pull.head,
+            "title": pull.title.as_str(),
+            "body": pull.body.as_str(),
+            "head": pull.head.as_str(),
             "base": pull.base,
         });
         let (answer, shown) = self
@@ -188,7 +191,10 @@ impl Writer<'_> {
                 html_url: item.html_url,
                 created: true,
             }),
-            409 | 422 => match self.find_pull_request(pull.head, pull.base).await? {
+            409 | 422 => match self
+                .find_pull_request(pull.head.as_str(), pull.base)
+                .await?
+            {
                 Some(found) => Ok(found),
                 None => Err(PostError::Permanent(describe(&answer, &shown))),
             },
@@ -240,7 +246,7 @@ impl Writer<'_> {
     pub async fn comment(
         &self,
         issue: u64,
-        body: &str,
+        body: &Outbound,
         marker: &str,
     ) -> Result<Written, PostError> {
         let marker = &self.signed(marker);
@@ -248,7 +254,7 @@ impl Writer<'_> {
             return Ok(found);
         }
         let number = issue.to_string();
-        let text = json!({ "body": with_marker(body, marker) });
+        let text = json!({ "body": with_marker(body.as_str(), marker) });
         let (answer, shown) = self
             .call(
                 reqwest::Method::POST,
@@ -321,8 +327,9 @@ impl Writer<'_> {
     }
 
     /// Adds `labels` (by name) to issue or pull request `issue`.
-    pub async fn add_labels(&self, issue: u64, labels: &[String]) -> Result<(), PostError> {
+    pub async fn add_labels(&self, issue: u64, labels: &[Outbound]) -> Result<(), PostError> {
         let number = issue.to_string();
+        let labels: Vec<&str> = labels.iter().map(Outbound::as_str).collect();
         let body = json!({ "labels": labels });
         let (answer, shown) = self
             .call(
@@ -339,8 +346,8 @@ impl Writer<'_> {
     /// `marker` exists.
     pub async fn open_issue(
         &self,
-        title: &str,
-        body: &str,
+        title: &Outbound,
+        body: &Outbound,
         marker: &str,
     ) -> Result<Written, PostError> {
         let marker = &self.signed(marker);
@@ -374,7 +381,7 @@ impl Writer<'_> {
                 break;
             }
         }
-        let text = json!({ "title": title, "body": with_marker(body, marker) });
+        let text = json!({ "title": title.as_str(), "body": with_marker(body.as_str(), marker) });
         let (answer, shown) = self
             .call(reqwest::Method::POST, &["issues"], &[], Some(&text))
             .await?;

@@ -290,6 +290,23 @@ impl Checker {
         }
     }
 
+    /// `text` with every spelling of every secret of the run masked where it stands and
+    /// nothing else changed, for text shown as it is and never rendered (a transcript's
+    /// messages on the dashboard and in the API); [`WITHHELD`] when a secret shows only
+    /// once decoded.
+    pub fn mask(&self, text: &str) -> Outbound {
+        let mut masked = text.to_owned();
+        for (_, needle) in &self.needles {
+            if masked.contains(needle.as_str()) {
+                masked = masked.replace(needle.as_str(), MASK);
+            }
+        }
+        match self.secret_in(&masked) {
+            Some(_) => Outbound(WITHHELD.to_owned()),
+            None => Outbound(masked),
+        }
+    }
+
     /// `text` made safe to show or send, for text the engine quotes but did not write (a
     /// refusal's reason, a step's failure, a refused proposal kept to be shown): as a
     /// reader would see it, every spelling of every secret masked ([`WITHHELD`] in place

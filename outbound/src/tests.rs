@@ -193,3 +193,18 @@ fn the_host_of_a_url() {
     assert_eq!(host_of("http://[::1]:3000").as_deref(), Some("::1"));
     assert_eq!(host_of("nothing"), None);
 }
+
+#[test]
+fn masking_changes_only_the_secrets() {
+    let c = checker();
+    let text = format!(
+        "<b>{SECRET}</b> and {} @admin https://evil.example",
+        hex::encode(SECRET)
+    );
+    assert_eq!(
+        c.mask(&text).as_str(),
+        "<b>***</b> and *** @admin https://evil.example"
+    );
+    let (head, tail) = SECRET.split_at(6);
+    assert_eq!(c.mask(&format!("{head}&shy;{tail}")).as_str(), WITHHELD);
+}

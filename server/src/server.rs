@@ -381,11 +381,13 @@ pub async fn start_with_runner_listener(
             shutdown.clone(),
         ));
     }
+    let public_url = config.public_url.clone().unwrap_or_else(|| url.clone());
     let reporter = StatusReporter {
         store: store.clone(),
         vault: config.vault.clone(),
         client: std::sync::OnceLock::new(),
-        public_url: config.public_url.clone().unwrap_or_else(|| url.clone()),
+        public_url: public_url.clone(),
+        walls: executor.walls(public_url.clone()),
     };
     tasks.spawn(reporter.run(config.status_interval, shutdown.clone()));
     // Accepted safe outputs, written to the forge with the repository's token.
@@ -393,7 +395,7 @@ pub async fn start_with_runner_listener(
         store.clone(),
         config.vault.clone(),
         config.mirrors_dir.clone(),
-        config.public_url.clone().unwrap_or_else(|| url.clone()),
+        executor.walls(public_url),
     );
     tasks.spawn(applier.run(config.status_interval, shutdown.clone()));
     // Runs left active by a previous engine continue now.

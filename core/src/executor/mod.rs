@@ -799,6 +799,17 @@ impl Executor {
         }))
     }
 
+    /// What makes the outbound walls of this engine's runs (every secret of a run, links
+    /// only to its forge and `public_url`).
+    pub fn walls(&self, public_url: String) -> crate::outbound_wall::Walls {
+        crate::outbound_wall::Walls::new(
+            self.store.clone(),
+            self.vault.clone(),
+            self.secrets.clone(),
+            public_url,
+        )
+    }
+
     /// The run's plan, parsed once and cached.
     pub async fn plan(&self, run_id: i64) -> anyhow::Result<Arc<Plan>> {
         if let Some(plan) = self.lock_plans().get(&run_id) {

@@ -24,6 +24,13 @@
 //! - What the built commit changes (`git diff-tree -r --no-renames`, both sides of a
 //!   rename, with modes) is checked again by the validator's path and mode rules before
 //!   any push: a diff `git apply` reads otherwise than the validator lands nothing denied.
+//! - Every text written — the pull request's title, body and branch, the commit message, a
+//!   comment, an issue, a label — passes the run's outbound wall again here
+//!   ([`crate::outbound_wall`]: every secret of the run, links only to the forge, this
+//!   engine and the step's `allow_links`), so what was stored and what is written are
+//!   checked by the same rules; an error kept for readers is redacted by it.
+//! - A pull request opened after its run ended (its proposal waited for a person) gets the
+//!   run's final status on the commit it opened with.
 //! - The forge token reaches git only through `GIT_CONFIG_*` environment variables
 //!   (`http.extraHeader`), never argv or a URL; errors never hold it.
 //! - A run treated like a fork's (no secrets: a stranger summoned it) writes nothing
@@ -44,9 +51,11 @@ use evaluator::EvalContext;
 use runner::protocol::Proposal;
 use tokio_util::sync::CancellationToken;
 
-use crate::forge::status::PostError;
+use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};
 use crate::forge::writer::{NewPull, Writer};
 use crate::forge::Forge;
+use crate::outbound::{Checker, Outbound};
+use crate::outbound_wall::Walls;
 use crate::registry::git::{self, Mirror};
 use crate::safe_outputs::validate;
 use crate::status_reporter::{backoff_ms, LEASE_MS, MAX_ATTEMPTS};
@@ -73,8 +82,9 @@ pub struct Applier {
     pub mirrors_dir: PathBuf,
     /// Built for the first proposal (see `StatusReporter::client`).
     pub client: std::sync::OnceLock<reqwest::Client>,
-    /// Base URL of this engine as users reach it, for the link in a pull request.
-    pub public_url: String,
+    /// The runs' outbound walls (and this engine's base URL, for the link in a pull
+    /// request).
+    pub walls: Walls,
     /// Failed tries per proposal since this engine started, for the backoff.
     pub tries: Mutex<HashMap<i64, i64>>,
 }
@@ -91,13 +101,13 @@ struct Job {
 }
 
 impl Applier {
-    pub fn new(store: Store, vault: Vault, mirrors_dir: PathBuf, public_url: String) -> Applier {
+    pub fn new(store: Store, vault: Vault, mirrors_dir: PathBuf, walls: Walls) -> Applier {
         Applier {
             store,
             vault,
             mirrors_dir,
             client: std::sync::OnceLock::new(),
-            public_url,
+            walls,
             tries: Mutex::new(HashMap::new()),
         }
     }
@@ -125,6 +135,16 @@ impl Applier {
                 Ok(job) => self.apply(&job).await,
                 Err(e) => Err(e),
             };
+            // Errors are kept for the run's readers: through the run's wall.
+            let outcome = match outcome {
+                Err(PostError::Retry(e)) => {
+                    Err(PostError::Retry(self.redacted(row.run_id, &e).await))
+                }
+                Err(PostError::Permanent(e)) => {
+                    Err(PostError::Permanent(self.redacted(row.run_id, &e).await))
+                }
+                ok => ok,
+            };
             match outcome {
                 Ok(url) => {
                     self.tries_of(id, None);
@@ -147,6 +167,17 @@ impl Applier {
             }
         }
         Ok(applied)
+    }
+
+    /// `text` redacted by run `run_id`'s wall; a fixed text when the wall cannot be made.
+    async fn redacted(&self, run_id: i64, text: &str) -> String {
+        match self.walls.of_run(run_id).await {
+            Ok(wall) => wall.redact(text).into_string(),
+            Err(e) => {
+                tracing::warn!(run = run_id, "the run's outbound wall: {e:#}");
+                "not applied (the reason is withheld: the run's secrets could not be read)".into()
+            }
+        }
     }
 
     /// Adds `add` to proposal `id`'s tries (`None`: forgets them); returns the count.
@@ -250,6 +281,17 @@ impl Applier {
                 ))
             })?;
         let client = self.client.get_or_init(reqwest::Client::new);
+        let safe_outputs = self.safe_outputs(job);
+        let wall = self
+            .walls
+            .of_run(job.run.id)
+            .await
+            .map_err(|e| PostError::Retry(format!("the run's outbound wall: {e:#}")))?
+            .allowing(&safe_outputs.allow_links);
+        let checked = |what: &str, text: &str| -> Result<Outbound, PostError> {
+            wall.check(text)
+                .map_err(|refusal| PostError::Permanent(format!("{what} {refusal}")))
+        };
         let writer = Writer {
             client,
             forge,
@@ -266,7 +308,8 @@ impl Applier {
         };
         match &job.proposal {
             Proposal::PullRequest { title, body, diff } => {
-                let prefix = self.branch_prefix(job);
+                let title = checked("the pull request's title", title)?;
+                let prefix = safe_outputs.branch_prefix.clone();
                 let branch = match origin(job) {
                     Some(origin) => format!("{prefix}{origin}-{}", job.step_id),
                     None => branch_name(&prefix, job.run.id, &job.step_id),
@@ -274,6 +317,7 @@ impl Applier {
                 git::check_ref(&branch).map_err(|e| {
                     PostError::Permanent(format!("branch '{branch}' is not a valid name: {e:#}"))
                 })?;
+                let branch = checked("the branch's name", &branch)?;
                 let base = job
                     .run
                     .git_ref
@@ -288,7 +332,7 @@ impl Applier {
                     })?;
                 // Opened already (by an earlier try, or by the run of an earlier delivery
                 // of the same comment): nothing to push or open.
-                if let Some(open) = writer.find_pull_request(&branch, &base).await? {
+                if let Some(open) = writer.find_pull_request(branch.as_str(), &base).await? {
                     return Ok(open.html_url);
                 }
                 let mirror = Mirror::open(self.mirrors_dir.join(format!("{}.git", job.repo.id)))
@@ -298,11 +342,14 @@ impl Applier {
                     .fetch(&job.repo.clone_url, &[&job.run.sha])
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;
+                let diff = wall
+                    .check_diff(diff)
+                    .map_err(|refusal| PostError::Permanent(format!("the diff {refusal}")))?;
                 let commit = build_commit(
                     &mirror,
                     &job.run.sha,
-                    diff.as_bytes(),
-                    title,
+                    diff.as_str().as_bytes(),
+                    &title,
                     job.row.created_at,
                 )
                 .await
@@ -316,40 +363,59 @@ impl Applier {
                 let changed = changes(&mirror, &job.run.sha, &commit)
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;
-                validate::check_changes(&changed, &self.safe_outputs(job))
-                    .map_err(PostError::Permanent)?;
-                push(&mirror, &job.repo.clone_url, &commit, &branch, &token).await?;
-                let link = format!(
-                    "{}/runs/{}",
-                    self.public_url.trim_end_matches('/'),
-                    job.run.id
-                );
-                let body = crate::forge::writer::with_marker(
-                    &format!(
-                        "{}\n\n---\nProposed by step `{}` of [Plue run {}]({link}).",
-                        body.trim_end(),
-                        job.step_id,
-                        job.run.id
+                validate::check_changes(&changed, &safe_outputs).map_err(PostError::Permanent)?;
+                push(
+                    &mirror,
+                    &job.repo.clone_url,
+                    &commit,
+                    branch.as_str(),
+                    &token,
+                )
+                .await?;
+                let link = self.run_link(job);
+                let body = checked(
+                    "the pull request's body",
+                    &crate::forge::writer::with_marker(
+                        &format!(
+                            "{}\n\n---\nProposed by step {} of [Plue run {}]({link}).",
+                            body.trim_end(),
+                            wall.redact(&job.step_id).code_span(),
+                            job.run.id
+                        ),
+                        &marker,
                     ),
-                    &marker,
-                );
+                )?;
                 let opened = writer
                     .open_pull_request(&NewPull {
-                        title,
+                        title: &title,
                         body: &body,
                         head: &branch,
                         base: &base,
                     })
                     .await?;
+                if let Err(e) = self
+                    .final_status_on(job, &wall, &api_url, &token, forge, &commit)
+                    .await
+                {
+                    tracing::warn!(
+                        run = job.run.id,
+                        "the run's status on the pull request it opened: {e}"
+                    );
+                }
                 Ok(opened.html_url)
             }
             Proposal::Comment { body } => {
                 let issue = self.target_issue(job)?;
-                Ok(writer.comment(issue, body, &marker).await?.html_url)
+                let body = checked("the comment", body)?;
+                Ok(writer.comment(issue, &body, &marker).await?.html_url)
             }
             Proposal::Labels { labels } => {
                 let issue = self.target_issue(job)?;
-                writer.add_labels(issue, labels).await?;
+                let labels = labels
+                    .iter()
+                    .map(|label| checked("a label", label))
+                    .collect::<Result<Vec<_>, _>>()?;
+                writer.add_labels(issue, &labels).await?;
                 let url = job
                     .context
                     .as_ref()
@@ -363,14 +429,73 @@ impl Applier {
                 })
             }
             Proposal::Issue { title, body } => {
-                Ok(writer.open_issue(title, body, &marker).await?.html_url)
+                let title = checked("the issue's title", title)?;
+                let body = checked("the issue's body", body)?;
+                Ok(writer.open_issue(&title, &body, &marker).await?.html_url)
             }
         }
     }
 
-    /// The step's `branch_prefix` (the default one when the plan no longer says).
-    fn branch_prefix(&self, job: &Job) -> String {
-        self.safe_outputs(job).branch_prefix
+    /// The dashboard's page of the job's run.
+    fn run_link(&self, job: &Job) -> String {
+        format!(
+            "{}/runs/{}",
+            self.walls.public_url().trim_end_matches('/'),
+            job.run.id
+        )
+    }
+
+    /// The final status of the job's run on `commit`, the head of the pull request it just
+    /// opened, if the run has ended (a proposal a person approved after the run's end):
+    /// the run's own final report went out before this pull request existed.
+    async fn final_status_on(
+        &self,
+        job: &Job,
+        wall: &Checker,
+        api_url: &str,
+        token: &str,
+        forge: Forge,
+        commit: &str,
+    ) -> Result<(), PostError> {
+        let run = self
+            .store
+            .run(job.run.id)
+            .await
+            .map_err(|e| PostError::Retry(format!("store: {e:#}")))?;
+        let Some(run) = run else {
+            return Ok(());
+        };
+        let (state, description) = match run.status.as_str() {
+            "succeeded" => ("success", "Plue run succeeded".to_owned()),
+            "failed" => (
+                "failure",
+                format!(
+                    "Plue run failed: {}",
+                    run.reason.as_deref().unwrap_or("a step failed")
+                ),
+            ),
+            "cancelled" => ("error", "Plue run cancelled".to_owned()),
+            _ => return Ok(()),
+        };
+        let workflow = &run.workflow_name;
+        let client = self.client.get_or_init(reqwest::Client::new);
+        status::post(
+            client,
+            &StatusTarget {
+                forge,
+                api_url,
+                token: Some(token),
+                repo: &job.repo.name,
+                sha: commit,
+            },
+            &CommitStatus {
+                state: state.into(),
+                target_url: self.run_link(job),
+                description: wall.redact(&description),
+                context: wall.redact(&format!("plue/{workflow}")),
+            },
+        )
+        .await
     }
 
     /// The step's `SafeOutputs` (the defaults, which still deny every default path, when
@@ -417,7 +542,7 @@ pub async fn build_commit(
     mirror: &Mirror,
     base: &str,
     diff: &[u8],
-    title: &str,
+    title: &Outbound,
     at_ms: i64,
 ) -> anyhow::Result<String> {
     if !git::is_full_sha(base) {
@@ -461,7 +586,7 @@ pub async fn build_commit(
     }
     let tree = git::git_with(dir, &["write-tree"], &env, None, GIT_TIMEOUT).await?;
     let tree = String::from_utf8_lossy(&tree).trim().to_string();
-    let message = format!("{}\n", title.trim());
+    let message = format!("{}\n", title.as_str().trim());
     let commit = git::git_with(
         dir,
         &["commit-tree", &tree, "-p", base, "-F", "-"],

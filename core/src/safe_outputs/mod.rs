@@ -12,8 +12,13 @@
 //!   `safe output refused: <reason>`, so nothing is half-applied.
 //! - A step that declares no `safe_outputs` may propose nothing (the runner offers no
 //!   tool, and the engine refuses what a rogue runner sends anyway).
-//! - The secrets checked are every secret value the step could have been given (its
-//!   secrets, the model's API key, the repository's webhook secret and forge token).
+//! - The secrets checked are every secret value the *run* holds or has held
+//!   ([`crate::outbound_wall`]): each step's secrets, environment secrets, the model's key,
+//!   the repository's webhook secret and forge token, opened — a token another step left
+//!   in a workspace it handed on is found too.
+//! - A refusal's reason, the step's reason made of it and a refused proposal kept to be
+//!   shown are redacted by the run's wall: a refusal never quotes a secret, a foreign link
+//!   or a mention (a file named after a secret is named `***`).
 //! - Valid proposals are `waiting` when the step says `approve_outputs=True`, its
 //!   environment has reviewers or the run is treated like a fork's (a stranger summoned
 //!   it: the outbox writes such a run's proposals only once a person approved), else
@@ -26,6 +31,8 @@ pub mod apply;
 pub mod validate;
 
 use runner::protocol::{Outcome, Proposal};
+
+use plue_outbound::Checker;
 
 use crate::executor::Executor;
 use crate::store::NewProposal;
@@ -81,10 +88,11 @@ pub async fn judge(
     if proposals.is_empty() || *outcome != Outcome::Succeeded {
         return Ok(Judged::default());
     }
-    let (verdict, secrets) = check(executor, run_id, step_run_id, proposals).await?;
+    let (verdict, wall) = check(executor, run_id, step_run_id, proposals).await?;
     let (state, refusal) = match verdict {
         Ok(approve) => (if approve { "waiting" } else { "ready" }, None),
-        Err(why) => ("refused", Some(why)),
+        // The reason quotes the proposal (a path, a label): shown only as the wall made it.
+        Err(why) => ("refused", Some(wall.redact(&why).into_string())),
     };
     // A refused proposal is kept to be shown, so without the secrets it may have leaked
     // (a valid one holds none).
@@ -92,7 +100,7 @@ pub async fn judge(
         .iter()
         .map(|p| {
             let shown = match refusal {
-                Some(_) => validate::redact(p, &secrets),
+                Some(_) => validate::redact(p, &wall),
                 None => p.clone(),
             };
             Ok(NewProposal {
@@ -113,51 +121,37 @@ pub async fn judge(
 }
 
 /// `Ok(approve)` when every proposal passes, `Err(reason)` when refused; with the run's
-/// secrets that were looked for.
+/// wall they were checked by.
 async fn check(
     executor: &Executor,
     run_id: i64,
     step_run_id: i64,
     proposals: &[Proposal],
-) -> anyhow::Result<(Result<bool, String>, Vec<String>)> {
+) -> anyhow::Result<(Result<bool, String>, Checker)> {
     let store = executor.store();
-    let Some(step_run) = store.step_run_by_id(step_run_id).await? else {
-        return Ok((Err("the step is gone".into()), Vec::new()));
-    };
+    let run_secrets = executor.walls(String::new()).secrets_of(run_id).await?;
     let plan = executor.plan(run_id).await?;
-    let step = plan.steps.iter().find(|s| s.id == step_run.step_id);
+    let step_id = store.step_run_by_id(step_run_id).await?.map(|s| s.step_id);
+    let step = plan.steps.iter().find(|s| Some(&s.id) == step_id.as_ref());
     let declared = match step.map(|s| &s.action) {
         Some(evaluator::plan::Action::Llm(llm)) => llm.safe_outputs.clone(),
         _ => None,
     };
-    let mut names: Vec<String> = step.map(|s| s.secrets.clone()).unwrap_or_default();
-    names.push(crate::dispatch::LLM_KEY_SECRET.into());
-    let mut secrets: Vec<String> = match executor
-        .secret_values(run_id, &step_run.step_id, &names)
-        .await?
-    {
-        Ok(found) => found.values.into_values().collect(),
-        Err(_) => Vec::new(),
+    let Some(outputs) = declared else {
+        let wall = Checker::new(&run_secrets.secrets, &run_secrets.forge_hosts);
+        let why = match step_id {
+            None => "the step is gone",
+            Some(_) => "the step declares no safe_outputs",
+        };
+        return Ok((Err(why.into()), wall));
     };
-    let mut forge_host = None;
     let run = store.run(run_id).await?;
     let repo_id = run.as_ref().and_then(|run| run.repo_id);
-    if let Some(repo) = match repo_id {
-        Some(id) => store.repo_by_id(id).await?,
-        None => None,
-    } {
-        forge_host = host_of(&repo.clone_url);
-        secrets.push(repo.webhook_secret.clone());
-        secrets.extend(repo.api_token.clone());
-    }
-    // A step under an environment with reviewers: its proposals wait for a person too.
-    let Some(outputs) = declared else {
-        return Ok((Err("the step declares no safe_outputs".into()), secrets));
-    };
     // A run treated like a fork's (a stranger summoned it) is applied only once a person
     // approved it (`apply`): its proposals wait for one, rather than being `ready` for an
     // outbox that would only fail them.
     let mut approve = outputs.approve || run.as_ref().is_some_and(|r| !r.secrets_allowed);
+    // A step under an environment with reviewers: its proposals wait for a person too.
     if let Some(repo_id) = repo_id {
         if let Some(name) = step.and_then(|s| s.environment.as_deref()) {
             let reviewed = store
@@ -167,19 +161,7 @@ async fn check(
             approve |= reviewed;
         }
     }
-    let rules = validate::Rules {
-        outputs: &outputs,
-        secrets,
-        forge_host,
-    };
+    let rules = validate::Rules::new(&outputs, &run_secrets.secrets, &run_secrets.forge_hosts);
     let verdict = validate::validate(proposals, &rules).map(|()| approve);
-    Ok((verdict, rules.secrets))
-}
-
-/// The lowercase host of an `https://host[:port]/...` URL.
-fn host_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit('@').next()?.split(':').next()?;
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    Ok((verdict, rules.wall))
 }

@@ -15,37 +15,42 @@
 //!   part's trailing dots and spaces dropped, as NTFS does). Modes 120000
 //!   (symbolic link) and 160000 (submodule) are refused anywhere; binary patches are
 //!   refused (their content cannot be checked for secrets here). At most `max_files`.
-//! - no secret of the run appears in any text or the diff: as it is, reversed, hex (both
-//!   cases) or base64 (standard and URL-safe, at each of the three alignments); looked for
-//!   in the text as it is, as a forge shows it (HTML references, then percent escapes,
-//!   decoded) and in a diff's added lines joined. Not found: a secret cut over two
-//!   proposals or through any other encoding — a step must not hold what it must not leak.
-//! - texts link only to `allow_links` hosts and the repository's forge host, and mention
-//!   nobody (`@name`) — read as a forge renders them: HTML character references decoded,
-//!   scheme-relative `//host` and `www.host` autolinks and `http:host` counted as links
-//!   (an image to another host is fetched by every reader: an exfiltration channel).
+//! - the diff holds no NUL: a file is binary by its content wherever its first NUL is (git
+//!   looks only at the first 8,000 bytes, so a UTF-16 copy of a secret after them reached
+//!   a diff as "text").
+//! - every text and the diff pass the run's outbound wall ([`plue_outbound`], made from
+//!   every secret the run holds or has held): no secret in any spelling it knows, in any
+//!   view a reader of the forge sees; texts link only to `allow_links` hosts and the
+//!   repository's forge, and mention nobody (`@name`), read as a forge renders them.
+//! - a reason is made of the wall's findings and the proposal's own text (a path, a
+//!   label): the caller redacts it with the same wall before anyone sees it.
 
 use evaluator::glob::{compile, Pattern};
 use evaluator::safe_outputs::SafeOutputs;
+use plue_outbound::{Checker, Refusal, Secrets};
 use runner::protocol::{Proposal, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
-
-use text::{decode_references, foreign_link, mention, percent_decoded};
 
 /// What the proposals are checked against.
 #[derive(Debug, Clone)]
 pub struct Rules<'a> {
     pub outputs: &'a SafeOutputs,
-    /// Every secret value of the run the step could have seen.
-    pub secrets: Vec<String>,
-    /// The repository's forge host (`github.com`), whose links are always allowed.
-    pub forge_host: Option<String>,
+    /// The run's wall: its secrets, links to the forge's hosts and `allow_links`.
+    pub wall: Checker,
 }
 
-/// Shortest secret looked for as it is, and encoded.
-const MIN_SECRET: usize = 4;
-const MIN_ENCODED_SECRET: usize = 6;
+impl<'a> Rules<'a> {
+    /// The rules of a step with `outputs`, in a run with `secrets`, whose repository's
+    /// forge is at `forge_hosts`.
+    pub fn new(outputs: &'a SafeOutputs, secrets: &Secrets, forge_hosts: &[String]) -> Rules<'a> {
+        let hosts = forge_hosts.iter().chain(&outputs.allow_links);
+        Rules {
+            outputs,
+            wall: Checker::new(secrets, hosts),
+        }
+    }
+}
 
-/// `Ok` when every proposal passes; else the reason.
+/// `Ok` when every proposal passes; else the reason (to be redacted before it is shown).
 pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String> {
     let so = rules.outputs;
     let count = |kind: &str| proposals.iter().filter(|p| p.kind() == kind).count();
@@ -65,7 +70,12 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
     if count("labels") > 1 {
         return Err("labels proposed more than once".into());
     }
-    let needles = secret_forms(&rules.secrets);
+    let refused = |what: &str, refusal: Refusal| match refusal {
+        Refusal::Link { host } => {
+            format!("{what} links to {host:?}, which is not in allow_links")
+        }
+        other => format!("{what} {other}"),
+    };
     for proposal in proposals {
         let mut texts: Vec<(&str, &str, usize)> = Vec::new();
         match proposal {
@@ -86,9 +96,10 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
                         so.max_files
                     ));
                 }
-                if let Some(form) = find_secret(diff, &needles) {
-                    return Err(format!("the diff holds a secret of the run ({form})"));
-                }
+                rules
+                    .wall
+                    .check_diff(diff)
+                    .map_err(|r| refused("the diff", r))?;
             }
             Proposal::Comment { body } => texts.push(("a comment", body, MAX_BODY_BYTES)),
             Proposal::Issue { title, body } => {
@@ -102,10 +113,10 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
                     if !so.labels.contains(label) {
                         return Err(format!("label {label:?} is not in the step's labels"));
                     }
+                    rules.wall.check(label).map_err(|r| refused("a label", r))?;
                 }
-                let joined = labels.join("\n");
-                if let Some(form) = find_secret(&joined, &needles) {
-                    return Err(format!("a label holds a secret of the run ({form})"));
+                if let Some(spelling) = rules.wall.secret_in(&labels.join("\n")) {
+                    return Err(refused("a label", Refusal::Secret(spelling)));
                 }
             }
         }
@@ -113,65 +124,17 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
             if text.len() > max {
                 return Err(format!("{what} is {} bytes; at most {max}", text.len()));
             }
-            if let Some(form) = find_secret(text, &needles) {
-                return Err(format!("{what} holds a secret of the run ({form})"));
-            }
-            if let Some(host) = foreign_link(text, so, rules.forge_host.as_deref()) {
-                return Err(format!(
-                    "{what} links to {host:?}, which is not in allow_links"
-                ));
-            }
-            if let Some(name) = mention(&decode_references(text)) {
-                return Err(format!("{what} mentions @{name}"));
-            }
+            rules.wall.check(text).map_err(|r| refused(what, r))?;
         }
     }
     Ok(())
 }
 
-/// Each secret with the forms looked for: (form name, text).
-fn secret_forms(secrets: &[String]) -> Vec<(&'static str, String)> {
-    let mut forms = Vec::new();
-    for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET) {
-        forms.push(("as it is", secret.clone()));
-        forms.push(("reversed", secret.chars().rev().collect()));
-        if secret.len() < MIN_ENCODED_SECRET {
-            continue;
-        }
-        let bytes = secret.as_bytes();
-        forms.push(("hex", hex::encode(bytes)));
-        forms.push(("hex", hex::encode_upper(bytes)));
-        for shift in 0..3usize {
-            let mut shifted = vec![0u8; shift];
-            shifted.extend_from_slice(bytes);
-            for (alphabet, name) in [(STANDARD, "base64"), (URL_SAFE, "base64url")] {
-                let encoded = base64(&shifted, alphabet);
-                // Only the characters made of the secret's bits alone.
-                let start = (8 * shift).div_ceil(6);
-                let end = 8 * (shift + bytes.len()) / 6;
-                if end > start + 4 {
-                    forms.push((name, encoded[start..end].to_owned()));
-                }
-            }
-        }
-    }
-    forms
-}
-
-/// `proposal` with every form of every secret (as [`validate`] looks for them) replaced
-/// by `***`, for keeping a refused proposal where people read it.
-pub fn redact(proposal: &Proposal, secrets: &[String]) -> Proposal {
-    let forms = secret_forms(secrets);
-    let clean = |text: &str| {
-        let cleaned = forms.iter().fold(text.to_owned(), |text, (_, needle)| {
-            text.replace(needle.as_str(), "***")
-        });
-        // Spelled so that only a decoded view shows it: none of the text is kept.
-        match find_secret(&cleaned, &forms) {
-            Some(_) => "*** (withheld: it held a secret of the run)".to_owned(),
-            None => cleaned,
-        }
-    };
+/// `proposal` as a reader may be shown it once refused: every text redacted by `wall`
+/// (every spelling of every secret masked, links to other hosts removed, mentions
+/// defused).
+pub fn redact(proposal: &Proposal, wall: &Checker) -> Proposal {
+    let clean = |text: &str| wall.redact(text).into_string();
     match proposal {
         Proposal::PullRequest { title, body, diff } => Proposal::PullRequest {
             title: clean(title),
@@ -187,45 +150,6 @@ pub fn redact(proposal: &Proposal, secrets: &[String]) -> Proposal {
             body: clean(body),
         },
     }
-}
-
-/// The first form of a secret in `text` as it is, as a forge shows it (HTML references
-/// decoded, then percent escapes), or in a diff's added lines joined (a secret cut over
-/// two lines).
-fn find_secret(text: &str, forms: &[(&'static str, String)]) -> Option<&'static str> {
-    let decoded = decode_references(text);
-    let unescaped = percent_decoded(&decoded);
-    let added: String = text
-        .split('\n')
-        .filter_map(|line| line.strip_prefix('+'))
-        .filter(|line| !line.starts_with("++"))
-        .collect();
-    let views = [text, &decoded, &unescaped, &added];
-    forms
-        .iter()
-        .find(|(_, needle)| views.iter().any(|view| view.contains(needle.as_str())))
-        .map(|(form, _)| *form)
-}
-
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// Base64 without padding.
-fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 /// The compiled allow and deny globs of `so`.
@@ -314,9 +238,13 @@ enum At {
 
 /// Checks every header and path of `diff`; the number of files it changes.
 pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, String> {
+    if diff.contains('\0') {
+        return Err("the diff changes a binary file (it holds a NUL byte); binary changes are not accepted (the engine cannot check them for secrets)".into());
+    }
     let rules = PathRules::new(so)?;
     let mut at = At::Start;
     let mut files = 0;
+    let last = diff.split('\n').count() - 1;
     for (number, line) in diff.split('\n').enumerate() {
         let bad = |why: &str| Err(format!("the diff's line {}: {why}", number + 1));
         if let At::Hunk { old, new } = &mut at {
@@ -361,6 +289,9 @@ pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, String> {
                             number + 1
                         )
                     })?;
+                } else if line.is_empty() && number == last {
+                    // The newline ending a file's headers with no hunk after them (an
+                    // empty file added or removed, a mode changed).
                 } else if line == "GIT binary patch" || line.starts_with("Binary files ") {
                     return Err("the diff changes a binary file; binary changes are not accepted (the engine cannot check them for secrets)".into());
                 } else {
@@ -538,8 +469,6 @@ fn unquote(text: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
-
-mod text;
 
 #[cfg(test)]
 mod tests;

@@ -56,12 +56,26 @@ fn both() -> [(Flavor, Forge); 2] {
     ]
 }
 
-const PULL: NewPull<'static> = NewPull {
-    title: "Fix the bug",
-    body: "Found and fixed.",
-    head: "plue/run-1-fix",
-    base: "main",
-};
+/// `text` through a wall with no secret, as the applier gives the writer its texts.
+fn t(text: &str) -> Outbound {
+    plue_outbound::Checker::new(&plue_outbound::Secrets::new(), ["plue"])
+        .check(text)
+        .unwrap()
+}
+
+static TITLE: std::sync::LazyLock<Outbound> = std::sync::LazyLock::new(|| t("Fix the bug"));
+static BODY: std::sync::LazyLock<Outbound> = std::sync::LazyLock::new(|| t("Found and fixed."));
+static HEAD: std::sync::LazyLock<Outbound> = std::sync::LazyLock::new(|| t("plue/run-1-fix"));
+static NO_HEAD: std::sync::LazyLock<Outbound> = std::sync::LazyLock::new(|| t("plue/none"));
+
+fn pull() -> NewPull<'static> {
+    NewPull {
+        title: &TITLE,
+        body: &BODY,
+        head: &HEAD,
+        base: "main",
+    }
+}
 
 #[tokio::test]
 async fn a_pull_request_is_opened_once_however_often_it_is_asked_for() {
@@ -69,9 +83,9 @@ async fn a_pull_request_is_opened_once_however_often_it_is_asked_for() {
         let fake = forge(flavor);
         let api = Api::of(&fake);
         let writer = api.writer(kind);
-        let first = writer.open_pull_request(&PULL).await.unwrap();
+        let first = writer.open_pull_request(&pull()).await.unwrap();
         assert!(first.created);
-        let again = writer.open_pull_request(&PULL).await.unwrap();
+        let again = writer.open_pull_request(&pull()).await.unwrap();
         assert_eq!(
             (again.number, again.created),
             (first.number, false),
@@ -89,9 +103,9 @@ async fn a_lost_answer_is_retried_and_the_pull_request_found_not_reopened() {
         fake.fault(Fault::new("POST", "/pulls", FaultAction::DropAfterWrite));
         let api = Api::of(&fake);
         let writer = api.writer(kind);
-        let lost = writer.open_pull_request(&PULL).await.unwrap_err();
+        let lost = writer.open_pull_request(&pull()).await.unwrap_err();
         assert!(matches!(lost, PostError::Retry(_)), "{lost}");
-        let found = writer.open_pull_request(&PULL).await.unwrap();
+        let found = writer.open_pull_request(&pull()).await.unwrap();
         assert!(!found.created);
         assert_eq!(fake.pulls(REPO).len(), 1, "{flavor:?}");
     }
@@ -107,15 +121,18 @@ async fn a_comment_carries_its_marker_and_is_not_posted_twice() {
         let writer = api.writer(kind);
         for n in 0..105 {
             writer
-                .comment(issue, &format!("noise {n}"), &format!("<!-- n{n} -->"))
+                .comment(issue, &t(&format!("noise {n}")), &format!("<!-- n{n} -->"))
                 .await
                 .unwrap();
         }
         fake.fault(Fault::new("POST", "/comments", FaultAction::DropAfterWrite));
         let marker = "<!-- plue:proposal:7 -->";
-        let lost = writer.comment(issue, "Done.", marker).await.unwrap_err();
+        let lost = writer
+            .comment(issue, &t("Done."), marker)
+            .await
+            .unwrap_err();
         assert!(matches!(lost, PostError::Retry(_)), "{lost}");
-        let found = writer.comment(issue, "Done.", marker).await.unwrap();
+        let found = writer.comment(issue, &t("Done."), marker).await.unwrap();
         assert!(!found.created, "{flavor:?}");
         let marked: Vec<_> = fake
             .comments(REPO)
@@ -140,15 +157,15 @@ async fn labels_and_issues_land_once() {
         let api = Api::of(&fake);
         let writer = api.writer(kind);
         for _ in 0..2 {
-            writer.add_labels(issue, &["bug".into()]).await.unwrap();
+            writer.add_labels(issue, &[t("bug")]).await.unwrap();
         }
         assert_eq!(fake.labels_of(REPO, issue), ["bug"]);
         let opened = writer
-            .open_issue("Follow-up", "Later.", "<!-- plue:proposal:9 -->")
+            .open_issue(&t("Follow-up"), &t("Later."), "<!-- plue:proposal:9 -->")
             .await
             .unwrap();
         let again = writer
-            .open_issue("Follow-up", "Later.", "<!-- plue:proposal:9 -->")
+            .open_issue(&t("Follow-up"), &t("Later."), "<!-- plue:proposal:9 -->")
             .await
             .unwrap();
         assert_eq!((again.number, again.created), (opened.number, false));
@@ -163,19 +180,19 @@ async fn failures_say_whether_a_retry_helps_and_never_hold_the_token() {
     let api = fake.api_url();
     fake.fault(Fault::new("POST", "/pulls", FaultAction::Status(502)));
     let writer = writer(&client, Forge::GitHub, &api);
-    let busy = writer.open_pull_request(&PULL).await.unwrap_err();
+    let busy = writer.open_pull_request(&pull()).await.unwrap_err();
     assert!(matches!(busy, PostError::Retry(_)), "{busy}");
     let wrong = Writer {
         token: Some("not-the-token"),
         ..writer
     };
-    let refused = wrong.open_pull_request(&PULL).await.unwrap_err();
+    let refused = wrong.open_pull_request(&pull()).await.unwrap_err();
     assert!(matches!(refused, PostError::Permanent(_)), "{refused}");
     assert!(refused.to_string().contains("401"), "{refused}");
     let no_branch = writer
         .open_pull_request(&NewPull {
-            head: "plue/none",
-            ..PULL
+            head: &NO_HEAD,
+            ..pull()
         })
         .await
         .unwrap_err();
@@ -190,9 +207,9 @@ async fn the_token_travels_only_in_the_authorization_header() {
         let issue = fake.create_issue(REPO, "broken", "", "alice");
         let api = Api::of(&fake);
         let writer = api.writer(kind);
-        writer.open_pull_request(&PULL).await.unwrap();
-        writer.comment(issue, "hi", "<!-- m -->").await.unwrap();
-        writer.add_labels(issue, &["bug".into()]).await.unwrap();
+        writer.open_pull_request(&pull()).await.unwrap();
+        writer.comment(issue, &t("hi"), "<!-- m -->").await.unwrap();
+        writer.add_labels(issue, &[t("bug")]).await.unwrap();
         let scheme = match flavor {
             Flavor::GitHub => "Bearer",
             Flavor::Gitea => "token",
@@ -244,7 +261,7 @@ async fn a_refusal_that_repeats_the_request_never_shows_the_token() {
     let client = reqwest::Client::new();
     for forge in [Forge::GitHub, Forge::Gitea] {
         let refused = writer(&client, forge, &api)
-            .comment(7, "hi", "<!-- plue:proposal:1 -->")
+            .comment(7, &t("hi"), "<!-- plue:proposal:1 -->")
             .await
             .unwrap_err()
             .to_string();
@@ -266,12 +283,16 @@ async fn a_marker_copied_by_someone_else_is_not_taken_for_the_engines_answer() {
         let writer = api.writer(kind);
         let marker = "<!-- plue:proposal:comment-5-fix-0 -->";
         let copied = writer
-            .comment(issue, &format!("fake answer {marker}"), "<!-- other -->")
+            .comment(
+                issue,
+                &t(&format!("fake answer {marker}")),
+                "<!-- other -->",
+            )
             .await
             .unwrap();
         assert!(copied.created);
         let answer = writer
-            .comment(issue, "The real answer.", marker)
+            .comment(issue, &t("The real answer."), marker)
             .await
             .unwrap();
         assert!(
@@ -281,7 +302,7 @@ async fn a_marker_copied_by_someone_else_is_not_taken_for_the_engines_answer() {
         assert_ne!(answer.number, copied.number);
         // The engine's own answer is still found again.
         let again = writer
-            .comment(issue, "The real answer.", marker)
+            .comment(issue, &t("The real answer."), marker)
             .await
             .unwrap();
         assert!(

@@ -45,21 +45,24 @@ pub(super) async fn get(
 ) -> ApiResult<Response> {
     let store = state.executor.store();
     let (id, _) = visible_run_in_path(store, &caller, &id, Role::Reader).await?;
-    let transcript = match transcripts::latest(store, &state.artifacts, id, &step).await? {
-        Kept::Transcript(transcript) => transcript,
-        Kept::None => {
-            return Err(ApiError::not_found(format!(
-                "step '{}' of run {id} kept no transcript",
-                step.escape_debug()
-            )))
-        }
-        Kept::Gone => {
-            return Err(ApiError::not_found(format!(
-                "the transcript of step '{}' of run {id} was deleted (retention)",
-                step.escape_debug()
-            )))
-        }
-    };
+    // Masked with every secret of the run, not only the step's own.
+    let wall = state.executor.walls(String::new()).of_run(id).await?;
+    let transcript =
+        match transcripts::for_readers(store, &state.artifacts, id, &step, &wall).await? {
+            Kept::Transcript(transcript) => transcript,
+            Kept::None => {
+                return Err(ApiError::not_found(format!(
+                    "step '{}' of run {id} kept no transcript",
+                    step.escape_debug()
+                )))
+            }
+            Kept::Gone => {
+                return Err(ApiError::not_found(format!(
+                    "the transcript of step '{}' of run {id} was deleted (retention)",
+                    step.escape_debug()
+                )))
+            }
+        };
     let body = serde_json::to_vec(&transcript).map_err(anyhow::Error::from)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -256,13 +256,26 @@ pub(super) async fn load(
     facts: StepFacts<'_>,
     proposals: Vec<ProposalView>,
 ) -> anyhow::Result<Conversation> {
-    let kept = transcripts::latest(
-        web.store(),
-        &web.state.artifacts,
-        facts.run_id,
-        facts.step_id,
-    )
-    .await;
+    // Masked with every secret of the run, not only the step's own.
+    let kept = match web
+        .state
+        .executor
+        .walls(String::new())
+        .of_run(facts.run_id)
+        .await
+    {
+        Ok(wall) => {
+            transcripts::for_readers(
+                web.store(),
+                &web.state.artifacts,
+                facts.run_id,
+                facts.step_id,
+                &wall,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let prices = web.state.executor.prices();
     let mut conversation = match kept {
         Ok(Kept::Transcript(transcript)) => build(&transcript, prices),

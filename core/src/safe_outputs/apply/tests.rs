@@ -58,10 +58,10 @@ async fn the_commit_is_the_base_plus_exactly_the_diff_and_the_same_every_time() 
     let (forge, base, diff) = setup();
     let mirrors = tempfile::tempdir().unwrap();
     let mirror = mirror_of(&forge, mirrors.path()).await;
-    let first = build_commit(&mirror, &base, &diff, "Fix a", 1_700_000_000_000)
+    let first = build_commit(&mirror, &base, &diff, &title("Fix a"), 1_700_000_000_000)
         .await
         .unwrap();
-    let again = build_commit(&mirror, &base, &diff, "Fix a", 1_700_000_000_000)
+    let again = build_commit(&mirror, &base, &diff, &title("Fix a"), 1_700_000_000_000)
         .await
         .unwrap();
     assert_eq!(first, again, "a retry builds the same commit");
@@ -91,7 +91,7 @@ async fn the_commit_is_the_base_plus_exactly_the_diff_and_the_same_every_time() 
     // The mirror's own index is untouched (it has none: it is bare).
     assert!(!mirror.dir().join("index").exists());
 
-    let broken = build_commit(&mirror, &base, b"not a diff at all", "x", 0).await;
+    let broken = build_commit(&mirror, &base, b"not a diff at all", &title("x"), 0).await;
     assert!(broken.is_err());
 }
 
@@ -100,7 +100,7 @@ async fn the_push_needs_the_token_and_no_error_repeats_it() {
     let (forge, base, diff) = setup();
     let mirrors = tempfile::tempdir().unwrap();
     let mirror = mirror_of(&forge, mirrors.path()).await;
-    let commit = build_commit(&mirror, &base, &diff, "Fix a", 0)
+    let commit = build_commit(&mirror, &base, &diff, &title("Fix a"), 0)
         .await
         .unwrap();
     let url = forge.clone_url("acme/app");
@@ -235,7 +235,12 @@ async fn a_strangers_run_writes_nothing_without_a_persons_approval() {
             store.clone(),
             Vault::unkeyed(),
             mirrors.path().to_owned(),
-            "http://plue".into(),
+            crate::outbound_wall::Walls::new(
+                store.clone(),
+                Vault::unkeyed(),
+                Default::default(),
+                "http://plue".into(),
+            ),
         );
         assert_eq!(applier.apply_due().await.unwrap(), 0);
         let refused = store.proposal(ids[0][0]).await.unwrap().unwrap();
@@ -291,7 +296,7 @@ async fn what_the_built_commit_changes_is_checked_again_before_the_push() {
         ));
         let text = String::from_utf8_lossy(&diff);
         assert!(validate::check_diff(&text, &so).is_err(), "{text}");
-        let commit = build_commit(&mirror, &base, &diff, "t", 1_700_000_000_000)
+        let commit = build_commit(&mirror, &base, &diff, &title("t"), 1_700_000_000_000)
             .await
             .unwrap();
         let changed = changes(&mirror, &base, &commit).await.unwrap();
@@ -302,10 +307,17 @@ async fn what_the_built_commit_changes_is_checked_again_before_the_push() {
         "git reset -q --hard; git clean -qfdx; echo y > src/main.rs; git mv old.txt new.txt; \
          git add -A; git diff --cached --binary -M",
     );
-    let commit = build_commit(&mirror, &base, &diff, "t", 1_700_000_000_000)
+    let commit = build_commit(&mirror, &base, &diff, &title("t"), 1_700_000_000_000)
         .await
         .unwrap();
     let changed = changes(&mirror, &base, &commit).await.unwrap();
     assert_eq!(changed.len(), 3, "{changed:?}");
     validate::check_changes(&changed, &so).unwrap();
+}
+
+/// A commit title as the applier gives it: through a wall.
+fn title(text: &str) -> crate::outbound::Outbound {
+    crate::outbound::Checker::new(&Default::default(), ["plue"])
+        .check(text)
+        .unwrap()
 }

@@ -18,14 +18,26 @@ fn outputs() -> SafeOutputs {
 
 fn check(proposals: &[Proposal]) -> Result<(), String> {
     let so = outputs();
-    validate(
-        proposals,
-        &Rules {
-            outputs: &so,
-            secrets: vec![SECRET.into()],
-            forge_host: Some("forge.example".into()),
-        },
+    validate(proposals, &rules(&so))
+}
+
+fn rules(so: &SafeOutputs) -> Rules<'_> {
+    Rules::new(
+        so,
+        &Secrets::from_iter([SECRET]),
+        &["forge.example".to_owned()],
     )
+}
+
+fn wall() -> Checker {
+    rules(&outputs()).wall
+}
+
+const STANDARD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+const URL_SAFE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+fn base64(bytes: &[u8], engine: base64::engine::GeneralPurpose) -> String {
+    base64::Engine::encode(&engine, bytes)
 }
 
 fn pr(diff: &str) -> Proposal {
@@ -151,16 +163,11 @@ fn a_refused_proposal_is_kept_without_the_secret_in_any_form() {
         hex::encode(SECRET),
         base64(format!("ab{SECRET}").as_bytes(), STANDARD)
     );
-    let Proposal::Comment { body } = redact(&Proposal::Comment { body }, &[SECRET.into()]) else {
+    let Proposal::Comment { body } = redact(&Proposal::Comment { body }, &wall()) else {
         unreachable!()
     };
-    let forms = [("", body.clone())];
-    assert_eq!(
-        find_secret(&body, &secret_forms(&[SECRET.into()])),
-        None,
-        "{body}"
-    );
-    assert!(body.contains("***"), "{forms:?}");
+    assert_eq!(wall().secret_in(&body), None, "{body}");
+    assert!(body.contains("***"), "{body}");
 }
 
 #[test]
@@ -236,10 +243,14 @@ fn a_secret_spelled_the_way_a_forge_shows_it_is_found() {
         let hostile = comment(format!("value: {body}"));
         refused(&hostile, "secret of the run");
         // Kept refused, it shows no spelling of the secret.
-        let Proposal::Comment { body: kept } = redact(&hostile[0], &[SECRET.into()]) else {
+        let Proposal::Comment { body: kept } = redact(&hostile[0], &wall()) else {
             unreachable!()
         };
-        assert!(!kept.contains(&body) && kept.contains("***"), "{kept}");
+        assert!(!kept.contains(&body), "{kept}");
+        assert!(
+            kept.contains(plue_outbound::MASK) || kept == plue_outbound::WITHHELD,
+            "{kept}"
+        );
     }
     let (head, tail) = SECRET.split_at(7);
     let diff = format!(
