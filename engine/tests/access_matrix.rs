@@ -198,6 +198,7 @@ fn rule(method: &str, path: &str) -> Option<Case> {
         ("get", "/api/pool") => case(SignedIn, "/api/pool").missing("runs no local pool"),
         // Repositories.
         ("get", "/api/repos") => case(Listed, "/api/repos"),
+        ("get", "/api/forges") => case(Listed, "/api/forges"),
         ("post", "/api/repos") => case(Admin, "/api/repos").body(json!({
             "name": "acme/new", "clone_url": "https://forge.example/new.git",
             "forge": "gitea", "webhook_secret": "a-webhook-secret",
@@ -566,7 +567,12 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
         (Some(step.as_str()), "the step's token"),
         (None, "no token"),
     ] {
-        for uri in ["/api/runs", "/api/runs?repo=acme/app", "/api/repos"] {
+        for uri in [
+            "/api/runs",
+            "/api/runs?repo=acme/app",
+            "/api/repos",
+            "/api/forges",
+        ] {
             let response = world.http.get(format!("{}{uri}", world.engine.url));
             let response = match token {
                 Some(token) => response.bearer_auth(token),

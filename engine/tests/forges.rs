@@ -128,8 +128,16 @@ async fn fake_forge(fail_first: usize) -> (String, Received) {
              headers: HeaderMap,
              body: String| async move {
                 // The engine asks whose its token is (`GET /user`) before it trusts a push
-                // or pull request with secrets: not a status, and this forge does not say.
+                // or pull request with secrets: not a status; the forge names an account
+                // no delivery here comes from (a forge that cannot say makes every push
+                // and pull request run like a fork's: `tests/summon.rs`).
                 if method == axum::http::Method::GET {
+                    if uri.path() == "/user" {
+                        return (
+                            StatusCode::OK,
+                            json!({"login": "plue-statuses"}).to_string(),
+                        );
+                    }
                     return (StatusCode::NOT_FOUND, "{}".to_string());
                 }
                 let mut left = failures.lock().unwrap();

@@ -16,14 +16,20 @@
 //!    admin/write/read/none with `role_name` `maintain` for maintainers, Gitea answers
 //!    `permission` owner/admin/write/read/none), each answer kept [`CACHE_FOR`].
 //!
-//! The login the repository's `api_token` writes as (`GET /user`, kept [`CACHE_FOR`]) is
-//! [`Permissions::engine_login`]: an event that login caused is the engine's own writing
-//! (a label it added for a proposal, ...) and summons nothing, on Gitea too, where no
-//! account is marked a bot.
+//! Who the engine itself is on a repository's forge is [`Permissions::engine_identity`]
+//! ([`EngineIdentity`]): the login the repository's `api_token` writes as (`GET /user`,
+//! kept [`CACHE_FOR`]) — an event that login caused is the engine's own writing (a label it
+//! added for a proposal, the branch it pushed, ...), which summons nothing and gets no
+//! secrets, on Gitea too, where no account is marked a bot; no token (the engine writes
+//! nothing there); or unknown, when the forge cannot say (a GitHub App's token always gets
+//! 403; any 4xx or 5xx, a network error, an unreadable answer, no API to ask), kept only
+//! [`FAILURE_CACHE_FOR`] and logged at warn once per asking. Unknown trusts nothing: any
+//! event might be the engine's own (the registry's `summon` module says what follows).
 //!
 //! Invariants: anything unknown is no permission (a 404, an unreadable answer, a login
 //! the payload did not give, a forge that cannot be asked); a failure to ask the forge is
-//! logged and counts as no permission — it never starts a trusted run.
+//! logged and counts as no permission — it never starts a trusted run. An engine that
+//! cannot learn its own login never takes an event for someone else's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,6 +45,11 @@ use plue_vault::Vault;
 
 /// How long a forge's answer about one login is believed.
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
+/// How long a failure to learn the engine's own login stands before the forge is asked
+/// again: shorter than [`CACHE_FOR`], so a passing fault costs seconds of untrusted events,
+/// while a token that can never say (a GitHub App's) is asked, and logged, at most this
+/// often per repository.
+pub const FAILURE_CACHE_FOR: Duration = Duration::from_secs(10);
 /// The most answers kept; past it the cache starts again empty.
 const MAX_CACHED: usize = 10_000;
 
@@ -113,6 +124,68 @@ impl Permission {
     }
 }
 
+/// Who the engine is on a repository's forge: the account its `api_token` writes as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineIdentity {
+    /// The forge named the login (`GET /user`).
+    Known(String),
+    /// The repository has no `api_token`: the engine writes nothing to its forge, so no
+    /// event there is its own.
+    NoToken,
+    /// The forge could not say, and why: any push, pull request, issue or comment event
+    /// might be the engine's own.
+    Unknown(String),
+}
+
+impl EngineIdentity {
+    /// Whether an event `login` caused might be the engine's own writing: that login's
+    /// when known (in any case), none without a token, any at all when unknown (a
+    /// payload that names nobody included).
+    pub fn might_be(&self, login: Option<&str>) -> bool {
+        match self {
+            EngineIdentity::Known(engine) => {
+                login.is_some_and(|login| engine.eq_ignore_ascii_case(login))
+            }
+            EngineIdentity::NoToken => false,
+            EngineIdentity::Unknown(_) => true,
+        }
+    }
+
+    /// `known`, `no_token` or `unknown`.
+    pub fn state(&self) -> &'static str {
+        match self {
+            EngineIdentity::Known(_) => "known",
+            EngineIdentity::NoToken => "no_token",
+            EngineIdentity::Unknown(_) => "unknown",
+        }
+    }
+
+    /// The login, when known.
+    pub fn login(&self) -> Option<&str> {
+        match self {
+            EngineIdentity::Known(login) => Some(login),
+            _ => None,
+        }
+    }
+
+    /// Why the forge could not say, when unknown.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            EngineIdentity::Unknown(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+/// An identity learnt for one repository, with what it was learnt with: another token or
+/// API (the repository was changed) asks again.
+struct Learnt {
+    identity: EngineIdentity,
+    at: Instant,
+    sealed_token: String,
+    api_url: Option<String>,
+}
+
 /// The body of a collaborator-permission answer (both forges).
 #[derive(Debug, Deserialize)]
 struct PermissionAnswer {
@@ -138,12 +211,25 @@ impl Standing {
 }
 
 /// Learns permissions, remembering the forge's answers for [`CACHE_FOR`].
-#[derive(Default)]
 pub struct Permissions {
     client: std::sync::OnceLock<reqwest::Client>,
     cache: Mutex<HashMap<(i64, String), (Permission, Instant)>>,
-    /// Repository id → the login its token writes as (`None`: the forge named none).
-    engine_logins: Mutex<HashMap<i64, (Option<String>, Instant)>>,
+    /// Repository id → who the engine is there.
+    identities: Mutex<HashMap<i64, Learnt>>,
+    /// How long a known identity and an unknown one are kept ([`CACHE_FOR`],
+    /// [`FAILURE_CACHE_FOR`]).
+    identity_for: (Duration, Duration),
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions {
+            client: Default::default(),
+            cache: Default::default(),
+            identities: Default::default(),
+            identity_for: (CACHE_FOR, FAILURE_CACHE_FOR),
+        }
+    }
 }
 
 impl Permissions {
@@ -214,46 +300,80 @@ impl Permissions {
         )))
     }
 
-    /// The login `repo`'s forge token writes as, asked of the forge once per [`CACHE_FOR`]
-    /// (`None`: no token, no API, or the forge does not say; a failure is logged).
-    pub async fn engine_login(&self, vault: &Vault, repo: &RepoRow) -> Option<String> {
+    /// Who the engine is on `repo`'s forge: the login its token writes as, asked of the
+    /// forge at most once per [`CACHE_FOR`] when it answers and once per
+    /// [`FAILURE_CACHE_FOR`] when it does not (each failure logged at warn once).
+    pub async fn engine_identity(&self, vault: &Vault, repo: &RepoRow) -> EngineIdentity {
         // Without a token the engine writes nothing to this forge.
-        repo.api_token.as_ref()?;
-        {
-            let cached = self.engine_logins.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((login, at)) = cached.get(&repo.id) {
-                if at.elapsed() < CACHE_FOR {
-                    return login.clone();
-                }
-            }
-        }
-        let asked = async {
-            let Some(target) = ApiTarget::of_repo(vault, repo)? else {
-                return Ok(None);
-            };
-            let client = self.client.get_or_init(reqwest::Client::new);
-            anyhow::Ok(match target.token_login(client).await? {
-                Found::Yes(account) => Some(account.login),
-                Found::NotFound => None,
-            })
+        let Some(sealed) = repo.api_token.as_deref() else {
+            return EngineIdentity::NoToken;
         };
-        match asked.await {
-            Ok(login) => {
-                let mut cached = self.engine_logins.lock().unwrap_or_else(|p| p.into_inner());
-                if cached.len() >= MAX_CACHED {
-                    cached.clear();
+        let before = {
+            let learnt = self.identities.lock().unwrap_or_else(|p| p.into_inner());
+            match learnt.get(&repo.id) {
+                Some(l) if l.sealed_token == sealed && l.api_url == repo.api_url => {
+                    let kept_for = match l.identity {
+                        EngineIdentity::Known(_) => self.identity_for.0,
+                        _ => self.identity_for.1,
+                    };
+                    if l.at.elapsed() < kept_for {
+                        return l.identity.clone();
+                    }
+                    Some(l.identity.clone())
                 }
-                cached.insert(repo.id, (login.clone(), Instant::now()));
-                login
+                _ => None,
             }
-            Err(e) => {
-                // Remembered too (a GitHub App's token may not read /user): asked again,
-                // and logged, once a minute, not on every event.
-                tracing::warn!(repository = %repo.name, "asking the forge which login Plue writes as: {e:#}");
-                let mut cached = self.engine_logins.lock().unwrap_or_else(|p| p.into_inner());
-                cached.insert(repo.id, (None, Instant::now()));
-                None
+        };
+        let identity = match self.ask_identity(vault, repo).await {
+            Ok(login) => {
+                if before.as_ref().and_then(EngineIdentity::login) != Some(login.as_str()) {
+                    tracing::info!(repository = %repo.name, "the forge says Plue writes to it as {login}: what that account pushes, opens, comments or labels is Plue's own writing");
+                }
+                EngineIdentity::Known(login)
             }
+            Err(why) => {
+                tracing::warn!(repository = %repo.name, "Plue cannot tell which forge account its token writes as ({why}): until the forge says (asked again in {}s), every push and pull request of this repository runs like a fork's, without secrets, and no issue or comment summons a run", self.identity_for.1.as_secs());
+                EngineIdentity::Unknown(why)
+            }
+        };
+        let mut learnt = self.identities.lock().unwrap_or_else(|p| p.into_inner());
+        if learnt.len() >= MAX_CACHED {
+            learnt.clear();
+        }
+        learnt.insert(
+            repo.id,
+            Learnt {
+                identity: identity.clone(),
+                at: Instant::now(),
+                sealed_token: sealed.to_string(),
+                api_url: repo.api_url.clone(),
+            },
+        );
+        identity
+    }
+
+    /// `GET /user` with `repo`'s token: the login, or why there is none.
+    async fn ask_identity(&self, vault: &Vault, repo: &RepoRow) -> Result<String, String> {
+        let target = match ApiTarget::of_repo(vault, repo) {
+            Ok(Some(target)) => target,
+            Ok(None) => return Err(
+                "the repository has a token but no forge API to ask whose it is (set its api_url)"
+                    .into(),
+            ),
+            Err(e) => return Err(format!("{e:#}")),
+        };
+        let client = self.client.get_or_init(reqwest::Client::new);
+        match target.token_login(client).await {
+            Ok(Found::Yes(account)) if !account.login.trim().is_empty() => Ok(account.login),
+            Ok(Found::Yes(_)) => Err(format!(
+                "GET {}/user: the answer names no login",
+                super::without_credentials(target.api_url.trim_end_matches('/'))
+            )),
+            Ok(Found::NotFound) => Err(format!(
+                "GET {}/user: HTTP 404 Not Found",
+                super::without_credentials(target.api_url.trim_end_matches('/'))
+            )),
+            Err(e) => Err(format!("{e:#}")),
         }
     }
 
@@ -332,6 +452,205 @@ mod tests {
         assert_eq!(gitea("read"), Permission::Read);
         assert_eq!(gitea("none"), Permission::None);
         assert_eq!(gitea("WRITE"), Permission::None, "unknown is nothing");
+    }
+
+    /// A forge answering `GET /user` with `answers` in turn (the last one from then on);
+    /// its API URL and the number of requests it received.
+    async fn forge(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let app = axum::Router::new().fallback(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = answers[n.min(answers.len() - 1)];
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    body.to_string(),
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, asked)
+    }
+
+    fn repo(api_url: Option<&str>, token: Option<&str>) -> RepoRow {
+        RepoRow {
+            id: 7,
+            name: "octo/hello".into(),
+            clone_url: "https://forge.example/octo/hello.git".into(),
+            forge: "github".into(),
+            webhook_secret: "plain:secret".into(),
+            api_url: api_url.map(str::to_string),
+            api_token: token.map(|t| format!("plain:{t}")),
+            default_branch: None,
+            created_at: 0,
+            public_read: None,
+        }
+    }
+
+    fn asked(counter: &std::sync::atomic::AtomicUsize) -> usize {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts the warnings logged on this thread while it is the default subscriber.
+    struct Warnings(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn only_a_known_login_is_the_engine_and_unknown_may_be_anyone() {
+        let known = EngineIdentity::Known("Plue-Bot".into());
+        assert!(known.might_be(Some("plue-bot")));
+        assert!(!known.might_be(Some("alice")));
+        assert!(!known.might_be(None));
+        assert_eq!(
+            (known.state(), known.login(), known.reason()),
+            ("known", Some("Plue-Bot"), None)
+        );
+        let none = EngineIdentity::NoToken;
+        assert!(!none.might_be(Some("plue-bot")) && !none.might_be(None));
+        assert_eq!((none.state(), none.login()), ("no_token", None));
+        let unknown = EngineIdentity::Unknown("HTTP 403".into());
+        assert!(unknown.might_be(Some("alice")) && unknown.might_be(None));
+        assert_eq!(
+            (unknown.state(), unknown.login(), unknown.reason()),
+            ("unknown", None, Some("HTTP 403"))
+        );
+    }
+
+    #[tokio::test]
+    async fn no_token_asks_nothing_and_every_failure_is_unknown() {
+        let vault = Vault::unkeyed();
+        let permissions = Permissions::default();
+        let (url, counter) = forge(vec![(200, r#"{"login":"plue-bot"}"#)]).await;
+        assert_eq!(
+            permissions
+                .engine_identity(&vault, &repo(Some(&url), None))
+                .await,
+            EngineIdentity::NoToken
+        );
+        assert_eq!(asked(&counter), 0, "no token: nothing to ask");
+        assert_eq!(
+            permissions
+                .engine_identity(&vault, &repo(Some(&url), Some("t")))
+                .await,
+            EngineIdentity::Known("plue-bot".into())
+        );
+        for (status, body, says) in [
+            (
+                403,
+                r#"{"message":"Resource not accessible by integration"}"#,
+                "HTTP 403",
+            ),
+            (500, "oops", "HTTP 500"),
+            (502, "", "HTTP 502"),
+            (404, r#"{"message":"Not Found"}"#, "HTTP 404"),
+            (401, r#"{"message":"Bad credentials"}"#, "HTTP 401"),
+            (200, "<html>a proxy</html>", "unexpected answer"),
+            (200, r#"{"id": 1}"#, "unexpected answer"),
+            (200, r#"{"login": " "}"#, "names no login"),
+        ] {
+            let (url, _) = forge(vec![(status, body)]).await;
+            let identity = Permissions::default()
+                .engine_identity(&vault, &repo(Some(&url), Some("t0ken")))
+                .await;
+            let why = identity.reason().unwrap_or_else(|| panic!("{identity:?}"));
+            assert!(why.contains(says), "{status} {body}: {why}");
+            assert!(!why.contains("t0ken"), "{why}");
+            assert!(identity.might_be(Some("anyone")));
+        }
+        // Nobody listens; no API to ask (a Gitea repository on a path, no api_url).
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let identity = Permissions::default()
+            .engine_identity(&vault, &repo(Some(&closed), Some("t")))
+            .await;
+        assert_eq!(identity.state(), "unknown", "{identity:?}");
+        let mut local = repo(None, Some("t"));
+        local.forge = "gitea".into();
+        local.clone_url = "/srv/git/hello".into();
+        let identity = Permissions::default().engine_identity(&vault, &local).await;
+        assert!(
+            identity.reason().is_some_and(|why| why.contains("api_url")),
+            "{identity:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_kept_shorter_than_an_answer_and_warned_once_per_asking() {
+        assert!(FAILURE_CACHE_FOR < CACHE_FOR);
+        let warnings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let _logs = tracing::subscriber::set_default(Warnings(warnings.clone()));
+        let vault = Vault::unkeyed();
+        let (url, counter) = forge(vec![
+            (
+                403,
+                r#"{"message":"Resource not accessible by integration"}"#,
+            ),
+            (500, "down"),
+            (200, r#"{"login":"plue-bot"}"#),
+        ])
+        .await;
+        let short = Duration::from_millis(200);
+        let permissions = Permissions {
+            identity_for: (Duration::from_secs(3600), short),
+            ..Permissions::default()
+        };
+        let repo = repo(Some(&url), Some("t"));
+        for _ in 0..3 {
+            let identity = permissions.engine_identity(&vault, &repo).await;
+            assert!(identity.reason().unwrap().contains("403"), "{identity:?}");
+        }
+        assert_eq!(asked(&counter), 1, "a failure is kept");
+        assert_eq!(warnings.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokio::time::sleep(short + Duration::from_millis(50)).await;
+        let identity = permissions.engine_identity(&vault, &repo).await;
+        assert!(identity.reason().unwrap().contains("500"), "{identity:?}");
+        assert_eq!(asked(&counter), 2, "... for a short while");
+        assert_eq!(warnings.load(std::sync::atomic::Ordering::SeqCst), 2);
+        tokio::time::sleep(short + Duration::from_millis(50)).await;
+        for _ in 0..3 {
+            assert_eq!(
+                permissions.engine_identity(&vault, &repo).await,
+                EngineIdentity::Known("plue-bot".into())
+            );
+        }
+        tokio::time::sleep(short + Duration::from_millis(50)).await;
+        assert_eq!(
+            permissions.engine_identity(&vault, &repo).await,
+            EngineIdentity::Known("plue-bot".into())
+        );
+        assert_eq!(asked(&counter), 3, "an answer is kept longer");
+        assert_eq!(warnings.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Another token (the repository was changed): asked again at once.
+        let mut changed = repo.clone();
+        changed.api_token = Some("plain:another".into());
+        permissions.engine_identity(&vault, &changed).await;
+        assert_eq!(asked(&counter), 4);
     }
 
     #[test]

@@ -25,6 +25,17 @@
 //! - What the engine itself pushes or opens (the branch and pull request of an agent's
 //!   proposal, pushed by the token's account) gets runs without secrets, like a fork's
 //!   ([`Registry::written_by_engine`], used by `on_push` and `on_pull_request`).
+//! - An engine that cannot learn which account its token writes as
+//!   ([`EngineIdentity::Unknown`]: `GET /user` failed — a GitHub App's token always gets
+//!   403 — and its marker and the bot flag are then all it could tell its own writing by)
+//!   trusts nothing that might be its own, and on that repository anything might: every
+//!   push and pull request runs like a fork's (no secrets, no environment, fork-accepting
+//!   runners), whoever the payload names, and no issue or comment event summons a run at
+//!   all — not even an untrusted one (`others="untrusted"`), since the engine's own label
+//!   or comment would start one, and a writer's comment waits until the forge says who
+//!   the engine is (the delivery's answer and the log say why; `GET /api/forges` shows
+//!   it). A repository without a token ([`EngineIdentity::NoToken`]) holds nothing the
+//!   engine wrote.
 //! - A comment's `created` and an issue's `opened` summon once: keyed by repository and
 //!   comment id (issue number) beside the deliveries, so the same comment delivered again
 //!   under a new delivery id starts no second run (it answers with the first's runs).
@@ -43,7 +54,7 @@ use super::matching::{self, Occasion};
 use super::{Occurrence, Registry};
 use crate::forge::lookup::{ApiTarget, Found};
 use crate::forge::payload::{Author, CommentEvent, IssueEvent, IssueFacts, RepoFacts};
-use crate::forge::permission::{Permission, Standing};
+use crate::forge::permission::{EngineIdentity, Permission, Standing};
 use crate::store::RepoRow;
 
 /// The hidden marker every comment (and issue) the engine writes carries.
@@ -240,40 +251,56 @@ impl Registry {
         }
     }
 
-    /// Whether `actor` (a push's pusher, a pull request's author) is the account the
+    /// Who the engine is on `repo`'s forge: the login its token writes as, none without a
+    /// token, or why the forge could not say (kept a minute, a failure a few seconds).
+    pub async fn engine_identity(&self, repo: &RepoRow) -> EngineIdentity {
+        self.permissions
+            .engine_identity(self.executor.vault(), repo)
+            .await
+    }
+
+    /// Whether `actor` (a push's pusher, a pull request's author) might be the account the
     /// repository's forge token writes as: the branch and the pull request an agent's
     /// proposal became. Such a push or pull request gets a run like a fork's — no
     /// secrets — since its files (tests, build scripts) are what an agent wrote, perhaps
     /// at the bidding of an issue's text; a person's push or merge of it is trusted again.
+    /// When the forge cannot say who the engine is, any actor might be.
     pub(super) async fn written_by_engine(&self, repo: &RepoRow, actor: Option<&str>) -> bool {
-        let Some(actor) = actor else {
-            return false;
-        };
-        let engine = self
-            .permissions
-            .engine_login(self.executor.vault(), repo)
-            .await;
-        let ours = engine.is_some_and(|engine| engine.eq_ignore_ascii_case(actor));
-        if ours {
-            tracing::info!(repository = %repo.name, "{actor} is the account Plue writes to the forge as: its push or pull request gets runs without secrets, like a fork's");
+        match self.engine_identity(repo).await {
+            EngineIdentity::Known(engine)
+                if actor.is_some_and(|a| engine.eq_ignore_ascii_case(a)) =>
+            {
+                tracing::info!(repository = %repo.name, "{engine} is the account Plue writes to the forge as: its push or pull request gets runs without secrets, like a fork's");
+                true
+            }
+            EngineIdentity::Known(_) | EngineIdentity::NoToken => false,
+            EngineIdentity::Unknown(why) => {
+                let actor = actor.unwrap_or("(unnamed)");
+                tracing::info!(repository = %repo.name, "Plue cannot tell which forge account it writes as ({why}): this push or pull request by {actor} might be its own, so it gets runs without secrets, like a fork's");
+                true
+            }
         }
-        ours
     }
 
     /// Why `author` may not summon anything as the engine itself or a bot (`None`: neither,
-    /// or a bot linked to a Plue user).
+    /// or a bot linked to a Plue user) — or because the engine cannot tell whether it is
+    /// itself.
     async fn bot(&self, repo: &RepoRow, author: &Author) -> anyhow::Result<Option<String>> {
-        if let Some(login) = &author.login {
-            let engine = self
-                .permissions
-                .engine_login(self.executor.vault(), repo)
-                .await;
-            if engine.is_some_and(|engine| engine.eq_ignore_ascii_case(login)) {
+        match self.engine_identity(repo).await {
+            EngineIdentity::Unknown(why) => {
+                return Ok(Some(format!(
+                    "{}: Plue cannot tell which forge account it writes as ({why}): any issue or comment might be its own writing, so none summons a run until the forge says",
+                    repo.name
+                )));
+            }
+            identity if identity.might_be(author.login.as_deref()) => {
+                let login = author.login.as_deref().unwrap_or_default();
                 return Ok(Some(format!(
                     "{}: {login} is the account Plue writes to the forge as: what it does summons nothing",
                     repo.name
                 )));
             }
+            _ => {}
         }
         if !author.bot {
             return Ok(None);

@@ -24,6 +24,7 @@ mod body;
 mod debug;
 mod environments;
 pub mod followers;
+mod forges;
 pub(crate) mod logs;
 mod openapi;
 mod people;
@@ -111,6 +112,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(list_runners))
         .routes(routes!(pool))
         .routes(routes!(repos::list_repos, repos::create_repo))
+        .routes(routes!(forges::list_forges))
         .routes(routes!(
             repos::get_repo,
             repos::delete_repo,

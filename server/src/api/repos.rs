@@ -316,7 +316,7 @@ pub(super) async fn list_repos(
 }
 
 /// The repositories `caller` may read, by name.
-async fn readable_repos(state: &ApiState, caller: &Caller) -> ApiResult<Vec<RepoRow>> {
+pub(super) async fn readable_repos(state: &ApiState, caller: &Caller) -> ApiResult<Vec<RepoRow>> {
     let store = state.executor.store();
     Ok(match caller.readable(store).await? {
         Readable::All => store.list_repos_in(None).await?,

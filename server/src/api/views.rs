@@ -572,6 +572,59 @@ impl RepoView {
     }
 }
 
+/// Who the engine is on one repository's forge (`GET /api/forges`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForgeIdentityView {
+    /// The repository, `owner/name`.
+    pub repository: String,
+    pub forge: String,
+    #[schema(required = true)]
+    pub api_url: Option<String>,
+    /// `known`: the forge named the account the repository's `api_token` writes as
+    /// (`GET /user`); what that account pushes, opens, comments or labels is the engine's
+    /// own writing (runs without secrets, summons nothing). `no_token`: the engine writes
+    /// nothing to this forge. `unknown`: the forge could not say (`reason`), so every push
+    /// and pull request of the repository runs like a fork's (no secrets, no environment)
+    /// and no issue or comment summons a run, until it can.
+    #[schema(value_type = EngineIdentityState)]
+    pub identity: &'static str,
+    /// The login, when known.
+    #[schema(required = true)]
+    pub login: Option<String>,
+    /// Why the forge could not say, when unknown.
+    #[schema(required = true)]
+    pub reason: Option<String>,
+}
+
+/// Whether the engine knows which forge account it writes as.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // only a schema: the view carries the state's name
+pub enum EngineIdentityState {
+    Known,
+    NoToken,
+    Unknown,
+}
+
+impl ForgeIdentityView {
+    pub fn new(
+        repo: &crate::store::RepoRow,
+        identity: &crate::forge::permission::EngineIdentity,
+    ) -> ForgeIdentityView {
+        ForgeIdentityView {
+            repository: repo.name.clone(),
+            forge: repo.forge.clone(),
+            api_url: repo
+                .api_url
+                .as_deref()
+                .map(crate::forge::without_credentials),
+            identity: identity.state(),
+            login: identity.login().map(str::to_string),
+            reason: identity.reason().map(str::to_string),
+        }
+    }
+}
+
 /// A user's role on a repository.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MemberView {

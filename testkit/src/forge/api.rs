@@ -191,6 +191,12 @@ fn route(
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let not_found = || error(flavor, shared, 404, "Not Found");
+    if method == "GET" && segments.as_slice() == ["user"] {
+        // The account the token acts as (both forges: `login`); a scripted fault stands
+        // for a token that may not say (a GitHub App's: 403).
+        let bot = lock(shared).bot.clone();
+        return Answer::json(200, json!({"id": 1, "login": bot, "type": "User"}));
+    }
     let ["repos", owner, name, tail @ ..] = segments.as_slice() else {
         return not_found();
     };

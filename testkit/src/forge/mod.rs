@@ -17,6 +17,9 @@
 //! - [`Fault`]s are scripted per method and path: answer a status without doing anything,
 //!   or do the write and then drop the connection unanswered (a forge that created the pull
 //!   request but whose answer was lost: what idempotence must survive).
+//! - `GET /user` names the token's account, `plue-bot` (the author of what the API
+//!   creates); [`FakeForge::whoami_fails`] makes it answer an error from then on, as
+//!   GitHub does to an App's installation token (403).
 //!
 //! What was checked against the real APIs (and what was not):
 //! - GitHub: the operations and their status codes come from github/rest-api-description
@@ -415,6 +418,19 @@ impl FakeForge {
         lock(&self.shared)
             .users
             .insert(login.into(), permission.into());
+    }
+
+    /// From now on `GET /user` answers `status` (with the flavor's error body), as GitHub
+    /// answers 403 to a GitHub App's installation token.
+    pub fn whoami_fails(&self, status: u16) {
+        self.fault(Fault {
+            times: u32::MAX,
+            ..Fault::new(
+                "GET",
+                &format!("{}/user", self.flavor.api_prefix()),
+                FaultAction::Status(status),
+            )
+        });
     }
 
     /// Adds a scripted fault.

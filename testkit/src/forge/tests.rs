@@ -367,3 +367,43 @@ async fn scripted_faults_fail_or_drop_the_answer_after_the_write() {
     assert_eq!(recorded[2].body["body"], "3");
     assert_eq!(recorded[2].header("authorization"), Some(auth.as_str()));
 }
+
+#[tokio::test]
+async fn get_user_names_the_tokens_account_until_it_is_made_to_fail() {
+    for flavor in [Flavor::GitHub, Flavor::Gitea] {
+        let forge = forge_with_app(flavor);
+        let (status, me) = call(
+            &forge,
+            "GET",
+            "/user",
+            None,
+            Some(&format!("token {TOKEN}")),
+        )
+        .await;
+        assert_eq!((status, &me["login"]), (200, &json!("plue-bot")), "{me}");
+        let (status, _) = call(&forge, "GET", "/user", None, None).await;
+        assert_eq!(status, 401);
+        forge.whoami_fails(403);
+        for _ in 0..3 {
+            let (status, answer) = call(
+                &forge,
+                "GET",
+                "/user",
+                None,
+                Some(&format!("Bearer {TOKEN}")),
+            )
+            .await;
+            assert_eq!(status, 403, "{answer}");
+        }
+        // Nothing else fails with it.
+        let (status, _) = call(
+            &forge,
+            "GET",
+            "/repos/acme/app/collaborators/plue-bot/permission",
+            None,
+            Some(&format!("Bearer {TOKEN}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+}
