@@ -608,7 +608,11 @@ pub(crate) struct RerunArgs {
     pub(crate) failed: bool,
     /// Re-run the tools of llm step --step against the model answers its transcript
     /// recorded, in a fresh workspace, without calling the API (zero tokens); reports
-    /// where the tools' results now differ (exit 1). Reads a local data directory.
+    /// where the tools' results now differ (exit 1). Reads a local data directory. The
+    /// recorded tool calls run in the step's room, as a runner would run them: a step user
+    /// when plue runs as root, the step's namespaces, and its network policy from the plan
+    /// (an llm step's default: loopback only); without secrets unless
+    /// --replay-with-secrets.
     #[arg(long, requires = "step")]
     pub(crate) replay: bool,
     /// With --replay: the llm step to replay.
@@ -625,10 +629,19 @@ pub(crate) struct RerunArgs {
     /// current directory (default: the current directory).
     #[arg(long, value_name = "DIR", requires = "replay")]
     pub(crate) dir: Option<PathBuf>,
-    /// With --replay: a secret of the step (NAME=VALUE, or NAME to read it from the
-    /// environment), masked in the replay as in the run.
+    /// With --replay: a secret (NAME=VALUE, or NAME to read it from the environment),
+    /// masked in the replay's output. ANTHROPIC_API_KEY authenticates the live turns of
+    /// --from-turn and never reaches the tools; any other is for the replayed tool calls,
+    /// and is refused without --replay-with-secrets. A replay takes no secret from
+    /// anywhere else.
     #[arg(long = "secret", value_name = "NAME[=VALUE]", value_parser = parse_secret, requires = "replay")]
     pub(crate) secrets: Vec<(String, String)>,
+    /// With --replay: hand the --secret values (but ANTHROPIC_API_KEY) to the replayed tool
+    /// calls, as the run gave them to the step. The calls are whatever the transcript
+    /// recorded — the model's choices, perhaps a prompt injection's — so give secrets only
+    /// to a replay of a transcript you trust; the calls still run in the step's room.
+    #[arg(long, requires = "replay")]
+    pub(crate) replay_with_secrets: bool,
     /// With --replay: the transcript to replay, as `GET /api/runs/{id}/steps/{step}/transcript`
     /// of a server gave it (instead of the data directory's).
     #[arg(long, value_name = "FILE", requires = "replay")]

