@@ -153,8 +153,10 @@ impl StatusReporter {
                 self.public_url.trim_end_matches('/'),
                 report.run_id
             ),
-            description: wall.redact(&report.description),
-            context: wall.redact(&format!("plue/{}", report.workflow_name)),
+            description: wall.redact(&report.description).defused(),
+            context: wall
+                .redact(&format!("plue/{}", report.workflow_name))
+                .defused(),
         };
         status::post(client, &target, &body).await
     }

@@ -50,7 +50,8 @@ pub async fn for_readers(
     })
 }
 
-/// Masks every string of `transcript` with `wall`.
+/// Masks every string of `transcript` with `wall` — every field, whatever the transcript's
+/// shape (walked as JSON, so a field added later is masked too).
 pub fn mask(transcript: &mut Transcript, wall: &plue_outbound::Checker) {
     fn walk(value: &mut serde_json::Value, wall: &plue_outbound::Checker) {
         match value {
@@ -67,11 +68,23 @@ pub fn mask(transcript: &mut Transcript, wall: &plue_outbound::Checker) {
             _ => {}
         }
     }
-    walk(&mut transcript.step, wall);
-    for turn in &mut transcript.turns {
-        walk(&mut turn.request, wall);
-        turn.messages_added.iter_mut().for_each(|m| walk(m, wall));
-        walk(&mut turn.response, wall);
+    let masked = serde_json::to_value(&*transcript)
+        .map(|mut value| {
+            walk(&mut value, wall);
+            value
+        })
+        .and_then(serde_json::from_value::<Transcript>);
+    match masked {
+        Ok(masked) => *transcript = masked,
+        // A transcript that does not survive its own round trip is shown as nothing.
+        Err(e) => {
+            tracing::warn!("masking a transcript: {e}");
+            *transcript = Transcript {
+                version: transcript.version,
+                truncated: true,
+                ..Transcript::default()
+            };
+        }
     }
 }
 

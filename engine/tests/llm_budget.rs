@@ -139,7 +139,126 @@ fn a_run_budget_is_never_passed_by_two_llm_steps_running_at_once() {
     }
     assert!(total > 0.045, "{costs:?}\n{text}");
     assert!(text.contains("budget: max_cost_usd 0.03 reached"), "{text}");
-    assert!(text.contains("budget: max_cost_usd 0.0"), "{text}");
+    // The other one was stopped by what it held of the run's budget, and says so.
+    assert!(
+        text.contains("budget: the run's budget_usd 0.05 reached ("),
+        "{text}"
+    );
+    assert!(text.contains("this step held 0.0"), "{text}");
+    assert!(
+        text.contains("the run's other llm attempts having spent or held 0.0"),
+        "{text}"
+    );
+}
+
+/// A turn of `input` tokens streaming `n` one-token deltas 50 ms apart: a conversation
+/// that stays live long enough for every parallel step to be claimed beside it.
+fn slow_turn(input: u64, n: usize) -> Turn {
+    Turn::new()
+        .usage(input, n as u64)
+        .paced_text_block(&words(n), Duration::from_millis(50))
+}
+
+#[test]
+fn parallel_llm_steps_hold_what_they_can_spend_and_all_run_under_a_budget_enough_for_them() {
+    // regression: the first step to be claimed held the run's whole remainder, so the
+    // others, claimed while it ran, failed at once ("budget_usd 0.30 is used up").
+    // Four steps at once under $0.30: two bounded by max_tokens=5,000 (at most $0.075 each
+    // at Sonnet's dearest rate, $15 / MTok), two without a limit of their own (a fair
+    // share of the rest: at least $0.075). Each uses 1,000 + 40 tokens ($0.0036).
+    let steps = ["alpha", "beta", "gamma", "delta"];
+    let server = FakeClaude::start_routed(
+        steps
+            .iter()
+            .map(|id| Routed {
+                when: Some(format!("{id}:")),
+                reply: slow_turn(1_000, 40).reply(),
+            })
+            .collect(),
+    );
+    let sandbox = Sandbox::new("llm-budget-shares");
+    sandbox.write(
+        "w.plue.py",
+        "def workflow():\n    return Plan(name='shares', triggers=[Trigger.manual()], budget_usd=0.3, steps=[\n\
+         \x20       Step.llm('alpha', prompt='alpha: say a little.', max_tokens=5000),\n\
+         \x20       Step.llm('beta', prompt='beta: say a little.', max_tokens=5000),\n\
+         \x20       Step.llm('gamma', prompt='gamma: say a little.'),\n\
+         \x20       Step.llm('delta', prompt='delta: say a little.'),\n    ])\n",
+    );
+    let output = sandbox.plue_run_llm_summary(server.url(), "4", &[]);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    let summary = sandbox.summary();
+    for id in steps {
+        assert_eq!(step(&summary, id)["status"], "succeeded", "{summary:#}");
+        assert_eq!(step(&summary, id)["cost_usd"], json!(0.0036), "{summary:#}");
+    }
+    assert_eq!(server.requests().len(), 4, "{text}");
+    let total = summary["cost_usd"].as_f64().unwrap();
+    assert!((total - 0.0144).abs() < 1e-9, "{total}");
+    // What each held: its own bound, or its share of the remainder.
+    for held in ["0.075 USD of the run's budget_usd 0.30"] {
+        assert!(text.contains(held), "{held}\n{text}");
+    }
+}
+
+#[test]
+fn parallel_llm_steps_spending_all_they_can_never_pass_the_run_budget_together() {
+    // The attacker's side: five steps at once under $0.05, each streaming 4,000 output
+    // tokens ($0.06) and then calling a tool to go on — two without limits, one with
+    // max_cost_usd=0.04, one with max_tokens=3,000 ($0.045 at most), one with a limit
+    // larger than the budget. Whatever order they are claimed in, what they spend together
+    // stays within the budget. (No input: what a request's input costs is known only once
+    // it was sent, and the runner's estimate of it is the previous request's size —
+    // `runner::llm::budget` — so a hold can be passed by the input of its last request;
+    // this test is about the holds.)
+    let steps = ["u1", "u2", "cost", "tokens", "big"];
+    let server = FakeClaude::start_routed(
+        steps
+            .iter()
+            .map(|id| Routed {
+                when: Some(format!("{id}:")),
+                reply: long_turn(0, 4_000)
+                    .tool_use("toolu_1", "list_files", &json!({}))
+                    .reply(),
+            })
+            .collect(),
+    );
+    let sandbox = Sandbox::new("llm-budget-attack");
+    sandbox.write(
+        "w.plue.py",
+        "def workflow():\n    return Plan(name='attack', triggers=[Trigger.manual()], budget_usd=0.05, steps=[\n\
+         \x20       Step.llm('u1', prompt='u1: spend all you can.'),\n\
+         \x20       Step.llm('u2', prompt='u2: spend all you can.'),\n\
+         \x20       Step.llm('cost', prompt='cost: spend all you can.', max_cost_usd=0.04),\n\
+         \x20       Step.llm('tokens', prompt='tokens: spend all you can.', max_tokens=3000),\n\
+         \x20       Step.llm('big', prompt='big: spend all you can.', max_cost_usd=5),\n    ])\n",
+    );
+    let output = sandbox.plue_run_llm_summary(server.url(), "5", &[]);
+    let text = printed(&output);
+    assert!(!output.status.success(), "{text}");
+    let summary = sandbox.summary();
+    let costs: Vec<f64> = steps
+        .iter()
+        .map(|id| step(&summary, id)["cost_usd"].as_f64().unwrap_or(0.0))
+        .collect();
+    let total = summary["cost_usd"].as_f64().unwrap_or(0.0);
+    assert!(
+        (total - costs.iter().sum::<f64>()).abs() < 1e-9,
+        "{costs:?}"
+    );
+    assert!(
+        total <= 0.05 + 1e-9,
+        "the run spent {total} of its 0.05: {costs:?}\n{text}"
+    );
+    // They did try: the holds add up to the budget, and each is spent to within a token.
+    assert!(total > 0.049, "{costs:?}\n{text}");
+    for id in steps {
+        assert_eq!(step(&summary, id)["status"], "failed", "{summary:#}");
+    }
+    // No request followed the one that reached a limit.
+    assert!(server.requests().len() <= steps.len(), "{text}");
+    assert!(text.contains("the run's budget_usd 0.05"), "{text}");
 }
 
 #[test]
@@ -379,5 +498,67 @@ async fn concurrent_holds_on_a_run_budget_never_pass_it() {
         let mut sorted = holds.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, [0, 0, 0, 0, 10_000, 30_000, 30_000, 30_000]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claimants_of_a_run_budget_are_the_steps_that_hold_nothing_yet() {
+    use engine::store::now_ms;
+    // What an attempt without a bound of its own shares the remainder with: the run's
+    // steps not started, and those claimed whose hold is not set yet; on both backends.
+    for (store, _dir) in support::stores().await {
+        let executor = support::executor(&store, 1000);
+        let steps = ["s0", "s1", "s2", "s3"]
+            .iter()
+            .map(|id| evaluator::plan::Step::bash(*id, "true"))
+            .collect();
+        let plan = evaluator::plan::Plan {
+            budget_usd: Some(0.1),
+            ..evaluator::plan::Plan::new("claimants", steps)
+        };
+        let run_id = support::start_plan_run(&executor, "/w/claimants.plue.py", &plan, None).await;
+        let runner_id = store
+            .register_runner(
+                "r",
+                "{}",
+                &format!("hash-claimants-{}", now_ms()),
+                true,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let mut claimed = Vec::new();
+        for _ in 0..2 {
+            let c = store
+                .claim(runner_id, &[String::new()], now_ms())
+                .await
+                .unwrap()
+                .expect("a queued step");
+            claimed.push((c.attempt_id, c.step_id));
+        }
+        let (first, second) = (&claimed[0], &claimed[1]);
+        let unclaimed: Vec<String> = ["s0", "s1", "s2", "s3"]
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|s| *s != first.1 && *s != second.1)
+            .collect();
+        let read = store.budget_claimants(first.0, run_id).await.unwrap();
+        assert_eq!(read.taken_by_others, 0, "{}", store.backend());
+        let mut expected = unclaimed.clone();
+        expected.push(second.1.clone());
+        expected.sort();
+        let mut waiting = read.waiting.clone();
+        waiting.sort();
+        assert_eq!(waiting, expected, "{}", store.backend());
+        // Once the second holds $0.03, it is no claimant, and what it holds is taken.
+        store
+            .reserve_budget(second.0, run_id, 30_000, 100_000)
+            .await
+            .unwrap();
+        let read = store.budget_claimants(first.0, run_id).await.unwrap();
+        assert_eq!(read.taken_by_others, 30_000, "{}", store.backend());
+        let mut waiting = read.waiting.clone();
+        waiting.sort();
+        assert_eq!(waiting, unclaimed, "{}", store.backend());
     }
 }

@@ -197,7 +197,10 @@ fn through_wall(wall: &Checker, text: &str, report: &StatusReportRow, link: &str
                 "Plue run [#{}]({link}): see the run's page.",
                 report.run_id
             ))
-            .unwrap_or_else(|_| wall.redact(&format!("Plue run #{}", report.run_id)))
+            .unwrap_or_else(|_| {
+                wall.redact(&format!("Plue run #{}", report.run_id))
+                    .defused()
+            })
         }
     }
 }
@@ -328,8 +331,11 @@ async fn post_status_on_pull(
         &CommitStatus {
             state: report.state.clone(),
             target_url: link.to_string(),
-            description: with.wall.redact(&report.description),
-            context: with.wall.redact(&format!("plue/{}", report.workflow_name)),
+            description: with.wall.redact(&report.description).defused(),
+            context: with
+                .wall
+                .redact(&format!("plue/{}", report.workflow_name))
+                .defused(),
         },
     )
     .await

@@ -7,13 +7,17 @@
 //! itself writes. The wall stands where text leaves: a [`Checker`] is made from *all* the
 //! run's secrets ([`Secrets`]) and the hosts its links may name, and it either passes a
 //! text as it is ([`Checker::check`], for what an agent proposed: refused if anything is
-//! found), or makes it safe ([`Checker::redact`], for what the engine quotes: secrets
-//! masked, foreign links and mentions removed).
+//! found), or makes it safe to show ([`Checker::redact`], for what the engine quotes:
+//! secrets masked, foreign links removed — a [`Redacted`] text, which reaches a forge only
+//! quoted as a code span or with its mentions defused).
 //!
 //! Invariants:
-//! - An [`Outbound`] is made only here, by a checker: the forge writer, commit statuses,
-//!   commit messages and branch names take nothing else, so a new path that forgets the
-//!   wall does not compile.
+//! - An [`Outbound`] is made only here, and always passes [`Checker::check`] of the wall
+//!   that made it: the forge writer, commit statuses, commit messages and branch names
+//!   take nothing else, so a new path that forgets the wall does not compile. A
+//!   [`Redacted`] text holds no secret and no foreign link, but may hold a mention (a
+//!   reader of the dashboard is notified of nothing): it becomes [`Outbound`] only through
+//!   [`Redacted::code_span`] or [`Redacted::defused`].
 //! - Text is read as the forge will render it ([`render`]): secrets are looked for in the
 //!   text as it is, as a reader sees it (HTML comments and tags dropped, character
 //!   references of any length decoded, invisible characters removed), without Markdown's
@@ -122,29 +126,6 @@ impl Outbound {
     pub fn into_string(self) -> String {
         self.0
     }
-
-    /// This text as a Markdown code span on one line, where a forge renders nothing (no
-    /// link, mention, tag or reference): how the engine quotes text it did not write.
-    pub fn code_span(&self) -> Outbound {
-        let one_line = self.0.replace(['\n', '\r'], " ");
-        if one_line.trim().is_empty() {
-            return Outbound("` `".to_owned());
-        }
-        let longest = one_line
-            .split(|c| c != '`')
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        let fence = "`".repeat(longest + 1);
-        // A space inside the fence when the text starts or ends with a backtick, as
-        // CommonMark strips one.
-        let pad = if one_line.starts_with('`') || one_line.ends_with('`') {
-            " "
-        } else {
-            ""
-        };
-        Outbound(format!("{fence}{pad}{one_line}{pad}{fence}"))
-    }
 }
 
 impl std::fmt::Display for Outbound {
@@ -157,6 +138,77 @@ impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&self.0, f)
     }
+}
+
+/// Text made safe to show a reader by [`Checker::redact`] or [`Checker::mask`]: no secret
+/// of the run in any spelling; from `redact`, no link to a host that is not allowed either.
+/// Mentions are kept (a reader of the dashboard or the API is notified of nothing); to
+/// reach a forge it goes through [`Redacted::code_span`] or [`Redacted::defused`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// This text as a Markdown code span on one line, where a forge renders nothing (no
+    /// link, mention, tag or reference), its mentions defused all the same (so the whole
+    /// text it is quoted in still passes [`Checker::check`]): how the engine quotes text it
+    /// did not write.
+    pub fn code_span(&self) -> Outbound {
+        Outbound(code_span(self.defused().as_str()))
+    }
+
+    /// This text with every mention defused (`@name` as `＠name`), for a forge's plain
+    /// text (a commit status's description).
+    pub fn defused(&self) -> Outbound {
+        let mut text = self.0.clone();
+        for (span, _) in links::mentions(&text).iter().rev() {
+            text.replace_range(span.start..span.start + 1, "\u{ff20}");
+        }
+        Outbound(text)
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// `text` as a Markdown code span on one line: a fence one backtick longer than its
+/// longest run of backticks, a space inside it where the text starts or ends with one.
+fn code_span(text: &str) -> String {
+    let one_line = text.replace(['\n', '\r'], " ");
+    if one_line.trim().is_empty() {
+        return "` `".to_owned();
+    }
+    let longest = one_line
+        .split(|c| c != '`')
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    // CommonMark strips one space on each side when both are there.
+    let pad = if one_line.starts_with('`') || one_line.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{one_line}{pad}{fence}")
 }
 
 /// What replaces a secret in a redacted text.
@@ -294,7 +346,7 @@ impl Checker {
     /// nothing else changed, for text shown as it is and never rendered (a transcript's
     /// messages on the dashboard and in the API); [`WITHHELD`] when a secret shows only
     /// once decoded.
-    pub fn mask(&self, text: &str) -> Outbound {
+    pub fn mask(&self, text: &str) -> Redacted {
         let mut masked = text.to_owned();
         for (_, needle) in &self.needles {
             if masked.contains(needle.as_str()) {
@@ -302,8 +354,8 @@ impl Checker {
             }
         }
         match self.secret_in(&masked) {
-            Some(_) => Outbound(WITHHELD.to_owned()),
-            None => Outbound(masked),
+            Some(_) => Redacted(WITHHELD.to_owned()),
+            None => Redacted(masked),
         }
     }
 
@@ -311,9 +363,9 @@ impl Checker {
     /// refusal's reason, a step's failure, a refused proposal kept to be shown): as a
     /// reader would see it, every spelling of every secret masked ([`WITHHELD`] in place
     /// of the whole text when one shows only once decoded), links to other hosts removed
-    /// ([`LINK_REMOVED`]) and mentions defused (`@` as `＠`). Plain text: quoted in
-    /// Markdown through [`Outbound::code_span`].
-    pub fn redact(&self, text: &str) -> Outbound {
+    /// ([`LINK_REMOVED`]). Plain text, mentions kept: quoted on a forge through
+    /// [`Redacted::code_span`].
+    pub fn redact(&self, text: &str) -> Redacted {
         // What a reader sees, decoded until decoding shows nothing new (`&amp;#64;` is a
         // literal `&#64;` once, and would be an `@` if shown through Markdown again).
         let mut shown = text.to_owned();
@@ -330,7 +382,7 @@ impl Checker {
             }
         }
         if self.secret_in(&shown).is_some() || render::visible(&shown) != shown {
-            return Outbound(WITHHELD.to_owned());
+            return Redacted(WITHHELD.to_owned());
         }
         let allowed = |host: &str| self.hosts.iter().any(|h| h == host);
         for _ in 0..64 {
@@ -342,12 +394,9 @@ impl Checker {
                 shown.replace_range(link.span.clone(), LINK_REMOVED);
             }
         }
-        for (span, _) in links::mentions(&shown).iter().rev() {
-            shown.replace_range(span.start..span.start + 1, "\u{ff20}");
-        }
         match self.check(&shown) {
-            Ok(safe) => safe,
-            Err(_) => Outbound(WITHHELD.to_owned()),
+            Ok(_) | Err(Refusal::Mention { .. }) => Redacted(shown),
+            Err(_) => Redacted(WITHHELD.to_owned()),
         }
     }
 }

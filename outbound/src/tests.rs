@@ -138,15 +138,20 @@ fn redacting_masks_removes_and_defuses_and_passes_the_check() {
         ),
         (
             "see ![x](https://evil.example/a.png) @admin".to_owned(),
-            "see ![x]([link removed]/a.png) \u{ff20}admin",
+            "see ![x]([link removed]/a.png) @admin",
         ),
-        ("&amp;#64;admin".to_owned(), "\u{ff20}admin"),
+        ("&amp;#64;admin".to_owned(), "@admin"),
         ("<!-- hidden -->plain".to_owned(), "plain"),
     ];
     for (text, want) in cases {
         let redacted = c.redact(&text);
         assert_eq!(redacted.as_str(), want);
-        assert!(c.check(redacted.as_str()).is_ok(), "{redacted:?}");
+        // Mentions are kept for readers; a forge gets them defused or quoted.
+        let defused = redacted.defused();
+        assert!(c.check(defused.as_str()).is_ok(), "{defused:?}");
+        assert!(!defused.as_str().contains('@'), "{defused:?}");
+        let quoted = redacted.code_span();
+        assert!(c.secret_in(quoted.as_str()).is_none(), "{quoted:?}");
     }
     // Only a decoded view shows it, and it cannot be masked where it stands.
     let (head, tail) = SECRET.split_at(6);

@@ -416,9 +416,13 @@ async fn prepare_assignment(
     let budget = match crate::pricing::budget::assign(
         state.executor.store(),
         state.executor.prices(),
-        claimed.attempt_id,
-        claimed.run_id,
+        crate::pricing::budget::Claimed {
+            attempt_id: claimed.attempt_id,
+            run_id: claimed.run_id,
+            step_id: &claimed.step_id,
+        },
         dispatch.budget.as_ref(),
+        state.executor.plan(claimed.run_id),
     )
     .await?
     {

@@ -28,6 +28,15 @@ pub struct Reservation {
     pub others: i64,
 }
 
+/// What [`Store::budget_claimants`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetClaimants {
+    /// What the run's other attempts take of its budget (micro-dollars).
+    pub taken_by_others: i64,
+    /// The run's other steps that hold nothing yet and have not ended, in plan order.
+    pub waiting: Vec<String>,
+}
+
 /// What the run's other attempts take of its budget (see the module invariants); cast, as
 /// PostgreSQL sums BIGINTs as NUMERIC.
 const TAKEN_BY_OTHERS: &str = "CAST((SELECT COALESCE(SUM(CASE WHEN a.status IN ('claimed', 'running') \
@@ -87,6 +96,44 @@ impl Store {
         Ok(Reservation {
             held: held.unwrap_or(0),
             others,
+        })
+    }
+
+    /// What the run of attempt `attempt_id` has left to share, read just before its hold
+    /// is set: what its other attempts take of the budget now (spent or held, see the
+    /// module invariants), and its other steps that will want a share and hold nothing yet —
+    /// not started (pending, queued, waiting), or claimed with a hold not set yet. A
+    /// reading for choosing what to ask of [`Store::reserve_budget`], which checks the
+    /// remainder again.
+    pub async fn budget_claimants(
+        &self,
+        attempt_id: i64,
+        run_id: i64,
+    ) -> anyhow::Result<BudgetClaimants> {
+        let taken = format!("SELECT {}", TAKEN_BY_OTHERS.replace("$3", "$2"));
+        let waiting = "SELECT s.step_id FROM step_runs s WHERE s.run_id = $2 \
+             AND s.id <> (SELECT step_run_id FROM attempts WHERE id = $1) \
+             AND (s.status IN ('pending', 'queued', 'waiting') \
+               OR (s.status IN ('claimed', 'running') AND EXISTS (SELECT 1 FROM attempts a \
+                 WHERE a.step_run_id = s.id AND a.status IN ('claimed', 'running') \
+                 AND a.reserved_usd_micros IS NULL))) \
+             ORDER BY s.position";
+        let (taken_by_others, waiting) = on_db!(self, pool => {
+            let taken: i64 = sqlx::query_scalar(&taken)
+                .bind(attempt_id)
+                .bind(run_id)
+                .fetch_one(pool)
+                .await?;
+            let waiting: Vec<String> = sqlx::query_scalar(waiting)
+                .bind(attempt_id)
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?;
+            (taken, waiting)
+        });
+        Ok(BudgetClaimants {
+            taken_by_others,
+            waiting,
         })
     }
 

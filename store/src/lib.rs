@@ -63,7 +63,7 @@ pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
 pub use blobs::{ArtifactRow, BlobRow, BlobUsage, NewBlob, RecordError, StepArtifacts, Usage};
 pub use claims::{AttemptEnd, AttemptOwner, Claimed, CompletedAttempt, StepAfter};
-pub use costs::Reservation;
+pub use costs::{BudgetClaimants, Reservation};
 pub use dashboard::{AttemptRow, RunFilter};
 pub use debug_sessions::{DebugClaim, DebugSessionRow, NewDebugSession};
 pub use environments::{EnvironmentRow, EnvironmentSettings, RunEnvironments, RunOrigin};

@@ -491,8 +491,8 @@ impl Applier {
             &CommitStatus {
                 state: state.into(),
                 target_url: self.run_link(job),
-                description: wall.redact(&description),
-                context: wall.redact(&format!("plue/{workflow}")),
+                description: wall.redact(&description).defused(),
+                context: wall.redact(&format!("plue/{workflow}")).defused(),
             },
         )
         .await

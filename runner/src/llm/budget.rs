@@ -1,6 +1,6 @@
 //! The budget of one `llm` attempt: `max_turns`, `max_tokens` and the cost limit (the
-//! least of the step's `max_cost_usd` and what is left of the run's `budget_usd`, chosen by
-//! the engine), counted by a [`Meter`] as the stream arrives.
+//! step's `max_cost_usd`, or what the attempt holds of the run's `budget_usd`, chosen by
+//! the engine: `core/src/pricing/budget.rs`), counted by a [`Meter`] as the stream arrives.
 //!
 //! Invariants:
 //! - `max_turns` is the number of requests to the Messages API, retries included: the
@@ -23,12 +23,14 @@
 //! - A cost limit without prices, or with prices for a model other than the one the step
 //!   calls, fails the step before its first request (fail closed: an unknown price never
 //!   reads as free).
+//! - A step stopped by its cost limit names the budget that set it, with its amount: the
+//!   step's `max_cost_usd`, or the run's `budget_usd` and what the attempt held of it.
 //! - Money is integer micro-dollars ([`Price::cost_micros`]); nothing here is a float but
 //!   the text of a message.
 
 use std::sync::Mutex;
 
-use crate::protocol::{Budget, Price, Usage};
+use crate::protocol::{Budget, Price, RunBudget, Usage};
 
 /// How the limits of one attempt are counted; shared by the turns of a conversation.
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub struct Meter {
     max_cost_micros: Option<u64>,
     /// Present whenever `max_cost_micros` is (checked in [`Meter::new`]).
     price: Option<Price>,
+    /// Set when the cost limit is the attempt's hold on the run's `budget_usd`.
+    run_budget: Option<RunBudget>,
     state: Mutex<State>,
 }
 
@@ -61,19 +65,19 @@ impl Meter {
             match &budget.prices {
                 None => {
                     return Err(format!(
-                        "budget: max_cost_usd {} needs the prices of model {model}, and the \
-                         engine sent none; the step was not started",
-                        usd(limit)
+                        "budget: {} needs the prices of model {model}, and the engine sent \
+                         none; the step was not started",
+                        cost_limit(limit, budget.run_budget.as_ref())
                     ))
                 }
                 Some(price) if price.model != model => {
                     return Err(format!(
-                    "budget: max_cost_usd {} is priced for model {}, but the step calls {model} \
-                         (its prompt file chose it?); set model= on the step so the engine prices \
+                        "budget: {} is priced for model {}, but the step calls {model} (its \
+                         prompt file chose it?); set model= on the step so the engine prices \
                          the model it calls",
-                    usd(limit),
-                    price.model
-                ))
+                        cost_limit(limit, budget.run_budget.as_ref()),
+                        price.model
+                    ))
                 }
                 Some(_) => {}
             }
@@ -83,6 +87,7 @@ impl Meter {
             max_tokens: budget.max_tokens,
             max_cost_micros: budget.max_cost_micros,
             price: budget.prices,
+            run_budget: budget.run_budget,
             state: Mutex::new(State::default()),
         })
     }
@@ -176,7 +181,14 @@ impl Meter {
             parts.push(format!("max_tokens {}", thousands(tokens)));
         }
         if let Some(limit) = self.max_cost_micros {
-            parts.push(format!("max_cost_usd {}", usd(limit)));
+            parts.push(match &self.run_budget {
+                None => format!("max_cost_usd {}", usd(limit)),
+                Some(run) => format!(
+                    "{} USD of the run's budget_usd {}",
+                    usd(limit),
+                    usd(run.budget_micros)
+                ),
+            });
         }
         (!parts.is_empty()).then(|| parts.join(", "))
     }
@@ -216,13 +228,18 @@ impl Meter {
     }
 
     /// The reason of a step stopped at a limit, `spent` being what it used and `probe`
-    /// what passes the limit (which names it).
+    /// what passes the limit (which names it: the step's `max_tokens` or `max_cost_usd`,
+    /// or the run's `budget_usd` with what the attempt held of it).
     fn reached(&self, spent: Usage, probe: Usage, calls: u32, detail: &str) -> String {
+        let mut held = String::new();
         let limit = match (self.max_cost_micros, &self.price) {
             (Some(max), Some(price))
                 if price.cost_micros(&probe) > max || self.max_tokens.is_none() =>
             {
-                format!("max_cost_usd {}", usd(max))
+                if let Some(run) = &self.run_budget {
+                    held = held_of_run(max, run);
+                }
+                cost_limit(max, self.run_budget.as_ref())
             }
             _ => match self.max_tokens {
                 Some(max) => format!("max_tokens {}", thousands(max)),
@@ -235,7 +252,7 @@ impl Meter {
             .map(|price| format!("spent {} USD, ", usd(price.cost_micros(&spent))))
             .unwrap_or_else(|| "spent ".into());
         format!(
-            "budget: {limit} reached ({cost}{} tokens in {calls} call{}){detail}",
+            "budget: {limit} reached ({cost}{} tokens in {calls} call{}){held}{detail}",
             thousands(tokens(&spent)),
             if calls == 1 { "" } else { "s" }
         )
@@ -245,6 +262,39 @@ impl Meter {
         // A panic elsewhere leaves plain numbers: still good to read.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A cost limit of `max` micro-dollars as the step's messages name it: the step's
+/// `max_cost_usd`, or the run's `budget_usd` (with its amount) when `run` set it.
+fn cost_limit(max: u64, run: Option<&RunBudget>) -> String {
+    match run {
+        None => format!("max_cost_usd {}", usd(max)),
+        Some(run) => format!("the run's budget_usd {}", usd(run.budget_micros)),
+    }
+}
+
+/// What an attempt held of its run's budget (`max`), and why not all of it:
+/// `; this step held 0.02 USD of it, ...` (empty when it held the whole budget).
+fn held_of_run(max: u64, run: &RunBudget) -> String {
+    if max >= run.budget_micros && run.others_micros == 0 && run.shared_with == 0 {
+        return String::new();
+    }
+    let mut text = format!("; this step held {} USD of it", usd(max));
+    if run.others_micros > 0 {
+        text.push_str(&format!(
+            ", the run's other llm attempts having spent or held {} USD",
+            usd(run.others_micros)
+        ));
+    }
+    if run.shared_with > 0 {
+        text.push_str(&format!(
+            ", and the rest was kept for {} other llm step{} that may run at the same time \
+             (max_cost_usd on a step sets what it holds)",
+            run.shared_with,
+            if run.shared_with == 1 { "" } else { "s" }
+        ));
+    }
+    text
 }
 
 /// Every token of `usage`: what `max_tokens` counts.
@@ -319,6 +369,7 @@ mod tests {
             max_tokens,
             max_cost_micros,
             prices: Some(sonnet()),
+            run_budget: None,
         };
         Meter::new(Some(&budget), "claude-sonnet-4-5", turns).unwrap()
     }
@@ -446,5 +497,91 @@ mod tests {
         };
         assert!(Meter::new(Some(&tokens), "any", 5).is_ok());
         assert!(Meter::new(None, "any", 5).unwrap().describe().is_none());
+    }
+
+    #[test]
+    fn a_cost_limit_set_by_the_run_names_the_runs_budget_and_the_hold() {
+        let held = |run_budget: RunBudget, max_cost_micros: u64| {
+            let budget = Budget {
+                max_cost_micros: Some(max_cost_micros),
+                prices: Some(sonnet()),
+                run_budget: Some(run_budget),
+                ..Budget::default()
+            };
+            Meter::new(Some(&budget), "claude-sonnet-4-5", 10).unwrap()
+        };
+        // $0.02 of a $0.05 budget, the other $0.03 held by another attempt: 1,333 output
+        // tokens at $15 / MTok fit.
+        let meter = held(
+            RunBudget {
+                budget_micros: 50_000,
+                others_micros: 30_000,
+                shared_with: 0,
+            },
+            20_000,
+        );
+        assert_eq!(
+            meter.describe().as_deref(),
+            Some("0.02 USD of the run's budget_usd 0.05")
+        );
+        let reason = meter.check(usage(0, 1_333)).unwrap_err();
+        assert_eq!(
+            reason,
+            "budget: the run's budget_usd 0.05 reached (spent 0.019995 USD, 1,333 tokens in 0 \
+             calls); this step held 0.02 USD of it, the run's other llm attempts having spent \
+             or held 0.03 USD"
+        );
+        // A share of the remainder beside two steps that may still start.
+        let shared = held(
+            RunBudget {
+                budget_micros: 300_000,
+                others_micros: 0,
+                shared_with: 2,
+            },
+            100_000,
+        );
+        let reason = shared.check(usage(0, 6_666)).unwrap_err();
+        assert!(
+            reason.starts_with("budget: the run's budget_usd 0.30 reached (spent 0.09999 USD"),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with(
+                "; this step held 0.10 USD of it, and the rest was kept for 2 other llm steps \
+                 that may run at the same time (max_cost_usd on a step sets what it holds)"
+            ),
+            "{reason}"
+        );
+        // The whole budget held: nothing to add.
+        let whole = held(
+            RunBudget {
+                budget_micros: 50_000,
+                ..RunBudget::default()
+            },
+            50_000,
+        );
+        let reason = whole.check(usage(0, 3_333)).unwrap_err();
+        assert_eq!(
+            reason,
+            "budget: the run's budget_usd 0.05 reached (spent 0.049995 USD, 3,333 tokens in 0 calls)"
+        );
+        // Unpriced: the run's budget fails closed, named.
+        let e = Meter::new(
+            Some(&Budget {
+                max_cost_micros: Some(1),
+                run_budget: Some(RunBudget {
+                    budget_micros: 500_000,
+                    ..RunBudget::default()
+                }),
+                ..Budget::default()
+            }),
+            "claude-opus-4-5",
+            5,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("budget: the run's budget_usd 0.50 needs the prices"),
+            "{e}"
+        );
     }
 }

@@ -1050,6 +1050,7 @@ fn sonnet_budget(max_tokens: Option<u64>, max_cost_micros: Option<u64>) -> proto
             cache_write: 3_750_000,
             cache_read: 300_000,
         }),
+        run_budget: None,
     }
 }
 

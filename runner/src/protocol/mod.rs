@@ -254,14 +254,35 @@ pub struct Budget {
     /// Tokens of every call together: input, output, cache writes and cache reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
-    /// What the attempt may cost: already the least of the step's `max_cost_usd` and what
-    /// is left of the run's `budget_usd`.
+    /// What the attempt may cost: the step's `max_cost_usd` when its run has no budget,
+    /// else what the attempt holds of the run's `budget_usd` (at most that `max_cost_usd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_micros: Option<u64>,
     /// The prices of the model the engine expects the step to call; a cost limit without
     /// them, or for another model, fails the step before any call (fail closed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prices: Option<Price>,
+    /// Present when `max_cost_micros` is the attempt's hold on the run's `budget_usd`
+    /// rather than the step's own `max_cost_usd`: what the step says when it is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_budget: Option<RunBudget>,
+}
+
+/// Where an attempt's cost limit came from when the run's `budget_usd` set it (the
+/// figures of the engine's hold, for the step's reason; the limit itself is
+/// [`Budget::max_cost_micros`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBudget {
+    /// The run's `budget_usd`.
+    pub budget_micros: u64,
+    /// What the run's other `llm` attempts had spent or held when this one's hold was set.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub others_micros: u64,
+    /// Other `llm` steps of the run, holding nothing yet and able to run at the same time
+    /// as this one, that part of the remainder was left for (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_with: u64,
 }
 
 /// What a model's tokens cost, in micro-dollars per million tokens (`$3 / MTok` is
