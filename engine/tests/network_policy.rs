@@ -5,10 +5,11 @@
 //! instructions — try to send them the repository's secret by every route: TCP to either
 //! loopback address, a DNS query, a raw socket, a proxy variable of their own.
 //!
-//! Under `network="none"` (and an `llm` step's default) no listener receives a byte; under
-//! an allow-list only the listed server answers, through the runner's proxy, and the other
-//! is refused with the step's log line; `open` (a `bash` step's default) reaches them all,
-//! which is also what shows each attack would succeed without the namespace.
+//! Under `network="none"` (and an `llm` step's default) no listener receives a byte, nor
+//! a Unix socket of the host's in `/run` or `/tmp`; under an allow-list only the listed
+//! server answers, through the runner's proxy, and the other is refused with the step's
+//! log line; `open` (a `bash` step's default) reaches them all, which is also what shows
+//! each attack would succeed without the namespace.
 //!
 //! Network namespaces need a root runner: as another user each test checks only that a
 //! confined step fails closed.
@@ -375,6 +376,110 @@ fn an_allow_list_reaches_only_the_listed_host_through_the_proxy() {
     );
     assert!(allowed_heard.anything());
     assert!(!other_heard.anything(), "{text}");
+}
+
+/// Removes a planted socket, and its directory when the test made one, however it ends.
+struct Planted(std::path::PathBuf, Option<std::path::PathBuf>);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = &self.1 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A Unix socket listener at `path`, open to every user, counting connections.
+fn unix_listener(path: &std::path::Path) -> Heard {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let heard = Heard::default();
+    let record = heard.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            record.0.lock().unwrap().0 += 1;
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = stream.read_to_end(&mut bytes);
+                record.0.lock().unwrap().1.extend_from_slice(&bytes);
+            });
+        }
+    });
+    heard
+}
+
+/// A host daemon's Unix socket is reached by path, whatever network namespace the client
+/// is in: a `network="none"` step must not reach one in `/run` (where PostgreSQL's,
+/// Docker's and the system bus's live) nor one in `/tmp`, while the same step with
+/// `network="open"` (a bash step's default) reaches the one in `/run` — so the attack
+/// works without the hiding — and the one in `/tmp` is its own room's either way.
+#[test]
+fn a_none_step_reaches_no_host_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new("net-sockets");
+    let unique = format!(
+        "plue-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let (run_heard, tmp_heard, _planted) = if root() {
+        let dir = std::path::Path::new("/run").join(&unique);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run = Planted(dir.join("s.sock"), Some(dir));
+        let tmp = Planted(
+            std::path::Path::new("/tmp").join(format!("{unique}.sock")),
+            None,
+        );
+        (
+            unix_listener(&run.0),
+            unix_listener(&tmp.0),
+            Some([run, tmp]),
+        )
+    } else {
+        (Heard::default(), Heard::default(), None)
+    };
+    let run_path = format!("/run/{unique}/s.sock");
+    let tmp_path = format!("/tmp/{unique}.sock");
+    let script = format!(
+        "for path in {run_path} /var/run/{unique}/s.sock {tmp_path}; do \
+         python3 -c 'import os, socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); \
+         s.sendall(os.environ[\"TOKEN\"].encode()); print(\"sent\", sys.argv[1])' \"$path\" 2>/dev/null \
+         || echo \"refused $path\"; done"
+    );
+    let output = plue_run(
+        &sandbox,
+        &bash_workflow(&script, ", network=\"none\""),
+        None,
+    );
+    let text = printed(&output);
+    if !root() {
+        assert!(!output.status.success(), "{text}");
+        return;
+    }
+    assert!(output.status.success(), "{text}");
+    for path in [&run_path, &format!("/var/run/{unique}/s.sock"), &tmp_path] {
+        assert!(text.contains(&format!("refused {path}")), "{text}");
+    }
+    assert!(!text.contains("sent"), "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!run_heard.anything() && !tmp_heard.anything(), "{text}");
+
+    let output = plue_run(&sandbox, &bash_workflow(&script, ""), None);
+    let text = printed(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains(&format!("sent {run_path}")), "{text}");
+    assert!(text.contains(&format!("refused {tmp_path}")), "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run_heard.text().contains(SECRET), "{text}");
+    assert!(!tmp_heard.anything(), "{text}");
 }
 
 #[test]

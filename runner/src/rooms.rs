@@ -6,7 +6,9 @@
 //! would otherwise wait there for the next attempt that holds the same uid, or be used by
 //! another step at once. Under a root runner each step's process (a fresh one through
 //! `launch`, a warm Python child through the same [`Rooms`] sent in its job) therefore, in
-//! the mount namespace it gets anyway and before it drops to the step's user:
+//! the mount namespace it gets anyway and before it drops to the step's user — and so does
+//! a step with a network namespace of its own without a step user, whose rooms keep the
+//! host's sockets in `/tmp` out of its reach (`crate::network::Hidden`):
 //! - mounts a fresh `tmpfs` (`nosuid,nodev`, mode 1777, at most [`TMPFS_OPTIONS`]'s size)
 //!   on each of [`SHARED_PLACES`] that exists here as a directory (`/var/lock` is usually a
 //!   link to `/run/lock`: each real place once). Nothing is shared with the host or with
@@ -165,7 +167,7 @@ fn keep_for(places: &[PathBuf], cwd: &Path) -> Option<Keep> {
 }
 
 /// The flags of the mount `path` is on that a bind of it must keep.
-fn kept_flags(path: &Path) -> c_ulong {
+pub(crate) fn kept_flags(path: &Path) -> c_ulong {
     use nix::sys::statvfs::{statvfs, FsFlags};
     let Ok(stat) = statvfs(path) else {
         return 0;

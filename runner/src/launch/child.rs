@@ -25,7 +25,7 @@ pub(super) enum Stage {
     NoNewPrivs,
     Seccomp,
     Network,
-    Resolvers,
+    Sockets,
 }
 
 /// The stage number of the report a confined child makes, and goes on, when its mounts or
@@ -47,7 +47,10 @@ impl Stage {
             10 => "setting no_new_privs",
             11 => "installing the step's seccomp filter",
             12 => "joining the step's network namespace",
-            13 => "hiding the host's resolver sockets from a step without the host's network",
+            13 => {
+                "hiding the host's socket directories (/run, ...) from a step without the \
+                 host's network"
+            }
             _ => "executing",
         }
     }
@@ -71,11 +74,19 @@ pub(super) struct ChildArgs {
     pub cgroup_procs: *const c_char,
     /// The step's network namespace (`crate::network`) to join, or -1: the host's.
     pub netns: c_int,
-    /// A `resolv.conf` bound read-only over `/etc/resolv.conf` when confined, or null.
+    /// A `resolv.conf` bound read-only over `/etc/resolv.conf` (an allow-list's), or null.
     pub resolv_conf: *const c_char,
-    /// Null-terminated: directories of the host's resolver sockets to hide under an empty
-    /// read-only tmpfs (`crate::network::resolver_dirs`); empty without a network namespace.
+    /// Null-terminated: the host's socket directories to hide under an empty read-only
+    /// tmpfs (`crate::network::Hidden`); empty without a network namespace.
     pub hide: *const *const c_char,
+    /// Null-terminated: directories to make in those tmpfs before they turn read-only.
+    pub hide_mkdirs: *const *const c_char,
+    /// Null-terminated: empty files to make there.
+    pub hide_files: *const *const c_char,
+    /// The entry of a hidden directory bound back (it holds the working directory), or null.
+    pub hide_keep: *const c_char,
+    /// The flags its bind keeps, besides `MS_NOSUID | MS_NODEV`.
+    pub hide_keep_flags: libc::c_ulong,
     pub confine: bool,
     /// Null-terminated: the shared places that get a fresh tmpfs (`rooms`), when confined.
     pub places: *const *const c_char,
@@ -202,25 +213,18 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
                     libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     c"hidepid=invisible".as_ptr(),
                 );
-                // Best effort, before the rooms hide where it lies: an allow-list step's
-                // resolver asks the runner's DNS stub. Without it DNS has no route at all.
-                if !args.resolv_conf.is_null() {
-                    let _ = bind_nosuid(
-                        args.resolv_conf,
-                        c"/etc/resolv.conf".as_ptr(),
-                        libc::MS_RDONLY,
-                    );
-                }
-                if !hide_resolvers(args) {
-                    return Stage::Resolvers;
+                // Before the rooms hide where the runner's `resolv.conf` lies.
+                if args.netns >= 0 && !hide_sockets(args) {
+                    return Stage::Sockets;
                 }
                 if !make_rooms(args) {
                     return Stage::Rooms;
                 }
-            } else if !(*args.hide).is_null() {
-                // Without a mount namespace of its own the step would ask the host's
-                // resolvers through their sockets: it does not start.
-                return Stage::Resolvers;
+            } else if args.netns >= 0 {
+                // Without a mount namespace of its own the step would reach the host's
+                // daemons (its resolvers among them) through their sockets: it does not
+                // start.
+                return Stage::Sockets;
             } else {
                 shared |= crate::rooms::SHARED_MOUNTS;
             }
@@ -242,10 +246,11 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
             if libc::syscall(libc::SYS_setresuid, args.uid, args.uid, args.uid) != 0 {
                 return Stage::Uid;
             }
-        } else if !(*args.hide).is_null() {
+        } else if args.netns >= 0 {
             // A network namespace without a step user (a runner with CAP_SYS_ADMIN that is
-            // not root): a mount namespace of its own only to hide the host's resolvers, or
-            // the step does not start.
+            // not root): a mount namespace of its own only to hide the host's sockets —
+            // their directories, and the host's /tmp and friends under the step's rooms —
+            // or the step does not start.
             let hidden = libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == 0
                 && libc::syscall(
                     libc::SYS_mount,
@@ -255,9 +260,12 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null::<c_void>(),
                 ) == 0
-                && hide_resolvers(args);
+                && hide_sockets(args);
             if !hidden {
-                return Stage::Resolvers;
+                return Stage::Sockets;
+            }
+            if !make_rooms(args) {
+                return Stage::Rooms;
             }
         }
         // As the step's user: a directory it may not enter fails here.
@@ -302,12 +310,70 @@ unsafe fn set_up_and_exec(args: &ChildArgs) -> Stage {
     }
 }
 
-/// Mounts an empty read-only tmpfs over each of `args.hide`; false on the first failure.
+/// Hides the host's socket directories (`crate::network::Hidden`): an empty tmpfs on each
+/// of `args.hide`, the mount points `args.hide_mkdirs` and `args.hide_files` made in them,
+/// `args.hide_keep` bound back, each tmpfs then read-only; then, best effort, the runner's
+/// `resolv.conf` bound over `/etc/resolv.conf` (an allow-list step's resolver asks the
+/// runner's DNS stub; without it DNS has no route at all). False on the first failure of
+/// the hiding (`errno` says why).
 ///
 /// # Safety
 /// Raw system calls only, on the pointers `ChildArgs` guarantees; in a private mount
 /// namespace, before the uid changes.
-unsafe fn hide_resolvers(args: &ChildArgs) -> bool {
+unsafe fn hide_sockets(args: &ChildArgs) -> bool {
+    // SAFETY: for the block — raw system calls on valid, null-terminated strings.
+    unsafe {
+        // Opened before anything hides them, never through a link (the kept entry).
+        let kept = if args.hide_keep.is_null() {
+            -1
+        } else {
+            let fd = libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                args.hide_keep,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return false;
+            }
+            fd as c_int
+        };
+        let resolv = if args.resolv_conf.is_null() {
+            -1
+        } else {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                args.resolv_conf,
+                libc::O_PATH | libc::O_CLOEXEC,
+            ) as c_int
+        };
+        let hidden = hide_dirs(args, kept);
+        let errno = *libc::__errno_location();
+        if hidden && resolv >= 0 {
+            let mut source = [0u8; 32];
+            proc_fd_path(resolv, &mut source);
+            let _ = bind_nosuid(
+                source.as_ptr().cast(),
+                c"/etc/resolv.conf".as_ptr(),
+                libc::MS_RDONLY,
+            );
+        }
+        for fd in [kept, resolv] {
+            if fd >= 0 {
+                libc::syscall(libc::SYS_close, fd);
+            }
+        }
+        *libc::__errno_location() = errno;
+        hidden
+    }
+}
+
+/// [`hide_sockets`]' mounts, `kept` the descriptor of `args.hide_keep` (or -1).
+///
+/// # Safety
+/// As [`hide_sockets`].
+unsafe fn hide_dirs(args: &ChildArgs, kept: c_int) -> bool {
     // SAFETY: for the block — raw system calls on valid, null-terminated strings.
     unsafe {
         let mut next = args.hide;
@@ -317,8 +383,59 @@ unsafe fn hide_resolvers(args: &ChildArgs) -> bool {
                 c"tmpfs".as_ptr(),
                 *next,
                 c"tmpfs".as_ptr(),
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                c"size=4k,nr_inodes=1,mode=0755".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"size=64k,nr_inodes=256,mode=0755".as_ptr(),
+            ) != 0
+            {
+                return false;
+            }
+            next = next.add(1);
+        }
+        let mut next = args.hide_mkdirs;
+        while !(*next).is_null() {
+            if libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, *next, 0o755) != 0
+                && *libc::__errno_location() != libc::EEXIST
+            {
+                return false;
+            }
+            next = next.add(1);
+        }
+        let mut next = args.hide_files;
+        while !(*next).is_null() {
+            if libc::syscall(
+                libc::SYS_mknodat,
+                libc::AT_FDCWD,
+                *next,
+                libc::S_IFREG | 0o644,
+                0,
+            ) != 0
+                && *libc::__errno_location() != libc::EEXIST
+            {
+                return false;
+            }
+            next = next.add(1);
+        }
+        if kept >= 0 {
+            let mut source = [0u8; 32];
+            proc_fd_path(kept, &mut source);
+            if !bind_nosuid(source.as_ptr().cast(), args.hide_keep, args.hide_keep_flags) {
+                return false;
+            }
+        }
+        let mut next = args.hide;
+        while !(*next).is_null() {
+            if libc::syscall(
+                libc::SYS_mount,
+                std::ptr::null::<c_char>(),
+                *next,
+                std::ptr::null::<c_char>(),
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC,
+                std::ptr::null::<c_void>(),
             ) != 0
             {
                 return false;

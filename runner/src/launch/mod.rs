@@ -16,12 +16,15 @@
 //!    root; a failure fails the launch, never runs the step on the host's network);
 //! 4. stdin (`/dev/null`), stdout and stderr, and no other descriptor;
 //! 5. under a root runner: private mount and IPC namespaces where the host allows them,
-//!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it), an allow-list
-//!    step's `resolv.conf` bound read-only over `/etc/resolv.conf` (best effort), for a step
-//!    with a network namespace an empty tmpfs over the host's resolver sockets
-//!    (`crate::network::resolver_dirs`; without a private mount namespace such a step does
-//!    not start; without a step user it unshares one for this alone), the step's own `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
-//!    work directory bound back `nosuid,nodev`), then the attempt's gid, no supplementary
+//!    there `/proc` mounted `hidepid=invisible` (where the kernel knows it), for a step
+//!    with a network namespace an empty read-only tmpfs over each of the host's socket
+//!    directories (`/run`, ...: `crate::network::Hidden`, what the step needs in them made
+//!    or bound back first; without a private mount namespace such a step does not start;
+//!    without a step user it unshares one for this alone) and an allow-list step's
+//!    `resolv.conf` bound read-only over `/etc/resolv.conf` (best effort), the step's own
+//!    `/tmp`, `/var/tmp`, `/dev/shm`, ... (`rooms.rs`: a fresh tmpfs each, the runner's
+//!    work directory bound back `nosuid,nodev`; a step with a network namespace gets them
+//!    without a step user too), then the attempt's gid, no supplementary
 //!    groups, and its uid — a failure here fails the launch; a host that refuses the
 //!    namespaces runs the step with the host's mounts and IPC, and the runner says so once;
 //! 6. the working directory (as the step's user), `no_new_privs` (every step, confined or
@@ -288,6 +291,9 @@ fn launch_sharing(
             places: Vec::new(),
             keep: None,
         },
+        // The host's /tmp and friends hold sockets too (X11's, a PostgreSQL's built to use
+        // /tmp): a step without the host's network gets its own even without a step user.
+        (None, Places::Own) if launch.network.is_some() => Rooms::for_step(launch.cwd),
         (None, _) => {
             unconfined_once();
             Rooms {
@@ -297,13 +303,19 @@ fn launch_sharing(
         }
     };
     let places = null_terminated(&rooms.places);
-    // A step without the host's network must not reach the host's resolvers through
-    // their sockets either (`crate::network::resolver_dirs`).
+    // A step without the host's network must not reach the host's daemons through their
+    // sockets either (`crate::network::Hidden`).
     let hidden = match launch.network {
-        Some(_) => crate::network::resolver_dirs(),
-        None => Vec::new(),
+        Some(network) => crate::network::Hidden::for_step(
+            launch.cwd,
+            &rooms.places,
+            network.resolv_conf().map(|_| Path::new("/etc/resolv.conf")),
+        ),
+        None => crate::network::Hidden::default(),
     };
-    let hide = null_terminated(&hidden);
+    let hide = null_terminated(&hidden.dirs);
+    let hide_mkdirs = null_terminated(&hidden.mkdirs);
+    let hide_files = null_terminated(&hidden.files);
     let filter = seccomp::program().map_err(io::Error::other)?;
     let seccomp = libc::sock_fprog {
         len: u16::try_from(filter.len())
@@ -363,6 +375,13 @@ fn launch_sharing(
             .and_then(crate::network::Namespace::resolv_conf)
             .map_or(std::ptr::null(), CStr::as_ptr),
         hide: hide.as_ptr(),
+        hide_mkdirs: hide_mkdirs.as_ptr(),
+        hide_files: hide_files.as_ptr(),
+        hide_keep: hidden
+            .keep
+            .as_ref()
+            .map_or(std::ptr::null(), |(path, _)| path.as_ptr()),
+        hide_keep_flags: hidden.keep.as_ref().map_or(0, |(_, flags)| *flags),
         confine: launch.user.is_some(),
         places: places.as_ptr(),
         tmpfs_options: rooms::TMPFS_OPTIONS.as_ptr(),

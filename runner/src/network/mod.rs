@@ -21,17 +21,18 @@
 //! - the namespace lives as long as the [`StepNetwork`]: [`StepNetwork::finish`] runs
 //!   after every process of the step is gone and returns how many connections the proxy
 //!   refused (each also a `system` line of the step);
-//! - the host's resolvers are out of reach through the file system too: their Unix sockets'
-//!   directories (nscd, systemd-resolved, the system bus) are hidden under an empty
-//!   tmpfs in the step's mount namespace (`sockets.rs`).
+//! - the host's Unix sockets are out of reach through the file system too: `/run` (the
+//!   resolvers', the system bus's, a database's, Docker's) and a few well-known socket
+//!   directories elsewhere are an empty, read-only tmpfs in the step's mount namespace,
+//!   and its `/tmp`, `/var/tmp`, `/dev/shm` are its own (`sockets.rs`, `rooms`).
 //!
 //! The one exception is the runner's, never a step's: a runner started with
 //! `--network-confined-by-pod` (a Kubernetes class whose pods a NetworkPolicy confines)
 //! runs a `none` step without calling [`confine`], and says so in the step's log
 //! ([`CONFINED_BY_POD`]); an allow-list there still goes through [`confine`].
 //!
-//! What it does not cover: other Unix sockets bound to a path (reached through the file
-//! system, where the step's user and its private `/tmp` decide), and the runner's own
+//! What it does not cover: Unix sockets bound to a path outside those directories (a home
+//! directory's: the step's user and file permissions decide there), and the runner's own
 //! traffic (the engine, the model's API), which never passes through the step's namespace.
 
 mod allow;
@@ -53,7 +54,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::Sender;
 
 use crate::protocol::{NetworkPolicy, Stream};
-pub(crate) use sockets::resolver_dirs;
+pub(crate) use sockets::Hidden;
 
 /// The `system` line of a `none` step a pod-confined runner runs without a namespace of its
 /// own (`--network-confined-by-pod`, which only the Kubernetes pool gives, to a class with

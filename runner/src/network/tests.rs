@@ -492,6 +492,137 @@ async fn a_confined_step_cannot_ask_the_hosts_resolvers_through_their_sockets() 
     assert_eq!(*heard.lock().unwrap(), 1, "{printed}");
 }
 
+/// Unix sockets bound to a path reach their daemon whatever network namespace the client
+/// is in: a database's in `/run/postgresql`, the Docker socket, one directly in `/tmp`.
+/// The test plants listeners in a fresh directory of `/run` (reached as `/var/run/...`
+/// too where that is a link) and in `/tmp` itself: no step whose network is not `open`
+/// reaches any of them — as a step user or as the runner's own user, `none` or an
+/// allow-list — while the step's own sockets work. The same script without the
+/// confinement reaches every one (the control: what fails without the hiding), and an
+/// `open` step as a step user still reaches the one in `/run`.
+#[tokio::test]
+async fn a_confined_step_reaches_no_host_socket_by_path() {
+    use std::os::unix::fs::PermissionsExt;
+    if !root() {
+        return;
+    }
+    let unique = format!(
+        "plue-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let run_dir: &'static std::path::Path =
+        Box::leak(std::path::Path::new("/run").join(&unique).into_boxed_path());
+    std::fs::create_dir(run_dir).unwrap();
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let planted = [
+        Planted {
+            socket: run_dir.join("s.sock"),
+            made_dir: Some(run_dir),
+        },
+        Planted {
+            socket: std::path::Path::new("/tmp").join(format!("{unique}.sock")),
+            made_dir: None,
+        },
+    ];
+    let heard = Arc::new(Mutex::new(Vec::<usize>::new()));
+    for (index, planted) in planted.iter().enumerate() {
+        let listener = tokio::net::UnixListener::bind(&planted.socket).unwrap();
+        std::fs::set_permissions(&planted.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let heard = heard.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                heard.lock().unwrap().push(index);
+                tokio::spawn(async move {
+                    let mut sink = Vec::new();
+                    let _ = stream.read_to_end(&mut sink).await;
+                });
+            }
+        });
+    }
+    let mut paths: Vec<String> = planted
+        .iter()
+        .map(|p| p.socket.display().to_string())
+        .collect();
+    // The same socket by the other name of /run, where /var/run is a link to it.
+    let via_var_run = std::path::Path::new("/var/run")
+        .join(&unique)
+        .join("s.sock");
+    if std::fs::canonicalize(&via_var_run).is_ok_and(|real| real == planted[0].socket) {
+        paths.push(via_var_run.display().to_string());
+    }
+    let script = format!(
+        r#"python3 - {paths} <<'PY' 2>&1
+import os, socket, sys
+for path in sys.argv[1:]:
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.sendall(b"secret")
+        print("sent", path)
+    except OSError as e:
+        print("refused", path, e)
+own = os.path.join(os.getcwd(), "own-%d.sock" % os.getpid())
+server = socket.socket(socket.AF_UNIX)
+server.bind(own)
+server.listen()
+socket.socket(socket.AF_UNIX).connect(own)
+os.unlink(own)
+print("own socket: ok")
+print("run/lock:", os.path.isdir("/run/lock"))
+PY
+        "#,
+        paths = paths.join(" ")
+    );
+    let user = crate::step_user::StepUser {
+        uid: 3_999_023,
+        gid: 3_999_023,
+    };
+    let (log, _keep) = mpsc::channel(16);
+    for (policy, user) in [
+        (NetworkPolicy::None, Some(user)),
+        (NetworkPolicy::Allow(vec!["127.0.0.1:1".into()]), Some(user)),
+        (NetworkPolicy::None, None),
+    ] {
+        let confined = confine(&policy, &log).await.unwrap().unwrap();
+        let printed = run_as(&script, Some(&confined), user).await;
+        confined.finish().await;
+        assert!(!printed.contains("sent"), "{policy:?} {user:?}: {printed}");
+        assert_eq!(
+            printed.matches("refused").count(),
+            paths.len(),
+            "{policy:?} {user:?}: {printed}"
+        );
+        assert!(
+            printed.contains("own socket: ok"),
+            "{policy:?} {user:?}: {printed}"
+        );
+        assert!(
+            printed.contains("run/lock: True"),
+            "{policy:?} {user:?}: {printed}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(*heard.lock().unwrap(), Vec::<usize>::new());
+
+    // Without the confinement (no namespace, no step user) every path is reached.
+    let printed = run_as(&script, None, None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(printed.matches("sent").count(), paths.len(), "{printed}");
+    // An open step as a step user: /run is the host's; /tmp is its own room.
+    heard.lock().unwrap().clear();
+    let printed = run_as(&script, None, Some(user)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(printed.contains(&format!("sent {}", paths[0])), "{printed}");
+    assert!(
+        printed.contains(&format!("refused {}", paths[1])),
+        "{printed}"
+    );
+}
+
 /// A name that resolves to `127.0.0.1` here, other than `localhost` (the host's own name
 /// usually does), or `None` on a host where none does.
 async fn a_loopback_name() -> Option<String> {
