@@ -623,6 +623,85 @@ PY
     );
 }
 
+/// A work directory inside a hidden one (`--work-dir /run/...`) comes back, bound as it
+/// was, while the rest of `/run` stays an empty, read-only tmpfs with only the rooms'
+/// mount points (`/run/lock`) in it.
+#[tokio::test]
+async fn a_work_directory_inside_run_comes_back_and_nothing_else_does() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !root() {
+        return;
+    }
+    let user = crate::step_user::StepUser {
+        uid: 3_999_024,
+        gid: 3_999_024,
+    };
+    let entry = std::path::Path::new("/run").join(format!("plue-test-work-{}", std::process::id()));
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _removed = Removed(entry.clone());
+    let workspace = entry.join("attempt-1/workspace");
+    std::fs::create_dir_all(&workspace).unwrap();
+    for dir in [&entry, &entry.join("attempt-1")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    chown(&workspace, Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::write(workspace.join("file"), "kept\n").unwrap();
+    let (log, _keep) = mpsc::channel(16);
+    let confined = confine(&NetworkPolicy::None, &log).await.unwrap().unwrap();
+    let spec = ProcessSpec {
+        program: "/bin/bash".into(),
+        args: vec![
+            "-c".into(),
+            "cat file; echo made > made && echo wrote; ls -A /run | tr '\\n' ' '; echo; \
+             touch /run/x 2>/dev/null || echo 'run: read-only'"
+                .into(),
+        ],
+        cwd: workspace.clone(),
+        env: BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]),
+        user: Some(user),
+        timeout: Duration::from_secs(60),
+        masker: Default::default(),
+        fresh_interpreter: false,
+        network: Some(confined.namespace().clone()),
+    };
+    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(64);
+    process::run(spec, tx, CancellationToken::new())
+        .await
+        .unwrap();
+    confined.finish().await;
+    let mut printed = String::new();
+    while let Some((_, line)) = rx.recv().await {
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+    let mut listed: Vec<&str> = printed
+        .lines()
+        .nth(2)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    listed.sort_unstable();
+    let mut expected = vec![name.as_str()];
+    if std::path::Path::new("/run/lock").is_dir() {
+        expected.push("lock");
+        expected.sort_unstable();
+    }
+    assert!(printed.starts_with("kept\nwrote\n"), "{printed}");
+    assert_eq!(listed, expected, "{printed}");
+    assert!(printed.contains("run: read-only"), "{printed}");
+    // The step's write went to the host's work directory, as it would anywhere else.
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("made")).unwrap(),
+        "made\n"
+    );
+}
+
 /// A name that resolves to `127.0.0.1` here, other than `localhost` (the host's own name
 /// usually does), or `None` on a host where none does.
 async fn a_loopback_name() -> Option<String> {
