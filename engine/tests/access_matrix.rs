@@ -567,12 +567,7 @@ async fn a_step_reads_nothing_of_another_repositorys_runs() {
         (Some(step.as_str()), "the step's token"),
         (None, "no token"),
     ] {
-        for uri in [
-            "/api/runs",
-            "/api/runs?repo=acme/app",
-            "/api/repos",
-            "/api/forges",
-        ] {
+        for uri in ["/api/runs", "/api/runs?repo=acme/app", "/api/repos"] {
             let response = world.http.get(format!("{}{uri}", world.engine.url));
             let response = match token {
                 Some(token) => response.bearer_auth(token),

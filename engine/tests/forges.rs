@@ -132,7 +132,7 @@ async fn fake_forge(fail_first: usize) -> (String, Received) {
                 // no delivery here comes from (a forge that cannot say makes every push
                 // and pull request run like a fork's: `tests/summon.rs`).
                 if method == axum::http::Method::GET {
-                    if uri.path() == "/user" {
+                    if uri.path().ends_with("/user") {
                         return (
                             StatusCode::OK,
                             json!({"login": "plue-statuses"}).to_string(),

@@ -922,5 +922,13 @@ async fn a_known_engine_still_lets_a_writer_summon() {
     }
     let entry = world.identity_of("octo/tokenless").await;
     assert_eq!(entry["identity"], "no_token", "{entry}");
+    // Private repositories: listed to no one who may not read them.
+    let anonymous = reqwest::Client::new()
+        .get(format!("{}/api/forges", world.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 200);
+    assert_eq!(anonymous.json::<Value>().await.unwrap(), json!([]));
     drop(world.sb);
 }
