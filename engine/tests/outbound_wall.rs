@@ -28,27 +28,30 @@ const KEY: &str = "sk-ant-outbound-wall-7c1d0e";
 /// The other step's token: only `prep` is given it.
 const NPM: &str = "npm_0utb0undWallT0kenOfPrep42";
 
-fn write(path: &str, content: &str) -> (&'static str, Value) {
+fn write(path: &str, content: &str) -> Call {
     ("write_file", json!({"path": path, "content": content}))
 }
 
-fn bash(command: &str) -> (&'static str, Value) {
+fn bash(command: &str) -> Call {
     ("bash", json!({"command": command}))
 }
 
-fn pr() -> (&'static str, Value) {
+fn pr() -> Call {
     (
         "propose_pull_request",
         json!({"title": "Tidy up", "body": "As the issue asked."}),
     )
 }
 
-fn comment(body: &str) -> (&'static str, Value) {
+fn comment(body: &str) -> Call {
     ("propose_comment", json!({"body": body}))
 }
 
+/// A tool call: the tool's name and its input.
+type Call = (&'static str, Value);
+
 /// Each agent: its step id and the tool calls of its turns (one turn per inner list).
-fn agents() -> Vec<(&'static str, Vec<Vec<(&'static str, Value)>>)> {
+fn agents() -> Vec<(&'static str, Vec<Vec<Call>>)> {
     vec![
         (
             "named",
