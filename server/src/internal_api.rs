@@ -18,6 +18,8 @@
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
+//! - A completion's reason is stored as the run's outbound wall redacts it (every secret of
+//!   the run masked, links to other hosts removed): a runner masks only its step's own.
 //! - Hand-off blobs: a runner uploads only for the attempt it holds, and downloads only
 //!   what that attempt's dispatch names (`workspace_from`, `needs_artifacts`), from the
 //!   attempt's own run; the run is never taken from the request. A blob of a step that
@@ -799,6 +801,24 @@ async fn complete(
         &completion.proposals,
     )
     .await?;
+    // The runner masked its reason with the step's own secrets; readers see it only as the
+    // run's wall leaves it (another step's token a tool printed is masked too).
+    if let Some(text) = reason.take() {
+        reason = Some(
+            match state
+                .executor
+                .walls(String::new())
+                .of_run(owner.run_id)
+                .await
+            {
+                Ok(wall) => wall.redact(&text).into_string(),
+                Err(e) => {
+                    tracing::warn!(run = owner.run_id, "the run's outbound wall: {e:#}");
+                    "the step's reason is withheld (the run's secrets could not be read)".into()
+                }
+            },
+        );
+    }
     let report = Report {
         outcome,
         exit_code: completion.exit_code,
