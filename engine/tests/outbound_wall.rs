@@ -231,6 +231,10 @@ async fn what_an_agent_writes_leaves_no_secret_of_the_run_link_or_mention() {
         "the agent never read the token: the test proves nothing"
     );
     for id in ["handed", "utf16"] {
+        let lines = support::log_lines(&http, url, run_id, id).await.unwrap();
+        let text = serde_json::to_string(&lines).unwrap();
+        assert_eq!(leaked(&text), None, "{id}'s log: {text}");
+
         let transcript = get_json(
             &http,
             &format!("{url}/api/runs/{run_id}/steps/{id}/transcript"),

@@ -342,6 +342,25 @@ impl Checker {
         }
     }
 
+    /// Whether the wall knows any secret (a run without secrets masks nothing).
+    pub fn has_secrets(&self) -> bool {
+        !self.needles.is_empty()
+    }
+
+    /// `text` with every spelling of every secret replaced where it stands, or `None` when
+    /// it holds none: for a log line, shown as it is (escaped, never rendered), so only the
+    /// spellings a reader sees literally matter — and cheap enough for every line.
+    pub fn mask_spellings(&self, text: &str) -> Option<String> {
+        let mut masked: Option<String> = None;
+        for (_, needle) in &self.needles {
+            let current = masked.as_deref().unwrap_or(text);
+            if current.contains(needle.as_str()) {
+                masked = Some(current.replace(needle.as_str(), MASK));
+            }
+        }
+        masked
+    }
+
     /// `text` with every spelling of every secret of the run masked where it stands and
     /// nothing else changed, for text shown as it is and never rendered (a transcript's
     /// messages on the dashboard and in the API); [`WITHHELD`] when a secret shows only

@@ -213,3 +213,16 @@ fn masking_changes_only_the_secrets() {
     let (head, tail) = SECRET.split_at(6);
     assert_eq!(c.mask(&format!("{head}&shy;{tail}")).as_str(), WITHHELD);
 }
+
+#[test]
+fn a_log_line_has_its_spellings_masked_and_nothing_else() {
+    let c = checker();
+    assert_eq!(c.mask_spellings("nothing here"), None);
+    let reversed: String = SECRET.chars().rev().collect();
+    assert_eq!(
+        c.mask_spellings(&format!("token={SECRET} rev={reversed} <b>x</b>"))
+            .as_deref(),
+        Some("token=*** rev=*** <b>x</b>")
+    );
+    assert!(!Checker::new(&Secrets::new(), ["h"]).has_secrets());
+}

@@ -18,6 +18,8 @@
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
+//! - Log lines are stored masked with every secret of the run (each spelling the outbound
+//!   wall knows, where it stands), the run's wall kept [`WALL_FOR`].
 //! - A completion's reason is stored as the run's outbound wall redacts it (every secret of
 //!   the run masked, links to other hosts removed): a runner masks only its step's own.
 //! - Hand-off blobs: a runner uploads only for the attempt it holds, and downloads only
@@ -47,6 +49,7 @@ use crate::executor::{Executor, Report, RunnerSaid};
 use crate::http_error::{ApiError, ApiResult};
 use crate::json_body::JsonBody;
 use crate::metrics;
+use crate::outbound::Checker;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
     log_quota, now_ms, AttemptOwner, Claimed, LogAttempt, LogQuotas, NewRunner, RedeemedToken,
@@ -98,12 +101,34 @@ pub struct AuthedRunner {
 pub struct RunnerAuth {
     runners: Mutex<HashMap<String, AuthedRunner>>,
     owners: Mutex<HashMap<i64, AttemptOwner>>,
+    /// Each active run's outbound wall, for its log lines: made when it was first needed,
+    /// made again after [`WALL_FOR`].
+    walls: Mutex<HashMap<i64, (std::time::Instant, Arc<Checker>)>>,
 }
 
 const CACHE_LIMIT: usize = 10_000;
+/// How long a run's wall is used for its log lines before it is made again (a secret
+/// changed meanwhile is masked from then on).
+const WALL_FOR: Duration = Duration::from_secs(30);
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 impl RunnerAuth {
+    /// Run `run_id`'s outbound wall, kept [`WALL_FOR`].
+    async fn wall_of(&self, executor: &Executor, run_id: i64) -> anyhow::Result<Arc<Checker>> {
+        if let Some((at, wall)) = lock(&self.walls).get(&run_id) {
+            if at.elapsed() < WALL_FOR {
+                return Ok(wall.clone());
+            }
+        }
+        let wall = Arc::new(executor.walls(String::new()).of_run(run_id).await?);
+        let mut walls = lock(&self.walls);
+        if walls.len() >= CACHE_LIMIT {
+            walls.clear();
+        }
+        walls.insert(run_id, (std::time::Instant::now(), wall.clone()));
+        Ok(wall)
+    }
+
     /// Drops a runner from the cache (it was declared lost or left).
     pub fn forget_runner(&self, runner_id: i64) {
         lock(&self.runners).retain(|_, r| r.id != runner_id);
@@ -681,7 +706,18 @@ async fn logs(
     let Some(budget) = store.log_budget(attempt_id).await? else {
         return Ok(Json(LogAck { cancel: true }));
     };
-    let planned = log_quota::plan(&state.config.log_quotas, &budget, &batch.lines, now_ms());
+    let mut planned = log_quota::plan(&state.config.log_quotas, &budget, &batch.lines, now_ms());
+    // The runner masked the lines with the step's own secrets; readers see them masked
+    // with every secret of the run (a token another step left in the workspace, printed by
+    // a tool here).
+    let wall = state.auth.wall_of(&state.executor, owner.run_id).await?;
+    if wall.has_secrets() {
+        for line in &mut planned.lines {
+            if let Some(masked) = wall.mask_spellings(&line.text) {
+                line.text = masked;
+            }
+        }
+    }
     let at = LogAttempt {
         attempt_id,
         run_id: owner.run_id,
