@@ -97,11 +97,14 @@ impl Walls {
             found
                 .forge_hosts
                 .extend(repo.api_url.as_deref().and_then(host_of));
-            found.secrets.add(
-                self.vault
-                    .open(&repo.webhook_secret)
-                    .with_context(|| format!("the webhook secret of {}", repo.name))?,
-            );
+            // A repository registered without one has none ('').
+            if !repo.webhook_secret.is_empty() {
+                found.secrets.add(
+                    self.vault
+                        .open(&repo.webhook_secret)
+                        .with_context(|| format!("the webhook secret of {}", repo.name))?,
+                );
+            }
             if let Some(sealed) = &repo.api_token {
                 found.secrets.add(
                     self.vault

@@ -315,6 +315,68 @@ async fn what_the_built_commit_changes_is_checked_again_before_the_push() {
     validate::check_changes(&changed, &so).unwrap();
 }
 
+// What users hit (issue 49): a pull request whose proposal waited for a person was opened
+// after its run had ended, so the run's final status (posted when the run ended, on
+// nothing) never reached it. The applier now posts it on the commit it opens with.
+#[tokio::test]
+async fn a_pull_request_opened_after_its_run_ended_gets_the_runs_final_status() {
+    for (store, _dir) in stores().await {
+        let (forge, base, diff) = setup();
+        let payload = serde_json::to_string(&Proposal::PullRequest {
+            title: "Fix a".into(),
+            body: "As asked.".into(),
+            diff: String::from_utf8(diff).unwrap(),
+        })
+        .unwrap();
+        let plan = r#"{"name":"fixer","triggers":[],"env":{},"steps":[]}"#;
+        on_db!(store, pool => {
+            sqlx::query("INSERT INTO repositories (id, name, clone_url, forge, created_at, api_url, api_token) \
+                         VALUES (1, 'acme/app', $1, 'gitea', 0, $2, $3)")
+                .bind(forge.clone_url("acme/app")).bind(forge.api_url()).bind(format!("plain:{TOKEN}"))
+                .execute(pool).await.unwrap();
+            sqlx::query("INSERT INTO workflows (id, source, path, name, repo_id, created_at) \
+                         VALUES (1, 'acme/app', 'w', 'fixer', 1, 0)")
+                .execute(pool).await.unwrap();
+            sqlx::query("INSERT INTO runs (id, workflow_id, event, ref, sha, plan_hash, max_parallel, \
+                         status, created_at, repo_id, finished_at) \
+                         VALUES (1, 1, 'manual', 'refs/heads/main', $1, 'h', 1, 'succeeded', 0, 1, 1)")
+                .bind(&base).execute(pool).await.unwrap();
+            sqlx::query("INSERT INTO run_documents (run_id, context, plan, workspace) VALUES (1, '{}', $1, '')")
+                .bind(plan).execute(pool).await.unwrap();
+            sqlx::query("INSERT INTO step_runs (id, run_id, step_id, position, status, labels) \
+                         VALUES (1, 1, 'fix', 0, 'succeeded', '')")
+                .execute(pool).await.unwrap();
+            sqlx::query("INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, \
+                         payload, state, decided_by, created_at) \
+                         VALUES (1, 1, 1, 0, 'pull_request', $1, 'ready', 'maintainer', 0)")
+                .bind(&payload).execute(pool).await.unwrap();
+        });
+        let mirrors = tempfile::tempdir().unwrap();
+        let applier = Applier::new(
+            store.clone(),
+            Vault::unkeyed(),
+            mirrors.path().to_owned(),
+            crate::outbound_wall::Walls::new(
+                store.clone(),
+                Vault::unkeyed(),
+                Default::default(),
+                "http://plue".into(),
+            ),
+        );
+        assert_eq!(applier.apply_due().await.unwrap(), 1);
+        let pulls = forge.pulls("acme/app");
+        assert_eq!(pulls.len(), 1, "{pulls:?}");
+        let statuses = forge.statuses("acme/app");
+        assert!(
+            statuses.iter().any(|s| s.sha == pulls[0].head_sha
+                && s.state == "success"
+                && s.context == "plue/fixer"
+                && s.target_url == "http://plue/runs/1"),
+            "{statuses:?}"
+        );
+    }
+}
+
 /// A commit title as the applier gives it: through a wall.
 fn title(text: &str) -> crate::outbound::Outbound {
     crate::outbound::Checker::new(&Default::default(), ["plue"])
