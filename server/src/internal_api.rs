@@ -841,12 +841,7 @@ async fn complete(
     // run's wall leaves it (another step's token a tool printed is masked too).
     if let Some(text) = reason.take() {
         reason = Some(
-            match state
-                .executor
-                .walls(String::new())
-                .of_run(owner.run_id)
-                .await
-            {
+            match state.auth.wall_of(&state.executor, owner.run_id).await {
                 Ok(wall) => wall.redact(&text).into_string(),
                 Err(e) => {
                     tracing::warn!(run = owner.run_id, "the run's outbound wall: {e:#}");
