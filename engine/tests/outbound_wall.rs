@@ -131,6 +131,7 @@ fn workflow() -> String {
         "def workflow(ctx):\n    so = SafeOutputs(pull_request=True, comments=1, \
          paths_allow=[\"src/**\"], max_files=3)\n    return Plan(\"outbound-wall\", steps=[\n\
          \x20       Step.bash(\"prep\", 'printf \"//registry.npmjs.org/:_authToken=%s\\\\n\" \"$NPM\" > src/.npmrc', secrets=[\"NPM\"]),\n\
+         \x20       Step.bash(\"echoer\", 't=$(cut -d= -f2 src/.npmrc); echo \"found $t\"; echo \"leak=$t\" >> \"$PLUE_OUTPUT\"', depends_on=[\"prep\"], workspace_from=\"prep\"),\n\
          {}    ])\n",
         steps.concat()
     )
@@ -230,11 +231,18 @@ async fn what_an_agent_writes_leaves_no_secret_of_the_run_link_or_mention() {
         saw,
         "the agent never read the token: the test proves nothing"
     );
-    for id in ["handed", "utf16"] {
+    // A bash step handed the workspace prints the token and makes it an output: its log
+    // and its outputs are masked with the run's secrets though the step never held it.
+    assert_eq!(step(&run, "echoer")["status"], "succeeded", "{run}");
+    let echoer = step(&run, "echoer").to_string();
+    assert!(echoer.contains("***"), "{echoer}");
+    assert_eq!(leaked(&echoer), None, "{echoer}");
+    for id in ["echoer", "handed", "utf16"] {
         let lines = support::log_lines(&http, url, run_id, id).await.unwrap();
         let text = serde_json::to_string(&lines).unwrap();
         assert_eq!(leaked(&text), None, "{id}'s log: {text}");
-
+    }
+    for id in ["handed", "utf16"] {
         let transcript = get_json(
             &http,
             &format!("{url}/api/runs/{run_id}/steps/{id}/transcript"),

@@ -18,8 +18,9 @@
 //! - Every body is validated (unknown fields, sizes, characters) and a bad one is a 4xx
 //!   with a message; handlers never panic on input.
 //! - Logs and completions are idempotent, so runners may resend them freely.
-//! - Log lines are stored masked with every secret of the run (each spelling the outbound
-//!   wall knows, where it stands), the run's wall kept [`WALL_FOR`].
+//! - Log lines and outputs are stored masked with every secret of the run (each spelling
+//!   the outbound wall knows, where it stands), the run's wall kept [`WALL_FOR`]; withheld
+//!   when the wall cannot be made, never stored unmasked.
 //! - A completion's reason is stored as the run's outbound wall redacts it (every secret of
 //!   the run masked, links to other hosts removed): a runner masks only its step's own.
 //! - Hand-off blobs: a runner uploads only for the attempt it holds, and downloads only
@@ -107,6 +108,9 @@ pub struct RunnerAuth {
 }
 
 const CACHE_LIMIT: usize = 10_000;
+/// What a log line, an output or a reason becomes when the run's wall cannot be made (a
+/// secret of the run the vault cannot open): withheld, never kept unmasked.
+const WITHHELD_NO_WALL: &str = "[withheld: the run's secrets could not be read]";
 /// How long a run's wall is used for its log lines before it is made again (a secret
 /// changed meanwhile is masked from then on).
 const WALL_FOR: Duration = Duration::from_secs(30);
@@ -710,11 +714,20 @@ async fn logs(
     // The runner masked the lines with the step's own secrets; readers see them masked
     // with every secret of the run (a token another step left in the workspace, printed by
     // a tool here).
-    let wall = state.auth.wall_of(&state.executor, owner.run_id).await?;
-    if wall.has_secrets() {
-        for line in &mut planned.lines {
-            if let Some(masked) = wall.mask_spellings(&line.text) {
-                line.text = masked;
+    match state.auth.wall_of(&state.executor, owner.run_id).await {
+        Ok(wall) if wall.has_secrets() => {
+            for line in &mut planned.lines {
+                if let Some(masked) = wall.mask_spellings(&line.text) {
+                    line.text = masked;
+                }
+            }
+        }
+        Ok(_) => {}
+        // Never kept unmasked, never refused (the runner would send it again and again).
+        Err(e) => {
+            tracing::warn!(run = owner.run_id, "the run's outbound wall: {e:#}");
+            for line in &mut planned.lines {
+                line.text = WITHHELD_NO_WALL.into();
             }
         }
     }
@@ -837,24 +850,38 @@ async fn complete(
         &completion.proposals,
     )
     .await?;
-    // The runner masked its reason with the step's own secrets; readers see it only as the
-    // run's wall leaves it (another step's token a tool printed is masked too).
-    if let Some(text) = reason.take() {
-        reason = Some(
-            match state.auth.wall_of(&state.executor, owner.run_id).await {
-                Ok(wall) => wall.redact(&text).into_string(),
-                Err(e) => {
-                    tracing::warn!(run = owner.run_id, "the run's outbound wall: {e:#}");
-                    "the step's reason is withheld (the run's secrets could not be read)".into()
+    // The runner masked its reason and outputs with the step's own secrets; readers see
+    // them only as the run's wall leaves them (another step's token a tool printed, or an
+    // agent put in its result, is masked too).
+    let mut outputs = completion.outputs;
+    let wall = state.auth.wall_of(&state.executor, owner.run_id).await;
+    match &wall {
+        Ok(wall) if wall.has_secrets() => {
+            for value in outputs.values_mut() {
+                if let Some(masked) = wall.mask_spellings(value) {
+                    *value = masked;
                 }
-            },
-        );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(run = owner.run_id, "the run's outbound wall: {e:#}");
+            for value in outputs.values_mut() {
+                *value = WITHHELD_NO_WALL.into();
+            }
+        }
+    }
+    if let Some(text) = reason.take() {
+        reason = Some(match &wall {
+            Ok(wall) => wall.redact(&text).into_string(),
+            Err(_) => WITHHELD_NO_WALL.into(),
+        });
     }
     let report = Report {
         outcome,
         exit_code: completion.exit_code,
         reason,
-        outputs: completion.outputs,
+        outputs,
     };
     // The next attempt is claimed in the completion's transaction, unless the engine is
     // shutting down (then it claims nothing, below) or proposals are still to be recorded
