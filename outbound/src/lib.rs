@@ -23,7 +23,11 @@
 //!   references of any length decoded, invisible characters removed), without Markdown's
 //!   inline marks, percent-decoded, and in a diff's added lines joined; links and mentions
 //!   with the markup kept (attributes hold links) and dropped.
-//! - Every spelling of [`spellings`] of every secret of the run is looked for.
+//! - Every spelling of [`spellings`] of every secret of the run is looked for, without
+//!   ASCII case but for base64's (`GHP_…`, mixed-case hex read the same), and also in a
+//!   view's letters and digits alone when the spelling has [`MIN_SKELETON`] of them (a
+//!   secret cut by spaces, line breaks, a table's cells or a link's brackets).
+//! - Every check is linear in the text's length (an attacker's megabyte is no stall).
 //! - A redacted text is a fixed point of what a reader sees: decoding it again shows
 //!   nothing new, so what was checked is what is shown.
 //! - Not found: a secret cut over two texts, or encoded beyond these spellings; a step
@@ -169,11 +173,7 @@ impl Redacted {
     /// This text with every mention defused (`@name` as `＠name`), for a forge's plain
     /// text (a commit status's description).
     pub fn defused(&self) -> Outbound {
-        let mut text = self.0.clone();
-        for (span, _) in links::mentions(&text).iter().rev() {
-            text.replace_range(span.start..span.start + 1, "\u{ff20}");
-        }
-        Outbound(text)
+        Outbound(defuse(&self.0))
     }
 }
 
@@ -184,6 +184,49 @@ impl std::fmt::Display for Redacted {
 }
 
 impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// `text` with every mention's `@` as `＠`.
+fn defuse(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for (span, _) in links::mentions(text) {
+        out.push_str(&text[from..span.start]);
+        out.push('\u{ff20}');
+        from = span.start + 1;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
+/// Text with every spelling of a secret of the run masked ([`Checker::mask`]), for a reader
+/// shown it as it is, never rendered (a transcript): it may still hold links and mentions,
+/// and so never reaches a forge.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Masked(String);
+
+impl Masked {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Masked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Masked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&self.0, f)
     }
@@ -218,10 +261,120 @@ pub const WITHHELD: &str = "[withheld: it held a secret of the run]";
 /// What replaces a link to a host that is not allowed in a redacted text.
 pub const LINK_REMOVED: &str = "[link removed]";
 
+/// Shortest run of letters and digits a secret's spelling is looked for as, in a text's
+/// letters and digits alone ([`render::skeleton`]).
+pub const MIN_SKELETON: usize = 8;
+
+/// One spelling of a secret, as it is looked for.
+#[derive(Clone)]
+struct Needle {
+    spelling: Spelling,
+    /// The spelling; ASCII-lowercase when `folded`.
+    text: String,
+    /// Whether it is compared without ASCII case: every spelling but base64's (a reader
+    /// who sees `GHP_…` or mixed-case hex has the secret all the same).
+    folded: bool,
+    /// Its letters and digits alone (lowercase when `folded`), if long enough.
+    skeleton: Option<String>,
+}
+
+impl Needle {
+    fn new(spelling: Spelling, text: String) -> Needle {
+        let folded = !matches!(spelling, Spelling::Base64 | Spelling::Base64Url);
+        let text = if folded {
+            text.to_ascii_lowercase()
+        } else {
+            text
+        };
+        let skeleton = render::skeleton(&text);
+        let skeleton = (skeleton.chars().count() >= MIN_SKELETON).then_some(skeleton);
+        Needle {
+            spelling,
+            text,
+            folded,
+            skeleton,
+        }
+    }
+
+    /// `text` with every occurrence of this spelling (without case when folded) masked.
+    fn mask_in(&self, text: &str) -> String {
+        if !self.folded {
+            return text.replace(self.text.as_str(), MASK);
+        }
+        // ASCII lowercasing keeps every byte where it was.
+        let lower = text.to_ascii_lowercase();
+        let mut out = String::with_capacity(text.len());
+        let mut from = 0;
+        for (at, _) in lower.match_indices(self.text.as_str()) {
+            out.push_str(&text[from..at]);
+            out.push_str(MASK);
+            from = at + self.text.len();
+        }
+        out.push_str(&text[from..]);
+        out
+    }
+}
+
+/// The views of a text a secret is looked for in.
+struct Views {
+    /// As it is, decoded, without inline marks, percent-decoded, as shown.
+    exact: Vec<String>,
+    /// The same, ASCII-lowercased.
+    folded: Vec<String>,
+    /// The letters and digits alone of what a reader sees (and percent-decoded).
+    skeleton: Vec<String>,
+    /// The same, ASCII-lowercased.
+    skeleton_folded: Vec<String>,
+}
+
+impl Views {
+    fn of(text: &str) -> Views {
+        let shown = render::visible(text);
+        let skeleton = vec![
+            render::skeleton(&shown),
+            render::skeleton(&render::percent_decoded(&shown)),
+        ];
+        let exact = vec![
+            text.to_owned(),
+            render::decoded(text),
+            render::without_inline_marks(&shown),
+            render::percent_decoded(&shown),
+            shown,
+        ];
+        Views {
+            folded: exact.iter().map(|v| v.to_ascii_lowercase()).collect(),
+            skeleton_folded: skeleton.iter().map(|v| v.to_ascii_lowercase()).collect(),
+            exact,
+            skeleton,
+        }
+    }
+
+    /// Whether a view holds `needle` as it is spelt.
+    fn hold(&self, needle: &Needle) -> bool {
+        let views = match needle.folded {
+            true => &self.folded,
+            false => &self.exact,
+        };
+        views.iter().any(|v| v.contains(needle.text.as_str()))
+    }
+
+    /// Whether the letters and digits alone of a view hold `needle`'s.
+    fn hold_cut(&self, needle: &Needle) -> bool {
+        let skeletons = match needle.folded {
+            true => &self.skeleton_folded,
+            false => &self.skeleton,
+        };
+        needle
+            .skeleton
+            .as_ref()
+            .is_some_and(|s| skeletons.iter().any(|v| v.contains(s.as_str())))
+    }
+}
+
 /// The wall for one run: its secrets in every spelling and the hosts its links may name.
 #[derive(Clone)]
 pub struct Checker {
-    needles: Vec<(Spelling, String)>,
+    needles: Vec<Needle>,
     hosts: Vec<String>,
 }
 
@@ -238,11 +391,15 @@ impl Checker {
     /// A checker for `secrets` whose texts may link to `hosts` (lowercase host names, the
     /// forge's and the engine's own among them), and nowhere else.
     pub fn new<H: AsRef<str>>(secrets: &Secrets, hosts: impl IntoIterator<Item = H>) -> Checker {
-        let mut needles: Vec<(Spelling, String)> =
-            secrets.0.iter().flat_map(|s| spellings::of(s)).collect();
+        let mut needles: Vec<Needle> = secrets
+            .0
+            .iter()
+            .flat_map(|s| spellings::of(s))
+            .map(|(spelling, text)| Needle::new(spelling, text))
+            .collect();
         // Longest first: a masked longer secret leaves no part of itself for a shorter one.
-        needles.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
-        needles.dedup_by(|a, b| a.1 == b.1);
+        needles.sort_by_key(|n| std::cmp::Reverse(n.text.len()));
+        needles.dedup_by(|a, b| a.text == b.text && a.folded == b.folded);
         let hosts = hosts
             .into_iter()
             .map(|h| h.as_ref().trim_end_matches('.').to_ascii_lowercase())
@@ -273,18 +430,13 @@ impl Checker {
         if self.needles.is_empty() {
             return None;
         }
-        let shown = render::visible(text);
-        let views = [
-            text.to_owned(),
-            render::decoded(text),
-            render::without_inline_marks(&shown),
-            render::percent_decoded(&shown),
-            shown,
-        ];
+        let views = Views::of(text);
+        // Spelt whole first, so what is found is named by its spelling.
         self.needles
             .iter()
-            .find(|(_, needle)| views.iter().any(|view| view.contains(needle.as_str())))
-            .map(|(spelling, _)| *spelling)
+            .find(|needle| views.hold(needle))
+            .or_else(|| self.needles.iter().find(|needle| views.hold_cut(needle)))
+            .map(|needle| needle.spelling)
     }
 
     /// How a secret of the run is spelt in the diff `diff`: anywhere in it, or in its added
@@ -310,12 +462,19 @@ impl Checker {
             .map(|link| link.host)
     }
 
-    /// The first mention in `text`, markup kept or dropped.
+    /// The first mention in `text`, markup kept or dropped, invisible characters kept or
+    /// dropped (`a\u{200b}@name` mentions: the `@` follows a character that is no letter).
     pub fn mention(&self, text: &str) -> Option<String> {
-        [render::decoded(text), render::visible(text)]
-            .iter()
-            .find_map(|view| links::mention(view))
-            .map(|(_, name)| name)
+        [
+            text.to_owned(),
+            render::decode_references(text),
+            render::decode_references(&render::strip_markup(text)),
+            render::decoded(text),
+            render::visible(text),
+        ]
+        .iter()
+        .find_map(|view| links::mention(view))
+        .map(|(_, name)| name)
     }
 
     /// `text` as it is, if it holds no secret of the run in any spelling, links to no host
@@ -351,11 +510,23 @@ impl Checker {
     /// it holds none: for a log line, shown as it is (escaped, never rendered), so only the
     /// spellings a reader sees literally matter — and cheap enough for every line.
     pub fn mask_spellings(&self, text: &str) -> Option<String> {
-        let mut masked: Option<String> = None;
-        for (_, needle) in &self.needles {
-            let current = masked.as_deref().unwrap_or(text);
-            if current.contains(needle.as_str()) {
-                masked = Some(current.replace(needle.as_str(), MASK));
+        let masked = self.mask_all(text);
+        (masked != text).then_some(masked)
+    }
+
+    /// `text` with every spelling of every secret masked where it stands (without ASCII case
+    /// but base64's), longest first.
+    fn mask_all(&self, text: &str) -> String {
+        let mut masked = text.to_owned();
+        let mut lower = text.to_ascii_lowercase();
+        for needle in &self.needles {
+            let holds = match needle.folded {
+                true => lower.contains(needle.text.as_str()),
+                false => masked.contains(needle.text.as_str()),
+            };
+            if holds {
+                masked = needle.mask_in(&masked);
+                lower = masked.to_ascii_lowercase();
             }
         }
         masked
@@ -365,16 +536,11 @@ impl Checker {
     /// nothing else changed, for text shown as it is and never rendered (a transcript's
     /// messages on the dashboard and in the API); [`WITHHELD`] when a secret shows only
     /// once decoded.
-    pub fn mask(&self, text: &str) -> Redacted {
-        let mut masked = text.to_owned();
-        for (_, needle) in &self.needles {
-            if masked.contains(needle.as_str()) {
-                masked = masked.replace(needle.as_str(), MASK);
-            }
-        }
+    pub fn mask(&self, text: &str) -> Masked {
+        let masked = self.mask_all(text);
         match self.secret_in(&masked) {
-            Some(_) => Redacted(WITHHELD.to_owned()),
-            None => Redacted(masked),
+            Some(_) => Masked(WITHHELD.to_owned()),
+            None => Masked(masked),
         }
     }
 
@@ -395,11 +561,7 @@ impl Checker {
             }
             shown = next;
         }
-        for (_, needle) in &self.needles {
-            if shown.contains(needle.as_str()) {
-                shown = shown.replace(needle.as_str(), MASK);
-            }
-        }
+        shown = self.mask_all(&shown);
         if self.secret_in(&shown).is_some() || render::visible(&shown) != shown {
             return Redacted(WITHHELD.to_owned());
         }
@@ -409,9 +571,15 @@ impl Checker {
             if found.is_empty() {
                 break;
             }
-            for link in found.iter().rev() {
-                shown.replace_range(link.span.clone(), LINK_REMOVED);
+            let mut out = String::with_capacity(shown.len());
+            let mut from = 0;
+            for link in &found {
+                out.push_str(&shown[from..link.span.start]);
+                out.push_str(LINK_REMOVED);
+                from = link.span.end;
             }
+            out.push_str(&shown[from..]);
+            shown = out;
         }
         match self.check(&shown) {
             Ok(_) | Err(Refusal::Mention { .. }) => Redacted(shown),
@@ -432,5 +600,7 @@ pub fn host_of(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.trim_end_matches('.').to_ascii_lowercase())
 }
 
+#[cfg(test)]
+mod attack_tests;
 #[cfg(test)]
 mod tests;

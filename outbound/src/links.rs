@@ -5,7 +5,9 @@
 //! Invariants: a link is `scheme://host`, `http:host` or `https:\\host`, a
 //! scheme-relative `//host` (or `\\host`) where a link or an attribute starts, or a
 //! `www.host` autolink; tabs and line breaks inside it are ignored, as URL parsers drop
-//! them. A mention is an `@` not preceded by a word character, followed by a name.
+//! them (but a line break before it is whitespace for where it may start). A mention is
+//! an `@` not preceded by an ASCII letter, digit or `_`, followed by a name (GitHub's
+//! rule, the wider of the two forges'). Linear in the text's length.
 //! Offsets returned are byte offsets into the text given.
 
 use std::ops::Range;
@@ -21,25 +23,52 @@ pub struct Link {
 /// Every link of `text` whose host `allowed` does not accept.
 pub fn foreign_links(text: &str, allowed: &dyn Fn(&str) -> bool) -> Vec<Link> {
     // Without tabs and line breaks (which URL parsers drop), ASCII-lowercased; `origin`
-    // maps each of its bytes (and its end) back to `text`.
+    // maps each of its bytes (and its end) back to `text`; `after_break` says of each of
+    // its characters whether a dropped tab or line break stood right before it (for what
+    // a link may follow, it is whitespace: `x\nwww.host` is a link on its own line).
     let mut lower = String::with_capacity(text.len());
     let mut origin = Vec::with_capacity(text.len() + 1);
+    let mut after_break = Vec::with_capacity(text.len());
+    let mut dropped = false;
     for (at, c) in text.char_indices() {
-        if !matches!(c, '\t' | '\n' | '\r') {
-            lower.push(c.to_ascii_lowercase());
-            origin.extend((0..c.len_utf8()).map(|i| at + i));
+        if matches!(c, '\t' | '\n' | '\r') {
+            dropped = true;
+            continue;
         }
+        lower.push(c.to_ascii_lowercase());
+        origin.extend((0..c.len_utf8()).map(|i| at + i));
+        after_break.push(std::mem::take(&mut dropped));
     }
     origin.push(text.len());
     let is_slash = |c: char| c == '/' || c == '\\';
     let chars: Vec<(usize, char)> = lower.char_indices().collect();
+    // For each byte of `lower`: where the authority that would start there ends (the
+    // first character that ends one, at or after it), and the last `@` before it; so a
+    // link's authority is read in constant time however many links share it.
+    let ends_authority = |c: char| c.is_whitespace() || "/?#<>\"'`)]|\\".contains(c);
+    let mut authority_end = vec![lower.len(); lower.len() + 1];
+    for &(at, c) in chars.iter().rev() {
+        let end = if ends_authority(c) {
+            at
+        } else {
+            authority_end[at + c.len_utf8()]
+        };
+        authority_end[at..at + c.len_utf8()].fill(end);
+    }
+    let mut last_at = vec![usize::MAX; lower.len() + 1];
+    for (i, b) in lower.bytes().enumerate() {
+        last_at[i + 1] = if b == b'@' { i } else { last_at[i] };
+    }
     let mut found = Vec::new();
     let mut covered = 0;
     for (n, &(at, c)) in chars.iter().enumerate() {
         if at < covered {
             continue;
         }
-        let before = n.checked_sub(1).map(|m| chars[m].1);
+        let before = match after_break[n] {
+            true => Some('\n'),
+            false => n.checked_sub(1).map(|m| chars[m].1),
+        };
         let rest = &lower[at..];
         // (where the link starts, where its authority starts)
         let start = if c == ':' {
@@ -55,7 +84,10 @@ pub fn foreign_links(text: &str, allowed: &dyn Fn(&str) -> bool) -> Vec<Link> {
                 .then_some((at - scheme_len, at + 1 + slashes))
         } else if is_slash(c)
             && rest[1..].starts_with(is_slash)
-            && before.is_none_or(|b| b.is_whitespace() || "(<\"'=".contains(b))
+            // Anywhere a link may start: after a space, `(`, `<`, a quote, `=`, the `:` of
+            // a link reference definition (`[x]://host`), a srcset's `,`...; not inside a
+            // path (`a//b`, `x-//y`).
+            && before.is_none_or(|b| !(b.is_alphanumeric() || "/\\-._~%+".contains(b)))
         {
             Some((
                 at,
@@ -71,13 +103,12 @@ pub fn foreign_links(text: &str, allowed: &dyn Fn(&str) -> bool) -> Vec<Link> {
         let Some((start, from)) = start else {
             continue;
         };
-        let authority_len: usize = lower[from..]
-            .chars()
-            .take_while(|c| !c.is_whitespace() && !"/?#<>\"'`)]|\\".contains(*c))
-            .map(char::len_utf8)
-            .sum();
-        let authority = &lower[from..from + authority_len];
-        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let end = authority_end[from];
+        let host_from = match last_at[end] {
+            at_sign if at_sign != usize::MAX && at_sign >= from => at_sign + 1,
+            _ => from,
+        };
+        let host_port = &lower[host_from..end];
         let host = match host_port.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(""),
             None => host_port.split(':').next().unwrap_or(""),
@@ -85,10 +116,10 @@ pub fn foreign_links(text: &str, allowed: &dyn Fn(&str) -> bool) -> Vec<Link> {
         let host = host.trim_end_matches('.');
         if !host.is_empty() && !allowed(host) {
             found.push(Link {
-                span: origin[start]..origin[from + authority_len],
+                span: origin[start]..origin[end],
                 host: host.to_owned(),
             });
-            covered = from + authority_len;
+            covered = end;
         }
     }
     found
@@ -99,14 +130,16 @@ pub fn mention(text: &str) -> Option<(Range<usize>, String)> {
     mentions(text).into_iter().next()
 }
 
-/// Every `@name` mention of `text`: an `@` not preceded by a word character (so `a@b.c`
-/// is an address, not a mention) followed by a user or team name.
+/// Every `@name` mention of `text`: an `@` not preceded by an ASCII letter, digit or `_`
+/// (so `a@b.c` is an address, not a mention) followed by a user or team name.
 pub fn mentions(text: &str) -> Vec<(Range<usize>, String)> {
     let mut found = Vec::new();
     let mut before: Option<char> = None;
     for (at, c) in text.char_indices() {
         let previous = before.replace(c);
-        if c != '@' || previous.is_some_and(|b| b.is_alphanumeric() || "_.-".contains(b)) {
+        // GitHub's filter: an `@` at the start or after any character but an ASCII letter,
+        // digit or `_` (so `x.@name`, `x-@name` and `é@name` mention too).
+        if c != '@' || previous.is_some_and(|b| b.is_ascii_alphanumeric() || b == '_') {
             continue;
         }
         let name: String = text[at + 1..]

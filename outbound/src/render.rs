@@ -72,7 +72,8 @@ pub fn percent_decoded(text: &str) -> String {
 /// soft hyphen, bidi controls, tags), a variation selector, a combining grapheme joiner, or
 /// a Hangul filler.
 pub fn is_invisible(c: char) -> bool {
-    get_general_category(c) == GeneralCategory::Format
+    // No ASCII character is (and most are ASCII: the category's table is not looked up).
+    !c.is_ascii() && get_general_category(c) == GeneralCategory::Format
         || matches!(c,
             '\u{034f}' | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}'
             | '\u{180b}'..='\u{180f}'
@@ -91,10 +92,23 @@ pub fn strip_invisible(text: &str) -> String {
 pub fn strip_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    // Where the next `>` is, from where it was looked for (`None`: there is none): a
+    // declaration left open must not make every `<!` after it look to the end again.
+    let mut next_gt: Option<Option<usize>> = None;
     while let Some(lt) = rest.find('<') {
         out.push_str(&rest[..lt]);
         let tail = &rest[lt..];
-        match markup_len(tail) {
+        let at = text.len() - tail.len();
+        let gt = match next_gt {
+            Some(Some(gt)) if gt >= at => Some(gt),
+            Some(None) => None,
+            _ => {
+                let found = tail.find('>').map(|i| at + i);
+                next_gt = Some(found);
+                found
+            }
+        };
+        match markup_len(tail, gt.map(|gt| gt - at)) {
             Some(len) => rest = &tail[len..],
             None => {
                 out.push('<');
@@ -106,8 +120,9 @@ pub fn strip_markup(text: &str) -> String {
     out
 }
 
-/// The length of the comment, tag, declaration or instruction `text` starts with.
-fn markup_len(text: &str) -> Option<usize> {
+/// The length of the comment, tag, declaration or instruction `text` starts with; `gt` is
+/// where its first `>` is.
+fn markup_len(text: &str, gt: Option<usize>) -> Option<usize> {
     if let Some(body) = text.strip_prefix("<!--") {
         // `<!-->` and `<!--->` are empty comments; else up to `-->` (or `--!>`).
         for empty in [">", "->"] {
@@ -115,19 +130,26 @@ fn markup_len(text: &str) -> Option<usize> {
                 return Some(4 + empty.len());
             }
         }
-        let end = [
-            body.find("-->").map(|i| i + 3),
-            body.find("--!>").map(|i| i + 4),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(body.len());
+        // Both ends looked for at once: only as far as the first.
+        let mut end = body.len();
+        let mut from = 0;
+        while let Some(dashes) = body[from..].find("--") {
+            let after = &body[from + dashes + 2..];
+            if after.starts_with('>') {
+                end = from + dashes + 3;
+                break;
+            }
+            if after.starts_with("!>") {
+                end = from + dashes + 4;
+                break;
+            }
+            from += dashes + 1;
+        }
         return Some(4 + end);
     }
     let bytes = text.as_bytes();
     match bytes.get(1) {
-        Some(b'!' | b'?') => text.find('>').map(|i| i + 1),
+        Some(b'!' | b'?') => gt.map(|i| i + 1),
         Some(b'/') if bytes.get(2).is_some_and(u8::is_ascii_alphabetic) => tag_len(text, 2),
         Some(c) if c.is_ascii_alphabetic() => tag_len(text, 1),
         _ => None,
@@ -286,4 +308,10 @@ fn named_reference(rest: &str) -> Option<(String, usize)> {
             .contains(&lower.as_str())
             .then(|| ((*decoded).to_owned(), name.len()))
     }
+}
+
+/// `text`'s letters and digits alone: what a reader reads of a text cut by spaces, line
+/// breaks, a table's cells or a link's brackets (`gh[p_x]()` reads `ghp_x`).
+pub fn skeleton(text: &str) -> String {
+    text.chars().filter(|c| c.is_alphanumeric()).collect()
 }

@@ -1,0 +1,302 @@
+//! The wall played as the attacker, round two: texts an agent controls, spelt so that a
+//! secret of the run, a link to another host or a mention gets through, and inputs made
+//! to make the wall slow.
+
+use super::*;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "ghp_S3cretT0kenValue42";
+const HEX_SECRET: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn checker() -> Checker {
+    Checker::new(
+        &Secrets::from_iter([SECRET, HEX_SECRET]),
+        ["github.com", "plue.example"],
+    )
+}
+
+fn refused_as_link(c: &Checker, text: &str) {
+    match c.check(text) {
+        Err(Refusal::Link { host }) => assert!(!c.allows_host(&host), "{text}: {host}"),
+        other => panic!("{text:?} passed as a link: {other:?}"),
+    }
+    let redacted = c.redact(text);
+    assert!(
+        c.foreign_link(redacted.as_str()).is_none(),
+        "{text:?} redacted to {redacted:?}"
+    );
+}
+
+#[test]
+fn links_however_spelt_are_refused() {
+    let c = checker();
+    for text in [
+        "<https://evil.example/a>",
+        "<HTTPS://EVIL.example/a>",
+        "[x]: https://evil.example/p.png\n\n![x][x]",
+        "[x]: //evil.example/p.png\n\n![x][x]",
+        "[x]:\t//evil.example/p.png",
+        "[x]://evil.example/p.png\n\n![x][x]",
+        "[x]:\\\\evil.example/p.png",
+        "[x]:<//evil.example/p.png>",
+        "![x](/\\evil.example/p.png)",
+        "![x](\\/evil.example/p.png)",
+        "![x](///evil.example/p.png)",
+        "![x](https:/&NewLine;/evil.example/p.png)",
+        "![x](https:&#x2F;&#x2F;evil.example/p.png)",
+        "![x](https:&sol;&sol;evil.example/p.png)",
+        "![x](HtTpS://evil.example/p.png)",
+        "![x](http://xn--evil-9ta.example/p.png)",
+        "![x](http://2130706433/p.png)",
+        "![x](http://0x7f000001/p.png)",
+        "![x](http://[::1]/p.png)",
+        "<img srcset=\"a.png 1x,//evil.example/b.png 2x\">",
+        "<img src=\"&#10;//evil.example/p.png\">",
+        "https://github.com@evil.example/",
+        "https://github.com:443@evil.example/",
+        "https://github.com.evil.example/",
+        "https://evil.example\\@github.com/",
+        "https://evil.example#@github.com/",
+        "https://evil.example?@github.com/",
+        "httpſ://evil.example/",
+    ] {
+        refused_as_link(&c, text);
+    }
+    // The hosts allowed, however spelt.
+    for fine in [
+        "https://GitHub.com/acme/app",
+        "https://github.com./acme/app",
+        "https://github.com:443/acme/app",
+        "https://u@github.com/acme/app",
+        // A browser reads `evil.example%2f` as the user, the host is github.com.
+        "https://evil.example%2f@github.com/",
+    ] {
+        assert!(c.check(fine).is_ok(), "{fine}");
+    }
+    let more = c.allowing(["Evil.Example."]);
+    assert!(more.check("https://evil.example/x").is_ok());
+    assert!(more.allows_host("EVIL.example."));
+}
+
+#[test]
+fn script_and_data_urls_are_not_links_out_but_are_not_rendered_either() {
+    // A forge's sanitiser drops `javascript:` and `data:` URLs; they fetch nothing.
+    let c = checker();
+    assert!(c.foreign_link("[x](javascript:alert(1))").is_none());
+    assert!(c.foreign_link("![x](data:image/png;base64,AAAA)").is_none());
+}
+
+#[test]
+fn mentions_as_github_finds_them_are_refused() {
+    // GitHub's mention filter: an `@` after the start of a text node or any character
+    // but an ASCII letter, digit or `_`.
+    let c = checker();
+    for text in [
+        "x.@admin",
+        "x-@admin",
+        "é@admin",
+        "a\u{200b}@admin",
+        "a&#8203;@admin",
+        "a&ZeroWidthSpace;@admin",
+        "a<b></b>@admin",
+        "a**@admin**",
+        "(@admin)",
+        "@acme/owners",
+    ] {
+        assert!(
+            matches!(c.check(text), Err(Refusal::Mention { .. })),
+            "{text}: {:?}",
+            c.check(text)
+        );
+        let defused = c.redact(text).defused();
+        assert!(
+            c.check(defused.as_str()).is_ok(),
+            "{text}: defused {defused:?}"
+        );
+        let quoted = c.redact(text).code_span();
+        assert!(c.check(quoted.as_str()).is_ok(), "{text}: {quoted:?}");
+    }
+    for fine in ["mail a@b.example", "a_@b", "x1@y"] {
+        assert!(c.check(fine).is_ok(), "{fine}");
+    }
+}
+
+#[test]
+fn a_secret_in_another_case_is_found() {
+    let c = checker();
+    let upper_hex = HEX_SECRET.to_ascii_uppercase();
+    let mixed_hex: String = hex::encode(SECRET)
+        .chars()
+        .enumerate()
+        .map(|(i, ch)| {
+            if i % 2 == 0 {
+                ch.to_ascii_uppercase()
+            } else {
+                ch
+            }
+        })
+        .collect();
+    for text in [upper_hex, mixed_hex] {
+        assert!(c.secret_in(&text).is_some(), "{text}");
+        assert!(matches!(c.check(&text), Err(Refusal::Secret(_))), "{text}");
+        let masked = c.mask(&format!("x {text} y"));
+        assert!(c.secret_in(masked.as_str()).is_none(), "{masked:?}");
+        assert!(!masked.as_str().contains(&text), "{masked:?}");
+        let redacted = c.redact(&format!("x {text} y"));
+        assert!(!redacted.as_str().contains(&text), "{redacted:?}");
+    }
+    assert_eq!(
+        c.redact(&format!("a {} b", HEX_SECRET.to_ascii_uppercase()))
+            .as_str(),
+        "a *** b"
+    );
+}
+
+#[test]
+fn a_secret_cut_by_markdown_a_reader_does_not_see_is_found() {
+    let c = checker();
+    let (head, tail) = SECRET.split_at(6);
+    let hex = hex::encode(SECRET);
+    let b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("token={SECRET}\n"))
+    };
+    let spaced_hex: Vec<String> = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    for text in [
+        // A link's text: `gh` then a link reading `p_S3…`.
+        format!("{head}[{tail}]()"),
+        format!("{head}[{tail}](#)"),
+        // A hard line break or a table's cells.
+        format!("{head}\\\n{tail}"),
+        format!("| {head} | {tail} |\n|---|---|"),
+        // Spaced, wrapped.
+        SECRET.chars().map(|ch| format!("{ch} ")).collect(),
+        spaced_hex.join(" "),
+        format!("{}\n{}", &hex[..10], &hex[10..]),
+        format!("{}\n{}", &b64[..11], &b64[11..]),
+    ] {
+        assert!(c.secret_in(&text).is_some(), "{text:?}");
+        assert!(
+            matches!(c.check(&text), Err(Refusal::Secret(_))),
+            "{text:?}"
+        );
+        let redacted = c.redact(&text);
+        assert!(
+            c.secret_in(redacted.as_str()).is_none(),
+            "{text:?}: {redacted:?}"
+        );
+        let masked = c.mask(&text);
+        assert!(
+            c.secret_in(masked.as_str()).is_none(),
+            "{text:?}: {masked:?}"
+        );
+    }
+}
+
+#[test]
+fn secrets_with_special_characters_are_masked_whole() {
+    let odd = "p.*a+s(s)[w]{o}r?d$^|\\1";
+    let c = Checker::new(&Secrets::from_iter([odd, "pass"]), ["github.com"]);
+    assert_eq!(c.mask(&format!("x {odd} y")).as_str(), "x *** y");
+    assert!(c.check(&format!("x {odd} y")).is_err());
+    // A shorter secret inside a longer one leaves nothing of the longer.
+    let c = Checker::new(&Secrets::from_iter(["abcd", "xxabcdyy"]), ["github.com"]);
+    assert_eq!(c.mask("1 xxabcdyy 2").as_str(), "1 *** 2");
+}
+
+#[test]
+fn redacting_is_idempotent_and_its_quote_passes_inside_any_text() {
+    let c = checker();
+    let nasty = [
+        format!("``` {SECRET} ```"),
+        "a `` b ` c".to_owned(),
+        "`".to_owned(),
+        "x\r\ny\u{2028}z\u{85}w".to_owned(),
+        "<https://github.com/`> ![x](https://evil.example/`)".to_owned(),
+        "[x]: https://evil.example\n![x][x]".to_owned(),
+        "@admin `@team`".to_owned(),
+        "&amp;#64;admin".to_owned(),
+        "&amp;lt;img src=//evil.example&amp;gt;".to_owned(),
+    ];
+    for text in nasty {
+        let once = c.redact(&text);
+        let twice = c.redact(once.as_str());
+        assert_eq!(once, twice, "{text:?}");
+        let quoted = once.code_span();
+        for outer in [
+            format!("Why: {quoted}"),
+            format!("- Step {quoted} failed: {quoted}"),
+            format!("{quoted}\n{quoted}"),
+            format!("| a | {quoted} |"),
+        ] {
+            assert!(c.check(&outer).is_ok(), "{text:?}: {outer:?}");
+        }
+        let defused = once.defused();
+        assert!(c.check(defused.as_str()).is_ok(), "{text:?}: {defused:?}");
+    }
+}
+
+fn timed<T>(what: &str, limit: Duration, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    let took = started.elapsed();
+    assert!(took < limit, "{what} took {took:?}");
+    out
+}
+
+#[test]
+fn long_texts_are_checked_in_linear_time() {
+    let c = checker();
+    // 256 KiB: a quadratic loop takes minutes on it, a linear one well under a second.
+    const MB: usize = 1 << 18;
+    let inputs = [
+        ("<!", "<!".repeat(MB / 2)),
+        ("<!-- -->", "<!-- -->".repeat(MB / 8)),
+        ("<?", "<?".repeat(MB / 2)),
+        ("<a '", "<a '\"".repeat(MB / 4)),
+        ("http:github.com:", "http:github.com:".repeat(MB / 16)),
+        ("https://github.com:", "https://github.com:".repeat(MB / 19)),
+        ("@a ", "@a ".repeat(MB / 3)),
+        ("//e ", "//e ".repeat(MB / 4)),
+        ("&#x", "&#x".repeat(MB / 3)),
+        ("&", "&amp".repeat(MB / 4)),
+        ("www.", "www.".repeat(MB / 4)),
+        ("a:", "a:".repeat(MB / 2)),
+        ("aaaa:", format!("{}:", "a".repeat(MB))),
+        ("/", "/".repeat(MB)),
+        ("\\", "\\".repeat(MB)),
+        ("secret-ish", "ghp_S3cretT0ken".repeat(MB / 15)),
+    ];
+    for (what, text) in &inputs {
+        let second = Duration::from_secs(1);
+        timed(&format!("check {what}"), second, || c.check(text).is_ok());
+        timed(&format!("mask {what}"), second, || c.mask(text));
+        // Redacting checks its own result, which may be longer ("[link removed]").
+        timed(&format!("redact {what}"), 3 * second, || {
+            c.redact(text).defused()
+        });
+    }
+    let diff: String = (0..256 * 1024 / 32)
+        .map(|i| format!("+line {i:08} of the new file\n"))
+        .collect();
+    let started = Instant::now();
+    let _ = c.check_diff(&diff);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a 256 KiB diff took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_link_after_a_line_break_is_seen() {
+    let c = checker();
+    for text in [
+        "hello\nwww.evil.example/p.png",
+        "https://github.com:\nwww.evil.example",
+        "see:\r\nwww.evil.example",
+        "x\n//evil.example",
+    ] {
+        refused_as_link(&c, text);
+    }
+}
