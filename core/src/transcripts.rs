@@ -56,6 +56,15 @@ pub fn mask(transcript: &mut Transcript, wall: &plue_outbound::Checker) {
     fn walk(value: &mut serde_json::Value, wall: &plue_outbound::Checker) {
         match value {
             serde_json::Value::String(text) => *text = wall.mask(text).into_string(),
+            // A number the model wrote is its digits to a reader: a numeric secret (a PIN,
+            // an account number) in a tool's input is masked as a string.
+            serde_json::Value::Number(number) => {
+                let digits = number.to_string();
+                let masked = wall.mask(&digits).into_string();
+                if masked != digits {
+                    *value = serde_json::Value::String(masked);
+                }
+            }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| walk(v, wall)),
             serde_json::Value::Object(fields) => {
                 // Keys too: a tool's input is an object whose keys the model chose.
@@ -146,6 +155,37 @@ mod tests {
         header.set_cksum();
         builder.append_data(&mut header, name, body).unwrap();
         builder.into_inner().unwrap()
+    }
+
+    // The attack (issue 49): a numeric secret the model put in a tool's input as a JSON
+    // number was shown in clear (only strings were masked).
+    #[test]
+    fn a_numeric_secret_in_a_tool_input_is_masked() {
+        let wall = plue_outbound::Checker::new(
+            &plue_outbound::Secrets::from_iter(["4815162342"]),
+            ["github.com"],
+        );
+        let mut kept: Transcript = serde_json::from_value(serde_json::json!({
+            "version": transcript::VERSION,
+            "turns": [{
+                "turn": 1,
+                "request": {"n": 4815162342u64},
+                "messages_added": [],
+                "response": {"content": [{"input": {"pin": 4815162342u64, "x": 1}}]},
+                "started_ms": 0,
+                "duration_ms": 0,
+                "tools": [{
+                    "id": "t", "name": "bash", "input": {"pin": 4815162342u64},
+                    "content": "", "is_error": false, "duration_ms": 0
+                }]
+            }]
+        }))
+        .unwrap();
+        mask(&mut kept, &wall);
+        let shown = serde_json::to_string(&kept).unwrap();
+        assert!(!shown.contains("4815162342"), "{shown}");
+        assert!(shown.contains("\"x\":1"), "{shown}");
+        assert_eq!(kept.turns.len(), 1);
     }
 
     #[test]
