@@ -300,3 +300,24 @@ fn a_link_after_a_line_break_is_seen() {
         refused_as_link(&c, text);
     }
 }
+
+// git reads a C-quoted path's escapes (`"b/\147\150\160…"`): a file named after a secret,
+// every byte of its name an octal escape, holds the secret in clear once applied.
+#[test]
+fn a_secret_in_a_quoted_path_of_a_diff_is_found() {
+    let c = checker();
+    for name in [format!("docs/{SECRET}.md"), format!("docs/x\t{SECRET}")] {
+        let quoted: String = name
+            .bytes()
+            .map(|b| match b {
+                b'\t' => "\\t".to_owned(),
+                _ => format!("\\{b:03o}"),
+            })
+            .collect();
+        let diff = format!(
+            "diff --git \"a/{quoted}\" \"b/{quoted}\"\nnew file mode 100644\nindex 0000000..e69de29\n--- /dev/null\n+++ \"b/{quoted}\"\n@@ -0,0 +1 @@\n+hello\n"
+        );
+        assert!(c.secret_in_diff(&diff).is_some(), "{diff}");
+        assert!(c.check_diff(&diff).is_err(), "{diff}");
+    }
+}

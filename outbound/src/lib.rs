@@ -439,11 +439,19 @@ impl Checker {
             .map(|needle| needle.spelling)
     }
 
-    /// How a secret of the run is spelt in the diff `diff`: anywhere in it, or in its added
-    /// lines joined (a secret cut over two lines).
+    /// How a secret of the run is spelt in the diff `diff`: anywhere in it, with git's
+    /// C-quoting read (a path's octal escapes), or in its added lines joined (a secret cut
+    /// over two lines).
     pub fn secret_in_diff(&self, diff: &str) -> Option<Spelling> {
         if let Some(found) = self.secret_in(diff) {
             return Some(found);
+        }
+        // Its quoted paths as git reads them (a file named `"b/\147\150\160…"` is named
+        // `ghp…` once applied).
+        if diff.contains('\\') {
+            if let Some(found) = self.secret_in(&render::c_unquoted(diff)) {
+                return Some(found);
+            }
         }
         let added: String = diff
             .split('\n')

@@ -315,3 +315,50 @@ fn named_reference(rest: &str) -> Option<(String, usize)> {
 pub fn skeleton(text: &str) -> String {
     text.chars().filter(|c| c.is_alphanumeric()).collect()
 }
+
+/// `text` with git's C-style escapes read as git reads a quoted path (`"b/\147\150"`):
+/// `\ooo` octal bytes, `\t`, `\n`, `\"`, `\\` and the other single-letter ones (invalid
+/// UTF-8 replaced).
+pub fn c_unquoted(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)) && d[0] <= b'3');
+        if let Some(digits) = octal {
+            out.push(digits.iter().fold(0u8, |v, d| v * 8 + (d - b'0')));
+            i += 4;
+            continue;
+        }
+        let single = match bytes.get(i + 1) {
+            Some(b'a') => Some(7),
+            Some(b'b') => Some(8),
+            Some(b't') => Some(b'\t'),
+            Some(b'n') => Some(b'\n'),
+            Some(b'v') => Some(11),
+            Some(b'f') => Some(12),
+            Some(b'r') => Some(b'\r'),
+            Some(b'"') => Some(b'"'),
+            Some(b'\\') => Some(b'\\'),
+            _ => None,
+        };
+        match single {
+            Some(b) => {
+                out.push(b);
+                i += 2;
+            }
+            None => {
+                out.push(b'\\');
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
