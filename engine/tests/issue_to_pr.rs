@@ -10,7 +10,8 @@
 //! killed after the forge created the pull request but before it heard so (the forge drops
 //! the connection) opens no second pull request and posts no comment twice once restarted;
 //! the agent's bash, hunting for the forge token in its environment, its files, `/proc`
-//! and the checkout's git config, finds nothing.
+//! and the checkout's git config, finds nothing; a refusal naming a file named after a
+//! secret of the run puts no spelling of it on the forge.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -64,7 +65,7 @@ fn seed(dir: &Path) {
 /// build output and toolchains (cargo's `target*`, `/usr`, `.cargo`, `.rustup`, ...), which
 /// the engine never writes and whose gigabytes the tool's 120 s would not cover; what it
 /// finds goes back to the model, whose requests the test reads.
-fn claude(token: &str) -> FakeClaude {
+fn claude(token: &str, attack: Option<Value>) -> FakeClaude {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/scripts/issue-to-pr.json");
     let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -86,6 +87,9 @@ echo hunt-done"#
         json!({"when": "You are the fixer", "text": "Looking around first.",
                "tool_uses": [{"id": "toolu_hunt", "name": "bash", "input": {"command": hunt}}]}),
     );
+    if let Some(reply) = attack {
+        replies.insert(first_fix, reply);
+    }
     FakeClaude::start_routed(script::parse(&doc.to_string()).unwrap())
 }
 
@@ -102,6 +106,11 @@ struct World {
 
 impl World {
     async fn new(name: &str, flavor: Flavor) -> World {
+        World::with_attack(name, flavor, None).await
+    }
+
+    /// A world whose fixer first makes the reply `attack` (a tool call of the attacker's).
+    async fn with_attack(name: &str, flavor: Flavor, attack: Option<Value>) -> World {
         let sb = Sandbox::new(name);
         let token = forge_token();
         let forge = FakeForge::start(flavor, &token).unwrap();
@@ -121,7 +130,7 @@ impl World {
         );
         assert_eq!(issue, 1);
         forge.set_permission(commenter, "admin");
-        let claude = claude(&token);
+        let claude = claude(&token, attack);
         let data = sb.path("data").to_str().unwrap().to_string();
         let world_engine = start_engine(&sb, &claude, &data).await;
         let world = World {
@@ -403,4 +412,59 @@ async fn a_restart_after_a_lost_answer_opens_no_second_pull_request_nor_comment(
         world.comments_with(&format!("<!-- plue:run:{run}:started -->")),
         1
     );
+}
+
+// The attack (issue 49): the issue's text steers the fixer into writing a file named after
+// a secret of the run (the model's key), outside the publisher's `paths_allow`. The
+// proposal is refused — and the refusal, which names the path, reached the step's reason,
+// the stored proposal and the engine's own end answer on the issue in clear. Every
+// comment the engine writes now holds no spelling of it.
+async fn a_refusal_naming_a_secret_leaves_it_off_the_forge(flavor: Flavor) {
+    let _serial = support::serial().await;
+    let attack = json!({"when": "You are the fixer", "text": "Noting the key.",
+        "tool_uses": [{"id": "toolu_leak", "name": "write_file",
+                       "input": {"path": format!("notes/{LLM_KEY}.txt"), "content": "x\n"}}]});
+    let world = World::with_attack(
+        &format!("issue-to-pr-leak-{flavor:?}"),
+        flavor,
+        Some(attack),
+    )
+    .await;
+    let runs = world.deliver_fix("delivery-1").await;
+    let run = runs[0];
+    let view = wait_final(&client(), &world.engine.url, run, Duration::from_secs(180)).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    world.answered(run, Duration::from_secs(60)).await;
+    assert!(world.forge.pulls(&world.repo).is_empty());
+    let hexed: String = LLM_KEY.bytes().map(|b| format!("{b:02x}")).collect();
+    let comments = world.forge.comments(&world.repo);
+    for comment in &comments {
+        assert!(
+            !comment.body.contains(LLM_KEY) && !comment.body.contains(&hexed),
+            "{}",
+            comment.body
+        );
+    }
+    let ended = format!("<!-- plue:run:{run}:ended -->");
+    let end = comments.iter().find(|c| c.body.contains(&ended)).unwrap();
+    assert!(end.body.contains("notes/***.txt"), "{}", end.body);
+    // Links only to the engine's dashboard (and the forge itself).
+    assert!(
+        end.body
+            .contains(&format!("https://plue.example.com/runs/{run}")),
+        "{}",
+        end.body
+    );
+    let view = view.to_string();
+    assert!(!view.contains(LLM_KEY), "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_refusal_naming_a_secret_leaves_it_off_the_forge() {
+    a_refusal_naming_a_secret_leaves_it_off_the_forge(Flavor::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitea_refusal_naming_a_secret_leaves_it_off_the_forge() {
+    a_refusal_naming_a_secret_leaves_it_off_the_forge(Flavor::Gitea).await;
 }
