@@ -89,19 +89,21 @@ pub async fn judge(
         return Ok(Judged::default());
     }
     let (verdict, wall) = check(executor, run_id, step_run_id, proposals).await?;
-    let (state, refusal) = match verdict {
-        Ok(approve) => (if approve { "waiting" } else { "ready" }, None),
+    let (state, refusal) = match (&verdict, &wall) {
+        (Ok(approve), _) => (if *approve { "waiting" } else { "ready" }, None),
         // The reason quotes the proposal (a path, a label): shown only as the wall made it.
-        Err(why) => ("refused", Some(wall.redact(&why).into_string())),
+        (Err(why), Some(wall)) => ("refused", Some(wall.redact(why).into_string())),
+        (Err(why), None) => ("refused", Some(why.clone())),
     };
     // A refused proposal is kept to be shown, so without the secrets it may have leaked
-    // (a valid one holds none).
+    // (a valid one holds none); without a wall, none of its text is kept.
     let stored: Vec<NewProposal> = proposals
         .iter()
         .map(|p| {
-            let shown = match refusal {
-                Some(_) => validate::redact(p, &wall),
-                None => p.clone(),
+            let shown = match (&refusal, &wall) {
+                (None, _) => p.clone(),
+                (Some(_), Some(wall)) => validate::redact(p, wall),
+                (Some(_), None) => validate::withheld(p),
             };
             Ok(NewProposal {
                 kind: p.kind().into(),
@@ -121,15 +123,25 @@ pub async fn judge(
 }
 
 /// `Ok(approve)` when every proposal passes, `Err(reason)` when refused; with the run's
-/// wall they were checked by.
+/// wall they were checked by (`None`: the run's secrets could not be read, and the
+/// proposals are refused unchecked — never passed, never kept in clear).
 async fn check(
     executor: &Executor,
     run_id: i64,
     step_run_id: i64,
     proposals: &[Proposal],
-) -> anyhow::Result<(Result<bool, String>, Checker)> {
+) -> anyhow::Result<(Result<bool, String>, Option<Checker>)> {
     let store = executor.store();
-    let run_secrets = executor.walls(String::new()).secrets_of(run_id).await?;
+    let run_secrets = match executor.walls(String::new()).secrets_of(run_id).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(
+                run = run_id,
+                "reading the run's secrets to check its proposals: {e:#}"
+            );
+            return Ok((Err(UNCHECKED.into()), None));
+        }
+    };
     let plan = executor.plan(run_id).await?;
     let step_id = store.step_run_by_id(step_run_id).await?.map(|s| s.step_id);
     let step = plan.steps.iter().find(|s| Some(&s.id) == step_id.as_ref());
@@ -143,7 +155,7 @@ async fn check(
             None => "the step is gone",
             Some(_) => "the step declares no safe_outputs",
         };
-        return Ok((Err(why.into()), wall));
+        return Ok((Err(why.into()), Some(wall)));
     };
     let run = store.run(run_id).await?;
     let repo_id = run.as_ref().and_then(|run| run.repo_id);
@@ -163,5 +175,9 @@ async fn check(
     }
     let rules = validate::Rules::new(&outputs, &run_secrets.secrets, &run_secrets.forge_hosts);
     let verdict = validate::validate(proposals, &rules).map(|()| approve);
-    Ok((verdict, rules.wall))
+    Ok((verdict, Some(rules.wall)))
 }
+
+/// The refusal of proposals whose run's secrets could not be read.
+const UNCHECKED: &str =
+    "the run's secrets could not be read to check the proposals (see the engine's log)";

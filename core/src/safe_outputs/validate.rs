@@ -130,6 +130,26 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
     Ok(())
 }
 
+/// `proposal` with every text withheld: kept when it could not be checked.
+pub fn withheld(proposal: &Proposal) -> Proposal {
+    let gone = || plue_outbound::WITHHELD.to_owned();
+    match proposal {
+        Proposal::PullRequest { .. } => Proposal::PullRequest {
+            title: gone(),
+            body: gone(),
+            diff: gone(),
+        },
+        Proposal::Comment { .. } => Proposal::Comment { body: gone() },
+        Proposal::Labels { labels } => Proposal::Labels {
+            labels: labels.iter().map(|_| gone()).collect(),
+        },
+        Proposal::Issue { .. } => Proposal::Issue {
+            title: gone(),
+            body: gone(),
+        },
+    }
+}
+
 /// `proposal` as a reader may be shown it once refused: every text redacted by `wall`
 /// (every spelling of every secret masked, links to other hosts removed, mentions
 /// defused).

@@ -334,3 +334,15 @@ fn files_that_change_how_git_or_the_forge_reads_the_tree_are_denied() {
         assert_eq!(check(&[pr(&file_diff(path))]), Ok(()), "{path}");
     }
 }
+
+#[test]
+fn an_unchecked_proposal_is_kept_with_none_of_its_text() {
+    let hostile = Proposal::PullRequest {
+        title: format!("t {SECRET}"),
+        body: "b".into(),
+        diff: file_diff("src/a.rs"),
+    };
+    let kept = serde_json::to_string(&withheld(&hostile)).unwrap();
+    assert!(!kept.contains(SECRET) && !kept.contains("src/a.rs"), "{kept}");
+    assert!(kept.contains(plue_outbound::WITHHELD), "{kept}");
+}
