@@ -115,17 +115,29 @@ fn when(ms: Option<i64>) -> minijinja::Value {
 }
 
 /// How long ago (negative `delta_ms`) or how far ahead (positive) a time is, short:
-/// `just now`, `42 s ago`, `5 min ago`, `3 h ago`, `2 days ago`, `in 10 min`. `time.js`
-/// writes the same words.
+/// `just now`, `42 s ago`, `5 min ago`, `3 h ago`, `2 days ago`, `in 10 min`. Each amount
+/// is rounded to the nearest unit, not cut: a deadline 2 h away, read a few milliseconds
+/// later, is `in 2 h`, never `in 1 h`; the unit is the largest whose rounded amount is at
+/// least 1 (59.6 s is `1 min`, 23.6 h is `1 day`). `time.js` writes the same words.
 fn relative(delta_ms: i64) -> String {
-    let seconds = delta_ms.abs() / 1000;
-    let amount = match seconds {
-        0..5 => return "just now".to_string(),
-        5..60 => format!("{seconds} s"),
-        60..3_600 => format!("{} min", seconds / 60),
-        3_600..86_400 => format!("{} h", seconds / 3_600),
-        86_400..172_800 => "1 day".to_string(),
-        _ => format!("{} days", seconds / 86_400),
+    let ms = delta_ms.unsigned_abs();
+    let nearest = |unit: u64| (ms + unit / 2) / unit;
+    let seconds = nearest(1_000);
+    let minutes = nearest(60_000);
+    let hours = nearest(3_600_000);
+    let days = nearest(86_400_000);
+    let amount = if seconds < 5 {
+        return "just now".to_string();
+    } else if seconds < 60 {
+        format!("{seconds} s")
+    } else if minutes < 60 {
+        format!("{minutes} min")
+    } else if hours < 24 {
+        format!("{hours} h")
+    } else if days == 1 {
+        "1 day".to_string()
+    } else {
+        format!("{days} days")
     };
     if delta_ms < 0 {
         format!("{amount} ago")
@@ -185,7 +197,8 @@ pub(super) fn status_icon(status: &str) -> &'static str {
         "succeeded" | "applied" => "\u{2713}",           // ✓
         "failed" | "rejected" | "lost" => "\u{2717}",    // ✗
         "running" | "applying" | "busy" => "\u{25F7}",   // ◷
-        "queued" | "claimed" | "ready" => "\u{22EF}",    // ⋯
+        "queued" | "ready" => "\u{22EF}",                // ⋯
+        "claimed" => "\u{25D4}",                         // ◔ (taken, starting)
         "pending" | "idle" => "\u{25CB}",                // ○
         "waiting" => "\u{2016}",                         // ‖ (in common fonts; ⏸ is not)
         "skipped" => "\u{293C}",                         // ⤼
@@ -260,6 +273,31 @@ mod tests {
         assert_eq!(relative(600_000), "in 10 min");
     }
 
+    // Issue 54: a 2-hour approval deadline, rendered a moment after it was set, read
+    // "in 1 h" (amounts were cut, not rounded).
+    #[test]
+    fn relative_times_round_to_the_nearest_unit() {
+        let hour = 3_600_000;
+        assert_eq!(relative(2 * hour - 20), "in 2 h");
+        assert_eq!(relative(2 * hour - 5 * 60_000), "in 2 h");
+        assert_eq!(relative(hour + 29 * 60_000), "in 1 h");
+        assert_eq!(relative(hour + 31 * 60_000), "in 2 h");
+        assert_eq!(relative(-(2 * hour - 1_000)), "2 h ago");
+        assert_eq!(relative(10 * 60_000 - 20), "in 10 min");
+        assert_eq!(relative(59_600), "in 1 min");
+        assert_eq!(relative(60 * 60_000 - 20_000), "in 1 h");
+        assert_eq!(relative(24 * hour - 20), "in 1 day");
+        assert_eq!(relative(2 * 86_400_000 - 20), "in 2 days");
+        assert_eq!(relative(4_400), "just now");
+        assert_eq!(relative(4_600), "in 5 s");
+        // time.js writes the same words by the same rule.
+        let script = include_str!("assets/time.js");
+        assert!(
+            script.contains("Math.round(ms / 3600000)"),
+            "time.js rounds hours"
+        );
+    }
+
     #[test]
     fn elapsed_ticks_only_while_unfinished() {
         let env = environment().as_ref().expect("templates");
@@ -287,8 +325,11 @@ mod tests {
 
     #[test]
     fn every_status_has_its_own_glyph() {
+        // Every status a group's counts name (dag::STATUS_ORDER), `claimed` too: it
+        // shared `queued`'s glyph, so "2 ⋯  1 ⋯" counted two statuses alike (issue 54).
         let statuses = [
             "queued",
+            "claimed",
             "pending",
             "running",
             "waiting",
@@ -300,12 +341,12 @@ mod tests {
         let glyphs: std::collections::HashSet<_> =
             statuses.iter().map(|s| status_icon(s)).collect();
         assert_eq!(glyphs.len(), statuses.len(), "two statuses share a glyph");
-        assert_eq!(status_icon("claimed"), status_icon("queued"));
+        assert_eq!(status_icon("ready"), status_icon("queued"));
         assert_eq!(status_icon("succeeded"), "\u{2713}");
         assert_eq!(status_icon("<b>"), "\u{2022}");
         // The same map as assets/status.js.
         let script = include_str!("assets/status.js");
-        for status in statuses.iter().chain(&["claimed"]) {
+        for status in statuses.iter().chain(&["ready"]) {
             let entry = format!("{status}: \"{}\"", status_icon(status));
             assert!(script.contains(&entry), "status.js lacks {entry}");
         }

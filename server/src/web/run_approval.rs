@@ -1,7 +1,9 @@
 //! The approval panel: for each step of a run that waits for a person — an approval step
 //! of the plan or the review of a step's environment — its question, who may decide, the
-//! deadline, a comment box and Approve/Reject. The run page shows it at the top of a
-//! waiting run (`templates/run_approval.html`, anchor `#approval-<step>`), an approval
+//! deadline, a comment box and Approve/Reject; once decided, each decision with its
+//! comment. The run page shows it at the top of a waiting run, and of a run whose
+//! approval steps were decided (`templates/run_approval.html`, anchor
+//! `#approval-<step>`), an approval
 //! step's page in place of its (empty) log (`web/log_approval.rs`). `POST
 //! /runs/{id}/steps/{step}/approve|reject` decide through the API.
 //!
@@ -55,13 +57,14 @@ pub(super) struct GateView {
     pub(super) may_decide: bool,
     /// Why not, for a signed-in caller who may not.
     pub(super) why_not: Option<String>,
-    /// The decisions taken on this step (the step's page shows them).
+    /// The decisions taken on this step, with their comments (both pages show them).
     pub(super) decisions: Vec<ApprovalView>,
     /// The page a decision returns to: `run` or `step`.
     pub(super) back: &'static str,
 }
 
-/// The panels of `run`'s steps that wait for a decision, in plan order.
+/// The panels of `run`'s steps that wait for a decision, and of its approval steps
+/// already decided (who decided, when, and their comment), in plan order.
 pub(super) async fn waiting(
     web: &Web,
     session: &Session,
@@ -69,8 +72,18 @@ pub(super) async fn waiting(
     steps: &[StepRunRow],
     plan: Option<&Plan>,
 ) -> WebResult<Vec<GateView>> {
+    let decided: std::collections::HashSet<String> = web
+        .store()
+        .approvals_of_run(run.id)
+        .await?
+        .into_iter()
+        .map(|row| row.step_id)
+        .collect();
     let mut gates = Vec::new();
-    for step in steps.iter().filter(|s| s.status == "waiting") {
+    for step in steps
+        .iter()
+        .filter(|s| s.status == "waiting" || decided.contains(&s.step_id))
+    {
         if let Some(gate) = gate(web, session, run, step, plan, "run").await? {
             gates.push(gate);
         }

@@ -84,7 +84,11 @@ pub(super) struct Row {
     /// A lane for the step's own wait without an attempt (queued with no runner yet,
     /// waiting for a decision).
     pub waiting: Option<Segment>,
+    /// Its time in this run: `None` for a step carried over.
     pub duration_ms: Option<i64>,
+    /// The run this step was carried over from by a re-run (it ran there, not here: no
+    /// bar and no duration of this run).
+    pub carried_from: Option<i64>,
 }
 
 /// One attempt: its segments, in time order.
@@ -110,19 +114,35 @@ pub(super) struct Segment {
     pub open: bool,
 }
 
+/// The run a step of a re-run of `rerun_of` was carried over from: it started no attempt
+/// here and its reason says so (what `store::reruns` records).
+pub(super) fn carried_from(rerun_of: Option<i64>, step: &StepRunRow) -> Option<i64> {
+    rerun_of.filter(|from| {
+        step.attempts == 0
+            && step.reason.as_deref() == Some(&format!("carried over from run #{from}"))
+    })
+}
+
 /// Lays out the chart of a run created at `origin` (ms), ended at `ended` (`None`: still
-/// going), at `now`.
+/// going), at `now`; `rerun_of`: the run it re-ran, whose carried steps keep their old
+/// times, drawn as carried over, not as bars of this run.
 pub(super) fn layout(
     origin: i64,
     ended: Option<i64>,
     now: i64,
+    rerun_of: Option<i64>,
     steps: &[StepRunRow],
     attempts: &[TimelineAttempt],
 ) -> Timeline {
     let last_seen = attempts
         .iter()
         .flat_map(|a| [a.ready_at, Some(a.claimed_at), a.started_at, a.finished_at])
-        .chain(steps.iter().flat_map(|s| [s.ready_at, s.finished_at]))
+        .chain(
+            steps
+                .iter()
+                .filter(|s| carried_from(rerun_of, s).is_none())
+                .flat_map(|s| [s.ready_at, s.finished_at]),
+        )
         .flatten()
         .max()
         .unwrap_or(origin);
@@ -182,12 +202,18 @@ pub(super) fn layout(
                 "waiting" => step.started_at.map(|s| place("waiting", s, None)),
                 _ => None,
             };
+            let carried = carried_from(rerun_of, step);
             Row {
                 step: step.step_id.clone(),
                 status: step.status.clone(),
                 attempts: bars,
                 waiting,
-                duration_ms: step.duration_ms(),
+                duration_ms: if carried.is_some() {
+                    None
+                } else {
+                    step.duration_ms()
+                },
+                carried_from: carried,
             }
         })
         .collect();
@@ -269,6 +295,7 @@ async fn load(web: &Web, headers: &HeaderMap, raw_id: &str) -> WebResult<Timelin
         run.created_at,
         ended,
         crate::store::now_ms(),
+        run.rerun_of,
         &steps,
         &attempts,
     );
@@ -352,7 +379,7 @@ mod tests {
             attempt(1, (Some(0), 200, Some(250), Some(500)), "failed"),
             attempt(2, (Some(600), 700, Some(700), Some(1000)), "succeeded"),
         ];
-        let chart = layout(0, None, 1000, &steps, &attempts);
+        let chart = layout(0, None, 1000, None, &steps, &attempts);
         assert_eq!(chart.span_ms, 1000);
         assert_eq!(
             chart.progress,
@@ -414,7 +441,7 @@ mod tests {
             })
             .collect();
         let began = std::time::Instant::now();
-        let chart = layout(0, Some(2000), 3000, &steps, &attempts);
+        let chart = layout(0, Some(2000), 3000, None, &steps, &attempts);
         let run = minijinja::context! {
             id => 1, status => "succeeded", workflow => "big", created_at => 0,
             finished_at => 2000, reason => None::<String>,
@@ -436,7 +463,7 @@ mod tests {
     fn an_attempt_from_before_ready_at_was_kept_has_no_queue() {
         let steps = vec![step("build", "running", None)];
         let attempts = vec![attempt(1, (None, 100, Some(150), None), "running")];
-        let chart = layout(0, None, 400, &steps, &attempts);
+        let chart = layout(0, None, 400, None, &steps, &attempts);
         let phases: Vec<(&str, bool)> = chart.rows[0].attempts[0]
             .segments
             .iter()

@@ -1005,3 +1005,134 @@ async fn each_step_says_its_kind_on_the_run_page_and_its_own_page() {
         );
     }
 }
+
+// Issue 54: an approval's comment was shown on the step's page only; the run page's
+// approval banner dropped the panel once decided, so the comment was nowhere on it.
+#[tokio::test]
+async fn a_decided_approval_shows_its_comment_on_the_run_page() {
+    use evaluator::plan::ApprovalAction;
+    let fx = Fixture::new().await;
+    let gate = Step::new(
+        "ship",
+        Action::Approval(ApprovalAction {
+            message: Some("Ship it?".into()),
+            approvers: Vec::new(),
+            exclude_triggerer: false,
+        }),
+    );
+    let after = bash("deploy", &["ship"]);
+    let id = fx.start(&plan("gated", vec![gate, after])).await;
+    let (cookie, csrf) = fx.sign_in().await;
+    let reply = fx
+        .post_form(
+            &format!("/runs/{id}/steps/ship/approve"),
+            &format!("csrf={csrf}&comment=checked+%3Cb%3Estaging%3C%2Fb%3E"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let page = fx.get_with(&format!("/runs/{id}"), Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let at = page
+        .body
+        .find("id=\"approval-ship\"")
+        .unwrap_or_else(|| panic!("no approval banner: {}", page.body));
+    let banner = &page.body[at..at + page.body[at..].find("</section>").unwrap()];
+    assert!(banner.contains("data-decision=\"approved\""), "{banner}");
+    // The comment, escaped by the template.
+    assert!(
+        banner.contains("<q>checked &lt;b&gt;staging&lt;/b&gt;</q>"),
+        "{banner}"
+    );
+    assert!(!page.body.contains("<b>staging"), "{}", page.body);
+    assert!(!banner.contains("data-approve"), "{banner}");
+}
+
+// Issue 54: a re-run's timeline drew the steps it carried over with their durations in
+// the earlier run and an empty lane, as if they had run (and run instantly) here.
+#[tokio::test]
+async fn a_reruns_timeline_marks_carried_steps() {
+    use crate::store::on_db;
+    let fx = Fixture::new().await;
+    let workflow = plan("again", vec![bash("a", &[]), bash("b", &["a"])]);
+    let first = fx.start(&workflow).await;
+    on_db!(fx.store(), pool => sqlx::query(
+        "UPDATE step_runs SET status = CASE WHEN step_id = 'a' THEN 'succeeded' \
+         ELSE 'failed' END, exit_code = 0, started_at = 1000, finished_at = 43000 \
+         WHERE run_id = $1")
+        .bind(first)
+        .execute(pool)
+        .await
+        .unwrap()
+        .rows_affected());
+    let json = serde_json::to_string(&workflow).unwrap();
+    let second = fx
+        .store()
+        .create_rerun_by(
+            &NewRun {
+                workflow_source: "local",
+                workflow_path: "/w/again.plue.py",
+                event: "manual",
+                git_ref: "refs/heads/main",
+                sha: "0123456789abcdef",
+                context_json: "{}",
+                plan: &workflow,
+                plan_json: &json,
+                plan_hash: "h",
+                workspace: &WorkspaceSource::Empty,
+                rerun_of: Some(first),
+                repo: None,
+            },
+            4,
+            None,
+            &["a".into()],
+        )
+        .await
+        .unwrap()
+        .id;
+    let page = fx.get(&format!("/runs/{second}/timeline")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let at = page
+        .body
+        .find("<tr data-step=\"a\"")
+        .unwrap_or_else(|| panic!("no lane of a: {}", page.body));
+    let row = &page.body[at..at + page.body[at..].find("</tr>").unwrap()];
+    assert!(
+        row.contains(&format!("data-carried-from=\"{first}\"")),
+        "{row}"
+    );
+    assert!(row.contains("carried over from"), "{row}");
+    assert!(!row.contains("42.0 s"), "the earlier run's duration: {row}");
+    // b is this run's own step: no mark.
+    let at = page.body.find("<tr data-step=\"b\"").unwrap();
+    let row = &page.body[at..at + page.body[at..].find("</tr>").unwrap()];
+    assert!(!row.contains("carried"), "{row}");
+}
+
+// Issue 54: a group's counts are glyphs for the eye (each status its own); a reader hears
+// the group's name, its `<title>`, which says them in words, not the glyphs again.
+#[tokio::test]
+async fn a_groups_counts_are_said_in_words() {
+    let fx = Fixture::new().await;
+    let mut steps = vec![bash("root", &[])];
+    for i in 0..13 {
+        steps.push(bash(&format!("shard-{i}"), &["root"]));
+    }
+    let id = fx.start(&plan("wide", steps)).await;
+    let page = fx.get(&format!("/runs/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let at = page
+        .body
+        .find("class=\"node group")
+        .unwrap_or_else(|| panic!("no group: {}", page.body));
+    let node = &page.body[at..at + page.body[at..].find("</g>").unwrap()];
+    assert!(
+        node.contains("<title data-f>shard: 13 steps — 13 pending (click to list them)</title>"),
+        "{node}"
+    );
+    assert!(
+        node.contains("<text class=\"state\" x=\"10\" y=\"35\" data-f aria-hidden=\"true\">13 \u{25CB} pending</text>"),
+        "{node}"
+    );
+}

@@ -9,7 +9,7 @@
     failed: "✗",
     running: "◷",
     queued: "⋯",
-    claimed: "⋯",
+    claimed: "◔",
     pending: "○",
     waiting: "‖",
     skipped: "⤼",

@@ -18,15 +18,20 @@
     if (ms < 3600000) return Math.floor(ms / 60000) + "m " + pad(Math.floor((ms % 60000) / 1000)) + "s";
     return Math.floor(ms / 3600000) + "h " + pad(Math.floor((ms % 3600000) / 60000)) + "m";
   }
+  // Rounded to the nearest unit, as web/render.rs `relative`: 2 h less a moment is "in 2 h".
   function relative(delta) {
-    var seconds = Math.floor(Math.abs(delta) / 1000);
+    var ms = Math.abs(delta);
+    var seconds = Math.round(ms / 1000);
+    var minutes = Math.round(ms / 60000);
+    var hours = Math.round(ms / 3600000);
+    var days = Math.round(ms / 86400000);
     var amount;
     if (seconds < 5) return "just now";
     if (seconds < 60) amount = seconds + " s";
-    else if (seconds < 3600) amount = Math.floor(seconds / 60) + " min";
-    else if (seconds < 86400) amount = Math.floor(seconds / 3600) + " h";
-    else if (seconds < 172800) amount = "1 day";
-    else amount = Math.floor(seconds / 86400) + " days";
+    else if (minutes < 60) amount = minutes + " min";
+    else if (hours < 24) amount = hours + " h";
+    else if (days === 1) amount = "1 day";
+    else amount = days + " days";
     return delta < 0 ? amount + " ago" : "in " + amount;
   }
   function absolute(ms) {
