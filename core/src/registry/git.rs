@@ -159,20 +159,28 @@ impl Mirror {
 
     /// The branch `HEAD` of `url` points at (its default branch).
     pub async fn remote_head_branch(&self, url: &str) -> anyhow::Result<String> {
+        self.remote_head(url)
+            .await?
+            .with_context(|| format!("{} does not say which branch HEAD is", shown(url)))
+    }
+
+    /// The branch `HEAD` of `url` points at; `None` when it names none (an empty
+    /// repository, a detached `HEAD`). An error: `url` could not be read.
+    pub async fn remote_head(&self, url: &str) -> anyhow::Result<Option<String>> {
         check_url(url)?;
         let listing = git(
             Some(&self.dir),
             &["ls-remote", "--symref", "--", url, "HEAD"],
             FETCH_TIMEOUT,
         )
-        .await?;
+        .await
+        .with_context(|| format!("reading HEAD of {}", shown(url)))?;
         let listing = String::from_utf8_lossy(&listing);
-        listing
+        Ok(listing
             .lines()
             .find_map(|line| line.strip_prefix("ref: refs/heads/"))
             .and_then(|rest| rest.split('\t').next())
-            .map(String::from)
-            .with_context(|| format!("{} does not say which branch HEAD is", shown(url)))
+            .map(String::from))
     }
 
     pub async fn has_commit(&self, sha: &str) -> bool {

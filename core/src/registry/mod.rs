@@ -267,6 +267,40 @@ impl Registry {
         Ok(runs)
     }
 
+    /// The branch a dispatch without a ref runs on: `repo`'s default branch as recorded,
+    /// else the branch its remote's `HEAD` names, learnt now and recorded. The first
+    /// dispatch right after registration comes before the background read at registration
+    /// ([`Registry::sync_schedules`]) has recorded it; it ran on `HEAD` itself, a run
+    /// recorded on no branch. Never `HEAD`: a remote naming no branch is a 404.
+    pub async fn default_branch(&self, repo: &RepoRow) -> Result<String, DispatchError> {
+        if let Some(branch) = &repo.default_branch {
+            return Ok(branch.clone());
+        }
+        let mirror = self.mirror(repo).await?;
+        match mirror.remote_head(&repo.clone_url).await {
+            Ok(Some(branch)) => {
+                self.executor
+                    .store()
+                    .set_default_branch(repo.id, &branch)
+                    .await?;
+                Ok(branch)
+            }
+            Ok(None) => Err(DispatchError::NotFound(format!(
+                "{} names no default branch (its HEAD is no branch): dispatch a branch, tag \
+                 or commit",
+                repo.name
+            ))),
+            Err(e) => {
+                let why = git_reason(&format!("{e:#}"));
+                tracing::warn!(repository = %repo.name, "reading the default branch: {why}");
+                Err(DispatchError::Unavailable(format!(
+                    "{} could not be fetched from its forge to learn its default branch: {why}",
+                    repo.name
+                )))
+            }
+        }
+    }
+
     /// Starts `workflow` (a file path, its name without `.plue.py`, or a plan name) at
     /// `git_ref` with `inputs` checked against its manual trigger, recording `triggerer`
     /// (the API's caller) as who started it.
@@ -301,8 +335,18 @@ impl Registry {
             }
             found.ok_or_else(|| {
                 let why = first_error.map(|e| format!("{e:#}")).unwrap_or_default();
-                tracing::info!("{}: dispatch of '{git_ref}': {why}", repo.name);
-                unresolved(&repo.name, git_ref, &why)
+                let refused = unresolved(&repo.name, git_ref, &why);
+                if let DispatchError::Unavailable(_) = refused {
+                    // What the answer says, for the operator too, at the default level.
+                    tracing::warn!(
+                        repository = %repo.name,
+                        "dispatch of '{git_ref}': fetching failed: {}",
+                        git_reason(&why)
+                    );
+                } else {
+                    tracing::info!("{}: dispatch of '{git_ref}': {why}", repo.name);
+                }
+                refused
             })?
         };
         let git_ref = git_ref.as_str();
@@ -769,8 +813,9 @@ fn dispatch_candidates(git_ref: &str) -> Vec<String> {
     }
 }
 
-/// Why `git_ref` could not be resolved, as a sentence, from git's error `why` (logged,
-/// never shown: it names hosts and paths, and reads as noise).
+/// Why `git_ref` could not be resolved, as a sentence, from git's error `why`: a missing
+/// ref or a bad name in Plue's words; a fetch that failed with git's own reason
+/// ([`git_reason`]: one line, no credentials), so the caller of a 502 learns why.
 fn unresolved(repo: &str, git_ref: &str, why: &str) -> DispatchError {
     let missing = [
         "couldn't find remote ref",
@@ -788,9 +833,39 @@ fn unresolved(repo: &str, git_ref: &str, why: &str) -> DispatchError {
         DispatchError::NotFound(format!("{repo} has no branch, tag or commit '{git_ref}'"))
     } else {
         DispatchError::Unavailable(format!(
-            "{repo} could not be fetched from its forge to read '{git_ref}' (the engine's log says why)"
+            "{repo} could not be fetched from its forge to read '{git_ref}': {}",
+            git_reason(why)
         ))
     }
+}
+
+/// Most characters of git's reason an answer quotes.
+const REASON_CHARS: usize = 300;
+
+/// Git's error `why` as an answer shows it: git's own last words (after its last
+/// `fatal: `, else the whole chain), with the credentials of every URL in it blanked,
+/// on one escaped line of at most [`REASON_CHARS`] characters.
+fn git_reason(why: &str) -> String {
+    let said = why
+        .rfind("fatal: ")
+        .map_or(why, |at| &why[at + "fatal: ".len()..])
+        .trim();
+    let is_separator = |c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '<' | '>');
+    let mut shown = String::with_capacity(said.len());
+    let mut rest = said;
+    while !rest.is_empty() {
+        let start = rest.find(|c: char| !is_separator(c)).unwrap_or(rest.len());
+        shown.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(is_separator).unwrap_or(rest.len());
+        shown.push_str(&crate::forge::without_credentials(&rest[..end]));
+        rest = &rest[end..];
+    }
+    let line = shown.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return "git gave no reason".to_string();
+    }
+    evaluator::text::quote(&line, REASON_CHARS)
 }
 
 fn branch_of(git_ref: &str) -> Option<String> {
@@ -820,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unresolved_ref_is_a_sentence_without_gits_output() {
+    fn an_unresolved_ref_is_a_sentence_with_gits_reason_only_for_a_502() {
         let git_says = "fetching 'refs/heads/nope' from /srv/git/app: fatal: couldn't find \
                         remote ref refs/heads/nope";
         let DispatchError::NotFound(missing) = unresolved("acme/app", "nope", git_says) else {
@@ -832,17 +907,43 @@ mod tests {
         let DispatchError::Unavailable(down) = unresolved("acme/app", "main", unreachable) else {
             panic!("not a 502")
         };
-        assert!(down.starts_with("acme/app could not be fetched"), "{down}");
+        // Issue 54: the 502 said "the engine's log says why", and that log said nothing at
+        // its default level; the answer says why now, in git's words.
+        assert_eq!(
+            down,
+            "acme/app could not be fetched from its forge to read 'main': unable to access \
+             'https://forge.example/app.git/': Could not resolve host: forge.example"
+        );
         let DispatchError::Rejected(bad) = unresolved("acme/app", "a..b", "") else {
             panic!("not a 422")
         };
         assert_eq!(bad, "'a..b' is not a valid branch, tag or commit name");
-        for message in [missing, down, bad] {
+        for message in [missing, bad] {
             assert!(
                 !message.contains("fatal") && !message.contains("/srv"),
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn gits_reason_is_one_line_without_credentials() {
+        let why = "fetching 'refs/heads/main' from https://***@forge.example/app.git: git \
+                   fetch failed (exit status: 128): remote: denied\nfatal: unable to access \
+                   'https://bot:s3cr3t@forge.example/app.git/': The requested URL returned \
+                   error: 403\n";
+        let reason = git_reason(why);
+        assert_eq!(
+            reason,
+            "unable to access 'https://***@forge.example/app.git/': The requested URL \
+             returned error: 403"
+        );
+        // Without git's `fatal:`, the whole chain, on one line.
+        let reason = git_reason("git fetch timed out after 60s\n  at http://u:p@h/x");
+        assert_eq!(reason, "git fetch timed out after 60s at http://***@h/x");
+        assert_eq!(git_reason(""), "git gave no reason");
+        assert!(!git_reason("fatal: a\x1b[2Jb").contains('\x1b'));
+        assert!(git_reason(&"x".repeat(1000)).ends_with("(1000 characters)"));
     }
 
     #[test]

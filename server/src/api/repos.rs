@@ -841,7 +841,7 @@ fn input_values() -> Schema {
         (status = 422, description = "The body does not fit the schema, or the workflow refused the dispatch (no manual trigger, bad inputs, a file that failed to evaluate)", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
         (status = 501, description = "This engine has no evaluator", body = ErrorView),
-        (status = 502, description = "The repository could not be fetched from its forge", body = ErrorView),
+        (status = 502, description = "The repository could not be fetched from its forge (the answer gives git's reason)", body = ErrorView),
     )
 )]
 pub(super) async fn dispatch(
@@ -858,10 +858,14 @@ pub(super) async fn dispatch(
             "this engine has no evaluator".into(),
         ));
     };
-    let git_ref = request
-        .git_ref
-        .or_else(|| repo.default_branch.clone())
-        .unwrap_or_else(|| "HEAD".to_string());
+    let git_ref = match request.git_ref {
+        Some(git_ref) => git_ref,
+        // The default branch, learnt from the forge when not yet recorded: never `HEAD`.
+        None => match registry.default_branch(&repo).await {
+            Ok(branch) => branch,
+            Err(refused) => return Err(dispatch_refused(refused)),
+        },
+    };
     let mut inputs = BTreeMap::new();
     for (key, value) in request.inputs {
         let text = match value {
@@ -899,14 +903,19 @@ pub(super) async fn dispatch(
             .await?;
             Ok((StatusCode::CREATED, Json(Created { run_id })))
         }
-        Err(DispatchError::NotFound(message)) => Err(ApiError::not_found(message)),
-        Err(DispatchError::Rejected(message)) => {
-            Err(ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, message))
+        Err(refused) => Err(dispatch_refused(refused)),
+    }
+}
+
+/// A refused dispatch as the API answers it.
+fn dispatch_refused(refused: DispatchError) -> ApiError {
+    match refused {
+        DispatchError::NotFound(message) => ApiError::not_found(message),
+        DispatchError::Rejected(message) => {
+            ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, message)
         }
-        Err(DispatchError::Unavailable(message)) => {
-            Err(ApiError::Client(StatusCode::BAD_GATEWAY, message))
-        }
-        Err(DispatchError::Internal(e)) => Err(ApiError::Internal(e)),
+        DispatchError::Unavailable(message) => ApiError::Client(StatusCode::BAD_GATEWAY, message),
+        DispatchError::Internal(e) => ApiError::Internal(e),
     }
 }
 
