@@ -54,7 +54,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub(crate) use crate::launch::Places;
-use crate::launch::{Cgroup, Launch, Launched};
+use crate::launch::{Cgroup, Launch, Launched, Stdio};
 use crate::reaper;
 use crate::step_user::StepUser;
 
@@ -93,7 +93,7 @@ pub(crate) fn spawn(
     user: Option<StepUser>,
     mode: Mode,
 ) -> io::Result<(Launched, Contained)> {
-    spawn_with(program, user, mode, Places::Own, None)
+    spawn_with(program, user, mode, Places::Own, Stdio::StepPipes)
 }
 
 /// [`spawn`] on the terminal `tty` (a debug session's shell: `crate::agent::debug`),
@@ -105,7 +105,7 @@ pub(crate) fn spawn_on_terminal(
     user: Option<StepUser>,
     tty: std::os::fd::BorrowedFd<'_>,
 ) -> io::Result<(Launched, Contained)> {
-    spawn_with(program, user, Mode::Auto, Places::Own, Some(tty))
+    spawn_with(program, user, Mode::Auto, Places::Own, Stdio::Terminal(tty))
 }
 
 /// [`spawn`] for a tool process of an `llm` step (`git`, `grep`): contained like a step —
@@ -117,7 +117,7 @@ pub(crate) fn spawn_tool(
     user: Option<StepUser>,
     places: Places,
 ) -> io::Result<(Launched, Contained)> {
-    spawn_with(program, user, Mode::Auto, places, None)
+    spawn_with(program, user, Mode::Auto, places, Stdio::Pipes)
 }
 
 fn spawn_with(
@@ -125,7 +125,7 @@ fn spawn_with(
     user: Option<StepUser>,
     mode: Mode,
     places: Places,
-    tty: Option<std::os::fd::BorrowedFd<'_>>,
+    stdio: Stdio<'_>,
 ) -> io::Result<(Launched, Contained)> {
     reaper::become_subreaper();
     let cookie = reaper::new_cookie();
@@ -148,8 +148,12 @@ fn spawn_with(
         places,
         network: program.network,
     };
-    let (child, live) =
-        reaper::launch_step(&launch, &cookie, cgroup.as_ref().map(StepCgroup::path), tty)?;
+    let (child, live) = reaper::launch_step(
+        &launch,
+        &cookie,
+        cgroup.as_ref().map(StepCgroup::path),
+        stdio,
+    )?;
     let pid = live.pid();
     // A child born into the cgroup (`clone3`) is known to be there; one that joined it
     // itself is checked.
@@ -797,7 +801,7 @@ mod tests {
             places: Places::Own,
             network: None,
         };
-        reaper::launch_step(&launch, "no-cookie", Some(cgroup.path()), None).unwrap()
+        reaper::launch_step(&launch, "no-cookie", Some(cgroup.path()), Stdio::Pipes).unwrap()
     }
 
     /// A step that makes a cgroup of its own named like a step's (a step of a non-root

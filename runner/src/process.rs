@@ -4,10 +4,12 @@
 //! Promises of [`run`]:
 //! - The process runs in its own session and process group, and in its own cgroup where
 //!   the host allows it (see `containment`), with stdin on `/dev/null`.
-//! - Every line it writes to stdout or stderr reaches `lines`, in order per stream, as valid
-//!   UTF-8 without NUL characters and at most [`crate::protocol::MAX_LINE_BYTES`] bytes
-//!   long (the `lines` submodule has the exact rules). A full channel pauses reading;
-//!   nothing is dropped.
+//! - Every line it writes to stdout or stderr reaches `lines`, in the order it wrote them
+//!   across both streams (the `ordered` submodule says exactly what order that is; the
+//!   agent numbers the lines in the order they arrive), as valid UTF-8 without NUL
+//!   characters and at most [`crate::protocol::MAX_LINE_BYTES`] bytes long (the `lines`
+//!   submodule has the exact rules). A full channel pauses reading, and the step's writes
+//!   with it; nothing is dropped.
 //! - When it returns, the step's cgroup and process group have been SIGKILLed — also after a
 //!   normal exit, so background children never outlive their step — the cgroup removed, and
 //!   escaped descendants swept (see the `reaper` module): nothing the step started runs on,
@@ -27,7 +29,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::unistd::Pid;
-use tokio::io::AsyncRead;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,10 +39,13 @@ use crate::mask::Masker;
 use crate::protocol::Stream;
 use crate::reaper;
 use crate::step_user::StepUser;
-use lines::LineReader;
+use ordered::OrderedReader;
 
 mod lines;
+mod ordered;
 mod python_zygote;
+
+pub(crate) use ordered::step_pipe;
 
 /// How long after the kill reading may wait for the pipes' EOF.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -157,15 +161,10 @@ pub(crate) async fn run_contained(
     let pgid = contained.leader();
 
     let stop = CancellationToken::new();
-    let mut readers = Vec::with_capacity(2);
-    for (pipe, stream) in [
-        (child.stdout.take(), Stream::Stdout),
-        (child.stderr.take(), Stream::Stderr),
-    ] {
-        if let Some(pipe) = pipe {
-            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
-            readers.push(spawn_reader(pipe, stream, &lines, &stop, &spec.masker));
-        }
+    let mut readers = Vec::with_capacity(1);
+    if let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) {
+        let reader = OrderedReader::new(stdout, stderr, lines.clone(), stop.clone(), &spec.masker)?;
+        readers.push(tokio::spawn(reader.run()));
     }
 
     let trigger = wait_for_trigger(&mut child, pgid, spec.timeout, &cancel).await;
@@ -280,21 +279,6 @@ pub(crate) async fn drain_readers(
             tracing::warn!(%err, "a step output reader failed");
         }
     }
-}
-
-fn spawn_reader<R>(
-    source: R,
-    stream: Stream,
-    lines: &Sender<(Stream, String)>,
-    stop: &CancellationToken,
-    masker: &Masker,
-) -> tokio::task::JoinHandle<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    let reader =
-        LineReader::new(source, stream, lines.clone(), stop.clone()).masking(masker.clone());
-    tokio::spawn(reader.run())
 }
 
 #[cfg(test)]

@@ -100,20 +100,17 @@ impl Drop for LiveStep {
 
 /// Starts a step's leader (`launch`, which gives it its own session, so its pid is its
 /// session id; `cookie` is in its environment; `cgroup` is the path of the step cgroup it
-/// starts in, if any; on the terminal `tty` when one is given, see
-/// [`crate::launch::launch_on_terminal`]) and registers it as running, atomically with
+/// starts in, if any; its stdin, stdout and stderr on `stdio`, see
+/// [`crate::launch::launch_with`]) and registers it as running, atomically with
 /// respect to sweeps.
 pub(crate) fn launch_step(
     launch: &crate::launch::Launch<'_>,
     cookie: &str,
     cgroup: Option<&str>,
-    tty: Option<std::os::fd::BorrowedFd<'_>>,
+    stdio: crate::launch::Stdio<'_>,
 ) -> std::io::Result<(crate::launch::Launched, LiveStep)> {
     let mut live = live();
-    let child = match tty {
-        Some(tty) => crate::launch::launch_on_terminal(launch, tty)?,
-        None => crate::launch::launch(launch)?,
-    };
+    let child = crate::launch::launch_with(launch, stdio)?;
     let pid = child.pid();
     live.insert(pid, running(cookie, cgroup));
     Ok((child, LiveStep(pid)))

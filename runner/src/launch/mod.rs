@@ -231,8 +231,30 @@ fn reap(pid: i32, pidfd: Option<&OwnedFd>, block: bool) -> io::Result<Option<Exi
     }
 }
 
-/// Starts `launch`; see the module doc. Errors name the set-up step that failed.
+/// Where a child's stdin, stdout and stderr go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stdio<'a> {
+    /// `/dev/null`, then two ordinary pipes, read whole by the caller (a tool's output).
+    Pipes,
+    /// `/dev/null`, then a step's two output pipes (`crate::process::step_pipe`): one
+    /// packet each, so their reader sees the writes across both in the order they were
+    /// made.
+    StepPipes,
+    /// The terminal `tty` (a pty's follower side, `crate::agent::debug`), which becomes
+    /// the child's controlling terminal in its new session; the [`Launched`] has no pipes.
+    Terminal(std::os::fd::BorrowedFd<'a>),
+}
+
+/// Starts `launch` on ordinary pipes; see the module doc. Errors name the set-up step
+/// that failed. (The runner starts its children through `crate::reaper::launch_step`.)
+#[cfg(test)]
 pub(crate) fn launch(launch: &Launch<'_>) -> io::Result<Launched> {
+    launch_with(launch, Stdio::Pipes)
+}
+
+/// [`launch`] with its stdin, stdout and stderr on `stdio`. Confined alike whatever they
+/// are.
+pub(crate) fn launch_with(launch: &Launch<'_>, stdio: Stdio<'_>) -> io::Result<Launched> {
     // A child that changes its uid resets the dumpable flag of its memory to
     // `fs.suid_dumpable`: shared with the runner, that would make a root runner
     // traceable by the step's user until `execve` unless the setting is 0. Then the child
@@ -240,29 +262,15 @@ pub(crate) fn launch(launch: &Launch<'_>) -> io::Result<Launched> {
     launch_sharing(
         launch,
         launch.user.is_none() || suid_dumpable_is_off(),
-        None,
+        stdio,
     )
 }
 
-/// [`launch`] with stdin, stdout and stderr on the terminal `tty` (a pty's follower side,
-/// `crate::agent::debug`), which becomes the child's controlling terminal in its new
-/// session; the [`Launched`] has no pipes. Confined exactly as [`launch`] confines.
-pub(crate) fn launch_on_terminal(
-    launch: &Launch<'_>,
-    tty: std::os::fd::BorrowedFd<'_>,
-) -> io::Result<Launched> {
-    launch_sharing(
-        launch,
-        launch.user.is_none() || suid_dumpable_is_off(),
-        Some(tty),
-    )
-}
-
-/// [`launch`], the child sharing the runner's memory or not, on `terminal` or pipes.
+/// [`launch`], the child sharing the runner's memory or not, on `stdio`.
 fn launch_sharing(
     launch: &Launch<'_>,
     share_memory: bool,
-    terminal: Option<std::os::fd::BorrowedFd<'_>>,
+    stdio: Stdio<'_>,
 ) -> io::Result<Launched> {
     let program = c_string(launch.program.as_os_str())?;
     let candidates_owned = candidates(launch)?;
@@ -323,16 +331,20 @@ fn launch_sharing(
         filter: filter.as_ptr().cast_mut(),
     };
 
-    let (stdin, stdout_write, stderr_write, stdout_read, stderr_read) = match terminal {
-        None => {
+    let (stdin, stdout_write, stderr_write, stdout_read, stderr_read) = match stdio {
+        Stdio::Pipes | Stdio::StepPipes => {
             // As `Stdio::null()`: read and write.
             let null = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open("/dev/null")?;
             let stdin = above_stdio(null.into())?;
-            let (stdout_read, stdout_write) = pipe()?;
-            let (stderr_read, stderr_write) = pipe()?;
+            let output_pipe = match stdio {
+                Stdio::StepPipes => crate::process::step_pipe,
+                _ => pipe,
+            };
+            let (stdout_read, stdout_write) = output_pipe()?;
+            let (stderr_read, stderr_write) = output_pipe()?;
             (
                 stdin,
                 above_stdio(stdout_write)?,
@@ -341,7 +353,7 @@ fn launch_sharing(
                 Some(stderr_read),
             )
         }
-        Some(tty) => {
+        Stdio::Terminal(tty) => {
             let on_tty = || above_stdio(tty.try_clone_to_owned()?);
             (on_tty()?, on_tty()?, on_tty()?, None, None)
         }
@@ -364,7 +376,7 @@ fn launch_sharing(
             stderr_write.as_raw_fd(),
         ],
         report: report_write.as_raw_fd(),
-        controlling_terminal: terminal.is_some(),
+        controlling_terminal: matches!(stdio, Stdio::Terminal(_)),
         cgroup_procs: launch
             .cgroup
             .as_ref()

@@ -198,7 +198,7 @@ fn a_start_that_fails_names_its_stage() {
             network: None,
         },
         false,
-        None,
+        Stdio::Pipes,
     )
     .unwrap_err();
     assert!(copied.to_string().contains(": executing: "), "{copied}");
@@ -303,7 +303,7 @@ fn under_root_the_child_is_the_step_user_with_no_groups_capabilities_or_view_of_
                 network: None,
             },
             share_memory,
-            None,
+            Stdio::Pipes,
         )
         .unwrap();
         let stdout = child.stdout.take().unwrap();

@@ -1,4 +1,4 @@
-//! Turns one output pipe of a step into log lines.
+//! Turns the bytes of a step's stdout or stderr into log lines.
 //!
 //! Rules, applied in this order:
 //! - Lines end at `\n`; one trailing `\r` is removed. A last line without `\n` still counts.
@@ -6,140 +6,118 @@
 //!   become U+FFFD.
 //! - A line longer than [`MAX_LINE_BYTES`] is delivered as several lines, cut at character
 //!   boundaries; the raw buffer never grows much beyond that, whatever the input.
-//! - With a [`Masker`] ([`LineReader::masking`]), secrets are masked here, before any cut: a
+//! - With a [`Masker`] (given to [`Lines::new`]), secrets are masked here, before any cut: a
 //!   line that fits is masked whole; the pieces of an over-long line go through the
 //!   streaming masker, which holds back a tail that could still become a secret, so the
 //!   delivered pieces concatenate to exactly the masked whole line and no piece shows part
 //!   of a secret. Pipe reads never matter: a line is only ever handled once complete or
 //!   once it passed the length limit.
 //!
-//! Lines are sent in order, those of one read together (room in the channel is taken for
-//! up to [`SEND_GROUP`] at a time, not line by line); a full channel pauses reading
-//! (backpressure, nothing dropped). At most one read's lines wait in the reader: a read is
-//! at most [`READ_BUFFER_BYTES`], so 256 Ki empty lines (8 MiB) at worst. If the receiver
-//! is gone, the pipe is still drained so the writer never blocks on it.
+//! [`Lines`] applies these rules to one stream, whatever its reads; the lines of both
+//! streams then go, in the order `super::ordered` found them, through one [`Output`]:
+//! room in the channel is taken for up to [`SEND_GROUP`] lines at a time, not line by
+//! line, and a full channel pauses reading (backpressure, nothing dropped). If the
+//! receiver is gone, lines are discarded and the pipes still drained, so the writer never
+//! blocks on them.
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc::Sender;
-use tokio_util::sync::CancellationToken;
-
-use futures::FutureExt;
 
 use crate::mask::Masker;
 use crate::protocol::{Stream, MAX_LINE_BYTES};
 
-/// Big enough that a fast writer costs few read syscalls.
-const READ_BUFFER_BYTES: usize = 256 * 1024;
-/// After `stop`, data already in the pipe is still read, up to this much: more than any
-/// pipe buffers, so only a writer that keeps going is cut off.
-const AFTER_STOP_BYTES: usize = 4 * 1024 * 1024;
 /// Lines handed to the channel per reservation of room in it, at most.
-const SEND_GROUP: usize = 256;
+pub(super) const SEND_GROUP: usize = 256;
 
-pub(super) struct LineReader<R> {
-    reader: BufReader<R>,
+/// One stream's lines in the making.
+pub(super) struct Lines {
     sink: Sink,
     /// Bytes of the current line not yet delivered.
     pending: Vec<u8>,
     /// The current line was already partly delivered because it was too long.
     continued: bool,
-    /// Once cancelled, reading stops as soon as the pipe has no data ready.
-    stop: CancellationToken,
 }
 
 struct Sink {
     stream: Stream,
-    tx: Sender<(Stream, String)>,
-    /// The receiver is gone; lines are discarded.
-    closed: bool,
-    /// The attempt's secrets (none unless [`LineReader::masking`]).
+    /// The attempt's secrets.
     masker: Masker,
     /// The unmasked tail of the current over-long line, held back because it could still
     /// be the start of a secret.
     held: String,
-    /// Lines of the current read not sent yet ([`Sink::flush`]).
+    /// Lines made and not handed on yet.
     out: Vec<(Stream, String)>,
 }
 
-impl<R: AsyncRead + Unpin> LineReader<R> {
-    pub(super) fn new(
-        source: R,
-        stream: Stream,
-        tx: Sender<(Stream, String)>,
-        stop: CancellationToken,
-    ) -> Self {
-        LineReader {
-            reader: BufReader::with_capacity(READ_BUFFER_BYTES, source),
+impl Lines {
+    /// The lines of `stream`, `masker`'s secrets masked in each before it is cut.
+    pub(super) fn new(stream: Stream, masker: Masker) -> Self {
+        Lines {
             sink: Sink {
                 stream,
-                tx,
-                closed: false,
-                masker: Masker::default(),
+                masker,
                 held: String::new(),
                 out: Vec::new(),
             },
             pending: Vec::new(),
             continued: false,
-            stop,
         }
     }
 
-    /// Masks the attempt's secrets in every line before it is cut or delivered.
-    pub(super) fn masking(mut self, masker: Masker) -> Self {
-        self.sink.masker = masker;
-        self
+    /// Takes `chunk`, the stream's next bytes; the lines it completes join `out`.
+    pub(super) fn feed(&mut self, chunk: &[u8], out: &mut Vec<(Stream, String)>) {
+        feed(
+            &mut self.sink,
+            &mut self.pending,
+            &mut self.continued,
+            chunk,
+        );
+        out.append(&mut self.sink.out);
     }
 
-    /// Reads until EOF (or `stop` with nothing ready), delivering every line read.
-    pub(super) async fn run(mut self) {
-        let mut after_stop = AFTER_STOP_BYTES;
-        loop {
-            let stopped = self.stop.is_cancelled();
-            if stopped && after_stop == 0 {
-                break;
-            }
-            let chunk = if stopped {
-                match self.reader.fill_buf().now_or_never() {
-                    Some(result) => result,
-                    None => break,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    result = self.reader.fill_buf() => result,
-                    () = self.stop.cancelled() => continue,
-                }
-            };
-            let chunk = match chunk {
-                Ok([]) => break,
-                Ok(chunk) => chunk,
-                Err(err) => {
-                    let text = format!(
-                        "runner: reading {} failed: {err}",
-                        self.sink.stream.as_str()
-                    );
-                    self.sink.send_as(Stream::System, text);
-                    break;
-                }
-            };
-            let len = chunk.len();
-            feed(
-                &mut self.sink,
-                &mut self.pending,
-                &mut self.continued,
-                chunk,
-            );
-            self.reader.consume(len);
-            self.sink.flush().await;
-            if stopped {
-                after_stop = after_stop.saturating_sub(len);
-            }
-        }
+    /// The stream ended: its last line without `\n` and what an over-long line still
+    /// holds back join `out`. Nothing more after that (a second call adds nothing).
+    pub(super) fn finish(&mut self, out: &mut Vec<(Stream, String)>) {
         if !self.pending.is_empty() {
-            self.sink.emit(&self.pending, false, &mut self.continued);
+            let pending = std::mem::take(&mut self.pending);
+            self.sink.emit(&pending, false, &mut self.continued);
         }
         self.sink.release_held();
-        self.sink.flush().await;
+        out.append(&mut self.sink.out);
+    }
+}
+
+/// The channel lines leave by, in the order they are given.
+pub(super) struct Output {
+    tx: Sender<(Stream, String)>,
+    /// The receiver is gone; lines are discarded.
+    closed: bool,
+}
+
+impl Output {
+    pub(super) fn new(tx: Sender<(Stream, String)>) -> Self {
+        Output { tx, closed: false }
+    }
+
+    /// Sends `queue`'s lines, in order, waiting for room in the channel: taken for up to
+    /// [`SEND_GROUP`] lines at a time, where a send per line took it line by line.
+    pub(super) async fn send(&mut self, queue: &mut Vec<(Stream, String)>) {
+        let mut lines = queue.drain(..);
+        while !self.closed && lines.len() > 0 {
+            let room = lines.len().min(SEND_GROUP).min(self.tx.max_capacity());
+            match self.tx.reserve_many(room).await {
+                Ok(permits) => {
+                    for (permit, line) in permits.zip(lines.by_ref()) {
+                        permit.send(line);
+                    }
+                }
+                Err(_) => self.closed = true,
+            }
+        }
+        drop(lines);
+        // A read of empty lines may have grown the queue to megabytes: not kept for later.
+        if queue.capacity() > 4 * SEND_GROUP {
+            *queue = Vec::new();
+        }
     }
 }
 
@@ -234,44 +212,18 @@ impl Sink {
         }
     }
 
-    /// Queues a line for the next [`Sink::flush`].
+    /// Queues a line.
     fn send_as(&mut self, stream: Stream, text: String) {
-        if !self.closed {
-            self.out.push((stream, text));
-        }
-    }
-
-    /// Sends the queued lines, in order, waiting for room in the channel: taken for up to
-    /// [`SEND_GROUP`] lines at a time, where a send per line took it line by line.
-    async fn flush(&mut self) {
-        let mut lines = self.out.drain(..);
-        while !self.closed && lines.len() > 0 {
-            let room = lines.len().min(SEND_GROUP).min(self.tx.max_capacity());
-            match self.tx.reserve_many(room).await {
-                Ok(permits) => {
-                    for (permit, line) in permits.zip(lines.by_ref()) {
-                        permit.send(line);
-                    }
-                }
-                Err(_) => self.closed = true,
-            }
-        }
-        drop(lines);
-        // A read of empty lines may have grown the queue to megabytes: not kept for later.
-        if self.out.capacity() > 4 * SEND_GROUP {
-            self.out = Vec::new();
-        }
+        self.out.push((stream, text));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncWriteExt;
-
     use super::*;
 
-    /// Writes `input` through a pipe that hands it over `chunk` bytes at a time and returns
-    /// the lines read.
+    /// Feeds `input` to the rules `chunk` bytes at a time (as reads of that size would)
+    /// and returns the lines made.
     async fn lines_of(input: impl Into<Vec<u8>>, chunk: usize) -> Vec<String> {
         masked_lines_of(input, chunk, &Masker::default()).await
     }
@@ -283,20 +235,19 @@ mod tests {
         masker: &Masker,
     ) -> Vec<String> {
         let input = input.into();
-        let (mut writer, source) = tokio::io::duplex(chunk);
-        let writing = tokio::spawn(async move { writer.write_all(&input).await.unwrap() });
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let reader = LineReader::new(source, Stream::Stdout, tx, CancellationToken::new())
-            .masking(masker.clone());
-        let reading = tokio::spawn(reader.run());
+        let mut lines = Lines::new(Stream::Stdout, masker.clone());
         let mut out = Vec::new();
-        while let Some((stream, line)) = rx.recv().await {
-            assert_eq!(stream, Stream::Stdout);
-            out.push(line);
+        for piece in input.chunks(chunk) {
+            lines.feed(piece, &mut out);
         }
-        writing.await.unwrap();
-        reading.await.unwrap();
-        out
+        lines.finish(&mut out);
+        lines.finish(&mut out);
+        out.into_iter()
+            .map(|(stream, line)| {
+                assert_eq!(stream, Stream::Stdout);
+                line
+            })
+            .collect()
     }
 
     fn lengths(lines: &[String]) -> Vec<usize> {
@@ -347,21 +298,6 @@ mod tests {
         assert_eq!(lines.len(), MAX_LINE_BYTES.div_ceil(MAX_LINE_BYTES / 3));
         assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES));
         assert_eq!(lines.concat().chars().count(), MAX_LINE_BYTES);
-    }
-
-    #[tokio::test]
-    async fn stop_ends_reading_when_the_pipe_is_idle() {
-        let (mut writer, source) = tokio::io::duplex(64);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let stop = CancellationToken::new();
-        let reading = tokio::spawn(LineReader::new(source, Stream::Stderr, tx, stop.clone()).run());
-        writer.write_all(b"one\ntw").await.unwrap();
-        assert_eq!(rx.recv().await.unwrap(), (Stream::Stderr, "one".to_owned()));
-        stop.cancel();
-        // The writer is still open; the partial line is delivered and reading ends.
-        assert_eq!(rx.recv().await.unwrap(), (Stream::Stderr, "tw".to_owned()));
-        reading.await.unwrap();
-        assert!(rx.recv().await.is_none());
     }
 
     /// Every delivered line is within the limit and shows no secret, and the lines

@@ -96,7 +96,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    drain_readers, ending_of, spawn_reader, Ending, ProcessResult, ProcessSpec, DRAIN_GRACE,
+    drain_readers, ending_of, step_pipe, Ending, OrderedReader, ProcessResult, ProcessSpec,
+    DRAIN_GRACE,
 };
 use crate::containment::{self, StepCgroup};
 use crate::launch::pipe;
@@ -412,8 +413,8 @@ async fn run_in(
     if job.len() > MAX_JOB_BYTES {
         return None;
     }
-    let (out_r, out_w) = pipe().ok()?;
-    let (err_r, err_w) = pipe().ok()?;
+    let (out_r, out_w) = step_pipe().ok()?;
+    let (err_r, err_w) = step_pipe().ok()?;
     // The whole job fits in its pipe, written before the request: no write waits for a
     // child (a spare a step of the runner's uid stopped would hold it forever).
     let (job_r, job_w) = job_pipe(job.len()).ok()?;
@@ -516,9 +517,10 @@ async fn supervise(
     cancel: &CancellationToken,
 ) -> io::Result<ProcessResult> {
     let started = Instant::now();
-    let (out, err) = match (reader(out_r), reader(err_r)) {
-        (Ok(out), Ok(err)) => (out, err),
-        (Err(e), _) | (_, Err(e)) => {
+    let stop = CancellationToken::new();
+    let reader = match OrderedReader::new(out_r, err_r, lines.clone(), stop.clone(), &spec.masker) {
+        Ok(reader) => reader,
+        Err(e) => {
             // Unreadable pipes: the step dies at once, and so does the zygote (its report of
             // this child would otherwise answer the next step's wait).
             if let Some(cgroup) = &cgroup {
@@ -538,11 +540,7 @@ async fn supervise(
         );
         cgroup = None;
     }
-    let stop = CancellationToken::new();
-    let readers = [
-        spawn_reader(out, Stream::Stdout, lines, &stop, &spec.masker),
-        spawn_reader(err, Stream::Stderr, lines, &stop, &spec.masker),
-    ];
+    let readers = [tokio::spawn(reader.run())];
     let control = zygote.control.clone();
     let mut status = tokio::task::spawn_blocking(move || -> io::Result<ExitStatus> {
         let answer = recv(&control)?;
@@ -623,12 +621,6 @@ fn parse_started(started: &str) -> Option<(i32, i32)> {
         _ => return None,
     };
     words.next().is_none().then_some((pid, shared))
-}
-
-/// The read end of a step's stdout or stderr pipe, read as the runtime's own I/O (a
-/// `tokio::fs::File` would take every read to a blocking thread).
-fn reader(fd: OwnedFd) -> io::Result<tokio::net::unix::pipe::Receiver> {
-    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
 }
 
 /// A close-on-exec `SOCK_SEQPACKET` socketpair (message boundaries, and EOF when the
