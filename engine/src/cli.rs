@@ -32,6 +32,11 @@ pub(crate) struct Cli {
         env = "PLUE_LOG_FORMAT"
     )]
     pub(crate) log_format: LogFormat,
+    /// Also append the JSON log lines to this file (created private to your user): the
+    /// same lines `--log-format json` writes on stderr, step lines included. Needs
+    /// `--log-format json`.
+    #[arg(long, global = true, value_name = "PATH", env = "PLUE_LOG_FILE")]
+    pub(crate) log_file: Option<PathBuf>,
 }
 
 pub(crate) use crate::logging::LogFormat;
@@ -58,7 +63,8 @@ impl Command {
 pub(crate) enum Command {
     /// Evaluate one workflow file and print its plan.
     Eval(EvalArgs),
-    /// Evaluate every *.plue.py below a directory and report every problem.
+    /// Evaluate a workflow file, or every *.plue.py below a directory, and report every
+    /// problem.
     Check(CheckArgs),
     /// Run a workflow on this machine: an embedded engine and a local pool of runners.
     ///
@@ -865,9 +871,10 @@ pub(crate) struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
-    /// Directory to search (default: the current directory).
-    #[arg(default_value = ".")]
-    pub(crate) dir: PathBuf,
+    /// A workflow file to check, or a directory to search for *.plue.py (default: the
+    /// current directory).
+    #[arg(default_value = ".", value_name = "PATH")]
+    pub(crate) path: PathBuf,
     #[command(flatten)]
     pub(crate) event: EventArgs,
 }

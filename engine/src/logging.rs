@@ -6,9 +6,13 @@
 //! shape: `timestamp`, `level`, `target`, `fields` with `message` and the event's own
 //! fields such as `run_id` and `step`); notices are events of target `plue`, always shown
 //! at `info` whatever `PLUE_LOG` says, so what a person would read is never filtered away.
+//! `--log-file PATH` appends every one of those lines to PATH as well (one write a line).
 
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::EnvFilter;
 
 /// How the engine's own log lines are written (`--log-format`).
@@ -20,8 +24,20 @@ pub(crate) enum LogFormat {
 
 static JSON: AtomicBool = AtomicBool::new(false);
 
-/// Installs the subscriber; call once, before any event.
-pub(crate) fn init(format: LogFormat) {
+/// Opens `--log-file`'s file for appending, created readable by this user alone (a log
+/// names runs, steps and what they printed).
+pub(crate) fn open_file(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Installs the subscriber; call once, before any event. `file`: `--log-file`'s, opened
+/// by [`open_file`]; only JSON lines are written to it.
+pub(crate) fn init(format: LogFormat, file: Option<File>) {
     let filter = EnvFilter::from_env("PLUE_LOG");
     match format {
         LogFormat::Text => tracing_subscriber::fmt()
@@ -31,13 +47,18 @@ pub(crate) fn init(format: LogFormat) {
         LogFormat::Json => {
             JSON.store(true, Ordering::Relaxed);
             let filter = filter.add_directive("plue=info".parse().expect("a valid directive"));
-            tracing_subscriber::fmt()
+            let builder = tracing_subscriber::fmt()
                 .json()
                 .with_current_span(false)
                 .with_span_list(false)
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init()
+                .with_env_filter(filter);
+            match file {
+                // Each line is formatted once and written whole to both (a tee).
+                Some(file) => builder
+                    .with_writer(std::io::stderr.and(Mutex::new(file)))
+                    .init(),
+                None => builder.with_writer(std::io::stderr).init(),
+            }
         }
     }
 }

@@ -32,7 +32,26 @@ fn main() -> ExitCode {
         eprintln!("error: cannot make the process undumpable: {e}");
         return ExitCode::from(1);
     }
-    logging::init(cli.log_format);
+    let log_file = match &cli.log_file {
+        None => None,
+        Some(_) if cli.log_format != logging::LogFormat::Json => {
+            use clap::CommandFactory;
+            cli::Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--log-file needs --log-format json: the file holds JSON lines",
+                )
+                .exit()
+        }
+        Some(path) => match logging::open_file(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!("error: --log-file {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        },
+    };
+    logging::init(cli.log_format, log_file);
     // What must happen while the process has one thread (a mount namespace of its own).
     if let cli::Command::Runner(args) = &cli.command {
         commands::runner::before_threads(args);

@@ -114,6 +114,42 @@ fn check_of_the_examples_passes() {
     );
 }
 
+/// `plue check FILE` checks exactly that file, as a directory's files are checked
+/// (regression: it answered "not a directory"); a path that does not exist is an error.
+#[test]
+fn check_of_one_file_checks_that_file() {
+    let invalid = "def workflow():\n    return Plan(name='x', steps=[\n        Step.bash('a', 'true', depend_on=['b'])])\n";
+    let valid = "def workflow(ctx):\n    return Plan(name='v', steps=[Step.bash('a', 'true')])\n";
+    let dir = workspace(&[("bad.plue.py", invalid), ("good.plue.py", valid)]);
+    let good = dir.path().join("good.plue.py");
+    let output = run(&["check", good.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("checked 1 workflow file(s): 1 valid, 0 invalid"),
+        "{}",
+        stderr(&output)
+    );
+    // Only the named file: the invalid one beside it is not read.
+    let bad = dir.path().join("bad.plue.py");
+    let output = run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let want = format!("{}:3:9: TypeError", bad.display());
+    assert!(stdout(&output).contains(&want), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("checked 1 workflow file(s): 0 valid, 1 invalid"),
+        "{}",
+        stderr(&output)
+    );
+    let missing = dir.path().join("missing.plue.py");
+    let output = run(&["check", missing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!("{}: no such file or directory", missing.display())),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn the_ci_example_has_the_documented_shape() {
     let output = run(&["eval", "examples/ci.plue.py"]);
@@ -265,8 +301,9 @@ fn mermaid_draws_the_dag() {
 fn ctx_follows_the_event_flags() {
     let dir = workspace(&[(
         "ctx.plue.py",
-        "import json\ndef workflow(ctx):\n    data = {'event': ctx.event, 'branch': ctx.branch, 'ref': ctx.ref, 'sha': ctx.sha, 'files': ctx.changed_files,\n            'inputs': ctx.inputs, 'pr': ctx.pr.number if ctx.pr else None, 'base': ctx.pr.base if ctx.pr else None}\n    return Plan(name=json.dumps(data, sort_keys=True))\n",
+        "import json\ndef workflow(ctx):\n    data = {'event': ctx.event, 'branch': ctx.branch, 'ref': ctx.ref, 'sha': ctx.sha, 'files': ctx.changed_files,\n            'inputs': ctx.inputs, 'pr': ctx.pr.number if ctx.pr else None, 'base': ctx.pr.base if ctx.pr else None}\n    return Plan(name=json.dumps(data, sort_keys=True), triggers=[Trigger.manual(inputs={'target': None})])\n",
     )]);
+    // `--input` is checked as `plue run` checks it: the workflow declares `target`.
     let output = eval_file(
         dir.path(),
         "ctx.plue.py",

@@ -125,6 +125,36 @@ async fn a_fork_waiting_for_approval_holds_no_group_of_the_repository() {
     }
 }
 
+/// The API shows the group a fork's run is in: `fork:deploy`, kept apart from the
+/// repository's `deploy` (regression: it showed `deploy`, as if the fork's run shared the
+/// repository's group), and the reason a fork's run waits names that group too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_a_fork_runs_own_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = support::start_in_process(dir.path(), EngineConfig::new(SHARED.into())).await;
+    let store = engine.executor.store().clone();
+    let http = support::client();
+    let repo = support::create_repo(&store).await;
+    let plan = deploy(false, vec![approval("hold")]);
+    let ours = support::start_pr_run(&engine.executor, repo, &plan, false).await;
+    let fork = support::start_pr_run(&engine.executor, repo, &plan, true).await;
+    let fork2 = support::start_pr_run(&engine.executor, repo, &plan, true).await;
+    let view = |id: i64| {
+        let (http, url) = (http.clone(), format!("{}/api/runs/{id}", engine.url));
+        async move { support::get_json(&http, &url).await }
+    };
+    assert_eq!(view(ours).await["concurrency_group"], "deploy");
+    let shown = view(fork).await;
+    assert_eq!(shown["concurrency_group"], "fork:deploy", "{shown}");
+    assert_eq!(shown["secrets_allowed"], false);
+    let waiting = view(fork2).await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert_eq!(
+        waiting["reason"],
+        format!("waiting for run {fork} in concurrency group 'fork:deploy'")
+    );
+}
+
 /// A scoped token in the store; the token itself.
 async fn runner_token(store: &Store, name: &str, labels: Value, accept_forks: bool) -> String {
     let token = tokens::new_token().unwrap();

@@ -1,13 +1,15 @@
 //! `plue run --input` is a dispatch: the inputs are checked against the workflow's
 //! `Trigger.manual(inputs=...)` exactly as `plue trigger` and the API check them (one
 //! implementation, `evaluator::inputs`): unknown names, required inputs, options, and the
-//! declared defaults filled in (`ctx.inputs` shows them).
+//! declared defaults filled in (`ctx.inputs` shows them). `plue eval` evaluates the same
+//! way, so the plan it shows is the plan that runs.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
 
 use std::process::Output;
 
+use serde_json::Value;
 use support::{printed, Sandbox};
 
 const DEPLOY: &str = r#"def workflow(ctx):
@@ -85,4 +87,47 @@ fn inputs_to_a_workflow_without_a_manual_trigger_are_refused() {
     // A push run without inputs is not a dispatch: nothing to check.
     let output = plue_run(&sandbox, &[]);
     assert!(output.status.success(), "{}", printed(&output));
+}
+
+/// `plue eval --event manual` shows the plan `plue run` runs: the declared defaults fill
+/// the inputs not given (regression: eval showed "deploying 1.2 to unset", another plan
+/// with another hash than the run's).
+#[test]
+fn eval_shows_the_plan_run_stores_with_the_input_defaults() {
+    let sandbox = Sandbox::new("eval-inputs");
+    sandbox.write("deploy.plue.py", DEPLOY);
+    let flags = ["--event", "manual", "--input", "version=1.2"];
+    let output = sandbox
+        .plue(&["eval", "deploy.plue.py"])
+        .args(flags)
+        .output()
+        .expect("plue eval");
+    assert!(output.status.success(), "{}", printed(&output));
+    let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        shown["steps"][0]["command"], "echo deploying 1.2 to staging",
+        "{shown:#}"
+    );
+
+    let output = plue_run(
+        &sandbox,
+        &[&flags[..], &["--summary-json", "record.json"]].concat(),
+    );
+    assert!(output.status.success(), "{}", printed(&output));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(sandbox.path("record.json")).unwrap())
+            .unwrap();
+    assert_eq!(shown["plan_hash"], record["plan_hash"], "{record:#}");
+
+    // Inputs are checked as the run checks them.
+    let output = sandbox
+        .plue(&["eval", "deploy.plue.py", "--event", "manual"])
+        .output()
+        .expect("plue eval");
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert!(
+        printed(&output).contains("deploy.plue.py: input 'version' is required"),
+        "{}",
+        printed(&output)
+    );
 }

@@ -5,7 +5,8 @@
 //!   (docs/src/reference/generated/run-record.schema.json) and holding what was promised:
 //!   inputs, every attempt with runner and times, every round's outputs, usage and cost,
 //!   the artifact, who approved;
-//! - `plue --log-format json run` writes only JSON lines on stderr, step lines among them.
+//! - `plue --log-format json run` writes only JSON lines on stderr, step lines among them,
+//!   and with `--log-file PATH` the same lines to PATH as well.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -276,5 +277,65 @@ fn log_format_json_is_only_json_on_stderr_with_every_step_line_as_an_event() {
                 .as_str()
                 .is_some_and(|r| r.contains("'review' failed, back to 'code'"))),
         "{stderr}"
+    );
+}
+
+/// `--log-file PATH` appends the JSON lines of stderr to PATH too, step lines included
+/// (regression: there was no such option; a log collector had only the stream).
+#[test]
+fn log_file_holds_the_same_json_lines_as_stderr() {
+    let sandbox = Sandbox::new("run-log-file");
+    sandbox.write(
+        "w.plue.py",
+        "def workflow(ctx):\n    return Plan(name='logged', steps=[Step.bash('hello', 'echo hello from the step')])\n",
+    );
+    let output = sandbox
+        .plue(&["--log-format", "json", "--log-file", "plue.log"])
+        .args(["run", "w.plue.py", "--runners", "1"])
+        .env_remove("PLUE_DATA_DIR")
+        .env_remove("PLUE_LOG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", printed(&output));
+    let file = std::fs::read_to_string(sandbox.path("plue.log")).unwrap();
+    let events: Vec<Value> = file
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect();
+    assert!(
+        events.iter().any(|e| e["target"] == "plue::step"
+            && e["fields"]["step"] == "hello"
+            && e["fields"]["text"] == "hello from the step"),
+        "{file}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "run finished"),
+        "{file}"
+    );
+    // The same lines as on stderr.
+    assert_eq!(file, String::from_utf8(output.stderr).unwrap());
+    // Private to the user: a log holds what steps printed.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(sandbox.path("plue.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+
+    // Text logs are not JSON lines: asking for a file of them is a usage error.
+    let output = sandbox
+        .plue(&["--log-file", "text.log", "eval", "w.plue.py"])
+        .env_remove("PLUE_LOG_FORMAT")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
+    assert!(
+        printed(&output).contains("--log-format json"),
+        "{}",
+        printed(&output)
     );
 }

@@ -57,6 +57,18 @@ pub(crate) fn scope(source: &str, secrets_allowed: bool) -> std::borrow::Cow<'_,
     }
 }
 
+/// A group's name as a run shows it (`runs.concurrency_group`, the reasons of its waits
+/// and cancels): the plan's name, or for a run of a pull request from a fork `fork:` and
+/// the name, since that run's group is kept apart from the repository's group of the same
+/// name ([`scope`]).
+pub(crate) fn shown(name: &str, secrets_allowed: bool) -> std::borrow::Cow<'_, str> {
+    if secrets_allowed {
+        name.into()
+    } else {
+        format!("fork:{name}").into()
+    }
+}
+
 /// The reason of a run that a newer run of its group replaced.
 pub(crate) fn superseded(by: i64, group: &str) -> String {
     format!("superseded by run {by} in concurrency group '{group}'")
@@ -137,6 +149,8 @@ mod tests {
     fn forks_have_a_scope_of_their_own() {
         assert_eq!(scope("acme/app", true), "acme/app");
         assert_eq!(scope("acme/app", false), "fork:acme/app");
+        assert_eq!(shown("deploy", true), "deploy");
+        assert_eq!(shown("deploy", false), "fork:deploy");
         assert_ne!(scope("local", false), scope("local", true));
     }
 

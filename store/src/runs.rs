@@ -290,6 +290,8 @@ impl Store {
         let group_name = group.as_ref().map(|g| g.name.as_str());
         let repo_id = new.repo.map(|r| r.repo_id);
         let secrets_allowed = new.repo.is_none_or(|r| r.secrets_allowed);
+        // The name the run shows: a fork's group is kept apart, and says so.
+        let shown_group = group_name.map(|name| groups::shown(name, secrets_allowed));
         // A step that holds secrets, or takes the files of one that did: runners allowed
         // secrets only (the claim's rule).
         let needs_secrets = crate::secret_holders::needs_secrets_runner(new.plan, secrets_allowed);
@@ -333,7 +335,7 @@ impl Store {
                 Some(group_id) => active_run!(&mut *tx, group_id),
                 None => None,
             };
-            let (status, finished_at, reason) = match (failed, active, group_name) {
+            let (status, finished_at, reason) = match (failed, active, shown_group.as_deref()) {
                 (Some(reason), _, _) => ("failed", Some(now), Some(reason.to_string())),
                 (None, Some(active), Some(name)) => {
                     ("pending", None, Some(groups::waiting(active, name)))
@@ -361,7 +363,7 @@ impl Store {
             .bind(now)
             .bind(finished_at)
             .bind(group_id)
-            .bind(group_name)
+            .bind(shown_group.as_deref())
             .fetch_one(&mut *tx)
             .await?;
             // Apart from the row every advance reads and updates (migration 0028).
@@ -375,8 +377,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let mut cancelled: Vec<i64> = Vec::new();
-            if let (Some(group_id), Some(group)) = (group_id, &group) {
-                let why = groups::superseded(run_id, &group.name);
+            if let (Some(group_id), Some(group), Some(shown)) = (group_id, &group, &shown_group) {
+                let why = groups::superseded(run_id, shown);
                 cancelled = sqlx::query_scalar(
                     "UPDATE runs SET cancel_requested = TRUE, cancel_reason = $3 \
                      WHERE concurrency_group_id = $1 AND status = 'pending' AND id <> $2 \

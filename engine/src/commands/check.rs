@@ -1,6 +1,7 @@
-//! `plue check [DIR]`: evaluate every `*.plue.py` below DIR through the warm pool and print
-//! every problem as `path:line:col: message` with the line it points at and a caret under
-//! the column ([`caret`](super::caret)), in path order. Exit 1 if any file is invalid.
+//! `plue check [PATH]`: evaluate the workflow file PATH, or every `*.plue.py` below the
+//! directory PATH, through the warm pool and print every problem as `path:line:col: message`
+//! with the line it points at and a caret under the column ([`caret`](super::caret)), in
+//! path order. Exit 1 if any file is invalid, or if PATH does not exist.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,13 +17,21 @@ use crate::cli::CheckArgs;
 const SKIPPED_DIRS: [&str; 4] = [".git", "target", "node_modules", ".plue-cache"];
 
 pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    if !args.dir.is_dir() {
-        eprintln!("{}: not a directory", args.dir.display());
-        return Ok(ExitCode::from(EXIT_INVALID));
-    }
-    let files = workflow_files(&args.dir)?;
+    let files = match std::fs::metadata(&args.path) {
+        // One file is checked whatever its name: the caller named it.
+        Ok(meta) if !meta.is_dir() => vec![args.path.clone()],
+        Ok(_) => workflow_files(&args.path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("{}: no such file or directory", args.path.display());
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", args.path.display());
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
     if files.is_empty() {
-        eprintln!("no *.plue.py files found below {}", args.dir.display());
+        eprintln!("no *.plue.py files found below {}", args.path.display());
         return Ok(ExitCode::SUCCESS);
     }
     let workers = std::thread::available_parallelism()

@@ -1,9 +1,12 @@
-//! `plue eval FILE`: evaluate one workflow file and print its plan as JSON or Mermaid.
+//! `plue eval FILE`: evaluate one workflow file and print its plan as JSON or Mermaid — the
+//! plan `plue run` would run with the same flags (the same `evaluate_dispatch`: declared
+//! input defaults filled in, inputs checked).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use evaluator::{mermaid, EvalError};
+use engine::launch::{evaluate_dispatch, LaunchError};
+use evaluator::mermaid;
 use serde::Serialize;
 
 use super::{context, evaluator_pool, EXIT_INVALID};
@@ -20,17 +23,11 @@ struct Printed<'a> {
 }
 
 pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let path = args.file.display().to_string();
-    let source = match std::fs::read_to_string(&args.file) {
-        Ok(source) => source,
-        Err(e) => {
-            eprintln!("{path}: cannot read the file: {e}");
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
-    };
     let pool = evaluator_pool(1).await.context("starting the evaluator")?;
-    match pool.evaluate(&path, &source, &context(&args.event)).await {
-        Ok(evaluated) => {
+    // Evaluated as `plue run` evaluates (a manual event's inputs checked and completed by
+    // their declared defaults), so the plan shown is the plan that runs.
+    match evaluate_dispatch(&pool, &args.file, context(&args.event)).await {
+        Ok((_, evaluated)) => {
             if !evaluated.output.is_empty() {
                 eprint!("{}", evaluated.output);
             }
@@ -50,12 +47,18 @@ pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(EvalError::Invalid(problems)) => {
-            // The problems of this file quote the source it was evaluated from.
-            let source_of = |named: &str| (named == path).then(|| source.clone());
+        Err(LaunchError::Invalid(problems)) => {
+            // Only this file's problems quote their line, with a caret under the column.
+            let path = args.file.display().to_string();
+            let source_of =
+                |named: &str| (named == path).then(|| super::caret::read_source(named))?;
             eprint!("{}", super::caret::render(&problems, true, source_of));
             Ok(ExitCode::from(EXIT_INVALID))
         }
-        Err(e) => Err(e.into()),
+        Err(e @ (LaunchError::Unreadable { .. } | LaunchError::Inputs { .. })) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        Err(LaunchError::Internal(e)) => Err(e),
     }
 }

@@ -47,7 +47,8 @@ pub struct RunView {
     #[schema(required = true)]
     pub reason: Option<String>,
     pub cancel_requested: bool,
-    /// The resolved `Plan(concurrency=...)` group, when the plan names one.
+    /// The resolved `Plan(concurrency=...)` group, when the plan names one; `fork:` and
+    /// the name for a run of a pull request from a fork, whose group is kept apart.
     #[schema(required = true)]
     pub concurrency_group: Option<String>,
     /// How many times the run's review loops went back, in all (0 without loops).
