@@ -240,6 +240,17 @@ impl Browser {
         .await;
     }
 
+    /// Runs the Chrome DevTools Protocol command `cmd` with `params` (input through the
+    /// browser's own pipeline: touches, gestures); its answer.
+    pub(crate) async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": cmd, "params": params})),
+        )
+        .await
+    }
+
     /// Saves a PNG of the viewport.
     pub(crate) async fn screenshot(&self, path: &Path) {
         let data = self

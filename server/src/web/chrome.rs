@@ -14,4 +14,7 @@ pub(super) struct Chrome {
     pub(super) csrf: Option<String>,
     /// Where sign-in returns to.
     pub(super) path: String,
+    /// No one is signed in on an engine that has users: lists hide what only signed-in
+    /// users may read, and say that signing in may show more.
+    pub(super) signed_out: bool,
 }

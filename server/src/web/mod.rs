@@ -45,6 +45,8 @@ mod runners;
 mod runs;
 mod session;
 #[cfg(test)]
+mod signed_out_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

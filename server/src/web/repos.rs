@@ -11,10 +11,12 @@
 //! An engine without an evaluator (no registry) lists the workflows known from their runs
 //! (the newest [`RECENT`]) with the inputs of their newest plan.
 //!
-//! Invariants: the list shows only repositories the caller may read; a repository it may
-//! not read is the 404 of a missing one (the sign-in page for the anonymous); the dispatch
-//! form is offered to its writers only, and the API decides again when it posts. A refusal
-//! shown on a form is the API's sentence (never git's output: the registry logs that).
+//! Invariants: the list shows only repositories the caller may read (a visitor who is not
+//! signed in is told that signing in may show more; only an admin is told how to register
+//! one); a repository it may not read is the 404 of a missing one (the sign-in page for the
+//! anonymous); the dispatch form is offered to its writers only, and the API decides again
+//! when it posts. A refusal shown on a form is the API's sentence (never git's output: the
+//! registry logs that).
 
 use std::collections::BTreeMap;
 
@@ -44,6 +46,8 @@ const INPUT_PREFIX: &str = "input.";
 struct ReposPage {
     chrome: Chrome,
     repos: Vec<RepoEntry>,
+    /// The caller may register repositories (an installation admin).
+    may_register: bool,
 }
 
 #[derive(Serialize)]
@@ -72,6 +76,7 @@ pub(super) async fn list(State(web): State<Web>, headers: HeaderMap) -> WebResul
         .collect();
     let page = ReposPage {
         chrome: session.chrome("/repos"),
+        may_register: session.caller.is_admin(),
         repos: repos
             .iter()
             .map(|repo| RepoEntry {

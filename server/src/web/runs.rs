@@ -4,7 +4,11 @@
 //! changes appear.
 //!
 //! Invariant: the caller sees only runs of repositories it may read (local runs: admins),
-//! filtered in the query, and the filters offer only those repositories' workflows.
+//! filtered in the query, and the filters offer only those repositories' workflows. A
+//! visitor who is not signed in is told that signing in may show more (with the sign-in
+//! link back to this page); only an admin, who may register repositories, is told how.
+//! On a phone each row is a card (`assets/app.css`) with status, name, time, duration and
+//! reason.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri};
@@ -118,6 +122,9 @@ struct RunsPage<'a> {
     active: bool,
     /// Steps finished of all steps, by run id (`12/60`).
     progress: std::collections::HashMap<i64, super::run_timeline::Progress>,
+    /// The caller may register repositories (an installation admin): the empty list says
+    /// how.
+    may_register: bool,
 }
 
 async fn load<'a>(
@@ -128,7 +135,6 @@ async fn load<'a>(
     // The filters' choices (for the whole page, not the polled table).
     choices: bool,
 ) -> WebResult<RunsPage<'a>> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let session = Session::load(web, headers).await?;
     let filter = query.filter()?;
     let store = web.store();
@@ -144,6 +150,11 @@ async fn load<'a>(
         .flatten()
         .map(|id| with_query(&format!("before={id}"), &filters));
     let first = with_query("", &filters);
+    // Sign-in returns to the page, also from its polled table.
+    let path = match uri.path() {
+        "/runs/rows" => first.clone(),
+        _ => uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+    };
     let live = filter.before.is_none().then(|| {
         format!(
             "/runs/rows{}",
@@ -173,7 +184,8 @@ async fn load<'a>(
         })
         .collect();
     Ok(RunsPage {
-        chrome: session.chrome(path),
+        chrome: session.chrome(&path),
+        may_register: session.caller.is_admin(),
         active: runs.iter().any(|r| {
             matches!(
                 r.status.as_str(),

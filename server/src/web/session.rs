@@ -81,6 +81,8 @@ impl Session {
             user: self.caller.user().map(|user| user.name.clone()),
             csrf: self.csrf.clone().filter(|_| signed_in),
             path: path.to_string(),
+            // Only an engine with users has anonymous callers.
+            signed_out: matches!(self.caller, Caller::Anonymous),
         }
     }
 

@@ -1,5 +1,6 @@
 // The run page's DAG (templates/run_dag.html; the server lays it out, web/dag/): zoom with
-// the buttons or Ctrl/⌘ + wheel (a pinch), pan by dragging, Fit and 100%, and a group node
+// the buttons, Ctrl/⌘ + wheel (a trackpad's pinch) or two fingers' pinch on a touch
+// screen, pan by dragging, Fit and 100%, and a group node
 // that lists its steps when clicked (or Enter/Space). The block carries `data-keep`, so
 // live.js keeps it across refreshes and hands over the fresh copy in a `plue:refresh`
 // event: when the layout's shape is the same (only statuses changed), nodes, edges and
@@ -154,15 +155,49 @@
       zoom(Math.exp(-event.deltaY * 0.002), event.clientX - rect.left, event.clientY - rect.top);
     }, { passive: false });
 
-    // Dragging pans; a press that does not move is a click (on a node: opens it).
+    // Dragging pans; a press that does not move is a click (on a node: opens it). Two
+    // fingers pinch: the graph zooms about the point between them and follows it.
     var drag = null;
     var dragged = false;
+    var touches = new Map();
+    var pinch = null;
+    function pinchAt() {
+      var points = Array.from(touches.values()).slice(0, 2);
+      var rect = wrap.getBoundingClientRect();
+      return {
+        d: Math.max(Math.hypot(points[0].x - points[1].x, points[0].y - points[1].y), 1),
+        x: (points[0].x + points[1].x) / 2 - rect.left,
+        y: (points[0].y + points[1].y) / 2 - rect.top
+      };
+    }
     wrap.addEventListener("pointerdown", function (event) {
       if (event.button !== 0) return;
+      touches.set(event.pointerId, { x: event.clientX, y: event.clientY });
+      if (touches.size === 2) {
+        // A second finger: no drag, no click; the pinch starts from here.
+        var at = pinchAt();
+        pinch = { d: at.d, px: at.x, py: at.y, k: state.k, x: state.x, y: state.y };
+        drag = null;
+        dragged = true;
+        wrap.classList.add("dragging");
+        return;
+      }
+      if (touches.size > 2) return;
       drag = { id: event.pointerId, px: event.clientX, py: event.clientY, x: state.x, y: state.y, moving: false };
       dragged = false;
     });
     wrap.addEventListener("pointermove", function (event) {
+      if (touches.has(event.pointerId)) touches.set(event.pointerId, { x: event.clientX, y: event.clientY });
+      if (pinch && touches.size >= 2) {
+        var at = pinchAt();
+        var k = clamp(pinch.k * at.d / pinch.d, MIN_SCALE, MAX_SCALE);
+        // The graph point that was under the fingers' middle stays under it.
+        state.x = at.x - (pinch.px - pinch.x) * (k / pinch.k);
+        state.y = at.y - (pinch.py - pinch.y) * (k / pinch.k);
+        state.k = k;
+        apply();
+        return;
+      }
       if (!drag || event.pointerId !== drag.id) return;
       var dx = event.clientX - drag.px;
       var dy = event.clientY - drag.py;
@@ -181,6 +216,14 @@
       apply();
     });
     function end(event) {
+      touches.delete(event.pointerId);
+      if (pinch) {
+        if (touches.size < 2) {
+          pinch = null;
+          wrap.classList.remove("dragging");
+        }
+        return;
+      }
       if (!drag || event.pointerId !== drag.id) return;
       dragged = drag.moving;
       drag = null;
@@ -188,6 +231,13 @@
     }
     wrap.addEventListener("pointerup", end);
     wrap.addEventListener("pointercancel", end);
+    // Two fingers on the graph are the graph's: the browser neither scrolls nor zooms the
+    // page for them (one finger still scrolls it vertically: touch-action in dag.css).
+    function ownPinch(event) {
+      if (event.touches.length > 1 && event.cancelable) event.preventDefault();
+    }
+    wrap.addEventListener("touchstart", ownPinch, { passive: false });
+    wrap.addEventListener("touchmove", ownPinch, { passive: false });
     // The click that ends a drag does not follow the link under the pointer.
     wrap.addEventListener("click", function (event) {
       if (dragged) {
