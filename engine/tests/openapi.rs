@@ -67,28 +67,22 @@ fn config() -> String {
 }
 
 /// Where a check holds in part: the operation, the check, the declared status it also
-/// allows, and why.
-/// - `GET /api/runs`: `cursor` is opaque — a base64url string the server did not give is a
-///   400, and which strings it gave is no pattern.
+/// allows, and why. Every other rule a handler enforces is in the document (issue 54: a
+/// negative or huge `limit`, a cursor, a log cursor past an i64, an empty `ref` or default
+/// branch, a hostless or unclean URL, empty or unclean labels, control or format characters
+/// in a comment or a token's name, a blank name or webhook secret were all refused though
+/// the document allowed them); each of those operations is fuzzed with the whole check.
 /// - `GET /api/runs/{id}/steps/{step}/logs`: schemathesis sends `Last-Event-ID: 0`, though
-///   the header's declared pattern is `^[0-9]+:[0-9]+$` (it does not apply it); the 400 is
-///   for a header the document refuses too.
+///   the header's declared pattern is `^[0-9]{1,18}:[0-9]{1,18}$` (it does not apply it);
+///   the 400 is for a header the document refuses too.
 /// - `POST /api/debug/{session}/input`: `cols` and `rows` come together; either may be
 ///   `null` (absent), and "both or neither non-null" is no keyword the generator inverts.
-/// - `POST /api/runner-tokens` (labels), `POST /api/tokens` and `.../users/{name}/tokens`
-///   (name),
-///   `POST /api/runs/{id}/steps/{step}/approve` and `.../reject` (comment), `POST
-///   /api/repos` (clone_url): one-line text free of Unicode format (Cf), bidi and control
-///   characters, limited in *bytes*; the pattern dialect has no Unicode categories and
-///   `maxLength` counts characters.
 /// - `PUT /api/repos/{owner}/{name}/environments/{env}`: each of `allowed_refs` must be a
-///   glob that compiles (`[` and `{` closed).
-/// - `POST /api/repos/{owner}/{name}/dispatch`: `ref` must be a valid git ref (422;
-///   `git check-ref-format`'s rules are no pattern the generator inverts). And its 502
-///   (declared: the forge cannot be reached): the fuzzer deletes `octo/hello` and registers
-///   it again with a clone URL that leads nowhere, so `not_a_server_error` allows it there.
+///   glob that compiles (`[` and `{` closed, ranges in order, no dangling `\`).
+/// - `POST /api/repos/{owner}/{name}/dispatch`: its 502 (declared: the forge cannot be
+///   reached): the fuzzer deletes `octo/hello` and registers it again with a clone URL that
+///   leads nowhere, so `not_a_server_error` allows it there.
 const PARTLY_EXPRESSIBLE: &[(&str, &str, u16)] = &[
-    ("GET /api/runs", "positive_data_acceptance", 400),
     (
         "GET /api/runs/{id}/steps/{step}/logs",
         "positive_data_acceptance",
@@ -99,33 +93,10 @@ const PARTLY_EXPRESSIBLE: &[(&str, &str, u16)] = &[
         "positive_data_acceptance",
         400,
     ),
-    ("POST /api/runner-tokens", "positive_data_acceptance", 400),
-    ("POST /api/tokens", "positive_data_acceptance", 400),
-    (
-        "POST /api/users/{name}/tokens",
-        "positive_data_acceptance",
-        400,
-    ),
-    (
-        "POST /api/runs/{id}/steps/{step}/approve",
-        "positive_data_acceptance",
-        400,
-    ),
-    (
-        "POST /api/runs/{id}/steps/{step}/reject",
-        "positive_data_acceptance",
-        400,
-    ),
-    ("POST /api/repos", "positive_data_acceptance", 400),
     (
         "PUT /api/repos/{owner}/{name}/environments/{env}",
         "positive_data_acceptance",
         400,
-    ),
-    (
-        "POST /api/repos/{owner}/{name}/dispatch",
-        "positive_data_acceptance",
-        422,
     ),
     (
         "POST /api/repos/{owner}/{name}/dispatch",

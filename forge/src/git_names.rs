@@ -17,7 +17,7 @@ pub fn is_full_sha(text: &str) -> bool {
 /// A ref name git will not read as an option or a refspec with a destination.
 pub fn check_ref(name: &str) -> anyhow::Result<()> {
     let bad = name.is_empty()
-        || name.len() > 255
+        || name.chars().count() > 255
         || name.starts_with('-')
         || name.starts_with('+')
         || name.contains("..")

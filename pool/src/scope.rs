@@ -110,7 +110,8 @@ impl Scope {
 }
 
 /// Checks label syntax: at most [`MAX_LABELS`]; keys of `A-Z a-z 0-9 . _ - /`, values
-/// without `,`, `=` or control characters, both at most 63 bytes.
+/// without `,`, `=`, control, bidi or format characters; keys at most 63 bytes, values at
+/// most 63 characters (as the OpenAPI document says).
 pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
     if labels.len() > MAX_LABELS {
         return Err(format!("at most {MAX_LABELS} labels, got {}", labels.len()));
@@ -129,7 +130,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
             value,
             evaluator::text::TextKind::UserLine,
         )?;
-        let value_ok = value.len() <= 63 && !value.contains([',', '=']);
+        let value_ok = value.chars().count() <= 63 && !value.contains([',', '=']);
         if !key_ok || !value_ok {
             return Err(format!("invalid label '{}'", shown()));
         }

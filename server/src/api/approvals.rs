@@ -37,15 +37,16 @@ use crate::access::{Caller, Role};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::{now_ms, Audit, Decided, Reviewer, RunRow, Verdict};
 
-/// The longest comment kept with a decision, in bytes.
-const MAX_COMMENT_BYTES: usize = 4096;
+/// The longest comment kept with a decision, in characters (the document's `maxLength`).
+const MAX_COMMENT_CHARS: usize = 4096;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Decision {
-    /// Kept with the decision; at most 4096 bytes of one line, without control or bidi
-    /// characters.
+    /// Kept with the decision; at most 4096 characters of one line, without control, bidi
+    /// or invisible (format) characters.
     #[serde(default)]
+    #[schema(schema_with = super::rules::comment)]
     comment: String,
 }
 
@@ -334,9 +335,9 @@ async fn decide(
     let run_id = parse_run_id(&id)?;
     // No body (no content type) is a decision without a comment.
     let decision = body.map(|Object(d)| d).unwrap_or_default();
-    if decision.comment.len() > MAX_COMMENT_BYTES {
+    if decision.comment.chars().count() > MAX_COMMENT_CHARS {
         return Err(ApiError::bad_request(format!(
-            "a comment is at most {MAX_COMMENT_BYTES} bytes"
+            "a comment is at most {MAX_COMMENT_CHARS} characters"
         )));
     }
     check_clean_field("comment", &decision.comment, TextKind::UserLine)

@@ -57,7 +57,7 @@ pub(super) const ACCESS_RECHECK: Duration = Duration::from_secs(1);
 pub(super) struct LogQuery {
     /// Resume after this `attempt:seq` (like `Last-Event-ID`, which wins when both are
     /// given).
-    #[param(pattern = r"^[0-9]+:[0-9]+$", example = "1:42")]
+    #[param(pattern = r"^[0-9]{1,18}:[0-9]{1,18}$", example = "1:42")]
     after: Option<String>,
 }
 
@@ -81,7 +81,7 @@ pub(super) struct LogQuery {
     params(
         StepPath,
         LogQuery,
-        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^[0-9]+:[0-9]+$",
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^[0-9]{1,18}:[0-9]{1,18}$",
          example = "1:42", description = "Resume after this `attempt:seq`, the id of the last event received"),
     ),
     security((), ("bearer" = [])),
@@ -198,8 +198,9 @@ pub(crate) fn stored_lines(
 /// `ATTEMPT:SEQ`, two runs of ASCII digits: exactly the documented pattern (the engine
 /// sends event ids in that form, and clients echo them back unchanged).
 fn parse_cursor(text: &str) -> ApiResult<(i64, i64)> {
+    // The document's pattern, `^[0-9]{1,18}:[0-9]{1,18}$`: 18 digits always fit an i64.
     let number = |part: &str| {
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        if !(1..=18).contains(&part.len()) || !part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         part.parse::<i64>().ok()

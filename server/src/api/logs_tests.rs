@@ -432,8 +432,14 @@ fn cursors_are_exactly_attempt_colon_seq() {
     use super::parse_cursor;
     assert_eq!(parse_cursor("1:42").unwrap(), (1, 42));
     assert_eq!(parse_cursor("0:0").unwrap(), (0, 0));
+    assert_eq!(
+        parse_cursor("999999999999999999:000000000000000001").unwrap(),
+        (999999999999999999, 1)
+    );
     // regression: whitespace and signs were taken, though the documented pattern is
-    // `^[0-9]+:[0-9]+$`; schemathesis found it.
+    // `^[0-9]{1,18}:[0-9]{1,18}$`; schemathesis found it. And the pattern allowed any
+    // number of digits, which past i64 were refused.
+    assert!(parse_cursor("0000000000000000001:1").is_err());
     for bad in [
         "",
         ":",

@@ -32,6 +32,7 @@ pub mod proposals;
 pub mod record;
 mod repos;
 mod reruns;
+mod rules;
 mod runner_tokens;
 mod runs_list;
 mod transcripts;

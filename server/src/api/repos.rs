@@ -45,19 +45,21 @@ pub(super) struct CreateRepo {
     )]
     name: String,
     /// `https://`, `http://`, `ssh://`, `git@`, `file://` or an absolute path.
-    #[schema(min_length = 1, pattern = r"^(https://|http://|file://|ssh://|git@|/)")]
+    #[schema(schema_with = super::rules::clone_url)]
     clone_url: String,
     #[schema(value_type = ForgeName)]
     forge: String,
     /// The HMAC key of the forge's webhook deliveries, at least 8 characters (not counting
     /// surrounding spaces). Stored sealed, never shown again.
-    #[schema(min_length = 8)]
+    #[schema(schema_with = super::rules::webhook_secret)]
     webhook_secret: String,
     /// The forge's API (`http(s)://`), for commit statuses.
+    #[schema(schema_with = super::rules::api_url)]
     api_url: Option<String>,
     /// A token for the forge's API. Stored sealed, never shown again.
     api_token: Option<String>,
     /// The branch dispatch and schedules read by default.
+    #[schema(schema_with = super::rules::default_branch)]
     default_branch: Option<String>,
 }
 
@@ -237,7 +239,7 @@ pub(super) async fn create_repo(
             Forge::NAMES.join(", ")
         ))
     })?;
-    if request.webhook_secret.trim().len() < 8 {
+    if request.webhook_secret.trim().chars().count() < 8 {
         return Err(ApiError::bad_request(
             "webhook_secret must be at least 8 characters",
         ));
@@ -803,6 +805,7 @@ pub(super) struct DispatchRequest {
     workflow: String,
     /// The branch, tag or commit (default: the repository's default branch, else `HEAD`).
     #[serde(rename = "ref")]
+    #[schema(schema_with = super::rules::dispatch_ref)]
     git_ref: Option<String>,
     /// The manual inputs: strings, numbers or booleans (passed on as text).
     #[serde(default)]

@@ -29,12 +29,13 @@ use crate::tokens;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateRunnerToken {
-    /// What the token is for: 1 to 100 characters, no control, bidi, invisible (format) or
-    /// line-separator characters.
-    #[schema(min_length = 1)]
+    /// What the token is for: 1 to 100 characters, not blank, no control, bidi, invisible
+    /// (format) or line-separator characters.
+    #[schema(schema_with = super::rules::token_name)]
     name: String,
     /// The labels its runners may announce (none: unlabelled steps only).
     #[serde(default)]
+    #[schema(schema_with = super::rules::labels)]
     labels: BTreeMap<String, String>,
     /// Whether its runners may be handed steps that name secrets.
     #[serde(default = "default_secrets")]
@@ -89,16 +90,18 @@ pub(super) async fn create(
 ) -> ApiResult<(StatusCode, Json<RunnerTokenCreated>)> {
     caller.require_admin()?;
     let Object(request) = body?;
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    // As the document says it (`maxLength`, and the pattern over the whole name): the
+    // length and the characters of the name as sent; then it is kept trimmed.
+    if request.name.trim().is_empty() || request.name.chars().count() > 100 {
         return Err(ApiError::bad_request(
             "a runner token needs a name of 1 to 100 characters",
         ));
     }
     // regression: bidi overrides passed (only controls were refused), so a name could
     // display as another.
-    evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
+    evaluator::text::check_clean_field("name", &request.name, evaluator::text::TextKind::UserLine)
         .map_err(ApiError::bad_request)?;
+    let name = request.name.trim();
     runner_scope::check_labels(&request.labels).map_err(ApiError::bad_request)?;
     let token = tokens::new_token()?;
     let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;

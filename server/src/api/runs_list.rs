@@ -4,15 +4,14 @@
 //!
 //! Invariants: every parameter the handler refuses is refused by the OpenAPI document too
 //! (its pattern, enum or bounds are declared), so a request valid by the document is never
-//! a 400. The cursor is opaque to clients ([`Cursor`]: the keyset position, encoded), and
+//! a 400. The cursor is opaque to clients ([`Cursor`]: the keyset position, `r<id>`; every
+//! cursor the pattern allows is one the server reads), and
 //! a page walks the primary key downwards, never an `OFFSET`, so a page costs the same deep
 //! down as on top and a run created meanwhile never shifts a page. The repositories the
 //! caller may read filter in the query itself, so `limit` counts readable runs.
 
 use axum::extract::{Query, State};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -78,12 +77,13 @@ pub(super) struct RunsQuery {
     #[param(inline)]
     status: Option<RunStatus>,
     /// The page after the one that answered this `next_cursor` (absent: the newest).
-    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "cjoxMjM")]
+    #[param(pattern = r"^r[1-9][0-9]{0,17}$", example = "r123")]
     cursor: Option<String>,
 }
 
-/// Where a page of runs starts: below the run id `before`. Sent as base64url of
-/// `r:<id>`, so clients treat it as opaque and the encoding may change.
+/// Where a page of runs starts: below the run id `before`. Sent as `r<id>` (clients treat
+/// it as opaque and the encoding may change); any id is one the caller could have paged to,
+/// so a cursor the server did not give reads as well as one it gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cursor {
     pub(crate) before: i64,
@@ -91,25 +91,25 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     pub(crate) fn encode(self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("r:{}", self.before))
+        format!("r{}", self.before)
     }
 
-    /// The cursor `text` stands for; a clear 400 for one this server did not give.
+    /// The cursor `text` stands for; a clear 400 for one off the document's pattern.
     pub(crate) fn decode(text: &str) -> ApiResult<Cursor> {
         let refused = || {
             ApiError::bad_request(format!(
-                "cursor '{text}' is not one this server gave: pass a page's next_cursor as it is"
+                "cursor '{text}' is not a page's cursor: pass a page's next_cursor as it is"
             ))
         };
-        if text.len() > 64 {
-            return Err(refused());
-        }
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| refused())?;
-        let before = std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|t| t.strip_prefix("r:"))
+        // The document's pattern, `^r[1-9][0-9]{0,17}$`: at most 18 digits always fit.
+        let before = text
+            .strip_prefix('r')
+            .filter(|id| {
+                (1..=18).contains(&id.len())
+                    && !id.starts_with('0')
+                    && id.bytes().all(|b| b.is_ascii_digit())
+            })
             .and_then(|id| id.parse::<i64>().ok())
-            .filter(|id| *id > 0)
             .ok_or_else(refused)?;
         Ok(Cursor { before })
     }
@@ -138,7 +138,7 @@ fn text_filter(name: &str, value: Option<String>) -> ApiResult<Option<String>> {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "A page of runs (without their steps) and the cursor of the next one", body = RunsPageView),
-        (status = 400, description = "An unknown or malformed query parameter, an invalid repository name, or a cursor this server did not give", body = ErrorView),
+        (status = 400, description = "An unknown or malformed query parameter or an invalid repository name", body = ErrorView),
         (status = 401, description = "The token is not valid", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
     )
@@ -192,10 +192,27 @@ mod tests {
     use super::Cursor;
 
     #[test]
-    fn a_cursor_reads_back_and_a_forged_one_is_refused() {
+    fn a_cursor_reads_back_and_one_off_the_pattern_is_refused() {
         let cursor = Cursor { before: 123 };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        for forged in ["", "abc", "cjow", "cjotMQ", "eDox", "r:12", &"A".repeat(80)] {
+        assert_eq!(
+            Cursor::decode("r999999999999999999").unwrap().before,
+            999999999999999999
+        );
+        for forged in [
+            "",
+            "abc",
+            "r",
+            "r0",
+            "r012",
+            "r-1",
+            "r+1",
+            "r1 ",
+            "r:12",
+            "cjoxMjM",
+            "r1000000000000000000",
+            &"A".repeat(80),
+        ] {
             assert!(Cursor::decode(forged).is_err(), "{forged}");
         }
     }

@@ -41,9 +41,9 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateToken {
-    /// What the token is for: 1 to 100 characters, no control, bidi, invisible (format) or
-    /// line-separator characters. A label only: no rule reads it.
-    #[schema(min_length = 1, example = "laptop")]
+    /// What the token is for: 1 to 100 characters, not blank, no control, bidi, invisible
+    /// (format) or line-separator characters. A label only: no rule reads it.
+    #[schema(schema_with = super::rules::token_name)]
     name: String,
     /// The highest role it acts with (default: its user's own, or what the token making
     /// it is narrowed to).
@@ -249,8 +249,9 @@ async fn narrowing(
 }
 
 fn check_token_name(name: &str) -> ApiResult<&str> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    // As the document says it (`maxLength`, and the pattern over the whole name): the
+    // length and the characters of the name as sent; then it is kept trimmed.
+    if name.trim().is_empty() || name.chars().count() > 100 {
         return Err(ApiError::bad_request(
             "a token needs a name of 1 to 100 characters",
         ));
@@ -259,7 +260,7 @@ fn check_token_name(name: &str) -> ApiResult<&str> {
     // display as another.
     evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
         .map_err(ApiError::bad_request)?;
-    Ok(name)
+    Ok(name.trim())
 }
 
 /// Stores a token of `user` with `narrowing` (made with the caller's token `maker`, which
