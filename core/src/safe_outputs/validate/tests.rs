@@ -343,6 +343,9 @@ fn an_unchecked_proposal_is_kept_with_none_of_its_text() {
         diff: file_diff("src/a.rs"),
     };
     let kept = serde_json::to_string(&withheld(&hostile)).unwrap();
-    assert!(!kept.contains(SECRET) && !kept.contains("src/a.rs"), "{kept}");
+    assert!(
+        !kept.contains(SECRET) && !kept.contains("src/a.rs"),
+        "{kept}"
+    );
     assert!(kept.contains(plue_outbound::WITHHELD), "{kept}");
 }
