@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{client, get_json, start_run, step, wait_final, Sandbox};
-use testkit::claude::{FakeClaude, Routed, Turn};
+use testkit::claude::{FakeClaude, Routed};
 
 const KEY: &str = "sk-ant-outbound-wall-7c1d0e";
 /// The other step's token: only `prep` is given it.
@@ -95,25 +95,8 @@ fn agents() -> Vec<(&'static str, Vec<Vec<Call>>)> {
 }
 
 fn script() -> Vec<Routed> {
-    let mut routed = Vec::new();
-    for (id, turns) in agents() {
-        let when = Some(format!("case {id} now"));
-        for (n, calls) in turns.iter().enumerate() {
-            let mut turn = Turn::new();
-            for (i, (name, input)) in calls.iter().enumerate() {
-                turn = turn.tool_use(&format!("t{n}-{i}"), name, input);
-            }
-            routed.push(Routed {
-                when: when.clone(),
-                reply: turn.stop_reason("tool_use").reply(),
-            });
-        }
-        routed.push(Routed {
-            when: when.clone(),
-            reply: Turn::text(&["done"]).reply(),
-        });
-    }
-    routed
+    let agents = agents();
+    support::routed_agents(agents.iter().map(|(id, turns)| (*id, turns.as_slice())))
 }
 
 fn workflow() -> String {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{client, get_json, start_run, step, wait_final, Sandbox};
-use testkit::claude::{FakeClaude, Routed, Turn};
+use testkit::claude::{FakeClaude, Routed};
 
 const KEY: &str = "sk-ant-safe-outputs-4f1e9a";
 const TOKEN: &str = "forge-deploy-token-9b2c7d";
@@ -189,25 +189,7 @@ fn assert_accepted(proposal: &Value) {
 }
 
 fn script(agents: &[Agent]) -> Vec<Routed> {
-    let mut routed = Vec::new();
-    for agent in agents {
-        let when = Some(format!("case {} now", agent.id));
-        for (n, calls) in agent.turns.iter().enumerate() {
-            let mut turn = Turn::new();
-            for (i, (name, input)) in calls.iter().enumerate() {
-                turn = turn.tool_use(&format!("t{n}-{i}"), name, input);
-            }
-            routed.push(Routed {
-                when: when.clone(),
-                reply: turn.stop_reason("tool_use").reply(),
-            });
-        }
-        routed.push(Routed {
-            when: when.clone(),
-            reply: Turn::text(&["done"]).reply(),
-        });
-    }
-    routed
+    support::routed_agents(agents.iter().map(|a| (a.id, a.turns.as_slice())))
 }
 
 fn workflow(agents: &[Agent]) -> String {

@@ -1794,3 +1794,31 @@ pub(crate) async fn deliver_webhook(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// The scripted Claude's replies for agents each routed by `case {id} now` in their
+/// prompt: per agent, one turn per list of tool calls (`(tool, input)`, ids `t{turn}-{i}`),
+/// then a final `done`.
+pub(crate) fn routed_agents<'a>(
+    agents: impl IntoIterator<Item = (&'a str, &'a [Vec<(&'static str, Value)>])>,
+) -> Vec<testkit::claude::Routed> {
+    use testkit::claude::{Routed, Turn};
+    let mut routed = Vec::new();
+    for (id, turns) in agents {
+        let when = Some(format!("case {id} now"));
+        for (n, calls) in turns.iter().enumerate() {
+            let mut turn = Turn::new();
+            for (i, (name, input)) in calls.iter().enumerate() {
+                turn = turn.tool_use(&format!("t{n}-{i}"), name, input);
+            }
+            routed.push(Routed {
+                when: when.clone(),
+                reply: turn.stop_reason("tool_use").reply(),
+            });
+        }
+        routed.push(Routed {
+            when: when.clone(),
+            reply: Turn::text(&["done"]).reply(),
+        });
+    }
+    routed
+}

@@ -231,17 +231,7 @@ async fn a_strangers_run_writes_nothing_without_a_persons_approval() {
                 .bind(ids[1][0]).execute(pool).await.unwrap();
         });
         let mirrors = tempfile::tempdir().unwrap();
-        let applier = Applier::new(
-            store.clone(),
-            Vault::unkeyed(),
-            mirrors.path().to_owned(),
-            crate::outbound_wall::Walls::new(
-                store.clone(),
-                Vault::unkeyed(),
-                Default::default(),
-                "http://plue".into(),
-            ),
-        );
+        let applier = applier_of(&store, mirrors.path());
         assert_eq!(applier.apply_due().await.unwrap(), 0);
         let refused = store.proposal(ids[0][0]).await.unwrap().unwrap();
         assert_eq!(refused.state, "failed");
@@ -352,17 +342,7 @@ async fn a_pull_request_opened_after_its_run_ended_gets_the_runs_final_status() 
                 .bind(&payload).execute(pool).await.unwrap();
         });
         let mirrors = tempfile::tempdir().unwrap();
-        let applier = Applier::new(
-            store.clone(),
-            Vault::unkeyed(),
-            mirrors.path().to_owned(),
-            crate::outbound_wall::Walls::new(
-                store.clone(),
-                Vault::unkeyed(),
-                Default::default(),
-                "http://plue".into(),
-            ),
-        );
+        let applier = applier_of(&store, mirrors.path());
         assert_eq!(applier.apply_due().await.unwrap(), 1);
         let pulls = forge.pulls("acme/app");
         assert_eq!(pulls.len(), 1, "{pulls:?}");
@@ -375,6 +355,22 @@ async fn a_pull_request_opened_after_its_run_ended_gets_the_runs_final_status() 
             "{statuses:?}"
         );
     }
+}
+
+/// The outbox over `store`, its mirrors in `mirrors`, an unkeyed vault, the engine at
+/// `http://plue`.
+fn applier_of(store: &Store, mirrors: &std::path::Path) -> Applier {
+    Applier::new(
+        store.clone(),
+        Vault::unkeyed(),
+        mirrors.to_owned(),
+        crate::outbound_wall::Walls::new(
+            store.clone(),
+            Vault::unkeyed(),
+            Default::default(),
+            "http://plue".into(),
+        ),
+    )
 }
 
 /// A commit title as the applier gives it: through a wall.
