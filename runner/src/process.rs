@@ -45,7 +45,7 @@ mod lines;
 mod ordered;
 mod python_zygote;
 
-pub(crate) use ordered::step_pipe;
+pub(crate) use crate::launch::step_pipe;
 
 /// How long after the kill reading may wait for the pipes' EOF.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);

@@ -236,7 +236,7 @@ fn reap(pid: i32, pidfd: Option<&OwnedFd>, block: bool) -> io::Result<Option<Exi
 pub(crate) enum Stdio<'a> {
     /// `/dev/null`, then two ordinary pipes, read whole by the caller (a tool's output).
     Pipes,
-    /// `/dev/null`, then a step's two output pipes (`crate::process::step_pipe`): one
+    /// `/dev/null`, then a step's two output pipes ([`step_pipe`]): one
     /// packet each, so their reader sees the writes across both in the order they were
     /// made.
     StepPipes,
@@ -340,7 +340,7 @@ fn launch_sharing(
                 .open("/dev/null")?;
             let stdin = above_stdio(null.into())?;
             let output_pipe = match stdio {
-                Stdio::StepPipes => crate::process::step_pipe,
+                Stdio::StepPipes => step_pipe,
                 _ => pipe,
             };
             let (stdout_read, stdout_write) = output_pipe()?;
@@ -563,6 +563,16 @@ fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
 /// A close-on-exec pipe: (read end, write end).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// A close-on-exec pipe for a step's stdout or stderr, (read end, write end): packets of
+/// one page at most, one held (see the module doc).
+pub(crate) fn step_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_DIRECT)?;
+    // The kernel rounds it up to one page, the least a pipe holds.
+    fcntl(&write, FcntlArg::F_SETPIPE_SZ(1))?;
+    Ok((read, write))
 }
 
 /// `fd`, moved above 2 if it is one of them (a runner started with a closed stdin), so

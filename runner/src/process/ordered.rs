@@ -5,7 +5,8 @@
 //! to 256 KiB a read, so a step writing stdout and stderr quickly had a stderr line stored
 //! hundreds of lines from where it wrote it, with the same timestamp.)
 //!
-//! So a step's stdout and stderr are [`step_pipe`]s: pipes in packet mode (`O_DIRECT`:
+//! So a step's stdout and stderr are [`step_pipe`]s (made by `crate::launch`, which starts
+//! the step on them): pipes in packet mode (`O_DIRECT`:
 //! each write is a packet of its own, never merged into the one before) that hold one
 //! page, so one packet (a write longer than a page is several, in order). A write thus
 //! finds its pipe empty and wakes the reader, and a second write to the same pipe waits
@@ -39,6 +40,7 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 use super::lines::{Lines, Output, SEND_GROUP};
+use crate::launch::step_pipe;
 use crate::mask::Masker;
 use crate::protocol::Stream;
 
@@ -53,16 +55,6 @@ const AFTER_STOP_BYTES: usize = 4 * 1024 * 1024;
 const GROWN_PIPE_LOOK: Duration = Duration::from_millis(100);
 /// The streams, by the index of their pipe (the epoll events' data).
 const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
-
-/// A close-on-exec pipe for a step's stdout or stderr, (read end, write end): packets of
-/// one page at most, one held (see the module doc).
-pub(crate) fn step_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_DIRECT)?;
-    // The kernel rounds it up to one page, the least a pipe holds.
-    fcntl(&write, FcntlArg::F_SETPIPE_SZ(1))?;
-    Ok((read, write))
-}
 
 /// Reads a step's two [`step_pipe`]s into one channel of lines, in the order of the
 /// writes (see the module doc), until EOF on both (or `stop` with nothing ready).
