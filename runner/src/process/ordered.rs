@@ -40,7 +40,6 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 use super::lines::{Lines, Output, SEND_GROUP};
-use crate::launch::step_pipe;
 use crate::mask::Masker;
 use crate::protocol::Stream;
 
@@ -263,6 +262,7 @@ fn next_event(watch: &OwnedFd) -> io::Result<Option<(usize, bool)>> {
 
 #[cfg(test)]
 mod tests {
+    use crate::launch::step_pipe;
     use std::io::Write;
 
     use super::*;
