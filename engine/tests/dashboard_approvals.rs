@@ -467,10 +467,7 @@ async fn the_runs_list_filters_and_pages_by_an_opaque_cursor() {
             .unwrap_or_else(|| panic!("no parameter {name}: {params:?}"))
             .clone()
     };
-    assert_eq!(
-        param("cursor")["schema"]["pattern"],
-        "^[A-Za-z0-9_-]{1,64}$"
-    );
+    assert_eq!(param("cursor")["schema"]["pattern"], "^r[1-9][0-9]{0,17}$");
     let statuses = param("status").to_string();
     assert!(
         statuses.contains("\"waiting\"") && statuses.contains("\"cancelled\""),
@@ -538,14 +535,17 @@ async fn a_writer_approves_from_the_banner_with_a_comment() {
         browser.emulate(1280, 800, false).await;
         browser.type_into("#comment-gate", "looks good").await;
         browser.click("button[data-approve='gate']").await;
-        browser
+        // The banner stays, saying who decided and what they said, with no buttons left.
+        let decided = browser
             .wait(
                 Duration::from_secs(20),
                 "the decision shown",
-                "return document.querySelector('#approval-gate') ? null : \
-                 document.querySelector('tr[data-step=\"gate\"] .badge').textContent;",
+                "const d = document.querySelector('#approval-gate [data-decision]'); \
+                 if (!d || document.querySelector('button[data-approve=\"gate\"]')) return null; \
+                 return [d.dataset.decision, d.textContent.includes('looks good')];",
             )
             .await;
+        assert_eq!(decided, serde_json::json!(["approved", true]), "{decided}");
         assert_eq!(world.gate_status(run).await, "succeeded");
         let (_, approvals) = world
             .api(&format!("/api/runs/{run}/approvals"), Some(ADMIN))
