@@ -451,6 +451,13 @@ impl Browser {
             })
             .collect();
         self.goto(&format!("{engine}/login?next={next}")).await;
+        // On a busy machine the page may not be there yet when goto returns.
+        self.wait(
+            Duration::from_secs(20),
+            "the sign-in form",
+            "return document.querySelector('#token') ? true : null;",
+        )
+        .await;
         self.type_into("#token", token).await;
         self.click("form.login button").await;
     }
