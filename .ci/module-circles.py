@@ -13,8 +13,11 @@ import re
 import sys
 from collections import defaultdict
 
-CRATES = ["evaluator", "prompts", "runner", "store", "vault", "forge", "pool", "core", "server", "engine", "bench",
-          "bench/bombs", "testkit"]
+def crates():
+    """The workspace's members, as Cargo.toml lists them: a new crate is checked too."""
+    text = open("Cargo.toml", encoding="utf-8").read()
+    members = re.search(r"members\s*=\s*\[([^\]]*)\]", text)
+    return re.findall(r'"([^"]+)"', members.group(1))
 
 
 def modules(src):
@@ -41,6 +44,65 @@ def code(text):
     return text if cut < 0 else text[:cut]
 
 
+IDENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
+
+
+def use_tree(text, at):
+    """The paths a use tree starting at `at` names: `a::b`, `a::{b, c::{d, e}}`, `{a, b}`.
+
+    Every branch of a group is a path of its own (`super::{a, b}` names both `a` and `b`);
+    `self` inside a group names the group's own module; `*` and `as` names end a path.
+    """
+    paths, _ = _tree(text, at)
+    return paths
+
+
+def _tree(text, at):
+    prefix = []
+    while True:
+        if text.startswith("{", at):
+            paths, at = _group(text, at + 1)
+            return [prefix + p for p in paths], at
+        m = IDENT.match(text, at)
+        if not m:
+            return ([prefix] if prefix else []), at
+        name, at = m.group(1), m.end()
+        if name != "self":
+            prefix.append(name)
+        if text.startswith("::", at):
+            at += 2
+            continue
+        return [prefix], at
+
+
+def _group(text, at):
+    paths = []
+    while at < len(text):
+        while at < len(text) and text[at] in " \t\n,":
+            at += 1
+        if text.startswith("}", at):
+            return paths, at + 1
+        branch, after = _tree(text, at)
+        paths += branch if branch else [[]]
+        # Skip what ends the branch (`as name`, `*`) up to the next `,` or `}` at this level.
+        depth = 0
+        at = after
+        while at < len(text):
+            c = text[at]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c == "," and depth == 0:
+                break
+            at += 1
+        if at == after and not branch:
+            at += 1
+    return paths, at
+
+
 def edges_of(src, depth):
     found = modules(src)
 
@@ -55,14 +117,17 @@ def edges_of(src, depth):
         if is_test(module):
             continue
         text = code(open(path, encoding="utf-8").read())
-        refs = [g.group(1).split("::") for g in
-                re.finditer(r"\bcrate::((?:[a-z_][a-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)", text)]
-        for g in re.finditer(r"\bcrate::\{([^}]*)\}", text):
-            refs += [part.strip().split("::") for part in g.group(1).split(",") if part.strip()]
-        for g in re.finditer(r"\b((?:super::)+)((?:[a-z_][a-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)", text):
-            ups = g.group(1).count("super::")
-            base = list(module[:len(module) - ups]) if ups <= len(module) else []
-            refs.append(base + g.group(2).split("::"))
+        refs = []
+        for g in re.finditer(r"\b(crate::|(?:super::)+|self::)", text):
+            prefix = g.group(1)
+            if prefix == "crate::":
+                base = []
+            elif prefix == "self::":
+                base = list(module)
+            else:
+                ups = prefix.count("super::")
+                base = list(module[:len(module) - ups]) if ups <= len(module) else []
+            refs += [base + tail for tail in use_tree(text, g.end())]
         for ref in refs:
             target = resolve(ref)
             if target is None or target == module or is_test(target):
@@ -107,7 +172,7 @@ def circles(edges):
 
 def main():
     bad = 0
-    for crate in CRATES:
+    for crate in crates():
         src = os.path.join(crate, "src")
         for depth, level in ((1, "top-level modules"), (0, "files")):
             edges = edges_of(src, depth)

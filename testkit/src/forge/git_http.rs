@@ -15,7 +15,8 @@ use axum::response::Response;
 use base64::Engine;
 use tokio::io::AsyncWriteExt;
 
-use super::{api, lock, SharedState};
+use super::query::{is_name, parse_query};
+use super::{lock, SharedState};
 
 pub(crate) async fn serve(
     shared: &SharedState,
@@ -40,7 +41,7 @@ pub(crate) async fn serve(
         return plain(StatusCode::NOT_FOUND, "repository not found");
     }
     let push = path.ends_with("/git-receive-pack")
-        || api::parse_query(query)
+        || parse_query(query)
             .iter()
             .any(|(k, v)| k == "service" && v == "git-receive-pack");
     let header = |name: &str| {
@@ -116,7 +117,7 @@ fn repository(path: &str) -> Option<String> {
     let owner = parts.next()?;
     let name = parts.next()?.strip_suffix(".git")?;
     parts.next()?;
-    (api::is_name(owner) && api::is_name(name)).then(|| format!("{owner}/{name}"))
+    (is_name(owner) && is_name(name)).then(|| format!("{owner}/{name}"))
 }
 
 fn token_given(authorization: Option<&str>, token: &str) -> bool {

@@ -48,6 +48,7 @@
 
 mod api;
 mod git_http;
+mod query;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -305,7 +306,7 @@ impl FakeForge {
         let Some((owner, name)) = repo.split_once('/') else {
             bail!("repository '{repo}' is not owner/name");
         };
-        if !api::is_name(owner) || !api::is_name(name) {
+        if !query::is_name(owner) || !query::is_name(name) {
             bail!("repository '{repo}' has an odd name");
         }
         let dir = self.repo_dir(repo);
