@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::query::{parse_query, percent_decode};
 use super::{
-    git_http, lock, Comment, FaultAction, Flavor, Issue, PullRequest, Recorded, Shared,
+    git_http, lock, Answered, Comment, FaultAction, Flavor, Issue, PullRequest, Recorded, Shared,
     SharedState, Status,
 };
 
@@ -69,18 +69,17 @@ pub(crate) async fn handle(
         } else {
             Value::Null
         },
+        answer: None,
     };
-    let fault = {
+    let (fault, index) = {
         let mut shared = lock(&shared);
         shared.requests.push(recorded.clone());
-        take_fault(&mut shared, method.as_str(), &path)
+        let index = shared.requests.len() - 1;
+        (take_fault(&mut shared, method.as_str(), &path), index)
     };
     if let Some(FaultAction::Status(code)) = fault {
-        return respond(
-            flavor,
-            &shared,
-            error(flavor, &shared, code, "scripted fault of the fake forge"),
-        );
+        let answer = error(flavor, &shared, code, "scripted fault of the fake forge");
+        return respond(flavor, &shared, index, answer);
     }
     let response = if is_api {
         let answer = match authorized(&shared, &recorded) {
@@ -97,7 +96,7 @@ pub(crate) async fn handle(
                 )
             }
         };
-        respond(flavor, &shared, answer)
+        respond(flavor, &shared, index, answer)
     } else {
         git_http::serve(&shared, &method, &path, &query, &headers, body).await
     };
@@ -160,12 +159,24 @@ fn error(flavor: Flavor, shared: &SharedState, status: u16, message: &str) -> An
     Answer::json(status, body)
 }
 
-fn respond(flavor: Flavor, _shared: &SharedState, answer: Answer) -> Response {
+/// Sends `answer`, recording it with request `index` first.
+fn respond(flavor: Flavor, shared: &SharedState, index: usize, answer: Answer) -> Response {
     let mut response = Response::builder()
         .status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json; charset=utf-8");
     if flavor == Flavor::GitHub {
         response = response.header("x-github-media-type", "github.v3; format=json");
+    }
+    if let Some(recorded) = lock(shared).requests.get_mut(index) {
+        recorded.answer = Some(Answered {
+            status: answer.status,
+            body: answer.body.clone(),
+            headers: answer
+                .headers
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+                .collect(),
+        });
     }
     for (name, value) in answer.headers {
         response = response.header(name, value);

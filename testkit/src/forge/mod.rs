@@ -13,7 +13,8 @@
 //!   issue is `404`; a request without the token is `401`.
 //! - Every request is recorded before it is answered ([`FakeForge::requests`]), git ones
 //!   too (without their bodies), so tests assert on headers (the token only ever in
-//!   `Authorization`) and bodies afterwards.
+//!   `Authorization`) and bodies afterwards; an API request's answer (status, body,
+//!   headers) is recorded with it ([`Recorded::answer`]) just before it is sent.
 //! - [`Fault`]s are scripted per method and path: answer a status without doing anything,
 //!   or do the write and then drop the connection unanswered (a forge that created the pull
 //!   request but whose answer was lost: what idempotence must survive).
@@ -47,6 +48,7 @@
 //! and pull request numbers share one sequence per repository, as on both forges.
 
 mod api;
+pub mod app;
 mod git_http;
 mod query;
 
@@ -97,6 +99,17 @@ pub struct Recorded {
     pub headers: BTreeMap<String, String>,
     /// The body as JSON (`Value::Null` when it was not JSON, and for git requests).
     pub body: Value,
+    /// What the API answered (`None` for git requests, and while it is being answered).
+    pub answer: Option<Answered>,
+}
+
+/// An answer of the fake's REST API, as sent.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub status: u16,
+    pub body: Value,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Recorded {
