@@ -6,10 +6,13 @@
 //! - [`writer`] writes an agent's accepted work (pull requests, comments, labels, issues),
 //!   each with the lookup that makes a retry safe; [`answers`] answers on the issue that
 //!   started a run.
+//! - [`auth`] chooses the credential for each use of a repository's forge: its personal
+//!   token, or the engine's GitHub App's installation token narrowed to the use.
 //! - [`lookup`] reads a pull request's refs from the forge's API; [`permission`] learns who
 //!   may summon a workflow from an issue or a comment.
 
 pub mod answers;
+pub mod auth;
 pub mod git_names;
 pub mod lookup;
 pub mod payload;

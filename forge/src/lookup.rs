@@ -68,7 +68,7 @@ pub struct PullSide {
 }
 
 /// One path segment, percent-encoded (everything but unreserved characters).
-fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     if text == "." || text == ".." {
         // A dot-segment would be resolved away by the URL parser.
         return text.replace('.', "%2E");

@@ -49,6 +49,7 @@
 
 mod api;
 pub mod app;
+pub mod app;
 mod git_http;
 mod query;
 

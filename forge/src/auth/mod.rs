@@ -1,0 +1,291 @@
+//! Which credential the engine uses on a repository's forge, and for what: [`ForgeAuth`]
+//! is the one entry point every forge write, lookup, mirror fetch and checkout asks.
+//!
+//! - A repository's personal token (its sealed `api_token`, opened with the vault) is used
+//!   whenever it has one — on Gitea always, and on GitHub it takes precedence over the App.
+//! - A GitHub repository without one, when the engine is configured as a GitHub App
+//!   ([`GitHubApp`]: `plue serve --github-app-id/--github-app-key-file`), gets an
+//!   installation access token: the App's JWT finds the repository's installation, then
+//!   asks a token for that one repository with the [`Use`]'s permissions only. Tokens are
+//!   cached per (API, repository, use) and fetched anew before they expire ([`refresh_in`])
+//!   or after the forge refused one ([`ForgeAuth::refused`]).
+//! - [`ForgeAuth::is_app`] says which of the two a repository uses (check runs need the
+//!   App); [`ForgeAuth::app_login`] is the App's bot login (`<slug>[bot]`, from `GET /app`).
+//!
+//! Invariants: a [`Token`] never prints (nor does anything holding one) and is zeroized
+//! when dropped; tokens go into `Authorization` headers or git's `http.extraHeader` only,
+//! never a URL, a log line or an error. Every installation token handed out for a
+//! repository, and the App's key, stay known ([`ForgeAuth::secrets_of`]) so the outbound
+//! wall redacts them from whatever a run of that repository says.
+
+mod app;
+mod installation;
+mod token;
+mod uses;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use app::{Claims, GitHubApp, JWT_BACKDATE, JWT_LIFETIME};
+pub use token::Token;
+pub use uses::Use;
+
+use super::status::PostError;
+use super::Forge;
+use plue_store::RepoRow;
+use plue_vault::Vault;
+
+/// How early before its expiry an installation token is replaced, at most.
+pub const REFRESH_EARLY: Duration = Duration::from_secs(5 * 60);
+/// The most installation tokens remembered per repository for the outbound wall.
+const MAX_HANDED_OUT: usize = 64;
+/// The most entries of each cache; past it the cache starts again empty.
+const MAX_CACHED: usize = 10_000;
+
+/// When a token valid for `valid_for` is replaced: [`REFRESH_EARLY`] before it expires,
+/// or half-way through a lifetime shorter than twice that.
+pub fn refresh_in(valid_for: Duration) -> Duration {
+    valid_for - REFRESH_EARLY.min(valid_for / 2)
+}
+
+/// The engine's forge credentials; cheap to clone (shared caches).
+#[derive(Clone)]
+pub struct ForgeAuth {
+    inner: Arc<Inner>,
+}
+
+/// (App API, repository, use).
+type TokenKey = (String, String, Use);
+
+struct Inner {
+    vault: Vault,
+    app: Option<GitHubApp>,
+    client: reqwest::Client,
+    /// (App API, repository, use) → a token and when to replace it.
+    tokens: Mutex<HashMap<TokenKey, (Token, Instant)>>,
+    /// (App API, repository) → its installation.
+    installations: Mutex<HashMap<(String, String), u64>>,
+    /// Repository → installation tokens handed out for it (newest last).
+    handed_out: Mutex<HashMap<String, Vec<Token>>>,
+    /// App API → the App's slug.
+    slugs: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for ForgeAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgeAuth")
+            .field("vault", &self.inner.vault)
+            .field("app", &self.inner.app)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ForgeAuth {
+    /// Personal tokens only, opened with `vault`, and the App `app` when there is one.
+    pub fn new(vault: Vault, app: Option<GitHubApp>) -> ForgeAuth {
+        ForgeAuth {
+            inner: Arc::new(Inner {
+                vault,
+                app,
+                client: reqwest::Client::new(),
+                tokens: Mutex::default(),
+                installations: Mutex::default(),
+                handed_out: Mutex::default(),
+                slugs: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Personal tokens only.
+    pub fn personal(vault: Vault) -> ForgeAuth {
+        ForgeAuth::new(vault, None)
+    }
+
+    /// The vault the repositories' tokens are opened with.
+    pub fn vault(&self) -> &Vault {
+        &self.inner.vault
+    }
+
+    pub fn app(&self) -> Option<&GitHubApp> {
+        self.inner.app.as_ref()
+    }
+
+    /// Whether the engine acts on `repo` as the GitHub App (a GitHub repository without
+    /// a personal token, with an App configured): check runs instead of commit statuses,
+    /// the App's bot as the engine's login.
+    pub fn is_app(&self, repo: &RepoRow) -> bool {
+        self.inner.app.is_some()
+            && Forge::parse(&repo.forge) == Some(Forge::GitHub)
+            && repo.api_token.is_none()
+    }
+
+    /// Whether the engine has any credential for `repo`'s forge.
+    pub fn has_credential(&self, repo: &RepoRow) -> bool {
+        repo.api_token.is_some() || self.is_app(repo)
+    }
+
+    /// `repo`'s REST API: its `api_url`, or its forge's default (`None` for a local clone
+    /// URL of a Gitea repository).
+    pub fn api_url(repo: &RepoRow) -> Option<String> {
+        let forge = Forge::parse(&repo.forge)?;
+        repo.api_url
+            .clone()
+            .or_else(|| forge.default_api_url(&repo.clone_url))
+    }
+
+    /// Where the App's own endpoints are for `repo`: the configured App API, else the
+    /// repository's.
+    fn app_api(&self, repo: &RepoRow) -> Result<String, PostError> {
+        self.inner
+            .app
+            .as_ref()
+            .and_then(|app| app.api_url().map(str::to_string))
+            .or_else(|| ForgeAuth::api_url(repo))
+            .ok_or_else(|| {
+                PostError::Permanent(format!(
+                    "repository {} has no API for the GitHub App",
+                    repo.name
+                ))
+            })
+    }
+
+    /// The credential to use on `repo`'s forge for `use_`: its personal token, an
+    /// installation token of the App, or `None` (the engine has none there).
+    pub async fn token(&self, repo: &RepoRow, use_: Use) -> Result<Option<Token>, PostError> {
+        if let Some(sealed) = repo.api_token.as_deref() {
+            let opened = self.inner.vault.open(sealed).map_err(|e| {
+                PostError::Permanent(format!("the forge token of {}: {e}", repo.name))
+            })?;
+            return Ok(Some(Token::new(opened)));
+        }
+        if !self.is_app(repo) {
+            return Ok(None);
+        }
+        self.installation_token(repo, use_).await.map(Some)
+    }
+
+    async fn installation_token(&self, repo: &RepoRow, use_: Use) -> Result<Token, PostError> {
+        let app = self.inner.app.as_ref().expect("is_app checked the App");
+        let api = self.app_api(repo)?;
+        let key = (api.clone(), repo.name.clone(), use_);
+        if let Some((token, refresh_at)) = lock(&self.inner.tokens).get(&key) {
+            if Instant::now() < *refresh_at {
+                return Ok(token.clone());
+            }
+        }
+        let place = (api.clone(), repo.name.clone());
+        let known = lock(&self.inner.installations).get(&place).copied();
+        let installation = match known {
+            Some(id) => id,
+            None => {
+                let id = installation::installation_of(&self.inner.client, app, &api, &repo.name)
+                    .await?;
+                let mut installations = lock(&self.inner.installations);
+                if installations.len() >= MAX_CACHED {
+                    installations.clear();
+                }
+                installations.insert(place.clone(), id);
+                id
+            }
+        };
+        let minted = match installation::access_token(
+            &self.inner.client,
+            app,
+            &api,
+            installation,
+            &repo.name,
+            use_,
+        )
+        .await
+        {
+            Ok(minted) => minted,
+            Err(e) => {
+                // The App may have been reinstalled (a new installation id): look again next time.
+                lock(&self.inner.installations).remove(&place);
+                return Err(e);
+            }
+        };
+        self.remember(&repo.name, &minted.token);
+        let refresh_at = Instant::now() + refresh_in(minted.valid_for);
+        let mut tokens = lock(&self.inner.tokens);
+        if tokens.len() >= MAX_CACHED {
+            tokens.clear();
+        }
+        tokens.insert(key, (minted.token.clone(), refresh_at));
+        Ok(minted.token)
+    }
+
+    fn remember(&self, repo: &str, token: &Token) {
+        let mut handed_out = lock(&self.inner.handed_out);
+        if handed_out.len() >= MAX_CACHED {
+            handed_out.clear();
+        }
+        let tokens = handed_out.entry(repo.to_string()).or_default();
+        tokens.push(token.clone());
+        if tokens.len() > MAX_HANDED_OUT {
+            tokens.remove(0);
+        }
+    }
+
+    /// The forge refused `repo`'s token for `use_` (401): the next [`ForgeAuth::token`]
+    /// asks for a new one instead of the cached one.
+    pub fn refused(&self, repo: &RepoRow, use_: Use) {
+        if let Ok(api) = self.app_api(repo) {
+            lock(&self.inner.tokens).remove(&(api, repo.name.clone(), use_));
+        }
+    }
+
+    /// The App's bot login on `repo`'s forge (`<slug>[bot]`, the author of everything an
+    /// installation token writes), from `GET /app`, asked once per API.
+    pub async fn app_login(&self, repo: &RepoRow) -> Result<String, PostError> {
+        let Some(app) = self.inner.app.as_ref() else {
+            return Err(PostError::Permanent("no GitHub App is configured".into()));
+        };
+        let api = self.app_api(repo)?;
+        if let Some(slug) = lock(&self.inner.slugs).get(&api) {
+            return Ok(format!("{slug}[bot]"));
+        }
+        let slug = installation::app_slug(&self.inner.client, app, &api).await?;
+        lock(&self.inner.slugs).insert(api, slug.clone());
+        Ok(format!("{slug}[bot]"))
+    }
+
+    /// Every credential of `repo` that a run of it must never say: its personal token,
+    /// every installation token handed out for it, and the App's private key.
+    pub fn secrets_of(&self, repo: &RepoRow) -> anyhow::Result<Vec<Token>> {
+        let mut secrets = Vec::new();
+        if let Some(sealed) = repo.api_token.as_deref() {
+            let opened = self
+                .inner
+                .vault
+                .open(sealed)
+                .map_err(|e| anyhow::anyhow!("the forge token of {}: {e}", repo.name))?;
+            secrets.push(Token::new(opened));
+        }
+        if self.is_app(repo) {
+            if let Some(tokens) = lock(&self.inner.handed_out).get(&repo.name) {
+                secrets.extend(tokens.iter().cloned());
+            }
+            if let Some(app) = &self.inner.app {
+                // The whole PEM, and each line of its body: a key said in pieces is still said.
+                secrets.push(Token::new(app.key_pem().trim().to_string()));
+                secrets.extend(
+                    app.key_pem()
+                        .lines()
+                        .map(str::trim)
+                        .filter(|line| line.len() >= 32 && !line.starts_with("-----"))
+                        .map(|line| Token::new(line.to_string())),
+                );
+            }
+        }
+        Ok(secrets)
+    }
+}

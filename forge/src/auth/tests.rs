@@ -1,0 +1,250 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+
+const KEY: &str = testkit::forge::app::APP_KEY_PEM;
+const PUBLIC: &str = testkit::forge::app::APP_PUBLIC_PEM;
+
+fn repo(api_url: &str, token: Option<&str>) -> RepoRow {
+    RepoRow {
+        id: 1,
+        name: "octo/hello".into(),
+        clone_url: "https://github.com/octo/hello.git".into(),
+        forge: "github".into(),
+        webhook_secret: String::new(),
+        api_url: Some(api_url.into()),
+        api_token: token.map(|t| format!("plain:{t}")),
+        default_branch: None,
+        created_at: 0,
+        public_read: Some(false),
+    }
+}
+
+#[test]
+fn a_jwt_is_rs256_issued_by_the_app_backdated_and_short() {
+    let app = GitHubApp::new(4242, KEY).unwrap();
+    let now = SystemTime::now();
+    let jwt = app.jwt_at(now).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&["4242"]);
+    let decoded = jsonwebtoken::decode::<Claims>(
+        &jwt,
+        &jsonwebtoken::DecodingKey::from_rsa_pem(PUBLIC.as_bytes()).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(decoded.header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(decoded.claims.iss, "4242");
+    assert_eq!(decoded.claims.iat, secs - 60);
+    assert!(decoded.claims.exp > secs);
+    assert!(
+        decoded.claims.exp - decoded.claims.iat <= 600,
+        "GitHub refuses more than 10 minutes"
+    );
+    // Another key's signature does not verify: the claims are really signed.
+    let other = GitHubApp::new(4242, testkit::forge::app::OTHER_KEY_PEM).unwrap();
+    let forged = other.jwt_at(now).unwrap();
+    assert!(jsonwebtoken::decode::<Claims>(
+        &forged,
+        &jsonwebtoken::DecodingKey::from_rsa_pem(PUBLIC.as_bytes()).unwrap(),
+        &validation,
+    )
+    .is_err());
+}
+
+#[test]
+fn only_an_rsa_private_key_is_an_apps_key() {
+    let ec = GitHubApp::new(1, testkit::forge::app::EC_KEY_PEM).unwrap_err();
+    assert!(
+        format!("{ec:#}").contains("not an RSA private key"),
+        "{ec:#}"
+    );
+    let public = GitHubApp::new(1, PUBLIC).unwrap_err();
+    assert!(
+        format!("{public:#}").contains("RSA private key"),
+        "{public:#}"
+    );
+    let garbage = GitHubApp::new(1, "hello").unwrap_err();
+    assert!(
+        format!("{garbage:#}").contains("RSA private key"),
+        "{garbage:#}"
+    );
+    assert!(GitHubApp::new(0, KEY).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let missing = GitHubApp::from_key_file(1, &dir.path().join("app.pem")).unwrap_err();
+    assert!(
+        format!("{missing:#}").contains("cannot read"),
+        "{missing:#}"
+    );
+}
+
+#[test]
+fn tokens_are_replaced_before_they_expire() {
+    assert_eq!(
+        refresh_in(Duration::from_secs(3600)),
+        Duration::from_secs(3300)
+    );
+    assert_eq!(refresh_in(Duration::from_secs(4)), Duration::from_secs(2));
+    assert_eq!(refresh_in(Duration::ZERO), Duration::ZERO);
+}
+
+#[test]
+fn each_use_asks_only_what_it_needs() {
+    let read = Use::ReadCode.permissions();
+    assert_eq!(read.get("contents"), Some(&"read"));
+    assert!(read.values().all(|level| *level == "read"));
+    assert!(Use::Lookup
+        .permissions()
+        .values()
+        .all(|level| *level == "read"));
+    assert!(!Use::Report.permissions().contains_key("contents"));
+    assert!(!Use::Report.permissions().contains_key("issues"));
+    assert!(!Use::Answer.permissions().contains_key("contents"));
+    assert_eq!(Use::Write.permissions().get("contents"), Some(&"write"));
+}
+
+#[test]
+fn nothing_prints_a_token_or_the_key() {
+    let token = Token::new("ghs_s3cr3t".into());
+    assert!(!format!("{token:?} {token}").contains("s3cr3t"));
+    let app = GitHubApp::new(7, KEY).unwrap();
+    let auth = ForgeAuth::new(plue_vault::Vault::unkeyed(), Some(app.clone()));
+    let shown = format!("{app:?} {auth:?}");
+    assert!(
+        !shown.contains("PRIVATE KEY") && !shown.contains(&KEY[40..80]),
+        "{shown}"
+    );
+}
+
+/// A GitHub answering as the App's API: the installation of `octo/hello`, and tokens
+/// valid for `valid_for`, each request's body recorded.
+async fn github(valid_for: Duration) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    use axum::routing::{get, post};
+    let asked: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen = asked.clone();
+    let minted = Arc::new(Mutex::new(0u32));
+    let app = axum::Router::new()
+        .route(
+            "/repos/octo/hello/installation",
+            get(|| async { axum::Json(serde_json::json!({"id": 99})) }),
+        )
+        .route(
+            "/app/installations/99/access_tokens",
+            post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                let minted = minted.clone();
+                async move {
+                    seen.lock().unwrap().push(body);
+                    let mut n = minted.lock().unwrap();
+                    *n += 1;
+                    let expires = chrono::Utc::now()
+                        + chrono::Duration::from_std(valid_for).unwrap();
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({
+                            "token": format!("ghs_token{n}"),
+                            "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        })),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/app",
+            get(|| async { axum::Json(serde_json::json!({"id": 7, "slug": "plue-app"})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://127.0.0.1:{port}"), asked)
+}
+
+#[tokio::test]
+async fn installation_tokens_are_narrowed_cached_per_use_and_refreshed() {
+    let (api, asked) = github(Duration::from_secs(2)).await;
+    let auth = ForgeAuth::new(
+        plue_vault::Vault::unkeyed(),
+        Some(GitHubApp::new(7, KEY).unwrap()),
+    );
+    let repo = repo(&api, None);
+    assert!(auth.is_app(&repo));
+    let write = auth.token(&repo, Use::Write).await.unwrap().unwrap();
+    let again = auth.token(&repo, Use::Write).await.unwrap().unwrap();
+    assert_eq!(write, again, "cached");
+    let read = auth.token(&repo, Use::ReadCode).await.unwrap().unwrap();
+    assert_ne!(read, write, "another use, another token");
+    {
+        let asked = asked.lock().unwrap();
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[0]["repositories"], serde_json::json!(["hello"]));
+        assert_eq!(asked[0]["permissions"]["contents"], "write");
+        assert_eq!(
+            asked[1]["permissions"],
+            serde_json::json!({"contents": "read", "metadata": "read"})
+        );
+    }
+    // Half of its two seconds later the write token is replaced, before it expires.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let renewed = auth.token(&repo, Use::Write).await.unwrap().unwrap();
+    assert_ne!(renewed, write);
+    // A refused token is not offered again.
+    auth.refused(&repo, Use::Write);
+    let after_refusal = auth.token(&repo, Use::Write).await.unwrap().unwrap();
+    assert_ne!(after_refusal, renewed);
+    // Every token handed out, and the key, are the run's secrets.
+    let secrets: Vec<String> = auth
+        .secrets_of(&repo)
+        .unwrap()
+        .iter()
+        .map(|t| t.expose().to_string())
+        .collect();
+    for token in [&write, &read, &renewed, &after_refusal] {
+        assert!(secrets.contains(&token.expose().to_string()));
+    }
+    assert!(secrets.iter().any(|s| s.contains("PRIVATE KEY")));
+    assert_eq!(auth.app_login(&repo).await.unwrap(), "plue-app[bot]");
+}
+
+#[tokio::test]
+async fn a_personal_token_wins_and_gitea_never_uses_the_app() {
+    let (api, asked) = github(Duration::from_secs(3600)).await;
+    let auth = ForgeAuth::new(
+        plue_vault::Vault::unkeyed(),
+        Some(GitHubApp::new(7, KEY).unwrap()),
+    );
+    let personal = repo(&api, Some("pat"));
+    assert!(!auth.is_app(&personal));
+    let token = auth.token(&personal, Use::Write).await.unwrap().unwrap();
+    assert_eq!(token.expose(), "pat");
+    let mut gitea = repo(&api, None);
+    gitea.forge = "gitea".into();
+    assert!(!auth.is_app(&gitea));
+    assert!(auth.token(&gitea, Use::Write).await.unwrap().is_none());
+    assert!(asked.lock().unwrap().is_empty());
+    // Without an App, a GitHub repository without a token has no credential.
+    let plain = ForgeAuth::personal(plue_vault::Vault::unkeyed());
+    assert!(plain
+        .token(&repo(&api, None), Use::Lookup)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn an_app_not_installed_on_the_repository_says_so() {
+    let (api, _) = github(Duration::from_secs(3600)).await;
+    let auth = ForgeAuth::new(
+        plue_vault::Vault::unkeyed(),
+        Some(GitHubApp::new(7, KEY).unwrap()),
+    );
+    let mut elsewhere = repo(&api, None);
+    elsewhere.name = "octo/other".into();
+    let refused = auth.token(&elsewhere, Use::Write).await.unwrap_err();
+    assert!(matches!(refused, PostError::Permanent(_)));
+    assert!(
+        refused.to_string().contains("not installed on octo/other"),
+        "{refused}"
+    );
+}
