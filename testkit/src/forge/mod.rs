@@ -48,6 +48,7 @@
 //! and pull request numbers share one sequence per repository, as on both forges.
 
 mod api;
+pub mod app;
 mod git_http;
 mod query;
 
