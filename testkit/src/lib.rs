@@ -1,8 +1,9 @@
 //! Test support for Plue: a throw-away PostgreSQL server for tests and benchmarks, and
 //! ([`claude`]) a scripted stand-in for the Claude Messages API, and ([`kube`]) a local
 //! Kubernetes API server with a simulated kubelet, and ([`forge`]) a fake GitHub/Gitea with a
-//! git remote over HTTP, and ([`counting`]) a global allocator
-//! counting the bytes each thread asks for.
+//! git remote over HTTP, and ([`api_description`]) the forges' published API descriptions
+//! that the fake forge's exchanges are checked against, and ([`counting`]) a global
+//! allocator counting the bytes each thread asks for.
 //!
 //! - [`TempPostgres`] owns one server: a data directory under a temporary directory, a
 //!   `postgres` child process on a free 127.0.0.1 port, and a watchdog. Dropping it stops
@@ -23,6 +24,7 @@
 //! Errors are `anyhow` with context rather than a `thiserror` enum: callers are tests and
 //! benchmarks that only print them, and every error ends in a human reading it.
 
+pub mod api_description;
 mod binaries;
 pub mod claude;
 pub mod counting;
