@@ -28,7 +28,7 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    fn json(status: u16, body: Value) -> Answer {
+    pub(crate) fn json(status: u16, body: Value) -> Answer {
         Answer {
             status,
             body,
@@ -218,6 +218,9 @@ fn route(
     }
     if !body.is_object() && !body.is_array() && method == "POST" && !raw.is_empty() {
         return error(flavor, shared, 400, "Problems parsing JSON");
+    }
+    if let Some(answer) = super::checks::route(shared, method, &repo, tail, query, body) {
+        return answer;
     }
     let number = |text: &str| text.parse::<u64>().ok();
     match (method, tail) {

@@ -42,12 +42,15 @@
 //!   adding labels (the issue's labels), unknown label names being ignored, and the
 //!   collaborator permission body `{permission, role_name, user}`.
 //! - Both: commit statuses `POST /repos/{owner}/{repo}/statuses/{sha}` answer 201.
+//! - GitHub's Checks API (module `checks`): check runs created, updated (annotations
+//!   appended, at most 50 a request) and listed, validated as GitHub validates them.
 //!
 //! Invariants: the server runs on its own thread and runtime (synchronous tests that block
 //! on a `plue` child use it too); dropping it stops it and deletes the repositories; issue
 //! and pull request numbers share one sequence per repository, as on both forges.
 
 mod api;
+mod checks;
 pub mod app;
 mod git_http;
 mod query;
@@ -62,6 +65,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::server_thread::ServerThread;
+pub use checks::{CheckRun, CheckRunAnnotation};
 
 /// Which forge's API to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +207,8 @@ pub(crate) struct RepoState {
     /// Labels on each issue or pull request, by number.
     pub(crate) issue_labels: BTreeMap<u64, Vec<String>>,
     pub(crate) statuses: Vec<Status>,
+    /// Check runs (GitHub only), in the order they were created.
+    pub(crate) check_runs: Vec<CheckRun>,
 }
 
 #[derive(Debug)]
@@ -479,6 +485,11 @@ impl FakeForge {
 
     pub fn statuses(&self, repo: &str) -> Vec<Status> {
         self.read(repo, |state| state.statuses.clone())
+    }
+
+    /// Every check run of `repo` (GitHub), with its annotations, in the order created.
+    pub fn check_runs(&self, repo: &str) -> Vec<CheckRun> {
+        self.read(repo, |state| state.check_runs.clone())
     }
 
     fn read<T: Default>(&self, repo: &str, f: impl FnOnce(&RepoState) -> T) -> T {
