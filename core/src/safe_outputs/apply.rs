@@ -37,6 +37,9 @@
 //!   unless a person approved the proposal (`decided_by`).
 //! - A claimed proposal is `applying` with a lease (`retry_at`): an engine that dies
 //!   mid-apply leaves it to be taken again when the lease ends.
+//! - With an [`Attestor`], nothing is written before its signed provenance statement is
+//!   recorded ([`attest`]); the pull request's body and its commit's `Plue-Provenance:`
+//!   trailer link to it (by the proposal's id, so the commit stays deterministic).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,6 +60,7 @@ use crate::forge::Forge;
 use crate::outbound::{Checker, Outbound};
 use crate::outbound_wall::Walls;
 use crate::registry::git::{self, Mirror};
+use crate::safe_outputs::attest::{self, Attestor, Change, Subject};
 use crate::safe_outputs::validate;
 use crate::status_reporter::{backoff_ms, LEASE_MS, MAX_ATTEMPTS};
 use crate::store::{now_ms, ProposalRow, RepoRow, RunRow, Store};
@@ -87,6 +91,9 @@ pub struct Applier {
     pub walls: Walls,
     /// Failed tries per proposal since this engine started, for the backoff.
     pub tries: Mutex<HashMap<i64, i64>>,
+    /// Signs each change's provenance statement before it is written ([`attest`]); with
+    /// none, changes are written unattested and their pull requests link to no statement.
+    pub attestor: Option<Attestor>,
 }
 
 /// Everything one proposal's application needs.
@@ -109,7 +116,14 @@ impl Applier {
             client: std::sync::OnceLock::new(),
             walls,
             tries: Mutex::new(HashMap::new()),
+            attestor: None,
         }
+    }
+
+    /// This applier, signing every change's provenance with `attestor`.
+    pub fn with_attestor(mut self, attestor: Attestor) -> Applier {
+        self.attestor = Some(attestor);
+        self
     }
 
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
@@ -132,7 +146,12 @@ impl Applier {
                 continue;
             };
             let outcome = match self.job(row.clone()).await {
-                Ok(job) => self.apply(&job).await,
+                // A 401 to an installation token: a new one at the next try.
+                Ok(job) => self.apply(&job).await.map_err(|e| {
+                    self.walls
+                        .forge_auth()
+                        .after_refusal(&job.repo, crate::forge::auth::Use::Write, e)
+                }),
                 Err(e) => Err(e),
             };
             // Errors are kept for the run's readers: through the run's wall.
@@ -267,19 +286,21 @@ impl Applier {
                     job.repo.name
                 ))
             })?;
-        let token = job
-            .repo
-            .api_token
-            .as_deref()
-            .map(|sealed| self.vault.open(sealed))
-            .transpose()
-            .map_err(|e| PostError::Permanent(format!("forge token: {e}")))?
+        // The repository's personal token, or the GitHub App's installation token for
+        // writing (the walls made below know it: a text repeating it is refused).
+        let token = self
+            .walls
+            .forge_auth()
+            .token(&job.repo, crate::forge::auth::Use::Write)
+            .await?
             .ok_or_else(|| {
                 PostError::Permanent(format!(
-                    "repository {} has no api_token: the engine cannot write to its forge",
+                    "repository {} has no api_token (nor is the engine its GitHub App): the engine cannot write to its forge",
                     job.repo.name
                 ))
-            })?;
+            })?
+            .expose()
+            .to_string();
         let client = self.client.get_or_init(reqwest::Client::new);
         let safe_outputs = self.safe_outputs(job);
         let wall = self
@@ -345,11 +366,21 @@ impl Applier {
                 let diff = wall
                     .check_diff(diff)
                     .map_err(|refusal| PostError::Permanent(format!("the diff {refusal}")))?;
+                // The trailer links the statement by the proposal's id: the commit's own id
+                // depends on its message.
+                let statement = self.statement_url(job);
+                let message = match &statement {
+                    Some(url) => checked(
+                        "the commit message",
+                        &format!("{}\n\nPlue-Provenance: {url}", title.as_str().trim()),
+                    )?,
+                    None => title.clone(),
+                };
                 let commit = build_commit(
                     &mirror,
                     &job.run.sha,
                     diff.as_str().as_bytes(),
-                    &title,
+                    &message,
                     job.row.created_at,
                 )
                 .await
@@ -364,6 +395,19 @@ impl Applier {
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;
                 validate::check_changes(&changed, &safe_outputs).map_err(PostError::Permanent)?;
+                let tree = tree_of(&mirror, &commit)
+                    .await
+                    .map_err(|e| PostError::Retry(format!("{e:#}")))?;
+                self.attest(
+                    job,
+                    Subject::Commit {
+                        branch: branch.as_str(),
+                        commit: &commit,
+                        tree: &tree,
+                        diff: diff.as_str().as_bytes(),
+                    },
+                )
+                .await?;
                 push(
                     &mirror,
                     &job.repo.clone_url,
@@ -373,11 +417,14 @@ impl Applier {
                 )
                 .await?;
                 let link = self.run_link(job);
+                let provenance = statement
+                    .map(|url| format!(" [Signed provenance]({url})."))
+                    .unwrap_or_default();
                 let body = checked(
                     "the pull request's body",
                     &crate::forge::writer::with_marker(
                         &format!(
-                            "{}\n\n---\nProposed by step {} of [Plue run {}]({link}).",
+                            "{}\n\n---\nProposed by step {} of [Plue run {}]({link}).{provenance}",
                             body.trim_end(),
                             wall.redact(&job.step_id).code_span(),
                             job.run.id
@@ -407,6 +454,7 @@ impl Applier {
             Proposal::Comment { body } => {
                 let issue = self.target_issue(job)?;
                 let body = checked("the comment", body)?;
+                self.attest(job, Subject::Text(body.as_str())).await?;
                 Ok(writer.comment(issue, &body, &marker).await?.html_url)
             }
             Proposal::Labels { labels } => {
@@ -415,6 +463,8 @@ impl Applier {
                     .iter()
                     .map(|label| checked("a label", label))
                     .collect::<Result<Vec<_>, _>>()?;
+                let listed: String = labels.iter().map(|l| format!("{}\n", l.as_str())).collect();
+                self.attest(job, Subject::Text(&listed)).await?;
                 writer.add_labels(issue, &labels).await?;
                 let url = job
                     .context
@@ -431,9 +481,43 @@ impl Applier {
             Proposal::Issue { title, body } => {
                 let title = checked("the issue's title", title)?;
                 let body = checked("the issue's body", body)?;
+                self.attest(job, Subject::Text(body.as_str())).await?;
                 Ok(writer.open_issue(&title, &body, &marker).await?.html_url)
             }
         }
+    }
+
+    /// Where the job's provenance statement is served, when this applier signs them.
+    fn statement_url(&self, job: &Job) -> Option<String> {
+        self.attestor
+            .as_ref()
+            .map(|_| attest::statement_url(self.walls.public_url(), job.run.id, job.row.id))
+    }
+
+    /// Signs and records the job's statement, before its change is written.
+    async fn attest(&self, job: &Job, subject: Subject<'_>) -> Result<(), PostError> {
+        let Some(attestor) = &self.attestor else {
+            return Ok(());
+        };
+        let change = Change {
+            row: &job.row,
+            run: &job.run,
+            repo: &job.repo,
+            step_id: &job.step_id,
+            plan: &job.plan,
+            context: job.context.as_ref(),
+        };
+        attestor
+            .attest(
+                &self.store,
+                self.walls.public_url(),
+                &change,
+                subject,
+                now_ms(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| PostError::Retry(format!("{e:#}")))
     }
 
     /// The dashboard's page of the job's run.
@@ -536,13 +620,14 @@ fn origin(job: &Job) -> Option<String> {
         .map(|comment| format!("comment-{}", comment.id))
 }
 
-/// Builds `base` + `diff` as one commit in `mirror` with a private index; the dates are
-/// `at_ms` (the proposal's), so the same proposal always gives the same commit.
+/// Builds `base` + `diff` as one commit with `message` in `mirror` with a private index;
+/// the dates are `at_ms` (the proposal's), so the same proposal always gives the same
+/// commit.
 pub async fn build_commit(
     mirror: &Mirror,
     base: &str,
     diff: &[u8],
-    title: &Outbound,
+    message: &Outbound,
     at_ms: i64,
 ) -> anyhow::Result<String> {
     if !git::is_full_sha(base) {
@@ -586,7 +671,7 @@ pub async fn build_commit(
     }
     let tree = git::git_with(dir, &["write-tree"], &env, None, GIT_TIMEOUT).await?;
     let tree = String::from_utf8_lossy(&tree).trim().to_string();
-    let message = format!("{}\n", title.as_str().trim());
+    let message = format!("{}\n", message.as_str().trim());
     let commit = git::git_with(
         dir,
         &["commit-tree", &tree, "-p", base, "-F", "-"],
@@ -596,6 +681,20 @@ pub async fn build_commit(
     )
     .await?;
     Ok(String::from_utf8_lossy(&commit).trim().to_string())
+}
+
+/// The tree of `commit`.
+pub async fn tree_of(mirror: &Mirror, commit: &str) -> anyhow::Result<String> {
+    let tree = format!("{commit}^{{tree}}");
+    let out = git::git_with(
+        Some(mirror.dir()),
+        &["rev-parse", "--verify", &tree],
+        &[],
+        None,
+        GIT_TIMEOUT,
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
 /// What `commit` changes against `base`: `(old mode, new mode, path)` per path, renames

@@ -28,6 +28,7 @@
 //!   proposal: nothing is applied, never something unchecked).
 
 pub mod apply;
+pub mod attest;
 pub mod validate;
 
 use runner::protocol::{Outcome, Proposal};
