@@ -98,6 +98,9 @@ pub struct EngineConfig {
     /// when it runs against another directory. `None` (servers): the workspace, which is
     /// the workflow's own repository.
     pub prompt_root: Option<PathBuf>,
+    /// The keys provenance statements are signed with (`plue serve --signing-key`); `None`:
+    /// changes are applied without a statement.
+    pub provenance: Option<crate::safe_outputs::attest::Keys>,
 }
 
 impl EngineConfig {
@@ -128,6 +131,7 @@ impl EngineConfig {
             prices: Arc::new(crate::pricing::Prices::builtin()),
             kept_workspaces: std::collections::BTreeSet::new(),
             prompt_root: None,
+            provenance: None,
         }
     }
 }
@@ -397,6 +401,13 @@ pub async fn start_with_runner_listener(
         config.mirrors_dir.clone(),
         executor.walls(public_url),
     );
+    let applier = match &config.provenance {
+        Some(keys) => {
+            keys.list(&store).await?;
+            applier.with_attestor(keys.attestor(artifacts.clone()))
+        }
+        None => applier,
+    };
     tasks.spawn(applier.run(config.status_interval, shutdown.clone()));
     // Runs left active by a previous engine continue now.
     for run_id in store.active_runs().await? {

@@ -22,7 +22,7 @@ use anyhow::Context;
 use evaluator::plan::{Action, Plan};
 use evaluator::EvalContext;
 use plue_provenance::statement::{self as st, ResourceDescriptor, Statement};
-use plue_provenance::Signer;
+use plue_provenance::{PublicKey, Signer};
 
 use crate::artifacts::Artifacts;
 use crate::store::{ProposalRow, RepoRow, RunRow, Store};
@@ -57,6 +57,36 @@ pub struct Change<'a> {
     pub step_id: &'a str,
     pub plan: &'a Plan,
     pub context: Option<&'a EvalContext>,
+}
+
+/// The engine's provenance keys: the one it signs with, and those it signed with before
+/// (kept listed so statements signed before a rotation still verify).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub signer: Arc<Signer>,
+    pub previous: Vec<PublicKey>,
+}
+
+impl Keys {
+    /// Lists every key in the store (`GET /api/provenance/keys` shows them); a key listed
+    /// by an earlier start stays listed.
+    pub async fn list(&self, store: &Store) -> anyhow::Result<()> {
+        for key in self.previous.iter().chain([&self.signer.public()]) {
+            store
+                .record_signing_key(key.id(), &key.hex())
+                .await
+                .context("listing the provenance keys")?;
+        }
+        Ok(())
+    }
+
+    /// The attestor signing with the current key, reading transcripts from `artifacts`.
+    pub fn attestor(&self, artifacts: Arc<Artifacts>) -> Attestor {
+        Attestor {
+            signer: self.signer.clone(),
+            artifacts: Some(artifacts),
+        }
+    }
 }
 
 /// Signs and records statements.

@@ -29,6 +29,7 @@ pub(crate) mod logs;
 mod openapi;
 mod people;
 pub mod proposals;
+mod provenance;
 pub mod record;
 mod repos;
 mod reruns;
@@ -102,6 +103,8 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(approvals::list))
         .routes(routes!(proposals::list))
         .routes(routes!(proposals::decide))
+        .routes(routes!(provenance::list))
+        .routes(routes!(provenance::get))
         .routes(routes!(artifacts::list))
         .routes(routes!(artifacts::tar))
         .routes(routes!(artifacts::file))
@@ -155,7 +158,9 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(audit_trail::list_audit))
         .routes(routes!(runner_tokens::list, runner_tokens::create))
         .routes(routes!(runner_tokens::revoke));
-    let open = OpenApiRouter::new().routes(routes!(openapi::openapi_json));
+    let open = OpenApiRouter::new()
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(provenance::keys));
     (guarded, open)
 }
 
