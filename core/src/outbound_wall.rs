@@ -6,7 +6,9 @@
 //! - A run's secrets are all its secrets, not one step's: every secret any step of its
 //!   plan names (and the model's key for an `llm` step), from the repository, from every
 //!   environment a step of it names, and from the engine's own (`plue run --secret`);
-//!   the repository's forge token and webhook secret, opened. More is stricter: values
+//!   the repository's forge token and webhook secret, opened, and for a repository served
+//!   as a GitHub App every installation token handed out for it and the App's private
+//!   key ([`crate::forge::auth::ForgeAuth::secrets_of`]). More is stricter: values
 //!   are taken whether or not a gate let a step have them (a fork's run, an environment
 //!   waiting for review), since a step may have read them another way.
 //! - A value that cannot be opened fails the wall's making (an error, never a wall that
@@ -29,6 +31,8 @@ use crate::vault::Vault;
 pub struct Walls {
     store: Store,
     vault: Vault,
+    /// The forge credentials handed out for each repository.
+    auth: crate::forge::auth::ForgeAuth,
     /// The engine's own secrets by name (`plue run --secret`), given to steps naming them.
     engine_secrets: Arc<BTreeMap<String, String>>,
     /// This engine's base URL as users reach it: the one host of its own an engine text
@@ -61,10 +65,23 @@ impl Walls {
     ) -> Walls {
         Walls {
             store,
+            auth: crate::forge::auth::ForgeAuth::personal(vault.clone()),
             vault,
             engine_secrets: Arc::new(engine_secrets),
             public_url,
         }
+    }
+
+    /// These walls, with the credentials `auth` handed out (its vault opens the rest).
+    pub fn with_forge_auth(mut self, auth: crate::forge::auth::ForgeAuth) -> Walls {
+        self.vault = auth.vault().clone();
+        self.auth = auth;
+        self
+    }
+
+    /// The forge credentials these walls know of.
+    pub fn forge_auth(&self) -> &crate::forge::auth::ForgeAuth {
+        &self.auth
     }
 
     /// This engine's base URL as users reach it.
@@ -105,12 +122,10 @@ impl Walls {
                         .with_context(|| format!("the webhook secret of {}", repo.name))?,
                 );
             }
-            if let Some(sealed) = &repo.api_token {
-                found.secrets.add(
-                    self.vault
-                        .open(sealed)
-                        .with_context(|| format!("the forge token of {}", repo.name))?,
-                );
+            // Its personal token, or every installation token handed out for it and the
+            // App's key.
+            for token in self.auth.secrets_of(&repo)? {
+                found.secrets.add(token.expose().to_string());
             }
         }
         let Some(documents) = self.store.run_documents(run_id).await? else {

@@ -7,17 +7,19 @@
 //! restart loses none; a report is leased while being posted so two engines do not post
 //! it at once; failures that a retry can fix are retried with doubling backoff (1 s up to
 //! 5 min, at most [`MAX_ATTEMPTS`] times), others are abandoned with the forge's answer
-//! recorded.
+//! recorded. The credential is [`ForgeAuth`]'s for [`Use::Report`] (statuses) or
+//! [`Use::Answer`] (a summoned run's answers); an installation token the forge refused
+//! with a 401 is replaced at the next try.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::forge::answers;
+use crate::forge::auth::{ForgeAuth, Use};
 use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};
 use crate::forge::Forge;
-use crate::store::{now_ms, StatusReportRow, Store};
-use crate::vault::Vault;
+use crate::store::{now_ms, RepoRow, StatusReportRow, Store};
 
 pub const MAX_ATTEMPTS: i64 = 12;
 /// How long a claimed report (or proposal, `safe_outputs::apply`) is left to its claimer.
@@ -32,7 +34,8 @@ pub fn backoff_ms(attempts: i64) -> i64 {
 #[derive(Clone)]
 pub struct StatusReporter {
     pub store: Store,
-    pub vault: Vault,
+    /// The repositories' forge credentials.
+    pub auth: ForgeAuth,
     /// Built for the first report: building a client reads every certificate of the
     /// system's store (~7 ms of CPU), which an engine that reports nothing (`plue run`)
     /// never needs, least of all while it starts.
@@ -88,9 +91,31 @@ impl StatusReporter {
     }
 
     async fn post(&self, report: &StatusReportRow) -> Result<(), PostError> {
+        let repo = repo_of(report);
+        let summoned = self
+            .store
+            .summoned_context(report.run_id)
+            .await
+            .map_err(|e| PostError::Retry(format!("store: {e:#}")))?;
+        let use_ = match summoned {
+            Some(_) => Use::Answer,
+            None => Use::Report,
+        };
+        self.post_with(report, &repo, summoned, use_)
+            .await
+            .map_err(|e| self.auth.after_refusal(&repo, use_, e))
+    }
+
+    async fn post_with(
+        &self,
+        report: &StatusReportRow,
+        repo: &RepoRow,
+        summoned: Option<String>,
+        use_: Use,
+    ) -> Result<(), PostError> {
         let forge = Forge::parse(&report.forge)
             .ok_or_else(|| PostError::Permanent(format!("unknown forge '{}'", report.forge)))?;
-        if report.api_url.is_none() && report.api_token.is_none() {
+        if report.api_url.is_none() && !self.auth.has_credential(repo) {
             return Err(PostError::Permanent(format!(
                 "repository {} has no api_token (nor api_url): commit statuses are off",
                 report.repo_name
@@ -106,20 +131,11 @@ impl StatusReporter {
                     report.repo_name
                 ))
             })?;
-        let token = report
-            .api_token
-            .as_deref()
-            .map(|sealed| self.vault.open(sealed))
-            .transpose()
-            .map_err(|e| PostError::Permanent(format!("forge token: {e}")))?;
+        let token = self.auth.token(repo, use_).await?;
+        let token = token.as_ref().map(|t| t.expose());
         let client = self.client.get_or_init(reqwest::Client::new);
         // A run an issue or a comment started answers there, and its statuses go on the
         // pull requests it opened rather than on the commit it ran at.
-        let summoned = self
-            .store
-            .summoned_context(report.run_id)
-            .await
-            .map_err(|e| PostError::Retry(format!("store: {e:#}")))?;
         let wall = self
             .walls
             .of_run(report.run_id)
@@ -130,7 +146,7 @@ impl StatusReporter {
             client,
             forge,
             api_url: &api_url,
-            token: token.as_deref(),
+            token,
             public_url: &self.public_url,
             wall: &wall,
         };
@@ -141,7 +157,7 @@ impl StatusReporter {
         let target = StatusTarget {
             forge,
             api_url: &api_url,
-            token: token.as_deref(),
+            token,
             repo: &report.repo_name,
             sha: &report.sha,
         };
@@ -159,5 +175,22 @@ impl StatusReporter {
                 .defused(),
         };
         status::post(client, &target, &body).await
+    }
+}
+
+/// The repository a report is for, as [`ForgeAuth`] reads it (its forge, URLs and token;
+/// the credentials are cached by name).
+fn repo_of(report: &StatusReportRow) -> RepoRow {
+    RepoRow {
+        id: 0,
+        name: report.repo_name.clone(),
+        clone_url: report.clone_url.clone(),
+        forge: report.forge.clone(),
+        webhook_secret: String::new(),
+        api_url: report.api_url.clone(),
+        api_token: report.api_token.clone(),
+        default_branch: None,
+        created_at: 0,
+        public_read: None,
     }
 }

@@ -311,7 +311,7 @@ async fn post_status_on_pull(
     let target = ApiTarget {
         forge: with.forge,
         api_url: with.api_url.to_string(),
-        token: with.token.map(String::from),
+        token: with.token.map(|t| crate::auth::Token::new(t.to_string())),
         repo: report.repo_name.clone(),
     };
     let head = match target.pull_request(with.client, number).await {

@@ -1,7 +1,8 @@
 //! Read-only lookups in a forge's REST API (GitHub v3, Gitea v1) with the repository's
-//! `api_url` and `api_token`: a pull request's base and head (a comment's payload names
-//! none), the login the token writes as (`GET /user`) and, through [`super::permission`],
-//! a user's permission on the repository.
+//! `api_url` and the credential [`ForgeAuth`] gives for [`Use::Lookup`] (its `api_token`,
+//! or the GitHub App's installation token): a pull request's base and head (a comment's
+//! payload names none), the login a personal token writes as (`GET /user`) and, through
+//! [`super::permission`], a user's permission on the repository.
 //!
 //! Invariants: only `GET`; the token goes only into the `Authorization` header, never into
 //! a URL or an error message; every answer is bounded in time (as commit statuses') and size (1 MiB), and
@@ -11,9 +12,9 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::auth::{ForgeAuth, Token, Use};
 use super::Forge;
 use plue_store::RepoRow;
-use plue_vault::Vault;
 
 /// The largest answer read.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -24,7 +25,7 @@ pub struct ApiTarget {
     pub forge: Forge,
     /// e.g. `https://api.github.com` or `https://gitea.example.com/api/v1`.
     pub api_url: String,
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// `owner/name`.
     pub repo: String,
 }
@@ -86,13 +87,13 @@ pub(crate) fn segment(text: &str) -> String {
 
 impl ApiTarget {
     /// `repo`'s forge API (`None`: it has none — as for commit statuses, a repository with
-    /// neither `api_url` nor `api_token` is not asked anything), its token opened with
-    /// `vault`.
-    pub fn of_repo(vault: &Vault, repo: &RepoRow) -> anyhow::Result<Option<ApiTarget>> {
+    /// neither `api_url` nor a credential is not asked anything), with the credential
+    /// `auth` gives for lookups.
+    pub async fn of_repo(auth: &ForgeAuth, repo: &RepoRow) -> anyhow::Result<Option<ApiTarget>> {
         let Some(forge) = Forge::parse(&repo.forge) else {
             return Ok(None);
         };
-        if repo.api_url.is_none() && repo.api_token.is_none() {
+        if repo.api_url.is_none() && !auth.has_credential(repo) {
             return Ok(None);
         }
         let Some(api_url) = repo
@@ -102,11 +103,9 @@ impl ApiTarget {
         else {
             return Ok(None);
         };
-        let token = repo
-            .api_token
-            .as_deref()
-            .map(|sealed| vault.open(sealed))
-            .transpose()
+        let token = auth
+            .token(repo, Use::Lookup)
+            .await
             .map_err(|e| anyhow::anyhow!("forge token of {}: {e}", repo.name))?;
         Ok(Some(ApiTarget {
             forge,
@@ -159,8 +158,11 @@ impl ApiTarget {
     ) -> anyhow::Result<Found<T>> {
         let shown = super::without_credentials(&url);
         // The same headers and token scheme as commit statuses.
-        let request =
-            super::status::api_request(client.get(&url), self.forge, self.token.as_deref());
+        let request = super::status::api_request(
+            client.get(&url),
+            self.forge,
+            self.token.as_ref().map(Token::expose),
+        );
         let mut response = request
             .send()
             .await
@@ -208,7 +210,7 @@ mod tests {
         let target = ApiTarget {
             forge: Forge::GitHub,
             api_url: "https://api.example.com/".into(),
-            token: Some("t0ken".into()),
+            token: Some(Token::new("t0ken".into())),
             repo: "octo/hello".into(),
         };
         assert_eq!(
@@ -269,7 +271,7 @@ mod tests {
         let target = ApiTarget {
             forge: Forge::GitHub,
             api_url: forge,
-            token: Some("t0ken".into()),
+            token: Some(Token::new("t0ken".into())),
             repo: "octo/hello".into(),
         };
         let found = target.token_login(&reqwest::Client::new()).await.unwrap();

@@ -11,14 +11,16 @@
 //!    look further;
 //! 2. the Plue user that login is linked to (`plue users link-forge`), not disabled: an
 //!    admin counts as admin, a repository `maintainer` as maintain, a `writer` as write;
-//! 3. the forge's collaborator-permission API with the repository's `api_url`/`api_token`
+//! 3. the forge's collaborator-permission API with the repository's `api_url` and lookup
+//!    credential ([`ForgeAuth`]: its `api_token` or the GitHub App's installation token)
 //!    (`GET /repos/{o}/{r}/collaborators/{login}/permission`; GitHub answers `permission`
 //!    admin/write/read/none with `role_name` `maintain` for maintainers, Gitea answers
 //!    `permission` owner/admin/write/read/none), each answer kept [`CACHE_FOR`].
 //!
 //! Who the engine itself is on a repository's forge is [`Permissions::engine_identity`]
 //! ([`EngineIdentity`]): the login the repository's `api_token` writes as (`GET /user`,
-//! kept [`CACHE_FOR`]) — an event that login caused is the engine's own writing (a label it
+//! kept [`CACHE_FOR`]), or for a repository the engine serves as a GitHub App, the App's
+//! bot `<slug>[bot]` (`GET /app` with the App's JWT: certain, no `GET /user`) — an event that login caused is the engine's own writing (a label it
 //! added for a proposal, the branch it pushed, ...), which summons nothing and gets no
 //! secrets, on Gitea too, where no account is marked a bot; no token (the engine writes
 //! nothing there); or unknown, when the forge cannot say (a GitHub App's token always gets
@@ -38,10 +40,10 @@ use std::time::{Duration, Instant};
 use evaluator::plan::Authors;
 use serde::Deserialize;
 
+use super::auth::ForgeAuth;
 use super::lookup::{ApiTarget, Found};
 use super::Forge;
 use plue_store::{RepoRow, Store};
-use plue_vault::Vault;
 
 /// How long a forge's answer about one login is believed.
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
@@ -182,6 +184,7 @@ impl EngineIdentity {
 struct Learnt {
     identity: EngineIdentity,
     at: Instant,
+    /// The sealed token, or `app:<id>` for the App.
     sealed_token: String,
     api_url: Option<String>,
 }
@@ -238,7 +241,7 @@ impl Permissions {
     pub async fn of(
         &self,
         store: &Store,
-        vault: &Vault,
+        auth: &ForgeAuth,
         repo: &RepoRow,
         login: &str,
         association: Option<&str>,
@@ -249,7 +252,7 @@ impl Permissions {
             source: "nothing says so".into(),
         };
         // MEMBER and COLLABORATOR hold anything from none/read up: the forge says which.
-        let vouches = |association: &str| association == "OWNER" || !asks_forge(repo);
+        let vouches = |association: &str| association == "OWNER" || !asks_forge(auth, repo);
         if let Some(association) = association.filter(|a| vouches(a)) {
             best.raise(
                 Permission::of_association(association),
@@ -271,7 +274,7 @@ impl Permissions {
         if best.permission.meets(needed) {
             return best;
         }
-        match self.of_forge(vault, repo, login).await {
+        match self.of_forge(auth, repo, login).await {
             Ok(Some(permission)) => best.raise(permission, "the forge's permission API".into()),
             Ok(None) => {}
             Err(e) => {
@@ -303,11 +306,14 @@ impl Permissions {
     /// Who the engine is on `repo`'s forge: the login its token writes as, asked of the
     /// forge at most once per [`CACHE_FOR`] when it answers and once per
     /// [`FAILURE_CACHE_FOR`] when it does not (each failure logged at warn once).
-    pub async fn engine_identity(&self, vault: &Vault, repo: &RepoRow) -> EngineIdentity {
-        // Without a token the engine writes nothing to this forge.
-        let Some(sealed) = repo.api_token.as_deref() else {
-            return EngineIdentity::NoToken;
+    pub async fn engine_identity(&self, auth: &ForgeAuth, repo: &RepoRow) -> EngineIdentity {
+        // Without a credential the engine writes nothing to this forge.
+        let credential = match (repo.api_token.as_deref(), auth.app()) {
+            (Some(sealed), _) => sealed.to_string(),
+            (None, Some(app)) if auth.is_app(repo) => format!("app:{}", app.id()),
+            (None, _) => return EngineIdentity::NoToken,
         };
+        let sealed = credential.as_str();
         let before = {
             let learnt = self.identities.lock().unwrap_or_else(|p| p.into_inner());
             match learnt.get(&repo.id) {
@@ -324,7 +330,7 @@ impl Permissions {
                 _ => None,
             }
         };
-        let identity = match self.ask_identity(vault, repo).await {
+        let identity = match self.ask_identity(auth, repo).await {
             Ok(login) => {
                 if before.as_ref().and_then(EngineIdentity::login) != Some(login.as_str()) {
                     tracing::info!(repository = %repo.name, "the forge says Plue writes to it as {login}: what that account pushes, opens, comments or labels is Plue's own writing");
@@ -352,9 +358,13 @@ impl Permissions {
         identity
     }
 
-    /// `GET /user` with `repo`'s token: the login, or why there is none.
-    async fn ask_identity(&self, vault: &Vault, repo: &RepoRow) -> Result<String, String> {
-        let target = match ApiTarget::of_repo(vault, repo) {
+    /// `GET /user` with `repo`'s token (`GET /app` for the App's): the login, or why
+    /// there is none.
+    async fn ask_identity(&self, auth: &ForgeAuth, repo: &RepoRow) -> Result<String, String> {
+        if auth.is_app(repo) {
+            return auth.app_login(repo).await.map_err(|e| e.to_string());
+        }
+        let target = match ApiTarget::of_repo(auth, repo).await {
             Ok(Some(target)) => target,
             Ok(None) => return Err(
                 "the repository has a token but no forge API to ask whose it is (set its api_url)"
@@ -380,7 +390,7 @@ impl Permissions {
     /// The forge's answer (`None`: the repository has no API to ask).
     async fn of_forge(
         &self,
-        vault: &Vault,
+        auth: &ForgeAuth,
         repo: &RepoRow,
         login: &str,
     ) -> anyhow::Result<Option<Permission>> {
@@ -388,7 +398,7 @@ impl Permissions {
         if let Some(permission) = self.cached(&key) {
             return Ok(Some(permission));
         }
-        let Some(target) = ApiTarget::of_repo(vault, repo)? else {
+        let Some(target) = ApiTarget::of_repo(auth, repo).await? else {
             return Ok(None);
         };
         let client = self.client.get_or_init(reqwest::Client::new);
@@ -418,10 +428,10 @@ impl Permissions {
 
 /// Whether `repo` has a forge API to ask (the same test as [`ApiTarget::of_repo`]'s,
 /// without the token).
-fn asks_forge(repo: &RepoRow) -> bool {
+fn asks_forge(auth: &ForgeAuth, repo: &RepoRow) -> bool {
     Forge::parse(&repo.forge).is_some_and(|forge| {
         repo.api_url.is_some()
-            || (repo.api_token.is_some() && forge.default_api_url(&repo.clone_url).is_some())
+            || (auth.has_credential(repo) && forge.default_api_url(&repo.clone_url).is_some())
     })
 }
 
@@ -542,7 +552,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_token_asks_nothing_and_every_failure_is_unknown() {
-        let vault = Vault::unkeyed();
+        let vault = ForgeAuth::personal(plue_vault::Vault::unkeyed());
         let permissions = Permissions::default();
         let (url, counter) = forge(vec![(200, r#"{"login":"plue-bot"}"#)]).await;
         assert_eq!(
@@ -605,7 +615,7 @@ mod tests {
         assert!(FAILURE_CACHE_FOR < CACHE_FOR);
         let warnings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let _logs = tracing::subscriber::set_default(Warnings(warnings.clone()));
-        let vault = Vault::unkeyed();
+        let vault = ForgeAuth::personal(plue_vault::Vault::unkeyed());
         let (url, counter) = forge(vec![
             (
                 403,
@@ -651,6 +661,32 @@ mod tests {
         changed.api_token = Some("plain:another".into());
         permissions.engine_identity(&vault, &changed).await;
         assert_eq!(asked(&counter), 4);
+    }
+
+    // An App's installation token cannot say who it is (`GET /user` is 403): the App's JWT
+    // asks `GET /app` instead, and its bot is certain.
+    #[tokio::test]
+    async fn an_apps_identity_is_its_bot() {
+        let (url, counter) = forge(vec![(200, r#"{"id":7,"slug":"plue-app"}"#)]).await;
+        let app = crate::auth::GitHubApp::new(7, testkit::forge::app::APP_KEY_PEM).unwrap();
+        let auth = ForgeAuth::new(plue_vault::Vault::unkeyed(), Some(app));
+        let permissions = Permissions::default();
+        let repo = repo(Some(&url), None);
+        for _ in 0..2 {
+            assert_eq!(
+                permissions.engine_identity(&auth, &repo).await,
+                EngineIdentity::Known("plue-app[bot]".into())
+            );
+        }
+        assert_eq!(asked(&counter), 1);
+        // A personal token still wins over the App.
+        let (url, _) = forge(vec![(200, r#"{"login":"plue-bot"}"#)]).await;
+        assert_eq!(
+            permissions
+                .engine_identity(&auth, &super::tests::repo(Some(&url), Some("t")))
+                .await,
+            EngineIdentity::Known("plue-bot".into())
+        );
     }
 
     #[test]

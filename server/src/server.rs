@@ -59,6 +59,9 @@ pub struct EngineConfig {
     pub private_reads: bool,
     /// Opens sealed repository secrets, webhook secrets and forge tokens.
     pub vault: Vault,
+    /// The engine's GitHub App (`--github-app-id`, `--github-app-key-file`): GitHub
+    /// repositories without a personal token are written to with its installation tokens.
+    pub github_app: Option<crate::forge::auth::GitHubApp>,
     /// The engine's URL as users reach it (links in commit statuses); default: its own.
     pub public_url: Option<String>,
     /// Where the repositories' bare mirrors live.
@@ -111,6 +114,7 @@ impl EngineConfig {
             admin_token: None,
             private_reads: false,
             vault: Vault::unkeyed(),
+            github_app: None,
             public_url: None,
             mirrors_dir: std::env::temp_dir().join(format!("plue-mirrors-{}", std::process::id())),
             schedule_interval: scheduler::TICK,
@@ -224,7 +228,10 @@ pub async fn start_with_runner_listener(
             config.secrets.clone(),
             config.max_parallel,
         )
-        .with_vault(config.vault.clone())
+        .with_forge_auth(crate::forge::auth::ForgeAuth::new(
+            config.vault.clone(),
+            config.github_app.clone(),
+        ))
         .with_prices(config.prices.clone())
         .with_kept_workspaces(config.kept_workspaces.clone()),
     );
@@ -388,7 +395,7 @@ pub async fn start_with_runner_listener(
     let public_url = config.public_url.clone().unwrap_or_else(|| url.clone());
     let reporter = StatusReporter {
         store: store.clone(),
-        vault: config.vault.clone(),
+        auth: executor.forge_auth().clone(),
         client: std::sync::OnceLock::new(),
         public_url: public_url.clone(),
         walls: executor.walls(public_url.clone()),

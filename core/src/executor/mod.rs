@@ -62,6 +62,9 @@ pub struct Executor {
     secrets: BTreeMap<String, String>,
     /// Opens the repositories' sealed secrets.
     vault: Vault,
+    /// The credentials for the repositories' forges (personal tokens opened with `vault`,
+    /// or the GitHub App's installation tokens).
+    forge_auth: crate::forge::auth::ForgeAuth,
     max_parallel: i64,
     /// Prices `llm` attempts' usage when their completion arrives (`crate::pricing`).
     prices: Arc<crate::pricing::Prices>,
@@ -161,6 +164,7 @@ impl Executor {
             steps_read: AtomicU64::new(0),
             secrets,
             vault: Vault::unkeyed(),
+            forge_auth: crate::forge::auth::ForgeAuth::personal(Vault::unkeyed()),
             kept_workspaces: BTreeSet::new(),
             max_parallel: max_parallel.max(1) as i64,
             prices: Arc::new(crate::pricing::Prices::builtin()),
@@ -185,9 +189,22 @@ impl Executor {
         self
     }
 
+    /// Opens repository secrets and personal forge tokens with `vault`.
     pub fn with_vault(mut self, vault: Vault) -> Executor {
+        self.forge_auth = crate::forge::auth::ForgeAuth::personal(vault.clone());
         self.vault = vault;
         self
+    }
+
+    /// Uses `auth` for every forge credential (and its vault for repository secrets).
+    pub fn with_forge_auth(mut self, auth: crate::forge::auth::ForgeAuth) -> Executor {
+        self.vault = auth.vault().clone();
+        self.forge_auth = auth;
+        self
+    }
+
+    pub fn forge_auth(&self) -> &crate::forge::auth::ForgeAuth {
+        &self.forge_auth
     }
 
     pub fn vault(&self) -> &Vault {
@@ -808,6 +825,7 @@ impl Executor {
             self.secrets.clone(),
             public_url,
         )
+        .with_forge_auth(self.forge_auth.clone())
     }
 
     /// The run's plan, parsed once and cached.

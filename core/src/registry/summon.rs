@@ -255,7 +255,7 @@ impl Registry {
     /// token, or why the forge could not say (kept a minute, a failure a few seconds).
     pub async fn engine_identity(&self, repo: &RepoRow) -> EngineIdentity {
         self.permissions
-            .engine_identity(self.executor.vault(), repo)
+            .engine_identity(self.executor.forge_auth(), repo)
             .await
     }
 
@@ -368,7 +368,7 @@ impl Registry {
         number: u64,
         action: &str,
     ) -> anyhow::Result<Option<Point>> {
-        let Some(target) = ApiTarget::of_repo(self.executor.vault(), repo)? else {
+        let Some(target) = ApiTarget::of_repo(self.executor.forge_auth(), repo).await? else {
             // No API to ask: the default branch, the usual base.
             let mut point = self.default_branch_point(repo, facts).await?;
             point.pr = Some(PullRequest {
@@ -473,7 +473,7 @@ impl Registry {
                         .permissions
                         .of(
                             self.executor.store(),
-                            self.executor.vault(),
+                            self.executor.forge_auth(),
                             repo,
                             login,
                             summons.author.association.as_deref(),

@@ -243,6 +243,19 @@ impl ForgeAuth {
         }
     }
 
+    /// `error`, the forge's answer to a request made with `repo`'s token for `use_`: a
+    /// 401 to an installation token (expired, or revoked) forgets it and is worth one
+    /// retry with a new one; anything else stands as it is.
+    pub fn after_refusal(&self, repo: &RepoRow, use_: Use, error: PostError) -> PostError {
+        match error {
+            PostError::Permanent(why) if self.is_app(repo) && why.contains("HTTP 401") => {
+                self.refused(repo, use_);
+                PostError::Retry(why)
+            }
+            other => other,
+        }
+    }
+
     /// The App's bot login on `repo`'s forge (`<slug>[bot]`, the author of everything an
     /// installation token writes), from `GET /app`, asked once per API.
     pub async fn app_login(&self, repo: &RepoRow) -> Result<String, PostError> {
