@@ -126,9 +126,50 @@ pub(crate) enum Command {
     RunnerToken(RunnerTokenCommand),
     /// Start a workflow of a registered repository by hand (its manual trigger).
     Trigger(TriggerArgs),
+    /// Verify a change's signed provenance statement offline: its signature, and that a
+    /// commit of a clone is exactly the proposal it attests; then say who, what and how.
+    Verify(VerifyArgs),
     /// Write the book's generated reference pages (docs/src/reference/generated).
     #[command(name = "__docs", hide = true)]
     Docs(DocsArgs),
+}
+
+/// The engine's provenance keys (`plue serve`).
+#[derive(Debug, Args)]
+pub(crate) struct SigningArgs {
+    /// The ed25519 key provenance statements are signed with (PKCS#8 PEM, as `openssl
+    /// genpkey -algorithm ed25519` writes); default: provenance-signing-key.pem in the data
+    /// directory, made at the first start.
+    #[arg(long, value_name = "FILE", env = "PLUE_SIGNING_KEY")]
+    pub(crate) signing_key: Option<PathBuf>,
+    /// A key statements were signed with before a rotation (its public or private key
+    /// file; repeatable): listed at /api/provenance/keys so those statements still verify.
+    #[arg(long = "previous-signing-key", value_name = "FILE")]
+    pub(crate) previous_signing_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The statement: a DSSE envelope file, as
+    /// GET /api/runs/{id}/proposals/{pid}/provenance serves it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) statement: Option<PathBuf>,
+    /// A clone holding the commit to check against the statement.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) repo: Option<PathBuf>,
+    /// The commit to check (with --repo; default: HEAD).
+    pub(crate) commit: Option<String>,
+    /// Fetch the statement the commit's Plue-Provenance trailer names from this engine
+    /// (instead of --statement; the trailer's URL must be on it).
+    #[arg(long, value_name = "URL")]
+    pub(crate) server: Option<String>,
+    /// API token, when the engine's reads are private.
+    #[arg(long, env = "PLUE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// A public key to accept (repeatable): PEM, 64 hex digits, or the JSON list
+    /// GET /api/provenance/keys serves.
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub(crate) keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -401,6 +442,8 @@ pub(crate) struct ServeArgs {
     /// the built-in table; every problem of the file is reported.
     #[arg(long, value_name = "FILE", env = "PLUE_LLM_PRICES")]
     pub(crate) llm_prices: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) signing: SigningArgs,
     /// Only parse and validate --pool-config and --llm-prices, say what they hold, and exit
     /// (0: valid, 1: not).
     #[arg(long)]

@@ -27,6 +27,8 @@ pub(crate) mod runner;
 mod runner_tokens;
 mod runs;
 mod serve;
+mod signing_key;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -61,6 +63,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RunnerToken(command) => runner_tokens::run(command).await,
         Command::Trigger(args) => forges::trigger(args).await,
         Command::Docs(args) => docs::run(args),
+        Command::Verify(args) => verify::run(args).await,
     }
 }
 

@@ -124,6 +124,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         quotas: args.quotas.quotas(),
     };
     config.log_quotas = args.quotas.log_quotas();
+    config.provenance = Some(super::signing_key::keys(
+        &args.signing,
+        &std::fs::canonicalize(data_dir)?,
+    )?);
     let mut work_dir = None;
     if local && (runners > 0 || args.max_runners.unwrap_or(0) > 0) {
         let data_dir = std::fs::canonicalize(data_dir)?;

@@ -1,0 +1,247 @@
+//! `plue verify`: checks a provenance statement offline — its DSSE signature with the keys
+//! given, and, with `--repo`, that a commit of a clone is exactly what it attests (the
+//! commit and its tree, its one parent the recorded base, and its tree the recorded diff
+//! applied to that base, recomputed with git in a temporary index) — then prints the chain
+//! from the trigger to the change.
+//!
+//! Invariants: nothing of the statement is believed before its signature verifies with a
+//! key the user gave (a key the statement names is never fetched); every failure exits 1
+//! with the reason; the clone is only read (the recomputed tree's objects go to its object
+//! store, which `git gc` prunes; no ref, index or work-tree file changes); the only network
+//! access is fetching the statement when `--server` is given.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{bail, Context};
+use plue_provenance::{Envelope, PublicKey, Statement};
+
+use super::client::ApiClient;
+use crate::cli::VerifyArgs;
+
+/// The trailer Plue writes in a pull request's commit message.
+const TRAILER: &str = "Plue-Provenance";
+
+pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    match verify(&args).await {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("verification failed: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn verify(args: &VerifyArgs) -> anyhow::Result<Vec<String>> {
+    let keys = read_keys(&args.keys)?;
+    let commit = match &args.repo {
+        Some(repo) => Some(resolve(repo, args.commit.as_deref().unwrap_or("HEAD"))?),
+        None if args.commit.is_some() => bail!("a COMMIT is checked in a clone: give --repo DIR"),
+        None => None,
+    };
+    let envelope = match (&args.statement, &args.server, &commit) {
+        (Some(file), _, _) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            serde_json::from_str::<Envelope>(&text)
+                .with_context(|| format!("{} is not a DSSE envelope", file.display()))?
+        }
+        (None, Some(server), Some((repo, sha))) => fetch(repo, sha, server, args).await?,
+        _ => bail!("give --statement FILE, or --repo DIR [COMMIT] with --server URL"),
+    };
+    let (statement, key) = plue_provenance::open(&envelope, &keys)?;
+    let mut lines = vec![format!("signature: good, by key {}", key.id())];
+    match &commit {
+        Some((repo, sha)) => {
+            check_commit(repo, sha, &statement)?;
+            lines.push(format!(
+                "commit: {sha} is exactly the proposal's diff applied to its parent {}",
+                statement.base()?
+            ));
+        }
+        None => match statement.commit() {
+            Ok((sha, _)) => lines.push(format!(
+                "commit: {sha} not checked (give --repo DIR to check it)"
+            )),
+            Err(_) => {
+                let subject = statement.subject.first();
+                let digest = subject
+                    .and_then(|s| s.digest.get("sha256"))
+                    .map(String::as_str)
+                    .unwrap_or("?");
+                lines.push(format!(
+                    "subject: a {} whose text has sha256 {digest}",
+                    subject.and_then(|s| s.name.as_deref()).unwrap_or("text")
+                ));
+            }
+        },
+    }
+    for (label, value) in plue_provenance::words::chain(&statement) {
+        lines.push(format!("{label}: {value}"));
+    }
+    Ok(lines)
+}
+
+/// Every key of every `--key` file: a PEM key, 64 hex digits, or the JSON list
+/// `GET /api/provenance/keys` serves.
+fn read_keys(files: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the key {}", file.display()))?;
+        match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
+            Ok(listed) => {
+                for entry in listed {
+                    let hex = entry["public"].as_str().unwrap_or_default();
+                    keys.push(
+                        PublicKey::parse(hex)
+                            .with_context(|| format!("a key of {}", file.display()))?,
+                    );
+                }
+            }
+            Err(_) => keys.push(
+                PublicKey::parse(&text).with_context(|| format!("the key {}", file.display()))?,
+            ),
+        }
+    }
+    if keys.is_empty() {
+        bail!(
+            "no key given: --key FILE (the engine's public key, or GET /api/provenance/keys saved)"
+        );
+    }
+    Ok(keys)
+}
+
+/// The statement the commit's `Plue-Provenance:` trailer names, fetched from `server` (the
+/// trailer's URL must be under it: the commit's message is not trusted to pick a host).
+async fn fetch(
+    repo: &Path,
+    sha: &str,
+    server: &str,
+    args: &VerifyArgs,
+) -> anyhow::Result<Envelope> {
+    let message = git(repo, &["log", "-1", "--format=%B", sha], None)?;
+    let prefix = format!("{TRAILER}: ");
+    let Some(url) = message.lines().rev().find_map(|l| l.strip_prefix(&prefix)) else {
+        bail!("commit {sha} has no {TRAILER} trailer: give --statement FILE");
+    };
+    let base = format!("{}/", server.trim_end_matches('/'));
+    let Some(path) = url.trim().strip_prefix(base.trim_end_matches('/')) else {
+        bail!("the commit's {TRAILER} trailer names {url}, which is not on --server {server}");
+    };
+    let client = ApiClient::new(server, args.token.clone())?;
+    client
+        .get::<Envelope>(path)
+        .await
+        .with_context(|| format!("fetching {url}"))
+}
+
+/// `commit` of `repo` as a full id.
+fn resolve(repo: &Path, commit: &str) -> anyhow::Result<(PathBuf, String)> {
+    let sha = git(
+        repo,
+        &["rev-parse", "--verify", &format!("{commit}^{{commit}}")],
+        None,
+    )
+    .with_context(|| format!("{commit} is not a commit of {}", repo.display()))?;
+    Ok((repo.to_path_buf(), sha.trim().to_owned()))
+}
+
+/// That `sha` of `repo` is what `statement` attests.
+fn check_commit(repo: &Path, sha: &str, statement: &Statement) -> anyhow::Result<()> {
+    let (attested, tree) = statement.commit()?;
+    if attested != sha {
+        bail!("the statement attests commit {attested}, not {sha}");
+    }
+    let actual_tree = git(repo, &["rev-parse", &format!("{sha}^{{tree}}")], None)?;
+    let actual_tree = actual_tree.trim();
+    if actual_tree != tree {
+        bail!("commit {sha} has tree {actual_tree}, the statement records {tree}");
+    }
+    let base = statement.base()?;
+    let parents = git(repo, &["rev-list", "--parents", "-n", "1", sha], None)?;
+    let parents: Vec<&str> = parents.split_whitespace().skip(1).collect();
+    if parents != [base] {
+        bail!(
+            "commit {sha} has parent(s) {}, the statement's base is {base}",
+            parents.join(", ")
+        );
+    }
+    let diff = statement.diff()?;
+    let recomputed = tree_of(repo, base, &diff)?;
+    if recomputed != actual_tree {
+        bail!(
+            "commit {sha}'s tree {actual_tree} is not the statement's diff applied to {base} \
+             (that gives {recomputed})"
+        );
+    }
+    Ok(())
+}
+
+/// The tree of `diff` applied to `base`, built in a temporary index.
+fn tree_of(repo: &Path, base: &str, diff: &[u8]) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir().context("a temporary directory for the index")?;
+    let index = dir.path().join("index");
+    let env = [("GIT_INDEX_FILE", index.as_os_str())];
+    git_env(repo, &["read-tree", base], None, &env)?;
+    if !diff.is_empty() {
+        git_env(
+            repo,
+            &["apply", "--cached", "--binary", "--whitespace=nowarn", "-"],
+            Some(diff),
+            &env,
+        )
+        .context("the statement's diff does not apply to its base")?;
+    }
+    Ok(git_env(repo, &["write-tree"], None, &env)?
+        .trim()
+        .to_owned())
+}
+
+fn git(repo: &Path, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<String> {
+    git_env(repo, args, stdin, &[])
+}
+
+fn git_env(
+    repo: &Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting git {}", args.join(" ")))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input).context("writing to git")?;
+    }
+    let out = child.wait_with_output().context("waiting for git")?;
+    if !out.status.success() {
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
