@@ -8,7 +8,8 @@
 //! in the audit trail (`environment.put`, `environment.delete`,
 //! `environment.secret.put`, `environment.secret.delete`). Every name is validated
 //! before it reaches the store: environment names as the evaluator checks
-//! `environment=` ([`evaluator::validate::is_environment_name`]), allowed refs as globs,
+//! `environment=` ([`evaluator::validate::is_environment_name`]), allowed refs as branch
+//! globs in the syntax the OpenAPI document states ([`super::rules::is_branch_glob`]),
 //! reviewers as user names or `@group`s.
 
 use axum::extract::{Path, State};
@@ -68,11 +69,11 @@ impl EnvironmentView {
 pub(super) struct PutEnvironment {
     /// Globs over branch names, e.g. `["main", "release/*"]`; at most 100. Empty: no run
     /// may use the environment.
-    #[schema(example = json!(["main", "release/*"]))]
+    #[schema(schema_with = allowed_refs_schema)]
     allowed_refs: Vec<String>,
     /// User names and `@group`s, at most 100; empty: no review.
     #[serde(default)]
-    #[schema(example = json!(["alice", "@release"]))]
+    #[schema(max_items = 100, example = json!(["alice", "@release"]))]
     reviewers: Vec<String>,
     /// Seconds, at most 2592000 (30 days). Default 0.
     #[serde(default)]
@@ -85,6 +86,10 @@ pub(super) struct PutEnvironment {
 
 fn default_true() -> bool {
     true
+}
+
+fn allowed_refs_schema() -> utoipa::openapi::schema::Schema {
+    super::rules::branch_globs(MAX_ITEMS)
 }
 
 /// A repository and one of its environments in a path.
@@ -152,7 +157,18 @@ fn settings(body: PutEnvironment) -> ApiResult<EnvironmentSettings> {
         )));
     }
     for pattern in &body.allowed_refs {
-        evaluator::glob::compile(pattern).map_err(|e| {
+        // The document's syntax first: it is a part of what compiles, so a glob the
+        // document allows is never refused below.
+        let compiled = if super::rules::is_branch_glob(pattern) {
+            evaluator::glob::compile(pattern).map(drop)
+        } else {
+            Err(format!(
+                "use 1 to {} characters a branch name may hold, `*`, `**`, `?`, classes \
+                 `[a-z]`/`[!0-9]` and `{{a,b}}` (GET /api/openapi.json states the syntax)",
+                super::rules::MAX_GLOB_CHARS
+            ))
+        };
+        compiled.map_err(|e| {
             ApiError::bad_request(format!(
                 "allowed_refs: '{}' is not a branch glob: {e}",
                 pattern.escape_debug()

@@ -56,8 +56,8 @@ pub(super) const ACCESS_RECHECK: Duration = Duration::from_secs(1);
 #[into_params(parameter_in = Query)]
 pub(super) struct LogQuery {
     /// Resume after this `attempt:seq` (like `Last-Event-ID`, which wins when both are
-    /// given).
-    #[param(pattern = r"^[0-9]{1,18}:[0-9]{1,18}$", example = "1:42")]
+    /// given); an `attempt` alone starts at that attempt's first line.
+    #[param(pattern = r"^[0-9]{1,18}(:[0-9]{1,18})?$", example = "1:42")]
     after: Option<String>,
 }
 
@@ -81,8 +81,8 @@ pub(super) struct LogQuery {
     params(
         StepPath,
         LogQuery,
-        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^[0-9]{1,18}:[0-9]{1,18}$",
-         example = "1:42", description = "Resume after this `attempt:seq`, the id of the last event received"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^[0-9]{1,18}(:[0-9]{1,18})?$",
+         example = "1:42", description = "Resume after this `attempt:seq`, the id of the last event received; an `attempt` alone starts at that attempt's first line"),
     ),
     security((), ("bearer" = [])),
     responses(
@@ -195,21 +195,28 @@ pub(crate) fn stored_lines(
     })
 }
 
-/// `ATTEMPT:SEQ`, two runs of ASCII digits: exactly the documented pattern (the engine
-/// sends event ids in that form, and clients echo them back unchanged).
+/// `ATTEMPT:SEQ`, two runs of ASCII digits (the engine sends event ids in that form, and
+/// clients echo them back unchanged), or `ATTEMPT` alone, which is `ATTEMPT:0` — from that
+/// attempt's first line (seqs start at 1): exactly the documented pattern. Alone, because a
+/// header value of digits only is one every client and fuzzer can send (schemathesis's
+/// header values are letters and digits: it sent `Last-Event-ID: 0`).
 fn parse_cursor(text: &str) -> ApiResult<(i64, i64)> {
-    // The document's pattern, `^[0-9]{1,18}:[0-9]{1,18}$`: 18 digits always fit an i64.
+    // The document's pattern, `^[0-9]{1,18}(:[0-9]{1,18})?$`: 18 digits always fit an i64.
     let number = |part: &str| {
         if !(1..=18).contains(&part.len()) || !part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         part.parse::<i64>().ok()
     };
-    let parsed = text
-        .split_once(':')
-        .and_then(|(a, s)| Some((number(a)?, number(s)?)));
+    let parsed = match text.split_once(':') {
+        Some((attempt, seq)) => number(attempt).zip(number(seq)),
+        None => number(text).map(|attempt| (attempt, 0)),
+    };
     parsed.ok_or_else(|| {
-        ApiError::bad_request(format!("invalid log cursor '{text}': expected ATTEMPT:SEQ"))
+        ApiError::bad_request(format!(
+            "invalid log cursor '{}': expected ATTEMPT:SEQ or ATTEMPT",
+            text.escape_debug()
+        ))
     })
 }
 

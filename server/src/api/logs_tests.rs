@@ -428,10 +428,15 @@ async fn an_anonymous_stream_ends_at_its_lifetime_and_resumes_after_its_last_eve
 }
 
 #[test]
-fn cursors_are_exactly_attempt_colon_seq() {
+fn cursors_are_exactly_attempt_colon_seq_or_an_attempt() {
     use super::parse_cursor;
     assert_eq!(parse_cursor("1:42").unwrap(), (1, 42));
     assert_eq!(parse_cursor("0:0").unwrap(), (0, 0));
+    // regression: `Last-Event-ID: 0`, digits alone (all schemathesis puts in a header), was
+    // refused; an attempt alone starts at its first line.
+    assert_eq!(parse_cursor("0").unwrap(), (0, 0));
+    assert_eq!(parse_cursor("2").unwrap(), (2, 0));
+    assert!(parse_cursor("0000000000000000002").is_err());
     assert_eq!(
         parse_cursor("999999999999999999:000000000000000001").unwrap(),
         (999999999999999999, 1)
@@ -450,6 +455,8 @@ fn cursors_are_exactly_attempt_colon_seq() {
         "+1:2",
         "-1:2",
         "1:2:3",
+        "1:2:",
+        "a",
         "a:b",
         "1;2",
         "99999999999999999999:1",

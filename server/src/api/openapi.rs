@@ -14,7 +14,9 @@
 use std::sync::LazyLock;
 
 use axum::Json;
-use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ArrayItems, ObjectBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
@@ -127,7 +129,8 @@ pub(super) fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
 /// What a derive cannot say about a handler's rule, said here so a schema-valid request is
 /// not refused (utoipa puts a field's `pattern` on the array, not on its items): the
 /// repositories a new API token is narrowed to are each `owner/name`, an environment's
-/// reviewers each a user name or an `@group`.
+/// reviewers each a user name or an `@group`; a debug terminal's `cols` and `rows` come
+/// together.
 pub(super) fn handler_rules(doc: &mut utoipa::openapi::OpenApi) {
     // As `CreateRepo.name`'s.
     items_pattern(
@@ -143,6 +146,46 @@ pub(super) fn handler_rules(doc: &mut utoipa::openapi::OpenApi) {
         "reviewers",
         r"^@?[A-Za-z0-9][A-Za-z0-9._-]{0,38}$",
     );
+    window_size_together(doc);
+}
+
+/// `DebugInput`: `cols` and `rows` are both integers or both absent (or `null`), as
+/// `debug::input` takes them. OpenAPI 3.1 reads JSON Schema 2020-12, whose
+/// `dependentRequired` would still let one be `null` beside the other; so the object, and
+/// any of the two shapes: both integers, or neither anything but `null`.
+fn window_size_together(doc: &mut utoipa::openapi::OpenApi) {
+    let schemas = &mut doc
+        .components
+        .as_mut()
+        .expect("the document has components")
+        .schemas;
+    let Some(RefOr::T(Schema::Object(object))) = schemas.remove("DebugInput") else {
+        panic!("DebugInput is no longer an object");
+    };
+    for field in ["cols", "rows"] {
+        assert!(
+            object.properties.contains_key(field),
+            "DebugInput.{field} is gone"
+        );
+    }
+    let typed = |kind: Type| ObjectBuilder::new().schema_type(kind).build();
+    let both = ObjectBuilder::new()
+        .property("cols", typed(Type::Integer))
+        .property("rows", typed(Type::Integer))
+        .required("cols")
+        .required("rows");
+    let neither = ObjectBuilder::new()
+        .property("cols", typed(Type::Null))
+        .property("rows", typed(Type::Null));
+    let description = object.description.clone();
+    let together = AllOfBuilder::new()
+        .item(object)
+        .item(AnyOfBuilder::new().item(both).item(neither))
+        .description(
+            description
+                .map(|d| format!("{d} A window size is `cols` and `rows` together, or neither.")),
+        );
+    schemas.insert("DebugInput".to_string(), together.into());
 }
 
 /// Each item of the array `component.field` (a string) matches `pattern`.

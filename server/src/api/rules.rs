@@ -7,7 +7,7 @@
 //! character; neither reads `\p{Cf}` or `\u{XXXXX}` alike, so characters past the BMP are
 //! written as themselves.
 
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 
 /// What `evaluator::text` refuses in [`TextKind::UserLine`](evaluator::text::TextKind)
 /// text (token names, comments, labels, repository URLs): C0 controls but tab, DEL and C1
@@ -87,6 +87,32 @@ const REF_REFUSED: &[(u32, u32)] = &[
     ('~' as u32, '~' as u32),
 ];
 
+/// What a branch glob holds for its own syntax, beside `*` and `?` (in [`REF_REFUSED`]):
+/// alternatives `{a,b}` and the end of a class.
+const GLOB_SYNTAX: &[(u32, u32)] = &[
+    (',' as u32, ',' as u32),
+    (']' as u32, ']' as u32),
+    ('{' as u32, '{' as u32),
+    ('}' as u32, '}' as u32),
+];
+
+/// What a glob's class holds for its own syntax: ranges and negation.
+const CLASS_SYNTAX: &[(u32, u32)] = &[('!' as u32, '!' as u32), ('-' as u32, '-' as u32)];
+
+/// The sets a class's range stays within, first to last: digits, lower-case letters,
+/// upper-case letters.
+const RANGE_SETS: &[(char, char)] = &[('0', '9'), ('a', 'z'), ('A', 'Z')];
+
+/// The most characters of a branch glob: even of four bytes each, within
+/// [`evaluator::glob::MAX_GLOB_LEN`].
+pub(super) const MAX_GLOB_CHARS: usize = 128;
+
+fn within(ranges: &[(u32, u32)], c: char) -> bool {
+    ranges
+        .iter()
+        .any(|&(from, to)| (from..=to).contains(&(c as u32)))
+}
+
 /// The ranges as the inside of a regex class.
 fn class(ranges: &[&[(u32, u32)]]) -> String {
     let one = |c: u32| match c {
@@ -123,6 +149,86 @@ pub(super) fn git_ref_pattern() -> String {
         r"^(?![-+])(?!.*\.\.)(?!.*@\{{)[^{}]+$",
         class(&[REF_REFUSED])
     )
+}
+
+/// A branch glob (`evaluator::glob`'s syntax, which `allowed_refs` takes), in the part of
+/// it a pattern can state, every glob of which compiles: characters a branch name may hold
+/// (no whitespace, controls, bidi or invisible characters, `:^~\`); `*` (not across `/`),
+/// `**` and `?`; classes `[...]` and `[!...]` of such characters and ranges within digits
+/// or one case of letters, in order (`0-9`, `a-f`); one level of alternatives `{a,b}`;
+/// `,` outside them. [`is_branch_glob`] checks the same, and a test holds them equal.
+pub(super) fn branch_glob_pattern() -> String {
+    let literal = format!(
+        "[^{}]",
+        class(&[REF_REFUSED, USER_LINE_REFUSED, GLOB_SYNTAX])
+    );
+    let member = format!(
+        "[^{}]",
+        class(&[REF_REFUSED, USER_LINE_REFUSED, GLOB_SYNTAX, CLASS_SYNTAX])
+    );
+    let ranges: Vec<String> = RANGE_SETS
+        .iter()
+        .flat_map(|&(first, last)| (first..=last).map(move |c| format!("{c}-[{c}-{last}]")))
+        .collect();
+    let glob_class = format!(r"\[!?(?:{member}|{})+\]", ranges.join("|"));
+    let token = format!(r"(?:{literal}|\*|\?|{glob_class})");
+    format!(r"^(?:{token}|,|\{{(?:{token}|,)*\}})+$")
+}
+
+/// Whether `text` is a branch glob as [`branch_glob_pattern`] states it.
+pub(super) fn is_branch_glob(text: &str) -> bool {
+    if !(1..=MAX_GLOB_CHARS).contains(&text.chars().count()) {
+        return false;
+    }
+    let mut chars = text.chars().peekable();
+    let mut in_alternatives = false;
+    while let Some(c) = chars.next() {
+        let fits = match c {
+            '*' | '?' | ',' => true,
+            '[' => is_glob_class(&mut chars),
+            '{' => !std::mem::replace(&mut in_alternatives, true),
+            '}' => std::mem::replace(&mut in_alternatives, false),
+            c => {
+                !within(REF_REFUSED, c) && !within(USER_LINE_REFUSED, c) && !within(GLOB_SYNTAX, c)
+            }
+        };
+        if !fits {
+            return false;
+        }
+    }
+    !in_alternatives
+}
+
+/// Whether what follows a `[` is the rest of a class: `!` or not, then at least one member
+/// — a character or a range in order within one of [`RANGE_SETS`] — then `]`.
+fn is_glob_class(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
+    chars.next_if_eq(&'!');
+    let mut members = 0;
+    loop {
+        let first = match chars.next() {
+            None => return false,
+            Some(']') => return members > 0,
+            Some(c) => c,
+        };
+        if [REF_REFUSED, USER_LINE_REFUSED, GLOB_SYNTAX, CLASS_SYNTAX]
+            .iter()
+            .any(|set| within(set, first))
+        {
+            return false;
+        }
+        if chars.next_if_eq(&'-').is_some() {
+            let Some(last) = chars.next() else {
+                return false;
+            };
+            let in_order = RANGE_SETS.iter().any(|&(low, high)| {
+                (low..=high).contains(&first) && (first..=high).contains(&last)
+            });
+            if !in_order {
+                return false;
+            }
+        }
+        members += 1;
+    }
 }
 
 fn string(pattern: String) -> ObjectBuilder {
@@ -224,6 +330,27 @@ pub(super) fn dispatch_ref() -> Schema {
     .into()
 }
 
+/// An environment's `allowed_refs`: at most `max` branch globs ([`branch_glob_pattern`]).
+pub(super) fn branch_globs(max: usize) -> Schema {
+    ArrayBuilder::new()
+        .items(
+            string(branch_glob_pattern())
+                .min_length(Some(1))
+                .max_length(Some(MAX_GLOB_CHARS)),
+        )
+        .max_items(Some(max))
+        .description(Some(format!(
+            "Globs over branch names, e.g. `[\"main\", \"release/*\"]`; at most {max}. Empty: \
+             no run may use the environment. A glob is 1 to {MAX_GLOB_CHARS} characters: those \
+             a branch name may hold (no whitespace, controls, bidi or invisible characters, \
+             `:^~\\`); `*` (not across `/`), `**` and `?`; classes `[...]` and `[!...]` of such \
+             characters and ranges in order within digits or one case of letters (`[0-9]`, \
+             `[a-f]`); one level of alternatives `{{main,release/*}}`."
+        )))
+        .examples([serde_json::json!(["main", "release/*"])])
+        .into()
+}
+
 /// A runner token's labels: at most 8; keys of `A-Z a-z 0-9 . _ - /` (1 to 63), values of
 /// at most 63 characters of one clean line without `,` or `=`.
 pub(super) fn labels() -> Schema {
@@ -248,12 +375,6 @@ pub(super) fn labels() -> Schema {
 mod tests {
     use super::*;
     use evaluator::text::{check_clean_field, TextKind};
-
-    fn within(ranges: &[(u32, u32)], c: char) -> bool {
-        ranges
-            .iter()
-            .any(|&(from, to)| (from..=to).contains(&(c as u32)))
-    }
 
     fn every_char() -> impl Iterator<Item = char> {
         (0..=0x10FFFF).filter_map(char::from_u32)
@@ -293,6 +414,144 @@ mod tests {
             let refused = crate::registry::git::check_ref(&format!("a{c}b")).is_err();
             assert_eq!(refused, within(REF_REFUSED, c), "U+{:04X}", c as u32);
         }
+    }
+
+    /// The document's rule for one branch glob, as a validator (ECMA 262, as schemathesis's
+    /// `jsonschema_rs`) reads it.
+    fn glob_validator() -> jsonschema::Validator {
+        let schema = serde_json::json!({
+            "type": "string", "pattern": branch_glob_pattern(),
+            "minLength": 1, "maxLength": MAX_GLOB_CHARS,
+        });
+        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+    }
+
+    /// The document and the handler agree on `glob`, and a glob they allow compiles.
+    fn agree(validator: &jsonschema::Validator, glob: &str) -> bool {
+        let allowed = is_branch_glob(glob);
+        assert_eq!(allowed, validator.is_valid(&glob.into()), "{glob:?}");
+        if allowed {
+            if let Err(e) = evaluator::glob::compile(glob) {
+                panic!("{glob:?} is allowed but does not compile: {e}");
+            }
+        }
+        allowed
+    }
+
+    // The attack (issue 54): a glob the document allowed (`release/[`) was refused with a
+    // 400, and one it refused could have been taken. Every string of up to four of the
+    // syntax's corner characters, and pieces of globs joined at random.
+    #[test]
+    fn a_branch_glob_is_what_the_pattern_states_and_it_compiles() {
+        let validator = glob_validator();
+        let corners = [
+            'a', '9', '-', '!', '*', '?', '[', ']', '{', '}', ',', '\\', ' ',
+        ];
+        let mut globs = vec![String::new()];
+        let mut allowed = 0;
+        for _ in 0..4 {
+            globs = globs
+                .iter()
+                .flat_map(|g| corners.iter().map(move |c| format!("{g}{c}")))
+                .collect();
+            allowed += globs.iter().filter(|g| agree(&validator, g)).count();
+        }
+        assert!(allowed > 1000, "{allowed}");
+        let pieces = [
+            "main",
+            "/",
+            "*",
+            "**",
+            "?",
+            "[",
+            "]",
+            "[a-z]",
+            "[z-a]",
+            "[0-9]",
+            "[!a]",
+            "[a-]",
+            "[-a]",
+            "[A-z]",
+            "[a-a]",
+            "[Z-Z]",
+            "{",
+            "}",
+            ",",
+            "{a,b}",
+            "{,}",
+            "-",
+            "!",
+            "\\",
+            " ",
+            "\u{e9}",
+            "\u{202e}",
+            "\u{1F600}",
+            "[]",
+            "[!]",
+            "[a-f-z]",
+            "[!!]",
+            ":",
+            "~",
+        ];
+        // A fixed linear congruential sequence: the same globs every run.
+        let mut seed: u64 = 54;
+        let mut next = |bound: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % bound
+        };
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..3000 {
+            let glob: String = (0..=next(6)).map(|_| pieces[next(pieces.len())]).collect();
+            if agree(&validator, &glob) {
+                yes += 1;
+            } else {
+                no += 1;
+            }
+        }
+        assert!(yes > 100 && no > 100, "{yes} allowed, {no} refused");
+        for glob in [
+            "main",
+            "release/*",
+            "**",
+            "v[0-9]*",
+            "{main,release/**}",
+            "[!a-f]x,y",
+        ] {
+            assert!(agree(&validator, glob), "{glob}");
+        }
+        for glob in [
+            "",
+            "release/[",
+            "[z-a]",
+            "{a,{b}}",
+            "a}",
+            "x\\",
+            "[!]",
+            "a b",
+        ] {
+            assert!(!agree(&validator, glob), "{glob}");
+        }
+    }
+
+    #[test]
+    fn the_longest_and_busiest_branch_globs_compile() {
+        let validator = glob_validator();
+        let n = MAX_GLOB_CHARS;
+        for glob in [
+            "?".repeat(n),
+            "*".repeat(n),
+            "**/".repeat(n / 3),
+            "[!a]".repeat(n / 4),
+            "[0-9a-zA-Z]".repeat(n / 11),
+            "{*,?}".repeat(n / 5),
+            format!("{{{}}}", ",".repeat(n - 2)),
+            "\u{1F600}".repeat(n),
+        ] {
+            assert!(agree(&validator, &glob), "{glob}");
+        }
+        assert!(!agree(&validator, &"a".repeat(n + 1)));
     }
 
     #[test]
