@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use super::query::{parse_query, percent_decode};
 use super::{
-    git_http, lock, Answered, Comment, FaultAction, Flavor, Issue, PullRequest, Recorded, Shared,
-    SharedState, Status,
+    git_http, github_json, lock, Answered, Comment, FaultAction, Flavor, Issue, PullRequest,
+    Recorded, Shared, SharedState, Status,
 };
 
 /// What a handler answers: a status, a JSON body and extra headers.
@@ -206,8 +206,17 @@ fn route(
     if method == "GET" && segments.as_slice() == ["user"] {
         // The account the token acts as (both forges: `login`); a scripted fault stands
         // for a token that may not say (a GitHub App's: 403).
-        let bot = lock(shared).bot.clone();
-        return Answer::json(200, json!({"id": 1, "login": bot, "type": "User"}));
+        let (bot, url) = {
+            let shared = lock(shared);
+            (shared.bot.clone(), shared.url.clone())
+        };
+        return Answer::json(
+            200,
+            match flavor {
+                Flavor::GitHub => github_json::authenticated(&url, &bot),
+                Flavor::Gitea => json!({"id": 1, "login": bot, "type": "User"}),
+            },
+        );
     }
     let ["repos", owner, name, tail @ ..] = segments.as_slice() else {
         return not_found();
@@ -454,6 +463,10 @@ fn get_pull(shared: &SharedState, repo: &str, matches: impl Fn(&PullRequest) -> 
 }
 
 fn pull_json(flavor: Flavor, url: &str, repo: &str, pull: &PullRequest) -> Value {
+    if flavor == Flavor::GitHub {
+        // Its labels are not shown here (GitHub lists them): no client reads them.
+        return github_json::pull(url, repo, pull, json!([]));
+    }
     let owner = repo.split('/').next().unwrap_or_default();
     let html = match flavor {
         Flavor::GitHub => format!("{url}/{repo}/pull/{}", pull.number),
@@ -546,8 +559,13 @@ fn get_issue(shared: &SharedState, repo: &str, number: Option<u64>) -> Answer {
 fn issue_json(shared: &SharedState, repo: &str, issue: &Issue) -> Value {
     let guard = lock(shared);
     let url = guard.url.clone();
-    let prefix = guard.flavor.api_prefix();
+    let flavor = guard.flavor;
+    let prefix = flavor.api_prefix();
     drop(guard);
+    if flavor == Flavor::GitHub {
+        let labels = labels_json(shared, repo, issue.number);
+        return github_json::issue(&url, repo, issue, labels);
+    }
     json!({
         "id": 7000 + issue.number,
         "number": issue.number,
@@ -616,6 +634,9 @@ fn list_comments(shared: &SharedState, repo: &str, number: Option<u64>, query: &
 }
 
 fn comment_json(flavor: Flavor, url: &str, repo: &str, comment: &Comment) -> Value {
+    if flavor == Flavor::GitHub {
+        return github_json::comment(url, repo, comment);
+    }
     json!({
         "id": comment.id,
         "body": comment.body,
@@ -737,7 +758,12 @@ fn labels_json(shared: &SharedState, repo: &str, number: u64) -> Value {
                     .iter()
                     .find(|(_, n)| n == name)
                     .map_or(0, |(id, _)| *id);
-                json!({"id": id, "name": name, "color": "ededed", "description": ""})
+                match guard.flavor {
+                    Flavor::GitHub => github_json::label(&guard.url, repo, id, name),
+                    Flavor::Gitea => {
+                        json!({"id": id, "name": name, "color": "ededed", "description": ""})
+                    }
+                }
             })
             .collect(),
     )
@@ -747,6 +773,7 @@ fn permission(shared: &SharedState, user: &str) -> Answer {
     let guard = lock(shared);
     let flavor = guard.flavor;
     let found = guard.users.get(user).cloned();
+    let url = guard.url.clone();
     drop(guard);
     match found {
         Some(role) => {
@@ -756,9 +783,13 @@ fn permission(shared: &SharedState, user: &str) -> Answer {
                 (Flavor::GitHub, "triage") => "read",
                 (_, other) => other,
             };
+            let account = match flavor {
+                Flavor::GitHub => github_json::collaborator(&url, user, &role),
+                Flavor::Gitea => json!({"login": user}),
+            };
             Answer::json(
                 200,
-                json!({"permission": permission, "role_name": role, "user": {"login": user}}),
+                json!({"permission": permission, "role_name": role, "user": account}),
             )
         }
         None => error(flavor, shared, 404, "Not Found"),
@@ -794,7 +825,11 @@ fn create_status(shared: &SharedState, repo: &str, sha: &str, body: &Value) -> A
         .expect("checked by the router")
         .statuses
         .push(status.clone());
+    let (url, bot) = (guard.url.clone(), guard.bot.clone());
     drop(guard);
+    if flavor == Flavor::GitHub {
+        return Answer::json(201, github_json::status(&url, repo, id, &status, &bot));
+    }
     Answer::json(
         201,
         json!({

@@ -44,15 +44,33 @@
 //! - Both: commit statuses `POST /repos/{owner}/{repo}/statuses/{sha}` answer 201.
 //! - GitHub's Checks API (module `checks`): check runs created, updated (annotations
 //!   appended, at most 50 a request) and listed, validated as GitHub validates them.
+//! - GitHub, checked by a test on every run (`forge/tests/github_api_description.rs`, with
+//!   [`crate::api_description`]) against GitHub's own OpenAPI description of api.github.com
+//!   as npm's `@octokit/openapi` **23.0.2** ships it (`generated/api.github.com.json`,
+//!   OpenAPI 3.0.3): every exchange of Plue's GitHub client with this fake — method and
+//!   path, query and path parameters, JSON request bodies, status codes and answer
+//!   bodies — and the fields the client reads from each answer (present, required and
+//!   non-null where it needs them). Operations covered: `repos/create-commit-status`,
+//!   `pulls/create` (201, 422), `pulls/list`, `pulls/get` (200, 404),
+//!   `issues/create-comment`, `issues/list-comments`, `issues/add-labels`,
+//!   `issues/create`, `issues/list-for-repo`, `users/get-authenticated` (200, 403),
+//!   `repos/get-collaborator-permission-level` (200, 404). So the GitHub flavor answers
+//!   in the schemas' full shapes (module `github_json`: `pull-request` with its
+//!   `repository`s, `issue`, `issue-comment`, `label`, `status`, `public-user`,
+//!   `nullable-collaborator`); before, it answered a subset the description refuses
+//!   (e.g. `{"login"}` for a user, a status without `url`, `creator`, times).
+//! - Gitea is checked against no description: no package of npm or PyPI ships Gitea's
+//!   `swagger.v1.json` (see [`crate::api_description`]).
 //!
 //! Invariants: the server runs on its own thread and runtime (synchronous tests that block
 //! on a `plue` child use it too); dropping it stops it and deletes the repositories; issue
 //! and pull request numbers share one sequence per repository, as on both forges.
 
 mod api;
-mod checks;
 pub mod app;
+mod checks;
 mod git_http;
+mod github_json;
 mod query;
 
 use std::collections::BTreeMap;
