@@ -64,17 +64,20 @@ fn split(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Path parameters' names and values (decoded).
+pub(crate) type PathValues = Vec<(String, String)>;
+
 /// The operation `method path` is (the path percent-encoded, as sent, without the API's
-/// prefix), with its path parameters' values (decoded).
+/// prefix), with its path parameters' values.
 pub(crate) fn find(
     doc: &Value,
     templates: &[(String, Vec<String>)],
     method: &str,
     path: &str,
-) -> Option<(Operation, Vec<(String, String)>)> {
+) -> Option<(Operation, PathValues)> {
     let sent: Vec<String> = split(path).iter().map(|s| decode(s)).collect();
     let method = method.to_ascii_lowercase();
-    let mut best: Option<(usize, &String, Vec<(String, String)>)> = None;
+    let mut best: Option<(usize, &String, PathValues)> = None;
     for (template, segments) in templates {
         if segments.len() != sent.len() {
             continue;
