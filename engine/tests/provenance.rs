@@ -1,0 +1,397 @@
+//! Provenance end to end, with the real `plue serve`: an issue comment summons the example
+//! agent (`examples/agents/issue-to-pr.plue.py`, its scripted Claude, the fake GitHub of
+//! `testkit::forge`), whose pull request and comment the engine applies — each with a
+//! signed statement. What is proven:
+//! - the engine made its signing key in the data directory (0600) and lists it, public,
+//!   at `/api/provenance/keys`;
+//! - the pull request's body and its commit's `Plue-Provenance` trailer link to the
+//!   statement, which attests exactly that commit;
+//! - PyPI's `in-toto` / `securesystemslib` (in a throw-away virtual environment, required
+//!   like the chart tests') verify every statement's DSSE signature, and refuse a tampered
+//!   one;
+//! - `plue verify` accepts the statement against a clone's commit, from a file and fetched
+//!   by the commit's trailer (`--server`), and prints who summoned it, the model, the
+//!   prompt digest, the tools and the cost; it refuses, each with its reason, a tampered
+//!   statement, a commit with one byte changed, a statement edited to name that commit, and
+//!   a wrong key.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+#[path = "deploy/python.rs"]
+mod python;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use support::{
+    client, deliver_webhook, free_port, get_json, wait_for, webhook_fixture, Sandbox, LLM_KEY,
+};
+use testkit::claude::{script, FakeClaude};
+use testkit::forge::{FakeForge, Flavor};
+
+const SECRET: &str = "webhook-secret-of-the-provenance-test";
+const TOKEN: &str = "forge-token-of-the-provenance-test";
+const REPO: &str = "Codertocat/Hello-World";
+const WORKFLOW: &str = "examples/agents/issue-to-pr.plue.py";
+
+/// PyPI's in-toto and securesystemslib with its ed25519 backend, pinned.
+const IN_TOTO: &[&str] = &["in-toto==3.1.0", "securesystemslib[crypto]==1.6.0"];
+
+fn seed(dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in [
+        WORKFLOW,
+        "examples/agents/prompts/issue-investigator.md",
+        "examples/agents/prompts/issue-fixer.md",
+        "examples/agents/prompts/issue-reviewer.md",
+        "examples/agents/prompts/issue-publisher.md",
+        "examples/agents/demo/greet.sh",
+        "examples/agents/demo/test.sh",
+    ] {
+        let to = dir.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root.join(file), &to).unwrap();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `plue verify ARGS`: (success, stdout, stderr).
+fn verify(sb: &Sandbox, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["verify"];
+    all.extend_from_slice(args);
+    let out = sb.plue(&all).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `in_toto_verify.py ENVELOPE KEYS` in the in-toto environment: (success, stdout, stderr).
+fn in_toto(envelope: &Path, keys: &Path) -> (bool, String, String) {
+    let python = python::venv("in-toto-venv", IN_TOTO).join("bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/provenance/in_toto_verify.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(envelope)
+        .arg(keys)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `envelope` with its statement changed by `edit`, the signature kept.
+fn tampered(envelope: &Value, edit: impl FnOnce(&mut Value)) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut statement: Value =
+        serde_json::from_slice(&b64.decode(envelope["payload"].as_str().unwrap()).unwrap())
+            .unwrap();
+    edit(&mut statement);
+    let mut envelope = envelope.clone();
+    envelope["payload"] = json!(b64.encode(serde_json::to_vec(&statement).unwrap()));
+    envelope
+}
+
+fn write_json(sb: &Sandbox, name: &str, value: &Value) -> PathBuf {
+    sb.write(name, &serde_json::to_string_pretty(value).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_accept() {
+    let _serial = support::serial().await;
+    let sb = Sandbox::new("provenance");
+    let forge = FakeForge::start(Flavor::GitHub, TOKEN).unwrap();
+    let seeded = sb.path("seed");
+    seed(&seeded);
+    forge.create_repo_from(REPO, &seeded).unwrap();
+    forge.create_issue(
+        REPO,
+        "greet.sh cannot shout",
+        "Please add --shout.",
+        "Codertocat",
+    );
+    forge.set_permission("Codertocat", "admin");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/scripts/issue-to-pr.json");
+    let claude =
+        FakeClaude::start_routed(script::parse(&std::fs::read_to_string(path).unwrap()).unwrap());
+    let data = sb.path("data");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
+    let engine = sb
+        .serve_with_env(
+            "engine",
+            port,
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--runners",
+                "2",
+                "--heartbeat-ms",
+                "200",
+                "--secret",
+                &secret,
+                "--public-url",
+                &url,
+            ],
+            &[("ANTHROPIC_BASE_URL", claude.url())],
+        )
+        .await;
+    let response = client()
+        .post(format!("{}/api/repos", engine.url))
+        .json(&json!({
+            "name": REPO, "clone_url": forge.clone_url(REPO), "forge": "github",
+            "webhook_secret": SECRET, "api_url": forge.api_url(), "api_token": TOKEN,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let mut payload = webhook_fixture("github/issue_comment-created.json");
+    payload["comment"]["body"] = json!("/plue fix");
+    payload["repository"]["default_branch"] = json!("main");
+    let (status, answer) = deliver_webhook(
+        &engine.url,
+        "github",
+        "issue_comment",
+        "provenance-1",
+        &payload,
+        SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let run = support::run_ids(&answer)[0];
+    sb.wait_succeeded(&client(), &engine.url, run, Duration::from_secs(180))
+        .await;
+    let pull = wait_for(Duration::from_secs(60), "the pull request", || async {
+        forge.pulls(REPO).into_iter().next()
+    })
+    .await;
+
+    // The key: made at the first start, private to the engine's user, listed publicly.
+    let key_file = data.join("provenance-signing-key.pem");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let keys = reqwest::get(format!("{url}/api/provenance/keys"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    let keys_file = write_json(&sb, "keys.json", &keys);
+
+    // The statements, and the links to the pull request's.
+    let statements = wait_for(Duration::from_secs(60), "the statements", || async {
+        let listed = get_json(&client(), &format!("{url}/api/runs/{run}/provenance")).await;
+        (listed.as_array().unwrap().len() >= 2).then_some(listed)
+    })
+    .await;
+    let proposals = get_json(&client(), &format!("{url}/api/runs/{run}/proposals")).await;
+    let pr = proposals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "pull_request")
+        .unwrap();
+    let link = format!("{url}/api/runs/{run}/proposals/{}/provenance", pr["id"]);
+    assert!(pull.body.contains(&link), "{}", pull.body);
+    let clone = sb.path("clone");
+    git(
+        &sb.path(""),
+        &[
+            "clone",
+            "-q",
+            forge.repo_dir(REPO).to_str().unwrap(),
+            "clone",
+        ],
+    );
+    git(&clone, &["fetch", "-q", "origin", &pull.head]);
+    let message = git(&clone, &["log", "-1", "--format=%B", &pull.head_sha]);
+    assert!(
+        message.ends_with(&format!("Plue-Provenance: {link}")),
+        "{message}"
+    );
+    let served: Value = get_json(&client(), &link).await;
+    let statement_file = write_json(&sb, "statement.json", &served);
+
+    // in-toto verifies every statement, and refuses a tampered one.
+    for (n, listed) in statements.as_array().unwrap().iter().enumerate() {
+        let file = write_json(&sb, &format!("statement-{n}.json"), &listed["envelope"]);
+        let (ok, out, err) = in_toto(&file, &keys_file);
+        assert!(ok, "in-toto refused statement {n}: {err}");
+        assert!(out.contains("gitCommit") || out.contains("sha256"), "{out}");
+    }
+    let (ok, out, _) = in_toto(&statement_file, &keys_file);
+    assert!(ok && out.contains(&pull.head_sha), "{out}");
+    let forged = tampered(&served, |s| {
+        s["predicate"]["buildDefinition"]["internalParameters"]["model"] = json!("a-cheaper-model")
+    });
+    let forged_file = write_json(&sb, "forged.json", &forged);
+    let (ok, _, err) = in_toto(&forged_file, &keys_file);
+    assert!(!ok && err.contains("refused"), "{err}");
+
+    // plue verify: from the file, and fetched by the commit's trailer.
+    let clone_dir = clone.to_str().unwrap();
+    let (keys_arg, statement_arg) = (
+        keys_file.to_str().unwrap(),
+        statement_file.to_str().unwrap(),
+    );
+    let (ok, out, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            statement_arg,
+            "--repo",
+            clone_dir,
+            &pull.head_sha,
+            "--key",
+            keys_arg,
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    for said in [
+        "signature: good",
+        "is exactly the proposal's diff applied to its parent",
+        "summoned by: Codertocat",
+        "permission: trusted",
+        "prompt: sha256:",
+        "system prompt: sha256:",
+        "tools: ",
+        "cost: ",
+        "approved by: no approval was required",
+        "trigger: comment issue #1",
+    ] {
+        assert!(out.contains(said), "no {said:?} in:\n{out}");
+    }
+    let (ok, out, err) = verify(
+        &sb,
+        &[
+            "--repo",
+            clone_dir,
+            &pull.head_sha,
+            "--server",
+            &url,
+            "--key",
+            keys_arg,
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+
+    // Refusals, each with its reason.
+    let (ok, _, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            forged_file.to_str().unwrap(),
+            "--repo",
+            clone_dir,
+            &pull.head_sha,
+            "--key",
+            keys_arg,
+        ],
+    );
+    assert!(!ok && err.contains("no signature verifies"), "{err}");
+    // The pull request's commit with one byte of the fixed file changed.
+    let fixed = "examples/agents/demo/greet.sh";
+    git(&clone, &["checkout", "-q", &pull.head_sha]);
+    let mut bytes = std::fs::read(clone.join(fixed)).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(clone.join(fixed), bytes).unwrap();
+    git(
+        &clone,
+        &[
+            "-c",
+            "user.name=m",
+            "-c",
+            "user.email=m@x",
+            "commit",
+            "-q",
+            "-a",
+            "--amend",
+            "--no-edit",
+        ],
+    );
+    let changed = git(&clone, &["rev-parse", "HEAD"]);
+    let (ok, _, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            statement_arg,
+            "--repo",
+            clone_dir,
+            &changed,
+            "--key",
+            keys_arg,
+        ],
+    );
+    assert!(
+        !ok && err.contains(&format!("attests commit {}, not {changed}", pull.head_sha)),
+        "{err}"
+    );
+    // A statement edited to attest that commit (its tree too) is not signed by the engine.
+    let retargeted = tampered(&served, |s| {
+        s["subject"][0]["digest"]["gitCommit"] = json!(changed);
+    });
+    let retargeted_file = write_json(&sb, "retargeted.json", &retargeted);
+    let (ok, _, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            retargeted_file.to_str().unwrap(),
+            "--repo",
+            clone_dir,
+            &changed,
+            "--key",
+            keys_arg,
+        ],
+    );
+    assert!(!ok && err.contains("no signature verifies"), "{err}");
+    // A wrong key.
+    let other = sb.write(
+        "other.pub",
+        &plue_provenance::Signer::from_seed(&[42; 32]).public().hex(),
+    );
+    let (ok, _, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            statement_arg,
+            "--repo",
+            clone_dir,
+            &pull.head_sha,
+            "--key",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && err.contains("no signature verifies with the given key"),
+        "{err}"
+    );
+}
