@@ -11,7 +11,9 @@
 //! the connection) opens no second pull request and posts no comment twice once restarted;
 //! the agent's bash, hunting for the forge token in its environment, its files, `/proc`
 //! and the checkout's git config, finds nothing; a refusal naming a file named after a
-//! secret of the run puts no spelling of it on the forge.
+//! secret of the run puts no spelling of it on the forge. On GitHub, every exchange the
+//! engine had with the forge is as GitHub's own API description says
+//! (`testkit::api_description`; the client alone: `forge/tests/github_api_description.rs`).
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -24,6 +26,7 @@ use support::{
     client, deliver_webhook, free_port, wait_final, wait_for, webhook_fixture, Engine, Sandbox,
     LLM_KEY,
 };
+use testkit::api_description::Description;
 use testkit::claude::{script, FakeClaude};
 use testkit::forge::{FakeForge, Fault, FaultAction, Flavor};
 
@@ -371,6 +374,46 @@ async fn a_fix_comment_becomes_one_pull_request(flavor: Flavor) {
     }
     world.the_pull_request();
     assert_eq!(world.comments_with("<!-- plue:proposal:"), 1);
+    if flavor == Flavor::GitHub {
+        exchanges_are_as_github_describes(&world.forge);
+    }
+}
+
+/// Every exchange of the engine with the fake GitHub `forge` validates against GitHub's
+/// API description; without npm or the registry that is said and skipped, unless
+/// `PLUE_REQUIRE_API_DESCRIPTIONS=1`.
+fn exchanges_are_as_github_describes(forge: &FakeForge) {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-descriptions");
+    let description = match Description::github(&cache) {
+        Ok(description) => description,
+        Err(e) if std::env::var("PLUE_REQUIRE_API_DESCRIPTIONS").as_deref() != Ok("1") => {
+            eprintln!("not checking the exchanges: GitHub's API description cannot be had ({e:#})");
+            return;
+        }
+        Err(e) => panic!("GitHub's API description cannot be had: {e:#}"),
+    };
+    let prefix = Flavor::GitHub.api_prefix();
+    let exchanges: Vec<_> = forge
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(&format!("{prefix}/")))
+        .collect();
+    assert!(
+        !exchanges.is_empty(),
+        "the engine never spoke to the forge's API"
+    );
+    let findings: Vec<String> = exchanges
+        .iter()
+        .flat_map(|exchange| description.check(prefix, exchange).findings)
+        .collect();
+    assert!(
+        findings.is_empty(),
+        "{} of {} exchanges disagree with {}:\n{}",
+        findings.len(),
+        exchanges.len(),
+        description.source(),
+        findings.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
