@@ -160,6 +160,13 @@ fn rule(method: &str, path: &str) -> Option<Case> {
                 .body(json!({"approve": true}))
                 .missing("has no proposal")
         }
+        // Provenance: a run's statements for its readers; the keys for anyone.
+        ("get", "/api/runs/{id}/provenance") => case(Reader, "/api/runs/{run}/provenance"),
+        ("get", "/api/runs/{id}/proposals/{pid}/provenance") => {
+            case(Reader, "/api/runs/{run}/proposals/1/provenance")
+                .missing("has no provenance statement")
+        }
+        ("get", "/api/provenance/keys") => case(Open, "/api/provenance/keys"),
         ("get", "/api/runs/{id}/artifacts") => case(Reader, "/api/runs/{run}/artifacts"),
         ("get", "/api/runs/{id}/steps/{step}/artifacts") => {
             case(Reader, "/api/runs/{run}/steps/build/artifacts").missing("has no artifacts")
