@@ -70,7 +70,7 @@ impl GitHubApp {
         };
         // Parsing checks the PEM's label only: signing once checks the key itself.
         app.jwt_at(SystemTime::now()).map_err(|e| {
-            anyhow::anyhow!("the GitHub App's private key cannot sign RS256 JWTs: {e}")
+            anyhow::anyhow!("the GitHub App's private key is not an RSA private key that signs RS256 JWTs ({e})")
         })?;
         Ok(app)
     }

@@ -139,8 +139,9 @@ async fn github(valid_for: Duration) -> (String, Arc<Mutex<Vec<serde_json::Value
                     seen.lock().unwrap().push(body);
                     let mut n = minted.lock().unwrap();
                     *n += 1;
-                    let expires = chrono::Utc::now()
-                        + chrono::Duration::from_std(valid_for).unwrap();
+                    let expires = chrono::DateTime::<chrono::Utc>::from(
+                        std::time::SystemTime::now() + valid_for,
+                    );
                     (
                         axum::http::StatusCode::CREATED,
                         axum::Json(serde_json::json!({

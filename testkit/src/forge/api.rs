@@ -82,7 +82,8 @@ pub(crate) async fn handle(
         return respond(flavor, &shared, index, answer);
     }
     let response = if is_api {
-        let answer = match authorized(&shared, &recorded) {
+        let gate = super::app::api_gate(&shared, method.as_str(), &path, &recorded);
+        let answer = match gate.unwrap_or_else(|| authorized(&shared, &recorded)) {
             Err(answer) => answer,
             Ok(()) => {
                 let rest = &path[flavor.api_prefix().len()..];

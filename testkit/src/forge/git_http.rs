@@ -50,7 +50,12 @@ pub(crate) async fn serve(
             .and_then(|v| v.to_str().ok())
             .map(String::from)
     };
-    if push && !token_given(header("authorization").as_deref(), &token) {
+    // The GitHub App mode decides alone when it is on.
+    let app_gate = super::app::git_gate(shared, &repo, push, header("authorization").as_deref());
+    if let Some(Err(refused)) = app_gate {
+        return refused;
+    }
+    if app_gate.is_none() && push && !token_given(header("authorization").as_deref(), &token) {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
             .header("www-authenticate", "Basic realm=\"fake-forge\"")

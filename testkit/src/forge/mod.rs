@@ -243,6 +243,8 @@ pub(crate) struct Shared {
     pub(crate) requests: Vec<Recorded>,
     pub(crate) faults: Vec<Fault>,
     pub(crate) next_id: u64,
+    /// The GitHub App mode ([`FakeForge::enable_app`]); `None`: personal tokens.
+    pub(crate) app: Option<app::AppMode>,
 }
 
 pub(crate) type SharedState = Arc<Mutex<Shared>>;
@@ -298,6 +300,7 @@ impl FakeForge {
             requests: Vec::new(),
             faults: Vec::new(),
             next_id: 1000,
+            app: None,
         }));
         let app = axum::Router::new()
             .fallback(api::handle)
