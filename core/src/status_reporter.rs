@@ -7,7 +7,9 @@
 //! restart loses none; a report is leased while being posted so two engines do not post
 //! it at once; failures that a retry can fix are retried with doubling backoff (1 s up to
 //! 5 min, at most [`MAX_ATTEMPTS`] times), others are abandoned with the forge's answer
-//! recorded. The credential is [`ForgeAuth`]'s for [`Use::Report`] (statuses) or
+//! recorded. A GitHub repository served through the engine's GitHub App gets check runs
+//! instead of statuses ([`crate::forge::checks::report`]), from the same reports. The
+//! credential is [`ForgeAuth`]'s for [`Use::Report`] (statuses, check runs) or
 //! [`Use::Answer`] (a summoned run's answers); an installation token the forge refused
 //! with a 401 is replaced at the next try.
 
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::forge::answers;
 use crate::forge::auth::{ForgeAuth, Use};
+use crate::forge::checks::report as check_runs;
 use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};
 use crate::forge::Forge;
 use crate::store::{now_ms, RepoRow, StatusReportRow, Store};
@@ -150,6 +153,19 @@ impl StatusReporter {
             public_url: &self.public_url,
             wall: &wall,
         };
+        if self.auth.is_app(repo) {
+            // Served through the GitHub App: check runs instead of commit statuses, written
+            // with the token that may (a summoned run's answers keep theirs).
+            let report_token = match use_ {
+                Use::Report => None,
+                _ => self.auth.token(repo, Use::Report).await?,
+            };
+            let checking = check_runs::Checking {
+                with: &with,
+                token: report_token.as_ref().map(|t| t.expose()).or(token),
+            };
+            return check_runs::deliver(&checking, report, summoned.as_deref()).await;
+        }
         if let Some(context) = summoned {
             return answers::deliver(&with, report, &context).await;
         }

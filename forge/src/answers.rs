@@ -58,6 +58,27 @@ pub async fn deliver(
     report: &StatusReportRow,
     context: &str,
 ) -> Result<(), PostError> {
+    match answer(with, report, context).await? {
+        Some(ending) => on_pulls(with, report, &ending.proposals, &run_link(with, report)).await,
+        None => Ok(()),
+    }
+}
+
+/// What a run's end says: its proposals (none still to be applied) and the end text, which
+/// passed the run's wall.
+pub struct Ending {
+    pub proposals: Vec<ProposalRow>,
+    pub text: Outbound,
+}
+
+/// The answer comment of `report` alone (`context` is the run's stored context); at the
+/// end, what it said ([`Ending`]), for the statuses or check runs of the pull requests it
+/// opened.
+pub async fn answer(
+    with: &Answering<'_>,
+    report: &StatusReportRow,
+    context: &str,
+) -> Result<Option<Ending>, PostError> {
     let context: EvalContext = serde_json::from_str(context)
         .map_err(|e| PostError::Permanent(format!("the run's stored context: {e}")))?;
     let issue = context
@@ -84,8 +105,19 @@ pub async fn deliver(
         writer
             .comment(issue, &body, &marker(report.run_id, "started"))
             .await?;
-        return Ok(());
+        return Ok(None);
     }
+    let ending = ending(with, report).await?;
+    writer
+        .comment(issue, &ending.text, &marker(report.run_id, "ended"))
+        .await?;
+    Ok(Some(ending))
+}
+
+/// The end of `report`'s run, once its proposals are settled (until then a retry): the
+/// end answer's text — why it failed, step by step, and what it opened.
+pub async fn ending(with: &Answering<'_>, report: &StatusReportRow) -> Result<Ending, PostError> {
+    let link = run_link(with, report);
     let proposals = settled_proposals(with, report).await?;
     let reason = with
         .store
@@ -104,7 +136,7 @@ pub async fn deliver(
             .filter(|s| s.status == "failed")
             .collect()
     };
-    let body = end_text(
+    let text = end_text(
         with.wall,
         report,
         reason.as_deref(),
@@ -112,11 +144,8 @@ pub async fn deliver(
         &proposals,
         &link,
     );
-    let body = through_wall(with.wall, &body, report, &link);
-    writer
-        .comment(issue, &body, &marker(report.run_id, "ended"))
-        .await?;
-    on_pulls(with, report, &proposals, &link).await
+    let text = through_wall(with.wall, &text, report, &link);
+    Ok(Ending { proposals, text })
 }
 
 /// The final `report` of a run that no issue started, on the pull requests it opened (its
@@ -133,7 +162,7 @@ pub async fn statuses_on_opened_pulls(
 }
 
 /// The dashboard's page of the `report`'s run.
-fn run_link(with: &Answering<'_>, report: &StatusReportRow) -> String {
+pub fn run_link(with: &Answering<'_>, report: &StatusReportRow) -> String {
     format!(
         "{}/runs/{}",
         with.public_url.trim_end_matches('/'),
@@ -143,7 +172,7 @@ fn run_link(with: &Answering<'_>, report: &StatusReportRow) -> String {
 
 /// The proposals of the `report`'s run, once none waits to be applied (until then a
 /// retry: the answer names what they opened).
-async fn settled_proposals(
+pub async fn settled_proposals(
     with: &Answering<'_>,
     report: &StatusReportRow,
 ) -> Result<Vec<ProposalRow>, PostError> {
@@ -174,10 +203,7 @@ async fn on_pulls(
     proposals: &[ProposalRow],
     link: &str,
 ) -> Result<(), PostError> {
-    for pull in proposals
-        .iter()
-        .filter(|p| p.kind == "pull_request" && p.state == "applied")
-    {
+    for pull in opened_pulls(proposals) {
         post_status_on_pull(with, report, pull, link).await?;
     }
     Ok(())
@@ -293,20 +319,27 @@ fn quote(wall: &Checker, text: &str) -> Outbound {
     wall.redact(&text).code_span()
 }
 
-/// The report's status on the head of the pull request `pull` opened.
-async fn post_status_on_pull(
+/// The pull requests among `proposals` that were opened.
+pub fn opened_pulls(proposals: &[ProposalRow]) -> impl Iterator<Item = &ProposalRow> {
+    proposals
+        .iter()
+        .filter(|p| p.kind == "pull_request" && p.state == "applied")
+}
+
+/// The head commit of the pull request `pull` opened; `None` when it is gone (or its link
+/// names no number).
+pub async fn pull_head(
     with: &Answering<'_>,
     report: &StatusReportRow,
     pull: &ProposalRow,
-    link: &str,
-) -> Result<(), PostError> {
+) -> Result<Option<String>, PostError> {
     let Some(number) = pull
         .applied_url
         .as_deref()
         .and_then(|url| url.rsplit('/').next())
         .and_then(|n| n.parse::<u64>().ok())
     else {
-        return Ok(());
+        return Ok(None);
     };
     let target = ApiTarget {
         forge: with.forge,
@@ -314,10 +347,22 @@ async fn post_status_on_pull(
         token: with.token.map(|t| crate::auth::Token::new(t.to_string())),
         repo: report.repo_name.clone(),
     };
-    let head = match target.pull_request(with.client, number).await {
-        Ok(Found::Yes(refs)) => refs.head.sha,
-        Ok(Found::NotFound) => return Ok(()),
-        Err(e) => return Err(PostError::Retry(format!("{e:#}"))),
+    match target.pull_request(with.client, number).await {
+        Ok(Found::Yes(refs)) => Ok(Some(refs.head.sha)),
+        Ok(Found::NotFound) => Ok(None),
+        Err(e) => Err(PostError::Retry(format!("{e:#}"))),
+    }
+}
+
+/// The report's status on the head of the pull request `pull` opened.
+async fn post_status_on_pull(
+    with: &Answering<'_>,
+    report: &StatusReportRow,
+    pull: &ProposalRow,
+    link: &str,
+) -> Result<(), PostError> {
+    let Some(head) = pull_head(with, report, pull).await? else {
+        return Ok(());
     };
     status::post(
         with.client,

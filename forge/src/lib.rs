@@ -2,7 +2,8 @@
 //!
 //! - [`signature`] checks a delivery's HMAC-SHA256 signature in constant time.
 //! - [`payload`] turns a delivery's JSON into a [`payload::ForgeEvent`] (pure, no IO).
-//! - [`status`] posts commit statuses to the forge's API.
+//! - [`status`] posts commit statuses to the forge's API; [`checks`] writes check runs on
+//!   GitHub for a repository served through the engine's GitHub App.
 //! - [`writer`] writes an agent's accepted work (pull requests, comments, labels, issues),
 //!   each with the lookup that makes a retry safe; [`answers`] answers on the issue that
 //!   started a run.
@@ -13,6 +14,7 @@
 
 pub mod answers;
 pub mod auth;
+pub mod checks;
 pub mod git_names;
 pub mod lookup;
 pub mod payload;

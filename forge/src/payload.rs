@@ -22,9 +22,12 @@
 //! readers (actors, forks, refs), with the tests that run every real fixture through them;
 //! the rules about who caused an event are shared by all kinds.
 
+pub mod installation;
+
 use serde::Deserialize;
 
 use super::Forge;
+pub use installation::InstallationEvent;
 
 const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
@@ -41,6 +44,10 @@ pub enum ForgeEvent {
     Issue(IssueEvent),
     /// A comment on an issue or a pull request's conversation (`issue_comment`).
     Comment(CommentEvent),
+    /// A GitHub App's `installation` or `installation_repositories` event: the App was
+    /// installed, suspended, removed, or given other repositories. Names no repository of
+    /// its own; signed with the App's webhook secret.
+    Installation(InstallationEvent),
     /// Gitea's `delete` event (a branch or tag was deleted): starts nothing.
     Delete {
         repo: String,
@@ -445,6 +452,9 @@ pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<ForgeEvent, Paylo
         "issue_comment" => {
             let comment: IssueCommentJson = serde_json::from_value(value).map_err(invalid)?;
             Ok(ForgeEvent::Comment(read_comment_event(comment)))
+        }
+        "installation" | "installation_repositories" if forge == Forge::GitHub => {
+            installation::read(event, value).map(ForgeEvent::Installation)
         }
         "delete" => {
             let delete: DeleteJson = serde_json::from_value(value).map_err(invalid)?;

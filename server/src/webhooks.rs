@@ -211,9 +211,13 @@ async fn receive(
                 summoned.runs
             })
         }
-        (ForgeEvent::Ping { .. } | ForgeEvent::Delete { .. } | ForgeEvent::Ignored { .. }, _) => {
-            Ok(Vec::new())
-        }
+        (
+            ForgeEvent::Ping { .. }
+            | ForgeEvent::Delete { .. }
+            | ForgeEvent::Ignored { .. }
+            | ForgeEvent::Installation(_),
+            _,
+        ) => Ok(Vec::new()),
     };
     match started {
         Ok(runs) => {
