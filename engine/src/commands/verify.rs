@@ -126,19 +126,26 @@ async fn fetch(
     args: &VerifyArgs,
 ) -> anyhow::Result<Envelope> {
     let message = git(repo, &["log", "-1", "--format=%B", sha], None)?;
-    let prefix = format!("{TRAILER}: ");
-    let Some(url) = message.lines().rev().find_map(|l| l.strip_prefix(&prefix)) else {
-        bail!("commit {sha} has no {TRAILER} trailer: give --statement FILE");
-    };
-    let base = format!("{}/", server.trim_end_matches('/'));
-    let Some(path) = url.trim().strip_prefix(base.trim_end_matches('/')) else {
-        bail!("the commit's {TRAILER} trailer names {url}, which is not on --server {server}");
-    };
+    let (url, path) = trailer_path(&message, server).with_context(|| format!("commit {sha}"))?;
     let client = ApiClient::new(server, args.token.clone())?;
     client
-        .get::<Envelope>(path)
+        .get::<Envelope>(&path)
         .await
         .with_context(|| format!("fetching {url}"))
+}
+
+/// The URL of `message`'s last `Plue-Provenance:` trailer and its path on `server`; an
+/// error when there is none or it names another host (or port, or a path outside `/api/`).
+fn trailer_path(message: &str, server: &str) -> anyhow::Result<(String, String)> {
+    let prefix = format!("{TRAILER}: ");
+    let Some(url) = message.lines().rev().find_map(|l| l.strip_prefix(&prefix)) else {
+        bail!("no {TRAILER} trailer: give --statement FILE");
+    };
+    let url = url.trim();
+    match url.strip_prefix(server.trim_end_matches('/')) {
+        Some(path) if path.starts_with("/api/") => Ok((url.to_owned(), path.to_owned())),
+        _ => bail!("the {TRAILER} trailer names {url}, which is not on --server {server}"),
+    }
 }
 
 /// `commit` of `repo` as a full id.
@@ -244,4 +251,38 @@ fn git_env(
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The commit's message is the forge's (anyone who can push can write it): its trailer
+    // may only point below the engine the user named.
+    #[test]
+    fn a_trailer_is_followed_only_onto_the_server_given() {
+        let server = "https://plue.example.com";
+        let message = |url: &str| format!("Fix it\n\n{TRAILER}: {url}\n");
+        let good = format!("{server}/api/runs/1/proposals/2/provenance");
+        assert_eq!(
+            trailer_path(&message(&good), server).unwrap(),
+            (good.clone(), "/api/runs/1/proposals/2/provenance".into())
+        );
+        assert_eq!(
+            trailer_path(&message(&good), "https://plue.example.com/")
+                .unwrap()
+                .1,
+            "/api/runs/1/proposals/2/provenance"
+        );
+        for evil in [
+            "https://evil.example/api/runs/1/proposals/2/provenance",
+            "https://plue.example.com.evil.example/api/x",
+            "https://plue.example.com:8443/api/x",
+            "https://plue.example.com@evil.example/api/x",
+            "https://plue.example.com/../x",
+        ] {
+            assert!(trailer_path(&message(evil), server).is_err(), "{evil}");
+        }
+        assert!(trailer_path("Fix it\n", server).is_err());
+    }
 }
