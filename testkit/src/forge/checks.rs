@@ -18,7 +18,7 @@
 use serde_json::{json, Value};
 
 use super::api::Answer;
-use super::{lock, Flavor, SharedState};
+use super::{github_json, lock, Flavor, SharedState};
 
 /// A check run as the fake keeps it.
 #[derive(Debug, Clone)]
@@ -370,7 +370,7 @@ fn run_json(url: &str, repo: &str, run: &CheckRun) -> Value {
         },
         "name": run.name,
         "check_suite": {"id": 1},
-        "app": {"id": 1, "slug": "plue", "name": "Plue"},
+        "app": github_json::integration(url, 1, "plue"),
         "pull_requests": [],
     })
 }

@@ -158,6 +158,25 @@ pub(crate) fn repository(url: &str, repo: &str) -> Value {
     repository
 }
 
+/// `integration`: a GitHub App (`slug`), owned by the organisation `plue-owner`.
+pub(crate) fn integration(url: &str, id: u64, slug: &str) -> Value {
+    json!({
+        "id": id,
+        "slug": slug,
+        "node_id": format!("A_{id}"),
+        "client_id": format!("Iv1.{id:016x}"),
+        "owner": user(url, "plue-owner"),
+        "name": slug,
+        "description": null,
+        "external_url": url,
+        "html_url": format!("{url}/apps/{slug}"),
+        "created_at": WHEN,
+        "updated_at": WHEN,
+        "permissions": {"checks": "write", "metadata": "read"},
+        "events": [],
+    })
+}
+
 /// `label`.
 pub(crate) fn label(url: &str, repo: &str, id: u64, name: &str) -> Value {
     json!({

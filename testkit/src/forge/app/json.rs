@@ -89,30 +89,10 @@ pub(crate) fn installation(url: &str, config: &AppConfig, id: u64, owner: &str) 
     })
 }
 
-/// A `repository` of the token's answer (the properties Plue and the docs' example show).
+/// A `repository` of the token's answer: GitHub's full shape, as every other answer of
+/// the fake gives it.
 fn repository(url: &str, full_name: &str) -> Value {
-    let (owner, name) = full_name.split_once('/').unwrap_or(("", full_name));
-    let repo_api = format!("{}/repos/{full_name}", api(url));
-    json!({
-        "id": 1_296_269,
-        "node_id": format!("R_{full_name}"),
-        "name": name,
-        "full_name": full_name,
-        "owner": account(url, owner, "Organization"),
-        "private": true,
-        "html_url": format!("{url}/{full_name}"),
-        "description": null,
-        "fork": false,
-        "url": repo_api,
-        "clone_url": format!("{url}/{full_name}.git"),
-        "default_branch": "main",
-        "visibility": "private",
-        "archived": false,
-        "disabled": false,
-        "created_at": WHEN,
-        "updated_at": WHEN,
-        "pushed_at": WHEN,
-    })
+    super::super::github_json::repository(url, full_name)
 }
 
 /// `POST /app/installations/{id}/access_tokens`'s 201 (`installation-token`).
