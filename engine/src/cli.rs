@@ -74,7 +74,8 @@ pub(crate) enum Command {
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Run the engine: HTTP API, runner API and a local pool of runners.
-    Serve(ServeArgs),
+    // Boxed: its flags make it the largest variant by far.
+    Serve(Box<ServeArgs>),
     /// Run a runner agent that takes steps from an engine.
     Runner(RunnerArgs),
     /// Print the log lines of a run's steps.

@@ -41,7 +41,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Run(args) => run::run(args).await,
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Runner(args) => runner::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Runs(args) => runs::run(args).await,
