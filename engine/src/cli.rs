@@ -445,8 +445,29 @@ pub(crate) struct ServeArgs {
     pub(crate) llm_prices: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) signing: SigningArgs,
-    /// Only parse and validate --pool-config and --llm-prices, say what they hold, and exit
-    /// (0: valid, 1: not).
+    /// The engine's GitHub App id: GitHub repositories without a personal api_token are
+    /// written to with the App's installation tokens (needs --github-app-key-file).
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "PLUE_GITHUB_APP_ID",
+        requires = "github_app_key_file"
+    )]
+    pub(crate) github_app_id: Option<u64>,
+    /// The GitHub App's private key: the PEM file GitHub generates (an RSA key).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "PLUE_GITHUB_APP_KEY_FILE",
+        requires = "github_app_id"
+    )]
+    pub(crate) github_app_key_file: Option<PathBuf>,
+    /// Where the App's own endpoints (`/app`, `/app/installations/...`) are (default: each
+    /// repository's API: its api_url, or https://api.github.com).
+    #[arg(long, value_name = "URL", env = "PLUE_GITHUB_APP_API_URL")]
+    pub(crate) github_app_api_url: Option<String>,
+    /// Only parse and validate --pool-config, --llm-prices and the GitHub App's key,
+    /// whichever are given, say what they hold, and exit (0: valid, 1: not).
     #[arg(long)]
     pub(crate) check_config: bool,
 }

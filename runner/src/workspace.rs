@@ -54,7 +54,11 @@ pub async fn prepare(source: &WorkspaceSource, dir: &Path) -> anyhow::Result<()>
                 .context("the copy task failed")?
                 .unwrap_or(Ok(()))
         }
-        WorkspaceSource::Git { url, sha } => checkout(url, sha, dir)
+        WorkspaceSource::Git {
+            url,
+            sha,
+            credential,
+        } => checkout(url, sha, credential.as_ref(), dir)
             .await
             .with_context(|| format!("checking out {sha} from {}", without_credentials(url))),
         WorkspaceSource::Empty => Ok(()),
@@ -177,12 +181,35 @@ fn vanished(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Checks out commit `sha` of the repository at `url` into `dir`.
-async fn checkout(url: &str, sha: &str, dir: &Path) -> anyhow::Result<()> {
+/// Checks out commit `sha` of the repository at `url` into `dir`, the fetches sending
+/// `credential` (if any) as an `http.extraHeader` given in `GIT_CONFIG_*` variables of
+/// those git processes only: it is in no argument, no file of the workspace, and no
+/// later process.
+async fn checkout(
+    url: &str,
+    sha: &str,
+    credential: Option<&crate::protocol::GitCredential>,
+    dir: &Path,
+) -> anyhow::Result<()> {
     validate_git_source(url, sha)?;
     let dir_arg = dir.to_str().context("the workspace path is not UTF-8")?;
     git(None, &["init", "-q", "--", dir_arg]).await?;
-    let shallow = git(Some(dir), &["fetch", "-q", "--depth", "1", "--", url, sha]).await;
+    let header = credential.map(|c| c.header());
+    let env: Vec<(&str, &str)> = match &header {
+        Some(header) => vec![
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "http.extraHeader"),
+            ("GIT_CONFIG_VALUE_0", header.as_str()),
+        ],
+        None => Vec::new(),
+    };
+    let shallow = fetch(
+        dir,
+        &["fetch", "-q", "--depth", "1", "--", url, sha],
+        &env,
+        credential,
+    )
+    .await;
     let target = match shallow {
         Ok(()) => "FETCH_HEAD",
         Err(err) => {
@@ -193,9 +220,11 @@ async fn checkout(url: &str, sha: &str, dir: &Path) -> anyhow::Result<()> {
                 "+refs/heads/*:refs/remotes/origin/*",
                 "+refs/tags/*:refs/tags/*",
             ];
-            git(
-                Some(dir),
+            fetch(
+                dir,
                 &["fetch", "-q", "--", url, refspecs[0], refspecs[1]],
+                &env,
+                credential,
             )
             .await?;
             sha
@@ -204,6 +233,22 @@ async fn checkout(url: &str, sha: &str, dir: &Path) -> anyhow::Result<()> {
     // `^{commit}` makes an abbreviated sha that names a non-commit fail here.
     let commit = format!("{target}^{{commit}}");
     git(Some(dir), &["checkout", "-q", "--detach", &commit]).await
+}
+
+/// A fetch with `env` (the credential's header); its error without the credential's token
+/// (git never repeats the header, but a strange server's message might).
+async fn fetch(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    credential: Option<&crate::protocol::GitCredential>,
+) -> anyhow::Result<()> {
+    git_with(Some(dir), args, env)
+        .await
+        .map_err(|e| match credential {
+            Some(c) => anyhow::anyhow!("{}", format!("{e:#}").replace(c.token(), "***")),
+            None => e,
+        })
 }
 
 /// Refuses anything git could read as an option (`-u...`, `--upload-pack=...`).
@@ -243,6 +288,11 @@ pub fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
 /// the operator defined it. The hardening settings still apply: no hook or fsmonitor runs.
 /// Git is the runner's own, found once on its `PATH` ([`crate::program_path::git`]).
 async fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
+    git_with(dir, args, &[]).await
+}
+
+/// [`git`] with `env` added to its environment (values never shown).
+async fn git_with(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let program = crate::program_path::git().map_err(anyhow::Error::msg)?;
     let mut command = Command::new(program);
     command.args(crate::git_sandbox::HARDENING_ARGS);
@@ -251,6 +301,7 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<()> {
     }
     command
         .args(args)
+        .envs(env.iter().copied())
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ALLOW_PROTOCOL", "file:http:https:ssh:git")
         .stdin(Stdio::null())
@@ -429,6 +480,7 @@ mod tests {
             let source = WorkspaceSource::Git {
                 url: url.clone(),
                 sha,
+                credential: None,
             };
             prepare(&source, dest.path()).await.unwrap();
             assert_eq!(
@@ -443,6 +495,7 @@ mod tests {
         let missing = WorkspaceSource::Git {
             url,
             sha: "0".repeat(40),
+            credential: None,
         };
         let err = prepare(&missing, dest.path()).await.unwrap_err();
         assert!(format!("{err:#}").contains("git checkout"), "{err:#}");
@@ -456,6 +509,7 @@ mod tests {
         let source = WorkspaceSource::Git {
             url: "http://bot:s3cr3t@127.0.0.1:1/acme/app.git".into(),
             sha: "a".repeat(40),
+            credential: None,
         };
         let err = format!("{:#}", prepare(&source, dest.path()).await.unwrap_err());
         assert!(err.contains("http://***@127.0.0.1:1/acme/app.git"), "{err}");
@@ -468,6 +522,55 @@ mod tests {
             without_credentials("https://forge/a@b/c.git"),
             "https://forge/a@b/c.git"
         );
+    }
+
+    // A GitHub App's repository: the checkout needs the engine's short-lived token, which
+    // must stay out of the workspace (a step reads its `.git`) and out of any message.
+    #[tokio::test]
+    async fn a_checkout_credential_opens_the_fetch_and_stays_out_of_the_workspace() {
+        let forge =
+            testkit::forge::FakeForge::start(testkit::forge::Flavor::GitHub, "unused").unwrap();
+        let sha = forge
+            .create_repo_with("acme/app", &[("README", "hello\n")])
+            .unwrap();
+        forge.enable_app(testkit::forge::app::AppConfig::test(
+            std::time::Duration::from_secs(600),
+        ));
+        let token = forge.mint_installation_token("acme/app", &[("contents", "read")]);
+        let source = |credential: Option<&str>| WorkspaceSource::Git {
+            url: forge.clone_url("acme/app"),
+            sha: sha.clone(),
+            credential: credential.map(|t| crate::protocol::GitCredential::new(t.into())),
+        };
+        let refused = tempfile::tempdir().unwrap();
+        let err = format!(
+            "{:#}",
+            prepare(&source(None), refused.path()).await.unwrap_err()
+        );
+        assert!(err.contains("checking out"), "{err}");
+        let wrong = tempfile::tempdir().unwrap();
+        let err = format!(
+            "{:#}",
+            prepare(&source(Some("ghs_not-a-token")), wrong.path())
+                .await
+                .unwrap_err()
+        );
+        assert!(!err.contains("ghs_not-a-token"), "{err}");
+        let dest = tempfile::tempdir().unwrap();
+        prepare(&source(Some(&token)), dest.path()).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.path().join("README")).unwrap(),
+            "hello\n"
+        );
+        for entry in walkdir::WalkDir::new(dest.path()) {
+            let entry = entry.unwrap();
+            if entry.file_type().is_file() {
+                let bytes = std::fs::read(entry.path()).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(!text.contains(&token), "{}", entry.path().display());
+                assert!(!text.contains("extraHeader"), "{}", entry.path().display());
+            }
+        }
     }
 
     #[tokio::test]
@@ -487,6 +590,7 @@ mod tests {
             let source = WorkspaceSource::Git {
                 url: url.into(),
                 sha: sha.into(),
+                credential: None,
             };
             let err = prepare(&source, dest.path()).await.unwrap_err();
             assert!(

@@ -58,6 +58,7 @@ use crate::store::{
 };
 use crate::tokens;
 
+mod checkout;
 pub(crate) mod debug;
 
 /// How the internal API behaves.
@@ -466,6 +467,12 @@ async fn prepare_assignment(
     }
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
+    // A GitHub App's repository: a short-lived read-only token for the checkout.
+    let workspace =
+        match checkout::with_credential(&state.executor, claimed.run_id, workspace).await? {
+            Ok(workspace) => workspace,
+            Err(reason) => return Ok(Err(reason)),
+        };
     let mut env = dispatch.env;
     // Read with the claim, once per run (the store's `ClaimedRuns`).
     if let Some(context) = &claimed.summoned_context {

@@ -7,6 +7,10 @@
 //!   read as options) and passed after `--` where git allows it.
 //! - git runs non-interactively with the caller's `GIT_DIR`-style variables removed, and
 //!   is killed when the future is dropped or the timeout passes.
+//! - A mirror given a credential ([`Mirror::with_credential`]: a GitHub App's read-only
+//!   installation token) sends it on its fetches only, as git's `http.extraHeader` in
+//!   `GIT_CONFIG_*` variables: never in a URL, an argument, the mirror's config or an
+//!   error.
 //! - One operation at a time per mirror: the caller ([`super::Registry`]) holds the
 //!   mirror's lock, so concurrent deliveries for one repository never race on git's
 //!   lock files.
@@ -41,9 +45,20 @@ pub struct WorkflowFile {
 }
 
 /// A bare repository mirroring one forge repository.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Mirror {
     dir: PathBuf,
+    /// The checkout credential its fetches send, if any.
+    credential: Option<runner::protocol::GitCredential>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("dir", &self.dir)
+            .field("credential", &self.credential)
+            .finish()
+    }
 }
 
 impl Mirror {
@@ -52,7 +67,10 @@ impl Mirror {
     /// once (a push and its pull request event) never see half of one, nor race on its
     /// `config.lock`: the first rename wins and the others use its mirror.
     pub async fn open(dir: PathBuf) -> anyhow::Result<Mirror> {
-        let mirror = Mirror { dir };
+        let mirror = Mirror {
+            dir,
+            credential: None,
+        };
         if mirror.dir.join("HEAD").exists() {
             return Ok(mirror);
         }
@@ -72,6 +90,7 @@ impl Mirror {
                 name.to_string_lossy(),
                 std::process::id()
             )),
+            credential: None,
         };
         let built = async {
             let path = staging.dir.to_str().context("mirror path is not UTF-8")?;
@@ -103,6 +122,32 @@ impl Mirror {
         &self.dir
     }
 
+    /// This mirror, its fetches sending `credential` (see the module doc).
+    pub fn with_credential(
+        mut self,
+        credential: Option<runner::protocol::GitCredential>,
+    ) -> Mirror {
+        self.credential = credential;
+        self
+    }
+
+    /// Runs a git command that reaches the remote: with the credential's header in the
+    /// environment, and its token kept out of the error.
+    async fn remote(&self, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let Some(credential) = &self.credential else {
+            return git(Some(&self.dir), args, FETCH_TIMEOUT).await;
+        };
+        let header = credential.header();
+        let env = [
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "http.extraHeader"),
+            ("GIT_CONFIG_VALUE_0", header.as_str()),
+        ];
+        git_with(Some(&self.dir), args, &env, None, FETCH_TIMEOUT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace(credential.token(), "***")))
+    }
+
     /// Fetches `wants` (full shas or ref names) from `url` unless every sha among them is
     /// already here. Refs are always fetched (they move).
     pub async fn fetch(&self, url: &str, wants: &[&str]) -> anyhow::Result<()> {
@@ -130,7 +175,7 @@ impl Mirror {
             url,
         ];
         args.extend(missing.iter().copied());
-        self.run(&args, FETCH_TIMEOUT)
+        self.remote(&args)
             .await
             .with_context(|| format!("fetching {} from {}", missing.join(" "), shown(url)))?;
         Ok(())
@@ -144,12 +189,9 @@ impl Mirror {
             return Ok(git_ref.to_string());
         }
         check_ref(git_ref)?;
-        self.run(
-            &["fetch", "-q", "--no-tags", "--", url, git_ref],
-            FETCH_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("fetching '{git_ref}' from {}", shown(url)))?;
+        self.remote(&["fetch", "-q", "--no-tags", "--", url, git_ref])
+            .await
+            .with_context(|| format!("fetching '{git_ref}' from {}", shown(url)))?;
         let sha = self
             .output(&["rev-parse", "--verify", "-q", "FETCH_HEAD^{commit}"])
             .await
@@ -168,13 +210,10 @@ impl Mirror {
     /// repository, a detached `HEAD`). An error: `url` could not be read.
     pub async fn remote_head(&self, url: &str) -> anyhow::Result<Option<String>> {
         check_url(url)?;
-        let listing = git(
-            Some(&self.dir),
-            &["ls-remote", "--symref", "--", url, "HEAD"],
-            FETCH_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("reading HEAD of {}", shown(url)))?;
+        let listing = self
+            .remote(&["ls-remote", "--symref", "--", url, "HEAD"])
+            .await
+            .with_context(|| format!("reading HEAD of {}", shown(url)))?;
         let listing = String::from_utf8_lossy(&listing);
         Ok(listing
             .lines()

@@ -637,9 +637,11 @@ impl Registry {
     ) -> anyhow::Result<i64> {
         let ctx = &occurrence.ctx;
         let context_json = serde_json::to_string(ctx).context("serialising ctx")?;
+        // Stored without a credential: a claim adds a short-lived one where one is needed.
         let workspace = WorkspaceSource::Git {
             url: occurrence.fetch_url.clone(),
             sha: ctx.sha.clone(),
+            credential: None,
         };
         let repo = Some(RunRepo {
             repo_id: occurrence.repo.id,
@@ -722,8 +724,18 @@ impl Registry {
         }
     }
 
+    /// `repo`'s mirror; for a repository served as the GitHub App, its fetches send a
+    /// read-only installation token (a private repository's clone URL carries none).
     async fn mirror(&self, repo: &RepoRow) -> anyhow::Result<Mirror> {
-        Mirror::open(self.mirrors.join(format!("{}.git", repo.id))).await
+        let credential = self
+            .executor
+            .forge_auth()
+            .git_credential(repo)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", repo.name))?;
+        Ok(Mirror::open(self.mirrors.join(format!("{}.git", repo.id)))
+            .await?
+            .with_credential(credential))
     }
 
     /// Removes repository `repo_id`'s git mirror, if there is one: when the repository is

@@ -148,9 +148,11 @@ impl Applier {
             let outcome = match self.job(row.clone()).await {
                 // A 401 to an installation token: a new one at the next try.
                 Ok(job) => self.apply(&job).await.map_err(|e| {
-                    self.walls
-                        .forge_auth()
-                        .after_refusal(&job.repo, crate::forge::auth::Use::Write, e)
+                    self.walls.forge_auth().after_refusal(
+                        &job.repo,
+                        crate::forge::auth::Use::Write,
+                        e,
+                    )
                 }),
                 Err(e) => Err(e),
             };
@@ -356,9 +358,12 @@ impl Applier {
                 if let Some(open) = writer.find_pull_request(branch.as_str(), &base).await? {
                     return Ok(open.html_url);
                 }
+                // A GitHub App's repository is fetched with its read-only token.
+                let credential = self.walls.forge_auth().git_credential(&job.repo).await?;
                 let mirror = Mirror::open(self.mirrors_dir.join(format!("{}.git", job.repo.id)))
                     .await
-                    .map_err(|e| PostError::Retry(format!("{e:#}")))?;
+                    .map_err(|e| PostError::Retry(format!("{e:#}")))?
+                    .with_credential(credential);
                 mirror
                     .fetch(&job.repo.clone_url, &[&job.run.sha])
                     .await

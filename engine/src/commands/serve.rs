@@ -23,13 +23,25 @@ use super::{
 use crate::cli::{PoolKind, ServeArgs, StoreArgs};
 use crate::logging::notice;
 
-/// `--check-config`: validates `--pool-config` and `--llm-prices`, whichever are given,
-/// reporting every problem of each; 1 when any is invalid or none is given.
+/// `--check-config`: validates `--pool-config`, `--llm-prices` and the GitHub App's key,
+/// whichever are given, reporting every problem of each; 1 when any is invalid or none is
+/// given.
 fn check_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    if args.pool_config.is_none() && args.llm_prices.is_none() {
-        anyhow::bail!("--check-config needs --pool-config FILE or --llm-prices FILE");
+    if args.pool_config.is_none() && args.llm_prices.is_none() && args.github_app_id.is_none() {
+        anyhow::bail!("--check-config needs --pool-config FILE, --llm-prices FILE or --github-app-id ID --github-app-key-file PATH");
     }
     let mut ok = true;
+    match github_app(args) {
+        Ok(Some(app)) => println!(
+            "GitHub App {}: its private key is an RSA key that signs",
+            app.id()
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ok = false;
+        }
+    }
     if let Some(file) = &args.pool_config {
         ok &= engine::pool::config_file::check_command(file) == ExitCode::SUCCESS;
     }
@@ -41,6 +53,18 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The GitHub App of `--github-app-id` and `--github-app-key-file` (clap makes each need
+/// the other), its key checked now: an unreadable or non-RSA key stops the start.
+fn github_app(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::auth::GitHubApp>> {
+    let (Some(id), Some(file)) = (args.github_app_id, &args.github_app_key_file) else {
+        return Ok(None);
+    };
+    let app = engine::forge::auth::GitHubApp::from_key_file(id, file)
+        .context("--github-app-key-file")?
+        .with_api_url(args.github_app_api_url.clone());
+    Ok(Some(app))
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -55,6 +79,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (true, Some(file)) => Some(file.clone()),
         (false, _) => None,
     };
+    // Before anything starts: a bad key is a configuration error, not a failing write later.
+    let github_app = github_app(&args)?;
     // Caught from now on: a SIGTERM while starting drains too, instead of killing.
     let stop = interrupted();
     let store = open_store(&args.store).await?;
@@ -99,6 +125,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<_>>()?;
     config.vault = Vault::from_env()?;
+    if let Some(app) = &github_app {
+        notice(&format!(
+            "GitHub App {}: GitHub repositories without a personal api_token are written to with its installation tokens",
+            app.id()
+        ));
+    }
+    config.github_app = github_app;
     if let Some(file) = &args.llm_prices {
         config.prices = Arc::new(engine::pricing::Prices::with_file(file)?);
     }

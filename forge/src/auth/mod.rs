@@ -243,6 +243,23 @@ impl ForgeAuth {
         }
     }
 
+    /// The credential git reads `repo`'s code with: for a repository served as the App, a
+    /// read-only installation token ([`Use::ReadCode`]) for the engine's mirror fetches
+    /// and a runner's checkout; `None` for the others, whose clone URL says all (as it
+    /// always did).
+    pub async fn git_credential(
+        &self,
+        repo: &RepoRow,
+    ) -> Result<Option<runner::protocol::GitCredential>, PostError> {
+        if !self.is_app(repo) {
+            return Ok(None);
+        }
+        let token = self.installation_token(repo, Use::ReadCode).await?;
+        Ok(Some(runner::protocol::GitCredential::new(
+            token.expose().to_string(),
+        )))
+    }
+
     /// `error`, the forge's answer to a request made with `repo`'s token for `use_`: a
     /// 401 to an installation token (expired, or revoked) forgets it and is worth one
     /// retry with a new one; anything else stands as it is.

@@ -379,10 +379,51 @@ pub struct ResultContract {
 pub enum WorkspaceSource {
     /// A copy of a local directory (for `plue run`), honouring `.gitignore`.
     Copy { path: String },
-    /// A checkout of `sha` from `url` (a path, `file://` or `https://` URL).
-    Git { url: String, sha: String },
+    /// A checkout of `sha` from `url` (a path, `file://` or `https://` URL), with
+    /// `credential` when the forge needs one: added by the engine to the assignment when the
+    /// step is claimed (never stored), given to the checkout's git only.
+    Git {
+        url: String,
+        sha: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<GitCredential>,
+    },
     /// An empty directory.
     Empty,
+}
+
+/// A short-lived read-only token for a checkout (a GitHub App's installation token):
+/// never printed (`Debug` says `GitCredential(***)`), used only as git's
+/// `http.extraHeader` through `GIT_CONFIG_*` variables of the checkout's git processes —
+/// not argv, not the workspace's `.git/config`, not a step's environment.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GitCredential(String);
+
+impl GitCredential {
+    pub fn new(token: String) -> GitCredential {
+        GitCredential(token)
+    }
+
+    /// The token itself (to redact it from git's messages).
+    pub fn token(&self) -> &str {
+        &self.0
+    }
+
+    /// The `Authorization` header git sends: Basic `x-access-token:<token>`, as GitHub
+    /// takes an installation token for git over HTTPS.
+    pub fn header(&self) -> String {
+        use base64::Engine;
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", self.0));
+        format!("Authorization: Basic {basic}")
+    }
+}
+
+impl std::fmt::Debug for GitCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GitCredential(***)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -659,9 +700,22 @@ mod tests {
         let ws = serde_json::to_value(WorkspaceSource::Git {
             url: "file:///r".into(),
             sha: "abc".into(),
+            credential: None,
         })
         .unwrap();
         assert_eq!(ws["kind"], "git");
+        assert!(ws.get("credential").is_none(), "none: not on the wire");
+        let with = WorkspaceSource::Git {
+            url: "https://forge/r.git".into(),
+            sha: "abc".into(),
+            credential: Some(GitCredential::new("ghs_s3cr3t".into())),
+        };
+        assert!(!format!("{with:?}").contains("s3cr3t"));
+        let wire = serde_json::to_string(&with).unwrap();
+        assert_eq!(
+            serde_json::from_str::<WorkspaceSource>(&wire).unwrap(),
+            with
+        );
     }
 
     #[test]

@@ -274,7 +274,7 @@ fn as_the_app(
 
 /// A token for the body's `repositories` (names; default: every installed repository)
 /// and `permissions` (default: all the App's), each within the installation's.
-fn mint(app: &mut AppMode, url: &str, repos: &[String], body: &Value) -> Answer {
+pub(super) fn mint(app: &mut AppMode, url: &str, repos: &[String], body: &Value) -> Answer {
     let installed: Vec<&String> = repos
         .iter()
         .filter(|r| !app.uninstalled.contains(*r))

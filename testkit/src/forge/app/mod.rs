@@ -140,6 +140,24 @@ impl FakeForge {
         }
     }
 
+    /// An installation token for `repo` (`owner/name`) with `permissions`, handed out as
+    /// if the App had asked (for tests of a token's user, not of the App's asking).
+    pub fn mint_installation_token(&self, repo: &str, permissions: &[(&str, &str)]) -> String {
+        let mut shared = lock(&self.shared);
+        let url = shared.url.clone();
+        let repos: Vec<String> = shared.repos.keys().cloned().collect();
+        let app = shared.app.as_mut().expect("the App mode is on");
+        let name = repo.split_once('/').map_or(repo, |(_, name)| name);
+        let permissions: serde_json::Map<String, serde_json::Value> = permissions
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        let body = serde_json::json!({"repositories": [name], "permissions": permissions});
+        let answer = gate::mint(app, &url, &repos, &body);
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        answer.body["token"].as_str().expect("a token").to_string()
+    }
+
     /// Every installation token handed out so far.
     pub fn installation_tokens(&self) -> Vec<InstallationToken> {
         lock(&self.shared)
