@@ -1,6 +1,8 @@
 //! How `plue` writes its log on stderr: `--log-format text` (the default: `tracing` lines
 //! filtered by `PLUE_LOG`, plus plain notices such as "plue engine listening on ...") or
-//! `--log-format json` for log collectors.
+//! `--log-format json` for log collectors. Without `PLUE_LOG` the engine (`plue serve`)
+//! logs from `warn` up — what it warns of, such as a repository that cannot be fetched, is
+//! in its log without configuration — and the other commands only errors.
 //!
 //! Invariant: in JSON mode every line on stderr is one JSON object (tracing-subscriber's
 //! shape: `timestamp`, `level`, `target`, `fields` with `message` and the event's own
@@ -12,6 +14,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::EnvFilter;
 
@@ -36,9 +39,13 @@ pub(crate) fn open_file(path: &std::path::Path) -> std::io::Result<File> {
 }
 
 /// Installs the subscriber; call once, before any event. `file`: `--log-file`'s, opened
-/// by [`open_file`]; only JSON lines are written to it.
-pub(crate) fn init(format: LogFormat, file: Option<File>) {
-    let filter = EnvFilter::from_env("PLUE_LOG");
+/// by [`open_file`]; only JSON lines are written to it. `default`: the level shown when
+/// `PLUE_LOG` is unset or empty.
+pub(crate) fn init(format: LogFormat, file: Option<File>, default: LevelFilter) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(default.into())
+        .with_env_var("PLUE_LOG")
+        .from_env_lossy();
     match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)

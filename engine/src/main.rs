@@ -51,7 +51,13 @@ fn main() -> ExitCode {
             }
         },
     };
-    logging::init(cli.log_format, log_file);
+    // The engine's warnings (a repository that cannot be fetched, a lost runner) are for
+    // its operator; a command run by hand keeps its stderr for its own output.
+    let default_level = match cli.command {
+        cli::Command::Serve(_) => tracing_subscriber::filter::LevelFilter::WARN,
+        _ => tracing_subscriber::filter::LevelFilter::ERROR,
+    };
+    logging::init(cli.log_format, log_file, default_level);
     // What must happen while the process has one thread (a mount namespace of its own).
     if let cli::Command::Runner(args) = &cli.command {
         commands::runner::before_threads(args);

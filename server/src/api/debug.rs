@@ -50,6 +50,9 @@ const MIN_IDLE_SECS: u64 = 5;
 const MAX_IDLE_SECS: u64 = 4 * 3600;
 /// The most keystroke bytes one input request carries.
 const MAX_INPUT_BYTES: usize = 64 * 1024;
+/// The most base64 characters of one input request: whole groups of four, so what they
+/// decode to stays within [`MAX_INPUT_BYTES`] — a rule the document can state.
+const MAX_INPUT_CHARS: usize = MAX_INPUT_BYTES / 3 * 4;
 /// The most output bytes one SSE event carries.
 const OUTPUT_EVENT_BYTES: usize = 32 * 1024;
 /// How often an attached stream asks again whether its caller may still attach.
@@ -98,7 +101,8 @@ pub(super) struct OpenDebug {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DebugInput {
-    /// Keystrokes, base64 (at most 64 KiB once decoded).
+    /// Keystrokes, base64 (at most 87380 characters: under 64 KiB once decoded).
+    #[schema(schema_with = keystrokes_schema)]
     data: Option<String>,
     /// The window's width in columns (with `rows`).
     #[schema(minimum = 1, maximum = 1000)]
@@ -106,6 +110,14 @@ pub(super) struct DebugInput {
     /// The window's height in rows (with `cols`).
     #[schema(minimum = 1, maximum = 1000)]
     rows: Option<u16>,
+}
+
+fn keystrokes_schema() -> utoipa::openapi::schema::Schema {
+    super::rules::base64(
+        MAX_INPUT_CHARS,
+        "Keystrokes, standard base64 with its padding (`null`: none): at most 87380 \
+         characters, under 64 KiB once decoded.",
+    )
 }
 
 fn view(row: &DebugSessionRow, step_id: &str) -> DebugSessionView {
@@ -589,6 +601,17 @@ pub(super) async fn input(
     body: Result<Object<DebugInput>, ApiError>,
 ) -> ApiResult<StatusCode> {
     let Object(input) = body?;
+    // The length first: nothing long is decoded.
+    if input
+        .data
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_INPUT_CHARS)
+    {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_INPUT_CHARS} base64 characters ({MAX_INPUT_BYTES} bytes) of input \
+             per request"
+        )));
+    }
     let data = match &input.data {
         Some(text) => Some(
             base64::engine::general_purpose::STANDARD
@@ -597,11 +620,6 @@ pub(super) async fn input(
         ),
         None => None,
     };
-    if data.as_ref().is_some_and(|d| d.len() > MAX_INPUT_BYTES) {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_INPUT_BYTES} bytes of input per request"
-        )));
-    }
     let size = match (input.cols, input.rows) {
         (Some(cols), Some(rows)) if (1..=1000).contains(&cols) && (1..=1000).contains(&rows) => {
             Some((cols, rows))

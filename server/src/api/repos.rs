@@ -839,12 +839,12 @@ fn input_values() -> Schema {
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The caller reads the repository but lacks `writer` on it", body = ErrorView),
         (status = 404, description = "No such repository, ref or workflow, or a repository the caller may not read", body = ErrorView),
+        (status = 409, description = "The repository could not be fetched from its clone URL: the answer gives git's reason (the engine logs it at `warn`)", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema, or the workflow refused the dispatch (no manual trigger, bad inputs, a file that failed to evaluate)", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
         (status = 501, description = "This engine has no evaluator", body = ErrorView),
-        (status = 502, description = "The repository could not be fetched from its forge (the answer gives git's reason)", body = ErrorView),
     )
 )]
 pub(super) async fn dispatch(
@@ -910,14 +910,17 @@ pub(super) async fn dispatch(
     }
 }
 
-/// A refused dispatch as the API answers it.
+/// A refused dispatch as the API answers it. A repository that cannot be fetched is a 409:
+/// the request is well formed, but the repository as registered (its clone URL, its
+/// forge's answer) does not let it be read now — the fault lies with the repository, not
+/// the engine, so it is no 5xx (the registry logs git's reason at `warn`).
 fn dispatch_refused(refused: DispatchError) -> ApiError {
     match refused {
         DispatchError::NotFound(message) => ApiError::not_found(message),
         DispatchError::Rejected(message) => {
             ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, message)
         }
-        DispatchError::Unavailable(message) => ApiError::Client(StatusCode::BAD_GATEWAY, message),
+        DispatchError::Unavailable(message) => ApiError::Client(StatusCode::CONFLICT, message),
         DispatchError::Internal(e) => ApiError::Internal(e),
     }
 }

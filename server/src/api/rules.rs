@@ -351,6 +351,20 @@ pub(super) fn branch_globs(max: usize) -> Schema {
         .into()
 }
 
+/// Standard base64 with its padding, as `base64`'s `STANDARD` engine decodes it: groups of
+/// four, the last one padded, and the bits the padding leaves unused zero.
+pub(super) const BASE64_PATTERN: &str = "^(?:[A-Za-z0-9+/]{4})*\
+     (?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+
+/// Base64 text (or `null`: none) of at most `max_chars` characters.
+pub(super) fn base64(max_chars: usize, description: &str) -> Schema {
+    string(BASE64_PATTERN.to_string())
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(max_chars))
+        .description(Some(description))
+        .into()
+}
+
 /// A runner token's labels: at most 8; keys of `A-Z a-z 0-9 . _ - /` (1 to 63), values of
 /// at most 63 characters of one clean line without `,` or `=`.
 pub(super) fn labels() -> Schema {
@@ -552,6 +566,39 @@ mod tests {
             assert!(agree(&validator, &glob), "{glob}");
         }
         assert!(!agree(&validator, &"a".repeat(n + 1)));
+    }
+
+    // The attack (issue 54): keystrokes the document allowed as any string were a 400 when
+    // they were not base64. Every string of up to four characters from each corner of the
+    // alphabet, alone and after a whole group: the pattern allows exactly what the decoder
+    // takes.
+    #[test]
+    fn base64_is_exactly_what_the_decoder_takes() {
+        use base64::Engine;
+        let schema = serde_json::json!({"type": "string", "pattern": BASE64_PATTERN});
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let corners = ['A', 'Q', 'R', 'g', 'z', '0', '+', '/', '=', '-', '\n'];
+        let mut texts = vec![String::new()];
+        let mut allowed = 0;
+        for _ in 0..4 {
+            texts = texts
+                .iter()
+                .flat_map(|t| corners.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            // Alone, and after one whole group.
+            for text in texts.iter().flat_map(|t| [t.clone(), format!("QUJD{t}")]) {
+                let decodes = base64::engine::general_purpose::STANDARD
+                    .decode(&text)
+                    .is_ok();
+                assert_eq!(
+                    decodes,
+                    validator.is_valid(&text.as_str().into()),
+                    "{text:?}"
+                );
+                allowed += usize::from(decodes);
+            }
+        }
+        assert!(allowed > 1000, "{allowed}");
     }
 
     #[test]

@@ -434,7 +434,7 @@ pub(super) async fn dispatch(
             WebError::Client(status, message) if status.is_server_error() => (
                 status,
                 match status {
-                    StatusCode::NOT_IMPLEMENTED | StatusCode::BAD_GATEWAY => sentence(&message),
+                    StatusCode::NOT_IMPLEMENTED => sentence(&message),
                     _ => "The engine failed to start the run (its log says why).".to_string(),
                 },
             ),
