@@ -62,6 +62,12 @@ pub struct EngineConfig {
     /// The engine's GitHub App (`--github-app-id`, `--github-app-key-file`): GitHub
     /// repositories without a personal token are written to with its installation tokens.
     pub github_app: Option<crate::forge::auth::GitHubApp>,
+    /// The GitHub App's webhook secret (`--github-app-webhook-secret-file`): its
+    /// `installation` and `installation_repositories` deliveries are checked with it.
+    pub github_app_webhook_secret: Option<crate::forge::auth::Token>,
+    /// Register the repositories the App's installations name
+    /// (`--register-installed-repos`; off by default: an admin registers them).
+    pub register_installed_repos: bool,
     /// The engine's URL as users reach it (links in commit statuses); default: its own.
     pub public_url: Option<String>,
     /// Where the repositories' bare mirrors live.
@@ -115,6 +121,8 @@ impl EngineConfig {
             private_reads: false,
             vault: Vault::unkeyed(),
             github_app: None,
+            github_app_webhook_secret: None,
+            register_installed_repos: false,
             public_url: None,
             mirrors_dir: std::env::temp_dir().join(format!("plue-mirrors-{}", std::process::id())),
             schedule_interval: scheduler::TICK,
@@ -316,6 +324,20 @@ pub async fn start_with_runner_listener(
         store: store.clone(),
         vault: config.vault.clone(),
         registry: registry.clone(),
+        app: config
+            .github_app_webhook_secret
+            .clone()
+            .map(|secret| webhooks::AppHooks {
+                secret,
+                register: config
+                    .register_installed_repos
+                    .then(|| webhooks::Registering {
+                        api_url: config
+                            .github_app
+                            .as_ref()
+                            .and_then(|app| app.api_url().map(str::to_string)),
+                    }),
+            }),
     });
     let ops = ops::router(OpsState {
         store: store.clone(),

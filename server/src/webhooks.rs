@@ -11,12 +11,17 @@
 //! events go through the same checks and de-duplication; their answer also says, in
 //! `refused`, why a matching workflow started nothing (its author may not summon it).
 //!
+//! A GitHub App's `installation` and `installation_repositories` deliveries name no
+//! repository: they are checked with the App's webhook secret instead ([`installations`]).
+//!
 //! Invariant: a sender without a repository's webhook secret learns nothing about which
 //! repositories are registered: every answer it can get (400, 401, 413) is the same for a
 //! registered and an unknown one.
 //!
 //! Invariant: nothing a request contains can make the handler panic or answer 5xx except
 //! a failure reaching the repository or the database.
+
+mod installations;
 
 use std::sync::Arc;
 
@@ -35,6 +40,7 @@ use crate::metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::vault::Vault;
+pub use installations::{AppHooks, Registering};
 
 /// The largest body accepted.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
@@ -45,6 +51,8 @@ pub struct WebhookState {
     pub store: Store,
     pub vault: Vault,
     pub registry: Option<Arc<Registry>>,
+    /// The engine's GitHub App's webhooks, when it is one ([`installations`]).
+    pub app: Option<AppHooks>,
 }
 
 /// The answer to an accepted delivery.
@@ -60,6 +68,10 @@ pub struct DeliveryResult {
     /// not start it, a bot or Plue's own comment, ... Absent when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// Repositories an installation event registered (`--register-installed-repos`).
+    /// Absent when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registered: Vec<String>,
 }
 
 pub fn router(state: WebhookState) -> Router {
@@ -140,6 +152,9 @@ async fn receive(
     if delivery.chars().count() > MAX_DELIVERY_ID_CHARS || delivery.chars().any(char::is_control) {
         return Err(ApiError::bad_request("invalid delivery id"));
     }
+    if installations::is_installation_event(forge, &event) {
+        return installations::receive(state, &parts.headers, &event, &delivery, &body).await;
+    }
     let repo_name = repository_name(&body)?;
     let signature_header = header(&parts.headers, signature::header_name(forge));
     let Some(repo) = state.store.repo_by_name(&repo_name).await? else {
@@ -170,6 +185,7 @@ async fn receive(
         runs: Vec::new(),
         duplicate: false,
         refused: Vec::new(),
+        registered: Vec::new(),
     };
     if !state
         .store
@@ -325,6 +341,7 @@ mod tests {
             store,
             vault,
             registry: None,
+            app: None,
         };
         (router(state), dir)
     }

@@ -25,6 +25,7 @@ mod debug;
 mod environments;
 pub mod followers;
 mod forges;
+mod installations;
 pub(crate) mod logs;
 mod openapi;
 mod people;
@@ -117,6 +118,7 @@ fn routes() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(pool))
         .routes(routes!(repos::list_repos, repos::create_repo))
         .routes(routes!(forges::list_forges))
+        .routes(routes!(installations::list_installations))
         .routes(routes!(
             repos::get_repo,
             repos::delete_repo,

@@ -1,0 +1,178 @@
+//! The App's installation deliveries: checked with the App's secret, recorded, and
+//! registering repositories only when an admin said so.
+
+use axum::body::{to_bytes, Body};
+use axum::http::Request;
+use axum::Router;
+use tower::ServiceExt;
+
+use super::super::{router, WebhookState};
+use super::*;
+use crate::store::Store;
+use crate::vault::Vault;
+
+const APP_SECRET: &str = "the-apps-webhook-secret";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../engine/tests/fixtures/webhooks/github")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+async fn app(hooks: Option<AppHooks>) -> (Router, Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_data_dir(dir.path()).await.unwrap();
+    let state = WebhookState {
+        store: store.clone(),
+        vault: Vault::unkeyed(),
+        registry: None,
+        app: hooks,
+    };
+    (router(state), store, dir)
+}
+
+fn hooks(register: bool) -> Option<AppHooks> {
+    Some(AppHooks {
+        secret: Token::new(APP_SECRET.into()),
+        register: register.then(|| Registering {
+            api_url: Some("https://ghe.example.com/api/v3".into()),
+        }),
+    })
+}
+
+async fn deliver(app: &Router, event: &str, body: &[u8], secret: &str) -> (u16, String) {
+    let request = Request::post("/webhooks/github")
+        .header("x-github-event", event)
+        .header("x-github-delivery", "d-1")
+        .header(
+            "x-hub-signature-256",
+            format!("sha256={}", signature::sign(body, secret)),
+        )
+        .body(Body::from(body.to_vec()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+// The attack: a sender without the App's secret forges an installation that adds its own
+// repositories, or the engine is no App at all; nothing is recorded either way.
+#[tokio::test]
+async fn an_installation_without_the_apps_secret_is_refused() {
+    let created = fixture("installation-created.json");
+    for (hooks, secret) in [
+        (None, APP_SECRET),
+        (hooks(true), "a guess"),
+        (hooks(true), ""),
+    ] {
+        let (app, store, _dir) = app(hooks).await;
+        let (status, body) = deliver(&app, "installation", &created, secret).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(store.installations().await.unwrap().is_empty());
+        assert!(store.list_repos().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn without_the_flag_installations_are_recorded_and_nothing_is_registered() {
+    let (app, store, _dir) = app(hooks(false)).await;
+    let (status, body) = deliver(
+        &app,
+        "installation",
+        &fixture("installation-created.json"),
+        APP_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("registered"), "{body}");
+    let (status, _) = deliver(
+        &app,
+        "installation_repositories",
+        &fixture("installation_repositories-added.json"),
+        APP_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let listed = store.installations().await.unwrap();
+    assert_eq!(
+        (listed[0].id, listed[0].account.as_str()),
+        (957387, "Codertocat")
+    );
+    assert_eq!(
+        store.installation_repos(957387).await.unwrap(),
+        ["Codertocat/Hello-World", "Codertocat/Space"]
+    );
+    assert!(store.list_repos().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn with_the_flag_an_added_repository_is_registered_as_an_app_repository() {
+    let (app, store, _dir) = app(hooks(true)).await;
+    let created = fixture("installation-created.json");
+    let (status, body) = deliver(&app, "installation", &created, APP_SECRET).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#""registered":["Codertocat/Hello-World"]"#),
+        "{body}"
+    );
+    let repos = store.list_repos().await.unwrap();
+    assert_eq!(repos.len(), 1);
+    let repo = &repos[0];
+    assert_eq!(
+        (
+            repo.forge.as_str(),
+            repo.clone_url.as_str(),
+            repo.api_url.as_deref()
+        ),
+        (
+            "github",
+            "https://ghe.example.com/Codertocat/Hello-World.git",
+            Some("https://ghe.example.com/api/v3")
+        )
+    );
+    // No personal token (so served through the App), readable by nobody yet.
+    assert_eq!(
+        (repo.api_token.as_deref(), repo.public_read),
+        (None, Some(false))
+    );
+    // Its pushes are signed with the App's secret, and now get past the signature.
+    let push = serde_json::json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "after": "1".repeat(40),
+        "repository": {"full_name": "Codertocat/Hello-World"},
+    })
+    .to_string();
+    let (status, body) = deliver(&app, "push", push.as_bytes(), APP_SECRET).await;
+    assert_eq!(status, 501, "past the signature, no evaluator here: {body}");
+    // Delivered again: nothing new.
+    let (_, body) = deliver(&app, "installation", &created, APP_SECRET).await;
+    assert!(!body.contains("registered"), "{body}");
+    assert_eq!(store.list_repos().await.unwrap().len(), 1);
+    // A suspended installation registers nothing.
+    let (status, _) = deliver(
+        &app,
+        "installation",
+        &fixture("installation-suspend.json"),
+        APP_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(store.list_repos().await.unwrap().len(), 1);
+}
+
+#[test]
+fn clone_urls_follow_the_apps_github() {
+    let on = |api: Option<&str>| Registering {
+        api_url: api.map(String::from),
+    };
+    assert_eq!(on(None).clone_url("a/b"), "https://github.com/a/b.git");
+    assert_eq!(
+        on(Some("https://api.github.com/")).clone_url("a/b"),
+        "https://github.com/a/b.git"
+    );
+    assert_eq!(
+        on(Some("http://127.0.0.1:9/api/v3")).clone_url("a/b"),
+        "http://127.0.0.1:9/a/b.git"
+    );
+}
