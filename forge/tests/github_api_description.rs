@@ -7,8 +7,11 @@
 //! The client is driven for real — `status::post`, `writer::Writer` (pull requests and the
 //! lookup after a 422, comments and their marker lookup, labels, issues), `lookup`'s pull
 //! request refs and `GET /user`, `permission::Permissions` (the collaborator permission,
-//! the engine's identity, a 403 to it) — against `testkit::forge::FakeForge`, whose
-//! recorded exchanges are then checked.
+//! the engine's identity, a 403 to it); and as a GitHub App, `auth::ForgeAuth` (`GET /app`,
+//! the repository's installation, its access tokens, a repository it is not installed on,
+//! a refused token) and `checks` (a check run found or created, completed with more
+//! annotations than one request takes) with the installation token — against
+//! `testkit::forge::FakeForge`, whose recorded exchanges are then checked.
 //!
 //! The description is fetched with npm on first use (cached below the target directory);
 //! without npm or the registry the test says so and passes, unless
@@ -20,9 +23,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use evaluator::plan::Authors;
-use plue_forge::auth::{ForgeAuth, Token};
+use plue_forge::auth::{ForgeAuth, GitHubApp, Token, Use};
+use plue_forge::checks::{
+    self, CheckAnnotation, CheckTarget, Completion, Conclusion, Level, NewCheckRun, Progress,
+};
 use plue_forge::lookup::{ApiTarget, Found};
 use plue_forge::permission::{EngineIdentity, Permission, Permissions};
 use plue_forge::status::{self, CommitStatus, StatusTarget};
@@ -32,6 +39,7 @@ use plue_outbound::{Checker, Outbound, Secrets};
 use plue_store::{RepoRow, Store};
 use plue_vault::Vault;
 use testkit::api_description::Description;
+use testkit::forge::app::{AppConfig, APP_KEY_PEM};
 use testkit::forge::{FakeForge, Flavor, Recorded};
 
 const TOKEN: &str = "ghs_described";
@@ -87,7 +95,45 @@ const READS: &[(&str, u16, &[&str])] = &[
         &["permission", "role_name?"],
     ),
     ("repos/create-commit-status", 201, &[]),
+    // auth::installation::App
+    ("apps/get-authenticated", 200, &["slug"]),
+    // auth::installation::Installation
+    ("apps/get-repo-installation", 200, &["id"]),
+    // auth::installation::AccessToken
+    (
+        "apps/create-installation-access-token",
+        201,
+        &["token", "expires_at"],
+    ),
+    // checks::ListJson, CheckRunJson
+    (
+        "checks/list-for-ref",
+        200,
+        &[
+            "check_runs",
+            "check_runs.[].id",
+            "check_runs.[].external_id?",
+        ],
+    ),
+    // checks::CheckRunJson
+    ("checks/create", 201, &["id", "external_id?", "output?"]),
+    (
+        "checks/get",
+        200,
+        &["id", "external_id?", "output?", "output.annotations_count?"],
+    ),
+    ("checks/update", 200, &[]),
 ];
+
+/// Findings the description makes that stay, each with why: the test fails when one of
+/// them no longer occurs (remove it then).
+const KNOWN: &[(&str, &str)] = &[(
+    "apps/get-authenticated (GET /app): the client needs 'slug' of answer 200, which its schema does not require",
+    "the `integration` schema leaves `slug` optional, though GET /app's example and every \
+     App have one; an App's bot login is `<slug>[bot]` and nothing else names it. An answer \
+     without it fails with 'the answer names no slug' (auth::installation), and the \
+     engine's identity is then unknown, which trusts nothing",
+)];
 
 /// The description, parsed once for every test of this file; `None` (said on stderr)
 /// when it cannot be had and [`REQUIRE`] is not `1`.
@@ -250,6 +296,78 @@ async fn drive(fake: &FakeForge) {
     assert!(matches!(unknown, EngineIdentity::Unknown(_)), "{unknown:?}");
 }
 
+/// Drives the client as the GitHub App against `fake` (whose App mode is on): the App's
+/// own endpoints, then check runs with an installation token.
+async fn drive_as_app(fake: &FakeForge) {
+    let api = fake.api_url();
+    let client = reqwest::Client::new();
+    let head = fake.branch_sha(REPO, "main").unwrap();
+    let app = GitHubApp::new(4242, APP_KEY_PEM).unwrap();
+    let auth = ForgeAuth::new(Vault::unkeyed(), Some(app));
+    let repo = RepoRow {
+        api_token: None,
+        ..repo_row(&api)
+    };
+    assert!(auth.is_app(&repo));
+    assert_eq!(auth.app_login(&repo).await.unwrap(), "plue-test-app[bot]");
+    let token = auth.token(&repo, Use::Report).await.unwrap().unwrap();
+
+    let target = CheckTarget {
+        api_url: &api,
+        token: Some(token.expose()),
+        repo: REPO,
+    };
+    let run = NewCheckRun {
+        name: text("ci"),
+        head_sha: head,
+        progress: Progress::InProgress,
+        details_url: "http://plue.example/runs/1".into(),
+        external_id: "1".into(),
+    };
+    let id = checks::ensure(&client, &target, &run, None).await.unwrap();
+    let found = checks::ensure(&client, &target, &run, None).await.unwrap();
+    assert_eq!(found, id);
+    let annotations = (1..=60)
+        .map(|line| CheckAnnotation {
+            path: text("src/main.rs"),
+            start_line: line,
+            end_line: line,
+            level: Level::Warning,
+            message: text("look here"),
+            title: Some(text("a note")),
+        })
+        .collect();
+    let done = Completion {
+        conclusion: Conclusion::Failure,
+        title: text("1 step failed"),
+        summary: text("The step `test` failed."),
+        annotations,
+    };
+    checks::complete(&client, &target, id, &done).await.unwrap();
+    assert_eq!(fake.check_runs(REPO)[0].annotations.len(), 60);
+
+    // Who may summon, asked with the App's lookup token.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_data_dir(dir.path()).await.unwrap();
+    fake.set_permission("carol", "write");
+    let standing = Permissions::default()
+        .of(&store, &auth, &repo, "carol", None, Authors::Write)
+        .await;
+    assert_eq!(standing.permission, Permission::Write);
+
+    // A repository the App is not installed on, and a token GitHub refuses.
+    fake.create_repo("acme/other").unwrap();
+    fake.uninstall_app("acme/other");
+    let other = RepoRow {
+        id: 2,
+        name: "acme/other".into(),
+        ..repo.clone()
+    };
+    assert!(auth.token(&other, Use::Write).await.is_err());
+    fake.refuse_installation_tokens(403);
+    assert!(auth.token(&repo, Use::Write).await.is_err());
+}
+
 #[tokio::test]
 async fn the_github_client_and_the_fake_forge_speak_as_githubs_description_says() {
     let Some(description) = description() else {
@@ -259,11 +377,17 @@ async fn the_github_client_and_the_fake_forge_speak_as_githubs_description_says(
     fake.create_repo_with(REPO, &[("README.md", "hi\n")])
         .unwrap();
     drive(&fake).await;
+    let app = FakeForge::start(Flavor::GitHub, TOKEN).unwrap();
+    app.create_repo_with(REPO, &[("README.md", "hi\n")])
+        .unwrap();
+    app.enable_app(AppConfig::test(Duration::from_secs(3600)));
+    drive_as_app(&app).await;
 
     let prefix = Flavor::GitHub.api_prefix();
     let exchanges: Vec<Recorded> = fake
         .requests()
         .into_iter()
+        .chain(app.requests())
         .filter(|r| r.path.starts_with(&format!("{prefix}/")))
         .collect();
     let mut findings = Vec::new();
@@ -289,6 +413,15 @@ async fn the_github_client_and_the_fake_forge_speak_as_githubs_description_says(
         if (200..300).contains(status) && !listed {
             findings.push(format!(
                 "{operation} answered {status}, whose reads are not listed in READS"
+            ));
+        }
+    }
+    for (known, why) in KNOWN {
+        let before = findings.len();
+        findings.retain(|f| f != known);
+        if findings.len() == before {
+            findings.push(format!(
+                "no longer found, so remove it from KNOWN: {known} ({why})"
             ));
         }
     }

@@ -43,6 +43,9 @@ struct AccessToken {
 
 #[derive(Deserialize)]
 struct App {
+    /// Optional in GitHub's description (`integration`), though every App has one: an
+    /// answer without it is "names no slug" below, not a parse error.
+    #[serde(default)]
     slug: String,
 }
 
