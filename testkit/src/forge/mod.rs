@@ -54,11 +54,15 @@
 //!   `pulls/create` (201, 422), `pulls/list`, `pulls/get` (200, 404),
 //!   `issues/create-comment`, `issues/list-comments`, `issues/add-labels`,
 //!   `issues/create`, `issues/list-for-repo`, `users/get-authenticated` (200, 403),
-//!   `repos/get-collaborator-permission-level` (200, 404). So the GitHub flavor answers
+//!   `repos/get-collaborator-permission-level` (200, 404); in the App mode
+//!   `apps/get-authenticated`, `apps/get-repo-installation` (200, 404),
+//!   `apps/create-installation-access-token` (201, 403), `checks/list-for-ref`,
+//!   `checks/create`, `checks/get`, `checks/update`. So the GitHub flavor answers
 //!   in the schemas' full shapes (module `github_json`: `pull-request` with its
 //!   `repository`s, `issue`, `issue-comment`, `label`, `status`, `public-user`,
-//!   `nullable-collaborator`); before, it answered a subset the description refuses
-//!   (e.g. `{"login"}` for a user, a status without `url`, `creator`, times).
+//!   `nullable-collaborator`, `integration`); before, it answered a subset the
+//!   description refuses (e.g. `{"login"}` for a user, a status without `url`, `creator`,
+//!   times).
 //! - Gitea is checked against no description: no package of npm or PyPI ships Gitea's
 //!   `swagger.v1.json` (see [`crate::api_description`]).
 //!
