@@ -230,8 +230,8 @@ pub struct Budgets {
 }
 
 /// The subject of a text change: `name` (the kind) and the sha256 of `text`, the exact
-/// text written (a comment's or issue's body without Plue's hidden marker; labels one per
-/// line, each ending in `\n`).
+/// text written (a comment's or issue's body without trailing whitespace and Plue's hidden
+/// marker, which follows it after a blank line; labels one per line, each ending in `\n`).
 pub fn text_subject(kind: &str, text: &str) -> ResourceDescriptor {
     ResourceDescriptor::sha256(kind, sha256_hex(text.as_bytes()))
 }

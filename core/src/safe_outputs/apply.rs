@@ -459,7 +459,7 @@ impl Applier {
             Proposal::Comment { body } => {
                 let issue = self.target_issue(job)?;
                 let body = checked("the comment", body)?;
-                self.attest(job, Subject::Text(body.as_str())).await?;
+                self.attest(job, Subject::Text(body.as_str().trim_end())).await?;
                 Ok(writer.comment(issue, &body, &marker).await?.html_url)
             }
             Proposal::Labels { labels } => {
@@ -486,7 +486,7 @@ impl Applier {
             Proposal::Issue { title, body } => {
                 let title = checked("the issue's title", title)?;
                 let body = checked("the issue's body", body)?;
-                self.attest(job, Subject::Text(body.as_str())).await?;
+                self.attest(job, Subject::Text(body.as_str().trim_end())).await?;
                 Ok(writer.open_issue(&title, &body, &marker).await?.html_url)
             }
         }
