@@ -72,7 +72,20 @@ impl Description {
     pub fn github(cache: &Path) -> Result<Description> {
         let path = fetch::npm_file(cache, OCTOKIT_OPENAPI, GITHUB_FILE)?;
         let (name, version) = OCTOKIT_OPENAPI;
-        Description::read(&path, &format!("{name} {version} {GITHUB_FILE}"))
+        let description = Description::read(&path, &format!("{name} {version} {GITHUB_FILE}"))?;
+        // The package stamps its version into the description: a cached file of another
+        // version (or a damaged one) is not taken for the pinned one.
+        let stamped = description
+            .doc
+            .pointer("/info/version")
+            .and_then(Value::as_str);
+        if stamped != Some(version) {
+            anyhow::bail!(
+                "{} says it is version {stamped:?}, not the pinned {version}: remove it to fetch again",
+                path.display()
+            );
+        }
+        Ok(description)
     }
 
     /// The OpenAPI 3.0 document at `path`, called `source` in findings.
