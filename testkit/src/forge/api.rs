@@ -14,28 +14,12 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::answer::Answer;
 use super::query::{parse_query, percent_decode};
 use super::{
     git_http, github_json, lock, Answered, Comment, FaultAction, Flavor, Issue, PullRequest,
     Recorded, Shared, SharedState, Status,
 };
-
-/// What a handler answers: a status, a JSON body and extra headers.
-pub(crate) struct Answer {
-    pub(crate) status: u16,
-    pub(crate) body: Value,
-    pub(crate) headers: Vec<(String, String)>,
-}
-
-impl Answer {
-    pub(crate) fn json(status: u16, body: Value) -> Answer {
-        Answer {
-            status,
-            body,
-            headers: Vec::new(),
-        }
-    }
-}
 
 pub(crate) async fn handle(
     State(shared): State<SharedState>,

@@ -17,7 +17,7 @@
 
 use serde_json::{json, Value};
 
-use super::api::Answer;
+use super::answer::Answer;
 use super::{github_json, lock, Flavor, SharedState};
 
 /// A check run as the fake keeps it.

@@ -70,6 +70,7 @@
 //! on a `plue` child use it too); dropping it stops it and deletes the repositories; issue
 //! and pull request numbers share one sequence per repository, as on both forges.
 
+mod answer;
 mod api;
 pub mod app;
 mod checks;

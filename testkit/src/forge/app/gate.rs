@@ -15,7 +15,7 @@ use axum::response::Response;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::super::api::Answer;
+use super::super::answer::Answer;
 use super::super::query::percent_decode;
 use super::super::{lock, Recorded, Shared, SharedState};
 use super::{json as shapes, AppMode, InstallationToken};
