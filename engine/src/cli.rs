@@ -466,6 +466,19 @@ pub(crate) struct ServeArgs {
     /// repository's API: its api_url, or https://api.github.com).
     #[arg(long, value_name = "URL", env = "PLUE_GITHUB_APP_API_URL")]
     pub(crate) github_app_api_url: Option<String>,
+    /// A file holding the GitHub App's webhook secret: the App's `installation` and
+    /// `installation_repositories` deliveries are checked with it (without it they are
+    /// refused), recorded and shown by GET /api/installations.
+    #[arg(long, value_name = "PATH", env = "PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE")]
+    pub(crate) github_app_webhook_secret_file: Option<PathBuf>,
+    /// Register every repository an installation of the GitHub App adds (readable by
+    /// nobody until an admin grants a role). Off by default: an admin registers them.
+    #[arg(
+        long,
+        env = "PLUE_REGISTER_INSTALLED_REPOS",
+        requires = "github_app_webhook_secret_file"
+    )]
+    pub(crate) register_installed_repos: bool,
     /// Only parse and validate --pool-config, --llm-prices and the GitHub App's key,
     /// whichever are given, say what they hold, and exit (0: valid, 1: not).
     #[arg(long)]

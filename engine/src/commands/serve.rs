@@ -67,6 +67,24 @@ fn github_app(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::auth::Gi
     Ok(Some(app))
 }
 
+/// The GitHub App's webhook secret, read from `--github-app-webhook-secret-file` (its
+/// surrounding whitespace trimmed; at least 8 characters, as a repository's).
+fn app_webhook_secret(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::auth::Token>> {
+    let Some(file) = &args.github_app_webhook_secret_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--github-app-webhook-secret-file {}", file.display()))?;
+    let secret = text.trim();
+    if secret.chars().count() < 8 {
+        anyhow::bail!(
+            "--github-app-webhook-secret-file {}: the secret must be at least 8 characters",
+            file.display()
+        );
+    }
+    Ok(Some(engine::forge::auth::Token::new(secret.to_string())))
+}
+
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.check_config {
         return check_config(&args);
@@ -81,6 +99,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Before anything starts: a bad key is a configuration error, not a failing write later.
     let github_app = github_app(&args)?;
+    let app_webhook_secret = app_webhook_secret(&args)?;
     // Caught from now on: a SIGTERM while starting drains too, instead of killing.
     let stop = interrupted();
     let store = open_store(&args.store).await?;
@@ -132,6 +151,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     config.github_app = github_app;
+    config.github_app_webhook_secret = app_webhook_secret;
+    config.register_installed_repos = args.register_installed_repos;
     if let Some(file) = &args.llm_prices {
         config.prices = Arc::new(engine::pricing::Prices::with_file(file)?);
     }
