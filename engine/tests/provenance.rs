@@ -257,6 +257,42 @@ async fn an_agents_pull_request_carries_a_statement_in_toto_and_plue_verify_acce
     let (ok, _, err) = in_toto(&forged_file, &keys_file);
     assert!(!ok && err.contains("refused"), "{err}");
 
+    // The agent's comment: its statement's subject is the digest of the text on the forge.
+    let comment = statements
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|listed| &listed["envelope"])
+        .find(|envelope| envelope != &&served)
+        .unwrap();
+    let comment_file = write_json(&sb, "comment.json", comment);
+    let (ok, out, err) = verify(
+        &sb,
+        &[
+            "--statement",
+            comment_file.to_str().unwrap(),
+            "--key",
+            keys_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    let written = forge
+        .comments(REPO)
+        .into_iter()
+        .find_map(|c| {
+            c.body
+                .split_once("\n\n<!-- plue:proposal:")
+                .map(|(text, _)| text.to_owned())
+        })
+        .expect("the agent's comment");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(written.as_bytes()));
+    assert!(
+        out.contains(&format!(
+            "subject: a comment whose text has sha256 {digest}"
+        )),
+        "{out}"
+    );
+
     // plue verify: from the file, and fetched by the commit's trailer.
     let clone_dir = clone.to_str().unwrap();
     let (keys_arg, statement_arg) = (
