@@ -335,3 +335,6 @@ impl Attestor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! A statement made from the store: it opens with the engine's key only, names the person
+//! who approved the proposal and when, attests the text or commit given, and is recorded
+//! once (a retry's new signature does not replace it).
+
+use std::sync::Arc;
+
+use evaluator::plan::{Plan, Step};
+use plue_provenance::Signer;
+use plue_store::testing::stores;
+
+use super::*;
+use crate::store::{on_db, NewRun, RunRepo};
+
+#[tokio::test]
+async fn an_approved_proposals_statement_names_its_approver_and_is_kept_once() {
+    for (store, _dir) in stores().await {
+        let repo_id = plue_store::testing::create_repo(&store, "acme/app").await;
+        let plan = Plan::new("fix", vec![Step::bash("publish", "true")]);
+        let json = serde_json::to_string(&plan).unwrap();
+        let run_id = store
+            .create_run(
+                &NewRun {
+                    workflow_source: "acme/app",
+                    workflow_path: ".plue/fix.plue.py",
+                    repo: Some(RunRepo {
+                        repo_id,
+                        secrets_allowed: false,
+                    }),
+                    ..plue_store::testing::local_run(&plan, &json)
+                },
+                4,
+            )
+            .await
+            .unwrap()
+            .id;
+        let step_run = store.step_run(run_id, "publish").await.unwrap().unwrap().id;
+        let proposal: i64 = on_db!(store, pool => sqlx::query_scalar(
+            "INSERT INTO proposals (run_id, step_run_id, attempt_id, position, kind, payload, \
+             state, decided_by, decided_at, created_at) \
+             VALUES ($1, $2, 1, 0, 'comment', '{}', 'ready', 'maintainer-mo', 1700000000000, 0) \
+             RETURNING id",
+        )
+        .bind(run_id)
+        .bind(step_run)
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        let row = store.proposal(proposal).await.unwrap().unwrap();
+        let run = store.run(run_id).await.unwrap().unwrap();
+        let repo = store.repo_by_id(repo_id).await.unwrap().unwrap();
+        let change = Change {
+            row: &row,
+            run: &run,
+            repo: &repo,
+            step_id: "publish",
+            plan: &plan,
+            context: None,
+        };
+        let signer = Arc::new(Signer::from_seed(&[21; 32]));
+        let attestor = Attestor {
+            signer: signer.clone(),
+            artifacts: None,
+        };
+        let url = "https://plue.example.com/";
+        let kept = attestor
+            .attest(
+                &store,
+                url,
+                &change,
+                Subject::Text("Fixed."),
+                1_700_000_100_000,
+            )
+            .await
+            .unwrap();
+        let envelope: plue_provenance::Envelope = serde_json::from_str(&kept).unwrap();
+        let keys = [signer.public()];
+        let (statement, _) = plue_provenance::open(&envelope, &keys).unwrap();
+        let external = &statement.predicate.build_definition.external_parameters;
+        let approval = external.approval.as_ref().unwrap();
+        assert_eq!(approval.by, "maintainer-mo");
+        assert_eq!(approval.at, "2023-11-14T22:13:20.000Z");
+        assert_eq!(external.trigger.permission, "untrusted");
+        assert_eq!(external.repository, "acme/app");
+        assert_eq!(
+            statement.subject[0].digest["sha256"],
+            plue_provenance::statement::sha256_hex(b"Fixed.")
+        );
+        assert_eq!(
+            statement.predicate.run_details.metadata.invocation_id,
+            format!("https://plue.example.com/api/runs/{run_id}/proposals/{proposal}/provenance")
+        );
+        // Another key does not open it; a retry signs again but the first is kept.
+        let other = [Signer::from_seed(&[22; 32]).public()];
+        assert!(plue_provenance::open(&envelope, &other).is_err());
+        let again = attestor
+            .attest(
+                &store,
+                url,
+                &change,
+                Subject::Text("Fixed."),
+                1_700_000_200_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, kept);
+        let listed = store.signing_keys().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key_id, signer.public().id());
+    }
+}
