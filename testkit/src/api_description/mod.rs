@@ -9,8 +9,9 @@
 //! - the method and path are an operation (path templates matched, module `operations`);
 //! - every query parameter is one the operation declares, required ones are there, and
 //!   each value (and each path parameter's) validates against its schema;
-//! - a JSON request body validates against the operation's `requestBody` schema (and a
-//!   required body is there, and none is sent where none is declared);
+//! - a JSON request body is sent as a media type the operation takes (`Content-Type`)
+//!   and validates against the operation's `requestBody` schema (and a required body is
+//!   there, and none is sent where none is declared);
 //! - the status code is one the operation declares for it, and the JSON answer validates
 //!   against that response's schema.
 //!
@@ -139,7 +140,8 @@ impl Description {
         let name = operation.name();
         let mut found = |finding: String| checked.findings.push(format!("{name}: {finding}"));
         self.check_parameters(&operation, &path_values, &exchange.query, &mut found);
-        self.check_request_body(&operation, &exchange.body, &mut found);
+        let content_type = exchange.header("content-type");
+        self.check_request_body(&operation, &exchange.body, content_type, &mut found);
         if let Some(answer) = &exchange.answer {
             let at = format!("{}/responses", operation.pointer);
             let declared = self.doc.pointer(&at).and_then(Value::as_object);
@@ -283,6 +285,7 @@ impl Description {
         &self,
         operation: &Operation,
         body: &Value,
+        content_type: Option<&str>,
         found: &mut impl FnMut(String),
     ) {
         let (declared, at) = self.follow(&format!("{}/requestBody", operation.pointer));
@@ -298,11 +301,24 @@ impl Description {
             }
             return;
         }
-        match declared
-            .get("content")
-            .and_then(Value::as_object)
-            .and_then(|content| operations::json_schema_of(content, &at))
+        let content = declared.get("content").and_then(Value::as_object);
+        // The media type as sent, without its parameters (`; charset=utf-8`).
+        let sent = content_type
+            .and_then(|t| t.split(';').next())
+            .map(|t| t.trim().to_ascii_lowercase());
+        if !sent
+            .as_deref()
+            .is_some_and(|t| content.is_some_and(|c| c.contains_key(t)))
         {
+            found(format!(
+                "a JSON body was sent as {}, a media type the operation does not take ({})",
+                sent.as_deref().unwrap_or("no Content-Type"),
+                content
+                    .map(|c| c.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            ));
+        }
+        match content.and_then(|content| operations::json_schema_of(content, &at)) {
             Some(schema) => self.validate(&schema, body, "the request's body", found),
             None => found("a JSON body was sent, but the operation takes another kind".into()),
         }

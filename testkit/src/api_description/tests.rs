@@ -57,11 +57,18 @@ fn description() -> Description {
 }
 
 fn exchange(method: &str, path: &str, query: &str, body: Value, answer: (u16, Value)) -> Recorded {
+    let mut headers = BTreeMap::new();
+    if !body.is_null() {
+        headers.insert(
+            "content-type".to_string(),
+            "application/json; charset=utf-8".to_string(),
+        );
+    }
     Recorded {
         method: method.into(),
         path: path.into(),
         query: query.into(),
-        headers: BTreeMap::new(),
+        headers,
         body,
         answer: Some(Answered {
             status: answer.0,
@@ -170,6 +177,25 @@ fn every_disagreement_is_found_and_named() {
             "at /0/html_url does not validate",
         ),
     ];
+    let mut as_text = exchange(
+        "POST",
+        "/api/v3/repos/a/b/issues",
+        "",
+        json!({"title": "t"}),
+        (201, issue.clone()),
+    );
+    as_text
+        .headers
+        .insert("content-type".into(), "text/plain".into());
+    let mut unnamed = as_text.clone();
+    unnamed.headers.clear();
+    let cases = cases.into_iter().chain([
+        (
+            as_text,
+            "a JSON body was sent as text/plain, a media type the operation does not take (application/json)",
+        ),
+        (unnamed, "a JSON body was sent as no Content-Type"),
+    ]);
     for (exchange, expected) in cases {
         let found = findings(&exchange);
         assert!(
