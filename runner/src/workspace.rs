@@ -184,7 +184,7 @@ fn vanished(err: &(dyn std::error::Error + 'static)) -> bool {
 /// Checks out commit `sha` of the repository at `url` into `dir`, the fetches sending
 /// `credential` (if any) as an `http.extraHeader` given in `GIT_CONFIG_*` variables of
 /// those git processes only: it is in no argument, no file of the workspace, and no
-/// later process.
+/// later process; with a credential, git follows no HTTP redirect (to another host).
 async fn checkout(
     url: &str,
     sha: &str,
@@ -196,10 +196,15 @@ async fn checkout(
     git(None, &["init", "-q", "--", dir_arg]).await?;
     let header = credential.map(|c| c.header());
     let env: Vec<(&str, &str)> = match &header {
+        // git follows a redirect of the first request (`http.followRedirects=initial`)
+        // and then sends the rest of the fetch, every extra header with it, to the host
+        // redirected to: a credential follows no redirect.
         Some(header) => vec![
-            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_COUNT", "2"),
             ("GIT_CONFIG_KEY_0", "http.extraHeader"),
             ("GIT_CONFIG_VALUE_0", header.as_str()),
+            ("GIT_CONFIG_KEY_1", "http.followRedirects"),
+            ("GIT_CONFIG_VALUE_1", "false"),
         ],
         None => Vec::new(),
     };
@@ -571,6 +576,30 @@ mod tests {
                 assert!(!text.contains("extraHeader"), "{}", entry.path().display());
             }
         }
+    }
+
+    // The attack: the forge answers the checkout's first request with a redirect to another
+    // host (a renamed or transferred repository, a compromised proxy). git follows it once
+    // (`http.followRedirects=initial`) and sends the rest of the fetch to that host itself,
+    // every `http.extraHeader` with it: the installation token went to the other host.
+    #[tokio::test]
+    async fn a_checkout_credential_never_follows_a_redirect_to_another_host() {
+        let trap = testkit::redirect_trap::RedirectTrap::start().unwrap();
+        let source = WorkspaceSource::Git {
+            url: trap.url("acme/app.git"),
+            sha: testkit::redirect_trap::RedirectTrap::SHA.into(),
+            credential: Some(crate::protocol::GitCredential::new("ghs_trapped".into())),
+        };
+        let dest = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", prepare(&source, dest.path()).await.unwrap_err());
+        assert!(!err.contains("ghs_trapped"), "{err}");
+        let header = crate::protocol::GitCredential::new("ghs_trapped".into()).header();
+        let basic = header.trim_start_matches("Authorization: ");
+        assert!(
+            !trap.authorizations().iter().any(|a| a == basic),
+            "the token reached the host redirected to: {:?}",
+            trap.authorizations()
+        );
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@ pub mod counting;
 pub mod forge;
 mod identity;
 pub mod kube;
+pub mod redirect_trap;
 mod server_thread;
 mod watchdog;
 

@@ -10,7 +10,8 @@
 //! - A mirror given a credential ([`Mirror::with_credential`]: a GitHub App's read-only
 //!   installation token) sends it on its fetches only, as git's `http.extraHeader` in
 //!   `GIT_CONFIG_*` variables: never in a URL, an argument, the mirror's config or an
-//!   error.
+//!   error; and those fetches follow no HTTP redirect (git would send the header on to
+//!   the host redirected to).
 //! - One operation at a time per mirror: the caller ([`super::Registry`]) holds the
 //!   mirror's lock, so concurrent deliveries for one repository never race on git's
 //!   lock files.
@@ -138,10 +139,14 @@ impl Mirror {
             return git(Some(&self.dir), args, FETCH_TIMEOUT).await;
         };
         let header = credential.header();
+        // No redirect followed: git sends the rest of an exchange whose first request was
+        // redirected to the host redirected to, the extra header with it.
         let env = [
-            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_COUNT", "2"),
             ("GIT_CONFIG_KEY_0", "http.extraHeader"),
             ("GIT_CONFIG_VALUE_0", header.as_str()),
+            ("GIT_CONFIG_KEY_1", "http.followRedirects"),
+            ("GIT_CONFIG_VALUE_1", "false"),
         ];
         git_with(Some(&self.dir), args, &env, None, FETCH_TIMEOUT)
             .await
@@ -567,6 +572,31 @@ mod tests {
             assert!(text.contains("127.0.0.1:1"), "{text}");
             assert!(!text.contains("s3cr3t"), "{text}");
         }
+    }
+
+    // The attack: the forge redirects the mirror's fetch to another host; git follows the
+    // first request's redirect and sends the rest there with every `http.extraHeader`.
+    #[tokio::test]
+    async fn a_mirrors_credential_never_follows_a_redirect_to_another_host() {
+        use testkit::redirect_trap::RedirectTrap;
+        let trap = RedirectTrap::start().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let credential = runner::protocol::GitCredential::new("ghs_trapped".into());
+        let basic = credential.header().replace("Authorization: ", "");
+        let mirror = Mirror::open(tmp.path().join("m.git"))
+            .await
+            .unwrap()
+            .with_credential(Some(credential));
+        let url = trap.url("acme/app.git");
+        let _ = mirror.fetch(&url, &[RedirectTrap::SHA]).await;
+        let _ = mirror.fetch(&url, &["main"]).await;
+        let _ = mirror.resolve(&url, "main").await;
+        let _ = mirror.remote_head_branch(&url).await;
+        assert!(
+            !trap.authorizations().contains(&basic),
+            "the token reached the host redirected to: {:?}",
+            trap.authorizations()
+        );
     }
 
     #[tokio::test]

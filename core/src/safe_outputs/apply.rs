@@ -459,7 +459,8 @@ impl Applier {
             Proposal::Comment { body } => {
                 let issue = self.target_issue(job)?;
                 let body = checked("the comment", body)?;
-                self.attest(job, Subject::Text(body.as_str().trim_end())).await?;
+                self.attest(job, Subject::Text(body.as_str().trim_end()))
+                    .await?;
                 Ok(writer.comment(issue, &body, &marker).await?.html_url)
             }
             Proposal::Labels { labels } => {
@@ -486,7 +487,8 @@ impl Applier {
             Proposal::Issue { title, body } => {
                 let title = checked("the issue's title", title)?;
                 let body = checked("the issue's body", body)?;
-                self.attest(job, Subject::Text(body.as_str().trim_end())).await?;
+                self.attest(job, Subject::Text(body.as_str().trim_end()))
+                    .await?;
                 Ok(writer.open_issue(&title, &body, &marker).await?.html_url)
             }
         }
@@ -763,10 +765,14 @@ pub async fn push(
 ) -> Result<(), PostError> {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
     let header = format!("Authorization: Basic {basic}");
+    // No redirect followed: git sends the rest of a push whose first request was
+    // redirected to the host redirected to, the token's header with it.
     let env = [
-        ("GIT_CONFIG_COUNT", "1"),
+        ("GIT_CONFIG_COUNT", "2"),
         ("GIT_CONFIG_KEY_0", "http.extraHeader"),
         ("GIT_CONFIG_VALUE_0", header.as_str()),
+        ("GIT_CONFIG_KEY_1", "http.followRedirects"),
+        ("GIT_CONFIG_VALUE_1", "false"),
     ];
     // Forced: the branch is Plue's own (its prefix), and is only pushed while no pull
     // request is open for it; a retry pushes the very same commit.

@@ -125,6 +125,37 @@ async fn the_push_needs_the_token_and_no_error_repeats_it() {
     }
 }
 
+// The attack: the forge answers the push's first request with a redirect to another
+// host; git follows it and sends the pack there with the write token's header.
+#[tokio::test]
+async fn the_push_never_follows_a_redirect_to_another_host() {
+    use testkit::redirect_trap::RedirectTrap;
+    let (forge, base, diff) = setup();
+    let mirrors = tempfile::tempdir().unwrap();
+    let mirror = mirror_of(&forge, mirrors.path()).await;
+    let commit = build_commit(&mirror, &base, &diff, &title("Fix a"), 0)
+        .await
+        .unwrap();
+    let trap = RedirectTrap::start().unwrap();
+    let refused = push(
+        &mirror,
+        &trap.url("acme/app.git"),
+        &commit,
+        "plue/run-1-fix",
+        "ghs_trapped",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(!refused.contains("ghs_trapped"), "{refused}");
+    let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:ghs_trapped");
+    assert!(
+        !trap.authorizations().contains(&format!("Basic {basic}")),
+        "the token reached the host redirected to: {:?}",
+        trap.authorizations()
+    );
+}
+
 #[test]
 fn branches_and_markers_are_deterministic() {
     assert_eq!(branch_name("plue/", 7, "fix"), "plue/run-7-fix");
