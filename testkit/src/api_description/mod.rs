@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::forge::Recorded;
+use crate::forge::{Answered, Recorded};
 pub use fetch::{GITHUB_FILE, OCTOKIT_OPENAPI};
 use operations::Operation;
 
@@ -143,45 +143,14 @@ impl Description {
         let content_type = exchange.header("content-type");
         self.check_request_body(&operation, &exchange.body, content_type, &mut found);
         if let Some(answer) = &exchange.answer {
-            let at = format!("{}/responses", operation.pointer);
-            let declared = self.doc.pointer(&at).and_then(Value::as_object);
-            let code = answer.status.to_string();
-            let range = format!("{}XX", answer.status / 100);
-            let key = [code.as_str(), range.as_str(), "default"]
-                .into_iter()
-                .find(|k| declared.is_some_and(|d| d.contains_key(*k)));
-            match key {
-                None => found(format!(
-                    "answered {code}, a status the operation does not declare ({})",
-                    declared
-                        .map(|d| d.keys().cloned().collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default()
-                )),
-                Some(key) => {
-                    let at = format!("{at}/{}", operations::escape(key));
-                    let (response, at) = self.follow(&at);
-                    let schema = response
-                        .and_then(|r| r.get("content"))
-                        .and_then(Value::as_object)
-                        .and_then(|content| operations::json_schema_of(content, &at));
-                    match schema {
-                        Some(schema) => {
-                            let what = format!("answer {code}'s body");
-                            self.validate(&schema, &answer.body, &what, &mut found);
-                        }
-                        None if !answer.body.is_null() => found(format!(
-                            "answer {code} has a body, but the description declares none"
-                        )),
-                        None => {}
-                    }
-                }
-            }
+            self.check_answer(&operation, answer, &mut found);
         }
         checked
     }
 
-    /// Whether each of `reads` (paths as [`Description::check_reads`] takes them) is in
-    /// operation `operation_id`'s answer `status`; findings, empty when all are.
+    /// Whether each of `reads` (dot-separated property names, `[]` for an array's items:
+    /// `check_runs.[].id`) is in operation `operation_id`'s answer `status`; findings,
+    /// empty when all are.
     ///
     /// A path ending in `?` is one the client does without (absent or null); any other
     /// must be required and never null.
@@ -231,6 +200,49 @@ impl Description {
             }
         }
         findings
+    }
+
+    /// The answer's status is declared for `operation`, and its JSON body validates
+    /// against that response's schema.
+    fn check_answer(
+        &self,
+        operation: &Operation,
+        answer: &Answered,
+        found: &mut impl FnMut(String),
+    ) {
+        let at = format!("{}/responses", operation.pointer);
+        let declared = self.doc.pointer(&at).and_then(Value::as_object);
+        let code = answer.status.to_string();
+        let range = format!("{}XX", answer.status / 100);
+        let key = [code.as_str(), range.as_str(), "default"]
+            .into_iter()
+            .find(|k| declared.is_some_and(|d| d.contains_key(*k)));
+        match key {
+            None => found(format!(
+                "answered {code}, a status the operation does not declare ({})",
+                declared
+                    .map(|d| d.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            )),
+            Some(key) => {
+                let at = format!("{at}/{}", operations::escape(key));
+                let (response, at) = self.follow(&at);
+                let schema = response
+                    .and_then(|r| r.get("content"))
+                    .and_then(Value::as_object)
+                    .and_then(|content| operations::json_schema_of(content, &at));
+                match schema {
+                    Some(schema) => {
+                        let what = format!("answer {code}'s body");
+                        self.validate(&schema, &answer.body, &what, found);
+                    }
+                    None if !answer.body.is_null() => found(format!(
+                        "answer {code} has a body, but the description declares none"
+                    )),
+                    None => {}
+                }
+            }
+        }
     }
 
     fn check_parameters(
