@@ -434,3 +434,74 @@ async fn the_github_client_and_the_fake_forge_speak_as_githubs_description_says(
         findings.join("\n")
     );
 }
+
+// The attacker's side, against the real description: a client or a fake that leaves it
+// is caught, and the finding names the operation and the schema's complaint — so a
+// description that would pass anything (a conversion gone wrong) fails here.
+#[tokio::test]
+async fn a_request_or_answer_github_would_not_make_is_named() {
+    let Some(description) = description() else {
+        return;
+    };
+    let fake = FakeForge::start(Flavor::GitHub, TOKEN).unwrap();
+    fake.create_repo_with(REPO, &[("README.md", "hi\n")])
+        .unwrap();
+    let issue = fake.create_issue(REPO, "broken", "it is", "alice");
+    let api = fake.api_url();
+    let client = reqwest::Client::new();
+    let writer = Writer {
+        client: &client,
+        forge: Forge::GitHub,
+        api_url: &api,
+        token: Some(TOKEN),
+        repo: REPO,
+    };
+    writer
+        .comment(issue, &text("On it."), "<!-- plue:run:1:started -->")
+        .await
+        .unwrap();
+    let prefix = Flavor::GitHub.api_prefix();
+    let exchanges = fake.requests();
+    let posted = exchanges
+        .iter()
+        .find(|r| r.method == "POST")
+        .expect("the comment was posted");
+    assert!(description.check(prefix, posted).findings.is_empty());
+
+    let mut wrong = posted.clone();
+    wrong.body = serde_json::json!({"body": 7});
+    let answer = wrong.answer.as_mut().unwrap();
+    answer.body.as_object_mut().unwrap().remove("html_url");
+    answer.body["user"]["login"] = serde_json::json!(null);
+    wrong.query = "per_page=100".into();
+    let findings = description.check(prefix, &wrong).findings.join("\n");
+    let operation =
+        "issues/create-comment (POST /repos/{owner}/{repo}/issues/{issue_number}/comments)";
+    for expected in [
+        format!("{operation}: query parameter 'per_page' is not declared"),
+        format!("{operation}: the request's body at /body does not validate"),
+        format!("{operation}: answer 201's body at / does not validate"),
+        "\"html_url\" is a required property".to_string(),
+        format!("{operation}: answer 201's body at /user"),
+    ] {
+        assert!(
+            findings.contains(&expected),
+            "{expected}\nnot in:\n{findings}"
+        );
+    }
+
+    let mut elsewhere = posted.clone();
+    elsewhere.method = "PUT".into();
+    let findings = description.check(prefix, &elsewhere).findings;
+    assert!(
+        findings[0].contains("no operation of @octokit/openapi 23.0.2"),
+        "{findings:?}"
+    );
+    let mut undeclared = posted.clone();
+    undeclared.answer.as_mut().unwrap().status = 502;
+    let findings = description.check(prefix, &undeclared).findings.join("\n");
+    assert!(
+        findings.contains("answered 502, a status the operation does not declare"),
+        "{findings}"
+    );
+}
