@@ -149,7 +149,8 @@ fn three_replicas_two_classes() -> Value {
 
 fn existing_secret() -> Value {
     json!({"existingSecret": "plue-credentials", "postgresql": {"enabled": false},
-           "database": {"existingSecret": "plue-db", "existingSecretKey": "url"}})
+           "database": {"existingSecret": "plue-db", "existingSecretKey": "url"},
+           "provenance": {"existingSecret": "plue-provenance"}})
 }
 
 /// Every value set the chart is checked with.
@@ -371,6 +372,48 @@ fn the_engine_deployment_starts_plue_serve_as_it_reads_its_configuration() {
         .find(|v| v["name"] == "pool")
         .unwrap();
     assert_eq!(pool_volume["configMap"]["name"], "plue-pool");
+}
+
+// The provenance signing key reaches `plue serve --signing-key` (PLUE_SIGNING_KEY) as a
+// file of a read-only Secret volume of the engine's pod only; without the Secret, no key
+// is mounted and the engine makes its own.
+#[test]
+fn a_provenance_signing_key_comes_from_a_secret_of_the_engine_pod_only() {
+    let rendered = render(existing_secret());
+    assert_eq!(
+        rendered.env("PLUE_SIGNING_KEY")["value"],
+        "/etc/plue-provenance/signing-key.pem"
+    );
+    let pod = &rendered.engine()["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "provenance")
+        .unwrap_or_else(|| panic!("{pod}"));
+    assert_eq!(volume["secret"]["secretName"], "plue-provenance");
+    assert_eq!(volume["secret"]["items"][0]["key"], "signing-key.pem");
+    let mount = rendered.engine_container()["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "provenance")
+        .cloned()
+        .unwrap();
+    assert_eq!(mount["mountPath"], "/etc/plue-provenance");
+    assert_eq!(mount["readOnly"], true);
+    let holders: Vec<String> = rendered
+        .objects
+        .iter()
+        .filter(|o| o.to_string().contains("plue-provenance\""))
+        .map(|o| {
+            let name = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            format!("{}/{}", name(&o["kind"]), name(&o["metadata"]["name"]))
+        })
+        .collect();
+    assert_eq!(holders, ["Deployment/plue"], "{holders:?}");
+    let plain = render(json!({}));
+    assert!(!plain.engine().to_string().contains("PLUE_SIGNING_KEY"));
 }
 
 #[test]
