@@ -588,17 +588,17 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
     for (body, code, message) in [
         (
             json!({"workflow": "deploy", "inputs": {"version": "1", "colour": "red"}}),
-            422,
+            409,
             "unknown input 'colour'",
         ),
         (
             json!({"workflow": "deploy"}),
-            422,
+            409,
             "input 'version' is required",
         ),
         (
             json!({"workflow": "ci", "inputs": {}}),
-            422,
+            409,
             "no manual trigger",
         ),
         (json!({"workflow": "nope"}), 404, "no workflow 'nope'"),
@@ -606,6 +606,11 @@ async fn github_deliveries_start_the_runs_a_user_expects_and_report_statuses() {
             json!({"workflow": "deploy", "ref": "no-such-branch"}),
             404,
             "no-such-branch",
+        ),
+        (
+            json!({"workflow": "deploy", "ref": "main..HEAD"}),
+            400,
+            "'main..HEAD' is not a valid branch, tag or commit name",
         ),
     ] {
         let response = client()

@@ -835,14 +835,14 @@ fn input_values() -> Schema {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The new run", body = Created),
-        (status = 400, description = "An invalid repository name, a malformed body or an input that is not a string, number or boolean", body = ErrorView),
+        (status = 400, description = "An invalid repository name or ref, a malformed body or an input that is not a string, number or boolean", body = ErrorView),
         (status = 401, description = "No valid bearer token", body = ErrorView),
         (status = 403, description = "The caller reads the repository but lacks `writer` on it", body = ErrorView),
         (status = 404, description = "No such repository, ref or workflow, or a repository the caller may not read", body = ErrorView),
-        (status = 409, description = "The repository could not be fetched from its clone URL: the answer gives git's reason (the engine logs it at `warn`)", body = ErrorView),
+        (status = 409, description = "The repository's workflow at that ref refuses the dispatch (no manual trigger, an unknown, missing or invalid input, a file that does not evaluate), or the repository could not be fetched from its clone URL (the answer gives git's reason; the engine logs it at `warn`)", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
-        (status = 422, description = "The body does not fit the schema, or the workflow refused the dispatch (no manual trigger, bad inputs, a file that failed to evaluate)", body = ErrorView),
+        (status = 422, description = "The body does not fit the schema", body = ErrorView),
         (status = 500, description = "The engine failed (see its log)", body = ErrorView),
         (status = 501, description = "This engine has no evaluator", body = ErrorView),
     )
@@ -855,6 +855,15 @@ pub(super) async fn dispatch(
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let repo = find_repo(&state, &caller, &owner, &name, Role::Writer).await?;
     let Object(request) = body?;
+    if let Some(git_ref) = &request.git_ref {
+        // The document's pattern, before anything is fetched.
+        crate::registry::git::check_ref(git_ref).map_err(|_| {
+            ApiError::bad_request(format!(
+                "'{}' is not a valid branch, tag or commit name",
+                git_ref.escape_debug()
+            ))
+        })?;
+    }
     let Some(registry) = &state.registry else {
         return Err(ApiError::Client(
             StatusCode::NOT_IMPLEMENTED,
@@ -910,16 +919,16 @@ pub(super) async fn dispatch(
     }
 }
 
-/// A refused dispatch as the API answers it. A repository that cannot be fetched is a 409:
-/// the request is well formed, but the repository as registered (its clone URL, its
-/// forge's answer) does not let it be read now — the fault lies with the repository, not
-/// the engine, so it is no 5xx (the registry logs git's reason at `warn`).
+/// A refused dispatch as the API answers it. What the repository holds decides the rest,
+/// so both are 409s for a request the document allows: the workflow at that ref refusing
+/// it (its manual trigger's inputs are in no schema the document could state), and a
+/// repository that cannot be fetched — the repository as registered (its clone URL, its
+/// forge's answer) does not let it be read now, a fault of the repository, not the engine,
+/// so no 5xx (the registry logs git's reason at `warn`).
 fn dispatch_refused(refused: DispatchError) -> ApiError {
     match refused {
         DispatchError::NotFound(message) => ApiError::not_found(message),
-        DispatchError::Rejected(message) => {
-            ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, message)
-        }
+        DispatchError::Rejected(message) => ApiError::Client(StatusCode::CONFLICT, message),
         DispatchError::Unavailable(message) => ApiError::Client(StatusCode::CONFLICT, message),
         DispatchError::Internal(e) => ApiError::Internal(e),
     }
