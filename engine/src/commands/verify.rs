@@ -142,8 +142,21 @@ fn trailer_path(message: &str, server: &str) -> anyhow::Result<(String, String)>
         bail!("no {TRAILER} trailer: give --statement FILE");
     };
     let url = url.trim();
+    // Plain segments only: a URL resolves `..` and `.` (also as `%2e`) and `\` as `/`, so
+    // `/api/../../elsewhere` would leave `/api/` (for an engine under a path, another
+    // application of its host, sent the user's token).
+    let plain = |path: &str| {
+        path.split('/').skip(1).all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    };
     match url.strip_prefix(server.trim_end_matches('/')) {
-        Some(path) if path.starts_with("/api/") => Ok((url.to_owned(), path.to_owned())),
+        Some(path) if path.starts_with("/api/") && plain(path) => {
+            Ok((url.to_owned(), path.to_owned()))
+        }
         _ => bail!("the {TRAILER} trailer names {url}, which is not on --server {server}"),
     }
 }
@@ -283,6 +296,29 @@ mod tests {
         ] {
             assert!(trailer_path(&message(evil), server).is_err(), "{evil}");
         }
+        // An engine under a path: a trailer that leaves `/api/` once the URL is resolved
+        // (dot segments, encoded or not, a backslash, a query) is not followed either.
+        let under = "https://host.example/plue";
+        assert!(trailer_path(
+            &message("https://host.example/plue/api/runs/1/proposals/2/provenance"),
+            under
+        )
+        .is_ok());
+        for evil in [
+            "https://host.example/plue/api/../../other/steal",
+            "https://host.example/plue/api/%2e%2e/%2E%2E/other/steal",
+            "https://host.example/plue/api/./../../other",
+            "https://host.example/plue/api/..\\..\\other",
+            "https://host.example/plue/api//evil.example/x",
+            "https://host.example/plue/api/runs/1?next=/other",
+            "https://host.example/plue/api/runs/1#x",
+        ] {
+            assert!(trailer_path(&message(evil), under).is_err(), "{evil}");
+        }
+        // What the client would have fetched for the first: another application's path.
+        let resolved =
+            reqwest::Url::parse("https://host.example/plue/api/%2e%2e/%2E%2E/other").unwrap();
+        assert_eq!(resolved.path(), "/other");
         assert!(trailer_path("Fix it\n", server).is_err());
     }
 }
