@@ -210,3 +210,7 @@ fn repo_of(report: &StatusReportRow) -> RepoRow {
         public_read: None,
     }
 }
+
+#[cfg(test)]
+#[path = "status_reporter_tests.rs"]
+mod tests;
