@@ -827,7 +827,7 @@ fn dispatch_candidates(git_ref: &str) -> Vec<String> {
 
 /// Why `git_ref` could not be resolved, as a sentence, from git's error `why`: a missing
 /// ref or a bad name in Plue's words; a fetch that failed with git's own reason
-/// ([`git_reason`]: one line, no credentials), so the caller of a 502 learns why.
+/// ([`git_reason`]: one line, no credentials), so the caller of the API's 409 learns why.
 fn unresolved(repo: &str, git_ref: &str, why: &str) -> DispatchError {
     let missing = [
         "couldn't find remote ref",
@@ -907,7 +907,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unresolved_ref_is_a_sentence_with_gits_reason_only_for_a_502() {
+    fn an_unresolved_ref_is_a_sentence_with_gits_reason_only_when_unavailable() {
         let git_says = "fetching 'refs/heads/nope' from /srv/git/app: fatal: couldn't find \
                         remote ref refs/heads/nope";
         let DispatchError::NotFound(missing) = unresolved("acme/app", "nope", git_says) else {
@@ -917,9 +917,9 @@ mod tests {
         let unreachable = "fatal: unable to access 'https://forge.example/app.git/': \
                            Could not resolve host: forge.example";
         let DispatchError::Unavailable(down) = unresolved("acme/app", "main", unreachable) else {
-            panic!("not a 502")
+            panic!("not unavailable")
         };
-        // Issue 54: the 502 said "the engine's log says why", and that log said nothing at
+        // Issue 54: the answer said "the engine's log says why", and that log said nothing at
         // its default level; the answer says why now, in git's words.
         assert_eq!(
             down,
@@ -927,7 +927,7 @@ mod tests {
              'https://forge.example/app.git/': Could not resolve host: forge.example"
         );
         let DispatchError::Rejected(bad) = unresolved("acme/app", "a..b", "") else {
-            panic!("not a 422")
+            panic!("not rejected")
         };
         assert_eq!(bad, "'a..b' is not a valid branch, tag or commit name");
         for message in [missing, bad] {
