@@ -26,6 +26,8 @@ pub const MAX_ANNOTATIONS: i64 = 1000;
 pub struct Checking<'a> {
     pub with: &'a Answering<'a>,
     pub token: Option<&'a str>,
+    /// The engine's GitHub App's id: the check runs it made are the only ones it adopts.
+    pub app_id: Option<u64>,
 }
 
 /// Delivers `report` as check runs; `summoned` is the stored context of a run an issue or
@@ -80,6 +82,7 @@ fn target<'a>(checking: &'a Checking<'_>, report: &'a StatusReportRow) -> CheckT
         api_url: checking.with.api_url,
         token: checking.token,
         repo: &report.repo_name,
+        app_id: checking.app_id,
     }
 }
 
@@ -136,17 +139,13 @@ async fn completion(
     report: &StatusReportRow,
     ending: &answers::Ending,
 ) -> Result<Completion, PostError> {
-    let cancelled = with
+    let run_status = with
         .store
         .run(report.run_id)
         .await
         .map_err(store_error)?
-        .is_some_and(|run| run.status == "cancelled");
-    let conclusion = match (report.state.as_str(), cancelled) {
-        ("success", _) => Conclusion::Success,
-        (_, true) => Conclusion::Cancelled,
-        _ => Conclusion::Failure,
-    };
+        .map(|run| run.status);
+    let conclusion = conclusion(&report.state, run_status.as_deref());
     let rows = with
         .store
         .annotations_of_run(report.run_id, None, MAX_ANNOTATIONS)
@@ -174,6 +173,17 @@ async fn completion(
         summary,
         annotations,
     })
+}
+
+/// How a run whose final report is `state` (`success`, `failure`, `error`) and whose own
+/// status is `run_status` concludes: a cancelled run is `cancelled`, whatever its report
+/// says; any other end but success (a failure, a file that did not evaluate) is `failure`.
+pub fn conclusion(state: &str, run_status: Option<&str>) -> Conclusion {
+    match (state, run_status) {
+        ("success", _) => Conclusion::Success,
+        (_, Some("cancelled")) => Conclusion::Cancelled,
+        _ => Conclusion::Failure,
+    }
 }
 
 /// A stored annotation as a check-run annotation, each text redacted by the run's wall;
@@ -251,6 +261,22 @@ mod tests {
                 assert!(wall.check(field).is_ok(), "{field:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_run_concludes_as_it_ended() {
+        assert_eq!(
+            conclusion("success", Some("succeeded")),
+            Conclusion::Success
+        );
+        assert_eq!(conclusion("failure", Some("failed")), Conclusion::Failure);
+        assert_eq!(
+            conclusion("error", Some("cancelled")),
+            Conclusion::Cancelled
+        );
+        // A workflow file that did not evaluate: the run failed, its report is an error.
+        assert_eq!(conclusion("error", Some("failed")), Conclusion::Failure);
+        assert_eq!(conclusion("failure", None), Conclusion::Failure);
     }
 
     #[test]
