@@ -163,6 +163,7 @@ impl StatusReporter {
             let checking = check_runs::Checking {
                 with: &with,
                 token: report_token.as_ref().map(|t| t.expose()).or(token),
+                app_id: self.auth.app().map(|app| app.id()),
             };
             return check_runs::deliver(&checking, report, summoned.as_deref()).await;
         }

@@ -316,6 +316,7 @@ async fn drive_as_app(fake: &FakeForge) {
         api_url: &api,
         token: Some(token.expose()),
         repo: REPO,
+        app_id: None,
     };
     let run = NewCheckRun {
         name: text("ci"),

@@ -11,7 +11,10 @@
 //!   engine's own dashboard.
 //! - Idempotent: a check run is looked up by its `external_id` among the commit's check runs
 //!   of its name before one is created, so a create whose answer was lost makes no second
-//!   one; [`complete`] reads how many annotations GitHub already holds
+//!   one — only among the engine's App's own ([`CheckTarget::app_id`]): another App (a
+//!   GitHub Actions workflow of the repository) can make a check run of the same name and
+//!   external id, which the engine could not complete, and whose conclusion would stand
+//!   for the run's; [`complete`] reads how many annotations GitHub already holds
 //!   (`output.annotations_count`) and sends only the rest, so a retry after a lost answer
 //!   appends nothing twice.
 //! - The token travels only in the `Authorization` header; errors are
@@ -37,6 +40,9 @@ pub struct CheckTarget<'a> {
     pub token: Option<&'a str>,
     /// `owner/name`.
     pub repo: &'a str,
+    /// The engine's GitHub App (its id): only its check runs are the engine's
+    /// (`None`: any, for a token that is no App's).
+    pub app_id: Option<u64>,
 }
 
 /// What [`complete`] reads of a check run.
@@ -47,6 +53,13 @@ struct CheckRunJson {
     external_id: Option<String>,
     #[serde(default)]
     output: Option<OutputJson>,
+    #[serde(default)]
+    app: Option<AppJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AppJson {
+    id: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,7 +127,8 @@ pub async fn ensure(
     Ok(created.id)
 }
 
-/// The check run named `name` on `sha` whose `external_id` is `external_id`, if any.
+/// The check run named `name` on `sha` whose `external_id` is `external_id`, made by the
+/// target's App, if any.
 async fn find(
     client: &reqwest::Client,
     target: &CheckTarget<'_>,
@@ -133,7 +147,12 @@ async fn find(
     Ok(listed
         .check_runs
         .into_iter()
-        .find(|c| c.external_id.as_deref() == Some(external_id))
+        .find(|c| {
+            c.external_id.as_deref() == Some(external_id)
+                && target
+                    .app_id
+                    .is_none_or(|app| c.app.as_ref().is_some_and(|a| a.id == app))
+        })
         .map(|c| c.id))
 }
 

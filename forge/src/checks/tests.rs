@@ -52,6 +52,7 @@ async fn lost_answers_create_and_annotate_nothing_twice() {
         api_url: &api,
         token: Some(TOKEN),
         repo: "acme/app",
+        app_id: None,
     };
     let client = reqwest::Client::new();
     forge.fault(Fault::new(
@@ -109,6 +110,7 @@ async fn a_refusal_says_why_without_the_token() {
         api_url: &api,
         token: Some(TOKEN),
         repo: "acme/app",
+        app_id: None,
     };
     // An unknown commit: GitHub's 422, not worth a retry.
     let refused = ensure(
@@ -126,4 +128,95 @@ async fn a_refusal_says_why_without_the_token() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A GitHub that lists, for any commit, one check run of another App (id 999) named like
+/// the engine's with its external id `7`, and answers a create with check run 777; every
+/// request's method and path, in order.
+fn github_with_a_foreign_check_run() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(n) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = n.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            let request: Vec<&str> = line.split_whitespace().take(2).collect();
+            kept.lock().unwrap().push(request.join(" "));
+            let (status, answer) = if request[0] == "GET" {
+                let foreign = serde_json::json!({
+                    "id": 555, "external_id": "7", "name": "ci", "status": "completed",
+                    "conclusion": "success", "app": {"id": 999, "slug": "github-actions"},
+                });
+                (
+                    "200 OK",
+                    serde_json::json!({"total_count": 1, "check_runs": [foreign]}),
+                )
+            } else {
+                (
+                    "201 Created",
+                    serde_json::json!({"id": 777, "external_id": "7"}),
+                )
+            };
+            let answer = answer.to_string();
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (api, seen)
+}
+
+// The attack: a workflow of the repository (GitHub Actions, whose token may write check
+// runs) makes a check run named like the engine's, with the engine's next run id as its
+// external id, already completed as a success. The engine took it for its own: it never
+// made its check run, its completion of the other App's check run was refused, and the
+// forged success stood for the run.
+#[tokio::test]
+async fn another_apps_check_run_with_the_engines_external_id_is_not_adopted() {
+    let (api, seen) = github_with_a_foreign_check_run();
+    let target = CheckTarget {
+        api_url: &api,
+        token: Some(TOKEN),
+        repo: "acme/app",
+        app_id: Some(4242),
+    };
+    let sha = "a".repeat(40);
+    let id = ensure(&reqwest::Client::new(), &target, &new_run(&sha), None)
+        .await
+        .unwrap();
+    assert_eq!(id, 777, "{:?}", seen.lock().unwrap());
+    assert_eq!(
+        seen.lock().unwrap().last().map(String::as_str),
+        Some("POST /repos/acme/app/check-runs")
+    );
+    // The engine's own App's check run of that external id is found again.
+    let own = CheckTarget {
+        app_id: Some(999),
+        ..target
+    };
+    let found = ensure(&reqwest::Client::new(), &own, &new_run(&sha), None)
+        .await
+        .unwrap();
+    assert_eq!(found, 555);
 }
