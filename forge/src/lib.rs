@@ -21,6 +21,7 @@ pub mod payload;
 pub mod permission;
 pub mod signature;
 pub mod status;
+mod url_path;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::auth::{ForgeAuth, Token, Use};
+use super::url_path::segment;
 use super::Forge;
 use plue_store::RepoRow;
 
@@ -66,23 +67,6 @@ pub struct PullSide {
     #[serde(rename = "ref")]
     pub git_ref: String,
     pub sha: String,
-}
-
-/// One path segment, percent-encoded (everything but unreserved characters).
-pub(crate) fn segment(text: &str) -> String {
-    if text == "." || text == ".." {
-        // A dot-segment would be resolved away by the URL parser.
-        return text.replace('.', "%2E");
-    }
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 impl ApiTarget {

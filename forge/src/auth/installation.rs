@@ -17,8 +17,8 @@ use serde::Deserialize;
 use super::app::GitHubApp;
 use super::token::Token;
 use super::uses::Use;
-use crate::lookup::segment;
 use crate::status::{api_request, without_url, PostError};
+use crate::url_path::segment;
 use crate::Forge;
 
 /// The most bytes of an answer read.
