@@ -153,6 +153,11 @@ fn existing_secret() -> Value {
            "provenance": {"existingSecret": "plue-provenance"}})
 }
 
+fn github_app() -> Value {
+    json!({"githubApp": {"id": 4242, "existingSecret": "plue-github-app",
+                         "apiUrl": "https://ghe.example.com/api/v3"}})
+}
+
 /// Every value set the chart is checked with.
 fn value_sets() -> Vec<(&'static str, Value)> {
     vec![
@@ -161,6 +166,7 @@ fn value_sets() -> Vec<(&'static str, Value)> {
         ("ingress with TLS", ingress_with_tls()),
         ("three replicas, two classes", three_replicas_two_classes()),
         ("existing secret", existing_secret()),
+        ("GitHub App", github_app()),
     ]
 }
 
@@ -372,6 +378,59 @@ fn the_engine_deployment_starts_plue_serve_as_it_reads_its_configuration() {
         .find(|v| v["name"] == "pool")
         .unwrap();
     assert_eq!(pool_volume["configMap"]["name"], "plue-pool");
+}
+
+// The App's key reaches `plue serve` as a file of a read-only Secret volume of the engine's
+// pod (never an environment value), at the path its env names; without the Secret the
+// chart refuses to render.
+#[test]
+fn a_github_app_gives_the_engine_its_id_and_its_key_from_a_secret() {
+    let rendered = render(github_app());
+    assert_eq!(rendered.env("PLUE_GITHUB_APP_ID")["value"], "4242");
+    assert_eq!(
+        rendered.env("PLUE_GITHUB_APP_KEY_FILE")["value"],
+        "/etc/plue-github-app/private-key.pem"
+    );
+    assert_eq!(
+        rendered.env("PLUE_GITHUB_APP_API_URL")["value"],
+        "https://ghe.example.com/api/v3"
+    );
+    let pod = &rendered.engine()["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "github-app")
+        .unwrap_or_else(|| panic!("{pod}"));
+    assert_eq!(volume["secret"]["secretName"], "plue-github-app");
+    assert_eq!(volume["secret"]["items"][0]["key"], "private-key.pem");
+    let mount = rendered.engine_container()["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "github-app")
+        .cloned()
+        .unwrap();
+    assert_eq!(mount["mountPath"], "/etc/plue-github-app");
+    assert_eq!(mount["readOnly"], true);
+    // Only the engine's pod holds it.
+    let holders: Vec<String> = rendered
+        .objects
+        .iter()
+        .filter(|o| o.to_string().contains("plue-github-app\""))
+        .map(|o| {
+            let name = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            format!("{}/{}", name(&o["kind"]), name(&o["metadata"]["name"]))
+        })
+        .collect();
+    assert_eq!(holders, ["Deployment/plue"], "{holders:?}");
+    // Without an App, nothing of it.
+    let plain = render(json!({}));
+    assert!(!plain.engine().to_string().contains("GITHUB_APP"));
+    assert_render_refuses(
+        &json!({"githubApp": {"id": 4242}}),
+        "githubApp.existingSecret",
+    );
 }
 
 // The provenance signing key reaches `plue serve --signing-key` (PLUE_SIGNING_KEY) as a

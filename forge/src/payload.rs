@@ -230,9 +230,11 @@ impl AccountJson {
 }
 
 /// Whether `login` is one a forge could have given (GitHub and Gitea logins are ASCII
-/// letters, digits, `-`, `_` and `.`), so an odd payload never records an odd name.
+/// letters, digits, `-`, `_` and `.`; a GitHub App's bot is `<slug>[bot]`, the account
+/// its installation tokens write as — the engine's own, when it is the App), so an odd
+/// payload never records an odd name.
 fn valid_login(login: &str) -> bool {
-    plue_store::valid_name(login)
+    plue_store::valid_name(login.strip_suffix("[bot]").unwrap_or(login))
 }
 
 /// Who pushed: GitHub's `sender` is the account, its `pusher.name` the same login; Gitea
@@ -1050,6 +1052,32 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    // A GitHub App's push names its bot: dropped as an odd name, the engine could not
+    // tell its own push (as the App) from anyone's, and ran it with secrets.
+    #[test]
+    fn an_apps_bot_is_a_login_and_brackets_elsewhere_are_not() {
+        for (login, valid) in [
+            ("plue-app[bot]", true),
+            ("dependabot[bot]", true),
+            ("[bot]", false),
+            ("a[bot]b", false),
+            ("a[bot][bot]", false),
+            ("a b[bot]", false),
+        ] {
+            assert_eq!(valid_login(login), valid, "{login}");
+        }
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&fixture("github/push-new-branch.json")).unwrap();
+        body["pusher"]["name"] = "plue-app[bot]".into();
+        body["sender"]["login"] = "plue-app[bot]".into();
+        let ForgeEvent::Push(push) =
+            parse(Forge::GitHub, "push", body.to_string().as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(push.actor.as_deref(), Some("plue-app[bot]"));
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! (shared set-up lives here, never copied into a test file); its sections are the sandbox,
 //! engines, HTTP pollers and workflow builders.
 
+pub(crate) mod issue_to_pr;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::future::Future;

@@ -329,7 +329,7 @@ pub(super) fn mint(app: &mut AppMode, url: &str, repos: &[String], body: &Value)
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .subsec_nanos();
-    let token = format!("ghs_fake{n:04}x{nanos:09}x{:012}", app.config.id);
+    let token = format!("{}{n:04}x{nanos:09}", app.config.token_prefix);
     app.tokens.push(InstallationToken {
         token: token.clone(),
         repositories: wanted

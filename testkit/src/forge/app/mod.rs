@@ -53,6 +53,9 @@ pub struct AppConfig {
     pub token_lifetime: Duration,
     /// What the App may be granted on its installations: `permission -> read|write`.
     pub permissions: BTreeMap<String, String>,
+    /// What every installation token starts with (GitHub's `ghs_`, then a part made at
+    /// run time, so that no file holds it unless something wrote a token there).
+    pub token_prefix: String,
 }
 
 impl AppConfig {
@@ -60,7 +63,12 @@ impl AppConfig {
     /// `token_lifetime`, granted contents, issues, pull requests, statuses and checks
     /// (write) and metadata (read).
     pub fn test(token_lifetime: Duration) -> AppConfig {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         AppConfig {
+            token_prefix: format!("ghs_{nanos:x}{:x}", std::process::id()),
             id: 4242,
             slug: "plue-test-app".into(),
             public_key_pem: APP_PUBLIC_PEM.into(),
