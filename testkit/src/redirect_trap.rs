@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 /// The redirecting forge and the trap (see the module doc); both stop with the process.
 pub struct RedirectTrap {
     forge: u16,
+    trap: u16,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
@@ -51,6 +52,7 @@ impl RedirectTrap {
         });
         Ok(RedirectTrap {
             forge: forge_port,
+            trap: trap_port,
             seen,
         })
     }
@@ -58,6 +60,11 @@ impl RedirectTrap {
     /// The forge's URL of `path` (`acme/app.git`).
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.forge)
+    }
+
+    /// The trap's own URL of `path` (another host than the forge: a fork elsewhere).
+    pub fn trap_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.trap)
     }
 
     /// Every `Authorization` header the trap (the host redirected to) was sent.

@@ -8,7 +8,8 @@
 //! - git runs non-interactively with the caller's `GIT_DIR`-style variables removed, and
 //!   is killed when the future is dropped or the timeout passes.
 //! - A mirror given a credential ([`Mirror::with_credential`]: a GitHub App's read-only
-//!   installation token) sends it on its fetches only, as git's `http.extraHeader` in
+//!   installation token) sends it on its fetches from the repository's clone URL only
+//!   (never a fork's), as git's `http.extraHeader` in
 //!   `GIT_CONFIG_*` variables: never in a URL, an argument, the mirror's config or an
 //!   error; and those fetches follow no HTTP redirect (git would send the header on to
 //!   the host redirected to).
@@ -49,15 +50,19 @@ pub struct WorkflowFile {
 #[derive(Clone)]
 pub struct Mirror {
     dir: PathBuf,
-    /// The checkout credential its fetches send, if any.
-    credential: Option<runner::protocol::GitCredential>,
+    /// The checkout credential its fetches from one URL (the repository's clone URL) send,
+    /// if any.
+    credential: Option<(String, runner::protocol::GitCredential)>,
 }
 
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mirror")
             .field("dir", &self.dir)
-            .field("credential", &self.credential)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|(url, c)| (shown(url), c)),
+            )
             .finish()
     }
 }
@@ -123,20 +128,25 @@ impl Mirror {
         &self.dir
     }
 
-    /// This mirror, its fetches sending `credential` (see the module doc).
+    /// This mirror, its fetches from `url` (the repository's clone URL) sending
+    /// `credential`, and no other (see the module doc).
     pub fn with_credential(
         mut self,
+        url: &str,
         credential: Option<runner::protocol::GitCredential>,
     ) -> Mirror {
-        self.credential = credential;
+        self.credential = credential.map(|c| (url.to_owned(), c));
         self
     }
 
-    /// Runs a git command that reaches the remote: with the credential's header in the
-    /// environment, and its token kept out of the error.
-    async fn remote(&self, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-        let Some(credential) = &self.credential else {
-            return git(Some(&self.dir), args, FETCH_TIMEOUT).await;
+    /// Runs a git command that reaches the remote `url`: with the credential's header in
+    /// the environment when it is the credential's URL, and its token kept out of the
+    /// error.
+    async fn remote(&self, url: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let credential = match &self.credential {
+            Some((own, credential)) if own == url => credential,
+            // A fork's URL (a pull request's head) never gets the repository's token.
+            _ => return git(Some(&self.dir), args, FETCH_TIMEOUT).await,
         };
         let header = credential.header();
         // No redirect followed: git sends the rest of an exchange whose first request was
@@ -180,7 +190,7 @@ impl Mirror {
             url,
         ];
         args.extend(missing.iter().copied());
-        self.remote(&args)
+        self.remote(url, &args)
             .await
             .with_context(|| format!("fetching {} from {}", missing.join(" "), shown(url)))?;
         Ok(())
@@ -194,7 +204,7 @@ impl Mirror {
             return Ok(git_ref.to_string());
         }
         check_ref(git_ref)?;
-        self.remote(&["fetch", "-q", "--no-tags", "--", url, git_ref])
+        self.remote(url, &["fetch", "-q", "--no-tags", "--", url, git_ref])
             .await
             .with_context(|| format!("fetching '{git_ref}' from {}", shown(url)))?;
         let sha = self
@@ -216,7 +226,7 @@ impl Mirror {
     pub async fn remote_head(&self, url: &str) -> anyhow::Result<Option<String>> {
         check_url(url)?;
         let listing = self
-            .remote(&["ls-remote", "--symref", "--", url, "HEAD"])
+            .remote(url, &["ls-remote", "--symref", "--", url, "HEAD"])
             .await
             .with_context(|| format!("reading HEAD of {}", shown(url)))?;
         let listing = String::from_utf8_lossy(&listing);
@@ -586,7 +596,7 @@ mod tests {
         let mirror = Mirror::open(tmp.path().join("m.git"))
             .await
             .unwrap()
-            .with_credential(Some(credential));
+            .with_credential(&trap.url("acme/app.git"), Some(credential));
         let url = trap.url("acme/app.git");
         let _ = mirror.fetch(&url, &[RedirectTrap::SHA]).await;
         let _ = mirror.fetch(&url, &["main"]).await;
@@ -597,6 +607,34 @@ mod tests {
             "the token reached the host redirected to: {:?}",
             trap.authorizations()
         );
+    }
+
+    // The attack: a pull request's head lives in a fork at another URL; the mirror fetched
+    // it with the repository's installation token in its header, wherever it was.
+    #[tokio::test]
+    async fn a_mirrors_credential_goes_to_its_repositorys_url_only() {
+        use testkit::redirect_trap::RedirectTrap;
+        let trap = RedirectTrap::start().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let credential = runner::protocol::GitCredential::new("ghs_trapped".into());
+        let basic = credential.header().replace("Authorization: ", "");
+        let mirror = Mirror::open(tmp.path().join("m.git"))
+            .await
+            .unwrap()
+            .with_credential("http://127.0.0.1:1/acme/app.git", Some(credential.clone()));
+        let fork = trap.trap_url("mallory/app.git");
+        let _ = mirror.fetch(&fork, &[RedirectTrap::SHA]).await;
+        let _ = mirror.resolve(&fork, "main").await;
+        let _ = mirror.remote_head_branch(&fork).await;
+        assert!(
+            !trap.authorizations().contains(&basic),
+            "the token reached another repository's host: {:?}",
+            trap.authorizations()
+        );
+        // The repository's own URL does get it.
+        let own = mirror.with_credential(&fork, Some(credential));
+        let _ = own.remote_head_branch(&fork).await;
+        assert!(trap.authorizations().contains(&basic));
     }
 
     #[tokio::test]

@@ -735,7 +735,7 @@ impl Registry {
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", repo.name))?;
         Ok(Mirror::open(self.mirrors.join(format!("{}.git", repo.id)))
             .await?
-            .with_credential(credential))
+            .with_credential(&repo.clone_url, credential))
     }
 
     /// Removes repository `repo_id`'s git mirror, if there is one: when the repository is

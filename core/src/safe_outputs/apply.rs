@@ -363,7 +363,7 @@ impl Applier {
                 let mirror = Mirror::open(self.mirrors_dir.join(format!("{}.git", job.repo.id)))
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?
-                    .with_credential(credential);
+                    .with_credential(&job.repo.clone_url, credential);
                 mirror
                     .fetch(&job.repo.clone_url, &[&job.run.sha])
                     .await
