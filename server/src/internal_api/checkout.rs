@@ -60,3 +60,126 @@ pub(super) async fn with_credential(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use evaluator::plan::Plan;
+    use runner::protocol::WorkspaceSource;
+    use testkit::forge::app::{AppConfig, APP_KEY_PEM};
+    use testkit::forge::{FakeForge, Flavor};
+
+    use super::with_credential;
+    use crate::executor::Executor;
+    use crate::forge::auth::{ForgeAuth, GitHubApp};
+    use crate::store::{NewRepo, NewRun, RunRepo};
+    use crate::vault::Vault;
+
+    fn git(url: &str, sha: &str) -> WorkspaceSource {
+        WorkspaceSource::Git {
+            url: url.into(),
+            sha: sha.into(),
+            credential: None,
+        }
+    }
+
+    fn credential(workspace: &WorkspaceSource) -> Option<String> {
+        match workspace {
+            WorkspaceSource::Git { credential, .. } => {
+                credential.as_ref().map(|c| c.token().to_string())
+            }
+            _ => None,
+        }
+    }
+
+    // The attack: a pull request from a fork checks out the fork's URL (the attacker's
+    // server); the repository's token must not go there. And a repository that is not the
+    // App's keeps its checkout as it was.
+    #[tokio::test]
+    async fn only_the_repositorys_own_clone_url_gets_a_read_only_token() {
+        let forge = FakeForge::start(Flavor::GitHub, "unused").unwrap();
+        let sha = forge
+            .create_repo_with("acme/app", &[("README", "hi\n")])
+            .unwrap();
+        forge.enable_app(AppConfig::test(Duration::from_secs(600)));
+        let (store, _dir) = plue_store::testing::sqlite().await;
+        let clone_url = forge.clone_url("acme/app");
+        let api_url = forge.api_url();
+        let repo_id = store
+            .create_repo(&NewRepo {
+                clone_url: &clone_url,
+                forge: "github",
+                api_url: Some(&api_url),
+                ..plue_store::testing::repo("acme/app")
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let plan = Plan::new("ci", vec![]);
+        let run = store
+            .create_run(
+                &NewRun {
+                    repo: Some(RunRepo {
+                        repo_id,
+                        secrets_allowed: false,
+                    }),
+                    ..plue_store::testing::local_run(&plan, "{}")
+                },
+                100,
+            )
+            .await
+            .unwrap()
+            .id;
+        let app = GitHubApp::new(4242, APP_KEY_PEM).unwrap();
+        let executor = Executor::new(store.clone(), Arc::default(), Default::default(), 4)
+            .with_forge_auth(ForgeAuth::new(Vault::unkeyed(), Some(app)));
+
+        let own = with_credential(&executor, run, git(&clone_url, &sha))
+            .await
+            .unwrap()
+            .unwrap();
+        let token = credential(&own).expect("a token for the repository's own URL");
+        let handed = forge.installation_tokens();
+        let minted = handed.iter().find(|t| t.token == token).unwrap();
+        assert!(minted.permissions.values().all(|level| level == "read"));
+        assert_eq!(
+            minted.permissions.get("contents").map(String::as_str),
+            Some("read")
+        );
+
+        let fork = with_credential(&executor, run, git("https://evil.example/fork.git", &sha))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(credential(&fork), None);
+
+        // Without the App the same checkout stays as it was.
+        let personal = Executor::new(store.clone(), Arc::default(), Default::default(), 4);
+        let plain = with_credential(&personal, run, git(&clone_url, &sha))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(credential(&plain), None);
+
+        // The App uninstalled: the attempt fails with the forge's reason, never a token.
+        forge.uninstall_app("acme/app");
+        let refused = with_credential(
+            &Executor::new(store, Arc::default(), Default::default(), 4).with_forge_auth(
+                ForgeAuth::new(
+                    Vault::unkeyed(),
+                    Some(GitHubApp::new(4242, APP_KEY_PEM).unwrap()),
+                ),
+            ),
+            run,
+            git(&clone_url, &sha),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert!(refused.contains("not installed on acme/app"), "{refused}");
+        assert!(!refused.contains(&token), "{refused}");
+    }
+}
