@@ -113,14 +113,27 @@ const READS: &[(&str, u16, &[&str])] = &[
             "check_runs",
             "check_runs.[].id",
             "check_runs.[].external_id?",
+            "check_runs.[].app?",
+            "check_runs.[].app.id",
         ],
     ),
     // checks::CheckRunJson
-    ("checks/create", 201, &["id", "external_id?", "output?"]),
+    (
+        "checks/create",
+        201,
+        &["id", "external_id?", "output?", "app?", "app.id"],
+    ),
     (
         "checks/get",
         200,
-        &["id", "external_id?", "output?", "output.annotations_count?"],
+        &[
+            "id",
+            "external_id?",
+            "output?",
+            "output.annotations_count?",
+            "app?",
+            "app.id",
+        ],
     ),
     ("checks/update", 200, &[]),
 ];
@@ -316,7 +329,7 @@ async fn drive_as_app(fake: &FakeForge) {
         api_url: &api,
         token: Some(token.expose()),
         repo: REPO,
-        app_id: None,
+        app_id: Some(4242),
     };
     let run = NewCheckRun {
         name: text("ci"),

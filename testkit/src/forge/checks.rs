@@ -18,7 +18,7 @@
 use serde_json::{json, Value};
 
 use super::answer::Answer;
-use super::{github_json, lock, Flavor, SharedState};
+use super::{github_json, lock, Flavor, Shared, SharedState};
 
 /// A check run as the fake keeps it.
 #[derive(Debug, Clone)]
@@ -137,10 +137,11 @@ fn create(shared: &SharedState, repo: &str, body: &Value) -> Answer {
     guard.next_id += 1;
     run.id = guard.next_id;
     let url = guard.url.clone();
+    let app = app_json(&guard);
     let state = guard.repos.get_mut(repo).expect("checked by the router");
     state.check_runs.push(run.clone());
     drop(guard);
-    let mut answer = Answer::json(201, run_json(&url, repo, &run));
+    let mut answer = Answer::json(201, run_json(&url, &app, repo, &run));
     answer.headers.push((
         "location".into(),
         format!("{url}/api/v3/repos/{repo}/check-runs/{}", run.id),
@@ -151,6 +152,7 @@ fn create(shared: &SharedState, repo: &str, body: &Value) -> Answer {
 fn update(shared: &SharedState, repo: &str, id: u64, body: &Value) -> Answer {
     let mut guard = lock(shared);
     let url = guard.url.clone();
+    let app = app_json(&guard);
     let state = guard.repos.get_mut(repo).expect("checked by the router");
     let Some(run) = state.check_runs.iter_mut().find(|r| r.id == id) else {
         return not_found();
@@ -161,7 +163,7 @@ fn update(shared: &SharedState, repo: &str, id: u64, body: &Value) -> Answer {
         return invalid(&problem);
     }
     *run = updated;
-    Answer::json(200, run_json(&url, repo, run))
+    Answer::json(200, run_json(&url, &app, repo, run))
 }
 
 /// Applies the fields of a create or update `body` to `run`, or says what GitHub refuses.
@@ -290,7 +292,7 @@ fn get(shared: &SharedState, repo: &str, id: u64) -> Answer {
     let guard = lock(shared);
     let found = guard.repos[repo].check_runs.iter().find(|r| r.id == id);
     match found {
-        Some(run) => Answer::json(200, run_json(&guard.url, repo, run)),
+        Some(run) => Answer::json(200, run_json(&guard.url, &app_json(&guard), repo, run)),
         None => not_found(),
     }
 }
@@ -340,15 +342,27 @@ fn list_for_ref(shared: &SharedState, repo: &str, sha: &str, query: &str) -> Ans
         let mut seen = std::collections::BTreeSet::new();
         runs.retain(|r| seen.insert(r.name.clone()));
     }
-    let items: Vec<Value> = runs.iter().map(|r| run_json(&guard.url, repo, r)).collect();
+    let app = app_json(&guard);
+    let items: Vec<Value> = runs
+        .iter()
+        .map(|r| run_json(&guard.url, &app, repo, r))
+        .collect();
     Answer::json(
         200,
         json!({"total_count": items.len(), "check_runs": items}),
     )
 }
 
-/// GitHub's `check-run` object.
-fn run_json(url: &str, repo: &str, run: &CheckRun) -> Value {
+/// The App that makes check runs here: the App mode's, else one called `plue` (id 1).
+fn app_json(shared: &Shared) -> Value {
+    match &shared.app {
+        Some(app) => github_json::integration(&shared.url, app.config.id, &app.config.slug),
+        None => github_json::integration(&shared.url, 1, "plue"),
+    }
+}
+
+/// GitHub's `check-run` object, made by `app` (an `integration`).
+fn run_json(url: &str, app: &Value, repo: &str, run: &CheckRun) -> Value {
     json!({
         "id": run.id,
         "node_id": format!("CR_{}", run.id),
@@ -370,7 +384,7 @@ fn run_json(url: &str, repo: &str, run: &CheckRun) -> Value {
         },
         "name": run.name,
         "check_suite": {"id": 1},
-        "app": github_json::integration(url, 1, "plue"),
+        "app": app,
         "pull_requests": [],
     })
 }
