@@ -206,6 +206,8 @@ fn rule(method: &str, path: &str) -> Option<Case> {
         // Repositories.
         ("get", "/api/repos") => case(Listed, "/api/repos"),
         ("get", "/api/forges") => case(Listed, "/api/forges"),
+        // The GitHub App's installations: the installation admin only.
+        ("get", "/api/installations") => case(Admin, "/api/installations"),
         ("post", "/api/repos") => case(Admin, "/api/repos").body(json!({
             "name": "acme/new", "clone_url": "https://forge.example/new.git",
             "forge": "gitea", "webhook_secret": "a-webhook-secret",
