@@ -433,6 +433,44 @@ fn a_github_app_gives_the_engine_its_id_and_its_key_from_a_secret() {
     );
 }
 
+// The App's webhook secret (its installation deliveries) is a second file of the same
+// Secret volume; registering installed repositories is a flag that needs it.
+#[test]
+fn a_github_apps_webhook_secret_and_registering_come_from_the_same_secret() {
+    let mut values = github_app();
+    values["githubApp"]["webhookSecretKey"] = json!("webhook-secret");
+    values["githubApp"]["registerInstalledRepos"] = json!(true);
+    let rendered = render(values);
+    assert_eq!(
+        rendered.env("PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE")["value"],
+        "/etc/plue-github-app/webhook-secret"
+    );
+    assert_eq!(rendered.env("PLUE_REGISTER_INSTALLED_REPOS")["value"], "true");
+    let pod = &rendered.engine()["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "github-app")
+        .unwrap_or_else(|| panic!("{pod}"));
+    let keys: Vec<&str> = volume["secret"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["private-key.pem", "webhook-secret"]);
+    // By default neither: installation deliveries are refused, nothing is registered.
+    let plain = render(github_app()).engine().to_string();
+    assert!(!plain.contains("WEBHOOK_SECRET_FILE") && !plain.contains("REGISTER_INSTALLED"));
+    // Registering without the secret could never receive an installation: refused.
+    assert_render_refuses(
+        &json!({"githubApp": {"id": 4242, "existingSecret": "plue-github-app",
+                              "registerInstalledRepos": true}}),
+        "githubApp.registerInstalledRepos needs githubApp.webhookSecretKey",
+    );
+}
+
 // The provenance signing key reaches `plue serve --signing-key` (PLUE_SIGNING_KEY) as a
 // file of a read-only Secret volume of the engine's pod only; without the Secret, no key
 // is mounted and the engine makes its own.
