@@ -209,6 +209,7 @@ fn repo_of(report: &StatusReportRow) -> RepoRow {
         default_branch: None,
         created_at: 0,
         public_read: None,
+        forge_repo_id: report.forge_repo_id,
     }
 }
 

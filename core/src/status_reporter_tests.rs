@@ -54,6 +54,7 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
             api_url: Some(&api_url),
             api_token_sealed: None,
             default_branch: Some("main"),
+            forge_repo_id: None,
         })
         .await
         .unwrap()

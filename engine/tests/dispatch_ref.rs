@@ -31,6 +31,7 @@ fn repo<'a>(name: &'a str, clone_url: &'a str, default_branch: Option<&'a str>) 
         api_url: None,
         api_token_sealed: None,
         default_branch,
+        forge_repo_id: None,
     }
 }
 

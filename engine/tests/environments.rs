@@ -841,6 +841,7 @@ async fn origin_repository(h: &Harness, on_main: &str, reviewers: &[&str]) -> st
             api_url: None,
             api_token_sealed: None,
             default_branch: Some("main"),
+            forge_repo_id: None,
         })
         .await
         .unwrap()

@@ -100,3 +100,66 @@ async fn installations_are_listed_and_registered_only_when_the_admin_said_so() {
         "https://github.com/Codertocat/Hello-World.git"
     );
 }
+
+// The attacker took the name Codertocat/Hello-World on GitHub (the org renamed, or the
+// repository deleted) and installed the public App on their repository: GitHub signs their
+// deliveries with the App's one webhook secret. The registered repository is bound to the
+// id the installation named: a delivery from another repository id is refused, starts
+// nothing and is not even recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_from_a_repository_that_took_the_name_is_refused() {
+    let _serial = support::serial().await;
+    let sb = Sandbox::new("installations-repojacking");
+    let registering = engine(&sb, "registering", &["--register-installed-repos"]).await;
+    let created = webhook_fixture("github/installation-created.json");
+    let (status, answer) = deliver_webhook(
+        &registering.url,
+        "github",
+        "installation",
+        "i-1",
+        &created,
+        APP_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["registered"], json!(["Codertocat/Hello-World"]));
+
+    let mut push = webhook_fixture("github/push-new-branch.json");
+    assert_eq!(push["repository"]["full_name"], "Codertocat/Hello-World");
+    push["repository"]["id"] = json!(666_000_666);
+    let (status, answer) = deliver_webhook(
+        &registering.url,
+        "github",
+        "push",
+        "taken-1",
+        &push,
+        APP_SECRET,
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    let said = answer.to_string();
+    assert!(
+        said.contains("now belongs to another repository") && said.contains("re-register"),
+        "{said}"
+    );
+    let (status, runs) = get(&registering, "/api/runs", Some(ADMIN)).await;
+    assert_eq!(status, 200, "{runs}");
+    assert_eq!(runs["runs"], json!([]), "no run started");
+
+    // The registered repository's own deliveries still pass (a ping, which runs nothing),
+    // and the refused one was not recorded: its id is no duplicate.
+    let mut ping = webhook_fixture("github/ping-repo.json");
+    ping["repository"]["full_name"] = json!("Codertocat/Hello-World");
+    ping["repository"]["id"] = json!(186853002);
+    let (status, answer) = deliver_webhook(
+        &registering.url,
+        "github",
+        "ping",
+        "taken-1",
+        &ping,
+        APP_SECRET,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["duplicate"], false, "{answer}");
+}

@@ -26,6 +26,7 @@ async fn repo(store: &Store, name: &str) -> i64 {
             api_url: Some("http://127.0.0.1:9"),
             api_token_sealed: None,
             default_branch: Some("main"),
+            forge_repo_id: None,
         })
         .await
         .unwrap()
@@ -68,6 +69,7 @@ async fn repositories_are_unique_and_take_their_data_with_them() {
                 api_url: None,
                 api_token_sealed: None,
                 default_branch: None,
+                forge_repo_id: None,
             })
             .await
             .unwrap();

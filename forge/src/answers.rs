@@ -406,6 +406,7 @@ mod tests {
             clone_url: "x".into(),
             api_url: None,
             api_token: None,
+            forge_repo_id: None,
         }
     }
 

@@ -501,6 +501,7 @@ mod tests {
             default_branch: None,
             created_at: 0,
             public_read: None,
+            forge_repo_id: None,
         }
     }
 

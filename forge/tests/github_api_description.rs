@@ -187,6 +187,7 @@ fn repo_row(api_url: &str) -> RepoRow {
         default_branch: None,
         created_at: 0,
         public_read: None,
+        forge_repo_id: None,
     }
 }
 

@@ -5,7 +5,9 @@
 //! header → 400; body not a JSON object naming `repository.full_name` → 400; signature
 //! missing or wrong, or the repository not registered → 401 (checked in constant time over
 //! the exact bytes received; an unknown repository is checked against a secret nobody
-//! holds, so it answers exactly like a wrong signature); payload lacking what its event needs → 400; delivery id seen
+//! holds, so it answers exactly like a wrong signature); `repository.id` not the one the
+//! repository is bound to (its name taken over by another repository) → 409, before
+//! anything is recorded or run; payload lacking what its event needs → 400; delivery id seen
 //! before → 200 with the runs it started; `ping` → 200; the registry failing to fetch the
 //! commit → 422 (the delivery is forgotten, so a redelivery tries again). Issue and comment
 //! events go through the same checks and de-duplication; their answer also says, in
@@ -155,7 +157,7 @@ async fn receive(
     if installations::is_installation_event(forge, &event) {
         return installations::receive(state, &parts.headers, &event, &delivery, &body).await;
     }
-    let repo_name = repository_name(&body)?;
+    let (repo_name, forge_repo_id) = repository_name(&body)?;
     let signature_header = header(&parts.headers, signature::header_name(forge));
     let Some(repo) = state.store.repo_by_name(&repo_name).await? else {
         // regression: an unknown repository answered 404 before the signature was looked
@@ -175,6 +177,11 @@ async fn receive(
         .map_err(|e| anyhow::anyhow!("webhook secret of {}: {e}", repo.name))?;
     signature::verify(forge, signature_header, &body, &secret)
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let shares_apps_secret = state
+        .app
+        .as_ref()
+        .is_some_and(|app| app.secret.expose() == secret.as_str());
+    same_repository(state, &repo, forge_repo_id, shares_apps_secret).await?;
 
     let parsed =
         payload::parse(forge, &event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -258,6 +265,47 @@ async fn receive(
     }
 }
 
+/// Refuses a delivery for `repo`'s name from another forge repository than the one `repo`
+/// is bound to (`forge_repo_id`): its name was taken over (an org renamed, a repository
+/// deleted and re-created), and a repository checked with the GitHub App's one webhook
+/// secret gets deliveries signed for every installation. An unbound repository checked
+/// with the App's secret (`shares_apps_secret`) is bound to the delivery's id here (a
+/// compare-and-set: the first verified delivery wins); one with its own secret, which only
+/// its own webhook holds, stays unbound until an installation names it.
+async fn same_repository(
+    state: &WebhookState,
+    repo: &crate::store::RepoRow,
+    forge_repo_id: Option<i64>,
+    shares_apps_secret: bool,
+) -> ApiResult<()> {
+    let bound = match (repo.forge_repo_id, forge_repo_id) {
+        (Some(bound), _) => Some(bound),
+        (None, Some(id)) if shares_apps_secret => {
+            state.store.bind_forge_repo_id(repo.id, id).await?
+        }
+        (None, _) => None,
+    };
+    match (bound, forge_repo_id) {
+        (Some(bound), Some(id)) if bound == id => Ok(()),
+        (None, _) => Ok(()),
+        (Some(bound), named) => {
+            tracing::warn!(repository = %repo.name, bound, named = ?named,
+                "refused a delivery from another repository of the same name");
+            Err(ApiError::Client(
+                StatusCode::CONFLICT,
+                format!(
+                    "this delivery is for repository id {} on the forge, but {} is registered \
+                     for repository id {bound}: the name now belongs to another repository \
+                     (renamed, or deleted and re-created); nothing was run. If the move is \
+                     yours, delete and re-register the repository",
+                    named.map_or_else(|| "(none)".to_string(), |id| id.to_string()),
+                    repo.name
+                ),
+            ))
+        }
+    }
+}
+
 /// The key an unknown repository's deliveries are checked against: random per process,
 /// never stored or shown, so no delivery verifies under it.
 fn unknown_secret() -> &'static str {
@@ -292,11 +340,14 @@ async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
     }
 }
 
-/// `repository.full_name` of a JSON body, which picks the secret to check it with.
-fn repository_name(body: &[u8]) -> ApiResult<String> {
+/// `repository.full_name` of a JSON body, which picks the secret to check it with, and
+/// `repository.id`, the forge's id of the repository (both forges send it).
+fn repository_name(body: &[u8]) -> ApiResult<(String, Option<i64>)> {
     #[derive(serde::Deserialize)]
     struct Repository {
         full_name: String,
+        #[serde(default)]
+        id: Option<serde_json::Value>,
     }
     #[derive(serde::Deserialize)]
     struct Envelope {
@@ -306,8 +357,13 @@ fn repository_name(body: &[u8]) -> ApiResult<String> {
         .map_err(|e| ApiError::bad_request(format!("body is not a JSON object: {e}")))?;
     envelope
         .repository
-        .map(|r| r.full_name)
-        .filter(|name| !name.is_empty())
+        .filter(|r| !r.full_name.is_empty())
+        .map(|r| {
+            (
+                r.full_name,
+                r.id.as_ref().and_then(serde_json::Value::as_i64),
+            )
+        })
         .ok_or_else(|| ApiError::bad_request("body has no repository.full_name"))
 }
 
@@ -334,6 +390,7 @@ mod tests {
                 api_url: None,
                 api_token_sealed: None,
                 default_branch: None,
+                forge_repo_id: None,
             })
             .await
             .unwrap();

@@ -27,6 +27,10 @@ pub struct RepoRow {
     pub created_at: i64,
     /// Anyone may read its runs (`None`: from before roles, until start-up settles it).
     pub public_read: Option<bool>,
+    /// Its numeric id on the forge (`repository.id`), once bound: deliveries naming another
+    /// id are refused, and the GitHub App's tokens must be for this one (`None`: not bound
+    /// yet; migration 0031).
+    pub forge_repo_id: Option<i64>,
 }
 
 impl std::fmt::Debug for RepoRow {
@@ -50,6 +54,8 @@ pub struct NewRepo<'a> {
     pub api_url: Option<&'a str>,
     pub api_token_sealed: Option<&'a str>,
     pub default_branch: Option<&'a str>,
+    /// Its numeric id on the forge, when known at registration (an installation event's).
+    pub forge_repo_id: Option<i64>,
 }
 
 /// A cron schedule read from a workflow file on the default branch.
@@ -90,6 +96,7 @@ pub struct StatusReportRow {
     pub clone_url: String,
     pub api_url: Option<String>,
     pub api_token: Option<String>,
+    pub forge_repo_id: Option<i64>,
 }
 
 impl std::fmt::Debug for StatusReportRow {
@@ -104,7 +111,7 @@ impl std::fmt::Debug for StatusReportRow {
 }
 
 const REPO_COLUMNS: &str = "id, name, clone_url, forge, webhook_secret, api_url, api_token, \
-     default_branch, created_at, public_read";
+     default_branch, created_at, public_read, forge_repo_id";
 
 const SCHEDULE_COLUMNS: &str =
     "id, repo_id, workflow_path, cron, sha, branch, next_fire_at, last_fired_at";
@@ -127,8 +134,8 @@ impl Store {
         };
         let sql = format!(
             "INSERT INTO repositories ({id_column}name, clone_url, forge, webhook_secret, \
-             api_url, api_token, default_branch, created_at, public_read) \
-             VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8, FALSE) RETURNING {REPO_COLUMNS}"
+             api_url, api_token, default_branch, created_at, public_read, forge_repo_id) \
+             VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8, FALSE, $9) RETURNING {REPO_COLUMNS}"
         );
         let inserted = on_db!(self, pool => sqlx::query_as::<_, RepoRow>(&sql)
             .bind(repo.name)
@@ -139,6 +146,7 @@ impl Store {
             .bind(repo.api_token_sealed)
             .bind(repo.default_branch)
             .bind(now_ms())
+            .bind(repo.forge_repo_id)
             .fetch_one(pool)
             .await);
         match inserted {
@@ -146,6 +154,31 @@ impl Store {
             Err(e) if is_unique_violation(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Binds repository `id` to the forge's repository `forge_repo_id` unless it is bound
+    /// already (a compare-and-set: of two first deliveries, one binds); the id it is bound
+    /// to afterwards.
+    pub async fn bind_forge_repo_id(
+        &self,
+        id: i64,
+        forge_repo_id: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        on_db!(self, pool => sqlx::query(
+            "UPDATE repositories SET forge_repo_id = $2 WHERE id = $1 AND forge_repo_id IS NULL",
+        )
+        .bind(id)
+        .bind(forge_repo_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        let bound: Option<Option<i64>> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT forge_repo_id FROM repositories WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(bound.flatten())
     }
 
     pub async fn repo_by_name(&self, name: &str) -> anyhow::Result<Option<RepoRow>> {
@@ -500,7 +533,7 @@ impl Store {
                 let row = on_db!(self, pool => sqlx::query_as::<_, StatusReportRow>(
                     "SELECT s.id, s.run_id, s.state, s.description, s.attempts, s.next_attempt_at, \
                      r.sha, w.name AS workflow_name, w.path AS workflow_path, p.name AS repo_name, \
-                     p.forge, p.clone_url, p.api_url, p.api_token \
+                     p.forge, p.clone_url, p.api_url, p.api_token, p.forge_repo_id \
                      FROM status_reports s JOIN runs r ON r.id = s.run_id \
                      JOIN workflows w ON w.id = r.workflow_id \
                      JOIN repositories p ON p.id = r.repo_id WHERE s.id = $1",

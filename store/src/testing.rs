@@ -123,6 +123,7 @@ pub fn repo(name: &str) -> NewRepo<'_> {
         api_url: None,
         api_token_sealed: None,
         default_branch: Some("main"),
+        forge_repo_id: None,
     }
 }
 

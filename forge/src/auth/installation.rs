@@ -39,6 +39,14 @@ struct Installation {
 struct AccessToken {
     token: String,
     expires_at: String,
+    /// The repositories the token reaches (GitHub lists them for a token narrowed to some).
+    #[serde(default)]
+    repositories: Vec<TokenRepository>,
+}
+
+#[derive(Deserialize)]
+struct TokenRepository {
+    id: i64,
 }
 
 #[derive(Deserialize)]
@@ -93,13 +101,16 @@ pub(crate) async fn installation_of(
 }
 
 /// `POST {api}/app/installations/{id}/access_tokens` for `repo`'s name only, with `use_`'s
-/// permissions only.
+/// permissions only. When the registered repository is bound to a forge id (`bound`), a
+/// token whose answer does not name that repository id only is refused (never returned):
+/// the name, and so the installation found for it, may now be another repository's.
 pub(crate) async fn access_token(
     client: &reqwest::Client,
     app: &GitHubApp,
     api: &str,
     installation: u64,
     repo: &str,
+    bound: Option<i64>,
     use_: Use,
 ) -> Result<Minted, PostError> {
     let (_, name) = owner_name(repo)?;
@@ -119,6 +130,17 @@ pub(crate) async fn access_token(
             other => other,
         })?;
     let token = Token::new(answer.token);
+    if let Some(bound) = bound {
+        let ids: Vec<i64> = answer.repositories.iter().map(|r| r.id).collect();
+        if ids != [bound] {
+            return Err(PostError::Permanent(format!(
+                "the GitHub App's installation token for {repo} is for repository id(s) {ids:?}, \
+                 not {bound}, the repository registered under that name: the name now belongs \
+                 to another repository (renamed, or deleted and re-created); the token is not \
+                 used. Re-register the repository if the move is yours"
+            )));
+        }
+    }
     let valid_for = chrono::DateTime::parse_from_rfc3339(&answer.expires_at)
         .ok()
         .and_then(|at| {

@@ -202,6 +202,7 @@ impl ForgeAuth {
             &api,
             installation,
             &repo.name,
+            repo.forge_repo_id,
             use_,
         )
         .await

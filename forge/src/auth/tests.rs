@@ -18,6 +18,7 @@ fn repo(api_url: &str, token: Option<&str>) -> RepoRow {
         default_branch: None,
         created_at: 0,
         public_read: Some(false),
+        forge_repo_id: None,
     }
 }
 
@@ -118,6 +119,9 @@ fn nothing_prints_a_token_or_the_key() {
     );
 }
 
+/// GitHub's id of the repository named `octo/hello` today.
+const HELLO_ID: i64 = 555;
+
 /// A GitHub answering as the App's API: the installation of `octo/hello`, and tokens
 /// valid for `valid_for`, each request's body recorded.
 async fn github(valid_for: Duration) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
@@ -147,6 +151,7 @@ async fn github(valid_for: Duration) -> (String, Arc<Mutex<Vec<serde_json::Value
                         axum::Json(serde_json::json!({
                             "token": format!("ghs_token{n}"),
                             "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            "repositories": [{"id": HELLO_ID, "full_name": "octo/hello"}],
                         })),
                     )
                 }
@@ -248,4 +253,42 @@ async fn an_app_not_installed_on_the_repository_says_so() {
         refused.to_string().contains("not installed on octo/other"),
         "{refused}"
     );
+}
+
+// The attacker took the name `octo/hello` (an org rename, a deletion) and installed the
+// public App on their repository: the installation found by name mints a token for their
+// repository, which must never serve the registered one (bound to its own forge id).
+#[tokio::test]
+async fn a_token_for_another_repository_of_the_same_name_is_refused() {
+    let (api, asked) = github(Duration::from_secs(3600)).await;
+    let auth = ForgeAuth::new(
+        plue_vault::Vault::unkeyed(),
+        Some(GitHubApp::new(7, KEY).unwrap()),
+    );
+    let mut registered = repo(&api, None);
+    registered.forge_repo_id = Some(HELLO_ID + 1);
+    let refused = auth.token(&registered, Use::Write).await.unwrap_err();
+    assert!(matches!(refused, PostError::Permanent(_)), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("now belongs to another repository"),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains("ghs_"), "{refused}");
+    assert_eq!(
+        asked.lock().unwrap().len(),
+        1,
+        "GitHub was asked, the token not used"
+    );
+    assert!(auth.git_credential(&registered).await.is_err());
+    // The token was never handed out: nothing of it is a run's secret either.
+    assert!(auth
+        .secrets_of(&registered)
+        .unwrap()
+        .iter()
+        .all(|s| !s.expose().starts_with("ghs_")));
+    // Bound to the repository GitHub names, the same request is served.
+    registered.forge_repo_id = Some(HELLO_ID);
+    assert!(auth.token(&registered, Use::Write).await.unwrap().is_some());
 }

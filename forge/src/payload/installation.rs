@@ -29,6 +29,9 @@ pub struct InstallationEvent {
     pub added: Vec<String>,
     /// Repositories it may no longer reach.
     pub removed: Vec<String>,
+    /// The forge's numeric id of each added repository the event names one for (what a
+    /// repository registered from it is bound to).
+    pub added_ids: BTreeMap<String, i64>,
 }
 
 /// An installation as the event describes it.
@@ -86,6 +89,8 @@ struct AccountJson {
 #[derive(Deserialize)]
 struct RepositoryJson {
     full_name: String,
+    #[serde(default)]
+    id: Option<i64>,
 }
 
 /// Reads an `installation` or `installation_repositories` delivery (`event`).
@@ -132,6 +137,20 @@ pub fn read(event: &str, value: serde_json::Value) -> Result<InstallationEvent, 
         names.dedup();
         names
     };
+    let ids = |repos: &Option<Vec<RepositoryJson>>| -> BTreeMap<String, i64> {
+        repos
+            .iter()
+            .flatten()
+            .filter_map(|r| Some((r.full_name.clone(), r.id.filter(|id| *id > 0)?)))
+            .filter(|(n, _)| repository_name(n))
+            .take(MAX_REPOSITORIES)
+            .collect()
+    };
+    let added_ids = match (event, json.action.as_str()) {
+        ("installation", "created") => ids(&json.repositories),
+        ("installation", _) => BTreeMap::new(),
+        _ => ids(&json.repositories_added),
+    };
     let (added, removed) = match (event, json.action.as_str()) {
         ("installation", "created") => (names(json.repositories), Vec::new()),
         ("installation", "deleted") => (Vec::new(), names(json.repositories)),
@@ -172,6 +191,7 @@ pub fn read(event: &str, value: serde_json::Value) -> Result<InstallationEvent, 
         },
         added,
         removed,
+        added_ids,
     })
 }
 
@@ -224,6 +244,7 @@ mod tests {
             (957387, "Codertocat", "User", "active")
         );
         assert_eq!(created.added, ["Codertocat/Hello-World"]);
+        assert_eq!(created.added_ids["Codertocat/Hello-World"], 186853002);
         assert_eq!(
             created
                 .installation

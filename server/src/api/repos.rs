@@ -270,6 +270,7 @@ pub(super) async fn create_repo(
             api_url: request.api_url.as_deref(),
             api_token_sealed: api_token.as_deref(),
             default_branch: request.default_branch.as_deref(),
+            forge_repo_id: None,
         })
         .await?
         .ok_or_else(|| {

@@ -14,6 +14,8 @@
 //!   repository without a personal token (so served through the App), whose webhooks are
 //!   checked with the App's secret, readable by nobody until an admin grants a role; the
 //!   registration is in the audit trail (`repo.create`, actor `github-app:installation:ID`).
+//!   It is bound to the repository id the event names (`forge_repo_id`): a delivery for
+//!   the same name from another repository (the name taken over) is refused.
 //!   A removed repository or a deleted installation unregisters nothing.
 
 use std::sync::Arc;
@@ -165,10 +167,13 @@ async fn register(
                 api_url: registering.api_url.as_deref(),
                 api_token_sealed: None,
                 default_branch: None,
+                forge_repo_id: installed.added_ids.get(name).copied(),
             })
             .await?;
         let Some(created) = created else {
-            continue; // already registered: left as the admin set it
+            // Already registered: left as the admin set it (its forge id too: an installation
+            // on a repository that took the name must not bind the registered one to it).
+            continue;
         };
         state
             .store

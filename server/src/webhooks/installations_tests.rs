@@ -137,10 +137,12 @@ async fn with_the_flag_an_added_repository_is_registered_as_an_app_repository() 
         (repo.api_token.as_deref(), repo.public_read),
         (None, Some(false))
     );
+    // Bound to the repository id the installation named.
+    assert_eq!(repo.forge_repo_id, Some(186853002));
     // Its pushes are signed with the App's secret, and now get past the signature.
     let push = serde_json::json!({
         "ref": "refs/heads/main", "before": "0".repeat(40), "after": "1".repeat(40),
-        "repository": {"full_name": "Codertocat/Hello-World"},
+        "repository": {"full_name": "Codertocat/Hello-World", "id": 186853002},
     })
     .to_string();
     let (status, body) = deliver(&app, "push", push.as_bytes(), APP_SECRET).await;
