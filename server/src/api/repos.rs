@@ -44,7 +44,8 @@ pub(super) struct CreateRepo {
         pattern = r"^[A-Za-z0-9._-]{1,100}/[A-Za-z0-9._-]{1,100}$"
     )]
     name: String,
-    /// `https://`, `http://`, `ssh://`, `git@`, `file://` or an absolute path.
+    /// `http(s)://` or `ssh://` with a host, `file://`, `git@host:path` or an absolute
+    /// path.
     #[schema(schema_with = super::rules::clone_url)]
     clone_url: String,
     #[schema(value_type = ForgeName)]
@@ -145,30 +146,31 @@ pub(crate) fn check_repo_name(name: &str) -> ApiResult<()> {
 // both stored newlines, escapes or bidi characters that the dashboard and `plue repo list`
 // show, and the refusals echoed the raw URL. Both are clean one-line text now, and the
 // messages show them escaped.
-fn check_clone_url(url: &str) -> ApiResult<()> {
-    let shown = evaluator::text::quote(url, 200);
-    let remote = ["https://", "http://", "file://", "ssh://", "git@"]
-        .iter()
-        .any(|p| url.starts_with(p));
-    if url.is_empty() || url.starts_with('-') {
-        return Err(ApiError::bad_request(format!(
-            "invalid clone_url '{shown}'"
-        )));
-    }
+//
+// regression: after the scheme any clean text was a URL, so `https://x[` (a host no URL
+// parser reads: Python's `urlsplit` raises "Invalid IPv6 URL") was registered and crashed
+// schemathesis reading it back. Both URLs now fit the grammar the document states, the
+// handler compiling the document's own pattern (`rules::clone_url_pattern`,
+// `rules::api_url_pattern`).
+pub(super) fn check_clone_url(url: &str) -> ApiResult<()> {
     check_clean_url("clone_url", url)?;
-    if !remote && !std::path::Path::new(url).is_absolute() {
+    if !super::rules::is_clone_url(url) {
         return Err(ApiError::bad_request(format!(
-            "invalid clone_url '{shown}': expected https://, file:// or an absolute path"
+            "invalid clone_url '{}': expected http(s):// or ssh:// with a host (a name, an \
+             IPv4 address or a bracketed IPv6 address) and an optional port, file://, \
+             git@host:path or an absolute path",
+            evaluator::text::quote(url, 200)
         )));
     }
     Ok(())
 }
 
-fn check_api_url(url: &str) -> ApiResult<()> {
+pub(super) fn check_api_url(url: &str) -> ApiResult<()> {
     check_clean_url("api_url", url)?;
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
+    if !super::rules::is_api_url(url) {
         return Err(ApiError::bad_request(format!(
-            "invalid api_url '{}': expected http(s)://",
+            "invalid api_url '{}': expected http(s):// with a host (a name, an IPv4 address \
+             or a bracketed IPv6 address) and an optional port",
             evaluator::text::quote(url, 200)
         )));
     }

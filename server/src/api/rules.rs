@@ -261,31 +261,117 @@ pub(super) fn comment() -> Schema {
         .into()
 }
 
-/// A repository's clone URL.
+/// A repository's clone URL, as [`clone_url_pattern`] states it.
 pub(super) fn clone_url() -> Schema {
-    let refused = class(&[USER_LINE_REFUSED]);
-    string(format!(
-        "^(https://|http://|file://|ssh://|git@|/)[^{refused}]*$"
-    ))
-    .description(Some(
-        "`https://`, `http://`, `ssh://`, `git@`, `file://` or an absolute path; one line \
-         without control, bidi or invisible (format) characters.",
-    ))
-    .examples([serde_json::json!("https://github.com/octo/hello.git")])
-    .into()
+    string(clone_url_pattern())
+        .description(Some(
+            "`https://`, `http://` or `ssh://` with an optional `user[:password]@`, a host (a \
+             name of ASCII letters, digits, `_` and single `-` in dot-separated labels, the \
+             last starting with a letter; a dotted IPv4 address; or a bracketed IPv6 \
+             address) and an optional port (1 to 65535); `file://` with an optional host and \
+             no port; `git@host:path`; or an absolute path (not starting with `//`). After \
+             the host (or the path's start), one line without control, bidi or invisible \
+             (format) characters.",
+        ))
+        .examples([serde_json::json!("https://github.com/octo/hello.git")])
+        .into()
 }
 
-/// A forge's API URL (or `null`: none).
+/// A forge's API URL (or `null`: none), as [`api_url_pattern`] states it.
 pub(super) fn api_url() -> Schema {
-    let refused = class(&[USER_LINE_REFUSED]);
-    string(format!("^(https://|http://)[^{refused}]*$"))
+    string(api_url_pattern())
         .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
         .description(Some(
-            "The forge's API (`http(s)://`), for commit statuses; one line without control, \
-             bidi or invisible (format) characters.",
+            "The forge's API, for commit statuses: `https://` or `http://` with an optional \
+             `user[:password]@`, a host (a name of ASCII letters, digits, `_` and single `-` \
+             in dot-separated labels, the last starting with a letter; a dotted IPv4 \
+             address; or a bracketed IPv6 address) and an optional port (1 to 65535), then \
+             one line without control, bidi or invisible (format) characters.",
         ))
         .examples([serde_json::json!("https://api.github.com")])
         .into()
+}
+
+/// A decimal IPv4 octet, 0 to 255, without leading zeros (RFC 3986 `dec-octet`).
+const DEC_OCTET: &str = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+
+/// A URL's host: a name (dot-separated labels of ASCII letters, digits and `_`, `-` only
+/// single and between them, the last starting with a letter and an optional final `.`), a
+/// dotted-decimal IPv4 address, or an IPv6 address in brackets (RFC 3986 `IPv6address`).
+///
+/// It is the part of RFC 3986's `host` that Python's `urllib.parse.urlsplit` (brackets
+/// only around a whole IPv6 host: `ipaddress` must read it) and the `url` crate (WHATWG:
+/// a name whose last label is a number must be an IPv4 address; a label `xn--` must be
+/// punycode, so no label holds `--`; no IPvFuture) both take, without percent-encoding or
+/// non-ASCII names.
+fn host_pattern() -> String {
+    let h16 = "[0-9A-Fa-f]{1,4}";
+    let ipv4 = format!(r"{DEC_OCTET}(?:\.{DEC_OCTET}){{3}}");
+    let ls32 = format!("(?:{h16}:{h16}|{ipv4})");
+    let before = |most: usize| format!("(?:(?:{h16}:){{0,{most}}}{h16})?");
+    let ipv6 = [
+        format!("(?:{h16}:){{6}}{ls32}"),
+        format!("::(?:{h16}:){{5}}{ls32}"),
+        format!("(?:{h16})?::(?:{h16}:){{4}}{ls32}"),
+        format!("{}::(?:{h16}:){{3}}{ls32}", before(1)),
+        format!("{}::(?:{h16}:){{2}}{ls32}", before(2)),
+        format!("{}::{h16}:{ls32}", before(3)),
+        format!("{}::{ls32}", before(4)),
+        format!("{}::{h16}", before(5)),
+        format!("{}::", before(6)),
+    ]
+    .join("|");
+    let label = "[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*";
+    let last = "[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*";
+    format!(r"(?:(?:{label}\.)*{last}\.?|{ipv4}|\[(?:{ipv6})\])")
+}
+
+/// `//` and an authority (optional userinfo of RFC 3986's characters, a host as
+/// [`host_pattern`] states it, an optional port 1 to 65535), then optionally a path, query
+/// or fragment of clean text: none of [`USER_LINE_REFUSED`].
+fn network_url_rest() -> String {
+    let refused = class(&[USER_LINE_REFUSED]);
+    let host = host_pattern();
+    let userinfo = "(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*@";
+    let port =
+        "[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]";
+    format!("//(?:{userinfo})?{host}(?::(?:{port}))?(?:[/?#][^{refused}]*)?")
+}
+
+/// What `check_clone_url` takes, the handler compiling this very text: `http(s)://` or
+/// `ssh://` URLs of [`network_url_rest`]; `file://` with an optional host (no userinfo or
+/// port, which a file URL cannot carry); the scp form `git@host:path`; an absolute local
+/// path whose second character is not `/` (`//x` would be read as a host).
+pub(super) fn clone_url_pattern() -> String {
+    let refused = class(&[USER_LINE_REFUSED]);
+    let host = host_pattern();
+    let rest = network_url_rest();
+    format!(
+        "^(?:(?:https?|ssh):{rest}|file://{host}?(?:[/?#][^{refused}]*)?\
+         |git@{host}:[^{refused}]*|/(?:[^/{refused}][^{refused}]*)?)$"
+    )
+}
+
+/// What `check_api_url` takes, the handler compiling this very text: `http(s)://` URLs of
+/// [`network_url_rest`].
+pub(super) fn api_url_pattern() -> String {
+    format!("^https?:{}$", network_url_rest())
+}
+
+/// Whether `url` is a clone URL as [`clone_url_pattern`] states it.
+pub(super) fn is_clone_url(url: &str) -> bool {
+    static RULE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(&clone_url_pattern()).expect("the clone URL pattern compiles")
+    });
+    RULE.is_match(url)
+}
+
+/// Whether `url` is an API URL as [`api_url_pattern`] states it.
+pub(super) fn is_api_url(url: &str) -> bool {
+    static RULE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(&api_url_pattern()).expect("the API URL pattern compiles")
+    });
+    RULE.is_match(url)
 }
 
 /// A webhook secret: at least 8 characters once trimmed of whitespace.
@@ -599,6 +685,297 @@ mod tests {
             }
         }
         assert!(allowed > 1000, "{allowed}");
+    }
+
+    /// The document's rule for a URL field, as a validator (ECMA 262) reads it.
+    fn url_validator(pattern: String) -> jsonschema::Validator {
+        let schema = serde_json::json!({"type": "string", "pattern": pattern});
+        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+    }
+
+    /// Whether Python's `urllib.parse.urlsplit` (3.11 to 3.13) reads `text`, and the port
+    /// of its netloc when asked for it (`.port`): the netloc (after `scheme:`, from `//`
+    /// to the first of `/?#`) holds `[` and `]` both or neither, and when both, the
+    /// hostname after the last `@` is a whole bracketed IPv6 address (`ipaddress` reads
+    /// it; not IPv4) or IPvFuture, followed by nothing or `:port`; a port is ASCII digits
+    /// of at most 65535. `None`: no netloc (a path, the scp form).
+    fn python_netloc(text: &str) -> Option<Result<String, String>> {
+        let scheme_chars = |c: char| c.is_ascii_alphanumeric() || "+-.".contains(c);
+        let rest = match text.find(':') {
+            Some(i)
+                if i > 0
+                    && text.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && text[..i].chars().all(scheme_chars) =>
+            {
+                &text[i + 1..]
+            }
+            _ => text,
+        };
+        let after = rest.strip_prefix("//")?;
+        let netloc = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        Some(python_checks(netloc).map(|()| netloc.to_string()))
+    }
+
+    fn python_checks(netloc: &str) -> Result<(), String> {
+        let invalid = || Err("Invalid IPv6 URL".to_string());
+        let (open, close) = (netloc.contains('['), netloc.contains(']'));
+        if open != close {
+            return invalid();
+        }
+        let host_and_port = netloc.rsplit_once('@').map_or(netloc, |(_, h)| h);
+        let port = match host_and_port.split_once('[') {
+            Some(("", bracketed)) => {
+                let (hostname, port) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+                if !port.is_empty() && !port.starts_with(':') {
+                    return invalid();
+                }
+                if let Some(future) = hostname.strip_prefix('v') {
+                    let ok = future.split_once('.').is_some_and(|(hex, tail)| {
+                        !hex.is_empty()
+                            && hex.chars().all(|c| c.is_ascii_hexdigit())
+                            && !tail.is_empty()
+                            && !tail.contains('\n')
+                    });
+                    if !ok {
+                        return Err("IPvFuture address is invalid".into());
+                    }
+                } else if hostname.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!("{hostname:?} is not an IPv6 address"));
+                }
+                port.strip_prefix(':').unwrap_or("")
+            }
+            Some(_) => return invalid(),
+            None => host_and_port.split_once(':').map_or("", |(_, port)| port),
+        };
+        let port_reads = port.is_empty()
+            || (port.chars().all(|c| c.is_ascii_digit())
+                && port.parse::<u32>().is_ok_and(|p| p <= 65535));
+        if !port_reads {
+            return Err(format!("port {port:?} out of range"));
+        }
+        Ok(())
+    }
+
+    /// The document and the handler agree on `text`, and a URL they allow parses: with
+    /// Python's rules, and (one with `://`) with the `url` crate's; a path or the scp form
+    /// has no netloc for Python to read as a host.
+    fn agree_on_url(
+        validator: &jsonschema::Validator,
+        handler: fn(&str) -> bool,
+        text: &str,
+    ) -> bool {
+        let allowed = handler(text);
+        assert_eq!(allowed, validator.is_valid(&text.into()), "{text:?}");
+        if allowed {
+            match python_netloc(text) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{text:?} is allowed but Python refuses it: {e}"),
+                None => assert!(!text.contains("://"), "{text:?}"),
+            }
+            if text.contains("://") {
+                if let Err(e) = url::Url::parse(text) {
+                    panic!("{text:?} is allowed but the url crate refuses it: {e}");
+                }
+            }
+        }
+        allowed
+    }
+
+    /// A URL field's rule: the document's validator and the handler's check.
+    type UrlRule<'a> = (&'a jsonschema::Validator, fn(&str) -> bool);
+
+    fn clone_url_handler(text: &str) -> bool {
+        crate::api::repos::check_clone_url(text).is_ok()
+    }
+
+    fn api_url_handler(text: &str) -> bool {
+        crate::api::repos::check_api_url(text).is_ok()
+    }
+
+    const URL_STARTS: &[&str] = &[
+        "https://", "http://", "ssh://", "file://", "git@", "/", "//", "ftp://", "HTTPS://", "",
+    ];
+
+    const URL_PIECES: &[&str] = &[
+        "example.com",
+        "a",
+        "localhost",
+        "a-b",
+        "a--b",
+        "xn--a",
+        "-a",
+        "a_b",
+        "a.",
+        ".",
+        "..",
+        "a.1",
+        "a.0x1",
+        "1a",
+        "1.2.3.4",
+        "127.0.0.1",
+        "256.1.1.1",
+        "01.2.3.4",
+        "1.2.3",
+        "[",
+        "]",
+        "[]",
+        "[::1]",
+        "[::]",
+        "[1:2:3:4:5:6:7:8]",
+        "[1:2:3:4:5:6:7::]",
+        "[1::2::3]",
+        "[::ffff:1.2.3.4]",
+        "[::ffff:1.2.3.04]",
+        "[1.2.3.4]",
+        "[v1.x]",
+        "[fe80::1%eth0]",
+        "[g::1]",
+        "x@",
+        "u:p@",
+        "@",
+        "%41@",
+        "%4@",
+        "a[b@",
+        ":",
+        ":22",
+        ":0",
+        ":08",
+        ":65535",
+        ":65536",
+        ":99999",
+        ":x",
+        "/",
+        "/o/r.git",
+        "?q=[",
+        "#f]",
+        ":o/r.git",
+        " ",
+        "\t",
+        "\\",
+        "\u{e9}",
+        "\u{202e}",
+        "\n",
+        "%",
+        "\u{1F600}",
+    ];
+
+    // The attack: schemathesis registered a clone URL `https://…[…` — any clean text after
+    // the scheme was taken — and crashed reading it back (Python's `urlsplit`: "Invalid
+    // IPv6 URL"). Every start with every one and two pieces of a URL's corners, and pieces
+    // joined at random: the document and the handler agree, and what they allow parses.
+    #[test]
+    fn a_url_is_what_the_pattern_states_and_it_parses() {
+        let clone = url_validator(clone_url_pattern());
+        let api = url_validator(api_url_pattern());
+        let rules: [UrlRule; 2] = [(&clone, clone_url_handler), (&api, api_url_handler)];
+        let (mut yes, mut no) = (0, 0);
+        let mut tally = |allowed: bool| {
+            if allowed {
+                yes += 1;
+            } else {
+                no += 1;
+            }
+        };
+        for start in URL_STARTS {
+            for first in URL_PIECES {
+                for (validator, handler) in rules {
+                    tally(agree_on_url(validator, handler, &format!("{start}{first}")));
+                }
+                for second in URL_PIECES {
+                    for (validator, handler) in rules {
+                        let text = format!("{start}{first}{second}");
+                        tally(agree_on_url(validator, handler, &text));
+                    }
+                }
+            }
+        }
+        // A fixed linear congruential sequence: the same URLs every run.
+        let mut seed: u64 = 9;
+        let mut next = |bound: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % bound
+        };
+        for _ in 0..4000 {
+            let start = URL_STARTS[next(URL_STARTS.len())];
+            let text: String = (0..=next(5))
+                .map(|_| URL_PIECES[next(URL_PIECES.len())])
+                .collect();
+            for (validator, handler) in rules {
+                tally(agree_on_url(validator, handler, &format!("{start}{text}")));
+            }
+        }
+        assert!(yes > 2000 && no > 2000, "{yes} allowed, {no} refused");
+    }
+
+    #[test]
+    fn the_urls_the_engine_registers_are_taken_and_broken_hosts_refused() {
+        let clone = url_validator(clone_url_pattern());
+        let api = url_validator(api_url_pattern());
+        for url in [
+            "https://github.com/octo/hello.git",
+            "https://x/y.git",
+            "http://127.0.0.1:41234/octo/hello.git",
+            "http://bot:s3cr3t@127.0.0.1:1/octo/down.git",
+            "https://x-access-token:ghp_x@github.com/o/r",
+            "https://forge.example/api\u{e9}/[v1]?q=[#]",
+            "ssh://git@forge.example:2222/o/r.git",
+            "https://[::1]:8080/o/r.git",
+            "http://[2001:db8::1.2.3.4]/",
+            "https://FORGE.example./o",
+            "git@forge.example:o/r.git",
+            "git@[::1]:o/r.git",
+            "file:///srv/r",
+            "file:///nowhere/fresh.git",
+            "file://localhost/srv/r",
+            "/srv/r",
+            "/nonexistent/acme/app.git",
+            "/tmp/plue test/origin",
+            "/",
+        ] {
+            assert!(agree_on_url(&clone, clone_url_handler, url), "{url}");
+        }
+        for url in [
+            "https://forge.example/api/v3",
+            "http://127.0.0.1:41234/api/v1",
+            "https://api.github.com",
+        ] {
+            assert!(agree_on_url(&api, api_url_handler, url), "{url}");
+        }
+        for url in [
+            "",
+            "-u",
+            "relative/path",
+            "https://x[",
+            "https://x/\ny",
+            "https://\u{2026}[\u{2026}",
+            "https://[",
+            "https://a]/",
+            "https://[v1.x]/",
+            "https://[1.2.3.4]/",
+            "https://a[b@x/",
+            "https://",
+            "https:///x",
+            "http://1.2.3.256/",
+            "http://a.1/",
+            "http://xn--a.example/",
+            "http://h:0/",
+            "http://h:65536/",
+            "file://[/x",
+            "file://h:22/x",
+            "//[x",
+            "//host/x",
+            "git@x",
+            "git@[:x",
+            "ftp://x/y",
+        ] {
+            assert!(!agree_on_url(&clone, clone_url_handler, url), "{url:?}");
+            assert!(!agree_on_url(&api, api_url_handler, url), "{url:?}");
+        }
+        for url in ["ssh://x/y", "git@x:y", "/srv/r", "file:///x"] {
+            assert!(!agree_on_url(&api, api_url_handler, url), "{url}");
+        }
     }
 
     #[test]
