@@ -110,7 +110,9 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
         .await
         .unwrap();
 
-    let app = GitHubApp::new(4242, APP_KEY_PEM).unwrap();
+    let app = GitHubApp::new(4242, APP_KEY_PEM)
+        .unwrap()
+        .with_api_url(Some(api_url.clone()));
     let auth = ForgeAuth::new(vault.clone(), Some(app));
     let public_url = "https://plue.example.com".to_string();
     let reporter = StatusReporter {

@@ -462,8 +462,10 @@ pub(crate) struct ServeArgs {
         requires = "github_app_id"
     )]
     pub(crate) github_app_key_file: Option<PathBuf>,
-    /// Where the App's own endpoints (`/app`, `/app/installations/...`) are (default: each
-    /// repository's API: its api_url, or https://api.github.com).
+    /// The GitHub App's API (default: https://api.github.com; a GitHub Enterprise Server's
+    /// is https://HOST/api/v3): the only API the App's JWT is sent to. Only a repository on
+    /// this API (its api_url, or https://api.github.com) is served through the App; another
+    /// GitHub repository without an api_token has no credential.
     #[arg(long, value_name = "URL", env = "PLUE_GITHUB_APP_API_URL")]
     pub(crate) github_app_api_url: Option<String>,
     /// A file holding the GitHub App's webhook secret: the App's `installation` and

@@ -106,6 +106,7 @@ async fn a_failed_run_is_a_check_run_with_its_summary_and_annotations_on_the_app
     let key = sb.path("app-key.pem");
     std::fs::write(&key, APP_KEY_PEM).unwrap();
     let data = sb.path("data");
+    let app_api = app_forge.api_url();
     let engine = sb
         .serve(
             "engine",
@@ -123,6 +124,8 @@ async fn a_failed_run_is_a_check_run_with_its_summary_and_annotations_on_the_app
                 "4242",
                 "--github-app-key-file",
                 key.to_str().unwrap(),
+                "--github-app-api-url",
+                &app_api,
             ],
         )
         .await;

@@ -87,6 +87,7 @@ impl World {
         let claude = claude(&prefix, None);
         let data = sb.path("data");
         let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
+        let app_api = forge.api_url();
         let engine = sb
             .serve_with_env(
                 "engine",
@@ -106,6 +107,8 @@ impl World {
                     "4242",
                     "--github-app-key-file",
                     key.to_str().unwrap(),
+                    "--github-app-api-url",
+                    &app_api,
                 ],
                 &[("ANTHROPIC_BASE_URL", claude.url())],
             )

@@ -669,7 +669,9 @@ mod tests {
     #[tokio::test]
     async fn an_apps_identity_is_its_bot() {
         let (url, counter) = forge(vec![(200, r#"{"id":7,"slug":"plue-app"}"#)]).await;
-        let app = crate::auth::GitHubApp::new(7, testkit::forge::app::APP_KEY_PEM).unwrap();
+        let app = crate::auth::GitHubApp::new(7, testkit::forge::app::APP_KEY_PEM)
+            .unwrap()
+            .with_api_url(Some(url.clone()));
         let auth = ForgeAuth::new(plue_vault::Vault::unkeyed(), Some(app));
         let permissions = Permissions::default();
         let repo = repo(Some(&url), None);

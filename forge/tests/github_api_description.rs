@@ -316,7 +316,9 @@ async fn drive_as_app(fake: &FakeForge) {
     let api = fake.api_url();
     let client = reqwest::Client::new();
     let head = fake.branch_sha(REPO, "main").unwrap();
-    let app = GitHubApp::new(4242, APP_KEY_PEM).unwrap();
+    let app = GitHubApp::new(4242, APP_KEY_PEM)
+        .unwrap()
+        .with_api_url(Some(api.clone()));
     let auth = ForgeAuth::new(Vault::unkeyed(), Some(app));
     let repo = RepoRow {
         api_token: None,

@@ -335,7 +335,8 @@ pub async fn start_with_runner_listener(
                         api_url: config
                             .github_app
                             .as_ref()
-                            .and_then(|app| app.api_url().map(str::to_string)),
+                            .map(|app| app.api_url().to_string())
+                            .filter(|api| api != crate::forge::auth::DEFAULT_APP_API),
                     }),
             }),
     });

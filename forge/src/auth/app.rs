@@ -19,6 +19,8 @@ use zeroize::Zeroizing;
 pub const JWT_LIFETIME: Duration = Duration::from_secs(9 * 60);
 /// How far back `iat` is set.
 pub const JWT_BACKDATE: Duration = Duration::from_secs(60);
+/// The App's API unless `--github-app-api-url` names another: github.com's.
+pub const DEFAULT_APP_API: &str = "https://api.github.com";
 
 /// A JWT's claims as GitHub reads them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,9 +38,10 @@ pub struct GitHubApp {
     /// The PEM as read: a secret of every run of an App repository (the outbound wall
     /// redacts it).
     pem: std::sync::Arc<Zeroizing<String>>,
-    /// Where the App's own endpoints are (`/app`, `/app/installations/…`); `None`: the
-    /// repository's API (GitHub Enterprise's `/api/v3`, or api.github.com).
-    api_url: Option<String>,
+    /// Where the App lives (`/app`, `/app/installations/…`, and the only API its JWT is
+    /// ever sent to): [`DEFAULT_APP_API`] unless configured. Only repositories on this API
+    /// are served through the App.
+    api_url: String,
 }
 
 impl std::fmt::Debug for GitHubApp {
@@ -66,7 +69,7 @@ impl GitHubApp {
             id,
             key,
             pem: std::sync::Arc::new(Zeroizing::new(pem.to_string())),
-            api_url: None,
+            api_url: DEFAULT_APP_API.to_string(),
         };
         // Parsing checks the PEM's label only: signing once checks the key itself.
         app.jwt_at(SystemTime::now()).map_err(|e| {
@@ -86,9 +89,13 @@ impl GitHubApp {
         GitHubApp::new(id, &pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
-    /// The App's own endpoints at `api_url` instead of each repository's API.
+    /// The App at `api_url` (a GitHub Enterprise Server's `https://HOST/api/v3`, a test's
+    /// fake) instead of [`DEFAULT_APP_API`] (`None` or blank: that default).
     pub fn with_api_url(mut self, api_url: Option<String>) -> GitHubApp {
-        self.api_url = api_url.filter(|u| !u.trim().is_empty());
+        self.api_url = api_url
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_APP_API.to_string());
         self
     }
 
@@ -96,8 +103,18 @@ impl GitHubApp {
         self.id
     }
 
-    pub fn api_url(&self) -> Option<&str> {
-        self.api_url.as_deref()
+    /// The App's API (no trailing `/`).
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// Whether `api_url` is the App's API: the one place its JWT and installation tokens
+    /// are used (a trailing `/` and the letters' case aside).
+    pub fn serves_api(&self, api_url: &str) -> bool {
+        api_url
+            .trim()
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(&self.api_url)
     }
 
     /// The private key's PEM text (for the outbound wall's secrets only).

@@ -4,15 +4,19 @@
 //! - A repository's personal token (its sealed `api_token`, opened with the vault) is used
 //!   whenever it has one — on Gitea always, and on GitHub it takes precedence over the App.
 //! - A GitHub repository without one, when the engine is configured as a GitHub App
-//!   ([`GitHubApp`]: `plue serve --github-app-id/--github-app-key-file`), gets an
-//!   installation access token: the App's JWT finds the repository's installation, then
+//!   ([`GitHubApp`]: `plue serve --github-app-id/--github-app-key-file`) and the
+//!   repository's API (its `api_url`, else api.github.com) is the App's API
+//!   (`--github-app-api-url`, default `https://api.github.com`), gets an installation
+//!   access token: the App's JWT finds the repository's installation, then
 //!   asks a token for that one repository with the [`Use`]'s permissions only. Tokens are
 //!   cached per (API, repository, use) and fetched anew before they expire ([`refresh_in`])
 //!   or after the forge refused one ([`ForgeAuth::refused`]).
 //! - [`ForgeAuth::is_app`] says which of the two a repository uses (check runs need the
 //!   App); [`ForgeAuth::app_login`] is the App's bot login (`<slug>[bot]`, from `GET /app`).
 //!
-//! Invariants: a [`Token`] never prints (nor does anything holding one) and is zeroized
+//! Invariants: the App's JWT goes to the App's API only, never to a repository's: a GitHub
+//! repository on another API (a GitHub Enterprise Server the App does not live on) is not
+//! served through the App and, without a personal token, has no credential. A [`Token`] never prints (nor does anything holding one) and is zeroized
 //! when dropped; tokens go into `Authorization` headers or git's `http.extraHeader` only,
 //! never a URL, a log line or an error. Every installation token handed out for a
 //! repository, and the App's key, stay known ([`ForgeAuth::secrets_of`]) so the outbound
@@ -30,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use app::{Claims, GitHubApp, JWT_BACKDATE, JWT_LIFETIME};
+pub use app::{Claims, GitHubApp, DEFAULT_APP_API, JWT_BACKDATE, JWT_LIFETIME};
 pub use token::Token;
 pub use uses::Use;
 
@@ -119,12 +123,16 @@ impl ForgeAuth {
     }
 
     /// Whether the engine acts on `repo` as the GitHub App (a GitHub repository without
-    /// a personal token, with an App configured): check runs instead of commit statuses,
-    /// the App's bot as the engine's login.
+    /// a personal token, whose API is the configured App's): check runs instead of commit
+    /// statuses, the App's bot as the engine's login. A repository on another API never
+    /// is: the App's JWT (which mints tokens for every installation) goes nowhere else.
     pub fn is_app(&self, repo: &RepoRow) -> bool {
-        self.inner.app.is_some()
-            && Forge::parse(&repo.forge) == Some(Forge::GitHub)
+        let Some(app) = self.inner.app.as_ref() else {
+            return false;
+        };
+        Forge::parse(&repo.forge) == Some(Forge::GitHub)
             && repo.api_token.is_none()
+            && ForgeAuth::api_url(repo).is_some_and(|api| app.serves_api(&api))
     }
 
     /// Whether the engine has any credential for `repo`'s forge.
@@ -141,20 +149,18 @@ impl ForgeAuth {
             .or_else(|| forge.default_api_url(&repo.clone_url))
     }
 
-    /// Where the App's own endpoints are for `repo`: the configured App API, else the
-    /// repository's.
+    /// The App's API, for `repo` served through it ([`ForgeAuth::is_app`]): refused for any
+    /// other, so nothing of the App is sent to a repository's own API.
     fn app_api(&self, repo: &RepoRow) -> Result<String, PostError> {
-        self.inner
-            .app
-            .as_ref()
-            .and_then(|app| app.api_url().map(str::to_string))
-            .or_else(|| ForgeAuth::api_url(repo))
-            .ok_or_else(|| {
-                PostError::Permanent(format!(
-                    "repository {} has no API for the GitHub App",
-                    repo.name
-                ))
-            })
+        match self.inner.app.as_ref() {
+            Some(app) if self.is_app(repo) => Ok(app.api_url().to_string()),
+            Some(app) => Err(PostError::Permanent(format!(
+                "repository {} is not served through the GitHub App: its API is not the App's ({}); give it a personal api_token",
+                repo.name,
+                app.api_url()
+            ))),
+            None => Err(PostError::Permanent("no GitHub App is configured".into())),
+        }
     }
 
     /// The credential to use on `repo`'s forge for `use_`: its personal token, an

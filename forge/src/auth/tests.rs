@@ -172,7 +172,11 @@ async fn installation_tokens_are_narrowed_cached_per_use_and_refreshed() {
     let (api, asked) = github(Duration::from_secs(2)).await;
     let auth = ForgeAuth::new(
         plue_vault::Vault::unkeyed(),
-        Some(GitHubApp::new(7, KEY).unwrap()),
+        Some(
+            GitHubApp::new(7, KEY)
+                .unwrap()
+                .with_api_url(Some(api.clone())),
+        ),
     );
     let repo = repo(&api, None);
     assert!(auth.is_app(&repo));
@@ -218,7 +222,11 @@ async fn a_personal_token_wins_and_gitea_never_uses_the_app() {
     let (api, asked) = github(Duration::from_secs(3600)).await;
     let auth = ForgeAuth::new(
         plue_vault::Vault::unkeyed(),
-        Some(GitHubApp::new(7, KEY).unwrap()),
+        Some(
+            GitHubApp::new(7, KEY)
+                .unwrap()
+                .with_api_url(Some(api.clone())),
+        ),
     );
     let personal = repo(&api, Some("pat"));
     assert!(!auth.is_app(&personal));
@@ -243,7 +251,11 @@ async fn an_app_not_installed_on_the_repository_says_so() {
     let (api, _) = github(Duration::from_secs(3600)).await;
     let auth = ForgeAuth::new(
         plue_vault::Vault::unkeyed(),
-        Some(GitHubApp::new(7, KEY).unwrap()),
+        Some(
+            GitHubApp::new(7, KEY)
+                .unwrap()
+                .with_api_url(Some(api.clone())),
+        ),
     );
     let mut elsewhere = repo(&api, None);
     elsewhere.name = "octo/other".into();
@@ -263,7 +275,11 @@ async fn a_token_for_another_repository_of_the_same_name_is_refused() {
     let (api, asked) = github(Duration::from_secs(3600)).await;
     let auth = ForgeAuth::new(
         plue_vault::Vault::unkeyed(),
-        Some(GitHubApp::new(7, KEY).unwrap()),
+        Some(
+            GitHubApp::new(7, KEY)
+                .unwrap()
+                .with_api_url(Some(api.clone())),
+        ),
     );
     let mut registered = repo(&api, None);
     registered.forge_repo_id = Some(HELLO_ID + 1);
@@ -291,4 +307,100 @@ async fn a_token_for_another_repository_of_the_same_name_is_refused() {
     // Bound to the repository GitHub names, the same request is served.
     registered.forge_repo_id = Some(HELLO_ID);
     assert!(auth.token(&registered, Use::Write).await.unwrap().is_some());
+}
+
+/// A server that answers every request 200 `{}` and records each one: method, path and
+/// `Authorization` header.
+async fn recorder() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorded = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let recorded = recorded.clone();
+        async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            recorded
+                .lock()
+                .unwrap()
+                .push(format!("{} {} {auth}", request.method(), request.uri()));
+            axum::Json(serde_json::json!({"id": 99, "slug": "x", "token": "t",
+                "expires_at": "2999-01-01T00:00:00Z"}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+/// Everything an engine may ask of `auth` for `repo`: none of it may be served as the App.
+async fn ask_everything(auth: &ForgeAuth, repo: &RepoRow) {
+    assert!(!auth.is_app(repo));
+    assert!(!auth.has_credential(repo));
+    for use_ in [
+        Use::ReadCode,
+        Use::Lookup,
+        Use::Report,
+        Use::Answer,
+        Use::Write,
+    ] {
+        assert!(auth.token(repo, use_).await.unwrap().is_none());
+        let _ = auth.after_refusal(repo, use_, PostError::Permanent("HTTP 401".into()));
+        auth.refused(repo, use_);
+    }
+    assert!(auth.git_credential(repo).await.unwrap().is_none());
+    assert!(auth.app_login(repo).await.is_err());
+    let secrets = auth.secrets_of(repo).unwrap();
+    assert!(secrets.iter().all(|s| !s.expose().contains("PRIVATE KEY")));
+}
+
+// An admin registers a GitHub Enterprise repository (its api_url another host) without a
+// token, on an engine that is the github.com App (no --github-app-api-url): the App's JWT,
+// which mints tokens for every installation, must never be sent to that host.
+#[tokio::test]
+async fn a_repository_on_another_api_never_gets_the_apps_jwt() {
+    let (elsewhere, seen) = recorder().await;
+    let app = GitHubApp::new(7, KEY).unwrap();
+    assert_eq!(app.api_url(), DEFAULT_APP_API);
+    let auth = ForgeAuth::new(plue_vault::Vault::unkeyed(), Some(app));
+    ask_everything(&auth, &repo(&elsewhere, None)).await;
+    // The default App does serve a github.com repository (api_url unset or github.com's).
+    let mut on_github = repo(&elsewhere, None);
+    on_github.api_url = None;
+    assert!(auth.is_app(&on_github));
+    on_github.api_url = Some("https://api.github.com/".into());
+    assert!(auth.is_app(&on_github));
+    assert_eq!(seen.lock().unwrap().as_slice(), &[] as &[String]);
+}
+
+// The App lives on one GitHub Enterprise Server (--github-app-api-url): a repository on
+// another API, or on github.com, gets nothing of it either; one on the App's API does.
+#[tokio::test]
+async fn only_the_apps_own_api_gets_its_jwt() {
+    let (elsewhere, seen) = recorder().await;
+    let (api, asked) = github(Duration::from_secs(3600)).await;
+    let auth = ForgeAuth::new(
+        plue_vault::Vault::unkeyed(),
+        Some(
+            GitHubApp::new(7, KEY)
+                .unwrap()
+                .with_api_url(Some(format!("{api}/"))),
+        ),
+    );
+    ask_everything(&auth, &repo(&elsewhere, None)).await;
+    let mut on_github = repo(&elsewhere, None);
+    on_github.api_url = None;
+    ask_everything(&auth, &on_github).await;
+    assert_eq!(seen.lock().unwrap().as_slice(), &[] as &[String]);
+    assert!(asked.lock().unwrap().is_empty());
+    assert!(auth
+        .token(&repo(&api, None), Use::Write)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(seen.lock().unwrap().as_slice(), &[] as &[String]);
 }

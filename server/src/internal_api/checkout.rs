@@ -133,7 +133,9 @@ mod tests {
             .await
             .unwrap()
             .id;
-        let app = GitHubApp::new(4242, APP_KEY_PEM).unwrap();
+        let app = GitHubApp::new(4242, APP_KEY_PEM)
+            .unwrap()
+            .with_api_url(Some(api_url.clone()));
         let executor = Executor::new(store.clone(), Arc::default(), Default::default(), 4)
             .with_forge_auth(ForgeAuth::new(Vault::unkeyed(), Some(app)));
 
@@ -170,7 +172,11 @@ mod tests {
             &Executor::new(store, Arc::default(), Default::default(), 4).with_forge_auth(
                 ForgeAuth::new(
                     Vault::unkeyed(),
-                    Some(GitHubApp::new(4242, APP_KEY_PEM).unwrap()),
+                    Some(
+                        GitHubApp::new(4242, APP_KEY_PEM)
+                            .unwrap()
+                            .with_api_url(Some(api_url.clone())),
+                    ),
                 ),
             ),
             run,
