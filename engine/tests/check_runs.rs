@@ -103,8 +103,7 @@ async fn a_failed_run_is_a_check_run_with_its_summary_and_annotations_on_the_app
     let token_sha = token_forge
         .create_repo_with(TOKEN_REPO, &[(".plue/ci.plue.py", CI)])
         .unwrap();
-    let key = sb.path("app-key.pem");
-    std::fs::write(&key, APP_KEY_PEM).unwrap();
+    let key = sb.write_private("app-key.pem", APP_KEY_PEM);
     let data = sb.path("data");
     let app_api = app_forge.api_url();
     let engine = sb

@@ -82,8 +82,7 @@ impl World {
         let prefix = app.token_prefix.clone();
         forge.enable_app(app);
         prepare(&forge);
-        let key = sb.path("app-key.pem");
-        std::fs::write(&key, APP_KEY_PEM).unwrap();
+        let key = sb.write_private("app-key.pem", APP_KEY_PEM);
         let claude = claude(&prefix, None);
         let data = sb.path("data");
         let secret = format!("ANTHROPIC_API_KEY={LLM_KEY}");
@@ -351,8 +350,7 @@ fn serve_with_key(sb: &Sandbox, key: &Path, check: bool) -> std::process::Output
 #[test]
 fn a_key_that_is_unreadable_or_not_rsa_stops_the_engine() {
     let sb = Sandbox::new("github-app-keys");
-    let good = sb.path("good.pem");
-    std::fs::write(&good, APP_KEY_PEM).unwrap();
+    let good = sb.write_private("good.pem", APP_KEY_PEM);
     let checked = serve_with_key(&sb, &good, true);
     assert!(checked.status.success(), "{}", support::printed(&checked));
     assert!(
@@ -360,9 +358,17 @@ fn a_key_that_is_unreadable_or_not_rsa_stops_the_engine() {
         "{}",
         support::printed(&checked)
     );
-    let ec = sb.path("ec.pem");
-    std::fs::write(&ec, EC_KEY_PEM).unwrap();
+    let ec = sb.write_private("ec.pem", EC_KEY_PEM);
+    // Another user of the host could read a key left with the default mode: refused, as
+    // the runner's token file is.
+    let readable = sb.write("readable.pem", APP_KEY_PEM);
+    std::fs::set_permissions(
+        &readable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     for (key, says) in [
+        (readable, "is readable by other users"),
         (
             sb.path("missing.pem"),
             "cannot read the GitHub App's private key file",

@@ -15,6 +15,7 @@ mod forges;
 mod format;
 mod logs;
 pub(crate) mod people;
+mod private_file;
 mod prompt;
 mod record;
 mod replay;

@@ -162,30 +162,9 @@ fn registration_token(args: &RunnerArgs) -> anyhow::Result<String> {
 }
 
 /// Reads a token file, refusing one that other users may read (the token would not be
-/// this runner's alone).
+/// this runner's alone; [`super::private_file`]).
 fn read_token_file(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let context = || format!("reading the registration token from {}", path.display());
-    let file = std::fs::File::open(path).with_context(context)?;
-    let metadata = file.metadata().with_context(context)?;
-    let mode = metadata.mode();
-    // A Kubernetes Secret volume (the kubelet's `..data` layout) under the pod's `fsGroup`
-    // is group-readable by that group, which is this runner's own: no one else's.
-    let pod_secret = path.parent().is_some_and(|dir| dir.join("..data").exists())
-        && metadata.gid() == nix::unistd::getegid().as_raw();
-    let others = if pod_secret { 0o037 } else { 0o077 };
-    if mode & others != 0 {
-        bail!(
-            "{} is readable by other users (mode {:o}); chmod 600 it",
-            path.display(),
-            mode & 0o777
-        );
-    }
-    let mut text = String::new();
-    file.take(MAX_TOKEN_BYTES)
-        .read_to_string(&mut text)
-        .with_context(context)?;
-    Ok(text)
+    super::private_file::read_private(path, "the registration token file", MAX_TOKEN_BYTES)
 }
 
 /// Asks the kernel to SIGKILL this process when its parent dies, then checks the parent is

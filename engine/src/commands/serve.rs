@@ -55,13 +55,23 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The most bytes of a key file read.
+const MAX_KEY_BYTES: u64 = 64 * 1024;
+
 /// The GitHub App of `--github-app-id` and `--github-app-key-file` (clap makes each need
-/// the other), its key checked now: an unreadable or non-RSA key stops the start.
+/// the other), its key checked now: an unreadable, non-RSA or others-readable key
+/// ([`super::private_file`]) stops the start.
 fn github_app(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::auth::GitHubApp>> {
     let (Some(id), Some(file)) = (args.github_app_id, &args.github_app_key_file) else {
         return Ok(None);
     };
-    let app = engine::forge::auth::GitHubApp::from_key_file(id, file)
+    // A Token is zeroized when dropped.
+    let pem = engine::forge::auth::Token::new(
+        super::private_file::read_private(file, "the GitHub App's private key file", MAX_KEY_BYTES)
+            .context("--github-app-key-file")?,
+    );
+    let app = engine::forge::auth::GitHubApp::new(id, pem.expose())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
         .context("--github-app-key-file")?
         .with_api_url(args.github_app_api_url.clone());
     Ok(Some(app))

@@ -3,7 +3,8 @@
 //! start; and `--previous-signing-key FILE` (repeatable: a public or private key file of an
 //! earlier key), listed so statements it signed still verify.
 //!
-//! Invariants: a generated key is written with mode 0600 in a file created new (never over
+//! Invariants: a key file other users may read is refused (`super::private_file`: mode
+//! 0600, or 0440 from a Kubernetes Secret volume under the pod's fsGroup); a generated key is written with mode 0600 in a file created new (never over
 //! an existing one), from the OS's randomness; a key file that exists but does not parse
 //! stops the start (it is never replaced by a new key, which would orphan every statement
 //! signed before).
@@ -44,10 +45,19 @@ pub(crate) fn keys(args: &SigningArgs, data_dir: &Path) -> anyhow::Result<Keys> 
     })
 }
 
+/// The most bytes of a key file read.
+const MAX_KEY_BYTES: u64 = 64 * 1024;
+
+/// The private key in `file`, refused when other users may read it
+/// ([`super::private_file`]).
 fn read_signer(file: &Path) -> anyhow::Result<Signer> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading the signing key {}", file.display()))?;
-    Signer::from_pem(&text).with_context(|| format!("the signing key {}", file.display()))
+    // A Token is zeroized when dropped.
+    let text = engine::forge::auth::Token::new(super::private_file::read_private(
+        file,
+        "the signing key",
+        MAX_KEY_BYTES,
+    )?);
+    Signer::from_pem(text.expose()).with_context(|| format!("the signing key {}", file.display()))
 }
 
 /// The key in `file`, made there first when there is none.
@@ -77,6 +87,10 @@ mod tests {
 
     use super::*;
 
+    fn private(file: &Path) {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     fn args(key: Option<&Path>, previous: &[&Path]) -> SigningArgs {
         SigningArgs {
             signing_key: key.map(Path::to_path_buf),
@@ -101,6 +115,7 @@ mod tests {
         let old = keys(&args(None, &[]), dir.path()).unwrap();
         let new_file = dir.path().join("new.pem");
         std::fs::write(&new_file, Signer::from_seed(&[1; 32]).to_pem().unwrap()).unwrap();
+        private(&new_file);
         let old_public = dir.path().join("old.pub");
         std::fs::write(&old_public, old.signer.public().hex()).unwrap();
         let rotated = keys(&args(Some(&new_file), &[&old_public]), dir.path()).unwrap();
@@ -117,6 +132,7 @@ mod tests {
     fn a_damaged_key_file_stops_the_start() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(GENERATED), "not a key").unwrap();
+        private(&dir.path().join(GENERATED));
         let refused = keys(&args(None, &[]), dir.path()).unwrap_err();
         assert!(
             format!("{refused:#}").contains("signing key"),
@@ -126,5 +142,24 @@ mod tests {
             std::fs::read_to_string(dir.path().join(GENERATED)).unwrap(),
             "not a key"
         );
+    }
+
+    // Another user of the host could read a signing key left group- or world-readable (and
+    // sign statements as this engine): the start stops, as for the runner's token file.
+    #[test]
+    fn a_signing_key_others_may_read_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key.pem");
+        std::fs::write(&file, Signer::from_seed(&[2; 32]).to_pem().unwrap()).unwrap();
+        for mode in [0o644, 0o640] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let refused = keys(&args(Some(&file), &[]), dir.path()).err().unwrap();
+            assert!(
+                format!("{refused:#}").contains("readable by other users"),
+                "{refused:#}"
+            );
+        }
+        private(&file);
+        assert!(keys(&args(Some(&file), &[]), dir.path()).is_ok());
     }
 }

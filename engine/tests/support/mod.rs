@@ -138,6 +138,16 @@ impl Sandbox {
         self.path(relative)
     }
 
+    /// Writes `contents` to `name` with mode 0600, as a key file must be (`plue serve`
+    /// refuses one other users may read); the path.
+    pub(crate) fn write_private(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let file = self.write(name, contents);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 a key file");
+        file
+    }
+
     /// Writes workflow `name` of `steps` ([`workflow_source`]) to `ws/NAME.plue.py`; the path.
     pub(crate) fn write_workflow<S: AsRef<str>>(&self, name: &str, steps: &[S]) -> PathBuf {
         let path = format!("ws/{name}.plue.py");
