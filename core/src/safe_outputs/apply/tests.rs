@@ -1,6 +1,7 @@
 //! The commit a pull request proposal becomes, and its push: deterministic, exactly the
 //! agent's diff, and the token never where git or a reader could print it.
 
+use base64::Engine;
 use testkit::forge::{FakeForge, Flavor};
 
 use super::*;
