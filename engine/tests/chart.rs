@@ -445,7 +445,10 @@ fn a_github_apps_webhook_secret_and_registering_come_from_the_same_secret() {
         rendered.env("PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE")["value"],
         "/etc/plue-github-app/webhook-secret"
     );
-    assert_eq!(rendered.env("PLUE_REGISTER_INSTALLED_REPOS")["value"], "true");
+    assert_eq!(
+        rendered.env("PLUE_REGISTER_INSTALLED_REPOS")["value"],
+        "true"
+    );
     let pod = &rendered.engine()["spec"]["template"]["spec"];
     let volume = pod["volumes"]
         .as_array()
