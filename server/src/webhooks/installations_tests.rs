@@ -178,3 +178,57 @@ fn clone_urls_follow_the_apps_github() {
         "http://127.0.0.1:9/a/b.git"
     );
 }
+
+// A repository an admin registered with the App's webhook secret (as the guide says) is
+// bound by its first verified delivery: whoever later takes its name and installs the App
+// (GitHub signs their deliveries with the same secret) is refused. A repository with a
+// secret of its own, which only its own webhook holds, is left unbound.
+#[tokio::test]
+async fn the_first_delivery_binds_a_repository_checked_with_the_apps_secret() {
+    let (app, store, _dir) = app(hooks(false)).await;
+    for (name, secret) in [("acme/app", APP_SECRET), ("acme/own", "its-own-secret")] {
+        store
+            .create_repo(&NewRepo {
+                name,
+                clone_url: "https://github.com/none.git",
+                forge: "github",
+                webhook_secret_sealed: &format!("plain:{secret}"),
+                api_url: None,
+                api_token_sealed: None,
+                default_branch: None,
+                forge_repo_id: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let push = |name: &str, id: i64| {
+        serde_json::json!({
+            "ref": "refs/heads/main", "before": "0".repeat(40), "after": "1".repeat(40),
+            "repository": {"full_name": name, "id": id},
+        })
+        .to_string()
+    };
+    let (status, body) = deliver(&app, "push", push("acme/app", 41).as_bytes(), APP_SECRET).await;
+    assert_eq!(status, 501, "past every check, no evaluator here: {body}");
+    let bound = store.repo_by_name("acme/app").await.unwrap().unwrap();
+    assert_eq!(bound.forge_repo_id, Some(41));
+    let (status, body) = deliver(&app, "push", push("acme/app", 666).as_bytes(), APP_SECRET).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("now belongs to another repository"), "{body}");
+    let (status, _) = deliver(&app, "push", push("acme/app", 41).as_bytes(), APP_SECRET).await;
+    assert_eq!(status, 501);
+
+    for id in [5, 6] {
+        let (status, body) = deliver(
+            &app,
+            "push",
+            push("acme/own", id).as_bytes(),
+            "its-own-secret",
+        )
+        .await;
+        assert_eq!(status, 501, "{body}");
+    }
+    let own = store.repo_by_name("acme/own").await.unwrap().unwrap();
+    assert_eq!(own.forge_repo_id, None);
+}
