@@ -28,6 +28,11 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "PLUE_FORGE_TOKEN",
     "PLUE_WEBHOOK_SECRET",
     "DATABASE_URL",
+    // Paths, not values: a step that knows the path learns where the key is, and its
+    // sandbox keeps it from reading the file; withheld all the same.
+    "PLUE_SIGNING_KEY",
+    "PLUE_GITHUB_APP_KEY_FILE",
+    "PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE",
 ];
 
 /// The variables a minimal base takes from the runner's environment.
