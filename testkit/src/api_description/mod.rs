@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use crate::forge::query::percent_decode;
 use crate::forge::{Answered, Recorded};
 pub use fetch::{GITHUB_FILE, OCTOKIT_OPENAPI};
 use operations::Operation;
@@ -259,8 +260,8 @@ impl Description {
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 (
-                    operations::decode(&k.replace('+', " ")),
-                    operations::decode(&v.replace('+', " ")),
+                    percent_decode(&k.replace('+', " ")),
+                    percent_decode(&v.replace('+', " ")),
                 )
             })
             .collect();

@@ -10,6 +10,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::forge::query::percent_decode;
+
 /// One operation of the document.
 #[derive(Debug, Clone)]
 pub(crate) struct Operation {
@@ -75,7 +77,7 @@ pub(crate) fn find(
     method: &str,
     path: &str,
 ) -> Option<(Operation, PathValues)> {
-    let sent: Vec<String> = split(path).iter().map(|s| decode(s)).collect();
+    let sent: Vec<String> = split(path).iter().map(|s| percent_decode(s)).collect();
     let method = method.to_ascii_lowercase();
     let mut best: Option<(usize, &String, PathValues)> = None;
     for (template, segments) in templates {
@@ -207,26 +209,6 @@ pub(crate) fn json_schema_of(content: &Map<String, Value>, at: &str) -> Option<S
         .map(|_| format!("{at}/content/{}/schema", escape(media)))
 }
 
-/// Percent-decoded text (invalid escapes kept as they are).
-pub(crate) fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(byte) = u8::from_str_radix(hex, 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +258,6 @@ mod tests {
         );
         assert_eq!(typed(&json!({"type": "integer"}), "12"), json!(12));
         assert_eq!(typed(&json!({"type": "integer"}), "1x"), json!("1x"));
-        assert_eq!(decode("a%3Ab%2"), "a:b%2");
+        assert_eq!(percent_decode("a%3Ab%2"), "a:b%2");
     }
 }

@@ -76,7 +76,7 @@ pub mod app;
 mod checks;
 mod git_http;
 mod github_json;
-mod query;
+pub(crate) mod query;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! The pieces of a request both the REST handlers (`api`) and the git remote (`git_http`)
 //! read: owner and repository names, and query strings. Below both, so neither imports the
-//! other for them.
+//! other for them. The API description check (`crate::api_description`) decodes paths and
+//! queries with the same [`percent_decode`].
 
 /// Owner and repository names: what both forges allow.
 pub(crate) fn is_name(name: &str) -> bool {
