@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+use support::issue_to_pr::seed;
 use support::{
     client, deliver_webhook, free_port, get_json, wait_for, webhook_fixture, Sandbox, LLM_KEY,
 };
@@ -36,27 +37,9 @@ use testkit::forge::{FakeForge, Flavor};
 const SECRET: &str = "webhook-secret-of-the-provenance-test";
 const TOKEN: &str = "forge-token-of-the-provenance-test";
 const REPO: &str = "Codertocat/Hello-World";
-const WORKFLOW: &str = "examples/agents/issue-to-pr.plue.py";
 
 /// PyPI's in-toto and securesystemslib with its ed25519 backend, pinned.
 const IN_TOTO: &[&str] = &["in-toto==3.1.0", "securesystemslib[crypto]==1.6.0"];
-
-fn seed(dir: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for file in [
-        WORKFLOW,
-        "examples/agents/prompts/issue-investigator.md",
-        "examples/agents/prompts/issue-fixer.md",
-        "examples/agents/prompts/issue-reviewer.md",
-        "examples/agents/prompts/issue-publisher.md",
-        "examples/agents/demo/greet.sh",
-        "examples/agents/demo/test.sh",
-    ] {
-        let to = dir.join(file);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(root.join(file), &to).unwrap();
-    }
-}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
