@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::issue_to_pr::{claude, seed};
+use support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed};
 use support::{
     client, deliver_webhook, free_port, run_ids, wait_for, webhook_fixture, Engine, Sandbox,
     LLM_KEY,
@@ -283,14 +283,7 @@ async fn an_agents_work_reaches_github_with_installation_tokens_only() {
     // No installation token anywhere: the agent's hunt found none, the model saw none,
     // and no file of the sandbox (database, mirrors, artifacts, logs) holds one.
     let requests = world.claude.requests();
-    let hunted = requests
-        .iter()
-        .flat_map(|r| r.tool_results())
-        .map(|t| t.to_string())
-        .find(|t| t.contains("toolu_hunt"))
-        .expect("the hunt's result went back to the model");
-    assert!(hunted.contains("hunt-done"), "{hunted}");
-    assert!(!hunted.contains("FOUND-"), "{hunted}");
+    assert_the_hunt_found_nothing(&requests);
     let tokens = world.forge.installation_tokens();
     for request in &requests {
         let body = request.body.to_string();

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::issue_to_pr::{claude, seed};
+use support::issue_to_pr::{assert_the_hunt_found_nothing, claude, seed};
 use support::{
     client, deliver_webhook, free_port, wait_final, wait_for, webhook_fixture, Engine, Sandbox,
     LLM_KEY,
@@ -302,14 +302,7 @@ async fn a_fix_comment_becomes_one_pull_request(flavor: Flavor) {
 
     // The agent's bash looked everywhere and found no forge token; nor did the model.
     let requests = world.claude.requests();
-    let hunted = requests
-        .iter()
-        .flat_map(|r| r.tool_results())
-        .map(|t| t.to_string())
-        .find(|t| t.contains("toolu_hunt"))
-        .expect("the hunt's result went back to the model");
-    assert!(hunted.contains("hunt-done"), "{hunted}");
-    assert!(!hunted.contains("FOUND-"), "{hunted}");
+    assert_the_hunt_found_nothing(&requests);
     for request in &requests {
         assert!(!request.body.to_string().contains(&world.token));
     }

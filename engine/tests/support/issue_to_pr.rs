@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use testkit::claude::{script, FakeClaude};
+use testkit::claude::{script, FakeClaude, Recorded};
 
 /// The example workflow.
 pub(crate) const WORKFLOW: &str = "examples/agents/issue-to-pr.plue.py";
@@ -61,4 +61,17 @@ echo hunt-done"#
         replies.insert(first_fix, reply);
     }
     FakeClaude::start_routed(script::parse(&doc.to_string()).unwrap())
+}
+
+/// Asserts the fixer's token hunt ([`claude`]) ran and found nothing: its result went back
+/// to the model in one of `requests`, finished, with no `FOUND-` line.
+pub(crate) fn assert_the_hunt_found_nothing(requests: &[Recorded]) {
+    let hunted = requests
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .map(|t| t.to_string())
+        .find(|t| t.contains("toolu_hunt"))
+        .expect("the hunt's result went back to the model");
+    assert!(hunted.contains("hunt-done"), "{hunted}");
+    assert!(!hunted.contains("FOUND-"), "{hunted}");
 }
