@@ -27,10 +27,15 @@
 //! step of a large run. Only a change to a step run the copy holds as `pending` or
 //! `queued` needs the hint (the reader re-reads the claimed, running and waiting ones
 //! itself), and every such change is an advance's, a start's or a completion's.
+//!
+//! Other engine replicas on the same PostgreSQL hear of queueings and cancels through a
+//! relay ([`Events::relay_to`], set up by [`crate::wake`]): each [`Hint`] said here is
+//! handed to it, and one heard from another replica ([`Events::heard`]) wakes this
+//! process's waiters as the local one would have, without being relayed again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{broadcast, mpsc, Notify};
 
@@ -63,6 +68,8 @@ pub struct Events {
     taps: Mutex<HashMap<i64, Tap>>,
     /// Step watches by run ([`Events::watch_steps`]).
     watches: Mutex<HashMap<i64, mpsc::UnboundedSender<Vec<i64>>>>,
+    /// Where hints for other replicas go ([`Events::relay_to`]); unset: nowhere.
+    relay: OnceLock<mpsc::UnboundedSender<Hint>>,
 }
 
 impl Default for Events {
@@ -73,6 +80,7 @@ impl Default for Events {
             polls: Polls::default(),
             taps: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
+            relay: OnceLock::new(),
         }
     }
 }
@@ -134,6 +142,16 @@ struct Tap {
     left_out: Arc<Mutex<HashSet<i64>>>,
 }
 
+/// What other engine replicas need to hear of ([`crate::wake`] carries it): the rest of
+/// [`Event`]s serve readers that re-read the store on their own timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// Attempts became claimable: as many as this.
+    Queued(usize),
+    /// The run was asked to cancel: its runners' watches should say so now.
+    Cancel { run_id: i64 },
+}
+
 /// The reader's end of a run's line tap ([`Events::tap_lines`]): the batches offered, in
 /// order, and which step runs had a batch left out since the reader last asked.
 #[derive(Debug)]
@@ -180,8 +198,40 @@ impl Drop for Budget {
 
 impl Events {
     pub fn send(&self, event: Event) {
+        if let Event::Cancel { run_id } = event {
+            self.relay(Hint::Cancel { run_id });
+        }
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(event);
+    }
+
+    /// Hands every [`Hint`] said from now on to `relay` as well (once: false, and nothing
+    /// changes, when a relay is already set).
+    pub fn relay_to(&self, relay: mpsc::UnboundedSender<Hint>) -> bool {
+        self.relay.set(relay).is_ok()
+    }
+
+    fn relay(&self, hint: Hint) {
+        if let Some(relay) = self.relay.get() {
+            // A relay that stopped (its replica's store closed) drops the hint: a hint only.
+            let _ = relay.send(hint);
+        }
+    }
+
+    /// `hint`, said by another replica: wakes this process's waiters as if it had been
+    /// said here, and is not relayed again.
+    pub fn heard(&self, hint: Hint) {
+        match hint {
+            Hint::Queued(n) => self.wake_polls(n),
+            Hint::Cancel { run_id } => {
+                let _ = self.tx.send(Event::Cancel { run_id });
+            }
+        }
+    }
+
+    /// How many runners' polls wait for work now ([`Events::poll_wait`]).
+    pub fn waiting_polls(&self) -> usize {
+        self.polls.waiting.load(Ordering::Relaxed)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -192,6 +242,15 @@ impl Events {
     /// (every one when `n` is at least as many), with one sweep of wakes to pass on for
     /// work only some runners may take.
     pub fn queued(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.relay(Hint::Queued(n));
+        self.wake_polls(n);
+    }
+
+    /// [`Events::queued`] here only.
+    fn wake_polls(&self, n: usize) {
         if n == 0 {
             return;
         }
@@ -495,6 +554,32 @@ mod tests {
         let mut polls = waiting_polls(&events, 2);
         events.pass_wake();
         assert_eq!(woken(&mut polls), 1);
+    }
+
+    // Queueings and cancels go to the relay; one heard from another replica wakes as the
+    // local one does and goes no further (no echo between replicas).
+    #[tokio::test]
+    async fn queueings_and_cancels_are_relayed_and_heard_ones_are_not() {
+        let events = Events::default();
+        events.queued(1); // no relay yet: fine
+        let (tx, mut relayed) = mpsc::unbounded_channel();
+        assert!(events.relay_to(tx.clone()));
+        assert!(!events.relay_to(tx), "one relay");
+        events.queued(0);
+        events.queued(2);
+        events.send(Event::Step { run_id: 5 });
+        events.send(Event::Cancel { run_id: 5 });
+        assert_eq!(relayed.try_recv().unwrap(), Hint::Queued(2));
+        assert_eq!(relayed.try_recv().unwrap(), Hint::Cancel { run_id: 5 });
+        assert!(relayed.try_recv().is_err(), "nothing else");
+
+        let mut polls = waiting_polls(&events, 3);
+        let mut listener = events.subscribe();
+        events.heard(Hint::Queued(2));
+        events.heard(Hint::Cancel { run_id: 9 });
+        assert_eq!(woken(&mut polls), 2);
+        assert_eq!(listener.try_recv().unwrap(), Event::Cancel { run_id: 9 });
+        assert!(relayed.try_recv().is_err(), "heard hints are not relayed");
     }
 
     #[test]

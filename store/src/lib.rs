@@ -15,6 +15,7 @@
 //!
 //! [`events`] are the in-process hints that something here changed (work queued, a run
 //! moved on, lines stored): hints only, the tables stay the truth.
+//! [`wake`] carries the hints other engine replicas on the same PostgreSQL need.
 
 mod advance;
 mod annotations;
@@ -49,6 +50,7 @@ mod secret_holders;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timeline;
+pub mod wake;
 
 use std::path::Path;
 use std::str::FromStr;
