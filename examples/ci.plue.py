@@ -1,4 +1,4 @@
-# The CI pipeline of DESIGN §1: test, then build and review in parallel.
+# A CI pipeline: test, then build and review in parallel.
 def workflow(ctx):
     return Plan(
         name="CI Pipeline",

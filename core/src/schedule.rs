@@ -1,4 +1,4 @@
-//! The run/step state machine of DESIGN §3, as plain data and functions.
+//! The run/step state machine, as plain data and functions.
 //!
 //! No IO, no clock, no async: the executor feeds in what happened (an attempt finished, the
 //! run was cancelled) and reads back what to do (queue a step, skip it with a reason, retry

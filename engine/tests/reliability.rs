@@ -1,6 +1,6 @@
 //! End-to-end reliability tests: the real `plue` binary as separate processes, killed and
-//! restarted, with the promises of DESIGN.md §3-§5 checked from the outside (the HTTP API
-//! and the database):
+//! restarted, with the promises of the book's "Reliability" (`docs/src/guide/server.md`)
+//! checked from the outside (the HTTP API and the database):
 //! - an engine killed with SIGKILL mid-step and restarted finishes the run, and the step's
 //!   log holds every line exactly once, in order;
 //! - a runner killed mid-step is declared lost, its attempt fails with `runner lost`, and
@@ -16,7 +16,7 @@
 //! Each test owns a [`Sandbox`] whose drop kills every process the test caused, and every
 //! wait has a deadline. Tests take a binary-wide lock (see [`support::serial`]).
 //!
-//! Why one file past ~600 lines: one scenario per promise of DESIGN.md §3–§5 on one
+//! Why one file past ~600 lines: one scenario per reliability promise on one
 //! kill-and-restart harness; together they read as the checklist of those promises.
 
 #[allow(dead_code)] // each test binary uses part of the support module
@@ -48,8 +48,8 @@ async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, test: F) 
 // 1. Engine restart
 // ---------------------------------------------------------------------------------------
 
-/// Pins DESIGN §3 "an engine restart loses nothing" and §4 "no line is lost or duplicated,
-/// including across an engine restart": the engine is SIGKILLed up to three times while one
+/// Pins "an engine restart loses nothing" and "no line is lost or duplicated, including
+/// across an engine restart": the engine is SIGKILLed up to three times while one
 /// step streams numbered lines, and started again on the same port and data directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_killed_mid_step_and_restarted_finishes_the_run_with_every_line_once() {
@@ -262,8 +262,8 @@ async fn assert_attempt_one_lost(lost: &LostRunner) {
     assert_eq!(r1["state"], "lost", "{r1}");
 }
 
-/// Pins DESIGN §3 "a runner that stops heartbeating is declared lost; its step attempt fails
-/// with that reason and is retried if retries remain".
+/// Pins "a runner that stops heartbeating is declared lost; its step attempt fails with that
+/// reason and is retried if retries remain".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_mid_step_is_declared_lost_and_the_step_is_retried_elsewhere() {
     bounded(Duration::from_secs(120), async {
@@ -442,7 +442,7 @@ async fn a_runner_resuming_after_being_declared_lost_stops_its_step() {
 // 3. A million lines
 // ---------------------------------------------------------------------------------------
 
-/// Pins DESIGN §4 "no line is lost or duplicated" at volume: one step printing 1,000,000
+/// Pins "no line is lost or duplicated" at volume: one step printing 1,000,000
 /// lines through `plue run` (runner batches → engine → SQLite → printer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_line_step_loses_no_line_in_the_store_or_on_stdout() {
@@ -536,8 +536,8 @@ async fn a_million_line_step_loses_no_line_in_the_store_or_on_stdout() {
 // 4. Two engines, one PostgreSQL
 // ---------------------------------------------------------------------------------------
 
-/// Pins DESIGN §3 "claiming goes through the database (`FOR UPDATE SKIP LOCKED`), so several
-/// engine replicas can run side by side": four runners polling two engines on one database
+/// Pins "claiming goes through the database (`FOR UPDATE SKIP LOCKED`), so several engine
+/// replicas can run side by side": four runners polling two engines on one database
 /// run each of 40 independent steps exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_one_postgres_never_run_a_step_attempt_twice() {

@@ -1,5 +1,6 @@
-//! The bounds of one evaluation (DESIGN §2). Defaults are the documented ones; every
-//! bound is configurable, and both the worker and the parent enforce the ones they can.
+//! The bounds of one evaluation. Defaults are the documented ones (the book's "The
+//! workflow sandbox"); every bound is configurable, and both the worker and the parent
+//! enforce the ones they can.
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //!    or triage only, so where the forge can say, its answer (3.) decides. Never more than
 //!    write: the association is not a permission, so `authors="maintain"`/`"admin"` always
 //!    look further;
-//! 2. the Plue user that login is linked to (`plue users link-forge`), not disabled: an
+//! 2. the Plue user that login is linked to (`plue user link`), not disabled: an
 //!    admin counts as admin, a repository `maintainer` as maintain, a `writer` as write;
 //! 3. the forge's collaborator-permission API with the repository's `api_url` and lookup
 //!    credential ([`ForgeAuth`]: its `api_token` or the GitHub App's installation token)

@@ -14,7 +14,7 @@
 //!   reported), so a runner leaves nothing; a starting runner removes what killed runners
 //!   left in its work directory ([`leftovers`]).
 //!
-//! Past 600 lines (about a fifth of them tests): an attempt's life — claim, workspace,
+//! Past 600 lines (about one in twenty of them tests): an attempt's life — claim, workspace,
 //! process or `llm` step, hand-off, report — and the engine client it retries through read
 //! as one sequence; the parts that stand alone live beside it in `agent/` (the log sender,
 //! the next attempt's tree made ahead).

@@ -22,8 +22,8 @@
 //! API and the runner protocol share it without a field in each of their states. Both
 //! ask the store who may touch a session first, so two engines in one process (tests)
 //! never reach each other's sessions. Several replicas: a session's runner and terminal
-//! must reach the same replica (the runner protocol and the API of one engine); see
-//! ARCHITECTURE.md.
+//! must reach the same replica (the runner protocol and the API of one engine); see the
+//! book's Internals, "The engine" (debug sessions).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};

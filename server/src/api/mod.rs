@@ -1,6 +1,6 @@
 //! `/api/...`: the public HTTP API (JSON) over runs, steps, logs, runners, the pool,
 //! repositories, schedules, tokens and runner registration tokens. (`/healthz`, `/readyz`
-//! and `/metrics` are [`crate::metrics`]'s.)
+//! and `/metrics` are [`crate::ops`]'s.)
 //!
 //! Invariants: every `/api/...` route is registered from its handler's `#[utoipa::path]`
 //! and so described by `GET /api/openapi.json` ([`openapi()`]); every route but that one

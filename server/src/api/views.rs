@@ -1,12 +1,14 @@
-//! The JSON shapes of `/api/...` responses. Only this module derives `Serialize` for what
-//! the public API returns, so the wire format is decided in one place; each shape also
-//! derives `ToSchema`, so `/api/openapi.json` ([`super::openapi`]) describes exactly what is
+//! The JSON shapes of most `/api/...` responses: runs, steps, log lines, runners, the pool,
+//! repositories, tokens, approvals, artifacts, errors. Some route families keep their own
+//! shapes beside their handlers (`people.rs`, `environments.rs`, `provenance.rs`,
+//! `record.rs`, ...). Every shape, here or there, derives `Serialize` and `ToSchema`
+//! together, so `/api/openapi.json` ([`super::openapi`]) describes exactly what is
 //! serialized. An `Option` field that is always sent (as `null` when empty) is marked
 //! `required`; one that is left out when empty (`skip_serializing_if`) is not.
 //!
-//! Why one file past ~600 lines: it is the one place that decides the public API's wire
-//! format (every `Serialize` + `ToSchema` shape), kept together so a change to the wire
-//! shows as one diff.
+//! Why one file past ~600 lines: these shapes reference each other (a run view holds its
+//! step views, a step view its costs and loops), and kept together a change to that part
+//! of the wire format shows as one diff.
 
 use std::collections::BTreeMap;
 

@@ -24,8 +24,7 @@
 //!
 //! What was checked against the real APIs (and what was not):
 //! - GitHub: the operations and their status codes come from github/rest-api-description
-//!   (`descriptions/api.github.com/api.github.com.json`, stored version `0000036e42b5`, as
-//!   noted in `/work/shared/fixtures/forge-api/README.md`, outside this repository): create
+//!   (`descriptions/api.github.com/api.github.com.json`, version `0000036e42b5`): create
 //!   PR 201 / 422 `validation_failed`, list PRs `?head=owner:branch&base=&state=`, comment
 //!   201, labels 200 with the labels (GitHub creates unknown labels), collaborator
 //!   permission 200 `{permission, role_name, user}` / 404. The 422 body's
