@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use runner::protocol::{self as wire, Assignment};
+use plue_types::protocol::{self as wire, Assignment};
 use serde_json::Value;
 use testkit::TempPostgres;
 

@@ -17,7 +17,7 @@
 //!   ([`Store::add_annotations`]). A batch is only parsed line by line with a prefix test,
 //!   and the store is written only when the batch held an annotation.
 
-use runner::protocol::LogLine;
+use plue_types::protocol::LogLine;
 
 use crate::store::{LogAttempt, NewAnnotation, Store};
 

@@ -50,7 +50,7 @@ use std::sync::Arc;
 use evaluator::network::Network;
 use evaluator::plan::{Action, Plan, Step};
 use evaluator::template::{self, bash, python, Field, Reference, Template};
-use runner::protocol::{Handoff, NetworkPolicy, ProposalLimits, ResultContract, StepAction};
+use plue_types::protocol::{Handoff, NetworkPolicy, ProposalLimits, ResultContract, StepAction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use evaluator::{Diagnostic, EvalContext, EvalError, EvaluatedPlan, EvaluatorPool};
-use runner::protocol::WorkspaceSource;
+use plue_types::protocol::WorkspaceSource;
 
 use crate::executor::Executor;
 use crate::store::NewRun;

@@ -18,50 +18,7 @@
 use std::time::Duration;
 
 use evaluator::plan::{Plan, When};
-
-/// Where a step run is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepStatus {
-    /// Waiting for its dependencies.
-    Pending,
-    /// Ready, waiting for a runner (also between retries).
-    Queued,
-    /// A runner took it and is preparing the workspace.
-    Claimed,
-    /// An approval step waiting for a person's decision (holds no runner).
-    Waiting,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    Skipped,
-}
-
-impl StepStatus {
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            StepStatus::Succeeded
-                | StepStatus::Failed
-                | StepStatus::Cancelled
-                | StepStatus::Skipped
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Queued => "queued",
-            StepStatus::Claimed => "claimed",
-            StepStatus::Waiting => "waiting",
-            StepStatus::Running => "running",
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Cancelled => "cancelled",
-            StepStatus::Skipped => "skipped",
-        }
-    }
-}
+use plue_types::status::{RunStatus, StepStatus};
 
 /// What a step decision says to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,24 +174,6 @@ pub fn after_attempt(
             }
         }
         AttemptOutcome::Failed { .. } => AfterAttempt::Final(StepStatus::Failed),
-    }
-}
-
-/// The outcome of a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
     }
 }
 

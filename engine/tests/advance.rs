@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Store};
 use evaluator::plan::{Plan, Step};
-use runner::protocol::Outcome;
+use plue_types::protocol::Outcome;
 
 fn bash(id: &str) -> Step {
     Step::bash(id, "true")

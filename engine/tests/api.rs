@@ -16,7 +16,7 @@ use engine::store::{now_ms, NewRun, NewRunnerToken, RunnerTokenKind, Store};
 use evaluator::plan::{Action, Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use runner::protocol::{self as wire, LogBatch, LogLine, Stream};
+use plue_types::protocol::{self as wire, LogBatch, LogLine, Stream};
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-for-tests";

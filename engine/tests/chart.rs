@@ -1357,7 +1357,7 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
     // Runners register on the runner port, which serves nothing else; the public port
     // does not serve the runner protocol.
     let register = json!({"name": "chart-runner", "labels": {}, "ephemeral": true});
-    let on = |base: &str| format!("{base}{}", runner::protocol::REGISTER);
+    let on = |base: &str| format!("{base}{}", plue_types::protocol::REGISTER);
     let runners = format!("http://{runner_listen}");
     // Not on the public listener; on the runners' own.
     for (base, status) in [(&url, 404), (&runners, 200)] {

@@ -14,7 +14,7 @@ use engine::executor::{Executor, Report};
 use engine::store::{now_ms, NewRun, Store};
 use evaluator::plan::{Concurrency, Plan, Step};
 use evaluator::{EvalContext, Event};
-use runner::protocol::Outcome;
+use plue_types::protocol::Outcome;
 
 /// Two handles per available backend on one fresh database each: two engine replicas.
 async fn replicas() -> Vec<(Store, Store, Option<tempfile::TempDir>)> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use engine::store::Triggerer;
 use evaluator::plan::{Plan, Step};
-use runner::protocol as wire;
+use plue_types::protocol as wire;
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-of-the-environment-tests";

@@ -15,7 +15,7 @@ use engine::server::EngineConfig;
 use engine::store::{now_ms, NewRunnerToken, RunnerTokenKind, Store};
 use engine::tokens;
 use evaluator::plan::{Action, ApprovalAction, Concurrency, Plan, Step};
-use runner::protocol as wire;
+use plue_types::protocol as wire;
 use serde_json::{json, Value};
 
 const SHARED: &str = "shared-registration-token-0123";

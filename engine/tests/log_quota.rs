@@ -19,7 +19,7 @@ use std::time::Duration;
 use engine::events::Events;
 use engine::executor::Executor;
 use engine::store::{now_ms, LogAttempt, RunRepo};
-use runner::protocol::{LogLine, Stream};
+use plue_types::protocol::{LogLine, Stream};
 use serde_json::Value;
 
 /// 20 MB of 2,001-byte lines.

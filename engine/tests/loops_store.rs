@@ -10,7 +10,7 @@ mod support;
 use engine::executor::{Executor, Report};
 use engine::store::{now_ms, Claimed, Store};
 use evaluator::plan::{Plan, Step};
-use runner::protocol::{LogLine, Outcome, Stream};
+use plue_types::protocol::{LogLine, Outcome, Stream};
 
 fn plan() -> Plan {
     let build = Step::bash("build", "echo \"{{ steps.review.outputs.feedback }}\"");

@@ -9,7 +9,7 @@ use engine::store::Store;
 use serde_json::Value;
 
 const SECRET: &str = "dpl-4f7a1c9e2b-SPLIT-ME";
-const LIMIT: usize = runner::protocol::MAX_LINE_BYTES;
+const LIMIT: usize = plue_types::protocol::MAX_LINE_BYTES;
 
 /// `plue run` (one runner, no colours, no inherited data directory) of `workflow`, written
 /// as `w.plue.py` in a fresh directory, with `$DEPLOY_TOKEN` = `secret` passed as the secret
@@ -60,7 +60,7 @@ fn a_secret_split_by_the_line_cut_is_stored_masked() {
         .chain([LIMIT - 1, 2 * LIMIT - len / 2])
         .collect();
     // MAX_BATCH_LINES lines make a full batch; the secret sits on the lines around its end.
-    let full = runner::protocol::MAX_BATCH_LINES;
+    let full = plue_types::protocol::MAX_BATCH_LINES;
     let batch = format!(
         "for i in $(seq 1 {}); do if [ $i -ge {} ]; then echo \"$i $DEPLOY_TOKEN\"; \
          else echo $i; fi; done; ",

@@ -277,7 +277,7 @@ async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
 
     let http = reqwest::Client::new();
     let registered: Value = support::send_json(
-        http.post(format!("{url}{}", runner::protocol::REGISTER))
+        http.post(format!("{url}{}", plue_types::protocol::REGISTER))
             .bearer_auth(RUNNER_TOKEN)
             .json(&json!({"name": "drain-test", "labels": {}, "ephemeral": false})),
     )
@@ -290,7 +290,7 @@ async fn sigterm_fails_readiness_answers_held_polls_and_claims_nothing_new() {
         let (http, url, session) = (http.clone(), url.clone(), session.clone());
         async move {
             let response = http
-                .post(format!("{url}{}", runner::protocol::POLL))
+                .post(format!("{url}{}", plue_types::protocol::POLL))
                 .bearer_auth(session)
                 .json(&json!({"wait_ms": wait_ms}))
                 .send()

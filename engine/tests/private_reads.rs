@@ -10,7 +10,7 @@
 mod support;
 
 use engine::server::RunningEngine;
-use runner::protocol as wire;
+use plue_types::protocol as wire;
 use serde_json::json;
 
 const REGISTRATION: &str = "registration-token-for-tests";

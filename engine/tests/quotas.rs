@@ -24,7 +24,7 @@ use engine::artifacts::{ArtifactsConfig, Quota, Quotas};
 use engine::server::{EngineConfig, RunningEngine};
 use engine::store::{NewBlob, RunRepo, Store};
 use evaluator::plan::Step;
-use runner::protocol as wire;
+use plue_types::protocol as wire;
 use serde_json::{json, Value};
 
 const REGISTRATION: &str = "registration-token-of-the-quota-tests";

@@ -829,7 +829,7 @@ impl Case {
 /// table is left as written by rustfmt.
 #[rustfmt::skip]
 fn bad_requests(held: &Holding) -> Vec<Case> {
-    use runner::protocol::{MAX_BATCH_LINES, MAX_LINE_BYTES, MAX_OUTPUTS, MAX_OUTPUT_VALUE_BYTES};
+    use plue_types::protocol::{MAX_BATCH_LINES, MAX_LINE_BYTES, MAX_OUTPUTS, MAX_OUTPUT_VALUE_BYTES};
     let e = &held.engine;
     let reg = format!("Bearer {RUNNER_TOKEN}");
     let (reg, a, b) = (Some(reg.as_str()), Some(held.a.as_str()), Some(held.b.as_str()));

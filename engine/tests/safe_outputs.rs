@@ -464,16 +464,16 @@ impl Rogue {
             .record_trigger(run, &triggerer)
             .await
             .unwrap();
-        let polled: runner::protocol::PollResponse = support::post_json(
+        let polled: plue_types::protocol::PollResponse = support::post_json(
             &self.http,
-            &format!("{}{}", self.engine.runner_url, runner::protocol::POLL),
+            &format!("{}{}", self.engine.runner_url, plue_types::protocol::POLL),
             &self.runner,
             &json!({"wait_ms": 2000}),
         )
         .await;
         let assignment = polled.assignment.expect("the agent's attempt");
         // The runner is told what it may propose.
-        let runner::protocol::StepAction::Llm { safe_outputs, .. } = &assignment.action else {
+        let plue_types::protocol::StepAction::Llm { safe_outputs, .. } = &assignment.action else {
             panic!("not an llm step: {:?}", assignment.action);
         };
         assert!(safe_outputs
@@ -487,7 +487,7 @@ impl Rogue {
         let url = format!(
             "{}{}",
             self.engine.runner_url,
-            runner::protocol::complete_path(attempt)
+            plue_types::protocol::complete_path(attempt)
         );
         let body = json!({"outcome": "succeeded", "exit_code": null, "reason": null,
                           "lines": 0, "proposals": proposals});

@@ -16,7 +16,7 @@ use engine::store::{
     now_ms, NewRunner, NewRunnerToken, RedeemedToken, Registration, RunnerTokenKind, Store,
 };
 use evaluator::plan::{Plan, Step};
-use runner::protocol::{LogLine, Outcome, Stream};
+use plue_types::protocol::{LogLine, Outcome, Stream};
 
 fn plan(steps: Vec<Step>) -> Plan {
     Plan::new("test", steps)

@@ -34,13 +34,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mask::Masker;
 use crate::process::{self, Ending, ProcessSpec};
-use crate::protocol::{
-    self as wire, Assignment, BlobKind, Completion, Outcome, StepAction, Stream,
-};
 use crate::step_user::{self, Claim, StepUser, StepUsers};
 use crate::{handoff, llm, network, outputs, program_path, step_env, workspace};
 use ahead::Ahead;
 use log_sender::send_logs;
+use plue_types::protocol::{
+    self as wire, Assignment, BlobKind, Completion, Outcome, StepAction, Stream,
+};
 
 mod ahead;
 mod debug;

@@ -1,6 +1,7 @@
 //! The Plue runner: the half of the system that executes step attempts.
 //!
-//! - [`protocol`]: the JSON types spoken with the engine over `/internal/...` HTTP.
+//! - The JSON types spoken with the engine over `/internal/...` HTTP live in
+//!   `plue_types::protocol`.
 //! - [`workspace`]: prepares a step's fresh working directory (a copy of a local tree, a git
 //!   checkout, or nothing).
 //! - [`process`]: runs one step process in its own process group, streams its output as
@@ -37,7 +38,6 @@ pub mod network;
 pub mod outputs;
 pub mod process;
 pub mod program_path;
-pub mod protocol;
 pub mod python_path;
 mod reaper;
 mod rooms;

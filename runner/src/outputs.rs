@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 
 use crate::mask::Masker;
-use crate::protocol::{MAX_OUTPUTS, MAX_OUTPUT_VALUE_BYTES};
+use plue_types::protocol::{MAX_OUTPUTS, MAX_OUTPUT_VALUE_BYTES};
 
 /// The largest `$PLUE_OUTPUT` file accepted.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;

@@ -7,7 +7,7 @@
 //! - Every line it writes to stdout or stderr reaches `lines`, in the order it wrote them
 //!   across both streams (the `ordered` submodule says exactly what order that is; the
 //!   agent numbers the lines in the order they arrive), as valid UTF-8 without NUL
-//!   characters and at most [`crate::protocol::MAX_LINE_BYTES`] bytes long (the `lines`
+//!   characters and at most [`plue_types::protocol::MAX_LINE_BYTES`] bytes long (the `lines`
 //!   submodule has the exact rules). A full channel pauses reading, and the step's writes
 //!   with it; nothing is dropped.
 //! - When it returns, the step's cgroup and process group have been SIGKILLed — also after a
@@ -36,10 +36,10 @@ use tokio_util::sync::CancellationToken;
 use crate::containment;
 use crate::launch::{Exit, Launched};
 use crate::mask::Masker;
-use crate::protocol::Stream;
 use crate::reaper;
 use crate::step_user::StepUser;
 use ordered::OrderedReader;
+use plue_types::protocol::Stream;
 
 mod lines;
 mod ordered;

@@ -17,7 +17,7 @@ use std::process::Stdio;
 use anyhow::{bail, Context};
 use tokio::process::Command;
 
-use crate::protocol::WorkspaceSource;
+use plue_types::protocol::WorkspaceSource;
 
 /// Variables that would point git at another repository than the workspace.
 pub const GIT_LOCATION_VARS: &[&str] = &[
@@ -188,7 +188,7 @@ fn vanished(err: &(dyn std::error::Error + 'static)) -> bool {
 async fn checkout(
     url: &str,
     sha: &str,
-    credential: Option<&crate::protocol::GitCredential>,
+    credential: Option<&plue_types::protocol::GitCredential>,
     dir: &Path,
 ) -> anyhow::Result<()> {
     validate_git_source(url, sha)?;
@@ -246,7 +246,7 @@ async fn fetch(
     dir: &Path,
     args: &[&str],
     env: &[(&str, &str)],
-    credential: Option<&crate::protocol::GitCredential>,
+    credential: Option<&plue_types::protocol::GitCredential>,
 ) -> anyhow::Result<()> {
     git_with(Some(dir), args, env)
         .await

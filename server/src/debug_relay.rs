@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use runner::protocol::debug::InputEvent;
+use plue_types::protocol::debug::InputEvent;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 

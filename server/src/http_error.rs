@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use runner::protocol::ErrorBody;
+use plue_types::protocol::ErrorBody;
 
 #[derive(Debug)]
 pub enum ApiError {

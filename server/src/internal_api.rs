@@ -1,4 +1,4 @@
-//! `/internal/...`: the runner-facing HTTP API (protocol in [`runner::protocol`]).
+//! `/internal/...`: the runner-facing HTTP API (protocol in [`plue_types::protocol`]).
 //!
 //! Past 600 lines: the runner protocol's handlers (registration, polling, logs, completion,
 //! hand-off blobs) share one authentication and ownership check each; splitting the blob
@@ -39,7 +39,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use runner::protocol::{
+use plue_types::protocol::{
     self as wire, Ack, Assignment, LogAck, LogBatch, PollRequest, PollResponse, StepAction,
 };
 
@@ -770,7 +770,7 @@ async fn logs(
     });
     if let Some(over) = planned.over {
         let report = Report {
-            outcome: runner::protocol::Outcome::Failed,
+            outcome: plue_types::protocol::Outcome::Failed,
             exit_code: None,
             reason: Some(over.to_string()),
             outputs: BTreeMap::new(),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runner::protocol::Outcome;
+use plue_types::protocol::Outcome;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{Executor, Report};

@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use runner::protocol::Usage;
+use plue_types::protocol::Usage;
 use sqlx::Row;
 
 use super::{on_db, Db, Store};

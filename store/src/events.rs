@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{broadcast, mpsc, Notify};
 
-use runner::protocol::LogLine;
+use plue_types::protocol::LogLine;
 
 /// How many bytes of tapped lines may wait for their reader; past it, batches are dropped
 /// (the reader reads them from the store).
@@ -396,7 +396,7 @@ mod tests {
     fn line(seq: u64, text: &str) -> LogLine {
         LogLine {
             seq,
-            stream: runner::protocol::Stream::Stdout,
+            stream: plue_types::protocol::Stream::Stdout,
             text: text.into(),
             ts_ms: 0,
         }

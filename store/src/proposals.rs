@@ -18,7 +18,7 @@ pub struct ProposalRow {
     pub attempt_id: i64,
     pub position: i64,
     pub kind: String,
-    /// The proposal as the runner sent it (`runner::protocol::Proposal` JSON).
+    /// The proposal as the runner sent it (`plue_types::protocol::Proposal` JSON).
     pub payload: String,
     pub state: String,
     pub reason: Option<String>,

@@ -28,7 +28,7 @@ pub struct NewRun<'a> {
     pub plan: &'a Plan,
     pub plan_json: &'a str,
     pub plan_hash: &'a str,
-    pub workspace: &'a runner::protocol::WorkspaceSource,
+    pub workspace: &'a plue_types::protocol::WorkspaceSource,
     pub rerun_of: Option<i64>,
     /// The repository the run belongs to; `None` for local files.
     pub repo: Option<RunRepo>,

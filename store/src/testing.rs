@@ -10,7 +10,7 @@
 //!   or the `testing` feature, which only dev-dependencies enable.
 
 use evaluator::plan::Plan;
-use runner::protocol::WorkspaceSource;
+use plue_types::protocol::WorkspaceSource;
 
 use crate::{NewRepo, NewRun, Store};
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use engine::store::{NewRun, Store};
 use evaluator::plan::{Plan, Step};
-use runner::protocol::{LogLine, Stream, WorkspaceSource};
+use plue_types::protocol::{LogLine, Stream, WorkspaceSource};
 use testkit::TempPostgres;
 
 use super::LINES;

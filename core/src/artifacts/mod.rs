@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use object_store::path::Path as Location;
 use object_store::ObjectStore;
-use runner::protocol::BlobKind;
+use plue_types::protocol::BlobKind;
 
 pub use quota::{OverQuota, Quota, Quotas};
 pub use read::{Busy, ByteStream, Downloads, Slot};

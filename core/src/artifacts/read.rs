@@ -322,7 +322,7 @@ mod tests {
     use crate::artifacts::quota::{Allowance, Quota, Quotas};
     use crate::artifacts::ArtifactsConfig;
     use crate::store::BlobUsage;
-    use runner::protocol::BlobKind;
+    use plue_types::protocol::BlobKind;
 
     const LONG: Duration = Duration::from_secs(60);
 

@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use futures::Stream;
-use runner::protocol::BlobKind;
+use plue_types::protocol::BlobKind;
 
 use super::quota::Allowance;
 use super::{ArtifactError, Artifacts, Stored};

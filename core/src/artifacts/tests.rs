@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use plue_types::protocol::BlobKind;
 use runner::handoff;
-use runner::protocol::BlobKind;
 
 use super::quota::{Allowance, Quota, Quotas, Scope};
 use super::{ArtifactError, Artifacts, ArtifactsConfig};

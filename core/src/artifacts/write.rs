@@ -15,8 +15,8 @@ use std::io::Read;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use object_store::WriteMultipart;
+use plue_types::protocol::BlobKind;
 use runner::handoff;
-use runner::protocol::BlobKind;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 

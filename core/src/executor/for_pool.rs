@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use runner::protocol::Outcome;
+use plue_types::protocol::Outcome;
 
 use super::{Executor, Report};
 use crate::events::Events;

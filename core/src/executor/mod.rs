@@ -76,7 +76,7 @@ pub struct Executor {
 #[derive(Debug, Clone, Default)]
 pub struct RunnerSaid {
     /// Tokens an `llm` attempt used: stored on the attempt and added to the step run's.
-    pub usage: Option<runner::protocol::Usage>,
+    pub usage: Option<plue_types::protocol::Usage>,
     /// The model it called: its usage is priced by the engine's table and the cost stored
     /// with the attempt.
     pub model: Option<String>,
@@ -562,9 +562,9 @@ impl Executor {
         let facts = self.lock_outputs().facts(run_id, &plan);
         let now = now_ms();
         let status = match report.outcome {
-            runner::protocol::Outcome::Succeeded => "succeeded",
-            runner::protocol::Outcome::Failed => "failed",
-            runner::protocol::Outcome::Cancelled => "cancelled",
+            plue_types::protocol::Outcome::Succeeded => "succeeded",
+            plue_types::protocol::Outcome::Failed => "failed",
+            plue_types::protocol::Outcome::Cancelled => "cancelled",
         };
         let end = AttemptEnd {
             status,

@@ -15,13 +15,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use evaluator::loops::Loops;
 use evaluator::plan::Plan;
-use runner::protocol::Outcome;
+use plue_types::protocol::Outcome;
+use plue_types::status::{RunStatus, StepStatus};
 
 use super::environments::{self, Admit, Gate};
 use super::outputs::{Outputs, MAX_RUN_OUTPUT_BYTES};
 
 use crate::dispatch::{self, StepResult};
-use crate::schedule::{self, AfterAttempt, AttemptOutcome, Decision, StepStatus};
+use crate::schedule::{self, AfterAttempt, AttemptOutcome, Decision};
 use crate::store::RunSnapshot;
 use crate::store::{CompletedAttempt, StepAfter, StepChange, StepRunRow};
 
@@ -401,14 +402,14 @@ pub(crate) fn plan_changes_with(
     } = looped;
     if let Some(status) = schedule::run_status_of(plan, &statuses) {
         let reason = match status {
-            schedule::RunStatus::Succeeded => None,
-            schedule::RunStatus::Cancelled => Some(
+            RunStatus::Succeeded => None,
+            RunStatus::Cancelled => Some(
                 snapshot
                     .cancel_reason
                     .clone()
                     .unwrap_or_else(|| "cancelled".to_string()),
             ),
-            schedule::RunStatus::Failed => Some(failed_reason(plan, loops, &statuses, &iterations)),
+            RunStatus::Failed => Some(failed_reason(plan, loops, &statuses, &iterations)),
         };
         changes.push(StepChange::FinishRun {
             status: status.as_str(),

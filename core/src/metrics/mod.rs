@@ -43,7 +43,7 @@ pub enum Event<'a> {
     /// (`crate::pricing::Prices::label`).
     LlmUsage {
         model: &'a str,
-        usage: runner::protocol::Usage,
+        usage: plue_types::protocol::Usage,
         cost_micros: Option<u64>,
     },
     /// Connections a step's egress proxy refused, as its runner reported them.

@@ -36,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{Budget, Price, RunBudget};
+use plue_types::protocol::{Budget, Price, RunBudget};
 use serde::{Deserialize, Serialize};
 
 use super::Prices;
@@ -356,12 +356,12 @@ mod tests {
         // No token count can cost more than the bound.
         for tokens in [1u64, 7, 999, 5_000] {
             let bound = own_bound(&limits(Some(tokens), None), Some(&price)).unwrap();
-            let usage = runner::protocol::Usage {
+            let usage = plue_types::protocol::Usage {
                 cache_creation_input_tokens: tokens,
                 ..Default::default()
             };
             assert!(price.cost_micros(&usage) <= bound);
-            let usage = runner::protocol::Usage {
+            let usage = plue_types::protocol::Usage {
                 output_tokens: tokens,
                 ..Default::default()
             };

@@ -9,7 +9,7 @@
 //!
 //! Invariants:
 //! - Money is integer micro-dollars end to end (prices in micro-dollars per million
-//!   tokens, costs by [`runner::protocol::Price::cost_micros`], rounded up): the engine's
+//!   tokens, costs by [`plue_types::protocol::Price::cost_micros`], rounded up): the engine's
 //!   stored cost, the runner's budget and the API agree to the last digit.
 //! - The table is bounded ([`file::MAX_MODELS`] entries from a file), so the metric label
 //!   [`Prices::label`] — a table key, or `other` — has bounded cardinality whatever model
@@ -22,7 +22,7 @@ pub mod file;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use runner::protocol::{Price, Usage};
+use plue_types::protocol::{Price, Usage};
 
 pub use builtin::{SOURCE, SOURCE_DATE};
 

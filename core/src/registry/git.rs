@@ -52,7 +52,7 @@ pub struct Mirror {
     dir: PathBuf,
     /// The checkout credential its fetches from one URL (the repository's clone URL) send,
     /// if any.
-    credential: Option<(String, runner::protocol::GitCredential)>,
+    credential: Option<(String, plue_types::protocol::GitCredential)>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -133,7 +133,7 @@ impl Mirror {
     pub fn with_credential(
         mut self,
         url: &str,
-        credential: Option<runner::protocol::GitCredential>,
+        credential: Option<plue_types::protocol::GitCredential>,
     ) -> Mirror {
         self.credential = credential.map(|c| (url.to_owned(), c));
         self
@@ -591,7 +591,7 @@ mod tests {
         use testkit::redirect_trap::RedirectTrap;
         let trap = RedirectTrap::start().unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let credential = runner::protocol::GitCredential::new("ghs_trapped".into());
+        let credential = plue_types::protocol::GitCredential::new("ghs_trapped".into());
         let basic = credential.header().replace("Authorization: ", "");
         let mirror = Mirror::open(tmp.path().join("m.git"))
             .await
@@ -616,7 +616,7 @@ mod tests {
         use testkit::redirect_trap::RedirectTrap;
         let trap = RedirectTrap::start().unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let credential = runner::protocol::GitCredential::new("ghs_trapped".into());
+        let credential = plue_types::protocol::GitCredential::new("ghs_trapped".into());
         let basic = credential.header().replace("Authorization: ", "");
         let mirror = Mirror::open(tmp.path().join("m.git"))
             .await

@@ -34,7 +34,7 @@ use anyhow::Context;
 use evaluator::inputs::{check as check_inputs, declared as manual_inputs};
 use evaluator::plan::{Plan, Trigger};
 use evaluator::{EvalContext, EvalError, EvaluatorPool, Event, PullRequest};
-use runner::protocol::WorkspaceSource;
+use plue_types::protocol::WorkspaceSource;
 
 use crate::executor::Executor;
 use crate::forge::payload::{PullRequestEvent, Push};

@@ -49,7 +49,7 @@ use std::time::Duration;
 use evaluator::plan::{Action, Plan};
 use evaluator::safe_outputs::SafeOutputs;
 use evaluator::EvalContext;
-use runner::protocol::Proposal;
+use plue_types::protocol::Proposal;
 use tokio_util::sync::CancellationToken;
 
 use crate::forge::status::{self, CommitStatus, PostError, StatusTarget};

@@ -31,7 +31,7 @@ pub mod apply;
 pub mod attest;
 pub mod validate;
 
-use runner::protocol::{Outcome, Proposal};
+use plue_types::protocol::{Outcome, Proposal};
 
 use plue_outbound::Checker;
 

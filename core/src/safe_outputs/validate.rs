@@ -28,7 +28,7 @@
 use evaluator::glob::{compile, Pattern};
 use evaluator::safe_outputs::SafeOutputs;
 use plue_outbound::{Checker, Refusal, Secrets};
-use runner::protocol::{Proposal, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
+use plue_types::protocol::{Proposal, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
 
 /// What the proposals are checked against.
 #[derive(Debug, Clone)]

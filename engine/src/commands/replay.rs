@@ -33,10 +33,10 @@ use anyhow::{bail, Context};
 use engine::artifacts::{Artifacts, ArtifactsConfig};
 use engine::store::Store;
 use engine::transcripts::Kept;
+use plue_types::protocol::{NetworkPolicy, Outcome, StepAction, Stream, WorkspaceSource};
 use runner::llm::replay_room::ReplayRoom;
 use runner::llm::transcript::{self, Difference, Replay, Transcript};
 use runner::mask::Masker;
-use runner::protocol::{NetworkPolicy, Outcome, StepAction, Stream, WorkspaceSource};
 use runner::step_user::StepUsers;
 use serde::{Deserialize, Serialize};
 

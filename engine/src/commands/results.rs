@@ -81,7 +81,11 @@ pub(crate) async fn export_workspace(
     dir: &Path,
 ) -> anyhow::Result<Unpacked> {
     let blob = store
-        .latest_blob(run_id, step, runner::protocol::BlobKind::Workspace.as_str())
+        .latest_blob(
+            run_id,
+            step,
+            plue_types::protocol::BlobKind::Workspace.as_str(),
+        )
         .await?
         .with_context(|| format!("step '{step}' left no workspace (it did not run to its end)"))?;
     let blobs = local_blobs(data_dir)?;
@@ -187,7 +191,11 @@ impl Source {
         match self {
             Source::Local { store, blobs } => {
                 let blob = store
-                    .latest_blob(run_id, step, runner::protocol::BlobKind::Artifacts.as_str())
+                    .latest_blob(
+                        run_id,
+                        step,
+                        plue_types::protocol::BlobKind::Artifacts.as_str(),
+                    )
                     .await?
                     .with_context(|| format!("step '{step}' kept no artifacts"))?;
                 Ok(blobs.get(&blob.key).await?)

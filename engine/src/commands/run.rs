@@ -16,7 +16,7 @@ use engine::server::{self, EngineConfig, LocalPoolSettings};
 use engine::store::{now_ms, Decided, Store, Verdict};
 use engine::tokens;
 use evaluator::plan::Action;
-use runner::protocol::WorkspaceSource;
+use plue_types::protocol::WorkspaceSource;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 

@@ -22,7 +22,7 @@ use std::io::Write;
 use super::format::human_ms;
 use engine::events::{LineTap, TappedLines};
 use engine::store::{StepRunRow, Store, StoredLine};
-use runner::protocol::LogLine;
+use plue_types::protocol::LogLine;
 use serde::Serialize;
 
 const COLORS: [&str; 6] = [
@@ -740,7 +740,7 @@ pub(crate) struct Summary {
     pub(crate) approvals: Vec<super::run_lines::ApprovalLine>,
     /// Tokens the run's `llm` steps used together (absent without any).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) usage: Option<runner::protocol::Usage>,
+    pub(crate) usage: Option<plue_types::protocol::Usage>,
     /// What they cost together in USD, by the engine's price table (absent when no attempt
     /// was priced).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -761,7 +761,7 @@ pub(crate) struct StepSummary {
     pub(crate) environment: Option<String>,
     /// An `llm` step's tokens over all its attempts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) usage: Option<runner::protocol::Usage>,
+    pub(crate) usage: Option<plue_types::protocol::Usage>,
     /// An `llm` step's cost in USD over all its attempts (absent when none was priced).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cost_usd: Option<f64>,
@@ -923,7 +923,7 @@ mod tests {
                 assert_eq!(a, attempt, "a batch is of one attempt");
                 LogLine {
                     seq: seq as u64,
-                    stream: runner::protocol::Stream::Stdout,
+                    stream: plue_types::protocol::Stream::Stdout,
                     text: format!("{attempt}:{seq}"),
                     ts_ms: 0,
                 }
@@ -982,7 +982,7 @@ mod tests {
         printer.listen(events.tap_lines(run_id));
         let line = |seq: u64| LogLine {
             seq,
-            stream: runner::protocol::Stream::Stdout,
+            stream: plue_types::protocol::Stream::Stdout,
             text: format!("line {seq}"),
             ts_ms: 0,
         };

@@ -39,7 +39,7 @@ use evaluator::plan::{Plan, Step};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
-use runner::protocol as wire;
+use plue_types::protocol as wire;
 use serde_json::Value;
 
 /// The Messages API key `llm` steps of [`Sandbox::plue_run_llm`] get.

@@ -257,12 +257,12 @@ impl ForgeAuth {
     pub async fn git_credential(
         &self,
         repo: &RepoRow,
-    ) -> Result<Option<runner::protocol::GitCredential>, PostError> {
+    ) -> Result<Option<plue_types::protocol::GitCredential>, PostError> {
         if !self.is_app(repo) {
             return Ok(None);
         }
         let token = self.installation_token(repo, Use::ReadCode).await?;
-        Ok(Some(runner::protocol::GitCredential::new(
+        Ok(Some(plue_types::protocol::GitCredential::new(
             token.expose().to_string(),
         )))
     }

@@ -42,9 +42,9 @@ use super::{
 };
 use crate::containment::{self, Program};
 use crate::mask::Masker;
-use crate::protocol::debug::{self as wire_debug, DebugAssignment, InputEvent};
-use crate::protocol::{self as wire, Outcome, StepAction, Stream};
 use crate::{network, program_path, step_env};
+use plue_types::protocol::debug::{self as wire_debug, DebugAssignment, InputEvent};
+use plue_types::protocol::{self as wire, Outcome, StepAction, Stream};
 
 /// How long an input poll is held by the engine.
 const INPUT_WAIT: Duration = Duration::from_secs(20);

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Engine};
 use crate::mask::Masker;
-use crate::protocol::{self as wire, LogBatch, LogLine, Stream};
+use plue_types::protocol::{self as wire, LogBatch, LogLine, Stream};
 
 /// The most bytes of text in one log batch (the engine accepts far more).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;

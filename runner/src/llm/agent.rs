@@ -53,7 +53,7 @@ use super::tools::finish::{self, Finish};
 use super::tools::{self, Toolbox};
 use super::transcript::Transcriber;
 use crate::mask::{Masker, StreamMasker};
-use crate::protocol::{Stream, Usage, MAX_LINE_BYTES};
+use plue_types::protocol::{Stream, Usage, MAX_LINE_BYTES};
 
 /// The `max_tokens` of every request.
 pub const MAX_TOKENS: u32 = 8192;
@@ -536,8 +536,8 @@ pub fn outputs_with_result(
     result: &str,
 ) -> BTreeMap<String, String> {
     let mut result = result.replace('\0', "\u{FFFD}");
-    if result.len() > crate::protocol::MAX_OUTPUT_VALUE_BYTES {
-        let mut cut = crate::protocol::MAX_OUTPUT_VALUE_BYTES;
+    if result.len() > plue_types::protocol::MAX_OUTPUT_VALUE_BYTES {
+        let mut cut = plue_types::protocol::MAX_OUTPUT_VALUE_BYTES;
         while !result.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -631,8 +631,8 @@ mod tests {
         );
         assert_eq!(outputs["result"], "new");
         assert_eq!(outputs["other"], "1");
-        let big = "é".repeat(crate::protocol::MAX_OUTPUT_VALUE_BYTES);
+        let big = "é".repeat(plue_types::protocol::MAX_OUTPUT_VALUE_BYTES);
         let outputs = outputs_with_result(BTreeMap::new(), &big);
-        assert!(outputs["result"].len() <= crate::protocol::MAX_OUTPUT_VALUE_BYTES);
+        assert!(outputs["result"].len() <= plue_types::protocol::MAX_OUTPUT_VALUE_BYTES);
     }
 }

@@ -30,7 +30,7 @@
 
 use std::sync::Mutex;
 
-use crate::protocol::{Budget, Price, RunBudget, Usage};
+use plue_types::protocol::{Budget, Price, RunBudget, Usage};
 
 /// How the limits of one attempt are counted; shared by the turns of a conversation.
 #[derive(Debug)]

@@ -44,8 +44,8 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 use crate::mask::Masker;
-use crate::protocol::{Outcome, Stream, Usage, MAX_OUTPUTS};
 pub use agent::RetryPolicy;
+use plue_types::protocol::{Outcome, Stream, Usage, MAX_OUTPUTS};
 pub use settings::StepOptions;
 
 /// The secret holding the API key; the engine adds it to every `llm` step.
@@ -79,7 +79,7 @@ pub struct LlmStep<'a> {
     pub network: Option<crate::network::Namespace>,
     pub secrets: &'a BTreeMap<String, String>,
     /// The limits the runner enforces as the model streams ([`budget`]).
-    pub budget: Option<&'a crate::protocol::Budget>,
+    pub budget: Option<&'a plue_types::protocol::Budget>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
     /// The attempt's secrets, for the lines sent while the model streams.

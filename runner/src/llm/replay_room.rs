@@ -30,9 +30,9 @@ use anyhow::{bail, Context};
 use tokio::sync::mpsc::Sender;
 
 use crate::network::{self, StepNetwork};
-use crate::protocol::{NetworkPolicy, Stream};
 use crate::step_env::AttemptPaths;
 use crate::step_user::{self, Claim, StepUser, StepUsers};
+use plue_types::protocol::{NetworkPolicy, Stream};
 
 /// A replayed step's user, tree and network (see the module doc).
 pub struct ReplayRoom {

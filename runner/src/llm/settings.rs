@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::protocol::StepAction;
+use plue_types::protocol::StepAction;
 
 /// The model when neither step nor prompt names one.
 pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
@@ -46,7 +46,7 @@ pub struct StepOptions<'a> {
     /// `system_prompt=`: replaces [`SYSTEM_PROMPT`].
     pub system_prompt: Option<&'a str>,
     /// `result=`: the `finish` contract (see [`super::tools::finish`]).
-    pub result: Option<&'a crate::protocol::ResultContract>,
+    pub result: Option<&'a plue_types::protocol::ResultContract>,
 }
 
 impl<'a> StepOptions<'a> {

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::Usage;
+use plue_types::protocol::Usage;
 
 /// The most bytes of text and tool input one message may accumulate.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

@@ -12,7 +12,7 @@ use testkit::claude::{FakeClaude, Part, Reply, Turn};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::protocol;
+use plue_types::protocol;
 
 const KEY: &str = "sk-ant-test-0123456789abcdef";
 

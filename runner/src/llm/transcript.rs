@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use super::stream::{Block, Message};
 use super::tools::ToolOutput;
 use crate::mask::Masker;
-use crate::protocol::Usage;
+use plue_types::protocol::Usage;
 
 /// The file the runner writes the transcript to (inside a runner-only directory).
 pub const FILE: &str = "transcript.json";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::Sender;
 
 use super::allow::AllowList;
-use crate::protocol::Stream;
+use plue_types::protocol::Stream;
 
 /// What every connection's task (and the DNS stub) shares.
 pub(super) struct Shared {

@@ -53,7 +53,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::Sender;
 
-use crate::protocol::{NetworkPolicy, Stream};
+use plue_types::protocol::{NetworkPolicy, Stream};
 pub(crate) use sockets::Hidden;
 
 /// The `system` line of a `none` step a pod-confined runner runs without a namespace of its

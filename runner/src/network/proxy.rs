@@ -47,7 +47,7 @@ use super::allow::AllowList;
 use super::egress::{note_refused, Shared};
 use super::http::{self, Body, Sniffed};
 use super::sni::{self, Hello};
-use crate::protocol::Stream;
+use plue_types::protocol::Stream;
 
 /// The most connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 128;

@@ -23,7 +23,7 @@
 use tokio::sync::mpsc::Sender;
 
 use crate::mask::Masker;
-use crate::protocol::{Stream, MAX_LINE_BYTES};
+use plue_types::protocol::{Stream, MAX_LINE_BYTES};
 
 /// Lines handed to the channel per reservation of room in it, at most.
 pub(super) const SEND_GROUP: usize = 256;

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lines::{Lines, Output, SEND_GROUP};
 use crate::mask::Masker;
-use crate::protocol::Stream;
+use plue_types::protocol::Stream;
 
 /// One read takes one packet, at most a page: more than any page size of Linux, as a
 /// packet longer than the read would lose its rest.
@@ -341,7 +341,7 @@ mod tests {
         let texts: Vec<(Stream, &str)> = lines.iter().map(|(s, t)| (*s, t.as_str())).collect();
         let long_lines = expected_long
             .len()
-            .div_ceil(crate::protocol::MAX_LINE_BYTES);
+            .div_ceil(plue_types::protocol::MAX_LINE_BYTES);
         assert_eq!(texts.len(), 4 + long_lines, "{:?}", &texts[..2]);
         assert_eq!(texts[0], (Stream::Stderr, "b"));
         let joined: String = texts[1..=long_lines].iter().map(|(_, t)| *t).collect();

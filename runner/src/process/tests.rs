@@ -6,8 +6,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::containment::{self, Mode};
-use crate::protocol::MAX_LINE_BYTES;
 use crate::step_user::StepUser;
+use plue_types::protocol::MAX_LINE_BYTES;
 
 fn bash(script: &str, timeout: Duration) -> ProcessSpec {
     ProcessSpec {

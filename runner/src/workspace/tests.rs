@@ -212,7 +212,7 @@ async fn a_checkout_credential_opens_the_fetch_and_stays_out_of_the_workspace() 
     let source = |credential: Option<&str>| WorkspaceSource::Git {
         url: forge.clone_url("acme/app"),
         sha: sha.clone(),
-        credential: credential.map(|t| crate::protocol::GitCredential::new(t.into())),
+        credential: credential.map(|t| plue_types::protocol::GitCredential::new(t.into())),
     };
     let refused = tempfile::tempdir().unwrap();
     let err = format!(
@@ -255,12 +255,14 @@ async fn a_checkout_credential_never_follows_a_redirect_to_another_host() {
     let source = WorkspaceSource::Git {
         url: trap.url("acme/app.git"),
         sha: testkit::redirect_trap::RedirectTrap::SHA.into(),
-        credential: Some(crate::protocol::GitCredential::new("ghs_trapped".into())),
+        credential: Some(plue_types::protocol::GitCredential::new(
+            "ghs_trapped".into(),
+        )),
     };
     let dest = tempfile::tempdir().unwrap();
     let err = format!("{:#}", prepare(&source, dest.path()).await.unwrap_err());
     assert!(!err.contains("ghs_trapped"), "{err}");
-    let header = crate::protocol::GitCredential::new("ghs_trapped".into()).header();
+    let header = plue_types::protocol::GitCredential::new("ghs_trapped".into()).header();
     let basic = header.trim_start_matches("Authorization: ");
     assert!(
         !trap.authorizations().iter().any(|a| a == basic),

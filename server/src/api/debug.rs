@@ -31,7 +31,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
 use futures::Stream;
-use runner::protocol::debug::InputEvent;
+use plue_types::protocol::debug::InputEvent;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 

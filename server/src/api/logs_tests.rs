@@ -16,7 +16,7 @@ use std::time::Duration;
 use evaluator::plan::{Plan, Step};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use runner::protocol::{LogLine, Stream as LineStream};
+use plue_types::protocol::{LogLine, Stream as LineStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;

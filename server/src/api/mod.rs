@@ -48,7 +48,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::{Json, Router};
 use evaluator::{EvalContext, EvaluatorPool, Event};
-use runner::protocol::WorkspaceSource;
+use plue_types::protocol::WorkspaceSource;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -92,7 +92,7 @@ fn the_document_is_openapi_3_and_self_contained() {
         assert!(schemas.contains_key(name), "no schema {name}");
     }
     // The error schema is what ApiError sends.
-    let sent = serde_json::to_value(runner::protocol::ErrorBody { error: "x".into() }).unwrap();
+    let sent = serde_json::to_value(plue_types::protocol::ErrorBody { error: "x".into() }).unwrap();
     let fields: BTreeSet<&str> = sent
         .as_object()
         .unwrap()

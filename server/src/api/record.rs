@@ -127,7 +127,7 @@ pub async fn build(store: &Store, run_id: i64) -> anyhow::Result<Option<RunRecor
         .iter()
         .flatten()
         .filter_map(|s| s.usage.as_ref())
-        .filter_map(|u| serde_json::from_value::<runner::protocol::Usage>(u.clone()).ok())
+        .filter_map(|u| serde_json::from_value::<plue_types::protocol::Usage>(u.clone()).ok())
         .reduce(|a, b| a + b)
         .map(|u| serde_json::to_value(u).expect("usage is JSON"));
     let order: HashMap<i64, usize> = step_run_ids

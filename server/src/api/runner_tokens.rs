@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use runner::protocol::Outcome;
+use plue_types::protocol::Outcome;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 

@@ -880,7 +880,7 @@ pub struct DebugSessionView {
 }
 
 /// The body of every error answer (see `crate::http_error`). Only a schema: what is sent
-/// is `runner::protocol::ErrorBody`, whose one field this mirrors (a test holds them equal).
+/// is `plue_types::protocol::ErrorBody`, whose one field this mirrors (a test holds them equal).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Error)]
 pub struct ErrorView {

@@ -9,7 +9,7 @@
 //! URL. The runner gives it to the checkout's git only (`runner::workspace`). A
 //! repository without the App, or an engine without one, is left as it was.
 
-use runner::protocol::WorkspaceSource;
+use plue_types::protocol::WorkspaceSource;
 
 use crate::executor::Executor;
 
@@ -67,7 +67,7 @@ mod tests {
     use std::time::Duration;
 
     use evaluator::plan::Plan;
-    use runner::protocol::WorkspaceSource;
+    use plue_types::protocol::WorkspaceSource;
     use testkit::forge::app::{AppConfig, APP_KEY_PEM};
     use testkit::forge::{FakeForge, Flavor};
 

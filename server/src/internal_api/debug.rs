@@ -1,5 +1,5 @@
 //! `/internal/debug/...`: the runner's side of debug sessions (protocol in
-//! [`runner::protocol::debug`]): the claim a poll answers with, and the terminal stream.
+//! [`plue_types::protocol::debug`]): the claim a poll answers with, and the terminal stream.
 //!
 //! Invariants:
 //! - A session is claimed under the step's own rules (labels, secrets, forks: see
@@ -24,10 +24,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use runner::protocol::debug::{
+use plue_types::protocol::debug::{
     DebugAssignment, DebugEnd, InputBatch, InputPoll, OutputAck, MAX_OUTPUT_BYTES,
 };
-use runner::protocol::{Ack, Assignment, Handoff, StepAction};
+use plue_types::protocol::{Ack, Assignment, Handoff, StepAction};
 use serde::Deserialize;
 
 use super::{authenticate, AuthedRunner, InternalState};

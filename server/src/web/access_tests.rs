@@ -472,7 +472,7 @@ async fn approval_buttons_are_offered_to_writers_only() {
             workflow_path: ".plue/gated.plue.py",
             event: "push",
             sha: "3",
-            workspace: &runner::protocol::WorkspaceSource::Empty,
+            workspace: &plue_types::protocol::WorkspaceSource::Empty,
             repo: Some(crate::store::RunRepo {
                 repo_id: acme,
                 secrets_allowed: true,

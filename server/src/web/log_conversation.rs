@@ -23,8 +23,8 @@
 
 use std::collections::HashMap;
 
+use plue_types::protocol::Usage;
 use runner::llm::transcript::{Transcript, Turn};
-use runner::protocol::Usage;
 use serde::Serialize;
 use serde_json::Value;
 

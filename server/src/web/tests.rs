@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use evaluator::plan::{Action, Plan, Step};
-use runner::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
+use plue_types::protocol::{LogLine, Stream as LineStream, WorkspaceSource};
 use tower::ServiceExt;
 
 use super::{router, WebState, CONTENT_SECURITY_POLICY};

@@ -19,7 +19,7 @@
 //! protocol's form, it is read for as long as the engine reads runners' earlier batches.
 
 use anyhow::Context;
-use runner::protocol::{LogBatch, LogLine, PackedLines};
+use plue_types::protocol::{LogBatch, LogLine, PackedLines};
 
 /// A line as a chunk gives it back: `(seq, stream, text, ts)`.
 pub(super) type DecodedLine = (u64, String, String, i64);
@@ -53,7 +53,7 @@ pub(super) fn decode(value: &str) -> anyhow::Result<Vec<DecodedLine>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runner::protocol::Stream;
+    use plue_types::protocol::Stream;
 
     fn line(seq: u64, stream: Stream, text: &str, ts_ms: i64) -> LogLine {
         LogLine {

@@ -18,7 +18,7 @@ mod sqlite_chunks;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use runner::protocol::LogLine;
+use plue_types::protocol::LogLine;
 
 use super::{on_db, Db, Store};
 use quota::LogBudget;

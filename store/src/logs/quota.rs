@@ -30,7 +30,7 @@
 //! - A run of a pull request from a fork (`secrets_allowed` false, as the artifact quotas
 //!   decide) gets the smaller fork quotas.
 
-use runner::protocol::{LogLine, Stream};
+use plue_types::protocol::{LogLine, Stream};
 
 /// The most bytes of line text an attempt and a run may store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

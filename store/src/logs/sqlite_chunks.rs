@@ -20,7 +20,7 @@
 //!   statement; see [`super::quota`]).
 
 use anyhow::Context;
-use runner::protocol::LogLine;
+use plue_types::protocol::LogLine;
 use sqlx::SqlitePool;
 
 use super::chunk_encoding;
@@ -238,7 +238,7 @@ fn bind_chunk<'q>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runner::protocol::Stream;
+    use plue_types::protocol::Stream;
 
     fn line(seq: u64, text: &str) -> LogLine {
         LogLine {

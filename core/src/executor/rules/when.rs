@@ -8,10 +8,11 @@ use std::collections::HashMap;
 
 use evaluator::loops::Loops;
 use evaluator::plan::Plan;
+use plue_types::status::StepStatus;
 
 use super::results;
 use crate::executor::outputs::Outputs;
-use crate::schedule::{Decision, StepStatus};
+use crate::schedule::Decision;
 use crate::store::StepRunRow;
 
 /// A step the schedule would queue, with its `when="<expression>"` (if any) applied: the

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{ResultContract, MAX_OUTPUT_VALUE_BYTES};
+use plue_types::protocol::{ResultContract, MAX_OUTPUT_VALUE_BYTES};
 
 /// The tool's name.
 pub const NAME: &str = "finish";

@@ -19,8 +19,10 @@ use serde_json::{json, Value};
 use super::args::string_arg;
 use super::{blocking, ToolOutput, Toolbox};
 use crate::llm::proposals::Start;
-use crate::protocol::{Proposal, ProposalLimits, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
 use crate::step_user::StepUser;
+use plue_types::protocol::{
+    Proposal, ProposalLimits, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES,
+};
 
 pub const PULL_REQUEST: &str = "propose_pull_request";
 pub const COMMENT: &str = "propose_comment";

@@ -101,9 +101,9 @@ use super::{
 };
 use crate::containment::{self, StepCgroup};
 use crate::launch::pipe;
-use crate::protocol::Stream;
 use crate::reaper;
 use crate::rooms::{self, Rooms};
+use plue_types::protocol::Stream;
 
 /// The zygote's program, run as `python3 -u -c BOOTSTRAP ZYGOTE`.
 const ZYGOTE_PY: &str = include_str!("zygote.py");

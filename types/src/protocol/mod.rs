@@ -13,7 +13,7 @@
 //!
 //! Hand-off between steps ([`Handoff`]): before a step with `workspace_from` or
 //! `needs_artifacts` the runner `GET`s each dependency's tar ([`dependency_blob_path`]) and
-//! unpacks it ([`crate::handoff::unpack`]); after a step whose workspace a later step starts
+//! unpacks it (the runner's `handoff::unpack`); after a step whose workspace a later step starts
 //! from, or that declares artifacts, it `PUT`s a tar ([`blob_path`]), streamed, before the
 //! completion. Both name only the attempt the runner holds: the engine picks the run.
 //!
@@ -217,10 +217,10 @@ pub struct Assignment {
     #[serde(default, skip_serializing_if = "Handoff::is_empty")]
     pub handoff: Handoff,
     /// The limits of an `llm` step the runner enforces as the model streams (absent: none
-    /// but `max_turns`). See [`crate::llm::budget`].
+    /// but `max_turns`). See the runner's `llm::budget`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
-    /// What the step's processes may reach (`crate::network`); the engine resolved the
+    /// What the step's processes may reach (the runner's `network`); the engine resolved the
     /// kind's default.
     #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
     pub network: NetworkPolicy,
@@ -566,7 +566,7 @@ pub struct Completion {
     /// than the claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms_ago: Option<u64>,
-    /// Connections the step's egress proxy refused (`crate::network`), for the metric.
+    /// Connections the step's egress proxy refused (the runner's `network`), for the metric.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub network_refused: u64,
 }

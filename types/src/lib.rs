@@ -1,0 +1,14 @@
+//! Plue's shared vocabulary: the plain data the runner, the store and the engine exchange,
+//! below all of them (as `kube-core` is below `kube-client`).
+//!
+//! - [`protocol`]: the JSON types spoken between the engine and its runners over
+//!   `/internal/...` HTTP.
+//! - [`status`]: where a step run, a run and an attempt are in their lives, as enums; the
+//!   database stores their lowercase text, and only the store converts.
+//!
+//! Invariant: no IO, no async, no clock — types, their serde forms and pure functions of
+//! them. Its dependencies are serde and small pure crates; never an HTTP client, a runtime
+//! or a system interface.
+
+pub mod protocol;
+pub mod status;
