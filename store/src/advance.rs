@@ -20,16 +20,17 @@
 //! - A step run only moves forward, every update naming the states it may leave (see
 //!   `runs`); a review loop's step runs go back once per iteration.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::Row;
+use anyhow::Context;
 
-use super::claims::{claim_in, complete_in, PG_CLAIM, RUNNER_IDLE, SQLITE_CLAIM};
+use super::claims::{claim_in, complete_in, runner_idle_in, ClaimFor, RunnerWas, Takes};
 use super::groups::{promote, relock_group};
 use super::runs::{step_states_by_id, STEP_STATE_COLUMNS};
+use super::tx::{Statement, Tx};
 use super::{
-    now_ms, on_db, Advanced, AttemptEnd, Claimed, CompletedAttempt, Db, KnownSteps, RunSnapshot,
-    StepAfter, StepChange, StepRunRow, Store,
+    now_ms, Advanced, AttemptEnd, Claimed, CompletedAttempt, KnownSteps, RunSnapshot, StepAfter,
+    StepChange, StepRunRow, Store,
 };
 
 /// Commit status state and description for a run's final status.
@@ -44,268 +45,358 @@ fn final_status(status: &str, reason: Option<&str>) -> (&'static str, String) {
     }
 }
 
-/// Moves a step run to a final status if it is in one of the two `from` states (a macro
-/// rather than a function so it type-checks once per backend). Its dispatch document, read
-/// only by claims, is dropped.
-macro_rules! finish_step {
-    ($tx:expr, $id:expr, $status:expr, $reason:expr, [$from1:expr, $from2:expr], $now:expr) => {
-        sqlx::query(
+/// Moves a step run to a final status if it is in one of the `from` states. Its dispatch
+/// document, read only by claims, is dropped. How many rows moved (0 or 1).
+async fn finish_step(
+    tx: &mut Tx,
+    step_run_id: i64,
+    status: &str,
+    reason: &str,
+    from: [&str; 2],
+    now: i64,
+) -> anyhow::Result<u64> {
+    tx.execute(
+        Statement::new(
             "UPDATE step_runs SET status = $2, reason = $3, finished_at = $4, action = NULL \
              WHERE id = $1 AND status IN ($5, $6)",
         )
-        .bind($id)
-        .bind($status)
-        .bind($reason)
-        .bind($now)
-        .bind($from1)
-        .bind($from2)
-        .execute($tx)
+        .bind(step_run_id)
+        .bind(status)
+        .bind(reason)
+        .bind(now)
+        .bind(from[0])
+        .bind(from[1]),
+    )
+    .await
+}
+
+/// The run's group (a run's group never changes), read before its transaction so that the
+/// transaction can lock the group before the run: see `groups`' lock order. A run whose
+/// plan names no group has none: no read on that (hot) path.
+async fn group_of(store: &Store, run_id: i64, in_group: bool) -> anyhow::Result<Option<i64>> {
+    if !in_group {
+        return Ok(None);
+    }
+    Ok(Tx::autocommit(&store.db)
         .await?
-    };
-}
-
-/// Reads the run's group (a run's group never changes), so that the transaction can lock the
-/// group before the run: see `groups`' lock order. A run whose plan names no group has none:
-/// no read on that (hot) path.
-macro_rules! group_of {
-    ($pool:expr, $run_id:expr, $in_group:expr) => {
-        if $in_group {
-            sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT concurrency_group_id FROM runs WHERE id = $1",
-            )
-            .bind($run_id)
-            .fetch_optional($pool)
-            .await?
-            .flatten()
-        } else {
-            None
-        }
-    };
-}
-
-/// The run's lock, and one more advance counted (see [`KnownSteps`]): the run's row as the
-/// advance reads it, or `None` when the run is final.
-macro_rules! lock_run {
-    ($tx:ident, $run_id:expr) => {
-        sqlx::query(
-            "UPDATE runs SET advances = advances + 1 \
-             WHERE id = $1 AND status IN ('pending', 'queued', 'running') \
-             RETURNING advances, status, cancel_requested, cancel_reason, max_parallel",
+        .scalar::<Option<i64>>(
+            Statement::new("SELECT concurrency_group_id FROM runs WHERE id = $1").bind(run_id),
         )
-        .bind($run_id)
-        .fetch_optional(&mut *$tx)
         .await?
-    };
+        .flatten())
 }
 
-/// The advance of run `$run_id` inside `$tx`, which holds the run's lock (`$row`, from
-/// [`lock_run!`]); evaluates to what it did. The caller commits.
-macro_rules! advance_locked {
-    ($tx:ident, $run_id:expr, $group_id:expr, $row:expr, $known:expr, $wanted:expr, $decide:expr, $now:expr) => {{
-        let run_id: i64 = $run_id;
-        let group_id: Option<i64> = $group_id;
-        let row = $row;
-        let known: Option<KnownSteps> = $known;
-        let (wanted, decide) = ($wanted, $decide);
-        let now: i64 = $now;
-        let step_sql =
-            format!("SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position");
-        'advanced: {
-                let advances: i64 = row.try_get("advances")?;
-                let cancel_requested: bool = row.try_get("cancel_requested")?;
-                if row.try_get::<String, _>("status")? == "pending" && !cancel_requested {
-                    // Waiting for its group: nothing of it may start.
-                    break 'advanced Advanced::default();
-                }
-                // The step runs that became final since they were last read: taken from the
-                // list (exactly the entries seen; any committed later stay for the next
-                // advance), then read again below.
-                let changed: Vec<i64> = sqlx::query_scalar(
-                    "DELETE FROM step_changes WHERE run_id = $1 RETURNING step_run_id",
+/// The run's row as its lock reads it.
+#[derive(sqlx::FromRow)]
+struct LockedRun {
+    advances: i64,
+    status: String,
+    cancel_requested: bool,
+    cancel_reason: Option<String>,
+    max_parallel: i64,
+}
+
+/// Opens the transition's transaction: the group's lock (if any), then the run's lock and
+/// one more advance counted (see [`KnownSteps`]). The run's row as the advance reads it, or
+/// `None` when the run is final.
+async fn lock_run(
+    store: &Store,
+    run_id: i64,
+    in_group: bool,
+) -> anyhow::Result<(Tx, Option<i64>, Option<LockedRun>)> {
+    let group_id = group_of(store, run_id, in_group).await?;
+    let mut tx = Tx::begin(&store.db).await?;
+    if let Some(group_id) = group_id {
+        relock_group(&mut tx, group_id).await?;
+    }
+    let run = tx
+        .row(
+            Statement::new(
+                "UPDATE runs SET advances = advances + 1 \
+                 WHERE id = $1 AND status IN ('pending', 'queued', 'running') \
+                 RETURNING advances, status, cancel_requested, cancel_reason, max_parallel",
+            )
+            .bind(run_id),
+        )
+        .await?;
+    Ok((tx, group_id, run))
+}
+
+/// The step runs the advance decides on: only those that became final since the caller's
+/// copy (`known`, when still current), else every one. With the copy it refreshed, and how
+/// many rows it read.
+async fn steps_to_decide(
+    tx: &mut Tx,
+    run_id: i64,
+    run: &LockedRun,
+    known: Option<KnownSteps>,
+) -> anyhow::Result<(Vec<StepRunRow>, Option<KnownSteps>, usize)> {
+    // The step runs that became final since they were last read: taken from the list
+    // (exactly the entries seen; any committed later stay for the next advance), then read
+    // again below.
+    let changed: Vec<i64> = tx
+        .scalars(
+            Statement::new("DELETE FROM step_changes WHERE run_id = $1 RETURNING step_run_id")
+                .bind(run_id),
+        )
+        .await?;
+    // A run being cancelled is read whole: cancelling treats a queued step (ended here) and
+    // a claimed or running one (ended by its runner) differently, and the copy does not
+    // tell them apart.
+    let mut known = known.filter(|k| k.follows(run.advances) && !run.cancel_requested);
+    let mut steps_read = 0;
+    if let Some(k) = known.as_mut() {
+        let rows = step_states_by_id(tx, run_id, &changed).await?;
+        steps_read += rows.len();
+        if rows.len() != changed.iter().collect::<BTreeSet<_>>().len() || !k.refresh(rows) {
+            known = None;
+        }
+    }
+    Ok(match known {
+        Some(mut k) => (k.take_steps(), Some(k), steps_read),
+        None => {
+            let sql = format!(
+                "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY position"
+            );
+            let steps: Vec<StepRunRow> = tx.rows(Statement::new(&sql).bind(run_id)).await?;
+            steps_read += steps.len();
+            (steps, None, steps_read)
+        }
+    })
+}
+
+/// Applies one of `decide`'s changes; whether it took effect.
+async fn apply_change(
+    tx: &mut Tx,
+    run_id: i64,
+    group_id: Option<i64>,
+    change: &StepChange,
+    advanced: &mut Advanced,
+    now: i64,
+) -> anyhow::Result<bool> {
+    Ok(match change {
+        StepChange::Queue {
+            step_run_id,
+            dispatch,
+            ready_at,
+            timeout_ms,
+        } => {
+            let queued = tx
+                .execute(
+                    Statement::new(
+                        "UPDATE step_runs SET status = 'queued', action = $2, ready_at = $3, \
+                         timeout_ms = $4 WHERE id = $1 AND status = 'pending'",
+                    )
+                    .bind(*step_run_id)
+                    .bind(dispatch)
+                    .bind(*ready_at)
+                    .bind(*timeout_ms),
+                )
+                .await? as usize;
+            advanced.queued += queued;
+            queued == 1
+        }
+        StepChange::Skip {
+            step_run_id,
+            reason,
+        } => {
+            let from = ["pending", "pending"];
+            finish_step(tx, *step_run_id, "skipped", reason, from, now).await? == 1
+        }
+        StepChange::Fail {
+            step_run_id,
+            reason,
+        } => {
+            let from = ["pending", "pending"];
+            finish_step(tx, *step_run_id, "failed", reason, from, now).await? == 1
+        }
+        StepChange::Cancel { step_run_id } => {
+            let not_started = ["pending", "queued"];
+            let waiting = ["waiting", "waiting"];
+            let cancelled =
+                finish_step(tx, *step_run_id, "cancelled", "cancelled", not_started, now).await?
+                    + finish_step(tx, *step_run_id, "cancelled", "cancelled", waiting, now).await?;
+            cancelled == 1
+        }
+        StepChange::Wait {
+            step_run_id,
+            deadline,
+        } => {
+            tx.execute(
+                Statement::new(
+                    "UPDATE step_runs SET status = 'waiting', ready_at = $2, started_at = $3 \
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(*step_run_id)
+                .bind(*deadline)
+                .bind(now),
+            )
+            .await?
+                == 1
+        }
+        StepChange::Loop {
+            step_run_ids,
+            iteration,
+            reason,
+        } => {
+            let mut went_back = 0;
+            for step_run_id in step_run_ids {
+                // Attempts keep counting (their logs stay apart); retries count from
+                // `iteration_base`.
+                went_back += tx
+                    .execute(
+                        Statement::new(
+                            "UPDATE step_runs SET status = 'pending', iteration = $2, \
+                             iteration_base = attempts, reason = $3, exit_code = NULL, \
+                             action = NULL, ready_at = NULL, timeout_ms = NULL, \
+                             started_at = NULL, finished_at = NULL, review_passed_at = NULL \
+                             WHERE id = $1 AND iteration = $2 - 1 \
+                             AND status IN ('succeeded', 'failed', 'skipped')",
+                        )
+                        .bind(*step_run_id)
+                        .bind(*iteration)
+                        .bind(reason),
+                    )
+                    .await?;
+            }
+            if went_back > 0 {
+                tx.execute(
+                    Statement::new("UPDATE runs SET loops_taken = loops_taken + 1 WHERE id = $1")
+                        .bind(run_id),
+                )
+                .await?;
+                advanced.looped = true;
+            }
+            went_back == step_run_ids.len() as u64
+        }
+        StepChange::FinishRun { status, reason } => {
+            let (state, description) = final_status(status, reason.as_deref());
+            let status: &str = status;
+            tx.execute(
+                Statement::new(
+                    "UPDATE runs SET status = $2, reason = $3, finished_at = $4, \
+                     started_at = COALESCE(started_at, $4) WHERE id = $1",
                 )
                 .bind(run_id)
-                .fetch_all(&mut *$tx)
+                .bind(status)
+                .bind(reason)
+                .bind(now),
+            )
+            .await?;
+            tx.execute(
+                Statement::new(
+                    "INSERT INTO status_reports \
+                     (run_id, state, description, next_attempt_at, created_at) \
+                     SELECT id, $2, $3, $4, $4 FROM runs WHERE id = $1 AND repo_id IS NOT NULL",
+                )
+                .bind(run_id)
+                .bind(state)
+                .bind(&description)
+                .bind(now),
+            )
+            .await?;
+            // Nothing reads a finished run's changes.
+            tx.execute(Statement::new("DELETE FROM step_changes WHERE run_id = $1").bind(run_id))
                 .await?;
-                // A run being cancelled is read whole: cancelling treats a queued step (ended
-                // here) and a claimed or running one (ended by its runner) differently, and the
-                // copy does not tell them apart.
-                let mut known = known.filter(|k| k.follows(advances) && !cancel_requested);
-                let mut steps_read = 0;
-                if let Some(k) = known.as_mut() {
-                    let rows = step_states_by_id!(&mut *$tx, run_id, &changed);
-                    steps_read += rows.len();
-                    if rows.len() != changed.iter().collect::<std::collections::BTreeSet<_>>().len()
-                        || !k.refresh(rows)
-                    {
-                        known = None;
-                    }
-                }
-                let (steps, known) = match known {
-                    Some(mut k) => (k.take_steps(), Some(k)),
-                    None => {
-                        let steps: Vec<StepRunRow> =
-                            sqlx::query_as(&step_sql).bind(run_id).fetch_all(&mut *$tx).await?;
-                        steps_read += steps.len();
-                        (steps, None)
-                    }
-                };
-                let mut snapshot = RunSnapshot {
-                    run_id,
-                    cancel_requested,
-                    cancel_reason: row.try_get("cancel_reason")?,
-                    max_parallel: row.try_get("max_parallel")?,
-                    steps,
-                    outputs: BTreeMap::new(),
-                };
-                for (step_run_id, iteration) in wanted(&snapshot) {
-                    let outputs: Option<String> = sqlx::query_scalar(
-                        "SELECT outputs FROM step_outputs \
-                         WHERE step_run_id = $1 AND run_id = $2 AND iteration = $3",
-                    )
-                    .bind(step_run_id)
-                    .bind(run_id)
-                    .bind(iteration)
-                    .fetch_optional(&mut *$tx)
-                    .await?;
-                    snapshot
-                        .outputs
-                        .insert((step_run_id, iteration), outputs.unwrap_or_else(|| "{}".into()));
-                }
-                let mut advanced = Advanced {
-                    steps_read,
-                    ..Advanced::default()
-                };
-                let changes = decide(&snapshot);
-                let mut applied = Vec::with_capacity(changes.len());
-                for change in changes {
-                    let took_effect = match &change {
-                        StepChange::Queue { step_run_id, dispatch, ready_at, timeout_ms } => {
-                            let queued = sqlx::query(
-                                "UPDATE step_runs SET status = 'queued', action = $2, ready_at = $3, \
-                                 timeout_ms = $4 WHERE id = $1 AND status = 'pending'",
-                            )
-                            .bind(step_run_id)
-                            .bind(dispatch)
-                            .bind(ready_at)
-                            .bind(timeout_ms)
-                            .execute(&mut *$tx)
-                            .await?
-                            .rows_affected() as usize;
-                            advanced.queued += queued;
-                            queued == 1
-                        }
-                        StepChange::Skip { step_run_id, reason } => {
-                            finish_step!(&mut *$tx, step_run_id, "skipped", reason, ["pending", "pending"], now)
-                                .rows_affected() == 1
-                        }
-                        StepChange::Fail { step_run_id, reason } => {
-                            finish_step!(&mut *$tx, step_run_id, "failed", reason, ["pending", "pending"], now)
-                                .rows_affected() == 1
-                        }
-                        StepChange::Cancel { step_run_id } => {
-                            let cancelled = finish_step!(&mut *$tx, step_run_id, "cancelled", "cancelled", ["pending", "queued"], now)
-                                .rows_affected()
-                                + finish_step!(&mut *$tx, step_run_id, "cancelled", "cancelled", ["waiting", "waiting"], now)
-                                    .rows_affected();
-                            cancelled == 1
-                        }
-                        StepChange::Wait { step_run_id, deadline } => {
-                            sqlx::query(
-                                "UPDATE step_runs SET status = 'waiting', ready_at = $2, started_at = $3 \
-                                 WHERE id = $1 AND status = 'pending'",
-                            )
-                            .bind(step_run_id)
-                            .bind(deadline)
-                            .bind(now)
-                            .execute(&mut *$tx)
-                            .await?
-                            .rows_affected() == 1
-                        }
-                        StepChange::Loop { step_run_ids, iteration, reason } => {
-                            let mut went_back = 0;
-                            for step_run_id in step_run_ids {
-                                // Attempts keep counting (their logs stay apart); retries count
-                                // from `iteration_base`.
-                                went_back += sqlx::query(
-                                    "UPDATE step_runs SET status = 'pending', iteration = $2, \
-                                     iteration_base = attempts, reason = $3, exit_code = NULL, \
-                                     action = NULL, ready_at = NULL, timeout_ms = NULL, \
-                                     started_at = NULL, finished_at = NULL, review_passed_at = NULL \
-                                     WHERE id = $1 AND iteration = $2 - 1 \
-                                     AND status IN ('succeeded', 'failed', 'skipped')",
-                                )
-                                .bind(step_run_id)
-                                .bind(iteration)
-                                .bind(reason)
-                                .execute(&mut *$tx)
-                                .await?
-                                .rows_affected();
-                            }
-                            if went_back > 0 {
-                                sqlx::query("UPDATE runs SET loops_taken = loops_taken + 1 WHERE id = $1")
-                                    .bind(run_id)
-                                    .execute(&mut *$tx)
-                                    .await?;
-                                advanced.looped = true;
-                            }
-                            went_back == step_run_ids.len() as u64
-                        }
-                        StepChange::FinishRun { status, reason } => {
-                            let (state, description) = final_status(status, reason.as_deref());
-                            sqlx::query(
-                                "UPDATE runs SET status = $2, reason = $3, finished_at = $4, \
-                                 started_at = COALESCE(started_at, $4) WHERE id = $1",
-                            )
-                            .bind(run_id)
-                            .bind(status)
-                            .bind(reason)
-                            .bind(now)
-                            .execute(&mut *$tx)
-                            .await?;
-                            sqlx::query(
-                                "INSERT INTO status_reports (run_id, state, description, next_attempt_at, created_at) \
-                                 SELECT id, $2, $3, $4, $4 FROM runs WHERE id = $1 AND repo_id IS NOT NULL",
-                            )
-                            .bind(run_id)
-                            .bind(state)
-                            .bind(description)
-                            .bind(now)
-                            .execute(&mut *$tx)
-                            .await?;
-                            // Nothing reads a finished run's changes.
-                            sqlx::query("DELETE FROM step_changes WHERE run_id = $1")
-                                .bind(run_id)
-                                .execute(&mut *$tx)
-                                .await?;
-                            advanced.finished = true;
-                            if let Some(group_id) = group_id {
-                                advanced.promoted = promote!(&mut *$tx, group_id);
-                            }
-                            true
-                        }
-                    };
-                    // A loop that went back only in part did not take effect, yet the rows
-                    // it sent back moved: readers of the states are told of every change tried
-                    // that may have moved a row (reading one again costs nothing more).
-                    if took_effect || matches!(change, StepChange::Loop { .. }) {
-                        match &change {
-                            StepChange::Queue { step_run_id, .. }
-                            | StepChange::Skip { step_run_id, .. }
-                            | StepChange::Fail { step_run_id, .. }
-                            | StepChange::Cancel { step_run_id }
-                            | StepChange::Wait { step_run_id, .. } => advanced.moved.push(*step_run_id),
-                            StepChange::Loop { step_run_ids, .. } => {
-                                advanced.moved.extend_from_slice(step_run_ids)
-                            }
-                            StepChange::FinishRun { .. } => {}
-                        }
-                    }
-                    applied.push((change, took_effect));
-                }
-                advanced.known = KnownSteps::after(known, advances, snapshot.steps, &applied);
-            advanced
+            advanced.finished = true;
+            if let Some(group_id) = group_id {
+                advanced.promoted = promote(tx, group_id).await?;
+            }
+            true
         }
-    }};
+    })
+}
+
+/// The advance of run `run_id` inside `tx`, which holds the run's lock (`run`, from
+/// [`lock_run`]): what it did. The caller commits.
+#[allow(clippy::too_many_arguments)]
+async fn advance_locked(
+    tx: &mut Tx,
+    run_id: i64,
+    group_id: Option<i64>,
+    run: LockedRun,
+    known: Option<KnownSteps>,
+    wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
+    decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
+    now: i64,
+) -> anyhow::Result<Advanced> {
+    if run.status == "pending" && !run.cancel_requested {
+        // Waiting for its group: nothing of it may start.
+        return Ok(Advanced::default());
+    }
+    let (steps, known, steps_read) = steps_to_decide(tx, run_id, &run, known).await?;
+    let mut snapshot = RunSnapshot {
+        run_id,
+        cancel_requested: run.cancel_requested,
+        cancel_reason: run.cancel_reason,
+        max_parallel: run.max_parallel,
+        steps,
+        outputs: BTreeMap::new(),
+    };
+    for (step_run_id, iteration) in wanted(&snapshot) {
+        let outputs: Option<String> = tx
+            .scalar(
+                Statement::new(
+                    "SELECT outputs FROM step_outputs \
+                     WHERE step_run_id = $1 AND run_id = $2 AND iteration = $3",
+                )
+                .bind(step_run_id)
+                .bind(run_id)
+                .bind(iteration),
+            )
+            .await?;
+        snapshot.outputs.insert(
+            (step_run_id, iteration),
+            outputs.unwrap_or_else(|| "{}".into()),
+        );
+    }
+    let mut advanced = Advanced {
+        steps_read,
+        ..Advanced::default()
+    };
+    let changes = decide(&snapshot);
+    let mut applied = Vec::with_capacity(changes.len());
+    for change in changes {
+        let took_effect = apply_change(tx, run_id, group_id, &change, &mut advanced, now).await?;
+        // A loop that went back only in part did not take effect, yet the rows it sent back
+        // moved: readers of the states are told of every change tried that may have moved
+        // a row (reading one again costs nothing more).
+        if took_effect || matches!(change, StepChange::Loop { .. }) {
+            match &change {
+                StepChange::Queue { step_run_id, .. }
+                | StepChange::Skip { step_run_id, .. }
+                | StepChange::Fail { step_run_id, .. }
+                | StepChange::Cancel { step_run_id }
+                | StepChange::Wait { step_run_id, .. } => advanced.moved.push(*step_run_id),
+                StepChange::Loop { step_run_ids, .. } => {
+                    advanced.moved.extend_from_slice(step_run_ids)
+                }
+                StepChange::FinishRun { .. } => {}
+            }
+        }
+        applied.push((change, took_effect));
+    }
+    advanced.known = KnownSteps::after(known, run.advances, snapshot.steps, &applied);
+    Ok(advanced)
+}
+
+/// The attempt a completing runner claims next in its completion's transaction.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub enum NextClaim {
+    /// No claim was asked for: the caller claims, if it wants one.
+    #[default]
+    NotAsked,
+    Claimed(Claimed),
+    /// There was nothing to take: the runner is `idle` again.
+    NothingToTake,
+}
+
+/// The completing runner's next claim, asked for in [`Store::complete_and_advance`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimNext<'a> {
+    pub runner_id: i64,
+    /// The runner's label sets (as [`Store::claim`] takes them).
+    pub label_sets: &'a [String],
 }
 
 impl Store {
@@ -326,28 +417,23 @@ impl Store {
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
         let now = now_ms();
-        on_db!(self, pool => {
-            let group_id: Option<i64> = group_of!(pool, run_id, in_group);
-            let mut tx = pool.begin().await?;
-            if let Some(group_id) = group_id {
-                relock_group!(&mut *tx, group_id);
-            }
-            let Some(row) = lock_run!(tx, run_id) else {
-                return Ok(Advanced::default());
-            };
-            let advanced = advance_locked!(tx, run_id, group_id, row, known, wanted, decide, now);
-            tx.commit().await?;
-            if advanced.finished {
-                self.claimed_runs.forget(run_id);
-            }
-            Ok(advanced)
-        })
+        let (mut tx, group_id, run) = lock_run(self, run_id, in_group).await?;
+        let Some(run) = run else {
+            return Ok(Advanced::default());
+        };
+        let advanced =
+            advance_locked(&mut tx, run_id, group_id, run, known, wanted, decide, now).await?;
+        tx.commit().await?;
+        if advanced.finished {
+            self.claimed_runs.forget(run_id);
+        }
+        Ok(advanced)
     }
 
     /// Ends attempt `attempt_id` of run `run_id` as [`Store::complete_attempt`] does
     /// (`after` deciding what becomes of its step run), then advances the run as
-    /// [`Store::advance`] does, and with `claim_next` (the reporting runner's label sets)
-    /// claims the runner's next attempt as [`Store::claim_next`] does — all in one
+    /// [`Store::advance`] does, and with `claim_next` (the reporting runner and its label
+    /// sets) claims the runner's next attempt as [`Store::claim_next`] does — all in one
     /// transaction: one commit where there were three, and the advance reads the step run
     /// the completion just moved. When the attempt was already final nothing is written,
     /// nothing claimed, and `known` comes back (still current). An attempt of another run
@@ -362,107 +448,79 @@ impl Store {
         attempt_id: i64,
         runner_id: Option<i64>,
         end: &AttemptEnd<'_>,
-        claim_next: Option<&[String]>,
+        claim_next: Option<ClaimNext<'_>>,
         after: impl FnOnce(&CompletedAttempt) -> StepAfter,
         wanted: impl FnOnce(&RunSnapshot) -> Vec<(i64, i64)>,
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<CompletedAndAdvanced> {
         let now = now_ms();
-        let claimer = match (claim_next, runner_id) {
-            (Some(label_sets), Some(runner)) if end.runner_claims_next => Some((runner, label_sets)),
-            (None, _) => None,
-            _ => anyhow::bail!(
-                "attempt {attempt_id}: only the reporting runner, still busy, claims its next attempt"
-            ),
+        if let Some(next) = claim_next {
+            anyhow::ensure!(
+                end.runner_claims_next && runner_id == Some(next.runner_id),
+                "attempt {attempt_id}: only the reporting runner, still busy, claims its next \
+                 attempt"
+            );
+        }
+        let (mut tx, group_id, run) = lock_run(self, run_id, in_group).await?;
+        let Some(completed) = complete_in(&mut tx, attempt_id, runner_id, end, after).await? else {
+            // A repeat: dropping the transaction rolls back the advance counted above.
+            return Ok(CompletedAndAdvanced {
+                advanced: Advanced {
+                    known,
+                    ..Advanced::default()
+                },
+                ..CompletedAndAdvanced::default()
+            });
         };
-        // Per backend: the claim statement and how it takes the label sets differ.
-        macro_rules! in_one_transaction {
-            ($pool:ident, $claim_sql:expr, $labels:expr) => {{
-                let group_id: Option<i64> = group_of!($pool, run_id, in_group);
-                let mut tx = $pool.begin().await?;
-                if let Some(group_id) = group_id {
-                    relock_group!(&mut *tx, group_id);
+        anyhow::ensure!(
+            completed.run_id == run_id,
+            "attempt {attempt_id} is of run {}, not of run {run_id}",
+            completed.run_id
+        );
+        let advanced = match run {
+            Some(run) => {
+                advance_locked(&mut tx, run_id, group_id, run, known, wanted, decide, now).await?
+            }
+            None => Advanced::default(),
+        };
+        let next = match claim_next {
+            None => None,
+            Some(next) => {
+                let claim = ClaimFor {
+                    runner_id: next.runner_id,
+                    label_sets: next.label_sets,
+                    now,
+                    runner_was: RunnerWas::Busy,
+                    takes: Takes::AnyStep,
+                };
+                let claimed = claim_in(&mut tx, &self.claimed_runs, &claim).await?;
+                if claimed.is_none() {
+                    runner_idle_in(&mut tx, next.runner_id, now).await?;
                 }
-                let row = lock_run!(tx, run_id);
-                let Some(completed) = complete_in!(tx, attempt_id, runner_id, end, after) else {
-                    // A repeat: dropping the transaction rolls back the advance counted above.
-                    return Ok(CompletedAndAdvanced {
-                        advanced: Advanced {
-                            known,
-                            ..Advanced::default()
-                        },
-                        ..CompletedAndAdvanced::default()
-                    });
-                };
-                anyhow::ensure!(
-                    completed.run_id == run_id,
-                    "attempt {attempt_id} is of run {}, not of run {run_id}",
-                    completed.run_id
-                );
-                let advanced = match row {
-                    Some(row) => {
-                        advance_locked!(tx, run_id, group_id, row, known, wanted, decide, now)
-                    }
-                    None => Advanced::default(),
-                };
-                let next = match claimer {
-                    None => None,
-                    Some((runner, label_sets)) => {
-                        let row = sqlx::query($claim_sql)
-                            .bind(now)
-                            .bind($labels(label_sets)?)
-                            .bind(runner)
-                            .bind(false)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        match row {
-                            Some(row) => Some(Some(claim_in!(self, tx, row, runner, now, false))),
-                            None => {
-                                // Nothing to take: the runner stops being busy.
-                                sqlx::query(RUNNER_IDLE)
-                                    .bind(runner)
-                                    .bind(now)
-                                    .execute(&mut *tx)
-                                    .await?;
-                                Some(None)
-                            }
-                        }
-                    }
-                };
-                tx.commit().await?;
-                if advanced.finished {
-                    self.claimed_runs.forget(run_id);
+                Some(claimed)
+            }
+        };
+        tx.commit().await.context("committing the completion")?;
+        if advanced.finished {
+            self.claimed_runs.forget(run_id);
+        }
+        let next = match next {
+            None => NextClaim::NotAsked,
+            Some(None) => NextClaim::NothingToTake,
+            Some(Some((claimed, first_of_run))) => {
+                // Committed: the claim is the runner's whatever this says. A run not marked
+                // running now is marked by its next claim.
+                if let Err(error) = self.claimed_first(&claimed, first_of_run, now).await {
+                    tracing::warn!(run = claimed.run_id, "marking the run running: {error:#}");
                 }
-                let next = match next {
-                    Some(Some((claimed, first_of_run))) => {
-                        // Committed: the claim is the runner's whatever this says. A run
-                        // not marked running now is marked by its next claim.
-                        if let Err(error) = self.claimed_first(&claimed, first_of_run, now).await {
-                            tracing::warn!(
-                                run = claimed.run_id,
-                                "marking the run running: {error:#}"
-                            );
-                        }
-                        Some(Some(claimed))
-                    }
-                    Some(None) => Some(None),
-                    None => None,
-                };
-                Ok(CompletedAndAdvanced {
-                    completed: Some(completed),
-                    advanced,
-                    next,
-                })
-            }};
-        }
-        match &self.db {
-            Db::Postgres(pool) => in_one_transaction!(pool, PG_CLAIM, |sets: &[String]| {
-                anyhow::Ok(sets.to_vec())
-            }),
-            Db::Sqlite(pool) => in_one_transaction!(pool, SQLITE_CLAIM, |sets: &[String]| {
-                serde_json::to_string(sets)
-            }),
-        }
+                NextClaim::Claimed(claimed)
+            }
+        };
+        Ok(CompletedAndAdvanced {
+            completed: Some(completed),
+            advanced,
+            next,
+        })
     }
 }
 
@@ -472,9 +530,8 @@ pub struct CompletedAndAdvanced {
     /// The attempt that ended; `None` (and nothing written) when it was already final.
     pub completed: Option<CompletedAttempt>,
     pub advanced: Advanced,
-    /// The attempt the runner claimed next, when it asked: `Some(None)` when there was
-    /// nothing to take (the runner is `idle` again).
-    pub next: Option<Option<Claimed>>,
+    /// The attempt the runner claimed next, when it asked.
+    pub next: NextClaim,
 }
 
 #[cfg(test)]
@@ -482,7 +539,10 @@ mod tests {
     use evaluator::plan::{Plan, Step};
 
     use crate::testing::{claim_first_step, local_run, stores};
-    use crate::{AttemptEnd, Claimed, CompletedAndAdvanced, StepAfter, StepChange, Store};
+    use crate::{
+        AttemptEnd, ClaimNext, Claimed, CompletedAndAdvanced, NextClaim, StepAfter, StepChange,
+        Store,
+    };
 
     /// The end of a succeeded attempt with no outputs, at `at`.
     fn succeeded(at: i64) -> AttemptEnd<'static> {
@@ -630,7 +690,11 @@ mod tests {
             let counted = advances_of(&store, run_id).await;
             let again = complete(first.advanced.known).await.unwrap();
             assert_eq!(again.completed, None, "{backend}: a repeat ends nothing");
-            assert_eq!(again.next, None, "{backend}: and claims nothing");
+            assert_eq!(
+                again.next,
+                NextClaim::NotAsked,
+                "{backend}: and claims nothing"
+            );
             assert!(
                 again.advanced.known.is_some(),
                 "{backend}: the copy comes back"
@@ -736,7 +800,10 @@ mod tests {
                     attempt_id,
                     Some(runner),
                     &end,
-                    Some(&labels[..]),
+                    Some(ClaimNext {
+                        runner_id: runner,
+                        label_sets: &labels[..],
+                    }),
                     |_| done(),
                     |_| Vec::new(),
                     |snapshot| {
@@ -754,10 +821,9 @@ mod tests {
                 )
             };
             let first = complete(claimed.attempt_id, known).await.unwrap();
-            let next = first
-                .next
-                .expect("a claim was asked for")
-                .expect("b was taken");
+            let NextClaim::Claimed(next) = first.next else {
+                panic!("{backend}: b was not taken: {:?}", first.next);
+            };
             assert_eq!(
                 (next.run_id, next.step_id.as_str()),
                 (run_id, "b"),
@@ -774,7 +840,7 @@ mod tests {
             let last = complete(next.attempt_id, first.advanced.known)
                 .await
                 .unwrap();
-            assert_eq!(last.next, Some(None), "{backend}");
+            assert_eq!(last.next, NextClaim::NothingToTake, "{backend}");
             assert_eq!(scalar(&store, state, runner).await, "idle", "{backend}");
         }
     }

@@ -30,10 +30,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use plue_types::protocol::Usage;
-use sqlx::Row;
 
-use super::{on_db, Db, Store};
+use super::tx::{Arg, Statement, Tx};
+use super::{on_db, Store};
 
 /// A step run just claimed by a runner.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,11 +168,7 @@ impl ClaimedRuns {
     }
 }
 
-/// A busy runner (`$1`) becomes idle at `$2`: it has nothing (more) to run.
-pub(crate) const RUNNER_IDLE: &str =
-    "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'";
-
-pub(crate) const PG_CLAIM: &str = "\
+const PG_CLAIM: &str = "\
     WITH picked AS ( \
         SELECT id FROM step_runs \
         WHERE status = 'queued' AND ready_at <= $1 AND labels = ANY($2) \
@@ -186,7 +183,7 @@ pub(crate) const PG_CLAIM: &str = "\
     FROM picked WHERE s.id = picked.id \
     RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration";
 
-pub(crate) const SQLITE_CLAIM: &str = "\
+const SQLITE_CLAIM: &str = "\
     UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 \
     WHERE id = ( \
         SELECT id FROM step_runs \
@@ -201,102 +198,131 @@ pub(crate) const SQLITE_CLAIM: &str = "\
         ORDER BY ready_at, id LIMIT 1) \
     RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration";
 
-/// Ends attempt `$attempt_id` (of runner `$runner_id`, if `Some`) with `$end` and moves its
-/// step run as `$decide` (`FnOnce(&CompletedAttempt) -> StepAfter`) says, inside the open
-/// transaction `$tx`: the attempt's end as [`Store::complete_attempt`] applies it, which
-/// [`Store::complete_and_advance`] applies in the advance's transaction. Evaluates to the
-/// attempt that ended, or `None` when it was already final (a repeat). A macro so it
-/// type-checks once per backend.
-macro_rules! complete_in {
-    ($tx:ident, $attempt_id:expr, $runner_id:expr, $end:expr, $decide:expr) => {{
-        'ended: {
-            let usage_json = $end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
-            let ended = sqlx::query(
+/// What a completing `UPDATE attempts … RETURNING` reads of the attempt, its step run and
+/// its run.
+#[derive(sqlx::FromRow)]
+struct EndedAttempt {
+    step_run_id: i64,
+    number: i64,
+    runner_id: i64,
+    started_at: Option<i64>,
+    run_id: i64,
+    step_id: String,
+    step_started_at: Option<i64>,
+    iteration: i64,
+    iteration_base: i64,
+    step_status: String,
+    ready_at: Option<i64>,
+    cancel_requested: bool,
+}
+
+/// Ends attempt `attempt_id` (of runner `runner_id`, if `Some`) with `end` and moves its
+/// step run as `after` says, inside the open transaction `tx`: how [`Store::complete_attempt`]
+/// and [`Store::complete_and_advance`] both end an attempt. The attempt that ended, or
+/// `None` when it was already final (a repeat: the caller must not commit what it wrote
+/// before in `tx` as if the attempt had ended).
+pub(crate) async fn complete_in(
+    tx: &mut Tx,
+    attempt_id: i64,
+    runner_id: Option<i64>,
+    end: &AttemptEnd<'_>,
+    after: impl FnOnce(&CompletedAttempt) -> StepAfter,
+) -> anyhow::Result<Option<CompletedAttempt>> {
+    let usage_json = end.usage.map(|u| serde_json::to_string(&u)).transpose()?;
+    let ended: Option<EndedAttempt> = tx
+        .row(
+            Statement::new(
                 "UPDATE attempts SET status = $2, exit_code = $3, reason = $4, finished_at = $5, \
                  usage = $7, started_at = COALESCE(started_at, \
                      CASE WHEN $8 < claimed_at THEN claimed_at ELSE $8 END), \
                  model = $9, cost_usd_micros = $10 \
-                 WHERE id = $1 AND status IN ('claimed', 'running') AND ($6 IS NULL OR runner_id = $6) \
+                 WHERE id = $1 AND status IN ('claimed', 'running') \
+                 AND ($6 IS NULL OR runner_id = $6) \
                  RETURNING step_run_id, number, runner_id, started_at, \
                  (SELECT s.run_id FROM step_runs s WHERE s.id = step_run_id) AS run_id, \
                  (SELECT s.step_id FROM step_runs s WHERE s.id = step_run_id) AS step_id, \
-                 (SELECT s.started_at FROM step_runs s WHERE s.id = step_run_id) AS step_started_at, \
+                 (SELECT s.started_at FROM step_runs s WHERE s.id = step_run_id) \
+                     AS step_started_at, \
                  (SELECT s.iteration FROM step_runs s WHERE s.id = step_run_id) AS iteration, \
-                 (SELECT s.iteration_base FROM step_runs s WHERE s.id = step_run_id) AS iteration_base, \
+                 (SELECT s.iteration_base FROM step_runs s WHERE s.id = step_run_id) \
+                     AS iteration_base, \
                  (SELECT s.status FROM step_runs s WHERE s.id = step_run_id) AS step_status, \
                  (SELECT s.ready_at FROM step_runs s WHERE s.id = step_run_id) AS ready_at, \
                  (SELECT r.cancel_requested FROM step_runs s JOIN runs r ON r.id = s.run_id \
                   WHERE s.id = step_run_id) AS cancel_requested",
             )
-            .bind($attempt_id)
-            .bind($end.status)
-            .bind($end.exit_code)
-            .bind($end.reason)
-            .bind($end.at)
-            .bind($runner_id)
-            .bind(usage_json)
-            .bind($end.started_at)
-            .bind($end.model)
-            .bind($end.cost_micros)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            let Some(ended) = ended else {
-                break 'ended None;
-            };
-            let step_run_id: i64 = ended.try_get("step_run_id")?;
-            let holder: i64 = ended.try_get("runner_id")?;
-            let attempt_started: Option<i64> = ended.try_get("started_at")?;
-            if let Some(usage) = $end.usage {
-                let before: Option<String> =
-                    sqlx::query_scalar("SELECT usage FROM step_runs WHERE id = $1")
-                        .bind(step_run_id)
-                        .fetch_one(&mut *$tx)
-                        .await?;
-                let total = $crate::claims::add_usage(before.as_deref(), usage);
-                sqlx::query("UPDATE step_runs SET usage = $2 WHERE id = $1")
-                    .bind(step_run_id)
-                    .bind(serde_json::to_string(&total)?)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-            // The step run's and the run's part, read by the statement above.
-            let row = &ended;
-            let number: i64 = ended.try_get("number")?;
-            let completed = $crate::CompletedAttempt {
-                run_id: row.try_get("run_id")?,
-                step_run_id,
-                step_id: row.try_get("step_id")?,
-                number,
-                iteration: row.try_get("iteration")?,
-                number_in_iteration: number - row.try_get::<i64, _>("iteration_base")?,
-                cancel_requested: row.try_get("cancel_requested")?,
-                started_at: row.try_get::<Option<i64>, _>("step_started_at")?.or(attempt_started),
-                // A step run still `claimed` never had its start reported.
-                folded_start: match attempt_started {
-                    Some(at) if row.try_get::<String, _>("step_status")? == "claimed" => {
-                        Some((row.try_get("ready_at")?, at))
-                    }
-                    _ => None,
-                },
-                // `octet_length` reads the stored length, not the text.
-                run_outputs_bytes: if $end.has_outputs {
-                    sqlx::query_scalar(
-                        "SELECT CAST(COALESCE(SUM(octet_length(outputs)), 0) AS BIGINT) \
-                         FROM step_outputs WHERE run_id = $1",
-                    )
-                    .bind(row.try_get::<i64, _>("run_id")?)
-                    .fetch_one(&mut *$tx)
-                    .await?
-                } else {
-                    0
-                },
-            };
-            match $decide(&completed) {
-                $crate::StepAfter::Final { status, reason, exit_code, outputs } => {
-                    let finished = sqlx::query(
-                        // The dispatch document (which may carry a MiB of output variables)
-                        // is read only by claims: a final step run drops it — but a failed
-                        // one, whose debug sessions (`plue debug`) run it again as it ran.
+            .bind(attempt_id)
+            .bind(end.status)
+            .bind(end.exit_code)
+            .bind(end.reason)
+            .bind(end.at)
+            .bind(runner_id)
+            .bind(&usage_json)
+            .bind(end.started_at)
+            .bind(end.model)
+            .bind(end.cost_micros),
+        )
+        .await?;
+    let Some(ended) = ended else {
+        return Ok(None);
+    };
+    let step_run_id = ended.step_run_id;
+    if let Some(usage) = end.usage {
+        let before: Option<String> = tx
+            .scalar(Statement::new("SELECT usage FROM step_runs WHERE id = $1").bind(step_run_id))
+            .await?
+            .flatten();
+        let total = serde_json::to_string(&add_usage(before.as_deref(), usage))?;
+        tx.execute(
+            Statement::new("UPDATE step_runs SET usage = $2 WHERE id = $1")
+                .bind(step_run_id)
+                .bind(&total),
+        )
+        .await?;
+    }
+    let run_outputs_bytes = if end.has_outputs {
+        // `octet_length` reads the stored length, not the text.
+        tx.scalar(
+            Statement::new(
+                "SELECT CAST(COALESCE(SUM(octet_length(outputs)), 0) AS BIGINT) \
+                 FROM step_outputs WHERE run_id = $1",
+            )
+            .bind(ended.run_id),
+        )
+        .await?
+        .unwrap_or(0)
+    } else {
+        0
+    };
+    let completed = CompletedAttempt {
+        run_id: ended.run_id,
+        step_run_id,
+        step_id: ended.step_id,
+        number: ended.number,
+        iteration: ended.iteration,
+        number_in_iteration: ended.number - ended.iteration_base,
+        cancel_requested: ended.cancel_requested,
+        started_at: ended.step_started_at.or(ended.started_at),
+        // A step run still `claimed` never had its start reported.
+        folded_start: match ended.started_at {
+            Some(at) if ended.step_status == "claimed" => Some((ended.ready_at, at)),
+            _ => None,
+        },
+        run_outputs_bytes,
+    };
+    match after(&completed) {
+        StepAfter::Final {
+            status,
+            reason,
+            exit_code,
+            outputs,
+        } => {
+            let finished = tx
+                .execute(
+                    // The dispatch document (which may carry a MiB of output variables) is
+                    // read only by claims: a final step run drops it — but a failed one,
+                    // whose debug sessions (`plue debug`) run it again as it ran.
+                    Statement::new(
                         "UPDATE step_runs SET status = $2, reason = $3, exit_code = $4, \
                          finished_at = $5, action = CASE WHEN $2 = 'failed' THEN action END, \
                          started_at = COALESCE(started_at, $6) \
@@ -304,125 +330,179 @@ macro_rules! complete_in {
                     )
                     .bind(step_run_id)
                     .bind(status)
-                    .bind(reason)
+                    .bind(&reason)
                     .bind(exit_code)
-                    .bind($end.at)
-                    .bind(attempt_started)
-                    .execute(&mut *$tx)
-                    .await?
-                    .rows_affected();
-                    if finished == 1 && outputs != "{}" {
-                        sqlx::query(
-                            "INSERT INTO step_outputs (step_run_id, run_id, outputs, iteration) \
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(step_run_id)
-                        .bind(completed.run_id)
-                        .bind(outputs)
-                        .bind(completed.iteration)
-                        .execute(&mut *$tx)
-                        .await?;
-                    }
-                }
-                $crate::StepAfter::Retry { ready_at, reason } => {
-                    sqlx::query(
-                        "UPDATE step_runs SET status = 'queued', ready_at = $2, reason = $3, \
-                         started_at = COALESCE(started_at, $4) \
-                         WHERE id = $1 AND status IN ('claimed', 'running')",
+                    .bind(end.at)
+                    .bind(ended.started_at),
+                )
+                .await?;
+            if finished == 1 && outputs != "{}" {
+                tx.execute(
+                    Statement::new(
+                        "INSERT INTO step_outputs (step_run_id, run_id, outputs, iteration) \
+                         VALUES ($1, $2, $3, $4)",
                     )
                     .bind(step_run_id)
-                    .bind(ready_at)
-                    .bind(reason)
-                    .bind(attempt_started)
-                    .execute(&mut *$tx)
-                    .await?;
-                }
-            }
-            if !$end.runner_claims_next {
-                sqlx::query($crate::claims::RUNNER_IDLE)
-                .bind(holder)
-                .bind($end.at)
-                .execute(&mut *$tx)
+                    .bind(completed.run_id)
+                    .bind(&outputs)
+                    .bind(completed.iteration),
+                )
                 .await?;
             }
-            Some(completed)
         }
-    }};
+        StepAfter::Retry { ready_at, reason } => {
+            tx.execute(
+                Statement::new(
+                    "UPDATE step_runs SET status = 'queued', ready_at = $2, reason = $3, \
+                     started_at = COALESCE(started_at, $4) \
+                     WHERE id = $1 AND status IN ('claimed', 'running')",
+                )
+                .bind(step_run_id)
+                .bind(ready_at)
+                .bind(&reason)
+                .bind(ended.started_at),
+            )
+            .await?;
+        }
+    }
+    if !end.runner_claims_next {
+        runner_idle_in(tx, ended.runner_id, end.at).await?;
+    }
+    Ok(Some(completed))
 }
-pub(crate) use complete_in;
 
-/// The claim whose step run `$row` (a claim statement's `RETURNING` row) the open
-/// transaction `$tx` just moved to `claimed`: its attempt for runner `$runner_id` at
-/// `$now`, the runner marked `busy` if `$mark_busy`. Evaluates to the claim, and the run's
-/// facts when this is `$store`'s first claim of the run (the caller marks the run started
-/// once the transaction committed: [`Store::claimed_first`]). A macro so it type-checks once
-/// per backend.
-macro_rules! claim_in {
-    ($store:expr, $tx:ident, $row:expr, $runner_id:expr, $now:expr, $mark_busy:expr) => {{
-        let row = $row;
-        let runner_id: i64 = $runner_id;
-        let now: i64 = $now;
-        let mark_busy: bool = $mark_busy;
-        let step_run_id: i64 = row.try_get("id")?;
-        let run_id: i64 = row.try_get("run_id")?;
-        let number: i64 = row.try_get("attempts")?;
-        let timeout_ms: Option<i64> = row.try_get("timeout_ms")?;
-        let iteration: i64 = row.try_get("iteration")?;
-        let attempt_id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
-             timeout_ms, iteration) VALUES ($1, $2, $3, 'claimed', $4, $5, $6) RETURNING id",
+/// A busy runner becomes idle at `now`: it has nothing (more) to run.
+pub(crate) async fn runner_idle_in(tx: &mut Tx, runner_id: i64, now: i64) -> anyhow::Result<()> {
+    tx.execute(
+        Statement::new(
+            "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
         )
-        .bind(step_run_id)
-        .bind(number)
         .bind(runner_id)
-        .bind(now)
-        .bind(timeout_ms.unwrap_or(3_600_000))
-        .bind(iteration)
-        .fetch_one(&mut *$tx)
+        .bind(now),
+    )
+    .await
+    .map(drop)
+}
+
+/// Who claims, and what.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimFor<'a> {
+    pub(crate) runner_id: i64,
+    /// The canonical forms of every subset of the runner's labels.
+    pub(crate) label_sets: &'a [String],
+    pub(crate) now: i64,
+    pub(crate) runner_was: RunnerWas,
+    pub(crate) takes: Takes,
+}
+
+/// The runner's state when it claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunnerWas {
+    /// Polling: a claim marks it `busy`.
+    Idle,
+    /// It completed an attempt and claims its next in the same request, still `busy`
+    /// ([`AttemptEnd::runner_claims_next`]).
+    Busy,
+}
+
+/// Which step runs a claim may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Takes {
+    AnyStep,
+    /// Only steps of a fork's run ([`Store::claim_fork_step`]).
+    ForkStepsOnly,
+}
+
+/// The step run a claim statement moved to `claimed`.
+#[derive(sqlx::FromRow)]
+struct ClaimedStep {
+    id: i64,
+    run_id: i64,
+    step_id: String,
+    attempts: i64,
+    action: Option<String>,
+    timeout_ms: Option<i64>,
+    iteration: i64,
+}
+
+/// The claim statement: the one place the backends' SQL differs in a transition.
+fn claim_statement<'a>(claim: &ClaimFor<'a>) -> Statement<'a> {
+    Statement::per_backend(SQLITE_CLAIM, PG_CLAIM)
+        .bind(claim.now)
+        .bind(Arg::TextSet(claim.label_sets))
+        .bind(claim.runner_id)
+        .bind(claim.takes == Takes::ForkStepsOnly)
+}
+
+/// Claims, inside `tx`, the oldest ready step run `claim`'s runner may take, and creates its
+/// attempt. `None` when there is nothing to take (the runner's state is left as it was).
+/// With the claim comes the run's facts when this is `claimed_runs`' first claim of the run
+/// (the caller marks the run started once the transaction committed:
+/// [`Store::claimed_first`]).
+pub(crate) async fn claim_in(
+    tx: &mut Tx,
+    claimed_runs: &ClaimedRuns,
+    claim: &ClaimFor<'_>,
+) -> anyhow::Result<Option<(Claimed, Option<RunFacts>)>> {
+    let Some(step) = tx.row::<ClaimedStep>(claim_statement(claim)).await? else {
+        return Ok(None);
+    };
+    let attempt_id: i64 = tx
+        .scalar(
+            Statement::new(
+                "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
+                 timeout_ms, iteration) VALUES ($1, $2, $3, 'claimed', $4, $5, $6) RETURNING id",
+            )
+            .bind(step.id)
+            .bind(step.attempts)
+            .bind(claim.runner_id)
+            .bind(claim.now)
+            .bind(step.timeout_ms.unwrap_or(3_600_000))
+            .bind(step.iteration),
+        )
+        .await?
+        .context("the new attempt's id")?;
+    if claim.runner_was == RunnerWas::Idle {
+        tx.execute(
+            Statement::new("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
+                .bind(claim.runner_id)
+                .bind(claim.now),
+        )
         .await?;
-        if mark_busy {
-            sqlx::query("UPDATE runners SET state = 'busy', state_since = $2 WHERE id = $1")
-                .bind(runner_id)
-                .bind(now)
-                .execute(&mut *$tx)
-                .await?;
-        }
-        let known = $store.claimed_runs.facts(run_id);
-        let facts = match &known {
-            Some(facts) => facts.clone(),
-            None => {
-                let (workspace, summoned_context) = sqlx::query_as::<_, (String, Option<String>)>(
-                    "SELECT d.workspace, CASE WHEN r.event IN ('issue', 'comment') \
+    }
+    let known = claimed_runs.facts(step.run_id);
+    let facts = match &known {
+        Some(facts) => facts.clone(),
+        None => {
+            let (workspace, summoned_context): (String, Option<String>) = tx
+                .row(
+                    Statement::new(
+                        "SELECT d.workspace, CASE WHEN r.event IN ('issue', 'comment') \
                          THEN d.context END FROM runs r \
                          JOIN run_documents d ON d.run_id = r.id WHERE r.id = $1",
+                    )
+                    .bind(step.run_id),
                 )
-                .bind(run_id)
-                .fetch_one(&mut *$tx)
-                .await?;
-                $crate::claims::RunFacts {
-                    workspace: workspace.into(),
-                    summoned_context: summoned_context.map(Into::into),
-                }
+                .await?
+                .with_context(|| format!("run {}'s documents", step.run_id))?;
+            RunFacts {
+                workspace: workspace.into(),
+                summoned_context: summoned_context.map(Into::into),
             }
-        };
-        (
-            $crate::Claimed {
-                attempt_id,
-                step_run_id,
-                run_id,
-                step_id: row.try_get("step_id")?,
-                number,
-                dispatch: row
-                    .try_get::<Option<String>, _>("action")?
-                    .unwrap_or_default(),
-                workspace: facts.workspace.to_string(),
-                summoned_context: facts.summoned_context.as_deref().map(str::to_string),
-            },
-            known.is_none().then_some(facts),
-        )
-    }};
+        }
+    };
+    let claimed = Claimed {
+        attempt_id,
+        step_run_id: step.id,
+        run_id: step.run_id,
+        step_id: step.step_id,
+        number: step.attempts,
+        dispatch: step.action.unwrap_or_default(),
+        workspace: facts.workspace.to_string(),
+        summoned_context: facts.summoned_context.as_deref().map(str::to_string),
+    };
+    Ok(Some((claimed, known.is_none().then_some(facts))))
 }
-pub(crate) use claim_in;
 
 impl Store {
     /// Whether step `step_id` of run `run_id` goes only to runners allowed secrets (it
@@ -449,8 +529,14 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<Option<Claimed>> {
-        self.claim_marking(runner_id, label_sets, now, true, false)
-            .await
+        self.claim_as(ClaimFor {
+            runner_id,
+            label_sets,
+            now,
+            runner_was: RunnerWas::Idle,
+            takes: Takes::AnyStep,
+        })
+        .await
     }
 
     /// [`Store::claim`] of a step of a fork's run only (never another run's): how the
@@ -462,8 +548,14 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<Option<Claimed>> {
-        self.claim_marking(runner_id, label_sets, now, true, true)
-            .await
+        self.claim_as(ClaimFor {
+            runner_id,
+            label_sets,
+            now,
+            runner_was: RunnerWas::Idle,
+            takes: Takes::ForkStepsOnly,
+        })
+        .await
     }
 
     /// [`Store::claim`] for a runner that completed an attempt and asked for its next one
@@ -476,10 +568,16 @@ impl Store {
         label_sets: &[String],
         now: i64,
     ) -> anyhow::Result<Option<Claimed>> {
-        match self
-            .claim_marking(runner_id, label_sets, now, false, false)
-            .await
-        {
+        let claimed = self
+            .claim_as(ClaimFor {
+                runner_id,
+                label_sets,
+                now,
+                runner_was: RunnerWas::Busy,
+                takes: Takes::AnyStep,
+            })
+            .await;
+        match claimed {
             Ok(None) => {
                 self.runner_idle(runner_id, now).await?;
                 Ok(None)
@@ -495,52 +593,23 @@ impl Store {
 
     /// Marks the runner idle after a [`Store::claim_next`] that found nothing.
     pub async fn runner_idle(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
-        on_db!(self, pool => sqlx::query(RUNNER_IDLE)
-        .bind(runner_id)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(drop)?);
-        Ok(())
+        runner_idle_in(&mut Tx::autocommit(&self.db).await?, runner_id, now).await
     }
 
-    async fn claim_marking(
-        &self,
-        runner_id: i64,
-        label_sets: &[String],
-        now: i64,
-        mark_busy: bool,
-        forks_only: bool,
-    ) -> anyhow::Result<Option<Claimed>> {
-        macro_rules! claim_with {
-            ($pool:ident, $sql:expr, $labels:expr) => {{
-                let mut tx = $pool.begin().await?;
-                let row = sqlx::query($sql)
-                    .bind(now)
-                    .bind($labels)
-                    .bind(runner_id)
-                    .bind(forks_only)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else {
-                    tx.commit().await?;
-                    return Ok(None);
-                };
-                let claimed = claim_in!(self, tx, row, runner_id, now, mark_busy);
-                tx.commit().await?;
-                claimed
-            }};
-        }
-        let (claimed, first_of_run) = match &self.db {
-            Db::Postgres(pool) => claim_with!(pool, PG_CLAIM, label_sets),
-            Db::Sqlite(pool) => claim_with!(pool, SQLITE_CLAIM, serde_json::to_string(label_sets)?),
+    async fn claim_as(&self, claim: ClaimFor<'_>) -> anyhow::Result<Option<Claimed>> {
+        let mut tx = Tx::begin(&self.db).await?;
+        let claimed = claim_in(&mut tx, &self.claimed_runs, &claim).await?;
+        tx.commit().await?;
+        let Some((claimed, first_of_run)) = claimed else {
+            return Ok(None);
         };
-        self.claimed_first(&claimed, first_of_run, now).await?;
+        self.claimed_first(&claimed, first_of_run, claim.now)
+            .await?;
         Ok(Some(claimed))
     }
 
     /// After a claim committed that was this process's first of its run (`first_of_run`,
-    /// from [`claim_in!`]): the run marked `running`, outside the claim's transaction (see
+    /// from [`claim_in`]): the run marked `running`, outside the claim's transaction (see
     /// the module invariant about the run's lock), and its facts kept.
     pub(crate) async fn claimed_first(
         &self,
@@ -583,32 +652,36 @@ impl Store {
         runner_id: i64,
         now: i64,
     ) -> anyhow::Result<Option<i64>> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let step_run_id: Option<i64> = sqlx::query_scalar(
-                "UPDATE attempts SET status = 'running', started_at = $3 \
-                 WHERE id = $1 AND runner_id = $2 AND status = 'claimed' RETURNING step_run_id",
-            )
-            .bind(attempt_id)
-            .bind(runner_id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let mut ready_at = None;
-            if let Some(step_run_id) = step_run_id {
-                ready_at = sqlx::query_scalar(
-                    "UPDATE step_runs SET status = 'running', started_at = COALESCE(started_at, $2) \
-                     WHERE id = $1 AND status = 'claimed' RETURNING ready_at",
+        let mut tx = Tx::begin(&self.db).await?;
+        let step_run_id: Option<i64> = tx
+            .scalar(
+                Statement::new(
+                    "UPDATE attempts SET status = 'running', started_at = $3 \
+                     WHERE id = $1 AND runner_id = $2 AND status = 'claimed' \
+                     RETURNING step_run_id",
                 )
-                .bind(step_run_id)
-                .bind(now)
-                .fetch_optional(&mut *tx)
+                .bind(attempt_id)
+                .bind(runner_id)
+                .bind(now),
+            )
+            .await?;
+        let mut ready_at = None;
+        if let Some(step_run_id) = step_run_id {
+            ready_at = tx
+                .scalar::<Option<i64>>(
+                    Statement::new(
+                        "UPDATE step_runs SET status = 'running', \
+                         started_at = COALESCE(started_at, $2) \
+                         WHERE id = $1 AND status = 'claimed' RETURNING ready_at",
+                    )
+                    .bind(step_run_id)
+                    .bind(now),
+                )
                 .await?
                 .flatten();
-            }
-            tx.commit().await?;
-            Ok(ready_at)
-        })
+        }
+        tx.commit().await?;
+        Ok(ready_at)
     }
 
     /// Whether `attempt_id` is still live (claimed or running): what a runner may still
@@ -647,12 +720,10 @@ impl Store {
         end: &AttemptEnd<'_>,
         decide: impl FnOnce(&CompletedAttempt) -> StepAfter,
     ) -> anyhow::Result<Option<CompletedAttempt>> {
-        on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let completed = complete_in!(tx, attempt_id, runner_id, end, decide);
-            tx.commit().await?;
-            Ok(completed)
-        })
+        let mut tx = Tx::begin(&self.db).await?;
+        let completed = complete_in(&mut tx, attempt_id, runner_id, end, decide).await?;
+        tx.commit().await?;
+        Ok(completed)
     }
 
     /// Attempts still claimed or running past their timeout plus `grace_ms`, as

@@ -24,6 +24,8 @@ use anyhow::Context;
 use evaluator::context::EvalContext;
 use evaluator::plan::Plan;
 
+use crate::tx::{Statement, Tx};
+
 /// A run's concurrency group, resolved from its plan's template and its `ctx`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Group {
@@ -80,66 +82,57 @@ pub(crate) fn waiting(for_run: i64, group: &str) -> String {
 }
 
 /// Creates the group's row if needed and locks it for the transaction; its id.
-macro_rules! lock_group {
-    ($tx:expr, $scope:expr, $name:expr) => {
-        sqlx::query_scalar::<_, i64>(
+pub(crate) async fn lock_group(tx: &mut Tx, scope: &str, name: &str) -> anyhow::Result<i64> {
+    tx.scalar(
+        Statement::new(
             "INSERT INTO concurrency_groups (scope, name) VALUES ($1, $2) \
              ON CONFLICT (scope, name) DO UPDATE SET name = excluded.name RETURNING id",
         )
-        .bind($scope)
-        .bind($name)
-        .fetch_one($tx)
-        .await?
-    };
+        .bind(scope)
+        .bind(name),
+    )
+    .await?
+    .context("the group's row")
 }
-pub(super) use lock_group;
 
 /// Locks the row of an existing group by id.
-macro_rules! relock_group {
-    ($tx:expr, $group_id:expr) => {
-        sqlx::query("UPDATE concurrency_groups SET name = name WHERE id = $1")
-            .bind($group_id)
-            .execute($tx)
-            .await?
-    };
+pub(crate) async fn relock_group(tx: &mut Tx, group_id: i64) -> anyhow::Result<()> {
+    tx.execute(
+        Statement::new("UPDATE concurrency_groups SET name = name WHERE id = $1").bind(group_id),
+    )
+    .await
+    .map(drop)
 }
-pub(super) use relock_group;
 
 /// The active run of a locked group, if any.
-macro_rules! active_run {
-    ($tx:expr, $group_id:expr) => {
-        sqlx::query_scalar::<_, i64>(
+pub(crate) async fn active_run(tx: &mut Tx, group_id: i64) -> anyhow::Result<Option<i64>> {
+    tx.scalar(
+        Statement::new(
             "SELECT id FROM runs WHERE concurrency_group_id = $1 \
              AND status IN ('queued', 'running') ORDER BY id LIMIT 1",
         )
-        .bind($group_id)
-        .fetch_optional($tx)
-        .await?
-    };
+        .bind(group_id),
+    )
+    .await
 }
-pub(super) use active_run;
 
 /// In a locked group with no active run, starts (`pending` → `queued`) the oldest waiting
 /// run that was not superseded; its id. The caller advances it after the commit.
-macro_rules! promote {
-    ($tx:expr, $group_id:expr) => {{
-        match $crate::groups::active_run!(&mut *$tx, $group_id) {
-            Some(_) => None,
-            None => {
-                sqlx::query_scalar::<_, i64>(
-                    "UPDATE runs SET status = 'queued', reason = NULL WHERE id = \
-                 (SELECT id FROM runs WHERE concurrency_group_id = $1 AND status = 'pending' \
-                  AND cancel_requested = FALSE ORDER BY id LIMIT 1) \
-                 AND status = 'pending' RETURNING id",
-                )
-                .bind($group_id)
-                .fetch_optional(&mut *$tx)
-                .await?
-            }
-        }
-    }};
+pub(crate) async fn promote(tx: &mut Tx, group_id: i64) -> anyhow::Result<Option<i64>> {
+    if active_run(tx, group_id).await?.is_some() {
+        return Ok(None);
+    }
+    tx.scalar(
+        Statement::new(
+            "UPDATE runs SET status = 'queued', reason = NULL WHERE id = \
+             (SELECT id FROM runs WHERE concurrency_group_id = $1 AND status = 'pending' \
+              AND cancel_requested = FALSE ORDER BY id LIMIT 1) \
+             AND status = 'pending' RETURNING id",
+        )
+        .bind(group_id),
+    )
+    .await
 }
-pub(super) use promote;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,8 @@
 //!   upgrade from a stale read snapshot.
 //! - Times are milliseconds since the Unix epoch; JSON documents are TEXT.
 //! - Values are always bound, never spliced into SQL.
+//! - SQL lives in this crate alone: the pool is crate-private; [`Store::db`] (and so
+//!   [`on_db!`]) reach it from another crate only under the `testing` feature, for tests.
 //!
 //! [`events`] are the in-process hints that something here changed (work queued, a run
 //! moved on, lines stored): hints only, the tables stay the truth.
@@ -50,6 +52,7 @@ mod secret_holders;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timeline;
+mod tx;
 pub mod wake;
 
 use std::path::Path;
@@ -62,7 +65,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use advance::CompletedAndAdvanced;
+pub use advance::{ClaimNext, CompletedAndAdvanced, NextClaim};
 pub use annotations::{AnnotationRow, DroppedAnnotations, NewAnnotation};
 pub use api_tokens::{Adopted, NewToken, TokenRow, ValidToken};
 pub use approvals::{ApprovalRow, Decided, Reviewer, Verdict};
@@ -94,11 +97,15 @@ pub use timeline::{RunProgress, TimelineAttempt};
 
 /// Runs `$body` with `$pool` bound to whichever backend pool the store holds. The body is
 /// compiled once per backend, so a query that does not type-check on both fails to build.
+///
+/// Outside this crate it compiles only under the `testing` feature (it goes through
+/// [`Store::db`], public only there): other crates' tests may poke at rows, their code
+/// asks the store.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! on_db {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.db {
+        match $store.db() {
             $crate::Db::Sqlite($pool) => $body,
             $crate::Db::Postgres($pool) => $body,
         }
@@ -114,8 +121,8 @@ pub enum Db {
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    #[doc(hidden)]
-    pub db: Db,
+    /// The pool; SQL lives in this crate alone ([`Store::db`] is for tests).
+    pub(crate) db: Db,
     /// What claims learnt of runs that never changes again (see `claims::ClaimedRuns`).
     pub(crate) claimed_runs: std::sync::Arc<claims::ClaimedRuns>,
 }
@@ -162,7 +169,7 @@ pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     if !tag.exists() {
         let text = format!(
             "{}\n# This is Plue's data directory: never copied into a step's workspace.\n",
-            runner::workspace::CACHEDIR_SIGNATURE
+            plue_types::workspace::CACHEDIR_SIGNATURE
         );
         std::fs::write(&tag, text).with_context(context)?;
     }
@@ -170,6 +177,20 @@ pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 impl Store {
+    /// The database pool, for tests that set up or check rows no method reaches (through
+    /// [`on_db!`]). Public only under the `testing` feature, which only dev-dependencies
+    /// enable: every other crate reaches the database through the store's methods.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The database pool, inside this crate ([`on_db!`] goes through it).
+    #[cfg(not(any(test, feature = "testing")))]
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Opens `DATABASE_URL`-style `url` (`postgres://` or `sqlite://`) and applies migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {

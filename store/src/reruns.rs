@@ -11,89 +11,117 @@
 //!   run, pointing at the same objects and keeping their creation time, so retention ends
 //!   both listings together; the files of an artifacts tar are listed with it.
 
+use anyhow::Context;
+
+use super::tx::{Statement, Tx};
 use super::{NewRun, Store, Triggerer};
 
-/// Carries `$steps` (step ids) of run `$from` into run `$run_id`, inside transaction `$tx`
-/// (`&mut *tx`), right after the new run's step runs were inserted (a macro so it
-/// type-checks once per backend, as the store's other transaction helpers).
-macro_rules! carry_steps {
-    ($tx:expr, $run_id:expr, $from:expr, $steps:expr) => {{
-        let carried_reason = format!("carried over from run #{}", $from);
-        for step_id in $steps {
-            let old: Option<(i64, String, Option<i64>, Option<String>, Option<i64>, Option<i64>, i64)> =
-                sqlx::query_as(
+/// A step run as a re-run carries it over.
+#[derive(sqlx::FromRow)]
+struct CarriedStep {
+    id: i64,
+    status: String,
+    exit_code: Option<i64>,
+    reason: Option<String>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    iteration: i64,
+}
+
+/// Carries `steps` (step ids) of run `from` into run `run_id`, inside transaction `tx`,
+/// right after the new run's step runs were inserted.
+pub(crate) async fn carry_steps(
+    tx: &mut Tx,
+    run_id: i64,
+    from: i64,
+    steps: &[String],
+) -> anyhow::Result<()> {
+    let carried_reason = format!("carried over from run #{from}");
+    for step_id in steps {
+        let old: Option<CarriedStep> = tx
+            .row(
+                Statement::new(
                     "SELECT id, status, exit_code, reason, started_at, finished_at, iteration \
                      FROM step_runs WHERE run_id = $1 AND step_id = $2 \
                      AND status IN ('succeeded', 'skipped')",
                 )
-                .bind($from)
-                .bind(step_id)
-                .fetch_optional($tx)
-                .await?;
-            let Some((old_id, status, exit_code, old_reason, started_at, finished_at, iteration)) =
-                old
-            else {
-                anyhow::bail!("step '{step_id}' of run {} is not final as succeeded or skipped: it cannot be carried over", $from);
-            };
-            let reason = if status == "skipped" {
-                old_reason
-            } else {
-                Some(carried_reason.clone())
-            };
-            let new_id: i64 = sqlx::query_scalar(
-                "UPDATE step_runs SET status = $3, exit_code = $4, reason = $5, started_at = $6, \
-                 finished_at = $7 WHERE run_id = $1 AND step_id = $2 AND status = 'pending' \
-                 RETURNING id",
+                .bind(from)
+                .bind(step_id),
             )
-            .bind($run_id)
-            .bind(step_id)
-            .bind(&status)
-            .bind(exit_code)
-            .bind(reason)
-            .bind(started_at)
-            .bind(finished_at)
-            .fetch_one($tx)
             .await?;
-            sqlx::query(
+        let Some(old) = old else {
+            anyhow::bail!(
+                "step '{step_id}' of run {from} is not final as succeeded or skipped: \
+                 it cannot be carried over"
+            );
+        };
+        let reason = if old.status == "skipped" {
+            old.reason.as_deref()
+        } else {
+            Some(carried_reason.as_str())
+        };
+        let new_id: i64 = tx
+            .scalar(
+                Statement::new(
+                    "UPDATE step_runs SET status = $3, exit_code = $4, reason = $5, \
+                     started_at = $6, finished_at = $7 \
+                     WHERE run_id = $1 AND step_id = $2 AND status = 'pending' RETURNING id",
+                )
+                .bind(run_id)
+                .bind(step_id)
+                .bind(&old.status)
+                .bind(old.exit_code)
+                .bind(reason)
+                .bind(old.started_at)
+                .bind(old.finished_at),
+            )
+            .await?
+            .with_context(|| format!("step '{step_id}' of the re-run is not pending"))?;
+        tx.execute(
+            Statement::new(
                 "INSERT INTO step_outputs (step_run_id, iteration, run_id, outputs) \
                  SELECT $1, 1, $2, outputs FROM step_outputs WHERE step_run_id = $3 \
                  AND iteration = $4",
             )
             .bind(new_id)
-            .bind($run_id)
-            .bind(old_id)
-            .bind(iteration)
-            .execute($tx)
+            .bind(run_id)
+            .bind(old.id)
+            .bind(old.iteration),
+        )
+        .await?;
+        let blobs: Vec<i64> = tx
+            .scalars(
+                Statement::new("SELECT id FROM blobs WHERE run_id = $1 AND step_id = $2")
+                    .bind(from)
+                    .bind(step_id),
+            )
             .await?;
-            let blobs: Vec<i64> =
-                sqlx::query_scalar("SELECT id FROM blobs WHERE run_id = $1 AND step_id = $2")
-                    .bind($from)
-                    .bind(step_id)
-                    .fetch_all($tx)
-                    .await?;
-            for old_blob in blobs {
-                let new_blob: i64 = sqlx::query_scalar(
-                    "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
-                     created_at, files) SELECT $1, step_id, attempt, kind, key, size, digest, \
-                     created_at, files FROM blobs WHERE id = $2 RETURNING id",
+        for old_blob in blobs {
+            let new_blob: i64 = tx
+                .scalar(
+                    Statement::new(
+                        "INSERT INTO blobs (run_id, step_id, attempt, kind, key, size, digest, \
+                         created_at, files) SELECT $1, step_id, attempt, kind, key, size, digest, \
+                         created_at, files FROM blobs WHERE id = $2 RETURNING id",
+                    )
+                    .bind(run_id)
+                    .bind(old_blob),
                 )
-                .bind($run_id)
-                .bind(old_blob)
-                .fetch_one($tx)
-                .await?;
-                sqlx::query(
+                .await?
+                .context("the carried blob's id")?;
+            tx.execute(
+                Statement::new(
                     "INSERT INTO artifacts (blob_id, name, size, digest) \
                      SELECT $1, name, size, digest FROM artifacts WHERE blob_id = $2",
                 )
                 .bind(new_blob)
-                .bind(old_blob)
-                .execute($tx)
-                .await?;
-            }
+                .bind(old_blob),
+            )
+            .await?;
         }
-    }};
+    }
+    Ok(())
 }
-pub(crate) use carry_steps;
 
 impl Store {
     /// [`Store::create_run_by`] (or [`Store::create_run`] without `triggerer`) for a re-run of `new.rerun_of` that carries the steps

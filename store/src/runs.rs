@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 
 use evaluator::plan::Plan;
 
+use anyhow::Context;
+
 use super::groups::{self, active_run, lock_group};
+use super::tx::{Statement, Tx};
 use super::{now_ms, on_db, KnownSteps, Store, Triggerer};
 
 /// A run to start (what `Executor::start_run` takes and the store keeps).
@@ -206,7 +209,7 @@ const STEP_COLUMNS: &str = "id, run_id, step_id, position, status, attempts, exi
      AND o.iteration = step_runs.iteration), '{}') \
      AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
-/// Step rows one `INSERT` stores (six values each: within SQLite's and PostgreSQL's bounds
+/// Step rows one `INSERT` stores (four values each, and the run id: within SQLite's and PostgreSQL's bounds
 /// on a statement's parameters).
 const STEP_ROWS_PER_INSERT: usize = 500;
 
@@ -215,30 +218,27 @@ pub(crate) const STEP_STATE_COLUMNS: &str =
     "id, run_id, step_id, position, status, attempts, exit_code, \
      reason, '' AS outputs, ready_at, started_at, finished_at, usage, iteration, review_passed_at";
 
-/// The step runs `$ids` (a slice) of run `$run_id` as [`STEP_STATE_COLUMNS`] reads them,
-/// 256 ids to a statement, on `$executor` (evaluated once per statement: a pool, or
-/// `&mut *tx`); in the order the database gives them. A macro so it type-checks once per
-/// backend.
-macro_rules! step_states_by_id {
-    ($executor:expr, $run_id:expr, $ids:expr) => {{
-        let ids: &[i64] = $ids;
-        let mut rows: Vec<StepRunRow> = Vec::with_capacity(ids.len());
-        for ids in ids.chunks(256) {
-            let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 AND id IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query_as::<_, StepRunRow>(&sql).bind($run_id);
-            for id in ids {
-                query = query.bind(*id);
-            }
-            rows.extend(query.fetch_all($executor).await?);
-        }
-        rows
-    }};
+/// The step runs `ids` of run `run_id` as [`STEP_STATE_COLUMNS`] reads them, 256 ids to a
+/// statement, in the order the database gives them.
+pub(crate) async fn step_states_by_id(
+    tx: &mut Tx,
+    run_id: i64,
+    ids: &[i64],
+) -> anyhow::Result<Vec<StepRunRow>> {
+    let mut rows: Vec<StepRunRow> = Vec::with_capacity(ids.len());
+    for ids in ids.chunks(256) {
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT {STEP_STATE_COLUMNS} FROM step_runs WHERE run_id = $1 AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let statement = ids
+            .iter()
+            .fold(Statement::new(&sql).bind(run_id), |s, id| s.bind(*id));
+        rows.extend(tx.rows::<StepRunRow>(statement).await?);
+    }
+    Ok(rows)
 }
-pub(crate) use step_states_by_id;
 
 impl Store {
     /// Stores a run with every step `pending`: `queued`, or `pending` when its plan's
@@ -295,22 +295,24 @@ impl Store {
         // A step that holds secrets, or takes the files of one that did: runners allowed
         // secrets only (the claim's rule).
         let needs_secrets = crate::secret_holders::needs_secrets_runner(new.plan, secrets_allowed);
-        on_db!(self, pool => {
-            // Read before the transaction: an upsert locks the workflow's row until the
-            // transaction commits, so every run of one workflow created at the same time
-            // would wait for the one before it; only a new workflow, or a new name, is
-            // written. (Outside it, as a SQLite transaction must open with a write.)
-            let known: Option<(i64, String)> =
-                sqlx::query_as("SELECT id, name FROM workflows WHERE source = $1 AND path = $2")
+        // Read before the transaction: an upsert locks the workflow's row until the
+        // transaction commits, so every run of one workflow created at the same time would
+        // wait for the one before it; only a new workflow, or a new name, is written.
+        // (Outside it, as a SQLite transaction must open with a write.)
+        let known: Option<(i64, String)> = Tx::autocommit(&self.db)
+            .await?
+            .row(
+                Statement::new("SELECT id, name FROM workflows WHERE source = $1 AND path = $2")
                     .bind(new.workflow_source)
-                    .bind(new.workflow_path)
-                    .fetch_optional(pool)
-                    .await?;
-            let mut tx = pool.begin().await?;
-            let workflow_id: i64 = match known {
-                Some((id, name)) if name == new.plan.name => id,
-                _ => {
-                    sqlx::query_scalar(
+                    .bind(new.workflow_path),
+            )
+            .await?;
+        let mut tx = Tx::begin(&self.db).await?;
+        let workflow_id: i64 = match known {
+            Some((id, name)) if name == new.plan.name => id,
+            _ => tx
+                .scalar(
+                    Statement::new(
                         "INSERT INTO workflows (source, path, name, repo_id, created_at) \
                          VALUES ($1, $2, $3, $4, $5) \
                          ON CONFLICT (source, path) DO UPDATE SET name = excluded.name RETURNING id",
@@ -319,142 +321,181 @@ impl Store {
                     .bind(new.workflow_path)
                     .bind(&new.plan.name)
                     .bind(repo_id)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?
-                }
-            };
-            let group_id = match group_name {
-                Some(name) => {
-                    let scope = groups::scope(new.workflow_source, secrets_allowed);
-                    Some(lock_group!(&mut *tx, &scope, name))
-                }
-                None => None,
-            };
-            let active = match group_id {
-                Some(group_id) => active_run!(&mut *tx, group_id),
-                None => None,
-            };
-            let (status, finished_at, reason) = match (failed, active, shown_group.as_deref()) {
-                (Some(reason), _, _) => ("failed", Some(now), Some(reason.to_string())),
-                (None, Some(active), Some(name)) => {
-                    ("pending", None, Some(groups::waiting(active, name)))
-                }
-                _ => ("queued", None, None),
-            };
-            let run_id: i64 = sqlx::query_scalar(
-                "INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
-                 max_parallel, status, reason, rerun_of, repo_id, secrets_allowed, \
-                 created_at, started_at, finished_at, concurrency_group_id, concurrency_group) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, \
-                 $14, $15) RETURNING id",
+                    .bind(now),
+                )
+                .await?
+                .context("the workflow's row")?,
+        };
+        let group_id = match group_name {
+            Some(name) => {
+                let scope = groups::scope(new.workflow_source, secrets_allowed);
+                Some(lock_group(&mut tx, &scope, name).await?)
+            }
+            None => None,
+        };
+        let active = match group_id {
+            Some(group_id) => active_run(&mut tx, group_id).await?,
+            None => None,
+        };
+        let (status, finished_at, reason) = match (failed, active, shown_group.as_deref()) {
+            (Some(reason), _, _) => ("failed", Some(now), Some(reason.to_string())),
+            (None, Some(active), Some(name)) => {
+                ("pending", None, Some(groups::waiting(active, name)))
+            }
+            _ => ("queued", None, None),
+        };
+        let run_id: i64 = tx
+            .scalar(
+                Statement::new(
+                    "INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
+                     max_parallel, status, reason, rerun_of, repo_id, secrets_allowed, \
+                     created_at, started_at, finished_at, concurrency_group_id, concurrency_group) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, \
+                     $14, $15) RETURNING id",
+                )
+                .bind(workflow_id)
+                .bind(new.event)
+                .bind(new.git_ref)
+                .bind(new.sha)
+                .bind(new.plan_hash)
+                .bind(max_parallel)
+                .bind(status)
+                .bind(&reason)
+                .bind(new.rerun_of)
+                .bind(repo_id)
+                .bind(secrets_allowed)
+                .bind(now)
+                .bind(finished_at)
+                .bind(group_id)
+                .bind(shown_group.as_deref()),
             )
-            .bind(workflow_id)
-            .bind(new.event)
-            .bind(new.git_ref)
-            .bind(new.sha)
-            .bind(new.plan_hash)
-            .bind(max_parallel)
-            .bind(status)
-            .bind(reason.as_deref())
-            .bind(new.rerun_of)
-            .bind(repo_id)
-            .bind(secrets_allowed)
-            .bind(now)
-            .bind(finished_at)
-            .bind(group_id)
-            .bind(shown_group.as_deref())
-            .fetch_one(&mut *tx)
-            .await?;
-            // Apart from the row every advance reads and updates (migration 0028).
-            sqlx::query(
+            .await?
+            .context("the run's id")?;
+        // Apart from the row every advance reads and updates (migration 0028).
+        tx.execute(
+            Statement::new(
                 "INSERT INTO run_documents (run_id, context, plan, workspace) VALUES ($1, $2, $3, $4)",
             )
             .bind(run_id)
             .bind(new.context_json)
             .bind(new.plan_json)
-            .bind(&workspace_json)
-            .execute(&mut *tx)
-            .await?;
-            let mut cancelled: Vec<i64> = Vec::new();
-            if let (Some(group_id), Some(group), Some(shown)) = (group_id, &group, &shown_group) {
-                let why = groups::superseded(run_id, shown);
-                cancelled = sqlx::query_scalar(
-                    "UPDATE runs SET cancel_requested = TRUE, cancel_reason = $3 \
-                     WHERE concurrency_group_id = $1 AND status = 'pending' AND id <> $2 \
-                     AND cancel_requested = FALSE RETURNING id",
-                )
-                .bind(group_id)
-                .bind(run_id)
-                .bind(&why)
-                .fetch_all(&mut *tx)
-                .await?;
-                if let (Some(active), true) = (active, group.cancel_in_progress) {
-                    let asked = sqlx::query(
-                        "UPDATE runs SET cancel_requested = TRUE, cancel_reason = $2 \
-                         WHERE id = $1 AND status IN ('queued', 'running') AND cancel_requested = FALSE",
+            .bind(&workspace_json),
+        )
+        .await?;
+        let mut cancelled: Vec<i64> = Vec::new();
+        if let (Some(group_id), Some(group), Some(shown)) = (group_id, &group, &shown_group) {
+            let why = groups::superseded(run_id, shown);
+            cancelled = tx
+                .scalars(
+                    Statement::new(
+                        "UPDATE runs SET cancel_requested = TRUE, cancel_reason = $3 \
+                         WHERE concurrency_group_id = $1 AND status = 'pending' AND id <> $2 \
+                         AND cancel_requested = FALSE RETURNING id",
                     )
-                    .bind(active)
-                    .bind(&why)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if asked == 1 {
-                        cancelled.push(active);
-                    }
+                    .bind(group_id)
+                    .bind(run_id)
+                    .bind(&why),
+                )
+                .await?;
+            if let (Some(active), true) = (active, group.cancel_in_progress) {
+                let asked = tx
+                    .execute(
+                        Statement::new(
+                            "UPDATE runs SET cancel_requested = TRUE, cancel_reason = $2 \
+                             WHERE id = $1 AND status IN ('queued', 'running') \
+                             AND cancel_requested = FALSE",
+                        )
+                        .bind(active)
+                        .bind(&why),
+                    )
+                    .await?;
+                if asked == 1 {
+                    cancelled.push(active);
                 }
             }
-            if repo_id.is_some() {
-                let (state, description) = match (failed, &reason) {
-                    (Some(reason), _) => ("error", format!("workflow file failed to evaluate: {reason}")),
-                    (None, Some(waiting)) => ("pending", format!("Plue run {waiting}")),
-                    (None, None) => ("pending", "Plue run queued".to_string()),
-                };
-                sqlx::query(
-                    "INSERT INTO status_reports (run_id, state, description, next_attempt_at, created_at) \
+        }
+        if repo_id.is_some() {
+            let (state, description) = match (failed, &reason) {
+                (Some(reason), _) => (
+                    "error",
+                    format!("workflow file failed to evaluate: {reason}"),
+                ),
+                (None, Some(waiting)) => ("pending", format!("Plue run {waiting}")),
+                (None, None) => ("pending", "Plue run queued".to_string()),
+            };
+            tx.execute(
+                Statement::new(
+                    "INSERT INTO status_reports \
+                     (run_id, state, description, next_attempt_at, created_at) \
                      VALUES ($1, $2, $3, $4, $4)",
                 )
                 .bind(run_id)
                 .bind(state)
-                .bind(description)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            // Many rows a statement: one statement a step made storing a 10,000-step run
-            // take most of a second (each a trip to SQLite's worker thread).
-            let steps: Vec<_> = new.plan.steps.iter().enumerate().collect();
-            for chunk in steps.chunks(STEP_ROWS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO step_runs (run_id, step_id, position, status, labels, needs_secrets) ",
-                );
-                insert.push_values(chunk, |mut row, &(position, step)| {
-                    row.push_bind(run_id)
-                        .push_bind(&step.id)
-                        .push_bind(position as i64)
-                        .push_bind("pending")
-                        .push_bind(canonical_labels(step.runner.iter()))
-                        .push_bind(needs_secrets[position]);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            if let (Some(from), false) = (new.rerun_of, carry.is_empty()) {
-                super::reruns::carry_steps!(&mut *tx, run_id, from, carry);
-            }
-            if let Some(who) = triggerer {
-                sqlx::query(
+                .bind(&description)
+                .bind(now),
+            )
+            .await?;
+        }
+        // Many rows a statement: one statement a step made storing a 10,000-step run take
+        // most of a second (each a trip to SQLite's worker thread).
+        let labels: Vec<String> = new
+            .plan
+            .steps
+            .iter()
+            .map(|step| canonical_labels(step.runner.iter()))
+            .collect();
+        let steps: Vec<_> = new.plan.steps.iter().enumerate().collect();
+        for chunk in steps.chunks(STEP_ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = 1 + i * 4;
+                    format!(
+                        "($1, ${}, ${}, 'pending', ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO step_runs (run_id, step_id, position, status, labels, needs_secrets) \
+                 VALUES {}",
+                rows.join(", ")
+            );
+            let insert = chunk.iter().fold(
+                Statement::new(&sql).bind(run_id),
+                |insert, &(position, step)| {
+                    insert
+                        .bind(&step.id)
+                        .bind(position as i64)
+                        .bind(&labels[position])
+                        .bind(needs_secrets[position])
+                },
+            );
+            tx.execute(insert).await?;
+        }
+        if let (Some(from), false) = (new.rerun_of, carry.is_empty()) {
+            super::reruns::carry_steps(&mut tx, run_id, from, carry).await?;
+        }
+        if let Some(who) = triggerer {
+            tx.execute(
+                Statement::new(
                     "INSERT INTO run_triggerers (run_id, triggered_by, user_id, forge_login) \
                      VALUES ($1, $2, $3, $4)",
                 )
                 .bind(run_id)
                 .bind(&who.name)
                 .bind(who.user_id)
-                .bind(&who.forge_login)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(CreatedRun { id: run_id, status, cancelled })
+                .bind(&who.forge_login),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(CreatedRun {
+            id: run_id,
+            status,
+            cancelled,
         })
     }
 
@@ -531,7 +572,8 @@ impl Store {
         run_id: i64,
         ids: &[i64],
     ) -> anyhow::Result<Vec<StepRunRow>> {
-        let mut rows = on_db!(self, pool => step_states_by_id!(pool, run_id, ids));
+        let mut tx = Tx::autocommit(&self.db).await?;
+        let mut rows = step_states_by_id(&mut tx, run_id, ids).await?;
         rows.sort_by_key(|row| row.position);
         Ok(rows)
     }
