@@ -36,7 +36,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::diagnostic::{Budget, Found};
-use crate::plan::{Action, Plan, SourceMap};
+use crate::plan::{Plan, SourceMap};
 use crate::text::echo;
 
 pub use crate::plan::LoopWorkspace;
@@ -331,7 +331,7 @@ pub fn check(plan: &Plan, map: &SourceMap, budget: &mut Budget, found: &mut Foun
                 target
             }
         };
-        if matches!(step.action, Action::Approval(_)) {
+        if !step.action.step_kind().runs_on_runner() {
             // Reported with the approval's other refused options (validate.rs).
             continue;
         }
@@ -400,7 +400,7 @@ pub fn check(plan: &Plan, map: &SourceMap, budget: &mut Budget, found: &mut Foun
                 overlapping = true;
                 break;
             }
-            if matches!(plan.steps[member].action, Action::Approval(_)) {
+            if !plan.steps[member].action.step_kind().runs_on_runner() {
                 add(l.source, format!(
                     "step '{source}': the loop back to '{target}' contains approval step '{}'; a decision is taken once, so approvals cannot be inside a loop",
                     echo(&plan.steps[member].id),

@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod kind;
+
+pub use kind::StepKind;
+
 /// A workflow's triggers and its DAG of steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -442,7 +446,7 @@ pub const DEFAULT_LLM_TOOLS: [&str; 6] = [
     "git_diff",
 ];
 
-/// What a step does.
+/// What a step does: one variant per [`StepKind`], holding the kind's options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
@@ -464,14 +468,19 @@ pub enum Action {
 }
 
 impl Action {
+    /// The step's kind, whose methods say what the engine and runners do with it.
+    pub fn step_kind(&self) -> StepKind {
+        match self {
+            Action::Bash { .. } => StepKind::Bash,
+            Action::Python { .. } => StepKind::Python,
+            Action::Llm(_) => StepKind::Llm,
+            Action::Approval(_) => StepKind::Approval,
+        }
+    }
+
     /// The `kind` tag as it appears in JSON.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Action::Bash { .. } => "bash",
-            Action::Python { .. } => "python",
-            Action::Llm(_) => "llm",
-            Action::Approval(_) => "approval",
-        }
+        self.step_kind().name()
     }
 }
 

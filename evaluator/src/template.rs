@@ -98,15 +98,15 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// Why rendering stopped.
+/// Why rendering stopped; `E` is the reason the caller's resolver gave.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
+pub enum RenderError<E = String> {
     /// The rendered text would exceed its bound.
     #[error("the rendered text exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
     /// A reference could not be resolved (the resolver's reason).
     #[error("{0}")]
-    Unresolved(String),
+    Unresolved(E),
 }
 
 /// What every message about a foreign construct ends with.
@@ -194,11 +194,11 @@ impl Template {
 
     /// Renders with `piece(index, reference)` giving the text of the `index`-th reference,
     /// stopping as soon as the result would exceed `limit` bytes.
-    pub fn render(
+    pub fn render<E>(
         &self,
         limit: usize,
-        mut piece: impl FnMut(usize, &Reference) -> Result<String, String>,
-    ) -> Result<String, RenderError> {
+        mut piece: impl FnMut(usize, &Reference) -> Result<String, E>,
+    ) -> Result<String, RenderError<E>> {
         let mut out = String::new();
         let mut index = 0;
         for segment in &self.segments {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::plan::{Location, Step};
+use crate::plan::{Action, Location, Step};
 
 fn step(id: &str, deps: &[&str]) -> Step {
     Step::bash(id, "true").after(deps)

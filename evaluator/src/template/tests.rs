@@ -109,9 +109,13 @@ fn messages_echo_user_text_escaped_and_short() {
 #[test]
 fn rendering_is_bounded() {
     let t = Template::parse("a{{ steps.x.outputs.v }}{{ steps.x.outputs.v }}b").unwrap();
-    let out = t.render(100, |i, _| Ok(format!("<{i}>"))).unwrap();
+    let out = t
+        .render(100, |i, _| Ok::<_, String>(format!("<{i}>")))
+        .unwrap();
     assert_eq!(out, "a<0><1>b");
-    let err = t.render(100, |_, _| Ok("x".repeat(60))).unwrap_err();
+    let err = t
+        .render(100, |_, _| Ok::<_, String>("x".repeat(60)))
+        .unwrap_err();
     assert_eq!(err, RenderError::TooLarge { limit: 100 });
     assert!(err.to_string().contains("100 bytes"));
     let err = t
@@ -413,7 +417,9 @@ fn escaped_text_renders_as_itself() {
         assert_eq!(template.references().count(), 0, "{text} -> {escaped}");
         assert_eq!(template.literal_text().0, text, "{text} -> {escaped}");
         assert_eq!(
-            template.render(1 << 20, |_, _| unreachable!()).unwrap(),
+            template
+                .render(1 << 20, |_, _| -> Result<String, String> { unreachable!() })
+                .unwrap(),
             text
         );
     }

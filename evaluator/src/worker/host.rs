@@ -2,7 +2,9 @@
 //!
 //! Longer than most files on purpose: it is the whole user-facing surface of the three host
 //! classes, one `#[pymethods]` block each, kept together so the script API reads in one
-//! place (splitting `Step`'s options would scatter one signature over files).
+//! place (splitting the options every step takes would scatter one signature over files).
+//! What one step kind alone takes (`Step.llm(model=...)`) is that kind's module in
+//! [`super::kinds`].
 //!
 //! As with starlark-rust's `#[starlark_module]`, the Rust signature is the script signature
 //! and the doc comments are the user docs. Each constructor converts its arguments into
@@ -21,16 +23,15 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyModule};
 
 use super::convert::{self, Options};
+use super::kinds;
 use crate::context::EvalContext;
 use crate::diagnostic::did_you_mean;
 use crate::loops::LoopWorkspace;
 use crate::network::Network;
 use crate::plan::{
-    Action, ApprovalAction, Authors, Concurrency, InputKind, LlmAction, Location, ManualInput,
-    Others, Plan, SourceMap, Step, Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_LLM_TOOLS,
-    DEFAULT_TIMEOUT_SECS,
+    Action, Authors, Concurrency, InputKind, Location, ManualInput, Others, Plan, SourceMap, Step,
+    Trigger, When, DEFAULT_BACKOFF_SECS, DEFAULT_TIMEOUT_SECS,
 };
-use crate::result::{FailWhen, ResultSpec};
 
 thread_local! {
     static MAX_STEPS: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -231,8 +232,7 @@ impl StepObject {
     ) -> PyResult<Self> {
         let at = caller(py);
         let options = Options::new("Step.bash()", options, &["id", "command"]);
-        let command = convert::string(command, "Step.bash(): command")?;
-        build_step(id, Action::Bash { command }, options, at)
+        build_step(id, kinds::bash::action(command)?, options, at)
     }
 
     /// `Step.python(id, script, fresh_interpreter=False, **options)`: runs `script` with the
@@ -247,17 +247,7 @@ impl StepObject {
     ) -> PyResult<Self> {
         let at = caller(py);
         let mut options = Options::new("Step.python()", options, &["id", "script"]);
-        let script = convert::string(script, "Step.python(): script")?;
-        let fresh_interpreter = match options.take("fresh_interpreter")? {
-            None => false,
-            Some(value) => value.extract::<bool>().map_err(|_| {
-                PyTypeError::new_err("Step.python(): fresh_interpreter must be True or False")
-            })?,
-        };
-        let action = Action::Python {
-            script,
-            fresh_interpreter,
-        };
+        let action = kinds::python::action(script, &mut options)?;
         build_step(id, action, options, at)
     }
 
@@ -290,56 +280,8 @@ impl StepObject {
     ) -> PyResult<Self> {
         let at = caller(py);
         let mut options = Options::new("Step.llm()", options, &["id", "prompt"]);
-        let prompt = convert::optional_string(prompt, "Step.llm(): prompt")?;
-        let prompt_file =
-            convert::optional_string(options.take("prompt_file")?, "Step.llm(): prompt_file")?;
-        let inputs = match options.take("inputs")? {
-            None => BTreeMap::new(),
-            Some(value) => match convert::json_value(&value, "Step.llm(): inputs", 0)? {
-                serde_json::Value::Object(map) => map.into_iter().collect(),
-                _ => return Err(PyTypeError::new_err("Step.llm(): inputs must be a dict")),
-            },
-        };
-        let model = convert::optional_string(options.take("model")?, "Step.llm(): model")?;
-        let max_turns = options
-            .take("max_turns")?
-            .map(|v| convert::count(&v, "Step.llm(): max_turns"))
-            .transpose()?;
-        let tools = match options.take("tools")? {
-            Some(value) => convert::string_list(&value, "Step.llm(): tools")?,
-            None => DEFAULT_LLM_TOOLS.iter().map(|t| t.to_string()).collect(),
-        };
-        let (result, fail_when) = result_options(&mut options)?;
-        let system_prompt =
-            convert::optional_string(options.take("system_prompt")?, "Step.llm(): system_prompt")?;
-        let max_tokens = options
-            .take("max_tokens")?
-            .map(|v| convert::count(&v, "Step.llm(): max_tokens").map(u64::from))
-            .transpose()?;
-        let max_cost_usd = options
-            .take("max_cost_usd")?
-            .map(|v| convert::usd(&v, "Step.llm(): max_cost_usd"))
-            .transpose()?;
-        let safe_outputs = super::safe_outputs::from_options(&mut options)?;
-        build_step(
-            id,
-            Action::Llm(LlmAction {
-                safe_outputs,
-                prompt,
-                prompt_file,
-                inputs,
-                model,
-                max_turns,
-                tools,
-                max_tokens,
-                max_cost_usd,
-                result,
-                fail_when,
-                system_prompt,
-            }),
-            options,
-            at,
-        )
+        let action = kinds::llm::action(prompt, &mut options)?;
+        build_step(id, action, options, at)
     }
 
     /// `Step.approval(id, message=None, approvers=None, exclude_triggerer=False,
@@ -354,27 +296,8 @@ impl StepObject {
     ) -> PyResult<Self> {
         let at = caller(py);
         let mut options = Options::new("Step.approval()", options, &["id", "message"]);
-        let message = convert::optional_string(message, "Step.approval(): message")?;
-        let approvers = match options.take("approvers")? {
-            Some(value) => convert::string_list(&value, "Step.approval(): approvers")?,
-            None => Vec::new(),
-        };
-        let exclude_triggerer = match options.take("exclude_triggerer")? {
-            Some(value) => value.extract::<bool>().map_err(|_| {
-                PyTypeError::new_err("Step.approval(): exclude_triggerer must be True or False")
-            })?,
-            None => false,
-        };
-        build_step(
-            id,
-            Action::Approval(ApprovalAction {
-                message,
-                approvers,
-                exclude_triggerer,
-            }),
-            options,
-            at,
-        )
+        let action = kinds::approval::action(message, &mut options)?;
+        build_step(id, action, options, at)
     }
 
     #[getter]
@@ -400,48 +323,6 @@ impl StepObject {
     fn __repr__(&self) -> String {
         format!("Step.{}({:?})", self.step.action.kind(), self.step.id)
     }
-}
-
-/// `Step.llm(result=..., fail_when=...)`: `result` is `"verdict"` or a dict (a JSON
-/// Schema); `fail_when` maps a result field to a value or a list of values that fail the
-/// step. Their checks against each other are plan validation's ([`crate::result::check`]).
-fn result_options(options: &mut Options<'_>) -> PyResult<(Option<ResultSpec>, Option<FailWhen>)> {
-    let result = match options.take("result")? {
-        None => None,
-        Some(value) => match convert::json_value(&value, "Step.llm(): result", 0)? {
-            serde_json::Value::String(name) if name == crate::result::VERDICT => {
-                Some(ResultSpec::Shorthand(crate::result::Shorthand::Verdict))
-            }
-            serde_json::Value::Object(schema) => {
-                Some(ResultSpec::Schema(schema.into_iter().collect()))
-            }
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "Step.llm(): result must be \"verdict\" or a JSON Schema dict, got {other}"
-                )))
-            }
-        },
-    };
-    let fail_when = match options.take("fail_when")? {
-        None => None,
-        Some(value) => match convert::json_value(&value, "Step.llm(): fail_when", 0)? {
-            serde_json::Value::Object(map) => Some(
-                map.into_iter()
-                    .map(|(field, values)| match values {
-                        serde_json::Value::Array(values) => (field, values),
-                        value => (field, vec![value]),
-                    })
-                    .collect(),
-            ),
-            other => {
-                return Err(PyTypeError::new_err(format!(
-                    "Step.llm(): fail_when must be a dict of result field to value(s), e.g. \
-                     {{\"verdict\": \"reject\"}}, got {other}"
-                )))
-            }
-        },
-    };
-    Ok((result, fail_when))
 }
 
 /// The options every step kind takes.
@@ -499,7 +380,7 @@ fn build_step(
             function,
         )?,
     };
-    let (workspace_from, artifacts, needs_artifacts) = if matches!(action, Action::Approval(_)) {
+    let (workspace_from, artifacts, needs_artifacts) = if !action.step_kind().runs_on_runner() {
         // Nothing runs, so there is no workspace: passing these is the "unexpected keyword"
         // error below.
         (None, Vec::new(), Vec::new())
@@ -521,7 +402,7 @@ fn build_step(
         .take("environment")?
         .map(|v| convert::string(&v, &format!("{function}: environment")))
         .transpose()?;
-    if environment.is_some() && matches!(action, Action::Approval(_)) {
+    if environment.is_some() && !action.step_kind().runs_on_runner() {
         // An approval step neither runs nor gets secrets; the environment's review is
         // inserted by the engine before the step that names the environment.
         return Err(PyTypeError::new_err(format!(
@@ -533,14 +414,14 @@ fn build_step(
         .take("network")?
         .map(|value| network(&value, function))
         .transpose()?;
-    if network.is_some() && matches!(action, Action::Approval(_)) {
+    if network.is_some() && !action.step_kind().runs_on_runner() {
         return Err(PyTypeError::new_err(format!(
             "{function}: network= goes on a step that runs (Step.bash, Step.python or Step.llm)"
         )));
     }
     let loop_workspace = match options.take("loop_workspace")? {
         None => None,
-        Some(_) if matches!(action, Action::Approval(_)) => {
+        Some(_) if !action.step_kind().runs_on_runner() => {
             return Err(PyTypeError::new_err(format!(
                 "{function}: loop_workspace= goes on a step that runs (an approval has no workspace)"
             )))

@@ -12,6 +12,7 @@ mod convert;
 mod guard;
 mod host;
 mod interpreter;
+mod kinds;
 pub(crate) mod layout;
 mod lockdown;
 mod safe_outputs;
