@@ -121,7 +121,7 @@ mod tests {
 
     /// Changes a step run's status behind everyone's back.
     async fn set_status(store: &Store, id: i64, status: &str) {
-        let Db::Sqlite(pool) = &store.db else {
+        let Db::Sqlite(pool) = store.db() else {
             unreachable!("a SQLite store")
         };
         sqlx::query("UPDATE step_runs SET status = $2 WHERE id = $1")
