@@ -555,6 +555,12 @@ pub(crate) struct RunnerArgs {
     /// own, confined per pod. Allow-lists still need a namespace.
     #[arg(long)]
     pub(crate) network_confined_by_pod: bool,
+    /// Reach the engine through this HTTP proxy (http://HOST:PORT). Without it the runner
+    /// connects directly, whatever HTTP_PROXY, HTTPS_PROXY or ALL_PROXY say (so a pod's
+    /// environment cannot route the runner's token through a proxy); deliberately no
+    /// environment variable. The Kubernetes pool gives a class's `engine_proxy`.
+    #[arg(long, value_name = "URL")]
+    pub(crate) engine_proxy: Option<String>,
     /// Start the warm Python interpreter that `python` steps are forked from when the
     /// runner starts, instead of at its first `python` step (which then waits ≈ 50 ms for
     /// it). For runners that run `python` steps; one that runs none holds an idle

@@ -81,6 +81,9 @@ pub struct AgentConfig {
     /// runners expected to run `python` steps; one that runs none holds an idle
     /// interpreter.
     pub warm_python: bool,
+    /// The proxy to reach the engine through (the operator's setting: `--engine-proxy`,
+    /// a class's `engine_proxy`); `None`: directly, whatever `HTTPS_PROXY` says.
+    pub engine_proxy: Option<crate::engine_client::EngineProxy>,
 }
 
 const POLL_WAIT: Duration = Duration::from_secs(20);
@@ -1190,19 +1193,9 @@ struct Engine {
 
 impl Engine {
     fn new(config: &AgentConfig) -> anyhow::Result<Engine> {
-        // Every request goes to the engine (it streams blobs itself, no redirects). Over
-        // plain HTTP (a local or in-cluster engine) no certificate is ever checked: the
-        // system's store is not read (~3 ms of CPU each time a runner starts).
-        let plain = config
-            .engine
-            .get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tls_built_in_root_certs(!plain)
-            .build()
-            .context("building the HTTP client")?;
+        // Every request goes to the engine (it streams blobs itself, no redirects), never
+        // through a proxy of the environment's.
+        let client = crate::engine_client::build(&config.engine, config.engine_proxy.as_ref())?;
         Ok(Engine {
             client,
             base: config.engine.trim_end_matches('/').to_string(),

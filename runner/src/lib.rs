@@ -16,6 +16,8 @@
 //!   unprivileged user a root runner runs each step as.
 //! - [`git_sandbox`]: the one way git runs on a workspace, with a git directory of the
 //!   runner's own that keeps only allow-listed settings (no filter, hook or pager runs).
+//! - [`engine_client`]: the runner's HTTP client to its engine, which never takes a proxy
+//!   from the environment.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
 //! - [`work_tmpfs`]: a root runner's work directory on a tmpfs of its own mount namespace,
 //!   so attempts' trees cost no disk inodes.
@@ -29,6 +31,7 @@
 pub mod agent;
 mod cgroup_state;
 mod containment;
+pub mod engine_client;
 pub mod git_sandbox;
 pub mod handoff;
 mod launch;

@@ -5,6 +5,9 @@
 //! over its one-time tokens), a file only this user can read (`--token-file`), or — visible
 //! in `/proc/<pid>/cmdline` or `environ` to whoever may read them — `--token` or
 //! `PLUE_RUNNER_TOKEN`.
+//!
+//! The runner reaches the engine directly, or through `--engine-proxy` only — never
+//! through a proxy of its environment's (`runner::engine_client`).
 
 use std::io::Read;
 use std::path::Path;
@@ -14,6 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use ::runner::agent::{self, AgentConfig};
+use ::runner::engine_client::EngineProxy;
 use ::runner::step_env;
 use ::runner::step_user::StepUsers;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +45,12 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
             .collect();
         format!("{host}-{}", std::process::id())
     });
+    let engine_proxy = match &args.engine_proxy {
+        Some(url) => {
+            Some(EngineProxy::parse(url).map_err(|e| anyhow::anyhow!("--engine-proxy: {e}"))?)
+        }
+        None => None,
+    };
     let config = AgentConfig {
         engine: args.engine,
         registration_token,
@@ -65,6 +75,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         anthropic_base_url: args.anthropic_base_url.filter(|url| !url.is_empty()),
         network_confined_by_pod: args.network_confined_by_pod,
         warm_python: args.warm_python,
+        engine_proxy,
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
