@@ -27,8 +27,8 @@ pub mod writer;
 use serde::{Deserialize, Serialize};
 
 /// `url` without its credentials, for anything readers see (repository views, a refused
-/// status's error): the runner's own rule for git sources.
-pub use runner::workspace::without_credentials;
+/// status's error): the rule the runner shows git sources by.
+pub use plue_types::workspace::without_credentials;
 
 /// The forges Plue accepts webhooks from and reports statuses to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

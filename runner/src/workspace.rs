@@ -18,6 +18,7 @@ use anyhow::{bail, Context};
 use tokio::process::Command;
 
 use plue_types::protocol::WorkspaceSource;
+use plue_types::workspace::{without_credentials, CACHEDIR_SIGNATURE};
 
 /// Variables that would point git at another repository than the workspace.
 pub const GIT_LOCATION_VARS: &[&str] = &[
@@ -149,11 +150,6 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first line of a `CACHEDIR.TAG` (bford.info/cachedir): the engine puts one in its data
-/// directory, so no workspace copy ever takes the database, mirrors or runner logs along,
-/// wherever the data directory sits.
-pub const CACHEDIR_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
-
 /// Whether `dir` is tagged as a cache or data directory (see [`CACHEDIR_SIGNATURE`]).
 fn is_data_dir(dir: &Path) -> bool {
     let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
@@ -257,21 +253,6 @@ async fn fetch(
 }
 
 /// Refuses anything git could read as an option (`-u...`, `--upload-pack=...`).
-/// `url` with the user information of its authority (`https://user:token@host/…`: how a
-/// private repository's clone credentials are often given) shown as `***`: for every
-/// message about a git source, which reaches a step's readers (its failure reason), a
-/// dispatcher or the forge — never the credentials.
-pub fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_string(),
-    }
-}
-
 pub fn validate_git_source(url: &str, sha: &str) -> anyhow::Result<()> {
     if url.is_empty() || url.starts_with('-') {
         bail!("invalid repository URL '{url}': it must not be empty or start with '-'");

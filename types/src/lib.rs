@@ -5,6 +5,7 @@
 //!   `/internal/...` HTTP.
 //! - [`status`]: where a step run, a run and an attempt are in their lives, as enums; the
 //!   database stores their lowercase text, and only the store converts.
+//! - [`workspace`]: the data directory's `CACHEDIR.TAG` signature and git URLs as shown.
 //!
 //! Invariant: no IO, no async, no clock — types, their serde forms and pure functions of
 //! them. Its dependencies are serde and small pure crates; never an HTTP client, a runtime
@@ -12,3 +13,4 @@
 
 pub mod protocol;
 pub mod status;
+pub mod workspace;
