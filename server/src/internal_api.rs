@@ -53,13 +53,15 @@ use crate::metrics;
 use crate::outbound::Checker;
 use crate::runner_scope::{self, Scope};
 use crate::store::{
-    log_quota, now_ms, AttemptOwner, Claimed, LogAttempt, LogQuotas, NewRunner, RedeemedToken,
-    Registration,
+    log_quota, now_ms, AttemptOwner, Claimed, LogAttempt, LogQuotas, NewRunner, NextClaim,
+    RedeemedToken, Registration,
 };
 use crate::tokens;
+use refused::AttemptRefused;
 
 mod checkout;
 pub(crate) mod debug;
+mod refused;
 
 /// How the internal API behaves.
 #[derive(Debug, Clone)]
@@ -69,6 +71,9 @@ pub struct InternalConfig {
     pub heartbeat_interval: Duration,
     /// The longest a poll or watch request is held.
     pub max_wait: Duration,
+    /// How often a waiting poll looks for work again unwoken
+    /// ([`crate::server::EngineConfig::poll_recheck`]).
+    pub poll_recheck: Duration,
     /// The most bytes of log text an attempt and a run may store.
     pub log_quotas: LogQuotas,
     /// Where `prompt_file`s are read from instead of the step's workspace
@@ -189,7 +194,7 @@ async fn register(
     }
     let accept_forks = scope
         .accepts_forks(request.accept_forks)
-        .map_err(ApiError::forbidden)?;
+        .map_err(|e| ApiError::forbidden(e.to_string()))?;
     let session_token = tokens::new_token()?;
     let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;
     let registration = state
@@ -364,9 +369,9 @@ async fn poll(
         if now >= deadline {
             return Ok(Json(PollResponse::default()));
         }
-        // Re-check on a short timer too: retries become due and other replicas queue work
-        // without waking this process.
-        let tick = (deadline - now).min(Duration::from_millis(250));
+        // Re-check on a short timer too: retries become due without a wake, and a wake from
+        // another replica may be lost (`store::wake`: hints only).
+        let tick = (deadline - now).min(state.config.poll_recheck);
         wake.held = tokio::select! {
             _ = state.shutdown.cancelled() => return Ok(Json(PollResponse::default())),
             waited = tokio::time::timeout(tick, notified) => waited.is_ok(),
@@ -400,7 +405,8 @@ async fn assignment(
     let (attempt_id, run_id) = (claimed.attempt_id, claimed.run_id);
     match prepare_assignment(state, runner, claimed).await? {
         Ok(assignment) => Ok(Some(assignment)),
-        Err(reason) => {
+        Err(refused) => {
+            let reason = refused.to_string();
             let report = Report {
                 outcome: wire::Outcome::Failed,
                 exit_code: None,
@@ -422,10 +428,10 @@ async fn prepare_assignment(
     state: &InternalState,
     runner: &AuthedRunner,
     claimed: Claimed,
-) -> ApiResult<Result<Assignment, String>> {
+) -> ApiResult<Result<Assignment, AttemptRefused>> {
     let dispatch: Dispatch = match serde_json::from_str(&claimed.dispatch) {
         Ok(dispatch) => dispatch,
-        Err(e) => return Ok(Err(format!("unreadable dispatch document: {e}"))),
+        Err(e) => return Ok(Err(e.into())),
     };
     let secrets = match state
         .executor
@@ -433,16 +439,14 @@ async fn prepare_assignment(
         .await?
     {
         Ok(secrets) => secrets,
-        Err(reason) => return Ok(Err(reason)),
+        Err(refused) => return Ok(Err(refused.into())),
     };
     if !runner.secrets && !secrets.values.is_empty() {
         // The claim skips such steps; this holds even for rows queued before it did.
-        let names: Vec<&str> = secrets.values.keys().map(String::as_str).collect();
-        return Ok(Err(format!(
-            "the step needs secrets ({}) but runner {}'s registration token does not allow secrets",
-            names.join(", "),
-            runner.id
-        )));
+        return Ok(Err(AttemptRefused::RunnerWithoutSecrets {
+            names: secrets.values.keys().cloned().collect(),
+            runner: runner.id,
+        }));
     }
     // An llm step's limits, and its hold on the run's budget (crate::pricing::budget).
     let budget = match crate::pricing::budget::assign(
@@ -459,11 +463,11 @@ async fn prepare_assignment(
     .await?
     {
         Ok(budget) => budget,
-        Err(reason) => return Ok(Err(reason)),
+        Err(refused) => return Ok(Err(refused.into())),
     };
     let mut action = dispatch.action;
-    if let Err(reason) = read_prompt_file(state.config.prompt_root.as_deref(), &mut action) {
-        return Ok(Err(reason));
+    if let Err(refused) = read_prompt_file(state.config.prompt_root.as_deref(), &mut action) {
+        return Ok(Err(refused));
     }
     let workspace = serde_json::from_str(&claimed.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {}: {e}", claimed.run_id))?;
@@ -471,7 +475,7 @@ async fn prepare_assignment(
     let workspace =
         match checkout::with_credential(&state.executor, claimed.run_id, workspace).await? {
             Ok(workspace) => workspace,
-            Err(reason) => return Ok(Err(reason)),
+            Err(refused) => return Ok(Err(refused)),
         };
     let mut env = dispatch.env;
     // Read with the claim, once per run (the store's `ClaimedRuns`).
@@ -504,9 +508,11 @@ async fn prepare_assignment(
 }
 
 /// Puts the text of an llm step's `prompt_file`, read inside `root` (confined to it as the
-/// runner confines it to its workspace), into `action`, when there is a root. The error is
-/// the step's reason.
-fn read_prompt_file(root: Option<&std::path::Path>, action: &mut StepAction) -> Result<(), String> {
+/// runner confines it to its workspace), into `action`, when there is a root.
+fn read_prompt_file(
+    root: Option<&std::path::Path>,
+    action: &mut StepAction,
+) -> Result<(), AttemptRefused> {
     let (
         Some(root),
         StepAction::Llm {
@@ -520,11 +526,10 @@ fn read_prompt_file(root: Option<&std::path::Path>, action: &mut StepAction) -> 
     };
     *prompt_file_content = prompts::resolve_text(reference, root)
         .map(|text| text.map(Box::new))
-        .map_err(|e| {
-            format!(
-                "prompt_file {reference} (read from the workflow file's repository {}): {e}",
-                root.display()
-            )
+        .map_err(|error| AttemptRefused::PromptFile {
+            reference: reference.clone(),
+            root: root.to_owned(),
+            error,
         })?;
     Ok(())
 }
@@ -808,7 +813,8 @@ async fn watch(
         if now >= deadline {
             return Ok(Json(wire::WatchResponse { cancel: false }));
         }
-        // Woken by a cancel of this run; re-checked every second for other replicas.
+        // Woken by a cancel of this run (another replica's too, `store::wake`); re-checked
+        // every second, for one whose hint was lost.
         let wait = (deadline - now).min(Duration::from_secs(1));
         if state.shutdown.is_cancelled() {
             return Ok(Json(wire::WatchResponse { cancel: false }));
@@ -943,7 +949,7 @@ async fn complete(
 async fn claim_now(
     state: &InternalState,
     runner: &AuthedRunner,
-    mut made: Option<Option<Claimed>>,
+    mut made: NextClaim,
 ) -> ApiResult<Option<Assignment>> {
     let store = state.executor.store();
     // The runner is still `busy` from the attempt it just completed (`claims_next`): the
@@ -952,21 +958,22 @@ async fn claim_now(
     // idle: the looks after it (a few) mark it busy again, as a poll's claim does.
     for look in 0..4 {
         // A claim the completion made is handed over whatever comes: it is the runner's.
-        let made_now = made.take();
-        if made_now.is_none() && state.shutdown.is_cancelled() {
+        let made_now = std::mem::take(&mut made);
+        if made_now == NextClaim::NotAsked && state.shutdown.is_cancelled() {
             if look == 0 {
                 store.runner_idle(runner.id, now_ms()).await?;
             }
             return Ok(None);
         }
-        let claimed = if let Some(claimed) = made_now {
-            claimed
-        } else if look == 0 {
-            store
-                .claim_next(runner.id, &runner.label_sets, now_ms())
-                .await?
-        } else {
-            store.claim(runner.id, &runner.label_sets, now_ms()).await?
+        let claimed = match made_now {
+            NextClaim::Claimed(claimed) => Some(claimed),
+            NextClaim::NothingToTake => None,
+            NextClaim::NotAsked if look == 0 => {
+                store
+                    .claim_next(runner.id, &runner.label_sets, now_ms())
+                    .await?
+            }
+            NextClaim::NotAsked => store.claim(runner.id, &runner.label_sets, now_ms()).await?,
         };
         let Some(claimed) = claimed else {
             return Ok(None);
@@ -1121,7 +1128,7 @@ fn validate_name(name: &str) -> ApiResult<()> {
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
-    runner_scope::check_labels(labels).map_err(ApiError::bad_request)
+    runner_scope::check_announced(labels).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn validate_batch(batch: &LogBatch) -> ApiResult<()> {
@@ -1189,10 +1196,12 @@ fn validate_outputs(outputs: &BTreeMap<String, String>) -> ApiResult<()> {
     Ok(())
 }
 
-/// Canonical `k=v,...` forms of every subset of `labels` (the empty set included).
+/// Canonical `k=v,...` forms of every subset of `labels` (the empty set included): the
+/// operator's labels and the reserved network labels (at most
+/// [`runner_scope::MAX_ANNOUNCED`] in all, as registration checks).
 pub fn label_subsets(labels: &BTreeMap<String, String>) -> Vec<String> {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let n = pairs.len().min(runner_scope::MAX_LABELS);
+    let n = pairs.len().min(runner_scope::MAX_ANNOUNCED);
     (0u32..(1 << n))
         .map(|mask| {
             pairs[..n]

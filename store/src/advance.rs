@@ -27,7 +27,7 @@ use anyhow::Context;
 use super::claims::{claim_in, complete_in, runner_idle_in, ClaimFor, RunnerWas, Takes};
 use super::groups::{promote, relock_group};
 use super::runs::{step_states_by_id, STEP_STATE_COLUMNS};
-use super::tx::{Statement, Tx};
+use super::tx::{Conn, Statement, Tx};
 use super::{
     now_ms, Advanced, AttemptEnd, Claimed, CompletedAttempt, KnownSteps, RunSnapshot, StepAfter,
     StepChange, StepRunRow, Store,
@@ -48,7 +48,7 @@ fn final_status(status: &str, reason: Option<&str>) -> (&'static str, String) {
 /// Moves a step run to a final status if it is in one of the `from` states. Its dispatch
 /// document, read only by claims, is dropped. How many rows moved (0 or 1).
 async fn finish_step(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     step_run_id: i64,
     status: &str,
     reason: &str,
@@ -73,11 +73,12 @@ async fn finish_step(
 /// The run's group (a run's group never changes), read before its transaction so that the
 /// transaction can lock the group before the run: see `groups`' lock order. A run whose
 /// plan names no group has none: no read on that (hot) path.
-async fn group_of(store: &Store, run_id: i64, in_group: bool) -> anyhow::Result<Option<i64>> {
+async fn group_of(conn: &mut Conn, run_id: i64, in_group: bool) -> anyhow::Result<Option<i64>> {
     if !in_group {
         return Ok(None);
     }
-    Ok(Tx::autocommit(&store.db)
+    Ok(conn
+        .autocommit()
         .await?
         .scalar::<Option<i64>>(
             Statement::new("SELECT concurrency_group_id FROM runs WHERE id = $1").bind(run_id),
@@ -87,7 +88,7 @@ async fn group_of(store: &Store, run_id: i64, in_group: bool) -> anyhow::Result<
 }
 
 /// The run's row as its lock reads it.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct LockedRun {
     advances: i64,
     status: String,
@@ -100,12 +101,12 @@ struct LockedRun {
 /// one more advance counted (see [`KnownSteps`]). The run's row as the advance reads it, or
 /// `None` when the run is final.
 async fn lock_run(
-    store: &Store,
+    conn: &mut Conn,
     run_id: i64,
     in_group: bool,
-) -> anyhow::Result<(Tx, Option<i64>, Option<LockedRun>)> {
-    let group_id = group_of(store, run_id, in_group).await?;
-    let mut tx = Tx::begin(&store.db).await?;
+) -> anyhow::Result<(Tx<'_>, Option<i64>, Option<LockedRun>)> {
+    let group_id = group_of(conn, run_id, in_group).await?;
+    let mut tx = conn.begin().await?;
     if let Some(group_id) = group_id {
         relock_group(&mut tx, group_id).await?;
     }
@@ -126,7 +127,7 @@ async fn lock_run(
 /// copy (`known`, when still current), else every one. With the copy it refreshed, and how
 /// many rows it read.
 async fn steps_to_decide(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     run_id: i64,
     run: &LockedRun,
     known: Option<KnownSteps>,
@@ -167,7 +168,7 @@ async fn steps_to_decide(
 
 /// Applies one of `decide`'s changes; whether it took effect.
 async fn apply_change(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     run_id: i64,
     group_id: Option<i64>,
     change: &StepChange,
@@ -311,7 +312,7 @@ async fn apply_change(
 /// [`lock_run`]): what it did. The caller commits.
 #[allow(clippy::too_many_arguments)]
 async fn advance_locked(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     run_id: i64,
     group_id: Option<i64>,
     run: LockedRun,
@@ -417,7 +418,8 @@ impl Store {
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
         let now = now_ms();
-        let (mut tx, group_id, run) = lock_run(self, run_id, in_group).await?;
+        let mut conn = Conn::acquire(&self.db).await?;
+        let (mut tx, group_id, run) = lock_run(&mut conn, run_id, in_group).await?;
         let Some(run) = run else {
             return Ok(Advanced::default());
         };
@@ -461,7 +463,8 @@ impl Store {
                  attempt"
             );
         }
-        let (mut tx, group_id, run) = lock_run(self, run_id, in_group).await?;
+        let mut conn = Conn::acquire(&self.db).await?;
+        let (mut tx, group_id, run) = lock_run(&mut conn, run_id, in_group).await?;
         let Some(completed) = complete_in(&mut tx, attempt_id, runner_id, end, after).await? else {
             // A repeat: dropping the transaction rolls back the advance counted above.
             return Ok(CompletedAndAdvanced {
@@ -501,6 +504,8 @@ impl Store {
             }
         };
         tx.commit().await.context("committing the completion")?;
+        // Handed back before anything else reaches the database (SQLite's pool has one).
+        drop(conn);
         if advanced.finished {
             self.claimed_runs.forget(run_id);
         }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use plue_types::protocol::Usage;
 
-use super::tx::{Arg, Statement, Tx};
+use super::tx::{Arg, Conn, Statement, Tx};
 use super::{on_db, Store};
 
 /// A step run just claimed by a runner.
@@ -200,7 +200,7 @@ const SQLITE_CLAIM: &str = "\
 
 /// What a completing `UPDATE attempts … RETURNING` reads of the attempt, its step run and
 /// its run.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct EndedAttempt {
     step_run_id: i64,
     number: i64,
@@ -222,7 +222,7 @@ struct EndedAttempt {
 /// `None` when it was already final (a repeat: the caller must not commit what it wrote
 /// before in `tx` as if the attempt had ended).
 pub(crate) async fn complete_in(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     attempt_id: i64,
     runner_id: Option<i64>,
     end: &AttemptEnd<'_>,
@@ -372,7 +372,11 @@ pub(crate) async fn complete_in(
 }
 
 /// A busy runner becomes idle at `now`: it has nothing (more) to run.
-pub(crate) async fn runner_idle_in(tx: &mut Tx, runner_id: i64, now: i64) -> anyhow::Result<()> {
+pub(crate) async fn runner_idle_in(
+    tx: &mut Tx<'_>,
+    runner_id: i64,
+    now: i64,
+) -> anyhow::Result<()> {
     tx.execute(
         Statement::new(
             "UPDATE runners SET state = 'idle', state_since = $2 WHERE id = $1 AND state = 'busy'",
@@ -414,7 +418,7 @@ pub(crate) enum Takes {
 }
 
 /// The step run a claim statement moved to `claimed`.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct ClaimedStep {
     id: i64,
     run_id: i64,
@@ -440,7 +444,7 @@ fn claim_statement<'a>(claim: &ClaimFor<'a>) -> Statement<'a> {
 /// (the caller marks the run started once the transaction committed:
 /// [`Store::claimed_first`]).
 pub(crate) async fn claim_in(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     claimed_runs: &ClaimedRuns,
     claim: &ClaimFor<'_>,
 ) -> anyhow::Result<Option<(Claimed, Option<RunFacts>)>> {
@@ -593,13 +597,17 @@ impl Store {
 
     /// Marks the runner idle after a [`Store::claim_next`] that found nothing.
     pub async fn runner_idle(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
-        runner_idle_in(&mut Tx::autocommit(&self.db).await?, runner_id, now).await
+        let mut conn = Conn::acquire(&self.db).await?;
+        let mut tx = conn.autocommit().await?;
+        runner_idle_in(&mut tx, runner_id, now).await
     }
 
     async fn claim_as(&self, claim: ClaimFor<'_>) -> anyhow::Result<Option<Claimed>> {
-        let mut tx = Tx::begin(&self.db).await?;
+        let mut conn = Conn::acquire(&self.db).await?;
+        let mut tx = conn.begin().await?;
         let claimed = claim_in(&mut tx, &self.claimed_runs, &claim).await?;
         tx.commit().await?;
+        drop(conn);
         let Some((claimed, first_of_run)) = claimed else {
             return Ok(None);
         };
@@ -652,7 +660,8 @@ impl Store {
         runner_id: i64,
         now: i64,
     ) -> anyhow::Result<Option<i64>> {
-        let mut tx = Tx::begin(&self.db).await?;
+        let mut conn = Conn::acquire(&self.db).await?;
+        let mut tx = conn.begin().await?;
         let step_run_id: Option<i64> = tx
             .scalar(
                 Statement::new(
@@ -720,7 +729,8 @@ impl Store {
         end: &AttemptEnd<'_>,
         decide: impl FnOnce(&CompletedAttempt) -> StepAfter,
     ) -> anyhow::Result<Option<CompletedAttempt>> {
-        let mut tx = Tx::begin(&self.db).await?;
+        let mut conn = Conn::acquire(&self.db).await?;
+        let mut tx = conn.begin().await?;
         let completed = complete_in(&mut tx, attempt_id, runner_id, end, decide).await?;
         tx.commit().await?;
         Ok(completed)

@@ -82,7 +82,7 @@ pub(crate) fn waiting(for_run: i64, group: &str) -> String {
 }
 
 /// Creates the group's row if needed and locks it for the transaction; its id.
-pub(crate) async fn lock_group(tx: &mut Tx, scope: &str, name: &str) -> anyhow::Result<i64> {
+pub(crate) async fn lock_group(tx: &mut Tx<'_>, scope: &str, name: &str) -> anyhow::Result<i64> {
     tx.scalar(
         Statement::new(
             "INSERT INTO concurrency_groups (scope, name) VALUES ($1, $2) \
@@ -96,7 +96,7 @@ pub(crate) async fn lock_group(tx: &mut Tx, scope: &str, name: &str) -> anyhow::
 }
 
 /// Locks the row of an existing group by id.
-pub(crate) async fn relock_group(tx: &mut Tx, group_id: i64) -> anyhow::Result<()> {
+pub(crate) async fn relock_group(tx: &mut Tx<'_>, group_id: i64) -> anyhow::Result<()> {
     tx.execute(
         Statement::new("UPDATE concurrency_groups SET name = name WHERE id = $1").bind(group_id),
     )
@@ -105,7 +105,7 @@ pub(crate) async fn relock_group(tx: &mut Tx, group_id: i64) -> anyhow::Result<(
 }
 
 /// The active run of a locked group, if any.
-pub(crate) async fn active_run(tx: &mut Tx, group_id: i64) -> anyhow::Result<Option<i64>> {
+pub(crate) async fn active_run(tx: &mut Tx<'_>, group_id: i64) -> anyhow::Result<Option<i64>> {
     tx.scalar(
         Statement::new(
             "SELECT id FROM runs WHERE concurrency_group_id = $1 \
@@ -118,7 +118,7 @@ pub(crate) async fn active_run(tx: &mut Tx, group_id: i64) -> anyhow::Result<Opt
 
 /// In a locked group with no active run, starts (`pending` → `queued`) the oldest waiting
 /// run that was not superseded; its id. The caller advances it after the commit.
-pub(crate) async fn promote(tx: &mut Tx, group_id: i64) -> anyhow::Result<Option<i64>> {
+pub(crate) async fn promote(tx: &mut Tx<'_>, group_id: i64) -> anyhow::Result<Option<i64>> {
     if active_run(tx, group_id).await?.is_some() {
         return Ok(None);
     }

@@ -17,7 +17,7 @@ use super::tx::{Statement, Tx};
 use super::{NewRun, Store, Triggerer};
 
 /// A step run as a re-run carries it over.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct CarriedStep {
     id: i64,
     status: String,
@@ -31,7 +31,7 @@ struct CarriedStep {
 /// Carries `steps` (step ids) of run `from` into run `run_id`, inside transaction `tx`,
 /// right after the new run's step runs were inserted.
 pub(crate) async fn carry_steps(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     run_id: i64,
     from: i64,
     steps: &[String],

@@ -15,7 +15,7 @@ use evaluator::plan::Plan;
 use anyhow::Context;
 
 use super::groups::{self, active_run, lock_group};
-use super::tx::{Statement, Tx};
+use super::tx::{Conn, Statement, Tx};
 use super::{now_ms, on_db, KnownSteps, Store, Triggerer};
 
 /// A run to start (what `Executor::start_run` takes and the store keeps).
@@ -72,7 +72,7 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
 pub struct StepRunRow {
     pub id: i64,
     pub run_id: i64,
@@ -221,7 +221,7 @@ pub(crate) const STEP_STATE_COLUMNS: &str =
 /// The step runs `ids` of run `run_id` as [`STEP_STATE_COLUMNS`] reads them, 256 ids to a
 /// statement, in the order the database gives them.
 pub(crate) async fn step_states_by_id(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     run_id: i64,
     ids: &[i64],
 ) -> anyhow::Result<Vec<StepRunRow>> {
@@ -299,7 +299,9 @@ impl Store {
         // transaction commits, so every run of one workflow created at the same time would
         // wait for the one before it; only a new workflow, or a new name, is written.
         // (Outside it, as a SQLite transaction must open with a write.)
-        let known: Option<(i64, String)> = Tx::autocommit(&self.db)
+        let mut conn = Conn::acquire(&self.db).await?;
+        let known: Option<(i64, String)> = conn
+            .autocommit()
             .await?
             .row(
                 Statement::new("SELECT id, name FROM workflows WHERE source = $1 AND path = $2")
@@ -307,7 +309,7 @@ impl Store {
                     .bind(new.workflow_path),
             )
             .await?;
-        let mut tx = Tx::begin(&self.db).await?;
+        let mut tx = conn.begin().await?;
         let workflow_id: i64 = match known {
             Some((id, name)) if name == new.plan.name => id,
             _ => tx
@@ -572,7 +574,8 @@ impl Store {
         run_id: i64,
         ids: &[i64],
     ) -> anyhow::Result<Vec<StepRunRow>> {
-        let mut tx = Tx::autocommit(&self.db).await?;
+        let mut conn = Conn::acquire(&self.db).await?;
+        let mut tx = conn.autocommit().await?;
         let mut rows = step_states_by_id(&mut tx, run_id, ids).await?;
         rows.sort_by_key(|row| row.position);
         Ok(rows)

@@ -21,6 +21,7 @@
 mod approvals;
 pub mod environments;
 mod for_pool;
+mod network_route;
 pub mod outputs;
 mod plan_facts;
 pub mod reruns;
@@ -36,8 +37,8 @@ use evaluator::plan::Plan;
 use crate::events::{Event, Events};
 use crate::metrics;
 use crate::store::{
-    now_ms, AttemptEnd, Claimed, CompletedAndAdvanced, CompletedAttempt, KnownSteps, NewRun,
-    RunRepo, RunSnapshot, StepAfter, Store, Triggerer,
+    now_ms, AttemptEnd, ClaimNext, CompletedAndAdvanced, CompletedAttempt, KnownSteps, NewRun,
+    NextClaim, RunRepo, RunSnapshot, StepAfter, Store, Triggerer,
 };
 use crate::vault::Vault;
 use outputs::{OutputCache, Outputs};
@@ -99,9 +100,8 @@ pub struct Completed {
     /// runners' polls.
     pub queued: usize,
     /// The runner's next attempt, claimed with the completion when [`RunnerSaid::next_labels`]
-    /// asked for it: `Some(None)` when there was nothing to take (the runner is `idle`
-    /// again). `None`: no claim was made, the caller claims (if it wants one).
-    pub next: Option<Option<Claimed>>,
+    /// asked for it.
+    pub next: NextClaim,
 }
 
 /// An attempt's end that [`Executor::advance_one`] applies first, in the transaction of
@@ -110,9 +110,9 @@ struct Completing<'a> {
     attempt_id: i64,
     runner_id: Option<i64>,
     end: &'a AttemptEnd<'a>,
-    /// The reporting runner's label sets, when it claims its next attempt in the same
+    /// The reporting runner and its label sets, when it claims its next attempt in the same
     /// transaction.
-    claim_next: Option<&'a [String]>,
+    claim_next: Option<ClaimNext<'a>>,
     /// What becomes of the attempt's step run.
     after: Box<dyn FnOnce(&CompletedAttempt) -> StepAfter + Send + 'a>,
     /// Set by `after` when the step run ended without outputs, as (step run, iteration):
@@ -132,7 +132,21 @@ struct OneAdvance {
     looped: bool,
     queued: usize,
     /// The next attempt claimed for the completing runner ([`Completed::next`]).
-    next: Option<Option<Claimed>>,
+    next: NextClaim,
+}
+
+/// Why a step gets no secrets at all (its attempt fails with this reason).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsRefused {
+    /// Its environment keeps them from it now.
+    #[error(transparent)]
+    Gate(#[from] environments::GateRefused),
+    /// A sealed secret the vault does not open.
+    #[error("secret '{name}': {error}")]
+    DoesNotOpen { name: String, error: anyhow::Error },
+    /// A secret set nowhere (repository, environment, engine).
+    #[error("secret '{0}' is not set")]
+    NotSet(String),
 }
 
 /// The secrets a step gets.
@@ -261,14 +275,24 @@ impl Executor {
             .max_parallel
             .map_or(self.max_parallel, |n| self.max_parallel.min(i64::from(n)))
             .max(1);
+        // The step runs' labels ask for a runner that enforces each step's network policy.
+        let routed = network_route::routed(run.plan);
+        let stored = NewRun {
+            plan: &routed,
+            ..*run
+        };
         let created = match triggerer {
             _ if !carry.is_empty() => {
                 self.store
-                    .create_rerun_by(run, max_parallel, triggerer, carry)
+                    .create_rerun_by(&stored, max_parallel, triggerer, carry)
                     .await
             }
-            Some(triggerer) => self.store.create_run_by(run, max_parallel, triggerer).await,
-            None => self.store.create_run(run, max_parallel).await,
+            Some(triggerer) => {
+                self.store
+                    .create_run_by(&stored, max_parallel, triggerer)
+                    .await
+            }
+            None => self.store.create_run(&stored, max_parallel).await,
         }
         .context("storing the run")?;
         self.remember(created.id, Arc::new(run.plan.clone()));
@@ -610,10 +634,13 @@ impl Executor {
                     attempt_id,
                     runner_id,
                     end: &end,
-                    claim_next: next_labels
-                        .as_deref()
+                    claim_next: runner_id
+                        .zip(next_labels.as_deref())
                         .filter(|_| end.runner_claims_next)
-                        .map(Vec::as_slice),
+                        .map(|(runner_id, label_sets)| ClaimNext {
+                            runner_id,
+                            label_sets,
+                        }),
                     after: after(),
                     ended_empty: &ended_without_outputs,
                 }),
@@ -659,7 +686,7 @@ impl Executor {
                         .keep(attempt.run_id, step_run, Outputs::default());
                 }
                 let run = attempt.run_id;
-                (attempt, 0, Some(run), None)
+                (attempt, 0, Some(run), NextClaim::NotAsked)
             }
         };
         if let Some((ready_at, started_at)) = attempt.folded_start {
@@ -681,7 +708,7 @@ impl Executor {
             Ok(queued) => queued,
             // The report and the claim committed: the claim must reach the runner. The
             // run left behind is advanced again by the sweeper's pass over active runs.
-            Err(error) if matches!(claimed, Some(Some(_))) => {
+            Err(error) if matches!(claimed, NextClaim::Claimed(_)) => {
                 tracing::warn!(
                     run = run_id,
                     "advancing after attempt {attempt_id}: {error:#}"
@@ -750,7 +777,7 @@ impl Executor {
         run_id: i64,
         step_id: &str,
         names: &[String],
-    ) -> anyhow::Result<Result<Secrets, String>> {
+    ) -> anyhow::Result<Result<Secrets, SecretsRefused>> {
         let plan = self.plan(run_id).await?;
         let facts = self.lock_outputs().facts(run_id, &plan);
         let environment = facts
@@ -771,8 +798,8 @@ impl Executor {
                     .step_run(run_id, step_id)
                     .await?
                     .and_then(|row| row.review_passed_at);
-                if let Err(reason) = environments::secrets_gate(name, origin, defined, passed) {
-                    return Ok(Err(reason));
+                if let Err(refused) = environments::secrets_gate(name, origin, defined, passed) {
+                    return Ok(Err(SecretsRefused::Gate(refused)));
                 }
                 if let Some(defined) = defined {
                     from_environment = self
@@ -803,10 +830,15 @@ impl Executor {
             let value = match (sealed, self.secrets.get(name)) {
                 (Some(sealed), _) => match self.vault.open(sealed) {
                     Ok(value) => value,
-                    Err(e) => return Ok(Err(format!("secret '{name}': {e}"))),
+                    Err(error) => {
+                        return Ok(Err(SecretsRefused::DoesNotOpen {
+                            name: name.clone(),
+                            error,
+                        }))
+                    }
                 },
                 (None, Some(value)) => value.clone(),
-                (None, None) => return Ok(Err(format!("secret '{name}' is not set"))),
+                (None, None) => return Ok(Err(SecretsRefused::NotSet(name.clone()))),
             };
             values.insert(name.clone(), value);
         }

@@ -1,0 +1,267 @@
+//! A transition on SQLite's one connection, locked: sqlx's worker thread hands the
+//! connection over once ([`sqlx::sqlite::LockedSqliteHandle`]) and every statement of the
+//! transition runs on the calling thread through `rusqlite` on the same handle, with its
+//! statements prepared once per session.
+//!
+//! Invariants:
+//! - The `rusqlite` view of the handle never outlives the lock: it is dropped (its
+//!   prepared statements finalized) before the lock is released, and never closes the
+//!   handle (sqlx owns it).
+//! - A session that began a transaction ends it before the lock is released: by
+//!   [`Session::commit`], or by a `ROLLBACK` when dropped without one, so sqlx never gets
+//!   the connection back inside a transaction it does not know of.
+//! - `$N` placeholders are bound by their number (SQLite numbers parameters by first
+//!   appearance), as sqlx's SQLite driver binds them.
+
+use anyhow::Context;
+use rusqlite::types::ValueRef;
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::LockedSqliteHandle;
+use sqlx::Sqlite;
+
+use super::{Arg, Statement};
+
+/// The locked connection, for one transition or a few reads.
+pub(crate) struct Session<'c> {
+    /// Declared first: dropped before the lock.
+    conn: rusqlite::Connection,
+    /// Whether a transaction is open (rolled back on drop).
+    in_transaction: bool,
+    _lock: LockedSqliteHandle<'c>,
+}
+
+impl<'c> Session<'c> {
+    async fn lock(conn: &'c mut PoolConnection<Sqlite>) -> anyhow::Result<Session<'c>> {
+        let mut lock = conn
+            .lock_handle()
+            .await
+            .context("locking the SQLite connection")?;
+        let handle = lock.as_raw_handle();
+        // The one unsafe call of the store.
+        // SAFETY: the handle is valid and used by no one else while `lock` is held; the
+        // connection made of it is dropped before `lock` (field order) and, made by
+        // `from_handle`, never closes the handle.
+        #[allow(unsafe_code)]
+        let conn = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }
+            .context("using the locked SQLite connection")?;
+        Ok(Session {
+            conn,
+            in_transaction: false,
+            _lock: lock,
+        })
+    }
+
+    /// Locks the connection and opens a transaction on it.
+    pub(crate) async fn begin(conn: &'c mut PoolConnection<Sqlite>) -> anyhow::Result<Self> {
+        let mut session = Session::lock(conn).await?;
+        session.conn.execute_batch("BEGIN").context("BEGIN")?;
+        session.in_transaction = true;
+        Ok(session)
+    }
+
+    /// Locks the connection for statements that each commit on their own.
+    pub(crate) async fn autocommit(conn: &'c mut PoolConnection<Sqlite>) -> anyhow::Result<Self> {
+        Session::lock(conn).await
+    }
+
+    pub(crate) fn commit(mut self) -> anyhow::Result<()> {
+        if self.in_transaction {
+            self.conn.execute_batch("COMMIT").context("COMMIT")?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    /// The statement prepared (once a session) with its arguments bound.
+    fn prepare(&self, statement: &Statement<'_>) -> anyhow::Result<rusqlite::CachedStatement<'_>> {
+        let mut prepared = self.conn.prepare_cached(statement.sql_for_sqlite())?;
+        for index in 1..=prepared.parameter_count() {
+            let name = prepared.parameter_name(index).unwrap_or("?");
+            let number: usize = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("placeholder {name}: only $N is bound"))?;
+            let arg = statement
+                .args
+                .get(number.wrapping_sub(1))
+                .with_context(|| format!("no argument bound for {name}"))?;
+            match *arg {
+                Arg::Int(value) => prepared.raw_bind_parameter(index, value)?,
+                Arg::Text(value) => prepared.raw_bind_parameter(index, value)?,
+                Arg::Bool(value) => prepared.raw_bind_parameter(index, value)?,
+                Arg::TextSet(values) => {
+                    prepared.raw_bind_parameter(index, serde_json::to_string(values)?)?
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    pub(crate) fn execute(&self, statement: &Statement<'_>) -> anyhow::Result<u64> {
+        let mut prepared = self.prepare(statement)?;
+        let mut rows = prepared.raw_query();
+        // Stepped to the end: a statement that returns rows runs whole all the same.
+        while rows.next()?.is_some() {}
+        Ok(self.conn.changes())
+    }
+
+    /// Every row, decoded by column name.
+    pub(crate) fn rows<T: DeserializeOwned>(
+        &self,
+        statement: &Statement<'_>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut prepared = self.prepare(statement)?;
+        let names: Vec<String> = prepared
+            .column_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut rows = prepared.raw_query();
+        let mut decoded = Vec::new();
+        while let Some(row) = rows.next()? {
+            let values = (0..names.len())
+                .map(|i| row.get_ref(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            decoded.push(T::deserialize(RowDeserializer {
+                names: &names,
+                values: &values,
+            })?);
+        }
+        Ok(decoded)
+    }
+
+    /// The first column of every row.
+    pub(crate) fn first_columns<T: DeserializeOwned>(
+        &self,
+        statement: &Statement<'_>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut prepared = self.prepare(statement)?;
+        let mut rows = prepared.raw_query();
+        let mut decoded = Vec::new();
+        while let Some(row) = rows.next()? {
+            decoded.push(T::deserialize(ValueDeserializer(row.get_ref(0)?))?);
+        }
+        Ok(decoded)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            if let Err(error) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!("rolling back an unfinished SQLite transaction: {error}");
+            }
+        }
+    }
+}
+
+/// Why a row did not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct DecodeError(String);
+
+impl de::Error for DecodeError {
+    fn custom<M: std::fmt::Display>(message: M) -> Self {
+        DecodeError(message.to_string())
+    }
+}
+
+/// A row as a map of column names to values (structs) or a sequence (tuples).
+struct RowDeserializer<'r> {
+    names: &'r [String],
+    values: &'r [ValueRef<'r>],
+}
+
+impl<'de> de::Deserializer<'de> for RowDeserializer<'_> {
+    type Error = DecodeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
+        self.deserialize_map(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
+        let entries = self
+            .names
+            .iter()
+            .map(|name| name.as_str())
+            .zip(self.values.iter().copied().map(ValueDeserializer));
+        visitor.visit_map(de::value::MapDeserializer::new(entries))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DecodeError> {
+        self.deserialize_map(visitor)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DecodeError> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
+        let values = self.values.iter().copied().map(ValueDeserializer);
+        visitor.visit_seq(de::value::SeqDeserializer::new(values))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct tuple_struct enum identifier ignored_any
+    }
+}
+
+/// One column's value. SQLite has no boolean: an integer decodes as one (0 is false).
+#[derive(Clone, Copy)]
+struct ValueDeserializer<'r>(ValueRef<'r>);
+
+impl<'de> IntoDeserializer<'de, DecodeError> for ValueDeserializer<'_> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> de::Deserializer<'de> for ValueDeserializer<'_> {
+    type Error = DecodeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
+        match self.0 {
+            ValueRef::Null => visitor.visit_unit(),
+            ValueRef::Integer(value) => visitor.visit_i64(value),
+            ValueRef::Real(value) => visitor.visit_f64(value),
+            ValueRef::Text(text) => match std::str::from_utf8(text) {
+                Ok(text) => visitor.visit_str(text),
+                Err(_) => Err(de::Error::custom("a text column that is not UTF-8")),
+            },
+            ValueRef::Blob(bytes) => visitor.visit_bytes(bytes),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
+        match self.0 {
+            ValueRef::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
+        match self.0 {
+            ValueRef::Integer(value) => visitor.visit_bool(value != 0),
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+        ignored_any
+    }
+}
