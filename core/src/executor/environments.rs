@@ -129,20 +129,31 @@ pub fn admit(gate: Option<&Gate>, row: &StepRunRow, iteration: i64, now: i64) ->
     }
 }
 
-/// The claim-time check before a step of environment `name` gets its secrets: `Err` with
-/// the reason when the gate would not let the step through now (ref, fork, definition),
-/// or when it needed a review that the step run does not hold.
+/// Why [`secrets_gate`] keeps an environment's secrets from a step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateRefused {
+    /// The gate would not let the step through now (ref, fork, definition): its reason.
+    #[error("{0}")]
+    Closed(String),
+    /// The gate needs a review that the step run does not hold.
+    #[error("environment '{environment}' needs a review before its secrets are given")]
+    NeedsReview { environment: String },
+}
+
+/// The claim-time check before a step of environment `name` gets its secrets.
 pub fn secrets_gate(
     name: &str,
     origin: &RunOrigin,
     defined: Option<&EnvironmentRow>,
     review_passed_at: Option<i64>,
-) -> Result<(), String> {
+) -> Result<(), GateRefused> {
     match gate(name, origin, defined) {
-        Gate::Refused(reason) => Err(reason),
-        Gate::Open { review: true, .. } if review_passed_at.is_none() => Err(format!(
-            "environment '{name}' needs a review before its secrets are given"
-        )),
+        Gate::Refused(reason) => Err(GateRefused::Closed(reason)),
+        Gate::Open { review: true, .. } if review_passed_at.is_none() => {
+            Err(GateRefused::NeedsReview {
+                environment: name.to_owned(),
+            })
+        }
         Gate::Open { .. } => Ok(()),
     }
 }

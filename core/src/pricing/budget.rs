@@ -225,8 +225,31 @@ pub struct Claimed<'a> {
     pub step_id: &'a str,
 }
 
+/// Why a claimed `llm` attempt fails before it starts, for its budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetRefused {
+    /// The step has a cost limit and the price table does not price its model.
+    #[error(
+        "budget: the engine's price table has no price for model {model}, and this step \
+         has a cost limit (max_cost_usd or the run's budget_usd); add it with \
+         --llm-prices FILE"
+    )]
+    NoPrice { model: String },
+    /// The run's `budget_usd` (micro-USD) is spent or held by its other attempts.
+    #[error(
+        "budget: the run's budget_usd {} is used up ({} USD spent or held by its other \
+         llm attempts)",
+        runner::llm::budget::usd(*budget_micros),
+        runner::llm::budget::usd(*others_micros)
+    )]
+    RunBudgetUsedUp {
+        budget_micros: u64,
+        others_micros: u64,
+    },
+}
+
 /// The budget of `claimed` with `limits`: `Ok(None)` when it has none, `Ok(Some)` to send,
-/// `Err(reason)` when it must fail before it starts. `plan` (the run's plan) is awaited
+/// `Err` when it must fail before it starts. `plan` (the run's plan) is awaited
 /// only when the step has no bound of its own under a run budget.
 pub async fn assign(
     store: &Store,
@@ -234,7 +257,7 @@ pub async fn assign(
     claimed: Claimed<'_>,
     limits: Option<&Limits>,
     plan: impl std::future::Future<Output = anyhow::Result<Arc<Plan>>>,
-) -> anyhow::Result<Result<Option<Budget>, String>> {
+) -> anyhow::Result<Result<Option<Budget>, BudgetRefused>> {
     let Some(limits) = limits else {
         return Ok(Ok(None));
     };
@@ -243,12 +266,9 @@ pub async fn assign(
         (false, _) => None,
         (true, Some(price)) => Some(price),
         (true, None) => {
-            return Ok(Err(format!(
-                "budget: the engine's price table has no price for model {}, and this step \
-                 has a cost limit (max_cost_usd or the run's budget_usd); add it with \
-                 --llm-prices FILE",
-                limits.model
-            )))
+            return Ok(Err(BudgetRefused::NoPrice {
+                model: limits.model.clone(),
+            }))
         }
     };
     let mut max_cost = limits.max_cost_micros;
@@ -273,12 +293,10 @@ pub async fn assign(
             .await?;
         let others = u64::try_from(held.others).unwrap_or(0);
         if held.held <= 0 {
-            return Ok(Err(format!(
-                "budget: the run's budget_usd {} is used up ({} USD spent or held by its other \
-                 llm attempts)",
-                runner::llm::budget::usd(budget),
-                runner::llm::budget::usd(others)
-            )));
+            return Ok(Err(BudgetRefused::RunBudgetUsedUp {
+                budget_micros: budget,
+                others_micros: others,
+            }));
         }
         let held = u64::try_from(held.held).unwrap_or(0);
         // The step's own max_cost_usd names the limit only when it is what the step holds.

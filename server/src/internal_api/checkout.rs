@@ -11,15 +11,16 @@
 
 use plue_types::protocol::WorkspaceSource;
 
+use super::refused::AttemptRefused;
 use crate::executor::Executor;
 
-/// `workspace` with its checkout credential where one is needed; `Err(reason)`: the forge
-/// gave none (the attempt fails with that reason, which holds no token).
+/// `workspace` with its checkout credential where one is needed; `Err`: the forge gave
+/// none (the attempt fails with that reason, which holds no token).
 pub(super) async fn with_credential(
     executor: &Executor,
     run_id: i64,
     workspace: WorkspaceSource,
-) -> anyhow::Result<Result<WorkspaceSource, String>> {
+) -> anyhow::Result<Result<WorkspaceSource, AttemptRefused>> {
     let auth = executor.forge_auth();
     let WorkspaceSource::Git {
         url,
@@ -54,10 +55,10 @@ pub(super) async fn with_credential(
             sha,
             credential,
         })),
-        Err(e) => Ok(Err(format!(
-            "the forge gave no token to check out {}: {e}",
-            repo.name
-        ))),
+        Err(error) => Ok(Err(AttemptRefused::CheckoutToken {
+            repo: repo.name,
+            error,
+        })),
     }
 }
 
@@ -184,7 +185,8 @@ mod tests {
         )
         .await
         .unwrap()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(refused.contains("not installed on acme/app"), "{refused}");
         assert!(!refused.contains(&token), "{refused}");
     }

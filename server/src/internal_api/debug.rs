@@ -30,6 +30,7 @@ use plue_types::protocol::debug::{
 use plue_types::protocol::{Ack, Assignment, Handoff, StepAction};
 use serde::Deserialize;
 
+use super::refused::AttemptRefused;
 use super::{authenticate, AuthedRunner, InternalState};
 use crate::debug_relay::{self, relay, Phase, Session};
 use crate::dispatch::Dispatch;
@@ -95,8 +96,8 @@ pub(super) async fn claim(
                     assignment,
                 }))
             }
-            Err(reason) => {
-                debug_relay::end(store, &id, &reason).await?;
+            Err(refused) => {
+                debug_relay::end(store, &id, &refused.to_string()).await?;
             }
         }
     }
@@ -107,14 +108,14 @@ async fn assignment(
     state: &InternalState,
     runner: &AuthedRunner,
     claim: &crate::store::DebugClaim,
-) -> ApiResult<Result<Assignment, String>> {
+) -> ApiResult<Result<Assignment, AttemptRefused>> {
     let run_id = claim.session.run_id;
     let dispatch: Dispatch = match serde_json::from_str(&claim.dispatch) {
         Ok(dispatch) => dispatch,
-        Err(e) => return Ok(Err(format!("unreadable dispatch document: {e}"))),
+        Err(e) => return Ok(Err(e.into())),
     };
     if matches!(dispatch.action, StepAction::Llm { .. }) {
-        return Ok(Err("an llm step has no shell to debug".into()));
+        return Ok(Err(AttemptRefused::LlmHasNoShell));
     }
     let secrets = match state
         .executor
@@ -122,13 +123,12 @@ async fn assignment(
         .await?
     {
         Ok(secrets) => secrets,
-        Err(reason) => return Ok(Err(reason)),
+        Err(refused) => return Ok(Err(refused.into())),
     };
     if !runner.secrets && !secrets.values.is_empty() {
-        return Ok(Err(format!(
-            "the step needs secrets but runner {}'s registration token does not allow secrets",
-            runner.id
-        )));
+        return Ok(Err(AttemptRefused::DebugRunnerWithoutSecrets {
+            runner: runner.id,
+        }));
     }
     let workspace = serde_json::from_str(&claim.workspace)
         .map_err(|e| anyhow::anyhow!("stored workspace of run {run_id}: {e}"))?;
