@@ -21,9 +21,39 @@ pub enum Piece<'a> {
     Field(&'static str),
 }
 
-/// Parses a group template; the error is a message without a location (the caller knows
+/// A group template [`parse`] refused; the message has no location (the caller knows
 /// where the template was written).
-pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("concurrency group '{template}': {problem}")]
+pub struct BadGroup {
+    pub template: String,
+    pub problem: GroupProblem,
+}
+
+/// What is wrong with a group template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupProblem {
+    #[error("unmatched '}}' (write '}}}}' for a literal brace)")]
+    UnmatchedClose,
+    #[error("unclosed '{{' (write '{{{{' for a literal brace)")]
+    UnclosedOpen,
+    /// `{name}` is not one of [`PLACEHOLDERS`].
+    #[error(
+        "unknown placeholder '{{{name}}}'{}; expected one of {}",
+        did_you_mean(name, PLACEHOLDERS),
+        PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+    )]
+    UnknownPlaceholder { name: String },
+}
+
+/// Parses a group template.
+pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, BadGroup> {
+    let bad = |problem: GroupProblem| {
+        Err(BadGroup {
+            template: template.to_owned(),
+            problem,
+        })
+    };
     let mut pieces = Vec::new();
     let mut rest = template;
     while !rest.is_empty() {
@@ -42,22 +72,16 @@ pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
             pieces.push(Piece::Text("}"));
             rest = after;
         } else if tail.starts_with('}') {
-            return Err(format!(
-                "concurrency group '{template}': unmatched '}}' (write '}}}}' for a literal brace)"
-            ));
+            return bad(GroupProblem::UnmatchedClose);
         } else {
             let Some(end) = tail.find('}') else {
-                return Err(format!(
-                    "concurrency group '{template}': unclosed '{{' (write '{{{{' for a literal brace)"
-                ));
+                return bad(GroupProblem::UnclosedOpen);
             };
             let name = &tail[1..end];
             let Some(field) = PLACEHOLDERS.iter().find(|p| **p == name) else {
-                let hint = did_you_mean(name, PLACEHOLDERS);
-                return Err(format!(
-                    "concurrency group '{template}': unknown placeholder '{{{name}}}'{hint}; expected one of {}",
-                    PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
-                ));
+                return bad(GroupProblem::UnknownPlaceholder {
+                    name: name.to_owned(),
+                });
             };
             pieces.push(Piece::Field(field));
             rest = &tail[end + 1..];
@@ -128,6 +152,13 @@ mod tests {
     #[test]
     fn unknown_and_unbalanced_placeholders_are_refused() {
         let unknown = parse("deploy-{brnch}").unwrap_err();
+        assert_eq!(
+            unknown.problem,
+            GroupProblem::UnknownPlaceholder {
+                name: "brnch".into()
+            }
+        );
+        let unknown = unknown.to_string();
         assert!(
             unknown.contains("unknown placeholder '{brnch}' (did you mean 'branch'?)"),
             "{unknown}"
@@ -138,10 +169,17 @@ mod tests {
         );
         assert!(parse("{}")
             .unwrap_err()
+            .to_string()
             .contains("unknown placeholder '{}'"));
         assert!(parse("{ctx.branch}").is_err());
-        assert!(parse("a{branch").unwrap_err().contains("unclosed '{'"));
-        assert!(parse("a}b").unwrap_err().contains("unmatched '}'"));
+        assert_eq!(
+            parse("a{branch").unwrap_err().to_string(),
+            "concurrency group 'a{branch': unclosed '{' (write '{{' for a literal brace)"
+        );
+        assert_eq!(
+            parse("a}b").unwrap_err().to_string(),
+            "concurrency group 'a}b': unmatched '}' (write '}}' for a literal brace)"
+        );
     }
 
     #[test]

@@ -24,26 +24,39 @@ impl Pattern {
     }
 }
 
-/// Compiles `pattern`; the error is a short reason for a message.
-pub fn compile(pattern: &str) -> Result<Pattern, String> {
+/// Why a pattern does not compile; shown as a short reason after the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("empty pattern")]
+    Empty,
+    /// Longer than [`MAX_GLOB_LEN`] bytes; holds its length.
+    #[error("the pattern is {0} bytes; the limit is {MAX_GLOB_LEN}")]
+    TooLong(usize),
+    /// Not glob syntax (an unclosed class or alternation, a bad range).
+    #[error("{0}")]
+    Syntax(globset::ErrorKind),
+    /// Valid, but its regex outgrows the size limit.
+    #[error("the pattern is too complex ({0})")]
+    TooComplex(globset::ErrorKind),
+}
+
+/// Compiles `pattern`.
+pub fn compile(pattern: &str) -> Result<Pattern, GlobError> {
     if pattern.is_empty() {
-        return Err("empty pattern".into());
+        return Err(GlobError::Empty);
     }
     if pattern.len() > MAX_GLOB_LEN {
-        return Err(format!(
-            "the pattern is {} bytes; the limit is {MAX_GLOB_LEN}",
-            pattern.len()
-        ));
+        return Err(GlobError::TooLong(pattern.len()));
     }
     let glob = GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
-        .map_err(|e| e.kind().to_string())?;
+        .map_err(|e| GlobError::Syntax(e.kind().clone()))?;
     GlobSetBuilder::new()
         .add(glob)
         .build()
         .map(Pattern)
-        .map_err(|e| format!("the pattern is too complex ({})", e.kind()))
+        .map_err(|e| GlobError::TooComplex(e.kind().clone()))
 }
 
 #[cfg(test)]
@@ -58,8 +71,14 @@ mod tests {
         assert!(compile("release/**")
             .unwrap()
             .is_match("release/1.0/hotfix"));
-        assert!(compile("release/[").is_err());
-        assert!(compile("").is_err());
+        assert!(matches!(compile("release/["), Err(GlobError::Syntax(_))));
+        assert_eq!(compile("").unwrap_err(), GlobError::Empty);
+        assert_eq!(
+            compile(&"?".repeat(MAX_GLOB_LEN + 1))
+                .unwrap_err()
+                .to_string(),
+            "the pattern is 513 bytes; the limit is 512"
+        );
     }
 
     // regression: a million `?` passed validation and panicked in trigger matching.

@@ -85,9 +85,53 @@ pub struct HostPattern {
     pub port: Option<u16>,
 }
 
-/// Parses one pattern; the error is a sentence naming the pattern and the rule it breaks.
-pub fn parse_pattern(pattern: &str) -> Result<HostPattern, String> {
-    let bad = |why: &str| Err(format!("invalid host pattern '{pattern}': {why}"));
+/// A pattern [`parse_pattern`] refused: the pattern and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid host pattern '{pattern}': {rule}")]
+pub struct BadHostPattern {
+    pub pattern: String,
+    pub rule: HostRule,
+}
+
+/// The rules of a host pattern (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostRule {
+    #[error("the port must be a number from 1 to 65535")]
+    Port,
+    #[error("a host name is missing")]
+    MissingName,
+    #[error("a host name is at most 253 characters")]
+    NameTooLong,
+    #[error("'*.' goes only before a DNS name, not an address")]
+    WildcardAddress,
+    #[error("'*' may only be the whole first label, as in '*.github.com'")]
+    WildcardPlace,
+    #[error("each dot-separated label holds 1 to 63 characters")]
+    LabelLength,
+    #[error("a label neither starts nor ends with '-'")]
+    LabelHyphen,
+    /// A character outside `a-z 0-9 - .`; `lowercase` is the pattern to write instead
+    /// when the character was an upper-case letter.
+    #[error(
+        "'{found}' is not allowed; use lowercase letters, digits, '-' and '.'{}",
+        lowercase.as_ref().map(|p| format!(" (write '{p}')")).unwrap_or_default()
+    )]
+    Character {
+        found: char,
+        lowercase: Option<String>,
+    },
+    #[error("a name whose last label is all digits is neither a DNS name nor an IPv4 address")]
+    NumericLastLabel,
+}
+
+/// Parses one pattern; the error names the pattern and the rule it breaks.
+pub fn parse_pattern(pattern: &str) -> Result<HostPattern, BadHostPattern> {
+    let bad = |rule: HostRule| {
+        Err(BadHostPattern {
+            pattern: pattern.to_owned(),
+            rule,
+        })
+    };
     let (host, port) = match pattern.rsplit_once(':') {
         Some((host, port)) => {
             let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
@@ -95,7 +139,7 @@ pub fn parse_pattern(pattern: &str) -> Result<HostPattern, String> {
                 Ok(parsed) if digits && parsed > 0 && !port.starts_with('0') => {
                     (host, Some(parsed))
                 }
-                _ => return bad("the port must be a number from 1 to 65535"),
+                _ => return bad(HostRule::Port),
             }
         }
         None => (pattern, None),
@@ -105,14 +149,14 @@ pub fn parse_pattern(pattern: &str) -> Result<HostPattern, String> {
         None => (host, false),
     };
     if name.is_empty() {
-        return bad("a host name is missing");
+        return bad(HostRule::MissingName);
     }
     if name.len() > MAX_NAME_LEN {
-        return bad("a host name is at most 253 characters");
+        return bad(HostRule::NameTooLong);
     }
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
         if subdomains {
-            return bad("'*.' goes only before a DNS name, not an address");
+            return bad(HostRule::WildcardAddress);
         }
         return Ok(HostPattern {
             host: name.to_owned(),
@@ -122,26 +166,22 @@ pub fn parse_pattern(pattern: &str) -> Result<HostPattern, String> {
     }
     for label in name.split('.') {
         if label == "*" || label.contains('*') {
-            return bad("'*' may only be the whole first label, as in '*.github.com'");
+            return bad(HostRule::WildcardPlace);
         }
         if label.is_empty() || label.len() > 63 {
-            return bad("each dot-separated label holds 1 to 63 characters");
+            return bad(HostRule::LabelLength);
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return bad("a label neither starts nor ends with '-'");
+            return bad(HostRule::LabelHyphen);
         }
         if let Some(c) = label
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
         {
-            let hint = if c.is_ascii_uppercase() {
-                format!(" (write '{}')", pattern.to_ascii_lowercase())
-            } else {
-                String::new()
-            };
-            return Err(format!(
-                "invalid host pattern '{pattern}': '{c}' is not allowed; use lowercase letters, digits, '-' and '.'{hint}"
-            ));
+            return bad(HostRule::Character {
+                found: c,
+                lowercase: c.is_ascii_uppercase().then(|| pattern.to_ascii_lowercase()),
+            });
         }
     }
     if name
@@ -149,9 +189,7 @@ pub fn parse_pattern(pattern: &str) -> Result<HostPattern, String> {
         .next_back()
         .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
     {
-        return bad(
-            "a name whose last label is all digits is neither a DNS name nor an IPv4 address",
-        );
+        return bad(HostRule::NumericLastLabel);
     }
     Ok(HostPattern {
         host: name.to_owned(),
@@ -174,7 +212,7 @@ pub fn check(network: &Network) -> Vec<String> {
     }
     for host in hosts.iter().take(MAX_HOSTS) {
         if let Err(problem) = parse_pattern(host) {
-            problems.push(problem);
+            problems.push(problem.to_string());
         }
     }
     problems
@@ -234,9 +272,23 @@ mod tests {
         ] {
             assert!(parse_pattern(bad).is_err(), "{bad:?} was accepted");
         }
-        assert!(parse_pattern("Example.com")
-            .unwrap_err()
-            .contains("write 'example.com'"));
+        let upper = parse_pattern("Example.com").unwrap_err();
+        assert_eq!(
+            upper.rule,
+            HostRule::Character {
+                found: 'E',
+                lowercase: Some("example.com".into())
+            }
+        );
+        assert_eq!(
+            upper.to_string(),
+            "invalid host pattern 'Example.com': 'E' is not allowed; use lowercase letters, \
+             digits, '-' and '.' (write 'example.com')"
+        );
+        assert_eq!(
+            parse_pattern("host:0").unwrap_err().to_string(),
+            "invalid host pattern 'host:0': the port must be a number from 1 to 65535"
+        );
     }
 
     #[test]

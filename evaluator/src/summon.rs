@@ -66,14 +66,25 @@ pub fn matched_part(body: &str) -> &str {
     &body[..end]
 }
 
-/// Compiles a comment trigger's pattern with the limits above; the error is one line
-/// naming the pattern.
-pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, String> {
+/// A comment trigger's pattern [`compile_pattern`] refused; one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCommentPattern {
+    /// Longer than [`MAX_PATTERN_LEN`] bytes; holds its length.
+    #[error("comment pattern is {0} bytes; the limit is {MAX_PATTERN_LEN}")]
+    TooLong(usize),
+    /// Not a regex, or one past the size and nesting limits: the `regex` crate's reason
+    /// (the last line of its message).
+    #[error(
+        "invalid comment pattern '{}': {reason}",
+        crate::template::echo(pattern)
+    )]
+    Invalid { pattern: String, reason: String },
+}
+
+/// Compiles a comment trigger's pattern with the limits above.
+pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, BadCommentPattern> {
     if pattern.len() > MAX_PATTERN_LEN {
-        return Err(format!(
-            "comment pattern is {} bytes; the limit is {MAX_PATTERN_LEN}",
-            pattern.len()
-        ));
+        return Err(BadCommentPattern::TooLong(pattern.len()));
     }
     regex::RegexBuilder::new(pattern)
         .size_limit(PATTERN_SIZE_LIMIT)
@@ -84,11 +95,11 @@ pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, String> {
             let why = e.to_string();
             // The regex crate's message spans several lines (the pattern, a caret, the
             // error); keep its last line, the reason.
-            let reason = why.lines().last().unwrap_or("invalid").trim();
-            format!(
-                "invalid comment pattern '{}': {reason}",
-                crate::template::echo(pattern)
-            )
+            let reason = why.lines().last().unwrap_or("invalid").trim().to_owned();
+            BadCommentPattern::Invalid {
+                pattern: pattern.to_owned(),
+                reason,
+            }
         })
 }
 
@@ -101,16 +112,20 @@ mod tests {
         let re = compile_pattern(r"^/plue\s+fix\b").unwrap();
         assert!(re.is_match("/plue  fix the bug"));
         assert!(!re.is_match("please /plue fix"));
-        let err = compile_pattern("(unclosed").unwrap_err();
+        let err = compile_pattern("(unclosed").unwrap_err().to_string();
         assert!(
             err.starts_with("invalid comment pattern '(unclosed'"),
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");
         // A pattern whose compiled program is huge is refused rather than built.
-        let err = compile_pattern(r"\w{1000}\w{1000}\w{1000}").unwrap_err();
+        let err = compile_pattern(r"\w{1000}\w{1000}\w{1000}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("size limit"), "{err}");
         let err = compile_pattern(&"a".repeat(MAX_PATTERN_LEN + 1)).unwrap_err();
+        assert_eq!(err, BadCommentPattern::TooLong(MAX_PATTERN_LEN + 1));
+        let err = err.to_string();
         assert!(err.contains("the limit is 1024"), "{err}");
     }
 

@@ -66,25 +66,79 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || is_bidi_control(c) || is_format(c) || is_separator(c)
 }
 
+/// A character [`check_clean`] refuses, by what kind of character it is; shown (escaped)
+/// as the end of a sentence about the text: "contains the control character \x1b".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unclean {
+    /// U+0000, which PostgreSQL refuses in `TEXT`.
+    #[error("contains a NUL character")]
+    Nul,
+    /// A bidi override, isolate or (in [`TextKind::UserLine`]) mark.
+    #[error("contains the bidirectional control character {}", escape_char(*.0))]
+    Bidi(char),
+    /// A line or paragraph separator (Zl, Zp) in one-line text.
+    #[error("contains the line separator {}", escape_char(*.0))]
+    LineSeparator(char),
+    /// Another invisible format character (Cf) in [`TextKind::UserLine`].
+    #[error("contains the invisible format character {}", escape_char(*.0))]
+    Format(char),
+    /// A C0 or C1 control or DEL (a newline in one-line text).
+    #[error("contains the control character {}", escape_char(*.0))]
+    Control(char),
+}
+
+impl Unclean {
+    fn of(c: char) -> Unclean {
+        match c {
+            '\0' => Unclean::Nul,
+            c if is_bidi_control(c) || is_bidi_mark(c) => Unclean::Bidi(c),
+            c if is_separator(c) => Unclean::LineSeparator(c),
+            c if is_format(c) => Unclean::Format(c),
+            c => Unclean::Control(c),
+        }
+    }
+
+    /// The refused character.
+    pub fn char(self) -> char {
+        match self {
+            Unclean::Nul => '\0',
+            Unclean::Bidi(c)
+            | Unclean::LineSeparator(c)
+            | Unclean::Format(c)
+            | Unclean::Control(c) => c,
+        }
+    }
+}
+
+/// [`check_clean_field`]'s refusal: the field, the character's position (in characters,
+/// from 1) and what it is, with its code point.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {found} (U+{:04X}) at character {position}", found.char() as u32)]
+pub struct UncleanField {
+    pub field: String,
+    pub position: usize,
+    pub found: Unclean,
+}
+
 /// `Ok` when `text` carries no character [`TextKind`] refuses; otherwise the first
 /// offending character, escaped, for the message.
-pub fn check_clean(text: &str, kind: TextKind) -> Result<(), String> {
+pub fn check_clean(text: &str, kind: TextKind) -> Result<(), Unclean> {
     match first_unclean(text, kind) {
         None => Ok(()),
-        Some((_, c)) => Err(describe_unclean(c)),
+        Some((_, c)) => Err(Unclean::of(c)),
     }
 }
 
 /// [`check_clean`] for a named field of a request: the message names the field, the
 /// offending character's position (in characters, from 1) and its code point.
-pub fn check_clean_field(field: &str, text: &str, kind: TextKind) -> Result<(), String> {
+pub fn check_clean_field(field: &str, text: &str, kind: TextKind) -> Result<(), UncleanField> {
     match first_unclean(text, kind) {
         None => Ok(()),
-        Some((position, c)) => Err(format!(
-            "{field} {} (U+{:04X}) at character {position}",
-            describe_unclean(c),
-            c as u32
-        )),
+        Some((position, c)) => Err(UncleanField {
+            field: field.to_owned(),
+            position,
+            found: Unclean::of(c),
+        }),
     }
 }
 
@@ -103,19 +157,6 @@ fn first_unclean(text: &str, kind: TextKind) -> Option<(usize, char)> {
             }
         })
         .map(|(c, position)| (position, c))
-}
-
-fn describe_unclean(c: char) -> String {
-    match c {
-        '\0' => "contains a NUL character".into(),
-        c if is_bidi_control(c) || is_bidi_mark(c) => format!(
-            "contains the bidirectional control character {}",
-            escape_char(c)
-        ),
-        c if is_separator(c) => format!("contains the line separator {}", escape_char(c)),
-        c if is_format(c) => format!("contains the invisible format character {}", escape_char(c)),
-        c => format!("contains the control character {}", escape_char(c)),
-    }
 }
 
 fn escape_char(c: char) -> String {
@@ -222,15 +263,23 @@ mod tests {
         assert!(check_clean("a\nb", TextKind::Line).is_err());
         assert_eq!(
             check_clean("a\0b", TextKind::MultiLine).unwrap_err(),
+            Unclean::Nul
+        );
+        assert_eq!(
+            check_clean("a\0b", TextKind::MultiLine)
+                .unwrap_err()
+                .to_string(),
             "contains a NUL character"
         );
         assert!(check_clean("x\x1b[2J", TextKind::MultiLine)
             .unwrap_err()
+            .to_string()
             .contains("\\x1b"));
         assert!(check_clean("x\u{85}", TextKind::MultiLine).is_err(), "C1");
         assert!(check_clean("x\r", TextKind::MultiLine).is_err());
         assert!(check_clean("admin\u{202e}", TextKind::Line)
             .unwrap_err()
+            .to_string()
             .contains("bidirectional"));
         assert!(check_clean("é ü 漢字 🚀", TextKind::Line).is_ok());
     }
@@ -246,11 +295,15 @@ mod tests {
             assert!(check_clean(&text, TextKind::UserLine).is_err(), "{mark:?}");
         }
         assert_eq!(
-            check_clean_field("comment", "ok \u{202e}gnp.exe", TextKind::UserLine).unwrap_err(),
+            check_clean_field("comment", "ok \u{202e}gnp.exe", TextKind::UserLine)
+                .unwrap_err()
+                .to_string(),
             "comment contains the bidirectional control character \\u{202e} (U+202E) at character 4"
         );
         assert_eq!(
-            check_clean_field("name", "é\x1b", TextKind::UserLine).unwrap_err(),
+            check_clean_field("name", "é\x1b", TextKind::UserLine)
+                .unwrap_err()
+                .to_string(),
             "name contains the control character \\x1b (U+001B) at character 2"
         );
         assert!(check_clean_field("name", "a\nb", TextKind::UserLine).is_err());
@@ -276,7 +329,9 @@ mod tests {
             '\u{110bd}',
         ] {
             let text = format!("deploy{hidden}prod");
-            let refused = check_clean_field("name", &text, TextKind::UserLine).unwrap_err();
+            let refused = check_clean_field("name", &text, TextKind::UserLine)
+                .unwrap_err()
+                .to_string();
             assert!(
                 refused.contains(&format!("(U+{:04X}) at character 7", hidden as u32)),
                 "{refused}"

@@ -138,7 +138,7 @@ fn checked(
         if concurrency.group.trim().is_empty() {
             problems.add(map.plan, "the concurrency group must not be empty".into());
         } else if let Err(message) = crate::concurrency::parse(&concurrency.group) {
-            problems.add(map.plan, message);
+            problems.add(map.plan, message.to_string());
         }
     }
     check_steps(&mut problems, plan, map);
@@ -197,7 +197,7 @@ fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
         }
         Trigger::Schedule { cron } => {
             if let Err(message) = check_cron(cron) {
-                problems.add(at, message);
+                problems.add(at, message.to_string());
             }
         }
         Trigger::Issue { actions, .. } => {
@@ -216,7 +216,7 @@ fn check_trigger(problems: &mut Problems<'_>, at: Location, trigger: &Trigger) {
             ..
         } => {
             if let Err(message) = summon::compile_pattern(pattern) {
-                problems.add(at, message);
+                problems.add(at, message.to_string());
             }
             if on.is_empty() {
                 problems.add(
@@ -278,24 +278,46 @@ fn check_names(
     }
 }
 
+/// A cron expression [`check_cron`] or [`parse_cron`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    /// Not 5 fields (and not a `@daily`-style nickname).
+    #[error(
+        "invalid cron expression '{expression}': expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+    )]
+    FieldCount { expression: String, fields: usize },
+    /// 5 fields that `croner` does not accept.
+    #[error("invalid cron expression '{expression}': {source}")]
+    Parse {
+        expression: String,
+        source: croner::errors::CronError,
+    },
+}
+
 /// Checks a 5-field cron expression (minute hour day-of-month month day-of-week, UTC).
-pub fn check_cron(expression: &str) -> Result<(), String> {
+pub fn check_cron(expression: &str) -> Result<(), CronError> {
     let fields = expression.split_whitespace().count();
     if fields != 5 && !expression.trim_start().starts_with('@') {
-        return Err(format!("invalid cron expression '{expression}': expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"));
+        return Err(CronError::FieldCount {
+            expression: expression.to_owned(),
+            fields,
+        });
     }
     parse_cron(expression).map(|_| ())
 }
 
 /// Parses a cron expression the way [`check_cron`] accepts it (no seconds, no year), for
 /// computing fire times.
-pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, CronError> {
     CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build()
         .parse(expression)
-        .map_err(|e| format!("invalid cron expression '{expression}': {e}"))
+        .map_err(|source| CronError::Parse {
+            expression: expression.to_owned(),
+            source,
+        })
 }
 
 /// Each glob compiled exactly as trigger matching compiles it ([`crate::glob`]).
@@ -376,7 +398,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 problems.add(at, format!("step '{}': {problem}", step.id));
             }
         }
-        if let Action::Approval(_) = &step.action {
+        if !step.action.step_kind().runs_on_runner() {
             // A decision is made once: nothing runs, so retries, secrets and runner labels
             // would be silently ignored.
             let ignored = [
@@ -393,7 +415,8 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                     problems.add(
                         at,
                         format!(
-                            "approval step '{}' takes no {option}= (nothing runs)",
+                            "{} step '{}' takes no {option}= (nothing runs)",
+                            step.action.kind(),
                             step.id
                         ),
                     );
@@ -506,11 +529,7 @@ impl<'a> StepIndex<'a> {
 /// compile as trigger globs do. Each name is looked up in hashed sets: linear in the
 /// step's lists.
 fn check_hand_off(problems: &mut Problems<'_>, steps: &StepIndex<'_>, step: &Step, at: Location) {
-    let runs = |id: &str| {
-        steps
-            .get(id)
-            .map(|s| !matches!(s.action, Action::Approval(_)))
-    };
+    let runs = |id: &str| steps.get(id).map(|s| s.action.step_kind().runs_on_runner());
     let mut named: Vec<(&str, &str)> = Vec::new();
     if let Some(from) = &step.workspace_from {
         named.push(("workspace_from", from));

@@ -67,7 +67,7 @@ use serde::Deserialize;
 pub use crate::class::{
     KubernetesSettings, PoolFile, RunnerClass, StepNetwork, RESERVED_VOLUMES, RUNNER_CONTAINER,
 };
-use crate::hardening;
+use crate::hardening::{self, Listed};
 use crate::scope::{check_labels, format_labels};
 
 /// Every problem found in a configuration file, one per line.
@@ -232,60 +232,60 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
     let json = serde_json::to_value(yaml).map_err(|e| fail(e.to_string()))?;
     let raw: RawFile = serde_json::from_value(json).map_err(|e| fail(e.to_string()))?;
     let mut problems = Vec::new();
-    let mut problem = |field: String, message: String| {
+    let mut problem = |field: String, message: &dyn std::fmt::Display| {
         problems.push(format!("{source}: {field}: {message}"));
     };
 
     let k = &raw.kubernetes;
     if let Err(e) = dns_label(&k.namespace, 63) {
-        problem("kubernetes.namespace".into(), e);
+        problem("kubernetes.namespace".into(), &e);
     }
     if let Err(e) = engine_url(&k.engine_url) {
-        problem("kubernetes.engine_url".into(), e);
+        problem("kubernetes.engine_url".into(), &e);
     }
     let instance = k.instance.clone().unwrap_or_else(|| "plue".into());
     if let Err(e) = dns_label(&instance, 40) {
-        problem("kubernetes.instance".into(), e);
+        problem("kubernetes.instance".into(), &e);
     }
     let start_timeout = duration(k.start_timeout.as_ref(), DEFAULT_START).unwrap_or_else(|e| {
-        problem("kubernetes.start_timeout".into(), e);
+        problem("kubernetes.start_timeout".into(), &e);
         DEFAULT_START
     });
     let lease_duration = duration(k.lease_duration.as_ref(), DEFAULT_LEASE).unwrap_or_else(|e| {
-        problem("kubernetes.lease_duration".into(), e);
+        problem("kubernetes.lease_duration".into(), &e);
         DEFAULT_LEASE
     });
     let max_start_backoff = duration(k.max_start_backoff.as_ref(), DEFAULT_MAX_START_BACKOFF)
         .unwrap_or_else(|e| {
-            problem("kubernetes.max_start_backoff".into(), e);
+            problem("kubernetes.max_start_backoff".into(), &e);
             DEFAULT_MAX_START_BACKOFF
         });
 
     if raw.classes.is_empty() {
         problem(
             "classes".into(),
-            "at least one class is needed (each with name, labels, max_runners, template)".into(),
+            &"at least one class is needed (each with name, labels, max_runners, template)",
         );
     }
     let mut classes: Vec<RunnerClass> = Vec::new();
     for (i, class) in raw.classes.into_iter().enumerate() {
         let at = |field: &str| format!("classes[{i}].{field}");
         if let Err(e) = dns_label(&class.name, 30) {
-            problem(at("name"), e);
+            problem(at("name"), &e);
         }
         if let Some(first) = classes.iter().position(|c| c.name == class.name) {
             problem(
                 at("name"),
-                format!("'{}' is already the name of classes[{first}]", class.name),
+                &format!("'{}' is already the name of classes[{first}]", class.name),
             );
         }
         if let Err(e) = check_labels(&class.labels) {
-            problem(at("labels"), e);
+            problem(at("labels"), &e);
         }
         if let Some(first) = classes.iter().position(|c| c.labels == class.labels) {
             problem(
                 at("labels"),
-                format!(
+                &format!(
                     "classes[{first}] already offers the same labels ({}): this class would never get a step",
                     shown_labels(&class.labels)
                 ),
@@ -294,13 +294,13 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
         if class.max_runners == 0 || class.max_runners > 10_000 {
             problem(
                 at("max_runners"),
-                format!("must be between 1 and 10000, got {}", class.max_runners),
+                &format!("must be between 1 and 10000, got {}", class.max_runners),
             );
         }
         if class.min_warm > class.max_runners {
             problem(
                 at("min_warm"),
-                format!(
+                &format!(
                     "must be at most max_runners ({}), got {}",
                     class.max_runners, class.min_warm
                 ),
@@ -308,43 +308,51 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
         }
         let idle_timeout =
             duration(class.idle_timeout.as_ref(), DEFAULT_IDLE).unwrap_or_else(|e| {
-                problem(at("idle_timeout"), e);
+                problem(at("idle_timeout"), &e);
                 DEFAULT_IDLE
             });
-        for (field, names, secret) in [
-            ("allow_secret_volumes", &class.allow_secret_volumes, true),
+        for (field, names, listed) in [
+            (
+                "allow_secret_volumes",
+                &class.allow_secret_volumes,
+                Listed::Secrets,
+            ),
             (
                 "allow_config_map_volumes",
                 &class.allow_config_map_volumes,
-                false,
+                Listed::Objects,
             ),
             (
                 "allow_image_pull_secrets",
                 &class.allow_image_pull_secrets,
-                true,
+                Listed::Secrets,
             ),
-            ("allow_runtime_classes", &class.allow_runtime_classes, false),
+            (
+                "allow_runtime_classes",
+                &class.allow_runtime_classes,
+                Listed::Objects,
+            ),
         ] {
             for name in names {
-                if let Some(e) = hardening::allow_list_problem(name, secret) {
-                    problem(at(field), e);
+                if let Err(e) = hardening::check_listable(name, listed) {
+                    problem(at(field), &e);
                 }
             }
         }
         if let Some(account) = &class.allow_service_account {
-            if let Some(e) = hardening::allow_list_problem(account, false) {
-                problem(at("allow_service_account"), e);
+            if let Err(e) = hardening::check_listable(account, Listed::Objects) {
+                problem(at("allow_service_account"), &e);
             }
         }
         let (template, parsed) = match template(class.template) {
             Ok(template) => {
                 for (field, message) in template_problems(&template) {
-                    problem(at(&format!("template.{field}")), message);
+                    problem(at(&format!("template.{field}")), &message);
                 }
                 (template, true)
             }
             Err(e) => {
-                problem(at("template"), e);
+                problem(at("template"), &e);
                 (PodTemplateSpec::default(), false)
             }
         };
@@ -367,7 +375,7 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             for found in hardening::problems(&class) {
                 problem(
                     at("template"),
-                    format!("pool class {:?}: {found}", class.name),
+                    &format!("pool class {:?}: {found}", class.name),
                 );
             }
         }
@@ -397,8 +405,32 @@ fn shown_labels(labels: &BTreeMap<String, String>) -> String {
     }
 }
 
+/// Why one field's value was refused (a line of [`ConfigError`] after `FILE: field: `).
+#[derive(Debug, thiserror::Error)]
+enum FieldError {
+    /// Not a DNS-1123 label of at most `max` bytes.
+    #[error(
+        "{text:?} is not a DNS label (lower-case letters, digits and '-', at most {max}, \
+         starting and ending with a letter or digit)"
+    )]
+    NotDnsLabel { text: String, max: usize },
+    /// `kubernetes.engine_url` is not an http(s) URL with a host.
+    #[error(
+        "{0:?} is not an http:// or https:// URL (how runner pods reach the engine, e.g. http://plue.ci.svc:8600)"
+    )]
+    NotEngineUrl(String),
+    /// A duration outside 1 s to 7 days, or not one; holds the value as written.
+    #[error(
+        "expected a duration between 1s and 7 days such as 90, \"90s\", \"5m\" or \"1h\", got {0}"
+    )]
+    BadDuration(String),
+    /// A class's `template` is not a pod template.
+    #[error("{0}")]
+    Template(#[from] serde_json::Error),
+}
+
 /// A DNS-1123 label of at most `max` bytes (namespaces, class and instance names).
-fn dns_label(text: &str, max: usize) -> Result<(), String> {
+fn dns_label(text: &str, max: usize) -> Result<(), FieldError> {
     let ok = !text.is_empty()
         && text.len() <= max
         && text
@@ -409,27 +441,30 @@ fn dns_label(text: &str, max: usize) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{:?} is not a DNS label (lower-case letters, digits and '-', at most {max}, \
-             starting and ending with a letter or digit)",
-            text
-        ))
+        Err(FieldError::NotDnsLabel {
+            text: text.to_owned(),
+            max,
+        })
     }
 }
 
-fn engine_url(text: &str) -> Result<(), String> {
+fn engine_url(text: &str) -> Result<(), FieldError> {
     let rest = text
         .strip_prefix("http://")
         .or_else(|| text.strip_prefix("https://"));
     match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') && !text.contains(char::is_whitespace) => Ok(()),
-        _ => Err(format!(
-            "{text:?} is not an http:// or https:// URL (how runner pods reach the engine, e.g. http://plue.ci.svc:8600)"
-        )),
+        Some(host)
+            if !host.is_empty()
+                && !host.starts_with('/')
+                && !text.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(FieldError::NotEngineUrl(text.to_owned())),
     }
 }
 
-fn duration(raw: Option<&RawDuration>, default: Duration) -> Result<Duration, String> {
+fn duration(raw: Option<&RawDuration>, default: Duration) -> Result<Duration, FieldError> {
     let parsed = match raw {
         None => return Ok(default),
         Some(RawDuration::Seconds(s)) => Some(Duration::from_secs(*s)),
@@ -437,14 +472,11 @@ fn duration(raw: Option<&RawDuration>, default: Duration) -> Result<Duration, St
     };
     match parsed {
         Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(7 * 24 * 3600) => Ok(d),
-        _ => Err(format!(
-            "expected a duration between 1s and 7 days such as 90, \"90s\", \"5m\" or \"1h\", got {}",
-            match raw {
-                Some(RawDuration::Seconds(s)) => s.to_string(),
-                Some(RawDuration::Text(t)) => format!("{t:?}"),
-                None => String::new(),
-            }
-        )),
+        _ => Err(FieldError::BadDuration(match raw {
+            Some(RawDuration::Seconds(s)) => s.to_string(),
+            Some(RawDuration::Text(t)) => format!("{t:?}"),
+            None => String::new(),
+        })),
     }
 }
 
@@ -464,9 +496,9 @@ fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// The template as Kubernetes types, numbers in resource quantities made strings.
-fn template(mut value: serde_json::Value) -> Result<PodTemplateSpec, String> {
+fn template(mut value: serde_json::Value) -> Result<PodTemplateSpec, FieldError> {
     quantities_as_strings(&mut value, false);
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    Ok(serde_json::from_value(value)?)
 }
 
 fn quantities_as_strings(value: &mut serde_json::Value, in_quantities: bool) {

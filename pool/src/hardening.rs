@@ -772,10 +772,28 @@ fn volume(volume: &Volume, at: &str, class: &RunnerClass, found: &mut Found) {
     }
 }
 
-/// Why `name` cannot be listed in `allow_secret_volumes` or `allow_config_map_volumes`:
-/// not an object name, or (for Secrets) a runner's token Secret (`pool-…`, one per pod,
-/// Plue's alone).
-pub(crate) fn allow_list_problem(name: &str, secret: bool) -> Option<String> {
+/// What a class's allow-list names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listed {
+    /// Secrets (`allow_secret_volumes`, `allow_image_pull_secrets`).
+    Secrets,
+    /// Other objects (ConfigMaps, runtime classes, a service account).
+    Objects,
+}
+
+/// Why a name cannot be in a class's allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotListable {
+    #[error("{0:?} is not a Kubernetes object name")]
+    NotAnObjectName(String),
+    /// A runner's token Secret (`pool-…`, one per pod, Plue's alone).
+    #[error("{0:?}: Secrets named pool-… are runners' one-time tokens, never a class's")]
+    RunnerToken(String),
+}
+
+/// Whether `name` may be listed in an allow-list of `listed`: an object name, and never a
+/// runner's token Secret.
+pub(crate) fn check_listable(name: &str, listed: Listed) -> Result<(), NotListable> {
     let subdomain = !name.is_empty()
         && name.len() <= 253
         && name
@@ -784,13 +802,11 @@ pub(crate) fn allow_list_problem(name: &str, secret: bool) -> Option<String> {
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !subdomain {
-        Some(format!("{name:?} is not a Kubernetes object name"))
-    } else if secret && name.starts_with("pool-") {
-        Some(format!(
-            "{name:?}: Secrets named pool-… are runners' one-time tokens, never a class's"
-        ))
+        Err(NotListable::NotAnObjectName(name.to_owned()))
+    } else if listed == Listed::Secrets && name.starts_with("pool-") {
+        Err(NotListable::RunnerToken(name.to_owned()))
     } else {
-        None
+        Ok(())
     }
 }
 

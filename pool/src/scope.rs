@@ -60,13 +60,9 @@ impl Scope {
 
     /// Whether a runner of this token, which `asked` (`None`: said nothing), accepts
     /// steps of fork runs; a refusal when it asks for forks the token does not allow.
-    pub fn accepts_forks(&self, asked: Option<bool>) -> Result<bool, String> {
+    pub fn accepts_forks(&self, asked: Option<bool>) -> Result<bool, ForksRefused> {
         match asked {
-            Some(true) if !self.forks => Err(
-                "this registration token does not accept runs of pull requests from forks; \
-                 make one that does with `plue runner-token create --accept-forks`"
-                    .to_string(),
-            ),
+            Some(true) if !self.forks => Err(ForksRefused),
             Some(asked) => Ok(asked),
             None => Ok(self.forks),
         }
@@ -112,11 +108,33 @@ impl Scope {
 /// Checks label syntax: at most [`MAX_LABELS`]; keys of `A-Z a-z 0-9 . _ - /`, values
 /// without `,`, `=`, control, bidi or format characters; keys at most 63 bytes, values at
 /// most 63 characters (as the OpenAPI document says).
-pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), LabelError> {
     if labels.len() > MAX_LABELS {
-        return Err(format!("at most {MAX_LABELS} labels, got {}", labels.len()));
+        return Err(LabelError::TooMany(labels.len()));
     }
     for (key, value) in labels {
+/// A runner asked for fork runs that its registration token does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this registration token does not accept runs of pull requests from forks; \
+     make one that does with `plue runner-token create --accept-forks`"
+)]
+pub struct ForksRefused;
+
+/// Why [`check_labels`] refused a set of labels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// More than [`MAX_LABELS`].
+    #[error("at most {MAX_LABELS} labels, got {0}")]
+    TooMany(usize),
+    /// A value with a control, bidi or format character.
+    #[error(transparent)]
+    Unclean(#[from] evaluator::text::UncleanField),
+    /// A key or value outside the syntax; holds `key=value`, escaped to one line.
+    #[error("invalid label '{0}'")]
+    Invalid(String),
+}
+
         let key_ok = !key.is_empty()
             && key.len() <= 63
             && key
@@ -132,7 +150,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
         )?;
         let value_ok = value.chars().count() <= 63 && !value.contains([',', '=']);
         if !key_ok || !value_ok {
-            return Err(format!("invalid label '{}'", shown()));
+            return Err(LabelError::Invalid(shown()));
         }
     }
     Ok(())
@@ -202,7 +220,7 @@ mod tests {
             only_name: None,
             forks: false,
         };
-        let refused = prod.accepts_forks(Some(true)).unwrap_err();
+        let refused = prod.accepts_forks(Some(true)).unwrap_err().to_string();
         assert!(refused.contains("--accept-forks"), "{refused}");
         assert_eq!(prod.accepts_forks(None), Ok(false));
         assert_eq!(prod.accepts_forks(Some(false)), Ok(false));
@@ -245,7 +263,9 @@ mod tests {
             "x\u{e0041}",
             "x\u{feff}",
         ] {
-            let refused = check_labels(&labels(&[("zone", value)])).unwrap_err();
+            let refused = check_labels(&labels(&[("zone", value)]))
+                .unwrap_err()
+                .to_string();
             assert!(refused.contains("at character"), "{value:?}: {refused}");
             assert!(
                 refused.chars().all(|c| !c.is_control() && c.is_ascii()),
@@ -257,3 +277,5 @@ mod tests {
         assert!(check_labels(&labels(&[("zone", "eu-west-1 é")])).is_ok());
     }
 }
+        assert!(matches!(refused, LabelError::Invalid(_)), "{refused}");
+        let refused = refused.to_string();

@@ -341,7 +341,7 @@ async fn decide(
         )));
     }
     check_clean_field("comment", &decision.comment, TextKind::UserLine)
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let store = state.executor.store();
     let (run, gate) = decider_check(&state, &caller, run_id, &step).await?;
     let environment = gate.environment();

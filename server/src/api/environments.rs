@@ -160,7 +160,9 @@ fn settings(body: PutEnvironment) -> ApiResult<EnvironmentSettings> {
         // The document's syntax first: it is a part of what compiles, so a glob the
         // document allows is never refused below.
         let compiled = if super::rules::is_branch_glob(pattern) {
-            evaluator::glob::compile(pattern).map(drop)
+            evaluator::glob::compile(pattern)
+                .map(drop)
+                .map_err(|e| e.to_string())
         } else {
             Err(format!(
                 "use 1 to {} characters a branch name may hold, `*`, `**`, `?`, classes \

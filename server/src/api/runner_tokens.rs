@@ -100,9 +100,10 @@ pub(super) async fn create(
     // regression: bidi overrides passed (only controls were refused), so a name could
     // display as another.
     evaluator::text::check_clean_field("name", &request.name, evaluator::text::TextKind::UserLine)
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let name = request.name.trim();
-    runner_scope::check_labels(&request.labels).map_err(ApiError::bad_request)?;
+    runner_scope::check_labels(&request.labels)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let token = tokens::new_token()?;
     let labels_json = serde_json::to_string(&request.labels).map_err(anyhow::Error::from)?;
     let id = state

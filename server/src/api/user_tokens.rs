@@ -259,7 +259,7 @@ fn check_token_name(name: &str) -> ApiResult<&str> {
     // regression: bidi overrides passed (only controls were refused), so a name could
     // display as another.
     evaluator::text::check_clean_field("name", name, evaluator::text::TextKind::UserLine)
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(name.trim())
 }
 
