@@ -17,7 +17,7 @@
 //! Past 600 lines (about one in twenty of them tests): an attempt's life — claim, workspace,
 //! process or `llm` step, hand-off, report — and the engine client it retries through read
 //! as one sequence; the parts that stand alone live beside it in `agent/` (the log sender,
-//! the next attempt's tree made ahead).
+//! the next attempt's tree made ahead, each step kind's part in `agent/kinds/`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,15 +35,14 @@ use tokio_util::sync::CancellationToken;
 use crate::mask::Masker;
 use crate::process::{self, Ending, ProcessSpec};
 use crate::step_user::{self, Claim, StepUser, StepUsers};
-use crate::{handoff, llm, network, outputs, program_path, step_env, workspace};
+use crate::{handoff, llm, network, outputs, step_env, workspace};
 use ahead::Ahead;
 use log_sender::send_logs;
-use plue_types::protocol::{
-    self as wire, Assignment, BlobKind, Completion, Outcome, StepAction, Stream,
-};
+use plue_types::protocol::{self as wire, Assignment, BlobKind, Completion, Outcome, Stream};
 
 mod ahead;
 mod debug;
+mod kinds;
 mod leftovers;
 mod log_sender;
 
@@ -326,12 +325,12 @@ async fn execute(
     let mut model = None;
     let (outcome, exit_code, reason, outputs) = match prepared {
         Err(e) => (Outcome::Failed, None, Some(e), BTreeMap::new()),
-        Ok(()) if matches!(assignment.action, StepAction::Llm { .. }) => {
-            let ended = run_llm(
+        Ok(()) if kinds::runs(&assignment.action) == kinds::Runs::Conversation => {
+            let ended = kinds::llm::run(
                 &assignment,
                 &dir,
                 config,
-                Confined {
+                kinds::llm::Confined {
                     user,
                     network: step_network.as_ref(),
                 },
@@ -827,31 +826,11 @@ async fn spec_for(
     if let Some(network) = network {
         network.set_env(&mut env);
     }
-    let (program, args) = match &assignment.action {
-        StepAction::Bash { command } => (
-            env.get("PATH")
-                .and_then(|path| program_path::resolve("bash", path, user.is_some()))
-                .unwrap_or_else(|| PathBuf::from("bash")),
-            vec![
-                "--noprofile".into(),
-                "--norc".into(),
-                "-eo".into(),
-                "pipefail".into(),
-                "-c".into(),
-                command.clone(),
-            ],
-        ),
-        StepAction::Python { script, .. } => {
-            if python.is_none() {
-                let others = user.is_some();
-                *python =
-                    Some(tokio::task::spawn_blocking(move || python_for_steps(others)).await??);
-            }
-            let program = python.clone().unwrap_or_else(|| PathBuf::from("python3"));
-            (program, vec!["-u".into(), "-c".into(), script.clone()])
-        }
-        StepAction::Llm { .. } => bail!("an llm step does not run as a process"),
-    };
+    let kinds::Command {
+        program,
+        args,
+        fresh_interpreter,
+    } = kinds::command(&assignment.action, &env, user.is_some(), python).await?;
     Ok(ProcessSpec {
         program,
         args,
@@ -861,123 +840,9 @@ async fn spec_for(
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
         // Masked whole before the line-length cut (and again, harmlessly, in `send_logs`).
         masker: Masker::new(assignment.secrets.values()),
-        fresh_interpreter: matches!(
-            assignment.action,
-            StepAction::Python {
-                fresh_interpreter: true,
-                ..
-            }
-        ),
+        fresh_interpreter,
         network: network.map(|n| n.namespace().clone()),
     })
-}
-
-/// Who an `llm` step's tool processes run as, and the network they join.
-#[derive(Clone, Copy)]
-struct Confined<'a> {
-    user: Option<StepUser>,
-    network: Option<&'a network::StepNetwork>,
-}
-
-/// Runs an `llm` step (see [`llm::run`]) on the attempt's workspace and log channel.
-async fn run_llm(
-    assignment: &Assignment,
-    dir: &Path,
-    config: &AgentConfig,
-    confined: Confined<'_>,
-    lines: &mpsc::Sender<(Stream, String)>,
-    cancel: &CancellationToken,
-    masker: Arc<Masker>,
-) -> (llm::Finished, Vec<wire::Proposal>) {
-    let Confined { user, network } = confined;
-    let base_env = &config.base_env;
-    let (StepAction::Llm { safe_outputs, .. }, Some(options)) = (
-        &assignment.action,
-        llm::StepOptions::of_action(&assignment.action),
-    ) else {
-        unreachable!("run_llm is only called for llm steps");
-    };
-    let files = AttemptDir::new(dir);
-    // Before the conversation: a proposed pull request's diff is against this start.
-    let start_commit = match &assignment.workspace {
-        wire::WorkspaceSource::Git { sha, .. } => Some(sha.as_str()),
-        _ => None,
-    };
-    let proposer = match llm::tools::propose::proposer(
-        safe_outputs.as_deref(),
-        &files.workspace,
-        start_commit,
-        user,
-    )
-    .await
-    {
-        Ok(proposer) => proposer,
-        Err(reason) => {
-            let _ = lines
-                .send((Stream::System, format!("llm step failed: {reason}")))
-                .await;
-            return (llm::Finished::failed(reason, None), Vec::new());
-        }
-    };
-    // The tools' processes get a step environment without the API key: it goes only into
-    // the request header.
-    let mut tool_secrets = assignment.secrets.clone();
-    tool_secrets.remove(llm::API_KEY_SECRET);
-    let mut tool_env = step_env::build(base_env, files.paths(), &assignment.env, &tool_secrets);
-    if let Some(network) = network {
-        network.set_env(&mut tool_env);
-    }
-    // The transcript is written where only the runner reaches (see `transcript_dir`), with
-    // what a replay needs to set the step up again.
-    let replayable = serde_json::json!({
-        "action": assignment.action,
-        "env": assignment.env,
-        "timeout_secs": assignment.timeout_secs,
-        "workspace_from": assignment.handoff.workspace_from,
-        "network": assignment.network,
-    });
-    let transcript = match make_transcript_dir(dir) {
-        Ok(at) => Some(at.join(llm::transcript::FILE)),
-        Err(e) => {
-            let note = format!("the transcript will not be kept: {e}");
-            let _ = lines.send((Stream::System, note)).await;
-            None
-        }
-    };
-    let step = llm::LlmStep {
-        options,
-        workspace: &files.workspace,
-        output_file: &files.output_file,
-        base_url: config.anthropic_base_url.as_deref(),
-        env: &assignment.env,
-        tool_env,
-        user,
-        network: network.map(|n| n.namespace().clone()),
-        secrets: &assignment.secrets,
-        budget: assignment.budget.as_ref(),
-        timeout: Duration::from_secs(assignment.timeout_secs.max(1)),
-        retry: llm::RetryPolicy::default(),
-        masker,
-        proposer: proposer.clone(),
-        transcript: transcript.as_deref().map(|path| llm::transcript::Keep {
-            path,
-            step: &replayable,
-        }),
-        replay: None,
-    };
-    let ended = llm::run(step, lines, cancel).await;
-    if ended.outcome != Outcome::Succeeded {
-        return (ended, Vec::new());
-    }
-    match llm::tools::propose::collect(proposer).await {
-        Ok(proposals) => (ended, proposals),
-        Err(reason) => {
-            let _ = lines
-                .send((Stream::System, format!("llm step failed: {reason}")))
-                .await;
-            (llm::Finished::failed(reason, ended.usage), Vec::new())
-        }
-    }
 }
 
 type Ended = (

@@ -44,7 +44,7 @@ use crate::containment::{self, Program};
 use crate::mask::Masker;
 use crate::{network, program_path, step_env};
 use plue_types::protocol::debug::{self as wire_debug, DebugAssignment, InputEvent};
-use plue_types::protocol::{self as wire, Outcome, StepAction, Stream};
+use plue_types::protocol::{self as wire, Outcome, Stream};
 
 /// How long an input poll is held by the engine.
 const INPUT_WAIT: Duration = Duration::from_secs(20);
@@ -277,7 +277,7 @@ impl Shell<'_> {
         ended: &CancellationToken,
         stop: &CancellationToken,
     ) -> anyhow::Result<String> {
-        if matches!(self.assignment.action, StepAction::Llm { .. }) {
+        if super::kinds::runs(&self.assignment.action) == super::kinds::Runs::Conversation {
             anyhow::bail!("an llm step has no shell");
         }
         let files = AttemptDir::new(self.dir);
