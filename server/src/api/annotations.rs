@@ -146,9 +146,9 @@ pub(crate) async fn read(
     responses(
         (status = 200, description = "The run's annotations, in plan order of their steps", body = AnnotationsView),
         (status = 400, description = "The id is not a run id, or an unknown or malformed query parameter", body = ErrorView),
-        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list(

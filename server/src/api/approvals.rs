@@ -75,14 +75,14 @@ pub(super) struct StepPath {
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
         (status = 400, description = "Not a run id, malformed JSON, or a comment too long or with a control or bidi character", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller lacks `writer` on the run's repository, is not among the approvers or the environment's reviewers, or started the run (`exclude_triggerer`, `prevent_self_review`)", body = ErrorView),
         (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
         (status = 409, description = "The step is not waiting for a decision (or is neither an approval nor under an environment), its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn approve(
@@ -106,14 +106,14 @@ pub(super) async fn approve(
     responses(
         (status = 200, description = "The decision", body = ApprovalView),
         (status = 400, description = "Not a run id, malformed JSON, or a comment too long or with a control or bidi character", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller lacks `writer` on the run's repository, is not among the approvers or the environment's reviewers, or started the run (`exclude_triggerer`, `prevent_self_review`)", body = ErrorView),
         (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
         (status = 409, description = "The step is not waiting for a decision (or is neither an approval nor under an environment), its deadline passed (it timed out), or its environment is no longer defined", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn reject(
@@ -136,9 +136,9 @@ pub(super) async fn reject(
     responses(
         (status = 200, description = "The decisions, oldest first; an environment review's with its environment and that environment's reviewers", body = Vec<ApprovalView>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "The run is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list(

@@ -94,9 +94,9 @@ pub(super) struct FilePath {
         (status = 200, description = "A page of kept files, by step and path", body = Vec<ArtifactView>,
          headers(("Link" = String, description = "`</api/runs/{id}/artifacts?...&after=...>; rel=\"next\"` when more files follow"))),
         (status = 400, description = "The id is not a run id, or an unknown or malformed query parameter", body = ErrorView),
-        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list(
@@ -188,9 +188,9 @@ async fn blob(
     responses(
         (status = 200, description = "The tar", content_type = "application/x-tar", body = Vec<u8>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, a run the caller may not read, or the step kept no artifacts (or they were deleted by retention)", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
         (status = 503, description = "Every download slot (in all, or of this client) is taken; try again later", body = ErrorView),
     )
 )]
@@ -230,9 +230,9 @@ pub(super) async fn tar(
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, step or listed file (or deleted by retention), or a run the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
         (status = 503, description = "Every download slot (in all, or of this client) is taken; try again later", body = ErrorView),
     )
 )]

@@ -105,10 +105,10 @@ pub(super) struct AuditView {
     responses(
         (status = 200, description = "The events", body = Vec<AuditView>),
         (status = 400, description = "An unknown or malformed query parameter, or an invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Neither an admin nor a maintainer (of that repository)", body = ErrorView),
         (status = 404, description = "No such repository", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_audit(

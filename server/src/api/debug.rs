@@ -168,14 +168,14 @@ fn creator_of(caller: &Caller) -> Option<String> {
     responses(
         (status = 201, description = "The session, queued", body = DebugSessionView),
         (status = 400, description = "Not a run id, malformed JSON, an idle timeout out of bounds or a bad `TERM`", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the run but lacks `writer` on its repository (`maintainer` for a step in an environment)", body = ErrorView),
         (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
         (status = 409, description = "The step did not fail, failed before it ran, is an `llm` step, starts from another step's workspace or artifacts, or has a debug session already", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn open(
@@ -384,10 +384,10 @@ async fn mine(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The session", body = DebugSessionView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The creator no longer holds `writer` on the run's repository", body = ErrorView),
         (status = 404, description = "No such session, or one another credential opened", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get(
@@ -409,10 +409,10 @@ pub(super) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The session, ended", body = DebugSessionView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The creator no longer holds `writer` on the run's repository", body = ErrorView),
         (status = 404, description = "No such session, or one another credential opened", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn end(
@@ -446,11 +446,11 @@ pub(super) async fn end(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The stream", content_type = "text/event-stream", body = String),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The creator no longer holds `writer` on the run's repository", body = ErrorView),
         (status = 404, description = "No such session, or one another credential opened", body = ErrorView),
         (status = 409, description = "The session has ended, or a terminal is attached already", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn attach(
@@ -584,14 +584,14 @@ fn end_event(reason: &str) -> SseEvent {
     responses(
         (status = 204, description = "Queued for the shell"),
         (status = 400, description = "Malformed JSON, data that is not base64 or too long, or a window size out of bounds", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The creator no longer holds `writer` on the run's repository", body = ErrorView),
         (status = 404, description = "No such session, or one another credential opened", body = ErrorView),
         (status = 409, description = "No terminal is attached, the session has ended, or the shell is not reading its input", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn input(

@@ -226,9 +226,9 @@ async fn audit_secret(
     responses(
         (status = 200, description = "The environments, by name", body = Vec<EnvironmentView>),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "The repository is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RepoNotPublic),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list(
@@ -252,9 +252,9 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "The environment", body = EnvironmentView),
         (status = 400, description = "An invalid repository or environment name", body = ErrorView),
-        (status = 401, description = "The repository is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RepoNotPublic),
         (status = 404, description = "No such repository or environment, or a repository the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get(
@@ -280,13 +280,13 @@ pub(super) async fn get(
     responses(
         (status = 200, description = "The environment as stored (its secrets kept when it existed)", body = EnvironmentView),
         (status = 400, description = "An invalid repository or environment name, allowed ref, reviewer or wait timer, or a malformed body", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller is not a maintainer of the repository", body = ErrorView),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn put(
@@ -317,10 +317,10 @@ pub(super) async fn put(
     responses(
         (status = 204, description = "Deleted; steps naming it fail from now on"),
         (status = 400, description = "An invalid repository or environment name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller is not a maintainer of the repository", body = ErrorView),
         (status = 404, description = "No such repository or environment, or a repository the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn delete(
@@ -353,9 +353,9 @@ pub(super) async fn delete(
     responses(
         (status = 200, description = "The secrets' names and when each was set", body = Vec<SecretView>),
         (status = 400, description = "An invalid repository or environment name", body = ErrorView),
-        (status = 401, description = "The repository is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RepoNotPublic),
         (status = 404, description = "No such repository or environment, or a repository the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_secrets(
@@ -385,14 +385,14 @@ pub(super) async fn list_secrets(
     responses(
         (status = 204, description = "Stored"),
         (status = 400, description = "An invalid repository, environment or secret name, or a malformed body", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller is not a maintainer of the repository", body = ErrorView),
         (status = 404, description = "No such repository or environment, or a repository the caller may not read", body = ErrorView),
         (status = 409, description = "The engine has no PLUE_SECRET_KEY to seal secrets with", body = ErrorView),
         (status = 413, description = "The body or the value is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn put_secret(
@@ -431,10 +431,10 @@ pub(super) async fn put_secret(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "An invalid repository, environment or secret name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller is not a maintainer of the repository", body = ErrorView),
         (status = 404, description = "No such repository, environment or secret, or a repository the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn delete_secret(

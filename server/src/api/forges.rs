@@ -31,8 +31,8 @@ const AT_ONCE: usize = 8;
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "For each repository the caller may read: whether the engine knows the forge account its token writes as, that login, or why not (then every push and pull request runs like a fork's and no issue or comment summons a run)", body = Vec<ForgeIdentityView>),
-        (status = 401, description = "The token is not valid", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 401, response = super::openapi::InvalidToken),
+        (status = 500, response = super::openapi::EngineFailed),
         (status = 501, description = "This engine handles no forge events", body = ErrorView),
     )
 )]

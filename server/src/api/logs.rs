@@ -92,10 +92,10 @@ pub(super) struct LogQuery {
              (String = "text/event-stream"),
          )),
         (status = 400, description = "Not a run id, an unknown query parameter or a malformed cursor", body = ErrorView),
-        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run or step, or a run the caller may not read", body = ErrorView),
         (status = 429, description = "Too many live followers (of this step, of this client, or in all), or every place open to requests without a token is taken", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn step_logs(

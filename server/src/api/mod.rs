@@ -262,9 +262,9 @@ pub(crate) fn parse_positive_id(raw: &str, what: &str) -> ApiResult<i64> {
     responses(
         (status = 200, description = "The run, its steps and, for a repository's run, the commit statuses owed to the forge", body = RunView),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 401, response = openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = openapi::EngineFailed),
     )
 )]
 async fn get_run(
@@ -315,11 +315,11 @@ async fn get_run(
     responses(
         (status = 200, description = "The run, cancelling or cancelled", body = RunView),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = openapi::Unauthorized),
         (status = 403, description = "The caller reads the run but lacks `writer` on its repository", body = ErrorView),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
         (status = 409, description = "The run is already final", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = openapi::EngineFailed),
     )
 )]
 async fn cancel_run(
@@ -363,11 +363,11 @@ async fn cancel_run(
     responses(
         (status = 200, description = "The new run", body = Created),
         (status = 400, description = "The id is not a run id, or an unknown or malformed query parameter", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = openapi::Unauthorized),
         (status = 403, description = "The caller reads the run but lacks `writer` on its repository", body = ErrorView),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
         (status = 409, description = "The run has no plan (its workflow file did not evaluate); with `failed=true`, the run has not ended or no step failed", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = openapi::EngineFailed),
     )
 )]
 async fn rerun(
@@ -495,12 +495,12 @@ pub(super) struct RunId {
     responses(
         (status = 200, description = "The new run", body = Created),
         (status = 400, description = "A malformed body, or no such workflow file or workspace directory", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = openapi::Unauthorized),
         (status = 403, description = "Not an installation admin, or a path outside `--local-workflows`", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema, or the workflow file failed to evaluate", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = openapi::EngineFailed),
         (status = 501, description = "This engine has no evaluator", body = ErrorView),
     )
 )]
@@ -625,7 +625,7 @@ pub fn default_workspace(file: &std::path::Path) -> PathBuf {
     responses(
         (status = 200, description = "Up to 200 live runners", body = Vec<RunnerView>),
         (status = 401, description = "No valid token: the runners are for signed-in users", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = openapi::EngineFailed),
     )
 )]
 async fn list_runners(

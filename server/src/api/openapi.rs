@@ -6,6 +6,9 @@
 //! method the document does not list — the tests below probe the real router to hold that;
 //! each operation lists every status its handler (and the caller middleware) can answer, the
 //! errors with the [`super::views::ErrorView`] body of [`crate::http_error::ApiError`].
+//! The answers many operations give alike (the 500, the usual 401s) are declared once here
+//! ([`EngineFailed`], [`Unauthorized`], ...) and referenced from each operation as
+//! `#/components/responses/<name>`; an answer with words of its own stays in its operation.
 //!
 //! The document is readable without a token, though reads are private: it is built from
 //! the code alone, is the same for every engine of a version, and holds no data of this one
@@ -19,7 +22,9 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Required};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToResponse};
+
+use super::views::ErrorView;
 
 /// The name of the bearer token scheme; operations' `security(...)` spell it out as a
 /// literal (all utoipa takes), and a test checks that writes name it.
@@ -49,6 +54,7 @@ const BEARER: &str = "bearer";
                        error`."
     ),
     modifiers(&BearerToken),
+    components(responses(EngineFailed, Unauthorized, InvalidToken, RunNotPublic, RepoNotPublic)),
     tags(
         (name = "runs", description = "Runs, their steps and re-runs"),
         (name = "logs", description = "Step logs: JSON lines or a live SSE stream"),
@@ -64,6 +70,34 @@ const BEARER: &str = "bearer";
     )
 )]
 pub(crate) struct ApiDoc;
+
+/// 500 on every operation that reaches the store: what failed is in the engine's log, the
+/// body says only `internal error`. An operation names it `(status = 500, response =
+/// EngineFailed)`. These types are descriptions for the document, never built: the field
+/// names the body's schema (`Error`) and is never read.
+#[derive(ToResponse)]
+#[response(description = "The engine failed (see its log)")]
+pub(super) struct EngineFailed(#[allow(dead_code)] ErrorView);
+
+/// 401 of an operation for signed-in callers only (every write, admin reads).
+#[derive(ToResponse)]
+#[response(description = "No valid bearer token")]
+pub(super) struct Unauthorized(#[allow(dead_code)] ErrorView);
+
+/// 401 of an operation any caller may reach, when a token is sent but opens nothing.
+#[derive(ToResponse)]
+#[response(description = "The token is not valid")]
+pub(super) struct InvalidToken(#[allow(dead_code)] ErrorView);
+
+/// 401 of a read of a run: anonymous callers read only public repositories' runs.
+#[derive(ToResponse)]
+#[response(description = "No valid token, and the run is not public")]
+pub(super) struct RunNotPublic(#[allow(dead_code)] ErrorView);
+
+/// 401 of a read of a repository: anonymous callers read only public repositories.
+#[derive(ToResponse)]
+#[response(description = "No valid token, and the repository is not public")]
+pub(super) struct RepoNotPublic(#[allow(dead_code)] ErrorView);
 
 /// Adds the bearer token scheme that writes (and private reads) need.
 struct BearerToken;

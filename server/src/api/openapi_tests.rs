@@ -64,6 +64,13 @@ fn the_document_is_openapi_3_and_self_contained() {
             );
             for (status, response) in responses {
                 if status.starts_with('4') || status.starts_with('5') {
+                    let response = resolved(&doc, response);
+                    assert!(
+                        response["description"]
+                            .as_str()
+                            .is_some_and(|d| !d.is_empty()),
+                        "{method} {path} {status} says nothing"
+                    );
                     assert_eq!(
                         response["content"]["application/json"]["schema"]["$ref"],
                         "#/components/schemas/Error",
@@ -81,15 +88,50 @@ fn the_document_is_openapi_3_and_self_contained() {
             }
         }
     }
-    // Every reference resolves.
+    // Every reference resolves: to a schema, or to one of the answers operations share.
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    let shared = doc["components"]["responses"]
+        .as_object()
+        .expect("shared responses");
     let text = doc.to_string();
     for reference in text.split("\"$ref\":\"").skip(1) {
         let target = reference.split('"').next().unwrap();
+        if let Some(name) = target.strip_prefix("#/components/responses/") {
+            assert!(shared.contains_key(name), "no response {name}");
+            continue;
+        }
         let name = target
             .strip_prefix("#/components/schemas/")
             .unwrap_or_else(|| panic!("a reference outside the document: {target}"));
         assert!(schemas.contains_key(name), "no schema {name}");
+    }
+    // A shared answer is used, and a 401 or 500 said alike twice is shared, not copied.
+    let used: BTreeSet<&str> = text
+        .split("\"$ref\":\"#/components/responses/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        used,
+        shared.keys().map(String::as_str).collect(),
+        "unused shared answers"
+    );
+    let mut inline = BTreeSet::new();
+    for operation in paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+    {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            if let (true, Some(words)) = (
+                status == "401" || status == "500",
+                response["description"].as_str(),
+            ) {
+                assert!(
+                    inline.insert((status.clone(), words.to_string())),
+                    "{status} \"{words}\" is written out twice: share it (openapi.rs)"
+                );
+            }
+        }
     }
     // The error schema is what ApiError sends.
     let sent = serde_json::to_value(plue_types::protocol::ErrorBody { error: "x".into() }).unwrap();
@@ -106,6 +148,19 @@ fn the_document_is_openapi_3_and_self_contained() {
         .map(|k| k.as_str())
         .collect();
     assert_eq!(fields, declared);
+}
+
+/// `response` itself, or the shared answer it refers to (`#/components/responses/...`).
+fn resolved<'a>(doc: &'a Value, response: &'a Value) -> &'a Value {
+    match response["$ref"].as_str() {
+        Some(target) => {
+            let name = target
+                .strip_prefix("#/components/responses/")
+                .unwrap_or_else(|| panic!("a response reference elsewhere: {target}"));
+            &doc["components"]["responses"][name]
+        }
+        None => response,
+    }
 }
 
 #[test]

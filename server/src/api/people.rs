@@ -332,8 +332,8 @@ async fn held_roles(store: &Store, user_id: i64) -> ApiResult<Vec<RepoRoleView>>
     responses(
         (status = 200, description = "The caller", body = MeView),
         (status = 400, description = "This engine has no users (no admin token)", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn current_user(
@@ -364,9 +364,9 @@ pub(super) async fn current_user(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The users, disabled ones included", body = Vec<UserView>),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_users(
@@ -391,13 +391,13 @@ pub(super) async fn list_users(
     responses(
         (status = 201, description = "The user", body = UserView),
         (status = 400, description = "A malformed body or an invalid name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 409, description = "The name is taken in some case, or is `admin`", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn create_user(
@@ -441,9 +441,9 @@ pub(super) async fn create_user(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user", body = UserDetailView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, description = "No such user, or not the caller's to read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get_user(
@@ -483,11 +483,11 @@ pub(super) async fn get_user(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The disabled user", body = UserView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such user", body = ErrorView),
         (status = 409, description = "The `admin` user, or a user disabled already", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn disable_user(
@@ -536,14 +536,14 @@ pub(super) async fn disable_user(
     responses(
         (status = 201, description = "The linked login", body = ForgeLoginView),
         (status = 400, description = "A malformed body or an invalid login", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such user", body = ErrorView),
         (status = 409, description = "The login is linked already (to this or another user)", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn link_forge_login(
@@ -599,10 +599,10 @@ pub(super) async fn link_forge_login(
     responses(
         (status = 200, description = "The unlinked login", body = ForgeLoginView),
         (status = 400, description = "Not a forge", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such user, or the login is not linked to it", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn unlink_forge_login(
@@ -679,9 +679,9 @@ async fn group_and_member(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The groups", body = Vec<GroupView>),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_groups(
@@ -708,13 +708,13 @@ pub(super) async fn list_groups(
     responses(
         (status = 201, description = "The group", body = GroupView),
         (status = 400, description = "A malformed body or an invalid name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 409, description = "The name is taken in some case", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn create_group(
@@ -751,10 +751,10 @@ pub(super) async fn create_group(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The group", body = GroupView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such group", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get_group(
@@ -778,10 +778,10 @@ pub(super) async fn get_group(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The deleted group", body = GroupView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such group", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn delete_group(
@@ -815,10 +815,10 @@ pub(super) async fn delete_group(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The group", body = GroupView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such group or user", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn add_group_member(
@@ -849,10 +849,10 @@ pub(super) async fn add_group_member(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The group", body = GroupView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such group or user, or not a member", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn remove_group_member(

@@ -115,9 +115,9 @@ pub(crate) async fn views(
     responses(
         (status = 200, description = "The proposals, oldest first", body = Vec<ProposalView>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "The run is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list(
@@ -143,14 +143,14 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "The proposal after the decision", body = ProposalView),
         (status = 400, description = "Not a run or proposal id, or malformed JSON", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller lacks `writer` on the run's repository, or started the run", body = ErrorView),
         (status = 404, description = "No such run or proposal, or a run the caller may not read", body = ErrorView),
         (status = 409, description = "The proposal is not waiting for a decision", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "A body that is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn decide(

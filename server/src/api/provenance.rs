@@ -59,7 +59,7 @@ pub(super) struct StatementView {
     security(()),
     responses(
         (status = 200, description = "The keys, newest first", body = Vec<ProvenanceKeyView>),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn keys(State(state): State<ApiState>) -> ApiResult<Json<Vec<ProvenanceKeyView>>> {
@@ -88,9 +88,9 @@ pub(super) async fn keys(State(state): State<ApiState>) -> ApiResult<Json<Vec<Pr
     responses(
         (status = 200, description = "One per applied proposal, by proposal", body = Vec<StatementView>),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "The run is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list(
@@ -126,9 +126,9 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "The envelope", body = serde_json::Value),
         (status = 400, description = "Not a run or proposal id", body = ErrorView),
-        (status = 401, description = "The run is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run or statement (the proposal was not applied), or a run the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get(

@@ -208,9 +208,9 @@ pub async fn build(store: &Store, run_id: i64) -> anyhow::Result<Option<RunRecor
     responses(
         (status = 200, description = "The run record", body = RunRecord),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "The run is not public and the request has no valid token", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get_record(

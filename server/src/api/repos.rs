@@ -216,13 +216,13 @@ pub(super) fn check_secret_name(name: &str) -> ApiResult<()> {
     responses(
         (status = 201, description = "The registered repository (never its secrets); private until a maintainer makes its reads public", body = RepoView),
         (status = 400, description = "A malformed body or an invalid name, clone URL, forge, webhook secret, API URL or branch", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 409, description = "A repository of that name is already registered", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn create_repo(
@@ -308,8 +308,8 @@ pub(super) async fn create_repo(
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The registered repositories the caller may read (never their secrets)", body = Vec<RepoView>),
-        (status = 401, description = "The token is not valid", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 401, response = super::openapi::InvalidToken),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_repos(
@@ -358,9 +358,9 @@ pub(super) async fn find_repo(
     responses(
         (status = 200, description = "The repository (never its secrets)", body = RepoView),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid token, and the repository is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RepoNotPublic),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get_repo(
@@ -389,10 +389,10 @@ pub(super) async fn get_repo(
     responses(
         (status = 200, description = "The repository that was removed", body = RepoView),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such repository", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn delete_repo(
@@ -442,13 +442,13 @@ pub(super) struct UpdateRepo {
     responses(
         (status = 200, description = "The repository as it is now", body = RepoView),
         (status = 400, description = "An invalid repository name or a malformed body", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn update_repo(
@@ -480,10 +480,10 @@ pub(super) async fn update_repo(
     responses(
         (status = 200, description = "The members, by name", body = Vec<MemberView>),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_members(
@@ -538,13 +538,13 @@ async fn member_user(
     responses(
         (status = 200, description = "The member as it is now", body = MemberView),
         (status = 400, description = "An invalid repository name or a malformed body", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository or user, or a repository the caller may not read", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema (an unknown role)", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn put_member(
@@ -582,10 +582,10 @@ pub(super) async fn put_member(
     responses(
         (status = 204, description = "Revoked"),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository, user or member, or a repository the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn delete_member(
@@ -660,14 +660,14 @@ pub(super) fn sealed_secret(
     responses(
         (status = 204, description = "Stored"),
         (status = 400, description = "An invalid repository or secret name, or a malformed body", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
         (status = 409, description = "The engine has no PLUE_SECRET_KEY to seal secrets with", body = ErrorView),
         (status = 413, description = "The body or the value is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn put_secret(
@@ -695,10 +695,10 @@ pub(super) async fn put_secret(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "An invalid repository or secret name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository or secret, or a repository the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn delete_secret(
@@ -728,10 +728,10 @@ pub(super) async fn delete_secret(
     responses(
         (status = 200, description = "The secrets' names and when each was set", body = Vec<SecretView>),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but is not its maintainer", body = ErrorView),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_secrets(
@@ -754,9 +754,9 @@ pub(super) async fn list_secrets(
     responses(
         (status = 200, description = "The repository's schedules", body = Vec<ScheduleView>),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid token, and the repository is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RepoNotPublic),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn repo_schedules(
@@ -782,7 +782,7 @@ pub(super) async fn repo_schedules(
     responses(
         (status = 200, description = "The schedules of the repositories the caller may read, by next fire time", body = Vec<ScheduleView>),
         (status = 401, description = "No valid token: installation-wide lists are for signed-in users", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn all_schedules(
@@ -839,14 +839,14 @@ fn input_values() -> Schema {
     responses(
         (status = 201, description = "The new run", body = Created),
         (status = 400, description = "An invalid repository name or ref, a malformed body or an input that is not a string, number or boolean", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "The caller reads the repository but lacks `writer` on it", body = ErrorView),
         (status = 404, description = "No such repository, ref or workflow, or a repository the caller may not read", body = ErrorView),
         (status = 409, description = "The repository's workflow at that ref refuses the dispatch (no manual trigger, an unknown, missing or invalid input, a file that does not evaluate), or the repository could not be fetched from its clone URL (the answer gives git's reason; the engine logs it at `warn`)", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
         (status = 501, description = "This engine has no evaluator", body = ErrorView),
     )
 )]

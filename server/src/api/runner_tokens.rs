@@ -75,12 +75,12 @@ fn default_secrets() -> bool {
     responses(
         (status = 201, description = "The token, shown this once", body = RunnerTokenCreated),
         (status = 400, description = "A malformed body, an invalid name or labels", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn create(
@@ -149,9 +149,9 @@ pub(super) async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The tokens", body = Vec<RunnerTokenView>),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list(
@@ -175,10 +175,10 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "Revoked", body = RunnerTokenRevoked),
         (status = 400, description = "The id is not a runner token id", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such runner token", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn revoke(

@@ -139,8 +139,8 @@ fn text_filter(name: &str, value: Option<String>) -> ApiResult<Option<String>> {
     responses(
         (status = 200, description = "A page of runs (without their steps) and the cursor of the next one", body = RunsPageView),
         (status = 400, description = "An unknown or malformed query parameter or an invalid repository name", body = ErrorView),
-        (status = 401, description = "The token is not valid", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 401, response = super::openapi::InvalidToken),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_runs(

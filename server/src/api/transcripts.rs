@@ -33,9 +33,9 @@ use crate::transcripts::{self, Kept};
     responses(
         (status = 200, description = "The transcript (JSON)", body = serde_json::Value),
         (status = 400, description = "The id is not a run id", body = ErrorView),
-        (status = 401, description = "No valid token, and the run is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RunNotPublic),
         (status = 404, description = "No such run, a run the caller may not read, or the step kept no transcript (not an llm step, or deleted by retention)", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn get(

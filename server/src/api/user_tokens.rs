@@ -337,13 +337,13 @@ async fn mint(
     responses(
         (status = 201, description = "The token, shown this once", body = UserTokenCreated),
         (status = 400, description = "A malformed body, an invalid name, repository or expiry, or an engine without users", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "It would be wider than the token making it", body = ErrorView),
         (status = 404, description = "A repository that does not exist or the caller may not read", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn create_token(
@@ -376,14 +376,14 @@ pub(super) async fn create_token(
     responses(
         (status = 201, description = "The token, shown this once", body = UserTokenCreated),
         (status = 400, description = "A malformed body, an invalid name, repository or expiry", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Not an installation admin", body = ErrorView),
         (status = 404, description = "No such user, or no such repository", body = ErrorView),
         (status = 409, description = "The user is disabled", body = ErrorView),
         (status = 413, description = "The body is too large", body = ErrorView),
         (status = 415, description = "The body is not `application/json`", body = ErrorView),
         (status = 422, description = "The body does not fit the schema", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn create_user_token(
@@ -423,10 +423,10 @@ pub(super) async fn create_user_token(
     responses(
         (status = 200, description = "The tokens, newest first", body = Vec<TokenView>),
         (status = 400, description = "An unknown query parameter, or an engine without users", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "Another user's tokens, and not an installation admin", body = ErrorView),
         (status = 404, description = "No such user", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn list_tokens(
@@ -484,11 +484,11 @@ pub(super) async fn list_tokens(
     responses(
         (status = 200, description = "The revoked token", body = TokenView),
         (status = 400, description = "The id is not a token id", body = ErrorView),
-        (status = 401, description = "No valid bearer token", body = ErrorView),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, description = "A narrowed token, and neither it nor made with it", body = ErrorView),
         (status = 404, description = "No such token of the caller's", body = ErrorView),
         (status = 409, description = "Revoked already", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
     )
 )]
 pub(super) async fn revoke_token(

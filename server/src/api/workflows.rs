@@ -234,9 +234,9 @@ fn paths_parts(parts: &mut Vec<String>, paths: &[String], ignored: &[String]) {
     responses(
         (status = 200, description = "The default branch's workflows", body = WorkflowsView),
         (status = 400, description = "An invalid repository name", body = ErrorView),
-        (status = 401, description = "No valid token, and the repository is not public", body = ErrorView),
+        (status = 401, response = super::openapi::RepoNotPublic),
         (status = 404, description = "No such repository, or one the caller may not read", body = ErrorView),
-        (status = 500, description = "The engine failed (see its log)", body = ErrorView),
+        (status = 500, response = super::openapi::EngineFailed),
         (status = 501, description = "This engine has no evaluator", body = ErrorView),
     )
 )]

@@ -60,7 +60,7 @@ pub(super) fn page() -> anyhow::Result<String> {
             for method in METHODS {
                 let Some(op) = item.get(method) else { continue };
                 if operation_tag(op) == *tag {
-                    operation(method, path, item, op, &mut body);
+                    operation(&doc, method, path, item, op, &mut body);
                 }
             }
         }
@@ -83,7 +83,7 @@ fn operation_tag(op: &Value) -> String {
         .to_string()
 }
 
-fn operation(method: &str, path: &str, item: &Value, op: &Value, out: &mut String) {
+fn operation(doc: &Value, method: &str, path: &str, item: &Value, op: &Value, out: &mut String) {
     let summary = str_at(op, "/summary");
     let _ = writeln!(
         out,
@@ -140,6 +140,7 @@ fn operation(method: &str, path: &str, item: &Value, op: &Value, out: &mut Strin
     if let Some(responses) = op.get("responses").and_then(Value::as_object) {
         let _ = writeln!(out, "| status | meaning | body |\n|---|---|---|");
         for (status, response) in responses {
+            let response = shared_response(doc, response);
             let _ = writeln!(
                 out,
                 "| {status} | {} | {} |",
@@ -149,6 +150,17 @@ fn operation(method: &str, path: &str, item: &Value, op: &Value, out: &mut Strin
         }
         out.push('\n');
     }
+}
+
+/// `response`, or the answer several operations share that it refers to
+/// (`#/components/responses/<name>`).
+fn shared_response<'a>(doc: &'a Value, response: &'a Value) -> &'a Value {
+    response
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|target| target.strip_prefix("#/components/responses/"))
+        .and_then(|name| doc.pointer(&format!("/components/responses/{name}")))
+        .unwrap_or(response)
 }
 
 /// Whether the operation needs a token: `security` lists alternatives, `{}` being none.
