@@ -127,20 +127,31 @@ pub async fn latest(
         .map_err(|e| anyhow::anyhow!("the transcript of step '{step_id}': {e}"))
 }
 
+/// Why a transcript blob could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// Not a tar archive, or one that cannot be read.
+    #[error("{0}")]
+    Archive(#[from] std::io::Error),
+    #[error("no {} in the blob", transcript::FILE)]
+    NoTranscript,
+    #[error(transparent)]
+    Transcript(#[from] transcript::TranscriptError),
+}
+
 /// The transcript inside a transcript blob.
-pub fn parse_tar(tar: &[u8]) -> Result<Transcript, String> {
+pub fn parse_tar(tar: &[u8]) -> Result<Transcript, BlobError> {
     let mut archive = tar::Archive::new(tar);
-    let entries = archive.entries().map_err(|e| e.to_string())?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| e.to_string())?;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
         if entry.path().ok().as_deref() != Some(std::path::Path::new(transcript::FILE)) {
             continue;
         }
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| e.to_string())?;
-        return transcript::parse(&bytes);
+        std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+        return Ok(transcript::parse(&bytes)?);
     }
-    Err(format!("no {} in the blob", transcript::FILE))
+    Err(BlobError::NoTranscript)
 }
 
 #[cfg(test)]
@@ -196,12 +207,18 @@ mod tests {
         })
         .unwrap();
         assert!(parse_tar(&tar_of(transcript::FILE, &good)).is_ok());
-        assert!(parse_tar(&tar_of("other.json", &good))
-            .unwrap_err()
-            .contains("no transcript.json"));
+        let missing = parse_tar(&tar_of("other.json", &good)).unwrap_err();
+        assert!(matches!(missing, BlobError::NoTranscript), "{missing}");
+        assert_eq!(missing.to_string(), "no transcript.json in the blob");
         let old = br#"{"version": 99, "turns": []}"#;
-        assert!(parse_tar(&tar_of(transcript::FILE, old))
-            .unwrap_err()
-            .contains("version 99"));
+        let old = parse_tar(&tar_of(transcript::FILE, old)).unwrap_err();
+        assert!(
+            matches!(
+                old,
+                BlobError::Transcript(transcript::TranscriptError::Version(99))
+            ),
+            "{old}"
+        );
+        assert!(old.to_string().contains("version 99"));
     }
 }

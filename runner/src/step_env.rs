@@ -105,15 +105,24 @@ impl Base {
     }
 }
 
+/// A variable [`check_passable`] will not pass on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotPassable {
+    /// One of the engine's or a runner's credentials ([`CREDENTIAL_VARS`]).
+    #[error("{0} is a credential of the engine or a runner: it is never passed to steps")]
+    Credential(String),
+    /// Empty, or holding `=` or NUL.
+    #[error("'{0}' is not an environment variable name")]
+    BadName(String),
+}
+
 /// Refuses to pass a credential on by name (`--pass-env PLUE_ADMIN_TOKEN`).
-pub fn check_passable(name: &str) -> Result<(), String> {
+pub fn check_passable(name: &str) -> Result<(), NotPassable> {
     if CREDENTIAL_VARS.contains(&name) {
-        return Err(format!(
-            "{name} is a credential of the engine or a runner: it is never passed to steps"
-        ));
+        return Err(NotPassable::Credential(name.to_owned()));
     }
     if name.is_empty() || name.contains('=') || name.contains('\0') {
-        return Err(format!("'{name}' is not an environment variable name"));
+        return Err(NotPassable::BadName(name.to_owned()));
     }
     Ok(())
 }
@@ -195,7 +204,14 @@ mod tests {
         );
         assert_eq!(passed.0["EDITOR"], "vi");
         assert!(!passed.0.contains_key("PLUE_ADMIN_TOKEN"));
-        assert!(check_passable("PLUE_SECRET_KEY").is_err());
+        assert_eq!(
+            check_passable("PLUE_SECRET_KEY"),
+            Err(NotPassable::Credential("PLUE_SECRET_KEY".into()))
+        );
+        assert_eq!(
+            check_passable("A=B").unwrap_err().to_string(),
+            "'A=B' is not an environment variable name"
+        );
         assert!(check_passable("HTTPS_PROXY").is_ok());
         let empty = Base::minimal(Vec::new());
         assert_eq!(empty.0["PATH"], DEFAULT_PATH);

@@ -401,7 +401,8 @@ impl Applier {
                 let changed = changes(&mirror, &job.run.sha, &commit)
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;
-                validate::check_changes(&changed, &safe_outputs).map_err(PostError::Permanent)?;
+                validate::check_changes(&changed, &safe_outputs)
+                    .map_err(|e| PostError::Permanent(e.to_string()))?;
                 let tree = tree_of(&mirror, &commit)
                     .await
                     .map_err(|e| PostError::Retry(format!("{e:#}")))?;

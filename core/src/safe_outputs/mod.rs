@@ -91,10 +91,11 @@ pub async fn judge(
     }
     let (verdict, wall) = check(executor, run_id, step_run_id, proposals).await?;
     let (state, refusal) = match (&verdict, &wall) {
-        (Ok(approve), _) => (if *approve { "waiting" } else { "ready" }, None),
+        (Ok(Passed::WaitsForApproval), _) => ("waiting", None),
+        (Ok(Passed::Ready), _) => ("ready", None),
         // The reason quotes the proposal (a path, a label): shown only as the wall made it.
-        (Err(why), Some(wall)) => ("refused", Some(wall.redact(why).into_string())),
-        (Err(why), None) => ("refused", Some(why.clone())),
+        (Err(why), Some(wall)) => ("refused", Some(wall.redact(&why.to_string()).into_string())),
+        (Err(why), None) => ("refused", Some(why.to_string())),
     };
     // A refused proposal is kept to be shown, so without the secrets it may have leaked
     // (a valid one holds none); without a wall, none of its text is kept.
@@ -123,15 +124,35 @@ pub async fn judge(
     })
 }
 
-/// `Ok(approve)` when every proposal passes, `Err(reason)` when refused; with the run's
-/// wall they were checked by (`None`: the run's secrets could not be read, and the
-/// proposals are refused unchecked — never passed, never kept in clear).
+/// Proposals that passed: whether they wait for a person's approval before they are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    Ready,
+    WaitsForApproval,
+}
+
+/// Why an attempt's proposals were refused.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("{UNCHECKED}")]
+    Unchecked,
+    #[error("the step is gone")]
+    StepGone,
+    #[error("the step declares no safe_outputs")]
+    NoSafeOutputs,
+    #[error(transparent)]
+    Invalid(#[from] validate::Refused),
+}
+
+/// What the proposals came to, with the run's wall they were checked by (`None`: the
+/// run's secrets could not be read, and the proposals are refused unchecked — never
+/// passed, never kept in clear).
 async fn check(
     executor: &Executor,
     run_id: i64,
     step_run_id: i64,
     proposals: &[Proposal],
-) -> anyhow::Result<(Result<bool, String>, Option<Checker>)> {
+) -> anyhow::Result<(Result<Passed, Refusal>, Option<Checker>)> {
     let store = executor.store();
     let run_secrets = match executor.walls(String::new()).secrets_of(run_id).await {
         Ok(found) => found,
@@ -140,7 +161,7 @@ async fn check(
                 run = run_id,
                 "reading the run's secrets to check its proposals: {e:#}"
             );
-            return Ok((Err(UNCHECKED.into()), None));
+            return Ok((Err(Refusal::Unchecked), None));
         }
     };
     let plan = executor.plan(run_id).await?;
@@ -153,10 +174,10 @@ async fn check(
     let Some(outputs) = declared else {
         let wall = Checker::new(&run_secrets.secrets, &run_secrets.forge_hosts);
         let why = match step_id {
-            None => "the step is gone",
-            Some(_) => "the step declares no safe_outputs",
+            None => Refusal::StepGone,
+            Some(_) => Refusal::NoSafeOutputs,
         };
-        return Ok((Err(why.into()), Some(wall)));
+        return Ok((Err(why), Some(wall)));
     };
     let run = store.run(run_id).await?;
     let repo_id = run.as_ref().and_then(|run| run.repo_id);
@@ -175,7 +196,14 @@ async fn check(
         }
     }
     let rules = validate::Rules::new(&outputs, &run_secrets.secrets, &run_secrets.forge_hosts);
-    let verdict = validate::validate(proposals, &rules).map(|()| approve);
+    let passed = if approve {
+        Passed::WaitsForApproval
+    } else {
+        Passed::Ready
+    };
+    let verdict = validate::validate(proposals, &rules)
+        .map(|()| passed)
+        .map_err(Refusal::from);
     Ok((verdict, Some(rules.wall)))
 }
 

@@ -25,7 +25,7 @@
 //! - a reason is made of the wall's findings and the proposal's own text (a path, a
 //!   label): the caller redacts it with the same wall before anyone sees it.
 
-use evaluator::glob::{compile, Pattern};
+use evaluator::glob::{compile, GlobError, Pattern};
 use evaluator::safe_outputs::SafeOutputs;
 use plue_outbound::{Checker, Refusal, Secrets};
 use plue_types::protocol::{Proposal, MAX_BODY_BYTES, MAX_DIFF_BYTES, MAX_TITLE_BYTES};
@@ -50,32 +50,132 @@ impl<'a> Rules<'a> {
     }
 }
 
-/// `Ok` when every proposal passes; else the reason (to be redacted before it is shown).
-pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String> {
+/// Why an attempt's proposals were refused (to be redacted before it is shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("more than one pull request proposed")]
+    SecondPullRequest,
+    #[error("the step may not propose a pull request")]
+    PullRequestNotAllowed,
+    #[error("more than {0} comments proposed")]
+    TooManyComments(u32),
+    #[error("more than {0} issues proposed")]
+    TooManyIssues(u32),
+    #[error("labels proposed more than once")]
+    LabelsTwice,
+    #[error("the diff is {bytes} bytes; max_diff_bytes is {max}")]
+    DiffTooLarge { bytes: usize, max: u64 },
+    #[error("the diff changes {files} files; max_files is {max}")]
+    TooManyFiles { files: usize, max: u32 },
+    /// A label outside the label grammar (`evaluator::safe_outputs::check_label`).
+    #[error("label {label:?} {why}")]
+    BadLabel { label: String, why: &'static str },
+    #[error("label {0:?} is not in the step's labels")]
+    LabelNotAllowed(String),
+    /// A title or body (`what`: "a comment", "the pull request's title", ...) too long.
+    #[error("{what} is {bytes} bytes; at most {max}")]
+    TextTooLong {
+        what: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    /// The run's outbound wall refused `what` (a secret, a link, a mention).
+    #[error("{}", wall_message(what, refusal))]
+    Wall {
+        what: &'static str,
+        refusal: Refusal,
+    },
+    /// The diff (or a built commit's changes) breaks a path or syntax rule.
+    #[error(transparent)]
+    Diff(#[from] DiffRefused),
+}
+
+fn wall_message(what: &str, refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Link { host } => format!("{what} links to {host:?}, which is not in allow_links"),
+        other => format!("{what} {other}"),
+    }
+}
+
+/// Why a diff, or the changes of the commit built from it, were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiffRefused {
+    /// A glob of the step's `paths_allow` or deny list does not compile.
+    #[error("glob {glob:?}: {source}")]
+    Glob { glob: String, source: GlobError },
+    /// Empty, absolute, with a backslash, NUL, `.` or `..` part, or an empty part.
+    #[error("the diff names the path {0:?}")]
+    BadPath(String),
+    #[error("the diff changes {0:?} inside a .git directory")]
+    InGitDirectory(String),
+    #[error("the diff changes {0:?}, which is denied")]
+    Denied(String),
+    #[error("the diff changes {0:?}, which paths_allow does not allow")]
+    NotAllowed(String),
+    /// The built commit holds a link or submodule (`mode` is the new side's).
+    #[error("the built commit makes {path:?} a symbolic link or a submodule (mode {mode})")]
+    CommitLinkOrSubmodule { path: String, mode: String },
+    #[error(
+        "the diff changes a binary file (it holds a NUL byte); binary changes are not accepted (the engine cannot check them for secrets)"
+    )]
+    Nul,
+    #[error(
+        "the diff changes a binary file; binary changes are not accepted (the engine cannot check them for secrets)"
+    )]
+    Binary,
+    #[error("the diff has a 'diff --git' line it cannot read")]
+    UnreadableGitLine,
+    /// A line of the diff (numbered from 1) that breaks the syntax or names a bad path.
+    #[error("the diff's line {line}: {problem}")]
+    Line { line: usize, problem: LineProblem },
+}
+
+/// What is wrong with one line of a diff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    #[error("a hunk ends before its line counts")]
+    HunkEndsEarly,
+    #[error("text before the first 'diff --git'")]
+    BeforeFirstFile,
+    #[error("a hunk header it cannot read")]
+    UnreadableHunkHeader,
+    #[error("a line outside any hunk")]
+    OutsideHunk,
+    #[error("a symbolic link or a submodule (mode 120000 or 160000)")]
+    LinkOrSubmodule,
+    #[error("a path it cannot read")]
+    UnreadablePath,
+    #[error("a ---/+++ path without its a/ or b/ prefix")]
+    NoSidePrefix,
+    /// The line's first 60 characters.
+    #[error("an unknown header line {0:?}")]
+    UnknownHeader(String),
+    /// A header's path breaks a path rule.
+    #[error(transparent)]
+    Path(Box<DiffRefused>),
+}
+
+/// `Ok` when every proposal passes; else the first reason.
+pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), Refused> {
     let so = rules.outputs;
     let count = |kind: &str| proposals.iter().filter(|p| p.kind() == kind).count();
     if count("pull_request") > usize::from(so.pull_request) {
         return Err(if so.pull_request {
-            "more than one pull request proposed".into()
+            Refused::SecondPullRequest
         } else {
-            "the step may not propose a pull request".into()
+            Refused::PullRequestNotAllowed
         });
     }
     if count("comment") > so.comments as usize {
-        return Err(format!("more than {} comments proposed", so.comments));
+        return Err(Refused::TooManyComments(so.comments));
     }
     if count("issue") > so.issues as usize {
-        return Err(format!("more than {} issues proposed", so.issues));
+        return Err(Refused::TooManyIssues(so.issues));
     }
     if count("labels") > 1 {
-        return Err("labels proposed more than once".into());
+        return Err(Refused::LabelsTwice);
     }
-    let refused = |what: &str, refusal: Refusal| match refusal {
-        Refusal::Link { host } => {
-            format!("{what} links to {host:?}, which is not in allow_links")
-        }
-        other => format!("{what} {other}"),
-    };
+    let refused = |what: &'static str, refusal: Refusal| Refused::Wall { what, refusal };
     for proposal in proposals {
         let mut texts: Vec<(&str, &str, usize)> = Vec::new();
         match proposal {
@@ -84,17 +184,17 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
                 texts.push(("the pull request's body", body, MAX_BODY_BYTES));
                 let max = so.max_diff_bytes.min(MAX_DIFF_BYTES);
                 if diff.len() as u64 > max {
-                    return Err(format!(
-                        "the diff is {} bytes; max_diff_bytes is {max}",
-                        diff.len()
-                    ));
+                    return Err(Refused::DiffTooLarge {
+                        bytes: diff.len(),
+                        max,
+                    });
                 }
                 let files = check_diff(diff, so)?;
                 if files > so.max_files as usize {
-                    return Err(format!(
-                        "the diff changes {files} files; max_files is {}",
-                        so.max_files
-                    ));
+                    return Err(Refused::TooManyFiles {
+                        files,
+                        max: so.max_files,
+                    });
                 }
                 rules
                     .wall
@@ -108,10 +208,14 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
             }
             Proposal::Labels { labels } => {
                 for label in labels {
-                    evaluator::safe_outputs::check_label(label)
-                        .map_err(|why| format!("label {label:?} {why}"))?;
+                    evaluator::safe_outputs::check_label(label).map_err(|why| {
+                        Refused::BadLabel {
+                            label: label.clone(),
+                            why,
+                        }
+                    })?;
                     if !so.labels.contains(label) {
-                        return Err(format!("label {label:?} is not in the step's labels"));
+                        return Err(Refused::LabelNotAllowed(label.clone()));
                     }
                     rules.wall.check(label).map_err(|r| refused("a label", r))?;
                 }
@@ -122,7 +226,11 @@ pub fn validate(proposals: &[Proposal], rules: &Rules<'_>) -> Result<(), String>
         }
         for (what, text, max) in texts {
             if text.len() > max {
-                return Err(format!("{what} is {} bytes; at most {max}", text.len()));
+                return Err(Refused::TextTooLong {
+                    what,
+                    bytes: text.len(),
+                    max,
+                });
             }
             rules.wall.check(text).map_err(|r| refused(what, r))?;
         }
@@ -179,11 +287,16 @@ struct PathRules {
 }
 
 impl PathRules {
-    fn new(so: &SafeOutputs) -> Result<PathRules, String> {
-        let compiled = |globs: Vec<&str>| -> Result<Vec<Pattern>, String> {
+    fn new(so: &SafeOutputs) -> Result<PathRules, DiffRefused> {
+        let compiled = |globs: Vec<&str>| -> Result<Vec<Pattern>, DiffRefused> {
             globs
                 .into_iter()
-                .map(|g| compile(g).map_err(|e| format!("glob {g:?}: {e}")))
+                .map(|g| {
+                    compile(g).map_err(|source| DiffRefused::Glob {
+                        glob: g.to_owned(),
+                        source,
+                    })
+                })
                 .collect()
         };
         Ok(PathRules {
@@ -192,18 +305,18 @@ impl PathRules {
         })
     }
 
-    fn check(&self, path: &str) -> Result<(), String> {
+    fn check(&self, path: &str) -> Result<(), DiffRefused> {
         if path.is_empty() || path.starts_with('/') || path.contains('\\') || path.contains('\0') {
-            return Err(format!("the diff names the path {path:?}"));
+            return Err(DiffRefused::BadPath(path.to_owned()));
         }
         for part in path.split('/') {
             let folded = part.to_lowercase();
             let folded = folded.trim_end_matches(['.', ' ']);
             if part.is_empty() || part == "." || part == ".." {
-                return Err(format!("the diff names the path {path:?}"));
+                return Err(DiffRefused::BadPath(path.to_owned()));
             }
             if folded == ".git" {
-                return Err(format!("the diff changes {path:?} inside a .git directory"));
+                return Err(DiffRefused::InGitDirectory(path.to_owned()));
             }
         }
         let lower = path.to_lowercase();
@@ -218,12 +331,10 @@ impl PathRules {
             .iter()
             .any(|d| d.is_match(path) || d.is_match(&lower) || d.is_match(&trimmed))
         {
-            return Err(format!("the diff changes {path:?}, which is denied"));
+            return Err(DiffRefused::Denied(path.to_owned()));
         }
         if !self.allow.iter().any(|a| a.is_match(path)) {
-            return Err(format!(
-                "the diff changes {path:?}, which paths_allow does not allow"
-            ));
+            return Err(DiffRefused::NotAllowed(path.to_owned()));
         }
         Ok(())
     }
@@ -233,16 +344,20 @@ impl PathRules {
 /// --no-renames` reports them, `000000` for a side that does not exist — by the rules the
 /// diff's paths and modes were checked by, so that a diff `git apply` reads otherwise than
 /// [`check_diff`] still changes no denied path and adds no link or submodule.
-pub fn check_changes(changes: &[(String, String, String)], so: &SafeOutputs) -> Result<(), String> {
+pub fn check_changes(
+    changes: &[(String, String, String)],
+    so: &SafeOutputs,
+) -> Result<(), DiffRefused> {
     let rules = PathRules::new(so)?;
     for (old, new, path) in changes {
         if [old, new]
             .iter()
             .any(|m| matches!(m.as_str(), "120000" | "160000"))
         {
-            return Err(format!(
-                "the built commit makes {path:?} a symbolic link or a submodule (mode {new})"
-            ));
+            return Err(DiffRefused::CommitLinkOrSubmodule {
+                path: path.clone(),
+                mode: new.clone(),
+            });
         }
         rules.check(path)?;
     }
@@ -257,16 +372,20 @@ enum At {
 }
 
 /// Checks every header and path of `diff`; the number of files it changes.
-pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, String> {
+pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, DiffRefused> {
     if diff.contains('\0') {
-        return Err("the diff changes a binary file (it holds a NUL byte); binary changes are not accepted (the engine cannot check them for secrets)".into());
+        return Err(DiffRefused::Nul);
     }
     let rules = PathRules::new(so)?;
     let mut at = At::Start;
     let mut files = 0;
     let last = diff.split('\n').count() - 1;
     for (number, line) in diff.split('\n').enumerate() {
-        let bad = |why: &str| Err(format!("the diff's line {}: {why}", number + 1));
+        let at_line = |problem: LineProblem| DiffRefused::Line {
+            line: number + 1,
+            problem,
+        };
+        let bad = |problem: LineProblem| Err(at_line(problem));
         if let At::Hunk { old, new } = &mut at {
             if *old > 0 || *new > 0 {
                 match line.as_bytes().first() {
@@ -277,7 +396,7 @@ pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, String> {
                     Some(b'-') if *old > 0 => *old -= 1,
                     Some(b'+') if *new > 0 => *new -= 1,
                     Some(b'\\') => {}
-                    _ => return bad("a hunk ends before its line counts"),
+                    _ => return bad(LineProblem::HunkEndsEarly),
                 }
                 continue;
             }
@@ -287,9 +406,7 @@ pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, String> {
         }
         if let Some(rest) = line.strip_prefix("diff --git ") {
             files += 1;
-            for path in
-                git_line_paths(rest).ok_or("the diff has a 'diff --git' line it cannot read")?
-            {
+            for path in git_line_paths(rest).ok_or(DiffRefused::UnreadableGitLine)? {
                 rules.check(&path)?;
             }
             at = At::Header;
@@ -298,37 +415,26 @@ pub fn check_diff(diff: &str, so: &SafeOutputs) -> Result<usize, String> {
         match at {
             At::Start => {
                 if !line.is_empty() {
-                    return bad("text before the first 'diff --git'");
+                    return bad(LineProblem::BeforeFirstFile);
                 }
             }
             At::Header => {
                 if line.starts_with("@@ ") {
-                    at = hunk(line).ok_or_else(|| {
-                        format!(
-                            "the diff's line {}: a hunk header it cannot read",
-                            number + 1
-                        )
-                    })?;
+                    at = hunk(line).ok_or_else(|| at_line(LineProblem::UnreadableHunkHeader))?;
                 } else if line.is_empty() && number == last {
                     // The newline ending a file's headers with no hunk after them (an
                     // empty file added or removed, a mode changed).
                 } else if line == "GIT binary patch" || line.starts_with("Binary files ") {
-                    return Err("the diff changes a binary file; binary changes are not accepted (the engine cannot check them for secrets)".into());
+                    return Err(DiffRefused::Binary);
                 } else {
-                    header(line, &rules)
-                        .map_err(|e| format!("the diff's line {}: {e}", number + 1))?;
+                    header(line, &rules).map_err(at_line)?;
                 }
             }
             At::Hunk { .. } => {
                 if line.starts_with("@@ ") {
-                    at = hunk(line).ok_or_else(|| {
-                        format!(
-                            "the diff's line {}: a hunk header it cannot read",
-                            number + 1
-                        )
-                    })?;
+                    at = hunk(line).ok_or_else(|| at_line(LineProblem::UnreadableHunkHeader))?;
                 } else if !line.is_empty() {
-                    return bad("a line outside any hunk");
+                    return bad(LineProblem::OutsideHunk);
                 }
             }
         }
@@ -352,7 +458,7 @@ fn hunk(line: &str) -> Option<At> {
 }
 
 /// One extended header line of a file's diff.
-fn header(line: &str, rules: &PathRules) -> Result<(), String> {
+fn header(line: &str, rules: &PathRules) -> Result<(), LineProblem> {
     const MODES: [&str; 6] = [
         "old mode ",
         "new mode ",
@@ -376,31 +482,32 @@ fn header(line: &str, rules: &PathRules) -> Result<(), String> {
         None
     };
     if matches!(mode, Some("120000" | "160000")) {
-        return Err("a symbolic link or a submodule (mode 120000 or 160000)".into());
+        return Err(LineProblem::LinkOrSubmodule);
     }
     if let Some(prefix) = path_headers.iter().find(|p| line.starts_with(**p)) {
         let raw = &line[prefix.len()..];
         if raw == "/dev/null" {
             return Ok(());
         }
-        let path = unquote(raw).ok_or("a path it cannot read")?;
+        let path = unquote(raw).ok_or(LineProblem::UnreadablePath)?;
         let path = if prefix.starts_with("---") || prefix.starts_with("+++") {
             let stripped = path
                 .strip_prefix("a/")
                 .or_else(|| path.strip_prefix("b/"))
-                .ok_or("a ---/+++ path without its a/ or b/ prefix")?;
+                .ok_or(LineProblem::NoSidePrefix)?;
             stripped.to_owned()
         } else {
             path
         };
-        return rules.check(&path);
+        return rules
+            .check(&path)
+            .map_err(|e| LineProblem::Path(Box::new(e)));
     }
     if MODES.iter().any(|m| line.starts_with(m)) || line.starts_with("index ") {
         return Ok(());
     }
-    Err(format!(
-        "an unknown header line {:?}",
-        line.chars().take(60).collect::<String>()
+    Err(LineProblem::UnknownHeader(
+        line.chars().take(60).collect::<String>(),
     ))
 }
 

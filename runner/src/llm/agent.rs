@@ -46,7 +46,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
-use super::budget::Meter;
+use super::budget::{Call, Meter};
 use super::client::{CallError, Client, Item};
 use super::stream::{Accumulator, Message, StreamError};
 use super::tools::finish::{self, Finish};
@@ -335,8 +335,15 @@ impl Agent<'_> {
             // Every request counts against max_turns and the budget, retries included.
             let asked = self
                 .meter
-                .before_call(attempt > 1, MAX_TOKENS)
-                .map_err(Failure::Failed)?;
+                .before_call(
+                    if attempt > 1 {
+                        Call::Retry
+                    } else {
+                        Call::First
+                    },
+                    MAX_TOKENS,
+                )
+                .map_err(|stop| Failure::Failed(stop.to_string()))?;
             body["max_tokens"] = json!(asked);
             let error = match self.attempt(&body, &mut streamed).await {
                 Ok(message)
@@ -426,7 +433,7 @@ impl Agent<'_> {
                     // The moment a limit is passed the stream is dropped (budget.rs).
                     self.meter
                         .check(accumulator.usage())
-                        .map_err(TurnError::Budget)?;
+                        .map_err(|stop| TurnError::Budget(stop.to_string()))?;
                     match applied {
                         Ok(Some(text)) => {
                             *streamed = true;

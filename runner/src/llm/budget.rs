@@ -32,6 +32,44 @@ use std::sync::Mutex;
 
 use plue_types::protocol::{Budget, Price, RunBudget, Usage};
 
+/// Why a budget cannot be enforced, or why a request may not be made or go on: the step's
+/// reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetStop {
+    /// A cost limit (`limit`, as messages name it) without the prices of the model.
+    #[error(
+        "budget: {limit} needs the prices of model {model}, and the engine sent \
+         none; the step was not started"
+    )]
+    NoPrices { limit: String, model: String },
+    /// A cost limit priced for another model than the step calls.
+    #[error(
+        "budget: {limit} is priced for model {priced}, but the step calls {model} (its \
+         prompt file chose it?); set model= on the step so the engine prices \
+         the model it calls"
+    )]
+    OtherModel {
+        limit: String,
+        priced: String,
+        model: String,
+    },
+    /// `max_turns` requests were made, retries included.
+    #[error(
+        "max_turns ({max}) reached: {calls} requests to the model were made ({retries} of them retries)"
+    )]
+    MaxTurns { max: u32, calls: u32, retries: u32 },
+    /// A token or cost limit is reached: the sentence naming the limit and what was spent.
+    #[error("{0}")]
+    Reached(String),
+}
+
+/// Whether a request is the first of its turn or a repeat of it (which also counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    First,
+    Retry,
+}
+
 /// How the limits of one attempt are counted; shared by the turns of a conversation.
 #[derive(Debug)]
 pub struct Meter {
@@ -59,25 +97,22 @@ struct State {
 impl Meter {
     /// The meter of an attempt calling `model` with at most `max_turns` requests, or why
     /// its budget cannot be enforced.
-    pub fn new(budget: Option<&Budget>, model: &str, max_turns: u32) -> Result<Meter, String> {
+    pub fn new(budget: Option<&Budget>, model: &str, max_turns: u32) -> Result<Meter, BudgetStop> {
         let budget = budget.cloned().unwrap_or_default();
         if let Some(limit) = budget.max_cost_micros {
             match &budget.prices {
                 None => {
-                    return Err(format!(
-                        "budget: {} needs the prices of model {model}, and the engine sent \
-                         none; the step was not started",
-                        cost_limit(limit, budget.run_budget.as_ref())
-                    ))
+                    return Err(BudgetStop::NoPrices {
+                        limit: cost_limit(limit, budget.run_budget.as_ref()),
+                        model: model.to_owned(),
+                    })
                 }
                 Some(price) if price.model != model => {
-                    return Err(format!(
-                        "budget: {} is priced for model {}, but the step calls {model} (its \
-                         prompt file chose it?); set model= on the step so the engine prices \
-                         the model it calls",
-                        cost_limit(limit, budget.run_budget.as_ref()),
-                        price.model
-                    ))
+                    return Err(BudgetStop::OtherModel {
+                        limit: cost_limit(limit, budget.run_budget.as_ref()),
+                        priced: price.model.clone(),
+                        model: model.to_owned(),
+                    })
                 }
                 Some(_) => {}
             }
@@ -92,15 +127,16 @@ impl Meter {
         })
     }
 
-    /// Counts one more request (`retry`: a repeat of the previous turn) and returns the
-    /// `max_tokens` it may ask for (at most `ceiling`), or why it may not be made.
-    pub fn before_call(&self, retry: bool, ceiling: u32) -> Result<u32, String> {
+    /// Counts one more request and returns the `max_tokens` it may ask for (at most
+    /// `ceiling`), or why it may not be made.
+    pub fn before_call(&self, call: Call, ceiling: u32) -> Result<u32, BudgetStop> {
         let mut state = self.lock();
         if state.calls >= self.max_turns {
-            return Err(format!(
-                "max_turns ({}) reached: {} requests to the model were made ({} of them retries)",
-                self.max_turns, state.calls, state.retries
-            ));
+            return Err(BudgetStop::MaxTurns {
+                max: self.max_turns,
+                calls: state.calls,
+                retries: state.retries,
+            });
         }
         let estimate = Usage {
             input_tokens: state.last_input,
@@ -111,7 +147,7 @@ impl Meter {
             let spent = state.spent;
             let calls = state.calls;
             drop(state);
-            return Err(self.reached(
+            return Err(BudgetStop::Reached(self.reached(
                 spent,
                 spent + estimate + output(1),
                 calls,
@@ -119,22 +155,27 @@ impl Meter {
                     "; the next request's input alone (about {} tokens) would pass it",
                     thousands(estimate.input_tokens)
                 ),
-            ));
+            )));
         }
         state.calls += 1;
-        state.retries += u32::from(retry);
+        state.retries += u32::from(call == Call::Retry);
         Ok(u32::try_from(room).unwrap_or(ceiling).max(1))
     }
 
     /// Whether the request streaming now, having used `so_far`, may go on: `Err` with the
     /// step's reason as soon as one more output token would pass a limit, so what is
     /// counted stops at the limit (the request's `max_tokens` tells the API the same).
-    pub fn check(&self, so_far: Usage) -> Result<(), String> {
+    pub fn check(&self, so_far: Usage) -> Result<(), BudgetStop> {
         let state = *self.lock();
         let total = state.spent + so_far;
         let next = total + output(1);
         if self.passes(next) {
-            return Err(self.reached(total, next, state.calls, ""));
+            return Err(BudgetStop::Reached(self.reached(
+                total,
+                next,
+                state.calls,
+                "",
+            )));
         }
         Ok(())
     }
@@ -408,12 +449,20 @@ mod tests {
     #[test]
     fn max_turns_counts_every_request_retries_included() {
         let meter = meter(None, None, 3);
-        assert!(meter.before_call(false, 8192).is_ok());
-        assert!(meter.before_call(true, 8192).is_ok());
-        assert!(meter.before_call(true, 8192).is_ok());
-        let refused = meter.before_call(false, 8192).unwrap_err();
+        assert!(meter.before_call(Call::First, 8192).is_ok());
+        assert!(meter.before_call(Call::Retry, 8192).is_ok());
+        assert!(meter.before_call(Call::Retry, 8192).is_ok());
+        let refused = meter.before_call(Call::First, 8192).unwrap_err();
         assert_eq!(
             refused,
+            BudgetStop::MaxTurns {
+                max: 3,
+                calls: 3,
+                retries: 2
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
             "max_turns (3) reached: 3 requests to the model were made (2 of them retries)"
         );
         assert_eq!(meter.calls(), 3);
@@ -424,18 +473,21 @@ mod tests {
         // $0.05: 10,000 input tokens cost 0.03, leaving 1,333 output tokens (0.019995).
         let meter = meter(None, Some(50_000), 10);
         // 50,000 micro-dollars buy 3,333 output tokens at $15 / MTok.
-        assert_eq!(meter.before_call(false, 8192), Ok(3_333));
+        assert_eq!(meter.before_call(Call::First, 8192), Ok(3_333));
         meter.check(usage(10_000, 0)).unwrap();
         meter.check(usage(10_000, 1_332)).unwrap();
         // The 1,334th token would pass the limit: stopped at 0.049995.
-        let reason = meter.check(usage(10_000, 1_333)).unwrap_err();
+        let reason = meter.check(usage(10_000, 1_333)).unwrap_err().to_string();
         assert_eq!(
             reason,
             "budget: max_cost_usd 0.05 reached (spent 0.049995 USD, 11,333 tokens in 1 call)"
         );
         meter.settle(usage(10_000, 1_333));
         // The next request: its input alone (the last request's tokens) would pass.
-        let refused = meter.before_call(false, 8192).unwrap_err();
+        let refused = meter
+            .before_call(Call::First, 8192)
+            .unwrap_err()
+            .to_string();
         assert!(
             refused.starts_with("budget: max_cost_usd 0.05 reached"),
             "{refused}"
@@ -450,22 +502,23 @@ mod tests {
     #[test]
     fn a_request_asks_only_for_the_output_the_limits_leave() {
         let meter = meter(Some(5_000), Some(1_000_000), 10);
-        assert_eq!(meter.before_call(false, 8192), Ok(5_000));
+        assert_eq!(meter.before_call(Call::First, 8192), Ok(5_000));
         meter.settle(usage(1_000, 500));
         // 5,000 - 1,500 spent - 1,500 estimated input (the last request, sent again).
-        assert_eq!(meter.before_call(false, 8192), Ok(2_000));
+        assert_eq!(meter.before_call(Call::First, 8192), Ok(2_000));
         meter.settle(usage(1_200, 100));
-        let Ok(room) = meter.before_call(false, 8192) else {
+        let Ok(room) = meter.before_call(Call::First, 8192) else {
             panic!("refused")
         };
         assert_eq!(room, 5_000 - 2_800 - 1_300);
         let cost_only = self::meter(None, Some(30_000), 10);
         cost_only.settle(usage(5_000, 0)); // 0.015 spent
                                            // 0.015 left, 5,000 estimated input is 0.015: no room.
-        assert!(cost_only.before_call(false, 8192).is_err());
+        assert!(cost_only.before_call(Call::First, 8192).is_err());
         let tokens_reason = self::meter(Some(100), None, 10)
             .check(usage(90, 10))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             tokens_reason,
             "budget: max_tokens 100 reached (spent 0.00042 USD, 100 tokens in 0 calls)"
@@ -478,7 +531,9 @@ mod tests {
             max_cost_micros: Some(1),
             ..Budget::default()
         };
-        let e = Meter::new(Some(&no_prices), "claude-opus-4-5", 5).unwrap_err();
+        let e = Meter::new(Some(&no_prices), "claude-opus-4-5", 5)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("needs the prices of model claude-opus-4-5"),
             "{e}"
@@ -488,7 +543,9 @@ mod tests {
             prices: Some(sonnet()),
             ..Budget::default()
         };
-        let e = Meter::new(Some(&other), "claude-opus-4-5", 5).unwrap_err();
+        let e = Meter::new(Some(&other), "claude-opus-4-5", 5)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("priced for model claude-sonnet-4-5"), "{e}");
         // Tokens alone need no prices.
         let tokens = Budget {
@@ -524,7 +581,7 @@ mod tests {
             meter.describe().as_deref(),
             Some("0.02 USD of the run's budget_usd 0.05")
         );
-        let reason = meter.check(usage(0, 1_333)).unwrap_err();
+        let reason = meter.check(usage(0, 1_333)).unwrap_err().to_string();
         assert_eq!(
             reason,
             "budget: the run's budget_usd 0.05 reached (spent 0.019995 USD, 1,333 tokens in 0 \
@@ -540,7 +597,7 @@ mod tests {
             },
             100_000,
         );
-        let reason = shared.check(usage(0, 6_666)).unwrap_err();
+        let reason = shared.check(usage(0, 6_666)).unwrap_err().to_string();
         assert!(
             reason.starts_with("budget: the run's budget_usd 0.30 reached (spent 0.09999 USD"),
             "{reason}"
@@ -560,7 +617,7 @@ mod tests {
             },
             50_000,
         );
-        let reason = whole.check(usage(0, 3_333)).unwrap_err();
+        let reason = whole.check(usage(0, 3_333)).unwrap_err().to_string();
         assert_eq!(
             reason,
             "budget: the run's budget_usd 0.05 reached (spent 0.049995 USD, 3,333 tokens in 0 calls)"
@@ -578,7 +635,8 @@ mod tests {
             "claude-opus-4-5",
             5,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with("budget: the run's budget_usd 0.50 needs the prices"),
             "{e}"

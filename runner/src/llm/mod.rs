@@ -191,7 +191,7 @@ pub async fn run(
 
     let meter = match budget::Meter::new(step.budget, &settings.model, settings.max_turns) {
         Ok(meter) => meter,
-        Err(reason) => return fail(lines, reason, None).await,
+        Err(stop) => return fail(lines, stop.to_string(), None).await,
     };
     if let Some(limits) = meter.describe() {
         let _ = lines

@@ -28,8 +28,50 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::git_sandbox::{self, Shadow};
+use crate::git_sandbox::{self, Shadow, ShadowError};
 use crate::step_user::StepUser;
+
+/// Why the start could not be recorded or the diff computed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposalError {
+    /// The checkout's object directories could not be shadowed.
+    #[error("reading the checkout's objects: {0}")]
+    Shadow(#[source] ShadowError),
+    /// No git to run (or no sandbox for it).
+    #[error(transparent)]
+    Sandbox(ShadowError),
+    /// No randomness for the private directory's name.
+    #[error("{0}")]
+    Random(getrandom::Error),
+    /// The private directory could not be made or written.
+    #[error("preparing git's directory: {0}")]
+    Prepare(#[source] std::io::Error),
+    /// Handing the private directory to the step's user failed.
+    #[error("{0}")]
+    Walk(#[from] walkdir::Error),
+    #[error("handing git's directory to the step user: {0}")]
+    Chown(#[source] std::io::Error),
+    #[error("cannot start git: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("waiting for git: {0}")]
+    Wait(#[source] std::io::Error),
+    /// git exited unsuccessfully: its subcommand and the first line of its stderr.
+    #[error("git {verb} failed: {first_line}")]
+    Failed { verb: String, first_line: String },
+    /// `git write-tree` answered something that is not an object id.
+    #[error("git write-tree answered {0:?}")]
+    NotATree(String),
+    #[error("git answered bytes that are not UTF-8")]
+    NotUtf8,
+    /// The diff is larger than the step's `max_diff_bytes`.
+    #[error("the change is larger than max_diff_bytes ({cap} bytes); propose a smaller one")]
+    TooLarge { cap: u64 },
+    /// The diff holds text that is not UTF-8.
+    #[error(
+        "the change holds text that is not UTF-8; only UTF-8 text files or binary files can be proposed"
+    )]
+    DiffNotUtf8,
+}
 
 /// What the pull request's diff is computed against.
 #[derive(Debug)]
@@ -63,7 +105,7 @@ impl Start {
         workspace: &Path,
         commit: Option<&str>,
         user: Option<StepUser>,
-    ) -> Result<Start, String> {
+    ) -> Result<Start, ProposalError> {
         let private = Private::create(user)?;
         let is_checkout = workspace
             .join(".git")
@@ -83,19 +125,19 @@ impl Start {
 
     /// The diff of the workspace now against the start (blocking), `Err` when it is larger
     /// than `max_bytes` or git fails.
-    pub fn diff(&self, max_bytes: u64) -> Result<Diff, String> {
+    pub fn diff(&self, max_bytes: u64) -> Result<Diff, ProposalError> {
         // The shadow lives while git reads the base commit's objects through it.
         let (base, _shadow) = match &self.base {
             Base::Tree(tree) => (tree.clone(), None),
             Base::Commit(commit) => {
                 let shadow = Shadow::of_checkout(&self.workspace, self.user)
-                    .map_err(|e| format!("reading the checkout's objects: {e}"))?;
+                    .map_err(ProposalError::Shadow)?;
                 let alternates = self.private.dir.join("objects/info/alternates");
                 std::fs::write(
                     &alternates,
                     format!("{}\n", shadow.path().join("objects").display()),
                 )
-                .map_err(|e| format!("preparing git's directory: {e}"))?;
+                .map_err(ProposalError::Prepare)?;
                 (format!("{commit}^{{tree}}"), Some(shadow))
             }
         };
@@ -130,13 +172,13 @@ struct Private {
 }
 
 impl Private {
-    fn create(user: Option<StepUser>) -> Result<Private, String> {
+    fn create(user: Option<StepUser>) -> Result<Private, ProposalError> {
         let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+        getrandom::fill(&mut bytes).map_err(ProposalError::Random)?;
         let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let dir = std::env::temp_dir().join(format!("plue-proposal-{name}"));
         // `create_dir` fails if anything is already there: nothing is followed.
-        std::fs::create_dir(&dir).map_err(|e| format!("preparing git's directory: {e}"))?;
+        std::fs::create_dir(&dir).map_err(ProposalError::Prepare)?;
         let private = Private { dir };
         private.git(None, &["init", "--quiet", "--template="], None)?;
         if let Some(user) = user {
@@ -152,7 +194,7 @@ impl Private {
         workspace: &Path,
         user: Option<StepUser>,
         index: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ProposalError> {
         let index = self.dir.join(index);
         let _ = std::fs::remove_file(&index);
         let work_tree = format!("--work-tree={}", workspace.display());
@@ -164,7 +206,7 @@ impl Private {
         let tree = self.git(user, &[&work_tree, "write-tree"], Some((&index, workspace)))?;
         let tree = tree.trim().to_owned();
         if !is_object_id(&tree) {
-            return Err(format!("git write-tree answered {tree:?}"));
+            return Err(ProposalError::NotATree(tree));
         }
         Ok(tree)
     }
@@ -173,8 +215,8 @@ impl Private {
         &self,
         user: Option<StepUser>,
         args: &[&str],
-    ) -> Result<std::process::Command, String> {
-        let mut command = git_sandbox::git_command(user).map_err(|e| e.to_string())?;
+    ) -> Result<std::process::Command, ProposalError> {
+        let mut command = git_sandbox::git_command(user).map_err(ProposalError::Sandbox)?;
         command
             .args(git_sandbox::HARDENING_ARGS)
             .arg(format!("--git-dir={}", self.dir.display()))
@@ -192,19 +234,17 @@ impl Private {
         user: Option<StepUser>,
         args: &[&str],
         index: Option<(&Path, &Path)>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ProposalError> {
         let mut command = self.command(user, args)?;
         if let Some((index, workspace)) = index {
             // `add` walks the work tree from where it runs.
             command.env("GIT_INDEX_FILE", index).current_dir(workspace);
         }
-        let output = command
-            .output()
-            .map_err(|e| format!("cannot start git: {e}"))?;
+        let output = command.output().map_err(ProposalError::Start)?;
         if !output.status.success() {
             return Err(git_failure(args, &output.stderr));
         }
-        String::from_utf8(output.stdout).map_err(|_| "git answered bytes that are not UTF-8".into())
+        String::from_utf8(output.stdout).map_err(|_| ProposalError::NotUtf8)
     }
 
     /// Runs git reading at most `cap` bytes of stdout; more is an error.
@@ -213,11 +253,11 @@ impl Private {
         user: Option<StepUser>,
         args: &[&str],
         cap: u64,
-    ) -> Result<String, String> {
+    ) -> Result<String, ProposalError> {
         let mut child = self
             .command(user, args)?
             .spawn()
-            .map_err(|e| format!("cannot start git: {e}"))?;
+            .map_err(ProposalError::Start)?;
         let mut stdout = Vec::new();
         let read = child
             .stdout
@@ -228,21 +268,18 @@ impl Private {
         if read.is_err() || stdout.len() as u64 > cap {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "the change is larger than max_diff_bytes ({cap} bytes); propose a smaller one"
-            ));
+            return Err(ProposalError::TooLarge { cap });
         }
         let mut stderr = Vec::new();
         if let Some(mut err) = child.stderr.take() {
             let _ = (&mut err).take(4096).read_to_end(&mut stderr);
         }
-        let status = child.wait().map_err(|e| format!("waiting for git: {e}"))?;
+        let status = child.wait().map_err(ProposalError::Wait)?;
         if !status.success() {
             return Err(git_failure(args, &stderr));
         }
         // `--binary` patches are ASCII (base85); text files are whatever they hold.
-        String::from_utf8(stdout)
-            .map_err(|_| "the change holds text that is not UTF-8; only UTF-8 text files or binary files can be proposed".into())
+        String::from_utf8(stdout).map_err(|_| ProposalError::DiffNotUtf8)
     }
 }
 
@@ -254,7 +291,7 @@ impl Drop for Private {
     }
 }
 
-fn git_failure(args: &[&str], stderr: &[u8]) -> String {
+fn git_failure(args: &[&str], stderr: &[u8]) -> ProposalError {
     let stderr = String::from_utf8_lossy(stderr);
     let first = stderr
         .lines()
@@ -262,14 +299,17 @@ fn git_failure(args: &[&str], stderr: &[u8]) -> String {
         .unwrap_or("")
         .trim();
     let verb = args.iter().find(|a| !a.starts_with('-')).unwrap_or(&"git");
-    format!("git {verb} failed: {first}")
+    ProposalError::Failed {
+        verb: (*verb).to_owned(),
+        first_line: first.to_owned(),
+    }
 }
 
-fn chown_tree(dir: &Path, user: StepUser) -> Result<(), String> {
+fn chown_tree(dir: &Path, user: StepUser) -> Result<(), ProposalError> {
     for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-        let entry = entry.map_err(|e| e.to_string())?;
+        let entry = entry?;
         std::os::unix::fs::lchown(entry.path(), Some(user.uid), Some(user.gid))
-            .map_err(|e| format!("handing git's directory to the step user: {e}"))?;
+            .map_err(ProposalError::Chown)?;
     }
     Ok(())
 }
@@ -332,7 +372,8 @@ mod tests {
         assert!(diff.text.contains("GIT binary patch"), "{}", diff.text);
         assert!(!Path::new("/tmp/plue-pwned-proposal").exists());
         let err = start.diff(10).unwrap_err();
-        assert!(err.contains("max_diff_bytes"), "{err}");
+        assert!(matches!(err, ProposalError::TooLarge { cap: 10 }), "{err}");
+        assert!(err.to_string().contains("max_diff_bytes"), "{err}");
     }
 
     #[test]

@@ -378,15 +378,21 @@ impl Transcriber {
     }
 }
 
+/// Why [`parse`] refused some bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    #[error("not a transcript: {0}")]
+    NotATranscript(#[from] serde_json::Error),
+    /// A transcript of another version (holds it).
+    #[error("a transcript of version {0} (this plue reads version {VERSION})")]
+    Version(u32),
+}
+
 /// Reads a transcript [`Transcriber::keep`] wrote.
-pub fn parse(bytes: &[u8]) -> Result<Transcript, String> {
-    let transcript: Transcript =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a transcript: {e}"))?;
+pub fn parse(bytes: &[u8]) -> Result<Transcript, TranscriptError> {
+    let transcript: Transcript = serde_json::from_slice(bytes)?;
     if transcript.version != VERSION {
-        return Err(format!(
-            "a transcript of version {} (this plue reads version {VERSION})",
-            transcript.version
-        ));
+        return Err(TranscriptError::Version(transcript.version));
     }
     Ok(transcript)
 }

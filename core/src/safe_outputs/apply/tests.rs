@@ -322,7 +322,9 @@ async fn what_the_built_commit_changes_is_checked_again_before_the_push() {
             .await
             .unwrap();
         let changed = changes(&mirror, &base, &commit).await.unwrap();
-        let why = validate::check_changes(&changed, &so).unwrap_err();
+        let why = validate::check_changes(&changed, &so)
+            .unwrap_err()
+            .to_string();
         assert!(why.contains(expected), "{script}: {why} ({changed:?})");
     }
     let diff = sh(

@@ -16,9 +16,10 @@ fn outputs() -> SafeOutputs {
     }
 }
 
+/// The refusal as shown (the tests match on messages users read).
 fn check(proposals: &[Proposal]) -> Result<(), String> {
     let so = outputs();
-    validate(proposals, &rules(&so))
+    validate(proposals, &rules(&so)).map_err(|e| e.to_string())
 }
 
 fn rules(so: &SafeOutputs) -> Rules<'_> {

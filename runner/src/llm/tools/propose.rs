@@ -157,7 +157,7 @@ impl Toolbox {
                     .clone()
                     .ok_or("no starting point was recorded")?;
                 let max = proposer.max_diff();
-                let diff = blocking(move || start.diff(max)).await?;
+                let diff = blocking(move || start.diff(max).map_err(|e| e.to_string())).await?;
                 proposer.check_files(diff.files)?;
                 proposer.push(Proposal::PullRequest {
                     title,
