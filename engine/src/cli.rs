@@ -7,10 +7,12 @@
 pub(crate) mod debug;
 pub(crate) mod environments;
 pub(crate) mod people;
+mod values;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use values::{parse_key_value, parse_labels, parse_passed_env, parse_secret, parse_uid_range};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -575,28 +577,6 @@ pub(crate) struct RunnerArgs {
     pub(crate) work_dir_in_memory: bool,
 }
 
-fn parse_passed_env(name: &str) -> Result<String, String> {
-    ::runner::step_env::check_passable(name).map(|()| name.to_owned())
-}
-
-fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
-    let (first, last) = text
-        .split_once('-')
-        .ok_or_else(|| format!("'{text}': expected FIRST-LAST, e.g. 3000000-3065535"))?;
-    let parse = |n: &str| {
-        n.trim()
-            .parse::<u32>()
-            .map_err(|e| format!("'{n}' in '{text}': {e}"))
-    };
-    let (first, last) = (parse(first)?, parse(last)?);
-    if first == 0 || last < first {
-        return Err(format!(
-            "'{text}': need 0 < FIRST <= LAST (steps never run as root)"
-        ));
-    }
-    Ok((first, last))
-}
-
 /// Where to read runs from: a server, or the embedded database directly.
 #[derive(Debug, Args)]
 pub(crate) struct SourceArgs {
@@ -1032,37 +1012,6 @@ pub(crate) enum EventKind {
 pub(crate) enum Format {
     Json,
     Mermaid,
-}
-
-fn parse_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
-    text.split(',')
-        .filter(|part| !part.trim().is_empty())
-        .map(|part| parse_key_value(part.trim()))
-        .collect()
-}
-
-/// `NAME=VALUE`, or `NAME` alone to take the value from the environment variable `NAME`
-/// (keeps secrets off the command line, where other processes can read them).
-fn parse_secret(text: &str) -> Result<(String, String), String> {
-    if text.contains('=') {
-        return parse_key_value(text);
-    }
-    if text.is_empty() {
-        return Err("expected NAME or NAME=VALUE".into());
-    }
-    match std::env::var(text) {
-        Ok(value) => Ok((text.to_string(), value)),
-        Err(_) => Err(format!(
-            "--secret {text}: the environment variable {text} is not set"
-        )),
-    }
-}
-
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
-    }
 }
 
 #[cfg(test)]
