@@ -1223,9 +1223,11 @@ async fn steps_no_class_serves_fail_at_once_with_the_reason() {
 /// `network="none"` on the Kubernetes pool, whose hardened pods cannot make network
 /// namespaces: on a class with `step_network: pod` (its pods confined by the chart's
 /// NetworkPolicy) a `bash` step and an `llm` step's `bash` tool run, each with the line
-/// saying the policy is the pod's, not the step's; on a class without it the step fails
-/// closed with the reason, and so does an allow-list even on the pod-confined class (no
-/// engine-side proxy). A step cannot ask for the mode: only the class's file gives it.
+/// saying the policy is the pod's, not the step's. A step whose policy no class enforces is
+/// claimed by none (claims route by the reserved labels the engine derives from each
+/// class's configuration) and fails with that reason: `none` asking for a class without
+/// `step_network: pod`, an allow-list on any class (no engine-side proxy yet). A step
+/// cannot ask for the mode: only the class's file gives it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
     use testkit::claude::{FakeClaude, Turn};
@@ -1296,8 +1298,10 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
 
     let reason = failed_reason(&done, "unconfined");
     assert!(
-        reason.contains("network: cannot give the step its own network namespace")
-            && reason.contains("a runner class with `step_network: pod`"),
+        reason.starts_with(
+            "no runner can enforce this step's network policy, network=\"none\", with labels \
+             size=small: no Kubernetes runner class does"
+        ) && reason.contains("agents (role=agent; enforces network: open, none)"),
         "{reason}"
     );
     assert!(!logs("unconfined").await.contains("step-ran"));
@@ -1305,8 +1309,31 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
 
     let reason = failed_reason(&done, "listed");
     assert!(
-        reason.contains("a step whose network is 'an allow-list' needs a runner that is root"),
+        reason.starts_with(
+            "no runner can enforce this step's network policy, an allow-list (network=[...]), \
+             with labels role=agent"
+        ),
         "{reason}"
+    );
+    // The pool says what each class enforces (its labels include the reserved ones).
+    let pool: serde_json::Value = client()
+        .get(format!("{}/api/pool", engine.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agents = pool["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "agents")
+        .unwrap();
+    assert_eq!(agents["labels"]["plue.network/none"], "yes", "{pool:#}");
+    assert!(
+        agents["labels"].get("plue.network/allow").is_none(),
+        "{pool:#}"
     );
 }
 

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use runner::network::capability::Capability;
 use serde::Deserialize;
 
 /// The runner container's name in a class's template.
@@ -64,6 +65,9 @@ pub struct RunnerClass {
     pub allow_service_account: Option<String>,
     /// Who confines the network of a step whose policy is not `open`.
     pub step_network: StepNetwork,
+    /// The proxy the class's runners reach the engine through (`--engine-proxy`); `None`:
+    /// directly, whatever proxy variables the template sets.
+    pub engine_proxy: Option<String>,
     pub template: PodTemplateSpec,
 }
 
@@ -73,20 +77,44 @@ pub struct RunnerClass {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepNetwork {
-    /// The runner gives each such step a network namespace of its own, or fails it (a
-    /// hardened pod cannot make one: every such step fails closed).
+    /// The runner gives each such step a network namespace of its own, or fails it. A
+    /// hardened pod cannot make one, so such steps are not routed to the class
+    /// ([`RunnerClass::network`]; a runner that claimed one anyway fails it closed).
     #[default]
     Step,
     /// The class's pods are confined by a NetworkPolicy (the chart's, for a class that
     /// says so: the engine, DNS and the class's `egress`): a `none` step runs without a
     /// namespace of its own, confined per pod, with a line of its log saying so. An
-    /// allow-list still fails closed.
+    /// allow-list is not routed to the class ([`RunnerClass::network`]).
     Pod,
 }
 
 impl RunnerClass {
-    /// Whether this class's runners may claim a step asking for `labels`.
+    /// The network policies this class's runners enforce, from its configuration: a
+    /// hardened pod cannot make a network namespace, so only `open`, and `none` where the
+    /// pod's NetworkPolicy confines it (`step_network: pod`). What its runners announce
+    /// (`plue runner` finds the same from its arguments and its pod).
+    pub fn network(&self) -> Capability {
+        Capability {
+            none: self.step_network == StepNetwork::Pod,
+            allow: false,
+        }
+    }
+
+    /// The labels its runners announce: the class's and the reserved labels of
+    /// [`RunnerClass::network`].
+    pub fn offered_labels(&self) -> BTreeMap<String, String> {
+        let mut offered = self.labels.clone();
+        offered.extend(self.network().labels());
+        offered
+    }
+
+    /// Whether this class's runners may claim a step asking for `labels` (its network
+    /// policy's reserved label included).
     pub fn serves(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+        let network = self.network().labels();
+        labels
+            .iter()
+            .all(|(k, v)| self.labels.get(k).or_else(|| network.get(k)) == Some(v))
     }
 }

@@ -25,7 +25,10 @@
 //!     allow_service_account: ""  # optional; the one service account the pod may run as
 //!     step_network: step         # optional; `pod`: the pods' egress is confined by the
 //!                                # chart's NetworkPolicy, so `none` steps run without a
-//!                                # namespace of their own (see [`StepNetwork`])
+//!                                # namespace of their own (see [`StepNetwork`]); which
+//!                                # policies a class enforces routes steps to it
+//!     engine_proxy: http://p:3128  # optional; the proxy its runners reach the engine
+//!                                # through (never one of the template's environment)
 //!     template:                  # a PodTemplateSpec merged over Plue's defaults
 //!       spec:
 //!         containers:
@@ -67,6 +70,9 @@ use serde::Deserialize;
 pub use crate::class::{
     KubernetesSettings, PoolFile, RunnerClass, StepNetwork, RESERVED_VOLUMES, RUNNER_CONTAINER,
 };
+use runner::engine_client::EngineProxy;
+use runner::network::capability;
+
 use crate::hardening::{self, Listed};
 use crate::scope::{check_labels, format_labels};
 
@@ -126,6 +132,8 @@ struct RawClass {
     allow_service_account: Option<String>,
     #[serde(default)]
     step_network: StepNetwork,
+    #[serde(default)]
+    engine_proxy: Option<String>,
     template: serde_json::Value,
 }
 
@@ -217,6 +225,13 @@ pub fn summary(file: &PoolFile, source: &str) -> String {
                 ", step_network pod (network=\"none\" steps confined by the pod's NetworkPolicy)",
             );
         }
+        if let Some(proxy) = &class.engine_proxy {
+            out.push_str(&format!(", engine_proxy {proxy}"));
+        }
+        out.push_str(&format!(
+            "; enforces network: {}",
+            class.network().describe()
+        ));
     }
     out
 }
@@ -281,6 +296,18 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
         }
         if let Err(e) = check_labels(&class.labels) {
             problem(at("labels"), &e);
+        }
+        if let Some(key) = class.labels.keys().find(|k| capability::is_reserved(k)) {
+            problem(
+                at("labels"),
+                &format!(
+                    "the key '{key}' is reserved: the engine works out which network policies \
+                     a class enforces from its step_network (see `plue serve --check-config`)"
+                ),
+            );
+        }
+        if let Some(Err(e)) = class.engine_proxy.as_deref().map(EngineProxy::parse) {
+            problem(at("engine_proxy"), &e);
         }
         if let Some(first) = classes.iter().position(|c| c.labels == class.labels) {
             problem(
@@ -369,6 +396,7 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             allow_runtime_classes: class.allow_runtime_classes,
             allow_service_account: class.allow_service_account,
             step_network: class.step_network,
+            engine_proxy: class.engine_proxy.map(|p| p.trim().to_string()),
             template,
         };
         if parsed {
@@ -652,6 +680,16 @@ classes:
         assert_eq!(gpu.step_network, StepNetwork::Pod);
         let summary = summary(&file, "pool.yaml");
         assert!(summary.contains("step_network pod"), "{summary}");
+        assert!(
+            summary.contains(
+                "refuses forks, allow_runtime_classes [gvisor]; enforces network: open\n"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.ends_with("; enforces network: open, none"),
+            "{summary}"
+        );
         let spec = small.template.spec.as_ref().unwrap();
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
         let limits = spec.containers[0]
@@ -755,6 +793,60 @@ classes:
             err.contains("classes[1].labels: classes[0] already offers the same labels (none)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_class_routes_steps_by_the_network_policies_it_enforces() {
+        let file = parse(GOOD, "pool.yaml").unwrap();
+        let [small, gpu] = &file.classes[..] else {
+            panic!("two classes")
+        };
+        let none = capability::Capability {
+            none: true,
+            allow: false,
+        };
+        assert_eq!(small.network(), capability::Capability::default());
+        assert_eq!(gpu.network(), none);
+        let asking = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let none_step = asking(&[("size", "small"), (capability::NONE, capability::YES)]);
+        let allow_step = asking(&[("size", "small"), (capability::ALLOW, capability::YES)]);
+        assert!(!small.serves(&none_step) && gpu.serves(&none_step));
+        assert!(!small.serves(&allow_step) && !gpu.serves(&allow_step));
+        assert_eq!(
+            gpu.offered_labels(),
+            asking(&[
+                ("size", "small"),
+                ("gpu", "yes"),
+                (capability::NONE, capability::YES)
+            ])
+        );
+    }
+
+    #[test]
+    fn reserved_labels_and_bad_engine_proxies_are_refused() {
+        let text = r#"
+kubernetes: {namespace: ci, engine_url: http://e}
+classes:
+  - {name: a, max_runners: 1, labels: {plue.network/allow: "yes"}, engine_proxy: "socks://p",
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+  - {name: b, max_runners: 1, engine_proxy: "http://proxy.ci:3128",
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+"#;
+        let err = parse(text, "f").unwrap_err().to_string();
+        assert!(
+            err.contains("classes[0].labels: the key 'plue.network/allow' is reserved"),
+            "{err}"
+        );
+        assert!(
+            err.contains("classes[0].engine_proxy: \"socks://p\" is not a proxy URL"),
+            "{err}"
+        );
+        assert!(!err.contains("classes[1]"), "{err}");
     }
 
     #[test]

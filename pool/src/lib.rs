@@ -50,6 +50,7 @@ pub mod local;
 pub mod report;
 pub mod scope;
 pub mod start_failures;
+pub mod unenforceable;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

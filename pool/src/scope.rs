@@ -3,6 +3,9 @@
 //! Pure: the internal API looks the token up and asks these rules.
 //!
 //! Invariants:
+//! - The reserved network labels (`runner::network::capability`) are outside any token's
+//!   scope: a runner announces them for the policies it can enforce, and they only narrow
+//!   what it claims.
 //! - Labels are a trust boundary. A runner announces only labels its token grants (same key,
 //!   same value); a claim matches only subsets of the announced labels, so a runner can
 //!   never claim a step whose labels its token does not grant, whatever it announces.
@@ -24,6 +27,8 @@
 //!   token allows them (its runners announce no labels, so they take only unlabelled work).
 
 use std::collections::BTreeMap;
+
+use runner::network::capability;
 
 pub use plue_store::needs_secrets_runner;
 
@@ -84,8 +89,11 @@ impl Scope {
             }
             _ => {}
         }
+        // The reserved network labels say what the runner can enforce: they narrow what
+        // it claims, so no token grants them.
         let outside: Vec<String> = labels
             .iter()
+            .filter(|(key, _)| !capability::is_reserved(key))
             .filter(|(key, value)| self.labels.get(*key) != Some(*value))
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
@@ -105,14 +113,6 @@ impl Scope {
     }
 }
 
-/// Checks label syntax: at most [`MAX_LABELS`]; keys of `A-Z a-z 0-9 . _ - /`, values
-/// without `,`, `=`, control, bidi or format characters; keys at most 63 bytes, values at
-/// most 63 characters (as the OpenAPI document says).
-pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), LabelError> {
-    if labels.len() > MAX_LABELS {
-        return Err(LabelError::TooMany(labels.len()));
-    }
-    for (key, value) in labels {
 /// A runner asked for fork runs that its registration token does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -135,6 +135,14 @@ pub enum LabelError {
     Invalid(String),
 }
 
+/// Checks label syntax: at most [`MAX_LABELS`]; keys of `A-Z a-z 0-9 . _ - /`, values
+/// without `,`, `=`, control, bidi or format characters; keys at most 63 bytes, values at
+/// most 63 characters (as the OpenAPI document says).
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), LabelError> {
+    if labels.len() > MAX_LABELS {
+        return Err(LabelError::TooMany(labels.len()));
+    }
+    for (key, value) in labels {
         let key_ok = !key.is_empty()
             && key.len() <= 63
             && key
@@ -155,6 +163,30 @@ pub enum LabelError {
     }
     Ok(())
 }
+
+/// Checks the labels a runner announces at registration: its operator's
+/// ([`check_labels`]) and reserved network labels, each one that
+/// [`capability::Capability::labels`] makes.
+pub fn check_announced(labels: &BTreeMap<String, String>) -> Result<(), LabelError> {
+    let operators = capability::without_reserved(labels);
+    check_labels(&operators)?;
+    let reserved = labels.len() - operators.len();
+    let known = capability::Capability::of_labels(labels).labels();
+    if known.len() != reserved {
+        let unknown = labels
+            .iter()
+            .find(|(k, v)| capability::is_reserved(k) && known.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}={v}"))
+            .unwrap_or_default();
+        return Err(LabelError::Invalid(
+            evaluator::text::escape_line(&unknown).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The most labels a runner announces in all: its operator's and the reserved ones.
+pub const MAX_ANNOUNCED: usize = MAX_LABELS + 2;
 
 /// `k=v,k2=v2` in key order.
 pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
@@ -198,6 +230,37 @@ mod tests {
         assert!(dev
             .refusal("r", &labels(&[("os", "linux"), ("gpu", "a100")]))
             .is_some());
+    }
+
+    #[test]
+    fn network_labels_are_the_runners_to_announce_and_only_the_known_ones() {
+        let shared = Scope::shared();
+        let every = capability::Capability::EVERY.labels();
+        assert_eq!(
+            shared.refusal("laptop", &every),
+            None,
+            "no token grants them"
+        );
+        assert!(check_announced(&every).is_ok());
+        let mut operators = labels(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
+        operators.extend(labels(&[("e", "5"), ("f", "6"), ("g", "7"), ("h", "8")]));
+        operators.extend(every.clone());
+        assert!(
+            check_announced(&operators).is_ok(),
+            "eight and the reserved ones"
+        );
+        assert!(check_labels(&operators).is_err());
+        for bad in [
+            labels(&[(capability::NONE, "no")]),
+            labels(&[("plue.network/everything", "yes")]),
+        ] {
+            let err = check_announced(&bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid label 'plue.network/"), "{err}");
+        }
+        // Still refused: an operator's label outside the grant, beside the reserved ones.
+        let mut zone = every;
+        zone.insert("zone".into(), "prod".into());
+        assert!(shared.refusal("laptop", &zone).is_some());
     }
 
     #[test]
@@ -273,9 +336,9 @@ mod tests {
             );
         }
         let refused = check_labels(&labels(&[("bad key\x1b", "v")])).unwrap_err();
+        assert!(matches!(refused, LabelError::Invalid(_)), "{refused}");
+        let refused = refused.to_string();
         assert!(refused.contains("\\x1b"), "{refused}");
         assert!(check_labels(&labels(&[("zone", "eu-west-1 é")])).is_ok());
     }
 }
-        assert!(matches!(refused, LabelError::Invalid(_)), "{refused}");
-        let refused = refused.to_string();

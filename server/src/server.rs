@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use evaluator::EvaluatorPool;
+use runner::network::capability::Capability;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -49,6 +50,17 @@ pub struct LocalPoolSettings {
     pub max_runners: usize,
     pub idle_timeout: Duration,
     pub runner: RunnerProcess,
+}
+
+/// The labels a local pool's runners announce: its settings' and the reserved labels of the
+/// network policies they enforce, found as they find them (they run as this process's
+/// user: `runner::network::capability`).
+fn local_offer(settings: &LocalPoolSettings) -> BTreeMap<String, String> {
+    static CAN: std::sync::OnceLock<Capability> = std::sync::OnceLock::new();
+    let can = *CAN.get_or_init(|| Capability::probe(false));
+    let mut offered = settings.runner.labels.clone();
+    offered.extend(can.labels());
+    offered
 }
 
 #[derive(Debug, Clone)]
@@ -264,8 +276,10 @@ pub async fn start_with_runner_listener(
             engine_url: runner_url.clone(),
             runner: settings.runner.clone(),
         };
-        // Only steps its runners can claim (labels within theirs) make the local pool grow.
-        let offered = settings.runner.labels.clone();
+        // Only steps its runners can claim (labels within theirs, with the reserved labels
+        // of the network policies they enforce) make the local pool grow.
+        let offered = local_offer(settings);
+        let unlabelled = settings.runner.labels.is_empty();
         let pool = Pool::with_demand(
             LocalProvider::new(provider_config),
             PoolConfig {
@@ -280,8 +294,7 @@ pub async fn start_with_runner_listener(
             executor.clone(),
             // Forks' steps only when its runners accept forks (they have no labels).
             Demand::Labels(Arc::new(move |wanted, fork| {
-                (!fork || offered.is_empty())
-                    && wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
+                (!fork || unlabelled) && wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
             })),
         )?;
         pool_status = Some(pool.status());
@@ -383,12 +396,19 @@ pub async fn start_with_runner_listener(
         let offered = config
             .pool
             .iter()
-            .map(|pool| pool.runner.labels.clone())
-            .filter(BTreeMap::is_empty)
+            .filter(|pool| pool.runner.labels.is_empty())
+            .map(local_offer)
             .collect();
         tasks.spawn(crate::pool::forks::run(
             executor.clone(),
             offered,
+            shutdown.clone(),
+        ));
+        // Without the Kubernetes pool (whose check covers its classes and this pool), a
+        // step whose network policy no runner enforces fails with the reason.
+        tasks.spawn(crate::pool::unenforceable::run(
+            executor.clone(),
+            config.pool.as_ref().map(local_offer),
             shutdown.clone(),
         ));
     }

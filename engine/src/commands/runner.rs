@@ -6,9 +6,12 @@
 //! in `/proc/<pid>/cmdline` or `environ` to whoever may read them — `--token` or
 //! `PLUE_RUNNER_TOKEN`.
 //!
-//! The runner reaches the engine directly, or through `--engine-proxy` only — never
-//! through a proxy of its environment's (`runner::engine_client`).
+//! The runner announces, besides its `--labels`, the reserved labels of the network
+//! policies it can enforce (`runner::network::capability`), so it claims no step it would
+//! have to fail closed; and it reaches the engine directly, or through `--engine-proxy`
+//! only — never through a proxy of its environment's (`runner::engine_client`).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,6 +21,7 @@ use anyhow::{bail, Context};
 
 use ::runner::agent::{self, AgentConfig};
 use ::runner::engine_client::EngineProxy;
+use ::runner::network::capability;
 use ::runner::step_env;
 use ::runner::step_user::StepUsers;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +49,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
             .collect();
         format!("{host}-{}", std::process::id())
     });
+    let labels = labels_with_capability(args.labels, args.network_confined_by_pod)?;
     let engine_proxy = match &args.engine_proxy {
         Some(url) => {
             Some(EngineProxy::parse(url).map_err(|e| anyhow::anyhow!("--engine-proxy: {e}"))?)
@@ -55,7 +60,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         engine: args.engine,
         registration_token,
         name,
-        labels: args.labels,
+        labels,
         ephemeral: args.ephemeral,
         accept_forks: match (args.accept_forks, args.refuse_forks) {
             (true, _) => Some(true),
@@ -76,6 +81,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         network_confined_by_pod: args.network_confined_by_pod,
         warm_python: args.warm_python,
         engine_proxy,
+        engine_socket: args.engine_socket,
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -99,6 +105,28 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operator's `--labels` and the reserved labels of the network policies this runner
+/// can enforce ([`capability`]), which claims route by: found here, never given by hand.
+fn labels_with_capability(
+    mut labels: BTreeMap<String, String>,
+    confined_by_pod: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    if let Some(key) = labels.keys().find(|k| capability::is_reserved(k)) {
+        bail!(
+            "--labels: the key '{key}' is reserved (labels starting with '{}' say which \
+             network policies the runner can enforce; the runner finds them itself)",
+            capability::PREFIX
+        );
+    }
+    let can = capability::Capability::probe(confined_by_pod);
+    tracing::info!(
+        "network policies this runner can enforce: {}",
+        can.describe()
+    );
+    labels.extend(can.labels());
+    Ok(labels)
 }
 
 /// The parent of the runner's attempt directories (`--work-dir`, else `$TMPDIR/plue-runner`).

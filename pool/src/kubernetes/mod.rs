@@ -53,6 +53,7 @@ use std::time::Duration;
 use anyhow::Context;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use runner::network::capability::{self, Capability};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -69,8 +70,9 @@ use crate::{BackoffPolicy, Demand, Pool, PoolConfig, PoolStatus};
 /// What else serves steps next to the Kubernetes classes.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// The labels of this engine's other pools (the local pool: no labels). Steps they can
-    /// serve are theirs: no class counts them as demand, and they are never unservable.
+    /// The labels of this engine's other pools (the local pool: none but the reserved
+    /// labels of the network policies its runners enforce). Steps they can serve are
+    /// theirs: no class counts them as demand, and they are never unservable.
     pub other_pools: Vec<BTreeMap<String, String>>,
 }
 
@@ -117,8 +119,10 @@ impl KubernetesPool {
     ) -> anyhow::Result<KubernetesPool> {
         let file = crate::config_file::load(path)?;
         let options = Options {
+            // The local pool's runners offer no labels but those of the network policies
+            // they enforce, found as they find them (they run as this process's user).
             other_pools: if local_pool {
-                vec![BTreeMap::new()]
+                vec![Capability::probe(false).labels()]
             } else {
                 Vec::new()
             },
@@ -277,7 +281,7 @@ fn snapshot(
             failures.backing_off |= pool.is_some_and(|s| s.backing_off);
             ClassStatus {
                 class: p.class().name.clone(),
-                labels: p.class().labels.clone(),
+                labels: p.class().offered_labels(),
                 pool,
                 failures,
             }
@@ -408,12 +412,18 @@ fn counts_for(
 ) -> bool {
     let offered_elsewhere = others
         .iter()
-        .any(|o| (!fork || o.is_empty()) && labels.iter().all(|(k, v)| o.get(k) == Some(v)));
+        .any(|o| (!fork || unlabelled(o)) && labels.iter().all(|(k, v)| o.get(k) == Some(v)));
     !offered_elsewhere
         && classes
             .iter()
             .position(|c| c.serves(labels) && (!fork || c.accept_forks))
             == Some(index)
+}
+
+/// Whether another pool's runners carry no labels of an operator's (only the reserved
+/// network labels): then they take forks' steps.
+fn unlabelled(offered: &BTreeMap<String, String>) -> bool {
+    offered.keys().all(|k| capability::is_reserved(k))
 }
 
 async fn unservable_loop(

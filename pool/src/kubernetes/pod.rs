@@ -46,6 +46,8 @@ pub(super) const WORK_DIR: &str = "/work";
 /// The runner argument of a class whose pods a NetworkPolicy confines (`step_network:
 /// pod`).
 pub(super) const NETWORK_CONFINED_BY_POD: &str = "--network-confined-by-pod";
+/// The runner argument naming a class's `engine_proxy`.
+pub(super) const ENGINE_PROXY: &str = "--engine-proxy";
 
 /// The label selector of one engine installation's pods (all classes).
 pub(super) fn selector(instance: &str) -> String {
@@ -121,6 +123,12 @@ pub(crate) fn runner_pod(
         // file): the runner then runs `none` steps without a namespace of their own.
         if class.step_network == StepNetwork::Pod {
             args.push(NETWORK_CONFINED_BY_POD.into());
+        }
+        // The runner's traffic to the engine goes through this proxy only when the class
+        // says so: never through one the template's environment names.
+        if let Some(proxy) = &class.engine_proxy {
+            args.push(ENGINE_PROXY.into());
+            args.push(proxy.clone());
         }
         runner.command = Some(vec!["plue".into()]);
         runner.args = Some(args);
@@ -293,6 +301,24 @@ mod tests {
         let text = "kubernetes: {namespace: ci, engine_url: 'http://plue:8600'}\nclasses:\n  - name: small\n    max_runners: 1\n    template: {spec: {containers: [{name: runner, image: i, args: [runner, --network-confined-by-pod]}]}}\n";
         let err = parse(text, "t").unwrap_err().to_string();
         assert!(err.contains("command and args are Plue's"), "{err}");
+    }
+
+    /// The runner reaches the engine through a proxy only when its class names one; a
+    /// template's `HTTPS_PROXY` is the runner's environment, which its client ignores
+    /// (`runner::engine_client`).
+    #[test]
+    fn a_class_engine_proxy_is_the_runners_argument() {
+        let template = "{spec: {containers: [{name: runner, image: 'img:1', env: [{name: HTTPS_PROXY, value: 'http://evil:3128'}]}]}}";
+        let (settings, mut class) = class(template);
+        let args = |class: &RunnerClass| {
+            let pod = runner_pod(&settings, class, "pool-abc-1", 1);
+            pod.spec.unwrap().containers[0].args.clone().unwrap()
+        };
+        assert!(!args(&class).iter().any(|a| a == ENGINE_PROXY));
+        class.engine_proxy = Some("http://egress.ci:3128".into());
+        let args = args(&class);
+        let at = args.iter().position(|a| a == ENGINE_PROXY).unwrap();
+        assert_eq!(args[at + 1], "http://egress.ci:3128");
     }
 
     #[test]

@@ -13,10 +13,17 @@
 //! ([`crate::forks`]): "no runner accepts runs of pull requests from forks for
 //! labels ...".
 //!
+//! The labels include a step's network policy's reserved label
+//! (`runner::network::capability`): a step whose policy no class enforces, no other pool's
+//! runners do and no live runner announces fails with that reason ("no runner can enforce
+//! this step's network policy, an allow-list ...").
+//!
 //! Invariant: a step that any live runner could claim is never failed here, so a runner
 //! an operator started by hand for special labels keeps its work.
 
 use std::collections::BTreeMap;
+
+use runner::network::capability;
 
 use crate::config_file::RunnerClass;
 use crate::engine::Engine;
@@ -27,7 +34,8 @@ fn superset(offered: &BTreeMap<String, String>, wanted: &BTreeMap<String, String
     wanted.iter().all(|(k, v)| offered.get(k) == Some(v))
 }
 
-/// Why steps asking for `labels` cannot run here.
+/// Why steps asking for `labels` cannot run here: their network policy, when some class
+/// offers their other labels but none enforces it; else the labels no class offers.
 fn reason(labels: &BTreeMap<String, String>, classes: &[RunnerClass]) -> String {
     let offered: Vec<String> = classes
         .iter()
@@ -37,15 +45,39 @@ fn reason(labels: &BTreeMap<String, String>, classes: &[RunnerClass]) -> String 
             } else {
                 format_labels(&c.labels)
             };
-            format!("{} ({labels})", c.name)
+            format!(
+                "{} ({labels}; enforces network: {})",
+                c.name,
+                c.network().describe()
+            )
         })
         .collect();
+    let operators = capability::without_reserved(labels);
+    if let Some(policy) = capability::asked_policy(labels) {
+        if classes.iter().any(|c| c.serves(&operators)) {
+            return format!(
+                "no runner can enforce this step's network policy, {policy}, with labels {}: \
+                 no Kubernetes runner class does (classes: {}) and no registered runner \
+                 announces it",
+                shown(&operators),
+                offered.join(", ")
+            );
+        }
+    }
     format!(
         "no runner can serve labels {}: no Kubernetes runner class offers them (classes: {}) \
          and no registered runner announces them",
         format_labels(labels),
         offered.join(", ")
     )
+}
+
+fn shown(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        "none".into()
+    } else {
+        format_labels(labels)
+    }
 }
 
 /// Fails every ready step no one can serve, then every fork step no one accepting forks
@@ -69,8 +101,13 @@ fn fork_offers(
     classes
         .iter()
         .filter(|c| c.accept_forks)
-        .map(|c| c.labels.clone())
-        .chain(other_pools.iter().filter(|o| o.is_empty()).cloned())
+        .map(RunnerClass::offered_labels)
+        .chain(
+            other_pools
+                .iter()
+                .filter(|o| o.keys().all(|k| capability::is_reserved(k)))
+                .cloned(),
+        )
         .collect()
 }
 
@@ -149,6 +186,33 @@ classes:
             [labels(&[]), labels(&[("zone", "sandbox")]), labels(&[])],
             "the prod class and the labelled local pool take no forks"
         );
+    }
+
+    #[test]
+    fn a_step_no_class_enforces_the_policy_of_fails_with_that_reason() {
+        let file = crate::config_file::parse(
+            r#"
+kubernetes: {namespace: ci, engine_url: "http://plue:8601"}
+classes:
+  - {name: plain, labels: {}, max_runners: 1, template: {spec: {containers: [{name: runner, image: p}]}}}
+  - {name: agents, labels: {role: agent}, max_runners: 1, step_network: pod,
+     template: {spec: {containers: [{name: runner, image: p}]}}}
+"#,
+            "pool.yaml",
+        )
+        .unwrap();
+        let allow = labels(&[(capability::ALLOW, capability::YES)]);
+        let why = reason(&allow, &file.classes);
+        assert!(
+            why.starts_with("no runner can enforce this step's network policy, an allow-list (network=[...]), with labels none: no Kubernetes runner class does (classes: plain (no labels; enforces network: open), agents (role=agent; enforces network: open, none))"),
+            "{why}"
+        );
+        let none_elsewhere = labels(&[("zone", "x"), (capability::NONE, capability::YES)]);
+        assert!(reason(&none_elsewhere, &file.classes)
+            .starts_with("no runner can serve labels plue.network/none=yes,zone=x"),);
+        // Forks: the local pool's runners, with only reserved labels, take them.
+        let local = capability::Capability::EVERY.labels();
+        assert_eq!(fork_offers(&[], std::slice::from_ref(&local)), [local]);
     }
 
     #[test]

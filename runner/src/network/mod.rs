@@ -26,6 +26,9 @@
 //!   directories elsewhere are an empty, read-only tmpfs in the step's mount namespace,
 //!   and its `/tmp`, `/var/tmp`, `/dev/shm` are its own (`sockets.rs`, `rooms`).
 //!
+//! Which policies a runner can enforce is announced as reserved labels claims route by
+//! (`capability.rs`), so a step goes only to a runner that enforces its policy.
+//!
 //! The one exception is the runner's, never a step's: a runner started with
 //! `--network-confined-by-pod` (a Kubernetes class whose pods a NetworkPolicy confines)
 //! runs a `none` step without calling [`confine`], and says so in the step's log
@@ -36,6 +39,7 @@
 //! traffic (the engine, the model's API), which never passes through the step's namespace.
 
 mod allow;
+pub mod capability;
 mod dns;
 mod egress;
 mod http;
