@@ -917,7 +917,7 @@ async fn a_runner_uploads_for_its_attempt_and_reads_only_the_blobs_it_names() {
         .unwrap();
     assert!(tar.status().is_success());
     let bytes = tar.bytes().await.unwrap();
-    let files = runner::handoff::list(&bytes[..], &runner::handoff::Limits::default()).unwrap();
+    let files = runner::handoff::list(&bytes[..], &plue_types::handoff::Limits::default()).unwrap();
     assert_eq!(files[0].path, "out.txt");
     // Not named by the attempt's dispatch, or not the attempt's holder: refused.
     for (token, kind, step, status) in [

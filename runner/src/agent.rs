@@ -532,8 +532,8 @@ impl AttemptDir {
 }
 
 /// The bounds of the attempt's hand-off archives.
-fn handoff_limits(assignment: &Assignment) -> handoff::Limits {
-    let mut limits = handoff::Limits::default();
+fn handoff_limits(assignment: &Assignment) -> plue_types::handoff::Limits {
+    let mut limits = plue_types::handoff::Limits::default();
     if assignment.handoff.max_bytes > 0 {
         limits.max_bytes = assignment.handoff.max_bytes;
     }
@@ -574,7 +574,7 @@ async fn keep(
                     "kept the {}: {} files, {}",
                     kind.as_str(),
                     packed.files,
-                    handoff::human(packed.bytes)
+                    plue_types::handoff::human(packed.bytes)
                 ),
             ))
             .await;
@@ -605,7 +605,7 @@ async fn keep_transcript(
     engine: &Engine,
     assignment: &Assignment,
     dir: &Path,
-    limits: handoff::Limits,
+    limits: plue_types::handoff::Limits,
     lines: &mpsc::Sender<(Stream, String)>,
 ) {
     let at = transcript_dir(dir);
@@ -1120,7 +1120,7 @@ impl Engine {
         path: &str,
         root: &Path,
         selection: handoff::Selection,
-        limits: handoff::Limits,
+        limits: plue_types::handoff::Limits,
     ) -> anyhow::Result<handoff::Packed> {
         let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
         let root = root.to_owned();
@@ -1166,7 +1166,7 @@ impl Engine {
         &self,
         path: &str,
         into: &Path,
-        limits: handoff::Limits,
+        limits: plue_types::handoff::Limits,
     ) -> anyhow::Result<handoff::Unpacked> {
         use futures::TryStreamExt;
         let response = self

@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: the JSON types spoken between the engine and its runners over
 //!   `/internal/...` HTTP.
+//! - [`handoff`]: hand-off archives' bounds and path rules (the tars are the runner's).
 //! - [`status`]: where a step run, a run and an attempt are in their lives, as enums; the
 //!   database stores their lowercase text, and only the store converts.
 //! - [`workspace`]: the data directory's `CACHEDIR.TAG` signature and git URLs as shown.
@@ -11,6 +12,7 @@
 //! them. Its dependencies are serde and small pure crates; never an HTTP client, a runtime
 //! or a system interface.
 
+pub mod handoff;
 pub mod protocol;
 pub mod status;
 pub mod workspace;

@@ -69,7 +69,7 @@ impl ArtifactsConfig {
 }
 
 /// The default per-step limit: 1 GiB.
-pub const DEFAULT_MAX_BYTES: u64 = runner::handoff::DEFAULT_MAX_BYTES;
+pub const DEFAULT_MAX_BYTES: u64 = plue_types::handoff::DEFAULT_MAX_BYTES;
 /// The default retention in days.
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 

@@ -249,7 +249,7 @@ fn find_entry(reader: RangeReader, name: &str) -> std::io::Result<Option<Range<u
         let entry = entry?;
         let path = entry.path()?;
         if entry.header().entry_type().is_file()
-            && runner::handoff::clean_relative(&path).is_some_and(|p| p.as_os_str() == name)
+            && plue_types::handoff::clean_relative(&path).is_some_and(|p| p.as_os_str() == name)
         {
             let start = entry.raw_file_position();
             return Ok(Some(start..start.saturating_add(entry.size())));

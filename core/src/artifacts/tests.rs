@@ -100,7 +100,7 @@ async fn a_sparse_file_counts_at_its_full_size() {
     handoff::pack(
         &workspace,
         &selection,
-        &handoff::Limits::default(),
+        &plue_types::handoff::Limits::default(),
         &mut tar,
     )
     .unwrap();

@@ -155,10 +155,10 @@ impl Artifacts {
         // Every entry of an artifacts tar counts as a file (the runner writes only
         // files): the lister stops one past what the quotas leave, before listing more.
         let files_left = allowance.files_left();
-        let capped = files_left < handoff::DEFAULT_MAX_ENTRIES;
-        let limits = handoff::Limits {
+        let capped = files_left < plue_types::handoff::DEFAULT_MAX_ENTRIES;
+        let limits = plue_types::handoff::Limits {
             max_bytes: self.max_bytes,
-            max_entries: files_left.min(handoff::DEFAULT_MAX_ENTRIES),
+            max_entries: files_left.min(plue_types::handoff::DEFAULT_MAX_ENTRIES),
         };
         let over_quota = |over| ArtifactError::OverQuota {
             kind: kind.as_str(),
@@ -189,7 +189,7 @@ impl Artifacts {
                 if size > self.max_bytes {
                     return Err(ArtifactError::TooLarge {
                         kind: kind.as_str(),
-                        limit: handoff::human(self.max_bytes),
+                        limit: plue_types::handoff::human(self.max_bytes),
                     });
                 }
                 let others = reserved.as_mut().map_or(0, |r| r.grow(chunk.len() as u64));

@@ -345,7 +345,7 @@ async fn lay_out(
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
         let into = workspace.to_owned();
         tokio::task::spawn_blocking(move || {
-            runner::handoff::unpack(reader, &into, &runner::handoff::Limits::default())
+            runner::handoff::unpack(reader, &into, &plue_types::handoff::Limits::default())
         })
         .await
         .context("the unpacking task")?

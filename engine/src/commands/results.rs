@@ -15,7 +15,8 @@ use anyhow::Context;
 use engine::artifacts::{Artifacts, ArtifactsConfig};
 use engine::store::Store;
 use futures::TryStreamExt;
-use runner::handoff::{self, Limits, Unpacked};
+use plue_types::handoff::Limits;
+use runner::handoff::{self, Unpacked};
 
 use super::client::ApiClient;
 use super::run_lines::ArtifactLine;
@@ -128,7 +129,7 @@ pub(crate) async fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
         }
     };
     for step in &steps {
-        handoff::clean_relative(Path::new(step))
+        plue_types::handoff::clean_relative(Path::new(step))
             .filter(|p| p.components().count() == 1)
             .with_context(|| format!("refused step name '{step}' as a directory"))?;
     }
@@ -141,7 +142,7 @@ pub(crate) async fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "{step}: {} entries ({}) in {}",
             unpacked.entries,
-            handoff::human(unpacked.bytes),
+            plue_types::handoff::human(unpacked.bytes),
             dir.display()
         );
     }

@@ -410,7 +410,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(unpacked) => say(format_args!(
                 "exported {step}'s workspace to {dir} ({} entries, {})",
                 unpacked.entries,
-                runner::handoff::human(unpacked.bytes)
+                plue_types::handoff::human(unpacked.bytes)
             )),
             Err(e) => {
                 exports_failed = true;

@@ -2,14 +2,14 @@
 //! links of the tree, as the kernel would, but never followed by the runner — at a bounded
 //! cost for the whole archive.
 //!
-//! [`link_stays_inside`](super::link_stays_inside) reads a target's text alone, so `a -> .`
-//! and then `b -> a/a/a/../../..` pass it (three names down, three up) while `b` reaches
-//! the root's parent. [`Resolver::resolves_inside`] walks the target a name at a time
-//! against the tree: a name that is a link in the tree is replaced by that link's target
-//! (at most [`MAX_HOPS`] times, as the kernel's own limit), `..` above the root or an
-//! absolute target anywhere on the way is outside. A name that does not exist, or is a
-//! file, is taken as a directory holding no link: that only ever refuses more than the
-//! kernel would reach.
+//! [`link_stays_inside`](plue_types::handoff::link_stays_inside) reads a target's text
+//! alone, so `a -> .` and then `b -> a/a/a/../../..` pass it (three names down, three up)
+//! while `b` reaches the root's parent. [`Resolver::resolves_inside`] walks the target a
+//! name at a time against the tree: a name that is a link in the tree is replaced by that
+//! link's target (at most [`MAX_HOPS`] times, as the kernel's own limit), `..` above the
+//! root or an absolute target anywhere on the way is outside. A name that does not exist,
+//! or is a file, is taken as a directory holding no link: that only ever refuses more than
+//! the kernel would reach.
 //!
 //! The tree is read through a descriptor of its root, every directory opened with
 //! `O_NOFOLLOW`, so resolving a link never makes the runner read outside the root either.
@@ -35,7 +35,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag};
 use nix::sys::stat::Mode;
 
-use super::MAX_PATH_BYTES;
+use plue_types::handoff::MAX_PATH_BYTES;
 
 /// The most links one resolution goes through (Linux's own limit is 40).
 pub const MAX_HOPS: usize = 40;

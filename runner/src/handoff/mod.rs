@@ -1,4 +1,5 @@
-//! Workspaces and artifacts handed from one step to a later one, as tar archives.
+//! Workspaces and artifacts handed from one step to a later one, as tar archives (their
+//! bounds and path rules are `plue_types::handoff`'s).
 //!
 //! [`pack`] writes the tar of a finished step's workspace (or of the files its `artifacts`
 //! globs match); [`unpack`] puts a dependency's tar into a fresh workspace; [`list`] reads
@@ -21,35 +22,10 @@ pub mod links;
 mod pack;
 mod unpack;
 
-use std::path::{Component, Path};
+use std::path::Path;
 
 pub use pack::{pack, Packed, Selection};
 pub use unpack::{list, unpack, Listed, Unpacked};
-
-/// Bounds on one archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The most bytes of file content, and (with headers) of the archive itself.
-    pub max_bytes: u64,
-    /// The most entries (files, directories, links).
-    pub max_entries: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_bytes: DEFAULT_MAX_BYTES,
-            max_entries: DEFAULT_MAX_ENTRIES,
-        }
-    }
-}
-
-/// The default per-archive bound (the engine's `--artifacts-max-bytes` replaces it).
-pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
-/// The most entries of one archive.
-pub const DEFAULT_MAX_ENTRIES: u64 = 200_000;
-/// The longest entry path or link target, in bytes.
-pub const MAX_PATH_BYTES: usize = 4096;
 
 /// Why an archive was not written or read.
 #[derive(Debug, thiserror::Error)]
@@ -72,58 +48,6 @@ impl HandoffError {
             why: why.into(),
         }
     }
-}
-
-/// `path` as a relative path below the archive root: only plain components (`.` skipped);
-/// `None` for an absolute path, `..`, an empty path or one over [`MAX_PATH_BYTES`].
-pub fn clean_relative(path: &Path) -> Option<std::path::PathBuf> {
-    if path.as_os_str().len() > MAX_PATH_BYTES {
-        return None;
-    }
-    let mut clean = std::path::PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => clean.push(part),
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    (!clean.as_os_str().is_empty()).then_some(clean)
-}
-
-/// Whether a symbolic link at `link` (relative to the root) with `target` resolves, by its
-/// text alone, inside the root: relative, and never above the root on the way.
-pub fn link_stays_inside(link: &Path, target: &Path) -> bool {
-    if target.as_os_str().is_empty() || target.as_os_str().len() > MAX_PATH_BYTES {
-        return false;
-    }
-    // The depth of the directory holding the link.
-    let mut depth = link.components().count() as i64 - 1;
-    for component in target.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
-/// `bytes` for a message: `512 MiB`, `3 KiB`, `17 bytes`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    for (size, unit) in UNITS {
-        if bytes >= size && bytes / size * size == bytes {
-            return format!("{} {unit}", bytes / size);
-        }
-    }
-    format!("{bytes} bytes")
 }
 
 #[cfg(test)]

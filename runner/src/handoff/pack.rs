@@ -24,7 +24,9 @@ use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 
 use super::links::{open_below, open_dir, OverBudget, Resolver, MAX_LOOKUPS};
-use super::{link_stays_inside, HandoffError, Limits};
+use plue_types::handoff::{human, link_stays_inside, Limits};
+
+use super::HandoffError;
 
 /// The most directory descriptors one walk keeps open.
 pub(super) const MAX_OPEN_DIRS: usize = 64;
@@ -308,7 +310,7 @@ fn count(
     if *archive_bytes > limits.max_bytes {
         return Err(HandoffError::TooLarge(format!(
             "larger than the limit of {}",
-            super::human(limits.max_bytes)
+            human(limits.max_bytes)
         )));
     }
     Ok(())

@@ -12,7 +12,9 @@ use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
 
 use super::links::{OverBudget, Resolver, MAX_LOOKUPS};
-use super::{clean_relative, link_stays_inside, HandoffError, Limits};
+use plue_types::handoff::{clean_relative, human, link_stays_inside, Limits};
+
+use super::HandoffError;
 
 /// What [`unpack`] wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,7 +82,7 @@ fn walk(
         if done.bytes > limits.max_bytes {
             return Err(HandoffError::TooLarge(format!(
                 "the archive's files are larger than the limit of {}",
-                super::human(limits.max_bytes)
+                human(limits.max_bytes)
             )));
         }
         let kind = entry.header().entry_type();
