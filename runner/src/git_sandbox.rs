@@ -140,8 +140,8 @@ pub enum ShadowError {
     #[error("the workspace's .git/index is refused: {0}")]
     Index(String),
     /// The runner has no git.
-    #[error("{0}")]
-    NoGit(String),
+    #[error(transparent)]
+    NoGit(#[from] crate::program_path::NotInstalled),
     /// Building the shadow directory failed.
     #[error("preparing git's directory: {0}")]
     Io(#[from] std::io::Error),

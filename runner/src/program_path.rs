@@ -84,11 +84,18 @@ fn search(program: &str, path: &str, other_user: bool) -> Option<PathBuf> {
     None
 }
 
+/// The runner's own `program` is not on its `PATH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{program} is not installed: there is no '{program}' on the runner's PATH")]
+pub struct NotInstalled {
+    pub program: &'static str,
+}
+
 /// The runner's `git` (see the module doc): the first `git` on the runner's own `PATH`
 /// (absolute entries only) that any user may execute — the tools run it as a step's
 /// user — else the first the runner may. Looked up on the first call, which the runner
 /// makes at start; its own `PATH` never changes after.
-pub fn git() -> Result<&'static Path, String> {
+pub fn git() -> Result<&'static Path, NotInstalled> {
     static GIT: OnceLock<Option<PathBuf>> = OnceLock::new();
     runners_own(&GIT, "git")
 }
@@ -96,7 +103,7 @@ pub fn git() -> Result<&'static Path, String> {
 /// The runner's `grep`, for the `llm` step's `grep` tool: found as [`git`] is, on the
 /// runner's own `PATH`, never the step's (a workspace `bin/grep` on a plan's `PATH` would
 /// otherwise be the program the tool runs).
-pub fn grep() -> Result<&'static Path, String> {
+pub fn grep() -> Result<&'static Path, NotInstalled> {
     static GREP: OnceLock<Option<PathBuf>> = OnceLock::new();
     runners_own(&GREP, "grep")
 }
@@ -104,16 +111,14 @@ pub fn grep() -> Result<&'static Path, String> {
 /// `program` on the runner's own `PATH`, looked up once into `cell`.
 fn runners_own(
     cell: &'static OnceLock<Option<PathBuf>>,
-    program: &str,
-) -> Result<&'static Path, String> {
+    program: &'static str,
+) -> Result<&'static Path, NotInstalled> {
     cell.get_or_init(|| {
         let path = std::env::var("PATH").unwrap_or_default();
         on_absolute_path(program, &path)
     })
     .as_deref()
-    .ok_or_else(|| {
-        format!("{program} is not installed: there is no '{program}' on the runner's PATH")
-    })
+    .ok_or(NotInstalled { program })
 }
 
 /// The first `program` in an absolute entry of `path` that others may execute, else the

@@ -42,20 +42,34 @@ pub enum Selection {
     Matching(GlobSet),
 }
 
+/// An `artifacts=` list that does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum BadArtifacts {
+    /// One pattern is not a glob.
+    #[error("artifacts pattern '{glob}': {error}")]
+    Pattern { glob: String, error: globset::Error },
+    /// The patterns together are too large to match.
+    #[error("artifacts patterns: {0}")]
+    Set(globset::Error),
+}
+
 impl Selection {
     /// The selection of an `artifacts=` list; the error names the bad pattern.
-    pub fn artifacts(globs: &[String]) -> Result<Selection, String> {
+    pub fn artifacts(globs: &[String]) -> Result<Selection, BadArtifacts> {
         let mut set = GlobSetBuilder::new();
         for glob in globs {
             let compiled = GlobBuilder::new(glob)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("artifacts pattern '{glob}': {e}"))?;
+                .map_err(|error| BadArtifacts::Pattern {
+                    glob: glob.clone(),
+                    error,
+                })?;
             set.add(compiled);
         }
         set.build()
             .map(Selection::Matching)
-            .map_err(|e| format!("artifacts patterns: {e}"))
+            .map_err(BadArtifacts::Set)
     }
 }
 

@@ -145,7 +145,7 @@ pub async fn run(
         .unwrap_or(client::DEFAULT_BASE_URL);
     let settings = match settings::resolve(step.options, step.workspace) {
         Ok(settings) => settings,
-        Err(reason) => return fail(lines, reason, None).await,
+        Err(e) => return fail(lines, e.to_string(), None).await,
     };
     let client = match client::Client::new(base, key) {
         Ok(client) => client,
@@ -154,7 +154,7 @@ pub async fn run(
     let finish = match step.options.result.map(tools::finish::Finish::new) {
         None => None,
         Some(Ok(finish)) => Some(finish),
-        Some(Err(reason)) => return fail(lines, reason, None).await,
+        Some(Err(e)) => return fail(lines, e.to_string(), None).await,
     };
 
     let stop = cancel.child_token();

@@ -94,8 +94,29 @@ pub struct Settings {
     pub source: String,
 }
 
+/// Why an `llm` step's settings do not resolve (the step fails with this reason).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The prompt file does not resolve, parse or render with the step's inputs.
+    #[error("prompt_file {reference}: {error}")]
+    PromptFile {
+        reference: String,
+        error: prompts::PromptError,
+    },
+    #[error("an llm step takes prompt or prompt_file, not both")]
+    BothPrompts,
+    #[error("an llm step needs prompt or prompt_file")]
+    NoPrompt,
+    /// The prompt (`from`: `inline prompt` or the file) is empty or blank.
+    #[error("the prompt ({from}) is empty")]
+    EmptyPrompt { from: String },
+    /// The inline prompt's inputs could not be written as JSON.
+    #[error("inputs: {0}")]
+    Inputs(#[from] serde_json::Error),
+}
+
 /// Resolves the step's settings in `workspace`.
-pub fn resolve(options: StepOptions<'_>, workspace: &Path) -> Result<Settings, String> {
+pub fn resolve(options: StepOptions<'_>, workspace: &Path) -> Result<Settings, SettingsError> {
     let step_chose_tools = options.tools != prompts::TOOLS;
     let (prompt, source, frontmatter) = match (options.prompt, options.prompt_file) {
         (Some(text), None) => (
@@ -108,19 +129,24 @@ pub fn resolve(options: StepOptions<'_>, workspace: &Path) -> Result<Settings, S
                 Some(text) => prompts::Prompt::parse(reference, text),
                 None => prompts::resolve(reference, workspace),
             }
-            .map_err(|e| format!("prompt_file {reference}: {e}"))?;
-            let text = prompt
-                .render(options.inputs)
-                .map_err(|e| format!("prompt_file {reference}: {e}"))?;
+            .map_err(|error| SettingsError::PromptFile {
+                reference: reference.to_owned(),
+                error,
+            })?;
+            let text =
+                prompt
+                    .render(options.inputs)
+                    .map_err(|error| SettingsError::PromptFile {
+                        reference: reference.to_owned(),
+                        error,
+                    })?;
             (text, reference.to_owned(), Some(prompt))
         }
-        (Some(_), Some(_)) => {
-            return Err("an llm step takes prompt or prompt_file, not both".into())
-        }
-        (None, None) => return Err("an llm step needs prompt or prompt_file".into()),
+        (Some(_), Some(_)) => return Err(SettingsError::BothPrompts),
+        (None, None) => return Err(SettingsError::NoPrompt),
     };
     if prompt.trim().is_empty() {
-        return Err(format!("the prompt ({source}) is empty"));
+        return Err(SettingsError::EmptyPrompt { from: source });
     }
     let model = options
         .model
@@ -151,11 +177,11 @@ pub fn resolve(options: StepOptions<'_>, workspace: &Path) -> Result<Settings, S
 }
 
 /// An inline prompt, with its inputs (if any) appended as a JSON block.
-fn inline(text: &str, inputs: &Map<String, Value>) -> Result<String, String> {
+fn inline(text: &str, inputs: &Map<String, Value>) -> Result<String, SettingsError> {
     if inputs.is_empty() {
         return Ok(text.to_owned());
     }
-    let json = serde_json::to_string_pretty(inputs).map_err(|e| format!("inputs: {e}"))?;
+    let json = serde_json::to_string_pretty(inputs)?;
     Ok(format!("{text}\n\nInputs:\n```json\n{json}\n```"))
 }
 
@@ -230,7 +256,7 @@ mod tests {
         assert_eq!(settings.model, "claude-haiku-4-5");
         assert_eq!(settings.source, "prompts/x.md");
         opts.prompt_file_content = None;
-        let err = resolve(opts, dir.path()).unwrap_err();
+        let err = resolve(opts, dir.path()).unwrap_err().to_string();
         assert!(err.starts_with("prompt_file prompts/x.md: "), "{err}");
     }
 
@@ -277,7 +303,7 @@ mod tests {
         let mut opts = options(&empty, &tools);
         opts.prompt = None;
         opts.prompt_file = Some("prompts/triage.md");
-        let err = resolve(opts, dir.path()).unwrap_err();
+        let err = resolve(opts, dir.path()).unwrap_err().to_string();
         assert!(err.starts_with("prompt_file prompts/triage.md: "), "{err}");
     }
 
@@ -290,7 +316,7 @@ mod tests {
             let mut opts = options(&inputs, &tools);
             opts.prompt = None;
             opts.prompt_file = Some(reference);
-            let err = resolve(opts, dir.path()).unwrap_err();
+            let err = resolve(opts, dir.path()).unwrap_err().to_string();
             assert!(err.contains(reference), "{err}");
         }
     }

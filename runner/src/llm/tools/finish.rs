@@ -67,11 +67,15 @@ pub struct Ending {
     pub failure: Option<String>,
 }
 
+/// A step's `result=` schema that does not compile (the step fails with this reason).
+#[derive(Debug, thiserror::Error)]
+#[error("result: the schema does not compile: {0}")]
+pub struct BadSchema(jsonschema::ValidationError<'static>);
+
 impl Finish {
     /// Compiles the contract's schema.
-    pub fn new(contract: &ResultContract) -> Result<Finish, String> {
-        let validator = jsonschema::validator_for(&contract.schema)
-            .map_err(|e| format!("result: the schema does not compile: {e}"))?;
+    pub fn new(contract: &ResultContract) -> Result<Finish, BadSchema> {
+        let validator = jsonschema::validator_for(&contract.schema).map_err(BadSchema)?;
         Ok(Finish {
             validator,
             schema: contract.schema.clone(),
@@ -304,7 +308,8 @@ mod tests {
                 schema,
                 fail_when: BTreeMap::new(),
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(
                 error.starts_with("result: the schema does not compile"),
                 "{error}"

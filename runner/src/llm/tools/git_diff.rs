@@ -34,7 +34,7 @@ impl Toolbox {
         };
         // A copied workspace has no .git, and lives inside the host's repository: git must
         // not find that one (the shadow is of `<root>/.git` only).
-        let git = crate::program_path::git()?;
+        let git = crate::program_path::git().map_err(|e| e.to_string())?;
         let (root, user) = (self.root.clone(), self.user);
         let shadow = blocking(move || Shadow::of_checkout(&root, user).map_err(|e| e.to_string()))
             .await

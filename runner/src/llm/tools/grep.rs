@@ -23,7 +23,7 @@ impl Toolbox {
         args.extend(["-e", pattern, "--", &relative]);
         // The runner's own grep: a `grep` on the step's PATH (a workspace's `bin/`) is the
         // step's code, not the tool.
-        let grep = crate::program_path::grep()?;
+        let grep = crate::program_path::grep().map_err(|e| e.to_string())?;
         let done = self
             .command(grep, &args, Places::Own, COMMAND_TIMEOUT)
             .await?;

@@ -23,7 +23,8 @@
 //!   is an error result, never a hang. Every call also races the step's stop.
 //! - A tool never fails the step: bad input, a refused path, a missing file, a command
 //!   that fails or times out all come back as a [`ToolOutput`] with `is_error: true`,
-//!   which the model reads.
+//!   which the model reads. So a tool's `Err` is that result's text, a `String`: a
+//!   sentence for the model, which nothing matches on.
 //! - Only the tools the step lists are offered, and a call of any other gets an error
 //!   result.
 //! - Outputs are capped at [`OUTPUT_CAP`] bytes (cut on a character boundary, with a note
