@@ -18,7 +18,8 @@
 //!   line stored and at an SSE follower, on the local pool and the simulated Kubernetes
 //!   pool's warm pod; baseline: the `git push` itself.
 //! - [`replicas`] — runs × no-op steps through one and two `plue serve` replicas on one
-//!   PostgreSQL, with protocol-only runners: steps/s, claim latency, commits per step.
+//!   PostgreSQL, with protocol-only runners: steps/s, claim latency, commits and CPU
+//!   (engines, PostgreSQL: [`cpu`]) per step.
 //! - [`scale`] — per-step cost of `plue run` at 100 and 10,000 steps (chain and fan-out),
 //!   and the engine's peak memory.
 //! - [`floor`] — a bash step through the runner's own process path and nothing else (the
@@ -33,6 +34,7 @@
 
 mod check;
 mod claim;
+mod cpu;
 mod eval;
 mod first_line;
 mod floor;

@@ -19,6 +19,10 @@
 //!   over the burst, minus what the idle installation (runners polling, timers) commits
 //!   in the same time, ÷ steps. Statistics are flushed by idle backends within 10 s, so
 //!   each reading waits 11 s.
+//! - CPU per step, engines and PostgreSQL apart ([`crate::cpu`]: the `plue serve`
+//!   processes, and the postmaster with every backend), from the burst's start to its last
+//!   step, idle polling included; and steps per PostgreSQL CPU-second. The idle
+//!   installation's CPU per second is shown beside it, not subtracted.
 //!
 //! PostgreSQL is `testkit`'s throw-away server (`fsync=off`, `synchronous_commit=off`):
 //! commit latency here is a memory write, so disk-bound installations are slower.
@@ -63,6 +67,20 @@ struct Measured {
     round_trips: Vec<Duration>,
     commits: f64,
     idle_commits: f64,
+    /// CPU of the engines and of PostgreSQL over the burst.
+    engine_cpu: Duration,
+    postgres_cpu: Duration,
+    /// CPU per second of the idle installation (engines, PostgreSQL).
+    idle_cpu: (f64, f64),
+}
+
+/// CPU time used so far by the engines and by the PostgreSQL server.
+fn cpu_now(engines: &[u32], postmaster: u32) -> Result<(Duration, Duration)> {
+    let mut engine = Duration::ZERO;
+    for &pid in engines {
+        engine += crate::cpu::tree(pid)?;
+    }
+    Ok((engine, crate::cpu::tree(postmaster)?))
 }
 
 pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
@@ -102,9 +120,9 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
         config.runners
     );
     println!(
-        "| engines | steps/s | ready → claimed p50 / p99 | completion + next claim round trip p50 / p99 | PostgreSQL commits per step (idle subtracted) | wall |"
+        "| engines | steps/s | ready → claimed p50 / p99 | completion + next claim round trip p50 / p99 | PostgreSQL commits per step (idle subtracted) | CPU per step: engines / PostgreSQL | steps per PostgreSQL CPU-second | idle CPU per second: engines / PostgreSQL | wall |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for m in &mut results {
         let rate = m.steps as f64 / m.window.as_secs_f64().max(1e-9);
         let (c50, c99) = (
@@ -115,8 +133,9 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
             percentile(&mut m.round_trips, 0.5),
             percentile(&mut m.round_trips, 0.99),
         );
+        let per_step = |cpu: Duration| cpu / m.steps.max(1) as u32;
         println!(
-            "| {} | {rate:.0} | {} / {} | {} / {} | {:.1} ({:.1} raw) | {} |",
+            "| {} | {rate:.0} | {} / {} | {} / {} | {:.1} ({:.1} raw) | {} / {} | {:.0} | {:.0} ms / {:.0} ms | {} |",
             m.replicas,
             whole_ms(c50),
             whole_ms(c99),
@@ -124,6 +143,11 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
             ms(r99),
             (m.commits - m.idle_commits) / m.steps as f64,
             m.commits / m.steps as f64,
+            ms(per_step(m.engine_cpu)),
+            ms(per_step(m.postgres_cpu)),
+            m.steps as f64 / m.postgres_cpu.as_secs_f64().max(1e-9),
+            m.idle_cpu.0 * 1000.0,
+            m.idle_cpu.1 * 1000.0,
             ms(m.wall),
         );
     }
@@ -180,6 +204,8 @@ async fn measure(
             .await?,
         );
     }
+    let engines: Vec<u32> = servers.iter().map(Server::pid).collect();
+    let postmaster = crate::cpu::postmaster(&postgres.dir().join("data"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let round_trips = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -203,15 +229,23 @@ async fn measure(
             .await?,
     )?;
     let idle_started = Instant::now();
+    let idle_cpu_from = cpu_now(&engines, postmaster)?;
     tokio::time::sleep(STATS_FLUSH).await;
+    let idle_cpu_to = cpu_now(&engines, postmaster)?;
     let before = commits(
         &psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
             .await?,
     )?;
-    let idle_rate = (before - idle_from) / idle_started.elapsed().as_secs_f64();
+    let idle_seconds = idle_started.elapsed().as_secs_f64();
+    let idle_rate = (before - idle_from) / idle_seconds;
+    let idle_cpu = (
+        (idle_cpu_to.0 - idle_cpu_from.0).as_secs_f64() / idle_seconds,
+        (idle_cpu_to.1 - idle_cpu_from.1).as_secs_f64() / idle_seconds,
+    );
 
     let tables_before = psql(TABLE_WRITES).await?;
     let burst_started = Instant::now();
+    let cpu_before = cpu_now(&engines, postmaster)?;
     {
         use futures::StreamExt;
         let servers = &servers;
@@ -244,6 +278,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = burst_started.elapsed();
+    let cpu_after = cpu_now(&engines, postmaster)?;
     let failed = psql("SELECT count(*) FROM runs WHERE status <> 'succeeded'").await?;
     if failed.trim() != "0" {
         bail!("{} runs did not succeed", failed.trim());
@@ -314,6 +349,9 @@ async fn measure(
         round_trips,
         commits: after - before,
         idle_commits: idle_rate * burst.as_secs_f64(),
+        engine_cpu: cpu_after.0.saturating_sub(cpu_before.0),
+        postgres_cpu: cpu_after.1.saturating_sub(cpu_before.1),
+        idle_cpu,
     })
 }
 
