@@ -92,6 +92,9 @@ pub struct EngineConfig {
     pub max_parallel: usize,
     pub heartbeat_interval: Duration,
     pub lost_after: Duration,
+    /// How often a runner's waiting poll looks for work again unwoken (retries that became
+    /// due; a wake lost between replicas): 250 ms.
+    pub poll_recheck: Duration,
     pub pool: Option<LocalPoolSettings>,
     /// The Kubernetes pool's classes as `GET /api/pool` shows them (when it runs).
     pub pool_classes: Option<watch::Receiver<Vec<ClassStatus>>>,
@@ -143,6 +146,7 @@ impl EngineConfig {
             max_parallel: 64,
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
+            poll_recheck: Duration::from_millis(250),
             pool: None,
             pool_classes: None,
             local_workflows: Vec::new(),
@@ -174,9 +178,18 @@ pub struct RunningEngine {
     pool_shutdown: CancellationToken,
     pool_task: Option<tokio::task::JoinHandle<()>>,
     tasks: JoinSet<()>,
+    /// On PostgreSQL: this engine and the other replicas of its database waking each
+    /// other ([`crate::store::wake`]); stopped when the engine is dropped.
+    wakes: Option<crate::store::wake::ReplicaWakes>,
 }
 
 impl RunningEngine {
+    /// How this engine and the other replicas of its PostgreSQL wake each other; `None`
+    /// on SQLite.
+    pub fn replica_wakes(&self) -> Option<&crate::store::wake::ReplicaWakes> {
+        self.wakes.as_ref()
+    }
+
     /// Stops the pool's idle runners first (while the API still answers their
     /// deregistration), then the server and timers, and waits for every task.
     pub async fn shutdown(mut self) {
@@ -241,6 +254,8 @@ pub async fn start_with_runner_listener(
         None => url.clone(),
     };
     let events = Arc::new(Events::default());
+    // Before anything can queue work: the other replicas hear of all of it.
+    let wakes = crate::store::wake::start(&store, events.clone()).await;
     let executor = Arc::new(
         Executor::new(
             store.clone(),
@@ -307,6 +322,7 @@ pub async fn start_with_runner_listener(
             registration_token: config.registration_token.clone(),
             heartbeat_interval: config.heartbeat_interval,
             max_wait: Duration::from_secs(25),
+            poll_recheck: config.poll_recheck,
             log_quotas: config.log_quotas,
             prompt_root: config.prompt_root.clone(),
         }),
@@ -473,5 +489,6 @@ pub async fn start_with_runner_listener(
         pool_shutdown,
         pool_task,
         tasks,
+        wakes,
     })
 }
