@@ -1,4 +1,4 @@
-//! The transcripts `llm` attempts keep (`runner::llm::transcript`): a `transcript` blob per
+//! The transcripts `llm` attempts keep (`plue_types::transcript`): a `transcript` blob per
 //! attempt, a tar holding one `transcript.json`, read back for the API
 //! (`GET /api/runs/{id}/steps/{step}/transcript`) and `plue rerun --replay`.
 //!
@@ -12,7 +12,7 @@
 //! never shown in clear. Nothing here unmasks or adds anything.
 
 use futures::TryStreamExt;
-use runner::llm::transcript::{self, Transcript};
+use plue_types::transcript::{self, Transcript};
 
 use crate::artifacts::{ArtifactError, Artifacts};
 use crate::store::Store;

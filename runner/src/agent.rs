@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mask::Masker;
 use crate::process::{self, Ending, ProcessSpec};
 use crate::step_user::{self, Claim, StepUser, StepUsers};
-use crate::{handoff, llm, network, outputs, step_env, workspace};
+use crate::{handoff, network, outputs, step_env, workspace};
 use ahead::Ahead;
 use log_sender::send_logs;
 use plue_types::protocol::{self as wire, Assignment, BlobKind, Completion, Outcome, Stream};
@@ -611,7 +611,7 @@ async fn keep_transcript(
     let at = transcript_dir(dir);
     // Only the directory `make_transcript_dir` made: never one a link leads to.
     let made = std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir());
-    if !made || !at.join(llm::transcript::FILE).is_file() {
+    if !made || !at.join(plue_types::transcript::FILE).is_file() {
         return;
     }
     let path = wire::blob_path(assignment.attempt_id, BlobKind::Transcript);

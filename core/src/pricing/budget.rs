@@ -239,8 +239,8 @@ pub enum BudgetRefused {
     #[error(
         "budget: the run's budget_usd {} is used up ({} USD spent or held by its other \
          llm attempts)",
-        runner::llm::budget::usd(*budget_micros),
-        runner::llm::budget::usd(*others_micros)
+        plue_types::budget::usd(*budget_micros),
+        plue_types::budget::usd(*others_micros)
     )]
     RunBudgetUsedUp {
         budget_micros: u64,

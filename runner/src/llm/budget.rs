@@ -30,6 +30,7 @@
 
 use std::sync::Mutex;
 
+use plue_types::budget::{thousands, tokens, usd};
 use plue_types::protocol::{Budget, Price, RunBudget, Usage};
 
 /// Why a budget cannot be enforced, or why a request may not be made or go on: the step's
@@ -338,49 +339,11 @@ fn held_of_run(max: u64, run: &RunBudget) -> String {
     text
 }
 
-/// Every token of `usage`: what `max_tokens` counts.
-pub fn tokens(usage: &Usage) -> u64 {
-    input_side(usage).saturating_add(usage.output_tokens)
-}
-
-fn input_side(usage: &Usage) -> u64 {
-    usage
-        .input_tokens
-        .saturating_add(usage.cache_creation_input_tokens)
-        .saturating_add(usage.cache_read_input_tokens)
-}
-
 fn output(tokens: u64) -> Usage {
     Usage {
         output_tokens: tokens,
         ..Usage::default()
     }
-}
-
-/// Micro-dollars as dollars for people: at least 2 decimals, at most 6, no trailing zeros
-/// beyond the second (`500000` → `0.50`, `498100` → `0.4981`).
-pub fn usd(micros: u64) -> String {
-    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
-    let trimmed = text.trim_end_matches('0');
-    let decimals = trimmed.len() - trimmed.find('.').unwrap_or(trimmed.len()) - 1;
-    if decimals < 2 {
-        text[..text.len() - (6 - 2)].to_owned()
-    } else {
-        trimmed.to_owned()
-    }
-}
-
-/// `12345` → `12,345`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -437,13 +400,6 @@ mod tests {
             u64::MAX,
             "saturates"
         );
-        assert_eq!(usd(500_000), "0.50");
-        assert_eq!(usd(498_100), "0.4981");
-        assert_eq!(usd(12_000_000), "12.00");
-        assert_eq!(usd(1), "0.000001");
-        assert_eq!(thousands(12_345), "12,345");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The transcript of an `llm` attempt, and the replay of a step from one.
+//! The transcript of an `llm` attempt, and the replay of a step from one (the format is
+//! `plue_types::transcript`).
 //!
 //! [`Transcriber`] is what the conversation ([`super::agent`]) tells, through three small
 //! hooks: a request is about to be sent ([`Transcriber::asked`]), its streamed answer was
@@ -24,81 +25,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::stream::{Block, Message};
 use super::tools::ToolOutput;
 use crate::mask::Masker;
 use plue_types::protocol::Usage;
-
-/// The file the runner writes the transcript to (inside a runner-only directory).
-pub const FILE: &str = "transcript.json";
-/// The largest transcript kept (its JSON).
-pub const MAX_BYTES: usize = 4 << 20;
-/// The longest string (a tool result, a file written) kept inside a transcript.
-pub const MAX_STRING_BYTES: usize = 64 << 10;
-/// The format's version.
-pub const VERSION: u32 = 1;
-
-/// An attempt's whole conversation.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Transcript {
-    pub version: u32,
-    /// What the attempt was asked to do, for a replay to set it up again ([`Keep::step`]).
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub step: Value,
-    /// Turns in order; a turn is one request and its answer (retries of a turn are not
-    /// kept: only the answer the conversation went on with).
-    pub turns: Vec<Turn>,
-    /// Later turns were left out at [`MAX_BYTES`].
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-}
-
-/// One request and its answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Turn {
-    pub turn: u32,
-    /// The request's body without its `messages`; only the first turn carries `system`
-    /// and `tools` (they never change).
-    pub request: Value,
-    /// The messages this request added to the previous one's.
-    pub messages_added: Vec<Value>,
-    /// The assistant message: `content` blocks, `stop_reason`, `usage`.
-    pub response: Value,
-    /// When the request was sent, since the conversation started.
-    pub started_ms: u64,
-    /// Until its answer was whole.
-    pub duration_ms: u64,
-    /// Answered from a recorded transcript (a replay), not by the API.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub replayed: bool,
-    pub tools: Vec<ToolRun>,
-}
-
-/// A tool call the model made and what it returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolRun {
-    pub id: String,
-    pub name: String,
-    pub input: Value,
-    pub content: String,
-    pub is_error: bool,
-    pub duration_ms: u64,
-}
-
-/// Where a replayed tool's result is not what it was.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Difference {
-    pub turn: u32,
-    pub tool: String,
-    pub id: String,
-    pub recorded: String,
-    pub now: String,
-    /// The first lines that differ, `-` recorded and `+` now.
-    pub diff: String,
-}
+use plue_types::transcript::{
+    Difference, ToolRun, Transcript, Turn, MAX_BYTES, MAX_STRING_BYTES, VERSION,
+};
 
 /// Where and with what a transcript is kept.
 #[derive(Debug, Clone, Copy)]
@@ -376,25 +311,6 @@ impl Transcriber {
             other => other.clone(),
         }
     }
-}
-
-/// Why [`parse`] refused some bytes.
-#[derive(Debug, thiserror::Error)]
-pub enum TranscriptError {
-    #[error("not a transcript: {0}")]
-    NotATranscript(#[from] serde_json::Error),
-    /// A transcript of another version (holds it).
-    #[error("a transcript of version {0} (this plue reads version {VERSION})")]
-    Version(u32),
-}
-
-/// Reads a transcript [`Transcriber::keep`] wrote.
-pub fn parse(bytes: &[u8]) -> Result<Transcript, TranscriptError> {
-    let transcript: Transcript = serde_json::from_slice(bytes)?;
-    if transcript.version != VERSION {
-        return Err(TranscriptError::Version(transcript.version));
-    }
-    Ok(transcript)
 }
 
 /// A recorded response as the message the conversation goes on with.

@@ -1,5 +1,5 @@
 //! `GET /api/runs/{id}/steps/{step}/transcript`: the transcript the latest attempt of an
-//! `llm` step kept (`runner::llm::transcript`), for readers of the run and for
+//! `llm` step kept (`plue_types::transcript`), for readers of the run and for
 //! `plue rerun RUN --step S --replay --transcript FILE` against a server's run.
 //!
 //! Invariants: it needs `reader` on the run's repository, like the step's log (the run's

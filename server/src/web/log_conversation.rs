@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 
 use plue_types::protocol::Usage;
-use runner::llm::transcript::{Transcript, Turn};
+use plue_types::transcript::{Transcript, Turn};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -126,7 +126,7 @@ impl From<Usage> for UsageView {
             output_tokens: u.output_tokens,
             cache_creation_input_tokens: u.cache_creation_input_tokens,
             cache_read_input_tokens: u.cache_read_input_tokens,
-            tokens: runner::llm::budget::tokens(&u),
+            tokens: plue_types::budget::tokens(&u),
         }
     }
 }
@@ -466,7 +466,7 @@ pub(super) fn build(transcript: &Transcript, prices: &Prices) -> Conversation {
 }
 
 fn turn_view(turn: &Turn, model: Option<&str>, prices: &Prices) -> TurnView {
-    let results: HashMap<&str, &runner::llm::transcript::ToolRun> =
+    let results: HashMap<&str, &plue_types::transcript::ToolRun> =
         turn.tools.iter().map(|t| (t.id.as_str(), t)).collect();
     let mut blocks = Vec::new();
     let content = turn.response.get("content").and_then(Value::as_array);

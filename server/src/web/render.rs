@@ -62,7 +62,7 @@ fn environment() -> &'static Result<Environment<'static>, String> {
         env.add_filter("datetime", datetime);
         env.add_filter("when", when);
         env.add_filter("elapsed", elapsed);
-        env.add_filter("thousands", |n: u64| runner::llm::budget::thousands(n));
+        env.add_filter("thousands", |n: u64| plue_types::budget::thousands(n));
         env.add_filter("duration", duration);
         env.add_filter("usd", usd);
         env.add_filter("short_sha", short_sha);
@@ -184,7 +184,7 @@ pub(super) fn duration(ms: Option<i64>) -> String {
 /// micro-dollars, at least 2 decimals).
 fn usd(dollars: f64) -> String {
     let micros = (dollars * 1_000_000.0).round().max(0.0) as u64;
-    format!("${}", runner::llm::budget::usd(micros))
+    format!("${}", plue_types::budget::usd(micros))
 }
 
 /// The glyph shown beside a status word, so a status never rests on colour alone (the

@@ -81,7 +81,7 @@ pub(in crate::agent) async fn run(
         "network": assignment.network,
     });
     let transcript = match make_transcript_dir(dir) {
-        Ok(at) => Some(at.join(llm::transcript::FILE)),
+        Ok(at) => Some(at.join(plue_types::transcript::FILE)),
         Err(e) => {
             let note = format!("the transcript will not be kept: {e}");
             let _ = lines.send((Stream::System, note)).await;

@@ -1,7 +1,7 @@
 //! Unit tests of the conversation view: turns, costs, diffs, limits, and the model as
 //! the attacker (its text never becomes markup).
 
-use runner::llm::transcript::ToolRun;
+use plue_types::transcript::ToolRun;
 use serde_json::json;
 
 use super::*;
