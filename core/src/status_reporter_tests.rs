@@ -102,7 +102,7 @@ async fn an_app_repository_gets_check_runs_on_its_commit_and_its_agents_pull_req
             |_| Vec::new(),
             |_| {
                 vec![StepChange::FinishRun {
-                    status: "failed",
+                    status: plue_types::status::RunStatus::Failed,
                     reason: Some("failed steps: build".into()),
                 }]
             },

@@ -92,6 +92,7 @@ pub(crate) mod engine_for_tests {
     use super::Engine;
     use crate::events::Events;
     use crate::store::{now_ms, AttemptEnd, StepAfter, Store};
+    use plue_types::status::{AttemptStatus, StepStatus};
 
     pub(crate) struct TestEngine {
         store: Store,
@@ -122,7 +123,7 @@ pub(crate) mod engine_for_tests {
         ) -> BoxFuture<'_, anyhow::Result<bool>> {
             Box::pin(async move {
                 let end = AttemptEnd {
-                    status: "failed",
+                    status: AttemptStatus::Failed,
                     exit_code: None,
                     reason: Some(&reason),
                     at: now_ms(),
@@ -136,7 +137,7 @@ pub(crate) mod engine_for_tests {
                 let completed = self
                     .store
                     .complete_attempt(attempt_id, None, &end, |_| StepAfter::Final {
-                        status: "failed",
+                        status: StepStatus::Failed,
                         reason: Some(reason.clone()),
                         exit_code: None,
                         outputs: "{}".into(),

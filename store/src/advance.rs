@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
+use plue_types::status::{RunState, RunStatus, StepStatus};
 
 use super::claims::{claim_in, complete_in, runner_idle_in, ClaimFor, RunnerWas, Takes};
 use super::groups::{promote, relock_group};
@@ -34,14 +35,14 @@ use super::{
 };
 
 /// Commit status state and description for a run's final status.
-fn final_status(status: &str, reason: Option<&str>) -> (&'static str, String) {
+fn final_status(status: RunStatus, reason: Option<&str>) -> (&'static str, String) {
     match status {
-        "succeeded" => ("success", "Plue run succeeded".to_string()),
-        "failed" => (
+        RunStatus::Succeeded => ("success", "Plue run succeeded".to_string()),
+        RunStatus::Failed => (
             "failure",
             format!("Plue run failed: {}", reason.unwrap_or("a step failed")),
         ),
-        _ => ("error", format!("Plue run {status}")),
+        RunStatus::Cancelled => ("error", format!("Plue run {status}")),
     }
 }
 
@@ -50,9 +51,9 @@ fn final_status(status: &str, reason: Option<&str>) -> (&'static str, String) {
 async fn finish_step(
     tx: &mut Tx<'_>,
     step_run_id: i64,
-    status: &str,
+    status: StepStatus,
     reason: &str,
-    from: [&str; 2],
+    from: [StepStatus; 2],
     now: i64,
 ) -> anyhow::Result<u64> {
     tx.execute(
@@ -91,7 +92,8 @@ async fn group_of(conn: &mut Conn, run_id: i64, in_group: bool) -> anyhow::Resul
 #[derive(sqlx::FromRow, serde::Deserialize)]
 struct LockedRun {
     advances: i64,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: RunState,
     cancel_requested: bool,
     cancel_reason: Option<String>,
     max_parallel: i64,
@@ -201,22 +203,37 @@ async fn apply_change(
             step_run_id,
             reason,
         } => {
-            let from = ["pending", "pending"];
-            finish_step(tx, *step_run_id, "skipped", reason, from, now).await? == 1
+            let from = [StepStatus::Pending, StepStatus::Pending];
+            finish_step(tx, *step_run_id, StepStatus::Skipped, reason, from, now).await? == 1
         }
         StepChange::Fail {
             step_run_id,
             reason,
         } => {
-            let from = ["pending", "pending"];
-            finish_step(tx, *step_run_id, "failed", reason, from, now).await? == 1
+            let from = [StepStatus::Pending, StepStatus::Pending];
+            finish_step(tx, *step_run_id, StepStatus::Failed, reason, from, now).await? == 1
         }
         StepChange::Cancel { step_run_id } => {
-            let not_started = ["pending", "queued"];
-            let waiting = ["waiting", "waiting"];
-            let cancelled =
-                finish_step(tx, *step_run_id, "cancelled", "cancelled", not_started, now).await?
-                    + finish_step(tx, *step_run_id, "cancelled", "cancelled", waiting, now).await?;
+            let not_started = [StepStatus::Pending, StepStatus::Queued];
+            let waiting = [StepStatus::Waiting, StepStatus::Waiting];
+            let cancelled = finish_step(
+                tx,
+                *step_run_id,
+                StepStatus::Cancelled,
+                "cancelled",
+                not_started,
+                now,
+            )
+            .await?
+                + finish_step(
+                    tx,
+                    *step_run_id,
+                    StepStatus::Cancelled,
+                    "cancelled",
+                    waiting,
+                    now,
+                )
+                .await?;
             cancelled == 1
         }
         StepChange::Wait {
@@ -271,15 +288,14 @@ async fn apply_change(
             went_back == step_run_ids.len() as u64
         }
         StepChange::FinishRun { status, reason } => {
-            let (state, description) = final_status(status, reason.as_deref());
-            let status: &str = status;
+            let (state, description) = final_status(*status, reason.as_deref());
             tx.execute(
                 Statement::new(
                     "UPDATE runs SET status = $2, reason = $3, finished_at = $4, \
                      started_at = COALESCE(started_at, $4) WHERE id = $1",
                 )
                 .bind(run_id)
-                .bind(status)
+                .bind(*status)
                 .bind(reason)
                 .bind(now),
             )
@@ -321,7 +337,7 @@ async fn advance_locked(
     decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     now: i64,
 ) -> anyhow::Result<Advanced> {
-    if run.status == "pending" && !run.cancel_requested {
+    if run.status == RunState::Pending && !run.cancel_requested {
         // Waiting for its group: nothing of it may start.
         return Ok(Advanced::default());
     }
@@ -542,6 +558,7 @@ pub struct CompletedAndAdvanced {
 #[cfg(test)]
 mod tests {
     use evaluator::plan::{Plan, Step};
+    use plue_types::status::{AttemptStatus, StepStatus};
 
     use crate::testing::{claim_first_step, local_run, stores};
     use crate::{
@@ -552,7 +569,7 @@ mod tests {
     /// The end of a succeeded attempt with no outputs, at `at`.
     fn succeeded(at: i64) -> AttemptEnd<'static> {
         AttemptEnd {
-            status: "succeeded",
+            status: AttemptStatus::Succeeded,
             exit_code: Some(0),
             reason: None,
             at,
@@ -567,7 +584,7 @@ mod tests {
 
     fn done() -> StepAfter {
         StepAfter::Final {
-            status: "succeeded",
+            status: StepStatus::Succeeded,
             reason: None,
             exit_code: Some(0),
             outputs: "{}".into(),

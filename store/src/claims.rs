@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use plue_types::protocol::Usage;
+use plue_types::status::{AttemptStatus, StepStatus};
 
 use super::tx::{Arg, Conn, Statement, Tx};
 use super::{on_db, Store};
@@ -79,7 +80,7 @@ pub struct CompletedAttempt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepAfter {
     Final {
-        status: &'static str,
+        status: StepStatus,
         reason: Option<String>,
         exit_code: Option<i64>,
         outputs: String,
@@ -93,8 +94,8 @@ pub enum StepAfter {
 /// The attempt's final record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptEnd<'a> {
-    /// `succeeded`, `failed` or `cancelled`.
-    pub status: &'a str,
+    /// A final status: `succeeded`, `failed` or `cancelled`.
+    pub status: AttemptStatus,
     pub exit_code: Option<i64>,
     pub reason: Option<&'a str>,
     pub at: i64,
@@ -211,7 +212,8 @@ struct EndedAttempt {
     step_started_at: Option<i64>,
     iteration: i64,
     iteration_base: i64,
-    step_status: String,
+    #[sqlx(try_from = "String")]
+    step_status: StepStatus,
     ready_at: Option<i64>,
     cancel_requested: bool,
 }
@@ -305,7 +307,7 @@ pub(crate) async fn complete_in(
         started_at: ended.step_started_at.or(ended.started_at),
         // A step run still `claimed` never had its start reported.
         folded_start: match ended.started_at {
-            Some(at) if ended.step_status == "claimed" => Some((ended.ready_at, at)),
+            Some(at) if ended.step_status == StepStatus::Claimed => Some((ended.ready_at, at)),
             _ => None,
         },
         run_outputs_bytes,

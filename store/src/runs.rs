@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use evaluator::plan::Plan;
+use plue_types::status::RunStatus;
 
 use anyhow::Context;
 
@@ -140,7 +141,7 @@ pub enum StepChange {
     },
     /// The run is over.
     FinishRun {
-        status: &'static str,
+        status: RunStatus,
         reason: Option<String>,
     },
 }

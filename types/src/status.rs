@@ -64,6 +64,15 @@ macro_rules! status_enum {
             }
         }
 
+        /// For rows decoded with `#[sqlx(try_from = "String")]`.
+        impl TryFrom<String> for $name {
+            type Error = UnknownStatus;
+
+            fn try_from(text: String) -> Result<$name, UnknownStatus> {
+                text.parse()
+            }
+        }
+
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
                 self.as_str() == other
@@ -116,6 +125,40 @@ status_enum! {
         Succeeded = "succeeded",
         Failed = "failed",
         Cancelled = "cancelled",
+    }
+}
+
+status_enum! {
+    /// Where a run is in its life (its `runs.status`); a final one is its [`RunStatus`].
+    RunState ("run") {
+        /// Waiting for its concurrency group's active run to end.
+        Pending = "pending",
+        Queued = "queued",
+        /// A step of it was claimed.
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+impl RunState {
+    /// Nothing changes it any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
+}
+
+impl From<RunStatus> for RunState {
+    fn from(status: RunStatus) -> RunState {
+        match status {
+            RunStatus::Succeeded => RunState::Succeeded,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::Cancelled => RunState::Cancelled,
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use evaluator::plan::Plan;
+use plue_types::status::AttemptStatus;
 
 use crate::events::{Event, Events};
 use crate::metrics;
@@ -586,9 +587,9 @@ impl Executor {
         let facts = self.lock_outputs().facts(run_id, &plan);
         let now = now_ms();
         let status = match report.outcome {
-            plue_types::protocol::Outcome::Succeeded => "succeeded",
-            plue_types::protocol::Outcome::Failed => "failed",
-            plue_types::protocol::Outcome::Cancelled => "cancelled",
+            plue_types::protocol::Outcome::Succeeded => AttemptStatus::Succeeded,
+            plue_types::protocol::Outcome::Failed => AttemptStatus::Failed,
+            plue_types::protocol::Outcome::Cancelled => AttemptStatus::Cancelled,
         };
         let end = AttemptEnd {
             status,

@@ -238,7 +238,7 @@ pub(crate) fn plan_changes_with(
         || looped.statuses.len() != plan.steps.len()
     {
         return vec![StepChange::FinishRun {
-            status: "failed",
+            status: RunStatus::Failed,
             reason: Some("the stored steps do not match the run's plan".into()),
         }];
     }
@@ -364,7 +364,7 @@ pub(crate) fn plan_changes_with(
                                 statuses[step] = StepStatus::Failed;
                                 StepChange::Fail {
                                     step_run_id: rows[step].id,
-                                    reason,
+                                    reason: reason.to_string(),
                                 }
                             }
                         };
@@ -411,10 +411,7 @@ pub(crate) fn plan_changes_with(
             ),
             RunStatus::Failed => Some(failed_reason(plan, loops, &statuses, &iterations)),
         };
-        changes.push(StepChange::FinishRun {
-            status: status.as_str(),
-            reason,
-        });
+        changes.push(StepChange::FinishRun { status, reason });
     }
     changes
 }
@@ -563,7 +560,7 @@ pub(crate) fn step_after(
     }
     if attempt.cancel_requested || report.outcome == Outcome::Cancelled {
         return StepAfter::Final {
-            status: "cancelled",
+            status: StepStatus::Cancelled,
             reason: Some("cancelled".into()),
             exit_code,
             outputs,
@@ -572,7 +569,7 @@ pub(crate) fn step_after(
     if let Some(reason) = too_many {
         // Final: another attempt would store as much again.
         return StepAfter::Final {
-            status: "failed",
+            status: StepStatus::Failed,
             reason: Some(reason),
             exit_code,
             outputs,
@@ -580,7 +577,7 @@ pub(crate) fn step_after(
     }
     let Some(step) = step else {
         return StepAfter::Final {
-            status: "failed",
+            status: StepStatus::Failed,
             reason: Some(format!(
                 "step '{}' is not in the run's plan",
                 attempt.step_id
@@ -599,7 +596,7 @@ pub(crate) fn step_after(
     let number = u32::try_from(attempt.number_in_iteration).unwrap_or(u32::MAX);
     match schedule::after_attempt(step.retries, step.backoff, number, &outcome) {
         AfterAttempt::Final(status) => StepAfter::Final {
-            status: status.as_str(),
+            status,
             reason: report.reason.clone(),
             exit_code,
             outputs,

@@ -36,7 +36,7 @@ impl Decided {
                 StepChange::Fail { step_run_id, .. } => (*step_run_id, "failed"),
                 StepChange::Cancel { step_run_id } => (*step_run_id, "cancelled"),
                 StepChange::FinishRun { status, .. } => {
-                    self.run = Some(status);
+                    self.run = Some(status.as_str());
                     continue;
                 }
                 StepChange::Queue { .. } | StepChange::Wait { .. } | StepChange::Loop { .. } => {
@@ -118,7 +118,7 @@ pub fn attempt_ended(
         run_id: attempt.run_id,
         step: attempt.step_id.clone(),
         attempt: attempt.number,
-        status,
+        status: status.as_str(),
         kind: step.map_or("unknown", |step| step.action.kind()),
         seconds: attempt.started_at.map(|at| seconds_between(at, now)),
     })

@@ -30,6 +30,7 @@
 mod sqlite;
 
 use anyhow::Context;
+use plue_types::status::{AttemptStatus, RunStatus, StepStatus};
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
@@ -125,6 +126,24 @@ impl<'a> From<Option<&'a str>> for Arg<'a> {
 impl<'a> From<&'a Option<String>> for Arg<'a> {
     fn from(value: &'a Option<String>) -> Self {
         Arg::Text(value.as_deref())
+    }
+}
+
+impl From<StepStatus> for Arg<'_> {
+    fn from(status: StepStatus) -> Self {
+        Arg::Text(Some(status.as_str()))
+    }
+}
+
+impl From<RunStatus> for Arg<'_> {
+    fn from(status: RunStatus) -> Self {
+        Arg::Text(Some(status.as_str()))
+    }
+}
+
+impl From<AttemptStatus> for Arg<'_> {
+    fn from(status: AttemptStatus) -> Self {
+        Arg::Text(Some(status.as_str()))
     }
 }
 

@@ -259,9 +259,25 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer<'_> {
         }
     }
 
+    /// A unit variant from its text (the statuses).
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DecodeError> {
+        match self.0 {
+            ValueRef::Text(text) => match std::str::from_utf8(text) {
+                Ok(text) => visitor.visit_enum(text.into_deserializer()),
+                Err(_) => Err(de::Error::custom("a text column that is not UTF-8")),
+            },
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
         i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
         ignored_any
     }
 }

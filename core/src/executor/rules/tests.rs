@@ -188,7 +188,7 @@ fn a_step_whose_outputs_pass_the_run_bound_fails_and_stores_none() {
         0,
     );
     let StepAfter::Final {
-        status: "succeeded",
+        status: StepStatus::Succeeded,
         outputs,
         ..
     } = after
@@ -203,7 +203,7 @@ fn a_step_whose_outputs_pass_the_run_bound_fails_and_stores_none() {
         0,
     );
     let StepAfter::Final {
-        status: "failed",
+        status: StepStatus::Failed,
         outputs,
         reason: Some(reason),
         ..
@@ -229,7 +229,7 @@ fn a_step_whose_outputs_pass_the_run_bound_fails_and_stores_none() {
         matches!(
             after,
             StepAfter::Final {
-                status: "succeeded",
+                status: StepStatus::Succeeded,
                 ..
             }
         ),
@@ -382,7 +382,7 @@ fn a_loop_that_went_back_max_loops_times_fails_the_run_and_says_so() {
     assert_eq!(
         changes,
         [StepChange::FinishRun {
-            status: "failed",
+            status: RunStatus::Failed,
             reason: Some("review failed after 2 loops back to build".into()),
         }]
     );
@@ -416,7 +416,7 @@ fn a_run_being_cancelled_never_loops() {
     assert!(matches!(
         changes.last(),
         Some(StepChange::FinishRun {
-            status: "cancelled",
+            status: RunStatus::Cancelled,
             ..
         })
     ));
@@ -447,7 +447,7 @@ fn retries_count_within_an_iteration() {
     assert!(matches!(
         step_after(Some(&plan.steps[2]), &attempt, &failed, 0),
         StepAfter::Final {
-            status: "failed",
+            status: StepStatus::Failed,
             ..
         }
     ));
@@ -538,7 +538,7 @@ fn stored_steps_that_do_not_match_a_looping_plan_end_the_run_without_a_panic() {
         matches!(
             changes.as_slice(),
             [StepChange::FinishRun {
-                status: "failed",
+                status: RunStatus::Failed,
                 ..
             }]
         ),
