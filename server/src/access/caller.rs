@@ -401,22 +401,34 @@ impl Caller {
         run_id: i64,
         names: &[String],
         exclude_triggerer: bool,
-    ) -> anyhow::Result<Result<(), String>> {
+    ) -> anyhow::Result<Result<(), DecideRefused>> {
         if !self.is_named(store, names).await? {
-            return Ok(Err(format!(
-                "'{}' may not decide this step: its deciders are {}",
-                self.name(),
-                names.join(", ")
-            )));
+            return Ok(Err(DecideRefused::NotADecider {
+                caller: self.name().to_string(),
+                deciders: names.to_vec(),
+            }));
         }
         if exclude_triggerer && self.is_triggerer_of(store, run_id).await? {
-            return Ok(Err(format!(
-                "'{}' started this run and may not decide it",
-                self.name()
-            )));
+            return Ok(Err(DecideRefused::Triggerer {
+                caller: self.name().to_string(),
+            }));
         }
         Ok(Ok(()))
     }
+}
+
+/// Why [`Caller::may_decide`] refuses a caller a gate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideRefused {
+    /// The gate names its deciders and the caller is none of them.
+    #[error("'{caller}' may not decide this step: its deciders are {}", deciders.join(", "))]
+    NotADecider {
+        caller: String,
+        deciders: Vec<String>,
+    },
+    /// The gate excludes the run's triggerer, and the caller started the run.
+    #[error("'{caller}' started this run and may not decide it")]
+    Triggerer { caller: String },
 }
 
 /// Resolves callers from credentials.

@@ -43,13 +43,16 @@ impl std::fmt::Display for Role {
     }
 }
 
-impl std::str::FromStr for Role {
-    type Err = String;
+/// A name that is not a [`Role`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a role (expected reader, writer or maintainer)")]
+pub struct UnknownRole(pub String);
 
-    fn from_str(name: &str) -> Result<Role, String> {
-        Role::parse(name).ok_or_else(|| {
-            format!("'{name}' is not a role (expected reader, writer or maintainer)")
-        })
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(name: &str) -> Result<Role, UnknownRole> {
+        Role::parse(name).ok_or_else(|| UnknownRole(name.to_owned()))
     }
 }
 
@@ -66,6 +69,9 @@ mod tests {
         }
         assert_eq!(Role::parse("admin"), None);
         assert_eq!(Role::parse("Writer"), None, "stored names are exact");
-        assert!("owner".parse::<Role>().unwrap_err().contains("not a role"));
+        assert_eq!(
+            "owner".parse::<Role>().unwrap_err().to_string(),
+            "'owner' is not a role (expected reader, writer or maintainer)"
+        );
     }
 }

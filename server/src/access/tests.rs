@@ -320,7 +320,10 @@ async fn gates_compare_users_groups_and_forge_logins_never_names_of_tokens() {
             .may_decide(&store, run, &named(&["alice", "bob"]), true)
             .await
             .unwrap();
-        assert!(refused.unwrap_err().contains("started this run"));
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("started this run"));
         assert!(bob_caller
             .may_decide(&store, run, &named(&["alice", "bob"]), true)
             .await
@@ -497,7 +500,10 @@ async fn whoever_pushed_onto_a_pull_request_may_not_decide_its_run() {
             .may_decide(&store, run, &deciders, true)
             .await
             .unwrap();
-        assert!(refused.unwrap_err().contains("started this run"));
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("started this run"));
         assert!(bob_caller
             .may_decide(&store, run, &deciders, true)
             .await

@@ -517,14 +517,17 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|address| address.to_canonical())
 }
 
+/// A `--trusted-proxy` value that is neither a network nor an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a network (like 10.0.0.0/8 or fd00::/8) or an address")]
+pub struct NotANetwork(pub String);
+
 /// A `--trusted-proxy` value: a network (`10.0.0.0/8`, `fd00::/8`) or one address.
-pub fn parse_trusted_proxy(text: &str) -> Result<IpNet, String> {
+pub fn parse_trusted_proxy(text: &str) -> Result<IpNet, NotANetwork> {
     IpNet::from_str(text.trim())
         .or_else(|_| IpAddr::from_str(text.trim()).map(IpNet::from))
         .map(|net| net.trunc())
-        .map_err(|_| {
-            format!("'{text}' is not a network (like 10.0.0.0/8 or fd00::/8) or an address")
-        })
+        .map_err(|_| NotANetwork(text.to_owned()))
 }
 
 #[cfg(test)]
