@@ -383,6 +383,58 @@ mod tests {
         }
     }
 
+    #[derive(Debug, PartialEq, sqlx::FromRow, serde::Deserialize)]
+    struct Typed {
+        flag: bool,
+        #[sqlx(try_from = "String")]
+        status: StepStatus,
+        missing: Option<i64>,
+    }
+
+    #[tokio::test]
+    async fn placeholders_bind_by_number_and_columns_decode_by_name() {
+        for (store, _dir) in stores().await {
+            let backend = store.backend();
+            let mut conn = Conn::acquire(&store.db).await.unwrap();
+            let mut tx = conn.autocommit().await.unwrap();
+            // `$2` appears first: SQLite would number it 1; it is bound as the second.
+            let difference: Option<i64> = tx
+                .scalar(
+                    Statement::new("SELECT CAST($2 AS BIGINT) - CAST($1 AS BIGINT)")
+                        .bind(1)
+                        .bind(10),
+                )
+                .await
+                .unwrap();
+            assert_eq!(difference, Some(9), "{backend}");
+            let typed: Option<Typed> = tx
+                .row(
+                    Statement::new(
+                        "SELECT CAST(NULL AS BIGINT) AS missing, $1 AS status, \
+                         (1 = 1) AS flag",
+                    )
+                    .bind(StepStatus::Succeeded),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                typed,
+                Some(Typed {
+                    flag: true,
+                    status: StepStatus::Succeeded,
+                    missing: None
+                }),
+                "{backend}"
+            );
+            let unknown = tx
+                .row::<Typed>(Statement::new(
+                    "SELECT NULL AS missing, 'sleeping' AS status, (1 = 0) AS flag",
+                ))
+                .await;
+            assert!(unknown.is_err(), "{backend}: an unknown status is an error");
+        }
+    }
+
     #[tokio::test]
     async fn a_transaction_dropped_uncommitted_leaves_nothing_written() {
         for (store, _dir) in stores().await {
