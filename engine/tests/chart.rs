@@ -1017,7 +1017,9 @@ fn every_value_the_chart_accepts_renders_a_pool_file_the_engine_accepts() {
                 Some(Value::Bool(true)) => "accepts forks",
                 _ => "refuses forks",
             };
-            assert!(line.ends_with(forks), "{class}: {line}");
+            assert!(line.contains(forks), "{class}: {line}");
+            // Then what the class enforces (step_network: step, the default: open only).
+            assert!(line.ends_with("; enforces network: open"), "{class}: {line}");
         }
     }
     // What the engine refuses, the schema refuses.
@@ -1408,6 +1410,7 @@ async fn the_deployment_s_command_line_and_environment_start_a_working_engine() 
 fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
     let mut values = three_replicas_two_classes();
     values["pool"]["classes"][1]["step_network"] = json!("pod");
+    values["pool"]["classes"][1]["engine_proxy"] = json!("http://egress.ci.svc:3128");
     values["pool"]["classes"][1]["egress"] = json!([
         {"to": [{"ipBlock": {"cidr": "160.79.104.0/23"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]);
     let rendered = render(values.clone());
@@ -1441,9 +1444,17 @@ fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("step_network pod"), "{stdout}");
+    // What the class enforces, which routes steps to it, and the runners' engine proxy.
+    assert!(
+        stdout.contains("engine_proxy http://egress.ci.svc:3128; enforces network: open, none"),
+        "{stdout}"
+    );
 
     let mut bad = values.clone();
     bad["pool"]["classes"][1]["step_network"] = json!("namespace");
+    assert_eq!(check_schema(&bad).0, Some(3), "the schema accepted {bad}");
+    let mut bad = values.clone();
+    bad["pool"]["classes"][1]["engine_proxy"] = json!("socks5://p:1080");
     assert_eq!(check_schema(&bad).0, Some(3), "the schema accepted {bad}");
     for (changes, why) in [
         (

@@ -1212,7 +1212,10 @@ async fn steps_no_class_serves_fail_at_once_with_the_reason() {
         reason.contains("no runner can serve labels gpu=yes"),
         "{reason}"
     );
-    assert!(reason.contains("small (size=small)"), "{reason}");
+    assert!(
+        reason.contains("small (size=small; enforces network: open)"),
+        "{reason}"
+    );
     eprintln!("unservable step failed after {:?}", started.elapsed());
     assert!(
         pods(&world.cluster).is_empty(),

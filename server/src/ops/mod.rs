@@ -15,6 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use runner::network::capability;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, record, Event};
@@ -104,8 +105,10 @@ async fn scrape(State(state): State<OpsState>) -> Response {
 }
 
 /// The pool class that serves steps needing `needed` (canonical `k=v,k2=v2`): the first
-/// Kubernetes class offering all of them, else `local` for unlabelled steps when a local
-/// pool runs, else `none` (only runners started by hand can take them).
+/// Kubernetes class offering all of them (its labels include the reserved network labels of
+/// what it enforces), else `local` when a local pool runs for steps that ask for no label
+/// but a network policy's (which its runners may or may not enforce: a step they cannot
+/// fails at once), else `none` (only runners started by hand can take them).
 fn class_for<'a>(needed: &str, classes: &'a [ClassGauges], local: bool) -> &'a str {
     let pairs: Vec<(&str, &str)> = needed
         .split(',')
@@ -119,7 +122,7 @@ fn class_for<'a>(needed: &str, classes: &'a [ClassGauges], local: bool) -> &'a s
     };
     match classes.iter().find(|class| serves(class)) {
         Some(class) => &class.class,
-        None if local && pairs.is_empty() => "local",
+        None if local && pairs.iter().all(|(k, _)| capability::is_reserved(k)) => "local",
         None => "none",
     }
 }
@@ -243,6 +246,8 @@ mod tests {
         assert_eq!(class_for("gpu=yes,size=small", &classes, true), "gpu");
         assert_eq!(class_for("gpu=no", &classes, true), "none");
         assert_eq!(class_for("", &[], true), "local");
+        assert_eq!(class_for("plue.network/none=yes", &[], true), "local");
+        assert_eq!(class_for("plue.network/none=yes,zone=x", &[], true), "none");
         assert_eq!(class_for("", &[], false), "none");
         // Any class serves an unlabelled step; the first one is where it goes.
         assert_eq!(class_for("", &classes, true), "small");
