@@ -19,6 +19,6 @@ pub use plue_core::{
     transcripts, vault,
 };
 pub use plue_server::{
-    access, api, debug_relay, http_error, internal_api, json_body, ops, pool_gauges, server,
-    sweeper, web, webhooks,
+    access, api, debug_relay, http_error, internal_api, json_body, ops, pool_gauges, runner_socket,
+    server, sweeper, web, webhooks,
 };

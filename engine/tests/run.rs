@@ -424,6 +424,161 @@ fn the_readme_demo_succeeds() {
     assert!(stdout.contains("built demo-1.4.42.tar from"), "{stdout}");
 }
 
+/// What a step tries with the runner socket: it waits for `argv[1]/path` (which the test
+/// writes once the socket exists), connects, and prints how that went.
+const PROBE_SOCKET: &str = r#"
+import os, socket, sys, time
+drop = sys.argv[1]
+deadline = time.time() + 30
+while not os.path.exists(drop + "/path") and time.time() < deadline:
+    time.sleep(0.05)
+path = open(drop + "/path").read().strip()
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(path)
+    print("connected", flush=True)
+except OSError as e:
+    print("refused errno", e.errno, flush=True)
+"#;
+
+/// `plue run`'s runners reach its engine on a Unix socket in a private directory of the data
+/// directory (0700, the socket 0600), not over TCP: their `--engine` names no port of
+/// theirs, so the run succeeding proves the socket carried it. A step (another user under a
+/// root runner) given the socket's exact path cannot connect to it. The directory goes
+/// when the run ends.
+#[test]
+fn local_runners_reach_the_engine_on_a_private_socket_steps_cannot_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // Outside /tmp, which is each step's own: a step sees this tree, not the data directory.
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (data, drop) = (base.path().join("data"), base.path().join("drop"));
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let step = format!(
+        "Step.bash('probe', '/usr/bin/python3 probe.py {}')",
+        drop.display()
+    );
+    std::fs::write(
+        project.path().join("w.plue.py"),
+        plan(&format!("        {step},")),
+    )
+    .unwrap();
+    std::fs::write(project.path().join("probe.py"), PROBE_SOCKET).unwrap();
+    let mut child = plain_plue()
+        .current_dir(project.path())
+        .args(["run", "w.plue.py", "--runners", "1", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let socket = loop {
+        let found = std::fs::read_dir(&data).ok().and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("runners.sock"))
+                .find(|path| path.exists())
+        });
+        if let Some(socket) = found {
+            break socket;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no runner socket appeared in {}", data.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let dir = socket.parent().unwrap().to_path_buf();
+    assert!(dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("plue-runners-"));
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    assert_eq!(mode(&socket), 0o600, "{}", socket.display());
+    // The pool's runner, started with the socket and a URL naming no port of the engine's.
+    let args = runner_args_of(child.id());
+    assert!(
+        args.contains(&format!("--engine-socket {} ", socket.display()))
+            && args.contains("--engine http://localhost "),
+        "{args}"
+    );
+    let path = drop.join("path.new");
+    std::fs::write(&path, socket.display().to_string()).unwrap();
+    std::fs::rename(&path, drop.join("path")).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if nix::unistd::geteuid().is_root() {
+        // EACCES: the directory is closed to the step's user.
+        assert!(stdout.contains("refused errno 13"), "{stdout}");
+    } else {
+        eprintln!("not root: steps run as this user, who may open the socket");
+    }
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}
+
+/// `--runners-over-tcp`: the runners reach the engine on its loopback port (they are given
+/// no socket).
+#[test]
+fn runners_over_tcp_reach_the_engine_on_its_loopback_port() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("w.plue.py"),
+        plan("        Step.bash('a', 'sleep 1'),"),
+    )
+    .unwrap();
+    let child = plain_plue()
+        .current_dir(project.path())
+        .args(["run", "w.plue.py", "--runners", "1", "--runners-over-tcp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let args = runner_args_of(child.id());
+    assert!(
+        args.contains("--engine http://127.0.0.1:") && !args.contains("--engine-socket"),
+        "{args}"
+    );
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The arguments (NULs made spaces) of a runner the `plue run` with process id `pid`
+/// started, once one runs.
+fn runner_args_of(pid: u32) -> String {
+    let needle = format!("--die-with-parent\0{pid}\0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .find(|c| c.contains(&needle));
+        if let Some(args) = found {
+            return args.replace('\0', " ");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plue run {pid} started no runner"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn proc_has(needle: &str) -> bool {
     std::fs::read_dir("/proc")
         .unwrap()

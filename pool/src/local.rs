@@ -71,6 +71,9 @@ pub struct RunnerProcess {
 pub struct LocalConfig {
     /// The engine's base URL, e.g. `http://127.0.0.1:8600`.
     pub engine_url: String,
+    /// The Unix socket runners connect to instead of `engine_url`'s host (`plue run`'s
+    /// engine serves the runner protocol there: `plue runner --engine-socket`).
+    pub engine_socket: Option<PathBuf>,
     pub runner: RunnerProcess,
 }
 
@@ -126,6 +129,9 @@ impl LocalProvider {
             .arg("--token-stdin")
             .stdin(Stdio::piped())
             .stdout(Stdio::null());
+        if let Some(socket) = &engine.engine_socket {
+            command.arg("--engine-socket").arg(socket);
+        }
         if config.die_with_parent {
             command
                 .arg("--die-with-parent")
@@ -294,6 +300,7 @@ mod tests {
     fn provider(program: PathBuf, dir: &std::path::Path) -> LocalProvider {
         LocalProvider::new(LocalConfig {
             engine_url: "http://127.0.0.1:1".into(),
+            engine_socket: Some("/run/plue-test/runners.sock".into()),
             runner: RunnerProcess {
                 program,
                 labels: BTreeMap::new(),
@@ -420,6 +427,10 @@ mod tests {
         assert!(!env.contains("credential"), "{env}");
         assert!(!args.contains(token) && !env.contains(token), "{args}");
         assert!(args.contains("--token-stdin"), "{args}");
+        assert!(
+            args.contains("--engine-socket\n/run/plue-test/runners.sock\n"),
+            "{args}"
+        );
         assert!(
             args.contains(&format!("--die-with-parent\n{}\n", std::process::id())),
             "{args}"

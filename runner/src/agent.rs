@@ -83,6 +83,9 @@ pub struct AgentConfig {
     /// The proxy to reach the engine through (the operator's setting: `--engine-proxy`,
     /// a class's `engine_proxy`); `None`: directly, whatever `HTTPS_PROXY` says.
     pub engine_proxy: Option<crate::engine_client::EngineProxy>,
+    /// The Unix socket the engine serves the runner protocol on (`--engine-socket`: `plue
+    /// run`'s own runners); `None`: `engine`'s host and port.
+    pub engine_socket: Option<PathBuf>,
 }
 
 const POLL_WAIT: Duration = Duration::from_secs(20);
@@ -1060,7 +1063,11 @@ impl Engine {
     fn new(config: &AgentConfig) -> anyhow::Result<Engine> {
         // Every request goes to the engine (it streams blobs itself, no redirects), never
         // through a proxy of the environment's.
-        let client = crate::engine_client::build(&config.engine, config.engine_proxy.as_ref())?;
+        let client = crate::engine_client::build(
+            &config.engine,
+            config.engine_proxy.as_ref(),
+            config.engine_socket.as_deref(),
+        )?;
         Ok(Engine {
             client,
             base: config.engine.trim_end_matches('/').to_string(),

@@ -12,6 +12,7 @@
 //! - No redirects are followed (the engine never redirects; a redirect would carry the
 //!   token elsewhere).
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,9 +44,14 @@ impl EngineProxy {
     }
 }
 
-/// The client for the engine at `engine` (its base URL), through `proxy` only when one is
-/// given.
-pub fn build(engine: &str, proxy: Option<&EngineProxy>) -> anyhow::Result<reqwest::Client> {
+/// The client for the engine at `engine` (its base URL): on the Unix socket `socket` when
+/// one is given (`plue run`'s own runners: `engine` then only names the host the requests
+/// carry), else through `proxy` only when one is given.
+pub fn build(
+    engine: &str,
+    proxy: Option<&EngineProxy>,
+    socket: Option<&Path>,
+) -> anyhow::Result<reqwest::Client> {
     // Over plain HTTP (a local or in-cluster engine) no certificate is ever checked: the
     // system's store is not read (~3 ms of CPU each time a runner starts).
     let plain = engine
@@ -57,7 +63,9 @@ pub fn build(engine: &str, proxy: Option<&EngineProxy>) -> anyhow::Result<reqwes
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
         .tls_built_in_root_certs(!plain);
-    if let Some(proxy) = proxy {
+    if let Some(socket) = socket {
+        builder = builder.unix_socket(socket);
+    } else if let Some(proxy) = proxy {
         let proxy = reqwest::Proxy::all(proxy.url())
             .with_context(|| format!("the engine proxy {}", proxy.url()))?;
         builder = builder.proxy(proxy);
@@ -107,7 +115,7 @@ mod tests {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let client = build(&engine, None).unwrap();
+                let client = build(&engine, None, None).unwrap();
                 let answer = client.post(format!("{engine}/x")).send().await.unwrap();
                 assert_eq!(answer.status(), 200);
             });
@@ -157,7 +165,7 @@ mod tests {
             .unwrap();
         let explicit = EngineProxy::parse(&proxy_url).unwrap();
         runtime.block_on(async {
-            let client = build(&format!("http://{engine}"), Some(&explicit)).unwrap();
+            let client = build(&format!("http://{engine}"), Some(&explicit), None).unwrap();
             let answer = client
                 .post(format!("http://{engine}/y"))
                 .send()
@@ -167,6 +175,37 @@ mod tests {
         });
         assert_eq!(proxy_seen.load(Ordering::SeqCst), 1);
         assert_eq!(engine_seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_socket_carries_every_request_whatever_the_url_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Port 1 of localhost answers nothing: only the socket can.
+            let client = build("http://localhost:1", None, Some(&path)).unwrap();
+            let answer = client.post("http://localhost:1/x").send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   terminal relayed between a user and a runner; [`sweeper`]: the engine's timers.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz` and the request counter; [`pool_gauges`]:
 //!   the pools' counts in the metrics' terms.
-//! - [`server`]: wires the above into a running engine.
+//! - [`server`]: wires the above into a running engine; [`runner_socket`]: the private Unix
+//!   socket `plue run`'s own runners reach it on.
 //! - [`http_error`], [`json_body`]: how every handler answers a failure and reads a body;
 //!   `percent`: how the links the API and the dashboard build encode what they carry.
 //!
@@ -25,6 +26,7 @@ pub mod json_body;
 pub mod ops;
 mod percent;
 pub mod pool_gauges;
+pub mod runner_socket;
 pub mod server;
 pub mod sweeper;
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! ([`start_with_runner_listener`], `plue serve --runner-listen`): it then serves only
 //! there, the public listener answers 404 for it, and the runner listener serves nothing
 //! else (no API, dashboard, webhooks or metrics), so a network policy can let runners
-//! reach that port and nothing else of the engine.
+//! reach that port and nothing else of the engine. [`start_with_runner_socket`] (`plue
+//! run`) serves it the same way on a private Unix socket instead ([`RunnerSocket`]), which
+//! its local pool's runners are given: no runner of it speaks TCP.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +39,7 @@ use crate::pool::kubernetes::ClassStatus;
 use crate::pool::local::{LocalConfig, LocalProvider, RunnerProcess};
 use crate::pool::{Demand, Pool, PoolConfig, PoolStatus};
 use crate::registry::Registry;
+use crate::runner_socket::RunnerSocket;
 use crate::status_reporter::StatusReporter;
 use crate::store::Store;
 use crate::sweeper::{self, SweeperConfig};
@@ -168,8 +171,10 @@ pub struct RunningEngine {
     /// Base URL, e.g. `http://127.0.0.1:8600`.
     pub url: String,
     /// Where runners reach the runner protocol: the runner listener's base URL, else
-    /// [`RunningEngine::url`].
+    /// [`RunningEngine::url`] (with a runner socket, a nominal `http://localhost`).
     pub runner_url: String,
+    /// The runner socket's path, when the runner protocol is served on one.
+    pub runner_socket: Option<PathBuf>,
     pub executor: Arc<Executor>,
     pub pool: Option<watch::Receiver<PoolStatus>>,
     shutdown: CancellationToken,
@@ -213,6 +218,33 @@ impl RunningEngine {
     }
 }
 
+/// Serves the runner protocol alone on `listener` until `shutdown`; a Unix socket's
+/// directory goes when serving ends (or this task is dropped).
+async fn serve_runners(
+    listener: RunnerListener,
+    runners: axum::Router,
+    shutdown: CancellationToken,
+) {
+    let stop = async move { shutdown.cancelled().await };
+    let served = match listener {
+        RunnerListener::Tcp(listener) => {
+            let runners = runners.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, runners)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        RunnerListener::Unix(socket) => {
+            let (listener, _removed_after) = socket.into_parts();
+            axum::serve(listener, runners.into_make_service())
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
+    if let Err(e) = served {
+        tracing::error!("runner listener failed: {e}");
+    }
+}
+
 /// The live-stream followers' caps: places are kept for signed-in users only where users
 /// can sign in (an admin token is configured).
 fn followers(config: &EngineConfig) -> Followers {
@@ -243,15 +275,53 @@ pub async fn start_with_runner_listener(
     config: EngineConfig,
     evaluator: Option<Arc<EvaluatorPool>>,
 ) -> anyhow::Result<RunningEngine> {
+    let runners = runner_listener.map(RunnerListener::Tcp);
+    start_serving(store, listener, runners, config, evaluator).await
+}
+
+/// Starts an engine serving on `listener`, and the runner protocol on `socket` alone: its
+/// local pool's runners connect there (`plue run`; see the module's doc).
+pub async fn start_with_runner_socket(
+    store: Store,
+    listener: TcpListener,
+    socket: RunnerSocket,
+    config: EngineConfig,
+    evaluator: Option<Arc<EvaluatorPool>>,
+) -> anyhow::Result<RunningEngine> {
+    let runners = Some(RunnerListener::Unix(socket));
+    start_serving(store, listener, runners, config, evaluator).await
+}
+
+/// Where the runner protocol is served apart from the public listener.
+enum RunnerListener {
+    Tcp(TcpListener),
+    Unix(RunnerSocket),
+}
+
+async fn start_serving(
+    store: Store,
+    listener: TcpListener,
+    runner_listener: Option<RunnerListener>,
+    config: EngineConfig,
+    evaluator: Option<Arc<EvaluatorPool>>,
+) -> anyhow::Result<RunningEngine> {
     crate::access::prepare(&store, !config.private_reads).await?;
     let address = listener.local_addr().context("listener address")?;
     let url = format!("http://{address}");
-    let runner_url = match &runner_listener {
-        Some(runners) => format!(
-            "http://{}",
-            runners.local_addr().context("runner listener address")?
+    let (runner_url, runner_socket) = match &runner_listener {
+        Some(RunnerListener::Tcp(runners)) => (
+            format!(
+                "http://{}",
+                runners.local_addr().context("runner listener address")?
+            ),
+            None,
         ),
-        None => url.clone(),
+        // The host is nominal: every connection goes to the socket.
+        Some(RunnerListener::Unix(socket)) => (
+            "http://localhost".to_string(),
+            Some(socket.path().to_path_buf()),
+        ),
+        None => (url.clone(), None),
     };
     let events = Arc::new(Events::default());
     // Before anything can queue work: the other replicas hear of all of it.
@@ -289,6 +359,7 @@ pub async fn start_with_runner_listener(
     if let Some(settings) = &config.pool {
         let provider_config = LocalConfig {
             engine_url: runner_url.clone(),
+            engine_socket: runner_socket.clone(),
             runner: settings.runner.clone(),
         };
         // Only steps its runners can claim (labels within theirs, with the reserved labels
@@ -381,16 +452,7 @@ pub async fn start_with_runner_listener(
             let runners = internal
                 .fallback(internal_api::not_found)
                 .layer(axum::middleware::from_fn(ops::track_http));
-            let server_shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let runners = runners.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                let served = axum::serve(runner_listener, runners)
-                    .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!("runner listener failed: {e}");
-                }
-            });
+            tasks.spawn(serve_runners(runner_listener, runners, shutdown.clone()));
             public
         }
     }
@@ -482,6 +544,7 @@ pub async fn start_with_runner_listener(
     Ok(RunningEngine {
         url,
         runner_url,
+        runner_socket,
         executor,
         pool: pool_status,
         shutdown,
