@@ -28,7 +28,7 @@
 //! Invariants: rendering is linear and bounded — [`MAX_RENDERED_BYTES`] per text,
 //! [`MAX_PROCESS_RENDERED_BYTES`] per bash or python step ([`MAX_STEP_RENDERED_BYTES`] per
 //! llm step), [`MAX_OUTPUT_ENV_BYTES`] of output variables — and
-//! any failure is the step's reason (`Err(String)`), never a panic; a reference to a missing
+//! any failure is the step's reason (a [`DispatchError`]), never a panic; a reference to a missing
 //! output is an error naming it rather than an empty string; secret values never enter a
 //! dispatch document (only names; values are resolved at claim time).
 //!
@@ -40,21 +40,29 @@
 //! Every step's `network=` is resolved here ([`network`]): an `llm` step without one gets
 //! `none`, any other kind `open`; the runner enforces what the document says.
 //!
-//! Why one file past ~600 lines: rendering a step's templates for each action kind shares
-//! the reference rules (values travel in the environment, never pasted into code); split,
-//! one rule would be checked in several places.
+//! Each step kind's own part (which texts it has, how they render into the runner's
+//! [`StepAction`]) is its module in [`kinds`]; what a kind implies here (its rendered-bytes
+//! budget, the model's key, the default network) is [`evaluator::plan::StepKind`]'s.
+//!
+//! Why one file past ~600 lines: the reference rules every kind's texts render by (values
+//! travel in the environment, never pasted into code) are one renderer; split, one rule
+//! would be checked in several places.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use evaluator::network::Network;
-use evaluator::plan::{Action, Plan, Step};
+use evaluator::plan::{Plan, Step};
 use evaluator::template::{self, bash, python, Field, Reference, Template};
-use plue_types::protocol::{Handoff, NetworkPolicy, ProposalLimits, ResultContract, StepAction};
+use plue_types::protocol::{Handoff, NetworkPolicy, StepAction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod bash_values;
+mod error;
+mod kinds;
+
+pub use error::DispatchError;
 
 pub use evaluator::template::MAX_RENDERED_BYTES;
 
@@ -137,19 +145,16 @@ pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
         .map(|step| {
             let mut read = everyone.clone();
             read.extend(step.depends_on.iter().filter_map(|d| index.get(d.as_str())));
-            match &step.action {
-                Action::Bash { command: text } | Action::Python { script: text, .. } => {
-                    referenced(text, &index, &mut read)
-                }
-                Action::Llm(llm) => {
-                    if let Some(prompt) = &llm.prompt {
-                        referenced(prompt, &index, &mut read);
-                    }
-                    for value in llm.inputs.values() {
-                        json_referenced(value, &index, &mut read);
-                    }
-                }
-                Action::Approval(_) => {}
+            let mut texts = Vec::new();
+            let mut values = Vec::new();
+            kinds::texts(&step.action, &mut |t| texts.push(t), &mut |v| {
+                values.push(v)
+            });
+            for text in texts {
+                referenced(text, &index, &mut read);
+            }
+            for value in values {
+                json_referenced(value, &index, &mut read);
             }
             for value in step.env.values() {
                 referenced(value, &index, &mut read);
@@ -169,13 +174,14 @@ pub fn reads(plan: &Plan) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The ids of the steps whose `{{ steps.<id>.rounds }}` the texts of `step` read (its llm
-/// prompt and inputs, its env): the engine loads their earlier rounds' outputs for it.
+/// The ids of the steps whose `{{ steps.<id>.rounds }}` the texts of `step` read (the
+/// texts of a kind that does not start a process — an llm prompt and inputs — and its
+/// env; code never renders rounds): the engine loads their earlier rounds' outputs for it.
 pub fn rounds_read(step: &Step) -> BTreeSet<String> {
     let mut texts: Vec<&str> = step.env.values().map(String::as_str).collect();
-    if let Action::Llm(llm) = &step.action {
-        texts.extend(llm.prompt.as_deref());
-        let mut stack: Vec<&Value> = llm.inputs.values().collect();
+    if !step.action.step_kind().starts_process() {
+        let mut stack: Vec<&Value> = Vec::new();
+        kinds::texts(&step.action, &mut |t| texts.push(t), &mut |v| stack.push(v));
         while let Some(value) = stack.pop() {
             match value {
                 Value::String(text) => texts.push(text),
@@ -296,85 +302,26 @@ pub fn build(
     step: &Step,
     run_id: i64,
     results: &BTreeMap<&str, StepResult<'_>>,
-) -> Result<Dispatch, String> {
-    let budget = match &step.action {
-        Action::Bash { .. } | Action::Python { .. } => MAX_PROCESS_RENDERED_BYTES,
-        _ => MAX_STEP_RENDERED_BYTES,
+) -> Result<Dispatch, DispatchError> {
+    let kind = step.action.step_kind();
+    let budget = if kind.starts_process() {
+        MAX_PROCESS_RENDERED_BYTES
+    } else {
+        MAX_STEP_RENDERED_BYTES
     };
     let renderer = Renderer {
         results,
         budget: std::cell::Cell::new(budget),
     };
-    let mut output_env = BTreeMap::new();
-    // The variables the references of a bash command read, checked once the env is whole.
-    let mut bash_reads = BTreeMap::new();
-    let action = match &step.action {
-        Action::Bash { command } => {
-            let template = parse("command", command)?;
-            let vars = OutputVars::new(step, "command", &template, results)?;
-            let command = renderer.code("command", &template, Code::Bash, &vars)?;
-            output_env = vars.env;
-            bash_reads = vars.by_reference;
-            StepAction::Bash { command }
-        }
-        Action::Python {
-            script,
-            fresh_interpreter,
-        } => {
-            let template = parse("script", script)?;
-            let vars = OutputVars::new(step, "script", &template, results)?;
-            let script = renderer.code("script", &template, Code::Python, &vars)?;
-            output_env = vars.env;
-            StepAction::Python {
-                script,
-                fresh_interpreter: *fresh_interpreter,
-            }
-        }
-        Action::Approval(_) => {
-            return Err(format!(
-                "step '{}' is an approval: a person decides it, no runner runs it",
-                step.id
-            ))
-        }
-        Action::Llm(llm) => {
-            let prompt = match &llm.prompt {
-                Some(prompt) => Some(renderer.text("prompt", prompt)?),
-                None => None,
-            };
-            let mut inputs = Map::new();
-            let mut path = Vec::new();
-            for (name, value) in &llm.inputs {
-                inputs.insert(name.clone(), renderer.strings(name, value, &mut path)?);
-            }
-            StepAction::Llm {
-                prompt,
-                prompt_file: llm.prompt_file.clone(),
-                // Read when the step is claimed, under `plue run` (see `EngineConfig::prompt_root`).
-                prompt_file_content: None,
-                inputs,
-                model: llm.model.clone(),
-                max_turns: llm.max_turns,
-                tools: llm.tools.clone(),
-                result: llm.result.as_ref().map(|spec| ResultContract {
-                    schema: spec.schema(),
-                    fail_when: evaluator::result::effective_fail_when(spec, llm.fail_when.as_ref()),
-                }),
-                system_prompt: llm.system_prompt.clone(),
-                safe_outputs: llm.safe_outputs.as_ref().map(|so| {
-                    Box::new(ProposalLimits {
-                        pull_request: so.pull_request,
-                        comments: so.comments,
-                        labels: so.labels.clone(),
-                        issues: so.issues,
-                        max_files: so.max_files,
-                        max_diff_bytes: so.max_diff_bytes,
-                    })
-                }),
-            }
-        }
-    };
+    // The kind's action; a code step's output variables, and what a bash command's
+    // references read (checked once the env is whole).
+    let kinds::Rendered {
+        action,
+        output_env,
+        bash_reads,
+    } = kinds::render(step, &renderer, results)?;
     let mut secrets = step.secrets.clone();
-    if matches!(step.action, Action::Llm(_)) && !secrets.iter().any(|s| s == LLM_KEY_SECRET) {
+    if kind.talks_to_model() && !secrets.iter().any(|s| s == LLM_KEY_SECRET) {
         secrets.push(LLM_KEY_SECRET.to_owned());
     }
     let mut env = BTreeMap::new();
@@ -404,14 +351,15 @@ pub fn build(
     })
 }
 
-/// The step's `network=`, or its kind's default: an `llm` step's tools reach nothing but
-/// loopback (the model's API is the runner's, not the step's), every other kind the
-/// host's network as before network policies.
+/// The step's `network=`, or its kind's default: the tools of a step that talks to a model
+/// (`llm`) reach nothing but loopback (the model's API is the runner's, not the step's),
+/// every other kind the host's network as before network policies.
 pub fn network(step: &Step) -> NetworkPolicy {
-    match (&step.network, &step.action) {
-        (Some(Network::None), _) | (None, Action::Llm(_)) => NetworkPolicy::None,
-        (Some(Network::Open), _) | (None, _) => NetworkPolicy::Open,
-        (Some(Network::Allow(hosts)), _) => NetworkPolicy::Allow(hosts.clone()),
+    match &step.network {
+        Some(Network::None) => NetworkPolicy::None,
+        None if step.action.step_kind().talks_to_model() => NetworkPolicy::None,
+        Some(Network::Open) | None => NetworkPolicy::Open,
+        Some(Network::Allow(hosts)) => NetworkPolicy::Allow(hosts.clone()),
     }
 }
 
@@ -458,8 +406,9 @@ fn input_path(input: &str, path: &[Part<'_>]) -> String {
     text
 }
 
-fn parse(what: &str, text: &str) -> Result<Template, String> {
-    Template::parse(text).map_err(|e| format!("{what}: {e}"))
+/// `text` as a template; the error says it is in the text `what`.
+fn parse(what: &str, text: &str) -> Result<Template, DispatchError> {
+    Template::parse(text).map_err(|e| DispatchError::from(e).at(what))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -484,7 +433,7 @@ impl OutputVars {
         what: &str,
         template: &Template,
         results: &BTreeMap<&str, StepResult<'_>>,
-    ) -> Result<OutputVars, String> {
+    ) -> Result<OutputVars, DispatchError> {
         // name → the (step, key) pairs that map to it, with their value.
         let mut named: BTreeMap<String, BTreeMap<(String, String), &str>> = BTreeMap::new();
         for dep in &step.depends_on {
@@ -501,8 +450,7 @@ impl OutputVars {
         let mut referenced = Vec::new();
         for reference in template.references() {
             if let (Field::Output(key), false) = (&reference.field, reference.raw) {
-                let value =
-                    output_value(results, reference, key).map_err(|e| format!("{what}: {e}"))?;
+                let value = output_value(results, reference, key).map_err(|e| e.at(what))?;
                 let pair = (reference.step.clone(), key.clone());
                 named
                     .entry(output_var(&reference.step, key))
@@ -537,9 +485,7 @@ impl OutputVars {
         }
         let bytes: usize = env.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
         if bytes > MAX_OUTPUT_ENV_BYTES {
-            return Err(format!(
-                "the outputs this step receives as {OUTPUT_VAR_PREFIX}* variables take {bytes} bytes, over the limit of {MAX_OUTPUT_ENV_BYTES}; pass large data in files instead"
-            ));
+            return Err(DispatchError::OutputVarsTooLarge { bytes });
         }
         Ok(OutputVars { env, by_reference })
     }
@@ -550,7 +496,7 @@ fn output_value<'r>(
     results: &'r BTreeMap<&str, StepResult<'_>>,
     reference: &Reference,
     key: &str,
-) -> Result<&'r str, String> {
+) -> Result<&'r str, DispatchError> {
     let result = results.get(reference.step.as_str());
     if let Some(result) = result.filter(|r| r.feedback) {
         return Ok(result.outputs.get(key).map_or("", String::as_str));
@@ -558,8 +504,8 @@ fn output_value<'r>(
     result
         .and_then(|r| r.outputs.get(key))
         .map(String::as_str)
-        .ok_or_else(|| {
-            format!("'{reference}' is not set (no such step, output, or the step has not finished)")
+        .ok_or_else(|| DispatchError::OutputNotSet {
+            reference: reference.to_string(),
         })
 }
 
@@ -572,16 +518,16 @@ struct Renderer<'a, 'r> {
 
 impl Renderer<'_, '_> {
     /// A text nobody parses: every reference is its value.
-    fn text(&self, what: &str, text: &str) -> Result<String, String> {
-        self.plain_text(text).map_err(|e| format!("{what}: {e}"))
+    fn text(&self, what: &str, text: &str) -> Result<String, DispatchError> {
+        self.plain_text(text).map_err(|e| e.at(what))
     }
 
     /// [`Renderer::text`] whose error does not say where the text is.
-    fn plain_text(&self, text: &str) -> Result<String, String> {
+    fn plain_text(&self, text: &str) -> Result<String, DispatchError> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
-        let template = Template::parse(text).map_err(|e| e.to_string())?;
+        let template = Template::parse(text)?;
         self.render_plain(&template, |_, reference| {
             self.value_text(reference).map(str::to_owned)
         })
@@ -595,11 +541,11 @@ impl Renderer<'_, '_> {
         input: &str,
         value: &'v Value,
         path: &mut Vec<Part<'v>>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, DispatchError> {
         Ok(match value {
             Value::String(text) => Value::String(
                 self.plain_text(text)
-                    .map_err(|e| format!("{}: {e}", input_path(input, path)))?,
+                    .map_err(|e| e.at(input_path(input, path)))?,
             ),
             Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
@@ -632,7 +578,7 @@ impl Renderer<'_, '_> {
         template: &Template,
         code: Code,
         vars: &OutputVars,
-    ) -> Result<String, String> {
+    ) -> Result<String, DispatchError> {
         let (literal, at) = template.literal_text();
         let (bash_at, python_at, formats) = match code {
             Code::Bash => (
@@ -647,7 +593,11 @@ impl Renderer<'_, '_> {
             ),
         };
         self.render(what, template, |i, reference| {
-            let refused = |why: &str| format!("'{reference}': {why}");
+            let refused = |why: &'static str| DispatchError::Refused {
+                reference: reference.to_string(),
+                why,
+                raw: false,
+            };
             if reference.raw {
                 // Refused wherever the plain form is (validation said so already).
                 let output = matches!(reference.field, Field::Output(_));
@@ -658,7 +608,11 @@ impl Renderer<'_, '_> {
                     (Code::Python, false) => python_at[i].refusal(),
                 };
                 if let Some(why) = why {
-                    return Err(format!("{}{}", refused(why), template::RAW_TOO));
+                    return Err(DispatchError::Refused {
+                        reference: reference.to_string(),
+                        why,
+                        raw: true,
+                    });
                 }
                 return self.value_text(reference).map(str::to_owned);
             }
@@ -707,33 +661,31 @@ impl Renderer<'_, '_> {
         &self,
         what: &str,
         template: &Template,
-        piece: impl FnMut(usize, &Reference) -> Result<String, String>,
-    ) -> Result<String, String> {
-        self.render_plain(template, piece)
-            .map_err(|e| format!("{what}: {e}"))
+        piece: impl FnMut(usize, &Reference) -> Result<String, DispatchError>,
+    ) -> Result<String, DispatchError> {
+        self.render_plain(template, piece).map_err(|e| e.at(what))
     }
 
     /// [`Renderer::render`] whose error does not say where the text is.
     fn render_plain(
         &self,
         template: &Template,
-        piece: impl FnMut(usize, &Reference) -> Result<String, String>,
-    ) -> Result<String, String> {
+        piece: impl FnMut(usize, &Reference) -> Result<String, DispatchError>,
+    ) -> Result<String, DispatchError> {
         let limit = MAX_RENDERED_BYTES.min(self.budget.get());
         let text = template.render(limit, piece).map_err(|e| match e {
-            template::RenderError::TooLarge { .. } if limit < MAX_RENDERED_BYTES => format!(
-                "the step's rendered texts exceed their limit ({MAX_PROCESS_RENDERED_BYTES} bytes \
-                 for a bash or python step's code and env, which start a process; \
-                 {MAX_STEP_RENDERED_BYTES} for an llm step)"
-            ),
-            e => e.to_string(),
+            template::RenderError::TooLarge { .. } if limit < MAX_RENDERED_BYTES => {
+                DispatchError::StepTooLarge
+            }
+            template::RenderError::TooLarge { limit } => DispatchError::TextTooLarge { limit },
+            template::RenderError::Unresolved(e) => e,
         })?;
         self.budget.set(self.budget.get() - text.len());
         Ok(text)
     }
 
     /// A reference's value as plain text.
-    fn value_text(&self, reference: &Reference) -> Result<&str, String> {
+    fn value_text(&self, reference: &Reference) -> Result<&str, DispatchError> {
         match &reference.field {
             Field::Status => self.status(reference),
             Field::Output(key) => output_value(self.results, reference, key),
@@ -741,24 +693,26 @@ impl Renderer<'_, '_> {
                 .results
                 .get(reference.step.as_str())
                 .map(|r| &*r.rounds)
-                .ok_or_else(|| format!("'{reference}' is not set (no such step in this loop)")),
+                .ok_or_else(|| DispatchError::RoundsNotSet {
+                    reference: reference.to_string(),
+                }),
         }
     }
 
     /// A step's final status: a lowercase word, safe as is in any quoting.
-    fn status(&self, reference: &Reference) -> Result<&str, String> {
+    fn status(&self, reference: &Reference) -> Result<&str, DispatchError> {
         let status = self
             .results
             .get(reference.step.as_str())
             .map(|r| r.status)
-            .ok_or_else(|| {
-                format!("'{reference}' is not set (no such step, or the step has not finished)")
+            .ok_or_else(|| DispatchError::StatusNotSet {
+                reference: reference.to_string(),
             })?;
         if status.is_empty() || !status.bytes().all(|c| c.is_ascii_lowercase()) {
-            return Err(format!(
-                "'{reference}': unexpected status '{}'",
-                template::echo(status)
-            ));
+            return Err(DispatchError::UnexpectedStatus {
+                reference: reference.to_string(),
+                status: template::echo(status),
+            });
         }
         Ok(status)
     }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use evaluator::plan::{Action, Plan};
+use evaluator::plan::Plan;
 use plue_outbound::{host_of, Checker, Secrets};
 
 use crate::store::Store;
@@ -174,8 +174,8 @@ impl Walls {
 fn secret_names(plan: &Plan) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for step in &plan.steps {
-        let llm = matches!(step.action, Action::Llm(_));
-        let key = llm.then(|| crate::dispatch::LLM_KEY_SECRET.to_owned());
+        let model = step.action.step_kind().talks_to_model();
+        let key = model.then(|| crate::dispatch::LLM_KEY_SECRET.to_owned());
         for name in step.secrets.iter().cloned().chain(key) {
             if !names.contains(&name) {
                 names.push(name);

@@ -46,7 +46,9 @@ fn deep_llm_inputs_render_without_a_path_per_string() {
 #[test]
 fn an_error_deep_in_an_input_names_its_path() {
     let plan = bomb(2, 3, "{{ steps.a.outputs.missing }}");
-    let err = build(&plan, &plan.steps[1], 1, &results()).unwrap_err();
+    let err = build(&plan, &plan.steps[1], 1, &results())
+        .unwrap_err()
+        .to_string();
     let key = |i: usize| format!("k{i}{}", "A".repeat(1018));
     let expected = format!("inputs.k.{}.{}[0]: ", key(1), key(0));
     assert!(err.starts_with(&expected), "{err}");

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use evaluator::plan::{Action, Plan};
+use evaluator::plan::Plan;
 
 /// Which steps of `plan` only runners allowed secrets may claim, indexed like
 /// `plan.steps`: those that hold secrets (one they name, or an `llm` step's API key) when
@@ -18,7 +18,8 @@ pub fn needs_secrets_runner(plan: &Plan, secrets_allowed: bool) -> Vec<bool> {
         .steps
         .iter()
         .map(|step| {
-            secrets_allowed && (!step.secrets.is_empty() || matches!(step.action, Action::Llm(_)))
+            secrets_allowed
+                && (!step.secrets.is_empty() || step.action.step_kind().talks_to_model())
         })
         .collect();
     let index: HashMap<&str, usize> = plan

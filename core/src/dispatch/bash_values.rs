@@ -27,44 +27,43 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use evaluator::template::{bash, echo};
 
-use super::output_var;
-
-/// Where bash reads a value as code, for messages.
-const CONTEXTS: &str =
-    "where it evaluates a value as arithmetic or a name ([[ x -gt 0 ]], ${a[x]}, declare -i, let, [[ -v x ]])";
+use super::{output_var, DispatchError};
 
 /// Checks the values of a bash step whose non-raw output references read the variables in
 /// `references` ((step, key) → variable). `env` is the step's whole environment;
-/// `from_outputs` names its variables whose values come from outputs.
+/// `from_outputs` names its variables whose values come from outputs. The error says it
+/// is in the text `what`.
 pub(super) fn check(
     what: &str,
     env: &BTreeMap<String, String>,
     references: &BTreeMap<(String, String), String>,
     from_outputs: &BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<(), DispatchError> {
     let Some(((step, key), _)) = references.iter().next() else {
         return Ok(());
     };
     let hazard = |name: &str| env.get(name).and_then(|v| bash::evaluation_hazard(v));
     for ((step, key), var) in references {
         if let Some(why) = hazard(var) {
-            return Err(format!(
-                "{what}: '{}': the value {why}, which bash acts on {CONTEXTS}; a reference may not read it. Read \"${}\" instead (set when '{}' is a dependency) and check it before any arithmetic",
-                echo(&reference(step, key)),
-                echo(&output_var(step, key)),
-                echo(step)
-            ));
+            return Err(DispatchError::BashReadsHazard {
+                reference: echo(&reference(step, key)),
+                why,
+                var: echo(&output_var(step, key)),
+                step: echo(step),
+            }
+            .at(what));
         }
     }
     let other = from_outputs
         .iter()
         .find_map(|name| hazard(name).map(|why| (name, why)));
     if let Some((name, why)) = other {
-        return Err(format!(
-            "{what}: '{}': this step receives ${}, an output that {why}, which bash acts on {CONTEXTS}, and a referenced value can lead bash to it (by its name, or '_'); such a step may not use references: read \"$PLUE_OUTPUT_<STEP>_<KEY>\" variables and check them before any arithmetic",
-            echo(&reference(step, key)),
-            echo(name)
-        ));
+        return Err(DispatchError::BashReceivesHazard {
+            reference: echo(&reference(step, key)),
+            name: echo(name),
+            why,
+        }
+        .at(what));
     }
     Ok(())
 }
@@ -104,7 +103,8 @@ mod tests {
             &refs(&[("up", "n", "PLUE_OUTPUT_UP_N")]),
             &all(&e),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("command: '{{ steps.up.outputs.n }}': the value holds '['"),
             "{err}"
@@ -122,11 +122,15 @@ mod tests {
             ("AUTHOR", "a[$i]"),
         ]);
         let references = refs(&[("up", "n", "PLUE_OUTPUT_UP_N")]);
-        let err = check("command", &e, &references, &all(&e)).unwrap_err();
+        let err = check("command", &e, &references, &all(&e))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("receives $AUTHOR"), "{err}");
         // An author's own value (not from an output) is not the attacker's.
         let outputs = BTreeSet::from(["PLUE_OUTPUT_UP_N".to_string(), "PLUE_OUTPUT_UP_M".into()]);
-        let err = check("command", &e, &references, &outputs).unwrap_err();
+        let err = check("command", &e, &references, &outputs)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("receives $PLUE_OUTPUT_UP_M"), "{err}");
         // Without references the script reads its variables itself.
         check("command", &e, &BTreeMap::new(), &all(&e)).unwrap();

@@ -51,7 +51,9 @@ fn outputs_render_as_variable_reads_in_bash_and_as_text_in_env() {
 #[test]
 fn a_missing_output_is_an_error_naming_it() {
     let plan = plan_with("echo {{ steps.build-it.outputs.nope }}");
-    let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &results())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("steps.build-it.outputs.nope"), "{err}");
     assert!(err.starts_with("command: "), "{err}");
 }
@@ -71,7 +73,9 @@ fn text_without_templates_is_untouched() {
 #[test]
 fn a_broken_template_is_an_error() {
     let plan = plan_with("echo {{ steps.build-it.outputs.version");
-    let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &results())
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("command: "), "{err}");
     assert!(err.contains("not closed"), "{err}");
 }
@@ -190,7 +194,9 @@ fn a_missing_output_in_llm_inputs_names_where_it_is() {
         "files".into(),
         json!(["a", "{{ steps.build-it.outputs.nope }}"]),
     );
-    let err = build(&plan, &plan.steps[0], 1, &results()).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &results())
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("inputs.files[1]: "), "{err}");
     assert!(err.contains("steps.build-it.outputs.nope"), "{err}");
 }
@@ -337,7 +343,7 @@ fn hostile_output_stays_text_in_bash() {
         let value = with_marker(value, &marker);
         let built = build(&plan, &plan.steps[0], 1, &hostile_results(&value));
         if bash::evaluation_hazard(&value).is_some() {
-            let err = built.unwrap_err();
+            let err = built.unwrap_err().to_string();
             assert!(err.contains("which bash acts on"), "{err}");
             continue;
         }
@@ -516,7 +522,9 @@ fn outputs_inside_literals_fail_the_step() {
             script: script.into(),
             fresh_interpreter: false,
         });
-        let err = build(&plan, &plan.steps[0], 1, &hostile_results(value)).unwrap_err();
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results(value))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("inside a string literal"), "{script}: {err}");
     }
     for command in [
@@ -526,7 +534,9 @@ fn outputs_inside_literals_fail_the_step() {
         let plan = code_step(Action::Bash {
             command: command.into(),
         });
-        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)")).unwrap_err();
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("inside single quotes"), "{command}: {err}");
     }
 }
@@ -544,7 +554,9 @@ fn the_raw_form_fails_the_step_wherever_the_plain_form_does() {
         let plan = code_step(Action::Bash {
             command: command.into(),
         });
-        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)")).unwrap_err();
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'raw' is refused"), "{command}: {err}");
     }
     for script in [
@@ -555,7 +567,9 @@ fn the_raw_form_fails_the_step_wherever_the_plain_form_does() {
             script: script.into(),
             fresh_interpreter: false,
         });
-        let err = build(&plan, &plan.steps[0], 1, &hostile_results("{0}")).unwrap_err();
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("{0}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'raw' is refused"), "{script}: {err}");
     }
 }
@@ -591,7 +605,9 @@ print({{ raw steps.up.outputs.x }}.format(C()))",
             script: script.into(),
             fresh_interpreter: false,
         });
-        let err = build(&plan, &plan.steps[0], 1, &hostile_results(value)).unwrap_err();
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results(value))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("must not be"), "{script}: {err}");
     }
     for command in [
@@ -601,7 +617,9 @@ print({{ raw steps.up.outputs.x }}.format(C()))",
         let plan = code_step(Action::Bash {
             command: command.into(),
         });
-        let err = build(&plan, &plan.steps[0], 1, &hostile_results("%s")).unwrap_err();
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("%s"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("printf's format"), "{command}: {err}");
     }
     // As a value it is text, and prints as such.
@@ -633,7 +651,9 @@ fn an_output_in_another_program_s_code_fails_the_step() {
         let plan = code_step(Action::Bash {
             command: command.into(),
         });
-        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)")).unwrap_err();
+        let err = build(&plan, &plan.steps[0], 1, &hostile_results("$(id)"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("part of code another program parses"),
             "{command}: {err}"
@@ -676,7 +696,9 @@ fn outputs_bash_would_run_as_arithmetic_fail_the_step() {
             "0 || (HOME=0)",
         ] {
             let value = with_marker(hostile, &marker);
-            let err = build(&plan, &plan.steps[0], 1, &hostile_results(&value)).unwrap_err();
+            let err = build(&plan, &plan.steps[0], 1, &hostile_results(&value))
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.starts_with("command: '{{ steps.up.outputs.x }}': the value ")
                     && err.contains("which bash acts on"),
@@ -694,7 +716,9 @@ fn outputs_bash_would_run_as_arithmetic_fail_the_step() {
             let plan = code_step(Action::Bash {
                 command: format!("echo \"$PLUE_OUTPUT_UP_Y\" >/dev/null\n{command}"),
             });
-            let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
+            let err = build(&plan, &plan.steps[0], 1, &results)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("receives $PLUE_OUTPUT_UP_Y"),
                 "{command}: {err}"
@@ -715,7 +739,9 @@ fn hostile_output_in_arithmetic_fails_the_step() {
     let plan = code_step(Action::Bash {
         command: "echo $(( {{ steps.up.outputs.x }} + 1 ))".into(),
     });
-    let err = build(&plan, &plan.steps[0], 1, &hostile_results("a[$(id)]")).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results("a[$(id)]"))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("command: ") && err.contains("arithmetic"),
         "{err}"
@@ -732,7 +758,9 @@ fn each_bomb_fails_the_step_in_milliseconds() {
     );
     let plan = code_step(Action::Bash { command: bomb });
     let started = std::time::Instant::now();
-    let err = build(&plan, &plan.steps[0], 1, &hostile_results("v")).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results("v"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("'@root'"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_millis(100));
 }
@@ -744,7 +772,9 @@ fn rendering_past_its_bounds_fails_the_step() {
     let plan = code_step(Action::Bash {
         command: "{{ raw steps.up.outputs.x }}".repeat(17),
     });
-    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big)).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&format!("exceeds the limit of {MAX_RENDERED_BYTES} bytes")),
         "{err}"
@@ -757,7 +787,9 @@ fn rendering_past_its_bounds_fails_the_step() {
         })
         .collect();
     let plan = code_step(llm_with(inputs));
-    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big)).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the step's rendered texts exceed"), "{err}");
     // A bash step's env: 20 values of 64 KiB are over the 1 MiB a process may start with
     // (the dispatch-time bomb: many such steps would each cost the engine their size).
@@ -769,7 +801,9 @@ fn rendering_past_its_bounds_fails_the_step() {
             .env
             .insert(format!("V{i}"), "{{ steps.up.outputs.x }}".into());
     }
-    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big)).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &hostile_results(&big))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the step's rendered texts exceed"), "{err}");
     assert!(
         err.contains(&MAX_PROCESS_RENDERED_BYTES.to_string()),
@@ -784,7 +818,9 @@ fn rendering_past_its_bounds_fails_the_step() {
     for i in 0..20 {
         Arc::make_mut(&mut up.outputs).insert(format!("k{i}"), big.clone());
     }
-    let err = build(&plan, &plan.steps[0], 1, &results).unwrap_err();
+    let err = build(&plan, &plan.steps[0], 1, &results)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("PLUE_OUTPUT_* variables take"), "{err}");
 }
 
