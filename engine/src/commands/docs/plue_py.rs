@@ -3,8 +3,8 @@
 //! `evaluator/src/worker/` with its doc comment, and every constructor, static method and
 //! attribute of its `#[pymethods]` with theirs. The keyword options a constructor accepts
 //! are read from the code too: each `options.take("name")` it (or a helper it hands its
-//! options to) makes, so an option added in the code appears here without anyone writing
-//! it down.
+//! options to, in `worker/` or a step kind's module in `worker/kinds/`) makes, so an option
+//! added in the code appears here without anyone writing it down.
 //!
 //! The sources are parsed with `syn`, from the source tree this binary was built from
 //! (`plue __docs` is a development command, run in the repository).
@@ -23,25 +23,35 @@ use super::markdown::{code, prose};
 const HOST_DIR: &str = "../evaluator/src/worker";
 /// Listed first; the other files follow by name.
 const MAIN_FILE: &str = "host.rs";
+/// The step kinds' modules (`Step.llm`'s own options), read after the files of `HOST_DIR`.
+const KINDS_DIR: &str = "kinds";
 
 pub(super) fn page() -> anyhow::Result<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(HOST_DIR);
-    let files = source_files(&dir)?;
+    let mut files = source_files(&dir)?;
+    files.extend(source_files(&dir.join(KINDS_DIR))?);
     let mut parsed = Vec::new();
+    let mut stems = Vec::new();
     for path in &files {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file = syn::parse_file(&text).with_context(|| format!("parsing {}", path.display()))?;
         parsed.push(file);
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        stems.push(stem.unwrap_or_default());
     }
-    let functions: BTreeMap<String, &ItemFn> = parsed
-        .iter()
-        .flat_map(|f| &f.items)
-        .filter_map(|item| match item {
-            Item::Fn(f) => Some((f.sig.ident.to_string(), f)),
-            _ => None,
-        })
-        .collect();
+    // Each function by `module::name` (`llm::action`, as a call names it) and, the first
+    // file's winning, by its bare name.
+    let mut functions: BTreeMap<String, &ItemFn> = BTreeMap::new();
+    for (file, stem) in parsed.iter().zip(&stems) {
+        for item in &file.items {
+            if let Item::Fn(f) = item {
+                let name = f.sig.ident.to_string();
+                functions.insert(format!("{stem}::{name}"), f);
+                functions.entry(name).or_insert(f);
+            }
+        }
+    }
     let mut out = String::from("# The `.plue.py` API\n\n");
     out.push_str(
         "A workflow file defines `workflow(ctx)` and returns a `Plan`. These are the types \
@@ -275,9 +285,17 @@ impl<'ast> Visit<'ast> for OptionFinder<'_> {
                 for name in call.args.iter().filter_map(string_literal) {
                     self.add(name);
                 }
-                if let Some(last) = segments.last() {
-                    if let Some(f) = self.functions.get(last) {
-                        if self.seen.insert(last.clone()) {
+                // `kinds::llm::action(..)` by `llm::action`, `build_step(..)` by its name.
+                let qualified = match segments.as_slice() {
+                    [.., module, name] => Some(format!("{module}::{name}")),
+                    _ => None,
+                };
+                let found = qualified
+                    .filter(|key| self.functions.contains_key(key))
+                    .or_else(|| segments.last().cloned());
+                if let Some(key) = found {
+                    if let Some(f) = self.functions.get(&key) {
+                        if self.seen.insert(key) {
                             self.visit_block(&f.block);
                         }
                     }
@@ -295,6 +313,12 @@ mod tests {
         let page = super::page().unwrap();
         assert!(page.contains("## `Plan`"), "{page}");
         assert!(page.contains("### `Step.bash(...)`"), "{page}");
+        // Options one step kind's module reads (`worker/kinds/llm.rs`), and the helpers
+        // it hands them to.
+        assert!(page.contains("`max_cost_usd`"), "{page}");
+        assert!(page.contains("`fail_when`"), "{page}");
+        assert!(page.contains("`approve_outputs`"), "{page}");
+        assert!(page.contains("`fresh_interpreter`"), "{page}");
         assert!(page.contains("`depends_on`"), "{page}");
         assert!(page.contains("`paths_ignore`"), "{page}");
         assert!(page.contains("### `Context.ref`"), "{page}");
