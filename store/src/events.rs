@@ -28,10 +28,13 @@
 //! `queued` needs the hint (the reader re-reads the claimed, running and waiting ones
 //! itself), and every such change is an advance's, a start's or a completion's.
 //!
-//! Other engine replicas on the same PostgreSQL hear of queueings and cancels through a
-//! relay ([`Events::relay_to`], set up by [`crate::wake`]): each [`Hint`] said here is
-//! handed to it, and one heard from another replica ([`Events::heard`]) wakes this
-//! process's waiters as the local one would have, without being relayed again.
+//! Other engine replicas on the same PostgreSQL hear of queueings, sweeps and cancels
+//! through a relay ([`Events::relay_to`], set up by [`crate::wake`]): each [`Hint`] said
+//! here is handed to it, and one heard from another replica ([`Events::heard`]) wakes this
+//! process's waiters as the local one would have, without being relayed again. A queueing
+//! is relayed only for the attempts this process's waiting polls do not cover (more than
+//! are waiting): a step one of them is woken for needs no poll elsewhere, unless that
+//! poll may not take it, and then its sweep is relayed too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -100,6 +103,7 @@ struct Polls {
 #[derive(Debug)]
 pub struct PollWait<'a> {
     polls: &'a Polls,
+    events: &'a Events,
 }
 
 impl<'a> PollWait<'a> {
@@ -122,6 +126,7 @@ impl<'a> PollWait<'a> {
         let armed = self.polls.sweep.swap(false, Ordering::Relaxed);
         if armed {
             self.polls.notify.notify_waiters();
+            self.events.relay(Hint::Sweep);
         }
         armed
     }
@@ -150,6 +155,9 @@ pub enum Hint {
     Queued(usize),
     /// The run was asked to cancel: its runners' watches should say so now.
     Cancel { run_id: i64 },
+    /// A poll was woken for work it may not take while ready work remains: every waiting
+    /// poll looks ([`PollWait::sweep`]).
+    Sweep,
 }
 
 /// The reader's end of a run's line tap ([`Events::tap_lines`]): the batches offered, in
@@ -223,6 +231,7 @@ impl Events {
     pub fn heard(&self, hint: Hint) {
         match hint {
             Hint::Queued(n) => self.wake_polls(n),
+            Hint::Sweep => self.polls.notify.notify_waiters(),
             Hint::Cancel { run_id } => {
                 let _ = self.tx.send(Event::Cancel { run_id });
             }
@@ -241,11 +250,15 @@ impl Events {
     /// `n` attempts became claimable: wakes the pools' controllers, and `n` waiting polls
     /// (every one when `n` is at least as many), with one sweep of wakes to pass on for
     /// work only some runners may take.
+    /// Other replicas are told of the attempts more than this process's waiting polls.
     pub fn queued(&self, n: usize) {
         if n == 0 {
             return;
         }
-        self.relay(Hint::Queued(n));
+        let uncovered = n.saturating_sub(self.polls.waiting.load(Ordering::Relaxed));
+        if uncovered > 0 {
+            self.relay(Hint::Queued(uncovered));
+        }
         self.wake_polls(n);
     }
 
@@ -283,7 +296,10 @@ impl Events {
     /// dropped; enable its [`PollWait::notified`] before looking for work.
     pub fn poll_wait(&self) -> PollWait<'_> {
         self.polls.waiting.fetch_add(1, Ordering::Relaxed);
-        PollWait { polls: &self.polls }
+        PollWait {
+            polls: &self.polls,
+            events: self,
+        }
     }
 
     /// Copies of the lines stored for `run_id` from now on, in the order they were stored
@@ -578,8 +594,30 @@ mod tests {
         events.heard(Hint::Queued(2));
         events.heard(Hint::Cancel { run_id: 9 });
         assert_eq!(woken(&mut polls), 2);
+        let mut polls = waiting_polls(&events, 3);
+        events.heard(Hint::Sweep);
+        assert_eq!(woken(&mut polls), 3);
         assert_eq!(listener.try_recv().unwrap(), Event::Cancel { run_id: 9 });
         assert!(relayed.try_recv().is_err(), "heard hints are not relayed");
+    }
+
+    // What waiting polls here cover is not relayed; their sweep is.
+    #[test]
+    fn only_what_local_polls_do_not_cover_is_relayed_and_so_is_a_sweep() {
+        let events = Events::default();
+        let (tx, mut relayed) = mpsc::unbounded_channel();
+        events.relay_to(tx);
+        let polls = waiting_polls(&events, 2);
+        events.queued(1);
+        events.queued(3);
+        assert_eq!(
+            relayed.try_recv().unwrap(),
+            Hint::Queued(1),
+            "3 - 2 waiting"
+        );
+        assert!(polls[0].0.sweep());
+        assert_eq!(relayed.try_recv().unwrap(), Hint::Sweep);
+        assert!(relayed.try_recv().is_err(), "nothing else");
     }
 
     #[test]

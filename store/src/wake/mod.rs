@@ -9,8 +9,12 @@
 //! decided from a notification, a woken waiter re-reads the store.
 //!
 //! What is told ([`Hint`]), and why only that:
-//! - work queued (how many attempts): runners' polls on every replica wait for it, and
-//!   claim latency is what replicas lose without it;
+//! - work queued (how many attempts), beyond what the sender's own waiting polls cover:
+//!   runners' polls on every replica wait for it, and claim latency is what replicas lose
+//!   without it. What the sender's waiting polls cover is not told: it would wake an idle
+//!   poll on every other replica into a claim transaction that finds nothing;
+//! - a sweep: a poll woken for work it may not take (labels, forks) while ready work
+//!   remains, so a runner elsewhere that may take it looks at once;
 //! - a run asked to cancel (its id): the watch of a runner working on it may be held by
 //!   another replica, which otherwise notices within its 1 s re-check while the step keeps
 //!   running.

@@ -1,6 +1,6 @@
-//! The words of a notification: `<replica> q=<queued> c=<run>,<run>...` (the replica's
-//! id in hex; `q` and `c` only when there is something to say; more words may follow,
-//! which a reader skips). Small by construction: one payload lists at most
+//! The words of a notification: `<replica> q=<queued> s c=<run>,<run>...` (the replica's
+//! id in hex; `q`, `s` (a sweep) and `c` only when there is something to say; more words
+//! may follow, which a reader skips). Small by construction: one payload lists at most
 //! [`MAX_CANCELS`] runs, so it stays far below PostgreSQL's 8000-byte limit, and a
 //! batch with more becomes several payloads.
 
@@ -13,6 +13,7 @@ pub(super) const MAX_CANCELS: usize = 256;
 #[derive(Debug, Default)]
 pub(super) struct Batch {
     queued: usize,
+    sweep: bool,
     cancels: Vec<i64>,
 }
 
@@ -20,6 +21,7 @@ impl Batch {
     pub(super) fn add(&mut self, hint: Hint) {
         match hint {
             Hint::Queued(n) => self.queued = self.queued.saturating_add(n),
+            Hint::Sweep => self.sweep = true,
             Hint::Cancel { run_id } => {
                 if !self.cancels.contains(&run_id) {
                     self.cancels.push(run_id);
@@ -34,11 +36,14 @@ impl Batch {
         let mut payloads = Vec::new();
         let mut cancels = self.cancels.chunks(MAX_CANCELS);
         let mut first = cancels.next();
-        if self.queued > 0 || first.is_some() {
+        if self.queued > 0 || self.sweep || first.is_some() {
             loop {
                 let mut text = format!("{replica:016x}");
                 if self.queued > 0 && payloads.is_empty() {
                     text.push_str(&format!(" q={}", self.queued));
+                }
+                if self.sweep && payloads.is_empty() {
+                    text.push_str(" s");
                 }
                 if let Some(runs) = first {
                     let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
@@ -70,7 +75,9 @@ impl Heard {
         let replica = u64::from_str_radix(words.next()?, 16).ok()?;
         let mut hints = Vec::new();
         for word in words {
-            if let Some(n) = word.strip_prefix("q=") {
+            if word == "s" {
+                hints.push(Hint::Sweep);
+            } else if let Some(n) = word.strip_prefix("q=") {
                 hints.push(Hint::Queued(n.parse().ok()?));
             } else if let Some(runs) = word.strip_prefix("c=") {
                 for run in runs.split(',') {
@@ -97,8 +104,10 @@ mod tests {
         batch.add(Hint::Queued(3));
         batch.add(Hint::Cancel { run_id: 41 });
         batch.add(Hint::Cancel { run_id: 42 });
+        batch.add(Hint::Sweep);
+        batch.add(Hint::Sweep);
         let payloads = batch.payloads(0xab);
-        assert_eq!(payloads, vec!["00000000000000ab q=5 c=41,42"]);
+        assert_eq!(payloads, vec!["00000000000000ab q=5 s c=41,42"]);
         let heard = Heard::parse(&payloads[0]).unwrap();
         assert_eq!(
             heard,
@@ -106,6 +115,7 @@ mod tests {
                 replica: 0xab,
                 hints: vec![
                     Hint::Queued(5),
+                    Hint::Sweep,
                     Hint::Cancel { run_id: 41 },
                     Hint::Cancel { run_id: 42 }
                 ],
