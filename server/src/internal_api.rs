@@ -529,7 +529,7 @@ fn read_prompt_file(
         .map_err(|error| AttemptRefused::PromptFile {
             reference: reference.clone(),
             root: root.to_owned(),
-            error,
+            error: Box::new(error),
         })?;
     Ok(())
 }

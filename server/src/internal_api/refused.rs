@@ -40,7 +40,8 @@ pub(crate) enum AttemptRefused {
     PromptFile {
         reference: String,
         root: PathBuf,
-        error: prompts::PromptError,
+        /// Boxed: the error is large, the refusal rare.
+        error: Box<prompts::PromptError>,
     },
     /// The forge gave no read token for a GitHub App repository's checkout.
     #[error("the forge gave no token to check out {repo}: {error}")]
