@@ -6,6 +6,8 @@
 //! Invariants: read-only; one statement per call whatever the number of runs or steps
 //! (the run ids are one bound JSON parameter, never SQL spliced from values).
 
+use plue_types::status::AttemptStatus;
+
 use crate::dashboard::ids_filter;
 use crate::{on_db, Store};
 
@@ -29,7 +31,8 @@ pub struct TimelineAttempt {
     pub number: i64,
     /// The review-loop iteration it ran in (1 outside loops).
     pub iteration: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: AttemptStatus,
     /// When it became claimable (queued, or a retry's backoff over); `None` for attempts
     /// from before migration 0027.
     pub ready_at: Option<i64>,

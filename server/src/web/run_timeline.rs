@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
+use plue_types::status::AttemptStatus;
 use serde::Serialize;
 
 use super::error::WebResult;
@@ -95,7 +96,7 @@ pub(super) struct Row {
 #[derive(Debug, Serialize)]
 pub(super) struct Bar {
     pub number: i64,
-    pub status: String,
+    pub status: AttemptStatus,
     pub runner: Option<String>,
     pub segments: Vec<Segment>,
     /// The hover text: each phase and how long it took.
@@ -188,7 +189,7 @@ pub(super) fn layout(
                     Bar {
                         title: title(step, a, &segments),
                         number: a.number,
-                        status: a.status.clone(),
+                        status: a.status,
                         runner: a.runner.clone(),
                         segments,
                     }
@@ -360,7 +361,7 @@ mod tests {
             step_id: "build".into(),
             number,
             iteration: 1,
-            status: status.into(),
+            status: status.parse().unwrap(),
             ready_at: times.0,
             claimed_at: times.1,
             started_at: times.2,
