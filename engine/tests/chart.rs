@@ -1019,7 +1019,10 @@ fn every_value_the_chart_accepts_renders_a_pool_file_the_engine_accepts() {
             };
             assert!(line.contains(forks), "{class}: {line}");
             // Then what the class enforces (step_network: step, the default: open only).
-            assert!(line.ends_with("; enforces network: open"), "{class}: {line}");
+            assert!(
+                line.ends_with("; enforces network: open"),
+                "{class}: {line}"
+            );
         }
     }
     // What the engine refuses, the schema refuses.
