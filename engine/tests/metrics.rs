@@ -224,8 +224,10 @@ async fn a_live_engine_exports_parseable_metrics_after_runs_failures_and_deliver
                 "plue_pool_runners",
                 &[("class", "local")],
             );
+            // Any labels: a local runner announces the network policies it can enforce
+            // (`plue.network/...`) besides the labels it was given (none here).
             let live = match metrics.0.get("plue_runners") {
-                Some(_) => metrics.value("plue_runners", "plue_runners", &[("labels", "")]),
+                Some(_) => metrics.value("plue_runners", "plue_runners", &[]),
                 None => 0.0,
             };
             (pool >= 1.0 && live >= 1.0).then_some(())
