@@ -450,8 +450,18 @@ except OSError as e:
 fn local_runners_reach_the_engine_on_a_private_socket_steps_cannot_open() {
     use std::os::unix::fs::PermissionsExt;
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    // Outside /tmp, which is each step's own: a step sees this tree, not the data directory.
-    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Where the step sees it: /tmp and /var/tmp are each step's own, so as root (steps run
+    // as another user, in rooms of their own) under /run, which an `open` step shares with
+    // the host; otherwise beside the build (steps run as this user, without rooms). The
+    // step sees this tree, not the data directory.
+    let base = if nix::unistd::geteuid().is_root() {
+        tempfile::Builder::new()
+            .prefix("plue-test-socket-")
+            .tempdir_in("/run")
+            .unwrap()
+    } else {
+        tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    };
     std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (data, drop) = (base.path().join("data"), base.path().join("drop"));
     std::fs::create_dir(&drop).unwrap();

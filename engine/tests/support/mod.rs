@@ -1498,15 +1498,18 @@ pub(crate) use plue_store::testing::create_repo as create_named_repo;
 #[allow(unused_imports)] // each test binary uses part of the support module
 pub(crate) use plue_store::testing::stores;
 
-/// Registers an ephemeral runner `name` without labels at the engine at `engine` with
-/// registration token `token`; its session token.
+/// Registers an ephemeral runner `name` at the engine at `engine` with registration token
+/// `token`, with no labels but the network policies it says it enforces (as a local runner
+/// that may make namespaces does: every step's policy), so it may claim any step; its
+/// session token.
 pub(crate) async fn register_runner(
     http: &reqwest::Client,
     engine: &str,
     token: &str,
     name: &str,
 ) -> String {
-    let body = serde_json::json!({"name": name, "labels": {}, "ephemeral": true});
+    let labels = serde_json::json!({"plue.network/none": "yes", "plue.network/allow": "yes"});
+    let body = serde_json::json!({"name": name, "labels": labels, "ephemeral": true});
     let response: wire::RegisterResponse =
         post_json(http, &format!("{engine}{}", wire::REGISTER), token, &body).await;
     response.session_token
