@@ -83,6 +83,34 @@ pub(crate) async fn fail_claimable(
 
 /// An [`Engine`] for this crate's tests: it fails an attempt in the store directly (final,
 /// no retry), as the executor does for a step without retries.
+/// Runs `check` whenever work is queued and every `interval`, until `shutdown`: how the
+/// engine-side sweepers (steps of forks no runner accepts, steps whose network policy no
+/// runner enforces) look for work to fail. A check that fails is logged (`what` says of
+/// what) and tried again at the next wake.
+pub(crate) async fn sweep_on_work<T, F, Fut>(
+    executor: &dyn Engine,
+    interval: std::time::Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    what: &str,
+    mut check: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    loop {
+        // Registered before the check, so work queued during it is not missed.
+        let work = executor.events().work.notified();
+        if let Err(e) = check().await {
+            tracing::warn!("{what}: {e:#}");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = work => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod engine_for_tests {
     use std::sync::Arc;

@@ -123,18 +123,14 @@ pub async fn run(
     offered: Vec<BTreeMap<String, String>>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        // Registered before the check, so work queued during it is not missed.
-        let work = executor.events().work.notified();
-        if let Err(e) = fail_unservable_forks(&*executor, &offered).await {
-            tracing::warn!("failing fork steps no runner accepts: {e:#}");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = work => {}
-            _ = tokio::time::sleep(INTERVAL) => {}
-        }
-    }
+    crate::engine::sweep_on_work(
+        &*executor,
+        INTERVAL,
+        &shutdown,
+        "failing fork steps no runner accepts",
+        || fail_unservable_forks(&*executor, &offered),
+    )
+    .await;
 }
 
 #[cfg(test)]

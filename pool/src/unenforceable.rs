@@ -114,18 +114,14 @@ pub async fn run(
     offered: Option<BTreeMap<String, String>>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        // Registered before the check, so work queued during it is not missed.
-        let work = executor.events().work.notified();
-        if let Err(e) = fail_unenforceable(&*executor, offered.as_ref()).await {
-            tracing::warn!("failing steps whose network policy no runner enforces: {e:#}");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = work => {}
-            _ = tokio::time::sleep(INTERVAL) => {}
-        }
-    }
+    crate::engine::sweep_on_work(
+        &*executor,
+        INTERVAL,
+        &shutdown,
+        "failing steps whose network policy no runner enforces",
+        || fail_unenforceable(&*executor, offered.as_ref()),
+    )
+    .await;
 }
 
 #[cfg(test)]
