@@ -91,25 +91,46 @@ fn root_tarball(release: &str, packages: &[String]) -> PathBuf {
     }
     let partial = dir.join(format!("partial-{}.tar", std::process::id()));
     let started = Instant::now();
-    let output = Command::new("mmdebstrap")
-        .args([
-            "--quiet",
-            "--mode=root",
-            "--variant=minbase",
-            "--format=tar",
-        ])
-        // The Dockerfile installs with --no-install-recommends.
-        .arg("--aptopt=APT::Install-Recommends \"false\"")
-        .arg(format!("--include={}", packages.join(",")))
-        .arg(release)
-        .arg(&partial)
-        .args(&sources)
-        .output()
-        .expect("mmdebstrap starts");
+    // A mirror's answer can fail for a moment (a 5xx, a reset, a Release file being
+    // replaced): try a few times, and keep every attempt's reason for the failure message.
+    let mut failures = Vec::new();
+    for attempt in 1..=3 {
+        let output = Command::new("mmdebstrap")
+            .args(["--mode=root", "--variant=minbase", "--format=tar"])
+            // The Dockerfile installs with --no-install-recommends.
+            .arg("--aptopt=APT::Install-Recommends \"false\"")
+            // Archives reached through a mirror or a snapshot can serve a Release file past
+            // its Valid-Until (this machine's own apt is set the same way); signatures are
+            // still checked against Debian's keyring.
+            .arg("--aptopt=Acquire::Check-Valid-Until \"false\"")
+            .arg("--aptopt=Acquire::Check-Date \"false\"")
+            .arg("--aptopt=Acquire::Retries \"3\"")
+            .arg(format!("--include={}", packages.join(",")))
+            .arg(release)
+            .arg(&partial)
+            .args(&sources)
+            .output()
+            .expect("mmdebstrap starts");
+        if output.status.success() {
+            failures.clear();
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // The lines that say why, not the whole progress log.
+        let why: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("E:") || l.starts_with("W:") || l.contains("Err:"))
+            .collect();
+        failures.push(format!("attempt {attempt}: {}", why.join("\n")));
+        let _ = std::fs::remove_file(&partial);
+        if attempt < 3 {
+            std::thread::sleep(Duration::from_secs(5 * attempt));
+        }
+    }
     assert!(
-        output.status.success(),
-        "mmdebstrap of {release} with {packages:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        failures.is_empty(),
+        "mmdebstrap of {release} with {packages:?} failed:\n{}",
+        failures.join("\n")
     );
     std::fs::rename(&partial, &tarball).unwrap();
     // One root file system per release is kept: an older package list's is stale.
