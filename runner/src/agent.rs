@@ -75,6 +75,11 @@ pub struct AgentConfig {
     /// the Kubernetes pool to a class with `step_network: pod`; never a step's): a `none`
     /// step runs without a namespace of its own ([`network::confine`]).
     pub network_confined_by_pod: bool,
+    /// The cluster's shared egress proxy (`--egress-proxy`, a class's `egress_proxy`; the
+    /// operator's setting, never a step's), checked by [`network::egress_proxy_url`]: an
+    /// allow-list step runs through it with its attempt's credential
+    /// ([`network::through_gateway`]) instead of a namespace of its own.
+    pub egress_proxy: Option<String>,
     /// Start the warm Python interpreter `python` steps are forked from when the runner
     /// starts, not at its first `python` step (which would wait ≈ 50 ms for it): for
     /// runners expected to run `python` steps; one that runs none holds an idle
@@ -707,6 +712,28 @@ async fn finish_sandbox(
                 .await;
             (None, Ok(()))
         }
+        Ok(()) if matches!(assignment.network, wire::NetworkPolicy::Allow(_)) => {
+            match config.egress_proxy.as_deref() {
+                Some(proxy) => {
+                    let grant = assignment.egress_grant.as_deref();
+                    let through =
+                        network::through_gateway(proxy, &assignment.network, grant, lines_tx);
+                    match through.await {
+                        Ok(through) => {
+                            let _ = lines_tx
+                                .send((Stream::System, network::THROUGH_GATEWAY.into()))
+                                .await;
+                            (Some(through), Ok(()))
+                        }
+                        Err(e) => (None, Err(e)),
+                    }
+                }
+                None => match network::confine(&assignment.network, lines_tx).await {
+                    Ok(confined) => (confined, Ok(())),
+                    Err(e) => (None, Err(e)),
+                },
+            }
+        }
         Ok(()) => match network::confine(&assignment.network, lines_tx).await {
             Ok(confined) => (confined, Ok(())),
             Err(e) => (None, Err(e)),
@@ -844,7 +871,7 @@ async fn spec_for(
         // Masked whole before the line-length cut (and again, harmlessly, in `send_logs`).
         masker: Masker::new(assignment.secrets.values()),
         fresh_interpreter,
-        network: network.map(|n| n.namespace().clone()),
+        network: network.and_then(|n| n.namespace().cloned()),
     })
 }
 

@@ -10,8 +10,10 @@
 //! - Error messages never contain the plaintext or the key.
 //!
 //! [`tokens`] holds the other secret material the engine makes: bearer tokens, stored
-//! only as their SHA-256.
+//! only as their SHA-256; [`grants`] the per-attempt credentials of the egress proxy,
+//! signed, never stored.
 
+pub mod grants;
 pub mod tokens;
 
 use chacha20poly1305::aead::{Aead, KeyInit};

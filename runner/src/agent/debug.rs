@@ -302,7 +302,7 @@ impl Shell<'_> {
             args: &args,
             env: &env,
             cwd: &files.workspace,
-            network: self.network.map(network::StepNetwork::namespace),
+            network: self.network.and_then(network::StepNetwork::namespace),
         };
         let (mut child, contained) =
             containment::spawn_on_terminal(program, self.user, follower.as_fd())

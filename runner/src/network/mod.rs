@@ -29,10 +29,15 @@
 //! Which policies a runner can enforce is announced as reserved labels claims route by
 //! (`capability.rs`), so a step goes only to a runner that enforces its policy.
 //!
-//! The one exception is the runner's, never a step's: a runner started with
+//! The exceptions are the runner's, never a step's: a runner started with
 //! `--network-confined-by-pod` (a Kubernetes class whose pods a NetworkPolicy confines)
 //! runs a `none` step without calling [`confine`], and says so in the step's log
-//! ([`CONFINED_BY_POD`]); an allow-list there still goes through [`confine`].
+//! ([`CONFINED_BY_POD`]); a runner started with `--egress-proxy URL` (a class with
+//! `egress_proxy`, whose pods the chart's NetworkPolicy lets reach only the engine, that
+//! proxy and DNS) serves an allow-list step its own proxy on the pod's loopback, which
+//! goes out through the cluster's shared egress proxy ([`through_gateway`], `gateway.rs`,
+//! `upstream.rs`) with the credential the engine minted for the attempt, or fails the step
+//! when there is none.
 //!
 //! What it does not cover: Unix sockets bound to a path outside those directories (a home
 //! directory's: the step's user and file permissions decide there), and the runner's own
@@ -42,6 +47,7 @@ mod allow;
 pub mod capability;
 mod dns;
 mod egress;
+pub mod gateway;
 mod http;
 mod namespace;
 mod proxy;
@@ -49,6 +55,7 @@ mod sni;
 mod sockets;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -57,6 +64,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::Sender;
 
+pub use egress::Cidr;
 use plue_types::protocol::{NetworkPolicy, Stream};
 pub(crate) use sockets::Hidden;
 
@@ -67,6 +75,13 @@ pub(crate) use sockets::Hidden;
 pub const CONFINED_BY_POD: &str = "network: 'none' is enforced per pod by this runner class's \
      NetworkPolicy (the engine, DNS and the class's egress), not per step: this step shares \
      the pod's egress with the runner and the model's API";
+
+/// The `system` line of an allow-list step run through the cluster's egress proxy
+/// ([`through_gateway`]): what holds it to its list, and what does not.
+pub const THROUGH_GATEWAY: &str = "network: this step's allow-list is enforced by the \
+     runner's proxy and the cluster's egress proxy, with a credential only this attempt's \
+     runner holds; the step shares its pod's network, which the class's NetworkPolicy lets \
+     reach only the engine, that proxy and DNS";
 
 /// A step's network namespace, shared by every process the step starts.
 #[derive(Debug, Clone)]
@@ -109,12 +124,93 @@ fn resolv_conf() -> Option<&'static CStr> {
     .as_deref()
 }
 
-/// A confined step's network: its namespace and, for an allow-list, the proxy.
+/// A confined step's network: its namespace and, for an allow-list, the proxy — or, on a
+/// runner of a class with `egress_proxy`, no namespace and the runner's proxy on the
+/// pod's loopback, connecting through the cluster's egress proxy ([`through_gateway`]).
 pub struct StepNetwork {
-    namespace: Namespace,
+    namespace: Option<Namespace>,
     proxy: Option<(proxy::Proxy, u16)>,
     /// The step's `NO_PROXY`: loopback (its own), but for loopback names the list allows.
     no_proxy: String,
+}
+
+/// An allow-list step's network on a runner of a class with `egress_proxy` (`proxy`, an
+/// `http://host:port` URL checked by [`egress_proxy_url`]): the step shares the pod's
+/// network, which the class's NetworkPolicy confines to the engine, that proxy and DNS.
+/// The runner serves the step its own proxy on the pod's loopback — its list checked and
+/// its refusals logged and counted as in a namespace — which reaches each allowed target
+/// through the cluster's proxy with the attempt's `grant` (`upstream.rs`), never given to
+/// the step. No `NO_PROXY`: every name goes to the runner's proxy. The error is the step's
+/// failure reason (no credential, an allow-list the runner does not accept).
+pub async fn through_gateway(
+    proxy: &str,
+    policy: &NetworkPolicy,
+    grant: Option<&str>,
+    log: &Sender<(Stream, String)>,
+) -> Result<StepNetwork, String> {
+    let NetworkPolicy::Allow(hosts) = policy else {
+        return Err(format!(
+            "network: the cluster's egress proxy serves allow-lists only, not '{}'",
+            policy_name(policy)
+        ));
+    };
+    let allow = allow::AllowList::parse(hosts)?;
+    let grant = grant.filter(|g| is_grant(g)).ok_or_else(|| {
+        "network: the engine gave this attempt no credential for the cluster's egress proxy \
+         (is `plue serve` given --egress-proxy-token-file?); the step never runs with the \
+         pod's network instead"
+            .to_owned()
+    })?;
+    let address = egress_proxy_url(proxy)
+        .map_err(|e| format!("network: the egress proxy {e}"))?
+        .trim_start_matches("http://")
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| format!("network: the step's proxy on the pod's loopback: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("network: the proxy's address: {e}"))?
+        .port();
+    let upstream = upstream::Upstream::new(&address, grant);
+    let served = proxy::Proxy::serve_through(listener, None, allow, log.clone(), Some(upstream));
+    Ok(StepNetwork {
+        namespace: None,
+        proxy: Some((served, port)),
+        no_proxy: String::new(),
+    })
+}
+
+/// Whether `grant` has the characters of the engine's grants (hex and `.`; base64url and
+/// `-`/`_` allowed): anything else is refused rather than passed on.
+fn is_grant(grant: &str) -> bool {
+    !grant.is_empty()
+        && grant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks a runner's `--egress-proxy`: `http://host:port` and nothing more (no user
+/// information, path or query: the attempt's credential is added per connection).
+pub fn egress_proxy_url(url: &str) -> Result<String, String> {
+    let authority = url
+        .strip_prefix("http://")
+        .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
+        .ok_or_else(|| format!("'{url}' is not an http:// URL"))?;
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{url}' names no port"))?;
+    let fine = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    if !fine {
+        return Err(format!(
+            "'{url}' is not http://host:port (a name or IPv4 address and a port, nothing else)"
+        ));
+    }
+    Ok(format!("http://{authority}"))
 }
 
 /// Sets up `policy` for one step; `None` for [`NetworkPolicy::Open`]. The error is the
@@ -177,10 +273,10 @@ pub async fn confine(
     };
     let resolv_conf = if proxy.is_some() { resolv_conf() } else { None };
     Ok(Some(StepNetwork {
-        namespace: Namespace {
+        namespace: Some(Namespace {
             fd: Arc::new(ns),
             resolv_conf,
-        },
+        }),
         proxy,
         no_proxy,
     }))
@@ -195,9 +291,10 @@ fn policy_name(policy: &NetworkPolicy) -> &'static str {
 }
 
 impl StepNetwork {
-    /// The namespace every process of the step joins.
-    pub fn namespace(&self) -> &Namespace {
-        &self.namespace
+    /// The namespace every process of the step joins (none through the cluster's egress
+    /// proxy: the step shares the pod's network).
+    pub fn namespace(&self) -> Option<&Namespace> {
+        self.namespace.as_ref()
     }
 
     /// Points the step's HTTP clients at the proxy (allow-lists only), over whatever the
@@ -223,6 +320,59 @@ impl StepNetwork {
         match self.proxy {
             Some((proxy, _)) => proxy.finish().await,
             None => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod gateway_env_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_gateway_step_is_pointed_at_the_runners_proxy_and_never_given_the_credential() {
+        let (log, _lines) = tokio::sync::mpsc::channel(4);
+        let allow = NetworkPolicy::Allow(vec!["pypi.org".into()]);
+        let net = through_gateway("http://plue-egress:3128", &allow, Some("ab.cd"), &log)
+            .await
+            .unwrap();
+        assert!(net.namespace().is_none());
+        let mut env = BTreeMap::from([("NO_PROXY".to_string(), "*".to_string())]);
+        net.set_env(&mut env);
+        let url = env["HTTPS_PROXY"].clone();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        for key in ["HTTP_PROXY", "https_proxy", "http_proxy"] {
+            assert_eq!(env[key], url, "{key}");
+        }
+        assert_eq!(env["NO_PROXY"], "", "nothing bypasses the proxy");
+        assert!(!format!("{env:?}").contains("ab.cd"), "{env:?}");
+        net.finish().await;
+        for grant in [None, Some(""), Some("a@b"), Some("a:b"), Some("a/b")] {
+            let refused = through_gateway("http://p:1", &allow, grant, &log).await;
+            assert!(refused.is_err(), "{grant:?}");
+        }
+        let none = through_gateway("http://p:1", &NetworkPolicy::None, Some("g"), &log).await;
+        assert!(none.is_err());
+        let bad = NetworkPolicy::Allow(vec!["a.*.com".into()]);
+        assert!(through_gateway("http://p:1", &bad, Some("g"), &log)
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn an_egress_proxy_is_http_host_port_and_nothing_more() {
+        assert_eq!(
+            egress_proxy_url("http://plue-egress.ci.svc:3128/").unwrap(),
+            "http://plue-egress.ci.svc:3128"
+        );
+        for bad in [
+            "https://p:1",
+            "http://p",
+            "http://u:p@p:1",
+            "http://p:1/x",
+            "http://p:0",
+            "socks5://p:1",
+        ] {
+            assert!(egress_proxy_url(bad).is_err(), "{bad}");
         }
     }
 }

@@ -44,9 +44,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::allow::AllowList;
-use super::egress::{note_refused, Shared};
+use super::egress::{note_refused, Cidr, Shared};
 use super::http::{self, Body, Sniffed};
 use super::sni::{self, Hello};
+use super::upstream::Upstream;
 use plue_types::protocol::Stream;
 
 /// The most connections served at once; more wait to be accepted.
@@ -75,12 +76,26 @@ impl Proxy {
         allow: AllowList,
         log: Sender<(Stream, String)>,
     ) -> Proxy {
+        Proxy::serve_through(listener, dns, allow, log, None)
+    }
+
+    /// [`Proxy::serve`] connecting through `upstream` (the cluster's egress proxy, with the
+    /// attempt's credential) instead of by itself, when there is one.
+    pub(super) fn serve_through(
+        listener: TcpListener,
+        dns: Option<tokio::net::UdpSocket>,
+        allow: AllowList,
+        log: Sender<(Stream, String)>,
+        upstream: Option<Upstream>,
+    ) -> Proxy {
         let stop = CancellationToken::new();
         let refused = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             allow,
             log,
             refused: refused.clone(),
+            denied: Arc::new(Vec::new()),
+            upstream,
         });
         let dns =
             dns.map(|socket| tokio::spawn(super::dns::serve(socket, shared.clone(), stop.clone())));
@@ -139,28 +154,55 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
 
 /// One client connection: read its target, check it, then tunnel or forward.
 async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    match request_head(&mut client).await? {
+        Some((buffer, head_end)) => serve_head(client, shared, buffer, head_end).await,
+        None => Ok(()),
+    }
+}
+
+/// Reads a connection's request head: the bytes read and where the head ends, or `None`
+/// when the client was answered already (too long, cut off, too slow).
+pub(super) async fn request_head(
+    client: &mut TcpStream,
+) -> std::io::Result<Option<(Vec<u8>, usize)>> {
     let mut buffer = Vec::with_capacity(4096);
-    let head_end =
-        match tokio::time::timeout(HEAD_DEADLINE, read_head(&mut client, &mut buffer)).await {
-            Ok(Ok(Some(end))) => end,
-            Ok(Ok(None)) => {
-                return answer(
-                    &mut client,
-                    "400 Bad Request",
-                    "the request head is too long or cut off",
-                )
-                .await
-            }
-            Ok(Err(err)) => return Err(err),
-            Err(_) => {
-                return answer(
-                    &mut client,
-                    "408 Request Timeout",
-                    "no request head in time",
-                )
-                .await
-            }
-        };
+    let head_end = match tokio::time::timeout(HEAD_DEADLINE, read_head(client, &mut buffer)).await {
+        Ok(Ok(Some(end))) => end,
+        Ok(Ok(None)) => {
+            answer(
+                client,
+                "400 Bad Request",
+                "the request head is too long or cut off",
+            )
+            .await?;
+            return Ok(None);
+        }
+        Ok(Err(err)) => return Err(err),
+        Err(_) => {
+            answer(client, "408 Request Timeout", "no request head in time").await?;
+            return Ok(None);
+        }
+    };
+    Ok(Some((buffer, head_end)))
+}
+
+/// The values of the `Proxy-Authorization` headers of a request head (which is never
+/// forwarded: [`forwarded_headers`] drops it).
+pub(super) fn proxy_authorization(head: &[u8]) -> Vec<String> {
+    match request_line(head) {
+        Some((_, _, _, line_end)) => header_values(&head[line_end..], "proxy-authorization"),
+        None => Vec::new(),
+    }
+}
+
+/// The rest of [`serve`] once the head (`buffer[..head_end]`) is read: parse and check
+/// its target, then tunnel or forward.
+pub(super) async fn serve_head(
+    mut client: TcpStream,
+    shared: &Shared,
+    mut buffer: Vec<u8>,
+    head_end: usize,
+) -> std::io::Result<()> {
     let Some(request) = Request::parse(&buffer[..head_end]) else {
         return answer(
             &mut client,
@@ -182,18 +224,27 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         )
         .await;
     }
-    let connect = connect(&request.host, request.port);
+    let connect = async {
+        match &shared.upstream {
+            Some(through) => through.connect(&request.host, request.port).await,
+            None => connect(&request.host, request.port, &shared.denied).await,
+        }
+    };
     let mut upstream = match tokio::time::timeout(CONNECT_DEADLINE, connect).await {
         Ok(Ok(Some(upstream))) => upstream,
         Ok(Ok(None)) => {
-            return refuse(
-                &mut client,
-                shared,
-                &format!("{}:{}", request.host, request.port),
-                "the name resolves only to the runner host's loopback, link-local or \
-                 unspecified addresses",
-            )
-            .await
+            let why = match shared.upstream {
+                Some(_) => {
+                    "refused by the cluster's egress proxy: the name leads into the \
+                            cluster, to loopback or to link-local addresses"
+                }
+                None => {
+                    "the name resolves only to the runner host's loopback, link-local or \
+                         unspecified addresses, or to networks denied"
+                }
+            };
+            let target = format!("{}:{}", request.host, request.port);
+            return refuse(&mut client, shared, &target, why).await;
         }
         Ok(Err(err)) => {
             let why = format!("cannot reach {}:{}: {err}", request.host, request.port);
@@ -326,13 +377,16 @@ async fn tunnel_plain(
 }
 
 /// Resolves the allowed `host` (in the runner's namespace) and connects to the first of
-/// its addresses that answers among those [`may_reach`] lets through; `None` when it has
-/// addresses but none of them may be reached.
-async fn connect(host: &str, port: u16) -> std::io::Result<Option<TcpStream>> {
+/// its addresses that answers among those [`may_reach`] lets through and no `denied`
+/// network holds (not even an address the list names); `None` when it has addresses but
+/// none of them may be reached.
+async fn connect(host: &str, port: u16, denied: &[Cidr]) -> std::io::Result<Option<TcpStream>> {
     let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     let mut last = None;
     let mut any = false;
-    for address in found.into_iter().filter(|a| may_reach(host, a.ip())) {
+    let reachable =
+        |a: &SocketAddr| may_reach(host, a.ip()) && !denied.iter().any(|net| net.contains(a.ip()));
+    for address in found.into_iter().filter(reachable) {
         any = true;
         match TcpStream::connect(address).await {
             Ok(stream) => return Ok(Some(stream)),
@@ -418,7 +472,11 @@ async fn refuse(
     answer(client, "403 Forbidden", &body).await
 }
 
-async fn answer(client: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+pub(super) async fn answer(
+    client: &mut TcpStream,
+    status: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}\n",
         body.len() + 1

@@ -136,7 +136,7 @@ async fn run_as(
         timeout: Duration::from_secs(60),
         masker: Default::default(),
         fresh_interpreter: false,
-        network: network.map(|n| n.namespace().clone()),
+        network: network.and_then(|n| n.namespace().cloned()),
     };
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(64);
     let collect = tokio::spawn(async move {
@@ -378,7 +378,7 @@ async fn a_python_step_in_a_namespace_never_runs_warm() {
         timeout: Duration::from_secs(60),
         masker: Default::default(),
         fresh_interpreter: false,
-        network: network.map(|n| n.namespace().clone()),
+        network: network.and_then(|n| n.namespace().cloned()),
     };
     let printed = |spec| async move {
         let (tx, mut rx) = mpsc::channel::<(Stream, String)>(64);
@@ -667,7 +667,7 @@ async fn a_work_directory_inside_run_comes_back_and_nothing_else_does() {
         timeout: Duration::from_secs(60),
         masker: Default::default(),
         fresh_interpreter: false,
-        network: Some(confined.namespace().clone()),
+        network: confined.namespace().cloned(),
     };
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(64);
     process::run(spec, tx, CancellationToken::new())

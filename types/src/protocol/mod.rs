@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod debug;
+pub mod egress;
 mod log_batch;
 mod proposals;
 
@@ -224,6 +225,13 @@ pub struct Assignment {
     /// kind's default.
     #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
     pub network: NetworkPolicy,
+    /// For an allow-list step: the credential the engine minted for this attempt, with
+    /// which a runner of a class with an egress proxy connects through the cluster's proxy
+    /// (never given to the step); the proxy asks the engine which attempt holds it and what
+    /// its list is. Valid while the attempt runs; absent where the engine has no egress
+    /// proxy configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_grant: Option<String>,
 }
 
 /// A step's network policy on the wire: `"open"` (omitted), `"none"`, or

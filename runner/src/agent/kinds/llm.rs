@@ -96,7 +96,7 @@ pub(in crate::agent) async fn run(
         env: &assignment.env,
         tool_env,
         user,
-        network: network.map(|n| n.namespace().clone()),
+        network: network.and_then(|n| n.namespace().cloned()),
         secrets: &assignment.secrets,
         budget: assignment.budget.as_ref(),
         timeout: Duration::from_secs(assignment.timeout_secs.max(1)),

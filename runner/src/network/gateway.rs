@@ -1,0 +1,195 @@
+//! The shared egress proxy (`plue egress-proxy`): the way out of allow-list steps on
+//! runners that cannot give a step a network namespace of its own — a Kubernetes class
+//! with `egress_proxy` set, whose pods a NetworkPolicy lets reach only the engine, this
+//! proxy and the cluster's DNS.
+//!
+//! Such a runner serves the step its own proxy on the pod's loopback (the same code as in
+//! a namespace: the step's list checked, refusals in its log and counted), which connects
+//! to each allowed target through this proxy with the credential the engine minted for the
+//! attempt (`Assignment::egress_grant`, `upstream.rs`); the step never holds it. Each
+//! connection here must carry it as `Proxy-Authorization: Basic ...`; the proxy asks the
+//! engine ([`Grants::check`]) which attempt holds it and what its allow-list is, on every
+//! connection (nothing is cached, so an attempt that ended is refused at once), then serves
+//! the connection with the very code of a runner's own proxy (`proxy.rs`, `sni.rs`,
+//! `http.rs`, `allow.rs`): CONNECT and plain HTTP, every request on the connection checked
+//! (one plain request per connection), the TLS server name checked against the host, and
+//! no listed name leading to loopback, link-local or — here — the cluster's own networks
+//! (`denied`: the pod and service ranges, which not even an address the list names
+//! reaches; nor a link-local one, the cloud metadata service's, whatever is denied).
+//!
+//! Invariants:
+//! - nothing leaves before the connection's credential was checked by the engine: no
+//!   credential, one the engine does not know, another scheme or several are answered
+//!   `407` and nothing is connected to; an engine that does not answer is `503`;
+//! - a credential grants exactly its attempt's list: another attempt's grant is checked
+//!   against that attempt's own list;
+//! - the credential is never forwarded (`Proxy-Authorization` is hop-by-hop in
+//!   `proxy.rs`);
+//! - what it refuses is answered `403` (the runner's proxy then refuses the step's request,
+//!   in the step's log) and logged here with the attempt's id.
+//!
+//! What it does not do: confine the step — on a pod the step shares the pod's network,
+//! and only the NetworkPolicy (the chart's) keeps it from going around the runner's proxy
+//! and this one (where, without the credential, it gets `407`).
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::allow::AllowList;
+use super::egress::{Cidr, Shared};
+use super::proxy;
+use plue_types::protocol::Stream;
+
+/// The most connections served at once (all the cluster's allow-list steps share it).
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Networks no connection reaches whatever the operator denies besides.
+const LINK_LOCAL: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
+
+/// The user name in an attempt's proxy credential (`Basic base64(attempt:<grant>)`).
+pub const USER: &str = "attempt";
+
+/// What the engine answers for a credential it knows and whose attempt still runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub attempt_id: i64,
+    /// The attempt's allow-list, as its plan gave it.
+    pub hosts: Vec<String>,
+}
+
+/// The engine's side of the proxy: which attempt a credential is.
+/// `credential` is the `Basic` credential as the client sent it (base64 of
+/// `attempt:<grant>`); the engine decodes and checks it.
+pub trait Grants: Send + Sync + 'static {
+    /// The attempt holding `credential`; `Ok(None)` when there is none (unknown, forged,
+    /// or its attempt ended); `Err` when the engine could not be asked.
+    fn check(&self, credential: &str)
+        -> impl Future<Output = Result<Option<Grant>, String>> + Send;
+}
+
+/// Serves `listener` until `stop`, every connection as the module says.
+pub async fn serve<G: Grants>(
+    listener: TcpListener,
+    grants: Arc<G>,
+    denied: Vec<Cidr>,
+    stop: CancellationToken,
+) {
+    // The cloud metadata service and the rest of link-local: never, even for an address
+    // a list names (a runner's own proxy lets a listed address through; here the node's
+    // credentials would be behind it).
+    let mut never: Vec<Cidr> = LINK_LOCAL
+        .iter()
+        .filter_map(|net| Cidr::parse(net).ok())
+        .collect();
+    never.extend(denied);
+    let denied = Arc::new(never);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((client, _)) => {
+                let (grants, denied) = (grants.clone(), denied.clone());
+                connections.spawn(async move {
+                    let _slot = slot;
+                    if let Err(err) = connection(client, grants, denied).await {
+                        tracing::debug!(%err, "egress proxy connection");
+                    }
+                });
+            }
+            Err(err) => tracing::debug!(%err, "egress proxy accept"),
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// The `Basic` credential of a head's one `Proxy-Authorization` header.
+fn credential(head: &[u8]) -> Option<String> {
+    let [value] = proxy::proxy_authorization(head).try_into().ok()?;
+    let (scheme, credential) = value.trim().split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("basic") && !credential.is_empty()).then(|| credential.to_owned())
+}
+
+async fn connection<G: Grants>(
+    mut client: TcpStream,
+    grants: Arc<G>,
+    denied: Arc<Vec<Cidr>>,
+) -> std::io::Result<()> {
+    let Some((buffer, head_end)) = proxy::request_head(&mut client).await? else {
+        return Ok(());
+    };
+    let Some(credential) = credential(&buffer[..head_end]) else {
+        return ask_for_credential(&mut client, "this proxy needs the step's own credential").await;
+    };
+    let grant = match grants.check(&credential).await {
+        Ok(Some(grant)) => grant,
+        Ok(None) => {
+            let why = "the credential is unknown, or its attempt has ended";
+            return ask_for_credential(&mut client, why).await;
+        }
+        Err(err) => {
+            tracing::warn!(%err, "egress proxy: the engine did not answer");
+            let why = "the engine could not be asked who this is";
+            return proxy::answer(&mut client, "503 Service Unavailable", why).await;
+        }
+    };
+    let allow = match AllowList::parse(&grant.hosts) {
+        Ok(allow) => allow,
+        Err(err) => {
+            let why = format!("the attempt's allow-list: {err}");
+            return proxy::answer(&mut client, "403 Forbidden", &why).await;
+        }
+    };
+    let (log, mut lines) = mpsc::channel::<(Stream, String)>(16);
+    let attempt_id = grant.attempt_id;
+    let logger = tokio::spawn(async move {
+        while let Some((_, line)) = lines.recv().await {
+            tracing::info!(attempt_id, "egress proxy: {line}");
+        }
+    });
+    let shared = Shared {
+        allow,
+        log,
+        refused: Arc::new(AtomicU64::new(0)),
+        denied,
+        upstream: None,
+    };
+    let served = proxy::serve_head(client, &shared, buffer, head_end).await;
+    drop(shared);
+    let _ = logger.await;
+    served
+}
+
+async fn ask_for_credential(client: &mut TcpStream, why: &str) -> std::io::Result<()> {
+    let body = format!("plue: {why}\n");
+    let response = format!(
+        "HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic \
+         realm=\"plue\"\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: \
+         close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(response.as_bytes()).await?;
+    client.shutdown().await
+}
+
+#[cfg(test)]
+mod tests;
