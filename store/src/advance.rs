@@ -434,7 +434,7 @@ impl Store {
         decide: impl FnOnce(&RunSnapshot) -> Vec<StepChange>,
     ) -> anyhow::Result<Advanced> {
         let now = now_ms();
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let (mut tx, group_id, run) = lock_run(&mut conn, run_id, in_group).await?;
         let Some(run) = run else {
             return Ok(Advanced::default());
@@ -479,7 +479,7 @@ impl Store {
                  attempt"
             );
         }
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let (mut tx, group_id, run) = lock_run(&mut conn, run_id, in_group).await?;
         let Some(completed) = complete_in(&mut tx, attempt_id, runner_id, end, after).await? else {
             // A repeat: dropping the transaction rolls back the advance counted above.

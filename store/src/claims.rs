@@ -599,13 +599,13 @@ impl Store {
 
     /// Marks the runner idle after a [`Store::claim_next`] that found nothing.
     pub async fn runner_idle(&self, runner_id: i64, now: i64) -> anyhow::Result<()> {
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.autocommit().await?;
         runner_idle_in(&mut tx, runner_id, now).await
     }
 
     async fn claim_as(&self, claim: ClaimFor<'_>) -> anyhow::Result<Option<Claimed>> {
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
         let claimed = claim_in(&mut tx, &self.claimed_runs, &claim).await?;
         tx.commit().await?;
@@ -662,7 +662,7 @@ impl Store {
         runner_id: i64,
         now: i64,
     ) -> anyhow::Result<Option<i64>> {
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
         let step_run_id: Option<i64> = tx
             .scalar(
@@ -731,7 +731,7 @@ impl Store {
         end: &AttemptEnd<'_>,
         decide: impl FnOnce(&CompletedAttempt) -> StepAfter,
     ) -> anyhow::Result<Option<CompletedAttempt>> {
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.begin().await?;
         let completed = complete_in(&mut tx, attempt_id, runner_id, end, decide).await?;
         tx.commit().await?;

@@ -121,6 +121,10 @@ pub enum Db {
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The transitions' prepared statements on SQLite's one connection. Declared before
+    /// `db`: the last store dropped finalizes them before it lets go of the pool, whose
+    /// connection SQLite would refuse to close with statements open (see [`tx`]).
+    pub(crate) sqlite_statements: std::sync::Arc<tx::SqliteStatements>,
     /// The pool; SQL lives in this crate alone ([`Store::db`] is for tests).
     pub(crate) db: Db,
     /// What claims learnt of runs that never changes again (see `claims::ClaimedRuns`).
@@ -207,6 +211,7 @@ impl Store {
                 .await
                 .context("applying PostgreSQL migrations")?;
             Store {
+                sqlite_statements: Default::default(),
                 db: Db::Postgres(pool),
                 claimed_runs: Default::default(),
             }
@@ -237,7 +242,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // SQLite's own mutex on the connection: the transitions' statements, prepared
+            // on it and kept between transitions, may be finalized from another thread
+            // than sqlx's worker (the last store's drop) — serialized, not a data race.
+            .serialized(true);
         // One connection: SQLite has one writer at a time, and writers on several
         // connections wait for each other in SQLite's busy handler, which sleeps a
         // millisecond or more each time (most of a short step's cost). On one connection
@@ -250,11 +259,16 @@ impl Store {
             // ping is one more trip to SQLite's worker thread for every statement or
             // transaction the engine runs (BEGIN + SELECT + COMMIT: 159 -> 134 us).
             .test_before_acquire(false)
+            // Never closed and reopened while the pool lives: the transitions' prepared
+            // statements stay on this connection (see `tx::SqliteStatements`).
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
         migrations::apply_sqlite(&pool).await?;
         Ok(Store {
+            sqlite_statements: Default::default(),
             db: Db::Sqlite(pool),
             claimed_runs: Default::default(),
         })

@@ -300,7 +300,7 @@ impl Store {
         // transaction commits, so every run of one workflow created at the same time would
         // wait for the one before it; only a new workflow, or a new name, is written.
         // (Outside it, as a SQLite transaction must open with a write.)
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let known: Option<(i64, String)> = conn
             .autocommit()
             .await?
@@ -575,7 +575,7 @@ impl Store {
         run_id: i64,
         ids: &[i64],
     ) -> anyhow::Result<Vec<StepRunRow>> {
-        let mut conn = Conn::acquire(&self.db).await?;
+        let mut conn = Conn::acquire(self).await?;
         let mut tx = conn.autocommit().await?;
         let mut rows = step_states_by_id(&mut tx, run_id, ids).await?;
         rows.sort_by_key(|row| row.position);

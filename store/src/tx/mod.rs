@@ -29,6 +29,8 @@
 
 mod sqlite;
 
+pub(crate) use sqlite::SqliteStatements;
+
 use anyhow::Context;
 use plue_types::status::{AttemptStatus, RunStatus, StepStatus};
 use serde::de::DeserializeOwned;
@@ -36,18 +38,24 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Sqlite};
 
-use super::Db;
+use std::sync::Arc;
+
+use super::{Db, Store};
 
 /// A connection of the store's pool, held for one transition (or a few reads).
 pub(crate) enum Conn {
-    Sqlite(PoolConnection<Sqlite>),
+    /// With the statements prepared on it by earlier transitions.
+    Sqlite(PoolConnection<Sqlite>, Arc<SqliteStatements>),
     Postgres(PoolConnection<Postgres>),
 }
 
 impl Conn {
-    pub(crate) async fn acquire(db: &Db) -> anyhow::Result<Conn> {
-        Ok(match db {
-            Db::Sqlite(pool) => Conn::Sqlite(pool.acquire().await.context("a connection")?),
+    pub(crate) async fn acquire(store: &Store) -> anyhow::Result<Conn> {
+        Ok(match &store.db {
+            Db::Sqlite(pool) => Conn::Sqlite(
+                pool.acquire().await.context("a connection")?,
+                store.sqlite_statements.clone(),
+            ),
             Db::Postgres(pool) => Conn::Postgres(pool.acquire().await.context("a connection")?),
         })
     }
@@ -55,7 +63,9 @@ impl Conn {
     /// Opens a transaction.
     pub(crate) async fn begin(&mut self) -> anyhow::Result<Tx<'_>> {
         Ok(match self {
-            Conn::Sqlite(conn) => Tx::Sqlite(sqlite::Session::begin(conn).await?),
+            Conn::Sqlite(conn, statements) => {
+                Tx::Sqlite(sqlite::Session::begin(conn, statements).await?)
+            }
             Conn::Postgres(conn) => Tx::Postgres(
                 sqlx::Connection::begin(&mut **conn)
                     .await
@@ -68,7 +78,9 @@ impl Conn {
     /// that need no transaction).
     pub(crate) async fn autocommit(&mut self) -> anyhow::Result<Tx<'_>> {
         Ok(match self {
-            Conn::Sqlite(conn) => Tx::Sqlite(sqlite::Session::autocommit(conn).await?),
+            Conn::Sqlite(conn, statements) => {
+                Tx::Sqlite(sqlite::Session::autocommit(conn, statements).await?)
+            }
             Conn::Postgres(conn) => Tx::PostgresAutocommit(conn),
         })
     }
@@ -349,7 +361,7 @@ mod tests {
     async fn one_statement_binds_and_decodes_alike_on_both_backends() {
         for (store, _dir) in stores().await {
             let backend = store.backend();
-            let mut conn = Conn::acquire(&store.db).await.unwrap();
+            let mut conn = Conn::acquire(&store).await.unwrap();
             let mut tx = conn.begin().await.unwrap();
             let pair: Option<Pair> = tx
                 .row(
@@ -395,7 +407,7 @@ mod tests {
     async fn placeholders_bind_by_number_and_columns_decode_by_name() {
         for (store, _dir) in stores().await {
             let backend = store.backend();
-            let mut conn = Conn::acquire(&store.db).await.unwrap();
+            let mut conn = Conn::acquire(&store).await.unwrap();
             let mut tx = conn.autocommit().await.unwrap();
             // `$2` appears first: SQLite would number it 1; it is bound as the second.
             let difference: Option<i64> = tx
@@ -440,7 +452,7 @@ mod tests {
         for (store, _dir) in stores().await {
             let backend = store.backend();
             let count = "SELECT CAST(COUNT(*) AS BIGINT) FROM concurrency_groups";
-            let mut conn = Conn::acquire(&store.db).await.unwrap();
+            let mut conn = Conn::acquire(&store).await.unwrap();
             let mut tx = conn.begin().await.unwrap();
             tx.execute(
                 Statement::new("INSERT INTO concurrency_groups (scope, name) VALUES ($1, $2)")
