@@ -24,6 +24,9 @@
 //!   step, idle polling included; and steps per PostgreSQL CPU-second. The idle
 //!   installation's CPU per second is shown beside it, not subtracted.
 //!
+//! With `PLUE_BENCH_STATEMENTS=1`, PostgreSQL loads `pg_stat_statements` and stderr gets
+//! each statement's calls and execution time per step over the burst.
+//!
 //! PostgreSQL is `testkit`'s throw-away server (`fsync=off`, `synchronous_commit=off`):
 //! commit latency here is a memory write, so disk-bound installations are slower.
 
@@ -49,6 +52,14 @@ const STATS_FLUSH: Duration = Duration::from_secs(11);
 const TABLE_WRITES: &str =
     "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, COALESCE(idx_scan, 0) \
      FROM pg_stat_user_tables ORDER BY relname";
+/// Set to `1` to load `pg_stat_statements` and print, on stderr, where PostgreSQL's
+/// execution time went, statement by statement (the extension costs a little CPU itself).
+const STATEMENTS: &str = "PLUE_BENCH_STATEMENTS";
+/// Every statement's calls, total execution time (ms) and text, most time first.
+const TOP_STATEMENTS: &str = "SELECT calls, total_exec_time, \
+     left(regexp_replace(query, '\\s+', ' ', 'g'), 140) FROM pg_stat_statements \
+     WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     ORDER BY total_exec_time DESC";
 /// At most this many `POST /api/runs` in flight while the burst is created.
 const CREATING: usize = 8;
 
@@ -72,6 +83,9 @@ struct Measured {
     postgres_cpu: Duration,
     /// CPU per second of the idle installation (engines, PostgreSQL).
     idle_cpu: (f64, f64),
+    /// With two engines: ready → claimed of one-step runs queued on one engine while every
+    /// runner polls the other, one run at a time ([`wake_probe`]).
+    wake: Vec<Duration>,
 }
 
 /// CPU time used so far by the engines and by the PostgreSQL server.
@@ -96,12 +110,20 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
         steps: number(1, 20)?,
         runners: number(2, 64)?,
     };
-    let postgres = tokio::task::spawn_blocking(TempPostgres::start).await??;
+    let statements = std::env::var_os(STATEMENTS).is_some_and(|v| v == "1");
+    let postgres = tokio::task::spawn_blocking(move || {
+        if statements {
+            TempPostgres::start_with(&["shared_preload_libraries=pg_stat_statements"])
+        } else {
+            TempPostgres::start()
+        }
+    })
+    .await??;
     let postgres = Arc::new(postgres);
     let mut results = Vec::new();
     for replicas in [1, 2] {
         results.push(
-            measure(env, &postgres, &config, replicas)
+            measure(env, &postgres, &config, replicas, statements)
                 .await
                 .with_context(|| format!("replicas: {replicas} engine(s)"))?,
         );
@@ -155,12 +177,20 @@ pub(crate) async fn run(env: &Env, args: &[String]) -> Result<()> {
         let rate = |m: &Measured| m.steps as f64 / m.window.as_secs_f64().max(1e-9);
         let ratio = rate(two) / rate(one);
         let claim99 = percentile(&mut two.claim.clone(), 0.99);
+        let mut wake = two.wake.clone();
+        let (w50, w99) = (percentile(&mut wake, 0.5), percentile(&mut wake, 0.99));
         println!(
             "\nTwo engines / one: **{ratio:.2}×** steps/s (goal ≥ 1.6×: {}); claim p99 with two \
-             engines {} (goal ≤ 20 ms: {}).\n",
+             engines under the burst {} (it includes waiting for a free runner).\n\n\
+             Cross-replica wake alone ({} one-step runs queued one at a time on engine A, \
+             {WAKE_RUNNERS} idle runners long-polling engine B): ready → claimed p50 {} / \
+             p99 {} (goal p99 ≤ 20 ms: {}).\n",
             if ratio >= 1.6 { "met" } else { "not met" },
             whole_ms(claim99),
-            if claim99 <= Duration::from_millis(20) {
+            wake.len(),
+            whole_ms(w50),
+            whole_ms(w99),
+            if w99 <= Duration::from_millis(20) {
                 "met"
             } else {
                 "not met"
@@ -175,6 +205,7 @@ async fn measure(
     postgres: &Arc<TempPostgres>,
     config: &Config,
     replicas: usize,
+    statements: bool,
 ) -> Result<Measured> {
     let work = Workdir::new("plue-bench-replicas-")?;
     let url = {
@@ -243,6 +274,10 @@ async fn measure(
         (idle_cpu_to.1 - idle_cpu_from.1).as_secs_f64() / idle_seconds,
     );
 
+    if statements {
+        psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await?;
+        psql("SELECT pg_stat_statements_reset()").await?;
+    }
     let tables_before = psql(TABLE_WRITES).await?;
     let burst_started = Instant::now();
     let cpu_before = cpu_now(&engines, postmaster)?;
@@ -279,6 +314,12 @@ async fn measure(
     }
     let wall = burst_started.elapsed();
     let cpu_after = cpu_now(&engines, postmaster)?;
+    // Read at once: the idle installation keeps executing statements.
+    let top_statements = if statements {
+        psql(TOP_STATEMENTS).await?
+    } else {
+        String::new()
+    };
     let failed = psql("SELECT count(*) FROM runs WHERE status <> 'succeeded'").await?;
     if failed.trim() != "0" {
         bail!("{} runs did not succeed", failed.trim());
@@ -305,6 +346,32 @@ async fn measure(
             delta(2),
             delta(3),
             delta(4)
+        );
+    }
+    if statements {
+        let steps = (config.runs * config.steps) as f64;
+        eprintln!(
+            "{replicas} engine(s), PostgreSQL's execution time by statement over the burst \
+             (calls per step, µs per call, µs per step):"
+        );
+        let mut total = 0.0;
+        for line in top_statements.lines() {
+            let parts: Vec<&str> = line.splitn(3, '|').collect();
+            let [calls, total_ms, query] = parts[..] else {
+                continue;
+            };
+            let (calls, total_ms): (f64, f64) = (calls.parse()?, total_ms.parse()?);
+            total += total_ms;
+            eprintln!(
+                "  {:>6.2} {:>8.1} {:>8.1}  {query}",
+                calls / steps,
+                total_ms * 1000.0 / calls.max(1.0),
+                total_ms * 1000.0 / steps
+            );
+        }
+        eprintln!(
+            "  executing, all statements: {:.1} µs per step",
+            total * 1000.0 / steps
         );
     }
     stop.store(true, Ordering::SeqCst);
@@ -336,6 +403,11 @@ async fn measure(
     .lines()
     .map(|l| l.trim().parse::<i64>().map(from_ms))
     .collect::<Result<Vec<_>, _>>()?;
+    let wake = if let [queued_on, polled] = &servers[..] {
+        wake_probe(postgres, &url, &work, queued_on, polled).await?
+    } else {
+        Vec::new()
+    };
     for server in servers {
         server.stop().await;
     }
@@ -352,7 +424,106 @@ async fn measure(
         engine_cpu: cpu_after.0.saturating_sub(cpu_before.0),
         postgres_cpu: cpu_after.1.saturating_sub(cpu_before.1),
         idle_cpu,
+        wake,
     })
+}
+
+/// One-step runs the wake probe queues, one after the other.
+const WAKE_RUNS: usize = 60;
+/// Runners of the wake probe, all polling the engine the runs are not queued on.
+const WAKE_RUNNERS: usize = 4;
+
+/// The cross-replica wake alone: with every runner idle and long-polling `polled`,
+/// [`WAKE_RUNS`] one-step runs are started through `queued_on`, each after the last
+/// finished, so no step ever waits for a free runner. Each step's ready → claimed is then
+/// the time for `queued_on`'s notification to reach `polled` and `polled` to answer a
+/// waiting poll with the claim (store timestamps, 1 ms resolution).
+async fn wake_probe(
+    postgres: &Arc<TempPostgres>,
+    url: &str,
+    work: &Workdir,
+    queued_on: &Server,
+    polled: &Server,
+) -> Result<Vec<Duration>> {
+    let psql = |sql: String| {
+        let (postgres, url) = (postgres.clone(), url.to_string());
+        async move {
+            tokio::task::spawn_blocking(move || postgres.psql(&url, &sql))
+                .await?
+                .with_context(|| "psql in the wake probe".to_string())
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let round_trips = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..WAKE_RUNNERS)
+        .map(|i| {
+            tokio::spawn(
+                ProtocolRunner {
+                    engine: polled.url().to_string(),
+                    name: format!("bench-wake-{i}"),
+                    client: reqwest::Client::new(),
+                    session: String::new(),
+                    stop: stop.clone(),
+                    round_trips: round_trips.clone(),
+                }
+                .work(),
+            )
+        })
+        .collect();
+    // Registered and waiting in a long poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let workflow = work.write_workflow("wake", &workdir::chain(1, "true"))?;
+    let workspace = work.workspace();
+    let mut runs = Vec::new();
+    for _ in 0..WAKE_RUNS {
+        let run = queued_on.start_run(&workflow, &workspace).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let open = psql(format!(
+                "SELECT count(*) FROM runs WHERE id = {run} AND finished_at IS NULL"
+            ))
+            .await?;
+            if open.trim() == "0" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("wake probe: run {run} still open after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        runs.push(run.to_string());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await??;
+    }
+    let claimed_by_polled = psql(format!(
+        "SELECT count(*) FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+         JOIN runners r ON r.id = a.runner_id \
+         WHERE s.run_id IN ({}) AND r.name LIKE 'bench-wake-%'",
+        runs.join(",")
+    ))
+    .await?;
+    if claimed_by_polled.trim() != WAKE_RUNS.to_string() {
+        bail!(
+            "wake probe: {} of {WAKE_RUNS} steps claimed by the probe's runners",
+            claimed_by_polled.trim()
+        );
+    }
+    psql(format!(
+        "SELECT a.claimed_at - s.ready_at FROM attempts a JOIN step_runs s ON s.id = a.step_run_id \
+         WHERE s.run_id IN ({})",
+        runs.join(",")
+    ))
+    .await?
+    .lines()
+    .map(|l| {
+        l.trim()
+            .parse::<i64>()
+            .map(from_ms)
+            .context("ready → claimed")
+    })
+    .collect()
 }
 
 fn commits(text: &str) -> Result<f64> {

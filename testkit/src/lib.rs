@@ -87,6 +87,13 @@ pub struct TempPostgres {
 impl TempPostgres {
     /// Starts a server or explains why it cannot.
     pub fn start() -> Result<TempPostgres> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with `settings` (`name=value`, as `postgres -c` takes them) after
+    /// the usual ones, e.g. `shared_preload_libraries=pg_stat_statements` for a benchmark
+    /// that reads where the server's time went.
+    pub fn start_with(settings: &[&str]) -> Result<TempPostgres> {
         let binaries = binaries::find()?;
         let identity = Identity::detect()?;
         let dir = tempfile::Builder::new()
@@ -128,6 +135,7 @@ impl TempPostgres {
                 &server.identity,
                 &server.dir_path,
                 server.port,
+                settings,
                 log,
             )?);
             match server.wait_until_ready() {
@@ -374,6 +382,7 @@ fn spawn_postmaster(
     identity: &Identity,
     dir: &Path,
     port: u16,
+    settings: &[&str],
     log: File,
 ) -> Result<Child> {
     use std::os::unix::process::CommandExt;
@@ -393,7 +402,10 @@ fn spawn_postmaster(
         "synchronous_commit=off",
         "max_connections=200",
         "shared_buffers=128MB",
-    ] {
+    ]
+    .iter()
+    .chain(settings)
+    {
         command.arg("-c").arg(setting);
     }
     command
