@@ -68,6 +68,11 @@ pub struct RunnerClass {
     /// The proxy the class's runners reach the engine through (`--engine-proxy`); `None`:
     /// directly, whatever proxy variables the template sets.
     pub engine_proxy: Option<String>,
+    /// The cluster's egress proxy (`plue egress-proxy`) the class's allow-list steps go out
+    /// through, each with its attempt's credential (`--egress-proxy`); only a class with
+    /// `step_network: pod` has one (`config_file`'s check). `None`: allow-lists are not
+    /// routed to the class.
+    pub egress_proxy: Option<String>,
     pub template: PodTemplateSpec,
 }
 
@@ -85,19 +90,22 @@ pub enum StepNetwork {
     /// The class's pods are confined by a NetworkPolicy (the chart's, for a class that
     /// says so: the engine, DNS and the class's `egress`): a `none` step runs without a
     /// namespace of its own, confined per pod, with a line of its log saying so. An
-    /// allow-list is not routed to the class ([`RunnerClass::network`]).
+    /// allow-list is routed to the class only when it has an `egress_proxy`
+    /// ([`RunnerClass::network`]).
     Pod,
 }
 
 impl RunnerClass {
     /// The network policies this class's runners enforce, from its configuration: a
-    /// hardened pod cannot make a network namespace, so only `open`, and `none` where the
-    /// pod's NetworkPolicy confines it (`step_network: pod`). What its runners announce
-    /// (`plue runner` finds the same from its arguments and its pod).
+    /// hardened pod cannot make a network namespace, so only `open`, `none` where the
+    /// pod's NetworkPolicy confines it (`step_network: pod`), and allow-lists where such a
+    /// class also has the cluster's egress proxy (`egress_proxy`). What its runners
+    /// announce (`plue runner` finds the same from its arguments and its pod).
     pub fn network(&self) -> Capability {
+        let confined = self.step_network == StepNetwork::Pod;
         Capability {
-            none: self.step_network == StepNetwork::Pod,
-            allow: false,
+            none: confined,
+            allow: confined && self.egress_proxy.is_some(),
         }
     }
 

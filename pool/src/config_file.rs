@@ -29,6 +29,9 @@
 //!                                # policies a class enforces routes steps to it
 //!     engine_proxy: http://p:3128  # optional; the proxy its runners reach the engine
 //!                                # through (never one of the template's environment)
+//!     egress_proxy: http://plue-egress:3128  # optional, needs step_network: pod; the
+//!                                # cluster's egress proxy (`plue egress-proxy`) allow-list
+//!                                # steps go out through, each with its attempt's credential
 //!     template:                  # a PodTemplateSpec merged over Plue's defaults
 //!       spec:
 //!         containers:
@@ -134,6 +137,8 @@ struct RawClass {
     step_network: StepNetwork,
     #[serde(default)]
     engine_proxy: Option<String>,
+    #[serde(default)]
+    egress_proxy: Option<String>,
     template: serde_json::Value,
 }
 
@@ -228,6 +233,11 @@ pub fn summary(file: &PoolFile, source: &str) -> String {
         if let Some(proxy) = &class.engine_proxy {
             out.push_str(&format!(", engine_proxy {proxy}"));
         }
+        if let Some(proxy) = &class.egress_proxy {
+            out.push_str(&format!(
+                ", egress_proxy {proxy} (allow-lists through the cluster's egress proxy)"
+            ));
+        }
         out.push_str(&format!(
             "; enforces network: {}",
             class.network().describe()
@@ -308,6 +318,21 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
         }
         if let Some(Err(e)) = class.engine_proxy.as_deref().map(EngineProxy::parse) {
             problem(at("engine_proxy"), &e);
+        }
+        if let Some(proxy) = class.egress_proxy.as_deref() {
+            if let Err(e) = runner::network::egress_proxy_url(proxy.trim()) {
+                problem(at("egress_proxy"), &e);
+            }
+            // Through the proxy the step shares its pod's network: only a NetworkPolicy
+            // keeps it from going around the proxy.
+            if class.step_network != StepNetwork::Pod {
+                problem(
+                    at("egress_proxy"),
+                    &"needs `step_network: pod`: a step that goes out through the egress proxy \
+                     shares its pod's network, which only the class's NetworkPolicy keeps \
+                     from going around the proxy",
+                );
+            }
         }
         if let Some(first) = classes.iter().position(|c| c.labels == class.labels) {
             problem(
@@ -397,6 +422,9 @@ pub fn parse(text: &str, source: &str) -> Result<PoolFile, ConfigError> {
             allow_service_account: class.allow_service_account,
             step_network: class.step_network,
             engine_proxy: class.engine_proxy.map(|p| p.trim().to_string()),
+            egress_proxy: class
+                .egress_proxy
+                .and_then(|p| runner::network::egress_proxy_url(p.trim()).ok()),
             template,
         };
         if parsed {
@@ -847,6 +875,61 @@ classes:
             "{err}"
         );
         assert!(!err.contains("classes[1]"), "{err}");
+    }
+
+    #[test]
+    fn an_egress_proxy_is_a_pod_confined_class_s_and_gives_it_allow_lists() {
+        let text = r#"
+kubernetes: {namespace: ci, engine_url: http://e}
+classes:
+  - {name: a, max_runners: 1, egress_proxy: "http://plue-egress:3128",
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+  - {name: b, max_runners: 1, labels: {b: x}, step_network: pod, egress_proxy: "http://u:p@e:1",
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+"#;
+        let err = parse(text, "f").unwrap_err().to_string();
+        assert!(
+            err.contains("classes[0].egress_proxy: needs `step_network: pod`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("classes[1].egress_proxy: 'http://u:p@e:1' is not http://host:port"),
+            "{err}"
+        );
+        let text = r#"
+kubernetes: {namespace: ci, engine_url: http://e}
+classes:
+  - {name: a, max_runners: 1, step_network: pod, egress_proxy: "http://plue-egress:3128/",
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+  - {name: b, max_runners: 1, labels: {b: x}, step_network: pod,
+     template: {spec: {containers: [{name: runner, image: i}]}}}
+"#;
+        let file = parse(text, "f").unwrap();
+        let asking = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let proxied = &file.classes[0];
+        assert_eq!(
+            proxied.egress_proxy.as_deref(),
+            Some("http://plue-egress:3128")
+        );
+        assert_eq!(proxied.network(), capability::Capability::EVERY);
+        assert!(proxied.serves(&asking(&[(capability::ALLOW, capability::YES)])));
+        // Without one, an allow-list still fails closed before a claim.
+        let confined = &file.classes[1];
+        assert!(!confined.network().allow);
+        assert!(!confined.serves(&asking(&[("b", "x"), (capability::ALLOW, capability::YES)])));
+        let summary = summary(&file, "f");
+        assert!(
+            summary.contains(
+                "egress_proxy http://plue-egress:3128 (allow-lists through the cluster's \
+                 egress proxy); enforces network: open, none, allow-list"
+            ),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -61,7 +61,10 @@ use refused::AttemptRefused;
 
 mod checkout;
 pub(crate) mod debug;
+mod egress;
 mod refused;
+
+pub use egress::EgressAuth;
 
 /// How the internal API behaves.
 #[derive(Debug, Clone)]
@@ -79,6 +82,9 @@ pub struct InternalConfig {
     /// Where `prompt_file`s are read from instead of the step's workspace
     /// ([`crate::server::EngineConfig::prompt_root`]).
     pub prompt_root: Option<std::path::PathBuf>,
+    /// The cluster's egress proxy, when one is configured (`--egress-proxy-token-file`):
+    /// allow-list assignments carry a grant for it, and it may ask about them.
+    pub egress: Option<EgressAuth>,
 }
 
 #[derive(Clone)]
@@ -165,6 +171,7 @@ pub fn router(state: InternalState) -> Router {
         .route("/internal/attempts/{id}/blobs/{kind}", put(put_blob))
         .route("/internal/attempts/{id}/blobs/{kind}/{step}", get(get_blob))
         .merge(debug::routes())
+        .merge(egress::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -488,6 +495,11 @@ async fn prepare_assignment(
     if !secrets.withheld.is_empty() {
         env.insert("PLUE_SECRETS_WITHHELD".into(), secrets.withheld.join(","));
     }
+    let egress_grant = egress::grant_for(
+        state.config.egress.as_ref(),
+        claimed.attempt_id,
+        &dispatch.network,
+    )?;
     Ok(Ok(Assignment {
         attempt_id: claimed.attempt_id,
         run_id: claimed.run_id,
@@ -503,6 +515,7 @@ async fn prepare_assignment(
             ..dispatch.handoff
         },
         network: dispatch.network,
+        egress_grant,
         budget,
     }))
 }

@@ -128,6 +128,10 @@ pub struct EngineConfig {
     /// The keys provenance statements are signed with (`plue serve --signing-key`); `None`:
     /// changes are applied without a statement.
     pub provenance: Option<crate::safe_outputs::attest::Keys>,
+    /// The cluster's egress proxy's token (`plue serve --egress-proxy-token-file`): allow-list
+    /// steps' assignments carry a grant the proxy checks here (`internal_api::egress`);
+    /// `None`: no grants, and a runner that needs one fails such a step closed.
+    pub egress_proxy_token: Option<String>,
 }
 
 impl EngineConfig {
@@ -163,6 +167,7 @@ impl EngineConfig {
             kept_workspaces: std::collections::BTreeSet::new(),
             prompt_root: None,
             provenance: None,
+            egress_proxy_token: None,
         }
     }
 }
@@ -396,6 +401,10 @@ async fn start_serving(
             poll_recheck: config.poll_recheck,
             log_quotas: config.log_quotas,
             prompt_root: config.prompt_root.clone(),
+            egress: config
+                .egress_proxy_token
+                .as_deref()
+                .map(internal_api::EgressAuth::new),
         }),
         auth: auth.clone(),
         shutdown: draining.clone(),

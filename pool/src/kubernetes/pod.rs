@@ -48,6 +48,8 @@ pub(super) const WORK_DIR: &str = "/work";
 pub(super) const NETWORK_CONFINED_BY_POD: &str = "--network-confined-by-pod";
 /// The runner argument naming a class's `engine_proxy`.
 pub(super) const ENGINE_PROXY: &str = "--engine-proxy";
+/// The runner argument naming a class's `egress_proxy`.
+pub(super) const EGRESS_PROXY: &str = "--egress-proxy";
 
 /// The label selector of one engine installation's pods (all classes).
 pub(super) fn selector(instance: &str) -> String {
@@ -128,6 +130,12 @@ pub(crate) fn runner_pod(
         // says so: never through one the template's environment names.
         if let Some(proxy) = &class.engine_proxy {
             args.push(ENGINE_PROXY.into());
+            args.push(proxy.clone());
+        }
+        // Allow-list steps go out through the cluster's egress proxy, each with its
+        // attempt's credential (a class with `step_network: pod` only).
+        if let Some(proxy) = &class.egress_proxy {
+            args.push(EGRESS_PROXY.into());
             args.push(proxy.clone());
         }
         runner.command = Some(vec!["plue".into()]);
@@ -319,6 +327,22 @@ mod tests {
         let args = args(&class);
         let at = args.iter().position(|a| a == ENGINE_PROXY).unwrap();
         assert_eq!(args[at + 1], "http://egress.ci:3128");
+    }
+
+    /// The cluster's egress proxy is the runner's argument only when the class names one.
+    #[test]
+    fn a_class_egress_proxy_is_the_runners_argument() {
+        let (settings, mut class) = class("{spec: {containers: [{name: runner, image: i}]}}");
+        let args = |class: &RunnerClass| {
+            let pod = runner_pod(&settings, class, "pool-abc-1", 1);
+            pod.spec.unwrap().containers[0].args.clone().unwrap()
+        };
+        assert!(!args(&class).iter().any(|a| a == EGRESS_PROXY));
+        class.step_network = StepNetwork::Pod;
+        class.egress_proxy = Some("http://plue-egress:3128".into());
+        let args = args(&class);
+        let at = args.iter().position(|a| a == EGRESS_PROXY).unwrap();
+        assert_eq!(args[at + 1], "http://plue-egress:3128");
     }
 
     #[test]

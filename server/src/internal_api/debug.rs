@@ -155,6 +155,9 @@ async fn assignment(
         handoff: Handoff::default(),
         budget: None,
         network: dispatch.network,
+        // No attempt to hold one: a runner that needs the cluster's egress proxy for an
+        // allow-list fails the session's step closed.
+        egress_grant: None,
     }))
 }
 
