@@ -56,7 +56,7 @@ impl Command {
     pub(crate) fn ends_on_closed_pipe(&self) -> bool {
         !matches!(
             self,
-            Command::Run(_) | Command::Serve(_) | Command::Runner(_)
+            Command::Run(_) | Command::Serve(_) | Command::Runner(_) | Command::EgressProxy(_)
         )
     }
 }
@@ -80,6 +80,9 @@ pub(crate) enum Command {
     Serve(Box<ServeArgs>),
     /// Run a runner agent that takes steps from an engine.
     Runner(RunnerArgs),
+    /// Run the cluster's egress proxy: allow-list steps on Kubernetes pods reach the hosts
+    /// of their own list through it, each connection checked with the engine.
+    EgressProxy(EgressProxyArgs),
     /// Print the log lines of a run's steps.
     Logs(LogsArgs),
     /// List recent runs.
@@ -488,10 +491,39 @@ pub(crate) struct ServeArgs {
         requires = "github_app_webhook_secret_file"
     )]
     pub(crate) register_installed_repos: bool,
+    /// A file holding the token of the cluster's egress proxy (`plue egress-proxy`, at
+    /// least 16 characters; the same file the proxy is given): allow-list steps' assignments
+    /// then carry a per-attempt credential the proxy checks with this engine. Needed by a
+    /// Kubernetes class with `egress_proxy`.
+    #[arg(long, value_name = "PATH", env = "PLUE_EGRESS_PROXY_TOKEN_FILE")]
+    pub(crate) egress_proxy_token_file: Option<PathBuf>,
     /// Only parse and validate --pool-config, --llm-prices and the GitHub App's key,
     /// whichever are given, say what they hold, and exit (0: valid, 1: not).
     #[arg(long)]
     pub(crate) check_config: bool,
+}
+
+/// `plue egress-proxy`.
+#[derive(Debug, Args)]
+pub(crate) struct EgressProxyArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:3128", env = "PLUE_EGRESS_LISTEN")]
+    pub(crate) listen: String,
+    /// The engine's runner protocol (http(s)://HOST:PORT), asked about every connection.
+    #[arg(long, value_name = "URL", env = "PLUE_ENGINE")]
+    pub(crate) engine: String,
+    /// A file holding this proxy's token: the engine's --egress-proxy-token-file.
+    #[arg(long, value_name = "PATH", env = "PLUE_EGRESS_PROXY_TOKEN_FILE")]
+    pub(crate) token_file: PathBuf,
+    /// A network no connection reaches, not even to an address a list names: the
+    /// cluster's pod and service ranges (repeatable; loopback and link-local addresses are
+    /// never reached for a listed name anyway).
+    #[arg(long = "deny", value_name = "CIDR", value_parser = parse_cidr)]
+    pub(crate) deny: Vec<::runner::network::Cidr>,
+}
+
+fn parse_cidr(text: &str) -> Result<::runner::network::Cidr, String> {
+    ::runner::network::Cidr::parse(text)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -568,6 +600,12 @@ pub(crate) struct RunnerArgs {
     /// environment variable. The Kubernetes pool gives a class's `engine_proxy`.
     #[arg(long, value_name = "URL")]
     pub(crate) engine_proxy: Option<String>,
+    /// The cluster's egress proxy (http://HOST:PORT; the pool gives a class's
+    /// `egress_proxy`): an allow-list step runs with the pod's network and this proxy,
+    /// given the attempt's own credential, instead of a namespace of its own. Only for pods
+    /// a NetworkPolicy keeps from reaching anything else.
+    #[arg(long, value_name = "URL")]
+    pub(crate) egress_proxy: Option<String>,
     /// Reach the engine on this Unix socket instead of --engine's host and port (how `plue
     /// run`'s own runners reach it); the requests, and the tokens, are the same.
     #[arg(long, value_name = "PATH", conflicts_with = "engine_proxy")]

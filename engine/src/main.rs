@@ -54,7 +54,9 @@ fn main() -> ExitCode {
     // The engine's warnings (a repository that cannot be fetched, a lost runner) are for
     // its operator; a command run by hand keeps its stderr for its own output.
     let default_level = match cli.command {
-        cli::Command::Serve(_) => tracing_subscriber::filter::LevelFilter::WARN,
+        cli::Command::Serve(_) | cli::Command::EgressProxy(_) => {
+            tracing_subscriber::filter::LevelFilter::WARN
+        }
         _ => tracing_subscriber::filter::LevelFilter::ERROR,
     };
     logging::init(cli.log_format, log_file, default_level);

@@ -9,6 +9,7 @@ mod client;
 pub(crate) mod debug;
 mod decision;
 mod docs;
+mod egress_proxy;
 pub(crate) mod environments;
 mod eval;
 mod forges;
@@ -44,6 +45,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Serve(args) => serve::run(*args).await,
         Command::Runner(args) => runner::run(args).await,
+        Command::EgressProxy(args) => egress_proxy::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Runs(args) => runs::run(args).await,
         Command::Artifacts(args) => results::artifacts(args).await,

@@ -194,7 +194,7 @@ pub(crate) async fn run(args: RerunArgs) -> anyhow::Result<ExitCode> {
         env: &dispatch.env,
         tool_env,
         user: room.user(),
-        network: room.network().map(|n| n.namespace().clone()),
+        network: room.network().and_then(|n| n.namespace().cloned()),
         secrets: &secrets,
         budget: None,
         timeout: Duration::from_secs(dispatch.timeout_secs.max(1)),

@@ -7,9 +7,11 @@
 //! `PLUE_RUNNER_TOKEN`.
 //!
 //! The runner announces, besides its `--labels`, the reserved labels of the network
-//! policies it can enforce (`runner::network::capability`), so it claims no step it would
-//! have to fail closed; and it reaches the engine directly, or through `--engine-proxy`
-//! only — never through a proxy of its environment's (`runner::engine_client`).
+//! policies it can enforce (`runner::network::capability`; allow-lists also with
+//! `--egress-proxy`, the cluster's egress proxy its pod's NetworkPolicy confines it to),
+//! so it claims no step it would have to fail closed; and it reaches the engine directly,
+//! or through `--engine-proxy` only — never through a proxy of its environment's
+//! (`runner::engine_client`).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -49,7 +51,18 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
             .collect();
         format!("{host}-{}", std::process::id())
     });
-    let labels = labels_with_capability(args.labels, args.network_confined_by_pod)?;
+    let egress_proxy = match &args.egress_proxy {
+        Some(url) => Some(
+            ::runner::network::egress_proxy_url(url)
+                .map_err(|e| anyhow::anyhow!("--egress-proxy: {e}"))?,
+        ),
+        None => None,
+    };
+    let labels = labels_with_capability(
+        args.labels,
+        args.network_confined_by_pod,
+        egress_proxy.is_some(),
+    )?;
     let engine_proxy = match &args.engine_proxy {
         Some(url) => {
             Some(EngineProxy::parse(url).map_err(|e| anyhow::anyhow!("--engine-proxy: {e}"))?)
@@ -79,6 +92,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
         },
         anthropic_base_url: args.anthropic_base_url.filter(|url| !url.is_empty()),
         network_confined_by_pod: args.network_confined_by_pod,
+        egress_proxy,
         warm_python: args.warm_python,
         engine_proxy,
         engine_socket: args.engine_socket,
@@ -112,6 +126,7 @@ pub(crate) async fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
 fn labels_with_capability(
     mut labels: BTreeMap<String, String>,
     confined_by_pod: bool,
+    egress_proxy: bool,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     if let Some(key) = labels.keys().find(|k| capability::is_reserved(k)) {
         bail!(
@@ -120,7 +135,10 @@ fn labels_with_capability(
             capability::PREFIX
         );
     }
-    let can = capability::Capability::probe(confined_by_pod);
+    let mut can = capability::Capability::probe(confined_by_pod);
+    // Allow-lists through the cluster's egress proxy (`--egress-proxy`), whichever the
+    // probe found: such a runner runs every allow-list step that way.
+    can.allow |= egress_proxy;
     tracing::info!(
         "network policies this runner can enforce: {}",
         can.describe()

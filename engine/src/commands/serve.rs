@@ -95,6 +95,29 @@ fn app_webhook_secret(args: &ServeArgs) -> anyhow::Result<Option<engine::forge::
     Ok(Some(engine::forge::auth::Token::new(secret.to_string())))
 }
 
+/// The egress proxy's token (`--egress-proxy-token-file`); without one, a pool class with
+/// an `egress_proxy` stops the start: its allow-list steps would be routed to it and fail
+/// for want of a credential.
+fn egress_proxy_token(
+    token_file: Option<&std::path::Path>,
+    pool_config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    if let Some(file) = token_file {
+        return super::egress_proxy::read_token(file, "--egress-proxy-token-file").map(Some);
+    }
+    if let Some(file) = pool_config {
+        let pool = engine::pool::config_file::load(file)?;
+        if let Some(class) = pool.classes.iter().find(|c| c.egress_proxy.is_some()) {
+            anyhow::bail!(
+                "the pool class '{}' has an egress_proxy: give the proxy's token with \
+                 --egress-proxy-token-file (the file `plue egress-proxy --token-file` reads)",
+                class.name
+            );
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.check_config {
         return check_config(&args);
@@ -188,6 +211,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         quotas: args.quotas.quotas(),
     };
     config.log_quotas = args.quotas.log_quotas();
+    config.egress_proxy_token = egress_proxy_token(
+        args.egress_proxy_token_file.as_deref(),
+        kubernetes.as_deref(),
+    )?;
     config.provenance = Some(super::signing_key::keys(
         &args.signing,
         &std::fs::canonicalize(data_dir)?,
