@@ -1340,6 +1340,167 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
     );
 }
 
+/// A local HTTP server answering each connection's first request with `body`; counts the
+/// connections it accepted.
+async fn counting_server(body: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, reached)
+}
+
+/// An allow-list step on a pod class with `egress_proxy` goes out through its runner's
+/// proxy and `plue egress-proxy`, with a credential only its runner holds: it reaches its
+/// listed host; an unlisted one is refused (a line of its log, counted in
+/// `plue_network_refused_total`); a second request of another host on a kept-alive
+/// connection is never sent; going around its runner's proxy straight to the cluster's,
+/// it has no credential and gets `407`. (An ended attempt's credential is refused by the
+/// unit tests of `runner::network::gateway` and the engine's `internal_api::egress`.)
+///
+/// What this proves and what it does not: the simulated kubelet runs a pod's container as
+/// a plain local process, with no network namespace and no NetworkPolicy, so the step
+/// *could* connect to the unlisted server directly; what is shown is the routing (the class
+/// gets allow-lists only with a proxy), the credential (minted per attempt, checked by the
+/// engine on every connection) and the proxies' rules. That the pods reach nothing but the
+/// engine, the proxy and DNS is the chart's NetworkPolicy, checked by the chart tests
+/// (`engine/tests/chart.rs`), and enforced only by a real cluster's CNI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_steps_on_pods_go_out_through_the_egress_proxy_with_their_own_credential() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let world = World::new("kube-egress-proxy").await;
+    let sandbox = &world.sandbox;
+    capless_runner(sandbox);
+    let (listed, listed_reached) = counting_server("listed-answer").await;
+    let (unlisted, unlisted_reached) = counting_server("unlisted-answer").await;
+    let proxy_port = free_port();
+    let agents = format!(
+        "  - name: agents\n    labels: {{role: agent}}\n    max_runners: 2\n    idle_timeout: 60s\n    step_network: pod\n\
+         \x20   egress_proxy: http://127.0.0.1:{proxy_port}\n\
+         \x20   template:\n      spec:\n        containers: [{{name: runner, image: \"{CAPLESS_IMAGE}\"}}]\n"
+    );
+    let pool = world.config(0, 2, CAPLESS_IMAGE, &agents);
+    let token = sandbox.write_private("egress-token", "egress-proxy-token-0123456789\n");
+    let token = token.to_str().unwrap();
+    let engine = world
+        .serve_with(&pool, &["--egress-proxy-token-file", token])
+        .await;
+    let listen = format!("127.0.0.1:{proxy_port}");
+    let proxy = sandbox.plue(&[
+        "egress-proxy",
+        "--listen",
+        &listen,
+        "--engine",
+        &engine.url,
+        "--token-file",
+        token,
+        "--deny",
+        "10.96.0.0/12",
+    ]);
+    sandbox.spawn("egress-proxy", proxy);
+
+    // One connection to the step's proxy carrying two requests: the listed host's, then
+    // (kept alive) the unlisted one's.
+    let kept_alive = format!(
+        r#"at=${{HTTP_PROXY#http://}}
+exec 3<>/dev/tcp/${{at%:*}}/${{at##*:}}
+printf "GET http://127.0.0.1:{listed}/ HTTP/1.1\r\nHost: 127.0.0.1:{listed}\r\nConnection: keep-alive\r\n\r\nGET http://127.0.0.1:{unlisted}/ HTTP/1.1\r\nHost: 127.0.0.1:{unlisted}\r\n\r\n" >&3
+cat <&3
+echo
+curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_port} http://127.0.0.1:{listed}/"#
+    );
+    let through = format!(
+        "curl -sS http://127.0.0.1:{listed}/; echo; \
+         curl -sS -o /dev/null -w 'unlisted %{{http_code}}\\n' http://127.0.0.1:{unlisted}/"
+    );
+    let steps = [
+        format!(
+            "Step.bash('through', {through:?}, network=['127.0.0.1:{listed}'], \
+             runner={{'role': 'agent'}})"
+        ),
+        format!(
+            "Step.bash('kept_alive', {kept_alive:?}, network=['127.0.0.1:{listed}'], \
+             runner={{'role': 'agent'}})"
+        ),
+    ];
+    let run_id = world.run(&engine, "egress", &steps).await;
+    let done = wait_final(&client(), &engine.url, run_id, Duration::from_secs(120)).await;
+    world.assert_succeeded(&done);
+    let logs = |step: &'static str| {
+        let url = engine.url.clone();
+        async move {
+            log_lines(&client(), &url, run_id, step)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|l| l["text"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let through = logs("through").await;
+    assert!(through.contains("listed-answer"), "{through}");
+    assert!(through.contains("unlisted 403"), "{through}");
+    assert!(
+        through.contains(
+            "network: this step's allow-list is enforced by the runner's proxy and the cluster's"
+        ),
+        "{through}"
+    );
+    let refusal = format!("network: refused 127.0.0.1:{unlisted} (not in this step's allow-list)");
+    assert!(through.contains(&refusal), "{through}");
+    let kept = logs("kept_alive").await;
+    assert!(kept.contains("listed-answer"), "{kept}");
+    assert_eq!(kept.matches("HTTP/1.1 ").count(), 1, "one response: {kept}");
+    // Going around the step's proxy to the cluster's: no credential, nothing out.
+    assert!(kept.contains("around 407"), "{kept}");
+    assert_eq!(unlisted_reached.load(SeqCst), 0);
+    assert_eq!(listed_reached.load(SeqCst), 2);
+
+    // The refusal is counted, as a runner's own proxy's are (the runner reports it).
+    wait_for(
+        Duration::from_secs(10),
+        "plue_network_refused_total to count the refusal",
+        || async {
+            let metrics = client()
+                .get(format!("{}/metrics", engine.url))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let refused = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("plue_network_refused_total "))
+                .and_then(|n| n.trim().parse::<f64>().ok())?;
+            (refused >= 1.0).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_restart_adopts_its_pods_and_starts_no_duplicates() {
     let world = World::new("kube-restart").await;
