@@ -591,7 +591,7 @@ pub(crate) struct RunnerArgs {
     pub(crate) anthropic_base_url: Option<String>,
     /// This runner's pod is confined by a NetworkPolicy (the pool gives it to a class with
     /// `step_network: pod`): steps with network="none" run without a namespace of their
-    /// own, confined per pod. Allow-lists still need a namespace.
+    /// own, confined per pod. Allow-lists need a namespace, or --egress-proxy.
     #[arg(long)]
     pub(crate) network_confined_by_pod: bool,
     /// Reach the engine through this HTTP proxy (http://HOST:PORT). Without it the runner
@@ -601,9 +601,10 @@ pub(crate) struct RunnerArgs {
     #[arg(long, value_name = "URL")]
     pub(crate) engine_proxy: Option<String>,
     /// The cluster's egress proxy (http://HOST:PORT; the pool gives a class's
-    /// `egress_proxy`): an allow-list step runs with the pod's network and this proxy,
-    /// given the attempt's own credential, instead of a namespace of its own. Only for pods
-    /// a NetworkPolicy keeps from reaching anything else.
+    /// `egress_proxy`): an allow-list step runs with the pod's network and the runner's own
+    /// proxy, which connects through this one with the attempt's credential (never given to
+    /// the step), instead of a namespace of its own. Only for pods a NetworkPolicy keeps
+    /// from reaching anything else.
     #[arg(long, value_name = "URL")]
     pub(crate) egress_proxy: Option<String>,
     /// Reach the engine on this Unix socket instead of --engine's host and port (how `plue

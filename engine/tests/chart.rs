@@ -1474,3 +1474,142 @@ fn a_pod_confined_class_renders_with_its_policy_and_never_without_one() {
         assert_render_refuses(&values, why);
     }
 }
+
+/// A class with `egress_proxy: true`: the chart deploys `plue egress-proxy` with its own
+/// token (which the engine reads too), lets only runner pods reach it and it only the
+/// engine's runner port, DNS and the world outside the cluster's networks and link-local;
+/// the class's pods may reach the proxy; the pool file names it and the engine says the
+/// class enforces allow-lists. Refused without the proxy or without `step_network: pod`.
+#[test]
+fn an_egress_proxy_class_renders_the_proxy_its_policies_and_its_token() {
+    let mut values = three_replicas_two_classes();
+    values["egressProxy"] = json!({"enabled": true,
+        "clusterCidrs": ["10.244.0.0/16", "10.96.0.0/12", "fd00:10::/56"]});
+    values["pool"]["classes"][1]["step_network"] = json!("pod");
+    values["pool"]["classes"][1]["egress_proxy"] = json!(true);
+    let rendered = render(values.clone());
+
+    let proxy = rendered.one("Deployment", "plue-egress");
+    let container = &proxy["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "egress-proxy");
+    for pair in [
+        ["--engine", "http://plue.ci.svc:8601"],
+        ["--token-file", "/etc/plue-egress/token"],
+        ["--deny", "127.0.0.0/8"],
+        ["--deny", "10.244.0.0/16"],
+        ["--deny", "10.96.0.0/12"],
+        ["--deny", "fd00:10::/56"],
+    ] {
+        assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
+    }
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        proxy["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    let token_volume = |deployment: &Value| {
+        deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["secret"]["secretName"] == "plue-egress-proxy")
+            .cloned()
+    };
+    assert!(token_volume(proxy).is_some(), "{proxy}");
+    let engine = rendered.one("Deployment", "plue");
+    assert!(token_volume(engine).is_some(), "{engine}");
+    let env = engine["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#""name":"PLUE_EGRESS_PROXY_TOKEN_FILE","value":"/etc/plue-egress/token""#),
+        "{env}"
+    );
+    rendered.one("Secret", "plue-egress-proxy");
+    assert_eq!(
+        rendered.one("Service", "plue-egress")["spec"]["ports"][0]["port"],
+        3128
+    );
+
+    // The proxy: reached by runner pods only; reaching the engine's runner port, DNS and
+    // the outside, never the cluster's networks or link-local.
+    let policy = rendered.one("NetworkPolicy", "plue-egress-proxy");
+    let from = &policy["spec"]["ingress"][0]["from"];
+    assert_eq!(from.as_array().unwrap().len(), 1, "{policy}");
+    assert_eq!(
+        from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        RUNNERS
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress[0]["ports"][0]["port"], 8601, "{policy}");
+    let outside = &egress[2]["to"];
+    assert_eq!(outside[0]["ipBlock"]["cidr"], "0.0.0.0/0");
+    assert_eq!(
+        outside[0]["ipBlock"]["except"],
+        json!(["169.254.0.0/16", "10.244.0.0/16", "10.96.0.0/12"])
+    );
+    assert_eq!(
+        outside[1]["ipBlock"]["except"],
+        json!(["fe80::/10", "fd00:10::/56"])
+    );
+    // The engine's runner port admits the proxy besides the runner pods.
+    let engine_policy = rendered.one("NetworkPolicy", "plue-engine");
+    let runner_port = &engine_policy["spec"]["ingress"][1]["from"];
+    assert_eq!(runner_port.as_array().unwrap().len(), 2, "{engine_policy}");
+    assert_eq!(
+        runner_port[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "egress-proxy"
+    );
+    // The class's pods reach the proxy; the other class's do not.
+    let class = rendered.one("NetworkPolicy", "plue-runners-sandboxed");
+    assert_eq!(
+        class["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"]
+            ["app.kubernetes.io/component"],
+        "egress-proxy"
+    );
+    assert!(rendered
+        .objects
+        .iter()
+        .all(|o| o["metadata"]["name"] != "plue-runners-small"));
+
+    // The pool file names the proxy, and the engine says what the class enforces.
+    let pool = rendered.pool_file();
+    assert!(
+        pool.contains("egress_proxy: \"http://plue-egress.ci.svc:3128\""),
+        "{pool}"
+    );
+    assert_eq!(pool.matches("egress_proxy").count(), 1, "{pool}");
+    let sandbox = Sandbox::new("chart-egress-proxy");
+    let file = sandbox.write("pool.yaml", &pool);
+    let output = sandbox.check_pool_config(&file, &["--pool", "kubernetes"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("enforces network: open, none, allow-list"),
+        "{stdout}"
+    );
+
+    let mut bad = values.clone();
+    bad["egressProxy"]["clusterCidrs"] = json!(["not a network"]);
+    assert_eq!(check_schema(&bad).0, Some(3), "the schema accepted {bad}");
+    let mut without = values.clone();
+    without["egressProxy"] = json!({"enabled": false});
+    assert_render_refuses(&without, "egress_proxy needs egressProxy.enabled");
+    let mut unconfined = values.clone();
+    unconfined["pool"]["classes"][1]["step_network"] = json!("step");
+    assert_render_refuses(&unconfined, "egress_proxy needs step_network: pod");
+    let mut no_cidrs = values;
+    no_cidrs["egressProxy"]["clusterCidrs"] = json!([]);
+    assert_render_refuses(&no_cidrs, "egressProxy.clusterCidrs");
+}

@@ -119,3 +119,14 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The cluster's egress proxy (`plue egress-proxy`): its pods, and the URL runner pods reach it at. */}}
+{{- define "plue.egressProxySelector" -}}
+app.kubernetes.io/name: {{ include "plue.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: egress-proxy
+{{- end -}}
+
+{{- define "plue.egressProxyUrl" -}}
+{{- printf "http://%s-egress.%s.svc:%v" (include "plue.fullname" .) .Release.Namespace .Values.egressProxy.port -}}
+{{- end -}}
