@@ -1376,8 +1376,9 @@ async fn counting_server(body: &'static str) -> (u16, Arc<std::sync::atomic::Ato
 /// listed host; an unlisted one is refused (a line of its log, counted in
 /// `plue_network_refused_total`); a second request of another host on a kept-alive
 /// connection is never sent; going around its runner's proxy straight to the cluster's,
-/// it has no credential and gets `407`. (An ended attempt's credential is refused by the
-/// unit tests of `runner::network::gateway` and the engine's `internal_api::egress`.)
+/// it has no credential and gets `407`. The engine answers the proxy about a grant only
+/// while its attempt runs (then `403`: it dies with the attempt), only with the proxy's
+/// token (`401`), and never for a grant another key signed.
 ///
 /// What this proves and what it does not: the simulated kubelet runs a pod's container as
 /// a plain local process, with no network namespace and no NetworkPolicy, so the step
@@ -1477,6 +1478,87 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     assert!(kept.contains("around 407"), "{kept}");
     assert_eq!(unlisted_reached.load(SeqCst), 0);
     assert_eq!(listed_reached.load(SeqCst), 2);
+
+    // The class enforces allow-lists, as `/api/pool` says.
+    let pool: Value = get_json(&client(), &format!("{}/api/pool", engine.url)).await;
+    let agents = pool["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "agents")
+        .unwrap();
+    assert_eq!(agents["labels"]["plue.network/allow"], "yes", "{pool:#}");
+
+    // The engine answers the proxy for a running attempt's grant only, and the proxy only.
+    let check = |credential: String, token: &'static str| {
+        let url = format!("{}/internal/egress/check", engine.url);
+        async move {
+            let answer = client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "credential": credential }))
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let key = engine::vault::grants::GrantKey::derive("egress-proxy-token-0123456789");
+    let credential = |attempt_id: i64| {
+        use base64::Engine as _;
+        let grant = key
+            .mint(attempt_id, &[format!("127.0.0.1:{listed}")])
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
+    };
+    const PROXY_TOKEN: &str = "egress-proxy-token-0123456789";
+    // The two attempts above (a fresh database's first) ended: refused.
+    for attempt_id in [1, 2] {
+        assert_eq!(check(credential(attempt_id), PROXY_TOKEN).await.0, 403);
+    }
+    let waiting = world
+        .run(
+            &engine,
+            "waiting",
+            &[format!(
+                "Step.bash('waiting', 'sleep 4', network=['127.0.0.1:{listed}'], \
+                 runner={{'role': 'agent'}})"
+            )],
+        )
+        .await;
+    let (status, grant) = wait_for(
+        Duration::from_secs(60),
+        "the third attempt to be claimed",
+        || async {
+            let answer = check(credential(3), PROXY_TOKEN).await;
+            (answer.0 == 200).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        grant,
+        json!({"attempt_id": 3, "hosts": [format!("127.0.0.1:{listed}")]})
+    );
+    assert_eq!(
+        check(credential(3), "not-the-proxy-token-0000").await.0,
+        401
+    );
+    let forged = {
+        use base64::Engine as _;
+        let other = engine::vault::grants::GrantKey::derive("another-token-0123456789");
+        let grant = other.mint(3, &["evil.example".to_owned()]).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
+    };
+    assert_eq!(check(forged, PROXY_TOKEN).await.0, 403);
+    let done = wait_final(&client(), &engine.url, waiting, Duration::from_secs(60)).await;
+    world.assert_succeeded(&done);
+    assert_eq!(
+        check(credential(3), PROXY_TOKEN).await.0,
+        403,
+        "dies with its attempt"
+    );
 
     // The refusal is counted, as a runner's own proxy's are (the runner reports it).
     wait_for(
