@@ -53,9 +53,6 @@ const MAX_CONNECTIONS: usize = 1024;
 /// Networks no connection reaches whatever the operator denies besides.
 const LINK_LOCAL: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
 
-/// The user name in an attempt's proxy credential (`Basic base64(attempt:<grant>)`).
-pub const USER: &str = "attempt";
-
 /// What the engine answers for a credential it knows and whose attempt still runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {

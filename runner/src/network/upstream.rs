@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The user name in an attempt's proxy credential (`Basic base64(attempt:<grant>)`; the
+/// engine's `internal_api::egress` reads it).
+const USER: &str = "attempt";
 /// The longest response head of the cluster's proxy read.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long the cluster's proxy may take to answer a `CONNECT`.
@@ -44,10 +47,7 @@ impl Upstream {
     pub(super) fn new(address: &str, grant: &str) -> Upstream {
         Upstream {
             address: address.to_owned(),
-            authorization: format!(
-                "Basic {}",
-                base64(format!("{}:{grant}", super::gateway::USER).as_bytes())
-            ),
+            authorization: format!("Basic {}", base64(format!("{}:{grant}", USER).as_bytes())),
         }
     }
 
