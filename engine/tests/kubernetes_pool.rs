@@ -359,6 +359,31 @@ async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
     assert!(pods(&world.cluster).is_empty());
 }
 
+/// A class with an egress proxy and an engine without its token: `plue serve` refuses to
+/// start (the class's allow-list steps would be routed to it and fail for want of a grant),
+/// before creating any pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_class_with_an_egress_proxy_without_the_proxys_token() {
+    let world = World::new("kube-serve-egress").await;
+    let extra = "  - name: agents\n    labels: {role: agent}\n    max_runners: 1\n    min_warm: 1\n\
+                 \x20   step_network: pod\n    egress_proxy: http://plue-egress:3128\n\
+                 \x20   template: {spec: {containers: [{name: runner, image: \"registry.example/plue:test\"}]}}\n";
+    let pool = world.config(1, 2, IMAGE, extra);
+    let output = world
+        .cluster
+        .serve_command(&world.sandbox, "engine", world.port, &pool, &[])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr.contains("the pool class 'agents' has an egress_proxy: give the proxy's token with --egress-proxy-token-file"),
+        "{stderr}"
+    );
+    let requests = world.cluster.kube.requests();
+    assert_eq!(writes(&requests, "pods", "POST"), 0, "{requests:?}");
+}
+
 /// The image name the simulated kubelet maps to the `plue` binary under test.
 const IMAGE: &str = "registry.example/plue:test";
 /// An image whose entrypoint says why on stderr and exits 1 at once, until the file
