@@ -1368,8 +1368,16 @@ async fn none_steps_run_on_a_pod_confined_class_and_fail_closed_elsewhere() {
 /// A local HTTP server answering each connection's first request with `body`; counts the
 /// connections it accepted.
 async fn counting_server(body: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    counting_server_on("127.0.0.1", body).await
+}
+
+/// [`counting_server`] on `address`.
+async fn counting_server_on(
+    address: &str,
+    body: &'static str,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = reached.clone();
@@ -1399,7 +1407,9 @@ async fn counting_server(body: &'static str) -> (u16, Arc<std::sync::atomic::Ato
 /// An allow-list step on a pod class with `egress_proxy` goes out through its runner's
 /// proxy and `plue egress-proxy`, with a credential only its runner holds: it reaches its
 /// listed host; an unlisted one is refused (a line of its log, counted in
-/// `plue_network_refused_total`); a second request of another host on a kept-alive
+/// `plue_network_refused_total`); listed addresses inside — the database's stand-in in a
+/// network the proxy denies, the cloud metadata address — are refused by the cluster's
+/// proxy and never reached; a second request of another host on a kept-alive
 /// connection is never sent; going around its runner's proxy straight to the cluster's,
 /// it has no credential and gets `407`. The engine answers the proxy about a grant only
 /// while its attempt runs (then `403`: it dies with the attempt), only with the proxy's
@@ -1420,6 +1430,8 @@ async fn allow_list_steps_on_pods_go_out_through_the_egress_proxy_with_their_own
     capless_runner(sandbox);
     let (listed, listed_reached) = counting_server("listed-answer").await;
     let (unlisted, unlisted_reached) = counting_server("unlisted-answer").await;
+    // The cluster's database, as far as the proxy knows: a network it is told to deny.
+    let (database, database_reached) = counting_server_on("127.0.0.2", "database").await;
     let proxy_port = free_port();
     let agents = format!(
         "  - name: agents\n    labels: {{role: agent}}\n    max_runners: 2\n    idle_timeout: 60s\n    step_network: pod\n\
@@ -1443,6 +1455,8 @@ async fn allow_list_steps_on_pods_go_out_through_the_egress_proxy_with_their_own
         token,
         "--deny",
         "10.96.0.0/12",
+        "--deny",
+        "127.0.0.2/32",
     ]);
     sandbox.spawn("egress-proxy", proxy);
 
@@ -1460,10 +1474,19 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
         "curl -sS http://127.0.0.1:{listed}/; echo; \
          curl -sS -o /dev/null -w 'unlisted %{{http_code}}\\n' http://127.0.0.1:{unlisted}/"
     );
+    // Listed, yet inside: the database's network and the cloud metadata address.
+    let inside = format!(
+        "curl -sS -o /dev/null -w 'database %{{http_code}}\\n' http://127.0.0.2:{database}/; \
+         curl -sS -o /dev/null -w 'metadata %{{http_code}}\\n' http://169.254.169.254/latest/"
+    );
     let steps = [
         format!(
             "Step.bash('through', {through:?}, network=['127.0.0.1:{listed}'], \
              runner={{'role': 'agent'}})"
+        ),
+        format!(
+            "Step.bash('inside', {inside:?}, \
+             network=['127.0.0.2:{database}', '169.254.169.254'], runner={{'role': 'agent'}})"
         ),
         format!(
             "Step.bash('kept_alive', {kept_alive:?}, network=['127.0.0.1:{listed}'], \
@@ -1496,6 +1519,17 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     );
     let refusal = format!("network: refused 127.0.0.1:{unlisted} (not in this step's allow-list)");
     assert!(through.contains(&refusal), "{through}");
+    let inside = logs("inside").await;
+    assert!(inside.contains("database 403"), "{inside}");
+    assert!(inside.contains("metadata 403"), "{inside}");
+    for target in [
+        format!("127.0.0.2:{database}"),
+        "169.254.169.254:80".to_owned(),
+    ] {
+        let line = format!("network: refused {target} (refused by the cluster's egress proxy");
+        assert!(inside.contains(&line), "{inside}");
+    }
+    assert_eq!(database_reached.load(SeqCst), 0);
     let kept = logs("kept_alive").await;
     assert!(kept.contains("listed-answer"), "{kept}");
     assert_eq!(kept.matches("HTTP/1.1 ").count(), 1, "one response: {kept}");
@@ -1538,8 +1572,8 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
         base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
     };
     const PROXY_TOKEN: &str = "egress-proxy-token-0123456789";
-    // The two attempts above (a fresh database's first) ended: refused.
-    for attempt_id in [1, 2] {
+    // The three attempts above (a fresh database's first) ended: refused.
+    for attempt_id in [1, 2, 3] {
         assert_eq!(check(credential(attempt_id), PROXY_TOKEN).await.0, 403);
     }
     let waiting = world
@@ -1554,9 +1588,9 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
         .await;
     let (status, grant) = wait_for(
         Duration::from_secs(60),
-        "the third attempt to be claimed",
+        "the fourth attempt to be claimed",
         || async {
-            let answer = check(credential(3), PROXY_TOKEN).await;
+            let answer = check(credential(4), PROXY_TOKEN).await;
             (answer.0 == 200).then_some(answer)
         },
     )
@@ -1564,7 +1598,7 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     assert_eq!(status, 200);
     assert_eq!(
         grant,
-        json!({"attempt_id": 3, "hosts": [format!("127.0.0.1:{listed}")]})
+        json!({"attempt_id": 4, "hosts": [format!("127.0.0.1:{listed}")]})
     );
     assert_eq!(
         check(credential(3), "not-the-proxy-token-0000").await.0,
@@ -1573,14 +1607,14 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     let forged = {
         use base64::Engine as _;
         let other = engine::vault::grants::GrantKey::derive("another-token-0123456789");
-        let grant = other.mint(3, &["evil.example".to_owned()]).unwrap();
+        let grant = other.mint(4, &["evil.example".to_owned()]).unwrap();
         base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
     };
     assert_eq!(check(forged, PROXY_TOKEN).await.0, 403);
     let done = wait_final(&client(), &engine.url, waiting, Duration::from_secs(60)).await;
     world.assert_succeeded(&done);
     assert_eq!(
-        check(credential(3), PROXY_TOKEN).await.0,
+        check(credential(4), PROXY_TOKEN).await.0,
         403,
         "dies with its attempt"
     );
