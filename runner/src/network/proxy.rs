@@ -15,7 +15,11 @@
 //!   ([`http::sniff`]); anything else (SSH, a binary protocol) is carried as it is;
 //! - an allowed name reaches no address inside the runner host — loopback, link-local
 //!   (the cloud metadata service), unspecified — wherever its DNS points it ([`may_reach`]);
-//!   only an IPv4 address the list names, or `localhost`, does;
+//!   only an IPv4 address the list names, or `localhost`, does; and nothing, listed or
+//!   not, reaches a network of `Shared::denied` (the cluster's, for `gateway.rs`);
+//! - with an upstream (a runner in a pod, `upstream.rs`) nothing is resolved or connected
+//!   here: every allowed target is a `CONNECT` through the cluster's egress proxy, whose
+//!   `403` is a refusal of the step like the list's own;
 //! - a plain request is sent to the allowed host only, its request line rewritten to
 //!   origin form, its `Host` header (if any, one) naming that same host and port, its
 //!   header lines well formed (token names, no control bytes, no folding), and with
