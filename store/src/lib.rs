@@ -287,7 +287,9 @@ impl Store {
         on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
     }
 
+    /// Closes the pool (waiting for every connection to come back).
     pub async fn close(&self) {
+        self.sqlite_statements.finalize();
         on_db!(self, pool => pool.close().await)
     }
 }

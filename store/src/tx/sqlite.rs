@@ -9,8 +9,9 @@
 //!   sessions it sits in [`SqliteStatements`] with every statement reset (no read or write
 //!   transaction of its own open), and it never closes the handle (sqlx owns it).
 //! - The prepared statements are finalized before sqlx closes the connection: the pool
-//!   never closes it while it lives (no idle timeout, no maximum lifetime), and the store
-//!   drops its [`SqliteStatements`] before its pool. SQLite's connection mutex
+//!   never closes it while it lives (no idle timeout, no maximum lifetime), the store
+//!   drops its [`SqliteStatements`] before its pool, and [`crate::Store::close`]
+//!   finalizes them ([`SqliteStatements::finalize`]) before it closes the pool. SQLite's connection mutex
 //!   (`serialized`) makes that drop, on whatever thread, safe beside sqlx's worker. A
 //!   session that finds another handle than the statements were prepared on drops them
 //!   and prepares anew: the old handle cannot have been freed with statements open
@@ -21,6 +22,7 @@
 //! - `$N` placeholders are bound by their number (SQLite numbers parameters by first
 //!   appearance), as sqlx's SQLite driver binds them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -41,6 +43,24 @@ const PREPARED_STATEMENTS: usize = 128;
 #[derive(Default)]
 pub(crate) struct SqliteStatements {
     kept: Mutex<Option<Prepared>>,
+    /// Set by [`SqliteStatements::finalize`]: sessions from then on finalize their
+    /// statements when they end instead of keeping them.
+    closing: AtomicBool,
+}
+
+impl SqliteStatements {
+    /// Finalizes the kept statements, and from now on every session's own when it ends:
+    /// before the pool is closed (which closes the connection, and SQLite refuses to close
+    /// one with statements still prepared).
+    pub(crate) fn finalize(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(kept);
+    }
 }
 
 impl std::fmt::Debug for SqliteStatements {
@@ -224,12 +244,18 @@ impl Drop for Session<'_> {
                 tracing::error!("rolling back an unfinished SQLite transaction: {error}");
             }
         }
-        // Kept for the next session, before the lock (a later field) is released.
-        *self
-            .statements
-            .kept
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.prepared.take();
+        // Kept for the next session, or finalized when the pool is closing — either way
+        // before the lock (a later field) is released.
+        let prepared = self.prepared.take();
+        if self.statements.closing.load(Ordering::SeqCst) {
+            drop(prepared);
+        } else {
+            *self
+                .statements
+                .kept
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = prepared;
+        }
     }
 }
 
@@ -396,6 +422,30 @@ mod tests {
                 .await
                 .unwrap();
         });
+    }
+
+    #[tokio::test]
+    async fn closing_the_store_finalizes_the_statements_so_the_connection_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_data_dir(dir.path()).await.unwrap();
+        let mut conn = Conn::acquire(&store).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let _: Option<i64> = tx
+            .scalar(Statement::new("SELECT count(*) FROM runs"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        drop(conn);
+        assert!(kept_handle(&store).is_some());
+        // Closed while the store (and its kept statements) lives on.
+        store.close().await;
+        assert!(kept_handle(&store).is_none());
+        let wal = dir.path().join("plue.db-wal");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wal.exists() {
+            assert!(Instant::now() < deadline, "the connection was not closed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
