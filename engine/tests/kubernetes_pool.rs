@@ -1404,8 +1404,9 @@ async fn counting_server_on(
     (port, reached)
 }
 
-/// An allow-list step on a pod class with `egress_proxy` goes out through its runner's
-/// proxy and `plue egress-proxy`, with a credential only its runner holds: it reaches its
+/// An allow-list step on a pod class with `egress_proxy` (bash steps, and an agent's
+/// `bash` tool) goes out through its runner's proxy and `plue egress-proxy`, with a
+/// credential only its runner holds: it reaches its
 /// listed host; an unlisted one is refused (a line of its log, counted in
 /// `plue_network_refused_total`); listed addresses inside — the database's stand-in in a
 /// network the proxy denies, the cloud metadata address — are refused by the cluster's
@@ -1433,16 +1434,38 @@ async fn allow_list_steps_on_pods_go_out_through_the_egress_proxy_with_their_own
     // The cluster's database, as far as the proxy knows: a network it is told to deny.
     let (database, database_reached) = counting_server_on("127.0.0.2", "database").await;
     let proxy_port = free_port();
+    // An agent whose bash tool fetches the listed host, then the unlisted one.
+    let tool = format!(
+        "curl -sS http://127.0.0.1:{listed}/; echo; \
+         curl -sS -o /dev/null -w 'unlisted %{{http_code}}' http://127.0.0.1:{unlisted}/"
+    );
+    let claude = testkit::claude::FakeClaude::start(vec![
+        testkit::claude::Turn::new()
+            .tool_use("toolu_1", "bash", &json!({ "command": tool }))
+            .usage(10, 5)
+            .reply(),
+        testkit::claude::Turn::text(&["done"]).usage(10, 1).reply(),
+    ]);
     let agents = format!(
         "  - name: agents\n    labels: {{role: agent}}\n    max_runners: 2\n    idle_timeout: 60s\n    step_network: pod\n\
          \x20   egress_proxy: http://127.0.0.1:{proxy_port}\n\
-         \x20   template:\n      spec:\n        containers: [{{name: runner, image: \"{CAPLESS_IMAGE}\"}}]\n"
+         \x20   template:\n      spec:\n        containers:\n          - name: runner\n            image: \"{CAPLESS_IMAGE}\"\n\
+         \x20           env: [{{name: ANTHROPIC_BASE_URL, value: \"{}\"}}]\n",
+        claude.url()
     );
     let pool = world.config(0, 2, CAPLESS_IMAGE, &agents);
     let token = sandbox.write_private("egress-token", "egress-proxy-token-0123456789\n");
     let token = token.to_str().unwrap();
     let engine = world
-        .serve_with(&pool, &["--egress-proxy-token-file", token])
+        .serve_with(
+            &pool,
+            &[
+                "--egress-proxy-token-file",
+                token,
+                "--secret",
+                "ANTHROPIC_API_KEY=sk-ant-kube-egress-proxy",
+            ],
+        )
         .await;
     let listen = format!("127.0.0.1:{proxy_port}");
     let proxy = sandbox.plue(&[
@@ -1489,6 +1512,10 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
              network=['127.0.0.2:{database}', '169.254.169.254'], runner={{'role': 'agent'}})"
         ),
         format!(
+            "Step.llm('agent', prompt='Fetch it.', tools=['bash'], \
+             network=['127.0.0.1:{listed}'], runner={{'role': 'agent'}})"
+        ),
+        format!(
             "Step.bash('kept_alive', {kept_alive:?}, network=['127.0.0.1:{listed}'], \
              runner={{'role': 'agent'}})"
         ),
@@ -1519,6 +1546,13 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     );
     let refusal = format!("network: refused 127.0.0.1:{unlisted} (not in this step's allow-list)");
     assert!(through.contains(&refusal), "{through}");
+    // The agent's bash tool: the listed host's answer, the unlisted one refused.
+    let results = claude.requests()[1].tool_results();
+    let result = results[0]["content"].to_string();
+    assert!(result.contains("listed-answer"), "{results:?}");
+    assert!(result.contains("unlisted 403"), "{results:?}");
+    let agent = logs("agent").await;
+    assert!(agent.contains(&refusal), "{agent}");
     let inside = logs("inside").await;
     assert!(inside.contains("database 403"), "{inside}");
     assert!(inside.contains("metadata 403"), "{inside}");
@@ -1536,7 +1570,7 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     // Going around the step's proxy to the cluster's: no credential, nothing out.
     assert!(kept.contains("around 407"), "{kept}");
     assert_eq!(unlisted_reached.load(SeqCst), 0);
-    assert_eq!(listed_reached.load(SeqCst), 2);
+    assert_eq!(listed_reached.load(SeqCst), 3);
 
     // The class enforces allow-lists, as `/api/pool` says.
     let pool: Value = get_json(&client(), &format!("{}/api/pool", engine.url)).await;
@@ -1572,8 +1606,8 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
         base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
     };
     const PROXY_TOKEN: &str = "egress-proxy-token-0123456789";
-    // The three attempts above (a fresh database's first) ended: refused.
-    for attempt_id in [1, 2, 3] {
+    // The four attempts above (a fresh database's first) ended: refused.
+    for attempt_id in [1, 2, 3, 4] {
         assert_eq!(check(credential(attempt_id), PROXY_TOKEN).await.0, 403);
     }
     let waiting = world
@@ -1588,9 +1622,9 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
         .await;
     let (status, grant) = wait_for(
         Duration::from_secs(60),
-        "the fourth attempt to be claimed",
+        "the fifth attempt to be claimed",
         || async {
-            let answer = check(credential(4), PROXY_TOKEN).await;
+            let answer = check(credential(5), PROXY_TOKEN).await;
             (answer.0 == 200).then_some(answer)
         },
     )
@@ -1598,7 +1632,7 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     assert_eq!(status, 200);
     assert_eq!(
         grant,
-        json!({"attempt_id": 4, "hosts": [format!("127.0.0.1:{listed}")]})
+        json!({"attempt_id": 5, "hosts": [format!("127.0.0.1:{listed}")]})
     );
     assert_eq!(
         check(credential(3), "not-the-proxy-token-0000").await.0,
@@ -1607,14 +1641,14 @@ curl -sS -o /dev/null -w 'around %{{http_code}}\n' -x http://127.0.0.1:{proxy_po
     let forged = {
         use base64::Engine as _;
         let other = engine::vault::grants::GrantKey::derive("another-token-0123456789");
-        let grant = other.mint(4, &["evil.example".to_owned()]).unwrap();
+        let grant = other.mint(5, &["evil.example".to_owned()]).unwrap();
         base64::engine::general_purpose::STANDARD.encode(format!("attempt:{grant}"))
     };
     assert_eq!(check(forged, PROXY_TOKEN).await.0, 403);
     let done = wait_final(&client(), &engine.url, waiting, Duration::from_secs(60)).await;
     world.assert_succeeded(&done);
     assert_eq!(
-        check(credential(4), PROXY_TOKEN).await.0,
+        check(credential(5), PROXY_TOKEN).await.0,
         403,
         "dies with its attempt"
     );
