@@ -182,7 +182,8 @@ const PG_CLAIM: &str = "\
         ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
     UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
     FROM picked WHERE s.id = picked.id \
-    RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration";
+    RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration, \
+        s.ready_at";
 
 const SQLITE_CLAIM: &str = "\
     UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 \
@@ -197,7 +198,7 @@ const SQLITE_CLAIM: &str = "\
                                   AND runs.secrets_allowed)) \
           AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
         ORDER BY ready_at, id LIMIT 1) \
-    RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration";
+    RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration, ready_at";
 
 /// What a completing `UPDATE attempts … RETURNING` reads of the attempt, its step run and
 /// its run.
@@ -429,6 +430,8 @@ struct ClaimedStep {
     action: Option<String>,
     timeout_ms: Option<i64>,
     iteration: i64,
+    /// When it became claimable: the new attempt's `ready_at`.
+    ready_at: Option<i64>,
 }
 
 /// The claim statement: the one place the backends' SQL differs in a transition.
@@ -457,14 +460,16 @@ pub(crate) async fn claim_in(
         .scalar(
             Statement::new(
                 "INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, \
-                 timeout_ms, iteration) VALUES ($1, $2, $3, 'claimed', $4, $5, $6) RETURNING id",
+                 timeout_ms, iteration, ready_at) \
+                 VALUES ($1, $2, $3, 'claimed', $4, $5, $6, $7) RETURNING id",
             )
             .bind(step.id)
             .bind(step.attempts)
             .bind(claim.runner_id)
             .bind(claim.now)
             .bind(step.timeout_ms.unwrap_or(3_600_000))
-            .bind(step.iteration),
+            .bind(step.iteration)
+            .bind(step.ready_at),
         )
         .await?
         .context("the new attempt's id")?;
