@@ -96,9 +96,9 @@ pub(crate) async fn run(args: EgressProxyArgs) -> anyhow::Result<ExitCode> {
         "plue egress-proxy listening on {}; never reached: {}",
         listener.local_addr()?,
         if denied.is_empty() {
-            "loopback and link-local addresses".to_owned()
+            "link-local and unspecified addresses, and loopback but for a listed address".to_owned()
         } else {
-            format!("loopback, link-local, {}", denied.join(", "))
+            format!("link-local, unspecified, {}", denied.join(", "))
         }
     );
     let stop = CancellationToken::new();

@@ -15,7 +15,8 @@
 //! (one plain request per connection), the TLS server name checked against the host, and
 //! no listed name leading to loopback, link-local or — here — the cluster's own networks
 //! (`denied`: the pod and service ranges, which not even an address the list names
-//! reaches; nor a link-local one, the cloud metadata service's, whatever is denied).
+//! reaches; nor a link-local one, the cloud metadata service's, nor the unspecified
+//! `0.0.0.0`/`::`, which lead to this host's loopback, whatever is denied).
 //!
 //! Invariants:
 //! - nothing leaves before the connection's credential was checked by the engine: no
@@ -50,8 +51,11 @@ use plue_types::protocol::Stream;
 /// The most connections served at once (all the cluster's allow-list steps share it).
 const MAX_CONNECTIONS: usize = 1024;
 
-/// Networks no connection reaches whatever the operator denies besides.
-const LINK_LOCAL: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
+/// Networks no connection reaches whatever the operator denies besides: link-local (the
+/// cloud metadata service), and the unspecified addresses, which Linux connects to the
+/// proxy's own loopback (`0.0.0.0` in a list would otherwise go around a denied
+/// `127.0.0.0/8`).
+const NEVER: [&str; 4] = ["169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128"];
 
 /// What the engine answers for a credential it knows and whose attempt still runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,10 +82,11 @@ pub async fn serve<G: Grants>(
     denied: Vec<Cidr>,
     stop: CancellationToken,
 ) {
-    // The cloud metadata service and the rest of link-local: never, even for an address
-    // a list names (a runner's own proxy lets a listed address through; here the node's
-    // credentials would be behind it).
-    let mut never: Vec<Cidr> = LINK_LOCAL
+    // The cloud metadata service and the rest of link-local, and the unspecified
+    // addresses (this host's loopback): never, even for an address a list names (a
+    // runner's own proxy lets a listed address through; here the node's credentials would
+    // be behind it).
+    let mut never: Vec<Cidr> = NEVER
         .iter()
         .filter_map(|net| Cidr::parse(net).ok())
         .collect();

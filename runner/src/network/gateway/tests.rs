@@ -305,3 +305,30 @@ async fn a_runners_proxy_goes_out_through_the_clusters_with_the_attempts_credent
     assert_eq!(listed_reached.load(Ordering::SeqCst), 2);
     ended.finish().await;
 }
+
+/// `0.0.0.0` (and `::`) is the proxy's own host: Linux connects to loopback for it. A list
+/// naming `0.0.0.0:<port>` must not reach what listens on the proxy's loopback when the
+/// operator denies loopback (the chart's `--deny 127.0.0.0/8`), nor with nothing denied.
+#[tokio::test]
+async fn the_unspecified_address_never_leads_to_the_proxys_own_loopback() {
+    let (listed, reached) = upstream().await;
+    let engine = Arc::new(Engine {
+        live: BTreeMap::from([(
+            "bWluZQ==".to_owned(),
+            grant(1, &[format!("0.0.0.0:{listed}")]),
+        )]),
+    });
+    for denied in [vec![Cidr::parse("127.0.0.0/8").unwrap()], Vec::new()] {
+        let port = proxy(engine.clone(), denied).await;
+        for request in [
+            format!(
+                "GET http://0.0.0.0:{listed}/ HTTP/1.1\r\nProxy-Authorization: Basic bWluZQ==\r\n\r\n"
+            ),
+            format!("CONNECT 0.0.0.0:{listed} HTTP/1.1\r\nProxy-Authorization: Basic bWluZQ==\r\n\r\n"),
+        ] {
+            let answer = exchange(port, &request).await;
+            assert!(answer.starts_with("HTTP/1.1 403"), "{request:?}: {answer}");
+        }
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
+}
