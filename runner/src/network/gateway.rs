@@ -52,10 +52,18 @@ use plue_types::protocol::Stream;
 const MAX_CONNECTIONS: usize = 1024;
 
 /// Networks no connection reaches whatever the operator denies besides: link-local (the
-/// cloud metadata service), and the unspecified addresses, which Linux connects to the
+/// cloud metadata service at 169.254.169.254), the metadata services elsewhere (AWS's
+/// IPv6 one, Alibaba Cloud's), and the unspecified addresses, which Linux connects to the
 /// proxy's own loopback (`0.0.0.0` in a list would otherwise go around a denied
 /// `127.0.0.0/8`).
-const NEVER: [&str; 4] = ["169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128"];
+const NEVER: [&str; 6] = [
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "100.100.100.200/32",
+    "0.0.0.0/8",
+    "::/128",
+];
 
 /// What the engine answers for a credential it knows and whose attempt still runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,16 +90,7 @@ pub async fn serve<G: Grants>(
     denied: Vec<Cidr>,
     stop: CancellationToken,
 ) {
-    // The cloud metadata service and the rest of link-local, and the unspecified
-    // addresses (this host's loopback): never, even for an address a list names (a
-    // runner's own proxy lets a listed address through; here the node's credentials would
-    // be behind it).
-    let mut never: Vec<Cidr> = NEVER
-        .iter()
-        .filter_map(|net| Cidr::parse(net).ok())
-        .collect();
-    never.extend(denied);
-    let denied = Arc::new(never);
+    let denied = Arc::new(never(denied));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
     loop {
@@ -121,6 +120,19 @@ pub async fn serve<G: Grants>(
         }
     }
     connections.shutdown().await;
+}
+
+/// [`NEVER`] and the operator's `denied`: the cloud metadata services, the rest of
+/// link-local and the unspecified addresses (this host's loopback) are never reached, even
+/// for an address a list names (a runner's own proxy lets a listed address through; here
+/// the node's credentials would be behind it).
+fn never(denied: Vec<Cidr>) -> Vec<Cidr> {
+    let mut never: Vec<Cidr> = NEVER
+        .iter()
+        .filter_map(|net| Cidr::parse(net).ok())
+        .collect();
+    never.extend(denied);
+    never
 }
 
 /// The `Basic` credential of a head's one `Proxy-Authorization` header.

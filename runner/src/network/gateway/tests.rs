@@ -332,3 +332,29 @@ async fn the_unspecified_address_never_leads_to_the_proxys_own_loopback() {
     }
     assert_eq!(reached.load(Ordering::SeqCst), 0);
 }
+
+/// The cloud metadata services that are not at a link-local address — AWS's IPv6 one
+/// (`fd00:ec2::254`, a name's AAAA can lead there) and Alibaba Cloud's (`100.100.100.200`)
+/// — are out of reach like `169.254.169.254`, even listed, whatever the operator denies.
+#[tokio::test]
+async fn the_metadata_services_off_link_local_are_out_of_reach() {
+    let never = super::never(Vec::new());
+    for address in ["fd00:ec2::254", "100.100.100.200", "::ffff:100.100.100.200"] {
+        let ip = address.parse().unwrap();
+        assert!(never.iter().any(|net| net.contains(ip)), "{address}");
+    }
+    let engine = Arc::new(Engine {
+        live: BTreeMap::from([(
+            "bWV0YQ==".to_owned(),
+            grant(3, &["100.100.100.200".to_owned()]),
+        )]),
+    });
+    let port = proxy(engine, Vec::new()).await;
+    let answer = exchange(
+        port,
+        "GET http://100.100.100.200/latest/meta-data/ HTTP/1.1\r\n\
+         Proxy-Authorization: Basic bWV0YQ==\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+}
