@@ -604,8 +604,8 @@ pub(crate) struct RunnerArgs {
     /// `egress_proxy`): an allow-list step runs with the pod's network and the runner's own
     /// proxy, which connects through this one with the attempt's credential (never given to
     /// the step), instead of a namespace of its own. Only for pods a NetworkPolicy keeps
-    /// from reaching anything else.
-    #[arg(long, value_name = "URL")]
+    /// from reaching anything else: it needs --network-confined-by-pod.
+    #[arg(long, value_name = "URL", requires = "network_confined_by_pod")]
     pub(crate) egress_proxy: Option<String>,
     /// Reach the engine on this Unix socket instead of --engine's host and port (how `plue
     /// run`'s own runners reach it); the requests, and the tokens, are the same.
@@ -1102,5 +1102,28 @@ mod tests {
                 "{name} is read by a flag but not in CREDENTIAL_VARS"
             );
         }
+    }
+
+    /// A runner whose allow-list steps go out through the cluster's egress proxy runs them
+    /// with its own network (no namespace): only a pod a NetworkPolicy confines may, so a
+    /// runner started by hand with `--egress-proxy` alone (its steps would have the host's
+    /// whole network, held only by clients that honour `HTTPS_PROXY`) does not start.
+    #[test]
+    fn an_egress_proxy_needs_a_runner_confined_by_its_pod() {
+        use clap::Parser;
+        let runner = ["plue", "runner", "--engine", "http://engine:8601"];
+        let proxy = ["--egress-proxy", "http://plue-egress:3128"];
+        let Err(err) = Cli::try_parse_from(runner.iter().chain(&proxy)) else {
+            panic!("--egress-proxy without --network-confined-by-pod was accepted");
+        };
+        assert!(
+            err.to_string().contains("--network-confined-by-pod"),
+            "{err}"
+        );
+        let confined = runner
+            .iter()
+            .chain(&proxy)
+            .chain(&["--network-confined-by-pod"]);
+        assert!(Cli::try_parse_from(confined).is_ok());
     }
 }

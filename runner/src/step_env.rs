@@ -33,6 +33,8 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "PLUE_SIGNING_KEY",
     "PLUE_GITHUB_APP_KEY_FILE",
     "PLUE_GITHUB_APP_WEBHOOK_SECRET_FILE",
+    // The egress proxy's token signs every allow-list attempt's credential.
+    "PLUE_EGRESS_PROXY_TOKEN_FILE",
 ];
 
 /// The variables a minimal base takes from the runner's environment.
