@@ -259,10 +259,22 @@ async fn measure(
         &psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
             .await?,
     )?;
+    if statements {
+        psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await?;
+        psql("SELECT pg_stat_statements_reset()").await?;
+    }
     let idle_started = Instant::now();
     let idle_cpu_from = cpu_now(&engines, postmaster)?;
     tokio::time::sleep(STATS_FLUSH).await;
     let idle_cpu_to = cpu_now(&engines, postmaster)?;
+    if statements {
+        let seconds = idle_started.elapsed().as_secs_f64();
+        eprintln!(
+            "{replicas} engine(s), idle: PostgreSQL's statements per second (calls, µs per \
+             call, µs per second):"
+        );
+        print_statements(&psql(TOP_STATEMENTS).await?, seconds)?;
+    }
     let before = commits(
         &psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
             .await?,
@@ -275,7 +287,6 @@ async fn measure(
     );
 
     if statements {
-        psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await?;
         psql("SELECT pg_stat_statements_reset()").await?;
     }
     let tables_before = psql(TABLE_WRITES).await?;
@@ -349,30 +360,11 @@ async fn measure(
         );
     }
     if statements {
-        let steps = (config.runs * config.steps) as f64;
         eprintln!(
             "{replicas} engine(s), PostgreSQL's execution time by statement over the burst \
              (calls per step, µs per call, µs per step):"
         );
-        let mut total = 0.0;
-        for line in top_statements.lines() {
-            let parts: Vec<&str> = line.splitn(3, '|').collect();
-            let [calls, total_ms, query] = parts[..] else {
-                continue;
-            };
-            let (calls, total_ms): (f64, f64) = (calls.parse()?, total_ms.parse()?);
-            total += total_ms;
-            eprintln!(
-                "  {:>6.2} {:>8.1} {:>8.1}  {query}",
-                calls / steps,
-                total_ms * 1000.0 / calls.max(1.0),
-                total_ms * 1000.0 / steps
-            );
-        }
-        eprintln!(
-            "  executing, all statements: {:.1} µs per step",
-            total * 1000.0 / steps
-        );
+        print_statements(&top_statements, (config.runs * config.steps) as f64)?;
     }
     stop.store(true, Ordering::SeqCst);
     for task in tasks {
@@ -426,6 +418,31 @@ async fn measure(
         idle_cpu,
         wake,
     })
+}
+
+/// Prints [`TOP_STATEMENTS`]' answer on stderr, each statement's calls and time per
+/// `unit` (steps, or seconds), and the total.
+fn print_statements(answer: &str, unit: f64) -> Result<()> {
+    let mut total = 0.0;
+    for line in answer.lines() {
+        let parts: Vec<&str> = line.splitn(3, '|').collect();
+        let [calls, total_ms, query] = parts[..] else {
+            continue;
+        };
+        let (calls, total_ms): (f64, f64) = (calls.parse()?, total_ms.parse()?);
+        total += total_ms;
+        eprintln!(
+            "  {:>8.2} {:>8.1} {:>8.1}  {query}",
+            calls / unit,
+            total_ms * 1000.0 / calls.max(1.0),
+            total_ms * 1000.0 / unit
+        );
+    }
+    eprintln!(
+        "  executing, all statements: {:.1} µs",
+        total * 1000.0 / unit
+    );
+    Ok(())
 }
 
 /// One-step runs the wake probe queues, one after the other.
