@@ -26,6 +26,9 @@
 //!   against that attempt's own list;
 //! - the credential is never forwarded (`Proxy-Authorization` is hop-by-hop in
 //!   `proxy.rs`);
+//! - one client address (a pod) holds at most as many connections as a runner's proxy
+//!   makes at once ([`MAX_PER_PEER`]): past that they are closed, so a step going around
+//!   its runner's proxy cannot take every slot from the cluster's other steps;
 //! - what it refuses is answered `403` (the runner's proxy then refuses the step's request,
 //!   in the step's log) and logged here with the attempt's id.
 //!
@@ -50,6 +53,11 @@ use plue_types::protocol::Stream;
 
 /// The most connections served at once (all the cluster's allow-list steps share it).
 const MAX_CONNECTIONS: usize = 1024;
+/// The most of them one client address holds: a runner's own proxy (`proxy.rs`'s
+/// `MAX_CONNECTIONS`) never has more connections at once than this, so one pod (a step
+/// going around its runner's proxy, with no credential at all) cannot hold every slot and
+/// starve the cluster's other steps.
+const MAX_PER_PEER: usize = 128;
 
 /// Networks no connection reaches whatever the operator denies besides: link-local (the
 /// cloud metadata service at 169.254.169.254), the metadata services elsewhere (AWS's
@@ -92,6 +100,7 @@ pub async fn serve<G: Grants>(
 ) {
     let denied = Arc::new(never(denied));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers = Peers::default();
     let mut connections = JoinSet::new();
     loop {
         let slot = tokio::select! {
@@ -107,10 +116,15 @@ pub async fn serve<G: Grants>(
         };
         while connections.try_join_next().is_some() {}
         match accepted {
-            Ok((client, _)) => {
+            Ok((client, address)) => {
+                // Past its share the connection is closed at once, its slot given back.
+                let Some(held) = peers.hold(address.ip()) else {
+                    tracing::debug!(peer = %address.ip(), "egress proxy: too many connections");
+                    continue;
+                };
                 let (grants, denied) = (grants.clone(), denied.clone());
                 connections.spawn(async move {
-                    let _slot = slot;
+                    let _slot = (slot, held);
                     if let Err(err) = connection(client, grants, denied).await {
                         tracing::debug!(%err, "egress proxy connection");
                     }
@@ -120,6 +134,38 @@ pub async fn serve<G: Grants>(
         }
     }
     connections.shutdown().await;
+}
+
+/// How many connections each client address holds.
+#[derive(Default, Clone)]
+struct Peers(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection of a client address, given back when dropped.
+struct Held(Peers, std::net::IpAddr);
+
+impl Peers {
+    /// One more connection of `peer`, unless it holds [`MAX_PER_PEER`] already.
+    fn hold(&self, peer: std::net::IpAddr) -> Option<Held> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(peer).or_insert(0);
+        if *count >= MAX_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Held(self.clone(), peer))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// [`NEVER`] and the operator's `denied`: the cloud metadata services, the rest of

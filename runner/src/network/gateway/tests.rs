@@ -358,3 +358,35 @@ async fn the_metadata_services_off_link_local_are_out_of_reach() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 }
+
+/// One pod holding every slot of the cluster's proxy (connections that never send a head,
+/// no credential needed) does not keep another pod's step from going out: a client
+/// address holds at most a runner's proxy's share; past it, connections are closed.
+#[tokio::test]
+async fn one_client_cannot_hold_every_slot() {
+    let (listed, reached) = upstream().await;
+    let engine = Arc::new(Engine {
+        live: BTreeMap::from([(
+            "bWluZQ==".to_owned(),
+            grant(1, &[format!("127.0.0.1:{listed}")]),
+        )]),
+    });
+    let port = proxy(engine, Vec::new()).await;
+    // Another pod: 127.0.0.2, as many idle connections as the proxy serves at once.
+    let mut idle = Vec::new();
+    for _ in 0..super::MAX_CONNECTIONS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(([127, 0, 0, 1], port).into()).await.unwrap());
+    }
+    let answer = exchange(
+        port,
+        &format!(
+            "GET http://127.0.0.1:{listed}/ HTTP/1.1\r\nProxy-Authorization: Basic bWluZQ==\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+    drop(idle);
+}
