@@ -72,13 +72,14 @@ pub struct AgentConfig {
     /// never a step's.
     pub anthropic_base_url: Option<String>,
     /// The runner's pod is confined by a NetworkPolicy (the operator's setting, given by
-    /// the Kubernetes pool to a class with `step_network: pod`; never a step's): a `none`
-    /// step runs without a namespace of its own ([`network::confine`]).
+    /// the Kubernetes pool to a class with `step_network: pod`; never a step's): a step
+    /// still gets a namespace of its own when the runner can make one, else the pod's
+    /// network ([`network::confine_on_pod`]).
     pub network_confined_by_pod: bool,
     /// The cluster's shared egress proxy (`--egress-proxy`, a class's `egress_proxy`; the
     /// operator's setting, never a step's), checked by [`network::egress_proxy_url`]: an
-    /// allow-list step runs through it with its attempt's credential
-    /// ([`network::through_gateway`]) instead of a namespace of its own.
+    /// allow-list step's proxy connects through it with its attempt's credential
+    /// ([`network::confine_on_pod`]).
     pub egress_proxy: Option<String>,
     /// Start the warm Python interpreter `python` steps are forked from when the runner
     /// starts, not at its first `python` step (which would wait ≈ 50 ms for it): for
@@ -703,35 +704,17 @@ async fn finish_sandbox(
         }
     };
     match prepared {
-        Ok(())
-            if config.network_confined_by_pod
-                && assignment.network == wire::NetworkPolicy::None =>
-        {
-            let _ = lines_tx
-                .send((Stream::System, network::CONFINED_BY_POD.into()))
-                .await;
-            (None, Ok(()))
-        }
-        Ok(()) if matches!(assignment.network, wire::NetworkPolicy::Allow(_)) => {
-            match config.egress_proxy.as_deref() {
-                Some(proxy) => {
-                    let grant = assignment.egress_grant.as_deref();
-                    let through =
-                        network::through_gateway(proxy, &assignment.network, grant, lines_tx);
-                    match through.await {
-                        Ok(through) => {
-                            let _ = lines_tx
-                                .send((Stream::System, network::THROUGH_GATEWAY.into()))
-                                .await;
-                            (Some(through), Ok(()))
-                        }
-                        Err(e) => (None, Err(e)),
+        Ok(()) if config.network_confined_by_pod => {
+            let grant = assignment.egress_grant.as_deref();
+            let gateway = config.egress_proxy.as_deref();
+            match network::confine_on_pod(&assignment.network, gateway, grant, lines_tx).await {
+                Ok((network, said)) => {
+                    if let Some(said) = said {
+                        let _ = lines_tx.send((Stream::System, said.into())).await;
                     }
+                    (network, Ok(()))
                 }
-                None => match network::confine(&assignment.network, lines_tx).await {
-                    Ok(confined) => (confined, Ok(())),
-                    Err(e) => (None, Err(e)),
-                },
+                Err(e) => (None, Err(e)),
             }
         }
         Ok(()) => match network::confine(&assignment.network, lines_tx).await {

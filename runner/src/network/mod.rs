@@ -29,15 +29,17 @@
 //! Which policies a runner can enforce is announced as reserved labels claims route by
 //! (`capability.rs`), so a step goes only to a runner that enforces its policy.
 //!
-//! The exceptions are the runner's, never a step's: a runner started with
-//! `--network-confined-by-pod` (a Kubernetes class whose pods a NetworkPolicy confines)
-//! runs a `none` step without calling [`confine`], and says so in the step's log
-//! ([`CONFINED_BY_POD`]); a runner started with `--egress-proxy URL` (a class with
-//! `egress_proxy`, whose pods the chart's NetworkPolicy lets reach only the engine, that
-//! proxy and DNS) serves an allow-list step its own proxy on the pod's loopback, which
-//! goes out through the cluster's shared egress proxy ([`through_gateway`], `gateway.rs`,
-//! `upstream.rs`) with the credential the engine minted for the attempt, or fails the step
-//! when there is none.
+//! A runner started with `--network-confined-by-pod` (a Kubernetes class whose pods a
+//! NetworkPolicy confines) still gives each step a namespace of its own whenever it can
+//! make one ([`confine_on_pod`]); with `--egress-proxy URL` (a class with `egress_proxy`,
+//! whose pods the chart's NetworkPolicy lets reach only the engine, that proxy and DNS) an
+//! allow-list's proxy goes out through the cluster's shared egress proxy (`gateway.rs`,
+//! `upstream.rs`) with the credential the engine minted for the attempt, or the step fails
+//! when there is none. Only where the runner cannot make a namespace (a pod without
+//! `CAP_SYS_ADMIN`) is the pod's NetworkPolicy the whole confinement: a `none` step then
+//! runs with the pod's network ([`CONFINED_BY_POD`]), an allow-list step with its runner's
+//! proxy on the pod's loopback ([`through_gateway`], [`THROUGH_GATEWAY`]), each said in
+//! the step's log.
 //!
 //! What it does not cover: Unix sockets bound to a path outside those directories (a home
 //! directory's: the step's user and file permissions decide there), and the runner's own
@@ -155,12 +157,7 @@ pub async fn through_gateway(
         ));
     };
     let allow = allow::AllowList::parse(hosts)?;
-    let grant = grant.filter(|g| is_grant(g)).ok_or_else(|| {
-        "network: the engine gave this attempt no credential for the cluster's egress proxy \
-         (is `plue serve` given --egress-proxy-token-file?); the step never runs with the \
-         pod's network instead"
-            .to_owned()
-    })?;
+    let grant = grant.filter(|g| is_grant(g)).ok_or_else(no_grant)?;
     let address = egress_proxy_url(proxy)
         .map_err(|e| format!("network: the egress proxy {e}"))?
         .trim_start_matches("http://")
@@ -179,6 +176,59 @@ pub async fn through_gateway(
         proxy: Some((served, port)),
         no_proxy: String::new(),
     })
+}
+
+/// How a step on a Kubernetes class whose pods the class's NetworkPolicy confines gets its
+/// network: in a namespace of its own whenever the runner can make one (root, or
+/// `CAP_SYS_ADMIN`, in the pod), exactly as on a local runner — an allow-list's proxy then
+/// connecting through the cluster's egress proxy (`gateway`, with the attempt's `grant`) —
+/// so the step cannot go around the proxies even where no NetworkPolicy is enforced; else
+/// the pod's own network, which the class's NetworkPolicy confines ([`through_gateway`]
+/// for an allow-list; nothing more for `none`). The second value is the `system` line
+/// that says which (`None` in a namespace of its own, as locally).
+pub async fn confine_on_pod(
+    policy: &NetworkPolicy,
+    gateway: Option<&str>,
+    grant: Option<&str>,
+    log: &Sender<(Stream, String)>,
+) -> Result<(Option<StepNetwork>, Option<&'static str>), String> {
+    let upstream = match (policy, gateway) {
+        (NetworkPolicy::Allow(_), Some(gateway)) => {
+            let grant = grant.filter(|g| is_grant(g)).ok_or_else(no_grant)?;
+            let address = egress_proxy_url(gateway)
+                .map_err(|e| format!("network: the egress proxy {e}"))?
+                .trim_start_matches("http://")
+                .to_owned();
+            Some(upstream::Upstream::new(&address, grant))
+        }
+        _ => None,
+    };
+    // Where no namespace can be made the pod's NetworkPolicy is the confinement: an
+    // allow-list on a class without the egress proxy has none, and fails as locally.
+    let falls_back_to_pod = match policy {
+        NetworkPolicy::Open => return Ok((None, None)),
+        NetworkPolicy::None => true,
+        NetworkPolicy::Allow(_) => upstream.is_some(),
+    };
+    match confine_with(policy, log, upstream).await {
+        Ok(network) => Ok((network, None)),
+        Err(_) if falls_back_to_pod => match policy {
+            NetworkPolicy::Allow(_) => {
+                let gateway = gateway.expect("an upstream comes from a gateway");
+                let network = through_gateway(gateway, policy, grant, log).await?;
+                Ok((Some(network), Some(THROUGH_GATEWAY)))
+            }
+            _ => Ok((None, Some(CONFINED_BY_POD))),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+fn no_grant() -> String {
+    "network: the engine gave this attempt no credential for the cluster's egress proxy \
+     (is `plue serve` given --egress-proxy-token-file?); the step never runs with the pod's \
+     network instead"
+        .to_owned()
 }
 
 /// Whether `grant` has the characters of the engine's grants (hex and `.`; base64url and
@@ -218,6 +268,16 @@ pub fn egress_proxy_url(url: &str) -> Result<String, String> {
 pub async fn confine(
     policy: &NetworkPolicy,
     log: &Sender<(Stream, String)>,
+) -> Result<Option<StepNetwork>, String> {
+    confine_with(policy, log, None).await
+}
+
+/// [`confine`], the proxy connecting through `upstream` (the cluster's egress proxy) when
+/// there is one.
+async fn confine_with(
+    policy: &NetworkPolicy,
+    log: &Sender<(Stream, String)>,
+    upstream: Option<upstream::Upstream>,
 ) -> Result<Option<StepNetwork>, String> {
     let allow = match policy {
         NetworkPolicy::Open => return Ok(None),
@@ -265,7 +325,7 @@ pub async fn confine(
                 .and_then(|()| tokio::net::UdpSocket::from_std(dns))
                 .map_err(|e| format!("network: the DNS stub's socket: {e}"))?;
             Some((
-                proxy::Proxy::serve(listener, Some(dns), allow, log.clone()),
+                proxy::Proxy::serve_through(listener, Some(dns), allow, log.clone(), upstream),
                 port,
             ))
         }

@@ -74,6 +74,7 @@ pub(super) struct Proxy {
 
 impl Proxy {
     /// Serves `listener` (bound in the step's namespace) until [`Proxy::finish`].
+    #[cfg(test)]
     pub(super) fn serve(
         listener: TcpListener,
         dns: Option<tokio::net::UdpSocket>,
@@ -83,8 +84,9 @@ impl Proxy {
         Proxy::serve_through(listener, dns, allow, log, None)
     }
 
-    /// [`Proxy::serve`] connecting through `upstream` (the cluster's egress proxy, with the
-    /// attempt's credential) instead of by itself, when there is one.
+    /// Serves `listener` (bound in the step's namespace, or on the pod's loopback) until
+    /// [`Proxy::finish`], connecting through `upstream` (the cluster's egress proxy, with the
+    /// attempt's credential) instead of by itself when there is one.
     pub(super) fn serve_through(
         listener: TcpListener,
         dns: Option<tokio::net::UdpSocket>,

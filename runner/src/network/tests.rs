@@ -1043,3 +1043,126 @@ async fn a_second_request_on_a_connection_never_reaches_the_upstream() {
         );
     }
 }
+
+/// A stand-in for the cluster's egress proxy: each `CONNECT` is answered by connecting to
+/// its target and carrying the bytes both ways; every request head it reads is kept.
+async fn fake_gateway() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                kept.lock().unwrap().push(head.clone());
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|rest| rest.split(' ').next())
+                else {
+                    let _ = client.write_all(b"HTTP/1.1 405 CONNECT only\r\n\r\n").await;
+                    return;
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (port, heads)
+}
+
+/// On a pod of a class whose NetworkPolicy confines it, a runner that can make a network
+/// namespace still gives the step one, as locally: the step's only way out is its runner's
+/// proxy, which goes on through the cluster's egress proxy with the attempt's credential —
+/// so a step cannot go around the proxies even where no NetworkPolicy is enforced. Where no
+/// namespace can be made, the pod's network is the confinement, and the log says so.
+#[tokio::test]
+async fn on_a_pod_a_runner_that_can_gives_the_step_a_namespace_of_its_own() {
+    let (log, _lines) = mpsc::channel(16);
+    let allowed = http_server("allowed").await;
+    let (gateway, heads) = fake_gateway().await;
+    let gateway = format!("http://127.0.0.1:{gateway}");
+    let policy = NetworkPolicy::Allow(vec![format!("127.0.0.1:{allowed}")]);
+    let no_grant = confine_on_pod(&policy, Some(&gateway), None, &log).await;
+    assert!(
+        no_grant
+            .as_ref()
+            .is_err_and(|e| e.contains("no credential")),
+        "{:?}",
+        no_grant.map(|(_, said)| said)
+    );
+    if !root() {
+        let (network, said) = confine_on_pod(&policy, Some(&gateway), Some("g.1"), &log)
+            .await
+            .unwrap();
+        assert!(network.unwrap().namespace().is_none());
+        assert_eq!(said, Some(THROUGH_GATEWAY));
+        let (network, said) = confine_on_pod(&NetworkPolicy::None, None, None, &log)
+            .await
+            .unwrap();
+        assert!(network.is_none());
+        assert_eq!(said, Some(CONFINED_BY_POD));
+        return;
+    }
+    let direct = Listener::tcp("127.0.0.1").await;
+    let (network, said) = confine_on_pod(&policy, Some(&gateway), Some("g.1"), &log)
+        .await
+        .unwrap();
+    let network = network.unwrap();
+    assert!(network.namespace().is_some());
+    assert_eq!(said, None);
+    let gateway_port = gateway.rsplit(':').next().unwrap();
+    let script = format!(
+        r#"
+        curl -s -m 5 --noproxy '' -x "$HTTP_PROXY" http://127.0.0.1:{allowed}/
+        echo "secret" > /dev/tcp/127.0.0.1/{direct} && echo "direct: sent"
+        printf 'CONNECT 127.0.0.1:{direct} HTTP/1.1\r\n\r\n' > /dev/tcp/127.0.0.1/{gateway_port} \
+            && echo "gateway: sent"
+        true
+        "#,
+        direct = direct.port
+    );
+    let printed = run(&script, Some(&network)).await;
+    assert_eq!(network.finish().await, 0, "{printed}");
+    assert!(printed.contains("hello from allowed"), "{printed}");
+    assert!(!printed.contains("direct: sent"), "{printed}");
+    assert!(!printed.contains("gateway: sent"), "{printed}");
+    assert!(!direct.heard());
+    // The cluster's proxy saw the runner's proxy only, with the attempt's credential
+    // (base64 of "attempt:g.1"), for the listed host.
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with(&format!("CONNECT 127.0.0.1:{allowed} ")),
+        "{heads:?}"
+    );
+    assert!(heads[0].contains("YXR0ZW1wdDpnLjE="), "{heads:?}");
+
+    // The same script without the namespace reaches the host's listener: the control.
+    let printed = run(&script, None).await;
+    assert!(printed.contains("direct: sent"), "{printed}");
+
+    // `none` on such a pod: a namespace of its own too, nothing said.
+    let (network, said) = confine_on_pod(&NetworkPolicy::None, None, None, &log)
+        .await
+        .unwrap();
+    assert!(network.unwrap().namespace().is_some());
+    assert_eq!(said, None);
+}
