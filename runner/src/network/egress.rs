@@ -50,7 +50,8 @@ impl Cidr {
         Ok(Cidr { address, prefix })
     }
 
-    /// Whether `ip` (an IPv4-mapped IPv6 address as its IPv4 one) is in this network.
+    /// Whether `ip` (an IPv4-mapped or NAT64 IPv6 address as its IPv4 one: [`canonical`])
+    /// is in this network.
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr;
         let bits = |prefix: u8, width: u32| -> u128 {
@@ -60,7 +61,7 @@ impl Cidr {
                 (!0u128 << (width - u32::from(prefix))) & (!0u128 >> (128 - width))
             }
         };
-        match (self.address, ip.to_canonical()) {
+        match (self.address, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = bits(self.prefix, 32);
                 u128::from(u32::from(net)) & mask == u128::from(u32::from(ip)) & mask
@@ -71,6 +72,20 @@ impl Cidr {
             }
             _ => false,
         }
+    }
+}
+
+/// `ip` as the address it reaches: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) and one
+/// of the NAT64 well-known prefix (`64:ff9b::a.b.c.d`, RFC 6052), which a cluster's NAT64
+/// translator carries to `a.b.c.d`, as that IPv4 address; any other as it is.
+pub(super) fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            let [.., a, b, c, d] = v6.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d))
+        }
+        other => other,
     }
 }
 
@@ -92,6 +107,18 @@ pub(super) async fn note_refused(shared: &Shared, target: &str, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::Cidr;
+
+    #[test]
+    fn a_nat64_address_is_held_to_the_ipv4_address_it_reaches() {
+        let link_local = Cidr::parse("169.254.0.0/16").unwrap();
+        assert!(link_local.contains("64:ff9b::a9fe:a9fe".parse().unwrap()));
+        assert!(link_local.contains("64:ff9b::169.254.169.254".parse().unwrap()));
+        assert!(!link_local.contains("64:ff9b:0:0:1::a9fe:a9fe".parse().unwrap()));
+        assert_eq!(
+            super::canonical("64:ff9b::7f00:1".parse().unwrap()),
+            "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
+        );
+    }
 
     #[test]
     fn a_network_holds_exactly_its_addresses() {

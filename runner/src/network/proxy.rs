@@ -409,7 +409,8 @@ async fn connect(host: &str, port: u16, denied: &[Cidr]) -> std::io::Result<Opti
 /// Whether the proxy may connect to `ip` for the allowed `host`. An IPv4 address the list
 /// names itself, or the name `localhost`, goes where it says. Any other name never leads
 /// to the runner host's loopback, a link-local address (the cloud metadata service at
-/// 169.254.169.254), an unspecified (`0.0.0.0` reaches loopback) or a multicast one: what
+/// 169.254.169.254), an unspecified (`0.0.0.0` reaches loopback) or a multicast one (an
+/// IPv4-mapped or NAT64 address held to the IPv4 one it reaches): what
 /// a listed name resolves to is not the list's word — its owner's DNS may rebind it, and a
 /// `*.` pattern's subdomains are anyone's who controls that zone.
 fn may_reach(host: &str, ip: IpAddr) -> bool {
@@ -417,7 +418,7 @@ fn may_reach(host: &str, ip: IpAddr) -> bool {
     if host.parse::<Ipv4Addr>().is_ok() || host == "localhost" {
         return true;
     }
-    match ip.to_canonical() {
+    match super::egress::canonical(ip) {
         IpAddr::V4(v4) => {
             !(v4.is_loopback()
                 || v4.is_link_local()
