@@ -398,6 +398,17 @@ mod tests {
         kept.as_ref().map(|prepared| prepared.handle)
     }
 
+    /// A transition of one statement, which leaves it prepared.
+    async fn one_transition(store: &Store) {
+        let mut conn = Conn::acquire(store).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let _: Option<i64> = tx
+            .scalar(Statement::new("SELECT count(*) FROM runs"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
     #[tokio::test]
     async fn statements_stay_prepared_across_transitions_on_the_same_connection() {
         let dir = tempfile::tempdir().unwrap();
@@ -428,14 +439,7 @@ mod tests {
     async fn closing_the_store_finalizes_the_statements_so_the_connection_closes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_data_dir(dir.path()).await.unwrap();
-        let mut conn = Conn::acquire(&store).await.unwrap();
-        let mut tx = conn.begin().await.unwrap();
-        let _: Option<i64> = tx
-            .scalar(Statement::new("SELECT count(*) FROM runs"))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        drop(conn);
+        one_transition(&store).await;
         assert!(kept_handle(&store).is_some());
         // Closed while the store (and its kept statements) lives on.
         store.close().await;
@@ -454,14 +458,7 @@ mod tests {
         let store = Store::open_data_dir(dir.path()).await.unwrap();
         let wal = dir.path().join("plue.db-wal");
         let clone = store.clone();
-        let mut conn = Conn::acquire(&clone).await.unwrap();
-        let mut tx = conn.begin().await.unwrap();
-        let _: Option<i64> = tx
-            .scalar(Statement::new("SELECT count(*) FROM runs"))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        drop(conn);
+        one_transition(&clone).await;
         drop(clone);
         assert!(kept_handle(&store).is_some());
         assert!(wal.exists(), "WAL mode keeps {} while open", wal.display());
