@@ -178,7 +178,10 @@ async fn an_installation_token_does_what_it_was_granted_and_nothing_else() {
 
 #[tokio::test]
 async fn installation_tokens_expire_and_git_needs_contents() {
-    let forge = forge(Duration::from_secs(1));
+    // `expires_at` is in whole seconds, so a token lives between 2 and 3 s of these 3: a
+    // 1 s lifetime left as little as a few ms for the first clone when minted late in a
+    // second (this test failed so, in CI).
+    let forge = forge(Duration::from_secs(3));
     let reader = token_for(&forge, json!({"contents": "read"})).await;
     let clone = |token: &str, dir: &std::path::Path| {
         let header = format!(
@@ -206,7 +209,7 @@ async fn installation_tokens_expire_and_git_needs_contents() {
         .output()
         .unwrap();
     assert!(!anonymous.status.success(), "no token, no clone");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let expired = clone(&reader, &dir.path().join("c"));
     assert!(!expired.status.success(), "expired");
     let (status, _) = send(
