@@ -42,8 +42,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::allow::AllowList;
@@ -99,41 +98,20 @@ pub async fn serve<G: Grants>(
     stop: CancellationToken,
 ) {
     let denied = Arc::new(never(denied));
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let peers = Peers::default();
-    let mut connections = JoinSet::new();
-    loop {
-        let slot = tokio::select! {
-            () = stop.cancelled() => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
+    proxy::accept_bounded(listener, MAX_CONNECTIONS, stop, |client, address| {
+        // Past its share the connection is closed at once, its slot given back.
+        let Some(held) = peers.hold(address.ip()) else {
+            tracing::debug!(peer = %address.ip(), "egress proxy: too many connections");
+            return None;
         };
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        while connections.try_join_next().is_some() {}
-        match accepted {
-            Ok((client, address)) => {
-                // Past its share the connection is closed at once, its slot given back.
-                let Some(held) = peers.hold(address.ip()) else {
-                    tracing::debug!(peer = %address.ip(), "egress proxy: too many connections");
-                    continue;
-                };
-                let (grants, denied) = (grants.clone(), denied.clone());
-                connections.spawn(async move {
-                    let _slot = (slot, held);
-                    if let Err(err) = connection(client, grants, denied).await {
-                        tracing::debug!(%err, "egress proxy connection");
-                    }
-                });
-            }
-            Err(err) => tracing::debug!(%err, "egress proxy accept"),
-        }
-    }
-    connections.shutdown().await;
+        let (grants, denied) = (grants.clone(), denied.clone());
+        Some(async move {
+            let _held = held;
+            connection(client, grants, denied).await
+        })
+    })
+    .await;
 }
 
 /// How many connections each client address holds.

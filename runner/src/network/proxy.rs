@@ -126,7 +126,27 @@ impl Proxy {
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    accept_bounded(listener, MAX_CONNECTIONS, stop, |client, _| {
+        let shared = shared.clone();
+        Some(async move { serve(client, &shared).await })
+    })
+    .await;
+}
+
+/// Accepts on `listener` until `stop`, serving at most `max` connections at once, each by
+/// the future `connection` makes of it (`None`: closed at once, its slot given back): the
+/// accept loop of a runner's proxy and of the cluster's. Every connection's task ends
+/// when this does.
+pub(super) async fn accept_bounded<F, Served>(
+    listener: TcpListener,
+    max: usize,
+    stop: CancellationToken,
+    mut connection: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Option<Served>,
+    Served: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max));
     let mut connections = JoinSet::new();
     loop {
         let slot = tokio::select! {
@@ -143,11 +163,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
         // Reap the finished ones so the set stays as large as what runs.
         while connections.try_join_next().is_some() {}
         match accepted {
-            Ok((client, _)) => {
-                let shared = shared.clone();
+            Ok((client, address)) => {
+                let Some(served) = connection(client, address) else {
+                    continue;
+                };
                 connections.spawn(async move {
                     let _slot = slot;
-                    if let Err(err) = serve(client, &shared).await {
+                    if let Err(err) = served.await {
                         tracing::debug!(%err, "egress proxy connection");
                     }
                 });
