@@ -157,11 +157,7 @@ pub async fn through_gateway(
         ));
     };
     let allow = allow::AllowList::parse(hosts)?;
-    let grant = grant.filter(|g| is_grant(g)).ok_or_else(no_grant)?;
-    let address = egress_proxy_url(proxy)
-        .map_err(|e| format!("network: the egress proxy {e}"))?
-        .trim_start_matches("http://")
-        .to_owned();
+    let upstream = upstream_of(proxy, grant)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .map_err(|e| format!("network: the step's proxy on the pod's loopback: {e}"))?;
@@ -169,7 +165,6 @@ pub async fn through_gateway(
         .local_addr()
         .map_err(|e| format!("network: the proxy's address: {e}"))?
         .port();
-    let upstream = upstream::Upstream::new(&address, grant);
     let served = proxy::Proxy::serve_through(listener, None, allow, log.clone(), Some(upstream));
     Ok(StepNetwork {
         namespace: None,
@@ -193,14 +188,7 @@ pub async fn confine_on_pod(
     log: &Sender<(Stream, String)>,
 ) -> Result<(Option<StepNetwork>, Option<&'static str>), String> {
     let upstream = match (policy, gateway) {
-        (NetworkPolicy::Allow(_), Some(gateway)) => {
-            let grant = grant.filter(|g| is_grant(g)).ok_or_else(no_grant)?;
-            let address = egress_proxy_url(gateway)
-                .map_err(|e| format!("network: the egress proxy {e}"))?
-                .trim_start_matches("http://")
-                .to_owned();
-            Some(upstream::Upstream::new(&address, grant))
-        }
+        (NetworkPolicy::Allow(_), Some(gateway)) => Some(upstream_of(gateway, grant)?),
         _ => None,
     };
     // Where no namespace can be made the pod's NetworkPolicy is the confinement: an
@@ -222,6 +210,17 @@ pub async fn confine_on_pod(
         },
         Err(e) => Err(e),
     }
+}
+
+/// The cluster's egress proxy at `gateway` (checked by [`egress_proxy_url`]), reached with
+/// the attempt's `grant`; the step's failure reason when either is not usable.
+fn upstream_of(gateway: &str, grant: Option<&str>) -> Result<upstream::Upstream, String> {
+    let grant = grant.filter(|g| is_grant(g)).ok_or_else(no_grant)?;
+    let address = egress_proxy_url(gateway)
+        .map_err(|e| format!("network: the egress proxy {e}"))?
+        .trim_start_matches("http://")
+        .to_owned();
+    Ok(upstream::Upstream::new(&address, grant))
 }
 
 fn no_grant() -> String {
