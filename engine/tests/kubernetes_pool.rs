@@ -342,21 +342,11 @@ async fn serve_refuses_a_weakening_template_before_creating_any_pod() {
     let world = World::new("kube-serve-weak").await;
     let extra = "  - name: gpu\n    labels: {gpu: \"yes\"}\n    max_runners: 1\n    min_warm: 1\n\
                  \x20   template: {spec: {volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: plue}}], containers: [{name: runner, image: \"registry.example/plue:test\"}]}}\n";
-    let pool = world.config(1, 2, IMAGE, extra);
-    let output = world
-        .cluster
-        .serve_command(&world.sandbox, "engine", world.port, &pool, &[])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{output:?}");
+    let stderr = serve_refused(&world, &world.config(1, 2, IMAGE, extra));
     assert!(
         stderr.contains("pool class \"gpu\": spec.volumes[1].secret is not allowed (Secret volumes need allow_secret_volumes), got secretName \"plue\""),
         "{stderr}"
     );
-    let requests = world.cluster.kube.requests();
-    assert_eq!(writes(&requests, "pods", "POST"), 0, "{requests:?}");
-    assert!(pods(&world.cluster).is_empty());
 }
 
 /// A class with an egress proxy and an engine without its token: `plue serve` refuses to
@@ -368,20 +358,25 @@ async fn serve_refuses_a_class_with_an_egress_proxy_without_the_proxys_token() {
     let extra = "  - name: agents\n    labels: {role: agent}\n    max_runners: 1\n    min_warm: 1\n\
                  \x20   step_network: pod\n    egress_proxy: http://plue-egress:3128\n\
                  \x20   template: {spec: {containers: [{name: runner, image: \"registry.example/plue:test\"}]}}\n";
-    let pool = world.config(1, 2, IMAGE, extra);
-    let output = world
-        .cluster
-        .serve_command(&world.sandbox, "engine", world.port, &pool, &[])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{output:?}");
+    let stderr = serve_refused(&world, &world.config(1, 2, IMAGE, extra));
     assert!(
         stderr.contains("the pool class 'agents' has an egress_proxy: give the proxy's token with --egress-proxy-token-file"),
         "{stderr}"
     );
+}
+
+/// Starts `plue serve` with `pool`, which it must refuse before creating any pod; its stderr.
+fn serve_refused(world: &World, pool: &str) -> String {
+    let output = world
+        .cluster
+        .serve_command(&world.sandbox, "engine", world.port, pool, &[])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
     let requests = world.cluster.kube.requests();
     assert_eq!(writes(&requests, "pods", "POST"), 0, "{requests:?}");
+    assert!(pods(&world.cluster).is_empty());
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The image name the simulated kubelet maps to the `plue` binary under test.
