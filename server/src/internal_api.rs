@@ -516,6 +516,7 @@ async fn prepare_assignment(
         },
         network: dispatch.network,
         egress_grant,
+        caches: Vec::new(),
         budget,
     }))
 }

@@ -158,6 +158,8 @@ async fn assignment(
         // No attempt to hold one: a runner that needs the cluster's egress proxy for an
         // allow-list fails the session's step closed.
         egress_grant: None,
+        // A debug session restores and saves no cache.
+        caches: Vec::new(),
     }))
 }
 

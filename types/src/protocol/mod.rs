@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod caches;
 pub mod debug;
 pub mod egress;
 mod log_batch;
@@ -232,6 +233,9 @@ pub struct Assignment {
     /// proxy configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_grant: Option<String>,
+    /// The step's caches ([`caches`]): restored before it starts, saved after it succeeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<caches::CacheSpec>,
 }
 
 /// A step's network policy on the wire: `"open"` (omitted), `"none"`, or
