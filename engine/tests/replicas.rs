@@ -16,8 +16,8 @@ use plue_types::protocol as wire;
 use serde_json::json;
 
 const REGISTRATION: &str = "registration-token-of-the-replicas-test";
-/// Every timer that could wake a waiting poll: its re-check, and the sweeper's pass (every
-/// other heartbeat).
+/// Every timer that could wake a waiting poll: its re-check, the due-work watch, and the
+/// sweeper's pass (every other heartbeat).
 const TIMERS: Duration = Duration::from_secs(600);
 /// The runner's poll: far shorter than [`TIMERS`], far longer than a notification takes.
 const WAIT_MS: u64 = 20_000;
@@ -30,6 +30,7 @@ async fn engine(url: &str) -> RunningEngine {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = EngineConfig::new(REGISTRATION.into());
     config.poll_recheck = TIMERS;
+    config.due_check = TIMERS;
     config.heartbeat_interval = TIMERS;
     config.lost_after = TIMERS * 2;
     server::start(store, listener, config, None)

@@ -376,8 +376,9 @@ async fn poll(
         if now >= deadline {
             return Ok(Json(PollResponse::default()));
         }
-        // Re-check on a short timer too: retries become due without a wake, and a wake from
-        // another replica may be lost (`store::wake`: hints only).
+        // Re-check on a slow timer too, under every wake (`due_wake` for work that became due,
+        // the sweeper's periodic wake of every poll): a safety net, never the way work is
+        // found.
         let tick = (deadline - now).min(state.config.poll_recheck);
         wake.held = tokio::select! {
             _ = state.shutdown.cancelled() => return Ok(Json(PollResponse::default())),

@@ -20,6 +20,7 @@
 pub mod access;
 pub mod api;
 pub mod debug_relay;
+pub mod due_wake;
 pub mod http_error;
 pub mod internal_api;
 pub mod json_body;

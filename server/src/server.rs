@@ -95,8 +95,12 @@ pub struct EngineConfig {
     pub max_parallel: usize,
     pub heartbeat_interval: Duration,
     pub lost_after: Duration,
-    /// How often a runner's waiting poll looks for work again unwoken (retries that became
-    /// due; a wake lost between replicas): 250 ms.
+    /// How often this engine looks for queued work that became due as time passed (a
+    /// retry's backoff, a wait timer; a wake lost between replicas) and wakes polls for it
+    /// ([`crate::due_wake`]): 250 ms.
+    pub due_check: Duration,
+    /// How often a runner's waiting poll looks for work again unwoken, a safety net under
+    /// the wakes and [`EngineConfig::due_check`]: 5 s.
     pub poll_recheck: Duration,
     pub pool: Option<LocalPoolSettings>,
     /// The Kubernetes pool's classes as `GET /api/pool` shows them (when it runs).
@@ -153,7 +157,8 @@ impl EngineConfig {
             max_parallel: 64,
             heartbeat_interval: Duration::from_secs(2),
             lost_after: Duration::from_secs(10),
-            poll_recheck: Duration::from_millis(250),
+            due_check: Duration::from_millis(250),
+            poll_recheck: Duration::from_secs(5),
             pool: None,
             pool_classes: None,
             local_workflows: Vec::new(),
@@ -499,6 +504,11 @@ async fn start_serving(
             shutdown.clone(),
         ));
     }
+    tasks.spawn(crate::due_wake::run(
+        executor.clone(),
+        config.due_check,
+        shutdown.clone(),
+    ));
     tasks.spawn(sweeper::run(
         executor.clone(),
         auth,

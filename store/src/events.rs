@@ -262,6 +262,13 @@ impl Events {
         self.wake_polls(n);
     }
 
+    /// `n` queued attempts became claimable as time passed (`server::due_wake`): wakes `n`
+    /// of this process's waiting polls and the pools' controllers, and tells no other
+    /// replica (each one looks for due work itself).
+    pub fn became_due(&self, n: usize) {
+        self.wake_polls(n);
+    }
+
     /// [`Events::queued`] here only.
     fn wake_polls(&self, n: usize) {
         if n == 0 {

@@ -292,6 +292,20 @@ impl Store {
         Ok(rows)
     }
 
+    /// Step runs still queued whose `ready_at` fell in `(after, upto]`: work that became
+    /// claimable in that window (a retry's backoff or a wait timer ran out, or another
+    /// replica queued it). One range scan of the `step_runs_claim` index.
+    pub async fn became_ready(&self, after: i64, upto: i64) -> anyhow::Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM step_runs \
+             WHERE status = 'queued' AND ready_at > $1 AND ready_at <= $2",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_one(pool)
+        .await?))
+    }
+
     /// Step runs ready to claim now, and debug sessions waiting for a runner (the pool's
     /// measure of demand).
     pub async fn queued_ready(&self, now: i64) -> anyhow::Result<i64> {
@@ -386,4 +400,35 @@ fn parse_label_set(labels: &str) -> BTreeMap<String, String> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use evaluator::plan::{Plan, Step};
+
+    use crate::testing::{local_run, queue_run_ready_at, stores};
+
+    #[tokio::test]
+    async fn became_ready_counts_queued_steps_whose_time_fell_in_the_window() {
+        for (store, _dir) in stores().await {
+            let plan = Plan::new("p", vec![Step::bash("a", "true"), Step::bash("b", "true")]);
+            let json = serde_json::to_string(&plan).unwrap();
+            queue_run_ready_at(&store, &local_run(&plan, &json), 1_000).await;
+            // The window is half-open: (after, upto].
+            assert_eq!(store.became_ready(0, 999).await.unwrap(), 0);
+            assert_eq!(store.became_ready(0, 1_000).await.unwrap(), 2);
+            assert_eq!(store.became_ready(1_000, 2_000).await.unwrap(), 0);
+            // A claimed step is no longer waiting for anyone.
+            let runner = store
+                .register_runner("r", "{}", "r", false, 0)
+                .await
+                .unwrap();
+            store
+                .claim(runner, &[String::new()], 1_500)
+                .await
+                .unwrap()
+                .expect("a ready step");
+            assert_eq!(store.became_ready(999, 1_000).await.unwrap(), 1);
+        }
+    }
 }

@@ -141,12 +141,16 @@ pub async fn create_repo(store: &Store, name: &str) -> i64 {
 /// dispatch document: what the engine's executor does for a plan of independent steps,
 /// for tests below the executor (the pools') that need queued work. Returns the run's id.
 pub async fn queue_run(store: &Store, run: &NewRun<'_>) -> i64 {
+    queue_run_ready_at(store, run, crate::now_ms()).await
+}
+
+/// [`queue_run`], its steps claimable from `ready_at` (a retry's backoff, a wait timer).
+pub async fn queue_run_ready_at(store: &Store, run: &NewRun<'_>, ready_at: i64) -> i64 {
     let run_id = store
         .create_run(run, 100)
         .await
         .expect("storing the run")
         .id;
-    let now = crate::now_ms();
     store
         .advance(
             run_id,
@@ -161,7 +165,7 @@ pub async fn queue_run(store: &Store, run: &NewRun<'_>) -> i64 {
                     .map(|step| crate::StepChange::Queue {
                         step_run_id: step.id,
                         dispatch: "{}".into(),
-                        ready_at: now,
+                        ready_at,
                         timeout_ms: 60_000,
                     })
                     .collect()
