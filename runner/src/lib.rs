@@ -18,6 +18,7 @@
 //!   runner's own that keeps only allow-listed settings (no filter, hook or pager runs).
 //! - [`engine_client`]: the runner's HTTP client to its engine, which never takes a proxy
 //!   from the environment.
+//! - [`caches`]: a step cache's key, archive, digest check and restore on disk.
 //! - [`mask`]: replaces secret values in log lines; [`outputs`]: parses `$PLUE_OUTPUT`.
 //! - [`work_tmpfs`]: a root runner's work directory on a tmpfs of its own mount namespace,
 //!   so attempts' trees cost no disk inodes.
@@ -29,6 +30,7 @@
 //! prompts`.
 
 pub mod agent;
+pub mod caches;
 mod cgroup_state;
 mod containment;
 pub mod engine_client;

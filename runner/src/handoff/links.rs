@@ -55,7 +55,7 @@ pub(super) fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Err
 
 /// Opens the directory at `path` (`/` separated names) below `root`, one name at a time,
 /// never through a link.
-pub(super) fn open_below(root: BorrowedFd<'_>, path: &[OsString]) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_below(root: BorrowedFd<'_>, path: &[OsString]) -> Result<OwnedFd, Errno> {
     let mut current = open_dir(root, OsStr::new("."))?;
     for name in path {
         current = open_dir(current.as_fd(), name)?;

@@ -4,6 +4,8 @@
 //! [`pack`] writes the tar of a finished step's workspace (or of the files its `artifacts`
 //! globs match); [`unpack`] puts a dependency's tar into a fresh workspace; [`list`] reads
 //! one without writing anything (the engine lists artifacts with it).
+//! [`pack_trees`] and [`unpack_split`] do the same for one archive of several trees, each
+//! under its own index (a step cache's paths, `crate::caches`), every rule held per tree.
 //!
 //! Invariants: the content of an archive is the previous step's, so it is hostile. Nothing
 //! is ever written outside the target directory: entry paths are relative with no `..`,
@@ -24,8 +26,8 @@ mod unpack;
 
 use std::path::Path;
 
-pub use pack::{pack, Packed, Selection};
-pub use unpack::{list, unpack, Listed, Unpacked};
+pub use pack::{pack, pack_trees, Packed, Selection};
+pub use unpack::{list, unpack, unpack_split, Listed, Unpacked};
 
 /// Why an archive was not written or read.
 #[derive(Debug, thiserror::Error)]

@@ -111,11 +111,99 @@ pub(super) fn pack_within(
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Deterministic);
-    let mut packed = Packed::default();
-    let mut entries = 0u64;
-    let mut archive_bytes = 1024u64; // the two zero blocks at the end
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(io::Error::from)?;
+    let mut counts = Counts::new();
+    let packed = append_tree(
+        &mut builder,
+        root_fd,
+        Path::new(""),
+        selection,
+        limits,
+        &mut counts,
+        lookups,
+    )?;
+    builder.into_inner()?.flush()?;
+    warn_unresolved(root, &packed);
+    Ok(packed)
+}
+
+/// Writes one tar of several trees to `out`: each `(root, prefix)` (a directory opened by
+/// the caller, never through a link) with every entry's path below `prefix`, so a reader
+/// can tell the trees apart ([`super::unpack_split`]). A symbolic link is kept only when
+/// it stays inside its own tree. The bounds are the whole archive's.
+pub fn pack_trees(
+    trees: Vec<(OwnedFd, PathBuf)>,
+    limits: &Limits,
+    out: impl Write,
+) -> Result<Packed, HandoffError> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Deterministic);
+    let mut counts = Counts::new();
+    let mut total = Packed::default();
+    let mut lookups = MAX_LOOKUPS;
+    for (root, prefix) in trees {
+        let packed = append_tree(
+            &mut builder,
+            root,
+            &prefix,
+            &Selection::Everything,
+            limits,
+            &mut counts,
+            lookups,
+        )?;
+        lookups = lookups.saturating_sub(packed.link_lookups);
+        total.files += packed.files;
+        total.bytes += packed.bytes;
+        total.skipped += packed.skipped;
+        total.links_unresolved += packed.links_unresolved;
+        total.link_lookups += packed.link_lookups;
+    }
+    builder.into_inner()?.flush()?;
+    Ok(total)
+}
+
+fn warn_unresolved(root: &Path, packed: &Packed) {
+    if packed.links_unresolved > 0 {
+        tracing::warn!(
+            root = %root.display(),
+            left_out = packed.links_unresolved,
+            "{} symbolic links were left out of the archive: resolving the workspace's links \
+             through each other took more than {MAX_LOOKUPS} lookups",
+            packed.links_unresolved
+        );
+    }
+}
+
+/// The entries and bytes an archive holds so far, against its bounds.
+struct Counts {
+    entries: u64,
+    archive_bytes: u64,
+}
+
+impl Counts {
+    fn new() -> Counts {
+        Counts {
+            entries: 0,
+            archive_bytes: 1024, // the two zero blocks at the end
+        }
+    }
+}
+
+/// Appends the selected entries of the tree at `root_fd` to `builder`, each path below
+/// `prefix` (empty: at the archive's root), walking as the module says.
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root_fd: OwnedFd,
+    prefix: &Path,
+    selection: &Selection,
+    limits: &Limits,
+    counts: &mut Counts,
+    lookups: u64,
+) -> Result<Packed, HandoffError> {
+    let mut packed = Packed::default();
+    let (entries, archive_bytes) = (&mut counts.entries, &mut counts.archive_bytes);
     let mut resolver = Resolver::with_budget(root_fd.as_fd(), lookups);
     let mut stack = vec![Frame::open(root_fd.as_fd(), Vec::new())?];
     while let Some(frame) = stack.last_mut() {
@@ -154,8 +242,8 @@ pub(super) fn pack_within(
             };
             if selected {
                 let mut header = directory_header();
-                count(&mut entries, &mut archive_bytes, 0, limits)?;
-                builder.append_data(&mut header, &relative, io::empty())?;
+                count(entries, archive_bytes, 0, limits)?;
+                builder.append_data(&mut header, prefix.join(&relative), io::empty())?;
             }
             let mut path = parent.clone();
             path.push(name);
@@ -191,8 +279,8 @@ pub(super) fn pack_within(
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_mode(0o777);
             header.set_size(0);
-            count(&mut entries, &mut archive_bytes, 0, limits)?;
-            builder.append_link(&mut header, &relative, &target)?;
+            count(entries, archive_bytes, 0, limits)?;
+            builder.append_link(&mut header, prefix.join(&relative), &target)?;
         } else if kind == SFlag::S_IFREG {
             // Opened without following a link a step may have swapped in since the look,
             // and without blocking on a FIFO; then checked to be the regular file it was.
@@ -212,7 +300,7 @@ pub(super) fn pack_within(
                 continue;
             }
             let size = metadata.len();
-            count(&mut entries, &mut archive_bytes, size, limits)?;
+            count(entries, archive_bytes, size, limits)?;
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(if metadata.mode() & 0o111 != 0 {
@@ -222,24 +310,18 @@ pub(super) fn pack_within(
             });
             header.set_size(size);
             // `take`: a file that grew since `metadata` is cut at the size in its header.
-            builder.append_data(&mut header, &relative, io::Read::take(file, size))?;
+            builder.append_data(
+                &mut header,
+                prefix.join(&relative),
+                io::Read::take(file, size),
+            )?;
             packed.files += 1;
             packed.bytes += size;
         } else {
             packed.skipped += 1;
         }
     }
-    builder.into_inner()?.flush()?;
     packed.link_lookups = resolver.lookups();
-    if packed.links_unresolved > 0 {
-        tracing::warn!(
-            root = %root.display(),
-            left_out = packed.links_unresolved,
-            "{} symbolic links were left out of the archive: resolving the workspace's links \
-             through each other took more than {MAX_LOOKUPS} lookups",
-            packed.links_unresolved
-        );
-    }
     Ok(packed)
 }
 

@@ -149,7 +149,87 @@ pub(super) fn unpack_within(
     lookups: u64,
 ) -> Result<Unpacked, HandoffError> {
     let mut links = Vec::new();
-    let unpacked = walk(input, limits, |entry, content| match entry {
+    let unpacked = walk(input, limits, |entry, content| {
+        write_entry(root, entry, content, &mut links)
+    })?;
+    let link_lookups = check_link_chains(root, &links, lookups)?;
+    Ok(Unpacked {
+        link_lookups,
+        ..unpacked
+    })
+}
+
+/// Unpacks an archive of several trees ([`super::pack_trees`]): an entry `<i>/<path>` goes
+/// to `<path>` below `roots[i]` (each an existing directory), with every rule of
+/// [`unpack`] held for each root on its own — a symbolic link must stay inside its own
+/// tree, by its text and through the other links of that tree. An entry whose first name
+/// is not the index of a root is refused. On an error some entries may have been written.
+pub fn unpack_split(
+    input: impl Read,
+    roots: &[PathBuf],
+    limits: &Limits,
+) -> Result<Unpacked, HandoffError> {
+    let mut links: Vec<Vec<(PathBuf, PathBuf)>> = vec![Vec::new(); roots.len()];
+    let unpacked = walk(input, limits, |entry, content| {
+        let path = match &entry {
+            Checked::Directory(path) | Checked::File(path, _) | Checked::Symlink(path, _) => {
+                path.clone()
+            }
+        };
+        let mut names = path.components();
+        let index = names
+            .next()
+            .and_then(|first| first.as_os_str().to_str()?.parse::<usize>().ok())
+            .filter(|i| *i < roots.len())
+            .ok_or_else(|| {
+                HandoffError::refused(&path, "its first name is not one of the archive's trees")
+            })?;
+        let rest = names.as_path().to_path_buf();
+        if rest.as_os_str().is_empty() {
+            // The tree's own directory: the caller made it.
+            return match entry {
+                Checked::Directory(_) => Ok(()),
+                _ => Err(HandoffError::refused(&path, "a tree must be a directory")),
+            };
+        }
+        let entry = match entry {
+            Checked::Directory(_) => Checked::Directory(rest),
+            Checked::File(_, mode) => Checked::File(rest, mode),
+            Checked::Symlink(_, target) => {
+                if !link_stays_inside(&rest, &target) {
+                    return Err(HandoffError::refused(
+                        &path,
+                        format!(
+                            "a symbolic link to '{}' would point outside its tree",
+                            target.display()
+                        ),
+                    ));
+                }
+                Checked::Symlink(rest, target)
+            }
+        };
+        write_entry(&roots[index], entry, content, &mut links[index])
+    })?;
+    let mut link_lookups = 0;
+    for (root, links) in roots.iter().zip(&links) {
+        let budget = MAX_LOOKUPS.saturating_sub(link_lookups);
+        link_lookups += check_link_chains(root, links, budget)?;
+    }
+    Ok(Unpacked {
+        link_lookups,
+        ..unpacked
+    })
+}
+
+/// Writes one checked entry below `root`; a link is remembered in `links` for the chain
+/// check once the archive is whole.
+fn write_entry(
+    root: &Path,
+    entry: Checked,
+    content: &mut dyn Read,
+    links: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<(), HandoffError> {
+    match entry {
         Checked::Directory(path) => {
             let full = make_parents(root, &path)?;
             match fs::symlink_metadata(&full) {
@@ -185,12 +265,7 @@ pub(super) fn unpack_within(
             links.push((path, target));
             Ok(())
         }
-    })?;
-    let link_lookups = check_link_chains(root, &links, lookups)?;
-    Ok(Unpacked {
-        link_lookups,
-        ..unpacked
-    })
+    }
 }
 
 /// Refuses the archive when one of its `links`, resolved through every link now in the

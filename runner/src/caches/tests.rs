@@ -1,0 +1,367 @@
+//! Keys, the pack → receive → restore round trip, the digest check, and what a hostile
+//! archive or workspace tries on a restore.
+
+use std::path::Path;
+
+use super::*;
+
+fn spec(paths: &[&str], key_files: &[&str]) -> CacheSpec {
+    CacheSpec {
+        name: "deps".into(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        key_files: key_files.iter().map(|k| k.to_string()).collect(),
+        restore_prefixes: Vec::new(),
+        partition: "default".into(),
+    }
+}
+
+/// An attempt's workspace and home in a temporary directory.
+struct Attempt {
+    tmp: tempfile::TempDir,
+}
+
+impl Attempt {
+    fn new() -> Attempt {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("workspace")).unwrap();
+        std::fs::create_dir(tmp.path().join("home")).unwrap();
+        Attempt { tmp }
+    }
+
+    fn ws(&self) -> PathBuf {
+        self.tmp.path().join("workspace")
+    }
+
+    fn home(&self) -> PathBuf {
+        self.tmp.path().join("home")
+    }
+
+    fn with<R>(&self, f: impl FnOnce(Dirs<'_>) -> R) -> R {
+        let (ws, home) = (self.ws(), self.home());
+        f(Dirs {
+            workspace: &ws,
+            home: &home,
+        })
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+/// `bytes` received (digest checked) into a file, then restored into `attempt`.
+fn restore_bytes(
+    attempt: &Attempt,
+    spec: &CacheSpec,
+    bytes: &[u8],
+) -> Result<handoff::Unpacked, CacheError> {
+    let path = attempt.tmp.path().join("entry");
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    receive(bytes, &mut file, &sha256(bytes), 1 << 30)?;
+    let file = File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    attempt.with(|dirs| restore(file, dirs, spec, &Limits::default()))
+}
+
+#[test]
+fn a_key_is_the_name_and_the_digest_of_the_key_files_paths_and_contents() {
+    let a = Attempt::new();
+    std::fs::write(a.ws().join("Cargo.lock"), "v1").unwrap();
+    let spec = spec(&["target"], &["Cargo.lock", "rust-toolchain.toml"]);
+    let first = key(&a.ws(), &spec).unwrap();
+    assert!(
+        first.key.starts_with("deps-") && first.key.len() == 5 + 64,
+        "{first:?}"
+    );
+    assert_eq!(
+        first.absent,
+        [("rust-toolchain.toml".to_string(), "is missing")]
+    );
+    assert_eq!(key(&a.ws(), &spec).unwrap(), first, "deterministic");
+    // An empty file is not a missing one.
+    std::fs::write(a.ws().join("rust-toolchain.toml"), "").unwrap();
+    let empty = key(&a.ws(), &spec).unwrap();
+    assert!(empty.absent.is_empty());
+    assert_ne!(empty.key, first.key);
+    std::fs::write(a.ws().join("Cargo.lock"), "v2").unwrap();
+    assert_ne!(key(&a.ws(), &spec).unwrap().key, empty.key);
+    // The same bytes split differently between path and content make another key.
+    std::fs::write(a.ws().join("ab"), "c").unwrap();
+    std::fs::write(a.ws().join("a"), "bc").unwrap();
+    assert_ne!(
+        key(&a.ws(), &self::spec(&["t"], &["ab"])).unwrap().key,
+        key(&a.ws(), &self::spec(&["t"], &["a"])).unwrap().key
+    );
+}
+
+#[test]
+fn a_key_file_that_is_a_link_is_never_followed() {
+    let a = Attempt::new();
+    let secret = a.tmp.path().join("secret");
+    std::fs::write(&secret, "hunter2").unwrap();
+    std::os::unix::fs::symlink(&secret, a.ws().join("Cargo.lock")).unwrap();
+    std::os::unix::fs::symlink(a.tmp.path(), a.ws().join("up")).unwrap();
+    let spec = spec(&["target"], &["Cargo.lock", "up/secret"]);
+    let key = key(&a.ws(), &spec).unwrap();
+    assert_eq!(
+        key.absent,
+        [
+            ("Cargo.lock".to_string(), "is a symbolic link"),
+            ("up/secret".to_string(), "is below a link or a file"),
+        ]
+    );
+    // The key is that of two absent files: the secret's content never entered it.
+    std::fs::remove_file(a.ws().join("Cargo.lock")).unwrap();
+    std::fs::remove_file(a.ws().join("up")).unwrap();
+    assert_eq!(super::key(&a.ws(), &spec).unwrap().key, key.key);
+}
+
+#[test]
+fn paths_are_checked_again_on_the_runner() {
+    for bad in ["/etc", "../x", "a/../../b", "~root/x", "~/", "", "."] {
+        assert!(split(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        split("~/.cargo/registry").unwrap(),
+        (true, vec![".cargo", "registry"])
+    );
+    assert_eq!(split("./target/").unwrap(), (false, vec!["target"]));
+}
+
+#[test]
+fn paths_round_trip_through_an_archive_into_the_workspace_and_the_home() {
+    let a = Attempt::new();
+    std::fs::create_dir_all(a.ws().join("target/debug")).unwrap();
+    std::fs::write(a.ws().join("target/debug/app"), "binary").unwrap();
+    std::os::unix::fs::symlink("debug/app", a.ws().join("target/latest")).unwrap();
+    // A link out of the cached path (even if inside the workspace) is left out.
+    std::fs::write(a.ws().join("Cargo.lock"), "lock").unwrap();
+    std::os::unix::fs::symlink("../Cargo.lock", a.ws().join("target/lock")).unwrap();
+    std::fs::create_dir_all(a.home().join(".cargo/registry")).unwrap();
+    std::fs::write(a.home().join(".cargo/registry/index"), "crates").unwrap();
+    let spec = spec(
+        &["target", "~/.cargo/registry", "node_modules"],
+        &["Cargo.lock"],
+    );
+    let mut bytes = Vec::new();
+    let packed = a
+        .with(|dirs| pack(dirs, &spec, &Limits::default(), &mut bytes))
+        .unwrap()
+        .expect("two paths are there");
+    assert_eq!(packed.archive.files, 2);
+    assert_eq!(packed.archive.skipped, 1, "the link out of target");
+    assert_eq!(
+        packed.left_out,
+        [("node_modules".to_string(), "does not exist")]
+    );
+    assert_eq!(
+        &bytes[..4],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "zstd's magic number"
+    );
+
+    let b = Attempt::new();
+    let unpacked = restore_bytes(&b, &spec, &bytes).unwrap();
+    assert!(unpacked.entries >= 3, "{unpacked:?}");
+    assert_eq!(
+        std::fs::read_to_string(b.ws().join("target/debug/app")).unwrap(),
+        "binary"
+    );
+    assert_eq!(
+        std::fs::read_link(b.ws().join("target/latest")).unwrap(),
+        Path::new("debug/app")
+    );
+    assert!(!b.ws().join("target/lock").exists());
+    assert_eq!(
+        std::fs::read_to_string(b.home().join(".cargo/registry/index")).unwrap(),
+        "crates"
+    );
+}
+
+#[test]
+fn nothing_to_save_writes_nothing() {
+    let a = Attempt::new();
+    let mut bytes = Vec::new();
+    let packed = a
+        .with(|dirs| {
+            pack(
+                dirs,
+                &spec(&["target"], &["k"]),
+                &Limits::default(),
+                &mut bytes,
+            )
+        })
+        .unwrap();
+    assert!(packed.is_none() && bytes.is_empty());
+}
+
+#[test]
+fn a_tampered_entry_is_refused_before_anything_is_unpacked() {
+    let a = Attempt::new();
+    std::fs::create_dir_all(a.ws().join("target")).unwrap();
+    std::fs::write(a.ws().join("target/x"), "x").unwrap();
+    let spec = spec(&["target"], &["k"]);
+    let mut bytes = Vec::new();
+    a.with(|dirs| pack(dirs, &spec, &Limits::default(), &mut bytes))
+        .unwrap();
+    let recorded = sha256(&bytes);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let mut into = tempfile::tempfile().unwrap();
+    let err = receive(&bytes[..], &mut into, &recorded, 1 << 30).unwrap_err();
+    assert!(matches!(err, CacheError::Digest), "{err}");
+    assert_eq!(err.to_string(), "digest mismatch");
+    let err = receive(&bytes[..], &mut into, &sha256(&bytes), 10).unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+/// A raw tar entry (the `tar` crate's setters refuse what an attacker writes).
+fn raw_entry(out: &mut Vec<u8>, path: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut header = tar::Header::new_old();
+    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+fn hostile(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    for (path, kind, link, data) in entries {
+        raw_entry(&mut tar, path, *kind, link, data);
+    }
+    tar.extend_from_slice(&[0u8; 1024]);
+    zstd::encode_all(&tar[..], 3).unwrap()
+}
+
+/// Every file below `dir`, relative, sorted.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            e.path().strip_prefix(dir).unwrap().display().to_string()
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_hostile_entry_writes_nothing_outside_and_leaves_nothing_it_made() {
+    use tar::EntryType::{Regular, Symlink};
+    let cases: [(&str, Vec<u8>); 6] = [
+        (
+            "dot-dot",
+            hostile(&[("0/../../escaped", Regular, "", b"x")]),
+        ),
+        ("absolute", hostile(&[("/tmp/escaped", Regular, "", b"x")])),
+        (
+            "link out",
+            hostile(&[("0/evil", Symlink, "../../../..", b"")]),
+        ),
+        (
+            "link then write through it",
+            hostile(&[
+                ("0/d", Symlink, "..", b""),
+                ("0/d/escaped", Regular, "", b"x"),
+            ]),
+        ),
+        // Inside the archive, but out of its own tree into the other path's.
+        (
+            "link into the other tree",
+            hostile(&[("0/x", Symlink, "../1", b"")]),
+        ),
+        ("no tree", hostile(&[("7/x", Regular, "", b"x")])),
+    ];
+    for (what, bytes) in cases {
+        let a = Attempt::new();
+        let spec = spec(&["target", "~/.cache/pip"], &["k"]);
+        let err = restore_bytes(&a, &spec, &bytes).expect_err(what);
+        assert!(matches!(err, CacheError::Archive(_)), "{what}: {err}");
+        assert_eq!(
+            files_below(a.tmp.path()),
+            ["home", "workspace"],
+            "{what}: nothing written outside, nothing of the restore left ({err})"
+        );
+    }
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_bound() {
+    let mut tar = Vec::new();
+    raw_entry(
+        &mut tar,
+        "0/zeros",
+        tar::EntryType::Regular,
+        "",
+        &vec![0u8; 4 << 20],
+    );
+    tar.extend_from_slice(&[0u8; 1024]);
+    let bytes = zstd::encode_all(&tar[..], 19).unwrap();
+    assert!(bytes.len() < 4096, "a small entry: {}", bytes.len());
+    let a = Attempt::new();
+    let path = a.tmp.path().join("entry");
+    std::fs::write(&path, &bytes).unwrap();
+    let limits = Limits {
+        max_bytes: 1 << 20,
+        max_entries: 10,
+    };
+    let err = a
+        .with(|dirs| {
+            restore(
+                File::open(&path).unwrap(),
+                dirs,
+                &spec(&["t"], &["k"]),
+                &limits,
+            )
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert!(!a.ws().join("t").exists());
+}
+
+#[test]
+fn a_link_in_the_workspace_where_a_cache_goes_is_never_followed() {
+    let a = Attempt::new();
+    let outside = a.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    // A checked-in `target -> ../outside`, and `deps -> ../outside` above a cached path.
+    std::os::unix::fs::symlink(&outside, a.ws().join("target")).unwrap();
+    std::os::unix::fs::symlink(&outside, a.ws().join("deps")).unwrap();
+    for path in ["target", "deps/cache"] {
+        let spec = spec(&[path], &["k"]);
+        let bytes = hostile(&[("0/planted", tar::EntryType::Regular, "", b"x")]);
+        let err = restore_bytes(&a, &spec, &bytes).unwrap_err();
+        assert!(
+            err.to_string().contains("link or a file in the way"),
+            "{err}"
+        );
+        // Nor is what is behind the link packed.
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        let mut out = Vec::new();
+        let packed = a
+            .with(|dirs| pack(dirs, &spec, &Limits::default(), &mut out))
+            .unwrap();
+        assert!(packed.is_none(), "{path}");
+        std::fs::remove_file(outside.join("secret")).unwrap();
+    }
+    assert!(files_below(&outside).is_empty());
+}
+
+#[test]
+fn sizes_read_as_people_write_them() {
+    assert_eq!(size(512), "512 bytes");
+    assert_eq!(size(1536), "1.5 KiB");
+    assert_eq!(size(12 << 20), "12.0 MiB");
+}
