@@ -1,6 +1,6 @@
 //! The evaluator: turns a `.plue.py` file into a validated, deterministic [`Plan`].
 //!
-//! - [`plan`], [`bounds`], [`concurrency`], [`validate`], [`loops`], [`template`], [`glob`], [`text`], [`mermaid`], [`context`], [`diagnostic`], [`limits`], [`result`], [`inputs`]: the pure
+//! - [`plan`], [`caches`], [`bounds`], [`concurrency`], [`validate`], [`loops`], [`template`], [`glob`], [`text`], [`mermaid`], [`context`], [`diagnostic`], [`limits`], [`result`], [`inputs`]: the pure
 //!   core — plain data and functions, no Python, no IO.
 //! - [`pool`]: the warm pool of sandboxed worker processes, and the only way the rest of
 //!   Plue evaluates a file ([`EvaluatorPool::evaluate`]).
@@ -10,6 +10,7 @@
 //! The evaluator knows nothing about sqlx, kube or axum.
 
 pub mod bounds;
+pub mod caches;
 pub mod concurrency;
 pub mod context;
 pub mod diagnostic;

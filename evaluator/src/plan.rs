@@ -379,6 +379,11 @@ pub struct Step {
     /// otherwise. Kept as written; absent from the canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub when_expr: Option<String>,
+    /// `caches=[Cache(...)]` of a `bash` or `python` step, or the plan's when it declares
+    /// none (see [`crate::caches`]): restored before it starts, saved after it succeeds.
+    /// Absent from the canonical JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub caches: Vec<crate::caches::Cache>,
 }
 
 impl Step {
@@ -416,6 +421,7 @@ impl Step {
             loop_workspace: None,
             continue_on_error: false,
             when_expr: None,
+            caches: Vec::new(),
         }
     }
 

@@ -162,6 +162,27 @@ fn checked(
     problems.found.finish()
 }
 
+/// A step's `caches=` ([`crate::caches::check`]), only on a `bash` or `python` step.
+fn check_caches(problems: &mut Problems<'_>, at: Location, step: &Step) {
+    if step.caches.is_empty() {
+        return;
+    }
+    if !step.action.step_kind().starts_process() {
+        problems.add(
+            at,
+            format!(
+                "{} step '{}' takes no caches= (only bash and python steps have caches)",
+                step.action.kind(),
+                step.id
+            ),
+        );
+        return;
+    }
+    for problem in crate::caches::check(&step.caches) {
+        problems.add(at, format!("step '{}': {problem}", step.id));
+    }
+}
+
 /// What validation found so far (bounded, see [`Found`]) and what it may still spend.
 struct Problems<'a> {
     found: Found,
@@ -398,6 +419,7 @@ fn check_steps(problems: &mut Problems<'_>, plan: &Plan, map: &SourceMap) {
                 problems.add(at, format!("step '{}': {problem}", step.id));
             }
         }
+        check_caches(problems, at, step);
         if !step.action.step_kind().runs_on_runner() {
             // A decision is made once: nothing runs, so retries, secrets and runner labels
             // would be silently ignored.

@@ -64,10 +64,12 @@ fn caller(py: Python<'_>) -> Location {
 }
 
 /// A workflow's plan: `Plan(name, triggers=[...], steps=[...], env={...},
-/// concurrency=None, cancel_in_progress=False, budget_usd=None, max_parallel=None)`.
-/// `budget_usd` caps what the run's `llm` steps may cost together (USD, > 0, at most
-/// 10,000); `max_parallel` how many of its steps hold a runner at once (1 to 1024; the
-/// engine's own limit still applies when lower).
+/// concurrency=None, cancel_in_progress=False, budget_usd=None, max_parallel=None,
+/// caches=[])`. `budget_usd` caps what the run's `llm` steps may cost together (USD, > 0,
+/// at most 10,000); `max_parallel` how many of its steps hold a runner at once (1 to 1024;
+/// the engine's own limit still applies when lower). `caches=[Cache(...)]` is given to
+/// every `bash` and `python` step that passes no `caches=` of its own (`caches=[]` on a
+/// step: none).
 #[pyclass(module = "plue", name = "Plan", frozen, immutable_type)]
 pub(crate) struct PlanObject {
     pub(crate) plan: Plan,
@@ -103,6 +105,7 @@ impl PlanObject {
                 source_map.triggers.push(trigger.get().location);
             }
         }
+        let plan_caches = super::caches::from_options(&mut options, None)?.unwrap_or_default();
         let mut steps = Vec::new();
         if let Some(value) = options.take("steps")? {
             let items = convert::sequence(&value, "Plan(): steps")?;
@@ -117,7 +120,11 @@ impl PlanObject {
                 let step = item
                     .cast::<StepObject>()
                     .map_err(|_| PyTypeError::new_err(format!("Plan(): steps[{i}] must be made with Step.bash(), Step.python(), Step.llm() or Step.approval()")))?;
-                steps.push(step.get().step.clone());
+                let mut made = step.get().step.clone();
+                if !step.get().caches_declared && made.action.step_kind().starts_process() {
+                    made.caches = plan_caches.clone();
+                }
+                steps.push(made);
                 source_map.steps.push(step.get().location);
             }
         }
@@ -213,10 +220,15 @@ fn concurrency(options: &mut Options<'_>) -> PyResult<Option<Concurrency>> {
 /// loopback only), `"open"` (the runner host's network) or a list of host patterns
 /// (`["pypi.org", "*.github.com:443"]`), reached through the runner's egress proxy. Without
 /// it an `llm` step's tools get `"none"` and every other step `"open"`.
+///
+/// A `bash` or `python` step may keep directories from one run to the next with
+/// `caches=[Cache(...)]` (without it, the plan's `caches=`; `caches=[]`: none).
 #[pyclass(module = "plue", name = "Step", frozen, immutable_type)]
 pub(crate) struct StepObject {
     pub(crate) step: Step,
     pub(crate) location: Location,
+    /// Whether the step was given `caches=` (else it takes the plan's).
+    pub(crate) caches_declared: bool,
 }
 
 #[pymethods]
@@ -435,6 +447,7 @@ fn build_step(
             })?)
         }
     };
+    let caches = super::caches::from_options(&mut options, Some(action.step_kind()))?;
     let continue_on_error = match options.take("continue_on_error")? {
         None => false,
         Some(value) => value.extract::<bool>().map_err(|_| {
@@ -466,8 +479,10 @@ fn build_step(
             loop_workspace,
             continue_on_error,
             when_expr,
+            caches: caches.clone().unwrap_or_default(),
         },
         location,
+        caches_declared: caches.is_some(),
     })
 }
 
@@ -1166,5 +1181,6 @@ pub(crate) fn plue_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     module.add_class::<StepObject>()?;
     module.add_class::<TriggerObject>()?;
     module.add_class::<super::safe_outputs::SafeOutputsObject>()?;
+    module.add_class::<super::caches::CacheObject>()?;
     Ok(module)
 }

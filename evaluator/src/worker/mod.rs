@@ -8,6 +8,7 @@
 //! the request, evaluates it, answers once and exits. One evaluation, one process: nothing
 //! of an evaluation (objects, finalisers, caches, budgets) can reach another.
 
+mod caches;
 mod convert;
 mod guard;
 mod host;
@@ -177,7 +178,7 @@ fn install(py: Python<'_>) -> PyResult<Py<PyModule>> {
     let host = PyModule::new(py, "_plue_host")?;
     guard::register(&host)?;
     let plue = host::plue_module(py)?;
-    for name in ["Plan", "Step", "Trigger", "SafeOutputs"] {
+    for name in ["Plan", "Step", "Trigger", "SafeOutputs", "Cache"] {
         host.add(name, plue.getattr(name)?)?;
     }
     guard::preload(py, plue)?;

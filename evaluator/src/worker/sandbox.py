@@ -283,6 +283,7 @@ def _run(path, source, code, ctx, memory_text):
         "Step": _host.Step,
         "Trigger": _host.Trigger,
         "SafeOutputs": _host.SafeOutputs,
+        "Cache": _host.Cache,
     }
     try:
         exec(code, namespace)
