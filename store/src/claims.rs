@@ -4,7 +4,8 @@
 //! Invariants:
 //! - A claim is one statement that moves exactly one step run from `queued` to `claimed`;
 //!   on PostgreSQL it skips rows other claimers hold (`FOR UPDATE SKIP LOCKED`), so two
-//!   engines never hand out the same attempt; SQLite serialises writers.
+//!   engines never hand out the same attempt; SQLite serialises writers. On PostgreSQL the
+//!   same statement inserts the attempt and marks an idle runner busy (one trip).
 //! - An attempt is completed at most once: the completing `UPDATE` only matches attempts
 //!   still `claimed` or `running`, so a repeated report, or a report racing a `runner lost`
 //!   verdict, changes nothing the second time.
@@ -179,11 +180,22 @@ const PG_CLAIM: &str = "\
           AND NOT ($4 AND EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id \
                                   AND runs.secrets_allowed)) \
           AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
-        ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-    UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
-    FROM picked WHERE s.id = picked.id \
-    RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration, \
-        s.ready_at";
+        ORDER BY ready_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
+    claimed AS ( \
+        UPDATE step_runs s SET status = 'claimed', attempts = s.attempts + 1 \
+        FROM picked WHERE s.id = picked.id \
+        RETURNING s.id, s.run_id, s.step_id, s.attempts, s.action, s.timeout_ms, s.iteration, \
+            s.ready_at), \
+    attempt AS ( \
+        INSERT INTO attempts (step_run_id, number, runner_id, status, claimed_at, timeout_ms, \
+            iteration, ready_at) \
+        SELECT id, attempts, $3, 'claimed', $1, COALESCE(timeout_ms, 3600000), iteration, \
+            ready_at FROM claimed \
+        RETURNING id), \
+    busy AS ( \
+        UPDATE runners SET state = 'busy', state_since = $1 \
+        WHERE id = $3 AND state = 'idle' AND EXISTS (SELECT 1 FROM claimed)) \
+    SELECT claimed.*, attempt.id AS attempt_id FROM claimed, attempt";
 
 const SQLITE_CLAIM: &str = "\
     UPDATE step_runs SET status = 'claimed', attempts = attempts + 1 \
@@ -198,7 +210,8 @@ const SQLITE_CLAIM: &str = "\
                                   AND runs.secrets_allowed)) \
           AND EXISTS (SELECT 1 FROM runners WHERE id = $3 AND state IN ('idle', 'busy')) \
         ORDER BY ready_at, id LIMIT 1) \
-    RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration, ready_at";
+    RETURNING id, run_id, step_id, attempts, action, timeout_ms, iteration, ready_at, \
+        NULL AS attempt_id";
 
 /// What a completing `UPDATE attempts … RETURNING` reads of the attempt, its step run and
 /// its run.
@@ -432,6 +445,10 @@ struct ClaimedStep {
     iteration: i64,
     /// When it became claimable: the new attempt's `ready_at`.
     ready_at: Option<i64>,
+    /// The new attempt, when the claim statement made it too (PostgreSQL: one statement
+    /// claims, inserts the attempt and marks an idle runner busy); `None` on SQLite, where
+    /// [`claim_in`] does both after it (SQLite has no data-modifying `WITH`).
+    attempt_id: Option<i64>,
 }
 
 /// The claim statement: the one place the backends' SQL differs in a transition.
@@ -456,6 +473,11 @@ pub(crate) async fn claim_in(
     let Some(step) = tx.row::<ClaimedStep>(claim_statement(claim)).await? else {
         return Ok(None);
     };
+    if let Some(attempt_id) = step.attempt_id {
+        return claimed_with(tx, claimed_runs, attempt_id, step)
+            .await
+            .map(Some);
+    }
     let attempt_id: i64 = tx
         .scalar(
             Statement::new(
@@ -481,6 +503,19 @@ pub(crate) async fn claim_in(
         )
         .await?;
     }
+    claimed_with(tx, claimed_runs, attempt_id, step)
+        .await
+        .map(Some)
+}
+
+/// The claim of `step` as attempt `attempt_id`, with the run's facts when `claimed_runs`
+/// does not know them yet (read in `tx`).
+async fn claimed_with(
+    tx: &mut Tx<'_>,
+    claimed_runs: &ClaimedRuns,
+    attempt_id: i64,
+    step: ClaimedStep,
+) -> anyhow::Result<(Claimed, Option<RunFacts>)> {
     let known = claimed_runs.facts(step.run_id);
     let facts = match &known {
         Some(facts) => facts.clone(),
@@ -512,7 +547,7 @@ pub(crate) async fn claim_in(
         workspace: facts.workspace.to_string(),
         summoned_context: facts.summoned_context.as_deref().map(str::to_string),
     };
-    Ok(Some((claimed, known.is_none().then_some(facts))))
+    Ok((claimed, known.is_none().then_some(facts)))
 }
 
 impl Store {
