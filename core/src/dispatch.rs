@@ -106,6 +106,28 @@ pub struct Dispatch {
     /// when it is claimed ([`crate::pricing::budget`]); absent when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<crate::pricing::budget::Limits>,
+    /// The step's caches as the plan declares them (a `bash` or `python` step's own, or the
+    /// plan's); the claim adds the run's partition ([`Dispatch::cache_specs`]), and the
+    /// engine's cache endpoints read a cache's restore prefixes from here. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<evaluator::caches::Cache>,
+}
+
+impl Dispatch {
+    /// The step's caches as the runner receives them, in the run's `partition` (the
+    /// engine's, shown in the step's log; the engine decides it again on every request).
+    pub fn cache_specs(&self, partition: &str) -> Vec<plue_types::protocol::caches::CacheSpec> {
+        self.caches
+            .iter()
+            .map(|cache| plue_types::protocol::caches::CacheSpec {
+                name: cache.name.clone(),
+                paths: cache.paths.clone(),
+                key_files: cache.key.clone(),
+                restore_prefixes: cache.restore_prefixes.clone(),
+                partition: partition.to_owned(),
+            })
+            .collect()
+    }
 }
 
 /// What a finished dependency exposes to templates.
@@ -348,6 +370,11 @@ pub fn build(
         handoff: handoff(plan, step),
         network: network(step),
         budget: crate::pricing::budget::Limits::of(plan, step),
+        caches: if kind.starts_process() {
+            step.caches.clone()
+        } else {
+            Vec::new()
+        },
     })
 }
 

@@ -884,3 +884,32 @@ fn summoned_text_is_plain_env_cut_only_where_a_process_could_not_start() {
     ))
     .is_empty());
 }
+
+#[test]
+fn a_steps_caches_travel_in_its_dispatch_and_reach_the_runner_with_the_partition() {
+    let cache = evaluator::caches::Cache {
+        name: "rust".into(),
+        paths: vec!["target".into(), "~/.cargo/registry".into()],
+        key: vec!["Cargo.lock".into()],
+        restore_prefixes: vec!["rust-".into()],
+    };
+    let mut plan = Plan::new("p", vec![Step::bash("build", "true")]);
+    plan.steps[0].caches = vec![cache];
+    let dispatch = build(&plan, &plan.steps[0], 1, &BTreeMap::new()).unwrap();
+    let json = serde_json::to_value(&dispatch).unwrap();
+    assert_eq!(
+        json["caches"],
+        json!([{"name": "rust", "paths": ["target", "~/.cargo/registry"], "key": ["Cargo.lock"], "restore_prefixes": ["rust-"]}])
+    );
+    let back: Dispatch = serde_json::from_value(json).unwrap();
+    let specs = back.cache_specs("fork:eve/plue");
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].name, "rust");
+    assert_eq!(specs[0].key_files, ["Cargo.lock"]);
+    assert_eq!(specs[0].restore_prefixes, ["rust-"]);
+    assert_eq!(specs[0].partition, "fork:eve/plue");
+    // A step without caches has none in its document (older documents read the same).
+    let plain = Plan::new("p", vec![Step::bash("build", "true")]);
+    let dispatch = build(&plain, &plain.steps[0], 1, &BTreeMap::new()).unwrap();
+    assert!(!serde_json::to_string(&dispatch).unwrap().contains("caches"));
+}
