@@ -414,6 +414,7 @@ mod tests {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod inputs;
 pub mod limits;
 pub mod loops;
 pub mod mermaid;
+pub mod modules;
 pub mod network;
 pub mod plan;
 pub mod pool;

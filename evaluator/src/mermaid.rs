@@ -62,6 +62,7 @@ mod tests {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         };
         assert_eq!(
             render(&plan),

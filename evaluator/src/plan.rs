@@ -45,6 +45,10 @@ pub struct Plan {
     /// canonical JSON when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub max_parallel: Option<u32>,
+    /// The modules of other repositories the file used (`use(...)`), sorted; written by the
+    /// evaluating parent, never the worker ([`crate::modules`]). Absent when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub modules: Vec<crate::modules::UsedModule>,
 }
 
 /// The largest `Plan(max_parallel=)`.
@@ -75,6 +79,7 @@ impl Plan {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         }
     }
 
@@ -624,6 +629,7 @@ mod tests {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         };
         let json = plan.canonical_json();
         assert!(json.starts_with(r#"{"name":"x","triggers":[{"kind":"schedule","cron":"0 3 * * *"}],"env":{"A":"2","Z":"1"},"steps":[{"id":"a","kind":"bash","command":"true","depends_on":[]"#), "{json}");
@@ -643,6 +649,7 @@ mod tests {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         };
         let mut b = a.clone();
         b.steps[0].retries = 1;

@@ -16,7 +16,10 @@
 //! - an evaluation's permit is held until its validation thread has returned, even when
 //!   the caller was answered at the time bound or went away: a file delivered again and
 //!   again can keep at most `workers` validation threads busy, never stack more;
-//! - the engine process is never at risk: a hostile file can at worst cost one zygote.
+//! - the engine process is never at risk: a hostile file can at worst cost one zygote;
+//! - a file that `use`s modules of other repositories is evaluated in rounds
+//!   ([`EvaluatorPool::evaluate_with`]): the parent fetches only full commits the worker
+//!   asked for, within the bounds of [`crate::modules`], and writes `Plan::modules` itself.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -32,6 +35,11 @@ use crate::context::EvalContext;
 use crate::diagnostic::Budget;
 use crate::diagnostic::Diagnostic;
 use crate::limits::{human_bytes, Limits};
+use crate::modules::lock::LockEntry;
+use crate::modules::{
+    check_commit, check_request, spelling, ModuleRequest, ModuleSource, Modules, ModulesIn,
+    UsedModule, FETCH_TIMEOUT, MAX_MODULES, MAX_MODULE_BYTES,
+};
 use crate::plan::{hash_canonical, Plan, SourceMap};
 use crate::protocol::{Frame, Request, WorkerLimits, MAX_FRAME_BYTES};
 use crate::validate::validate_within;
@@ -171,12 +179,78 @@ impl EvaluatorPool {
     }
 
     /// Evaluates one workflow file's `source` for `ctx`. `path` names the file in messages.
+    /// A file that uses a module of another repository is refused: see
+    /// [`EvaluatorPool::evaluate_with`].
     pub async fn evaluate(
         &self,
         path: &str,
         source: &str,
         ctx: &EvalContext,
     ) -> Result<EvaluatedPlan, EvalError> {
+        self.evaluate_with(path, source, ctx, Modules::default())
+            .await
+    }
+
+    /// [`EvaluatorPool::evaluate`] for a file that may `use(...)` modules of other
+    /// repositories: each round the worker reports the modules it met and was not given,
+    /// they are fetched through `modules.fetcher` (full commits only, at most
+    /// [`MAX_MODULES`] of at most [`MAX_MODULE_BYTES`], all within [`FETCH_TIMEOUT`]) and
+    /// the file is evaluated again with them. Every round finds a module or ref not known
+    /// before, so there are at most `2 * MAX_MODULES + 1`.
+    pub async fn evaluate_with(
+        &self,
+        path: &str,
+        source: &str,
+        ctx: &EvalContext,
+        modules: Modules<'_>,
+    ) -> Result<EvaluatedPlan, EvalError> {
+        let mut given = ModulesIn {
+            lock: modules.lock.map(|l| l.modules.clone()).unwrap_or_default(),
+            sources: Vec::new(),
+            resolve_refs: modules.resolve_refs,
+        };
+        let mut used: Vec<UsedModule> = Vec::new();
+        let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
+        loop {
+            let requests = match self
+                .evaluate_round(path, source, ctx, &given, &used)
+                .await?
+            {
+                Round::Plan(evaluated) => return Ok(*evaluated),
+                Round::Need(requests) => requests,
+            };
+            if requests.is_empty() {
+                return Err(broke_protocol(path));
+            }
+            for request in requests {
+                let fetched = fetch_one(path, &request, modules, &given, deadline).await?;
+                match fetched {
+                    Fetched::Pin(entry) => given.lock.push(entry),
+                    Fetched::Source(module) => {
+                        used.push(UsedModule {
+                            repository: module.repository.clone(),
+                            path: module.path.clone(),
+                            git_ref: request.git_ref.clone(),
+                            commit: module.commit.clone(),
+                        });
+                        used.sort();
+                        given.sources.push(module);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round of an evaluation: the worker evaluates `source` with the modules `given`,
+    /// and answers a plan (recording `used`) or the modules it still needs.
+    async fn evaluate_round(
+        &self,
+        path: &str,
+        source: &str,
+        ctx: &EvalContext,
+        given: &ModulesIn,
+        used: &[UsedModule],
+    ) -> Result<Round, EvalError> {
         let limits = &self.inner.config.limits;
         if source.len() > limits.max_source_bytes {
             return Err(invalid(Diagnostic::whole_file(
@@ -219,6 +293,7 @@ impl EvaluatorPool {
                 max_steps: limits.max_steps,
                 max_plan_bytes: limits.max_plan_bytes,
             },
+            modules: given.clone(),
         };
         let answer = tokio::time::timeout(bound, worker.ask(&request)).await;
         let (body, done) = match answer {
@@ -271,6 +346,7 @@ impl EvaluatorPool {
         let path_owned = path.to_string();
         let source = source.to_string();
         let limits = limits.clone();
+        let used = used.to_vec();
         let checked = off_runtime(permit, VALIDATION_TIMEOUT + VALIDATION_GRACE, move || {
             let mut budget = Budget::within(VALIDATION_TIMEOUT);
             let frame: Frame = serde_json::from_slice(&body).map_err(|_| {
@@ -287,12 +363,17 @@ impl EvaluatorPool {
                 } => finish_plan(
                     &path_owned,
                     &source,
-                    plan,
+                    Plan {
+                        modules: used,
+                        ..plan
+                    },
                     source_map,
                     output,
                     &limits,
                     &mut budget,
-                ),
+                )
+                .map(|plan| Round::Plan(Box::new(plan))),
+                Frame::NeedModules { requests } => Ok(Round::Need(requests)),
                 Frame::Failed { diagnostic } => Err(invalid(
                     Diagnostic {
                         path: path_owned.clone(),
@@ -317,6 +398,115 @@ impl EvaluatorPool {
             ))),
         }
     }
+}
+
+/// What one round of an evaluation answered.
+enum Round {
+    Plan(Box<EvaluatedPlan>),
+    Need(Vec<ModuleRequest>),
+}
+
+/// What the parent learnt for one request: a ref's commit, or a module's source.
+enum Fetched {
+    Pin(LockEntry),
+    Source(ModuleSource),
+}
+
+fn broke_protocol(path: &str) -> EvalError {
+    invalid(Diagnostic::whole_file(
+        path,
+        "the evaluator worker broke its protocol",
+    ))
+}
+
+/// Checks one of the worker's requests (untrusted) and fetches what it asks.
+async fn fetch_one(
+    path: &str,
+    request: &ModuleRequest,
+    modules: Modules<'_>,
+    given: &ModulesIn,
+    deadline: tokio::time::Instant,
+) -> Result<Fetched, EvalError> {
+    let refuse = |message: String| invalid(Diagnostic::whole_file(path, message));
+    check_request(request, modules.resolve_refs).map_err(refuse)?;
+    let spelled = spelling(
+        &request.repository,
+        &request.path,
+        request.commit.as_deref(),
+        request.git_ref.as_deref(),
+    );
+    let Some(fetcher) = modules.fetcher else {
+        return Err(refuse(format!(
+            "{spelled}: this evaluation cannot fetch modules of other repositories"
+        )));
+    };
+    let locked = |git_ref: &str| {
+        given.lock.iter().find(|e| {
+            e.repository == request.repository && e.path == request.path && e.git_ref == git_ref
+        })
+    };
+    let late = |what: &str| {
+        refuse(format!(
+            "{spelled}: {what} took longer than {FETCH_TIMEOUT:?}"
+        ))
+    };
+    let Some(commit) = &request.commit else {
+        let git_ref = request
+            .git_ref
+            .as_deref()
+            .expect("checked: a ref to resolve");
+        if locked(git_ref).is_some() {
+            return Err(broke_protocol(path));
+        }
+        let commit =
+            tokio::time::timeout_at(deadline, fetcher.resolve(&request.repository, git_ref))
+                .await
+                .map_err(|_| late("resolving the ref"))?
+                .map_err(|e| refuse(format!("{spelled}: cannot resolve the ref: {e}")))?;
+        check_commit(&commit).map_err(refuse)?;
+        return Ok(Fetched::Pin(LockEntry {
+            repository: request.repository.clone(),
+            path: request.path.clone(),
+            git_ref: git_ref.to_string(),
+            commit,
+        }));
+    };
+    if let Some(git_ref) = &request.git_ref {
+        if locked(git_ref).is_none_or(|e| &e.commit != commit) {
+            return Err(broke_protocol(path));
+        }
+    }
+    let known = given.sources.iter().any(|m| {
+        m.repository == request.repository && m.path == request.path && &m.commit == commit
+    });
+    if known {
+        return Err(broke_protocol(path));
+    }
+    if given.sources.len() >= MAX_MODULES {
+        return Err(refuse(format!(
+            "{spelled}: a workflow may use at most {MAX_MODULES} modules"
+        )));
+    }
+    let source = tokio::time::timeout_at(
+        deadline,
+        fetcher.fetch(&request.repository, &request.path, commit, MAX_MODULE_BYTES),
+    )
+    .await
+    .map_err(|_| late("fetching the module"))?
+    .map_err(|e| refuse(format!("{spelled}: cannot fetch the module: {e}")))?;
+    if source.len() > MAX_MODULE_BYTES {
+        return Err(refuse(format!(
+            "{spelled}: the module is {} bytes; the limit is {}",
+            source.len(),
+            human_bytes(MAX_MODULE_BYTES as u64)
+        )));
+    }
+    Ok(Fetched::Source(ModuleSource {
+        repository: request.repository.clone(),
+        path: request.path.clone(),
+        commit: commit.clone(),
+        source,
+    }))
 }
 
 /// Runs `work` on a blocking thread that holds `permit` until `work` returns — whatever

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::EvalContext;
 use crate::diagnostic::Diagnostic;
+use crate::modules::{ModuleRequest, ModulesIn};
 use crate::plan::{Plan, SourceMap};
 
 /// Largest frame either side accepts. A plan is at most 1 MiB of JSON by default;
@@ -38,6 +39,9 @@ pub struct Request {
     pub source: String,
     pub ctx: EvalContext,
     pub limits: WorkerLimits,
+    /// The lock file's pins and the modules fetched so far ([`crate::modules`]).
+    #[serde(default)]
+    pub modules: ModulesIn,
 }
 
 /// What the worker sends.
@@ -55,6 +59,8 @@ pub enum Frame {
     },
     /// The workflow file is wrong or hostile. From the child.
     Failed { diagnostic: Diagnostic },
+    /// The file used modules it was not given: fetch them and ask again. From the child.
+    NeedModules { requests: Vec<ModuleRequest> },
     /// From the zygote: the evaluation's child has ended.
     Done {
         /// The child reached the wall-clock bound and was killed.

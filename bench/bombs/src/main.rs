@@ -205,6 +205,7 @@ fn plan(steps: Vec<Step>) -> Plan {
         concurrency: None,
         budget_usd: None,
         max_parallel: None,
+        modules: Vec::new(),
     }
 }
 

@@ -172,6 +172,7 @@ pub(crate) async fn step_runs(store: &Store, n: usize) -> Result<Vec<i64>> {
         concurrency: None,
         budget_usd: None,
         max_parallel: None,
+        modules: Vec::new(),
     };
     let plan_json = plan.canonical_json();
     let run_id = store

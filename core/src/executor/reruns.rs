@@ -128,6 +128,7 @@ mod tests {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         }
     }
 

@@ -1108,6 +1108,7 @@ mod tests {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         };
         let plain = Summary::new(1, "succeeded", std::slice::from_ref(&row));
         assert!(!plain.table().contains("ENVIRONMENT"));

@@ -35,6 +35,7 @@ fn plan(steps: Vec<Step>) -> (Plan, SourceMap) {
         concurrency: None,
         budget_usd: None,
         max_parallel: None,
+        modules: Vec::new(),
     };
     (plan, map)
 }

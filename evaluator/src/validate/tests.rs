@@ -36,6 +36,7 @@ fn plan(steps: Vec<Step>, triggers: Vec<Trigger>) -> (Plan, SourceMap) {
             concurrency: None,
             budget_usd: None,
             max_parallel: None,
+            modules: Vec::new(),
         },
         map,
     )

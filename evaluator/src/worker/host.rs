@@ -151,6 +151,7 @@ impl PlanObject {
             concurrency,
             budget_usd,
             max_parallel,
+            modules: Vec::new(),
         };
         refuse_ctx_references(&plan)?;
         Ok(PlanObject { plan, source_map })

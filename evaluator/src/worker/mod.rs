@@ -16,6 +16,7 @@ mod interpreter;
 mod kinds;
 pub(crate) mod layout;
 mod lockdown;
+mod modules;
 mod safe_outputs;
 mod zygote;
 
@@ -129,6 +130,7 @@ impl zygote::Job for Evaluations {
                 max_steps: 1000,
                 max_plan_bytes: 1024 * 1024,
             },
+            modules: Default::default(),
         };
         let _ = Python::attach(|py| evaluate(py, &self.bootstrap, request, &self.memory_text));
     }
@@ -177,6 +179,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 fn install(py: Python<'_>) -> PyResult<Py<PyModule>> {
     let host = PyModule::new(py, "_plue_host")?;
     guard::register(&host)?;
+    modules::register(&host)?;
     let plue = host::plue_module(py)?;
     for name in ["Plan", "Step", "Trigger", "SafeOutputs", "Cache"] {
         host.add(name, plue.getattr(name)?)?;
@@ -186,6 +189,7 @@ fn install(py: Python<'_>) -> PyResult<Py<PyModule>> {
     let bootstrap = PyModule::from_code(py, &code, c"<plue-sandbox>", c"_plue_sandbox")?;
     bootstrap.getattr("install")?.call1((host,))?;
     host::set_caller_location(py, bootstrap.getattr("caller_location")?);
+    modules::set_bootstrap(py, &bootstrap)?;
     // Everything allocated so far lives for the worker's lifetime: keep the collector off it.
     py.import("gc")?.getattr("freeze")?.call0()?;
     Ok(bootstrap.unbind())
@@ -200,6 +204,7 @@ fn evaluate(
     convert::reset_budget(request.limits.max_plan_bytes);
     host::set_max_steps(request.limits.max_steps);
     let _ = guard::take_output();
+    modules::begin(request.modules);
     let path = request.path.clone();
     let outcome = host::context(py, request.ctx)
         .and_then(|ctx| {
@@ -211,6 +216,12 @@ fn evaluate(
             ))
         })
         .and_then(|result| frame_from(&path, result.cast_into::<PyTuple>()?));
+    // Whatever the file did with the exception `use` raised, a module it met and was not
+    // given makes this round's answer a request for it.
+    let needed = modules::take_needed();
+    if !needed.is_empty() {
+        return Frame::NeedModules { requests: needed };
+    }
     match outcome {
         Ok(frame) => frame,
         // Only a bug of ours (or memory exhausted inside the bootstrap) lands here.

@@ -16,7 +16,9 @@ becomes a backslash escape); the parent escapes and redacts them further.
 
 import ast
 import builtins as _real_builtins
+import inspect
 import sys
+import types
 
 _host = None
 _current_path = None
@@ -220,19 +222,25 @@ def _user_frames(exc, path, source_lines):
         code = tb.tb_frame.f_code
         if code.co_filename == path:
             line, col = _position(code, tb.tb_lasti, tb.tb_lineno)
-            frames.append((line, col, code.co_name))
+            frames.append((line, col, code.co_name, None))
+        elif code.co_filename in _MODULE_FILES:
+            frames.append((tb.tb_lineno, 1, code.co_name, code.co_filename))
         tb = tb.tb_next
-    if not frames:
+    # The place is the innermost line of the workflow file itself; a used module's lines
+    # show in the traceback.
+    own = [f for f in frames if f[3] is None]
+    if not own:
         return 1, 1, None
     shown = frames[-8:]
     lines = ["Traceback (most recent call last, in your file):"]
     if len(frames) > len(shown):
         lines.append(f"  ... {len(frames) - len(shown)} more")
-    for line, _col, name in shown:
-        lines.append(f"  line {line}, in {name}")
-        if 0 < line <= len(source_lines):
-            lines.append("    " + source_lines[line - 1].strip()[:200])
-    return shown[-1][0], shown[-1][1], "\n".join(lines)
+    for line, _col, name, module in shown:
+        where, text = ("", source_lines) if module is None else _MODULE_FILES[module]
+        lines.append(f"  {where + ' ' if where else ''}line {line}, in {name}")
+        if 0 < line <= len(text):
+            lines.append("    " + text[line - 1].strip()[:200])
+    return own[-1][0], own[-1][1], "\n".join(lines)
 
 
 def _describe(exc):
@@ -284,6 +292,7 @@ def _run(path, source, code, ctx, memory_text):
         "Trigger": _host.Trigger,
         "SafeOutputs": _host.SafeOutputs,
         "Cache": _host.Cache,
+        "use": _host.use,
     }
     try:
         exec(code, namespace)
@@ -312,3 +321,211 @@ def _run(path, source, code, ctx, memory_text):
     except BaseException as e:  # noqa: BLE001 - every failure of user code becomes a diagnostic
         line, col, detail = _user_frames(e, path, source_lines)
         return _error(_describe(e), line, col, detail)
+
+
+# --- Used modules (`use(...)`; the Rust side is worker/modules.rs) -----------------------
+
+# filename -> (label, source lines) of every module loaded in this evaluation.
+_MODULE_FILES = {}
+_PLAIN = (str, int, float, bool, type(None))
+_TYPES_HINT = "str, int, float, bool, list[str], dict[str, str], ... or X | None"
+
+
+def _check_module_tree(tree):
+    for node in ast.walk(tree):
+        if type(node) is ast.Name and node.id == "use":
+            raise Rejected(node, "a used module may not use another module (modules are one level deep)")
+
+
+def _module_line(exc, filename):
+    line = 1
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def load_module(label, filename, source):
+    """Evaluates a used module's source in a namespace of its own, under the same checks as
+    a workflow file, and returns its exported functions (public, defined in it) by name.
+    Anything wrong is a ValueError naming the module and its line."""
+    try:
+        tree = ast.parse(source, filename=filename, mode="exec")
+    except SyntaxError as e:
+        raise ValueError(f"{label} line {e.lineno}: syntax error: {e.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ValueError(f"{label}: the module cannot be parsed") from None
+    try:
+        check(tree)
+        _check_module_tree(tree)
+    except Rejected as r:
+        raise ValueError(f"{label} line {r.line}: {r.message}") from None
+    except RecursionError:
+        raise ValueError(f"{label}: the module is nested too deeply to check") from None
+    try:
+        code = compile(tree, filename, "exec", dont_inherit=True)
+    except (RecursionError, MemoryError, SyntaxError):
+        raise ValueError(f"{label}: the module cannot be compiled") from None
+    del tree
+    _MODULE_FILES[filename] = (label, source.splitlines())
+    namespace = {
+        "__builtins__": _builtins(),
+        "__name__": "module",
+        "Plan": _host.Plan,
+        "Step": _host.Step,
+        "Trigger": _host.Trigger,
+        "SafeOutputs": _host.SafeOutputs,
+    }
+    try:
+        exec(code, namespace)
+    except (MemoryError, RecursionError):
+        raise
+    except BaseException as e:  # noqa: BLE001 - a module's failure is the workflow's diagnostic
+        raise ValueError(f"{label} line {_module_line(e, filename)}: {_describe(e)}") from None
+    functions = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or type(value) is not types.FunctionType:
+            continue
+        if value.__code__.co_filename != filename:
+            continue
+        _check_signature(label, name, value)
+        functions[name] = value
+    if not functions:
+        raise ValueError(f"{label}: the module defines no function to use (a public function, not starting with '_')")
+    return functions
+
+
+def _valid_annotation(annotation, depth=0):
+    if depth > 4:
+        return False
+    if annotation is None or annotation in (str, int, float, bool, list, dict, type(None)):
+        return True
+    if type(annotation) is types.UnionType:
+        return all(_valid_annotation(a, depth + 1) for a in annotation.__args__)
+    if type(annotation) is types.GenericAlias:
+        args = annotation.__args__
+        if annotation.__origin__ is list and len(args) == 1:
+            return _valid_annotation(args[0], depth + 1)
+        if annotation.__origin__ is dict and len(args) == 2:
+            return args[0] is str and _valid_annotation(args[1], depth + 1)
+    return False
+
+
+def _annotation_name(annotation):
+    if annotation is None or annotation is type(None):
+        return "None"
+    if type(annotation) is type:
+        return annotation.__name__
+    return repr(annotation)
+
+
+def _check_signature(label, name, function):
+    line = function.__code__.co_firstlineno
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ValueError(f"{label} line {line}: {name}(): *args and **kwargs are not allowed; declare each parameter with its type")
+        if parameter.annotation is parameter.empty:
+            raise ValueError(f"{label} line {line}: {name}(): parameter '{parameter.name}' has no type ({_TYPES_HINT})")
+        if not _valid_annotation(parameter.annotation):
+            raise ValueError(f"{label} line {line}: {name}(): parameter '{parameter.name}' has type {_annotation_name(parameter.annotation)}; a module takes only {_TYPES_HINT}")
+
+
+def _plain(value, depth=0):
+    if type(value) in _PLAIN:
+        return True
+    if depth > 8:
+        return False
+    if type(value) is list:
+        return all(_plain(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _matches(value, annotation):
+    kind = type(value)
+    if annotation is None or annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return kind is bool
+    if annotation is int:
+        return kind is int
+    if annotation is float:
+        return kind is int or kind is float
+    if annotation is str:
+        return kind is str
+    if annotation is list:
+        return kind is list and _plain(value)
+    if annotation is dict:
+        return kind is dict and _plain(value)
+    if type(annotation) is types.UnionType:
+        return any(_matches(value, a) for a in annotation.__args__)
+    if type(annotation) is types.GenericAlias:
+        args = annotation.__args__
+        if annotation.__origin__ is list:
+            return kind is list and all(_matches(v, args[0]) for v in value)
+        if annotation.__origin__ is dict:
+            return kind is dict and all(type(k) is str and _matches(v, args[1]) for k, v in value.items())
+    return False
+
+
+def _strings(value, found, depth=0):
+    if type(value) is str:
+        found.add(value)
+    elif depth < 8 and type(value) is list:
+        for v in value:
+            _strings(v, found, depth + 1)
+    elif depth < 8 and type(value) is dict:
+        for k, v in value.items():
+            _strings(k, found, depth + 1)
+            _strings(v, found, depth + 1)
+
+
+def call_function(label, name, function, args, kwargs):
+    """Calls a used module's function: the arguments checked against its declared types,
+    its result checked to be steps naming only secrets (and an environment) the caller
+    passed in as arguments."""
+    signature = inspect.signature(function)
+    unknown = [k for k in kwargs if k not in signature.parameters]
+    if unknown:
+        takes = ", ".join(signature.parameters) or "nothing"
+        raise TypeError(f"{label}: {name}() has no parameter '{unknown[0]}' (it takes: {takes})")
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{label}: {name}(): {e}") from None
+    for parameter, value in bound.arguments.items():
+        annotation = signature.parameters[parameter].annotation
+        if not _matches(value, annotation):
+            raise TypeError(
+                f"{label}: {name}(): parameter '{parameter}' must be {_annotation_name(annotation)}, got {type(value).__name__}"
+            )
+    passed = set()
+    for value in bound.arguments.values():
+        _strings(value, passed)
+    try:
+        result = function(*bound.args, **bound.kwargs)
+    except (MemoryError, RecursionError):
+        raise
+    except BaseException as e:  # noqa: BLE001 - the module's failure, named with its line
+        filename = function.__code__.co_filename
+        raise ValueError(f"{label} line {_module_line(e, filename)}: {name}(): {_describe(e)}") from None
+    steps = [result] if isinstance(result, _host.Step) else result
+    if type(steps) not in (list, tuple) or not all(isinstance(s, _host.Step) for s in steps):
+        raise TypeError(f"{label}: {name}() must return a Step or a list of Steps, got {type(result).__name__}")
+    for step in steps:
+        step_id, secrets, environment = _host.step_grants(step)
+        for secret in secrets:
+            if secret not in passed:
+                raise ValueError(
+                    f"{label}: {name}() built step '{step_id}' naming secret '{secret}', which the caller did not pass; "
+                    "a used module names only the secrets its caller passes in as arguments"
+                )
+        if environment is not None and environment not in passed:
+            raise ValueError(
+                f"{label}: {name}() built step '{step_id}' in environment '{environment}', which the caller did not pass; "
+                "a used module names only the environments its caller passes in as arguments"
+            )
+    return result

@@ -61,6 +61,7 @@ fn request(path: &str) -> Request {
             max_steps: 10,
             max_plan_bytes: 1024,
         },
+        modules: Default::default(),
     }
 }
 

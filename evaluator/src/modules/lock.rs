@@ -1,0 +1,108 @@
+//! The lock file, `.plue/lock.json`: the commit each `use(..., ref=...)` of a repository's
+//! workflows is pinned to. Written by `plue lock`, committed with the workflows, read at
+//! every evaluation; a ref it does not hold is refused, never resolved on the fly.
+//!
+//! Format (sorted, one entry per repository, path and ref; unknown fields refused):
+//! `{"version": 1, "modules": [{"repository": "acme/plue-steps", "path": "rust.plue.py",
+//! "ref": "v1", "commit": "<40 hex>"}]}`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_commit, check_path, check_ref, check_repository};
+
+/// The only version this engine reads and writes.
+pub const VERSION: u32 = 1;
+/// The largest lock file read.
+pub const MAX_LOCK_BYTES: usize = 256 * 1024;
+
+/// One pinned ref.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockEntry {
+    pub repository: String,
+    pub path: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub commit: String,
+}
+
+/// A whole lock file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    pub version: u32,
+    pub modules: Vec<LockEntry>,
+}
+
+impl LockFile {
+    /// Parses and checks a lock file's text: the version, every name and commit, no entry
+    /// twice.
+    pub fn parse(text: &str) -> Result<LockFile, String> {
+        if text.len() > MAX_LOCK_BYTES {
+            return Err(format!(
+                "{}: {} bytes; the limit is {MAX_LOCK_BYTES}",
+                super::LOCK_FILE,
+                text.len()
+            ));
+        }
+        let lock: LockFile =
+            serde_json::from_str(text).map_err(|e| format!("{}: {e}", super::LOCK_FILE))?;
+        if lock.version != VERSION {
+            return Err(format!(
+                "{}: version {} is not known (this engine reads version {VERSION})",
+                super::LOCK_FILE,
+                lock.version
+            ));
+        }
+        for entry in &lock.modules {
+            check_repository(&entry.repository)
+                .and_then(|()| check_path(&entry.path))
+                .and_then(|()| check_ref(&entry.git_ref))
+                .and_then(|()| check_commit(&entry.commit))
+                .map_err(|e| format!("{}: {e}", super::LOCK_FILE))?;
+        }
+        let mut keys: Vec<_> = lock.modules.iter().map(LockEntry::key).collect();
+        keys.sort_unstable();
+        if let Some(twice) = keys.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "{}: {} {} ref '{}' is listed twice",
+                super::LOCK_FILE,
+                twice[0].0,
+                twice[0].1,
+                twice[0].2
+            ));
+        }
+        Ok(lock)
+    }
+
+    /// The commit `git_ref` of `repository` is pinned to for `path`.
+    pub fn commit_of(&self, repository: &str, path: &str, git_ref: &str) -> Option<&str> {
+        self.modules
+            .iter()
+            .find(|e| e.key() == (repository, path, git_ref))
+            .map(|e| e.commit.as_str())
+    }
+
+    /// A lock file of exactly `entries` (sorted, duplicates dropped).
+    pub fn of(mut entries: Vec<LockEntry>) -> LockFile {
+        entries.sort();
+        entries.dedup();
+        LockFile {
+            version: VERSION,
+            modules: entries,
+        }
+    }
+
+    /// The text `plue lock` writes: pretty JSON and a final newline, so diffs read well.
+    pub fn to_text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a lock file serialises");
+        text.push('\n');
+        text
+    }
+}
+
+impl LockEntry {
+    fn key(&self) -> (&str, &str, &str) {
+        (&self.repository, &self.path, &self.git_ref)
+    }
+}
