@@ -296,10 +296,13 @@ fn the_linear_time_check_refuses_a_quadratic_loop() {
     );
 }
 
+/// A pattern's name and how to make a text of about `n` bytes of it.
+type Pattern = (&'static str, fn(usize) -> String);
+
 #[test]
 fn long_texts_are_checked_in_linear_time() {
     let c = checker();
-    let patterns: [(&str, fn(usize) -> String); 16] = [
+    let patterns: [Pattern; 16] = [
         ("<!", |n| "<!".repeat(n / 2)),
         ("<!-- -->", |n| "<!-- -->".repeat(n / 8)),
         ("<?", |n| "<?".repeat(n / 2)),
