@@ -501,9 +501,11 @@ impl Store {
     /// retention) and that no row names.
     pub async fn doomed_blobs(&self, limit: i64) -> anyhow::Result<Vec<String>> {
         on_db!(self, pool => {
-            // A key a row names again is not doomed (never happens: keys are random).
+            // A key a row names again is not doomed (never for a hand-off blob, whose keys
+            // are random; a cache object is content-addressed: another entry may name it).
             sqlx::query(
-                "DELETE FROM doomed_blobs WHERE key IN (SELECT key FROM blobs)",
+                "DELETE FROM doomed_blobs WHERE key IN (SELECT key FROM blobs) \
+                 OR key IN (SELECT blob_key FROM cache_entries)",
             )
             .execute(pool)
             .await?;

@@ -139,7 +139,7 @@ impl Store {
             carry.is_empty() || new.rerun_of.is_some(),
             "steps can only be carried over from the run a re-run repeats"
         );
-        self.insert_run(new, max_parallel, None, triggerer, carry)
+        self.insert_run(new, max_parallel, None, triggerer, carry, None)
             .await
     }
 }

@@ -249,7 +249,8 @@ impl Store {
         new: &NewRun<'_>,
         max_parallel: i64,
     ) -> anyhow::Result<CreatedRun> {
-        self.insert_run(new, max_parallel, None, None, &[]).await
+        self.insert_run(new, max_parallel, None, None, &[], None)
+            .await
     }
 
     /// [`Store::create_run`] that records `triggerer` as who started the run in the same
@@ -261,19 +262,58 @@ impl Store {
         max_parallel: i64,
         triggerer: &Triggerer,
     ) -> anyhow::Result<CreatedRun> {
-        self.insert_run(new, max_parallel, None, Some(triggerer), &[])
+        self.insert_run(new, max_parallel, None, Some(triggerer), &[], None)
             .await
+    }
+
+    /// Stores a run (a re-run carrying the steps `carry` over when `carry` is not empty, as
+    /// [`Store::create_rerun_by`]) recording `triggerer` and the run's cache partition
+    /// `partition`, as the engine decided it (`core::caches`), in the same transaction. A
+    /// run stored by any other function has none, which is read as the least trusted.
+    pub async fn create_run_in_partition(
+        &self,
+        new: &NewRun<'_>,
+        max_parallel: i64,
+        triggerer: Option<&Triggerer>,
+        carry: &[String],
+        partition: &str,
+    ) -> anyhow::Result<CreatedRun> {
+        anyhow::ensure!(
+            carry.is_empty() || new.rerun_of.is_some(),
+            "steps can only be carried over from the run a re-run repeats"
+        );
+        self.insert_run(new, max_parallel, None, triggerer, carry, Some(partition))
+            .await
+    }
+
+    /// Run `run_id`'s cache partition as stored (`None` for a run from before partitions,
+    /// or stored without one) and its repository; `None` when there is no such run.
+    pub async fn run_cache_partition(
+        &self,
+        run_id: i64,
+    ) -> anyhow::Result<Option<(Option<String>, Option<i64>)>> {
+        let row: Option<(Option<String>, Option<i64>)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT cache_partition, repo_id FROM runs WHERE id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row)
     }
 
     /// Stores a run that failed before it started (its workflow file did not evaluate):
     /// final at once with `reason`, no steps, and an `error` status owed to the forge.
     /// A failed run joins no concurrency group.
     pub async fn create_failed_run(&self, new: &NewRun<'_>, reason: &str) -> anyhow::Result<i64> {
-        Ok(self.insert_run(new, 1, Some(reason), None, &[]).await?.id)
+        Ok(self
+            .insert_run(new, 1, Some(reason), None, &[], None)
+            .await?
+            .id)
     }
 
     /// `carry`: steps of the run `new` repeats stored final as they were there
-    /// ([`super::reruns`]).
+    /// ([`super::reruns`]); `partition`: the run's cache partition (`None`: the least
+    /// trusted, as for a run from before partitions).
     pub(crate) async fn insert_run(
         &self,
         new: &NewRun<'_>,
@@ -281,6 +321,7 @@ impl Store {
         failed: Option<&str>,
         triggerer: Option<&Triggerer>,
         carry: &[String],
+        partition: Option<&str>,
     ) -> anyhow::Result<CreatedRun> {
         let workspace_json = serde_json::to_string(new.workspace)?;
         let now = now_ms();
@@ -352,9 +393,10 @@ impl Store {
                 Statement::new(
                     "INSERT INTO runs (workflow_id, event, ref, sha, plan_hash, \
                      max_parallel, status, reason, rerun_of, repo_id, secrets_allowed, \
-                     created_at, started_at, finished_at, concurrency_group_id, concurrency_group) \
+                     created_at, started_at, finished_at, concurrency_group_id, concurrency_group, \
+                     cache_partition) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, \
-                     $14, $15) RETURNING id",
+                     $14, $15, $16) RETURNING id",
                 )
                 .bind(workflow_id)
                 .bind(new.event)
@@ -370,7 +412,8 @@ impl Store {
                 .bind(now)
                 .bind(finished_at)
                 .bind(group_id)
-                .bind(shown_group.as_deref()),
+                .bind(shown_group.as_deref())
+                .bind(partition),
             )
             .await?
             .context("the run's id")?;

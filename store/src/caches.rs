@@ -1,0 +1,541 @@
+//! `cache_entries`: the step caches runs saved, by scope (`repo-<id>`, or `local` for runs
+//! without a repository) and trust partition (`core::caches::partition` decides which, and
+//! which a run may read: the store only filters by the labels it is given).
+//!
+//! Invariants:
+//! - A scope's partition keeps the first entry saved under a key: [`Store::record_cache_entry`]
+//!   never replaces one (the second save answers the first entry).
+//! - A lookup ([`Store::lookup_cache`]) looks only in the partitions it is given, in their
+//!   order: the exact key first, then each restore prefix (matched literally by `substr`,
+//!   never as a `LIKE` pattern), the most recently saved entry first.
+//! - A scope keeps at most its quota: a record evicts the least recently used entries it
+//!   may (never those of the partitions it is told to keep) and, when that is not enough,
+//!   records nothing. Records of one scope are serialised (the repository's row locked on
+//!   PostgreSQL; SQLite runs one transaction at a time).
+//! - A deleted entry leaves its blob key in `doomed_blobs` (a trigger, migration 0033);
+//!   the sweep deletes an object only when no entry (and no hand-off blob) names it.
+
+use sqlx::Row;
+
+use super::{on_db, Store};
+
+/// The scope of a run's caches: its repository's, or the local one.
+pub fn cache_scope(repo_id: Option<i64>) -> String {
+    match repo_id {
+        Some(id) => format!("repo-{id}"),
+        None => "local".to_owned(),
+    }
+}
+
+/// A stored cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CacheEntryRow {
+    pub id: i64,
+    pub repo_id: Option<i64>,
+    pub scope: String,
+    pub partition_name: String,
+    pub name: String,
+    pub key: String,
+    /// `sha256:<hex>` of the archive, as the engine computed it when it was saved.
+    pub digest: String,
+    pub size: i64,
+    pub blob_key: String,
+    pub run_id: Option<i64>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+const COLUMNS: &str = "id, repo_id, scope, partition_name, name, key, digest, size, blob_key, \
+     run_id, created_at, last_used_at";
+
+/// An entry about to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCacheEntry<'a> {
+    pub repo_id: Option<i64>,
+    pub partition: &'a str,
+    pub name: &'a str,
+    pub key: &'a str,
+    pub digest: &'a str,
+    pub size: i64,
+    pub blob_key: &'a str,
+    pub run_id: i64,
+    pub now: i64,
+}
+
+/// What [`Store::record_cache_entry`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheRecorded {
+    /// The entry is new (and these many older entries were evicted for it).
+    Created { entry: CacheEntryRow, evicted: u64 },
+    /// The partition already had an entry under the key: kept, nothing recorded.
+    Kept(CacheEntryRow),
+    /// The scope's quota has no room for it, even after evicting what may be evicted.
+    OverQuota { used: i64 },
+}
+
+impl Store {
+    /// The entry to restore for cache `name` and exact `key`, looking in `partitions` in
+    /// order: the exact key first, then each of `prefixes` (the most recently saved first).
+    /// The flag is whether the key matched exactly.
+    pub async fn lookup_cache(
+        &self,
+        scope: &str,
+        partitions: &[String],
+        name: &str,
+        key: &str,
+        prefixes: &[String],
+    ) -> anyhow::Result<Option<(CacheEntryRow, bool)>> {
+        for partition in partitions {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM cache_entries \
+                 WHERE scope = $1 AND partition_name = $2 AND name = $3 AND key = $4"
+            );
+            let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
+                .bind(scope)
+                .bind(partition)
+                .bind(name)
+                .bind(key)
+                .fetch_optional(pool)
+                .await?);
+            if let Some(entry) = found {
+                return Ok(Some((entry, true)));
+            }
+        }
+        for prefix in prefixes {
+            for partition in partitions {
+                // `substr`, not `LIKE`: a prefix's `%` and `_` are characters, not patterns.
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM cache_entries \
+                     WHERE scope = $1 AND partition_name = $2 AND name = $3 \
+                     AND substr(key, 1, length($4)) = $4 \
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+                );
+                let found: Option<CacheEntryRow> = on_db!(self, pool => sqlx::query_as(&sql)
+                    .bind(scope)
+                    .bind(partition)
+                    .bind(name)
+                    .bind(prefix)
+                    .fetch_optional(pool)
+                    .await?);
+                if let Some(entry) = found {
+                    return Ok(Some((entry, false)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Entry `id`, when it exists.
+    pub async fn cache_entry(&self, id: i64) -> anyhow::Result<Option<CacheEntryRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM cache_entries WHERE id = $1");
+        Ok(on_db!(self, pool => sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Records `entry` in its scope within `quota` bytes, evicting the least recently used
+    /// entries of partitions not in `keep` when it would not fit; a partition's existing
+    /// entry under the key is kept instead (see [`CacheRecorded`]).
+    pub async fn record_cache_entry(
+        &self,
+        entry: &NewCacheEntry<'_>,
+        quota: i64,
+        keep: &[String],
+    ) -> anyhow::Result<CacheRecorded> {
+        let scope = cache_scope(entry.repo_id);
+        let existing_sql = format!(
+            "SELECT {COLUMNS} FROM cache_entries \
+             WHERE scope = $1 AND partition_name = $2 AND key = $3"
+        );
+        let insert_sql = format!(
+            "INSERT INTO cache_entries (repo_id, scope, partition_name, name, key, digest, size, \
+             blob_key, run_id, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             ON CONFLICT (scope, partition_name, key) DO NOTHING RETURNING {COLUMNS}"
+        );
+        let postgres = matches!(self.db, super::Db::Postgres(_));
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                // One record of a scope at a time: the quota is checked against what the
+                // others recorded.
+                match entry.repo_id {
+                    Some(repo_id) => {
+                        sqlx::query("SELECT id FROM repositories WHERE id = $1 FOR NO KEY UPDATE")
+                            .bind(repo_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    }
+                    None => {
+                        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('plue-cache-local'))")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            let existing: Option<CacheEntryRow> = sqlx::query_as(&existing_sql)
+                .bind(&scope)
+                .bind(entry.partition)
+                .bind(entry.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(existing) = existing {
+                return Ok(CacheRecorded::Kept(existing));
+            }
+            let used: i64 = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM cache_entries \
+                 WHERE scope = $1",
+            )
+            .bind(&scope)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("used")?;
+            let mut evicted = 0u64;
+            if used.saturating_add(entry.size) > quota {
+                let candidates = sqlx::query(
+                    "SELECT id, size, partition_name FROM cache_entries WHERE scope = $1 \
+                     ORDER BY last_used_at, id",
+                )
+                .bind(&scope)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut left = used;
+                let mut doomed = Vec::new();
+                for row in candidates {
+                    if left.saturating_add(entry.size) <= quota {
+                        break;
+                    }
+                    let partition: String = row.try_get("partition_name")?;
+                    if keep.contains(&partition) {
+                        continue;
+                    }
+                    doomed.push(row.try_get::<i64, _>("id")?);
+                    left -= row.try_get::<i64, _>("size")?;
+                }
+                if left.saturating_add(entry.size) > quota {
+                    return Ok(CacheRecorded::OverQuota { used });
+                }
+                for id in doomed {
+                    sqlx::query("DELETE FROM cache_entries WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    evicted += 1;
+                }
+            }
+            let inserted: Option<CacheEntryRow> = sqlx::query_as(&insert_sql)
+                .bind(entry.repo_id)
+                .bind(&scope)
+                .bind(entry.partition)
+                .bind(entry.name)
+                .bind(entry.key)
+                .bind(entry.digest)
+                .bind(entry.size)
+                .bind(entry.blob_key)
+                .bind(entry.run_id)
+                .bind(entry.now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(inserted) = inserted else {
+                anyhow::bail!("cache entry '{}' appeared while it was recorded", entry.key);
+            };
+            tx.commit().await?;
+            Ok(CacheRecorded::Created {
+                entry: inserted,
+                evicted,
+            })
+        })
+    }
+
+    /// Marks entry `id` used at `now` (what eviction and retention go by).
+    pub async fn touch_cache_entry(&self, id: i64, now: i64) -> anyhow::Result<()> {
+        on_db!(self, pool => {
+            sqlx::query("UPDATE cache_entries SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2")
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Deletes entry `id` (its object goes with the next sweep of doomed blobs).
+    pub async fn delete_cache_entry(&self, id: i64) -> anyhow::Result<()> {
+        on_db!(self, pool => {
+            sqlx::query("DELETE FROM cache_entries WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Deletes every entry last used before `before`; returns how many.
+    pub async fn delete_unused_cache_entries(&self, before: i64) -> anyhow::Result<u64> {
+        on_db!(self, pool => {
+            let done = sqlx::query("DELETE FROM cache_entries WHERE last_used_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// The bytes scope `scope`'s entries keep.
+    pub async fn cache_usage(&self, scope: &str) -> anyhow::Result<i64> {
+        on_db!(self, pool => {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM cache_entries \
+                 WHERE scope = $1",
+            )
+            .bind(scope)
+            .fetch_one(pool)
+            .await?;
+            Ok(row.try_get("used")?)
+        })
+    }
+
+    /// Up to `limit` entries of `scope`, the most recently used first.
+    pub async fn cache_entries_of(
+        &self,
+        scope: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<CacheEntryRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM cache_entries WHERE scope = $1 \
+             ORDER BY last_used_at DESC, id DESC LIMIT $2"
+        );
+        Ok(on_db!(self, pool => sqlx::query_as(&sql)
+            .bind(scope)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::stores;
+
+    fn entry<'a>(partition: &'a str, key: &'a str, size: i64, now: i64) -> NewCacheEntry<'a> {
+        NewCacheEntry {
+            repo_id: None,
+            partition,
+            name: "rust",
+            key,
+            digest: "sha256:00",
+            size,
+            blob_key: "caches/local/00",
+            run_id: 1,
+            now,
+        }
+    }
+
+    fn labels(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn record(store: &Store, new: &NewCacheEntry<'_>) -> CacheEntryRow {
+        match store.record_cache_entry(new, 1 << 40, &[]).await.unwrap() {
+            CacheRecorded::Created { entry, .. } => entry,
+            other => panic!("not created: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_keeps_the_partition_it_was_stored_with() {
+        for (store, _dir) in stores().await {
+            let plan = evaluator::plan::Plan::new("ci", Vec::new());
+            let json = serde_json::to_string(&plan).unwrap();
+            let new = crate::testing::local_run(&plan, &json);
+            let without = store.create_run(&new, 4).await.unwrap().id;
+            assert_eq!(
+                store.run_cache_partition(without).await.unwrap(),
+                Some((None, None))
+            );
+            let with = store
+                .create_run_in_partition(&new, 4, None, &[], "local")
+                .await
+                .unwrap()
+                .id;
+            assert_eq!(
+                store.run_cache_partition(with).await.unwrap(),
+                Some((Some("local".to_string()), None))
+            );
+            assert_eq!(store.run_cache_partition(with + 100).await.unwrap(), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn lookup_reads_only_the_given_partitions_in_order() {
+        for (store, _dir) in stores().await {
+            record(&store, &entry("fork:eve/x", "rust-aa", 1, 10)).await;
+            let default = record(&store, &entry("default", "rust-aa", 1, 5)).await;
+            let own = record(&store, &entry("pull:1", "rust-aa", 1, 1)).await;
+            let none = store
+                .lookup_cache("local", &labels(&["protected"]), "rust", "rust-aa", &[])
+                .await
+                .unwrap();
+            assert_eq!(none, None);
+            let (found, exact) = store
+                .lookup_cache(
+                    "local",
+                    &labels(&["default", "protected"]),
+                    "rust",
+                    "rust-aa",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((found.id, exact), (default.id, true));
+            let (found, _) = store
+                .lookup_cache(
+                    "local",
+                    &labels(&["pull:1", "default", "protected"]),
+                    "rust",
+                    "rust-aa",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(found.id, own.id, "the run's own partition first");
+            // Another scope sees nothing; another cache name sees nothing.
+            assert_eq!(
+                store
+                    .lookup_cache("repo-1", &labels(&["default"]), "rust", "rust-aa", &[])
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .lookup_cache("local", &labels(&["default"]), "node", "rust-aa", &[])
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn prefixes_match_literally_and_the_newest_wins() {
+        for (store, _dir) in stores().await {
+            record(&store, &entry("default", "rust-a1", 1, 1)).await;
+            let newer = record(&store, &entry("default", "rust-a2", 1, 2)).await;
+            record(&store, &entry("default", "rust-xy", 1, 3)).await;
+            let parts = labels(&["default"]);
+            let (found, exact) = store
+                .lookup_cache("local", &parts, "rust", "rust-zz", &labels(&["rust-a"]))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((found.id, exact), (newer.id, false));
+            // `_` and `%` are no wildcards.
+            for pattern in ["rust-_", "rust-%", "rust-a%", "rust_"] {
+                assert_eq!(
+                    store
+                        .lookup_cache("local", &parts, "rust", "rust-zz", &labels(&[pattern]))
+                        .await
+                        .unwrap(),
+                    None,
+                    "{pattern}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_write_wins() {
+        for (store, _dir) in stores().await {
+            let first = record(&store, &entry("default", "rust-aa", 1, 1)).await;
+            let mut second = entry("default", "rust-aa", 2, 2);
+            second.digest = "sha256:11";
+            match store
+                .record_cache_entry(&second, 1 << 40, &[])
+                .await
+                .unwrap()
+            {
+                CacheRecorded::Kept(kept) => assert_eq!(kept, first),
+                other => panic!("replaced: {other:?}"),
+            }
+            // The same key in another partition is its own entry.
+            record(&store, &entry("branch:x", "rust-aa", 1, 3)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn eviction_is_least_recently_used_and_spares_kept_partitions() {
+        for (store, _dir) in stores().await {
+            let old = record(&store, &entry("default", "rust-1", 40, 1)).await;
+            let used = record(&store, &entry("default", "rust-2", 40, 2)).await;
+            store.touch_cache_entry(old.id, 10).await.unwrap();
+            // A fork may not evict the default's entries: over quota, nothing recorded.
+            let keep = labels(&["default", "protected"]);
+            let forked = store
+                .record_cache_entry(&entry("fork:eve/x", "rust-3", 40, 11), 100, &keep)
+                .await
+                .unwrap();
+            assert_eq!(forked, CacheRecorded::OverQuota { used: 80 });
+            assert_eq!(store.cache_usage("local").await.unwrap(), 80);
+            // The default branch evicts the least recently used (rust-2, untouched).
+            match store
+                .record_cache_entry(&entry("default", "rust-3", 40, 12), 100, &[])
+                .await
+                .unwrap()
+            {
+                CacheRecorded::Created { evicted, .. } => assert_eq!(evicted, 1),
+                other => panic!("{other:?}"),
+            }
+            let mut kept: Vec<String> = store
+                .cache_entries_of("local", 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            kept.sort();
+            assert_eq!(kept, vec!["rust-1".to_string(), "rust-3".to_string()]);
+            assert_ne!(used.key, old.key);
+            // Larger than the quota: never recorded.
+            assert!(matches!(
+                store
+                    .record_cache_entry(&entry("default", "rust-4", 101, 13), 100, &[])
+                    .await
+                    .unwrap(),
+                CacheRecorded::OverQuota { .. }
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_unused_entries_and_dooms_their_objects() {
+        for (store, _dir) in stores().await {
+            let stale = record(&store, &entry("default", "rust-1", 1, 1)).await;
+            let mut fresh = entry("default", "rust-2", 1, 100);
+            fresh.blob_key = "caches/local/02";
+            let fresh = record(&store, &fresh).await;
+            assert_eq!(store.delete_unused_cache_entries(50).await.unwrap(), 1);
+            assert_eq!(store.cache_entry(stale.id).await.unwrap(), None);
+            assert_eq!(
+                store.cache_entries_of("local", 10).await.unwrap(),
+                vec![fresh]
+            );
+            assert_eq!(
+                store.doomed_blobs(10).await.unwrap(),
+                vec!["caches/local/00".to_string()]
+            );
+            // An object another entry still names is not doomed.
+            let mut again = entry("default", "rust-3", 1, 100);
+            again.blob_key = "caches/local/02";
+            record(&store, &again).await;
+            let second = store.cache_entries_of("local", 10).await.unwrap();
+            store.delete_cache_entry(second[0].id).await.unwrap();
+            store.forget_doomed_blob("caches/local/00").await.unwrap();
+            assert_eq!(store.doomed_blobs(10).await.unwrap(), Vec::<String>::new());
+        }
+    }
+}
