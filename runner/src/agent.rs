@@ -41,6 +41,7 @@ use log_sender::send_logs;
 use plue_types::protocol::{self as wire, Assignment, BlobKind, Completion, Outcome, Stream};
 
 mod ahead;
+mod caches;
 mod debug;
 mod kinds;
 mod leftovers;
@@ -318,7 +319,7 @@ async fn execute(
     ));
     let watcher = tokio::spawn(watch_cancel(engine.clone(), attempt, cancel.clone()));
 
-    let (mut step_network, prepared) = finish_sandbox(
+    let (mut step_network, prepared, cached) = finish_sandbox(
         engine,
         config,
         &assignment,
@@ -403,6 +404,11 @@ async fn execute(
     } else {
         (outcome, reason)
     };
+    // The caches whose exact key missed, once the step succeeded and its processes are
+    // gone; a cache that cannot be saved is a line in the log, never the step's failure.
+    if outcome == Outcome::Succeeded {
+        caches::save_all(engine, &assignment, &dir, cached, &lines_tx).await;
+    }
     drop(lines_tx);
     watcher.abort();
     let lines = sender.await.context("log sender")??;
@@ -646,6 +652,7 @@ async fn claim_and_lay_out(
     let dir = dir.to_owned();
     let source = assignment.workspace.clone();
     let handoff = assignment.handoff.clone();
+    let has_caches = !assignment.caches.is_empty();
     tokio::task::spawn_blocking(move || {
         let (claim, tree_made) = match ready.map(|ready| ready.take(&dir)) {
             Some(Ok(claim)) => (Ok(claim), true),
@@ -661,6 +668,7 @@ async fn claim_and_lay_out(
                 tree_made,
                 &source,
                 &handoff,
+                has_caches,
                 claim.as_ref().map(Claim::user),
             ),
             Err(_) => Ok(LaidOut::Whole),
@@ -692,14 +700,28 @@ async fn finish_sandbox(
     claim: &anyhow::Result<Option<Claim>>,
     laid_out: anyhow::Result<LaidOut>,
     lines_tx: &mpsc::Sender<(Stream, String)>,
-) -> (Option<network::StepNetwork>, Result<(), String>) {
+) -> (
+    Option<network::StepNetwork>,
+    Result<(), String>,
+    Vec<caches::Cached>,
+) {
+    let mut cached = Vec::new();
     let prepared = match (claim, laid_out) {
         (Err(e), _) => Err(format!("no step user: {e:#}")),
         (Ok(_), Err(e)) => Err(format!("workspace: {e:#}")),
         (Ok(_), Ok(LaidOut::Whole)) => Ok(()),
         (Ok(_), Ok(LaidOut::Partly { workspace_filled })) => {
-            prepare(engine, assignment, dir, user_of(claim), workspace_filled)
-                .await
+            let prepared = prepare(
+                engine,
+                assignment,
+                dir,
+                user_of(claim),
+                workspace_filled,
+                lines_tx,
+            )
+            .await;
+            prepared
+                .map(|restored| cached = restored)
                 .map_err(|e| format!("workspace: {e:#}"))
         }
     };
@@ -712,16 +734,16 @@ async fn finish_sandbox(
                     if let Some(said) = said {
                         let _ = lines_tx.send((Stream::System, said.into())).await;
                     }
-                    (network, Ok(()))
+                    (network, Ok(()), cached)
                 }
-                Err(e) => (None, Err(e)),
+                Err(e) => (None, Err(e), cached),
             }
         }
         Ok(()) => match network::confine(&assignment.network, lines_tx).await {
-            Ok(confined) => (confined, Ok(())),
-            Err(e) => (None, Err(e)),
+            Ok(confined) => (confined, Ok(()), cached),
+            Err(e) => (None, Err(e), cached),
         },
-        Err(e) => (None, Err(e)),
+        Err(e) => (None, Err(e), cached),
     }
 }
 
@@ -753,6 +775,7 @@ fn lay_out(
     tree_made: bool,
     source: &wire::WorkspaceSource,
     handoff: &wire::Handoff,
+    has_caches: bool,
     user: Option<StepUser>,
 ) -> anyhow::Result<LaidOut> {
     let files = AttemptDir::new(dir);
@@ -770,7 +793,8 @@ fn lay_out(
         });
     };
     filled?;
-    if !handoff.needs_artifacts.is_empty() {
+    // Caches are restored (from the engine) before the files are handed over.
+    if !handoff.needs_artifacts.is_empty() || has_caches {
         return Ok(LaidOut::Partly {
             workspace_filled: true,
         });
@@ -782,15 +806,17 @@ fn lay_out(
 }
 
 /// The rest of [`lay_out`]'s work: fills the workspace (a fresh one, or a dependency's
-/// final one) unless `workspace_filled`, adds the artifacts it needs and hands everything
-/// in it to the step's user.
+/// final one) unless `workspace_filled`, adds the artifacts it needs, restores its caches
+/// ([`caches::restore_all`], whose failures are only log lines) and hands everything in it
+/// to the step's user.
 async fn prepare(
     engine: &Engine,
     assignment: &Assignment,
     dir: &Path,
     user: Option<StepUser>,
     workspace_filled: bool,
-) -> anyhow::Result<()> {
+    lines: &mpsc::Sender<(Stream, String)>,
+) -> anyhow::Result<Vec<caches::Cached>> {
     let files = AttemptDir::new(dir);
     let attempt = assignment.attempt_id;
     let limits = handoff_limits(assignment);
@@ -812,13 +838,14 @@ async fn prepare(
             .await
             .with_context(|| format!("the artifacts of step '{dep}'"))?;
     }
+    let cached = caches::restore_all(engine, assignment, dir, lines).await;
     if let Some(user) = user {
         let dir = dir.to_owned();
         tokio::task::spawn_blocking(move || step_user::hand_over(&dir, user))
             .await
             .context("the hand-over task failed")??;
     }
-    Ok(())
+    Ok(cached)
 }
 
 async fn spec_for(

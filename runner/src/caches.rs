@@ -1,5 +1,5 @@
 //! A step's caches on the runner's disk: the key of a cache ([`key`]), its archive
-//! ([`pack`]: a zstd-compressed tar of its paths, streamed), an entry received from the
+//! ([`trees`] and [`pack_trees`]: a zstd-compressed tar of its paths, streamed), an entry received from the
 //! engine and checked against its recorded digest ([`receive`]), and an entry restored
 //! into the workspace and the home ([`restore`]). The conversation with the engine and the
 //! step's log lines are `agent::caches`'.
@@ -165,22 +165,30 @@ pub struct Packed {
     pub left_out: Vec<(String, &'static str)>,
 }
 
-/// Writes the zstd-compressed tar of `spec`'s paths to `out`: path `i`'s tree under `i/`.
-/// `None` when not one of the paths is there to save (nothing is written then).
-pub fn pack(
-    dirs: Dirs<'_>,
-    spec: &CacheSpec,
-    limits: &Limits,
-    out: impl Write,
-) -> Result<Option<Packed>, CacheError> {
-    let mut trees = Vec::new();
+/// A cache's paths opened for packing (each never through a link), and those left out.
+pub struct Trees {
+    opened: Vec<(OwnedFd, PathBuf)>,
+    /// Paths not saved, with why (missing, not a directory, a link in the way).
+    pub left_out: Vec<(String, &'static str)>,
+}
+
+impl Trees {
+    /// Whether not one of the paths is there to save.
+    pub fn is_empty(&self) -> bool {
+        self.opened.is_empty()
+    }
+}
+
+/// Opens `spec`'s paths for [`pack_trees`]: path `i` becomes the archive's tree `i`.
+pub fn trees(dirs: Dirs<'_>, spec: &CacheSpec) -> Result<Trees, CacheError> {
+    let mut opened = Vec::new();
     let mut left_out = Vec::new();
     for (i, path) in spec.paths.iter().enumerate() {
         let (base, names) = dirs.place(path)?;
         let base = open_dir(base)?;
         let names: Vec<OsString> = names.iter().map(OsString::from).collect();
         match open_below(base.as_fd(), &names) {
-            Ok(dir) => trees.push((dir, PathBuf::from(i.to_string()))),
+            Ok(dir) => opened.push((dir, PathBuf::from(i.to_string()))),
             Err(Errno::ENOENT) => left_out.push((path.clone(), "does not exist")),
             Err(Errno::ENOTDIR | Errno::ELOOP) => {
                 left_out.push((path.clone(), "is not a directory (or a link is in the way)"))
@@ -188,13 +196,33 @@ pub fn pack(
             Err(e) => return Err(io::Error::from(e).into()),
         }
     }
+    Ok(Trees { opened, left_out })
+}
+
+/// Writes the zstd-compressed tar of `trees` to `out`.
+pub fn pack_trees(trees: Trees, limits: &Limits, out: impl Write) -> Result<Packed, CacheError> {
+    let mut encoder = zstd::Encoder::new(out, LEVEL)?;
+    let archive = handoff::pack_trees(trees.opened, limits, &mut encoder)?;
+    encoder.finish()?.flush()?;
+    Ok(Packed {
+        archive,
+        left_out: trees.left_out,
+    })
+}
+
+/// [`trees`] then [`pack_trees`]; `None` when not one of the paths is there to save
+/// (nothing is written then).
+pub fn pack(
+    dirs: Dirs<'_>,
+    spec: &CacheSpec,
+    limits: &Limits,
+    out: impl Write,
+) -> Result<Option<Packed>, CacheError> {
+    let trees = trees(dirs, spec)?;
     if trees.is_empty() {
         return Ok(None);
     }
-    let mut encoder = zstd::Encoder::new(out, LEVEL)?;
-    let archive = handoff::pack_trees(trees, limits, &mut encoder)?;
-    encoder.finish()?.flush()?;
-    Ok(Some(Packed { archive, left_out }))
+    pack_trees(trees, limits, out).map(Some)
 }
 
 /// Copies an entry's bytes from `input` to `into` while hashing them, and checks them:

@@ -122,7 +122,7 @@ pub(super) async fn execute(
 
     let (claim, laid_out) = claim_and_lay_out(config.step_users, &dir, &assignment, None).await?;
     let user = user_of(&claim);
-    let (mut step_network, prepared) = finish_sandbox(
+    let (mut step_network, prepared, _caches) = finish_sandbox(
         engine,
         config,
         &assignment,
