@@ -46,13 +46,13 @@ pub enum CacheError {
     #[error("digest mismatch")]
     Digest,
     /// The archive or the paths break a rule or a bound.
-    #[error("{0}")]
+    #[error(transparent)]
     Archive(#[from] HandoffError),
     /// A path of the plan is not one the runner accepts.
     #[error("path '{path}' {why}")]
     Path { path: String, why: &'static str },
     /// Reading or writing failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
