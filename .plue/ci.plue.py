@@ -11,7 +11,7 @@
 # HOME and /tmp: a toolchain under root's 0700 home or under /tmp is not reachable, one
 # under /usr/local, /opt or any world-readable directory is (put its `bin` first on PATH;
 # with rustup's proxies, set RUSTUP_HOME too: a step's HOME is not yours). A server's runner
-# passes only PATH: give it the toolchain on its PATH (and `--pass-env RUSTUP_HOME`).
+# passes only PATH: give it the toolchain on its PATH (and `plue serve --pass-env RUSTUP_HOME`).
 # Crates come from crates.io, so a step needs the network unless the caches hold them.
 #
 # The whole workspace's tests also need what `.ci/run` installs (PostgreSQL, Chromium, npm,
@@ -38,6 +38,13 @@ PRELUDE = """set -euo pipefail
 export CARGO_HOME="$HOME/.cargo" CARGO_TARGET_DIR="$PLUE_WORKSPACE/target"
 export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=line-tables-only
 cargo --version
+"""
+
+# A restored file is as new as its restore, so newer than this checkout's sources: cargo,
+# which compares modification times, would take a build of an older commit restored from a
+# cache as up to date. Touching the sources (not the build tree) makes them newer: the
+# workspace's crates are rebuilt, the restored dependencies are not.
+FRESHEN = """find . -path ./target -prune -o -type f -exec touch -c {} +
 """
 
 
@@ -96,9 +103,9 @@ def workflow(ctx):
         steps=[
             Step.bash("fmt", PRELUDE + "cargo fmt --all -- --check", timeout=600, caches=[]),
             Step.bash("module-circles", "python3 .ci/module-circles.py", timeout=600, caches=[]),
-            Step.bash("clippy", PRELUDE + "cargo clippy $CI_PACKAGES --all-targets -- -D warnings",
+            Step.bash("clippy", PRELUDE + FRESHEN + "cargo clippy $CI_PACKAGES --all-targets -- -D warnings",
                       timeout=10800, caches=rust_caches("clippy", names, enabled)),
-            Step.bash("test", PRELUDE + "cargo test $CI_PACKAGES", timeout=10800,
+            Step.bash("test", PRELUDE + FRESHEN + "cargo test $CI_PACKAGES", timeout=10800,
                       caches=rust_caches("test", names, enabled)),
         ],
     )

@@ -118,6 +118,22 @@ fn a_push_checks_the_whole_workspace_with_caches_on_each_cargo_step() {
         "{clippy}"
     );
     assert!(clippy.contains(r#"CARGO_HOME="$HOME/.cargo""#), "{clippy}");
+    // Cached steps make the checkout's sources newer than a restored build tree (restored
+    // files are as new as the restore), so cargo never takes an older commit's build as
+    // up to date.
+    for id in ["clippy", "test"] {
+        let text = step(&plan, id)["command"].as_str().expect("a command");
+        let touch = text
+            .find("find . -path ./target -prune -o -type f -exec touch -c {} +")
+            .unwrap_or_else(|| panic!("{id} does not touch its sources: {text}"));
+        assert!(
+            touch
+                < text
+                    .find("cargo clippy")
+                    .or(text.find("cargo test"))
+                    .unwrap()
+        );
+    }
     // Formatting and the circle check build nothing: no caches.
     assert_eq!(step(&plan, "fmt").get("caches"), None);
     assert_eq!(step(&plan, "module-circles").get("caches"), None);
