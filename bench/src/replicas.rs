@@ -30,7 +30,6 @@
 //! PostgreSQL is `testkit`'s throw-away server (`fsync=off`, `synchronous_commit=off`):
 //! commit latency here is a memory write, so disk-bound installations are slower.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +37,7 @@ use anyhow::{bail, Context, Result};
 use plue_types::protocol::{self as wire, Assignment};
 use serde_json::Value;
 use testkit::TempPostgres;
+use tokio_util::sync::CancellationToken;
 
 use crate::server::{Backend, Server};
 use crate::stats::{from_ms, ms, percentile, whole_ms};
@@ -237,7 +237,7 @@ async fn measure(
     }
     let engines: Vec<u32> = servers.iter().map(Server::pid).collect();
     let postmaster = crate::cpu::postmaster(&postgres.dir().join("data"))?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let round_trips = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..config.runners {
@@ -366,7 +366,7 @@ async fn measure(
         );
         print_statements(&top_statements, (config.runs * config.steps) as f64)?;
     }
-    stop.store(true, Ordering::SeqCst);
+    stop.cancel();
     for task in tasks {
         task.await??;
     }
@@ -470,7 +470,7 @@ async fn wake_probe(
                 .with_context(|| "psql in the wake probe".to_string())
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let round_trips = Arc::new(Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..WAKE_RUNNERS)
         .map(|i| {
@@ -510,7 +510,7 @@ async fn wake_probe(
         }
         runs.push(run.to_string());
     }
-    stop.store(true, Ordering::SeqCst);
+    stop.cancel();
     for task in tasks {
         task.await??;
     }
@@ -555,7 +555,9 @@ struct ProtocolRunner {
     name: String,
     client: reqwest::Client,
     session: String,
-    stop: Arc<AtomicBool>,
+    /// Cancelled when the benchmark is done: a waiting poll is abandoned (the engines stop
+    /// right after).
+    stop: CancellationToken,
     /// Round trips of completions that asked for the next attempt.
     round_trips: Arc<Mutex<Vec<Duration>>>,
 }
@@ -579,10 +581,16 @@ impl ProtocolRunner {
         self.session = registered.session_token;
         let heartbeat = Duration::from_millis(registered.heartbeat_interval_ms.max(100));
         let mut beat = Instant::now();
-        let poll = serde_json::to_value(&wire::PollRequest { wait_ms: 1000 })?;
-        while !self.stop.load(Ordering::SeqCst) {
-            let polled: wire::PollResponse =
-                serde_json::from_value(self.post(wire::POLL, &self.session, poll.clone()).await?)?;
+        // The real runner's long poll, so the idle installation costs what real runners cost.
+        let poll = serde_json::to_value(&wire::PollRequest {
+            wait_ms: runner::agent::POLL_WAIT.as_millis() as u64,
+        })?;
+        while !self.stop.is_cancelled() {
+            let polled = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                polled = self.post(wire::POLL, &self.session, poll.clone()) => polled?,
+            };
+            let polled: wire::PollResponse = serde_json::from_value(polled)?;
             let mut next = polled.assignment;
             while let Some(assignment) = next {
                 next = self.complete(&assignment).await?;

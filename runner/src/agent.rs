@@ -95,7 +95,8 @@ pub struct AgentConfig {
     pub engine_socket: Option<PathBuf>,
 }
 
-const POLL_WAIT: Duration = Duration::from_secs(20);
+/// How long a poll for work waits at the engine before it asks again.
+pub const POLL_WAIT: Duration = Duration::from_secs(20);
 
 /// Runs the agent until it is told to stop, the engine forgets it, or (ephemeral) after
 /// one step.

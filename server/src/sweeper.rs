@@ -75,12 +75,16 @@ async fn sweep(
     for run_id in store.expire_approvals(now).await? {
         executor.advance(run_id).await?;
     }
-    // Every few ticks, move every active run on (cheap; covers missed notifications).
+    // Every few ticks, move every active run on (cheap; covers missed notifications), and
+    // wake every waiting poll if claimable work waits (a wake lost between replicas whose
+    // step the due-work watch did not see: clocks apart). Idle, that is one count.
     if ticks.is_multiple_of(4) {
         for run_id in store.active_runs().await? {
             executor.advance(run_id).await?;
         }
-        executor.events().wake_all();
+        if store.queued_ready(now_ms()).await? > 0 {
+            executor.events().wake_all();
+        }
     }
     Ok(())
 }
