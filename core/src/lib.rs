@@ -20,6 +20,7 @@
 
 pub mod annotations;
 pub mod artifacts;
+pub mod caches;
 pub mod dispatch;
 pub mod executor;
 pub mod launch;

@@ -397,6 +397,14 @@ pub(crate) struct ServeArgs {
     /// Blobs of runs older than this many days are deleted (0: kept forever).
     #[arg(long, env = "PLUE_ARTIFACTS_RETENTION_DAYS", default_value_t = engine::artifacts::DEFAULT_RETENTION_DAYS)]
     pub(crate) artifacts_retention_days: u64,
+    /// The most bytes of step caches one repository keeps; past it the least recently used
+    /// entries are evicted (a run below the default branch never evicts the default
+    /// branch's or protected entries).
+    #[arg(long, env = "PLUE_CACHE_QUOTA", value_name = "BYTES", default_value_t = engine::artifacts::DEFAULT_CACHE_QUOTA)]
+    pub(crate) cache_quota: u64,
+    /// Cache entries unused for this many days are deleted (0: kept until evicted).
+    #[arg(long, env = "PLUE_CACHE_RETENTION_DAYS", value_name = "DAYS", default_value_t = engine::artifacts::DEFAULT_CACHE_RETENTION_DAYS)]
+    pub(crate) cache_retention_days: u64,
     #[command(flatten)]
     pub(crate) quotas: QuotaArgs,
     /// This server's URL as users reach it (links in commit statuses).

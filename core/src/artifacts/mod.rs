@@ -12,7 +12,8 @@
 //! [`Artifacts::file`] stream a blob, or one file of it, back (to a client:
 //! [`Artifacts::download`] and [`Artifacts::file`], in capped slots, dropped when the
 //! client stalls, no blocking thread ever waiting on it: [`read`]); [`Artifacts::sweep`]
-//! deletes the blobs of runs past the retention (which frees quota).
+//! deletes the blobs of runs past the retention (which frees quota). Step cache archives
+//! live beside them, content-addressed ([`cache`]).
 //!
 //! Invariants: nothing here buffers a whole blob; a blob that failed (over the limit or a
 //! quota, a refused entry, a broken body, a record that failed) is aborted or deleted and
@@ -20,6 +21,7 @@
 //! ids (identifiers) and a random suffix only, never from a path a client sent, and each
 //! upload has its own key, so a refused one never touches an object already recorded.
 
+pub mod cache;
 pub mod quota;
 pub mod read;
 mod record;
@@ -53,7 +55,35 @@ pub struct ArtifactsConfig {
     pub retention: Option<Duration>,
     /// What a run, a fork's run and a repository may keep in all.
     pub quotas: Quotas,
+    /// What step caches may keep, and for how long ([`cache`]).
+    pub caches: CacheLimits,
 }
+
+/// The bounds of step caches: per scope (a repository, or the local runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// The most bytes a repository's entries keep (`plue serve --cache-quota`); the least
+    /// recently used are evicted past it.
+    pub quota: u64,
+    /// Entries unused this long are deleted (`--cache-retention-days`); `None`: kept.
+    pub retention: Option<Duration>,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            quota: DEFAULT_CACHE_QUOTA,
+            retention: Some(Duration::from_secs(
+                DEFAULT_CACHE_RETENTION_DAYS * 24 * 3600,
+            )),
+        }
+    }
+}
+
+/// The default cache quota of a repository: 10 GiB.
+pub const DEFAULT_CACHE_QUOTA: u64 = 10 << 30;
+/// The default cache retention in days.
+pub const DEFAULT_CACHE_RETENTION_DAYS: u64 = 7;
 
 impl ArtifactsConfig {
     /// A local store in `dir` with the default limit and retention.
@@ -64,6 +94,7 @@ impl ArtifactsConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             retention: Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 24 * 3600)),
             quotas: Quotas::default(),
+            caches: CacheLimits::default(),
         }
     }
 }
@@ -107,6 +138,7 @@ pub struct Artifacts {
     max_bytes: u64,
     retention: Option<Duration>,
     quotas: Quotas,
+    caches: CacheLimits,
     downloads: Arc<Downloads>,
     streaming: Arc<Streaming>,
 }
@@ -156,6 +188,7 @@ impl Artifacts {
             max_bytes: config.max_bytes,
             retention: config.retention,
             quotas: config.quotas,
+            caches: config.caches,
             downloads: Arc::new(Downloads::default()),
             streaming: Arc::new(Streaming::default()),
         })
@@ -169,6 +202,11 @@ impl Artifacts {
     /// The bytes uploads stream now, by run.
     pub fn streaming(&self) -> &Streaming {
         &self.streaming
+    }
+
+    /// The bounds of step caches.
+    pub fn cache_limits(&self) -> CacheLimits {
+        self.caches
     }
 
     /// The quotas uploads are held to.

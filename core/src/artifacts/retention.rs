@@ -4,7 +4,9 @@
 //! deleted otherwise — a repository or a run deleted with its rows, a replaced record —
 //! whose keys a trigger left in `doomed_blobs` with the delete: object first, then the key
 //! ([`Artifacts::sweep_doomed`], at start, every [`SWEEP_EVERY`] and after a repository is
-//! deleted), so no object outlives its row past a sweep, even across a crash.
+//! deleted), so no object outlives its row past a sweep, even across a crash. Cache entries
+//! unused for the cache retention are deleted first ([`Artifacts::sweep_caches`]), so
+//! their objects go in the same sweep.
 
 use std::time::Duration;
 
@@ -76,6 +78,11 @@ impl Artifacts {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("deleted {n} expired artifact blobs"),
                 Err(e) => tracing::warn!("artifact retention: {e:#}"),
+            }
+            match self.sweep_caches(&store, now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("deleted {n} cache entries unused for the retention"),
+                Err(e) => tracing::warn!("cache retention: {e:#}"),
             }
             match self.sweep_doomed(&store).await {
                 Ok(_) => {}

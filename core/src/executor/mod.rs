@@ -259,17 +259,36 @@ impl Executor {
         run: &NewRun<'_>,
         triggerer: Option<&Triggerer>,
     ) -> anyhow::Result<i64> {
-        self.start_run_carrying(run, triggerer, &[]).await
+        self.start_run_carrying(run, triggerer, &[], None).await
+    }
+
+    /// [`Executor::start_run_by`] for a pull request from the fork `fork` (`owner/name`,
+    /// when the forge named it): the run's cache partition is the fork's own.
+    pub async fn start_run_of_fork(
+        &self,
+        run: &NewRun<'_>,
+        triggerer: Option<&Triggerer>,
+        fork: Option<&str>,
+    ) -> anyhow::Result<i64> {
+        self.start_run_carrying(run, triggerer, &[], fork).await
     }
 
     /// [`Executor::start_run_by`] for a re-run that carries the steps `carry` over from
-    /// the run it repeats ([`reruns`]).
+    /// the run it repeats ([`reruns`]). The run's cache partition is decided here
+    /// (`crate::caches::origin`), and stored with it.
     async fn start_run_carrying(
         &self,
         run: &NewRun<'_>,
         triggerer: Option<&Triggerer>,
         carry: &[String],
+        fork: Option<&str>,
     ) -> anyhow::Result<i64> {
+        let partition = crate::caches::origin::partition_of(&self.store, run, fork, |n, o, d| {
+            matches!(environments::gate(n, o, d), environments::Gate::Open { .. })
+        })
+        .await
+        .context("deciding the run's cache partition")?
+        .label();
         // `Plan(max_parallel=)` lowers the engine's limit for this run, never raises it.
         let max_parallel = run
             .plan
@@ -282,20 +301,11 @@ impl Executor {
             plan: &routed,
             ..*run
         };
-        let created = match triggerer {
-            _ if !carry.is_empty() => {
-                self.store
-                    .create_rerun_by(&stored, max_parallel, triggerer, carry)
-                    .await
-            }
-            Some(triggerer) => {
-                self.store
-                    .create_run_by(&stored, max_parallel, triggerer)
-                    .await
-            }
-            None => self.store.create_run(&stored, max_parallel).await,
-        }
-        .context("storing the run")?;
+        let created = self
+            .store
+            .create_run_in_partition(&stored, max_parallel, triggerer, carry, &partition)
+            .await
+            .context("storing the run")?;
         self.remember(created.id, Arc::new(run.plan.clone()));
         for &cancelled in &created.cancelled {
             self.events.send(Event::Cancel { run_id: cancelled });
@@ -351,6 +361,7 @@ impl Executor {
                 },
                 triggerer,
                 carry,
+                None,
             )
             .await?;
         Ok(Some(new_id))

@@ -87,6 +87,9 @@ struct Occurrence<'a> {
     secrets_allowed: bool,
     /// Who the runs are recorded as started by (`None`: the caller records it).
     triggerer: Option<Triggerer>,
+    /// A pull request's fork (`owner/name`, from its head clone URL), whose runs' caches
+    /// are the fork's own partition (`crate::caches`).
+    fork: Option<String>,
 }
 
 impl Registry {
@@ -158,6 +161,7 @@ impl Registry {
             triggerer: self
                 .forge_triggerer(repo, push.actor.as_deref(), &push.co_actors)
                 .await?,
+            fork: None,
         };
         let (runs, plans) = self.start_matching(&occurrence, &files).await?;
         let default_branch = push
@@ -252,6 +256,11 @@ impl Registry {
             triggerer: self
                 .forge_triggerer(repo, pr.actor.as_deref(), &pr.co_actors)
                 .await?,
+            fork: pr
+                .head_clone_url
+                .as_deref()
+                .filter(|_| pr.from_fork)
+                .and_then(fork_name),
         };
         let runs = self.start_matching(&occurrence, &files).await?.0;
         // The run page names the pull request by its title (`ctx` holds none). The runs
@@ -423,6 +432,7 @@ impl Registry {
             fetch_url: repo.clone_url.clone(),
             secrets_allowed: true,
             triggerer,
+            fork: None,
         };
         Ok(self
             .start_run(&occurrence, &file.path, Ok(evaluated))
@@ -467,6 +477,7 @@ impl Registry {
                 name: "schedule".to_string(),
                 ..Triggerer::default()
             }),
+            fork: None,
         };
         Ok(Some(
             self.start_run(&occurrence, &file.path, evaluated).await?,
@@ -668,13 +679,14 @@ impl Registry {
                 // Who started it is stored before its first advance, so no gate of the run
                 // is decided before the engine knows whom it excludes.
                 self.executor
-                    .start_run_by(
+                    .start_run_of_fork(
                         &new_run(
                             &evaluated.plan,
                             &evaluated.canonical_json,
                             &evaluated.plan_hash,
                         ),
                         occurrence.triggerer.as_ref(),
+                        occurrence.fork.as_deref(),
                     )
                     .await
             }
@@ -890,9 +902,48 @@ fn branch_of(git_ref: &str) -> Option<String> {
     }
 }
 
+/// A fork's `owner/name` from its clone URL (`https://forge/owner/name.git`), when both
+/// parts are plain names; `None` otherwise (the run's partition is then named after its
+/// pull request).
+fn fork_name(url: &str) -> Option<String> {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let mut parts = path.rsplit('/');
+    let name = parts.next()?;
+    let owner = parts.next()?;
+    parts.next()?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    (plain(owner) && plain(name)).then(|| format!("{owner}/{name}"))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forks_name_is_taken_from_its_clone_url_only_when_plain() {
+        assert_eq!(
+            fork_name("https://github.com/eve/hello.git").as_deref(),
+            Some("eve/hello")
+        );
+        assert_eq!(
+            fork_name("http://gitea:3000/mallory/hello/").as_deref(),
+            Some("mallory/hello")
+        );
+        for url in [
+            "https://github.com/hello.git",
+            "https://github.com/eve/../hello.git",
+            "https://github.com/eve/hel lo.git",
+            "hello",
+        ] {
+            assert_eq!(fork_name(url), None, "{url}");
+        }
+    }
 
     #[test]
     fn cron_fire_times_are_utc() {

@@ -508,6 +508,7 @@ impl Registry {
                 fetch_url: repo.clone_url.clone(),
                 secrets_allowed: trusted,
                 triggerer: triggerer.clone(),
+                fork: None,
             };
             let path = file.path.as_str();
             match self.start_run(&occurrence, path, Ok(evaluated)).await {

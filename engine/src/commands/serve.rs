@@ -209,6 +209,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         retention: (args.artifacts_retention_days > 0)
             .then(|| Duration::from_secs(args.artifacts_retention_days * 24 * 3600)),
         quotas: args.quotas.quotas(),
+        caches: engine::artifacts::CacheLimits {
+            quota: args.cache_quota.max(1),
+            retention: (args.cache_retention_days > 0)
+                .then(|| Duration::from_secs(args.cache_retention_days * 24 * 3600)),
+        },
     };
     config.log_quotas = args.quotas.log_quotas();
     config.egress_proxy_token = egress_proxy_token(

@@ -1,0 +1,199 @@
+//! A new run's cache partition from what the engine recorded about it: its stored context
+//! (event, ref, branch, pull request), whether its secrets are withheld, its repository's
+//! default branch and environments, and its plan (an `llm` step with tools, a step naming
+//! an environment). The rules themselves are [`super::partition`]'s.
+//!
+//! Invariants: nothing here is taken from the plan but two facts the plan cannot lie
+//! about in the run's favour (tools demote, and an environment lifts only where the
+//! repository's own rules admit the run's branch, as the environment gate the caller
+//! passes judges it); a context that does not parse gives the least trusted partition; a
+//! re-run keeps the partition of the run it repeats.
+
+use evaluator::plan::{Action, Plan};
+use evaluator::{EvalContext, Event};
+
+use super::partition::{Origin, Partition, PlanFacts};
+use crate::store::{EnvironmentRow, NewRun, RunOrigin, Store};
+
+/// Whether a step of `plan` gives an agent tools.
+pub fn gives_agent_tools(plan: &Plan) -> bool {
+    plan.steps
+        .iter()
+        .any(|step| matches!(&step.action, Action::Llm(llm) if !llm.tools.is_empty()))
+}
+
+/// The origin of a repository run with context `ctx`, secrets allowed or not, on a
+/// repository whose default branch is `default_branch`; `fork` names a pull request's
+/// fork when the forge did.
+pub fn origin_of(
+    ctx: &EvalContext,
+    secrets_allowed: bool,
+    default_branch: Option<&str>,
+    fork: Option<&str>,
+) -> Origin {
+    match (ctx.event, &ctx.pr) {
+        (Event::Issue | Event::Comment, _) => Origin::Summoned,
+        (_, Some(pr)) if !secrets_allowed => Origin::Fork {
+            number: pr.number,
+            fork: fork.map(str::to_owned),
+        },
+        (_, Some(pr)) => Origin::Pull { number: pr.number },
+        (_, None) => Origin::Ref {
+            branch: ctx.branch.clone(),
+            tag: ctx.git_ref.starts_with("refs/tags/"),
+            default_branch: default_branch.map(str::to_owned),
+        },
+    }
+}
+
+/// The partition of `new` about to be stored; `fork` as in [`origin_of`]; `admits`:
+/// whether the environment gate lets a run from an origin use an environment (name, the
+/// run's origin, the environment as its repository defines it).
+pub async fn partition_of(
+    store: &Store,
+    new: &NewRun<'_>,
+    fork: Option<&str>,
+    admits: impl Fn(&str, &RunOrigin, Option<&EnvironmentRow>) -> bool,
+) -> anyhow::Result<Partition> {
+    let Some(repo) = new.repo else {
+        return Ok(Partition::Local);
+    };
+    if let Some(repeated) = new.rerun_of {
+        let stored = store.run_cache_partition(repeated).await?;
+        return Ok(match stored {
+            Some((label, repo_id)) => Partition::stored(label.as_deref(), repo_id.is_some()),
+            None => Partition::least_trusted(true),
+        });
+    }
+    let Ok(ctx) = serde_json::from_str::<EvalContext>(new.context_json) else {
+        return Ok(Partition::least_trusted(true));
+    };
+    let row = store.repo_by_id(repo.repo_id).await?;
+    let default_branch = row.as_ref().and_then(|r| r.default_branch.as_deref());
+    let origin = origin_of(&ctx, repo.secrets_allowed, default_branch, fork);
+    let mut facts = PlanFacts {
+        agent_tools: gives_agent_tools(new.plan),
+        admitted_environment: false,
+        engine_written: matches!(origin, Origin::Ref { .. }) && !repo.secrets_allowed,
+    };
+    if let (Origin::Ref { .. }, Some(row)) = (&origin, &row) {
+        let run_origin = RunOrigin {
+            repo_name: row.name.clone(),
+            from_fork: false,
+            branch: ctx.branch.clone(),
+            git_ref: ctx.git_ref.clone(),
+        };
+        for name in new
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| s.environment.as_deref())
+        {
+            let defined = store.environment(repo.repo_id, name).await?;
+            if admits(name, &run_origin, defined.as_ref()) {
+                facts.admitted_environment = true;
+                break;
+            }
+        }
+    }
+    Ok(Partition::of(&origin, facts))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use evaluator::plan::{LlmAction, Step};
+    use evaluator::PullRequest;
+
+    use super::*;
+
+    fn ctx(event: Event, git_ref: &str, branch: Option<&str>, pr: Option<u64>) -> EvalContext {
+        EvalContext {
+            event,
+            repo: "octo/hello".into(),
+            git_ref: git_ref.into(),
+            branch: branch.map(str::to_owned),
+            sha: "0".repeat(40),
+            pr: pr.map(|number| PullRequest {
+                number,
+                base: "main".into(),
+                head: "feature".into(),
+                action: "opened".into(),
+            }),
+            changed_files: Vec::new(),
+            inputs: BTreeMap::new(),
+            issue: None,
+            comment: None,
+        }
+    }
+
+    fn llm(tools: &[&str]) -> Plan {
+        Plan::new(
+            "agent",
+            vec![Step::new(
+                "fix",
+                Action::Llm(LlmAction {
+                    prompt: Some("fix it".into()),
+                    tools: tools.iter().map(|t| t.to_string()).collect(),
+                    ..LlmAction::default()
+                }),
+            )],
+        )
+    }
+
+    #[test]
+    fn an_agent_with_tools_demotes_and_one_without_does_not() {
+        assert!(gives_agent_tools(&llm(&["bash"])));
+        assert!(!gives_agent_tools(&llm(&[])));
+        assert!(!gives_agent_tools(&Plan::new(
+            "ci",
+            vec![Step::bash("test", "true")]
+        )));
+    }
+
+    #[test]
+    fn origins_of_each_kind_of_run() {
+        let main = Some("main");
+        let push = ctx(Event::Push, "refs/heads/main", Some("main"), None);
+        assert_eq!(
+            origin_of(&push, true, main, None),
+            Origin::Ref {
+                branch: Some("main".into()),
+                tag: false,
+                default_branch: Some("main".into())
+            }
+        );
+        let tag = ctx(Event::Push, "refs/tags/v1", None, None);
+        assert!(matches!(
+            origin_of(&tag, true, main, None),
+            Origin::Ref { tag: true, .. }
+        ));
+        let pr = ctx(
+            Event::PullRequest,
+            "refs/pull/4/head",
+            Some("feature"),
+            Some(4),
+        );
+        assert_eq!(origin_of(&pr, true, main, None), Origin::Pull { number: 4 });
+        assert_eq!(
+            origin_of(&pr, false, main, Some("eve/hello")),
+            Origin::Fork {
+                number: 4,
+                fork: Some("eve/hello".into())
+            }
+        );
+        let issue = ctx(Event::Issue, "refs/heads/main", Some("main"), None);
+        assert_eq!(origin_of(&issue, true, main, None), Origin::Summoned);
+        let comment = ctx(Event::Comment, "refs/heads/main", Some("main"), Some(4));
+        assert_eq!(origin_of(&comment, true, main, None), Origin::Summoned);
+        let schedule = ctx(Event::Schedule, "refs/heads/main", Some("main"), None);
+        assert_eq!(
+            Partition::of(
+                &origin_of(&schedule, true, main, None),
+                PlanFacts::default()
+            ),
+            Partition::Default
+        );
+    }
+}

@@ -1,0 +1,509 @@
+//! Cache trust partitions, as pure functions: which partition a run writes its step caches
+//! into, and which partitions it may restore from.
+//!
+//! Every cache entry belongs to the partition of the run that saved it. A run **writes only
+//! its own partition** and **reads its own, then each more trusted one**, so nothing a less
+//! trusted run saves is ever restored by a more trusted one. The ladder, per repository,
+//! most trusted first:
+//!
+//! | partition           | which runs                                                         | reads (in order)                  |
+//! |---------------------|--------------------------------------------------------------------|-----------------------------------|
+//! | `protected`         | a tag; a run with a step naming an environment whose rules admit it | `protected`                       |
+//! | `default`           | the default branch (push, schedule, manual dispatch)               | `default`, `protected`            |
+//! | `branch:<name>`     | another branch of the repository itself                            | itself, `default`, `protected`    |
+//! | `pull:<number>`     | a pull request from the repository itself                          | itself, `default`, `protected`    |
+//! | `fork:<owner/name>` | a pull request from a fork (each fork its own)                     | itself, `default`, `protected`    |
+//! | `agents`            | summoned from an issue or a comment; any run whose plan gives an   | `agents`, `default`, `protected`  |
+//! |                     | `llm` step tools; a push or pull request the engine itself wrote   |                                   |
+//! | `local`             | `plue run` without a repository (its own scope)                    | `local`                           |
+//!
+//! Choices (Plue has no protected branches of its own; an environment's `allowed_refs` are
+//! the closest): a run is `protected` for an environment only when the environment is
+//! defined and its `allowed_refs` admit the run's branch (the gate's own rule), so naming
+//! `environment="prod"` on a feature branch does not lift the run. Demotion wins over
+//! everything: an agent with tools, an issue or a comment puts any repository run in
+//! `agents`, whatever its branch or tag, except a fork's run, which stays in its own
+//! `fork:` partition (as isolated already). A pull request is `pull:`/`fork:` even when its
+//! head branch is the default one. A run on a bare commit (no branch, no tag) is `agents`:
+//! any commit of the mirror may be a fork's. A re-run keeps the partition of the run it
+//! repeats. A run created before partitions existed (migration 0033) is `agents`, or
+//! `local` without a repository.
+//!
+//! Invariants: [`Partition::reads`] of every partition starts with itself and holds only
+//! itself, `default` and `protected`; `default` and `protected` read nothing below
+//! `default`; `local` reads only itself.
+
+use std::fmt;
+
+/// A run's cache partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Partition {
+    Protected,
+    Default,
+    Branch(String),
+    Pull(u64),
+    /// `owner/name` of the fork, or `pull-<number>` when the forge did not name it.
+    Fork(String),
+    Agents,
+    Local,
+}
+
+/// Where a run comes from, as the engine recorded it (never as the plan says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `plue run` of a file, no repository.
+    Local,
+    /// A run of the repository itself on a ref.
+    Ref {
+        /// The branch, when the ref is one.
+        branch: Option<String>,
+        /// The ref is a tag.
+        tag: bool,
+        /// The repository's default branch, when known.
+        default_branch: Option<String>,
+    },
+    /// A pull request from the repository itself.
+    Pull { number: u64 },
+    /// A pull request from a fork: its `owner/name` when known.
+    Fork { number: u64, fork: Option<String> },
+    /// Summoned from an issue or a comment.
+    Summoned,
+}
+
+/// What a run's plan and its repository's rules add to its [`Origin`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanFacts {
+    /// An `llm` step has tools.
+    pub agent_tools: bool,
+    /// A step names an environment the repository defines and whose rules admit the run.
+    pub admitted_environment: bool,
+    /// The engine wrote the commit (an agent's change it pushed): its secrets are withheld.
+    pub engine_written: bool,
+}
+
+impl Partition {
+    /// The partition of a run from `origin` with `facts`.
+    pub fn of(origin: &Origin, facts: PlanFacts) -> Partition {
+        match origin {
+            Origin::Local => Partition::Local,
+            Origin::Fork { number, fork } => Partition::Fork(
+                fork.clone()
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| format!("pull-{number}")),
+            ),
+            _ if facts.agent_tools || facts.engine_written => Partition::Agents,
+            Origin::Summoned => Partition::Agents,
+            Origin::Pull { number } => Partition::Pull(*number),
+            Origin::Ref { tag: true, .. } => Partition::Protected,
+            Origin::Ref {
+                branch: Some(branch),
+                default_branch,
+                ..
+            } => {
+                if facts.admitted_environment {
+                    Partition::Protected
+                } else if default_branch.as_deref() == Some(branch.as_str()) {
+                    Partition::Default
+                } else {
+                    Partition::Branch(branch.clone())
+                }
+            }
+            Origin::Ref { branch: None, .. } => Partition::Agents,
+        }
+    }
+
+    /// The least trusted partition: what a run gets when nothing better is known.
+    pub fn least_trusted(has_repo: bool) -> Partition {
+        if has_repo {
+            Partition::Agents
+        } else {
+            Partition::Local
+        }
+    }
+
+    /// The partitions this one restores from, in the order they are tried.
+    pub fn reads(&self) -> Vec<Partition> {
+        match self {
+            Partition::Protected => vec![Partition::Protected],
+            Partition::Local => vec![Partition::Local],
+            Partition::Default => vec![Partition::Default, Partition::Protected],
+            lower => vec![lower.clone(), Partition::Default, Partition::Protected],
+        }
+    }
+
+    /// Whether a run of this partition may restore an entry `writer` saved.
+    pub fn may_read(&self, writer: &Partition) -> bool {
+        self.reads().contains(writer)
+    }
+
+    /// The partition's label, as stored and shown.
+    pub fn label(&self) -> String {
+        self.to_string()
+    }
+
+    /// A stored label back; `None` for text no partition writes.
+    pub fn parse(label: &str) -> Option<Partition> {
+        match label {
+            "protected" => return Some(Partition::Protected),
+            "default" => return Some(Partition::Default),
+            "agents" => return Some(Partition::Agents),
+            "local" => return Some(Partition::Local),
+            _ => {}
+        }
+        let (kind, rest) = label.split_once(':')?;
+        if rest.is_empty() {
+            return None;
+        }
+        match kind {
+            "branch" => Some(Partition::Branch(rest.to_owned())),
+            "pull" => rest.parse().ok().map(Partition::Pull),
+            "fork" => Some(Partition::Fork(rest.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// A stored label, or the least trusted partition when it is missing or unreadable
+    /// (a run from before migration 0033).
+    pub fn stored(label: Option<&str>, has_repo: bool) -> Partition {
+        label
+            .and_then(Partition::parse)
+            .filter(|p| (*p == Partition::Local) != has_repo)
+            .unwrap_or_else(|| Partition::least_trusted(has_repo))
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Partition::Protected => f.write_str("protected"),
+            Partition::Default => f.write_str("default"),
+            Partition::Branch(name) => write!(f, "branch:{name}"),
+            Partition::Pull(number) => write!(f, "pull:{number}"),
+            Partition::Fork(name) => write!(f, "fork:{name}"),
+            Partition::Agents => f.write_str("agents"),
+            Partition::Local => f.write_str("local"),
+        }
+    }
+}
+
+/// The label of the partition of a run from `origin` with `facts` (for the dispatch of a
+/// step's caches, which shows it in the step's log).
+pub fn partition_label(origin: &Origin, facts: PlanFacts) -> String {
+    Partition::of(origin, facts).label()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_branch(branch: &str) -> Origin {
+        Origin::Ref {
+            branch: Some(branch.into()),
+            tag: false,
+            default_branch: Some("main".into()),
+        }
+    }
+
+    fn tools() -> PlanFacts {
+        PlanFacts {
+            agent_tools: true,
+            ..PlanFacts::default()
+        }
+    }
+
+    fn every() -> Vec<Partition> {
+        vec![
+            Partition::Protected,
+            Partition::Default,
+            Partition::Branch("feature".into()),
+            Partition::Branch("other".into()),
+            Partition::Pull(1),
+            Partition::Pull(2),
+            Partition::Fork("eve/hello".into()),
+            Partition::Fork("mallory/hello".into()),
+            Partition::Agents,
+            Partition::Local,
+        ]
+    }
+
+    /// The ladder's rule written out once more, independently: a reader reads itself, and
+    /// a repository partition reads `default` and `protected` — except that `protected`
+    /// reads only itself.
+    fn expected(reader: &Partition, writer: &Partition) -> bool {
+        use Partition::*;
+        if reader == writer {
+            return true;
+        }
+        match (reader, writer) {
+            (Local, _) | (_, Local) => false,
+            (Protected, _) => false,
+            (_, Protected) => true,
+            (Default, _) => false,
+            (_, Default) => true,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn truth_table_of_every_reader_and_writer() {
+        let all = every();
+        let mut checked = 0;
+        for reader in &all {
+            for writer in &all {
+                assert_eq!(
+                    reader.may_read(writer),
+                    expected(reader, writer),
+                    "{reader} reading {writer}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, all.len() * all.len());
+        // Nothing below `default` is read by `default` or `protected`.
+        for trusted in [Partition::Protected, Partition::Default] {
+            for lower in all.iter().skip(2) {
+                assert!(!trusted.may_read(lower), "{trusted} reads {lower}");
+            }
+        }
+    }
+
+    #[test]
+    fn reads_start_with_the_run_itself_then_go_up() {
+        assert_eq!(Partition::Protected.reads(), vec![Partition::Protected]);
+        assert_eq!(
+            Partition::Default.reads(),
+            vec![Partition::Default, Partition::Protected]
+        );
+        assert_eq!(
+            Partition::Fork("eve/hello".into()).reads(),
+            vec![
+                Partition::Fork("eve/hello".into()),
+                Partition::Default,
+                Partition::Protected
+            ]
+        );
+        assert_eq!(
+            Partition::Agents.reads(),
+            vec![Partition::Agents, Partition::Default, Partition::Protected]
+        );
+        assert_eq!(Partition::Local.reads(), vec![Partition::Local]);
+    }
+
+    #[test]
+    fn labels_round_trip() {
+        for partition in every() {
+            assert_eq!(Partition::parse(&partition.label()), Some(partition));
+        }
+        assert_eq!(
+            Partition::parse("branch:release/1.0:x"),
+            Some(Partition::Branch("release/1.0:x".into()))
+        );
+        for bad in ["", "branch:", "pull:x", "fork:", "trusted", "Default"] {
+            assert_eq!(Partition::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_run_from_before_partitions_is_least_trusted() {
+        assert_eq!(Partition::stored(None, true), Partition::Agents);
+        assert_eq!(Partition::stored(None, false), Partition::Local);
+        assert_eq!(Partition::stored(Some("nonsense"), true), Partition::Agents);
+        // A repository run never reads the local scope's label as its own, nor the reverse.
+        assert_eq!(Partition::stored(Some("local"), true), Partition::Agents);
+        assert_eq!(Partition::stored(Some("default"), false), Partition::Local);
+        assert_eq!(Partition::stored(Some("default"), true), Partition::Default);
+    }
+
+    #[test]
+    fn a_push_to_the_default_branch_is_default() {
+        let p = Partition::of(&on_branch("main"), PlanFacts::default());
+        assert_eq!(p, Partition::Default);
+    }
+
+    #[test]
+    fn a_push_to_another_branch_is_that_branch() {
+        let p = Partition::of(&on_branch("feature/x"), PlanFacts::default());
+        assert_eq!(p, Partition::Branch("feature/x".into()));
+        assert!(!Partition::Default.may_read(&p));
+        assert!(p.may_read(&Partition::Default));
+    }
+
+    #[test]
+    fn a_tag_is_protected() {
+        let tag = Origin::Ref {
+            branch: None,
+            tag: true,
+            default_branch: Some("main".into()),
+        };
+        assert_eq!(
+            Partition::of(&tag, PlanFacts::default()),
+            Partition::Protected
+        );
+    }
+
+    #[test]
+    fn an_admitted_environment_run_is_protected_and_a_refused_one_is_not() {
+        let admitted = PlanFacts {
+            admitted_environment: true,
+            ..PlanFacts::default()
+        };
+        assert_eq!(
+            Partition::of(&on_branch("main"), admitted),
+            Partition::Protected
+        );
+        assert_eq!(
+            Partition::of(&on_branch("release/2"), admitted),
+            Partition::Protected
+        );
+        // Naming an environment whose rules refuse the branch lifts nothing.
+        assert_eq!(
+            Partition::of(&on_branch("feature"), PlanFacts::default()),
+            Partition::Branch("feature".into())
+        );
+    }
+
+    #[test]
+    fn a_same_repository_pull_request_is_its_own_pull_partition() {
+        let p = Partition::of(&Origin::Pull { number: 7 }, PlanFacts::default());
+        assert_eq!(p, Partition::Pull(7));
+        assert!(p.may_read(&Partition::Default));
+        assert!(!Partition::Default.may_read(&p));
+        assert!(!Partition::Pull(8).may_read(&p));
+    }
+
+    #[test]
+    fn a_forks_pull_request_is_its_forks_partition() {
+        let fork = Origin::Fork {
+            number: 3,
+            fork: Some("eve/hello".into()),
+        };
+        let p = Partition::of(&fork, PlanFacts::default());
+        assert_eq!(p, Partition::Fork("eve/hello".into()));
+        // A fork's run with an agent with tools stays in its fork's partition.
+        assert_eq!(Partition::of(&fork, tools()), p);
+        // An admitted environment never lifts a fork (the gate refuses forks anyway).
+        let admitted = PlanFacts {
+            admitted_environment: true,
+            ..PlanFacts::default()
+        };
+        assert_eq!(Partition::of(&fork, admitted), p);
+        let unnamed = Origin::Fork {
+            number: 3,
+            fork: None,
+        };
+        assert_eq!(
+            Partition::of(&unnamed, PlanFacts::default()),
+            Partition::Fork("pull-3".into())
+        );
+    }
+
+    #[test]
+    fn two_forks_never_read_each_other() {
+        let eve = Partition::of(
+            &Origin::Fork {
+                number: 1,
+                fork: Some("eve/hello".into()),
+            },
+            PlanFacts::default(),
+        );
+        let mallory = Partition::of(
+            &Origin::Fork {
+                number: 2,
+                fork: Some("mallory/hello".into()),
+            },
+            PlanFacts::default(),
+        );
+        assert_ne!(eve, mallory);
+        assert!(!eve.may_read(&mallory));
+        assert!(!mallory.may_read(&eve));
+    }
+
+    #[test]
+    fn an_issue_or_comment_summon_is_agents() {
+        // Issue and comment runs have the same origin: summoned.
+        let p = Partition::of(&Origin::Summoned, PlanFacts::default());
+        assert_eq!(p, Partition::Agents);
+        assert!(!Partition::Default.may_read(&p));
+        assert!(!Partition::Protected.may_read(&p));
+    }
+
+    #[test]
+    fn a_default_branch_run_giving_an_agent_tools_is_agents() {
+        assert_eq!(
+            Partition::of(&on_branch("main"), tools()),
+            Partition::Agents
+        );
+        let tag = Origin::Ref {
+            branch: None,
+            tag: true,
+            default_branch: Some("main".into()),
+        };
+        assert_eq!(Partition::of(&tag, tools()), Partition::Agents);
+        let both = PlanFacts {
+            agent_tools: true,
+            admitted_environment: true,
+            engine_written: false,
+        };
+        assert_eq!(Partition::of(&on_branch("main"), both), Partition::Agents);
+        assert_eq!(
+            Partition::of(&Origin::Pull { number: 4 }, tools()),
+            Partition::Agents
+        );
+    }
+
+    #[test]
+    fn an_agent_without_tools_keeps_the_runs_partition() {
+        // `agent_tools` is false for an llm step with no tools (the facts say so).
+        assert_eq!(
+            Partition::of(&on_branch("main"), PlanFacts::default()),
+            Partition::Default
+        );
+    }
+
+    #[test]
+    fn what_the_engine_wrote_is_agents() {
+        let written = PlanFacts {
+            engine_written: true,
+            ..PlanFacts::default()
+        };
+        assert_eq!(
+            Partition::of(&on_branch("main"), written),
+            Partition::Agents
+        );
+    }
+
+    #[test]
+    fn a_bare_commit_or_an_unknown_default_branch_is_never_default() {
+        let commit = Origin::Ref {
+            branch: None,
+            tag: false,
+            default_branch: Some("main".into()),
+        };
+        assert_eq!(
+            Partition::of(&commit, PlanFacts::default()),
+            Partition::Agents
+        );
+        let unknown = Origin::Ref {
+            branch: Some("main".into()),
+            tag: false,
+            default_branch: None,
+        };
+        assert_eq!(
+            Partition::of(&unknown, PlanFacts::default()),
+            Partition::Branch("main".into())
+        );
+    }
+
+    #[test]
+    fn a_local_run_is_local() {
+        assert_eq!(
+            Partition::of(&Origin::Local, PlanFacts::default()),
+            Partition::Local
+        );
+        assert_eq!(Partition::of(&Origin::Local, tools()), Partition::Local);
+        assert_eq!(
+            partition_label(&Origin::Local, PlanFacts::default()),
+            "local"
+        );
+    }
+}

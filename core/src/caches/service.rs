@@ -1,0 +1,269 @@
+//! What the runner protocol's cache endpoints do, over the store's `cache_entries` and the
+//! blob store's cache objects: find the entry an attempt's run may restore, hand out an
+//! entry's archive only to a run that may read it, save a new entry into the run's own
+//! partition.
+//!
+//! Invariants: the partition and scope always come from the run's stored row, never from
+//! a request; an entry of a partition the run may not read is answered exactly as a
+//! missing one; a save's name and key are checked ([`check_key`]) before any byte is read,
+//! and its archive is stored under the engine's own digest, within the per-entry limit
+//! (the smaller of `--artifacts-max-bytes` and the quota) and the scope's quota, or not at
+//! all; a run below `default` never evicts an entry of `default` or `protected`.
+
+use bytes::Bytes;
+use futures::Stream;
+use plue_types::protocol::caches::{CacheEntry, CacheSaved, CacheSpec, MAX_KEY_BYTES};
+
+use super::partition::Partition;
+use crate::artifacts::cache::CacheBlobError;
+use crate::artifacts::Artifacts;
+use crate::store::{cache_scope, now_ms, CacheEntryRow, CacheRecorded, NewCacheEntry, Store};
+
+/// A run's caches: its partition and its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCaches {
+    pub run_id: i64,
+    pub repo_id: Option<i64>,
+    pub scope: String,
+    pub partition: Partition,
+}
+
+/// Why a save was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The name or key is not one a cache may have.
+    #[error("{0}")]
+    Invalid(String),
+    /// The archive passes the per-entry limit or the repository's cache quota.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The runner's body failed.
+    #[error("the upload failed: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Engine(#[from] anyhow::Error),
+}
+
+/// Checks a cache's `name` and `key` as a runner sends them: `[A-Za-z0-9._-]`, at most
+/// [`MAX_KEY_BYTES`], and the key starting with `<name>-`.
+pub fn check_key(name: &str, key: &str) -> Result<(), String> {
+    let allowed = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if name.is_empty() || name.len() > MAX_KEY_BYTES || !allowed(name) || name.starts_with('.') {
+        return Err(format!(
+            "'{}' is not a cache name ([A-Za-z0-9._-], not starting with '.', at most {MAX_KEY_BYTES} bytes)",
+            name.escape_debug()
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES || !allowed(key) {
+        return Err(format!(
+            "'{}' is not a cache key ([A-Za-z0-9._-], at most {MAX_KEY_BYTES} bytes)",
+            key.escape_debug()
+        ));
+    }
+    if !key.starts_with(&format!("{name}-")) || key.len() == name.len() + 1 {
+        return Err(format!(
+            "cache key '{key}' does not start with '{name}-' and something after it"
+        ));
+    }
+    Ok(())
+}
+
+/// Run `run_id`'s caches, as its stored row says; `None` when there is no such run.
+pub async fn of_run(store: &Store, run_id: i64) -> anyhow::Result<Option<RunCaches>> {
+    let Some((label, repo_id)) = store.run_cache_partition(run_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(RunCaches {
+        run_id,
+        repo_id,
+        scope: cache_scope(repo_id),
+        partition: Partition::stored(label.as_deref(), repo_id.is_some()),
+    }))
+}
+
+impl RunCaches {
+    /// The labels of the partitions this run reads, in order.
+    fn readable(&self) -> Vec<String> {
+        self.partition
+            .reads()
+            .iter()
+            .map(Partition::label)
+            .collect()
+    }
+
+    /// The entry to restore for `spec` under the exact `key` (then its restore prefixes),
+    /// marked used.
+    pub async fn lookup(
+        &self,
+        store: &Store,
+        spec: &CacheSpec,
+        key: &str,
+    ) -> anyhow::Result<Option<CacheEntry>> {
+        let found = store
+            .lookup_cache(
+                &self.scope,
+                &self.readable(),
+                &spec.name,
+                key,
+                &spec.restore_prefixes,
+            )
+            .await?;
+        let Some((row, exact)) = found else {
+            return Ok(None);
+        };
+        store.touch_cache_entry(row.id, now_ms()).await?;
+        Ok(Some(CacheEntry {
+            id: row.id,
+            key: row.key,
+            partition: row.partition_name,
+            digest: row.digest,
+            size: u64::try_from(row.size).unwrap_or(0),
+            exact,
+        }))
+    }
+
+    /// Entry `id` when this run may read it; `None` as well for one of another scope or a
+    /// partition it may not read (the same answer as a missing entry).
+    pub async fn readable_entry(
+        &self,
+        store: &Store,
+        id: i64,
+    ) -> anyhow::Result<Option<CacheEntryRow>> {
+        let Some(entry) = store.cache_entry(id).await? else {
+            return Ok(None);
+        };
+        let readable = entry.scope == self.scope
+            && Partition::parse(&entry.partition_name)
+                .is_some_and(|writer| self.partition.may_read(&writer));
+        Ok(readable.then_some(entry))
+    }
+
+    /// The partitions whose entries this run may not evict: `default` and `protected`,
+    /// for every run below them.
+    fn kept(&self) -> Vec<String> {
+        match self.partition {
+            Partition::Protected | Partition::Default | Partition::Local => Vec::new(),
+            _ => vec![Partition::Default.label(), Partition::Protected.label()],
+        }
+    }
+
+    /// Saves `body` as the entry `key` of cache `name` in this run's partition (the name
+    /// is one of the attempt's caches: the caller checked). An entry already there under
+    /// the key is kept and answered (`created: false`), and the body is not read.
+    pub async fn save<S, E>(
+        &self,
+        artifacts: &Artifacts,
+        store: &Store,
+        name: &str,
+        key: &str,
+        body: S,
+    ) -> Result<CacheSaved, SaveError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        check_key(name, key).map_err(SaveError::Invalid)?;
+        let own = [self.partition.label()];
+        if let Some((row, true)) = store
+            .lookup_cache(&self.scope, &own, name, key, &[])
+            .await?
+        {
+            return Ok(saved(row, false));
+        }
+        let limits = artifacts.cache_limits();
+        let limit = artifacts.max_bytes().min(limits.quota);
+        let stored = artifacts
+            .put_cache(&self.scope, limit, body)
+            .await
+            .map_err(|e| match e {
+                CacheBlobError::TooLarge { .. } => SaveError::TooLarge(e.to_string()),
+                CacheBlobError::Body(why) => SaveError::Body(why),
+                CacheBlobError::Store(e) => SaveError::Engine(anyhow::anyhow!("blob store: {e}")),
+            })?;
+        let new = NewCacheEntry {
+            repo_id: self.repo_id,
+            partition: &own[0],
+            name,
+            key,
+            digest: &stored.digest,
+            size: i64::try_from(stored.size).unwrap_or(i64::MAX),
+            blob_key: &stored.key,
+            run_id: self.run_id,
+            now: now_ms(),
+        };
+        let quota = i64::try_from(limits.quota).unwrap_or(i64::MAX);
+        let recorded = store.record_cache_entry(&new, quota, &self.kept()).await;
+        match recorded {
+            Ok(CacheRecorded::Created { entry, evicted }) => {
+                if evicted > 0 {
+                    tracing::info!(
+                        scope = %self.scope,
+                        "evicted {evicted} least recently used cache entries for '{key}'"
+                    );
+                }
+                Ok(saved(entry, true))
+            }
+            Ok(CacheRecorded::Kept(entry)) => {
+                // Saved meanwhile by another attempt: ours goes, unless it is the same
+                // object (the sweep keeps a key an entry names).
+                store.doom_blob_key(&stored.key).await?;
+                Ok(saved(entry, false))
+            }
+            Ok(CacheRecorded::OverQuota { used }) => {
+                store.doom_blob_key(&stored.key).await?;
+                Err(SaveError::TooLarge(format!(
+                    "the cache entry ({}) does not fit the repository's cache quota of {} \
+                     ({} kept; plue serve --cache-quota)",
+                    plue_types::handoff::human(stored.size),
+                    plue_types::handoff::human(limits.quota),
+                    plue_types::handoff::human(u64::try_from(used).unwrap_or(0)),
+                )))
+            }
+            Err(e) => {
+                store.doom_blob_key(&stored.key).await?;
+                Err(SaveError::Engine(e.context("recording a cache entry")))
+            }
+        }
+    }
+}
+
+fn saved(row: CacheEntryRow, created: bool) -> CacheSaved {
+    CacheSaved {
+        id: row.id,
+        partition: row.partition_name,
+        digest: row.digest,
+        size: u64::try_from(row.size).unwrap_or(0),
+        created,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_keys_are_checked() {
+        assert_eq!(check_key("rust", "rust-0a1b"), Ok(()));
+        assert_eq!(check_key("r.u_s-t", "r.u_s-t-x.y_z"), Ok(()));
+        for (name, key) in [
+            ("", "-x"),
+            ("rust", "rust-"),
+            ("rust", "rustx"),
+            ("rust", "node-00"),
+            ("rust", "rust-a/b"),
+            ("rust", "rust-%2e%2e"),
+            ("rust", "rust-a b"),
+            ("../x", "../x-1"),
+            ("..", "..-1"),
+            (".hidden", ".hidden-1"),
+            ("rust", "rust-é"),
+        ] {
+            assert!(check_key(name, key).is_err(), "{name} {key}");
+        }
+        let long = format!("rust-{}", "a".repeat(MAX_KEY_BYTES));
+        assert!(check_key("rust", &long).is_err());
+    }
+}
