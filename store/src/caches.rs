@@ -271,6 +271,18 @@ impl Store {
         })
     }
 
+    /// Leaves `key` to the sweep of doomed blobs: an object stored for an entry that was not
+    /// recorded (deleted unless an entry names it by then).
+    pub async fn doom_blob_key(&self, key: &str) -> anyhow::Result<()> {
+        on_db!(self, pool => {
+            sqlx::query("INSERT INTO doomed_blobs (key) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(key)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// Deletes every entry last used before `before`; returns how many.
     pub async fn delete_unused_cache_entries(&self, before: i64) -> anyhow::Result<u64> {
         on_db!(self, pool => {
@@ -536,6 +548,12 @@ mod tests {
             store.delete_cache_entry(second[0].id).await.unwrap();
             store.forget_doomed_blob("caches/local/00").await.unwrap();
             assert_eq!(store.doomed_blobs(10).await.unwrap(), Vec::<String>::new());
+            store.doom_blob_key("caches/local/03").await.unwrap();
+            store.doom_blob_key("caches/local/03").await.unwrap();
+            assert_eq!(
+                store.doomed_blobs(10).await.unwrap(),
+                vec!["caches/local/03".to_string()]
+            );
         }
     }
 }
