@@ -473,6 +473,20 @@ async fn prepare_assignment(
         Ok(budget) => budget,
         Err(refused) => return Ok(Err(refused.into())),
     };
+    // The step's caches in its run's partition, decided when the run was created
+    // (`plue_core::caches`); a run from before partitions gets its least trusted one.
+    let caches = if dispatch.caches.is_empty() {
+        Vec::new()
+    } else {
+        let (label, repo) = state
+            .executor
+            .store()
+            .run_cache_partition(claimed.run_id)
+            .await?
+            .unwrap_or((None, None));
+        let partition = plue_core::caches::Partition::stored(label.as_deref(), repo.is_some());
+        dispatch.cache_specs(&partition.label())
+    };
     let mut action = dispatch.action;
     if let Err(refused) = read_prompt_file(state.config.prompt_root.as_deref(), &mut action) {
         return Ok(Err(refused));
@@ -517,7 +531,7 @@ async fn prepare_assignment(
         },
         network: dispatch.network,
         egress_grant,
-        caches: Vec::new(),
+        caches,
         budget,
     }))
 }
