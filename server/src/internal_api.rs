@@ -59,6 +59,7 @@ use crate::store::{
 use crate::tokens;
 use refused::AttemptRefused;
 
+mod caches;
 mod checkout;
 pub(crate) mod debug;
 mod egress;
@@ -170,6 +171,7 @@ pub fn router(state: InternalState) -> Router {
         .route("/internal/attempts/{id}/complete", post(complete))
         .route("/internal/attempts/{id}/blobs/{kind}", put(put_blob))
         .route("/internal/attempts/{id}/blobs/{kind}/{step}", get(get_blob))
+        .merge(caches::routes())
         .merge(debug::routes())
         .merge(egress::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
