@@ -14,8 +14,8 @@ use super::convert::{self, Options};
 use crate::caches::{check, default_name, Cache};
 use crate::plan::StepKind;
 
-/// `Cache(paths=[...], key=[...], restore_prefixes=[], name=None)`: directories (or files)
-/// a `bash` or `python` step keeps from one run to the next. `paths` are relative to the
+/// `Cache(paths=[...], key=[...], restore_prefixes=[], name=None)`: directories a `bash`
+/// or `python` step keeps from one run to the next. `paths` are relative to the
 /// workspace, or to the step's home when they start with `~/` (`["target",
 /// "~/.cargo/registry"]`); never absolute, never `..`; at most 16. `key` names workspace
 /// files (`["Cargo.lock"]`, at least one, at most 16): the cache's key is its name and the
