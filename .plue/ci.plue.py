@@ -19,8 +19,8 @@
 # --work-dir-on-disk` for it. A cache entry is at most 1 GiB (the archives' bound), so the
 # whole workspace's `target` may not be saved; cargo's downloads are a cache of their own.
 #
-# Caches: each cargo step keeps `~/.cargo/registry` and `~/.cargo/git` (CARGO_HOME is the
-# step's `~/.cargo`) in one cache and its `target` in another, keyed by Cargo.lock and
+# Caches: each cargo step keeps `~/.cargo/registry` and `~/.cargo/git` (CARGO_HOME leads to
+# the step's `~/.cargo`) in one cache and its `target` in another, keyed by Cargo.lock and
 # rust-toolchain.toml (absent here: counted absent), named after the step and the packages
 # it builds, so a narrowed run never restores or shadows the whole workspace's entries. The
 # restore prefix (the cache's name) restores the last entry saved under another lock file:
@@ -34,8 +34,13 @@ KEY = ["Cargo.lock", "rust-toolchain.toml"]
 # disk), line tables only for debug info (backtraces keep their lines; the trees and
 # their cache archives shrink), the build tree in the step's workspace (never a
 # CARGO_TARGET_DIR inherited from whoever ran `plue run`), downloads in the step's home.
+# CARGO_HOME is a fixed path leading there: cargo's fingerprints hold the absolute path of
+# each dependency's sources, and a home that moves with every attempt would rebuild them
+# all ("the path to the source changed"). The link is in the step's own /tmp (a root
+# runner gives each step one; elsewhere steps share /tmp, hence the step's id in it).
 PRELUDE = """set -euo pipefail
-export CARGO_HOME="$HOME/.cargo" CARGO_TARGET_DIR="$PLUE_WORKSPACE/target"
+mkdir -p "$HOME/.cargo" && ln -sfn "$HOME/.cargo" "/tmp/plue-ci-cargo-$PLUE_STEP_ID"
+export CARGO_HOME="/tmp/plue-ci-cargo-$PLUE_STEP_ID" CARGO_TARGET_DIR="$PLUE_WORKSPACE/target"
 export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=line-tables-only
 cargo --version
 """
