@@ -45,11 +45,16 @@ export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=line-t
 cargo --version
 """
 
-# A restored file is as new as its restore, so newer than this checkout's sources: cargo,
-# which compares modification times, would take a build of an older commit restored from a
-# cache as up to date. Touching the sources (not the build tree) makes them newer: the
-# workspace's crates are rebuilt, the restored dependencies are not.
-FRESHEN = """find . -path ./target -prune -o -type f -exec touch -c {} +
+# A restored file carries the time of its restore, in no useful order, and cargo compares
+# modification times: a dependency whose output looks newer than its dependent's rebuilds
+# the dependent, and sources older than a restored build look built. So the build tree and
+# cargo's downloads (immutable: a crate version's files never change) get one old time,
+# and the checkout's files the present: the workspace's crates are rebuilt (never an
+# older commit's build taken as up to date), the restored dependencies are not.
+FRESHEN = """for tree in target "$HOME/.cargo/registry" "$HOME/.cargo/git"; do
+  if [ -d "$tree" ]; then find "$tree" -exec touch -h -d @1000000000 {} +; fi
+done
+find . -path ./target -prune -o -type f -exec touch -c {} +
 """
 
 

@@ -124,14 +124,18 @@ fn a_push_checks_the_whole_workspace_with_caches_on_each_cargo_step() {
             && clippy.contains(r#"CARGO_HOME="/tmp/plue-ci-cargo-$PLUE_STEP_ID""#),
         "{clippy}"
     );
-    // Cached steps make the checkout's sources newer than a restored build tree (restored
-    // files are as new as the restore), so cargo never takes an older commit's build as
-    // up to date.
+    // Cached steps give the restored trees one old time and the checkout's sources the
+    // present (restored files carry their restore's time, in no useful order): cargo never
+    // takes an older commit's build as up to date, nor rebuilds restored dependencies.
     for id in ["clippy", "test"] {
         let text = step(&plan, id)["command"].as_str().expect("a command");
+        let old = text
+            .find(r#"find "$tree" -exec touch -h -d @1000000000 {} +"#)
+            .unwrap_or_else(|| panic!("{id} does not age its restored trees: {text}"));
         let touch = text
             .find("find . -path ./target -prune -o -type f -exec touch -c {} +")
             .unwrap_or_else(|| panic!("{id} does not touch its sources: {text}"));
+        assert!(old < touch, "{text}");
         assert!(
             touch
                 < text
