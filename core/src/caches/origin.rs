@@ -74,7 +74,7 @@ pub async fn partition_of(
     let mut facts = PlanFacts {
         agent_tools: gives_agent_tools(new.plan),
         admitted_environment: false,
-        engine_written: matches!(origin, Origin::Ref { .. }) && !repo.secrets_allowed,
+        secrets_withheld: !repo.secrets_allowed,
     };
     if let (Origin::Ref { .. }, Some(row)) = (&origin, &row) {
         let run_origin = RunOrigin {
@@ -150,6 +150,103 @@ mod tests {
             "ci",
             vec![Step::bash("test", "true")]
         )));
+    }
+
+    /// The partition `partition_of` decides for a run of `plan` under `ctx`.
+    async fn decided(ctx: &EvalContext, plan: &Plan, secrets_allowed: bool) -> Partition {
+        let (store, _dir) = crate::store::testing::sqlite().await;
+        let repo_id = store
+            .create_repo(&crate::store::testing::repo("acme/app"))
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        store.set_default_branch(repo_id, "main").await.unwrap();
+        let json = serde_json::to_string(plan).unwrap();
+        let ctx_json = serde_json::to_string(ctx).unwrap();
+        let new = NewRun {
+            context_json: &ctx_json,
+            repo: Some(crate::store::RunRepo {
+                repo_id,
+                secrets_allowed,
+            }),
+            ..crate::store::testing::local_run(plan, &json)
+        };
+        partition_of(&store, &new, None, |_, _, _| true)
+            .await
+            .unwrap()
+    }
+
+    // The attack: an outsider summons a workflow that admits untrusted authors, on the
+    // default branch, with an agent with tools and an environment its rules admit; or
+    // the engine's own push (an agent's change) does. None of it lands where a run with
+    // secrets reads.
+    #[tokio::test]
+    async fn a_run_with_secrets_withheld_is_untrusted_whatever_else_it_is() {
+        let ci = Plan::new("ci", vec![Step::bash("build", "true")]);
+        let mut in_prod = ci.clone();
+        in_prod.steps[0].environment = Some("prod".into());
+        let main = Some("main");
+        for (event, plan) in [
+            (Event::Issue, &ci),
+            (Event::Comment, &ci),
+            (Event::Issue, &llm(&["bash"])),
+            (Event::Push, &ci),
+            (Event::Push, &in_prod),
+            (Event::Manual, &llm(&["bash"])),
+        ] {
+            let ctx = ctx(event, "refs/heads/main", main, None);
+            assert_eq!(
+                decided(&ctx, plan, false).await,
+                Partition::Untrusted,
+                "{event:?}"
+            );
+        }
+        // The same summons with secrets allowed are `agents`; the push is `default`.
+        let issue = ctx(Event::Issue, "refs/heads/main", main, None);
+        assert_eq!(decided(&issue, &ci, true).await, Partition::Agents);
+        let push = ctx(Event::Push, "refs/heads/main", main, None);
+        assert_eq!(decided(&push, &ci, true).await, Partition::Default);
+        // A fork's pull request stays its own, never shared with other untrusted runs.
+        let pr = ctx(Event::PullRequest, "refs/pull/9/head", main, Some(9));
+        assert_eq!(
+            decided(&pr, &ci, false).await,
+            Partition::Fork("pull-9".into())
+        );
+    }
+
+    // A branch name spelling a partition lifts nothing: it is only ever `branch:<name>`,
+    // and a pull request whose head is the default branch is its own.
+    #[tokio::test]
+    async fn a_branch_spelling_a_partition_is_that_branch() {
+        let ci = Plan::new("ci", vec![Step::bash("build", "true")]);
+        for name in [
+            "default",
+            "protected",
+            "agents",
+            "branch:main",
+            "fork:a/b",
+            "main/x",
+        ] {
+            let ctx = ctx(Event::Push, &format!("refs/heads/{name}"), Some(name), None);
+            let p = decided(&ctx, &ci, true).await;
+            assert_eq!(p, Partition::Branch(name.into()));
+            assert_eq!(Partition::parse(&p.label()), Some(p.clone()));
+            assert!(!Partition::Default.may_read(&p), "{p}");
+        }
+        let pr = ctx(
+            Event::PullRequest,
+            "refs/pull/5/head",
+            Some("main"),
+            Some(5),
+        );
+        assert_eq!(decided(&pr, &ci, true).await, Partition::Pull(5));
+        // A tag a run names by its context but no `refs/tags/` ref is no tag.
+        let fake = ctx(Event::Push, "refs/heads/v1", Some("refs/tags/v1"), None);
+        assert_eq!(
+            decided(&fake, &ci, true).await,
+            Partition::Branch("refs/tags/v1".into())
+        );
     }
 
     #[test]

@@ -14,20 +14,24 @@
 //! | `pull:<number>`     | a pull request from the repository itself                          | itself, `default`, `protected`    |
 //! | `fork:<owner/name>` | a pull request from a fork (each fork its own)                     | itself, `default`, `protected`    |
 //! | `agents`            | summoned from an issue or a comment; any run whose plan gives an   | `agents`, `default`, `protected`  |
-//! |                     | `llm` step tools; a push or pull request the engine itself wrote   |                                   |
+//! |                     | `llm` step tools (its secrets allowed)                             |                                   |
+//! | `untrusted`         | any other run whose secrets are withheld: summoned by someone the  | `untrusted`, `default`,           |
+//! |                     | workflow does not trust, a push the engine itself wrote            | `protected`                       |
 //! | `local`             | `plue run` without a repository (its own scope)                    | `local`                           |
 //!
 //! Choices (Plue has no protected branches of its own; an environment's `allowed_refs` are
 //! the closest): a run is `protected` for an environment only when the environment is
 //! defined and its `allowed_refs` admit the run's branch (the gate's own rule), so naming
 //! `environment="prod"` on a feature branch does not lift the run. Demotion wins over
-//! everything: an agent with tools, an issue or a comment puts any repository run in
-//! `agents`, whatever its branch or tag, except a fork's run, which stays in its own
-//! `fork:` partition (as isolated already). A pull request is `pull:`/`fork:` even when its
-//! head branch is the default one. A run on a bare commit (no branch, no tag) is `agents`:
-//! any commit of the mirror may be a fork's. A re-run keeps the partition of the run it
-//! repeats. A run created before partitions existed (migration 0033) is `agents`, or
-//! `local` without a repository.
+//! everything: withheld secrets put any repository run but a fork's in `untrusted`; an
+//! agent with tools, an issue or a comment puts any other in `agents`, whatever its branch
+//! or tag; a fork's run stays in its own `fork:` partition (as isolated already). `agents`
+//! and `untrusted` never read each other: a run with secrets (a maintainer's summon) never
+//! restores what an outsider's summon saved. A pull request is `pull:`/`fork:` even when
+//! its head branch is the default one. A run on a bare commit (no branch, no tag) is
+//! `untrusted`: any commit of the mirror may be a fork's. A re-run keeps the partition of the
+//! run it repeats. A run created before partitions existed (migration 0033) is
+//! `untrusted`, or `local` without a repository.
 //!
 //! Invariants: [`Partition::reads`] of every partition starts with itself and holds only
 //! itself, `default` and `protected`; `default` and `protected` read nothing below
@@ -45,6 +49,8 @@ pub enum Partition {
     /// `owner/name` of the fork, or `pull-<number>` when the forge did not name it.
     Fork(String),
     Agents,
+    /// A run whose secrets are withheld, but a fork's.
+    Untrusted,
     Local,
 }
 
@@ -77,8 +83,9 @@ pub struct PlanFacts {
     pub agent_tools: bool,
     /// A step names an environment the repository defines and whose rules admit the run.
     pub admitted_environment: bool,
-    /// The engine wrote the commit (an agent's change it pushed): its secrets are withheld.
-    pub engine_written: bool,
+    /// The run's secrets are withheld: a summoner the workflow does not trust, a commit
+    /// the engine wrote (an agent's change it pushed).
+    pub secrets_withheld: bool,
 }
 
 impl Partition {
@@ -91,7 +98,8 @@ impl Partition {
                     .filter(|name| !name.is_empty())
                     .unwrap_or_else(|| format!("pull-{number}")),
             ),
-            _ if facts.agent_tools || facts.engine_written => Partition::Agents,
+            _ if facts.secrets_withheld => Partition::Untrusted,
+            _ if facts.agent_tools => Partition::Agents,
             Origin::Summoned => Partition::Agents,
             Origin::Pull { number } => Partition::Pull(*number),
             Origin::Ref { tag: true, .. } => Partition::Protected,
@@ -108,14 +116,14 @@ impl Partition {
                     Partition::Branch(branch.clone())
                 }
             }
-            Origin::Ref { branch: None, .. } => Partition::Agents,
+            Origin::Ref { branch: None, .. } => Partition::Untrusted,
         }
     }
 
     /// The least trusted partition: what a run gets when nothing better is known.
     pub fn least_trusted(has_repo: bool) -> Partition {
         if has_repo {
-            Partition::Agents
+            Partition::Untrusted
         } else {
             Partition::Local
         }
@@ -147,6 +155,7 @@ impl Partition {
             "protected" => return Some(Partition::Protected),
             "default" => return Some(Partition::Default),
             "agents" => return Some(Partition::Agents),
+            "untrusted" => return Some(Partition::Untrusted),
             "local" => return Some(Partition::Local),
             _ => {}
         }
@@ -181,6 +190,7 @@ impl fmt::Display for Partition {
             Partition::Pull(number) => write!(f, "pull:{number}"),
             Partition::Fork(name) => write!(f, "fork:{name}"),
             Partition::Agents => f.write_str("agents"),
+            Partition::Untrusted => f.write_str("untrusted"),
             Partition::Local => f.write_str("local"),
         }
     }
@@ -222,6 +232,7 @@ mod tests {
             Partition::Fork("eve/hello".into()),
             Partition::Fork("mallory/hello".into()),
             Partition::Agents,
+            Partition::Untrusted,
             Partition::Local,
         ]
     }
@@ -305,11 +316,14 @@ mod tests {
 
     #[test]
     fn a_run_from_before_partitions_is_least_trusted() {
-        assert_eq!(Partition::stored(None, true), Partition::Agents);
+        assert_eq!(Partition::stored(None, true), Partition::Untrusted);
         assert_eq!(Partition::stored(None, false), Partition::Local);
-        assert_eq!(Partition::stored(Some("nonsense"), true), Partition::Agents);
+        assert_eq!(
+            Partition::stored(Some("nonsense"), true),
+            Partition::Untrusted
+        );
         // A repository run never reads the local scope's label as its own, nor the reverse.
-        assert_eq!(Partition::stored(Some("local"), true), Partition::Agents);
+        assert_eq!(Partition::stored(Some("local"), true), Partition::Untrusted);
         assert_eq!(Partition::stored(Some("default"), false), Partition::Local);
         assert_eq!(Partition::stored(Some("default"), true), Partition::Default);
     }
@@ -442,7 +456,7 @@ mod tests {
         let both = PlanFacts {
             agent_tools: true,
             admitted_environment: true,
-            engine_written: false,
+            secrets_withheld: false,
         };
         assert_eq!(Partition::of(&on_branch("main"), both), Partition::Agents);
         assert_eq!(
@@ -461,15 +475,59 @@ mod tests {
     }
 
     #[test]
-    fn what_the_engine_wrote_is_agents() {
+    fn what_the_engine_wrote_is_untrusted() {
         let written = PlanFacts {
-            engine_written: true,
+            secrets_withheld: true,
             ..PlanFacts::default()
         };
         assert_eq!(
             Partition::of(&on_branch("main"), written),
-            Partition::Agents
+            Partition::Untrusted
         );
+        // Whatever else the run is: a tag, an admitted environment, an agent with tools.
+        let tag = Origin::Ref {
+            branch: None,
+            tag: true,
+            default_branch: Some("main".into()),
+        };
+        let everything = PlanFacts {
+            agent_tools: true,
+            admitted_environment: true,
+            secrets_withheld: true,
+        };
+        assert_eq!(Partition::of(&tag, everything), Partition::Untrusted);
+        assert_eq!(
+            Partition::of(&on_branch("main"), everything),
+            Partition::Untrusted
+        );
+    }
+
+    // The attack: an outsider's issue summons a workflow that lets anyone start it
+    // untrusted (`others="untrusted"`, its secrets withheld) and saves a poisoned entry; a
+    // maintainer's summon of the same workflow (its secrets allowed) must never restore
+    // it, nor must an agent with tools on the default branch. Before, both were `agents`.
+    #[test]
+    fn an_outsiders_summon_never_writes_where_a_summon_with_secrets_reads() {
+        let withheld = PlanFacts {
+            secrets_withheld: true,
+            ..PlanFacts::default()
+        };
+        let outsider = Partition::of(&Origin::Summoned, withheld);
+        assert_eq!(outsider, Partition::Untrusted);
+        let maintainer = Partition::of(&Origin::Summoned, PlanFacts::default());
+        let agent_on_main = Partition::of(&on_branch("main"), tools());
+        for trusted in [
+            &maintainer,
+            &agent_on_main,
+            &Partition::Default,
+            &Partition::Protected,
+        ] {
+            assert!(!trusted.may_read(&outsider), "{trusted} reads {outsider}");
+        }
+        // Nor the other way: what a run with secrets saved is not handed to an outsider's
+        // run below `default` either.
+        assert!(!outsider.may_read(&maintainer));
+        assert!(outsider.may_read(&Partition::Default));
     }
 
     #[test]
@@ -481,7 +539,7 @@ mod tests {
         };
         assert_eq!(
             Partition::of(&commit, PlanFacts::default()),
-            Partition::Agents
+            Partition::Untrusted
         );
         let unknown = Origin::Ref {
             branch: Some("main".into()),
