@@ -1,0 +1,527 @@
+//! Cache poisoning, played by an attacker through the runner protocol of an in-process
+//! engine (scripted runners calling `/internal/attempts/{id}/caches/...` as the runner
+//! agent does):
+//! - a fork's run, a same-repository pull request's run, an issue-summoned run, a
+//!   comment-summoned run, another branch's run and a default-branch run giving an agent
+//!   tools each save an entry under the key the default branch uses; a default-branch run
+//!   then restores none of them (exact key or restore prefix), saves its own, and a pull
+//!   request's run restores the default branch's;
+//! - no run downloads an entry of a partition it may not read (the same 404 as a missing
+//!   entry), two forks never see each other's entries, and a runner cannot look up, save
+//!   or download for an attempt it does not hold, nor for one that ended;
+//! - a name the step does not declare, a key not made of the name, a path-like key are
+//!   refused before a byte is stored; an archive past the quota leaves no object;
+//! - an entry whose bytes were changed in the blob store after its save is still answered
+//!   with the digest recorded at save, and its download is cut before it ends.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use engine::artifacts::{ArtifactsConfig, CacheLimits};
+use engine::server::{EngineConfig, RunningEngine};
+use engine::store::{NewRun, RunRepo, Store};
+use evaluator::caches::Cache;
+use evaluator::plan::{Action, LlmAction, Plan, Step};
+use evaluator::{EvalContext, Event};
+use plue_types::protocol as wire;
+use plue_types::protocol::caches::{
+    entry_path, lookup_path, save_path, CacheLookupReply, CacheSaved,
+};
+use serde_json::json;
+use sha2::Digest;
+
+const REGISTRATION: &str = "registration-token-of-the-cache-partition-tests";
+/// The key every run computes (the same lock file everywhere).
+const KEY: &str = "rust-0123456789abcdef";
+
+struct Harness {
+    engine: RunningEngine,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+    repo_id: i64,
+    runners: std::sync::atomic::AtomicUsize,
+}
+
+/// One claimed attempt of a run's `build` step, and the runner holding it.
+struct Held {
+    run_id: i64,
+    attempt: i64,
+    token: String,
+}
+
+/// The kinds of run the attack is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    DefaultPush,
+    BranchPush,
+    SamePull,
+    Fork(&'static str),
+    Issue,
+    Comment,
+    AgentOnDefault,
+}
+
+fn build_step() -> Step {
+    let mut step = Step::bash("build", "cargo build");
+    step.caches = vec![Cache {
+        name: "rust".into(),
+        paths: vec!["target".into()],
+        key: vec!["Cargo.lock".into()],
+        restore_prefixes: vec!["rust-".into()],
+    }];
+    step
+}
+
+fn plan_of(kind: Kind) -> Plan {
+    let mut steps = vec![build_step()];
+    if kind == Kind::AgentOnDefault {
+        let mut agent = Step::new(
+            "triage",
+            Action::Llm(LlmAction {
+                prompt: Some("look at the build".into()),
+                tools: vec!["bash".into()],
+                ..LlmAction::default()
+            }),
+        );
+        // After the build: the build is the step the runner claims.
+        agent.depends_on = vec!["build".into()];
+        steps.push(agent);
+    }
+    Plan::new("ci", steps)
+}
+
+fn ctx_of(kind: Kind) -> (EvalContext, bool) {
+    let (event, branch) = match kind {
+        Kind::DefaultPush | Kind::AgentOnDefault => (Event::Push, "main"),
+        Kind::BranchPush => (Event::Push, "feature"),
+        Kind::SamePull => (Event::PullRequest, "feature"),
+        Kind::Fork(_) => (Event::PullRequest, "main"),
+        Kind::Issue => (Event::Issue, "main"),
+        Kind::Comment => (Event::Comment, "main"),
+    };
+    let mut ctx = EvalContext::local(event, branch);
+    ctx.repo = "acme/app".into();
+    if let (Some(pr), Kind::Fork(owner)) = (ctx.pr.as_mut(), kind) {
+        // Each fork its own pull request number; the head branch named as the base.
+        pr.number = 100 + owner.len() as u64;
+        ctx.git_ref = format!("refs/pull/{}/head", pr.number);
+    }
+    (ctx, !matches!(kind, Kind::Fork(_)))
+}
+
+impl Harness {
+    async fn start(quota: u64) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(REGISTRATION.into());
+        config.artifacts = ArtifactsConfig {
+            caches: CacheLimits {
+                quota,
+                retention: None,
+            },
+            ..ArtifactsConfig::local(dir.path().join("blobs"))
+        };
+        let engine = support::start_in_process(&dir.path().join("data"), config).await;
+        let repo_id = support::create_repo(engine.executor.store()).await;
+        engine
+            .executor
+            .store()
+            .set_default_branch(repo_id, "main")
+            .await
+            .unwrap();
+        Harness {
+            engine,
+            // A connection per request: a refused upload's connection is closed.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+            dir,
+            repo_id,
+            runners: Default::default(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.engine.url)
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.executor.store()
+    }
+
+    /// Starts a run of `kind` and has a fresh runner (accepting forks) claim its `build`.
+    async fn held(&self, kind: Kind) -> Held {
+        let n = self
+            .runners
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let labels = json!({"plue.network/none": "yes", "plue.network/allow": "yes"});
+        let response = support::register_labelled_runner(
+            &self.http,
+            &self.engine.url,
+            REGISTRATION,
+            &format!("runner-{n}"),
+            labels,
+            Some(true),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        let token = response
+            .json::<wire::RegisterResponse>()
+            .await
+            .unwrap()
+            .session_token;
+        let plan = plan_of(kind);
+        let json = serde_json::to_string(&plan).unwrap();
+        let (ctx, secrets_allowed) = ctx_of(kind);
+        let ctx_json = serde_json::to_string(&ctx).unwrap();
+        let new = NewRun {
+            workflow_source: "acme/app",
+            workflow_path: ".plue/ci.plue.py",
+            event: ctx.event.as_str(),
+            git_ref: &ctx.git_ref,
+            context_json: &ctx_json,
+            repo: Some(RunRepo {
+                repo_id: self.repo_id,
+                secrets_allowed,
+            }),
+            ..plue_store::testing::local_run(&plan, &json)
+        };
+        let fork = match kind {
+            Kind::Fork(owner) => Some(format!("{owner}/app")),
+            _ => None,
+        };
+        let run_id = self
+            .engine
+            .executor
+            .start_run_of_fork(&new, None, fork.as_deref())
+            .await
+            .unwrap();
+        let poll: wire::PollResponse = support::post_json(
+            &self.http,
+            &self.url(wire::POLL),
+            &token,
+            &json!({"wait_ms": 5000}),
+        )
+        .await;
+        let assignment = poll.assignment.expect("an assignment");
+        assert_eq!(
+            (assignment.run_id, assignment.step_id.as_str()),
+            (run_id, "build")
+        );
+        Held {
+            run_id,
+            attempt: assignment.attempt_id,
+            token,
+        }
+    }
+
+    async fn partition(&self, held: &Held) -> String {
+        let (label, _) = self
+            .store()
+            .run_cache_partition(held.run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        label.expect("a partition stored with the run")
+    }
+
+    /// The lookup's status and answer.
+    async fn lookup_as(
+        &self,
+        token: &str,
+        attempt: i64,
+        name: &str,
+        key: &str,
+    ) -> (u16, Option<CacheLookupReply>) {
+        let response = self
+            .http
+            .post(self.url(&lookup_path(attempt)))
+            .bearer_auth(token)
+            .json(&json!({"name": name, "key": key}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.ok())
+    }
+
+    async fn lookup(&self, held: &Held, key: &str) -> Option<wire::caches::CacheEntry> {
+        let (status, reply) = self.lookup_as(&held.token, held.attempt, "rust", key).await;
+        assert_eq!(status, 200);
+        reply.unwrap().entry
+    }
+
+    /// The save's status and body.
+    async fn save_as(
+        &self,
+        token: &str,
+        attempt: i64,
+        name: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let sent = self
+                .http
+                .put(self.url(&save_path(attempt, name, key)))
+                .bearer_auth(token)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    return (
+                        response.status().as_u16(),
+                        response.text().await.unwrap_or_default(),
+                    )
+                }
+                // Refused mid-stream: the connection closed before the answer was read.
+                Err(e) if tries < 5 && (e.is_request() || e.is_body()) => continue,
+                Err(e) => panic!("saving: {e}"),
+            }
+        }
+    }
+
+    async fn save(&self, held: &Held, key: &str, body: &[u8]) -> CacheSaved {
+        let (status, text) = self
+            .save_as(&held.token, held.attempt, "rust", key, body.to_vec())
+            .await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The download's status, and its bytes when it ended whole (`None`: cut).
+    async fn download_as(&self, token: &str, attempt: i64, entry: i64) -> (u16, Option<Vec<u8>>) {
+        let response = self
+            .http
+            .get(self.url(&entry_path(attempt, entry)))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.bytes().await.ok().map(|b| b.to_vec()))
+    }
+
+    fn objects(&self) -> Vec<PathBuf> {
+        files_below(&self.dir.path().join("blobs"))
+    }
+}
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_owned())
+        .collect()
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+#[tokio::test]
+async fn nothing_a_less_trusted_run_saves_is_restored_by_the_default_branch() {
+    let h = Harness::start(1 << 30).await;
+    let attackers = [
+        (Kind::Fork("eve"), "fork:eve/app"),
+        (Kind::SamePull, "pull:1"),
+        (Kind::Issue, "agents"),
+        (Kind::Comment, "agents"),
+        (Kind::AgentOnDefault, "agents"),
+        (Kind::BranchPush, "branch:feature"),
+    ];
+    let mut poisoned = Vec::new();
+    for (kind, partition) in attackers {
+        let held = h.held(kind).await;
+        assert_eq!(h.partition(&held).await, partition, "{kind:?}");
+        // Under the default branch's key, and under a key its restore prefix matches.
+        let body = format!("poison from {kind:?}").into_bytes();
+        let saved = h.save(&held, KEY, &body).await;
+        assert_eq!(saved.partition, partition, "{kind:?}");
+        if saved.created {
+            assert_eq!(saved.digest, digest(&body), "the engine's own digest");
+        } else {
+            // The issue's run saved in `agents` first: the first write wins.
+            assert!(
+                matches!(kind, Kind::Comment | Kind::AgentOnDefault),
+                "{kind:?}"
+            );
+        }
+        poisoned.push(saved.id);
+        let later = h.save(&held, "rust-ffff-newest", &body).await;
+        poisoned.push(later.id);
+    }
+    // The default branch restores none of it, by key or by prefix.
+    let main = h.held(Kind::DefaultPush).await;
+    assert_eq!(h.partition(&main).await, "default");
+    assert_eq!(h.lookup(&main, KEY).await, None);
+    assert_eq!(h.lookup(&main, "rust-other").await, None);
+    // Nor downloads any of it by id: the same 404 as an entry that does not exist.
+    let (missing, _) = h.download_as(&main.token, main.attempt, 999_999).await;
+    assert_eq!(missing, 404);
+    for id in &poisoned {
+        let (status, _) = h.download_as(&main.token, main.attempt, *id).await;
+        assert_eq!(status, 404, "entry {id}");
+    }
+    // Its own save is new (the others' entries are not its partition's).
+    let trusted = b"the default branch's build".to_vec();
+    let saved = h.save(&main, KEY, &trusted).await;
+    assert!(saved.created);
+    assert_eq!(saved.partition, "default");
+    let found = h.lookup(&main, KEY).await.expect("its own entry");
+    assert_eq!((found.id, found.exact), (saved.id, true));
+
+    // A pull request restores the default branch's entry when it has none of its own.
+    let pull = h.held(Kind::SamePull).await;
+    let found = h.lookup(&pull, "rust-not-yet").await.expect("by prefix");
+    assert!(!found.exact);
+    let found = h.lookup(&pull, KEY).await.expect("an entry");
+    // Its own partition first: the earlier pull request's run is the same partition.
+    assert_eq!(found.partition, "pull:1");
+    let fork = h.held(Kind::Fork("mallory")).await;
+    let found = h.lookup(&fork, KEY).await.expect("the default's");
+    assert_eq!(
+        (found.id, found.partition.as_str(), found.digest.as_str()),
+        (saved.id, "default", digest(&trusted).as_str())
+    );
+    let (status, bytes) = h.download_as(&fork.token, fork.attempt, saved.id).await;
+    assert_eq!((status, bytes), (200, Some(trusted.clone())));
+    // Two forks never see each other's entries.
+    let eve_entry = poisoned[0];
+    let (status, _) = h.download_as(&fork.token, fork.attempt, eve_entry).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_runner_reaches_only_the_live_attempt_it_holds() {
+    let h = Harness::start(1 << 30).await;
+    let main = h.held(Kind::DefaultPush).await;
+    let saved = h.save(&main, KEY, b"trusted").await;
+    let other = h.held(Kind::Fork("eve")).await;
+    // The fork's runner, naming the default branch's attempt.
+    let (status, _) = h
+        .save_as(&other.token, main.attempt, "rust", KEY, b"poison".to_vec())
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = h.lookup_as(&other.token, main.attempt, "rust", KEY).await;
+    assert_eq!(status, 403);
+    let (status, _) = h.download_as(&other.token, main.attempt, saved.id).await;
+    assert_eq!(status, 403);
+    // No token, a made-up token.
+    let response = h
+        .http
+        .put(h.url(&save_path(main.attempt, "rust", "rust-1")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let (status, _) = h
+        .save_as("not-a-token", main.attempt, "rust", "rust-1", b"x".to_vec())
+        .await;
+    assert_eq!(status, 401);
+    // The default entry is what it was.
+    let found = h.lookup(&main, KEY).await.unwrap();
+    assert_eq!(found.digest, digest(b"trusted"));
+
+    // Once the attempt ended, nothing more is read or saved for it.
+    let report =
+        json!({"outcome": "succeeded", "exit_code": 0, "reason": null, "outputs": {}, "lines": 0});
+    let response = h
+        .http
+        .post(h.url(&format!("/internal/attempts/{}/complete", main.attempt)))
+        .bearer_auth(&main.token)
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let (status, _) = h
+        .save_as(
+            &main.token,
+            main.attempt,
+            "rust",
+            "rust-2",
+            b"late".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = h.download_as(&main.token, main.attempt, saved.id).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn names_keys_and_sizes_are_checked_before_anything_is_kept() {
+    let h = Harness::start(64).await;
+    let main = h.held(Kind::DefaultPush).await;
+    let refused = [
+        ("node", "node-1", 403), // not a cache of the step
+        ("rust", "node-1", 400), // not the name's key
+        ("rust", "rust-", 400),  // nothing after the name
+        ("rust", "rust-a%2Fb", 400),
+        ("rust", "rust-a%20b", 400),
+        (".hidden", ".hidden-1", 400),
+    ];
+    for (name, key, expected) in refused {
+        let (status, text) = h
+            .save_as(&main.token, main.attempt, name, key, b"x".to_vec())
+            .await;
+        assert_eq!(status, expected, "{name} {key}: {text}");
+        let (status, _) = h.lookup_as(&main.token, main.attempt, name, key).await;
+        assert_eq!(status, expected, "lookup {name} {key}");
+    }
+    let long = format!("rust-{}", "a".repeat(300));
+    let (status, _) = h
+        .save_as(&main.token, main.attempt, "rust", &long, b"x".to_vec())
+        .await;
+    assert_eq!(status, 400);
+    // Past the quota (64 bytes here): refused while it streams, no object left.
+    let (status, text) = h
+        .save_as(
+            &main.token,
+            main.attempt,
+            "rust",
+            "rust-big",
+            vec![7u8; 4096],
+        )
+        .await;
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(h.objects(), Vec::<PathBuf>::new());
+    assert_eq!(h.lookup(&main, "rust-big").await, None);
+    // Within it: kept, once; the second save of the key answers the first entry.
+    let first = h.save(&main, "rust-small", b"small").await;
+    let second = h.save(&main, "rust-small", b"other").await;
+    assert!(first.created && !second.created);
+    assert_eq!(second.digest, first.digest);
+    assert_eq!(h.objects().len(), 1);
+}
+
+#[tokio::test]
+async fn a_tampered_entry_keeps_its_recorded_digest_and_its_download_is_cut() {
+    let h = Harness::start(1 << 30).await;
+    let main = h.held(Kind::DefaultPush).await;
+    let trusted = vec![b'x'; 200_000];
+    let saved = h.save(&main, KEY, &trusted).await;
+    let objects = h.objects();
+    assert_eq!(objects.len(), 1);
+    // Somebody with the blob store's keys swaps the bytes, same length.
+    let mut evil = trusted.clone();
+    evil[150_000] = b'!';
+    std::fs::write(&objects[0], &evil).unwrap();
+    let pull = h.held(Kind::SamePull).await;
+    let found = h.lookup(&pull, KEY).await.unwrap();
+    assert_eq!(
+        found.digest,
+        digest(&trusted),
+        "the digest recorded at save"
+    );
+    let (status, bytes) = h.download_as(&pull.token, pull.attempt, saved.id).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, None, "the download must not end whole");
+}
