@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use evaluator::modules::Modules;
 use evaluator::{Diagnostic, EvalContext, EvalError, EvaluatedPlan, EvaluatorPool};
 use plue_types::protocol::WorkspaceSource;
 
@@ -55,7 +56,8 @@ pub async fn launch(
     ctx: &EvalContext,
     workspace: &WorkspaceSource,
 ) -> Result<i64, LaunchError> {
-    let (ctx, evaluated) = evaluate_dispatch(evaluator, path, ctx.clone()).await?;
+    let (ctx, evaluated) =
+        evaluate_dispatch(evaluator, path, ctx.clone(), Modules::default()).await?;
     start_evaluated(executor, path, &ctx, workspace, &evaluated).await
 }
 
@@ -68,8 +70,9 @@ pub async fn evaluate_dispatch(
     evaluator: &EvaluatorPool,
     path: &Path,
     mut ctx: EvalContext,
+    modules: Modules<'_>,
 ) -> Result<(EvalContext, EvaluatedPlan), LaunchError> {
-    let evaluated = evaluate_file(evaluator, path, &ctx).await?;
+    let evaluated = evaluate_file(evaluator, path, &ctx, modules).await?;
     if ctx.event != evaluator::Event::Manual && ctx.inputs.is_empty() {
         return Ok((ctx, evaluated));
     }
@@ -92,16 +95,18 @@ pub async fn evaluate_dispatch(
         return Ok((ctx, evaluated));
     }
     ctx.inputs = complete;
-    let evaluated = evaluate_file(evaluator, path, &ctx).await?;
+    let evaluated = evaluate_file(evaluator, path, &ctx, modules).await?;
     Ok((ctx, evaluated))
 }
 
 /// The first half of [`launch`]: reads and evaluates `path` with `ctx`. Needs no engine,
-/// so `plue run` does it while its store and engine start.
+/// so `plue run` does it while its store and engine start. `modules`: where the file's
+/// `use(...)` modules come from (by default nowhere, and a `use` is refused).
 pub async fn evaluate_file(
     evaluator: &EvaluatorPool,
     path: &Path,
     ctx: &EvalContext,
+    modules: Modules<'_>,
 ) -> Result<EvaluatedPlan, LaunchError> {
     let shown = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|source| LaunchError::Unreadable {
@@ -109,7 +114,7 @@ pub async fn evaluate_file(
         source,
     })?;
     let started = std::time::Instant::now();
-    let evaluated = evaluator.evaluate(&shown, &source, ctx).await;
+    let evaluated = evaluator.evaluate_with(&shown, &source, ctx, modules).await;
     crate::metrics::record(crate::metrics::evaluation(&evaluated, started));
     match evaluated {
         Ok(evaluated) => Ok(evaluated),

@@ -68,6 +68,9 @@ pub(crate) enum Command {
     /// Evaluate a workflow file, or every *.plue.py below a directory, and report every
     /// problem.
     Check(CheckArgs),
+    /// Resolve the tags and branches the workflows below PATH `use(...)` and pin each to its
+    /// commit in the repository's .plue/lock.json (commit the file).
+    Lock(LockArgs),
     /// Run a workflow on this machine: an embedded engine and a local pool of runners.
     ///
     /// Steps see your environment (it is your own machine), except engine and runner
@@ -244,6 +247,8 @@ pub(crate) struct RunArgs {
     pub(crate) export: Vec<(String, String)>,
     #[command(flatten)]
     pub(crate) event: EventArgs,
+    #[command(flatten)]
+    pub(crate) modules: ModulesArgs,
     #[command(flatten)]
     pub(crate) quotas: QuotaArgs,
 }
@@ -986,6 +991,8 @@ pub(crate) struct EvalArgs {
     pub(crate) file: PathBuf,
     #[command(flatten)]
     pub(crate) event: EventArgs,
+    #[command(flatten)]
+    pub(crate) modules: ModulesArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub(crate) format: Format,
@@ -999,6 +1006,34 @@ pub(crate) struct CheckArgs {
     pub(crate) path: PathBuf,
     #[command(flatten)]
     pub(crate) event: EventArgs,
+    #[command(flatten)]
+    pub(crate) modules: ModulesArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LockArgs {
+    /// A directory of the repository whose workflows are locked (default: the current
+    /// directory); the lock file is .plue/lock.json at the repository's root.
+    #[arg(default_value = ".", value_name = "PATH")]
+    pub(crate) path: PathBuf,
+    #[command(flatten)]
+    pub(crate) event: EventArgs,
+    #[command(flatten)]
+    pub(crate) modules: ModulesArgs,
+}
+
+/// Where `use("owner/name", ...)` finds repository owner/name.
+#[derive(Debug, Args)]
+pub(crate) struct ModulesArgs {
+    /// The base URL (or a local directory) of the repositories workflows use modules of:
+    /// `use("acme/steps", ...)` fetches BASE/acme/steps.
+    #[arg(
+        long,
+        value_name = "BASE",
+        env = "PLUE_MODULES_FROM",
+        default_value = "https://github.com"
+    )]
+    pub(crate) modules_from: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -293,6 +293,46 @@ impl Mirror {
             .collect())
     }
 
+    /// The text of the regular file `path` at `sha`: `Ok(None)` when there is none (or it is
+    /// a link, a submodule or a tree), an error when it is over `max_bytes` (never read into
+    /// memory) or not UTF-8. For a used module and the lock file ([`super::modules`]).
+    pub async fn read_file(
+        &self,
+        sha: &str,
+        path: &str,
+        max_bytes: usize,
+    ) -> anyhow::Result<Option<String>> {
+        check_sha(sha)?;
+        let plain = !path.is_empty()
+            && !path.starts_with(['/', '-'])
+            && path
+                .split('/')
+                .all(|p| !p.is_empty() && p != "." && p != "..");
+        if !plain {
+            bail!("'{path}' is not a plain relative path");
+        }
+        let listing = self
+            .output(&["ls-tree", "-z", "-l", sha, "--", path])
+            .await?;
+        let Some((_, oid, size)) = listing
+            .split('\0')
+            .filter_map(parse_tree_entry)
+            .find(|(listed, _, _)| *listed == path)
+        else {
+            return Ok(None);
+        };
+        if size > max_bytes {
+            bail!("{path} is {size} bytes; the limit is {max_bytes}");
+        }
+        let blob = self.batch(format!("{oid}\n")).await?;
+        let blob = parse_batch(&blob, 1)?
+            .pop()
+            .context("cat-file gave no blob")?;
+        String::from_utf8(blob)
+            .map(Some)
+            .with_context(|| format!("{path} is not UTF-8"))
+    }
+
     /// Paths that differ between two commits (`from` may be a merge-base expression).
     pub async fn changed_files(&self, from: &str, to: &str) -> anyhow::Result<Vec<String>> {
         check_sha(from)?;

@@ -23,6 +23,7 @@
 
 pub mod git;
 pub mod matching;
+pub mod modules;
 pub mod summon;
 pub mod workflows;
 
@@ -727,7 +728,7 @@ impl Registry {
             ));
         };
         let started = std::time::Instant::now();
-        let evaluated = self.evaluator.evaluate(&file.path, source, ctx).await;
+        let evaluated = self.evaluate_source(&file.path, source, ctx).await;
         crate::metrics::record(crate::metrics::evaluation(&evaluated, started));
         match evaluated {
             Ok(evaluated) => Ok(evaluated),

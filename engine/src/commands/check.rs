@@ -1,7 +1,8 @@
 //! `plue check [PATH]`: evaluate the workflow file PATH, or every `*.plue.py` below the
 //! directory PATH, through the warm pool and print every problem as `path:line:col: message`
 //! with the line it points at and a caret under the column ([`caret`](super::caret)), in
-//! path order. Exit 1 if any file is invalid, or if PATH does not exist.
+//! path order. Exit 1 if any file is invalid, or if PATH does not exist. Modules a file
+//! `use`s are fetched (`--modules-from`) and checked with it, refs through the lock file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,14 +43,26 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("starting the evaluator")?;
     let ctx = context(&args.event);
+    let local = std::sync::Arc::new(super::modules::LocalModules::new(&args.modules)?);
     let mut tasks = JoinSet::new();
     for (index, file) in files.iter().enumerate() {
         let (pool, ctx, file) = (pool.clone(), ctx.clone(), file.clone());
+        let local = local.clone();
         tasks.spawn(async move {
             let path = file.display().to_string();
             let (outcome, source) = match tokio::fs::read_to_string(&file).await {
                 Ok(source) => {
-                    let outcome = pool.evaluate(&path, &source, &ctx).await.map(|_| ());
+                    // Used modules are fetched and checked too, refs through the lock file.
+                    let outcome = match super::modules::lock_for(&file) {
+                        Ok(lock) => pool
+                            .evaluate_with(&path, &source, &ctx, local.modules(lock.as_ref()))
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(EvalError::Invalid(vec![evaluator::Diagnostic::whole_file(
+                            &path,
+                            format!("{e:#}"),
+                        )])),
+                    };
                     // The source is kept only for the excerpts of an invalid file.
                     let source = outcome.is_err().then_some(source);
                     (outcome, source)
@@ -94,7 +107,7 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Every `*.plue.py` below `dir`, sorted; hidden directories such as `.plue/` included.
-fn workflow_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn workflow_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let walker = walkdir::WalkDir::new(dir)
         .follow_links(false)

@@ -20,13 +20,25 @@ struct Printed<'a> {
     triggers: &'a [evaluator::plan::Trigger],
     env: &'a std::collections::BTreeMap<String, String>,
     steps: &'a [evaluator::plan::Step],
+    /// The modules of other repositories used (`use(...)`), each at its commit.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    modules: &'a [evaluator::modules::UsedModule],
 }
 
 pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let pool = evaluator_pool(1).await.context("starting the evaluator")?;
+    let local = super::modules::LocalModules::new(&args.modules)?;
+    let lock = match super::modules::lock_for(&args.file) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let modules = local.modules(lock.as_ref());
     // Evaluated as `plue run` evaluates (a manual event's inputs checked and completed by
     // their declared defaults), so the plan shown is the plan that runs.
-    match evaluate_dispatch(&pool, &args.file, context(&args.event)).await {
+    match evaluate_dispatch(&pool, &args.file, context(&args.event), modules).await {
         Ok((_, evaluated)) => {
             if !evaluated.output.is_empty() {
                 eprint!("{}", evaluated.output);
@@ -40,6 +52,7 @@ pub(crate) async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                         triggers: &plan.triggers,
                         env: &plan.env,
                         steps: &plan.steps,
+                        modules: &plan.modules,
                     };
                     println!("{}", serde_json::to_string_pretty(&printed)?);
                 }

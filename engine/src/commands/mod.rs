@@ -14,7 +14,9 @@ pub(crate) mod environments;
 mod eval;
 mod forges;
 mod format;
+mod lock;
 mod logs;
+mod modules;
 pub(crate) mod people;
 mod private_file;
 mod prompt;
@@ -42,6 +44,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Eval(args) => eval::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::Lock(args) => lock::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Serve(args) => serve::run(*args).await,
         Command::Runner(args) => runner::run(args).await,

@@ -94,11 +94,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let evaluation = {
         let (file, ctx) = (args.file.clone(), context(&args.event));
         let limits = limits_for_steps(args.max_steps);
+        let local = super::modules::LocalModules::new(&args.modules)?;
         tokio::spawn(async move {
             let pool = evaluator_pool_with(1, limits).await?;
+            let lock = super::modules::lock_for(&file)?;
+            let modules = local.modules(lock.as_ref());
             // Inputs are checked as a dispatch checks them (required, defaults, options,
             // unknown names): `plue run` is a dispatch.
-            let (ctx, evaluated) = match evaluate_dispatch(&pool, &file, ctx.clone()).await {
+            let dispatched = evaluate_dispatch(&pool, &file, ctx.clone(), modules).await;
+            let (ctx, evaluated) = match dispatched {
                 Ok((ctx, evaluated)) => (ctx, Ok(evaluated)),
                 Err(e) => (ctx, Err(e)),
             };

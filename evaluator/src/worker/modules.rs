@@ -212,7 +212,17 @@ fn loaded(key: &Key) -> Option<ModuleObject> {
     })
 }
 
-/// A used module: `steps.cargo_test(...)` calls its function `cargo_test`.
+/// `use(repository, path, commit=None, ref=None)`: a module of another repository, what
+/// `use` returns. `steps = use("acme/plue-steps", "rust.plue.py", commit="<40 hex>")` pins
+/// it by full commit; `ref="v1"` (a tag or branch) uses the commit `.plue/lock.json` pins
+/// it to (`plue lock` writes it), and a ref the lock file lacks, or a `use` with neither,
+/// is refused. `steps.cargo_test(features=["x"])` calls the module's public function
+/// `cargo_test`: its arguments are checked against the types it declares (`str`, `int`,
+/// `float`, `bool`, `list[...]`, `dict[str, ...]`, `X | None`) and it returns steps, which
+/// may name only the secrets and environment whose names the call passed. The module's
+/// repository, path and commit are part of the plan and its hash (`plan.modules`). At most
+/// 16 modules, 256 KiB each; a module may not `use` another. See the guide's "Sharing
+/// steps".
 #[pyclass(module = "plue", name = "Module", frozen, immutable_type)]
 pub(crate) struct ModuleObject {
     label: String,
