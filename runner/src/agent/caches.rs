@@ -154,6 +154,15 @@ async fn restore_one(
         Err(e) => {
             let why = match e.downcast_ref::<CacheError>() {
                 Some(CacheError::Digest) => "digest mismatch".to_string(),
+                // The engine ends the download of an entry whose bytes fail its own check
+                // of the recorded digest early, as a broken body.
+                Some(CacheError::Io(io))
+                    if io
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<reqwest::Error>()) =>
+                {
+                    format!("the download broke off before its digest could be checked ({e:#})")
+                }
                 _ => format!("{e:#}"),
             };
             say(format!(
@@ -189,7 +198,12 @@ async fn fetch_and_restore(
         .bearer_auth(engine.token.as_str())
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        .map_err(|e| {
+            // Also how the engine ends a small entry that fails its own digest check.
+            anyhow::anyhow!(
+                "the download broke off before its digest could be checked ({path}: {e})"
+            )
+        })?;
     if !response.status().is_success() {
         bail!("{}", answer_error(response).await);
     }

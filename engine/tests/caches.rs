@@ -1,0 +1,257 @@
+//! Step caches through the real binary: `plue run` (SQLite, local runners) in one data
+//! directory, run after run. A first run misses and saves, a second with the same key file
+//! restores (the step reads what the first left), a changed key file misses and restores
+//! through its restore prefix; an entry whose bytes changed after it was saved is refused
+//! and the step runs as on a miss; a hostile archive recorded for an entry (its digest
+//! made to match) is refused without a byte written outside the cached path.
+
+#[allow(dead_code)] // each test binary uses part of the support module
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+use support::{printed, step_lines, Sandbox};
+
+/// A step that says whether it found `target/out.txt` (and what it held), then writes it
+/// from the key file, and a file in its home, both cached by `deps`.
+const WORKFLOW: &str = r#"
+def workflow(ctx):
+    deps = Cache(paths=["target", "~/.cache/tool"], key=["Cargo.lock"], restore_prefixes=["deps-"], name="deps")
+    return Plan("cached", steps=[
+        Step.bash("build", """
+if [ -f target/out.txt ]; then echo "found: $(cat target/out.txt) $(cat ~/.cache/tool/x)"; else echo fresh; fi
+mkdir -p target ~/.cache/tool
+echo "built from $(cat Cargo.lock)" > target/out.txt
+echo home > ~/.cache/tool/x
+""", caches=[deps]),
+    ])
+"#;
+
+/// `plue run w.plue.py` in the sandbox (its data directory `.plue` kept between runs):
+/// the step's lines; the run must succeed.
+fn run(sandbox: &Sandbox) -> Vec<String> {
+    let output = sandbox
+        .plue(&["run", "w.plue.py", "--runners", "1"])
+        .output()
+        .expect("plue run");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}", printed(&output));
+    step_lines(&stdout, "build")
+}
+
+fn sandbox(name: &str) -> Sandbox {
+    let sandbox = Sandbox::new(name);
+    sandbox.write("w.plue.py", WORKFLOW);
+    sandbox.write("Cargo.lock", "v1");
+    sandbox
+}
+
+/// The line of `lines` starting with `start`, or a panic showing them.
+fn line<'a>(lines: &'a [String], start: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in {lines:#?}"))
+}
+
+/// The cache key `deps-<sha256 hex>` the runner computes for a `Cargo.lock` holding `lock`.
+fn key_of(lock: &str) -> String {
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(("Cargo.lock".len() as u64).to_be_bytes());
+    hasher.update(b"Cargo.lock");
+    hasher.update([1]);
+    hasher.update((lock.len() as u64).to_be_bytes());
+    hasher.update(lock.as_bytes());
+    format!("deps-{}", hex::encode(hasher.finalize()))
+}
+
+#[test]
+fn a_cache_is_saved_restored_and_restored_by_prefix() {
+    let sandbox = sandbox("caches-round");
+    let (v1, v2) = (key_of("v1"), key_of("v2"));
+
+    let first = run(&sandbox);
+    assert!(first.iter().any(|l| l == "fresh"), "{first:#?}");
+    line(
+        &first,
+        &format!("cache deps: miss ({v1}) in partition local"),
+    );
+    let saved = line(
+        &first,
+        &format!("cache deps: saved {v1} to partition local ("),
+    );
+    assert!(saved.ends_with(" s"), "the time it took: {saved}");
+
+    let second = run(&sandbox);
+    let restored = line(
+        &second,
+        &format!("cache deps: restored {v1} from partition local (exact, "),
+    );
+    assert!(restored.ends_with(" s"), "the time it took: {restored}");
+    line(&second, "found: built from v1 home");
+    assert!(
+        !second.iter().any(|l| l.starts_with("cache deps: saved")),
+        "an exact hit is not saved again: {second:#?}"
+    );
+
+    sandbox.write("Cargo.lock", "v2");
+    let third = run(&sandbox);
+    line(
+        &third,
+        &format!("cache deps: restored {v1} from partition local (prefix, "),
+    );
+    line(&third, "found: built from v1 home");
+    line(
+        &third,
+        &format!("cache deps: saved {v2} to partition local ("),
+    );
+
+    let fourth = run(&sandbox);
+    line(
+        &fourth,
+        &format!("cache deps: restored {v2} from partition local (exact, "),
+    );
+    line(&fourth, "found: built from v2 home");
+}
+
+/// The one blob of the sandbox's cache entries, in its local blob store.
+fn entry_blob(sandbox: &Sandbox) -> PathBuf {
+    let dir = sandbox.path(".plue/artifacts/caches/local");
+    let blobs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    blobs[0].clone()
+}
+
+#[test]
+fn a_tampered_entry_is_refused_and_the_step_runs_as_on_a_miss() {
+    let sandbox = sandbox("caches-tampered");
+    run(&sandbox);
+    let blob = entry_blob(&sandbox);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let second = run(&sandbox);
+    let refused = line(
+        &second,
+        &format!("cache deps: refused entry {} from local: ", key_of("v1")),
+    );
+    // The runner's own check says "digest mismatch"; the engine may cut the download
+    // before the runner sees the whole entry, which the runner refuses the same way.
+    assert!(
+        refused.ends_with(": digest mismatch")
+            || refused.contains(": the download broke off before its digest could be checked"),
+        "{refused}"
+    );
+    line(
+        &second,
+        &format!("cache deps: miss ({}) in partition local", key_of("v1")),
+    );
+    assert!(second.iter().any(|l| l == "fresh"), "{second:#?}");
+}
+
+/// A raw tar entry (the `tar` crate's setters refuse what an attacker writes).
+fn raw_entry(out: &mut Vec<u8>, path: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut header = tar::Header::new_old();
+    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// Records `archive` as the sandbox's one cache entry: its bytes at their content address
+/// and the entry's digest, size and blob key made to match, as if a runner had saved it.
+async fn record_entry(sandbox: &Sandbox, archive: &[u8]) {
+    let hex = hex::encode(sha2::Sha256::digest(archive));
+    let blob_key = format!("caches/local/{hex}");
+    std::fs::write(
+        sandbox.path(&format!(".plue/artifacts/{blob_key}")),
+        archive,
+    )
+    .unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        sandbox.path(".plue/plue.db").display()
+    ))
+    .await
+    .unwrap();
+    let done = sqlx::query("UPDATE cache_entries SET digest = ?, size = ?, blob_key = ?")
+        .bind(format!("sha256:{hex}"))
+        .bind(archive.len() as i64)
+        .bind(&blob_key)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    db.close().await;
+}
+
+/// Every path below `dir` named `name`.
+fn named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() == name)
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hostile_entry_is_refused_without_writing_outside() {
+    use tar::EntryType::{Regular, Symlink};
+    let hostile: [(&str, Vec<(&str, tar::EntryType, &str, &[u8])>); 3] = [
+        (
+            "dot-dot",
+            vec![("0/../../escaped-dotdot", Regular, "", b"x")],
+        ),
+        (
+            "link out, then through it",
+            vec![
+                ("0/up", Symlink, "../../..", b""),
+                ("0/up/escaped-link", Regular, "", b"x"),
+            ],
+        ),
+        ("absolute link", vec![("1/abs", Symlink, "/tmp", b"")]),
+    ];
+    for (what, entries) in hostile {
+        let sandbox = sandbox(&format!("caches-hostile-{}", what.len()));
+        run(&sandbox);
+        let mut tar = Vec::new();
+        for (path, kind, link, data) in entries {
+            raw_entry(&mut tar, path, kind, link, data);
+        }
+        tar.extend_from_slice(&[0u8; 1024]);
+        record_entry(&sandbox, &zstd::encode_all(&tar[..], 3).unwrap()).await;
+
+        let second = run(&sandbox);
+        let refused = line(
+            &second,
+            &format!("cache deps: refused entry {} from local: ", key_of("v1")),
+        );
+        assert!(
+            refused.contains("refused archive entry"),
+            "{what}: {refused}"
+        );
+        assert!(
+            second.iter().any(|l| l == "fresh"),
+            "{what}: the step starts as on a miss: {second:#?}"
+        );
+        for name in ["escaped-dotdot", "escaped-link"] {
+            assert!(
+                named(&sandbox.path(""), name).is_empty(),
+                "{what}: {name} was written"
+            );
+        }
+    }
+}
