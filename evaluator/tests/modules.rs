@@ -20,7 +20,8 @@ def cargo_test(features: list[str] = [], release: bool = False, token: str | Non
     if release:
         flags = flags + " --release"
     secrets = [token] if token else []
-    return Step.bash("cargo-test", "cargo test " + flags, secrets=secrets)
+    cache = Cache(paths=["target"], key=["Cargo.lock"])
+    return Step.bash("cargo-test", "cargo test " + flags, secrets=secrets, caches=[cache])
 
 def _helper():
     return 1
@@ -119,6 +120,7 @@ async fn a_module_pinned_by_commit_builds_steps_and_is_in_the_plan_and_its_hash(
     let evaluated = evaluate(&source, &fetcher, None).await.unwrap();
     let step = &evaluated.plan.steps[0];
     assert_eq!(step.id, "cargo-test");
+    assert_eq!(step.caches.len(), 1, "a module builds cached steps too");
     assert!(evaluated
         .canonical_json
         .contains("cargo test --features=x --release"));

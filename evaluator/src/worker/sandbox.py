@@ -377,6 +377,7 @@ def load_module(label, filename, source):
         "Step": _host.Step,
         "Trigger": _host.Trigger,
         "SafeOutputs": _host.SafeOutputs,
+        "Cache": _host.Cache,
     }
     try:
         exec(code, namespace)
