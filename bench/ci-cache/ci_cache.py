@@ -49,7 +49,8 @@ DEFAULT_CRATES = "plue-types plue-vault plue-outbound"
 # target of the default crates is well under 1 GB, the runners' trees are in memory).
 NEED_FREE_BYTES = 4 * 1024**3
 # A step's cache line: `cache NAME: restored KEY ... in 1.2 s` / `saved KEY ... in 3.4 s`.
-CACHE_TIME = re.compile(r"^cache (\S+): (restored|saved) .* in ([0-9.]+) s$")
+# The parenthesis ends with the entry's size: `(exact, 24.8 MiB)`, `(6.1 MiB)`.
+CACHE_TIME = re.compile(r"^cache (\S+): (restored|saved) .*\(([^()]*)\) in ([0-9.]+) s$")
 VARIANTS = {
     "a": "uncached (caches=false)",
     "b": "cached, first run (misses, saves)",
@@ -224,7 +225,7 @@ def measure(args, only, plue, work):
             steps[variant].append(per_step)
             if variant in cache_times:
                 cache_times[variant].extend(
-                    (m.group(2), m.group(1), float(m.group(3)))
+                    (m.group(2), m.group(1), m.group(3).split(", ")[-1], float(m.group(4)))
                     for _, text in lines if (m := CACHE_TIME.match(text)))
         for data_name in (f"a-{round_}", f"bc-{round_}"):
             shutil.rmtree(work / data_name, ignore_errors=True)
@@ -254,9 +255,13 @@ def report(args, commit, started, load, plue, walls, steps, cache_times, failed)
         ratio = median(walls["a"]) / median(walls["c"])
         print(f"\n(a) / (c): **{ratio:.1f}×** (goal ≥ 3×: {'met' if ratio >= 3 else 'not met'})")
     for variant, verb in [("b", "saved"), ("c", "restored")]:
-        times = [(name, t) for kind, name, t in cache_times[variant] if kind == verb]
-        if times:
-            print(f"\n({variant}) {verb}: " + ", ".join(f"{n} {t:.1f} s" for n, t in times))
+        by_name = {}
+        for kind, name, size, t in cache_times[variant]:
+            if kind == verb:
+                by_name.setdefault(name, (size, []))[1].append(t)
+        if by_name:
+            print(f"\n({variant}) {verb}, median of each cache's times: " + ", ".join(
+                f"{n} {size} in {median(ts):.1f} s" for n, (size, ts) in by_name.items()))
         elif walls[variant]:
             print(f"\n({variant}): no cache was {verb}")
     if failed:
