@@ -9,8 +9,10 @@
 //!   order: the exact key first, then each restore prefix (matched literally by `substr`,
 //!   never as a `LIKE` pattern), the most recently saved entry first.
 //! - A scope keeps at most its quota: a record evicts the least recently used entries it
-//!   may (never those of the partitions it is told to keep) and, when that is not enough,
-//!   records nothing. Records of one scope are serialised (the repository's row locked on
+//!   may (never those of the partitions it is told to keep; those of the partitions it is
+//!   told to spare only once every other one is gone, so what less trusted runs fill never
+//!   pushes a trusted partition's entries out) and, when that is not enough, records
+//!   nothing. Records of one scope are serialised (the repository's row locked on
 //!   PostgreSQL; SQLite runs one transaction at a time).
 //! - A deleted entry leaves its blob key in `doomed_blobs` (a trigger, migration 0033);
 //!   the sweep deletes an object only when no entry (and no hand-off blob) names it.
@@ -135,13 +137,15 @@ impl Store {
     }
 
     /// Records `entry` in its scope within `quota` bytes, evicting the least recently used
-    /// entries of partitions not in `keep` when it would not fit; a partition's existing
-    /// entry under the key is kept instead (see [`CacheRecorded`]).
+    /// entries of partitions not in `keep` when it would not fit — those of partitions in
+    /// `spare` only after every other one; a partition's existing entry under the key is
+    /// kept instead (see [`CacheRecorded`]).
     pub async fn record_cache_entry(
         &self,
         entry: &NewCacheEntry<'_>,
         quota: i64,
         keep: &[String],
+        spare: &[String],
     ) -> anyhow::Result<CacheRecorded> {
         let scope = cache_scope(entry.repo_id);
         let existing_sql = format!(
@@ -200,6 +204,16 @@ impl Store {
                 .bind(&scope)
                 .fetch_all(&mut *tx)
                 .await?;
+                // Least recently used first, but the spared partitions' entries last.
+                let mut candidates = candidates
+                    .into_iter()
+                    .map(|row| {
+                        let partition: String = row.try_get("partition_name")?;
+                        Ok((spare.contains(&partition), row))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                candidates.sort_by_key(|(spared, _)| *spared);
+                let candidates = candidates.into_iter().map(|(_, row)| row);
                 let mut left = used;
                 let mut doomed = Vec::new();
                 for row in candidates {
@@ -350,7 +364,11 @@ mod tests {
     }
 
     async fn record(store: &Store, new: &NewCacheEntry<'_>) -> CacheEntryRow {
-        match store.record_cache_entry(new, 1 << 40, &[]).await.unwrap() {
+        match store
+            .record_cache_entry(new, 1 << 40, &[], &[])
+            .await
+            .unwrap()
+        {
             CacheRecorded::Created { entry, .. } => entry,
             other => panic!("not created: {other:?}"),
         }
@@ -467,7 +485,7 @@ mod tests {
             let mut second = entry("default", "rust-aa", 2, 2);
             second.digest = "sha256:11";
             match store
-                .record_cache_entry(&second, 1 << 40, &[])
+                .record_cache_entry(&second, 1 << 40, &[], &[])
                 .await
                 .unwrap()
             {
@@ -488,14 +506,14 @@ mod tests {
             // A fork may not evict the default's entries: over quota, nothing recorded.
             let keep = labels(&["default", "protected"]);
             let forked = store
-                .record_cache_entry(&entry("fork:eve/x", "rust-3", 40, 11), 100, &keep)
+                .record_cache_entry(&entry("fork:eve/x", "rust-3", 40, 11), 100, &keep, &keep)
                 .await
                 .unwrap();
             assert_eq!(forked, CacheRecorded::OverQuota { used: 80 });
             assert_eq!(store.cache_usage("local").await.unwrap(), 80);
             // The default branch evicts the least recently used (rust-2, untouched).
             match store
-                .record_cache_entry(&entry("default", "rust-3", 40, 12), 100, &[])
+                .record_cache_entry(&entry("default", "rust-3", 40, 12), 100, &[], &[])
                 .await
                 .unwrap()
             {
@@ -515,11 +533,65 @@ mod tests {
             // Larger than the quota: never recorded.
             assert!(matches!(
                 store
-                    .record_cache_entry(&entry("default", "rust-4", 101, 13), 100, &[])
+                    .record_cache_entry(&entry("default", "rust-4", 101, 13), 100, &[], &[])
                     .await
                     .unwrap(),
                 CacheRecorded::OverQuota { .. }
             ));
+        }
+    }
+
+    // The attack: forks fill the quota with entries used more recently than the default
+    // branch's; the default branch's next save must evict theirs, not its own older one.
+    #[tokio::test]
+    async fn less_trusted_entries_go_before_a_spared_partitions_own() {
+        for (store, _dir) in stores().await {
+            let spare = labels(&["default", "protected"]);
+            let main = record(&store, &entry("default", "rust-1", 40, 1)).await;
+            let tag = record(&store, &entry("protected", "rust-t", 10, 2)).await;
+            for (i, key) in ["rust-2", "rust-3"].into_iter().enumerate() {
+                let recorded = store
+                    .record_cache_entry(
+                        &entry("fork:eve/x", key, 20, 10 + i as i64),
+                        100,
+                        &spare,
+                        &spare,
+                    )
+                    .await
+                    .unwrap();
+                assert!(matches!(recorded, CacheRecorded::Created { .. }));
+            }
+            // Full (90 of 100): a pull request evicts the fork's oldest, never `default`'s
+            // or `protected`'s; more than the others hold is refused.
+            let pull = store
+                .record_cache_entry(&entry("pull:4", "rust-4", 20, 20), 100, &spare, &spare)
+                .await
+                .unwrap();
+            assert!(matches!(pull, CacheRecorded::Created { evicted: 1, .. }));
+            let refused = store
+                .record_cache_entry(&entry("pull:4", "rust-6", 60, 21), 100, &spare, &spare)
+                .await
+                .unwrap();
+            assert_eq!(refused, CacheRecorded::OverQuota { used: 90 });
+            // The default branch's save evicts the fork's and the pull request's entries, though
+            // more recently used than its own.
+            match store
+                .record_cache_entry(&entry("default", "rust-5", 40, 30), 100, &[], &spare)
+                .await
+                .unwrap()
+            {
+                CacheRecorded::Created { evicted, .. } => assert_eq!(evicted, 2),
+                other => panic!("{other:?}"),
+            }
+            let mut kept: Vec<String> = store
+                .cache_entries_of("local", 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            kept.sort();
+            assert_eq!(kept, vec![main.key, "rust-5".to_string(), tag.key]);
         }
     }
 

@@ -8,7 +8,9 @@
 //! missing one; a save's name and key are checked ([`check_key`]) before any byte is read,
 //! and its archive is stored under the engine's own digest, within the per-entry limit
 //! (the smaller of `--artifacts-max-bytes` and the quota) and the scope's quota, or not at
-//! all; a run below `default` never evicts an entry of `default` or `protected`.
+//! all; a run below `default` never evicts an entry of `default` or `protected`, and a
+//! save evicts those only once no entry of a less trusted partition is left (what less
+//! trusted runs fill never pushes the trusted caches out).
 
 use bytes::Bytes;
 use futures::Stream;
@@ -195,7 +197,10 @@ impl RunCaches {
             now: now_ms(),
         };
         let quota = i64::try_from(limits.quota).unwrap_or(i64::MAX);
-        let recorded = store.record_cache_entry(&new, quota, &self.kept()).await;
+        let spared = [Partition::Default.label(), Partition::Protected.label()];
+        let recorded = store
+            .record_cache_entry(&new, quota, &self.kept(), &spared)
+            .await;
         match recorded {
             Ok(CacheRecorded::Created { entry, evicted }) => {
                 if evicted > 0 {
