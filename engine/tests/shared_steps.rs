@@ -2,7 +2,8 @@
 //! local git repository `use`s a module of another (`--modules-from` a directory of
 //! repositories) by commit, by tag with and without the lock file `plue lock` writes, and
 //! unpinned; wrong parameters, a module reaching for the network, files or a secret it
-//! was not given are refused with their message.
+//! was not given are refused with their message. And `plue serve`: a registered
+//! repository's module beside it on its forge (the fake GitHub), run by a push.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -233,4 +234,67 @@ fn a_module_finds_no_network_no_file_and_no_secret_it_was_not_given() {
     );
     let output = plue(&sandbox, &repos, &["check", workflow.to_str().unwrap()]);
     assert!(output.status.success(), "{}", printed(&output));
+}
+
+/// `plue serve`: a registered repository's workflow uses a module of a repository beside
+/// it on its forge (testkit's fake GitHub), pinned by commit; a push runs the module's step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_repository_uses_a_module_beside_it_on_its_forge() {
+    use std::time::Duration;
+    use testkit::forge::{FakeForge, Flavor};
+    const SECRET: &str = "webhook-secret-of-the-shared-steps-test";
+    let sandbox = Sandbox::new("shared-steps-serve");
+    let forge = FakeForge::start(Flavor::GitHub, "token-of-the-shared-steps-test").unwrap();
+    let steps = forge
+        .create_repo_with("acme/plue-steps", &[("rust.plue.py", RUST_V1)])
+        .unwrap();
+    let ci = format!(
+        "steps = use(\"acme/plue-steps\", \"rust.plue.py\", commit=\"{steps}\")\n\n\
+         def workflow(ctx):\n    return Plan(\"ci\", triggers=[Trigger.on_push()], \
+         steps=[steps.cargo_test(features=[\"served\"])])\n"
+    );
+    let app = forge
+        .create_repo_with("acme/app", &[(".plue/ci.plue.py", &ci)])
+        .unwrap();
+    let engine = sandbox.serve_engine(&["--runners", "1"]).await;
+    let http = support::client();
+    let registered = http
+        .post(format!("{}/api/repos", engine.url))
+        .json(&serde_json::json!({
+            "name": "acme/app",
+            "clone_url": forge.clone_url("acme/app"),
+            "forge": "github",
+            "webhook_secret": SECRET,
+            "api_url": forge.api_url(),
+            "api_token": "token-of-the-shared-steps-test",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.status(),
+        201,
+        "{}",
+        registered.text().await.unwrap()
+    );
+    let mut payload = support::webhook_fixture("github/push-new-branch.json");
+    payload["repository"]["full_name"] = serde_json::json!("acme/app");
+    payload["repository"]["default_branch"] = serde_json::json!("main");
+    payload["ref"] = serde_json::json!("refs/heads/main");
+    payload["after"] = serde_json::json!(app);
+    let (status, answer) =
+        support::deliver_webhook(&engine.url, "github", "push", "push-1", &payload, SECRET).await;
+    assert_eq!(status, 200, "{answer}");
+    let runs = support::run_ids(&answer);
+    assert_eq!(runs.len(), 1, "{answer}");
+    support::wait_succeeded(&http, &engine.url, runs[0], Duration::from_secs(120)).await;
+    let lines = support::log_lines(&http, &engine.url, runs[0], "cargo-test")
+        .await
+        .expect("the step's log");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.to_string().contains("module-v1 --features=served")),
+        "{lines:?}"
+    );
 }
