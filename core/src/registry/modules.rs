@@ -12,8 +12,11 @@
 //!   mirror's one git choke point (`git.rs`: no option injection, no credential in an
 //!   argument or an error);
 //! - a module repository's fetches carry no credential: the calling repository's token
-//!   is sent only to its own clone URL, so modules are public repositories (or ones the
-//!   forge serves without a token);
+//!   is sent only to its own clone URL, the base drops the clone URL's user and password,
+//!   and the module mirrors are anonymous ([`Mirror::anonymous`]: none of the host's git
+//!   configuration, `~/.netrc` or SSH keys), so modules are public repositories (or ones
+//!   the forge serves without a token) — a fork's pull request cannot read a private
+//!   repository through the engine;
 //! - one git operation at a time over all module mirrors (one lock in the process), so
 //!   evaluations that use the same module at once never race on git's lock files.
 
@@ -36,6 +39,9 @@ pub struct ModuleMirrors {
     /// `.git` when the calling repository's clone URL has it, so its forge's spelling.
     suffix: &'static str,
     dir: PathBuf,
+    /// Fetched with no credential of the host (`plue serve`: the workflow is not the
+    /// host's); `plue run`, `check` and `lock` use the user's own git set-up.
+    anonymous: bool,
 }
 
 impl ModuleMirrors {
@@ -46,6 +52,7 @@ impl ModuleMirrors {
             base: base.into(),
             suffix: "",
             dir,
+            anonymous: false,
         }
     }
 
@@ -58,11 +65,12 @@ impl ModuleMirrors {
             Some(bare) => (bare, ".git"),
             None => (trimmed, ""),
         };
-        let base = trimmed.rsplitn(3, '/').nth(2)?;
+        let base = without_userinfo(trimmed.rsplitn(3, '/').nth(2)?);
         (!base.is_empty() && !base.ends_with(':') && !base.ends_with('/')).then(|| ModuleMirrors {
-            base: base.to_string(),
+            base,
             suffix,
             dir,
+            anonymous: true,
         })
     }
 
@@ -79,7 +87,25 @@ impl ModuleMirrors {
         check_repository(repository).map_err(anyhow::Error::msg)?;
         let url = self.url(repository);
         let mirror = Mirror::open(self.dir.join(format!("{repository}.git"))).await?;
+        let mirror = if self.anonymous {
+            mirror.anonymous()
+        } else {
+            mirror
+        };
         Ok((mirror, url))
+    }
+}
+
+/// `base` without the user and password a clone URL may carry (`https://bot:tok@forge`
+/// is `https://forge`): the calling repository's credential never goes to a module's.
+fn without_userinfo(base: &str) -> String {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => base.to_string(),
     }
 }
 
@@ -87,14 +113,15 @@ impl Registry {
     /// Evaluates `source` (the file `path` of repository `ctx.repo` at `ctx.sha`) with the
     /// modules it `use`s fetched beside the repository on its forge, refs pinned by its
     /// `.plue/lock.json` at that commit. A file that never names `use` (the only way to
-    /// reach it) is evaluated as it is, with no read of the lock file.
+    /// reach it: it is a global name, not an attribute) is evaluated as it is, with no read
+    /// of the lock file.
     pub(super) async fn evaluate_source(
         &self,
         path: &str,
         source: &str,
         ctx: &EvalContext,
     ) -> Result<EvaluatedPlan, EvalError> {
-        if !source.contains("use") {
+        if !names_use(source) {
             return self.evaluator.evaluate(path, source, ctx).await;
         }
         let refuse =
@@ -131,6 +158,17 @@ impl Registry {
             .evaluate_with(path, source, ctx, modules)
             .await
     }
+}
+
+/// Whether `source` holds the word `use` (not within a longer name such as `user`).
+fn names_use(source: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || !b.is_ascii();
+    let bytes = source.as_bytes();
+    source.match_indices("use").any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(at + 3).copied();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
 }
 
 impl ModuleFetcher for ModuleMirrors {
@@ -188,6 +226,16 @@ mod tests {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    #[test]
+    fn only_a_file_naming_use_reads_the_lock_file() {
+        assert!(names_use("s = use(\"a/b\", \"c.plue.py\", commit=x)"));
+        assert!(names_use("u = use\nu(1)"));
+        assert!(!names_use(
+            "Step.bash(\"a\", \"useradd x; because\", users=1)"
+        ));
+        assert!(!names_use("reuse_it = 1; used = 2; _use = 3"));
+    }
+
     #[tokio::test]
     async fn a_module_is_read_at_its_commit_and_a_tag_resolved() {
         let root = tempfile::tempdir().unwrap();
@@ -228,6 +276,23 @@ mod tests {
             "https://forge.example/acme/steps.git"
         );
         assert!(ModuleMirrors::beside("https://app.git", "m".into()).is_none());
+        // The attack: the calling repository's clone URL carries its credential; a
+        // workflow `use`s a private repository beside it. The credential stays behind.
+        for url in [
+            "https://bot:ghs_secret@forge.example/acme/app.git",
+            "https://ghs_secret@forge.example/acme/app",
+            "http://a:b@c@forge.example:8080/acme/app.git",
+        ] {
+            let beside = ModuleMirrors::beside(url, "m".into()).unwrap();
+            let module = beside.url("victim/private");
+            assert!(!module.contains('@'), "{module}");
+            assert!(!module.contains("secret"), "{module}");
+            assert!(module.contains("forge.example"), "{module}");
+            assert!(
+                beside.anonymous,
+                "beside a served repository: no host credential"
+            );
+        }
         // A name climbing out of the base is refused before git runs.
         let climbing = mirrors.resolve("../x", "v1").await.unwrap_err();
         assert!(climbing.contains("not a repository"), "{climbing}");
