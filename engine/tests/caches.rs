@@ -3,7 +3,9 @@
 //! restores (the step reads what the first left), a changed key file misses and restores
 //! through its restore prefix; an entry whose bytes changed after it was saved is refused
 //! and the step runs as on a miss; a hostile archive recorded for an entry (its digest
-//! made to match) is refused without a byte written outside the cached path.
+//! made to match) is refused without a byte written outside the cached path. Through a real
+//! `plue runner` on an engine with repository runs: a fork's and an agent's entries are
+//! never restored by the default branch, whose entry a pull request restores.
 
 #[allow(dead_code)] // each test binary uses part of the support module
 mod support;
@@ -254,4 +256,167 @@ async fn a_hostile_entry_is_refused_without_writing_outside() {
             );
         }
     }
+}
+
+/// A step that says whose `target/who` it found, then writes its own run's word there:
+/// cached by `who` (its key file is absent from the empty workspace, so every run of the
+/// repository has the same key and only the partitions tell the entries apart).
+fn who_step(word: &str) -> evaluator::plan::Step {
+    let mut step = support::bash_step(
+        "build",
+        &format!(
+            "if [ -f target/who ]; then echo \"found: $(cat target/who)\"; else echo fresh; fi\n\
+             mkdir -p target && echo {word} > target/who"
+        ),
+    );
+    step.caches = vec![evaluator::caches::Cache {
+        name: "who".into(),
+        paths: vec!["target".into()],
+        key: vec!["Cargo.lock".into()],
+        restore_prefixes: vec!["who-".into()],
+    }];
+    step
+}
+
+/// An `llm` step with tools that never runs (only after `build` fails): its plan alone
+/// makes the run an agent's.
+fn agent_step() -> evaluator::plan::Step {
+    let llm = evaluator::plan::LlmAction {
+        prompt: Some("fix it".into()),
+        tools: vec!["bash".into()],
+        ..Default::default()
+    };
+    evaluator::plan::Step::new("agent", evaluator::plan::Action::Llm(llm))
+        .after(&["build"])
+        .on(evaluator::plan::When::Failure)
+}
+
+/// A runner token of the store that accepts forks; its text.
+async fn fork_token(store: &engine::store::Store) -> String {
+    let token = engine::tokens::new_token().unwrap();
+    store
+        .create_runner_token(&engine::store::NewRunnerToken {
+            kind: engine::store::RunnerTokenKind::Scoped,
+            name: "caches",
+            token_hash: &engine::tokens::hash_token(&token),
+            labels_json: "{}",
+            secrets: true,
+            accept_forks: true,
+            expires_at: None,
+            now: engine::store::now_ms(),
+        })
+        .await
+        .unwrap();
+    token
+}
+
+/// Waits for step `build` of `run` to succeed; its log lines.
+async fn build_lines(store: &engine::store::Store, run: i64) -> Vec<String> {
+    let step = support::wait_for(
+        std::time::Duration::from_secs(60),
+        "the build step ends",
+        || {
+            let store = store.clone();
+            async move {
+                let step = store.step_run(run, "build").await.ok()??;
+                matches!(step.status.as_str(), "succeeded" | "failed").then_some(step)
+            }
+        },
+    )
+    .await;
+    let lines: Vec<String> = store
+        .read_logs(step.id, (0, 0), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    assert_eq!(step.status, "succeeded", "{:?} {lines:#?}", step.reason);
+    lines
+}
+
+/// Issue 52's poisoning through a real runner: a fork's pull request and a default-branch
+/// run that gives an agent tools each save an entry under the very key the default branch
+/// uses; the default branch's run restores neither (it misses and saves its own); a pull
+/// request of the repository itself restores the default branch's entry; the fork's and
+/// the agent's next runs read their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forks_entry_is_never_restored_by_the_default_branch() {
+    let sandbox = Sandbox::new("caches-partitions");
+    let engine = support::start_in_process_with_runner_listener(
+        &sandbox.path("data"),
+        engine::server::EngineConfig::new("unused-registration-token".into()),
+    )
+    .await;
+    let store = engine.executor.store().clone();
+    let repo = support::create_repo(&store).await;
+    let token = fork_token(&store).await;
+    let work = sandbox.path("work");
+    sandbox.spawn(
+        "runner",
+        sandbox.plue(&[
+            "runner",
+            "--engine",
+            &engine.runner_url,
+            "--token",
+            &token,
+            "--name",
+            "r",
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--give-up-after",
+            "30",
+            "--accept-forks",
+        ]),
+    );
+    support::wait_for(
+        std::time::Duration::from_secs(30),
+        "the runner registers",
+        || {
+            let store = store.clone();
+            async move {
+                let live = store.list_runners(true, 10).await.ok()?;
+                live.iter().any(|r| r.name == "r").then_some(())
+            }
+        },
+    )
+    .await;
+    let plan = |word: &str| support::plan("ci", vec![who_step(word)]);
+
+    let fork = support::start_pr_run(&engine.executor, repo, &plan("fork"), true).await;
+    let lines = build_lines(&store, fork).await;
+    assert!(lines.iter().any(|l| l == "fresh"), "{lines:#?}");
+    let saved = line(&lines, "cache who: saved who-");
+    assert!(!saved.contains("partition default"), "{saved}");
+
+    // A default-branch run whose plan gives an agent tools is demoted: it saves into
+    // `agents`, which the default branch never reads either.
+    let agent_plan = support::plan("ci", vec![who_step("agent"), agent_step()]);
+    let agent = support::start_push_run(&engine.executor, repo, &agent_plan, "main").await;
+    let lines = build_lines(&store, agent).await;
+    assert!(lines.iter().any(|l| l == "fresh"), "{lines:#?}");
+    assert!(line(&lines, "cache who: saved who-").contains("to partition agents"));
+
+    let main = support::start_push_run(&engine.executor, repo, &plan("main"), "main").await;
+    let lines = build_lines(&store, main).await;
+    assert!(
+        lines.iter().any(|l| l == "fresh"),
+        "the default branch restored the fork's or the agent's entry: {lines:#?}"
+    );
+    line(&lines, "cache who: miss (who-");
+    line(&lines, "cache who: saved who-");
+    assert!(line(&lines, "cache who: saved who-").contains("to partition default"));
+
+    let ours = support::start_pr_run(&engine.executor, repo, &plan("pr"), false).await;
+    let lines = build_lines(&store, ours).await;
+    line(&lines, "found: main");
+    assert!(line(&lines, "cache who: restored who-").contains("from partition default"));
+
+    let fork_again = support::start_pr_run(&engine.executor, repo, &plan("fork"), true).await;
+    let lines = build_lines(&store, fork_again).await;
+    line(&lines, "found: fork");
+    let agent_again = support::start_push_run(&engine.executor, repo, &agent_plan, "main").await;
+    let lines = build_lines(&store, agent_again).await;
+    line(&lines, "found: agent");
+    engine.shutdown().await;
 }
